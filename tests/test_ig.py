@@ -1,0 +1,200 @@
+"""Known-answer tests of the framework-free IG math on analytic functions."""
+
+import numpy as np
+import pytest
+
+from transforms import ig
+
+RNG = np.random.default_rng(0)
+SHAPE = (3, 4, 2)
+WEIGHTS = RNG.normal(size=SHAPE).astype(np.float32)
+
+
+def analytic(point: np.ndarray, target: int) -> tuple[float, np.ndarray]:
+    """Three analytic outputs: 0 linear w.x, 1 sum x^3, 2 sum sin x."""
+    if target == 0:
+        return float(np.sum(WEIGHTS * point)), WEIGHTS
+    if target == 1:
+        return float(np.sum(point**3)), 3.0 * point**2
+    return float(np.sum(np.sin(point))), np.cos(point)
+
+
+def score_grad_fn(inputs, baselines, alphas, targets):
+    calls.append(len(alphas))
+    points = baselines + alphas.reshape(-1, 1, 1, 1) * (inputs - baselines)
+    out = [analytic(p.astype(np.float64), int(t)) for p, t in zip(points, targets, strict=True)]
+    return np.array([s for s, _ in out]), np.stack([g for _, g in out]).astype(np.float32)
+
+
+calls: list[int] = []
+
+
+def run(method, steps, targets, path_batch_size=16, x=None, **kwargs):
+    if x is None:
+        x = RNG.uniform(0.2, 1.0, size=(len(targets), *SHAPE)).astype(np.float32)
+    base = np.zeros((len(targets), 1, *SHAPE), np.float32)
+    result = ig.integrated_gradients(
+        score_grad_fn, x, base, np.arange(len(targets)), targets,
+        method=method, steps=steps, path_batch_size=path_batch_size, **kwargs,
+    )  # fmt: skip
+    return x, result
+
+
+@pytest.mark.parametrize("method", ig.METHODS)
+@pytest.mark.parametrize("steps", [2, 5, 16])
+def test_quadrature_weights_sum_to_one_and_nodes_in_unit_interval(method, steps):
+    alphas, weights = ig.quadrature(method, steps)
+    assert alphas.shape == weights.shape == (steps,)
+    assert np.isclose(weights.sum(), 1.0)
+    assert np.all((alphas >= 0) & (alphas <= 1)) and np.all(np.diff(alphas) > 0)
+
+
+@pytest.mark.parametrize("method", ig.METHODS)
+def test_linear_model_attribution_is_exact_for_every_rule(method):
+    x, result = run(method, 3, [0, 0])
+    np.testing.assert_allclose(result.attributions, x * WEIGHTS, rtol=1e-5, atol=1e-6)
+
+
+# integral_0^1 3 a^2 da = 1 estimated by each rule with n nodes, in closed form.
+CUBIC_FACTOR = {
+    "riemann_left": lambda n: (n - 1) * (2 * n - 1) / (2 * n**2),
+    "riemann_right": lambda n: (n + 1) * (2 * n + 1) / (2 * n**2),
+    "riemann_middle": lambda n: 1 - 1 / (4 * n**2),
+    "riemann_trapezoid": lambda n: 1 + 1 / (2 * (n - 1) ** 2),
+    "gausslegendre": lambda n: 1.0,
+}
+
+
+@pytest.mark.parametrize("method", ig.METHODS)
+@pytest.mark.parametrize("steps", [2, 4, 7])
+def test_cubic_error_matches_closed_form(method, steps):
+    # F = sum x^3, baseline 0: IG_i = x_i^3 * (rule's estimate of int 3a^2 da).
+    x, result = run(method, steps, [1])
+    expected = x**3 * CUBIC_FACTOR[method](steps)
+    np.testing.assert_allclose(result.attributions, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ig.METHODS)
+def test_completeness_converges_with_steps(method):
+    # sum sin: IG_i = sin x_i - sin 0, smooth; every rule converges.
+    x, coarse = run(method, 3, [2])
+    _, fine = run(method, 48, [2], x=x)
+    exact = np.sin(x)
+    coarse_err = np.abs(coarse.attributions - exact).max()
+    fine_err = np.abs(fine.attributions - exact).max()
+    assert fine_err < max(coarse_err / 10, 1e-6)
+    assert fine_err < 2e-2
+
+
+def test_gauss_legendre_is_spectrally_accurate_on_smooth_function():
+    x, result = run("gausslegendre", 8, [2])
+    np.testing.assert_allclose(result.attributions, np.sin(x), atol=1e-6)
+
+
+def test_completeness_delta_and_relative():
+    delta, rel = ig.completeness(np.array([1.1, 2.0, 0.0, 1.0]), [2.0, 3.0, 1.0, 1.0],
+                                 [1.0, 1.0, 1.0, 1.0])  # fmt: skip
+    np.testing.assert_allclose(delta, [0.1, 0.0, 0.0, 1.0])
+    np.testing.assert_allclose(rel[:3], [0.1, 0.0, 0.0])
+    assert np.isinf(rel[3])
+
+
+@pytest.mark.parametrize("method", ig.METHODS)
+def test_results_do_not_depend_on_path_batch_size(method):
+    x = RNG.uniform(0, 1, size=(3, *SHAPE)).astype(np.float32)
+    base = np.stack([np.zeros_like(x), np.full_like(x, 0.5)], axis=1)
+    outs = [
+        ig.integrated_gradients(score_grad_fn, x, base, [0, 1, 2, 2], [0, 1, 2, 1],
+                                method=method, steps=5, path_batch_size=b).attributions
+        for b in (1, 7, 1000)
+    ]  # fmt: skip
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(outs[0], outs[2], rtol=1e-6, atol=1e-7)
+
+
+def test_chunks_bound_the_points_per_call():
+    calls.clear()
+    run("riemann_trapezoid", 20, [1, 2, 2], path_batch_size=8)
+    assert max(calls) == 8 and sum(calls) == 60
+
+
+def test_several_baselines_are_averaged():
+    x = RNG.uniform(0, 1, size=(1, *SHAPE)).astype(np.float32)
+    base = np.stack([np.zeros_like(x), np.ones_like(x)], axis=1)
+    result = ig.integrated_gradients(
+        score_grad_fn, x, base, [0], [0], method="gausslegendre", steps=2, path_batch_size=4
+    )
+    expected = ((x - 0) * WEIGHTS + (x - 1) * WEIGHTS) / 2
+    np.testing.assert_allclose(result.attributions, expected, rtol=1e-5, atol=1e-6)
+    assert result.evaluations.tolist() == [4]
+
+
+@pytest.mark.parametrize("method", ig.NESTED_METHODS)
+def test_refinement_nodes_reuse_the_old_ones(method):
+    new_steps, scale, new_alphas, new_weights = ig.refinement(method, 5)
+    old_alphas, old_weights = ig.quadrature(method, 5)
+    fine_alphas, fine_weights = ig.quadrature(method, new_steps)
+    merged = np.concatenate([old_alphas, new_alphas])
+    order = np.argsort(merged)
+    np.testing.assert_allclose(merged[order], fine_alphas, atol=1e-12)
+    weights = np.concatenate([scale * old_weights, new_weights])[order]
+    np.testing.assert_allclose(weights, fine_weights, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["riemann_trapezoid", "gausslegendre", "riemann_left"])
+def test_adaptive_refinement_reaches_tolerance_and_equals_the_finer_rule(method):
+    x = RNG.uniform(0.5, 1.5, size=(2, *SHAPE)).astype(np.float32)
+    base = np.zeros((2, 1, *SHAPE), np.float32)
+    target_scores = np.sum(np.sin(x).reshape(2, -1), axis=1)
+    kwargs = dict(method=method, path_batch_size=32, target_scores=target_scores,
+                  baseline_scores=np.zeros(2))  # fmt: skip
+    result = ig.integrated_gradients(
+        score_grad_fn, x, base, [0, 1], [2, 2], steps=2, tolerance=1e-4, max_steps=4096, **kwargs
+    )
+    _, rel = ig.completeness(result.attributions.reshape(2, -1).sum(1), target_scores, 0.0)
+    assert np.all(rel <= 1e-4)
+    assert np.all(result.steps > 2)
+    direct = ig.integrated_gradients(
+        score_grad_fn, x, base, [0, 1], [2, 2], steps=int(result.steps[0]), **kwargs
+    )
+    np.testing.assert_allclose(result.attributions[0], direct.attributions[0], rtol=1e-4)
+    assert len(result.path_alphas[0]) == result.steps[0]
+    if method in ig.NESTED_METHODS:
+        # Every gradient computed is used: no evaluation is wasted.
+        assert np.all(result.evaluations == result.steps)
+    else:
+        assert np.all(result.evaluations > result.steps)
+
+
+def test_refinement_stops_at_the_cap():
+    x = RNG.uniform(0.5, 1.5, size=(1, *SHAPE)).astype(np.float32)
+    result = ig.integrated_gradients(
+        score_grad_fn, x, np.zeros((1, 1, *SHAPE), np.float32), [0], [2],
+        method="riemann_left", steps=4, path_batch_size=64,
+        target_scores=np.sum(np.sin(x)).reshape(1), baseline_scores=np.zeros(1),
+        tolerance=1e-9, max_steps=32,
+    )  # fmt: skip
+    assert result.steps.tolist() == [32]
+
+
+def test_non_finite_gradients_are_flagged_per_row():
+    def nan_fn(inputs, baselines, alphas, targets):
+        scores, grads = score_grad_fn(inputs, baselines, alphas, targets)
+        grads[targets == 1] = np.nan
+        return scores, grads
+
+    x = RNG.uniform(size=(2, *SHAPE)).astype(np.float32)
+    result = ig.integrated_gradients(
+        nan_fn, x, np.zeros((2, 1, *SHAPE), np.float32), [0, 1], [0, 1],
+        method="riemann_middle", steps=3, path_batch_size=4,
+    )  # fmt: skip
+    assert result.finite.tolist() == [True, False]
+
+
+@pytest.mark.parametrize(
+    "method, steps, message",
+    [("simpson", 4, "Unknown IG method 'simpson'"), ("riemann_trapezoid", 1, "steps must be")],
+)
+def test_bad_rule_arguments_name_the_value(method, steps, message):
+    with pytest.raises(ValueError, match=message):
+        ig.quadrature(method, steps)

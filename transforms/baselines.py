@@ -1,0 +1,69 @@
+"""Baseline images x' for IG, in NumPy."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["make_baselines"]
+
+
+def _gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    radius = max(1, int(3 * sigma))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    out = image.astype(np.float32)
+    for axis in (0, 1):
+        pad = [(0, 0)] * out.ndim
+        pad[axis] = (radius, radius)
+        padded = np.pad(out, pad, mode="reflect")
+        windows = np.lib.stride_tricks.sliding_window_view(padded, len(taps), axis=axis)
+        out = np.tensordot(windows, taps.astype(np.float32), axes=([-1], [0]))
+    return out.astype(np.float32)
+
+
+def _noise_seed(seed: int, image_id: str) -> int:
+    digest = hashlib.sha256(f"{seed}:{image_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def make_baselines(
+    image: np.ndarray,
+    names: Sequence[str],
+    input_range: tuple[float, float],
+    image_id: str,
+    seed: int = 0,
+) -> np.ndarray:
+    """The baselines of one image.
+
+    Args:
+      image: float32 [H, W, 3] in `input_range`.
+      names: baselines among black (low), white (high), grey (middle), blur
+        (Gaussian blur, sigma = side / 16, of the image) and noise (uniform in
+        the range, seeded by `seed` and `image_id`, so reruns are identical).
+      input_range: (low, high) of the model's input.
+      image_id: the image's id, for the noise seed.
+      seed: run seed of the noise baseline.
+
+    Returns:
+      float32 [len(names), H, W, 3].
+    """
+    low, high = input_range
+    out = np.empty((len(names), *image.shape), dtype=np.float32)
+    for i, name in enumerate(names):
+        if name == "black":
+            out[i] = low
+        elif name == "white":
+            out[i] = high
+        elif name == "grey":
+            out[i] = (low + high) / 2.0
+        elif name == "blur":
+            out[i] = _gaussian_blur(image, sigma=max(image.shape[:2]) / 16.0)
+        elif name == "noise":
+            rng = np.random.default_rng(_noise_seed(seed, image_id))
+            out[i] = rng.uniform(low, high, size=image.shape)
+        else:
+            raise ValueError(f"Unknown baseline {name!r}.")
+    return out

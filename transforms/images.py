@@ -1,0 +1,132 @@
+"""Decoding, resizing with padding and scaling of images, with NumPy and Pillow."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+__all__ = [
+    "ImageError",
+    "decode_image",
+    "resize_with_pad",
+    "scale_to_range",
+    "to_rgb_uint8",
+]
+
+# Very large photos are legitimate inputs here; the images are shrunk at once.
+Image.MAX_IMAGE_PIXELS = 400_000_000
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class ImageError(ValueError):
+    """An input that cannot be turned into an image; the message says why."""
+
+
+def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """Any decoded pixel array to uint8 RGB.
+
+    Args:
+      image: [H, W] (grey), [H, W, 1], [H, W, 3] or [H, W, 4] (alpha is
+        composited onto black, like the padding), integer or float.
+
+    Returns:
+      uint8 [H, W, 3].
+    """
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[-1] not in (1, 2, 3, 4) or min(image.shape[:2]) < 1:
+        raise ImageError(f"expected an image of shape [H, W] or [H, W, 1|3|4], got {image.shape}")
+    if image.dtype == np.uint16:
+        image = (image.astype(np.float32) / 257.0).round()
+    elif image.dtype.kind == "f":
+        image = np.clip(image, 0.0, 1.0) * 255.0
+    image = image.astype(np.float32)
+    if image.shape[-1] in (2, 4):
+        color, alpha = image[..., :-1], image[..., -1:] / 255.0
+        image = color * alpha
+    if image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
+    return np.clip(image.round(), 0, 255).astype(np.uint8)
+
+
+def decode_image(data: bytes, max_side_hint: int | None = None) -> np.ndarray:
+    """Decodes encoded image bytes (JPEG, PNG, GIF, BMP, TIFF, WebP, ...).
+
+    Grayscale, palette, RGBA, 16-bit and CMYK images are converted; an animated
+    image gives its first frame.
+
+    Args:
+      data: the file's bytes.
+      max_side_hint: lets JPEG decoding shrink by a power of two on the fly
+        while keeping both sides >= this (fast for very large photos).
+
+    Returns:
+      uint8 [H, W, 3] RGB.
+
+    Raises:
+      ImageError: empty, truncated or not an image, with the reason.
+    """
+    if not data:
+        raise ImageError("empty file (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.seek(0)
+            if max_side_hint and img.format == "JPEG":
+                img.draft("RGB", (max_side_hint, max_side_hint))
+            img.load()
+            if img.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+                img = img.convert("RGB")
+            elif img.mode == "P" or img.mode == "PA":
+                img = img.convert("RGBA")
+            elif img.mode == "1":
+                img = img.convert("L")
+            array = np.asarray(img)
+            if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+                array = array.astype(np.uint16 if array.max(initial=0) > 255 else np.uint8)
+            elif img.mode == "F":
+                peak = float(np.nanmax(array)) if array.size else 0.0
+                array = array / (255.0 if peak > 1.0 else 1.0)
+    except UnidentifiedImageError as e:
+        raise ImageError(f"not an image Pillow can read ({len(data)} bytes)") from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"broken image: {e}") from e
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"image too large to decode safely: {e}") from e
+    return to_rgb_uint8(array)
+
+
+def resize_with_pad(image: np.ndarray, size: int) -> np.ndarray:
+    """Fits the image in a size x size square keeping its aspect, padding with black.
+
+    Like `tf.image.resize_with_pad` of the seed notebook (centred, zero padding),
+    with antialiased bilinear resampling so that large photos shrink cleanly.
+
+    Args:
+      image: uint8 [H, W, 3].
+      size: side of the output square.
+
+    Returns:
+      uint8 [size, size, 3].
+    """
+    height, width = image.shape[:2]
+    scale = min(size / height, size / width)
+    new_h = max(1, min(size, round(height * scale)))
+    new_w = max(1, min(size, round(width * scale)))
+    resized = np.asarray(
+        Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=None)
+    )
+    out = np.zeros((size, size, 3), dtype=np.uint8)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    out[top : top + new_h, left : left + new_w] = resized
+    return out
+
+
+def scale_to_range(image: np.ndarray, input_range: tuple[float, float]) -> np.ndarray:
+    """uint8 [H, W, 3] in [0, 255] -> float32 [H, W, 3] in [low, high]."""
+    low, high = input_range
+    return (np.float32(low) + image.astype(np.float32) * np.float32((high - low) / 255.0)).astype(
+        np.float32
+    )

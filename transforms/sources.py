@@ -1,0 +1,308 @@
+"""Where images come from: image folders (local or gs://), TFDS datasets, the bundled sample.
+
+Every element leaving a source is a `RawImage` with a stable, unique
+`image_id`; decoding happens later (`transforms.preprocess`), so a broken file
+becomes an error record there instead of failing the read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import posixpath
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+from transforms import labels
+
+__all__ = [
+    "SAMPLE_IMAGES",
+    "FolderFile",
+    "RawImage",
+    "ReadImageFiles",
+    "ReadTfds",
+    "TfdsSource",
+    "list_image_folder",
+    "resolve_tfds",
+    "sample_files",
+]
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class RawImage:
+    """One input before decoding.
+
+    Attributes:
+      image_id: stable unique id (folder: the path relative to the root;
+        TFDS: `<name>/<tfds_id>`; sample: `sample/<wnid>/<file>`).
+      file_name: the file's base name, or the dataset's file name feature.
+      label: class index in the dataset's label space, or None when unlabelled.
+      data: the encoded image bytes (JPEG, PNG, ...), or None when `pixels` is set.
+      pixels: decoded uint8 [H, W, C] pixels, for sources that hold no file.
+      error: why reading failed, if it did (the element then goes to errors).
+    """
+
+    image_id: str
+    file_name: str
+    label: int | None
+    data: bytes | None = None
+    pixels: np.ndarray | None = None
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderFile:
+    """A file to read: where it is, its id and its label."""
+
+    path: str
+    image_id: str
+    label: int | None
+
+
+def _label_of(relative: str) -> int | None:
+    parts = relative.split("/")
+    if len(parts) < 2:
+        return None
+    return labels.wnid_to_label(parts[0])
+
+
+def list_image_folder(root: str) -> list[FolderFile]:
+    """Lists every non-hidden file below `root` (local path or gs://), sorted.
+
+    Files directly in `root` are unlabelled; files in a sub-folder named by an
+    ImageNet WordNet id (e.g. `n02123045/cat.jpg`) get that class's label
+    (0-999); other sub-folders give unlabelled images. Files that are not
+    images are listed too, so they are reported as errors instead of vanishing.
+
+    Raises:
+      FileNotFoundError: the folder does not exist or holds no file.
+    """
+    root = root.rstrip("/") or "/"
+    pattern = FileSystems.join(root, "**")
+    try:
+        metadata = FileSystems.match([pattern])[0].metadata_list
+    except Exception as e:  # Beam raises BeamIOError with per-pattern causes.
+        raise FileNotFoundError(f"Cannot list image folder {root!r}: {e}") from e
+    files = []
+    prefix = root if root.endswith("/") else root + "/"
+    for meta in metadata:
+        path = meta.path
+        relative = path[len(prefix) :] if path.startswith(prefix) else posixpath.basename(path)
+        relative = relative.replace(os.sep, "/")
+        if any(part.startswith(".") for part in relative.split("/")) or meta.size_in_bytes is None:
+            continue
+        if relative.startswith("beam-temp") or not relative:
+            continue
+        files.append(FolderFile(path=path, image_id=relative, label=_label_of(relative)))
+    if not files:
+        raise FileNotFoundError(
+            f"No files found in image folder {root!r}. Pass an existing folder of images "
+            "(optionally in WordNet-id sub-folders), a TFDS name, or 'sample'."
+        )
+    files.sort(key=lambda f: f.image_id)
+    unlabelled = [f for f in files if f.label is None and "/" in f.image_id]
+    if unlabelled:
+        folders = sorted({f.image_id.split("/")[0] for f in unlabelled})
+        _LOG.warning(
+            "%d files in sub-folders that are not ImageNet WordNet ids (%s) get no label.",
+            len(unlabelled),
+            ", ".join(folders[:5]),
+        )
+    return files
+
+
+#: The bundled offline sample: scikit-image's photos, with an ImageNet label
+#: where an ImageNet class plainly applies (None otherwise).
+SAMPLE_IMAGES: tuple[tuple[str, int | None], ...] = (
+    ("chelsea.png", 281),  # a tabby cat
+    ("coffee.png", 967),  # espresso in a cup
+    ("rocket.jpg", None),  # a rocket launch; ImageNet has only "missile"
+    ("astronaut.png", None),  # a person; ImageNet has no person class
+    ("motorcycle_left.png", None),  # a motorbike; ImageNet has only moped/scooter
+    ("camera.png", None),  # a photographer, grayscale
+    ("hubble_deep_field.jpg", None),  # galaxies
+    ("coins.png", None),  # old coins, grayscale
+)
+
+
+def sample_files() -> list[FolderFile]:
+    """The bundled sample as files, with ids `sample/<wnid or unlabelled>/<name>`."""
+    from skimage import data as skdata  # noqa: PLC0415 - heavy, only for the sample
+
+    root = os.path.dirname(skdata.__file__)
+    files = []
+    for name, label in SAMPLE_IMAGES:
+        folder = labels.imagenet_wnids()[label] if label is not None else "unlabelled"
+        path = os.path.join(root, name)
+        if not os.path.exists(path):
+            raise FileNotFoundError(
+                f"The bundled sample image {path} is missing; reinstall scikit-image."
+            )
+        files.append(FolderFile(path=path, image_id=f"sample/{folder}/{name}", label=label))
+    return files
+
+
+class _ReadFile(beam.DoFn):
+    def process(self, item: FolderFile) -> Iterator[RawImage]:
+        name = posixpath.basename(item.image_id)
+        try:
+            with FileSystems.open(item.path, compression_type="uncompressed") as f:
+                data = f.read()
+        except Exception as e:  # any I/O failure becomes an error record
+            yield RawImage(item.image_id, name, item.label, error=f"cannot read file: {e}")
+            return
+        yield RawImage(item.image_id, name, item.label, data=data)
+
+
+class ReadImageFiles(beam.PTransform):
+    """Reads listed files in parallel: FolderFile list -> PCollection[RawImage]."""
+
+    def __init__(self, files: Sequence[FolderFile]):
+        super().__init__()
+        self._files = list(files)
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "ListFiles" >> beam.Create(self._files)
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ReadFiles" >> beam.ParDo(_ReadFile())
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsSource:
+    """A TFDS dataset resolved at launch: what to read and how its features are named."""
+
+    name: str
+    split: str
+    data_dir: str | None
+    image_key: str
+    label_key: str | None
+    file_name_key: str | None
+    num_examples: int
+    class_names: tuple[str, ...] | None
+
+
+def _builder(name: str, data_dir: str | None):
+    import tensorflow_datasets as tfds  # noqa: PLC0415 - heavy; only for TFDS sources
+
+    return tfds.builder(name, data_dir=data_dir)
+
+
+def resolve_tfds(name: str, split: str, data_dir: str | None, download: bool) -> TfdsSource:
+    """Checks a TFDS dataset and split before the pipeline starts.
+
+    Prepares (downloads) the dataset when it is not there and `download` is set.
+
+    Raises:
+      ValueError: unknown dataset, no image feature, unknown split, or not
+        prepared (with how to prepare it).
+    """
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    try:
+        builder = _builder(name, data_dir)
+    except tfds.core.registered.DatasetNotFoundError as e:
+        raise ValueError(
+            f"--dataset {name!r} is neither a folder, 'sample', nor a known TFDS dataset. "
+            f"({str(e).splitlines()[0]})"
+        ) from e
+    if not builder.is_prepared():
+        if not download:
+            raise ValueError(
+                f"TFDS dataset {name!r} is not prepared in {builder.data_dir}. Prepare it with "
+                f"`tfds build {name}` (needs network), pass --data_dir where it is, or "
+                "drop --no_download."
+            )
+        _LOG.info("Preparing TFDS dataset %s in %s (downloads it).", name, builder.data_dir)
+        try:
+            builder.download_and_prepare()
+        except Exception as e:
+            raise ValueError(
+                f"Could not download and prepare TFDS dataset {name!r} into {builder.data_dir}: "
+                f"{e}. Without network, prepare it elsewhere and pass --data_dir."
+            ) from e
+    features = builder.info.features
+    image_keys = [k for k, f in features.items() if isinstance(f, tfds.features.Image)]
+    if not image_keys:
+        raise ValueError(f"TFDS dataset {name!r} has no image feature ({list(features)}).")
+    supervised = builder.info.supervised_keys or ()
+    image_key = supervised[0] if supervised and supervised[0] in image_keys else image_keys[0]
+    label_keys = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
+    label_key = None
+    if len(supervised) > 1 and supervised[1] in label_keys:
+        label_key = supervised[1]
+    elif label_keys:
+        label_key = "label" if "label" in label_keys else label_keys[0]
+    file_name_key = "file_name" if "file_name" in features else None
+    try:
+        num_examples = builder.info.splits[split].num_examples
+    except (KeyError, ValueError) as e:
+        raise ValueError(
+            f"--split {split!r} is not valid for {name!r}; its splits are "
+            f"{', '.join(builder.info.splits)} (slices like 'test[:2%]' work too). ({e})"
+        ) from e
+    class_names = tuple(features[label_key].names) if label_key else None
+    return TfdsSource(
+        name=name,
+        split=split,
+        data_dir=data_dir,
+        image_key=image_key,
+        label_key=label_key,
+        file_name_key=file_name_key,
+        num_examples=num_examples,
+        class_names=class_names,
+    )
+
+
+def _to_raw(example: dict[str, Any], source: TfdsSource) -> RawImage:
+    def text(value: Any) -> str:
+        value = value.numpy() if hasattr(value, "numpy") else value
+        return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+    tfds_id = text(example["tfds_id"])
+    file_name = text(example[source.file_name_key]) if source.file_name_key else tfds_id
+    label = None
+    if source.label_key is not None:
+        value = int(np.asarray(example[source.label_key]))
+        label = value if value >= 0 else None
+    data = example[source.image_key]
+    data = data.numpy() if hasattr(data, "numpy") else data
+    # A file name feature need not be unique across a dataset; the tfds_id
+    # (split, shard, index) is, and is stable for a prepared dataset.
+    image_id = f"{source.name}/{tfds_id}"
+    return RawImage(image_id=image_id, file_name=file_name, label=label, data=bytes(data))
+
+
+class ReadTfds(beam.PTransform):
+    """Reads a prepared TFDS split with `tfds.beam.ReadFromTFDS` (parallel by shard)."""
+
+    def __init__(self, source: TfdsSource):
+        super().__init__()
+        self._source = source
+
+    def expand(self, pbegin):
+        import tensorflow_datasets as tfds  # noqa: PLC0415
+
+        source = self._source
+        builder = _builder(source.name, source.data_dir)
+        return (
+            pbegin
+            | "ReadFromTFDS"
+            >> tfds.beam.ReadFromTFDS(
+                builder,
+                split=source.split,
+                decoders={source.image_key: tfds.decode.SkipDecoding()},
+                read_config=tfds.ReadConfig(add_tfds_id=True),
+                shuffle_files=False,
+            )
+            | "ToRawImage" >> beam.Map(_to_raw, source=source)
+        )

@@ -1,0 +1,379 @@
+"""The one TensorFlow module: loads a classifier and gives scores and gradients.
+
+Models are referenced as in `--model`:
+  * `efficientnet_lite0`: bundled, offline (see `transforms.efficientnet_lite`);
+  * `inception_v1`: the TF Hub model of the seed notebook;
+  * any TF Hub handle (`https://tfhub.dev/...`, `https://www.kaggle.com/models/...`);
+  * a SavedModel folder (loaded with `hub.load`, i.e. `tf.saved_model.load`);
+  * a `.keras` file (loaded with `keras.saving.load_model(safe_mode=True)`).
+
+Everything here runs the same on CPU and GPU; only the compile settings
+depend on the device (`device_settings`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+from typing import Any
+
+import numpy as np
+
+from transforms.ig import ScoreGradFn
+
+__all__ = [
+    "BUNDLED_MODELS",
+    "HUB_ALIASES",
+    "Classifier",
+    "DeviceSettings",
+    "ModelSpec",
+    "device_settings",
+    "resolve_model",
+]
+
+_LOG = logging.getLogger(__name__)
+
+BUNDLED_MODELS: tuple[str, ...] = ("efficientnet_lite0",)
+HUB_ALIASES: dict[str, str] = {
+    "inception_v1": "https://tfhub.dev/google/imagenet/inception_v1/classification/4",
+}
+# Image sizes of known models whose signatures leave the size open.
+_KNOWN_SIZES = {HUB_ALIASES["inception_v1"]: 224}
+_DEFAULT_IMAGE_SIZE = 224
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """What the launcher learnt about a model; workers load it from this.
+
+    Attributes:
+      reference: the `--model` value.
+      kind: `bundled`, `hub`, `saved_model` or `keras`.
+      location: handle, path or bundled name that is loaded.
+      image_size: side of the square input images.
+      input_range: (low, high) pixel range the model expects.
+      num_outputs: width of the model's output vector.
+      label_offset: output index of dataset class 0 (1 for 1001-output models
+        with a background class at index 0).
+      identity: sha256 of the model's files (or of the handle when remote).
+    """
+
+    reference: str
+    kind: str
+    location: str
+    image_size: int
+    input_range: tuple[float, float]
+    num_outputs: int
+    label_offset: int
+    identity: str
+
+    @property
+    def num_classes(self) -> int:
+        """Classes in the dataset's label space that the model scores."""
+        return self.num_outputs - self.label_offset
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceSettings:
+    """Device-dependent execution choices."""
+
+    device: str
+    jit_compile: bool
+
+
+def device_settings(jit_compile: bool | None = None) -> DeviceSettings:
+    """GPU memory growth on; XLA on GPUs only, unless `jit_compile` forces it.
+
+    On this project's CPUs XLA was measured 2-3x slower for convolution nets,
+    while on GPUs it usually helps; one SDK process per core shares a GPU, so
+    memory growth keeps each from grabbing all of it.
+    """
+    import tensorflow as tf  # noqa: PLC0415
+
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised in this process
+            pass
+    device = "GPU" if gpus else "CPU"
+    return DeviceSettings(
+        device=device, jit_compile=bool(gpus) if jit_compile is None else jit_compile
+    )
+
+
+def _kind(reference: str) -> tuple[str, str]:
+    if reference in BUNDLED_MODELS:
+        return "bundled", reference
+    if reference in HUB_ALIASES:
+        return "hub", HUB_ALIASES[reference]
+    if reference.startswith(("http://", "https://")):
+        return "hub", reference
+    if reference.endswith(".keras"):
+        return "keras", reference
+    import tensorflow as tf  # noqa: PLC0415
+
+    if tf.io.gfile.isdir(reference):
+        if tf.io.gfile.exists(os.path.join(reference, "saved_model.pb")):
+            return "saved_model", reference
+        raise ValueError(
+            f"--model {reference!r} is a folder without saved_model.pb; pass a SavedModel "
+            "folder, a .keras file, a TF Hub handle, or one of: "
+            f"{', '.join(BUNDLED_MODELS + tuple(HUB_ALIASES))}."
+        )
+    raise ValueError(
+        f"--model {reference!r} is not a SavedModel folder, a .keras file, a TF Hub handle "
+        f"(https://...), or a known name ({', '.join(BUNDLED_MODELS + tuple(HUB_ALIASES))})."
+    )
+
+
+def _hash_path(path: str) -> str:
+    import tensorflow as tf  # noqa: PLC0415
+
+    digest = hashlib.sha256()
+    paths = (
+        sorted(p for p in _walk_files(path))
+        if tf.io.gfile.isdir(path)
+        else [path]
+    )  # fmt: skip
+    for p in paths:
+        digest.update(os.path.relpath(p, path).encode() if p != path else b"")
+        with tf.io.gfile.GFile(p, "rb") as f:
+            for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _walk_files(root: str):
+    import tensorflow as tf  # noqa: PLC0415
+
+    for folder, _, names in tf.io.gfile.walk(root):
+        for name in names:
+            yield os.path.join(folder, name)
+
+
+def _identity(kind: str, location: str) -> str:
+    if kind == "hub":
+        return "sha256:" + hashlib.sha256(location.encode()).hexdigest()
+    if kind == "bundled":
+        from transforms.efficientnet_lite import weights_path  # noqa: PLC0415
+
+        return "sha256:" + _hash_path(weights_path())
+    return "sha256:" + _hash_path(location)
+
+
+def _load(kind: str, location: str) -> Any:
+    """Loads the model object; errors name the model and the fix."""
+    if kind == "bundled":
+        from transforms.efficientnet_lite import load_efficientnet_lite0  # noqa: PLC0415
+
+        return load_efficientnet_lite0()
+    if kind == "keras":
+        import keras  # noqa: PLC0415
+        import tensorflow as tf  # noqa: PLC0415
+
+        if not tf.io.gfile.exists(location):
+            raise ValueError(f"--model {location!r}: no such .keras file.")
+        try:
+            return keras.saving.load_model(location, safe_mode=True, compile=False)
+        except Exception as e:
+            raise ValueError(
+                f"--model {location!r} could not be loaded as a Keras model: {e}"
+            ) from e
+    import tensorflow_hub as hub  # noqa: PLC0415
+
+    try:
+        return hub.load(location)
+    except Exception as e:
+        hint = (
+            " Downloading TF Hub models needs network; offline, download the model "
+            "elsewhere and pass its SavedModel folder, or set TFHUB_CACHE_DIR to a cache "
+            "that holds it."
+            if kind == "hub"
+            else ""
+        )
+        raise ValueError(f"--model {location!r} could not be loaded: {e}.{hint}") from e
+
+
+def _callable(obj: Any) -> tuple[Any, tuple | None]:
+    """A function images [N, H, W, 3] -> outputs [N, K], and the input shape if known."""
+    import keras  # noqa: PLC0415
+
+    if isinstance(obj, keras.Model):
+        shape = tuple(obj.inputs[0].shape) if obj.inputs else None
+
+        def call(x):
+            return obj(x, training=False)
+
+        return call, shape
+    if callable(obj):
+        shape = None
+        for fn in getattr(obj.__call__, "concrete_functions", None) or []:
+            specs = [s for s in fn.structured_input_signature[0] if hasattr(s, "shape")]
+            if specs and len(specs[0].shape) == 4:
+                shape = tuple(specs[0].shape)
+                break
+        return obj, shape
+    signatures = getattr(obj, "signatures", {})
+    if "serving_default" in signatures:
+        sig = signatures["serving_default"]
+        (name, spec), *rest = sig.structured_input_signature[1].items()
+        if rest:
+            raise ValueError("The SavedModel's serving_default signature takes several inputs.")
+        outputs = list(sig.structured_outputs)
+        key = next((k for k in outputs if "logit" in k), outputs[0])
+
+        def call(x):
+            return sig(**{name: x})[key]
+
+        return call, tuple(spec.shape)
+    raise ValueError("The model is neither callable nor has a serving_default signature.")
+
+
+def resolve_model(
+    reference: str,
+    image_size: int | None = None,
+    input_range: tuple[float, float] | None = None,
+    label_offset: int | None = None,
+    num_dataset_classes: int | None = None,
+) -> ModelSpec:
+    """Loads the model once at launch to learn its input size and outputs.
+
+    Args:
+      reference: the `--model` value.
+      image_size: overrides the size; required when the signature leaves it open
+        and the model is not a known one (else 224 with a warning).
+      input_range: overrides the pixel range; default (0, 1).
+      label_offset: overrides the automatic offset (1 for 1001 outputs, else 0).
+      num_dataset_classes: classes of the dataset, to check the offset fits.
+
+    Raises:
+      ValueError: the model cannot be found or loaded, its input is not an
+        image batch, or the offset does not fit its outputs.
+    """
+    kind, location = _kind(reference)
+    obj = _load(kind, location)
+    call, shape = _callable(obj)
+    if shape is not None and (len(shape) != 4 or shape[-1] not in (None, 3)):
+        raise ValueError(
+            f"--model {reference!r} takes inputs of shape {shape}; this pipeline needs "
+            "images [batch, height, width, 3]."
+        )
+    static = shape[1] if shape is not None and shape[1] is not None else None
+    if static is not None and shape[2] is not None and shape[1] != shape[2]:
+        raise ValueError(f"--model {reference!r} takes non-square images {shape[1:3]}.")
+    if image_size is None:
+        image_size = static or _KNOWN_SIZES.get(location)
+        if image_size is None:
+            _LOG.warning(
+                "Model %s does not fix its input size; using %d (set --image_size).",
+                reference,
+                _DEFAULT_IMAGE_SIZE,
+            )
+            image_size = _DEFAULT_IMAGE_SIZE
+    elif static is not None and static != image_size:
+        raise ValueError(
+            f"--image_size {image_size} does not fit --model {reference!r}, whose input is "
+            f"{static}x{static}; drop --image_size or set it to {static}."
+        )
+    input_range = tuple(input_range) if input_range is not None else (0.0, 1.0)
+    import tensorflow as tf  # noqa: PLC0415
+
+    try:
+        probe = call(tf.zeros([1, image_size, image_size, 3], tf.float32))
+    except Exception as e:
+        raise ValueError(
+            f"--model {reference!r} fails on a [1, {image_size}, {image_size}, 3] image: {e}"
+        ) from e
+    probe = np.asarray(probe)
+    if probe.ndim != 2:
+        raise ValueError(
+            f"--model {reference!r} returns shape {probe.shape}; a classifier returning "
+            "[batch, classes] is needed."
+        )
+    num_outputs = int(probe.shape[1])
+    if label_offset is None:
+        label_offset = 1 if num_outputs == 1001 else 0
+    if not 0 <= label_offset < num_outputs:
+        raise ValueError(
+            f"--label_offset {label_offset} does not fit --model {reference!r} with "
+            f"{num_outputs} outputs; use 0 (or 1 for a background class at index 0)."
+        )
+    if num_dataset_classes is not None and num_outputs - label_offset < num_dataset_classes:
+        raise ValueError(
+            f"--model {reference!r} has {num_outputs} outputs; with --label_offset "
+            f"{label_offset} it scores {num_outputs - label_offset} classes, fewer than the "
+            f"dataset's {num_dataset_classes}."
+        )
+    return ModelSpec(
+        reference=reference,
+        kind=kind,
+        location=location,
+        image_size=int(image_size),
+        input_range=(float(input_range[0]), float(input_range[1])),
+        num_outputs=num_outputs,
+        label_offset=int(label_offset),
+        identity=_identity(kind, location),
+    )
+
+
+class Classifier:
+    """A loaded model with graph-compiled forward and gradient functions."""
+
+    def __init__(self, spec: ModelSpec, jit_compile: bool | None = None):
+        import tensorflow as tf  # noqa: PLC0415
+
+        self.spec = spec
+        self.settings = device_settings(jit_compile)
+        self._model = _load(spec.kind, spec.location)  # keeps variables alive
+        call, _ = _callable(self._model)
+        size = spec.image_size
+        image_spec = tf.TensorSpec([None, size, size, 3], tf.float32)
+        jit = self.settings.jit_compile
+
+        @tf.function(input_signature=[image_spec], jit_compile=jit)
+        def logits(images):
+            return tf.cast(call(images), tf.float32)
+
+        def make_grad(softmax: bool):
+            @tf.function(
+                input_signature=[
+                    image_spec,
+                    image_spec,
+                    tf.TensorSpec([None], tf.float32),
+                    tf.TensorSpec([None], tf.int64),
+                ],
+                jit_compile=jit,
+            )
+            def score_and_grad(inputs, baselines, alphas, targets):
+                points = baselines + alphas[:, None, None, None] * (inputs - baselines)
+                with tf.GradientTape() as tape:
+                    tape.watch(points)
+                    out = tf.cast(call(points), tf.float32)
+                    if softmax:
+                        out = tf.nn.softmax(out, axis=-1)
+                    scores = tf.gather(out, targets, axis=1, batch_dims=1)
+                # Rows are independent (inference mode), so the gradient of
+                # the sum is each row's own gradient.
+                return scores, tape.gradient(scores, points)
+
+            return score_and_grad
+
+        self._logits = logits
+        self._grads = {"raw": make_grad(False), "softmax": make_grad(True)}
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """float32 [N, H, W, 3] in the input range -> float32 [N, num_outputs]."""
+        return self._logits(np.asarray(images, np.float32)).numpy()
+
+    def score_grad_fn(self, score: str) -> ScoreGradFn:
+        """The `ScoreGradFn` of `score` (`raw` or `softmax`), targets as output indices."""
+        fn = self._grads[score]
+
+        def run(inputs, baselines, alphas, targets):
+            scores, grads = fn(inputs, baselines, alphas, targets)
+            return scores.numpy(), grads.numpy()
+
+        return run
