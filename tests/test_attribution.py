@@ -1,0 +1,171 @@
+"""The TF adapter, preprocessing and the RunInference handler, on real tiny models."""
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.ml.inference.base import RunInference
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from tests.conftest import SIZE
+from transforms import ig
+from transforms.attribution import ERRORS_TAG, IGModelHandler, ImageExample, Preprocess
+from transforms.config import AttributionConfig
+from transforms.sources import RawImage
+from transforms.tf_model import Classifier, resolve_model
+
+RNG = np.random.default_rng(5)
+
+
+def _examples(n, labels=None):
+    labels = labels or [None] * n
+    return [
+        ImageExample(f"img{i}", f"img{i}.png", labels[i],
+                     RNG.uniform(0, 1, (SIZE, SIZE, 3)).astype(np.float32))
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def test_resolve_keras_and_saved_model_specs(linear_keras, quadratic_saved_model):
+    keras_spec = resolve_model(linear_keras)
+    assert (keras_spec.kind, keras_spec.image_size, keras_spec.num_outputs) == ("keras", SIZE, 1000)
+    assert keras_spec.label_offset == 0 and keras_spec.input_range == (0.0, 1.0)
+    assert keras_spec.identity.startswith("sha256:")
+    saved = resolve_model(quadratic_saved_model, input_range=(-1.0, 1.0))
+    assert (saved.kind, saved.image_size, saved.input_range) == ("saved_model", SIZE, (-1.0, 1.0))
+    assert resolve_model(quadratic_saved_model).identity == saved.identity
+
+
+def test_hub_handle_1001_outputs_gets_offset_one(offline_hub):
+    spec = resolve_model("inception_v1")
+    assert spec.location.startswith("https://tfhub.dev/google/imagenet/inception_v1")
+    assert (spec.num_outputs, spec.label_offset, spec.num_classes) == (1001, 1, 1000)
+    assert resolve_model("inception_v1", label_offset=0).num_classes == 1001
+
+
+def test_hub_handle_not_cached_offline_explains(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path))
+    with pytest.raises(ValueError, match="Downloading TF Hub models needs network"):
+        resolve_model("https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/classification/5")
+
+
+def test_classifier_gradients_are_the_analytic_ones(quadratic_saved_model, quadratic_weights):
+    model = Classifier(resolve_model(quadratic_saved_model))
+    x = RNG.uniform(0, 1, (3, SIZE, SIZE, 3)).astype(np.float32)
+    base = np.zeros_like(x)
+    alphas = np.array([1.0, 0.5, 0.25], np.float32)
+    targets = np.array([0, 7, 999])
+    scores, grads = model.score_grad_fn("raw")(x, base, alphas, targets)
+    points = alphas[:, None, None, None] * x
+    for j in range(3):
+        w = quadratic_weights[:, targets[j]].reshape(SIZE, SIZE, 3)
+        np.testing.assert_allclose(scores[j], np.sum(points[j] ** 2 * w), rtol=1e-4)
+        np.testing.assert_allclose(grads[j], 2 * points[j] * w, rtol=1e-4, atol=1e-7)
+    assert model.settings.device == "CPU" and model.settings.jit_compile is False
+
+
+def _run_handler(spec, config, examples, names=None):
+    handler = IGModelHandler(spec, config, names, batch_size=len(examples))
+    return handler.run_inference(examples, handler.load_model())
+
+
+def test_handler_quadratic_model_known_answer(quadratic_saved_model, quadratic_weights):
+    spec = resolve_model(quadratic_saved_model)
+    examples = _examples(2)
+    outcomes = _run_handler(spec, AttributionConfig(steps=3, method="riemann_middle"), examples)
+    for ex, outcome in zip(examples, outcomes, strict=True):
+        (row,) = outcome.rows
+        w = quadratic_weights[:, row["target_class"]].reshape(SIZE, SIZE, 3)
+        # F = sum x^2 w along a straight path from black: integrand linear in alpha,
+        # so the midpoint rule is exact: IG = x^2 w.
+        np.testing.assert_allclose(row["attributions"], ex.image**2 * w, rtol=1e-4, atol=1e-7)
+        assert row["relative_delta"] < 1e-4 and row["within_tolerance"]
+
+
+@pytest.mark.parametrize("method", ["gausslegendre", "riemann_trapezoid"])
+def test_results_do_not_depend_on_image_or_path_batch_size(quadratic_saved_model, method):
+    spec = resolve_model(quadratic_saved_model)
+    examples = _examples(3)
+    kwargs = dict(steps=5, method=method, target="top_k", top_k=2, baselines=("black", "noise"))
+    big = _run_handler(spec, AttributionConfig(path_batch_size=64, **kwargs), examples)
+    small = [
+        _run_handler(spec, AttributionConfig(path_batch_size=3, **kwargs), [ex])[0]
+        for ex in examples
+    ]
+    for a, b in zip(big, small, strict=True):
+        assert len(a.rows) == len(b.rows) == 2
+        for ra, rb in zip(a.rows, b.rows, strict=True):
+            assert ra["target_class"] == rb["target_class"]
+            np.testing.assert_allclose(ra["attributions"], rb["attributions"], rtol=1e-5, atol=1e-8)
+            np.testing.assert_allclose(ra["target_score"], rb["target_score"], rtol=1e-6)
+
+
+def test_refinement_flags_rows_it_cannot_fix(linear_keras):
+    # Linear model: every rule is exact, so nothing is refined.
+    spec = resolve_model(linear_keras)
+    (outcome,) = _run_handler(spec, AttributionConfig(steps=2, method="riemann_right",
+                                                      tolerance=1e-3), _examples(1))  # fmt: skip
+    assert outcome.rows[0]["steps"] == 2 and outcome.rows[0]["evaluations"] == 2
+
+
+def test_label_target_errors_for_unlabelled_and_out_of_range(linear_keras):
+    spec = resolve_model(linear_keras)
+    outcomes = _run_handler(spec, AttributionConfig(steps=2, target="label"),
+                            _examples(3, labels=[5, None, 1000]))  # fmt: skip
+    assert outcomes[0].rows[0]["target_class"] == 5 and not outcomes[0].errors
+    assert (
+        outcomes[1].errors[0]["stage"] == "target" and "no label" in outcomes[1].errors[0]["error"]
+    )
+    assert "outside the model's 1000 classes" in outcomes[2].errors[0]["error"]
+    assert not outcomes[1].rows and not outcomes[2].rows
+
+
+def test_pixel_and_none_attribution_modes(linear_keras):
+    spec = resolve_model(linear_keras)
+    (ex,) = _examples(1)
+    full = _run_handler(spec, AttributionConfig(steps=2), [ex])[0].rows[0]
+    pixel = _run_handler(spec, AttributionConfig(steps=2, attributions="pixel",
+                                                 attribution_dtype="float16"), [ex])[0].rows[0]  # fmt: skip
+    none = _run_handler(spec, AttributionConfig(steps=2, attributions="none"), [ex])[0].rows[0]
+    assert pixel["attributions"].shape == (SIZE, SIZE) and pixel["attributions"].dtype == np.float16
+    np.testing.assert_allclose(
+        pixel["attributions"], full["attributions"].sum(-1), rtol=2e-3, atol=1e-4
+    )
+    assert none["attributions"] is None and none["attribution_shape"] is None
+    assert none["attribution_sum"] == pytest.approx(full["attribution_sum"], rel=1e-6)
+
+
+def test_preprocess_transform_routes_bad_images_to_errors():
+    good = np.full((4, 8, 3), 255, np.uint8)
+    inputs = [
+        RawImage("a", "a.png", 1, pixels=good),
+        RawImage("b", "b.jpg", None, data=b"garbage"),
+        RawImage("c", "c.png", None, error="cannot read file: permission denied"),
+    ]
+    with TestPipeline() as p:
+        out = (
+            p
+            | beam.Create(inputs)
+            | beam.ParDo(Preprocess(4, (0.0, 1.0))).with_outputs(ERRORS_TAG, main="images")
+        )
+        shapes = out.images | beam.Map(lambda e: (e.image_id, e.image.shape, float(e.image.max())))
+        assert_that(shapes, equal_to([("a", (4, 4, 3), 1.0)]), label="images")
+        stages = out[ERRORS_TAG] | beam.Map(lambda e: (e["image_id"], e["stage"]))
+        assert_that(stages, equal_to([("b", "decode"), ("c", "read")]), label="errors")
+
+
+def test_run_inference_with_the_handler_in_a_pipeline(linear_keras):
+    spec = resolve_model(linear_keras)
+    handler = IGModelHandler(spec, AttributionConfig(steps=2), None, batch_size=2)
+    examples = _examples(3)
+    with TestPipeline() as p:
+        rows = (
+            p | beam.Create(examples) | RunInference(handler)
+            | beam.Map(lambda o: (o.image_id, len(o.rows), o.rows[0]["predicted_name"] is not None))
+        )  # fmt: skip
+        assert_that(rows, equal_to([(f"img{i}", 1, True) for i in range(3)]))
+
+
+def test_quadrature_rules_used_by_the_handler_are_the_ig_module_ones():
+    alphas, _ = ig.quadrature("riemann_trapezoid", 3)
+    assert alphas.tolist() == [0.0, 0.5, 1.0]

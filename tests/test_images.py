@@ -1,0 +1,90 @@
+"""Decoding, resizing with padding and scaling."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from transforms import images
+
+
+def _encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def test_png_round_trip_is_exact():
+    array = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(
+        images.decode_image(_encode(Image.fromarray(array), "PNG")), array
+    )
+
+
+@pytest.mark.parametrize(
+    "img, fmt, expected",
+    [
+        (Image.new("L", (3, 2), 100), "PNG", [100, 100, 100]),
+        (Image.new("RGBA", (3, 2), (200, 100, 50, 0)), "PNG", [0, 0, 0]),  # transparent -> black
+        (Image.new("RGBA", (3, 2), (200, 100, 50, 255)), "PNG", [200, 100, 50]),
+        (
+            Image.new("RGB", (3, 2), (10, 20, 30)).convert("P", palette=Image.Palette.ADAPTIVE),
+            "PNG",
+            [10, 20, 30],
+        ),  # fmt: skip
+        (Image.new("RGB", (3, 2), (10, 20, 30)), "BMP", [10, 20, 30]),
+        (Image.new("RGB", (3, 2), (10, 20, 30)), "GIF", [10, 20, 30]),
+        (Image.new("I;16", (3, 2), 65535), "PNG", [255, 255, 255]),
+    ],
+)
+def test_decodes_common_modes_to_rgb(img, fmt, expected):
+    out = images.decode_image(_encode(img, fmt))
+    assert out.dtype == np.uint8 and out.shape == (2, 3, 3)
+    np.testing.assert_allclose(out[0, 0], expected, atol=2)
+
+
+def test_cmyk_jpeg_decodes_to_rgb():
+    out = images.decode_image(_encode(Image.new("CMYK", (8, 8), (0, 255, 255, 0)), "JPEG"))
+    assert out.shape == (8, 8, 3)
+    assert out[0, 0, 0] > 200 and out[0, 0, 1] < 60  # red
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "empty file"),
+        (b"hello, world", "not an image"),
+        (b"\x89PNG\r\n\x1a\n\0\0", "broken image|not an image"),
+    ],
+)
+def test_bad_bytes_raise_image_error_with_reason(data, reason):
+    with pytest.raises(images.ImageError, match=reason):
+        images.decode_image(data)
+
+
+def test_truncated_jpeg_is_an_error():
+    data = _encode(Image.new("RGB", (64, 64), (1, 2, 3)), "JPEG")
+    with pytest.raises(images.ImageError, match="broken image"):
+        images.decode_image(data[: len(data) // 2])
+
+
+def test_resize_with_pad_centres_and_pads_black():
+    wide = np.full((10, 20, 3), 255, np.uint8)
+    out = images.resize_with_pad(wide, 8)
+    assert out.shape == (8, 8, 3)
+    # 20x10 -> 8x4, centred: rows 2..5 white, rows 0-1 and 6-7 black.
+    assert (out[2:6] == 255).all() and (out[:2] == 0).all() and (out[6:] == 0).all()
+    tall = images.resize_with_pad(np.full((9, 3, 3), 255, np.uint8), 9)
+    assert (tall[:, 3:6] == 255).all() and (tall[:, :3] == 0).all()
+
+
+def test_resize_one_pixel_image():
+    out = images.resize_with_pad(np.full((1, 1, 3), 7, np.uint8), 4)
+    assert (out == 7).all()
+
+
+def test_scale_to_range():
+    pixels = np.array([[[0, 255, 51]]], np.uint8)
+    np.testing.assert_allclose(images.scale_to_range(pixels, (0.0, 1.0)), [[[0, 1, 0.2]]])
+    np.testing.assert_allclose(images.scale_to_range(pixels, (-1.0, 1.0)), [[[-1, 1, -0.6]]])

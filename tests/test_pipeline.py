@@ -1,0 +1,178 @@
+"""End-to-end DirectRunner runs writing Parquet to tmp_path, read back with pandas."""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import run
+from pipeline.__main__ import main
+from tests.conftest import SIZE, WNID_CAT
+from transforms.schema import ERROR_SCHEMA, results_schema
+
+
+def _run(image_folder, model, output, *flags):
+    return run(
+        ["--runner", "DirectRunner", "--dataset", image_folder["root"], "--model", model,
+         "--output", str(output), "--steps", "4", *flags],
+        save_main_session=False,
+    )  # fmt: skip
+
+
+def test_end_to_end_linear_model_gives_exact_attributions(image_folder, linear_keras,
+                                                         linear_weights, tmp_path):  # fmt: skip
+    manifest = _run(image_folder, linear_keras, tmp_path / "out", "--method", "riemann_left")
+    weights, bias = linear_weights
+
+    results = pd.read_parquet(tmp_path / "out" / "results")
+    assert list(results.columns) == results_schema().names
+    assert sorted(results.image_id) == sorted(image_folder["pixels"])  # one row per good input
+    assert results.image_id.is_unique
+    errors = pd.read_parquet(tmp_path / "out" / "errors")
+    assert errors.to_dict("records") == [
+        {"image_id": "broken.jpg", "file_name": "broken.jpg", "stage": "decode",
+         "error": errors.error[0]}
+    ]  # fmt: skip
+    assert "broken image" in errors.error[0]
+    assert manifest["counts"] == {"inputs": 5, "rows": 4, "errors": 1, "images_with_rows": 4,
+                                  "images_with_errors": 1}  # fmt: skip
+    assert manifest["all_inputs_accounted_for"]
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text()) == manifest
+
+    for row in results.itertuples():
+        x = image_folder["pixels"][row.image_id].astype(np.float32) / 255.0
+        logits = x.reshape(-1) @ weights + bias
+        assert row.predicted_class == int(np.argmax(logits))
+        assert row.target_class == row.predicted_class
+        assert row.top_k_classes.tolist() == np.argsort(-logits)[:5].tolist()
+        np.testing.assert_allclose(row.target_score, logits[row.target_class], rtol=1e-5)
+        np.testing.assert_allclose(row.baseline_score, bias[row.target_class], rtol=1e-5)
+        assert list(row.attribution_shape) == [SIZE, SIZE, 3]
+        attributions = np.asarray(row.attributions).reshape(row.attribution_shape)
+        expected = x * weights[:, row.target_class].reshape(SIZE, SIZE, 3)
+        np.testing.assert_allclose(attributions, expected, rtol=1e-4, atol=1e-6)
+        assert abs(row.completeness_delta) < 1e-4 and row.relative_delta < 1e-4
+        assert row.steps == 4 and row.method == "riemann_left" and row.within_tolerance
+        assert row.predicted_name and row.top_k_names[0] == row.predicted_name
+
+    labelled = results.set_index("image_id")
+    assert labelled.loc[f"{WNID_CAT}/cat1.png", "label"] == 281
+    assert labelled.loc[f"{WNID_CAT}/cat1.png", "label_name"] == "tabby cat"
+    assert pd.isna(labelled.loc["loose.png", "label"])
+
+
+def test_output_files_have_one_schema_and_metadata_reads_alone(image_folder, linear_keras,
+                                                               tmp_path):  # fmt: skip
+    _run(image_folder, linear_keras, tmp_path / "out", "--attribution_dtype", "float16",
+         "--attributions", "pixel")  # fmt: skip
+    files = sorted((tmp_path / "out" / "results").glob("*.parquet"))
+    assert files
+    for f in files:
+        schema = pq.read_schema(f)
+        assert schema.remove_metadata().equals(results_schema("float16").remove_metadata())
+        assert pq.ParquetFile(f).metadata.row_group(0).column(0).compression == "ZSTD"
+    assert pq.read_schema(next((tmp_path / "out" / "errors").glob("*.parquet"))).equals(
+        ERROR_SCHEMA
+    )
+    meta = pd.read_parquet(tmp_path / "out" / "results", columns=["image_id", "relative_delta"])
+    assert len(meta) == 4
+    full = pd.read_parquet(tmp_path / "out" / "results")
+    assert all(list(s) == [SIZE, SIZE] for s in full.attribution_shape)
+    assert full.attributions[0].dtype == np.float16
+
+
+def test_label_target_and_label_offset_through_hub_handle(image_folder, offline_hub,
+                                                         quadratic_weights, tmp_path):  # fmt: skip
+    # inception_v1 resolves to the seed's TF Hub handle; the cache holds a
+    # 1001-output model whose output 0 is a background class.
+    manifest = _run(image_folder, "inception_v1", tmp_path / "out", "--target", "label",
+                    "--method", "gausslegendre")  # fmt: skip
+    assert manifest["model"]["label_offset"] == 1
+    assert manifest["model"]["kind"] == "hub" and manifest["model"]["num_outputs"] == 1001
+    results = pd.read_parquet(tmp_path / "out" / "results").set_index("image_id")
+    # Unlabelled and broken images become errors with the reason.
+    errors = pd.read_parquet(tmp_path / "out" / "errors").set_index("image_id")
+    assert (
+        "needs" in errors.loc["loose.png", "error"] and errors.loc["loose.png", "stage"] == "target"
+    )
+    assert len(results) + len(errors) == 5
+    row = results.loc[f"{WNID_CAT}/cat2.png"]
+    assert row.target_class == 281
+    x = image_folder["pixels"][f"{WNID_CAT}/cat2.png"].astype(np.float32) / 255.0
+    outputs = (x * x).reshape(-1) @ quadratic_weights
+    # Output index 282 is ImageNet class 281: no off-by-one.
+    np.testing.assert_allclose(row.target_score, outputs[282], rtol=1e-5)
+    assert row.predicted_class == int(np.argmax(outputs[1:]))
+    expected = (x * x) * quadratic_weights[:, 282].reshape(SIZE, SIZE, 3)
+    np.testing.assert_allclose(np.reshape(row.attributions, (SIZE, SIZE, 3)), expected,
+                               rtol=1e-4, atol=1e-6)  # fmt: skip
+
+
+def test_top_k_target_gives_k_rows_per_image(image_folder, quadratic_saved_model, tmp_path):
+    manifest = _run(image_folder, quadratic_saved_model, tmp_path / "out", "--target", "top_k",
+                    "--top_k", "3", "--attributions", "none", "--score", "softmax")  # fmt: skip
+    results = pd.read_parquet(tmp_path / "out" / "results")
+    assert manifest["counts"]["rows"] == 12 and len(results) == 12
+    for _, group in results.groupby("image_id"):
+        assert group.target_class.tolist() == list(group.top_k_classes.iloc[0])
+        np.testing.assert_allclose(group.target_score, group.top_k_probs.iloc[0], rtol=1e-4)
+    assert results.attributions.isna().all()
+
+
+def test_rerun_into_same_output_is_refused_unless_overwrite(image_folder, linear_keras, tmp_path):
+    _run(image_folder, linear_keras, tmp_path / "out", "--attributions", "none")
+    with pytest.raises(ValueError, match="already holds a run.*--overwrite"):
+        _run(image_folder, linear_keras, tmp_path / "out")
+    manifest = _run(image_folder, linear_keras, tmp_path / "out", "--overwrite", "--steps", "2")
+    assert manifest["config"]["steps"] == 2
+    assert len(pd.read_parquet(tmp_path / "out" / "results")) == 4
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--method", "simpson"], "--method 'simpson' is not supported; use one of: gausslegendre"),
+        (["--baseline", "black,pink"], "--baseline 'pink' is not supported"),
+        (
+            ["--target", "best"],
+            "--target 'best' is not supported; use one of: predicted, label, top_k",
+        ),
+        (["--score", "logit"], "--score 'logit' is not supported; use one of: raw, softmax"),
+        (["--attributions", "all"], "--attributions 'all' is not supported"),
+        (["--attribution_dtype", "int8"], "--attribution_dtype 'int8' is not supported"),
+        (["--steps", "0"], "--steps must be >= 1"),
+        (["--tolerance", "-1"], "--tolerance must be >= 0"),
+        (["--input_range", "1,0"], "--input_range '1,0' needs low < high"),
+        (["--image_size", "32"], "--image_size 32 does not fit --model"),
+        (["--label_offset", "1000"], "--label_offset 1000 does not fit"),
+        (["--model", "/no/such/model.keras"], "no such .keras file"),
+        (["--model", "/no/such/folder"], "is not a SavedModel folder, a .keras file"),
+        (["--dataset", "/no/such/folder/"], "is not a folder of images"),
+        (["--dataset", "no_such_tfds_dataset"], "neither a folder, 'sample', nor a known TFDS"),
+    ],
+)
+def test_bad_configuration_fails_before_any_work(flags, message, image_folder, linear_keras,
+                                                 tmp_path):  # fmt: skip
+    args = ["--dataset", image_folder["root"], "--model", linear_keras,
+            "--output", str(tmp_path / "out"), *flags]  # fmt: skip
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("*", r"\*")):
+        run(args)
+    assert not (tmp_path / "out").exists()
+
+
+def test_command_line_prints_error_and_exit_code(capsys, linear_keras, tmp_path):
+    code = main(["--dataset", str(tmp_path / "missing"), "--model", linear_keras,
+                 "--output", str(tmp_path / "out")])  # fmt: skip
+    assert code == 2
+    assert "error: --dataset" in capsys.readouterr().err
+
+
+def test_output_folder_not_writable_is_a_clear_error(image_folder, linear_keras, tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    with pytest.raises(ValueError, match="--output .* is not writable"):
+        run(["--dataset", image_folder["root"], "--model", linear_keras,
+             "--output", os.path.join(str(blocked), "out")])  # fmt: skip

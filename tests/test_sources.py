@@ -1,0 +1,136 @@
+"""Sources: image folders, the bundled sample, and TFDS through the real builders and reader."""
+
+from unittest import mock
+
+import apache_beam as beam
+import numpy as np
+import pandas as pd
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipeline import run
+from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, write_image
+from transforms import sources
+
+
+def test_folder_listing_labels_from_wordnet_ids(image_folder):
+    files = sources.list_image_folder(image_folder["root"])
+    got = {f.image_id: f.label for f in files}
+    assert got == {f"{WNID_CAT}/cat1.png": 281, f"{WNID_CAT}/cat2.png": 281,
+                   f"{WNID_SHARK}/shark.png": 2, "loose.png": None, "broken.jpg": None}  # fmt: skip
+    assert [f.image_id for f in files] == sorted(got)
+
+
+def test_folder_listing_skips_hidden_files_and_unknown_folders_are_unlabelled(tmp_path):
+    write_image(tmp_path / "holiday" / "a.png", np.zeros((2, 2, 3), np.uint8))
+    (tmp_path / ".DS_Store").write_bytes(b"x")
+    (tmp_path / "notes.txt").write_text("not an image, still an input")
+    files = sources.list_image_folder(str(tmp_path))
+    assert {f.image_id: f.label for f in files} == {"holiday/a.png": None, "notes.txt": None}
+
+
+def test_empty_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No files found in image folder"):
+        sources.list_image_folder(str(tmp_path))
+
+
+def test_sample_is_real_photos_with_imagenet_labels():
+    files = sources.sample_files()
+    ids = {f.image_id: f.label for f in files}
+    assert ids["sample/n02123045/chelsea.png"] == 281
+    assert ids["sample/n07920052/coffee.png"] == 967
+    assert len(ids) == len(files) >= 6
+
+
+def test_read_image_files_transform(image_folder):
+    files = sources.list_image_folder(image_folder["root"])
+    with TestPipeline() as p:
+        raw = p | sources.ReadImageFiles(files)
+        ids = raw | beam.Map(lambda r: (r.image_id, r.label, len(r.data), r.error))
+        expected = [(f.image_id, f.label, len((open(f.path, "rb")).read()), None) for f in files]
+        assert_that(ids, equal_to(expected))
+
+
+@pytest.fixture(scope="module")
+def tiny_imagenet_a(tmp_path_factory):
+    """The real `imagenet_a` TFDS builder, prepared offline from a tiny folder.
+
+    Only the download is replaced: the builder's own `_generate_examples` reads
+    `imagenet-a/<wnid>/<file>.jpg` as it would from the real archive.
+    """
+    import tensorflow_datasets as tfds
+
+    root = tmp_path_factory.mktemp("imagenet_a_download")
+    rng = np.random.default_rng(4)
+    for wnid, count in ((WNID_CAT, 2), (WNID_SHARK, 2)):
+        for i in range(count):
+            array = rng.integers(0, 256, (SIZE + 4, SIZE, 3), dtype=np.uint8)
+            write_image(root / "imagenet-a" / wnid / f"{wnid}_{i}.jpg", array, quality=95)
+    data_dir = str(tmp_path_factory.mktemp("tfds_data"))
+    builder = tfds.builder("imagenet_a", data_dir=data_dir)
+    with mock.patch.object(
+        tfds.download.DownloadManager, "download_and_extract", return_value=str(root)
+    ):
+        builder.download_and_prepare()
+    return data_dir
+
+
+def test_resolve_tfds_names_features_and_classes(tiny_imagenet_a):
+    source = sources.resolve_tfds("imagenet_a", "test", tiny_imagenet_a, download=False)
+    assert (source.image_key, source.label_key, source.file_name_key) == (
+        "image",
+        "label",
+        "file_name",
+    )
+    assert source.num_examples == 4 and len(source.class_names) == 1000
+
+
+def test_read_tfds_yields_encoded_images_with_stable_ids(tiny_imagenet_a):
+    source = sources.resolve_tfds("imagenet_a", "test", tiny_imagenet_a, download=False)
+    with TestPipeline() as p:
+        raw = p | sources.ReadTfds(source)
+        got = raw | beam.Map(lambda r: (r.file_name, r.label, r.data[:2], r.image_id.split("/")[0]))
+        assert_that(got, equal_to([
+            (f"{w}_{i}.jpg", label, b"\xff\xd8", "imagenet_a")
+            for w, label in ((WNID_CAT, 281), (WNID_SHARK, 2)) for i in range(2)
+        ]))  # fmt: skip
+
+
+def test_tfds_dataset_end_to_end_with_subsplit(tiny_imagenet_a, linear_keras, tmp_path):
+    manifest = run(
+        ["--dataset", "imagenet_a", "--split", "test[:50%]", "--data_dir", tiny_imagenet_a,
+         "--model", linear_keras, "--output", str(tmp_path / "out"), "--steps", "2",
+         "--target", "label", "--attributions", "none"],
+        save_main_session=False,
+    )  # fmt: skip
+    results = pd.read_parquet(tmp_path / "out" / "results")
+    assert manifest["counts"]["inputs"] == 2 and len(results) == 2
+    assert results.image_id.is_unique and results.image_id.str.startswith("imagenet_a/").all()
+    assert set(results.label_name) <= {"tabby cat", "great white shark"}
+    assert (results.target_class == results.label).all()
+    assert manifest["dataset"] == "imagenet_a" and manifest["split"] == "test[:50%]"
+
+
+def test_tfds_bad_split_names_the_valid_ones(tiny_imagenet_a):
+    with pytest.raises(
+        ValueError, match="--split 'validation' is not valid for 'imagenet_a'; its splits are test"
+    ):
+        sources.resolve_tfds("imagenet_a", "validation", tiny_imagenet_a, download=False)
+
+
+def test_tfds_not_prepared_without_download_says_how(tmp_path):
+    with pytest.raises(ValueError, match=r"not prepared in .*tfds build imagenet_a"):
+        sources.resolve_tfds("imagenet_a", "test", str(tmp_path), download=False)
+
+
+def test_tfds_download_failure_offline_is_clear(tmp_path):
+    import tensorflow_datasets as tfds
+
+    with mock.patch.object(tfds.download.DownloadManager, "download_and_extract",
+                           side_effect=OSError("network unreachable")):  # fmt: skip
+        with pytest.raises(
+            ValueError,
+            match="Could not download and prepare TFDS dataset 'imagenet_a'.*network unreachable",
+        ):
+            sources.resolve_tfds("imagenet_a", "test", str(tmp_path), download=True)
