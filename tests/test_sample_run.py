@@ -1,0 +1,46 @@
+"""The bundled offline default: EfficientNet-Lite0 on scikit-image photos, as ./run_local.sh runs it."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.__main__ import main
+from pipeline.summary import print_summary, summary_table
+from transforms.sinks import read_manifest
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory):
+    output = tmp_path_factory.mktemp("sample") / "out"
+    code = main(["--runner", "DirectRunner", "--dataset", "sample", "--model",
+                 "efficientnet_lite0", "--output", str(output)])  # fmt: skip
+    assert code == 0
+    return output
+
+
+def test_sample_predictions_are_believable(sample_run):
+    results = pd.read_parquet(sample_run / "results").set_index("file_name")
+    assert 281 <= results.loc["chelsea.png", "predicted_class"] <= 285  # a cat class
+    assert {967, 968, 504} & set(results.loc["coffee.png", "top_k_classes"])
+    assert results.loc["coffee.png", "predicted_name"] == "espresso"
+    assert results.loc["chelsea.png", "label_name"] == "tabby cat"
+    assert results.loc["motorcycle_left.png", "top_k_names"][0] in {"moped", "motor scooter"}
+
+
+def test_sample_completeness_at_defaults(sample_run):
+    results = pd.read_parquet(sample_run / "results", columns=["relative_delta", "steps"])
+    median, p95 = np.percentile(results.relative_delta, [50, 95])
+    print(f"sample relative delta: median {median:.3%}, p95 {p95:.3%}")
+    assert median <= 0.01
+    assert (results.steps >= 64).all()
+
+
+def test_sample_summary_table_and_printout(sample_run, capsys):
+    table = summary_table(str(sample_run))
+    assert list(table.columns) == ["file", "label", "prediction", "confidence", "relative_delta"]
+    assert len(table) == 8
+    print_summary(read_manifest(str(sample_run)))
+    out = capsys.readouterr().out
+    assert f"Results in {sample_run}/results (8 rows)" in out
+    assert "chelsea.png" in out and "Egyptian Mau" in out
+    assert f"pd.read_parquet('{sample_run}/results'" in out
