@@ -129,52 +129,116 @@ def test_several_baselines_are_averaged():
     assert result.evaluations.tolist() == [4]
 
 
-@pytest.mark.parametrize("method", ig.NESTED_METHODS)
-def test_refinement_nodes_reuse_the_old_ones(method):
-    new_steps, scale, new_alphas, new_weights = ig.refinement(method, 5)
-    old_alphas, old_weights = ig.quadrature(method, 5)
-    fine_alphas, fine_weights = ig.quadrature(method, new_steps)
-    merged = np.concatenate([old_alphas, new_alphas])
-    order = np.argsort(merged)
-    np.testing.assert_allclose(merged[order], fine_alphas, atol=1e-12)
-    weights = np.concatenate([scale * old_weights, new_weights])[order]
-    np.testing.assert_allclose(weights, fine_weights, atol=1e-12)
+def steep(point: np.ndarray) -> tuple[float, np.ndarray]:
+    """F = sum tanh(40 x): saturates early on the path from 0, like image classifiers."""
+    return float(np.sum(np.tanh(40 * point))), 40 / np.cosh(40 * point) ** 2
 
 
-@pytest.mark.parametrize("method", ["riemann_trapezoid", "gausslegendre", "riemann_left"])
-def test_adaptive_refinement_reaches_tolerance_and_equals_the_finer_rule(method):
-    x = RNG.uniform(0.5, 1.5, size=(2, *SHAPE)).astype(np.float32)
-    base = np.zeros((2, 1, *SHAPE), np.float32)
-    target_scores = np.sum(np.sin(x).reshape(2, -1), axis=1)
-    kwargs = dict(method=method, path_batch_size=32, target_scores=target_scores,
-                  baseline_scores=np.zeros(2))  # fmt: skip
+def steep_fn(inputs, baselines, alphas, targets):
+    calls.append(len(alphas))
+    points = baselines + alphas.reshape(-1, 1, 1, 1) * (inputs - baselines)
+    out = [steep(p.astype(np.float64)) for p in points]
+    return np.array([s for s, _ in out]), np.stack([g for _, g in out]).astype(np.float32)
+
+
+def adaptive(fn, x, tolerance, steps=8, max_steps=512, method="gausslegendre", exact=np.tanh):
+    scale = 40 if exact is np.tanh else 1
+    target_scores = exact(scale * x).reshape(len(x), -1).sum(1)
+    return ig.integrated_gradients(
+        fn, x, np.zeros((len(x), 1, *SHAPE), np.float32), np.arange(len(x)), [2] * len(x),
+        method=method, steps=steps, path_batch_size=32, target_scores=target_scores,
+        baseline_scores=np.zeros((len(x), 1)), tolerance=tolerance, max_steps=max_steps,
+    )  # fmt: skip
+
+
+OFFSETS = RNG.uniform(0, 5, size=SHAPE)
+
+
+def kinks_fn(inputs, baselines, alphas, targets):
+    """F = sum clip(40 x - b, 0, 1): ReLU6-like kinks at a different point per feature."""
+    points = baselines + alphas.reshape(-1, 1, 1, 1) * (inputs - baselines)
+    z = 40 * points.astype(np.float64) - OFFSETS
+    scores = np.clip(z, 0, 1).reshape(len(points), -1).sum(1)
+    return scores, (40.0 * ((z > 0) & (z < 1))).astype(np.float32)
+
+
+def test_adaptive_refinement_reaches_tolerance_where_the_fixed_rule_does_not():
+    x = np.random.default_rng(7).uniform(0.5, 1.0, size=(2, *SHAPE)).astype(np.float32)
+    exact = np.clip(40 * x - OFFSETS, 0, 1)
+    fixed = ig.integrated_gradients(
+        kinks_fn, x, np.zeros((2, 1, *SHAPE), np.float32), [0, 1], [2, 2],
+        method="gausslegendre", steps=64, path_batch_size=32,
+    )  # fmt: skip
     result = ig.integrated_gradients(
-        score_grad_fn, x, base, [0, 1], [2, 2], steps=2, tolerance=1e-4, max_steps=4096, **kwargs
+        kinks_fn, x, np.zeros((2, 1, *SHAPE), np.float32), [0, 1], [2, 2],
+        method="gausslegendre", steps=16, path_batch_size=32,
+        target_scores=exact.reshape(2, -1).sum(1), baseline_scores=np.zeros((2, 1)),
+        tolerance=1e-3, max_steps=512,
+    )  # fmt: skip
+    for attributions in (fixed.attributions, result.attributions):
+        assert attributions.shape == x.shape
+    _, fixed_rel = ig.completeness(
+        fixed.attributions.reshape(2, -1).sum(1), exact.reshape(2, -1).sum(1), 0
     )
-    _, rel = ig.completeness(result.attributions.reshape(2, -1).sum(1), target_scores, 0.0)
-    assert np.all(rel <= 1e-4)
-    assert np.all(result.steps > 2)
-    direct = ig.integrated_gradients(
-        score_grad_fn, x, base, [0, 1], [2, 2], steps=int(result.steps[0]), **kwargs
+    _, rel = ig.completeness(
+        result.attributions.reshape(2, -1).sum(1), exact.reshape(2, -1).sum(1), 0
     )
-    np.testing.assert_allclose(result.attributions[0], direct.attributions[0], rtol=1e-4)
-    assert len(result.path_alphas[0]) == result.steps[0]
-    if method in ig.NESTED_METHODS:
-        # Every gradient computed is used: no evaluation is wasted.
-        assert np.all(result.evaluations == result.steps)
-    else:
-        assert np.all(result.evaluations > result.steps)
+    assert np.all(fixed_rel > 1e-3)  # 64 Gauss-Legendre nodes stumble on the kinks
+    assert np.all(rel <= 1e-3)
+    assert np.all(result.evaluations <= 512) and np.all(result.forward_evaluations > 0)
+    # Refinement went where the integrand bends: the kinks all lie at a < 6 / 20.
+    alphas = result.path_alphas[0]
+    assert np.mean(alphas < 0.3) > 0.8
+    assert result.path_alphas[0][0] == 0.0 and result.path_alphas[0][-1] == 1.0
+    np.testing.assert_allclose(result.path_scores[0][-1], exact[0].sum(), rtol=1e-9)
+
+
+def test_adaptive_attributions_converge_per_feature_on_a_smooth_steep_function():
+    x = np.random.default_rng(8).uniform(0.5, 1.0, size=(2, *SHAPE)).astype(np.float32)
+    result = adaptive(steep_fn, x, tolerance=1e-5, steps=8, max_steps=1024)
+    np.testing.assert_allclose(result.attributions, np.tanh(40 * x), atol=1e-3)
+
+
+def test_adaptive_mode_on_a_linear_model_refines_nothing():
+    x = RNG.uniform(size=(2, *SHAPE)).astype(np.float32)
+    result = ig.integrated_gradients(
+        score_grad_fn, x, np.zeros((2, 1, *SHAPE), np.float32), [0, 1], [0, 0],
+        method="gausslegendre", steps=8, path_batch_size=32,
+        target_scores=(x * WEIGHTS).reshape(2, -1).sum(1), baseline_scores=np.zeros((2, 1)),
+        tolerance=1e-6, max_steps=64,
+    )  # fmt: skip
+    np.testing.assert_allclose(result.attributions, x * WEIGHTS, rtol=1e-5, atol=1e-6)
+    assert result.evaluations.tolist() == [8, 8] and result.steps.tolist() == [8, 8]
+
+
+def test_adaptive_results_do_not_depend_on_path_batch_size():
+    x = RNG.uniform(0.5, 1.0, size=(3, *SHAPE)).astype(np.float32)
+    target_scores = np.tanh(40 * x).reshape(3, -1).sum(1)
+    outs = [
+        ig.integrated_gradients(
+            steep_fn, x, np.zeros((3, 1, *SHAPE), np.float32), [0, 1, 2], [2, 2, 2],
+            method="gausslegendre", steps=8, path_batch_size=b, target_scores=target_scores,
+            baseline_scores=np.zeros((3, 1)), tolerance=1e-3, max_steps=256,
+        )
+        for b in (1, 5, 1000)
+    ]  # fmt: skip
+    for other in outs[1:]:
+        np.testing.assert_allclose(outs[0].attributions, other.attributions, rtol=1e-5, atol=1e-7)
+        assert outs[0].evaluations.tolist() == other.evaluations.tolist()
 
 
 def test_refinement_stops_at_the_cap():
-    x = RNG.uniform(0.5, 1.5, size=(1, *SHAPE)).astype(np.float32)
-    result = ig.integrated_gradients(
-        score_grad_fn, x, np.zeros((1, 1, *SHAPE), np.float32), [0], [2],
-        method="riemann_left", steps=4, path_batch_size=64,
-        target_scores=np.sum(np.sin(x)).reshape(1), baseline_scores=np.zeros(1),
-        tolerance=1e-9, max_steps=32,
-    )  # fmt: skip
-    assert result.steps.tolist() == [32]
+    x = RNG.uniform(0.5, 1.0, size=(1, *SHAPE)).astype(np.float32)
+    result = adaptive(steep_fn, x, tolerance=1e-12, max_steps=40)
+    assert result.evaluations[0] <= 40 and result.evaluations[0] > 8
+
+
+@pytest.mark.parametrize("method", ig.METHODS)
+def test_adaptive_mode_works_for_every_rule(method):
+    x = RNG.uniform(0.5, 1.0, size=(1, *SHAPE)).astype(np.float32)
+    result = adaptive(steep_fn, x, tolerance=1e-2, steps=8, max_steps=2048, method=method)
+    _, rel = ig.completeness(result.attributions.sum(), np.tanh(40 * x).sum(), 0)
+    assert rel <= 1e-2 and result.evaluations[0] > 8
 
 
 def test_non_finite_gradients_are_flagged_per_row():

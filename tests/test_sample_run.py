@@ -28,11 +28,15 @@ def test_sample_predictions_are_believable(sample_run):
 
 
 def test_sample_completeness_at_defaults(sample_run):
-    results = pd.read_parquet(sample_run / "results", columns=["relative_delta", "steps"])
+    results = pd.read_parquet(
+        sample_run / "results", columns=["relative_delta", "evaluations", "within_tolerance"]
+    )
     median, p95 = np.percentile(results.relative_delta, [50, 95])
     print(f"sample relative delta: median {median:.3%}, p95 {p95:.3%}")
     assert median <= 0.01
-    assert (results.steps >= 64).all()
+    # Default tolerance 1%: every row refined until it meets it, within the budget.
+    assert results.within_tolerance.all() and (results.relative_delta <= 0.01).all()
+    assert (results.evaluations >= 32).all() and (results.evaluations <= 256).all()
 
 
 def test_sample_summary_table_and_printout(sample_run, capsys):

@@ -218,7 +218,8 @@ class IGModelHandler(ModelHandler[ImageExample, ImageOutcome, Classifier]):
             ref_outputs = ref_outputs.reshape(len(batch), num_base, -1)
             out_index = targets + offset
             target_scores = outputs[image_index, out_index]
-            baseline_scores = ref_outputs[image_index, :, out_index].mean(axis=1)
+            path_baseline_scores = ref_outputs[image_index, :, out_index]  # [R, B]
+            baseline_scores = path_baseline_scores.mean(axis=1)
             result = ig.integrated_gradients(
                 model.score_grad_fn(cfg.score),
                 inputs,
@@ -229,9 +230,10 @@ class IGModelHandler(ModelHandler[ImageExample, ImageOutcome, Classifier]):
                 steps=cfg.steps,
                 path_batch_size=cfg.path_batch_size,
                 target_scores=target_scores,
-                baseline_scores=baseline_scores,
+                baseline_scores=path_baseline_scores,
                 tolerance=cfg.tolerance,
                 max_steps=cfg.max_steps,
+                score_fn=model.score_fn(cfg.score),
             )
             sums = result.attributions.reshape(len(targets), -1).sum(axis=1, dtype=np.float64)
             delta, relative = ig.completeness(sums, target_scores, baseline_scores)
@@ -301,9 +303,7 @@ class IGModelHandler(ModelHandler[ImageExample, ImageOutcome, Classifier]):
             "evaluations": int(result.evaluations[r]),
             "within_tolerance": None if cfg.tolerance == 0 else bool(relative <= cfg.tolerance),
             "path_alphas": result.path_alphas[r].astype(np.float32) if cfg.store_path else None,
-            "path_scores": (
-                result.path_scores[r].mean(axis=0).astype(np.float32) if cfg.store_path else None
-            ),
+            "path_scores": result.path_scores[r].astype(np.float32) if cfg.store_path else None,
             "attribution_shape": shape,
             "attributions": stored,
         }

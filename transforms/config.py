@@ -32,15 +32,17 @@ class AttributionConfig:
     """How attributions are computed and stored.
 
     Attributes:
-      steps: gradient evaluations per image, target and baseline (the rule's nodes).
+      steps: gradient evaluations per image, target and baseline (the rule's nodes);
+        with a tolerance, the initial ones, spread over panels graded towards 0.
       method: quadrature rule, one of `transforms.ig.METHODS`.
       baselines: one or more of `BASELINES`; attributions are averaged over them.
       target: which classes to attribute: `predicted`, `label` or `top_k`.
       score: `raw` (model output, usually a logit) or `softmax` (probability).
       top_k: predictions kept per image (and targets for `--target top_k`).
-      tolerance: relative completeness tolerance; rows above it are refined up to
-        `max_steps` and flagged when they still miss it. 0 turns refinement off.
-      max_steps: cap on nodes per baseline during refinement.
+      tolerance: relative completeness tolerance; rows above it are refined (their
+        worst panels bisected) up to `max_steps` and flagged when they still miss
+        it. 0 turns refinement off: the plain rule with `steps` nodes.
+      max_steps: cap on gradient evaluations per baseline during refinement.
       path_batch_size: path points per gradient call (bounds memory).
       attributions: `full` (H x W x C), `pixel` (H x W, channel sum) or `none`.
       attribution_dtype: `float16` or `float32` storage.
@@ -48,14 +50,14 @@ class AttributionConfig:
       store_path: keep F(alpha) at the path nodes per row.
     """
 
-    steps: int = 64
+    steps: int = 32
     method: str = "gausslegendre"
     baselines: tuple[str, ...] = ("black",)
     target: str = "predicted"
     score: str = "raw"
     top_k: int = 5
     tolerance: float = 0.01
-    max_steps: int = 512
+    max_steps: int = 256
     path_batch_size: int = 32
     attributions: str = "full"
     attribution_dtype: str = "float32"

@@ -5,43 +5,49 @@ x' + a (x - x'), a in [0, 1]:
 
     IG_i(x) = (x_i - x'_i) * integral_0^1 dF/dx_i(x' + a (x - x')) da
 
-The integral is approximated by a quadrature rule with `steps` nodes, i.e.
-`steps` gradient evaluations per image, target and baseline. Completeness says
-sum_i IG_i = F(x) - F(x'), so the quadrature error is observable per row.
+The integral is approximated by a quadrature rule; every node costs one
+gradient evaluation. Completeness says sum_i IG_i = F(x) - F(x'), so the
+quadrature error of the attribution sum is observable per row.
+
+Two modes:
+
+* fixed (``tolerance == 0``): the rule with ``steps`` nodes on [0, 1], as in
+  the IG paper, Captum and the seed notebooks.
+* adaptive (``tolerance > 0``): the rule is applied on panels, sub-intervals of
+  [0, 1]. F at panel boundaries is known (a forward pass), so the exact
+  integral of every panel, F(b) - F(a), is known and each panel's quadrature
+  error is observed, not estimated. Panels with the largest error are bisected
+  until the row's relative completeness delta meets the tolerance or the
+  budget ``max_steps`` is spent. Refinement goes exactly where the integrand
+  bends (for image classifiers and dark baselines, mostly near a = 0, where
+  the score saturates), and every other panel's result is kept.
 
 Nothing here imports TensorFlow or Beam: the model enters through a
-`ScoreGradFn`, which the TF adapter (`transforms.tf_model`) supplies.
+`ScoreGradFn` (and optionally a forward-only `ScoreFn`), which the TF adapter
+(`transforms.tf_model`) supplies.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import heapq
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 __all__ = [
     "METHODS",
-    "NESTED_METHODS",
     "IGResult",
+    "ScoreFn",
     "ScoreGradFn",
     "completeness",
     "integrated_gradients",
+    "panel_nodes",
     "quadrature",
-    "refinement",
 ]
 
 METHODS: tuple[str, ...] = (
     "gausslegendre",
-    "riemann_trapezoid",
-    "riemann_left",
-    "riemann_right",
-    "riemann_middle",
-)
-
-#: Methods whose refined node set contains the current one, so refinement
-#: reuses every gradient already computed (see `refinement`).
-NESTED_METHODS: tuple[str, ...] = (
     "riemann_trapezoid",
     "riemann_left",
     "riemann_right",
@@ -65,6 +71,22 @@ Returns:
   scores: float [N], F_target(point).
   grads: float32 [N, *S], dF_target/dpoint.
 """
+
+ScoreFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+"""``fn(inputs, baselines, alphas, targets) -> scores``: `ScoreGradFn` without gradients."""
+
+# Nodes per panel in adaptive mode. Measured on the bundled model and real
+# photos (benchmarks/ig_accuracy.py): the integrand is rough near a = 0 (many
+# ReLU6 kinks), so small two-node panels refined often beat fewer, larger,
+# higher-order ones.
+_PANEL_NODES = 2
+# Share of the initial panels graded geometrically towards a = 0.
+_GEOMETRIC_FRACTION = 0.75
+# Panels per path whose vectors are kept apart so that they can still be
+# refined; the rest are folded into one sum. With the panels evaluated per
+# round, this bounds memory whatever the steps.
+_ACTIVE_PANELS = 8
+_PANELS_PER_ROUND = 8
 
 
 def _check_steps(method: str, steps: int) -> None:
@@ -102,41 +124,10 @@ def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
     return (np.arange(n) + offset) / n, weights
 
 
-def refinement(method: str, steps: int) -> tuple[int, float, np.ndarray, np.ndarray]:
-    """How to refine a rule with `steps` nodes to a finer one.
-
-    For the nested Riemann rules every old node is a node of the finer rule and
-    its weight is scaled by one constant, so
-
-        finer_estimate = scale * old_estimate + sum_k new_weights[k] * g(new_alphas[k])
-
-    For Gauss-Legendre nothing is reusable: the finer rule (2x nodes) is
-    returned whole with ``scale = 0``.
-
-    Returns:
-      (new_steps, scale, new_alphas, new_weights); the arrays are float64 and
-      hold only the nodes that must be evaluated.
-    """
+def panel_nodes(method: str, steps: int) -> int:
+    """Nodes per panel in adaptive mode (at most `steps`)."""
     _check_steps(method, steps)
-    n = int(steps)
-    if method == "riemann_trapezoid":
-        # n nodes at i/(n-1) -> 2n-1 nodes at i/(2n-2): the odd ones are new.
-        m = 2 * n - 1
-        alphas, weights = quadrature(method, m)
-        return m, 0.5, alphas[1::2], weights[1::2]
-    if method in ("riemann_left", "riemann_right"):
-        m = 2 * n
-        alphas, weights = quadrature(method, m)
-        new = slice(1, None, 2) if method == "riemann_left" else slice(0, None, 2)
-        return m, 0.5, alphas[new], weights[new]
-    if method == "riemann_middle":
-        # (i + 1/2)/n are nodes (3i + 3/2)/(3n) of the 3n-node rule: keep those.
-        m = 3 * n
-        alphas, weights = quadrature(method, m)
-        keep = np.arange(m) % 3 == 1
-        return m, 1.0 / 3.0, alphas[~keep], weights[~keep]
-    alphas, weights = quadrature(method, 2 * n)
-    return 2 * n, 0.0, alphas, weights
+    return min(int(steps), _PANEL_NODES)
 
 
 def completeness(
@@ -169,73 +160,83 @@ class IGResult:
 
     Attributes:
       attributions: float32 [R, *S], averaged over the baselines.
-      steps: int64 [R], nodes per baseline in the final estimate.
+      steps: int64 [R], gradient nodes per baseline in the final estimate.
       evaluations: int64 [R], gradient evaluations spent on the row, all
         baselines and refinements included.
+      forward_evaluations: int64 [R], forward-only evaluations (panel
+        boundaries in adaptive mode), all baselines included.
       finite: bool [R], False where a score or gradient was NaN or infinite.
-      path_alphas: per row, float64 [K] nodes of the final estimate.
-      path_scores: per row, float64 [B, K] F(alpha) per baseline at those nodes.
+      path_alphas: per row, float64 [K] points of the path with known F, ascending
+        (of the first baseline's path when there are several).
+      path_scores: per row, float64 [K] F(alpha) at those points.
     """
 
     attributions: np.ndarray
     steps: np.ndarray
     evaluations: np.ndarray
+    forward_evaluations: np.ndarray
     finite: np.ndarray
     path_alphas: list[np.ndarray]
     path_scores: list[np.ndarray]
 
 
-def _accumulate(
-    fn: ScoreGradFn,
-    inputs: np.ndarray,
-    baselines: np.ndarray,
-    image_index: np.ndarray,
-    targets: np.ndarray,
-    rows: np.ndarray,
-    alphas: np.ndarray,
-    weights: np.ndarray,
-    attributions: np.ndarray,
-    finite: np.ndarray,
-    path_batch_size: int,
-) -> np.ndarray:
-    """Adds sum_k w_k (x - x'_b) grad F(point_rbk) / B into attributions[rows].
+class _Paths:
+    """The (row, baseline) paths of a call and the evaluation of points on them."""
 
-    Points are laid out row-major over (row, baseline, alpha) and evaluated in
-    chunks of at most `path_batch_size`, so memory is bounded by the chunk,
-    not by the number of steps. Returns the path scores, float64 [len(rows), B, K].
-    """
-    num_baselines = baselines.shape[1]
-    k = len(alphas)
-    total = len(rows) * num_baselines * k
-    scores_out = np.empty(total, dtype=np.float64)
-    for start in range(0, total, path_batch_size):
-        flat = np.arange(start, min(start + path_batch_size, total))
-        row_pos, rest = np.divmod(flat, num_baselines * k)
-        base_pos, alpha_pos = np.divmod(rest, k)
-        row = rows[row_pos]
-        image = image_index[row]
-        x = inputs[image]
-        x_ref = baselines[image, base_pos]
-        scores, grads = fn(
-            x,
-            x_ref,
-            alphas[alpha_pos].astype(np.float32),
-            targets[row].astype(np.int64),
-        )
-        scores = np.asarray(scores, dtype=np.float64)
-        grads = np.asarray(grads, dtype=np.float32)
-        scores_out[flat] = scores
-        ok = np.isfinite(scores) & np.isfinite(grads.reshape(len(flat), -1)).all(axis=1)
-        contribution = (x - x_ref) * grads
-        contribution *= (
-            (weights[alpha_pos] / num_baselines)
-            .astype(np.float32)
-            .reshape((-1,) + (1,) * (grads.ndim - 1))
-        )
-        # Several points of a chunk belong to the same row: unbuffered add.
-        np.add.at(attributions, row, contribution)
-        np.logical_and.at(finite, row, ok)
-    return scores_out.reshape(len(rows), num_baselines, k)
+    def __init__(self, fn, inputs, baselines, image_index, targets, path_batch_size):
+        self.fn = fn
+        self.inputs = inputs
+        self.baselines = baselines
+        self.num_baselines = baselines.shape[1]
+        rows = len(image_index)
+        self.count = rows * self.num_baselines
+        # Path p is row p // B, baseline p % B.
+        self.image = np.repeat(image_index, self.num_baselines)
+        self.base = np.tile(np.arange(self.num_baselines), rows)
+        self.target = np.repeat(targets, self.num_baselines)
+        self.chunk = path_batch_size
+        self.finite = np.ones(self.count, dtype=bool)
+
+    def endpoints(self, path: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.inputs[self.image[path]], self.baselines[self.image[path], self.base[path]]
+
+    def gradients(self, path, alpha, weight, slot, accumulators):
+        """accumulators[slot[j]] += weight[j] (x - x') grad F(point j), in bounded chunks.
+
+        Returns the scores F and the path derivatives dF/da = (x - x') . grad F
+        at the points, float64 [N] each.
+        """
+        n = len(path)
+        scores = np.empty(n, dtype=np.float64)
+        derivs = np.empty(n, dtype=np.float64)
+        for start in range(0, n, self.chunk):
+            part = slice(start, min(start + self.chunk, n))
+            p = path[part]
+            x, x_ref = self.endpoints(p, alpha[part])
+            s, g = self.fn(x, x_ref, alpha[part].astype(np.float32), self.target[p])
+            s = np.asarray(s, dtype=np.float64)
+            g = np.asarray(g, dtype=np.float32)
+            contribution = (x - x_ref) * g
+            flat = contribution.reshape(len(p), -1)
+            scores[part] = s
+            derivs[part] = flat.sum(axis=1, dtype=np.float64)
+            ok = np.isfinite(s) & np.isfinite(flat).all(axis=1)
+            np.logical_and.at(self.finite, p, ok)
+            contribution *= weight[part].astype(np.float32).reshape((-1,) + (1,) * (g.ndim - 1))
+            # Several points of a chunk may share a slot: unbuffered add.
+            np.add.at(accumulators, slot[part], contribution)
+        return scores, derivs
+
+    def scores(self, score_fn, path, alpha) -> np.ndarray:
+        out = np.empty(len(path), dtype=np.float64)
+        for start in range(0, len(path), self.chunk):
+            part = slice(start, min(start + self.chunk, len(path)))
+            x, x_ref = self.endpoints(path[part], alpha[part])
+            out[part] = np.asarray(
+                score_fn(x, x_ref, alpha[part].astype(np.float32), self.target[path[part]]),
+                dtype=np.float64,
+            )
+        return out
 
 
 def integrated_gradients(
@@ -252,8 +253,9 @@ def integrated_gradients(
     baseline_scores: np.ndarray | None = None,
     tolerance: float = 0.0,
     max_steps: int | None = None,
+    score_fn: ScoreFn | None = None,
 ) -> IGResult:
-    """Integrated Gradients for R rows, with optional adaptive refinement.
+    """Integrated Gradients for R rows, fixed or adaptive.
 
     Args:
       fn: the model's scores and gradients, see `ScoreGradFn`.
@@ -262,14 +264,15 @@ def integrated_gradients(
         averaged over them.
       image_index: int [R], the image of each row.
       targets: int [R], the model output index each row attributes.
-      method, steps: the quadrature rule and its number of nodes.
-      path_batch_size: path points per call of `fn`, across rows and steps.
-      target_scores, baseline_scores: float [R] F(x) and mean_b F(x'_b); only
-        needed for refinement.
-      tolerance: rows whose relative completeness delta exceeds it are refined
-        (nodes doubled, tripled for riemann_middle) until they meet it or would
-        exceed `max_steps`; 0 disables refinement.
-      max_steps: cap on nodes per baseline during refinement.
+      method, steps: the quadrature rule and its number of nodes (in adaptive
+        mode, the initial nodes, spread over panels of `panel_nodes` nodes).
+      path_batch_size: path points per call of `fn`, across rows and steps;
+        bounds memory.
+      target_scores: float [R], F(x). Needed for adaptive mode.
+      baseline_scores: float [R, B], F(x'_b). Needed for adaptive mode.
+      tolerance: relative completeness tolerance per path; 0 = fixed mode.
+      max_steps: cap on gradient evaluations per path in adaptive mode.
+      score_fn: forward-only scores for panel boundaries; defaults to `fn`.
 
     Returns:
       An `IGResult`.
@@ -286,53 +289,210 @@ def integrated_gradients(
         )
     image_index = np.asarray(image_index, dtype=np.int64)
     targets = np.asarray(targets, dtype=np.int64)
-    num_rows = len(image_index)
-    num_baselines = baselines.shape[1]
-    attributions = np.zeros((num_rows, *inputs.shape[1:]), dtype=np.float32)
-    finite = np.ones(num_rows, dtype=bool)
-    all_rows = np.arange(num_rows)
-
-    alphas, weights = quadrature(method, steps)
-    path_scores = _accumulate(
-        fn, inputs, baselines, image_index, targets, all_rows, alphas, weights,
-        attributions, finite, path_batch_size,
-    )  # fmt: skip
-    row_alphas = [alphas] * num_rows
-    row_scores = list(path_scores)
-    row_steps = np.full(num_rows, steps, dtype=np.int64)
-    evaluations = np.full(num_rows, steps * num_baselines, dtype=np.int64)
-
-    refine = tolerance > 0 and target_scores is not None and baseline_scores is not None
-    cap = max_steps if max_steps is not None else steps
-    current = steps
-    while refine:
-        flat = attributions.reshape(num_rows, -1).sum(axis=1, dtype=np.float64)
-        _, relative = completeness(flat, target_scores, baseline_scores)
-        new_steps, scale, new_alphas, new_weights = refinement(method, current)
-        pending = np.flatnonzero((row_steps == current) & finite & ~(relative <= tolerance))
-        if len(pending) == 0 or new_steps > cap:
-            break
-        attributions[pending] *= np.float32(scale)
-        scores = _accumulate(
-            fn, inputs, baselines, image_index, targets, pending, new_alphas,
-            new_weights, attributions, finite, path_batch_size,
-        )  # fmt: skip
-        for i, row in enumerate(pending):
-            if scale == 0.0:
-                row_alphas[row], row_scores[row] = new_alphas, scores[i]
-            else:
-                merged = np.concatenate([row_alphas[row], new_alphas])
-                order = np.argsort(merged, kind="stable")
-                row_alphas[row] = merged[order]
-                row_scores[row] = np.concatenate([row_scores[row], scores[i]], axis=1)[:, order]
-        row_steps[pending] = new_steps
-        evaluations[pending] += len(new_alphas) * num_baselines
-        current = new_steps
+    paths = _Paths(fn, inputs, baselines, image_index, targets, path_batch_size)
+    adaptive = tolerance > 0 and target_scores is not None and baseline_scores is not None
+    if adaptive:
+        f_start = np.asarray(baseline_scores, np.float64).reshape(-1)
+        f_end = np.repeat(np.asarray(target_scores, np.float64), paths.num_baselines)
+        if score_fn is None:
+            score_fn = lambda *a: fn(*a)[0]  # noqa: E731 - gradients wasted, still right
+        run = _Adaptive(paths, method, steps, tolerance, max_steps or steps, f_start, f_end,
+                        score_fn)  # fmt: skip
+    else:
+        run = _Fixed(paths, method, steps)
+    vectors = run.vectors()
+    rows = len(image_index)
+    attributions = vectors.reshape(rows, paths.num_baselines, *inputs.shape[1:]).mean(axis=1)
+    per_row = lambda a: a.reshape(rows, paths.num_baselines)  # noqa: E731
+    curves = [run.curve(r * paths.num_baselines) for r in range(rows)]
     return IGResult(
-        attributions=attributions,
-        steps=row_steps,
-        evaluations=evaluations,
-        finite=finite,
-        path_alphas=row_alphas,
-        path_scores=row_scores,
+        attributions=attributions.astype(np.float32, copy=False),
+        steps=per_row(run.nodes).max(axis=1),
+        evaluations=per_row(run.evaluations).sum(axis=1),
+        forward_evaluations=per_row(run.forward_evaluations).sum(axis=1),
+        finite=per_row(paths.finite).all(axis=1),
+        path_alphas=[alphas for alphas, _ in curves],
+        path_scores=[scores for _, scores in curves],
     )
+
+
+class _Fixed:
+    """One rule with `steps` nodes on [0, 1] for every path."""
+
+    def __init__(self, paths: _Paths, method: str, steps: int):
+        alphas, weights = quadrature(method, steps)
+        n, k = paths.count, len(alphas)
+        self._accumulators = np.zeros((n, *paths.inputs.shape[1:]), dtype=np.float32)
+        path = np.repeat(np.arange(n), k)
+        scores, _ = paths.gradients(
+            path, np.tile(alphas, n), np.tile(weights, n), path, self._accumulators
+        )
+        self._alphas = alphas
+        self._scores = scores.reshape(n, k)
+        self.nodes = np.full(n, k, dtype=np.int64)
+        self.evaluations = self.nodes.copy()
+        self.forward_evaluations = np.zeros(n, dtype=np.int64)
+
+    def vectors(self) -> np.ndarray:
+        return self._accumulators
+
+    def curve(self, path: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._alphas, self._scores[path]
+
+
+def _initial_edges(count: int) -> np.ndarray:
+    """Edges of `count` initial panels, graded towards a = 0.
+
+    Scores of image classifiers change fastest near the baseline (they
+    saturate along the path), so most panels halve in width towards 0
+    (1/2, 1/4, ...) and the rest split [1/2, 1] evenly. Refinement corrects
+    the mesh where this prior is wrong.
+    """
+    if count < 3:
+        return np.linspace(0.0, 1.0, count + 1)
+    geometric = max(1, int(round(count * _GEOMETRIC_FRACTION)))
+    uniform = count - geometric
+    edges = [0.0] + [2.0**-k for k in range(geometric, 0, -1)]
+    return np.array(edges + list(np.linspace(0.5, 1.0, uniform + 1)[1:]))
+
+
+@dataclasses.dataclass(eq=False)
+class _Panel:
+    a: float
+    b: float
+    error: float  # quadrature estimate of int_a^b dF/da minus the exact F(b) - F(a)
+    slot: int = -1  # row of its vector in the store; -1 once folded into the sum
+
+
+class _Adaptive:
+    """Composite rule on panels, bisecting the panels with the largest observed error.
+
+    Memory: each path keeps one folded sum plus the vectors of at most
+    `_ACTIVE_PANELS` (+ one round) panels, whatever the number of steps. A
+    folded panel that must be split after all is first subtracted from the sum
+    by evaluating its nodes again with negated weights (m extra evaluations).
+    """
+
+    def __init__(self, paths, method, steps, tolerance, max_steps, f_start, f_end, score_fn):
+        self.paths = paths
+        self.m = panel_nodes(method, steps)
+        self.rule = quadrature(method, self.m)
+        self.tolerance = tolerance
+        self.max_steps = max(max_steps, steps)
+        self.score_fn = score_fn
+        self.difference = f_end - f_start
+        n = paths.count
+        # Path p owns rows p * block ... of the store: its folded sum first, then
+        # K active panels and room for one round of new panels.
+        self.block = 1 + _ACTIVE_PANELS + _PANELS_PER_ROUND
+        self.store = np.zeros((n * self.block, *paths.inputs.shape[1:]), dtype=np.float32)
+        self.free = [list(range(p * self.block + 1, (p + 1) * self.block)) for p in range(n)]
+        self.panels: list[list[_Panel]] = [[] for _ in range(n)]
+        # F on the path wherever known: ends, panel edges, and every node evaluated.
+        self.known: list[dict[float, float]] = [{0.0: f_start[p], 1.0: f_end[p]} for p in range(n)]
+        self.nodes = np.zeros(n, dtype=np.int64)
+        self.evaluations = np.zeros(n, dtype=np.int64)
+        self.forward_evaluations = np.zeros(n, dtype=np.int64)
+
+        edges = _initial_edges(max(1, round(steps / self.m)))
+        spans = list(zip(edges[:-1], edges[1:], strict=True))
+        for i in range(0, len(spans), _PANELS_PER_ROUND):
+            group = spans[i : i + _PANELS_PER_ROUND]
+            self._evaluate([(p, a, b) for p in range(n) for a, b in group], [])
+        self._refine()
+
+    def _nodes(self, a: float, b: float) -> np.ndarray:
+        alphas = a + (b - a) * self.rule[0]
+        # Exact ends, so that a node on a panel edge is found in `known`.
+        return np.where(self.rule[0] == 0.0, a, np.where(self.rule[0] == 1.0, b, alphas))
+
+    def _evaluate(self, spans: list[tuple[int, float, float]], unfold: list[tuple[int, _Panel]]):
+        """New panels (path, a, b), and folded panels to subtract from their path's sum."""
+        paths = self.paths
+        slots = [self.free[p].pop() for p, _, _ in spans]
+        self.store[slots] = 0.0
+        jobs = [(p, a, b, slot, 1.0) for (p, a, b), slot in zip(spans, slots, strict=True)]
+        jobs += [(p, q.a, q.b, p * self.block, -1.0) for p, q in unfold]
+        weights = self.rule[1]
+        path = np.repeat([job[0] for job in jobs], self.m)
+        alpha = np.concatenate([self._nodes(a, b) for _, a, b, _, _ in jobs])
+        weight = np.concatenate([sign * (b - a) * weights for _, a, b, _, sign in jobs])
+        slot = np.repeat([job[3] for job in jobs], self.m)
+        # Edges whose F is unknown and that are not nodes of this round need a forward pass.
+        nodes = set(zip(path.tolist(), alpha.tolist(), strict=True))
+        missing = sorted(
+            {(p, e) for p, a, b in spans for e in (a, b)
+             if e not in self.known[p] and (p, e) not in nodes}
+        )  # fmt: skip
+        if missing:
+            edge_path = np.array([p for p, _ in missing])
+            edge_alpha = np.array([e for _, e in missing])
+            found = paths.scores(self.score_fn, edge_path, edge_alpha)
+            for (p, e), s in zip(missing, found, strict=True):
+                self.known[p][e] = s
+                self.forward_evaluations[p] += 1
+        scores, derivs = paths.gradients(path, alpha, weight, slot, self.store)
+        for p, a, s in zip(path.tolist(), alpha.tolist(), scores.tolist(), strict=True):
+            self.known[p][a] = s
+        for i, (p, a, b, slot_i, sign) in enumerate(jobs):
+            self.evaluations[p] += self.m
+            if sign < 0:
+                continue
+            part = slice(i * self.m, (i + 1) * self.m)
+            estimate = float(np.dot(weight[part], derivs[part]))
+            exact = self.known[p][b] - self.known[p][a]
+            self.panels[p].append(_Panel(a, b, estimate - exact, slot_i))
+            self.nodes[p] += self.m
+        for p in sorted({job[0] for job in jobs}):
+            self._fold(p)
+
+    def _fold(self, path: int) -> None:
+        """Keeps the K active panels with the largest errors; folds the rest into the sum."""
+        active = [q for q in self.panels[path] if q.slot >= 0]
+        surplus = max(0, len(active) - _ACTIVE_PANELS)
+        for q in heapq.nsmallest(surplus, active, key=lambda q: abs(q.error)):
+            self.store[path * self.block] += self.store[q.slot]
+            self.free[path].append(q.slot)
+            q.slot = -1
+
+    def _refine(self) -> None:
+        while True:
+            spans, unfold = [], []
+            for p in range(self.paths.count):
+                delta = sum(q.error for q in self.panels[p])
+                if not self.paths.finite[p] or abs(delta) <= self.tolerance * abs(
+                    self.difference[p]
+                ):
+                    continue
+                worst_first = sorted(self.panels[p], key=lambda q: -abs(q.error))
+                budget = self.max_steps - self.evaluations[p]
+                # The worst panel, and others nearly as bad, in one round.
+                for q in worst_first[: _PANELS_PER_ROUND // 2]:
+                    cost = 2 * self.m + (self.m if q.slot < 0 else 0)
+                    if abs(q.error) < abs(worst_first[0].error) / 4 or cost > budget:
+                        break
+                    budget -= cost
+                    self.panels[p].remove(q)
+                    self.nodes[p] -= self.m
+                    if q.slot >= 0:
+                        self.free[p].append(q.slot)
+                    else:
+                        unfold.append((p, q))
+                    middle = (q.a + q.b) / 2.0
+                    spans += [(p, q.a, middle), (p, middle, q.b)]
+            if not spans:
+                return
+            self._evaluate(spans, unfold)
+
+    def vectors(self) -> np.ndarray:
+        """float32 [paths, *S]: folded sums plus the active panels."""
+        out = self.store[:: self.block].copy()
+        for p, panels in enumerate(self.panels):
+            for q in panels:
+                if q.slot >= 0:
+                    out[p] += self.store[q.slot]
+        return out
+
+    def curve(self, path: int) -> tuple[np.ndarray, np.ndarray]:
+        alphas = np.array(sorted(self.known[path]))
+        return alphas, np.array([self.known[path][a] for a in alphas])

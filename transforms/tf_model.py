@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from transforms.ig import ScoreGradFn
+from transforms.ig import ScoreFn, ScoreGradFn
 
 __all__ = [
     "BUNDLED_MODELS",
@@ -337,16 +337,15 @@ class Classifier:
         def logits(images):
             return tf.cast(call(images), tf.float32)
 
+        path_spec = [
+            image_spec,
+            image_spec,
+            tf.TensorSpec([None], tf.float32),
+            tf.TensorSpec([None], tf.int64),
+        ]
+
         def make_grad(softmax: bool):
-            @tf.function(
-                input_signature=[
-                    image_spec,
-                    image_spec,
-                    tf.TensorSpec([None], tf.float32),
-                    tf.TensorSpec([None], tf.int64),
-                ],
-                jit_compile=jit,
-            )
+            @tf.function(input_signature=path_spec, jit_compile=jit)
             def score_and_grad(inputs, baselines, alphas, targets):
                 points = baselines + alphas[:, None, None, None] * (inputs - baselines)
                 with tf.GradientTape() as tape:
@@ -361,8 +360,20 @@ class Classifier:
 
             return score_and_grad
 
+        def make_score(softmax: bool):
+            @tf.function(input_signature=path_spec, jit_compile=jit)
+            def score(inputs, baselines, alphas, targets):
+                points = baselines + alphas[:, None, None, None] * (inputs - baselines)
+                out = tf.cast(call(points), tf.float32)
+                if softmax:
+                    out = tf.nn.softmax(out, axis=-1)
+                return tf.gather(out, targets, axis=1, batch_dims=1)
+
+            return score
+
         self._logits = logits
         self._grads = {"raw": make_grad(False), "softmax": make_grad(True)}
+        self._scores = {"raw": make_score(False), "softmax": make_score(True)}
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """float32 [N, H, W, 3] in the input range -> float32 [N, num_outputs]."""
@@ -377,3 +388,10 @@ class Classifier:
             return scores.numpy(), grads.numpy()
 
         return run
+
+    def score_fn(self, score: str) -> ScoreFn:
+        """The forward-only `ScoreFn` of `score`, for points whose gradient is not needed."""
+        fn = self._scores[score]
+        return lambda inputs, baselines, alphas, targets: fn(
+            inputs, baselines, alphas, targets
+        ).numpy()
