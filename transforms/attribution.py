@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -110,6 +111,42 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
+class _Progress:
+    """Beam counters per batch, and a readable progress line at most every 10 s."""
+
+    def __init__(self, every_seconds: float = 10.0):
+        self._every = every_seconds
+        self._start = self._last = None
+        self._images = self._rows = self._errors = 0
+        self._counters = {
+            name: beam.metrics.Metrics.counter(NAMESPACE, name)
+            for name in ("images_attributed", "rows", "image_errors", "gradient_evaluations")
+        }
+
+    def update(self, outcomes: Sequence[ImageOutcome]) -> None:
+        now = time.monotonic()
+        if self._start is None:
+            self._start = self._last = now
+        rows = sum(len(o.rows) for o in outcomes)
+        failed = sum(1 for o in outcomes if o.errors)
+        self._images += len(outcomes)
+        self._rows += rows
+        self._errors += failed
+        self._counters["images_attributed"].inc(len(outcomes) - failed)
+        self._counters["rows"].inc(rows)
+        self._counters["image_errors"].inc(failed)
+        self._counters["gradient_evaluations"].inc(
+            sum(r["evaluations"] for o in outcomes for r in o.rows)
+        )
+        if now - self._last >= self._every:
+            self._last = now
+            rate = self._images / max(now - self._start, 1e-9)
+            _LOG.info(
+                "progress: %d images (%d rows, %d errors), %.2f images/s in this worker",
+                self._images, self._rows, self._errors, rate,
+            )  # fmt: skip
+
+
 class IGModelHandler(ModelHandler[ImageExample, ImageOutcome, Classifier]):
     """Loads the classifier once per worker; per batch, top-k predictions and IG.
 
@@ -132,6 +169,7 @@ class IGModelHandler(ModelHandler[ImageExample, ImageOutcome, Classifier]):
         self._names = tuple(class_names) if class_names is not None else None
         self._batch_size = batch_size
         self._jit_compile = jit_compile
+        self._progress = _Progress()
 
     def load_model(self) -> Classifier:
         classifier = Classifier(self._spec, jit_compile=self._jit_compile)
@@ -257,6 +295,7 @@ class IGModelHandler(ModelHandler[ImageExample, ImageOutcome, Classifier]):
                 # so rows + errors = inputs holds per image.
                 rows = []
             outcomes.append(ImageOutcome(ex.image_id, rows, errs))
+        self._progress.update(outcomes)
         return outcomes
 
     def _row(

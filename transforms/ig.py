@@ -216,15 +216,22 @@ class _Paths:
             s, g = self.fn(x, x_ref, alpha[part].astype(np.float32), self.target[p])
             s = np.asarray(s, dtype=np.float64)
             g = np.asarray(g, dtype=np.float32)
-            contribution = (x - x_ref) * g
+            with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows are flagged
+                contribution = (x - x_ref) * g
             flat = contribution.reshape(len(p), -1)
             scores[part] = s
             derivs[part] = flat.sum(axis=1, dtype=np.float64)
             ok = np.isfinite(s) & np.isfinite(flat).all(axis=1)
             np.logical_and.at(self.finite, p, ok)
             contribution *= weight[part].astype(np.float32).reshape((-1,) + (1,) * (g.ndim - 1))
-            # Several points of a chunk may share a slot: unbuffered add.
-            np.add.at(accumulators, slot[part], contribution)
+            # Points come in runs of one slot: sum each run, add run by run
+            # (two runs may share a slot, so no fancy-indexed +=).
+            slots = slot[part]
+            starts = np.concatenate([[0], np.flatnonzero(np.diff(slots)) + 1])
+            for target, total in zip(
+                slots[starts], np.add.reduceat(contribution, starts, axis=0), strict=True
+            ):
+                accumulators[target] += total
         return scores, derivs
 
     def scores(self, score_fn, path, alpha) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Benchmark scripts: `python -m benchmarks.<name>`; each prints a table with ratios."""

@@ -1,0 +1,56 @@
+"""Shared set-up of the benchmarks: the bundled model and real photos, preprocessed as the job does."""
+
+from __future__ import annotations
+
+import os
+import resource
+
+import numpy as np
+from skimage import data as skdata
+
+from transforms import images, sources
+from transforms.tf_model import Classifier, resolve_model
+
+__all__ = ["extra_photos", "load_photos", "load_classifier", "peak_rss_mb", "print_table"]
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# scikit-image photos beyond the sample, to have more real images to measure on.
+_EXTRA = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
+          "camera.png", "coins.png", "hubble_deep_field.jpg", "retina.jpg", "brick.png",
+          "grass.png", "gravel.png", "horse.png", "page.png", "text.png", "moon.png")  # fmt: skip
+
+
+def extra_photos() -> list[str]:
+    root = os.path.dirname(skdata.__file__)
+    return [os.path.join(root, name) for name in _EXTRA if os.path.exists(os.path.join(root, name))]
+
+
+def load_photos(paths: list[str] | None = None, size: int = 224) -> tuple[list[str], np.ndarray]:
+    """Names and float32 [N, size, size, 3] images in [0, 1], as the job feeds them."""
+    paths = paths or [f.path for f in sources.sample_files()]
+    out = []
+    for path in paths:
+        with open(path, "rb") as f:
+            pixels = images.decode_image(f.read(), max_side_hint=size)
+        out.append(images.scale_to_range(images.resize_with_pad(pixels, size), (0.0, 1.0)))
+    return [os.path.basename(p) for p in paths], np.stack(out)
+
+
+def load_classifier(model: str = "efficientnet_lite0") -> Classifier:
+    return Classifier(resolve_model(model))
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def print_table(title: str, header: list[str], rows: list[list[object]]) -> None:
+    cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    print(f"\n{title}")
+    line = "| " + " | ".join(c.ljust(w) for c, w in zip(cells[0], widths, strict=True)) + " |"
+    print(line)
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in cells[1:]:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")

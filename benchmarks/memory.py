@@ -1,0 +1,65 @@
+"""Peak memory (RSS) of the job against --steps: it must stay flat.
+
+Each configuration runs the real job (DirectRunner, bundled model, the sample
+photos, full float32 attributions) in its own process; the reference is the
+same job at 16 steps, measured in the same run.
+
+    python -m benchmarks.memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+
+from benchmarks.common import print_table
+
+CONFIGS = [
+    ("fixed", ["--tolerance", "0"]),
+    ("adaptive (default tolerance)", []),
+]
+
+
+def _child(args: list[str]) -> None:
+    """Runs the job as a subprocess and prints its peak RSS in MB."""
+    subprocess.run([sys.executable, "-m", "pipeline", *args], check=True, capture_output=True)
+    print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0)
+
+
+def peak_mb(args: list[str]) -> float:
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.memory", "--child", *args],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", default="16,64,256")
+    args, rest = parser.parse_known_args(argv)
+    if rest and rest[0] == "--child":
+        _child(rest[1:])
+        return
+    rows, reference = [], None
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode, flags in CONFIGS:
+            for steps in args.steps.split(","):
+                job = ["--dataset", "sample", "--output", f"{tmp}/out", "--overwrite",
+                       "--steps", steps, "--max_steps", str(max(256, int(steps))), *flags]  # fmt: skip
+                mb = peak_mb(job)
+                reference = reference or mb
+                rows.append([mode, steps, f"{mb:.0f}", f"{mb / reference:.2f}x"])
+    print_table(
+        "Peak RSS of the whole job, sample photos, batch 8, path batch 32 "
+        "(reference: fixed, 16 steps)",
+        ["mode", "--steps", "peak RSS (MB)", "vs reference"],
+        rows,
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

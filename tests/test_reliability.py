@@ -1,0 +1,130 @@
+"""Bad and odd inputs, numerical faults, repeatability: every input is accounted for."""
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pipeline import run
+from tests.conftest import SIZE
+
+
+def _save(path, img: Image.Image, fmt: str, **kwargs) -> None:
+    buffer = io.BytesIO()
+    img.save(buffer, format=fmt, **kwargs)
+    path.write_bytes(buffer.getvalue())
+
+
+@pytest.fixture
+def odd_folder(tmp_path):
+    """Decodable oddities and broken files, made here."""
+    rng = np.random.default_rng(9)
+    root = tmp_path / "odd"
+    root.mkdir()
+    rgb = Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8))
+    _save(root / "gray.png", rgb.convert("L"), "PNG")
+    _save(root / "rgba.png", rgb.convert("RGBA"), "PNG")
+    _save(root / "palette.png", rgb.convert("P", palette=Image.Palette.ADAPTIVE), "PNG")
+    _save(
+        root / "deep16.png",
+        Image.fromarray(rng.integers(0, 65535, (12, 9), dtype=np.uint16)),
+        "PNG",
+    )
+    _save(root / "cmyk.jpg", rgb.convert("CMYK"), "JPEG")
+    frames = [Image.new("RGB", (8, 8), c) for c in ((255, 0, 0), (0, 255, 0))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=50)
+    (root / "animated.gif").write_bytes(buffer.getvalue())
+    _save(root / "bitmap.bmp", rgb, "BMP")
+    _save(root / "tiny.png", Image.new("RGB", (1, 1), (9, 9, 9)), "PNG")
+    _save(root / "UPPER.JPG", rgb, "JPEG")
+    _save(root / "large.jpg", Image.new("RGB", (4000, 3000), (120, 30, 200)), "JPEG", quality=70)
+    (root / "empty.png").write_bytes(b"")
+    good = io.BytesIO()
+    rgb.save(good, format="JPEG")
+    (root / "truncated.jpg").write_bytes(good.getvalue()[:200])
+    (root / "notes.jpg").write_text("this is not an image")
+    return root
+
+
+def test_odd_images_are_processed_and_broken_ones_reported(odd_folder, linear_keras, tmp_path):
+    manifest = run(
+        ["--dataset", str(odd_folder), "--model", linear_keras, "--output", str(tmp_path / "out"),
+         "--steps", "2", "--attributions", "none"],
+        save_main_session=False,
+    )  # fmt: skip
+    results = pd.read_parquet(tmp_path / "out" / "results")
+    errors = pd.read_parquet(tmp_path / "out" / "errors").set_index("image_id")
+    assert sorted(results.image_id) == sorted(
+        ["gray.png", "rgba.png", "palette.png", "deep16.png", "cmyk.jpg", "animated.gif",
+         "bitmap.bmp", "tiny.png", "UPPER.JPG", "large.jpg"]
+    )  # fmt: skip
+    assert sorted(errors.index) == ["empty.png", "notes.jpg", "truncated.jpg"]
+    assert (errors.stage == "decode").all()
+    assert errors.loc["empty.png", "error"] == "empty file (0 bytes)"
+    assert "not an image" in errors.loc["notes.jpg", "error"]
+    assert "broken image" in errors.loc["truncated.jpg", "error"]
+    counts = manifest["counts"]
+    assert counts["inputs"] == 13 == counts["images_with_rows"] + counts["images_with_errors"]
+    assert manifest["all_inputs_accounted_for"]
+
+
+@pytest.fixture(scope="module")
+def nan_model(tmp_path_factory):
+    """F_j = (j + 1) * sum sqrt(x): infinite gradient at x = 0; NaN outputs for white images."""
+    import tensorflow as tf
+
+    class Fragile(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+        def __call__(self, x):
+            total = tf.reduce_sum(tf.sqrt(x), axis=[1, 2, 3])[:, None] * tf.range(1.0, 6.0)
+            white = tf.reduce_mean(x, axis=[1, 2, 3])[:, None] > 0.95
+            return tf.where(white, tf.fill(tf.shape(total), float("nan")), total)
+
+    path = str(tmp_path_factory.mktemp("models") / "fragile")
+    tf.saved_model.save(Fragile(), path)
+    return path
+
+
+def test_nan_and_infinite_values_become_error_records(nan_model, tmp_path):
+    root = tmp_path / "images"
+    root.mkdir()
+    rng = np.random.default_rng(10)
+    Image.fromarray(rng.integers(1, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(root / "fine.png")
+    with_zeros = rng.integers(1, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+    with_zeros[:4] = 0  # sqrt has an infinite slope at 0
+    Image.fromarray(with_zeros).save(root / "zeros.png")
+    Image.new("RGB", (SIZE, SIZE), (255, 255, 255)).save(root / "white.png")
+    manifest = run(
+        ["--dataset", str(root), "--model", nan_model, "--output", str(tmp_path / "out"),
+         "--steps", "4"],
+        save_main_session=False,
+    )  # fmt: skip
+    results = pd.read_parquet(tmp_path / "out" / "results")
+    errors = pd.read_parquet(tmp_path / "out" / "errors").set_index("image_id")
+    assert results.image_id.tolist() == ["fine.png"]
+    assert np.isfinite(np.asarray(results.attributions[0])).all()
+    assert errors.loc["white.png", "stage"] == "predict"
+    assert "NaN or infinite" in errors.loc["white.png", "error"]
+    assert errors.loc["zeros.png", "stage"] == "attribute"
+    assert "NaN or infinite" in errors.loc["zeros.png", "error"]
+    assert manifest["all_inputs_accounted_for"]
+    # No NaN hides in any numeric column.
+    numeric = results.select_dtypes("number").drop(columns=["label"])
+    assert np.isfinite(numeric.to_numpy(dtype=float)).all()
+
+
+def test_same_inputs_and_flags_give_the_same_rows(image_folder, linear_keras, tmp_path):
+    flags = ["--dataset", image_folder["root"], "--model", linear_keras, "--steps", "3",
+             "--baseline", "noise,blur", "--seed", "7"]  # fmt: skip
+    run([*flags, "--output", str(tmp_path / "a")], save_main_session=False)
+    run([*flags, "--output", str(tmp_path / "b")], save_main_session=False)
+    a = pd.read_parquet(tmp_path / "a" / "results").sort_values("image_id", ignore_index=True)
+    b = pd.read_parquet(tmp_path / "b" / "results").sort_values("image_id", ignore_index=True)
+    pd.testing.assert_frame_equal(a, b)
+    assert (a.baseline == "noise,blur").all()
+    run([*flags[:-1], "8", "--output", str(tmp_path / "c")], save_main_session=False)
+    c = pd.read_parquet(tmp_path / "c" / "results").sort_values("image_id", ignore_index=True)
+    assert not np.allclose(np.stack(a.attributions), np.stack(c.attributions))
