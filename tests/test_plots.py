@@ -1,0 +1,173 @@
+"""Figures: what each panel draws (array data, titles), PNG output, no pyplot state."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+from PIL import Image
+
+from tests.conftest import WNID_CAT
+from tests.test_results import (  # noqa: F401 - folder_run is a fixture
+    SIDE,
+    folder_run,
+    known_attributions,
+    make_row,
+    write_output,
+)
+from transforms import plots, results
+
+A = np.array([[[1, -1, 0], [0, 0, 0]], [[2, 0, 0], [0, 0, -4]]], dtype=np.float32)  # [2, 2, 3]
+
+
+@pytest.fixture(autouse=True)
+def no_pyplot_state():
+    before = plt.get_fignums()
+    yield
+    assert plt.get_fignums() == before
+
+
+def _images(ax):
+    return [im.get_array() for im in ax.get_images()]
+
+
+def test_attribution_mask_is_the_seeds_abs_channel_sum():
+    np.testing.assert_array_equal(plots.attribution_mask(A, clip_percentile=100),
+                                  [[0.5, 0.0], [0.5, 1.0]])  # fmt: skip
+    # 50th percentile of [0, 2, 2, 4] is 2: larger values clip to 1.
+    np.testing.assert_array_equal(plots.attribution_mask(A, clip_percentile=50), [[1, 0], [1, 1]])
+    pixel = A.sum(axis=-1)  # [[0, 0], [2, -4]]
+    np.testing.assert_array_equal(plots.attribution_mask(pixel, 100), [[0, 0], [0.5, 1]])
+    assert not plots.attribution_mask(np.zeros((3, 3, 3))).any()
+    with pytest.raises(ValueError, match="expected attributions"):
+        plots.attribution_mask(np.zeros((2, 2, 2, 2)))
+
+
+def test_seed_figure_panels_draw_the_right_arrays():
+    image = np.full((2, 2, 3), 255, np.uint8)
+    baseline = np.zeros((2, 2, 3), np.float32)
+    figure = plots.attribution_figure(
+        A, image, baseline, title="cat", baseline_title="Baseline (black)"
+    )
+    assert isinstance(figure, Figure)
+    axes = [ax for ax in figure.axes if ax.get_images()]
+    assert [ax.get_title() for ax in axes] == ["Baseline (black)", "Original image",
+                                               "Attribution mask", "Overlay"]  # fmt: skip
+    mask = plots.attribution_mask(A)
+    np.testing.assert_array_equal(_images(axes[0])[0], baseline)
+    np.testing.assert_array_equal(_images(axes[1])[0], np.ones((2, 2, 3)))
+    np.testing.assert_array_equal(_images(axes[2])[0], mask)
+    overlay = axes[3].get_images()
+    np.testing.assert_array_equal(overlay[0].get_array(), mask)  # the mask, then the photo on top
+    assert overlay[1].get_alpha() == 0.4
+    assert figure.get_suptitle() == "cat"
+
+
+def test_without_the_photo_the_figure_says_so():
+    figure = plots.attribution_figure(
+        A, None, None, panels=("image", "overlay"), note="No photo: TFDS"
+    )
+    image_ax, overlay_ax = figure.axes
+    assert not image_ax.get_images() and "image not available" in image_ax.texts[0].get_text()
+    assert overlay_ax.get_title() == "Attribution mask (no image)"
+    assert "No photo: TFDS" in figure.get_suptitle()
+    with pytest.raises(ValueError, match="panel 'photo' is not one of"):
+        plots.attribution_figure(A, panels=("photo",))
+
+
+def test_figure_png_has_the_figures_size():
+    figure = plots.attribution_figure(A, panels=("mask", "overlay"), panel_size=2.0)
+    png = plots.figure_png(figure, dpi=50)
+    assert png.startswith(b"\x89PNG")
+    assert Image.open(io.BytesIO(png)).size == (200, 100)
+
+
+def test_channel_figure_is_signed_on_one_scale():
+    figure = plots.channel_figure(A)
+    axes = [ax for ax in figure.axes if ax.get_images()]
+    assert [ax.get_title() for ax in axes] == ["red: sum +3", "green: sum -1", "blue: sum -4"]
+    limits = {ax.get_images()[0].get_clim() for ax in axes}
+    assert len(limits) == 1 and limits.pop()[0] < 0
+    np.testing.assert_array_equal(axes[2].get_images()[0].get_array(), A[..., 2])
+    with pytest.raises(ValueError, match="need \\[H, W, C\\]"):
+        plots.channel_figure(A.sum(axis=-1))
+
+
+def test_path_figure_plots_the_stored_curve(folder_run):  # noqa: F811
+    row = results.read_row(folder_run["output"], "cat1.png")
+    figure = plots.path_figure(row, title="t")
+    ax = figure.axes[0]
+    curve, target, baseline = ax.get_lines()
+    assert curve.get_xdata().tolist() == pytest.approx([0.1, 0.5, 0.9])
+    assert curve.get_ydata().tolist() == pytest.approx([1.5, 3.0, 4.9])
+    assert target.get_ydata()[0] == 5.0 and baseline.get_ydata()[0] == 1.0
+    assert ax.get_ylabel() == "F(alpha) (raw)"
+    both = plots.path_figure(results.read_results(folder_run["output"]).head(2))
+    assert len(both.axes[0].get_lines()) == 2
+    none = pd.Series(make_row("a.png", None, 1, 0.5, 0.0))
+    none["path_alphas"] = None
+    assert "no path stored" in plots.path_figure(none).axes[0].texts[0].get_text()
+
+
+def test_completeness_histogram_counts_every_row():
+    deltas = np.array([1e-4, 2e-3, 3e-3, 0.05, np.nan])
+    figure = plots.completeness_figure(deltas, tolerance=0.01)
+    ax = figure.axes[0]
+    assert sum(p.get_height() for p in ax.patches) == 4
+    assert ax.get_xscale() == "log"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert set(labels) == {"tolerance 0.01: 1 rows above", "4 rows", "1 rows without a value"}
+    assert "no rows" in plots.completeness_figure([]).axes[0].texts[0].get_text()
+
+
+def test_grid_figure_captions_and_marks_misclassifications(folder_run):  # noqa: F811
+    output = folder_run["output"]
+    rows = results.read_results(output, with_arrays=True)
+    pictures = results.input_images(output, rows.image_id)
+    figure = plots.grid_figure(rows, pictures, columns=3)
+    shown = [ax for ax in figure.axes if ax.get_title()]
+    assert len(shown) == 4 and len(figure.axes) == 6
+    titles = {ax.get_title().split("\n")[0]: ax for ax in shown}
+    assert set(titles) == {"shark.png", "cat1.png", "cat2.png", "loose.png"}
+    assert titles["cat2.png"].get_title() == "cat2.png\npred: class 282 (90%)\nlabel: class 281"
+    red = {name for name, ax in titles.items() if ax.title.get_color() != "black"}
+    assert red == {"shark.png", "cat2.png"}
+    # The overlay of cat1: its mask under its re-loaded photo.
+    mask, photo = (im.get_array() for im in titles["cat1.png"].get_images())
+    np.testing.assert_array_equal(mask, plots.attribution_mask(known_attributions(1)))
+    np.testing.assert_allclose(
+        photo, folder_run["pixels"][f"{WNID_CAT}/cat1.png"] / 255.0, atol=1e-6
+    )
+
+
+def test_audit_figure_reads_row_photo_and_baseline(folder_run):  # noqa: F811
+    output = folder_run["output"]
+    figure = plots.audit_figure(output, "cat2.png")
+    axes = [ax for ax in figure.axes if ax.get_images()]
+    assert [ax.get_title() for ax in axes] == ["Baseline (black)", "Original image",
+                                               "Attribution mask", "Overlay"]  # fmt: skip
+    np.testing.assert_allclose(axes[1].get_images()[0].get_array(),
+                               folder_run["pixels"][f"{WNID_CAT}/cat2.png"] / 255.0, atol=1e-6)  # fmt: skip
+    assert not axes[0].get_images()[0].get_array().any()  # black baseline
+    assert figure.get_suptitle().startswith("cat2.png | pred: class 282 (90%) | label: class 281")
+    assert len(plots.audit_figure(output, "cat2.png", kind="channels").axes) == 4  # + colour bar
+    assert plots.audit_figure(output, "cat2.png", kind="path").axes[0].get_lines()
+    with pytest.raises(ValueError, match="kind 'heat' is not one of"):
+        plots.audit_figure(output, "cat2.png", kind="heat")
+
+
+def test_audit_figure_for_tfds_rows_shows_heat_map_without_photo(tmp_path):
+    image_id = "imagenet_a/imagenet_a-test.tfrecord-00000-of-00001__3"
+    output = write_output(tmp_path / "out", [[make_row(image_id, 2, 3, 0.6, 0.0)]],
+                          dataset="imagenet_a", image_size=SIDE, split="test")  # fmt: skip
+    figure = plots.audit_figure(output, image_id)
+    assert (
+        "No photo: images of the TFDS dataset 'imagenet_a' are not re-loaded"
+        in figure.get_suptitle()
+    )
+    titles = [ax.get_title() for ax in figure.axes]
+    assert "Attribution mask (no image)" in titles and "Attribution mask" in titles

@@ -1,0 +1,349 @@
+"""The read-back API on output folders with known rows, and on a real DirectRunner run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, write_image
+from transforms import baselines, images, results
+from transforms.schema import METADATA_COLUMNS, results_schema, rows_to_table
+
+SIDE = 4  # attributions of the hand-made rows: [4, 4, 3]
+
+
+def known_attributions(seed: int, mode: str = "full") -> np.ndarray:
+    """float32 [4, 4, 3] (or the [4, 4] channel sum): distinct, signed, exactly representable."""
+    values = (np.arange(SIDE * SIDE * 3, dtype=np.float32) - 20 + seed) / 8
+    values = values.reshape(SIDE, SIDE, 3)
+    return values.sum(axis=-1) if mode == "pixel" else values
+
+
+def make_row(image_id: str, label: int | None, predicted: int, prob: float, relative: float,
+             target: int | None = None, mode: str = "full", dtype: str = "float32",
+             seed: int = 0) -> dict:  # fmt: skip
+    """A result row as the model handler makes it (names are the class index as text)."""
+    target = predicted if target is None else target
+    top = np.array([predicted, (predicted + 1) % 1000, (predicted + 2) % 1000], dtype=np.int64)
+    stored = None if mode == "none" else known_attributions(seed, mode).astype(dtype)
+    return {
+        "image_id": image_id,
+        "file_name": image_id.rsplit("/", 1)[-1],
+        "label": label,
+        "label_name": None if label is None else f"class {label}",
+        "predicted_class": predicted,
+        "predicted_name": f"class {predicted}",
+        "top_k_classes": top,
+        "top_k_names": [f"class {c}" for c in top],
+        "top_k_probs": np.array([prob, (1 - prob) / 2, (1 - prob) / 4], dtype=np.float32),
+        "target_class": target,
+        "target_name": f"class {target}",
+        "target_score": 5.0,
+        "baseline_score": 1.0,
+        "attribution_sum": 4.0 + relative * 4.0,
+        "completeness_delta": relative * 4.0,
+        "relative_delta": relative,
+        "steps": 8,
+        "method": "gausslegendre",
+        "score": "raw",
+        "baseline": "black",
+        "evaluations": 8,
+        "within_tolerance": relative <= 0.01,
+        "path_alphas": np.array([0.9, 0.1, 0.5], dtype=np.float32),  # unsorted on purpose
+        "path_scores": np.array([4.9, 1.5, 3.0], dtype=np.float32),
+        "attribution_shape": None if stored is None else np.asarray(stored.shape, np.int32),
+        "attributions": stored,
+    }
+
+
+def write_output(output, rows_per_file: list[list[dict]], dataset: str, dtype: str = "float32",
+                 attributions: str = "full", image_size: int = SIZE,
+                 baselines_: tuple[str, ...] = ("black",), split: str | None = None) -> str:  # fmt: skip
+    """An output folder as the job writes it: zstd Parquet shards, an errors file, a manifest."""
+    schema = results_schema(dtype)
+    (output / "results").mkdir(parents=True)
+    (output / "errors").mkdir()
+    for i, rows in enumerate(rows_per_file):
+        path = output / "results" / f"part-{i:05d}-of-{len(rows_per_file):05d}.parquet"
+        with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+            writer.write_table(rows_to_table(rows, schema))
+    manifest = {
+        "dataset": dataset,
+        "split": split,
+        "model": {"reference": "linear.keras", "kind": "keras", "location": "/m/linear.keras",
+                  "image_size": image_size, "input_range": [0.0, 1.0], "num_outputs": 1000,
+                  "label_offset": 0, "identity": "sha256:" + "ab" * 32},
+        "config": {"attribution_dtype": dtype, "attributions": attributions,
+                   "baselines": list(baselines_), "method": "gausslegendre", "steps": 8,
+                   "max_steps": 512, "score": "raw", "seed": 0, "store_path": True,
+                   "target": "predicted", "tolerance": 0.01, "top_k": 3},
+        "counts": {"inputs": 5, "rows": sum(map(len, rows_per_file)), "errors": 1,
+                   "images_with_rows": 4, "images_with_errors": 1},
+        "all_inputs_accounted_for": True,
+        "start_time": "2026-01-01T10:00:00+00:00",
+        "end_time": "2026-01-01T10:01:30+00:00",
+        "versions": {"python": "3.11"},
+        "output": str(output),
+        "command": ["pipeline", "--dataset", dataset],
+    }  # fmt: skip
+    (output / "manifest.json").write_text(json.dumps(manifest))
+    errors = pd.DataFrame([{"image_id": "broken.jpg", "file_name": "broken.jpg",
+                            "stage": "decode", "error": "broken image: truncated"}])  # fmt: skip
+    errors.to_parquet(output / "errors" / "part-00000-of-00001.parquet")
+    return str(output)
+
+
+@pytest.fixture
+def folder_run(tmp_path):
+    """Four images in a folder and an output of known rows over them, in two shards.
+
+    cat1 (label 281) is right, cat2 (281 -> 282, 90%) and shark (2 -> 3, 60%,
+    relative delta 5%) are wrong, loose.png has no label.
+    """
+    rng = np.random.default_rng(7)
+    root = tmp_path / "images"
+    pixels = {}
+    for image_id, shape in ((f"{WNID_CAT}/cat1.png", (SIZE, SIZE, 3)),
+                            (f"{WNID_CAT}/cat2.png", (SIZE, SIZE, 3)),
+                            (f"{WNID_SHARK}/shark.png", (SIZE // 2, SIZE, 3)),  # landscape: padded
+                            ("loose.png", (SIZE, SIZE, 3))):  # fmt: skip
+        pixels[image_id] = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        write_image(root / image_id, pixels[image_id])
+    rows = [
+        [make_row(f"{WNID_SHARK}/shark.png", 2, 3, 0.6, 0.05, seed=3),
+         make_row(f"{WNID_CAT}/cat1.png", 281, 281, 0.8, 0.001, seed=1)],
+        [make_row(f"{WNID_CAT}/cat2.png", 281, 282, 0.9, 0.002, seed=2),
+         make_row("loose.png", None, 7, 0.3, 0.004, seed=4)],
+    ]  # fmt: skip
+    output = write_output(tmp_path / "out", rows, dataset=str(root))
+    return {"output": output, "root": str(root), "pixels": pixels}
+
+
+def test_metadata_by_default_sorted_across_shards(folder_run):
+    meta = results.read_results(folder_run["output"])
+    assert list(meta.columns) == list(METADATA_COLUMNS)
+    assert "attributions" not in meta.columns
+    assert meta.image_id.tolist() == ["loose.png", f"{WNID_SHARK}/shark.png",
+                                      f"{WNID_CAT}/cat1.png", f"{WNID_CAT}/cat2.png"]  # fmt: skip
+    assert meta.file_name.tolist() == ["loose.png", "shark.png", "cat1.png", "cat2.png"]
+    assert meta.relative_delta.tolist() == [0.004, 0.05, 0.001, 0.002]
+    assert np.isnan(meta.label.iloc[0]) and meta.label.iloc[1] == 2
+    assert meta.top_k_probs.iloc[2].tolist() == pytest.approx([0.8, 0.1, 0.05])
+
+
+def test_metadata_reads_never_touch_the_attribution_column(folder_run, tmp_path):
+    # Overwrite the attributions' column chunk with garbage: metadata still reads.
+    path = next((tmp_path / "out" / "results").glob("part-00000*"))
+    chunk = pq.ParquetFile(path).metadata.row_group(0).column(len(METADATA_COLUMNS))
+    assert chunk.path_in_schema.startswith("attributions")
+    data = bytearray(path.read_bytes())
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    data[start : start + chunk.total_compressed_size] = b"\xff" * chunk.total_compressed_size
+    path.write_bytes(bytes(data))
+
+    meta = results.read_results(folder_run["output"])
+    assert len(meta) == 4
+    assert len(pd.read_parquet(path, columns=["image_id", "relative_delta"])) == 2
+    with pytest.raises(OSError):
+        results.read_results(folder_run["output"], with_arrays=True)
+
+
+@pytest.mark.parametrize("mode", ["full", "pixel"])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_attributions_round_trip_in_their_shape_and_dtype(tmp_path, mode, dtype):
+    rows = [[make_row("a.png", None, 1, 0.5, 0.0, mode=mode, dtype=dtype, seed=5)]]
+    output = write_output(tmp_path / "out", rows, dataset=str(tmp_path), dtype=dtype,
+                          attributions=mode)  # fmt: skip
+    frame = results.read_results(output, with_arrays=True)
+    heat = results.attributions_of(frame.iloc[0])
+    expected = known_attributions(5, mode)
+    assert heat.shape == ((SIDE, SIDE, 3) if mode == "full" else (SIDE, SIDE))
+    assert heat.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(heat, expected.astype(dtype))
+    # Named tuples and dicts work too.
+    np.testing.assert_array_equal(results.attributions_of(next(frame.itertuples())), heat)
+    np.testing.assert_array_equal(results.attributions_of(frame.iloc[0].to_dict()), heat)
+
+
+def test_attributions_of_explains_missing_arrays(folder_run, tmp_path):
+    meta = results.read_results(folder_run["output"])
+    with pytest.raises(ValueError, match="with_arrays=True"):
+        results.attributions_of(meta.iloc[0])
+    output = write_output(tmp_path / "none", [[make_row("a.png", None, 1, 0.5, 0.0, mode="none")]],
+                          dataset=str(tmp_path), attributions="none")  # fmt: skip
+    row = results.read_row(output, "a.png")
+    with pytest.raises(ValueError, match="--attributions none"):
+        results.attributions_of(row)
+
+
+def test_filters_as_tuples_and_expressions(folder_run):
+    output = folder_run["output"]
+    above = results.read_results(output, filters=[("relative_delta", ">", 0.003)])
+    assert above.file_name.tolist() == ["loose.png", "shark.png"]
+    cats = results.read_results(output, ["file_name"], filters=pc.field("label") == 281)
+    assert cats.file_name.tolist() == ["cat1.png", "cat2.png"]
+    either = results.read_results(output, ["file_name"], filters=[[("label", "==", 2)],
+                                                                 [("predicted_class", "==", 7)]])  # fmt: skip
+    assert sorted(either.file_name) == ["loose.png", "shark.png"]
+    with pytest.raises(ValueError, match="Unknown result columns \\['nope'\\]"):
+        results.read_results(output, ["file_name", "nope"])
+
+
+def test_read_row_by_file_name_or_id_and_target(tmp_path):
+    rows = [[make_row("a/x.png", None, 5, 0.5, 0.0, target=9, seed=1),
+             make_row("a/x.png", None, 5, 0.5, 0.0, target=5, seed=2),
+             make_row("b/x.png", None, 6, 0.5, 0.0, seed=3),
+             make_row("b/y.png", None, 6, 0.5, 0.0, seed=4)]]  # fmt: skip
+    output = write_output(tmp_path / "out", rows, dataset=str(tmp_path))
+    row = results.read_row(output, "a/x.png")  # the predicted class's row by default
+    assert row.target_class == 5
+    np.testing.assert_array_equal(results.attributions_of(row), known_attributions(2))
+    assert results.read_row(output, "a/x.png", target_class=9).target_class == 9
+    assert results.read_row(output, "y.png").image_id == "b/y.png"
+    with pytest.raises(ValueError, match="names 2 images: a/x.png, b/x.png"):
+        results.read_row(output, "x.png")
+    with pytest.raises(KeyError, match="No result row for 'z.png'"):
+        results.read_row(output, "z.png")
+    with pytest.raises(KeyError, match="no row with target_class 3"):
+        results.read_row(output, "a/x.png", target_class=3)
+
+
+def test_path_of_is_sorted_by_alpha(folder_run):
+    row = results.read_row(folder_run["output"], "cat1.png")
+    alphas, scores = results.path_of(row)
+    assert alphas.tolist() == pytest.approx([0.1, 0.5, 0.9])
+    assert scores.tolist() == pytest.approx([1.5, 3.0, 4.9])
+
+
+def test_misclassified_tolerance_and_class_filters(folder_run):
+    meta = results.read_results(folder_run["output"])
+    assert results.misclassified(meta).file_name.tolist() == ["shark.png", "cat2.png"]
+    assert results.above_tolerance(meta, 0.01).file_name.tolist() == ["shark.png"]
+    assert results.above_tolerance(meta, 0.0015).file_name.tolist() == ["loose.png", "shark.png",
+                                                                        "cat2.png"]  # fmt: skip
+    assert results.for_class(meta, 281).file_name.tolist() == ["cat1.png", "cat2.png"]
+    assert results.for_class(meta, "class 281").file_name.tolist() == ["cat1.png", "cat2.png"]
+    assert results.for_class(meta, 282, "predicted").file_name.tolist() == ["cat2.png"]
+    with pytest.raises(ValueError, match="one of: label, predicted, target"):
+        results.for_class(meta, 1, "score")
+
+
+def test_per_class_accuracy_counts_each_image_once(tmp_path):
+    # --target top_k: two rows per image; accuracy must count images, not rows.
+    rows = [[make_row("c1.png", 281, 281, 0.8, 0.0), make_row("c1.png", 281, 281, 0.8, 0.0, target=282),
+             make_row("c2.png", 281, 282, 0.9, 0.0), make_row("c2.png", 281, 282, 0.9, 0.0, target=283),
+             make_row("c3.png", 281, 282, 0.7, 0.0), make_row("s.png", 2, 3, 0.6, 0.0),
+             make_row("u.png", None, 5, 0.6, 0.0)]]  # fmt: skip
+    output = write_output(tmp_path / "out", rows, dataset=str(tmp_path))
+    meta = results.read_results(output)
+    per_image = results.one_row_per_image(meta)
+    assert per_image.image_id.tolist() == ["c1.png", "c2.png", "c3.png", "s.png", "u.png"]
+    assert (per_image.target_class == per_image.predicted_class).all()
+    table = results.per_class_accuracy(meta)
+    assert table.index.tolist() == [2, 281]  # worst first
+    assert table.loc[281].to_dict() == {"label_name": "class 281", "images": 3, "correct": 1,
+                                        "accuracy": pytest.approx(1 / 3),
+                                        "top_confusion": "class 282", "top_confusion_count": 2}  # fmt: skip
+    assert table.loc[2, "accuracy"] == 0.0 and table.loc[2, "top_confusion"] == "class 3"
+    assert results.per_class_accuracy(meta[meta.label.isna()]).empty
+
+
+def test_load_input_image_is_what_the_model_saw(folder_run):
+    output = folder_run["output"]
+    cat = results.load_input_image(output, f"{WNID_CAT}/cat1.png")
+    assert cat.dtype == np.uint8 and cat.shape == (SIZE, SIZE, 3)
+    np.testing.assert_array_equal(cat, folder_run["pixels"][f"{WNID_CAT}/cat1.png"])
+    shark = results.load_input_image(results.read_manifest(output), f"{WNID_SHARK}/shark.png")
+    # 8x16 fits the 16x16 square unscaled, centred between black bands.
+    np.testing.assert_array_equal(shark[4:12], folder_run["pixels"][f"{WNID_SHARK}/shark.png"])
+    assert not shark[:4].any() and not shark[12:].any()
+    loaded = results.input_images(output, ["loose.png", "gone.png", "loose.png"])
+    assert list(loaded) == ["loose.png"]
+    with pytest.raises(results.ImageUnavailable, match="gone.png cannot be read"):
+        results.load_input_image(output, "gone.png")
+
+
+def test_load_input_image_moved_folder_sample_and_tfds(folder_run, tmp_path):
+    manifest = results.read_manifest(folder_run["output"])
+    moved = dict(manifest, dataset=str(tmp_path / "old_place"))
+    with pytest.raises(results.ImageUnavailable, match="pass image_root="):
+        results.load_input_image(moved, "loose.png")
+    image = results.load_input_image(moved, "loose.png", image_root=folder_run["root"])
+    np.testing.assert_array_equal(image, folder_run["pixels"]["loose.png"])
+
+    tfds = dict(manifest, dataset="imagenet_a", split="test[:2%]")
+    with pytest.raises(
+        results.ImageUnavailable, match="TFDS dataset 'imagenet_a' are not re-loaded"
+    ):
+        results.load_input_image(tfds, "imagenet_a/imagenet_a-test.tfrecord-00000-of-00001__3")
+
+    from transforms.sources import sample_files
+
+    sample = dict(manifest, dataset="sample")
+    chelsea = next(f for f in sample_files() if f.image_id.endswith("chelsea.png"))
+    with open(chelsea.path, "rb") as f:
+        expected = images.resize_with_pad(images.decode_image(f.read(), SIZE), SIZE)
+    np.testing.assert_array_equal(results.load_input_image(sample, chelsea.image_id), expected)
+
+
+def test_baseline_images_match_the_run(folder_run):
+    manifest = results.read_manifest(folder_run["output"])
+    image = folder_run["pixels"]["loose.png"]
+    black = results.baseline_images(manifest, image, "loose.png")
+    assert black.shape == (1, SIZE, SIZE, 3) and not black.any()
+    manifest = dict(manifest, model=dict(manifest["model"], input_range=[-1.0, 1.0]),
+                    config=dict(manifest["config"], baselines=["white", "noise"], seed=3))  # fmt: skip
+    white, noise = results.baseline_images(manifest, image, "loose.png")
+    np.testing.assert_array_equal(white, np.ones_like(white))
+    scaled = images.scale_to_range(image, (-1.0, 1.0))
+    expected = baselines.make_baselines(scaled, ["noise"], (-1.0, 1.0), "loose.png", 3)[0]
+    np.testing.assert_allclose(noise, (expected + 1) / 2, atol=1e-6)
+
+
+def test_errors_and_empty_runs(folder_run, tmp_path):
+    errors = results.read_errors(folder_run["output"])
+    assert errors.to_dict("records") == [{"image_id": "broken.jpg", "file_name": "broken.jpg",
+                                          "stage": "decode", "error": "broken image: truncated"}]  # fmt: skip
+    empty = write_output(tmp_path / "empty", [], dataset=str(tmp_path), dtype="float16")
+    frame = results.read_results(empty, with_arrays=True)
+    assert frame.empty and list(frame.columns) == results_schema().names
+    assert results.per_class_accuracy(frame).empty
+    with pytest.raises(FileNotFoundError, match="not a finished run|no manifest.json"):
+        results.read_results(str(tmp_path / "nothing"))
+
+
+def test_real_run_round_trip(image_folder, linear_keras, linear_weights, tmp_path):
+    """The API on a real DirectRunner run: known IG of a linear model, re-loaded inputs."""
+    from pipeline import run
+
+    output = str(tmp_path / "out")
+    run(["--runner", "DirectRunner", "--dataset", image_folder["root"], "--model", linear_keras,
+         "--output", output, "--steps", "4", "--method", "riemann_left", "--attributions",
+         "pixel", "--attribution_dtype", "float16"], save_main_session=False)  # fmt: skip
+    weights, bias = linear_weights
+    meta = results.read_results(output)
+    assert len(meta) == 4 and "attributions" not in meta
+    row = results.read_row(output, "cat2.png")
+    x = image_folder["pixels"][f"{WNID_CAT}/cat2.png"].astype(np.float32) / 255.0
+    expected = (x * weights[:, row.target_class].reshape(SIZE, SIZE, 3)).sum(axis=-1)
+    heat = results.attributions_of(row)
+    assert heat.shape == (SIZE, SIZE) and heat.dtype == np.float16
+    np.testing.assert_allclose(heat, expected, rtol=2e-3, atol=2e-4)
+    np.testing.assert_array_equal(
+        results.load_input_image(output, row.image_id), image_folder["pixels"][row.image_id]
+    )
+    assert results.read_errors(output).image_id.tolist() == ["broken.jpg"]
+    labels = {f"{WNID_CAT}/cat1.png": 281, f"{WNID_CAT}/cat2.png": 281, "n01484850/shark.png": 2}
+    predicted = {
+        i: int(np.argmax((image_folder["pixels"][i].astype(np.float32) / 255.0).reshape(-1)
+                         @ weights + bias))
+        for i in labels
+    }  # fmt: skip
+    expected_wrong = sorted(i for i in labels if predicted[i] != labels[i])
+    assert expected_wrong  # random weights: the tiny model gets images wrong
+    assert results.misclassified(meta).image_id.tolist() == expected_wrong

@@ -1,0 +1,417 @@
+"""Matplotlib figures of attributions: heat maps, overlays, channels, path curves, grids.
+
+Every function returns a `matplotlib.figure.Figure` drawn with the Agg canvas;
+no pyplot state is created or touched, so figures can be made in worker
+processes, tests and notebooks alike (`fig.savefig("x.png")`, or display it).
+
+Two lines to any image's heat map, photo and overlay:
+
+    from transforms.plots import audit_figure
+    audit_figure("output/sample", "chelsea.png").savefig("chelsea_ig.png")
+
+Heat maps show the seed notebook's attribution mask, sum_c |a[h, w, c]|, scaled
+by its 99th percentile (a few extreme pixels would otherwise wash the map out).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from transforms import results
+
+__all__ = [
+    "PANELS",
+    "attribution_figure",
+    "attribution_mask",
+    "audit_figure",
+    "channel_figure",
+    "completeness_figure",
+    "figure_png",
+    "grid_figure",
+    "path_figure",
+    "row_title",
+]
+
+#: Panels `attribution_figure` can draw, in the seed's order.
+PANELS: tuple[str, ...] = ("baseline", "image", "mask", "overlay")
+_TITLES = {"baseline": "Baseline", "image": "Original image", "mask": "Attribution mask",
+           "overlay": "Overlay"}  # fmt: skip
+_CLIP_PERCENTILE = 99.0
+_WRONG = "#b2182b"
+
+
+def _figure(width: float, height: float) -> Figure:
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def figure_png(figure: Figure, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes (for HTML embedding or files)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def attribution_mask(
+    attributions: np.ndarray, clip_percentile: float = _CLIP_PERCENTILE
+) -> np.ndarray:
+    """The seed's attribution mask, scaled for display.
+
+    Args:
+      attributions: [H, W, C] (`full`) or [H, W] (`pixel`, already the channel sum).
+      clip_percentile: values above this percentile of the mask map to 1.
+
+    Returns:
+      float32 [H, W] in [0, 1]: sum over channels of |attributions| (|pixel sum|
+      for [H, W]), divided by its `clip_percentile` percentile and clipped.
+    """
+    values = np.abs(np.asarray(attributions, dtype=np.float32))
+    mask = values.sum(axis=-1) if values.ndim == 3 else values
+    if mask.ndim != 2:
+        raise ValueError(f"expected attributions [H, W, C] or [H, W], got {list(values.shape)}")
+    top = float(np.percentile(mask, clip_percentile)) if mask.size else 0.0
+    if not top > 0:
+        top = float(mask.max(initial=0.0)) or 1.0
+    return np.clip(mask / top, 0.0, 1.0).astype(np.float32)
+
+
+def _as_display(image: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, 3] or float [H, W, 3] in [0, 1] -> float32 in [0, 1]."""
+    image = np.asarray(image)
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    return np.clip(image.astype(np.float32), 0.0, 1.0)
+
+
+def _blank(ax: Axes, note: str) -> None:
+    ax.set_facecolor("#f0f0f0")
+    ax.text(0.5, 0.5, note, ha="center", va="center", wrap=True, fontsize=8,
+            color="#555555", transform=ax.transAxes)  # fmt: skip
+
+
+def _draw_panel(
+    ax: Axes,
+    panel: str,
+    mask: np.ndarray,
+    image: np.ndarray | None,
+    baseline: np.ndarray | None,
+    cmap: str,
+    overlay_alpha: float,
+) -> None:
+    """Draws one panel; the single place that decides how each panel looks."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if panel == "mask" or (panel == "overlay" and image is None):
+        ax.imshow(mask, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+    elif panel == "overlay":
+        # As in the seed notebook: the mask, with the photo translucent on top.
+        ax.imshow(mask, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.imshow(_as_display(image), alpha=overlay_alpha)
+    elif panel == "image":
+        if image is None:
+            _blank(ax, "image not available")
+        else:
+            ax.imshow(_as_display(image))
+    elif panel == "baseline":
+        if baseline is None:
+            _blank(ax, "baseline not available")
+        else:
+            ax.imshow(_as_display(baseline))
+    else:
+        raise ValueError(f"panel {panel!r} is not one of: {', '.join(PANELS)}.")
+
+
+def attribution_figure(
+    attributions: np.ndarray,
+    image: np.ndarray | None = None,
+    baseline: np.ndarray | None = None,
+    *,
+    panels: Sequence[str] = PANELS,
+    title: str | None = None,
+    note: str | None = None,
+    baseline_title: str | None = None,
+    cmap: str = "inferno",
+    overlay_alpha: float = 0.4,
+    panel_size: float = 2.6,
+    columns: int | None = None,
+) -> Figure:
+    """The seed's figure: baseline, original, attribution mask and overlay.
+
+    Args:
+      attributions: [H, W, C] or [H, W] (see `attribution_mask`).
+      image: the input, uint8 [H, W, 3] or float [H, W, 3] in [0, 1]; None when
+        it cannot be re-loaded (the overlay then shows the mask alone).
+      baseline: the baseline image, same forms as `image`, or None.
+      panels: which of `PANELS` to draw, in order.
+      title: the figure's title; `note`: a line under it (e.g. why there is no image).
+      baseline_title: the baseline panel's title (e.g. "Baseline (black)").
+      cmap, overlay_alpha: the mask's colour map and the photo's opacity on it.
+      panel_size: inches per panel; `columns`: panels per row (default all in one row).
+    """
+    mask = attribution_mask(attributions)
+    columns = columns or len(panels)
+    rows = math.ceil(len(panels) / columns)
+    figure = _figure(panel_size * columns, panel_size * rows + (0.5 if title or note else 0))
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax, panel in zip(axes, panels, strict=False):
+        _draw_panel(ax, panel, mask, image, baseline, cmap, overlay_alpha)
+        heading = baseline_title if panel == "baseline" and baseline_title else _TITLES[panel]
+        if panel == "overlay" and image is None:
+            heading = "Attribution mask (no image)"
+        ax.set_title(heading, fontsize=9)
+    for ax in axes[len(panels) :]:
+        ax.set_axis_off()
+    if title or note:
+        text = "\n".join(t for t in (title, note) if t)
+        figure.suptitle(text, fontsize=9)
+    return figure
+
+
+def channel_figure(
+    attributions: np.ndarray,
+    *,
+    title: str | None = None,
+    channel_names: Sequence[str] = ("red", "green", "blue"),
+    cmap: str = "RdBu_r",
+    panel_size: float = 2.6,
+) -> Figure:
+    """Signed attribution maps per colour channel, on one symmetric colour scale.
+
+    Args:
+      attributions: [H, W, C] (`--attributions full`). Red is positive (evidence
+        for the target), blue negative; the scale is +-the 99th percentile of |a|.
+    """
+    values = np.asarray(attributions, dtype=np.float32)
+    if values.ndim != 3:
+        raise ValueError(
+            f"per-channel maps need [H, W, C] attributions (--attributions full), got "
+            f"{list(values.shape)}."
+        )
+    limit = float(np.percentile(np.abs(values), _CLIP_PERCENTILE)) or 1.0
+    channels = values.shape[-1]
+    names = list(channel_names) if len(channel_names) == channels else [f"channel {c}" for c in range(channels)]  # fmt: skip
+    figure = _figure(panel_size * channels + 0.8, panel_size + (0.5 if title else 0))
+    axes = figure.subplots(1, channels, squeeze=False).ravel()
+    shown = None
+    for c, ax in enumerate(axes):
+        shown = ax.imshow(
+            values[..., c], cmap=cmap, vmin=-limit, vmax=limit, interpolation="nearest"
+        )
+        ax.set_title(f"{names[c]}: sum {values[..., c].sum(dtype=np.float64):+.3g}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    figure.colorbar(shown, ax=list(axes), shrink=0.8, label="attribution")
+    if title:
+        figure.suptitle(title, fontsize=9)
+    return figure
+
+
+def path_figure(
+    rows: pd.Series | pd.DataFrame,
+    *,
+    title: str | None = None,
+    width: float = 5.0,
+    height: float = 3.2,
+) -> Figure:
+    """F(alpha) along the path from the baseline (alpha 0) to the image (alpha 1).
+
+    One curve per row (rows need `path_alphas` and `path_scores`; rows without a
+    stored path are skipped). With one row, F(x) and F(x') are drawn as dashed
+    lines: IG's completeness error grows where the curve bends sharply between
+    path points, and a flat curve near alpha 1 means the score saturated.
+    """
+    frame = rows.to_frame().T if isinstance(rows, pd.Series) else rows
+    figure = _figure(width, height)
+    ax = figure.subplots()
+    drawn = 0
+    for _, row in frame.iterrows():
+        curve = results.path_of(row)
+        if curve is None:
+            continue
+        alphas, scores = curve
+        label = "F(alpha)" if len(frame) == 1 else f"{row['file_name']} -> {row['target_name']}"
+        ax.plot(alphas, scores, marker=".", markersize=3, linewidth=1.2, label=label)
+        drawn += 1
+    if drawn == 0:
+        _blank(ax, "no path stored for these rows")
+    if len(frame) == 1 and drawn:
+        row = frame.iloc[0]
+        ax.axhline(row["target_score"], color="#444444", linestyle="--", linewidth=0.8,
+                   label="F(x), the image")  # fmt: skip
+        ax.axhline(row["baseline_score"], color="#888888", linestyle=":", linewidth=0.8,
+                   label="F(x'), the baseline")  # fmt: skip
+    score = str(frame["score"].iloc[0]) if "score" in frame and len(frame) else "score"
+    ax.set_xlabel("alpha (0 = baseline, 1 = image)")
+    ax.set_ylabel(f"F(alpha) ({score})")
+    ax.set_xlim(0.0, 1.0)
+    ax.grid(alpha=0.3)
+    if 0 < drawn <= 8:
+        ax.legend(fontsize=7, loc="best")
+    if title:
+        ax.set_title(title, fontsize=9)
+    return figure
+
+
+def completeness_figure(
+    relative_delta: Sequence[float] | np.ndarray,
+    tolerance: float | None = None,
+    *,
+    width: float = 6.0,
+    height: float = 3.0,
+) -> Figure:
+    """Histogram of the relative completeness error |delta| / |F(x) - F(x')|, log-scaled.
+
+    Args:
+      relative_delta: one value per row (>= 0; NaN are left out and counted).
+      tolerance: the run's `--tolerance`, drawn as a vertical line when > 0.
+    """
+    values = np.asarray(relative_delta, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    figure = _figure(width, height)
+    ax = figure.subplots()
+    if finite.size == 0:
+        _blank(ax, "no rows")
+        return figure
+    floor = 1e-7
+    clipped = np.maximum(finite, floor)
+    span = np.concatenate([clipped, [tolerance] if tolerance else []])
+    low = math.floor(math.log10(span.min()))
+    high = max(math.ceil(math.log10(span.max() * 1.01)), low + 1)
+    bins = np.logspace(low, high, 10 * (high - low) + 1)
+    ax.hist(clipped, bins=bins, color="#4c72b0", label=f"{finite.size} rows")
+    ax.set_xscale("log")
+    ax.set_xlabel("relative completeness error |delta| / |F(x) - F(x')|")
+    ax.set_ylabel("rows")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    if tolerance:
+        above = int((finite > tolerance).sum())
+        ax.axvline(tolerance, color=_WRONG, linestyle="--", linewidth=1,
+                   label=f"tolerance {tolerance:g}: {above} rows above")  # fmt: skip
+    if finite.size < values.size:
+        ax.plot([], [], " ", label=f"{values.size - finite.size} rows without a value")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    return figure
+
+
+def row_title(row: Any, width: int = 28) -> tuple[str, bool]:
+    """A short caption of a row and whether it is a misclassification.
+
+    "file / pred: name (p%) / label: name"; names longer than `width` are cut.
+    """
+
+    def cut(text: Any) -> str:
+        text = "-" if text is None or (isinstance(text, float) and math.isnan(text)) else str(text)
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    probs = row["top_k_probs"]
+    confidence = f" ({float(probs[0]):.0%})" if probs is not None and len(probs) else ""
+    lines = [cut(row["file_name"]), f"pred: {cut(row['predicted_name'])}{confidence}"]
+    label = row["label"]
+    labelled = label is not None and not (isinstance(label, float) and math.isnan(label))
+    if labelled:
+        lines.append(f"label: {cut(row['label_name'])}")
+    if row["target_class"] != row["predicted_class"]:
+        lines.append(f"attributed: {cut(row['target_name'])}")
+    wrong = labelled and int(row["predicted_class"]) != int(label)
+    return "\n".join(lines), wrong
+
+
+def grid_figure(
+    rows: pd.DataFrame,
+    images: Mapping[str, np.ndarray] | None = None,
+    *,
+    panel: str = "overlay",
+    columns: int = 4,
+    panel_size: float = 2.4,
+    title: str | None = None,
+) -> Figure:
+    """Many rows at a glance: one heat map (or overlay) per row, captioned.
+
+    Args:
+      rows: result rows read with arrays (`read_results(..., with_arrays=True)`).
+      images: input images by `image_id` (`results.input_images`); rows without
+        one show the mask alone.
+      panel: `overlay`, `mask` or `image` (see `PANELS`).
+      columns: cells per line. Misclassified rows have red captions.
+    """
+    images = images or {}
+    count = max(len(rows), 1)
+    columns = max(1, min(columns, count))
+    lines = math.ceil(count / columns)
+    figure = _figure(panel_size * columns, (panel_size + 0.7) * lines + (0.4 if title else 0))
+    axes = figure.subplots(lines, columns, squeeze=False).ravel()
+    for ax, (_, row) in zip(axes, rows.iterrows(), strict=False):
+        image = images.get(row["image_id"])
+        try:
+            mask = attribution_mask(results.attributions_of(row))
+        except ValueError:
+            mask = None
+        if mask is None:
+            if image is None:
+                _blank(ax, "no attributions stored")
+                ax.set_xticks([])
+                ax.set_yticks([])
+            else:
+                _draw_panel(ax, "image", np.zeros(image.shape[:2]), image, None, "inferno", 0.4)
+        else:
+            _draw_panel(ax, panel, mask, image, None, "inferno", 0.4)
+        caption, wrong = row_title(row)
+        ax.set_title(caption, fontsize=7, color=_WRONG if wrong else "black")
+    for ax in axes[len(rows) :]:
+        ax.set_axis_off()
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return figure
+
+
+def audit_figure(
+    output: str,
+    image: str,
+    kind: str = "attributions",
+    target_class: int | None = None,
+    image_root: str | None = None,
+) -> Figure:
+    """The figure of one image of a run, read from its output folder.
+
+    Args:
+      output: the run's `--output` folder.
+      image: the image's `image_id` or file name.
+      kind: `attributions` (the seed's baseline / original / mask / overlay),
+        `channels` (signed per-channel maps) or `path` (F(alpha)).
+      target_class: with several rows per image, which target (default the prediction).
+      image_root: where the run's image folder is now, if it moved.
+    """
+    row = results.read_row(output, image, target_class)
+    caption, _ = row_title(row, width=60)
+    title = caption.replace("\n", " | ") + f" | rel. delta {row['relative_delta']:.2%}"
+    if kind == "path":
+        return path_figure(row, title=title)
+    attributions = results.attributions_of(row)
+    if kind == "channels":
+        return channel_figure(attributions, title=title)
+    if kind != "attributions":
+        raise ValueError(f"kind {kind!r} is not one of: attributions, channels, path.")
+    manifest = results.read_manifest(output)
+    picture, baseline, note = None, None, None
+    try:
+        picture = results.load_input_image(manifest, row["image_id"], image_root)
+        baseline = results.baseline_images(manifest, picture, row["image_id"])[0]
+    except results.ImageUnavailable as e:
+        note = f"No photo: {e}"
+    names = list(manifest["config"]["baselines"])
+    baseline_title = f"Baseline ({names[0]})" + (" (first of averaged)" if len(names) > 1 else "")
+    return attribution_figure(
+        attributions, picture, baseline, title=title, note=note, baseline_title=baseline_title,
+        columns=2,
+    )  # fmt: skip

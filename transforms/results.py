@@ -1,0 +1,456 @@
+"""Reading an audit's output back: result rows, attribution arrays, filters, input images.
+
+Everything here works on a finished run's output folder (local or gs://):
+
+    from transforms import results
+    meta = results.read_results("output/sample")              # metadata, no arrays
+    row = results.read_row("output/sample", "chelsea.png")    # one row, with arrays
+    heat = results.attributions_of(row)                       # float32 [224, 224, 3]
+
+Metadata reads are projections: they never touch the `attributions` column,
+so they stay fast however many and however large the attribution arrays are.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from transforms import baselines as baselines_lib
+from transforms import images
+from transforms.schema import ERROR_SCHEMA, METADATA_COLUMNS, results_schema
+from transforms.sinks import read_manifest
+
+__all__ = [
+    "ARRAY_COLUMNS",
+    "METADATA_COLUMNS",
+    "Filters",
+    "ImageUnavailable",
+    "above_tolerance",
+    "attributions_of",
+    "baseline_images",
+    "for_class",
+    "input_images",
+    "load_input_image",
+    "misclassified",
+    "one_row_per_image",
+    "path_of",
+    "per_class_accuracy",
+    "read_errors",
+    "read_manifest",
+    "read_results",
+    "read_row",
+    "read_table",
+]
+
+_LOG = logging.getLogger(__name__)
+
+#: The one large column; everything else is metadata (`METADATA_COLUMNS`).
+ARRAY_COLUMNS: tuple[str, ...] = ("attributions",)
+
+#: Row filters: a pyarrow expression (`pc.field("label") == 281`) or pandas-style
+#: tuples in disjunctive normal form (`[("relative_delta", ">", 0.01)]`).
+Filters = pc.Expression | Sequence[tuple[str, str, Any]] | Sequence[Sequence[tuple[str, str, Any]]]
+
+
+class ImageUnavailable(LookupError):
+    """The input image of a row cannot be re-loaded; the message says why."""
+
+
+def _parquet_files(folder: str) -> list[str]:
+    """The `*.parquet` files directly in `folder` (local or gs://), sorted; [] if none."""
+    try:
+        matches = FileSystems.match([FileSystems.join(folder, "*.parquet")])[0].metadata_list
+    except Exception as e:  # Beam raises BeamIOError with per-pattern causes.
+        raise FileNotFoundError(
+            f"Cannot list {folder!r}: {e}. Pass the --output folder of a finished run."
+        ) from e
+    return sorted(m.path for m in matches)
+
+
+def _dataset(output: str) -> ds.Dataset:
+    """The Parquet files of `<output>/results` as one dataset (an empty one if none)."""
+    files = _parquet_files(FileSystems.join(output, "results"))
+    if not files:
+        if not FileSystems.exists(FileSystems.join(output, "manifest.json")):
+            raise FileNotFoundError(
+                f"{output!r} holds no results/*.parquet and no manifest.json; "
+                "pass the --output folder of a finished run."
+            )
+        dtype = read_manifest(output).get("config", {}).get("attribution_dtype", "float32")
+        return ds.dataset([], schema=results_schema(dtype))
+    return _parquet_dataset(files)
+
+
+def _parquet_dataset(files: Sequence[str]) -> ds.Dataset:
+    """Parquet files, local or remote (gs://: pyarrow takes a file system plus bare paths)."""
+    if "://" not in files[0]:
+        return ds.dataset(list(files), format="parquet")
+    filesystem, _ = pafs.FileSystem.from_uri(files[0])
+    paths = [pafs.FileSystem.from_uri(f)[1] for f in files]
+    return ds.dataset(paths, format="parquet", filesystem=filesystem)
+
+
+def _expression(filters: Filters | None) -> pc.Expression | None:
+    if filters is None or isinstance(filters, pc.Expression):
+        return filters
+    return pq.filters_to_expression(list(filters))
+
+
+def read_table(
+    output: str,
+    columns: Sequence[str] | None = None,
+    *,
+    with_arrays: bool = False,
+    filters: Filters | None = None,
+) -> pa.Table:
+    """Result rows as a pyarrow Table, in file order; arguments as for `read_results`.
+
+    For large runs: compute in Arrow (`pyarrow.compute`) before converting to pandas.
+    """
+    dataset = _dataset(output)
+    if columns is None:
+        columns = list(METADATA_COLUMNS) + (list(ARRAY_COLUMNS) if with_arrays else [])
+    unknown = [c for c in columns if c not in dataset.schema.names]
+    if unknown:
+        raise ValueError(
+            f"Unknown result columns {unknown}; the columns are: {', '.join(dataset.schema.names)}."
+        )
+    return dataset.to_table(columns=list(columns), filter=_expression(filters))
+
+
+def read_results(
+    output: str,
+    columns: Sequence[str] | None = None,
+    *,
+    with_arrays: bool = False,
+    filters: Filters | None = None,
+) -> pd.DataFrame:
+    """Result rows of a run as a DataFrame, sorted by `image_id`.
+
+    Args:
+      output: the run's `--output` folder (holding `results/` and `manifest.json`).
+      columns: columns to read; default all metadata columns (`METADATA_COLUMNS`),
+        plus `attributions` when `with_arrays`.
+      with_arrays: also read `attributions` (each a flat float16/float32 ndarray;
+        use `attributions_of(row)` for its [H, W, C] or [H, W] shape).
+      filters: rows to keep, pushed down to Parquet (skips row groups by their
+        statistics), e.g. `[("predicted_class", "!=", 281)]` or a pyarrow expression.
+
+    Returns:
+      One row per image and target. `label` is float64 with NaN for unlabelled
+      images (as with `pd.read_parquet`); list columns hold NumPy arrays.
+
+    Raises:
+      FileNotFoundError: `output` is not a finished run.
+      ValueError: an unknown column name.
+    """
+    frame = read_table(output, columns, with_arrays=with_arrays, filters=filters).to_pandas()
+    if "image_id" in frame.columns and len(frame):
+        frame = frame.sort_values("image_id", kind="stable").reset_index(drop=True)
+    return frame
+
+
+def read_row(output: str, image: str, target_class: int | None = None) -> pd.Series:
+    """One result row with its arrays, found by `image_id` or `file_name`.
+
+    Only the matching rows' attributions are read.
+
+    Args:
+      output: the run's `--output` folder.
+      image: an `image_id` (e.g. `sample/n02123045/chelsea.png`) or a file name
+        (`chelsea.png`) that names a single image.
+      target_class: with several rows per image (`--target top_k`), the target to
+        pick; default the row attributing the predicted class, else the first.
+
+    Raises:
+      KeyError: no such image (or target).
+      ValueError: the file name matches several images (use the `image_id`).
+    """
+    image_filter = (pc.field("image_id") == image) | (pc.field("file_name") == image)
+    rows = read_results(output, with_arrays=True, filters=image_filter)
+    if rows.empty:
+        raise KeyError(
+            f"No result row for {image!r} in {output!r} (matched by image_id or file_name)."
+        )
+    if (rows.image_id == image).any():
+        rows = rows[rows.image_id == image]
+    ids = rows.image_id.unique()
+    if len(ids) > 1:
+        raise ValueError(
+            f"{image!r} names {len(ids)} images: {', '.join(ids[:10])}. Pass the image_id."
+        )
+    if target_class is not None:
+        rows = rows[rows.target_class == target_class]
+        if rows.empty:
+            raise KeyError(f"{image!r} has no row with target_class {target_class}.")
+    predicted = rows[rows.target_class == rows.predicted_class]
+    return (predicted if len(predicted) else rows).iloc[0]
+
+
+def read_errors(output: str) -> pd.DataFrame:
+    """The run's error records: image_id, file_name, stage, error (an empty frame if none)."""
+    files = _parquet_files(FileSystems.join(output, "errors"))
+    if not files:
+        return ERROR_SCHEMA.empty_table().to_pandas()
+    return _parquet_dataset(files).to_table().to_pandas()
+
+
+def _get(row: Any, name: str) -> Any:
+    if isinstance(row, Mapping | pd.Series):
+        if name not in row:
+            raise KeyError(name)
+        return row[name]
+    return getattr(row, name)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (np.isscalar(value) and pd.isna(value))
+
+
+def attributions_of(row: Any) -> np.ndarray:
+    """A row's attributions in their stored shape.
+
+    Args:
+      row: a result row read with arrays: a `pd.Series` (`df.iloc[i]`,
+        `read_row`), a named tuple (`df.itertuples()`) or a dict.
+
+    Returns:
+      float16 or float32 (as stored, `--attribution_dtype`), shape
+      `attribution_shape`: [H, W, C] for `--attributions full`, [H, W] for
+      `pixel` (the channel sum). Values are in units of the score (`score`
+      column): they sum to about `target_score - baseline_score`.
+
+    Raises:
+      ValueError: the row was read without arrays, or the run stored none.
+    """
+    try:
+        values = _get(row, "attributions")
+    except (KeyError, AttributeError) as e:
+        raise ValueError(
+            "This row has no 'attributions' column; read it with read_results(..., "
+            "with_arrays=True) or read_row(...)."
+        ) from e
+    shape = _get(row, "attribution_shape")
+    if _missing(values) or _missing(shape):
+        raise ValueError(
+            f"Row {_get(row, 'image_id')!r} stores no attributions (the run used "
+            "--attributions none)."
+        )
+    shape = tuple(int(s) for s in shape)
+    values = np.asarray(values)
+    if values.size != int(np.prod(shape)):
+        raise ValueError(f"{values.size} attribution values do not fit shape {list(shape)}.")
+    return values.reshape(shape)
+
+
+def path_of(row: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """The path curve of a row: (alphas, F(alpha)), float32 [P] each, sorted by alpha.
+
+    F is the target's score (`score` column) on the straight path from the
+    baseline (alpha 0) to the image (alpha 1), averaged over baselines. None when
+    the run did not store it.
+    """
+    alphas, scores = _get(row, "path_alphas"), _get(row, "path_scores")
+    if _missing(alphas) or _missing(scores):
+        return None
+    alphas = np.asarray(alphas, dtype=np.float32)
+    scores = np.asarray(scores, dtype=np.float32)
+    order = np.argsort(alphas, kind="stable")
+    return alphas[order], scores[order]
+
+
+def one_row_per_image(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per image: the row attributing the predicted class where there is one.
+
+    With `--target top_k` (or `label`) an image has several rows or a row per
+    target; per-image statistics (accuracy) must count each image once.
+    """
+    if frame.empty:
+        return frame
+    preferred = (frame["target_class"] != frame["predicted_class"]).astype(int)
+    order = frame.assign(_rank=preferred).sort_values(["image_id", "_rank"], kind="stable")
+    return order.drop_duplicates("image_id").drop(columns="_rank")
+
+
+def misclassified(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of labelled images whose top-1 prediction is not the label."""
+    labelled = frame["label"].notna()
+    return frame[labelled & (frame["predicted_class"] != frame["label"])]
+
+
+def above_tolerance(frame: pd.DataFrame, tolerance: float) -> pd.DataFrame:
+    """Rows whose relative completeness error `relative_delta` exceeds `tolerance` (e.g. 0.01)."""
+    return frame[frame["relative_delta"] > tolerance]
+
+
+def for_class(frame: pd.DataFrame, label: int | str, column: str = "label") -> pd.DataFrame:
+    """Rows of one class, by index (`281`) or name (`"tabby cat"`).
+
+    `column` is `label` (the dataset's label), `predicted` or `target`.
+    """
+    prefix = {"label": "label", "predicted": "predicted", "target": "target"}.get(column)
+    if prefix is None:
+        raise ValueError(f"column {column!r} must be one of: label, predicted, target.")
+    index_col = "label" if prefix == "label" else f"{prefix}_class"
+    if isinstance(label, str):
+        return frame[frame[f"{prefix}_name"] == label]
+    return frame[frame[index_col] == label]
+
+
+def per_class_accuracy(frame: pd.DataFrame) -> pd.DataFrame:
+    """Top-1 accuracy per labelled class, counting each image once.
+
+    Returns:
+      Indexed by `label` (int), sorted by accuracy then class: `label_name`,
+      `images`, `correct`, `accuracy` (0-1), `top_confusion` (the most frequent
+      wrong prediction's name, or None) and `top_confusion_count`.
+    """
+    columns = ["label_name", "images", "correct", "accuracy", "top_confusion",
+               "top_confusion_count"]  # fmt: skip
+    images_ = one_row_per_image(frame)
+    images_ = images_[images_["label"].notna()]
+    if images_.empty:
+        return pd.DataFrame(columns=columns, index=pd.Index([], name="label", dtype="int64"))
+    images_ = images_.assign(
+        label=images_["label"].astype("int64"),
+        correct=images_["predicted_class"] == images_["label"].astype("int64"),
+    )
+    grouped = images_.groupby("label")
+    table = pd.DataFrame(
+        {
+            "label_name": grouped["label_name"].first(),
+            "images": grouped.size(),
+            "correct": grouped["correct"].sum().astype("int64"),
+        }
+    )
+    table["accuracy"] = table["correct"] / table["images"]
+    wrong = images_[~images_["correct"]]
+    confusion = wrong.groupby(["label", "predicted_name"]).size().rename("n").reset_index()
+    confusion = confusion.sort_values(
+        ["label", "n", "predicted_name"], ascending=[True, False, True]
+    )
+    top = confusion.drop_duplicates("label").set_index("label")
+    table["top_confusion"] = top["predicted_name"].reindex(table.index).astype(object)
+    table["top_confusion"] = table["top_confusion"].where(table["top_confusion"].notna(), None)
+    table["top_confusion_count"] = top["n"].reindex(table.index).fillna(0).astype("int64")
+    table = table.reset_index().sort_values(["accuracy", "label"]).set_index("label")
+    return table[columns]
+
+
+def _manifest(manifest_or_output: Mapping[str, Any] | str) -> Mapping[str, Any]:
+    if isinstance(manifest_or_output, str | os.PathLike):
+        return read_manifest(str(manifest_or_output))
+    return manifest_or_output
+
+
+def _source_path(manifest: Mapping[str, Any], image_id: str, image_root: str | None) -> str:
+    dataset = str(manifest.get("dataset"))
+    if image_root is not None:
+        return FileSystems.join(image_root, image_id)
+    if dataset == "sample":
+        from transforms.sources import sample_files  # noqa: PLC0415 - imports Beam + skimage
+
+        paths = {f.image_id: f.path for f in sample_files()}
+        if image_id not in paths:
+            raise ImageUnavailable(f"{image_id!r} is not an image of the bundled sample.")
+        return paths[image_id]
+    if manifest.get("split") is not None:  # only TFDS runs have a split
+        raise ImageUnavailable(
+            f"images of the TFDS dataset {dataset!r} are not re-loaded (it would mean "
+            "scanning the dataset); the heat map is shown without the photo."
+        )
+    if dataset.startswith("gs://") or os.path.isdir(dataset):
+        return FileSystems.join(dataset, image_id)
+    raise ImageUnavailable(
+        f"the image folder {dataset!r} of this run is not reachable from here; "
+        "pass image_root= where it is now."
+    )
+
+
+def load_input_image(
+    manifest_or_output: Mapping[str, Any] | str,
+    image_id: str,
+    image_root: str | None = None,
+) -> np.ndarray:
+    """Re-loads the image a row was computed on, exactly as the model saw it.
+
+    The image is read from the run's dataset (a folder or the bundled sample),
+    decoded, resized with padding to the model's input size (`manifest.model.
+    image_size`), as the pipeline's preprocessing does.
+
+    Args:
+      manifest_or_output: the run's manifest (`read_manifest(output)`) or output folder.
+      image_id: the row's `image_id`.
+      image_root: where the run's image folder is now, if it moved.
+
+    Returns:
+      uint8 [S, S, 3] RGB, S = the model's input side, before scaling to the
+      model's input range.
+
+    Raises:
+      ImageUnavailable: a TFDS dataset (not re-loaded), or the file is gone or
+        unreadable; the message says which.
+    """
+    manifest = _manifest(manifest_or_output)
+    size = int(manifest["model"]["image_size"])
+    path = _source_path(manifest, image_id, image_root)
+    try:
+        with FileSystems.open(path, compression_type="uncompressed") as f:
+            data = f.read()
+        pixels = images.decode_image(data, max_side_hint=size)
+    except images.ImageError as e:
+        raise ImageUnavailable(f"{path} cannot be decoded: {e}") from e
+    except Exception as e:  # any I/O failure: moved, deleted, no permission
+        raise ImageUnavailable(f"{path} cannot be read: {e}") from e
+    return images.resize_with_pad(pixels, size)
+
+
+def input_images(
+    manifest_or_output: Mapping[str, Any] | str,
+    image_ids: Iterable[str],
+    image_root: str | None = None,
+) -> dict[str, np.ndarray]:
+    """`load_input_image` for many ids; ids whose image is unavailable are left out (logged)."""
+    manifest = _manifest(manifest_or_output)
+    loaded = {}
+    for image_id in dict.fromkeys(image_ids):
+        try:
+            loaded[image_id] = load_input_image(manifest, image_id, image_root)
+        except ImageUnavailable as e:
+            _LOG.info("No input image for %s: %s", image_id, e)
+    return loaded
+
+
+def baseline_images(
+    manifest_or_output: Mapping[str, Any] | str, image: np.ndarray, image_id: str
+) -> np.ndarray:
+    """The run's baselines x' for an image, for display.
+
+    Args:
+      manifest_or_output: the run's manifest or output folder (baselines, seed, input range).
+      image: uint8 [S, S, 3], from `load_input_image`.
+      image_id: the row's `image_id` (seeds the `noise` baseline, as in the run).
+
+    Returns:
+      float32 [B, S, S, 3] in [0, 1], one per baseline in `manifest.config.baselines`.
+    """
+    manifest = _manifest(manifest_or_output)
+    low, high = (float(v) for v in manifest["model"]["input_range"])
+    config = manifest["config"]
+    scaled = images.scale_to_range(image, (low, high))
+    refs = baselines_lib.make_baselines(
+        scaled, tuple(config["baselines"]), (low, high), image_id, int(config.get("seed", 0))
+    )
+    return np.clip((refs - low) / (high - low), 0.0, 1.0).astype(np.float32)
