@@ -45,3 +45,5 @@ def print_summary(manifest: dict[str, Any]) -> None:
         f"  python -c \"import pandas as pd; print(pd.read_parquet('{output}/results', "
         "columns=['file_name', 'predicted_name', 'relative_delta']))\""
     )
+    print("Render the audit report (one self-contained HTML page):")
+    print(f"  python -m pipeline.report --input {output} --output {output}/report.html")

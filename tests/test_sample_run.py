@@ -48,3 +48,4 @@ def test_sample_summary_table_and_printout(sample_run, capsys):
     assert f"Results in {sample_run}/results (8 rows)" in out
     assert "chelsea.png" in out and "Egyptian Mau" in out
     assert f"pd.read_parquet('{sample_run}/results'" in out
+    assert f"python -m pipeline.report --input {sample_run}" in out
