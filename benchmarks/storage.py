@@ -28,7 +28,6 @@ are deleted after each format.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import statistics
 import sys
@@ -44,7 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from transforms import labels  # noqa: E402
 from transforms.schema import METADATA_COLUMNS, results_schema, rows_to_table  # noqa: E402
-from transforms.sinks import _BYTES_PER_GROUP, _ROWS_PER_GROUP  # noqa: E402 - the sink's own sizes
+from transforms.sinks import BYTES_PER_GROUP, ROWS_PER_GROUP, writer_options  # noqa: E402
 
 FORMATS = [("full", "float32"), ("full", "float16"), ("pixel", "float32"), ("pixel", "float16"),
            ("none", "float32"), ("none", "float16")]  # fmt: skip
@@ -117,43 +116,21 @@ def synthetic_rows(
         }
 
 
-def proposed_options(dtype: str) -> dict:
-    """Writer options proposed for the sink: no dictionary for the float arrays (random
-    floats never repeat; the failed dictionary page only adds bytes), and byte-stream-split
-    for float32 ones (DuckDB cannot read it for float16)."""
-    schema = results_schema(dtype)
-    buffer = io.BytesIO()
-    pq.write_table(schema.empty_table(), buffer, use_compliant_nested_type=False)
-    paths = pq.ParquetFile(io.BytesIO(buffer.getvalue())).schema.names
-    leaves = [pq.ParquetFile(io.BytesIO(buffer.getvalue())).schema.column(i).path
-              for i in range(len(paths))]  # fmt: skip
-    arrays = [
-        p for p in leaves if p.split(".")[0] in ("attributions", "path_alphas", "path_scores")
-    ]
-    split = [p for p in arrays if dtype == "float32" or not p.startswith("attributions")]
-    return {
-        "use_dictionary": [p for p in leaves if p not in arrays],
-        "use_byte_stream_split": split,
-    }
-
-
 def write_like_sink(path: str, rows: Iterator[dict], dtype: str, **options) -> int:
     """Writes rows as `WriteResults` does: groups of the sink's size, one row group each.
 
-    `options`: extra `ParquetWriter` options (none: exactly the sink's settings).
+    `options`: the `ParquetWriter` options (the sink's are `writer_options(schema)`).
     """
     schema = results_schema(dtype)
     count = 0
-    # Beam's _BatchedParquetSink: ParquetWriter(schema, compression=codec,
-    # use_deprecated_int96_timestamps=False, use_compliant_nested_type=False).
-    with pq.ParquetWriter(path, schema, compression="zstd", use_deprecated_int96_timestamps=False,
-                          use_compliant_nested_type=False, **options) as writer:  # fmt: skip
+    with pq.ParquetWriter(path, schema, compression="zstd", use_compliant_nested_type=False,
+                          **options) as writer:  # fmt: skip
         group, size = [], 0
         for row in rows:
             group.append(row)
             array = row["attributions"]
             size += 1024 + (array.nbytes if array is not None else 0)
-            if len(group) >= _ROWS_PER_GROUP or size >= _BYTES_PER_GROUP:
+            if len(group) >= ROWS_PER_GROUP or size >= BYTES_PER_GROUP:
                 writer.write_table(rows_to_table(group, schema))
                 count += len(group)
                 group, size = [], 0
@@ -180,7 +157,7 @@ def read_metadata(path: str) -> pd.DataFrame:
 def scan_everything(path: str) -> int:
     """Decodes every column of every row group; returns the rows seen."""
     rows = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=_ROWS_PER_GROUP):
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=ROWS_PER_GROUP):
         rows += batch.num_rows
     return rows
 
@@ -192,11 +169,11 @@ def measure(rows: int, side: int, repeats: int, folder: str) -> pd.DataFrame:
     medians keeps the ratios fair when the machine's load changes meanwhile.
     """
     variants = [(a, d, "sink") for a, d in FORMATS]
-    variants += [("full", "float32", "proposed"), ("full", "float16", "proposed")]
+    variants += [("full", "float32", "plain"), ("full", "float16", "plain")]
     records = []
     for attributions, dtype, writer in variants:
         path = os.path.join(folder, f"{attributions}-{dtype}-{writer}.parquet")
-        options = proposed_options(dtype) if writer == "proposed" else {}
+        options = writer_options(results_schema(dtype)) if writer == "sink" else {}
         start = time.perf_counter()
         written = write_like_sink(
             path, synthetic_rows(rows, side, attributions, dtype), dtype, **options
@@ -252,9 +229,9 @@ def markdown(table: pd.DataFrame, side: int) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in table.itertuples():
-        proposed = " (proposed writer)" if r.writer == "proposed" else ""
+        plain = " (pyarrow defaults)" if r.writer == "plain" else ""
         lines.append(
-            f"| {r.attributions}{proposed} | {r.dtype} | {r.bytes_per_row:,.0f} | {r.size_vs_full_f32:.3f} | "
+            f"| {r.attributions}{plain} | {r.dtype} | {r.bytes_per_row:,.0f} | {r.size_vs_full_f32:.3f} | "
             f"{r.metadata_read_s * 1e3:,.0f} ms | {r.metadata_vs_none:.2f}x | {r.full_scan_s:.2f} s | "
             f"{r.metadata_vs_full_scan:.3f} |"
         )

@@ -73,7 +73,15 @@ def test_output_files_have_one_schema_and_metadata_reads_alone(image_folder, lin
     for f in files:
         schema = pq.read_schema(f)
         assert schema.remove_metadata().equals(results_schema("float16").remove_metadata())
-        assert pq.ParquetFile(f).metadata.row_group(0).column(0).compression == "ZSTD"
+        group = pq.ParquetFile(f).metadata.row_group(0)
+        columns = {
+            group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)
+        }
+        assert columns["image_id"].compression == "ZSTD"
+        # Float arrays: no dictionary; float32 ones byte-stream-split (float16 not: DuckDB).
+        assert not columns["attributions.list.item"].has_dictionary_page
+        assert "BYTE_STREAM_SPLIT" in columns["path_scores.list.item"].encodings
+        assert "BYTE_STREAM_SPLIT" not in columns["attributions.list.item"].encodings
     assert pq.read_schema(next((tmp_path / "out" / "errors").glob("*.parquet"))).equals(
         ERROR_SCHEMA
     )

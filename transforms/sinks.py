@@ -10,7 +10,8 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-from apache_beam.io import parquetio
+import pyarrow.parquet as pq
+from apache_beam.io import filebasedsink, parquetio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
@@ -18,20 +19,61 @@ from apache_beam.utils.windowed_value import WindowedValue
 from transforms.schema import ERROR_SCHEMA, rows_to_table
 
 __all__ = [
+    "BYTES_PER_GROUP",
     "COUNT_KEYS",
+    "ROWS_PER_GROUP",
     "WriteErrors",
     "WriteManifest",
     "WriteResults",
     "read_manifest",
     "write_json",
+    "writer_options",
 ]
 
 _LOG = logging.getLogger(__name__)
 COUNT_KEYS = ("inputs", "images_with_rows", "images_with_errors", "rows", "errors")
 # Rows per Parquet row group: large enough for fast scans, small enough that
 # a worker holds a group of full attributions (about 0.6 MB each) in memory.
-_ROWS_PER_GROUP = 64
-_BYTES_PER_GROUP = 64 << 20
+ROWS_PER_GROUP = 64
+BYTES_PER_GROUP = 64 << 20
+_FLOAT_ARRAYS = ("attributions", "path_alphas", "path_scores")
+
+
+def writer_options(schema: pa.Schema) -> dict[str, Any]:
+    """Parquet writer options of the results (benchmarks/storage.py measures them).
+
+    Float arrays get no dictionary (their values almost never repeat: the
+    attempt only adds a page, and decoding float16 dictionaries is slow) and
+    float32 ones BYTE_STREAM_SPLIT encoding, which zstd compresses better
+    (DuckDB cannot read it for float16). Other columns keep the defaults.
+    """
+    leaves = []
+    for field in schema:
+        # Leaf paths as ParquetWriter(use_compliant_nested_type=False) names them.
+        leaves.append(f"{field.name}.list.item" if pa.types.is_list(field.type) else field.name)
+    arrays = [leaf for leaf in leaves if leaf.split(".")[0] in _FLOAT_ARRAYS]
+    split = [
+        leaf for leaf, field in zip(leaves, schema, strict=True)
+        if leaf in arrays and pa.types.is_float32(field.type.value_type)
+    ]  # fmt: skip
+    return {
+        "use_dictionary": [leaf for leaf in leaves if leaf not in arrays],
+        "use_byte_stream_split": split,
+    }
+
+
+class _ResultsSink(parquetio._ParquetSink):
+    """Beam's Parquet sink (temp files, atomic finalize) with `writer_options`."""
+
+    def open(self, temp_path):
+        self._file_handle = filebasedsink.FileBasedSink.open(self, temp_path)
+        return pq.ParquetWriter(
+            self._file_handle,
+            self._schema,
+            compression=self._codec,
+            use_compliant_nested_type=False,
+            **writer_options(self._schema),
+        )
 
 
 def _row_bytes(row: dict[str, Any]) -> int:
@@ -74,14 +116,22 @@ class WriteResults(beam.PTransform):
         schema = self._schema
         return (
             rows
-            | "GroupRows" >> beam.ParDo(_GroupRows(_ROWS_PER_GROUP, _BYTES_PER_GROUP))
+            | "GroupRows" >> beam.ParDo(_GroupRows(ROWS_PER_GROUP, BYTES_PER_GROUP))
             | "RowsToArrow" >> beam.Map(rows_to_table, schema=schema)
             | "WriteResultsParquet"
-            >> parquetio.WriteToParquetBatched(
-                FileSystems.join(self._output, "results", "part"),
-                schema=schema,
-                codec="zstd",
-                file_name_suffix=".parquet",
+            >> beam.io.Write(
+                _ResultsSink(
+                    FileSystems.join(self._output, "results", "part"),
+                    schema,
+                    codec="zstd",
+                    use_deprecated_int96_timestamps=False,
+                    use_compliant_nested_type=False,
+                    file_name_suffix=".parquet",
+                    num_shards=0,
+                    shard_name_template=None,
+                    mime_type="application/x-parquet",
+                    triggering_frequency=None,
+                )
             )
         )
 
