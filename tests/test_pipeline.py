@@ -184,3 +184,16 @@ def test_output_folder_not_writable_is_a_clear_error(image_folder, linear_keras,
     with pytest.raises(ValueError, match="--output .* is not writable"):
         run(["--dataset", image_folder["root"], "--model", linear_keras,
              "--output", os.path.join(str(blocked), "out")])  # fmt: skip
+
+
+def test_duckdb_reads_the_results_with_sql(image_folder, linear_keras, tmp_path):
+    import duckdb
+
+    _run(image_folder, linear_keras, tmp_path / "out", "--attribution_dtype", "float16")
+    files = f"{tmp_path / 'out' / 'results'}/*.parquet"
+    (rows, labelled, worst), = duckdb.sql(
+        f"SELECT count(*), count(label), max(relative_delta) FROM '{files}'"
+    ).fetchall()  # fmt: skip
+    assert (rows, labelled) == (4, 3) and worst < 1e-4
+    ((length,),) = duckdb.sql(f"SELECT len(attributions) FROM '{files}' LIMIT 1").fetchall()
+    assert length == SIZE * SIZE * 3
