@@ -19,6 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if manifest is None:  # a Dataflow dry run or template, or --no_wait_until_finish
+        print("No results to show: the job did not run to completion here (see the log).")
+        return 0
     print_summary(manifest)
     return 0
 

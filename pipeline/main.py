@@ -2,6 +2,8 @@
 
 `run(argv)` validates every flag and resolves the dataset and the model before
 the pipeline starts, so bad configuration fails at once with a clear message.
+Datasets are not read on the launching machine: image folders are listed and
+read by the workers, TFDS datasets are read by shard with `ReadFromTFDS`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import RunInference
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from apache_beam.options.pipeline_options import (
+    GoogleCloudOptions,
+    PipelineOptions,
+    SetupOptions,
+    StandardOptions,
+    TestOptions,
+)
+from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from pipeline.options import AuditOptions, attribution_config, parse_input_range
 from transforms import labels, sources
@@ -27,12 +36,15 @@ from transforms.attribution import ERRORS_TAG, IGModelHandler, ImageOutcome, Pre
 from transforms.config import AttributionConfig
 from transforms.schema import results_schema
 from transforms.sinks import WriteErrors, WriteManifest, WriteResults, read_manifest
-from transforms.tf_model import ModelSpec, resolve_model
+from transforms.tf_model import BUNDLED_MODELS, HUB_ALIASES, ModelSpec, resolve_model
 
-__all__ = ["AuditJob", "build_pipeline", "prepare", "run"]
+__all__ = ["AuditJob", "build_pipeline", "launch", "prepare", "run"]
 
 _LOG = logging.getLogger(__name__)
 _DEFAULT_BATCH_SIZE = 8
+# Names of the Dataflow runner as `--runner` accepts them (lower case).
+_DATAFLOW_RUNNERS = ("dataflowrunner", "dataflow", "testdataflowrunner")
+_REMOTE_SCHEMES = ("gs://",)
 _PACKAGES = ("apache-beam", "tensorflow", "tensorflow-datasets", "tensorflow-hub", "keras",
              "numpy", "pyarrow", "pillow", "ig-audit")  # fmt: skip
 
@@ -44,7 +56,7 @@ class AuditJob:
     output: str
     dataset: str
     split: str | None
-    files: tuple[sources.FolderFile, ...] | None
+    folder: str | None
     tfds: sources.TfdsSource | None
     spec: ModelSpec
     config: AttributionConfig
@@ -83,13 +95,28 @@ def _class_names(spec: ModelSpec, tfds_names: Sequence[str] | None) -> tuple[str
     return labels.imagenet_class_names() if imagenet else None
 
 
+def _earlier_run(output: str) -> list[str]:
+    """Files of an earlier run in `output`, by file: on gs:// a folder is only a prefix."""
+    patterns = [
+        FileSystems.join(output, "results", "**"),
+        FileSystems.join(output, "errors", "**"),
+        FileSystems.join(output, "manifest.json"),
+    ]
+    try:
+        matches = FileSystems.match(patterns)
+    except Exception:  # noqa: BLE001 - unlistable: the writability probe below says why
+        return []
+    return [meta.path for match in matches for meta in match.metadata_list]
+
+
 def _prepare_output(output: str, overwrite: bool) -> None:
     """Refuses to mix two runs: an earlier run's output is kept unless --overwrite."""
-    parts = [FileSystems.join(output, name) for name in ("results", "errors", "manifest.json")]
-    existing = [p for p in parts if FileSystems.exists(p)]
+    existing = _earlier_run(output)
     if existing and not overwrite:
+        prefix = output.rstrip("/") + "/"
+        names = sorted({p[len(prefix) :].split("/")[0] for p in existing if p.startswith(prefix)})
         raise ValueError(
-            f"--output {output!r} already holds a run ({', '.join(os.path.basename(p) for p in existing)}). "
+            f"--output {output!r} already holds a run ({', '.join(names)}). "
             "Pass --overwrite to replace it, or choose another folder."
         )
     if existing:
@@ -107,8 +134,79 @@ def _prepare_output(output: str, overwrite: bool) -> None:
         raise ValueError(f"--output {output!r} is not writable: {e}") from e
 
 
+def _runner_name(options: PipelineOptions) -> str:
+    runner = options.view_as(StandardOptions).runner
+    if runner is None:
+        return "directrunner"
+    name = runner if isinstance(runner, str) else type(runner).__name__
+    return name.rsplit(".", 1)[-1].lower()
+
+
+def _is_dataflow(options: PipelineOptions) -> bool:
+    return _runner_name(options) in _DATAFLOW_RUNNERS
+
+
+def _is_dataflow_dry_run(options: PipelineOptions) -> bool:
+    """DataflowRunner with --dry_run: the job is built, never submitted.
+
+    Mirrors the runner's own test (any non-empty --dry_run value), so the launch
+    checks skipped here are exactly those of a job that will not run.
+    """
+    return _is_dataflow(options) and bool(options.view_as(TestOptions).dry_run)
+
+
+def _check_dataflow_paths(audit: AuditOptions) -> None:
+    """Dataflow workers cannot see the launcher's disk: paths they read must be remote."""
+
+    def remote(path: str) -> bool:
+        return path.startswith(_REMOTE_SCHEMES)
+
+    if not remote(audit.output):
+        raise ValueError(
+            f"--output {audit.output!r} is not a gs:// folder; Dataflow workers write the "
+            "results, so pass --output gs://<bucket>/<folder>."
+        )
+    dataset = audit.dataset
+    if (
+        dataset != "sample"
+        and not remote(dataset)
+        and (os.sep in dataset or os.path.isdir(dataset))
+    ):
+        raise ValueError(
+            f"--dataset {dataset!r} is a local folder that Dataflow workers cannot read; "
+            "copy it to gs:// (gcloud storage cp -r) and pass the gs:// folder."
+        )
+    tfds_name = dataset != "sample" and not remote(dataset)
+    if tfds_name and audit.data_dir is None:
+        raise ValueError(
+            f"--dataset {dataset!r} on Dataflow needs --data_dir: the gs:// folder of the "
+            f"prepared dataset, e.g. `tfds build {dataset} --data_dir gs://<bucket>/tfds`."
+        )
+    if audit.data_dir is not None and not remote(audit.data_dir):
+        raise ValueError(
+            f"--data_dir {audit.data_dir!r} is local; on Dataflow the TFDS data folder must be "
+            "gs://, e.g. prepared with `tfds build imagenet_a --data_dir gs://<bucket>/tfds`."
+        )
+    model = audit.model
+    known = (
+        model in BUNDLED_MODELS or model in HUB_ALIASES or model.startswith(("http://", "https://"))
+    )
+    if not known and not remote(model):
+        raise ValueError(
+            f"--model {model!r} is a local path that Dataflow workers cannot read; copy the "
+            "model to gs:// and pass that path, or use a TF Hub handle or a bundled model."
+        )
+
+
 def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOptions]:
-    """Parses and validates flags, resolves dataset and model. No pipeline yet."""
+    """Parses and validates flags, resolves dataset and model. No pipeline yet.
+
+    What is checked at launch: every flag; the model (loaded once for its input
+    size and outputs); a local image folder (listed) or a gs:// one (one object
+    looked up); a TFDS dataset's metadata and split; that --output is writable and
+    free. A Dataflow --dry_run needs no Google Cloud access, so it skips the two
+    checks that do (gs:// dataset folder and --output) and logs that.
+    """
     options = PipelineOptions(argv)
     audit = options.view_as(AuditOptions)
     if not audit.output:
@@ -122,18 +220,34 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
         raise ValueError(f"--batch_size must be >= 1, got {batch_size}.")
     if audit.image_size is not None and audit.image_size < 8:
         raise ValueError(f"--image_size must be >= 8, got {audit.image_size}.")
+    on_dataflow = _is_dataflow(options)
+    dry_run = _is_dataflow_dry_run(options)
+    if on_dataflow:
+        _check_dataflow_paths(audit)
 
-    files, tfds_source, split = None, None, None
+    folder, tfds_source, split = None, None, None
     dataset = audit.dataset
     if dataset == "sample":
-        files = tuple(sources.sample_files())
-    elif dataset.startswith("gs://") or os.path.isdir(dataset):
-        files = tuple(sources.list_image_folder(dataset))
+        sources.sample_files()  # fails here if scikit-image lost its photos
+    elif dataset.startswith(_REMOTE_SCHEMES):
+        folder = dataset
+        if dry_run:
+            _LOG.info("Dry run: not checking that --dataset %s exists (needs GCS access).", dataset)
+        else:
+            sources.check_folder_exists(dataset)
+    elif os.path.isdir(dataset):
+        folder = dataset
+        count = len(sources.list_image_folder(dataset))
+        _LOG.info("%d files in %s; the pipeline lists and reads them again.", count, dataset)
     elif os.path.sep in dataset or os.path.exists(dataset):
         raise ValueError(f"--dataset {dataset!r} is not a folder of images.")
     else:
         split = audit.split
-        tfds_source = sources.resolve_tfds(dataset, split, audit.data_dir, not audit.no_download)
+        # Preparing a dataset reads all of it: never on the launcher of a Dataflow job.
+        download = not audit.no_download and not on_dataflow
+        tfds_source = sources.resolve_tfds(
+            dataset, split, audit.data_dir, download, remote_workers=on_dataflow
+        )
 
     num_classes = len(tfds_source.class_names) if tfds_source and tfds_source.class_names else None
     spec = resolve_model(
@@ -145,13 +259,16 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
     )
     if config.top_k > spec.num_classes:
         raise ValueError(f"--top_k {config.top_k} exceeds the model's {spec.num_classes} classes.")
-    _prepare_output(audit.output, audit.overwrite)
+    if dry_run:
+        _LOG.info("Dry run: not checking that --output %s is free and writable.", audit.output)
+    else:
+        _prepare_output(audit.output, audit.overwrite)
     jit = {"auto": None, "on": True, "off": False}[audit.jit_compile]
     job = AuditJob(
         output=audit.output,
         dataset=dataset,
         split=split,
-        files=files,
+        folder=folder,
         tfds=tfds_source,
         spec=spec,
         config=config,
@@ -177,10 +294,12 @@ def _images_with(outcome: ImageOutcome) -> list[tuple[str, int]]:
 
 def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
     """Adds the job's transforms to `p`."""
-    if job.files is not None:
-        raw = p | "ReadImages" >> sources.ReadImageFiles(job.files)
-    else:
+    if job.folder is not None:
+        raw = p | "ReadImages" >> sources.ReadImageFolder(job.folder)
+    elif job.tfds is not None:
         raw = p | "ReadImages" >> sources.ReadTfds(job.tfds)
+    else:
+        raw = p | "ReadImages" >> sources.ReadSample()
     prepared = raw | "Preprocess" >> beam.ParDo(
         Preprocess(job.spec.image_size, job.spec.input_range)
     ).with_outputs(ERRORS_TAG, main="images")
@@ -208,18 +327,73 @@ def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
     _ = counts | "Manifest" >> WriteManifest(job.output, job.manifest_base())
 
 
-def run(argv: Sequence[str] | None = None, save_main_session: bool = True) -> dict[str, Any]:
+def _start(
+    argv: Sequence[str] | None, save_main_session: bool | None
+) -> tuple[AuditJob, PipelineOptions, PipelineResult]:
+    job, options = prepare(argv)
+    if save_main_session is not None:
+        options.view_as(SetupOptions).save_main_session = save_main_session
+    _LOG.info("Auditing %s with %s into %s.", job.dataset, job.spec.reference, job.output)
+    p = beam.Pipeline(options=options)
+    build_pipeline(p, job)
+    return job, options, p.run()
+
+
+def launch(
+    argv: Sequence[str] | None = None, save_main_session: bool | None = None
+) -> tuple[AuditJob, PipelineResult]:
+    """Validates, builds and starts the job; does not wait for it.
+
+    Args:
+      argv: the command line (the project's flags and Beam's).
+      save_main_session: overrides --save_main_session when given; None keeps
+        Beam's default. Nothing in the graph refers to `__main__`, so the job
+        runs either way (the package is installed on the workers).
+
+    Returns:
+      The resolved job and the runner's result: a finished one for the
+      DirectRunner; for a Dataflow --dry_run, one whose `job` is the Dataflow
+      job that would have been submitted (`job.proto_pipeline`, `job.options`).
+    """
+    job, _, result = _start(argv, save_main_session)
+    return job, result
+
+
+def _not_run_here(options: PipelineOptions, result: PipelineResult) -> str | None:
+    """Why `run` has no finished run to read, or None when it has one."""
+    if _is_dataflow_dry_run(options):
+        return "dry run: the Dataflow job was built, not submitted"
+    if _is_dataflow(options) and options.view_as(GoogleCloudOptions).template_location:
+        return "a Dataflow template was written; no job was started"
+    if options.view_as(StandardOptions).no_wait_until_finish and not PipelineState.is_terminal(
+        result.state
+    ):
+        return "--no_wait_until_finish: the job goes on without this process"
+    return None
+
+
+def run(
+    argv: Sequence[str] | None = None, save_main_session: bool | None = None
+) -> dict[str, Any] | None:
     """Runs the job to completion and returns its manifest.
+
+    Waits for the runner as `with beam.Pipeline(...)` does. Returns None when
+    no run completes here: a Dataflow --dry_run, a template, or
+    --no_wait_until_finish on a remote runner.
 
     Raises:
       ValueError: bad flags, dataset or model (before any work).
-      RuntimeError: the run finished without accounting for every input.
+      RuntimeError: the run did not finish, or finished without accounting for
+        every input.
     """
-    job, options = prepare(argv)
-    options.view_as(SetupOptions).save_main_session = save_main_session
-    _LOG.info("Auditing %s with %s into %s.", job.dataset, job.spec.reference, job.output)
-    with beam.Pipeline(options=options) as p:
-        build_pipeline(p, job)
+    job, options, result = _start(argv, save_main_session)
+    reason = _not_run_here(options, result)
+    if reason is not None:
+        _LOG.info("No results to read yet (%s); they go to %s.", reason, job.output)
+        return None
+    state = result.wait_until_finish()
+    if state is not None and state != PipelineState.DONE:
+        raise RuntimeError(f"The job ended in state {state}; {job.output} is incomplete.")
     manifest = read_manifest(job.output)
     if not manifest["all_inputs_accounted_for"]:
         raise RuntimeError(f"Not every input is accounted for: {manifest['counts']}.")

@@ -1,5 +1,6 @@
 """Sources: image folders, the bundled sample, and TFDS through the real builders and reader."""
 
+from pathlib import Path
 from unittest import mock
 
 import apache_beam as beam
@@ -134,3 +135,40 @@ def test_tfds_download_failure_offline_is_clear(tmp_path):
             match="Could not download and prepare TFDS dataset 'imagenet_a'.*network unreachable",
         ):
             sources.resolve_tfds("imagenet_a", "test", str(tmp_path), download=True)
+
+
+def test_read_image_folder_in_the_pipeline_gives_the_launch_listing(image_folder):
+    root = image_folder["root"]
+    write_image(Path(root) / "holiday" / "a.png", np.zeros((2, 2, 3), np.uint8))
+    (Path(root) / ".DS_Store").write_bytes(b"x")
+    (Path(root) / ".cache").mkdir()
+    (Path(root) / ".cache" / "x.png").write_bytes(b"x")
+    expected = [(f.image_id, f.label, Path(f.path).read_bytes(), None)
+                for f in sources.list_image_folder(root)]  # fmt: skip
+    assert len(expected) == 6  # 5 inputs of the fixture and holiday/a.png; no hidden file
+    with TestPipeline() as p:
+        raw = p | sources.ReadImageFolder(root + "/")
+        got = raw | beam.Map(lambda r: (r.image_id, r.label, r.data, r.error))
+        assert_that(got, equal_to(expected))
+
+
+def test_read_image_folder_without_files_fails_the_job(tmp_path):
+    (tmp_path / ".DS_Store").write_bytes(b"x")
+    with pytest.raises(Exception, match="No files found in image folder"):
+        with TestPipeline() as p:
+            _ = p | sources.ReadImageFolder(str(tmp_path))
+
+
+def test_check_folder_exists_looks_up_one_object(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No files found in image folder"):
+        sources.check_folder_exists(str(tmp_path))
+    (tmp_path / "n02123045").mkdir()
+    (tmp_path / "n02123045" / "a.jpg").write_bytes(b"x")
+    sources.check_folder_exists(str(tmp_path))
+
+
+def test_read_sample_reads_the_bundled_photos():
+    expected = [(f.image_id, f.label, Path(f.path).read_bytes()) for f in sources.sample_files()]
+    with TestPipeline() as p:
+        raw = p | sources.ReadSample()
+        assert_that(raw | beam.Map(lambda r: (r.image_id, r.label, r.data)), equal_to(expected))

@@ -16,6 +16,8 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import labels
@@ -25,8 +27,11 @@ __all__ = [
     "FolderFile",
     "RawImage",
     "ReadImageFiles",
+    "ReadImageFolder",
+    "ReadSample",
     "ReadTfds",
     "TfdsSource",
+    "check_folder_exists",
     "list_image_folder",
     "resolve_tfds",
     "sample_files",
@@ -73,6 +78,40 @@ def _label_of(relative: str) -> int | None:
     return labels.wnid_to_label(parts[0])
 
 
+def _folder_prefix(root: str) -> str:
+    """`root` with one trailing slash: the prefix stripped from paths to make ids."""
+    return root.rstrip("/") + "/"
+
+
+def _folder_pattern(root: str) -> str:
+    return FileSystems.join(root.rstrip("/") or "/", "**")
+
+
+def _no_files_error(root: str) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"No files found in image folder {root!r}. Pass an existing folder of images "
+        "(optionally in WordNet-id sub-folders), a TFDS name, or 'sample'."
+    )
+
+
+def _folder_file(prefix: str, meta: FileMetadata) -> FolderFile | None:
+    """The input a matched file becomes, or None for what is not an input.
+
+    Skipped: hidden files and files in hidden folders (`.DS_Store`, `.git/`),
+    folder placeholder objects (`gs://.../n01/`), and Beam's `beam-temp*` files.
+    """
+    path = meta.path
+    if path.endswith("/") or meta.size_in_bytes is None:
+        return None
+    relative = path[len(prefix) :] if path.startswith(prefix) else posixpath.basename(path)
+    relative = relative.replace(os.sep, "/")
+    if not relative or relative.startswith("beam-temp"):
+        return None
+    if any(part.startswith(".") for part in relative.split("/")):
+        return None
+    return FolderFile(path=path, image_id=relative, label=_label_of(relative))
+
+
 def list_image_folder(root: str) -> list[FolderFile]:
     """Lists every non-hidden file below `root` (local path or gs://), sorted.
 
@@ -80,32 +119,19 @@ def list_image_folder(root: str) -> list[FolderFile]:
     ImageNet WordNet id (e.g. `n02123045/cat.jpg`) get that class's label
     (0-999); other sub-folders give unlabelled images. Files that are not
     images are listed too, so they are reported as errors instead of vanishing.
+    `ReadImageFolder` gives the same files inside a pipeline.
 
     Raises:
       FileNotFoundError: the folder does not exist or holds no file.
     """
-    root = root.rstrip("/") or "/"
-    pattern = FileSystems.join(root, "**")
     try:
-        metadata = FileSystems.match([pattern])[0].metadata_list
+        metadata = FileSystems.match([_folder_pattern(root)])[0].metadata_list
     except Exception as e:  # Beam raises BeamIOError with per-pattern causes.
         raise FileNotFoundError(f"Cannot list image folder {root!r}: {e}") from e
-    files = []
-    prefix = root if root.endswith("/") else root + "/"
-    for meta in metadata:
-        path = meta.path
-        relative = path[len(prefix) :] if path.startswith(prefix) else posixpath.basename(path)
-        relative = relative.replace(os.sep, "/")
-        if any(part.startswith(".") for part in relative.split("/")) or meta.size_in_bytes is None:
-            continue
-        if relative.startswith("beam-temp") or not relative:
-            continue
-        files.append(FolderFile(path=path, image_id=relative, label=_label_of(relative)))
+    prefix = _folder_prefix(root)
+    files = [f for f in (_folder_file(prefix, meta) for meta in metadata) if f is not None]
     if not files:
-        raise FileNotFoundError(
-            f"No files found in image folder {root!r}. Pass an existing folder of images "
-            "(optionally in WordNet-id sub-folders), a TFDS name, or 'sample'."
-        )
+        raise _no_files_error(root)
     files.sort(key=lambda f: f.image_id)
     unlabelled = [f for f in files if f.label is None and "/" in f.image_id]
     if unlabelled:
@@ -116,6 +142,23 @@ def list_image_folder(root: str) -> list[FolderFile]:
             ", ".join(folders[:5]),
         )
     return files
+
+
+def check_folder_exists(root: str) -> None:
+    """Checks that `root` (e.g. gs://...) holds at least one object, listing no more.
+
+    For folders too large or too remote to list at launch; `ReadImageFolder`
+    lists them on the workers.
+
+    Raises:
+      FileNotFoundError: the folder cannot be listed or is empty.
+    """
+    try:
+        found = FileSystems.match([_folder_pattern(root)], limits=[1])[0].metadata_list
+    except Exception as e:  # BeamIOError, missing credentials, no such bucket
+        raise FileNotFoundError(f"Cannot list image folder {root!r}: {e}") from e
+    if not found:
+        raise _no_files_error(root)
 
 
 #: The bundled offline sample: scikit-image's photos, with an ImageNet label
@@ -150,10 +193,13 @@ def sample_files() -> list[FolderFile]:
 
 
 class _ReadFile(beam.DoFn):
+    def _path(self, item: FolderFile) -> str:
+        return item.path
+
     def process(self, item: FolderFile) -> Iterator[RawImage]:
         name = posixpath.basename(item.image_id)
         try:
-            with FileSystems.open(item.path, compression_type="uncompressed") as f:
+            with FileSystems.open(self._path(item), compression_type="uncompressed") as f:
                 data = f.read()
         except Exception as e:  # any I/O failure becomes an error record
             yield RawImage(item.image_id, name, item.label, error=f"cannot read file: {e}")
@@ -177,6 +223,70 @@ class ReadImageFiles(beam.PTransform):
         )
 
 
+def _to_folder_files(meta: FileMetadata, prefix: str) -> Iterator[FolderFile]:
+    item = _folder_file(prefix, meta)
+    if item is not None:
+        yield item
+
+
+def _require_files(count: int, root: str) -> None:
+    if count == 0:
+        raise _no_files_error(root)
+
+
+class ReadImageFolder(beam.PTransform):
+    """Lists and reads an image folder (local or gs://) inside the pipeline.
+
+    The folder is matched by a worker (`fileio.MatchFiles`), the files are
+    spread over workers (`Reshuffle`) and read in parallel, so the launcher
+    never lists or reads a large remote dataset. Ids, labels and skipped files
+    are those of `list_image_folder`; a folder without files fails the job
+    with the same error. Unreadable files become error records.
+    """
+
+    def __init__(self, root: str):
+        super().__init__()
+        self._root = root
+
+    def expand(self, pbegin):
+        files = (
+            pbegin
+            | "MatchFiles" >> fileio.MatchFiles(_folder_pattern(self._root))
+            | "ToFolderFiles" >> beam.FlatMap(_to_folder_files, prefix=_folder_prefix(self._root))
+        )
+        _ = (
+            files
+            | "CountFiles" >> beam.combiners.Count.Globally()
+            | "RequireFiles" >> beam.Map(_require_files, root=self._root)
+        )
+        return files | "SpreadFiles" >> beam.Reshuffle() | "ReadFiles" >> beam.ParDo(_ReadFile())
+
+
+class _ReadSampleFile(_ReadFile):
+    """Reads a sample photo from the worker's own scikit-image installation.
+
+    The launcher's path (`FolderFile.path`) need not exist on remote workers;
+    scikit-image is installed there too, maybe elsewhere.
+    """
+
+    def _path(self, item: FolderFile) -> str:
+        from skimage import data as skdata  # noqa: PLC0415 - heavy, only for the sample
+
+        return os.path.join(os.path.dirname(skdata.__file__), posixpath.basename(item.path))
+
+
+class ReadSample(beam.PTransform):
+    """Reads the bundled sample (`sample_files()`) on any runner."""
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "ListSample" >> beam.Create(sample_files())
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ReadFiles" >> beam.ParDo(_ReadSampleFile())
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class TfdsSource:
     """A TFDS dataset resolved at launch: what to read and how its features are named."""
@@ -197,10 +307,17 @@ def _builder(name: str, data_dir: str | None):
     return tfds.builder(name, data_dir=data_dir)
 
 
-def resolve_tfds(name: str, split: str, data_dir: str | None, download: bool) -> TfdsSource:
+def resolve_tfds(
+    name: str, split: str, data_dir: str | None, download: bool, remote_workers: bool = False
+) -> TfdsSource:
     """Checks a TFDS dataset and split before the pipeline starts.
 
-    Prepares (downloads) the dataset when it is not there and `download` is set.
+    Reads the dataset's metadata only. Prepares (downloads) the dataset when it
+    is not there and `download` is set.
+
+    Args:
+      remote_workers: the job runs on remote workers (Dataflow); an unprepared
+        dataset is then an error that says how to prepare it once, in `data_dir`.
 
     Raises:
       ValueError: unknown dataset, no image feature, unknown split, or not
@@ -216,6 +333,13 @@ def resolve_tfds(name: str, split: str, data_dir: str | None, download: bool) ->
             f"({str(e).splitlines()[0]})"
         ) from e
     if not builder.is_prepared():
+        if remote_workers:
+            raise ValueError(
+                f"TFDS dataset {name!r} is not prepared in {builder.data_dir}. The launcher of a "
+                "Dataflow job does not prepare datasets (that would read all of it here); "
+                f"prepare it once with `tfds build {name} --data_dir <gs:// folder>` and pass "
+                "that folder as --data_dir."
+            )
         if not download:
             raise ValueError(
                 f"TFDS dataset {name!r} is not prepared in {builder.data_dir}. Prepare it with "

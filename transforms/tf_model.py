@@ -30,6 +30,7 @@ __all__ = [
     "DeviceSettings",
     "ModelSpec",
     "device_settings",
+    "padded_batch",
     "resolve_model",
 ]
 
@@ -102,6 +103,26 @@ def device_settings(jit_compile: bool | None = None) -> DeviceSettings:
     return DeviceSettings(
         device=device, jit_compile=bool(gpus) if jit_compile is None else jit_compile
     )
+
+
+def padded_batch(rows: int) -> int:
+    """The batch size an XLA-compiled call runs `rows` rows at: the next power of two.
+
+    XLA compiles a function once per input shape, and the IG engine's calls vary
+    in size (refinement evaluates a few points at a time). Padding to powers of
+    two bounds the compilations per process to log2(max rows) + 1 shapes, at
+    most doubling the rows of a call; a power-of-two --path_batch_size is never padded.
+    """
+    return 1 << max(rows - 1, 0).bit_length()
+
+
+def _pad_rows(rows: int, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Zero rows appended up to `padded_batch(rows)`; rows are independent, so
+    the padding changes no real row's result."""
+    extra = padded_batch(rows) - rows
+    if extra == 0:
+        return arrays
+    return tuple(np.concatenate([a, np.zeros((extra, *a.shape[1:]), a.dtype)]) for a in arrays)
 
 
 def _kind(reference: str) -> tuple[str, str]:
@@ -374,24 +395,40 @@ class Classifier:
         self._logits = logits
         self._grads = {"raw": make_grad(False), "softmax": make_grad(True)}
         self._scores = {"raw": make_score(False), "softmax": make_score(True)}
+        # Compiled functions get few distinct shapes (see `padded_batch`).
+        self._pad = bool(jit)
+
+    def _path_args(self, inputs, baselines, alphas, targets) -> tuple[int, tuple[np.ndarray, ...]]:
+        args = (np.asarray(inputs, np.float32), np.asarray(baselines, np.float32),
+                np.asarray(alphas, np.float32), np.asarray(targets, np.int64))  # fmt: skip
+        rows = len(args[0])
+        return rows, (_pad_rows(rows, *args) if self._pad else args)
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """float32 [N, H, W, 3] in the input range -> float32 [N, num_outputs]."""
-        return self._logits(np.asarray(images, np.float32)).numpy()
+        images = np.asarray(images, np.float32)
+        rows = len(images)
+        if self._pad:
+            (images,) = _pad_rows(rows, images)
+        return self._logits(images).numpy()[:rows]
 
     def score_grad_fn(self, score: str) -> ScoreGradFn:
         """The `ScoreGradFn` of `score` (`raw` or `softmax`), targets as output indices."""
         fn = self._grads[score]
 
         def run(inputs, baselines, alphas, targets):
-            scores, grads = fn(inputs, baselines, alphas, targets)
-            return scores.numpy(), grads.numpy()
+            rows, args = self._path_args(inputs, baselines, alphas, targets)
+            scores, grads = fn(*args)
+            return scores.numpy()[:rows], grads.numpy()[:rows]
 
         return run
 
     def score_fn(self, score: str) -> ScoreFn:
         """The forward-only `ScoreFn` of `score`, for points whose gradient is not needed."""
         fn = self._scores[score]
-        return lambda inputs, baselines, alphas, targets: fn(
-            inputs, baselines, alphas, targets
-        ).numpy()
+
+        def run(inputs, baselines, alphas, targets):
+            rows, args = self._path_args(inputs, baselines, alphas, targets)
+            return fn(*args).numpy()[:rows]
+
+        return run

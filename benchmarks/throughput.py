@@ -1,0 +1,402 @@
+"""Throughput of the real job and of the bare model on this machine: `python -m benchmarks.throughput`.
+
+Measures, in one run and on the same CPU:
+
+* the job itself (`pipeline.run`, DirectRunner, the bundled EfficientNet-Lite0,
+  the sample photos, the default flags), with one worker and with
+  `--direct_num_workers` processes. Start-up (Beam, TensorFlow, loading the model)
+  is excluded by running a small and a large input set and dividing the
+  difference in images by the difference in time. During the one-worker runs
+  (in-process), the model's calls are timed and their points counted, which
+  splits the job's time into the model and everything else;
+* the bare model: forward passes, and forward+backward on a chunk of
+  `--path_batch_size` path points (what one full IG gradient call costs);
+* what a `MultiProcessShared` proxy (RunInference's `model_copies`) costs to move
+  one gradient call's arrays between processes.
+
+Then it projects a full ImageNet-A run on Dataflow from these numbers and the
+stated `ASSUMPTIONS`. Prints markdown tables; `--json FILE` also writes the
+numbers (docs/scale.md uses them). Nothing is asserted: a measurement, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+from unittest import mock
+
+import numpy as np
+import pandas as pd
+from apache_beam.utils import multi_process_shared
+
+from pipeline import run
+from transforms import images, sources
+from transforms.tf_model import Classifier, resolve_model
+
+__all__ = ["ASSUMPTIONS", "main", "projection"]
+
+#: What the projection assumes rather than measures (docs/scale.md explains each).
+#: Prices: Dataflow batch list prices in us-central1 as last published to us
+#: (2025); check https://cloud.google.com/dataflow/pricing before budgeting.
+ASSUMPTIONS: dict[str, Any] = {
+    "images": 7500,  # ImageNet-A, test split
+    "usd_per_vcpu_hour": 0.056,
+    "usd_per_gb_hour": 0.003557,
+    "usd_per_disk_gb_hour": 0.000054,
+    "usd_per_l4_hour": 0.56,
+    "disk_gb": 25,
+    # name, vCPUs, memory GB, workers, start-up minutes (boot, image pull, driver)
+    "cpu_workers": ("n2d-standard-4", 4, 16.0, 10, 6.0),
+    "gpu_workers": ("g2-standard-4", 4, 16.0, 2, 10.0),
+    # L4 forward+backward path points per second, fp32 (TF32 convolutions).
+    "l4_points_per_s": {"efficientnet_lite0": 1000.0, "inception_v1": 1000.0},
+    # One worker vCPU does the work of one vCPU of the measuring machine (an AMD EPYC;
+    # n2d workers are EPYCs too, and Dataflow bills every family at the same rates).
+    # The model's CPU time relative to the measured EfficientNet-Lite0 (FLOPs: 3.7x).
+    "cpu_model_cost_vs_lite0": {"efficientnet_lite0": 1.0, "inception_v1": 3.0},
+    # Host work per image on a GPU worker relative to the CPU job's non-model work
+    # (copying gradients from the GPU, launching kernels).
+    "gpu_host_overhead": 1.3,
+}
+
+
+def _table(title: str, header: list[str], rows: list[list[Any]]) -> str:
+    cells = [header] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+
+    def line(row: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([f"\n{title}\n", line(cells[0]), rule, *(line(r) for r in cells[1:])])
+
+
+class _ModelClock:
+    """Wall time and points spent inside `Classifier` calls, from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.totals = {"grad_s": 0.0, "grad_points": 0, "grad_calls": 0, "fwd_s": 0.0,
+                       "fwd_points": 0}  # fmt: skip
+
+    def _timed(self, kind: str, points: int, fn: Callable, *args: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            with self._lock:
+                self.totals[f"{kind}_s"] += time.perf_counter() - start
+                self.totals[f"{kind}_points"] += points
+                if kind == "grad":
+                    self.totals["grad_calls"] += 1
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_ModelClock]:
+        """Wraps the model's entry points (they still run) while the block runs."""
+        logits, grad_fn = Classifier.logits, Classifier.score_grad_fn
+        score_fn = getattr(Classifier, "score_fn", None)
+
+        def timed_logits(model, batch):
+            return self._timed("fwd", len(batch), logits, model, batch)
+
+        def timed_grad_fn(model, score):
+            fn = grad_fn(model, score)
+            return lambda *args: self._timed("grad", len(args[0]), fn, *args)
+
+        def timed_score_fn(model, score):
+            fn = score_fn(model, score)
+            return lambda *args: self._timed("fwd", len(args[0]), fn, *args)
+
+        patches = [mock.patch.object(Classifier, "logits", timed_logits),
+                   mock.patch.object(Classifier, "score_grad_fn", timed_grad_fn)]  # fmt: skip
+        if score_fn is not None:
+            patches.append(mock.patch.object(Classifier, "score_fn", timed_score_fn))
+        with contextlib.ExitStack() as stack:
+            for patch in patches:
+                stack.enter_context(patch)
+            yield self
+
+
+def _photo_folder(root: str, copies: int) -> int:
+    """`copies` copies of each sample photo, flat in `root`; returns the file count."""
+    os.makedirs(root, exist_ok=True)
+    count = 0
+    for k in range(copies):
+        for item in sources.sample_files():
+            shutil.copyfile(item.path, os.path.join(root, f"{k:03d}_{os.path.basename(item.path)}"))
+            count += 1
+    return count
+
+
+def _run_job(folder: str, output: str, model: str, extra: list[str]) -> tuple[float, dict, dict]:
+    argv = ["--runner", "DirectRunner", "--dataset", folder, "--model", model,
+            "--output", output, "--overwrite", *extra]  # fmt: skip
+    with _ModelClock().installed() as clock:
+        start = time.perf_counter()
+        manifest = run(argv, save_main_session=False)
+        seconds = time.perf_counter() - start
+    return seconds, manifest, clock.totals
+
+
+def _median_rate(fn: Callable[[], Any], items: int, repeats: int) -> float:
+    fn()  # warm-up: tracing and graph compilation
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return items / statistics.median(times)
+
+
+def _bare_model(model: str, path_batch_size: int, batch_size: int, repeats: int) -> dict:
+    spec = resolve_model(model)
+    classifier = Classifier(spec)
+    size = spec.image_size
+    photos = []
+    for item in sources.sample_files():
+        with open(item.path, "rb") as f:
+            pixels = images.decode_image(f.read(), max_side_hint=size)
+        photos.append(images.scale_to_range(images.resize_with_pad(pixels, size), spec.input_range))
+    photos = np.stack(photos).astype(np.float32)
+    batch = np.resize(photos, (batch_size, size, size, 3))
+    inputs = np.resize(photos, (path_batch_size, size, size, 3))
+    baselines = np.zeros_like(inputs)
+    alphas = np.linspace(0.0, 1.0, path_batch_size, dtype=np.float32)
+    targets = np.full(path_batch_size, spec.label_offset + 281, np.int64)
+    grad = classifier.score_grad_fn("raw")
+
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    grad(inputs, baselines, alphas, targets)  # the first call's peak: activations kept for backprop
+    rss_grad = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
+    return {
+        "forward_images_per_s": _median_rate(lambda: classifier.logits(batch), batch_size, repeats),
+        "grad_points_per_s": _median_rate(
+            lambda: grad(inputs, baselines, alphas, targets), path_batch_size, repeats
+        ),
+        "grad_call_peak_rss_mb": rss_grad / 1024.0,
+        "image_bytes": int(inputs[0].nbytes),
+    }
+
+
+class _Echo:
+    def call(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return a + b
+
+
+def _proxy_gb_per_s(shape: tuple[int, ...], repeats: int) -> float:
+    """GB/s through a MultiProcessShared proxy: two arrays in, one back (a gradient call)."""
+    shared = multi_process_shared.MultiProcessShared(
+        _Echo, tag=f"ig_audit_bench_{os.getpid()}", always_proxy=True
+    )
+    proxy = shared.acquire()
+    a = np.ones(shape, np.float32)
+    b = np.zeros(shape, np.float32)
+    try:
+        rate = _median_rate(lambda: proxy.call(a, b), 1, repeats)
+    finally:
+        shared.unsafe_hard_delete()
+    return rate * 3 * a.nbytes / 1e9
+
+
+def _row_stats(output: str) -> dict:
+    results = pd.read_parquet(os.path.join(output, "results"), columns=["evaluations", "steps"])
+    files = [
+        os.path.join(folder, name)
+        for folder, _, names in os.walk(os.path.join(output, "results"))
+        for name in names
+        if name.endswith(".parquet")
+    ]
+    return {
+        "evaluations_per_row": float(results.evaluations.mean()),
+        "evaluations_max": int(results.evaluations.max()),
+        "parquet_mb_per_row": sum(os.path.getsize(f) for f in files) / len(results) / 1e6,
+    }
+
+
+def projection(numbers: dict, assumptions: dict = ASSUMPTIONS) -> list[dict]:
+    """Time and cost of the whole dataset on Dataflow, CPU vs L4 workers.
+
+    Per image, the job's measured time splits into the model's calls (using all
+    of this machine's cores) and the rest (decoding, baselines, the IG sums in
+    NumPy, Parquet, Beam: one core). A CPU worker spends its vCPUs on both, the
+    model's part scaled by `cpu_model_cost_vs_lite0`; an L4 worker is limited by
+    the slower of the GPU (`l4_points_per_s`, at full and at half the assumed
+    rate) and its vCPUs doing the rest.
+    """
+    a = assumptions
+    per = numbers["per_image"]
+    cpus = numbers["machine"]["cpus"]
+    rows = []
+    for model in ("efficientnet_lite0", "inception_v1"):
+        gpu_points = a["l4_points_per_s"][model]
+        for kind, gpu_scale in (("cpu", None), ("gpu", 1.0), ("gpu", 0.5)):
+            machine, vcpus, memory, workers, startup_min = a[f"{kind}_workers"]
+            hourly = vcpus * a["usd_per_vcpu_hour"] + memory * a["usd_per_gb_hour"]
+            hourly += a["disk_gb"] * a["usd_per_disk_gb_hour"]
+            if kind == "cpu":
+                model_cpu_s = per["model_s"] * cpus * a["cpu_model_cost_vs_lite0"][model]
+                rate = vcpus / (model_cpu_s + per["other_s"])
+                name = f"{workers} x {machine}"
+            else:
+                points = per["grad_points"] + per["fwd_points"] / 3  # a forward is ~1/3 of fwd+bwd
+                gpu_rate = gpu_points * gpu_scale / points
+                rate = min(gpu_rate, vcpus / (per["other_s"] * a["gpu_host_overhead"]))
+                hourly += a["usd_per_l4_hour"]
+                name = f"{workers} x {machine} + L4 at {gpu_points * gpu_scale:.0f} points/s"
+            hours = startup_min / 60 + a["images"] / (workers * rate) / 3600
+            rows.append({"model": model, "workers": name, "images_per_s_per_worker": rate,
+                         "hours": hours, "usd": workers * hours * hourly,
+                         "usd_per_1000_images": 1000 / rate / 3600 * hourly})  # fmt: skip
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="efficientnet_lite0")
+    parser.add_argument("--copies", type=int, default=4,
+                        help="copies of the 8 sample photos in the large input set")  # fmt: skip
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2,
+                        help="--direct_num_workers of the multi-process run")  # fmt: skip
+    parser.add_argument("--path_batch_size", type=int, default=32)
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", default=None, help="also write the numbers here")
+    args = parser.parse_args(argv)
+    # Before TensorFlow is first imported, here and in the worker processes.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+    # The bare model first: its memory peak is measured before the jobs raise it.
+    bare = _bare_model(args.model, args.path_batch_size, args.batch_size, args.repeats)
+    work = tempfile.mkdtemp(prefix="ig_audit_bench_")
+    try:
+        small = _photo_folder(os.path.join(work, "small"), 1)
+        large = _photo_folder(os.path.join(work, "large"), args.copies)
+        out = os.path.join(work, "out")
+        # A first run pays one-off costs (imports, caches) that later runs do not.
+        _run_job(os.path.join(work, "small"), out, args.model, [])
+        t_small, _, m_small = _run_job(os.path.join(work, "small"), out, args.model, [])
+        t_large, manifest, m_large = _run_job(os.path.join(work, "large"), out, args.model, [])
+        rows = _row_stats(out)
+        t_multi, _, _ = _run_job(
+            os.path.join(work, "large"), out, args.model,
+            ["--direct_running_mode", "multi_processing",
+             "--direct_num_workers", str(args.workers)],
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    size = int(round((bare["image_bytes"] / 12) ** 0.5))
+    proxy = _proxy_gb_per_s((args.path_batch_size, size, size, 3), args.repeats)
+
+    extra = large - small
+
+    def marginal(key: str) -> float:
+        return (m_large[key] - m_small[key]) / extra
+
+    wall_s = (t_large - t_small) / extra
+    model_s = marginal("grad_s") + marginal("fwd_s")
+    per_image = {
+        "wall_s": wall_s,
+        "model_s": model_s,
+        "other_s": wall_s - model_s,
+        "grad_points": marginal("grad_points"),
+        "fwd_points": marginal("fwd_points"),
+    }
+    job_rate = 1 / wall_s
+    config = manifest["config"]
+    numbers: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "processor": platform.processor() or platform.machine()},
+        "flags": {"model": args.model, "steps": config["steps"], "method": config["method"],
+                  "tolerance": config["tolerance"], "max_steps": config["max_steps"],
+                  "batch_size": args.batch_size, "path_batch_size": config["path_batch_size"]},
+        "images": {"small": small, "large": large},
+        "job_images_per_s": job_rate,
+        "job_startup_s": t_small - small * wall_s,
+        "job_single_wall_images_per_s": large / t_large,
+        "job_multi_wall_images_per_s": large / t_multi,
+        "workers": args.workers,
+        "per_image": per_image,
+        "in_job_grad_points_per_s": m_large["grad_points"] / m_large["grad_s"],
+        "in_job_points_per_grad_call": m_large["grad_points"] / m_large["grad_calls"],
+        "proxy_gb_per_s": proxy,
+        "proxy_call_mb": 3 * args.path_batch_size * bare["image_bytes"] / 1e6,
+        **bare,
+        **rows,
+    }  # fmt: skip
+    numbers["projection"] = projection(numbers)
+
+    ref = job_rate
+    flags = numbers["flags"]
+    model_only = 1 / model_s
+    print(_table(
+        f"Throughput on this machine ({os.cpu_count()} CPUs), {args.model}, default flags "
+        f"(steps={flags['steps']} {flags['method']}, tolerance={flags['tolerance']}, "
+        f"path_batch_size={flags['path_batch_size']}); reference = the job, 1 worker",
+        ["measurement", "images/s", "ratio vs reference"],
+        [
+            ["job, 1 worker (start-up excluded)", f"{job_rate:.3f}", "1.00"],
+            [f"job, 1 worker, wall clock ({large} images)",
+             f"{numbers['job_single_wall_images_per_s']:.3f}",
+             f"{numbers['job_single_wall_images_per_s'] / ref:.2f}"],
+            [f"job, {args.workers} worker processes, wall clock ({large} images)",
+             f"{numbers['job_multi_wall_images_per_s']:.3f}",
+             f"{numbers['job_multi_wall_images_per_s'] / ref:.2f}"],
+            ["the job's model calls alone (time inside the model per image)",
+             f"{model_only:.3f}", f"{model_only / ref:.2f}"],
+            [f"bare model, fwd+bwd, {args.path_batch_size} points per call (points/s)",
+             f"{bare['grad_points_per_s']:.1f}", f"{bare['grad_points_per_s'] / ref:.0f}"],
+            ["in the job, fwd+bwd (points/s)", f"{numbers['in_job_grad_points_per_s']:.1f}",
+             f"{numbers['in_job_grad_points_per_s'] / ref:.0f}"],
+            [f"bare model, forward, batch {args.batch_size}",
+             f"{bare['forward_images_per_s']:.1f}", f"{bare['forward_images_per_s'] / ref:.0f}"],
+        ],
+    ))  # fmt: skip
+    print(_table(
+        "Per image (marginal, large minus small run) and other figures",
+        ["figure", "value"],
+        [
+            ["wall time per image, 1 worker", f"{wall_s:.2f} s"],
+            ["  inside the model (uses all cores)", f"{model_s:.2f} s ({model_s / wall_s:.0%})"],
+            ["  everything else (decode, baselines, IG sums, Parquet, Beam)",
+             f"{per_image['other_s']:.2f} s ({per_image['other_s'] / wall_s:.0%})"],
+            ["fwd+bwd path points per image", f"{per_image['grad_points']:.1f}"],
+            ["forward-only points per image", f"{per_image['fwd_points']:.1f}"],
+            ["gradient evaluations per row (mean / max, refinement included)",
+             f"{rows['evaluations_per_row']:.1f} / {rows['evaluations_max']}"],
+            ["path points per gradient call in the job (mean)",
+             f"{numbers['in_job_points_per_grad_call']:.1f}"],
+            ["job start-up (Beam, TensorFlow, model load)", f"{numbers['job_startup_s']:.1f} s"],
+            ["Parquet per row (float32 attributions, zstd)", f"{rows['parquet_mb_per_row']:.2f} MB"],
+            [f"peak RSS growth, first gradient call of {args.path_batch_size} points",
+             f"{bare['grad_call_peak_rss_mb']:.0f} MB"],
+            [f"MultiProcessShared proxy, one {numbers['proxy_call_mb']:.0f} MB gradient call",
+             f"{proxy:.2f} GB/s"],
+        ],
+    ))  # fmt: skip
+    print(_table(
+        f"Projection: ImageNet-A ({ASSUMPTIONS['images']} images) on Dataflow; GPU rates, "
+        "prices and start-up are assumptions (ASSUMPTIONS)",
+        ["model", "workers", "images/s per worker", "wall time", "cost", "cost per 1000 images"],
+        [[r["model"], r["workers"], f"{r['images_per_s_per_worker']:.2f}",
+          f"{r['hours'] * 60:.0f} min", f"${r['usd']:.2f}", f"${r['usd_per_1000_images']:.2f}"]
+         for r in numbers["projection"]],
+    ))  # fmt: skip
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(numbers, f, indent=2)
+    return numbers
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""Dataflow, offline: the GPU job a dry run builds, package staging, and the worker image.
+
+`--dry_run=True --no_auth` makes DataflowRunner build the whole job (pipeline proto,
+options, environment) without contacting Google Cloud. The job's Dataflow
+environment (worker pool, service options) is built from it offline the way
+Beam's own `apiclient_test.py` does. `inception_v1` resolves through a local
+TF Hub cache (`offline_hub`), so nothing here needs network.
+"""
+
+import ast
+import io
+import re
+import shutil
+import sys
+import tarfile
+from contextlib import redirect_stdout
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from apache_beam.portability.api import beam_runner_api_pb2
+from apache_beam.runners.dataflow.internal import apiclient
+from apache_beam.utils import proto_utils
+from packaging.specifiers import SpecifierSet
+
+from pipeline import run
+from pipeline.__main__ import main
+from pipeline.main import launch
+from transforms import sources
+from transforms.tf_model import HUB_ALIASES
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGE = "us-central1-docker.pkg.dev/my-project/ig-audit/worker:0.1.0"
+GPU = "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver;use_nvidia_mps"
+GCP = ["--runner", "DataflowRunner", "--project", "my-project", "--region", "us-central1",
+       "--temp_location", "gs://my-bucket/tmp", "--dry_run=True", "--no_auth"]  # fmt: skip
+# The L4 command of docs/dataflow.md, with the dry-run flags.
+GPU_JOB = [*GCP, "--sdk_container_image", IMAGE, "--machine_type", "g2-standard-4",
+           "--dataflow_service_options", GPU, "--number_of_worker_harness_threads", "2",
+           "--max_num_workers", "2",
+           "--dataset", "gs://my-bucket/imagenet-a", "--model", "inception_v1",
+           "--target", "label", "--output", "gs://my-bucket/audits/imagenet-a"]  # fmt: skip
+
+
+def _environment(dataflow_job):
+    """The Dataflow environment the runner would submit with the job (as in apiclient_test)."""
+    return apiclient.Environment(
+        packages=[],
+        options=dataflow_job.options,
+        environment_version="8",
+        proto_pipeline_staged_url="gs://my-bucket/staging/pipeline.pb",
+        proto_pipeline=dataflow_job.proto_pipeline,
+    ).proto
+
+
+def _docker_images(proto_pipeline) -> set[str]:
+    return {
+        proto_utils.parse_Bytes(env.payload, beam_runner_api_pb2.DockerPayload).container_image
+        for env in proto_pipeline.components.environments.values()
+    }
+
+
+def _staged(proto_pipeline) -> dict[str, str]:
+    """Staged name -> local file of every artifact the workers get."""
+    staged = {}
+    for env in proto_pipeline.components.environments.values():
+        for dep in env.dependencies:
+            name = proto_utils.parse_Bytes(
+                dep.role_payload, beam_runner_api_pb2.ArtifactStagingToRolePayload
+            ).staged_name
+            path = proto_utils.parse_Bytes(
+                dep.type_payload, beam_runner_api_pb2.ArtifactFilePayload
+            ).path
+            staged[name] = path
+    return staged
+
+
+def test_dry_run_builds_the_l4_gpu_job_for_a_gcs_image_folder(offline_hub):
+    job, result = launch(GPU_JOB)
+
+    # What the launcher resolved: the folder is left to the workers, the model is
+    # the seed's Inception V1 with its background class.
+    assert job.folder == "gs://my-bucket/imagenet-a" and job.tfds is None
+    assert (job.spec.kind, job.spec.location) == ("hub", HUB_ALIASES["inception_v1"])
+    assert (job.spec.num_outputs, job.spec.label_offset) == (1001, 1)
+
+    dataflow_job = result.job
+    assert dataflow_job.proto.type_ == apiclient.dataflow.JobType.JOB_TYPE_BATCH
+    names = {t.unique_name for t in dataflow_job.proto_pipeline.components.transforms.values()}
+    assert {
+        "ReadImages/MatchFiles",  # the folder is listed by a worker...
+        "ReadImages/ToFolderFiles",
+        "ReadImages/CountFiles",  # ...which fails the job when it holds no file,
+        "ReadImages/SpreadFiles",  # ...and the files are spread and read in parallel.
+        "ReadImages/ReadFiles",
+        "Preprocess",
+        "Attribute/BeamML_RunInference",
+        "SplitOutcomes",
+        "WriteResults/WriteResultsParquet",
+        "WriteErrors/WriteErrorsParquet",
+        "Manifest/WriteManifestJson",
+    } <= names
+    # No file list made on the launcher, no TFDS reader.
+    assert not any("ListFiles" in n or "ReadFromTFDS" in n for n in names)
+
+    environment = _environment(dataflow_job)
+    assert list(environment.service_options) == [GPU]
+    (pool,) = environment.worker_pools
+    assert pool.machine_type == "g2-standard-4"
+    assert pool.num_threads_per_worker == 2
+    assert pool.autoscaling_settings.max_num_workers == 2
+    # Every step runs in the custom GPU image, nothing else.
+    assert pool.worker_harness_container_image == IMAGE
+    assert [image.container_image for image in pool.sdk_harness_container_images] == [IMAGE]
+    assert _docker_images(dataflow_job.proto_pipeline) == {IMAGE}
+    # One SDK process per vCPU (the default, which MPS needs) was not turned off.
+    assert "no_use_multiple_sdk_containers" not in environment.experiments
+    assert "use_multiple_sdk_containers" in environment.experiments
+    # The image holds the package: no sdist staged. The run's flags travel with the job.
+    assert "workflow.tar.gz" not in _staged(dataflow_job.proto_pipeline)
+    options = environment.sdk_pipeline_options["options"]
+    assert (options["dataset"], options["model"], options["output"], options["target"]) == (
+        "gs://my-bucket/imagenet-a", "inception_v1", "gs://my-bucket/audits/imagenet-a", "label"
+    )  # fmt: skip
+
+
+def test_dry_run_returns_no_manifest_and_the_command_line_exits_cleanly(offline_hub):
+    assert run(GPU_JOB) is None
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(GPU_JOB) == 0
+    assert "did not run to completion here" in out.getvalue()
+
+
+def test_setup_file_stages_this_package_for_the_default_workers(offline_hub, tmp_path):
+    # A copy of the project, so building the sdist leaves the checkout untouched.
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("setup.py", "pyproject.toml"):
+        shutil.copy(ROOT / name, project / name)
+    for package in ("pipeline", "transforms"):
+        shutil.copytree(ROOT / package, project / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    _, result = launch([*GCP, "--setup_file", str(project / "setup.py"),
+                        "--dataset", "gs://my-bucket/imagenet-a", "--model", "inception_v1",
+                        "--output", "gs://my-bucket/audits/a"])  # fmt: skip
+
+    staged = _staged(result.job.proto_pipeline)
+    with tarfile.open(staged["workflow.tar.gz"]) as sdist:
+        files = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
+    assert {"setup.py", "pipeline/main.py", "transforms/attribution.py",
+            "transforms/sources.py", "transforms/tf_model.py"} <= files  # fmt: skip
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    beam = metadata.version("apache-beam")
+    assert _docker_images(result.job.proto_pipeline) == {
+        f"gcr.io/cloud-dataflow/v1beta3/beam_python{python}_sdk:{beam}"
+    }
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--output", "/tmp/out"], "--output '/tmp/out' is not a gs:// folder"),
+        (["--dataset", "/data/imagenet-a"], "is a local folder that Dataflow workers cannot"),
+        (["--dataset", "imagenet_a", "--data_dir", "/data/tfds"], "--data_dir '/data/tfds' is"),
+        (["--dataset", "imagenet_a"], "--dataset 'imagenet_a' on Dataflow needs --data_dir"),
+        (["--model", "/models/mine.keras"], "is a local path that Dataflow workers cannot"),
+    ],
+)
+def test_dataflow_refuses_paths_its_workers_cannot_read(flags, message):
+    args = [*GCP, "--dataset", "gs://b/images", "--model", "efficientnet_lite0",
+            "--output", "gs://b/out", *flags]  # fmt: skip
+    with pytest.raises(ValueError, match=re.escape(message)):
+        launch(args)
+
+
+def test_unprepared_tfds_dataset_is_not_prepared_by_a_dataflow_launcher(tmp_path):
+    with pytest.raises(ValueError, match=r"does not prepare datasets.*tfds build imagenet_a"):
+        sources.resolve_tfds("imagenet_a", "test", str(tmp_path), True, remote_workers=True)
+    assert not any(tmp_path.iterdir())  # nothing downloaded or written
+
+
+def _dockerfile_args(text: str) -> dict[str, str]:
+    return dict(re.findall(r"^ARG (\w+)=\"?([^\"\n]*)\"?$", text, flags=re.MULTILINE))
+
+
+def _setup_py() -> tuple[dict[str, SpecifierSet], SpecifierSet]:
+    """setup.py's requirements (name -> specifier) and python_requires, read statically."""
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    required = next(
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "REQUIRED"
+    )
+    specs = {}
+    for requirement in ast.literal_eval(required):
+        name, spec = re.match(r"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?(.*)", requirement).groups()
+        specs[name.lower()] = SpecifierSet(spec)
+    call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and n.keywords)
+    python = next(k.value.value for k in call.keywords if k.arg == "python_requires")
+    return specs, SpecifierSet(python)
+
+
+def test_dockerfile_matches_setup_py_and_the_launcher():
+    text = (ROOT / "Dockerfile").read_text()
+    args = _dockerfile_args(text)
+    required, python_requires = _setup_py()
+
+    # Dataflow runs the job in this image: Python and Beam must be the launcher's.
+    assert args["PYTHON_VERSION"] == f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert args["PYTHON_VERSION"] + ".0" in python_requires
+    assert args["BEAM_VERSION"] == metadata.version("apache-beam")
+    assert args["BEAM_VERSION"] in required["apache-beam"]
+    assert args["TF_VERSION"] == metadata.version("tensorflow")
+    assert args["TF_VERSION"] in required["tensorflow"]
+
+    assert "FROM apache/beam_python${PYTHON_VERSION}_sdk:${BEAM_VERSION} AS beam_sdk" in text
+    assert "COPY --from=beam_sdk /opt/apache/beam /opt/apache/beam" in text
+    assert 'ENTRYPOINT ["/opt/apache/beam/boot"]' in text
+    assert '"tensorflow[and-cuda]==${TF_VERSION}"' in text
+    assert '"apache-beam[gcp]==${BEAM_VERSION}"' in text
+    assert re.search(r"^RUN pip install \. ", text, flags=re.MULTILINE)
+    assert HUB_ALIASES["inception_v1"] in args["HUB_MODELS"].split()
+
+
+def test_dockerfile_copies_what_the_package_needs_and_dockerignore_lets_it_through():
+    text = (ROOT / "Dockerfile").read_text()
+    copied = {
+        source
+        for line in re.findall(r"^COPY (?!--from)(.+)$", text, flags=re.MULTILINE)
+        for source in line.split()[:-1]
+    }
+    assert copied == {"setup.py", "pyproject.toml", "pipeline", "transforms"}
+    assert all((ROOT / source).exists() for source in copied)
+    # setup.py's packages are exactly the copied folders.
+    assert re.search(r'include=\["pipeline", "pipeline\.\*", "transforms", "transforms\.\*"\]',
+                     (ROOT / "setup.py").read_text())  # fmt: skip
+    rules = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    # Everything is excluded first, then exactly what the image copies comes back.
+    assert rules[0] == "*"
+    included = {rule[1:].rstrip("/") for rule in rules if rule.startswith("!")}
+    assert included == copied
+
+
+def test_gpu_settings_xla_with_padded_calls_give_the_same_numbers_on_cpu(
+    quadratic_saved_model, quadratic_weights
+):
+    # On a GPU, XLA is on (--jit_compile auto) and calls are padded to powers of
+    # two so that XLA compiles few shapes; the same code runs on CPU here.
+    import numpy as np
+
+    from transforms.tf_model import Classifier, padded_batch, resolve_model
+
+    assert [padded_batch(n) for n in (1, 2, 3, 4, 5, 8, 9, 23, 32, 33)] == [
+        1, 2, 4, 4, 8, 8, 16, 32, 32, 64
+    ]  # fmt: skip
+    spec = resolve_model(quadratic_saved_model)
+    plain, xla = Classifier(spec, jit_compile=False), Classifier(spec, jit_compile=True)
+    assert xla.settings.jit_compile and not plain.settings.jit_compile
+    weights = quadratic_weights[:, :1000]
+    rng = np.random.default_rng(5)
+    for rows in (3, 5):  # run as 4 and 8 rows
+        inputs = rng.random((rows, 16, 16, 3), dtype=np.float32)
+        baselines = rng.random((rows, 16, 16, 3), dtype=np.float32)
+        alphas = rng.random(rows, dtype=np.float32)
+        targets = rng.integers(0, 1000, rows)
+        args = (inputs, baselines, alphas, targets)
+
+        scores, grads = xla.score_grad_fn("raw")(*args)
+        points = baselines + alphas[:, None, None, None] * (inputs - baselines)
+        flat = points.reshape(rows, -1)
+        expected = np.einsum("ni,in->n", flat * flat, weights[:, targets])
+        np.testing.assert_allclose(scores, expected, rtol=1e-4)
+        np.testing.assert_allclose(
+            grads, (2 * flat * weights[:, targets].T).reshape(points.shape), rtol=1e-4, atol=1e-6
+        )
+        for got, want in zip(xla.score_grad_fn("softmax")(*args),
+                             plain.score_grad_fn("softmax")(*args), strict=True):  # fmt: skip
+            assert got.shape == want.shape
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(xla.score_fn("raw")(*args), expected, rtol=1e-4)
+        np.testing.assert_allclose(xla.logits(inputs), plain.logits(inputs), rtol=1e-4, atol=1e-5)
+        assert xla.logits(inputs).shape == (rows, 1000)

@@ -1,0 +1,50 @@
+"""Local parallelism: the DirectRunner with several worker processes gives the same rows."""
+
+import numpy as np
+import pandas as pd
+
+from pipeline import run
+
+# Columns that must match exactly; float columns are compared to a tolerance.
+_EXACT = ["file_name", "label", "label_name", "predicted_class", "predicted_name",
+          "target_class", "target_name", "steps", "method", "evaluations", "within_tolerance"]  # fmt: skip
+_CLOSE = ["target_score", "baseline_score", "attribution_sum", "completeness_delta"]
+
+
+def _rows(output) -> pd.DataFrame:
+    results = pd.read_parquet(output / "results")
+    return results.sort_values(["image_id", "target_class"]).reset_index(drop=True)
+
+
+def test_multi_process_run_gives_the_same_rows_as_one_worker(
+    image_folder, quadratic_saved_model, tmp_path
+):
+    flags = ["--runner", "DirectRunner", "--dataset", image_folder["root"],
+             "--model", quadratic_saved_model, "--steps", "6", "--target", "top_k",
+             "--top_k", "2", "--batch_size", "2"]  # fmt: skip
+    one = run([*flags, "--output", str(tmp_path / "one"), "--direct_num_workers", "1"],
+              save_main_session=False)  # fmt: skip
+    two = run([*flags, "--output", str(tmp_path / "two"),
+               "--direct_running_mode", "multi_processing", "--direct_num_workers", "2"],
+              save_main_session=False)  # fmt: skip
+
+    assert two["counts"] == one["counts"] == {
+        "inputs": 5, "rows": 8, "errors": 1, "images_with_rows": 4, "images_with_errors": 1
+    }  # fmt: skip
+    assert two["all_inputs_accounted_for"]
+    a, b = _rows(tmp_path / "one"), _rows(tmp_path / "two")
+    two_per_image = [image_id for image_id in sorted(image_folder["pixels"]) for _ in range(2)]
+    assert b.image_id.tolist() == a.image_id.tolist() == two_per_image
+    pd.testing.assert_frame_equal(b[_EXACT], a[_EXACT])
+    np.testing.assert_allclose(b[_CLOSE].to_numpy(), a[_CLOSE].to_numpy(), rtol=1e-5, atol=1e-6)
+    for x, y in zip(a.itertuples(), b.itertuples(), strict=True):
+        assert list(y.top_k_classes) == list(x.top_k_classes)
+        np.testing.assert_allclose(y.top_k_probs, x.top_k_probs, rtol=1e-5)
+        assert list(y.attribution_shape) == list(x.attribution_shape)
+        np.testing.assert_allclose(y.attributions, x.attributions, rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(y.path_scores, x.path_scores, rtol=1e-5, atol=1e-7)
+
+    errors_one = pd.read_parquet(tmp_path / "one" / "errors")
+    errors_two = pd.read_parquet(tmp_path / "two" / "errors")
+    assert errors_two.to_dict("records") == errors_one.to_dict("records")
+    assert errors_one.image_id.tolist() == ["broken.jpg"]
