@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import logging
 import os
 import platform
@@ -19,6 +20,7 @@ from importlib import metadata
 from typing import Any
 
 import apache_beam as beam
+import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import (
@@ -35,7 +37,7 @@ from transforms import labels, sources
 from transforms.attribution import ERRORS_TAG, IGModelHandler, ImageOutcome, Preprocess
 from transforms.config import AttributionConfig
 from transforms.schema import results_schema
-from transforms.sinks import WriteErrors, WriteManifest, WriteResults, read_manifest
+from transforms.sinks import WriteErrors, WriteManifest, WriteResults, read_manifest, write_json
 from transforms.tf_model import BUNDLED_MODELS, HUB_ALIASES, ModelSpec, resolve_model
 
 __all__ = ["AuditJob", "build_pipeline", "launch", "prepare", "run"]
@@ -64,6 +66,8 @@ class AuditJob:
     batch_size: int
     jit_compile: bool | None
     start_time: str
+    done_before: frozenset[str] = frozenset()
+    results_prefix: str = "part"
 
     def manifest_base(self) -> dict[str, Any]:
         versions = {"python": platform.python_version()}
@@ -82,6 +86,13 @@ class AuditJob:
             "versions": versions,
             "start_time": self.start_time,
             "command": sys.argv,
+            "rows_per_image": (
+                min(self.config.top_k, self.spec.num_classes)
+                if self.config.target == "top_k"
+                else 1
+            ),
+            "resumed": bool(self.done_before),
+            "status": "running",
         }
 
 
@@ -132,6 +143,48 @@ def _prepare_output(output: str, overwrite: bool) -> None:
         FileSystems.delete([probe])
     except Exception as e:
         raise ValueError(f"--output {output!r} is not writable: {e}") from e
+
+
+# What must match for --resume to continue an earlier run: the same data, model
+# and attribution settings (the batch sizes change nothing in the rows).
+_RESUME_KEYS = ("dataset", "split")
+
+
+def _resume_state(job: AuditJob) -> tuple[frozenset[str], str]:
+    """Image ids with rows in an earlier run of the same configuration, and a new file prefix.
+
+    Raises:
+      ValueError: no earlier run, or one with other flags (mixing them would
+        make one table of incomparable rows).
+    """
+    output = job.output
+    try:
+        previous = read_manifest(output)
+    except Exception as e:  # noqa: BLE001 - missing or unreadable: nothing to resume
+        raise ValueError(
+            f"--resume: no earlier run in --output {output!r} (no manifest.json: {e})."
+        ) from e
+    mismatches = [key for key in _RESUME_KEYS if previous.get(key) != getattr(job, key)]
+    if previous.get("config") != json.loads(json.dumps(dataclasses.asdict(job.config))):
+        mismatches.append("attribution flags")
+    if previous.get("model", {}).get("identity") != job.spec.identity:
+        mismatches.append("model")
+    if mismatches:
+        raise ValueError(
+            f"--resume: the earlier run in {output!r} differs in {', '.join(mismatches)}; "
+            "resume with the same flags, or start over with --overwrite."
+        )
+    files = FileSystems.match([FileSystems.join(output, "results", "*.parquet")])[0].metadata_list
+    done = set()
+    for meta in files:
+        with FileSystems.open(meta.path) as f:
+            done.update(pq.read_table(f, columns=["image_id"]).column(0).to_pylist())
+    # Errors of the earlier run are retried, so their records are replaced.
+    stale = FileSystems.match([FileSystems.join(output, "errors", "*")])[0].metadata_list
+    if stale:
+        FileSystems.delete([m.path for m in stale])
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")
+    return frozenset(done), f"part-resume{stamp}"
 
 
 def _runner_name(options: PipelineOptions) -> str:
@@ -236,7 +289,8 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
         else:
             sources.check_folder_exists(dataset)
     elif os.path.isdir(dataset):
-        folder = dataset
+        # Absolute, so that the manifest finds the images again from anywhere.
+        folder = dataset = os.path.abspath(dataset)
         count = len(sources.list_image_folder(dataset))
         _LOG.info("%d files in %s; the pipeline lists and reads them again.", count, dataset)
     elif os.path.sep in dataset or os.path.exists(dataset):
@@ -259,9 +313,11 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
     )
     if config.top_k > spec.num_classes:
         raise ValueError(f"--top_k {config.top_k} exceeds the model's {spec.num_classes} classes.")
+    if audit.resume and audit.overwrite:
+        raise ValueError("--resume continues an earlier run and --overwrite replaces it: pick one.")
     if dry_run:
         _LOG.info("Dry run: not checking that --output %s is free and writable.", audit.output)
-    else:
+    elif not audit.resume:
         _prepare_output(audit.output, audit.overwrite)
     jit = {"auto": None, "on": True, "off": False}[audit.jit_compile]
     job = AuditJob(
@@ -277,6 +333,13 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
         jit_compile=jit,
         start_time=datetime.datetime.now(datetime.UTC).isoformat(),
     )
+    if audit.resume:
+        done, prefix = _resume_state(job)
+        job = dataclasses.replace(job, done_before=done, results_prefix=prefix)
+        _LOG.info("Resuming: %d images have rows already; they are skipped.", len(done))
+    if not dry_run:
+        # A manifest from the start: a run that dies leaves status "running".
+        write_json(FileSystems.join(job.output, "manifest.json"), job.manifest_base())
     return job, options
 
 
@@ -300,7 +363,10 @@ def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
         raw = p | "ReadImages" >> sources.ReadTfds(job.tfds)
     else:
         raw = p | "ReadImages" >> sources.ReadSample()
-    prepared = raw | "Preprocess" >> beam.ParDo(
+    done = job.done_before
+    skipped = raw | "DoneBefore" >> beam.Filter(lambda r: r.image_id in done)
+    todo = raw | "NotDoneBefore" >> beam.Filter(lambda r: r.image_id not in done)
+    prepared = todo | "Preprocess" >> beam.ParDo(
         Preprocess(job.spec.image_size, job.spec.input_range)
     ).with_outputs(ERRORS_TAG, main="images")
     handler = IGModelHandler(
@@ -313,11 +379,12 @@ def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
     )
     errors = (prepared[ERRORS_TAG], split[ERRORS_TAG]) | "AllErrors" >> beam.Flatten()
     _ = split.rows | "WriteResults" >> WriteResults(
-        job.output, results_schema(job.config.attribution_dtype)
+        job.output, results_schema(job.config.attribution_dtype), prefix=job.results_prefix
     )
     _ = errors | "WriteErrors" >> WriteErrors(job.output)
     counts = (
         raw | "CountInputs" >> beam.Map(lambda _: ("inputs", 1)),
+        skipped | "CountSkipped" >> beam.Map(lambda _: ("skipped_done_before", 1)),
         prepared[ERRORS_TAG]
         | "CountDecodeFailures" >> beam.Map(lambda _: ("images_with_errors", 1)),
         outcomes | "CountImages" >> beam.FlatMap(_images_with),
@@ -395,6 +462,6 @@ def run(
     if state is not None and state != PipelineState.DONE:
         raise RuntimeError(f"The job ended in state {state}; {job.output} is incomplete.")
     manifest = read_manifest(job.output)
-    if not manifest["all_inputs_accounted_for"]:
+    if not manifest["all_inputs_accounted_for"] or not manifest["rows_match_target_mode"]:
         raise RuntimeError(f"Not every input is accounted for: {manifest['counts']}.")
     return manifest

@@ -67,6 +67,12 @@ class AuditOptions(PipelineOptions):
             help="Replace the results of an earlier run in --output instead of refusing.",
         )
         add(
+            "--resume",
+            action="store_true",
+            help="Continue an earlier run with the same flags in --output: images whose rows "
+            "are there already are skipped; the others (errors included) are processed.",
+        )
+        add(
             "--steps",
             type=int,
             default=_DEFAULTS.steps,

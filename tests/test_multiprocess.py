@@ -29,7 +29,8 @@ def test_multi_process_run_gives_the_same_rows_as_one_worker(
               save_main_session=False)  # fmt: skip
 
     assert two["counts"] == one["counts"] == {
-        "inputs": 5, "rows": 8, "errors": 1, "images_with_rows": 4, "images_with_errors": 1
+        "inputs": 5, "rows": 8, "errors": 1, "images_with_rows": 4, "images_with_errors": 1,
+            "skipped_done_before": 0,
     }  # fmt: skip
     assert two["all_inputs_accounted_for"]
     a, b = _rows(tmp_path / "one"), _rows(tmp_path / "two")

@@ -38,7 +38,8 @@ def test_end_to_end_linear_model_gives_exact_attributions(image_folder, linear_k
     ]  # fmt: skip
     assert "broken image" in errors.error[0]
     assert manifest["counts"] == {"inputs": 5, "rows": 4, "errors": 1, "images_with_rows": 4,
-                                  "images_with_errors": 1}  # fmt: skip
+                                  "images_with_errors": 1, "skipped_done_before": 0}  # fmt: skip
+    assert manifest["status"] == "complete" and manifest["rows_match_target_mode"]
     assert manifest["all_inputs_accounted_for"]
     assert json.loads((tmp_path / "out" / "manifest.json").read_text()) == manifest
 

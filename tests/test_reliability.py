@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from pipeline import run
-from tests.conftest import SIZE
+from tests.conftest import SIZE, write_image
+from transforms.sinks import read_manifest
 
 
 def _save(path, img: Image.Image, fmt: str, **kwargs) -> None:
@@ -174,9 +175,69 @@ def test_a_failed_run_leaves_no_rows_and_a_rerun_completes(image_folder, linear_
     with pytest.raises(Exception, match="injected worker failure"):
         run(args, save_main_session=False)
     assert not list((tmp_path / "out").glob("results/part-*.parquet"))
-    assert not (tmp_path / "out" / "manifest.json").exists()
+    # The manifest written at the start says the run never completed.
+    assert read_manifest(str(tmp_path / "out"))["status"] == "running"
     monkeypatch.undo()
     manifest = run([*args, "--overwrite"], save_main_session=False)
     results = pd.read_parquet(tmp_path / "out" / "results")
     assert sorted(results.image_id) == sorted(image_folder["pixels"])
     assert manifest["all_inputs_accounted_for"]
+
+
+def test_resume_skips_images_with_rows_and_processes_the_rest(image_folder, linear_keras,
+                                                              tmp_path):  # fmt: skip
+    root = tmp_path / "growing"
+    rng = np.random.default_rng(11)
+    for name in ("a.png", "b.png"):
+        write_image(root / name, rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
+    args = ["--dataset", str(root), "--model", linear_keras, "--output", str(tmp_path / "out"),
+            "--steps", "2"]  # fmt: skip
+    run(args, save_main_session=False)
+    first = {f.name for f in (tmp_path / "out" / "results").glob("*.parquet")}
+    # More images arrive (or the first run died before them): resume does only those.
+    for name in ("c.png", "d.png"):
+        write_image(root / name, rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
+    (root / "broken.png").write_bytes(b"")
+    manifest = run([*args, "--resume"], save_main_session=False)
+    counts = manifest["counts"]
+    assert counts["skipped_done_before"] == 2 and counts["rows"] == 2 and counts["errors"] == 1
+    assert manifest["all_inputs_accounted_for"] and manifest["resumed"]
+    results = pd.read_parquet(tmp_path / "out" / "results")
+    assert sorted(results.image_id) == ["a.png", "b.png", "c.png", "d.png"]  # no duplicates
+    assert first <= {f.name for f in (tmp_path / "out" / "results").glob("*.parquet")}
+    errors = pd.read_parquet(tmp_path / "out" / "errors")
+    assert errors.image_id.tolist() == ["broken.png"]
+
+
+def test_resume_after_a_run_that_died(image_folder, linear_keras, tmp_path, monkeypatch):
+    from transforms.attribution import IGModelHandler
+
+    fault = _FailOnce(IGModelHandler.run_inference, times=1000)
+    monkeypatch.setattr(IGModelHandler, "run_inference", fault.method)
+    args = ["--dataset", image_folder["root"], "--model", linear_keras,
+            "--output", str(tmp_path / "out"), "--steps", "2"]  # fmt: skip
+    with pytest.raises(Exception, match="injected worker failure"):
+        run(args, save_main_session=False)
+    monkeypatch.undo()
+    manifest = run([*args, "--resume"], save_main_session=False)
+    assert manifest["counts"]["skipped_done_before"] == 0 and manifest["status"] == "complete"
+    assert sorted(pd.read_parquet(tmp_path / "out" / "results").image_id) == sorted(
+        image_folder["pixels"]
+    )
+
+
+@pytest.mark.parametrize(
+    "first, second, message",
+    [
+        ([], ["--steps", "3"], "differs in attribution flags"),
+        (None, [], "no earlier run in --output"),
+        ([], ["--overwrite"], "--resume continues an earlier run and --overwrite replaces it"),
+    ],
+)
+def test_resume_refuses_to_mix_runs(image_folder, linear_keras, tmp_path, first, second, message):
+    args = ["--dataset", image_folder["root"], "--model", linear_keras,
+            "--output", str(tmp_path / "out"), "--attributions", "none"]  # fmt: skip
+    if first is not None:
+        run([*args, "--steps", "2", *first], save_main_session=False)
+    with pytest.raises(ValueError, match=message):
+        run([*args, "--steps", "2", *second, "--resume"], save_main_session=False)

@@ -31,7 +31,14 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger(__name__)
-COUNT_KEYS = ("inputs", "images_with_rows", "images_with_errors", "rows", "errors")
+COUNT_KEYS = (
+    "inputs",
+    "skipped_done_before",
+    "images_with_rows",
+    "images_with_errors",
+    "rows",
+    "errors",
+)
 # Rows per Parquet row group: large enough for fast scans, small enough that
 # a worker holds a group of full attributions (about 0.6 MB each) in memory.
 ROWS_PER_GROUP = 64
@@ -105,12 +112,13 @@ class _GroupRows(beam.DoFn):
 
 
 class WriteResults(beam.PTransform):
-    """Result rows -> `<output>/results/part-*.parquet` (zstd, one schema)."""
+    """Result rows -> `<output>/results/<prefix>-*.parquet` (zstd, one schema)."""
 
-    def __init__(self, output: str, schema: pa.Schema):
+    def __init__(self, output: str, schema: pa.Schema, prefix: str = "part"):
         super().__init__()
         self._output = output
         self._schema = schema
+        self._prefix = prefix
 
     def expand(self, rows):
         schema = self._schema
@@ -121,7 +129,7 @@ class WriteResults(beam.PTransform):
             | "WriteResultsParquet"
             >> beam.io.Write(
                 _ResultsSink(
-                    FileSystems.join(self._output, "results", "part"),
+                    FileSystems.join(self._output, "results", self._prefix),
                     schema,
                     codec="zstd",
                     use_deprecated_int96_timestamps=False,
@@ -175,15 +183,21 @@ class _Manifest(beam.DoFn):
 
     def process(self, counts: dict[str, int]):
         counts = {key: int(counts.get(key, 0)) for key in COUNT_KEYS}
-        accounted = counts["images_with_rows"] + counts["images_with_errors"]
+        accounted = (
+            counts["images_with_rows"]
+            + counts["images_with_errors"]
+            + counts["skipped_done_before"]
+        )
         manifest = dict(self._base)
         manifest["counts"] = counts
         manifest["all_inputs_accounted_for"] = accounted == counts["inputs"]
+        # --target top_k writes k rows per image, the other targets one.
+        expected_rows = counts["images_with_rows"] * manifest.get("rows_per_image", 1)
+        manifest["rows_match_target_mode"] = counts["rows"] == expected_rows
+        manifest["status"] = "complete"
         manifest["end_time"] = datetime.datetime.now(datetime.UTC).isoformat()
-        if accounted != counts["inputs"]:
-            _LOG.error(
-                "%d inputs but %d accounted for in rows and errors.", counts["inputs"], accounted
-            )
+        if accounted != counts["inputs"] or counts["rows"] != expected_rows:
+            _LOG.error("Inputs not accounted for: %s (rows expected: %d).", counts, expected_rows)
         write_json(FileSystems.join(self._output, "manifest.json"), manifest)
         yield manifest
 
