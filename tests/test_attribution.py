@@ -169,3 +169,18 @@ def test_run_inference_with_the_handler_in_a_pipeline(linear_keras):
 def test_quadrature_rules_used_by_the_handler_are_the_ig_module_ones():
     alphas, _ = ig.quadrature("riemann_trapezoid", 3)
     assert alphas.tolist() == [0.0, 0.5, 1.0]
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_graph_integrand_equals_the_numpy_one(quadratic_saved_model, jit):
+    model = Classifier(resolve_model(quadratic_saved_model), jit_compile=jit)
+    x = RNG.uniform(0, 1, (5, SIZE, SIZE, 3)).astype(np.float32)
+    base = np.zeros_like(x)
+    args = (x, base, np.linspace(0.1, 1, 5).astype(np.float32), np.array([0, 3, 3, 7, 9]),
+            np.array([0.5, 1, 2, 0.25, 1], np.float32), np.array([1, 0, 1, 2, 2], np.int32), 3)  # fmt: skip
+    graph = model.integrand_fn("raw")(*args)
+    numpy = ig.integrand_from_gradients(model.score_grad_fn("raw"))(*args)
+    for a, b in zip(graph, numpy, strict=True):
+        np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64),
+                                   rtol=2e-5, atol=1e-6)  # fmt: skip
+    assert graph[3].shape == (3, SIZE, SIZE, 3)

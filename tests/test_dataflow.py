@@ -34,7 +34,7 @@ IMAGE = "us-central1-docker.pkg.dev/my-project/ig-audit/worker:0.1.0"
 GPU = "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver;use_nvidia_mps"
 GCP = ["--runner", "DataflowRunner", "--project", "my-project", "--region", "us-central1",
        "--temp_location", "gs://my-bucket/tmp", "--dry_run=True", "--no_auth"]  # fmt: skip
-# The L4 command of docs/dataflow.md, with the dry-run flags.
+# The L4 command of README.md ("GPU workers"), with the dry-run flags.
 GPU_JOB = [*GCP, "--sdk_container_image", IMAGE, "--machine_type", "g2-standard-4",
            "--dataflow_service_options", GPU, "--number_of_worker_harness_threads", "2",
            "--max_num_workers", "2",

@@ -272,6 +272,7 @@ class IGModelHandler(ModelHandler[ImageExample, ImageOutcome, Classifier]):
                 tolerance=cfg.tolerance,
                 max_steps=cfg.max_steps,
                 score_fn=model.score_fn(cfg.score),
+                integrand=model.integrand_fn(cfg.score),
             )
             sums = result.attributions.reshape(len(targets), -1).sum(axis=1, dtype=np.float64)
             delta, relative = ig.completeness(sums, target_scores, baseline_scores)

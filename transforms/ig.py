@@ -38,9 +38,11 @@ import numpy as np
 __all__ = [
     "METHODS",
     "IGResult",
+    "IntegrandFn",
     "ScoreFn",
     "ScoreGradFn",
     "completeness",
+    "integrand_from_gradients",
     "integrated_gradients",
     "panel_nodes",
     "quadrature",
@@ -74,6 +76,22 @@ Returns:
 
 ScoreFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 """``fn(inputs, baselines, alphas, targets) -> scores``: `ScoreGradFn` without gradients."""
+
+IntegrandFn = Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+"""``fn(inputs, baselines, alphas, targets, weights, segments, num_segments)
+-> (scores, derivatives, finite, sums)``: the IG integrand of N path points, reduced.
+
+With c_j = (inputs_j - baselines_j) * grad F(point_j), the integrand at point j:
+
+  scores: float [N], F(point_j).
+  derivatives: float [N], dF/da at the point = sum of c_j.
+  finite: bool [N], the score and c_j are finite.
+  sums: float32 [num_segments, *S], sum of weights_j * c_j over the points j of
+    each segment (segments: int32 [N] in [0, num_segments)).
+
+`integrand_from_gradients` builds one from any `ScoreGradFn` with NumPy; a
+framework can supply its own that does the arithmetic next to the gradients.
+"""
 
 # Nodes per panel in adaptive mode. Measured on the bundled model and real
 # photos (benchmarks/ig_accuracy.py): the integrand is rough near a = 0 (many
@@ -122,6 +140,29 @@ def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
     weights = np.full(n, 1.0 / n)
     offset = {"riemann_left": 0.0, "riemann_right": 1.0, "riemann_middle": 0.5}[method]
     return (np.arange(n) + offset) / n, weights
+
+
+def integrand_from_gradients(fn: ScoreGradFn) -> IntegrandFn:
+    """The `IntegrandFn` of a `ScoreGradFn`, computed with NumPy."""
+
+    def integrand(inputs, baselines, alphas, targets, weights, segments, num_segments):
+        scores, grads = fn(inputs, baselines, alphas, targets)
+        scores = np.asarray(scores, dtype=np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows are flagged
+            contribution = (inputs - baselines) * np.asarray(grads, dtype=np.float32)
+        flat = contribution.reshape(len(scores), -1)
+        derivatives = flat.sum(axis=1, dtype=np.float64)
+        finite = np.isfinite(scores) & np.isfinite(flat).all(axis=1)
+        weights = np.asarray(weights, np.float32).reshape((-1,) + (1,) * (contribution.ndim - 1))
+        segments = np.asarray(segments)
+        sums = np.zeros((num_segments, *contribution.shape[1:]), dtype=np.float32)
+        with np.errstate(invalid="ignore", over="ignore"):
+            contribution *= weights
+            for k in range(num_segments):  # few segments per chunk: one sum each
+                sums[k] = contribution[segments == k].sum(axis=0)
+        return scores, derivatives, finite, sums
+
+    return integrand
 
 
 def panel_nodes(method: str, steps: int) -> int:
@@ -183,8 +224,8 @@ class IGResult:
 class _Paths:
     """The (row, baseline) paths of a call and the evaluation of points on them."""
 
-    def __init__(self, fn, inputs, baselines, image_index, targets, path_batch_size):
-        self.fn = fn
+    def __init__(self, integrand, inputs, baselines, image_index, targets, path_batch_size):
+        self.integrand = integrand
         self.inputs = inputs
         self.baselines = baselines
         self.num_baselines = baselines.shape[1]
@@ -213,24 +254,16 @@ class _Paths:
             part = slice(start, min(start + self.chunk, n))
             p = path[part]
             x, x_ref = self.endpoints(p, alpha[part])
-            s, g = self.fn(x, x_ref, alpha[part].astype(np.float32), self.target[p])
-            s = np.asarray(s, dtype=np.float64)
-            g = np.asarray(g, dtype=np.float32)
-            with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows are flagged
-                contribution = (x - x_ref) * g
-            flat = contribution.reshape(len(p), -1)
+            # One sum per distinct slot of the chunk, added to its accumulator.
+            slots, segments = np.unique(slot[part], return_inverse=True)
+            s, d, ok, sums = self.integrand(
+                x, x_ref, alpha[part].astype(np.float32), self.target[p],
+                weight[part].astype(np.float32), segments.astype(np.int32), len(slots),
+            )  # fmt: skip
             scores[part] = s
-            derivs[part] = flat.sum(axis=1, dtype=np.float64)
-            ok = np.isfinite(s) & np.isfinite(flat).all(axis=1)
-            np.logical_and.at(self.finite, p, ok)
-            contribution *= weight[part].astype(np.float32).reshape((-1,) + (1,) * (g.ndim - 1))
-            # Points come in runs of one slot: sum each run, add run by run
-            # (two runs may share a slot, so no fancy-indexed +=).
-            slots = slot[part]
-            starts = np.concatenate([[0], np.flatnonzero(np.diff(slots)) + 1])
-            for target, total in zip(
-                slots[starts], np.add.reduceat(contribution, starts, axis=0), strict=True
-            ):
+            derivs[part] = d
+            np.logical_and.at(self.finite, p, np.asarray(ok, dtype=bool))
+            for target, total in zip(slots, np.asarray(sums), strict=True):
                 accumulators[target] += total
         return scores, derivs
 
@@ -261,6 +294,7 @@ def integrated_gradients(
     tolerance: float = 0.0,
     max_steps: int | None = None,
     score_fn: ScoreFn | None = None,
+    integrand: IntegrandFn | None = None,
 ) -> IGResult:
     """Integrated Gradients for R rows, fixed or adaptive.
 
@@ -280,6 +314,8 @@ def integrated_gradients(
       tolerance: relative completeness tolerance per path; 0 = fixed mode.
       max_steps: cap on gradient evaluations per path in adaptive mode.
       score_fn: forward-only scores for panel boundaries; defaults to `fn`.
+      integrand: the model's own `IntegrandFn` (same results as `fn`, faster);
+        defaults to `integrand_from_gradients(fn)`.
 
     Returns:
       An `IGResult`.
@@ -296,7 +332,8 @@ def integrated_gradients(
         )
     image_index = np.asarray(image_index, dtype=np.int64)
     targets = np.asarray(targets, dtype=np.int64)
-    paths = _Paths(fn, inputs, baselines, image_index, targets, path_batch_size)
+    integrand = integrand or integrand_from_gradients(fn)
+    paths = _Paths(integrand, inputs, baselines, image_index, targets, path_batch_size)
     adaptive = tolerance > 0 and target_scores is not None and baseline_scores is not None
     if adaptive:
         f_start = np.asarray(baseline_scores, np.float64).reshape(-1)

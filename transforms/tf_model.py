@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from transforms.ig import ScoreFn, ScoreGradFn
+from transforms.ig import IntegrandFn, ScoreFn, ScoreGradFn
 
 __all__ = [
     "BUNDLED_MODELS",
@@ -392,7 +392,39 @@ class Classifier:
 
             return score
 
+        integrand_spec = [
+            *path_spec,
+            tf.TensorSpec([None], tf.float32),
+            tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([], tf.int32),
+        ]
+
+        def make_integrand(softmax: bool):
+            @tf.function(input_signature=integrand_spec, jit_compile=jit)
+            def integrand(inputs, baselines, alphas, targets, weights, segments, num_segments):
+                delta = inputs - baselines
+                points = baselines + alphas[:, None, None, None] * delta
+                with tf.GradientTape() as tape:
+                    tape.watch(points)
+                    out = tf.cast(call(points), tf.float32)
+                    if softmax:
+                        out = tf.nn.softmax(out, axis=-1)
+                    scores = tf.gather(out, targets, axis=1, batch_dims=1)
+                contribution = delta * tape.gradient(scores, points)
+                finite = tf.math.is_finite(scores) & tf.reduce_all(
+                    tf.math.is_finite(contribution), axis=[1, 2, 3]
+                )
+                derivatives = tf.reduce_sum(contribution, axis=[1, 2, 3])
+                # Segment -1 (padding rows) is dropped by the segment sum.
+                sums = tf.math.unsorted_segment_sum(
+                    contribution * weights[:, None, None, None], segments, num_segments
+                )
+                return scores, derivatives, finite, sums
+
+            return integrand
+
         self._logits = logits
+        self._integrands = {"raw": make_integrand(False), "softmax": make_integrand(True)}
         self._grads = {"raw": make_grad(False), "softmax": make_grad(True)}
         self._scores = {"raw": make_score(False), "softmax": make_score(True)}
         # Compiled functions get few distinct shapes (see `padded_batch`).
@@ -420,6 +452,29 @@ class Classifier:
             rows, args = self._path_args(inputs, baselines, alphas, targets)
             scores, grads = fn(*args)
             return scores.numpy()[:rows], grads.numpy()[:rows]
+
+        return run
+
+    def integrand_fn(self, score: str) -> IntegrandFn:
+        """The `IntegrandFn` of `score`: the IG arithmetic done in the graph, next to the
+        gradients (multi-threaded, and only the per-segment sums leave TensorFlow)."""
+        fn = self._integrands[score]
+
+        def run(inputs, baselines, alphas, targets, weights, segments, num_segments):
+            rows, args = self._path_args(inputs, baselines, alphas, targets)
+            weights = np.asarray(weights, np.float32)
+            segments = np.asarray(segments, np.int32)
+            if len(args[0]) > rows:  # padded for XLA: padding rows weigh nothing
+                extra = len(args[0]) - rows
+                weights = np.concatenate([weights, np.zeros(extra, np.float32)])
+                segments = np.concatenate([segments, np.full(extra, -1, np.int32)])
+            scores, derivatives, finite, sums = fn(*args, weights, segments, np.int32(num_segments))
+            return (
+                scores.numpy()[:rows],
+                derivatives.numpy()[:rows],
+                finite.numpy()[:rows],
+                sums.numpy(),
+            )
 
         return run
 
