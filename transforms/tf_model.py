@@ -365,16 +365,19 @@ class Classifier:
             tf.TensorSpec([None], tf.int64),
         ]
 
+        def target_scores(points, targets, softmax: bool):
+            out = tf.cast(call(points), tf.float32)
+            if softmax:
+                out = tf.nn.softmax(out, axis=-1)
+            return tf.gather(out, targets, axis=1, batch_dims=1)
+
         def make_grad(softmax: bool):
             @tf.function(input_signature=path_spec, jit_compile=jit)
             def score_and_grad(inputs, baselines, alphas, targets):
                 points = baselines + alphas[:, None, None, None] * (inputs - baselines)
                 with tf.GradientTape() as tape:
                     tape.watch(points)
-                    out = tf.cast(call(points), tf.float32)
-                    if softmax:
-                        out = tf.nn.softmax(out, axis=-1)
-                    scores = tf.gather(out, targets, axis=1, batch_dims=1)
+                    scores = target_scores(points, targets, softmax)
                 # Rows are independent (inference mode), so the gradient of
                 # the sum is each row's own gradient.
                 return scores, tape.gradient(scores, points)
@@ -385,10 +388,7 @@ class Classifier:
             @tf.function(input_signature=path_spec, jit_compile=jit)
             def score(inputs, baselines, alphas, targets):
                 points = baselines + alphas[:, None, None, None] * (inputs - baselines)
-                out = tf.cast(call(points), tf.float32)
-                if softmax:
-                    out = tf.nn.softmax(out, axis=-1)
-                return tf.gather(out, targets, axis=1, batch_dims=1)
+                return target_scores(points, targets, softmax)
 
             return score
 
@@ -406,10 +406,7 @@ class Classifier:
                 points = baselines + alphas[:, None, None, None] * delta
                 with tf.GradientTape() as tape:
                     tape.watch(points)
-                    out = tf.cast(call(points), tf.float32)
-                    if softmax:
-                        out = tf.nn.softmax(out, axis=-1)
-                    scores = tf.gather(out, targets, axis=1, batch_dims=1)
+                    scores = target_scores(points, targets, softmax)
                 contribution = delta * tape.gradient(scores, points)
                 finite = tf.math.is_finite(scores) & tf.reduce_all(
                     tf.math.is_finite(contribution), axis=[1, 2, 3]
