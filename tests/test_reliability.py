@@ -164,8 +164,9 @@ def test_a_failed_bundle_is_retried_without_duplicates(image_folder, linear_kera
     assert manifest["counts"]["rows"] == 4 and manifest["all_inputs_accounted_for"]
 
 
-def test_a_failed_run_leaves_no_rows_and_a_rerun_completes(image_folder, linear_keras, tmp_path,
-                                                          monkeypatch):  # fmt: skip
+@pytest.fixture
+def died_run(image_folder, linear_keras, tmp_path, monkeypatch) -> list[str]:
+    """A run whose every model batch fails; returns its flags (output: tmp_path/out)."""
     from transforms.attribution import IGModelHandler
 
     fault = _FailOnce(IGModelHandler.run_inference, times=1000)
@@ -174,11 +175,15 @@ def test_a_failed_run_leaves_no_rows_and_a_rerun_completes(image_folder, linear_
             "--output", str(tmp_path / "out"), "--steps", "2"]  # fmt: skip
     with pytest.raises(Exception, match="injected worker failure"):
         run(args, save_main_session=False)
+    monkeypatch.undo()
+    return args
+
+
+def test_a_failed_run_leaves_no_rows_and_a_rerun_completes(died_run, image_folder, tmp_path):
     assert not list((tmp_path / "out").glob("results/part-*.parquet"))
     # The manifest written at the start says the run never completed.
     assert read_manifest(str(tmp_path / "out"))["status"] == "running"
-    monkeypatch.undo()
-    manifest = run([*args, "--overwrite"], save_main_session=False)
+    manifest = run([*died_run, "--overwrite"], save_main_session=False)
     results = pd.read_parquet(tmp_path / "out" / "results")
     assert sorted(results.image_id) == sorted(image_folder["pixels"])
     assert manifest["all_inputs_accounted_for"]
@@ -209,17 +214,8 @@ def test_resume_skips_images_with_rows_and_processes_the_rest(image_folder, line
     assert errors.image_id.tolist() == ["broken.png"]
 
 
-def test_resume_after_a_run_that_died(image_folder, linear_keras, tmp_path, monkeypatch):
-    from transforms.attribution import IGModelHandler
-
-    fault = _FailOnce(IGModelHandler.run_inference, times=1000)
-    monkeypatch.setattr(IGModelHandler, "run_inference", fault.method)
-    args = ["--dataset", image_folder["root"], "--model", linear_keras,
-            "--output", str(tmp_path / "out"), "--steps", "2"]  # fmt: skip
-    with pytest.raises(Exception, match="injected worker failure"):
-        run(args, save_main_session=False)
-    monkeypatch.undo()
-    manifest = run([*args, "--resume"], save_main_session=False)
+def test_resume_after_a_run_that_died(died_run, image_folder, tmp_path):
+    manifest = run([*died_run, "--resume"], save_main_session=False)
     assert manifest["counts"]["skipped_done_before"] == 0 and manifest["status"] == "complete"
     assert sorted(pd.read_parquet(tmp_path / "out" / "results").image_id) == sorted(
         image_folder["pixels"]
