@@ -44,15 +44,6 @@ def test_sample_is_real_photos_with_imagenet_labels():
     assert len(ids) == len(files) >= 6
 
 
-def test_read_image_files_transform(image_folder):
-    files = sources.list_image_folder(image_folder["root"])
-    with TestPipeline() as p:
-        raw = p | sources.ReadImageFiles(files)
-        ids = raw | beam.Map(lambda r: (r.image_id, r.label, len(r.data), r.error))
-        expected = [(f.image_id, f.label, len((open(f.path, "rb")).read()), None) for f in files]
-        assert_that(ids, equal_to(expected))
-
-
 @pytest.fixture(scope="module")
 def tiny_imagenet_a(tmp_path_factory):
     """The real `imagenet_a` TFDS builder, prepared offline from a tiny folder.

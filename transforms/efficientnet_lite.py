@@ -146,21 +146,13 @@ def _conv_weights(
     conv_key: str,
     bn_key: str,
     kernel_shape: tuple[int, ...],
+    depthwise: bool = False,
 ) -> list[np.ndarray]:
     kernel, bias = _fold_bn(state_dict, conv_key, bn_key, kernel_shape)
-    # torch (out, in, kh, kw) -> Keras Conv2D (kh, kw, in, out)
-    return [kernel.transpose(2, 3, 1, 0).astype(np.float32), bias.astype(np.float32)]
-
-
-def _depthwise_weights(
-    state_dict: Mapping[str, np.ndarray],
-    conv_key: str,
-    bn_key: str,
-    kernel_shape: tuple[int, ...],
-) -> list[np.ndarray]:
-    kernel, bias = _fold_bn(state_dict, conv_key, bn_key, kernel_shape)
-    # torch (channels, 1, kh, kw) -> Keras DepthwiseConv2D (kh, kw, channels, 1)
-    return [kernel.transpose(2, 3, 0, 1).astype(np.float32), bias.astype(np.float32)]
+    # torch Conv2d (out, in, kh, kw) -> Keras Conv2D (kh, kw, in, out);
+    # torch depthwise (channels, 1, kh, kw) -> Keras DepthwiseConv2D (kh, kw, channels, 1).
+    axes = (2, 3, 0, 1) if depthwise else (2, 3, 1, 0)
+    return [kernel.transpose(axes).astype(np.float32), bias.astype(np.float32)]
 
 
 def build_efficientnet_lite0(
@@ -258,11 +250,12 @@ def _folded_weights(
                 f"{key}._bn0",
                 (hidden, block.filters_in, 1, 1),
             )
-        weights[f"{prefix}_dwconv"] = _depthwise_weights(
+        weights[f"{prefix}_dwconv"] = _conv_weights(
             state_dict,
             f"{key}._depthwise_conv",
             f"{key}._bn1",
             (hidden, 1, block.kernel, block.kernel),
+            depthwise=True,
         )
         weights[f"{prefix}_project"] = _conv_weights(
             state_dict,

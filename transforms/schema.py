@@ -11,7 +11,6 @@ import pyarrow as pa
 __all__ = [
     "ERROR_SCHEMA",
     "METADATA_COLUMNS",
-    "errors_table",
     "results_schema",
     "rows_to_table",
 ]
@@ -95,8 +94,3 @@ def rows_to_table(rows: Sequence[dict[str, Any]], schema: pa.Schema) -> pa.Table
         else:
             columns.append(pa.array(values, type=field.type))
     return pa.Table.from_arrays(columns, schema=schema)
-
-
-def errors_table(records: Sequence[dict[str, Any]]) -> pa.Table:
-    """Error records (dicts with image_id, file_name, stage, error) -> a Table."""
-    return pa.Table.from_pylist(list(records), schema=ERROR_SCHEMA)

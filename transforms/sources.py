@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import os
 import posixpath
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -26,7 +26,6 @@ __all__ = [
     "SAMPLE_IMAGES",
     "FolderFile",
     "RawImage",
-    "ReadImageFiles",
     "ReadImageFolder",
     "ReadSample",
     "ReadTfds",
@@ -205,22 +204,6 @@ class _ReadFile(beam.DoFn):
             yield RawImage(item.image_id, name, item.label, error=f"cannot read file: {e}")
             return
         yield RawImage(item.image_id, name, item.label, data=data)
-
-
-class ReadImageFiles(beam.PTransform):
-    """Reads listed files in parallel: FolderFile list -> PCollection[RawImage]."""
-
-    def __init__(self, files: Sequence[FolderFile]):
-        super().__init__()
-        self._files = list(files)
-
-    def expand(self, pbegin):
-        return (
-            pbegin
-            | "ListFiles" >> beam.Create(self._files)
-            | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadFiles" >> beam.ParDo(_ReadFile())
-        )
 
 
 def _to_folder_files(meta: FileMetadata, prefix: str) -> Iterator[FolderFile]:
