@@ -62,6 +62,7 @@ CUBIC_FACTOR = {
     "riemann_middle": lambda n: 1 - 1 / (4 * n**2),
     "riemann_trapezoid": lambda n: 1 + 1 / (2 * (n - 1) ** 2),
     "gausslegendre": lambda n: 1.0,
+    "gausslobatto": lambda n: 1.5 if n == 2 else 1.0,  # n = 2 is the trapezoid rule
 }
 
 
@@ -239,6 +240,47 @@ def test_adaptive_mode_works_for_every_rule(method):
     result = adaptive(steep_fn, x, tolerance=1e-2, steps=8, max_steps=2048, method=method)
     _, rel = ig.completeness(result.attributions.sum(), np.tanh(40 * x).sum(), 0)
     assert rel <= 1e-2 and result.evaluations[0] > 8
+
+
+def recording(fn, seen):
+    def wrapped(inputs, baselines, alphas, targets):
+        seen.extend(zip(inputs[:, 0, 0, 0].tolist(), alphas.tolist(), strict=True))
+        return fn(inputs, baselines, alphas, targets)
+
+    return wrapped
+
+
+@pytest.mark.parametrize("method", ["riemann_trapezoid", "gausslobatto"])
+def test_bisection_reuses_every_node_of_nested_panels(method, monkeypatch):
+    # Trapezoid and Gauss-Lobatto panels keep their edges (and middle) as nodes
+    # of their halves: with nothing folded, no point is evaluated twice and F at
+    # the edges comes with the gradients (no forward passes).
+    monkeypatch.setattr(ig, "_ACTIVE_PANELS", 10_000)
+    x = np.random.default_rng(9).uniform(0.5, 1.0, size=(2, *SHAPE)).astype(np.float32)
+    seen = []
+    result = adaptive(recording(steep_fn, seen), x, tolerance=1e-4, steps=5, method=method)
+    assert len(seen) == len(set(seen)) == result.evaluations.sum()
+    assert result.forward_evaluations.tolist() == [0, 0]
+    assert result.evaluations.tolist() == [len(a) for a in result.path_alphas]
+    assert result.steps.tolist() == result.evaluations.tolist() and result.steps.min() > 10
+
+
+@pytest.mark.parametrize("method", ["riemann_trapezoid", "gausslobatto", "gausslegendre"])
+def test_folding_panels_away_does_not_change_the_result(method, monkeypatch):
+    # Memory is bounded by folding all but a few panels into one sum; a folded
+    # panel split later is taken out of the sum again. The result must be the
+    # one computed with every panel kept apart.
+    x = np.random.default_rng(10).uniform(0.5, 1.0, size=(2, *SHAPE)).astype(np.float32)
+    outs = []
+    for active in (10_000, 2, 1):
+        monkeypatch.setattr(ig, "_ACTIVE_PANELS", active)
+        outs.append(adaptive(steep_fn, x, tolerance=1e-4, steps=8, method=method))
+    for other in outs[1:]:
+        np.testing.assert_allclose(other.attributions, outs[0].attributions, rtol=1e-4, atol=1e-6)
+        assert (other.steps == outs[0].steps).all()
+    # Folding costs evaluations (nodes evaluated again), never accuracy.
+    assert (outs[2].evaluations >= outs[0].evaluations).all()
+    assert (outs[2].evaluations > outs[0].evaluations).any()
 
 
 def test_non_finite_gradients_are_flagged_per_row():

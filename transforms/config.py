@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from transforms.ig import METHODS
+from transforms.ig import METHODS, min_steps
 
 __all__ = [
     "ATTRIBUTION_DTYPES",
@@ -76,7 +76,7 @@ class AttributionConfig:
             _choice("baseline", baseline, BASELINES)
         if len(set(self.baselines)) != len(self.baselines):
             raise ValueError(f"--baseline lists a baseline twice: {','.join(self.baselines)}.")
-        minimum = 2 if self.method == "riemann_trapezoid" else 1
+        minimum = min_steps(self.method)
         if self.steps < minimum:
             raise ValueError(f"--steps must be >= {minimum} for {self.method}, got {self.steps}.")
         if self.top_k < 1:

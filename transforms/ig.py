@@ -44,12 +44,14 @@ __all__ = [
     "completeness",
     "integrand_from_gradients",
     "integrated_gradients",
+    "min_steps",
     "panel_nodes",
     "quadrature",
 ]
 
 METHODS: tuple[str, ...] = (
     "gausslegendre",
+    "gausslobatto",
     "riemann_trapezoid",
     "riemann_left",
     "riemann_right",
@@ -93,26 +95,48 @@ With c_j = (inputs_j - baselines_j) * grad F(point_j), the integrand at point j:
 framework can supply its own that does the arithmetic next to the gradients.
 """
 
-# Nodes per panel in adaptive mode. Measured on the bundled model and real
-# photos (benchmarks/ig_accuracy.py): the integrand is rough near a = 0 (many
-# ReLU6 kinks), so small two-node panels refined often beat fewer, larger,
-# higher-order ones.
-_PANEL_NODES = 2
+# Nodes per panel in adaptive mode. Two-node panels refined often beat fewer,
+# larger, higher-order ones (benchmarks/ig_accuracy.py): near a = 0 the
+# integrand of image classifiers has many ReLU6 kinks. Gauss-Lobatto panels
+# have three nodes (Simpson's rule), two of them the edges, shared with the
+# neighbours and reused when a panel is bisected.
+_PANEL_NODES = {"gausslobatto": 3}
 # Share of the initial panels graded geometrically towards a = 0.
 _GEOMETRIC_FRACTION = 0.75
-# Panels per path whose vectors are kept apart so that they can still be
+# Panels per path whose node vectors are kept so that they can still be
 # refined; the rest are folded into one sum. With the panels evaluated per
 # round, this bounds memory whatever the steps.
 _ACTIVE_PANELS = 8
 _PANELS_PER_ROUND = 8
+_TWO_NODE_MINIMUM = ("riemann_trapezoid", "gausslobatto")
 
 
 def _check_steps(method: str, steps: int) -> None:
     if method not in METHODS:
         raise ValueError(f"Unknown IG method {method!r}; choose one of {', '.join(METHODS)}.")
-    minimum = 2 if method == "riemann_trapezoid" else 1
+    minimum = min_steps(method)
     if not isinstance(steps, int | np.integer) or steps < minimum:
         raise ValueError(f"steps must be an integer >= {minimum} for {method}, got {steps!r}.")
+
+
+def min_steps(method: str) -> int:
+    """The fewest nodes of a rule: 2 where both ends are nodes, else 1."""
+    return 2 if method in _TWO_NODE_MINIMUM else 1
+
+
+def _gauss_lobatto(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """n-point Gauss-Lobatto rule on [-1, 1]: both ends and the roots of P'_{n-1}.
+
+    The interior nodes are the Gauss-Jacobi(1, 1) nodes, eigenvalues of their
+    Jacobi matrix (Golub-Welsch); w_i = 2 / (n (n-1) P_{n-1}(x_i)^2).
+    """
+    k = np.arange(1, n - 2, dtype=np.float64)
+    off = np.sqrt(k * (k + 2) / ((2 * k + 1) * (2 * k + 3)))
+    interior = np.linalg.eigvalsh(np.diag(off, 1) + np.diag(off, -1)) if n > 2 else []
+    nodes = np.concatenate([[-1.0], interior, [1.0]])
+    nodes = (nodes - nodes[::-1]) / 2.0  # exactly symmetric
+    legendre = np.polynomial.legendre.legval(nodes, [0.0] * (n - 1) + [1.0])
+    return nodes, 2.0 / (n * (n - 1) * legendre**2)
 
 
 def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -125,12 +149,14 @@ def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
     Returns:
       (alphas, weights): float64 [steps] each; alphas in [0, 1] ascending,
       weights sum to 1. The rules are exact for polynomials of degree
-      2*steps-1 (Gauss-Legendre), 1 (trapezoid, middle) and 0 (left, right).
+      2*steps-1 (Gauss-Legendre), 2*steps-3 (Gauss-Lobatto, whose first and
+      last nodes are 0 and 1), 1 (trapezoid, middle) and 0 (left, right).
     """
     _check_steps(method, steps)
     n = int(steps)
-    if method == "gausslegendre":
-        nodes, weights = np.polynomial.legendre.leggauss(n)
+    if method in ("gausslegendre", "gausslobatto"):
+        rule = np.polynomial.legendre.leggauss if method == "gausslegendre" else _gauss_lobatto
+        nodes, weights = rule(n)
         return (nodes + 1.0) / 2.0, weights / 2.0
     if method == "riemann_trapezoid":
         alphas = np.linspace(0.0, 1.0, n)
@@ -168,7 +194,7 @@ def integrand_from_gradients(fn: ScoreGradFn) -> IntegrandFn:
 def panel_nodes(method: str, steps: int) -> int:
     """Nodes per panel in adaptive mode (at most `steps`)."""
     _check_steps(method, steps)
-    return min(int(steps), _PANEL_NODES)
+    return min(int(steps), _PANEL_NODES.get(method, 2))
 
 
 def completeness(
@@ -404,100 +430,119 @@ def _initial_edges(count: int) -> np.ndarray:
 class _Panel:
     a: float
     b: float
+    nodes: tuple[float, ...]
     error: float  # quadrature estimate of int_a^b dF/da minus the exact F(b) - F(a)
-    slot: int = -1  # row of its vector in the store; -1 once folded into the sum
+    active: bool = True  # False once its weighted node vectors are folded into the sum
 
 
 class _Adaptive:
     """Composite rule on panels, bisecting the panels with the largest observed error.
 
-    Memory: each path keeps one folded sum plus the vectors of at most
-    `_ACTIVE_PANELS` (+ one round) panels, whatever the number of steps. A
-    folded panel that must be split after all is first subtracted from the sum
-    by evaluating its nodes again with negated weights (m extra evaluations).
+    Every node evaluated leaves its F(a) and dF/da (scalars, all kept) and its
+    vector c(a) = (x - x') * grad F (kept while an active panel uses it). A
+    bisected panel's nodes that are nodes of its halves too (the edges and the
+    middle of a Gauss-Lobatto or trapezoid panel) are reused, not evaluated again.
+
+    Memory: each path keeps one folded sum plus the node vectors of at most
+    `_ACTIVE_PANELS` panels (+ one round), whatever the number of steps. A
+    folded panel that must be split after all is taken out of the sum again,
+    its node vectors evaluated again where they were dropped.
     """
 
     def __init__(self, paths, method, steps, tolerance, max_steps, f_start, f_end, score_fn):
         self.paths = paths
-        self.m = panel_nodes(method, steps)
-        self.rule = quadrature(method, self.m)
+        self.t, self.w = quadrature(method, panel_nodes(method, steps))
+        shared = int(self.t[0] == 0.0 and self.t[-1] == 1.0)  # edges are nodes
         self.tolerance = tolerance
         self.max_steps = max(max_steps, steps)
         self.score_fn = score_fn
         self.difference = f_end - f_start
         n = paths.count
-        # Path p owns rows p * block ... of the store: its folded sum first, then
-        # K active panels and room for one round of new panels.
-        self.block = 1 + _ACTIVE_PANELS + _PANELS_PER_ROUND
-        self.store = np.zeros((n * self.block, *paths.inputs.shape[1:]), dtype=np.float32)
-        self.free = [list(range(p * self.block + 1, (p + 1) * self.block)) for p in range(n)]
-        self.panels: list[list[_Panel]] = [[] for _ in range(n)]
+        self.folded = np.zeros((n, *paths.inputs.shape[1:]), dtype=np.float32)
+        self.vectors_at: list[dict[float, np.ndarray]] = [{} for _ in range(n)]
+        self.derivative: list[dict[float, float]] = [{} for _ in range(n)]
         # F on the path wherever known: ends, panel edges, and every node evaluated.
         self.known: list[dict[float, float]] = [{0.0: f_start[p], 1.0: f_end[p]} for p in range(n)]
-        self.nodes = np.zeros(n, dtype=np.int64)
+        self.panels: list[list[_Panel]] = [[] for _ in range(n)]
         self.evaluations = np.zeros(n, dtype=np.int64)
         self.forward_evaluations = np.zeros(n, dtype=np.int64)
 
-        edges = _initial_edges(max(1, round(steps / self.m)))
+        count = max(1, (steps - shared) // (len(self.t) - shared))
+        edges = _initial_edges(count).tolist()
         spans = list(zip(edges[:-1], edges[1:], strict=True))
         for i in range(0, len(spans), _PANELS_PER_ROUND):
             group = spans[i : i + _PANELS_PER_ROUND]
-            self._evaluate([(p, a, b) for p in range(n) for a, b in group], [])
+            # The group's last edge is the next group's first node: kept.
+            self._evaluate([(p, a, b) for p in range(n) for a, b in group], [], keep=group[-1][1])
         self._refine()
+        self.nodes = np.array(
+            [len({x for q in panels for x in q.nodes}) for panels in self.panels], dtype=np.int64
+        )
 
-    def _nodes(self, a: float, b: float) -> np.ndarray:
-        alphas = a + (b - a) * self.rule[0]
-        # Exact ends, so that a node on a panel edge is found in `known`.
-        return np.where(self.rule[0] == 0.0, a, np.where(self.rule[0] == 1.0, b, alphas))
+    def _nodes(self, a: float, b: float) -> tuple[float, ...]:
+        # Exact ends, and the middle computed as `_refine` splits, so that a node
+        # shared with a neighbour or a half is found again.
+        return tuple(a if t == 0.0 else b if t == 1.0 else a + (b - a) * t for t in self.t.tolist())
 
-    def _evaluate(self, spans: list[tuple[int, float, float]], unfold: list[tuple[int, _Panel]]):
-        """New panels (path, a, b), and folded panels to subtract from their path's sum."""
+    def _contribution(self, path: int, q: _Panel) -> np.ndarray:
+        vectors = self.vectors_at[path]
+        total = np.zeros_like(self.folded[path])
+        for w, x in zip(self.w.tolist(), q.nodes, strict=True):
+            total += np.float32((q.b - q.a) * w) * vectors[x]
+        return total
+
+    def _evaluate(self, spans, unfold, keep: float | None = None) -> None:
+        """New panels (path, a, b), and folded panels (path, panel) to take out of the sum."""
         paths = self.paths
-        slots = [self.free[p].pop() for p, _, _ in spans]
-        self.store[slots] = 0.0
-        jobs = [(p, a, b, slot, 1.0) for (p, a, b), slot in zip(spans, slots, strict=True)]
-        jobs += [(p, q.a, q.b, p * self.block, -1.0) for p, q in unfold]
-        weights = self.rule[1]
-        path = np.repeat([job[0] for job in jobs], self.m)
-        alpha = np.concatenate([self._nodes(a, b) for _, a, b, _, _ in jobs])
-        weight = np.concatenate([sign * (b - a) * weights for _, a, b, _, sign in jobs])
-        slot = np.repeat([job[3] for job in jobs], self.m)
-        # Edges whose F is unknown and that are not nodes of this round need a forward pass.
-        nodes = set(zip(path.tolist(), alpha.tolist(), strict=True))
-        missing = sorted(
+        need = {(p, x) for p, a, b in spans for x in self._nodes(a, b)}
+        need |= {(p, x) for p, q in unfold for x in q.nodes}
+        missing = sorted((p, x) for p, x in need if x not in self.vectors_at[p])
+        # Edges that are not nodes (Gauss-Legendre panels) and whose F is unknown: forward passes.
+        edges = sorted(
             {(p, e) for p, a, b in spans for e in (a, b)
-             if e not in self.known[p] and (p, e) not in nodes}
+             if e not in self.known[p] and (p, e) not in need}
         )  # fmt: skip
-        if missing:
-            edge_path = np.array([p for p, _ in missing])
-            edge_alpha = np.array([e for _, e in missing])
-            found = paths.scores(self.score_fn, edge_path, edge_alpha)
-            for (p, e), s in zip(missing, found, strict=True):
+        if edges:
+            found = paths.scores(
+                self.score_fn, np.array([p for p, _ in edges]), np.array([e for _, e in edges])
+            )
+            for (p, e), s in zip(edges, found.tolist(), strict=True):
                 self.known[p][e] = s
                 self.forward_evaluations[p] += 1
-        scores, derivs = paths.gradients(path, alpha, weight, slot, self.store)
-        for p, a, s in zip(path.tolist(), alpha.tolist(), scores.tolist(), strict=True):
-            self.known[p][a] = s
-        for i, (p, a, b, slot_i, sign) in enumerate(jobs):
-            self.evaluations[p] += self.m
-            if sign < 0:
-                continue
-            part = slice(i * self.m, (i + 1) * self.m)
-            estimate = float(np.dot(weight[part], derivs[part]))
+        if missing:
+            path = np.array([p for p, _ in missing])
+            vectors = [np.zeros_like(self.folded[0]) for _ in missing]
+            scores, derivs = paths.gradients(
+                path, np.array([x for _, x in missing]), np.ones(len(missing)),
+                np.arange(len(missing)), vectors,
+            )  # fmt: skip
+            for (p, x), s, d, v in zip(missing, scores.tolist(), derivs.tolist(), vectors,
+                                       strict=True):  # fmt: skip
+                self.known[p][x], self.derivative[p][x], self.vectors_at[p][x] = s, d, v
+                self.evaluations[p] += 1
+        for p, q in unfold:
+            self.folded[p] -= self._contribution(p, q)
+        for p, a, b in spans:
+            nodes = self._nodes(a, b)
+            estimate = (b - a) * sum(
+                w * self.derivative[p][x] for w, x in zip(self.w.tolist(), nodes, strict=True)
+            )
             exact = self.known[p][b] - self.known[p][a]
-            self.panels[p].append(_Panel(a, b, estimate - exact, slot_i))
-            self.nodes[p] += self.m
-        for p in sorted({job[0] for job in jobs}):
-            self._fold(p)
+            self.panels[p].append(_Panel(a, b, nodes, estimate - exact))
+        for p in sorted({p for p, _, _ in spans} | {p for p, _ in unfold}):
+            self._fold(p, keep)
 
-    def _fold(self, path: int) -> None:
+    def _fold(self, path: int, keep: float | None) -> None:
         """Keeps the K active panels with the largest errors; folds the rest into the sum."""
-        active = [q for q in self.panels[path] if q.slot >= 0]
+        active = [q for q in self.panels[path] if q.active]
         surplus = max(0, len(active) - _ACTIVE_PANELS)
         for q in heapq.nsmallest(surplus, active, key=lambda q: abs(q.error)):
-            self.store[path * self.block] += self.store[q.slot]
-            self.free[path].append(q.slot)
-            q.slot = -1
+            self.folded[path] += self._contribution(path, q)
+            q.active = False
+        used = {x for q in self.panels[path] if q.active for x in q.nodes} | {keep}
+        vectors = self.vectors_at[path]
+        for x in [x for x in vectors if x not in used]:
+            del vectors[x]
 
     def _refine(self) -> None:
         while True:
@@ -510,19 +555,23 @@ class _Adaptive:
                     continue
                 worst_first = sorted(self.panels[p], key=lambda q: -abs(q.error))
                 budget = self.max_steps - self.evaluations[p]
+                planned: set[float] = set()
                 # The worst panel, and others nearly as bad, in one round.
                 for q in worst_first[: _PANELS_PER_ROUND // 2]:
-                    cost = 2 * self.m + (self.m if q.slot < 0 else 0)
-                    if abs(q.error) < abs(worst_first[0].error) / 4 or cost > budget:
+                    middle = q.a + (q.b - q.a) * 0.5
+                    if abs(q.error) < abs(worst_first[0].error) / 4 or not q.a < middle < q.b:
                         break
-                    budget -= cost
+                    new = set(self._nodes(q.a, middle) + self._nodes(middle, q.b))
+                    if not q.active:
+                        new |= set(q.nodes)
+                    new -= planned | self.vectors_at[p].keys()
+                    if len(new) > budget:
+                        break
+                    budget -= len(new)
+                    planned |= new
                     self.panels[p].remove(q)
-                    self.nodes[p] -= self.m
-                    if q.slot >= 0:
-                        self.free[p].append(q.slot)
-                    else:
+                    if not q.active:
                         unfold.append((p, q))
-                    middle = (q.a + q.b) / 2.0
                     spans += [(p, q.a, middle), (p, middle, q.b)]
             if not spans:
                 return
@@ -530,11 +579,11 @@ class _Adaptive:
 
     def vectors(self) -> np.ndarray:
         """float32 [paths, *S]: folded sums plus the active panels."""
-        out = self.store[:: self.block].copy()
+        out = self.folded.copy()
         for p, panels in enumerate(self.panels):
             for q in panels:
-                if q.slot >= 0:
-                    out[p] += self.store[q.slot]
+                if q.active:
+                    out[p] += self._contribution(p, q)
         return out
 
     def curve(self, path: int) -> tuple[np.ndarray, np.ndarray]:
