@@ -76,7 +76,9 @@ class AuditOptions(PipelineOptions):
             "--steps",
             type=int,
             default=_DEFAULTS.steps,
-            help="Points on the path: gradient evaluations per image, target and baseline.",
+            help="Points on the path: gradient evaluations per image, target and baseline "
+            "(with a --tolerance, the initial ones; refinement adds more). With --tolerance 0, "
+            "use 64 or more.",
         )
         add("--method", default=_DEFAULTS.method, help=f"One of {', '.join(METHODS)}.")
         add(

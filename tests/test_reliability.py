@@ -98,9 +98,10 @@ def test_nan_and_infinite_values_become_error_records(nan_model, tmp_path):
     with_zeros[:4] = 0  # sqrt has an infinite slope at 0
     Image.fromarray(with_zeros).save(root / "zeros.png")
     Image.new("RGB", (SIZE, SIZE), (255, 255, 255)).save(root / "white.png")
+    # Gauss-Legendre: no node at a = 0, where sqrt's slope is infinite for every image.
     manifest = run(
         ["--dataset", str(root), "--model", nan_model, "--output", str(tmp_path / "out"),
-         "--steps", "4"],
+         "--steps", "4", "--method", "gausslegendre"],
         save_main_session=False,
     )  # fmt: skip
     results = pd.read_parquet(tmp_path / "out" / "results")
@@ -115,6 +116,13 @@ def test_nan_and_infinite_values_become_error_records(nan_model, tmp_path):
     # No NaN hides in any numeric column.
     numeric = results.select_dtypes("number").drop(columns=["label"])
     assert np.isfinite(numeric.to_numpy(dtype=float)).all()
+    # The default rule takes the gradient at the black baseline too: every image
+    # fails there, each with a reason that says so.
+    run(["--dataset", str(root), "--model", nan_model, "--output", str(tmp_path / "default"),
+         "--steps", "4"], save_main_session=False)  # fmt: skip
+    errors = pd.read_parquet(tmp_path / "default" / "errors").set_index("image_id")
+    assert sorted(errors.index) == ["fine.png", "white.png", "zeros.png"]
+    assert "takes the gradient at the baseline itself" in errors.loc["fine.png", "error"]
 
 
 def test_same_inputs_and_flags_give_the_same_rows(image_folder, linear_keras, tmp_path):

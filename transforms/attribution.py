@@ -97,6 +97,15 @@ class Preprocess(beam.DoFn):
         )
 
 
+# Rules with a node at alpha = 0 take the gradient at the baseline itself, where
+# some models (sqrt, log of the input) have an infinite slope.
+_AT_BASELINE = {
+    method: f" ({method} takes the gradient at the baseline itself, alpha = 0; "
+    "--method gausslegendre has no node there)"
+    for method in ("riemann_trapezoid", "gausslobatto", "riemann_left")
+}
+
+
 def _name(names: Sequence[str] | None, index: int | None) -> str | None:
     if index is None:
         return None
@@ -281,7 +290,8 @@ class IGModelHandler(ModelHandler[ImageExample, ImageOutcome, Classifier]):
                 if not result.finite[r] or not np.isfinite(baseline_scores[r]):
                     errors[i].append(
                         error_record(ex.image_id, ex.file_name, "attribute",
-                                     f"NaN or infinite score or gradient for class {targets[r]}")
+                                     f"NaN or infinite score or gradient for class {targets[r]}"
+                                     + _AT_BASELINE.get(cfg.method, ""))
                     )  # fmt: skip
                     continue
                 rows_by_image[i].append(

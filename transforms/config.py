@@ -50,13 +50,16 @@ class AttributionConfig:
       store_path: keep F(alpha) at the path nodes per row.
     """
 
-    steps: int = 32
-    method: str = "gausslegendre"
+    # Defaults chosen by benchmarks/ig_accuracy.py: the adaptive trapezoid rule
+    # reaches the accuracy goal (median relative delta <= 0.5 %, p95 <= 2 %)
+    # with the fewest gradient evaluations on the bundled model and real photos.
+    steps: int = 12
+    method: str = "riemann_trapezoid"
     baselines: tuple[str, ...] = ("black",)
     target: str = "predicted"
     score: str = "raw"
     top_k: int = 5
-    tolerance: float = 0.01
+    tolerance: float = 0.007
     max_steps: int = 256
     path_batch_size: int = 32
     attributions: str = "full"
