@@ -20,6 +20,8 @@ from transforms.attribution import IGModelHandler, ImageExample
 from transforms.config import AttributionConfig
 from transforms.tf_model import resolve_model
 
+_D = AttributionConfig()
+
 
 def bare_throughput(model, images, batch, seconds=8.0) -> float:
     fn = model.score_grad_fn("raw")
@@ -40,7 +42,7 @@ def main():
     examples = [ImageExample(n, n, None, im) for n, im in zip(names, images, strict=True)]
     configs = {
         "fixed gausslegendre 64": AttributionConfig(steps=64, tolerance=0.0),
-        "defaults (adaptive, 32 initial, tol 1%)": AttributionConfig(),
+        f"defaults (adaptive {_D.method} from {_D.steps}, tol {_D.tolerance:g})": _D,
     }
     handler = IGModelHandler(spec, configs["fixed gausslegendre 64"], None, batch_size=8)
     model = handler.load_model()

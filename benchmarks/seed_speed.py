@@ -8,7 +8,7 @@ against the job, each as its own process, start-up included:
 
 1. the seed loop;
 2. the job at the same rule (riemann_trapezoid, 51 points, no refinement);
-3. the job at its defaults (adaptive Gauss-Legendre), same score.
+3. the job at its defaults (adaptive), same score.
 
     python -m benchmarks.seed_speed [--images 36]
 """
@@ -30,7 +30,10 @@ import tensorflow_hub as hub
 from PIL import Image
 
 from benchmarks.common import extra_photos, print_table
+from transforms.config import AttributionConfig
 from transforms.efficientnet_lite import load_efficientnet_lite0
+
+_DEFAULTS = AttributionConfig()
 
 
 def _make_images(folder: str, count: int) -> None:
@@ -147,7 +150,8 @@ def main(argv=None):
                 ),
                 51.0,
             ),  # fmt: skip
-            "job, defaults (adaptive gausslegendre)": (
+            f"job, defaults (adaptive {_DEFAULTS.method} from {_DEFAULTS.steps}, "
+            f"tol {_DEFAULTS.tolerance:g})": (
                 *_run_job(folder, model, os.path.join(tmp, "defaults")),
                 float("nan"),
             ),

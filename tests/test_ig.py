@@ -117,6 +117,7 @@ def test_chunks_bound_the_points_per_call():
     calls.clear()
     run("riemann_trapezoid", 20, [1, 2, 2], path_batch_size=8)
     assert max(calls) == 8 and sum(calls) == 60
+    assert len(calls) == 8 and min(calls) == 7  # evenly sized: no small, slow last call
 
 
 def test_several_baselines_are_averaged():

@@ -264,6 +264,14 @@ class _Paths:
         self.chunk = path_batch_size
         self.finite = np.ones(self.count, dtype=bool)
 
+    def parts(self, n: int) -> list[slice]:
+        """The fewest calls of at most `chunk` points for n points, evenly sized
+        (72 points at 32 per call: 24 + 24 + 24, not 32 + 32 + 8, whose last
+        call would run the model at a small, slow batch)."""
+        calls = -(-n // self.chunk)
+        edges = np.linspace(0, n, calls + 1).round().astype(int) if n else [0]
+        return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
     def endpoints(self, path: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.inputs[self.image[path]], self.baselines[self.image[path], self.base[path]]
 
@@ -276,8 +284,7 @@ class _Paths:
         n = len(path)
         scores = np.empty(n, dtype=np.float64)
         derivs = np.empty(n, dtype=np.float64)
-        for start in range(0, n, self.chunk):
-            part = slice(start, min(start + self.chunk, n))
+        for part in self.parts(n):
             p = path[part]
             x, x_ref = self.endpoints(p, alpha[part])
             # One sum per distinct slot of the chunk, added to its accumulator.
@@ -295,8 +302,7 @@ class _Paths:
 
     def scores(self, score_fn, path, alpha) -> np.ndarray:
         out = np.empty(len(path), dtype=np.float64)
-        for start in range(0, len(path), self.chunk):
-            part = slice(start, min(start + self.chunk, len(path)))
+        for part in self.parts(len(path)):
             x, x_ref = self.endpoints(path[part], alpha[part])
             out[part] = np.asarray(
                 score_fn(x, x_ref, alpha[part].astype(np.float32), self.target[path[part]]),
@@ -470,8 +476,9 @@ class _Adaptive:
         count = max(1, (steps - shared) // (len(self.t) - shared))
         edges = _initial_edges(count).tolist()
         spans = list(zip(edges[:-1], edges[1:], strict=True))
-        for i in range(0, len(spans), _PANELS_PER_ROUND):
-            group = spans[i : i + _PANELS_PER_ROUND]
+        group_size = _ACTIVE_PANELS + _PANELS_PER_ROUND  # what memory holds per path anyway
+        for i in range(0, len(spans), group_size):
+            group = spans[i : i + group_size]
             # The group's last edge is the next group's first node: kept.
             self._evaluate([(p, a, b) for p in range(n) for a, b in group], [], keep=group[-1][1])
         self._refine()
