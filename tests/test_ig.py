@@ -87,6 +87,11 @@ def test_completeness_converges_with_steps(method):
     assert fine_err < 2e-2
 
 
+def test_rules_with_a_node_at_the_baseline():
+    found = [m for m in ig.METHODS if ig.has_baseline_node(m)]
+    assert found == ["gausslobatto", "riemann_trapezoid", "riemann_left"]
+
+
 def test_gauss_legendre_is_spectrally_accurate_on_smooth_function():
     x, result = run("gausslegendre", 8, [2])
     np.testing.assert_allclose(result.attributions, np.sin(x), atol=1e-6)

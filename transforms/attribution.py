@@ -97,13 +97,13 @@ class Preprocess(beam.DoFn):
         )
 
 
-# Rules with a node at alpha = 0 take the gradient at the baseline itself, where
-# some models (sqrt, log of the input) have an infinite slope.
-_AT_BASELINE = {
-    method: f" ({method} takes the gradient at the baseline itself, alpha = 0; "
-    "--method gausslegendre has no node there)"
-    for method in ("riemann_trapezoid", "gausslobatto", "riemann_left")
-}
+def _baseline_node_hint(method: str) -> str:
+    """Why a row may fail with this rule: some models (sqrt, log of the input) have
+    an infinite slope at the baseline, where rules with a node at alpha = 0 look."""
+    if not ig.has_baseline_node(method):
+        return ""
+    return (f" ({method} takes the gradient at the baseline itself, alpha = 0; "
+            "--method gausslegendre has no node there)")  # fmt: skip
 
 
 def _name(names: Sequence[str] | None, index: int | None) -> str | None:
@@ -291,7 +291,7 @@ class IGModelHandler(ModelHandler[ImageExample, ImageOutcome, Classifier]):
                     errors[i].append(
                         error_record(ex.image_id, ex.file_name, "attribute",
                                      f"NaN or infinite score or gradient for class {targets[r]}"
-                                     + _AT_BASELINE.get(cfg.method, ""))
+                                     + _baseline_node_hint(cfg.method))
                     )  # fmt: skip
                     continue
                 rows_by_image[i].append(

@@ -42,6 +42,7 @@ __all__ = [
     "ScoreFn",
     "ScoreGradFn",
     "completeness",
+    "has_baseline_node",
     "integrand_from_gradients",
     "integrated_gradients",
     "min_steps",
@@ -122,6 +123,11 @@ def _check_steps(method: str, steps: int) -> None:
 def min_steps(method: str) -> int:
     """The fewest nodes of a rule: 2 where both ends are nodes, else 1."""
     return 2 if method in _TWO_NODE_MINIMUM else 1
+
+
+def has_baseline_node(method: str) -> bool:
+    """Whether the rule (fixed or on panels) takes the gradient at a = 0, the baseline."""
+    return bool(quadrature(method, min_steps(method))[0][0] == 0.0)
 
 
 def _gauss_lobatto(n: int) -> tuple[np.ndarray, np.ndarray]:
