@@ -174,10 +174,12 @@ def test_quadrature_rules_used_by_the_handler_are_the_ig_module_ones():
 @pytest.mark.parametrize("jit", [False, True])
 def test_graph_integrand_equals_the_numpy_one(quadratic_saved_model, jit):
     model = Classifier(resolve_model(quadratic_saved_model), jit_compile=jit)
-    x = RNG.uniform(0, 1, (5, SIZE, SIZE, 3)).astype(np.float32)
-    base = np.zeros_like(x)
-    args = (x, base, np.linspace(0.1, 1, 5).astype(np.float32), np.array([0, 3, 3, 7, 9]),
-            np.array([0.5, 1, 2, 0.25, 1], np.float32), np.array([1, 0, 1, 2, 2], np.int32), 3)  # fmt: skip
+    # 5 points on 3 paths (two share path 1), each path with its own baseline.
+    x = RNG.uniform(0, 1, (3, SIZE, SIZE, 3)).astype(np.float32)
+    base = RNG.uniform(0, 0.5, (3, SIZE, SIZE, 3)).astype(np.float32)
+    args = (x, base, np.array([0, 1, 1, 2, 0], np.int32), np.linspace(0.1, 1, 5).astype(np.float32),
+            np.array([0, 3, 3, 7, 9]), np.array([0.5, 1, 2, 0.25, 1], np.float32),
+            np.array([1, 0, 1, 2, 2], np.int32), 3)  # fmt: skip
     graph = model.integrand_fn("raw")(*args)
     numpy = ig.integrand_from_gradients(model.score_grad_fn("raw"))(*args)
     for a, b in zip(graph, numpy, strict=True):

@@ -81,10 +81,14 @@ ScoreFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 """``fn(inputs, baselines, alphas, targets) -> scores``: `ScoreGradFn` without gradients."""
 
 IntegrandFn = Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
-"""``fn(inputs, baselines, alphas, targets, weights, segments, num_segments)
+"""``fn(images, references, index, alphas, targets, weights, segments, num_segments)
 -> (scores, derivatives, finite, sums)``: the IG integrand of N path points, reduced.
 
-With c_j = (inputs_j - baselines_j) * grad F(point_j), the integrand at point j:
+The points lie on U paths: images, references: float32 [U, *S], the ends of
+each path; index: int32 [N] in [0, U), the path of each point, whose ends are
+gathered next to the model (N points of a few paths cost no N copies of
+their ends). With x_j, x'_j the ends of point j's path and
+c_j = (x_j - x'_j) * grad F(x'_j + alphas_j (x_j - x'_j)), the integrand at j:
 
   scores: float [N], F(point_j).
   derivatives: float [N], dF/da at the point = sum of c_j.
@@ -177,7 +181,8 @@ def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
 def integrand_from_gradients(fn: ScoreGradFn) -> IntegrandFn:
     """The `IntegrandFn` of a `ScoreGradFn`, computed with NumPy."""
 
-    def integrand(inputs, baselines, alphas, targets, weights, segments, num_segments):
+    def integrand(images, references, index, alphas, targets, weights, segments, num_segments):
+        inputs, baselines = images[index], references[index]
         scores, grads = fn(inputs, baselines, alphas, targets)
         scores = np.asarray(scores, dtype=np.float64)
         with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows are flagged
@@ -278,7 +283,8 @@ class _Paths:
         edges = np.linspace(0, n, calls + 1).round().astype(int) if n else [0]
         return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
-    def endpoints(self, path: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def endpoints(self, path: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ends (x, x') of paths: float32 [len(path), *S] each."""
         return self.inputs[self.image[path]], self.baselines[self.image[path], self.base[path]]
 
     def gradients(self, path, alpha, weight, slot, accumulators):
@@ -292,12 +298,15 @@ class _Paths:
         derivs = np.empty(n, dtype=np.float64)
         for part in self.parts(n):
             p = path[part]
-            x, x_ref = self.endpoints(p, alpha[part])
+            # Each path's ends once per call; the model gathers them per point.
+            ids, index = np.unique(p, return_inverse=True)
+            x, x_ref = self.endpoints(ids)
             # One sum per distinct slot of the chunk, added to its accumulator.
             slots, segments = np.unique(slot[part], return_inverse=True)
             s, d, ok, sums = self.integrand(
-                x, x_ref, alpha[part].astype(np.float32), self.target[p],
-                weight[part].astype(np.float32), segments.astype(np.int32), len(slots),
+                x, x_ref, index.astype(np.int32), alpha[part].astype(np.float32),
+                self.target[p], weight[part].astype(np.float32), segments.astype(np.int32),
+                len(slots),
             )  # fmt: skip
             scores[part] = s
             derivs[part] = d
@@ -309,7 +318,7 @@ class _Paths:
     def scores(self, score_fn, path, alpha) -> np.ndarray:
         out = np.empty(len(path), dtype=np.float64)
         for part in self.parts(len(path)):
-            x, x_ref = self.endpoints(path[part], alpha[part])
+            x, x_ref = self.endpoints(path[part])
             out[part] = np.asarray(
                 score_fn(x, x_ref, alpha[part].astype(np.float32), self.target[path[part]]),
                 dtype=np.float64,

@@ -393,7 +393,11 @@ class Classifier:
             return score
 
         integrand_spec = [
-            *path_spec,
+            image_spec,
+            image_spec,
+            tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([None], tf.float32),
+            tf.TensorSpec([None], tf.int64),
             tf.TensorSpec([None], tf.float32),
             tf.TensorSpec([None], tf.int32),
             tf.TensorSpec([], tf.int32),
@@ -401,9 +405,11 @@ class Classifier:
 
         def make_integrand(softmax: bool):
             @tf.function(input_signature=integrand_spec, jit_compile=jit)
-            def integrand(inputs, baselines, alphas, targets, weights, segments, num_segments):
-                delta = inputs - baselines
-                points = baselines + alphas[:, None, None, None] * delta
+            def integrand(
+                images, references, index, alphas, targets, weights, segments, num_segments
+            ):
+                delta = tf.gather(images - references, index)
+                points = tf.gather(references, index) + alphas[:, None, None, None] * delta
                 with tf.GradientTape() as tape:
                     tape.watch(points)
                     scores = target_scores(points, targets, softmax)
@@ -457,15 +463,21 @@ class Classifier:
         gradients (multi-threaded, and only the per-segment sums leave TensorFlow)."""
         fn = self._integrands[score]
 
-        def run(inputs, baselines, alphas, targets, weights, segments, num_segments):
-            rows, args = self._path_args(inputs, baselines, alphas, targets)
-            weights = np.asarray(weights, np.float32)
-            segments = np.asarray(segments, np.int32)
-            if len(args[0]) > rows:  # padded for XLA: padding rows weigh nothing
-                extra = len(args[0]) - rows
-                weights = np.concatenate([weights, np.zeros(extra, np.float32)])
-                segments = np.concatenate([segments, np.full(extra, -1, np.int32)])
-            scores, derivatives, finite, sums = fn(*args, weights, segments, np.int32(num_segments))
+        def run(images, references, index, alphas, targets, weights, segments, num_segments):
+            images = np.asarray(images, np.float32)
+            references = np.asarray(references, np.float32)
+            point_args = (np.asarray(index, np.int32), np.asarray(alphas, np.float32),
+                          np.asarray(targets, np.int64), np.asarray(weights, np.float32),
+                          np.asarray(segments, np.int32))  # fmt: skip
+            rows = len(point_args[0])
+            if self._pad:  # for XLA: padding points weigh nothing, in segment -1
+                images, references = _pad_rows(len(images), images, references)
+                index, alphas, targets, weights, segments = _pad_rows(rows, *point_args)
+                segments[rows:] = -1
+                point_args = (index, alphas, targets, weights, segments)
+            scores, derivatives, finite, sums = fn(
+                images, references, *point_args, np.int32(num_segments)
+            )
             return (
                 scores.numpy()[:rows],
                 derivatives.numpy()[:rows],
