@@ -166,6 +166,31 @@ def test_run_inference_with_the_handler_in_a_pipeline(linear_keras):
         assert_that(rows, equal_to([(f"img{i}", 1, True) for i in range(3)]))
 
 
+_BATCH_SIZES: list[int] = []
+
+
+class _RecordingHandler(IGModelHandler):
+    def run_inference(self, batch, model, inference_args=None):
+        _BATCH_SIZES.append(len(batch))
+        return super().run_inference(batch, model, inference_args)
+
+
+def test_run_inference_gets_full_batches_so_paths_of_several_images_share_calls(linear_keras):
+    # Beam's default batching starts at one element and grows with measured
+    # timings; for IG the handler asks for full batches (the engine batches the
+    # path points of all images of a batch together).
+    _BATCH_SIZES.clear()
+    handler = _RecordingHandler(resolve_model(linear_keras), AttributionConfig(steps=2), None,
+                                batch_size=4)  # fmt: skip
+    with TestPipeline() as p:
+        count = (
+            p | beam.Create(_examples(10)) | RunInference(handler) | beam.combiners.Count.Globally()
+        )
+        assert_that(count, equal_to([10]))
+    assert sum(_BATCH_SIZES) == 10
+    assert max(_BATCH_SIZES) == 4 and _BATCH_SIZES.count(4) >= 2, _BATCH_SIZES
+
+
 def test_quadrature_rules_used_by_the_handler_are_the_ig_module_ones():
     alphas, _ = ig.quadrature("riemann_trapezoid", 3)
     assert alphas.tolist() == [0.0, 0.5, 1.0]
