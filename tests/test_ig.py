@@ -261,7 +261,7 @@ def test_bisection_reuses_every_node_of_nested_panels(method, monkeypatch):
     # Trapezoid and Gauss-Lobatto panels keep their edges (and middle) as nodes
     # of their halves: with nothing folded, no point is evaluated twice and F at
     # the edges comes with the gradients (no forward passes).
-    monkeypatch.setattr(ig, "_ACTIVE_PANELS", 10_000)
+    monkeypatch.setattr(ig, "_active_panels", lambda paths, vector_bytes: 10_000)
     x = np.random.default_rng(9).uniform(0.5, 1.0, size=(2, *SHAPE)).astype(np.float32)
     seen = []
     result = adaptive(recording(steep_fn, seen), x, tolerance=1e-4, steps=5, method=method)
@@ -279,7 +279,7 @@ def test_folding_panels_away_does_not_change_the_result(method, monkeypatch):
     x = np.random.default_rng(10).uniform(0.5, 1.0, size=(2, *SHAPE)).astype(np.float32)
     outs = []
     for active in (10_000, 2, 1):
-        monkeypatch.setattr(ig, "_ACTIVE_PANELS", active)
+        monkeypatch.setattr(ig, "_active_panels", lambda paths, vector_bytes, k=active: k)
         outs.append(adaptive(steep_fn, x, tolerance=1e-4, steps=8, method=method))
     for other in outs[1:]:
         np.testing.assert_allclose(other.attributions, outs[0].attributions, rtol=1e-4, atol=1e-6)
@@ -287,6 +287,15 @@ def test_folding_panels_away_does_not_change_the_result(method, monkeypatch):
     # Folding costs evaluations (nodes evaluated again), never accuracy.
     assert (outs[2].evaluations >= outs[0].evaluations).all()
     assert (outs[2].evaluations > outs[0].evaluations).any()
+
+
+def test_kept_panels_fit_the_node_vector_budget():
+    vector = 224 * 224 * 3 * 4  # one float32 224x224 RGB vector: 602112 bytes
+    assert ig._NODE_VECTOR_BYTES == 256 * 2**20
+    assert ig._active_panels(8, vector) == 32  # a batch of 8 images: 55 fit, capped at 32
+    assert ig._active_panels(20, vector) == 22  # 268435456 // (20 * 602112) = 22
+    assert ig._active_panels(80, vector) == 8  # top_k 5 x 2 baselines x 8: the floor
+    assert ig._active_panels(1, 512 * 512 * 3 * 4) == 32
 
 
 def test_non_finite_gradients_are_flagged_per_row():

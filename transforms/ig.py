@@ -109,9 +109,15 @@ _PANEL_NODES = {"gausslobatto": 3}
 # Share of the initial panels graded geometrically towards a = 0.
 _GEOMETRIC_FRACTION = 0.75
 # Panels per path whose node vectors are kept so that they can still be
-# refined; the rest are folded into one sum. With the panels evaluated per
-# round, this bounds memory whatever the steps.
-_ACTIVE_PANELS = 8
+# refined; the rest are folded into one sum (a folded panel split later costs
+# its nodes again). With the panels evaluated per round, this bounds memory
+# whatever the steps: as many panels as the paths of a call fit in
+# _NODE_VECTOR_BYTES, between 8 and 32 per path. At 32, refinement on real
+# photos (benchmarks/ig_accuracy.py) evaluates no node twice; at 8 it spent
+# 15-20 % more evaluations on nodes evaluated again.
+_NODE_VECTOR_BYTES = 256 << 20
+_MIN_ACTIVE_PANELS = 8
+_MAX_ACTIVE_PANELS = 32
 _PANELS_PER_ROUND = 8
 _TWO_NODE_MINIMUM = ("riemann_trapezoid", "gausslobatto")
 
@@ -200,6 +206,12 @@ def integrand_from_gradients(fn: ScoreGradFn) -> IntegrandFn:
         return scores, derivatives, finite, sums
 
     return integrand
+
+
+def _active_panels(paths: int, vector_bytes: int) -> int:
+    """Panels per path kept unfolded: their node vectors fit in `_NODE_VECTOR_BYTES`."""
+    fit = _NODE_VECTOR_BYTES // max(1, paths * vector_bytes)
+    return int(min(_MAX_ACTIVE_PANELS, max(_MIN_ACTIVE_PANELS, fit)))
 
 
 def panel_nodes(method: str, steps: int) -> int:
@@ -465,7 +477,8 @@ class _Adaptive:
     middle of a Gauss-Lobatto or trapezoid panel) are reused, not evaluated again.
 
     Memory: each path keeps one folded sum plus the node vectors of at most
-    `_ACTIVE_PANELS` panels (+ one round), whatever the number of steps. A
+    K panels (+ one round), whatever the number of steps; K (8 to 32) is set by
+    `_active_panels` from the number of paths and the size of a vector. A
     folded panel that must be split after all is taken out of the sum again,
     its node vectors evaluated again where they were dropped.
     """
@@ -480,6 +493,7 @@ class _Adaptive:
         self.difference = f_end - f_start
         n = paths.count
         self.folded = np.zeros((n, *paths.inputs.shape[1:]), dtype=np.float32)
+        self.active_panels = _active_panels(n, self.folded[0].nbytes)
         self.vectors_at: list[dict[float, np.ndarray]] = [{} for _ in range(n)]
         self.derivative: list[dict[float, float]] = [{} for _ in range(n)]
         # F on the path wherever known: ends, panel edges, and every node evaluated.
@@ -491,7 +505,7 @@ class _Adaptive:
         count = max(1, (steps - shared) // (len(self.t) - shared))
         edges = _initial_edges(count).tolist()
         spans = list(zip(edges[:-1], edges[1:], strict=True))
-        group_size = _ACTIVE_PANELS + _PANELS_PER_ROUND  # what memory holds per path anyway
+        group_size = self.active_panels + _PANELS_PER_ROUND  # what memory holds per path anyway
         for i in range(0, len(spans), group_size):
             group = spans[i : i + group_size]
             # The group's last edge is the next group's first node: kept.
@@ -557,7 +571,7 @@ class _Adaptive:
     def _fold(self, path: int, keep: float | None) -> None:
         """Keeps the K active panels with the largest errors; folds the rest into the sum."""
         active = [q for q in self.panels[path] if q.active]
-        surplus = max(0, len(active) - _ACTIVE_PANELS)
+        surplus = max(0, len(active) - self.active_panels)
         for q in heapq.nsmallest(surplus, active, key=lambda q: abs(q.error)):
             self.folded[path] += self._contribution(path, q)
             q.active = False
