@@ -289,13 +289,22 @@ def test_folding_panels_away_does_not_change_the_result(method, monkeypatch):
     assert (outs[2].evaluations > outs[0].evaluations).any()
 
 
-def test_kept_panels_fit_the_node_vector_budget():
+def test_kept_panels_fit_the_node_vector_budget(monkeypatch):
     vector = 224 * 224 * 3 * 4  # one float32 224x224 RGB vector: 602112 bytes
     assert ig._NODE_VECTOR_BYTES == 256 * 2**20
     assert ig._active_panels(8, vector) == 32  # a batch of 8 images: 55 fit, capped at 32
     assert ig._active_panels(20, vector) == 22  # 268435456 // (20 * 602112) = 22
+    assert ig._active_panels(8, 2 * vector) == 27  # two vectors per panel (Gauss-Lobatto)
     assert ig._active_panels(80, vector) == 8  # top_k 5 x 2 baselines x 8: the floor
-    assert ig._active_panels(1, 512 * 512 * 3 * 4) == 32
+    # The engine passes the bytes of a panel's own nodes: one vector for
+    # trapezoid panels (edges shared), two for Gauss-Lobatto (middle + edge).
+    seen = []
+    real = ig._active_panels
+    monkeypatch.setattr(ig, "_active_panels", lambda n, b: seen.append((n, b)) or real(n, b))
+    x = np.random.default_rng(3).uniform(0.5, 1.0, size=(2, *SHAPE)).astype(np.float32)
+    for method in ("riemann_trapezoid", "gausslobatto"):
+        adaptive(steep_fn, x, tolerance=1e-2, steps=5, method=method)
+    assert seen == [(2, x[0].nbytes), (2, 2 * x[0].nbytes)]
 
 
 def test_non_finite_gradients_are_flagged_per_row():

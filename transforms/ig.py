@@ -111,10 +111,10 @@ _GEOMETRIC_FRACTION = 0.75
 # Panels per path whose node vectors are kept so that they can still be
 # refined; the rest are folded into one sum (a folded panel split later costs
 # its nodes again). With the panels evaluated per round, this bounds memory
-# whatever the steps: as many panels as the paths of a call fit in
-# _NODE_VECTOR_BYTES, between 8 and 32 per path. At 32, refinement on real
-# photos (benchmarks/ig_accuracy.py) evaluates no node twice; at 8 it spent
-# 15-20 % more evaluations on nodes evaluated again.
+# whatever the steps: as many panels as the node vectors of all paths of a
+# call fit in _NODE_VECTOR_BYTES, between 8 and 32 per path. At 32, adaptive
+# trapezoid panels on 36 real photos (logit and softmax scores) evaluated no
+# node twice; at 8 they spent 15-20 % more evaluations on nodes evaluated again.
 _NODE_VECTOR_BYTES = 256 << 20
 _MIN_ACTIVE_PANELS = 8
 _MAX_ACTIVE_PANELS = 32
@@ -208,9 +208,10 @@ def integrand_from_gradients(fn: ScoreGradFn) -> IntegrandFn:
     return integrand
 
 
-def _active_panels(paths: int, vector_bytes: int) -> int:
-    """Panels per path kept unfolded: their node vectors fit in `_NODE_VECTOR_BYTES`."""
-    fit = _NODE_VECTOR_BYTES // max(1, paths * vector_bytes)
+def _active_panels(paths: int, panel_bytes: int) -> int:
+    """Panels per path kept unfolded, so that their node vectors (`panel_bytes` per
+    panel, its nodes but a shared edge) fit in `_NODE_VECTOR_BYTES`."""
+    fit = _NODE_VECTOR_BYTES // max(1, paths * panel_bytes)
     return int(min(_MAX_ACTIVE_PANELS, max(_MIN_ACTIVE_PANELS, fit)))
 
 
@@ -493,7 +494,7 @@ class _Adaptive:
         self.difference = f_end - f_start
         n = paths.count
         self.folded = np.zeros((n, *paths.inputs.shape[1:]), dtype=np.float32)
-        self.active_panels = _active_panels(n, self.folded[0].nbytes)
+        self.active_panels = _active_panels(n, self.folded[0].nbytes * (len(self.t) - shared))
         self.vectors_at: list[dict[float, np.ndarray]] = [{} for _ in range(n)]
         self.derivative: list[dict[float, float]] = [{} for _ in range(n)]
         # F on the path wherever known: ends, panel edges, and every node evaluated.
