@@ -8,7 +8,7 @@ is the plain Gauss-Legendre rule at 64 nodes (what Captum's default does).
 The adaptive rows compare every rule's composite form at the same tolerance;
 the cheapest one meeting the goal (median <= 0.5 %, p95 <= 2 %) is the default.
 
-    python -m benchmarks.ig_accuracy [--photos 16] [--quick]
+    python -m benchmarks.ig_accuracy [--photos 16] [--quick] [--nets both|pretrained|random]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import argparse
 import tempfile
 import time
 
+import keras
 import numpy as np
 
 from benchmarks.common import extra_photos, load_classifier, load_photos, print_table
@@ -80,13 +81,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--photos", type=int, default=16)
     parser.add_argument("--quick", action="store_true", help="32 and 64 steps only")
+    parser.add_argument("--nets", choices=["both", "pretrained", "random"], default="both")
     args = parser.parse_args(argv)
     _, x = load_photos(extra_photos()[: args.photos])
-    table("Pretrained EfficientNet-Lite0", load_classifier(), x, args.quick)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = f"{tmp}/random.keras"
-        build_efficientnet_lite0(state_dict=None).save(path)
-        table("EfficientNet-Lite0 with random weights", load_classifier(path), x[:8], args.quick)
+    if args.nets in ("both", "pretrained"):
+        table("Pretrained EfficientNet-Lite0", load_classifier(), x, args.quick)
+    if args.nets in ("both", "random"):
+        keras.utils.set_random_seed(0)  # the same random net in every run
+        with tempfile.TemporaryDirectory() as tmp:
+            path = f"{tmp}/random.keras"
+            build_efficientnet_lite0(state_dict=None).save(path)
+            title = "EfficientNet-Lite0 with random weights (seed 0)"
+            table(title, load_classifier(path), x[:8], args.quick)
 
 
 if __name__ == "__main__":
