@@ -105,7 +105,7 @@ class _ModelClock:
     def installed(self) -> Iterator[_ModelClock]:
         """Wraps the model's entry points (they still run) while the block runs."""
         logits, grad_fn = Classifier.logits, Classifier.score_grad_fn
-        score_fn = getattr(Classifier, "score_fn", None)
+        integrand_fn, score_fn = Classifier.integrand_fn, Classifier.score_fn
 
         def timed_logits(model, batch):
             return self._timed("fwd", len(batch), logits, model, batch)
@@ -114,14 +114,20 @@ class _ModelClock:
             fn = grad_fn(model, score)
             return lambda *args: self._timed("grad", len(args[0]), fn, *args)
 
+        def timed_integrand_fn(model, score):
+            # What the IG engine calls: (images, references, index, ...), one
+            # point per entry of `index`.
+            fn = integrand_fn(model, score)
+            return lambda *args: self._timed("grad", len(args[2]), fn, *args)
+
         def timed_score_fn(model, score):
             fn = score_fn(model, score)
             return lambda *args: self._timed("fwd", len(args[0]), fn, *args)
 
         patches = [mock.patch.object(Classifier, "logits", timed_logits),
-                   mock.patch.object(Classifier, "score_grad_fn", timed_grad_fn)]  # fmt: skip
-        if score_fn is not None:
-            patches.append(mock.patch.object(Classifier, "score_fn", timed_score_fn))
+                   mock.patch.object(Classifier, "score_grad_fn", timed_grad_fn),
+                   mock.patch.object(Classifier, "integrand_fn", timed_integrand_fn),
+                   mock.patch.object(Classifier, "score_fn", timed_score_fn)]  # fmt: skip
         with contextlib.ExitStack() as stack:
             for patch in patches:
                 stack.enter_context(patch)
@@ -299,6 +305,11 @@ def main(argv: list[str] | None = None) -> dict:
     proxy = _proxy_gb_per_s((args.path_batch_size, size, size, 3), args.repeats)
 
     extra = large - small
+    if not m_large["grad_calls"]:
+        raise RuntimeError(
+            "The model clock saw no gradient calls: the IG engine calls the model through an "
+            "entry point `_ModelClock.installed` does not wrap."
+        )
 
     def marginal(key: str) -> float:
         return (m_large[key] - m_small[key]) / extra
