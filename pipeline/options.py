@@ -107,7 +107,8 @@ class AuditOptions(PipelineOptions):
             "--batch_size",
             type=int,
             default=None,
-            help="Images per model call (RunInference batch); default 8.",
+            help="Images per RunInference batch (full batches; their path points share "
+            "gradient calls); default 8.",
         )
         add(
             "--path_batch_size",
