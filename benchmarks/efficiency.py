@@ -56,7 +56,7 @@ def handler_throughput(handler, model, examples) -> tuple[float, float]:
     return evals / (time.perf_counter() - start), evals / len(examples)
 
 
-def _examples(names, images) -> list[ImageExample]:
+def photo_examples(names, images) -> list[ImageExample]:
     return [ImageExample(n, n, None, im) for n, im in zip(names, images, strict=True)]
 
 
@@ -67,7 +67,7 @@ def main(argv=None):
     spec = resolve_model("efficientnet_lite0")
     warm_names, warm_images = load_photos()  # the 8 sample photos: the warm-up batch
     names, images = load_photos(extra_photos())  # 16 more: two batches, measured
-    warm, measured = _examples(warm_names, warm_images), _examples(names, images)
+    warm, measured = photo_examples(warm_names, warm_images), photo_examples(names, images)
     configs = {
         "fixed gausslegendre 64": AttributionConfig(steps=64, tolerance=0.0),
         f"defaults (adaptive {_D.method} from {_D.steps}, tol {_D.tolerance:g})": _D,

@@ -36,8 +36,8 @@ def _child(mode: int) -> dict:
     if mode == 1:
         tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
     from benchmarks.common import load_photos  # noqa: PLC0415
-    from benchmarks.efficiency import bare_throughput  # noqa: PLC0415
-    from transforms.attribution import IGModelHandler, ImageExample  # noqa: PLC0415
+    from benchmarks.efficiency import bare_throughput, photo_examples  # noqa: PLC0415
+    from transforms.attribution import IGModelHandler  # noqa: PLC0415
     from transforms.config import AttributionConfig  # noqa: PLC0415
     from transforms.tf_model import resolve_model  # noqa: PLC0415
 
@@ -45,7 +45,7 @@ def _child(mode: int) -> dict:
     handler = IGModelHandler(resolve_model("efficientnet_lite0"), AttributionConfig(), None)
     model = handler.load_model()
     rate = bare_throughput(model, images, 32, seconds=6.0)
-    examples = [ImageExample(n, n, None, im) for n, im in zip(names, images, strict=True)]
+    examples = photo_examples(names, images)
     handler.run_inference(examples[:1], model)  # trace
     start = time.perf_counter()
     rows = [r for o in handler.run_inference(examples, model) for r in o.rows]
