@@ -110,24 +110,22 @@ class _ModelClock:
         def timed_logits(model, batch):
             return self._timed("fwd", len(batch), logits, model, batch)
 
-        def timed_grad_fn(model, score):
-            fn = grad_fn(model, score)
-            return lambda *args: self._timed("grad", len(args[0]), fn, *args)
+        def timed_fn(kind: str, factory: Callable, points_arg: int) -> Callable:
+            """A patched `Classifier.*_fn(score)` whose function times its calls; the
+            call's points are the entries of its argument `points_arg`."""
 
-        def timed_integrand_fn(model, score):
-            # What the IG engine calls: (images, references, index, ...), one
-            # point per entry of `index`.
-            fn = integrand_fn(model, score)
-            return lambda *args: self._timed("grad", len(args[2]), fn, *args)
+            def patched(model, score):
+                fn = factory(model, score)
+                return lambda *args: self._timed(kind, len(args[points_arg]), fn, *args)
 
-        def timed_score_fn(model, score):
-            fn = score_fn(model, score)
-            return lambda *args: self._timed("fwd", len(args[0]), fn, *args)
+            return patched
 
+        # The IG engine calls integrand_fn(images, references, index, ...): one
+        # point per entry of `index`; the others take one point per input row.
         patches = [mock.patch.object(Classifier, "logits", timed_logits),
-                   mock.patch.object(Classifier, "score_grad_fn", timed_grad_fn),
-                   mock.patch.object(Classifier, "integrand_fn", timed_integrand_fn),
-                   mock.patch.object(Classifier, "score_fn", timed_score_fn)]  # fmt: skip
+                   mock.patch.object(Classifier, "score_grad_fn", timed_fn("grad", grad_fn, 0)),
+                   mock.patch.object(Classifier, "integrand_fn", timed_fn("grad", integrand_fn, 2)),
+                   mock.patch.object(Classifier, "score_fn", timed_fn("fwd", score_fn, 0))]  # fmt: skip
         with contextlib.ExitStack() as stack:
             for patch in patches:
                 stack.enter_context(patch)
