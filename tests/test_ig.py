@@ -234,6 +234,23 @@ def test_adaptive_results_do_not_depend_on_path_batch_size():
         assert outs[0].evaluations.tolist() == other.evaluations.tolist()
 
 
+def test_refinement_rounds_bisect_one_panel_per_path_then_more():
+    # On a CPU a gradient call costs a fixed overhead plus a cost per point:
+    # a path's first rounds bisect only its worst panel (one new trapezoid node
+    # each), and a path still above the tolerance after 8 rounds bisects one
+    # panel more every 8 rounds, so that rough paths do not take hundreds of rounds.
+    x = np.random.default_rng(11).uniform(0.5, 1.0, size=(1, *SHAPE)).astype(np.float32)
+    calls.clear()
+    result = adaptive(steep_fn, x, tolerance=1e-6, steps=5, method="riemann_trapezoid")
+    assert calls[:25] == [5] + [1] * 8 + [2] * 8 + [3] * 8
+    assert max(calls) > 3 and result.evaluations[0] == sum(calls)
+    # Two paths share each round's call.
+    calls.clear()
+    x2 = np.concatenate([x, x])
+    adaptive(steep_fn, x2, tolerance=1e-6, steps=5, method="riemann_trapezoid", max_steps=40)
+    assert calls[:10] == [10] + [2] * 8 + [4]
+
+
 def test_refinement_stops_at_the_cap():
     x = RNG.uniform(0.5, 1.0, size=(1, *SHAPE)).astype(np.float32)
     result = adaptive(steep_fn, x, tolerance=1e-12, max_steps=40)

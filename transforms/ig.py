@@ -119,6 +119,13 @@ _NODE_VECTOR_BYTES = 256 << 20
 _MIN_ACTIVE_PANELS = 8
 _MAX_ACTIVE_PANELS = 32
 _PANELS_PER_ROUND = 8
+# Bisections per path and refinement round: one at first, one more every
+# _SPLIT_GROWTH_ROUNDS rounds the path has taken, at most _PANELS_PER_ROUND / 2.
+# On this CPU a gradient call costs about 10 ms plus 9 ms per point, so the
+# fewest points win: one bisection per round spent 31 % fewer evaluations and
+# 19 % less time than four per round (softmax, 36 photos); the growth bounds the
+# number of rounds of the few paths whose integrand is rough all over.
+_SPLIT_GROWTH_ROUNDS = 8
 _TWO_NODE_MINIMUM = ("riemann_trapezoid", "gausslobatto")
 
 
@@ -502,6 +509,7 @@ class _Adaptive:
         self.panels: list[list[_Panel]] = [[] for _ in range(n)]
         self.evaluations = np.zeros(n, dtype=np.int64)
         self.forward_evaluations = np.zeros(n, dtype=np.int64)
+        self.rounds = np.zeros(n, dtype=np.int64)  # refinement rounds taken per path
 
         count = max(1, (steps - shared) // (len(self.t) - shared))
         edges = _initial_edges(count).tolist()
@@ -593,8 +601,11 @@ class _Adaptive:
                 worst_first = sorted(self.panels[p], key=lambda q: -abs(q.error))
                 budget = self.max_steps - self.evaluations[p]
                 planned: set[float] = set()
-                # The worst panel, and others nearly as bad, in one round.
-                for q in worst_first[: _PANELS_PER_ROUND // 2]:
+                # The worst panel, and others nearly as bad once the path has
+                # taken a few rounds, in one round.
+                splits = min(1 + self.rounds[p] // _SPLIT_GROWTH_ROUNDS, _PANELS_PER_ROUND // 2)
+                self.rounds[p] += 1
+                for q in worst_first[:splits]:
                     middle = q.a + (q.b - q.a) * 0.5
                     if abs(q.error) < abs(worst_first[0].error) / 4 or not q.a < middle < q.b:
                         break
