@@ -1,5 +1,7 @@
 """The TF adapter, preprocessing and the RunInference handler, on real tiny models."""
 
+import dataclasses
+
 import apache_beam as beam
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import SIZE
-from transforms import ig
+from transforms import ig, tf_model
 from transforms.attribution import ERRORS_TAG, IGModelHandler, ImageExample, Preprocess
 from transforms.config import AttributionConfig
 from transforms.sources import RawImage
@@ -34,6 +36,25 @@ def test_resolve_keras_and_saved_model_specs(linear_keras, quadratic_saved_model
     saved = resolve_model(quadratic_saved_model, input_range=(-1.0, 1.0))
     assert (saved.kind, saved.image_size, saved.input_range) == ("saved_model", SIZE, (-1.0, 1.0))
     assert resolve_model(quadratic_saved_model).identity == saved.identity
+
+
+def test_a_local_job_loads_its_model_once(quadratic_saved_model, monkeypatch):
+    # The launcher loads the model to learn its signature; the DirectRunner's
+    # in-process worker takes that object over instead of loading it again.
+    loads = []
+    real = tf_model._load
+    monkeypatch.setattr(tf_model, "_load", lambda *a: loads.append(a) or real(*a))
+    spec = resolve_model(quadratic_saved_model)
+    first = Classifier(spec)
+    assert len(loads) == 1
+    x = np.full((1, SIZE, SIZE, 3), 0.5, np.float32)
+    second = Classifier(spec)  # handed over once: a second worker loads its own
+    assert len(loads) == 2 and second._model is not first._model
+    np.testing.assert_allclose(first.logits(x), second.logits(x), rtol=1e-6)
+    # A spec of other files (another identity) never gets the launcher's object.
+    resolve_model(quadratic_saved_model)
+    Classifier(dataclasses.replace(spec, identity="sha256:" + "0" * 64))
+    assert len(loads) == 4
 
 
 def test_hub_handle_1001_outputs_gets_offset_one(offline_hub):

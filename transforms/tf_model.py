@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -328,7 +329,7 @@ def resolve_model(
             f"{label_offset} it scores {num_outputs - label_offset} classes, fewer than the "
             f"dataset's {num_dataset_classes}."
         )
-    return ModelSpec(
+    spec = ModelSpec(
         reference=reference,
         kind=kind,
         location=location,
@@ -338,6 +339,27 @@ def resolve_model(
         label_offset=int(label_offset),
         identity=_identity(kind, location),
     )
+    with _LAUNCH_LOCK:
+        _LAUNCH_LOADED.clear()
+        _LAUNCH_LOADED[_launch_key(spec)] = obj
+    return spec
+
+
+# The model object loaded by `resolve_model`, handed to the first `Classifier`
+# of the same spec in this process (the DirectRunner's in-process worker), so
+# that a local job loads its model once. A remote worker loads its own.
+_LAUNCH_LOADED: dict[tuple[str, str, str], Any] = {}
+_LAUNCH_LOCK = threading.Lock()
+
+
+def _launch_key(spec: ModelSpec) -> tuple[str, str, str]:
+    return spec.kind, spec.location, spec.identity
+
+
+def _load_for(spec: ModelSpec) -> Any:
+    with _LAUNCH_LOCK:
+        obj = _LAUNCH_LOADED.pop(_launch_key(spec), None)
+    return obj if obj is not None else _load(spec.kind, spec.location)
 
 
 class Classifier:
@@ -348,7 +370,7 @@ class Classifier:
 
         self.spec = spec
         self.settings = device_settings(jit_compile)
-        self._model = _load(spec.kind, spec.location)  # keeps variables alive
+        self._model = _load_for(spec)  # keeps variables alive
         call, _ = _callable(self._model)
         size = spec.image_size
         image_spec = tf.TensorSpec([None, size, size, 3], tf.float32)
