@@ -22,10 +22,13 @@ import numpy as np
 
 from benchmarks.common import extra_photos, load_classifier, load_photos, print_table
 from transforms import ig
+from transforms.config import AttributionConfig
 from transforms.efficientnet_lite import build_efficientnet_lite0
 
 FIXED_STEPS = (16, 32, 64, 128, 256)
-ADAPTIVE = ((12, 0.007), (32, 0.007), (12, 0.01), (12, 0.005))
+_D = AttributionConfig()
+# Every rule at the default steps and tolerance first, then the default rule's neighbours.
+ADAPTIVE = ((_D.steps, _D.tolerance), (32, _D.tolerance), (_D.steps, 0.007), (_D.steps, 0.01))
 
 
 def measure(clf, x, method, steps, tolerance):
@@ -58,7 +61,7 @@ def table(title, clf, x, quick):
     configs = [(m, s, 0.0) for m in ig.METHODS for s in FIXED_STEPS if not quick or s in (32, 64)]
     configs += [(m, *ADAPTIVE[0]) for m in ig.METHODS]
     configs += [(m, s, t) for m in ("riemann_trapezoid", "gausslegendre") for s, t in ADAPTIVE[1:]]
-    measure(clf, x[:2], "riemann_trapezoid", 12, 0.007)  # trace the functions first
+    measure(clf, x[:2], _D.method, *ADAPTIVE[0])  # trace the functions first
     results = {c: measure(clf, x, *c) for c in configs}
     reference = results[("gausslegendre", 64, 0.0)]
     for (method, steps, tolerance), r in results.items():
