@@ -38,7 +38,13 @@ from transforms.attribution import ERRORS_TAG, IGModelHandler, ImageOutcome, Pre
 from transforms.config import AttributionConfig
 from transforms.schema import results_schema
 from transforms.sinks import WriteErrors, WriteManifest, WriteResults, read_manifest, write_json
-from transforms.tf_model import BUNDLED_MODELS, HUB_ALIASES, ModelSpec, resolve_model
+from transforms.tf_model import (
+    BUNDLED_MODELS,
+    HUB_ALIASES,
+    ModelSpec,
+    release_launch_model,
+    resolve_model,
+)
 
 __all__ = ["AuditJob", "build_pipeline", "launch", "prepare", "run"]
 
@@ -403,7 +409,12 @@ def _start(
     _LOG.info("Auditing %s with %s into %s.", job.dataset, job.spec.reference, job.output)
     p = beam.Pipeline(options=options)
     build_pipeline(p, job)
-    return job, options, p.run()
+    try:
+        return job, options, p.run()
+    finally:
+        if "direct" not in _runner_name(options):
+            # Submitted: the remote workers load their own model.
+            release_launch_model()
 
 
 def launch(
@@ -459,6 +470,7 @@ def run(
         _LOG.info("No results to read yet (%s); they go to %s.", reason, job.output)
         return None
     state = result.wait_until_finish()
+    release_launch_model()  # taken by the local worker unless its runner made its own
     if state is not None and state != PipelineState.DONE:
         raise RuntimeError(f"The job ended in state {state}; {job.output} is incomplete.")
     manifest = read_manifest(job.output)

@@ -55,6 +55,11 @@ def test_a_local_job_loads_its_model_once(quadratic_saved_model, monkeypatch):
     resolve_model(quadratic_saved_model)
     Classifier(dataclasses.replace(spec, identity="sha256:" + "0" * 64))
     assert len(loads) == 4
+    # Released after a launch to a remote runner: nothing is handed over.
+    resolve_model(quadratic_saved_model)
+    tf_model.release_launch_model()
+    Classifier(spec)
+    assert len(loads) == 6
 
 
 def test_hub_handle_1001_outputs_gets_offset_one(offline_hub):

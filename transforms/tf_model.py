@@ -32,6 +32,7 @@ __all__ = [
     "ModelSpec",
     "device_settings",
     "padded_batch",
+    "release_launch_model",
     "resolve_model",
 ]
 
@@ -354,6 +355,12 @@ _LAUNCH_LOCK = threading.Lock()
 
 def _launch_key(spec: ModelSpec) -> tuple[str, str, str]:
     return spec.kind, spec.location, spec.identity
+
+
+def release_launch_model() -> None:
+    """Drops the launcher's model if no local worker took it (a remote runner)."""
+    with _LAUNCH_LOCK:
+        _LAUNCH_LOADED.clear()
 
 
 def _load_for(spec: ModelSpec) -> Any:
