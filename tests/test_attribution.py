@@ -10,6 +10,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import SIZE
+from transforms import baselines as baselines_lib
 from transforms import ig, tf_model
 from transforms.attribution import ERRORS_TAG, IGModelHandler, ImageExample, Preprocess
 from transforms.config import AttributionConfig
@@ -106,6 +107,25 @@ def test_handler_quadratic_model_known_answer(quadratic_saved_model, quadratic_w
         # so the midpoint rule is exact: IG = x^2 w.
         np.testing.assert_allclose(row["attributions"], ex.image**2 * w, rtol=1e-4, atol=1e-7)
         assert row["relative_delta"] < 1e-4 and row["within_tolerance"]
+
+
+def test_a_constant_baseline_is_forwarded_once_per_batch(quadratic_saved_model, monkeypatch):
+    spec = resolve_model(quadratic_saved_model)
+    examples = _examples(3)
+    config = AttributionConfig(steps=3, baselines=("black", "noise"))
+    handler = IGModelHandler(spec, config, None, batch_size=3)
+    model = handler.load_model()
+    sizes, real = [], model.logits
+    monkeypatch.setattr(model, "logits", lambda x: sizes.append(len(x)) or real(x))
+    outcomes = handler.run_inference(examples, model)
+    # The images, then one black baseline and three (seeded, distinct) noise ones.
+    assert sizes == [3, 4]
+    for ex, outcome in zip(examples, outcomes, strict=True):
+        (row,) = outcome.rows
+        refs = baselines_lib.make_baselines(ex.image, config.baselines, spec.input_range,
+                                            ex.image_id, config.seed)  # fmt: skip
+        expected = real(refs)[:, row["target_class"]].mean()
+        np.testing.assert_allclose(row["baseline_score"], expected, rtol=1e-5)
 
 
 @pytest.mark.parametrize("method", ["gausslegendre", "riemann_trapezoid"])

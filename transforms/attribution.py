@@ -114,6 +114,15 @@ def _name(names: Sequence[str] | None, index: int | None) -> str | None:
     return str(index)
 
 
+def _distinct_logits(model: Classifier, images: np.ndarray) -> np.ndarray:
+    """float64 logits of `images`, each distinct image forwarded once: a constant
+    baseline (black, white, grey) is the same image for a whole batch."""
+    seen: dict[bytes, int] = {}
+    index = np.array([seen.setdefault(im.tobytes(), len(seen)) for im in images])
+    first = np.unique(index, return_index=True)[1]  # where each distinct image first is
+    return model.logits(images[first]).astype(np.float64)[index]
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
@@ -263,7 +272,7 @@ class IGModelHandler(ModelHandler[ImageExample, ImageOutcome, Classifier]):
                 ]
             )
             num_base = refs.shape[1]
-            ref_outputs = model.logits(refs.reshape(-1, *inputs.shape[1:])).astype(np.float64)
+            ref_outputs = _distinct_logits(model, refs.reshape(-1, *inputs.shape[1:]))
             if cfg.score == "softmax":
                 ref_outputs = _softmax(ref_outputs)
             ref_outputs = ref_outputs.reshape(len(batch), num_base, -1)
