@@ -146,12 +146,26 @@ def test_results_do_not_depend_on_image_or_path_batch_size(quadratic_saved_model
             np.testing.assert_allclose(ra["target_score"], rb["target_score"], rtol=1e-6)
 
 
-def test_refinement_flags_rows_it_cannot_fix(linear_keras):
-    # Linear model: every rule is exact, so nothing is refined.
+def test_refinement_refines_nothing_on_a_linear_model(linear_keras):
+    # Linear model: every rule is exact and the estimate cannot move: one panel
+    # (four nodes of the right rule) is all it takes.
     spec = resolve_model(linear_keras)
-    (outcome,) = _run_handler(spec, AttributionConfig(steps=2, method="riemann_right",
+    (outcome,) = _run_handler(spec, AttributionConfig(steps=4, method="riemann_right",
                                                       tolerance=1e-3), _examples(1))  # fmt: skip
-    assert outcome.rows[0]["steps"] == 2 and outcome.rows[0]["evaluations"] == 2
+    (row,) = outcome.rows
+    assert row["steps"] == 4 and row["evaluations"] == 4
+    assert row["attribution_error"] < 1e-6 and row["within_tolerance"]
+
+
+def test_rows_that_reach_max_steps_are_flagged(quadratic_saved_model):
+    # F = sum x^2 w: the left rule is off on its linear integrand, and four
+    # evaluations are all it may spend.
+    spec = resolve_model(quadratic_saved_model)
+    config = AttributionConfig(steps=4, method="riemann_left", tolerance=1e-4, max_steps=4)
+    (outcome,) = _run_handler(spec, config, _examples(1))
+    (row,) = outcome.rows
+    assert row["evaluations"] == 4 and row["within_tolerance"] is False
+    assert row["attribution_error"] > 1e-4 and row["relative_delta"] > 1e-4
 
 
 def test_label_target_errors_for_unlabelled_and_out_of_range(linear_keras):

@@ -123,6 +123,19 @@ def _distinct_logits(model: Classifier, images: np.ndarray) -> np.ndarray:
     return model.logits(images[first]).astype(np.float64)[index]
 
 
+def _optional(value: float) -> float | None:
+    """A float, or None (null) where it is unknown (nan)."""
+    return None if np.isnan(value) else float(value)
+
+
+def _within(tolerance: float, error: float, relative: float) -> bool | None:
+    """Whether the map is within the tolerance: its estimated per-pixel error and its
+    completeness both; None without a tolerance (the fixed rule)."""
+    if tolerance == 0:
+        return None
+    return bool(error <= tolerance and relative <= tolerance)
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
@@ -281,20 +294,15 @@ class IGModelHandler(ModelHandler[ImageExample, ImageOutcome, Classifier]):
             path_baseline_scores = ref_outputs[image_index, :, out_index]  # [R, B]
             baseline_scores = path_baseline_scores.mean(axis=1)
             result = ig.integrated_gradients(
-                model.score_grad_fn(cfg.score),
+                model.integrand_fn(cfg.score),
                 inputs,
                 refs,
                 image_index,
                 out_index,
-                method=cfg.method,
-                steps=cfg.steps,
-                path_batch_size=cfg.path_batch_size,
+                cfg.ig_settings(),
                 target_scores=target_scores,
                 baseline_scores=path_baseline_scores,
-                tolerance=cfg.tolerance,
-                max_steps=cfg.max_steps,
                 score_fn=model.score_fn(cfg.score),
-                integrand=model.integrand_fn(cfg.score),
             )
             sums = result.attributions.reshape(len(targets), -1).sum(axis=1, dtype=np.float64)
             delta, relative = ig.completeness(sums, target_scores, baseline_scores)
@@ -364,7 +372,8 @@ class IGModelHandler(ModelHandler[ImageExample, ImageOutcome, Classifier]):
             "score": cfg.score,
             "baseline": ",".join(cfg.baselines),
             "evaluations": int(result.evaluations[r]),
-            "within_tolerance": None if cfg.tolerance == 0 else bool(relative <= cfg.tolerance),
+            "attribution_error": _optional(result.error[r]),
+            "within_tolerance": _within(cfg.tolerance, result.error[r], relative),
             "path_alphas": result.path_alphas[r].astype(np.float32) if cfg.store_path else None,
             "path_scores": result.path_scores[r].astype(np.float32) if cfg.store_path else None,
             "attribution_shape": shape,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from transforms.ig import METHODS, min_steps
+from transforms.ig import METHODS, IGSettings, min_steps
 
 __all__ = [
     "ATTRIBUTION_DTYPES",
@@ -33,15 +33,18 @@ class AttributionConfig:
 
     Attributes:
       steps: gradient evaluations per image, target and baseline (the rule's nodes);
-        with a tolerance, the initial ones, spread over panels graded towards 0.
+        with a tolerance, the initial ones, spread over panels graded towards 0
+        (at least one panel: 3 nodes for trapezoid panels, 4 or 5 for others).
       method: quadrature rule, one of `transforms.ig.METHODS`.
       baselines: one or more of `BASELINES`; attributions are averaged over them.
       target: which classes to attribute: `predicted`, `label` or `top_k`.
       score: `raw` (model output, usually a logit) or `softmax` (probability).
       top_k: predictions kept per image (and targets for `--target top_k`).
-      tolerance: relative completeness tolerance; rows above it are refined (their
-        worst panels bisected) up to `max_steps` and flagged when they still miss
-        it. 0 turns refinement off: the plain rule with `steps` nodes.
+      tolerance: bound on each row's estimated per-pixel relative error
+        ||A - A_true|| / ||A_true|| and on its relative completeness delta; rows
+        above it are refined (the panels whose estimate still moves most are
+        bisected) up to `max_steps`, and flagged (`within_tolerance` false) when
+        they still miss it. 0 turns refinement off: the plain rule with `steps` nodes.
       max_steps: cap on gradient evaluations per baseline during refinement.
       path_batch_size: path points per gradient call (bounds memory).
       attributions: `full` (H x W x C), `pixel` (H x W, channel sum) or `none`.
@@ -50,24 +53,28 @@ class AttributionConfig:
       store_path: keep F(alpha) at the path nodes per row.
     """
 
-    # Defaults chosen by benchmarks/ig_accuracy.py: the adaptive trapezoid rule
-    # reaches the accuracy goal (median relative delta <= 0.5 %, p95 <= 2 %)
-    # with the fewest gradient evaluations on the bundled model and real photos.
-    # A per-row tolerance of 0.5 % meets that goal by construction on any images
-    # and model, wherever refinement converges within --max_steps.
-    steps: int = 12
+    # Defaults chosen by benchmarks/ig_accuracy.py against a converged reference
+    # IG, pixel by pixel (docs/accuracy.md): adaptive trapezoid panels from 25
+    # nodes graded towards the baseline, refined until the estimated per-pixel
+    # error and the completeness delta are both within 1.5 %.
+    steps: int = 25
     method: str = "riemann_trapezoid"
     baselines: tuple[str, ...] = ("black",)
     target: str = "predicted"
     score: str = "raw"
     top_k: int = 5
-    tolerance: float = 0.005
+    tolerance: float = 0.015
     max_steps: int = 256
     path_batch_size: int = 32
     attributions: str = "full"
     attribution_dtype: str = "float32"
     seed: int = 0
     store_path: bool = True
+
+    def ig_settings(self) -> IGSettings:
+        """The IG engine's settings of this configuration."""
+        return IGSettings(self.method, self.steps, self.tolerance, self.max_steps,
+                          self.path_batch_size)  # fmt: skip
 
     def __post_init__(self) -> None:
         _choice("method", self.method, METHODS)

@@ -291,8 +291,13 @@ def misclassified(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def above_tolerance(frame: pd.DataFrame, tolerance: float) -> pd.DataFrame:
-    """Rows whose relative completeness error `relative_delta` exceeds `tolerance` (e.g. 0.01)."""
-    return frame[frame["relative_delta"] > tolerance]
+    """Rows whose map may be off by more than `tolerance` (e.g. 0.01): the estimated
+    per-pixel error `attribution_error` or the relative completeness delta
+    `relative_delta` exceeds it (completeness alone, a sum, can hide per-pixel errors)."""
+    above = frame["relative_delta"] > tolerance
+    if "attribution_error" in frame:
+        above |= frame["attribution_error"].astype(float) > tolerance
+    return frame[above]
 
 
 def for_class(frame: pd.DataFrame, label: int | str, column: str = "label") -> pd.DataFrame:

@@ -41,6 +41,7 @@ def results_schema(attribution_dtype: str = "float32") -> pa.Schema:
             ("attribution_sum", pa.float64()),
             ("completeness_delta", pa.float64()),
             ("relative_delta", pa.float64()),
+            ("attribution_error", pa.float64()),
             ("steps", pa.int64()),
             ("method", pa.string()),
             # Extensions of the contract.

@@ -1,0 +1,279 @@
+"""The public entry point: `integrated_gradients` and its types."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from transforms.ig import rules
+from transforms.ig.engine import Adaptive, Fixed, Paths
+
+__all__ = [
+    "IGResult",
+    "IGSettings",
+    "IntegrandFn",
+    "ScoreFn",
+    "ScoreGradFn",
+    "completeness",
+    "integrand_from_gradients",
+    "integrated_gradients",
+]
+
+ScoreGradFn = Callable[
+    [np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]
+]
+"""``fn(inputs, baselines, alphas, targets) -> (scores, grads)``.
+
+For each row j of a batch of N path points, the point is
+``baselines[j] + alphas[j] * (inputs[j] - baselines[j])``.
+
+Args:
+  inputs, baselines: float32 [N, *S], in the model's input range.
+  alphas: float32 [N], in [0, 1].
+  targets: int64 [N], the output index whose score is differentiated.
+
+Returns:
+  scores: float [N], F_target(point).
+  grads: float32 [N, *S], dF_target/dpoint.
+"""
+
+ScoreFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+"""``fn(inputs, baselines, alphas, targets) -> scores``: `ScoreGradFn` without gradients."""
+
+IntegrandFn = Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+"""``fn(images, references, index, alphas, targets, weights, segments, num_segments)
+-> (scores, derivatives, finite, sums)``: the IG integrand of N path points, reduced.
+
+The points lie on U paths: images, references: float32 [U, *S], the ends of
+each path; index: int32 [N] in [0, U), the path of each point, whose ends are
+gathered next to the model (N points of a few paths cost no N copies of
+their ends). With x_j, x'_j the ends of point j's path and
+c_j = (x_j - x'_j) * grad F(x'_j + alphas_j (x_j - x'_j)), the integrand at j:
+
+  scores: float [N], F(point_j).
+  derivatives: float [N], dF/da at the point = sum of c_j.
+  finite: bool [N], the score and c_j are finite.
+  sums: float32 [num_segments, *S], sum of weights_j * c_j over the points j of
+    each segment (segments: int32 [N] in [0, num_segments)).
+
+`integrand_from_gradients` builds one from any `ScoreGradFn` with NumPy; a
+framework can supply its own that does the arithmetic next to the gradients.
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class IGSettings:
+    """How the path integral is computed.
+
+    Attributes:
+      method: the quadrature rule, one of `rules.METHODS`.
+      steps: its nodes on [0, 1] (fixed mode), or the initial nodes, spread over
+        panels graded towards a = 0 (adaptive mode).
+      tolerance: 0 for the fixed rule; > 0 refines each path until its
+        estimated per-pixel relative error and its relative completeness delta
+        are both within it, or `max_steps` evaluations are spent.
+      max_steps: cap on gradient evaluations per path (adaptive); default `steps`.
+      path_batch_size: path points per model call, across rows; bounds memory.
+      memory_budget: bytes of node vectors kept per call for refinement
+        (adaptive); panels beyond it are folded and re-evaluated if split.
+    """
+
+    method: str
+    steps: int
+    tolerance: float = 0.0
+    max_steps: int | None = None
+    path_batch_size: int = 32
+    memory_budget: int = 256 << 20
+
+    def __post_init__(self) -> None:
+        rules.check_steps(self.method, self.steps)
+        if not self.tolerance >= 0:
+            raise ValueError(f"tolerance must be >= 0 (0: the fixed rule), got {self.tolerance}.")
+        if self.max_steps is not None and self.max_steps < self.steps:
+            raise ValueError(f"max_steps ({self.max_steps}) must be >= steps ({self.steps}).")
+        if self.path_batch_size < 1:
+            raise ValueError(f"path_batch_size must be >= 1, got {self.path_batch_size}.")
+        if self.memory_budget < 0:
+            raise ValueError(f"memory_budget must be >= 0 bytes, got {self.memory_budget}.")
+
+
+@dataclasses.dataclass
+class IGResult:
+    """Attributions of R rows (image, target).
+
+    Attributes:
+      attributions: float32 [R, *S], averaged over the baselines.
+      error: float64 [R], estimated per-pixel relative error
+        ||A - A_true|| / ||A_true|| over all values (kappa ||D|| / ||A|| with
+        the spreads D averaged like A); nan where the rule has a single node.
+      steps: int64 [R], nodes per baseline in the final estimate (the most of
+        any baseline).
+      evaluations: int64 [R], gradient evaluations spent on the row, all
+        baselines, refinements and re-evaluations included.
+      forward_evaluations: int64 [R], forward-only evaluations (panel edges of
+        rules without edge nodes, adaptive mode), all baselines included.
+      finite: bool [R], False where a score or gradient was NaN or infinite.
+      path_alphas: per row, float64 [K] points of the path with known F, ascending
+        (of the first baseline's path when there are several).
+      path_scores: per row, float64 [K] F(alpha) at those points.
+    """
+
+    attributions: np.ndarray
+    error: np.ndarray
+    steps: np.ndarray
+    evaluations: np.ndarray
+    forward_evaluations: np.ndarray
+    finite: np.ndarray
+    path_alphas: list[np.ndarray]
+    path_scores: list[np.ndarray]
+
+
+def integrand_from_gradients(fn: ScoreGradFn) -> IntegrandFn:
+    """The `IntegrandFn` of a `ScoreGradFn`, computed with NumPy."""
+
+    def integrand(images, references, index, alphas, targets, weights, segments, num_segments):
+        inputs, baselines = images[index], references[index]
+        scores, grads = fn(inputs, baselines, alphas, targets)
+        scores = np.asarray(scores, dtype=np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows are flagged
+            contribution = (inputs - baselines) * np.asarray(grads, dtype=np.float32)
+        flat = contribution.reshape(len(scores), -1)
+        derivatives = flat.sum(axis=1, dtype=np.float64)
+        finite = np.isfinite(scores) & np.isfinite(flat).all(axis=1)
+        weights = np.asarray(weights, np.float32).reshape((-1,) + (1,) * (contribution.ndim - 1))
+        segments = np.asarray(segments)
+        sums = np.zeros((num_segments, *contribution.shape[1:]), dtype=np.float32)
+        with np.errstate(invalid="ignore", over="ignore"):
+            contribution *= weights
+            for k in range(num_segments):  # few segments per chunk: one sum each
+                sums[k] = contribution[segments == k].sum(axis=0)
+        return scores, derivatives, finite, sums
+
+    return integrand
+
+
+def completeness(
+    attribution_sum: np.ndarray, target_score: np.ndarray, baseline_score: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Signed and relative completeness deltas.
+
+    delta = sum(IG) - (F(x) - F(x')); relative = |delta| / |F(x) - F(x')|.
+    A zero score difference with a zero delta gives 0; with a non-zero delta,
+    inf (IG cannot be judged against a zero difference).
+
+    Args:
+      attribution_sum, target_score, baseline_score: float [R].
+
+    Returns:
+      (delta, relative): float64 [R] each.
+    """
+    attribution_sum = np.asarray(attribution_sum, dtype=np.float64)
+    difference = np.asarray(target_score, np.float64) - np.asarray(baseline_score, np.float64)
+    delta = attribution_sum - difference
+    with np.errstate(divide="ignore", invalid="ignore"):
+        relative = np.abs(delta) / np.abs(difference)
+    relative = np.where(delta == 0.0, 0.0, relative)
+    return delta, relative
+
+
+def _check_shapes(inputs: np.ndarray, baselines: np.ndarray) -> None:
+    if baselines.ndim != inputs.ndim + 1 or baselines.shape[2:] != inputs.shape[1:]:
+        raise ValueError(
+            f"baselines must have shape [M, B, *S] = [{inputs.shape[0]}, B, "
+            f"{', '.join(map(str, inputs.shape[1:]))}], got {baselines.shape}."
+        )
+
+
+def _row_error(attributions: np.ndarray, spreads: np.ndarray, kappa: float) -> np.ndarray:
+    """kappa ||D|| / ||A|| per row, from [R, *S] means over the baselines."""
+    size = np.linalg.norm(attributions.reshape(len(attributions), -1), axis=1)
+    spread = kappa * np.linalg.norm(spreads.reshape(len(spreads), -1), axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        error = np.where(size > 0, spread / size, np.where(spread == 0, 0.0, np.inf))
+    return np.where(np.isfinite(kappa), error, np.nan)
+
+
+def integrated_gradients(
+    integrand: IntegrandFn,
+    inputs: np.ndarray,
+    baselines: np.ndarray,
+    image_index: Sequence[int] | np.ndarray,
+    targets: Sequence[int] | np.ndarray,
+    settings: IGSettings,
+    *,
+    target_scores: np.ndarray | None = None,
+    baseline_scores: np.ndarray | None = None,
+    score_fn: ScoreFn | None = None,
+) -> IGResult:
+    """Integrated Gradients for R rows, with each row's estimated per-pixel error.
+
+    Args:
+      integrand: the model's `IntegrandFn` (`integrand_from_gradients` makes one
+        from a `ScoreGradFn`).
+      inputs: float32 [M, *S], the images in the model's input range.
+      baselines: float32 [M, B, *S], B baselines per image; attributions are
+        averaged over them.
+      image_index: int [R], the image of each row.
+      targets: int [R], the model output index each row attributes.
+      settings: the rule, its nodes, the tolerance and the batching.
+      target_scores: float [R], F(x); needed when `settings.tolerance > 0`.
+      baseline_scores: float [R, B], F(x'_b); needed when `settings.tolerance > 0`.
+      score_fn: forward-only scores for the panel edges of rules without edge
+        nodes (adaptive mode); when None, the integrand computes them (its
+        gradients unused).
+
+    Returns:
+      An `IGResult`.
+    """
+    inputs = np.asarray(inputs, dtype=np.float32)
+    baselines = np.asarray(baselines, dtype=np.float32)
+    _check_shapes(inputs, baselines)
+    image_index = np.asarray(image_index, dtype=np.int64)
+    targets = np.asarray(targets, dtype=np.int64)
+    paths = Paths(integrand, inputs, baselines, image_index, targets, settings.path_batch_size)
+    if settings.tolerance > 0:
+        if target_scores is None or baseline_scores is None:
+            raise ValueError(
+                "tolerance > 0 needs target_scores and baseline_scores: the exact "
+                "F(x) - F(x') that completeness is checked against."
+            )
+        f_start = np.asarray(baseline_scores, np.float64).reshape(-1)
+        f_end = np.repeat(np.asarray(target_scores, np.float64), paths.num_baselines)
+        score_fn = score_fn or _scores_of(integrand)
+        run = Adaptive(paths, settings.method, settings, f_start, f_end, score_fn)
+    else:
+        run = Fixed(paths, settings.method, settings.steps)
+    return _result(run, paths, len(image_index))
+
+
+def _scores_of(integrand: IntegrandFn) -> ScoreFn:
+    """A `ScoreFn` from an integrand: each point its own path, gradients unused."""
+
+    def score(inputs, baselines, alphas, targets):
+        n = len(alphas)
+        out = integrand(inputs, baselines, np.arange(n, dtype=np.int32), alphas, targets,
+                        np.zeros(n, np.float32), np.zeros(n, np.int32), 1)  # fmt: skip
+        return out[0]
+
+    return score
+
+
+def _result(run: Fixed | Adaptive, paths: Paths, rows: int) -> IGResult:
+    b = paths.num_baselines
+    shape = paths.shape
+    attributions = run.attributions.reshape(rows, b, *shape).mean(axis=1)
+    spreads = run.spreads.reshape(rows, b, *shape).mean(axis=1)
+    per_row = lambda a: a.reshape(rows, b)  # noqa: E731
+    curves = [run.curve(r * b) for r in range(rows)]
+    return IGResult(
+        attributions=attributions.astype(np.float32),
+        error=_row_error(attributions, spreads, run.kappa),
+        steps=per_row(run.nodes).max(axis=1),
+        evaluations=per_row(run.evaluations).sum(axis=1),
+        forward_evaluations=per_row(run.forward_evaluations).sum(axis=1),
+        finite=per_row(paths.finite).all(axis=1),
+        path_alphas=[alphas for alphas, _ in curves],
+        path_scores=[scores for _, scores in curves],
+    )

@@ -1,0 +1,370 @@
+"""The IG engines: a fixed rule on [0, 1], or adaptive panels refined per pixel.
+
+Both evaluate path points through a `_Paths` object in bounded chunks and
+leave, per path (an image, a target and a baseline), two vectors over all
+input values: the attribution estimate A and the spread D = fine - coarse
+estimate on the same nodes (see `transforms.ig.rules`), whose norm times the
+rule's kappa estimates the per-pixel error ||A - A_true||.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+
+import numpy as np
+
+from transforms.ig import rules
+
+__all__ = ["Adaptive", "Fixed", "Paths"]
+
+# Nodes of a path whose vectors are kept so that their panels can still be
+# refined: as many panels per path as fit the memory budget, at least 8. A
+# folded panel (its vectors dropped, its contribution kept in the sums) that
+# must be split after all has its nodes evaluated again.
+_MIN_ACTIVE_PANELS = 8
+# Panels bisected per path and round, at most; fewer where the error model
+# predicts that fewer reach the tolerance (it expects a bisection to cut the
+# panel's share of the squared error by 4, as for a random walk).
+_MAX_SPLITS_PER_ROUND = 32
+# Aim below the tolerance by this factor, so that one round usually suffices.
+_AIM = 0.8
+
+
+class Paths:
+    """The (row, baseline) paths of a call and the evaluation of points on them."""
+
+    def __init__(self, integrand, inputs, baselines, image_index, targets, path_batch_size):
+        self.integrand = integrand
+        self.inputs = inputs
+        self.baselines = baselines
+        self.num_baselines = baselines.shape[1]
+        rows = len(image_index)
+        self.count = rows * self.num_baselines
+        # Path p is row p // B, baseline p % B.
+        self.image = np.repeat(image_index, self.num_baselines)
+        self.base = np.tile(np.arange(self.num_baselines), rows)
+        self.target = np.repeat(targets, self.num_baselines)
+        self.chunk = path_batch_size
+        self.finite = np.ones(self.count, dtype=bool)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.inputs.shape[1:]
+
+    def parts(self, n: int) -> list[slice]:
+        """The fewest calls of at most `chunk` points for n points, evenly sized
+        (72 points at 32 per call: 24 + 24 + 24, not 32 + 32 + 8, whose last
+        call would run the model at a small, slow batch)."""
+        calls = -(-n // self.chunk)
+        edges = np.linspace(0, n, calls + 1).round().astype(int) if n else [0]
+        return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+    def endpoints(self, path: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ends (x, x') of paths: float32 [len(path), *S] each."""
+        return self.inputs[self.image[path]], self.baselines[self.image[path], self.base[path]]
+
+    def gradients(self, path, alpha, weight, slot, accumulators):
+        """accumulators[slot[j]] += weight[j] (x - x') grad F(point j), in bounded chunks.
+
+        Returns the scores F and the path derivatives dF/da = (x - x') . grad F
+        at the points, float64 [N] each.
+        """
+        n = len(path)
+        scores = np.empty(n, dtype=np.float64)
+        derivs = np.empty(n, dtype=np.float64)
+        for part in self.parts(n):
+            p = path[part]
+            # Each path's ends once per call; the model gathers them per point.
+            ids, index = np.unique(p, return_inverse=True)
+            x, x_ref = self.endpoints(ids)
+            # One sum per distinct slot of the chunk, added to its accumulator.
+            slots, segments = np.unique(slot[part], return_inverse=True)
+            s, d, ok, sums = self.integrand(
+                x, x_ref, index.astype(np.int32), alpha[part].astype(np.float32),
+                self.target[p], weight[part].astype(np.float32), segments.astype(np.int32),
+                len(slots),
+            )  # fmt: skip
+            scores[part] = s
+            derivs[part] = d
+            np.logical_and.at(self.finite, p, np.asarray(ok, dtype=bool))
+            for target, total in zip(slots, np.asarray(sums), strict=True):
+                accumulators[target] += total
+        return scores, derivs
+
+    def scores(self, score_fn, path, alpha) -> np.ndarray:
+        out = np.empty(len(path), dtype=np.float64)
+        for part in self.parts(len(path)):
+            x, x_ref = self.endpoints(path[part])
+            out[part] = np.asarray(
+                score_fn(x, x_ref, alpha[part].astype(np.float32), self.target[path[part]]),
+                dtype=np.float64,
+            )
+        return out
+
+
+class Fixed:
+    """One rule with `steps` nodes on [0, 1] for every path.
+
+    Node vectors come back one per point and are summed here, twice: with the
+    rule's weights (A) and with its spread weights (D).
+    """
+
+    def __init__(self, paths: Paths, method: str, steps: int):
+        alphas, weights = rules.quadrature(method, steps)
+        linear = rules.exact_for_linear(method)
+        spread = rules.spread_weights(alphas, linear)
+        n, k = paths.count, len(alphas)
+        self.attributions = np.zeros((n, *paths.shape), dtype=np.float64)
+        self.spreads = np.zeros((n, *paths.shape), dtype=np.float64)
+        path, node = np.repeat(np.arange(n), k), np.tile(np.arange(k), n)
+        scores = np.empty(n * k, dtype=np.float64)
+        for part in paths.parts(n * k):  # one model call each: bounded memory
+            p, i = path[part], node[part]
+            vectors = np.zeros((len(p), *paths.shape), dtype=np.float32)
+            scores[part], _ = paths.gradients(p, alphas[i], np.ones(len(p)),
+                                              np.arange(len(p)), vectors)  # fmt: skip
+            for q in np.unique(p):
+                own = p == q
+                self.attributions[q] += np.tensordot(weights[i[own]], vectors[own], axes=1)
+                self.spreads[q] += np.tensordot(spread[i[own]], vectors[own], axes=1)
+        scores = scores.reshape(n, k)
+        self.kappa = rules.brownian_kappa(alphas, weights, linear)
+        self._alphas = alphas
+        self._scores = scores
+        self.nodes = np.full(n, k, dtype=np.int64)
+        self.evaluations = self.nodes.copy()
+        self.forward_evaluations = np.zeros(n, dtype=np.int64)
+
+    def curve(self, path: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._alphas, self._scores[path]
+
+
+def initial_edges(count: int) -> np.ndarray:
+    """Edges of `count` initial panels, graded towards a = 0 as a = s^2, s uniform.
+
+    Scores of image classifiers change fastest near the baseline (they
+    saturate along the path); refinement corrects the mesh where this is wrong.
+    """
+    return np.linspace(0.0, 1.0, count + 1) ** 2
+
+
+@dataclasses.dataclass(eq=False)
+class _Panel:
+    a: float
+    b: float
+    nodes: tuple[float, ...]
+    error: float  # the rule's estimate of int_a^b dF/da minus the exact F(b) - F(a)
+    spread2: float  # ||(b - a) sum_i spread_i c(node_i)||^2, the panel's share of ||D||^2
+    active: bool = True  # False once its node vectors are dropped
+
+
+class Adaptive:
+    """Composite rule on panels, bisecting where the estimated per-pixel error is.
+
+    Per path it keeps the sums A and D (float64 vectors) over all panels, F and
+    dF/da at every node evaluated (scalars), and the node vectors
+    c(a) = (x - x') * grad F of the active panels. A path is done when its
+    estimated per-pixel error kappa ||D|| / ||A|| and its completeness delta
+    are both within the tolerance, or its budget of evaluations is spent.
+    Until then each round bisects the panels with the largest spread, as many
+    as the error model predicts are needed (or, when only completeness misses,
+    those with the largest scalar error).
+    """
+
+    def __init__(self, paths, method, settings, f_start, f_end, score_fn):
+        self.paths = paths
+        self.rule = rules.panel_rule(method)
+        self.kappa = self.rule.kappa
+        self.tolerance = settings.tolerance
+        self.max_steps = max(settings.max_steps or settings.steps, settings.steps)
+        self.score_fn = score_fn
+        self.difference = f_end - f_start
+        n, shape = paths.count, paths.shape
+        self.attributions = np.zeros((n, *shape), dtype=np.float64)
+        self.spreads = np.zeros((n, *shape), dtype=np.float64)
+        shared = int(self.rule.edge_nodes)
+        own = len(self.rule.nodes) - shared
+        vector_bytes = int(np.prod(shape)) * 4
+        fit = settings.memory_budget // max(1, n * own * vector_bytes)
+        self.active_panels = int(min(1 << 20, max(_MIN_ACTIVE_PANELS, fit)))
+        self.vectors_at: list[dict[float, np.ndarray]] = [{} for _ in range(n)]
+        self.derivative: list[dict[float, float]] = [{} for _ in range(n)]
+        # F on the path wherever known: ends, panel edges, and every node evaluated.
+        self.known: list[dict[float, float]] = [{0.0: f_start[p], 1.0: f_end[p]} for p in range(n)]
+        self.panels: list[list[_Panel]] = [[] for _ in range(n)]
+        self.evaluations = np.zeros(n, dtype=np.int64)
+        self.forward_evaluations = np.zeros(n, dtype=np.int64)
+        self.rounds = np.zeros(n, dtype=np.int64)
+        self._start(max(1, (settings.steps - shared) // own))
+        self._refine()
+        self.nodes = np.array(
+            [len({x for q in panels for x in q.nodes}) for panels in self.panels], dtype=np.int64
+        )
+
+    def _start(self, count: int) -> None:
+        edges = initial_edges(count).tolist()
+        spans = list(zip(edges[:-1], edges[1:], strict=True))
+        group = self.active_panels + _MAX_SPLITS_PER_ROUND  # what memory holds per path anyway
+        for i in range(0, len(spans), group):
+            part = spans[i : i + group]
+            # The group's last edge is the next group's first node: kept.
+            n = self.paths.count
+            self._evaluate([(p, a, b) for p in range(n) for a, b in part], [], keep=part[-1][1])
+
+    def _nodes(self, a: float, b: float) -> tuple[float, ...]:
+        # Exact ends, and inner nodes computed the same way for a panel and its
+        # halves, so that a shared node is found again.
+        t = self.rule.nodes.tolist()
+        return tuple(a if x == 0.0 else b if x == 1.0 else a + (b - a) * x for x in t)
+
+    def _sum(self, path: int, q: _Panel, weights: np.ndarray) -> np.ndarray:
+        vectors = self.vectors_at[path]
+        total = np.zeros(self.paths.shape, dtype=np.float64)
+        for w, x in zip(weights.tolist(), q.nodes, strict=True):
+            if w:
+                total += (q.b - q.a) * w * vectors[x]
+        return total
+
+    def _add(self, path: int, q: _Panel, sign: float) -> None:
+        self.attributions[path] += sign * self._sum(path, q, self.rule.weights)
+        self.spreads[path] += sign * self._sum(path, q, self.rule.spread)
+
+    def _forward(self, spans, need) -> None:
+        """F at panel edges that are not nodes and whose F is unknown: forward passes."""
+        edges = sorted(
+            {(p, e) for p, a, b in spans for e in (a, b)
+             if e not in self.known[p] and (p, e) not in need}
+        )  # fmt: skip
+        if not edges:
+            return
+        found = self.paths.scores(
+            self.score_fn, np.array([p for p, _ in edges]), np.array([e for _, e in edges])
+        )
+        for (p, e), s in zip(edges, found.tolist(), strict=True):
+            self.known[p][e] = s
+            self.forward_evaluations[p] += 1
+
+    def _gradients(self, need) -> None:
+        missing = sorted((p, x) for p, x in need if x not in self.vectors_at[p])
+        if not missing:
+            return
+        path = np.array([p for p, _ in missing])
+        vectors = [np.zeros(self.paths.shape, np.float32) for _ in missing]
+        scores, derivs = self.paths.gradients(
+            path, np.array([x for _, x in missing]), np.ones(len(missing)),
+            np.arange(len(missing)), vectors,
+        )  # fmt: skip
+        for (p, x), s, d, v in zip(missing, scores.tolist(), derivs.tolist(), vectors,
+                                   strict=True):  # fmt: skip
+            self.known[p][x], self.derivative[p][x], self.vectors_at[p][x] = s, d, v
+            self.evaluations[p] += 1
+
+    def _evaluate(self, spans, split, keep: float | None = None) -> None:
+        """New panels (path, a, b); bisected panels (path, panel) leave the sums."""
+        need = {(p, x) for p, a, b in spans for x in self._nodes(a, b)}
+        need |= {(p, x) for p, q in split for x in q.nodes}
+        self._forward(spans, need)
+        self._gradients(need)
+        for p, q in split:
+            self._add(p, q, -1.0)
+        for p, a, b in spans:
+            nodes = self._nodes(a, b)
+            estimate = (b - a) * sum(
+                w * self.derivative[p][x]
+                for w, x in zip(self.rule.weights.tolist(), nodes, strict=True)
+            )
+            exact = self.known[p][b] - self.known[p][a]
+            q = _Panel(a, b, nodes, estimate - exact, 0.0)
+            q.spread2 = float(np.sum(self._sum(p, q, self.rule.spread) ** 2))
+            self.panels[p].append(q)
+            self._add(p, q, 1.0)
+        for p in sorted({p for p, _, _ in spans} | {p for p, _ in split}):
+            self._fold(p, keep)
+
+    def _fold(self, path: int, keep: float | None) -> None:
+        """Keeps the node vectors of the panels with the largest spreads; drops the rest."""
+        active = [q for q in self.panels[path] if q.active]
+        surplus = max(0, len(active) - self.active_panels)
+        for q in heapq.nsmallest(surplus, active, key=lambda q: (q.spread2, abs(q.error))):
+            q.active = False
+        used = {x for q in self.panels[path] if q.active for x in q.nodes} | {keep}
+        vectors = self.vectors_at[path]
+        for x in [x for x in vectors if x not in used]:
+            del vectors[x]
+
+    def estimate(self, path: int) -> tuple[float, float]:
+        """(estimated per-pixel relative error, relative completeness delta) of a path."""
+        size = float(np.linalg.norm(self.attributions[path]))
+        spread = self.kappa * float(np.linalg.norm(self.spreads[path]))
+        pixel = spread / size if size > 0 else (0.0 if spread == 0 else np.inf)
+        delta = abs(sum(q.error for q in self.panels[path]))
+        difference = abs(self.difference[path])
+        total = delta / difference if difference > 0 else (0.0 if delta == 0 else np.inf)
+        return pixel, total
+
+    def _choose(self, path: int) -> list[_Panel]:
+        """The panels to bisect this round, largest first."""
+        pixel, total = self.estimate(path)
+        panels = self.panels[path]
+        if pixel > self.tolerance:
+            ranked = sorted(panels, key=lambda q: -q.spread2)
+            squares = sum(q.spread2 for q in panels)
+            norm2 = float(np.sum(self.spreads[path] ** 2))
+            coherence = norm2 / squares if squares > 0 else 1.0
+            size = float(np.linalg.norm(self.attributions[path]))
+            target = (_AIM * self.tolerance * size / self.kappa) ** 2
+            chosen, left = [], squares
+            for q in ranked[:_MAX_SPLITS_PER_ROUND]:
+                if q.spread2 <= 0:
+                    break
+                chosen.append(q)
+                left -= 0.75 * q.spread2
+                if coherence * left <= target:
+                    break
+            return chosen
+        if total > self.tolerance:
+            splits = min(1 + self.rounds[path] // 4, 8)
+            ranked = sorted(panels, key=lambda q: -abs(q.error))[:splits]
+            return [q for q in ranked if q.error != 0]
+        return []
+
+    def _plan(self, path: int) -> list[tuple[float, float, _Panel]]:
+        """(a, middle, panel) bisections of a path within its budget of evaluations."""
+        if not self.paths.finite[path]:
+            return []
+        budget = self.max_steps - self.evaluations[path]
+        planned: set[float] = set()
+        out = []
+        for q in self._choose(path):
+            middle = q.a + (q.b - q.a) * 0.5
+            if not q.a < middle < q.b:
+                continue
+            new = set(self._nodes(q.a, middle) + self._nodes(middle, q.b))
+            if not q.active:
+                new |= set(q.nodes)
+            new -= planned | self.vectors_at[path].keys()
+            if len(new) > budget:
+                break
+            budget -= len(new)
+            planned |= new
+            out.append((q.a, middle, q))
+        return out
+
+    def _refine(self) -> None:
+        while True:
+            spans, split = [], []
+            for p in range(self.paths.count):
+                plan = self._plan(p)
+                self.rounds[p] += bool(plan)
+                for a, middle, q in plan:
+                    self.panels[p].remove(q)
+                    split.append((p, q))
+                    spans += [(p, a, middle), (p, middle, q.b)]
+            if not spans:
+                return
+            self._evaluate(spans, split)
+
+    def curve(self, path: int) -> tuple[np.ndarray, np.ndarray]:
+        alphas = np.array(sorted(self.known[path]))
+        return alphas, np.array([self.known[path][a] for a in alphas])
