@@ -93,8 +93,9 @@ class AuditOptions(PipelineOptions):
             "--tolerance",
             type=float,
             default=_DEFAULTS.tolerance,
-            help="Relative completeness tolerance; rows above it are refined, then flagged. "
-            "0 turns refinement off.",
+            help="Bound on each row's estimated per-pixel relative error "
+            "(attribution_error) and on its completeness delta; rows above it are refined, "
+            "then flagged (within_tolerance). 0 turns refinement off.",
         )
         add(
             "--max_steps",

@@ -220,15 +220,18 @@ class Adaptive:
 
     def _sum(self, path: int, q: _Panel, weights: np.ndarray) -> np.ndarray:
         vectors = self.vectors_at[path]
-        total = np.zeros(self.paths.shape, dtype=np.float64)
+        total = np.zeros(self.paths.shape, dtype=np.float32)
         for w, x in zip(weights.tolist(), q.nodes, strict=True):
             if w:
-                total += (q.b - q.a) * w * vectors[x]
+                total += np.float32((q.b - q.a) * w) * vectors[x]
         return total
 
-    def _add(self, path: int, q: _Panel, sign: float) -> None:
+    def _add(self, path: int, q: _Panel, sign: float) -> np.ndarray:
+        """Adds (sign 1) or removes (-1) a panel's share of A and D; returns its D share."""
+        spread = self._sum(path, q, self.rule.spread)
         self.attributions[path] += sign * self._sum(path, q, self.rule.weights)
-        self.spreads[path] += sign * self._sum(path, q, self.rule.spread)
+        self.spreads[path] += sign * spread
+        return spread
 
     def _forward(self, spans, need) -> None:
         """F at panel edges that are not nodes and whose F is unknown: forward passes."""
@@ -276,9 +279,9 @@ class Adaptive:
             )
             exact = self.known[p][b] - self.known[p][a]
             q = _Panel(a, b, nodes, estimate - exact, 0.0)
-            q.spread2 = float(np.sum(self._sum(p, q, self.rule.spread) ** 2))
+            spread = self._add(p, q, 1.0)
+            q.spread2 = float(np.dot(spread.ravel(), spread.ravel()))
             self.panels[p].append(q)
-            self._add(p, q, 1.0)
         for p in sorted({p for p, _, _ in spans} | {p for p, _ in split}):
             self._fold(p, keep)
 
