@@ -459,3 +459,30 @@ def test_the_command_shows_the_values_the_run_used(tmp_path):
     assert effective.count("--dataset") == 1 and effective.count("--steps") == 1
     assert "store_path" not in effective and "--split" not in effective
     assert typed.count("--dataset") == 2  # the line as typed, kept apart and labelled
+
+
+def test_overwrite_removes_the_earlier_report(tmp_path, linear_keras):
+    images = tmp_path / "images"
+    write_image(images / "a.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "manifest.json").write_text("{}")
+    (output / "report.html").write_text("<p>the earlier run</p>")
+    run(
+        [
+            "--runner",
+            "DirectRunner",
+            "--dataset",
+            str(images),
+            "--model",
+            linear_keras,
+            "--output",
+            str(output),
+            "--steps",
+            "4",
+            "--overwrite",
+        ],
+        save_main_session=False,
+    )
+    assert not (output / "report.html").exists()
+    assert json.loads((output / "manifest.json").read_text())["counts"]["rows"] == 1
