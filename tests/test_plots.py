@@ -201,7 +201,9 @@ def test_faithfulness_curves_plot_the_stored_probabilities():
                      "insertion_curve": np.array([0.0, 0.6, 0.9], np.float32),
                      "deletion_auc": 0.4, "deletion_auc_random": 0.6,
                      "insertion_auc": 0.55, "insertion_auc_random": None})  # fmt: skip
-    ax = plots.faithfulness_curves_figure(row, title="t").axes[0]
+    figure = plots.faithfulness_curves_figure(row, title="t")
+    ax = figure.axes[0]
+    assert figure.get_suptitle() == "t"
     deletion, insertion = ax.get_lines()
     assert deletion.get_xdata().tolist() == [0.0, 0.5, 1.0]
     assert deletion.get_ydata().tolist() == pytest.approx([0.9, 0.5, 0.1])
