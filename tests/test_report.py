@@ -179,23 +179,62 @@ def test_report_completeness_per_class_and_errors(real_run):
     assert "1 inputs could not be processed (decode: 1)" in errors and "broken.jpg" in errors
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs the chromium binary")
-def test_report_renders_in_headless_chromium(real_run, tmp_path):
-    shot = tmp_path / "report.png"
-    profile = tmp_path / "profile"
+def _screenshot(page: Path, folder: Path, height: int) -> np.ndarray:
+    """The page as headless Chromium draws it 1280 px wide: int RGB [height, 1280, 3]."""
+    shot = folder / "report.png"
+    profile = folder / "profile"
     profile.mkdir()
     subprocess.run(
         [shutil.which("chromium"), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
          "--no-first-run", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", f"--user-data-dir={profile}", "--hide-scrollbars",
-         "--window-size=1280,2400", f"--screenshot={shot}", real_run["html"].as_uri()],
+         f"--window-size=1280,{height}", f"--screenshot={shot}", page.as_uri()],
         check=True, capture_output=True, timeout=180,
     )  # fmt: skip
-    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    return np.asarray(Image.open(shot).convert("RGB")).astype(int)
+
+
+needs_chromium = pytest.mark.skipif(shutil.which("chromium") is None, reason="needs chromium")
+
+
+@needs_chromium
+def test_report_renders_in_headless_chromium(real_run, tmp_path):
+    pixels = _screenshot(real_run["html"], tmp_path, 2400)
     assert pixels.shape == (2400, 1280, 3)
     # Heat maps were drawn: many saturated inferno-orange pixels, not just text.
     red, green, blue = pixels[..., 0], pixels[..., 1], pixels[..., 2]
     assert ((red > 150) & (red - green > 60) & (blue < 120)).sum() > 5000
+
+
+def _bars(pixels: np.ndarray, colour: tuple[int, int, int]) -> list[tuple[int, int, int]]:
+    """(row, first column, last column) of horizontal runs of >= 80 px of `colour`."""
+    match = (np.abs(pixels - np.array(colour)) <= 6).all(axis=-1)
+    runs = []
+    for y in np.nonzero(match.sum(axis=1) >= 80)[0]:
+        xs = np.nonzero(match[y])[0]
+        if xs[-1] - xs[0] + 1 == len(xs):  # one unbroken run: a bar, not text
+            runs.append((int(y), int(xs[0]), int(xs[-1])))
+    return runs
+
+
+@needs_chromium
+def test_per_class_bar_at_100_percent_is_all_green(tmp_path):
+    rows = [
+        [
+            make_row(f"{WNID_CAT}/cat.png", 281, 281, 0.8, 0.0, seed=1),  # 281: 100 %
+            make_row(f"{WNID_SHARK}/shark.png", 2, 3, 0.6, 0.0, seed=2),
+        ]
+    ]  # 2: 0 %
+    output = write_output(tmp_path / "out", rows, dataset=str(tmp_path / "gone"))
+    page = tmp_path / "report.html"
+    page.write_text(build_report(output, examples=0, gallery=0), encoding="utf-8")
+    pixels = _screenshot(page, tmp_path, 3200)
+    green, pink = _bars(pixels, (26, 127, 55)), _bars(pixels, (241, 200, 204))
+    assert green and pink  # the full bar and the empty one were both drawn
+    top, bottom = min(y for y, _, _ in green), max(y for y, _, _ in green)
+    left, right = green[0][1], green[0][2]
+    box = pixels[top - 4 : bottom + 5, left : right + 1]
+    assert not (np.abs(box - np.array((241, 200, 204))) <= 6).all(axis=-1).any()
 
 
 def test_report_without_photos_or_attributions(tmp_path):
