@@ -432,7 +432,7 @@ def _tiles(manifest: Mapping[str, Any], chosen: _Selection) -> list[dict[str, An
     ]
     if "attribution_error" in frame and frame["attribution_error"].notna().any():
         tiles.append((_pct(frame["attribution_error"].median(), 2), "median per-pixel error", ""))
-    if len(frame):
+    if len(frame) and chosen.tolerance:  # with --tolerance 0 no row is judged
         flagged = int(frame["within_tolerance"].eq(False).sum())
         tiles.append((flagged, "rows not within tolerance", "bad" if flagged else "good"))
     if set(_FAITHFULNESS) <= set(frame.columns) and frame["deletion_auc"].notna().any():

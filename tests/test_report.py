@@ -525,3 +525,18 @@ def test_overwrite_removes_the_earlier_report(tmp_path, linear_keras):
     )
     assert not (output / "report.html").exists()
     assert json.loads((output / "manifest.json").read_text())["counts"]["rows"] == 1
+
+
+def test_without_a_tolerance_no_row_is_judged_against_one(folder_run):  # noqa: F811
+    manifest_path = Path(folder_run["output"], "manifest.json")
+    manifest = json.loads(manifest_path.read_text())
+    manifest["config"]["tolerance"] = 0  # --tolerance 0: refinement off, nothing flagged
+    manifest_path.write_text(json.dumps(manifest))
+    text = build_report(folder_run["output"], gallery=0)
+    page = _page(text)
+    assert "rows not within tolerance" not in text
+    worst = page.sections["worst-completeness"]
+    assert "tolerance" not in worst.split("shark.png →")[0]  # no verdict against a tolerance
+    # Every row, worst first: shark 5 %, loose 0.4 %, cat2 0.2 %, cat1 0.1 %.
+    assert re.findall(r"\w+\.png →", worst) == ["shark.png →", "loose.png →", "cat2.png →",
+                                                "cat1.png →"]  # fmt: skip
