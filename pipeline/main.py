@@ -118,6 +118,8 @@ def _earlier_run(output: str) -> list[str]:
         FileSystems.join(output, "results", "**"),
         FileSystems.join(output, "errors", "**"),
         FileSystems.join(output, "manifest.json"),
+        # The page `python -m pipeline.report` writes there: it describes the earlier run.
+        FileSystems.join(output, "report.html"),
     ]
     try:
         matches = FileSystems.match(patterns)

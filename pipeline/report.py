@@ -1,13 +1,19 @@
-"""`python -m pipeline.report --input OUTPUT --output report.html`: one self-contained audit page.
+"""`python -m pipeline.report --input OUTPUT --output OUTPUT/report.html`: one self-contained audit page.
 
-The page holds everything inline (CSS and PNG figures as base64 data URIs), so
-it can be mailed or attached to a ticket and opened anywhere offline. It reads
-only metadata columns for the whole run and the attribution arrays of the few
-rows it shows, so it works the same for 10 rows and for millions.
+The page is a Jinja2 template, `pipeline/templates/report.html.j2` (shipped as package
+data), filled with plain data prepared here. Auto-escaping is on for every value, so a
+file name such as `<script>.png` is shown as text, never run: escaping is the default,
+not a discipline of each section. The page holds everything inline (CSS and PNG figures
+as base64 data URIs), so it can be mailed or attached to a ticket and opened offline.
+It reads only metadata columns for the whole run and the arrays of the few rows it
+shows, so it works the same for 10 rows and for millions.
 
-Sections: run summary, completeness histogram, the most confident
-misclassifications with heat maps, the rows with the worst completeness (with
-their path curves), per-class accuracy, a gallery and the error records.
+Sections: run summary, the most confident misclassifications with heat maps,
+completeness, per-pixel accuracy (`attribution_error`), the rows with the worst
+completeness (with their path curves), faithfulness (deletion / insertion AUCs against
+a random ranking), the model-randomisation sanity check (when it was run), per-class
+accuracy, a gallery, the error records and how to query the output. Columns that a run
+did not record (older runs, `--faithfulness none`) give a note instead of a section.
 """
 
 from __future__ import annotations
@@ -16,13 +22,16 @@ import argparse
 import base64
 import dataclasses
 import datetime
-import html
+import functools
+import json
 import logging
 import math
+import shlex
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import jinja2
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -32,160 +41,112 @@ from matplotlib.figure import Figure
 
 from transforms import plots, results
 
-__all__ = ["build_report", "main", "write_report"]
+__all__ = ["build_report", "main", "read_sanity", "write_report"]
+
+_LOG = logging.getLogger(__name__)
 
 # The columns the page needs for every row: no lists (top-k, path), no attributions;
 # the top-1 probability is computed in Arrow (`confidence`).
-_COLUMNS = ["image_id", "file_name", "label", "label_name", "predicted_class", "predicted_name",
-            "target_class", "target_name", "target_score", "baseline_score", "attribution_sum",
-            "relative_delta", "steps", "evaluations", "within_tolerance", "score"]  # fmt: skip
-
-_CSS = """
-:root { --ink: #1f2328; --muted: #59636e; --line: #d1d9e0; --bad: #b2182b; --good: #1a7f37;
-        --panel: #f6f8fa; }
-* { box-sizing: border-box; }
-body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
-       color: var(--ink); background: #fff; }
-main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 60px; }
-h1 { font-size: 24px; margin: 0 0 4px; }
-h2 { font-size: 19px; margin: 36px 0 8px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
-h3 { font-size: 14px; margin: 0 0 6px; overflow-wrap: anywhere; }
-p.lead, p.note { color: var(--muted); margin: 4px 0 12px; max-width: 900px; }
-nav { margin: 10px 0 0; font-size: 13px; }
-nav a { margin-right: 14px; color: #0969da; text-decoration: none; }
-.tiles { display: grid; grid-template-columns: repeat(auto-fill, minmax(140px, 1fr)); gap: 10px;
-         margin: 18px 0 4px; }
-.tile { background: var(--panel); border: 1px solid var(--line); border-radius: 6px; padding: 10px 12px; }
-.tile .v { font-size: 22px; font-weight: 600; }
-.tile .k { color: var(--muted); font-size: 12px; }
-.tile.bad .v { color: var(--bad); } .tile.good .v { color: var(--good); }
-table { border-collapse: collapse; font-size: 13px; }
-th, td { text-align: left; padding: 4px 10px 4px 0; border-bottom: 1px solid #eaeef2;
-         vertical-align: top; }
-th { color: var(--muted); font-weight: 600; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-.kv { display: grid; grid-template-columns: repeat(auto-fit, minmax(340px, 1fr)); gap: 8px 28px; }
-.kv td:first-child { color: var(--muted); white-space: nowrap; }
-code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12px;
-              overflow-wrap: anywhere; }
-.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 14px; }
-.card { border: 1px solid var(--line); border-radius: 6px; padding: 10px 12px; background: #fff; }
-.card img { width: 100%; height: auto; display: block; margin: 4px 0 6px; }
-.card table { width: 100%; }
-.wrong { color: var(--bad); font-weight: 600; } .right { color: var(--good); font-weight: 600; }
-.bar { display: inline-block; height: 9px; background: var(--good); vertical-align: middle;
-       border-radius: 2px; }
-.barbox { display: inline-block; width: 90px; height: 9px; background: #f1c8cc; margin-right: 6px;
-          vertical-align: middle; border-radius: 2px; }
-img.wide { max-width: 100%; height: auto; }
-pre { background: var(--panel); border: 1px solid var(--line); border-radius: 6px; padding: 10px;
-      overflow-x: auto; font-size: 12px; }
-.cards.rows { grid-template-columns: 1fr; }
-.side { display: flex; gap: 12px; align-items: center; flex-wrap: wrap; }
-.side img { width: auto; max-width: 100%; margin: 0; }
-.side table { width: auto; }
-ol.topk { margin: 2px 0 6px; padding-left: 22px; font-size: 13px; }
-ol.topk li.truth { font-weight: 600; color: var(--good); }
-ol.topk li.pred { color: var(--bad); }
-.facts { font-size: 13px; margin: 2px 0; }
-.facts b { font-weight: 600; }
-footer { margin-top: 40px; color: var(--muted); font-size: 12px; }
-"""
+_COLUMNS = [
+    "image_id",
+    "file_name",
+    "label",
+    "label_name",
+    "predicted_class",
+    "predicted_name",
+    "target_class",
+    "target_name",
+    "target_score",
+    "baseline_score",
+    "attribution_sum",
+    "relative_delta",
+    "steps",
+    "evaluations",
+    "within_tolerance",
+    "score",
+]
+_FAITHFULNESS = ["deletion_auc", "insertion_auc", "deletion_auc_random", "insertion_auc_random"]
+# Recorded by newer runs only: the page shows them when the run has them.
+_OPTIONAL = ["attribution_error", *_FAITHFULNESS]
+# Rows shown when none exceeds the tolerance: a few for reference, not the whole run.
+_REFERENCE_ROWS = 3
+# Sections in page order: (anchor, navigation title).
+_SECTIONS = (
+    ("summary", "Summary"),
+    ("misclassified", "Misclassifications"),
+    ("completeness", "Completeness"),
+    ("accuracy", "Per-pixel accuracy"),
+    ("worst-completeness", "Worst completeness"),
+    ("faithfulness", "Faithfulness"),
+    ("sanity", "Sanity check"),
+    ("per-class", "Per-class accuracy"),
+    ("gallery", "Gallery"),
+    ("errors", "Errors"),
+    ("querying", "Querying"),
+)
 
 
-def _e(value: Any) -> str:
-    """HTML-escaped text of a value; None and NaN become an en dash."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+def _missing(value: Any) -> bool:
+    return value is None or (np.isscalar(value) and bool(pd.isna(value)))
+
+
+def _text(value: Any) -> Any:
+    """The value itself (escaped by the template), or an en dash for None and NaN."""
+    return "–" if _missing(value) else value
+
+
+def _pct(value: Any, digits: int = 1) -> str:
+    if _missing(value) or not np.isfinite(float(value)):
         return "–"
-    return html.escape(str(value))
-
-
-def _png(figure: Figure, dpi: int = 100, alt: str = "", css: str = "") -> str:
-    data = base64.b64encode(plots.figure_png(figure, dpi=dpi)).decode("ascii")
-    klass = f' class="{css}"' if css else ""
-    return f'<img{klass} alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
-
-
-def _pct(value: float | None, digits: int = 1) -> str:
-    if value is None or not np.isfinite(value):
-        return "–"
-    return f"{value:.{digits}%}"
+    return f"{float(value):.{digits}%}"
 
 
 def _num(value: Any, digits: int = 4) -> str:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        return _e(value)
-    if not math.isfinite(number):
-        return "–"
-    return f"{number:.{digits}g}"
+        return str(_text(value))
+    return f"{number:.{digits}g}" if math.isfinite(number) else "–"
 
 
-def _table(
-    header: Sequence[str], rows: Iterable[Sequence[str]], numeric: Sequence[int] = ()
-) -> str:
-    """An HTML table from already-escaped cells; `numeric` column indices are right-aligned."""
-    head = "".join(
-        f'<th class="num">{h}</th>' if i in numeric else f"<th>{h}</th>"
-        for i, h in enumerate(header)
+@functools.cache
+def _environment() -> jinja2.Environment:
+    """The template environment, built on first use (no work at import)."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("pipeline", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,  # a misspelt name fails the report, not the reader
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
-            for i, c in enumerate(row)
-        )  # fmt: skip
-        + "</tr>"
-        for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    env.filters.update(text=_text, pct=_pct, num=_num)
+    return env
 
 
-def _kv(pairs: Sequence[tuple[str, str]]) -> str:
-    return (
-        "<table>" + "".join(f"<tr><td>{_e(k)}</td><td>{v}</td></tr>" for k, v in pairs) + "</table>"
-    )
+@dataclasses.dataclass(frozen=True)
+class _Picture:
+    """An embedded PNG (`src`, a data URI) or, when there is none, the `note` saying why."""
+
+    src: str | None = None
+    alt: str = ""
+    note: str | None = None
+    wide: bool = False
 
 
-def _metadata(output: str) -> pd.DataFrame:
-    """Every row's `_COLUMNS` and `confidence` (top-1 probability), without any list column."""
-    table = results.read_table(output, [*_COLUMNS, "top_k_probs"])
+def _png(figure: Figure, alt: str, dpi: int = 100, wide: bool = False) -> _Picture:
+    data = base64.b64encode(plots.figure_png(figure, dpi=dpi)).decode("ascii")
+    return _Picture(src=f"data:image/png;base64,{data}", alt=alt, wide=wide)
+
+
+def _metadata(output: str, available: Sequence[str]) -> pd.DataFrame:
+    """Every row's `_COLUMNS`, the `_OPTIONAL` ones the run has, and `confidence`."""
+    optional = [c for c in _OPTIONAL if c in available]
+    table = results.read_table(output, [*_COLUMNS, *optional, "top_k_probs"])
     confidence = (
         pc.list_element(table["top_k_probs"], 0) if len(table) else pa.array([], pa.float32())
     )
     table = table.drop_columns(["top_k_probs"]).append_column("confidence", confidence)
     return table.to_pandas().sort_values("image_id", kind="stable").reset_index(drop=True)
-
-
-def _label_rank(row: Mapping[str, Any]) -> str:
-    """Where the true label sits in the top-k, e.g. '#3 (4.1%)' or 'not in top 5'."""
-    label = row["label"]
-    if label is None or (isinstance(label, float) and math.isnan(label)):
-        return "–"
-    classes = list(row["top_k_classes"])
-    if int(label) in classes:
-        rank = classes.index(int(label))
-        return f"#{rank + 1} ({_pct(float(row['top_k_probs'][rank]))})"
-    return f"not in top {len(classes)}"
-
-
-def _top_k(row: Mapping[str, Any]) -> str:
-    """The top-k predictions as a list; the true label is marked, a wrong top-1 in red."""
-    label = row["label"]
-    truth = (
-        None if label is None or (isinstance(label, float) and math.isnan(label)) else int(label)
-    )
-    items = []
-    for rank, (cls, name, prob) in enumerate(
-        zip(row["top_k_classes"], row["top_k_names"], row["top_k_probs"], strict=False)
-    ):
-        css = "truth" if int(cls) == truth else ("pred" if rank == 0 and truth is not None else "")
-        mark = " ← label" if int(cls) == truth else ""
-        items.append(
-            f'<li class="{css}">{_e(name)} <span class="mono">{_pct(float(prob))}</span>{mark}</li>'
-        )
-    return f'<ol class="topk">{"".join(items)}</ol>'
 
 
 def _duration(manifest: Mapping[str, Any]) -> str:
@@ -199,12 +160,19 @@ def _duration(manifest: Mapping[str, Any]) -> str:
 
 
 class _Pictures:
-    """Input images and attribution arrays of the rows the page shows, read once."""
+    """Input images and array columns of the rows the page shows, read once."""
 
-    def __init__(self, output: str, manifest: Mapping[str, Any], image_root: str | None):
+    def __init__(
+        self,
+        output: str,
+        manifest: Mapping[str, Any],
+        image_root: str | None,
+        columns: Sequence[str],
+    ) -> None:
         self._output = output
         self._manifest = manifest
         self._image_root = image_root
+        self._columns = list(columns)
         self._rows: dict[tuple[str, int], pd.Series] = {}
         self._images: dict[str, np.ndarray | None] = {}
         self.notes: dict[str, None] = {}  # why some photos are missing, in order
@@ -214,24 +182,24 @@ class _Pictures:
         if not keys:
             return
         ids = sorted({image_id for image_id, _ in keys})
-        frame = results.read_results(
-            self._output, with_arrays=True, filters=pc.field("image_id").isin(ids)
-        )
+        frame = results.read_table(
+            self._output, self._columns, filters=pc.field("image_id").isin(ids)
+        ).to_pandas()
         wanted = set(keys)
         for _, row in frame.iterrows():
             key = (row["image_id"], int(row["target_class"]))
             if key in wanted:
                 self._rows[key] = row
         for image_id in ids:
-            if image_id in self._images:
-                continue
-            try:
-                self._images[image_id] = results.load_input_image(
-                    self._manifest, image_id, self._image_root
-                )
-            except results.ImageUnavailable as e:
-                self._images[image_id] = None
-                self.notes[str(e)] = None
+            if image_id not in self._images:
+                self._images[image_id] = self._load_image(image_id)
+
+    def _load_image(self, image_id: str) -> np.ndarray | None:
+        try:
+            return results.load_input_image(self._manifest, image_id, self._image_root)
+        except results.ImageUnavailable as e:
+            self.notes[str(e)] = None
+            return None
 
     def row(self, image_id: str, target_class: int) -> pd.Series | None:
         return self._rows.get((image_id, int(target_class)))
@@ -243,6 +211,39 @@ class _Pictures:
         return {k: v for k, v in self._images.items() if v is not None}
 
 
+def _worst(frame: pd.DataFrame, column: str, tolerance: float | None, limit: int) -> pd.DataFrame:
+    """The rows to show for an error column, worst first.
+
+    With a tolerance: the rows above it, or, when none is, only `_REFERENCE_ROWS`
+    for reference (listing every good row would bury the verdict). Without: the worst.
+    """
+    if column not in frame or frame.empty:
+        return frame.head(0)
+    ordered = frame.sort_values([column, "image_id"], ascending=[False, True])
+    if not tolerance:
+        return ordered.head(limit)
+    above = ordered[ordered[column] > tolerance]
+    return above.head(limit) if len(above) else ordered.head(min(limit, _REFERENCE_ROWS))
+
+
+def _no_better_than_chance(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose IG ranking does no better than the random one, the clearest first.
+
+    Deletion: a faithful map drops the score faster, so a lower AUC is better;
+    insertion: it restores the score faster, so a higher AUC is better. Rows without
+    values (`--faithfulness none`) are never flagged.
+    """
+    if not set(_FAITHFULNESS) <= set(frame.columns) or frame.empty:
+        return frame.head(0)
+    deletion = frame["deletion_auc"] - frame["deletion_auc_random"]
+    insertion = frame["insertion_auc_random"] - frame["insertion_auc"]
+    flagged = (deletion >= 0) | (insertion >= 0)
+    margin = pd.concat([deletion, insertion], axis=1).max(axis=1)
+    return frame.assign(_margin=margin)[flagged].sort_values(
+        ["_margin", "image_id"], ascending=[False, True]
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class _Selection:
     """The run's rows and the few the page shows, chosen once.
@@ -252,8 +253,11 @@ class _Selection:
       per_image: one row per image (`results.one_row_per_image`).
       labelled: `per_image` rows with a label.
       wrong: misclassified images, most confident first.
-      worst: rows by relative completeness error, worst first.
+      worst: rows shown for completeness (see `_worst`).
+      worst_pixel: rows shown for the per-pixel error (empty if not recorded).
+      chance: every row whose map does no better than a random ranking.
       gallery: evenly spread images for the gallery; `gallery_step` apart by image id.
+      tolerance: the run's `--tolerance` (None when 0: refinement off).
     """
 
     frame: pd.DataFrame
@@ -261,19 +265,49 @@ class _Selection:
     labelled: pd.DataFrame
     wrong: pd.DataFrame
     worst: pd.DataFrame
+    worst_pixel: pd.DataFrame
+    chance: pd.DataFrame
     gallery: pd.DataFrame
     gallery_step: int
+    tolerance: float | None
 
     @classmethod
-    def of(cls, frame: pd.DataFrame, gallery: int) -> _Selection:
+    def of(
+        cls, frame: pd.DataFrame, tolerance: float | None, examples: int, gallery: int
+    ) -> _Selection:
         per_image = results.one_row_per_image(frame)
         labelled = per_image[per_image["label"].notna()]
         wrong = results.misclassified(labelled)
         wrong = wrong.sort_values(["confidence", "image_id"], ascending=[False, True])
-        worst = frame.sort_values(["relative_delta", "image_id"], ascending=[False, True])
         step = max(1, math.ceil(len(per_image) / gallery)) if gallery > 0 else 1
         spread = per_image.iloc[::step].head(gallery) if gallery > 0 else per_image.head(0)
-        return cls(frame, per_image, labelled, wrong, worst, spread, step)
+        return cls(
+            frame,
+            per_image,
+            labelled,
+            wrong,
+            _worst(frame, "relative_delta", tolerance, examples),
+            _worst(frame, "attribution_error", tolerance, examples),
+            _no_better_than_chance(frame),
+            spread,
+            step,
+            tolerance,
+        )
+
+    def shown_keys(self, examples: int) -> list[tuple[str, int]]:
+        """(image_id, target_class) of every row whose arrays the page draws."""
+        parts = (
+            self.wrong.head(examples),
+            self.worst,
+            self.worst_pixel,
+            self.chance.head(examples),
+            self.gallery,
+        )
+        keys = [(m["image_id"], int(m["target_class"])) for p in parts for _, m in p.iterrows()]
+        # The true label's row of a misclassified image, where the run attributed it too.
+        return keys + [
+            (m["image_id"], int(m["label"])) for _, m in self.wrong.head(examples).iterrows()
+        ]
 
 
 def _heat_map(
@@ -283,296 +317,526 @@ def _heat_map(
     panels: Sequence[str],
     panel_size: float = 2.2,
     title: str | None = None,
-) -> str:
-    """The row's heat map as an embedded PNG, or a note saying why there is none."""
+) -> _Picture:
+    """The row's heat map, or a note saying why there is none."""
     row = pictures.row(image_id, target_class)
     if row is None:
-        return '<p class="note">Row not found when reading arrays.</p>'
+        return _Picture(note="Row not found when reading arrays.")
     try:
         attributions = results.attributions_of(row)
     except ValueError:
-        return '<p class="note">No attributions stored (the run used --attributions none).</p>'
-    image = pictures.image(image_id)
+        return _Picture(note="No attributions stored (the run used --attributions none).")
     figure = plots.attribution_figure(
-        attributions, image, panels=panels, panel_size=panel_size, title=title
+        attributions, pictures.image(image_id), panels=panels, panel_size=panel_size, title=title
     )
     return _png(figure, alt=f"heat map of {row['file_name']} for {row['target_name']}")
 
 
-def _evidence(pictures: _Pictures, meta: Mapping[str, Any]) -> str:
+def _flag_value(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(_flag_value(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _effective_command(manifest: Mapping[str, Any]) -> str:
+    """The run's command line with the values it ran with, from the manifest.
+
+    The command as typed can give a flag twice (`run_local.sh`'s defaults, then the
+    user's); the manifest holds the values that won, so each flag appears once.
+    """
+    model, config = manifest.get("model", {}), manifest.get("config", {})
+    renamed = {"baselines": "baseline"}
+    flags = [
+        ("dataset", manifest.get("dataset")),
+        ("split", manifest.get("split")),
+        ("model", model.get("reference")),
+        ("output", manifest.get("output")),
+    ]
+    flags += [(renamed.get(k, k), v) for k, v in config.items() if k != "store_path"]
+    flags += [
+        ("image_size", model.get("image_size")),
+        ("input_range", model.get("input_range")),
+        ("label_offset", model.get("label_offset")),
+        ("batch_size", manifest.get("batch_size")),
+    ]
+    parts = ["python", "-m", "pipeline"]
+    for name, value in flags:
+        if value is None or value is False:
+            continue
+        parts += [f"--{name}"] if value is True else [f"--{name}", shlex.quote(_flag_value(value))]
+    return " ".join(parts)
+
+
+# Every key the summary shows; an older manifest without one shows a dash.
+_MODEL_KEYS = tuple(
+    "reference kind location identity image_size input_range num_outputs label_offset".split()
+)
+_CONFIG_KEYS = tuple(
+    "target score top_k method steps max_steps baselines tolerance attributions "
+    "attribution_dtype store_path".split()
+)
+
+
+def _summary(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's settings, identity and whether every input is accounted for."""
+    counts = manifest.get("counts", {})
+    inputs, rows = counts.get("inputs"), counts.get("rows")
+    if not manifest.get("all_inputs_accounted_for"):
+        accounted = "no"
+    elif inputs and rows == 0:
+        accounted = "all-failed"  # accounted for as errors, but nothing was audited
+    else:
+        accounted = "yes"
+    versions = [(k, v) for k, v in manifest.get("versions", {}).items() if v]
+    typed = " ".join(shlex.quote(str(a)) for a in manifest.get("command", []))
+    model, config = manifest.get("model", {}), manifest.get("config", {})
+    return {
+        "model": {k: model.get(k) for k in _MODEL_KEYS},
+        "config": {k: config.get(k) for k in _CONFIG_KEYS},
+        "counts": counts,
+        "dataset": manifest.get("dataset"),
+        "split": manifest.get("split"),
+        "status": manifest.get("status"),
+        "start_time": manifest.get("start_time"),
+        "end_time": manifest.get("end_time"),
+        "duration": _duration(manifest),
+        "output": manifest.get("output"),
+        "accounted": accounted,
+        "versions": versions,
+        "command": _effective_command(manifest),
+        "typed": typed,
+    }
+
+
+def _tiles(manifest: Mapping[str, Any], chosen: _Selection) -> list[dict[str, Any]]:
+    """The headline numbers: (value, label, tone) with tone good, bad or neutral."""
+    counts, frame = manifest.get("counts", {}), chosen.frame
+    inputs = counts.get("inputs", len(chosen.per_image))
+    labelled, wrong = len(chosen.labelled), len(chosen.wrong)
+    no_rows = bool(inputs) and frame.empty
+    tiles = [
+        (inputs, "inputs", ""),
+        (len(frame), "result rows", "bad" if no_rows else ""),
+        (counts.get("errors", 0), "errors", "bad" if counts.get("errors") else "good"),
+        (
+            _pct(1 - wrong / labelled if labelled else None),
+            f"top-1 accuracy ({labelled} of {len(chosen.per_image)} images labelled)",
+            "",
+        ),
+        (wrong, "misclassified images", "bad" if wrong else "good"),
+        (
+            _pct(frame["relative_delta"].median() if len(frame) else None, 2),
+            "median relative completeness error",
+            "",
+        ),
+    ]
+    if "attribution_error" in frame and frame["attribution_error"].notna().any():
+        tiles.append((_pct(frame["attribution_error"].median(), 2), "median per-pixel error", ""))
+    if len(frame) and chosen.tolerance:  # with --tolerance 0 no row is judged
+        flagged = int(frame["within_tolerance"].eq(False).sum())
+        tiles.append((flagged, "rows not within tolerance", "bad" if flagged else "good"))
+    if set(_FAITHFULNESS) <= set(frame.columns) and frame["deletion_auc"].notna().any():
+        chance = len(chosen.chance)
+        tiles.append((chance, "rows no better than chance", "bad" if chance else "good"))
+    return [{"value": v, "label": t, "tone": k} for v, t, k in tiles]
+
+
+def _label_rank(row: Mapping[str, Any]) -> str:
+    """Where the true label sits in the top-k, e.g. '#3 (4.1%)' or 'not in top 5'."""
+    if _missing(row["label"]):
+        return "–"
+    classes = [int(c) for c in row["top_k_classes"]]
+    label = int(row["label"])
+    if label in classes:
+        rank = classes.index(label)
+        return f"#{rank + 1} ({_pct(float(row['top_k_probs'][rank]))})"
+    return f"not in top {len(classes)}"
+
+
+def _top_k(row: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The top-k predictions; the true label is marked, a wrong top-1 in red."""
+    truth = None if _missing(row["label"]) else int(row["label"])
+    items = []
+    for rank, (cls, name, prob) in enumerate(
+        zip(row["top_k_classes"], row["top_k_names"], row["top_k_probs"], strict=False)
+    ):
+        css = "truth" if int(cls) == truth else ("pred" if rank == 0 and truth is not None else "")
+        items.append(
+            {"name": name, "prob": _pct(float(prob)), "css": css, "is_label": css == "truth"}
+        )
+    return items
+
+
+def _evidence(pictures: _Pictures, meta: Mapping[str, Any]) -> list[_Picture]:
     """Heat maps of a misclassified image: for the attributed class and, if the run
     attributed it too (`--target top_k`), for the true label."""
     label, target = int(meta["label"]), int(meta["target_class"])
-    role = ("the prediction" if target == meta["predicted_class"]
-            else "the label" if target == label else "class")  # fmt: skip
+    role = (
+        "the prediction"
+        if target == meta["predicted_class"]
+        else "the label"
+        if target == label
+        else "class"
+    )
     panels = ("image", "mask", "overlay")
-    parts = [_heat_map(pictures, meta["image_id"], target, panels,
-                       title=f"Attributed to {role}: {meta['target_name']}")]  # fmt: skip
-    if target != label and pictures.row(meta["image_id"], label) is not None:
-        parts.append(_heat_map(pictures, meta["image_id"], label, panels,
-                               title=f"Attributed to the label: {meta['label_name']}"))  # fmt: skip
-    return "".join(parts)
-
-
-def _summary(manifest: Mapping[str, Any]) -> str:
-    model = manifest.get("model", {})
-    config = manifest.get("config", {})
-    counts = manifest.get("counts", {})
-    accounted = manifest.get("all_inputs_accounted_for")
-    dataset = manifest.get("dataset")
-    split = manifest.get("split")
-    run = [
-        ("Dataset", f"<b>{_e(dataset)}</b>" + (f" split <code>{_e(split)}</code>" if split else "")),
-        ("Model", f"<b>{_e(model.get('reference'))}</b> ({_e(model.get('kind'))}: "
-                  f"<span class=mono>{_e(model.get('location'))}</span>)"),
-        ("Model identity", f"<span class=mono>{_e(model.get('identity'))}</span>"),
-        ("Model input", f"{_e(model.get('image_size'))} px, range {_e(model.get('input_range'))}, "
-                        f"{_e(model.get('num_outputs'))} outputs, label offset "
-                        f"{_e(model.get('label_offset'))}"),
-        ("Started / ended", f"{_e(manifest.get('start_time'))}<br>{_e(manifest.get('end_time'))} "
-                            f"({_duration(manifest)})"),
-        ("Output", f"<span class=mono>{_e(manifest.get('output'))}</span>"),
-    ]  # fmt: skip
-    ig = [
-        ("Target / score", f"{_e(config.get('target'))} / {_e(config.get('score'))} "
-                           f"(top-{_e(config.get('top_k'))} kept)"),
-        ("Method", f"{_e(config.get('method'))}, {_e(config.get('steps'))} steps "
-                   f"(refined up to {_e(config.get('max_steps'))})"),
-        ("Baselines", _e(", ".join(config.get("baselines", [])))),
-        ("Tolerance", _e(config.get("tolerance"))),
-        ("Stored", f"attributions {_e(config.get('attributions'))} as "
-                   f"{_e(config.get('attribution_dtype'))}; path "
-                   f"{'stored' if config.get('store_path') else 'not stored'}"),
-        ("Counts", ", ".join(f"{_e(k)} {_e(v)}" for k, v in counts.items())),
-        ("All inputs accounted for",
-         '<span class="right">yes</span>' if accounted else '<span class="wrong">NO</span>'),
-    ]  # fmt: skip
-    versions = ", ".join(f"{_e(k)} {_e(v)}" for k, v in manifest.get("versions", {}).items() if v)
-    command = " ".join(str(a) for a in manifest.get("command", []))
-    return (
-        '<section id="summary"><h2>Run summary</h2><div class="kv">'
-        f"{_kv(run)}{_kv(ig)}</div>"
-        f'<p class="note">Versions: {versions}</p>'
-        + (f"<pre>{_e(command)}</pre>" if command else "")
-        + "</section>"
-    )
-
-
-def _tiles(manifest: Mapping[str, Any], chosen: _Selection) -> str:
-    counts = manifest.get("counts", {})
-    tolerance = manifest.get("config", {}).get("tolerance") or 0
-    frame, per_image, labelled, wrong = (
-        chosen.frame,
-        chosen.per_image,
-        chosen.labelled,
-        chosen.wrong,
-    )
-    accuracy = 1 - len(wrong) / len(labelled) if len(labelled) else None
-    above = int((frame["relative_delta"] > tolerance).sum()) if tolerance else None
-    median = float(frame["relative_delta"].median()) if len(frame) else None
-    tiles = [
-        ("", _e(counts.get("inputs", per_image.shape[0])), "inputs"),
-        ("", _e(len(frame)), "result rows"),
-        ("bad" if counts.get("errors") else "good", _e(counts.get("errors", 0)), "errors"),
-        (
-            "",
-            _pct(accuracy),
-            f"top-1 accuracy ({len(labelled)} of {len(per_image)} images labelled)",
-        ),
-        ("bad" if len(wrong) else "good", _e(len(wrong)), "misclassified images"),
-        ("", _pct(median, 2), "median relative completeness error"),
+    maps = [
+        _heat_map(
+            pictures,
+            meta["image_id"],
+            target,
+            panels,
+            title=f"Attributed to {role}: {meta['target_name']}",
+        )
     ]
-    if above is not None:
-        tiles.append(("bad" if above else "good", _e(above), f"rows above tolerance {tolerance:g}"))
-    return '<div class="tiles">' + "".join(
-        f'<div class="tile {k}"><div class="v">{v}</div><div class="k">{_e(t)}</div></div>'
-        for k, v, t in tiles
-    ) + "</div>"  # fmt: skip
+    if target != label and pictures.row(meta["image_id"], label) is not None:
+        maps.append(
+            _heat_map(
+                pictures,
+                meta["image_id"],
+                label,
+                panels,
+                title=f"Attributed to the label: {meta['label_name']}",
+            )
+        )
+    return maps
 
 
-def _misclassified(chosen: _Selection, pictures: _Pictures, limit: int) -> str:
+def _misclassified(
+    chosen: _Selection, pictures: _Pictures, limit: int, errors: int
+) -> dict[str, Any]:
+    """The most confident misclassifications, or why there are none to show."""
     labelled, wrong = chosen.labelled, chosen.wrong
-    head = (
-        '<section id="misclassified"><h2>Most confident misclassifications</h2>'
-        f'<p class="lead">{len(wrong)} of {len(labelled)} labelled images are misclassified '
-        f"({_pct(len(wrong) / len(labelled) if len(labelled) else None)}). The most confident "
-        "first. The heat maps show the pixels that Integrated Gradients credits for the "
-        "wrong prediction (what the model looked at when it got the image wrong) and, when "
-        "the run attributed it too (<code>--target top_k</code> with the label in the top k), "
-        "for the true label.</p>"
-    )
-    if labelled.empty:
-        return head + '<p class="note">No image of this run has a label, so no misclassification can be shown.</p></section>'  # fmt: skip
-    if wrong.empty:
-        return head + '<p class="note">Every labelled image is classified correctly.</p></section>'
+    if chosen.frame.empty:
+        empty = "no-rows"
+    elif labelled.empty:
+        empty = "unlabelled-with-errors" if errors else "unlabelled"
+    else:
+        empty = "all-right" if wrong.empty else None
     cards = []
     for _, meta in wrong.head(limit).iterrows():
         row = pictures.row(meta["image_id"], meta["target_class"])  # with the top-k lists
-        rank = _label_rank(row) if row is not None else "–"
-        facts = (
-            f'<p class="facts">Label <b>{_e(meta["label_name"])}</b> ({_e(int(meta["label"]))}), '
-            f'predicted <b class="wrong">{_e(meta["predicted_name"])}</b> '
-            f"({_pct(meta['confidence'])}); the label is {rank}. Relative completeness "
-            f"error {_pct(meta['relative_delta'], 2)}.</p>"
-        )
         cards.append(
-            f'<div class="card"><h3>{_e(meta["file_name"])}</h3>'
-            f'<div class="mono">{_e(meta["image_id"])}</div>'
-            f"{_evidence(pictures, meta)}{facts}"
-            f"{_top_k(row) if row is not None else ''}</div>"
+            {
+                "meta": meta.to_dict(),
+                "maps": _evidence(pictures, meta),
+                "rank": _label_rank(row) if row is not None else "–",
+                "top_k": _top_k(row) if row is not None else [],
+            }
         )
-    return head + '<div class="cards">' + "".join(cards) + "</div></section>"
+    rate = len(wrong) / len(labelled) if len(labelled) else None
+    return {
+        "wrong": len(wrong),
+        "labelled": len(labelled),
+        "rate": rate,
+        "empty": empty,
+        "errors": errors,
+        "cards": cards,
+    }
 
 
-def _completeness(frame: pd.DataFrame, manifest: Mapping[str, Any]) -> str:
-    config = manifest.get("config", {})
-    tolerance = config.get("tolerance") or None
-    deltas = frame["relative_delta"].to_numpy(dtype=np.float64)
-    stats = ""
-    if len(frame):
-        p50, p95 = np.nanpercentile(deltas, [50, 95])
-        refined = int((frame["steps"] > int(config.get("steps", 0) or 0)).sum())
-        stats = (
-            f"Median {_pct(p50, 3)}, 95th percentile {_pct(p95, 3)}, worst "
-            f"{_pct(np.nanmax(deltas), 3)}; {refined} of {len(frame)} rows were refined with "
-            "more path points."
-        )
-    figure = plots.completeness_figure(deltas, tolerance)
-    return (
-        '<section id="completeness"><h2>Completeness</h2>'
-        '<p class="lead">Integrated Gradients are complete: the attributions of a row sum to '
-        "F(x) − F(x′), the score of the image minus the score of the baseline. The relative "
-        "error |Σ attributions − (F(x) − F(x′))| / |F(x) − F(x′)| measures how well the path "
-        f"integral was approximated; large values mean the heat map is not trustworthy. {stats}</p>"
-        f"{_png(figure, alt='completeness histogram', css='wide')}</section>"
+def _distribution(values: pd.Series) -> dict[str, Any] | None:
+    """Median, 95th percentile and worst of the finite values; None when there are none."""
+    finite = values.to_numpy(dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return None
+    p50, p95 = np.percentile(finite, [50, 95])
+    return {
+        "median": p50,
+        "p95": p95,
+        "max": finite.max(),
+        "count": int(finite.size),
+        "missing": int(len(values) - finite.size),
+    }
+
+
+def _above(frame: pd.DataFrame, column: str, tolerance: float | None) -> int | None:
+    return int((frame[column] > tolerance).sum()) if tolerance else None
+
+
+def _completeness(chosen: _Selection, config: Mapping[str, Any]) -> dict[str, Any]:
+    frame, tolerance = chosen.frame, chosen.tolerance
+    refined = int((frame["steps"] > int(config.get("steps", 0) or 0)).sum())
+    figure = plots.completeness_figure(frame["relative_delta"].to_numpy(np.float64), tolerance)
+    return {
+        "stats": _distribution(frame["relative_delta"]),
+        "refined": refined,
+        "rows": len(frame),
+        "above": _above(frame, "relative_delta", tolerance),
+        "tolerance": tolerance,
+        "figure": _png(figure, "completeness histogram", wide=True),
+    }
+
+
+def _fact(key: str, value: str, bad: bool = False) -> dict[str, Any]:
+    """One line of a row card's numbers; `bad` ones are shown in red."""
+    return {"key": key, "value": value, "bad": bool(bad)}
+
+
+def _error_card(pictures: _Pictures, meta: pd.Series, tolerance: float | None) -> dict[str, Any]:
+    """A row's heat map, path curve and error numbers, those over the tolerance in red."""
+    row = pictures.row(meta["image_id"], meta["target_class"])
+    figures = [
+        _heat_map(pictures, meta["image_id"], meta["target_class"], ("image", "overlay"), 1.9)
+    ]
+    if row is not None and results.path_of(row) is not None:
+        figures.append(_png(plots.path_figure(row, width=3.4, height=2.3), alt="path curve"))
+
+    def error(key: str, column: str) -> dict[str, Any]:
+        value = meta.get(column)
+        return _fact(key, _pct(value, 2), tolerance and not _missing(value) and value > tolerance)
+
+    facts = [error("relative completeness error", "relative_delta")]
+    if "attribution_error" in meta:
+        facts.append(error("per-pixel error (estimated)", "attribution_error"))
+    within = bool(meta["within_tolerance"])
+    facts += [
+        _fact("F(x), image", _num(meta["target_score"])),
+        _fact("F(x′), baseline", _num(meta["baseline_score"])),
+        _fact("Σ attributions", _num(meta["attribution_sum"])),
+        _fact("path points", f"{_text(meta['steps'])} ({_text(meta['evaluations'])} gradients)"),
+        _fact("within tolerance", "yes" if within else "no", not within),
+    ]
+    return {"meta": meta.to_dict(), "figures": figures, "facts": facts}
+
+
+def _worst_completeness(chosen: _Selection, pictures: _Pictures) -> dict[str, Any]:
+    frame, tolerance = chosen.frame, chosen.tolerance
+    return {
+        "rows": len(frame),
+        "tolerance": tolerance,
+        "above": _above(frame, "relative_delta", tolerance),
+        "cards": [_error_card(pictures, m, tolerance) for _, m in chosen.worst.iterrows()],
+    }
+
+
+def _accuracy(chosen: _Selection, pictures: _Pictures) -> dict[str, Any]:
+    """The per-pixel error estimate beside completeness, or why it is not shown."""
+    frame, tolerance = chosen.frame, chosen.tolerance
+    if frame.empty:
+        return {"state": "no-rows"}
+    stats = _distribution(frame["attribution_error"]) if "attribution_error" in frame else None
+    if stats is None:
+        return {"state": "not-recorded"}
+    errors = frame["attribution_error"]
+    # Within the tolerance in the sum, above it per pixel: what completeness alone hides.
+    hidden = (
+        int(((frame["relative_delta"] <= tolerance) & (errors > tolerance)).sum())
+        if tolerance
+        else None
     )
+    figure = plots.attribution_error_figure(errors.to_numpy(np.float64), tolerance)
+    return {
+        "state": "recorded",
+        "stats": stats,
+        "rows": len(frame),
+        "tolerance": tolerance,
+        "above": _above(frame, "attribution_error", tolerance),
+        "sum_only": hidden,
+        "figure": _png(figure, "per-pixel error histogram", wide=True),
+        "cards": [_error_card(pictures, m, tolerance) for _, m in chosen.worst_pixel.iterrows()],
+    }
 
 
-def _worst(chosen: _Selection, pictures: _Pictures, limit: int, tolerance: float | None) -> str:
-    frame, worst = chosen.frame, chosen.worst.head(limit)
-    above = int((frame["relative_delta"] > tolerance).sum()) if tolerance else None
-    verdict = (
-        ""
-        if above is None
-        else f" {above} of {len(frame)} rows exceed the run's tolerance {tolerance:g}"
-        + ("; they are marked in red." if above else ": all attributions are within it.")
-    )
-    head = (
-        '<section id="worst-completeness"><h2>Worst completeness</h2>'
-        '<p class="lead">The rows whose attributions sum furthest from F(x) − F(x′). The path '
-        "curve F(α) shows why: a steep jump between path points, or a score that saturates "
-        f"early, is hard to integrate with few points.{verdict}</p>"
-    )
-    if worst.empty:
-        return head + '<p class="note">No rows.</p></section>'
-    cards = []
-    for _, meta in worst.iterrows():
-        row = pictures.row(meta["image_id"], meta["target_class"])
-        path = ""
-        if row is not None and results.path_of(row) is not None:
-            path = _png(plots.path_figure(row, width=3.4, height=2.3), alt="path curve")
-        bad = tolerance and meta["relative_delta"] > tolerance
-        delta = _pct(meta["relative_delta"], 2)
-        details = _kv(
-            [("relative error", f'<span class="wrong">{delta}</span>' if bad else delta),
-             ("F(x), image", _num(meta["target_score"])),
-             ("F(x′), baseline", _num(meta["baseline_score"])),
-             ("Σ attributions", _num(meta["attribution_sum"])),
-             ("path points", f"{_e(meta['steps'])} ({_e(meta['evaluations'])} gradients)")]
-        )  # fmt: skip
-        cards.append(
-            f'<div class="card"><h3>{_e(meta["file_name"])} → {_e(meta["target_name"])}</h3>'
-            f'<div class="mono">{_e(meta["image_id"])}</div><div class="side">'
-            f"{_heat_map(pictures, meta['image_id'], meta['target_class'], ('image', 'overlay'), 1.9)}"
-            f"{path}"
-            f"{details}</div></div>"
-        )
-    return head + '<div class="cards rows">' + "".join(cards) + "</div></section>"
+def _chance_card(pictures: _Pictures, meta: pd.Series) -> dict[str, Any]:
+    """A row that does no better than chance: heat map, curves, AUCs (the failing ones red)."""
+    row = pictures.row(meta["image_id"], meta["target_class"])
+    curves = plots.faithfulness_curves_figure(row if row is not None else meta)
+    deletion, insertion = meta["deletion_auc"], meta["insertion_auc"]
+    chance_deletion, chance_insertion = meta["deletion_auc_random"], meta["insertion_auc_random"]
+    facts = [
+        _fact(
+            "deletion AUC (random)",
+            f"{_num(deletion, 3)} ({_num(chance_deletion, 3)})",
+            deletion >= chance_deletion,
+        ),
+        _fact(
+            "insertion AUC (random)",
+            f"{_num(insertion, 3)} ({_num(chance_insertion, 3)})",
+            insertion <= chance_insertion,
+        ),
+    ]
+    heat = _heat_map(pictures, meta["image_id"], meta["target_class"], ("image", "overlay"), 1.9)
+    figures = [heat, _png(curves, alt="deletion and insertion curves")]
+    return {"meta": meta.to_dict(), "figures": figures, "facts": facts}
 
 
-def _per_class(per_image: pd.DataFrame, limit: int) -> str:
+def _faithfulness(chosen: _Selection, pictures: _Pictures, limit: int) -> dict[str, Any]:
+    """IG's deletion / insertion AUCs against the random control, or why they are absent."""
+    frame = chosen.frame
+    if frame.empty:
+        return {"state": "no-rows"}
+    if not set(_FAITHFULNESS) <= set(frame.columns):
+        return {"state": "not-recorded"}
+    if frame["deletion_auc"].isna().all():
+        return {"state": "off"}
+    measured = frame.dropna(subset=_FAITHFULNESS)
+    medians = {c: float(measured[c].median()) for c in _FAITHFULNESS}
+    beats = {
+        "deletion": int((measured["deletion_auc"] < measured["deletion_auc_random"]).sum()),
+        "insertion": int((measured["insertion_auc"] > measured["insertion_auc_random"]).sum()),
+    }
+    return {
+        "state": "recorded",
+        "rows": len(measured),
+        "missing": len(frame) - len(measured),
+        "medians": medians,
+        "beats": beats,
+        "chance": len(chosen.chance),
+        "figure": _png(
+            plots.faithfulness_figure(frame), "deletion and insertion AUC distributions", wide=True
+        ),
+        "cards": [_chance_card(pictures, m) for _, m in chosen.chance.head(limit).iterrows()],
+    }
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+# A cascading randomisation leaves the maps "unchanged" when the median rank
+# correlation with the original maps at the last (most destroyed) stage is at least this.
+_SANITY_UNCHANGED_FROM = 0.5
+
+
+def read_sanity(output: str) -> dict[str, Any] | None:
+    """The model-randomisation sanity check of a run (Adebayo et al., 2018), if it was run.
+
+    Reads `<output>/sanity/sanity.json`, written by the sanity-check mode:
+    `{"stages": [{"layer": name, "spearman_median": x, "ssim_median": y}, ...],
+    "verdict": "...", "images": n}`, stages in the order the layers were
+    randomised (top down, cascading), so the last is the most destroyed model.
+
+    The reader is tolerant, because the page must render whatever version of the
+    check wrote the file: every key is optional, unknown keys are ignored, a stage
+    that is not an object is skipped, and a value that is not a finite number
+    becomes None. A file that cannot be read or parsed gives `{"error": reason}`
+    so that the page says so instead of failing.
+
+    Returns:
+      None when there is no such file; else a dict with `stages` (list of
+      `{"layer": str, "spearman_median": float | None, "ssim_median": float | None}`),
+      `verdict` (str or None, as written), `images` (int or None), `changed`
+      (True: the maps change when the model is destroyed, so they depend on what
+      it learned; False: they do not, so they are not explanations of the model;
+      None: no number to judge by) and `error` (None, or why the file is unusable).
+      `changed` is judged on the last stage's median Spearman (its SSIM when
+      Spearman is absent): below `_SANITY_UNCHANGED_FROM` (0.5) counts as changed.
+    """
+    path = FileSystems.join(output, "sanity", "sanity.json")
+    if not FileSystems.exists(path):
+        return None
+    try:
+        with FileSystems.open(path) as f:
+            data = json.loads(f.read().decode("utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    except (OSError, ValueError) as e:
+        _LOG.warning("Cannot read the sanity check %s: %s", path, e)
+        return {"stages": [], "verdict": None, "images": None, "changed": None, "error": str(e)}
+    stages = _sanity_stages(data.get("stages"))
+    verdict = data.get("verdict")
+    images = _number(data.get("images"))
+    return {
+        "stages": stages,
+        "verdict": None if verdict is None else str(verdict),
+        "images": None if images is None else int(images),
+        "changed": _changed(stages),
+        "error": None,
+    }
+
+
+def _sanity_stages(raw: Any) -> list[dict[str, Any]]:
+    """The stages of a sanity file: objects only, numbers or None (see `read_sanity`)."""
+    return [
+        {
+            "layer": str(stage.get("layer", "?")),
+            "spearman_median": _number(stage.get("spearman_median")),
+            "ssim_median": _number(stage.get("ssim_median")),
+        }
+        for stage in (raw if isinstance(raw, list) else [])
+        if isinstance(stage, dict)
+    ]
+
+
+def _changed(stages: Sequence[Mapping[str, Any]]) -> bool | None:
+    """Whether the maps changed when the model was destroyed (see `read_sanity`)."""
+    for stage in reversed(stages):
+        similarity = stage["spearman_median"]
+        if similarity is None:
+            similarity = stage["ssim_median"]
+        if similarity is not None:
+            return similarity < _SANITY_UNCHANGED_FROM
+    return None
+
+
+def _per_class(per_image: pd.DataFrame, limit: int) -> dict[str, Any]:
     table = results.per_class_accuracy(per_image)
-    head = (
-        '<section id="per-class"><h2>Per-class accuracy</h2>'
-        '<p class="lead">Top-1 accuracy per labelled class, each image counted once, worst '
-        "classes first, with the most frequent wrong prediction.</p>"
-    )
-    if table.empty:
-        return head + '<p class="note">No labelled images.</p></section>'
-    shown = table.head(limit)
-    rows = []
-    for label, r in shown.iterrows():
-        bar = (f'<span class="barbox"><span class="bar" style="width:{r["accuracy"] * 100:.0f}%">'
-               "</span></span>")  # fmt: skip
-        confusion = (
-            f"{_e(r['top_confusion'])} ({r['top_confusion_count']})" if r["top_confusion"] else "–"
-        )
-        rows.append([_e(label), _e(r["label_name"]), _e(r["images"]), _e(r["correct"]),
-                     bar + _pct(r["accuracy"]), confusion])  # fmt: skip
-    more = (
-        f'<p class="note">Showing the {limit} worst of {len(table)} classes.</p>'
-        if len(table) > limit
-        else ""
-    )
-    return (
-        head
-        + _table(
-            ["class", "name", "images", "correct", "accuracy", "most frequent wrong prediction"],
-            rows,
-            numeric=(0, 2, 3),
-        )  # fmt: skip
-        + more
-        + "</section>"
-    )
+    rows = [{"label": label, **r.to_dict()} for label, r in table.head(limit).iterrows()]
+    return {"rows": rows, "total": len(table), "limit": limit}
 
 
-def _gallery(chosen: _Selection, pictures: _Pictures) -> str:
+def _gallery(chosen: _Selection, pictures: _Pictures) -> dict[str, Any] | None:
     if chosen.gallery.empty:
-        return ""
-    step = chosen.gallery_step
+        return None
     rows = [pictures.row(m["image_id"], m["target_class"]) for _, m in chosen.gallery.iterrows()]
     rows = pd.DataFrame([r for r in rows if r is not None])
     if rows.empty:
-        return ""
+        return None
     figure = plots.grid_figure(rows, pictures.images(), columns=4, panel_size=2.6)
-    spread = "" if step == 1 else f" (one in {step}, by image id)"
-    return (
-        '<section id="gallery"><h2>Gallery</h2>'
-        f'<p class="lead">{len(rows)} images{spread}: the seed\'s overlay of the attribution '
-        "mask and the photo. Red captions are misclassifications.</p>"
-        f"{_png(figure, dpi=90, alt='gallery', css='wide')}</section>"
-    )
+    return {
+        "count": len(rows),
+        "step": chosen.gallery_step,
+        "figure": _png(figure, "gallery", dpi=90, wide=True),
+    }
 
 
-def _errors(output: str, limit: int) -> str:
-    errors = results.read_errors(output)
-    head = '<section id="errors"><h2>Errors</h2>'
-    if errors.empty:
-        return head + '<p class="lead">No input failed: every input has result rows.</p></section>'
+def _errors(errors: pd.DataFrame, limit: int) -> dict[str, Any]:
     by_stage = errors.groupby("stage").size().sort_values(ascending=False)
-    stages = ", ".join(f"{_e(s)}: {n}" for s, n in by_stage.items())
-    rows = [[f'<span class="mono">{_e(r.image_id)}</span>', _e(r.stage), _e(r.error)]
-            for r in errors.sort_values("image_id").head(limit).itertuples()]  # fmt: skip
-    return (
-        head
-        + f'<p class="lead">{len(errors)} inputs could not be processed ({stages}).</p>'
-        + _table(["image", "stage", "reason"], rows)
-        + (f'<p class="note">First {limit} shown.</p>' if len(errors) > limit else "")
-        + "</section>"
-    )
+    rows = errors.sort_values("image_id").head(limit)
+    return {
+        "count": len(errors),
+        "by_stage": list(by_stage.items()),
+        "limit": limit,
+        "rows": rows.to_dict("records"),
+    }
 
 
 def _querying(output: str) -> str:
-    snippet = (
+    return (
         "import pandas as pd\n"
         f'meta = pd.read_parquet("{output}/results", columns=["file_name", "label_name", '
         '"predicted_name", "relative_delta"])\n\n'
         "from transforms.plots import audit_figure\n"
         f'audit_figure("{output}", "<file name or image_id>").savefig("heat_map.png")'
     )
-    return (
-        f'<section id="querying"><h2>Querying these results</h2><pre>{_e(snippet)}</pre></section>'
-    )
+
+
+def _sections(
+    output: str,
+    manifest: Mapping[str, Any],
+    chosen: _Selection,
+    pictures: _Pictures,
+    examples: int,
+    classes: int,
+) -> dict[str, Any]:
+    """Each section's data by anchor; None for a section the page leaves out."""
+    errors = results.read_errors(output)
+    return {
+        "summary": _summary(manifest),
+        "misclassified": _misclassified(chosen, pictures, examples, len(errors)),
+        "completeness": _completeness(chosen, manifest.get("config", {})),
+        "accuracy": _accuracy(chosen, pictures),
+        "worst-completeness": _worst_completeness(chosen, pictures),
+        "faithfulness": _faithfulness(chosen, pictures, examples),
+        "sanity": read_sanity(output),
+        "per-class": _per_class(chosen.per_image, classes),
+        "gallery": _gallery(chosen, pictures),
+        "errors": _errors(errors, 50),
+        "querying": _querying(output),
+    }
 
 
 def build_report(
@@ -587,54 +851,32 @@ def build_report(
 
     Args:
       output: the run's `--output` folder.
-      examples: cards in the misclassification and worst-completeness sections.
+      examples: cards per section (misclassifications, worst rows, no better than chance).
       gallery: images in the gallery (0: none).
       classes: classes listed in the per-class table (worst first).
       image_root: where the run's image folder is now, if it moved.
     """
     manifest = results.read_manifest(output)
-    frame = _metadata(output)
-    chosen = _Selection.of(frame, gallery)
-    pictures = _Pictures(output, manifest, image_root)
-    shown = (chosen.wrong.head(examples), chosen.worst.head(examples), chosen.gallery)
-    keys = [(m["image_id"], int(m["target_class"])) for part in shown for _, m in part.iterrows()]
-    # The true label's row of a misclassified image, where the run attributed it too.
-    keys += [(m["image_id"], int(m["label"])) for _, m in chosen.wrong.head(examples).iterrows()]
-    pictures.load(keys)
-
-    model = manifest.get("model", {}).get("reference", "?")
-    title = f"IG audit: {manifest.get('dataset')} with {model}"
-    notes = "".join(f'<p class="note">Photos: {_e(n)}</p>' for n in list(pictures.notes)[:3])
-    sections = [
-        _summary(manifest),
-        _misclassified(chosen, pictures, examples),
-        _completeness(frame, manifest),
-        _worst(chosen, pictures, examples, manifest.get("config", {}).get("tolerance") or None),
-        _per_class(chosen.per_image, classes),
-        _gallery(chosen, pictures),
-        _errors(output, 50),
-        _querying(output),
-    ]
-    links = [("summary", "Summary"), ("misclassified", "Misclassifications"),
-             ("completeness", "Completeness"), ("worst-completeness", "Worst completeness"),
-             ("per-class", "Per-class accuracy"), ("gallery", "Gallery"), ("errors", "Errors"),
-             ("querying", "Querying")]  # fmt: skip
-    nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in links if f'id="{a}"' in "".join(sections))
-    generated = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    available = results.result_columns(output)
+    tolerance = manifest.get("config", {}).get("tolerance") or None
+    chosen = _Selection.of(_metadata(output, available), tolerance, examples, gallery)
+    pictures = _Pictures(output, manifest, image_root, available)
+    pictures.load(chosen.shown_keys(examples))
+    sections = _sections(output, manifest, chosen, pictures, examples, classes)
+    counts = manifest.get("counts", {})
     return (
-        "<!DOCTYPE html>\n"
-        f'<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<style>{_CSS}</style></head><body><main>"
-        f"<h1>{_e(title)}</h1>"
-        f'<p class="lead">Integrated Gradients attributions of every image: what the model '
-        f"predicted, where it looked, and how exact the attributions are. Output "
-        f"<code>{_e(output)}</code>.</p>"
-        f"<nav>{nav}</nav>"
-        f"{_tiles(manifest, chosen)}{notes}"
-        + "".join(sections)
-        + f"<footer>Generated {generated} by <code>python -m pipeline.report</code>.</footer>"
-        "</main></body></html>\n"
+        _environment()
+        .get_template("report.html.j2")
+        .render(
+            title=f"IG audit: {manifest.get('dataset')} with {manifest.get('model', {}).get('reference', '?')}",
+            output=output,
+            tiles=_tiles(manifest, chosen),
+            no_rows=bool(counts.get("inputs")) and chosen.frame.empty,
+            photo_notes=list(pictures.notes)[:3],
+            nav=[(a, t) for a, t in _SECTIONS if sections[a] is not None],
+            s=sections,
+            generated=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        )
     )
 
 
@@ -646,28 +888,43 @@ def write_report(output: str, path: str, **kwargs: Any) -> str:
     return path
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The command line; returns the exit code (2 for a bad --input)."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.report",
         description="Render a self-contained HTML audit page from an ig-audit output folder.",
     )
     parser.add_argument("--input", required=True, help="The run's --output folder.")
     parser.add_argument("--output", required=True, help="The HTML file to write.")
-    parser.add_argument("--examples", type=int, default=12,
-                        help="Cards per section (misclassifications, worst completeness).")  # fmt: skip
+    parser.add_argument(
+        "--examples",
+        type=int,
+        default=12,
+        help="Cards per section (misclassifications, worst rows, no better than chance).",
+    )
     parser.add_argument("--gallery", type=int, default=16, help="Images in the gallery (0: none).")
     parser.add_argument("--classes", type=int, default=100, help="Rows of the per-class table.")
-    parser.add_argument("--image_root", default=None,
-                        help="Where the run's image folder is now, if it moved.")  # fmt: skip
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--image_root", default=None, help="Where the run's image folder is now, if it moved."
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit code (2 for a bad --input)."""
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.examples < 0 or args.gallery < 0 or args.classes < 0:
         print("error: --examples, --gallery and --classes must be >= 0.", file=sys.stderr)
         return 2
     try:
-        write_report(args.input, args.output, examples=args.examples, gallery=args.gallery,
-                     classes=args.classes, image_root=args.image_root)  # fmt: skip
+        write_report(
+            args.input,
+            args.output,
+            examples=args.examples,
+            gallery=args.gallery,
+            classes=args.classes,
+            image_root=args.image_root,
+        )
     except FileNotFoundError as e:
         print(f"error: --input {args.input!r}: {e}", file=sys.stderr)
         return 2

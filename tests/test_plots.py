@@ -171,3 +171,44 @@ def test_audit_figure_for_tfds_rows_shows_heat_map_without_photo(tmp_path):
     )
     titles = [ax.get_title() for ax in figure.axes]
     assert "Attribution mask (no image)" in titles and "Attribution mask" in titles
+
+
+def test_attribution_error_histogram_shares_the_completeness_axes():
+    figure = plots.attribution_error_figure([0.002, 0.03, 0.2, np.nan], tolerance=0.015)
+    ax = figure.axes[0]
+    assert sum(p.get_height() for p in ax.patches) == 3
+    assert ax.get_xscale() == "log" and "per-pixel error" in ax.get_xlabel()
+    labels = {t.get_text() for t in ax.get_legend().get_texts()}
+    assert labels == {"3 rows", "tolerance 0.015: 2 rows above", "1 rows without a value"}
+
+
+def test_faithfulness_figure_draws_ig_against_the_random_control():
+    frame = pd.DataFrame({"deletion_auc": [0.1, 0.2, np.nan], "deletion_auc_random": [0.4, 0.5, 0.6],
+                          "insertion_auc": [0.9, 0.7, 0.8], "insertion_auc_random": [0.5, 0.5, 0.4]})  # fmt: skip
+    deletion, insertion = plots.faithfulness_figure(frame).axes
+    assert deletion.get_xlabel() == "deletion AUC (lower is better)"
+    assert insertion.get_xlabel() == "insertion AUC (higher is better)"
+    assert [t.get_text() for t in deletion.get_legend().get_texts()] == [
+        "random ranking (3 rows, median 0.500)", "IG (2 rows, median 0.150)"]  # fmt: skip
+    assert [t.get_text() for t in insertion.get_legend().get_texts()] == [
+        "random ranking (3 rows, median 0.500)", "IG (3 rows, median 0.800)"]  # fmt: skip
+    ig_counts = deletion.patches[1].get_path().vertices[:, 1]  # a step outline over the bins
+    assert ig_counts.max() == 1
+
+
+def test_faithfulness_curves_plot_the_stored_probabilities():
+    row = pd.Series({"deletion_curve": np.array([0.9, 0.5, 0.1], np.float32),
+                     "insertion_curve": np.array([0.0, 0.6, 0.9], np.float32),
+                     "deletion_auc": 0.4, "deletion_auc_random": 0.6,
+                     "insertion_auc": 0.55, "insertion_auc_random": None})  # fmt: skip
+    figure = plots.faithfulness_curves_figure(row, title="t")
+    ax = figure.axes[0]
+    assert figure.get_suptitle() == "t"
+    deletion, insertion = ax.get_lines()
+    assert deletion.get_xdata().tolist() == [0.0, 0.5, 1.0]
+    assert deletion.get_ydata().tolist() == pytest.approx([0.9, 0.5, 0.1])
+    assert insertion.get_ydata().tolist() == pytest.approx([0.0, 0.6, 0.9])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "deletion: AUC 0.400 (random 0.600)", "insertion: AUC 0.550 (random -)"]  # fmt: skip
+    empty = plots.faithfulness_curves_figure(pd.Series({"deletion_auc": 0.4}))
+    assert "no deletion / insertion curves stored" in empty.axes[0].texts[0].get_text()

@@ -5,29 +5,42 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from pipeline import run
-from pipeline.report import build_report, main
+from pipeline.report import build_report, main, read_sanity
 from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, write_image
-from tests.test_results import make_row, write_output
+from tests.test_results import (  # noqa: F401 - folder_run is a fixture
+    folder_run,
+    make_row,
+    write_output,
+)
 from transforms import labels, results
+from transforms.schema import results_schema
 
-SECTIONS = ["summary", "misclassified", "completeness", "worst-completeness", "per-class",
-            "gallery", "errors", "querying"]  # fmt: skip
+SECTIONS = ["summary", "misclassified", "completeness", "accuracy", "worst-completeness",
+            "faithfulness", "per-class", "gallery", "errors", "querying"]  # fmt: skip
 LABELS = {f"{WNID_CAT}/cat1.png": 281, f"{WNID_CAT}/cat2.png": 281, f"{WNID_SHARK}/shark.png": 2,
           "loose.png": None}  # fmt: skip
 
 
+_BLOCKS = {"p", "div", "h2", "h3", "table", "tr", "td", "th", "li", "ol", "pre", "br", "details"}
+
+
 class _Page(HTMLParser):
-    """Section texts, <img> sources and every URL-bearing attribute of a page."""
+    """Section texts (white space collapsed), <img> sources and every URL-bearing attribute."""
 
     def __init__(self):
         super().__init__()
@@ -36,15 +49,23 @@ class _Page(HTMLParser):
         self.alts: dict[str, list[str]] = {}
         self.urls: list[str] = []
         self.tags: set[str] = set()
+        self.pres: list[str] = []
         self._section: str | None = None
+        self._pre = False
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         self.tags.add(tag)
+        # Cells, items and blocks are apart on screen: one space between their texts.
+        if tag in _BLOCKS and self._section and not self.sections[self._section].endswith(" "):
+            self.sections[self._section] += " "
         if tag == "section":
             self._section = attrs["id"]
             self.sections[self._section] = ""
             self.images[self._section] = []
+        if tag == "pre":
+            self._pre = True
+            self.pres.append("")
         if tag == "img":
             self.images.setdefault(self._section, []).append(attrs["src"])
             self.alts.setdefault(self._section, []).append(attrs.get("alt", ""))
@@ -53,10 +74,16 @@ class _Page(HTMLParser):
     def handle_endtag(self, tag):
         if tag == "section":
             self._section = None
+        if tag == "pre":
+            self._pre = False
 
     def handle_data(self, data):
-        if self._section:
-            self.sections[self._section] += data
+        if self._pre:
+            self.pres[-1] += data
+        # As a browser shows it: runs of white space are one space; white space
+        # between tags alone is layout, not text.
+        if self._section and data.strip():
+            self.sections[self._section] += re.sub(r"\s+", " ", data)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +120,7 @@ def test_report_has_every_section_and_the_run_summary(real_run):
     assert manifest["model"]["identity"] in summary
     assert "linear.keras" in summary and "riemann_trapezoid, 4 steps" in summary
     assert "inputs 5" in summary and "rows 4" in summary and "errors 1" in summary
-    assert "All inputs accounted foryes" in summary
+    assert "All inputs accounted for yes" in summary
 
 
 def test_report_lists_the_misclassified_images_most_confident_first(real_run):
@@ -133,35 +160,81 @@ def test_report_embeds_every_image_and_loads_nothing_external(real_run):
 def test_report_completeness_per_class_and_errors(real_run):
     page, predicted = real_run["page"], real_run["predicted"]
     worst = page.sections["worst-completeness"]
-    assert all(i in worst for i in LABELS)
-    assert "0 of 4 rows exceed the run's tolerance 0.005" in worst  # IG is exact for linear models
+    # IG is exact for linear models: no row is above the tolerance, so the section says so
+    # and shows only the three largest errors, for reference, not every row.
+    assert "None of the 4 rows exceeds the run's tolerance 0.005" in worst
+    assert "The 3 largest errors are shown for reference" in worst
+    meta = results.read_results(real_run["output"]).sort_values(
+        ["relative_delta", "image_id"], ascending=[False, True]
+    )
+    shown = [i for i in meta.image_id if i in worst]
+    assert shown == list(meta.image_id[:3])
     per_class = page.sections["per-class"]
     cats = [predicted[i] == 281 for i in LABELS if LABELS[i] == 281]
-    assert re.search(rf"281tabby cat2{sum(cats)}{sum(cats) / 2:.1%}", per_class)
+    assert re.search(rf"281 tabby cat 2 {sum(cats)} {sum(cats) / 2:.1%}", per_class)
     assert re.search(
-        rf"2great white shark1{int(predicted[f'{WNID_SHARK}/shark.png'] == 2)}", per_class
+        rf"2 great white shark 1 {int(predicted[f'{WNID_SHARK}/shark.png'] == 2)}", per_class
     )
     errors = page.sections["errors"]
     assert "1 inputs could not be processed (decode: 1)" in errors and "broken.jpg" in errors
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs the chromium binary")
-def test_report_renders_in_headless_chromium(real_run, tmp_path):
-    shot = tmp_path / "report.png"
-    profile = tmp_path / "profile"
+def _screenshot(page: Path, folder: Path, height: int) -> np.ndarray:
+    """The page as headless Chromium draws it 1280 px wide: int RGB [height, 1280, 3]."""
+    shot = folder / "report.png"
+    profile = folder / "profile"
     profile.mkdir()
     subprocess.run(
         [shutil.which("chromium"), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
          "--no-first-run", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", f"--user-data-dir={profile}", "--hide-scrollbars",
-         "--window-size=1280,2400", f"--screenshot={shot}", real_run["html"].as_uri()],
+         f"--window-size=1280,{height}", f"--screenshot={shot}", page.as_uri()],
         check=True, capture_output=True, timeout=180,
     )  # fmt: skip
-    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    return np.asarray(Image.open(shot).convert("RGB")).astype(int)
+
+
+needs_chromium = pytest.mark.skipif(shutil.which("chromium") is None, reason="needs chromium")
+
+
+@needs_chromium
+def test_report_renders_in_headless_chromium(real_run, tmp_path):
+    pixels = _screenshot(real_run["html"], tmp_path, 2400)
     assert pixels.shape == (2400, 1280, 3)
     # Heat maps were drawn: many saturated inferno-orange pixels, not just text.
     red, green, blue = pixels[..., 0], pixels[..., 1], pixels[..., 2]
     assert ((red > 150) & (red - green > 60) & (blue < 120)).sum() > 5000
+
+
+def _bars(pixels: np.ndarray, colour: tuple[int, int, int]) -> list[tuple[int, int, int]]:
+    """(row, first column, last column) of horizontal runs of >= 80 px of `colour`."""
+    match = (np.abs(pixels - np.array(colour)) <= 6).all(axis=-1)
+    runs = []
+    for y in np.nonzero(match.sum(axis=1) >= 80)[0]:
+        xs = np.nonzero(match[y])[0]
+        if xs[-1] - xs[0] + 1 == len(xs):  # one unbroken run: a bar, not text
+            runs.append((int(y), int(xs[0]), int(xs[-1])))
+    return runs
+
+
+@needs_chromium
+def test_per_class_bar_at_100_percent_is_all_green(tmp_path):
+    rows = [
+        [
+            make_row(f"{WNID_CAT}/cat.png", 281, 281, 0.8, 0.0, seed=1),  # 281: 100 %
+            make_row(f"{WNID_SHARK}/shark.png", 2, 3, 0.6, 0.0, seed=2),
+        ]
+    ]  # 2: 0 %
+    output = write_output(tmp_path / "out", rows, dataset=str(tmp_path / "gone"))
+    page = tmp_path / "report.html"
+    page.write_text(build_report(output, examples=0, gallery=0), encoding="utf-8")
+    pixels = _screenshot(page, tmp_path, 3200)
+    green, pink = _bars(pixels, (26, 127, 55)), _bars(pixels, (241, 200, 204))
+    assert green and pink  # the full bar and the empty one were both drawn
+    top, bottom = min(y for y, _, _ in green), max(y for y, _, _ in green)
+    left, right = green[0][1], green[0][2]
+    box = pixels[top - 4 : bottom + 5, left : right + 1]
+    assert not (np.abs(box - np.array((241, 200, 204))) <= 6).all(axis=-1).any()
 
 
 def test_report_without_photos_or_attributions(tmp_path):
@@ -201,3 +274,269 @@ def test_report_command_line_errors(tmp_path, capsys):
     assert main(["--input", str(tmp_path / "missing"), "--output", str(tmp_path / "r.html")]) == 2
     assert "error: --input" in capsys.readouterr().err
     assert not (tmp_path / "r.html").exists()
+
+
+# The contract's newer columns, as the job writes them (transforms/schema.py may not
+# hold them yet): added to an output's Parquet files with pyarrow, by image id.
+NEW_FIELDS = [
+    pa.field("attribution_error", pa.float64()),
+    pa.field("deletion_auc", pa.float64()),
+    pa.field("insertion_auc", pa.float64()),
+    pa.field("deletion_auc_random", pa.float64()),
+    pa.field("insertion_auc_random", pa.float64()),
+    pa.field("deletion_curve", pa.list_(pa.float32())),
+    pa.field("insertion_curve", pa.list_(pa.float32())),
+]
+
+
+def add_columns(output: str, values: dict[str, dict[str, Any]]) -> None:
+    """Sets the `NEW_FIELDS` of every results file from `values[image_id]` (absent: null)."""
+    for path in sorted(Path(output, "results").glob("*.parquet")):
+        table = pq.read_table(path)
+        ids = table["image_id"].to_pylist()
+        for field in NEW_FIELDS:
+            column = pa.array([values.get(i, {}).get(field.name) for i in ids], type=field.type)
+            if field.name in table.schema.names:
+                table = table.set_column(table.schema.get_field_index(field.name), field, column)
+            else:
+                table = table.append_column(field, column)
+        pq.write_table(table, path)
+
+
+def _page(text: str) -> _Page:
+    page = _Page()
+    page.feed(text)
+    return page
+
+
+def _curve(start: float, end: float) -> list[float]:
+    return list(np.linspace(start, end, 5))
+
+
+# folder_run: shark (relative delta 5 %), cat1, cat2 and loose.png; tolerance 0.01.
+SHARK, CAT1, CAT2 = f"{WNID_SHARK}/shark.png", f"{WNID_CAT}/cat1.png", f"{WNID_CAT}/cat2.png"
+NEW_VALUES = {
+    # per-pixel error, deletion AUC (random), insertion AUC (random)
+    SHARK: dict(attribution_error=0.3, deletion_auc=0.2, deletion_auc_random=0.4,
+                insertion_auc=0.3, insertion_auc_random=0.5),  # insertion worse than chance
+    CAT1: dict(attribution_error=0.004, deletion_auc=0.1, deletion_auc_random=0.4,
+               insertion_auc=0.8, insertion_auc_random=0.5),
+    CAT2: dict(attribution_error=0.05, deletion_auc=0.45, deletion_auc_random=0.4,
+               insertion_auc=0.6, insertion_auc_random=0.5),  # deletion worse than chance
+    "loose.png": dict(attribution_error=0.002, deletion_auc=0.15, deletion_auc_random=0.35,
+                      insertion_auc=0.7, insertion_auc_random=0.45),
+}  # fmt: skip
+for _values in NEW_VALUES.values():
+    _values["deletion_curve"] = _curve(0.9, 0.05)
+    _values["insertion_curve"] = _curve(0.1, 0.9)
+
+
+def test_per_pixel_accuracy_section_beside_completeness(folder_run):  # noqa: F811
+    add_columns(folder_run["output"], NEW_VALUES)
+    page = _page(build_report(folder_run["output"], gallery=0))
+    section = page.sections["accuracy"]
+    # Sorted errors 0.002, 0.004, 0.05, 0.3: median 2.7 %, p95 26.25 %, worst 30 %.
+    assert "Median 2.70%, 95th percentile 26.25%, worst 30.00%." in section
+    assert "2 of 4 rows exceed the tolerance 0.01 per pixel" in section
+    # cat2 is within the tolerance in its sum (0.2 %) and 5 % off per pixel.
+    assert (
+        "1 of them are within it in their sum, which completeness alone would have passed"
+        in section
+    )
+    assert "Completeness is necessary, not sufficient." in page.sections["completeness"]
+    # The rows above the tolerance, worst first, each with its heat map (and path curve).
+    assert re.findall(r"\w+\.png →", section) == ["shark.png →", "cat2.png →"]
+    assert "per-pixel error (estimated) 30.00%" in section
+    assert page.alts["accuracy"] == ["per-pixel error histogram", "heat map of shark.png for class 3",
+                                     "path curve", "heat map of cat2.png for class 282",
+                                     "path curve"]  # fmt: skip
+    # Worst completeness lists the one row above the tolerance, not every row.
+    assert re.findall(r"\w+\.png →", page.sections["worst-completeness"]) == ["shark.png →"]
+
+
+def test_faithfulness_section_flags_rows_no_better_than_chance(folder_run):  # noqa: F811
+    add_columns(folder_run["output"], NEW_VALUES)
+    page = _page(build_report(folder_run["output"], gallery=0))
+    section = page.sections["faithfulness"]
+    # Medians: deletion 0.175 vs 0.4, insertion 0.65 vs 0.5; 3 of 4 rows beat chance in each.
+    assert "deletion AUC (lower is better) 0.175 0.4 3 of 4" in section
+    assert "insertion AUC (higher is better) 0.65 0.5 3 of 4" in section
+    assert "2 of 4 rows do no better than chance" in section
+    # The clearest first: shark's insertion is 0.2 below chance, cat2's deletion 0.05 above.
+    assert re.findall(r"\w+\.png →", section) == ["shark.png →", "cat2.png →"]
+    assert "deletion AUC (random) 0.2 (0.4) insertion AUC (random) 0.3 (0.5)" in section
+    assert page.alts["faithfulness"] == [
+        "deletion and insertion AUC distributions",
+        "heat map of shark.png for class 3", "deletion and insertion curves",
+        "heat map of cat2.png for class 282", "deletion and insertion curves",
+    ]  # fmt: skip
+    text = build_report(folder_run["output"], gallery=0)
+    assert (
+        '<td class="wrong">0.3 (0.5)</td>' in text and '<td class="wrong">0.45 (0.4)</td>' in text
+    )
+    assert re.search(r'<div class="v">2</div><div class="k">rows no better than chance', text)
+
+
+def test_sections_say_when_the_run_did_not_record_the_new_columns(folder_run, tmp_path):  # noqa: F811
+    page = _page(build_report(folder_run["output"], gallery=0))  # a run before the columns
+    assert "Per-pixel accuracy was not recorded in this run" in page.sections["accuracy"]
+    assert "Faithfulness was not recorded in this run" in page.sections["faithfulness"]
+    assert not page.images.get("faithfulness") and not page.images.get("accuracy")
+    assert "sanity" not in page.sections  # no sanity/sanity.json
+    # --faithfulness none: the columns are there, all null.
+    add_columns(folder_run["output"], {i: {"attribution_error": 0.001} for i in NEW_VALUES})
+    page = _page(build_report(folder_run["output"], gallery=0))
+    assert (
+        "Faithfulness was not measured in this run (--faithfulness none)"
+        in page.sections["faithfulness"]
+    )
+    assert "0 of 4 rows exceed the tolerance 0.01 per pixel" in page.sections["accuracy"]
+    assert (
+        "No row exceeds the tolerance; the 3 largest per-pixel errors, for reference"
+        in page.sections["accuracy"]
+    )
+
+
+def _write_sanity(output: str, data: Any) -> None:
+    folder = Path(output, "sanity")
+    folder.mkdir(exist_ok=True)
+    text = data if isinstance(data, str) else json.dumps(data)
+    (folder / "sanity.json").write_text(text)
+
+
+def test_sanity_check_section_says_which_it_is(folder_run):  # noqa: F811
+    output = folder_run["output"]
+    stages = [{"layer": "logits", "spearman_median": 0.61, "ssim_median": 0.5},
+              {"layer": "block_6<b>", "spearman_median": 0.12, "ssim_median": 0.08}]  # fmt: skip
+    _write_sanity(output, {"stages": stages, "verdict": "pass", "images": 8})
+    section = _page(build_report(output, gallery=0)).sections["sanity"]
+    assert "on 8 images" in section
+    assert "1 logits 0.61 0.5 2 block_6<b> 0.12 0.08" in section
+    assert "The maps change when the model is destroyed: they behave as explanations" in section
+    assert "Verdict recorded by the check: pass" in section
+    stages[-1]["spearman_median"] = 0.93  # maps that survive the destruction of the model
+    _write_sanity(output, {"stages": stages})
+    section = _page(build_report(output, gallery=0)).sections["sanity"]
+    assert "barely change when the model is destroyed: they are not explanations" in section
+    _write_sanity(output, "{not json")
+    section = _page(build_report(output, gallery=0)).sections["sanity"]
+    assert "sanity/sanity.json could not be read" in section
+
+
+def test_sanity_reader_is_tolerant(tmp_path):
+    assert read_sanity(str(tmp_path)) is None
+    _write_sanity(str(tmp_path), {"stages": [{"layer": "a", "spearman_median": "high"}, 3,
+                                             {"ssim_median": 0.2, "extra": 1}], "images": "x"})  # fmt: skip
+    sanity = read_sanity(str(tmp_path))
+    assert sanity["stages"] == [{"layer": "a", "spearman_median": None, "ssim_median": None},
+                                {"layer": "?", "spearman_median": None, "ssim_median": 0.2}]  # fmt: skip
+    assert sanity["changed"] is True and sanity["images"] is None and sanity["verdict"] is None
+    _write_sanity(str(tmp_path), [1, 2])
+    assert "expected a JSON object" in read_sanity(str(tmp_path))["error"]
+
+
+def test_hostile_names_are_shown_as_text_never_as_markup(tmp_path):
+    row = make_row("n02123045/<script>.png", 281, 282, 0.9, 0.05)
+    row["label_name"] = "<img src=x onerror=alert(1)>"
+    output = write_output(tmp_path / "out", [[row]], dataset="<b>data</b>")
+    text = build_report(output)
+    assert "<script" not in text and "<img src=x" not in text and "<b>data</b>" not in text
+    assert "&lt;script&gt;.png" in text and "&lt;img src=x onerror=alert(1)&gt;" in text
+    page = _page(text)
+    assert "script" not in page.tags
+    assert "<script>.png" in page.sections["misclassified"]
+    assert "Label <img src=x onerror=alert(1)> (281)" in page.sections["misclassified"]
+    assert "heat map of <script>.png for class 282" in page.alts["misclassified"]
+    assert "<b>data</b>" in page.sections["summary"]
+
+
+def test_a_run_where_every_input_failed_is_not_reported_as_fine(tmp_path):
+    output = write_output(tmp_path / "out", [[make_row("a.png", None, 7, 0.3, 0.0)]], dataset="x")
+    pq.write_table(results_schema().empty_table(), next(Path(output, "results").glob("*.parquet")))
+    manifest = json.loads(Path(output, "manifest.json").read_text())
+    manifest["counts"].update(inputs=1, rows=0, errors=1, images_with_rows=0)
+    Path(output, "manifest.json").write_text(json.dumps(manifest))
+    text = build_report(output)
+    page = _page(text)
+    summary = page.sections["summary"]
+    assert "All inputs accounted for yes, but every input failed: no result rows" in summary
+    assert '<span class="right">yes' not in text
+    shown = re.sub(r"\s+", " ", html.unescape(text))
+    assert "This run produced no result rows: every one of its 1 inputs failed" in shown
+    misclassified = page.sections["misclassified"]
+    assert "No result rows: every input failed (see Errors)" in misclassified
+    assert "No image of this run has a label" not in misclassified
+    assert "1 inputs could not be processed (decode: 1)" in page.sections["errors"]
+
+
+def test_labelled_images_that_failed_are_not_called_unlabelled(tmp_path):
+    rows = [[make_row("loose.png", None, 7, 0.3, 0.004)]]  # one error record beside it
+    page = _page(build_report(write_output(tmp_path / "out", rows, dataset="x"), gallery=0))
+    section = page.sections["misclassified"]
+    assert (
+        "None of the images with result rows has a label. 1 inputs failed (see Errors)" in section
+    )
+    assert "No image of this run has a label" not in section
+
+
+def test_the_command_shows_the_values_the_run_used(tmp_path):
+    output = write_output(
+        tmp_path / "out", [[make_row("a.png", None, 7, 0.3, 0.004)]], dataset="/x"
+    )
+    manifest = json.loads(Path(output, "manifest.json").read_text())
+    # As run_local.sh passes its defaults and then the user's flags.
+    manifest["command"] = ["pipeline/__main__.py", "--dataset", "sample", "--steps", "12",
+                           "--overwrite", "--dataset", "/x", "--steps", "8"]  # fmt: skip
+    Path(output, "manifest.json").write_text(json.dumps(manifest))
+    effective, typed = _page(build_report(output, gallery=0)).pres[:2]
+    assert effective.startswith(
+        f"python -m pipeline --dataset /x --model linear.keras --output {output} "
+    )
+    for flag in ("--dataset /x", "--steps 8", "--method gausslegendre", "--baseline black",
+                 "--tolerance 0.01", "--top_k 3", "--input_range 0,1", "--label_offset 0"):  # fmt: skip
+        assert f" {flag} " in f" {effective} "
+    assert effective.count("--dataset") == 1 and effective.count("--steps") == 1
+    assert "store_path" not in effective and "--split" not in effective
+    assert typed.count("--dataset") == 2  # the line as typed, kept apart and labelled
+
+
+def test_overwrite_removes_the_earlier_report(tmp_path, linear_keras):
+    images = tmp_path / "images"
+    write_image(images / "a.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "manifest.json").write_text("{}")
+    (output / "report.html").write_text("<p>the earlier run</p>")
+    run(
+        [
+            "--runner",
+            "DirectRunner",
+            "--dataset",
+            str(images),
+            "--model",
+            linear_keras,
+            "--output",
+            str(output),
+            "--steps",
+            "4",
+            "--overwrite",
+        ],
+        save_main_session=False,
+    )
+    assert not (output / "report.html").exists()
+    assert json.loads((output / "manifest.json").read_text())["counts"]["rows"] == 1
+
+
+def test_without_a_tolerance_no_row_is_judged_against_one(folder_run):  # noqa: F811
+    manifest_path = Path(folder_run["output"], "manifest.json")
+    manifest = json.loads(manifest_path.read_text())
+    manifest["config"]["tolerance"] = 0  # --tolerance 0: refinement off, nothing flagged
+    manifest_path.write_text(json.dumps(manifest))
+    text = build_report(folder_run["output"], gallery=0)
+    page = _page(text)
+    assert "rows not within tolerance" not in text
+    worst = page.sections["worst-completeness"]
+    assert "tolerance" not in worst.split("shark.png →")[0]  # no verdict against a tolerance
+    # Every row, worst first: shark 5 %, loose 0.4 %, cat2 0.2 %, cat1 0.1 %.
+    assert re.findall(r"\w+\.png →", worst) == ["shark.png →", "loose.png →", "cat2.png →",
+                                                "cat1.png →"]  # fmt: skip

@@ -1,4 +1,5 @@
-"""Matplotlib figures of attributions: heat maps, overlays, channels, path curves, grids.
+"""Matplotlib figures of attributions: heat maps, overlays, channels, path curves, grids,
+error histograms and faithfulness (deletion / insertion) distributions and curves.
 
 Every function returns a `matplotlib.figure.Figure` drawn with the Agg canvas;
 no pyplot state is created or touched, so figures can be made in worker
@@ -32,9 +33,12 @@ __all__ = [
     "PANELS",
     "attribution_figure",
     "attribution_mask",
+    "attribution_error_figure",
     "audit_figure",
     "channel_figure",
     "completeness_figure",
+    "faithfulness_curves_figure",
+    "faithfulness_figure",
     "figure_png",
     "grid_figure",
     "path_figure",
@@ -262,6 +266,47 @@ def path_figure(
     return figure
 
 
+def _log_histogram(
+    values: Sequence[float] | np.ndarray,
+    tolerance: float | None,
+    xlabel: str,
+    width: float,
+    height: float,
+) -> Figure:
+    """A log-scaled histogram of relative errors (>= 0) with the tolerance as a line.
+
+    Relative errors span decades (1e-6 for a converged row, 0.3 for a poor one), so
+    the bins are logarithmic; exact zeros are drawn at 1e-7. NaN are left out and
+    counted in the legend, so every row is accounted for.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    figure = _figure(width, height)
+    ax = figure.subplots()
+    if finite.size == 0:
+        _blank(ax, "no rows")
+        return figure
+    clipped = np.maximum(finite, 1e-7)
+    span = np.concatenate([clipped, [tolerance] if tolerance else []])
+    low = math.floor(math.log10(span.min()))
+    high = max(math.ceil(math.log10(span.max() * 1.01)), low + 1)
+    bins = np.logspace(low, high, 10 * (high - low) + 1)
+    ax.hist(clipped, bins=bins, color="#4c72b0", label=f"{finite.size} rows")
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("rows")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    if tolerance:
+        above = int((finite > tolerance).sum())
+        ax.axvline(tolerance, color=_WRONG, linestyle="--", linewidth=1,
+                   label=f"tolerance {tolerance:g}: {above} rows above")  # fmt: skip
+    if finite.size < values.size:
+        ax.plot([], [], " ", label=f"{values.size - finite.size} rows without a value")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    return figure
+
+
 def completeness_figure(
     relative_delta: Sequence[float] | np.ndarray,
     tolerance: float | None = None,
@@ -275,33 +320,108 @@ def completeness_figure(
       relative_delta: one value per row (>= 0; NaN are left out and counted).
       tolerance: the run's `--tolerance`, drawn as a vertical line when > 0.
     """
-    values = np.asarray(relative_delta, dtype=np.float64)
-    finite = values[np.isfinite(values)]
+    label = "relative completeness error |delta| / |F(x) - F(x')|"
+    return _log_histogram(relative_delta, tolerance, label, width, height)
+
+
+def attribution_error_figure(
+    attribution_error: Sequence[float] | np.ndarray,
+    tolerance: float | None = None,
+    *,
+    width: float = 6.0,
+    height: float = 3.0,
+) -> Figure:
+    """Histogram of the estimated per-pixel relative error ||A - A_true|| / ||A_true||.
+
+    Args:
+      attribution_error: the `attribution_error` column, one value per row (>= 0;
+        NaN are left out and counted).
+      tolerance: the run's `--tolerance`, drawn as a vertical line when > 0.
+    """
+    label = "estimated per-pixel error ||A - A_true|| / ||A_true||"
+    return _log_histogram(attribution_error, tolerance, label, width, height)
+
+
+#: The faithfulness columns: IG's area under the curve and its random-ranking control.
+_AUCS = {
+    "deletion": ("deletion_auc", "deletion_auc_random", "lower is better"),
+    "insertion": ("insertion_auc", "insertion_auc_random", "higher is better"),
+}
+
+
+def faithfulness_figure(frame: pd.DataFrame, *, width: float = 9.0, height: float = 3.0) -> Figure:
+    """Distributions of the deletion and insertion AUCs, IG's ranking against a random one.
+
+    Args:
+      frame: rows with `deletion_auc`, `insertion_auc`, `deletion_auc_random` and
+        `insertion_auc_random` (float in [0, 1]; null rows are left out).
+
+    A faithful map removes the evidence fastest (deletion: IG's histogram left of the
+    random one) and restores it fastest (insertion: IG's histogram to the right).
+    """
+    figure = _figure(width, height)
+    bins = np.linspace(0.0, 1.0, 21)
+    for ax, (curve, (ig, control, better)) in zip(
+        figure.subplots(1, 2), _AUCS.items(), strict=True
+    ):
+        # The control as an outline over IG's filled bars, so both stay readable.
+        for column, name, style in (
+            (control, "random ranking", {"histtype": "step", "color": "#555555"}),
+            (ig, "IG", {"histtype": "stepfilled", "color": "#4c72b0", "alpha": 0.6}),
+        ):
+            values = frame[column].to_numpy(dtype=np.float64)
+            values = values[np.isfinite(values)]
+            median = f", median {np.median(values):.3f}" if values.size else ""
+            label = f"{name} ({values.size} rows{median})"
+            ax.hist(values, bins=bins, linewidth=1.4, label=label, **style)
+        ax.set_xlim(0.0, 1.0)
+        ax.set_xlabel(f"{curve} AUC ({better})")
+        ax.set_ylabel("rows")
+        ax.yaxis.get_major_locator().set_params(integer=True)
+        # Above the axes: inside, the legend hid the bars it describes.
+        ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False)
+        ax.grid(alpha=0.3)
+    return figure
+
+
+def faithfulness_curves_figure(
+    row: Any, *, title: str | None = None, width: float = 3.6, height: float = 2.7
+) -> Figure:
+    """A row's deletion and insertion curves: the target's probability at each step.
+
+    Args:
+      row: a result row with `deletion_curve` and `insertion_curve` (float32 [K]
+        probabilities in [0, 1], step 0 = nothing removed / revealed) and the AUCs.
+        Rows without stored curves draw a note instead.
+    """
     figure = _figure(width, height)
     ax = figure.subplots()
-    if finite.size == 0:
-        _blank(ax, "no rows")
-        return figure
-    floor = 1e-7
-    clipped = np.maximum(finite, floor)
-    span = np.concatenate([clipped, [tolerance] if tolerance else []])
-    low = math.floor(math.log10(span.min()))
-    high = max(math.ceil(math.log10(span.max() * 1.01)), low + 1)
-    bins = np.logspace(low, high, 10 * (high - low) + 1)
-    ax.hist(clipped, bins=bins, color="#4c72b0", label=f"{finite.size} rows")
-    ax.set_xscale("log")
-    ax.set_xlabel("relative completeness error |delta| / |F(x) - F(x')|")
-    ax.set_ylabel("rows")
-    ax.yaxis.get_major_locator().set_params(integer=True)
-    if tolerance:
-        above = int((finite > tolerance).sum())
-        ax.axvline(tolerance, color=_WRONG, linestyle="--", linewidth=1,
-                   label=f"tolerance {tolerance:g}: {above} rows above")  # fmt: skip
-    if finite.size < values.size:
-        ax.plot([], [], " ", label=f"{values.size - finite.size} rows without a value")
-    ax.legend(fontsize=8, loc="upper left")
+    drawn = 0
+    for curve, (column, control, _) in _AUCS.items():
+        values = row.get(f"{curve}_curve") if hasattr(row, "get") else None
+        if values is None or (np.isscalar(values) and pd.isna(values)) or not len(values):
+            continue
+        values = np.asarray(values, dtype=np.float32)
+        fraction = np.linspace(0.0, 1.0, values.size)
+        ax.plot(fraction, values, marker=".", markersize=3, linewidth=1.2,
+                label=f"{curve}: AUC {_fmt(row.get(column))} (random {_fmt(row.get(control))})")  # fmt: skip
+        drawn += 1
+    if not drawn:
+        _blank(ax, "no deletion / insertion curves stored")
+    else:  # above the axes, where it cannot hide a curve
+        ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False)
+    ax.set_xlim(0.0, 1.0)
+    ax.set_ylim(0.0, 1.02)
+    ax.set_xlabel("fraction of pixels removed / revealed", fontsize=8)
+    ax.set_ylabel("probability of the target", fontsize=8)
     ax.grid(alpha=0.3)
+    if title:  # over the figure: the legend sits right above the axes
+        figure.suptitle(title, fontsize=9)
     return figure
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None or pd.isna(value) else f"{float(value):.3f}"
 
 
 def row_title(row: Any, width: int = 28) -> tuple[str, bool]:

@@ -52,6 +52,7 @@ __all__ = [
     "read_results",
     "read_row",
     "read_table",
+    "result_columns",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -106,6 +107,16 @@ def _expression(filters: Filters | None) -> pc.Expression | None:
     if filters is None or isinstance(filters, pc.Expression):
         return filters
     return pq.filters_to_expression(list(filters))
+
+
+def result_columns(output: str) -> tuple[str, ...]:
+    """The columns a run's result files hold, in schema order.
+
+    Runs written by other versions of the job may hold more or fewer columns than
+    `METADATA_COLUMNS` (e.g. no `attribution_error` before it was added); readers
+    that show optional columns ask here first instead of failing on a missing one.
+    """
+    return tuple(_dataset(output).schema.names)
 
 
 def read_table(
