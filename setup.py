@@ -39,4 +39,6 @@ setuptools.setup(
     ),
     install_requires=REQUIRED,
     extras_require=EXTRAS,
+    # `ig-audit [flags]` is `python -m pipeline [flags]`.
+    entry_points={"console_scripts": ["ig-audit=pipeline.__main__:main_exit"]},
 )

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from pipeline import logs
 
-__all__ = ["main"]
+__all__ = ["main", "main_exit"]
 
 _LOG = logging.getLogger("pipeline")
 
@@ -98,5 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def main_exit() -> None:
+    """The `ig-audit` console command: `main` with its status as the exit code."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    main_exit()

@@ -234,3 +234,50 @@ def test_top_k_summary_shows_targets_cuts_and_errors(image_folder, quadratic_sav
     for line, name in zip(shown, names, strict=True):
         assert line.split("%")[1].strip().rsplit(" ", 1)[0].strip() == name, line
     assert "Errors by stage (1;" in out and "  decode: 1" in out and "(e.g. broken.jpg)" in out
+
+
+def test_ig_audit_console_command_is_declared_and_runs(capsys, monkeypatch):
+    import ast
+    import importlib
+
+    tree = ast.parse(open(os.path.join(ROOT, "setup.py")).read())
+    (entry_points,) = [k.value for n in ast.walk(tree) if isinstance(n, ast.Call)
+                       for k in n.keywords if k.arg == "entry_points"]  # fmt: skip
+    scripts = ast.literal_eval(entry_points)["console_scripts"]
+    (script,) = [s for s in scripts if s.startswith("ig-audit=")]
+    module, function = script.split("=", 1)[1].split(":")
+    command = getattr(importlib.import_module(module), function)
+    monkeypatch.setattr(sys, "argv", ["/usr/local/bin/ig-audit", "--help"])
+    with pytest.raises(SystemExit) as exit_:
+        command()
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: ig-audit ")
+
+
+@pytest.mark.parametrize(
+    "args, overwrite",
+    [
+        ([], True),  # the default ./output/sample is replaced
+        (["--steps", "4"], True),
+        (["--output", "./output/sample/"], True),
+        (["--output", "/data/audits/mine"], False),  # an earlier audit there is kept
+        (["--output=./output/other"], False),
+        (["--resume"], False),  # --resume and --overwrite exclude each other
+    ],
+)
+def test_run_local_overwrites_only_the_default_output(args, overwrite, tmp_path):
+    # The real script in a copy of the layout, with a bootstrap and a python that record.
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / "scripts" / "bootstrap.sh").write_text("#!/usr/bin/env bash\n")
+    python = tmp_path / ".venv" / "bin" / "python"
+    python.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@"\n')
+    script = tmp_path / "run_local.sh"
+    script.write_text(open(os.path.join(ROOT, "run_local.sh")).read())
+    for path in (script, python, tmp_path / "scripts" / "bootstrap.sh"):
+        path.chmod(0o755)
+    done = subprocess.run([str(script), *args], capture_output=True, text=True, check=True)
+    argv = done.stdout.splitlines()
+    assert argv[:2] == ["-m", "pipeline"]
+    assert argv[len(argv) - len(args) :] == args  # the user's flags last: they win
+    assert ("--overwrite" in argv) == overwrite
