@@ -381,6 +381,30 @@ def _class_names_for(
     return _class_names(spec, data.tfds.class_names if data.tfds else None)
 
 
+def _resolve_model(
+    audit: AuditOptions,
+    data: _Dataset,
+    input_range: tuple[float, float] | None,
+    config: AttributionConfig,
+) -> ModelSpec:
+    """Loads the model once (quietly importing TensorFlow) and checks --top_k against it."""
+    num_classes = len(data.tfds.class_names) if data.tfds and data.tfds.class_names else None
+    logs.import_tensorflow(audit.verbose)
+    spec = resolve_model(
+        audit.model,
+        image_size=audit.image_size,
+        input_range=input_range,
+        label_offset=audit.label_offset,
+        num_dataset_classes=num_classes,
+    )
+    if config.top_k > spec.num_classes:
+        raise ConfigError(
+            f"--top_k {config.top_k} exceeds the model's {spec.num_classes} classes; "
+            f"pass --top_k {spec.num_classes} or less."
+        )
+    return spec
+
+
 def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     """The checks of `prepare`, cheapest first: flags, paths and --output before any model."""
     if not audit.output:
@@ -401,20 +425,7 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     if not dry_run:
         _check_output_free(audit)
     data = _resolve_dataset(audit, on_dataflow, dry_run)
-    num_classes = len(data.tfds.class_names) if data.tfds and data.tfds.class_names else None
-    logs.import_tensorflow(audit.verbose)
-    spec = resolve_model(
-        audit.model,
-        image_size=audit.image_size,
-        input_range=input_range,
-        label_offset=audit.label_offset,
-        num_dataset_classes=num_classes,
-    )
-    if config.top_k > spec.num_classes:
-        raise ConfigError(
-            f"--top_k {config.top_k} exceeds the model's {spec.num_classes} classes; "
-            f"pass --top_k {spec.num_classes} or less."
-        )
+    spec = _resolve_model(audit, data, input_range, config)
     class_names = _class_names_for(audit, spec, data, names_file)
     if dry_run:
         _LOG.info("Dry run: not checking that --output %s is free and writable.", audit.output)
