@@ -42,6 +42,9 @@ def _duration(seconds: float) -> str:
 def progress_line(done: int, total: int | None, elapsed: float) -> str:
     """'progress: 16/200 images (8%), 0.52 images/s, ETA 5 min 54 s'."""
     rate = done / elapsed if elapsed > 0 else 0.0
+    if done == 0:
+        of = f"/{total}" if total is not None else ""
+        return f"progress: 0{of} images yet, {_duration(elapsed)} elapsed (first batch running)"
     if total is None:
         return f"progress: {done} images, {rate:.2f} images/s, {_duration(elapsed)} elapsed"
     text = f"progress: {done}/{total} images ({done / max(total, 1):.0%}), {rate:.2f} images/s"

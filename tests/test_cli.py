@@ -281,3 +281,17 @@ def test_run_local_overwrites_only_the_default_output(args, overwrite, tmp_path)
     assert argv[:2] == ["-m", "pipeline"]
     assert argv[len(argv) - len(args) :] == args  # the user's flags last: they win
     assert ("--overwrite" in argv) == overwrite
+
+
+def test_progress_lines_say_done_total_rate_and_eta():
+    from pipeline.progress import progress_line
+
+    assert (
+        progress_line(16, 200, 32.0)
+        == "progress: 16/200 images (8%), 0.50 images/s, ETA 6 min 08 s"
+    )
+    assert progress_line(8, 8, 26.4) == "progress: 8/8 images (100%), 0.30 images/s, done in 26 s"
+    assert (
+        progress_line(0, 8, 15.0) == "progress: 0/8 images yet, 15 s elapsed (first batch running)"
+    )
+    assert progress_line(10, None, 20.0) == "progress: 10 images, 0.50 images/s, 20 s elapsed"
