@@ -45,4 +45,6 @@ setuptools.setup(
     include_package_data=True,
     install_requires=REQUIRED,
     extras_require=EXTRAS,
+    # `ig-audit [flags]` is `python -m pipeline [flags]`.
+    entry_points={"console_scripts": ["ig-audit=pipeline.__main__:main_exit"]},
 )

@@ -1,12 +1,22 @@
-"""`python -m pipeline [flags]`: run the audit and print where the results are."""
+"""`python -m pipeline [flags]` (or `ig-audit [flags]`): run the audit and print where the results are.
+
+Exit status: 0 when the run finished with rows; 1 when it failed while running or
+no input gave a row; 2 for bad configuration (one `error:` line, before any work).
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
+from collections.abc import Sequence
 
-from pipeline.main import run
-from pipeline.summary import print_summary
+from pipeline import logs
+
+__all__ = ["main", "main_exit"]
+
+_LOG = logging.getLogger("pipeline")
 
 
 class _WithoutBeamMemoryWarning(logging.Filter):
@@ -20,24 +30,78 @@ class _WithoutBeamMemoryWarning(logging.Filter):
         return not record.getMessage().startswith("Resource module is not available")
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # TensorFlow and absl are chatty at INFO; keep the user's terminal readable.
-    for noisy in ("absl", "tensorflow", "apache_beam"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def _prog() -> str:
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "ig-audit" if name == "ig-audit" else "python -m pipeline"
+
+
+def _first_line(error: BaseException) -> str:
+    """`Type: first line of the message [while running 'Step']`: Beam's are pages long."""
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else ""
+    step = re.search(r"\[while running '[^']*'\]", text)
+    if step and step.group(0) not in first:
+        first = f"{first} {step.group(0)}"
+    return f"{type(error).__name__}: {first}"
+
+
+def _no_rows(manifest: dict) -> bool:
+    """Inputs to process, and not one row: every input failed."""
+    counts = manifest["counts"]
+    return counts["inputs"] > counts.get("skipped_done_before", 0) and counts["rows"] == 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the job from the command line; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        from pipeline.options import help_text  # noqa: PLC0415 - no TensorFlow for --help
+
+        print(help_text(_prog()))
+        return 0
+    verbose = "--verbose" in argv
+    # Before anything imports TensorFlow: its C++ log level is read once.
+    logs.quiet_environment(verbose)
+    logs.configure_logging(verbose)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_WithoutBeamMemoryWarning())
+
+    from pipeline.main import run  # noqa: PLC0415 - after the environment is set
+    from pipeline.options import ConfigError  # noqa: PLC0415
+    from pipeline.summary import print_summary  # noqa: PLC0415
+
     try:
         manifest = run(argv)
-    except ValueError as e:
+    except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; rerun with --resume to continue.", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - any failure while running: exit 1, said plainly
+        if verbose:
+            _LOG.exception("The run failed.")
+        detail = "" if verbose else " (rerun with --verbose for the traceback)"
+        print(f"error: the run failed: {_first_line(e)}{detail}", file=sys.stderr)
+        return 1
     if manifest is None:  # a Dataflow dry run or template, or --no_wait_until_finish
         print("No results to show: the job did not run to completion here (see the log).")
         return 0
     print_summary(manifest)
+    if _no_rows(manifest):
+        print(
+            f"error: no input gave a row: all {manifest['counts']['inputs']} inputs failed "
+            "(errors by stage above).",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
-if __name__ == "__main__":
+def main_exit() -> None:
+    """The `ig-audit` console command: `main` with its status as the exit code."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    main_exit()

@@ -8,6 +8,7 @@ read by the workers, TFDS datasets are read by shard with `ReadFromTFDS`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -15,7 +16,7 @@ import logging
 import os
 import platform
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import metadata
 from typing import Any
 
@@ -24,6 +25,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import (
+    DirectOptions,
     GoogleCloudOptions,
     PipelineOptions,
     SetupOptions,
@@ -32,7 +34,16 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
-from pipeline.options import AuditOptions, attribution_config, parse_input_range
+from pipeline import logs
+from pipeline.options import (
+    AuditOptions,
+    ConfigError,
+    attribution_config,
+    batch_size,
+    check_flags,
+    parse_input_range,
+)
+from pipeline.progress import ReportProgress, heartbeat
 from transforms import labels, sources
 from transforms.attribution import ERRORS_TAG, IGModelHandler, ImageOutcome, Preprocess
 from transforms.config import AttributionConfig
@@ -49,7 +60,6 @@ from transforms.tf_model import (
 __all__ = ["AuditJob", "build_pipeline", "launch", "prepare", "run"]
 
 _LOG = logging.getLogger(__name__)
-_DEFAULT_BATCH_SIZE = 8
 # Names of the Dataflow runner as `--runner` accepts them (lower case).
 _DATAFLOW_RUNNERS = ("dataflowrunner", "dataflow", "testdataflowrunner")
 _REMOTE_SCHEMES = ("gs://",)
@@ -74,6 +84,9 @@ class AuditJob:
     start_time: str
     done_before: frozenset[str] = frozenset()
     results_prefix: str = "part"
+    total_inputs: int | None = None  # when known at launch (folders, the sample, TFDS)
+    show_progress: bool = False  # a progress line on the launcher's log (DirectRunner)
+    progress_per_worker: bool = False  # local worker processes count their own share
 
     def manifest_base(self) -> dict[str, Any]:
         versions = {"python": platform.python_version()}
@@ -132,12 +145,7 @@ def _prepare_output(output: str, overwrite: bool) -> None:
     """Refuses to mix two runs: an earlier run's output is kept unless --overwrite."""
     existing = _earlier_run(output)
     if existing and not overwrite:
-        prefix = output.rstrip("/") + "/"
-        names = sorted({p[len(prefix) :].split("/")[0] for p in existing if p.startswith(prefix)})
-        raise ValueError(
-            f"--output {output!r} already holds a run ({', '.join(names)}). "
-            "Pass --overwrite to replace it, or choose another folder."
-        )
+        raise ConfigError(f"--output {output!r} already holds a run; pass --overwrite.")
     if existing:
         FileSystems.delete(existing)
     try:
@@ -150,7 +158,9 @@ def _prepare_output(output: str, overwrite: bool) -> None:
             f.write(b"ok")
         FileSystems.delete([probe])
     except Exception as e:
-        raise ValueError(f"--output {output!r} is not writable: {e}") from e
+        raise ConfigError(
+            f"--output {output!r} is not writable: {e}; choose a folder you can write to."
+        ) from e
 
 
 # What must match for --resume to continue an earlier run: the same data, model
@@ -162,14 +172,14 @@ def _resume_state(job: AuditJob) -> tuple[frozenset[str], str]:
     """Image ids with rows in an earlier run of the same configuration, and a new file prefix.
 
     Raises:
-      ValueError: no earlier run, or one with other flags (mixing them would
+      ConfigError: no earlier run, or one with other flags (mixing them would
         make one table of incomparable rows).
     """
     output = job.output
     try:
         previous = read_manifest(output)
     except Exception as e:  # noqa: BLE001 - missing or unreadable: nothing to resume
-        raise ValueError(
+        raise ConfigError(
             f"--resume: no earlier run in --output {output!r} (no manifest.json: {e})."
         ) from e
     mismatches = [key for key in _RESUME_KEYS if previous.get(key) != getattr(job, key)]
@@ -178,7 +188,7 @@ def _resume_state(job: AuditJob) -> tuple[frozenset[str], str]:
     if previous.get("model", {}).get("identity") != job.spec.identity:
         mismatches.append("model")
     if mismatches:
-        raise ValueError(
+        raise ConfigError(
             f"--resume: the earlier run in {output!r} differs in {', '.join(mismatches)}; "
             "resume with the same flags, or start over with --overwrite."
         )
@@ -223,7 +233,7 @@ def _check_dataflow_paths(audit: AuditOptions) -> None:
         return path.startswith(_REMOTE_SCHEMES)
 
     if not remote(audit.output):
-        raise ValueError(
+        raise ConfigError(
             f"--output {audit.output!r} is not a gs:// folder; Dataflow workers write the "
             "results, so pass --output gs://<bucket>/<folder>."
         )
@@ -233,18 +243,18 @@ def _check_dataflow_paths(audit: AuditOptions) -> None:
         and not remote(dataset)
         and (os.sep in dataset or os.path.isdir(dataset))
     ):
-        raise ValueError(
+        raise ConfigError(
             f"--dataset {dataset!r} is a local folder that Dataflow workers cannot read; "
             "copy it to gs:// (gcloud storage cp -r) and pass the gs:// folder."
         )
     tfds_name = dataset != "sample" and not remote(dataset)
     if tfds_name and audit.data_dir is None:
-        raise ValueError(
+        raise ConfigError(
             f"--dataset {dataset!r} on Dataflow needs --data_dir: the gs:// folder of the "
             f"prepared dataset, e.g. `tfds build {dataset} --data_dir gs://<bucket>/tfds`."
         )
     if audit.data_dir is not None and not remote(audit.data_dir):
-        raise ValueError(
+        raise ConfigError(
             f"--data_dir {audit.data_dir!r} is local; on Dataflow the TFDS data folder must be "
             "gs://, e.g. prepared with `tfds build imagenet_a --data_dir gs://<bucket>/tfds`."
         )
@@ -253,65 +263,135 @@ def _check_dataflow_paths(audit: AuditOptions) -> None:
         model in BUNDLED_MODELS or model in HUB_ALIASES or model.startswith(("http://", "https://"))
     )
     if not known and not remote(model):
-        raise ValueError(
+        raise ConfigError(
             f"--model {model!r} is a local path that Dataflow workers cannot read; copy the "
             "model to gs:// and pass that path, or use a TF Hub handle or a bundled model."
         )
 
 
-def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOptions]:
-    """Parses and validates flags, resolves dataset and model. No pipeline yet.
+@contextlib.contextmanager
+def _as_config_errors() -> Iterator[None]:
+    """Anything that goes wrong while checking the configuration is a ConfigError."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except (ValueError, OSError) as e:
+        raise ConfigError(str(e)) from e
 
-    What is checked at launch: every flag; the model (loaded once for its input
-    size and outputs); a local image folder (listed) or a gs:// one (one object
-    looked up); a TFDS dataset's metadata and split; that --output is writable and
-    free. A Dataflow --dry_run needs no Google Cloud access, so it skips the two
-    checks that do (gs:// dataset folder and --output) and logs that.
-    """
-    options = PipelineOptions(argv)
-    audit = options.view_as(AuditOptions)
-    if not audit.output:
-        raise ValueError(
-            "--output is required: the folder for results/, errors/ and manifest.json."
+
+def _check_output_free(audit: AuditOptions) -> None:
+    """Refuses an --output holding a run before anything slow (no model load yet)."""
+    if audit.resume and audit.overwrite:
+        raise ConfigError(
+            "--resume continues an earlier run and --overwrite replaces it: pick one."
         )
-    config = attribution_config(audit)
-    input_range = parse_input_range(audit.input_range)
-    batch_size = audit.batch_size or _DEFAULT_BATCH_SIZE
-    if batch_size < 1:
-        raise ValueError(f"--batch_size must be >= 1, got {batch_size}.")
-    if audit.image_size is not None and audit.image_size < 8:
-        raise ValueError(f"--image_size must be >= 8, got {audit.image_size}.")
-    on_dataflow = _is_dataflow(options)
-    dry_run = _is_dataflow_dry_run(options)
-    if on_dataflow:
-        _check_dataflow_paths(audit)
+    if audit.resume or audit.overwrite:
+        return
+    existing = _earlier_run(audit.output)
+    if existing:
+        prefix = audit.output.rstrip("/") + "/"
+        names = sorted({p[len(prefix) :].split("/")[0] for p in existing if p.startswith(prefix)})
+        raise ConfigError(
+            f"--output {audit.output!r} already holds a run ({', '.join(names)}). "
+            "Pass --overwrite to replace it, --resume to continue it, or choose another folder."
+        )
 
-    folder, tfds_source, split = None, None, None
+
+def _check_model_path(model: str) -> None:
+    """A local --model path that does not exist fails here, before TensorFlow loads."""
+    known = model in BUNDLED_MODELS or model in HUB_ALIASES or "://" in model
+    if known or os.path.exists(model):
+        return
+    if model.endswith(".keras"):
+        raise ConfigError(f"--model {model!r}: no such .keras file.")
+    raise ConfigError(
+        f"--model {model!r} is not a SavedModel folder, a .keras file, a TF Hub handle "
+        f"(https://...), or a known name ({', '.join(BUNDLED_MODELS + tuple(HUB_ALIASES))}): "
+        "no such file or folder."
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Dataset:
+    """--dataset resolved: what the pipeline reads, and what is known of it at launch."""
+
+    name: str
+    split: str | None = None
+    folder: str | None = None
+    tfds: sources.TfdsSource | None = None
+    total: int | None = None  # inputs, when known at launch
+    folder_labels: tuple[int, ...] = ()  # labels of a local folder's files
+
+
+def _resolve_dataset(audit: AuditOptions, on_dataflow: bool, dry_run: bool) -> _Dataset:
     dataset = audit.dataset
     if dataset == "sample":
-        sources.sample_files()  # fails here if scikit-image lost its photos
-    elif dataset.startswith(_REMOTE_SCHEMES):
-        folder = dataset
+        return _Dataset(dataset, total=len(sources.sample_files()))
+    if dataset.startswith(_REMOTE_SCHEMES):
         if dry_run:
             _LOG.info("Dry run: not checking that --dataset %s exists (needs GCS access).", dataset)
         else:
             sources.check_folder_exists(dataset)
-    elif os.path.isdir(dataset):
+        return _Dataset(dataset, folder=dataset)
+    if os.path.isdir(dataset):
         # Absolute, so that the manifest finds the images again from anywhere.
-        folder = dataset = os.path.abspath(dataset)
-        count = len(sources.list_image_folder(dataset))
-        _LOG.info("%d files in %s; the pipeline lists and reads them again.", count, dataset)
-    elif os.path.sep in dataset or os.path.exists(dataset):
-        raise ValueError(f"--dataset {dataset!r} is not a folder of images.")
-    else:
-        split = audit.split
-        # Preparing a dataset reads all of it: never on the launcher of a Dataflow job.
-        download = not audit.no_download and not on_dataflow
-        tfds_source = sources.resolve_tfds(
-            dataset, split, audit.data_dir, download, remote_workers=on_dataflow
+        folder = os.path.abspath(dataset)
+        files = sources.list_image_folder(folder)
+        _LOG.info("%d files in %s; the pipeline lists and reads them again.", len(files), folder)
+        found = tuple(f.label for f in files if f.label is not None)
+        return _Dataset(folder, folder=folder, total=len(files), folder_labels=found)
+    if os.path.sep in dataset or os.path.exists(dataset):
+        raise ConfigError(
+            f"--dataset {dataset!r} is not a folder of images; pass an existing folder, "
+            "a TFDS name (imagenet_a) or 'sample'."
         )
+    logs.import_tensorflow(audit.verbose)  # TFDS imports it: quietly, once
+    # Preparing a dataset reads all of it: never on the launcher of a Dataflow job.
+    download = not audit.no_download and not on_dataflow
+    source = sources.resolve_tfds(
+        dataset, audit.split, audit.data_dir, download, remote_workers=on_dataflow
+    )
+    return _Dataset(dataset, split=audit.split, tfds=source, total=source.num_examples)
 
-    num_classes = len(tfds_source.class_names) if tfds_source and tfds_source.class_names else None
+
+def _class_names_for(
+    audit: AuditOptions, spec: ModelSpec, data: _Dataset, from_file: tuple[str, ...] | None
+) -> tuple[str, ...] | None:
+    """The names of the label space, checked against the model; warns on folder labels
+    that the model cannot predict."""
+    if from_file is not None and len(from_file) != spec.num_classes:
+        raise ConfigError(
+            f"--class_names {audit.class_names!r} holds {len(from_file)} names but --model "
+            f"{audit.model!r} has {spec.num_classes} classes ({spec.num_outputs} outputs, "
+            f"--label_offset {spec.label_offset}); give one name per class."
+        )
+    outside = sorted({label for label in data.folder_labels if label >= spec.num_classes})
+    if outside:
+        wnids = labels.imagenet_wnids()
+        _LOG.warning(
+            "%d images of %s are in WordNet-id sub-folders whose ImageNet classes (%s) are "
+            "outside --model's %d classes: their label can never be predicted, and "
+            "--target label makes them errors.",
+            sum(1 for label in data.folder_labels if label >= spec.num_classes),
+            data.name,
+            ", ".join(f"{wnids[c]} = {c}" for c in outside[:3]) + (", ..." if outside[3:] else ""),
+            spec.num_classes,
+        )
+    if from_file is not None:
+        return from_file
+    return _class_names(spec, data.tfds.class_names if data.tfds else None)
+
+
+def _resolve_model(
+    audit: AuditOptions,
+    data: _Dataset,
+    input_range: tuple[float, float] | None,
+    config: AttributionConfig,
+) -> ModelSpec:
+    """Loads the model once (quietly importing TensorFlow) and checks --top_k against it."""
+    num_classes = len(data.tfds.class_names) if data.tfds and data.tfds.class_names else None
+    logs.import_tensorflow(audit.verbose)
     spec = resolve_model(
         audit.model,
         image_size=audit.image_size,
@@ -320,32 +400,85 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
         num_dataset_classes=num_classes,
     )
     if config.top_k > spec.num_classes:
-        raise ValueError(f"--top_k {config.top_k} exceeds the model's {spec.num_classes} classes.")
-    if audit.resume and audit.overwrite:
-        raise ValueError("--resume continues an earlier run and --overwrite replaces it: pick one.")
+        raise ConfigError(
+            f"--top_k {config.top_k} exceeds the model's {spec.num_classes} classes; "
+            f"pass --top_k {spec.num_classes} or less."
+        )
+    return spec
+
+
+def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
+    """The checks of `prepare`, cheapest first: flags, paths and --output before any model."""
+    if not audit.output:
+        raise ConfigError(
+            "--output is required: the folder for results/, errors/ and manifest.json, "
+            "e.g. --output ./output/mine."
+        )
+    config = attribution_config(audit)
+    input_range = parse_input_range(audit.input_range)
+    batch = batch_size(audit)
+    if audit.image_size is not None and audit.image_size < 8:
+        raise ConfigError(f"--image_size must be >= 8, got {audit.image_size}.")
+    names_file = labels.read_class_names(audit.class_names) if audit.class_names else None
+    on_dataflow, dry_run = _is_dataflow(options), _is_dataflow_dry_run(options)
+    if on_dataflow:
+        _check_dataflow_paths(audit)
+    _check_model_path(audit.model)
+    if not dry_run:
+        _check_output_free(audit)
+    data = _resolve_dataset(audit, on_dataflow, dry_run)
+    spec = _resolve_model(audit, data, input_range, config)
+    class_names = _class_names_for(audit, spec, data, names_file)
     if dry_run:
         _LOG.info("Dry run: not checking that --output %s is free and writable.", audit.output)
     elif not audit.resume:
         _prepare_output(audit.output, audit.overwrite)
-    jit = {"auto": None, "on": True, "off": False}[audit.jit_compile]
     job = AuditJob(
         output=audit.output,
-        dataset=dataset,
-        split=split,
-        folder=folder,
-        tfds=tfds_source,
+        dataset=data.name,
+        split=data.split,
+        folder=data.folder,
+        tfds=data.tfds,
         spec=spec,
         config=config,
-        class_names=_class_names(spec, tfds_source.class_names if tfds_source else None),
-        batch_size=batch_size,
-        jit_compile=jit,
+        class_names=class_names,
+        batch_size=batch,
+        jit_compile={"auto": None, "on": True, "off": False}[audit.jit_compile],
         start_time=datetime.datetime.now(datetime.UTC).isoformat(),
+        total_inputs=data.total,
+        show_progress="direct" in _runner_name(options),
+        progress_per_worker=options.view_as(DirectOptions).direct_running_mode
+        == "multi_processing",
     )
     if audit.resume:
         done, prefix = _resume_state(job)
         job = dataclasses.replace(job, done_before=done, results_prefix=prefix)
         _LOG.info("Resuming: %d images have rows already; they are skipped.", len(done))
-    if not dry_run:
+    return job
+
+
+def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOptions]:
+    """Parses and validates flags, resolves dataset and model. No pipeline yet.
+
+    What is checked at launch, cheapest first: flag names and values (unknown
+    flags are refused); a local --model path exists; --output holds no earlier
+    run (unless --overwrite or --resume); a local image folder (listed) or a
+    gs:// one (one object looked up); a TFDS dataset's metadata and split; the
+    model (loaded once for its input size and outputs) and --class_names against
+    it; that --output is writable. A Dataflow --dry_run needs no Google Cloud
+    access, so it skips the two checks that do (gs:// dataset folder and
+    --output) and logs that.
+
+    Raises:
+      ConfigError: bad configuration, before any work; the message names the
+        bad value and the fix.
+    """
+    with _as_config_errors():
+        argv = check_flags(sys.argv[1:] if argv is None else argv)
+        options = PipelineOptions(argv)
+        audit = options.view_as(AuditOptions)
+        job = _prepare(options, audit)
+    if not _is_dataflow_dry_run(options):
         # A manifest from the start: a run that dies leaves status "running".
         write_json(FileSystems.join(job.output, "manifest.json"), job.manifest_base())
     return job, options
@@ -361,6 +494,26 @@ def _images_with(outcome: ImageOutcome) -> list[tuple[str, int]]:
     if outcome.errors:
         return [("images_with_errors", 1)]
     return [("images_with_rows", 1)] if outcome.rows else []
+
+
+def _heartbeat(job: AuditJob) -> contextlib.AbstractContextManager:
+    """Progress lines while the in-process DirectRunner runs (p.run() blocks there)."""
+    if not job.show_progress or job.progress_per_worker:
+        return contextlib.nullcontext()
+    start = datetime.datetime.fromisoformat(job.start_time).timestamp()
+    return heartbeat(f"{job.output}@{job.start_time}", job.total_inputs, start)
+
+
+def _progress(job: AuditJob) -> ReportProgress:
+    start = datetime.datetime.fromisoformat(job.start_time).timestamp()
+    return ReportProgress(
+        key=f"{job.output}@{job.start_time}",
+        total=job.total_inputs,
+        start=start,
+        batch_size=job.batch_size,
+        log_lines=job.show_progress,
+        scope=" (this worker's share)" if job.progress_per_worker else "",
+    )
 
 
 def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
@@ -386,6 +539,15 @@ def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
         ERRORS_TAG, main="rows"
     )
     errors = (prepared[ERRORS_TAG], split[ERRORS_TAG]) | "AllErrors" >> beam.Flatten()
+    _ = (
+        (
+            skipped | "SkippedAreDone" >> beam.Map(lambda _: "skipped"),
+            prepared[ERRORS_TAG] | "FailedAreDone" >> beam.Map(lambda _: "failed"),
+            outcomes | "AttributedAreDone" >> beam.Map(lambda _: "attributed"),
+        )
+        | "FlattenDone" >> beam.Flatten()
+        | "Progress" >> beam.ParDo(_progress(job))
+    )
     _ = split.rows | "WriteResults" >> WriteResults(
         job.output, results_schema(job.config.attribution_dtype), prefix=job.results_prefix
     )
@@ -408,11 +570,13 @@ def _start(
     job, options = prepare(argv)
     if save_main_session is not None:
         options.view_as(SetupOptions).save_main_session = save_main_session
-    _LOG.info("Auditing %s with %s into %s.", job.dataset, job.spec.reference, job.output)
+    what = f"{job.total_inputs} images of " if job.total_inputs is not None else ""
+    _LOG.info("Auditing %s%s with %s into %s.", what, job.dataset, job.spec.reference, job.output)
     p = beam.Pipeline(options=options)
     build_pipeline(p, job)
     try:
-        return job, options, p.run()
+        with _heartbeat(job):
+            return job, options, p.run()
     finally:
         if "direct" not in _runner_name(options):
             # Submitted: the remote workers load their own model.
@@ -462,7 +626,7 @@ def run(
     --no_wait_until_finish on a remote runner.
 
     Raises:
-      ValueError: bad flags, dataset or model (before any work).
+      ConfigError: bad flags, dataset, model or output folder (before any work).
       RuntimeError: the run did not finish, or finished without accounting for
         every input.
     """

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import logging
+import math
+import re
+from collections.abc import Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -10,29 +15,54 @@ from transforms.config import (
     ATTRIBUTION_DTYPES,
     ATTRIBUTION_MODES,
     BASELINES,
+    MAX_MAX_STEPS,
+    MAX_STEPS,
     SCORES,
     TARGETS,
     AttributionConfig,
+    ConfigError,
 )
 from transforms.ig import METHODS
 
-__all__ = ["AuditOptions", "attribution_config", "parse_input_range"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "MAX_BATCH_SIZE",
+    "AuditOptions",
+    "ConfigError",
+    "attribution_config",
+    "check_flags",
+    "help_text",
+    "parse_input_range",
+]
 
+_LOG = logging.getLogger(__name__)
 _DEFAULTS = AttributionConfig()
+DEFAULT_BATCH_SIZE = 8
+MAX_BATCH_SIZE = 1024
+# A value that starts with '-' and a digit or a dot ('-1,1', '-.5'): argparse
+# would take it for a flag, so `--input_range -1,1` is joined to `--input_range=-1,1`.
+_NEGATIVE_VALUE = re.compile(r"^-[\d.]")
+# Runners whose job server may declare flags of its own that Python does not know.
+_PORTABLE_RUNNERS = ("portablerunner", "flinkrunner", "sparkrunner", "prismrunner")
 
 
 def parse_input_range(text: str | None) -> tuple[float, float] | None:
-    """'0,1' or '-1,1' -> (low, high); None stays None."""
+    """'0,1' or '-1,1' -> (low, high), both finite; None stays None."""
     if text is None:
         return None
     try:
         low, high = (float(v) for v in text.split(","))
     except ValueError as e:
-        raise ValueError(
-            f"--input_range {text!r} must be two numbers 'low,high', e.g. '0,1' or '-1,1'."
+        raise ConfigError(
+            f"--input_range {text!r} must be two numbers 'low,high', e.g. "
+            "--input_range 0,1 or --input_range -1,1."
         ) from e
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ConfigError(
+            f"--input_range {text!r} must be finite numbers, e.g. --input_range 0,1 or -1,1."
+        )
     if not low < high:
-        raise ValueError(f"--input_range {text!r} needs low < high.")
+        raise ConfigError(f"--input_range {text!r} needs low < high, e.g. --input_range 0,1.")
     return low, high
 
 
@@ -78,7 +108,7 @@ class AuditOptions(PipelineOptions):
             default=_DEFAULTS.steps,
             help="Points on the path: gradient evaluations per image, target and baseline "
             "(with a --tolerance, the initial ones; refinement adds more). With --tolerance 0, "
-            "use 64 or more.",
+            f"use 64 or more. At most {MAX_STEPS}.",
         )
         add("--method", default=_DEFAULTS.method, help=f"One of {', '.join(METHODS)}.")
         add(
@@ -101,15 +131,15 @@ class AuditOptions(PipelineOptions):
             "--max_steps",
             type=int,
             default=None,
-            help=f"Cap on points per baseline when refining; default max({_DEFAULTS.max_steps}, "
-            "--steps).",
+            help=f"Cap on points per baseline when refining, at most {MAX_MAX_STEPS}; default "
+            f"max({_DEFAULTS.max_steps}, --steps).",
         )
         add(
             "--batch_size",
             type=int,
             default=None,
             help="Images per RunInference batch (full batches; their path points share "
-            "gradient calls); default 8.",
+            f"gradient calls), 1 to {MAX_BATCH_SIZE}; default {DEFAULT_BATCH_SIZE}.",
         )
         add(
             "--path_batch_size",
@@ -123,7 +153,11 @@ class AuditOptions(PipelineOptions):
             default=None,
             help="Model input side; default from the model's signature.",
         )
-        add("--input_range", default=None, help="Model pixel range 'low,high'; default 0,1.")
+        add(
+            "--input_range",
+            default=None,
+            help="Model pixel range 'low,high', e.g. 0,1 or -1,1 (both finite); default 0,1.",
+        )
         add(
             "--label_offset",
             type=int,
@@ -143,6 +177,19 @@ class AuditOptions(PipelineOptions):
         add("--seed", type=int, default=_DEFAULTS.seed, help="Seed of the noise baseline.")
         add("--jit_compile", default="auto", choices=("auto", "on", "off"),
             help="XLA compilation: auto = on GPUs only.")  # fmt: skip
+        add(
+            "--class_names",
+            default=None,
+            help="File of class names for a custom model: one per line, a JSON list, or a "
+            "JSON {index: name} object; as many as the model has classes (outputs minus "
+            "--label_offset). Default: ImageNet's for 1000-class models, the TFDS "
+            "dataset's own, else none.",
+        )
+        add(
+            "--verbose",
+            action="store_true",
+            help="Show TensorFlow's start-up messages and INFO logs of Beam and TensorFlow.",
+        )
 
 
 def attribution_config(options: AuditOptions) -> AttributionConfig:
@@ -165,3 +212,142 @@ def attribution_config(options: AuditOptions) -> AttributionConfig:
         attribution_dtype=options.attribution_dtype,
         seed=options.seed,
     )
+
+
+def batch_size(options: AuditOptions) -> int:
+    """--batch_size, validated: 1 to MAX_BATCH_SIZE; default 8 only when not given."""
+    value = DEFAULT_BATCH_SIZE if options.batch_size is None else options.batch_size
+    if not 1 <= value <= MAX_BATCH_SIZE:
+        raise ConfigError(
+            f"--batch_size must be between 1 and {MAX_BATCH_SIZE}, got {value}; "
+            f"the default is {DEFAULT_BATCH_SIZE}."
+        )
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are ConfigErrors instead of `sys.exit(2)`."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        raise ConfigError(f"{message} (see --help).")
+
+
+def _option_classes() -> list[type[PipelineOptions]]:
+    """Every PipelineOptions subclass, Beam's and the project's, each once by name."""
+    found: dict[str, type[PipelineOptions]] = {}
+    todo = list(PipelineOptions.__subclasses__())
+    while todo:
+        cls = todo.pop(0)
+        found.setdefault(str(cls), cls)
+        todo.extend(cls.__subclasses__())
+    return list(found.values())
+
+
+def _full_parser() -> _Parser:
+    parser = _Parser(allow_abbrev=False, add_help=False)
+    for cls in _option_classes():
+        cls._add_argparse_args(parser)  # noqa: SLF001 - Beam's own registration hook
+    return parser
+
+
+def _join_negative_values(argv: Sequence[str], parser: argparse.ArgumentParser) -> list[str]:
+    """`--flag -1,1` -> `--flag=-1,1` for flags that take a value, so argparse keeps it."""
+    takes_value = {
+        option
+        for action in parser._actions  # noqa: SLF001 - argparse has no public list
+        if action.nargs != 0
+        for option in action.option_strings
+    }
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in takes_value and i + 1 < len(argv) and _NEGATIVE_VALUE.match(argv[i + 1]):
+            out.append(f"{arg}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(arg)
+            i += 1
+    return out
+
+
+def _unknown_flag_message(arg: str, parser: argparse.ArgumentParser) -> str:
+    name = arg.split("=", 1)[0]
+    project = [f"--{a.dest}" for a in _project_actions()]
+    known = [o for a in parser._actions for o in a.option_strings]  # noqa: SLF001
+    match = difflib.get_close_matches(name, project, n=1, cutoff=0.6) or difflib.get_close_matches(
+        name, known, n=1, cutoff=0.75
+    )
+    hint = f"did you mean {match[0]}?" if match else "python -m pipeline --help lists the flags."
+    return f"unknown flag {name}; {hint}"
+
+
+def _project_actions() -> list[argparse.Action]:
+    parser = argparse.ArgumentParser(add_help=False)
+    AuditOptions._add_argparse_args(parser)  # noqa: SLF001 - the project's flags
+    return [a for a in parser._actions if a.option_strings]  # noqa: SLF001
+
+
+def check_flags(argv: Sequence[str]) -> list[str]:
+    """Validates flag names and value types of `argv` before any work.
+
+    Returns argv with negative values attached to their flags (`--input_range=-1,1`).
+    Flags that neither the project nor Beam declares are refused with the closest
+    known flag; on portable runners (Flink, Spark, Prism, a job server), whose job
+    server may take flags of its own, only likely misspellings of known flags are.
+
+    Raises:
+      ConfigError: an unknown flag, a stray argument or a value of the wrong type.
+    """
+    parser = _full_parser()
+    argv = _join_negative_values(list(argv), parser)
+    known, unknown = parser.parse_known_args(argv)
+    runner = str(getattr(known, "runner", None) or "").rsplit(".", 1)[-1].lower()
+    passed_flag = False  # the previous argument was an unknown flag passed on
+    for arg in unknown:
+        if arg == "--":
+            break
+        if not arg.startswith("-"):
+            if passed_flag:
+                passed_flag = False
+                continue
+            raise ConfigError(
+                f"unexpected argument {arg!r}: flags take the form --name value "
+                "(see python -m pipeline --help)."
+            )
+        message = _unknown_flag_message(arg, parser)
+        if runner in _PORTABLE_RUNNERS and "did you mean" not in message:
+            _LOG.warning("%s; passing it to the %s job server.", message, runner)
+            passed_flag = "=" not in arg
+            continue
+        raise ConfigError(message)
+    return argv
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows each flag's default unless it is None or off."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        hidden = action.default is None or action.default is False
+        if not hidden and action.default != argparse.SUPPRESS and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def help_text(prog: str = "python -m pipeline") -> str:
+    """The `--help` text: every project flag with its help and default."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        formatter_class=_HelpFormatter,
+        description="Integrated Gradients audit of an image classifier over a whole dataset, "
+        "written to Parquet (see README.md).",
+        epilog="Beam's own flags pass through, e.g. --runner (default DirectRunner), "
+        "--direct_num_workers,\n--direct_running_mode, --project, --region, --temp_location, "
+        "--setup_file, --sdk_container_image.\nUnknown or misspelt flags are refused before "
+        "any work. Exit status: 0 done, 1 failed while\nrunning (or no input gave a row), "
+        "2 bad configuration.\n\nExample: "
+        f"{prog} --dataset sample --model efficientnet_lite0 --output ./output/sample",
+    )
+    AuditOptions._add_argparse_args(parser)  # noqa: SLF001 - the project's flags
+    return parser.format_help()

