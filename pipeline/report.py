@@ -86,17 +86,13 @@ _SECTIONS = (
 )
 
 
-def _missing(value: Any) -> bool:
-    return value is None or (np.isscalar(value) and bool(pd.isna(value)))
-
-
 def _text(value: Any) -> Any:
     """The value itself (escaped by the template), or an en dash for None and NaN."""
-    return "–" if _missing(value) else value
+    return "–" if results.is_missing(value) else value
 
 
 def _pct(value: Any, digits: int = 1) -> str:
-    if _missing(value) or not np.isfinite(float(value)):
+    if results.is_missing(value) or not np.isfinite(float(value)):
         return "–"
     return f"{float(value):.{digits}%}"
 
@@ -443,7 +439,7 @@ def _tiles(manifest: Mapping[str, Any], chosen: _Selection) -> list[dict[str, An
 
 def _label_rank(row: Mapping[str, Any]) -> str:
     """Where the true label sits in the top-k, e.g. '#3 (4.1%)' or 'not in top 5'."""
-    if _missing(row["label"]):
+    if results.is_missing(row["label"]):
         return "–"
     classes = [int(c) for c in row["top_k_classes"]]
     label = int(row["label"])
@@ -455,7 +451,7 @@ def _label_rank(row: Mapping[str, Any]) -> str:
 
 def _top_k(row: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The top-k predictions; the true label is marked, a wrong top-1 in red."""
-    truth = None if _missing(row["label"]) else int(row["label"])
+    truth = None if results.is_missing(row["label"]) else int(row["label"])
     items = []
     for rank, (cls, name, prob) in enumerate(
         zip(row["top_k_classes"], row["top_k_names"], row["top_k_probs"], strict=False)
@@ -584,7 +580,9 @@ def _error_card(pictures: _Pictures, meta: pd.Series, tolerance: float | None) -
 
     def error(key: str, column: str) -> dict[str, Any]:
         value = meta.get(column)
-        return _fact(key, _pct(value, 2), tolerance and not _missing(value) and value > tolerance)
+        return _fact(
+            key, _pct(value, 2), tolerance and not results.is_missing(value) and value > tolerance
+        )
 
     facts = [error("relative completeness error", "relative_delta")]
     if "attribution_error" in meta:

@@ -399,7 +399,7 @@ def faithfulness_curves_figure(
     drawn = 0
     for curve, (column, control, _) in _AUCS.items():
         values = row.get(f"{curve}_curve") if hasattr(row, "get") else None
-        if values is None or (np.isscalar(values) and pd.isna(values)) or not len(values):
+        if results.is_missing(values) or not len(values):
             continue
         values = np.asarray(values, dtype=np.float32)
         fraction = np.linspace(0.0, 1.0, values.size)
@@ -421,7 +421,7 @@ def faithfulness_curves_figure(
 
 
 def _fmt(value: Any) -> str:
-    return "-" if value is None or pd.isna(value) else f"{float(value):.3f}"
+    return "-" if results.is_missing(value) else f"{float(value):.3f}"
 
 
 def row_title(row: Any, width: int = 28) -> tuple[str, bool]:
@@ -431,14 +431,14 @@ def row_title(row: Any, width: int = 28) -> tuple[str, bool]:
     """
 
     def cut(text: Any) -> str:
-        text = "-" if text is None or (isinstance(text, float) and math.isnan(text)) else str(text)
+        text = "-" if results.is_missing(text) else str(text)
         return text if len(text) <= width else text[: width - 1] + "…"
 
     probs = row["top_k_probs"]
     confidence = f" ({float(probs[0]):.0%})" if probs is not None and len(probs) else ""
     lines = [cut(row["file_name"]), f"pred: {cut(row['predicted_name'])}{confidence}"]
     label = row["label"]
-    labelled = label is not None and not (isinstance(label, float) and math.isnan(label))
+    labelled = not results.is_missing(label)
     if labelled:
         lines.append(f"label: {cut(row['label_name'])}")
     if row["target_class"] != row["predicted_class"]:

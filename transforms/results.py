@@ -33,6 +33,7 @@ from transforms.schema import ERROR_SCHEMA, METADATA_COLUMNS, results_schema
 from transforms.sinks import read_manifest
 
 __all__ = [
+    "is_missing",
     "ARRAY_COLUMNS",
     "METADATA_COLUMNS",
     "Filters",
@@ -251,8 +252,9 @@ def _get(row: Any, name: str) -> Any:
     return getattr(row, name)
 
 
-def _missing(value: Any) -> bool:
-    return value is None or (np.isscalar(value) and pd.isna(value))
+def is_missing(value: Any) -> bool:
+    """Whether a cell is empty: None (a null list or string) or a NaN scalar."""
+    return value is None or (np.isscalar(value) and bool(pd.isna(value)))
 
 
 def attributions_of(row: Any) -> np.ndarray:
@@ -279,7 +281,7 @@ def attributions_of(row: Any) -> np.ndarray:
             "with_arrays=True) or read_row(...)."
         ) from e
     shape = _get(row, "attribution_shape")
-    if _missing(values) or _missing(shape):
+    if is_missing(values) or is_missing(shape):
         raise ValueError(
             f"Row {_get(row, 'image_id')!r} stores no attributions (the run used "
             "--attributions none)."
@@ -299,7 +301,7 @@ def path_of(row: Any) -> tuple[np.ndarray, np.ndarray] | None:
     the run did not store it.
     """
     alphas, scores = _get(row, "path_alphas"), _get(row, "path_scores")
-    if _missing(alphas) or _missing(scores):
+    if is_missing(alphas) or is_missing(scores):
         return None
     alphas = np.asarray(alphas, dtype=np.float32)
     scores = np.asarray(scores, dtype=np.float32)
