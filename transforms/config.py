@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 
+from transforms.faithfulness import FAITHFULNESS_MODES
 from transforms.ig import METHODS, min_steps
 
 __all__ = [
     "ATTRIBUTION_DTYPES",
     "ATTRIBUTION_MODES",
     "BASELINES",
+    "FAITHFULNESS_MODES",
     "SCORES",
     "TARGETS",
     "AttributionConfig",
@@ -48,6 +50,9 @@ class AttributionConfig:
       attribution_dtype: `float16` or `float32` storage.
       seed: seed of the `noise` baseline.
       store_path: keep F(alpha) at the path nodes per row.
+      faithfulness: `deletion_insertion` (per-row deletion and insertion curves of
+        the map and of a random ranking, see `transforms.faithfulness`) or `none`.
+      faithfulness_steps: K, steps per deletion or insertion curve (K + 1 points).
     """
 
     # Defaults chosen by benchmarks/ig_accuracy.py: the adaptive trapezoid rule
@@ -68,6 +73,9 @@ class AttributionConfig:
     attribution_dtype: str = "float32"
     seed: int = 0
     store_path: bool = True
+    # K = 16 chosen by benchmarks/faithfulness.py: see docs/faithfulness.md.
+    faithfulness: str = "deletion_insertion"
+    faithfulness_steps: int = 16
 
     def __post_init__(self) -> None:
         _choice("method", self.method, METHODS)
@@ -92,5 +100,11 @@ class AttributionConfig:
             )
         if self.max_steps < self.steps:
             raise ValueError(f"--max_steps ({self.max_steps}) must be >= --steps ({self.steps}).")
+        _choice("faithfulness", self.faithfulness, FAITHFULNESS_MODES)
+        if not 2 <= self.faithfulness_steps <= 1024:
+            raise ValueError(
+                f"--faithfulness_steps must be in [2, 1024], got {self.faithfulness_steps}; "
+                "16 to 32 are enough for AUCs stable to about 0.01."
+            )
         if self.path_batch_size < 1:
             raise ValueError(f"--path_batch_size must be >= 1, got {self.path_batch_size}.")

@@ -49,16 +49,19 @@ import numpy as np
 from transforms.ig import ScoreFn
 
 __all__ = [
+    "COLUMNS",
     "FAITHFULNESS_MODES",
     "FaithfulnessResult",
     "ProbabilityFn",
     "auc",
     "deletion_insertion",
+    "for_rows",
     "forward_passes_per_row",
     "from_score_fn",
     "pixel_scores",
     "random_ranking",
     "ranking",
+    "row_columns",
     "step_counts",
 ]
 
@@ -74,9 +77,6 @@ Args:
 Returns:
   float [N]: the target's probability (softmax of the model's output), in [0, 1].
 """
-
-# Curves per row: IG's deletion and insertion, then the random ranking's.
-_KINDS = ("deletion", "insertion", "deletion_random", "insertion_random")
 
 
 def from_score_fn(score_fn: ScoreFn) -> ProbabilityFn:
@@ -213,7 +213,8 @@ def _positions(orders: np.ndarray) -> np.ndarray:
 
 
 def _points(rows: int, steps: int, image_known: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The (curve, point) pairs that need the model, curve = 4 * row + kind (`_KINDS`).
+    """The (curve, point) pairs that need the model, curve = 4 * row + kind
+    (0 deletion, 1 insertion, 2 and 3 the same for the random ranking).
 
     IG's deletion curve holds the image (point 0, unless known) and the reference
     (point K); its insertion curve the blurred image (point 0). Every other end is
@@ -322,3 +323,68 @@ def _result(values: np.ndarray, image_probabilities, curve: np.ndarray) -> Faith
         *aucs,
         forward_evaluations=np.bincount(curve // 4, minlength=rows).astype(np.int64),
     )
+
+
+def for_rows(
+    probability_fn: ProbabilityFn,
+    images: np.ndarray,
+    references: np.ndarray,
+    image_ids: Sequence[str],
+    image_index: Sequence[int] | np.ndarray,
+    targets: Sequence[int] | np.ndarray,
+    attributions: np.ndarray,
+    *,
+    input_range: tuple[float, float],
+    steps: int,
+    chunk_size: int,
+    seed: int = 0,
+    image_probabilities: np.ndarray | None = None,
+) -> FaithfulnessResult:
+    """`deletion_insertion` of attributed rows, with the job's rankings and blurred images.
+
+    Args:
+      probability_fn, images, references, image_index, targets, steps, chunk_size,
+        image_probabilities: as in `deletion_insertion`.
+      image_ids: str [M], the images' ids (they seed the random control).
+      attributions: float [R, H, W, C] or [R, H, W], the rows' maps (see `ranking`).
+      input_range: (low, high) of the model's input, for the blurred image (the `blur`
+        baseline: Gaussian, sigma = side / 16).
+      seed: the run's seed.
+    """
+    from transforms.baselines import make_baselines  # noqa: PLC0415 - NumPy only
+
+    images = np.asarray(images, dtype=np.float32)
+    starts = np.stack(
+        [make_baselines(x, ("blur",), input_range, image_ids[i])[0] for i, x in enumerate(images)]
+    )
+    image_index = np.asarray(image_index, dtype=np.int64)
+    pixels = images.shape[1] * images.shape[2]
+    orders = np.stack([ranking(a) for a in attributions]).reshape(len(image_index), pixels)
+    random_orders = np.stack([random_ranking(pixels, image_ids[i], seed) for i in image_index])
+    random_orders = random_orders.reshape(len(image_index), pixels)
+    return deletion_insertion(
+        probability_fn, images, references, starts, image_index, targets, orders,
+        random_orders, steps=steps, chunk_size=chunk_size,
+        image_probabilities=image_probabilities,
+    )  # fmt: skip
+
+
+COLUMNS: tuple[str, ...] = (
+    "deletion_auc",
+    "insertion_auc",
+    "deletion_auc_random",
+    "insertion_auc_random",
+    "deletion_curve",
+    "insertion_curve",
+)
+
+
+def row_columns(result: FaithfulnessResult | None, r: int) -> dict[str, object]:
+    """Row r's result columns (`COLUMNS`): AUCs as floats, curves float32 [K + 1];
+    all None when faithfulness is off (`result` None)."""
+    if result is None:
+        return dict.fromkeys(COLUMNS)
+    out: dict[str, object] = {name: float(getattr(result, name)[r]) for name in COLUMNS[:4]}
+    out["deletion_curve"] = result.deletion_curve[r].astype(np.float32)
+    out["insertion_curve"] = result.insertion_curve[r].astype(np.float32)
+    return out
