@@ -15,6 +15,7 @@ from transforms.config import (
     ATTRIBUTION_DTYPES,
     ATTRIBUTION_MODES,
     BASELINES,
+    FAITHFULNESS_MODES,
     MAX_MAX_STEPS,
     MAX_STEPS,
     SCORES,
@@ -174,7 +175,21 @@ class AuditOptions(PipelineOptions):
             default=_DEFAULTS.attribution_dtype,
             help=f"One of {', '.join(ATTRIBUTION_DTYPES)}.",
         )
-        add("--seed", type=int, default=_DEFAULTS.seed, help="Seed of the noise baseline.")
+        add(
+            "--faithfulness",
+            default=_DEFAULTS.faithfulness,
+            help="Per-row deletion and insertion curves of the map and of a random ranking "
+            f"(one of {', '.join(FAITHFULNESS_MODES)}; none turns them off).",
+        )
+        add(
+            "--faithfulness_steps",
+            type=int,
+            default=_DEFAULTS.faithfulness_steps,
+            help="Steps per deletion or insertion curve; each row costs 4 (K - 1) + 2 "
+            "forward passes.",
+        )
+        add("--seed", type=int, default=_DEFAULTS.seed,
+            help="Seed of the noise baseline and of the faithfulness control's ranking.")  # fmt: skip
         add("--jit_compile", default="auto", choices=("auto", "on", "off"),
             help="XLA compilation: auto = on GPUs only.")  # fmt: skip
         add(
@@ -211,6 +226,8 @@ def attribution_config(options: AuditOptions) -> AttributionConfig:
         attributions=options.attributions,
         attribution_dtype=options.attribution_dtype,
         seed=options.seed,
+        faithfulness=options.faithfulness,
+        faithfulness_steps=options.faithfulness_steps,
     )
 
 

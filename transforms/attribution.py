@@ -13,7 +13,7 @@ import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
 from transforms import baselines as baselines_lib
-from transforms import ig, images
+from transforms import faithfulness, ig, images
 from transforms.config import AttributionConfig
 from transforms.sources import RawImage
 from transforms.tf_model import Classifier, ModelSpec
@@ -140,6 +140,20 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=1, keepdims=True)
+
+
+def _faithfulness(cfg, spec, model, batch, inputs, refs, image_index, out_index, probs, result):
+    """Deletion and insertion of every row (`transforms.faithfulness`), None when off:
+    perturbed images of all rows share softmax forward calls of `path_batch_size`."""
+    if cfg.faithfulness == "none":
+        return None
+    return faithfulness.for_rows(
+        faithfulness.from_score_fn(model.score_fn("softmax")), inputs, refs[:, 0],
+        [ex.image_id for ex in batch], image_index, out_index, result.attributions,
+        input_range=spec.input_range, steps=cfg.faithfulness_steps,
+        chunk_size=cfg.path_batch_size, seed=cfg.seed,
+        image_probabilities=probs[image_index, out_index],
+    )  # fmt: skip
 
 
 class _Progress:
@@ -306,6 +320,8 @@ class IGModelHandler(ModelHandler[ImageExample, ImageOutcome, Classifier]):
             )
             sums = result.attributions.reshape(len(targets), -1).sum(axis=1, dtype=np.float64)
             delta, relative = ig.completeness(sums, target_scores, baseline_scores)
+            faith = _faithfulness(cfg, spec, model, batch, inputs, refs, image_index, out_index,
+                                  probs, result)  # fmt: skip
             for r, i in enumerate(image_index):
                 ex = batch[i]
                 if not result.finite[r] or not np.isfinite(baseline_scores[r]):
@@ -318,6 +334,7 @@ class IGModelHandler(ModelHandler[ImageExample, ImageOutcome, Classifier]):
                 rows_by_image[i].append(
                     self._row(ex, top[i], class_probs[i], int(targets[r]), result, r,
                               target_scores[r], baseline_scores[r], sums[r], delta[r], relative[r])
+                    | faithfulness.row_columns(faith, r)
                 )  # fmt: skip
         outcomes = []
         for i, ex in enumerate(batch):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 
+from transforms.faithfulness import FAITHFULNESS_MODES
 from transforms.ig import METHODS, IGSettings, min_steps
 
 __all__ = [
     "ATTRIBUTION_DTYPES",
     "ATTRIBUTION_MODES",
     "BASELINES",
+    "FAITHFULNESS_MODES",
     "MAX_MAX_STEPS",
     "MAX_STEPS",
     "SCORES",
@@ -70,6 +72,9 @@ class AttributionConfig:
       attribution_dtype: `float16` or `float32` storage.
       seed: seed of the `noise` baseline.
       store_path: keep F(alpha) at the path nodes per row.
+      faithfulness: `deletion_insertion` (per-row deletion and insertion curves of
+        the map and of a random ranking, see `transforms.faithfulness`) or `none`.
+      faithfulness_steps: K, steps per deletion or insertion curve (K + 1 points).
     """
 
     # Defaults chosen by benchmarks/ig_accuracy.py against a converged reference
@@ -89,6 +94,10 @@ class AttributionConfig:
     attribution_dtype: str = "float32"
     seed: int = 0
     store_path: bool = True
+    # K = 16: the cheapest of 16-32 (62 forward passes per row, 1.6x the IG time in
+    # benchmarks/faithfulness.py); its AUC stability is not measured yet (docs/faithfulness.md).
+    faithfulness: str = "deletion_insertion"
+    faithfulness_steps: int = 16
 
     def ig_settings(self) -> IGSettings:
         """The IG engine's settings of this configuration."""
@@ -125,5 +134,10 @@ class AttributionConfig:
             raise ConfigError(f"--max_steps ({self.max_steps}) must be >= --steps ({self.steps}).")
         if self.max_steps > MAX_MAX_STEPS:
             raise ConfigError(f"--max_steps must be <= {MAX_MAX_STEPS}, got {self.max_steps}.")
+        _choice("faithfulness", self.faithfulness, FAITHFULNESS_MODES)
+        if not 2 <= self.faithfulness_steps <= 1024:
+            raise ConfigError(
+                f"--faithfulness_steps must be in [2, 1024], got {self.faithfulness_steps}."
+            )
         if self.path_batch_size < 1:
             raise ConfigError(f"--path_batch_size must be >= 1, got {self.path_batch_size}.")

@@ -43,7 +43,7 @@ COUNT_KEYS = (
 # a worker holds a group of full attributions (about 0.6 MB each) in memory.
 ROWS_PER_GROUP = 64
 BYTES_PER_GROUP = 64 << 20
-_FLOAT_ARRAYS = ("attributions", "path_alphas", "path_scores")
+_FLOAT_ARRAYS = ("attributions", "path_alphas", "path_scores", "deletion_curve", "insertion_curve")
 
 
 def writer_options(schema: pa.Schema) -> dict[str, Any]:

@@ -525,3 +525,37 @@ class Classifier:
             return fn(*args).numpy()[:rows]
 
         return run
+
+    def weight_layers(self) -> list[str]:
+        """Names of the model's layers that hold weights, from the output down.
+
+        Raises:
+          ValueError: the model is not a Keras model (a SavedModel or TF Hub model
+            has variables but no layers to order).
+        """
+        import keras  # noqa: PLC0415
+
+        if not isinstance(self._model, keras.Model):
+            raise ValueError(
+                f"--model {self.spec.reference!r} is a {self.spec.kind} model without Keras "
+                "layers; layer randomisation needs the bundled model or a .keras file."
+            )
+        return [layer.name for layer in reversed(self._model.layers) if layer.weights]
+
+    def randomize_layers(self, names: list[str], seed: int = 0) -> None:
+        """Replaces, in place, each weight of the named layers by Gaussian noise with the
+        trained weight's own mean and standard deviation (a re-initialisation at the
+        trained scale), seeded by `seed` and the layer name. The compiled functions
+        read the new values."""
+        import keras  # noqa: PLC0415
+
+        known = self.weight_layers()
+        for name in names:
+            if name not in known:
+                raise ValueError(f"No layer {name!r} with weights; the layers: {known}.")
+            digest = hashlib.sha256(f"randomize:{seed}:{name}".encode()).digest()
+            rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+            for weight in self._model.get_layer(name).weights:
+                value = np.asarray(keras.ops.convert_to_numpy(weight))
+                noise = rng.normal(value.mean(), value.std(), size=value.shape)
+                weight.assign(noise.astype(value.dtype))

@@ -1,0 +1,139 @@
+"""What per-row faithfulness costs, and how its AUCs depend on the steps K.
+
+1. Cost: the job's model handler at the defaults, with and without
+   faithfulness, on real photos (skimage) and the bundled EfficientNet-Lite0, in
+   RunInference batches of 8 after a warm-up batch. This shared 2-core
+   machine's speed drifts by 10-30 %, so each round times both configurations
+   back to back (alternating which goes first) and the table gives the median
+   over rounds of the ratio to the same round's run without faithfulness.
+2. K sensitivity: for the maps of those photos, the four AUCs at several K
+   against a fine reference (K = 128): the median and largest absolute change,
+   and the time per row of the faithfulness evaluation alone.
+
+    python -m benchmarks.faithfulness [--rounds 3] [--steps 4,8,16,24,32,64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import numpy as np
+
+from benchmarks.common import extra_photos, load_photos, print_table
+from benchmarks.efficiency import photo_examples
+from transforms import faithfulness as fa
+from transforms.attribution import IGModelHandler
+from transforms.config import AttributionConfig
+from transforms.tf_model import resolve_model
+
+_BATCH = 8
+_REFERENCE_STEPS = 128
+_AUCS = ("deletion_auc", "insertion_auc", "deletion_auc_random", "insertion_auc_random")
+
+
+def _time_handler(handler, model, examples) -> tuple[float, list[dict]]:
+    """Seconds per row over RunInference batches of 8, and the rows."""
+    start, rows = time.perf_counter(), []
+    for i in range(0, len(examples), _BATCH):
+        rows += [r for o in handler.run_inference(examples[i : i + _BATCH], model) for r in o.rows]
+    return (time.perf_counter() - start) / len(rows), rows
+
+
+def cost_table(spec, model, warm, measured, rounds: int) -> list[list[str]]:
+    defaults = AttributionConfig()
+    handlers = {
+        "IG only (--faithfulness none)": IGModelHandler(
+            spec, dataclasses.replace(defaults, faithfulness="none"), None, batch_size=_BATCH
+        ),
+        f"IG + faithfulness (K = {defaults.faithfulness_steps})": IGModelHandler(
+            spec, defaults, None, batch_size=_BATCH
+        ),
+    }
+    for handler in handlers.values():
+        _time_handler(handler, model, warm)  # tracing, first calls at each shape
+    seconds = {name: [] for name in handlers}
+    for r in range(rounds):
+        order = list(handlers) if r % 2 == 0 else list(reversed(handlers))
+        for name in order:
+            seconds[name].append(_time_handler(handlers[name], model, measured)[0])
+    off, on = (np.array(seconds[name]) for name in handlers)
+    ratios = on / off
+    passes = fa.forward_passes_per_row(defaults.faithfulness_steps)
+    return [
+        [list(handlers)[0], f"{np.median(off):.3f}", "1.00", "-", "0"],
+        [list(handlers)[1], f"{np.median(on):.3f}", f"{np.median(ratios):.2f}",
+         f"{ratios.min():.2f}-{ratios.max():.2f}", str(passes)],
+        ["faithfulness alone (difference)", f"{np.median(on - off):.3f}",
+         f"{np.median(ratios) - 1:.2f}", "", str(passes)],
+    ]  # fmt: skip
+
+
+def _maps(spec, model, examples) -> tuple[list[dict], np.ndarray]:
+    config = dataclasses.replace(AttributionConfig(), faithfulness="none")
+    _, rows = _time_handler(IGModelHandler(spec, config, None, batch_size=_BATCH), model, examples)
+    maps = np.stack([np.reshape(r["attributions"], r["attribution_shape"]) for r in rows])
+    return rows, maps
+
+
+def sensitivity_table(spec, model, examples, steps: list[int]) -> list[list[str]]:
+    rows, maps = _maps(spec, model, examples)
+    by_id = {ex.image_id: ex for ex in examples}
+    ids = [r["image_id"] for r in rows]
+    images = np.stack([by_id[i].image for i in ids])
+    targets = np.array([r["target_class"] + spec.label_offset for r in rows])
+    p_image = np.array([r["top_k_probs"][0] for r in rows], dtype=np.float64)
+    probability = fa.from_score_fn(model.score_fn("softmax"))
+    refs = np.zeros_like(images)  # the default black baseline
+    results, seconds = {}, {}
+    for k in [_REFERENCE_STEPS, *steps]:
+        start = time.perf_counter()
+        results[k] = fa.for_rows(
+            probability, images, refs, ids, np.arange(len(ids)), targets, maps,
+            input_range=spec.input_range, steps=k, chunk_size=AttributionConfig().path_batch_size,
+            image_probabilities=p_image,
+        )  # fmt: skip
+        seconds[k] = (time.perf_counter() - start) / len(ids)
+    reference = results[_REFERENCE_STEPS]
+    table = []
+    for k in steps:
+        errors = np.stack([np.abs(getattr(results[k], a) - getattr(reference, a)) for a in _AUCS])
+        cells = [f"{np.median(e):.4f} / {e.max():.4f}" for e in errors]
+        table.append([str(k), str(fa.forward_passes_per_row(k)), f"{seconds[k]:.3f}", *cells])
+    ref = [f"{np.median(getattr(reference, a)):.3f}" for a in _AUCS]
+    table.append([f"{_REFERENCE_STEPS} (reference: median AUC)",
+                  str(fa.forward_passes_per_row(_REFERENCE_STEPS)),
+                  f"{seconds[_REFERENCE_STEPS]:.3f}", *ref])  # fmt: skip
+    beats = np.mean((reference.deletion_auc < reference.deletion_auc_random)
+                    & (reference.insertion_auc > reference.insertion_auc_random))  # fmt: skip
+    table.append(["rows where IG beats chance on both", "", "", f"{beats:.0%}", "", "", ""])
+    return table
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", default="4,8,16,24,32,64")
+    args = parser.parse_args(argv)
+    spec = resolve_model("efficientnet_lite0")
+    warm = photo_examples(*load_photos())  # the 8 sample photos: the warm-up batch
+    measured = photo_examples(*load_photos(extra_photos()))  # 16 more: two batches
+    model = IGModelHandler(spec, AttributionConfig(), None).load_model()
+    print_table(
+        f"Seconds per row at the defaults, {len(measured)} photos in batches of {_BATCH} "
+        f"(median of {args.rounds} interleaved rounds; ratio to the same round's IG only)",
+        ["configuration", "s/row", "ratio", "ratio range", "forward passes/row"],
+        cost_table(spec, model, warm, measured, args.rounds),
+    )
+    steps = [int(k) for k in args.steps.split(",")]
+    print_table(
+        f"AUC change against K = {_REFERENCE_STEPS}, {len(warm) + len(measured)} photos "
+        "(median / max absolute difference)",
+        ["K", "forward passes/row", "s/row (faithfulness only)", *_AUCS],
+        sensitivity_table(spec, model, warm + measured, steps),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,278 @@
+"""Model-randomisation sanity check of a finished run (Adebayo et al., 2018).
+
+    python -m pipeline.sanity --input <output> [--images 4] [--stages 6] [--seed 0]
+
+Takes the first N rows of the run (by image id), reloads the run's model (from
+the manifest), and randomises its layers cascading from the output down: at
+stage s the top s groups of layers hold Gaussian noise at their trained
+scale (`Classifier.randomize_layers`). At every stage IG is computed again for
+the rows' targets with the run's settings (method, steps, tolerance,
+baselines, score) and compared with the maps of the intact model:
+
+* Spearman rank correlation of the absolute per-pixel maps (|channel sum|);
+* SSIM of the same maps, each scaled to [0, 1] by its maximum.
+
+Maps that stay similar while the model is destroyed do not explain the model.
+Writes `<output>/sanity/sanity.json` and `<output>/sanity/sanity.png` (input,
+intact map and the map at each stage, per image).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+from transforms import baselines as baselines_lib
+from transforms import ig, images, results
+from transforms.config import AttributionConfig
+from transforms.faithfulness import pixel_scores
+from transforms.sinks import write_json
+from transforms.tf_model import Classifier, ModelSpec
+
+__all__ = ["SIMILAR", "main", "map_similarity", "run", "stage_layers"]
+
+_LOG = logging.getLogger(__name__)
+# Medians at or above this (Spearman or SSIM) count as "maps still similar": the
+# maps of a destroyed model should be no closer to the intact ones than this.
+SIMILAR = 0.5
+
+
+def _spec(model: dict[str, Any]) -> ModelSpec:
+    fields = {f.name for f in dataclasses.fields(ModelSpec)}
+    spec = {k: v for k, v in model.items() if k in fields}
+    return ModelSpec(**{**spec, "input_range": tuple(spec["input_range"])})
+
+
+def _config(config: dict[str, Any]) -> AttributionConfig:
+    fields = {f.name for f in dataclasses.fields(AttributionConfig)}
+    values = {k: v for k, v in config.items() if k in fields}
+    return AttributionConfig(**{**values, "baselines": tuple(values["baselines"])})
+
+
+def stage_layers(layers: Sequence[str], stages: int | Sequence[str]) -> list[list[str]]:
+    """The layers randomised at each stage, cascading from the top (output) down.
+
+    Args:
+      layers: layer names from the output down (`Classifier.weight_layers`).
+      stages: a number of stages (cut points spread over the layers, the last
+        randomising all of them), or layer names: stage s randomises every layer
+        from the top down to the s-th name.
+
+    Returns:
+      Per stage, all layers randomised by then (a prefix of `layers`).
+    """
+    if isinstance(stages, int):
+        if stages < 1:
+            raise ValueError(f"--stages must be >= 1, got {stages}.")
+        cuts = sorted({int(c) for c in np.round(np.geomspace(1, len(layers), stages))})
+    else:
+        unknown = [s for s in stages if s not in layers]
+        if unknown:
+            raise ValueError(f"--stages {unknown} are not layers with weights: {list(layers)}.")
+        cuts = sorted(layers.index(s) + 1 for s in stages)
+    return [list(layers[:cut]) for cut in cuts]
+
+
+def _attribute(model: Classifier, config: AttributionConfig, inputs: np.ndarray,
+               image_ids: Sequence[str], targets: np.ndarray) -> np.ndarray:  # fmt: skip
+    """IG of the rows with the run's settings: float32 [N, H, W, C]."""
+    spec = model.spec
+    refs = np.stack([
+        baselines_lib.make_baselines(x, config.baselines, spec.input_range, i, config.seed)
+        for x, i in zip(inputs, image_ids, strict=True)
+    ])  # fmt: skip
+    score_fn = model.score_fn(config.score)
+    out = targets + spec.label_offset
+    zeros = np.zeros(len(inputs), np.float32)
+    target_scores = score_fn(inputs, inputs, zeros, out).astype(np.float64)
+    baseline_scores = np.stack(
+        [score_fn(refs[:, b], refs[:, b], zeros, out) for b in range(refs.shape[1])], axis=1
+    ).astype(np.float64)
+    result = ig.integrated_gradients(
+        model.score_grad_fn(config.score), inputs, refs, np.arange(len(inputs)), out,
+        method=config.method, steps=config.steps, path_batch_size=config.path_batch_size,
+        target_scores=target_scores, baseline_scores=baseline_scores,
+        tolerance=config.tolerance, max_steps=config.max_steps, score_fn=score_fn,
+        integrand=model.integrand_fn(config.score),
+    )  # fmt: skip
+    return result.attributions
+
+
+def map_similarity(original: np.ndarray, other: np.ndarray) -> tuple[float, float]:
+    """(Spearman, SSIM) of two maps' absolute per-pixel values.
+
+    Args:
+      original, other: float [H, W, C] or [H, W] attribution maps.
+
+    Returns:
+      Spearman rank correlation in [-1, 1] of |pixel_scores|, and SSIM in [-1, 1]
+      of the same maps scaled to [0, 1] by their maxima; NaN where a map is
+      constant or not finite.
+    """
+    from scipy.stats import spearmanr  # noqa: PLC0415
+    from skimage.metrics import structural_similarity  # noqa: PLC0415
+
+    a, b = np.abs(pixel_scores(original)), np.abs(pixel_scores(other))
+    if not (np.isfinite(a).all() and np.isfinite(b).all()) or a.max() == 0 or b.max() == 0:
+        return float("nan"), float("nan")
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan"), float("nan")
+    rho = float(spearmanr(a.ravel(), b.ravel()).statistic)
+    side = min(a.shape)
+    window = min(7, side if side % 2 else side - 1)
+    ssim = float(structural_similarity(a / a.max(), b / b.max(), data_range=1.0, win_size=window))
+    return rho, ssim
+
+
+def _verdict(stages: list[dict[str, Any]]) -> str:
+    """Whether the maps of the fully randomised stage still resemble the intact model's."""
+    last = stages[-1]
+    rho, ssim = last["spearman_median"], last["ssim_median"]
+    numbers = (f"median Spearman {rho:.2f}, SSIM {ssim:.2f} with {last['layers_randomised']} "
+               f"layers randomised, down to {last['layer']}")  # fmt: skip
+    if not (np.isfinite(rho) and np.isfinite(ssim)):
+        return f"undecided: the randomised model gave no finite maps ({numbers})."
+    if rho < SIMILAR and ssim < SIMILAR:
+        changed = next(s["layer"] for s in stages if not s["similar"])
+        return (f"pass: the maps change when the model is destroyed ({numbers}; first below "
+                f"{SIMILAR} at {changed}): they depend on the model's weights.")  # fmt: skip
+    return (f"fail: the maps stay similar when the model is destroyed ({numbers}): they "
+            "reflect the input more than the model and do not explain it.")  # fmt: skip
+
+
+def _stage_report(layers: list[str], similarity: list[tuple[float, float]]) -> dict[str, Any]:
+    rho = np.array([s[0] for s in similarity])
+    ssim = np.array([s[1] for s in similarity])
+    finite = np.isfinite(rho) & np.isfinite(ssim)
+    rho_median = float(np.median(rho[finite])) if finite.any() else float("nan")
+    ssim_median = float(np.median(ssim[finite])) if finite.any() else float("nan")
+    return {
+        "layer": layers[-1],
+        "layers_randomised": len(layers),
+        "spearman_median": rho_median,
+        "ssim_median": ssim_median,
+        "similar": bool(rho_median >= SIMILAR or ssim_median >= SIMILAR),
+        # Per image; null where a map was constant or not finite (strict JSON).
+        "spearman": [float(v) if np.isfinite(v) else None for v in rho],
+        "ssim": [float(v) if np.isfinite(v) else None for v in ssim],
+    }
+
+
+def _figure(pictures: np.ndarray, maps: list[np.ndarray], titles: list[str]) -> bytes:
+    """PNG: per row an image (float [H, W, 3] in [0, 1]) and its |maps| per column."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    rows, cols = len(pictures), len(maps) + 1
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows), squeeze=False)
+    for r in range(rows):
+        axes[r, 0].imshow(pictures[r])
+        for c, stage in enumerate(maps, start=1):
+            heat = np.abs(pixel_scores(stage[r]))
+            top = np.nanpercentile(heat, 99) if np.isfinite(heat).any() else 1.0
+            axes[r, c].imshow(np.clip(heat / (top or 1.0), 0, 1), cmap="inferno", vmin=0, vmax=1)
+    for c, title in enumerate(["input", *titles]):
+        axes[0, c].set_title(title, fontsize=7)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _rows(output: str, manifest: dict[str, Any], count: int):
+    """The first `count` rows (by image id) whose input image can be re-loaded."""
+    frame = results.read_results(output, columns=["image_id", "target_class"])
+    pictures = results.input_images(manifest, frame.image_id.head(4 * count))
+    frame = frame[frame.image_id.isin(list(pictures))].head(count)
+    if frame.empty:
+        raise ValueError(
+            f"No row of {output!r} has an input image that can be re-loaded (TFDS runs are not "
+            "re-read); run the check on a run over an image folder or the sample."
+        )
+    return frame, np.stack([pictures[i] for i in frame.image_id])
+
+
+def run(output: str, images_count: int = 4, stages: int | Sequence[str] = 6,
+        seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    """Runs the check on a finished run in `output` and writes `<output>/sanity/`.
+
+    Returns:
+      The report written to sanity.json: {"images", "image_ids", "target_classes",
+      "settings", "stages": [{"layer", "layers_randomised", "spearman_median",
+      "ssim_median", "similar", "spearman", "ssim"}], "similar_threshold", "verdict"}.
+    """
+    if images_count < 1:
+        raise ValueError(f"--images must be >= 1, got {images_count}.")
+    manifest = results.read_manifest(output)
+    spec, config = _spec(manifest["model"]), _config(manifest["config"])
+    frame, pixels = _rows(output, manifest, images_count)
+    inputs = images.scale_to_range(pixels, spec.input_range).astype(np.float32)
+    ids, targets = list(frame.image_id), frame.target_class.to_numpy(np.int64)
+    model = Classifier(spec)
+    plan = stage_layers(model.weight_layers(), stages)
+    original = _attribute(model, config, inputs, ids, targets)
+    maps, reports, done = [], [], []
+    for layers in plan:
+        model.randomize_layers([name for name in layers if name not in done], seed)
+        done = layers
+        maps.append(_attribute(model, config, inputs, ids, targets))
+        reports.append(_stage_report(layers, [map_similarity(o, m) for o, m in
+                                              zip(original, maps[-1], strict=True)]))  # fmt: skip
+        _LOG.info("%s: median Spearman %.3f, SSIM %.3f", layers[-1],
+                  reports[-1]["spearman_median"], reports[-1]["ssim_median"])  # fmt: skip
+    report = {
+        "images": len(ids), "image_ids": ids, "target_classes": targets.tolist(),
+        "settings": {"method": config.method, "steps": config.steps,
+                     "tolerance": config.tolerance, "baselines": list(config.baselines),
+                     "score": config.score, "seed": seed},
+        "similar_threshold": SIMILAR, "stages": reports, "verdict": _verdict(reports),
+    }  # fmt: skip
+    for stage in reports:  # strict JSON: NaN medians as null, after the verdict read them
+        for key in ("spearman_median", "ssim_median"):
+            stage[key] = stage[key] if np.isfinite(stage[key]) else None
+    folder = FileSystems.join(output, "sanity")
+    write_json(FileSystems.join(folder, "sanity.json"), report)
+    png = _figure(pixels / 255.0, [original, *maps], ["intact", *[s["layer"] for s in reports]])
+    with FileSystems.create(FileSystems.join(folder, "sanity.png")) as f:
+        f.write(png)
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--input", required=True, help="A finished run's --output folder.")
+    parser.add_argument("--images", type=int, default=4, help="Rows to check (first by id).")
+    parser.add_argument("--stages", default="6",
+                        help="Number of cascading stages, or comma-separated layer names.")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the random weights.")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    stages = int(args.stages) if args.stages.isdigit() else args.stages.split(",")
+    try:
+        report = run(args.input, args.images, stages, args.seed)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for stage in report["stages"]:
+        print(f"{stage['layer']:>24}  Spearman {stage['spearman_median']:.3f}  "
+              f"SSIM {stage['ssim_median']:.3f}")  # fmt: skip
+    print(report["verdict"])
+    print(f"Written: {args.input}/sanity/sanity.json and sanity.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

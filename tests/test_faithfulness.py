@@ -1,0 +1,161 @@
+"""Deletion and insertion: known answers on linear models, the control's seeding, batching."""
+
+import numpy as np
+import pytest
+
+from transforms import faithfulness as fa
+
+SIDE = 4  # 4 x 4 pixels
+PIXELS = SIDE * SIDE
+
+
+def _linear(weights: np.ndarray, calls: list | None = None) -> fa.ProbabilityFn:
+    """F(x) = sum(x * w): removing a pixel takes its channel-summed x * w off the score."""
+
+    def fn(images, targets):
+        if calls is not None:
+            calls.append(len(images))
+        assert images.dtype == np.float32 and targets.dtype == np.int64
+        return (images * weights).reshape(len(images), -1).sum(axis=1, dtype=np.float64)
+
+    return fn
+
+
+def _ramp_image() -> np.ndarray:
+    """float32 [4, 4, 3] whose pixels' channel sums are 1..16 in a shuffled layout, with
+    large channels of opposite sign: an |attribution| ranking would order them otherwise."""
+    values = np.random.default_rng(0).permutation(PIXELS).reshape(SIDE, SIDE) + 1.0
+    opposite = np.random.default_rng(1).integers(10, 20, size=(SIDE, SIDE)) + 0.5
+    return np.stack([values + opposite, -opposite, np.zeros_like(values)], -1).astype(np.float32)
+
+
+def _run(fn, image, attribution, random_order, steps, chunk_size=8, known=None):
+    zero = np.zeros_like(image)[None]
+    return fa.deletion_insertion(
+        fn, image[None], zero, zero, [0], [0], fa.ranking(attribution)[None],
+        random_order[None], steps=steps, chunk_size=chunk_size, image_probabilities=known,
+    )  # fmt: skip
+
+
+def test_ranking_sums_channels_signed_highest_first():
+    image = _ramp_image()
+    order = fa.ranking(image)
+    sums = image.sum(-1).ravel()
+    np.testing.assert_array_equal(sums[order], np.arange(PIXELS, 0, -1))
+    # The example tells the reductions apart: |.| summed over channels ranks otherwise.
+    assert not np.array_equal(np.argsort(-np.abs(image).sum(-1).ravel()), order)
+    np.testing.assert_array_equal(fa.ranking(image.sum(-1)), order)  # pixel maps as they are
+    assert fa.ranking(np.array([[0.0, 2.0], [2.0, -1.0]])).tolist() == [1, 2, 0, 3]  # ties: index
+    with pytest.raises(ValueError, match="shape"):
+        fa.ranking(np.zeros(4))
+
+
+@pytest.mark.parametrize("steps", [PIXELS, 4])
+def test_linear_model_aucs_have_closed_forms(steps):
+    # IG of F(x) = sum(x) from a zero baseline is x itself. Pixel sums are 1..P: after
+    # the n highest are deleted, F / F(x) = (P - n)(P - n + 1) / (P (P + 1)); insertion
+    # over a zero start reveals what deletion removes: 1 minus that.
+    image = _ramp_image()
+    result = _run(_linear(1.0), image, image, np.arange(PIXELS), steps)
+    n = np.arange(steps + 1) * PIXELS // steps
+    deletion = (PIXELS - n) * (PIXELS - n + 1) / (PIXELS * (PIXELS + 1))
+    total = PIXELS * (PIXELS + 1) / 2
+    np.testing.assert_allclose(result.deletion_curve[0] / total, deletion, rtol=1e-6)
+    np.testing.assert_allclose(result.insertion_curve[0] / total, 1 - deletion, atol=1e-6)
+    trapezoid = (deletion.sum() - (deletion[0] + deletion[-1]) / 2) / steps
+    np.testing.assert_allclose(result.deletion_auc, [trapezoid], rtol=1e-6)
+    np.testing.assert_allclose(result.insertion_auc, [1 - trapezoid], rtol=1e-6)
+    if steps == PIXELS:  # one pixel per step: sum over m <= P of m (m + 1) / (P (P + 1))
+        np.testing.assert_allclose(result.deletion_auc, [(2 * PIXELS + 1) / (6 * PIXELS)])
+        np.testing.assert_allclose(result.insertion_auc, [(4 * PIXELS - 1) / (6 * PIXELS)])
+
+
+def test_deleting_the_highest_attributed_pixels_first_drops_the_score_fastest():
+    image = _ramp_image()
+    rng = np.random.default_rng(2)
+    fn = _linear(1.0)
+    for _ in range(20):
+        other = rng.permutation(PIXELS)
+        result = _run(fn, image, image, other, steps=8)
+        assert np.all(result.deletion_curve[0] <= result.deletion_curve_random[0] + 1e-5)
+        assert np.all(result.insertion_curve[0] >= result.insertion_curve_random[0] - 1e-5)
+        assert result.deletion_auc[0] <= result.deletion_auc_random[0]
+        assert result.insertion_auc[0] >= result.insertion_auc_random[0]
+    # Ranking by the reversed map (least evidence first) is the slowest.
+    worst = _run(fn, image, -image, np.arange(PIXELS), steps=PIXELS)
+    np.testing.assert_allclose(worst.deletion_auc, [(4 * PIXELS - 1) / (6 * PIXELS)])
+
+
+def test_curves_end_at_the_reference_and_start_at_the_blurred_image():
+    rng = np.random.default_rng(3)
+    image = rng.uniform(0, 1, (SIDE, SIDE, 3)).astype(np.float32)
+    reference = np.full_like(image, 0.25)
+    blurred = np.full_like(image, 0.5)
+    weights = rng.uniform(0, 1, image.shape).astype(np.float32)
+    fn = _linear(weights)
+    result = fa.deletion_insertion(
+        fn, image[None], reference[None], blurred[None], [0], [0],
+        fa.ranking(image * weights)[None], fa.random_ranking(PIXELS, "a")[None],
+        steps=4, chunk_size=3,
+    )  # fmt: skip
+    p = {name: float(fn(x[None], np.zeros(1, np.int64))[0])
+         for name, x in (("image", image), ("reference", reference), ("blurred", blurred))}  # fmt: skip
+    for curve in (result.deletion_curve, result.deletion_curve_random):
+        np.testing.assert_allclose(curve[0, [0, -1]], [p["image"], p["reference"]], rtol=1e-6)
+    for curve in (result.insertion_curve, result.insertion_curve_random):
+        np.testing.assert_allclose(curve[0, [0, -1]], [p["blurred"], p["image"]], rtol=1e-6)
+    assert result.forward_evaluations.tolist() == [fa.forward_passes_per_row(4) + 1]
+
+
+def test_random_ranking_is_seeded_by_image_and_run_seed():
+    first = fa.random_ranking(PIXELS * 100, "cat.png", seed=0)
+    np.testing.assert_array_equal(first, fa.random_ranking(PIXELS * 100, "cat.png", seed=0))
+    assert sorted(first.tolist()) == list(range(PIXELS * 100))
+    assert not np.array_equal(first, fa.random_ranking(PIXELS * 100, "dog.png", seed=0))
+    assert not np.array_equal(first, fa.random_ranking(PIXELS * 100, "cat.png", seed=1))
+
+
+def test_curves_do_not_depend_on_the_chunk_size():
+    rng = np.random.default_rng(4)
+    images = rng.uniform(0, 1, (3, SIDE, SIDE, 3)).astype(np.float32)
+    mix = rng.normal(size=(SIDE * SIDE * 3, 5))
+
+    def softmax_fn(batch, targets):  # a nonlinear model, 5 classes
+        logits = batch.reshape(len(batch), -1).astype(np.float64) @ mix
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        return (p / p.sum(1, keepdims=True))[np.arange(len(batch)), targets]
+
+    index, targets = [0, 1, 1, 2], [3, 0, 4, 2]
+    maps = rng.normal(size=(4, SIDE, SIDE, 3))
+    orders = np.stack([fa.ranking(m) for m in maps])
+    random_orders = np.stack([fa.random_ranking(PIXELS, f"img{i}") for i in index])
+    results, calls = [], []
+    for chunk, known in ((1, None), (7, None), (1000, None), (5, "known")):
+        sizes = []
+        probs = softmax_fn(images[index], np.array(targets)) if known else None
+        results.append(fa.deletion_insertion(
+            lambda b, t, s=sizes: (s.append(len(b)), softmax_fn(b, t))[1], images, images * 0,
+            images * 0.5, index, targets, orders, random_orders, steps=6, chunk_size=chunk,
+            image_probabilities=probs,
+        ))  # fmt: skip
+        calls.append(sizes)
+    assert max(calls[0]) == 1 and max(calls[1]) <= 7 and len(calls[2]) == 1
+    assert sum(calls[1]) == 4 * (fa.forward_passes_per_row(6) + 1)
+    for other in results[1:]:
+        for name in ("deletion_curve", "insertion_curve", "deletion_curve_random",
+                     "insertion_curve_random", "deletion_auc", "insertion_auc",
+                     "deletion_auc_random", "insertion_auc_random"):  # fmt: skip
+            np.testing.assert_allclose(getattr(other, name), getattr(results[0], name),
+                                       rtol=1e-12, err_msg=name)  # fmt: skip
+
+
+def test_auc_is_normalised_by_the_image_probability_and_capped():
+    curves = np.array([[0.8, 0.6, 0.4, 0.2, 0.0], [0.5, 1.0, 1.0, 0.5, 0.5], [0.1] * 5])
+    np.testing.assert_allclose(fa.auc(curves, [0.8, 0.5, 0.0])[:2], [0.5, 1.0])
+    assert np.isnan(fa.auc(curves, [0.8, 0.5, 0.0])[2])
+
+
+def test_bad_steps_name_the_value():
+    with pytest.raises(ValueError, match=r"\[1, 16\].*got 17"):
+        fa.step_counts(PIXELS, 17)
+    assert fa.step_counts(10, 4).tolist() == [0, 2, 5, 8, 10]

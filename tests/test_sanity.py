@@ -1,0 +1,76 @@
+"""The model-randomisation sanity check on a finished DirectRunner run of a tiny conv net."""
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline import run as run_job
+from pipeline import sanity
+from tests.conftest import SIZE
+from transforms import results
+
+
+@pytest.fixture(scope="module")
+def conv_keras(tmp_path_factory) -> str:
+    """A `.keras` file: conv (8 filters, ReLU) -> dense logits, seeded weights."""
+    import keras
+
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv")(inputs)
+    outputs = keras.layers.Dense(1000, name="logits")(keras.layers.Flatten()(x))
+    path = str(tmp_path_factory.mktemp("models") / "conv.keras")
+    keras.Model(inputs, outputs).save(path)
+    return path
+
+
+def test_stage_layers_cascade_from_the_top():
+    layers = [f"l{i}" for i in range(10)]
+    plan = sanity.stage_layers(layers, 3)
+    assert [p[-1] for p in plan] == ["l0", "l2", "l9"] and plan[-1] == layers
+    assert sanity.stage_layers(layers, ["l4", "l0"]) == [["l0"], layers[:5]]
+    with pytest.raises(ValueError, match="'nope'"):
+        sanity.stage_layers(layers, ["nope"])
+
+
+def test_map_similarity_is_one_for_the_same_map_and_low_for_unrelated_ones():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(2, 32, 32, 3))
+    assert sanity.map_similarity(a, a) == pytest.approx((1.0, 1.0))
+    rho, ssim = sanity.map_similarity(a, b)
+    assert abs(rho) < 0.1 and ssim < 0.2
+    assert np.isnan(sanity.map_similarity(a, np.zeros_like(a))[0])
+
+
+def test_randomising_the_last_layer_changes_the_maps(image_folder, conv_keras, tmp_path):
+    output = str(tmp_path / "out")
+    run_job(["--runner", "DirectRunner", "--dataset", image_folder["root"], "--model",
+             conv_keras, "--output", output, "--steps", "8", "--faithfulness", "none"],
+            save_main_session=False)  # fmt: skip
+    report = sanity.run(output, images_count=3, stages=["logits", "conv"])
+
+    assert report["images"] == 3 and len(report["image_ids"]) == 3
+    assert [s["layer"] for s in report["stages"]] == ["logits", "conv"]
+    assert [s["layers_randomised"] for s in report["stages"]] == [1, 2]
+    logits, conv = report["stages"]
+    assert logits["spearman_median"] < sanity.SIMILAR and not logits["similar"]
+    assert conv["spearman_median"] < sanity.SIMILAR
+    assert report["verdict"].startswith("pass")
+    assert json.loads((tmp_path / "out" / "sanity" / "sanity.json").read_text()) == report
+    png = (tmp_path / "out" / "sanity" / "sanity.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+
+    # Before any randomisation the check's IG is the job's: the same rows, the same maps.
+    manifest = results.read_manifest(output)
+    frame, pixels = sanity._rows(output, manifest, 3)
+    from transforms import images
+    from transforms.tf_model import Classifier
+
+    model = Classifier(sanity._spec(manifest["model"]))
+    maps = sanity._attribute(model, sanity._config(manifest["config"]),
+                             images.scale_to_range(pixels, (0.0, 1.0)), list(frame.image_id),
+                             frame.target_class.to_numpy(np.int64))  # fmt: skip
+    for image_id, computed in zip(frame.image_id, maps, strict=True):
+        stored = results.attributions_of(results.read_row(output, image_id))
+        np.testing.assert_allclose(computed, stored, rtol=1e-3, atol=1e-5)

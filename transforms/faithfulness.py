@@ -1,0 +1,390 @@
+"""Faithfulness of attribution maps: deletion and insertion curves, framework-free.
+
+Deletion and insertion (Petsiuk et al., RISE, 2018) ask whether the pixels a
+map ranks first are the pixels the model needs:
+
+* deletion: starting from the image, the pixels are set to the deletion
+  reference (the run's baseline) in rank order; a faithful map makes the
+  target's probability fall fast (small area under the curve);
+* insertion: starting from a blurred copy of the image, the image's own
+  pixels are revealed in rank order; a faithful map makes the probability rise
+  fast (large area).
+
+Ranking: a map of shape H x W x C is reduced to one value per pixel by
+summing its channels, signed, and pixels are ranked by that value,
+descending (positive evidence first; ties by pixel index, row-major). For a
+linear model the signed channel sum is exactly what removing the pixel takes
+off the score, so this ranking is the one that drops it fastest. An H x W map
+is ranked as it is.
+
+Steps: a curve has K steps, i.e. K + 1 points at fractions k / K of the pixels
+(k = 0..K), ``round(k * P / K)`` pixels of P switched at point k.
+
+AUC: with p_k the target's probability at point k and p(x) the image's own
+probability for the target, the normalised curve is
+``c_k = clip(p_k / p(x), 0, 1)`` and the AUC is its trapezoid-rule area over
+[0, 1]: ``AUC = (1 / K) * (sum_k c_k - (c_0 + c_K) / 2)``, in [0, 1]. Points
+where a perturbed image scores above the image itself count as 1.
+
+Control: the same curves for a random ranking of the pixels, seeded by the
+run seed and the image id (reruns and other targets of the image get the same
+ranking); a map no better than chance has deletion AUC >= its random control
+and insertion AUC <= its control.
+
+Cost per row: 4 (K - 1) forward passes for the curves' inner points, plus the
+blurred image and the deletion reference (the image's own probability is
+known from the prediction). All rows' points share model calls of at most
+`chunk_size` images, built chunk by chunk, so memory is bounded whatever the
+batch and K.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from transforms.ig import ScoreFn
+
+__all__ = [
+    "COLUMNS",
+    "FAITHFULNESS_MODES",
+    "FaithfulnessResult",
+    "ProbabilityFn",
+    "auc",
+    "deletion_insertion",
+    "for_rows",
+    "forward_passes_per_row",
+    "from_score_fn",
+    "pixel_scores",
+    "random_ranking",
+    "ranking",
+    "row_columns",
+    "step_counts",
+]
+
+FAITHFULNESS_MODES: tuple[str, ...] = ("deletion_insertion", "none")
+
+ProbabilityFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""``fn(images, targets) -> probabilities``.
+
+Args:
+  images: float32 [N, H, W, C], in the model's input range.
+  targets: int64 [N], the output index of each image's target.
+
+Returns:
+  float [N]: the target's probability (softmax of the model's output), in [0, 1].
+"""
+
+
+def from_score_fn(score_fn: ScoreFn) -> ProbabilityFn:
+    """The `ProbabilityFn` of a softmax `ScoreFn`: every point at alpha = 0 of a
+    path from the image to itself is the image, unchanged."""
+
+    def probabilities(images: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        images = np.asarray(images, dtype=np.float32)
+        alphas = np.zeros(len(images), dtype=np.float32)
+        return np.asarray(score_fn(images, images, alphas, targets), dtype=np.float64)
+
+    return probabilities
+
+
+def pixel_scores(attribution: np.ndarray) -> np.ndarray:
+    """One value per pixel: the signed sum over channels of an H x W x C map.
+
+    Args:
+      attribution: float [H, W, C] or [H, W].
+
+    Returns:
+      float64 [H, W].
+    """
+    attribution = np.asarray(attribution, dtype=np.float64)
+    if attribution.ndim == 3:
+        return attribution.sum(axis=-1)
+    if attribution.ndim == 2:
+        return attribution
+    raise ValueError(f"An attribution map is [H, W, C] or [H, W], got shape {attribution.shape}.")
+
+
+def ranking(attribution: np.ndarray) -> np.ndarray:
+    """Pixels in the order they are switched: highest signed channel sum first.
+
+    Args:
+      attribution: float [H, W, C] or [H, W].
+
+    Returns:
+      int64 [H * W], flat (row-major) pixel indices; ties keep index order,
+      NaN values come last.
+    """
+    scores = pixel_scores(attribution).ravel()
+    return np.argsort(-scores, kind="stable")
+
+
+def _ranking_seed(seed: int, image_id: str) -> int:
+    # Salted, so that the ranking is independent of the `noise` baseline's draw.
+    digest = hashlib.sha256(f"faithfulness:{seed}:{image_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def random_ranking(num_pixels: int, image_id: str, seed: int = 0) -> np.ndarray:
+    """The control's ranking: a permutation of the pixels seeded by `seed` and `image_id`.
+
+    Returns:
+      int64 [num_pixels], a permutation of 0..num_pixels-1.
+    """
+    return np.random.default_rng(_ranking_seed(seed, image_id)).permutation(num_pixels)
+
+
+def step_counts(num_pixels: int, steps: int) -> np.ndarray:
+    """Pixels switched at each of the K + 1 points: int64 [steps + 1], 0 to num_pixels."""
+    if not isinstance(steps, int | np.integer) or not 1 <= steps <= num_pixels:
+        raise ValueError(
+            f"faithfulness steps must be an integer in [1, {num_pixels}] (the image's pixels), "
+            f"got {steps!r}."
+        )
+    return np.round(np.arange(steps + 1) * num_pixels / steps).astype(np.int64)
+
+
+def auc(curves: np.ndarray, image_probabilities: np.ndarray) -> np.ndarray:
+    """Trapezoid area of curves normalised by the image's own probability.
+
+    Args:
+      curves: float [R, K + 1], the target's probability at each point.
+      image_probabilities: float [R], p(x), the image's probability for the target.
+
+    Returns:
+      float64 [R] in [0, 1]: the area under clip(curve / p(x), 0, 1) over
+      fractions k / K; NaN where p(x) is 0 or not finite.
+    """
+    curves = np.asarray(curves, dtype=np.float64)
+    reference = np.asarray(image_probabilities, dtype=np.float64)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        normalised = np.clip(curves / reference, 0.0, 1.0)
+    normalised[~(np.isfinite(reference) & (reference > 0)).repeat(curves.shape[1], 1)] = np.nan
+    steps = curves.shape[1] - 1
+    return (normalised.sum(axis=1) - (normalised[:, 0] + normalised[:, -1]) / 2.0) / steps
+
+
+def forward_passes_per_row(steps: int) -> int:
+    """Model evaluations per row: 4 curves' inner points, the blurred image, the reference."""
+    return 4 * (steps - 1) + 2
+
+
+@dataclasses.dataclass
+class FaithfulnessResult:
+    """Deletion and insertion of R rows, IG's ranking and the random control.
+
+    Attributes:
+      deletion_curve, insertion_curve: float64 [R, K + 1], the target's
+        probability at each point (not normalised), for the map's ranking.
+      deletion_curve_random, insertion_curve_random: float64 [R, K + 1], the same
+        for the random ranking.
+      deletion_auc, insertion_auc, deletion_auc_random, insertion_auc_random:
+        float64 [R] in [0, 1], see `auc`.
+      forward_evaluations: int64 [R], model evaluations spent per row.
+    """
+
+    deletion_curve: np.ndarray
+    insertion_curve: np.ndarray
+    deletion_curve_random: np.ndarray
+    insertion_curve_random: np.ndarray
+    deletion_auc: np.ndarray
+    insertion_auc: np.ndarray
+    deletion_auc_random: np.ndarray
+    insertion_auc_random: np.ndarray
+    forward_evaluations: np.ndarray
+
+
+def _parts(n: int, chunk: int) -> list[slice]:
+    """The fewest slices of at most `chunk` for n items, evenly sized (as the IG engine's)."""
+    calls = -(-n // chunk)
+    edges = np.linspace(0, n, calls + 1).round().astype(int) if n else [0]
+    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def _positions(orders: np.ndarray) -> np.ndarray:
+    """Rank position of every pixel: int32 [R, P] from orders int [R, P] (inverse permutations)."""
+    rows, pixels = orders.shape
+    positions = np.empty((rows, pixels), dtype=np.int32)
+    np.put_along_axis(positions, orders, np.arange(pixels, dtype=np.int32)[None], axis=1)
+    return positions
+
+
+def _points(rows: int, steps: int, image_known: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The (curve, point) pairs that need the model, curve = 4 * row + kind
+    (0 deletion, 1 insertion, 2 and 3 the same for the random ranking).
+
+    IG's deletion curve holds the image (point 0, unless known) and the reference
+    (point K); its insertion curve the blurred image (point 0). Every other end is
+    one of these, copied.
+    """
+    inner = np.arange(1, steps)
+    deletion = np.concatenate([[0] if not image_known else [], inner, [steps]])
+    insertion = np.concatenate([[0], inner])
+    per_row = [deletion, insertion, inner, inner]
+    curve = np.concatenate([np.full(len(k), kind) for kind, k in enumerate(per_row)])
+    point = np.concatenate(per_row).astype(np.int64)
+    curve = (np.arange(rows)[:, None] * 4 + curve[None]).ravel()
+    return curve, np.tile(point, rows)
+
+
+def _perturbed(images, references, starts, image_index, positions, counts, curve, point):
+    """float32 [N, H, W, C]: for each (curve, point), the curve's start with the first
+    counts[point] pixels of its ranking switched to its end."""
+    out = np.empty((len(curve), *images.shape[1:]), dtype=np.float32)
+    height, width = images.shape[1:3]
+    for j, (c, k) in enumerate(zip(curve.tolist(), point.tolist(), strict=True)):
+        row, kind = divmod(c, 4)
+        i = image_index[row]
+        start, end = (images[i], references[i]) if kind % 2 == 0 else (starts[i], images[i])
+        switched = (positions[row, kind // 2] < counts[k]).reshape(height, width, 1)
+        np.copyto(out[j], np.where(switched, end, start))
+    return out
+
+
+def deletion_insertion(
+    probability_fn: ProbabilityFn,
+    images: np.ndarray,
+    references: np.ndarray,
+    starts: np.ndarray,
+    image_index: Sequence[int] | np.ndarray,
+    targets: Sequence[int] | np.ndarray,
+    orders: np.ndarray,
+    random_orders: np.ndarray,
+    *,
+    steps: int,
+    chunk_size: int,
+    image_probabilities: np.ndarray | None = None,
+) -> FaithfulnessResult:
+    """Deletion and insertion curves and AUCs of R rows, for their rankings and the control.
+
+    Args:
+      probability_fn: the target's probability of a batch, see `ProbabilityFn`.
+      images: float32 [M, H, W, C], the images in the model's input range.
+      references: float32 [M, H, W, C], what deletion sets pixels to (the baseline).
+      starts: float32 [M, H, W, C], what insertion reveals pixels over (a blurred image).
+      image_index: int [R], the image of each row.
+      targets: int [R], the output index each row scores.
+      orders: int [R, H * W], each row's pixels in switching order (`ranking`).
+      random_orders: int [R, H * W], the control's orders (`random_ranking`).
+      steps: K, points per curve minus one.
+      chunk_size: images per call of `probability_fn`, across rows; bounds memory.
+      image_probabilities: float [R], p(x) for the target when known (saves a pass).
+
+    Returns:
+      A `FaithfulnessResult`.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    references = np.asarray(references, dtype=np.float32)
+    starts = np.asarray(starts, dtype=np.float32)
+    if references.shape != images.shape or starts.shape != images.shape:
+        raise ValueError(
+            f"references {references.shape} and starts {starts.shape} must have the images' "
+            f"shape {images.shape}."
+        )
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
+    image_index = np.asarray(image_index, dtype=np.int64)
+    targets = np.asarray(targets, dtype=np.int64)
+    rows, pixels = len(image_index), images.shape[1] * images.shape[2]
+    counts = step_counts(pixels, steps)
+    orders = np.stack([np.asarray(orders), np.asarray(random_orders)], axis=1)
+    if orders.shape != (rows, 2, pixels):
+        raise ValueError(f"orders must be [R, H * W] = [{rows}, {pixels}], got {orders.shape}.")
+    positions = _positions(orders.reshape(rows * 2, pixels)).reshape(rows, 2, pixels)
+    known = image_probabilities is not None
+    curve, point = _points(rows, steps, known)
+    values = np.full((rows * 4, steps + 1), np.nan)
+    for part in _parts(len(curve), chunk_size):
+        batch = _perturbed(images, references, starts, image_index, positions, counts,
+                           curve[part], point[part])  # fmt: skip
+        values[curve[part], point[part]] = probability_fn(batch, targets[curve[part] // 4])
+    return _result(values.reshape(rows, 4, steps + 1), image_probabilities, curve)
+
+
+def _result(values: np.ndarray, image_probabilities, curve: np.ndarray) -> FaithfulnessResult:
+    """Fills the ends every curve shares with IG's and computes the AUCs.
+
+    values: float64 [R, 4, K + 1], NaN where not evaluated.
+    """
+    deletion, insertion = values[:, 0], values[:, 1]
+    if image_probabilities is not None:
+        deletion[:, 0] = np.asarray(image_probabilities, dtype=np.float64)
+    insertion[:, -1] = deletion[:, 0]  # the image itself
+    for kind in (2, 3):  # the control starts and ends where IG's curve of that kind does
+        values[:, kind, [0, -1]] = values[:, kind - 2, [0, -1]]
+    p_image = deletion[:, 0]
+    aucs = [auc(values[:, kind], p_image) for kind in range(4)]
+    rows = len(values)
+    return FaithfulnessResult(
+        *(values[:, kind].copy() for kind in range(4)),
+        *aucs,
+        forward_evaluations=np.bincount(curve // 4, minlength=rows).astype(np.int64),
+    )
+
+
+def for_rows(
+    probability_fn: ProbabilityFn,
+    images: np.ndarray,
+    references: np.ndarray,
+    image_ids: Sequence[str],
+    image_index: Sequence[int] | np.ndarray,
+    targets: Sequence[int] | np.ndarray,
+    attributions: np.ndarray,
+    *,
+    input_range: tuple[float, float],
+    steps: int,
+    chunk_size: int,
+    seed: int = 0,
+    image_probabilities: np.ndarray | None = None,
+) -> FaithfulnessResult:
+    """`deletion_insertion` of attributed rows, with the job's rankings and blurred images.
+
+    Args:
+      probability_fn, images, references, image_index, targets, steps, chunk_size,
+        image_probabilities: as in `deletion_insertion`.
+      image_ids: str [M], the images' ids (they seed the random control).
+      attributions: float [R, H, W, C] or [R, H, W], the rows' maps (see `ranking`).
+      input_range: (low, high) of the model's input, for the blurred image (the `blur`
+        baseline: Gaussian, sigma = side / 16).
+      seed: the run's seed.
+    """
+    from transforms.baselines import make_baselines  # noqa: PLC0415 - NumPy only
+
+    images = np.asarray(images, dtype=np.float32)
+    starts = np.stack(
+        [make_baselines(x, ("blur",), input_range, image_ids[i])[0] for i, x in enumerate(images)]
+    )
+    image_index = np.asarray(image_index, dtype=np.int64)
+    pixels = images.shape[1] * images.shape[2]
+    orders = np.stack([ranking(a) for a in attributions]).reshape(len(image_index), pixels)
+    random_orders = np.stack([random_ranking(pixels, image_ids[i], seed) for i in image_index])
+    random_orders = random_orders.reshape(len(image_index), pixels)
+    return deletion_insertion(
+        probability_fn, images, references, starts, image_index, targets, orders,
+        random_orders, steps=steps, chunk_size=chunk_size,
+        image_probabilities=image_probabilities,
+    )  # fmt: skip
+
+
+COLUMNS: tuple[str, ...] = (
+    "deletion_auc",
+    "insertion_auc",
+    "deletion_auc_random",
+    "insertion_auc_random",
+    "deletion_curve",
+    "insertion_curve",
+)
+
+
+def row_columns(result: FaithfulnessResult | None, r: int) -> dict[str, object]:
+    """Row r's result columns (`COLUMNS`): AUCs as floats, curves float32 [K + 1];
+    all None when faithfulness is off (`result` None)."""
+    if result is None:
+        return dict.fromkeys(COLUMNS)
+    out: dict[str, object] = {name: float(getattr(result, name)[r]) for name in COLUMNS[:4]}
+    out["deletion_curve"] = result.deletion_curve[r].astype(np.float32)
+    out["insertion_curve"] = result.insertion_curve[r].astype(np.float32)
+    return out
