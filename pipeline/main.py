@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import json
 import logging
 import os
@@ -32,12 +33,20 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
+from pipeline import output_lock
 from pipeline.options import AuditOptions, attribution_config, parse_input_range
 from transforms import labels, sources
 from transforms.attribution import ERRORS_TAG, IGModelHandler, ImageOutcome, Preprocess
 from transforms.config import AttributionConfig
 from transforms.schema import results_schema
-from transforms.sinks import WriteErrors, WriteManifest, WriteResults, read_manifest, write_json
+from transforms.sinks import (
+    TEMP_DIR,
+    WriteErrors,
+    WriteManifest,
+    WriteResults,
+    read_manifest,
+    write_json,
+)
 from transforms.tf_model import (
     BUNDLED_MODELS,
     HUB_ALIASES,
@@ -74,6 +83,7 @@ class AuditJob:
     start_time: str
     done_before: frozenset[str] = frozenset()
     results_prefix: str = "part"
+    lock: output_lock.RunLock | None = None
 
     def manifest_base(self) -> dict[str, Any]:
         versions = {"python": platform.python_version()}
@@ -97,7 +107,13 @@ class AuditJob:
                 if self.config.target == "top_k"
                 else 1
             ),
+            "class_names_sha256": (
+                hashlib.sha256("\n".join(self.class_names).encode("utf-8")).hexdigest()
+                if self.class_names is not None
+                else None
+            ),
             "resumed": bool(self.done_before),
+            "run_id": self.lock.run_id if self.lock is not None else None,
             "status": "running",
         }
 
@@ -112,18 +128,47 @@ def _class_names(spec: ModelSpec, tfds_names: Sequence[str] | None) -> tuple[str
     return labels.imagenet_class_names() if imagenet else None
 
 
+def _local_output(output: str) -> str:
+    """--output as the absolute path a folder listing compares with (gs:// unchanged)."""
+    return output if output.startswith(_REMOTE_SCHEMES) else os.path.abspath(output)
+
+
 def _earlier_run(output: str) -> list[str]:
     """Files of an earlier run in `output`, by file: on gs:// a folder is only a prefix."""
     patterns = [
-        FileSystems.join(output, "results", "**"),
-        FileSystems.join(output, "errors", "**"),
-        FileSystems.join(output, "manifest.json"),
+        FileSystems.join(sources.escape_glob(output), "results", "**"),
+        FileSystems.join(sources.escape_glob(output), "errors", "**"),
+        FileSystems.join(sources.escape_glob(output), "manifest.json"),
     ]
     try:
         matches = FileSystems.match(patterns)
     except Exception:  # noqa: BLE001 - unlistable: the writability probe below says why
         return []
     return [meta.path for match in matches for meta in match.metadata_list]
+
+
+def _temp_files(output: str) -> list[str]:
+    """Partial files a killed run left in `<output>/.tmp/`."""
+    try:
+        matches = FileSystems.match([FileSystems.join(sources.escape_glob(output), TEMP_DIR, "**")])
+    except Exception:  # noqa: BLE001 - no temp folder
+        return []
+    return [meta.path for match in matches for meta in match.metadata_list]
+
+
+def _clear_temp(output: str) -> None:
+    """Deletes a dead run's partial files; called with the folder's lock held."""
+    leftovers = _temp_files(output)
+    if leftovers:
+        _LOG.info("Deleting %d partial files of an earlier run in %s.", len(leftovers), TEMP_DIR)
+        FileSystems.delete(leftovers)
+
+
+def _make_folder(output: str) -> None:
+    try:
+        FileSystems.mkdirs(output)
+    except OSError:
+        pass  # exists already
 
 
 def _prepare_output(output: str, overwrite: bool) -> None:
@@ -138,10 +183,7 @@ def _prepare_output(output: str, overwrite: bool) -> None:
         )
     if existing:
         FileSystems.delete(existing)
-    try:
-        FileSystems.mkdirs(output)
-    except OSError:
-        pass  # exists already
+    _clear_temp(output)
     probe = FileSystems.join(output, ".write_probe")
     try:
         with FileSystems.create(probe) as f:
@@ -151,17 +193,52 @@ def _prepare_output(output: str, overwrite: bool) -> None:
         raise ValueError(f"--output {output!r} is not writable: {e}") from e
 
 
-# What must match for --resume to continue an earlier run: the same data, model
-# and attribution settings (the batch sizes change nothing in the rows).
-_RESUME_KEYS = ("dataset", "split")
+# What must match for --resume to continue an earlier run: every setting that
+# changes a row, named by its flag. Path batching changes nothing in the rows
+# (tests/test_attribution.py proves it), so it may differ.
+_RESUME_MODEL_FLAGS = {
+    "identity": "--model",
+    "num_outputs": "--model",
+    "image_size": "--image_size",
+    "input_range": "--input_range",
+    "label_offset": "--label_offset",
+}
+_CONFIG_FLAGS = {"baselines": "--baseline"}
+_ROW_NEUTRAL_CONFIG = frozenset({"path_batch_size"})
+
+
+def _jsonable(value: Any) -> Any:
+    """`value` as it reads back from manifest.json (tuples become lists)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> list[str]:
+    """Each setting of `job` that differs from the earlier run's manifest, as flag (was/now)."""
+    now = _jsonable(job.manifest_base())
+    pairs = [("--dataset", previous.get("dataset"), now["dataset"]),
+             ("--split", previous.get("split"), now["split"]),
+             ("--class_names", previous.get("class_names_sha256"), now["class_names_sha256"])]  # fmt: skip
+    before_model, now_model = previous.get("model") or {}, now["model"]
+    for key, flag in _RESUME_MODEL_FLAGS.items():
+        pairs.append((flag, before_model.get(key), now_model[key]))
+    before_config, now_config = previous.get("config") or {}, now["config"]
+    for key in sorted(set(before_config) | set(now_config)):
+        if key not in _ROW_NEUTRAL_CONFIG:
+            flag = _CONFIG_FLAGS.get(key, f"--{key}")
+            pairs.append((flag, before_config.get(key), now_config.get(key)))
+    differing: dict[str, str] = {}
+    for flag, before, current in pairs:
+        if before != current and flag not in differing:
+            differing[flag] = f"{flag} (earlier run: {before!r}, this run: {current!r})"
+    return list(differing.values())
 
 
 def _resume_state(job: AuditJob) -> tuple[frozenset[str], str]:
     """Image ids with rows in an earlier run of the same configuration, and a new file prefix.
 
     Raises:
-      ValueError: no earlier run, or one with other flags (mixing them would
-        make one table of incomparable rows).
+      ValueError: no earlier run, or one with other settings (mixing them would
+        make one table of incomparable rows); the message names each flag.
     """
     output = job.output
     try:
@@ -170,23 +247,22 @@ def _resume_state(job: AuditJob) -> tuple[frozenset[str], str]:
         raise ValueError(
             f"--resume: no earlier run in --output {output!r} (no manifest.json: {e})."
         ) from e
-    mismatches = [key for key in _RESUME_KEYS if previous.get(key) != getattr(job, key)]
-    if previous.get("config") != json.loads(json.dumps(dataclasses.asdict(job.config))):
-        mismatches.append("attribution flags")
-    if previous.get("model", {}).get("identity") != job.spec.identity:
-        mismatches.append("model")
+    mismatches = _resume_mismatches(previous, job)
     if mismatches:
         raise ValueError(
-            f"--resume: the earlier run in {output!r} differs in {', '.join(mismatches)}; "
-            "resume with the same flags, or start over with --overwrite."
+            f"--resume: the earlier run in {output!r} differs in {'; '.join(mismatches)}. "
+            "Resume with the same flags, or start over with --overwrite."
         )
-    files = FileSystems.match([FileSystems.join(output, "results", "*.parquet")])[0].metadata_list
+    _clear_temp(output)
+    pattern = FileSystems.join(sources.escape_glob(output), "results", "*.parquet")
+    files = FileSystems.match([pattern])[0].metadata_list
     done = set()
     for meta in files:
         with FileSystems.open(meta.path) as f:
             done.update(pq.read_table(f, columns=["image_id"]).column(0).to_pylist())
     # Errors of the earlier run are retried, so their records are replaced.
-    stale = FileSystems.match([FileSystems.join(output, "errors", "*")])[0].metadata_list
+    pattern = FileSystems.join(sources.escape_glob(output), "errors", "*")
+    stale = FileSystems.match([pattern])[0].metadata_list
     if stale:
         FileSystems.delete([m.path for m in stale])
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")
@@ -281,6 +357,8 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
         raise ValueError(f"--image_size must be >= 8, got {audit.image_size}.")
     on_dataflow = _is_dataflow(options)
     dry_run = _is_dataflow_dry_run(options)
+    if not dry_run:
+        output_lock.check_free(audit.output)  # fails fast, before the model loads
     if on_dataflow:
         _check_dataflow_paths(audit)
 
@@ -297,7 +375,7 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
     elif os.path.isdir(dataset):
         # Absolute, so that the manifest finds the images again from anywhere.
         folder = dataset = os.path.abspath(dataset)
-        count = len(sources.list_image_folder(dataset))
+        count = len(sources.list_image_folder(dataset, skip=_local_output(audit.output)))
         _LOG.info("%d files in %s; the pipeline lists and reads them again.", count, dataset)
     elif os.path.sep in dataset or os.path.exists(dataset):
         raise ValueError(f"--dataset {dataset!r} is not a folder of images.")
@@ -321,10 +399,6 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
         raise ValueError(f"--top_k {config.top_k} exceeds the model's {spec.num_classes} classes.")
     if audit.resume and audit.overwrite:
         raise ValueError("--resume continues an earlier run and --overwrite replaces it: pick one.")
-    if dry_run:
-        _LOG.info("Dry run: not checking that --output %s is free and writable.", audit.output)
-    elif not audit.resume:
-        _prepare_output(audit.output, audit.overwrite)
     jit = {"auto": None, "on": True, "off": False}[audit.jit_compile]
     job = AuditJob(
         output=audit.output,
@@ -339,14 +413,43 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
         jit_compile=jit,
         start_time=datetime.datetime.now(datetime.UTC).isoformat(),
     )
-    if audit.resume:
-        done, prefix = _resume_state(job)
-        job = dataclasses.replace(job, done_before=done, results_prefix=prefix)
-        _LOG.info("Resuming: %d images have rows already; they are skipped.", len(done))
-    if not dry_run:
+    if dry_run:
+        _LOG.info("Dry run: not checking that --output %s is free and writable.", audit.output)
+        return job, options
+    return _claim_output(job, resume=audit.resume, overwrite=audit.overwrite), options
+
+
+def _claim_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
+    """Locks --output for this run, then readies it: a fresh, replaced or resumed run.
+
+    Everything that reads or deletes an earlier run's files happens under the
+    lock, so a second run can neither duplicate nor delete a live run's rows.
+    The caller releases `job.lock` when the run ends.
+
+    Raises:
+      ValueError: the folder is in use (`OutputInUseError`), holds another run,
+        or cannot be resumed; the lock is released then.
+    """
+    _make_folder(job.output)
+    job = dataclasses.replace(job, lock=output_lock.acquire(job.output))
+    try:
+        if resume:
+            done, prefix = _resume_state(job)
+            job = dataclasses.replace(job, done_before=done, results_prefix=prefix)
+            _LOG.info("Resuming: %d images have rows already; they are skipped.", len(done))
+        else:
+            _prepare_output(job.output, overwrite)
         # A manifest from the start: a run that dies leaves status "running".
         write_json(FileSystems.join(job.output, "manifest.json"), job.manifest_base())
-    return job, options
+    except BaseException:
+        job.lock.release()
+        raise
+    return job
+
+
+def _release(job: AuditJob) -> None:
+    if job.lock is not None:
+        job.lock.release()
 
 
 def _split_outcomes(outcome: ImageOutcome):
@@ -364,7 +467,9 @@ def _images_with(outcome: ImageOutcome) -> list[tuple[str, int]]:
 def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
     """Adds the job's transforms to `p`."""
     if job.folder is not None:
-        raw = p | "ReadImages" >> sources.ReadImageFolder(job.folder)
+        raw = p | "ReadImages" >> sources.ReadImageFolder(
+            job.folder, skip=_local_output(job.output)
+        )
     elif job.tfds is not None:
         raw = p | "ReadImages" >> sources.ReadTfds(job.tfds)
     else:
@@ -407,10 +512,13 @@ def _start(
     if save_main_session is not None:
         options.view_as(SetupOptions).save_main_session = save_main_session
     _LOG.info("Auditing %s with %s into %s.", job.dataset, job.spec.reference, job.output)
-    p = beam.Pipeline(options=options)
-    build_pipeline(p, job)
     try:
+        p = beam.Pipeline(options=options)
+        build_pipeline(p, job)
         return job, options, p.run()
+    except BaseException:
+        _release(job)
+        raise
     finally:
         if "direct" not in _runner_name(options):
             # Submitted: the remote workers load their own model.
@@ -434,6 +542,8 @@ def launch(
       job that would have been submitted (`job.proto_pipeline`, `job.options`).
     """
     job, _, result = _start(argv, save_main_session)
+    if PipelineState.is_terminal(result.state):
+        _release(job)  # a local run has ended; a remote one keeps the folder
     return job, result
 
 
@@ -469,7 +579,10 @@ def run(
     if reason is not None:
         _LOG.info("No results to read yet (%s); they go to %s.", reason, job.output)
         return None
-    state = result.wait_until_finish()
+    try:
+        state = result.wait_until_finish()
+    finally:
+        _release(job)
     release_launch_model()  # taken by the local worker unless its runner made its own
     if state is not None and state != PipelineState.DONE:
         raise RuntimeError(f"The job ended in state {state}; {job.output} is incomplete.")

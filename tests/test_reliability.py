@@ -233,7 +233,7 @@ def test_resume_after_a_run_that_died(died_run, image_folder, tmp_path):
 @pytest.mark.parametrize(
     "first, second, message",
     [
-        ([], ["--steps", "3"], "differs in attribution flags"),
+        ([], ["--steps", "3"], r"differs in --steps \(earlier run: 2, this run: 3\)"),
         (None, [], "no earlier run in --output"),
         ([], ["--overwrite"], "--resume continues an earlier run and --overwrite replaces it"),
     ],
