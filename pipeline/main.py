@@ -216,8 +216,7 @@ def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> list[str]:
     """Each setting of `job` that differs from the earlier run's manifest, as flag (was/now)."""
     now = _jsonable(job.manifest_base())
     pairs = [("--dataset", previous.get("dataset"), now["dataset"]),
-             ("--split", previous.get("split"), now["split"]),
-             ("--class_names", previous.get("class_names_sha256"), now["class_names_sha256"])]  # fmt: skip
+             ("--split", previous.get("split"), now["split"])]  # fmt: skip
     before_model, now_model = previous.get("model") or {}, now["model"]
     for key, flag in _RESUME_MODEL_FLAGS.items():
         pairs.append((flag, before_model.get(key), now_model[key]))
@@ -226,6 +225,8 @@ def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> list[str]:
         if key not in _ROW_NEUTRAL_CONFIG:
             flag = _CONFIG_FLAGS.get(key, f"--{key}")
             pairs.append((flag, before_config.get(key), now_config.get(key)))
+    # Last: the class names follow from the model and --label_offset named above.
+    pairs.append(("class names", previous.get("class_names_sha256"), now["class_names_sha256"]))
     differing: dict[str, str] = {}
     for flag, before, current in pairs:
         if before != current and flag not in differing:
@@ -347,6 +348,12 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
     if not audit.output:
         raise ValueError(
             "--output is required: the folder for results/, errors/ and manifest.json."
+        )
+    if any(char in audit.output for char in "*?["):
+        raise ValueError(
+            f"--output {audit.output!r} holds a glob character (*, ? or [), which Beam's "
+            "file sinks read as a pattern when they move their files into place; "
+            "choose a folder name without them."
         )
     config = attribution_config(audit)
     input_range = parse_input_range(audit.input_range)
