@@ -182,7 +182,8 @@ def test_tfds_download_failure_offline_is_clear(tmp_path):
                            side_effect=OSError("network unreachable")):  # fmt: skip
         with pytest.raises(
             ValueError,
-            match="Could not download and prepare TFDS dataset 'imagenet_a'.*network unreachable",
+            # Offline, the probe answers before the download is tried; online, the download.
+            match="Could not download and prepare TFDS dataset 'imagenet_a'.*network (is )?unreachable",
         ):
             sources.resolve_tfds("imagenet_a", "test", str(tmp_path), download=True)
 
@@ -222,3 +223,51 @@ def test_read_sample_reads_the_bundled_photos():
     with TestPipeline() as p:
         raw = p | sources.ReadSample()
         assert_that(raw | beam.Map(lambda r: (r.image_id, r.label, r.data)), equal_to(expected))
+
+
+def test_network_probe_answers_in_seconds():
+    import socket
+    import time
+
+    start = time.monotonic()
+    # TEST-NET-1 (never routed) and a name that cannot resolve (RFC 2606 .invalid).
+    problem = sources.network_problem(
+        ["https://192.0.2.1/a.tar", "http://no-such-host.invalid/b.tar"], timeout=2.0
+    )
+    assert time.monotonic() - start < 6.0
+    assert "192.0.2.1:443" in problem and "no-such-host.invalid:80" in problem
+    with socket.create_server(("127.0.0.1", 0)) as server:  # a host that answers
+        port = server.getsockname()[1]
+        assert sources.network_problem([f"http://127.0.0.1:{port}/x"], timeout=2.0) is None
+
+
+def test_an_unprepared_dataset_offline_fails_in_seconds_with_the_fix(linear_keras, tmp_path):
+    import time
+
+    import tensorflow_datasets as tfds
+
+    class OfflineProbeDataset(tfds.core.GeneratorBasedBuilder):
+        """A real TFDS builder whose download host is unreachable (TEST-NET-1)."""
+
+        VERSION = tfds.core.Version("1.0.0")
+        url_infos = {"https://192.0.2.1/offline_probe/images.tar": None}  # noqa: RUF012
+
+        def _info(self):
+            features = {"image": tfds.features.Image(), "label": tfds.features.ClassLabel(num_classes=2)}  # fmt: skip
+            return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(features))
+
+        def _split_generators(self, dl_manager):
+            path = dl_manager.download(next(iter(self.url_infos)))
+            return {"test": self._generate_examples(path)}
+
+        def _generate_examples(self, path):
+            yield from ()
+
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=r"network is unreachable \(192\.0\.2\.1:443: .*"
+                                         r"--data_dir"):  # fmt: skip
+        run(["--dataset", "offline_probe_dataset", "--data_dir", str(tmp_path / "tfds"),
+             "--model", linear_keras, "--output", str(tmp_path / "out")],
+            save_main_session=False)  # fmt: skip
+    assert time.monotonic() - start < 20.0
+    assert not (tmp_path / "out").exists()  # failed before touching --output

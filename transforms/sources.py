@@ -12,8 +12,11 @@ import logging
 import os
 import posixpath
 import re
+import socket
 import stat
-from collections.abc import Iterator
+import urllib.parse
+from collections.abc import Iterator, Sequence
+from concurrent import futures
 from typing import Any
 
 import apache_beam as beam
@@ -35,6 +38,7 @@ __all__ = [
     "check_folder_exists",
     "escape_glob",
     "list_image_folder",
+    "network_problem",
     "resolve_tfds",
     "sample_files",
 ]
@@ -433,6 +437,59 @@ def _builder(name: str, data_dir: str | None):
     return tfds.builder(name, data_dir=data_dir)
 
 
+#: Seconds the network probe waits for a host: TFDS retries an unreachable
+#: download for minutes before it fails; the probe answers in seconds.
+_PROBE_TIMEOUT_S = 5.0
+# Probed when a dataset lists no download URLs: TFDS's own mirror.
+_DEFAULT_PROBE_URL = "https://storage.googleapis.com/"
+
+
+def _connect(host: str, port: int, timeout: float) -> None:
+    """Opens and closes one TCP connection; DNS and connect both bounded by `timeout`
+    (the resolver has no timeout of its own, so it runs in a thread left behind)."""
+    pool = futures.ThreadPoolExecutor(1)
+    try:
+        pool.submit(socket.create_connection, (host, port), timeout).result(timeout).close()
+    finally:
+        pool.shutdown(wait=False)
+
+
+def network_problem(urls: Sequence[str], timeout: float = _PROBE_TIMEOUT_S) -> str | None:
+    """Why none of the hosts of `urls` can be reached, or None when one can.
+
+    Args:
+      urls: download URLs (http or https); up to three distinct hosts are tried.
+      timeout: seconds per host, for the DNS lookup and the TCP connection.
+    """
+    hosts = []
+    for url in urls:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if parts.hostname and (parts.hostname, port) not in hosts:
+            hosts.append((parts.hostname, port))
+    problems = []
+    for host, port in hosts[:3]:
+        try:
+            _connect(host, port, timeout)
+        except (OSError, futures.TimeoutError) as e:
+            problems.append(f"{host}:{port}: {e or f'no answer within {timeout:g} s'}")
+        else:
+            return None
+    return "; ".join(problems) or None
+
+
+def _check_download_reachable(name: str, builder: Any) -> None:
+    """Fails in seconds, not after minutes of TFDS retries, when the download is offline."""
+    urls = list(getattr(builder, "url_infos", None) or ()) or [_DEFAULT_PROBE_URL]
+    problem = network_problem(urls)
+    if problem is not None:
+        raise ValueError(
+            f"Could not download and prepare TFDS dataset {name!r} into {builder.data_dir}: "
+            f"the network is unreachable ({problem}). Without network, prepare it elsewhere "
+            "and pass --data_dir."
+        )
+
+
 def resolve_tfds(
     name: str, split: str, data_dir: str | None, download: bool, remote_workers: bool = False
 ) -> TfdsSource:
@@ -472,6 +529,7 @@ def resolve_tfds(
                 f"`tfds build {name}` (needs network), pass --data_dir where it is, or "
                 "drop --no_download."
             )
+        _check_download_reachable(name, builder)
         _LOG.info("Preparing TFDS dataset %s in %s (downloads it).", name, builder.data_dir)
         try:
             builder.download_and_prepare()
