@@ -337,3 +337,18 @@ def test_an_output_inside_the_dataset_is_never_read_as_input(image_folder, linea
     assert first["counts"]["inputs"] == second["counts"]["inputs"] == 5
     rows = pd.read_parquet(image_folder["root"] + "/audit/results")
     assert sorted(rows.image_id) == sorted(image_folder["pixels"])
+
+
+def test_an_unexpected_decoding_failure_is_that_inputs_error_record():
+    from transforms.attribution import ERRORS_TAG, Preprocess
+    from transforms.sources import RawImage
+
+    # Pixels NumPy cannot turn into numbers: a ValueError that is no ImageError.
+    odd = RawImage("odd", "odd", None, pixels=np.full((4, 4, 3), "x", dtype=object))
+    good = RawImage("good", "good", None, pixels=np.zeros((4, 4, 3), np.uint8))
+    step = Preprocess(SIZE, (0.0, 1.0))
+    (error,) = step.process(odd)
+    assert error.tag == ERRORS_TAG and error.value["stage"] == "decode"
+    assert error.value["error"].startswith("ValueError: could not convert")
+    (example,) = step.process(good)  # the same DoFn goes on with the next input
+    assert example.image.shape == (SIZE, SIZE, 3)
