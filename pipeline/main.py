@@ -136,9 +136,9 @@ def _local_output(output: str) -> str:
 def _earlier_run(output: str) -> list[str]:
     """Files of an earlier run in `output`, by file: on gs:// a folder is only a prefix."""
     patterns = [
-        FileSystems.join(sources.escape_glob(output), "results", "**"),
-        FileSystems.join(sources.escape_glob(output), "errors", "**"),
-        FileSystems.join(sources.escape_glob(output), "manifest.json"),
+        FileSystems.join(output, "results", "**"),
+        FileSystems.join(output, "errors", "**"),
+        FileSystems.join(output, "manifest.json"),
     ]
     try:
         matches = FileSystems.match(patterns)
@@ -150,7 +150,7 @@ def _earlier_run(output: str) -> list[str]:
 def _temp_files(output: str) -> list[str]:
     """Partial files a killed run left in `<output>/.tmp/`."""
     try:
-        matches = FileSystems.match([FileSystems.join(sources.escape_glob(output), TEMP_DIR, "**")])
+        matches = FileSystems.match([FileSystems.join(output, TEMP_DIR, "**")])
     except Exception:  # noqa: BLE001 - no temp folder
         return []
     return [meta.path for match in matches for meta in match.metadata_list]
@@ -255,15 +255,13 @@ def _resume_state(job: AuditJob) -> tuple[frozenset[str], str]:
             "Resume with the same flags, or start over with --overwrite."
         )
     _clear_temp(output)
-    pattern = FileSystems.join(sources.escape_glob(output), "results", "*.parquet")
-    files = FileSystems.match([pattern])[0].metadata_list
+    files = FileSystems.match([FileSystems.join(output, "results", "*.parquet")])[0].metadata_list
     done = set()
     for meta in files:
         with FileSystems.open(meta.path) as f:
             done.update(pq.read_table(f, columns=["image_id"]).column(0).to_pylist())
     # Errors of the earlier run are retried, so their records are replaced.
-    pattern = FileSystems.join(sources.escape_glob(output), "errors", "*")
-    stale = FileSystems.match([pattern])[0].metadata_list
+    stale = FileSystems.match([FileSystems.join(output, "errors", "*")])[0].metadata_list
     if stale:
         FileSystems.delete([m.path for m in stale])
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")

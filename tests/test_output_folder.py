@@ -13,19 +13,37 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import output_lock, run
+from pipeline import run
 from pipeline.__main__ import main
 from tests.conftest import SIZE, write_image
 
 _REPO = Path(__file__).resolve().parents[1]
 
 
-def _job(*args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(_REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "pipeline", *args],
-        cwd=_REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+@pytest.fixture
+def jobs(tmp_path):
+    """Starts `python -m pipeline` processes; kills any still running when the test ends.
+
+    Their output goes to files (`process.log`): an unread pipe fills up and
+    blocks a chatty job.
+    """
+    started = []
+
+    def start(*args: str) -> subprocess.Popen:
+        env = {**os.environ, "PYTHONPATH": str(_REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        log = tmp_path / f"job{len(started)}.log"
+        with open(log, "w") as sink:
+            process = subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=_REPO,
+                                       env=env, stdout=sink, stderr=subprocess.STDOUT)  # fmt: skip
+        process.log = log
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()  # a stopped process dies of SIGKILL too
+            process.wait()
 
 
 def _wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 120.0):
@@ -36,7 +54,7 @@ def _wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 
             return found
         if process.poll() is not None:
             pytest.fail(f"the job ended (exit {process.returncode}) before {what}: "
-                        f"{process.stderr.read()[-2000:]}")  # fmt: skip
+                        f"{process.log.read_text()[-2000:]}")  # fmt: skip
         time.sleep(0.01)
     process.kill()
     pytest.fail(f"no {what} within {timeout} s")
@@ -58,11 +76,11 @@ def folder(tmp_path) -> Path:
 
 
 def test_a_live_run_holds_its_output_and_a_killed_run_resumes(folder, linear_keras, tmp_path,
-                                                              capsys):  # fmt: skip
+                                                              capsys, jobs):  # fmt: skip
     out = tmp_path / "out"
     flags = ["--dataset", str(folder), "--model", linear_keras, "--output", str(out),
              "--steps", "2", "--attributions", "none"]  # fmt: skip
-    first = _job(*flags)
+    first = jobs(*flags)
     lock = out / ".lock"
     # The lock comes first, then the run's manifest: both there, the run is under way.
     _wait_for(lambda: (out / "manifest.json").exists(), first, "manifest")
@@ -71,10 +89,11 @@ def test_a_live_run_holds_its_output_and_a_killed_run_resumes(folder, linear_ker
     held = json.loads(lock.read_text())
     assert (held["pid"], held["host"]) == (first.pid, socket.gethostname())
     assert held["run_id"] and held["start_time"]
-    other = _job(*flags)
-    _, stderr = other.communicate(timeout=180)
-    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert other.returncode == 2, stderr[-2000:]
+    other = jobs(*flags)
+    other.wait(timeout=180)
+    output = other.log.read_text()
+    lines = [line for line in output.splitlines() if line.startswith("error:")]
+    assert other.returncode == 2, output[-2000:]
     assert len(lines) == 1 and "is in use by run " + held["run_id"] in lines[0]
     assert f"pid {first.pid}" in lines[0]
     # --resume and --overwrite (the two that mixed or deleted rows) through the same
@@ -95,9 +114,8 @@ def test_a_live_run_holds_its_output_and_a_killed_run_resumes(folder, linear_ker
     results = out / "results"
     assert not results.exists() or not [p for p in results.rglob("*") if p.is_file()]
     # The dead run's lock is stale (its pid is gone): a resume takes it over and finishes.
-    resumed = _job(*flags, "--resume")
-    stdout, stderr = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, stderr[-3000:]
+    resumed = jobs(*flags, "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.log.read_text()[-3000:]
     rows = pd.read_parquet(results)
     errors = pd.read_parquet(out / "errors")
     assert rows.image_id.is_unique and sorted(errors.image_id) == ["broken.png"]
@@ -120,6 +138,6 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(image_folder, linear_keras
     assert not (out / ".lock").exists()
     # A lock of another host cannot be checked: it is refused, naming the file to delete.
     (out / ".lock").write_text(json.dumps({**stale, "host": "elsewhere"}))
-    with pytest.raises(output_lock.OutputInUseError, match=r"run deadbeef \(host elsewhere"):
+    with pytest.raises(ValueError, match=r"in use by run deadbeef \(host elsewhere"):
         run(["--dataset", image_folder["root"], "--model", linear_keras,
              "--output", str(out), "--overwrite"], save_main_session=False)  # fmt: skip
