@@ -436,7 +436,11 @@ def _claim_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
         or cannot be resumed; the lock is released then.
     """
     _make_folder(job.output)
-    job = dataclasses.replace(job, lock=output_lock.acquire(job.output))
+    try:
+        lock = output_lock.acquire(job.output)
+    except OSError as e:  # the lock is the first file written there
+        raise ValueError(f"--output {job.output!r} is not writable: {e}") from e
+    job = dataclasses.replace(job, lock=lock)
     try:
         if resume:
             done, prefix = _resume_state(job)
