@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import hashlib
 import json
 import logging
 import os
@@ -34,7 +35,7 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
-from pipeline import logs
+from pipeline import logs, output_lock
 from pipeline.options import (
     AuditOptions,
     ConfigError,
@@ -48,7 +49,14 @@ from transforms import labels, sources
 from transforms.attribution import ERRORS_TAG, IGModelHandler, ImageOutcome, Preprocess
 from transforms.config import AttributionConfig
 from transforms.schema import results_schema
-from transforms.sinks import WriteErrors, WriteManifest, WriteResults, read_manifest, write_json
+from transforms.sinks import (
+    TEMP_DIR,
+    WriteErrors,
+    WriteManifest,
+    WriteResults,
+    read_manifest,
+    write_json,
+)
 from transforms.tf_model import (
     BUNDLED_MODELS,
     HUB_ALIASES,
@@ -87,6 +95,7 @@ class AuditJob:
     total_inputs: int | None = None  # when known at launch (folders, the sample, TFDS)
     show_progress: bool = False  # a progress line on the launcher's log (DirectRunner)
     progress_per_worker: bool = False  # local worker processes count their own share
+    lock: output_lock.RunLock | None = None
 
     def manifest_base(self) -> dict[str, Any]:
         versions = {"python": platform.python_version()}
@@ -110,7 +119,13 @@ class AuditJob:
                 if self.config.target == "top_k"
                 else 1
             ),
+            "class_names_sha256": (
+                hashlib.sha256("\n".join(self.class_names).encode("utf-8")).hexdigest()
+                if self.class_names is not None
+                else None
+            ),
             "resumed": bool(self.done_before),
+            "run_id": self.lock.run_id if self.lock is not None else None,
             "status": "running",
         }
 
@@ -123,6 +138,11 @@ def _class_names(spec: ModelSpec, tfds_names: Sequence[str] | None) -> tuple[str
             return labels.imagenet_class_names()
         return tuple(tfds_names)
     return labels.imagenet_class_names() if imagenet else None
+
+
+def _local_output(output: str) -> str:
+    """--output as the absolute path a folder listing compares with (gs:// unchanged)."""
+    return output if output.startswith(_REMOTE_SCHEMES) else os.path.abspath(output)
 
 
 def _earlier_run(output: str) -> list[str]:
@@ -141,6 +161,30 @@ def _earlier_run(output: str) -> list[str]:
     return [meta.path for match in matches for meta in match.metadata_list]
 
 
+def _temp_files(output: str) -> list[str]:
+    """Partial files a killed run left in `<output>/.tmp/`."""
+    try:
+        matches = FileSystems.match([FileSystems.join(output, TEMP_DIR, "**")])
+    except Exception:  # noqa: BLE001 - no temp folder
+        return []
+    return [meta.path for match in matches for meta in match.metadata_list]
+
+
+def _clear_temp(output: str) -> None:
+    """Deletes a dead run's partial files; called with the folder's lock held."""
+    leftovers = _temp_files(output)
+    if leftovers:
+        _LOG.info("Deleting %d partial files of an earlier run in %s.", len(leftovers), TEMP_DIR)
+        FileSystems.delete(leftovers)
+
+
+def _make_folder(output: str) -> None:
+    try:
+        FileSystems.mkdirs(output)
+    except OSError:
+        pass  # exists already
+
+
 def _prepare_output(output: str, overwrite: bool) -> None:
     """Refuses to mix two runs: an earlier run's output is kept unless --overwrite."""
     existing = _earlier_run(output)
@@ -148,10 +192,7 @@ def _prepare_output(output: str, overwrite: bool) -> None:
         raise ConfigError(f"--output {output!r} already holds a run; pass --overwrite.")
     if existing:
         FileSystems.delete(existing)
-    try:
-        FileSystems.mkdirs(output)
-    except OSError:
-        pass  # exists already
+    _clear_temp(output)
     probe = FileSystems.join(output, ".write_probe")
     try:
         with FileSystems.create(probe) as f:
@@ -163,17 +204,53 @@ def _prepare_output(output: str, overwrite: bool) -> None:
         ) from e
 
 
-# What must match for --resume to continue an earlier run: the same data, model
-# and attribution settings (the batch sizes change nothing in the rows).
-_RESUME_KEYS = ("dataset", "split")
+# What must match for --resume to continue an earlier run: every setting that
+# changes a row, named by its flag. Path batching changes nothing in the rows
+# (tests/test_attribution.py proves it), so it may differ.
+_RESUME_MODEL_FLAGS = {
+    "identity": "--model",
+    "num_outputs": "--model",
+    "image_size": "--image_size",
+    "input_range": "--input_range",
+    "label_offset": "--label_offset",
+}
+_CONFIG_FLAGS = {"baselines": "--baseline"}
+_ROW_NEUTRAL_CONFIG = frozenset({"path_batch_size"})
+
+
+def _jsonable(value: Any) -> Any:
+    """`value` as it reads back from manifest.json (tuples become lists)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> list[str]:
+    """Each setting of `job` that differs from the earlier run's manifest, as flag (was/now)."""
+    now = _jsonable(job.manifest_base())
+    pairs = [("--dataset", previous.get("dataset"), now["dataset"]),
+             ("--split", previous.get("split"), now["split"])]  # fmt: skip
+    before_model, now_model = previous.get("model") or {}, now["model"]
+    for key, flag in _RESUME_MODEL_FLAGS.items():
+        pairs.append((flag, before_model.get(key), now_model[key]))
+    before_config, now_config = previous.get("config") or {}, now["config"]
+    for key in sorted(set(before_config) | set(now_config)):
+        if key not in _ROW_NEUTRAL_CONFIG:
+            flag = _CONFIG_FLAGS.get(key, f"--{key}")
+            pairs.append((flag, before_config.get(key), now_config.get(key)))
+    # Last: the class names follow from the model and --label_offset named above.
+    pairs.append(("class names", previous.get("class_names_sha256"), now["class_names_sha256"]))
+    differing: dict[str, str] = {}
+    for flag, before, current in pairs:
+        if before != current and flag not in differing:
+            differing[flag] = f"{flag} (earlier run: {before!r}, this run: {current!r})"
+    return list(differing.values())
 
 
 def _resume_state(job: AuditJob) -> tuple[frozenset[str], str]:
     """Image ids with rows in an earlier run of the same configuration, and a new file prefix.
 
     Raises:
-      ConfigError: no earlier run, or one with other flags (mixing them would
-        make one table of incomparable rows).
+      ConfigError: no earlier run, or one with other settings (mixing them would
+        make one table of incomparable rows); the message names each flag.
     """
     output = job.output
     try:
@@ -182,16 +259,13 @@ def _resume_state(job: AuditJob) -> tuple[frozenset[str], str]:
         raise ConfigError(
             f"--resume: no earlier run in --output {output!r} (no manifest.json: {e})."
         ) from e
-    mismatches = [key for key in _RESUME_KEYS if previous.get(key) != getattr(job, key)]
-    if previous.get("config") != json.loads(json.dumps(dataclasses.asdict(job.config))):
-        mismatches.append("attribution flags")
-    if previous.get("model", {}).get("identity") != job.spec.identity:
-        mismatches.append("model")
+    mismatches = _resume_mismatches(previous, job)
     if mismatches:
         raise ConfigError(
-            f"--resume: the earlier run in {output!r} differs in {', '.join(mismatches)}; "
-            "resume with the same flags, or start over with --overwrite."
+            f"--resume: the earlier run in {output!r} differs in {'; '.join(mismatches)}. "
+            "Resume with the same flags, or start over with --overwrite."
         )
+    _clear_temp(output)
     files = FileSystems.match([FileSystems.join(output, "results", "*.parquet")])[0].metadata_list
     done = set()
     for meta in files:
@@ -296,6 +370,13 @@ def _check_output_free(audit: AuditOptions) -> None:
             f"--output {audit.output!r} already holds a run ({', '.join(names)}). "
             "Pass --overwrite to replace it, --resume to continue it, or choose another folder."
         )
+    if any(char in audit.output for char in "*?["):
+        raise ConfigError(
+            f"--output {audit.output!r} holds a glob character (*, ? or [), which Beam's "
+            "file sinks read as a pattern when they move their files into place; "
+            "choose a folder name without them."
+        )
+    output_lock.check_free(audit.output)  # a live run holds it: fail before the model loads
 
 
 def _check_model_path(model: str) -> None:
@@ -337,7 +418,7 @@ def _resolve_dataset(audit: AuditOptions, on_dataflow: bool, dry_run: bool) -> _
     if os.path.isdir(dataset):
         # Absolute, so that the manifest finds the images again from anywhere.
         folder = os.path.abspath(dataset)
-        files = sources.list_image_folder(folder)
+        files = sources.list_image_folder(folder, skip=_local_output(audit.output))
         _LOG.info("%d files in %s; the pipeline lists and reads them again.", len(files), folder)
         found = tuple(f.label for f in files if f.label is not None)
         return _Dataset(folder, folder=folder, total=len(files), folder_labels=found)
@@ -429,10 +510,6 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     data = _resolve_dataset(audit, on_dataflow, dry_run)
     spec = _resolve_model(audit, data, input_range, config)
     class_names = _class_names_for(audit, spec, data, names_file)
-    if dry_run:
-        _LOG.info("Dry run: not checking that --output %s is free and writable.", audit.output)
-    elif not audit.resume:
-        _prepare_output(audit.output, audit.overwrite)
     job = AuditJob(
         output=audit.output,
         dataset=data.name,
@@ -450,10 +527,6 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
         progress_per_worker=options.view_as(DirectOptions).direct_running_mode
         == "multi_processing",
     )
-    if audit.resume:
-        done, prefix = _resume_state(job)
-        job = dataclasses.replace(job, done_before=done, results_prefix=prefix)
-        _LOG.info("Resuming: %d images have rows already; they are skipped.", len(done))
     return job
 
 
@@ -478,10 +551,47 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
         options = PipelineOptions(argv)
         audit = options.view_as(AuditOptions)
         job = _prepare(options, audit)
-    if not _is_dataflow_dry_run(options):
+        if _is_dataflow_dry_run(options):
+            _LOG.info("Dry run: not checking that --output %s is free and writable.", audit.output)
+            return job, options
+        return _claim_output(job, resume=audit.resume, overwrite=audit.overwrite), options
+
+
+def _claim_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
+    """Locks --output for this run, then readies it: a fresh, replaced or resumed run.
+
+    Everything that reads or deletes an earlier run's files happens under the
+    lock, so a second run can neither duplicate nor delete a live run's rows.
+    The caller releases `job.lock` when the run ends.
+
+    Raises:
+      ValueError: the folder is in use (`OutputInUseError`, a ConfigError to the
+        caller), holds another run, or cannot be resumed; the lock is released then.
+    """
+    _make_folder(job.output)
+    try:
+        lock = output_lock.acquire(job.output)
+    except OSError as e:  # the lock is the first file written there
+        raise ValueError(f"--output {job.output!r} is not writable: {e}") from e
+    job = dataclasses.replace(job, lock=lock)
+    try:
+        if resume:
+            done, prefix = _resume_state(job)
+            job = dataclasses.replace(job, done_before=done, results_prefix=prefix)
+            _LOG.info("Resuming: %d images have rows already; they are skipped.", len(done))
+        else:
+            _prepare_output(job.output, overwrite)
         # A manifest from the start: a run that dies leaves status "running".
         write_json(FileSystems.join(job.output, "manifest.json"), job.manifest_base())
-    return job, options
+    except BaseException:
+        job.lock.release()
+        raise
+    return job
+
+
+def _release(job: AuditJob) -> None:
+    if job.lock is not None:
+        job.lock.release()
 
 
 def _split_outcomes(outcome: ImageOutcome):
@@ -519,7 +629,9 @@ def _progress(job: AuditJob) -> ReportProgress:
 def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
     """Adds the job's transforms to `p`."""
     if job.folder is not None:
-        raw = p | "ReadImages" >> sources.ReadImageFolder(job.folder)
+        raw = p | "ReadImages" >> sources.ReadImageFolder(
+            job.folder, skip=_local_output(job.output)
+        )
     elif job.tfds is not None:
         raw = p | "ReadImages" >> sources.ReadTfds(job.tfds)
     else:
@@ -572,11 +684,14 @@ def _start(
         options.view_as(SetupOptions).save_main_session = save_main_session
     what = f"{job.total_inputs} images of " if job.total_inputs is not None else ""
     _LOG.info("Auditing %s%s with %s into %s.", what, job.dataset, job.spec.reference, job.output)
-    p = beam.Pipeline(options=options)
-    build_pipeline(p, job)
     try:
+        p = beam.Pipeline(options=options)
+        build_pipeline(p, job)
         with _heartbeat(job):
             return job, options, p.run()
+    except BaseException:
+        _release(job)
+        raise
     finally:
         if "direct" not in _runner_name(options):
             # Submitted: the remote workers load their own model.
@@ -600,6 +715,8 @@ def launch(
       job that would have been submitted (`job.proto_pipeline`, `job.options`).
     """
     job, _, result = _start(argv, save_main_session)
+    if PipelineState.is_terminal(result.state):
+        _release(job)  # a local run has ended; a remote one keeps the folder
     return job, result
 
 
@@ -635,7 +752,10 @@ def run(
     if reason is not None:
         _LOG.info("No results to read yet (%s); they go to %s.", reason, job.output)
         return None
-    state = result.wait_until_finish()
+    try:
+        state = result.wait_until_finish()
+    finally:
+        _release(job)
     release_launch_model()  # taken by the local worker unless its runner made its own
     if state is not None and state != PipelineState.DONE:
         raise RuntimeError(f"The job ended in state {state}; {job.output} is incomplete.")

@@ -88,3 +88,61 @@ def test_scale_to_range():
     pixels = np.array([[[0, 255, 51]]], np.uint8)
     np.testing.assert_allclose(images.scale_to_range(pixels, (0.0, 1.0)), [[[0, 1, 0.2]]])
     np.testing.assert_allclose(images.scale_to_range(pixels, (-1.0, 1.0)), [[[-1, 1, -0.6]]])
+
+
+def _png_declaring(width: int, height: int, rows: int) -> bytes:
+    """A valid 1-bit PNG header declaring width x height, with only `rows` rows of data:
+    a few hundred bytes that ask a naive decoder for width * height pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        body = kind + payload
+        return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit grey
+    scanlines = (b"\x00" + bytes((width + 7) // 8)) * rows
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(scanlines)) + chunk(b"IEND", b""))  # fmt: skip
+
+
+def test_a_decompression_bomb_is_refused_before_decoding_and_pillow_is_left_alone():
+    import PIL.Image
+
+    # Importing the module changed no Pillow setting (it raised MAX_IMAGE_PIXELS to 400 MP).
+    assert PIL.Image.MAX_IMAGE_PIXELS == int(1024 * 1024 * 1024 // 4 // 3)
+    bomb = _png_declaring(28000, 28000, rows=8)  # 784 MP: above Pillow's own 179 MP limit
+    with pytest.raises(images.ImageError, match="too large to decode safely"):
+        images.decode_image(bomb, max_side_hint=16)
+    big = _png_declaring(12000, 9000, rows=8)  # 108 MP: Pillow only warns; our limit refuses
+    with pytest.raises(images.ImageError, match=r"12000x9000 pixels \(108 MP\) exceeds the "):
+        images.decode_image(big, max_side_hint=16)
+    small = _png_declaring(4000, 3000, rows=8)  # 12 MP: under the limit, read (truncated)
+    with pytest.raises(images.ImageError, match="broken image"):
+        images.decode_image(small, max_side_hint=16)
+
+
+def test_a_large_image_is_shrunk_before_any_float_copy():
+    # 6000 x 4000 PNG (24 MP): decoded, then box-averaged to >= 2x the model's side.
+    pixels = np.zeros((4000, 6000, 3), dtype=np.uint8)
+    pixels[:, 3000:] = 200
+    decoded = images.decode_image(_encode(Image.fromarray(pixels), "PNG", compress_level=1),
+                                  max_side_hint=224)  # fmt: skip
+    assert decoded.shape == (308, 462, 3)  # box of 13 (6000 // 448), edges rounded up
+    assert decoded[0, 0, 0] == 0 and decoded[0, -1, 0] == 200
+    # A model's square from it matches the one made from the full image.
+    direct = images.resize_with_pad(pixels, 224).astype(int)
+    assert np.abs(images.resize_with_pad(decoded, 224).astype(int) - direct).mean() < 1.0
+
+
+def test_exif_orientation_is_applied():
+    # A landscape photo stored as portrait pixels with "rotate 90 clockwise" in EXIF
+    # (orientation 6), as phones write it: it must come out 40 wide, 20 high.
+    stored = np.zeros((40, 20, 3), dtype=np.uint8)
+    stored[:, :10] = 255  # left half white in storage -> top half white once upright
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = _encode(Image.fromarray(stored), "JPEG", exif=exif.tobytes(), quality=95)
+    decoded = images.decode_image(data)
+    assert decoded.shape == (20, 40, 3)
+    assert decoded[2, :, 0].min() > 200 and decoded[-3, :, 0].max() < 50

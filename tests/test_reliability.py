@@ -233,7 +233,7 @@ def test_resume_after_a_run_that_died(died_run, image_folder, tmp_path):
 @pytest.mark.parametrize(
     "first, second, message",
     [
-        ([], ["--steps", "3"], "differs in attribution flags"),
+        ([], ["--steps", "3"], r"differs in --steps \(earlier run: 2, this run: 3\)"),
         (None, [], "no earlier run in --output"),
         ([], ["--overwrite"], "--resume continues an earlier run and --overwrite replaces it"),
     ],
@@ -245,3 +245,110 @@ def test_resume_refuses_to_mix_runs(image_folder, linear_keras, tmp_path, first,
         run([*args, "--steps", "2", *first], save_main_session=False)
     with pytest.raises(ValueError, match=message):
         run([*args, "--steps", "2", *second, "--resume"], save_main_session=False)
+
+
+@pytest.fixture(scope="module")
+def any_size_keras(tmp_path_factory) -> str:
+    """A `.keras` classifier of any input size (global average pooling), 1000 outputs."""
+    import keras
+
+    inputs = keras.Input((None, None, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(1000)(pooled))
+    path = str(tmp_path_factory.mktemp("models") / "any_size.keras")
+    model.save(path)
+    return path
+
+
+def test_resume_refuses_every_setting_that_changes_rows(image_folder, any_size_keras,
+                                                        linear_keras, tmp_path):  # fmt: skip
+    args = ["--dataset", image_folder["root"], "--output", str(tmp_path / "out"),
+            "--attributions", "none", "--steps", "2"]  # fmt: skip
+    settings = ["--model", any_size_keras, "--image_size", "16", "--input_range", "0,1",
+                "--label_offset", "0"]  # fmt: skip
+    run([*args, *settings], save_main_session=False)
+    changed = {
+        "--input_range": "-1,1", "--label_offset": "1", "--image_size": "24",
+        "--model": linear_keras, "--score": "softmax", "--baseline": "white",
+        "--target": "top_k", "--top_k": "3", "--tolerance": "0.01", "--method": "gausslegendre",
+        "--attribution_dtype": "float16", "--attributions": "pixel", "--seed": "3",
+    }  # fmt: skip
+    for flag, value in changed.items():
+        flags = [*args, *settings]
+        if flag in flags:  # "--input_range=-1,1": argparse reads "-1,1" alone as a flag
+            del flags[flags.index(flag) : flags.index(flag) + 2]
+        flags.append(f"{flag}={value}")
+        if flag == "--model":  # a different model (its own fixed 16x16 input)
+            del flags[flags.index("--image_size") : flags.index("--image_size") + 2]
+        with pytest.raises(ValueError, match=rf"differs in .*{flag} \(earlier run: "):
+            run([*flags, "--resume"], save_main_session=False)
+    # Batching changes no row: a resume with other batch sizes goes on.
+    manifest = run([*args, *settings, "--batch_size", "2", "--path_batch_size", "7", "--resume"],
+                   save_main_session=False)  # fmt: skip
+    assert manifest["counts"]["skipped_done_before"] == 4
+
+
+def test_a_hostile_folder_gives_a_row_or_an_error_record_for_every_entry(linear_keras,
+                                                                       tmp_path):  # fmt: skip
+    import os
+
+    from tests.test_images import _png_declaring
+
+    rng = np.random.default_rng(12)
+    root, elsewhere = tmp_path / "photos [2023]", tmp_path / "elsewhere"
+
+    def image(path):
+        write_image(path, rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
+
+    image(root / "good.png")
+    image(elsewhere / "a.png")
+    image(tmp_path / "latin1.png")
+    os.rename(tmp_path / "latin1.png", bytes(root) + b"/caf\xe9.png")  # not UTF-8
+    (root / "alias.png").symlink_to(root / "good.png")
+    (root / "linked").symlink_to(elsewhere)
+    (root / "dangling.png").symlink_to(tmp_path / "gone.png")
+    (root / "loop").symlink_to(root)
+    os.mkfifo(root / "x.png")
+    (root / "bomb.png").write_bytes(_png_declaring(28000, 28000, rows=8))
+    flags = ["--dataset", str(root), "--model", linear_keras, "--output", str(tmp_path / "out"),
+             "--steps", "2", "--attributions", "none"]  # fmt: skip
+    manifest = run(flags, save_main_session=False)
+    rows = pd.read_parquet(tmp_path / "out" / "results")
+    errors = pd.read_parquet(tmp_path / "out" / "errors").set_index("image_id")
+    assert sorted(rows.image_id) == ["alias.png", "caf\\xe9.png", "good.png", "linked/a.png"]
+    assert sorted(errors.index) == ["bomb.png", "dangling.png", "loop", "x.png"]
+    assert errors.loc["bomb.png", "stage"] == "decode"
+    assert "too large to decode safely" in errors.loc["bomb.png", "error"]
+    assert "dangling symbolic link" in errors.loc["dangling.png", "error"]
+    assert "symbolic link loop" in errors.loc["loop", "error"]
+    assert "FIFO" in errors.loc["x.png", "error"]
+    assert manifest["counts"]["inputs"] == 8 and manifest["all_inputs_accounted_for"]
+    # Beam's sinks cannot write under a glob-character --output: refused, before any work.
+    with pytest.raises(ValueError, match=r"--output .* holds a glob character"):
+        run([*flags[:-5], str(root / "audit"), *flags[-4:]], save_main_session=False)
+
+
+def test_an_output_inside_the_dataset_is_never_read_as_input(image_folder, linear_keras):
+    flags = ["--dataset", image_folder["root"], "--model", linear_keras,
+             "--output", image_folder["root"] + "/audit", "--steps", "2"]  # fmt: skip
+    first = run(flags, save_main_session=False)
+    # Again over the first run's manifest.json and Parquet files, now in the folder.
+    second = run([*flags, "--overwrite"], save_main_session=False)
+    assert first["counts"]["inputs"] == second["counts"]["inputs"] == 5
+    rows = pd.read_parquet(image_folder["root"] + "/audit/results")
+    assert sorted(rows.image_id) == sorted(image_folder["pixels"])
+
+
+def test_an_unexpected_decoding_failure_is_that_inputs_error_record():
+    from transforms.attribution import ERRORS_TAG, Preprocess
+    from transforms.sources import RawImage
+
+    # Pixels NumPy cannot turn into numbers: a ValueError that is no ImageError.
+    odd = RawImage("odd", "odd", None, pixels=np.full((4, 4, 3), "x", dtype=object))
+    good = RawImage("good", "good", None, pixels=np.zeros((4, 4, 3), np.uint8))
+    step = Preprocess(SIZE, (0.0, 1.0))
+    (error,) = step.process(odd)
+    assert error.tag == ERRORS_TAG and error.value["stage"] == "decode"
+    assert error.value["error"].startswith("ValueError: could not convert")
+    (example,) = step.process(good)  # the same DoFn goes on with the next input
+    assert example.image.shape == (SIZE, SIZE, 3)

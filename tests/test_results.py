@@ -363,3 +363,16 @@ def test_real_run_round_trip(image_folder, linear_keras, linear_weights, tmp_pat
     expected_wrong = sorted(i for i in labels if predicted[i] != labels[i])
     assert expected_wrong  # random weights: the tiny model gets images wrong
     assert results.misclassified(meta).image_id.tolist() == expected_wrong
+
+
+def test_a_row_that_does_not_match_the_schema_is_refused_by_name():
+    good = make_row("a.png", label=None, predicted=3, prob=0.5, relative=0.0)
+    schema = results_schema()
+    assert rows_to_table([good], schema).num_rows == 1
+    misspelt = dict(good)
+    misspelt["attribution_summ"] = misspelt.pop("attribution_sum")
+    with pytest.raises(ValueError, match=r"'a.png'.*\['attribution_summ'\].*\['attribution_sum'\]"):
+        rows_to_table([good, misspelt], schema)
+    missing = {k: v for k, v in good.items() if k != "within_tolerance"}
+    with pytest.raises(ValueError, match=r"schema columns missing \['within_tolerance'\]"):
+        rows_to_table([missing], schema)

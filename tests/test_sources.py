@@ -31,6 +31,65 @@ def test_folder_listing_skips_hidden_files_and_unknown_folders_are_unlabelled(tm
     assert {f.image_id: f.label for f in files} == {"holiday/a.png": None, "notes.txt": None}
 
 
+def _listed(root, **kwargs) -> dict[str, str | None]:
+    """image_id -> the reason it cannot be read (None: a file to read)."""
+    return {f.image_id: f.error for f in sources.list_image_folder(str(root), **kwargs)}
+
+
+def test_folder_with_glob_characters_in_its_name(tmp_path):
+    root = tmp_path / "photos [2023] *?"
+    write_image(root / "a.png", np.zeros((2, 2, 3), np.uint8))
+    assert _listed(root) == {"a.png": None}
+
+
+def test_file_names_that_are_not_utf8_get_valid_readable_ids(tmp_path):
+    write_image(tmp_path / "ok.png", np.zeros((2, 2, 3), np.uint8))
+    name = b"caf\xe9.png"  # Latin-1, as zips made on Windows hold them
+    with open(bytes(tmp_path) + b"/" + name, "wb") as f:
+        f.write(b"x")
+    files = sources.list_image_folder(str(tmp_path))
+    assert sorted(f.image_id for f in files) == ["caf\\xe9.png", "ok.png"]
+    for f in files:
+        f.image_id.encode("utf-8")  # no lone surrogate: every coder and Parquet can hold it
+    (odd,) = (f for f in files if f.image_id != "ok.png")
+    assert Path(odd.path).read_bytes() == b"x"  # the path still opens the file
+
+
+def test_links_fifos_and_loops_are_inputs_or_error_records(tmp_path):
+    import os
+
+    root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
+    write_image(root / "real.png", np.zeros((2, 2, 3), np.uint8))
+    write_image(elsewhere / WNID_CAT / "cat.png", np.zeros((2, 2, 3), np.uint8))
+    (root / "alias.png").symlink_to(root / "real.png")  # a linked file: read through the link
+    (root / "linked").symlink_to(elsewhere)  # a linked sub-folder: listed like a folder
+    (root / "dangling.png").symlink_to(tmp_path / "gone.png")
+    (root / "loop").symlink_to(root)  # back to an ancestor: would never end
+    (root / "ping.png").symlink_to(root / "pong.png")  # links pointing at each other
+    (root / "pong.png").symlink_to(root / "ping.png")
+    os.mkfifo(root / "x.png")  # reading it would block the job forever
+    listed = _listed(root)
+    assert sorted(listed) == ["alias.png", "dangling.png", "linked/" + WNID_CAT + "/cat.png",
+                              "loop", "ping.png", "pong.png", "real.png", "x.png"]  # fmt: skip
+    assert listed["alias.png"] is None and listed["real.png"] is None
+    assert listed[f"linked/{WNID_CAT}/cat.png"] is None
+    assert "dangling symbolic link" in listed["dangling.png"]
+    assert "symbolic link loop" in listed["loop"]
+    assert "cannot stat" in listed["ping.png"]
+    assert listed["x.png"] == "a FIFO (named pipe), not a regular file"
+    # Even unlisted (the folder changed after listing), a FIFO is refused, not waited on.
+    fifo = sources.FolderFile(str(root / "x.png"), "x.png", None)
+    (raw,) = sources._ReadFile().process(fifo)
+    assert raw.data is None and "FIFO" in raw.error
+
+
+def test_the_jobs_own_output_inside_the_folder_is_not_listed(tmp_path):
+    write_image(tmp_path / "a.png", np.zeros((2, 2, 3), np.uint8))
+    (tmp_path / "audit" / "results").mkdir(parents=True)
+    (tmp_path / "audit" / "manifest.json").write_text("{}")
+    assert _listed(tmp_path, skip=str(tmp_path / "audit")) == {"a.png": None}
+
+
 def test_empty_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="No files found in image folder"):
         sources.list_image_folder(str(tmp_path))
@@ -123,7 +182,8 @@ def test_tfds_download_failure_offline_is_clear(tmp_path):
                            side_effect=OSError("network unreachable")):  # fmt: skip
         with pytest.raises(
             ValueError,
-            match="Could not download and prepare TFDS dataset 'imagenet_a'.*network unreachable",
+            # Offline, the probe answers before the download is tried; online, the download.
+            match="Could not download and prepare TFDS dataset 'imagenet_a'.*network (is )?unreachable",
         ):
             sources.resolve_tfds("imagenet_a", "test", str(tmp_path), download=True)
 
@@ -163,3 +223,51 @@ def test_read_sample_reads_the_bundled_photos():
     with TestPipeline() as p:
         raw = p | sources.ReadSample()
         assert_that(raw | beam.Map(lambda r: (r.image_id, r.label, r.data)), equal_to(expected))
+
+
+def test_network_probe_answers_in_seconds():
+    import socket
+    import time
+
+    start = time.monotonic()
+    # TEST-NET-1 (never routed) and a name that cannot resolve (RFC 2606 .invalid).
+    problem = sources.network_problem(
+        ["https://192.0.2.1/a.tar", "http://no-such-host.invalid/b.tar"], timeout=2.0
+    )
+    assert time.monotonic() - start < 6.0
+    assert "192.0.2.1:443" in problem and "no-such-host.invalid:80" in problem
+    with socket.create_server(("127.0.0.1", 0)) as server:  # a host that answers
+        port = server.getsockname()[1]
+        assert sources.network_problem([f"http://127.0.0.1:{port}/x"], timeout=2.0) is None
+
+
+def test_an_unprepared_dataset_offline_fails_in_seconds_with_the_fix(linear_keras, tmp_path):
+    import time
+
+    import tensorflow_datasets as tfds
+
+    class OfflineProbeDataset(tfds.core.GeneratorBasedBuilder):
+        """A real TFDS builder whose download host is unreachable (TEST-NET-1)."""
+
+        VERSION = tfds.core.Version("1.0.0")
+        url_infos = {"https://192.0.2.1/offline_probe/images.tar": None}  # noqa: RUF012
+
+        def _info(self):
+            features = {"image": tfds.features.Image(), "label": tfds.features.ClassLabel(num_classes=2)}  # fmt: skip
+            return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(features))
+
+        def _split_generators(self, dl_manager):
+            path = dl_manager.download(next(iter(self.url_infos)))
+            return {"test": self._generate_examples(path)}
+
+        def _generate_examples(self, path):
+            yield from ()
+
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=r"network is unreachable \(192\.0\.2\.1:443: .*"
+                                         r"--data_dir"):  # fmt: skip
+        run(["--dataset", "offline_probe_dataset", "--data_dir", str(tmp_path / "tfds"),
+             "--model", linear_keras, "--output", str(tmp_path / "out")],
+            save_main_session=False)  # fmt: skip
+    assert time.monotonic() - start < 20.0
+    assert not (tmp_path / "out").exists()  # failed before touching --output

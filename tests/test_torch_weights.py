@@ -53,6 +53,11 @@ class FakeTensor:
         )
 
 
+def numel(storage: FakeStorage) -> int:
+    """The element count the file claims (a crafted file may claim more than it holds)."""
+    return getattr(storage, "claimed_numel", storage.data.size)
+
+
 class LegacyPickler(pickle._Pickler):  # the pure-Python pickler lets save() be extended
     def save(self, obj: Any, save_persistent_id: bool = True) -> None:
         if isinstance(obj, Global):
@@ -63,7 +68,7 @@ class LegacyPickler(pickle._Pickler):  # the pure-Python pickler lets save() be 
     def persistent_id(self, obj: Any) -> tuple | None:
         if isinstance(obj, FakeStorage):
             storage_type = Global("torch", obj.type_name)
-            return ("storage", storage_type, obj.key, "cpu", obj.data.size, None)
+            return ("storage", storage_type, obj.key, "cpu", numel(obj), None)
         return None
 
     def reducer_override(self, obj: Any) -> Any:
@@ -96,7 +101,7 @@ def legacy_bytes(state: dict[str, FakeTensor], main_pickle: bytes | None = None)
     pickle.dump(sorted(storages), out, protocol=2)
     for key in sorted(storages):
         data = storages[key].data
-        out.write(struct.pack("<q", data.size))
+        out.write(struct.pack("<q", numel(storages[key])))
         out.write(data.astype(data.dtype.newbyteorder("<")).tobytes())
     return out.getvalue()
 
@@ -224,3 +229,39 @@ def test_strides_outside_the_storage_are_refused(tmp_path):
     tensor = FakeTensor(storage, 1, (4, 4), (4, 1))
     with pytest.raises(ValueError, match=r"'x'.*storage has 4 elements"):
         read_torch_legacy_state_dict(write(tmp_path, legacy_bytes({"x": tensor})))
+
+
+@pytest.mark.parametrize(
+    "size, stride",
+    [("ab", (1,)), ((2, "x"), (1, 1)), (None, (1,)), ((2,), 1.5), ((2.0,), (1,))],
+)
+def test_malformed_sizes_and_strides_are_value_errors_not_type_errors(tmp_path, size, stride):
+    tensor = FakeTensor(FakeStorage("1", "FloatStorage", np.zeros(4, np.float32)), 0, size, stride)
+    with pytest.raises((ValueError, pickle.UnpicklingError)) as caught:
+        read_torch_legacy_state_dict(write(tmp_path, legacy_bytes({"x": tensor})))
+    assert not isinstance(caught.value, TypeError)
+
+
+def test_a_malformed_main_pickle_is_a_value_error(tmp_path):
+    # OrderedDict(1, 2): the whitelisted global, called with arguments it refuses.
+    bad_call = b"\x80\x02ccollections\nOrderedDict\nK\x01K\x02\x86R."
+    with pytest.raises(ValueError, match=r"cannot read the state dict.*TypeError"):
+        read_torch_legacy_state_dict(write(tmp_path, legacy_bytes({}, main_pickle=bad_call)))
+
+
+def test_a_zero_stride_cannot_ask_for_more_memory_than_the_file_holds(tmp_path):
+    # One stored float standing for a 60000 x 60000 tensor (13 GiB): refused before allocating.
+    storage = FakeStorage("1", "FloatStorage", np.zeros(1, np.float32))
+    data = legacy_bytes({"x": FakeTensor(storage, 0, (60000, 60000), (0, 0))})
+    assert len(data) < 400
+    with pytest.raises(ValueError, match=r"'x'.*3600000000 elements, more than the 1"):
+        read_torch_legacy_state_dict(write(tmp_path, data))
+
+
+def test_a_storage_larger_than_the_file_is_refused_before_reading(tmp_path):
+    # Pickle and header both claim 2**40 floats (4 TiB); the file holds 8 bytes of data.
+    storage = FakeStorage("1", "FloatStorage", np.zeros(2, np.float32))
+    storage.claimed_numel = 2**40
+    data = legacy_bytes({"x": FakeTensor(storage, 0, (2,), (1,))})
+    with pytest.raises(ValueError, match=r"storage '1' needs 4398046511104 bytes, 8 are left"):
+        read_torch_legacy_state_dict(write(tmp_path, data))

@@ -82,10 +82,13 @@ class Preprocess(beam.DoFn):
             else:
                 pixels = images.decode_image(raw.data, max_side_hint=self._size)
             square = images.resize_with_pad(pixels, self._size)
-        except images.ImageError as e:
+        except Exception as e:  # noqa: BLE001 - one bad input must not end the bundle
+            # ImageError says what is wrong with the file; anything else (MemoryError,
+            # a Pillow bug) is still this one input's failure, not the job's.
+            reason = str(e) if isinstance(e, images.ImageError) else f"{type(e).__name__}: {e}"
             self._failed.inc()
             yield beam.pvalue.TaggedOutput(
-                ERRORS_TAG, error_record(raw.image_id, raw.file_name, "decode", str(e))
+                ERRORS_TAG, error_record(raw.image_id, raw.file_name, "decode", reason)
             )
             return
         self._decoded.inc()

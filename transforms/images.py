@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = [
+    "MAX_PIXELS",
     "ImageError",
     "decode_image",
     "resize_with_pad",
@@ -15,9 +17,15 @@ __all__ = [
     "to_rgb_uint8",
 ]
 
-# Very large photos are legitimate inputs here; the images are shrunk at once.
-Image.MAX_IMAGE_PIXELS = 400_000_000
-ImageFile.LOAD_TRUNCATED_IMAGES = False
+#: Largest image decoded, in pixels (8192 x 8192): a larger one becomes an error
+#: record (stage `decode`) before any pixel is decoded. A JPEG counts at the reduced
+#: size it is decoded at (1/2 to 1/8, as the model's input size allows), so large
+#: photos pass; formats without reduced decoding (PNG, ...) count at full size.
+#: Decoding holds about 4 bytes per counted pixel at most: 256 MiB per image.
+#: (Pillow itself refuses to open an image declaring more than 179 MP.)
+MAX_PIXELS = 8192 * 8192
+# Pillow modes that `Image.reduce` cannot shrink; "I" (32-bit) holds their values.
+_WIDE_INT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 
 
 class ImageError(ValueError):
@@ -52,49 +60,99 @@ def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(image.round(), 0, 255).astype(np.uint8)
 
 
-def decode_image(data: bytes, max_side_hint: int | None = None) -> np.ndarray:
+def _open_bounded(data: bytes, max_side_hint: int | None, max_pixels: int) -> Image.Image:
+    """Opens the image and refuses it, before decoding, when it is too large.
+
+    A 762 KB PNG may declare 28000 x 28000 pixels (a decompression bomb): its
+    size is read from the header and checked here, per call, without changing
+    Pillow's global limit. Pillow's own bomb warning is silenced for this call
+    only, as this check replaces it.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as e:
+            raise ImageError(f"image too large to decode safely: {e}") from e
+    img.seek(0)
+    if max_side_hint and img.format == "JPEG":
+        img.draft("RGB", (max_side_hint, max_side_hint))  # decode at 1/2 .. 1/8 size
+    width, height = img.size
+    if width * height > max_pixels:
+        img.close()
+        raise ImageError(
+            f"image of {width}x{height} pixels ({width * height / 1e6:.0f} MP) exceeds the "
+            f"decode limit of {max_pixels / 1e6:.0f} MP (transforms.images.MAX_PIXELS); "
+            "shrink it before auditing it"
+        )
+    return img
+
+
+def _shrink(img: Image.Image, max_side_hint: int | None) -> Image.Image:
+    """Box-averages a much larger image down to >= 2x the model's side, still as
+    integers: the float copies that follow then stay bounded by the model's size."""
+    if not max_side_hint:
+        return img
+    factor = max(img.size) // (2 * max_side_hint)
+    if factor < 2:
+        return img
+    if img.mode in _WIDE_INT_MODES:
+        img = img.convert("I")
+    return img.reduce(factor)
+
+
+def _to_array(img: Image.Image) -> np.ndarray:
+    """A decoded image in a mode `to_rgb_uint8` reads, as an array."""
+    if img.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        img = img.convert("RGB")
+    elif img.mode == "P" or img.mode == "PA":
+        img = img.convert("RGBA")
+    elif img.mode == "1":
+        img = img.convert("L")
+    array = np.asarray(img)
+    if img.mode in ("I", *_WIDE_INT_MODES):
+        array = array.astype(np.uint16 if array.max(initial=0) > 255 else np.uint8)
+    elif img.mode == "F":
+        peak = float(np.nanmax(array)) if array.size else 0.0
+        array = array / (255.0 if peak > 1.0 else 1.0)
+    return array
+
+
+def decode_image(
+    data: bytes, max_side_hint: int | None = None, max_pixels: int = MAX_PIXELS
+) -> np.ndarray:
     """Decodes encoded image bytes (JPEG, PNG, GIF, BMP, TIFF, WebP, ...).
 
     Grayscale, palette, RGBA, 16-bit and CMYK images are converted; an animated
-    image gives its first frame.
+    image gives its first frame; the EXIF orientation is applied (a phone photo
+    taken upright comes out upright).
 
     Args:
       data: the file's bytes.
-      max_side_hint: lets JPEG decoding shrink by a power of two on the fly
-        while keeping both sides >= this (fast for very large photos).
+      max_side_hint: the model's input side. A JPEG is decoded at a reduced
+        size (a power of two) keeping both sides >= this, and any image much
+        larger than this is shrunk before it is turned into arrays.
+      max_pixels: larger images are refused before decoding (`MAX_PIXELS`).
 
     Returns:
       uint8 [H, W, 3] RGB.
 
     Raises:
-      ImageError: empty, truncated or not an image, with the reason.
+      ImageError: empty, truncated, too large or not an image, with the reason.
     """
     if not data:
         raise ImageError("empty file (0 bytes)")
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.seek(0)
-            if max_side_hint and img.format == "JPEG":
-                img.draft("RGB", (max_side_hint, max_side_hint))
+        with _open_bounded(data, max_side_hint, max_pixels) as img:
             img.load()
-            if img.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-                img = img.convert("RGB")
-            elif img.mode == "P" or img.mode == "PA":
-                img = img.convert("RGBA")
-            elif img.mode == "1":
-                img = img.convert("L")
-            array = np.asarray(img)
-            if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-                array = array.astype(np.uint16 if array.max(initial=0) > 255 else np.uint8)
-            elif img.mode == "F":
-                peak = float(np.nanmax(array)) if array.size else 0.0
-                array = array / (255.0 if peak > 1.0 else 1.0)
+            ImageOps.exif_transpose(img, in_place=True)  # no copy of a large image
+            array = _to_array(_shrink(img, max_side_hint))
     except UnidentifiedImageError as e:
         raise ImageError(f"not an image Pillow can read ({len(data)} bytes)") from e
     except (OSError, SyntaxError, ValueError) as e:
+        if isinstance(e, ImageError):
+            raise
         raise ImageError(f"broken image: {e}") from e
-    except Image.DecompressionBombError as e:
-        raise ImageError(f"image too large to decode safely: {e}") from e
     return to_rgb_uint8(array)
 
 

@@ -90,7 +90,22 @@ def _list_column(values: Sequence[np.ndarray | None], value_type: pa.DataType) -
 
 
 def rows_to_table(rows: Sequence[dict[str, Any]], schema: pa.Schema) -> pa.Table:
-    """Result rows (dicts; array columns as NumPy arrays or None) -> a Table of `schema`."""
+    """Result rows (dicts; array columns as NumPy arrays or None) -> a Table of `schema`.
+
+    Each row must have exactly the schema's keys: a misspelt key would otherwise
+    write an all-null column and drop the value without a word.
+
+    Raises:
+      ValueError: a row with keys the schema lacks or without some of its columns.
+    """
+    names = set(schema.names)
+    for row in rows:
+        if row.keys() != names:
+            extra, missing = sorted(row.keys() - names), sorted(names - row.keys())
+            raise ValueError(
+                f"result row {row.get('image_id')!r} does not match the results schema: "
+                f"keys not in the schema {extra}, schema columns missing {missing}"
+            )
     columns = []
     for field in schema:
         values = [row.get(field.name) for row in rows]

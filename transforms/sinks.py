@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import uuid
 from typing import Any
 
 import apache_beam as beam
@@ -20,6 +21,7 @@ from transforms.schema import ERROR_SCHEMA, rows_to_table
 
 __all__ = [
     "BYTES_PER_GROUP",
+    "TEMP_DIR",
     "COUNT_KEYS",
     "ROWS_PER_GROUP",
     "WriteErrors",
@@ -44,6 +46,10 @@ COUNT_KEYS = (
 ROWS_PER_GROUP = 64
 BYTES_PER_GROUP = 64 << 20
 _FLOAT_ARRAYS = ("attributions", "path_alphas", "path_scores", "deletion_curve", "insertion_curve")
+#: Where Beam's sinks write files before they are complete: `<output>/.tmp/`, next to,
+#: never inside, the folders readers read (`results/`, `errors/`). A killed run leaves
+#: its partial files there, and the next run on the folder deletes them.
+TEMP_DIR = ".tmp"
 
 
 def writer_options(schema: pa.Schema) -> dict[str, Any]:
@@ -69,8 +75,43 @@ def writer_options(schema: pa.Schema) -> dict[str, Any]:
     }
 
 
-class _ResultsSink(parquetio._ParquetSink):
-    """Beam's Parquet sink (temp files, atomic finalize) with `writer_options`."""
+class _ParquetSink(parquetio._ParquetSink):
+    """Beam's Parquet sink (temp files, atomic finalize) with `writer_options`.
+
+    Beam puts its temp folder (`beam-temp-*`) beside the final files, that is
+    inside `results/`: a killed run left partial Parquet files there, and
+    `pd.read_parquet("<output>/results")` then failed. They go to `temp_root`.
+    """
+
+    def __init__(self, path_prefix: str, schema: pa.Schema, temp_root: str):
+        super().__init__(
+            path_prefix,
+            schema,
+            codec="zstd",
+            use_deprecated_int96_timestamps=False,
+            use_compliant_nested_type=False,
+            file_name_suffix=".parquet",
+            num_shards=0,
+            shard_name_template=None,
+            mime_type="application/x-parquet",
+            triggering_frequency=None,
+        )
+        self._temp_root = temp_root
+
+    def initialize_write(self):
+        # The final folder is no longer made as the temp folder's parent:
+        # finalize renames into it, so it must exist.
+        folder = FileSystems.split(self.file_path_prefix.get())[0]
+        if not FileSystems.exists(folder):
+            try:
+                FileSystems.mkdirs(folder)
+            except OSError:
+                pass  # made meanwhile by the other sink's initialize_write
+        return super().initialize_write()
+
+    def _create_temp_dir(self, file_path_prefix: str) -> str:
+        name = FileSystems.split(file_path_prefix)[1]
+        return FileSystems.join(self._temp_root, f"beam-temp-{name}-{uuid.uuid1().hex}")
 
     def open(self, temp_path):
         self._file_handle = filebasedsink.FileBasedSink.open(self, temp_path)
@@ -111,6 +152,19 @@ class _GroupRows(beam.DoFn):
         self._rows, self._bytes = [], 0
 
 
+def _write_parquet(records, output: str, folder: str, prefix: str, schema: pa.Schema, to_table):
+    """Records -> `<output>/<folder>/<prefix>-*.parquet`, temp files in `<output>/.tmp/`."""
+    sink = _ParquetSink(
+        FileSystems.join(output, folder, prefix), schema, FileSystems.join(output, TEMP_DIR)
+    )
+    return (
+        records
+        | "GroupRows" >> beam.ParDo(_GroupRows(ROWS_PER_GROUP, BYTES_PER_GROUP))
+        | "RowsToArrow" >> beam.Map(to_table, schema=schema)
+        | f"Write{folder.capitalize()}Parquet" >> beam.io.Write(sink)
+    )
+
+
 class WriteResults(beam.PTransform):
     """Result rows -> `<output>/results/<prefix>-*.parquet` (zstd, one schema)."""
 
@@ -121,27 +175,13 @@ class WriteResults(beam.PTransform):
         self._prefix = prefix
 
     def expand(self, rows):
-        schema = self._schema
-        return (
-            rows
-            | "GroupRows" >> beam.ParDo(_GroupRows(ROWS_PER_GROUP, BYTES_PER_GROUP))
-            | "RowsToArrow" >> beam.Map(rows_to_table, schema=schema)
-            | "WriteResultsParquet"
-            >> beam.io.Write(
-                _ResultsSink(
-                    FileSystems.join(self._output, "results", self._prefix),
-                    schema,
-                    codec="zstd",
-                    use_deprecated_int96_timestamps=False,
-                    use_compliant_nested_type=False,
-                    file_name_suffix=".parquet",
-                    num_shards=0,
-                    shard_name_template=None,
-                    mime_type="application/x-parquet",
-                    triggering_frequency=None,
-                )
-            )
+        return _write_parquet(
+            rows, self._output, "results", self._prefix, self._schema, rows_to_table
         )
+
+
+def _errors_to_table(records: list[dict[str, str]], schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_pylist(records, schema=schema)
 
 
 class WriteErrors(beam.PTransform):
@@ -152,11 +192,8 @@ class WriteErrors(beam.PTransform):
         self._output = output
 
     def expand(self, errors):
-        return errors | "WriteErrorsParquet" >> parquetio.WriteToParquet(
-            FileSystems.join(self._output, "errors", "part"),
-            schema=ERROR_SCHEMA,
-            codec="zstd",
-            file_name_suffix=".parquet",
+        return _write_parquet(
+            errors, self._output, "errors", "part", ERROR_SCHEMA, _errors_to_table
         )
 
 

@@ -11,7 +11,12 @@ import dataclasses
 import logging
 import os
 import posixpath
-from collections.abc import Iterator
+import re
+import socket
+import stat
+import urllib.parse
+from collections.abc import Iterator, Sequence
+from concurrent import futures
 from typing import Any
 
 import apache_beam as beam
@@ -31,7 +36,9 @@ __all__ = [
     "ReadTfds",
     "TfdsSource",
     "check_folder_exists",
+    "escape_glob",
     "list_image_folder",
+    "network_problem",
     "resolve_tfds",
     "sample_files",
 ]
@@ -63,11 +70,16 @@ class RawImage:
 
 @dataclasses.dataclass(frozen=True)
 class FolderFile:
-    """A file to read: where it is, its id and its label."""
+    """A file to read: where it is, its id and its label.
+
+    `error` says why an entry the user sees cannot be read (a dangling link, a
+    FIFO); it then becomes an error record instead of vanishing.
+    """
 
     path: str
     image_id: str
     label: int | None
+    error: str | None = None
 
 
 def _label_of(relative: str) -> int | None:
@@ -77,13 +89,36 @@ def _label_of(relative: str) -> int | None:
     return labels.wnid_to_label(parts[0])
 
 
+def _valid_text(name: str) -> str:
+    """`name` as valid UTF-8 text: undecodable bytes of a file name become `\\xNN`.
+
+    Python lists a name that is not UTF-8 (`caf\\xe9.png`, from a zip made on
+    Windows) with lone surrogates, which no Beam coder or Parquet column can
+    encode: one such name failed the whole job. The path keeps them, to open
+    the file; the id and file name get this readable, stable form.
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+    return name
+
+
+def escape_glob(path: str) -> str:
+    """`path` with Beam's glob characters (`*`, `?`, `[`) matching only themselves.
+
+    A folder named `photos [2023]` read as a character class and matched nothing.
+    """
+    return re.sub(r"([*?\[])", r"[\1]", path)
+
+
 def _folder_prefix(root: str) -> str:
     """`root` with one trailing slash: the prefix stripped from paths to make ids."""
     return root.rstrip("/") + "/"
 
 
 def _folder_pattern(root: str) -> str:
-    return FileSystems.join(root.rstrip("/") or "/", "**")
+    return FileSystems.join(escape_glob(root.rstrip("/") or "/"), "**")
 
 
 def _no_files_error(root: str) -> FileNotFoundError:
@@ -93,42 +128,124 @@ def _no_files_error(root: str) -> FileNotFoundError:
     )
 
 
-def _folder_file(prefix: str, meta: FileMetadata) -> FolderFile | None:
-    """The input a matched file becomes, or None for what is not an input.
+def _is_input(relative: str) -> bool:
+    """Hidden files and folders (`.DS_Store`, `.git/`) and Beam's temp files are not inputs."""
+    if not relative or relative.startswith("beam-temp"):
+        return False
+    return not any(part.startswith(".") for part in relative.split("/"))
 
-    Skipped: hidden files and files in hidden folders (`.DS_Store`, `.git/`),
-    folder placeholder objects (`gs://.../n01/`), and Beam's `beam-temp*` files.
+
+def _folder_file(prefix: str, meta: FileMetadata, skip: str | None = None) -> FolderFile | None:
+    """The input a matched (remote) file becomes, or None for what is not an input.
+
+    Skipped: hidden files and folders, folder placeholder objects
+    (`gs://.../n01/`), Beam's `beam-temp*` files, and the `skip` prefix (the
+    job's own --output when it lies inside the dataset).
     """
     path = meta.path
     if path.endswith("/") or meta.size_in_bytes is None:
         return None
+    if skip is not None and path.startswith(_folder_prefix(skip)):
+        return None
     relative = path[len(prefix) :] if path.startswith(prefix) else posixpath.basename(path)
     relative = relative.replace(os.sep, "/")
-    if not relative or relative.startswith("beam-temp"):
+    if not _is_input(relative):
         return None
-    if any(part.startswith(".") for part in relative.split("/")):
-        return None
-    return FolderFile(path=path, image_id=relative, label=_label_of(relative))
+    image_id = _valid_text(relative)
+    return FolderFile(path=path, image_id=image_id, label=_label_of(image_id))
 
 
-def list_image_folder(root: str) -> list[FolderFile]:
-    """Lists every non-hidden file below `root` (local path or gs://), sorted.
+def _entry_kind(mode: int) -> str:
+    kinds = {stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISSOCK: "a socket",
+             stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device"}  # fmt: skip
+    return next((name for test, name in kinds.items() if test(mode)), "not a regular file")
 
-    Files directly in `root` are unlabelled; files in a sub-folder named by an
-    ImageNet WordNet id (e.g. `n02123045/cat.jpg`) get that class's label
-    (0-999); other sub-folders give unlabelled images. Files that are not
-    images are listed too, so they are reported as errors instead of vanishing.
-    `ReadImageFolder` gives the same files inside a pipeline.
 
-    Raises:
-      FileNotFoundError: the folder does not exist or holds no file.
+def _local_entry(path: str, image_id: str, ancestors: tuple[str, ...]) -> FolderFile | str | None:
+    """What one local folder entry is: a file to read (maybe an error), or a folder (its
+    real path) to list; None for the job's own output folder."""
+    try:
+        info = os.stat(path)  # follows symbolic links
+    except FileNotFoundError:
+        target = os.readlink(path) if os.path.islink(path) else path
+        return FolderFile(path, image_id, _label_of(image_id),
+                          error=f"dangling symbolic link to {target!r}")  # fmt: skip
+    except OSError as e:  # ELOOP: links pointing at each other; EACCES
+        return FolderFile(path, image_id, _label_of(image_id), error=f"cannot stat: {e}")
+    if stat.S_ISDIR(info.st_mode):
+        real = os.path.realpath(path)
+        if real in ancestors:
+            return FolderFile(path, image_id, _label_of(image_id),
+                              error=f"symbolic link loop: leads back to {real!r}")  # fmt: skip
+        return real
+    if not stat.S_ISREG(info.st_mode):
+        return FolderFile(path, image_id, _label_of(image_id),
+                          error=f"{_entry_kind(info.st_mode)}, not a regular file")  # fmt: skip
+    return FolderFile(path, image_id, _label_of(image_id))
+
+
+def _list_local(root: str, skip: str | None = None) -> Iterator[FolderFile]:
+    """Every non-hidden entry below a local `root`, symbolic links followed, as inputs.
+
+    A linked file is read as the file it points to; a linked folder is listed
+    like a folder. What cannot be read is an input with an `error`: a dangling
+    link, a link looping back to a folder above it, a FIFO, socket or device
+    (opening a FIFO would block the job forever). `skip` (the job's --output)
+    is never listed, so a run never reads its own files.
     """
+    skip_real = os.path.realpath(skip) if skip is not None else None
+    stack = [(root, "", (os.path.realpath(root),))]
+    while stack:
+        folder, relative, ancestors = stack.pop()
+        try:
+            names = sorted(entry.name for entry in os.scandir(folder))
+        except OSError as e:
+            yield FolderFile(folder, _valid_text(relative.rstrip("/") or "."), None,
+                             error=f"cannot list folder: {e}")  # fmt: skip
+            continue
+        for name in names:
+            if not _is_input(relative + name):
+                continue
+            path, image_id = os.path.join(folder, name), _valid_text(relative + name)
+            entry = _local_entry(path, image_id, ancestors)
+            if isinstance(entry, str):
+                if entry != skip_real:
+                    stack.append((path, relative + name + "/", (*ancestors, entry)))
+            elif entry is not None:
+                yield entry
+
+
+def _is_remote(root: str) -> bool:
+    return "://" in root
+
+
+def _list_files(root: str, skip: str | None = None) -> list[FolderFile]:
+    """The inputs of a folder, local or remote (listed with Beam's file systems)."""
+    if not _is_remote(root):
+        return list(_list_local(root, skip))
     try:
         metadata = FileSystems.match([_folder_pattern(root)])[0].metadata_list
     except Exception as e:  # Beam raises BeamIOError with per-pattern causes.
         raise FileNotFoundError(f"Cannot list image folder {root!r}: {e}") from e
     prefix = _folder_prefix(root)
-    files = [f for f in (_folder_file(prefix, meta) for meta in metadata) if f is not None]
+    return [f for f in (_folder_file(prefix, meta, skip) for meta in metadata) if f is not None]
+
+
+def list_image_folder(root: str, skip: str | None = None) -> list[FolderFile]:
+    """Lists every non-hidden file below `root` (local path or gs://), sorted.
+
+    Files directly in `root` are unlabelled; files in a sub-folder named by an
+    ImageNet WordNet id (e.g. `n02123045/cat.jpg`) get that class's label
+    (0-999); other sub-folders give unlabelled images. Files that are not
+    images are listed too, so they are reported as errors instead of vanishing,
+    and so are local entries that cannot be read (see `_list_local`). `skip`
+    is a folder never listed (the job's own --output). `ReadImageFolder` gives
+    the same files inside a pipeline.
+
+    Raises:
+      FileNotFoundError: the folder does not exist or holds no file.
+    """
+    files = _list_files(root, skip)
     if not files:
         raise _no_files_error(root)
     files.sort(key=lambda f: f.image_id)
@@ -191,23 +308,40 @@ def sample_files() -> list[FolderFile]:
     return files
 
 
+def _read_local(path: str) -> bytes:
+    """A local file's bytes; refuses what is not a regular file without blocking on it."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(f"{_entry_kind(mode)}, not a regular file")
+        return f.read()
+
+
 class _ReadFile(beam.DoFn):
     def _path(self, item: FolderFile) -> str:
         return item.path
 
     def process(self, item: FolderFile) -> Iterator[RawImage]:
         name = posixpath.basename(item.image_id)
+        if item.error is not None:
+            yield RawImage(item.image_id, name, item.label, error=item.error)
+            return
+        path = self._path(item)
         try:
-            with FileSystems.open(self._path(item), compression_type="uncompressed") as f:
-                data = f.read()
+            if _is_remote(path):
+                with FileSystems.open(path, compression_type="uncompressed") as f:
+                    data = f.read()
+            else:
+                data = _read_local(path)
         except Exception as e:  # any I/O failure becomes an error record
             yield RawImage(item.image_id, name, item.label, error=f"cannot read file: {e}")
             return
         yield RawImage(item.image_id, name, item.label, data=data)
 
 
-def _to_folder_files(meta: FileMetadata, prefix: str) -> Iterator[FolderFile]:
-    item = _folder_file(prefix, meta)
+def _to_folder_files(meta: FileMetadata, prefix: str, skip: str | None) -> Iterator[FolderFile]:
+    item = _folder_file(prefix, meta, skip)
     if item is not None:
         yield item
 
@@ -220,23 +354,36 @@ def _require_files(count: int, root: str) -> None:
 class ReadImageFolder(beam.PTransform):
     """Lists and reads an image folder (local or gs://) inside the pipeline.
 
-    The folder is matched by a worker (`fileio.MatchFiles`), the files are
-    spread over workers (`Reshuffle`) and read in parallel, so the launcher
-    never lists or reads a large remote dataset. Ids, labels and skipped files
-    are those of `list_image_folder`; a folder without files fails the job
-    with the same error. Unreadable files become error records.
+    A gs:// folder is matched by a worker (`fileio.MatchFiles`), a local one
+    listed by `_list_local` (symbolic links, FIFOs); the files are spread over
+    workers (`Reshuffle`) and read in parallel, so the launcher never lists or
+    reads a large remote dataset. Ids, labels and skipped files are those of
+    `list_image_folder`; a folder without files fails the job with the same
+    error. Unreadable files become error records. `skip`: a folder never read
+    (the job's own --output, when it lies inside the dataset).
     """
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, skip: str | None = None):
         super().__init__()
         self._root = root
+        self._skip = skip
 
     def expand(self, pbegin):
-        files = (
-            pbegin
-            | "MatchFiles" >> fileio.MatchFiles(_folder_pattern(self._root))
-            | "ToFolderFiles" >> beam.FlatMap(_to_folder_files, prefix=_folder_prefix(self._root))
-        )
+        if _is_remote(self._root):
+            files = (
+                pbegin
+                | "MatchFiles" >> fileio.MatchFiles(_folder_pattern(self._root))
+                | "ToFolderFiles"
+                >> beam.FlatMap(
+                    _to_folder_files, prefix=_folder_prefix(self._root), skip=self._skip
+                )
+            )
+        else:
+            files = (
+                pbegin
+                | "LocalFolder" >> beam.Create([self._root])
+                | "ToFolderFiles" >> beam.FlatMap(_list_local, skip=self._skip)
+            )
         _ = (
             files
             | "CountFiles" >> beam.combiners.Count.Globally()
@@ -290,6 +437,59 @@ def _builder(name: str, data_dir: str | None):
     return tfds.builder(name, data_dir=data_dir)
 
 
+#: Seconds the network probe waits for a host: TFDS retries an unreachable
+#: download for minutes before it fails; the probe answers in seconds.
+_PROBE_TIMEOUT_S = 5.0
+# Probed when a dataset lists no download URLs: TFDS's own mirror.
+_DEFAULT_PROBE_URL = "https://storage.googleapis.com/"
+
+
+def _connect(host: str, port: int, timeout: float) -> None:
+    """Opens and closes one TCP connection; DNS and connect both bounded by `timeout`
+    (the resolver has no timeout of its own, so it runs in a thread left behind)."""
+    pool = futures.ThreadPoolExecutor(1)
+    try:
+        pool.submit(socket.create_connection, (host, port), timeout).result(timeout).close()
+    finally:
+        pool.shutdown(wait=False)
+
+
+def network_problem(urls: Sequence[str], timeout: float = _PROBE_TIMEOUT_S) -> str | None:
+    """Why none of the hosts of `urls` can be reached, or None when one can.
+
+    Args:
+      urls: download URLs (http or https); up to three distinct hosts are tried.
+      timeout: seconds per host, for the DNS lookup and the TCP connection.
+    """
+    hosts = []
+    for url in urls:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if parts.hostname and (parts.hostname, port) not in hosts:
+            hosts.append((parts.hostname, port))
+    problems = []
+    for host, port in hosts[:3]:
+        try:
+            _connect(host, port, timeout)
+        except (OSError, futures.TimeoutError) as e:
+            problems.append(f"{host}:{port}: {e or f'no answer within {timeout:g} s'}")
+        else:
+            return None
+    return "; ".join(problems) or None
+
+
+def _check_download_reachable(name: str, builder: Any) -> None:
+    """Fails in seconds, not after minutes of TFDS retries, when the download is offline."""
+    urls = list(getattr(builder, "url_infos", None) or ()) or [_DEFAULT_PROBE_URL]
+    problem = network_problem(urls)
+    if problem is not None:
+        raise ValueError(
+            f"Could not download and prepare TFDS dataset {name!r} into {builder.data_dir}: "
+            f"the network is unreachable ({problem}). Without network, prepare it elsewhere "
+            "and pass --data_dir."
+        )
+
+
 def resolve_tfds(
     name: str, split: str, data_dir: str | None, download: bool, remote_workers: bool = False
 ) -> TfdsSource:
@@ -329,6 +529,7 @@ def resolve_tfds(
                 f"`tfds build {name}` (needs network), pass --data_dir where it is, or "
                 "drop --no_download."
             )
+        _check_download_reachable(name, builder)
         _LOG.info("Preparing TFDS dataset %s in %s (downloads it).", name, builder.data_dir)
         try:
             builder.download_and_prepare()

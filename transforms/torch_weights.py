@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import os
 import pickle
 import struct
@@ -100,6 +101,15 @@ class _RefusedGlobalError(pickle.UnpicklingError):
     never mistaken for a truncated-file error below)."""
 
 
+def _int_tuple(value: Any, what: str) -> tuple[int, ...]:
+    """A tensor's size or stride; anything but a tuple of ints is a malformed file."""
+    if not isinstance(value, (tuple, list)) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        raise pickle.UnpicklingError(f"tensor {what} {value!r} is not a tuple of integers")
+    return tuple(value)
+
+
 def _rebuild_tensor_v2(
     storage: _Storage | _StorageView,
     storage_offset: int,
@@ -108,7 +118,13 @@ def _rebuild_tensor_v2(
     *extra: Any,
 ) -> _LazyTensor:
     # extra = (requires_grad, backward_hooks[, metadata]): irrelevant for inference.
-    return _LazyTensor(storage, int(storage_offset), tuple(size), tuple(stride), extra)
+    if not isinstance(storage, (_Storage, _StorageView)):
+        raise pickle.UnpicklingError(f"tensor storage is a {type(storage).__name__}")
+    if not isinstance(storage_offset, int):
+        raise pickle.UnpicklingError(f"tensor offset {storage_offset!r} is not an integer")
+    return _LazyTensor(
+        storage, storage_offset, _int_tuple(size, "size"), _int_tuple(stride, "stride"), extra
+    )
 
 
 def _rebuild_tensor(
@@ -175,7 +191,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"storage {key!r} is used with two dtypes")
         if view is None:
             return storage
+        if not isinstance(view, tuple) or len(view) != 3:
+            raise pickle.UnpicklingError(f"bad storage view {view!r} in {pid!r}")
         view_key, view_offset, view_size = view
+        if not isinstance(view_offset, int) or not isinstance(view_size, int):
+            raise pickle.UnpicklingError(f"bad storage view {view!r} in {pid!r}")
         if view_offset < 0 or view_size < 0 or view_offset + view_size > numel:
             raise pickle.UnpicklingError(f"storage view {view_key!r} lies outside storage {key!r}")
         return _StorageView(storage, int(view_offset), int(view_size))
@@ -208,6 +228,14 @@ def _materialize(tensor: _LazyTensor, name: str) -> np.ndarray:
             f"tensor {name!r}: size {size} / stride {stride} / offset {offset} "
             f"reaches element {last}, but its storage has {flat.size} elements"
         )
+    count = math.prod(size)
+    if count > flat.size:
+        # A zero (or overlapping) stride lets a few stored elements stand for a huge
+        # tensor: a 307-byte file asked for 13 GiB. State dicts hold no such views.
+        raise ValueError(
+            f"tensor {name!r}: size {size} / stride {stride} has {count} elements, more than "
+            f"the {flat.size} its storage holds in the file"
+        )
     view = np.lib.stride_tricks.as_strided(
         flat[offset:],
         shape=size,
@@ -235,7 +263,10 @@ def _load_pickle(
         return _RestrictedUnpickler(f, storages).load()
     except _RefusedGlobalError:
         raise
-    except (EOFError, pickle.UnpicklingError, struct.error) as e:
+    # A malformed pickle makes the unpickler call OrderedDict or the rebuilders with
+    # odd arguments, index a short stack, or build huge ints: all bad values.
+    except (EOFError, pickle.UnpicklingError, struct.error, TypeError, ValueError,
+            AttributeError, IndexError, KeyError, OverflowError) as e:  # fmt: skip
         raise ValueError(
             f"{path}: cannot read the {what}: the file is truncated or is not a legacy "
             f"PyTorch checkpoint ({type(e).__name__}: {e})"
@@ -279,6 +310,7 @@ def read_torch_legacy_state_dict(path: str | os.PathLike[str]) -> dict[str, np.n
 
 
 def _read_stream(f: IO[bytes], path: str) -> dict[str, np.ndarray]:
+    file_size = os.fstat(f.fileno()).st_size
     magic = _load_pickle(f, path, "magic number")
     if magic != _LEGACY_MAGIC_NUMBER:
         raise ValueError(f"{path}: not a legacy PyTorch checkpoint (bad magic number {magic!r})")
@@ -311,6 +343,11 @@ def _read_stream(f: IO[bytes], path: str) -> dict[str, np.ndarray]:
                 f"{path}: storage {key!r} holds {numel} elements, the pickle says {storage.numel}"
             )
         nbytes = numel * storage.dtype.itemsize
+        left = file_size - f.tell()
+        if nbytes > left:  # checked before reading: f.read(n) would allocate n bytes
+            raise ValueError(
+                f"{path}: file is truncated: storage {key!r} needs {nbytes} bytes, {left} are left"
+            )
         raw = _read_exact(f, nbytes, path, f"storage {key!r} data")
         storage.data = np.frombuffer(raw, dtype=storage.dtype)
 

@@ -1,0 +1,183 @@
+"""One live run per output folder: a lock file `<output>/.lock`.
+
+Two runs writing one folder mix or delete each other's files: a `--resume`
+started beside a live run wrote every row twice, an `--overwrite` deleted the
+live run's results. A run holds the folder from its launch to its end with a
+lock file naming it (run id, host, pid, start time); another run refuses to
+start while it is there. A lock left by a run that died (same host, pid no
+longer running) is stale and taken over; on another host the pid cannot be
+checked, and the message says how to remove the lock by hand.
+
+Local folders get an atomic lock (`os.link` fails if the lock exists). On
+gs:// the check and the write are two calls, so two launches in the same
+second may both pass: the lock there guards against the common mistake, not
+a race.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import socket
+import uuid
+
+from apache_beam.io.filesystems import FileSystems
+
+__all__ = ["LOCK_NAME", "OutputInUseError", "RunLock", "acquire", "check_free", "pid_running"]
+
+_LOG = logging.getLogger(__name__)
+LOCK_NAME = ".lock"
+
+
+class OutputInUseError(ValueError):
+    """Another live run holds the output folder (a configuration error: exit 2)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunLock:
+    """Who holds an output folder."""
+
+    path: str
+    run_id: str
+    host: str
+    pid: int
+    start_time: str
+
+    def payload(self) -> bytes:
+        fields = dataclasses.asdict(self)
+        del fields["path"]
+        return json.dumps(fields, sort_keys=True).encode("utf-8")
+
+    def release(self) -> None:
+        """Deletes the lock if it is still this run's (never another run's)."""
+        try:
+            held = _read(self.path)
+        except Exception:  # noqa: BLE001 - gone already: nothing to release
+            return
+        if held is not None and held.run_id == self.run_id:
+            FileSystems.delete([self.path])
+
+
+def pid_running(pid: int) -> bool:
+    """Whether process `pid` runs on this host (a zombie, killed but unreaped, does not)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return True  # no /proc (macOS): os.kill's answer stands
+    return state not in (b"Z", b"X")
+
+
+def _read(path: str) -> RunLock | None:
+    """The lock at `path`, or None when it exists but cannot be parsed."""
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        raw = f.read()
+    try:
+        fields = json.loads(raw.decode("utf-8"))
+        return RunLock(path=path, **fields)
+    except (ValueError, TypeError):
+        return None
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
+def _create(lock: RunLock) -> bool:
+    """Writes the lock unless one exists; True when written."""
+    if not _is_local(lock.path):
+        if FileSystems.exists(lock.path):
+            return False
+        with FileSystems.create(lock.path) as f:
+            f.write(lock.payload())
+        return True
+    # Write the content first, then link it into place: the link is atomic and
+    # fails when a lock exists, and a reader never sees a half-written lock.
+    temp = f"{lock.path}.{lock.run_id}"
+    with open(temp, "wb") as f:
+        f.write(lock.payload())
+    try:
+        os.link(temp, lock.path)
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(temp)
+    return True
+
+
+def _in_use(output: str, held: RunLock | None, path: str) -> OutputInUseError:
+    who = (
+        f"run {held.run_id} (host {held.host}, pid {held.pid}, started {held.start_time})"
+        if held is not None
+        else "another run (its lock file is unreadable)"
+    )
+    return OutputInUseError(
+        f"--output {output!r} is in use by {who}; wait for it to end or choose another "
+        f"folder (if that run is dead, delete {path})."
+    )
+
+
+def _live_holder(path: str) -> tuple[bool, RunLock | None]:
+    """(held, holder): whether a live run holds the lock at `path`; held is False when
+    the lock is absent or stale (a dead pid on this host)."""
+    try:
+        held = _read(path)
+    except Exception:  # noqa: BLE001 - no lock (or deleted meanwhile)
+        return False, None
+    if held is not None and held.host == socket.gethostname() and not pid_running(held.pid):
+        return False, held
+    return True, held
+
+
+def check_free(output: str) -> None:
+    """Refuses early (before the model is loaded) when a live run holds `output`.
+
+    Only a check: `acquire` takes the lock later, atomically.
+
+    Raises:
+      OutputInUseError: a live run (or one on another host) holds the folder.
+    """
+    path = FileSystems.join(output, LOCK_NAME)
+    held, holder = _live_holder(path)
+    if held:
+        raise _in_use(output, holder, path)
+
+
+def acquire(output: str) -> RunLock:
+    """Takes `<output>/.lock` for this run, taking over a stale lock of a dead run.
+
+    Raises:
+      OutputInUseError: a live run (or one on another host) holds the folder.
+    """
+    lock = RunLock(
+        path=FileSystems.join(output, LOCK_NAME),
+        run_id=uuid.uuid4().hex[:12],
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        start_time=datetime.datetime.now(datetime.UTC).isoformat(),
+    )
+    for _ in range(3):  # a stale lock is removed, then the create is tried again
+        if _create(lock):
+            return lock
+        live, held = _live_holder(lock.path)
+        if live:
+            raise _in_use(output, held, lock.path)
+        if held is None:
+            continue  # deleted meanwhile: try again
+        _LOG.warning(
+            "Taking over a stale lock of run %s (pid %d on %s is not running).",
+            held.run_id, held.pid, held.host,
+        )  # fmt: skip
+        FileSystems.delete([lock.path])
+    raise _in_use(output, None, lock.path)

@@ -1,0 +1,143 @@
+"""One --output, several runs: real `python -m pipeline` processes, stopped and killed by pid."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import run
+from pipeline.__main__ import main
+from tests.conftest import SIZE, write_image
+
+_REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def jobs(tmp_path):
+    """Starts `python -m pipeline` processes; kills any still running when the test ends.
+
+    Their output goes to files (`process.log`): an unread pipe fills up and
+    blocks a chatty job.
+    """
+    started = []
+
+    def start(*args: str) -> subprocess.Popen:
+        env = {**os.environ, "PYTHONPATH": str(_REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        log = tmp_path / f"job{len(started)}.log"
+        with open(log, "w") as sink:
+            process = subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=_REPO,
+                                       env=env, stdout=sink, stderr=subprocess.STDOUT)  # fmt: skip
+        process.log = log
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()  # a stopped process dies of SIGKILL too
+            process.wait()
+
+
+def _wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        if process.poll() is not None:
+            pytest.fail(f"the job ended (exit {process.returncode}) before {what}: "
+                        f"{process.log.read_text()[-2000:]}")  # fmt: skip
+        time.sleep(0.01)
+    process.kill()
+    pytest.fail(f"no {what} within {timeout} s")
+
+
+def _temp_parquet(output: Path) -> list[Path]:
+    """Parquet files being written, wherever the sink keeps them."""
+    return [p for p in output.rglob("*") if p.is_file() and "beam-temp" in str(p)]
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    rng = np.random.default_rng(21)
+    root = tmp_path / "images"
+    for i in range(80):  # more than a row group (64 rows): the sink writes before the end
+        write_image(root / f"{i:03d}.png", rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
+    (root / "broken.png").write_bytes(b"not a png")
+    return root
+
+
+def test_a_live_run_holds_its_output_and_a_killed_run_resumes(folder, linear_keras, tmp_path,
+                                                              capsys, jobs):  # fmt: skip
+    out = tmp_path / "out"
+    flags = ["--dataset", str(folder), "--model", linear_keras, "--output", str(out),
+             "--steps", "2", "--attributions", "none"]  # fmt: skip
+    first = jobs(*flags)
+    lock = out / ".lock"
+    # The lock comes first, then the run's manifest: both there, the run is under way.
+    _wait_for(lambda: (out / "manifest.json").exists(), first, "manifest")
+    # Hold the live run still (stopped, not dead) while three other runs try its folder.
+    os.kill(first.pid, signal.SIGSTOP)
+    held = json.loads(lock.read_text())
+    assert (held["pid"], held["host"]) == (first.pid, socket.gethostname())
+    assert held["run_id"] and held["start_time"]
+    other = jobs(*flags)
+    other.wait(timeout=180)
+    output = other.log.read_text()
+    lines = [line for line in output.splitlines() if line.startswith("error:")]
+    assert other.returncode == 2, output[-2000:]
+    assert len(lines) == 1 and "is in use by run " + held["run_id"] in lines[0]
+    assert f"pid {first.pid}" in lines[0]
+    # --resume and --overwrite (the two that mixed or deleted rows) through the same
+    # command-line entry point, in this process to save two TensorFlow start-ups.
+    for extra in ("--resume", "--overwrite"):
+        capsys.readouterr()
+        assert main([*flags, extra]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith("error:") and "is in use by run " + held["run_id"] in line
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "running" and manifest["run_id"] == held["run_id"]
+
+    # Let it write, and kill it while a Parquet file is half written.
+    os.kill(first.pid, signal.SIGCONT)
+    _wait_for(lambda: _temp_parquet(out), first, "temp Parquet file")
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(timeout=60)
+    results = out / "results"
+    assert not results.exists() or not [p for p in results.rglob("*") if p.is_file()]
+    # The dead run's lock is stale (its pid is gone): a resume takes it over and finishes.
+    resumed = jobs(*flags, "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.log.read_text()[-3000:]
+    rows = pd.read_parquet(results)
+    errors = pd.read_parquet(out / "errors")
+    assert rows.image_id.is_unique and sorted(errors.image_id) == ["broken.png"]
+    assert len(rows) + len(errors) == 81
+    assert not (out / ".lock").exists()  # released at the end
+    assert not _temp_parquet(out)
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(image_folder, linear_keras, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = {"run_id": "deadbeef", "host": socket.gethostname(), "pid": dead.pid,
+             "start_time": "2020-01-01T00:00:00+00:00"}  # fmt: skip
+    (out / ".lock").write_text(json.dumps(stale))
+    manifest = run(["--dataset", image_folder["root"], "--model", linear_keras,
+                    "--output", str(out), "--steps", "2"], save_main_session=False)  # fmt: skip
+    assert manifest["status"] == "complete" and manifest["run_id"] != "deadbeef"
+    assert not (out / ".lock").exists()
+    # A lock of another host cannot be checked: it is refused, naming the file to delete.
+    (out / ".lock").write_text(json.dumps({**stale, "host": "elsewhere"}))
+    with pytest.raises(ValueError, match=r"in use by run deadbeef \(host elsewhere"):
+        run(["--dataset", image_folder["root"], "--model", linear_keras,
+             "--output", str(out), "--overwrite"], save_main_session=False)  # fmt: skip
