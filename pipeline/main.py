@@ -355,11 +355,18 @@ def _as_config_errors() -> Iterator[None]:
 
 
 def _check_output_free(audit: AuditOptions) -> None:
-    """Refuses an --output holding a run before anything slow (no model load yet)."""
+    """Refuses an --output in use or holding a run before anything slow (no model load)."""
     if audit.resume and audit.overwrite:
         raise ConfigError(
             "--resume continues an earlier run and --overwrite replaces it: pick one."
         )
+    if any(char in audit.output for char in "*?["):
+        raise ConfigError(
+            f"--output {audit.output!r} holds a glob character (*, ? or [), which Beam's "
+            "file sinks read as a pattern when they move their files into place; "
+            "choose a folder name without them."
+        )
+    output_lock.check_free(audit.output)  # a live run holds it, whatever the flags
     if audit.resume or audit.overwrite:
         return
     existing = _earlier_run(audit.output)
@@ -370,13 +377,6 @@ def _check_output_free(audit: AuditOptions) -> None:
             f"--output {audit.output!r} already holds a run ({', '.join(names)}). "
             "Pass --overwrite to replace it, --resume to continue it, or choose another folder."
         )
-    if any(char in audit.output for char in "*?["):
-        raise ConfigError(
-            f"--output {audit.output!r} holds a glob character (*, ? or [), which Beam's "
-            "file sinks read as a pattern when they move their files into place; "
-            "choose a folder name without them."
-        )
-    output_lock.check_free(audit.output)  # a live run holds it: fail before the model loads
 
 
 def _check_model_path(model: str) -> None:

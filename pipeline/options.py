@@ -125,8 +125,15 @@ class AuditOptions(PipelineOptions):
             type=float,
             default=_DEFAULTS.tolerance,
             help="Bound on each row's estimated per-pixel relative error "
-            "(attribution_error) and on its completeness delta; rows above it are refined, "
-            "then flagged (within_tolerance). 0 turns refinement off.",
+            "(attribution_error); rows above it (or above --completeness_tolerance) are "
+            "refined, then flagged (within_tolerance). 0 turns refinement off.",
+        )
+        add(
+            "--completeness_tolerance",
+            type=float,
+            default=_DEFAULTS.completeness_tolerance,
+            help="Bound on each row's relative completeness delta (relative_delta) when "
+            "--tolerance > 0: a sum, which cancels per-pixel errors, so it is tighter.",
         )
         add(
             "--max_steps",
@@ -217,6 +224,7 @@ def attribution_config(options: AuditOptions) -> AttributionConfig:
         score=options.score,
         top_k=options.top_k,
         tolerance=options.tolerance,
+        completeness_tolerance=options.completeness_tolerance,
         max_steps=(
             options.max_steps
             if options.max_steps is not None

@@ -17,6 +17,7 @@ from pipeline.main import prepare
 from pipeline.options import AuditOptions
 from pipeline.summary import print_summary
 from tests.conftest import SIZE, WNID_CAT
+from transforms.config import AttributionConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -95,7 +96,9 @@ def test_help_lists_every_project_flag_with_defaults():
     for flag in flags:
         assert flag in done.stdout, flag
     text = " ".join(done.stdout.split())
-    for default in ("(default: 12)", "(default: riemann_trapezoid)", "(default: 0)"):
+    defaults = AttributionConfig()
+    for default in (f"(default: {defaults.steps})", "(default: riemann_trapezoid)",
+                    f"(default: {defaults.tolerance})"):  # fmt: skip
         assert default in text
     assert "Beam's own flags pass through" in done.stdout and "--runner" in done.stdout
     assert not done.stderr.strip()  # no TensorFlow banner for --help

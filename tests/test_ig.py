@@ -363,6 +363,17 @@ def test_adaptive_refinement_goes_where_the_kinks_are_for_every_rule(method):
     assert (result.forward_evaluations > 0).all() == inner
 
 
+def test_completeness_has_its_own_tolerance():
+    loose = kinks_case(tolerance=0.5, max_steps=4096)[1]
+    exact, tight = kinks_case(tolerance=0.5, completeness_tolerance=1e-4, max_steps=4096)
+    _, rel = ig.completeness(tight.attributions.reshape(2, -1).sum(1), exact.reshape(2, -1).sum(1),
+                             0)  # fmt: skip
+    _, loose_rel = ig.completeness(loose.attributions.reshape(2, -1).sum(1),
+                                   exact.reshape(2, -1).sum(1), 0)  # fmt: skip
+    assert np.all(rel <= 1e-4) and np.all(loose_rel > 1e-4)
+    assert np.all(tight.evaluations > loose.evaluations)
+
+
 def test_rows_that_reach_the_cap_stop_there_and_say_so():
     _, result = kinks_case(tolerance=1e-6, max_steps=40)
     assert np.all(result.evaluations <= 40) and np.all(result.evaluations > 20)

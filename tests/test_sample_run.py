@@ -3,7 +3,6 @@
 import re
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -34,11 +33,10 @@ def test_sample_accuracy_at_defaults(sample_run):
     columns = ["relative_delta", "attribution_error", "evaluations", "within_tolerance"]
     results = pd.read_parquet(sample_run / "results", columns=columns)
     print(results.describe())
-    # Default tolerance 1.5 %: every row refined until its estimated per-pixel
-    # error and its completeness both meet it, within the budget.
+    # Default tolerances: every row refined until its estimated per-pixel error is
+    # within 1.5 % and its completeness within 0.5 %, within the budget.
     assert results.within_tolerance.all()
-    assert (results.attribution_error <= 0.015).all() and (results.relative_delta <= 0.015).all()
-    assert np.median(results.relative_delta) <= 0.005  # completeness, a sum, is far tighter
+    assert (results.attribution_error <= 0.015).all() and (results.relative_delta <= 0.005).all()
     assert (results.evaluations >= 25).all() and (results.evaluations <= 256).all()
     assert results.evaluations.mean() <= 128
 

@@ -131,12 +131,12 @@ def _optional(value: float) -> float | None:
     return None if np.isnan(value) else float(value)
 
 
-def _within(tolerance: float, error: float, relative: float) -> bool | None:
-    """Whether the map is within the tolerance: its estimated per-pixel error and its
-    completeness both; None without a tolerance (the fixed rule)."""
-    if tolerance == 0:
+def _within(config: AttributionConfig, error: float, relative: float) -> bool | None:
+    """Whether the map is within the tolerances: its estimated per-pixel error and its
+    completeness; None without a tolerance (the fixed rule)."""
+    if config.tolerance == 0:
         return None
-    return bool(error <= tolerance and relative <= tolerance)
+    return bool(error <= config.tolerance and relative <= config.completeness_tolerance)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -393,7 +393,7 @@ class IGModelHandler(ModelHandler[ImageExample, ImageOutcome, Classifier]):
             "baseline": ",".join(cfg.baselines),
             "evaluations": int(result.evaluations[r]),
             "attribution_error": _optional(result.error[r]),
-            "within_tolerance": _within(cfg.tolerance, result.error[r], relative),
+            "within_tolerance": _within(cfg, result.error[r], relative),
             "path_alphas": result.path_alphas[r].astype(np.float32) if cfg.store_path else None,
             "path_scores": result.path_scores[r].astype(np.float32) if cfg.store_path else None,
             "attribution_shape": shape,

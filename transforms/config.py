@@ -62,10 +62,14 @@ class AttributionConfig:
       score: `raw` (model output, usually a logit) or `softmax` (probability).
       top_k: predictions kept per image (and targets for `--target top_k`).
       tolerance: bound on each row's estimated per-pixel relative error
-        ||A - A_true|| / ||A_true|| and on its relative completeness delta; rows
+        ||A - A_true|| / ||A_true|| (and, with `completeness_tolerance`, on its
+        relative completeness delta); rows
         above it are refined (the panels whose estimate still moves most are
         bisected) up to `max_steps`, and flagged (`within_tolerance` false) when
         they still miss it. 0 turns refinement off: the plain rule with `steps` nodes.
+      completeness_tolerance: bound on the relative completeness delta, with a
+        tolerance (a sum, which cancels per-pixel errors: it is met far more
+        cheaply than the per-pixel bound, so it can be tighter).
       max_steps: cap on gradient evaluations per baseline during refinement.
       path_batch_size: path points per gradient call (bounds memory).
       attributions: `full` (H x W x C), `pixel` (H x W, channel sum) or `none`.
@@ -88,6 +92,7 @@ class AttributionConfig:
     score: str = "raw"
     top_k: int = 5
     tolerance: float = 0.015
+    completeness_tolerance: float = 0.005
     max_steps: int = 256
     path_batch_size: int = 32
     attributions: str = "full"
@@ -102,7 +107,8 @@ class AttributionConfig:
     def ig_settings(self) -> IGSettings:
         """The IG engine's settings of this configuration."""
         return IGSettings(self.method, self.steps, self.tolerance, self.max_steps,
-                          self.path_batch_size)  # fmt: skip
+                          self.path_batch_size,
+                          completeness_tolerance=self.completeness_tolerance)  # fmt: skip
 
     def __post_init__(self) -> None:
         _choice("method", self.method, METHODS)
@@ -129,6 +135,10 @@ class AttributionConfig:
         if not self.tolerance >= 0:
             raise ConfigError(
                 f"--tolerance must be >= 0 (0 turns refinement off), got {self.tolerance}."
+            )
+        if not self.completeness_tolerance > 0:
+            raise ConfigError(
+                f"--completeness_tolerance must be > 0, got {self.completeness_tolerance}."
             )
         if self.max_steps < self.steps:
             raise ConfigError(f"--max_steps ({self.max_steps}) must be >= --steps ({self.steps}).")

@@ -72,8 +72,11 @@ class IGSettings:
       steps: its nodes on [0, 1] (fixed mode), or the initial nodes, spread over
         panels graded towards a = 0 (adaptive mode).
       tolerance: 0 for the fixed rule; > 0 refines each path until its
-        estimated per-pixel relative error and its relative completeness delta
-        are both within it, or `max_steps` evaluations are spent.
+        estimated per-pixel relative error is within it and its relative
+        completeness delta within `completeness_tolerance`, or `max_steps`
+        evaluations are spent.
+      completeness_tolerance: the bound on the relative completeness delta in
+        adaptive mode; None: `tolerance`.
       max_steps: cap on gradient evaluations per path (adaptive); default `steps`.
       path_batch_size: path points per model call, across rows; bounds memory.
       memory_budget: bytes of node vectors kept per call for refinement
@@ -86,6 +89,13 @@ class IGSettings:
     max_steps: int | None = None
     path_batch_size: int = 32
     memory_budget: int = 256 << 20
+    completeness_tolerance: float | None = None
+
+    def completeness(self) -> float:
+        """The bound on the relative completeness delta (adaptive mode)."""
+        return (
+            self.tolerance if self.completeness_tolerance is None else self.completeness_tolerance
+        )
 
     def __post_init__(self) -> None:
         rules.check_steps(self.method, self.steps)
@@ -95,6 +105,10 @@ class IGSettings:
             raise ValueError(f"max_steps ({self.max_steps}) must be >= steps ({self.steps}).")
         if self.path_batch_size < 1:
             raise ValueError(f"path_batch_size must be >= 1, got {self.path_batch_size}.")
+        if self.completeness_tolerance is not None and not self.completeness_tolerance > 0:
+            raise ValueError(
+                f"completeness_tolerance must be > 0, got {self.completeness_tolerance}."
+            )
         if self.memory_budget < 0:
             raise ValueError(f"memory_budget must be >= 0 bytes, got {self.memory_budget}.")
 

@@ -28,7 +28,7 @@ _MIN_ACTIVE_PANELS = 8
 # panel's share of the squared error by 4, as for a random walk).
 _MAX_SPLITS_PER_ROUND = 32
 # Aim below the tolerance by this factor, so that one round usually suffices.
-_AIM = 0.8
+_AIM = 0.9
 
 
 class Paths:
@@ -166,7 +166,7 @@ class Adaptive:
     dF/da at every node evaluated (scalars), and the node vectors
     c(a) = (x - x') * grad F of the active panels. A path is done when its
     estimated per-pixel error kappa ||D|| / ||A|| and its completeness delta
-    are both within the tolerance, or its budget of evaluations is spent.
+    are within their tolerances, or its budget of evaluations is spent.
     Until then each round bisects the panels with the largest spread, as many
     as the error model predicts are needed (or, when only completeness misses,
     those with the largest scalar error).
@@ -177,6 +177,7 @@ class Adaptive:
         self.rule = rules.panel_rule(method)
         self.kappa = self.rule.kappa
         self.tolerance = settings.tolerance
+        self.completeness_tolerance = settings.completeness()
         self.max_steps = max(settings.max_steps or settings.steps, settings.steps)
         self.score_fn = score_fn
         self.difference = f_end - f_start
@@ -326,7 +327,7 @@ class Adaptive:
                 if coherence * left <= target:
                     break
             return chosen
-        if total > self.tolerance:
+        if total > self.completeness_tolerance:
             splits = min(1 + self.rounds[path] // 4, 8)
             ranked = sorted(panels, key=lambda q: -abs(q.error))[:splits]
             return [q for q in ranked if q.error != 0]
