@@ -23,6 +23,7 @@ _COLUMNS = [
     "target_class",
     "target_name",
     "relative_delta",
+    "attribution_error",
 ]
 
 
@@ -41,7 +42,8 @@ def _rows(output: str) -> pd.DataFrame:
 
 
 def summary_table(output: str, limit: int = 20, target: bool = False) -> pd.DataFrame:
-    """file, label, prediction, confidence, (target,) relative delta of the first rows.
+    """file, label, prediction, confidence, (target,) completeness and per-pixel error
+    of the first rows.
 
     Args:
       output: the run's --output folder.
@@ -59,6 +61,9 @@ def summary_table(output: str, limit: int = 20, target: bool = False) -> pd.Data
     if target:
         table["target"] = frame["target_name"].fillna(frame["target_class"].astype(str))
     table["relative_delta"] = frame["relative_delta"].map(lambda d: f"{d:.3%}")
+    table["attribution_error"] = frame["attribution_error"].map(
+        lambda e: "-" if pd.isna(e) else f"{e:.2%}"
+    )
     return pd.DataFrame(table)
 
 
@@ -107,7 +112,7 @@ def print_summary(manifest: dict[str, Any], limit: int = 20) -> None:
     print("Read them with pandas:")
     print(
         f"  {python} -c \"import pandas as pd; print(pd.read_parquet('{output}/results', "
-        "columns=['file_name', 'predicted_name', 'relative_delta']))\""
+        "columns=['file_name', 'predicted_name', 'attribution_error']))\""
     )
     print("Render the audit report (one self-contained HTML page):")
     print(f"  {python} -m pipeline.report --input {output} --output {output}/report.html")

@@ -226,7 +226,7 @@ def test_top_k_summary_shows_targets_cuts_and_errors(image_folder, quadratic_sav
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if "relative_delta" in line)
     assert header.split() == ["file", "label", "prediction", "confidence", "target",
-                              "relative_delta"]  # fmt: skip
+                              "relative_delta", "attribution_error"]  # fmt: skip
     assert "... and 7 more rows" in out  # 4 images x 3 targets, 5 shown
     rows = pd.read_parquet(tmp_path / "out" / "results")
     first = rows[rows.file_name == "cat1.png"]

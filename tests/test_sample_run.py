@@ -43,7 +43,8 @@ def test_sample_accuracy_at_defaults(sample_run):
 
 def test_sample_summary_table_and_printout(sample_run, capsys):
     table = summary_table(str(sample_run))
-    assert list(table.columns) == ["file", "label", "prediction", "confidence", "relative_delta"]
+    assert list(table.columns) == ["file", "label", "prediction", "confidence", "relative_delta",
+                                   "attribution_error"]  # fmt: skip
     assert len(table) == 8
     print_summary(read_manifest(str(sample_run)))
     out = capsys.readouterr().out
