@@ -1,0 +1,287 @@
+"""One RunInference batch, Beam-free: predictions, targets, IG, checks and rows.
+
+`attribute_batch` is what the model handler's `run_inference` delegates to, as
+Beam's own TensorFlow handler delegates to a replaceable inference function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from transforms import baselines as baselines_lib
+from transforms import faithfulness, ig
+from transforms.config import AttributionConfig
+from transforms.preprocess import ImageExample, error_record
+from transforms.tf_model import Classifier, ModelSpec
+
+__all__ = ["ImageOutcome", "attribute_batch"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageOutcome:
+    """What one image produced: result rows and/or error records."""
+
+    image_id: str
+    rows: list[dict[str, Any]]
+    errors: list[dict[str, str]]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Predictions:
+    """The batch's forward pass: logits, probabilities and the top-k per image."""
+
+    logits: np.ndarray  # float32 [N, outputs]
+    probs: np.ndarray  # float64 [N, outputs], softmax
+    top: np.ndarray  # int64 [N, k], class indices (label space), best first
+
+    def scores(self, score: str) -> np.ndarray:
+        return self.probs if score == "softmax" else self.logits.astype(np.float64)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Attributed:
+    """IG and its checks for R rows (image `image_index[r]`, class `targets[r]`)."""
+
+    image_index: np.ndarray
+    targets: np.ndarray
+    result: ig.IGResult
+    target_scores: np.ndarray
+    baseline_scores: np.ndarray  # averaged over the baselines
+    sums: np.ndarray
+    delta: np.ndarray
+    relative: np.ndarray
+    faith: Any  # transforms.faithfulness result, or None
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def _predict(model: Classifier, inputs: np.ndarray, top_k: int, spec: ModelSpec) -> _Predictions:
+    logits = model.logits(inputs)
+    probs = _softmax(logits.astype(np.float64))
+    top = np.argsort(-probs[:, spec.label_offset :], axis=1, kind="stable")
+    return _Predictions(logits, probs, top[:, : min(top_k, spec.num_classes)])
+
+
+def _targets_of(ex: ImageExample, i: int, preds: _Predictions, cfg: AttributionConfig,
+                spec: ModelSpec) -> tuple[list[int], str | None]:  # fmt: skip
+    """The classes to attribute for image i, or a reason why there are none."""
+    if not np.all(np.isfinite(preds.logits[i])):
+        return [], "predict:model output is NaN or infinite"
+    if cfg.target == "predicted":
+        return [int(preds.top[i, 0])], None
+    if cfg.target == "top_k":
+        return [int(c) for c in preds.top[i]], None
+    if ex.label is None:
+        return [], "target:image has no label, which --target label needs"
+    if not 0 <= ex.label < spec.num_classes:
+        return [], f"target:label {ex.label} is outside the model's {spec.num_classes} classes"
+    return [int(ex.label)], None
+
+
+def _choose_targets(batch, preds, cfg, spec, errors) -> tuple[np.ndarray, np.ndarray]:
+    """(image_index, targets) of every row; images without targets get an error record."""
+    image_index, targets = [], []
+    for i, ex in enumerate(batch):
+        chosen, reason = _targets_of(ex, i, preds, cfg, spec)
+        if reason is not None:
+            stage, text = reason.split(":", 1)
+            errors[i].append(error_record(ex.image_id, ex.file_name, stage, text))
+        image_index += [i] * len(chosen)
+        targets += chosen
+    return np.asarray(image_index, dtype=np.int64), np.asarray(targets, dtype=np.int64)
+
+
+def _distinct_logits(model: Classifier, images: np.ndarray) -> np.ndarray:
+    """float64 logits of `images`, each distinct image forwarded once: a constant
+    baseline (black, white, grey) is the same image for a whole batch."""
+    seen: dict[bytes, int] = {}
+    index = np.array([seen.setdefault(im.tobytes(), len(seen)) for im in images])
+    first = np.unique(index, return_index=True)[1]  # where each distinct image first is
+    return model.logits(images[first]).astype(np.float64)[index]
+
+
+def _baselines(model, batch, cfg, spec) -> tuple[np.ndarray, np.ndarray]:
+    """Baselines float32 [N, B, S, S, 3] and their scores float64 [N, B, outputs]."""
+    refs = np.stack([
+        baselines_lib.make_baselines(ex.image, cfg.baselines, spec.input_range, ex.image_id,
+                                     cfg.seed)
+        for ex in batch
+    ])  # fmt: skip
+    outputs = _distinct_logits(model, refs.reshape(-1, *refs.shape[2:]))
+    if cfg.score == "softmax":
+        outputs = _softmax(outputs)
+    return refs, outputs.reshape(len(batch), refs.shape[1], -1)
+
+
+def _attribute(model, batch, inputs, preds, rows, cfg, spec) -> _Attributed:
+    """IG of every row, its completeness, and its faithfulness curves."""
+    image_index, targets = rows
+    refs, ref_outputs = _baselines(model, batch, cfg, spec)
+    out_index = targets + spec.label_offset
+    target_scores = preds.scores(cfg.score)[image_index, out_index]
+    path_baseline_scores = ref_outputs[image_index, :, out_index]  # [R, B]
+    result = ig.integrated_gradients(
+        model.integrand_fn(cfg.score), inputs, refs, image_index, out_index, cfg.ig_settings(),
+        target_scores=target_scores, baseline_scores=path_baseline_scores,
+        score_fn=model.score_fn(cfg.score),
+    )  # fmt: skip
+    baseline_scores = path_baseline_scores.mean(axis=1)
+    sums = result.attributions.reshape(len(targets), -1).sum(axis=1, dtype=np.float64)
+    delta, relative = ig.completeness(sums, target_scores, baseline_scores)
+    faith = None
+    if cfg.faithfulness != "none":
+        faith = faithfulness.for_rows(
+            faithfulness.from_score_fn(model.score_fn("softmax")), inputs, refs[:, 0],
+            [ex.image_id for ex in batch], image_index, out_index, result.attributions,
+            input_range=spec.input_range, steps=cfg.faithfulness_steps,
+            chunk_size=cfg.path_batch_size, seed=cfg.seed,
+            image_probabilities=preds.probs[image_index, out_index],
+        )  # fmt: skip
+    return _Attributed(image_index, targets, result, target_scores, baseline_scores, sums, delta,
+                       relative, faith)  # fmt: skip
+
+
+def _baseline_node_hint(method: str) -> str:
+    """Why a row may fail with this rule: some models (sqrt, log of the input) have
+    an infinite slope at the baseline, where rules with a node at alpha = 0 look."""
+    if not ig.has_baseline_node(method):
+        return ""
+    return (f" ({method} takes the gradient at the baseline itself, alpha = 0; "
+            "--method gausslegendre has no node there)")  # fmt: skip
+
+
+def _name(names: Sequence[str] | None, index: int | None) -> str | None:
+    if index is None:
+        return None
+    if names is not None and 0 <= index < len(names):
+        return names[index]
+    return str(index)
+
+
+def _optional(value: float) -> float | None:
+    """A float, or None (null) where it is unknown (nan)."""
+    return None if np.isnan(value) else float(value)
+
+
+def _within(config: AttributionConfig, error: float, relative: float) -> bool | None:
+    """Whether the map is within the tolerances: its estimated per-pixel error and its
+    completeness; None without a tolerance (the fixed rule)."""
+    if config.tolerance == 0:
+        return None
+    return bool(error <= config.tolerance and relative <= config.completeness_tolerance)
+
+
+def _stored(attributions: np.ndarray, cfg: AttributionConfig):
+    """The attributions as stored (`--attributions`, `--attribution_dtype`) and their shape."""
+    if cfg.attributions == "none":
+        return None, None
+    if cfg.attributions == "pixel":
+        attributions = attributions.sum(axis=-1)
+    stored = attributions.astype(cfg.attribution_dtype)
+    return stored, np.asarray(stored.shape, dtype=np.int32)
+
+
+def _prediction_columns(ex: ImageExample, i: int, preds: _Predictions, spec: ModelSpec,
+                        names) -> dict[str, Any]:  # fmt: skip
+    top = preds.top[i]
+    class_probs = preds.probs[i, spec.label_offset :]
+    return {
+        "image_id": ex.image_id,
+        "file_name": ex.file_name,
+        "label": ex.label,
+        "label_name": _name(names, ex.label),
+        "predicted_class": int(top[0]),
+        "predicted_name": _name(names, int(top[0])),
+        "top_k_classes": top.astype(np.int64),
+        "top_k_names": [_name(names, int(c)) for c in top],
+        "top_k_probs": class_probs[top].astype(np.float32),
+    }
+
+
+def _row(ex, r: int, preds, a: _Attributed, cfg, spec, names) -> dict[str, Any]:
+    """The result row of row r, in the schema's columns (`transforms.schema`)."""
+    result, target = a.result, int(a.targets[r])
+    stored, shape = _stored(result.attributions[r], cfg)
+    path = cfg.store_path
+    return (
+        _prediction_columns(ex, int(a.image_index[r]), preds, spec, names)
+        | {
+            "target_class": target,
+            "target_name": _name(names, target),
+            "target_score": float(a.target_scores[r]),
+            "baseline_score": float(a.baseline_scores[r]),
+            "attribution_sum": float(a.sums[r]),
+            "completeness_delta": float(a.delta[r]),
+            "relative_delta": float(a.relative[r]),
+            "steps": int(result.steps[r]),
+            "method": cfg.method,
+            "score": cfg.score,
+            "baseline": ",".join(cfg.baselines),
+            "evaluations": int(result.evaluations[r]),
+            "attribution_error": _optional(result.error[r]),
+            "within_tolerance": _within(cfg, result.error[r], a.relative[r]),
+            "path_alphas": result.path_alphas[r].astype(np.float32) if path else None,
+            "path_scores": result.path_scores[r].astype(np.float32) if path else None,
+            "attribution_shape": shape,
+            "attributions": stored,
+        }
+        | faithfulness.row_columns(a.faith, r)
+    )
+
+
+def _outcomes(batch, rows, errors) -> list[ImageOutcome]:
+    outcomes = []
+    for i, ex in enumerate(batch):
+        # One target failed: the image is reported once, as an error, so that
+        # rows + errors = inputs holds per image.
+        kept = [] if errors[i] else rows[i]
+        outcomes.append(ImageOutcome(ex.image_id, kept, errors[i]))
+    return outcomes
+
+
+def attribute_batch(
+    model: Classifier,
+    batch: Sequence[ImageExample],
+    config: AttributionConfig,
+    spec: ModelSpec,
+    names: Sequence[str] | None,
+) -> list[ImageOutcome]:
+    """Predictions, IG, its checks and the result rows of a batch of images.
+
+    Args:
+      model: the loaded classifier.
+      batch: preprocessed images, float32 [S, S, 3] each in the model's input range.
+      config: the run's algorithm settings.
+      spec: the model's signature (label offset, classes, input range).
+      names: class names by index (label space), or None.
+
+    Returns:
+      One `ImageOutcome` per image, in order: its rows, or its error records.
+    """
+    batch = list(batch)
+    if not batch:
+        return []
+    inputs = np.stack([ex.image for ex in batch]).astype(np.float32)
+    preds = _predict(model, inputs, config.top_k, spec)
+    errors: dict[int, list[dict[str, str]]] = {i: [] for i in range(len(batch))}
+    rows: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(batch))}
+    image_index, targets = _choose_targets(batch, preds, config, spec, errors)
+    if len(targets):
+        a = _attribute(model, batch, inputs, preds, (image_index, targets), config, spec)
+        for r, i in enumerate(image_index.tolist()):
+            ex = batch[i]
+            if not a.result.finite[r] or not np.isfinite(a.baseline_scores[r]):
+                reason = (f"NaN or infinite score or gradient for class {targets[r]}"
+                          + _baseline_node_hint(config.method))  # fmt: skip
+                errors[i].append(error_record(ex.image_id, ex.file_name, "attribute", reason))
+                continue
+            rows[i].append(_row(ex, r, preds, a, config, spec, names))
+    return _outcomes(batch, rows, errors)

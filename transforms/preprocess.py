@@ -1,0 +1,77 @@
+"""Preprocessing: raw inputs to model-ready images, or dead-letter records."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+
+from transforms import images
+from transforms.sources import RawImage
+
+__all__ = ["ERRORS_TAG", "NAMESPACE", "ImageExample", "Preprocess", "error_record"]
+
+ERRORS_TAG = "errors"
+NAMESPACE = "ig_audit"
+
+
+def error_record(image_id: str, file_name: str, stage: str, error: str) -> dict[str, str]:
+    """A dead-letter record: which input, at which stage, and why."""
+    return {"image_id": image_id, "file_name": file_name, "stage": stage, "error": error}
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageExample:
+    """A preprocessed image.
+
+    Attributes:
+      image: float32 [S, S, 3] in the model's input range, padded to the square.
+    """
+
+    image_id: str
+    file_name: str
+    label: int | None
+    image: np.ndarray
+
+
+class Preprocess(beam.DoFn):
+    """RawImage -> ImageExample (main output) or an error record (ERRORS_TAG)."""
+
+    def __init__(self, image_size: int, input_range: tuple[float, float]):
+        self._size = image_size
+        self._range = input_range
+        self._decoded = beam.metrics.Metrics.counter(NAMESPACE, "images_decoded")
+        self._failed = beam.metrics.Metrics.counter(NAMESPACE, "images_failed_preprocess")
+
+    def process(self, raw: RawImage) -> Iterator[Any]:
+        if raw.error is not None:
+            self._failed.inc()
+            yield beam.pvalue.TaggedOutput(
+                ERRORS_TAG, error_record(raw.image_id, raw.file_name, "read", raw.error)
+            )
+            return
+        try:
+            if raw.pixels is not None:
+                pixels = images.to_rgb_uint8(raw.pixels)
+            else:
+                pixels = images.decode_image(raw.data, max_side_hint=self._size)
+            square = images.resize_with_pad(pixels, self._size)
+        except Exception as e:  # noqa: BLE001 - one bad input must not end the bundle
+            # ImageError says what is wrong with the file; anything else (MemoryError,
+            # a Pillow bug) is still this one input's failure, not the job's.
+            reason = str(e) if isinstance(e, images.ImageError) else f"{type(e).__name__}: {e}"
+            self._failed.inc()
+            yield beam.pvalue.TaggedOutput(
+                ERRORS_TAG, error_record(raw.image_id, raw.file_name, "decode", reason)
+            )
+            return
+        self._decoded.inc()
+        yield ImageExample(
+            image_id=raw.image_id,
+            file_name=raw.file_name,
+            label=raw.label,
+            image=images.scale_to_range(square, self._range),
+        )
