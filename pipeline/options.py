@@ -7,7 +7,8 @@ import difflib
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -68,150 +69,166 @@ def parse_input_range(text: str | None) -> tuple[float, float] | None:
 
 
 class AuditOptions(PipelineOptions):
-    """The project's flags; see README.md and DESIGN.md for their contract."""
+    """The project's flags; README.md documents each (flags, defaults, what they change)."""
 
     @classmethod
     def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
-        add = parser.add_argument
-        add(
-            "--dataset",
-            default="sample",
-            help="TFDS name (imagenet_a), an image folder (local or gs://), or 'sample'.",
-        )
-        add("--split", default="test", help="TFDS split spec, e.g. 'test' or 'test[:2%%]'.")
-        add("--data_dir", default=None, help="TFDS data folder (default: TFDS's own).")
-        add(
-            "--no_download",
-            action="store_true",
-            help="Fail instead of downloading a TFDS dataset that is not prepared.",
-        )
-        add(
-            "--model",
-            default="efficientnet_lite0",
-            help="efficientnet_lite0 (bundled), inception_v1, a TF Hub handle, a SavedModel "
-            "folder or a .keras file.",
-        )
-        add("--output", default=None, help="Output folder, local or gs:// (required).")
-        add(
-            "--overwrite",
-            action="store_true",
-            help="Replace the results of an earlier run in --output instead of refusing.",
-        )
-        add(
-            "--resume",
-            action="store_true",
-            help="Continue an earlier run with the same flags in --output: images whose rows "
-            "are there already are skipped; the others (errors included) are processed.",
-        )
-        add(
-            "--steps",
-            type=int,
-            default=_DEFAULTS.steps,
-            help="Points on the path: gradient evaluations per image, target and baseline "
-            "(with a --tolerance, the initial ones; refinement adds more). With --tolerance 0, "
-            f"use 64 or more. At most {MAX_STEPS}.",
-        )
-        add("--method", default=_DEFAULTS.method, help=f"One of {', '.join(METHODS)}.")
-        add(
-            "--baseline",
-            default=",".join(_DEFAULTS.baselines),
-            help=f"Comma-separated, averaged: {', '.join(BASELINES)}.",
-        )
-        add("--target", default=_DEFAULTS.target, help=f"One of {', '.join(TARGETS)}.")
-        add("--score", default=_DEFAULTS.score, help=f"One of {', '.join(SCORES)}.")
-        add("--top_k", type=int, default=_DEFAULTS.top_k, help="Predictions kept per image.")
-        add(
-            "--tolerance",
-            type=float,
-            default=_DEFAULTS.tolerance,
-            help="Bound on each row's estimated per-pixel relative error "
-            "(attribution_error); rows above it (or above --completeness_tolerance) are "
-            "refined, then flagged (within_tolerance). 0 turns refinement off.",
-        )
-        add(
-            "--completeness_tolerance",
-            type=float,
-            default=_DEFAULTS.completeness_tolerance,
-            help="Bound on each row's relative completeness delta (relative_delta) when "
-            "--tolerance > 0: a sum, which cancels per-pixel errors, so it is tighter.",
-        )
-        add(
-            "--max_steps",
-            type=int,
-            default=None,
-            help=f"Cap on points per baseline when refining, at most {MAX_MAX_STEPS}; default "
-            f"max({_DEFAULTS.max_steps}, --steps).",
-        )
-        add(
-            "--batch_size",
-            type=int,
-            default=None,
-            help="Images per RunInference batch (full batches; their path points share "
-            f"gradient calls), 1 to {MAX_BATCH_SIZE}; default {DEFAULT_BATCH_SIZE}.",
-        )
-        add(
-            "--path_batch_size",
-            type=int,
-            default=_DEFAULTS.path_batch_size,
-            help="Path points per gradient call; bounds memory.",
-        )
-        add(
-            "--image_size",
-            type=int,
-            default=None,
-            help="Model input side; default from the model's signature.",
-        )
-        add(
-            "--input_range",
-            default=None,
-            help="Model pixel range 'low,high', e.g. 0,1 or -1,1 (both finite); default 0,1.",
-        )
-        add(
-            "--label_offset",
-            type=int,
-            default=None,
-            help="Output index of class 0; default 1 for 1001-output models, else 0.",
-        )
-        add(
-            "--attributions",
-            default=_DEFAULTS.attributions,
-            help=f"One of {', '.join(ATTRIBUTION_MODES)}.",
-        )
-        add(
-            "--attribution_dtype",
-            default=_DEFAULTS.attribution_dtype,
-            help=f"One of {', '.join(ATTRIBUTION_DTYPES)}.",
-        )
-        add(
-            "--faithfulness",
-            default=_DEFAULTS.faithfulness,
-            help="Per-row deletion and insertion curves of the map and of a random ranking "
-            f"(one of {', '.join(FAITHFULNESS_MODES)}; none turns them off).",
-        )
-        add(
-            "--faithfulness_steps",
-            type=int,
-            default=_DEFAULTS.faithfulness_steps,
-            help="Steps per deletion or insertion curve; each row costs 4 (K - 1) + 2 "
-            "forward passes.",
-        )
-        add("--seed", type=int, default=_DEFAULTS.seed,
-            help="Seed of the noise baseline and of the faithfulness control's ranking.")  # fmt: skip
-        add("--jit_compile", default="auto", choices=("auto", "on", "off"),
-            help="XLA compilation: auto = on GPUs only.")  # fmt: skip
-        add(
-            "--class_names",
-            default=None,
-            help="File of class names for a custom model: one per line, a JSON list, or a "
-            "JSON {index: name} object; as many as the model has classes (outputs minus "
-            "--label_offset). Default: ImageNet's for 1000-class models, the TFDS "
-            "dataset's own, else none.",
-        )
-        add(
-            "--verbose",
-            action="store_true",
-            help="Show TensorFlow's start-up messages and INFO logs of Beam and TensorFlow.",
-        )
+        for group in (_data_flags, _ig_flags, _model_flags, _output_flags):
+            group(parser.add_argument)
+
+
+def _data_flags(add: Callable[..., Any]) -> None:
+    """Where the images and the model come from, and where results go."""
+    add(
+        "--dataset",
+        default="sample",
+        help="TFDS name (imagenet_a), an image folder (local or gs://), or 'sample'.",
+    )
+    add("--split", default="test", help="TFDS split spec, e.g. 'test' or 'test[:2%%]'.")
+    add("--data_dir", default=None, help="TFDS data folder (default: TFDS's own).")
+    add(
+        "--no_download",
+        action="store_true",
+        help="Fail instead of downloading a TFDS dataset that is not prepared.",
+    )
+    add(
+        "--model",
+        default="efficientnet_lite0",
+        help="efficientnet_lite0 (bundled), inception_v1, a TF Hub handle, a SavedModel "
+        "folder or a .keras file.",
+    )
+    add("--output", default=None, help="Output folder, local or gs:// (required).")
+    add(
+        "--overwrite",
+        action="store_true",
+        help="Replace the results of an earlier run in --output instead of refusing.",
+    )
+    add(
+        "--resume",
+        action="store_true",
+        help="Continue an earlier run with the same flags in --output: images whose rows "
+        "are there already are skipped; the others (errors included) are processed.",
+    )
+
+
+def _ig_flags(add: Callable[..., Any]) -> None:
+    """How each map is computed: the rule, targets, scores and tolerances."""
+    add(
+        "--steps",
+        type=int,
+        default=_DEFAULTS.steps,
+        help="Points on the path: gradient evaluations per image, target and baseline "
+        "(with a --tolerance, the initial ones; refinement adds more). With --tolerance 0, "
+        f"use 64 or more. At most {MAX_STEPS}.",
+    )
+    add("--method", default=_DEFAULTS.method, help=f"One of {', '.join(METHODS)}.")
+    add(
+        "--baseline",
+        default=",".join(_DEFAULTS.baselines),
+        help=f"Comma-separated, averaged: {', '.join(BASELINES)}.",
+    )
+    add("--target", default=_DEFAULTS.target, help=f"One of {', '.join(TARGETS)}.")
+    add("--score", default=_DEFAULTS.score, help=f"One of {', '.join(SCORES)}.")
+    add("--top_k", type=int, default=_DEFAULTS.top_k, help="Predictions kept per image.")
+    add(
+        "--tolerance",
+        type=float,
+        default=_DEFAULTS.tolerance,
+        help="Bound on each row's estimated per-pixel relative error "
+        "(attribution_error); rows above it (or above --completeness_tolerance) are "
+        "refined, then flagged (within_tolerance). 0 turns refinement off.",
+    )
+    add(
+        "--completeness_tolerance",
+        type=float,
+        default=_DEFAULTS.completeness_tolerance,
+        help="Bound on each row's relative completeness delta (relative_delta) when "
+        "--tolerance > 0: a sum, which cancels per-pixel errors, so it is tighter.",
+    )
+    add(
+        "--max_steps",
+        type=int,
+        default=None,
+        help=f"Cap on points per baseline when refining, at most {MAX_MAX_STEPS}; default "
+        f"max({_DEFAULTS.max_steps}, --steps).",
+    )
+
+
+def _model_flags(add: Callable[..., Any]) -> None:
+    """Model plumbing and batching."""
+    add(
+        "--batch_size",
+        type=int,
+        default=None,
+        help="Images per RunInference batch (full batches; their path points share "
+        f"gradient calls), 1 to {MAX_BATCH_SIZE}; default {DEFAULT_BATCH_SIZE}.",
+    )
+    add(
+        "--path_batch_size",
+        type=int,
+        default=_DEFAULTS.path_batch_size,
+        help="Path points per gradient call; bounds memory.",
+    )
+    add(
+        "--image_size",
+        type=int,
+        default=None,
+        help="Model input side; default from the model's signature.",
+    )
+    add(
+        "--input_range",
+        default=None,
+        help="Model pixel range 'low,high', e.g. 0,1 or -1,1 (both finite); default 0,1.",
+    )
+    add(
+        "--label_offset",
+        type=int,
+        default=None,
+        help="Output index of class 0; default 1 for 1001-output models, else 0.",
+    )
+
+
+def _output_flags(add: Callable[..., Any]) -> None:
+    """What is stored, the faithfulness checks and logging."""
+    add(
+        "--attributions",
+        default=_DEFAULTS.attributions,
+        help=f"One of {', '.join(ATTRIBUTION_MODES)}.",
+    )
+    add(
+        "--attribution_dtype",
+        default=_DEFAULTS.attribution_dtype,
+        help=f"One of {', '.join(ATTRIBUTION_DTYPES)}.",
+    )
+    add(
+        "--faithfulness",
+        default=_DEFAULTS.faithfulness,
+        help="Per-row deletion and insertion curves of the map and of a random ranking "
+        f"(one of {', '.join(FAITHFULNESS_MODES)}; none turns them off).",
+    )
+    add(
+        "--faithfulness_steps",
+        type=int,
+        default=_DEFAULTS.faithfulness_steps,
+        help="Steps per deletion or insertion curve; each row costs 4 (K - 1) + 2 forward passes.",
+    )
+    add("--seed", type=int, default=_DEFAULTS.seed,
+        help="Seed of the noise baseline and of the faithfulness control's ranking.")  # fmt: skip
+    add("--jit_compile", default="auto", choices=("auto", "on", "off"),
+        help="XLA compilation: auto = on GPUs only.")  # fmt: skip
+    add(
+        "--class_names",
+        default=None,
+        help="File of class names for a custom model: one per line, a JSON list, or a "
+        "JSON {index: name} object; as many as the model has classes (outputs minus "
+        "--label_offset). Default: ImageNet's for 1000-class models, the TFDS "
+        "dataset's own, else none.",
+    )
+    add(
+        "--verbose",
+        action="store_true",
+        help="Show TensorFlow's start-up messages and INFO logs of Beam and TensorFlow.",
+    )
 
 
 def attribution_config(options: AuditOptions) -> AttributionConfig:

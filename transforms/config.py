@@ -111,17 +111,25 @@ class AttributionConfig:
                           completeness_tolerance=self.completeness_tolerance)  # fmt: skip
 
     def __post_init__(self) -> None:
+        self._check_choices()
+        self._check_steps()
+        self._check_bounds()
+
+    def _check_choices(self) -> None:
         _choice("method", self.method, METHODS)
         _choice("target", self.target, TARGETS)
         _choice("score", self.score, SCORES)
         _choice("attributions", self.attributions, ATTRIBUTION_MODES)
         _choice("attribution_dtype", self.attribution_dtype, ATTRIBUTION_DTYPES)
+        _choice("faithfulness", self.faithfulness, FAITHFULNESS_MODES)
         if not self.baselines:
             raise ConfigError(f"--baseline needs at least one of: {', '.join(BASELINES)}.")
         for baseline in self.baselines:
             _choice("baseline", baseline, BASELINES)
         if len(set(self.baselines)) != len(self.baselines):
             raise ConfigError(f"--baseline lists a baseline twice: {','.join(self.baselines)}.")
+
+    def _check_steps(self) -> None:
         minimum = min_steps(self.method)
         if self.steps < minimum:
             raise ConfigError(f"--steps must be >= {minimum} for {self.method}, got {self.steps}.")
@@ -130,6 +138,12 @@ class AttributionConfig:
                 f"--steps must be <= {MAX_STEPS}, got {self.steps}; for more accuracy lower "
                 "--tolerance instead (refinement adds points where they are needed)."
             )
+        if self.max_steps < self.steps:
+            raise ConfigError(f"--max_steps ({self.max_steps}) must be >= --steps ({self.steps}).")
+        if self.max_steps > MAX_MAX_STEPS:
+            raise ConfigError(f"--max_steps must be <= {MAX_MAX_STEPS}, got {self.max_steps}.")
+
+    def _check_bounds(self) -> None:
         if self.top_k < 1:
             raise ConfigError(f"--top_k must be >= 1, got {self.top_k}.")
         if not self.tolerance >= 0:
@@ -140,11 +154,6 @@ class AttributionConfig:
             raise ConfigError(
                 f"--completeness_tolerance must be > 0, got {self.completeness_tolerance}."
             )
-        if self.max_steps < self.steps:
-            raise ConfigError(f"--max_steps ({self.max_steps}) must be >= --steps ({self.steps}).")
-        if self.max_steps > MAX_MAX_STEPS:
-            raise ConfigError(f"--max_steps must be <= {MAX_MAX_STEPS}, got {self.max_steps}.")
-        _choice("faithfulness", self.faithfulness, FAITHFULNESS_MODES)
         if not 2 <= self.faithfulness_steps <= 1024:
             raise ConfigError(
                 f"--faithfulness_steps must be in [2, 1024], got {self.faithfulness_steps}."
