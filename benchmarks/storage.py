@@ -41,9 +41,9 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from transforms import labels  # noqa: E402
-from transforms.schema import METADATA_COLUMNS, results_schema, rows_to_table  # noqa: E402
-from transforms.sinks import BYTES_PER_GROUP, ROWS_PER_GROUP, writer_options  # noqa: E402
+from transforms import labels
+from transforms.schema import METADATA_COLUMNS, results_schema, rows_to_table
+from transforms.sinks import BYTES_PER_GROUP, ROWS_PER_GROUP, writer_options
 
 FORMATS = [("full", "float32"), ("full", "float16"), ("pixel", "float32"), ("pixel", "float16"),
            ("none", "float32"), ("none", "float16")]  # fmt: skip

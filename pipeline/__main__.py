@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; rerun with --resume to continue.", file=sys.stderr)
         return 130
-    except Exception as e:  # noqa: BLE001 - any failure while running: exit 1, said plainly
+    except Exception as e:  # any failure while running: exit 1, said plainly
         if verbose:
             _LOG.exception("The run failed.")
         detail = "" if verbose else " (rerun with --verbose for the traceback)"

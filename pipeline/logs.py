@@ -55,7 +55,7 @@ def import_tensorflow(verbose: bool) -> None:
         return
     quiet_environment(verbose)
     if verbose:
-        import tensorflow  # noqa: F401, PLC0415
+        import tensorflow  # noqa: PLC0415
 
         return
     with _stderr_to_devnull():

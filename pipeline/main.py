@@ -156,7 +156,7 @@ def _earlier_run(output: str) -> list[str]:
     ]
     try:
         matches = FileSystems.match(patterns)
-    except Exception:  # noqa: BLE001 - unlistable: the writability probe below says why
+    except Exception:  # unlistable: the writability probe below says why
         return []
     return [meta.path for match in matches for meta in match.metadata_list]
 
@@ -165,7 +165,7 @@ def _temp_files(output: str) -> list[str]:
     """Partial files a killed run left in `<output>/.tmp/`."""
     try:
         matches = FileSystems.match([FileSystems.join(output, TEMP_DIR, "**")])
-    except Exception:  # noqa: BLE001 - no temp folder
+    except Exception:  # no temp folder
         return []
     return [meta.path for match in matches for meta in match.metadata_list]
 
@@ -255,7 +255,7 @@ def _resume_state(job: AuditJob) -> tuple[frozenset[str], str]:
     output = job.output
     try:
         previous = read_manifest(output)
-    except Exception as e:  # noqa: BLE001 - missing or unreadable: nothing to resume
+    except Exception as e:  # missing or unreadable: nothing to resume
         raise ConfigError(
             f"--resume: no earlier run in --output {output!r} (no manifest.json: {e})."
         ) from e

@@ -270,7 +270,7 @@ def batch_size(options: AuditOptions) -> int:
 class _Parser(argparse.ArgumentParser):
     """An argparse parser whose errors are ConfigErrors instead of `sys.exit(2)`."""
 
-    def error(self, message: str):  # noqa: D102 - argparse's hook
+    def error(self, message: str):  # argparse's hook
         raise ConfigError(f"{message} (see --help).")
 
 
@@ -288,7 +288,7 @@ def _option_classes() -> list[type[PipelineOptions]]:
 def _full_parser() -> _Parser:
     parser = _Parser(allow_abbrev=False, add_help=False)
     for cls in _option_classes():
-        cls._add_argparse_args(parser)  # noqa: SLF001 - Beam's own registration hook
+        cls._add_argparse_args(parser)  # Beam's own registration hook
     return parser
 
 
@@ -296,7 +296,7 @@ def _join_negative_values(argv: Sequence[str], parser: argparse.ArgumentParser) 
     """`--flag -1,1` -> `--flag=-1,1` for flags that take a value, so argparse keeps it."""
     takes_value = {
         option
-        for action in parser._actions  # noqa: SLF001 - argparse has no public list
+        for action in parser._actions  # argparse has no public list
         if action.nargs != 0
         for option in action.option_strings
     }
@@ -316,7 +316,7 @@ def _join_negative_values(argv: Sequence[str], parser: argparse.ArgumentParser) 
 def _unknown_flag_message(arg: str, parser: argparse.ArgumentParser) -> str:
     name = arg.split("=", 1)[0]
     project = [f"--{a.dest}" for a in _project_actions()]
-    known = [o for a in parser._actions for o in a.option_strings]  # noqa: SLF001
+    known = [o for a in parser._actions for o in a.option_strings]
     match = difflib.get_close_matches(name, project, n=1, cutoff=0.6) or difflib.get_close_matches(
         name, known, n=1, cutoff=0.75
     )
@@ -326,8 +326,8 @@ def _unknown_flag_message(arg: str, parser: argparse.ArgumentParser) -> str:
 
 def _project_actions() -> list[argparse.Action]:
     parser = argparse.ArgumentParser(add_help=False)
-    AuditOptions._add_argparse_args(parser)  # noqa: SLF001 - the project's flags
-    return [a for a in parser._actions if a.option_strings]  # noqa: SLF001
+    AuditOptions._add_argparse_args(parser)  # the project's flags
+    return [a for a in parser._actions if a.option_strings]
 
 
 def check_flags(argv: Sequence[str]) -> list[str]:
@@ -391,5 +391,5 @@ def help_text(prog: str = "python -m pipeline") -> str:
         "2 bad configuration.\n\nExample: "
         f"{prog} --dataset sample --model efficientnet_lite0 --output ./output/sample",
     )
-    AuditOptions._add_argparse_args(parser)  # noqa: SLF001 - the project's flags
+    AuditOptions._add_argparse_args(parser)  # the project's flags
     return parser.format_help()

@@ -55,7 +55,7 @@ class RunLock:
         """Deletes the lock if it is still this run's (never another run's)."""
         try:
             held = _read(self.path)
-        except Exception:  # noqa: BLE001 - gone already: nothing to release
+        except Exception:  # gone already: nothing to release
             return
         if held is not None and held.run_id == self.run_id:
             FileSystems.delete([self.path])
@@ -133,7 +133,7 @@ def _live_holder(path: str) -> tuple[bool, RunLock | None]:
     the lock is absent or stale (a dead pid on this host)."""
     try:
         held = _read(path)
-    except Exception:  # noqa: BLE001 - no lock (or deleted meanwhile)
+    except Exception:  # no lock (or deleted meanwhile)
         return False, None
     if held is not None and held.host == socket.gethostname() and not pid_running(held.pid):
         return False, held

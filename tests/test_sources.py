@@ -250,7 +250,7 @@ def test_an_unprepared_dataset_offline_fails_in_seconds_with_the_fix(linear_kera
         """A real TFDS builder whose download host is unreachable (TEST-NET-1)."""
 
         VERSION = tfds.core.Version("1.0.0")
-        url_infos = {"https://192.0.2.1/offline_probe/images.tar": None}  # noqa: RUF012
+        url_infos = {"https://192.0.2.1/offline_probe/images.tar": None}
 
         def _info(self):
             features = {"image": tfds.features.Image(), "label": tfds.features.ClassLabel(num_classes=2)}  # fmt: skip

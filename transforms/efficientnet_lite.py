@@ -328,7 +328,7 @@ def load_efficientnet_lite0(
             return keras.saving.load_model(str(cached), compile=False, safe_mode=True)
         # Whatever the failure (bad zip, old Keras, missing layer), the cache file is
         # unusable and converting again is the cure, so no exception type is special.
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             _log.warning("cached model %s is unreadable (%s); converting again", cached, e)
 
     _log.info("converting EfficientNet-Lite0 weights from %s (one-off)", pth)

@@ -91,7 +91,7 @@ def read_class_names(path: str) -> tuple[str, ...]:
     try:
         with FileSystems.open(path) as f:
             text = f.read().decode("utf-8-sig")
-    except Exception as e:  # noqa: BLE001 - Beam wraps I/O errors in its own type
+    except Exception as e:  # Beam wraps I/O errors in its own type
         raise ValueError(f"--class_names {path!r} cannot be read: {e}") from e
     if text.lstrip().startswith(("[", "{")):
         try:

@@ -59,7 +59,7 @@ class Preprocess(beam.DoFn):
             else:
                 pixels = images.decode_image(raw.data, max_side_hint=self._size)
             square = images.resize_with_pad(pixels, self._size)
-        except Exception as e:  # noqa: BLE001 - one bad input must not end the bundle
+        except Exception as e:  # one bad input must not end the bundle
             # ImageError says what is wrong with the file; anything else (MemoryError,
             # a Pillow bug) is still this one input's failure, not the job's.
             reason = str(e) if isinstance(e, images.ImageError) else f"{type(e).__name__}: {e}"

@@ -255,6 +255,68 @@ def _callable(obj: Any) -> tuple[Any, tuple | None]:
     raise ValueError("The model is neither callable nor has a serving_default signature.")
 
 
+def _image_size(reference: str, location: str, shape, image_size: int | None) -> int:
+    """The model's input side: its signature's, `image_size`, a known one, or 224."""
+    if shape is not None and (len(shape) != 4 or shape[-1] not in (None, 3)):
+        raise ValueError(
+            f"--model {reference!r} takes inputs of shape {shape}; this pipeline needs "
+            "images [batch, height, width, 3]."
+        )
+    static = shape[1] if shape is not None and shape[1] is not None else None
+    if static is not None and shape[2] is not None and shape[1] != shape[2]:
+        raise ValueError(f"--model {reference!r} takes non-square images {shape[1:3]}.")
+    if image_size is not None:
+        if static is not None and static != image_size:
+            raise ValueError(
+                f"--image_size {image_size} does not fit --model {reference!r}, whose input "
+                f"is {static}x{static}; drop --image_size or set it to {static}."
+            )
+        return image_size
+    size = static or _KNOWN_SIZES.get(location)
+    if size is None:
+        _LOG.warning("Model %s does not fix its input size; using %d (set --image_size).",
+                     reference, _DEFAULT_IMAGE_SIZE)  # fmt: skip
+        size = _DEFAULT_IMAGE_SIZE
+    return size
+
+
+def _num_outputs(reference: str, call, image_size: int) -> int:
+    """Outputs of the model, from one black image: it must be a [batch, classes] classifier."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    try:
+        probe = call(tf.zeros([1, image_size, image_size, 3], tf.float32))
+    except Exception as e:
+        raise ValueError(
+            f"--model {reference!r} fails on a [1, {image_size}, {image_size}, 3] image: {e}"
+        ) from e
+    probe = np.asarray(probe)
+    if probe.ndim != 2:
+        raise ValueError(
+            f"--model {reference!r} returns shape {probe.shape}; a classifier returning "
+            "[batch, classes] is needed."
+        )
+    return int(probe.shape[1])
+
+
+def _label_offset(reference, num_outputs, label_offset, num_dataset_classes) -> int:
+    """Output index of dataset class 0: given, or 1 for 1001 outputs (a background class)."""
+    if label_offset is None:
+        label_offset = 1 if num_outputs == 1001 else 0
+    if not 0 <= label_offset < num_outputs:
+        raise ValueError(
+            f"--label_offset {label_offset} does not fit --model {reference!r} with "
+            f"{num_outputs} outputs; use 0 (or 1 for a background class at index 0)."
+        )
+    if num_dataset_classes is not None and num_outputs - label_offset < num_dataset_classes:
+        raise ValueError(
+            f"--model {reference!r} has {num_outputs} outputs; with --label_offset "
+            f"{label_offset} it scores {num_outputs - label_offset} classes, fewer than the "
+            f"dataset's {num_dataset_classes}."
+        )
+    return label_offset
+
+
 def resolve_model(
     reference: str,
     image_size: int | None = None,
@@ -279,57 +341,10 @@ def resolve_model(
     kind, location = _kind(reference)
     obj = _load(kind, location)
     call, shape = _callable(obj)
-    if shape is not None and (len(shape) != 4 or shape[-1] not in (None, 3)):
-        raise ValueError(
-            f"--model {reference!r} takes inputs of shape {shape}; this pipeline needs "
-            "images [batch, height, width, 3]."
-        )
-    static = shape[1] if shape is not None and shape[1] is not None else None
-    if static is not None and shape[2] is not None and shape[1] != shape[2]:
-        raise ValueError(f"--model {reference!r} takes non-square images {shape[1:3]}.")
-    if image_size is None:
-        image_size = static or _KNOWN_SIZES.get(location)
-        if image_size is None:
-            _LOG.warning(
-                "Model %s does not fix its input size; using %d (set --image_size).",
-                reference,
-                _DEFAULT_IMAGE_SIZE,
-            )
-            image_size = _DEFAULT_IMAGE_SIZE
-    elif static is not None and static != image_size:
-        raise ValueError(
-            f"--image_size {image_size} does not fit --model {reference!r}, whose input is "
-            f"{static}x{static}; drop --image_size or set it to {static}."
-        )
+    image_size = _image_size(reference, location, shape, image_size)
     input_range = tuple(input_range) if input_range is not None else (0.0, 1.0)
-    import tensorflow as tf  # noqa: PLC0415
-
-    try:
-        probe = call(tf.zeros([1, image_size, image_size, 3], tf.float32))
-    except Exception as e:
-        raise ValueError(
-            f"--model {reference!r} fails on a [1, {image_size}, {image_size}, 3] image: {e}"
-        ) from e
-    probe = np.asarray(probe)
-    if probe.ndim != 2:
-        raise ValueError(
-            f"--model {reference!r} returns shape {probe.shape}; a classifier returning "
-            "[batch, classes] is needed."
-        )
-    num_outputs = int(probe.shape[1])
-    if label_offset is None:
-        label_offset = 1 if num_outputs == 1001 else 0
-    if not 0 <= label_offset < num_outputs:
-        raise ValueError(
-            f"--label_offset {label_offset} does not fit --model {reference!r} with "
-            f"{num_outputs} outputs; use 0 (or 1 for a background class at index 0)."
-        )
-    if num_dataset_classes is not None and num_outputs - label_offset < num_dataset_classes:
-        raise ValueError(
-            f"--model {reference!r} has {num_outputs} outputs; with --label_offset "
-            f"{label_offset} it scores {num_outputs - label_offset} classes, fewer than the "
-            f"dataset's {num_dataset_classes}."
-        )
+    num_outputs = _num_outputs(reference, call, image_size)
+    label_offset = _label_offset(reference, num_outputs, label_offset, num_dataset_classes)
     spec = ModelSpec(
         reference=reference,
         kind=kind,

@@ -189,16 +189,21 @@ class _RestrictedUnpickler(pickle.Unpickler):
             self._storages[key] = storage
         elif storage.dtype != storage_type.dtype:
             raise pickle.UnpicklingError(f"storage {key!r} is used with two dtypes")
-        if view is None:
-            return storage
-        if not isinstance(view, tuple) or len(view) != 3:
-            raise pickle.UnpicklingError(f"bad storage view {view!r} in {pid!r}")
-        view_key, view_offset, view_size = view
-        if not isinstance(view_offset, int) or not isinstance(view_size, int):
-            raise pickle.UnpicklingError(f"bad storage view {view!r} in {pid!r}")
-        if view_offset < 0 or view_size < 0 or view_offset + view_size > numel:
-            raise pickle.UnpicklingError(f"storage view {view_key!r} lies outside storage {key!r}")
-        return _StorageView(storage, int(view_offset), int(view_size))
+        return storage if view is None else _storage_view(storage, view, numel, pid)
+
+
+def _storage_view(storage: _Storage, view: Any, numel: int, pid: Any) -> _StorageView:
+    """A checked view (key, offset, size) into `storage`, which holds `numel` elements."""
+    if not isinstance(view, tuple) or len(view) != 3:
+        raise pickle.UnpicklingError(f"bad storage view {view!r} in {pid!r}")
+    view_key, view_offset, view_size = view
+    if not isinstance(view_offset, int) or not isinstance(view_size, int):
+        raise pickle.UnpicklingError(f"bad storage view {view!r} in {pid!r}")
+    if view_offset < 0 or view_size < 0 or view_offset + view_size > numel:
+        raise pickle.UnpicklingError(
+            f"storage view {view_key!r} lies outside storage {storage.key!r}"
+        )
+    return _StorageView(storage, int(view_offset), int(view_size))
 
 
 def _materialize(tensor: _LazyTensor, name: str) -> np.ndarray:
@@ -309,8 +314,8 @@ def read_torch_legacy_state_dict(path: str | os.PathLike[str]) -> dict[str, np.n
     return state
 
 
-def _read_stream(f: IO[bytes], path: str) -> dict[str, np.ndarray]:
-    file_size = os.fstat(f.fileno()).st_size
+def _read_header(f: IO[bytes], path: str) -> None:
+    """The legacy format's magic number, protocol version and byte order."""
     magic = _load_pickle(f, path, "magic number")
     if magic != _LEGACY_MAGIC_NUMBER:
         raise ValueError(f"{path}: not a legacy PyTorch checkpoint (bad magic number {magic!r})")
@@ -324,15 +329,14 @@ def _read_stream(f: IO[bytes], path: str) -> dict[str, np.ndarray]:
     if not isinstance(sys_info, dict) or not sys_info.get("little_endian", False):
         raise ValueError(f"{path}: only little-endian checkpoints are supported ({sys_info!r})")
 
-    storages: dict[str, _Storage] = {}
-    result = _load_pickle(f, path, "state dict", storages)
+
+def _read_storages(f: IO[bytes], path: str, storages: dict[str, _Storage]) -> None:
+    """Each storage's data, its size checked against the pickle and the file first."""
+    file_size = os.fstat(f.fileno()).st_size
     keys = _load_pickle(f, path, "storage key list")
     # ValueError, not TypeError: a bad file is a bad value, whatever its pickled type.
     if not isinstance(keys, list):
-        raise ValueError(  # noqa: TRY004
-            f"{path}: storage key list is a {type(keys).__name__}, not a list"
-        )
-
+        raise ValueError(f"{path}: storage key list is a {type(keys).__name__}, not a list")
     for key in keys:
         storage = storages.get(str(key))
         if storage is None:
@@ -351,14 +355,15 @@ def _read_stream(f: IO[bytes], path: str) -> dict[str, np.ndarray]:
         raw = _read_exact(f, nbytes, path, f"storage {key!r} data")
         storage.data = np.frombuffer(raw, dtype=storage.dtype)
 
+
+def _tensors(result: Any, path: str) -> dict[str, np.ndarray]:
+    """The state dict's tensors, each copied out of its (checked) storage."""
     if not isinstance(result, dict):
-        raise ValueError(  # noqa: TRY004
-            f"{path}: expected a state dict (a mapping), got {type(result).__name__}"
-        )
+        raise ValueError(f"{path}: expected a state dict (a mapping), got {type(result).__name__}")
     out: dict[str, np.ndarray] = {}
     for name, value in result.items():
         if not isinstance(name, str) or not isinstance(value, _LazyTensor):
-            raise ValueError(  # noqa: TRY004
+            raise ValueError(
                 f"{path}: entry {name!r} is a {type(value).__name__}, not a tensor; only flat "
                 "state dicts (name -> tensor) are supported"
             )
@@ -367,3 +372,11 @@ def _read_stream(f: IO[bytes], path: str) -> dict[str, np.ndarray]:
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from e
     return out
+
+
+def _read_stream(f: IO[bytes], path: str) -> dict[str, np.ndarray]:
+    _read_header(f, path)
+    storages: dict[str, _Storage] = {}
+    result = _load_pickle(f, path, "state dict", storages)
+    _read_storages(f, path, storages)
+    return _tensors(result, path)
