@@ -97,11 +97,9 @@ def _attribute(model: Classifier, config: AttributionConfig, inputs: np.ndarray,
         [score_fn(refs[:, b], refs[:, b], zeros, out) for b in range(refs.shape[1])], axis=1
     ).astype(np.float64)
     result = ig.integrated_gradients(
-        model.score_grad_fn(config.score), inputs, refs, np.arange(len(inputs)), out,
-        method=config.method, steps=config.steps, path_batch_size=config.path_batch_size,
-        target_scores=target_scores, baseline_scores=baseline_scores,
-        tolerance=config.tolerance, max_steps=config.max_steps, score_fn=score_fn,
-        integrand=model.integrand_fn(config.score),
+        model.integrand_fn(config.score), inputs, refs, np.arange(len(inputs)), out,
+        config.ig_settings(), target_scores=target_scores, baseline_scores=baseline_scores,
+        score_fn=score_fn,
     )  # fmt: skip
     return result.attributions
 
