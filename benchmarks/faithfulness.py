@@ -10,7 +10,7 @@
    against a fine reference (K = 128): the median and largest absolute change,
    and the time per row of the faithfulness evaluation alone.
 
-    python -m benchmarks.faithfulness [--rounds 3] [--steps 4,8,16,24,32,64]
+    python -m benchmarks.faithfulness [--rounds 3] [--steps 4,8,16,24,32,64] [--photos 16]
 """
 
 from __future__ import annotations
@@ -115,10 +115,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", default="4,8,16,24,32,64")
+    parser.add_argument("--photos", type=int, default=16, help="measured photos (batches of 8)")
     args = parser.parse_args(argv)
     spec = resolve_model("efficientnet_lite0")
     warm = photo_examples(*load_photos())  # the 8 sample photos: the warm-up batch
-    measured = photo_examples(*load_photos(extra_photos()))  # 16 more: two batches
+    measured = photo_examples(*load_photos(extra_photos()[: args.photos]))
     model = IGModelHandler(spec, AttributionConfig(), None).load_model()
     print_table(
         f"Seconds per row at the defaults, {len(measured)} photos in batches of {_BATCH} "

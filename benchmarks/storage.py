@@ -106,10 +106,21 @@ def synthetic_rows(
             "score": "raw",
             "baseline": "black",
             "evaluations": 64,
+            "attribution_error": float(abs(rng.normal(0, 0.01))),
             "within_tolerance": True,
             "path_alphas": alphas,
             "path_scores": np.linspace(baseline_score, target_score, _PATH_POINTS).astype(
                 np.float32
+            ),
+            **dict.fromkeys(
+                [
+                    "deletion_auc",
+                    "insertion_auc",
+                    "deletion_auc_random",
+                    "insertion_auc_random",
+                    "deletion_curve",
+                    "insertion_curve",
+                ]
             ),
             "attribution_shape": None if stored is None else np.asarray(stored.shape, np.int32),
             "attributions": stored,

@@ -53,9 +53,20 @@ def make_row(image_id: str, label: int | None, predicted: int, prob: float, rela
         "score": "raw",
         "baseline": "black",
         "evaluations": 8,
+        "attribution_error": relative,
         "within_tolerance": relative <= 0.01,
         "path_alphas": np.array([0.9, 0.1, 0.5], dtype=np.float32),  # unsorted on purpose
         "path_scores": np.array([4.9, 1.5, 3.0], dtype=np.float32),
+        **dict.fromkeys(
+            [
+                "deletion_auc",
+                "insertion_auc",
+                "deletion_auc_random",
+                "insertion_auc_random",
+                "deletion_curve",
+                "insertion_curve",
+            ]
+        ),
         "attribution_shape": None if stored is None else np.asarray(stored.shape, np.int32),
         "attributions": stored,
     }
