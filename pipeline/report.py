@@ -253,7 +253,10 @@ class _Selection:
       worst_pixel: rows shown for the per-pixel error (empty if not recorded).
       chance: every row whose map does no better than a random ranking.
       gallery: evenly spread images for the gallery; `gallery_step` apart by image id.
-      tolerance: the run's `--tolerance` (None when 0: refinement off).
+      tolerance: the run's `--tolerance`, on the per-pixel error (None when 0:
+        refinement off).
+      completeness_tolerance: the run's bound on `relative_delta`
+        (`--completeness_tolerance`; runs without it used `--tolerance`).
     """
 
     frame: pd.DataFrame
@@ -266,11 +269,14 @@ class _Selection:
     gallery: pd.DataFrame
     gallery_step: int
     tolerance: float | None
+    completeness_tolerance: float | None
 
     @classmethod
     def of(
-        cls, frame: pd.DataFrame, tolerance: float | None, examples: int, gallery: int
+        cls, frame: pd.DataFrame, config: Mapping[str, Any], examples: int, gallery: int
     ) -> _Selection:
+        tolerance = config.get("tolerance") or None
+        completeness = config.get("completeness_tolerance", tolerance) if tolerance else None
         per_image = results.one_row_per_image(frame)
         labelled = per_image[per_image["label"].notna()]
         wrong = results.misclassified(labelled)
@@ -282,12 +288,13 @@ class _Selection:
             per_image,
             labelled,
             wrong,
-            _worst(frame, "relative_delta", tolerance, examples),
+            _worst(frame, "relative_delta", completeness, examples),
             _worst(frame, "attribution_error", tolerance, examples),
             _no_better_than_chance(frame),
             spread,
             step,
             tolerance,
+            completeness,
         )
 
     def shown_keys(self, examples: int) -> list[tuple[str, int]]:
@@ -368,7 +375,8 @@ _MODEL_KEYS = tuple(
     "reference kind location identity image_size input_range num_outputs label_offset".split()
 )
 _CONFIG_KEYS = tuple(
-    "target score top_k method steps max_steps baselines tolerance attributions "
+    "target score top_k method steps max_steps baselines tolerance completeness_tolerance "
+    "attributions "
     "attribution_dtype store_path".split()
 )
 
@@ -551,7 +559,7 @@ def _above(frame: pd.DataFrame, column: str, tolerance: float | None) -> int | N
 
 
 def _completeness(chosen: _Selection, config: Mapping[str, Any]) -> dict[str, Any]:
-    frame, tolerance = chosen.frame, chosen.tolerance
+    frame, tolerance = chosen.frame, chosen.completeness_tolerance
     refined = int((frame["steps"] > int(config.get("steps", 0) or 0)).sum())
     figure = plots.completeness_figure(frame["relative_delta"].to_numpy(np.float64), tolerance)
     return {
@@ -569,8 +577,8 @@ def _fact(key: str, value: str, bad: bool = False) -> dict[str, Any]:
     return {"key": key, "value": value, "bad": bool(bad)}
 
 
-def _error_card(pictures: _Pictures, meta: pd.Series, tolerance: float | None) -> dict[str, Any]:
-    """A row's heat map, path curve and error numbers, those over the tolerance in red."""
+def _error_card(pictures: _Pictures, meta: pd.Series, chosen: _Selection) -> dict[str, Any]:
+    """A row's heat map, path curve and error numbers, those over their tolerance in red."""
     row = pictures.row(meta["image_id"], meta["target_class"])
     figures = [
         _heat_map(pictures, meta["image_id"], meta["target_class"], ("image", "overlay"), 1.9)
@@ -578,15 +586,15 @@ def _error_card(pictures: _Pictures, meta: pd.Series, tolerance: float | None) -
     if row is not None and results.path_of(row) is not None:
         figures.append(_png(plots.path_figure(row, width=3.4, height=2.3), alt="path curve"))
 
-    def error(key: str, column: str) -> dict[str, Any]:
+    def error(key: str, column: str, tolerance: float | None) -> dict[str, Any]:
         value = meta.get(column)
         return _fact(
             key, _pct(value, 2), tolerance and not results.is_missing(value) and value > tolerance
         )
 
-    facts = [error("relative completeness error", "relative_delta")]
+    facts = [error("relative completeness error", "relative_delta", chosen.completeness_tolerance)]
     if "attribution_error" in meta:
-        facts.append(error("per-pixel error (estimated)", "attribution_error"))
+        facts.append(error("per-pixel error (estimated)", "attribution_error", chosen.tolerance))
     within = bool(meta["within_tolerance"])
     facts += [
         _fact("F(x), image", _num(meta["target_score"])),
@@ -599,12 +607,12 @@ def _error_card(pictures: _Pictures, meta: pd.Series, tolerance: float | None) -
 
 
 def _worst_completeness(chosen: _Selection, pictures: _Pictures) -> dict[str, Any]:
-    frame, tolerance = chosen.frame, chosen.tolerance
+    frame, tolerance = chosen.frame, chosen.completeness_tolerance
     return {
         "rows": len(frame),
         "tolerance": tolerance,
         "above": _above(frame, "relative_delta", tolerance),
-        "cards": [_error_card(pictures, m, tolerance) for _, m in chosen.worst.iterrows()],
+        "cards": [_error_card(pictures, m, chosen) for _, m in chosen.worst.iterrows()],
     }
 
 
@@ -619,7 +627,11 @@ def _accuracy(chosen: _Selection, pictures: _Pictures) -> dict[str, Any]:
     errors = frame["attribution_error"]
     # Within the tolerance in the sum, above it per pixel: what completeness alone hides.
     hidden = (
-        int(((frame["relative_delta"] <= tolerance) & (errors > tolerance)).sum())
+        int(
+            (
+                (frame["relative_delta"] <= chosen.completeness_tolerance) & (errors > tolerance)
+            ).sum()
+        )
         if tolerance
         else None
     )
@@ -632,7 +644,7 @@ def _accuracy(chosen: _Selection, pictures: _Pictures) -> dict[str, Any]:
         "above": _above(frame, "attribution_error", tolerance),
         "sum_only": hidden,
         "figure": _png(figure, "per-pixel error histogram", wide=True),
-        "cards": [_error_card(pictures, m, tolerance) for _, m in chosen.worst_pixel.iterrows()],
+        "cards": [_error_card(pictures, m, chosen) for _, m in chosen.worst_pixel.iterrows()],
     }
 
 
@@ -856,8 +868,8 @@ def build_report(
     """
     manifest = results.read_manifest(output)
     available = results.result_columns(output)
-    tolerance = manifest.get("config", {}).get("tolerance") or None
-    chosen = _Selection.of(_metadata(output, available), tolerance, examples, gallery)
+    config = manifest.get("config", {})
+    chosen = _Selection.of(_metadata(output, available), config, examples, gallery)
     pictures = _Pictures(output, manifest, image_root, available)
     pictures.load(chosen.shown_keys(examples))
     sections = _sections(output, manifest, chosen, pictures, examples, classes)
