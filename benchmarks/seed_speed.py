@@ -12,7 +12,10 @@ identity) and the same SavedModel:
 2. the job at the same rule (riemann_trapezoid, 51 points, no refinement);
 3. the job with `--tolerance` set to the seed's own median per-pixel error:
    what it takes the job to be as accurate as the seed;
-4. the job at its defaults.
+4. the job at its defaults;
+
+each with `--faithfulness none` (the seed has no such checks), and 5. the job at
+its defaults as shipped, faithfulness on: the difference is what the checks cost.
 
 Accuracy is per pixel, ||A - A_ref|| / ||A_ref||, against a converged reference
 (`benchmarks.reference`, trapezoid on a = s^2; its own convergence is printed).
@@ -121,7 +124,7 @@ def _run_job(folder, model, output, *flags) -> tuple[float, pd.DataFrame]:
          "--output", output, "--overwrite", "--score", "softmax", *flags],
         check=True, capture_output=True,
     )  # fmt: skip
-    return time.perf_counter() - start, results.read_results(output)
+    return time.perf_counter() - start, results.read_results(output, with_arrays=True)
 
 
 def _references(folder: str, intervals: int) -> tuple[dict, list[float]]:
@@ -188,13 +191,15 @@ def main(argv=None):
             f"{seed_median:.2%}", f"{np.percentile(seed_errors, 95):.2%}", "-",
             f"{np.median(seed_deltas):.2%}",
         ]]  # fmt: skip
+        off = ["--faithfulness", "none"]  # the seed has no faithfulness checks
         runs = {
-            "job, same rule (riemann_trapezoid 51, fixed)":
-                ["--method", "riemann_trapezoid", "--steps", "51", "--tolerance", "0"],
-            f"job, --tolerance {seed_median:.3f} (the seed's median per-pixel error)":
-                ["--tolerance", f"{seed_median:.4f}"],
+            "job, same rule (riemann_trapezoid 51, fixed), --faithfulness none":
+                ["--method", "riemann_trapezoid", "--steps", "51", "--tolerance", "0", *off],
+            f"job, --tolerance {seed_median:.3f} (the seed's median per-pixel error), "
+            "--faithfulness none": ["--tolerance", f"{seed_median:.4f}", *off],
             f"job, defaults (adaptive {_DEFAULTS.method} from {_DEFAULTS.steps}, "
-            f"tol {_DEFAULTS.tolerance:g})": [],
+            f"tol {_DEFAULTS.tolerance:g}), --faithfulness none": off,
+            "job, defaults, faithfulness on (as shipped)": [],
         }  # fmt: skip
         for i, (name, flags) in enumerate(runs.items()):
             seconds, frame = _run_job(folder, model, os.path.join(tmp, f"job{i}"), *flags)
