@@ -199,3 +199,14 @@ def test_duckdb_reads_the_results_with_sql(image_folder, linear_keras, tmp_path)
     assert (rows, labelled) == (4, 3) and worst < 1e-4
     ((length,),) = duckdb.sql(f"SELECT len(attributions) FROM '{files}' LIMIT 1").fetchall()
     assert length == SIZE * SIZE * 3
+
+
+def test_a_relative_output_folder_is_written_and_read_back(image_folder, linear_keras, tmp_path,
+                                                           monkeypatch):  # fmt: skip
+    # ./run_local.sh passes --output ./output/sample: Beam's finalize step must find
+    # the temp files of a relative folder too.
+    monkeypatch.chdir(tmp_path)
+    manifest = _run(image_folder, linear_keras, "./out", "--faithfulness", "none")
+    assert manifest["status"] == "complete" and manifest["counts"]["rows"] == 4
+    assert len(pd.read_parquet(tmp_path / "out" / "results")) == 4
+    assert not list((tmp_path / "out" / ".tmp").glob("beam-temp-*/*"))

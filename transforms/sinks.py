@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
 import uuid
 from typing import Any
 
@@ -154,9 +155,11 @@ class _GroupRows(beam.DoFn):
 
 def _write_parquet(records, output: str, folder: str, prefix: str, schema: pa.Schema, to_table):
     """Records -> `<output>/<folder>/<prefix>-*.parquet`, temp files in `<output>/.tmp/`."""
-    sink = _ParquetSink(
-        FileSystems.join(output, folder, prefix), schema, FileSystems.join(output, TEMP_DIR)
-    )
+    # Absolute for a local folder: Beam's finalize step matches the temp files
+    # by an absolute glob, and a relative path (`./output/sample`) never matches it.
+    temp = FileSystems.join(output, TEMP_DIR)
+    temp = temp if "://" in temp else os.path.abspath(temp)
+    sink = _ParquetSink(FileSystems.join(output, folder, prefix), schema, temp)
     return (
         records
         | "GroupRows" >> beam.ParDo(_GroupRows(ROWS_PER_GROUP, BYTES_PER_GROUP))
