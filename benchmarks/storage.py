@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from transforms import labels
+from transforms import faithfulness, labels
 from transforms.schema import METADATA_COLUMNS, results_schema, rows_to_table
 from transforms.sinks import BYTES_PER_GROUP, ROWS_PER_GROUP, writer_options
 
@@ -112,16 +112,7 @@ def synthetic_rows(
             "path_scores": np.linspace(baseline_score, target_score, _PATH_POINTS).astype(
                 np.float32
             ),
-            **dict.fromkeys(
-                [
-                    "deletion_auc",
-                    "insertion_auc",
-                    "deletion_auc_random",
-                    "insertion_auc_random",
-                    "deletion_curve",
-                    "insertion_curve",
-                ]
-            ),
+            **faithfulness.row_columns(None, 0),  # faithfulness off: nulls
             "attribution_shape": None if stored is None else np.asarray(stored.shape, np.int32),
             "attributions": stored,
         }

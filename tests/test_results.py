@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, write_image
-from transforms import baselines, images, results
+from transforms import baselines, faithfulness, images, results
 from transforms.schema import METADATA_COLUMNS, results_schema, rows_to_table
 
 SIDE = 4  # attributions of the hand-made rows: [4, 4, 3]
@@ -57,16 +57,7 @@ def make_row(image_id: str, label: int | None, predicted: int, prob: float, rela
         "within_tolerance": relative <= 0.01,
         "path_alphas": np.array([0.9, 0.1, 0.5], dtype=np.float32),  # unsorted on purpose
         "path_scores": np.array([4.9, 1.5, 3.0], dtype=np.float32),
-        **dict.fromkeys(
-            [
-                "deletion_auc",
-                "insertion_auc",
-                "deletion_auc_random",
-                "insertion_auc_random",
-                "deletion_curve",
-                "insertion_curve",
-            ]
-        ),
+        **faithfulness.row_columns(None, 0),  # faithfulness off: nulls
         "attribution_shape": None if stored is None else np.asarray(stored.shape, np.int32),
         "attributions": stored,
     }
