@@ -490,6 +490,81 @@ def _check_download_reachable(name: str, builder: Any) -> None:
         )
 
 
+def _tfds_builder(name: str, data_dir: str | None) -> Any:
+    """The dataset's builder; an unknown name is a bad --dataset."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    try:
+        return _builder(name, data_dir)
+    except tfds.core.registered.DatasetNotFoundError as e:
+        raise ValueError(
+            f"--dataset {name!r} is neither a folder, 'sample', nor a known TFDS dataset. "
+            f"({str(e).splitlines()[0]})"
+        ) from e
+
+
+def _not_prepared_error(name: str, builder: Any, remote_workers: bool) -> ValueError:
+    if remote_workers:
+        return ValueError(
+            f"TFDS dataset {name!r} is not prepared in {builder.data_dir}. The launcher of a "
+            "Dataflow job does not prepare datasets (that would read all of it here); "
+            f"prepare it once with `tfds build {name} --data_dir <gs:// folder>` and pass "
+            "that folder as --data_dir."
+        )
+    return ValueError(
+        f"TFDS dataset {name!r} is not prepared in {builder.data_dir}. Prepare it with "
+        f"`tfds build {name}` (needs network), pass --data_dir where it is, or "
+        "drop --no_download."
+    )
+
+
+def _ensure_prepared(name: str, builder: Any, download: bool, remote_workers: bool) -> None:
+    """Prepares (downloads) an unprepared dataset when allowed, else says how to."""
+    if builder.is_prepared():
+        return
+    if remote_workers or not download:
+        raise _not_prepared_error(name, builder, remote_workers)
+    _check_download_reachable(name, builder)
+    _LOG.info("Preparing TFDS dataset %s in %s (downloads it).", name, builder.data_dir)
+    try:
+        builder.download_and_prepare()
+    except Exception as e:
+        raise ValueError(
+            f"Could not download and prepare TFDS dataset {name!r} into {builder.data_dir}: "
+            f"{e}. Without network, prepare it elsewhere and pass --data_dir."
+        ) from e
+
+
+def _feature_keys(name: str, builder: Any) -> tuple[str, str | None, str | None]:
+    """(image, label, file name) feature keys: the supervised keys where they fit."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    features = builder.info.features
+    image_keys = [k for k, f in features.items() if isinstance(f, tfds.features.Image)]
+    if not image_keys:
+        raise ValueError(f"TFDS dataset {name!r} has no image feature ({list(features)}).")
+    supervised = builder.info.supervised_keys or ()
+    image_key = supervised[0] if supervised and supervised[0] in image_keys else image_keys[0]
+    label_keys = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
+    label_key = None
+    if len(supervised) > 1 and supervised[1] in label_keys:
+        label_key = supervised[1]
+    elif label_keys:
+        label_key = "label" if "label" in label_keys else label_keys[0]
+    file_name_key = "file_name" if "file_name" in features else None
+    return image_key, label_key, file_name_key
+
+
+def _split_size(name: str, split: str, builder: Any) -> int:
+    try:
+        return builder.info.splits[split].num_examples
+    except (KeyError, ValueError) as e:
+        raise ValueError(
+            f"--split {split!r} is not valid for {name!r}; its splits are "
+            f"{', '.join(builder.info.splits)} (slices like 'test[:2%]' work too). ({e})"
+        ) from e
+
+
 def resolve_tfds(
     name: str, split: str, data_dir: str | None, download: bool, remote_workers: bool = False
 ) -> TfdsSource:
@@ -506,58 +581,11 @@ def resolve_tfds(
       ValueError: unknown dataset, no image feature, unknown split, or not
         prepared (with how to prepare it).
     """
-    import tensorflow_datasets as tfds  # noqa: PLC0415
-
-    try:
-        builder = _builder(name, data_dir)
-    except tfds.core.registered.DatasetNotFoundError as e:
-        raise ValueError(
-            f"--dataset {name!r} is neither a folder, 'sample', nor a known TFDS dataset. "
-            f"({str(e).splitlines()[0]})"
-        ) from e
-    if not builder.is_prepared():
-        if remote_workers:
-            raise ValueError(
-                f"TFDS dataset {name!r} is not prepared in {builder.data_dir}. The launcher of a "
-                "Dataflow job does not prepare datasets (that would read all of it here); "
-                f"prepare it once with `tfds build {name} --data_dir <gs:// folder>` and pass "
-                "that folder as --data_dir."
-            )
-        if not download:
-            raise ValueError(
-                f"TFDS dataset {name!r} is not prepared in {builder.data_dir}. Prepare it with "
-                f"`tfds build {name}` (needs network), pass --data_dir where it is, or "
-                "drop --no_download."
-            )
-        _check_download_reachable(name, builder)
-        _LOG.info("Preparing TFDS dataset %s in %s (downloads it).", name, builder.data_dir)
-        try:
-            builder.download_and_prepare()
-        except Exception as e:
-            raise ValueError(
-                f"Could not download and prepare TFDS dataset {name!r} into {builder.data_dir}: "
-                f"{e}. Without network, prepare it elsewhere and pass --data_dir."
-            ) from e
+    builder = _tfds_builder(name, data_dir)
+    _ensure_prepared(name, builder, download, remote_workers)
+    image_key, label_key, file_name_key = _feature_keys(name, builder)
+    num_examples = _split_size(name, split, builder)
     features = builder.info.features
-    image_keys = [k for k, f in features.items() if isinstance(f, tfds.features.Image)]
-    if not image_keys:
-        raise ValueError(f"TFDS dataset {name!r} has no image feature ({list(features)}).")
-    supervised = builder.info.supervised_keys or ()
-    image_key = supervised[0] if supervised and supervised[0] in image_keys else image_keys[0]
-    label_keys = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
-    label_key = None
-    if len(supervised) > 1 and supervised[1] in label_keys:
-        label_key = supervised[1]
-    elif label_keys:
-        label_key = "label" if "label" in label_keys else label_keys[0]
-    file_name_key = "file_name" if "file_name" in features else None
-    try:
-        num_examples = builder.info.splits[split].num_examples
-    except (KeyError, ValueError) as e:
-        raise ValueError(
-            f"--split {split!r} is not valid for {name!r}; its splits are "
-            f"{', '.join(builder.info.splits)} (slices like 'test[:2%]' work too). ({e})"
-        ) from e
     class_names = tuple(features[label_key].names) if label_key else None
     return TfdsSource(
         name=name,
