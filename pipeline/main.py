@@ -70,7 +70,7 @@ __all__ = ["AuditJob", "build_pipeline", "launch", "prepare", "run"]
 _LOG = logging.getLogger(__name__)
 # Names of the Dataflow runner as `--runner` accepts them (lower case).
 _DATAFLOW_RUNNERS = ("dataflowrunner", "dataflow", "testdataflowrunner")
-_REMOTE_SCHEMES = ("gs://",)
+_REMOTE_SCHEMES = sources.REMOTE_FOLDER_SCHEMES  # what remote workers can read and write
 _PACKAGES = ("apache-beam", "tensorflow", "tensorflow-datasets", "tensorflow-hub", "keras",
              "numpy", "pyarrow", "pillow", "ig-audit")  # fmt: skip
 
@@ -80,10 +80,7 @@ class AuditJob:
     """Everything resolved at launch that the pipeline graph is built from."""
 
     output: str
-    dataset: str
-    split: str | None
-    folder: str | None
-    tfds: sources.TfdsSource | None
+    source: sources.DataSource  # resolved: a TFDS source knows its features
     spec: ModelSpec
     config: AttributionConfig
     class_names: tuple[str, ...] | None
@@ -105,8 +102,7 @@ class AuditJob:
             except metadata.PackageNotFoundError:
                 versions[name] = None
         return {
-            "dataset": self.dataset,
-            "split": self.split,
+            **self.source.manifest_entry(),  # "dataset" and "split"
             "model": dataclasses.asdict(self.spec),
             "config": dataclasses.asdict(self.config),
             "batch_size": self.batch_size,
@@ -300,7 +296,7 @@ def _is_dataflow_dry_run(options: PipelineOptions) -> bool:
     return _is_dataflow(options) and bool(options.view_as(TestOptions).dry_run)
 
 
-def _check_dataflow_paths(audit: AuditOptions) -> None:
+def _check_dataflow_paths(audit: AuditOptions, source: sources.DataSource) -> None:
     """Dataflow workers cannot see the launcher's disk: paths they read must be remote."""
 
     def remote(path: str) -> bool:
@@ -312,17 +308,12 @@ def _check_dataflow_paths(audit: AuditOptions) -> None:
             "results, so pass --output gs://<bucket>/<folder>."
         )
     dataset = audit.dataset
-    if (
-        dataset != "sample"
-        and not remote(dataset)
-        and (os.sep in dataset or os.path.isdir(dataset))
-    ):
+    if isinstance(source, sources.FolderSource) and not source.remote:
         raise ConfigError(
             f"--dataset {dataset!r} is a local folder that Dataflow workers cannot read; "
             "copy it to gs:// (gcloud storage cp -r) and pass the gs:// folder."
         )
-    tfds_name = dataset != "sample" and not remote(dataset)
-    if tfds_name and audit.data_dir is None:
+    if isinstance(source, sources.TfdsSource) and source.data_dir is None:
         raise ConfigError(
             f"--dataset {dataset!r} on Dataflow needs --data_dir: the gs:// folder of the "
             f"prepared dataset, e.g. `tfds build {dataset} --data_dir gs://<bucket>/tfds`."
@@ -397,43 +388,48 @@ def _check_model_path(model: str) -> None:
 class _Dataset:
     """--dataset resolved: what the pipeline reads, and what is known of it at launch."""
 
-    name: str
-    split: str | None = None
-    folder: str | None = None
-    tfds: sources.TfdsSource | None = None
+    source: sources.DataSource
     total: int | None = None  # inputs, when known at launch
     folder_labels: tuple[int, ...] = ()  # labels of a local folder's files
 
+    @property
+    def tfds_class_names(self) -> tuple[str, ...] | None:
+        return self.source.class_names if isinstance(self.source, sources.TfdsSource) else None
 
-def _resolve_dataset(audit: AuditOptions, on_dataflow: bool, dry_run: bool) -> _Dataset:
-    dataset = audit.dataset
-    if dataset == "sample":
-        return _Dataset(dataset, total=len(sources.sample_files()))
-    if dataset.startswith(_REMOTE_SCHEMES):
+
+def _resolve_folder(audit: AuditOptions, source: sources.FolderSource, dry_run: bool) -> _Dataset:
+    """A gs:// folder is looked up (one object); a local one is listed once."""
+    if source.remote:
         if dry_run:
-            _LOG.info("Dry run: not checking that --dataset %s exists (needs GCS access).", dataset)
+            _LOG.info("Dry run: not checking that --dataset %s exists (needs GCS access).",
+                      source.root)  # fmt: skip
         else:
-            sources.check_folder_exists(dataset)
-        return _Dataset(dataset, folder=dataset)
-    if os.path.isdir(dataset):
-        # Absolute, so that the manifest finds the images again from anywhere.
-        folder = os.path.abspath(dataset)
-        files = sources.list_image_folder(folder, skip=_local_output(audit.output))
-        _LOG.info("%d files in %s; the pipeline lists and reads them again.", len(files), folder)
-        found = tuple(f.label for f in files if f.label is not None)
-        return _Dataset(folder, folder=folder, total=len(files), folder_labels=found)
-    if os.path.sep in dataset or os.path.exists(dataset):
+            sources.check_folder_exists(source.root)
+        return _Dataset(source)
+    if not os.path.isdir(source.root):
         raise ConfigError(
-            f"--dataset {dataset!r} is not a folder of images; pass an existing folder, "
+            f"--dataset {audit.dataset!r} is not a folder of images; pass an existing folder, "
             "a TFDS name (imagenet_a) or 'sample'."
         )
+    files = sources.list_image_folder(source.root, skip=_local_output(audit.output))
+    _LOG.info("%d files in %s; the pipeline lists and reads them again.", len(files), source.root)
+    found = tuple(f.label for f in files if f.label is not None)
+    return _Dataset(source, total=len(files), folder_labels=found)
+
+
+def _resolve_dataset(
+    audit: AuditOptions, source: sources.DataSource, on_dataflow: bool, dry_run: bool
+) -> _Dataset:
+    """Checks the dataset at launch and learns what it can of it (no images read)."""
+    if isinstance(source, sources.SampleSource):
+        return _Dataset(source, total=len(sources.sample_files()))
+    if isinstance(source, sources.FolderSource):
+        return _resolve_folder(audit, source, dry_run)
     logs.import_tensorflow(audit.verbose)  # TFDS imports it: quietly, once
     # Preparing a dataset reads all of it: never on the launcher of a Dataflow job.
     download = not audit.no_download and not on_dataflow
-    source = sources.resolve_tfds(
-        dataset, audit.split, audit.data_dir, download, remote_workers=on_dataflow
-    )
-    return _Dataset(dataset, split=audit.split, tfds=source, total=source.num_examples)
+    resolved = source.resolved(download, remote_workers=on_dataflow)
+    return _Dataset(resolved, total=resolved.num_examples)
 
 
 def _class_names_for(
@@ -455,13 +451,13 @@ def _class_names_for(
             "outside --model's %d classes: their label can never be predicted, and "
             "--target label makes them errors.",
             sum(1 for label in data.folder_labels if label >= spec.num_classes),
-            data.name,
+            data.source.name,
             ", ".join(f"{wnids[c]} = {c}" for c in outside[:3]) + (", ..." if outside[3:] else ""),
             spec.num_classes,
         )
     if from_file is not None:
         return from_file
-    return _class_names(spec, data.tfds.class_names if data.tfds else None)
+    return _class_names(spec, data.tfds_class_names)
 
 
 def _resolve_model(
@@ -471,7 +467,7 @@ def _resolve_model(
     config: AttributionConfig,
 ) -> ModelSpec:
     """Loads the model once (quietly importing TensorFlow) and checks --top_k against it."""
-    num_classes = len(data.tfds.class_names) if data.tfds and data.tfds.class_names else None
+    num_classes = len(data.tfds_class_names) if data.tfds_class_names else None
     logs.import_tensorflow(audit.verbose)
     spec = resolve_model(
         audit.model,
@@ -502,20 +498,18 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
         raise ConfigError(f"--image_size must be >= 8, got {audit.image_size}.")
     names_file = labels.read_class_names(audit.class_names) if audit.class_names else None
     on_dataflow, dry_run = _is_dataflow(options), _is_dataflow_dry_run(options)
+    source = sources.source_for(audit.dataset, audit.split, audit.data_dir)
     if on_dataflow:
-        _check_dataflow_paths(audit)
+        _check_dataflow_paths(audit, source)
     _check_model_path(audit.model)
     if not dry_run:
         _check_output_free(audit)
-    data = _resolve_dataset(audit, on_dataflow, dry_run)
+    data = _resolve_dataset(audit, source, on_dataflow, dry_run)
     spec = _resolve_model(audit, data, input_range, config)
     class_names = _class_names_for(audit, spec, data, names_file)
     job = AuditJob(
         output=audit.output,
-        dataset=data.name,
-        split=data.split,
-        folder=data.folder,
-        tfds=data.tfds,
+        source=data.source,
         spec=spec,
         config=config,
         class_names=class_names,
@@ -628,14 +622,7 @@ def _progress(job: AuditJob) -> ReportProgress:
 
 def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
     """Adds the job's transforms to `p`."""
-    if job.folder is not None:
-        raw = p | "ReadImages" >> sources.ReadImageFolder(
-            job.folder, skip=_local_output(job.output)
-        )
-    elif job.tfds is not None:
-        raw = p | "ReadImages" >> sources.ReadTfds(job.tfds)
-    else:
-        raw = p | "ReadImages" >> sources.ReadSample()
+    raw = p | "ReadImages" >> job.source.read_transform(skip=_local_output(job.output))
     done = job.done_before
     skipped = raw | "DoneBefore" >> beam.Filter(lambda r: r.image_id in done)
     todo = raw | "NotDoneBefore" >> beam.Filter(lambda r: r.image_id not in done)
@@ -683,7 +670,9 @@ def _start(
     if save_main_session is not None:
         options.view_as(SetupOptions).save_main_session = save_main_session
     what = f"{job.total_inputs} images of " if job.total_inputs is not None else ""
-    _LOG.info("Auditing %s%s with %s into %s.", what, job.dataset, job.spec.reference, job.output)
+    _LOG.info(
+        "Auditing %s%s with %s into %s.", what, job.source.name, job.spec.reference, job.output
+    )
     try:
         p = beam.Pipeline(options=options)
         build_pipeline(p, job)

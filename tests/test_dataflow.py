@@ -81,7 +81,7 @@ def test_dry_run_builds_the_l4_gpu_job_for_a_gcs_image_folder(offline_hub):
 
     # What the launcher resolved: the folder is left to the workers, the model is
     # the seed's Inception V1 with its background class.
-    assert job.folder == "gs://my-bucket/imagenet-a" and job.tfds is None
+    assert job.source == sources.FolderSource("gs://my-bucket/imagenet-a")  # no TFDS source
     assert (job.spec.kind, job.spec.location) == ("hub", HUB_ALIASES["inception_v1"])
     assert (job.spec.num_outputs, job.spec.label_offset) == (1001, 1)
 

@@ -271,3 +271,95 @@ def test_an_unprepared_dataset_offline_fails_in_seconds_with_the_fix(linear_kera
             save_main_session=False)  # fmt: skip
     assert time.monotonic() - start < 20.0
     assert not (tmp_path / "out").exists()  # failed before touching --output
+
+
+def test_each_dataset_spelling_is_one_kind(tmp_path, monkeypatch):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "imagenet_a").mkdir()  # a folder named like a TFDS dataset: the folder wins
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    monkeypatch.chdir(tmp_path)
+    images = str(tmp_path / "images")
+    expected = {
+        "sample": sources.SampleSource(),
+        "gs://bucket/images": sources.FolderSource("gs://bucket/images"),
+        images: sources.FolderSource(images),
+        images + "/": sources.FolderSource(images),
+        "images": sources.FolderSource(images),  # relative: made absolute
+        "imagenet_a": sources.FolderSource(str(tmp_path / "imagenet_a")),
+        "notes.txt": sources.FolderSource(str(tmp_path / "notes.txt")),  # refused at launch
+        "/no/such/folder": sources.FolderSource("/no/such/folder"),  # refused at launch
+        "cifar10": sources.TfdsSource("cifar10", "test[:2%]", "/data/tfds"),
+    }
+    got = {
+        spelling: sources.source_for(spelling, "test[:2%]", "/data/tfds") for spelling in expected
+    }
+    assert got == expected
+    assert [s.remote for s in got.values() if isinstance(s, sources.FolderSource)] == [
+        True, False, False, False, False, False, False
+    ]  # fmt: skip
+
+
+def _written(tmp_path, linear_keras, *flags) -> tuple[dict, sources.DataSource]:
+    """The manifest a launch writes into --output, and the job's source."""
+    from pipeline.main import prepare
+    from transforms.results import read_manifest
+
+    output = str(tmp_path / "out")
+    job, _ = prepare(["--model", linear_keras, "--output", output, *flags])
+    job.lock.release()
+    return read_manifest(output), job.source
+
+
+def test_manifest_entries_are_what_runs_write_and_read_back(
+    image_folder, tiny_imagenet_a, linear_keras, tmp_path, monkeypatch
+):
+    from transforms import results
+
+    monkeypatch.chdir(Path(image_folder["root"]).parent)
+    cases = [
+        (["--dataset", "sample"], {"dataset": "sample", "split": None},
+         "sample/n02123045/chelsea.png"),
+        (["--dataset", "images"], {"dataset": image_folder["root"], "split": None},
+         f"{WNID_CAT}/cat1.png"),
+        (["--dataset", "imagenet_a", "--split", "test[:50%]", "--data_dir", tiny_imagenet_a],
+         {"dataset": "imagenet_a", "split": "test[:50%]"}, None),
+    ]  # fmt: skip
+    for i, (flags, entry, image_id) in enumerate(cases):
+        manifest, source = _written(tmp_path / str(i), linear_keras, *flags)
+        assert {key: manifest[key] for key in entry} == entry == source.manifest_entry()
+        # Read back (as transforms.results does), the manifest names the same kind.
+        back = sources.source_of_manifest(manifest)
+        assert type(back) is type(source) and back.manifest_entry() == entry
+        if image_id is not None:  # the sample and folders re-load their images
+            assert results.load_input_image(manifest, image_id).shape == (SIZE, SIZE, 3)
+        else:
+            with pytest.raises(results.ImageUnavailable, match="TFDS dataset 'imagenet_a'"):
+                results.load_input_image(manifest, "imagenet_a/x")
+
+
+def test_each_kind_reads_with_its_own_transform(image_folder, tiny_imagenet_a):
+    assert isinstance(sources.SampleSource().read_transform(), sources.ReadSample)
+    folder = sources.source_for(image_folder["root"], "test")
+    assert isinstance(folder.read_transform(skip="/elsewhere"), sources.ReadImageFolder)
+    tfds = sources.source_for("imagenet_a", "test", tiny_imagenet_a)
+    with pytest.raises(ValueError, match="read only once resolved"):
+        tfds.read_transform()
+    resolved = tfds.resolved(download=False)
+    assert resolved == sources.resolve_tfds("imagenet_a", "test", tiny_imagenet_a, False)
+    assert (resolved.name, resolved.split, resolved.num_examples) == ("imagenet_a", "test", 4)
+    assert isinstance(resolved.read_transform(), sources.ReadTfds)
+
+
+def test_a_manifest_entry_reads_back_as_its_kind():
+    assert (
+        sources.source_of_manifest({"dataset": "sample", "split": None}) == sources.SampleSource()
+    )
+    assert sources.source_of_manifest({"dataset": "imagenet_a", "split": "test"}) == (
+        sources.TfdsSource("imagenet_a", "test")
+    )
+    folder = sources.source_of_manifest({"dataset": "gs://b/images", "split": None})
+    assert folder == sources.FolderSource("gs://b/images") and folder.remote
+    # No split at all: not a TFDS run.
+    assert sources.source_of_manifest({"dataset": "/data/images"}) == (
+        sources.FolderSource("/data/images")
+    )

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import baselines as baselines_lib
-from transforms import images
+from transforms import images, sources
 from transforms.schema import ERROR_SCHEMA, METADATA_COLUMNS, results_schema
 from transforms.sinks import read_manifest
 
@@ -399,25 +399,23 @@ def _manifest(manifest_or_output: Mapping[str, Any] | str) -> Mapping[str, Any]:
 
 
 def _source_path(manifest: Mapping[str, Any], image_id: str, image_root: str | None) -> str:
-    dataset = str(manifest.get("dataset"))
     if image_root is not None:
         return FileSystems.join(image_root, image_id)
-    if dataset == "sample":
-        from transforms.sources import sample_files  # noqa: PLC0415 - imports Beam + skimage
-
-        paths = {f.image_id: f.path for f in sample_files()}
+    source = sources.source_of_manifest(manifest)
+    if isinstance(source, sources.SampleSource):
+        paths = {f.image_id: f.path for f in sources.sample_files()}
         if image_id not in paths:
             raise ImageUnavailable(f"{image_id!r} is not an image of the bundled sample.")
         return paths[image_id]
-    if manifest.get("split") is not None:  # only TFDS runs have a split
+    if isinstance(source, sources.TfdsSource):
         raise ImageUnavailable(
-            f"images of the TFDS dataset {dataset!r} are not re-loaded (it would mean "
+            f"images of the TFDS dataset {source.name!r} are not re-loaded (it would mean "
             "scanning the dataset); the heat map is shown without the photo."
         )
-    if dataset.startswith("gs://") or os.path.isdir(dataset):
-        return FileSystems.join(dataset, image_id)
+    if source.remote or os.path.isdir(source.root):
+        return FileSystems.join(source.root, image_id)
     raise ImageUnavailable(
-        f"the image folder {dataset!r} of this run is not reachable from here; "
+        f"the image folder {source.root!r} of this run is not reachable from here; "
         "pass image_root= where it is now."
     )
 

@@ -3,6 +3,10 @@
 Every element leaving a source is a `RawImage` with a stable, unique
 `image_id`; decoding happens later (`transforms.preprocess`), so a broken file
 becomes an error record there instead of failing the read.
+
+What `--dataset` names is decided once, by `source_for`: a `SampleSource`, a
+`FolderSource` or a `TfdsSource`, each knowing its read transform and its
+manifest entry; `source_of_manifest` reads the kind back from a finished run.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import re
 import socket
 import stat
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent import futures
 from typing import Any
 
@@ -28,12 +32,17 @@ from apache_beam.io.filesystems import FileSystems
 from transforms import labels
 
 __all__ = [
+    "REMOTE_FOLDER_SCHEMES",
+    "SAMPLE",
     "SAMPLE_IMAGES",
+    "DataSource",
     "FolderFile",
+    "FolderSource",
     "RawImage",
     "ReadImageFolder",
     "ReadSample",
     "ReadTfds",
+    "SampleSource",
     "TfdsSource",
     "check_folder_exists",
     "escape_glob",
@@ -41,6 +50,8 @@ __all__ = [
     "network_problem",
     "resolve_tfds",
     "sample_files",
+    "source_for",
+    "source_of_manifest",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -419,16 +430,36 @@ class ReadSample(beam.PTransform):
 
 @dataclasses.dataclass(frozen=True)
 class TfdsSource:
-    """A TFDS dataset resolved at launch: what to read and how its features are named."""
+    """A TFDS dataset and split (`--dataset imagenet_a --split test`).
+
+    `source_for` gives the name, split and data folder; `resolved()` (or
+    `resolve_tfds`) checks them at launch and fills in the rest: how the
+    features are named, the split's size and the class names.
+    """
 
     name: str
     split: str
-    data_dir: str | None
-    image_key: str
-    label_key: str | None
-    file_name_key: str | None
-    num_examples: int
-    class_names: tuple[str, ...] | None
+    data_dir: str | None = None
+    image_key: str | None = None  # the rest: None until resolved
+    label_key: str | None = None
+    file_name_key: str | None = None
+    num_examples: int | None = None
+    class_names: tuple[str, ...] | None = None
+
+    def manifest_entry(self) -> dict[str, str | None]:
+        """What the run's manifest.json says of the dataset."""
+        return {"dataset": self.name, "split": self.split}
+
+    def resolved(self, download: bool, remote_workers: bool = False) -> TfdsSource:
+        """This dataset checked and described at launch (see `resolve_tfds`)."""
+        return resolve_tfds(self.name, self.split, self.data_dir, download, remote_workers)
+
+    def read_transform(self, skip: str | None = None) -> beam.PTransform:
+        """`ReadTfds` of the resolved dataset; `skip` is for folders only."""
+        del skip  # a TFDS dataset never holds the job's output
+        if self.image_key is None:
+            raise ValueError(f"TFDS dataset {self.name!r} is read only once resolved.")
+        return ReadTfds(self)
 
 
 def _builder(name: str, data_dir: str | None):
@@ -642,3 +673,98 @@ class ReadTfds(beam.PTransform):
             )
             | "ToRawImage" >> beam.Map(_to_raw, source=source)
         )
+
+
+# The dataset kind: what --dataset names is decided here, once (`source_for`), and
+# read back from a run's manifest here (`source_of_manifest`); everything else
+# asks the value, never the string.
+
+#: The --dataset spelling of the bundled sample.
+SAMPLE = "sample"
+#: Schemes of image folders that remote workers read directly.
+REMOTE_FOLDER_SCHEMES: tuple[str, ...] = ("gs://",)
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleSource:
+    """The bundled sample (`--dataset sample`): offline photos, read on any runner."""
+
+    @property
+    def name(self) -> str:
+        return SAMPLE
+
+    def manifest_entry(self) -> dict[str, str | None]:
+        """What the run's manifest.json says of the dataset."""
+        return {"dataset": SAMPLE, "split": None}
+
+    def read_transform(self, skip: str | None = None) -> beam.PTransform:
+        """`ReadSample`; `skip` is for folders only."""
+        del skip  # the sample never holds the job's output
+        return ReadSample()
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderSource:
+    """An image folder: `gs://...` as given, or a local path made absolute.
+
+    A local `root` that is no folder (a missing path, a file) is still a
+    `FolderSource`: the launch check refuses it with the flag's spelling.
+    """
+
+    root: str
+
+    @property
+    def name(self) -> str:
+        return self.root
+
+    @property
+    def remote(self) -> bool:
+        """On gs://: what remote (Dataflow) workers can read; else on this machine."""
+        return self.root.startswith(REMOTE_FOLDER_SCHEMES)
+
+    def manifest_entry(self) -> dict[str, str | None]:
+        """What the run's manifest.json says of the dataset (the absolute root)."""
+        return {"dataset": self.root, "split": None}
+
+    def read_transform(self, skip: str | None = None) -> beam.PTransform:
+        """`ReadImageFolder` of the root, never reading `skip` (the job's own --output)."""
+        return ReadImageFolder(self.root, skip=skip)
+
+
+#: What --dataset names: one of the three kinds.
+DataSource = SampleSource | FolderSource | TfdsSource
+
+
+def source_for(dataset: str, split: str, data_dir: str | None = None) -> DataSource:
+    """The kind of dataset `--dataset` names, decided once (no listing, no TFDS call).
+
+    Args:
+      dataset: the flag: 'sample', a gs:// folder, a local path, or a TFDS name.
+      split: --split, kept for a TFDS dataset only.
+      data_dir: --data_dir, the TFDS data folder.
+
+    Returns:
+      `SampleSource`; a `FolderSource` for gs://, an existing local folder (made
+      absolute, so the manifest finds it from anywhere) or anything else that is
+      a path (holds a separator or exists); else a `TfdsSource` (not resolved yet).
+    """
+    if dataset == SAMPLE:
+        return SampleSource()
+    if dataset.startswith(REMOTE_FOLDER_SCHEMES):
+        return FolderSource(dataset)
+    if os.path.isdir(dataset) or os.path.sep in dataset or os.path.exists(dataset):
+        return FolderSource(os.path.abspath(dataset))
+    return TfdsSource(dataset, split, data_dir)
+
+
+def source_of_manifest(manifest: Mapping[str, Any]) -> DataSource:
+    """The source a run's manifest names: the inverse of `manifest_entry`.
+
+    Only TFDS runs write a split; a folder's root was written absolute (or gs://).
+    """
+    dataset, split = str(manifest.get("dataset")), manifest.get("split")
+    if dataset == SAMPLE:
+        return SampleSource()
+    if split is not None:
+        return TfdsSource(dataset, str(split))
+    return FolderSource(dataset)
