@@ -12,10 +12,12 @@ from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from transforms.attribution import DEFAULT_BATCH_SIZE
 from transforms.config import (
     ATTRIBUTION_DTYPES,
     ATTRIBUTION_MODES,
     BASELINES,
+    DEFAULT_MAX_STEPS,
     FAITHFULNESS_MODES,
     MAX_MAX_STEPS,
     MAX_STEPS,
@@ -25,6 +27,7 @@ from transforms.config import (
     ConfigError,
 )
 from transforms.ig import METHODS
+from transforms.sources import SAMPLE
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -39,7 +42,6 @@ __all__ = [
 
 _LOG = logging.getLogger(__name__)
 _DEFAULTS = AttributionConfig()
-DEFAULT_BATCH_SIZE = 8
 MAX_BATCH_SIZE = 1024
 # A value that starts with '-' and a digit or a dot ('-1,1', '-.5'): argparse
 # would take it for a flag, so `--input_range -1,1` is joined to `--input_range=-1,1`.
@@ -81,7 +83,7 @@ def _data_flags(add: Callable[..., Any]) -> None:
     """Where the images and the model come from, and where results go."""
     add(
         "--dataset",
-        default="sample",
+        default=SAMPLE,
         help="TFDS name (imagenet_a), an image folder (local or gs://), or 'sample'.",
     )
     add("--split", default="test", help="TFDS split spec, e.g. 'test' or 'test[:2%%]'.")
@@ -150,7 +152,7 @@ def _ig_flags(add: Callable[..., Any]) -> None:
         type=int,
         default=None,
         help=f"Cap on points per baseline when refining, at most {MAX_MAX_STEPS}; default "
-        f"max({_DEFAULTS.max_steps}, --steps).",
+        f"max({DEFAULT_MAX_STEPS}, --steps).",
     )
 
 
@@ -242,11 +244,7 @@ def attribution_config(options: AuditOptions) -> AttributionConfig:
         top_k=options.top_k,
         tolerance=options.tolerance,
         completeness_tolerance=options.completeness_tolerance,
-        max_steps=(
-            options.max_steps
-            if options.max_steps is not None
-            else max(_DEFAULTS.max_steps, options.steps)
-        ),
+        max_steps=options.max_steps,  # None: the config's default for these --steps
         path_batch_size=options.path_batch_size,
         attributions=options.attributions,
         attribution_dtype=options.attribution_dtype,
@@ -257,7 +255,7 @@ def attribution_config(options: AuditOptions) -> AttributionConfig:
 
 
 def batch_size(options: AuditOptions) -> int:
-    """--batch_size, validated: 1 to MAX_BATCH_SIZE; default 8 only when not given."""
+    """--batch_size, validated: 1 to MAX_BATCH_SIZE; DEFAULT_BATCH_SIZE when not given."""
     value = DEFAULT_BATCH_SIZE if options.batch_size is None else options.batch_size
     if not 1 <= value <= MAX_BATCH_SIZE:
         raise ConfigError(

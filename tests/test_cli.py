@@ -298,3 +298,24 @@ def test_progress_lines_say_done_total_rate_and_eta():
         progress_line(0, 8, 15.0) == "progress: 0/8 images yet, 15 s elapsed (first batch running)"
     )
     assert progress_line(10, None, 20.0) == "progress: 10 images, 0.50 images/s, 20 s elapsed"
+
+
+def test_max_steps_and_batch_size_defaults_are_those_of_their_one_home():
+    import inspect
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.options import attribution_config, batch_size
+    from transforms.attribution import DEFAULT_BATCH_SIZE, IGModelHandler
+
+    def flags(*argv):
+        return PipelineOptions(list(argv)).view_as(AuditOptions)
+
+    # --max_steps unset: max(256, --steps), as README.md documents, from the config.
+    assert attribution_config(flags()).max_steps == AttributionConfig().max_steps == 256
+    assert attribution_config(flags("--steps", "300")).max_steps == 300
+    assert AttributionConfig(steps=300).max_steps == 300
+    assert attribution_config(flags("--steps", "300", "--max_steps", "400")).max_steps == 400
+    # --batch_size unset: the model handler's own default, 8.
+    assert batch_size(flags()) == DEFAULT_BATCH_SIZE == 8
+    assert inspect.signature(IGModelHandler).parameters["batch_size"].default == 8

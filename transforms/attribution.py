@@ -21,6 +21,7 @@ from transforms.preprocess import ERRORS_TAG, NAMESPACE, ImageExample, Preproces
 from transforms.tf_model import Classifier, ModelSpec
 
 __all__ = [
+    "DEFAULT_BATCH_SIZE",
     "ERRORS_TAG",
     "IGModelHandler",
     "ImageExample",
@@ -30,6 +31,8 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger(__name__)
+#: Images per RunInference batch (--batch_size) unless told otherwise.
+DEFAULT_BATCH_SIZE = 8
 
 
 class _Progress:
@@ -81,7 +84,7 @@ class IGModelHandler(ModelHandler[ImageExample, ImageOutcome, Classifier]):
         spec: ModelSpec,
         config: AttributionConfig,
         class_names: Sequence[str] | None,
-        batch_size: int = 8,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         jit_compile: bool | None = None,
     ):
         super().__init__()

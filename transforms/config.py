@@ -11,6 +11,7 @@ __all__ = [
     "ATTRIBUTION_DTYPES",
     "ATTRIBUTION_MODES",
     "BASELINES",
+    "DEFAULT_MAX_STEPS",
     "FAITHFULNESS_MODES",
     "MAX_MAX_STEPS",
     "MAX_STEPS",
@@ -30,6 +31,9 @@ ATTRIBUTION_DTYPES: tuple[str, ...] = ("float16", "float32")
 # --steps 1000000000 fails at once instead of running for hours.
 MAX_STEPS = 4096
 MAX_MAX_STEPS = 16384
+# The refinement cap without --max_steps (raised to --steps when that is more):
+# it bounds a row's cost at about 8x the points the sample needs (docs/scale.md).
+DEFAULT_MAX_STEPS = 256
 
 
 class ConfigError(ValueError):
@@ -70,7 +74,8 @@ class AttributionConfig:
       completeness_tolerance: bound on the relative completeness delta, with a
         tolerance (a sum, which cancels per-pixel errors: it is met far more
         cheaply than the per-pixel bound, so it can be tighter).
-      max_steps: cap on gradient evaluations per baseline during refinement.
+      max_steps: cap on gradient evaluations per baseline during refinement;
+        None (the default) gives `default_max_steps(steps)`.
       path_batch_size: path points per gradient call (bounds memory).
       attributions: `full` (H x W x C), `pixel` (H x W, channel sum) or `none`.
       attribution_dtype: `float16` or `float32` storage.
@@ -93,7 +98,7 @@ class AttributionConfig:
     top_k: int = 5
     tolerance: float = 0.015
     completeness_tolerance: float = 0.005
-    max_steps: int = 256
+    max_steps: int | None = None  # resolved in __post_init__: always an int after
     path_batch_size: int = 32
     attributions: str = "full"
     attribution_dtype: str = "float32"
@@ -111,7 +116,14 @@ class AttributionConfig:
                           self.path_batch_size,
                           completeness_tolerance=self.completeness_tolerance)  # fmt: skip
 
+    @staticmethod
+    def default_max_steps(steps: int) -> int:
+        """The refinement cap when none is given: `DEFAULT_MAX_STEPS`, or `steps` if more."""
+        return max(DEFAULT_MAX_STEPS, steps)
+
     def __post_init__(self) -> None:
+        if self.max_steps is None:  # frozen: set once, here
+            object.__setattr__(self, "max_steps", self.default_max_steps(self.steps))
         self._check_choices()
         self._check_steps()
         self._check_bounds()
