@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import baselines as baselines_lib
 from transforms import ig, images, results
+from transforms.batch import baselines_and_scores
 from transforms.config import AttributionConfig
 from transforms.faithfulness import pixel_scores
 from transforms.sinks import write_json
@@ -85,17 +85,13 @@ def _attribute(model: Classifier, config: AttributionConfig, inputs: np.ndarray,
                image_ids: Sequence[str], targets: np.ndarray) -> np.ndarray:  # fmt: skip
     """IG of the rows with the run's settings: float32 [N, H, W, C]."""
     spec = model.spec
-    refs = np.stack([
-        baselines_lib.make_baselines(x, config.baselines, spec.input_range, i, config.seed)
-        for x, i in zip(inputs, image_ids, strict=True)
-    ])  # fmt: skip
+    # The job's baselines and their scores, computed as the job computes them.
+    refs, ref_scores = baselines_and_scores(model, inputs, image_ids, config, spec)
     score_fn = model.score_fn(config.score)
     out = targets + spec.label_offset
     zeros = np.zeros(len(inputs), np.float32)
     target_scores = score_fn(inputs, inputs, zeros, out).astype(np.float64)
-    baseline_scores = np.stack(
-        [score_fn(refs[:, b], refs[:, b], zeros, out) for b in range(refs.shape[1])], axis=1
-    ).astype(np.float64)
+    baseline_scores = ref_scores[np.arange(len(inputs)), :, out]  # [N, B]
     result = ig.integrated_gradients(
         model.integrand_fn(config.score), inputs, refs, np.arange(len(inputs)), out,
         config.ig_settings(), target_scores=target_scores, baseline_scores=baseline_scores,

@@ -18,7 +18,7 @@ from transforms.config import AttributionConfig
 from transforms.preprocess import ImageExample, error_record
 from transforms.tf_model import Classifier, ModelSpec
 
-__all__ = ["ImageOutcome", "attribute_batch"]
+__all__ = ["ImageOutcome", "attribute_batch", "baselines_and_scores"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,23 +108,41 @@ def _distinct_logits(model: Classifier, images: np.ndarray) -> np.ndarray:
     return model.logits(images[first]).astype(np.float64)[index]
 
 
-def _baselines(model, batch, cfg, spec) -> tuple[np.ndarray, np.ndarray]:
-    """Baselines float32 [N, B, S, S, 3] and their scores float64 [N, B, outputs]."""
+def baselines_and_scores(
+    model: Classifier,
+    inputs: np.ndarray,
+    image_ids: Sequence[str],
+    cfg: AttributionConfig,
+    spec: ModelSpec,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The run's baselines of each image, and the model's scores of them.
+
+    Args:
+      model: the loaded classifier.
+      inputs: float32 [N, S, S, 3] in `spec.input_range`.
+      image_ids: the N images' ids (they seed the `noise` baseline).
+      cfg: the run's settings (`baselines`, `seed`, `score`).
+      spec: the model's signature (input range).
+
+    Returns:
+      Baselines float32 [N, B, S, S, 3] (B = len(cfg.baselines)) and their scores
+      float64 [N, B, outputs]: logits, or probabilities for `score` softmax.
+    """
     refs = np.stack([
-        baselines_lib.make_baselines(ex.image, cfg.baselines, spec.input_range, ex.image_id,
-                                     cfg.seed)
-        for ex in batch
+        baselines_lib.make_baselines(x, cfg.baselines, spec.input_range, image_id, cfg.seed)
+        for x, image_id in zip(inputs, image_ids, strict=True)
     ])  # fmt: skip
     outputs = _distinct_logits(model, refs.reshape(-1, *refs.shape[2:]))
     if cfg.score == "softmax":
         outputs = _softmax(outputs)
-    return refs, outputs.reshape(len(batch), refs.shape[1], -1)
+    return refs, outputs.reshape(len(inputs), refs.shape[1], -1)
 
 
 def _attribute(model, batch, inputs, preds, rows, cfg, spec) -> _Attributed:
     """IG of every row, its completeness, and its faithfulness curves."""
     image_index, targets = rows
-    refs, ref_outputs = _baselines(model, batch, cfg, spec)
+    refs, ref_outputs = baselines_and_scores(model, inputs, [ex.image_id for ex in batch], cfg,
+                                             spec)  # fmt: skip
     out_index = targets + spec.label_offset
     target_scores = preds.scores(cfg.score)[image_index, out_index]
     path_baseline_scores = ref_outputs[image_index, :, out_index]  # [R, B]
