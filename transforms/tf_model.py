@@ -1,7 +1,7 @@
 """The one TensorFlow module: loads a classifier and gives scores and gradients.
 
 Models are referenced as in `--model`:
-  * `efficientnet_lite0`: bundled, offline (see `transforms.efficientnet_lite`);
+  * `efficientnet_lite0`: bundled, offline (see `transforms.bundled.efficientnet_lite`);
   * `inception_v1`: the TF Hub model of the seed notebook;
   * any TF Hub handle (`https://tfhub.dev/...`, `https://www.kaggle.com/models/...`);
   * a SavedModel folder (loaded with `hub.load`, i.e. `tf.saved_model.load`);
@@ -181,7 +181,7 @@ def _identity(kind: str, location: str) -> str:
     if kind == "hub":
         return "sha256:" + hashlib.sha256(location.encode()).hexdigest()
     if kind == "bundled":
-        from transforms.efficientnet_lite import weights_path  # noqa: PLC0415
+        from transforms.bundled.efficientnet_lite import weights_path  # noqa: PLC0415
 
         return "sha256:" + _hash_path(weights_path())
     return "sha256:" + _hash_path(location)
@@ -190,7 +190,7 @@ def _identity(kind: str, location: str) -> str:
 def _load(kind: str, location: str) -> Any:
     """Loads the model object; errors name the model and the fix."""
     if kind == "bundled":
-        from transforms.efficientnet_lite import load_efficientnet_lite0  # noqa: PLC0415
+        from transforms.bundled.efficientnet_lite import load_efficientnet_lite0  # noqa: PLC0415
 
         return load_efficientnet_lite0()
     if kind == "keras":

