@@ -58,9 +58,9 @@ from transforms.sinks import (
     write_json,
 )
 from transforms.tf_model import (
-    BUNDLED_MODELS,
-    HUB_ALIASES,
+    ModelReference,
     ModelSpec,
+    model_reference,
     release_launch_model,
     resolve_model,
 )
@@ -333,10 +333,7 @@ def _check_dataflow_paths(audit: AuditOptions) -> None:
             "gs://, e.g. prepared with `tfds build imagenet_a --data_dir gs://<bucket>/tfds`."
         )
     model = audit.model
-    known = (
-        model in BUNDLED_MODELS or model in HUB_ALIASES or model.startswith(("http://", "https://"))
-    )
-    if not known and not remote(model):
+    if model_reference(model).is_path and not remote(model):
         raise ConfigError(
             f"--model {model!r} is a local path that Dataflow workers cannot read; copy the "
             "model to gs:// and pass that path, or use a TF Hub handle or a bundled model."
@@ -377,20 +374,6 @@ def _check_output_free(audit: AuditOptions) -> None:
             f"--output {audit.output!r} already holds a run ({', '.join(names)}). "
             "Pass --overwrite to replace it, --resume to continue it, or choose another folder."
         )
-
-
-def _check_model_path(model: str) -> None:
-    """A local --model path that does not exist fails here, before TensorFlow loads."""
-    known = model in BUNDLED_MODELS or model in HUB_ALIASES or "://" in model
-    if known or os.path.exists(model):
-        return
-    if model.endswith(".keras"):
-        raise ConfigError(f"--model {model!r}: no such .keras file.")
-    raise ConfigError(
-        f"--model {model!r} is not a SavedModel folder, a .keras file, a TF Hub handle "
-        f"(https://...), or a known name ({', '.join(BUNDLED_MODELS + tuple(HUB_ALIASES))}): "
-        "no such file or folder."
-    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -466,6 +449,7 @@ def _class_names_for(
 
 def _resolve_model(
     audit: AuditOptions,
+    model: ModelReference,
     data: _Dataset,
     input_range: tuple[float, float] | None,
     config: AttributionConfig,
@@ -474,7 +458,7 @@ def _resolve_model(
     num_classes = len(data.tfds.class_names) if data.tfds and data.tfds.class_names else None
     logs.import_tensorflow(audit.verbose)
     spec = resolve_model(
-        audit.model,
+        model,
         image_size=audit.image_size,
         input_range=input_range,
         label_offset=audit.label_offset,
@@ -504,11 +488,12 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     on_dataflow, dry_run = _is_dataflow(options), _is_dataflow_dry_run(options)
     if on_dataflow:
         _check_dataflow_paths(audit)
-    _check_model_path(audit.model)
+    model = model_reference(audit.model)
+    model.check_exists()  # a local path: before TensorFlow loads
     if not dry_run:
         _check_output_free(audit)
     data = _resolve_dataset(audit, on_dataflow, dry_run)
-    spec = _resolve_model(audit, data, input_range, config)
+    spec = _resolve_model(audit, model, data, input_range, config)
     class_names = _class_names_for(audit, spec, data, names_file)
     job = AuditJob(
         output=audit.output,

@@ -29,6 +29,22 @@ def _examples(n, labels=None):
     ]  # fmt: skip
 
 
+def test_model_reference_is_decided_from_the_string_alone(tmp_path):
+    ref = tf_model.model_reference
+    assert ref("efficientnet_lite0") == tf_model.ModelReference(
+        "efficientnet_lite0", "bundled", "efficientnet_lite0"
+    )
+    assert ref("inception_v1").kind == "hub"
+    assert ref("inception_v1").location == tf_model.HUB_ALIASES["inception_v1"]
+    assert ref("https://tfhub.dev/x/y.keras").kind == "hub"  # a handle, whatever its ending
+    assert ref("gs://b/m.keras").kind == "keras" and not ref("gs://b/m.keras").is_local_path
+    assert ref("/models/folder").kind == "saved_model" and ref("/models/folder").is_local_path
+    assert not ref("inception_v1").is_path and ref("/m.keras").is_path
+    ref(str(tmp_path)).check_exists()  # exists: its contents are checked when resolved
+    with pytest.raises(ValueError, match="no such .keras file"):
+        ref(str(tmp_path / "missing.keras")).check_exists()
+
+
 def test_resolve_keras_and_saved_model_specs(linear_keras, quadratic_saved_model):
     keras_spec = resolve_model(linear_keras)
     assert (keras_spec.kind, keras_spec.image_size, keras_spec.num_outputs) == ("keras", SIZE, 1000)

@@ -18,7 +18,7 @@ import hashlib
 import logging
 import os
 import threading
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -29,8 +29,11 @@ __all__ = [
     "HUB_ALIASES",
     "Classifier",
     "DeviceSettings",
+    "ModelKind",
+    "ModelReference",
     "ModelSpec",
     "device_settings",
+    "model_reference",
     "padded_batch",
     "release_launch_model",
     "resolve_model",
@@ -42,9 +45,72 @@ BUNDLED_MODELS: tuple[str, ...] = ("efficientnet_lite0",)
 HUB_ALIASES: dict[str, str] = {
     "inception_v1": "https://tfhub.dev/google/imagenet/inception_v1/classification/4",
 }
+_DEFAULT_IMAGE_SIZE = 224
+
+ModelKind = Literal["bundled", "hub", "saved_model", "keras"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelReference:
+    """What a `--model` value names, decided in one place (`model_reference`).
+
+    Attributes:
+      reference: the `--model` value.
+      kind: `bundled` (a name in BUNDLED_MODELS), `hub` (a TF Hub handle or a name
+        in HUB_ALIASES), `keras` (a `.keras` file) or `saved_model` (any other path:
+        a SavedModel folder, checked when the model is resolved).
+      location: handle, path or bundled name that is loaded.
+    """
+
+    reference: str
+    kind: ModelKind
+    location: str
+
+    @property
+    def is_path(self) -> bool:
+        """A file or folder (local or remote), not a bundled name or a TF Hub handle."""
+        return self.kind in ("saved_model", "keras")
+
+    @property
+    def is_local_path(self) -> bool:
+        """A path on this machine's disk (no `scheme://`)."""
+        return self.is_path and "://" not in self.location
+
+    def check_exists(self) -> None:
+        """A local path that does not exist fails here, before TensorFlow is imported.
+
+        Raises:
+          ValueError: naming the missing file or folder and what `--model` accepts.
+        """
+        if not self.is_local_path or os.path.exists(self.location):
+            return
+        if self.kind == "keras":
+            raise ValueError(f"--model {self.reference!r}: no such .keras file.")
+        raise ValueError(
+            f"--model {self.reference!r} is not a SavedModel folder, a .keras file, a TF Hub "
+            f"handle (https://...), or a known name ({', '.join(_KNOWN_NAMES)}): "
+            "no such file or folder."
+        )
+
+
+_KNOWN_NAMES = BUNDLED_MODELS + tuple(HUB_ALIASES)
+
+
+def model_reference(reference: str) -> ModelReference:
+    """The kind and location `--model reference` names, from the string alone (no I/O)."""
+    if reference in BUNDLED_MODELS:
+        return ModelReference(reference, "bundled", reference)
+    if reference in HUB_ALIASES:
+        return ModelReference(reference, "hub", HUB_ALIASES[reference])
+    if reference.startswith(("http://", "https://")):
+        return ModelReference(reference, "hub", reference)
+    if reference.endswith(".keras"):
+        return ModelReference(reference, "keras", reference)
+    return ModelReference(reference, "saved_model", reference)
+
+
 # Image sizes of known models whose signatures leave the size open.
 _KNOWN_SIZES = {HUB_ALIASES["inception_v1"]: 224}
-_DEFAULT_IMAGE_SIZE = 224
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +142,11 @@ class ModelSpec:
     def num_classes(self) -> int:
         """Classes in the dataset's label space that the model scores."""
         return self.num_outputs - self.label_offset
+
+    @property
+    def model(self) -> ModelReference:
+        """The model's reference, kind and location (the manifest keeps them flat)."""
+        return ModelReference(self.reference, self.kind, self.location)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,28 +198,24 @@ def _pad_rows(rows: int, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
     return tuple(np.concatenate([a, np.zeros((extra, *a.shape[1:]), a.dtype)]) for a in arrays)
 
 
-def _kind(reference: str) -> tuple[str, str]:
-    if reference in BUNDLED_MODELS:
-        return "bundled", reference
-    if reference in HUB_ALIASES:
-        return "hub", HUB_ALIASES[reference]
-    if reference.startswith(("http://", "https://")):
-        return "hub", reference
-    if reference.endswith(".keras"):
-        return "keras", reference
+def _check_saved_model_folder(model: ModelReference) -> None:
+    """A `saved_model` reference must be a folder holding saved_model.pb (local or remote)."""
+    if model.kind != "saved_model":
+        return
     import tensorflow as tf  # noqa: PLC0415
 
+    reference = model.reference
     if tf.io.gfile.isdir(reference):
         if tf.io.gfile.exists(os.path.join(reference, "saved_model.pb")):
-            return "saved_model", reference
+            return
         raise ValueError(
             f"--model {reference!r} is a folder without saved_model.pb; pass a SavedModel "
             "folder, a .keras file, a TF Hub handle, or one of: "
-            f"{', '.join(BUNDLED_MODELS + tuple(HUB_ALIASES))}."
+            f"{', '.join(_KNOWN_NAMES)}."
         )
     raise ValueError(
         f"--model {reference!r} is not a SavedModel folder, a .keras file, a TF Hub handle "
-        f"(https://...), or a known name ({', '.join(BUNDLED_MODELS + tuple(HUB_ALIASES))})."
+        f"(https://...), or a known name ({', '.join(_KNOWN_NAMES)})."
     )
 
 
@@ -177,18 +244,19 @@ def _walk_files(root: str):
             yield os.path.join(folder, name)
 
 
-def _identity(kind: str, location: str) -> str:
-    if kind == "hub":
-        return "sha256:" + hashlib.sha256(location.encode()).hexdigest()
-    if kind == "bundled":
+def _identity(model: ModelReference) -> str:
+    if model.kind == "hub":
+        return "sha256:" + hashlib.sha256(model.location.encode()).hexdigest()
+    if model.kind == "bundled":
         from transforms.bundled.efficientnet_lite import weights_path  # noqa: PLC0415
 
         return "sha256:" + _hash_path(weights_path())
-    return "sha256:" + _hash_path(location)
+    return "sha256:" + _hash_path(model.location)
 
 
-def _load(kind: str, location: str) -> Any:
+def _load(model: ModelReference) -> Any:
     """Loads the model object; errors name the model and the fix."""
+    kind, location = model.kind, model.location
     if kind == "bundled":
         from transforms.bundled.efficientnet_lite import load_efficientnet_lite0  # noqa: PLC0415
 
@@ -318,7 +386,7 @@ def _label_offset(reference, num_outputs, label_offset, num_dataset_classes) -> 
 
 
 def resolve_model(
-    reference: str,
+    reference: str | ModelReference,
     image_size: int | None = None,
     input_range: tuple[float, float] | None = None,
     label_offset: int | None = None,
@@ -327,7 +395,7 @@ def resolve_model(
     """Loads the model once at launch to learn its input size and outputs.
 
     Args:
-      reference: the `--model` value.
+      reference: the `--model` value, or its `model_reference`.
       image_size: overrides the size; required when the signature leaves it open
         and the model is not a known one (else 224 with a warning).
       input_range: overrides the pixel range; default (0, 1).
@@ -338,27 +406,32 @@ def resolve_model(
       ValueError: the model cannot be found or loaded, its input is not an
         image batch, or the offset does not fit its outputs.
     """
-    kind, location = _kind(reference)
-    obj = _load(kind, location)
+    model = reference if isinstance(reference, ModelReference) else model_reference(reference)
+    _check_saved_model_folder(model)
+    obj = _load(model)
     call, shape = _callable(obj)
-    image_size = _image_size(reference, location, shape, image_size)
-    input_range = tuple(input_range) if input_range is not None else (0.0, 1.0)
-    num_outputs = _num_outputs(reference, call, image_size)
-    label_offset = _label_offset(reference, num_outputs, label_offset, num_dataset_classes)
-    spec = ModelSpec(
-        reference=reference,
-        kind=kind,
-        location=location,
-        image_size=int(image_size),
-        input_range=(float(input_range[0]), float(input_range[1])),
-        num_outputs=num_outputs,
-        label_offset=int(label_offset),
-        identity=_identity(kind, location),
-    )
+    image_size = _image_size(model.reference, model.location, shape, image_size)
+    num_outputs = _num_outputs(model.reference, call, image_size)
+    spec = _spec(model, image_size, input_range, num_outputs, label_offset, num_dataset_classes)
     with _LAUNCH_LOCK:
         _LAUNCH_LOADED.clear()
         _LAUNCH_LOADED[_launch_key(spec)] = obj
     return spec
+
+
+def _spec(model, image_size, input_range, num_outputs, label_offset, num_dataset_classes):
+    input_range = tuple(input_range) if input_range is not None else (0.0, 1.0)
+    label_offset = _label_offset(model.reference, num_outputs, label_offset, num_dataset_classes)
+    return ModelSpec(
+        reference=model.reference,
+        kind=model.kind,
+        location=model.location,
+        image_size=int(image_size),
+        input_range=(float(input_range[0]), float(input_range[1])),
+        num_outputs=num_outputs,
+        label_offset=int(label_offset),
+        identity=_identity(model),
+    )
 
 
 # The model object loaded by `resolve_model`, handed to the first `Classifier`
@@ -381,7 +454,7 @@ def release_launch_model() -> None:
 def _load_for(spec: ModelSpec) -> Any:
     with _LAUNCH_LOCK:
         obj = _LAUNCH_LOADED.pop(_launch_key(spec), None)
-    return obj if obj is not None else _load(spec.kind, spec.location)
+    return obj if obj is not None else _load(spec.model)
 
 
 class Classifier:
