@@ -58,10 +58,10 @@ from transforms.sinks import (
     write_json,
 )
 from transforms.tf_model import (
+    ModelHandoff,
     ModelReference,
     ModelSpec,
     model_reference,
-    release_launch_model,
     resolve_model,
 )
 
@@ -96,6 +96,8 @@ class AuditJob:
     show_progress: bool = False  # a progress line on the launcher's log (DirectRunner)
     progress_per_worker: bool = False  # local worker processes count their own share
     lock: output_lock.RunLock | None = None
+    # The model the launcher loaded, for the in-process worker of a DirectRunner job.
+    model_handoff: ModelHandoff | None = None
 
     def manifest_base(self) -> dict[str, Any]:
         versions = {"python": platform.python_version()}
@@ -453,8 +455,10 @@ def _resolve_model(
     data: _Dataset,
     input_range: tuple[float, float] | None,
     config: AttributionConfig,
+    handoff: ModelHandoff | None,
 ) -> ModelSpec:
-    """Loads the model once (quietly importing TensorFlow) and checks --top_k against it."""
+    """Loads the model once (quietly importing TensorFlow) and checks --top_k against it.
+    With a `handoff` (a local job) the loaded model is left there for the worker."""
     num_classes = len(data.tfds.class_names) if data.tfds and data.tfds.class_names else None
     logs.import_tensorflow(audit.verbose)
     spec = resolve_model(
@@ -463,6 +467,7 @@ def _resolve_model(
         input_range=input_range,
         label_offset=audit.label_offset,
         num_dataset_classes=num_classes,
+        handoff=handoff,
     )
     if config.top_k > spec.num_classes:
         raise ConfigError(
@@ -493,7 +498,9 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     if not dry_run:
         _check_output_free(audit)
     data = _resolve_dataset(audit, on_dataflow, dry_run)
-    spec = _resolve_model(audit, model, data, input_range, config)
+    # Only a DirectRunner's workers run in this process and can take the launcher's model.
+    handoff = ModelHandoff() if "direct" in _runner_name(options) else None
+    spec = _resolve_model(audit, model, data, input_range, config, handoff)
     class_names = _class_names_for(audit, spec, data, names_file)
     job = AuditJob(
         output=audit.output,
@@ -511,6 +518,7 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
         show_progress="direct" in _runner_name(options),
         progress_per_worker=options.view_as(DirectOptions).direct_running_mode
         == "multi_processing",
+        model_handoff=handoff,
     )
     return job
 
@@ -575,6 +583,8 @@ def _claim_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
 
 
 def _release(job: AuditJob) -> None:
+    if job.model_handoff is not None:
+        job.model_handoff.release()  # taken by the local worker unless its runner made its own
     if job.lock is not None:
         job.lock.release()
 
@@ -629,7 +639,7 @@ def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
     ).with_outputs(ERRORS_TAG, main="images")
     handler = IGModelHandler(
         job.spec, job.config, job.class_names, batch_size=job.batch_size,
-        jit_compile=job.jit_compile,
+        jit_compile=job.jit_compile, handoff=job.model_handoff,
     )  # fmt: skip
     outcomes = prepared.images | "Attribute" >> RunInference(handler)
     split = outcomes | "SplitOutcomes" >> beam.FlatMap(_split_outcomes).with_outputs(
@@ -677,10 +687,6 @@ def _start(
     except BaseException:
         _release(job)
         raise
-    finally:
-        if "direct" not in _runner_name(options):
-            # Submitted: the remote workers load their own model.
-            release_launch_model()
 
 
 def launch(
@@ -741,7 +747,6 @@ def run(
         state = result.wait_until_finish()
     finally:
         _release(job)
-    release_launch_model()  # taken by the local worker unless its runner made its own
     if state is not None and state != PipelineState.DONE:
         raise RuntimeError(f"The job ended in state {state}; {job.output} is incomplete.")
     manifest = read_manifest(job.output)

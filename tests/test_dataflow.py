@@ -26,7 +26,7 @@ from packaging.specifiers import SpecifierSet
 from pipeline import run
 from pipeline.__main__ import main
 from pipeline.main import launch
-from transforms import sources, tf_model
+from transforms import sources
 from transforms.tf_model import HUB_ALIASES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def _staged(proto_pipeline) -> dict[str, str]:
 
 def test_dry_run_builds_the_l4_gpu_job_for_a_gcs_image_folder(offline_hub):
     job, result = launch(GPU_JOB)
-    assert tf_model._LAUNCH_LOADED == {}  # the launcher keeps no model for remote workers
+    assert job.model_handoff is None  # the launcher keeps no model for remote workers
 
     # What the launcher resolved: the folder is left to the workers, the model is
     # the seed's Inception V1 with its background class.

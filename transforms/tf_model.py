@@ -17,7 +17,9 @@ import dataclasses
 import hashlib
 import logging
 import os
+import secrets
 import threading
+import weakref
 from typing import Any, Literal
 
 import numpy as np
@@ -29,13 +31,13 @@ __all__ = [
     "HUB_ALIASES",
     "Classifier",
     "DeviceSettings",
+    "ModelHandoff",
     "ModelKind",
     "ModelReference",
     "ModelSpec",
     "device_settings",
     "model_reference",
     "padded_batch",
-    "release_launch_model",
     "resolve_model",
 ]
 
@@ -391,6 +393,8 @@ def resolve_model(
     input_range: tuple[float, float] | None = None,
     label_offset: int | None = None,
     num_dataset_classes: int | None = None,
+    *,
+    handoff: ModelHandoff | None = None,
 ) -> ModelSpec:
     """Loads the model once at launch to learn its input size and outputs.
 
@@ -401,6 +405,7 @@ def resolve_model(
       input_range: overrides the pixel range; default (0, 1).
       label_offset: overrides the automatic offset (1 for 1001 outputs, else 0).
       num_dataset_classes: classes of the dataset, to check the offset fits.
+      handoff: receives the loaded model, for a `Classifier` of this process.
 
     Raises:
       ValueError: the model cannot be found or loaded, its input is not an
@@ -413,9 +418,8 @@ def resolve_model(
     image_size = _image_size(model.reference, model.location, shape, image_size)
     num_outputs = _num_outputs(model.reference, call, image_size)
     spec = _spec(model, image_size, input_range, num_outputs, label_offset, num_dataset_classes)
-    with _LAUNCH_LOCK:
-        _LAUNCH_LOADED.clear()
-        _LAUNCH_LOADED[_launch_key(spec)] = obj
+    if handoff is not None:
+        handoff.offer(spec, obj)
     return spec
 
 
@@ -434,38 +438,93 @@ def _spec(model, image_size, input_range, num_outputs, label_offset, num_dataset
     )
 
 
-# The model object loaded by `resolve_model`, handed to the first `Classifier`
-# of the same spec in this process (the DirectRunner's in-process worker), so
-# that a local job loads its model once. A remote worker loads its own.
-_LAUNCH_LOADED: dict[tuple[str, str, str], Any] = {}
-_LAUNCH_LOCK = threading.Lock()
+_Key = tuple[str, str, str]
+# Open hand-offs by token: how an unpickled `ModelHandoff` finds its launcher's.
+_HANDOFFS: weakref.WeakValueDictionary[str, ModelHandoff] = weakref.WeakValueDictionary()
 
 
-def _launch_key(spec: ModelSpec) -> tuple[str, str, str]:
+class ModelHandoff:
+    """Hands the model object the launcher loaded to the first `Classifier` of the
+    same model in this process, so that a local (DirectRunner) job loads it once.
+
+    Lifetime: the launcher makes one per local job and passes it to `resolve_model`
+    (which offers the object it loaded) and, through the `IGModelHandler`, to the
+    job's `Classifier`s (the first of the same spec takes it); `release` drops an
+    object nobody took when the job ends. It pickles as a token: unpickled in the
+    launching process (the DirectRunner's in-process workers) it is the launcher's
+    hand-off, anywhere else (remote or multi-process workers) an empty one, so
+    those workers load their own model.
+    """
+
+    def __init__(self) -> None:
+        self._token = secrets.token_hex(16)
+        self._lock = threading.Lock()
+        self._held: tuple[_Key, Any] | None = None
+        _HANDOFFS[self._token] = self
+
+    def __reduce__(self):
+        return _handoff_for_token, (self._token,)
+
+    def offer(self, spec: ModelSpec, obj: Any) -> None:
+        """Keeps `obj`, the loaded model of `spec`, replacing any earlier one."""
+        with self._lock:
+            self._held = (_handoff_key(spec), obj)
+
+    def take(self, spec: ModelSpec) -> Any | None:
+        """The kept object if it is `spec`'s model (then no longer kept), else None."""
+        with self._lock:
+            if self._held is None or self._held[0] != _handoff_key(spec):
+                return None
+            obj, self._held = self._held[1], None
+            return obj
+
+    def release(self) -> None:
+        """Drops the kept object if no `Classifier` took it."""
+        with self._lock:
+            self._held = None
+
+    @property
+    def holding(self) -> bool:
+        """Whether an object is kept."""
+        with self._lock:
+            return self._held is not None
+
+
+def _handoff_for_token(token: str) -> ModelHandoff:
+    found = _HANDOFFS.get(token)
+    return found if found is not None else ModelHandoff()
+
+
+def _handoff_key(spec: ModelSpec) -> _Key:
     return spec.kind, spec.location, spec.identity
 
 
-def release_launch_model() -> None:
-    """Drops the launcher's model if no local worker took it (a remote runner)."""
-    with _LAUNCH_LOCK:
-        _LAUNCH_LOADED.clear()
-
-
-def _load_for(spec: ModelSpec) -> Any:
-    with _LAUNCH_LOCK:
-        obj = _LAUNCH_LOADED.pop(_launch_key(spec), None)
+def _load_for(spec: ModelSpec, handoff: ModelHandoff | None) -> Any:
+    obj = handoff.take(spec) if handoff is not None else None
     return obj if obj is not None else _load(spec.model)
 
 
 class Classifier:
     """A loaded model with graph-compiled forward and gradient functions."""
 
-    def __init__(self, spec: ModelSpec, jit_compile: bool | None = None):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        jit_compile: bool | None = None,
+        handoff: ModelHandoff | None = None,
+    ):
+        """Loads `spec`'s model (or takes it from `handoff`) and compiles its functions.
+
+        Args:
+          spec: the model, as `resolve_model` resolved it.
+          jit_compile: XLA on or off; None decides by device (`device_settings`).
+          handoff: where the launcher left the model it loaded, if in this process.
+        """
         import tensorflow as tf  # noqa: PLC0415
 
         self.spec = spec
         self.settings = device_settings(jit_compile)
-        self._model = _load_for(spec)  # keeps variables alive
+        self._model = _load_for(spec, handoff)  # keeps variables alive
         call, _ = _callable(self._model)
         size = spec.image_size
         image_spec = tf.TensorSpec([None, size, size, 3], tf.float32)
