@@ -504,6 +504,9 @@ def _load_for(spec: ModelSpec, handoff: ModelHandoff | None) -> Any:
     return obj if obj is not None else _load(spec.model)
 
 
+_SCORES = ("raw", "softmax")
+
+
 class Classifier:
     """A loaded model with graph-compiled forward and gradient functions."""
 
@@ -520,92 +523,15 @@ class Classifier:
           jit_compile: XLA on or off; None decides by device (`device_settings`).
           handoff: where the launcher left the model it loaded, if in this process.
         """
-        import tensorflow as tf  # noqa: PLC0415
-
         self.spec = spec
         self.settings = device_settings(jit_compile)
         self._model = _load_for(spec, handoff)  # keeps variables alive
         call, _ = _callable(self._model)
-        size = spec.image_size
-        image_spec = tf.TensorSpec([None, size, size, 3], tf.float32)
         jit = self.settings.jit_compile
-
-        @tf.function(input_signature=[image_spec], jit_compile=jit)
-        def logits(images):
-            return tf.cast(call(images), tf.float32)
-
-        path_spec = [
-            image_spec,
-            image_spec,
-            tf.TensorSpec([None], tf.float32),
-            tf.TensorSpec([None], tf.int64),
-        ]
-
-        def target_scores(points, targets, softmax: bool):
-            out = tf.cast(call(points), tf.float32)
-            if softmax:
-                out = tf.nn.softmax(out, axis=-1)
-            return tf.gather(out, targets, axis=1, batch_dims=1)
-
-        def make_grad(softmax: bool):
-            @tf.function(input_signature=path_spec, jit_compile=jit)
-            def score_and_grad(inputs, baselines, alphas, targets):
-                points = baselines + alphas[:, None, None, None] * (inputs - baselines)
-                with tf.GradientTape() as tape:
-                    tape.watch(points)
-                    scores = target_scores(points, targets, softmax)
-                # Rows are independent (inference mode), so the gradient of
-                # the sum is each row's own gradient.
-                return scores, tape.gradient(scores, points)
-
-            return score_and_grad
-
-        def make_score(softmax: bool):
-            @tf.function(input_signature=path_spec, jit_compile=jit)
-            def score(inputs, baselines, alphas, targets):
-                points = baselines + alphas[:, None, None, None] * (inputs - baselines)
-                return target_scores(points, targets, softmax)
-
-            return score
-
-        integrand_spec = [
-            image_spec,
-            image_spec,
-            tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([None], tf.float32),
-            tf.TensorSpec([None], tf.int64),
-            tf.TensorSpec([None], tf.float32),
-            tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([], tf.int32),
-        ]
-
-        def make_integrand(softmax: bool):
-            @tf.function(input_signature=integrand_spec, jit_compile=jit)
-            def integrand(
-                images, references, index, alphas, targets, weights, segments, num_segments
-            ):
-                delta = tf.gather(images - references, index)
-                points = tf.gather(references, index) + alphas[:, None, None, None] * delta
-                with tf.GradientTape() as tape:
-                    tape.watch(points)
-                    scores = target_scores(points, targets, softmax)
-                contribution = delta * tape.gradient(scores, points)
-                finite = tf.math.is_finite(scores) & tf.reduce_all(
-                    tf.math.is_finite(contribution), axis=[1, 2, 3]
-                )
-                derivatives = tf.reduce_sum(contribution, axis=[1, 2, 3])
-                # Segment -1 (padding rows) is dropped by the segment sum.
-                sums = tf.math.unsorted_segment_sum(
-                    contribution * weights[:, None, None, None], segments, num_segments
-                )
-                return scores, derivatives, finite, sums
-
-            return integrand
-
-        self._logits = logits
-        self._integrands = {"raw": make_integrand(False), "softmax": make_integrand(True)}
-        self._grads = {"raw": make_grad(False), "softmax": make_grad(True)}
-        self._scores = {"raw": make_score(False), "softmax": make_score(True)}
+        self._logits = _compile_logits(call, spec.image_size, jit)
+        self._integrands = {s: _compile_integrand(call, spec.image_size, jit, s) for s in _SCORES}
+        self._grads = {s: _compile_score_and_grad(call, spec.image_size, jit, s) for s in _SCORES}
+        self._scores = {s: _compile_score(call, spec.image_size, jit, s) for s in _SCORES}
         # Compiled functions get few distinct shapes (see `padded_batch`).
         self._pad = bool(jit)
 
@@ -706,3 +632,106 @@ class Classifier:
                 value = np.asarray(keras.ops.convert_to_numpy(weight))
                 noise = rng.normal(value.mean(), value.std(), size=value.shape)
                 weight.assign(noise.astype(value.dtype))
+
+
+def _image_spec(size: int):
+    import tensorflow as tf  # noqa: PLC0415
+
+    return tf.TensorSpec([None, size, size, 3], tf.float32)
+
+
+def _path_spec(size: int) -> list:
+    """inputs, baselines [N, S, S, 3] float32; alphas [N] float32; targets [N] int64."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    image = _image_spec(size)
+    return [image, image, tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.int64)]
+
+
+def _target_scores(call, points, targets, score: str):
+    """The `score` (`raw` or `softmax`) of each row's target output."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    out = tf.cast(call(points), tf.float32)
+    if score == "softmax":
+        out = tf.nn.softmax(out, axis=-1)
+    return tf.gather(out, targets, axis=1, batch_dims=1)
+
+
+def _compile_logits(call, size: int, jit: bool):
+    import tensorflow as tf  # noqa: PLC0415
+
+    @tf.function(input_signature=[_image_spec(size)], jit_compile=jit)
+    def logits(images):
+        return tf.cast(call(images), tf.float32)
+
+    return logits
+
+
+def _compile_score_and_grad(call, size: int, jit: bool, score: str):
+    import tensorflow as tf  # noqa: PLC0415
+
+    @tf.function(input_signature=_path_spec(size), jit_compile=jit)
+    def score_and_grad(inputs, baselines, alphas, targets):
+        points = baselines + alphas[:, None, None, None] * (inputs - baselines)
+        with tf.GradientTape() as tape:
+            tape.watch(points)
+            scores = _target_scores(call, points, targets, score)
+        # Rows are independent (inference mode), so the gradient of
+        # the sum is each row's own gradient.
+        return scores, tape.gradient(scores, points)
+
+    return score_and_grad
+
+
+def _compile_score(call, size: int, jit: bool, score: str):
+    import tensorflow as tf  # noqa: PLC0415
+
+    @tf.function(input_signature=_path_spec(size), jit_compile=jit)
+    def score_fn(inputs, baselines, alphas, targets):
+        points = baselines + alphas[:, None, None, None] * (inputs - baselines)
+        return _target_scores(call, points, targets, score)
+
+    return score_fn
+
+
+def _integrand_spec(size: int) -> list:
+    """images, references [M, S, S, 3] float32; then per point: index int32, alphas
+    float32, targets int64, weights float32, segments int32; num_segments int32 scalar."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    image = _image_spec(size)
+    return [
+        image,
+        image,
+        tf.TensorSpec([None], tf.int32),
+        tf.TensorSpec([None], tf.float32),
+        tf.TensorSpec([None], tf.int64),
+        tf.TensorSpec([None], tf.float32),
+        tf.TensorSpec([None], tf.int32),
+        tf.TensorSpec([], tf.int32),
+    ]
+
+
+def _compile_integrand(call, size: int, jit: bool, score: str):
+    import tensorflow as tf  # noqa: PLC0415
+
+    @tf.function(input_signature=_integrand_spec(size), jit_compile=jit)
+    def integrand(images, references, index, alphas, targets, weights, segments, num_segments):
+        delta = tf.gather(images - references, index)
+        points = tf.gather(references, index) + alphas[:, None, None, None] * delta
+        with tf.GradientTape() as tape:
+            tape.watch(points)
+            scores = _target_scores(call, points, targets, score)
+        contribution = delta * tape.gradient(scores, points)
+        finite = tf.math.is_finite(scores) & tf.reduce_all(
+            tf.math.is_finite(contribution), axis=[1, 2, 3]
+        )
+        derivatives = tf.reduce_sum(contribution, axis=[1, 2, 3])
+        # Segment -1 (padding rows) is dropped by the segment sum.
+        sums = tf.math.unsorted_segment_sum(
+            contribution * weights[:, None, None, None], segments, num_segments
+        )
+        return scores, derivatives, finite, sums
+
+    return integrand
