@@ -457,8 +457,9 @@ def _resolve_model(
     config: AttributionConfig,
     handoff: ModelHandoff | None,
 ) -> ModelSpec:
-    """Loads the model once (quietly importing TensorFlow) and checks --top_k against it.
-    With a `handoff` (a local job) the loaded model is left there for the worker."""
+    """Learns the model's signature (quietly importing TensorFlow) and checks --top_k
+    against it. With a `handoff` (a local job) the model is loaded and left there for
+    the worker; without, its signature is read without loading when known."""
     num_classes = len(data.tfds.class_names) if data.tfds and data.tfds.class_names else None
     logs.import_tensorflow(audit.verbose)
     spec = resolve_model(
@@ -467,6 +468,7 @@ def _resolve_model(
         input_range=input_range,
         label_offset=audit.label_offset,
         num_dataset_classes=num_classes,
+        load=handoff is not None,
         handoff=handoff,
     )
     if config.top_k > spec.num_classes:
@@ -530,10 +532,12 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
     flags are refused); a local --model path exists; --output holds no earlier
     run (unless --overwrite or --resume); a local image folder (listed) or a
     gs:// one (one object looked up); a TFDS dataset's metadata and split; the
-    model (loaded once for its input size and outputs) and --class_names against
-    it; that --output is writable. A Dataflow --dry_run needs no Google Cloud
-    access, so it skips the two checks that do (gs:// dataset folder and
-    --output) and logs that.
+    model's input size and outputs (a DirectRunner job loads it once, for its
+    in-process worker; other runners' launchers read them from the known models'
+    table or saved_model.pb when they can) and --class_names against it; that
+    --output is writable. A Dataflow --dry_run needs no Google Cloud access, so
+    it skips the two checks that do (gs:// dataset folder and --output) and
+    logs that.
 
     Raises:
       ConfigError: bad configuration, before any work; the message names the

@@ -111,8 +111,30 @@ def model_reference(reference: str) -> ModelReference:
     return ModelReference(reference, "saved_model", reference)
 
 
-# Image sizes of known models whose signatures leave the size open.
-_KNOWN_SIZES = {HUB_ALIASES["inception_v1"]: 224}
+@dataclasses.dataclass(frozen=True)
+class _Signature:
+    """What the launcher needs of a model besides its files.
+
+    Attributes:
+      input_shape: [batch, height, width, channels], None where the model leaves it open.
+      num_outputs: width of the output vector.
+      image_size: the side to use when `input_shape` leaves it open (None: not known).
+    """
+
+    input_shape: tuple[int | None, ...] | None
+    num_outputs: int
+    image_size: int | None = None
+
+
+# Known facts about named models, by location: a remote job's launcher learns their
+# signature here instead of downloading (TF Hub) or converting (bundled) the model.
+_KNOWN_SIGNATURES: dict[str, _Signature] = {
+    # The seed's Inception V1 takes any size, was trained at 224, and has a
+    # background class at output 0.
+    HUB_ALIASES["inception_v1"]: _Signature((None, None, None, 3), 1001, image_size=224),
+    # transforms.bundled.efficientnet_lite: 224x224 RGB in, 1000 ImageNet logits out.
+    "efficientnet_lite0": _Signature((None, 224, 224, 3), 1000),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,7 +364,8 @@ def _image_size(reference: str, location: str, shape, image_size: int | None) ->
                 f"is {static}x{static}; drop --image_size or set it to {static}."
             )
         return image_size
-    size = static or _KNOWN_SIZES.get(location)
+    known = _KNOWN_SIGNATURES.get(location)
+    size = static or (known.image_size if known is not None else None)
     if size is None:
         _LOG.warning("Model %s does not fix its input size; using %d (set --image_size).",
                      reference, _DEFAULT_IMAGE_SIZE)  # fmt: skip
@@ -387,6 +410,88 @@ def _label_offset(reference, num_outputs, label_offset, num_dataset_classes) -> 
     return label_offset
 
 
+def _saved_model_signature(path: str) -> _Signature | None:
+    """The signature `_callable` finds in the SavedModel at `path`, read from its
+    saved_model.pb without restoring any variable; None when the proto leaves the
+    input or output width open or ambiguous (the model is then loaded instead)."""
+    # TF's own reader of saved_model.pb(txt), local or gs://; private but pinned (setup.py).
+    from tensorflow.python.saved_model import loader_impl  # noqa: PLC0415
+
+    metas = loader_impl.parse_saved_model(path).meta_graphs
+    if len(metas) != 1 or not metas[0].object_graph_def.nodes:
+        return None  # a TF1 hub module or multi-tag model: loading settles it
+    graph = metas[0].object_graph_def
+    children = {child.local_name: child.node_id for child in graph.nodes[0].children}
+    if "__call__" in children:  # the loaded root is callable
+        node = graph.nodes[children["__call__"]]
+        return _function_signature(graph, node) if node.HasField("function") else None
+    serving = metas[0].signature_def.get("serving_default")
+    return _signature_def_signature(serving) if serving is not None else None
+
+
+def _function_signature(graph, node) -> _Signature | None:
+    """Input shape of the first 4-D concrete function (as `_callable`) and the output
+    width all concrete functions agree on."""
+    import tensorflow as tf  # noqa: PLC0415
+    from tensorflow.python.saved_model import nested_structure_coder  # noqa: PLC0415
+
+    shape, widths = None, set()
+    for name in node.function.concrete_functions:
+        function = graph.concrete_functions[name]
+        args, _ = nested_structure_coder.decode_proto(function.canonicalized_input_signature)
+        specs = [spec for spec in args if hasattr(spec, "shape")]
+        if shape is None and specs and specs[0].shape.rank == 4:
+            if specs[0].dtype != tf.float32:
+                return None
+            shape = tuple(specs[0].shape)
+        output = nested_structure_coder.decode_proto(function.output_signature)
+        widths.add(_width(getattr(output, "shape", None)))
+    if shape is None or len(widths) != 1 or None in widths:
+        return None
+    return _Signature(shape, widths.pop())
+
+
+def _signature_def_signature(signature) -> _Signature | None:
+    """Input shape and output width of a serving signature, for the output `_callable`
+    picks (the one with `logit` in its name, else the only one)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    if len(signature.inputs) != 1:
+        return None  # loading reports the several inputs
+    (tensor,) = signature.inputs.values()
+    names = list(signature.outputs)
+    picked = [name for name in names if "logit" in name] or names
+    if tensor.dtype != tf.float32.as_datatype_enum or len(picked) != 1:
+        return None
+    width = _width(tf.TensorShape(signature.outputs[picked[0]].tensor_shape))
+    shape = tf.TensorShape(tensor.tensor_shape)
+    if width is None or shape.rank is None:
+        return None
+    return _Signature(tuple(shape), width)
+
+
+def _width(shape) -> int | None:
+    """K of a [batch, K] output shape; None for any other or an open K."""
+    if shape is None or shape.rank != 2 or shape[1] is None:
+        return None
+    return int(shape[1])
+
+
+def _signature_without_loading(model: ModelReference) -> _Signature | None:
+    """From the table of known models or the SavedModel's proto; None if neither knows."""
+    known = _KNOWN_SIGNATURES.get(model.location)
+    if known is not None:
+        return known
+    if model.kind == "saved_model":
+        try:
+            return _saved_model_signature(model.location)
+        except Exception as e:  # an odd proto: loading the model settles it, or reports why
+            _LOG.info(
+                "Could not read the signature of %s without loading it: %s", model.reference, e
+            )
+    return None
+
+
 def resolve_model(
     reference: str | ModelReference,
     image_size: int | None = None,
@@ -394,9 +499,10 @@ def resolve_model(
     label_offset: int | None = None,
     num_dataset_classes: int | None = None,
     *,
+    load: bool = True,
     handoff: ModelHandoff | None = None,
 ) -> ModelSpec:
-    """Loads the model once at launch to learn its input size and outputs.
+    """Learns the model's input size and outputs at launch, loading it if need be.
 
     Args:
       reference: the `--model` value, or its `model_reference`.
@@ -405,6 +511,10 @@ def resolve_model(
       input_range: overrides the pixel range; default (0, 1).
       label_offset: overrides the automatic offset (1 for 1001 outputs, else 0).
       num_dataset_classes: classes of the dataset, to check the offset fits.
+      load: True loads the model and runs it on one black image. False (a launcher
+        whose workers are elsewhere) takes the signature from the table of known
+        models or the SavedModel's saved_model.pb when they give it, and loads
+        only when they do not.
       handoff: receives the loaded model, for a `Classifier` of this process.
 
     Raises:
@@ -413,12 +523,21 @@ def resolve_model(
     """
     model = reference if isinstance(reference, ModelReference) else model_reference(reference)
     _check_saved_model_folder(model)
-    obj = _load(model)
-    call, shape = _callable(obj)
-    image_size = _image_size(model.reference, model.location, shape, image_size)
-    num_outputs = _num_outputs(model.reference, call, image_size)
+    signature = None if load else _signature_without_loading(model)
+    obj = None
+    if signature is not None:
+        _LOG.info("Signature of %s read without loading it: input %s, %d outputs.",
+                  model.reference, signature.input_shape, signature.num_outputs)  # fmt: skip
+        image_size = _image_size(model.reference, model.location, signature.input_shape,
+                                 image_size)  # fmt: skip
+        num_outputs = signature.num_outputs
+    else:
+        obj = _load(model)
+        call, shape = _callable(obj)
+        image_size = _image_size(model.reference, model.location, shape, image_size)
+        num_outputs = _num_outputs(model.reference, call, image_size)
     spec = _spec(model, image_size, input_range, num_outputs, label_offset, num_dataset_classes)
-    if handoff is not None:
+    if handoff is not None and obj is not None:
         handoff.offer(spec, obj)
     return spec
 
