@@ -47,7 +47,7 @@ COPY setup.py pyproject.toml ./
 COPY pipeline ./pipeline
 COPY transforms ./transforms
 RUN pip install . "apache-beam[gcp]==${BEAM_VERSION}" "tensorflow[and-cuda]==${TF_VERSION}" \
- && python -c "from transforms.efficientnet_lite import load_efficientnet_lite0 as load; load()" \
+ && python -c "from transforms.bundled.efficientnet_lite import load_efficientnet_lite0 as load; load()" \
  && for handle in ${HUB_MODELS}; do \
       python -c "import sys, tensorflow_hub as hub; hub.load(sys.argv[1])" "$handle" || exit 1; \
     done \

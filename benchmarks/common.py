@@ -9,7 +9,7 @@ import numpy as np
 from skimage import data as skdata
 
 from transforms import images, sources
-from transforms.tf_model import Classifier, resolve_model
+from transforms.tf_model import Classifier, ModelHandoff, resolve_model
 
 __all__ = ["extra_photos", "load_photos", "load_classifier", "peak_rss_mb", "print_table"]
 
@@ -38,7 +38,8 @@ def load_photos(paths: list[str] | None = None, size: int = 224) -> tuple[list[s
 
 
 def load_classifier(model: str = "efficientnet_lite0") -> Classifier:
-    return Classifier(resolve_model(model))
+    handoff = ModelHandoff()  # the model resolve_model loads is the Classifier's: one load
+    return Classifier(resolve_model(model, handoff=handoff), handoff=handoff)
 
 
 def peak_rss_mb() -> float:

@@ -42,8 +42,8 @@ from PIL import Image
 from benchmarks.common import extra_photos, load_classifier, load_photos, print_table
 from benchmarks.reference import reference_ig, relative_l2
 from transforms import images, results
+from transforms.bundled.efficientnet_lite import load_efficientnet_lite0
 from transforms.config import AttributionConfig
-from transforms.efficientnet_lite import load_efficientnet_lite0
 
 _DEFAULTS = AttributionConfig()
 

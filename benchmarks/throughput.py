@@ -42,7 +42,7 @@ from apache_beam.utils import multi_process_shared
 
 from pipeline import run
 from transforms import images, sources
-from transforms.tf_model import Classifier, resolve_model
+from transforms.tf_model import Classifier, ModelHandoff, resolve_model
 
 __all__ = ["ASSUMPTIONS", "main", "projection"]
 
@@ -164,8 +164,9 @@ def _median_rate(fn: Callable[[], Any], items: int, repeats: int) -> float:
 
 
 def _bare_model(model: str, path_batch_size: int, batch_size: int, repeats: int) -> dict:
-    spec = resolve_model(model)
-    classifier = Classifier(spec)
+    handoff = ModelHandoff()  # one load for the spec and the classifier
+    spec = resolve_model(model, handoff=handoff)
+    classifier = Classifier(spec, handoff=handoff)
     size = spec.image_size
     photos = []
     for item in sources.sample_files():

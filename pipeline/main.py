@@ -58,10 +58,10 @@ from transforms.sinks import (
     write_json,
 )
 from transforms.tf_model import (
-    BUNDLED_MODELS,
-    HUB_ALIASES,
+    ModelHandoff,
+    ModelReference,
     ModelSpec,
-    release_launch_model,
+    model_reference,
     resolve_model,
 )
 
@@ -93,6 +93,8 @@ class AuditJob:
     show_progress: bool = False  # a progress line on the launcher's log (DirectRunner)
     progress_per_worker: bool = False  # local worker processes count their own share
     lock: output_lock.RunLock | None = None
+    # The model the launcher loaded, for the in-process worker of a DirectRunner job.
+    model_handoff: ModelHandoff | None = None
 
     def manifest_base(self) -> dict[str, Any]:
         versions = {"python": platform.python_version()}
@@ -324,10 +326,7 @@ def _check_dataflow_paths(audit: AuditOptions, source: sources.DataSource) -> No
             "gs://, e.g. prepared with `tfds build imagenet_a --data_dir gs://<bucket>/tfds`."
         )
     model = audit.model
-    known = (
-        model in BUNDLED_MODELS or model in HUB_ALIASES or model.startswith(("http://", "https://"))
-    )
-    if not known and not remote(model):
+    if model_reference(model).is_path and not remote(model):
         raise ConfigError(
             f"--model {model!r} is a local path that Dataflow workers cannot read; copy the "
             "model to gs:// and pass that path, or use a TF Hub handle or a bundled model."
@@ -368,20 +367,6 @@ def _check_output_free(audit: AuditOptions) -> None:
             f"--output {audit.output!r} already holds a run ({', '.join(names)}). "
             "Pass --overwrite to replace it, --resume to continue it, or choose another folder."
         )
-
-
-def _check_model_path(model: str) -> None:
-    """A local --model path that does not exist fails here, before TensorFlow loads."""
-    known = model in BUNDLED_MODELS or model in HUB_ALIASES or "://" in model
-    if known or os.path.exists(model):
-        return
-    if model.endswith(".keras"):
-        raise ConfigError(f"--model {model!r}: no such .keras file.")
-    raise ConfigError(
-        f"--model {model!r} is not a SavedModel folder, a .keras file, a TF Hub handle "
-        f"(https://...), or a known name ({', '.join(BUNDLED_MODELS + tuple(HUB_ALIASES))}): "
-        "no such file or folder."
-    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -462,19 +447,25 @@ def _class_names_for(
 
 def _resolve_model(
     audit: AuditOptions,
+    model: ModelReference,
     data: _Dataset,
     input_range: tuple[float, float] | None,
     config: AttributionConfig,
+    handoff: ModelHandoff | None,
 ) -> ModelSpec:
-    """Loads the model once (quietly importing TensorFlow) and checks --top_k against it."""
+    """Learns the model's signature (quietly importing TensorFlow) and checks --top_k
+    against it. With a `handoff` (a local job) the model is loaded and left there for
+    the worker; without, its signature is read without loading when known."""
     num_classes = len(data.tfds_class_names) if data.tfds_class_names else None
     logs.import_tensorflow(audit.verbose)
     spec = resolve_model(
-        audit.model,
+        model,
         image_size=audit.image_size,
         input_range=input_range,
         label_offset=audit.label_offset,
         num_dataset_classes=num_classes,
+        load=handoff is not None,
+        handoff=handoff,
     )
     if config.top_k > spec.num_classes:
         raise ConfigError(
@@ -501,11 +492,14 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     source = sources.source_for(audit.dataset, audit.split, audit.data_dir)
     if on_dataflow:
         _check_dataflow_paths(audit, source)
-    _check_model_path(audit.model)
+    model = model_reference(audit.model)
+    model.check_exists()  # a local path: before TensorFlow loads
     if not dry_run:
         _check_output_free(audit)
     data = _resolve_dataset(audit, source, on_dataflow, dry_run)
-    spec = _resolve_model(audit, data, input_range, config)
+    # Only a DirectRunner's workers run in this process and can take the launcher's model.
+    handoff = ModelHandoff() if "direct" in _runner_name(options) else None
+    spec = _resolve_model(audit, model, data, input_range, config, handoff)
     class_names = _class_names_for(audit, spec, data, names_file)
     job = AuditJob(
         output=audit.output,
@@ -520,6 +514,7 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
         show_progress="direct" in _runner_name(options),
         progress_per_worker=options.view_as(DirectOptions).direct_running_mode
         == "multi_processing",
+        model_handoff=handoff,
     )
     return job
 
@@ -531,10 +526,12 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
     flags are refused); a local --model path exists; --output holds no earlier
     run (unless --overwrite or --resume); a local image folder (listed) or a
     gs:// one (one object looked up); a TFDS dataset's metadata and split; the
-    model (loaded once for its input size and outputs) and --class_names against
-    it; that --output is writable. A Dataflow --dry_run needs no Google Cloud
-    access, so it skips the two checks that do (gs:// dataset folder and
-    --output) and logs that.
+    model's input size and outputs (a DirectRunner job loads it once, for its
+    in-process worker; other runners' launchers read them from the known models'
+    table or saved_model.pb when they can) and --class_names against it; that
+    --output is writable. A Dataflow --dry_run needs no Google Cloud access, so
+    it skips the two checks that do (gs:// dataset folder and --output) and
+    logs that.
 
     Raises:
       ConfigError: bad configuration, before any work; the message names the
@@ -584,6 +581,8 @@ def _claim_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
 
 
 def _release(job: AuditJob) -> None:
+    if job.model_handoff is not None:
+        job.model_handoff.release()  # taken by the local worker unless its runner made its own
     if job.lock is not None:
         job.lock.release()
 
@@ -631,7 +630,7 @@ def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
     ).with_outputs(ERRORS_TAG, main="images")
     handler = IGModelHandler(
         job.spec, job.config, job.class_names, batch_size=job.batch_size,
-        jit_compile=job.jit_compile,
+        jit_compile=job.jit_compile, handoff=job.model_handoff,
     )  # fmt: skip
     outcomes = prepared.images | "Attribute" >> RunInference(handler)
     split = outcomes | "SplitOutcomes" >> beam.FlatMap(_split_outcomes).with_outputs(
@@ -681,10 +680,6 @@ def _start(
     except BaseException:
         _release(job)
         raise
-    finally:
-        if "direct" not in _runner_name(options):
-            # Submitted: the remote workers load their own model.
-            release_launch_model()
 
 
 def launch(
@@ -745,7 +740,6 @@ def run(
         state = result.wait_until_finish()
     finally:
         _release(job)
-    release_launch_model()  # taken by the local worker unless its runner made its own
     if state is not None and state != PipelineState.DONE:
         raise RuntimeError(f"The job ended in state {state}; {job.output} is incomplete.")
     manifest = read_manifest(job.output)

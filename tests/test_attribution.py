@@ -29,6 +29,22 @@ def _examples(n, labels=None):
     ]  # fmt: skip
 
 
+def test_model_reference_is_decided_from_the_string_alone(tmp_path):
+    ref = tf_model.model_reference
+    assert ref("efficientnet_lite0") == tf_model.ModelReference(
+        "efficientnet_lite0", "bundled", "efficientnet_lite0"
+    )
+    assert ref("inception_v1").kind == "hub"
+    assert ref("inception_v1").location == tf_model.HUB_ALIASES["inception_v1"]
+    assert ref("https://tfhub.dev/x/y.keras").kind == "hub"  # a handle, whatever its ending
+    assert ref("gs://b/m.keras").kind == "keras" and not ref("gs://b/m.keras").is_local_path
+    assert ref("/models/folder").kind == "saved_model" and ref("/models/folder").is_local_path
+    assert not ref("inception_v1").is_path and ref("/m.keras").is_path
+    ref(str(tmp_path)).check_exists()  # exists: its contents are checked when resolved
+    with pytest.raises(ValueError, match="no such .keras file"):
+        ref(str(tmp_path / "missing.keras")).check_exists()
+
+
 def test_resolve_keras_and_saved_model_specs(linear_keras, quadratic_saved_model):
     keras_spec = resolve_model(linear_keras)
     assert (keras_spec.kind, keras_spec.image_size, keras_spec.num_outputs) == ("keras", SIZE, 1000)
@@ -41,26 +57,51 @@ def test_resolve_keras_and_saved_model_specs(linear_keras, quadratic_saved_model
 
 def test_a_local_job_loads_its_model_once(quadratic_saved_model, monkeypatch):
     # The launcher loads the model to learn its signature; the DirectRunner's
-    # in-process worker takes that object over instead of loading it again.
+    # in-process worker takes that object over (through the job's hand-off)
+    # instead of loading it again.
     loads = []
     real = tf_model._load
     monkeypatch.setattr(tf_model, "_load", lambda *a: loads.append(a) or real(*a))
-    spec = resolve_model(quadratic_saved_model)
-    first = Classifier(spec)
-    assert len(loads) == 1
+    handoff = tf_model.ModelHandoff()
+    spec = resolve_model(quadratic_saved_model, handoff=handoff)
+    first = Classifier(spec, handoff=handoff)
+    assert len(loads) == 1 and not handoff.holding
     x = np.full((1, SIZE, SIZE, 3), 0.5, np.float32)
-    second = Classifier(spec)  # handed over once: a second worker loads its own
+    second = Classifier(spec, handoff=handoff)  # handed over once: a second worker loads its own
     assert len(loads) == 2 and second._model is not first._model
     np.testing.assert_allclose(first.logits(x), second.logits(x), rtol=1e-6)
     # A spec of other files (another identity) never gets the launcher's object.
-    resolve_model(quadratic_saved_model)
-    Classifier(dataclasses.replace(spec, identity="sha256:" + "0" * 64))
+    resolve_model(quadratic_saved_model, handoff=handoff)
+    Classifier(dataclasses.replace(spec, identity="sha256:" + "0" * 64), handoff=handoff)
     assert len(loads) == 4
     # Released after a launch to a remote runner: nothing is handed over.
-    resolve_model(quadratic_saved_model)
-    tf_model.release_launch_model()
-    Classifier(spec)
+    resolve_model(quadratic_saved_model, handoff=handoff)
+    handoff.release()
+    Classifier(spec, handoff=handoff)
     assert len(loads) == 6
+    # Without a hand-off (a remote worker, the sanity check), every Classifier loads.
+    resolve_model(quadratic_saved_model)
+    Classifier(spec)
+    assert len(loads) == 8
+
+
+def test_the_handoff_pickles_as_itself_here_and_empty_elsewhere(quadratic_saved_model):
+    # Beam pickles the model handler, hand-off included: the DirectRunner's
+    # in-process worker unpickles the launcher's own hand-off; a process that
+    # never had it (a remote worker) gets an empty one and loads its own model.
+    import pickle
+    import subprocess
+    import sys
+
+    handoff = tf_model.ModelHandoff()
+    spec = resolve_model(quadratic_saved_model, handoff=handoff)
+    assert pickle.loads(pickle.dumps(handoff)) is handoff and handoff.holding
+    code = ("import pickle, sys; h = pickle.loads(sys.stdin.buffer.read()); "
+            "print(type(h).__name__, h.holding)")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(handoff),
+                          capture_output=True, check=True)  # fmt: skip
+    assert done.stdout.decode().split() == ["ModelHandoff", "False"]
+    assert Classifier(spec, handoff=handoff)._model is not None and not handoff.holding
 
 
 def test_hub_handle_1001_outputs_gets_offset_one(offline_hub):

@@ -3,8 +3,9 @@
 `--dry_run=True --no_auth` makes DataflowRunner build the whole job (pipeline proto,
 options, environment) without contacting Google Cloud. The job's Dataflow
 environment (worker pool, service options) is built from it offline the way
-Beam's own `apiclient_test.py` does. `inception_v1` resolves through a local
-TF Hub cache (`offline_hub`), so nothing here needs network.
+Beam's own `apiclient_test.py` does. A Dataflow launcher does not load
+`inception_v1`: its signature is a known fact, so nothing here needs network
+(some tests still set a local TF Hub cache, `offline_hub`).
 """
 
 import ast
@@ -77,7 +78,7 @@ def _staged(proto_pipeline) -> dict[str, str]:
 
 def test_dry_run_builds_the_l4_gpu_job_for_a_gcs_image_folder(offline_hub):
     job, result = launch(GPU_JOB)
-    assert tf_model._LAUNCH_LOADED == {}  # the launcher keeps no model for remote workers
+    assert job.model_handoff is None  # the launcher keeps no model for remote workers
 
     # What the launcher resolved: the folder is left to the workers, the model is
     # the seed's Inception V1 with its background class.
@@ -123,6 +124,73 @@ def test_dry_run_builds_the_l4_gpu_job_for_a_gcs_image_folder(offline_hub):
     assert (options["dataset"], options["model"], options["output"], options["target"]) == (
         "gs://my-bucket/imagenet-a", "inception_v1", "gs://my-bucket/audits/imagenet-a", "label"
     )  # fmt: skip
+
+
+def _no_loads(monkeypatch) -> None:
+    def refuse(model):
+        raise AssertionError(f"{model.reference} was loaded")
+
+    monkeypatch.setattr(tf_model, "_load", refuse)
+
+
+def test_dry_run_of_inception_v1_needs_no_hub_cache(tmp_path, monkeypatch):
+    # An empty TF Hub cache and no network: the launcher takes the seed model's
+    # signature from the table of known models instead of downloading it.
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path))
+    _no_loads(monkeypatch)
+    job, result = launch(GPU_JOB)
+    assert (job.spec.kind, job.spec.location) == ("hub", HUB_ALIASES["inception_v1"])
+    assert (job.spec.image_size, job.spec.num_outputs, job.spec.label_offset) == (224, 1001, 1)
+    assert job.spec.num_classes == 1000 and job.model_handoff is None
+    assert "Attribute/BeamML_RunInference" in {
+        t.unique_name for t in result.job.proto_pipeline.components.transforms.values()
+    }
+    assert not any(tmp_path.iterdir())  # nothing downloaded
+
+
+def test_a_saved_models_signature_is_read_from_its_proto_without_loading(
+    quadratic_saved_model, monkeypatch
+):
+    loaded = tf_model.resolve_model(quadratic_saved_model)
+    _no_loads(monkeypatch)
+    assert tf_model.resolve_model(quadratic_saved_model, load=False) == loaded
+    assert (loaded.image_size, loaded.num_outputs) == (16, 1000)
+
+
+def test_a_keras_exported_saved_models_serving_signature_is_read_without_loading(
+    tmp_path, monkeypatch
+):
+    import keras
+
+    inputs = keras.Input((24, 24, 3))
+    outputs = keras.layers.Dense(7, name="logits")(keras.layers.GlobalAveragePooling2D()(inputs))
+    keras.Model(inputs, outputs).export(str(tmp_path / "exported"), verbose=False)
+    loaded = tf_model.resolve_model(str(tmp_path / "exported"))
+    _no_loads(monkeypatch)
+    assert tf_model.resolve_model(str(tmp_path / "exported"), load=False) == loaded
+    assert (loaded.image_size, loaded.num_outputs) == (24, 7)
+
+
+def test_a_saved_model_whose_proto_leaves_the_outputs_open_is_loaded(tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    class Flatten(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 4, 4, 3], tf.float32)])
+        def __call__(self, x):
+            return tf.reshape(x, [tf.shape(x)[0], -1])  # [batch, None] in the proto
+
+    tf.saved_model.save(Flatten(), str(tmp_path / "flatten"))
+    loads = []
+    real = tf_model._load
+    monkeypatch.setattr(tf_model, "_load", lambda m: loads.append(m) or real(m))
+    spec = tf_model.resolve_model(str(tmp_path / "flatten"), load=False)
+    assert (spec.image_size, spec.num_outputs, len(loads)) == (4, 48, 1)
+
+
+def test_the_bundled_models_known_signature_is_what_loading_gives(monkeypatch):
+    loaded = tf_model.resolve_model("efficientnet_lite0")
+    _no_loads(monkeypatch)
+    assert tf_model.resolve_model("efficientnet_lite0", load=False) == loaded
 
 
 def test_dry_run_returns_no_manifest_and_the_command_line_exits_cleanly(offline_hub):

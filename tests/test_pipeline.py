@@ -120,6 +120,23 @@ def test_label_target_and_label_offset_through_hub_handle(image_folder, offline_
                                rtol=1e-4, atol=1e-6)  # fmt: skip
 
 
+def test_a_direct_runner_job_loads_its_model_once(image_folder, quadratic_saved_model,
+                                                  tmp_path, monkeypatch):  # fmt: skip
+    # The launcher loads the model for its signature and hands it, through the
+    # job's ModelHandoff (pickled with the handler), to the in-process worker.
+    from pipeline.main import launch
+    from transforms import tf_model
+
+    loads = []
+    real = tf_model._load
+    monkeypatch.setattr(tf_model, "_load", lambda m: loads.append(m.reference) or real(m))
+    job, result = launch(["--runner", "DirectRunner", "--dataset", image_folder["root"],
+                          "--model", quadratic_saved_model, "--output", str(tmp_path / "out"),
+                          "--steps", "4"], save_main_session=False)  # fmt: skip
+    assert result.state == "DONE" and loads == [quadratic_saved_model]
+    assert job.model_handoff is not None and not job.model_handoff.holding
+
+
 def test_top_k_target_gives_k_rows_per_image(image_folder, quadratic_saved_model, tmp_path):
     manifest = _run(image_folder, quadratic_saved_model, tmp_path / "out", "--target", "top_k",
                     "--top_k", "3", "--attributions", "none", "--score", "softmax")  # fmt: skip

