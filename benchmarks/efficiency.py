@@ -11,9 +11,10 @@ A job runs one handler over many batches, so the handler is measured in steady
 state: after one warm-up batch (tracing, and the first call at each new batch
 shape, which costs oneDNN ~20 ms to set up). The first, cold batch is shown too.
 This shared 2-core machine's speed drifts by 10-30 % within minutes, so every
-measurement is repeated in rounds, each round timing the bare model and every
-handler configuration back to back, and the table gives the median over rounds
-of the ratio to the same round's bare throughput.
+measurement is repeated in rounds, each handler run timed between two runs of
+the bare model, and the table gives the median over rounds of the ratio to the
+mean of those two. The handler runs with `--faithfulness none`: the checks'
+forward passes are not gradient evaluations (their cost: benchmarks.faithfulness).
 
     python -m benchmarks.efficiency [--rounds 3]
 """
@@ -21,6 +22,7 @@ of the ratio to the same round's bare throughput.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import numpy as np
@@ -68,9 +70,13 @@ def main(argv=None):
     warm_names, warm_images = load_photos()  # the 8 sample photos: the warm-up batch
     names, images = load_photos(extra_photos())  # 16 more: two batches, measured
     warm, measured = photo_examples(warm_names, warm_images), photo_examples(names, images)
+    # Gradient evaluations only: the faithfulness checks' forward passes are
+    # measured apart (benchmarks.faithfulness).
+    off = dataclasses.replace(_D, faithfulness="none")
     configs = {
-        "fixed gausslegendre 64": AttributionConfig(steps=64, tolerance=0.0),
-        f"defaults (adaptive {_D.method} from {_D.steps}, tol {_D.tolerance:g})": _D,
+        "fixed gausslegendre 64": dataclasses.replace(off, steps=64, tolerance=0.0),
+        f"defaults (adaptive {_D.method} from {_D.steps}, tol {_D.tolerance:g}), "
+        "--faithfulness none": off,
     }
     handlers = {
         name: IGModelHandler(spec, c, None, batch_size=_BATCH) for name, c in configs.items()
@@ -91,10 +97,12 @@ def main(argv=None):
     per_image = {}
     references = []
     for _ in range(args.rounds):
-        reference = bare_throughput(model, images, best_batch, seconds=4.0)
-        references.append(reference)
         for name, handler in handlers.items():
+            # The bare model just before and after each handler run: drift cancels.
+            before = bare_throughput(model, images, best_batch, seconds=4.0)
             rate, per_image[name] = handler_throughput(handler, model, measured)
+            reference = (before + bare_throughput(model, images, best_batch, seconds=4.0)) / 2
+            references.append(reference)
             rates[name].append(rate)
             ratios[name].append(rate / reference)
     rows.append([f"bare forward+backward, batch {best_batch}, in the rounds",

@@ -6,16 +6,21 @@
    machine's speed drifts by 10-30 %, so each round times both configurations
    back to back (alternating which goes first) and the table gives the median
    over rounds of the ratio to the same round's run without faithfulness.
-2. K sensitivity: for the maps of those photos, the four AUCs at several K
+2. Split: inside the same handler calls at the defaults, the time spent in
+   IG and in the faithfulness checks of each batch, wall and CPU (the two run
+   back to back on the same rows, so the machine's drift cancels in their ratio).
+3. K sensitivity: for the maps of those photos, the four AUCs at several K
    against a fine reference (K = 128): the median and largest absolute change,
    and the time per row of the faithfulness evaluation alone.
 
     python -m benchmarks.faithfulness [--rounds 3] [--steps 4,8,16,24,32,64] [--photos 16]
+        [--tables cost,split,sensitivity]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import time
 
@@ -24,6 +29,7 @@ import numpy as np
 from benchmarks.common import extra_photos, load_photos, print_table
 from benchmarks.efficiency import photo_examples
 from transforms import faithfulness as fa
+from transforms import ig
 from transforms.attribution import IGModelHandler
 from transforms.config import AttributionConfig
 from transforms.tf_model import resolve_model
@@ -68,6 +74,47 @@ def cost_table(spec, model, warm, measured, rounds: int) -> list[list[str]]:
         ["faithfulness alone (difference)", f"{np.median(on - off):.3f}",
          f"{np.median(ratios) - 1:.2f}", "", str(passes)],
     ]  # fmt: skip
+
+
+@contextlib.contextmanager
+def _timed(module, name: str, spent: list[list[float]]):
+    """Appends [wall, cpu] seconds of every call of module.name while inside."""
+    original = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent.append([time.perf_counter() - wall, time.process_time() - cpu])
+
+    setattr(module, name, wrapper)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
+def split_table(spec, model, warm, measured, steps: list[int]) -> list[list[str]]:
+    """Per K: seconds per row in IG and in the checks, measured inside each batch."""
+    table = []
+    for k in steps:
+        config = dataclasses.replace(AttributionConfig(), faithfulness_steps=k)
+        handler = IGModelHandler(spec, config, None, batch_size=_BATCH)
+        _time_handler(handler, model, warm[:2])  # tracing (shapes are dynamic: 2 rows do)
+        in_ig, in_checks = [], []
+        with _timed(ig, "integrated_gradients", in_ig), _timed(fa, "for_rows", in_checks):
+            _, rows = _time_handler(handler, model, measured)
+        a, b = np.array(in_ig), np.array(in_checks)  # [batches, (wall, cpu)]
+        ratio = b / a
+        n = len(rows)
+        table.append([
+            str(k), str(fa.forward_passes_per_row(k)),
+            f"{a[:, 0].sum() / n:.3f}", f"{b[:, 0].sum() / n:.3f}",
+            f"{np.median(ratio[:, 0]):.2f} ({ratio[:, 0].min():.2f}-{ratio[:, 0].max():.2f})",
+            f"{np.median(ratio[:, 1]):.2f} ({ratio[:, 1].min():.2f}-{ratio[:, 1].max():.2f})",
+        ])  # fmt: skip
+    return table
 
 
 def _maps(spec, model, examples) -> tuple[list[dict], np.ndarray]:
@@ -116,23 +163,40 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", default="4,8,16,24,32,64")
     parser.add_argument("--photos", type=int, default=16, help="measured photos (batches of 8)")
+    parser.add_argument("--tables", default="cost,split,sensitivity", help="which to measure")
     args = parser.parse_args(argv)
+    tables = args.tables.split(",")
     spec = resolve_model("efficientnet_lite0")
     warm = photo_examples(*load_photos())  # the 8 sample photos: the warm-up batch
     measured = photo_examples(*load_photos(extra_photos()[: args.photos]))
     model = IGModelHandler(spec, AttributionConfig(), None).load_model()
+    steps = [int(k) for k in args.steps.split(",")]
+    if "split" in tables:
+        print_table(
+            f"Inside the handler at the defaults, {len(measured)} photos in batches of {_BATCH}: "
+            "seconds per row in IG and in the faithfulness checks, and their ratio per batch "
+            "(median, range)",
+            ["K", "forward passes/row", "IG s/row", "checks s/row", "checks / IG (wall)",
+             "checks / IG (CPU)"],
+            split_table(spec, model, warm, measured, steps),
+        )  # fmt: skip
+    if "cost" in tables:
+        _print_cost(spec, model, warm, measured, args.rounds)
+    if "sensitivity" in tables:
+        print_table(
+            f"AUC change against K = {_REFERENCE_STEPS}, {len(warm) + len(measured)} photos "
+            "(median / max absolute difference)",
+            ["K", "forward passes/row", "s/row (faithfulness only)", *_AUCS],
+            sensitivity_table(spec, model, warm + measured, steps),
+        )
+
+
+def _print_cost(spec, model, warm, measured, rounds: int) -> None:
     print_table(
         f"Seconds per row at the defaults, {len(measured)} photos in batches of {_BATCH} "
-        f"(median of {args.rounds} interleaved rounds; ratio to the same round's IG only)",
+        f"(median of {rounds} interleaved rounds; ratio to the same round's IG only)",
         ["configuration", "s/row", "ratio", "ratio range", "forward passes/row"],
-        cost_table(spec, model, warm, measured, args.rounds),
-    )
-    steps = [int(k) for k in args.steps.split(",")]
-    print_table(
-        f"AUC change against K = {_REFERENCE_STEPS}, {len(warm) + len(measured)} photos "
-        "(median / max absolute difference)",
-        ["K", "forward passes/row", "s/row (faithfulness only)", *_AUCS],
-        sensitivity_table(spec, model, warm + measured, steps),
+        cost_table(spec, model, warm, measured, rounds),
     )
 
 
