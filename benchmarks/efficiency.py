@@ -79,13 +79,22 @@ def main(argv=None):
 
     bare = {b: bare_throughput(model, images, b, seconds=4.0) for b in (8, 16, 32, 64)}
     best_batch = max(bare, key=bare.get)
-    rows = [[f"bare forward+backward, batch {b}", f"{t:.1f}", "", f"{t / bare[best_batch]:.1%}", ""]
-            for b, t in bare.items()]  # fmt: skip
+    rows = [
+        [f"bare forward+backward, batch {b}", f"{t:.1f}", "", f"{t / bare[best_batch]:.1%}", ""]
+        for b, t in bare.items()
+    ]
     for name, handler in handlers.items():
         rate, per_image = handler_throughput(handler, model, warm)
         reference = bare_throughput(model, images, best_batch, seconds=4.0)
-        rows.append([f"handler, {name}: first (cold) batch", f"{rate:.1f}", f"{per_image:.0f}",
-                     f"{rate / reference:.1%}", "one batch"])  # fmt: skip
+        rows.append(
+            [
+                f"handler, {name}: first (cold) batch",
+                f"{rate:.1f}",
+                f"{per_image:.0f}",
+                f"{rate / reference:.1%}",
+                "one batch",
+            ]
+        )
     ratios = {name: [] for name in handlers}
     rates = {name: [] for name in handlers}
     per_image = {}
@@ -97,15 +106,25 @@ def main(argv=None):
             rate, per_image[name] = handler_throughput(handler, model, measured)
             rates[name].append(rate)
             ratios[name].append(rate / reference)
-    rows.append([f"bare forward+backward, batch {best_batch}, in the rounds",
-                 f"{np.median(references):.1f}", "", "100.0%",
-                 f"{min(references):.1f}-{max(references):.1f}"])  # fmt: skip
+    rows.append(
+        [
+            f"bare forward+backward, batch {best_batch}, in the rounds",
+            f"{np.median(references):.1f}",
+            "",
+            "100.0%",
+            f"{min(references):.1f}-{max(references):.1f}",
+        ]
+    )
     for name in handlers:
-        rows.append([
-            f"handler, {name}: steady state", f"{np.median(rates[name]):.1f}",
-            f"{per_image[name]:.0f}", f"{np.median(ratios[name]):.1%}",
-            f"{min(ratios[name]):.1%}-{max(ratios[name]):.1%}",
-        ])  # fmt: skip
+        rows.append(
+            [
+                f"handler, {name}: steady state",
+                f"{np.median(rates[name]):.1f}",
+                f"{per_image[name]:.0f}",
+                f"{np.median(ratios[name]):.1%}",
+                f"{min(ratios[name]):.1%}-{max(ratios[name]):.1%}",
+            ]
+        )
     print_table(
         f"Gradient evaluations per second (reference: bare model at its best batch, {best_batch}; "
         f"steady state: median of {args.rounds} rounds over 2 batches of 8 photos)",

@@ -87,8 +87,13 @@ class _ModelClock:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.totals = {"grad_s": 0.0, "grad_points": 0, "grad_calls": 0, "fwd_s": 0.0,
-                       "fwd_points": 0}  # fmt: skip
+        self.totals = {
+            "grad_s": 0.0,
+            "grad_points": 0,
+            "grad_calls": 0,
+            "fwd_s": 0.0,
+            "fwd_points": 0,
+        }
 
     def _timed(self, kind: str, points: int, fn: Callable, *args: Any) -> Any:
         start = time.perf_counter()
@@ -122,10 +127,12 @@ class _ModelClock:
 
         # The IG engine calls integrand_fn(images, references, index, ...): one
         # point per entry of `index`; the others take one point per input row.
-        patches = [mock.patch.object(Classifier, "logits", timed_logits),
-                   mock.patch.object(Classifier, "score_grad_fn", timed_fn("grad", grad_fn, 0)),
-                   mock.patch.object(Classifier, "integrand_fn", timed_fn("grad", integrand_fn, 2)),
-                   mock.patch.object(Classifier, "score_fn", timed_fn("fwd", score_fn, 0))]  # fmt: skip
+        patches = [
+            mock.patch.object(Classifier, "logits", timed_logits),
+            mock.patch.object(Classifier, "score_grad_fn", timed_fn("grad", grad_fn, 0)),
+            mock.patch.object(Classifier, "integrand_fn", timed_fn("grad", integrand_fn, 2)),
+            mock.patch.object(Classifier, "score_fn", timed_fn("fwd", score_fn, 0)),
+        ]
         with contextlib.ExitStack() as stack:
             for patch in patches:
                 stack.enter_context(patch)
@@ -144,8 +151,18 @@ def _photo_folder(root: str, copies: int) -> int:
 
 
 def _run_job(folder: str, output: str, model: str, extra: list[str]) -> tuple[float, dict, dict]:
-    argv = ["--runner", "DirectRunner", "--dataset", folder, "--model", model,
-            "--output", output, "--overwrite", *extra]  # fmt: skip
+    argv = [
+        "--runner",
+        "DirectRunner",
+        "--dataset",
+        folder,
+        "--model",
+        model,
+        "--output",
+        output,
+        "--overwrite",
+        *extra,
+    ]
     with _ModelClock().installed() as clock:
         start = time.perf_counter()
         manifest = run(argv, save_main_session=False)
@@ -259,19 +276,31 @@ def projection(numbers: dict, assumptions: dict = ASSUMPTIONS) -> list[dict]:
                 hourly += a["usd_per_l4_hour"]
                 name = f"{workers} x {machine} + L4 at {gpu_points * gpu_scale:.0f} points/s"
             hours = startup_min / 60 + a["images"] / (workers * rate) / 3600
-            rows.append({"model": model, "workers": name, "images_per_s_per_worker": rate,
-                         "hours": hours, "usd": workers * hours * hourly,
-                         "usd_per_1000_images": 1000 / rate / 3600 * hourly})  # fmt: skip
+            rows.append(
+                {
+                    "model": model,
+                    "workers": name,
+                    "images_per_s_per_worker": rate,
+                    "hours": hours,
+                    "usd": workers * hours * hourly,
+                    "usd_per_1000_images": 1000 / rate / 3600 * hourly,
+                }
+            )
     return rows
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="efficientnet_lite0")
-    parser.add_argument("--copies", type=int, default=4,
-                        help="copies of the 8 sample photos in the large input set")  # fmt: skip
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2,
-                        help="--direct_num_workers of the multi-process run")  # fmt: skip
+    parser.add_argument(
+        "--copies", type=int, default=4, help="copies of the 8 sample photos in the large input set"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="--direct_num_workers of the multi-process run",
+    )
     parser.add_argument("--path_batch_size", type=int, default=32)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
@@ -293,10 +322,16 @@ def main(argv: list[str] | None = None) -> dict:
         t_large, manifest, m_large = _run_job(os.path.join(work, "large"), out, args.model, [])
         rows = _row_stats(out)
         t_multi, _, _ = _run_job(
-            os.path.join(work, "large"), out, args.model,
-            ["--direct_running_mode", "multi_processing",
-             "--direct_num_workers", str(args.workers)],
-        )  # fmt: skip
+            os.path.join(work, "large"),
+            out,
+            args.model,
+            [
+                "--direct_running_mode",
+                "multi_processing",
+                "--direct_num_workers",
+                str(args.workers),
+            ],
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     size = int(round((bare["image_bytes"] / 12) ** 0.5))
@@ -324,11 +359,20 @@ def main(argv: list[str] | None = None) -> dict:
     job_rate = 1 / wall_s
     config = manifest["config"]
     numbers: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "processor": platform.processor() or platform.machine()},
-        "flags": {"model": args.model, "steps": config["steps"], "method": config["method"],
-                  "tolerance": config["tolerance"], "max_steps": config["max_steps"],
-                  "batch_size": args.batch_size, "path_batch_size": config["path_batch_size"]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine(),
+        },
+        "flags": {
+            "model": args.model,
+            "steps": config["steps"],
+            "method": config["method"],
+            "tolerance": config["tolerance"],
+            "max_steps": config["max_steps"],
+            "batch_size": args.batch_size,
+            "path_batch_size": config["path_batch_size"],
+        },
         "images": {"small": small, "large": large},
         "job_images_per_s": job_rate,
         "job_startup_s": t_small - small * wall_s,
@@ -342,65 +386,121 @@ def main(argv: list[str] | None = None) -> dict:
         "proxy_call_mb": 3 * args.path_batch_size * bare["image_bytes"] / 1e6,
         **bare,
         **rows,
-    }  # fmt: skip
+    }
     numbers["projection"] = projection(numbers)
 
     ref = job_rate
     flags = numbers["flags"]
     model_only = 1 / model_s
-    print(_table(
-        f"Throughput on this machine ({os.cpu_count()} CPUs), {args.model}, default flags "
-        f"(steps={flags['steps']} {flags['method']}, tolerance={flags['tolerance']}, "
-        f"path_batch_size={flags['path_batch_size']}); reference = the job, 1 worker",
-        ["measurement", "images/s", "ratio vs reference"],
-        [
-            ["job, 1 worker (start-up excluded)", f"{job_rate:.3f}", "1.00"],
-            [f"job, 1 worker, wall clock ({large} images)",
-             f"{numbers['job_single_wall_images_per_s']:.3f}",
-             f"{numbers['job_single_wall_images_per_s'] / ref:.2f}"],
-            [f"job, {args.workers} worker processes, wall clock ({large} images)",
-             f"{numbers['job_multi_wall_images_per_s']:.3f}",
-             f"{numbers['job_multi_wall_images_per_s'] / ref:.2f}"],
-            ["the job's model calls alone (time inside the model per image)",
-             f"{model_only:.3f}", f"{model_only / ref:.2f}"],
-            [f"bare model, fwd+bwd, {args.path_batch_size} points per call (points/s)",
-             f"{bare['grad_points_per_s']:.1f}", f"{bare['grad_points_per_s'] / ref:.0f}"],
-            ["in the job, fwd+bwd (points/s)", f"{numbers['in_job_grad_points_per_s']:.1f}",
-             f"{numbers['in_job_grad_points_per_s'] / ref:.0f}"],
-            [f"bare model, forward, batch {args.batch_size}",
-             f"{bare['forward_images_per_s']:.1f}", f"{bare['forward_images_per_s'] / ref:.0f}"],
-        ],
-    ))  # fmt: skip
-    print(_table(
-        "Per image (marginal, large minus small run) and other figures",
-        ["figure", "value"],
-        [
-            ["wall time per image, 1 worker", f"{wall_s:.2f} s"],
-            ["  inside the model (uses all cores)", f"{model_s:.2f} s ({model_s / wall_s:.0%})"],
-            ["  everything else (decode, baselines, IG sums, Parquet, Beam)",
-             f"{per_image['other_s']:.2f} s ({per_image['other_s'] / wall_s:.0%})"],
-            ["fwd+bwd path points per image", f"{per_image['grad_points']:.1f}"],
-            ["forward-only points per image", f"{per_image['fwd_points']:.1f}"],
-            ["gradient evaluations per row (mean / max, refinement included)",
-             f"{rows['evaluations_per_row']:.1f} / {rows['evaluations_max']}"],
-            ["path points per gradient call in the job (mean)",
-             f"{numbers['in_job_points_per_grad_call']:.1f}"],
-            ["job start-up (Beam, TensorFlow, model load)", f"{numbers['job_startup_s']:.1f} s"],
-            ["Parquet per row (float32 attributions, zstd)", f"{rows['parquet_mb_per_row']:.2f} MB"],
-            [f"peak RSS growth, first gradient call of {args.path_batch_size} points",
-             f"{bare['grad_call_peak_rss_mb']:.0f} MB"],
-            [f"MultiProcessShared proxy, one {numbers['proxy_call_mb']:.0f} MB gradient call",
-             f"{proxy:.2f} GB/s"],
-        ],
-    ))  # fmt: skip
-    print(_table(
-        f"Projection: ImageNet-A ({ASSUMPTIONS['images']} images) on Dataflow; GPU rates, "
-        "prices and start-up are assumptions (ASSUMPTIONS)",
-        ["model", "workers", "images/s per worker", "wall time", "cost", "cost per 1000 images"],
-        [[r["model"], r["workers"], f"{r['images_per_s_per_worker']:.2f}",
-          f"{r['hours'] * 60:.0f} min", f"${r['usd']:.2f}", f"${r['usd_per_1000_images']:.2f}"]
-         for r in numbers["projection"]],
-    ))  # fmt: skip
+    print(
+        _table(
+            f"Throughput on this machine ({os.cpu_count()} CPUs), {args.model}, default flags "
+            f"(steps={flags['steps']} {flags['method']}, tolerance={flags['tolerance']}, "
+            f"path_batch_size={flags['path_batch_size']}); reference = the job, 1 worker",
+            ["measurement", "images/s", "ratio vs reference"],
+            [
+                ["job, 1 worker (start-up excluded)", f"{job_rate:.3f}", "1.00"],
+                [
+                    f"job, 1 worker, wall clock ({large} images)",
+                    f"{numbers['job_single_wall_images_per_s']:.3f}",
+                    f"{numbers['job_single_wall_images_per_s'] / ref:.2f}",
+                ],
+                [
+                    f"job, {args.workers} worker processes, wall clock ({large} images)",
+                    f"{numbers['job_multi_wall_images_per_s']:.3f}",
+                    f"{numbers['job_multi_wall_images_per_s'] / ref:.2f}",
+                ],
+                [
+                    "the job's model calls alone (time inside the model per image)",
+                    f"{model_only:.3f}",
+                    f"{model_only / ref:.2f}",
+                ],
+                [
+                    f"bare model, fwd+bwd, {args.path_batch_size} points per call (points/s)",
+                    f"{bare['grad_points_per_s']:.1f}",
+                    f"{bare['grad_points_per_s'] / ref:.0f}",
+                ],
+                [
+                    "in the job, fwd+bwd (points/s)",
+                    f"{numbers['in_job_grad_points_per_s']:.1f}",
+                    f"{numbers['in_job_grad_points_per_s'] / ref:.0f}",
+                ],
+                [
+                    f"bare model, forward, batch {args.batch_size}",
+                    f"{bare['forward_images_per_s']:.1f}",
+                    f"{bare['forward_images_per_s'] / ref:.0f}",
+                ],
+            ],
+        )
+    )
+    print(
+        _table(
+            "Per image (marginal, large minus small run) and other figures",
+            ["figure", "value"],
+            [
+                ["wall time per image, 1 worker", f"{wall_s:.2f} s"],
+                [
+                    "  inside the model (uses all cores)",
+                    f"{model_s:.2f} s ({model_s / wall_s:.0%})",
+                ],
+                [
+                    "  everything else (decode, baselines, IG sums, Parquet, Beam)",
+                    f"{per_image['other_s']:.2f} s ({per_image['other_s'] / wall_s:.0%})",
+                ],
+                ["fwd+bwd path points per image", f"{per_image['grad_points']:.1f}"],
+                ["forward-only points per image", f"{per_image['fwd_points']:.1f}"],
+                [
+                    "gradient evaluations per row (mean / max, refinement included)",
+                    f"{rows['evaluations_per_row']:.1f} / {rows['evaluations_max']}",
+                ],
+                [
+                    "path points per gradient call in the job (mean)",
+                    f"{numbers['in_job_points_per_grad_call']:.1f}",
+                ],
+                [
+                    "job start-up (Beam, TensorFlow, model load)",
+                    f"{numbers['job_startup_s']:.1f} s",
+                ],
+                [
+                    "Parquet per row (float32 attributions, zstd)",
+                    f"{rows['parquet_mb_per_row']:.2f} MB",
+                ],
+                [
+                    f"peak RSS growth, first gradient call of {args.path_batch_size} points",
+                    f"{bare['grad_call_peak_rss_mb']:.0f} MB",
+                ],
+                [
+                    f"MultiProcessShared proxy, one {numbers['proxy_call_mb']:.0f} MB gradient call",
+                    f"{proxy:.2f} GB/s",
+                ],
+            ],
+        )
+    )
+    print(
+        _table(
+            f"Projection: ImageNet-A ({ASSUMPTIONS['images']} images) on Dataflow; GPU rates, "
+            "prices and start-up are assumptions (ASSUMPTIONS)",
+            [
+                "model",
+                "workers",
+                "images/s per worker",
+                "wall time",
+                "cost",
+                "cost per 1000 images",
+            ],
+            [
+                [
+                    r["model"],
+                    r["workers"],
+                    f"{r['images_per_s_per_worker']:.2f}",
+                    f"{r['hours'] * 60:.0f} min",
+                    f"${r['usd']:.2f}",
+                    f"${r['usd_per_1000_images']:.2f}",
+                ]
+                for r in numbers["projection"]
+            ],
+        )
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(numbers, f, indent=2)

@@ -108,8 +108,12 @@ def image_folder(tmp_path) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(3)
     root = tmp_path / "images"
     pixels = {}
-    for image_id in (f"{WNID_CAT}/cat1.png", f"{WNID_CAT}/cat2.png", f"{WNID_SHARK}/shark.png",
-                     "loose.png"):  # fmt: skip
+    for image_id in (
+        f"{WNID_CAT}/cat1.png",
+        f"{WNID_CAT}/cat2.png",
+        f"{WNID_SHARK}/shark.png",
+        "loose.png",
+    ):
         array = rng.integers(0, 256, size=(SIZE, SIZE, 3), dtype=np.uint8)
         write_image(root / image_id, array)
         pixels[image_id] = array

@@ -298,8 +298,9 @@ def deletion_insertion(
     curve, point = _points(rows, steps, known)
     values = np.full((rows * 4, steps + 1), np.nan)
     for part in _parts(len(curve), chunk_size):
-        batch = _perturbed(images, references, starts, image_index, positions, counts,
-                           curve[part], point[part])  # fmt: skip
+        batch = _perturbed(
+            images, references, starts, image_index, positions, counts, curve[part], point[part]
+        )
         values[curve[part], point[part]] = probability_fn(batch, targets[curve[part] // 4])
     return _result(values.reshape(rows, 4, steps + 1), image_probabilities, curve)
 
@@ -363,10 +364,18 @@ def for_rows(
     random_orders = np.stack([random_ranking(pixels, image_ids[i], seed) for i in image_index])
     random_orders = random_orders.reshape(len(image_index), pixels)
     return deletion_insertion(
-        probability_fn, images, references, starts, image_index, targets, orders,
-        random_orders, steps=steps, chunk_size=chunk_size,
+        probability_fn,
+        images,
+        references,
+        starts,
+        image_index,
+        targets,
+        orders,
+        random_orders,
+        steps=steps,
+        chunk_size=chunk_size,
         image_probabilities=image_probabilities,
-    )  # fmt: skip
+    )
 
 
 COLUMNS: tuple[str, ...] = (
