@@ -191,9 +191,8 @@ def test_pixel_and_none_attribution_modes(linear_keras):
     spec = resolve_model(linear_keras)
     (ex,) = _examples(1)
     full = _run_handler(spec, AttributionConfig(steps=2), [ex])[0].rows[0]
-    pixel = _run_handler(
-        spec, AttributionConfig(steps=2, attributions="pixel", attribution_dtype="float16"), [ex]
-    )[0].rows[0]
+    pixel_float16 = AttributionConfig(steps=2, attributions="pixel", attribution_dtype="float16")
+    pixel = _run_handler(spec, pixel_float16, [ex])[0].rows[0]
     none = _run_handler(spec, AttributionConfig(steps=2, attributions="none"), [ex])[0].rows[0]
     assert pixel["attributions"].shape == (SIZE, SIZE) and pixel["attributions"].dtype == np.float16
     np.testing.assert_allclose(

@@ -16,7 +16,7 @@ from pipeline.__main__ import main
 from pipeline.main import prepare
 from pipeline.options import AuditOptions
 from pipeline.summary import print_summary
-from tests.conftest import SIZE, WNID_CAT
+from tests.conftest import SIZE, WNID_CAT, cli_args
 from transforms.config import AttributionConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,19 +41,10 @@ def _error_lines(stderr: str) -> list[str]:
 
 
 def _flags(image_folder, model, output, *extra):
-    return [
-        "--runner",
-        "DirectRunner",
-        "--dataset",
-        image_folder["root"],
-        "--model",
-        model,
-        "--output",
-        str(output),
-        "--steps",
-        "4",
-        *extra,
-    ]
+    args = cli_args(
+        runner="DirectRunner", dataset=image_folder["root"], model=model, output=output, steps=4
+    )
+    return [*args, *extra]
 
 
 @pytest.mark.parametrize(
@@ -98,9 +89,7 @@ def test_missing_and_empty_dataset_folders_exit_2(linear_keras, tmp_path, capsys
         (tmp_path / "empty", "No files found in image folder"),
         (tmp_path / "missing" / "x", "is not a folder of images"),
     ):
-        code = main(
-            ["--dataset", str(folder), "--model", linear_keras, "--output", str(tmp_path / "out")]
-        )
+        code = main(cli_args(dataset=folder, model=linear_keras, output=tmp_path / "out"))
         err = capsys.readouterr().err
         assert code == 2 and "Traceback" not in err
         assert len(_error_lines(err)) == 1 and message in _error_lines(err)[0]
@@ -177,9 +166,7 @@ def test_every_input_failing_exits_1_with_errors_by_stage(linear_keras, tmp_path
     (folder / "a.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
     (folder / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg too")
     (folder / "notes.txt").write_text("not an image")
-    code = main(
-        ["--dataset", str(folder), "--model", linear_keras, "--output", str(tmp_path / "out")]
-    )
+    code = main(cli_args(dataset=folder, model=linear_keras, output=tmp_path / "out"))
     out, err = capsys.readouterr()
     assert code == 1
     assert _error_lines(err) == [
@@ -216,9 +203,8 @@ def test_class_names_for_a_custom_model(image_folder, tmp_path, capsys, caplog):
     model = _tiny_classifier(tmp_path / "four.keras", 4)
     names = tmp_path / "names.json"
     names.write_text(json.dumps({"0": "apple", "1": "pear", "2": "plum", "3": "fig"}))
-    code = main(
-        _flags(image_folder, model, tmp_path / "out", "--top_k", "2", "--class_names", str(names))
-    )
+    named = cli_args(top_k=2, class_names=names)
+    code = main(_flags(image_folder, model, tmp_path / "out", *named))
     assert code == 0
     rows = pd.read_parquet(tmp_path / "out" / "results")
     assert set(rows.predicted_name) <= {"apple", "pear", "plum", "fig"}
@@ -232,9 +218,8 @@ def test_class_names_for_a_custom_model(image_folder, tmp_path, capsys, caplog):
 
     lines = tmp_path / "names.txt"
     lines.write_text("apple\npear\nplum\n")
-    code = main(
-        _flags(image_folder, model, tmp_path / "out2", "--top_k", "2", "--class_names", str(lines))
-    )
+    named = cli_args(top_k=2, class_names=lines)
+    code = main(_flags(image_folder, model, tmp_path / "out2", *named))
     err = capsys.readouterr().err
     assert code == 2
     assert _error_lines(err) == [
@@ -247,19 +232,8 @@ def test_class_names_for_a_custom_model(image_folder, tmp_path, capsys, caplog):
 def test_top_k_summary_shows_targets_cuts_and_errors(
     image_folder, quadratic_saved_model, tmp_path, capsys
 ):
-    code = main(
-        _flags(
-            image_folder,
-            quadratic_saved_model,
-            tmp_path / "out",
-            "--target",
-            "top_k",
-            "--top_k",
-            "3",
-            "--attributions",
-            "none",
-        )
-    )
+    top_3 = cli_args(target="top_k", top_k=3, attributions="none")
+    code = main(_flags(image_folder, quadratic_saved_model, tmp_path / "out", *top_3))
     assert code == 0
     capsys.readouterr()
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())

@@ -151,21 +151,20 @@ def test_curves_do_not_depend_on_the_chunk_size():
     for chunk, known in ((1, None), (7, None), (1000, None), (5, "known")):
         sizes = []
         probs = softmax_fn(images[index], np.array(targets)) if known else None
-        results.append(
-            fa.deletion_insertion(
-                lambda b, t, s=sizes: (s.append(len(b)), softmax_fn(b, t))[1],
-                images,
-                images * 0,
-                images * 0.5,
-                index,
-                targets,
-                orders,
-                random_orders,
-                steps=6,
-                chunk_size=chunk,
-                image_probabilities=probs,
-            )
+        result = fa.deletion_insertion(
+            lambda b, t, s=sizes: (s.append(len(b)), softmax_fn(b, t))[1],
+            images,
+            images * 0,
+            images * 0.5,
+            index,
+            targets,
+            orders,
+            random_orders,
+            steps=6,
+            chunk_size=chunk,
+            image_probabilities=probs,
         )
+        results.append(result)
         calls.append(sizes)
     assert max(calls[0]) == 1 and max(calls[1]) <= 7 and len(calls[2]) == 1
     assert sum(calls[1]) == 4 * (fa.forward_passes_per_row(6) + 1)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from pipeline import run
-from tests.conftest import SIZE
+from tests.conftest import SIZE, cli_args
 from transforms import faithfulness as fa
 from transforms.baselines import make_baselines
 from transforms.config import AttributionConfig
@@ -14,24 +14,15 @@ STEPS = 4
 
 
 def _run(image_folder, model, output, *flags):
-    return run(
-        [
-            "--runner",
-            "DirectRunner",
-            "--dataset",
-            image_folder["root"],
-            "--model",
-            model,
-            "--output",
-            str(output),
-            "--steps",
-            "4",
-            "--method",
-            "riemann_left",
-            *flags,
-        ],
-        save_main_session=False,
+    args = cli_args(
+        runner="DirectRunner",
+        dataset=image_folder["root"],
+        model=model,
+        output=output,
+        steps=4,
+        method="riemann_left",
     )
+    return run([*args, *flags], save_main_session=False)
 
 
 def _softmax_at(weights, bias, x, target):
@@ -55,9 +46,8 @@ def _expected_curves(x, order, reference, start, weights, bias, target):
 def test_rows_hold_the_curves_of_the_linear_model(
     image_folder, linear_keras, linear_weights, tmp_path
 ):
-    manifest = _run(
-        image_folder, linear_keras, tmp_path / "out", "--faithfulness_steps", str(STEPS)
-    )
+    flags = cli_args(faithfulness_steps=STEPS)
+    manifest = _run(image_folder, linear_keras, tmp_path / "out", *flags)
     assert manifest["config"]["faithfulness"] == "deletion_insertion"
     weights, bias = linear_weights
     results = pd.read_parquet(tmp_path / "out" / "results")

@@ -15,7 +15,7 @@ import pytest
 
 from pipeline import run
 from pipeline.__main__ import main
-from tests.conftest import SIZE, write_image
+from tests.conftest import SIZE, cli_args, write_image
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -86,18 +86,7 @@ def test_a_live_run_holds_its_output_and_a_killed_run_resumes(
     folder, linear_keras, tmp_path, capsys, jobs
 ):
     out = tmp_path / "out"
-    flags = [
-        "--dataset",
-        str(folder),
-        "--model",
-        linear_keras,
-        "--output",
-        str(out),
-        "--steps",
-        "2",
-        "--attributions",
-        "none",
-    ]
+    flags = cli_args(dataset=folder, model=linear_keras, output=out, steps=2, attributions="none")
     first = jobs(*flags)
     lock = out / ".lock"
     # The lock comes first, then the run's manifest: both there, the run is under way.
@@ -154,33 +143,11 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(image_folder, linear_keras
         "start_time": "2020-01-01T00:00:00+00:00",
     }
     (out / ".lock").write_text(json.dumps(stale))
-    manifest = run(
-        [
-            "--dataset",
-            image_folder["root"],
-            "--model",
-            linear_keras,
-            "--output",
-            str(out),
-            "--steps",
-            "2",
-        ],
-        save_main_session=False,
-    )
+    args = cli_args(dataset=image_folder["root"], model=linear_keras, output=out)
+    manifest = run([*args, "--steps", "2"], save_main_session=False)
     assert manifest["status"] == "complete" and manifest["run_id"] != "deadbeef"
     assert not (out / ".lock").exists()
     # A lock of another host cannot be checked: it is refused, naming the file to delete.
     (out / ".lock").write_text(json.dumps({**stale, "host": "elsewhere"}))
     with pytest.raises(ValueError, match=r"in use by run deadbeef \(host elsewhere"):
-        run(
-            [
-                "--dataset",
-                image_folder["root"],
-                "--model",
-                linear_keras,
-                "--output",
-                str(out),
-                "--overwrite",
-            ],
-            save_main_session=False,
-        )
+        run([*args, "--overwrite"], save_main_session=False)

@@ -10,27 +10,33 @@ import pytest
 
 from pipeline import run
 from pipeline.__main__ import main
-from tests.conftest import SIZE, WNID_CAT
+from tests.conftest import SIZE, WNID_CAT, cli_args
 from transforms.schema import ERROR_SCHEMA, results_schema
 
 
 def _run(image_folder, model, output, *flags):
-    return run(
-        [
-            "--runner",
-            "DirectRunner",
-            "--dataset",
-            image_folder["root"],
-            "--model",
-            model,
-            "--output",
-            str(output),
-            "--steps",
-            "4",
-            *flags,
-        ],
-        save_main_session=False,
+    args = cli_args(
+        runner="DirectRunner", dataset=image_folder["root"], model=model, output=output, steps=4
     )
+    return run([*args, *flags], save_main_session=False)
+
+
+def _check_linear_row(row, pixels: np.ndarray, weights: np.ndarray, bias: np.ndarray) -> None:
+    """A riemann_left row of the linear model: its prediction and its exact IG (x * w)."""
+    x = pixels.astype(np.float32) / 255.0
+    logits = x.reshape(-1) @ weights + bias
+    assert row.predicted_class == int(np.argmax(logits))
+    assert row.target_class == row.predicted_class
+    assert row.top_k_classes.tolist() == np.argsort(-logits)[:5].tolist()
+    np.testing.assert_allclose(row.target_score, logits[row.target_class], rtol=1e-5)
+    np.testing.assert_allclose(row.baseline_score, bias[row.target_class], rtol=1e-5)
+    assert list(row.attribution_shape) == [SIZE, SIZE, 3]
+    attributions = np.asarray(row.attributions).reshape(row.attribution_shape)
+    expected = x * weights[:, row.target_class].reshape(SIZE, SIZE, 3)
+    np.testing.assert_allclose(attributions, expected, rtol=1e-4, atol=1e-6)
+    assert abs(row.completeness_delta) < 1e-4 and row.relative_delta < 1e-4
+    assert row.steps == 4 and row.method == "riemann_left" and row.within_tolerance
+    assert row.predicted_name and row.top_k_names[0] == row.predicted_name
 
 
 def test_end_to_end_linear_model_gives_exact_attributions(
@@ -66,20 +72,7 @@ def test_end_to_end_linear_model_gives_exact_attributions(
     assert json.loads((tmp_path / "out" / "manifest.json").read_text()) == manifest
 
     for row in results.itertuples():
-        x = image_folder["pixels"][row.image_id].astype(np.float32) / 255.0
-        logits = x.reshape(-1) @ weights + bias
-        assert row.predicted_class == int(np.argmax(logits))
-        assert row.target_class == row.predicted_class
-        assert row.top_k_classes.tolist() == np.argsort(-logits)[:5].tolist()
-        np.testing.assert_allclose(row.target_score, logits[row.target_class], rtol=1e-5)
-        np.testing.assert_allclose(row.baseline_score, bias[row.target_class], rtol=1e-5)
-        assert list(row.attribution_shape) == [SIZE, SIZE, 3]
-        attributions = np.asarray(row.attributions).reshape(row.attribution_shape)
-        expected = x * weights[:, row.target_class].reshape(SIZE, SIZE, 3)
-        np.testing.assert_allclose(attributions, expected, rtol=1e-4, atol=1e-6)
-        assert abs(row.completeness_delta) < 1e-4 and row.relative_delta < 1e-4
-        assert row.steps == 4 and row.method == "riemann_left" and row.within_tolerance
-        assert row.predicted_name and row.top_k_names[0] == row.predicted_name
+        _check_linear_row(row, image_folder["pixels"][row.image_id], weights, bias)
 
     labelled = results.set_index("image_id")
     assert labelled.loc[f"{WNID_CAT}/cat1.png", "label"] == 281
@@ -90,15 +83,8 @@ def test_end_to_end_linear_model_gives_exact_attributions(
 def test_output_files_have_one_schema_and_metadata_reads_alone(
     image_folder, linear_keras, tmp_path
 ):
-    _run(
-        image_folder,
-        linear_keras,
-        tmp_path / "out",
-        "--attribution_dtype",
-        "float16",
-        "--attributions",
-        "pixel",
-    )
+    pixel_float16 = cli_args(attribution_dtype="float16", attributions="pixel")
+    _run(image_folder, linear_keras, tmp_path / "out", *pixel_float16)
     files = sorted((tmp_path / "out" / "results").glob("*.parquet"))
     assert files
     for f in files:
@@ -128,15 +114,8 @@ def test_label_target_and_label_offset_through_hub_handle(
 ):
     # inception_v1 resolves to the seed's TF Hub handle; the cache holds a
     # 1001-output model whose output 0 is a background class.
-    manifest = _run(
-        image_folder,
-        "inception_v1",
-        tmp_path / "out",
-        "--target",
-        "label",
-        "--method",
-        "gausslegendre",
-    )
+    flags = cli_args(target="label", method="gausslegendre")
+    manifest = _run(image_folder, "inception_v1", tmp_path / "out", *flags)
     assert manifest["model"]["label_offset"] == 1
     assert manifest["model"]["kind"] == "hub" and manifest["model"]["num_outputs"] == 1001
     results = pd.read_parquet(tmp_path / "out" / "results").set_index("image_id")
@@ -160,19 +139,8 @@ def test_label_target_and_label_offset_through_hub_handle(
 
 
 def test_top_k_target_gives_k_rows_per_image(image_folder, quadratic_saved_model, tmp_path):
-    manifest = _run(
-        image_folder,
-        quadratic_saved_model,
-        tmp_path / "out",
-        "--target",
-        "top_k",
-        "--top_k",
-        "3",
-        "--attributions",
-        "none",
-        "--score",
-        "softmax",
-    )
+    flags = cli_args(target="top_k", top_k=3, attributions="none", score="softmax")
+    manifest = _run(image_folder, quadratic_saved_model, tmp_path / "out", *flags)
     results = pd.read_parquet(tmp_path / "out" / "results")
     assert manifest["counts"]["rows"] == 12 and len(results) == 12
     for _, group in results.groupby("image_id"):
@@ -217,31 +185,14 @@ def test_rerun_into_same_output_is_refused_unless_overwrite(image_folder, linear
 def test_bad_configuration_fails_before_any_work(
     flags, message, image_folder, linear_keras, tmp_path
 ):
-    args = [
-        "--dataset",
-        image_folder["root"],
-        "--model",
-        linear_keras,
-        "--output",
-        str(tmp_path / "out"),
-        *flags,
-    ]
+    args = cli_args(dataset=image_folder["root"], model=linear_keras, output=tmp_path / "out")
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("*", r"\*")):
-        run(args)
+        run([*args, *flags])
     assert not (tmp_path / "out").exists()
 
 
 def test_command_line_prints_error_and_exit_code(capsys, linear_keras, tmp_path):
-    code = main(
-        [
-            "--dataset",
-            str(tmp_path / "missing"),
-            "--model",
-            linear_keras,
-            "--output",
-            str(tmp_path / "out"),
-        ]
-    )
+    code = main(cli_args(dataset=tmp_path / "missing", model=linear_keras, output=tmp_path / "out"))
     assert code == 2
     assert "error: --dataset" in capsys.readouterr().err
 
@@ -249,17 +200,9 @@ def test_command_line_prints_error_and_exit_code(capsys, linear_keras, tmp_path)
 def test_output_folder_not_writable_is_a_clear_error(image_folder, linear_keras, tmp_path):
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")
+    output = os.path.join(str(blocked), "out")
     with pytest.raises(ValueError, match="--output .* is not writable"):
-        run(
-            [
-                "--dataset",
-                image_folder["root"],
-                "--model",
-                linear_keras,
-                "--output",
-                os.path.join(str(blocked), "out"),
-            ]
-        )
+        run(cli_args(dataset=image_folder["root"], model=linear_keras, output=output))
 
 
 def test_duckdb_reads_the_results_with_sql(image_folder, linear_keras, tmp_path):

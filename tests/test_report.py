@@ -21,7 +21,7 @@ from PIL import Image
 
 from pipeline import run
 from pipeline.report import build_report, main, read_sanity
-from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, write_image
+from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, cli_args, write_image
 from tests.test_results import (  # noqa: F401 - folder_run is a fixture
     folder_run,
     make_row,
@@ -111,21 +111,10 @@ def real_run(tmp_path_factory, linear_keras, linear_weights):
         write_image(base / "images" / image_id, pixels[image_id])
     (base / "images" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
     output = str(base / "out")
-    manifest = run(
-        [
-            "--runner",
-            "DirectRunner",
-            "--dataset",
-            str(base / "images"),
-            "--model",
-            linear_keras,
-            "--output",
-            output,
-            "--steps",
-            "4",
-        ],
-        save_main_session=False,
+    args = cli_args(
+        runner="DirectRunner", dataset=base / "images", model=linear_keras, output=output, steps=4
     )
+    manifest = run(args, save_main_session=False)
     weights, bias = linear_weights
     predicted = {
         i: int(np.argmax((p.astype(np.float32) / 255.0).reshape(-1) @ weights + bias))
@@ -378,40 +367,28 @@ def _curve(start: float, end: float) -> list[float]:
 
 # folder_run: shark (relative delta 5 %), cat1, cat2 and loose.png; tolerance 0.01.
 SHARK, CAT1, CAT2 = f"{WNID_SHARK}/shark.png", f"{WNID_CAT}/cat1.png", f"{WNID_CAT}/cat2.png"
+
+
+def _new_values(error, deletion, deletion_random, insertion, insertion_random) -> dict:
+    """One row's new columns: per-pixel error, the AUCs with the control's, the curves."""
+    return dict(
+        attribution_error=error,
+        deletion_auc=deletion,
+        deletion_auc_random=deletion_random,
+        insertion_auc=insertion,
+        insertion_auc_random=insertion_random,
+        deletion_curve=_curve(0.9, 0.05),
+        insertion_curve=_curve(0.1, 0.9),
+    )
+
+
 NEW_VALUES = {
     # per-pixel error, deletion AUC (random), insertion AUC (random)
-    SHARK: dict(
-        attribution_error=0.3,
-        deletion_auc=0.2,
-        deletion_auc_random=0.4,
-        insertion_auc=0.3,
-        insertion_auc_random=0.5,
-    ),  # insertion worse than chance
-    CAT1: dict(
-        attribution_error=0.004,
-        deletion_auc=0.1,
-        deletion_auc_random=0.4,
-        insertion_auc=0.8,
-        insertion_auc_random=0.5,
-    ),
-    CAT2: dict(
-        attribution_error=0.05,
-        deletion_auc=0.45,
-        deletion_auc_random=0.4,
-        insertion_auc=0.6,
-        insertion_auc_random=0.5,
-    ),  # deletion worse than chance
-    "loose.png": dict(
-        attribution_error=0.002,
-        deletion_auc=0.15,
-        deletion_auc_random=0.35,
-        insertion_auc=0.7,
-        insertion_auc_random=0.45,
-    ),
+    SHARK: _new_values(0.3, 0.2, 0.4, 0.3, 0.5),  # insertion worse than chance
+    CAT1: _new_values(0.004, 0.1, 0.4, 0.8, 0.5),
+    CAT2: _new_values(0.05, 0.45, 0.4, 0.6, 0.5),  # deletion worse than chance
+    "loose.png": _new_values(0.002, 0.15, 0.35, 0.7, 0.45),
 }
-for _values in NEW_VALUES.values():
-    _values["deletion_curve"] = _curve(0.9, 0.05)
-    _values["insertion_curve"] = _curve(0.1, 0.9)
 
 
 def test_per_pixel_accuracy_section_beside_completeness(folder_run):  # noqa: F811
@@ -517,17 +494,8 @@ def test_sanity_check_section_says_which_it_is(folder_run):  # noqa: F811
 
 def test_sanity_reader_is_tolerant(tmp_path):
     assert read_sanity(str(tmp_path)) is None
-    _write_sanity(
-        str(tmp_path),
-        {
-            "stages": [
-                {"layer": "a", "spearman_median": "high"},
-                3,
-                {"ssim_median": 0.2, "extra": 1},
-            ],
-            "images": "x",
-        },
-    )
+    odd_stages = [{"layer": "a", "spearman_median": "high"}, 3, {"ssim_median": 0.2, "extra": 1}]
+    _write_sanity(str(tmp_path), {"stages": odd_stages, "images": "x"})
     sanity = read_sanity(str(tmp_path))
     assert sanity["stages"] == [
         {"layer": "a", "spearman_median": None, "ssim_median": None},
@@ -588,18 +556,8 @@ def test_the_command_shows_the_values_the_run_used(tmp_path):
     )
     manifest = json.loads(Path(output, "manifest.json").read_text())
     # As run_local.sh passes its defaults and then the user's flags.
-    manifest["command"] = [
-        "pipeline/__main__.py",
-        "--dataset",
-        "sample",
-        "--steps",
-        "12",
-        "--overwrite",
-        "--dataset",
-        "/x",
-        "--steps",
-        "8",
-    ]
+    defaults, users = "--dataset sample --steps 12 --overwrite", "--dataset /x --steps 8"
+    manifest["command"] = ["pipeline/__main__.py", *defaults.split(), *users.split()]
     Path(output, "manifest.json").write_text(json.dumps(manifest))
     effective, typed = _page(build_report(output, gallery=0)).pres[:2]
     assert effective.startswith(
@@ -628,22 +586,10 @@ def test_overwrite_removes_the_earlier_report(tmp_path, linear_keras):
     output.mkdir()
     (output / "manifest.json").write_text("{}")
     (output / "report.html").write_text("<p>the earlier run</p>")
-    run(
-        [
-            "--runner",
-            "DirectRunner",
-            "--dataset",
-            str(images),
-            "--model",
-            linear_keras,
-            "--output",
-            str(output),
-            "--steps",
-            "4",
-            "--overwrite",
-        ],
-        save_main_session=False,
+    args = cli_args(
+        runner="DirectRunner", dataset=images, model=linear_keras, output=output, steps=4
     )
+    run([*args, "--overwrite"], save_main_session=False)
     assert not (output / "report.html").exists()
     assert json.loads((output / "manifest.json").read_text())["counts"]["rows"] == 1
 

@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, write_image
+from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, cli_args, write_image
 from transforms import baselines, faithfulness, images, results
 from transforms.schema import METADATA_COLUMNS, results_schema, rows_to_table
 
@@ -71,6 +71,38 @@ def make_row(
     }
 
 
+def _model_entry(image_size: int) -> dict:
+    """The manifest's "model" of the tiny linear Keras model."""
+    return {
+        "reference": "linear.keras",
+        "kind": "keras",
+        "location": "/m/linear.keras",
+        "image_size": image_size,
+        "input_range": [0.0, 1.0],
+        "num_outputs": 1000,
+        "label_offset": 0,
+        "identity": "sha256:" + "ab" * 32,
+    }
+
+
+def _config_entry(dtype: str, attributions: str, baselines_: tuple[str, ...]) -> dict:
+    """The manifest's "config": the job's settings, some of them chosen by the test."""
+    return {
+        "attribution_dtype": dtype,
+        "attributions": attributions,
+        "baselines": list(baselines_),
+        "method": "gausslegendre",
+        "steps": 8,
+        "max_steps": 512,
+        "score": "raw",
+        "seed": 0,
+        "store_path": True,
+        "target": "predicted",
+        "tolerance": 0.01,
+        "top_k": 3,
+    }
+
+
 def write_output(
     output,
     rows_per_file: list[list[dict]],
@@ -92,30 +124,8 @@ def write_output(
     manifest = {
         "dataset": dataset,
         "split": split,
-        "model": {
-            "reference": "linear.keras",
-            "kind": "keras",
-            "location": "/m/linear.keras",
-            "image_size": image_size,
-            "input_range": [0.0, 1.0],
-            "num_outputs": 1000,
-            "label_offset": 0,
-            "identity": "sha256:" + "ab" * 32,
-        },
-        "config": {
-            "attribution_dtype": dtype,
-            "attributions": attributions,
-            "baselines": list(baselines_),
-            "method": "gausslegendre",
-            "steps": 8,
-            "max_steps": 512,
-            "score": "raw",
-            "seed": 0,
-            "store_path": True,
-            "target": "predicted",
-            "tolerance": 0.01,
-            "top_k": 3,
-        },
+        "model": _model_entry(image_size),
+        "config": _config_entry(dtype, attributions, baselines_),
         "counts": {
             "inputs": 5,
             "rows": sum(map(len, rows_per_file)),
@@ -131,16 +141,13 @@ def write_output(
         "command": ["pipeline", "--dataset", dataset],
     }
     (output / "manifest.json").write_text(json.dumps(manifest))
-    errors = pd.DataFrame(
-        [
-            {
-                "image_id": "broken.jpg",
-                "file_name": "broken.jpg",
-                "stage": "decode",
-                "error": "broken image: truncated",
-            }
-        ]
-    )
+    broken = {
+        "image_id": "broken.jpg",
+        "file_name": "broken.jpg",
+        "stage": "decode",
+        "error": "broken image: truncated",
+    }
+    errors = pd.DataFrame([broken])
     errors.to_parquet(output / "errors" / "part-00000-of-00001.parquet")
     return str(output)
 
@@ -431,27 +438,17 @@ def test_real_run_round_trip(image_folder, linear_keras, linear_weights, tmp_pat
     from pipeline import run
 
     output = str(tmp_path / "out")
-    run(
-        [
-            "--runner",
-            "DirectRunner",
-            "--dataset",
-            image_folder["root"],
-            "--model",
-            linear_keras,
-            "--output",
-            output,
-            "--steps",
-            "4",
-            "--method",
-            "riemann_left",
-            "--attributions",
-            "pixel",
-            "--attribution_dtype",
-            "float16",
-        ],
-        save_main_session=False,
+    args = cli_args(
+        runner="DirectRunner",
+        dataset=image_folder["root"],
+        model=linear_keras,
+        output=output,
+        steps=4,
+        method="riemann_left",
+        attributions="pixel",
+        attribution_dtype="float16",
     )
+    run(args, save_main_session=False)
     weights, bias = linear_weights
     meta = results.read_results(output)
     assert len(meta) == 4 and "attributions" not in meta
@@ -466,14 +463,8 @@ def test_real_run_round_trip(image_folder, linear_keras, linear_weights, tmp_pat
     )
     assert results.read_errors(output).image_id.tolist() == ["broken.jpg"]
     labels = {f"{WNID_CAT}/cat1.png": 281, f"{WNID_CAT}/cat2.png": 281, "n01484850/shark.png": 2}
-    predicted = {
-        i: int(
-            np.argmax(
-                (image_folder["pixels"][i].astype(np.float32) / 255.0).reshape(-1) @ weights + bias
-            )
-        )
-        for i in labels
-    }
+    inputs = {i: (image_folder["pixels"][i].astype(np.float32) / 255.0).reshape(-1) for i in labels}
+    predicted = {i: int(np.argmax(x @ weights + bias)) for i, x in inputs.items()}
     expected_wrong = sorted(i for i in labels if predicted[i] != labels[i])
     assert expected_wrong  # random weights: the tiny model gets images wrong
     assert results.misclassified(meta).image_id.tolist() == expected_wrong

@@ -8,6 +8,7 @@ import pytest
 
 from pipeline.__main__ import main
 from pipeline.summary import print_summary, summary_table
+from tests.conftest import cli_args
 from transforms.sinks import read_manifest
 
 
@@ -15,16 +16,7 @@ from transforms.sinks import read_manifest
 def sample_run(tmp_path_factory):
     output = tmp_path_factory.mktemp("sample") / "out"
     code = main(
-        [
-            "--runner",
-            "DirectRunner",
-            "--dataset",
-            "sample",
-            "--model",
-            "efficientnet_lite0",
-            "--output",
-            str(output),
-        ]
+        cli_args(runner="DirectRunner", dataset="sample", model="efficientnet_lite0", output=output)
     )
     assert code == 0
     return output

@@ -7,7 +7,7 @@ import pytest
 
 from pipeline import run as run_job
 from pipeline import sanity
-from tests.conftest import SIZE
+from tests.conftest import SIZE, cli_args
 from transforms import results
 
 
@@ -45,23 +45,15 @@ def test_map_similarity_is_one_for_the_same_map_and_low_for_unrelated_ones():
 
 def test_randomising_the_last_layer_changes_the_maps(image_folder, conv_keras, tmp_path):
     output = str(tmp_path / "out")
-    run_job(
-        [
-            "--runner",
-            "DirectRunner",
-            "--dataset",
-            image_folder["root"],
-            "--model",
-            conv_keras,
-            "--output",
-            output,
-            "--steps",
-            "8",
-            "--faithfulness",
-            "none",
-        ],
-        save_main_session=False,
+    args = cli_args(
+        runner="DirectRunner",
+        dataset=image_folder["root"],
+        model=conv_keras,
+        output=output,
+        steps=8,
+        faithfulness="none",
     )
+    run_job(args, save_main_session=False)
     report = sanity.run(output, images_count=3, stages=["logits", "conv"])
 
     assert report["images"] == 3 and len(report["image_ids"]) == 3

@@ -11,7 +11,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline import run
-from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, write_image
+from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, cli_args, write_image
 from transforms import sources
 
 
@@ -152,43 +152,23 @@ def test_resolve_tfds_names_features_and_classes(tiny_imagenet_a):
 
 def test_read_tfds_yields_encoded_images_with_stable_ids(tiny_imagenet_a):
     source = sources.resolve_tfds("imagenet_a", "test", tiny_imagenet_a, download=False)
+    expected = [
+        (f"{w}_{i}.jpg", label, b"\xff\xd8", "imagenet_a")
+        for w, label in ((WNID_CAT, 281), (WNID_SHARK, 2))
+        for i in range(2)
+    ]
     with TestPipeline() as p:
         raw = p | sources.ReadTfds(source)
         got = raw | beam.Map(lambda r: (r.file_name, r.label, r.data[:2], r.image_id.split("/")[0]))
-        assert_that(
-            got,
-            equal_to(
-                [
-                    (f"{w}_{i}.jpg", label, b"\xff\xd8", "imagenet_a")
-                    for w, label in ((WNID_CAT, 281), (WNID_SHARK, 2))
-                    for i in range(2)
-                ]
-            ),
-        )
+        assert_that(got, equal_to(expected))
 
 
 def test_tfds_dataset_end_to_end_with_subsplit(tiny_imagenet_a, linear_keras, tmp_path):
-    manifest = run(
-        [
-            "--dataset",
-            "imagenet_a",
-            "--split",
-            "test[:50%]",
-            "--data_dir",
-            tiny_imagenet_a,
-            "--model",
-            linear_keras,
-            "--output",
-            str(tmp_path / "out"),
-            "--steps",
-            "2",
-            "--target",
-            "label",
-            "--attributions",
-            "none",
-        ],
-        save_main_session=False,
+    half_of_test = cli_args(dataset="imagenet_a", split="test[:50%]", data_dir=tiny_imagenet_a)
+    args = cli_args(
+        model=linear_keras, output=tmp_path / "out", steps=2, target="label", attributions="none"
     )
+    manifest = run([*half_of_test, *args], save_main_session=False)
     results = pd.read_parquet(tmp_path / "out" / "results")
     assert manifest["counts"]["inputs"] == 2 and len(results) == 2
     assert results.image_id.is_unique and results.image_id.str.startswith("imagenet_a/").all()
@@ -306,24 +286,15 @@ def test_an_unprepared_dataset_offline_fails_in_seconds_with_the_fix(linear_kera
             yield from ()
 
     start = time.monotonic()
-    with pytest.raises(
-        ValueError,
-        match=r"network is unreachable \(192\.0\.2\.1:443: .*"
-        r"--data_dir",
-    ):
-        run(
-            [
-                "--dataset",
-                "offline_probe_dataset",
-                "--data_dir",
-                str(tmp_path / "tfds"),
-                "--model",
-                linear_keras,
-                "--output",
-                str(tmp_path / "out"),
-            ],
-            save_main_session=False,
-        )
+    unreachable = r"network is unreachable \(192\.0\.2\.1:443: .*--data_dir"
+    args = cli_args(
+        dataset="offline_probe_dataset",
+        data_dir=tmp_path / "tfds",
+        model=linear_keras,
+        output=tmp_path / "out",
+    )
+    with pytest.raises(ValueError, match=unreachable):
+        run(args, save_main_session=False)
     assert time.monotonic() - start < 20.0
     assert not (tmp_path / "out").exists()  # failed before touching --output
 
