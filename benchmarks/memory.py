@@ -50,18 +50,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         for mode, flags in CONFIGS:
             for steps in args.steps.split(","):
-                job = [
-                    "--dataset",
-                    "sample",
-                    "--output",
-                    f"{tmp}/out",
-                    "--overwrite",
-                    "--steps",
-                    steps,
-                    "--max_steps",
-                    str(max(256, int(steps))),
-                    *flags,
-                ]
+                job = ["--dataset", "sample", "--output", f"{tmp}/out", "--overwrite"]
+                job += ["--steps", steps, "--max_steps", str(max(256, int(steps))), *flags]
                 mb = peak_mb(job)
                 reference = reference or mb
                 rows.append([mode, steps, f"{mb:.0f}", f"{mb / reference:.2f}x"])
