@@ -129,12 +129,11 @@ def baselines_and_scores(
       Baselines float32 [N, B, S, S, 3] (B = len(cfg.baselines)) and their scores
       float64 [N, B, outputs]: logits, or probabilities for `score` softmax.
     """
-    refs = np.stack(
-        [
-            baselines_lib.make_baselines(x, cfg.baselines, spec.input_range, image_id, cfg.seed)
-            for x, image_id in zip(inputs, image_ids, strict=True)
-        ]
-    )
+    per_image = [
+        baselines_lib.make_baselines(x, cfg.baselines, spec.input_range, image_id, cfg.seed)
+        for x, image_id in zip(inputs, image_ids, strict=True)
+    ]
+    refs = np.stack(per_image)
     outputs = _distinct_logits(model, refs.reshape(-1, *refs.shape[2:]))
     if cfg.score == "softmax":
         outputs = _softmax(outputs)
@@ -144,9 +143,8 @@ def baselines_and_scores(
 def _attribute(model, batch, inputs, preds, rows, cfg, spec) -> _Attributed:
     """IG of every row, its completeness, and its faithfulness curves."""
     image_index, targets = rows
-    refs, ref_outputs = baselines_and_scores(
-        model, inputs, [ex.image_id for ex in batch], cfg, spec
-    )
+    image_ids = [ex.image_id for ex in batch]
+    refs, ref_outputs = baselines_and_scores(model, inputs, image_ids, cfg, spec)
     out_index = targets + spec.label_offset
     target_scores = preds.scores(cfg.score)[image_index, out_index]
     path_baseline_scores = ref_outputs[image_index, :, out_index]  # [R, B]
@@ -170,7 +168,7 @@ def _attribute(model, batch, inputs, preds, rows, cfg, spec) -> _Attributed:
             faithfulness.from_score_fn(model.score_fn("softmax")),
             inputs,
             refs[:, 0],
-            [ex.image_id for ex in batch],
+            image_ids,
             image_index,
             out_index,
             result.attributions,

@@ -216,11 +216,9 @@ def channel_figure(
         )
     limit = float(np.percentile(np.abs(values), _CLIP_PERCENTILE)) or 1.0
     channels = values.shape[-1]
-    names = (
-        list(channel_names)
-        if len(channel_names) == channels
-        else [f"channel {c}" for c in range(channels)]
-    )
+    names = list(channel_names)
+    if len(names) != channels:
+        names = [f"channel {c}" for c in range(channels)]
     figure = _figure(panel_size * channels + 0.8, panel_size + (0.5 if title else 0))
     axes = figure.subplots(1, channels, squeeze=False).ravel()
     shown = None
