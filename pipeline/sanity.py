@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import io
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -216,6 +217,32 @@ def _rows(output: str, manifest: dict[str, Any], count: int):
     return frame, np.stack([pictures[i] for i in frame.image_id])
 
 
+def _cascade(
+    model: Classifier,
+    plan: list[list[str]],
+    seed: int,
+    original: np.ndarray,
+    attribute: Callable[[], np.ndarray],
+) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
+    """Randomises the model's layers stage by stage (each stage adds to the last) and
+    compares the maps `attribute` gives then with the intact model's `original`.
+
+    Returns:
+      Each stage's maps, float32 [N, H, W, C], and its `_stage_report`.
+    """
+    maps, reports, done = [], [], []
+    for layers in plan:
+        model.randomize_layers([name for name in layers if name not in done], seed)
+        done = layers
+        maps.append(attribute())
+        similarity = [map_similarity(o, m) for o, m in zip(original, maps[-1], strict=True)]
+        stage = _stage_report(layers, similarity)
+        reports.append(stage)
+        rho, ssim = stage["spearman_median"], stage["ssim_median"]
+        _LOG.info("%s: median Spearman %.3f, SSIM %.3f", layers[-1], rho, ssim)
+    return maps, reports
+
+
 def run(
     output: str, images_count: int = 4, stages: int | Sequence[str] = 6, seed: int = 0
 ) -> dict[str, Any]:
@@ -235,23 +262,9 @@ def run(
     ids, targets = list(frame.image_id), frame.target_class.to_numpy(np.int64)
     model = Classifier(spec)
     plan = stage_layers(model.weight_layers(), stages)
-    original = _attribute(model, config, inputs, ids, targets)
-    maps, reports, done = [], [], []
-    for layers in plan:
-        model.randomize_layers([name for name in layers if name not in done], seed)
-        done = layers
-        maps.append(_attribute(model, config, inputs, ids, targets))
-        reports.append(
-            _stage_report(
-                layers, [map_similarity(o, m) for o, m in zip(original, maps[-1], strict=True)]
-            )
-        )
-        _LOG.info(
-            "%s: median Spearman %.3f, SSIM %.3f",
-            layers[-1],
-            reports[-1]["spearman_median"],
-            reports[-1]["ssim_median"],
-        )
+    attribute = functools.partial(_attribute, model, config, inputs, ids, targets)
+    original = attribute()
+    maps, reports = _cascade(model, plan, seed, original, attribute)
     report = {
         "images": len(ids),
         "image_ids": ids,

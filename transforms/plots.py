@@ -235,6 +235,16 @@ def channel_figure(
     return figure
 
 
+def _draw_path_ends(ax: Axes, row: pd.Series) -> None:
+    """F(x) and F(x') of one row as horizontal lines, where its path curve should end."""
+    ends = [
+        (row["target_score"], "#444444", "--", "F(x), the image"),
+        (row["baseline_score"], "#888888", ":", "F(x'), the baseline"),
+    ]
+    for score, color, style, label in ends:
+        ax.axhline(score, color=color, linestyle=style, linewidth=0.8, label=label)
+
+
 def path_figure(
     rows: pd.Series | pd.DataFrame,
     *,
@@ -264,21 +274,7 @@ def path_figure(
     if drawn == 0:
         _blank(ax, "no path stored for these rows")
     if len(frame) == 1 and drawn:
-        row = frame.iloc[0]
-        ax.axhline(
-            row["target_score"],
-            color="#444444",
-            linestyle="--",
-            linewidth=0.8,
-            label="F(x), the image",
-        )
-        ax.axhline(
-            row["baseline_score"],
-            color="#888888",
-            linestyle=":",
-            linewidth=0.8,
-            label="F(x'), the baseline",
-        )
+        _draw_path_ends(ax, frame.iloc[0])
     score = str(frame["score"].iloc[0]) if "score" in frame and len(frame) else "score"
     ax.set_xlabel("alpha (0 = baseline, 1 = image)")
     ax.set_ylabel(f"F(alpha) ({score})")
