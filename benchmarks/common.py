@@ -16,9 +16,24 @@ __all__ = ["extra_photos", "load_photos", "load_classifier", "peak_rss_mb", "pri
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # scikit-image photos beyond the sample, to have more real images to measure on.
-_EXTRA = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
-          "camera.png", "coins.png", "hubble_deep_field.jpg", "retina.jpg", "brick.png",
-          "grass.png", "gravel.png", "horse.png", "page.png", "text.png", "moon.png")  # fmt: skip
+_EXTRA = (
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "rocket.jpg",
+    "motorcycle_left.png",
+    "camera.png",
+    "coins.png",
+    "hubble_deep_field.jpg",
+    "retina.jpg",
+    "brick.png",
+    "grass.png",
+    "gravel.png",
+    "horse.png",
+    "page.png",
+    "text.png",
+    "moon.png",
+)
 
 
 def extra_photos() -> list[str]:

@@ -62,6 +62,55 @@ def photo_examples(names, images) -> list[ImageExample]:
     return [ImageExample(n, n, None, im) for n, im in zip(names, images, strict=True)]
 
 
+def _cold_rows(handlers, model, warm, images, best_batch) -> list[list[str]]:
+    """Each handler's first (cold) batch, against the bare model measured right after it."""
+    rows = []
+    for name, handler in handlers.items():
+        rate, per_image = handler_throughput(handler, model, warm)
+        reference = bare_throughput(model, images, best_batch, seconds=4.0)
+        cells = [f"{rate:.1f}", f"{per_image:.0f}", f"{rate / reference:.1%}", "one batch"]
+        rows.append([f"handler, {name}: first (cold) batch", *cells])
+    return rows
+
+
+def _steady_rows(handlers, model, measured, images, best_batch, rounds) -> list[list[str]]:
+    """The bare model and every handler in steady state, back to back in each round."""
+    ratios = {name: [] for name in handlers}
+    rates = {name: [] for name in handlers}
+    per_image = {}
+    references = []
+    for _ in range(rounds):
+        for name, handler in handlers.items():
+            # The bare model just before and after each handler run: drift cancels.
+            before = bare_throughput(model, images, best_batch, seconds=4.0)
+            rate, per_image[name] = handler_throughput(handler, model, measured)
+            reference = (before + bare_throughput(model, images, best_batch, seconds=4.0)) / 2
+            references.append(reference)
+            rates[name].append(rate)
+            ratios[name].append(rate / reference)
+    spread = f"{min(references):.1f}-{max(references):.1f}"
+    rows = [
+        [
+            f"bare forward+backward, batch {best_batch}, in the rounds",
+            f"{np.median(references):.1f}",
+            "",
+            "100.0%",
+            spread,
+        ]
+    ]
+    for name in handlers:
+        rows.append(
+            [
+                f"handler, {name}: steady state",
+                f"{np.median(rates[name]):.1f}",
+                f"{per_image[name]:.0f}",
+                f"{np.median(ratios[name]):.1%}",
+                f"{min(ratios[name]):.1%}-{max(ratios[name]):.1%}",
+            ]
+        )
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
@@ -85,35 +134,12 @@ def main(argv=None):
 
     bare = {b: bare_throughput(model, images, b, seconds=4.0) for b in (8, 16, 32, 64)}
     best_batch = max(bare, key=bare.get)
-    rows = [[f"bare forward+backward, batch {b}", f"{t:.1f}", "", f"{t / bare[best_batch]:.1%}", ""]
-            for b, t in bare.items()]  # fmt: skip
-    for name, handler in handlers.items():
-        rate, per_image = handler_throughput(handler, model, warm)
-        reference = bare_throughput(model, images, best_batch, seconds=4.0)
-        rows.append([f"handler, {name}: first (cold) batch", f"{rate:.1f}", f"{per_image:.0f}",
-                     f"{rate / reference:.1%}", "one batch"])  # fmt: skip
-    ratios = {name: [] for name in handlers}
-    rates = {name: [] for name in handlers}
-    per_image = {}
-    references = []
-    for _ in range(args.rounds):
-        for name, handler in handlers.items():
-            # The bare model just before and after each handler run: drift cancels.
-            before = bare_throughput(model, images, best_batch, seconds=4.0)
-            rate, per_image[name] = handler_throughput(handler, model, measured)
-            reference = (before + bare_throughput(model, images, best_batch, seconds=4.0)) / 2
-            references.append(reference)
-            rates[name].append(rate)
-            ratios[name].append(rate / reference)
-    rows.append([f"bare forward+backward, batch {best_batch}, in the rounds",
-                 f"{np.median(references):.1f}", "", "100.0%",
-                 f"{min(references):.1f}-{max(references):.1f}"])  # fmt: skip
-    for name in handlers:
-        rows.append([
-            f"handler, {name}: steady state", f"{np.median(rates[name]):.1f}",
-            f"{per_image[name]:.0f}", f"{np.median(ratios[name]):.1%}",
-            f"{min(ratios[name]):.1%}-{max(ratios[name]):.1%}",
-        ])  # fmt: skip
+    rows = [
+        [f"bare forward+backward, batch {b}", f"{t:.1f}", "", f"{t / bare[best_batch]:.1%}", ""]
+        for b, t in bare.items()
+    ]
+    rows += _cold_rows(handlers, model, warm, images, best_batch)
+    rows += _steady_rows(handlers, model, measured, images, best_batch, args.rounds)
     print_table(
         f"Gradient evaluations per second (reference: bare model at its best batch, {best_batch}; "
         f"steady state: median of {args.rounds} rounds over 2 batches of 8 photos)",

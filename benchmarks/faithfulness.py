@@ -69,11 +69,21 @@ def cost_table(spec, model, warm, measured, rounds: int) -> list[list[str]]:
     passes = fa.forward_passes_per_row(defaults.faithfulness_steps)
     return [
         [list(handlers)[0], f"{np.median(off):.3f}", "1.00", "-", "0"],
-        [list(handlers)[1], f"{np.median(on):.3f}", f"{np.median(ratios):.2f}",
-         f"{ratios.min():.2f}-{ratios.max():.2f}", str(passes)],
-        ["faithfulness alone (difference)", f"{np.median(on - off):.3f}",
-         f"{np.median(ratios) - 1:.2f}", "", str(passes)],
-    ]  # fmt: skip
+        [
+            list(handlers)[1],
+            f"{np.median(on):.3f}",
+            f"{np.median(ratios):.2f}",
+            f"{ratios.min():.2f}-{ratios.max():.2f}",
+            str(passes),
+        ],
+        [
+            "faithfulness alone (difference)",
+            f"{np.median(on - off):.3f}",
+            f"{np.median(ratios) - 1:.2f}",
+            "",
+            str(passes),
+        ],
+    ]
 
 
 @contextlib.contextmanager
@@ -137,10 +147,18 @@ def sensitivity_table(spec, model, examples, steps: list[int]) -> list[list[str]
     for k in [_REFERENCE_STEPS, *steps]:
         start = time.perf_counter()
         results[k] = fa.for_rows(
-            probability, images, refs, ids, np.arange(len(ids)), targets, maps,
-            input_range=spec.input_range, steps=k, chunk_size=AttributionConfig().path_batch_size,
+            probability,
+            images,
+            refs,
+            ids,
+            np.arange(len(ids)),
+            targets,
+            maps,
+            input_range=spec.input_range,
+            steps=k,
+            chunk_size=AttributionConfig().path_batch_size,
             image_probabilities=p_image,
-        )  # fmt: skip
+        )
         seconds[k] = (time.perf_counter() - start) / len(ids)
     reference = results[_REFERENCE_STEPS]
     table = []
@@ -149,11 +167,18 @@ def sensitivity_table(spec, model, examples, steps: list[int]) -> list[list[str]
         cells = [f"{np.median(e):.4f} / {e.max():.4f}" for e in errors]
         table.append([str(k), str(fa.forward_passes_per_row(k)), f"{seconds[k]:.3f}", *cells])
     ref = [f"{np.median(getattr(reference, a)):.3f}" for a in _AUCS]
-    table.append([f"{_REFERENCE_STEPS} (reference: median AUC)",
-                  str(fa.forward_passes_per_row(_REFERENCE_STEPS)),
-                  f"{seconds[_REFERENCE_STEPS]:.3f}", *ref])  # fmt: skip
-    beats = np.mean((reference.deletion_auc < reference.deletion_auc_random)
-                    & (reference.insertion_auc > reference.insertion_auc_random))  # fmt: skip
+    table.append(
+        [
+            f"{_REFERENCE_STEPS} (reference: median AUC)",
+            str(fa.forward_passes_per_row(_REFERENCE_STEPS)),
+            f"{seconds[_REFERENCE_STEPS]:.3f}",
+            *ref,
+        ]
+    )
+    beats = np.mean(
+        (reference.deletion_auc < reference.deletion_auc_random)
+        & (reference.insertion_auc > reference.insertion_auc_random)
+    )
     table.append(["rows where IG beats chance on both", "", "", f"{beats:.0%}", "", "", ""])
     return table
 

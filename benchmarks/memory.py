@@ -32,8 +32,10 @@ def _child(args: list[str]) -> None:
 def peak_mb(args: list[str]) -> float:
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.memory", "--child", *args],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -48,8 +50,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         for mode, flags in CONFIGS:
             for steps in args.steps.split(","):
-                job = ["--dataset", "sample", "--output", f"{tmp}/out", "--overwrite",
-                       "--steps", steps, "--max_steps", str(max(256, int(steps))), *flags]  # fmt: skip
+                job = ["--dataset", "sample", "--output", f"{tmp}/out", "--overwrite"]
+                job += ["--steps", steps, "--max_steps", str(max(256, int(steps))), *flags]
                 mb = peak_mb(job)
                 reference = reference or mb
                 rows.append([mode, steps, f"{mb:.0f}", f"{mb / reference:.2f}x"])

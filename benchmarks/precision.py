@@ -70,23 +70,40 @@ def main(argv=None):
     for mode in range(len(_MODES)):
         out = subprocess.run(
             [sys.executable, "-m", "benchmarks.precision", "--child", str(mode)],
-            check=True, capture_output=True, text=True,
-        )  # fmt: skip
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     ref = results[0]
     rows = []
     for name, r in zip(_MODES, results, strict=True):
-        rows.append([
-            name, f"{r['bare']:.1f}", f"{r['bare'] / ref['bare']:.2f}x", f"{r['evals']:.1f}",
-            f"{np.median(r['deltas']):.3%}", f"{max(r['deltas']):.3%}",
-            f"{r['met']}/{len(r['deltas'])}", f"{r['seconds'] / ref['seconds']:.2f}x",
-        ])  # fmt: skip
+        rows.append(
+            [
+                name,
+                f"{r['bare']:.1f}",
+                f"{r['bare'] / ref['bare']:.2f}x",
+                f"{r['evals']:.1f}",
+                f"{np.median(r['deltas']):.3%}",
+                f"{max(r['deltas']):.3%}",
+                f"{r['met']}/{len(r['deltas'])}",
+                f"{r['seconds'] / ref['seconds']:.2f}x",
+            ]
+        )
     print_table(
         "Precision on this CPU (8 sample photos, defaults; reference: float32)",
-        ["precision", "bare fwd+bwd points/s", "vs ref", "grad evals/image", "median rel. delta",
-         "worst", "within tolerance", "handler time vs ref"],
+        [
+            "precision",
+            "bare fwd+bwd points/s",
+            "vs ref",
+            "grad evals/image",
+            "median rel. delta",
+            "worst",
+            "within tolerance",
+            "handler time vs ref",
+        ],
         rows,
-    )  # fmt: skip
+    )
 
 
 if __name__ == "__main__":

@@ -51,9 +51,15 @@ def _integrate(integrand, image, target, alphas, weights, chunk: int = 32) -> np
         a, w = alphas[i : i + chunk], weights[i : i + chunk]
         n = len(a)
         _, _, finite, sums = integrand(
-            image[None], ref, np.zeros(n, np.int32), a.astype(np.float32),
-            np.full(n, target, np.int64), w.astype(np.float32), np.zeros(n, np.int32), 1,
-        )  # fmt: skip
+            image[None],
+            ref,
+            np.zeros(n, np.int32),
+            a.astype(np.float32),
+            np.full(n, target, np.int64),
+            w.astype(np.float32),
+            np.zeros(n, np.int32),
+            1,
+        )
         if not np.all(finite):
             raise ValueError("non-finite gradient on the reference path")
         total += sums[0]

@@ -51,8 +51,11 @@ _DEFAULTS = AttributionConfig()
 def _make_images(folder: str, count: int) -> None:
     """`count` real photos at 224 x 224: scikit-image's, then mirror images and crops."""
     photos = [Image.open(p).convert("RGB") for p in extra_photos()]
-    variants = [lambda im: im, lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
-                lambda im: im.crop((0, 0, im.width * 3 // 4, im.height * 3 // 4))]  # fmt: skip
+    variants = [
+        lambda im: im,
+        lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+        lambda im: im.crop((0, 0, im.width * 3 // 4, im.height * 3 // 4)),
+    ]
     k = 0
     for variant in variants:
         for i, photo in enumerate(photos):
@@ -118,12 +121,10 @@ def seed_loop(folder: str, model_path: str, maps: str) -> dict:
 
 
 def _run_job(folder, model, output, *flags) -> tuple[float, pd.DataFrame]:
+    job = [sys.executable, "-m", "pipeline", "--dataset", folder, "--model", model]
+    job += ["--output", output, "--overwrite", "--score", "softmax", *flags]
     start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "pipeline", "--dataset", folder, "--model", model,
-         "--output", output, "--overwrite", "--score", "softmax", *flags],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    subprocess.run(job, check=True, capture_output=True)
     return time.perf_counter() - start, results.read_results(output, with_arrays=True)
 
 
@@ -136,8 +137,9 @@ def _references(folder: str, intervals: int) -> tuple[dict, list[float]]:
     targets = clf.logits(x).argmax(1)
     refs, conv = {}, []
     for name, image, target in zip(names, x, targets, strict=True):
-        fine, coarse = reference_ig(clf, "efficientnet_lite0", image, int(target), "softmax",
-                                    intervals)  # fmt: skip
+        fine, coarse = reference_ig(
+            clf, "efficientnet_lite0", image, int(target), "softmax", intervals
+        )
         refs[name] = fine
         conv.append(relative_l2(coarse, fine))
     return refs, conv
@@ -151,19 +153,74 @@ def _job_row(name, seconds, frame, refs, seed_seconds, count):
     maps = {r.file_name: results.attributions_of(r) for r in frame.itertuples()}
     errors = _errors(maps, refs)
     return [
-        name, f"{seconds:.1f}", f"{seed_seconds / seconds:.2f}x",
-        f"{frame.evaluations.mean():.1f}", f"{np.median(errors):.2%}",
-        f"{np.percentile(errors, 95):.2%}", f"{frame.attribution_error.median():.2%}",
+        name,
+        f"{seconds:.1f}",
+        f"{seed_seconds / seconds:.2f}x",
+        f"{frame.evaluations.mean():.1f}",
+        f"{np.median(errors):.2%}",
+        f"{np.percentile(errors, 95):.2%}",
+        f"{frame.attribution_error.median():.2%}",
         f"{frame.relative_delta.median():.2%}",
-    ], float(np.median(errors))  # fmt: skip
+    ], float(np.median(errors))
+
+
+def _seed_row(folder: str, model: str, tmp: str, refs: dict) -> tuple[list[str], float, float]:
+    """The seed loop's row, run in a fresh interpreter; its seconds and median error."""
+    maps_path = os.path.join(tmp, "seed_maps.npz")
+    loop = [sys.executable, "-m", "benchmarks.seed_speed", "--seed-loop", folder, model, maps_path]
+    start = time.perf_counter()
+    seed = subprocess.run(loop, check=True, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    deltas = json.loads(seed.stdout.strip().splitlines()[-1])["deltas"]
+    with np.load(maps_path) as f:
+        errors = _errors({k: f[k] for k in f.files}, refs)
+    median = float(np.median(errors))
+    row = [
+        "seed loop (eager, per image, trapezoid 51)",
+        f"{seconds:.1f}",
+        "1.00x",
+        "51.0",
+        f"{median:.2%}",
+        f"{np.percentile(errors, 95):.2%}",
+        "-",
+        f"{np.median(deltas):.2%}",
+    ]
+    return row, seconds, median
+
+
+def _job_runs(seed_median: float) -> dict[str, list[str]]:
+    """The job's runs to compare with the seed loop: their names and extra flags."""
+    off = ["--faithfulness", "none"]  # the seed has no faithfulness checks
+    same_rule = ["--method", "riemann_trapezoid", "--steps", "51", "--tolerance", "0", *off]
+    return {
+        "job, same rule (riemann_trapezoid 51, fixed), --faithfulness none": same_rule,
+        f"job, --tolerance {seed_median:.3f} (the seed's median per-pixel error), "
+        "--faithfulness none": ["--tolerance", f"{seed_median:.4f}", *off],
+        f"job, defaults (adaptive {_DEFAULTS.method} from {_DEFAULTS.steps}, "
+        f"tol {_DEFAULTS.tolerance:g}), --faithfulness none": off,
+        "job, defaults, faithfulness on (as shipped)": [],
+    }
+
+
+_HEADER = [
+    "run",
+    "seconds",
+    "speed-up",
+    "grad evals/image",
+    "per-pixel median",
+    "p95",
+    "estimated (median)",
+    "completeness median",
+]
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--images", type=int, default=36)
     parser.add_argument("--intervals", type=int, default=512, help="reference intervals")
-    parser.add_argument("--seed-loop", nargs=3, metavar=("FOLDER", "MODEL", "MAPS"),
-                        help=argparse.SUPPRESS)  # fmt: skip
+    parser.add_argument(
+        "--seed-loop", nargs=3, metavar=("FOLDER", "MODEL", "MAPS"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.seed_loop:
         print(json.dumps(seed_loop(*args.seed_loop)))
@@ -174,34 +231,9 @@ def main(argv=None):
         _make_images(folder, args.images)
         _export_saved_model(model)
         refs, conv = _references(folder, args.intervals)
-        maps_path = os.path.join(tmp, "seed_maps.npz")
-        start = time.perf_counter()
-        seed = subprocess.run(
-            [sys.executable, "-m", "benchmarks.seed_speed", "--seed-loop", folder, model,
-             maps_path],
-            check=True, capture_output=True, text=True,
-        )  # fmt: skip
-        seed_seconds = time.perf_counter() - start
-        seed_deltas = json.loads(seed.stdout.strip().splitlines()[-1])["deltas"]
-        with np.load(maps_path) as f:
-            seed_errors = _errors({k: f[k] for k in f.files}, refs)
-        seed_median = float(np.median(seed_errors))
-        rows = [[
-            "seed loop (eager, per image, trapezoid 51)", f"{seed_seconds:.1f}", "1.00x", "51.0",
-            f"{seed_median:.2%}", f"{np.percentile(seed_errors, 95):.2%}", "-",
-            f"{np.median(seed_deltas):.2%}",
-        ]]  # fmt: skip
-        off = ["--faithfulness", "none"]  # the seed has no faithfulness checks
-        runs = {
-            "job, same rule (riemann_trapezoid 51, fixed), --faithfulness none":
-                ["--method", "riemann_trapezoid", "--steps", "51", "--tolerance", "0", *off],
-            f"job, --tolerance {seed_median:.3f} (the seed's median per-pixel error), "
-            "--faithfulness none": ["--tolerance", f"{seed_median:.4f}", *off],
-            f"job, defaults (adaptive {_DEFAULTS.method} from {_DEFAULTS.steps}, "
-            f"tol {_DEFAULTS.tolerance:g}), --faithfulness none": off,
-            "job, defaults, faithfulness on (as shipped)": [],
-        }  # fmt: skip
-        for i, (name, flags) in enumerate(runs.items()):
+        seed_row, seed_seconds, seed_median = _seed_row(folder, model, tmp, refs)
+        rows = [seed_row]
+        for i, (name, flags) in enumerate(_job_runs(seed_median).items()):
             seconds, frame = _run_job(folder, model, os.path.join(tmp, f"job{i}"), *flags)
             rows.append(_job_row(name, seconds, frame, refs, seed_seconds, args.images)[0])
         print_table(
@@ -209,10 +241,9 @@ def main(argv=None):
             f"(reference for speed: the seed loop; per-pixel error against trapezoid on "
             f"a = s^2 with {args.intervals + 1} nodes, itself within {np.median(conv):.2%} "
             f"(median; worst {max(conv):.2%}) of {args.intervals // 2 + 1} nodes)",
-            ["run", "seconds", "speed-up", "grad evals/image", "per-pixel median", "p95",
-             "estimated (median)", "completeness median"],
+            _HEADER,
             rows,
-        )  # fmt: skip
+        )
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -45,8 +46,14 @@ from transforms import faithfulness, labels
 from transforms.schema import METADATA_COLUMNS, results_schema, rows_to_table
 from transforms.sinks import BYTES_PER_GROUP, ROWS_PER_GROUP, writer_options
 
-FORMATS = [("full", "float32"), ("full", "float16"), ("pixel", "float32"), ("pixel", "float16"),
-           ("none", "float32"), ("none", "float16")]  # fmt: skip
+FORMATS = [
+    ("full", "float32"),
+    ("full", "float16"),
+    ("pixel", "float32"),
+    ("pixel", "float16"),
+    ("none", "float32"),
+    ("none", "float16"),
+]
 _POOL = 16  # distinct attribution arrays, cycled (a row group never repeats one)
 _PATH_POINTS = 64
 
@@ -125,8 +132,9 @@ def write_like_sink(path: str, rows: Iterator[dict], dtype: str, **options) -> i
     """
     schema = results_schema(dtype)
     count = 0
-    with pq.ParquetWriter(path, schema, compression="zstd", use_compliant_nested_type=False,
-                          **options) as writer:  # fmt: skip
+    with pq.ParquetWriter(
+        path, schema, compression="zstd", use_compliant_nested_type=False, **options
+    ) as writer:
         group, size = [], 0
         for row in rows:
             group.append(row)
@@ -164,6 +172,34 @@ def scan_everything(path: str) -> int:
     return rows
 
 
+def _write_variant(
+    folder: str, rows: int, side: int, attributions: str, dtype: str, writer: str
+) -> dict[str, Any]:
+    """Writes one variant's file (`writer` "sink": the job's options; "plain": none)
+    and returns its record: sizes, row groups, write time and path."""
+    path = os.path.join(folder, f"{attributions}-{dtype}-{writer}.parquet")
+    options = writer_options(results_schema(dtype)) if writer == "sink" else {}
+    start = time.perf_counter()
+    written = write_like_sink(
+        path, synthetic_rows(rows, side, attributions, dtype), dtype, **options
+    )
+    size = os.path.getsize(path)
+    record = {
+        "attributions": attributions,
+        "dtype": dtype,
+        "writer": writer,
+        "rows": written,
+        "row_groups": pq.ParquetFile(path).metadata.num_row_groups,
+        "bytes_per_row": size / written,
+        "file_mb": size / 1e6,
+        "write_s": time.perf_counter() - start,
+        "path": path,
+    }
+    wrote = f"  wrote {attributions}/{dtype} ({writer}): {size / written:,.0f} B/row"
+    print(wrote, file=sys.stderr, flush=True)
+    return record
+
+
 def measure(rows: int, side: int, repeats: int, folder: str) -> pd.DataFrame:
     """Writes every variant, then times reads in interleaved rounds.
 
@@ -172,21 +208,7 @@ def measure(rows: int, side: int, repeats: int, folder: str) -> pd.DataFrame:
     """
     variants = [(a, d, "sink") for a, d in FORMATS]
     variants += [("full", "float32", "plain"), ("full", "float16", "plain")]
-    records = []
-    for attributions, dtype, writer in variants:
-        path = os.path.join(folder, f"{attributions}-{dtype}-{writer}.parquet")
-        options = writer_options(results_schema(dtype)) if writer == "sink" else {}
-        start = time.perf_counter()
-        written = write_like_sink(
-            path, synthetic_rows(rows, side, attributions, dtype), dtype, **options
-        )
-        size = os.path.getsize(path)
-        records.append({"attributions": attributions, "dtype": dtype, "writer": writer,
-                        "rows": written, "row_groups": pq.ParquetFile(path).metadata.num_row_groups,
-                        "bytes_per_row": size / written, "file_mb": size / 1e6,
-                        "write_s": time.perf_counter() - start, "path": path})  # fmt: skip
-        print(f"  wrote {attributions}/{dtype} ({writer}): {size / written:,.0f} B/row",
-              file=sys.stderr, flush=True)  # fmt: skip
+    records = [_write_variant(folder, rows, side, *variant) for variant in variants]
     metadata = {r["path"]: [] for r in records}
     scans = {r["path"]: [] for r in records}
     read_metadata(records[0]["path"])  # warm-up: first-call costs of pandas and pyarrow
@@ -203,8 +225,8 @@ def measure(rows: int, side: int, repeats: int, folder: str) -> pd.DataFrame:
     table = pd.DataFrame.from_records(records)
 
     def reference(attributions: str, column: str) -> float:
-        chosen = table[(table.attributions == attributions) & (table.dtype == "float32")
-                       & (table.writer == "sink")]  # fmt: skip
+        sink_float32 = (table.dtype == "float32") & (table.writer == "sink")
+        chosen = table[(table.attributions == attributions) & sink_float32]
         return float(chosen[column].iloc[0])
 
     table["size_vs_full_f32"] = table["bytes_per_row"] / reference("full", "bytes_per_row")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -87,8 +88,13 @@ class _ModelClock:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.totals = {"grad_s": 0.0, "grad_points": 0, "grad_calls": 0, "fwd_s": 0.0,
-                       "fwd_points": 0}  # fmt: skip
+        self.totals = {
+            "grad_s": 0.0,
+            "grad_points": 0,
+            "grad_calls": 0,
+            "fwd_s": 0.0,
+            "fwd_points": 0,
+        }
 
     def _timed(self, kind: str, points: int, fn: Callable, *args: Any) -> Any:
         start = time.perf_counter()
@@ -122,10 +128,12 @@ class _ModelClock:
 
         # The IG engine calls integrand_fn(images, references, index, ...): one
         # point per entry of `index`; the others take one point per input row.
-        patches = [mock.patch.object(Classifier, "logits", timed_logits),
-                   mock.patch.object(Classifier, "score_grad_fn", timed_fn("grad", grad_fn, 0)),
-                   mock.patch.object(Classifier, "integrand_fn", timed_fn("grad", integrand_fn, 2)),
-                   mock.patch.object(Classifier, "score_fn", timed_fn("fwd", score_fn, 0))]  # fmt: skip
+        patches = [
+            mock.patch.object(Classifier, "logits", timed_logits),
+            mock.patch.object(Classifier, "score_grad_fn", timed_fn("grad", grad_fn, 0)),
+            mock.patch.object(Classifier, "integrand_fn", timed_fn("grad", integrand_fn, 2)),
+            mock.patch.object(Classifier, "score_fn", timed_fn("fwd", score_fn, 0)),
+        ]
         with contextlib.ExitStack() as stack:
             for patch in patches:
                 stack.enter_context(patch)
@@ -144,8 +152,8 @@ def _photo_folder(root: str, copies: int) -> int:
 
 
 def _run_job(folder: str, output: str, model: str, extra: list[str]) -> tuple[float, dict, dict]:
-    argv = ["--runner", "DirectRunner", "--dataset", folder, "--model", model,
-            "--output", output, "--overwrite", *extra]  # fmt: skip
+    argv = ["--runner", "DirectRunner", "--dataset", folder, "--model", model]
+    argv += ["--output", output, "--overwrite", *extra]
     with _ModelClock().installed() as clock:
         start = time.perf_counter()
         manifest = run(argv, save_main_session=False)
@@ -260,81 +268,123 @@ def projection(numbers: dict, assumptions: dict = ASSUMPTIONS) -> list[dict]:
                 hourly += a["usd_per_l4_hour"]
                 name = f"{workers} x {machine} + L4 at {gpu_points * gpu_scale:.0f} points/s"
             hours = startup_min / 60 + a["images"] / (workers * rate) / 3600
-            rows.append({"model": model, "workers": name, "images_per_s_per_worker": rate,
-                         "hours": hours, "usd": workers * hours * hourly,
-                         "usd_per_1000_images": 1000 / rate / 3600 * hourly})  # fmt: skip
+            rows.append(
+                {
+                    "model": model,
+                    "workers": name,
+                    "images_per_s_per_worker": rate,
+                    "hours": hours,
+                    "usd": workers * hours * hourly,
+                    "usd_per_1000_images": 1000 / rate / 3600 * hourly,
+                }
+            )
     return rows
 
 
-def main(argv: list[str] | None = None) -> dict:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="efficientnet_lite0")
-    parser.add_argument("--copies", type=int, default=4,
-                        help="copies of the 8 sample photos in the large input set")  # fmt: skip
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2,
-                        help="--direct_num_workers of the multi-process run")  # fmt: skip
+    parser.add_argument(
+        "--copies", type=int, default=4, help="copies of the 8 sample photos in the large input set"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="--direct_num_workers of the multi-process run",
+    )
     parser.add_argument("--path_batch_size", type=int, default=32)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", default=None, help="also write the numbers here")
-    args = parser.parse_args(argv)
-    # Before TensorFlow is first imported, here and in the worker processes.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    return parser.parse_args(argv)
 
-    # The bare model first: its memory peak is measured before the jobs raise it.
-    bare = _bare_model(args.model, args.path_batch_size, args.batch_size, args.repeats)
+
+@dataclasses.dataclass
+class _Jobs:
+    """The job's runs: images of the small and large input sets, wall seconds of each
+    run, the model clocks of the one-worker runs, the large run's manifest and rows."""
+
+    small: int
+    large: int
+    t_small: float
+    t_large: float
+    t_multi: float
+    m_small: dict
+    m_large: dict
+    manifest: dict
+    rows: dict
+
+
+def _jobs(args: argparse.Namespace) -> _Jobs:
+    """The job on the small and the large input set with one worker, then the large
+    one with `--workers` processes."""
     work = tempfile.mkdtemp(prefix="ig_audit_bench_")
     try:
-        small = _photo_folder(os.path.join(work, "small"), 1)
-        large = _photo_folder(os.path.join(work, "large"), args.copies)
+        small_folder, large_folder = os.path.join(work, "small"), os.path.join(work, "large")
+        small = _photo_folder(small_folder, 1)
+        large = _photo_folder(large_folder, args.copies)
         out = os.path.join(work, "out")
         # A first run pays one-off costs (imports, caches) that later runs do not.
-        _run_job(os.path.join(work, "small"), out, args.model, [])
-        t_small, _, m_small = _run_job(os.path.join(work, "small"), out, args.model, [])
-        t_large, manifest, m_large = _run_job(os.path.join(work, "large"), out, args.model, [])
+        _run_job(small_folder, out, args.model, [])
+        t_small, _, m_small = _run_job(small_folder, out, args.model, [])
+        t_large, manifest, m_large = _run_job(large_folder, out, args.model, [])
         rows = _row_stats(out)
-        t_multi, _, _ = _run_job(
-            os.path.join(work, "large"), out, args.model,
-            ["--direct_running_mode", "multi_processing",
-             "--direct_num_workers", str(args.workers)],
-        )  # fmt: skip
+        processes = ["--direct_running_mode", "multi_processing"]
+        processes += ["--direct_num_workers", str(args.workers)]
+        t_multi, _, _ = _run_job(large_folder, out, args.model, processes)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    size = int(round((bare["image_bytes"] / 12) ** 0.5))
-    proxy = _proxy_gb_per_s((args.path_batch_size, size, size, 3), args.repeats)
+    return _Jobs(small, large, t_small, t_large, t_multi, m_small, m_large, manifest, rows)
 
-    extra = large - small
-    if not m_large["grad_calls"]:
+
+def _per_image(jobs: _Jobs) -> dict[str, float]:
+    """Marginal figures per image: the large run minus the small one, over the extra images."""
+    extra = jobs.large - jobs.small
+    if not jobs.m_large["grad_calls"]:
         raise RuntimeError(
             "The model clock saw no gradient calls: the IG engine calls the model through an "
             "entry point `_ModelClock.installed` does not wrap."
         )
 
     def marginal(key: str) -> float:
-        return (m_large[key] - m_small[key]) / extra
+        return (jobs.m_large[key] - jobs.m_small[key]) / extra
 
-    wall_s = (t_large - t_small) / extra
+    wall_s = (jobs.t_large - jobs.t_small) / extra
     model_s = marginal("grad_s") + marginal("fwd_s")
-    per_image = {
+    return {
         "wall_s": wall_s,
         "model_s": model_s,
         "other_s": wall_s - model_s,
         "grad_points": marginal("grad_points"),
         "fwd_points": marginal("fwd_points"),
     }
-    job_rate = 1 / wall_s
-    config = manifest["config"]
+
+
+def _numbers(args: argparse.Namespace, bare: dict, jobs: _Jobs, proxy: float) -> dict[str, Any]:
+    """Everything measured, and the projection from it (what `--json` writes)."""
+    per_image = _per_image(jobs)
+    m_large, config = jobs.m_large, jobs.manifest["config"]
     numbers: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "processor": platform.processor() or platform.machine()},
-        "flags": {"model": args.model, "steps": config["steps"], "method": config["method"],
-                  "tolerance": config["tolerance"], "max_steps": config["max_steps"],
-                  "batch_size": args.batch_size, "path_batch_size": config["path_batch_size"]},
-        "images": {"small": small, "large": large},
-        "job_images_per_s": job_rate,
-        "job_startup_s": t_small - small * wall_s,
-        "job_single_wall_images_per_s": large / t_large,
-        "job_multi_wall_images_per_s": large / t_multi,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine(),
+        },
+        "flags": {
+            "model": args.model,
+            "steps": config["steps"],
+            "method": config["method"],
+            "tolerance": config["tolerance"],
+            "max_steps": config["max_steps"],
+            "batch_size": args.batch_size,
+            "path_batch_size": config["path_batch_size"],
+        },
+        "images": {"small": jobs.small, "large": jobs.large},
+        "job_images_per_s": 1 / per_image["wall_s"],
+        "job_startup_s": jobs.t_small - jobs.small * per_image["wall_s"],
+        "job_single_wall_images_per_s": jobs.large / jobs.t_large,
+        "job_multi_wall_images_per_s": jobs.large / jobs.t_multi,
         "workers": args.workers,
         "per_image": per_image,
         "in_job_grad_points_per_s": m_large["grad_points"] / m_large["grad_s"],
@@ -342,66 +392,117 @@ def main(argv: list[str] | None = None) -> dict:
         "proxy_gb_per_s": proxy,
         "proxy_call_mb": 3 * args.path_batch_size * bare["image_bytes"] / 1e6,
         **bare,
-        **rows,
-    }  # fmt: skip
+        **jobs.rows,
+    }
     numbers["projection"] = projection(numbers)
+    return numbers
 
-    ref = job_rate
-    flags = numbers["flags"]
-    model_only = 1 / model_s
-    print(_table(
+
+def _rate_table(numbers: dict[str, Any], args: argparse.Namespace) -> str:
+    """Images (or points) per second of the job and the bare model, each against the job."""
+    ref, flags = numbers["job_images_per_s"], numbers["flags"]
+    large = numbers["images"]["large"]
+
+    def job(name: str, rate: float) -> list[str]:  # near the job's rate
+        return [name, f"{rate:.3f}", f"{rate / ref:.2f}"]
+
+    def model(name: str, rate: float) -> list[str]:  # many times the job's rate
+        return [name, f"{rate:.1f}", f"{rate / ref:.0f}"]
+
+    workers = f"job, {args.workers} worker processes, wall clock ({large} images)"
+    model_only = "the job's model calls alone (time inside the model per image)"
+    grad = f"bare model, fwd+bwd, {args.path_batch_size} points per call (points/s)"
+    rows = [
+        job("job, 1 worker (start-up excluded)", ref),
+        job(f"job, 1 worker, wall clock ({large} images)", numbers["job_single_wall_images_per_s"]),
+        job(workers, numbers["job_multi_wall_images_per_s"]),
+        job(model_only, 1 / numbers["per_image"]["model_s"]),
+        model(grad, numbers["grad_points_per_s"]),
+        model("in the job, fwd+bwd (points/s)", numbers["in_job_grad_points_per_s"]),
+        model(f"bare model, forward, batch {args.batch_size}", numbers["forward_images_per_s"]),
+    ]
+    return _table(
         f"Throughput on this machine ({os.cpu_count()} CPUs), {args.model}, default flags "
         f"(steps={flags['steps']} {flags['method']}, tolerance={flags['tolerance']}, "
         f"path_batch_size={flags['path_batch_size']}); reference = the job, 1 worker",
         ["measurement", "images/s", "ratio vs reference"],
-        [
-            ["job, 1 worker (start-up excluded)", f"{job_rate:.3f}", "1.00"],
-            [f"job, 1 worker, wall clock ({large} images)",
-             f"{numbers['job_single_wall_images_per_s']:.3f}",
-             f"{numbers['job_single_wall_images_per_s'] / ref:.2f}"],
-            [f"job, {args.workers} worker processes, wall clock ({large} images)",
-             f"{numbers['job_multi_wall_images_per_s']:.3f}",
-             f"{numbers['job_multi_wall_images_per_s'] / ref:.2f}"],
-            ["the job's model calls alone (time inside the model per image)",
-             f"{model_only:.3f}", f"{model_only / ref:.2f}"],
-            [f"bare model, fwd+bwd, {args.path_batch_size} points per call (points/s)",
-             f"{bare['grad_points_per_s']:.1f}", f"{bare['grad_points_per_s'] / ref:.0f}"],
-            ["in the job, fwd+bwd (points/s)", f"{numbers['in_job_grad_points_per_s']:.1f}",
-             f"{numbers['in_job_grad_points_per_s'] / ref:.0f}"],
-            [f"bare model, forward, batch {args.batch_size}",
-             f"{bare['forward_images_per_s']:.1f}", f"{bare['forward_images_per_s'] / ref:.0f}"],
-        ],
-    ))  # fmt: skip
-    print(_table(
+        rows,
+    )
+
+
+def _per_image_table(numbers: dict[str, Any], args: argparse.Namespace) -> str:
+    """Where a job's time per image goes, and the other figures."""
+    per_image = numbers["per_image"]
+    wall_s, model_s, other_s = per_image["wall_s"], per_image["model_s"], per_image["other_s"]
+    proxy_call = f"MultiProcessShared proxy, one {numbers['proxy_call_mb']:.0f} MB gradient call"
+    evaluations = f"{numbers['evaluations_per_row']:.1f} / {numbers['evaluations_max']}"
+    figures = {
+        "wall time per image, 1 worker": f"{wall_s:.2f} s",
+        "  inside the model (uses all cores)": f"{model_s:.2f} s ({model_s / wall_s:.0%})",
+        "  everything else (decode, baselines, IG sums, Parquet, Beam)": (
+            f"{other_s:.2f} s ({other_s / wall_s:.0%})"
+        ),
+        "fwd+bwd path points per image": f"{per_image['grad_points']:.1f}",
+        "forward-only points per image": f"{per_image['fwd_points']:.1f}",
+        "gradient evaluations per row (mean / max, refinement included)": evaluations,
+        "path points per gradient call in the job (mean)": (
+            f"{numbers['in_job_points_per_grad_call']:.1f}"
+        ),
+        "job start-up (Beam, TensorFlow, model load)": f"{numbers['job_startup_s']:.1f} s",
+        "Parquet per row (float32 attributions, zstd)": f"{numbers['parquet_mb_per_row']:.2f} MB",
+        f"peak RSS growth, first gradient call of {args.path_batch_size} points": (
+            f"{numbers['grad_call_peak_rss_mb']:.0f} MB"
+        ),
+        proxy_call: f"{numbers['proxy_gb_per_s']:.2f} GB/s",
+    }
+    return _table(
         "Per image (marginal, large minus small run) and other figures",
         ["figure", "value"],
+        [[figure, value] for figure, value in figures.items()],
+    )
+
+
+def _projection_table(numbers: dict[str, Any]) -> str:
+    header = [
+        "model",
+        "workers",
+        "images/s per worker",
+        "wall time",
+        "cost",
+        "cost per 1000 images",
+    ]
+    rows = [
         [
-            ["wall time per image, 1 worker", f"{wall_s:.2f} s"],
-            ["  inside the model (uses all cores)", f"{model_s:.2f} s ({model_s / wall_s:.0%})"],
-            ["  everything else (decode, baselines, IG sums, Parquet, Beam)",
-             f"{per_image['other_s']:.2f} s ({per_image['other_s'] / wall_s:.0%})"],
-            ["fwd+bwd path points per image", f"{per_image['grad_points']:.1f}"],
-            ["forward-only points per image", f"{per_image['fwd_points']:.1f}"],
-            ["gradient evaluations per row (mean / max, refinement included)",
-             f"{rows['evaluations_per_row']:.1f} / {rows['evaluations_max']}"],
-            ["path points per gradient call in the job (mean)",
-             f"{numbers['in_job_points_per_grad_call']:.1f}"],
-            ["job start-up (Beam, TensorFlow, model load)", f"{numbers['job_startup_s']:.1f} s"],
-            ["Parquet per row (float32 attributions, zstd)", f"{rows['parquet_mb_per_row']:.2f} MB"],
-            [f"peak RSS growth, first gradient call of {args.path_batch_size} points",
-             f"{bare['grad_call_peak_rss_mb']:.0f} MB"],
-            [f"MultiProcessShared proxy, one {numbers['proxy_call_mb']:.0f} MB gradient call",
-             f"{proxy:.2f} GB/s"],
-        ],
-    ))  # fmt: skip
-    print(_table(
+            r["model"],
+            r["workers"],
+            f"{r['images_per_s_per_worker']:.2f}",
+            f"{r['hours'] * 60:.0f} min",
+            f"${r['usd']:.2f}",
+            f"${r['usd_per_1000_images']:.2f}",
+        ]
+        for r in numbers["projection"]
+    ]
+    return _table(
         f"Projection: ImageNet-A ({ASSUMPTIONS['images']} images) on Dataflow; GPU rates, "
         "prices and start-up are assumptions (ASSUMPTIONS)",
-        ["model", "workers", "images/s per worker", "wall time", "cost", "cost per 1000 images"],
-        [[r["model"], r["workers"], f"{r['images_per_s_per_worker']:.2f}",
-          f"{r['hours'] * 60:.0f} min", f"${r['usd']:.2f}", f"${r['usd_per_1000_images']:.2f}"]
-         for r in numbers["projection"]],
-    ))  # fmt: skip
+        header,
+        rows,
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = _parse(argv)
+    # Before TensorFlow is first imported, here and in the worker processes.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # The bare model first: its memory peak is measured before the jobs raise it.
+    bare = _bare_model(args.model, args.path_batch_size, args.batch_size, args.repeats)
+    jobs = _jobs(args)
+    size = int(round((bare["image_bytes"] / 12) ** 0.5))
+    proxy = _proxy_gb_per_s((args.path_batch_size, size, size, 3), args.repeats)
+    numbers = _numbers(args, bare, jobs, proxy)
+    print(_rate_table(numbers, args))
+    print(_per_image_table(numbers, args))
+    print(_projection_table(numbers))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(numbers, f, indent=2)

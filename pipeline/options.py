@@ -214,10 +214,18 @@ def _output_flags(add: Callable[..., Any]) -> None:
         default=_DEFAULTS.faithfulness_steps,
         help="Steps per deletion or insertion curve; each row costs 4 (K - 1) + 2 forward passes.",
     )
-    add("--seed", type=int, default=_DEFAULTS.seed,
-        help="Seed of the noise baseline and of the faithfulness control's ranking.")  # fmt: skip
-    add("--jit_compile", default="auto", choices=("auto", "on", "off"),
-        help="XLA compilation: auto = on GPUs only.")  # fmt: skip
+    add(
+        "--seed",
+        type=int,
+        default=_DEFAULTS.seed,
+        help="Seed of the noise baseline and of the faithfulness control's ranking.",
+    )
+    add(
+        "--jit_compile",
+        default="auto",
+        choices=("auto", "on", "off"),
+        help="XLA compilation: auto = on GPUs only.",
+    )
     add(
         "--class_names",
         default=None,

@@ -177,7 +177,9 @@ def acquire(output: str) -> RunLock:
             continue  # deleted meanwhile: try again
         _LOG.warning(
             "Taking over a stale lock of run %s (pid %d on %s is not running).",
-            held.run_id, held.pid, held.host,
-        )  # fmt: skip
+            held.run_id,
+            held.pid,
+            held.host,
+        )
         FileSystems.delete([lock.path])
     raise _in_use(output, None, lock.path)

@@ -75,8 +75,11 @@ class ReportProgress(beam.DoFn):
     ):
         self._key, self._total, self._start = key, total, start
         self._batch, self._log, self._every, self._scope = (
-            batch_size, log_lines, every_seconds, scope,
-        )  # fmt: skip
+            batch_size,
+            log_lines,
+            every_seconds,
+            scope,
+        )
 
     def setup(self) -> None:
         self._counter = beam.metrics.Metrics.counter(NAMESPACE, "images_done")

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import io
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -81,8 +82,13 @@ def stage_layers(layers: Sequence[str], stages: int | Sequence[str]) -> list[lis
     return [list(layers[:cut]) for cut in cuts]
 
 
-def _attribute(model: Classifier, config: AttributionConfig, inputs: np.ndarray,
-               image_ids: Sequence[str], targets: np.ndarray) -> np.ndarray:  # fmt: skip
+def _attribute(
+    model: Classifier,
+    config: AttributionConfig,
+    inputs: np.ndarray,
+    image_ids: Sequence[str],
+    targets: np.ndarray,
+) -> np.ndarray:
     """IG of the rows with the run's settings: float32 [N, H, W, C]."""
     spec = model.spec
     # The job's baselines and their scores, computed as the job computes them.
@@ -93,10 +99,16 @@ def _attribute(model: Classifier, config: AttributionConfig, inputs: np.ndarray,
     target_scores = score_fn(inputs, inputs, zeros, out).astype(np.float64)
     baseline_scores = ref_scores[np.arange(len(inputs)), :, out]  # [N, B]
     result = ig.integrated_gradients(
-        model.integrand_fn(config.score), inputs, refs, np.arange(len(inputs)), out,
-        config.ig_settings(), target_scores=target_scores, baseline_scores=baseline_scores,
+        model.integrand_fn(config.score),
+        inputs,
+        refs,
+        np.arange(len(inputs)),
+        out,
+        config.ig_settings(),
+        target_scores=target_scores,
+        baseline_scores=baseline_scores,
         score_fn=score_fn,
-    )  # fmt: skip
+    )
     return result.attributions
 
 
@@ -130,16 +142,22 @@ def _verdict(stages: list[dict[str, Any]]) -> str:
     """Whether the maps of the fully randomised stage still resemble the intact model's."""
     last = stages[-1]
     rho, ssim = last["spearman_median"], last["ssim_median"]
-    numbers = (f"median Spearman {rho:.2f}, SSIM {ssim:.2f} with {last['layers_randomised']} "
-               f"layers randomised, down to {last['layer']}")  # fmt: skip
+    numbers = (
+        f"median Spearman {rho:.2f}, SSIM {ssim:.2f} with {last['layers_randomised']} "
+        f"layers randomised, down to {last['layer']}"
+    )
     if not (np.isfinite(rho) and np.isfinite(ssim)):
         return f"undecided: the randomised model gave no finite maps ({numbers})."
     if rho < SIMILAR and ssim < SIMILAR:
         changed = next(s["layer"] for s in stages if not s["similar"])
-        return (f"pass: the maps change when the model is destroyed ({numbers}; first below "
-                f"{SIMILAR} at {changed}): they depend on the model's weights.")  # fmt: skip
-    return (f"fail: the maps stay similar when the model is destroyed ({numbers}): they "
-            "reflect the input more than the model and do not explain it.")  # fmt: skip
+        return (
+            f"pass: the maps change when the model is destroyed ({numbers}; first below "
+            f"{SIMILAR} at {changed}): they depend on the model's weights."
+        )
+    return (
+        f"fail: the maps stay similar when the model is destroyed ({numbers}): they "
+        "reflect the input more than the model and do not explain it."
+    )
 
 
 def _stage_report(layers: list[str], similarity: list[tuple[float, float]]) -> dict[str, Any]:
@@ -199,8 +217,35 @@ def _rows(output: str, manifest: dict[str, Any], count: int):
     return frame, np.stack([pictures[i] for i in frame.image_id])
 
 
-def run(output: str, images_count: int = 4, stages: int | Sequence[str] = 6,
-        seed: int = 0) -> dict[str, Any]:  # fmt: skip
+def _cascade(
+    model: Classifier,
+    plan: list[list[str]],
+    seed: int,
+    original: np.ndarray,
+    attribute: Callable[[], np.ndarray],
+) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
+    """Randomises the model's layers stage by stage (each stage adds to the last) and
+    compares the maps `attribute` gives then with the intact model's `original`.
+
+    Returns:
+      Each stage's maps, float32 [N, H, W, C], and its `_stage_report`.
+    """
+    maps, reports, done = [], [], []
+    for layers in plan:
+        model.randomize_layers([name for name in layers if name not in done], seed)
+        done = layers
+        maps.append(attribute())
+        similarity = [map_similarity(o, m) for o, m in zip(original, maps[-1], strict=True)]
+        stage = _stage_report(layers, similarity)
+        reports.append(stage)
+        rho, ssim = stage["spearman_median"], stage["ssim_median"]
+        _LOG.info("%s: median Spearman %.3f, SSIM %.3f", layers[-1], rho, ssim)
+    return maps, reports
+
+
+def run(
+    output: str, images_count: int = 4, stages: int | Sequence[str] = 6, seed: int = 0
+) -> dict[str, Any]:
     """Runs the check on a finished run in `output` and writes `<output>/sanity/`.
 
     Returns:
@@ -217,23 +262,25 @@ def run(output: str, images_count: int = 4, stages: int | Sequence[str] = 6,
     ids, targets = list(frame.image_id), frame.target_class.to_numpy(np.int64)
     model = Classifier(spec)
     plan = stage_layers(model.weight_layers(), stages)
-    original = _attribute(model, config, inputs, ids, targets)
-    maps, reports, done = [], [], []
-    for layers in plan:
-        model.randomize_layers([name for name in layers if name not in done], seed)
-        done = layers
-        maps.append(_attribute(model, config, inputs, ids, targets))
-        reports.append(_stage_report(layers, [map_similarity(o, m) for o, m in
-                                              zip(original, maps[-1], strict=True)]))  # fmt: skip
-        _LOG.info("%s: median Spearman %.3f, SSIM %.3f", layers[-1],
-                  reports[-1]["spearman_median"], reports[-1]["ssim_median"])  # fmt: skip
+    attribute = functools.partial(_attribute, model, config, inputs, ids, targets)
+    original = attribute()
+    maps, reports = _cascade(model, plan, seed, original, attribute)
     report = {
-        "images": len(ids), "image_ids": ids, "target_classes": targets.tolist(),
-        "settings": {"method": config.method, "steps": config.steps,
-                     "tolerance": config.tolerance, "baselines": list(config.baselines),
-                     "score": config.score, "seed": seed},
-        "similar_threshold": SIMILAR, "stages": reports, "verdict": _verdict(reports),
-    }  # fmt: skip
+        "images": len(ids),
+        "image_ids": ids,
+        "target_classes": targets.tolist(),
+        "settings": {
+            "method": config.method,
+            "steps": config.steps,
+            "tolerance": config.tolerance,
+            "baselines": list(config.baselines),
+            "score": config.score,
+            "seed": seed,
+        },
+        "similar_threshold": SIMILAR,
+        "stages": reports,
+        "verdict": _verdict(reports),
+    }
     for stage in reports:  # strict JSON: NaN medians as null, after the verdict read them
         for key in ("spearman_median", "ssim_median"):
             stage[key] = stage[key] if np.isfinite(stage[key]) else None
@@ -249,8 +296,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", required=True, help="A finished run's --output folder.")
     parser.add_argument("--images", type=int, default=4, help="Rows to check (first by id).")
-    parser.add_argument("--stages", default="6",
-                        help="Number of cascading stages, or comma-separated layer names.")  # fmt: skip
+    parser.add_argument(
+        "--stages", default="6", help="Number of cascading stages, or comma-separated layer names."
+    )
     parser.add_argument("--seed", type=int, default=0, help="Seed of the random weights.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -261,8 +309,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for stage in report["stages"]:
-        print(f"{stage['layer']:>24}  Spearman {stage['spearman_median']:.3f}  "
-              f"SSIM {stage['ssim_median']:.3f}")  # fmt: skip
+        print(
+            f"{stage['layer']:>24}  Spearman {stage['spearman_median']:.3f}  "
+            f"SSIM {stage['ssim_median']:.3f}"
+        )
     print(report["verdict"])
     print(f"Written: {args.input}/sanity/sanity.json and sanity.png")
     return 0

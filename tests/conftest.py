@@ -98,6 +98,18 @@ def write_image(path, array: np.ndarray, **save_kwargs) -> None:
     Image.fromarray(array).save(path, **save_kwargs)
 
 
+def cli_args(**flags: object) -> list[str]:
+    """Command-line arguments from keywords, in their order; True is a flag without a value.
+
+    cli_args(dataset=root, steps=2, overwrite=True) == ["--dataset", root, "--steps", "2",
+    "--overwrite"].
+    """
+    args = []
+    for name, value in flags.items():
+        args += [f"--{name}"] if value is True else [f"--{name}", str(value)]
+    return args
+
+
 @pytest.fixture
 def image_folder(tmp_path) -> dict[str, np.ndarray]:
     """A folder: two cats and a shark in WordNet-id folders, one unlabelled, one broken.
@@ -108,8 +120,12 @@ def image_folder(tmp_path) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(3)
     root = tmp_path / "images"
     pixels = {}
-    for image_id in (f"{WNID_CAT}/cat1.png", f"{WNID_CAT}/cat2.png", f"{WNID_SHARK}/shark.png",
-                     "loose.png"):  # fmt: skip
+    for image_id in (
+        f"{WNID_CAT}/cat1.png",
+        f"{WNID_CAT}/cat2.png",
+        f"{WNID_SHARK}/shark.png",
+        "loose.png",
+    ):
         array = rng.integers(0, 256, size=(SIZE, SIZE, 3), dtype=np.uint8)
         write_image(root / image_id, array)
         pixels[image_id] = array

@@ -23,10 +23,14 @@ RNG = np.random.default_rng(5)
 def _examples(n, labels=None):
     labels = labels or [None] * n
     return [
-        ImageExample(f"img{i}", f"img{i}.png", labels[i],
-                     RNG.uniform(0, 1, (SIZE, SIZE, 3)).astype(np.float32))
+        ImageExample(
+            f"img{i}",
+            f"img{i}.png",
+            labels[i],
+            RNG.uniform(0, 1, (SIZE, SIZE, 3)).astype(np.float32),
+        )
         for i in range(n)
-    ]  # fmt: skip
+    ]
 
 
 def test_model_reference_is_decided_from_the_string_alone(tmp_path):
@@ -163,8 +167,9 @@ def test_a_constant_baseline_is_forwarded_once_per_batch(quadratic_saved_model, 
     assert sizes == [3, 4]
     for ex, outcome in zip(examples, outcomes, strict=True):
         (row,) = outcome.rows
-        refs = baselines_lib.make_baselines(ex.image, config.baselines, spec.input_range,
-                                            ex.image_id, config.seed)  # fmt: skip
+        refs = baselines_lib.make_baselines(
+            ex.image, config.baselines, spec.input_range, ex.image_id, config.seed
+        )
         expected = real(refs)[:, row["target_class"]].mean()
         np.testing.assert_allclose(row["baseline_score"], expected, rtol=1e-5)
 
@@ -191,8 +196,9 @@ def test_refinement_refines_nothing_on_a_linear_model(linear_keras):
     # Linear model: every rule is exact and the estimate cannot move: one panel
     # (four nodes of the right rule) is all it takes.
     spec = resolve_model(linear_keras)
-    (outcome,) = _run_handler(spec, AttributionConfig(steps=4, method="riemann_right",
-                                                      tolerance=1e-3), _examples(1))  # fmt: skip
+    (outcome,) = _run_handler(
+        spec, AttributionConfig(steps=4, method="riemann_right", tolerance=1e-3), _examples(1)
+    )
     (row,) = outcome.rows
     assert row["steps"] == 4 and row["evaluations"] == 4
     assert row["attribution_error"] < 1e-6 and row["within_tolerance"]
@@ -211,8 +217,9 @@ def test_rows_that_reach_max_steps_are_flagged(quadratic_saved_model):
 
 def test_label_target_errors_for_unlabelled_and_out_of_range(linear_keras):
     spec = resolve_model(linear_keras)
-    outcomes = _run_handler(spec, AttributionConfig(steps=2, target="label"),
-                            _examples(3, labels=[5, None, 1000]))  # fmt: skip
+    outcomes = _run_handler(
+        spec, AttributionConfig(steps=2, target="label"), _examples(3, labels=[5, None, 1000])
+    )
     assert outcomes[0].rows[0]["target_class"] == 5 and not outcomes[0].errors
     assert (
         outcomes[1].errors[0]["stage"] == "target" and "no label" in outcomes[1].errors[0]["error"]
@@ -225,8 +232,8 @@ def test_pixel_and_none_attribution_modes(linear_keras):
     spec = resolve_model(linear_keras)
     (ex,) = _examples(1)
     full = _run_handler(spec, AttributionConfig(steps=2), [ex])[0].rows[0]
-    pixel = _run_handler(spec, AttributionConfig(steps=2, attributions="pixel",
-                                                 attribution_dtype="float16"), [ex])[0].rows[0]  # fmt: skip
+    pixel_float16 = AttributionConfig(steps=2, attributions="pixel", attribution_dtype="float16")
+    pixel = _run_handler(spec, pixel_float16, [ex])[0].rows[0]
     none = _run_handler(spec, AttributionConfig(steps=2, attributions="none"), [ex])[0].rows[0]
     assert pixel["attributions"].shape == (SIZE, SIZE) and pixel["attributions"].dtype == np.float16
     np.testing.assert_allclose(
@@ -261,9 +268,11 @@ def test_run_inference_with_the_handler_in_a_pipeline(linear_keras):
     examples = _examples(3)
     with TestPipeline() as p:
         rows = (
-            p | beam.Create(examples) | RunInference(handler)
+            p
+            | beam.Create(examples)
+            | RunInference(handler)
             | beam.Map(lambda o: (o.image_id, len(o.rows), o.rows[0]["predicted_name"] is not None))
-        )  # fmt: skip
+        )
         assert_that(rows, equal_to([(f"img{i}", 1, True) for i in range(3)]))
 
 
@@ -281,8 +290,9 @@ def test_run_inference_gets_full_batches_so_paths_of_several_images_share_calls(
     # timings; for IG the handler asks for full batches (the engine batches the
     # path points of all images of a batch together).
     _BATCH_SIZES.clear()
-    handler = _RecordingHandler(resolve_model(linear_keras), AttributionConfig(steps=2), None,
-                                batch_size=4)  # fmt: skip
+    handler = _RecordingHandler(
+        resolve_model(linear_keras), AttributionConfig(steps=2), None, batch_size=4
+    )
     with TestPipeline() as p:
         count = (
             p | beam.Create(_examples(10)) | RunInference(handler) | beam.combiners.Count.Globally()
@@ -303,12 +313,20 @@ def test_graph_integrand_equals_the_numpy_one(quadratic_saved_model, jit):
     # 5 points on 3 paths (two share path 1), each path with its own baseline.
     x = RNG.uniform(0, 1, (3, SIZE, SIZE, 3)).astype(np.float32)
     base = RNG.uniform(0, 0.5, (3, SIZE, SIZE, 3)).astype(np.float32)
-    args = (x, base, np.array([0, 1, 1, 2, 0], np.int32), np.linspace(0.1, 1, 5).astype(np.float32),
-            np.array([0, 3, 3, 7, 9]), np.array([0.5, 1, 2, 0.25, 1], np.float32),
-            np.array([1, 0, 1, 2, 2], np.int32), 3)  # fmt: skip
+    args = (
+        x,
+        base,
+        np.array([0, 1, 1, 2, 0], np.int32),
+        np.linspace(0.1, 1, 5).astype(np.float32),
+        np.array([0, 3, 3, 7, 9]),
+        np.array([0.5, 1, 2, 0.25, 1], np.float32),
+        np.array([1, 0, 1, 2, 2], np.int32),
+        3,
+    )
     graph = model.integrand_fn("raw")(*args)
     numpy = ig.integrand_from_gradients(model.score_grad_fn("raw"))(*args)
     for a, b in zip(graph, numpy, strict=True):
-        np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64),
-                                   rtol=2e-5, atol=1e-6)  # fmt: skip
+        np.testing.assert_allclose(
+            np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=2e-5, atol=1e-6
+        )
     assert graph[3].shape == (3, SIZE, SIZE, 3)

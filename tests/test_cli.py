@@ -16,7 +16,7 @@ from pipeline.__main__ import main
 from pipeline.main import prepare
 from pipeline.options import AuditOptions
 from pipeline.summary import print_summary
-from tests.conftest import SIZE, WNID_CAT
+from tests.conftest import SIZE, WNID_CAT, cli_args
 from transforms.config import AttributionConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,8 +26,14 @@ def _python(code: str, *args: str, verbose_env: bool = False) -> subprocess.Comp
     """Runs Python code in a fresh interpreter, as a user's shell would (no log-level env)."""
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     env["PYTHONPATH"] = ROOT
-    return subprocess.run([sys.executable, *(["-c", code] if code else []), *args], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, *(["-c", code] if code else []), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def _error_lines(stderr: str) -> list[str]:
@@ -35,8 +41,10 @@ def _error_lines(stderr: str) -> list[str]:
 
 
 def _flags(image_folder, model, output, *extra):
-    return ["--runner", "DirectRunner", "--dataset", image_folder["root"], "--model", model,
-            "--output", str(output), "--steps", "4", *extra]  # fmt: skip
+    args = cli_args(
+        runner="DirectRunner", dataset=image_folder["root"], model=model, output=output, steps=4
+    )
+    return [*args, *extra]
 
 
 @pytest.mark.parametrize(
@@ -58,8 +66,9 @@ def _flags(image_folder, model, output, *extra):
         (["--max_steps", "20000"], "error: --max_steps must be <= 16384, got 20000"),
     ],
 )
-def test_bad_flags_exit_2_with_one_error_line_before_any_work(flags, message, image_folder,
-                                                              linear_keras, tmp_path, capsys):  # fmt: skip
+def test_bad_flags_exit_2_with_one_error_line_before_any_work(
+    flags, message, image_folder, linear_keras, tmp_path, capsys
+):
     code = main(_flags(image_folder, linear_keras, tmp_path / "out", *flags))
     err = capsys.readouterr().err
     assert code == 2
@@ -76,10 +85,11 @@ def test_negative_input_range_in_both_forms(form, image_folder, linear_keras, tm
 
 def test_missing_and_empty_dataset_folders_exit_2(linear_keras, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    for folder, message in ((tmp_path / "empty", "No files found in image folder"),
-                            (tmp_path / "missing" / "x", "is not a folder of images")):  # fmt: skip
-        code = main(["--dataset", str(folder), "--model", linear_keras,
-                     "--output", str(tmp_path / "out")])  # fmt: skip
+    for folder, message in (
+        (tmp_path / "empty", "No files found in image folder"),
+        (tmp_path / "missing" / "x", "is not a folder of images"),
+    ):
+        code = main(cli_args(dataset=folder, model=linear_keras, output=tmp_path / "out"))
         err = capsys.readouterr().err
         assert code == 2 and "Traceback" not in err
         assert len(_error_lines(err)) == 1 and message in _error_lines(err)[0]
@@ -97,16 +107,21 @@ def test_help_lists_every_project_flag_with_defaults():
         assert flag in done.stdout, flag
     text = " ".join(done.stdout.split())
     defaults = AttributionConfig()
-    for default in (f"(default: {defaults.steps})", "(default: riemann_trapezoid)",
-                    f"(default: {defaults.tolerance})"):  # fmt: skip
+    for default in (
+        f"(default: {defaults.steps})",
+        "(default: riemann_trapezoid)",
+        f"(default: {defaults.tolerance})",
+    ):
         assert default in text
     assert "Beam's own flags pass through" in done.stdout and "--runner" in done.stdout
     assert not done.stderr.strip()  # no TensorFlow banner for --help
 
 
 def _tensorflow_imported_after(argv: list[str]) -> tuple[int, str, bool]:
-    code = ("import sys; from pipeline.__main__ import main; code = main(sys.argv[1:]); "
-            "print('tensorflow imported:', 'tensorflow' in sys.modules); sys.exit(code)")  # fmt: skip
+    code = (
+        "import sys; from pipeline.__main__ import main; code = main(sys.argv[1:]); "
+        "print('tensorflow imported:', 'tensorflow' in sys.modules); sys.exit(code)"
+    )
     done = _python(code, *argv)
     return done.returncode, done.stderr, "tensorflow imported: True" in done.stdout
 
@@ -151,8 +166,7 @@ def test_every_input_failing_exits_1_with_errors_by_stage(linear_keras, tmp_path
     (folder / "a.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
     (folder / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg too")
     (folder / "notes.txt").write_text("not an image")
-    code = main(["--dataset", str(folder), "--model", linear_keras, "--output",
-                 str(tmp_path / "out")])  # fmt: skip
+    code = main(cli_args(dataset=folder, model=linear_keras, output=tmp_path / "out"))
     out, err = capsys.readouterr()
     assert code == 1
     assert _error_lines(err) == [
@@ -189,8 +203,8 @@ def test_class_names_for_a_custom_model(image_folder, tmp_path, capsys, caplog):
     model = _tiny_classifier(tmp_path / "four.keras", 4)
     names = tmp_path / "names.json"
     names.write_text(json.dumps({"0": "apple", "1": "pear", "2": "plum", "3": "fig"}))
-    code = main(_flags(image_folder, model, tmp_path / "out", "--top_k", "2",
-                       "--class_names", str(names)))  # fmt: skip
+    named = cli_args(top_k=2, class_names=names)
+    code = main(_flags(image_folder, model, tmp_path / "out", *named))
     assert code == 0
     rows = pd.read_parquet(tmp_path / "out" / "results")
     assert set(rows.predicted_name) <= {"apple", "pear", "plum", "fig"}
@@ -204,8 +218,8 @@ def test_class_names_for_a_custom_model(image_folder, tmp_path, capsys, caplog):
 
     lines = tmp_path / "names.txt"
     lines.write_text("apple\npear\nplum\n")
-    code = main(_flags(image_folder, model, tmp_path / "out2", "--top_k", "2",
-                       "--class_names", str(lines)))  # fmt: skip
+    named = cli_args(top_k=2, class_names=lines)
+    code = main(_flags(image_folder, model, tmp_path / "out2", *named))
     err = capsys.readouterr().err
     assert code == 2
     assert _error_lines(err) == [
@@ -215,18 +229,26 @@ def test_class_names_for_a_custom_model(image_folder, tmp_path, capsys, caplog):
     assert not (tmp_path / "out2").exists()
 
 
-def test_top_k_summary_shows_targets_cuts_and_errors(image_folder, quadratic_saved_model,
-                                                     tmp_path, capsys):  # fmt: skip
-    code = main(_flags(image_folder, quadratic_saved_model, tmp_path / "out", "--target",
-                       "top_k", "--top_k", "3", "--attributions", "none"))  # fmt: skip
+def test_top_k_summary_shows_targets_cuts_and_errors(
+    image_folder, quadratic_saved_model, tmp_path, capsys
+):
+    top_3 = cli_args(target="top_k", top_k=3, attributions="none")
+    code = main(_flags(image_folder, quadratic_saved_model, tmp_path / "out", *top_3))
     assert code == 0
     capsys.readouterr()
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     print_summary(manifest, limit=5)
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if "relative_delta" in line)
-    assert header.split() == ["file", "label", "prediction", "confidence", "target",
-                              "relative_delta", "attribution_error"]  # fmt: skip
+    assert header.split() == [
+        "file",
+        "label",
+        "prediction",
+        "confidence",
+        "target",
+        "relative_delta",
+        "attribution_error",
+    ]
     assert "... and 7 more rows" in out  # 4 images x 3 targets, 5 shown
     rows = pd.read_parquet(tmp_path / "out" / "results")
     first = rows[rows.file_name == "cat1.png"]
@@ -244,8 +266,13 @@ def test_ig_audit_console_command_is_declared_and_runs(capsys, monkeypatch):
     import importlib
 
     tree = ast.parse(open(os.path.join(ROOT, "setup.py")).read())
-    (entry_points,) = [k.value for n in ast.walk(tree) if isinstance(n, ast.Call)
-                       for k in n.keywords if k.arg == "entry_points"]  # fmt: skip
+    (entry_points,) = [
+        k.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call)
+        for k in n.keywords
+        if k.arg == "entry_points"
+    ]
     scripts = ast.literal_eval(entry_points)["console_scripts"]
     (script,) = [s for s in scripts if s.startswith("ig-audit=")]
     module, function = script.split("=", 1)[1].split(":")

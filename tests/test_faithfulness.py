@@ -32,9 +32,18 @@ def _ramp_image() -> np.ndarray:
 def _run(fn, image, attribution, random_order, steps, chunk_size=8, known=None):
     zero = np.zeros_like(image)[None]
     return fa.deletion_insertion(
-        fn, image[None], zero, zero, [0], [0], fa.ranking(attribution)[None],
-        random_order[None], steps=steps, chunk_size=chunk_size, image_probabilities=known,
-    )  # fmt: skip
+        fn,
+        image[None],
+        zero,
+        zero,
+        [0],
+        [0],
+        fa.ranking(attribution)[None],
+        random_order[None],
+        steps=steps,
+        chunk_size=chunk_size,
+        image_probabilities=known,
+    )
 
 
 def test_ranking_sums_channels_signed_highest_first():
@@ -94,12 +103,21 @@ def test_curves_end_at_the_reference_and_start_at_the_blurred_image():
     weights = rng.uniform(0, 1, image.shape).astype(np.float32)
     fn = _linear(weights)
     result = fa.deletion_insertion(
-        fn, image[None], reference[None], blurred[None], [0], [0],
-        fa.ranking(image * weights)[None], fa.random_ranking(PIXELS, "a")[None],
-        steps=4, chunk_size=3,
-    )  # fmt: skip
-    p = {name: float(fn(x[None], np.zeros(1, np.int64))[0])
-         for name, x in (("image", image), ("reference", reference), ("blurred", blurred))}  # fmt: skip
+        fn,
+        image[None],
+        reference[None],
+        blurred[None],
+        [0],
+        [0],
+        fa.ranking(image * weights)[None],
+        fa.random_ranking(PIXELS, "a")[None],
+        steps=4,
+        chunk_size=3,
+    )
+    p = {
+        name: float(fn(x[None], np.zeros(1, np.int64))[0])
+        for name, x in (("image", image), ("reference", reference), ("blurred", blurred))
+    }
     for curve in (result.deletion_curve, result.deletion_curve_random):
         np.testing.assert_allclose(curve[0, [0, -1]], [p["image"], p["reference"]], rtol=1e-6)
     for curve in (result.insertion_curve, result.insertion_curve_random):
@@ -133,20 +151,37 @@ def test_curves_do_not_depend_on_the_chunk_size():
     for chunk, known in ((1, None), (7, None), (1000, None), (5, "known")):
         sizes = []
         probs = softmax_fn(images[index], np.array(targets)) if known else None
-        results.append(fa.deletion_insertion(
-            lambda b, t, s=sizes: (s.append(len(b)), softmax_fn(b, t))[1], images, images * 0,
-            images * 0.5, index, targets, orders, random_orders, steps=6, chunk_size=chunk,
+        result = fa.deletion_insertion(
+            lambda b, t, s=sizes: (s.append(len(b)), softmax_fn(b, t))[1],
+            images,
+            images * 0,
+            images * 0.5,
+            index,
+            targets,
+            orders,
+            random_orders,
+            steps=6,
+            chunk_size=chunk,
             image_probabilities=probs,
-        ))  # fmt: skip
+        )
+        results.append(result)
         calls.append(sizes)
     assert max(calls[0]) == 1 and max(calls[1]) <= 7 and len(calls[2]) == 1
     assert sum(calls[1]) == 4 * (fa.forward_passes_per_row(6) + 1)
     for other in results[1:]:
-        for name in ("deletion_curve", "insertion_curve", "deletion_curve_random",
-                     "insertion_curve_random", "deletion_auc", "insertion_auc",
-                     "deletion_auc_random", "insertion_auc_random"):  # fmt: skip
-            np.testing.assert_allclose(getattr(other, name), getattr(results[0], name),
-                                       rtol=1e-12, err_msg=name)  # fmt: skip
+        for name in (
+            "deletion_curve",
+            "insertion_curve",
+            "deletion_curve_random",
+            "insertion_curve_random",
+            "deletion_auc",
+            "insertion_auc",
+            "deletion_auc_random",
+            "insertion_auc_random",
+        ):
+            np.testing.assert_allclose(
+                getattr(other, name), getattr(results[0], name), rtol=1e-12, err_msg=name
+            )
 
 
 def test_auc_is_normalised_by_the_image_probability_and_capped():

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from pipeline import run
-from tests.conftest import SIZE
+from tests.conftest import SIZE, cli_args
 from transforms import faithfulness as fa
 from transforms.baselines import make_baselines
 from transforms.config import AttributionConfig
@@ -14,11 +14,15 @@ STEPS = 4
 
 
 def _run(image_folder, model, output, *flags):
-    return run(
-        ["--runner", "DirectRunner", "--dataset", image_folder["root"], "--model", model,
-         "--output", str(output), "--steps", "4", "--method", "riemann_left", *flags],
-        save_main_session=False,
-    )  # fmt: skip
+    args = cli_args(
+        runner="DirectRunner",
+        dataset=image_folder["root"],
+        model=model,
+        output=output,
+        steps=4,
+        method="riemann_left",
+    )
+    return run([*args, *flags], save_main_session=False)
 
 
 def _softmax_at(weights, bias, x, target):
@@ -39,10 +43,11 @@ def _expected_curves(x, order, reference, start, weights, bias, target):
     return np.array(deletion), np.array(insertion)
 
 
-def test_rows_hold_the_curves_of_the_linear_model(image_folder, linear_keras, linear_weights,
-                                                 tmp_path):  # fmt: skip
-    manifest = _run(image_folder, linear_keras, tmp_path / "out",
-                    "--faithfulness_steps", str(STEPS))  # fmt: skip
+def test_rows_hold_the_curves_of_the_linear_model(
+    image_folder, linear_keras, linear_weights, tmp_path
+):
+    flags = cli_args(faithfulness_steps=STEPS)
+    manifest = _run(image_folder, linear_keras, tmp_path / "out", *flags)
     assert manifest["config"]["faithfulness"] == "deletion_insertion"
     weights, bias = linear_weights
     results = pd.read_parquet(tmp_path / "out" / "results")
@@ -62,14 +67,15 @@ def test_rows_hold_the_curves_of_the_linear_model(image_folder, linear_keras, li
         np.testing.assert_allclose(row.deletion_curve[0], row.top_k_probs[0], rtol=1e-5)
         p_x = deletion[0]
         np.testing.assert_allclose(row.deletion_auc, fa.auc(deletion[None], [p_x])[0], rtol=1e-4)
-        np.testing.assert_allclose(row.insertion_auc, fa.auc(insertion[None], [p_x])[0],
-                                   rtol=1e-4)  # fmt: skip
+        np.testing.assert_allclose(row.insertion_auc, fa.auc(insertion[None], [p_x])[0], rtol=1e-4)
         control = fa.random_ranking(SIZE * SIZE, row.image_id, seed=0)
         deletion, insertion = _expected_curves(x, control, 0.0, blurred, weights, bias, t)
-        np.testing.assert_allclose(row.deletion_auc_random, fa.auc(deletion[None], [p_x])[0],
-                                   rtol=1e-4)  # fmt: skip
-        np.testing.assert_allclose(row.insertion_auc_random, fa.auc(insertion[None], [p_x])[0],
-                                   rtol=1e-4)  # fmt: skip
+        np.testing.assert_allclose(
+            row.deletion_auc_random, fa.auc(deletion[None], [p_x])[0], rtol=1e-4
+        )
+        np.testing.assert_allclose(
+            row.insertion_auc_random, fa.auc(insertion[None], [p_x])[0], rtol=1e-4
+        )
         # For a linear model the map's ranking deletes evidence fastest: it beats chance.
         assert row.deletion_auc < row.deletion_auc_random
         assert row.insertion_auc > row.insertion_auc_random
@@ -89,8 +95,9 @@ def test_faithfulness_none_leaves_the_columns_null(image_folder, linear_keras, t
         (["--faithfulness_steps", "1"], r"--faithfulness_steps must be in \[2, 1024\], got 1"),
     ],
 )
-def test_bad_faithfulness_flags_fail_before_any_work(flags, message, image_folder, linear_keras,
-                                                     tmp_path):  # fmt: skip
+def test_bad_faithfulness_flags_fail_before_any_work(
+    flags, message, image_folder, linear_keras, tmp_path
+):
     with pytest.raises(ValueError, match=message):
         _run(image_folder, linear_keras, tmp_path / "out", *flags)
     assert not (tmp_path / "out").exists()

@@ -32,7 +32,7 @@ def test_png_round_trip_is_exact():
             Image.new("RGB", (3, 2), (10, 20, 30)).convert("P", palette=Image.Palette.ADAPTIVE),
             "PNG",
             [10, 20, 30],
-        ),  # fmt: skip
+        ),
         (Image.new("RGB", (3, 2), (10, 20, 30)), "BMP", [10, 20, 30]),
         (Image.new("RGB", (3, 2), (10, 20, 30)), "GIF", [10, 20, 30]),
         (Image.new("I;16", (3, 2), 65535), "PNG", [255, 255, 255]),
@@ -102,8 +102,12 @@ def _png_declaring(width: int, height: int, rows: int) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit grey
     scanlines = (b"\x00" + bytes((width + 7) // 8)) * rows
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(scanlines)) + chunk(b"IEND", b""))  # fmt: skip
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(scanlines))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_a_decompression_bomb_is_refused_before_decoding_and_pillow_is_left_alone():
@@ -126,8 +130,9 @@ def test_a_large_image_is_shrunk_before_any_float_copy():
     # 6000 x 4000 PNG (24 MP): decoded, then box-averaged to >= 2x the model's side.
     pixels = np.zeros((4000, 6000, 3), dtype=np.uint8)
     pixels[:, 3000:] = 200
-    decoded = images.decode_image(_encode(Image.fromarray(pixels), "PNG", compress_level=1),
-                                  max_side_hint=224)  # fmt: skip
+    decoded = images.decode_image(
+        _encode(Image.fromarray(pixels), "PNG", compress_level=1), max_side_hint=224
+    )
     assert decoded.shape == (308, 462, 3)  # box of 13 (6000 // 448), edges rounded up
     assert decoded[0, 0, 0] == 0 and decoded[0, -1, 0] == 200
     # A model's square from it matches the one made from the full image.

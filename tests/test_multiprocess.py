@@ -4,10 +4,22 @@ import numpy as np
 import pandas as pd
 
 from pipeline import run
+from tests.conftest import cli_args
 
 # Columns that must match exactly; float columns are compared to a tolerance.
-_EXACT = ["file_name", "label", "label_name", "predicted_class", "predicted_name",
-          "target_class", "target_name", "steps", "method", "evaluations", "within_tolerance"]  # fmt: skip
+_EXACT = [
+    "file_name",
+    "label",
+    "label_name",
+    "predicted_class",
+    "predicted_name",
+    "target_class",
+    "target_name",
+    "steps",
+    "method",
+    "evaluations",
+    "within_tolerance",
+]
 _CLOSE = ["target_score", "baseline_score", "attribution_sum", "completeness_delta"]
 
 
@@ -19,19 +31,31 @@ def _rows(output) -> pd.DataFrame:
 def test_multi_process_run_gives_the_same_rows_as_one_worker(
     image_folder, quadratic_saved_model, tmp_path
 ):
-    flags = ["--runner", "DirectRunner", "--dataset", image_folder["root"],
-             "--model", quadratic_saved_model, "--steps", "6", "--target", "top_k",
-             "--top_k", "2", "--batch_size", "2"]  # fmt: skip
-    one = run([*flags, "--output", str(tmp_path / "one"), "--direct_num_workers", "1"],
-              save_main_session=False)  # fmt: skip
-    two = run([*flags, "--output", str(tmp_path / "two"),
-               "--direct_running_mode", "multi_processing", "--direct_num_workers", "2"],
-              save_main_session=False)  # fmt: skip
+    flags = cli_args(
+        runner="DirectRunner",
+        dataset=image_folder["root"],
+        model=quadratic_saved_model,
+        steps=6,
+        target="top_k",
+        top_k=2,
+        batch_size=2,
+    )
+    one_worker = cli_args(output=tmp_path / "one", direct_num_workers=1)
+    two_processes = cli_args(
+        output=tmp_path / "two", direct_running_mode="multi_processing", direct_num_workers=2
+    )
+    one = run([*flags, *one_worker], save_main_session=False)
+    two = run([*flags, *two_processes], save_main_session=False)
 
-    assert two["counts"] == one["counts"] == {
-        "inputs": 5, "rows": 8, "errors": 1, "images_with_rows": 4, "images_with_errors": 1,
-            "skipped_done_before": 0,
-    }  # fmt: skip
+    counts = {
+        "inputs": 5,
+        "rows": 8,
+        "errors": 1,
+        "images_with_rows": 4,
+        "images_with_errors": 1,
+        "skipped_done_before": 0,
+    }
+    assert two["counts"] == one["counts"] == counts
     assert two["all_inputs_accounted_for"]
     a, b = _rows(tmp_path / "one"), _rows(tmp_path / "two")
     two_per_image = [image_id for image_id in sorted(image_folder["pixels"]) for _ in range(2)]

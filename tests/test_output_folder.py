@@ -15,7 +15,7 @@ import pytest
 
 from pipeline import run
 from pipeline.__main__ import main
-from tests.conftest import SIZE, write_image
+from tests.conftest import SIZE, cli_args, write_image
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -33,8 +33,13 @@ def jobs(tmp_path):
         env = {**os.environ, "PYTHONPATH": str(_REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
         log = tmp_path / f"job{len(started)}.log"
         with open(log, "w") as sink:
-            process = subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=_REPO,
-                                       env=env, stdout=sink, stderr=subprocess.STDOUT)  # fmt: skip
+            process = subprocess.Popen(
+                [sys.executable, "-m", "pipeline", *args],
+                cwd=_REPO,
+                env=env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
         process.log = log
         started.append(process)
         return process
@@ -53,8 +58,10 @@ def _wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 
         if found:
             return found
         if process.poll() is not None:
-            pytest.fail(f"the job ended (exit {process.returncode}) before {what}: "
-                        f"{process.log.read_text()[-2000:]}")  # fmt: skip
+            pytest.fail(
+                f"the job ended (exit {process.returncode}) before {what}: "
+                f"{process.log.read_text()[-2000:]}"
+            )
         time.sleep(0.01)
     process.kill()
     pytest.fail(f"no {what} within {timeout} s")
@@ -75,11 +82,11 @@ def folder(tmp_path) -> Path:
     return root
 
 
-def test_a_live_run_holds_its_output_and_a_killed_run_resumes(folder, linear_keras, tmp_path,
-                                                              capsys, jobs):  # fmt: skip
+def test_a_live_run_holds_its_output_and_a_killed_run_resumes(
+    folder, linear_keras, tmp_path, capsys, jobs
+):
     out = tmp_path / "out"
-    flags = ["--dataset", str(folder), "--model", linear_keras, "--output", str(out),
-             "--steps", "2", "--attributions", "none"]  # fmt: skip
+    flags = cli_args(dataset=folder, model=linear_keras, output=out, steps=2, attributions="none")
     first = jobs(*flags)
     lock = out / ".lock"
     # The lock comes first, then the run's manifest: both there, the run is under way.
@@ -129,15 +136,18 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(image_folder, linear_keras
     out.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = {"run_id": "deadbeef", "host": socket.gethostname(), "pid": dead.pid,
-             "start_time": "2020-01-01T00:00:00+00:00"}  # fmt: skip
+    stale = {
+        "run_id": "deadbeef",
+        "host": socket.gethostname(),
+        "pid": dead.pid,
+        "start_time": "2020-01-01T00:00:00+00:00",
+    }
     (out / ".lock").write_text(json.dumps(stale))
-    manifest = run(["--dataset", image_folder["root"], "--model", linear_keras,
-                    "--output", str(out), "--steps", "2"], save_main_session=False)  # fmt: skip
+    args = cli_args(dataset=image_folder["root"], model=linear_keras, output=out)
+    manifest = run([*args, "--steps", "2"], save_main_session=False)
     assert manifest["status"] == "complete" and manifest["run_id"] != "deadbeef"
     assert not (out / ".lock").exists()
     # A lock of another host cannot be checked: it is refused, naming the file to delete.
     (out / ".lock").write_text(json.dumps({**stale, "host": "elsewhere"}))
     with pytest.raises(ValueError, match=r"in use by run deadbeef \(host elsewhere"):
-        run(["--dataset", image_folder["root"], "--model", linear_keras,
-             "--output", str(out), "--overwrite"], save_main_session=False)  # fmt: skip
+        run([*args, "--overwrite"], save_main_session=False)

@@ -10,20 +10,38 @@ import pytest
 
 from pipeline import run
 from pipeline.__main__ import main
-from tests.conftest import SIZE, WNID_CAT
+from tests.conftest import SIZE, WNID_CAT, cli_args
 from transforms.schema import ERROR_SCHEMA, results_schema
 
 
 def _run(image_folder, model, output, *flags):
-    return run(
-        ["--runner", "DirectRunner", "--dataset", image_folder["root"], "--model", model,
-         "--output", str(output), "--steps", "4", *flags],
-        save_main_session=False,
-    )  # fmt: skip
+    args = cli_args(
+        runner="DirectRunner", dataset=image_folder["root"], model=model, output=output, steps=4
+    )
+    return run([*args, *flags], save_main_session=False)
 
 
-def test_end_to_end_linear_model_gives_exact_attributions(image_folder, linear_keras,
-                                                         linear_weights, tmp_path):  # fmt: skip
+def _check_linear_row(row, pixels: np.ndarray, weights: np.ndarray, bias: np.ndarray) -> None:
+    """A riemann_left row of the linear model: its prediction and its exact IG (x * w)."""
+    x = pixels.astype(np.float32) / 255.0
+    logits = x.reshape(-1) @ weights + bias
+    assert row.predicted_class == int(np.argmax(logits))
+    assert row.target_class == row.predicted_class
+    assert row.top_k_classes.tolist() == np.argsort(-logits)[:5].tolist()
+    np.testing.assert_allclose(row.target_score, logits[row.target_class], rtol=1e-5)
+    np.testing.assert_allclose(row.baseline_score, bias[row.target_class], rtol=1e-5)
+    assert list(row.attribution_shape) == [SIZE, SIZE, 3]
+    attributions = np.asarray(row.attributions).reshape(row.attribution_shape)
+    expected = x * weights[:, row.target_class].reshape(SIZE, SIZE, 3)
+    np.testing.assert_allclose(attributions, expected, rtol=1e-4, atol=1e-6)
+    assert abs(row.completeness_delta) < 1e-4 and row.relative_delta < 1e-4
+    assert row.steps == 4 and row.method == "riemann_left" and row.within_tolerance
+    assert row.predicted_name and row.top_k_names[0] == row.predicted_name
+
+
+def test_end_to_end_linear_model_gives_exact_attributions(
+    image_folder, linear_keras, linear_weights, tmp_path
+):
     manifest = _run(image_folder, linear_keras, tmp_path / "out", "--method", "riemann_left")
     weights, bias = linear_weights
 
@@ -33,31 +51,28 @@ def test_end_to_end_linear_model_gives_exact_attributions(image_folder, linear_k
     assert results.image_id.is_unique
     errors = pd.read_parquet(tmp_path / "out" / "errors")
     assert errors.to_dict("records") == [
-        {"image_id": "broken.jpg", "file_name": "broken.jpg", "stage": "decode",
-         "error": errors.error[0]}
-    ]  # fmt: skip
+        {
+            "image_id": "broken.jpg",
+            "file_name": "broken.jpg",
+            "stage": "decode",
+            "error": errors.error[0],
+        }
+    ]
     assert "broken image" in errors.error[0]
-    assert manifest["counts"] == {"inputs": 5, "rows": 4, "errors": 1, "images_with_rows": 4,
-                                  "images_with_errors": 1, "skipped_done_before": 0}  # fmt: skip
+    assert manifest["counts"] == {
+        "inputs": 5,
+        "rows": 4,
+        "errors": 1,
+        "images_with_rows": 4,
+        "images_with_errors": 1,
+        "skipped_done_before": 0,
+    }
     assert manifest["status"] == "complete" and manifest["rows_match_target_mode"]
     assert manifest["all_inputs_accounted_for"]
     assert json.loads((tmp_path / "out" / "manifest.json").read_text()) == manifest
 
     for row in results.itertuples():
-        x = image_folder["pixels"][row.image_id].astype(np.float32) / 255.0
-        logits = x.reshape(-1) @ weights + bias
-        assert row.predicted_class == int(np.argmax(logits))
-        assert row.target_class == row.predicted_class
-        assert row.top_k_classes.tolist() == np.argsort(-logits)[:5].tolist()
-        np.testing.assert_allclose(row.target_score, logits[row.target_class], rtol=1e-5)
-        np.testing.assert_allclose(row.baseline_score, bias[row.target_class], rtol=1e-5)
-        assert list(row.attribution_shape) == [SIZE, SIZE, 3]
-        attributions = np.asarray(row.attributions).reshape(row.attribution_shape)
-        expected = x * weights[:, row.target_class].reshape(SIZE, SIZE, 3)
-        np.testing.assert_allclose(attributions, expected, rtol=1e-4, atol=1e-6)
-        assert abs(row.completeness_delta) < 1e-4 and row.relative_delta < 1e-4
-        assert row.steps == 4 and row.method == "riemann_left" and row.within_tolerance
-        assert row.predicted_name and row.top_k_names[0] == row.predicted_name
+        _check_linear_row(row, image_folder["pixels"][row.image_id], weights, bias)
 
     labelled = results.set_index("image_id")
     assert labelled.loc[f"{WNID_CAT}/cat1.png", "label"] == 281
@@ -65,10 +80,11 @@ def test_end_to_end_linear_model_gives_exact_attributions(image_folder, linear_k
     assert pd.isna(labelled.loc["loose.png", "label"])
 
 
-def test_output_files_have_one_schema_and_metadata_reads_alone(image_folder, linear_keras,
-                                                               tmp_path):  # fmt: skip
-    _run(image_folder, linear_keras, tmp_path / "out", "--attribution_dtype", "float16",
-         "--attributions", "pixel")  # fmt: skip
+def test_output_files_have_one_schema_and_metadata_reads_alone(
+    image_folder, linear_keras, tmp_path
+):
+    pixel_float16 = cli_args(attribution_dtype="float16", attributions="pixel")
+    _run(image_folder, linear_keras, tmp_path / "out", *pixel_float16)
     files = sorted((tmp_path / "out" / "results").glob("*.parquet"))
     assert files
     for f in files:
@@ -93,12 +109,13 @@ def test_output_files_have_one_schema_and_metadata_reads_alone(image_folder, lin
     assert full.attributions[0].dtype == np.float16
 
 
-def test_label_target_and_label_offset_through_hub_handle(image_folder, offline_hub,
-                                                         quadratic_weights, tmp_path):  # fmt: skip
+def test_label_target_and_label_offset_through_hub_handle(
+    image_folder, offline_hub, quadratic_weights, tmp_path
+):
     # inception_v1 resolves to the seed's TF Hub handle; the cache holds a
     # 1001-output model whose output 0 is a background class.
-    manifest = _run(image_folder, "inception_v1", tmp_path / "out", "--target", "label",
-                    "--method", "gausslegendre")  # fmt: skip
+    flags = cli_args(target="label", method="gausslegendre")
+    manifest = _run(image_folder, "inception_v1", tmp_path / "out", *flags)
     assert manifest["model"]["label_offset"] == 1
     assert manifest["model"]["kind"] == "hub" and manifest["model"]["num_outputs"] == 1001
     results = pd.read_parquet(tmp_path / "out" / "results").set_index("image_id")
@@ -116,8 +133,9 @@ def test_label_target_and_label_offset_through_hub_handle(image_folder, offline_
     np.testing.assert_allclose(row.target_score, outputs[282], rtol=1e-5)
     assert row.predicted_class == int(np.argmax(outputs[1:]))
     expected = (x * x) * quadratic_weights[:, 282].reshape(SIZE, SIZE, 3)
-    np.testing.assert_allclose(np.reshape(row.attributions, (SIZE, SIZE, 3)), expected,
-                               rtol=1e-4, atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        np.reshape(row.attributions, (SIZE, SIZE, 3)), expected, rtol=1e-4, atol=1e-6
+    )
 
 
 def test_a_direct_runner_job_loads_its_model_once(image_folder, quadratic_saved_model,
@@ -138,8 +156,8 @@ def test_a_direct_runner_job_loads_its_model_once(image_folder, quadratic_saved_
 
 
 def test_top_k_target_gives_k_rows_per_image(image_folder, quadratic_saved_model, tmp_path):
-    manifest = _run(image_folder, quadratic_saved_model, tmp_path / "out", "--target", "top_k",
-                    "--top_k", "3", "--attributions", "none", "--score", "softmax")  # fmt: skip
+    flags = cli_args(target="top_k", top_k=3, attributions="none", score="softmax")
+    manifest = _run(image_folder, quadratic_saved_model, tmp_path / "out", *flags)
     results = pd.read_parquet(tmp_path / "out" / "results")
     assert manifest["counts"]["rows"] == 12 and len(results) == 12
     for _, group in results.groupby("image_id"):
@@ -181,18 +199,17 @@ def test_rerun_into_same_output_is_refused_unless_overwrite(image_folder, linear
         (["--dataset", "no_such_tfds_dataset"], "neither a folder, 'sample', nor a known TFDS"),
     ],
 )
-def test_bad_configuration_fails_before_any_work(flags, message, image_folder, linear_keras,
-                                                 tmp_path):  # fmt: skip
-    args = ["--dataset", image_folder["root"], "--model", linear_keras,
-            "--output", str(tmp_path / "out"), *flags]  # fmt: skip
+def test_bad_configuration_fails_before_any_work(
+    flags, message, image_folder, linear_keras, tmp_path
+):
+    args = cli_args(dataset=image_folder["root"], model=linear_keras, output=tmp_path / "out")
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("*", r"\*")):
-        run(args)
+        run([*args, *flags])
     assert not (tmp_path / "out").exists()
 
 
 def test_command_line_prints_error_and_exit_code(capsys, linear_keras, tmp_path):
-    code = main(["--dataset", str(tmp_path / "missing"), "--model", linear_keras,
-                 "--output", str(tmp_path / "out")])  # fmt: skip
+    code = main(cli_args(dataset=tmp_path / "missing", model=linear_keras, output=tmp_path / "out"))
     assert code == 2
     assert "error: --dataset" in capsys.readouterr().err
 
@@ -200,9 +217,9 @@ def test_command_line_prints_error_and_exit_code(capsys, linear_keras, tmp_path)
 def test_output_folder_not_writable_is_a_clear_error(image_folder, linear_keras, tmp_path):
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")
+    output = os.path.join(str(blocked), "out")
     with pytest.raises(ValueError, match="--output .* is not writable"):
-        run(["--dataset", image_folder["root"], "--model", linear_keras,
-             "--output", os.path.join(str(blocked), "out")])  # fmt: skip
+        run(cli_args(dataset=image_folder["root"], model=linear_keras, output=output))
 
 
 def test_duckdb_reads_the_results_with_sql(image_folder, linear_keras, tmp_path):
@@ -210,16 +227,17 @@ def test_duckdb_reads_the_results_with_sql(image_folder, linear_keras, tmp_path)
 
     _run(image_folder, linear_keras, tmp_path / "out", "--attribution_dtype", "float16")
     files = f"{tmp_path / 'out' / 'results'}/*.parquet"
-    (rows, labelled, worst), = duckdb.sql(
+    ((rows, labelled, worst),) = duckdb.sql(
         f"SELECT count(*), count(label), max(relative_delta) FROM '{files}'"
-    ).fetchall()  # fmt: skip
+    ).fetchall()
     assert (rows, labelled) == (4, 3) and worst < 1e-4
     ((length,),) = duckdb.sql(f"SELECT len(attributions) FROM '{files}' LIMIT 1").fetchall()
     assert length == SIZE * SIZE * 3
 
 
-def test_a_relative_output_folder_is_written_and_read_back(image_folder, linear_keras, tmp_path,
-                                                           monkeypatch):  # fmt: skip
+def test_a_relative_output_folder_is_written_and_read_back(
+    image_folder, linear_keras, tmp_path, monkeypatch
+):
     # ./run_local.sh passes --output ./output/sample: Beam's finalize step must find
     # the temp files of a relative folder too.
     monkeypatch.chdir(tmp_path)

@@ -36,8 +36,9 @@ def _images(ax):
 
 
 def test_attribution_mask_is_the_seeds_abs_channel_sum():
-    np.testing.assert_array_equal(plots.attribution_mask(A, clip_percentile=100),
-                                  [[0.5, 0.0], [0.5, 1.0]])  # fmt: skip
+    np.testing.assert_array_equal(
+        plots.attribution_mask(A, clip_percentile=100), [[0.5, 0.0], [0.5, 1.0]]
+    )
     # 50th percentile of [0, 2, 2, 4] is 2: larger values clip to 1.
     np.testing.assert_array_equal(plots.attribution_mask(A, clip_percentile=50), [[1, 0], [1, 1]])
     pixel = A.sum(axis=-1)  # [[0, 0], [2, -4]]
@@ -55,8 +56,12 @@ def test_seed_figure_panels_draw_the_right_arrays():
     )
     assert isinstance(figure, Figure)
     axes = [ax for ax in figure.axes if ax.get_images()]
-    assert [ax.get_title() for ax in axes] == ["Baseline (black)", "Original image",
-                                               "Attribution mask", "Overlay"]  # fmt: skip
+    assert [ax.get_title() for ax in axes] == [
+        "Baseline (black)",
+        "Original image",
+        "Attribution mask",
+        "Overlay",
+    ]
     mask = plots.attribution_mask(A)
     np.testing.assert_array_equal(_images(axes[0])[0], baseline)
     np.testing.assert_array_equal(_images(axes[1])[0], np.ones((2, 2, 3)))
@@ -148,10 +153,17 @@ def test_audit_figure_reads_row_photo_and_baseline(folder_run):  # noqa: F811
     output = folder_run["output"]
     figure = plots.audit_figure(output, "cat2.png")
     axes = [ax for ax in figure.axes if ax.get_images()]
-    assert [ax.get_title() for ax in axes] == ["Baseline (black)", "Original image",
-                                               "Attribution mask", "Overlay"]  # fmt: skip
-    np.testing.assert_allclose(axes[1].get_images()[0].get_array(),
-                               folder_run["pixels"][f"{WNID_CAT}/cat2.png"] / 255.0, atol=1e-6)  # fmt: skip
+    assert [ax.get_title() for ax in axes] == [
+        "Baseline (black)",
+        "Original image",
+        "Attribution mask",
+        "Overlay",
+    ]
+    np.testing.assert_allclose(
+        axes[1].get_images()[0].get_array(),
+        folder_run["pixels"][f"{WNID_CAT}/cat2.png"] / 255.0,
+        atol=1e-6,
+    )
     assert not axes[0].get_images()[0].get_array().any()  # black baseline
     assert figure.get_suptitle().startswith("cat2.png | pred: class 282 (90%) | label: class 281")
     assert len(plots.audit_figure(output, "cat2.png", kind="channels").axes) == 4  # + colour bar
@@ -162,8 +174,13 @@ def test_audit_figure_reads_row_photo_and_baseline(folder_run):  # noqa: F811
 
 def test_audit_figure_for_tfds_rows_shows_heat_map_without_photo(tmp_path):
     image_id = "imagenet_a/imagenet_a-test.tfrecord-00000-of-00001__3"
-    output = write_output(tmp_path / "out", [[make_row(image_id, 2, 3, 0.6, 0.0)]],
-                          dataset="imagenet_a", image_size=SIDE, split="test")  # fmt: skip
+    output = write_output(
+        tmp_path / "out",
+        [[make_row(image_id, 2, 3, 0.6, 0.0)]],
+        dataset="imagenet_a",
+        image_size=SIDE,
+        split="test",
+    )
     figure = plots.audit_figure(output, image_id)
     assert (
         "No photo: images of the TFDS dataset 'imagenet_a' are not re-loaded"
@@ -183,24 +200,40 @@ def test_attribution_error_histogram_shares_the_completeness_axes():
 
 
 def test_faithfulness_figure_draws_ig_against_the_random_control():
-    frame = pd.DataFrame({"deletion_auc": [0.1, 0.2, np.nan], "deletion_auc_random": [0.4, 0.5, 0.6],
-                          "insertion_auc": [0.9, 0.7, 0.8], "insertion_auc_random": [0.5, 0.5, 0.4]})  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "deletion_auc": [0.1, 0.2, np.nan],
+            "deletion_auc_random": [0.4, 0.5, 0.6],
+            "insertion_auc": [0.9, 0.7, 0.8],
+            "insertion_auc_random": [0.5, 0.5, 0.4],
+        }
+    )
     deletion, insertion = plots.faithfulness_figure(frame).axes
     assert deletion.get_xlabel() == "deletion AUC (lower is better)"
     assert insertion.get_xlabel() == "insertion AUC (higher is better)"
     assert [t.get_text() for t in deletion.get_legend().get_texts()] == [
-        "random ranking (3 rows, median 0.500)", "IG (2 rows, median 0.150)"]  # fmt: skip
+        "random ranking (3 rows, median 0.500)",
+        "IG (2 rows, median 0.150)",
+    ]
     assert [t.get_text() for t in insertion.get_legend().get_texts()] == [
-        "random ranking (3 rows, median 0.500)", "IG (3 rows, median 0.800)"]  # fmt: skip
+        "random ranking (3 rows, median 0.500)",
+        "IG (3 rows, median 0.800)",
+    ]
     ig_counts = deletion.patches[1].get_path().vertices[:, 1]  # a step outline over the bins
     assert ig_counts.max() == 1
 
 
 def test_faithfulness_curves_plot_the_stored_probabilities():
-    row = pd.Series({"deletion_curve": np.array([0.9, 0.5, 0.1], np.float32),
-                     "insertion_curve": np.array([0.0, 0.6, 0.9], np.float32),
-                     "deletion_auc": 0.4, "deletion_auc_random": 0.6,
-                     "insertion_auc": 0.55, "insertion_auc_random": None})  # fmt: skip
+    row = pd.Series(
+        {
+            "deletion_curve": np.array([0.9, 0.5, 0.1], np.float32),
+            "insertion_curve": np.array([0.0, 0.6, 0.9], np.float32),
+            "deletion_auc": 0.4,
+            "deletion_auc_random": 0.6,
+            "insertion_auc": 0.55,
+            "insertion_auc_random": None,
+        }
+    )
     figure = plots.faithfulness_curves_figure(row, title="t")
     ax = figure.axes[0]
     assert figure.get_suptitle() == "t"
@@ -209,6 +242,8 @@ def test_faithfulness_curves_plot_the_stored_probabilities():
     assert deletion.get_ydata().tolist() == pytest.approx([0.9, 0.5, 0.1])
     assert insertion.get_ydata().tolist() == pytest.approx([0.0, 0.6, 0.9])
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
-        "deletion: AUC 0.400 (random 0.600)", "insertion: AUC 0.550 (random -)"]  # fmt: skip
+        "deletion: AUC 0.400 (random 0.600)",
+        "insertion: AUC 0.550 (random -)",
+    ]
     empty = plots.faithfulness_curves_figure(pd.Series({"deletion_auc": 0.4}))
     assert "no deletion / insertion curves stored" in empty.axes[0].texts[0].get_text()

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from pipeline import run
-from tests.conftest import SIZE, write_image
+from tests.conftest import SIZE, cli_args, write_image
 from transforms.sinks import read_manifest
 
 
@@ -51,17 +51,30 @@ def odd_folder(tmp_path):
 
 
 def test_odd_images_are_processed_and_broken_ones_reported(odd_folder, linear_keras, tmp_path):
-    manifest = run(
-        ["--dataset", str(odd_folder), "--model", linear_keras, "--output", str(tmp_path / "out"),
-         "--steps", "2", "--attributions", "none"],
-        save_main_session=False,
-    )  # fmt: skip
+    args = cli_args(
+        dataset=odd_folder,
+        model=linear_keras,
+        output=tmp_path / "out",
+        steps=2,
+        attributions="none",
+    )
+    manifest = run(args, save_main_session=False)
     results = pd.read_parquet(tmp_path / "out" / "results")
     errors = pd.read_parquet(tmp_path / "out" / "errors").set_index("image_id")
     assert sorted(results.image_id) == sorted(
-        ["gray.png", "rgba.png", "palette.png", "deep16.png", "cmyk.jpg", "animated.gif",
-         "bitmap.bmp", "tiny.png", "UPPER.JPG", "large.jpg"]
-    )  # fmt: skip
+        [
+            "gray.png",
+            "rgba.png",
+            "palette.png",
+            "deep16.png",
+            "cmyk.jpg",
+            "animated.gif",
+            "bitmap.bmp",
+            "tiny.png",
+            "UPPER.JPG",
+            "large.jpg",
+        ]
+    )
     assert sorted(errors.index) == ["empty.png", "notes.jpg", "truncated.jpg"]
     assert (errors.stage == "decode").all()
     assert errors.loc["empty.png", "error"] == "empty file (0 bytes)"
@@ -99,11 +112,8 @@ def test_nan_and_infinite_values_become_error_records(nan_model, tmp_path):
     Image.fromarray(with_zeros).save(root / "zeros.png")
     Image.new("RGB", (SIZE, SIZE), (255, 255, 255)).save(root / "white.png")
     # Gauss-Legendre: no node at a = 0, where sqrt's slope is infinite for every image.
-    manifest = run(
-        ["--dataset", str(root), "--model", nan_model, "--output", str(tmp_path / "out"),
-         "--steps", "4", "--method", "gausslegendre"],
-        save_main_session=False,
-    )  # fmt: skip
+    args = cli_args(dataset=root, model=nan_model, output=tmp_path / "out", steps=4)
+    manifest = run([*args, "--method", "gausslegendre"], save_main_session=False)
     results = pd.read_parquet(tmp_path / "out" / "results")
     errors = pd.read_parquet(tmp_path / "out" / "errors").set_index("image_id")
     assert results.image_id.tolist() == ["fine.png"]
@@ -118,16 +128,17 @@ def test_nan_and_infinite_values_become_error_records(nan_model, tmp_path):
     assert np.isfinite(numeric.to_numpy(dtype=float)).all()
     # The default rule takes the gradient at the black baseline too: every image
     # fails there, each with a reason that says so.
-    run(["--dataset", str(root), "--model", nan_model, "--output", str(tmp_path / "default"),
-         "--steps", "4"], save_main_session=False)  # fmt: skip
+    args = cli_args(dataset=root, model=nan_model, output=tmp_path / "default", steps=4)
+    run(args, save_main_session=False)
     errors = pd.read_parquet(tmp_path / "default" / "errors").set_index("image_id")
     assert sorted(errors.index) == ["fine.png", "white.png", "zeros.png"]
     assert "takes the gradient at the baseline itself" in errors.loc["fine.png", "error"]
 
 
 def test_same_inputs_and_flags_give_the_same_rows(image_folder, linear_keras, tmp_path):
-    flags = ["--dataset", image_folder["root"], "--model", linear_keras, "--steps", "3",
-             "--baseline", "noise,blur", "--seed", "7"]  # fmt: skip
+    flags = cli_args(
+        dataset=image_folder["root"], model=linear_keras, steps=3, baseline="noise,blur", seed=7
+    )
     run([*flags, "--output", str(tmp_path / "a")], save_main_session=False)
     run([*flags, "--output", str(tmp_path / "b")], save_main_session=False)
     a = pd.read_parquet(tmp_path / "a" / "results").sort_values("image_id", ignore_index=True)
@@ -154,18 +165,18 @@ class _FailOnce:
         self.method = failing
 
 
-def test_a_failed_bundle_is_retried_without_duplicates(image_folder, linear_keras, tmp_path,
-                                                      monkeypatch):  # fmt: skip
+def test_a_failed_bundle_is_retried_without_duplicates(
+    image_folder, linear_keras, tmp_path, monkeypatch
+):
     from transforms.attribution import IGModelHandler
 
     fault = _FailOnce(IGModelHandler.run_inference)
     monkeypatch.setattr(IGModelHandler, "run_inference", fault.method)
     # The bundle-based DirectRunner retries a failed bundle like Dataflow does.
+    args = cli_args(dataset=image_folder["root"], model=linear_keras, output=tmp_path / "out")
     manifest = run(
-        ["--runner", "BundleBasedDirectRunner", "--dataset", image_folder["root"],
-         "--model", linear_keras, "--output", str(tmp_path / "out"), "--steps", "2"],
-        save_main_session=False,
-    )  # fmt: skip
+        ["--runner", "BundleBasedDirectRunner", *args, "--steps", "2"], save_main_session=False
+    )
     assert fault.left == 0  # the fault did fire
     results = pd.read_parquet(tmp_path / "out" / "results")
     assert sorted(results.image_id) == sorted(image_folder["pixels"])  # each once
@@ -179,8 +190,9 @@ def died_run(image_folder, linear_keras, tmp_path, monkeypatch) -> list[str]:
 
     fault = _FailOnce(IGModelHandler.run_inference, times=1000)
     monkeypatch.setattr(IGModelHandler, "run_inference", fault.method)
-    args = ["--dataset", image_folder["root"], "--model", linear_keras,
-            "--output", str(tmp_path / "out"), "--steps", "2"]  # fmt: skip
+    args = cli_args(
+        dataset=image_folder["root"], model=linear_keras, output=tmp_path / "out", steps=2
+    )
     with pytest.raises(Exception, match="injected worker failure"):
         run(args, save_main_session=False)
     monkeypatch.undo()
@@ -197,14 +209,12 @@ def test_a_failed_run_leaves_no_rows_and_a_rerun_completes(died_run, image_folde
     assert manifest["all_inputs_accounted_for"]
 
 
-def test_resume_skips_images_with_rows_and_processes_the_rest(image_folder, linear_keras,
-                                                              tmp_path):  # fmt: skip
+def test_resume_skips_images_with_rows_and_processes_the_rest(image_folder, linear_keras, tmp_path):
     root = tmp_path / "growing"
     rng = np.random.default_rng(11)
     for name in ("a.png", "b.png"):
         write_image(root / name, rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
-    args = ["--dataset", str(root), "--model", linear_keras, "--output", str(tmp_path / "out"),
-            "--steps", "2"]  # fmt: skip
+    args = cli_args(dataset=root, model=linear_keras, output=tmp_path / "out", steps=2)
     run(args, save_main_session=False)
     first = {f.name for f in (tmp_path / "out" / "results").glob("*.parquet")}
     # More images arrive (or the first run died before them): resume does only those.
@@ -239,8 +249,12 @@ def test_resume_after_a_run_that_died(died_run, image_folder, tmp_path):
     ],
 )
 def test_resume_refuses_to_mix_runs(image_folder, linear_keras, tmp_path, first, second, message):
-    args = ["--dataset", image_folder["root"], "--model", linear_keras,
-            "--output", str(tmp_path / "out"), "--attributions", "none"]  # fmt: skip
+    args = cli_args(
+        dataset=image_folder["root"],
+        model=linear_keras,
+        output=tmp_path / "out",
+        attributions="none",
+    )
     if first is not None:
         run([*args, "--steps", "2", *first], save_main_session=False)
     with pytest.raises(ValueError, match=message):
@@ -260,19 +274,29 @@ def any_size_keras(tmp_path_factory) -> str:
     return path
 
 
-def test_resume_refuses_every_setting_that_changes_rows(image_folder, any_size_keras,
-                                                        linear_keras, tmp_path):  # fmt: skip
-    args = ["--dataset", image_folder["root"], "--output", str(tmp_path / "out"),
-            "--attributions", "none", "--steps", "2"]  # fmt: skip
-    settings = ["--model", any_size_keras, "--image_size", "16", "--input_range", "0,1",
-                "--label_offset", "0"]  # fmt: skip
+def test_resume_refuses_every_setting_that_changes_rows(
+    image_folder, any_size_keras, linear_keras, tmp_path
+):
+    args = cli_args(
+        dataset=image_folder["root"], output=tmp_path / "out", attributions="none", steps=2
+    )
+    settings = cli_args(model=any_size_keras, image_size=16, input_range="0,1", label_offset=0)
     run([*args, *settings], save_main_session=False)
     changed = {
-        "--input_range": "-1,1", "--label_offset": "1", "--image_size": "24",
-        "--model": linear_keras, "--score": "softmax", "--baseline": "white",
-        "--target": "top_k", "--top_k": "3", "--tolerance": "0.01", "--method": "gausslegendre",
-        "--attribution_dtype": "float16", "--attributions": "pixel", "--seed": "3",
-    }  # fmt: skip
+        "--input_range": "-1,1",
+        "--label_offset": "1",
+        "--image_size": "24",
+        "--model": linear_keras,
+        "--score": "softmax",
+        "--baseline": "white",
+        "--target": "top_k",
+        "--top_k": "3",
+        "--tolerance": "0.01",
+        "--method": "gausslegendre",
+        "--attribution_dtype": "float16",
+        "--attributions": "pixel",
+        "--seed": "3",
+    }
     for flag, value in changed.items():
         flags = [*args, *settings]
         if flag in flags:  # "--input_range=-1,1": argparse reads "-1,1" alone as a flag
@@ -283,13 +307,14 @@ def test_resume_refuses_every_setting_that_changes_rows(image_folder, any_size_k
         with pytest.raises(ValueError, match=rf"differs in .*{flag} \(earlier run: "):
             run([*flags, "--resume"], save_main_session=False)
     # Batching changes no row: a resume with other batch sizes goes on.
-    manifest = run([*args, *settings, "--batch_size", "2", "--path_batch_size", "7", "--resume"],
-                   save_main_session=False)  # fmt: skip
+    manifest = run(
+        [*args, *settings, "--batch_size", "2", "--path_batch_size", "7", "--resume"],
+        save_main_session=False,
+    )
     assert manifest["counts"]["skipped_done_before"] == 4
 
 
-def test_a_hostile_folder_gives_a_row_or_an_error_record_for_every_entry(linear_keras,
-                                                                       tmp_path):  # fmt: skip
+def test_a_hostile_folder_gives_a_row_or_an_error_record_for_every_entry(linear_keras, tmp_path):
     import os
 
     from tests.test_images import _png_declaring
@@ -310,8 +335,9 @@ def test_a_hostile_folder_gives_a_row_or_an_error_record_for_every_entry(linear_
     (root / "loop").symlink_to(root)
     os.mkfifo(root / "x.png")
     (root / "bomb.png").write_bytes(_png_declaring(28000, 28000, rows=8))
-    flags = ["--dataset", str(root), "--model", linear_keras, "--output", str(tmp_path / "out"),
-             "--steps", "2", "--attributions", "none"]  # fmt: skip
+    flags = cli_args(
+        dataset=root, model=linear_keras, output=tmp_path / "out", steps=2, attributions="none"
+    )
     manifest = run(flags, save_main_session=False)
     rows = pd.read_parquet(tmp_path / "out" / "results")
     errors = pd.read_parquet(tmp_path / "out" / "errors").set_index("image_id")
@@ -329,8 +355,8 @@ def test_a_hostile_folder_gives_a_row_or_an_error_record_for_every_entry(linear_
 
 
 def test_an_output_inside_the_dataset_is_never_read_as_input(image_folder, linear_keras):
-    flags = ["--dataset", image_folder["root"], "--model", linear_keras,
-             "--output", image_folder["root"] + "/audit", "--steps", "2"]  # fmt: skip
+    output = image_folder["root"] + "/audit"
+    flags = cli_args(dataset=image_folder["root"], model=linear_keras, output=output, steps=2)
     first = run(flags, save_main_session=False)
     # Again over the first run's manifest.json and Parquet files, now in the folder.
     second = run([*flags, "--overwrite"], save_main_session=False)

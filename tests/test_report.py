@@ -21,7 +21,7 @@ from PIL import Image
 
 from pipeline import run
 from pipeline.report import build_report, main, read_sanity
-from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, write_image
+from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, cli_args, write_image
 from tests.test_results import (  # noqa: F401 - folder_run is a fixture
     folder_run,
     make_row,
@@ -30,10 +30,24 @@ from tests.test_results import (  # noqa: F401 - folder_run is a fixture
 from transforms import labels, results
 from transforms.schema import results_schema
 
-SECTIONS = ["summary", "misclassified", "completeness", "accuracy", "worst-completeness",
-            "faithfulness", "per-class", "gallery", "errors", "querying"]  # fmt: skip
-LABELS = {f"{WNID_CAT}/cat1.png": 281, f"{WNID_CAT}/cat2.png": 281, f"{WNID_SHARK}/shark.png": 2,
-          "loose.png": None}  # fmt: skip
+SECTIONS = [
+    "summary",
+    "misclassified",
+    "completeness",
+    "accuracy",
+    "worst-completeness",
+    "faithfulness",
+    "per-class",
+    "gallery",
+    "errors",
+    "querying",
+]
+LABELS = {
+    f"{WNID_CAT}/cat1.png": 281,
+    f"{WNID_CAT}/cat2.png": 281,
+    f"{WNID_SHARK}/shark.png": 2,
+    "loose.png": None,
+}
 
 
 _BLOCKS = {"p", "div", "h2", "h3", "table", "tr", "td", "th", "li", "ol", "pre", "br", "details"}
@@ -97,9 +111,10 @@ def real_run(tmp_path_factory, linear_keras, linear_weights):
         write_image(base / "images" / image_id, pixels[image_id])
     (base / "images" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
     output = str(base / "out")
-    manifest = run(["--runner", "DirectRunner", "--dataset", str(base / "images"), "--model",
-                    linear_keras, "--output", output, "--steps", "4"],
-                   save_main_session=False)  # fmt: skip
+    args = cli_args(
+        runner="DirectRunner", dataset=base / "images", model=linear_keras, output=output, steps=4
+    )
+    manifest = run(args, save_main_session=False)
     weights, bias = linear_weights
     predicted = {
         i: int(np.argmax((p.astype(np.float32) / 255.0).reshape(-1) @ weights + bias))
@@ -109,8 +124,13 @@ def real_run(tmp_path_factory, linear_keras, linear_weights):
     assert main(["--input", output, "--output", str(html_path)]) == 0
     page = _Page()
     page.feed(html_path.read_text(encoding="utf-8"))
-    return {"output": output, "manifest": manifest, "predicted": predicted, "html": html_path,
-            "page": page}  # fmt: skip
+    return {
+        "output": output,
+        "manifest": manifest,
+        "predicted": predicted,
+        "html": html_path,
+        "page": page,
+    }
 
 
 def test_report_has_every_section_and_the_run_summary(real_run):
@@ -132,8 +152,10 @@ def test_report_lists_the_misclassified_images_most_confident_first(real_run):
     assert f"{len(wrong)} of 3 labelled images are misclassified" in section
     for image_id in wrong:
         assert image_id in section
-        assert f"Label {names[LABELS[image_id]]} ({LABELS[image_id]}), predicted " \
-               f"{names[predicted[image_id]]}" in section  # fmt: skip
+        assert (
+            f"Label {names[LABELS[image_id]]} ({LABELS[image_id]}), predicted "
+            f"{names[predicted[image_id]]}" in section
+        )
     for image_id in right + ["loose.png"]:
         assert image_id not in section
     meta = results.read_results(real_run["output"]).set_index("image_id")
@@ -185,12 +207,26 @@ def _screenshot(page: Path, folder: Path, height: int) -> np.ndarray:
     profile = folder / "profile"
     profile.mkdir()
     subprocess.run(
-        [shutil.which("chromium"), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", f"--user-data-dir={profile}", "--hide-scrollbars",
-         f"--window-size=1280,{height}", f"--screenshot={shot}", page.as_uri()],
-        check=True, capture_output=True, timeout=180,
-    )  # fmt: skip
+        [
+            shutil.which("chromium"),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--hide-scrollbars",
+            f"--window-size=1280,{height}",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
     return np.asarray(Image.open(shot).convert("RGB")).astype(int)
 
 
@@ -239,8 +275,13 @@ def test_per_class_bar_at_100_percent_is_all_green(tmp_path):
 
 def test_report_without_photos_or_attributions(tmp_path):
     image_id = "imagenet_a/imagenet_a-test.tfrecord-00000-of-00001__3"
-    output = write_output(tmp_path / "out", [[make_row(image_id, 2, 3, 0.6, 0.02, mode="none")]],
-                          dataset="imagenet_a", attributions="none", split="test")  # fmt: skip
+    output = write_output(
+        tmp_path / "out",
+        [[make_row(image_id, 2, 3, 0.6, 0.02, mode="none")]],
+        dataset="imagenet_a",
+        attributions="none",
+        split="test",
+    )
     page = _Page()
     page.feed(build_report(output, gallery=0))
     assert "gallery" not in page.sections
@@ -256,9 +297,13 @@ def test_report_without_photos_or_attributions(tmp_path):
 
 def test_misclassified_cards_show_evidence_for_prediction_and_label(tmp_path):
     # --target top_k: cat.png (label 281, predicted 282) has a row for each class.
-    rows = [[make_row("n02123045/cat.png", 281, 282, 0.7, 0.0, seed=1),
-             make_row("n02123045/cat.png", 281, 282, 0.7, 0.0, target=281, seed=2),
-             make_row("n01484850/shark.png", 2, 3, 0.9, 0.0, seed=3)]]  # fmt: skip
+    rows = [
+        [
+            make_row("n02123045/cat.png", 281, 282, 0.7, 0.0, seed=1),
+            make_row("n02123045/cat.png", 281, 282, 0.7, 0.0, target=281, seed=2),
+            make_row("n01484850/shark.png", 2, 3, 0.9, 0.0, seed=3),
+        ]
+    ]
     output = write_output(tmp_path / "out", rows, dataset=str(tmp_path / "gone"))
     page = _Page()
     page.feed(build_report(output, gallery=0))
@@ -322,20 +367,28 @@ def _curve(start: float, end: float) -> list[float]:
 
 # folder_run: shark (relative delta 5 %), cat1, cat2 and loose.png; tolerance 0.01.
 SHARK, CAT1, CAT2 = f"{WNID_SHARK}/shark.png", f"{WNID_CAT}/cat1.png", f"{WNID_CAT}/cat2.png"
+
+
+def _new_values(error, deletion, deletion_random, insertion, insertion_random) -> dict:
+    """One row's new columns: per-pixel error, the AUCs with the control's, the curves."""
+    return dict(
+        attribution_error=error,
+        deletion_auc=deletion,
+        deletion_auc_random=deletion_random,
+        insertion_auc=insertion,
+        insertion_auc_random=insertion_random,
+        deletion_curve=_curve(0.9, 0.05),
+        insertion_curve=_curve(0.1, 0.9),
+    )
+
+
 NEW_VALUES = {
     # per-pixel error, deletion AUC (random), insertion AUC (random)
-    SHARK: dict(attribution_error=0.3, deletion_auc=0.2, deletion_auc_random=0.4,
-                insertion_auc=0.3, insertion_auc_random=0.5),  # insertion worse than chance
-    CAT1: dict(attribution_error=0.004, deletion_auc=0.1, deletion_auc_random=0.4,
-               insertion_auc=0.8, insertion_auc_random=0.5),
-    CAT2: dict(attribution_error=0.05, deletion_auc=0.45, deletion_auc_random=0.4,
-               insertion_auc=0.6, insertion_auc_random=0.5),  # deletion worse than chance
-    "loose.png": dict(attribution_error=0.002, deletion_auc=0.15, deletion_auc_random=0.35,
-                      insertion_auc=0.7, insertion_auc_random=0.45),
-}  # fmt: skip
-for _values in NEW_VALUES.values():
-    _values["deletion_curve"] = _curve(0.9, 0.05)
-    _values["insertion_curve"] = _curve(0.1, 0.9)
+    SHARK: _new_values(0.3, 0.2, 0.4, 0.3, 0.5),  # insertion worse than chance
+    CAT1: _new_values(0.004, 0.1, 0.4, 0.8, 0.5),
+    CAT2: _new_values(0.05, 0.45, 0.4, 0.6, 0.5),  # deletion worse than chance
+    "loose.png": _new_values(0.002, 0.15, 0.35, 0.7, 0.45),
+}
 
 
 def test_per_pixel_accuracy_section_beside_completeness(folder_run):  # noqa: F811
@@ -354,9 +407,13 @@ def test_per_pixel_accuracy_section_beside_completeness(folder_run):  # noqa: F8
     # The rows above the tolerance, worst first, each with its heat map (and path curve).
     assert re.findall(r"\w+\.png →", section) == ["shark.png →", "cat2.png →"]
     assert "per-pixel error (estimated) 30.00%" in section
-    assert page.alts["accuracy"] == ["per-pixel error histogram", "heat map of shark.png for class 3",
-                                     "path curve", "heat map of cat2.png for class 282",
-                                     "path curve"]  # fmt: skip
+    assert page.alts["accuracy"] == [
+        "per-pixel error histogram",
+        "heat map of shark.png for class 3",
+        "path curve",
+        "heat map of cat2.png for class 282",
+        "path curve",
+    ]
     # Worst completeness lists the one row above the tolerance, not every row.
     assert re.findall(r"\w+\.png →", page.sections["worst-completeness"]) == ["shark.png →"]
 
@@ -374,9 +431,11 @@ def test_faithfulness_section_flags_rows_no_better_than_chance(folder_run):  # n
     assert "deletion AUC (random) 0.2 (0.4) insertion AUC (random) 0.3 (0.5)" in section
     assert page.alts["faithfulness"] == [
         "deletion and insertion AUC distributions",
-        "heat map of shark.png for class 3", "deletion and insertion curves",
-        "heat map of cat2.png for class 282", "deletion and insertion curves",
-    ]  # fmt: skip
+        "heat map of shark.png for class 3",
+        "deletion and insertion curves",
+        "heat map of cat2.png for class 282",
+        "deletion and insertion curves",
+    ]
     text = build_report(folder_run["output"], gallery=0)
     assert (
         '<td class="wrong">0.3 (0.5)</td>' in text and '<td class="wrong">0.45 (0.4)</td>' in text
@@ -414,8 +473,10 @@ def _write_sanity(output: str, data: Any) -> None:
 
 def test_sanity_check_section_says_which_it_is(folder_run):  # noqa: F811
     output = folder_run["output"]
-    stages = [{"layer": "logits", "spearman_median": 0.61, "ssim_median": 0.5},
-              {"layer": "block_6<b>", "spearman_median": 0.12, "ssim_median": 0.08}]  # fmt: skip
+    stages = [
+        {"layer": "logits", "spearman_median": 0.61, "ssim_median": 0.5},
+        {"layer": "block_6<b>", "spearman_median": 0.12, "ssim_median": 0.08},
+    ]
     _write_sanity(output, {"stages": stages, "verdict": "pass", "images": 8})
     section = _page(build_report(output, gallery=0)).sections["sanity"]
     assert "on 8 images" in section
@@ -433,11 +494,13 @@ def test_sanity_check_section_says_which_it_is(folder_run):  # noqa: F811
 
 def test_sanity_reader_is_tolerant(tmp_path):
     assert read_sanity(str(tmp_path)) is None
-    _write_sanity(str(tmp_path), {"stages": [{"layer": "a", "spearman_median": "high"}, 3,
-                                             {"ssim_median": 0.2, "extra": 1}], "images": "x"})  # fmt: skip
+    odd_stages = [{"layer": "a", "spearman_median": "high"}, 3, {"ssim_median": 0.2, "extra": 1}]
+    _write_sanity(str(tmp_path), {"stages": odd_stages, "images": "x"})
     sanity = read_sanity(str(tmp_path))
-    assert sanity["stages"] == [{"layer": "a", "spearman_median": None, "ssim_median": None},
-                                {"layer": "?", "spearman_median": None, "ssim_median": 0.2}]  # fmt: skip
+    assert sanity["stages"] == [
+        {"layer": "a", "spearman_median": None, "ssim_median": None},
+        {"layer": "?", "spearman_median": None, "ssim_median": 0.2},
+    ]
     assert sanity["changed"] is True and sanity["images"] is None and sanity["verdict"] is None
     _write_sanity(str(tmp_path), [1, 2])
     assert "expected a JSON object" in read_sanity(str(tmp_path))["error"]
@@ -493,15 +556,23 @@ def test_the_command_shows_the_values_the_run_used(tmp_path):
     )
     manifest = json.loads(Path(output, "manifest.json").read_text())
     # As run_local.sh passes its defaults and then the user's flags.
-    manifest["command"] = ["pipeline/__main__.py", "--dataset", "sample", "--steps", "12",
-                           "--overwrite", "--dataset", "/x", "--steps", "8"]  # fmt: skip
+    defaults, users = "--dataset sample --steps 12 --overwrite", "--dataset /x --steps 8"
+    manifest["command"] = ["pipeline/__main__.py", *defaults.split(), *users.split()]
     Path(output, "manifest.json").write_text(json.dumps(manifest))
     effective, typed = _page(build_report(output, gallery=0)).pres[:2]
     assert effective.startswith(
         f"python -m pipeline --dataset /x --model linear.keras --output {output} "
     )
-    for flag in ("--dataset /x", "--steps 8", "--method gausslegendre", "--baseline black",
-                 "--tolerance 0.01", "--top_k 3", "--input_range 0,1", "--label_offset 0"):  # fmt: skip
+    for flag in (
+        "--dataset /x",
+        "--steps 8",
+        "--method gausslegendre",
+        "--baseline black",
+        "--tolerance 0.01",
+        "--top_k 3",
+        "--input_range 0,1",
+        "--label_offset 0",
+    ):
         assert f" {flag} " in f" {effective} "
     assert effective.count("--dataset") == 1 and effective.count("--steps") == 1
     assert "store_path" not in effective and "--split" not in effective
@@ -515,22 +586,10 @@ def test_overwrite_removes_the_earlier_report(tmp_path, linear_keras):
     output.mkdir()
     (output / "manifest.json").write_text("{}")
     (output / "report.html").write_text("<p>the earlier run</p>")
-    run(
-        [
-            "--runner",
-            "DirectRunner",
-            "--dataset",
-            str(images),
-            "--model",
-            linear_keras,
-            "--output",
-            str(output),
-            "--steps",
-            "4",
-            "--overwrite",
-        ],
-        save_main_session=False,
+    args = cli_args(
+        runner="DirectRunner", dataset=images, model=linear_keras, output=output, steps=4
     )
+    run([*args, "--overwrite"], save_main_session=False)
     assert not (output / "report.html").exists()
     assert json.loads((output / "manifest.json").read_text())["counts"]["rows"] == 1
 
@@ -546,5 +605,9 @@ def test_without_a_tolerance_no_row_is_judged_against_one(folder_run):  # noqa: 
     worst = page.sections["worst-completeness"]
     assert "tolerance" not in worst.split("shark.png →")[0]  # no verdict against a tolerance
     # Every row, worst first: shark 5 %, loose 0.4 %, cat2 0.2 %, cat1 0.1 %.
-    assert re.findall(r"\w+\.png →", worst) == ["shark.png →", "loose.png →", "cat2.png →",
-                                                "cat1.png →"]  # fmt: skip
+    assert re.findall(r"\w+\.png →", worst) == [
+        "shark.png →",
+        "loose.png →",
+        "cat2.png →",
+        "cat1.png →",
+    ]

@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, write_image
+from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, cli_args, write_image
 from transforms import baselines, faithfulness, images, results
 from transforms.schema import METADATA_COLUMNS, results_schema, rows_to_table
 
@@ -24,9 +24,17 @@ def known_attributions(seed: int, mode: str = "full") -> np.ndarray:
     return values.sum(axis=-1) if mode == "pixel" else values
 
 
-def make_row(image_id: str, label: int | None, predicted: int, prob: float, relative: float,
-             target: int | None = None, mode: str = "full", dtype: str = "float32",
-             seed: int = 0) -> dict:  # fmt: skip
+def make_row(
+    image_id: str,
+    label: int | None,
+    predicted: int,
+    prob: float,
+    relative: float,
+    target: int | None = None,
+    mode: str = "full",
+    dtype: str = "float32",
+    seed: int = 0,
+) -> dict:
     """A result row as the model handler makes it (names are the class index as text)."""
     target = predicted if target is None else target
     top = np.array([predicted, (predicted + 1) % 1000, (predicted + 2) % 1000], dtype=np.int64)
@@ -63,9 +71,48 @@ def make_row(image_id: str, label: int | None, predicted: int, prob: float, rela
     }
 
 
-def write_output(output, rows_per_file: list[list[dict]], dataset: str, dtype: str = "float32",
-                 attributions: str = "full", image_size: int = SIZE,
-                 baselines_: tuple[str, ...] = ("black",), split: str | None = None) -> str:  # fmt: skip
+def _model_entry(image_size: int) -> dict:
+    """The manifest's "model" of the tiny linear Keras model."""
+    return {
+        "reference": "linear.keras",
+        "kind": "keras",
+        "location": "/m/linear.keras",
+        "image_size": image_size,
+        "input_range": [0.0, 1.0],
+        "num_outputs": 1000,
+        "label_offset": 0,
+        "identity": "sha256:" + "ab" * 32,
+    }
+
+
+def _config_entry(dtype: str, attributions: str, baselines_: tuple[str, ...]) -> dict:
+    """The manifest's "config": the job's settings, some of them chosen by the test."""
+    return {
+        "attribution_dtype": dtype,
+        "attributions": attributions,
+        "baselines": list(baselines_),
+        "method": "gausslegendre",
+        "steps": 8,
+        "max_steps": 512,
+        "score": "raw",
+        "seed": 0,
+        "store_path": True,
+        "target": "predicted",
+        "tolerance": 0.01,
+        "top_k": 3,
+    }
+
+
+def write_output(
+    output,
+    rows_per_file: list[list[dict]],
+    dataset: str,
+    dtype: str = "float32",
+    attributions: str = "full",
+    image_size: int = SIZE,
+    baselines_: tuple[str, ...] = ("black",),
+    split: str | None = None,
+) -> str:
     """An output folder as the job writes it: zstd Parquet shards, an errors file, a manifest."""
     schema = results_schema(dtype)
     (output / "results").mkdir(parents=True)
@@ -77,25 +124,30 @@ def write_output(output, rows_per_file: list[list[dict]], dataset: str, dtype: s
     manifest = {
         "dataset": dataset,
         "split": split,
-        "model": {"reference": "linear.keras", "kind": "keras", "location": "/m/linear.keras",
-                  "image_size": image_size, "input_range": [0.0, 1.0], "num_outputs": 1000,
-                  "label_offset": 0, "identity": "sha256:" + "ab" * 32},
-        "config": {"attribution_dtype": dtype, "attributions": attributions,
-                   "baselines": list(baselines_), "method": "gausslegendre", "steps": 8,
-                   "max_steps": 512, "score": "raw", "seed": 0, "store_path": True,
-                   "target": "predicted", "tolerance": 0.01, "top_k": 3},
-        "counts": {"inputs": 5, "rows": sum(map(len, rows_per_file)), "errors": 1,
-                   "images_with_rows": 4, "images_with_errors": 1},
+        "model": _model_entry(image_size),
+        "config": _config_entry(dtype, attributions, baselines_),
+        "counts": {
+            "inputs": 5,
+            "rows": sum(map(len, rows_per_file)),
+            "errors": 1,
+            "images_with_rows": 4,
+            "images_with_errors": 1,
+        },
         "all_inputs_accounted_for": True,
         "start_time": "2026-01-01T10:00:00+00:00",
         "end_time": "2026-01-01T10:01:30+00:00",
         "versions": {"python": "3.11"},
         "output": str(output),
         "command": ["pipeline", "--dataset", dataset],
-    }  # fmt: skip
+    }
     (output / "manifest.json").write_text(json.dumps(manifest))
-    errors = pd.DataFrame([{"image_id": "broken.jpg", "file_name": "broken.jpg",
-                            "stage": "decode", "error": "broken image: truncated"}])  # fmt: skip
+    broken = {
+        "image_id": "broken.jpg",
+        "file_name": "broken.jpg",
+        "stage": "decode",
+        "error": "broken image: truncated",
+    }
+    errors = pd.DataFrame([broken])
     errors.to_parquet(output / "errors" / "part-00000-of-00001.parquet")
     return str(output)
 
@@ -110,18 +162,24 @@ def folder_run(tmp_path):
     rng = np.random.default_rng(7)
     root = tmp_path / "images"
     pixels = {}
-    for image_id, shape in ((f"{WNID_CAT}/cat1.png", (SIZE, SIZE, 3)),
-                            (f"{WNID_CAT}/cat2.png", (SIZE, SIZE, 3)),
-                            (f"{WNID_SHARK}/shark.png", (SIZE // 2, SIZE, 3)),  # landscape: padded
-                            ("loose.png", (SIZE, SIZE, 3))):  # fmt: skip
+    for image_id, shape in (
+        (f"{WNID_CAT}/cat1.png", (SIZE, SIZE, 3)),
+        (f"{WNID_CAT}/cat2.png", (SIZE, SIZE, 3)),
+        (f"{WNID_SHARK}/shark.png", (SIZE // 2, SIZE, 3)),  # landscape: padded
+        ("loose.png", (SIZE, SIZE, 3)),
+    ):
         pixels[image_id] = rng.integers(0, 256, size=shape, dtype=np.uint8)
         write_image(root / image_id, pixels[image_id])
     rows = [
-        [make_row(f"{WNID_SHARK}/shark.png", 2, 3, 0.6, 0.05, seed=3),
-         make_row(f"{WNID_CAT}/cat1.png", 281, 281, 0.8, 0.001, seed=1)],
-        [make_row(f"{WNID_CAT}/cat2.png", 281, 282, 0.9, 0.002, seed=2),
-         make_row("loose.png", None, 7, 0.3, 0.004, seed=4)],
-    ]  # fmt: skip
+        [
+            make_row(f"{WNID_SHARK}/shark.png", 2, 3, 0.6, 0.05, seed=3),
+            make_row(f"{WNID_CAT}/cat1.png", 281, 281, 0.8, 0.001, seed=1),
+        ],
+        [
+            make_row(f"{WNID_CAT}/cat2.png", 281, 282, 0.9, 0.002, seed=2),
+            make_row("loose.png", None, 7, 0.3, 0.004, seed=4),
+        ],
+    ]
     output = write_output(tmp_path / "out", rows, dataset=str(root))
     return {"output": output, "root": str(root), "pixels": pixels}
 
@@ -130,8 +188,12 @@ def test_metadata_by_default_sorted_across_shards(folder_run):
     meta = results.read_results(folder_run["output"])
     assert list(meta.columns) == list(METADATA_COLUMNS)
     assert "attributions" not in meta.columns
-    assert meta.image_id.tolist() == ["loose.png", f"{WNID_SHARK}/shark.png",
-                                      f"{WNID_CAT}/cat1.png", f"{WNID_CAT}/cat2.png"]  # fmt: skip
+    assert meta.image_id.tolist() == [
+        "loose.png",
+        f"{WNID_SHARK}/shark.png",
+        f"{WNID_CAT}/cat1.png",
+        f"{WNID_CAT}/cat2.png",
+    ]
     assert meta.file_name.tolist() == ["loose.png", "shark.png", "cat1.png", "cat2.png"]
     assert meta.relative_delta.tolist() == [0.004, 0.05, 0.001, 0.002]
     assert np.isnan(meta.label.iloc[0]) and meta.label.iloc[1] == 2
@@ -159,8 +221,9 @@ def test_metadata_reads_never_touch_the_attribution_column(folder_run, tmp_path)
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_attributions_round_trip_in_their_shape_and_dtype(tmp_path, mode, dtype):
     rows = [[make_row("a.png", None, 1, 0.5, 0.0, mode=mode, dtype=dtype, seed=5)]]
-    output = write_output(tmp_path / "out", rows, dataset=str(tmp_path), dtype=dtype,
-                          attributions=mode)  # fmt: skip
+    output = write_output(
+        tmp_path / "out", rows, dataset=str(tmp_path), dtype=dtype, attributions=mode
+    )
     frame = results.read_results(output, with_arrays=True)
     heat = results.attributions_of(frame.iloc[0])
     expected = known_attributions(5, mode)
@@ -176,8 +239,12 @@ def test_attributions_of_explains_missing_arrays(folder_run, tmp_path):
     meta = results.read_results(folder_run["output"])
     with pytest.raises(ValueError, match="with_arrays=True"):
         results.attributions_of(meta.iloc[0])
-    output = write_output(tmp_path / "none", [[make_row("a.png", None, 1, 0.5, 0.0, mode="none")]],
-                          dataset=str(tmp_path), attributions="none")  # fmt: skip
+    output = write_output(
+        tmp_path / "none",
+        [[make_row("a.png", None, 1, 0.5, 0.0, mode="none")]],
+        dataset=str(tmp_path),
+        attributions="none",
+    )
     row = results.read_row(output, "a.png")
     with pytest.raises(ValueError, match="--attributions none"):
         results.attributions_of(row)
@@ -189,8 +256,9 @@ def test_filters_as_tuples_and_expressions(folder_run):
     assert above.file_name.tolist() == ["loose.png", "shark.png"]
     cats = results.read_results(output, ["file_name"], filters=pc.field("label") == 281)
     assert cats.file_name.tolist() == ["cat1.png", "cat2.png"]
-    either = results.read_results(output, ["file_name"], filters=[[("label", "==", 2)],
-                                                                 [("predicted_class", "==", 7)]])  # fmt: skip
+    either = results.read_results(
+        output, ["file_name"], filters=[[("label", "==", 2)], [("predicted_class", "==", 7)]]
+    )
     assert sorted(either.file_name) == ["loose.png", "shark.png"]
     with pytest.raises(ValueError, match="Unknown result columns \\['nope'\\]"):
         results.read_results(output, ["file_name", "nope"])
@@ -204,19 +272,25 @@ def test_in_filters_with_empty_and_typed_lists(folder_run):
     assert none.empty and "attributions" in none.columns
     every = results.read_results(output, ["file_name"], filters=[("image_id", "not in", [])])
     assert len(every) == len(results.read_results(output))
-    some = results.read_results(output, ["file_name"],
-                                filters=[("label", "in", [2, 281]), ("relative_delta", "<", 1)])  # fmt: skip
+    some = results.read_results(
+        output, ["file_name"], filters=[("label", "in", [2, 281]), ("relative_delta", "<", 1)]
+    )
     assert sorted(some.file_name) == ["cat1.png", "cat2.png", "shark.png"]
-    empty_or = results.read_results(output, ["file_name"], filters=[[("image_id", "in", [])],
-                                                                    [("label", "==", 2)]])  # fmt: skip
+    empty_or = results.read_results(
+        output, ["file_name"], filters=[[("image_id", "in", [])], [("label", "==", 2)]]
+    )
     assert empty_or.file_name.tolist() == ["shark.png"]
 
 
 def test_read_row_by_file_name_or_id_and_target(tmp_path):
-    rows = [[make_row("a/x.png", None, 5, 0.5, 0.0, target=9, seed=1),
-             make_row("a/x.png", None, 5, 0.5, 0.0, target=5, seed=2),
-             make_row("b/x.png", None, 6, 0.5, 0.0, seed=3),
-             make_row("b/y.png", None, 6, 0.5, 0.0, seed=4)]]  # fmt: skip
+    rows = [
+        [
+            make_row("a/x.png", None, 5, 0.5, 0.0, target=9, seed=1),
+            make_row("a/x.png", None, 5, 0.5, 0.0, target=5, seed=2),
+            make_row("b/x.png", None, 6, 0.5, 0.0, seed=3),
+            make_row("b/y.png", None, 6, 0.5, 0.0, seed=4),
+        ]
+    ]
     output = write_output(tmp_path / "out", rows, dataset=str(tmp_path))
     row = results.read_row(output, "a/x.png")  # the predicted class's row by default
     assert row.target_class == 5
@@ -242,8 +316,11 @@ def test_misclassified_tolerance_and_class_filters(folder_run):
     meta = results.read_results(folder_run["output"])
     assert results.misclassified(meta).file_name.tolist() == ["shark.png", "cat2.png"]
     assert results.above_tolerance(meta, 0.01).file_name.tolist() == ["shark.png"]
-    assert results.above_tolerance(meta, 0.0015).file_name.tolist() == ["loose.png", "shark.png",
-                                                                        "cat2.png"]  # fmt: skip
+    assert results.above_tolerance(meta, 0.0015).file_name.tolist() == [
+        "loose.png",
+        "shark.png",
+        "cat2.png",
+    ]
     assert results.for_class(meta, 281).file_name.tolist() == ["cat1.png", "cat2.png"]
     assert results.for_class(meta, "class 281").file_name.tolist() == ["cat1.png", "cat2.png"]
     assert results.for_class(meta, 282, "predicted").file_name.tolist() == ["cat2.png"]
@@ -253,10 +330,17 @@ def test_misclassified_tolerance_and_class_filters(folder_run):
 
 def test_per_class_accuracy_counts_each_image_once(tmp_path):
     # --target top_k: two rows per image; accuracy must count images, not rows.
-    rows = [[make_row("c1.png", 281, 281, 0.8, 0.0), make_row("c1.png", 281, 281, 0.8, 0.0, target=282),
-             make_row("c2.png", 281, 282, 0.9, 0.0), make_row("c2.png", 281, 282, 0.9, 0.0, target=283),
-             make_row("c3.png", 281, 282, 0.7, 0.0), make_row("s.png", 2, 3, 0.6, 0.0),
-             make_row("u.png", None, 5, 0.6, 0.0)]]  # fmt: skip
+    rows = [
+        [
+            make_row("c1.png", 281, 281, 0.8, 0.0),
+            make_row("c1.png", 281, 281, 0.8, 0.0, target=282),
+            make_row("c2.png", 281, 282, 0.9, 0.0),
+            make_row("c2.png", 281, 282, 0.9, 0.0, target=283),
+            make_row("c3.png", 281, 282, 0.7, 0.0),
+            make_row("s.png", 2, 3, 0.6, 0.0),
+            make_row("u.png", None, 5, 0.6, 0.0),
+        ]
+    ]
     output = write_output(tmp_path / "out", rows, dataset=str(tmp_path))
     meta = results.read_results(output)
     per_image = results.one_row_per_image(meta)
@@ -264,9 +348,14 @@ def test_per_class_accuracy_counts_each_image_once(tmp_path):
     assert (per_image.target_class == per_image.predicted_class).all()
     table = results.per_class_accuracy(meta)
     assert table.index.tolist() == [2, 281]  # worst first
-    assert table.loc[281].to_dict() == {"label_name": "class 281", "images": 3, "correct": 1,
-                                        "accuracy": pytest.approx(1 / 3),
-                                        "top_confusion": "class 282", "top_confusion_count": 2}  # fmt: skip
+    assert table.loc[281].to_dict() == {
+        "label_name": "class 281",
+        "images": 3,
+        "correct": 1,
+        "accuracy": pytest.approx(1 / 3),
+        "top_confusion": "class 282",
+        "top_confusion_count": 2,
+    }
     assert table.loc[2, "accuracy"] == 0.0 and table.loc[2, "top_confusion"] == "class 3"
     assert results.per_class_accuracy(meta[meta.label.isna()]).empty
 
@@ -314,8 +403,11 @@ def test_baseline_images_match_the_run(folder_run):
     image = folder_run["pixels"]["loose.png"]
     black = results.baseline_images(manifest, image, "loose.png")
     assert black.shape == (1, SIZE, SIZE, 3) and not black.any()
-    manifest = dict(manifest, model=dict(manifest["model"], input_range=[-1.0, 1.0]),
-                    config=dict(manifest["config"], baselines=["white", "noise"], seed=3))  # fmt: skip
+    manifest = dict(
+        manifest,
+        model=dict(manifest["model"], input_range=[-1.0, 1.0]),
+        config=dict(manifest["config"], baselines=["white", "noise"], seed=3),
+    )
     white, noise = results.baseline_images(manifest, image, "loose.png")
     np.testing.assert_array_equal(white, np.ones_like(white))
     scaled = images.scale_to_range(image, (-1.0, 1.0))
@@ -325,8 +417,14 @@ def test_baseline_images_match_the_run(folder_run):
 
 def test_errors_and_empty_runs(folder_run, tmp_path):
     errors = results.read_errors(folder_run["output"])
-    assert errors.to_dict("records") == [{"image_id": "broken.jpg", "file_name": "broken.jpg",
-                                          "stage": "decode", "error": "broken image: truncated"}]  # fmt: skip
+    assert errors.to_dict("records") == [
+        {
+            "image_id": "broken.jpg",
+            "file_name": "broken.jpg",
+            "stage": "decode",
+            "error": "broken image: truncated",
+        }
+    ]
     empty = write_output(tmp_path / "empty", [], dataset=str(tmp_path), dtype="float16")
     frame = results.read_results(empty, with_arrays=True)
     assert frame.empty and list(frame.columns) == results_schema().names
@@ -340,9 +438,17 @@ def test_real_run_round_trip(image_folder, linear_keras, linear_weights, tmp_pat
     from pipeline import run
 
     output = str(tmp_path / "out")
-    run(["--runner", "DirectRunner", "--dataset", image_folder["root"], "--model", linear_keras,
-         "--output", output, "--steps", "4", "--method", "riemann_left", "--attributions",
-         "pixel", "--attribution_dtype", "float16"], save_main_session=False)  # fmt: skip
+    args = cli_args(
+        runner="DirectRunner",
+        dataset=image_folder["root"],
+        model=linear_keras,
+        output=output,
+        steps=4,
+        method="riemann_left",
+        attributions="pixel",
+        attribution_dtype="float16",
+    )
+    run(args, save_main_session=False)
     weights, bias = linear_weights
     meta = results.read_results(output)
     assert len(meta) == 4 and "attributions" not in meta
@@ -357,11 +463,8 @@ def test_real_run_round_trip(image_folder, linear_keras, linear_weights, tmp_pat
     )
     assert results.read_errors(output).image_id.tolist() == ["broken.jpg"]
     labels = {f"{WNID_CAT}/cat1.png": 281, f"{WNID_CAT}/cat2.png": 281, "n01484850/shark.png": 2}
-    predicted = {
-        i: int(np.argmax((image_folder["pixels"][i].astype(np.float32) / 255.0).reshape(-1)
-                         @ weights + bias))
-        for i in labels
-    }  # fmt: skip
+    inputs = {i: (image_folder["pixels"][i].astype(np.float32) / 255.0).reshape(-1) for i in labels}
+    predicted = {i: int(np.argmax(x @ weights + bias)) for i, x in inputs.items()}
     expected_wrong = sorted(i for i in labels if predicted[i] != labels[i])
     assert expected_wrong  # random weights: the tiny model gets images wrong
     assert results.misclassified(meta).image_id.tolist() == expected_wrong

@@ -8,14 +8,16 @@ import pytest
 
 from pipeline.__main__ import main
 from pipeline.summary import print_summary, summary_table
+from tests.conftest import cli_args
 from transforms.sinks import read_manifest
 
 
 @pytest.fixture(scope="module")
 def sample_run(tmp_path_factory):
     output = tmp_path_factory.mktemp("sample") / "out"
-    code = main(["--runner", "DirectRunner", "--dataset", "sample", "--model",
-                 "efficientnet_lite0", "--output", str(output)])  # fmt: skip
+    code = main(
+        cli_args(runner="DirectRunner", dataset="sample", model="efficientnet_lite0", output=output)
+    )
     assert code == 0
     return output
 
@@ -44,8 +46,14 @@ def test_sample_accuracy_at_defaults(sample_run):
 
 def test_sample_summary_table_and_printout(sample_run, capsys):
     table = summary_table(str(sample_run))
-    assert list(table.columns) == ["file", "label", "prediction", "confidence", "relative_delta",
-                                   "attribution_error"]  # fmt: skip
+    assert list(table.columns) == [
+        "file",
+        "label",
+        "prediction",
+        "confidence",
+        "relative_delta",
+        "attribution_error",
+    ]
     assert len(table) == 8
     print_summary(read_manifest(str(sample_run)))
     out = capsys.readouterr().out

@@ -7,7 +7,7 @@ import pytest
 
 from pipeline import run as run_job
 from pipeline import sanity
-from tests.conftest import SIZE
+from tests.conftest import SIZE, cli_args
 from transforms import results
 
 
@@ -45,9 +45,15 @@ def test_map_similarity_is_one_for_the_same_map_and_low_for_unrelated_ones():
 
 def test_randomising_the_last_layer_changes_the_maps(image_folder, conv_keras, tmp_path):
     output = str(tmp_path / "out")
-    run_job(["--runner", "DirectRunner", "--dataset", image_folder["root"], "--model",
-             conv_keras, "--output", output, "--steps", "8", "--faithfulness", "none"],
-            save_main_session=False)  # fmt: skip
+    args = cli_args(
+        runner="DirectRunner",
+        dataset=image_folder["root"],
+        model=conv_keras,
+        output=output,
+        steps=8,
+        faithfulness="none",
+    )
+    run_job(args, save_main_session=False)
     report = sanity.run(output, images_count=3, stages=["logits", "conv"])
 
     assert report["images"] == 3 and len(report["image_ids"]) == 3
@@ -68,9 +74,13 @@ def test_randomising_the_last_layer_changes_the_maps(image_folder, conv_keras, t
     from transforms.tf_model import Classifier
 
     model = Classifier(sanity._spec(manifest["model"]))
-    maps = sanity._attribute(model, sanity._config(manifest["config"]),
-                             images.scale_to_range(pixels, (0.0, 1.0)), list(frame.image_id),
-                             frame.target_class.to_numpy(np.int64))  # fmt: skip
+    maps = sanity._attribute(
+        model,
+        sanity._config(manifest["config"]),
+        images.scale_to_range(pixels, (0.0, 1.0)),
+        list(frame.image_id),
+        frame.target_class.to_numpy(np.int64),
+    )
     for image_id, computed in zip(frame.image_id, maps, strict=True):
         stored = results.attributions_of(results.read_row(output, image_id))
         np.testing.assert_allclose(computed, stored, rtol=1e-3, atol=1e-5)

@@ -11,15 +11,20 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline import run
-from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, write_image
+from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, cli_args, write_image
 from transforms import sources
 
 
 def test_folder_listing_labels_from_wordnet_ids(image_folder):
     files = sources.list_image_folder(image_folder["root"])
     got = {f.image_id: f.label for f in files}
-    assert got == {f"{WNID_CAT}/cat1.png": 281, f"{WNID_CAT}/cat2.png": 281,
-                   f"{WNID_SHARK}/shark.png": 2, "loose.png": None, "broken.jpg": None}  # fmt: skip
+    assert got == {
+        f"{WNID_CAT}/cat1.png": 281,
+        f"{WNID_CAT}/cat2.png": 281,
+        f"{WNID_SHARK}/shark.png": 2,
+        "loose.png": None,
+        "broken.jpg": None,
+    }
     assert [f.image_id for f in files] == sorted(got)
 
 
@@ -69,8 +74,16 @@ def test_links_fifos_and_loops_are_inputs_or_error_records(tmp_path):
     (root / "pong.png").symlink_to(root / "ping.png")
     os.mkfifo(root / "x.png")  # reading it would block the job forever
     listed = _listed(root)
-    assert sorted(listed) == ["alias.png", "dangling.png", "linked/" + WNID_CAT + "/cat.png",
-                              "loop", "ping.png", "pong.png", "real.png", "x.png"]  # fmt: skip
+    assert sorted(listed) == [
+        "alias.png",
+        "dangling.png",
+        "linked/" + WNID_CAT + "/cat.png",
+        "loop",
+        "ping.png",
+        "pong.png",
+        "real.png",
+        "x.png",
+    ]
     assert listed["alias.png"] is None and listed["real.png"] is None
     assert listed[f"linked/{WNID_CAT}/cat.png"] is None
     assert "dangling symbolic link" in listed["dangling.png"]
@@ -139,22 +152,23 @@ def test_resolve_tfds_names_features_and_classes(tiny_imagenet_a):
 
 def test_read_tfds_yields_encoded_images_with_stable_ids(tiny_imagenet_a):
     source = sources.resolve_tfds("imagenet_a", "test", tiny_imagenet_a, download=False)
+    expected = [
+        (f"{w}_{i}.jpg", label, b"\xff\xd8", "imagenet_a")
+        for w, label in ((WNID_CAT, 281), (WNID_SHARK, 2))
+        for i in range(2)
+    ]
     with TestPipeline() as p:
         raw = p | sources.ReadTfds(source)
         got = raw | beam.Map(lambda r: (r.file_name, r.label, r.data[:2], r.image_id.split("/")[0]))
-        assert_that(got, equal_to([
-            (f"{w}_{i}.jpg", label, b"\xff\xd8", "imagenet_a")
-            for w, label in ((WNID_CAT, 281), (WNID_SHARK, 2)) for i in range(2)
-        ]))  # fmt: skip
+        assert_that(got, equal_to(expected))
 
 
 def test_tfds_dataset_end_to_end_with_subsplit(tiny_imagenet_a, linear_keras, tmp_path):
-    manifest = run(
-        ["--dataset", "imagenet_a", "--split", "test[:50%]", "--data_dir", tiny_imagenet_a,
-         "--model", linear_keras, "--output", str(tmp_path / "out"), "--steps", "2",
-         "--target", "label", "--attributions", "none"],
-        save_main_session=False,
-    )  # fmt: skip
+    half_of_test = cli_args(dataset="imagenet_a", split="test[:50%]", data_dir=tiny_imagenet_a)
+    args = cli_args(
+        model=linear_keras, output=tmp_path / "out", steps=2, target="label", attributions="none"
+    )
+    manifest = run([*half_of_test, *args], save_main_session=False)
     results = pd.read_parquet(tmp_path / "out" / "results")
     assert manifest["counts"]["inputs"] == 2 and len(results) == 2
     assert results.image_id.is_unique and results.image_id.str.startswith("imagenet_a/").all()
@@ -178,8 +192,11 @@ def test_tfds_not_prepared_without_download_says_how(tmp_path):
 def test_tfds_download_failure_offline_is_clear(tmp_path):
     import tensorflow_datasets as tfds
 
-    with mock.patch.object(tfds.download.DownloadManager, "download_and_extract",
-                           side_effect=OSError("network unreachable")):  # fmt: skip
+    with mock.patch.object(
+        tfds.download.DownloadManager,
+        "download_and_extract",
+        side_effect=OSError("network unreachable"),
+    ):
         with pytest.raises(
             ValueError,
             # Offline, the probe answers before the download is tried; online, the download.
@@ -194,8 +211,10 @@ def test_read_image_folder_in_the_pipeline_gives_the_launch_listing(image_folder
     (Path(root) / ".DS_Store").write_bytes(b"x")
     (Path(root) / ".cache").mkdir()
     (Path(root) / ".cache" / "x.png").write_bytes(b"x")
-    expected = [(f.image_id, f.label, Path(f.path).read_bytes(), None)
-                for f in sources.list_image_folder(root)]  # fmt: skip
+    expected = [
+        (f.image_id, f.label, Path(f.path).read_bytes(), None)
+        for f in sources.list_image_folder(root)
+    ]
     assert len(expected) == 6  # 5 inputs of the fixture and holiday/a.png; no hidden file
     with TestPipeline() as p:
         raw = p | sources.ReadImageFolder(root + "/")
@@ -253,7 +272,10 @@ def test_an_unprepared_dataset_offline_fails_in_seconds_with_the_fix(linear_kera
         url_infos = {"https://192.0.2.1/offline_probe/images.tar": None}
 
         def _info(self):
-            features = {"image": tfds.features.Image(), "label": tfds.features.ClassLabel(num_classes=2)}  # fmt: skip
+            features = {
+                "image": tfds.features.Image(),
+                "label": tfds.features.ClassLabel(num_classes=2),
+            }
             return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(features))
 
         def _split_generators(self, dl_manager):
@@ -264,11 +286,15 @@ def test_an_unprepared_dataset_offline_fails_in_seconds_with_the_fix(linear_kera
             yield from ()
 
     start = time.monotonic()
-    with pytest.raises(ValueError, match=r"network is unreachable \(192\.0\.2\.1:443: .*"
-                                         r"--data_dir"):  # fmt: skip
-        run(["--dataset", "offline_probe_dataset", "--data_dir", str(tmp_path / "tfds"),
-             "--model", linear_keras, "--output", str(tmp_path / "out")],
-            save_main_session=False)  # fmt: skip
+    unreachable = r"network is unreachable \(192\.0\.2\.1:443: .*--data_dir"
+    args = cli_args(
+        dataset="offline_probe_dataset",
+        data_dir=tmp_path / "tfds",
+        model=linear_keras,
+        output=tmp_path / "out",
+    )
+    with pytest.raises(ValueError, match=unreachable):
+        run(args, save_main_session=False)
     assert time.monotonic() - start < 20.0
     assert not (tmp_path / "out").exists()  # failed before touching --output
 
@@ -295,8 +321,14 @@ def test_each_dataset_spelling_is_one_kind(tmp_path, monkeypatch):
     }
     assert got == expected
     assert [s.remote for s in got.values() if isinstance(s, sources.FolderSource)] == [
-        True, False, False, False, False, False, False
-    ]  # fmt: skip
+        True,
+        False,
+        False,
+        False,
+        False,
+        False,
+        False,
+    ]
 
 
 def _written(tmp_path, linear_keras, *flags) -> tuple[dict, sources.DataSource]:
@@ -317,13 +349,22 @@ def test_manifest_entries_are_what_runs_write_and_read_back(
 
     monkeypatch.chdir(Path(image_folder["root"]).parent)
     cases = [
-        (["--dataset", "sample"], {"dataset": "sample", "split": None},
-         "sample/n02123045/chelsea.png"),
-        (["--dataset", "images"], {"dataset": image_folder["root"], "split": None},
-         f"{WNID_CAT}/cat1.png"),
-        (["--dataset", "imagenet_a", "--split", "test[:50%]", "--data_dir", tiny_imagenet_a],
-         {"dataset": "imagenet_a", "split": "test[:50%]"}, None),
-    ]  # fmt: skip
+        (
+            ["--dataset", "sample"],
+            {"dataset": "sample", "split": None},
+            "sample/n02123045/chelsea.png",
+        ),
+        (
+            ["--dataset", "images"],
+            {"dataset": image_folder["root"], "split": None},
+            f"{WNID_CAT}/cat1.png",
+        ),
+        (
+            ["--dataset", "imagenet_a", "--split", "test[:50%]", "--data_dir", tiny_imagenet_a],
+            {"dataset": "imagenet_a", "split": "test[:50%]"},
+            None,
+        ),
+    ]
     for i, (flags, entry, image_id) in enumerate(cases):
         manifest, source = _written(tmp_path / str(i), linear_keras, *flags)
         assert {key: manifest[key] for key in entry} == entry == source.manifest_entry()

@@ -67,8 +67,11 @@ class _Progress:
             rate = self._images / max(now - self._start, 1e-9)
             _LOG.info(
                 "progress: %d images (%d rows, %d errors), %.2f images/s in this worker",
-                self._images, self._rows, self._errors, rate,
-            )  # fmt: skip
+                self._images,
+                self._rows,
+                self._errors,
+                rate,
+            )
 
 
 class IGModelHandler(ModelHandler[ImageExample, ImageOutcome, Classifier]):

@@ -70,8 +70,9 @@ def _predict(model: Classifier, inputs: np.ndarray, top_k: int, spec: ModelSpec)
     return _Predictions(logits, probs, top[:, : min(top_k, spec.num_classes)])
 
 
-def _targets_of(ex: ImageExample, i: int, preds: _Predictions, cfg: AttributionConfig,
-                spec: ModelSpec) -> tuple[list[int], str | None]:  # fmt: skip
+def _targets_of(
+    ex: ImageExample, i: int, preds: _Predictions, cfg: AttributionConfig, spec: ModelSpec
+) -> tuple[list[int], str | None]:
     """The classes to attribute for image i, or a reason why there are none."""
     if not np.all(np.isfinite(preds.logits[i])):
         return [], "predict:model output is NaN or infinite"
@@ -128,10 +129,11 @@ def baselines_and_scores(
       Baselines float32 [N, B, S, S, 3] (B = len(cfg.baselines)) and their scores
       float64 [N, B, outputs]: logits, or probabilities for `score` softmax.
     """
-    refs = np.stack([
+    per_image = [
         baselines_lib.make_baselines(x, cfg.baselines, spec.input_range, image_id, cfg.seed)
         for x, image_id in zip(inputs, image_ids, strict=True)
-    ])  # fmt: skip
+    ]
+    refs = np.stack(per_image)
     outputs = _distinct_logits(model, refs.reshape(-1, *refs.shape[2:]))
     if cfg.score == "softmax":
         outputs = _softmax(outputs)
@@ -141,30 +143,44 @@ def baselines_and_scores(
 def _attribute(model, batch, inputs, preds, rows, cfg, spec) -> _Attributed:
     """IG of every row, its completeness, and its faithfulness curves."""
     image_index, targets = rows
-    refs, ref_outputs = baselines_and_scores(model, inputs, [ex.image_id for ex in batch], cfg,
-                                             spec)  # fmt: skip
+    image_ids = [ex.image_id for ex in batch]
+    refs, ref_outputs = baselines_and_scores(model, inputs, image_ids, cfg, spec)
     out_index = targets + spec.label_offset
     target_scores = preds.scores(cfg.score)[image_index, out_index]
     path_baseline_scores = ref_outputs[image_index, :, out_index]  # [R, B]
     result = ig.integrated_gradients(
-        model.integrand_fn(cfg.score), inputs, refs, image_index, out_index, cfg.ig_settings(),
-        target_scores=target_scores, baseline_scores=path_baseline_scores,
+        model.integrand_fn(cfg.score),
+        inputs,
+        refs,
+        image_index,
+        out_index,
+        cfg.ig_settings(),
+        target_scores=target_scores,
+        baseline_scores=path_baseline_scores,
         score_fn=model.score_fn(cfg.score),
-    )  # fmt: skip
+    )
     baseline_scores = path_baseline_scores.mean(axis=1)
     sums = result.attributions.reshape(len(targets), -1).sum(axis=1, dtype=np.float64)
     delta, relative = ig.completeness(sums, target_scores, baseline_scores)
     faith = None
     if cfg.faithfulness != "none":
         faith = faithfulness.for_rows(
-            faithfulness.from_score_fn(model.score_fn("softmax")), inputs, refs[:, 0],
-            [ex.image_id for ex in batch], image_index, out_index, result.attributions,
-            input_range=spec.input_range, steps=cfg.faithfulness_steps,
-            chunk_size=cfg.path_batch_size, seed=cfg.seed,
+            faithfulness.from_score_fn(model.score_fn("softmax")),
+            inputs,
+            refs[:, 0],
+            image_ids,
+            image_index,
+            out_index,
+            result.attributions,
+            input_range=spec.input_range,
+            steps=cfg.faithfulness_steps,
+            chunk_size=cfg.path_batch_size,
+            seed=cfg.seed,
             image_probabilities=preds.probs[image_index, out_index],
-        )  # fmt: skip
-    return _Attributed(image_index, targets, result, target_scores, baseline_scores, sums, delta,
-                       relative, faith)  # fmt: skip
+        )
+    return _Attributed(
+        image_index, targets, result, target_scores, baseline_scores, sums, delta, relative, faith
+    )
 
 
 def _baseline_node_hint(method: str) -> str:
@@ -172,8 +188,10 @@ def _baseline_node_hint(method: str) -> str:
     an infinite slope at the baseline, where rules with a node at alpha = 0 look."""
     if not ig.has_baseline_node(method):
         return ""
-    return (f" ({method} takes the gradient at the baseline itself, alpha = 0; "
-            "--method gausslegendre has no node there)")  # fmt: skip
+    return (
+        f" ({method} takes the gradient at the baseline itself, alpha = 0; "
+        "--method gausslegendre has no node there)"
+    )
 
 
 def _name(names: Sequence[str] | None, index: int | None) -> str | None:
@@ -207,8 +225,9 @@ def _stored(attributions: np.ndarray, cfg: AttributionConfig):
     return stored, np.asarray(stored.shape, dtype=np.int32)
 
 
-def _prediction_columns(ex: ImageExample, i: int, preds: _Predictions, spec: ModelSpec,
-                        names) -> dict[str, Any]:  # fmt: skip
+def _prediction_columns(
+    ex: ImageExample, i: int, preds: _Predictions, spec: ModelSpec, names
+) -> dict[str, Any]:
     top = preds.top[i]
     class_probs = preds.probs[i, spec.label_offset :]
     return {
@@ -297,8 +316,10 @@ def attribute_batch(
         for r, i in enumerate(image_index.tolist()):
             ex = batch[i]
             if not a.result.finite[r] or not np.isfinite(a.baseline_scores[r]):
-                reason = (f"NaN or infinite score or gradient for class {targets[r]}"
-                          + _baseline_node_hint(config.method))  # fmt: skip
+                reason = (
+                    f"NaN or infinite score or gradient for class {targets[r]}"
+                    + _baseline_node_hint(config.method)
+                )
                 errors[i].append(error_record(ex.image_id, ex.file_name, "attribute", reason))
                 continue
             rows[i].append(_row(ex, r, preds, a, config, spec, names))

@@ -112,9 +112,14 @@ class AttributionConfig:
 
     def ig_settings(self) -> IGSettings:
         """The IG engine's settings of this configuration."""
-        return IGSettings(self.method, self.steps, self.tolerance, self.max_steps,
-                          self.path_batch_size,
-                          completeness_tolerance=self.completeness_tolerance)  # fmt: skip
+        return IGSettings(
+            self.method,
+            self.steps,
+            self.tolerance,
+            self.max_steps,
+            self.path_batch_size,
+            completeness_tolerance=self.completeness_tolerance,
+        )
 
     @staticmethod
     def default_max_steps(steps: int) -> int:

@@ -244,6 +244,31 @@ def _perturbed(images, references, starts, image_index, positions, counts, curve
     return out
 
 
+def _float_images(
+    images: np.ndarray, references: np.ndarray, starts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The images, references and starts as float32 [M, H, W, C], checked to be one shape."""
+    images = np.asarray(images, dtype=np.float32)
+    references = np.asarray(references, dtype=np.float32)
+    starts = np.asarray(starts, dtype=np.float32)
+    if references.shape != images.shape or starts.shape != images.shape:
+        raise ValueError(
+            f"references {references.shape} and starts {starts.shape} must have the images' "
+            f"shape {images.shape}."
+        )
+    return images, references, starts
+
+
+def _switch_positions(
+    orders: np.ndarray, random_orders: np.ndarray, rows: int, pixels: int
+) -> np.ndarray:
+    """int32 [R, 2, P]: each pixel's rank in the map's ranking (0) and the control's (1)."""
+    orders = np.stack([np.asarray(orders), np.asarray(random_orders)], axis=1)
+    if orders.shape != (rows, 2, pixels):
+        raise ValueError(f"orders must be [R, H * W] = [{rows}, {pixels}], got {orders.shape}.")
+    return _positions(orders.reshape(rows * 2, pixels)).reshape(rows, 2, pixels)
+
+
 def deletion_insertion(
     probability_fn: ProbabilityFn,
     images: np.ndarray,
@@ -276,30 +301,20 @@ def deletion_insertion(
     Returns:
       A `FaithfulnessResult`.
     """
-    images = np.asarray(images, dtype=np.float32)
-    references = np.asarray(references, dtype=np.float32)
-    starts = np.asarray(starts, dtype=np.float32)
-    if references.shape != images.shape or starts.shape != images.shape:
-        raise ValueError(
-            f"references {references.shape} and starts {starts.shape} must have the images' "
-            f"shape {images.shape}."
-        )
+    images, references, starts = _float_images(images, references, starts)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
     image_index = np.asarray(image_index, dtype=np.int64)
     targets = np.asarray(targets, dtype=np.int64)
     rows, pixels = len(image_index), images.shape[1] * images.shape[2]
     counts = step_counts(pixels, steps)
-    orders = np.stack([np.asarray(orders), np.asarray(random_orders)], axis=1)
-    if orders.shape != (rows, 2, pixels):
-        raise ValueError(f"orders must be [R, H * W] = [{rows}, {pixels}], got {orders.shape}.")
-    positions = _positions(orders.reshape(rows * 2, pixels)).reshape(rows, 2, pixels)
-    known = image_probabilities is not None
-    curve, point = _points(rows, steps, known)
+    positions = _switch_positions(orders, random_orders, rows, pixels)
+    curve, point = _points(rows, steps, image_probabilities is not None)
     values = np.full((rows * 4, steps + 1), np.nan)
     for part in _parts(len(curve), chunk_size):
-        batch = _perturbed(images, references, starts, image_index, positions, counts,
-                           curve[part], point[part])  # fmt: skip
+        batch = _perturbed(
+            images, references, starts, image_index, positions, counts, curve[part], point[part]
+        )
         values[curve[part], point[part]] = probability_fn(batch, targets[curve[part] // 4])
     return _result(values.reshape(rows, 4, steps + 1), image_probabilities, curve)
 
@@ -363,10 +378,18 @@ def for_rows(
     random_orders = np.stack([random_ranking(pixels, image_ids[i], seed) for i in image_index])
     random_orders = random_orders.reshape(len(image_index), pixels)
     return deletion_insertion(
-        probability_fn, images, references, starts, image_index, targets, orders,
-        random_orders, steps=steps, chunk_size=chunk_size,
+        probability_fn,
+        images,
+        references,
+        starts,
+        image_index,
+        targets,
+        orders,
+        random_orders,
+        steps=steps,
+        chunk_size=chunk_size,
         image_probabilities=image_probabilities,
-    )  # fmt: skip
+    )
 
 
 COLUMNS: tuple[str, ...] = (

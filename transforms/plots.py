@@ -47,8 +47,12 @@ __all__ = [
 
 #: Panels `attribution_figure` can draw, in the seed's order.
 PANELS: tuple[str, ...] = ("baseline", "image", "mask", "overlay")
-_TITLES = {"baseline": "Baseline", "image": "Original image", "mask": "Attribution mask",
-           "overlay": "Overlay"}  # fmt: skip
+_TITLES = {
+    "baseline": "Baseline",
+    "image": "Original image",
+    "mask": "Attribution mask",
+    "overlay": "Overlay",
+}
 _CLIP_PERCENTILE = 99.0
 _WRONG = "#b2182b"
 
@@ -99,8 +103,17 @@ def _as_display(image: np.ndarray) -> np.ndarray:
 
 def _blank(ax: Axes, note: str) -> None:
     ax.set_facecolor("#f0f0f0")
-    ax.text(0.5, 0.5, note, ha="center", va="center", wrap=True, fontsize=8,
-            color="#555555", transform=ax.transAxes)  # fmt: skip
+    ax.text(
+        0.5,
+        0.5,
+        note,
+        ha="center",
+        va="center",
+        wrap=True,
+        fontsize=8,
+        color="#555555",
+        transform=ax.transAxes,
+    )
 
 
 def _draw_panel(
@@ -203,7 +216,9 @@ def channel_figure(
         )
     limit = float(np.percentile(np.abs(values), _CLIP_PERCENTILE)) or 1.0
     channels = values.shape[-1]
-    names = list(channel_names) if len(channel_names) == channels else [f"channel {c}" for c in range(channels)]  # fmt: skip
+    names = list(channel_names)
+    if len(names) != channels:
+        names = [f"channel {c}" for c in range(channels)]
     figure = _figure(panel_size * channels + 0.8, panel_size + (0.5 if title else 0))
     axes = figure.subplots(1, channels, squeeze=False).ravel()
     shown = None
@@ -218,6 +233,16 @@ def channel_figure(
     if title:
         figure.suptitle(title, fontsize=9)
     return figure
+
+
+def _draw_path_ends(ax: Axes, row: pd.Series) -> None:
+    """F(x) and F(x') of one row as horizontal lines, where its path curve should end."""
+    ends = [
+        (row["target_score"], "#444444", "--", "F(x), the image"),
+        (row["baseline_score"], "#888888", ":", "F(x'), the baseline"),
+    ]
+    for score, color, style, label in ends:
+        ax.axhline(score, color=color, linestyle=style, linewidth=0.8, label=label)
 
 
 def path_figure(
@@ -249,11 +274,7 @@ def path_figure(
     if drawn == 0:
         _blank(ax, "no path stored for these rows")
     if len(frame) == 1 and drawn:
-        row = frame.iloc[0]
-        ax.axhline(row["target_score"], color="#444444", linestyle="--", linewidth=0.8,
-                   label="F(x), the image")  # fmt: skip
-        ax.axhline(row["baseline_score"], color="#888888", linestyle=":", linewidth=0.8,
-                   label="F(x'), the baseline")  # fmt: skip
+        _draw_path_ends(ax, frame.iloc[0])
     score = str(frame["score"].iloc[0]) if "score" in frame and len(frame) else "score"
     ax.set_xlabel("alpha (0 = baseline, 1 = image)")
     ax.set_ylabel(f"F(alpha) ({score})")
@@ -298,8 +319,13 @@ def _log_histogram(
     ax.yaxis.get_major_locator().set_params(integer=True)
     if tolerance:
         above = int((finite > tolerance).sum())
-        ax.axvline(tolerance, color=_WRONG, linestyle="--", linewidth=1,
-                   label=f"tolerance {tolerance:g}: {above} rows above")  # fmt: skip
+        ax.axvline(
+            tolerance,
+            color=_WRONG,
+            linestyle="--",
+            linewidth=1,
+            label=f"tolerance {tolerance:g}: {above} rows above",
+        )
     if finite.size < values.size:
         ax.plot([], [], " ", label=f"{values.size - finite.size} rows without a value")
     ax.legend(fontsize=8, loc="upper left")
@@ -403,8 +429,14 @@ def faithfulness_curves_figure(
             continue
         values = np.asarray(values, dtype=np.float32)
         fraction = np.linspace(0.0, 1.0, values.size)
-        ax.plot(fraction, values, marker=".", markersize=3, linewidth=1.2,
-                label=f"{curve}: AUC {_fmt(row.get(column))} (random {_fmt(row.get(control))})")  # fmt: skip
+        ax.plot(
+            fraction,
+            values,
+            marker=".",
+            markersize=3,
+            linewidth=1.2,
+            label=f"{curve}: AUC {_fmt(row.get(column))} (random {_fmt(row.get(control))})",
+        )
         drawn += 1
     if not drawn:
         _blank(ax, "no deletion / insertion curves stored")
@@ -532,6 +564,11 @@ def audit_figure(
     names = list(manifest["config"]["baselines"])
     baseline_title = f"Baseline ({names[0]})" + (" (first of averaged)" if len(names) > 1 else "")
     return attribution_figure(
-        attributions, picture, baseline, title=title, note=note, baseline_title=baseline_title,
+        attributions,
+        picture,
+        baseline,
+        title=title,
+        note=note,
+        baseline_title=baseline_title,
         columns=2,
-    )  # fmt: skip
+    )

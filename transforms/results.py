@@ -360,8 +360,14 @@ def per_class_accuracy(frame: pd.DataFrame) -> pd.DataFrame:
       `images`, `correct`, `accuracy` (0-1), `top_confusion` (the most frequent
       wrong prediction's name, or None) and `top_confusion_count`.
     """
-    columns = ["label_name", "images", "correct", "accuracy", "top_confusion",
-               "top_confusion_count"]  # fmt: skip
+    columns = [
+        "label_name",
+        "images",
+        "correct",
+        "accuracy",
+        "top_confusion",
+        "top_confusion_count",
+    ]
     images_ = one_row_per_image(frame)
     images_ = images_[images_["label"].notna()]
     if images_.empty:

@@ -67,9 +67,10 @@ def writer_options(schema: pa.Schema) -> dict[str, Any]:
         leaves.append(f"{field.name}.list.item" if pa.types.is_list(field.type) else field.name)
     arrays = [leaf for leaf in leaves if leaf.split(".")[0] in _FLOAT_ARRAYS]
     split = [
-        leaf for leaf, field in zip(leaves, schema, strict=True)
+        leaf
+        for leaf, field in zip(leaves, schema, strict=True)
         if leaf in arrays and pa.types.is_float32(field.type.value_type)
-    ]  # fmt: skip
+    ]
     return {
         "use_dictionary": [leaf for leaf in leaves if leaf not in arrays],
         "use_byte_stream_split": split,

@@ -167,32 +167,36 @@ def _folder_file(prefix: str, meta: FileMetadata, skip: str | None = None) -> Fo
 
 
 def _entry_kind(mode: int) -> str:
-    kinds = {stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISSOCK: "a socket",
-             stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device"}  # fmt: skip
+    kinds = {
+        stat.S_ISFIFO: "a FIFO (named pipe)",
+        stat.S_ISSOCK: "a socket",
+        stat.S_ISCHR: "a character device",
+        stat.S_ISBLK: "a block device",
+    }
     return next((name for test, name in kinds.items() if test(mode)), "not a regular file")
 
 
 def _local_entry(path: str, image_id: str, ancestors: tuple[str, ...]) -> FolderFile | str | None:
     """What one local folder entry is: a file to read (maybe an error), or a folder (its
     real path) to list; None for the job's own output folder."""
+    label = _label_of(image_id)
     try:
         info = os.stat(path)  # follows symbolic links
     except FileNotFoundError:
         target = os.readlink(path) if os.path.islink(path) else path
-        return FolderFile(path, image_id, _label_of(image_id),
-                          error=f"dangling symbolic link to {target!r}")  # fmt: skip
+        return FolderFile(path, image_id, label, error=f"dangling symbolic link to {target!r}")
     except OSError as e:  # ELOOP: links pointing at each other; EACCES
-        return FolderFile(path, image_id, _label_of(image_id), error=f"cannot stat: {e}")
+        return FolderFile(path, image_id, label, error=f"cannot stat: {e}")
     if stat.S_ISDIR(info.st_mode):
         real = os.path.realpath(path)
         if real in ancestors:
-            return FolderFile(path, image_id, _label_of(image_id),
-                              error=f"symbolic link loop: leads back to {real!r}")  # fmt: skip
+            loop = f"symbolic link loop: leads back to {real!r}"
+            return FolderFile(path, image_id, label, error=loop)
         return real
     if not stat.S_ISREG(info.st_mode):
-        return FolderFile(path, image_id, _label_of(image_id),
-                          error=f"{_entry_kind(info.st_mode)}, not a regular file")  # fmt: skip
-    return FolderFile(path, image_id, _label_of(image_id))
+        kind = f"{_entry_kind(info.st_mode)}, not a regular file"
+        return FolderFile(path, image_id, label, error=kind)
+    return FolderFile(path, image_id, label)
 
 
 def _list_local(root: str, skip: str | None = None) -> Iterator[FolderFile]:
@@ -211,8 +215,8 @@ def _list_local(root: str, skip: str | None = None) -> Iterator[FolderFile]:
         try:
             names = sorted(entry.name for entry in os.scandir(folder))
         except OSError as e:
-            yield FolderFile(folder, _valid_text(relative.rstrip("/") or "."), None,
-                             error=f"cannot list folder: {e}")  # fmt: skip
+            folder_id = _valid_text(relative.rstrip("/") or ".")
+            yield FolderFile(folder, folder_id, None, error=f"cannot list folder: {e}")
             continue
         for name in names:
             if not _is_input(relative + name):
