@@ -118,12 +118,16 @@ def split_table(spec, model, warm, measured, steps: list[int]) -> list[list[str]
         a, b = np.array(in_ig), np.array(in_checks)  # [batches, (wall, cpu)]
         ratio = b / a
         n = len(rows)
-        table.append([
-            str(k), str(fa.forward_passes_per_row(k)),
-            f"{a[:, 0].sum() / n:.3f}", f"{b[:, 0].sum() / n:.3f}",
-            f"{np.median(ratio[:, 0]):.2f} ({ratio[:, 0].min():.2f}-{ratio[:, 0].max():.2f})",
-            f"{np.median(ratio[:, 1]):.2f} ({ratio[:, 1].min():.2f}-{ratio[:, 1].max():.2f})",
-        ])  # fmt: skip
+        table.append(
+            [
+                str(k),
+                str(fa.forward_passes_per_row(k)),
+                f"{a[:, 0].sum() / n:.3f}",
+                f"{b[:, 0].sum() / n:.3f}",
+                f"{np.median(ratio[:, 0]):.2f} ({ratio[:, 0].min():.2f}-{ratio[:, 0].max():.2f})",
+                f"{np.median(ratio[:, 1]):.2f} ({ratio[:, 1].min():.2f}-{ratio[:, 1].max():.2f})",
+            ]
+        )
     return table
 
 
@@ -201,10 +205,16 @@ def main(argv=None):
             f"Inside the handler at the defaults, {len(measured)} photos in batches of {_BATCH}: "
             "seconds per row in IG and in the faithfulness checks, and their ratio per batch "
             "(median, range)",
-            ["K", "forward passes/row", "IG s/row", "checks s/row", "checks / IG (wall)",
-             "checks / IG (CPU)"],
+            [
+                "K",
+                "forward passes/row",
+                "IG s/row",
+                "checks s/row",
+                "checks / IG (wall)",
+                "checks / IG (CPU)",
+            ],
             split_table(spec, model, warm, measured, steps),
-        )  # fmt: skip
+        )
     if "cost" in tables:
         _print_cost(spec, model, warm, measured, args.rounds)
     if "sensitivity" in tables:

@@ -50,13 +50,19 @@ def _configs(quick: bool) -> list[tuple[str, ig.IGSettings | int]]:
     out += [(f"trapezoid on a = s^2, {n + 1}", n) for n in fixed[:2]]
     tolerances = (0.03,) if quick else (0.01, 0.02, 0.03, 0.064)
     for tol in tolerances:
-        settings = ig.IGSettings(_D.method, _D.steps, tol, _D.max_steps,
-                                 completeness_tolerance=_D.completeness_tolerance)  # fmt: skip
+        settings = ig.IGSettings(
+            _D.method, _D.steps, tol, _D.max_steps, completeness_tolerance=_D.completeness_tolerance
+        )
         out.append((f"adaptive trapezoid, tol {tol:g}", settings))
     if not quick:
         for method in ("gausslobatto", "gausslegendre", "riemann_middle"):
-            settings = ig.IGSettings(method, _D.steps, _D.tolerance, _D.max_steps,
-                                     completeness_tolerance=_D.completeness_tolerance)  # fmt: skip
+            settings = ig.IGSettings(
+                method,
+                _D.steps,
+                _D.tolerance,
+                _D.max_steps,
+                completeness_tolerance=_D.completeness_tolerance,
+            )
             out.append((f"adaptive {method}, tol {_D.tolerance:g}", settings))
     return out
 
@@ -99,11 +105,19 @@ def _run(clf, x, targets, fx, f0, score, settings):
     for i in range(0, len(x), _BATCH):
         sl = slice(i, i + _BATCH)
         n = len(x[sl])
-        parts.append(ig.integrated_gradients(
-            clf.integrand_fn(score), x[sl], np.zeros((n, 1, *x.shape[1:]), np.float32),
-            np.arange(n), targets[sl], settings, target_scores=fx[sl],
-            baseline_scores=f0[sl, None], score_fn=clf.score_fn(score),
-        ))  # fmt: skip
+        parts.append(
+            ig.integrated_gradients(
+                clf.integrand_fn(score),
+                x[sl],
+                np.zeros((n, 1, *x.shape[1:]), np.float32),
+                np.arange(n),
+                targets[sl],
+                settings,
+                target_scores=fx[sl],
+                baseline_scores=f0[sl, None],
+                score_fn=clf.score_fn(score),
+            )
+        )
     seconds = time.perf_counter() - start
     cat = lambda name: np.concatenate([getattr(r, name) for r in parts])  # noqa: E731
     return (
@@ -125,11 +139,18 @@ def _row(label, refs, fx, f0, result, reference_seconds):
     within = f"{np.mean((ratio[known] >= 0.5) & (ratio[known] <= 2)):.0%}" if known.any() else "-"
     under = f"{np.mean(ratio[known] < 1):.0%}" if known.any() else "-"
     return [
-        label, f"{evals.mean():.1f}", f"{forwards.mean():.1f}",
-        f"{np.median(true):.2%}", f"{np.percentile(true, 95):.2%}", f"{true.max():.2%}",
-        f"{np.median(rel):.2%}", f"{np.median(ratio[known]):.2f}" if known.any() else "-",
-        within, under, f"{seconds / reference_seconds:.2f}x",
-    ]  # fmt: skip
+        label,
+        f"{evals.mean():.1f}",
+        f"{forwards.mean():.1f}",
+        f"{np.median(true):.2%}",
+        f"{np.percentile(true, 95):.2%}",
+        f"{true.max():.2%}",
+        f"{np.median(rel):.2%}",
+        f"{np.median(ratio[known]):.2f}" if known.any() else "-",
+        within,
+        under,
+        f"{seconds / reference_seconds:.2f}x",
+    ]
 
 
 def table(title, clf, model_id, x, score, quick, intervals):
@@ -148,11 +169,21 @@ def table(title, clf, model_id, x, score, quick, intervals):
         f"{title}, score {score} ({len(x)} photos; reference: trapezoid on a = s^2, "
         f"{intervals + 1} nodes, vs {intervals // 2 + 1} nodes: median {np.median(conv):.3%}, "
         f"worst {max(conv):.3%}; time vs Gauss-Legendre fixed 64)",
-        ["rule", "grad evals/image", "forwards/image", "per-pixel median", "p95", "worst",
-         "completeness median", "estimate/true median", "estimate within 2x", "underestimates",
-         "time"],
+        [
+            "rule",
+            "grad evals/image",
+            "forwards/image",
+            "per-pixel median",
+            "p95",
+            "worst",
+            "completeness median",
+            "estimate/true median",
+            "estimate within 2x",
+            "underestimates",
+            "time",
+        ],
         rows,
-    )  # fmt: skip
+    )
 
 
 def _random_mobilenet(tmp: str):

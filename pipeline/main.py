@@ -71,8 +71,17 @@ _LOG = logging.getLogger(__name__)
 # Names of the Dataflow runner as `--runner` accepts them (lower case).
 _DATAFLOW_RUNNERS = ("dataflowrunner", "dataflow", "testdataflowrunner")
 _REMOTE_SCHEMES = sources.REMOTE_FOLDER_SCHEMES  # what remote workers can read and write
-_PACKAGES = ("apache-beam", "tensorflow", "tensorflow-datasets", "tensorflow-hub", "keras",
-             "numpy", "pyarrow", "pillow", "ig-audit")  # fmt: skip
+_PACKAGES = (
+    "apache-beam",
+    "tensorflow",
+    "tensorflow-datasets",
+    "tensorflow-hub",
+    "keras",
+    "numpy",
+    "pyarrow",
+    "pillow",
+    "ig-audit",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,8 +233,10 @@ def _jsonable(value: Any) -> Any:
 def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> list[str]:
     """Each setting of `job` that differs from the earlier run's manifest, as flag (was/now)."""
     now = _jsonable(job.manifest_base())
-    pairs = [("--dataset", previous.get("dataset"), now["dataset"]),
-             ("--split", previous.get("split"), now["split"])]  # fmt: skip
+    pairs = [
+        ("--dataset", previous.get("dataset"), now["dataset"]),
+        ("--split", previous.get("split"), now["split"]),
+    ]
     before_model, now_model = previous.get("model") or {}, now["model"]
     for key, flag in _RESUME_MODEL_FLAGS.items():
         pairs.append((flag, before_model.get(key), now_model[key]))
@@ -386,8 +397,9 @@ def _resolve_folder(audit: AuditOptions, source: sources.FolderSource, dry_run: 
     """A gs:// folder is looked up (one object); a local one is listed once."""
     if source.remote:
         if dry_run:
-            _LOG.info("Dry run: not checking that --dataset %s exists (needs GCS access).",
-                      source.root)  # fmt: skip
+            _LOG.info(
+                "Dry run: not checking that --dataset %s exists (needs GCS access).", source.root
+            )
         else:
             sources.check_folder_exists(source.root)
         return _Dataset(source)
@@ -629,9 +641,13 @@ def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
         Preprocess(job.spec.image_size, job.spec.input_range)
     ).with_outputs(ERRORS_TAG, main="images")
     handler = IGModelHandler(
-        job.spec, job.config, job.class_names, batch_size=job.batch_size,
-        jit_compile=job.jit_compile, handoff=job.model_handoff,
-    )  # fmt: skip
+        job.spec,
+        job.config,
+        job.class_names,
+        batch_size=job.batch_size,
+        jit_compile=job.jit_compile,
+        handoff=job.model_handoff,
+    )
     outcomes = prepared.images | "Attribute" >> RunInference(handler)
     split = outcomes | "SplitOutcomes" >> beam.FlatMap(_split_outcomes).with_outputs(
         ERRORS_TAG, main="rows"

@@ -100,10 +100,13 @@ def test_the_handoff_pickles_as_itself_here_and_empty_elsewhere(quadratic_saved_
     handoff = tf_model.ModelHandoff()
     spec = resolve_model(quadratic_saved_model, handoff=handoff)
     assert pickle.loads(pickle.dumps(handoff)) is handoff and handoff.holding
-    code = ("import pickle, sys; h = pickle.loads(sys.stdin.buffer.read()); "
-            "print(type(h).__name__, h.holding)")  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(handoff),
-                          capture_output=True, check=True)  # fmt: skip
+    code = (
+        "import pickle, sys; h = pickle.loads(sys.stdin.buffer.read()); "
+        "print(type(h).__name__, h.holding)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], input=pickle.dumps(handoff), capture_output=True, check=True
+    )
     assert done.stdout.decode().split() == ["ModelHandoff", "False"]
     assert Classifier(spec, handoff=handoff)._model is not None and not handoff.holding
 

@@ -33,14 +33,40 @@ from transforms.tf_model import HUB_ALIASES
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = "us-central1-docker.pkg.dev/my-project/ig-audit/worker:0.1.0"
 GPU = "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver;use_nvidia_mps"
-GCP = ["--runner", "DataflowRunner", "--project", "my-project", "--region", "us-central1",
-       "--temp_location", "gs://my-bucket/tmp", "--dry_run=True", "--no_auth"]  # fmt: skip
+GCP = [
+    "--runner",
+    "DataflowRunner",
+    "--project",
+    "my-project",
+    "--region",
+    "us-central1",
+    "--temp_location",
+    "gs://my-bucket/tmp",
+    "--dry_run=True",
+    "--no_auth",
+]
 # The L4 command of README.md ("GPU workers"), with the dry-run flags.
-GPU_JOB = [*GCP, "--sdk_container_image", IMAGE, "--machine_type", "g2-standard-4",
-           "--dataflow_service_options", GPU, "--number_of_worker_harness_threads", "2",
-           "--max_num_workers", "2",
-           "--dataset", "gs://my-bucket/imagenet-a", "--model", "inception_v1",
-           "--target", "label", "--output", "gs://my-bucket/audits/imagenet-a"]  # fmt: skip
+GPU_JOB = [
+    *GCP,
+    "--sdk_container_image",
+    IMAGE,
+    "--machine_type",
+    "g2-standard-4",
+    "--dataflow_service_options",
+    GPU,
+    "--number_of_worker_harness_threads",
+    "2",
+    "--max_num_workers",
+    "2",
+    "--dataset",
+    "gs://my-bucket/imagenet-a",
+    "--model",
+    "inception_v1",
+    "--target",
+    "label",
+    "--output",
+    "gs://my-bucket/audits/imagenet-a",
+]
 
 
 def _environment(dataflow_job):
@@ -122,8 +148,11 @@ def test_dry_run_builds_the_l4_gpu_job_for_a_gcs_image_folder(offline_hub):
     assert "workflow.tar.gz" not in _staged(dataflow_job.proto_pipeline)
     options = environment.sdk_pipeline_options["options"]
     assert (options["dataset"], options["model"], options["output"], options["target"]) == (
-        "gs://my-bucket/imagenet-a", "inception_v1", "gs://my-bucket/audits/imagenet-a", "label"
-    )  # fmt: skip
+        "gs://my-bucket/imagenet-a",
+        "inception_v1",
+        "gs://my-bucket/audits/imagenet-a",
+        "label",
+    )
 
 
 def _no_loads(monkeypatch) -> None:
@@ -208,17 +237,33 @@ def test_setup_file_stages_this_package_for_the_default_workers(offline_hub, tmp
     for name in ("setup.py", "pyproject.toml"):
         shutil.copy(ROOT / name, project / name)
     for package in ("pipeline", "transforms"):
-        shutil.copytree(ROOT / package, project / package,
-                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
-    _, result = launch([*GCP, "--setup_file", str(project / "setup.py"),
-                        "--dataset", "gs://my-bucket/imagenet-a", "--model", "inception_v1",
-                        "--output", "gs://my-bucket/audits/a"])  # fmt: skip
+        shutil.copytree(
+            ROOT / package, project / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    _, result = launch(
+        [
+            *GCP,
+            "--setup_file",
+            str(project / "setup.py"),
+            "--dataset",
+            "gs://my-bucket/imagenet-a",
+            "--model",
+            "inception_v1",
+            "--output",
+            "gs://my-bucket/audits/a",
+        ]
+    )
 
     staged = _staged(result.job.proto_pipeline)
     with tarfile.open(staged["workflow.tar.gz"]) as sdist:
         files = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
-    assert {"setup.py", "pipeline/main.py", "transforms/attribution.py",
-            "transforms/sources.py", "transforms/tf_model.py"} <= files  # fmt: skip
+    assert {
+        "setup.py",
+        "pipeline/main.py",
+        "transforms/attribution.py",
+        "transforms/sources.py",
+        "transforms/tf_model.py",
+    } <= files
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     beam = metadata.version("apache-beam")
     assert _docker_images(result.job.proto_pipeline) == {
@@ -237,8 +282,16 @@ def test_setup_file_stages_this_package_for_the_default_workers(offline_hub, tmp
     ],
 )
 def test_dataflow_refuses_paths_its_workers_cannot_read(flags, message):
-    args = [*GCP, "--dataset", "gs://b/images", "--model", "efficientnet_lite0",
-            "--output", "gs://b/out", *flags]  # fmt: skip
+    args = [
+        *GCP,
+        "--dataset",
+        "gs://b/images",
+        "--model",
+        "efficientnet_lite0",
+        "--output",
+        "gs://b/out",
+        *flags,
+    ]
     with pytest.raises(ValueError, match=re.escape(message)):
         launch(args)
 
@@ -302,8 +355,10 @@ def test_dockerfile_copies_what_the_package_needs_and_dockerignore_lets_it_throu
     assert copied == {"setup.py", "pyproject.toml", "pipeline", "transforms"}
     assert all((ROOT / source).exists() for source in copied)
     # setup.py's packages are exactly the copied folders.
-    assert re.search(r'include=\["pipeline", "pipeline\.\*", "transforms", "transforms\.\*"\]',
-                     (ROOT / "setup.py").read_text())  # fmt: skip
+    assert re.search(
+        r'include=\["pipeline", "pipeline\.\*", "transforms", "transforms\.\*"\]',
+        (ROOT / "setup.py").read_text(),
+    )
     rules = [
         line.strip()
         for line in (ROOT / ".dockerignore").read_text().splitlines()
@@ -325,8 +380,17 @@ def test_gpu_settings_xla_with_padded_calls_give_the_same_numbers_on_cpu(
     from transforms.tf_model import Classifier, padded_batch, resolve_model
 
     assert [padded_batch(n) for n in (1, 2, 3, 4, 5, 8, 9, 23, 32, 33)] == [
-        1, 2, 4, 4, 8, 8, 16, 32, 32, 64
-    ]  # fmt: skip
+        1,
+        2,
+        4,
+        4,
+        8,
+        8,
+        16,
+        32,
+        32,
+        64,
+    ]
     spec = resolve_model(quadratic_saved_model)
     plain, xla = Classifier(spec, jit_compile=False), Classifier(spec, jit_compile=True)
     assert xla.settings.jit_compile and not plain.settings.jit_compile
@@ -347,8 +411,9 @@ def test_gpu_settings_xla_with_padded_calls_give_the_same_numbers_on_cpu(
         np.testing.assert_allclose(
             grads, (2 * flat * weights[:, targets].T).reshape(points.shape), rtol=1e-4, atol=1e-6
         )
-        for got, want in zip(xla.score_grad_fn("softmax")(*args),
-                             plain.score_grad_fn("softmax")(*args), strict=True):  # fmt: skip
+        for got, want in zip(
+            xla.score_grad_fn("softmax")(*args), plain.score_grad_fn("softmax")(*args), strict=True
+        ):
             assert got.shape == want.shape
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
         np.testing.assert_allclose(xla.score_fn("raw")(*args), expected, rtol=1e-4)

@@ -33,16 +33,26 @@ def score_grad_fn(inputs, baselines, alphas, targets):
 def integrate(fn, x, base, image_index, targets, method, steps, **kwargs):
     scores = {k: kwargs.pop(k) for k in ("target_scores", "baseline_scores") if k in kwargs}
     settings = ig.IGSettings(method, steps, **kwargs)
-    return ig.integrated_gradients(ig.integrand_from_gradients(fn), x, base, image_index,
-                                   targets, settings, **scores)  # fmt: skip
+    return ig.integrated_gradients(
+        ig.integrand_from_gradients(fn), x, base, image_index, targets, settings, **scores
+    )
 
 
 def run(method, steps, targets, path_batch_size=16, x=None, **kwargs):
     if x is None:
         x = RNG.uniform(0.2, 1.0, size=(len(targets), *SHAPE)).astype(np.float32)
     base = np.zeros((len(targets), 1, *SHAPE), np.float32)
-    result = integrate(score_grad_fn, x, base, np.arange(len(targets)), targets, method, steps,
-                       path_batch_size=path_batch_size, **kwargs)  # fmt: skip
+    result = integrate(
+        score_grad_fn,
+        x,
+        base,
+        np.arange(len(targets)),
+        targets,
+        method,
+        steps,
+        path_batch_size=path_batch_size,
+        **kwargs,
+    )
     return x, result
 
 
@@ -105,8 +115,9 @@ def test_gauss_legendre_is_spectrally_accurate_on_smooth_function():
 
 
 def test_completeness_delta_and_relative():
-    delta, rel = ig.completeness(np.array([1.1, 2.0, 0.0, 1.0]), [2.0, 3.0, 1.0, 1.0],
-                                 [1.0, 1.0, 1.0, 1.0])  # fmt: skip
+    delta, rel = ig.completeness(
+        np.array([1.1, 2.0, 0.0, 1.0]), [2.0, 3.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]
+    )
     np.testing.assert_allclose(delta, [0.1, 0.0, 0.0, 1.0])
     np.testing.assert_allclose(rel[:3], [0.1, 0.0, 0.0])
     assert np.isinf(rel[3])
@@ -117,10 +128,9 @@ def test_results_do_not_depend_on_path_batch_size(method):
     x = RNG.uniform(0, 1, size=(3, *SHAPE)).astype(np.float32)
     base = np.stack([np.zeros_like(x), np.full_like(x, 0.5)], axis=1)
     outs = [
-        integrate(score_grad_fn, x, base, [0, 1, 2, 2], [0, 1, 2, 1], method, 5,
-                  path_batch_size=b)
+        integrate(score_grad_fn, x, base, [0, 1, 2, 2], [0, 1, 2, 1], method, 5, path_batch_size=b)
         for b in (1, 7, 1000)
-    ]  # fmt: skip
+    ]
     for other in outs[1:]:
         np.testing.assert_allclose(outs[0].attributions, other.attributions, rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(outs[0].error, other.error, rtol=1e-5, atol=1e-9)
@@ -167,10 +177,13 @@ def test_bad_rule_arguments_name_the_value(method, steps, message):
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"tolerance": -1.0}, "tolerance must be >= 0"), ({"max_steps": 4}, "max_steps \\(4\\)"),
-     ({"path_batch_size": 0}, "path_batch_size must be >= 1"),
-     ({"memory_budget": -1}, "memory_budget must be >= 0")],
-)  # fmt: skip
+    [
+        ({"tolerance": -1.0}, "tolerance must be >= 0"),
+        ({"max_steps": 4}, "max_steps \\(4\\)"),
+        ({"path_batch_size": 0}, "path_batch_size must be >= 1"),
+        ({"memory_budget": -1}, "memory_budget must be >= 0"),
+    ],
+)
 def test_bad_settings_name_the_value(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ig.IGSettings("riemann_trapezoid", 8, **kwargs)
@@ -179,8 +192,16 @@ def test_bad_settings_name_the_value(kwargs, message):
 def test_a_tolerance_without_the_exact_scores_is_refused():
     x = RNG.uniform(size=(1, *SHAPE)).astype(np.float32)
     with pytest.raises(ValueError, match="tolerance > 0 needs target_scores"):
-        integrate(score_grad_fn, x, np.zeros((1, 1, *SHAPE), np.float32), [0], [0],
-                  "riemann_trapezoid", 5, tolerance=0.01)  # fmt: skip
+        integrate(
+            score_grad_fn,
+            x,
+            np.zeros((1, 1, *SHAPE), np.float32),
+            [0],
+            [0],
+            "riemann_trapezoid",
+            5,
+            tolerance=0.01,
+        )
 
 
 # --- the error model -------------------------------------------------------
@@ -248,9 +269,19 @@ def test_errors_that_cancel_in_the_sum_are_refined_away():
     assert abs(sums) < 1e-6  # completeness is exact: the old stopping rule stops here
     coarse_error = np.linalg.norm(coarse.attributions[0] - exact) / np.linalg.norm(exact)
     assert coarse_error > 0.05 and coarse.error[0] > 0.05  # ...though the map is off
-    fine = integrate(mirrored_kinks_fn, x, base, [0], [0], "riemann_trapezoid", 7,
-                     tolerance=0.005, max_steps=4096, target_scores=np.zeros(1),
-                     baseline_scores=np.zeros((1, 1)))  # fmt: skip
+    fine = integrate(
+        mirrored_kinks_fn,
+        x,
+        base,
+        [0],
+        [0],
+        "riemann_trapezoid",
+        7,
+        tolerance=0.005,
+        max_steps=4096,
+        target_scores=np.zeros(1),
+        baseline_scores=np.zeros((1, 1)),
+    )
     fine_error = np.linalg.norm(fine.attributions[0] - exact) / np.linalg.norm(exact)
     assert fine.error[0] <= 0.005 and fine_error <= 0.01
     assert fine.evaluations[0] > 7
@@ -297,9 +328,16 @@ def toy_rows(settings_kwargs, count=20):
         x = np.random.default_rng(100 + seed).uniform(0, 1, size=(1, *net.shape))
         x = x.astype(np.float32)
         exact, fx, f0 = net.exact(x[0])
-        result = integrate(net, x, np.zeros((1, 1, *net.shape), np.float32), [0], [0],
-                           target_scores=np.array([fx]), baseline_scores=np.array([[f0]]),
-                           **settings_kwargs)  # fmt: skip
+        result = integrate(
+            net,
+            x,
+            np.zeros((1, 1, *net.shape), np.float32),
+            [0],
+            [0],
+            target_scores=np.array([fx]),
+            baseline_scores=np.array([[f0]]),
+            **settings_kwargs,
+        )
         true = np.linalg.norm(result.attributions[0] - exact) / np.linalg.norm(exact)
         out.append((result.error[0], true, result.evaluations[0]))
     return np.array(out)
@@ -307,10 +345,13 @@ def toy_rows(settings_kwargs, count=20):
 
 @pytest.mark.parametrize(
     "settings",
-    [{"method": "riemann_trapezoid", "steps": 33}, {"method": "gausslegendre", "steps": 32},
-     {"method": "riemann_trapezoid", "steps": 25, "tolerance": 0.02, "max_steps": 512},
-     {"method": "gausslobatto", "steps": 25, "tolerance": 0.02, "max_steps": 512}],
-)  # fmt: skip
+    [
+        {"method": "riemann_trapezoid", "steps": 33},
+        {"method": "gausslegendre", "steps": 32},
+        {"method": "riemann_trapezoid", "steps": 25, "tolerance": 0.02, "max_steps": 512},
+        {"method": "gausslobatto", "steps": 25, "tolerance": 0.02, "max_steps": 512},
+    ],
+)
 def test_error_estimate_is_within_a_factor_two_on_a_piecewise_linear_net(settings):
     estimated, true, _ = toy_rows(settings).T
     ratio = estimated / true
@@ -341,9 +382,18 @@ OFFSETS = RNG.uniform(0, 5, size=SHAPE)
 def kinks_case(method="riemann_trapezoid", steps=9, **kwargs):
     x = np.random.default_rng(7).uniform(0.5, 1.0, size=(2, *SHAPE)).astype(np.float32)
     exact = np.clip(40 * x - OFFSETS, 0, 1)
-    result = integrate(kinks_fn, x, np.zeros((2, 1, *SHAPE), np.float32), [0, 1], [2, 2],
-                       method, steps, target_scores=exact.reshape(2, -1).sum(1),
-                       baseline_scores=np.zeros((2, 1)), **kwargs)  # fmt: skip
+    result = integrate(
+        kinks_fn,
+        x,
+        np.zeros((2, 1, *SHAPE), np.float32),
+        [0, 1],
+        [2, 2],
+        method,
+        steps,
+        target_scores=exact.reshape(2, -1).sum(1),
+        baseline_scores=np.zeros((2, 1)),
+        **kwargs,
+    )
     return exact, result
 
 
@@ -366,10 +416,12 @@ def test_adaptive_refinement_goes_where_the_kinks_are_for_every_rule(method):
 def test_completeness_has_its_own_tolerance():
     loose = kinks_case(tolerance=0.5, max_steps=4096)[1]
     exact, tight = kinks_case(tolerance=0.5, completeness_tolerance=1e-4, max_steps=4096)
-    _, rel = ig.completeness(tight.attributions.reshape(2, -1).sum(1), exact.reshape(2, -1).sum(1),
-                             0)  # fmt: skip
-    _, loose_rel = ig.completeness(loose.attributions.reshape(2, -1).sum(1),
-                                   exact.reshape(2, -1).sum(1), 0)  # fmt: skip
+    _, rel = ig.completeness(
+        tight.attributions.reshape(2, -1).sum(1), exact.reshape(2, -1).sum(1), 0
+    )
+    _, loose_rel = ig.completeness(
+        loose.attributions.reshape(2, -1).sum(1), exact.reshape(2, -1).sum(1), 0
+    )
     assert np.all(rel <= 1e-4) and np.all(loose_rel > 1e-4)
     assert np.all(tight.evaluations > loose.evaluations)
 
@@ -383,10 +435,18 @@ def test_rows_that_reach_the_cap_stop_there_and_say_so():
 def test_adaptive_mode_on_a_linear_model_refines_nothing():
     x = RNG.uniform(size=(2, *SHAPE)).astype(np.float32)
     result = integrate(
-        score_grad_fn, x, np.zeros((2, 1, *SHAPE), np.float32), [0, 1], [0, 0],
-        "riemann_trapezoid", 9, target_scores=(x * WEIGHTS).reshape(2, -1).sum(1),
-        baseline_scores=np.zeros((2, 1)), tolerance=1e-6, max_steps=64,
-    )  # fmt: skip
+        score_grad_fn,
+        x,
+        np.zeros((2, 1, *SHAPE), np.float32),
+        [0, 1],
+        [0, 0],
+        "riemann_trapezoid",
+        9,
+        target_scores=(x * WEIGHTS).reshape(2, -1).sum(1),
+        baseline_scores=np.zeros((2, 1)),
+        tolerance=1e-6,
+        max_steps=64,
+    )
     np.testing.assert_allclose(result.attributions, x * WEIGHTS, rtol=1e-5, atol=1e-6)
     assert result.evaluations.tolist() == [9, 9] and result.steps.tolist() == [9, 9]
 
@@ -412,16 +472,27 @@ def test_bisection_reuses_every_node_of_nested_panels(method):
     # of their halves: with every panel kept, no point is evaluated twice and F
     # at the edges comes with the gradients (no forward passes).
     seen = []
-    _, result = kinks_case(method, tolerance=0.01, max_steps=2048, memory_budget=1 << 40,
-                           path_batch_size=32)  # fmt: skip
+    _, result = kinks_case(
+        method, tolerance=0.01, max_steps=2048, memory_budget=1 << 40, path_batch_size=32
+    )
     _, again = kinks_case(method, tolerance=0.01, max_steps=2048, memory_budget=1 << 40)
     seen_fn = recording(kinks_fn, seen)
     x = np.random.default_rng(7).uniform(0.5, 1.0, size=(2, *SHAPE)).astype(np.float32)
     exact = np.clip(40 * x - OFFSETS, 0, 1)
-    counted = integrate(seen_fn, x, np.zeros((2, 1, *SHAPE), np.float32), [0, 1], [2, 2],
-                        method, 9, target_scores=exact.reshape(2, -1).sum(1),
-                        baseline_scores=np.zeros((2, 1)), tolerance=0.01, max_steps=2048,
-                        memory_budget=1 << 40)  # fmt: skip
+    counted = integrate(
+        seen_fn,
+        x,
+        np.zeros((2, 1, *SHAPE), np.float32),
+        [0, 1],
+        [2, 2],
+        method,
+        9,
+        target_scores=exact.reshape(2, -1).sum(1),
+        baseline_scores=np.zeros((2, 1)),
+        tolerance=0.01,
+        max_steps=2048,
+        memory_budget=1 << 40,
+    )
     assert len(seen) == len(set(seen)) == counted.evaluations.sum()
     assert counted.forward_evaluations.tolist() == [0, 0]
     assert counted.evaluations.tolist() == [len(a) for a in counted.path_alphas]

@@ -138,8 +138,9 @@ def test_label_target_and_label_offset_through_hub_handle(
     )
 
 
-def test_a_direct_runner_job_loads_its_model_once(image_folder, quadratic_saved_model,
-                                                  tmp_path, monkeypatch):  # fmt: skip
+def test_a_direct_runner_job_loads_its_model_once(
+    image_folder, quadratic_saved_model, tmp_path, monkeypatch
+):
     # The launcher loads the model for its signature and hands it, through the
     # job's ModelHandoff (pickled with the handler), to the in-process worker.
     from pipeline.main import launch
@@ -148,9 +149,21 @@ def test_a_direct_runner_job_loads_its_model_once(image_folder, quadratic_saved_
     loads = []
     real = tf_model._load
     monkeypatch.setattr(tf_model, "_load", lambda m: loads.append(m.reference) or real(m))
-    job, result = launch(["--runner", "DirectRunner", "--dataset", image_folder["root"],
-                          "--model", quadratic_saved_model, "--output", str(tmp_path / "out"),
-                          "--steps", "4"], save_main_session=False)  # fmt: skip
+    job, result = launch(
+        [
+            "--runner",
+            "DirectRunner",
+            "--dataset",
+            image_folder["root"],
+            "--model",
+            quadratic_saved_model,
+            "--output",
+            str(tmp_path / "out"),
+            "--steps",
+            "4",
+        ],
+        save_main_session=False,
+    )
     assert result.state == "DONE" and loads == [quadratic_saved_model]
     assert job.model_handoff is not None and not job.model_handoff.holding
 

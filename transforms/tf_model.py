@@ -247,11 +247,7 @@ def _hash_path(path: str) -> str:
     import tensorflow as tf  # noqa: PLC0415
 
     digest = hashlib.sha256()
-    paths = (
-        sorted(p for p in _walk_files(path))
-        if tf.io.gfile.isdir(path)
-        else [path]
-    )  # fmt: skip
+    paths = sorted(p for p in _walk_files(path)) if tf.io.gfile.isdir(path) else [path]
     for p in paths:
         digest.update(os.path.relpath(p, path).encode() if p != path else b"")
         with tf.io.gfile.GFile(p, "rb") as f:
@@ -367,8 +363,11 @@ def _image_size(reference: str, location: str, shape, image_size: int | None) ->
     known = _KNOWN_SIGNATURES.get(location)
     size = static or (known.image_size if known is not None else None)
     if size is None:
-        _LOG.warning("Model %s does not fix its input size; using %d (set --image_size).",
-                     reference, _DEFAULT_IMAGE_SIZE)  # fmt: skip
+        _LOG.warning(
+            "Model %s does not fix its input size; using %d (set --image_size).",
+            reference,
+            _DEFAULT_IMAGE_SIZE,
+        )
         size = _DEFAULT_IMAGE_SIZE
     return size
 
@@ -526,10 +525,13 @@ def resolve_model(
     signature = None if load else _signature_without_loading(model)
     obj = None
     if signature is not None:
-        _LOG.info("Signature of %s read without loading it: input %s, %d outputs.",
-                  model.reference, signature.input_shape, signature.num_outputs)  # fmt: skip
-        image_size = _image_size(model.reference, model.location, signature.input_shape,
-                                 image_size)  # fmt: skip
+        _LOG.info(
+            "Signature of %s read without loading it: input %s, %d outputs.",
+            model.reference,
+            signature.input_shape,
+            signature.num_outputs,
+        )
+        image_size = _image_size(model.reference, model.location, signature.input_shape, image_size)
         num_outputs = signature.num_outputs
     else:
         obj = _load(model)
@@ -655,8 +657,12 @@ class Classifier:
         self._pad = bool(jit)
 
     def _path_args(self, inputs, baselines, alphas, targets) -> tuple[int, tuple[np.ndarray, ...]]:
-        args = (np.asarray(inputs, np.float32), np.asarray(baselines, np.float32),
-                np.asarray(alphas, np.float32), np.asarray(targets, np.int64))  # fmt: skip
+        args = (
+            np.asarray(inputs, np.float32),
+            np.asarray(baselines, np.float32),
+            np.asarray(alphas, np.float32),
+            np.asarray(targets, np.int64),
+        )
         rows = len(args[0])
         return rows, (_pad_rows(rows, *args) if self._pad else args)
 
@@ -687,9 +693,13 @@ class Classifier:
         def run(images, references, index, alphas, targets, weights, segments, num_segments):
             images = np.asarray(images, np.float32)
             references = np.asarray(references, np.float32)
-            point_args = (np.asarray(index, np.int32), np.asarray(alphas, np.float32),
-                          np.asarray(targets, np.int64), np.asarray(weights, np.float32),
-                          np.asarray(segments, np.int32))  # fmt: skip
+            point_args = (
+                np.asarray(index, np.int32),
+                np.asarray(alphas, np.float32),
+                np.asarray(targets, np.int64),
+                np.asarray(weights, np.float32),
+                np.asarray(segments, np.int32),
+            )
             rows = len(point_args[0])
             if self._pad:  # for XLA: padding points weigh nothing, in segment -1
                 images, references = _pad_rows(len(images), images, references)

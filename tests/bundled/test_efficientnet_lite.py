@@ -59,10 +59,14 @@ def converted(cache_dir) -> keras.Model:
 
 # Block strings of efficientnet_lite_builder.py / the PyTorch port, decoded here.
 UPSTREAM_BLOCKS = [
-    "r1_k3_s11_e1_i32_o16", "r2_k3_s22_e6_i16_o24", "r2_k5_s22_e6_i24_o40",
-    "r3_k3_s22_e6_i40_o80", "r3_k5_s11_e6_i80_o112", "r4_k5_s22_e6_i112_o192",
+    "r1_k3_s11_e1_i32_o16",
+    "r2_k3_s22_e6_i16_o24",
+    "r2_k5_s22_e6_i24_o40",
+    "r3_k3_s22_e6_i40_o80",
+    "r3_k5_s11_e6_i80_o112",
+    "r4_k5_s22_e6_i112_o192",
     "r1_k3_s11_e6_i192_o320",
-]  # fmt: skip
+]
 BN_EPS = 1e-3
 
 
@@ -127,7 +131,11 @@ def numpy_reference(
         inputs = x
         if expand != 1:
             x = relu6(batchnorm(conv(x, sd[f"{p}._expand_conv.weight"]), sd, f"{p}._bn0"))
-        x = relu6(batchnorm(depthwise(x, sd[f"{p}._depthwise_conv.weight"], stride, symmetric), sd, f"{p}._bn1"))  # fmt: skip
+        x = relu6(
+            batchnorm(
+                depthwise(x, sd[f"{p}._depthwise_conv.weight"], stride, symmetric), sd, f"{p}._bn1"
+            )
+        )
         x = batchnorm(conv(x, sd[f"{p}._project_conv.weight"]), sd, f"{p}._bn2")
         if stride == 1 and filters_in == filters_out:
             x = x + inputs
@@ -164,7 +172,15 @@ def test_model_is_inference_only_builtin_layers(state_dict):
     assert model.output_shape == (None, 1000)
     kinds = {type(layer).__name__ for layer in model.layers}
     # BatchNorm is folded away; normalisation of the input lives inside the model.
-    assert kinds == {"InputLayer", "Rescaling", "Conv2D", "DepthwiseConv2D", "Add", "GlobalAveragePooling2D", "Dense"}  # fmt: skip
+    assert kinds == {
+        "InputLayer",
+        "Rescaling",
+        "Conv2D",
+        "DepthwiseConv2D",
+        "Add",
+        "GlobalAveragePooling2D",
+        "Dense",
+    }
     assert all(type(layer).__module__.startswith("keras.") for layer in model.layers)
     # 4,694,024 floats in the checkpoint; folding turns each BatchNorm's four
     # vectors (gamma, beta, mean, var) into one conv bias: 21,008 channels x 3 fewer.

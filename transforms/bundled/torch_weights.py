@@ -270,8 +270,17 @@ def _load_pickle(
         raise
     # A malformed pickle makes the unpickler call OrderedDict or the rebuilders with
     # odd arguments, index a short stack, or build huge ints: all bad values.
-    except (EOFError, pickle.UnpicklingError, struct.error, TypeError, ValueError,
-            AttributeError, IndexError, KeyError, OverflowError) as e:  # fmt: skip
+    except (
+        EOFError,
+        pickle.UnpicklingError,
+        struct.error,
+        TypeError,
+        ValueError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        OverflowError,
+    ) as e:
         raise ValueError(
             f"{path}: cannot read the {what}: the file is truncated or is not a legacy "
             f"PyTorch checkpoint ({type(e).__name__}: {e})"

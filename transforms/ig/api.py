@@ -267,8 +267,16 @@ def _scores_of(integrand: IntegrandFn) -> ScoreFn:
 
     def score(inputs, baselines, alphas, targets):
         n = len(alphas)
-        out = integrand(inputs, baselines, np.arange(n, dtype=np.int32), alphas, targets,
-                        np.zeros(n, np.float32), np.zeros(n, np.int32), 1)  # fmt: skip
+        out = integrand(
+            inputs,
+            baselines,
+            np.arange(n, dtype=np.int32),
+            alphas,
+            targets,
+            np.zeros(n, np.float32),
+            np.zeros(n, np.int32),
+            1,
+        )
         return out[0]
 
     return score

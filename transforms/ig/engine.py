@@ -81,10 +81,15 @@ class Paths:
             # One sum per distinct slot of the chunk, added to its accumulator.
             slots, segments = np.unique(slot[part], return_inverse=True)
             s, d, ok, sums = self.integrand(
-                x, x_ref, index.astype(np.int32), alpha[part].astype(np.float32),
-                self.target[p], weight[part].astype(np.float32), segments.astype(np.int32),
+                x,
+                x_ref,
+                index.astype(np.int32),
+                alpha[part].astype(np.float32),
+                self.target[p],
+                weight[part].astype(np.float32),
+                segments.astype(np.int32),
                 len(slots),
-            )  # fmt: skip
+            )
             scores[part] = s
             derivs[part] = d
             np.logical_and.at(self.finite, p, np.asarray(ok, dtype=bool))
@@ -122,8 +127,9 @@ class Fixed:
         for part in paths.parts(n * k):  # one model call each: bounded memory
             p, i = path[part], node[part]
             vectors = np.zeros((len(p), *paths.shape), dtype=np.float32)
-            scores[part], _ = paths.gradients(p, alphas[i], np.ones(len(p)),
-                                              np.arange(len(p)), vectors)  # fmt: skip
+            scores[part], _ = paths.gradients(
+                p, alphas[i], np.ones(len(p)), np.arange(len(p)), vectors
+            )
             for q in np.unique(p):
                 own = p == q
                 self.attributions[q] += np.tensordot(weights[i[own]], vectors[own], axes=1)
@@ -237,9 +243,13 @@ class Adaptive:
     def _forward(self, spans, need) -> None:
         """F at panel edges that are not nodes and whose F is unknown: forward passes."""
         edges = sorted(
-            {(p, e) for p, a, b in spans for e in (a, b)
-             if e not in self.known[p] and (p, e) not in need}
-        )  # fmt: skip
+            {
+                (p, e)
+                for p, a, b in spans
+                for e in (a, b)
+                if e not in self.known[p] and (p, e) not in need
+            }
+        )
         if not edges:
             return
         found = self.paths.scores(
@@ -256,11 +266,13 @@ class Adaptive:
         path = np.array([p for p, _ in missing])
         vectors = [np.zeros(self.paths.shape, np.float32) for _ in missing]
         scores, derivs = self.paths.gradients(
-            path, np.array([x for _, x in missing]), np.ones(len(missing)),
-            np.arange(len(missing)), vectors,
-        )  # fmt: skip
-        for (p, x), s, d, v in zip(missing, scores.tolist(), derivs.tolist(), vectors,
-                                   strict=True):  # fmt: skip
+            path,
+            np.array([x for _, x in missing]),
+            np.ones(len(missing)),
+            np.arange(len(missing)),
+            vectors,
+        )
+        for (p, x), s, d, v in zip(missing, scores.tolist(), derivs.tolist(), vectors, strict=True):
             self.known[p][x], self.derivative[p][x], self.vectors_at[p][x] = s, d, v
             self.evaluations[p] += 1
 
