@@ -158,8 +158,10 @@ def _earlier_run(output: str) -> list[str]:
         FileSystems.join(output, "results", "**"),
         FileSystems.join(output, "errors", "**"),
         FileSystems.join(output, "manifest.json"),
-        # The page `python -m pipeline.report` writes there: it describes the earlier run.
+        # The page `python -m pipeline.report` and the check `python -m pipeline.sanity`
+        # write there: they describe the earlier run.
         FileSystems.join(output, "report.html"),
+        FileSystems.join(output, "sanity", "**"),
     ]
     try:
         matches = FileSystems.match(patterns)

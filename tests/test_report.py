@@ -579,19 +579,36 @@ def test_the_command_shows_the_values_the_run_used(tmp_path):
     assert typed.count("--dataset") == 2  # the line as typed, kept apart and labelled
 
 
-def test_overwrite_removes_the_earlier_report(tmp_path, linear_keras):
+def test_overwrite_removes_the_earlier_report_and_sanity_check(tmp_path, linear_keras):
     images = tmp_path / "images"
     write_image(images / "a.png", np.zeros((SIZE, SIZE, 3), np.uint8))
     output = tmp_path / "out"
-    output.mkdir()
+    (output / "sanity").mkdir(parents=True)
     (output / "manifest.json").write_text("{}")
     (output / "report.html").write_text("<p>the earlier run</p>")
+    (output / "sanity" / "sanity.json").write_text('{"stages": []}')
     args = cli_args(
         runner="DirectRunner", dataset=images, model=linear_keras, output=output, steps=4
     )
     run([*args, "--overwrite"], save_main_session=False)
     assert not (output / "report.html").exists()
+    assert not (output / "sanity" / "sanity.json").exists()  # it described the earlier run
+    assert read_sanity(str(output)) is None
     assert json.loads((output / "manifest.json").read_text())["counts"]["rows"] == 1
+
+
+def test_an_earlier_sanity_check_alone_is_an_earlier_run(tmp_path, linear_keras):
+    images = tmp_path / "images"
+    write_image(images / "a.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    output = tmp_path / "out"
+    (output / "sanity").mkdir(parents=True)
+    (output / "sanity" / "sanity.json").write_text('{"stages": []}')
+    args = cli_args(
+        runner="DirectRunner", dataset=images, model=linear_keras, output=output, steps=4
+    )
+    with pytest.raises(ValueError, match="already holds a run.*--overwrite"):
+        run(args, save_main_session=False)
+    assert (output / "sanity" / "sanity.json").exists()
 
 
 def test_without_a_tolerance_no_row_is_judged_against_one(folder_run):  # noqa: F811
