@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
+from transforms import baselines as baselines_lib
 from transforms import ig, images, results
 from transforms.batch import baselines_and_scores
 from transforms.config import AttributionConfig
@@ -204,6 +205,33 @@ def _figure(pictures: np.ndarray, maps: list[np.ndarray], titles: list[str]) -> 
     return buffer.getvalue()
 
 
+def content_box(inputs: np.ndarray, references: np.ndarray) -> tuple[slice, slice]:
+    """The rows and columns of an image that hold pixels differing from a baseline.
+
+    Outside them (the padding of a non-square image, when it equals every
+    baseline) IG is 0 by construction, x - x' being 0: the same in every map,
+    however random the model. Compared there, unrelated maps would look alike.
+
+    Args:
+      inputs: float [H, W, C], the image in the model's input range.
+      references: float [B, H, W, C], its baselines.
+    """
+    differs = np.any(inputs[None] != references, axis=(0, -1))
+    rows, cols = np.flatnonzero(differs.any(axis=1)), np.flatnonzero(differs.any(axis=0))
+    if not len(rows):
+        return slice(None), slice(None)
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
+def _content_boxes(config, spec, inputs, image_ids) -> list[tuple[slice, slice]]:
+    return [
+        content_box(
+            x, baselines_lib.make_baselines(x, config.baselines, spec.input_range, i, config.seed)
+        )
+        for x, i in zip(inputs, image_ids, strict=True)
+    ]
+
+
 def _rows(output: str, manifest: dict[str, Any], count: int):
     """The first `count` rows (by image id) whose input image can be re-loaded."""
     frame = results.read_results(output, columns=["image_id", "target_class"])
@@ -223,9 +251,11 @@ def _cascade(
     seed: int,
     original: np.ndarray,
     attribute: Callable[[], np.ndarray],
+    boxes: list[tuple[slice, slice]],
 ) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
     """Randomises the model's layers stage by stage (each stage adds to the last) and
-    compares the maps `attribute` gives then with the intact model's `original`.
+    compares the maps `attribute` gives then with the intact model's `original`,
+    each within its image's `content_box`.
 
     Returns:
       Each stage's maps, float32 [N, H, W, C], and its `_stage_report`.
@@ -235,7 +265,10 @@ def _cascade(
         model.randomize_layers([name for name in layers if name not in done], seed)
         done = layers
         maps.append(attribute())
-        similarity = [map_similarity(o, m) for o, m in zip(original, maps[-1], strict=True)]
+        similarity = [
+            map_similarity(o[box], m[box])
+            for o, m, box in zip(original, maps[-1], boxes, strict=True)
+        ]
         stage = _stage_report(layers, similarity)
         reports.append(stage)
         rho, ssim = stage["spearman_median"], stage["ssim_median"]
@@ -264,7 +297,8 @@ def run(
     plan = stage_layers(model.weight_layers(), stages)
     attribute = functools.partial(_attribute, model, config, inputs, ids, targets)
     original = attribute()
-    maps, reports = _cascade(model, plan, seed, original, attribute)
+    boxes = _content_boxes(config, spec, inputs, ids)
+    maps, reports = _cascade(model, plan, seed, original, attribute, boxes)
     report = {
         "images": len(ids),
         "image_ids": ids,

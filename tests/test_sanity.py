@@ -43,6 +43,25 @@ def test_map_similarity_is_one_for_the_same_map_and_low_for_unrelated_ones():
     assert np.isnan(sanity.map_similarity(a, np.zeros_like(a))[0])
 
 
+def test_maps_are_compared_within_the_content_not_the_padding():
+    rng = np.random.default_rng(1)
+    image = np.zeros((32, 32, 3), np.float32)
+    image[8:24] = rng.uniform(0.1, 1.0, size=(16, 32, 3))  # a wide image, padded above and below
+    black, white = np.zeros((1, 32, 32, 3), np.float32), np.ones((1, 32, 32, 3), np.float32)
+    assert sanity.content_box(image, black) == (slice(8, 24), slice(0, 32))
+    # Against white the padding differs from the baseline: IG is not 0 there.
+    assert sanity.content_box(image, np.concatenate([black, white])) == (slice(0, 32), slice(0, 32))
+    assert sanity.content_box(np.zeros_like(image), black) == (slice(None), slice(None))
+    # Two unrelated maps, both 0 on the padding (x - x' = 0 there): alike on the
+    # whole image, unrelated within the content.
+    a, b = np.zeros((2, 32, 32, 3))
+    a[8:24], b[8:24] = rng.normal(size=(2, 16, 32, 3))
+    whole_rho, _ = sanity.map_similarity(a, b)
+    box = sanity.content_box(image, black)
+    rho, ssim = sanity.map_similarity(a[box], b[box])
+    assert whole_rho > 0.5 and abs(rho) < 0.1 and ssim < 0.2
+
+
 def test_randomising_the_last_layer_changes_the_maps(image_folder, conv_keras, tmp_path):
     output = str(tmp_path / "out")
     args = cli_args(
