@@ -36,10 +36,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from apache_beam.io.filesystems import FileSystems
 from matplotlib.figure import Figure
 
-from transforms import plots, results
+from transforms import files, plots, results
 
 __all__ = ["build_report", "main", "read_sanity", "write_report"]
 
@@ -735,11 +734,11 @@ def read_sanity(output: str) -> dict[str, Any] | None:
       `changed` is judged on the last stage's median Spearman (its SSIM when
       Spearman is absent): below `_SANITY_UNCHANGED_FROM` (0.5) counts as changed.
     """
-    path = FileSystems.join(output, "sanity", "sanity.json")
-    if not FileSystems.exists(path):
+    path = files.join(output, "sanity", "sanity.json")
+    if not files.exists(path):
         return None
     try:
-        with FileSystems.open(path) as f:
+        with files.open_read(path) as f:
             data = json.loads(f.read().decode("utf-8"))
         if not isinstance(data, dict):
             raise ValueError(f"expected a JSON object, got {type(data).__name__}")
@@ -893,7 +892,7 @@ def build_report(
 def write_report(output: str, path: str, **kwargs: Any) -> str:
     """Builds the page of the run in `output` and writes it to `path` (local or gs://)."""
     page = build_report(output, **kwargs)
-    with FileSystems.create(path, mime_type="text/html") as f:
+    with files.create(path, mime_type="text/html") as f:
         f.write(page.encode("utf-8"))
     return path
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -481,3 +484,31 @@ def test_a_row_that_does_not_match_the_schema_is_refused_by_name():
     missing = {k: v for k, v in good.items() if k != "within_tolerance"}
     with pytest.raises(ValueError, match=r"schema columns missing \['within_tolerance'\]"):
         rows_to_table([missing], schema)
+
+
+def test_reading_back_imports_no_beam():
+    """A notebook's imports (read-back, plots, report) never load Apache Beam: it takes seconds."""
+    code = (
+        "import sys, transforms.results, transforms.plots, pipeline.report; "
+        "print(any(m == 'apache_beam' or m.startswith('apache_beam.') for m in sys.modules))"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": root},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    assert done.stdout.strip() == "False"
+
+
+def test_an_output_folder_with_glob_characters_reads_back(folder_run, tmp_path):
+    """Result files are listed by name, not by a glob: `[2024]` is no character class."""
+    before = results.read_results(folder_run["output"])
+    moved = tmp_path / "runs [2024]"
+    os.rename(folder_run["output"], moved)
+    pd.testing.assert_frame_equal(results.read_results(str(moved)), before)
+    assert len(before) == 4 and len(results.read_errors(str(moved))) == 1

@@ -1,6 +1,7 @@
 """Reading an audit's output back: result rows, attribution arrays, filters, input images.
 
-Everything here works on a finished run's output folder (local or gs://):
+Everything here works on a finished run's output folder (local or gs://); none of it
+imports Apache Beam for a local folder (`transforms.files`), so a notebook starts fast:
 
     from transforms import results
     meta = results.read_results("output/sample")              # metadata, no arrays
@@ -25,12 +26,11 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
 
 from transforms import baselines as baselines_lib
-from transforms import images, sources
+from transforms import datasource, files, images
+from transforms.manifest import MANIFEST_FILE, read_manifest
 from transforms.schema import ERROR_SCHEMA, METADATA_COLUMNS, results_schema
-from transforms.sinks import read_manifest
 
 __all__ = [
     "is_missing",
@@ -73,34 +73,33 @@ class ImageUnavailable(LookupError):
 def _parquet_files(folder: str) -> list[str]:
     """The `*.parquet` files directly in `folder` (local or gs://), sorted; [] if none."""
     try:
-        matches = FileSystems.match([FileSystems.join(folder, "*.parquet")])[0].metadata_list
-    except Exception as e:  # Beam raises BeamIOError with per-pattern causes.
+        return files.list_folder(folder, ".parquet")
+    except Exception as e:  # OSError; remote, Beam's BeamIOError with per-pattern causes.
         raise FileNotFoundError(
             f"Cannot list {folder!r}: {e}. Pass the --output folder of a finished run."
         ) from e
-    return sorted(m.path for m in matches)
 
 
 def _dataset(output: str) -> ds.Dataset:
     """The Parquet files of `<output>/results` as one dataset (an empty one if none)."""
-    files = _parquet_files(FileSystems.join(output, "results"))
-    if not files:
-        if not FileSystems.exists(FileSystems.join(output, "manifest.json")):
+    parquet = _parquet_files(files.join(output, "results"))
+    if not parquet:
+        if not files.exists(files.join(output, MANIFEST_FILE)):
             raise FileNotFoundError(
                 f"{output!r} holds no results/*.parquet and no manifest.json; "
                 "pass the --output folder of a finished run."
             )
         dtype = read_manifest(output).get("config", {}).get("attribution_dtype", "float32")
         return ds.dataset([], schema=results_schema(dtype))
-    return _parquet_dataset(files)
+    return _parquet_dataset(parquet)
 
 
-def _parquet_dataset(files: Sequence[str]) -> ds.Dataset:
+def _parquet_dataset(paths: Sequence[str]) -> ds.Dataset:
     """Parquet files, local or remote (gs://: pyarrow takes a file system plus bare paths)."""
-    if "://" not in files[0]:
-        return ds.dataset(list(files), format="parquet")
-    filesystem, _ = pafs.FileSystem.from_uri(files[0])
-    paths = [pafs.FileSystem.from_uri(f)[1] for f in files]
+    if not files.is_remote(paths[0]):
+        return ds.dataset(list(paths), format="parquet")
+    filesystem, _ = pafs.FileSystem.from_uri(paths[0])
+    paths = [pafs.FileSystem.from_uri(p)[1] for p in paths]
     return ds.dataset(paths, format="parquet", filesystem=filesystem)
 
 
@@ -238,10 +237,10 @@ def read_row(output: str, image: str, target_class: int | None = None) -> pd.Ser
 
 def read_errors(output: str) -> pd.DataFrame:
     """The run's error records: image_id, file_name, stage, error (an empty frame if none)."""
-    files = _parquet_files(FileSystems.join(output, "errors"))
-    if not files:
+    parquet = _parquet_files(files.join(output, "errors"))
+    if not parquet:
         return ERROR_SCHEMA.empty_table().to_pandas()
-    return _parquet_dataset(files).to_table().to_pandas()
+    return _parquet_dataset(parquet).to_table().to_pandas()
 
 
 def _get(row: Any, name: str) -> Any:
@@ -406,20 +405,20 @@ def _manifest(manifest_or_output: Mapping[str, Any] | str) -> Mapping[str, Any]:
 
 def _source_path(manifest: Mapping[str, Any], image_id: str, image_root: str | None) -> str:
     if image_root is not None:
-        return FileSystems.join(image_root, image_id)
-    source = sources.source_of_manifest(manifest)
-    if isinstance(source, sources.SampleSource):
-        paths = {f.image_id: f.path for f in sources.sample_files()}
+        return files.join(image_root, image_id)
+    source = datasource.source_of_manifest(manifest)
+    if isinstance(source, datasource.SampleSource):
+        paths = {f.image_id: f.path for f in datasource.sample_files()}
         if image_id not in paths:
             raise ImageUnavailable(f"{image_id!r} is not an image of the bundled sample.")
         return paths[image_id]
-    if isinstance(source, sources.TfdsSource):
+    if isinstance(source, datasource.TfdsSource):
         raise ImageUnavailable(
             f"images of the TFDS dataset {source.name!r} are not re-loaded (it would mean "
             "scanning the dataset); the heat map is shown without the photo."
         )
     if source.remote or os.path.isdir(source.root):
-        return FileSystems.join(source.root, image_id)
+        return files.join(source.root, image_id)
     raise ImageUnavailable(
         f"the image folder {source.root!r} of this run is not reachable from here; "
         "pass image_root= where it is now."
@@ -454,7 +453,7 @@ def load_input_image(
     size = int(manifest["model"]["image_size"])
     path = _source_path(manifest, image_id, image_root)
     try:
-        with FileSystems.open(path, compression_type="uncompressed") as f:
+        with files.open_read(path) as f:
             data = f.read()
         pixels = images.decode_image(data, max_side_hint=size)
     except images.ImageError as e:

@@ -1,4 +1,4 @@
-"""Writing results, errors and the run manifest."""
+"""Writing results, errors and the run manifest (read back by `transforms.manifest`)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms.manifest import MANIFEST_FILE, read_manifest
 from transforms.schema import ERROR_SCHEMA, rows_to_table
 
 __all__ = [
@@ -211,12 +212,6 @@ def write_json(path: str, payload: dict[str, Any]) -> None:
     FileSystems.rename([temp], [path])
 
 
-def read_manifest(output: str) -> dict[str, Any]:
-    """The manifest of a finished run in `output`."""
-    with FileSystems.open(FileSystems.join(output, "manifest.json")) as f:
-        return json.loads(f.read().decode("utf-8"))
-
-
 class _Manifest(beam.DoFn):
     def __init__(self, output: str, base: dict[str, Any]):
         self._output = output
@@ -239,7 +234,7 @@ class _Manifest(beam.DoFn):
         manifest["end_time"] = datetime.datetime.now(datetime.UTC).isoformat()
         if accounted != counts["inputs"] or counts["rows"] != expected_rows:
             _LOG.error("Inputs not accounted for: %s (rows expected: %d).", counts, expected_rows)
-        write_json(FileSystems.join(self._output, "manifest.json"), manifest)
+        write_json(FileSystems.join(self._output, MANIFEST_FILE), manifest)
         yield manifest
 
 

@@ -7,6 +7,8 @@ becomes an error record there instead of failing the read.
 What `--dataset` names is decided once, by `source_for`: a `SampleSource`, a
 `FolderSource` or a `TfdsSource`, each knowing its read transform and its
 manifest entry; `source_of_manifest` reads the kind back from a finished run.
+Those values are defined without Beam in `transforms.datasource` (read-back
+needs them) and re-exported here; the transforms that read them are here.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import re
 import socket
 import stat
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent import futures
 from typing import Any
 
@@ -30,6 +32,19 @@ from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import labels
+from transforms.datasource import (
+    REMOTE_FOLDER_SCHEMES,
+    SAMPLE,
+    SAMPLE_IMAGES,
+    DataSource,
+    FolderFile,
+    FolderSource,
+    SampleSource,
+    TfdsSource,
+    sample_files,
+    source_for,
+    source_of_manifest,
+)
 
 __all__ = [
     "REMOTE_FOLDER_SCHEMES",
@@ -76,20 +91,6 @@ class RawImage:
     label: int | None
     data: bytes | None = None
     pixels: np.ndarray | None = None
-    error: str | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class FolderFile:
-    """A file to read: where it is, its id and its label.
-
-    `error` says why an entry the user sees cannot be read (a dangling link, a
-    FIFO); it then becomes an error record instead of vanishing.
-    """
-
-    path: str
-    image_id: str
-    label: int | None
     error: str | None = None
 
 
@@ -292,37 +293,6 @@ def check_folder_exists(root: str) -> None:
         raise _no_files_error(root)
 
 
-#: The bundled offline sample: scikit-image's photos, with an ImageNet label
-#: where an ImageNet class plainly applies (None otherwise).
-SAMPLE_IMAGES: tuple[tuple[str, int | None], ...] = (
-    ("chelsea.png", 281),  # a tabby cat
-    ("coffee.png", 967),  # espresso in a cup
-    ("rocket.jpg", None),  # a rocket launch; ImageNet has only "missile"
-    ("astronaut.png", None),  # a person; ImageNet has no person class
-    ("motorcycle_left.png", None),  # a motorbike; ImageNet has only moped/scooter
-    ("camera.png", None),  # a photographer, grayscale
-    ("hubble_deep_field.jpg", None),  # galaxies
-    ("coins.png", None),  # old coins, grayscale
-)
-
-
-def sample_files() -> list[FolderFile]:
-    """The bundled sample as files, with ids `sample/<wnid or unlabelled>/<name>`."""
-    from skimage import data as skdata  # noqa: PLC0415 - heavy, only for the sample
-
-    root = os.path.dirname(skdata.__file__)
-    files = []
-    for name, label in SAMPLE_IMAGES:
-        folder = labels.imagenet_wnids()[label] if label is not None else "unlabelled"
-        path = os.path.join(root, name)
-        if not os.path.exists(path):
-            raise FileNotFoundError(
-                f"The bundled sample image {path} is missing; reinstall scikit-image."
-            )
-        files.append(FolderFile(path=path, image_id=f"sample/{folder}/{name}", label=label))
-    return files
-
-
 def _read_local(path: str) -> bytes:
     """A local file's bytes; refuses what is not a regular file without blocking on it."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
@@ -430,40 +400,6 @@ class ReadSample(beam.PTransform):
             | "SpreadFiles" >> beam.Reshuffle()
             | "ReadFiles" >> beam.ParDo(_ReadSampleFile())
         )
-
-
-@dataclasses.dataclass(frozen=True)
-class TfdsSource:
-    """A TFDS dataset and split (`--dataset imagenet_a --split test`).
-
-    `source_for` gives the name, split and data folder; `resolved()` (or
-    `resolve_tfds`) checks them at launch and fills in the rest: how the
-    features are named, the split's size and the class names.
-    """
-
-    name: str
-    split: str
-    data_dir: str | None = None
-    image_key: str | None = None  # the rest: None until resolved
-    label_key: str | None = None
-    file_name_key: str | None = None
-    num_examples: int | None = None
-    class_names: tuple[str, ...] | None = None
-
-    def manifest_entry(self) -> dict[str, str | None]:
-        """What the run's manifest.json says of the dataset."""
-        return {"dataset": self.name, "split": self.split}
-
-    def resolved(self, download: bool, remote_workers: bool = False) -> TfdsSource:
-        """This dataset checked and described at launch (see `resolve_tfds`)."""
-        return resolve_tfds(self.name, self.split, self.data_dir, download, remote_workers)
-
-    def read_transform(self, skip: str | None = None) -> beam.PTransform:
-        """`ReadTfds` of the resolved dataset; `skip` is for folders only."""
-        del skip  # a TFDS dataset never holds the job's output
-        if self.image_key is None:
-            raise ValueError(f"TFDS dataset {self.name!r} is read only once resolved.")
-        return ReadTfds(self)
 
 
 def _builder(name: str, data_dir: str | None):
@@ -677,98 +613,3 @@ class ReadTfds(beam.PTransform):
             )
             | "ToRawImage" >> beam.Map(_to_raw, source=source)
         )
-
-
-# The dataset kind: what --dataset names is decided here, once (`source_for`), and
-# read back from a run's manifest here (`source_of_manifest`); everything else
-# asks the value, never the string.
-
-#: The --dataset spelling of the bundled sample.
-SAMPLE = "sample"
-#: Schemes of image folders that remote workers read directly.
-REMOTE_FOLDER_SCHEMES: tuple[str, ...] = ("gs://",)
-
-
-@dataclasses.dataclass(frozen=True)
-class SampleSource:
-    """The bundled sample (`--dataset sample`): offline photos, read on any runner."""
-
-    @property
-    def name(self) -> str:
-        return SAMPLE
-
-    def manifest_entry(self) -> dict[str, str | None]:
-        """What the run's manifest.json says of the dataset."""
-        return {"dataset": SAMPLE, "split": None}
-
-    def read_transform(self, skip: str | None = None) -> beam.PTransform:
-        """`ReadSample`; `skip` is for folders only."""
-        del skip  # the sample never holds the job's output
-        return ReadSample()
-
-
-@dataclasses.dataclass(frozen=True)
-class FolderSource:
-    """An image folder: `gs://...` as given, or a local path made absolute.
-
-    A local `root` that is no folder (a missing path, a file) is still a
-    `FolderSource`: the launch check refuses it with the flag's spelling.
-    """
-
-    root: str
-
-    @property
-    def name(self) -> str:
-        return self.root
-
-    @property
-    def remote(self) -> bool:
-        """On gs://: what remote (Dataflow) workers can read; else on this machine."""
-        return self.root.startswith(REMOTE_FOLDER_SCHEMES)
-
-    def manifest_entry(self) -> dict[str, str | None]:
-        """What the run's manifest.json says of the dataset (the absolute root)."""
-        return {"dataset": self.root, "split": None}
-
-    def read_transform(self, skip: str | None = None) -> beam.PTransform:
-        """`ReadImageFolder` of the root, never reading `skip` (the job's own --output)."""
-        return ReadImageFolder(self.root, skip=skip)
-
-
-#: What --dataset names: one of the three kinds.
-DataSource = SampleSource | FolderSource | TfdsSource
-
-
-def source_for(dataset: str, split: str, data_dir: str | None = None) -> DataSource:
-    """The kind of dataset `--dataset` names, decided once (no listing, no TFDS call).
-
-    Args:
-      dataset: the flag: 'sample', a gs:// folder, a local path, or a TFDS name.
-      split: --split, kept for a TFDS dataset only.
-      data_dir: --data_dir, the TFDS data folder.
-
-    Returns:
-      `SampleSource`; a `FolderSource` for gs://, an existing local folder (made
-      absolute, so the manifest finds it from anywhere) or anything else that is
-      a path (holds a separator or exists); else a `TfdsSource` (not resolved yet).
-    """
-    if dataset == SAMPLE:
-        return SampleSource()
-    if dataset.startswith(REMOTE_FOLDER_SCHEMES):
-        return FolderSource(dataset)
-    if os.path.isdir(dataset) or os.path.sep in dataset or os.path.exists(dataset):
-        return FolderSource(os.path.abspath(dataset))
-    return TfdsSource(dataset, split, data_dir)
-
-
-def source_of_manifest(manifest: Mapping[str, Any]) -> DataSource:
-    """The source a run's manifest names: the inverse of `manifest_entry`.
-
-    Only TFDS runs write a split; a folder's root was written absolute (or gs://).
-    """
-    dataset, split = str(manifest.get("dataset")), manifest.get("split")
-    if dataset == SAMPLE:
-        return SampleSource()
-    if split is not None:
-        return TfdsSource(dataset, str(split))
-    return FolderSource(dataset)

@@ -1,0 +1,215 @@
+"""What `--dataset` names, as a value: the bundled sample, an image folder or a TFDS dataset.
+
+`source_for` decides the kind once, from the flag; `source_of_manifest` reads it
+back from a finished run. These values and the sample's file list need no Beam,
+so reading a run back (`transforms.results`) does not import it; the Beam read
+transforms they name (`read_transform`) and the TFDS launch check (`resolved`)
+live in `transforms.sources`, which re-exports everything here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from transforms import labels
+
+if TYPE_CHECKING:
+    import apache_beam as beam
+
+__all__ = [
+    "REMOTE_FOLDER_SCHEMES",
+    "SAMPLE",
+    "SAMPLE_IMAGES",
+    "DataSource",
+    "FolderFile",
+    "FolderSource",
+    "SampleSource",
+    "TfdsSource",
+    "sample_files",
+    "source_for",
+    "source_of_manifest",
+]
+
+# The dataset kind: what --dataset names is decided here, once (`source_for`), and
+# read back from a run's manifest here (`source_of_manifest`); everything else
+# asks the value, never the string.
+
+#: The --dataset spelling of the bundled sample.
+SAMPLE = "sample"
+#: Schemes of image folders that remote workers read directly.
+REMOTE_FOLDER_SCHEMES: tuple[str, ...] = ("gs://",)
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderFile:
+    """A file to read: where it is, its id and its label.
+
+    `error` says why an entry the user sees cannot be read (a dangling link, a
+    FIFO); it then becomes an error record instead of vanishing.
+    """
+
+    path: str
+    image_id: str
+    label: int | None
+    error: str | None = None
+
+
+#: The bundled offline sample: scikit-image's photos, with an ImageNet label
+#: where an ImageNet class plainly applies (None otherwise).
+SAMPLE_IMAGES: tuple[tuple[str, int | None], ...] = (
+    ("chelsea.png", 281),  # a tabby cat
+    ("coffee.png", 967),  # espresso in a cup
+    ("rocket.jpg", None),  # a rocket launch; ImageNet has only "missile"
+    ("astronaut.png", None),  # a person; ImageNet has no person class
+    ("motorcycle_left.png", None),  # a motorbike; ImageNet has only moped/scooter
+    ("camera.png", None),  # a photographer, grayscale
+    ("hubble_deep_field.jpg", None),  # galaxies
+    ("coins.png", None),  # old coins, grayscale
+)
+
+
+def sample_files() -> list[FolderFile]:
+    """The bundled sample as files, with ids `sample/<wnid or unlabelled>/<name>`."""
+    from skimage import data as skdata  # noqa: PLC0415 - heavy, only for the sample
+
+    root = os.path.dirname(skdata.__file__)
+    files = []
+    for name, label in SAMPLE_IMAGES:
+        folder = labels.imagenet_wnids()[label] if label is not None else "unlabelled"
+        path = os.path.join(root, name)
+        if not os.path.exists(path):
+            raise FileNotFoundError(
+                f"The bundled sample image {path} is missing; reinstall scikit-image."
+            )
+        files.append(FolderFile(path=path, image_id=f"sample/{folder}/{name}", label=label))
+    return files
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleSource:
+    """The bundled sample (`--dataset sample`): offline photos, read on any runner."""
+
+    @property
+    def name(self) -> str:
+        return SAMPLE
+
+    def manifest_entry(self) -> dict[str, str | None]:
+        """What the run's manifest.json says of the dataset."""
+        return {"dataset": SAMPLE, "split": None}
+
+    def read_transform(self, skip: str | None = None) -> beam.PTransform:
+        """`ReadSample`; `skip` is for folders only."""
+        del skip  # the sample never holds the job's output
+        from transforms import sources  # noqa: PLC0415 - Beam; not needed to read a run back
+
+        return sources.ReadSample()
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderSource:
+    """An image folder: `gs://...` as given, or a local path made absolute.
+
+    A local `root` that is no folder (a missing path, a file) is still a
+    `FolderSource`: the launch check refuses it with the flag's spelling.
+    """
+
+    root: str
+
+    @property
+    def name(self) -> str:
+        return self.root
+
+    @property
+    def remote(self) -> bool:
+        """On gs://: what remote (Dataflow) workers can read; else on this machine."""
+        return self.root.startswith(REMOTE_FOLDER_SCHEMES)
+
+    def manifest_entry(self) -> dict[str, str | None]:
+        """What the run's manifest.json says of the dataset (the absolute root)."""
+        return {"dataset": self.root, "split": None}
+
+    def read_transform(self, skip: str | None = None) -> beam.PTransform:
+        """`ReadImageFolder` of the root, never reading `skip` (the job's own --output)."""
+        from transforms import sources  # noqa: PLC0415 - Beam; not needed to read a run back
+
+        return sources.ReadImageFolder(self.root, skip=skip)
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsSource:
+    """A TFDS dataset and split (`--dataset imagenet_a --split test`).
+
+    `source_for` gives the name, split and data folder; `resolved()` (or
+    `sources.resolve_tfds`) checks them at launch and fills in the rest: how the
+    features are named, the split's size and the class names.
+    """
+
+    name: str
+    split: str
+    data_dir: str | None = None
+    image_key: str | None = None  # the rest: None until resolved
+    label_key: str | None = None
+    file_name_key: str | None = None
+    num_examples: int | None = None
+    class_names: tuple[str, ...] | None = None
+
+    def manifest_entry(self) -> dict[str, str | None]:
+        """What the run's manifest.json says of the dataset."""
+        return {"dataset": self.name, "split": self.split}
+
+    def resolved(self, download: bool, remote_workers: bool = False) -> TfdsSource:
+        """This dataset checked and described at launch (see `sources.resolve_tfds`)."""
+        from transforms import sources  # noqa: PLC0415 - Beam; not needed to read a run back
+
+        return sources.resolve_tfds(self.name, self.split, self.data_dir, download, remote_workers)
+
+    def read_transform(self, skip: str | None = None) -> beam.PTransform:
+        """`ReadTfds` of the resolved dataset; `skip` is for folders only."""
+        del skip  # a TFDS dataset never holds the job's output
+        if self.image_key is None:
+            raise ValueError(f"TFDS dataset {self.name!r} is read only once resolved.")
+        from transforms import sources  # noqa: PLC0415 - Beam; not needed to read a run back
+
+        return sources.ReadTfds(self)
+
+
+#: What --dataset names: one of the three kinds.
+DataSource = SampleSource | FolderSource | TfdsSource
+
+
+def source_for(dataset: str, split: str, data_dir: str | None = None) -> DataSource:
+    """The kind of dataset `--dataset` names, decided once (no listing, no TFDS call).
+
+    Args:
+      dataset: the flag: 'sample', a gs:// folder, a local path, or a TFDS name.
+      split: --split, kept for a TFDS dataset only.
+      data_dir: --data_dir, the TFDS data folder.
+
+    Returns:
+      `SampleSource`; a `FolderSource` for gs://, an existing local folder (made
+      absolute, so the manifest finds it from anywhere) or anything else that is
+      a path (holds a separator or exists); else a `TfdsSource` (not resolved yet).
+    """
+    if dataset == SAMPLE:
+        return SampleSource()
+    if dataset.startswith(REMOTE_FOLDER_SCHEMES):
+        return FolderSource(dataset)
+    if os.path.isdir(dataset) or os.path.sep in dataset or os.path.exists(dataset):
+        return FolderSource(os.path.abspath(dataset))
+    return TfdsSource(dataset, split, data_dir)
+
+
+def source_of_manifest(manifest: Mapping[str, Any]) -> DataSource:
+    """The source a run's manifest names: the inverse of `manifest_entry`.
+
+    Only TFDS runs write a split; a folder's root was written absolute (or gs://).
+    """
+    dataset, split = str(manifest.get("dataset")), manifest.get("split")
+    if dataset == SAMPLE:
+        return SampleSource()
+    if split is not None:
+        return TfdsSource(dataset, str(split))
+    return FolderSource(dataset)
