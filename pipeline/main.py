@@ -48,6 +48,7 @@ from pipeline.progress import ReportProgress, heartbeat
 from transforms import labels, sources
 from transforms.attribution import ERRORS_TAG, IGModelHandler, ImageOutcome, Preprocess
 from transforms.config import AttributionConfig
+from transforms.manifest import MANIFEST_FILE
 from transforms.schema import results_schema
 from transforms.sinks import (
     TEMP_DIR,
@@ -157,7 +158,7 @@ def _earlier_run(output: str) -> list[str]:
     patterns = [
         FileSystems.join(output, "results", "**"),
         FileSystems.join(output, "errors", "**"),
-        FileSystems.join(output, "manifest.json"),
+        FileSystems.join(output, MANIFEST_FILE),
         # The page `python -m pipeline.report` and the check `python -m pipeline.sanity`
         # write there: they describe the earlier run.
         FileSystems.join(output, "report.html"),
@@ -587,7 +588,7 @@ def _claim_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
         else:
             _prepare_output(job.output, overwrite)
         # A manifest from the start: a run that dies leaves status "running".
-        write_json(FileSystems.join(job.output, "manifest.json"), job.manifest_base())
+        write_json(FileSystems.join(job.output, MANIFEST_FILE), job.manifest_base())
     except BaseException:
         job.lock.release()
         raise
