@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from transforms.faithfulness import FAITHFULNESS_MODES
-from transforms.ig import METHODS, IGSettings, min_steps
+from transforms.ig import DEFAULT_PATH_BATCH_SIZE, METHODS, IGSettings, min_steps
 
 __all__ = [
     "ATTRIBUTION_DTYPES",
@@ -99,7 +99,7 @@ class AttributionConfig:
     tolerance: float = 0.015
     completeness_tolerance: float = 0.005
     max_steps: int | None = None  # resolved in __post_init__: always an int after
-    path_batch_size: int = 32
+    path_batch_size: int = DEFAULT_PATH_BATCH_SIZE
     attributions: str = "full"
     attribution_dtype: str = "float32"
     seed: int = 0

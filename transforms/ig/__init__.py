@@ -25,6 +25,7 @@ adapter (`transforms.tf_model`) supplies.
 """
 
 from transforms.ig.api import (
+    DEFAULT_PATH_BATCH_SIZE,
     IGResult,
     IGSettings,
     IntegrandFn,
@@ -37,6 +38,7 @@ from transforms.ig.api import (
 from transforms.ig.rules import METHODS, has_baseline_node, min_steps, panel_rule, quadrature
 
 __all__ = [
+    "DEFAULT_PATH_BATCH_SIZE",
     "METHODS",
     "IGResult",
     "IGSettings",

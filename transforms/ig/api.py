@@ -11,6 +11,7 @@ from transforms.ig import rules
 from transforms.ig.engine import Adaptive, Fixed, Paths
 
 __all__ = [
+    "DEFAULT_PATH_BATCH_SIZE",
     "IGResult",
     "IGSettings",
     "IntegrandFn",
@@ -63,6 +64,11 @@ framework can supply its own that does the arithmetic next to the gradients.
 """
 
 
+# Path points per model call: large enough for an efficient batch on a CPU,
+# small enough to bound the memory of one call (32 images' activations).
+DEFAULT_PATH_BATCH_SIZE = 32
+
+
 @dataclasses.dataclass(frozen=True)
 class IGSettings:
     """How the path integral is computed.
@@ -87,7 +93,7 @@ class IGSettings:
     steps: int
     tolerance: float = 0.0
     max_steps: int | None = None
-    path_batch_size: int = 32
+    path_batch_size: int = DEFAULT_PATH_BATCH_SIZE
     memory_budget: int = 256 << 20
     completeness_tolerance: float | None = None
 
