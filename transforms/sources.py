@@ -31,7 +31,7 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import labels
+from transforms import files, labels
 from transforms.datasource import (
     REMOTE_FOLDER_SCHEMES,
     SAMPLE,
@@ -231,13 +231,9 @@ def _list_local(root: str, skip: str | None = None) -> Iterator[FolderFile]:
                 yield entry
 
 
-def _is_remote(root: str) -> bool:
-    return "://" in root
-
-
 def _list_files(root: str, skip: str | None = None) -> list[FolderFile]:
     """The inputs of a folder, local or remote (listed with Beam's file systems)."""
-    if not _is_remote(root):
+    if not files.is_remote(root):
         return list(_list_local(root, skip))
     try:
         metadata = FileSystems.match([_folder_pattern(root)])[0].metadata_list
@@ -314,7 +310,7 @@ class _ReadFile(beam.DoFn):
             return
         path = self._path(item)
         try:
-            if _is_remote(path):
+            if files.is_remote(path):
                 with FileSystems.open(path, compression_type="uncompressed") as f:
                     data = f.read()
             else:
@@ -354,8 +350,8 @@ class ReadImageFolder(beam.PTransform):
         self._skip = skip
 
     def expand(self, pbegin):
-        if _is_remote(self._root):
-            files = (
+        if files.is_remote(self._root):
+            found = (
                 pbegin
                 | "MatchFiles" >> fileio.MatchFiles(_folder_pattern(self._root))
                 | "ToFolderFiles"
@@ -364,17 +360,17 @@ class ReadImageFolder(beam.PTransform):
                 )
             )
         else:
-            files = (
+            found = (
                 pbegin
                 | "LocalFolder" >> beam.Create([self._root])
                 | "ToFolderFiles" >> beam.FlatMap(_list_local, skip=self._skip)
             )
         _ = (
-            files
+            found
             | "CountFiles" >> beam.combiners.Count.Globally()
             | "RequireFiles" >> beam.Map(_require_files, root=self._root)
         )
-        return files | "SpreadFiles" >> beam.Reshuffle() | "ReadFiles" >> beam.ParDo(_ReadFile())
+        return found | "SpreadFiles" >> beam.Reshuffle() | "ReadFiles" >> beam.ParDo(_ReadFile())
 
 
 class _ReadSampleFile(_ReadFile):
