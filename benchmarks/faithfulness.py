@@ -160,7 +160,7 @@ def sensitivity_table(spec, model, examples, steps: list[int]) -> list[list[str]
             maps,
             input_range=spec.input_range,
             steps=k,
-            chunk_size=AttributionConfig().path_batch_size,
+            chunk_size=AttributionConfig().points_per_call(model.settings.path_batch_size),
             image_probabilities=p_image,
         )
         seconds[k] = (time.perf_counter() - start) / len(ids)

@@ -105,7 +105,7 @@ def _attribute(
         refs,
         np.arange(len(inputs)),
         out,
-        config.ig_settings(),
+        config.ig_settings(model.settings.path_batch_size),
         target_scores=target_scores,
         baseline_scores=baseline_scores,
         score_fn=score_fn,

@@ -195,6 +195,36 @@ def test_results_do_not_depend_on_image_or_path_batch_size(quadratic_saved_model
             np.testing.assert_allclose(ra["target_score"], rb["target_score"], rtol=1e-6)
 
 
+def test_gradient_calls_take_the_devices_path_points_unless_the_flag_says(
+    quadratic_saved_model, monkeypatch
+):
+    # This machine (and CI) has no GPU: the device's choice is the CPU's 8 points.
+    assert tf_model.device_settings().path_batch_size == tf_model.CPU_PATH_BATCH_SIZE == 8
+    spec = resolve_model(quadratic_saved_model)
+    examples = _examples(3)
+    for flag, largest in ((None, 8), (5, 5)):
+        config = AttributionConfig(
+            steps=8, tolerance=0.0, faithfulness="none", path_batch_size=flag
+        )
+        handler = IGModelHandler(spec, config, None, batch_size=3)
+        model = handler.load_model()
+        sizes, real = [], model.integrand_fn
+        monkeypatch.setattr(
+            model, "integrand_fn", lambda s, real=real, sizes=sizes: _recording(real(s), sizes)
+        )
+        handler.run_inference(examples, model)
+        # 3 images x 8 nodes = 24 points, in even calls of at most `largest`.
+        assert sum(sizes) == 24 and max(sizes) == largest, (flag, sizes)
+
+
+def _recording(integrand, sizes):
+    def run(images, references, index, *rest):
+        sizes.append(len(index))
+        return integrand(images, references, index, *rest)
+
+    return run
+
+
 def test_refinement_refines_nothing_on_a_linear_model(linear_keras):
     # Linear model: every rule is exact and the estimate cannot move: one panel
     # (four nodes of the right rule) is all it takes.

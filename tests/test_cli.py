@@ -64,6 +64,12 @@ def _flags(image_folder, model, output, *extra):
         ),
         (["--steps", "5000"], "error: --steps must be <= 4096, got 5000"),
         (["--max_steps", "20000"], "error: --max_steps must be <= 16384, got 20000"),
+        (
+            ["--path_batch_size", "many"],
+            "error: --path_batch_size 'many' must be a whole number of points, e.g. "
+            "--path_batch_size 16, or auto (8 on CPUs, 32 on GPUs).",
+        ),
+        (["--path_batch_size", "0"], "error: --path_batch_size must be >= 1, got 0"),
     ],
 )
 def test_bad_flags_exit_2_with_one_error_line_before_any_work(

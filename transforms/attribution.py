@@ -79,7 +79,8 @@ class IGModelHandler(ModelHandler[ImageExample, ImageOutcome, Classifier]):
 
     Batching happens at two levels: RunInference hands `run_inference` up to
     `batch_size` images, and the IG engine evaluates path points of all those
-    images in chunks of `config.path_batch_size` per gradient call.
+    images in chunks of `config.path_batch_size` per gradient call (by default
+    the device's choice, `DeviceSettings.path_batch_size`).
     """
 
     def __init__(

@@ -76,7 +76,8 @@ class AttributionConfig:
         cheaply than the per-pixel bound, so it can be tighter).
       max_steps: cap on gradient evaluations per baseline during refinement;
         None (the default) gives `default_max_steps(steps)`.
-      path_batch_size: path points per gradient call (bounds memory).
+      path_batch_size: path points per gradient call (bounds memory); None: the
+        device's choice (`transforms.tf_model.device_settings`: 8 on CPUs, 32 on GPUs).
       attributions: `full` (H x W x C), `pixel` (H x W, channel sum) or `none`.
       attribution_dtype: `float16` or `float32` storage.
       seed: seed of the `noise` baseline.
@@ -99,7 +100,7 @@ class AttributionConfig:
     tolerance: float = 0.015
     completeness_tolerance: float = 0.005
     max_steps: int | None = None  # resolved in __post_init__: always an int after
-    path_batch_size: int = DEFAULT_PATH_BATCH_SIZE
+    path_batch_size: int | None = None
     attributions: str = "full"
     attribution_dtype: str = "float32"
     seed: int = 0
@@ -110,14 +111,19 @@ class AttributionConfig:
     # than its median value, 0.017), K = 32 by 0.006 (docs/faithfulness.md).
     faithfulness_steps: int = 32
 
-    def ig_settings(self) -> IGSettings:
-        """The IG engine's settings of this configuration."""
+    def points_per_call(self, device_default: int = DEFAULT_PATH_BATCH_SIZE) -> int:
+        """Path points per gradient call: `path_batch_size`, or the device's choice."""
+        return self.path_batch_size or device_default
+
+    def ig_settings(self, device_default: int = DEFAULT_PATH_BATCH_SIZE) -> IGSettings:
+        """The IG engine's settings of this configuration (`device_default`: the
+        device's path points per call, used unless `path_batch_size` is set)."""
         return IGSettings(
             self.method,
             self.steps,
             self.tolerance,
             self.max_steps,
-            self.path_batch_size,
+            self.points_per_call(device_default),
             completeness_tolerance=self.completeness_tolerance,
         )
 
@@ -176,5 +182,5 @@ class AttributionConfig:
             raise ConfigError(
                 f"--faithfulness_steps must be in [2, 1024], got {self.faithfulness_steps}."
             )
-        if self.path_batch_size < 1:
+        if self.path_batch_size is not None and self.path_batch_size < 1:
             raise ConfigError(f"--path_batch_size must be >= 1, got {self.path_batch_size}.")

@@ -179,10 +179,20 @@ class DeviceSettings:
 
     device: str
     jit_compile: bool
+    path_batch_size: int  # path points per gradient call unless --path_batch_size says
+
+
+# Path points per gradient call on a CPU: EfficientNet-Lite0's forward+backward
+# ran 1.25x faster per point at 8 points per call than at 32 on this project's
+# 2-core machine (benchmarks/efficiency.py, docs/performance.md): the
+# activations of a smaller call stay in cache. GPUs want larger calls.
+CPU_PATH_BATCH_SIZE = 8
+GPU_PATH_BATCH_SIZE = 32
 
 
 def device_settings(jit_compile: bool | None = None) -> DeviceSettings:
-    """GPU memory growth on; XLA on GPUs only, unless `jit_compile` forces it.
+    """GPU memory growth on; XLA on GPUs only, unless `jit_compile` forces it;
+    8 path points per gradient call on CPUs, 32 on GPUs.
 
     On this project's CPUs XLA was measured 2-3x slower for convolution nets,
     while on GPUs it usually helps; one SDK process per core shares a GPU, so
@@ -198,7 +208,9 @@ def device_settings(jit_compile: bool | None = None) -> DeviceSettings:
             pass
     device = "GPU" if gpus else "CPU"
     return DeviceSettings(
-        device=device, jit_compile=bool(gpus) if jit_compile is None else jit_compile
+        device=device,
+        jit_compile=bool(gpus) if jit_compile is None else jit_compile,
+        path_batch_size=GPU_PATH_BATCH_SIZE if gpus else CPU_PATH_BATCH_SIZE,
     )
 
 
