@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from transforms import ig
-from transforms.ig import rules
+from transforms.ig import engine, rules
 
 RNG = np.random.default_rng(0)
 SHAPE = (3, 4, 2)
@@ -213,14 +213,30 @@ def test_brownian_variances_have_their_closed_forms():
     t, w = ig.quadrature("riemann_trapezoid", 2)
     assert rules._brownian_error_variance(t, w) == pytest.approx(1 / 12)
     assert np.isnan(rules.brownian_kappa(t, w))
-    # A trapezoid panel (two halves, three nodes): fine error 1/48, spread 1/16.
-    panel = ig.panel_rule("riemann_trapezoid")
-    assert panel.nodes.tolist() == [0.0, 0.5, 1.0] and panel.edge_nodes
-    assert panel.weights.tolist() == [0.25, 0.5, 0.25]
-    assert panel.spread.tolist() == [-0.25, 0.5, -0.25]
-    assert panel.kappa == pytest.approx(1 / np.sqrt(3))
-    t, w = ig.quadrature("riemann_trapezoid", 3)  # the same nodes as a fixed rule
+    # Three trapezoid nodes, (-1/4, 1/2, -1/4) the spread: fine error 1/48, spread 1/16.
+    t, w = ig.quadrature("riemann_trapezoid", 3)
+    assert rules.spread_weights(t).tolist() == pytest.approx([-0.25, 0.5, -0.25])
     assert rules.brownian_kappa(t, w) == pytest.approx(1 / np.sqrt(3))
+    # An adaptive trapezoid panel is one gap, its spread blind to constants only:
+    # (c(b) - c(a)) / 2, of variance 1/4 against the error's 1/12.
+    panel = ig.panel_rule("riemann_trapezoid")
+    assert panel.nodes.tolist() == [0.0, 1.0] and panel.edge_nodes and panel.signed
+    assert panel.weights.tolist() == [0.5, 0.5]
+    assert panel.spread.tolist() == pytest.approx([-0.5, 0.5])
+    assert panel.kappa == pytest.approx(1 / np.sqrt(3))
+    assert not ig.panel_rule("gausslobatto").signed
+
+
+def test_panel_signs_are_even_and_a_function_of_the_panel_alone():
+    edges = np.sort(np.random.default_rng(0).random((2000, 2)), axis=1)
+    signs = np.array([engine.panel_sign(a, b) for a, b in edges])
+    assert set(signs.tolist()) == {-1.0, 1.0}
+    assert abs(signs.mean()) < 0.1  # about half of each
+    again = [engine.panel_sign(float(a), float(b)) for a, b in edges[:50]]
+    assert again == signs[:50].tolist()
+    # Halves of a panel are new panels with signs of their own, also even.
+    halves = [engine.panel_sign(a, (a + b) / 2) for a, b in edges]
+    assert abs(np.mean(halves)) < 0.1 and np.mean(np.array(halves) == signs) < 0.6
 
 
 @pytest.mark.parametrize("nodes", [[0.2, 0.5, 0.6], [0.1, 0.2, 0.4, 0.9], np.linspace(0, 1, 9)])
