@@ -56,7 +56,7 @@ def main(argv=None):
                 reference = reference or mb
                 rows.append([mode, steps, f"{mb:.0f}", f"{mb / reference:.2f}x"])
     print_table(
-        "Peak RSS of the whole job, sample photos, batch 8, path batch 32 "
+        "Peak RSS of the whole job, sample photos, batch 8, path batch auto "
         "(reference: fixed, 16 steps)",
         ["mode", "--steps", "peak RSS (MB)", "vs reference"],
         rows,

@@ -182,10 +182,11 @@ class DeviceSettings:
     path_batch_size: int  # path points per gradient call unless --path_batch_size says
 
 
-# Path points per gradient call on a CPU: EfficientNet-Lite0's forward+backward
-# ran 1.25x faster per point at 8 points per call than at 32 on this project's
-# 2-core machine (benchmarks/efficiency.py, docs/performance.md): the
-# activations of a smaller call stay in cache. GPUs want larger calls.
+# Path points per gradient call on a CPU: on this project's 2-core machine
+# EfficientNet-Lite0's forward+backward ran 1.3x faster per point at 8 points
+# per call than at 32 (bare, interleaved), and the handler at the defaults 1.1x
+# (docs/performance.md): the activations of a smaller call stay in cache.
+# GPUs want larger calls.
 CPU_PATH_BATCH_SIZE = 8
 GPU_PATH_BATCH_SIZE = 32
 
