@@ -186,10 +186,30 @@ def table(title, clf, model_id, x, score, quick, intervals):
     )
 
 
-def _random_mobilenet(tmp: str):
+def _random_mobilenet(tmp: str, photos: np.ndarray):
+    """MobileNetV2 with random weights (seed 0), its batch norms calibrated on the
+    photos: each layer's moving mean and variance set, in order, to the batch
+    statistics of its input, and logits out (Keras' default head ends in a
+    softmax). With Keras' default statistics (mean 0, variance 1) and head, the
+    random net's outputs hardly depend on the image (F(x) - F(x') was 0 in
+    float32); calibrated, every layer sees unit-scale inputs, as a trained net's
+    do, and the kinks of its ReLU6s are spread along the path."""
     keras.utils.set_random_seed(0)  # the same random net in every run
+    model = keras.applications.MobileNetV2(
+        weights=None,
+        input_shape=(224, 224, 3),
+        classifier_activation=None,  # logits
+    )
+    inputs = np.asarray(photos, np.float32)  # as the benchmark feeds them
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            probe = keras.Model(model.inputs[0], layer.input)
+            seen = np.asarray(probe(inputs, training=False), np.float64)
+            axes = tuple(range(seen.ndim - 1))
+            layer.moving_mean.assign(seen.mean(axis=axes).astype(np.float32))
+            layer.moving_variance.assign(seen.var(axis=axes).astype(np.float32))
     path = f"{tmp}/mobilenet_v2_random.keras"
-    keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3)).save(path)
+    model.save(path)
     return load_classifier(path)
 
 
@@ -210,8 +230,9 @@ def main(argv=None):
                 clf, model_id, title = load_classifier(), "efficientnet_lite0", "EfficientNet-Lite0"
                 photos = x
             else:
-                clf, model_id = _random_mobilenet(tmp), "mobilenet_v2_random_seed0"
-                title, photos = "MobileNetV2, random weights (seed 0)", x[: args.random_photos]
+                photos = x[: args.random_photos]
+                clf, model_id = _random_mobilenet(tmp, photos), "mobilenet_v2_random_bn_calibrated"
+                title = "MobileNetV2, random weights (seed 0), batch norms calibrated on the photos"
             scores = args.scores if net == "pretrained" else args.random_scores
             for score in scores.split(","):
                 table(title, clf, model_id, photos, score, args.quick, args.intervals)
