@@ -50,8 +50,8 @@ METHODS: tuple[str, ...] = (
 
 # Rules whose first and last nodes are the ends: they need at least two nodes.
 _TWO_NODE_MINIMUM = ("riemann_trapezoid", "gausslobatto")
-# Nodes of the rule on each half of an adaptive panel: two (for trapezoid, the
-# half's edges, so a panel has three nodes), three for Gauss-Lobatto (Simpson).
+# Nodes of the rule on each half of an adaptive panel: two by default, three for
+# Gauss-Lobatto (Simpson); trapezoid panels are single gaps (`_TWO_NODE_PANELS`).
 # Low-order panels refined often beat fewer, larger, higher-order ones on the
 # kinked integrands of image classifiers.
 _HALF_NODES = {"gausslobatto": 3}
@@ -134,9 +134,9 @@ def spread_weights(nodes: np.ndarray, linear: bool = True) -> np.ndarray:
     D is the fine estimate minus a coarse one on the same nodes: v sums to 0,
     and a jump J of the integrand in the gap (t_i, t_{i+1}) moves D by
     J * (-1)^i (t_{i+1} - t_i) / 2, about the error it causes: every gap is seen
-    (a coarse rule on every other node would miss every other gap). On the
-    three nodes of a trapezoid panel, v = (-1/4, 1/2, -1/4): fine minus trapezoid.
-    Two nodes or fewer have no spread (v = 0).
+    (a coarse rule on every other node would miss every other gap). On three
+    equally spaced nodes, v = (-1/4, 1/2, -1/4): composite minus plain trapezoid.
+    Two nodes or fewer have no spread (v = 0) when linear functions are exact.
 
     Args:
       nodes: float64 [n], ascending.
