@@ -148,14 +148,14 @@ def _attribute(model, batch, inputs, preds, rows, cfg, spec) -> _Attributed:
     out_index = targets + spec.label_offset
     target_scores = preds.scores(cfg.score)[image_index, out_index]
     path_baseline_scores = ref_outputs[image_index, :, out_index]  # [R, B]
-    points = cfg.points_per_call(model.settings.path_batch_size)
+    device_points = model.settings.path_batch_size
     result = ig.integrated_gradients(
         model.integrand_fn(cfg.score),
         inputs,
         refs,
         image_index,
         out_index,
-        cfg.ig_settings(points),
+        cfg.ig_settings(device_points),
         target_scores=target_scores,
         baseline_scores=path_baseline_scores,
         score_fn=model.score_fn(cfg.score),
@@ -175,7 +175,7 @@ def _attribute(model, batch, inputs, preds, rows, cfg, spec) -> _Attributed:
             result.attributions,
             input_range=spec.input_range,
             steps=cfg.faithfulness_steps,
-            chunk_size=points,
+            chunk_size=cfg.points_per_call(device_points),
             seed=cfg.seed,
             image_probabilities=preds.probs[image_index, out_index],
         )
