@@ -418,8 +418,11 @@ def test_adaptive_refinement_goes_where_the_kinks_are_for_every_rule(method):
     exact, result = kinks_case(method, tolerance=0.01, max_steps=4096)
     error = np.linalg.norm((result.attributions - exact).reshape(2, -1), axis=1)
     error /= np.linalg.norm(exact.reshape(2, -1), axis=1)
-    # Two kinks per feature are far from a random walk: the estimate is looser.
-    assert np.all(result.error <= 0.01) and np.all(error <= 0.03)
+    # Two kinks per feature are far from a random walk: the estimate is looser,
+    # and looser still (up to 4.6x here) for rules without nodes at the panels'
+    # edges, blind to a kink between two panels' nodes (docs/accuracy.md).
+    loose = not ig.panel_rule(method).edge_nodes
+    assert np.all(result.error <= 0.01) and np.all(error <= (0.05 if loose else 0.03))
     # Every kink lies at a < 6 / 20: refinement went there.
     assert np.mean(result.path_alphas[0] < 0.3) > 0.6
     assert result.path_alphas[0][0] == 0.0 and result.path_alphas[0][-1] == 1.0
@@ -440,6 +443,25 @@ def test_completeness_has_its_own_tolerance():
     )
     assert np.all(rel <= 1e-4) and np.all(loose_rel > 1e-4)
     assert np.all(tight.evaluations > loose.evaluations)
+
+
+def test_completeness_splits_only_panels_of_the_deltas_sign():
+    def panel(a, error):
+        return engine._Panel(a, a + 0.1, (a, a + 0.1), error, 0.0)
+
+    # Errors +3, -5, +1, +4, -0.5: delta +2.5. The -5 panel is the largest but of
+    # the other sign: splitting it would add to the delta.
+    panels = [panel(0.0, 3.0), panel(0.1, -5.0), panel(0.2, 1.0), panel(0.3, 4.0), panel(0.4, -0.5)]
+    chosen = engine.completeness_splits(panels, bound=0.0)
+    assert [q.error for q in chosen] == [4.0]  # 0.75 * 4 >= 2.5: one suffices
+    # A bound the largest leaves unmet takes the next ones, largest first.
+    chosen = engine.completeness_splits(panels, bound=-1.0)
+    assert [q.error for q in chosen] == [4.0, 3.0]
+    # Within the bound: nothing to split.
+    assert engine.completeness_splits(panels, bound=2.5) == []
+    # A negative delta takes the negative panels.
+    flipped = [panel(q.a, -q.error) for q in panels]
+    assert [q.error for q in engine.completeness_splits(flipped, 0.0)] == [-4.0]
 
 
 def test_rows_that_reach_the_cap_stop_there_and_say_so():

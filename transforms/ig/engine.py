@@ -177,6 +177,28 @@ def panel_sign(a: float, b: float) -> float:
     return 1.0 if bin(bits >> 29).count("1") % 2 else -1.0
 
 
+def completeness_splits(panels: list[_Panel], bound: float) -> list[_Panel]:
+    """The panels to bisect for a completeness delta above `bound`, largest first.
+
+    Only panels whose scalar error has the sign of the delta (the sum of the
+    panels' errors): bisecting one of the other sign would add to it. As many
+    as bring it within `bound` if each bisection removes 3/4 of its panel's
+    error (a smooth integrand's rate), at most `_MAX_SPLITS_PER_ROUND`.
+    Measured against the largest errors of either sign: 8 % fewer evaluations
+    at the defaults, the same accuracy (docs/accuracy.md §3).
+    """
+    delta = sum(q.error for q in panels)
+    excess = abs(delta) - bound
+    ranked = sorted((q for q in panels if q.error * delta > 0), key=lambda q: -abs(q.error))
+    chosen = []
+    for q in ranked[:_MAX_SPLITS_PER_ROUND]:
+        if excess <= 0:
+            break
+        chosen.append(q)
+        excess -= 0.75 * abs(q.error)
+    return chosen
+
+
 class Adaptive:
     """Composite rule on panels, bisecting where the estimated per-pixel error is.
 
@@ -187,7 +209,7 @@ class Adaptive:
     are within their tolerances, or its budget of evaluations is spent.
     Until then each round bisects the panels with the largest spread, as many
     as the error model predicts are needed (or, when only completeness misses,
-    those with the largest scalar error).
+    those with the largest scalar errors of the delta's sign).
     """
 
     def __init__(self, paths, method, settings, f_start, f_end, score_fn):
@@ -214,7 +236,6 @@ class Adaptive:
         self.panels: list[list[_Panel]] = [[] for _ in range(n)]
         self.evaluations = np.zeros(n, dtype=np.int64)
         self.forward_evaluations = np.zeros(n, dtype=np.int64)
-        self.rounds = np.zeros(n, dtype=np.int64)
         self._start(max(1, (settings.steps - shared) // own))
         self._refine()
         self.nodes = np.array(
@@ -353,9 +374,8 @@ class Adaptive:
                     break
             return chosen
         if total > self.completeness_tolerance:
-            splits = min(1 + self.rounds[path] // 4, 8)
-            ranked = sorted(panels, key=lambda q: -abs(q.error))[:splits]
-            return [q for q in ranked if q.error != 0]
+            bound = _AIM * self.completeness_tolerance * abs(self.difference[path])
+            return completeness_splits(panels, bound)
         return []
 
     def _plan(self, path: int) -> list[tuple[float, float, _Panel]]:
@@ -385,7 +405,6 @@ class Adaptive:
             spans, split = [], []
             for p in range(self.paths.count):
                 plan = self._plan(p)
-                self.rounds[p] += bool(plan)
                 for a, middle, q in plan:
                     self.panels[p].remove(q)
                     split.append((p, q))
