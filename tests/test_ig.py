@@ -227,6 +227,63 @@ def test_brownian_variances_have_their_closed_forms():
     assert not ig.panel_rule("gausslobatto").signed
 
 
+@pytest.mark.parametrize("method,steps", [("riemann_trapezoid", 9), ("gausslegendre", 16)])
+def test_error_ratio_spans_a_random_walk_to_white_noise(method, steps):
+    t, w = ig.quadrature(method, steps)
+    v = rules.spread_weights(t)
+    walk = rules.brownian_kappa(t, w)
+    # ell = inf is the random walk; a very long correlation length tends to it.
+    assert rules.error_ratio(t, w, v, np.inf) == pytest.approx(walk, rel=1e-9)
+    assert rules.error_ratio(t, w, v, 1e3) == pytest.approx(walk, rel=1e-4)
+    # White noise: the error is sum w_i n_i (its integral is 0), the spread sum v_i n_i.
+    noise = np.sqrt((w**2).sum() / (v**2).sum())
+    assert rules.error_ratio(t, w, v, 1e-9) == pytest.approx(noise, rel=1e-6)
+    # In between, rougher integrands have larger errors per unit of spread.
+    middle = [rules.error_ratio(t, w, v, ell) for ell in (1.0, 0.1, 0.01)]
+    assert walk < middle[0] < middle[1] < middle[2] < noise
+
+
+@pytest.mark.parametrize("method", ["riemann_trapezoid", "gausslobatto"])
+def test_roughness_table_runs_from_a_random_walk_to_white_noise(method):
+    scales, squares = engine.roughness_table(method)
+    rule = ig.panel_rule(method)
+    assert squares[0] == pytest.approx(rule.kappa**2, rel=1e-3)
+    assert np.all(np.diff(squares) >= -1e-6)  # rougher: more error per unit of spread
+    # White noise on 64 signed one-gap panels: the error sum_i w_i n_i has
+    # variance sum w_i^2 = 63.5 h^2, the spread h^2 per change of sign between
+    # neighbouring panels (about half of 63): a ratio near 2.
+    if method == "riemann_trapezoid":
+        assert 1.6 < squares[-1] < 2.5
+
+
+def ou_pairs(ell, pixels=4000, nodes=129, seed=0):
+    """`engine.neighbour_pairs` of an Ornstein-Uhlenbeck process (ell = inf: a
+    random walk) sampled on uniform nodes, one independent process per pixel."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0.0, 1.0, nodes)
+    c = [rng.normal(size=pixels)]
+    for h in np.diff(t):
+        r = 0.0 if ell == 0 else np.exp(-h / ell)
+        step = np.sqrt(h) if np.isinf(ell) else np.sqrt(1 - r * r)
+        c.append((1.0 if np.isinf(ell) else r) * c[-1] + step * rng.normal(size=pixels))
+    return engine.neighbour_pairs(list(zip(t.tolist(), c, strict=True)))
+
+
+def test_correlation_length_is_read_from_neighbouring_gaps():
+    for ell in (0.1, 0.01):
+        assert rules.correlation_length(ou_pairs(ell)) == pytest.approx(ell, rel=0.2)
+    assert rules.correlation_length(ou_pairs(0)) < 1e-3  # white noise
+    assert rules.correlation_length(ou_pairs(np.inf)) > 1.0  # a random walk: long
+    # A smooth trend (neighbouring differences alike) and no pairs: a random walk.
+    t = np.linspace(0, 1, 9)
+    trend = engine.neighbour_pairs([(a, np.full(5, a * a)) for a in t.tolist()])
+    assert np.isinf(rules.correlation_length(trend))
+    assert np.isinf(rules.correlation_length(np.zeros((0, 4))))
+    # (h1, h2, |d1|^2 + |d2|^2, |d1 + d2|^2) of three nodes, by hand.
+    pairs = engine.neighbour_pairs([(0.0, np.zeros(2)), (0.5, np.ones(2)), (1.5, np.zeros(2))])
+    assert pairs.tolist() == [[0.5, 1.0, 4.0, 0.0]]
+
+
 def test_panel_signs_are_even_and_a_function_of_the_panel_alone():
     edges = np.sort(np.random.default_rng(0).random((2000, 2)), axis=1)
     signs = np.array([engine.panel_sign(a, b) for a, b in edges])
@@ -373,6 +430,56 @@ def test_error_estimate_is_within_a_factor_two_on_a_piecewise_linear_net(setting
     ratio = estimated / true
     assert np.mean((ratio >= 0.5) & (ratio <= 2.0)) >= 0.9
     assert 0.05 < np.mean(ratio < 1) < 0.95 or np.all(ratio > 1)  # not biased low
+
+
+WAVES_SHAPE = (16, 16, 3)  # enough pixels for the ratio of norms to settle
+FREQUENCIES = RNG.uniform(150, 400, size=WAVES_SHAPE)
+PHASES = RNG.uniform(0, 1, size=WAVES_SHAPE)
+LEVELS = RNG.uniform(0.5, 2.0, size=WAVES_SHAPE)
+
+
+def _triangle(u):
+    r = np.mod(u, 1.0)
+    return np.where(r < 0.5, r, 1.0 - r)
+
+
+def square_waves_fn(inputs, baselines, alphas, targets):
+    """dF/dx_i = g_i + sign(sin(2 pi (f_i a + phase_i))) on the path from 0 to x = 1:
+    hundreds of kinks between any two of 65 nodes, rough like white noise at the
+    scale of the nodes (the random MobileNetV2 of docs/accuracy.md); F is the
+    sum of ramps and triangle waves, exactly."""
+    a = alphas.reshape(-1, 1, 1, 1).astype(np.float64)
+    u = FREQUENCIES * a + PHASES
+    grads = LEVELS + np.sign(np.sin(2 * np.pi * u))
+    waves = (_triangle(u) - _triangle(PHASES)) / FREQUENCIES
+    scores = (LEVELS * a + waves).reshape(len(a), -1).sum(1)
+    return scores, grads.astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"method": "riemann_trapezoid", "steps": 65},
+        {"method": "gausslegendre", "steps": 64},
+        {"method": "riemann_trapezoid", "steps": 25, "tolerance": 0.05, "max_steps": 128},
+    ],
+)
+def test_error_estimate_is_within_a_factor_two_where_nodes_do_not_resolve_the_kinks(settings):
+    x = np.ones((1, *WAVES_SHAPE), np.float32)
+    exact = LEVELS + (_triangle(FREQUENCIES + PHASES) - _triangle(PHASES)) / FREQUENCIES
+    result = integrate(
+        square_waves_fn,
+        x,
+        np.zeros((1, 1, *WAVES_SHAPE), np.float32),
+        [0],
+        [0],
+        target_scores=np.array([exact.sum()]),
+        baseline_scores=np.zeros((1, 1)),
+        **settings,
+    )
+    true = np.linalg.norm(result.attributions[0] - exact) / np.linalg.norm(exact)
+    # A random walk's kappa alone says 0.4-0.45 of the true error here.
+    assert 0.5 <= result.error[0] / true <= 2.0
 
 
 def test_adaptive_mode_meets_the_tolerance_per_pixel_on_a_piecewise_linear_net():

@@ -129,8 +129,9 @@ class IGResult:
     Attributes:
       attributions: float32 [R, *S], averaged over the baselines.
       error: float64 [R], estimated per-pixel relative error
-        ||A - A_true|| / ||A_true|| over all values (kappa ||D|| / ||A|| with
-        the spreads D averaged like A); nan where the rule has a single node.
+        ||A - A_true|| / ||A_true|| over all values (||kappa D|| / ||A|| with
+        each path's spread D times its kappa averaged like A); nan where the
+        rule has no spread (too few nodes).
       steps: int64 [R], nodes per baseline in the final estimate (the most of
         any baseline).
       evaluations: int64 [R], gradient evaluations spent on the row, all
@@ -209,13 +210,14 @@ def _check_shapes(inputs: np.ndarray, baselines: np.ndarray) -> None:
         )
 
 
-def _row_error(attributions: np.ndarray, spreads: np.ndarray, kappa: float) -> np.ndarray:
-    """kappa ||D|| / ||A|| per row, from [R, *S] means over the baselines."""
+def _row_error(attributions: np.ndarray, spreads: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """||kappa D|| / ||A|| per row, from [R, *S] means over the baselines of A and
+    of each path's spread times its kappa; nan where a kappa is not `known`."""
     size = np.linalg.norm(attributions.reshape(len(attributions), -1), axis=1)
-    spread = kappa * np.linalg.norm(spreads.reshape(len(spreads), -1), axis=1)
+    spread = np.linalg.norm(spreads.reshape(len(spreads), -1), axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         error = np.where(size > 0, spread / size, np.where(spread == 0, 0.0, np.inf))
-    return np.where(np.isfinite(kappa), error, np.nan)
+    return np.where(known, error, np.nan)
 
 
 def integrated_gradients(
@@ -295,12 +297,15 @@ def _result(run: Fixed | Adaptive, paths: Paths, rows: int) -> IGResult:
     b = paths.num_baselines
     shape = paths.shape
     attributions = run.attributions.reshape(rows, b, *shape).mean(axis=1)
-    spreads = run.spreads.reshape(rows, b, *shape).mean(axis=1)
+    kappas = run.kappas()
+    known = np.isfinite(kappas)
+    scaled = run.spreads * np.where(known, kappas, 0.0).reshape(-1, *([1] * len(shape)))
+    spreads = scaled.reshape(rows, b, *shape).mean(axis=1)
     per_row = lambda a: a.reshape(rows, b)  # noqa: E731
     curves = [run.curve(r * b) for r in range(rows)]
     return IGResult(
         attributions=attributions.astype(np.float32),
-        error=_row_error(attributions, spreads, run.kappa),
+        error=_row_error(attributions, spreads, known.reshape(rows, b).all(axis=1)),
         steps=per_row(run.nodes).max(axis=1),
         evaluations=per_row(run.evaluations).sum(axis=1),
         forward_evaluations=per_row(run.forward_evaluations).sum(axis=1),

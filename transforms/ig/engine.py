@@ -10,6 +10,7 @@ rule's kappa estimates the per-pixel error ||A - A_true||.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import heapq
 
 import numpy as np
@@ -29,8 +30,10 @@ _MIN_ACTIVE_PANELS = 8
 # follow the error closely and stop close to the tolerance: 8 cost 5 % fewer
 # evaluations than 32 for the same per-pixel error (docs/accuracy.md §3).
 _MAX_SPLITS_PER_ROUND = 8
-# Aim below the tolerance by this factor, so that one round usually suffices.
-_AIM = 0.9
+# Where each round aims, as a fraction of the tolerance. With small rounds the
+# rows stop close to the tolerance anyway; 0.9 cost 3 % more evaluations for a
+# median per-pixel error 0.04 points lower (docs/accuracy.md §3).
+_AIM = 1.0
 
 
 class Paths:
@@ -126,6 +129,9 @@ class Fixed:
         self.spreads = np.zeros((n, *paths.shape), dtype=np.float64)
         path, node = np.repeat(np.arange(n), k), np.tile(np.arange(k), n)
         scores = np.empty(n * k, dtype=np.float64)
+        # The last two nodes of each path seen, for the pairs that span calls.
+        tails: dict[int, list[tuple[float, np.ndarray]]] = {}
+        pairs: list[list[np.ndarray]] = [[] for _ in range(n)]
         for part in paths.parts(n * k):  # one model call each: bounded memory
             p, i = path[part], node[part]
             vectors = np.zeros((len(p), *paths.shape), dtype=np.float32)
@@ -136,16 +142,68 @@ class Fixed:
                 own = p == q
                 self.attributions[q] += np.tensordot(weights[i[own]], vectors[own], axes=1)
                 self.spreads[q] += np.tensordot(spread[i[own]], vectors[own], axes=1)
+                seen = tails.get(q, []) + list(
+                    zip(alphas[i[own]].tolist(), vectors[own], strict=True)
+                )
+                pairs[q].append(neighbour_pairs(seen))
+                tails[q] = seen[-2:]
         scores = scores.reshape(n, k)
-        self.kappa = rules.brownian_kappa(alphas, weights, linear)
+        brownian = rules.brownian_kappa(alphas, weights, linear)
+        lengths = [rules.correlation_length(np.concatenate(x)) for x in pairs]
+        self._kappas = np.array(
+            [
+                brownian if np.isinf(ell) else rules.error_ratio(alphas, weights, spread, ell)
+                for ell in lengths
+            ]
+        )
         self._alphas = alphas
         self._scores = scores
         self.nodes = np.full(n, k, dtype=np.int64)
         self.evaluations = self.nodes.copy()
         self.forward_evaluations = np.zeros(n, dtype=np.int64)
 
+    def kappas(self) -> np.ndarray:
+        """Per path, the error per unit of spread for the roughness its
+        neighbouring nodes show (`rules.correlation_length`)."""
+        return self._kappas
+
     def curve(self, path: int) -> tuple[np.ndarray, np.ndarray]:
         return self._alphas, self._scores[path]
+
+
+def neighbour_pairs(nodes: list[tuple[float, np.ndarray]]) -> np.ndarray:
+    """(h1, h2, |d1|^2 + |d2|^2, |d1 + d2|^2) of each two neighbouring gaps of
+    ascending (a, c(a)) nodes, d the differences of c over the gaps: what
+    `rules.correlation_length` reads the integrand's roughness from. [P, 4]."""
+    rows = []
+    for (a, ca), (m, cm), (b, cb) in zip(nodes, nodes[1:], nodes[2:], strict=False):
+        d1 = (cm - ca).ravel().astype(np.float64)
+        d2 = (cb - cm).ravel().astype(np.float64)
+        rows.append((m - a, b - m, d1 @ d1 + d2 @ d2, (d1 + d2) @ (d1 + d2)))
+    return np.array(rows, dtype=np.float64).reshape(-1, 4)
+
+
+@functools.cache
+def roughness_table(method: str) -> tuple[np.ndarray, np.ndarray]:
+    """(log x, kappa(x)^2) of 64 equal adaptive panels of `method` on [0, 1], for an integrand of
+    correlation length ell = h / x (`rules.error_ratio`): kappa(0) is the rule's
+    random-walk kappa, kappa(inf) its white-noise one."""
+    rule, count = rules.panel_rule(method), 64
+    h = 1.0 / count
+    weights: dict[float, float] = {}
+    spreads: dict[float, float] = {}
+    for q in range(count):
+        a, b = q * h, (q + 1) * h
+        sign = panel_sign(a, b) if rule.signed else 1.0
+        for x, w, v in zip(rule.nodes.tolist(), rule.weights, rule.spread, strict=True):
+            t = a + h * x
+            weights[t] = weights.get(t, 0.0) + h * w
+            spreads[t] = spreads.get(t, 0.0) + sign * h * v
+    t = np.array(sorted(weights))
+    w, v = np.array([weights[x] for x in t]), np.array([spreads[x] for x in t])
+    scales = np.linspace(np.log(1e-4), np.log(1e3), 57)
+    ratios = np.array([rules.error_ratio(t, w, v, h / np.exp(x)) ** 2 for x in scales])
+    return scales, ratios
 
 
 def initial_edges(count: int) -> np.ndarray:
@@ -214,8 +272,7 @@ class Adaptive:
 
     def __init__(self, paths, method, settings, f_start, f_end, score_fn):
         self.paths = paths
-        self.rule = rules.panel_rule(method)
-        self.kappa = self.rule.kappa
+        self.method, self.rule = method, rules.panel_rule(method)
         self.tolerance = settings.tolerance
         self.completeness_tolerance = settings.completeness()
         self.max_steps = max(settings.max_steps or settings.steps, settings.steps)
@@ -234,6 +291,10 @@ class Adaptive:
         # F on the path wherever known: ends, panel edges, and every node evaluated.
         self.known: list[dict[float, float]] = [{0.0: f_start[p], 1.0: f_end[p]} for p in range(n)]
         self.panels: list[list[_Panel]] = [[] for _ in range(n)]
+        # Neighbouring-gap pairs seen on each path (`neighbour_pairs`), and each
+        # path's kappa_q^2 for its current panels (None: to be computed).
+        self.pairs: list[list[np.ndarray]] = [[] for _ in range(n)]
+        self._kappa2: list[np.ndarray | None] = [None] * n
         self.evaluations = np.zeros(n, dtype=np.int64)
         self.forward_evaluations = np.zeros(n, dtype=np.int64)
         self._start(max(1, (settings.steps - shared) // own))
@@ -246,11 +307,16 @@ class Adaptive:
         edges = initial_edges(count).tolist()
         spans = list(zip(edges[:-1], edges[1:], strict=True))
         group = self.active_panels + _MAX_SPLITS_PER_ROUND  # what memory holds per path anyway
+        lead: list[float] = []
         for i in range(0, len(spans), group):
             part = spans[i : i + group]
-            # The group's last edge is the next group's first node: kept.
+            # The group's last two nodes are kept: the next group's first node
+            # (edge rules), and what its first neighbouring-gap pair needs.
             n = self.paths.count
-            self._evaluate([(p, a, b) for p in range(n) for a, b in part], [], keep=part[-1][1])
+            nodes = sorted({x for a, b in part for x in self._nodes(a, b)})
+            news = [(p, a, b) for p in range(n) for a, b in part]
+            self._evaluate(news, [], keep=set(nodes[-2:]), lead=lead)
+            lead = nodes[-2:]
 
     def _nodes(self, a: float, b: float) -> tuple[float, ...]:
         # Exact ends, and inner nodes computed the same way for a panel and its
@@ -309,12 +375,17 @@ class Adaptive:
             self.known[p][x], self.derivative[p][x], self.vectors_at[p][x] = s, d, v
             self.evaluations[p] += 1
 
-    def _evaluate(self, spans, split, keep: float | None = None) -> None:
-        """New panels (path, a, b); bisected panels (path, panel) leave the sums."""
+    def _evaluate(self, spans, split, keep: set[float] = frozenset(), lead=()) -> None:
+        """New panels (path, a, b); bisected panels (path, panel) leave the sums.
+
+        keep: nodes whose vectors stay whatever the memory budget; lead: nodes
+        just before the new panels, whose vectors are kept, for the first pairs.
+        """
         need = {(p, x) for p, a, b in spans for x in self._nodes(a, b)}
         need |= {(p, x) for p, q in split for x in q.nodes}
         self._forward(spans, need)
         self._gradients(need)
+        self._observe(spans, lead)
         for p, q in split:
             self._add(p, q, -1.0)
         for p, a, b in spans:
@@ -332,13 +403,62 @@ class Adaptive:
         for p in sorted({p for p, _, _ in spans} | {p for p, _ in split}):
             self._fold(p, keep)
 
-    def _fold(self, path: int, keep: float | None) -> None:
+    def _observe(self, spans, lead) -> None:
+        """Adds the neighbouring-gap pairs of each run of adjacent new panels (the
+        first run from the `lead` nodes before it on)."""
+        by_path: dict[int, list[tuple[float, float]]] = {}
+        for p, a, b in spans:
+            by_path.setdefault(p, []).append((a, b))
+            self._kappa2[p] = None
+        for p, own in by_path.items():
+            run: set[float] = set(lead)
+            for (a, b), later in zip(sorted(own), sorted(own)[1:] + [(None, None)], strict=True):
+                run.update(self._nodes(a, b))
+                if later[0] != b:  # the run ends here
+                    nodes = sorted(run)
+                    self.pairs[p].append(
+                        neighbour_pairs([(x, self.vectors_at[p][x]) for x in nodes])
+                    )
+                    run = set()
+
+    def _squares(self, path: int) -> np.ndarray:
+        """kappa_q^2 of each panel of the path (in `self.panels[path]` order): its
+        error per unit of spread at its own scale, for the roughness the path's
+        neighbouring gaps show (`rules.correlation_length`, `roughness_table`);
+        the panel rule's random-walk kappa^2 where they show none beyond a
+        random walk's."""
+        if self._kappa2[path] is None:
+            ell = rules.correlation_length(np.concatenate(self.pairs[path]))
+            panels = self.panels[path]
+            if np.isinf(ell):
+                squares = np.full(len(panels), self.rule.kappa**2)
+            else:
+                scales, ratios = roughness_table(self.method)
+                squares = np.interp(np.log([(q.b - q.a) / ell for q in panels]), scales, ratios)
+            self._kappa2[path] = squares
+        return self._kappa2[path]
+
+    def kappa(self, path: int) -> float:
+        """kappa^2 = sum_q |D_q|^2 kappa_q^2 / sum_q |D_q|^2: the panels' errors per
+        unit of spread, weighted by their spreads as the error is (a path's
+        panels are fine where its integrand moves most; its coarse, quiet
+        panels would otherwise count as much)."""
+        spreads = np.array([q.spread2 for q in self.panels[path]])
+        total = spreads.sum()
+        if not total > 0:
+            return self.rule.kappa
+        return float(np.sqrt(spreads @ self._squares(path) / total))
+
+    def kappas(self) -> np.ndarray:
+        return np.array([self.kappa(p) for p in range(self.paths.count)])
+
+    def _fold(self, path: int, keep: set[float]) -> None:
         """Keeps the node vectors of the panels with the largest spreads; drops the rest."""
         active = [q for q in self.panels[path] if q.active]
         surplus = max(0, len(active) - self.active_panels)
         for q in heapq.nsmallest(surplus, active, key=lambda q: (q.spread2, abs(q.error))):
             q.active = False
-        used = {x for q in self.panels[path] if q.active for x in q.nodes} | {keep}
+        used = {x for q in self.panels[path] if q.active for x in q.nodes} | set(keep)
         vectors = self.vectors_at[path]
         for x in [x for x in vectors if x not in used]:
             del vectors[x]
@@ -346,7 +466,7 @@ class Adaptive:
     def estimate(self, path: int) -> tuple[float, float]:
         """(estimated per-pixel relative error, relative completeness delta) of a path."""
         size = float(np.linalg.norm(self.attributions[path]))
-        spread = self.kappa * float(np.linalg.norm(self.spreads[path]))
+        spread = self.kappa(path) * float(np.linalg.norm(self.spreads[path]))
         pixel = spread / size if size > 0 else (0.0 if spread == 0 else np.inf)
         delta = abs(sum(q.error for q in self.panels[path]))
         difference = abs(self.difference[path])
@@ -358,18 +478,19 @@ class Adaptive:
         pixel, total = self.estimate(path)
         panels = self.panels[path]
         if pixel > self.tolerance:
-            ranked = sorted(panels, key=lambda q: -q.spread2)
+            # Each panel's share of the squared error: kappa_q^2 |D_q|^2.
+            errors = [q.spread2 * k2 for q, k2 in zip(panels, self._squares(path), strict=True)]
             squares = sum(q.spread2 for q in panels)
             norm2 = float(np.sum(self.spreads[path] ** 2))
             coherence = norm2 / squares if squares > 0 else 1.0
             size = float(np.linalg.norm(self.attributions[path]))
-            target = (_AIM * self.tolerance * size / self.kappa) ** 2
-            chosen, left = [], squares
-            for q in ranked[:_MAX_SPLITS_PER_ROUND]:
-                if q.spread2 <= 0:
+            target = (_AIM * self.tolerance * size) ** 2
+            chosen, left = [], sum(errors)
+            for e, q in sorted(zip(errors, panels, strict=True), key=lambda x: -x[0]):
+                if e <= 0 or len(chosen) == _MAX_SPLITS_PER_ROUND:
                     break
                 chosen.append(q)
-                left -= 0.75 * q.spread2
+                left -= 0.75 * e
                 if coherence * left <= target:
                     break
             return chosen

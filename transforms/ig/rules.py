@@ -31,6 +31,8 @@ __all__ = [
     "METHODS",
     "PanelRule",
     "brownian_kappa",
+    "correlation_length",
+    "error_ratio",
     "exact_for_linear",
     "spread_weights",
     "has_baseline_node",
@@ -173,6 +175,97 @@ def brownian_kappa(t: np.ndarray, weights: np.ndarray, linear: bool = True) -> f
     if len(t) < 2 or spread <= 0.0:
         return float("nan")
     return float(np.sqrt(_brownian_error_variance(t, weights) / spread))
+
+
+# Correlation lengths beyond this are a random walk's (inf): at gaps of 1e-4
+# and more the two differ by less than 1e-4 in the pair ratio below.
+_LONGEST = 1e4
+_SHORTEST = 1e-9
+
+
+def _psi(z: np.ndarray) -> np.ndarray:
+    """e^-z - 1 + z, without cancellation for small z."""
+    z = np.asarray(z, dtype=np.float64)
+    small = z < 1e-3
+    zs, zl = np.where(small, z, 0.0), np.where(small, 1.0, z)
+    return np.where(small, zs**2 / 2 - zs**3 / 6 + zs**4 / 24, np.expm1(-zl) + zl)
+
+
+def _chi(z: float) -> float:
+    """z^2 / 2 - z + 1 - e^-z (the integral of `_psi` from 0), without cancellation."""
+    if z < 0.05:
+        return sum((-1) ** (k + 1) * z**k / np.prod(np.arange(1.0, k + 1)) for k in range(3, 9))
+    return z * z / 2 - z - float(np.expm1(-z))
+
+
+def _exp_form(t: np.ndarray, a: np.ndarray, b: np.ndarray, ell: float) -> float:
+    """sum_ij a_i b_j exp(-|t_i - t_j| / ell) for ascending t, in O(n)."""
+    decay = np.exp(-np.diff(t) / ell).tolist()
+    total, fa, fb = 0.0, 0.0, 0.0  # sums over j < i of a_j, b_j exp(-(t_i - t_j) / ell)
+    for i, (ai, bi) in enumerate(zip(a.tolist(), b.tolist(), strict=True)):
+        if i:
+            fa, fb = (fa + a[i - 1]) * decay[i - 1], (fb + b[i - 1]) * decay[i - 1]
+        total += ai * bi + ai * fb + bi * fa
+    return total
+
+
+def error_ratio(t: np.ndarray, w: np.ndarray, v: np.ndarray, ell: float) -> float:
+    """sqrt(E[error^2] / E[D^2]) of the rule w and spread v on ascending nodes t.
+
+    The integrand is modelled with stationary increments of semivariogram
+    gamma(h) = ell (1 - exp(-h / ell)) (Ornstein-Uhlenbeck): a random walk
+    (gamma = h) at ell = inf, white noise at ell -> 0. For weights u summing to
+    0, E[(sum u_i c(t_i))^2] = -sum_ij u_i u_j gamma(t_i - t_j); the error is such
+    a sum with the rule's weights and the integral's uniform measure.
+    nan where the spread is 0.
+    """
+    t, w, v = (np.asarray(x, dtype=np.float64) for x in (t, w, v))
+    if not np.isfinite(ell) or ell > _LONGEST:
+        gram = np.abs(t[:, None] - t[None, :])
+        error = -w @ gram @ w + w @ (t**2 + (1 - t) ** 2) - 1.0 / 3.0
+        spread = float(-v @ gram @ v)
+    else:
+        ell = max(ell, _SHORTEST)  # white noise
+        mean = ell * ell * (_psi(t / ell) + _psi((1 - t) / ell))  # int_0^1 gamma(t_i - s) ds
+        error = -ell * (w.sum() ** 2 - _exp_form(t, w, w, ell))
+        error += 2.0 * w @ mean - 2.0 * ell**3 * _chi(1.0 / ell)
+        spread = ell * _exp_form(t, v, v, ell) - ell * v.sum() ** 2
+    if not spread > 0.0:
+        return float("nan")
+    return float(np.sqrt(max(float(error), 0.0) / spread))
+
+
+def correlation_length(pairs: np.ndarray) -> float:
+    """The Ornstein-Uhlenbeck correlation length that explains neighbouring differences.
+
+    pairs: float64 [P, 4], rows (h1, h2, |d1|^2 + |d2|^2, |d1 + d2|^2) for two
+    neighbouring gaps of widths h1, h2 and the integrand's differences d1, d2
+    over them (vectors over all pixels). Their ratio, sum of the third column
+    over sum of the fourth, is 1 for a random walk (independent increments),
+    2 for white noise (d1 and d2 share a node's noise with opposite signs),
+    below 1 for a smooth trend; the model's ratio at each pair's widths,
+    weighted like the observed sums, is matched by bisection on log ell.
+    inf where the ratio is a random walk's or below (no pairs: inf).
+    """
+    pairs = np.asarray(pairs, dtype=np.float64).reshape(-1, 4)
+    h1, h2, num, den = pairs.T
+    if not den.sum() > 0:
+        return float("inf")
+    observed = num.sum() / den.sum()
+
+    def model(ell: float) -> float:
+        g = lambda h: -np.expm1(-h / ell)  # noqa: E731
+        return float(den @ ((g(h1) + g(h2)) / g(h1 + h2)) / den.sum())
+
+    if observed <= model(_LONGEST):
+        return float("inf")
+    if observed >= model(_SHORTEST):
+        return _SHORTEST
+    lo, hi = np.log(_SHORTEST), np.log(_LONGEST)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if model(np.exp(mid)) > observed else (lo, mid)
+    return float(np.exp((lo + hi) / 2))
 
 
 @dataclasses.dataclass(frozen=True)
