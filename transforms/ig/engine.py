@@ -177,9 +177,8 @@ def neighbour_pairs(nodes: list[tuple[float, np.ndarray]]) -> np.ndarray:
     `rules.correlation_length` reads the integrand's roughness from. [P, 4]."""
     rows = []
     for (a, ca), (m, cm), (b, cb) in zip(nodes, nodes[1:], nodes[2:], strict=False):
-        d1 = (cm - ca).ravel().astype(np.float64)
-        d2 = (cb - cm).ravel().astype(np.float64)
-        rows.append((m - a, b - m, d1 @ d1 + d2 @ d2, (d1 + d2) @ (d1 + d2)))
+        d1, d2, d = (cm - ca).ravel(), (cb - cm).ravel(), (cb - ca).ravel()
+        rows.append((m - a, b - m, float(d1 @ d1) + float(d2 @ d2), float(d @ d)))
     return np.array(rows, dtype=np.float64).reshape(-1, 4)
 
 
