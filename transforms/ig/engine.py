@@ -3,8 +3,10 @@
 Both evaluate path points through a `_Paths` object in bounded chunks and
 leave, per path (an image, a target and a baseline), two vectors over all
 input values: the attribution estimate A and the spread D = fine - coarse
-estimate on the same nodes (see `transforms.ig.rules`), whose norm times the
-rule's kappa estimates the per-pixel error ||A - A_true||.
+estimate on the same nodes (see `transforms.ig.rules`), whose norm times a
+kappa estimates the per-pixel error ||A - A_true||: the rule's random-walk
+kappa, or a larger one where pairs of neighbouring gaps (`neighbour_pairs`)
+show the integrand to be rougher than a random walk.
 """
 
 from __future__ import annotations
@@ -148,14 +150,7 @@ class Fixed:
                 pairs[q].append(neighbour_pairs(seen))
                 tails[q] = seen[-2:]
         scores = scores.reshape(n, k)
-        brownian = rules.brownian_kappa(alphas, weights, linear)
-        lengths = [rules.correlation_length(np.concatenate(x)) for x in pairs]
-        self._kappas = np.array(
-            [
-                brownian if np.isinf(ell) else rules.error_ratio(alphas, weights, spread, ell)
-                for ell in lengths
-            ]
-        )
+        self._kappas = fixed_kappas(alphas, weights, spread, linear, pairs)
         self._alphas = alphas
         self._scores = scores
         self.nodes = np.full(n, k, dtype=np.int64)
@@ -171,6 +166,19 @@ class Fixed:
         return self._alphas, self._scores[path]
 
 
+def fixed_kappas(alphas, weights, spread, linear: bool, pairs) -> np.ndarray:
+    """Per path, the rule's kappa for the roughness its pairs show: the
+    random-walk kappa (`rules.brownian_kappa`) unless they show more."""
+    walk = rules.brownian_kappa(alphas, weights, linear)
+    lengths = [rules.correlation_length(np.concatenate(own)) for own in pairs]
+    return np.array(
+        [
+            walk if np.isinf(ell) else rules.error_ratio(alphas, weights, spread, ell)
+            for ell in lengths
+        ]
+    )
+
+
 def neighbour_pairs(nodes: list[tuple[float, np.ndarray]]) -> np.ndarray:
     """(h1, h2, |d1|^2 + |d2|^2, |d1 + d2|^2) of each two neighbouring gaps of
     ascending (a, c(a)) nodes, d the differences of c over the gaps: what
@@ -184,9 +192,9 @@ def neighbour_pairs(nodes: list[tuple[float, np.ndarray]]) -> np.ndarray:
 
 @functools.cache
 def roughness_table(method: str) -> tuple[np.ndarray, np.ndarray]:
-    """(log x, kappa(x)^2) of 64 equal adaptive panels of `method` on [0, 1], for an integrand of
-    correlation length ell = h / x (`rules.error_ratio`): kappa(0) is the rule's
-    random-walk kappa, kappa(inf) its white-noise one."""
+    """(log x, kappa(x)^2) on 64 equal adaptive panels of `method` on [0, 1],
+    for an integrand of correlation length ell = h / x (`rules.error_ratio`):
+    kappa(0) is the rule's random-walk kappa, kappa(inf) its white-noise one."""
     rule, count = rules.panel_rule(method), 64
     h = 1.0 / count
     weights: dict[float, float] = {}
@@ -264,9 +272,10 @@ class Adaptive:
     c(a) = (x - x') * grad F of the active panels. A path is done when its
     estimated per-pixel error kappa ||D|| / ||A|| and its completeness delta
     are within their tolerances, or its budget of evaluations is spent.
-    Until then each round bisects the panels with the largest spread, as many
-    as the error model predicts are needed (or, when only completeness misses,
-    those with the largest scalar errors of the delta's sign).
+    Until then each round bisects the panels with the largest shares of the
+    squared error, as many as the error model predicts are needed (or, when
+    only completeness misses, those with the largest scalar errors of the
+    delta's sign).
     """
 
     def __init__(self, paths, method, settings, f_start, f_end, score_fn):
