@@ -279,6 +279,9 @@ def test_correlation_length_is_read_from_neighbouring_gaps():
     trend = engine.neighbour_pairs([(a, np.full(5, a * a)) for a in t.tolist()])
     assert np.isinf(rules.correlation_length(trend))
     assert np.isinf(rules.correlation_length(np.zeros((0, 4))))
+    # Pairs of non-finite gradients (rows flagged elsewhere) are left out.
+    broken = np.vstack([ou_pairs(0.01), [[0.01, 0.01, np.nan, np.inf]]])
+    assert rules.correlation_length(broken) == rules.correlation_length(ou_pairs(0.01))
     # (h1, h2, |d1|^2 + |d2|^2, |d1 + d2|^2) of three nodes, by hand.
     pairs = engine.neighbour_pairs([(0.0, np.zeros(2)), (0.5, np.ones(2)), (1.5, np.zeros(2))])
     assert pairs.tolist() == [[0.5, 1.0, 4.0, 0.0]]

@@ -299,7 +299,8 @@ def _result(run: Fixed | Adaptive, paths: Paths, rows: int) -> IGResult:
     attributions = run.attributions.reshape(rows, b, *shape).mean(axis=1)
     kappas = run.kappas()
     known = np.isfinite(kappas)
-    scaled = run.spreads * np.where(known, kappas, 0.0).reshape(-1, *([1] * len(shape)))
+    with np.errstate(invalid="ignore"):  # non-finite paths are flagged in `finite`
+        scaled = run.spreads * np.where(known, kappas, 0.0).reshape(-1, *([1] * len(shape)))
     spreads = scaled.reshape(rows, b, *shape).mean(axis=1)
     per_row = lambda a: a.reshape(rows, b)  # noqa: E731
     curves = [run.curve(r * b) for r in range(rows)]

@@ -453,7 +453,7 @@ class Adaptive:
         panels would otherwise count as much)."""
         spreads = np.array([q.spread2 for q in self.panels[path]])
         total = spreads.sum()
-        if not total > 0:
+        if not (np.isfinite(total) and total > 0):  # no spread, or non-finite (flagged)
             return self.rule.kappa
         return float(np.sqrt(spreads @ self._squares(path) / total))
 

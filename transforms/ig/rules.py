@@ -249,9 +249,10 @@ def correlation_length(pairs: np.ndarray) -> float:
     2 for white noise (d1 and d2 share a node's noise with opposite signs),
     below 1 for a smooth trend; the model's ratio at each pair's widths,
     weighted like the observed sums, is matched by bisection on log ell.
-    inf where the ratio is a random walk's or below (no pairs: inf).
+    inf where the ratio is a random walk's or below (no finite pairs: inf).
     """
     pairs = np.asarray(pairs, dtype=np.float64).reshape(-1, 4)
+    pairs = pairs[np.isfinite(pairs).all(axis=1)]  # non-finite gradients: flagged elsewhere
     h1, h2, num, den = pairs.T
     if not den.sum() > 0:
         return float("inf")
