@@ -28,6 +28,7 @@ neighbouring differences (`correlation_length`, `error_ratio`).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -174,11 +175,7 @@ def exact_for_linear(method: str) -> bool:
 def brownian_kappa(t: np.ndarray, weights: np.ndarray, linear: bool = True) -> float:
     """sqrt(E[error^2] / E[D^2]) of a rule and its spread under the random-walk
     model; nan where there is no spread (two nodes or fewer)."""
-    v = spread_weights(t, linear)
-    spread = float(v @ np.minimum.outer(t, t) @ v)
-    if len(t) < 2 or spread <= 0.0:
-        return float("nan")
-    return float(np.sqrt(_brownian_error_variance(t, weights) / spread))
+    return error_ratio(t, weights, spread_weights(t, linear), float("inf"))
 
 
 # Correlation lengths beyond this are a random walk's (inf): at gaps of 1e-4
@@ -198,18 +195,22 @@ def _psi(z: np.ndarray) -> np.ndarray:
 def _chi(z: float) -> float:
     """z^2 / 2 - z + 1 - e^-z (the integral of `_psi` from 0), without cancellation."""
     if z < 0.05:
-        return sum((-1) ** (k + 1) * z**k / np.prod(np.arange(1.0, k + 1)) for k in range(3, 9))
+        return sum((-1) ** (k + 1) * z**k / math.factorial(k) for k in range(3, 9))
     return z * z / 2 - z - float(np.expm1(-z))
 
 
 def _exp_form(t: np.ndarray, a: np.ndarray, b: np.ndarray, ell: float) -> float:
     """sum_ij a_i b_j exp(-|t_i - t_j| / ell) for ascending t, in O(n)."""
     decay = np.exp(-np.diff(t) / ell).tolist()
-    total, fa, fb = 0.0, 0.0, 0.0  # sums over j < i of a_j, b_j exp(-(t_i - t_j) / ell)
-    for i, (ai, bi) in enumerate(zip(a.tolist(), b.tolist(), strict=True)):
-        if i:
-            fa, fb = (fa + a[i - 1]) * decay[i - 1], (fb + b[i - 1]) * decay[i - 1]
-        total += ai * bi + ai * fb + bi * fa
+    a, b = a.tolist(), b.tolist()
+    total, fa, fb = (
+        a[0] * b[0],
+        0.0,
+        0.0,
+    )  # fa, fb: sums over j < i of a_j, b_j e^(-(t_i - t_j) / ell)
+    for i in range(1, len(a)):
+        fa, fb = (fa + a[i - 1]) * decay[i - 1], (fb + b[i - 1]) * decay[i - 1]
+        total += a[i] * b[i] + a[i] * fb + b[i] * fa
     return total
 
 
@@ -224,10 +225,11 @@ def error_ratio(t: np.ndarray, w: np.ndarray, v: np.ndarray, ell: float) -> floa
     nan where the spread is 0.
     """
     t, w, v = (np.asarray(x, dtype=np.float64) for x in (t, w, v))
-    if not np.isfinite(ell) or ell > _LONGEST:
-        gram = np.abs(t[:, None] - t[None, :])
-        error = -w @ gram @ w + w @ (t**2 + (1 - t) ** 2) - 1.0 / 3.0
-        spread = float(-v @ gram @ v)
+    if len(t) == 0:
+        return float("nan")
+    if not np.isfinite(ell) or ell > _LONGEST:  # a random walk: covariance min(s, t)
+        error = _brownian_error_variance(t, w)
+        spread = float(v @ np.minimum.outer(t, t) @ v)
     else:
         ell = max(ell, _SHORTEST)  # white noise
         mean = ell * ell * (_psi(t / ell) + _psi((1 - t) / ell))  # int_0^1 gamma(t_i - s) ds
