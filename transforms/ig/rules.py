@@ -203,11 +203,8 @@ def _exp_form(t: np.ndarray, a: np.ndarray, b: np.ndarray, ell: float) -> float:
     """sum_ij a_i b_j exp(-|t_i - t_j| / ell) for ascending t, in O(n)."""
     decay = np.exp(-np.diff(t) / ell).tolist()
     a, b = a.tolist(), b.tolist()
-    total, fa, fb = (
-        a[0] * b[0],
-        0.0,
-        0.0,
-    )  # fa, fb: sums over j < i of a_j, b_j e^(-(t_i - t_j) / ell)
+    # fa, fb: the sums over j < i of a_j and b_j times e^(-(t_i - t_j) / ell).
+    total, fa, fb = a[0] * b[0], 0.0, 0.0
     for i in range(1, len(a)):
         fa, fb = (fa + a[i - 1]) * decay[i - 1], (fb + b[i - 1]) * decay[i - 1]
         total += a[i] * b[i] + a[i] * fb + b[i] * fa
