@@ -436,9 +436,10 @@ def test_error_estimate_is_within_a_factor_two_on_a_piecewise_linear_net(setting
 
 
 WAVES_SHAPE = (16, 16, 3)  # enough pixels for the ratio of norms to settle
-FREQUENCIES = RNG.uniform(150, 400, size=WAVES_SHAPE)
-PHASES = RNG.uniform(0, 1, size=WAVES_SHAPE)
-LEVELS = RNG.uniform(0.5, 2.0, size=WAVES_SHAPE)
+_WAVES_RNG = np.random.default_rng(3)  # its own: the draws of RNG below stay as they were
+FREQUENCIES = _WAVES_RNG.uniform(150, 400, size=WAVES_SHAPE)
+PHASES = _WAVES_RNG.uniform(0, 1, size=WAVES_SHAPE)
+LEVELS = _WAVES_RNG.uniform(0.5, 2.0, size=WAVES_SHAPE)
 
 
 def _triangle(u):
@@ -481,8 +482,9 @@ def test_error_estimate_is_within_a_factor_two_where_nodes_do_not_resolve_the_ki
         **settings,
     )
     true = np.linalg.norm(result.attributions[0] - exact) / np.linalg.norm(exact)
-    # A random walk's kappa alone says 0.4-0.45 of the true error here.
-    assert 0.5 <= result.error[0] / true <= 2.0
+    # The random-walk kappa alone said 0.54-0.59 of the true error here for the
+    # fixed rules and 0.41 in adaptive mode; read from the pairs, it is close.
+    assert 0.7 <= result.error[0] / true <= 1.5
 
 
 def test_adaptive_mode_meets_the_tolerance_per_pixel_on_a_piecewise_linear_net():
