@@ -383,7 +383,9 @@ class Adaptive:
             self.known[p][x], self.derivative[p][x], self.vectors_at[p][x] = s, d, v
             self.evaluations[p] += 1
 
-    def _evaluate(self, spans, split, keep: set[float] = frozenset(), lead=()) -> None:
+    def _evaluate(
+        self, spans, split, keep: frozenset[float] | set[float] = frozenset(), lead=()
+    ) -> None:
         """New panels (path, a, b); bisected panels (path, panel) leave the sums.
 
         keep: nodes whose vectors stay whatever the memory budget; lead: nodes
@@ -420,7 +422,8 @@ class Adaptive:
             self._kappa2[p] = None
         for p, own in by_path.items():
             run: set[float] = set(lead)
-            for (a, b), later in zip(sorted(own), sorted(own)[1:] + [(None, None)], strict=True):
+            own.sort()
+            for (a, b), later in zip(own, own[1:] + [(None, None)], strict=True):
                 run.update(self._nodes(a, b))
                 if later[0] != b:  # the run ends here
                     nodes = sorted(run)
