@@ -576,6 +576,47 @@ def test_completeness_splits_only_panels_of_the_deltas_sign():
     assert [q.error for q in engine.completeness_splits(flipped, 0.0)] == [-4.0]
 
 
+def test_split_counts_cuts_in_three_where_that_reaches_the_target_cheapest():
+    # Shares 27 and 1, target 4: two cuts of the first panel (27/9 + 1 = 4) reach
+    # it; by bisection alone it takes three (27/16 + 1), and [2, 2] leaves 7.
+    assert engine.split_counts(np.array([27.0, 1.0]), 4.0, limit=100).tolist() == [3, 1]
+    # With no target in reach, `limit` cuts, each where it removes most:
+    # 27 (1/9 - 1/16) = 1.31 > 0.75, then 0.75 > 27 (1/16 - 1/25) = 0.61.
+    counts = [engine.split_counts(np.array([27.0, 1.0]), 0.0, k).tolist() for k in (3, 4)]
+    assert counts == [[4, 1], [4, 2]]
+    # Within the target: no cuts. Empty or zero shares are never cut.
+    assert engine.split_counts(np.array([1.0, 2.0]), 3.0, 10).tolist() == [1, 1]
+    assert engine.split_counts(np.array([0.0, 5.0]), 0.0, 3).tolist() == [1, 4]
+
+
+def test_split_counts_are_the_fewest_cuts_that_reach_the_target():
+    rng = np.random.default_rng(11)
+    grid = np.stack(np.meshgrid(*[np.arange(1, 8)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    for _ in range(50):
+        shares = rng.exponential(size=3)
+        target = shares.sum() * rng.uniform(0.02, 0.5)
+        reach = (shares / grid**2).sum(1) <= target
+        fewest = (grid[reach] - 1).sum(1).min()
+        plan = engine.split_counts(shares, target, limit=100)
+        assert (shares / plan**2).sum() <= target and (plan - 1).sum() == fewest
+
+
+def test_trapezoid_panels_are_split_in_three_where_the_plan_says_three():
+    # A node at a third of an initial panel (edges ((k / 4)^2) for steps 5)
+    # comes from a three-way split: bisections give dyadic positions only.
+    _, result = kinks_case(steps=5, tolerance=0.01, max_steps=4096)
+    edges = engine.initial_edges(4)
+    thirds = 0
+    for alpha in result.path_alphas[0]:
+        k = min(np.searchsorted(edges, alpha, side="right") - 1, 3)
+        t = (alpha - edges[k]) / (edges[k + 1] - edges[k]) * 2**30
+        thirds += abs(t - round(t)) > 1e-3 and abs(3 * t - round(3 * t)) < 1e-3
+    assert thirds > 0
+    # Other rules' panels would lose their inner nodes to it: in two only.
+    assert ig.panel_rule("riemann_trapezoid").parts == (2, 3)
+    assert all(ig.panel_rule(m).parts == (2,) for m in ig.METHODS if m != "riemann_trapezoid")
+
+
 def test_rows_that_reach_the_cap_stop_there_and_say_so():
     _, result = kinks_case(tolerance=1e-6, max_steps=40)
     assert np.all(result.evaluations <= 40) and np.all(result.evaluations > 20)

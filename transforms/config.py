@@ -69,7 +69,7 @@ class AttributionConfig:
         ||A - A_true|| / ||A_true|| (and, with `completeness_tolerance`, on its
         relative completeness delta); rows
         above it are refined (the panels whose estimate still moves most are
-        bisected) up to `max_steps`, and flagged (`within_tolerance` false) when
+        split) up to `max_steps`, and flagged (`within_tolerance` false) when
         they still miss it. 0 turns refinement off: the plain rule with `steps` nodes.
       completeness_tolerance: bound on the relative completeness delta, with a
         tolerance (a sum, which cancels per-pixel errors: it is met far more

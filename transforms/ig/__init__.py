@@ -15,8 +15,9 @@ gradient evaluation. Two things say how good a row's estimate is:
 
 Fixed mode (tolerance 0) applies one rule with `steps` nodes, as the IG paper,
 Captum and the seed notebooks do. Adaptive mode applies it on panels graded
-towards a = 0 and bisects, per path, the panels where the estimate still moves
-most, until both checks are within the tolerance or the budget is spent.
+towards a = 0 and splits, per path, the panels where the estimate still moves
+most (in two, or in three where that is the cheapest way to the tolerance),
+until both checks are within the tolerance or the budget is spent.
 
 Modules: `rules` (quadrature rules by name, the error model), `engine` (the
 fixed and adaptive engines), `api` (the entry point). Nothing here imports

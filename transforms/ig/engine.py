@@ -26,11 +26,12 @@ __all__ = ["Adaptive", "Fixed", "Paths"]
 # folded panel (its vectors dropped, its contribution kept in the sums) that
 # must be split after all has its nodes evaluated again.
 _MIN_ACTIVE_PANELS = 8
-# Panels bisected per path and round, at most; fewer where the error model
-# predicts that fewer reach the tolerance (it expects a bisection to cut the
-# panel's share of the squared error by 4, as for a random walk). Small rounds
-# follow the error closely and stop close to the tolerance: 8 cost 5 % fewer
-# evaluations than 32 for the same per-pixel error (docs/accuracy.md §3).
+# Cuts per path and round (a panel split in m parts takes m - 1), at most;
+# fewer where the error model predicts that fewer reach the tolerance (it
+# expects a cut into m parts to divide the panel's share of the squared error
+# by m^2, as for a random walk). Small rounds follow the error closely and stop close to
+# the tolerance: 8 cost 5 % fewer evaluations than 32 for the same per-pixel
+# error (docs/accuracy.md §3).
 _MAX_SPLITS_PER_ROUND = 8
 # Where each round aims, as a fraction of the tolerance. With small rounds the
 # rows stop close to the tolerance anyway; 0.9 cost 3 % more evaluations for a
@@ -264,6 +265,33 @@ def completeness_splits(panels: list[_Panel], bound: float) -> list[_Panel]:
     return chosen
 
 
+def split_counts(shares: np.ndarray, target: float, limit: int) -> np.ndarray:
+    """Parts m_q >= 1 to cut each panel into, the fewest cuts sum(m_q - 1) with
+    sum_q shares_q / m_q^2 <= target, or the best `limit` cuts.
+
+    shares: each panel's expected share of the squared error, which falls as
+    1 / m^2 when the panel is cut into m equal parts (as for a random walk:
+    1/4 for a bisection). Each cut goes where it removes most; as that gain,
+    shares_q (1/m^2 - 1/(m+1)^2), falls with m, the greedy plan is optimal.
+    Only powers of two are reachable by bisection alone: the plan says where
+    a three-way cut reaches the target with fewer evaluations.
+    """
+    shares = np.asarray(shares, dtype=np.float64)
+    parts = np.ones(len(shares), dtype=np.int64)
+    left = float(shares[shares > 0].sum())
+    gains = [(-0.75 * e, q) for q, e in enumerate(shares.tolist()) if e > 0]
+    heapq.heapify(gains)
+    for _ in range(limit):
+        if left <= target or not gains:
+            break
+        gain, q = heapq.heappop(gains)
+        left += gain
+        parts[q] += 1
+        m = int(parts[q])
+        heapq.heappush(gains, (-shares[q] * (1.0 / m**2 - 1.0 / (m + 1) ** 2), q))
+    return parts
+
+
 class Adaptive:
     """Composite rule on panels, bisecting where the estimated per-pixel error is.
 
@@ -272,10 +300,11 @@ class Adaptive:
     c(a) = (x - x') * grad F of the active panels. A path is done when its
     estimated per-pixel error kappa ||D|| / ||A|| and its completeness delta
     are within their tolerances, or its budget of evaluations is spent.
-    Until then each round bisects the panels with the largest shares of the
-    squared error, as many as the error model predicts are needed (or, when
-    only completeness misses, those with the largest scalar errors of the
-    delta's sign).
+    Until then each round splits the panels with the largest shares of the
+    squared error, as many as the error model predicts are needed, each in
+    three where the cheapest plan to the tolerance (`split_counts`) says three,
+    else in two; or, when only completeness misses, bisects those with the
+    largest scalar errors of the delta's sign.
     """
 
     def __init__(self, paths, method, settings, f_start, f_end, score_fn):
@@ -484,44 +513,48 @@ class Adaptive:
         total = delta / difference if difference > 0 else (0.0 if delta == 0 else np.inf)
         return pixel, total
 
-    def _choose(self, path: int) -> list[_Panel]:
-        """The panels to bisect this round, largest first."""
+    def _choose(self, path: int) -> list[tuple[_Panel, int]]:
+        """The panels to split this round and their numbers of parts, largest first."""
         pixel, total = self.estimate(path)
         panels = self.panels[path]
         if pixel > self.tolerance:
             # Each panel's share of the squared error: kappa_q^2 |D_q|^2.
-            errors = [q.spread2 * k2 for q, k2 in zip(panels, self._squares(path), strict=True)]
+            shares = np.array([q.spread2 for q in panels]) * self._squares(path)
             squares = sum(q.spread2 for q in panels)
             norm2 = float(np.sum(self.spreads[path] ** 2))
             coherence = norm2 / squares if squares > 0 else 1.0
             size = float(np.linalg.norm(self.attributions[path]))
-            target = (_AIM * self.tolerance * size) ** 2
-            chosen, left = [], sum(errors)
-            for e, q in sorted(zip(errors, panels, strict=True), key=lambda x: -x[0]):
-                if e <= 0 or len(chosen) == _MAX_SPLITS_PER_ROUND:
+            target = (_AIM * self.tolerance * size) ** 2 / coherence
+            budget = int(self.max_steps - self.evaluations[path])
+            plan = split_counts(shares, target, max(1, budget))
+            chosen, cuts, left = [], 0, float(shares.sum())
+            for q in np.argsort(-shares, kind="stable"):
+                if not shares[q] > 0 or cuts >= _MAX_SPLITS_PER_ROUND or left <= target:
                     break
-                chosen.append(q)
-                left -= 0.75 * e
-                if coherence * left <= target:
-                    break
+                # Three parts where the plan says three; the others are cut in
+                # two and planned again from what their halves show.
+                parts = 3 if plan[q] == 3 and 3 in self.rule.parts else 2
+                chosen.append((panels[q], parts))
+                cuts += parts - 1
+                left -= shares[q] * (1.0 - 1.0 / parts**2)
             return chosen
         if total > self.completeness_tolerance:
             bound = _AIM * self.completeness_tolerance * abs(self.difference[path])
-            return completeness_splits(panels, bound)
+            return [(q, 2) for q in completeness_splits(panels, bound)]
         return []
 
-    def _plan(self, path: int) -> list[tuple[float, float, _Panel]]:
-        """(a, middle, panel) bisections of a path within its budget of evaluations."""
+    def _plan(self, path: int) -> list[tuple[_Panel, list[float]]]:
+        """(panel, edges of its parts) splits of a path within its budget of evaluations."""
         if not self.paths.finite[path]:
             return []
         budget = self.max_steps - self.evaluations[path]
         planned: set[float] = set()
         out = []
-        for q in self._choose(path):
-            middle = q.a + (q.b - q.a) * 0.5
-            if not q.a < middle < q.b:
-                continue
-            new = set(self._nodes(q.a, middle) + self._nodes(middle, q.b))
+        for q, parts in self._choose(path):
+            edges = [q.a] + [q.a + (q.b - q.a) * (j / parts) for j in range(1, parts)] + [q.b]
+            if not all(u < v for u, v in zip(edges, edges[1:], strict=False)):
+                continue  # too narrow for the floats
+            new = {x for u, v in zip(edges, edges[1:], strict=False) for x in self._nodes(u, v)}
             if not q.active:
                 new |= set(q.nodes)
             new -= planned | self.vectors_at[path].keys()
@@ -529,18 +562,17 @@ class Adaptive:
                 break
             budget -= len(new)
             planned |= new
-            out.append((q.a, middle, q))
+            out.append((q, edges))
         return out
 
     def _refine(self) -> None:
         while True:
             spans, split = [], []
             for p in range(self.paths.count):
-                plan = self._plan(p)
-                for a, middle, q in plan:
+                for q, edges in self._plan(p):
                     self.panels[p].remove(q)
                     split.append((p, q))
-                    spans += [(p, a, middle), (p, middle, q.b)]
+                    spans += [(p, u, v) for u, v in zip(edges, edges[1:], strict=False)]
             if not spans:
                 return
             self._evaluate(spans, split)

@@ -4,8 +4,8 @@ Every rule approximates integral_0^1 f(a) da by sum_i w_i f(t_i). In adaptive
 mode a rule is applied on panels, sub-intervals [a, b] of [0, 1]: a panel's
 rule is the method's rule on each of its two halves (so that a bisected
 panel's nodes are, for nested rules, nodes of its halves again), except for
-the trapezoid rule, whose panel is one gap between two nodes (a bisection
-costs one evaluation). On the nodes
+the trapezoid rule, whose panel is one gap between two nodes (split in two or
+three, it costs one evaluation per cut). On the nodes
 of a rule, fixed or on a panel, the *spread* D = sum_i v_i c(t_i) (v summing to
 0, see `spread_weights`) is the estimate minus a coarser one on the same nodes,
 a vector over all pixels that observes how much the estimate still moves.
@@ -286,6 +286,9 @@ class PanelRule:
       signed: whether each panel's spread gets a sign of its own
         (`transforms.ig.engine.panel_sign`): two-node panels, whose spreads
         would otherwise add up coherently along a smooth trend.
+      parts: the numbers of equal parts a panel may be split into: 2, and 3
+        for two-node panels, whose nodes (their edges) stay nodes of the parts
+        (other panels' inner nodes would be lost to a three-way split).
     """
 
     nodes: np.ndarray
@@ -294,6 +297,7 @@ class PanelRule:
     kappa: float
     edge_nodes: bool
     signed: bool = False
+    parts: tuple[int, ...] = (2,)
 
 
 def panel_rule(method: str) -> PanelRule:
@@ -304,7 +308,7 @@ def panel_rule(method: str) -> PanelRule:
         # On one gap only constants are invisible to the spread.
         spread = spread_weights(t, linear=False)
         kappa = brownian_kappa(t, w, linear=False)
-        return PanelRule(t, w, spread, kappa, edge_nodes=True, signed=True)
+        return PanelRule(t, w, spread, kappa, edge_nodes=True, signed=True, parts=(2, 3))
     t, w = quadrature(method, _HALF_NODES.get(method, 2))
     left, right = t / 2.0, 0.5 + t / 2.0
     nodes = np.concatenate([left, right])
