@@ -29,9 +29,9 @@ _MIN_ACTIVE_PANELS = 8
 # Cuts per path and round (a panel split in m parts takes m - 1), at most;
 # fewer where the error model predicts that fewer reach the tolerance (it
 # expects a cut into m parts to divide the panel's share of the squared error
-# by m^2, as for a random walk). Small rounds follow the error closely and stop close to
-# the tolerance: 8 cost 5 % fewer evaluations than 32 for the same per-pixel
-# error (docs/accuracy.md §3).
+# by m^2, as for a random walk). Small rounds follow the error closely and
+# stop close to the tolerance: 8 cost 5 % fewer evaluations than 32 for the
+# same per-pixel error (docs/accuracy.md §3).
 _MAX_SPLITS_PER_ROUND = 8
 # Where each round aims, as a fraction of the tolerance. With small rounds the
 # rows stop close to the tolerance anyway; 0.9 cost 3 % more evaluations for a
@@ -293,7 +293,7 @@ def split_counts(shares: np.ndarray, target: float, limit: int) -> np.ndarray:
 
 
 class Adaptive:
-    """Composite rule on panels, bisecting where the estimated per-pixel error is.
+    """Composite rule on panels, split where the estimated per-pixel error is.
 
     Per path it keeps the sums A and D (float64 vectors) over all panels, F and
     dF/da at every node evaluated (scalars), and the node vectors
@@ -415,7 +415,7 @@ class Adaptive:
     def _evaluate(
         self, spans, split, keep: frozenset[float] | set[float] = frozenset(), lead=()
     ) -> None:
-        """New panels (path, a, b); bisected panels (path, panel) leave the sums.
+        """New panels (path, a, b); split panels (path, panel) leave the sums.
 
         keep: nodes whose vectors stay whatever the memory budget; lead: nodes
         just before the new panels, whose vectors are kept, for the first pairs.
