@@ -265,13 +265,19 @@ def completeness_splits(panels: list[_Panel], bound: float) -> list[_Panel]:
     return chosen
 
 
+def _share_left(parts: int) -> float:
+    """The fraction of a panel's share of the squared error left after cutting
+    it into `parts` equal parts: 1 / parts^2, as for a random walk."""
+    return 1.0 / parts**2
+
+
 def split_counts(shares: np.ndarray, target: float, limit: int) -> np.ndarray:
     """Parts m_q >= 1 to cut each panel into, the fewest cuts sum(m_q - 1) with
     sum_q shares_q / m_q^2 <= target, or the best `limit` cuts.
 
     shares: each panel's expected share of the squared error, which falls as
-    1 / m^2 when the panel is cut into m equal parts (as for a random walk:
-    1/4 for a bisection). Each cut goes where it removes most; as that gain,
+    1 / m^2 when the panel is cut into m equal parts (`_share_left`; 1/4 for a
+    bisection). Each cut goes where it removes most; as that gain,
     shares_q (1/m^2 - 1/(m+1)^2), falls with m, the greedy plan is optimal.
     Only powers of two are reachable by bisection alone: the plan says where
     a three-way cut reaches the target with fewer evaluations.
@@ -279,7 +285,7 @@ def split_counts(shares: np.ndarray, target: float, limit: int) -> np.ndarray:
     shares = np.asarray(shares, dtype=np.float64)
     parts = np.ones(len(shares), dtype=np.int64)
     left = float(shares[shares > 0].sum())
-    gains = [(-0.75 * e, q) for q, e in enumerate(shares.tolist()) if e > 0]
+    gains = [(-e * (1.0 - _share_left(2)), q) for q, e in enumerate(shares.tolist()) if e > 0]
     heapq.heapify(gains)
     for _ in range(limit):
         if left <= target or not gains:
@@ -288,7 +294,7 @@ def split_counts(shares: np.ndarray, target: float, limit: int) -> np.ndarray:
         left += gain
         parts[q] += 1
         m = int(parts[q])
-        heapq.heappush(gains, (-shares[q] * (1.0 / m**2 - 1.0 / (m + 1) ** 2), q))
+        heapq.heappush(gains, (-shares[q] * (_share_left(m) - _share_left(m + 1)), q))
     return parts
 
 
@@ -519,8 +525,9 @@ class Adaptive:
         panels = self.panels[path]
         if pixel > self.tolerance:
             # Each panel's share of the squared error: kappa_q^2 |D_q|^2.
-            shares = np.array([q.spread2 for q in panels]) * self._squares(path)
-            squares = sum(q.spread2 for q in panels)
+            spread2 = np.array([q.spread2 for q in panels])
+            shares = spread2 * self._squares(path)
+            squares = float(spread2.sum())
             norm2 = float(np.sum(self.spreads[path] ** 2))
             coherence = norm2 / squares if squares > 0 else 1.0
             size = float(np.linalg.norm(self.attributions[path]))
@@ -536,15 +543,15 @@ class Adaptive:
                 parts = 3 if plan[q] == 3 and 3 in self.rule.parts else 2
                 chosen.append((panels[q], parts))
                 cuts += parts - 1
-                left -= shares[q] * (1.0 - 1.0 / parts**2)
+                left -= shares[q] * (1.0 - _share_left(parts))
             return chosen
         if total > self.completeness_tolerance:
             bound = _AIM * self.completeness_tolerance * abs(self.difference[path])
             return [(q, 2) for q in completeness_splits(panels, bound)]
         return []
 
-    def _plan(self, path: int) -> list[tuple[_Panel, list[float]]]:
-        """(panel, edges of its parts) splits of a path within its budget of evaluations."""
+    def _plan(self, path: int) -> list[tuple[_Panel, list[tuple[float, float]]]]:
+        """(panel, (a, b) of its parts) splits of a path within its budget of evaluations."""
         if not self.paths.finite[path]:
             return []
         budget = self.max_steps - self.evaluations[path]
@@ -552,9 +559,10 @@ class Adaptive:
         out = []
         for q, parts in self._choose(path):
             edges = [q.a] + [q.a + (q.b - q.a) * (j / parts) for j in range(1, parts)] + [q.b]
-            if not all(u < v for u, v in zip(edges, edges[1:], strict=False)):
+            spans = list(zip(edges, edges[1:], strict=False))
+            if not all(u < v for u, v in spans):
                 continue  # too narrow for the floats
-            new = {x for u, v in zip(edges, edges[1:], strict=False) for x in self._nodes(u, v)}
+            new = {x for u, v in spans for x in self._nodes(u, v)}
             if not q.active:
                 new |= set(q.nodes)
             new -= planned | self.vectors_at[path].keys()
@@ -562,17 +570,17 @@ class Adaptive:
                 break
             budget -= len(new)
             planned |= new
-            out.append((q, edges))
+            out.append((q, spans))
         return out
 
     def _refine(self) -> None:
         while True:
             spans, split = [], []
             for p in range(self.paths.count):
-                for q, edges in self._plan(p):
+                for q, parts in self._plan(p):
                     self.panels[p].remove(q)
                     split.append((p, q))
-                    spans += [(p, u, v) for u, v in zip(edges, edges[1:], strict=False)]
+                    spans += [(p, u, v) for u, v in parts]
             if not spans:
                 return
             self._evaluate(spans, split)
