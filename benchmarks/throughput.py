@@ -43,7 +43,7 @@ from apache_beam.utils import multi_process_shared
 
 from pipeline import run
 from transforms import images, sources
-from transforms.tf_model import Classifier, ModelHandoff, resolve_model
+from transforms.tf_model import Classifier, ModelHandoff, device_settings, resolve_model
 
 __all__ = ["ASSUMPTIONS", "main", "projection"]
 
@@ -293,11 +293,20 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default=os.cpu_count() or 2,
         help="--direct_num_workers of the multi-process run",
     )
-    parser.add_argument("--path_batch_size", type=int, default=32)
+    parser.add_argument(
+        "--path_batch_size",
+        type=int,
+        default=None,
+        help="points per bare gradient call; default: the job's own on this device "
+        "(`--path_batch_size auto`: 8 on CPUs, 32 on GPUs)",
+    )
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", default=None, help="also write the numbers here")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.path_batch_size is None:  # what the job itself runs at
+        args.path_batch_size = device_settings().path_batch_size
+    return args
 
 
 @dataclasses.dataclass
@@ -378,7 +387,7 @@ def _numbers(args: argparse.Namespace, bare: dict, jobs: _Jobs, proxy: float) ->
             "tolerance": config["tolerance"],
             "max_steps": config["max_steps"],
             "batch_size": args.batch_size,
-            "path_batch_size": config["path_batch_size"],
+            "path_batch_size": config["path_batch_size"] or "auto",
         },
         "images": {"small": jobs.small, "large": jobs.large},
         "job_images_per_s": 1 / per_image["wall_s"],
