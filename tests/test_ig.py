@@ -381,10 +381,14 @@ class ToyReLUNet:
         grads = ((z > 0) * self.v) @ self.w
         return np.maximum(z, 0) @ self.v, grads.reshape(len(alphas), *self.shape)
 
-    def exact(self, x: np.ndarray) -> tuple[np.ndarray, float, float]:
-        """IG from 0 to x, summed exactly over the pieces between kinks; F(x), F(0)."""
+    def exact(
+        self, x: np.ndarray, base: np.ndarray | None = None
+    ) -> tuple[np.ndarray, float, float]:
+        """IG from `base` (default 0) to x, summed exactly over the pieces between
+        kinks; F(x), F(base)."""
         x = x.reshape(-1).astype(np.float64)
-        z0, z1 = self.b, self.w @ x + self.b
+        base = np.zeros_like(x) if base is None else base.reshape(-1).astype(np.float64)
+        z0, z1 = self.w @ base + self.b, self.w @ x + self.b
         with np.errstate(divide="ignore", invalid="ignore"):
             kinks = -z0 / (z1 - z0)
         cuts = np.unique(np.concatenate([[0.0, 1.0], kinks[(kinks > 0) & (kinks < 1)]]))
@@ -393,7 +397,7 @@ class ToyReLUNet:
             active = (z0 + (a + b) / 2 * (z1 - z0)) > 0
             total += (b - a) * ((active * self.v) @ self.w)
         f = lambda z: float(np.maximum(z, 0) @ self.v)  # noqa: E731
-        return (x * total).reshape(self.shape), f(z1), f(z0)
+        return ((x - base) * total).reshape(self.shape), f(z1), f(z0)
 
 
 def toy_rows(settings_kwargs, count=20):
@@ -485,6 +489,40 @@ def test_error_estimate_is_within_a_factor_two_where_nodes_do_not_resolve_the_ki
     # The random-walk kappa alone said 0.54-0.59 of the true error here for the
     # fixed rules and 0.41 in adaptive mode; read from the pairs, it is close.
     assert 0.7 <= result.error[0] / true <= 1.5
+
+
+def test_rows_with_several_baselines_meet_the_tolerance_on_their_averaged_map():
+    # Black and white baselines give maps of opposite signs: their average is
+    # much smaller than either, so each path is refined against the row's map
+    # and F(x) - F(x'), not its own, or the row would stop above the tolerance.
+    for seed in range(4):
+        net = ToyReLUNet(seed)
+        x = np.random.default_rng(200 + seed).uniform(0, 1, size=(1, *net.shape))
+        x = x.astype(np.float32)
+        bases = np.stack([np.zeros_like(x), np.ones_like(x)], axis=1)
+        (black, fx, f_black), (white, _, f_white) = (net.exact(x[0], b) for b in bases[0])
+        exact = (black + white) / 2
+        assert np.linalg.norm(exact) < 0.8 * np.linalg.norm(black)  # they do cancel
+        result = integrate(
+            net,
+            x,
+            bases,
+            [0],
+            [0],
+            "riemann_trapezoid",
+            25,
+            tolerance=0.02,
+            max_steps=2048,
+            target_scores=np.array([fx]),
+            baseline_scores=np.array([[f_black, f_white]]),
+        )
+        assert result.evaluations[0] < 2 * 2048  # stopped by the tolerance, not the cap
+        _, relative = ig.completeness(
+            result.attributions.reshape(1, -1).sum(1), [fx], [(f_black + f_white) / 2]
+        )
+        assert result.error[0] <= 0.02 and relative[0] <= 0.02
+        true = np.linalg.norm(result.attributions[0] - exact) / np.linalg.norm(exact)
+        assert true <= 2 * 0.02
 
 
 def test_adaptive_mode_meets_the_tolerance_per_pixel_on_a_piecewise_linear_net():

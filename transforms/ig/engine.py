@@ -509,19 +509,32 @@ class Adaptive:
         for x in [x for x in vectors if x not in used]:
             del vectors[x]
 
-    def estimate(self, path: int) -> tuple[float, float]:
-        """(estimated per-pixel relative error, relative completeness delta) of a path."""
-        size = float(np.linalg.norm(self.attributions[path]))
-        spread = self.kappa(path) * float(np.linalg.norm(self.spreads[path]))
+    def estimate(self, path: int) -> tuple[float, float, float, float]:
+        """Of the row (image and target) whose baseline `path` is, its baselines'
+        paths averaged as the result averages them (`api._result`): (estimated
+        per-pixel relative error, relative completeness delta, ||A||,
+        |F(x) - F(x')|). With one baseline, the path's own.
+
+        A row's paths are refined against the row's ||A|| and F(x) - F(x'):
+        where every path's kappa ||D|| and completeness delta are within the
+        tolerances times those, the row's are too (a mean is at most the mean
+        of the norms), however much the baselines' maps cancel in the average.
+        """
+        b = self.paths.num_baselines
+        row = range(path - path % b, path - path % b + b)
+        attributions = sum(self.attributions[p] for p in row) / b
+        spreads = sum(self.kappa(p) * self.spreads[p] for p in row) / b
+        size = float(np.linalg.norm(attributions))
+        spread = float(np.linalg.norm(spreads))
         pixel = spread / size if size > 0 else (0.0 if spread == 0 else np.inf)
-        delta = abs(sum(q.error for q in self.panels[path]))
-        difference = abs(self.difference[path])
+        delta = abs(sum(q.error for p in row for q in self.panels[p]) / b)
+        difference = abs(sum(self.difference[p] for p in row) / b)
         total = delta / difference if difference > 0 else (0.0 if delta == 0 else np.inf)
-        return pixel, total
+        return pixel, total, size, difference
 
     def _choose(self, path: int) -> list[tuple[_Panel, int]]:
         """The panels to split this round and their numbers of parts, largest first."""
-        pixel, total = self.estimate(path)
+        pixel, total, size, difference = self.estimate(path)
         panels = self.panels[path]
         if pixel > self.tolerance:
             # Each panel's share of the squared error: kappa_q^2 |D_q|^2.
@@ -530,7 +543,6 @@ class Adaptive:
             squares = float(spread2.sum())
             norm2 = float(np.sum(self.spreads[path] ** 2))
             coherence = norm2 / squares if squares > 0 else 1.0
-            size = float(np.linalg.norm(self.attributions[path]))
             target = (_AIM * self.tolerance * size) ** 2 / coherence
             budget = int(self.max_steps - self.evaluations[path])
             plan = split_counts(shares, target, max(1, budget))
@@ -546,7 +558,7 @@ class Adaptive:
                 left -= shares[q] * (1.0 - _share_left(parts))
             return chosen
         if total > self.completeness_tolerance:
-            bound = _AIM * self.completeness_tolerance * abs(self.difference[path])
+            bound = _AIM * self.completeness_tolerance * difference
             return [(q, 2) for q in completeness_splits(panels, bound)]
         return []
 
@@ -575,9 +587,12 @@ class Adaptive:
 
     def _refine(self) -> None:
         while True:
+            # Every path planned before any panel leaves: a path's plan reads its
+            # row's other paths (`estimate`).
+            plans = [self._plan(p) for p in range(self.paths.count)]
             spans, split = [], []
-            for p in range(self.paths.count):
-                for q, parts in self._plan(p):
+            for p, plan in enumerate(plans):
+                for q, parts in plan:
                     self.panels[p].remove(q)
                     split.append((p, q))
                     spans += [(p, u, v) for u, v in parts]
