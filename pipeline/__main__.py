@@ -46,9 +46,10 @@ def _first_line(error: BaseException) -> str:
 
 
 def _no_rows(manifest: dict) -> bool:
-    """Inputs to process, and not one row: every input failed."""
+    """Inputs, and not one row in the output: every input failed. A resumed run
+    whose images left to do failed again still holds the rows done before."""
     counts = manifest["counts"]
-    return counts["inputs"] > counts.get("skipped_done_before", 0) and counts["rows"] == 0
+    return counts["inputs"] > 0 and counts["rows"] == 0 and not counts.get("skipped_done_before")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -93,9 +93,11 @@ def print_summary(manifest: dict[str, Any], limit: int = 20) -> None:
     output = manifest["output"]
     counts = manifest["counts"]
     print()
+    earlier = counts.get("skipped_done_before", 0)
+    before = f"; {earlier} of them done before, their rows kept" if earlier else ""
     print(
         f"Results in {output}/results ({counts['rows']} rows), errors in {output}/errors "
-        f"({counts['errors']}), manifest {output}/manifest.json; {counts['inputs']} inputs."
+        f"({counts['errors']}), manifest {output}/manifest.json; {counts['inputs']} inputs{before}."
     )
     if counts["rows"]:
         target = manifest.get("config", {}).get("target", "predicted") != "predicted"

@@ -16,7 +16,7 @@ from pipeline.__main__ import main
 from pipeline.main import prepare
 from pipeline.options import AuditOptions
 from pipeline.summary import print_summary
-from tests.conftest import SIZE, WNID_CAT, cli_args
+from tests.conftest import SIZE, WNID_CAT, cli_args, write_image
 from transforms.config import AttributionConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -182,6 +182,23 @@ def test_every_input_failing_exits_1_with_errors_by_stage(linear_keras, tmp_path
     assert "x cannot decode" in out or "broken" in out or "x " in out
     errors = pd.read_parquet(tmp_path / "out" / "errors")
     assert len(errors) == 3
+
+
+def test_resuming_a_finished_run_whose_only_failure_fails_again_exits_0(
+    linear_keras, tmp_path, capsys
+):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    write_image(folder / "good.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    args = cli_args(dataset=folder, model=linear_keras, output=tmp_path / "out", steps=2)
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 0  # the output still holds good.png's row
+    out, err = capsys.readouterr()
+    assert _error_lines(err) == []
+    assert "(0 rows)" in out and "2 inputs; 1 of them done before, their rows kept." in out
+    assert pd.read_parquet(tmp_path / "out" / "results").image_id.tolist() == ["good.png"]
 
 
 def test_a_failure_while_running_exits_1_not_2(image_folder, linear_keras, tmp_path, capsys):
