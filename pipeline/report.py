@@ -594,13 +594,17 @@ def _error_card(pictures: _Pictures, meta: pd.Series, chosen: _Selection) -> dic
     facts = [error("relative completeness error", "relative_delta", chosen.completeness_tolerance)]
     if "attribution_error" in meta:
         facts.append(error("per-pixel error (estimated)", "attribution_error", chosen.tolerance))
-    within = bool(meta["within_tolerance"])
+    within = meta["within_tolerance"]
+    if results.is_missing(within):  # --tolerance 0: nothing to be within
+        verdict, flagged = "not checked (--tolerance 0)", False
+    else:
+        verdict, flagged = ("yes", False) if within else ("no", True)
     facts += [
         _fact("F(x), image", _num(meta["target_score"])),
         _fact("F(x′), baseline", _num(meta["baseline_score"])),
         _fact("Σ attributions", _num(meta["attribution_sum"])),
         _fact("path points", f"{_text(meta['steps'])} ({_text(meta['evaluations'])} gradients)"),
-        _fact("within tolerance", "yes" if within else "no", not within),
+        _fact("within tolerance", verdict, flagged),
     ]
     return {"meta": meta.to_dict(), "figures": figures, "facts": facts}
 

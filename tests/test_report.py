@@ -628,3 +628,15 @@ def test_without_a_tolerance_no_row_is_judged_against_one(folder_run):  # noqa: 
         "cat2.png →",
         "cat1.png →",
     ]
+
+
+def test_a_run_without_a_tolerance_says_its_rows_were_not_checked(tmp_path, linear_keras):
+    images = tmp_path / "images"
+    write_image(images / "a.png", np.full((SIZE, SIZE, 3), 200, np.uint8))
+    output = tmp_path / "out"
+    args = cli_args(dataset=images, model=linear_keras, output=output, steps=8, tolerance=0)
+    run(args, save_main_session=False)
+    text = build_report(str(output), gallery=0)
+    facts = re.sub(r"<[^>]+>", " ", text)
+    assert re.search(r"within tolerance\s+not checked \(--tolerance 0\)", facts)
+    assert not re.search(r"within tolerance\s+no\b", facts)
