@@ -361,12 +361,37 @@ def _effective_command(manifest: Mapping[str, Any]) -> str:
         ("label_offset", model.get("label_offset")),
         ("batch_size", manifest.get("batch_size")),
     ]
+    # Files the manifest names by their content (class names) or not at all
+    # (TFDS's data folder): their paths as typed.
+    flags += [(name, _typed_flag(manifest.get("command", []), name)) for name in _TYPED_ONLY]
     parts = ["python", "-m", "pipeline"]
     for name, value in flags:
         if value is None or value is False:
             continue
         parts += [f"--{name}"] if value is True else [f"--{name}", shlex.quote(_flag_value(value))]
     return " ".join(parts)
+
+
+_TYPED_ONLY = ("class_names", "data_dir")
+
+
+def _typed_flag(command: list[str], name: str) -> str | None:
+    """The last value typed for --name (`--name v` or `--name=v`), or None."""
+    value = None
+    for i, arg in enumerate(command):
+        if arg == f"--{name}" and i + 1 < len(command):
+            value = command[i + 1]
+        elif arg.startswith(f"--{name}="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def _typed(command: list[str]) -> str:
+    """The command as typed, `python -m pipeline` for the module's own path."""
+    args = [str(a) for a in command]
+    if args and args[0].replace("\\", "/").endswith("pipeline/__main__.py"):
+        args = ["python", "-m", "pipeline", *args[1:]]
+    return " ".join(shlex.quote(a) for a in args)
 
 
 # Every key the summary shows; an older manifest without one shows a dash.
@@ -391,7 +416,7 @@ def _summary(manifest: Mapping[str, Any]) -> dict[str, Any]:
     else:
         accounted = "yes"
     versions = [(k, v) for k, v in manifest.get("versions", {}).items() if v]
-    typed = " ".join(shlex.quote(str(a)) for a in manifest.get("command", []))
+    typed = _typed(manifest.get("command", []))
     model, config = manifest.get("model", {}), manifest.get("config", {})
     return {
         "model": {k: model.get(k) for k in _MODEL_KEYS},

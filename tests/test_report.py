@@ -557,7 +557,8 @@ def test_the_command_shows_the_values_the_run_used(tmp_path):
     manifest = json.loads(Path(output, "manifest.json").read_text())
     # As run_local.sh passes its defaults and then the user's flags.
     defaults, users = "--dataset sample --steps 12 --overwrite", "--dataset /x --steps 8"
-    manifest["command"] = ["pipeline/__main__.py", *defaults.split(), *users.split()]
+    users += " --class_names /c/old.txt --class_names=/c/names.txt"
+    manifest["command"] = ["/src/pipeline/__main__.py", *defaults.split(), *users.split()]
     Path(output, "manifest.json").write_text(json.dumps(manifest))
     effective, typed = _page(build_report(output, gallery=0)).pres[:2]
     assert effective.startswith(
@@ -572,11 +573,14 @@ def test_the_command_shows_the_values_the_run_used(tmp_path):
         "--top_k 3",
         "--input_range 0,1",
         "--label_offset 0",
+        "--class_names /c/names.txt",  # not in the manifest: as typed, the last one
     ):
         assert f" {flag} " in f" {effective} "
     assert effective.count("--dataset") == 1 and effective.count("--steps") == 1
     assert "store_path" not in effective and "--split" not in effective
     assert typed.count("--dataset") == 2  # the line as typed, kept apart and labelled
+    assert typed.startswith("python -m pipeline --dataset sample ")
+    assert "--data_dir" not in effective and "/c/old.txt" not in effective
 
 
 def test_overwrite_removes_the_earlier_report_and_sanity_check(tmp_path, linear_keras):
