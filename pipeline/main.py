@@ -180,6 +180,15 @@ def _temp_files(output: str) -> list[str]:
     return [meta.path for match in matches for meta in match.metadata_list]
 
 
+def _drop_empty_temp(output: str) -> None:
+    """Removes a local `<output>/.tmp/` that a finished run left empty (object
+    stores such as gs:// have no folders to remove)."""
+    try:
+        os.rmdir(os.path.join(output, TEMP_DIR))
+    except OSError:  # not there, not empty, or not a local path
+        pass
+
+
 def _clear_temp(output: str) -> None:
     """Deletes a dead run's partial files; called with the folder's lock held."""
     leftovers = _temp_files(output)
@@ -757,6 +766,8 @@ def run(
         return None
     try:
         state = result.wait_until_finish()
+        if state is None or state == PipelineState.DONE:
+            _drop_empty_temp(job.output)
     finally:
         _release(job)
     if state is not None and state != PipelineState.DONE:

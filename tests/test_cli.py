@@ -193,6 +193,7 @@ def test_resuming_a_finished_run_whose_only_failure_fails_again_exits_0(
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
     args = cli_args(dataset=folder, model=linear_keras, output=tmp_path / "out", steps=2)
     assert main(args) == 0
+    assert not (tmp_path / "out" / ".tmp").exists()  # the sinks' temp folder, left empty
     capsys.readouterr()
     assert main([*args, "--resume"]) == 0  # the output still holds good.png's row
     out, err = capsys.readouterr()
