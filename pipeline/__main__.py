@@ -45,11 +45,16 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {first}"
 
 
-def _no_rows(manifest: dict) -> bool:
-    """Inputs, and not one row in the output: every input failed. A resumed run
-    whose images left to do failed again still holds the rows done before."""
+def _no_rows(manifest: dict) -> str | None:
+    """Why the output holds not one row (every input failed, or there was none),
+    or None. A resumed run whose images left to do failed again still holds the
+    rows done before."""
     counts = manifest["counts"]
-    return counts["inputs"] > 0 and counts["rows"] == 0 and not counts.get("skipped_done_before")
+    if counts["rows"] or counts.get("skipped_done_before"):
+        return None
+    if not counts["inputs"]:
+        return "no input: the dataset gave no image (check --dataset and --split)."
+    return f"no input gave a row: all {counts['inputs']} inputs failed (errors by stage above)."
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,12 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("No results to show: the job did not run to completion here (see the log).")
         return 0
     print_summary(manifest)
-    if _no_rows(manifest):
-        print(
-            f"error: no input gave a row: all {manifest['counts']['inputs']} inputs failed "
-            "(errors by stage above).",
-            file=sys.stderr,
-        )
+    why = _no_rows(manifest)
+    if why:
+        print(f"error: {why}", file=sys.stderr)
         return 1
     return 0
 

@@ -405,13 +405,29 @@ _CONFIG_KEYS = tuple(
 )
 
 
-def _summary(manifest: Mapping[str, Any]) -> dict[str, Any]:
+def run_state(manifest: Mapping[str, Any], rows: int) -> str:
+    """What the page says of the run as a whole, decided here once.
+
+    'unfinished': its manifest was never completed (killed, or still running),
+    so it has no counts; 'no-inputs': its dataset gave no image; 'all-failed':
+    inputs and not one result row; 'rows': anything else. `rows`: the result
+    rows read back.
+    """
+    if manifest.get("status", "complete") != "complete":
+        return "unfinished"
+    if not (manifest.get("counts") or {}).get("inputs"):
+        return "no-inputs"
+    return "all-failed" if rows == 0 else "rows"
+
+
+def _summary(manifest: Mapping[str, Any], state: str) -> dict[str, Any]:
     """The run's settings, identity and whether every input is accounted for."""
-    counts = manifest.get("counts", {})
-    inputs, rows = counts.get("inputs"), counts.get("rows")
-    if not manifest.get("all_inputs_accounted_for"):
+    counts = manifest.get("counts") or {}
+    if state == "unfinished":
+        accounted = "unfinished"  # no counts to check
+    elif not manifest.get("all_inputs_accounted_for"):
         accounted = "no"
-    elif inputs and rows == 0:
+    elif state == "all-failed":
         accounted = "all-failed"  # accounted for as errors, but nothing was audited
     else:
         accounted = "yes"
@@ -436,15 +452,14 @@ def _summary(manifest: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _tiles(manifest: Mapping[str, Any], chosen: _Selection) -> list[dict[str, Any]]:
+def _tiles(manifest: Mapping[str, Any], chosen: _Selection, state: str) -> list[dict[str, Any]]:
     """The headline numbers: (value, label, tone) with tone good, bad or neutral."""
-    counts, frame = manifest.get("counts", {}), chosen.frame
-    inputs = counts.get("inputs", len(chosen.per_image))
+    counts, frame = manifest.get("counts") or {}, chosen.frame
+    inputs = "?" if state == "unfinished" else counts.get("inputs", len(chosen.per_image))
     labelled, wrong = len(chosen.labelled), len(chosen.wrong)
-    no_rows = bool(inputs) and frame.empty
     tiles = [
-        (inputs, "inputs", ""),
-        (len(frame), "result rows", "bad" if no_rows else ""),
+        (inputs, "inputs", "bad" if state == "unfinished" else ""),
+        (len(frame), "result rows", "" if state == "rows" else "bad"),
         (counts.get("errors", 0), "errors", "bad" if counts.get("errors") else "good"),
         (
             _pct(1 - wrong / labelled if labelled else None),
@@ -530,12 +545,12 @@ def _evidence(pictures: _Pictures, meta: Mapping[str, Any]) -> list[_Picture]:
 
 
 def _misclassified(
-    chosen: _Selection, pictures: _Pictures, limit: int, errors: int
+    chosen: _Selection, pictures: _Pictures, limit: int, errors: int, state: str
 ) -> dict[str, Any]:
     """The most confident misclassifications, or why there are none to show."""
     labelled, wrong = chosen.labelled, chosen.wrong
     if chosen.frame.empty:
-        empty = "no-rows"
+        empty = state if state != "rows" else "all-failed"
     elif labelled.empty:
         empty = "unlabelled-with-errors" if errors else "unlabelled"
     else:
@@ -831,10 +846,11 @@ def _gallery(chosen: _Selection, pictures: _Pictures) -> dict[str, Any] | None:
     }
 
 
-def _errors(errors: pd.DataFrame, limit: int) -> dict[str, Any]:
+def _errors(errors: pd.DataFrame, limit: int, state: str) -> dict[str, Any]:
     by_stage = errors.groupby("stage").size().sort_values(ascending=False)
     rows = errors.sort_values("image_id").head(limit)
     return {
+        "state": state,
         "count": len(errors),
         "by_stage": list(by_stage.items()),
         "limit": limit,
@@ -862,9 +878,10 @@ def _sections(
 ) -> dict[str, Any]:
     """Each section's data by anchor; None for a section the page leaves out."""
     errors = results.read_errors(output)
+    state = run_state(manifest, len(chosen.frame))
     return {
-        "summary": _summary(manifest),
-        "misclassified": _misclassified(chosen, pictures, examples, len(errors)),
+        "summary": _summary(manifest, state),
+        "misclassified": _misclassified(chosen, pictures, examples, len(errors), state),
         "completeness": _completeness(chosen, manifest.get("config", {})),
         "accuracy": _accuracy(chosen, pictures),
         "worst-completeness": _worst_completeness(chosen, pictures),
@@ -872,7 +889,7 @@ def _sections(
         "sanity": read_sanity(output),
         "per-class": _per_class(chosen.per_image, classes),
         "gallery": _gallery(chosen, pictures),
-        "errors": _errors(errors, 50),
+        "errors": _errors(errors, 50, state),
         "querying": _querying(output),
     }
 
@@ -901,15 +918,16 @@ def build_report(
     pictures = _Pictures(output, manifest, image_root, available)
     pictures.load(chosen.shown_keys(examples))
     sections = _sections(output, manifest, chosen, pictures, examples, classes)
-    counts = manifest.get("counts", {})
+    state = run_state(manifest, len(chosen.frame))
     return (
         _environment()
         .get_template("report.html.j2")
         .render(
             title=f"IG audit: {manifest.get('dataset')} with {manifest.get('model', {}).get('reference', '?')}",
             output=output,
-            tiles=_tiles(manifest, chosen),
-            no_rows=bool(counts.get("inputs")) and chosen.frame.empty,
+            tiles=_tiles(manifest, chosen, state),
+            state=state,
+            status=manifest.get("status"),
             photo_notes=list(pictures.notes)[:3],
             nav=[(a, t) for a, t in _SECTIONS if sections[a] is not None],
             s=sections,

@@ -1,6 +1,7 @@
 """Bad and odd inputs, numerical faults, repeatability: every input is accounted for."""
 
 import io
+import re
 
 import numpy as np
 import pandas as pd
@@ -207,6 +208,16 @@ def test_a_failed_run_leaves_no_rows_and_a_rerun_completes(died_run, image_folde
     results = pd.read_parquet(tmp_path / "out" / "results")
     assert sorted(results.image_id) == sorted(image_folder["pixels"])
     assert manifest["all_inputs_accounted_for"]
+
+
+def test_the_report_of_a_run_that_died_says_it_did_not_finish(died_run, tmp_path):
+    from pipeline.report import build_report
+
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", build_report(str(tmp_path / "out"))))
+    assert "This run did not finish (status running)" in text
+    assert "All inputs accounted for unknown: the run did not finish" in text
+    assert "No result rows: the run did not finish." in text
+    assert "every input failed" not in text and "No input failed" not in text
 
 
 def test_resume_skips_images_with_rows_and_processes_the_rest(image_folder, linear_keras, tmp_path):

@@ -11,8 +11,10 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline import run
+from pipeline.__main__ import main
 from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, cli_args, write_image
 from transforms import sources
+from transforms.results import read_manifest
 
 
 def test_folder_listing_labels_from_wordnet_ids(image_folder):
@@ -177,6 +179,22 @@ def test_tfds_dataset_end_to_end_with_subsplit(tiny_imagenet_a, linear_keras, tm
     assert manifest["dataset"] == "imagenet_a" and manifest["split"] == "test[:50%]"
 
 
+def test_an_empty_split_exits_1_and_says_the_dataset_gave_no_image(
+    tiny_imagenet_a, linear_keras, tmp_path, capsys
+):
+    args = cli_args(dataset="imagenet_a", split="test[:0%]", data_dir=tiny_imagenet_a)
+    args += cli_args(model=linear_keras, output=tmp_path / "out", steps=2)
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "error: no input: the dataset gave no image (check --dataset and --split)." in err
+    assert read_manifest(str(tmp_path / "out"))["counts"]["inputs"] == 0
+    from pipeline.report import build_report
+
+    page = build_report(str(tmp_path / "out"))
+    assert "This run had no inputs" in page and "No result rows: the run had no inputs." in page
+    assert "every input failed" not in page and "None of the 0 rows" not in page
+
+
 def test_tfds_bad_split_names_the_valid_ones(tiny_imagenet_a):
     with pytest.raises(
         ValueError, match="--split 'validation' is not valid for 'imagenet_a'; its splits are test"
@@ -334,7 +352,6 @@ def test_each_dataset_spelling_is_one_kind(tmp_path, monkeypatch):
 def _written(tmp_path, linear_keras, *flags) -> tuple[dict, sources.DataSource]:
     """The manifest a launch writes into --output, and the job's source."""
     from pipeline.main import prepare
-    from transforms.results import read_manifest
 
     output = str(tmp_path / "out")
     job, _ = prepare(["--model", linear_keras, "--output", output, *flags])
