@@ -11,7 +11,7 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from tests.conftest import WNID_CAT
+from tests.conftest import SIZE, WNID_CAT, cli_args, write_image
 from tests.test_results import (  # noqa: F401 - folder_run is a fixture
     SIDE,
     folder_run,
@@ -116,6 +116,21 @@ def test_path_figure_plots_the_stored_curve(folder_run):  # noqa: F811
     none = pd.Series(make_row("a.png", None, 1, 0.5, 0.0))
     none["path_alphas"] = None
     assert "no path stored" in plots.path_figure(none).axes[0].texts[0].get_text()
+
+
+def test_path_figure_of_several_baselines_marks_the_drawn_paths_own_start(linear_keras, tmp_path):
+    from pipeline import run
+
+    write_image(tmp_path / "images" / "a.png", np.full((SIZE, SIZE, 3), 90, np.uint8))
+    args = cli_args(dataset=tmp_path / "images", model=linear_keras, output=tmp_path / "out")
+    run([*args, "--steps", "8", "--baseline", "black,white"], save_main_session=False)
+    row = results.read_row(str(tmp_path / "out"), "a.png")
+    alphas, scores = results.path_of(row)
+    curve, target, first, mean = plots.path_figure(row).axes[0].get_lines()
+    assert alphas[0] == 0.0 and first.get_ydata()[0] == pytest.approx(scores[0])
+    assert mean.get_ydata()[0] == pytest.approx(row["baseline_score"])
+    assert first.get_label() == "F(x'), the black baseline (this path)"
+    assert mean.get_ydata()[0] != pytest.approx(first.get_ydata()[0])  # white moves the mean
 
 
 def test_completeness_histogram_counts_every_row():

@@ -235,12 +235,20 @@ def channel_figure(
     return figure
 
 
-def _draw_path_ends(ax: Axes, row: pd.Series) -> None:
-    """F(x) and F(x') of one row as horizontal lines, where its path curve should end."""
-    ends = [
-        (row["target_score"], "#444444", "--", "F(x), the image"),
-        (row["baseline_score"], "#888888", ":", "F(x'), the baseline"),
-    ]
+def _draw_path_ends(ax: Axes, row: pd.Series, curve: tuple[np.ndarray, np.ndarray]) -> None:
+    """F(x) and F(x') of one row as horizontal lines, where its path curve should end.
+
+    With several baselines the stored path is the first baseline's, so its own
+    F(x') (the curve at alpha 0) is drawn, and the row's mean over the baselines
+    beside it."""
+    ends = [(row["target_score"], "#444444", "--", "F(x), the image")]
+    names = str(row.get("baseline") or "").split(",")
+    alphas, scores = curve
+    if len(names) > 1 and len(alphas) and alphas[0] == 0.0:
+        ends.append((scores[0], "#888888", ":", f"F(x'), the {names[0]} baseline (this path)"))
+        ends.append((row["baseline_score"], "#bbbbbb", "-.", "F(x'), mean over the baselines"))
+    else:
+        ends.append((row["baseline_score"], "#888888", ":", "F(x'), the baseline"))
     for score, color, style, label in ends:
         ax.axhline(score, color=color, linestyle=style, linewidth=0.8, label=label)
 
@@ -255,14 +263,14 @@ def path_figure(
     """F(alpha) along the path from the baseline (alpha 0) to the image (alpha 1).
 
     One curve per row (rows need `path_alphas` and `path_scores`; rows without a
-    stored path are skipped). With one row, F(x) and F(x') are drawn as dashed
-    lines: IG's completeness error grows where the curve bends sharply between
+    stored path are skipped; with several baselines, the first baseline's path).
+    With one row, F(x) and F(x') are drawn as dashed lines: IG's completeness error grows where the curve bends sharply between
     path points, and a flat curve near alpha 1 means the score saturated.
     """
     frame = rows.to_frame().T if isinstance(rows, pd.Series) else rows
     figure = _figure(width, height)
     ax = figure.subplots()
-    drawn = 0
+    drawn, curve = 0, None
     for _, row in frame.iterrows():
         curve = results.path_of(row)
         if curve is None:
@@ -274,7 +282,7 @@ def path_figure(
     if drawn == 0:
         _blank(ax, "no path stored for these rows")
     if len(frame) == 1 and drawn:
-        _draw_path_ends(ax, frame.iloc[0])
+        _draw_path_ends(ax, frame.iloc[0], curve)
     score = str(frame["score"].iloc[0]) if "score" in frame and len(frame) else "score"
     ax.set_xlabel("alpha (0 = baseline, 1 = image)")
     ax.set_ylabel(f"F(alpha) ({score})")

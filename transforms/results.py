@@ -296,8 +296,8 @@ def path_of(row: Any) -> tuple[np.ndarray, np.ndarray] | None:
     """The path curve of a row: (alphas, F(alpha)), float32 [P] each, sorted by alpha.
 
     F is the target's score (`score` column) on the straight path from the
-    baseline (alpha 0) to the image (alpha 1), averaged over baselines. None when
-    the run did not store it.
+    baseline (alpha 0) to the image (alpha 1); with several baselines, the first
+    one's path (`baseline_score` is their mean). None when the run did not store it.
     """
     alphas, scores = _get(row, "path_alphas"), _get(row, "path_scores")
     if is_missing(alphas) or is_missing(scores):
