@@ -838,12 +838,26 @@ def _gallery(chosen: _Selection, pictures: _Pictures) -> dict[str, Any] | None:
     rows = pd.DataFrame([r for r in rows if r is not None])
     if rows.empty:
         return None
-    figure = plots.grid_figure(rows, pictures.images(), columns=4, panel_size=2.6)
+    photos = pictures.images()
+    figure = plots.grid_figure(rows, photos, columns=4, panel_size=2.6)
+    with_photo = int(rows["image_id"].isin(list(photos)).sum())
+    with_map = sum(1 for _, r in rows.iterrows() if _has_map(r))
     return {
         "count": len(rows),
+        # What the panels show, as `plots.grid_figure` draws them.
+        "shows": "photos" if not with_map else "overlays" if with_photo else "maps",
+        "partly": 0 < with_photo < len(rows) and with_map > 0,
         "step": chosen.gallery_step,
         "figure": _png(figure, "gallery", dpi=90, wide=True),
     }
+
+
+def _has_map(row: pd.Series) -> bool:
+    try:
+        results.attributions_of(row)
+    except ValueError:  # --attributions none
+        return False
+    return True
 
 
 def _errors(errors: pd.DataFrame, limit: int, state: str) -> dict[str, Any]:

@@ -644,3 +644,17 @@ def test_a_run_without_a_tolerance_says_its_rows_were_not_checked(tmp_path, line
     facts = re.sub(r"<[^>]+>", " ", text)
     assert re.search(r"within tolerance\s+not checked \(--tolerance 0\)", facts)
     assert not re.search(r"within tolerance\s+no\b", facts)
+
+
+def test_the_gallery_says_what_its_panels_show(tmp_path, linear_keras):
+    images = tmp_path / "images"
+    write_image(images / "a.png", np.full((SIZE, SIZE, 3), 120, np.uint8))
+    pages = {}
+    for stored in ("full", "none"):
+        output = tmp_path / stored
+        args = cli_args(dataset=images, model=linear_keras, output=output, steps=4)
+        run([*args, "--attributions", stored], save_main_session=False)
+        pages[stored] = _page(build_report(str(output))).sections["gallery"]
+    assert "each photo laid translucently over its attribution mask" in pages["full"]
+    assert "the photos alone: this run stored no attribution maps" in pages["none"]
+    assert "translucently" not in pages["none"]
