@@ -181,12 +181,15 @@ def _temp_files(output: str) -> list[str]:
 
 
 def _drop_empty_temp(output: str) -> None:
-    """Removes a local `<output>/.tmp/` that a finished run left empty (object
-    stores such as gs:// have no folders to remove)."""
-    try:
-        os.rmdir(os.path.join(output, TEMP_DIR))
-    except OSError:  # not there, not empty, or not a local path
-        pass
+    """Removes the empty folders a finished run leaves in a local `<output>/.tmp/`
+    (its own, and those of an earlier run's deleted partial files), then the
+    folder itself if empty. Object stores such as gs:// have no folders."""
+    temp = os.path.join(output, TEMP_DIR)
+    for folder, _, _ in os.walk(temp, topdown=False):  # inner folders first
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty, or gone
+            pass
 
 
 def _clear_temp(output: str) -> None:

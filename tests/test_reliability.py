@@ -244,7 +244,9 @@ def test_resume_skips_images_with_rows_and_processes_the_rest(image_folder, line
 
 
 def test_resume_after_a_run_that_died(died_run, image_folder, tmp_path):
+    left = list((tmp_path / "out" / ".tmp").rglob("*"))
     manifest = run([*died_run, "--resume"], save_main_session=False)
+    assert left and not (tmp_path / "out" / ".tmp").exists()  # its temp folders, cleared
     assert manifest["counts"]["skipped_done_before"] == 0 and manifest["status"] == "complete"
     assert sorted(pd.read_parquet(tmp_path / "out" / "results").image_id) == sorted(
         image_folder["pixels"]
