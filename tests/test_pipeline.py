@@ -210,6 +210,10 @@ def test_rerun_into_same_output_is_refused_unless_overwrite(image_folder, linear
         (["--model", "/no/such/folder"], "is not a SavedModel folder, a .keras file"),
         (["--dataset", "/no/such/folder/"], "is not a folder of images"),
         (["--dataset", "no_such_tfds_dataset"], "neither a folder, 'sample', nor a known TFDS"),
+        (
+            ["--dataset", "my_tfds", "--data_dir", "/no/such/tfds"],
+            "nor a known TFDS dataset. --data_dir '/no/such/tfds' does not exist.",
+        ),
     ],
 )
 def test_bad_configuration_fails_before_any_work(
