@@ -236,6 +236,10 @@ def test_faithfulness_figure_draws_ig_against_the_random_control():
     ]
     ig_counts = deletion.patches[1].get_path().vertices[:, 1]  # a step outline over the bins
     assert ig_counts.max() == 1
+    assert not deletion.texts  # measured: no note
+    unmeasured = frame.assign(**{c: np.nan for c in frame.columns})  # --faithfulness none
+    for ax in plots.faithfulness_figure(unmeasured).axes:
+        assert ax.texts[0].get_text() == "not measured in these rows (--faithfulness none)"
 
 
 def test_faithfulness_curves_plot_the_stored_probabilities():

@@ -408,6 +408,8 @@ def faithfulness_figure(frame: pd.DataFrame, *, width: float = 9.0, height: floa
             median = f", median {np.median(values):.3f}" if values.size else ""
             label = f"{name} ({values.size} rows{median})"
             ax.hist(values, bins=bins, linewidth=1.4, label=label, **style)
+        if not frame[ig].notna().any():
+            _blank(ax, "not measured in these rows (--faithfulness none)")
         ax.set_xlim(0.0, 1.0)
         ax.set_xlabel(f"{curve} AUC ({better})")
         ax.set_ylabel("rows")
