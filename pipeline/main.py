@@ -567,6 +567,8 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
     with _as_config_errors():
         argv = check_flags(sys.argv[1:] if argv is None else argv)
         options = PipelineOptions(argv)
+        standard = options.view_as(StandardOptions)
+        standard.runner = standard.runner or "DirectRunner"  # Beam's default, said once here
         audit = options.view_as(AuditOptions)
         job = _prepare(options, audit)
         if _is_dataflow_dry_run(options):

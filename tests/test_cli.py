@@ -155,9 +155,12 @@ def test_cheap_failures_come_before_any_model_load(tmp_path):
 
 
 def test_run_by_the_command_line_is_quiet_and_shows_progress(image_folder, linear_keras, tmp_path):
-    done = _python("", "-m", "pipeline", *_flags(image_folder, linear_keras, tmp_path / "out"))
+    # No --runner: the default DirectRunner, without Beam's note that it is one.
+    args = cli_args(dataset=image_folder["root"], model=linear_keras, output=tmp_path / "out")
+    done = _python("", "-m", "pipeline", *args, "--steps", "4")
     assert done.returncode == 0, done.stderr
-    for noise in ("cuInit", "cudart_stub", "absl::InitializeLog", "cpu_feature_guard"):
+    noises = ("cuInit", "cudart_stub", "absl::InitializeLog", "cpu_feature_guard")
+    for noise in (*noises, "Missing pipeline option (runner)"):
         assert noise not in done.stderr, done.stderr
     assert "Auditing 5 images of" in done.stderr
     assert "progress: 5/5 images (100%)" in done.stderr and "images/s" in done.stderr
