@@ -525,6 +525,35 @@ def test_rows_with_several_baselines_meet_the_tolerance_on_their_averaged_map():
         assert true <= 2 * 0.02
 
 
+def test_a_row_with_a_non_finite_baseline_path_is_not_refined_further():
+    net = ToyReLUNet(0)
+
+    def white_breaks(inputs, baselines, alphas, targets):  # NaN on the white path
+        scores, grads = net(inputs, baselines, alphas, targets)
+        white = (baselines.reshape(len(alphas), -1) == 1).all(axis=1) & (alphas > 0.5)
+        grads[white] = np.nan
+        return scores, grads
+
+    x = np.random.default_rng(5).uniform(0, 1, size=(1, *net.shape)).astype(np.float32)
+    bases = np.stack([np.zeros_like(x), np.ones_like(x)], axis=1)
+    (_, fx, f_black), (_, _, f_white) = (net.exact(x[0], b) for b in bases[0])
+    result = integrate(
+        white_breaks,
+        x,
+        bases,
+        [0],
+        [0],
+        "riemann_trapezoid",
+        25,
+        tolerance=0.02,
+        max_steps=2048,
+        target_scores=np.array([fx]),
+        baseline_scores=np.array([[f_black, f_white]]),
+    )
+    assert not result.finite[0]
+    assert result.evaluations[0] == 2 * 25  # the initial nodes, nothing more
+
+
 def test_adaptive_mode_meets_the_tolerance_per_pixel_on_a_piecewise_linear_net():
     settings = {"method": "riemann_trapezoid", "steps": 9, "tolerance": 0.01, "max_steps": 1024}
     estimated, true, evaluations = toy_rows(settings, count=10).T

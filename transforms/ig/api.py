@@ -77,10 +77,10 @@ class IGSettings:
       method: the quadrature rule, one of `rules.METHODS`.
       steps: its nodes on [0, 1] (fixed mode), or the initial nodes, spread over
         panels graded towards a = 0 (adaptive mode).
-      tolerance: 0 for the fixed rule; > 0 refines each path until its
-        estimated per-pixel relative error is within it and its relative
-        completeness delta within `completeness_tolerance`, or `max_steps`
-        evaluations are spent.
+      tolerance: 0 for the fixed rule; > 0 refines the paths of each row until
+        its estimated per-pixel relative error is within it and its relative
+        completeness delta within `completeness_tolerance` (of the map averaged
+        over its baselines), or `max_steps` evaluations per path are spent.
       completeness_tolerance: the bound on the relative completeness delta in
         adaptive mode; None: `tolerance`.
       max_steps: cap on gradient evaluations per path (adaptive); default `steps`.

@@ -304,8 +304,10 @@ class Adaptive:
     Per path it keeps the sums A and D (float64 vectors) over all panels, F and
     dF/da at every node evaluated (scalars), and the node vectors
     c(a) = (x - x') * grad F of the active panels. A path is done when its
-    estimated per-pixel error kappa ||D|| / ||A|| and its completeness delta
-    are within their tolerances, or its budget of evaluations is spent.
+    row's estimated per-pixel error kappa ||D|| / ||A|| and completeness delta
+    (its baselines' paths averaged, `estimate`) are within their tolerances,
+    when its budget of evaluations is spent, or when a path of its row is not
+    finite (the row is flagged, whatever more it costs).
     Until then each round splits the panels with the largest shares of the
     squared error, as many as the error model predicts are needed, each in
     three where the cheapest plan to the tolerance (`split_counts`) says three,
@@ -564,8 +566,9 @@ class Adaptive:
 
     def _plan(self, path: int) -> list[tuple[_Panel, list[tuple[float, float]]]]:
         """(panel, (a, b) of its parts) splits of a path within its budget of evaluations."""
-        if not self.paths.finite[path]:
-            return []
+        b = self.paths.num_baselines
+        if not self.paths.finite[path - path % b : path - path % b + b].all():
+            return []  # its row is flagged: no refinement makes it finite
         budget = self.max_steps - self.evaluations[path]
         planned: set[float] = set()
         out = []
