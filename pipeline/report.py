@@ -389,7 +389,7 @@ def _typed_flag(command: list[str], name: str) -> str | None:
 def _typed(command: list[str]) -> str:
     """The command as typed, `python -m pipeline` for the module's own path."""
     args = [str(a) for a in command]
-    if args and args[0].replace("\\", "/").endswith("pipeline/__main__.py"):
+    if args and args[0].replace("\\", "/").split("/")[-2:] == ["pipeline", "__main__.py"]:
         args = ["python", "-m", "pipeline", *args[1:]]
     return " ".join(shlex.quote(a) for a in args)
 
@@ -455,12 +455,14 @@ def _summary(manifest: Mapping[str, Any], state: str) -> dict[str, Any]:
 def _tiles(manifest: Mapping[str, Any], chosen: _Selection, state: str) -> list[dict[str, Any]]:
     """The headline numbers: (value, label, tone) with tone good, bad or neutral."""
     counts, frame = manifest.get("counts") or {}, chosen.frame
-    inputs = "?" if state == "unfinished" else counts.get("inputs", len(chosen.per_image))
+    unknown = state == "unfinished"  # no counts: what is not known is not shown as 0
+    inputs = "?" if unknown else counts.get("inputs", len(chosen.per_image))
+    errors = "?" if unknown else counts.get("errors", 0)
     labelled, wrong = len(chosen.labelled), len(chosen.wrong)
     tiles = [
-        (inputs, "inputs", "bad" if state == "unfinished" else ""),
+        (inputs, "inputs", "bad" if unknown else ""),
         (len(frame), "result rows", "" if state == "rows" else "bad"),
-        (counts.get("errors", 0), "errors", "bad" if counts.get("errors") else "good"),
+        (errors, "errors", "bad" if unknown or errors else "good"),
         (
             _pct(1 - wrong / labelled if labelled else None),
             f"top-1 accuracy ({labelled} of {len(chosen.per_image)} images labelled)",
@@ -845,7 +847,11 @@ def _gallery(chosen: _Selection, pictures: _Pictures) -> dict[str, Any] | None:
     return {
         "count": len(rows),
         # What the panels show, as `plots.grid_figure` draws them.
-        "shows": "photos" if not with_map else "overlays" if with_photo else "maps",
+        "shows": (
+            ("overlays" if with_photo else "maps")
+            if with_map
+            else ("photos" if with_photo else "nothing")
+        ),
         "partly": 0 < with_photo < len(rows) and with_map > 0,
         "step": chosen.gallery_step,
         "figure": _png(figure, "gallery", dpi=90, wide=True),

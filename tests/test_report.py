@@ -557,7 +557,7 @@ def test_the_command_shows_the_values_the_run_used(tmp_path):
     manifest = json.loads(Path(output, "manifest.json").read_text())
     # As run_local.sh passes its defaults and then the user's flags.
     defaults, users = "--dataset sample --steps 12 --overwrite", "--dataset /x --steps 8"
-    users += " --class_names /c/old.txt --class_names=/c/names.txt"
+    users += " --class_names /c/old.txt --class_names=/c/names.txt --data_dir /d/tfds"
     manifest["command"] = ["/src/pipeline/__main__.py", *defaults.split(), *users.split()]
     Path(output, "manifest.json").write_text(json.dumps(manifest))
     effective, typed = _page(build_report(output, gallery=0)).pres[:2]
@@ -580,7 +580,7 @@ def test_the_command_shows_the_values_the_run_used(tmp_path):
     assert "store_path" not in effective and "--split" not in effective
     assert typed.count("--dataset") == 2  # the line as typed, kept apart and labelled
     assert typed.startswith("python -m pipeline --dataset sample ")
-    assert "--data_dir" not in effective and "/c/old.txt" not in effective
+    assert " --data_dir /d/tfds" in effective and "/c/old.txt" not in effective
 
 
 def test_overwrite_removes_the_earlier_report_and_sanity_check(tmp_path, linear_keras):

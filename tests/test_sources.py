@@ -1,5 +1,6 @@
 """Sources: image folders, the bundled sample, and TFDS through the real builders and reader."""
 
+import re
 from pathlib import Path
 from unittest import mock
 
@@ -177,6 +178,25 @@ def test_tfds_dataset_end_to_end_with_subsplit(tiny_imagenet_a, linear_keras, tm
     assert set(results.label_name) <= {"tabby cat", "great white shark"}
     assert (results.target_class == results.label).all()
     assert manifest["dataset"] == "imagenet_a" and manifest["split"] == "test[:50%]"
+
+
+@pytest.mark.parametrize(
+    "stored, shows",
+    [
+        ("full", "each image's attribution mask (the photos cannot be read back"),
+        ("none", "nothing to draw: this run stored no attribution maps"),
+    ],
+)
+def test_the_gallery_of_a_tfds_run_says_what_it_can_show(
+    tiny_imagenet_a, linear_keras, tmp_path, stored, shows
+):
+    from pipeline.report import build_report
+
+    args = cli_args(dataset="imagenet_a", split="test", data_dir=tiny_imagenet_a)
+    args += cli_args(model=linear_keras, output=tmp_path / "out", steps=2, attributions=stored)
+    run(args, save_main_session=False)
+    page = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", build_report(str(tmp_path / "out"))))
+    assert shows in page and "translucently" not in page
 
 
 def test_an_empty_split_exits_1_and_says_the_dataset_gave_no_image(

@@ -32,7 +32,8 @@ ATTRIBUTION_DTYPES: tuple[str, ...] = ("float16", "float32")
 MAX_STEPS = 4096
 MAX_MAX_STEPS = 16384
 # The refinement cap without --max_steps (raised to --steps when that is more):
-# it bounds a row's cost at about 8x the points the sample needs (docs/scale.md).
+# it bounds a row's cost at about 2x the points the sample needs at the defaults
+# (131 per image, docs/scale.md).
 DEFAULT_MAX_STEPS = 256
 
 

@@ -244,8 +244,10 @@ def _draw_path_ends(ax: Axes, row: pd.Series, curve: tuple[np.ndarray, np.ndarra
     ends = [(row["target_score"], "#444444", "--", "F(x), the image")]
     names = str(row.get("baseline") or "").split(",")
     alphas, scores = curve
-    if len(names) > 1 and len(alphas) and alphas[0] == 0.0:
-        ends.append((scores[0], "#888888", ":", f"F(x'), the {names[0]} baseline (this path)"))
+    if len(names) > 1:
+        if len(alphas) and alphas[0] == 0.0:  # rules with a node at the baseline
+            label = f"F(x'), the {names[0]} baseline (this path)"
+            ends.append((scores[0], "#888888", ":", label))
         ends.append((row["baseline_score"], "#bbbbbb", "-.", "F(x'), mean over the baselines"))
     else:
         ends.append((row["baseline_score"], "#888888", ":", "F(x'), the baseline"))

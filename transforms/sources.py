@@ -464,7 +464,10 @@ def _tfds_builder(name: str, data_dir: str | None) -> Any:
     try:
         return _builder(name, data_dir)
     except tfds.core.registered.DatasetNotFoundError as e:
-        missing = data_dir is not None and not FileSystems.exists(data_dir)
+        try:
+            missing = data_dir is not None and not FileSystems.exists(data_dir)
+        except Exception:  # e.g. gs:// without credentials: say what is known
+            missing = False
         where = f" --data_dir {data_dir!r} does not exist." if missing else ""
         raise ValueError(
             f"--dataset {name!r} is neither a folder, 'sample', nor a known TFDS dataset.{where} "
