@@ -266,8 +266,9 @@ def path_figure(
 
     One curve per row (rows need `path_alphas` and `path_scores`; rows without a
     stored path are skipped; with several baselines, the first baseline's path).
-    With one row, F(x) and F(x') are drawn as dashed lines: IG's completeness error grows where the curve bends sharply between
-    path points, and a flat curve near alpha 1 means the score saturated.
+    With one row, F(x) and F(x') are drawn as dashed lines: IG's completeness
+    error grows where the curve bends sharply between path points, and a flat
+    curve near alpha 1 means the score saturated.
     """
     frame = rows.to_frame().T if isinstance(rows, pd.Series) else rows
     figure = _figure(width, height)
