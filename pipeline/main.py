@@ -192,6 +192,17 @@ def _drop_empty_temp(output: str) -> None:
             pass
 
 
+def _drop_empty_resume(job: AuditJob) -> None:
+    """Deletes the results files of a resumed run that wrote no row: empty
+    Parquet files beside the earlier run's rows, whose files give the schema."""
+    if not job.done_before or read_manifest(job.output)["counts"]["rows"]:
+        return
+    pattern = FileSystems.join(job.output, "results", f"{job.results_prefix}-*")
+    empty = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+    if empty:
+        FileSystems.delete(empty)
+
+
 def _clear_temp(output: str) -> None:
     """Deletes a dead run's partial files; called with the folder's lock held."""
     leftovers = _temp_files(output)
@@ -773,6 +784,7 @@ def run(
         state = result.wait_until_finish()
         if state is None or state == PipelineState.DONE:
             _drop_empty_temp(job.output)
+            _drop_empty_resume(job)
     finally:
         _release(job)
     if state is not None and state != PipelineState.DONE:

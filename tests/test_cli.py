@@ -203,6 +203,9 @@ def test_resuming_a_finished_run_whose_only_failure_fails_again_exits_0(
     assert _error_lines(err) == []
     assert "(0 rows)" in out and "2 inputs; 1 of them done before, their rows kept." in out
     assert pd.read_parquet(tmp_path / "out" / "results").image_id.tolist() == ["good.png"]
+    # The resume wrote no row, and no empty results file beside the first run's.
+    files = [f.name for f in (tmp_path / "out" / "results").iterdir()]
+    assert len(files) == 1 and not files[0].startswith("part-resume")
 
 
 def test_a_failure_while_running_exits_1_not_2(image_folder, linear_keras, tmp_path, capsys):
