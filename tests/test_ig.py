@@ -491,6 +491,27 @@ def test_error_estimate_is_within_a_factor_two_where_nodes_do_not_resolve_the_ki
     assert 0.7 <= result.error[0] / true <= 1.5
 
 
+def black_and_white(fn, net: ToyReLUNet, x: np.ndarray):
+    """IG of `fn` on image x [1, *S] from black and white baselines averaged, at a
+    2 % tolerance; with the exact averaged map, F(x) and the mean F(x')."""
+    bases = np.stack([np.zeros_like(x), np.ones_like(x)], axis=1)
+    (black, fx, f_black), (white, _, f_white) = (net.exact(x[0], b) for b in bases[0])
+    result = integrate(
+        fn,
+        x,
+        bases,
+        [0],
+        [0],
+        "riemann_trapezoid",
+        25,
+        tolerance=0.02,
+        max_steps=2048,
+        target_scores=np.array([fx]),
+        baseline_scores=np.array([[f_black, f_white]]),
+    )
+    return result, (black + white) / 2, fx, (f_black + f_white) / 2
+
+
 def test_rows_with_several_baselines_meet_the_tolerance_on_their_averaged_map():
     # Black and white baselines give maps of opposite signs: their average is
     # much smaller than either, so each path is refined against the row's map
@@ -498,28 +519,12 @@ def test_rows_with_several_baselines_meet_the_tolerance_on_their_averaged_map():
     for seed in range(4):
         net = ToyReLUNet(seed)
         x = np.random.default_rng(200 + seed).uniform(0, 1, size=(1, *net.shape))
-        x = x.astype(np.float32)
-        bases = np.stack([np.zeros_like(x), np.ones_like(x)], axis=1)
-        (black, fx, f_black), (white, _, f_white) = (net.exact(x[0], b) for b in bases[0])
-        exact = (black + white) / 2
+        result, exact, fx, f_base = black_and_white(net, net, x.astype(np.float32))
+        black = net.exact(x[0])[0]
         assert np.linalg.norm(exact) < 0.8 * np.linalg.norm(black)  # they do cancel
-        result = integrate(
-            net,
-            x,
-            bases,
-            [0],
-            [0],
-            "riemann_trapezoid",
-            25,
-            tolerance=0.02,
-            max_steps=2048,
-            target_scores=np.array([fx]),
-            baseline_scores=np.array([[f_black, f_white]]),
-        )
         assert result.evaluations[0] < 2 * 2048  # stopped by the tolerance, not the cap
-        _, relative = ig.completeness(
-            result.attributions.reshape(1, -1).sum(1), [fx], [(f_black + f_white) / 2]
-        )
+        sums = result.attributions.reshape(1, -1).sum(1)
+        _, relative = ig.completeness(sums, [fx], [f_base])
         assert result.error[0] <= 0.02 and relative[0] <= 0.02
         true = np.linalg.norm(result.attributions[0] - exact) / np.linalg.norm(exact)
         assert true <= 2 * 0.02
@@ -535,21 +540,7 @@ def test_a_row_with_a_non_finite_baseline_path_is_not_refined_further():
         return scores, grads
 
     x = np.random.default_rng(5).uniform(0, 1, size=(1, *net.shape)).astype(np.float32)
-    bases = np.stack([np.zeros_like(x), np.ones_like(x)], axis=1)
-    (_, fx, f_black), (_, _, f_white) = (net.exact(x[0], b) for b in bases[0])
-    result = integrate(
-        white_breaks,
-        x,
-        bases,
-        [0],
-        [0],
-        "riemann_trapezoid",
-        25,
-        tolerance=0.02,
-        max_steps=2048,
-        target_scores=np.array([fx]),
-        baseline_scores=np.array([[f_black, f_white]]),
-    )
+    result = black_and_white(white_breaks, net, x)[0]
     assert not result.finite[0]
     assert result.evaluations[0] == 2 * 25  # the initial nodes, nothing more
 
