@@ -51,9 +51,13 @@ def summary_table(output: str, limit: int = 20, target: bool = False) -> pd.Data
       target: add the `target` column (the class attributed in each row), for
         runs with another target than the prediction (`--target top_k`, `label`).
     """
-    frame = _rows(output).head(limit)
+    frame = _rows(output)
+    # A file name that several images share (x.png in two class folders) is
+    # shown as its image id, the name that tells them apart.
+    shared = frame.groupby("file_name")["image_id"].transform("nunique") > 1
+    frame = frame.assign(file=frame["file_name"].where(~shared, frame["image_id"])).head(limit)
     table = {
-        "file": frame["file_name"],
+        "file": frame["file"],
         "label": frame["label_name"].fillna("-"),
         "prediction": frame["predicted_name"],
         "confidence": frame["top_k_probs"].map(lambda p: f"{p[0]:.1%}"),

@@ -15,7 +15,7 @@ import pytest
 from pipeline.__main__ import main
 from pipeline.main import prepare
 from pipeline.options import AuditOptions
-from pipeline.summary import print_summary
+from pipeline.summary import print_summary, summary_table
 from tests.conftest import SIZE, WNID_CAT, cli_args, write_image
 from transforms.config import AttributionConfig
 
@@ -206,6 +206,16 @@ def test_resuming_a_finished_run_whose_only_failure_fails_again_exits_0(
     # The resume wrote no row, and no empty results file beside the first run's.
     files = [f.name for f in (tmp_path / "out" / "results").iterdir()]
     assert len(files) == 1 and not files[0].startswith("part-resume")
+
+
+def test_the_end_of_run_table_tells_images_of_the_same_file_name_apart(linear_keras, tmp_path):
+    for folder in (WNID_CAT, "n01440764"):
+        write_image(tmp_path / "images" / folder / "x0.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    write_image(tmp_path / "images" / "only.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    args = cli_args(dataset=tmp_path / "images", model=linear_keras, output=tmp_path / "out")
+    assert main([*args, "--steps", "2"]) == 0
+    files = summary_table(str(tmp_path / "out"))["file"].tolist()
+    assert sorted(files) == sorted([f"{WNID_CAT}/x0.png", "n01440764/x0.png", "only.png"])
 
 
 def test_a_failure_while_running_exits_1_not_2(image_folder, linear_keras, tmp_path, capsys):
