@@ -192,10 +192,10 @@ def _drop_empty_temp(output: str) -> None:
             pass
 
 
-def _drop_empty_resume(job: AuditJob) -> None:
+def _drop_empty_resume(job: AuditJob, manifest: dict[str, Any]) -> None:
     """Deletes the results files of a resumed run that wrote no row: empty
     Parquet files beside the earlier run's rows, whose files give the schema."""
-    if not job.done_before or read_manifest(job.output)["counts"]["rows"]:
+    if not job.done_before or manifest["counts"]["rows"]:
         return
     pattern = FileSystems.join(job.output, "results", f"{job.results_prefix}-*")
     empty = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
@@ -782,14 +782,15 @@ def run(
         return None
     try:
         state = result.wait_until_finish()
-        if state is None or state == PipelineState.DONE:
+        done = state is None or state == PipelineState.DONE
+        if done:
+            manifest = read_manifest(job.output)
             _drop_empty_temp(job.output)
-            _drop_empty_resume(job)
+            _drop_empty_resume(job, manifest)
     finally:
         _release(job)
-    if state is not None and state != PipelineState.DONE:
+    if not done:
         raise RuntimeError(f"The job ended in state {state}; {job.output} is incomplete.")
-    manifest = read_manifest(job.output)
     if not manifest["all_inputs_accounted_for"] or not manifest["rows_match_target_mode"]:
         raise RuntimeError(f"Not every input is accounted for: {manifest['counts']}.")
     return manifest

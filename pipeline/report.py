@@ -552,7 +552,7 @@ def _misclassified(
     """The most confident misclassifications, or why there are none to show."""
     labelled, wrong = chosen.labelled, chosen.wrong
     if chosen.frame.empty:
-        empty = state if state != "rows" else "all-failed"
+        empty = state  # no rows: 'all-failed', 'no-inputs' or 'unfinished' (`run_state`)
     elif labelled.empty:
         empty = "unlabelled-with-errors" if errors else "unlabelled"
     else:
@@ -895,10 +895,10 @@ def _sections(
     pictures: _Pictures,
     examples: int,
     classes: int,
+    state: str,
 ) -> dict[str, Any]:
     """Each section's data by anchor; None for a section the page leaves out."""
     errors = results.read_errors(output)
-    state = run_state(manifest, len(chosen.frame))
     return {
         "summary": _summary(manifest, state),
         "misclassified": _misclassified(chosen, pictures, examples, len(errors), state),
@@ -937,8 +937,8 @@ def build_report(
     chosen = _Selection.of(_metadata(output, available), config, examples, gallery)
     pictures = _Pictures(output, manifest, image_root, available)
     pictures.load(chosen.shown_keys(examples))
-    sections = _sections(output, manifest, chosen, pictures, examples, classes)
     state = run_state(manifest, len(chosen.frame))
+    sections = _sections(output, manifest, chosen, pictures, examples, classes, state)
     return (
         _environment()
         .get_template("report.html.j2")

@@ -68,6 +68,11 @@ class Paths:
         edges = np.linspace(0, n, calls + 1).round().astype(int) if n else [0]
         return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
+    def row(self, path: int) -> range:
+        """The paths of `path`'s row: one per baseline, consecutive."""
+        first = path - path % self.num_baselines
+        return range(first, first + self.num_baselines)
+
     def endpoints(self, path: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The ends (x, x') of paths: float32 [len(path), *S] each."""
         return self.inputs[self.image[path]], self.baselines[self.image[path], self.base[path]]
@@ -522,8 +527,8 @@ class Adaptive:
         tolerances times those, the row's are too (a mean is at most the mean
         of the norms), however much the baselines' maps cancel in the average.
         """
-        b = self.paths.num_baselines
-        row = range(path - path % b, path - path % b + b)
+        row = self.paths.row(path)
+        b = len(row)
         attributions = sum(self.attributions[p] for p in row) / b
         spreads = sum(self.kappa(p) * self.spreads[p] for p in row) / b
         size = float(np.linalg.norm(attributions))
@@ -566,8 +571,8 @@ class Adaptive:
 
     def _plan(self, path: int) -> list[tuple[_Panel, list[tuple[float, float]]]]:
         """(panel, (a, b) of its parts) splits of a path within its budget of evaluations."""
-        b = self.paths.num_baselines
-        if not self.paths.finite[path - path % b : path - path % b + b].all():
+        row = self.paths.row(path)
+        if not self.paths.finite[row.start : row.stop].all():
             return []  # its row is flagged: no refinement makes it finite
         budget = self.max_steps - self.evaluations[path]
         planned: set[float] = set()
