@@ -647,9 +647,10 @@ def _heartbeat(job: AuditJob) -> contextlib.AbstractContextManager:
     return heartbeat(f"{job.output}@{job.start_time}", job.total_inputs, start)
 
 
-def _progress(job: AuditJob) -> ReportProgress:
+def _progress(job: AuditJob, kind: str) -> ReportProgress:
     start = datetime.datetime.fromisoformat(job.start_time).timestamp()
     return ReportProgress(
+        kind,
         key=f"{job.output}@{job.start_time}",
         total=job.total_inputs,
         start=start,
@@ -675,21 +676,21 @@ def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
         batch_size=job.batch_size,
         jit_compile=job.jit_compile,
         handoff=job.model_handoff,
+        log_progress=not job.show_progress,
     )
     outcomes = prepared.images | "Attribute" >> RunInference(handler)
     split = outcomes | "SplitOutcomes" >> beam.FlatMap(_split_outcomes).with_outputs(
         ERRORS_TAG, main="rows"
     )
     errors = (prepared[ERRORS_TAG], split[ERRORS_TAG]) | "AllErrors" >> beam.Flatten()
-    _ = (
-        (
-            skipped | "SkippedAreDone" >> beam.Map(lambda _: "skipped"),
-            prepared[ERRORS_TAG] | "FailedAreDone" >> beam.Map(lambda _: "failed"),
-            outcomes | "AttributedAreDone" >> beam.Map(lambda _: "attributed"),
-        )
-        | "FlattenDone" >> beam.Flatten()
-        | "Progress" >> beam.ParDo(_progress(job))
-    )
+    # One progress step per source, not one behind a Flatten: a Flatten is a stage
+    # boundary for the DirectRunner, whose later stage saw every image at the end.
+    for kind, finished in (
+        ("skipped", skipped),
+        ("failed", prepared[ERRORS_TAG]),
+        ("attributed", outcomes),
+    ):
+        _ = finished | f"Progress{kind.capitalize()}" >> beam.ParDo(_progress(job, kind))
     _ = split.rows | "WriteResults" >> WriteResults(
         job.output, results_schema(job.config.attribution_dtype), prefix=job.results_prefix
     )

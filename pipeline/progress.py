@@ -55,7 +55,8 @@ def progress_line(done: int, total: int | None, elapsed: float) -> str:
 
 
 class ReportProgress(beam.DoFn):
-    """Counts images that are finished (a result, an error, or done before).
+    """Counts images that are finished, of one `kind`: `attributed` (RunInference's
+    outcomes), `failed` (before RunInference) or `skipped` (done before).
 
     Every runner gets the `images_done` Beam counter. With `log_lines` (the
     DirectRunner), a progress line is logged at the end of each RunInference
@@ -65,6 +66,7 @@ class ReportProgress(beam.DoFn):
 
     def __init__(
         self,
+        kind: str,
         key: str,
         total: int | None,
         start: float,
@@ -73,7 +75,7 @@ class ReportProgress(beam.DoFn):
         every_seconds: float = 5.0,
         scope: str = "",
     ):
-        self._key, self._total, self._start = key, total, start
+        self._kind, self._key, self._total, self._start = kind, key, total, start
         self._batch, self._log, self._every, self._scope = (
             batch_size,
             log_lines,
@@ -84,7 +86,8 @@ class ReportProgress(beam.DoFn):
     def setup(self) -> None:
         self._counter = beam.metrics.Metrics.counter(NAMESPACE, "images_done")
 
-    def process(self, kind: str) -> None:
+    def process(self, element: object) -> None:
+        del element  # only counted
         self._counter.inc()
         if not self._log:
             return
@@ -92,14 +95,15 @@ class ReportProgress(beam.DoFn):
         with _LOCK:
             count = _COUNTS.setdefault(self._key, _Count(last_log=self._start))
             count.done += 1
-            count.attributed += kind == "attributed"
-            last = count.done == self._total
-            batch_end = kind == "attributed" and count.attributed % self._batch == 0
-            if not (last or (batch_end and now - count.last_log >= self._every)):
-                return
-            count.last_log = now
+            count.attributed += self._kind == "attributed"
             done = count.done
-        _LOG.info("%s%s", progress_line(done, self._total, now - self._start), self._scope)
+            batch_end = self._kind == "attributed" and count.attributed % self._batch == 0
+            due = done == self._total or (batch_end and now - count.last_log >= self._every)
+            if due:
+                count.last_log = now
+        _LOG.debug("counted an image (%s): %d done", self._kind, done)
+        if due:
+            _LOG.info("%s%s", progress_line(done, self._total, now - self._start), self._scope)
 
 
 @contextlib.contextmanager

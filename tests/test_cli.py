@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -167,6 +168,27 @@ def test_run_by_the_command_line_is_quiet_and_shows_progress(image_folder, linea
     # The follow-up commands name the interpreter that ran the job.
     assert f"{sys.executable} -m pipeline.report --input {tmp_path / 'out'}" in done.stdout
     assert f'{sys.executable} -c "import pandas' in done.stdout
+
+
+def test_progress_counts_each_batch_when_it_is_done(image_folder, linear_keras, tmp_path, caplog):
+    # The progress step runs with RunInference, batch by batch: behind a Flatten
+    # (a stage boundary for the DirectRunner) it saw every image only at the end.
+    from pipeline import run  # noqa: PLC0415
+
+    caplog.set_level(logging.DEBUG, logger="transforms.attribution")
+    caplog.set_level(logging.DEBUG, logger="pipeline.progress")
+    args = cli_args(dataset=image_folder["root"], model=linear_keras, output=tmp_path / "out")
+    run([*args, "--steps", "4", "--batch_size", "1"], save_main_session=False)
+    events = [
+        "batch" if "attributed a batch" in r.getMessage() else "counted"
+        for r in caplog.records
+        if "attributed a batch" in r.getMessage() or "image (attributed)" in r.getMessage()
+    ]
+    assert events == ["batch", "counted"] * 4
+    # The launcher logs the job's progress; the worker's own line would repeat it.
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert not any("in this worker" in line for line in lines)
+    assert "progress: 5/5 images (100%)" in " ".join(lines)
 
 
 def test_every_input_failing_exits_1_with_errors_by_stage(linear_keras, tmp_path, capsys):

@@ -36,10 +36,11 @@ DEFAULT_BATCH_SIZE = 8
 
 
 class _Progress:
-    """Beam counters per batch, and a readable progress line at most every 10 s."""
+    """Beam counters per batch, and (with `log_lines`) a readable progress line of
+    this worker at most every 10 s."""
 
-    def __init__(self, every_seconds: float = 10.0):
-        self._every = every_seconds
+    def __init__(self, every_seconds: float = 10.0, log_lines: bool = True):
+        self._every, self._log = every_seconds, log_lines
         self._start = self._last = None
         self._images = self._rows = self._errors = 0
         self._counters = {
@@ -62,7 +63,8 @@ class _Progress:
         self._counters["gradient_evaluations"].inc(
             sum(r["evaluations"] for o in outcomes for r in o.rows)
         )
-        if now - self._last >= self._every:
+        _LOG.debug("attributed a batch of %d images", len(outcomes))
+        if self._log and now - self._last >= self._every:
             self._last = now
             rate = self._images / max(now - self._start, 1e-9)
             _LOG.info(
@@ -91,8 +93,11 @@ class IGModelHandler(ModelHandler[ImageExample, ImageOutcome, Classifier]):
         batch_size: int = DEFAULT_BATCH_SIZE,
         jit_compile: bool | None = None,
         handoff: ModelHandoff | None = None,
+        log_progress: bool = True,
     ):
-        """`handoff`: where the launcher of a local job left the model it loaded."""
+        """`handoff`: where the launcher of a local job left the model it loaded;
+        `log_progress`: log this worker's own progress line (off where the launcher
+        logs the job's, as on the DirectRunner)."""
         super().__init__()
         self._spec = spec
         self._config = config
@@ -100,7 +105,7 @@ class IGModelHandler(ModelHandler[ImageExample, ImageOutcome, Classifier]):
         self._batch_size = batch_size
         self._jit_compile = jit_compile
         self._handoff = handoff
-        self._progress = _Progress()
+        self._progress = _Progress(log_lines=log_progress)
 
     def load_model(self) -> Classifier:
         classifier = Classifier(self._spec, jit_compile=self._jit_compile, handoff=self._handoff)
