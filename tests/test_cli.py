@@ -375,6 +375,23 @@ def test_run_local_overwrites_only_the_default_output(args, overwrite, tmp_path)
     assert ("--overwrite" in argv) == overwrite
 
 
+def test_a_coarse_fixed_rule_gets_a_warning(caplog):
+    from apache_beam.options.pipeline_options import PipelineOptions  # noqa: PLC0415
+
+    from pipeline.options import attribution_config  # noqa: PLC0415
+
+    def warnings(*argv):
+        caplog.clear()
+        attribution_config(PipelineOptions(list(argv)).view_as(AuditOptions))
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+    (warning,) = warnings("--tolerance", "0", "--steps", "16")
+    assert warning.startswith("--tolerance 0 with --steps 16: a fixed rule this coarse")
+    assert "Use --steps 64 or more, or a --tolerance." in warning
+    assert warnings("--tolerance", "0", "--steps", "64") == []
+    assert warnings("--steps", "16") == []  # refined to --tolerance: no warning
+
+
 def test_progress_lines_say_done_total_rate_and_eta():
     from pipeline.progress import progress_line
 
