@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.results import read_errors
@@ -87,6 +88,16 @@ def error_summary(output: str, reasons: int = 3) -> list[str]:
     return lines
 
 
+def _rows_in(output: str) -> int:
+    """Rows in `<output>/results`, from the Parquet footers."""
+    files = FileSystems.match([FileSystems.join(output, "results", "*.parquet")])[0]
+    total = 0
+    for meta in files.metadata_list:
+        with FileSystems.open(meta.path) as f:
+            total += pq.ParquetFile(f).metadata.num_rows
+    return total
+
+
 def _python() -> str:
     """The interpreter running this job, quoted for a shell: it has the packages."""
     return shlex.quote(sys.executable or "python")
@@ -99,16 +110,18 @@ def print_summary(manifest: dict[str, Any], limit: int = 20) -> None:
     print()
     earlier = counts.get("skipped_done_before", 0)
     before = f"; {earlier} of them done before, their rows kept" if earlier else ""
+    rows = _rows_in(output) if earlier else counts["rows"]
+    new = f", {counts['rows']} of them from this run" if earlier else ""
     print(
-        f"Results in {output}/results ({counts['rows']} rows), errors in {output}/errors "
+        f"Results in {output}/results ({rows} rows{new}), errors in {output}/errors "
         f"({counts['errors']}), manifest {output}/manifest.json; {counts['inputs']} inputs{before}."
     )
-    if counts["rows"]:
+    if rows:
         target = manifest.get("config", {}).get("target", "predicted") != "predicted"
         print()
         print(summary_table(output, limit, target=target).to_string(index=False))
-        if counts["rows"] > limit:
-            print(f"  ... and {counts['rows'] - limit} more rows (read them with pandas below)")
+        if rows > limit:
+            print(f"  ... and {rows - limit} more rows (read them with pandas below)")
     if counts["errors"]:
         print()
         print(f"Errors by stage ({counts['errors']}; all of them: transforms.results.read_errors):")
@@ -116,9 +129,11 @@ def print_summary(manifest: dict[str, Any], limit: int = 20) -> None:
     python = _python()
     print()
     print("Read them with pandas:")
-    print(
-        f"  {python} -c \"import pandas as pd; print(pd.read_parquet('{output}/results', "
-        "columns=['file_name', 'predicted_name', 'attribution_error']))\""
+    code = (
+        f"import pandas as pd; print(pd.read_parquet({output + '/results'!r}, "
+        "columns=['file_name', 'predicted_name', 'attribution_error']))"
     )
+    print(f"  {python} -c {shlex.quote(code)}")
     print("Render the audit report (one self-contained HTML page):")
-    print(f"  {python} -m pipeline.report --input {output} --output {output}/report.html")
+    report = shlex.join(["--input", output, "--output", f"{output}/report.html"])
+    print(f"  {python} -m pipeline.report {report}")

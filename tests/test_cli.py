@@ -209,6 +209,22 @@ def test_every_input_failing_exits_1_with_errors_by_stage(linear_keras, tmp_path
     assert len(errors) == 3
 
 
+def test_the_printed_commands_work_as_printed_in_a_folder_with_a_space_and_a_quote(
+    image_folder, linear_keras, tmp_path, capsys
+):
+    output = tmp_path / "it's my run"
+    args = cli_args(dataset=image_folder["root"], model=linear_keras, output=output, steps=2)
+    assert main(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    reader, report = [out[i + 1].strip() for i, line in enumerate(out) if line.endswith(":")][-2:]
+    done = subprocess.run(reader, shell=True, capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "attribution_error" in done.stdout and "cat1.png" in done.stdout
+    done = subprocess.run(report, shell=True, capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert (output / "report.html").is_file()
+
+
 def test_resuming_a_finished_run_whose_only_failure_fails_again_exits_0(
     linear_keras, tmp_path, capsys
 ):
@@ -223,7 +239,8 @@ def test_resuming_a_finished_run_whose_only_failure_fails_again_exits_0(
     assert main([*args, "--resume"]) == 0  # the output still holds good.png's row
     out, err = capsys.readouterr()
     assert _error_lines(err) == []
-    assert "(0 rows)" in out and "2 inputs; 1 of them done before, their rows kept." in out
+    assert "(1 rows, 0 of them from this run)" in out
+    assert "2 inputs; 1 of them done before, their rows kept." in out
     assert pd.read_parquet(tmp_path / "out" / "results").image_id.tolist() == ["good.png"]
     # The resume wrote no row, and no empty results file beside the first run's.
     files = [f.name for f in (tmp_path / "out" / "results").iterdir()]
