@@ -252,6 +252,24 @@ def test_duckdb_reads_the_results_with_sql(image_folder, linear_keras, tmp_path)
     assert length == SIZE * SIZE * 3
 
 
+def test_the_readme_sql_queries_run_on_a_top_k_run(image_folder, linear_keras, tmp_path):
+    import re
+
+    import duckdb
+
+    _run(image_folder, linear_keras, tmp_path / "out", "--target", "top_k", "--top_k", "3")
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    sql = "\n".join(re.findall(r"^```sql\n(.*?)^```", readme, flags=re.S | re.M))
+    queries = [q for q in sql.split(";") if "SELECT" in q]
+    assert len(queries) >= 3
+    frames = [duckdb.sql(q.replace("output/sample/", f"{tmp_path / 'out'}/")).df() for q in queries]
+    wrong = frames[0]  # the most confident misclassifications: each image once
+    assert wrong.image_id.is_unique and len(wrong) >= 1
+    rows = pd.read_parquet(tmp_path / "out" / "results")
+    expected = rows[rows.label.notna() & (rows.predicted_class != rows.label)].image_id.unique()
+    assert sorted(wrong.image_id) == sorted(expected)
+
+
 def test_a_relative_output_folder_is_written_and_read_back(
     image_folder, linear_keras, tmp_path, monkeypatch
 ):
