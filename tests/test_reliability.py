@@ -368,6 +368,29 @@ def test_a_hostile_folder_gives_a_row_or_an_error_record_for_every_entry(linear_
         run([*flags[:-5], str(root / "audit"), *flags[-4:]], save_main_session=False)
 
 
+def test_a_latin1_name_and_its_escaped_spelling_are_two_inputs(linear_keras, tmp_path):
+    import os
+
+    from transforms.results import load_input_image
+
+    rng = np.random.default_rng(5)
+    root = tmp_path / "names"
+    latin1, literal = (rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8) for _ in range(2))
+    write_image(root / "x.png", latin1)
+    os.rename(root / "x.png", bytes(root) + b"/caf\xe9.png")  # not UTF-8
+    write_image(root / "caf\\xe9.png", literal)  # a backslash, then "xe9"
+    flags = cli_args(
+        dataset=root, model=linear_keras, output=tmp_path / "out", steps=2, attributions="none"
+    )
+    manifest = run(flags, save_main_session=False)
+    rows = pd.read_parquet(tmp_path / "out" / "results")
+    assert sorted(rows.image_id) == ["caf\\\\xe9.png", "caf\\xe9.png"]
+    assert manifest["counts"]["images_with_rows"] == 2
+    # Each id re-loads its own file (the report's photos, audit_figure).
+    for image_id, pixels in (("caf\\xe9.png", latin1), ("caf\\\\xe9.png", literal)):
+        np.testing.assert_array_equal(load_input_image(tmp_path / "out", image_id), pixels)
+
+
 def test_an_output_inside_the_dataset_is_never_read_as_input(image_folder, linear_keras):
     output = image_folder["root"] + "/audit"
     flags = cli_args(dataset=image_folder["root"], model=linear_keras, output=output, steps=2)

@@ -1,5 +1,6 @@
 """Sources: image folders, the bundled sample, and TFDS through the real builders and reader."""
 
+import os
 import re
 from pathlib import Path
 from unittest import mock
@@ -61,6 +62,24 @@ def test_file_names_that_are_not_utf8_get_valid_readable_ids(tmp_path):
         f.image_id.encode("utf-8")  # no lone surrogate: every coder and Parquet can hold it
     (odd,) = (f for f in files if f.image_id != "ok.png")
     assert Path(odd.path).read_bytes() == b"x"  # the path still opens the file
+
+
+def test_ids_of_file_names_are_one_per_name_and_lead_back_to_it():
+    from transforms.datasource import image_id_of, relative_path
+
+    latin1 = os.fsdecode(b"caf\xe9.png")  # as Python lists a name that is not UTF-8
+    names = [latin1, "caf\\xe9.png", "caf\\\\xe9.png", "a\\b/c.png", "n01/é.png", "plain.png"]
+    ids = [image_id_of(name) for name in names]
+    assert ids == [
+        "caf\\xe9.png",
+        "caf\\\\xe9.png",
+        "caf\\\\\\\\xe9.png",
+        "a\\\\b/c.png",
+        "n01/é.png",
+        "plain.png",
+    ]
+    assert len(set(ids)) == len(ids)
+    assert [relative_path(i) for i in ids] == names
 
 
 def test_links_fifos_and_loops_are_inputs_or_error_records(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,8 @@ __all__ = [
     "FolderSource",
     "SampleSource",
     "TfdsSource",
+    "image_id_of",
+    "relative_path",
     "sample_files",
     "source_for",
     "source_of_manifest",
@@ -41,6 +44,42 @@ __all__ = [
 SAMPLE = "sample"
 #: Schemes of image folders that remote workers read directly.
 REMOTE_FOLDER_SCHEMES: tuple[str, ...] = ("gs://",)
+
+
+def image_id_of(name: str) -> str:
+    """`name` as valid UTF-8 text, one text per name: where a name is not UTF-8 or
+    holds a backslash, each backslash becomes `\\\\` and each undecodable byte `\\xNN`.
+
+    Python lists a name that is not UTF-8 (`caf\\xe9.png`, from a zip made on
+    Windows) with lone surrogates, which no Beam coder or Parquet column can
+    encode: one such name failed the whole job. The path keeps them, to open
+    the file; the id and file name get this readable, stable form. A name
+    holding a backslash is escaped too (`caf\\\\xe9.png` for the UTF-8 name
+    `caf\\xe9.png`), so no two files share an id; `relative_path` inverts it.
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    else:
+        if "\\" not in name:
+            return name
+    return os.fsencode(name).replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+
+
+_ESCAPE = re.compile(rb"\\(\\|x[0-9a-f]{2})")
+
+
+def relative_path(image_id: str) -> str:
+    """The path, relative to its folder, of the file a folder's `image_id` names
+    (the inverse of the id's escaping, `image_id_of`)."""
+    if "\\" not in image_id:
+        return image_id
+    raw = _ESCAPE.sub(
+        lambda m: b"\\" if m[1] == b"\\" else bytes([int(m[1][1:], 16)]),
+        image_id.encode("utf-8"),
+    )
+    return os.fsdecode(raw)
 
 
 @dataclasses.dataclass(frozen=True)

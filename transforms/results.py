@@ -405,7 +405,7 @@ def _manifest(manifest_or_output: Mapping[str, Any] | str) -> Mapping[str, Any]:
 
 def _source_path(manifest: Mapping[str, Any], image_id: str, image_root: str | None) -> str:
     if image_root is not None:
-        return files.join(image_root, image_id)
+        return files.join(image_root, datasource.relative_path(image_id))
     source = datasource.source_of_manifest(manifest)
     if isinstance(source, datasource.SampleSource):
         paths = {f.image_id: f.path for f in datasource.sample_files()}
@@ -418,7 +418,7 @@ def _source_path(manifest: Mapping[str, Any], image_id: str, image_root: str | N
             "scanning the dataset); the heat map is shown without the photo."
         )
     if source.remote or os.path.isdir(source.root):
-        return files.join(source.root, image_id)
+        return files.join(source.root, datasource.relative_path(image_id))
     raise ImageUnavailable(
         f"the image folder {source.root!r} of this run is not reachable from here; "
         "pass image_root= where it is now."

@@ -41,6 +41,7 @@ from transforms.datasource import (
     FolderSource,
     SampleSource,
     TfdsSource,
+    image_id_of,
     sample_files,
     source_for,
     source_of_manifest,
@@ -101,21 +102,6 @@ def _label_of(relative: str) -> int | None:
     return labels.wnid_to_label(parts[0])
 
 
-def _valid_text(name: str) -> str:
-    """`name` as valid UTF-8 text: undecodable bytes of a file name become `\\xNN`.
-
-    Python lists a name that is not UTF-8 (`caf\\xe9.png`, from a zip made on
-    Windows) with lone surrogates, which no Beam coder or Parquet column can
-    encode: one such name failed the whole job. The path keeps them, to open
-    the file; the id and file name get this readable, stable form.
-    """
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return os.fsencode(name).decode("utf-8", "backslashreplace")
-    return name
-
-
 def escape_glob(path: str) -> str:
     """`path` with Beam's glob characters (`*`, `?`, `[`) matching only themselves.
 
@@ -163,7 +149,7 @@ def _folder_file(prefix: str, meta: FileMetadata, skip: str | None = None) -> Fo
     relative = relative.replace(os.sep, "/")
     if not _is_input(relative):
         return None
-    image_id = _valid_text(relative)
+    image_id = image_id_of(relative)
     return FolderFile(path=path, image_id=image_id, label=_label_of(image_id))
 
 
@@ -216,13 +202,13 @@ def _list_local(root: str, skip: str | None = None) -> Iterator[FolderFile]:
         try:
             names = sorted(entry.name for entry in os.scandir(folder))
         except OSError as e:
-            folder_id = _valid_text(relative.rstrip("/") or ".")
+            folder_id = image_id_of(relative.rstrip("/") or ".")
             yield FolderFile(folder, folder_id, None, error=f"cannot list folder: {e}")
             continue
         for name in names:
             if not _is_input(relative + name):
                 continue
-            path, image_id = os.path.join(folder, name), _valid_text(relative + name)
+            path, image_id = os.path.join(folder, name), image_id_of(relative + name)
             entry = _local_entry(path, image_id, ancestors)
             if isinstance(entry, str):
                 if entry != skip_real:
