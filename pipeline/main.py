@@ -52,10 +52,13 @@ from transforms.manifest import MANIFEST_FILE
 from transforms.schema import results_schema
 from transforms.sinks import (
     TEMP_DIR,
+    WriteCheckpoints,
     WriteErrors,
     WriteManifest,
     WriteResults,
+    checkpoint_folder,
     read_manifest,
+    salvage_checkpoints,
     write_json,
 )
 from transforms.tf_model import (
@@ -192,6 +195,16 @@ def _drop_empty_temp(output: str) -> None:
             pass
 
 
+def _drop_checkpoints(job: AuditJob) -> None:
+    """Deletes a finished run's checkpoint files: its rows are in results/ now."""
+    if job.lock is None:
+        return
+    pattern = FileSystems.join(checkpoint_folder(job.output, job.lock.run_id), "*")
+    files = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+    if files:
+        FileSystems.delete(files)
+
+
 def _drop_empty_resume(job: AuditJob, manifest: dict[str, Any]) -> None:
     """Deletes the results files of a resumed run that wrote no row: empty
     Parquet files beside the earlier run's rows, whose files give the schema."""
@@ -300,18 +313,24 @@ def _resume_state(job: AuditJob) -> tuple[frozenset[str], str]:
             f"--resume: the earlier run in {output!r} differs in {'; '.join(mismatches)}. "
             "Resume with the same flags, or start over with --overwrite."
         )
-    _clear_temp(output)
     files = FileSystems.match([FileSystems.join(output, "results", "*.parquet")])[0].metadata_list
     done = set()
     for meta in files:
         with FileSystems.open(meta.path) as f:
             done.update(pq.read_table(f, columns=["image_id"]).column(0).to_pylist())
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")
+    # A killed run's checkpointed rows join results/ before its temp files go.
+    schema = results_schema(job.config.attribution_dtype)
+    salvaged_file = FileSystems.join(output, "results", f"part-salvaged{stamp}.parquet")
+    salvaged = salvage_checkpoints(output, frozenset(done), schema, salvaged_file)
+    if salvaged:
+        _LOG.info("Kept the rows of %d images the earlier run had finished.", len(salvaged))
+    _clear_temp(output)
     # Errors of the earlier run are retried, so their records are replaced.
     stale = FileSystems.match([FileSystems.join(output, "errors", "*")])[0].metadata_list
     if stale:
         FileSystems.delete([m.path for m in stale])
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")
-    return frozenset(done), f"part-resume{stamp}"
+    return frozenset(done | salvaged), f"part-resume{stamp}"
 
 
 def _runner_name(options: PipelineOptions) -> str:
@@ -691,9 +710,12 @@ def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
         ("attributed", outcomes),
     ):
         _ = finished | f"Progress{kind.capitalize()}" >> beam.ParDo(_progress(job, kind))
-    _ = split.rows | "WriteResults" >> WriteResults(
-        job.output, results_schema(job.config.attribution_dtype), prefix=job.results_prefix
-    )
+    schema = results_schema(job.config.attribution_dtype)
+    _ = split.rows | "WriteResults" >> WriteResults(job.output, schema, prefix=job.results_prefix)
+    if job.lock is not None:  # a run that writes (not a Dataflow --dry_run)
+        _ = outcomes | "Checkpoint" >> WriteCheckpoints(
+            job.output, job.lock.run_id, schema, every=job.batch_size
+        )
     _ = errors | "WriteErrors" >> WriteErrors(job.output)
     counts = (
         raw | "CountInputs" >> beam.Map(lambda _: ("inputs", 1)),
@@ -786,6 +808,7 @@ def run(
         done = state is None or state == PipelineState.DONE
         if done:
             manifest = read_manifest(job.output)
+            _drop_checkpoints(job)
             _drop_empty_temp(job.output)
             _drop_empty_resume(job, manifest)
     finally:

@@ -98,6 +98,14 @@ def _rows_in(output: str) -> int:
     return total
 
 
+def _shell_quoted(code: str) -> str:
+    """`code` as one shell word: in double quotes when that needs no escape (the
+    readable form), else as `shlex.quote` gives it."""
+    if not any(c in code for c in '"$`\\!'):
+        return f'"{code}"'
+    return shlex.quote(code)
+
+
 def _python() -> str:
     """The interpreter running this job, quoted for a shell: it has the packages."""
     return shlex.quote(sys.executable or "python")
@@ -133,7 +141,7 @@ def print_summary(manifest: dict[str, Any], limit: int = 20) -> None:
         f"import pandas as pd; print(pd.read_parquet({output + '/results'!r}, "
         "columns=['file_name', 'predicted_name', 'attribution_error']))"
     )
-    print(f"  {python} -c {shlex.quote(code)}")
+    print(f"  {python} -c {_shell_quoted(code)}")
     print("Render the audit report (one self-contained HTML page):")
     report = shlex.join(["--input", output, "--output", f"{output}/report.html"])
     print(f"  {python} -m pipeline.report {report}")

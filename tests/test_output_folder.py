@@ -131,6 +131,64 @@ def test_a_live_run_holds_its_output_and_a_killed_run_resumes(
     assert not _temp_parquet(out)
 
 
+def test_a_killed_run_keeps_the_rows_of_its_finished_batches(folder, linear_keras, tmp_path, jobs):
+    # Beam's sink finalizes rows only when a run ends; the checkpoint files, written
+    # as batches end, are what a --resume keeps of a killed run.
+    out = tmp_path / "out"
+    flags = cli_args(
+        dataset=folder, model=linear_keras, output=out, steps=2, attributions="none", batch_size=2
+    )
+    first = jobs(*flags)
+    checkpoints = out / ".tmp" / "checkpoints"
+    _wait_for(lambda: len(list(checkpoints.rglob("*.parquet"))) >= 2, first, "2 checkpoints")
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(timeout=60)
+    kept = pd.concat([pd.read_parquet(p) for p in checkpoints.rglob("*.parquet")])
+    assert kept.image_id.is_unique and len(kept) >= 4
+    assert not list((out / "results").glob("*.parquet"))  # nothing finalized
+
+    manifest = run([*flags, "--resume"], save_main_session=False)
+    counts = manifest["counts"]
+    assert counts["skipped_done_before"] == len(kept)  # kept, not computed again
+    assert counts["images_with_rows"] == 80 - len(kept) and counts["images_with_errors"] == 1
+    rows = pd.read_parquet(out / "results")
+    assert rows.image_id.is_unique and len(rows) == 80
+    (salvaged,) = (out / "results").glob("part-salvaged*.parquet")
+    assert sorted(pd.read_parquet(salvaged).image_id) == sorted(kept.image_id)
+    assert not checkpoints.exists() and not (out / ".tmp").exists()
+
+
+def test_a_resume_keeps_each_checkpointed_image_once(image_folder, linear_keras, tmp_path):
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "out"
+    flags = cli_args(
+        dataset=image_folder["root"], model=linear_keras, output=out, steps=2, target="top_k"
+    )
+    flags += ["--top_k", "2"]
+    run(flags, save_main_session=False)
+    (part,) = (out / "results").glob("*.parquet")
+    full = pq.read_table(part)
+    # As if killed after its checkpoints of one image were written twice (a retried
+    # bundle), and with one image's rows finalized: the other images were lost.
+    for name in ("a", "b"):
+        (out / ".tmp" / "checkpoints" / name).mkdir(parents=True)
+        shutil.copy(part, out / ".tmp" / "checkpoints" / name / "rows.parquet")
+    finalized = full.filter(
+        pq.ParquetFile(part).read().column("image_id").to_numpy() == "loose.png"
+    )
+    part.unlink()
+    pq.write_table(finalized, out / "results" / "part-0.parquet")
+
+    manifest = run([*flags, "--resume"], save_main_session=False)
+    assert manifest["counts"]["skipped_done_before"] == 4 and manifest["counts"]["rows"] == 0
+    rows = pd.read_parquet(out / "results")
+    assert len(rows) == full.num_rows == 8  # 4 images, 2 targets each, none twice
+    assert not rows.duplicated(["image_id", "target_class"]).any()
+
+
 def test_a_stale_lock_of_a_dead_process_is_taken_over(image_folder, linear_keras, tmp_path):
     out = tmp_path / "out"
     out.mkdir()

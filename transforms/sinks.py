@@ -23,14 +23,19 @@ from transforms.schema import ERROR_SCHEMA, rows_to_table
 
 __all__ = [
     "BYTES_PER_GROUP",
+    "CHECKPOINT_DIR",
     "TEMP_DIR",
     "COUNT_KEYS",
     "ROWS_PER_GROUP",
+    "WriteCheckpoints",
     "WriteErrors",
     "WriteManifest",
     "WriteResults",
+    "checkpoint_folder",
     "read_manifest",
+    "salvage_checkpoints",
     "write_json",
+    "write_parquet_file",
     "writer_options",
 ]
 
@@ -52,6 +57,8 @@ _FLOAT_ARRAYS = ("attributions", "path_alphas", "path_scores", "deletion_curve",
 #: never inside, the folders readers read (`results/`, `errors/`). A killed run leaves
 #: its partial files there, and the next run on the folder deletes them.
 TEMP_DIR = ".tmp"
+#: Under TEMP_DIR: the checkpoint files of each run (`WriteCheckpoints`).
+CHECKPOINT_DIR = "checkpoints"
 
 
 def writer_options(schema: pa.Schema) -> dict[str, Any]:
@@ -200,6 +207,99 @@ class WriteErrors(beam.PTransform):
         return _write_parquet(
             errors, self._output, "errors", "part", ERROR_SCHEMA, _errors_to_table
         )
+
+
+def write_parquet_file(path: str, table: pa.Table) -> None:
+    """`table` as one zstd Parquet file at `path` (local or gs://), whole or not at
+    all: written to a hidden file beside it, then renamed."""
+    folder, name = FileSystems.split(path)
+    partial = FileSystems.join(folder, f".{name}.{uuid.uuid4().hex}.partial")
+    with FileSystems.create(partial) as f:
+        pq.write_table(
+            table,
+            f,
+            compression="zstd",
+            use_compliant_nested_type=False,
+            row_group_size=ROWS_PER_GROUP,
+            **writer_options(table.schema),
+        )
+    FileSystems.rename([partial], [path])
+
+
+def checkpoint_folder(output: str, run_id: str | None = None) -> str:
+    """`<output>/.tmp/checkpoints/`, or one run's folder in it."""
+    folder = FileSystems.join(output, TEMP_DIR, CHECKPOINT_DIR)
+    return FileSystems.join(folder, run_id) if run_id else folder
+
+
+class _Checkpoint(beam.DoFn):
+    """Writes the rows of finished images as whole Parquet files, every `every`
+    images (one RunInference batch) and at the end of a bundle, into
+    `checkpoint_folder(output, run_id)`. Beam's sink writes the same rows only at
+    the end of the run: these files are what a --resume keeps of a killed run."""
+
+    def __init__(self, output: str, run_id: str, schema: pa.Schema, every: int):
+        self._folder = checkpoint_folder(output, run_id)
+        self._schema, self._every = schema, every
+
+    def start_bundle(self):
+        self._rows, self._images = [], 0
+
+    def process(self, outcome):
+        if outcome.rows:  # an image's rows, all of them; failed images are redone anyway
+            self._rows.extend(outcome.rows)
+            self._images += 1
+        if self._images >= self._every:
+            self._write()
+
+    def finish_bundle(self):
+        self._write()
+
+    def _write(self):
+        if self._rows:
+            table = rows_to_table(self._rows, self._schema)
+            write_parquet_file(FileSystems.join(self._folder, f"{uuid.uuid4().hex}.parquet"), table)
+        self._rows, self._images = [], 0
+
+
+class WriteCheckpoints(beam.PTransform):
+    """Image outcomes -> their rows in checkpoint files, as their batches end."""
+
+    def __init__(self, output: str, run_id: str, schema: pa.Schema, every: int):
+        super().__init__()
+        self._fn = _Checkpoint(output, run_id, schema, every)
+
+    def expand(self, outcomes):
+        return outcomes | beam.ParDo(self._fn)
+
+
+def salvage_checkpoints(
+    output: str, done: frozenset[str], schema: pa.Schema, path: str
+) -> set[str]:
+    """Keeps the checkpointed rows of images not in `done` (a killed run's, never
+    finalized) as one results file at `path`, each image's rows once; returns their ids.
+
+    Called by a --resume with the folder's lock held, before the temp folder is
+    cleared. An unreadable checkpoint file is skipped (its images are redone).
+    """
+    pattern = FileSystems.join(checkpoint_folder(output), "*", "*.parquet")
+    files = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+    seen, kept = set(done), []
+    for file in files:
+        try:
+            with FileSystems.open(file) as f:
+                table = pq.read_table(f, schema=schema)
+        except Exception as e:  # noqa: BLE001 - a checkpoint is a cache: skip it, redo its images
+            _LOG.warning("Skipping the unreadable checkpoint %s: %s", file, e)
+            continue
+        ids = table.column("image_id").to_pylist()
+        new = [i for i, image_id in enumerate(ids) if image_id not in seen]
+        if new:
+            kept.append(table.take(pa.array(new, pa.int64())))
+        seen.update(ids)
+    if kept:
+        write_parquet_file(path, pa.concat_tables(kept))
+    return seen - set(done)
 
 
 def write_json(path: str, payload: dict[str, Any]) -> None:
