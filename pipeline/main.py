@@ -524,12 +524,82 @@ def _resolve_model(
         load=handoff is not None,
         handoff=handoff,
     )
-    if config.top_k > spec.num_classes:
-        raise ConfigError(
-            f"--top_k {config.top_k} exceeds the model's {spec.num_classes} classes; "
-            f"pass --top_k {spec.num_classes} or less."
-        )
     return spec
+
+
+def _fit_to_model(audit: AuditOptions, config: AttributionConfig, spec: ModelSpec):
+    """--top_k and --score checked against the model's classes; --top_k's default
+    shrinks to a model with fewer classes."""
+    if config.top_k > spec.num_classes:
+        if audit.top_k is not None:
+            raise ConfigError(
+                f"--top_k {config.top_k} exceeds the model's {spec.num_classes} classes; "
+                f"pass --top_k {spec.num_classes} or less."
+            )
+        config = dataclasses.replace(config, top_k=spec.num_classes)
+    if config.score == "softmax" and spec.num_outputs == 1:
+        raise ConfigError(
+            "--score softmax of a model with 1 output is 1 everywhere: every attribution "
+            "would be 0. Use --score raw."
+        )
+    return config
+
+
+def _source(audit: AuditOptions) -> sources.DataSource:
+    """--dataset's kind, refusing an empty name and --output being the dataset folder
+    (its results would be read as images); warns that --split applies to TFDS only."""
+    if not audit.dataset.strip():
+        raise ConfigError(
+            "--dataset is empty; pass a TFDS name (imagenet_a), a folder of images or 'sample'."
+        )
+    source = sources.source_for(audit.dataset, audit.split, audit.data_dir)
+    if isinstance(source, sources.FolderSource) and _same_folder(source.root, audit.output):
+        raise ConfigError(
+            f"--output {audit.output!r} is the --dataset folder: its results would be read "
+            "as images. Choose another folder (a sub-folder of it, such as "
+            f"{audit.output.rstrip('/')}/audit, is left out of the inputs)."
+        )
+    if not isinstance(source, sources.TfdsSource) and audit.split != "test":
+        _LOG.warning("--split %r applies to TFDS datasets only; it is ignored here.", audit.split)
+    return source
+
+
+def _same_folder(a: str, b: str) -> bool:
+    if a.startswith(_REMOTE_SCHEMES) or b.startswith(_REMOTE_SCHEMES):
+        return a.rstrip("/") == b.rstrip("/")
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _check_labels(config: AttributionConfig, data: _Dataset) -> None:
+    """--target label on a local folder without one labelled image: refused at launch."""
+    folder = isinstance(data.source, sources.FolderSource) and not data.source.remote
+    if config.target == "label" and folder and data.total and not data.folder_labels:
+        raise ConfigError(
+            f"--target label: none of the {data.total} files of {data.source.root!r} has a "
+            "label (labels come from WordNet-id sub-folders such as n02123045/). Use "
+            "--target predicted or top_k, or put the images in such sub-folders."
+        )
+
+
+def _check_runner(options: PipelineOptions) -> None:
+    """--runner names a Beam runner, and --direct_num_workers is >= 0: checked before
+    --output is touched (an --overwrite deleted the earlier run, then failed)."""
+    from apache_beam.runners.runner import create_runner  # noqa: PLC0415
+
+    runner = options.view_as(StandardOptions).runner
+    if isinstance(runner, str):
+        try:
+            create_runner(runner)
+        except (ValueError, ImportError) as e:
+            raise ConfigError(
+                f"--runner {runner!r} is not a Beam runner ({e}); use DirectRunner, "
+                "DataflowRunner or another runner's full name."
+            ) from e
+    workers = options.view_as(DirectOptions).direct_num_workers
+    if workers is not None and workers < 0:
+        raise ConfigError(
+            f"--direct_num_workers must be >= 0 (0: one per CPU core), got {workers}."
+        )
 
 
 def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
@@ -544,9 +614,10 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     batch = batch_size(audit)
     if audit.image_size is not None and audit.image_size < 8:
         raise ConfigError(f"--image_size must be >= 8, got {audit.image_size}.")
+    _check_runner(options)
     names_file = labels.read_class_names(audit.class_names) if audit.class_names else None
     on_dataflow, dry_run = _is_dataflow(options), _is_dataflow_dry_run(options)
-    source = sources.source_for(audit.dataset, audit.split, audit.data_dir)
+    source = _source(audit)
     if on_dataflow:
         _check_dataflow_paths(audit, source)
     model = model_reference(audit.model)
@@ -554,9 +625,11 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     if not dry_run:
         _check_output_free(audit)
     data = _resolve_dataset(audit, source, on_dataflow, dry_run)
+    _check_labels(config, data)
     # Only a DirectRunner's workers run in this process and can take the launcher's model.
     handoff = ModelHandoff() if "direct" in _runner_name(options) else None
     spec = _resolve_model(audit, model, data, input_range, config, handoff)
+    config = _fit_to_model(audit, config, spec)
     class_names = _class_names_for(audit, spec, data, names_file)
     job = AuditJob(
         output=audit.output,

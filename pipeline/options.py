@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import logging
-import math
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -51,6 +50,10 @@ _NEGATIVE_VALUE = re.compile(r"^-[\d.]")
 _PORTABLE_RUNNERS = ("portablerunner", "flinkrunner", "sparkrunner", "prismrunner")
 
 
+#: Bound on --input_range: pixels, paths and gradients stay finite in float32.
+_MAX_INPUT = 1e6
+
+
 def parse_input_range(text: str | None) -> tuple[float, float] | None:
     """'0,1' or '-1,1' -> (low, high), both finite; None stays None."""
     if text is None:
@@ -62,9 +65,10 @@ def parse_input_range(text: str | None) -> tuple[float, float] | None:
             f"--input_range {text!r} must be two numbers 'low,high', e.g. "
             "--input_range 0,1 or --input_range -1,1."
         ) from e
-    if not (math.isfinite(low) and math.isfinite(high)):
+    if not all(abs(v) <= _MAX_INPUT for v in (low, high)):  # NaN and inf included
         raise ConfigError(
-            f"--input_range {text!r} must be finite numbers, e.g. --input_range 0,1 or -1,1."
+            f"--input_range {text!r} must be finite numbers within +-{_MAX_INPUT:g} (pixels "
+            "and their differences in float32), e.g. --input_range 0,1 or -1,1."
         )
     if not low < high:
         raise ConfigError(f"--input_range {text!r} needs low < high, e.g. --input_range 0,1.")
@@ -145,7 +149,13 @@ def _ig_flags(add: Callable[..., Any]) -> None:
     )
     add("--target", default=_DEFAULTS.target, help=f"One of {', '.join(TARGETS)}.")
     add("--score", default=_DEFAULTS.score, help=f"One of {', '.join(SCORES)}.")
-    add("--top_k", type=int, default=_DEFAULTS.top_k, help="Predictions kept per image.")
+    add(
+        "--top_k",
+        type=int,
+        default=None,
+        help=f"Predictions kept per image (default {_DEFAULTS.top_k}, or the model's "
+        "classes if fewer).",
+    )
     add(
         "--tolerance",
         type=float,
@@ -281,7 +291,7 @@ def _attribution_config(options: AuditOptions) -> AttributionConfig:
         baselines=tuple(b.strip() for b in options.baseline.split(",") if b.strip()),
         target=options.target,
         score=options.score,
-        top_k=options.top_k,
+        top_k=options.top_k if options.top_k is not None else _DEFAULTS.top_k,
         tolerance=options.tolerance,
         completeness_tolerance=options.completeness_tolerance,
         max_steps=options.max_steps,  # None: the config's default for these --steps

@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -71,6 +72,12 @@ def _flags(image_folder, model, output, *extra):
             "--path_batch_size 16, or auto (8 on CPUs, 32 on GPUs).",
         ),
         (["--path_batch_size", "0"], "error: --path_batch_size must be >= 1, got 0"),
+        (["--tolerance", "inf"], "error: --tolerance must be a finite number >= 0"),
+        (["--completeness_tolerance", "inf"], "error: --completeness_tolerance must be a finite"),
+        (["--input_range", "-1e308,1e308"], "error: --input_range '-1e308,1e308' must be finite"),
+        (["--runner", "Bogus"], "error: --runner 'Bogus' is not a Beam runner"),
+        (["--direct_num_workers", "-3"], "error: --direct_num_workers must be >= 0"),
+        (["--dataset", ""], "error: --dataset is empty; pass a TFDS name"),
     ],
 )
 def test_bad_flags_exit_2_with_one_error_line_before_any_work(
@@ -276,6 +283,60 @@ def _tiny_classifier(path, classes: int) -> str:
     outputs = keras.layers.Dense(classes)(keras.layers.Flatten()(inputs))
     keras.Model(inputs, outputs).save(str(path))
     return str(path)
+
+
+def test_an_overwrite_with_a_bad_runner_keeps_the_earlier_run(
+    image_folder, linear_keras, tmp_path, capsys
+):
+    assert main(_flags(image_folder, linear_keras, tmp_path / "out")) == 0
+    before = sorted(p.name for p in (tmp_path / "out" / "results").iterdir())
+    capsys.readouterr()
+    assert (
+        main(
+            _flags(image_folder, linear_keras, tmp_path / "out", "--overwrite", "--runner", "Bogus")
+        )
+        == 2
+    )
+    assert _error_lines(capsys.readouterr().err)[0].startswith("error: --runner 'Bogus'")
+    assert sorted(p.name for p in (tmp_path / "out" / "results").iterdir()) == before
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+
+
+def test_launch_refuses_what_would_fail_every_input(image_folder, linear_keras, tmp_path, capsys):
+    root = image_folder["root"]
+    loose = tmp_path / "loose"  # no WordNet-id sub-folder: no label anywhere
+    write_image(loose / "a.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    one_output = _tiny_classifier(tmp_path / "one.keras", 1)
+    cases = [
+        (
+            cli_args(dataset=root, model=linear_keras, output=root),
+            f"error: --output '{root}' is the --dataset folder",
+        ),
+        (
+            cli_args(dataset=loose, model=linear_keras, output=tmp_path / "o", target="label"),
+            f"error: --target label: none of the 1 files of '{loose}' has a label",
+        ),
+        (
+            cli_args(dataset=loose, model=one_output, output=tmp_path / "o", score="softmax"),
+            "error: --score softmax of a model with 1 output is 1 everywhere",
+        ),
+    ]
+    for args, message in cases:
+        assert main(args) == 2
+        (line,) = _error_lines(capsys.readouterr().err)
+        assert line.startswith(message), line
+    assert not (tmp_path / "o").exists() and not (Path(root) / "manifest.json").exists()
+
+
+def test_top_k_defaults_to_the_classes_of_a_smaller_model(image_folder, tmp_path, capsys):
+    model = _tiny_classifier(tmp_path / "three.keras", 3)
+    assert main(_flags(image_folder, model, tmp_path / "out")) == 0
+    rows = pd.read_parquet(tmp_path / "out" / "results")
+    assert {len(classes) for classes in rows.top_k_classes} == {3}
+    assert main(_flags(image_folder, model, tmp_path / "o2", "--top_k", "5")) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line == "error: --top_k 5 exceeds the model's 3 classes; pass --top_k 3 or less."
 
 
 def test_class_names_for_a_custom_model(image_folder, tmp_path, capsys, caplog):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from transforms.faithfulness import FAITHFULNESS_MODES
 from transforms.ig import DEFAULT_PATH_BATCH_SIZE, METHODS, IGSettings, min_steps
@@ -171,13 +172,15 @@ class AttributionConfig:
     def _check_bounds(self) -> None:
         if self.top_k < 1:
             raise ConfigError(f"--top_k must be >= 1, got {self.top_k}.")
-        if not self.tolerance >= 0:
+        if not 0 <= self.tolerance < math.inf:
             raise ConfigError(
-                f"--tolerance must be >= 0 (0 turns refinement off), got {self.tolerance}."
+                f"--tolerance must be a finite number >= 0 (0 turns refinement off), got "
+                f"{self.tolerance}."
             )
-        if not self.completeness_tolerance > 0:
+        if not 0 < self.completeness_tolerance < math.inf:
             raise ConfigError(
-                f"--completeness_tolerance must be > 0, got {self.completeness_tolerance}."
+                "--completeness_tolerance must be a finite number > 0, got "
+                f"{self.completeness_tolerance}."
             )
         if not 2 <= self.faithfulness_steps <= 1024:
             raise ConfigError(
