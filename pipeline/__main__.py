@@ -36,13 +36,26 @@ def _prog() -> str:
 
 
 def _first_line(error: BaseException) -> str:
-    """`Type: first line of the message [while running 'Step']`: Beam's are pages long."""
+    """`Type: the reason [while running 'Step']`: Beam's messages are pages long."""
+    from transforms.errors import error_reason  # noqa: PLC0415
+
     text = str(error).strip()
-    first = text.splitlines()[0] if text else ""
+    first = error_reason(error)
     step = re.search(r"\[while running '[^']*'\]", text)
     if step and step.group(0) not in first:
         first = f"{first} {step.group(0)}"
     return f"{type(error).__name__}: {first}"
+
+
+def _interrupted(error: BaseException) -> bool:
+    """A Ctrl-C while the runner ran: Beam re-raises it from its worker as another error."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, KeyboardInterrupt) or "KeyboardInterrupt" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _no_rows(manifest: dict) -> str | None:
@@ -85,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: interrupted; rerun with --resume to continue.", file=sys.stderr)
         return 130
     except Exception as e:  # any failure while running: exit 1, said plainly
+        if _interrupted(e):
+            print("error: interrupted; rerun with --resume to continue.", file=sys.stderr)
+            return 130
         if verbose:
             _LOG.exception("The run failed.")
         detail = "" if verbose else " (rerun with --verbose for the traceback)"

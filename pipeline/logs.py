@@ -67,3 +67,8 @@ def configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for name in _NOISY:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+    # Beam logs a failing DoFn's traceback there; the job's own `error:` line says
+    # why in one line, and --verbose shows the traceback.
+    logging.getLogger("apache_beam.runners.common").setLevel(
+        logging.INFO if verbose else logging.CRITICAL
+    )

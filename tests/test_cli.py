@@ -270,10 +270,72 @@ def test_a_failure_while_running_exits_1_not_2(image_folder, linear_keras, tmp_p
     (output / "results").write_text("a file where the results folder goes")
     code = main(_flags(image_folder, linear_keras, output))
     err = capsys.readouterr().err
-    assert code == 1
+    assert code == 1, err
     lines = _error_lines(err)
     assert len(lines) == 1 and lines[0].startswith("error: the run failed: ")
     assert "--verbose" in lines[0]
+    assert "Traceback" not in err  # Beam's own traceback log is for --verbose
+
+
+def _saved_model(path, fn, batch=None) -> str:
+    import tensorflow as tf
+
+    weights = np.random.default_rng(0).normal(size=(SIZE * SIZE * 3, 4)).astype(np.float32)
+
+    class Model(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(weights)
+
+        @tf.function(input_signature=[tf.TensorSpec([batch, SIZE, SIZE, 3], tf.float32)])
+        def __call__(self, x):
+            return fn(tf.reshape(x, [-1, SIZE * SIZE * 3]) @ self.w)
+
+    tf.saved_model.save(Model(), str(path))
+    return str(path)
+
+
+def test_models_the_job_cannot_audit_are_refused_at_launch(image_folder, tmp_path, capsys):
+    import tensorflow as tf
+
+    cases = {
+        "int": (lambda s: tf.cast(s * 100, tf.int32), None, "returns int32 scores"),
+        "no_gradient": (tf.stop_gradient, None, "has no gradient with respect to its input"),
+        "batch_of_1": (tf.identity, 1, "takes batches of exactly 1 images (1, 16, 16, 3)"),
+        "drops_rows": (lambda s: s[:1], None, "returns shape (1, 4) for a batch of 2 images"),
+        "dict": (lambda s: {"logits": s, "probs": s}, None, "returns a dict, not one tensor"),
+    }
+    for name, (fn, batch, message) in cases.items():
+        model = _saved_model(tmp_path / name, fn, batch)
+        assert main(_flags(image_folder, model, tmp_path / "out")) == 2, name
+        err = capsys.readouterr().err
+        (line,) = _error_lines(err)
+        assert line.startswith(f"error: --model '{model}' {message}"), line
+        assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_reason_of_a_tensorflow_error_is_its_telling_line():
+    import tensorflow as tf
+
+    from transforms.errors import error_reason
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+    def checked(x):
+        return tf.debugging.check_numerics(x, "scores")
+
+    with pytest.raises(tf.errors.InvalidArgumentError) as caught:  # at run time
+        checked(tf.constant([1.0, float("nan")]))
+    assert str(caught.value).splitlines()[0] == "Graph execution error:"
+    reason = error_reason(caught.value)
+    assert reason.startswith("scores : Tensor had NaN values"), reason
+
+    with pytest.raises(ValueError) as caught:  # at tracing time
+        tf.function(lambda x: tf.reshape(x, [3]))(tf.zeros([2]))
+    assert str(caught.value).splitlines()[0] == "in user code:"
+    reason = error_reason(caught.value)
+    assert reason.startswith("ValueError: Cannot reshape a tensor with 2 elements"), reason
+    assert error_reason(ValueError("plain message\nmore")) == "plain message"
 
 
 def _tiny_classifier(path, classes: int) -> str:

@@ -158,6 +158,24 @@ def test_a_killed_run_keeps_the_rows_of_its_finished_batches(folder, linear_kera
     assert not checkpoints.exists() and not (out / ".tmp").exists()
 
 
+def test_ctrl_c_while_running_says_interrupted_and_how_to_go_on(
+    folder, linear_keras, tmp_path, jobs
+):
+    out = tmp_path / "out"
+    flags = cli_args(
+        dataset=folder, model=linear_keras, output=out, steps=2, attributions="none", batch_size=2
+    )
+    first = jobs(*flags)
+    checkpoints = out / ".tmp" / "checkpoints"
+    _wait_for(lambda: list(checkpoints.rglob("*.parquet")), first, "a checkpoint")
+    os.kill(first.pid, signal.SIGINT)
+    assert first.wait(timeout=120) == 130
+    log = first.log.read_text()
+    lines = [line for line in log.splitlines() if line.startswith("error:")]
+    assert lines == ["error: interrupted; rerun with --resume to continue."], log[-3000:]
+    assert "Traceback" not in log
+
+
 def test_a_resume_keeps_each_checkpointed_image_once(image_folder, linear_keras, tmp_path):
     import shutil
 

@@ -202,7 +202,7 @@ def test_rerun_into_same_output_is_refused_unless_overwrite(image_folder, linear
         (["--attribution_dtype", "int8"], "--attribution_dtype 'int8' is not supported"),
         (["--steps", "0"], "--steps must be >= 2 for riemann_trapezoid, got 0"),
         (["--steps", "0", "--method", "riemann_middle"], "--steps must be >= 1 for riemann_middle"),
-        (["--tolerance", "-1"], "--tolerance must be >= 0"),
+        (["--tolerance", "-1"], "--tolerance must be a finite number >= 0"),
         (["--input_range", "1,0"], "--input_range '1,0' needs low < high"),
         (["--image_size", "32"], "--image_size 32 does not fit --model"),
         (["--label_offset", "1000"], "--label_offset 1000 does not fit"),

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from transforms.errors import error_reason
 from transforms.ig import IntegrandFn, ScoreFn, ScoreGradFn
 
 __all__ = [
@@ -363,6 +364,12 @@ def _image_size(reference: str, location: str, shape, image_size: int | None) ->
             f"--model {reference!r} takes inputs of shape {shape}; this pipeline needs "
             "images [batch, height, width, 3]."
         )
+    if shape is not None and shape[0] is not None:
+        raise ValueError(
+            f"--model {reference!r} takes batches of exactly {shape[0]} images {tuple(shape)}; "
+            "the job calls it on batches of any size: export it with its batch dimension "
+            "open (None)."
+        )
     static = shape[1] if shape is not None and shape[1] is not None else None
     if static is not None and shape[2] is not None and shape[1] != shape[2]:
         raise ValueError(f"--model {reference!r} takes non-square images {shape[1:3]}.")
@@ -386,22 +393,48 @@ def _image_size(reference: str, location: str, shape, image_size: int | None) ->
 
 
 def _num_outputs(reference: str, call, image_size: int) -> int:
-    """Outputs of the model, from one black image: it must be a [batch, classes] classifier."""
+    """Outputs of the model, probed on a batch of two plain images: it must be a
+    differentiable classifier returning float scores [batch, classes]."""
     import tensorflow as tf  # noqa: PLC0415
 
+    side = [image_size, image_size, 3]
+    images = tf.stack([tf.zeros(side), tf.fill(side, 0.5)])
     try:
-        probe = call(tf.zeros([1, image_size, image_size, 3], tf.float32))
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            scores = call(images)
     except Exception as e:
         raise ValueError(
-            f"--model {reference!r} fails on a [1, {image_size}, {image_size}, 3] image: {e}"
+            f"--model {reference!r} fails on a batch of 2 images [2, {image_size}, "
+            f"{image_size}, 3]: {error_reason(e)} (the job calls it on batches: its batch "
+            "dimension must be open, None)"
         ) from e
-    probe = np.asarray(probe)
-    if probe.ndim != 2:
+    _check_scores(reference, scores)
+    if tape.gradient(scores, images) is None:  # of their sum
         raise ValueError(
-            f"--model {reference!r} returns shape {probe.shape}; a classifier returning "
-            "[batch, classes] is needed."
+            f"--model {reference!r} has no gradient with respect to its input images "
+            "(a tf.stop_gradient, or an op that has none); Integrated Gradients needs one."
         )
-    return int(probe.shape[1])
+    return int(scores.shape[1])
+
+
+def _check_scores(reference: str, scores: Any) -> None:
+    """The probe's output: one float tensor [2, classes]."""
+    if not hasattr(scores, "dtype") or not hasattr(scores, "shape"):
+        raise ValueError(
+            f"--model {reference!r} returns a {type(scores).__name__}, not one tensor; a "
+            "classifier returning scores [batch, classes] is needed."
+        )
+    if not scores.dtype.is_floating:
+        raise ValueError(
+            f"--model {reference!r} returns {scores.dtype.name} scores; the job needs float "
+            "scores (logits or probabilities) to take their gradient."
+        )
+    if len(scores.shape) != 2 or scores.shape[0] != 2:
+        raise ValueError(
+            f"--model {reference!r} returns shape {tuple(scores.shape)} for a batch of 2 "
+            "images; a classifier returning [batch, classes] is needed."
+        )
 
 
 def _label_offset(reference, num_outputs, label_offset, num_dataset_classes) -> int:
