@@ -19,6 +19,7 @@ import platform
 import sys
 from collections.abc import Iterator, Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
@@ -400,6 +401,19 @@ def _as_config_errors() -> Iterator[None]:
         raise ConfigError(str(e)) from e
 
 
+def _check_not_inside_a_run(output: str) -> None:
+    """A local --output inside another run's results/ or errors/ would put its files
+    among that run's Parquet files (`pd.read_parquet` of them then fails)."""
+    if output.startswith(_REMOTE_SCHEMES):
+        return
+    for folder in Path(os.path.abspath(output)).parents:
+        if folder.name in ("results", "errors") and (folder.parent / MANIFEST_FILE).is_file():
+            raise ConfigError(
+                f"--output {output!r} lies inside {str(folder)!r}, the {folder.name} of the "
+                f"run in {str(folder.parent)!r}; choose a folder outside it."
+            )
+
+
 def _check_output_free(audit: AuditOptions) -> None:
     """Refuses an --output in use or holding a run before anything slow (no model load)."""
     if audit.resume and audit.overwrite:
@@ -412,6 +426,7 @@ def _check_output_free(audit: AuditOptions) -> None:
             "file sinks read as a pattern when they move their files into place; "
             "choose a folder name without them."
         )
+    _check_not_inside_a_run(audit.output)
     output_lock.check_free(audit.output)  # a live run holds it, whatever the flags
     if audit.resume or audit.overwrite:
         return

@@ -270,9 +270,29 @@ FIXED_RULE_ADVISED_STEPS = 64
 
 
 def attribution_config(options: AuditOptions) -> AttributionConfig:
-    """The validated algorithm settings of parsed options; warns on a coarse fixed rule."""
+    """The validated algorithm settings of parsed options; warns on a coarse fixed
+    rule and on refinement flags a fixed rule ignores."""
     config = _attribution_config(options)
-    if config.tolerance == 0 and config.steps < FIXED_RULE_ADVISED_STEPS:
+    if config.tolerance == 0:
+        _warn_fixed_rule(options, config)
+    return config
+
+
+def _warn_fixed_rule(options: AuditOptions, config: AttributionConfig) -> None:
+    ignored = [
+        flag
+        for flag, given in (
+            ("--max_steps", options.max_steps is not None),
+            (
+                "--completeness_tolerance",
+                options.completeness_tolerance != _DEFAULTS.completeness_tolerance,
+            ),
+        )
+        if given
+    ]
+    if ignored:
+        _LOG.warning("--tolerance 0 (no refinement) ignores %s.", " and ".join(ignored))
+    if config.steps < FIXED_RULE_ADVISED_STEPS:
         _LOG.warning(
             "--tolerance 0 with --steps %d: a fixed rule this coarse is several percent off "
             "per pixel on real photos (64 Gauss-Legendre points: 3-4 %%, and the error grows "
@@ -281,7 +301,6 @@ def attribution_config(options: AuditOptions) -> AttributionConfig:
             config.steps,
             FIXED_RULE_ADVISED_STEPS,
         )
-    return config
 
 
 def _attribution_config(options: AuditOptions) -> AttributionConfig:

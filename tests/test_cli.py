@@ -384,11 +384,30 @@ def test_launch_refuses_what_would_fail_every_input(image_folder, linear_keras, 
             "error: --score softmax of a model with 1 output is 1 everywhere",
         ),
     ]
+    not_zip = tmp_path / "notes.keras"
+    not_zip.write_text("not a zip archive")
+    cases.append(
+        (
+            cli_args(dataset=loose, model=not_zip, output=tmp_path / "o"),
+            f"error: --model '{not_zip}' is not a .keras file: a .keras file is a zip archive",
+        )
+    )
+    earlier = tmp_path / "earlier"  # a finished run's folder
+    (earlier / "results").mkdir(parents=True)
+    (earlier / "manifest.json").write_text("{}")
+    nested = earlier / "results" / "o"
+    cases.append(
+        (
+            cli_args(dataset=loose, model=linear_keras, output=nested),
+            f"error: --output '{nested}' lies inside '{earlier / 'results'}', the results of",
+        )
+    )
     for args, message in cases:
         assert main(args) == 2
         (line,) = _error_lines(capsys.readouterr().err)
         assert line.startswith(message), line
     assert not (tmp_path / "o").exists() and not (Path(root) / "manifest.json").exists()
+    assert not nested.exists()
 
 
 def test_top_k_defaults_to_the_classes_of_a_smaller_model(image_folder, tmp_path, capsys):
@@ -530,6 +549,10 @@ def test_a_coarse_fixed_rule_gets_a_warning(caplog):
     assert "Use --steps 64 or more, or a --tolerance." in warning
     assert warnings("--tolerance", "0", "--steps", "64") == []
     assert warnings("--steps", "16") == []  # refined to --tolerance: no warning
+    ignored = ["--max_steps", "300", "--completeness_tolerance", "0.1"]
+    assert warnings("--tolerance", "0", "--steps", "64", *ignored) == [
+        "--tolerance 0 (no refinement) ignores --max_steps and --completeness_tolerance."
+    ]
 
 
 def test_progress_lines_say_done_total_rate_and_eta():

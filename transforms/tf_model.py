@@ -20,6 +20,7 @@ import os
 import secrets
 import threading
 import weakref
+import zipfile
 from typing import Any, Literal
 
 import numpy as np
@@ -85,7 +86,15 @@ class ModelReference:
         Raises:
           ValueError: naming the missing file or folder and what `--model` accepts.
         """
-        if not self.is_local_path or os.path.exists(self.location):
+        if not self.is_local_path:
+            return
+        if os.path.exists(self.location):
+            if self.kind == "keras" and os.path.isfile(self.location):
+                if not zipfile.is_zipfile(self.location):
+                    raise ValueError(
+                        f"--model {self.reference!r} is not a .keras file: a .keras file is a "
+                        "zip archive (model.save('x.keras')), and this file is not one."
+                    )
             return
         if self.kind == "keras":
             raise ValueError(f"--model {self.reference!r}: no such .keras file.")
