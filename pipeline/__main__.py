@@ -1,7 +1,8 @@
 """`python -m pipeline [flags]` (or `ig-audit [flags]`): run the audit and print where the results are.
 
 Exit status: 0 when the run finished with rows; 1 when it failed while running or
-no input gave a row; 2 for bad configuration (one `error:` line, before any work).
+no input gave a row; 2 for bad configuration (one `error:` line, before any work);
+130 when interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
