@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> None:
         checkpoint = os.path.join(folder, "checkpoint.parquet")
         sink = os.path.join(folder, "sink.parquet")
         ckpt = _timed(
-            lambda: write_parquet_file(checkpoint, rows_to_table(rows, schema)), args.repeats
+            lambda: write_parquet_file(checkpoint, [rows_to_table(rows, schema)], schema, folder),
+            args.repeats,
         )
         ref = _timed(
             lambda: write_like_sink(

@@ -48,6 +48,9 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {first}"
 
 
+_INTERRUPTED = "interrupted; rerun with --resume to continue."
+
+
 def _interrupted(error: BaseException) -> bool:
     """A Ctrl-C while the runner ran: Beam re-raises it from its worker as another error."""
     seen = set()
@@ -95,12 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted; rerun with --resume to continue.", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"error: {str(e) or _INTERRUPTED}", file=sys.stderr)
         return 130
     except Exception as e:  # any failure while running: exit 1, said plainly
         if _interrupted(e):
-            print("error: interrupted; rerun with --resume to continue.", file=sys.stderr)
+            print(f"error: {_INTERRUPTED}", file=sys.stderr)
             return 130
         if verbose:
             _LOG.exception("The run failed.")

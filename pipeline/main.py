@@ -196,6 +196,13 @@ def _drop_empty_temp(output: str) -> None:
             pass
 
 
+def _tidy_finished(job: AuditJob) -> None:
+    """After a finished run: its checkpoints go (its rows are in results/), then
+    the empty temp folders."""
+    _drop_checkpoints(job)
+    _drop_empty_temp(job.output)
+
+
 def _drop_checkpoints(job: AuditJob) -> None:
     """Deletes a finished run's checkpoint files: its rows are in results/ now."""
     if job.lock is None:
@@ -406,7 +413,8 @@ def _check_not_inside_a_run(output: str) -> None:
     among that run's Parquet files (`pd.read_parquet` of them then fails)."""
     if output.startswith(_REMOTE_SCHEMES):
         return
-    for folder in Path(os.path.abspath(output)).parents:
+    path = Path(os.path.abspath(output))
+    for folder in (path, *path.parents):
         if folder.name in ("results", "errors") and (folder.parent / MANIFEST_FILE).is_file():
             raise ConfigError(
                 f"--output {output!r} lies inside {str(folder)!r}, the {folder.name} of the "
@@ -522,12 +530,11 @@ def _resolve_model(
     model: ModelReference,
     data: _Dataset,
     input_range: tuple[float, float] | None,
-    config: AttributionConfig,
     handoff: ModelHandoff | None,
 ) -> ModelSpec:
-    """Learns the model's signature (quietly importing TensorFlow) and checks --top_k
-    against it. With a `handoff` (a local job) the model is loaded and left there for
-    the worker; without, its signature is read without loading when known."""
+    """Learns the model's signature (quietly importing TensorFlow). With a `handoff`
+    (a local job) the model is loaded and left there for the worker; without, its
+    signature is read without loading when known."""
     num_classes = len(data.tfds_class_names) if data.tfds_class_names else None
     logs.import_tensorflow(audit.verbose)
     spec = resolve_model(
@@ -643,7 +650,7 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     _check_labels(config, data)
     # Only a DirectRunner's workers run in this process and can take the launcher's model.
     handoff = ModelHandoff() if "direct" in _runner_name(options) else None
-    spec = _resolve_model(audit, model, data, input_range, config, handoff)
+    spec = _resolve_model(audit, model, data, input_range, handoff)
     config = _fit_to_model(audit, config, spec)
     class_names = _class_names_for(audit, spec, data, names_file)
     job = AuditJob(
@@ -854,9 +861,29 @@ def launch(
       job that would have been submitted (`job.proto_pipeline`, `job.options`).
     """
     job, _, result = _start(argv, save_main_session)
-    if PipelineState.is_terminal(result.state):
-        _release(job)  # a local run has ended; a remote one keeps the folder
+    if PipelineState.is_terminal(result.state):  # a local run has ended
+        if result.state == PipelineState.DONE:
+            _tidy_finished(job)
+        _release(job)  # a remote one keeps the folder
     return job, result
+
+
+def _wait(job: AuditJob, options: PipelineOptions, result: PipelineResult):
+    """Waits for the runner. A Ctrl-C stops a local run; a remote job runs on, so
+    the message says to wait for it or cancel it before a --resume (which would
+    take over its folder)."""
+    try:
+        return result.wait_until_finish()
+    except KeyboardInterrupt:
+        if "direct" in _runner_name(options):
+            raise
+        job_id = getattr(result, "job_id", lambda: None)()
+        named = f" {job_id}" if job_id else ""
+        raise KeyboardInterrupt(
+            f"interrupted; the {_runner_name(options)} job{named} keeps running and "
+            f"writes its rows to {job.output} when it ends. Wait for it, or cancel it "
+            "before a --resume."
+        ) from None
 
 
 def _not_run_here(options: PipelineOptions, result: PipelineResult) -> str | None:
@@ -892,12 +919,11 @@ def run(
         _LOG.info("No results to read yet (%s); they go to %s.", reason, job.output)
         return None
     try:
-        state = result.wait_until_finish()
+        state = _wait(job, options, result)
         done = state is None or state == PipelineState.DONE
         if done:
             manifest = read_manifest(job.output)
-            _drop_checkpoints(job)
-            _drop_empty_temp(job.output)
+            _tidy_finished(job)
             _drop_empty_resume(job, manifest)
     finally:
         _release(job)

@@ -337,6 +337,24 @@ def test_the_reason_of_a_tensorflow_error_is_its_telling_line():
     assert reason.startswith("ValueError: Cannot reshape a tensor with 2 elements"), reason
     assert error_reason(ValueError("plain message\nmore")) == "plain message"
 
+    @tf.function
+    def fails(x):
+        raise ValueError("my own reason\nsecond detail line")
+
+    with pytest.raises(ValueError) as caught:
+        fails(tf.zeros([2]))
+    assert error_reason(caught.value) == "ValueError: my own reason"
+
+
+def test_a_keras_input_batch_size_is_a_hint_not_a_limit(image_folder, tmp_path):
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3), batch_size=1)
+    outputs = keras.layers.Dense(4)(keras.layers.Flatten()(inputs))
+    keras.Model(inputs, outputs).save(str(tmp_path / "hinted.keras"))
+    assert main(_flags(image_folder, str(tmp_path / "hinted.keras"), tmp_path / "out")) == 0
+    assert len(pd.read_parquet(tmp_path / "out" / "results")) == 4
+
 
 def _tiny_classifier(path, classes: int) -> str:
     import keras
@@ -396,12 +414,13 @@ def test_launch_refuses_what_would_fail_every_input(image_folder, linear_keras, 
     (earlier / "results").mkdir(parents=True)
     (earlier / "manifest.json").write_text("{}")
     nested = earlier / "results" / "o"
-    cases.append(
-        (
-            cli_args(dataset=loose, model=linear_keras, output=nested),
-            f"error: --output '{nested}' lies inside '{earlier / 'results'}', the results of",
+    for inside in (nested, earlier / "results"):
+        cases.append(
+            (
+                cli_args(dataset=loose, model=linear_keras, output=inside),
+                f"error: --output '{inside}' lies inside '{earlier / 'results'}', the results of",
+            )
         )
-    )
     for args, message in cases:
         assert main(args) == 2
         (line,) = _error_lines(capsys.readouterr().err)

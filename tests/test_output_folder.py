@@ -207,6 +207,37 @@ def test_a_resume_keeps_each_checkpointed_image_once(image_folder, linear_keras,
     assert not rows.duplicated(["image_id", "target_class"]).any()
 
 
+def test_a_checkpoint_that_cannot_be_written_is_a_warning_not_a_failure(tmp_path, caplog):
+    from benchmarks.storage import synthetic_rows
+    from transforms.attribution import ImageOutcome
+    from transforms.schema import results_schema
+    from transforms.sinks import _Checkpoint
+
+    blocked = tmp_path / "a_file"  # the checkpoint folder would have to be inside a file
+    blocked.write_text("x")
+    checkpoint = _Checkpoint(str(blocked), "run", results_schema("float32"), every=2)
+    checkpoint.start_bundle()
+    for row in synthetic_rows(3, SIZE, "full", "float32"):
+        checkpoint.process(ImageOutcome(row["image_id"], [row], []))
+    checkpoint.finish_bundle()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2  # a batch of 2 rows, then the bundle's last row
+    assert warnings[0].startswith("Could not write a checkpoint of 2 rows (")
+    assert "Not a directory" in warnings[0] and warnings[0].endswith("the run goes on.")
+
+
+def test_launch_of_a_finished_local_run_drops_its_checkpoints(image_folder, linear_keras, tmp_path):
+    from pipeline.main import launch
+
+    out = tmp_path / "out"
+    job, result = launch(
+        cli_args(dataset=image_folder["root"], model=linear_keras, output=out, steps=2),
+        save_main_session=False,
+    )
+    assert result.state == "DONE" and len(pd.read_parquet(out / "results")) == 4
+    assert not (out / ".tmp").exists()
+
+
 def test_a_stale_lock_of_a_dead_process_is_taken_over(image_folder, linear_keras, tmp_path):
     out = tmp_path / "out"
     out.mkdir()

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import uuid
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -32,6 +33,7 @@ __all__ = [
     "WriteManifest",
     "WriteResults",
     "checkpoint_folder",
+    "parquet_writer",
     "read_manifest",
     "salvage_checkpoints",
     "write_json",
@@ -125,13 +127,19 @@ class _ParquetSink(parquetio._ParquetSink):
 
     def open(self, temp_path):
         self._file_handle = filebasedsink.FileBasedSink.open(self, temp_path)
-        return pq.ParquetWriter(
-            self._file_handle,
-            self._schema,
-            compression=self._codec,
-            use_compliant_nested_type=False,
-            **writer_options(self._schema),
-        )
+        return parquet_writer(self._file_handle, self._schema)
+
+
+def parquet_writer(handle, schema: pa.Schema) -> pq.ParquetWriter:
+    """The one Parquet writer set-up of every results file (the sink's, checkpoints,
+    salvaged rows): zstd, Beam's nested type names, `writer_options`."""
+    return pq.ParquetWriter(
+        handle,
+        schema,
+        compression="zstd",
+        use_compliant_nested_type=False,
+        **writer_options(schema),
+    )
 
 
 def _row_bytes(row: dict[str, Any]) -> int:
@@ -209,21 +217,24 @@ class WriteErrors(beam.PTransform):
         )
 
 
-def write_parquet_file(path: str, table: pa.Table) -> None:
-    """`table` as one zstd Parquet file at `path` (local or gs://), whole or not at
-    all: written to a hidden file beside it, then renamed."""
-    folder, name = FileSystems.split(path)
-    partial = FileSystems.join(folder, f".{name}.{uuid.uuid4().hex}.partial")
-    with FileSystems.create(partial) as f:
-        pq.write_table(
-            table,
-            f,
-            compression="zstd",
-            use_compliant_nested_type=False,
-            row_group_size=ROWS_PER_GROUP,
-            **writer_options(table.schema),
-        )
-    FileSystems.rename([partial], [path])
+def write_parquet_file(path: str, tables: Iterable[pa.Table], schema: pa.Schema, temp: str) -> int:
+    """`tables` as one Parquet file at `path` (local or gs://), whole or not at all:
+    written to a file in the folder `temp`, then renamed; one table in memory at a
+    time. Nothing is written for no rows. Returns the rows written."""
+    partial = FileSystems.join(temp, f"{uuid.uuid4().hex}.partial")
+    rows = 0
+    with FileSystems.create(partial) as f, parquet_writer(f, schema) as writer:
+        for table in tables:
+            writer.write_table(table, row_group_size=ROWS_PER_GROUP)
+            rows += table.num_rows
+    if rows:
+        folder = FileSystems.split(path)[0]
+        if not FileSystems.exists(folder):  # results/ of a run killed before it finalized
+            FileSystems.mkdirs(folder)
+        FileSystems.rename([partial], [path])
+    else:
+        FileSystems.delete([partial])
+    return rows
 
 
 def checkpoint_folder(output: str, run_id: str | None = None) -> str:
@@ -246,9 +257,8 @@ class _Checkpoint(beam.DoFn):
         self._rows, self._images = [], 0
 
     def process(self, outcome):
-        if outcome.rows:  # an image's rows, all of them; failed images are redone anyway
-            self._rows.extend(outcome.rows)
-            self._images += 1
+        self._rows.extend(outcome.rows)  # an image's rows, all of them (failed: none)
+        self._images += 1
         if self._images >= self._every:
             self._write()
 
@@ -256,10 +266,17 @@ class _Checkpoint(beam.DoFn):
         self._write()
 
     def _write(self):
-        if self._rows:
-            table = rows_to_table(self._rows, self._schema)
-            write_parquet_file(FileSystems.join(self._folder, f"{uuid.uuid4().hex}.parquet"), table)
-        self._rows, self._images = [], 0
+        rows, self._rows, self._images = self._rows, [], 0
+        if not rows:
+            return
+        path = FileSystems.join(self._folder, f"{uuid.uuid4().hex}.parquet")
+        table = rows_to_table(rows, self._schema)  # a row the schema refuses is a bug: raised
+        try:
+            write_parquet_file(path, [table], self._schema, self._folder)
+        except Exception as e:  # noqa: BLE001 - a checkpoint is a cache: the run goes on
+            _LOG.warning(
+                "Could not write a checkpoint of %d rows (%s); the run goes on.", len(rows), e
+            )
 
 
 class WriteCheckpoints(beam.PTransform):
@@ -280,12 +297,20 @@ def salvage_checkpoints(
     finalized) as one results file at `path`, each image's rows once; returns their ids.
 
     Called by a --resume with the folder's lock held, before the temp folder is
-    cleared. An unreadable checkpoint file is skipped (its images are redone).
+    cleared; one checkpoint file in memory at a time. An unreadable checkpoint
+    file is skipped (its images are redone).
     """
+    seen = set(done)
+    write_parquet_file(
+        path, _new_rows(output, seen, schema), schema, FileSystems.join(output, TEMP_DIR)
+    )
+    return seen - set(done)
+
+
+def _new_rows(output: str, seen: set[str], schema: pa.Schema) -> Iterator[pa.Table]:
+    """Each checkpoint file's rows of images not in `seen`, which it then adds."""
     pattern = FileSystems.join(checkpoint_folder(output), "*", "*.parquet")
-    files = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
-    seen, kept = set(done), []
-    for file in files:
+    for file in sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list):
         try:
             with FileSystems.open(file) as f:
                 table = pq.read_table(f, schema=schema)
@@ -294,12 +319,9 @@ def salvage_checkpoints(
             continue
         ids = table.column("image_id").to_pylist()
         new = [i for i, image_id in enumerate(ids) if image_id not in seen]
-        if new:
-            kept.append(table.take(pa.array(new, pa.int64())))
         seen.update(ids)
-    if kept:
-        write_parquet_file(path, pa.concat_tables(kept))
-    return seen - set(done)
+        if new:
+            yield table.take(pa.array(new, pa.int64()))
 
 
 def write_json(path: str, payload: dict[str, Any]) -> None:

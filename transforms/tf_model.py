@@ -336,7 +336,8 @@ def _callable(obj: Any) -> tuple[Any, tuple | None]:
     import keras  # noqa: PLC0415
 
     if isinstance(obj, keras.Model):
-        shape = tuple(obj.inputs[0].shape) if obj.inputs else None
+        # A Keras Input's batch size is a hint: the model runs on any batch.
+        shape = (None, *obj.inputs[0].shape[1:]) if obj.inputs else None
 
         def call(x):
             return obj(x, training=False)
@@ -415,8 +416,7 @@ def _num_outputs(reference: str, call, image_size: int) -> int:
     except Exception as e:
         raise ValueError(
             f"--model {reference!r} fails on a batch of 2 images [2, {image_size}, "
-            f"{image_size}, 3]: {error_reason(e)} (the job calls it on batches: its batch "
-            "dimension must be open, None)"
+            f"{image_size}, 3]: {error_reason(e)}"
         ) from e
     _check_scores(reference, scores)
     if tape.gradient(scores, images) is None:  # of their sum
