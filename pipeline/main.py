@@ -38,6 +38,7 @@ from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from pipeline import logs, output_lock
 from pipeline.options import (
+    DEFAULT_SPLIT,
     AuditOptions,
     ConfigError,
     attribution_config,
@@ -549,7 +550,9 @@ def _resolve_model(
     return spec
 
 
-def _fit_to_model(audit: AuditOptions, config: AttributionConfig, spec: ModelSpec):
+def _fit_to_model(
+    audit: AuditOptions, config: AttributionConfig, spec: ModelSpec
+) -> AttributionConfig:
     """--top_k and --score checked against the model's classes; --top_k's default
     shrinks to a model with fewer classes."""
     if config.top_k > spec.num_classes:
@@ -581,7 +584,7 @@ def _source(audit: AuditOptions) -> sources.DataSource:
             "as images. Choose another folder (a sub-folder of it, such as "
             f"{audit.output.rstrip('/')}/audit, is left out of the inputs)."
         )
-    if not isinstance(source, sources.TfdsSource) and audit.split != "test":
+    if not isinstance(source, sources.TfdsSource) and audit.split != DEFAULT_SPLIT:
         _LOG.warning("--split %r applies to TFDS datasets only; it is ignored here.", audit.split)
     return source
 

@@ -50,6 +50,8 @@ _NEGATIVE_VALUE = re.compile(r"^-[\d.]")
 _PORTABLE_RUNNERS = ("portablerunner", "flinkrunner", "sparkrunner", "prismrunner")
 
 
+#: --split when not given (TFDS datasets only).
+DEFAULT_SPLIT = "test"
 #: Bound on --input_range: pixels, paths and gradients stay finite in float32.
 _MAX_INPUT = 1e6
 
@@ -104,7 +106,7 @@ def _data_flags(add: Callable[..., Any]) -> None:
         default=SAMPLE,
         help="TFDS name (imagenet_a), an image folder (local or gs://), or 'sample'.",
     )
-    add("--split", default="test", help="TFDS split spec, e.g. 'test' or 'test[:2%%]'.")
+    add("--split", default=DEFAULT_SPLIT, help="TFDS split spec, e.g. 'test' or 'test[:2%%]'.")
     add("--data_dir", default=None, help="TFDS data folder (default: TFDS's own).")
     add(
         "--no_download",
