@@ -208,10 +208,7 @@ def _drop_checkpoints(job: AuditJob) -> None:
     """Deletes a finished run's checkpoint files: its rows are in results/ now."""
     if job.lock is None:
         return
-    pattern = FileSystems.join(checkpoint_folder(job.output, job.lock.run_id), "*")
-    files = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
-    if files:
-        FileSystems.delete(files)
+    _delete_matching(FileSystems.join(checkpoint_folder(job.output, job.lock.run_id), "*"))
 
 
 def _drop_empty_resume(job: AuditJob, manifest: dict[str, Any]) -> None:
@@ -219,10 +216,14 @@ def _drop_empty_resume(job: AuditJob, manifest: dict[str, Any]) -> None:
     Parquet files beside the earlier run's rows, whose files give the schema."""
     if not job.done_before or manifest["counts"]["rows"]:
         return
-    pattern = FileSystems.join(job.output, "results", f"{job.results_prefix}-*")
-    empty = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
-    if empty:
-        FileSystems.delete(empty)
+    _delete_matching(FileSystems.join(job.output, "results", f"{job.results_prefix}-*"))
+
+
+def _delete_matching(pattern: str) -> None:
+    """Deletes the files `pattern` matches (local or gs://), if any."""
+    files = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+    if files:
+        FileSystems.delete(files)
 
 
 def _clear_temp(output: str) -> None:
@@ -336,9 +337,7 @@ def _resume_state(job: AuditJob) -> tuple[frozenset[str], str]:
         _LOG.info("Kept the rows of %d images the earlier run had finished.", len(salvaged))
     _clear_temp(output)
     # Errors of the earlier run are retried, so their records are replaced.
-    stale = FileSystems.match([FileSystems.join(output, "errors", "*")])[0].metadata_list
-    if stale:
-        FileSystems.delete([m.path for m in stale])
+    _delete_matching(FileSystems.join(output, "errors", "*"))
     return frozenset(done | salvaged), f"part-resume{stamp}"
 
 
