@@ -34,8 +34,10 @@ def test_class_names_file_formats(tmp_path, text):
     [
         ("cat\n\ndog\n", "class 1 has an empty name"),
         ("cat\ndog\ncat\n", "classes 0 and 2 are both named 'cat'"),
-        ('{"0": "cat", "2": "dog"}', "keys must be 0 to 1"),
-        ('{"a": "cat"}', "keys must be indices"),
+        ('{"0": "cat", "2": "dog"}', "key '2' is out of range; use keys 0 to 1, each once"),
+        ('{"-1": "cat", "0": "dog"}', "key '-1' is out of range; use keys 0 to 1"),
+        ('{"0": "cat", "00": "dog"}', "key '00' repeats an index; use keys 0 to 1"),
+        ('{"a": "cat"}', "key 'a' is not a class index; use keys 0 to 0"),
         ('["cat", 3]', "JSON must be a list of names"),
         ('["cat",', "is not valid JSON"),
         ("", "holds no names"),

@@ -61,18 +61,30 @@ def imagenet_class_names() -> tuple[str, ...]:
     return tuple(names)
 
 
+def _indexed_names(value: dict, path: str) -> list[Any]:
+    """The values of an {index: name} object in index order; its keys must be 0 to n-1."""
+    indexed: dict[int, Any] = {}
+    for key, name in value.items():
+        try:
+            index = int(key)
+        except ValueError:
+            raise ValueError(
+                f"--class_names {path!r}: JSON object key {key!r} is not a class index; "
+                f"use keys 0 to {len(value) - 1}."
+            ) from None
+        if index in indexed or not 0 <= index < len(value):
+            raise ValueError(
+                f"--class_names {path!r}: JSON object key {key!r} "
+                + ("repeats an index" if index in indexed else "is out of range")
+                + f"; use keys 0 to {len(value) - 1}, each once."
+            )
+        indexed[index] = name
+    return [indexed[i] for i in range(len(value))]
+
+
 def _names_from_json(value: Any, path: str) -> list[str]:
     if isinstance(value, dict):
-        try:
-            indexed = {int(k): v for k, v in value.items()}
-        except ValueError as e:
-            raise ValueError(f"--class_names {path!r}: JSON object keys must be indices.") from e
-        if sorted(indexed) != list(range(len(indexed))):
-            raise ValueError(
-                f"--class_names {path!r}: the JSON object's keys must be 0 to {len(indexed) - 1}, "
-                "each once."
-            )
-        value = [indexed[i] for i in range(len(indexed))]
+        value = _indexed_names(value, path)
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError(
             f"--class_names {path!r}: JSON must be a list of names or an {{index: name}} object."
