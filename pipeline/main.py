@@ -47,7 +47,7 @@ from pipeline.options import (
     parse_input_range,
 )
 from pipeline.progress import ReportProgress, heartbeat
-from transforms import labels, sources
+from transforms import datasource, labels, sources
 from transforms.attribution import ERRORS_TAG, IGModelHandler, ImageOutcome, Preprocess
 from transforms.config import AttributionConfig
 from transforms.manifest import MANIFEST_FILE
@@ -127,6 +127,7 @@ class AuditJob:
             "versions": versions,
             "start_time": self.start_time,
             "command": sys.argv,
+            "image_id_scheme": datasource.IMAGE_ID_SCHEME,
             "rows_per_image": (
                 min(self.config.top_k, self.spec.num_classes)
                 if self.config.target == "top_k"
@@ -303,6 +304,35 @@ def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> list[str]:
     return list(differing.values())
 
 
+def _done_ids(output: str) -> set[str]:
+    files = FileSystems.match([FileSystems.join(output, "results", "*.parquet")])[0].metadata_list
+    done = set()
+    for meta in files:
+        with FileSystems.open(meta.path) as f:
+            done.update(pq.read_table(f, columns=["image_id"]).column(0).to_pylist())
+    return done
+
+
+def _check_id_scheme(previous: dict[str, Any], done: set[str], output: str) -> None:
+    """Refuses a --resume whose earlier run may have named a done file otherwise.
+
+    Only ids holding a backslash changed between schemes (1: unescaped), so an
+    earlier run without one resumes; with one, its file would be redone under a
+    new id and have two rows.
+    """
+    scheme = previous.get("image_id_scheme", 1)
+    if scheme == datasource.IMAGE_ID_SCHEME:
+        return
+    changed = sorted(i for i in done if "\\" in i)
+    if changed or scheme > datasource.IMAGE_ID_SCHEME:
+        example = f" (e.g. {changed[0]!r})" if changed else ""
+        raise ConfigError(
+            f"--resume: the earlier run in {output!r} named files by another scheme "
+            f"(image_id_scheme {scheme}, this version {datasource.IMAGE_ID_SCHEME}){example}; "
+            "resuming would give some files two rows. Start over with --overwrite."
+        )
+
+
 def _resume_state(job: AuditJob) -> tuple[frozenset[str], str]:
     """Image ids with rows in an earlier run of the same configuration, and a new file prefix.
 
@@ -315,7 +345,8 @@ def _resume_state(job: AuditJob) -> tuple[frozenset[str], str]:
         previous = read_manifest(output)
     except Exception as e:  # missing or unreadable: nothing to resume
         raise ConfigError(
-            f"--resume: no earlier run in --output {output!r} (no manifest.json: {e})."
+            f"--resume: no earlier run in --output {output!r} (no manifest.json: {e}); "
+            "run without --resume to start one."
         ) from e
     mismatches = _resume_mismatches(previous, job)
     if mismatches:
@@ -323,11 +354,8 @@ def _resume_state(job: AuditJob) -> tuple[frozenset[str], str]:
             f"--resume: the earlier run in {output!r} differs in {'; '.join(mismatches)}. "
             "Resume with the same flags, or start over with --overwrite."
         )
-    files = FileSystems.match([FileSystems.join(output, "results", "*.parquet")])[0].metadata_list
-    done = set()
-    for meta in files:
-        with FileSystems.open(meta.path) as f:
-            done.update(pq.read_table(f, columns=["image_id"]).column(0).to_pylist())
+    done = _done_ids(output)
+    _check_id_scheme(previous, done, output)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")
     # A killed run's checkpointed rows join results/ before its temp files go.
     schema = results_schema(job.config.attribution_dtype)

@@ -258,7 +258,7 @@ def test_resume_after_a_run_that_died(died_run, image_folder, tmp_path):
     "first, second, message",
     [
         ([], ["--steps", "3"], r"differs in --steps \(earlier run: 2, this run: 3\)"),
-        (None, [], "no earlier run in --output"),
+        (None, [], "no earlier run in --output.*run without --resume to start one"),
         ([], ["--overwrite"], "--resume continues an earlier run and --overwrite replaces it"),
     ],
 )
@@ -415,3 +415,34 @@ def test_an_unexpected_decoding_failure_is_that_inputs_error_record():
     assert error.value["error"].startswith("ValueError: could not convert")
     (example,) = step.process(good)  # the same DoFn goes on with the next input
     assert example.image.shape == (SIZE, SIZE, 3)
+
+
+def _as_older_version(output) -> None:
+    """The manifest a version before image id scheme 2 wrote (no such key)."""
+    import json
+
+    path = output / "manifest.json"
+    manifest = json.loads(path.read_text())
+    del manifest["image_id_scheme"]
+    path.write_text(json.dumps(manifest))
+
+
+def test_resume_refuses_an_older_runs_ids_that_changed(linear_keras, tmp_path):
+    rng = np.random.default_rng(6)
+    root = tmp_path / "names"
+    for name in ("plain.png", "a\\b.png"):
+        write_image(root / name, rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
+    flags = cli_args(
+        dataset=root, model=linear_keras, output=tmp_path / "out", steps=2, attributions="none"
+    )
+    run(flags, save_main_session=False)
+    _as_older_version(tmp_path / "out")
+    # Scheme 1 named a\b.png "a\b.png"; now "a\\b.png": it would be redone.
+    with pytest.raises(ValueError, match=r"another scheme \(image_id_scheme 1, this version 2\)"):
+        run([*flags, "--resume"], save_main_session=False)
+    # Without a backslash in any id, both schemes agree: an older run resumes.
+    (root / "a\\b.png").unlink()
+    run([*flags, "--overwrite"], save_main_session=False)
+    _as_older_version(tmp_path / "out")
+    manifest = run([*flags, "--resume"], save_main_session=False)
+    assert manifest["counts"]["skipped_done_before"] == 1 and manifest["image_id_scheme"] == 2

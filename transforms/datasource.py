@@ -46,6 +46,11 @@ SAMPLE = "sample"
 REMOTE_FOLDER_SCHEMES: tuple[str, ...] = ("gs://",)
 
 
+# Bumped when `image_id_of` names a file differently: 2 escapes backslashes. A
+# --resume of a run made under another scheme could redo a file under a new id.
+IMAGE_ID_SCHEME = 2
+
+
 def image_id_of(name: str) -> str:
     """`name` as valid UTF-8 text, one text per name: where a name is not UTF-8 or
     holds a backslash, each backslash becomes `\\\\` and each undecodable byte `\\xNN`.
