@@ -1,0 +1,95 @@
+"""The public IG entry point on analytic functions: completeness, path
+batching, several baselines, non-finite rows, settings."""
+
+import numpy as np
+import pytest
+
+from tests.ig_cases import (
+    SHAPE,
+    WEIGHTS,
+    calls,
+    integrate,
+    run,
+    score_grad_fn,
+    uniform,
+)
+from transforms import ig
+
+
+def test_completeness_delta_and_relative():
+    delta, rel = ig.completeness(
+        np.array([1.1, 2.0, 0.0, 1.0]), [2.0, 3.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]
+    )
+    np.testing.assert_allclose(delta, [0.1, 0.0, 0.0, 1.0])
+    np.testing.assert_allclose(rel[:3], [0.1, 0.0, 0.0])
+    assert np.isinf(rel[3])
+
+
+@pytest.mark.parametrize("method", ig.METHODS)
+def test_results_do_not_depend_on_path_batch_size(method):
+    x = uniform(3, seed=2)
+    base = np.stack([np.zeros_like(x), np.full_like(x, 0.5)], axis=1)
+    outs = [
+        integrate(score_grad_fn, x, base, [0, 1, 2, 2], [0, 1, 2, 1], method, 5, path_batch_size=b)
+        for b in (1, 7, 1000)
+    ]
+    for other in outs[1:]:
+        np.testing.assert_allclose(outs[0].attributions, other.attributions, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(outs[0].error, other.error, rtol=1e-5, atol=1e-9)
+
+
+def test_chunks_bound_the_points_per_call():
+    calls.clear()
+    run("riemann_trapezoid", 20, [1, 2, 2], path_batch_size=8)
+    assert max(calls) == 8 and sum(calls) == 60
+    assert len(calls) == 8 and min(calls) == 7  # evenly sized: no small, slow last call
+
+
+def test_several_baselines_are_averaged():
+    x = uniform(1, seed=3)
+    base = np.stack([np.zeros_like(x), np.ones_like(x)], axis=1)
+    result = integrate(score_grad_fn, x, base, [0], [0], "gausslegendre", 2, path_batch_size=4)
+    expected = ((x - 0) * WEIGHTS + (x - 1) * WEIGHTS) / 2
+    np.testing.assert_allclose(result.attributions, expected, rtol=1e-5, atol=1e-6)
+    assert result.evaluations.tolist() == [4]
+
+
+def test_non_finite_gradients_are_flagged_per_row():
+    def nan_fn(inputs, baselines, alphas, targets):
+        scores, grads = score_grad_fn(inputs, baselines, alphas, targets)
+        grads[targets == 1] = np.nan
+        return scores, grads
+
+    x = uniform(2, seed=4)
+    base = np.zeros((2, 1, *SHAPE), np.float32)
+    result = integrate(nan_fn, x, base, [0, 1], [0, 1], "riemann_middle", 3, path_batch_size=4)
+    assert result.finite.tolist() == [True, False]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"tolerance": -1.0}, "tolerance must be >= 0"),
+        ({"max_steps": 4}, "max_steps \\(4\\)"),
+        ({"path_batch_size": 0}, "path_batch_size must be >= 1"),
+        ({"memory_budget": -1}, "memory_budget must be >= 0"),
+    ],
+)
+def test_bad_settings_name_the_value(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ig.IGSettings("riemann_trapezoid", 8, **kwargs)
+
+
+def test_a_tolerance_without_the_exact_scores_is_refused():
+    x = uniform(1, seed=5)
+    with pytest.raises(ValueError, match="tolerance > 0 needs target_scores"):
+        integrate(
+            score_grad_fn,
+            x,
+            np.zeros((1, 1, *SHAPE), np.float32),
+            [0],
+            [0],
+            "riemann_trapezoid",
+            5,
+            tolerance=0.01,
+        )
