@@ -450,6 +450,31 @@ def _check_not_inside_a_run(output: str) -> None:
             )
 
 
+def _check_credentials(output: str) -> None:
+    """Refuses a gs:// --output without Google Cloud credentials before any call to it.
+
+    Without them Beam connects anonymously, which can never write, and where
+    Google Cloud cannot be reached it retries for minutes before failing.
+    """
+    if not output.startswith(_REMOTE_SCHEMES):
+        return
+    try:
+        import google.auth  # noqa: PLC0415  (with apache-beam[gcp], which gs:// needs)
+        from google.auth import exceptions  # noqa: PLC0415
+    except ImportError as e:
+        raise ConfigError(
+            f"--output {output!r} needs Beam's Google Cloud support: pip install 'apache-beam[gcp]'."
+        ) from e
+    try:
+        google.auth.default()
+    except exceptions.DefaultCredentialsError as e:
+        raise ConfigError(
+            f"--output {output!r} needs Google Cloud credentials to write, and none were "
+            "found; run `gcloud auth application-default login`, or set "
+            "GOOGLE_APPLICATION_CREDENTIALS to a service account key file."
+        ) from e
+
+
 def _check_output_free(audit: AuditOptions) -> None:
     """Refuses an --output in use or holding a run before anything slow (no model load)."""
     if audit.resume and audit.overwrite:
@@ -462,6 +487,7 @@ def _check_output_free(audit: AuditOptions) -> None:
             "file sinks read as a pattern when they move their files into place; "
             "choose a folder name without them."
         )
+    _check_credentials(audit.output)
     _check_not_inside_a_run(audit.output)
     output_lock.check_free(audit.output)  # a live run holds it, whatever the flags
     if audit.resume or audit.overwrite:

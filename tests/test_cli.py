@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline import main as pipeline_main
 from pipeline.__main__ import main
 from pipeline.main import prepare
 from pipeline.options import AuditOptions
@@ -108,6 +109,39 @@ def test_missing_and_empty_dataset_folders_exit_2(linear_keras, tmp_path, capsys
         assert code == 2 and "Traceback" not in err
         assert len(_error_lines(err)) == 1 and message in _error_lines(err)[0]
         assert str(folder) in _error_lines(err)[0]
+
+
+@pytest.fixture
+def no_gcloud_login(tmp_path, monkeypatch):
+    """No Google Cloud credentials on this machine, whatever the developer's own are."""
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))  # no gcloud login
+    monkeypatch.setenv("NO_GCE_CHECK", "True")  # google.auth: not a Google Cloud VM
+
+
+def test_a_gcs_output_without_credentials_exits_2_before_any_call_to_it(
+    image_folder, linear_keras, no_gcloud_login, tmp_path, capsys, monkeypatch
+):
+    # Beam would connect anonymously, and offline retry for minutes.
+    code = main(cli_args(dataset=image_folder["root"], model=linear_keras, output="gs://b/audit"))
+    err = _error_lines(capsys.readouterr().err)
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("error: --output 'gs://b/audit' needs Google Cloud credentials")
+    assert "gcloud auth application-default login" in err[0]
+    # With credentials (an authorized user's, read without a call), the check passes.
+    key = tmp_path / "adc.json"
+    key.write_text(
+        json.dumps(
+            {
+                "type": "authorized_user",
+                "client_id": "c",
+                "client_secret": "s",
+                "refresh_token": "r",
+            }
+        )
+    )
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
+    pipeline_main._check_credentials("gs://b/audit")
 
 
 def test_help_lists_every_project_flag_with_defaults():
