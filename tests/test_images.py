@@ -44,6 +44,17 @@ def test_decodes_common_modes_to_rgb(img, fmt, expected):
     np.testing.assert_allclose(out[0, 0], expected, atol=2)
 
 
+@pytest.mark.parametrize("side, hint, decoded", [(6, None, 6), (64, 8, 16)])  # 64: shrunk first
+def test_a_16_bit_image_is_scaled_by_its_depth_not_its_content(side, hint, decoded):
+    # Dark 16-bit greys: 200 and 300 of 65535 are both about 1 of 255 (200 read as
+    # 8-bit used to give 200 of 255, while 300 gave 1).
+    for level in (200, 300, 51400):
+        img = Image.fromarray(np.full((side, side), level, np.uint16))
+        out = images.decode_image(_encode(img, "PNG"), max_side_hint=hint)
+        assert img.mode == "I;16" and out.shape == (decoded, decoded, 3)
+        np.testing.assert_array_equal(out, round(level / 257))
+
+
 def test_cmyk_jpeg_decodes_to_rgb():
     out = images.decode_image(_encode(Image.new("CMYK", (8, 8), (0, 255, 255, 0)), "JPEG"))
     assert out.shape == (8, 8, 3)

@@ -101,8 +101,13 @@ def _shrink(img: Image.Image, max_side_hint: int | None) -> Image.Image:
     return img.reduce(factor)
 
 
-def _to_array(img: Image.Image) -> np.ndarray:
-    """A decoded image in a mode `to_rgb_uint8` reads, as an array."""
+def _to_array(img: Image.Image, sixteen_bit: bool) -> np.ndarray:
+    """A decoded image in a mode `to_rgb_uint8` reads, as an array.
+
+    `sixteen_bit`: the file's mode was 16-bit (`I;16*`), so its values are in
+    [0, 65535] however dark the image is. A 32-bit integer image (mode `I`)
+    declares no range: values above 255 are read as 16-bit, else as 8-bit.
+    """
     if img.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
         img = img.convert("RGB")
     elif img.mode == "P" or img.mode == "PA":
@@ -111,7 +116,8 @@ def _to_array(img: Image.Image) -> np.ndarray:
         img = img.convert("L")
     array = np.asarray(img)
     if img.mode in ("I", *_WIDE_INT_MODES):
-        array = array.astype(np.uint16 if array.max(initial=0) > 255 else np.uint8)
+        wide = sixteen_bit or array.max(initial=0) > 255
+        array = np.clip(array, 0, 65535 if wide else 255).astype(np.uint16 if wide else np.uint8)
     elif img.mode == "F":
         peak = float(np.nanmax(array)) if array.size else 0.0
         array = array / (255.0 if peak > 1.0 else 1.0)
@@ -146,7 +152,7 @@ def decode_image(
         with _open_bounded(data, max_side_hint, max_pixels) as img:
             img.load()
             ImageOps.exif_transpose(img, in_place=True)  # no copy of a large image
-            array = _to_array(_shrink(img, max_side_hint))
+            array = _to_array(_shrink(img, max_side_hint), img.mode in _WIDE_INT_MODES)
     except UnidentifiedImageError as e:
         raise ImageError(f"not an image Pillow can read ({len(data)} bytes)") from e
     except (OSError, SyntaxError, ValueError) as e:
