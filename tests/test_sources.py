@@ -199,6 +199,22 @@ def test_tfds_dataset_end_to_end_with_subsplit(tiny_imagenet_a, linear_keras, tm
     assert manifest["dataset"] == "imagenet_a" and manifest["split"] == "test[:50%]"
 
 
+def test_a_tfds_builder_config_is_read_by_its_name(linear_keras, tmp_path):
+    import tensorflow_datasets as tfds
+
+    import tests.tfds_builders  # noqa: F401  (registers tiny_shades)
+
+    data_dir = str(tmp_path / "tfds")
+    tfds.builder("tiny_shades/light", data_dir=data_dir).download_and_prepare()
+    args = cli_args(dataset="tiny_shades/light", data_dir=data_dir, model=linear_keras)
+    args += cli_args(output=tmp_path / "out", steps=2, target="label", attributions="none")
+    manifest = run(args, save_main_session=False)
+    results = pd.read_parquet(tmp_path / "out" / "results")
+    assert manifest["dataset"] == "tiny_shades/light" and manifest["counts"]["rows"] == 3
+    assert results.image_id.str.startswith("tiny_shades/light/").all()
+    assert sorted(results.label) == [0, 0, 1] and (results.target_class == results.label).all()
+
+
 @pytest.mark.parametrize(
     "stored, shows",
     [
@@ -372,6 +388,11 @@ def test_each_dataset_spelling_is_one_kind(tmp_path, monkeypatch):
         "notes.txt": sources.FolderSource(str(tmp_path / "notes.txt")),  # refused at launch
         "/no/such/folder": sources.FolderSource("/no/such/folder"),  # refused at launch
         "cifar10": sources.TfdsSource("cifar10", "test[:2%]", "/data/tfds"),
+        # A builder config: a TFDS name, though it holds a separator.
+        "cifar10_corrupted/brightness_1": sources.TfdsSource(
+            "cifar10_corrupted/brightness_1", "test[:2%]", "/data/tfds"
+        ),
+        "photos/": sources.FolderSource(str(tmp_path / "photos")),  # no TFDS name: a path
     }
     got = {
         spelling: sources.source_for(spelling, "test[:2%]", "/data/tfds") for spelling in expected
@@ -379,6 +400,7 @@ def test_each_dataset_spelling_is_one_kind(tmp_path, monkeypatch):
     assert got == expected
     assert [s.remote for s in got.values() if isinstance(s, sources.FolderSource)] == [
         True,
+        False,
         False,
         False,
         False,

@@ -233,17 +233,22 @@ def source_for(dataset: str, split: str, data_dir: str | None = None) -> DataSou
       data_dir: --data_dir, the TFDS data folder.
 
     Returns:
-      `SampleSource`; a `FolderSource` for gs://, an existing local folder (made
+      `SampleSource`; a `FolderSource` for gs://, an existing local path (made
       absolute, so the manifest finds it from anywhere) or anything else that is
-      a path (holds a separator or exists); else a `TfdsSource` (not resolved yet).
+      a path (holds a separator and is no TFDS name); else a `TfdsSource` (not
+      resolved yet), builder configs included (`cifar10_corrupted/brightness_1`).
     """
     if dataset == SAMPLE:
         return SampleSource()
     if dataset.startswith(REMOTE_FOLDER_SCHEMES):
         return FolderSource(dataset)
-    if os.path.isdir(dataset) or os.path.sep in dataset or os.path.exists(dataset):
+    if os.path.exists(dataset) or (os.path.sep in dataset and not _TFDS_NAME.match(dataset)):
         return FolderSource(os.path.abspath(dataset))
     return TfdsSource(dataset, split, data_dir)
+
+
+# A TFDS name, `name[/config][:version]`, as TFDS spells them (snake_case names).
+_TFDS_NAME = re.compile(r"[a-z][a-z0-9_]*(/[a-zA-Z0-9_.\-]+)?(:[0-9]+\.[0-9*]+\.[0-9*]+)?\Z")
 
 
 def source_of_manifest(manifest: Mapping[str, Any]) -> DataSource:

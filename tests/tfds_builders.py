@@ -1,0 +1,32 @@
+"""Real TFDS builders for the tests, prepared offline from arrays.
+
+At module level, so that Beam pickles a reader of them by reference (a builder
+class pickled by value registers its name twice and fails).
+"""
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from tests.conftest import SIZE
+
+
+class TinyShades(tfds.core.GeneratorBasedBuilder):
+    """Three flat grey images, labelled a or b, in two configs: dark and light."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=n) for n in ("dark", "light")]
+
+    def _info(self):
+        features = {
+            "image": tfds.features.Image(shape=(SIZE, SIZE, 3)),
+            "label": tfds.features.ClassLabel(names=["a", "b"]),
+        }
+        return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(features))
+
+    def _split_generators(self, dl_manager):
+        return {"test": self._generate_examples()}
+
+    def _generate_examples(self):
+        level = 40 if self.builder_config.name == "dark" else 220
+        for i in range(3):
+            yield i, {"image": np.full((SIZE, SIZE, 3), level + i, np.uint8), "label": i % 2}
