@@ -104,7 +104,8 @@ def _data_flags(add: Callable[..., Any]) -> None:
     add(
         "--dataset",
         default=SAMPLE,
-        help="TFDS name (imagenet_a), an image folder (local or gs://), or 'sample'.",
+        help="TFDS name (imagenet_a; with a config: cifar10_corrupted/brightness_1), an image "
+        "folder (local or gs://), or 'sample'.",
     )
     add("--split", default=DEFAULT_SPLIT, help="TFDS split spec, e.g. 'test' or 'test[:2%%]'.")
     add("--data_dir", default=None, help="TFDS data folder (default: TFDS's own).")
@@ -457,7 +458,7 @@ def help_text(prog: str = "python -m pipeline") -> str:
         "--direct_num_workers,\n--direct_running_mode, --project, --region, --temp_location, "
         "--setup_file, --sdk_container_image.\nUnknown or misspelt flags are refused before "
         "any work. Exit status: 0 done, 1 failed while\nrunning (or no input gave a row), "
-        "2 bad configuration.\n\nExample: "
+        "2 bad configuration,\n130 interrupted (Ctrl-C; --resume continues).\n\nExample: "
         f"{prog} --dataset sample --model efficientnet_lite0 --output ./output/sample",
     )
     AuditOptions._add_argparse_args(parser)  # the project's flags

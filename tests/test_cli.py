@@ -162,6 +162,7 @@ def test_help_lists_every_project_flag_with_defaults():
     ):
         assert default in text
     assert "Beam's own flags pass through" in done.stdout and "--runner" in done.stdout
+    assert "2 bad configuration, 130 interrupted" in text
     assert not done.stderr.strip()  # no TensorFlow banner for --help
 
 
