@@ -4,11 +4,14 @@ Two runs writing one folder mix or delete each other's files: a `--resume`
 started beside a live run wrote every row twice, an `--overwrite` deleted the
 live run's results. A run holds the folder from its launch to its end with a
 lock file naming it (run id, host, pid, start time); another run refuses to
-start while it is there. A lock left by a run that died (same host, pid no
-longer running) is stale and taken over; on another host the pid cannot be
-checked, and the message says how to remove the lock by hand.
+start while it is there. A lock left by a run that died (same host, and its
+pid no longer running, or running a process started after the lock was
+written: the pid was reused) is stale and taken over; on another host the pid
+cannot be checked, and the message says how to remove the lock by hand.
 
-Local folders get an atomic lock (`os.link` fails if the lock exists). On
+Local folders get an atomic lock (`os.link` fails if the lock exists), and a
+stale lock is taken over under an exclusive `flock` of the folder, checked
+again there: two launchers that both found it stale cannot both take it. On
 gs:// the check and the write are two calls, so two launches in the same
 second may both pass: the lock there guards against the common mistake, not
 a race.
@@ -16,6 +19,7 @@ a race.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -79,6 +83,35 @@ def pid_running(pid: int) -> bool:
     return state not in (b"Z", b"X")
 
 
+# A process started this long after a lock was written is not its writer: the
+# lock's pid was reused. The margin covers clock steps and /proc's whole seconds.
+_PID_REUSE_MARGIN_S = 10.0
+
+
+def _process_start(pid: int) -> float | None:
+    """When process `pid` started (seconds since the epoch), where /proc says."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            ticks = int(f.read().rsplit(b")", 1)[1].split()[19])
+        with open("/proc/stat", "rb") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None  # no /proc (macOS): the pid check alone
+
+
+def _holder_is_gone(held: RunLock) -> bool:
+    """Whether the run that wrote `held`, on this host, no longer runs."""
+    if not pid_running(held.pid):
+        return True
+    started = _process_start(held.pid)
+    try:
+        written = datetime.datetime.fromisoformat(held.start_time).timestamp()
+    except (TypeError, ValueError):
+        return False
+    return started is not None and started > written + _PID_REUSE_MARGIN_S
+
+
 def _read(path: str) -> RunLock | None:
     """The lock at `path`, or None when it exists but cannot be parsed."""
     with FileSystems.open(path, compression_type="uncompressed") as f:
@@ -135,9 +168,28 @@ def _live_holder(path: str) -> tuple[bool, RunLock | None]:
         held = _read(path)
     except Exception:  # no lock (or deleted meanwhile)
         return False, None
-    if held is not None and held.host == socket.gethostname() and not pid_running(held.pid):
+    if held is not None and held.host == socket.gethostname() and _holder_is_gone(held):
         return False, held
     return True, held
+
+
+@contextlib.contextmanager
+def _takeover_mutex(output: str):
+    """Serializes stale-lock takeovers of a local folder (an exclusive flock of it,
+    released by the kernel if this process dies); on gs:// nothing to hold."""
+    try:
+        import fcntl  # noqa: PLC0415  (POSIX)
+    except ImportError:
+        fcntl = None
+    if not _is_local(output) or fcntl is None:
+        yield
+        return
+    fd = os.open(output, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def check_free(output: str) -> None:
@@ -175,11 +227,18 @@ def acquire(output: str) -> RunLock:
             raise _in_use(output, held, lock.path)
         if held is None:
             continue  # deleted meanwhile: try again
-        _LOG.warning(
-            "Taking over a stale lock of run %s (pid %d on %s is not running).",
-            held.run_id,
-            held.pid,
-            held.host,
-        )
-        FileSystems.delete([lock.path])
+        with _takeover_mutex(output):
+            # Checked again under the mutex: another launcher may have taken it over.
+            live, again = _live_holder(lock.path)
+            if live or again is None or again.run_id != held.run_id:
+                continue  # the next round refuses a live lock or creates ours
+            _LOG.warning(
+                "Taking over a stale lock of run %s (pid %d on %s is no longer that run).",
+                held.run_id,
+                held.pid,
+                held.host,
+            )
+            FileSystems.delete([lock.path])
+            if _create(lock):
+                return lock
     raise _in_use(output, None, lock.path)

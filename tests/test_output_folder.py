@@ -240,16 +240,7 @@ def test_launch_of_a_finished_local_run_drops_its_checkpoints(image_folder, line
 
 def test_a_stale_lock_of_a_dead_process_is_taken_over(image_folder, linear_keras, tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    stale = {
-        "run_id": "deadbeef",
-        "host": socket.gethostname(),
-        "pid": dead.pid,
-        "start_time": "2020-01-01T00:00:00+00:00",
-    }
-    (out / ".lock").write_text(json.dumps(stale))
+    stale = _stale_lock(out)
     args = cli_args(dataset=image_folder["root"], model=linear_keras, output=out)
     manifest = run([*args, "--steps", "2"], save_main_session=False)
     assert manifest["status"] == "complete" and manifest["run_id"] != "deadbeef"
@@ -258,3 +249,61 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(image_folder, linear_keras
     (out / ".lock").write_text(json.dumps({**stale, "host": "elsewhere"}))
     with pytest.raises(ValueError, match=r"in use by run deadbeef \(host elsewhere"):
         run([*args, "--overwrite"], save_main_session=False)
+
+
+def _stale_lock(out: Path, **fields) -> dict:
+    """A lock of this host written long ago by `pid` (default: a process that ended)."""
+    out.mkdir(exist_ok=True)
+    if "pid" not in fields:
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        fields["pid"] = dead.pid
+    lock = {
+        "run_id": "deadbeef",
+        "host": socket.gethostname(),
+        "start_time": "2020-01-01T00:00:00+00:00",
+        **fields,
+    }
+    (out / ".lock").write_text(json.dumps(lock))
+    return lock
+
+
+def test_two_launchers_cannot_both_take_over_one_stale_lock(tmp_path, monkeypatch):
+    from pipeline import output_lock
+
+    out = tmp_path / "out"
+    _stale_lock(out)
+    real = output_lock._live_holder
+    second: list = []
+
+    def another_launcher_in_between(path):
+        # A has read the stale lock; B now takes it over before A goes on.
+        found = real(path)
+        if not second:
+            monkeypatch.setattr(output_lock, "_live_holder", real)
+            second.append(output_lock.acquire(str(out)))
+            monkeypatch.setattr(output_lock, "_live_holder", another_launcher_in_between)
+        return found
+
+    monkeypatch.setattr(output_lock, "_live_holder", another_launcher_in_between)
+    with pytest.raises(output_lock.OutputInUseError) as refused:
+        output_lock.acquire(str(out))
+    held = json.loads((out / ".lock").read_text())
+    assert held["run_id"] == second[0].run_id  # B's lock, intact: A did not delete it
+    assert f"in use by run {second[0].run_id}" in str(refused.value)
+
+
+def test_a_lock_whose_pid_now_runs_another_process_is_stale(tmp_path):
+    from pipeline import output_lock
+
+    out = tmp_path / "out"
+    # This very pid, but the lock was written in 2020, before this process started.
+    _stale_lock(out, pid=os.getpid())
+    output_lock.check_free(str(out))
+    lock = output_lock.acquire(str(out))
+    assert lock.run_id != "deadbeef" and lock.pid == os.getpid()
+    # A live run's lock (written after its process started) is refused, even here.
+    with pytest.raises(output_lock.OutputInUseError, match=f"in use by run {lock.run_id}"):
+        output_lock.acquire(str(out))
+    lock.release()
+    assert not (out / ".lock").exists()
