@@ -916,43 +916,77 @@ def launch(
       DirectRunner; for a Dataflow --dry_run, one whose `job` is the Dataflow
       job that would have been submitted (`job.proto_pipeline`, `job.options`).
     """
-    job, _, result = _start(argv, save_main_session)
+    job, options, result = _start(argv, save_main_session)
     if PipelineState.is_terminal(result.state):  # a local run has ended
         if result.state == PipelineState.DONE:
             _tidy_finished(job)
-        _release(job)  # a remote one keeps the folder
+        _release(job)
+    else:
+        _hand_over(job, options, result)  # a remote one keeps the folder
     return job, result
 
 
+def _job_id(result: PipelineResult) -> str | None:
+    """The runner's id of a job (Dataflow's results have one), or None."""
+    job_id = result.job_id() if callable(getattr(result, "job_id", None)) else None
+    return str(job_id) if job_id else None
+
+
+def _hand_over(job: AuditJob, options: PipelineOptions, result: PipelineResult) -> None:
+    """Leaves --output's lock to a Dataflow job this launcher no longer waits for:
+    the folder stays held, with no process behind the lock, until the job's
+    manifest says it completed (`output_lock.RunLock.hand_over`).
+
+    Only Dataflow's jobs are known to run on in the cloud without their
+    launcher; other runners' locks keep the launcher's pid (an embedded job
+    server's job ends with its process).
+    """
+    if job.lock is not None and _is_dataflow(options):
+        job.lock.hand_over(_job_id(result))
+
+
 def _wait(job: AuditJob, options: PipelineOptions, result: PipelineResult):
-    """Waits for the runner. A Ctrl-C stops a local run; a remote job runs on, so
-    the message says to wait for it or cancel it before a --resume (which would
-    take over its folder)."""
+    """Waits for the runner. A Ctrl-C stops a local run; a Dataflow job runs on
+    and keeps --output (`_left_running`), and the message says how to stop it."""
     try:
         return result.wait_until_finish()
     except KeyboardInterrupt:
         if "direct" in _runner_name(options):
             raise
-        job_id = getattr(result, "job_id", lambda: None)()
-        named = f" {job_id}" if job_id else ""
-        raise KeyboardInterrupt(
-            f"interrupted; the {_runner_name(options)} job{named} keeps running and "
-            f"writes its rows to {job.output} when it ends. Wait for it, or cancel it "
-            "before a --resume."
-        ) from None
+        raise KeyboardInterrupt(_left_running(job, options, result)) from None
 
 
-def _not_run_here(options: PipelineOptions, result: PipelineResult) -> str | None:
-    """Why `run` has no finished run to read, or None when it has one."""
+def _left_running(job: AuditJob, options: PipelineOptions, result: PipelineResult) -> str:
+    """Hands --output over to a Dataflow job the launcher stops waiting for; what to say."""
+    if not _is_dataflow(options):
+        return (
+            f"interrupted; a {_runner_name(options)} job that runs outside this process "
+            f"keeps running and writes its rows to {job.output} when it ends. Wait for "
+            "it, or cancel it, before a --resume."
+        )
+    _hand_over(job, options, result)
+    job_id = _job_id(result) or "<job id>"
+    region = options.view_as(GoogleCloudOptions).region
+    cancel = f"gcloud dataflow jobs cancel {job_id}" + (f" --region {region}" if region else "")
+    return (
+        f"interrupted; Dataflow job {job_id} keeps running and holds {job.output} until "
+        f"it completes. To stop it: {cancel}, then delete "
+        f"{FileSystems.join(job.output, output_lock.LOCK_NAME)}."
+    )
+
+
+def _not_run_here(options: PipelineOptions, result: PipelineResult) -> tuple[str | None, bool]:
+    """Why `run` has no finished run to read (None when it has one), and whether
+    a job runs on without this process."""
     if _is_dataflow_dry_run(options):
-        return "dry run: the Dataflow job was built, not submitted"
+        return "dry run: the Dataflow job was built, not submitted", False
     if _is_dataflow(options) and options.view_as(GoogleCloudOptions).template_location:
-        return "a Dataflow template was written; no job was started"
+        return "a Dataflow template was written; no job was started", False
     if options.view_as(StandardOptions).no_wait_until_finish and not PipelineState.is_terminal(
         result.state
     ):
-        return "--no_wait_until_finish: the job goes on without this process"
-    return None
+        return "--no_wait_until_finish: the job goes on without this process", True
+    return None, False
 
 
 def run(
@@ -970,9 +1004,13 @@ def run(
         every input.
     """
     job, options, result = _start(argv, save_main_session)
-    reason = _not_run_here(options, result)
+    reason, runs_on = _not_run_here(options, result)
     if reason is not None:
         _LOG.info("No results to read yet (%s); they go to %s.", reason, job.output)
+        if runs_on:
+            _hand_over(job, options, result)
+        else:
+            _release(job)  # no job started (a template): the folder is free again
         return None
     try:
         state = _wait(job, options, result)

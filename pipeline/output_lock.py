@@ -7,7 +7,10 @@ lock file naming it (run id, host, pid, start time); another run refuses to
 start while it is there. A lock left by a run that died (same host, and its
 pid no longer running, or running a process started after the lock was
 written: the pid was reused) is stale and taken over; on another host the pid
-cannot be checked, and the message says how to remove the lock by hand.
+cannot be checked, and the message says how to remove the lock by hand. A
+launcher that stops waiting for a remote job that runs on (Dataflow with
+--no_wait_until_finish, or a Ctrl-C) hands the lock over to the job: it holds
+the folder until the folder's manifest says that run completed.
 
 Local folders get an atomic lock (`os.link` fails if the lock exists), and a
 stale lock is taken over under an exclusive `flock` of the folder, checked
@@ -49,6 +52,9 @@ class RunLock:
     host: str
     pid: int
     start_time: str
+    # Set when the launcher stopped waiting for a remote job that runs on: the
+    # job holds the folder until its manifest says the run completed.
+    job_id: str | None = None
 
     def payload(self) -> bytes:
         fields = dataclasses.asdict(self)
@@ -56,13 +62,33 @@ class RunLock:
         return json.dumps(fields, sort_keys=True).encode("utf-8")
 
     def release(self) -> None:
-        """Deletes the lock if it is still this run's (never another run's)."""
+        """Deletes the lock if it is still this run's (never another run's), unless
+        it was handed over to a remote job (`hand_over`)."""
         try:
             held = _read(self.path)
         except Exception:  # gone already: nothing to release
             return
-        if held is not None and held.run_id == self.run_id:
+        if held is not None and held.run_id == self.run_id and held.job_id is None:
             FileSystems.delete([self.path])
+
+    def hand_over(self, job_id: str | None) -> RunLock:
+        """Keeps the folder for a remote job this launcher no longer waits for.
+
+        The lock no longer depends on this process: it stays live until the
+        folder's manifest.json says this run completed (the job writes it last),
+        and `release` leaves it. A job that fails or is cancelled leaves it:
+        the message of the next run says which file to delete.
+        """
+        kept = dataclasses.replace(self, job_id=job_id or "unknown")
+        if _is_local(self.path):
+            temp = f"{self.path}.{self.run_id}"
+            with open(temp, "wb") as f:
+                f.write(kept.payload())
+            os.replace(temp, self.path)  # atomic: a reader sees one lock or the other
+        else:
+            with FileSystems.create(self.path) as f:
+                f.write(kept.payload())
+        return kept
 
 
 def pid_running(pid: int) -> bool:
@@ -100,8 +126,24 @@ def _process_start(pid: int) -> float | None:
         return None  # no /proc (macOS): the pid check alone
 
 
+def _job_completed(held: RunLock) -> bool:
+    """Whether the remote job `held` was handed to wrote its run's final manifest."""
+    manifest = FileSystems.join(held.path.rsplit("/", 1)[0], "manifest.json")
+    try:
+        with FileSystems.open(manifest, compression_type="uncompressed") as f:
+            written = json.loads(f.read().decode("utf-8"))
+    except Exception:  # no manifest (yet), or unreadable: the job may still run
+        return False
+    return written.get("run_id") == held.run_id and written.get("status") == "complete"
+
+
 def _holder_is_gone(held: RunLock) -> bool:
-    """Whether the run that wrote `held`, on this host, no longer runs."""
+    """Whether the run that wrote `held` no longer runs: a remote job's completed;
+    a launcher's process on this host ended (or its pid now runs another)."""
+    if held.job_id is not None:
+        return _job_completed(held)
+    if held.host != socket.gethostname():
+        return False  # its pid cannot be checked from here
     if not pid_running(held.pid):
         return True
     started = _process_start(held.pid)
@@ -150,14 +192,20 @@ def _create(lock: RunLock) -> bool:
 
 
 def _in_use(output: str, held: RunLock | None, path: str) -> OutputInUseError:
-    who = (
-        f"run {held.run_id} (host {held.host}, pid {held.pid}, started {held.start_time})"
-        if held is not None
-        else "another run (its lock file is unreadable)"
-    )
+    if held is None:
+        who, dead = "another run (its lock file is unreadable)", "that run is dead"
+    elif held.job_id is not None:
+        who = (
+            f"run {held.run_id}, job {held.job_id} (launched from host {held.host}, "
+            f"started {held.start_time}), which has not completed"
+        )
+        dead = "that job failed or was cancelled"
+    else:
+        who = f"run {held.run_id} (host {held.host}, pid {held.pid}, started {held.start_time})"
+        dead = "that run is dead"
     return OutputInUseError(
         f"--output {output!r} is in use by {who}; wait for it to end or choose another "
-        f"folder (if that run is dead, delete {path})."
+        f"folder (if {dead}, delete {path})."
     )
 
 
@@ -168,9 +216,15 @@ def _live_holder(path: str) -> tuple[bool, RunLock | None]:
         held = _read(path)
     except Exception:  # no lock (or deleted meanwhile)
         return False, None
-    if held is not None and held.host == socket.gethostname() and _holder_is_gone(held):
+    if held is not None and _holder_is_gone(held):
         return False, held
     return True, held
+
+
+def _why_stale(held: RunLock) -> str:
+    if held.job_id is not None:
+        return f"its job {held.job_id} completed"
+    return f"pid {held.pid} on {held.host} is no longer that run"
 
 
 @contextlib.contextmanager
@@ -232,12 +286,8 @@ def acquire(output: str) -> RunLock:
             live, again = _live_holder(lock.path)
             if live or again is None or again.run_id != held.run_id:
                 continue  # the next round refuses a live lock or creates ours
-            _LOG.warning(
-                "Taking over a stale lock of run %s (pid %d on %s is no longer that run).",
-                held.run_id,
-                held.pid,
-                held.host,
-            )
+            level = logging.INFO if held.job_id is not None else logging.WARNING
+            _LOG.log(level, "Taking over the lock of run %s: %s.", held.run_id, _why_stale(held))
             FileSystems.delete([lock.path])
             if _create(lock):
                 return lock

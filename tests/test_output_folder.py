@@ -307,3 +307,74 @@ def test_a_lock_whose_pid_now_runs_another_process_is_stale(tmp_path):
         output_lock.acquire(str(out))
     lock.release()
     assert not (out / ".lock").exists()
+
+
+def _hold_and_hand_over(out: Path, job_id: str) -> dict:
+    """A launcher process that takes the lock, hands it to a remote job, and exits."""
+    code = (
+        "import sys; from pipeline import output_lock; "
+        "output_lock.acquire(sys.argv[1]).hand_over(sys.argv[2])"
+    )
+    subprocess.run([sys.executable, "-c", code, str(out), job_id], check=True)
+    return json.loads((out / ".lock").read_text())
+
+
+def test_a_lock_handed_to_a_remote_job_holds_until_its_run_completes(tmp_path, caplog):
+    from pipeline import output_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    held = _hold_and_hand_over(out, "2026-12-02_job")
+    assert held["job_id"] == "2026-12-02_job"  # its launcher has exited: the job holds it
+    refusal = (
+        rf"in use by run {held['run_id']}, job 2026-12-02_job .* which has not completed; "
+        rf".*if that job failed or was cancelled, delete {out}/.lock"
+    )
+    with pytest.raises(output_lock.OutputInUseError, match=refusal):
+        output_lock.check_free(str(out))
+    # The job's manifest while it runs, then another run's: still held.
+    for run_id, status in ((held["run_id"], "running"), ("other", "complete")):
+        (out / "manifest.json").write_text(json.dumps({"run_id": run_id, "status": status}))
+        with pytest.raises(output_lock.OutputInUseError, match=refusal):
+            output_lock.acquire(str(out))
+    # The job wrote its final manifest: the folder is free, and taken over quietly.
+    (out / "manifest.json").write_text(json.dumps({"run_id": held["run_id"], "status": "complete"}))
+    with caplog.at_level("INFO", logger="pipeline.output_lock"):
+        lock = output_lock.acquire(str(out))
+    assert lock.job_id is None and "its job 2026-12-02_job completed" in caplog.text
+    assert "WARNING" not in caplog.text
+
+
+def test_ctrl_c_while_waiting_for_a_dataflow_job_leaves_it_the_folder(tmp_path):
+    """Dataflow cannot run here: `result` stands in for the service's job handle
+    (its id, and a wait that Ctrl-C interrupts); the lock and the launcher's
+    wait and release are the real ones."""
+    import types
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline import main as pipeline_main
+    from pipeline import output_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+
+    class WaitInterrupted:
+        def job_id(self):
+            return "2026-12-02_job"
+
+        def wait_until_finish(self):
+            raise KeyboardInterrupt
+
+    options = PipelineOptions(["--runner", "DataflowRunner", "--region", "europe-west4"])
+    job = types.SimpleNamespace(output=str(out), lock=output_lock.acquire(str(out)))
+    job.model_handoff = None
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        pipeline_main._wait(job, options, WaitInterrupted())
+    pipeline_main._release(job)  # what run() does next
+    assert json.loads((out / ".lock").read_text())["job_id"] == "2026-12-02_job"
+    assert str(interrupted.value) == (
+        f"interrupted; Dataflow job 2026-12-02_job keeps running and holds {out} until it "
+        "completes. To stop it: gcloud dataflow jobs cancel 2026-12-02_job --region "
+        f"europe-west4, then delete {out}/.lock."
+    )
