@@ -862,12 +862,14 @@ def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
     ):
         _ = finished | f"Progress{kind.capitalize()}" >> beam.ParDo(_progress(job, kind))
     schema = results_schema(job.config.attribution_dtype)
-    _ = split.rows | "WriteResults" >> WriteResults(job.output, schema, prefix=job.results_prefix)
+    written = split.rows | "WriteResults" >> WriteResults(
+        job.output, schema, prefix=job.results_prefix
+    )
     if job.lock is not None:  # a run that writes (not a Dataflow --dry_run)
         _ = outcomes | "Checkpoint" >> WriteCheckpoints(
             job.output, job.lock.run_id, schema, every=job.batch_size
         )
-    _ = errors | "WriteErrors" >> WriteErrors(job.output)
+    errors_written = errors | "WriteErrors" >> WriteErrors(job.output)
     counts = (
         raw | "CountInputs" >> beam.Map(lambda _: ("inputs", 1)),
         skipped | "CountSkipped" >> beam.Map(lambda _: ("skipped_done_before", 1)),
@@ -877,7 +879,10 @@ def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
         split.rows | "CountRows" >> beam.Map(lambda _: ("rows", 1)),
         errors | "CountErrors" >> beam.Map(lambda _: ("errors", 1)),
     ) | "FlattenCounts" >> beam.Flatten()
-    _ = counts | "Manifest" >> WriteManifest(job.output, job.manifest_base())
+    # Last: "complete" only once the results and errors are in place.
+    _ = counts | "Manifest" >> WriteManifest(
+        job.output, job.manifest_base(), after=(written, errors_written)
+    )
 
 
 def _start(

@@ -446,3 +446,54 @@ def test_resume_refuses_an_older_runs_ids_that_changed(linear_keras, tmp_path):
     _as_older_version(tmp_path / "out")
     manifest = run([*flags, "--resume"], save_main_session=False)
     assert manifest["counts"]["skipped_done_before"] == 1 and manifest["image_id_scheme"] == 2
+
+
+def test_the_manifest_says_complete_only_once_the_rows_are_in_place(
+    image_folder, linear_keras, tmp_path, monkeypatch
+):
+    from transforms import sinks
+
+    real = sinks._ParquetSink.finalize_write
+
+    def full_disk(self, *args, **kwargs):
+        if "results" in str(self.file_path_prefix):
+            raise OSError("No space left on device (moving the rows into place)")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(sinks._ParquetSink, "finalize_write", full_disk)
+    flags = cli_args(dataset=image_folder["root"], model=linear_keras, output=tmp_path / "out")
+    with pytest.raises(Exception, match="No space left on device"):
+        run([*flags, "--steps", "2"], save_main_session=False)
+    manifest = read_manifest(str(tmp_path / "out"))
+    assert manifest["status"] == "running" and "counts" not in manifest
+    assert not list((tmp_path / "out" / "results").glob("*.parquet"))
+
+
+def test_the_manifest_step_waits_for_both_file_writes(image_folder, linear_keras, tmp_path):
+    # The DirectRunner happens to finalize the files first; Dataflow need not,
+    # unless the graph says so: the manifest reads the writes as a side input.
+    import apache_beam as beam
+
+    from pipeline.main import build_pipeline, prepare
+
+    flags = cli_args(dataset=image_folder["root"], model=linear_keras, output=tmp_path / "out")
+    job, options = prepare(flags)
+    job.lock.release()
+    p = beam.Pipeline(options=options)
+    build_pipeline(p, job)
+    found = {}
+
+    class Find(beam.pipeline.PipelineVisitor):
+        def visit_transform(self, node):
+            found[node.full_label] = node
+
+    p.visit(Find())
+    (side,) = found["Manifest/WriteManifestJson"].side_inputs
+    upstream, todo = set(), [side.pvalue.producer]
+    while todo:
+        node = todo.pop()
+        upstream.add(node.full_label)
+        sources = [*node.inputs, *(side.pvalue for side in node.side_inputs)]
+        todo += [pc.producer for pc in sources if pc.producer is not None]
+    finalizers = {label for label in upstream if label.endswith("FinalizeWrite")}
+    assert {label.split("/")[0] for label in finalizers} == {"WriteResults", "WriteErrors"}

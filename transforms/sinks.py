@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -339,7 +339,8 @@ class _Manifest(beam.DoFn):
         self._output = output
         self._base = base
 
-    def process(self, counts: dict[str, int]):
+    def process(self, counts: dict[str, int], files_written: int = 0):
+        del files_written  # a side input only to come after the writes (`WriteManifest`)
         counts = {key: int(counts.get(key, 0)) for key in COUNT_KEYS}
         accounted = (
             counts["images_with_rows"]
@@ -364,19 +365,33 @@ class WriteManifest(beam.PTransform):
     """Counts -> `<output>/manifest.json` with the run's configuration and versions.
 
     Input: a PCollection of (count key, 1) pairs from every branch.
+
+    Args:
+      after: the outputs of the runs' file writes (`WriteResults`,
+        `WriteErrors`: their finalized file names). The manifest reads them as
+        a side input, so it is written only once every file is in place: a
+        "complete" manifest never precedes its rows.
     """
 
-    def __init__(self, output: str, base: dict[str, Any]):
+    def __init__(self, output: str, base: dict[str, Any], after: Sequence[Any] = ()):
         super().__init__()
         self._output = output
         self._base = base
+        self._after = tuple(after)
 
     def expand(self, keyed_ones):
-        zeros = keyed_ones.pipeline | "ZeroCounts" >> beam.Create([(k, 0) for k in COUNT_KEYS])
+        p = keyed_ones.pipeline
+        zeros = p | "ZeroCounts" >> beam.Create([(k, 0) for k in COUNT_KEYS])
+        written = (
+            (*self._after, p | "NoFiles" >> beam.Create([]))
+            | "FilesWritten" >> beam.Flatten()
+            | "CountFiles" >> beam.combiners.Count.Globally()
+        )
         return (
             (keyed_ones, zeros)
             | "AllCounts" >> beam.Flatten()
             | "SumCounts" >> beam.CombinePerKey(sum)
             | "CountsToDict" >> beam.combiners.ToDict()
-            | "WriteManifestJson" >> beam.ParDo(_Manifest(self._output, self._base))
+            | "WriteManifestJson"
+            >> beam.ParDo(_Manifest(self._output, self._base), beam.pvalue.AsSingleton(written))
         )
