@@ -649,8 +649,16 @@ def _same_folder(a: str, b: str) -> bool:
 
 
 def _check_labels(config: AttributionConfig, data: _Dataset) -> None:
-    """--target label on a local folder without one labelled image: refused at launch."""
-    folder = isinstance(data.source, sources.FolderSource) and not data.source.remote
+    """--target label on a local folder without one labelled image, or a TFDS dataset
+    without a label feature: refused at launch (every image would be an error)."""
+    source = data.source
+    if config.target == "label" and isinstance(source, sources.TfdsSource):
+        if source.image_key is not None and source.label_key is None:
+            raise ConfigError(
+                f"--target label: TFDS dataset {source.name!r} has no label feature (a "
+                "ClassLabel). Use --target predicted or top_k."
+            )
+    folder = isinstance(source, sources.FolderSource) and not source.remote
     if config.target == "label" and folder and data.total and not data.folder_labels:
         raise ConfigError(
             f"--target label: none of the {data.total} files of {data.source.root!r} has a "

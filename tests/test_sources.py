@@ -215,6 +215,25 @@ def test_a_tfds_builder_config_is_read_by_its_name(linear_keras, tmp_path):
     assert sorted(results.label) == [0, 0, 1] and (results.target_class == results.label).all()
 
 
+def test_target_label_on_a_tfds_dataset_without_labels_exits_2(linear_keras, tmp_path, capsys):
+    import tensorflow_datasets as tfds
+
+    import tests.tfds_builders  # noqa: F401  (registers tiny_unlabelled)
+
+    data_dir = str(tmp_path / "tfds")
+    tfds.builder("tiny_unlabelled", data_dir=data_dir).download_and_prepare()
+    args = cli_args(dataset="tiny_unlabelled", data_dir=data_dir, model=linear_keras)
+    code = main([*args, *cli_args(output=tmp_path / "out", target="label")])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and err == [
+        "error: --target label: TFDS dataset 'tiny_unlabelled' has no label feature (a "
+        "ClassLabel). Use --target predicted or top_k."
+    ]
+    # The same dataset with --target predicted runs: one row per image.
+    manifest = run([*args, *cli_args(output=tmp_path / "out", steps=2)], save_main_session=False)
+    assert manifest["counts"]["rows"] == 2 and manifest["all_inputs_accounted_for"]
+
+
 @pytest.mark.parametrize(
     "stored, shows",
     [

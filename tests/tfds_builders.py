@@ -30,3 +30,20 @@ class TinyShades(tfds.core.GeneratorBasedBuilder):
         level = 40 if self.builder_config.name == "dark" else 220
         for i in range(3):
             yield i, {"image": np.full((SIZE, SIZE, 3), level + i, np.uint8), "label": i % 2}
+
+
+class TinyUnlabelled(tfds.core.GeneratorBasedBuilder):
+    """Two flat grey images and no label feature."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        features = {"image": tfds.features.Image(shape=(SIZE, SIZE, 3))}
+        return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(features))
+
+    def _split_generators(self, dl_manager):
+        return {"test": self._generate_examples()}
+
+    def _generate_examples(self):
+        for i in range(2):
+            yield i, {"image": np.full((SIZE, SIZE, 3), 100 + i, np.uint8)}
