@@ -325,10 +325,17 @@ def _new_rows(output: str, seen: set[str], schema: pa.Schema) -> Iterator[pa.Tab
 
 
 def write_json(path: str, payload: dict[str, Any]) -> None:
-    """Writes JSON through Beam's file systems (local or gs://), via a temp file."""
+    """Writes JSON through Beam's file systems (local or gs://), via a temp file.
+
+    A local file is replaced atomically: a kill leaves the old file or the new
+    one, never none (a run whose manifest vanished could not be resumed).
+    """
     temp = path + ".tmp"
     with FileSystems.create(temp) as f:
         f.write(json.dumps(payload, indent=2, sort_keys=True, default=str).encode("utf-8"))
+    if "://" not in path:
+        os.replace(temp, path)
+        return
     if FileSystems.exists(path):
         FileSystems.delete([path])
     FileSystems.rename([temp], [path])
