@@ -198,11 +198,15 @@ def _drop_empty_temp(output: str) -> None:
             pass
 
 
-def _tidy_finished(job: AuditJob) -> None:
+def _tidy_finished(job: AuditJob) -> dict[str, Any]:
     """After a finished run: its checkpoints go (its rows are in results/), then
-    the empty temp folders."""
+    the empty temp folders, and a resume's empty results file. Returns the
+    run's manifest."""
+    manifest = read_manifest(job.output)
     _drop_checkpoints(job)
     _drop_empty_temp(job.output)
+    _drop_empty_resume(job, manifest)
+    return manifest
 
 
 def _drop_checkpoints(job: AuditJob) -> None:
@@ -1029,9 +1033,7 @@ def run(
         state = _wait(job, options, result)
         done = state is None or state == PipelineState.DONE
         if done:
-            manifest = read_manifest(job.output)
-            _tidy_finished(job)
-            _drop_empty_resume(job, manifest)
+            manifest = _tidy_finished(job)
     finally:
         _release(job)
     if not done:

@@ -226,16 +226,21 @@ def test_a_checkpoint_that_cannot_be_written_is_a_warning_not_a_failure(tmp_path
     assert "Not a directory" in warnings[0] and warnings[0].endswith("the run goes on.")
 
 
+def job_flags(image_folder, linear_keras, out) -> list[str]:
+    return cli_args(dataset=image_folder["root"], model=linear_keras, output=out, steps=2)
+
+
 def test_launch_of_a_finished_local_run_drops_its_checkpoints(image_folder, linear_keras, tmp_path):
     from pipeline.main import launch
 
     out = tmp_path / "out"
-    job, result = launch(
-        cli_args(dataset=image_folder["root"], model=linear_keras, output=out, steps=2),
-        save_main_session=False,
-    )
+    job, result = launch(job_flags(image_folder, linear_keras, out), save_main_session=False)
     assert result.state == "DONE" and len(pd.read_parquet(out / "results")) == 4
     assert not (out / ".tmp").exists()
+    # A resume with nothing left to do leaves no empty results file either.
+    before = sorted(f.name for f in (out / "results").iterdir())
+    launch([*job_flags(image_folder, linear_keras, out), "--resume"], save_main_session=False)
+    assert sorted(f.name for f in (out / "results").iterdir()) == before
 
 
 def test_a_stale_lock_of_a_dead_process_is_taken_over(image_folder, linear_keras, tmp_path):
