@@ -108,6 +108,7 @@ class AuditJob:
     show_progress: bool = False  # a progress line on the launcher's log (DirectRunner)
     progress_per_worker: bool = False  # local worker processes count their own share
     lock: output_lock.RunLock | None = None
+    command: tuple[str, ...] = ()  # as typed (`_command`), for the manifest
     # The model the launcher loaded, for the in-process worker of a DirectRunner job.
     model_handoff: ModelHandoff | None = None
 
@@ -126,7 +127,7 @@ class AuditJob:
             "output": self.output,
             "versions": versions,
             "start_time": self.start_time,
-            "command": sys.argv,
+            "command": list(self.command),
             "image_id_scheme": datasource.IMAGE_ID_SCHEME,
             "rows_per_image": (
                 min(self.config.top_k, self.spec.num_classes)
@@ -739,6 +740,14 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     return job
 
 
+def _command(argv: Sequence[str]) -> tuple[str, ...]:
+    """The command line of this run as typed: the process's own when `argv` is its
+    arguments, else (`run(argv)` from Python) the equivalent `python -m pipeline`."""
+    if list(argv) == sys.argv[1:] and sys.argv[0]:
+        return tuple(sys.argv)
+    return ("python", "-m", "pipeline", *argv)
+
+
 def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOptions]:
     """Parses and validates flags, resolves dataset and model. No pipeline yet.
 
@@ -763,7 +772,7 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
         standard = options.view_as(StandardOptions)
         standard.runner = standard.runner or "DirectRunner"  # Beam's default, said once here
         audit = options.view_as(AuditOptions)
-        job = _prepare(options, audit)
+        job = dataclasses.replace(_prepare(options, audit), command=_command(argv))
         if _is_dataflow_dry_run(options):
             _LOG.info("Dry run: not checking that --output %s is free and writable.", audit.output)
             return job, options

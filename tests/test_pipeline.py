@@ -70,6 +70,9 @@ def test_end_to_end_linear_model_gives_exact_attributions(
     assert manifest["status"] == "complete" and manifest["rows_match_target_mode"]
     assert manifest["all_inputs_accounted_for"]
     assert json.loads((tmp_path / "out" / "manifest.json").read_text()) == manifest
+    # run(argv) from Python: the equivalent command line, not the host's (pytest's).
+    assert manifest["command"][:3] == ["python", "-m", "pipeline"]
+    assert manifest["command"][-2:] == ["--method", "riemann_left"]
 
     for row in results.itertuples():
         _check_linear_row(row, image_folder["pixels"][row.image_id], weights, bias)
