@@ -452,3 +452,40 @@ def test_a_small_memory_budget_costs_evaluations_never_accuracy(method):
     assert (small.steps == big.steps).all()
     assert (small.evaluations >= big.evaluations).all()
     assert (small.evaluations > big.evaluations).any()
+
+
+def test_rows_beyond_the_memory_budget_are_attributed_in_chunks_with_the_same_results():
+    # Five rows whose paths need more than the budget: chunks of two rows.
+    x = np.random.default_rng(8).uniform(0.5, 1.0, size=(5, *SHAPE)).astype(np.float32)
+    exact = np.clip(40 * x - OFFSETS, 0, 1)
+    two_rows = 2 * engine.least_path_bytes("riemann_trapezoid", SHAPE)
+
+    def attribute(budget):
+        return integrate(
+            kinks_fn,
+            x,
+            np.zeros((5, 1, *SHAPE), np.float32),
+            [4, 0, 3, 1, 2],  # rows in another order than the images
+            [2] * 5,
+            "riemann_trapezoid",
+            9,
+            target_scores=exact[[4, 0, 3, 1, 2]].reshape(5, -1).sum(1),
+            baseline_scores=np.zeros((5, 1)),
+            tolerance=0.01,
+            max_steps=4096,
+            memory_budget=budget,
+        )
+
+    settings = ig.IGSettings("riemann_trapezoid", 9, tolerance=0.01, memory_budget=two_rows + 1)
+    integrand = ig.integrand_from_gradients(kinks_fn)
+    paths = engine.Paths(integrand, x, np.zeros((5, 1, *SHAPE), np.float32), [0] * 5, [2] * 5, 8)
+    chunks = ig.api._row_chunks(settings, paths, 5)
+    assert [(c.start, c.stop) for c in chunks] == [(0, 2), (2, 4), (4, 5)]
+    chunked, whole = attribute(two_rows + 1), attribute(1 << 40)
+    np.testing.assert_allclose(chunked.attributions, whole.attributions, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(chunked.attributions, exact[[4, 0, 3, 1, 2]], atol=0.05)
+    for name in ("error", "steps", "finite"):
+        np.testing.assert_allclose(getattr(chunked, name), getattr(whole, name), rtol=1e-6)
+    assert len(chunked.path_alphas) == 5
+    for a, b in zip(chunked.path_scores, whole.path_scores, strict=True):
+        np.testing.assert_allclose(a, b)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from transforms.ig import rules
-from transforms.ig.engine import Adaptive, Fixed, Paths
+from transforms.ig.engine import Adaptive, Fixed, Paths, least_path_bytes
 
 __all__ = [
     "DEFAULT_PATH_BATCH_SIZE",
@@ -64,8 +64,10 @@ framework can supply its own that does the arithmetic next to the gradients.
 """
 
 
-# Path points per model call: large enough for an efficient batch on a CPU,
-# small enough to bound the memory of one call (32 images' activations).
+# Path points per model call when the caller does not choose: it bounds the
+# memory of one call (32 images' activations) and changes no result. The job
+# passes its device's choice instead (`transforms.tf_model.device_settings`:
+# 8 on CPUs, where smaller calls ran faster per point, 32 on GPUs).
 DEFAULT_PATH_BATCH_SIZE = 32
 
 
@@ -264,6 +266,24 @@ def integrated_gradients(
                 "tolerance > 0 needs target_scores and baseline_scores: the exact "
                 "F(x) - F(x') that completeness is checked against."
             )
+        chunks = _row_chunks(settings, paths, len(image_index))
+        if len(chunks) > 1:
+            return _concat(
+                [
+                    integrated_gradients(
+                        integrand,
+                        inputs,
+                        baselines,
+                        image_index[rows],
+                        targets[rows],
+                        settings,
+                        target_scores=np.asarray(target_scores)[rows],
+                        baseline_scores=np.asarray(baseline_scores)[rows],
+                        score_fn=score_fn,
+                    )
+                    for rows in chunks
+                ]
+            )
         f_start = np.asarray(baseline_scores, np.float64).reshape(-1)
         f_end = np.repeat(np.asarray(target_scores, np.float64), paths.num_baselines)
         score_fn = score_fn or _scores_of(integrand)
@@ -271,6 +291,28 @@ def integrated_gradients(
     else:
         run = Fixed(paths, settings.method, settings.steps)
     return _result(run, paths, len(image_index))
+
+
+def _row_chunks(settings: IGSettings, paths: Paths, rows: int) -> list[slice]:
+    """Rows in chunks whose paths fit `settings.memory_budget` in the adaptive
+    engine (one chunk at the defaults); rows are independent, so chunking
+    changes no result."""
+    per_row = paths.num_baselines * least_path_bytes(settings.method, paths.shape)
+    size = max(1, settings.memory_budget // per_row)
+    return [slice(i, min(rows, i + size)) for i in range(0, rows, size)]
+
+
+def _concat(parts: list[IGResult]) -> IGResult:
+    """The results of consecutive chunks of rows, as one."""
+    fields = {}
+    for field in dataclasses.fields(IGResult):
+        values = [getattr(part, field.name) for part in parts]
+        fields[field.name] = (
+            [v for value in values for v in value]
+            if isinstance(values[0], list)
+            else np.concatenate(values)
+        )
+    return IGResult(**fields)
 
 
 def _scores_of(integrand: IntegrandFn) -> ScoreFn:

@@ -14,12 +14,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import heapq
+from collections.abc import Sequence
 
 import numpy as np
 
 from transforms.ig import rules
 
-__all__ = ["Adaptive", "Fixed", "Paths"]
+__all__ = ["Adaptive", "Fixed", "Paths", "least_path_bytes"]
 
 # Nodes of a path whose vectors are kept so that their panels can still be
 # refined: as many panels per path as fit the memory budget, at least 8. A
@@ -301,6 +302,16 @@ def split_counts(shares: np.ndarray, target: float, limit: int) -> np.ndarray:
         m = int(parts[q])
         heapq.heappush(gains, (-shares[q] * (_share_left(m) - _share_left(m + 1)), q))
     return parts
+
+
+def least_path_bytes(method: str, shape: Sequence[int]) -> int:
+    """Bytes a path of the adaptive engine holds at the least: its two float64
+    sums and the node vectors of its fewest active panels and of one round's
+    new ones. A call's rows are chunked so that their paths fit the budget."""
+    rule = rules.panel_rule(method)
+    values = int(np.prod(shape))
+    own = len(rule.nodes) - int(rule.edge_nodes)
+    return values * (2 * 8 + (_MIN_ACTIVE_PANELS + _MAX_SPLITS_PER_ROUND) * own * 4)
 
 
 class Adaptive:
