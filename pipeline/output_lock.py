@@ -33,6 +33,8 @@ import uuid
 
 from apache_beam.io.filesystems import FileSystems
 
+from transforms import files
+
 __all__ = ["LOCK_NAME", "OutputInUseError", "RunLock", "acquire", "check_free", "pid_running"]
 
 _LOG = logging.getLogger(__name__)
@@ -80,7 +82,7 @@ class RunLock:
         the message of the next run says which file to delete.
         """
         kept = dataclasses.replace(self, job_id=job_id or "unknown")
-        if _is_local(self.path):
+        if not files.is_remote(self.path):
             temp = f"{self.path}.{self.run_id}"
             with open(temp, "wb") as f:
                 f.write(kept.payload())
@@ -165,13 +167,9 @@ def _read(path: str) -> RunLock | None:
         return None
 
 
-def _is_local(path: str) -> bool:
-    return "://" not in path
-
-
 def _create(lock: RunLock) -> bool:
     """Writes the lock unless one exists; True when written."""
-    if not _is_local(lock.path):
+    if files.is_remote(lock.path):
         if FileSystems.exists(lock.path):
             return False
         with FileSystems.create(lock.path) as f:
@@ -235,7 +233,7 @@ def _takeover_mutex(output: str):
         import fcntl  # noqa: PLC0415  (POSIX)
     except ImportError:
         fcntl = None
-    if not _is_local(output) or fcntl is None:
+    if files.is_remote(output) or fcntl is None:
         yield
         return
     fd = os.open(output, os.O_RDONLY)

@@ -47,6 +47,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from transforms.ig import ScoreFn
+from transforms.ig.engine import even_parts
 
 __all__ = [
     "COLUMNS",
@@ -197,13 +198,6 @@ class FaithfulnessResult:
     forward_evaluations: np.ndarray
 
 
-def _parts(n: int, chunk: int) -> list[slice]:
-    """The fewest slices of at most `chunk` for n items, evenly sized (as the IG engine's)."""
-    calls = -(-n // chunk)
-    edges = np.linspace(0, n, calls + 1).round().astype(int) if n else [0]
-    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
-
-
 def _positions(orders: np.ndarray) -> np.ndarray:
     """Rank position of every pixel: int32 [R, P] from orders int [R, P] (inverse permutations)."""
     rows, pixels = orders.shape
@@ -311,7 +305,7 @@ def deletion_insertion(
     positions = _switch_positions(orders, random_orders, rows, pixels)
     curve, point = _points(rows, steps, image_probabilities is not None)
     values = np.full((rows * 4, steps + 1), np.nan)
-    for part in _parts(len(curve), chunk_size):
+    for part in even_parts(len(curve), chunk_size):
         batch = _perturbed(
             images, references, starts, image_index, positions, counts, curve[part], point[part]
         )

@@ -19,6 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms import files
 from transforms.manifest import MANIFEST_FILE, read_manifest
 from transforms.schema import ERROR_SCHEMA, rows_to_table
 
@@ -175,7 +176,7 @@ def _write_parquet(records, output: str, folder: str, prefix: str, schema: pa.Sc
     # Absolute for a local folder: Beam's finalize step matches the temp files
     # by an absolute glob, and a relative path (`./output/sample`) never matches it.
     temp = FileSystems.join(output, TEMP_DIR)
-    temp = temp if "://" in temp else os.path.abspath(temp)
+    temp = temp if files.is_remote(temp) else os.path.abspath(temp)
     sink = _ParquetSink(FileSystems.join(output, folder, prefix), schema, temp)
     return (
         records
@@ -333,7 +334,7 @@ def write_json(path: str, payload: dict[str, Any]) -> None:
     temp = path + ".tmp"
     with FileSystems.create(temp) as f:
         f.write(json.dumps(payload, indent=2, sort_keys=True, default=str).encode("utf-8"))
-    if "://" not in path:
+    if not files.is_remote(path):
         os.replace(temp, path)
         return
     if FileSystems.exists(path):

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from transforms import files
 from transforms.errors import error_reason
 from transforms.ig import IntegrandFn, ScoreFn, ScoreGradFn
 
@@ -78,7 +79,7 @@ class ModelReference:
     @property
     def is_local_path(self) -> bool:
         """A path on this machine's disk (no `scheme://`)."""
-        return self.is_path and "://" not in self.location
+        return self.is_path and not files.is_remote(self.location)
 
     def check_exists(self) -> None:
         """A local path that does not exist fails here, before TensorFlow is imported.

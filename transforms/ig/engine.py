@@ -20,7 +20,7 @@ import numpy as np
 
 from transforms.ig import rules
 
-__all__ = ["Adaptive", "Fixed", "Paths", "least_path_bytes"]
+__all__ = ["Adaptive", "Fixed", "Paths", "even_parts", "least_path_bytes"]
 
 # Nodes of a path whose vectors are kept so that their panels can still be
 # refined: as many panels per path as fit the memory budget, at least 8. A
@@ -62,12 +62,8 @@ class Paths:
         return self.inputs.shape[1:]
 
     def parts(self, n: int) -> list[slice]:
-        """The fewest calls of at most `chunk` points for n points, evenly sized
-        (72 points at 32 per call: 24 + 24 + 24, not 32 + 32 + 8, whose last
-        call would run the model at a small, slow batch)."""
-        calls = -(-n // self.chunk)
-        edges = np.linspace(0, n, calls + 1).round().astype(int) if n else [0]
-        return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        """The fewest calls of at most `chunk` points for n points (`even_parts`)."""
+        return even_parts(n, self.chunk)
 
     def row(self, path: int) -> range:
         """The paths of `path`'s row: one per baseline, consecutive."""
@@ -302,6 +298,15 @@ def split_counts(shares: np.ndarray, target: float, limit: int) -> np.ndarray:
         m = int(parts[q])
         heapq.heappush(gains, (-shares[q] * (_share_left(m) - _share_left(m + 1)), q))
     return parts
+
+
+def even_parts(n: int, chunk: int) -> list[slice]:
+    """The fewest slices of at most `chunk` items for n items, evenly sized (72
+    points at 32 per call: 24 + 24 + 24, not 32 + 32 + 8, whose last call would
+    run the model at a small, slow batch)."""
+    calls = -(-n // chunk)
+    edges = np.linspace(0, n, calls + 1).round().astype(int) if n else [0]
+    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
 def least_path_bytes(method: str, shape: Sequence[int]) -> int:
