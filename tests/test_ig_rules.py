@@ -186,7 +186,25 @@ def test_the_spread_sees_every_gap_and_no_slope(nodes):
 def test_panel_rules_are_the_rule_on_both_halves(method):
     panel = ig.panel_rule(method)
     assert np.isclose(panel.weights.sum(), 1.0) and np.isclose(panel.spread.sum(), 0.0)
-    assert np.all(np.diff(panel.nodes) > 0) and 0 < panel.kappa < 2
+    assert np.all(np.diff(panel.nodes) > 0)
     # int_0^1 a da = 1/2, exact but for the one-sided rules on four sub-intervals.
     expected = {"riemann_left": 0.5 - 1 / 8, "riemann_right": 0.5 + 1 / 8}.get(method, 0.5)
     assert np.isclose(panel.weights @ panel.nodes, expected)
+    if rules.exact_for_linear(method):
+        assert panel.least_kappa == 0 and 0 < panel.kappa < 2
+    else:  # a trend's error 1/8 against its spread 1/32: kappa 4, above the walk's 4/3
+        assert panel.least_kappa == pytest.approx(4.0) and panel.kappa == panel.least_kappa
+
+
+@pytest.mark.parametrize("method", ["riemann_left", "riemann_right"])
+def test_the_spread_of_a_one_sided_rule_sees_its_error_on_a_trend(method):
+    t, w = ig.quadrature(method, 16)
+    v = rules.rule_spread(method, t)
+    assert abs(v.sum()) < 1e-12  # blind to constants, which the rule integrates exactly
+    error = w @ t - 0.5  # -h/2 (left) or +h/2 (right) on c(a) = a
+    assert abs(error) == pytest.approx(1 / 32)
+    assert rules.trend_kappa(t, w, v) == pytest.approx(abs(error / (v @ t)))
+    assert 0.9 < rules.trend_kappa(t, w, v) < 1.1  # the spread is about the error
+    # Rules exact for linear functions keep a spread blind to trends.
+    t, w = ig.quadrature("riemann_middle", 16)
+    assert rules.trend_kappa(t, w, rules.rule_spread("riemann_middle", t)) == 0.0

@@ -128,7 +128,7 @@ class Fixed:
     def __init__(self, paths: Paths, method: str, steps: int):
         alphas, weights = rules.quadrature(method, steps)
         linear = rules.exact_for_linear(method)
-        spread = rules.spread_weights(alphas, linear)
+        spread = rules.rule_spread(method, alphas)
         n, k = paths.count, len(alphas)
         self.attributions = np.zeros((n, *paths.shape), dtype=np.float64)
         self.spreads = np.zeros((n, *paths.shape), dtype=np.float64)
@@ -171,15 +171,16 @@ class Fixed:
 
 def fixed_kappas(alphas, weights, spread, linear: bool, pairs) -> np.ndarray:
     """Per path, the rule's kappa for the roughness its pairs show: the
-    random-walk kappa (`rules.brownian_kappa`) unless they show more."""
-    walk = rules.brownian_kappa(alphas, weights, linear)
+    random-walk kappa unless they show more; never below what a smooth trend
+    needs (`rules.trend_kappa`: left and right rules)."""
+    walk = rules.error_ratio(alphas, weights, spread, float("inf"))
+    least = rules.trend_kappa(alphas, weights, spread)
     lengths = [rules.correlation_length(np.concatenate(own)) for own in pairs]
-    return np.array(
-        [
-            walk if np.isinf(ell) else rules.error_ratio(alphas, weights, spread, ell)
-            for ell in lengths
-        ]
-    )
+    kappas = [
+        walk if np.isinf(ell) else rules.error_ratio(alphas, weights, spread, ell)
+        for ell in lengths
+    ]
+    return np.maximum(np.array(kappas, dtype=np.float64), least)
 
 
 def neighbour_pairs(nodes: list[tuple[float, np.ndarray]]) -> np.ndarray:
@@ -504,7 +505,7 @@ class Adaptive:
             else:
                 scales, ratios = roughness_table(self.method)
                 squares = np.interp(np.log([(q.b - q.a) / ell for q in panels]), scales, ratios)
-            self._kappa2[path] = squares
+            self._kappa2[path] = np.maximum(squares, self.rule.least_kappa**2)
         return self._kappa2[path]
 
     def kappa(self, path: int) -> float:

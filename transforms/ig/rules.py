@@ -22,7 +22,10 @@ its nodes. For a smooth integrand the same estimate is larger than the error
 integrand rougher than a random walk at the scale of the nodes (gradients that
 change wholesale between neighbouring nodes) the multiple is larger: the model
 becomes an Ornstein-Uhlenbeck process whose correlation length is read from
-neighbouring differences (`correlation_length`, `error_ratio`).
+neighbouring differences (`correlation_length`, `error_ratio`). Left and
+right rules are first-order: on a smooth trend their error is about the
+spread's own size or more, so their kappa is never below what a linear trend
+needs (`trend_kappa`); on a random walk this overestimates, up to 3x.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ __all__ = [
     "min_steps",
     "panel_rule",
     "quadrature",
+    "rule_spread",
+    "trend_kappa",
 ]
 
 METHODS: tuple[str, ...] = (
@@ -172,6 +177,31 @@ def exact_for_linear(method: str) -> bool:
     return method not in ("riemann_left", "riemann_right")
 
 
+def rule_spread(method: str, t: np.ndarray) -> np.ndarray:
+    """The spread weights of `method`'s fixed rule on its nodes t (`spread_weights`).
+
+    Left and right rules are off by about (h/2) (c(1) - c(0)) on any smooth
+    trend, an error the alternating spread does not see (a trend moves it by
+    h^2 at most): their spread adds that term, (h/2) (c(t_last) - c(t_first)).
+    """
+    linear = exact_for_linear(method)
+    v = spread_weights(t, linear)
+    if not linear and len(t) > 1:
+        v[0] -= 0.5 / len(t)
+        v[-1] += 0.5 / len(t)
+    return v
+
+
+def trend_kappa(t: np.ndarray, w: np.ndarray, v: np.ndarray) -> float:
+    """|error| / |D| of the rule w and spread v on a linear integrand, c(a) = a:
+    the least kappa that does not underestimate a smooth trend. 0 for rules that
+    integrate linear functions exactly."""
+    error, spread = abs(float(w @ t) - 0.5), abs(float(v @ t))
+    if error < 1e-12:
+        return 0.0
+    return error / spread if spread > 0 else float("inf")
+
+
 def brownian_kappa(t: np.ndarray, weights: np.ndarray, linear: bool = True) -> float:
     """sqrt(E[error^2] / E[D^2]) of a rule and its spread under the random-walk
     model; nan where there is no spread (two nodes or fewer)."""
@@ -289,6 +319,9 @@ class PanelRule:
       parts: the numbers of equal parts a panel may be split into: 2, and 3
         for two-node panels, whose nodes (their edges) stay nodes of the parts
         (other panels' inner nodes would be lost to a three-way split).
+      least_kappa: the kappa a smooth trend needs (`trend_kappa`); no panel's
+        kappa is below it. 0 but for left and right rules, whose error on a
+        trend is first order: there `kappa` is this, the larger.
     """
 
     nodes: np.ndarray
@@ -298,6 +331,7 @@ class PanelRule:
     edge_nodes: bool
     signed: bool = False
     parts: tuple[int, ...] = (2,)
+    least_kappa: float = 0.0
 
 
 def panel_rule(method: str) -> PanelRule:
@@ -318,5 +352,7 @@ def panel_rule(method: str) -> PanelRule:
         nodes, weights = np.delete(nodes, len(t)), np.delete(weights, len(t))
     linear = exact_for_linear(method)
     spread = spread_weights(nodes, linear)
-    kappa = brownian_kappa(nodes, weights, linear)
-    return PanelRule(nodes, weights, spread, kappa, bool(nodes[0] == 0.0 and nodes[-1] == 1.0))
+    least = trend_kappa(nodes, weights, spread)
+    kappa = max(brownian_kappa(nodes, weights, linear), least)
+    edges = bool(nodes[0] == 0.0 and nodes[-1] == 1.0)
+    return PanelRule(nodes, weights, spread, kappa, edges, least_kappa=least)
