@@ -283,3 +283,33 @@ def test_a_relative_output_folder_is_written_and_read_back(
     assert manifest["status"] == "complete" and manifest["counts"]["rows"] == 4
     assert len(pd.read_parquet(tmp_path / "out" / "results")) == 4
     assert not list((tmp_path / "out" / ".tmp").glob("beam-temp-*/*"))
+
+
+def test_a_model_that_ends_in_a_softmax_reports_its_own_probabilities(
+    image_folder, tmp_path, caplog
+):
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    hidden = keras.layers.Dense(8, activation="relu")(keras.layers.Flatten()(inputs))
+    probabilities = keras.layers.Dense(5, activation="softmax")(hidden)
+    keras.utils.set_random_seed(3)
+    path = str(tmp_path / "softmax_head.keras")
+    keras.Model(inputs, probabilities).save(path)
+    runs = {}
+    for score in ("raw", "softmax"):
+        output = tmp_path / score
+        with caplog.at_level("WARNING"):
+            _run(image_folder, path, output, "--score", score, "--tolerance", "0")
+        runs[score] = pd.read_parquet(output / "results").sort_values("image_id")
+    assert "ends in a softmax (its outputs sum to 1)" in caplog.text
+    raw, soft = runs["raw"], runs["softmax"]
+    # The top probability is the model's own output (raw target_score), not a
+    # softmax of probabilities (squashed towards 1/5).
+    top = np.array([p[0] for p in raw.top_k_probs])
+    np.testing.assert_allclose(top, raw.target_score, rtol=1e-6)
+    assert np.allclose([np.sum(p) for p in raw.top_k_probs], 1.0, atol=1e-5)
+    np.testing.assert_allclose([c[0] for c in raw.deletion_curve], top, rtol=1e-5)
+    # --score softmax attributes those probabilities too: the same maps.
+    for a, b in zip(raw.attributions, soft.attributions, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9)

@@ -35,7 +35,7 @@ class _Predictions:
     """The batch's forward pass: logits, probabilities and the top-k per image."""
 
     logits: np.ndarray  # float32 [N, outputs]
-    probs: np.ndarray  # float64 [N, outputs], softmax
+    probs: np.ndarray  # float64 [N, outputs] (`Classifier.probabilities`)
     top: np.ndarray  # int64 [N, k], class indices (label space), best first
 
     def scores(self, score: str) -> np.ndarray:
@@ -57,15 +57,9 @@ class _Attributed:
     faith: Any  # transforms.faithfulness result, or None
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
 def _predict(model: Classifier, inputs: np.ndarray, top_k: int, spec: ModelSpec) -> _Predictions:
     logits = model.logits(inputs)
-    probs = _softmax(logits.astype(np.float64))
+    probs = model.probabilities(logits)
     top = np.argsort(-probs[:, spec.label_offset :], axis=1, kind="stable")
     return _Predictions(logits, probs, top[:, : min(top_k, spec.num_classes)])
 
@@ -136,7 +130,7 @@ def baselines_and_scores(
     refs = np.stack(per_image)
     outputs = _distinct_logits(model, refs.reshape(-1, *refs.shape[2:]))
     if cfg.score == "softmax":
-        outputs = _softmax(outputs)
+        outputs = model.probabilities(outputs)
     return refs, outputs.reshape(len(inputs), refs.shape[1], -1)
 
 

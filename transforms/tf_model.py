@@ -420,6 +420,13 @@ def _num_outputs(reference: str, call, image_size: int) -> int:
             f"{image_size}, 3]: {error_reason(e)}"
         ) from e
     _check_scores(reference, scores)
+    if outputs_are_probabilities(scores.numpy()):
+        _LOG.warning(
+            "Model %s ends in a softmax (its outputs sum to 1): top_k_probs are its own "
+            "outputs, and --score raw and softmax both attribute these probabilities (the "
+            "model without its softmax would give logit attributions, which saturate less).",
+            reference,
+        )
     if tape.gradient(scores, images) is None:  # of their sum
         raise ValueError(
             f"--model {reference!r} has no gradient with respect to its input images "
@@ -705,12 +712,30 @@ class Classifier:
         self._model = _load_for(spec, handoff)  # keeps variables alive
         call, _ = _callable(self._model)
         jit = self.settings.jit_compile
-        self._logits = _compile_logits(call, spec.image_size, jit)
-        self._integrands = {s: _compile_integrand(call, spec.image_size, jit, s) for s in _SCORES}
-        self._grads = {s: _compile_score_and_grad(call, spec.image_size, jit, s) for s in _SCORES}
-        self._scores = {s: _compile_score(call, spec.image_size, jit, s) for s in _SCORES}
         # Compiled functions get few distinct shapes (see `padded_batch`).
         self._pad = bool(jit)
+        self._logits = _compile_logits(call, spec.image_size, jit)
+        low, high = spec.input_range
+        probe = np.stack(
+            [np.full((spec.image_size, spec.image_size, 3), v, np.float32) for v in (low, high)]
+        )
+        #: The model ends in a softmax: its outputs are the probabilities.
+        self.outputs_probabilities = outputs_are_probabilities(self.logits(probe))
+        size, soft = spec.image_size, {s: self._softmax_of(s) for s in _SCORES}
+        self._integrands = {s: _compile_integrand(call, size, jit, soft[s]) for s in _SCORES}
+        self._grads = {s: _compile_score_and_grad(call, size, jit, soft[s]) for s in _SCORES}
+        self._scores = {s: _compile_score(call, size, jit, soft[s]) for s in _SCORES}
+
+    def _softmax_of(self, score: str) -> bool:
+        """Whether `score` takes a softmax of the outputs: `softmax`, unless they are
+        probabilities already (then `softmax` and `raw` both attribute them)."""
+        return score == "softmax" and not self.outputs_probabilities
+
+    def probabilities(self, outputs: np.ndarray) -> np.ndarray:
+        """float64 [N, outputs] class probabilities of the model's outputs: their
+        softmax, or the outputs themselves when the model ends in a softmax."""
+        outputs = np.asarray(outputs, np.float64)
+        return outputs if self.outputs_probabilities else softmax(outputs)
 
     def _path_args(self, inputs, baselines, alphas, targets) -> tuple[int, tuple[np.ndarray, ...]]:
         args = (
@@ -833,12 +858,30 @@ def _path_spec(size: int) -> list:
     return [image, image, tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.int64)]
 
 
-def _target_scores(call, points, targets, score: str):
-    """The `score` (`raw` or `softmax`) of each row's target output."""
+def softmax(outputs: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of float64 [N, outputs]."""
+    shifted = outputs - outputs.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def outputs_are_probabilities(outputs: np.ndarray) -> bool:
+    """Whether a model's outputs on a probe batch are probabilities (a softmax
+    head): more than one per row, each in [0, 1], each row summing to 1. Logits
+    of two different images doing so by chance is not a practical case."""
+    outputs = np.asarray(outputs, np.float64)
+    if outputs.ndim != 2 or outputs.shape[1] < 2 or not np.all(np.isfinite(outputs)):
+        return False
+    in_range = outputs.min() >= 0.0 and outputs.max() <= 1.0
+    return bool(in_range and np.allclose(outputs.sum(axis=1), 1.0, rtol=0.0, atol=1e-3))
+
+
+def _target_scores(call, points, targets, take_softmax: bool):
+    """Each row's target output, after a softmax over the outputs if `take_softmax`."""
     import tensorflow as tf  # noqa: PLC0415
 
     out = tf.cast(call(points), tf.float32)
-    if score == "softmax":
+    if take_softmax:
         out = tf.nn.softmax(out, axis=-1)
     return tf.gather(out, targets, axis=1, batch_dims=1)
 
@@ -853,7 +896,7 @@ def _compile_logits(call, size: int, jit: bool):
     return logits
 
 
-def _compile_score_and_grad(call, size: int, jit: bool, score: str):
+def _compile_score_and_grad(call, size: int, jit: bool, take_softmax: bool):
     import tensorflow as tf  # noqa: PLC0415
 
     @tf.function(input_signature=_path_spec(size), jit_compile=jit)
@@ -861,7 +904,7 @@ def _compile_score_and_grad(call, size: int, jit: bool, score: str):
         points = baselines + alphas[:, None, None, None] * (inputs - baselines)
         with tf.GradientTape() as tape:
             tape.watch(points)
-            scores = _target_scores(call, points, targets, score)
+            scores = _target_scores(call, points, targets, take_softmax)
         # Rows are independent (inference mode), so the gradient of
         # the sum is each row's own gradient.
         return scores, tape.gradient(scores, points)
@@ -869,13 +912,13 @@ def _compile_score_and_grad(call, size: int, jit: bool, score: str):
     return score_and_grad
 
 
-def _compile_score(call, size: int, jit: bool, score: str):
+def _compile_score(call, size: int, jit: bool, take_softmax: bool):
     import tensorflow as tf  # noqa: PLC0415
 
     @tf.function(input_signature=_path_spec(size), jit_compile=jit)
     def score_fn(inputs, baselines, alphas, targets):
         points = baselines + alphas[:, None, None, None] * (inputs - baselines)
-        return _target_scores(call, points, targets, score)
+        return _target_scores(call, points, targets, take_softmax)
 
     return score_fn
 
@@ -898,7 +941,7 @@ def _integrand_spec(size: int) -> list:
     ]
 
 
-def _compile_integrand(call, size: int, jit: bool, score: str):
+def _compile_integrand(call, size: int, jit: bool, take_softmax: bool):
     import tensorflow as tf  # noqa: PLC0415
 
     @tf.function(input_signature=_integrand_spec(size), jit_compile=jit)
@@ -907,7 +950,7 @@ def _compile_integrand(call, size: int, jit: bool, score: str):
         points = tf.gather(references, index) + alphas[:, None, None, None] * delta
         with tf.GradientTape() as tape:
             tape.watch(points)
-            scores = _target_scores(call, points, targets, score)
+            scores = _target_scores(call, points, targets, take_softmax)
         contribution = delta * tape.gradient(scores, points)
         finite = tf.math.is_finite(scores) & tf.reduce_all(
             tf.math.is_finite(contribution), axis=[1, 2, 3]
