@@ -350,8 +350,11 @@ class Adaptive:
         self.spreads = np.zeros((n, *shape), dtype=np.float64)
         shared = int(self.rule.edge_nodes)
         own = len(self.rule.nodes) - shared
-        vector_bytes = int(np.prod(shape)) * 4
-        fit = settings.memory_budget // max(1, n * own * vector_bytes)
+        values = int(np.prod(shape))
+        # The budget holds the sums, the active panels' vectors and one round's new
+        # ones (`least_path_bytes`: what the rows of a call are chunked by).
+        free = settings.memory_budget - n * values * 2 * 8
+        fit = free // max(1, n * own * values * 4) - _MAX_SPLITS_PER_ROUND
         self.active_panels = int(min(1 << 20, max(_MIN_ACTIVE_PANELS, fit)))
         self.vectors_at: list[dict[float, np.ndarray]] = [{} for _ in range(n)]
         self.derivative: list[dict[float, float]] = [{} for _ in range(n)]
