@@ -11,7 +11,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import SIZE
 from transforms import baselines as baselines_lib
-from transforms import ig, tf_model
+from transforms import batch, ig, tf_model
 from transforms.attribution import ERRORS_TAG, IGModelHandler, ImageExample, Preprocess
 from transforms.config import AttributionConfig
 from transforms.sources import RawImage
@@ -363,3 +363,39 @@ def test_graph_integrand_equals_the_numpy_one(quadratic_saved_model, jit):
             np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=2e-5, atol=1e-6
         )
     assert graph[3].shape == (3, SIZE, SIZE, 3)
+
+
+@pytest.mark.parametrize(
+    "scale, error",
+    [(1.0, "rounding"), (1e7, "overflow"), (1e-9, "flushed to zero")],
+)
+def test_float16_storage_counts_in_the_error_of_the_stored_map(
+    linear_weights, tmp_path, scale, error, caplog
+):
+    import keras
+
+    # logits = scale * (x @ W + b): IG is x * scale * W[:, t], exactly.
+    inputs = keras.Input((SIZE, SIZE, 3))
+    dense = keras.layers.Dense(1000)
+    model = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
+    dense.set_weights([w * scale for w in linear_weights])
+    model.save(tmp_path / "scaled.keras")
+    spec = resolve_model(str(tmp_path / "scaled.keras"))
+    examples = _examples(1)
+    config = AttributionConfig(steps=2, attribution_dtype="float16")
+    batch._warn_storage.cache_clear()  # once per process: this test's own
+    with caplog.at_level("WARNING"):
+        (row,) = _run_handler(spec, config, examples)[0].rows
+    exact = (
+        examples[0].image * scale * linear_weights[0][:, row["target_class"]].reshape(SIZE, SIZE, 3)
+    )
+    stored = row["attributions"].astype(np.float64)
+    off = np.linalg.norm(stored - exact) / np.linalg.norm(exact)
+    if error == "rounding":  # float16 keeps 11 bits: far below the tolerance
+        assert 0 < row["attribution_error"] < 1e-3 and row["attribution_error"] >= off * 0.99
+        assert row["within_tolerance"] is True and "do not fit" not in caplog.text
+        return
+    assert not np.isfinite(off) or off > 0.5  # the stored map is wrong...
+    # ... and its row says so, instead of an error of 0 and within_tolerance True.
+    assert row["attribution_error"] >= 0.999 * off and row["within_tolerance"] is False
+    assert "do not fit float16" in caplog.text

@@ -7,6 +7,8 @@ Beam's own TensorFlow handler delegates to a replaceable inference function.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +21,8 @@ from transforms.preprocess import ImageExample, error_record
 from transforms.tf_model import Classifier, ModelSpec
 
 __all__ = ["ImageOutcome", "attribute_batch", "baselines_and_scores"]
+
+_LOG = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,13 +215,40 @@ def _within(config: AttributionConfig, error: float, relative: float) -> bool | 
 
 
 def _stored(attributions: np.ndarray, cfg: AttributionConfig):
-    """The attributions as stored (`--attributions`, `--attribution_dtype`) and their shape."""
+    """The attributions as stored (`--attributions`, `--attribution_dtype`), their
+    shape, and the relative L2 error of storing them so (0 in float32)."""
     if cfg.attributions == "none":
-        return None, None
+        return None, None, 0.0
     if cfg.attributions == "pixel":
         attributions = attributions.sum(axis=-1)
-    stored = attributions.astype(cfg.attribution_dtype)
-    return stored, np.asarray(stored.shape, dtype=np.int32)
+    with np.errstate(over="ignore"):  # beyond float16: inf, counted in the error
+        stored = attributions.astype(cfg.attribution_dtype)
+    return stored, np.asarray(stored.shape, dtype=np.int32), _storage_error(attributions, stored)
+
+
+@functools.cache
+def _warn_storage(dtype: str) -> None:
+    """Once per worker process: maps that lose more than 0.1 % in `dtype`."""
+    _LOG.warning(
+        "Some attribution maps do not fit %s (values beyond 65504, or below 6e-8, "
+        "lose more than 0.1 %%): their attribution_error includes it, and rows beyond "
+        "--tolerance are flagged. --attribution_dtype float32 stores them exactly.",
+        dtype,
+    )
+
+
+def _storage_error(computed: np.ndarray, stored: np.ndarray) -> float:
+    """||stored - computed|| / ||computed||: float16's rounding, its values flushed
+    to 0 (below 6e-8) and its overflows (beyond 65504: inf)."""
+    if stored.dtype == computed.dtype:
+        return 0.0
+    computed = computed.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        off = float(np.linalg.norm(stored.astype(np.float64) - computed))
+        size = float(np.linalg.norm(computed))
+    if not np.isfinite(off):
+        return float("inf")
+    return off / size if size > 0 else (0.0 if off == 0 else float("inf"))
 
 
 def _prediction_columns(
@@ -241,7 +272,10 @@ def _prediction_columns(
 def _row(ex, r: int, preds, a: _Attributed, cfg, spec, names) -> dict[str, Any]:
     """The result row of row r, in the schema's columns (`transforms.schema`)."""
     result, target = a.result, int(a.targets[r])
-    stored, shape = _stored(result.attributions[r], cfg)
+    stored, shape, storage = _stored(result.attributions[r], cfg)
+    error = result.error[r] + storage  # of the map as stored: its rounding adds
+    if storage > 1e-3:
+        _warn_storage(cfg.attribution_dtype)
     path = cfg.store_path
     return (
         _prediction_columns(ex, int(a.image_index[r]), preds, spec, names)
@@ -258,8 +292,8 @@ def _row(ex, r: int, preds, a: _Attributed, cfg, spec, names) -> dict[str, Any]:
             "score": cfg.score,
             "baseline": ",".join(cfg.baselines),
             "evaluations": int(result.evaluations[r]),
-            "attribution_error": _optional(result.error[r]),
-            "within_tolerance": _within(cfg, result.error[r], a.relative[r]),
+            "attribution_error": _optional(error),
+            "within_tolerance": _within(cfg, error, a.relative[r]),
             "path_alphas": result.path_alphas[r].astype(np.float32) if path else None,
             "path_scores": result.path_scores[r].astype(np.float32) if path else None,
             "attribution_shape": shape,
