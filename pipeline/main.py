@@ -382,6 +382,11 @@ def _runner_name(options: PipelineOptions) -> str:
     return name.rsplit(".", 1)[-1].lower()
 
 
+def _is_direct(options: PipelineOptions) -> bool:
+    """The DirectRunner: the job runs in this process (and its model loads here)."""
+    return "direct" in _runner_name(options)
+
+
 def _is_dataflow(options: PipelineOptions) -> bool:
     return _runner_name(options) in _DATAFLOW_RUNNERS
 
@@ -718,7 +723,7 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     data = _resolve_dataset(audit, source, on_dataflow, dry_run)
     _check_labels(config, data)
     # Only a DirectRunner's workers run in this process and can take the launcher's model.
-    handoff = ModelHandoff() if "direct" in _runner_name(options) else None
+    handoff = ModelHandoff() if _is_direct(options) else None
     spec = _resolve_model(audit, model, data, input_range, handoff)
     config = _fit_to_model(audit, config, spec)
     class_names = _class_names_for(audit, spec, data, names_file)
@@ -732,7 +737,7 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
         jit_compile={"auto": None, "on": True, "off": False}[audit.jit_compile],
         start_time=datetime.datetime.now(datetime.UTC).isoformat(),
         total_inputs=data.total,
-        show_progress="direct" in _runner_name(options),
+        show_progress=_is_direct(options),
         progress_per_worker=options.view_as(DirectOptions).direct_running_mode
         == "multi_processing",
         model_handoff=handoff,
@@ -977,7 +982,7 @@ def _wait(job: AuditJob, options: PipelineOptions, result: PipelineResult):
     try:
         return result.wait_until_finish()
     except KeyboardInterrupt:
-        if "direct" in _runner_name(options):
+        if _is_direct(options):
             raise
         raise KeyboardInterrupt(_left_running(job, options, result)) from None
 
