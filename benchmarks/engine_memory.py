@@ -88,13 +88,20 @@ def main(argv=None):
         whole, whole_evals = measure(rows, one_chunk=True)
         chunked, evals = measure(rows, one_chunk=False)
         table.append(
-            [rows, f"{whole:.0f}", f"{chunked:.0f}", f"{chunked / whole:.2f}x", f"{evals:.1f}"]
+            [
+                rows,
+                f"{whole:.0f}",
+                f"{chunked:.0f}",
+                f"{chunked / whole:.2f}x",
+                f"{whole_evals:.1f}",
+                f"{evals:.1f}",
+            ]
         )
-        assert whole_evals == evals  # same work, whatever the chunks
     print_table(
         "Peak RSS (MB) of one adaptive call, 224x224x3, 1 GiB budget "
-        "(reference: its rows in one chunk, as before; same run)",
-        ["rows", "one chunk (before)", "chunked (now)", "ratio", "grad evals/row"],
+        "(reference: its rows in one chunk, as before; same run). Evaluations differ "
+        "where fewer panels' vectors fit per path: folded panels are evaluated again",
+        ["rows", "one chunk (before)", "chunked (now)", "ratio", "evals/row before", "now"],
         table,
     )
 

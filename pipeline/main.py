@@ -448,12 +448,14 @@ def _as_config_errors() -> Iterator[None]:
 
 def _check_not_inside_a_run(output: str) -> None:
     """A local --output inside another run's results/ or errors/ would put its files
-    among that run's Parquet files (`pd.read_parquet` of them then fails)."""
+    among that run's Parquet files (`pd.read_parquet` of them then fails); inside its
+    sanity/ or .tmp/, the next --overwrite or --resume of that run deletes it."""
     if output.startswith(_REMOTE_SCHEMES):
         return
     path = Path(os.path.abspath(output))
     for folder in (path, *path.parents):
-        if folder.name in ("results", "errors") and (folder.parent / MANIFEST_FILE).is_file():
+        run_folders = ("results", "errors", "sanity", TEMP_DIR)
+        if folder.name in run_folders and (folder.parent / MANIFEST_FILE).is_file():
             raise ConfigError(
                 f"--output {output!r} lies inside {str(folder)!r}, the {folder.name} of the "
                 f"run in {str(folder.parent)!r}; choose a folder outside it."
@@ -500,16 +502,52 @@ def _check_output_free(audit: AuditOptions) -> None:
     _check_credentials(audit.output)
     _check_not_inside_a_run(audit.output)
     output_lock.check_free(audit.output)  # a live run holds it, whatever the flags
-    if audit.resume or audit.overwrite:
+    if audit.resume:
         return
     existing = _earlier_run(audit.output)
-    if existing:
-        prefix = audit.output.rstrip("/") + "/"
-        names = sorted({p[len(prefix) :].split("/")[0] for p in existing if p.startswith(prefix)})
+    if existing and audit.overwrite:
+        _check_replaceable(audit.output, audit.dataset, existing)
+    elif existing:
         raise ConfigError(
-            f"--output {audit.output!r} already holds a run ({', '.join(names)}). "
+            f"--output {audit.output!r} already holds a run ({_top_names(audit.output, existing)}). "
             "Pass --overwrite to replace it, --resume to continue it, or choose another folder."
         )
+
+
+def _top_names(output: str, paths: list[str]) -> str:
+    """The entries of `output` that `paths` lie in: `results, manifest.json`."""
+    if output.startswith(_REMOTE_SCHEMES):
+        prefix = output.rstrip("/") + "/"
+        inside = [p[len(prefix) :] for p in paths if p.startswith(prefix)]
+    else:  # Beam lists a relative folder's files relative, an absolute one's absolute
+        inside = [os.path.relpath(p, output) for p in paths]
+    return ", ".join(sorted({p.split("/")[0] for p in inside}))
+
+
+def _check_replaceable(output: str, dataset: str, existing: list[str]) -> None:
+    """--overwrite deletes an earlier run of this job only: never files in a folder
+    without the manifest of one, and never the --dataset folder."""
+    try:
+        manifest = read_manifest(output)
+    except Exception:  # missing, or not JSON
+        manifest = None
+    if not isinstance(manifest, dict) or not {"model", "config"} <= manifest.keys():
+        raise ConfigError(
+            f"--output {output!r} holds {_top_names(output, existing)} but no manifest.json "
+            "of a run of this job, and --overwrite deletes only such a run. Move those "
+            "files, or choose another folder."
+        )
+    if dataset.startswith(_REMOTE_SCHEMES) or output.startswith(_REMOTE_SCHEMES):
+        return
+    data = Path(os.path.abspath(dataset))
+    for name in ("results", "errors", "sanity"):
+        folder = Path(_local_output(output)) / name
+        if data == folder or folder in data.parents:
+            raise ConfigError(
+                f"--dataset {dataset!r} lies inside {str(folder)!r}, which --overwrite "
+                "would delete with the earlier run; move the images, or choose another "
+                "--output."
+            )
 
 
 @dataclasses.dataclass(frozen=True)

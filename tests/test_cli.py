@@ -642,3 +642,45 @@ def test_max_steps_and_batch_size_defaults_are_those_of_their_one_home():
     # --batch_size unset: the model handler's own default, 8.
     assert batch_size(flags()) == DEFAULT_BATCH_SIZE == 8
     assert inspect.signature(IGModelHandler).parameters["batch_size"].default == 8
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_overwrite_deletes_only_a_run_of_this_job_never_other_files(
+    image_folder, linear_keras, tmp_path, capsys
+):
+    # A project folder whose results/ holds the images themselves, and documents.
+    project = tmp_path / "project"
+    for name, pixels in list(image_folder["pixels"].items())[:2]:
+        write_image(project / "results" / Path(name).name, pixels)
+    (project / "errors").mkdir()
+    (project / "errors" / "notes.csv").write_text("mine")
+    (project / "report.html").write_text("<p>my own report</p>")
+    before = _tree(project)
+    for dataset in (project / "results", image_folder["root"]):
+        flags = cli_args(dataset=dataset, model=linear_keras, output=project, steps=2)
+        assert main([*flags, "--overwrite"]) == 2
+        (line,) = _error_lines(capsys.readouterr().err)
+        assert line == (
+            f"error: --output '{project}' holds errors, report.html, results but no "
+            "manifest.json of a run of this job, and --overwrite deletes only such a run. "
+            "Move those files, or choose another folder."
+        )
+    assert _tree(project) == before  # nothing deleted
+    # A run's folder whose sanity/ holds the --dataset: never deleted with the run.
+    run_dir = tmp_path / "run"
+    main(cli_args(dataset=image_folder["root"], model=linear_keras, output=run_dir, steps=2))
+    photos = run_dir / "sanity" / "photos"
+    write_image(photos / "a.png", next(iter(image_folder["pixels"].values())))
+    capsys.readouterr()
+    flags = cli_args(dataset=photos, model=linear_keras, output=run_dir, steps=2)
+    assert main([*flags, "--overwrite"]) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert f"--dataset '{photos}' lies inside '{run_dir / 'sanity'}', which --overwrite" in line
+    assert (photos / "a.png").is_file()
+    # Nor may another run live in this run's temp folder: the next run would delete it.
+    flags = cli_args(dataset=image_folder["root"], model=linear_keras, output=run_dir / ".tmp")
+    assert main(flags) == 2
+    assert "lies inside" in _error_lines(capsys.readouterr().err)[0]
