@@ -783,6 +783,16 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     return job
 
 
+def _expand_home(audit: AuditOptions) -> None:
+    """`~` in a path flag is the home folder, as a shell would make it: a quoted
+    `'~/x'` or `--output=~/x` reaches the job unexpanded (a folder named `~` was
+    written, and the summary read the home folder's)."""
+    for flag in ("output", "dataset", "model", "data_dir", "class_names"):
+        value = getattr(audit, flag)
+        if isinstance(value, str) and value.startswith("~"):
+            setattr(audit, flag, os.path.expanduser(value))
+
+
 def _command(argv: Sequence[str]) -> tuple[str, ...]:
     """The command line of this run as typed: the process's own when `argv` is its
     arguments, else (`run(argv)` from Python) the equivalent `python -m pipeline`."""
@@ -815,6 +825,7 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
         standard = options.view_as(StandardOptions)
         standard.runner = standard.runner or "DirectRunner"  # Beam's default, said once here
         audit = options.view_as(AuditOptions)
+        _expand_home(audit)
         job = dataclasses.replace(_prepare(options, audit), command=_command(argv))
         if _is_dataflow_dry_run(options):
             _LOG.info("Dry run: not checking that --output %s is free and writable.", audit.output)

@@ -98,6 +98,23 @@ def test_negative_input_range_in_both_forms(form, image_folder, linear_keras, tm
     assert job.spec.input_range == (-1.0, 1.0)
 
 
+def test_a_tilde_in_path_flags_is_the_home_folder(
+    image_folder, linear_keras, tmp_path, monkeypatch
+):
+    # Quoted, or after '=', the shell leaves ~ alone; the job expands it.
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    os.symlink(image_folder["root"], tmp_path / "home" / "images")
+    os.symlink(linear_keras, tmp_path / "home" / "model.keras")
+    job, _ = prepare(
+        ["--dataset=~/images", "--model", "~/model.keras", "--output=~/audit", "--steps", "2"]
+    )
+    job.lock.release()
+    assert job.output == str(tmp_path / "home" / "audit") and (tmp_path / "home" / "audit").is_dir()
+    assert job.source.root == str(tmp_path / "home" / "images")
+    assert job.spec.location == str(tmp_path / "home" / "model.keras")
+
+
 def test_missing_and_empty_dataset_folders_exit_2(linear_keras, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     for folder, message in (
