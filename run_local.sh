@@ -3,8 +3,9 @@
 # on the bundled sample photos, offline, into ./output/sample. Any flag overrides.
 # Only the default ./output/sample is replaced by a new run (--overwrite); another
 # --output that holds an earlier audit is refused, so it is never lost silently.
+# Relative paths (--dataset, --model, --output) are the caller's, as with any command.
 set -euo pipefail
-cd "$(dirname "$0")"
+here=$(cd "$(dirname "$0")" && pwd)
 
 default_output=./output/sample
 output=$default_output
@@ -24,9 +25,9 @@ case ${output%/} in
     if [[ -z $keep ]]; then overwrite=(--overwrite); fi ;;
 esac
 
-./scripts/bootstrap.sh
+"$here/scripts/bootstrap.sh"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-3}"
-exec .venv/bin/python -m pipeline \
+exec "$here/.venv/bin/python" -m pipeline \
   --runner DirectRunner \
   --dataset sample \
   --model efficientnet_lite0 \

@@ -106,6 +106,12 @@ def _shell_quoted(code: str) -> str:
     return shlex.quote(code)
 
 
+def _flag(name: str, value: str) -> list[str]:
+    """A flag and its value as arguments; joined by `=` when the value starts with
+    `-` (argparse would take `--input -x` for two flags)."""
+    return [f"{name}={value}"] if value.startswith("-") else [name, value]
+
+
 def _python() -> str:
     """The interpreter running this job, quoted for a shell: it has the packages."""
     return shlex.quote(sys.executable or "python")
@@ -143,5 +149,5 @@ def print_summary(manifest: dict[str, Any], limit: int = 20) -> None:
     )
     print(f"  {python} -c {_shell_quoted(code)}")
     print("Render the audit report (one self-contained HTML page):")
-    report = shlex.join(["--input", output, "--output", f"{output}/report.html"])
+    report = shlex.join([*_flag("--input", output), *_flag("--output", f"{output}/report.html")])
     print(f"  {python} -m pipeline.report {report}")

@@ -268,20 +268,21 @@ def test_every_input_failing_exits_1_with_errors_by_stage(linear_keras, tmp_path
     assert len(errors) == 3
 
 
-def test_the_printed_commands_work_as_printed_in_a_folder_with_a_space_and_a_quote(
-    image_folder, linear_keras, tmp_path, capsys
+@pytest.mark.parametrize("name", ["it's my run", "-a run"])  # a space, a quote, a dash
+def test_the_printed_commands_work_as_printed_in_odd_folder_names(
+    image_folder, linear_keras, tmp_path, capsys, monkeypatch, name
 ):
-    output = tmp_path / "it's my run"
-    args = cli_args(dataset=image_folder["root"], model=linear_keras, output=output, steps=2)
-    assert main(args) == 0
+    monkeypatch.chdir(tmp_path)  # a relative --output, as typed
+    args = cli_args(dataset=image_folder["root"], model=linear_keras, steps=2)
+    assert main([*args, f"--output={name}"]) == 0
     out = capsys.readouterr().out.splitlines()
     reader, report = [out[i + 1].strip() for i, line in enumerate(out) if line.endswith(":")][-2:]
-    done = subprocess.run(reader, shell=True, capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(reader, shell=True, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "attribution_error" in done.stdout and "cat1.png" in done.stdout
-    done = subprocess.run(report, shell=True, capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(report, shell=True, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert (output / "report.html").is_file()
+    assert (tmp_path / name / "report.html").is_file()
 
 
 def test_resuming_a_finished_run_whose_only_failure_fails_again_exits_0(
@@ -593,14 +594,18 @@ def test_run_local_overwrites_only_the_default_output(args, overwrite, tmp_path)
     (tmp_path / ".venv" / "bin").mkdir(parents=True)
     (tmp_path / "scripts" / "bootstrap.sh").write_text("#!/usr/bin/env bash\n")
     python = tmp_path / ".venv" / "bin" / "python"
-    python.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@"\n')
+    python.write_text('#!/usr/bin/env bash\necho "$PWD"\nprintf "%s\\n" "$@"\n')
     script = tmp_path / "run_local.sh"
     script.write_text(open(os.path.join(ROOT, "run_local.sh")).read())
     for path in (script, python, tmp_path / "scripts" / "bootstrap.sh"):
         path.chmod(0o755)
-    done = subprocess.run([str(script), *args], capture_output=True, text=True, check=True)
-    argv = done.stdout.splitlines()
-    assert argv[:2] == ["-m", "pipeline"]
+    caller = tmp_path / "elsewhere"  # relative paths are the caller's, not the repo's
+    caller.mkdir()
+    done = subprocess.run(
+        [str(script), *args], capture_output=True, text=True, check=True, cwd=caller
+    )
+    cwd, *argv = done.stdout.splitlines()
+    assert cwd == str(caller) and argv[:2] == ["-m", "pipeline"]
     assert argv[len(argv) - len(args) :] == args  # the user's flags last: they win
     assert ("--overwrite" in argv) == overwrite
 
