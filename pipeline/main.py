@@ -199,10 +199,12 @@ def _drop_empty_temp(output: str) -> None:
             pass
 
 
-def _tidy_finished(job: AuditJob) -> dict[str, Any]:
+def _tidy_finished(job: AuditJob) -> dict[str, Any] | None:
     """After a finished run: its checkpoints go (its rows are in results/), then
     the empty temp folders, and a resume's empty results file. Returns the
-    run's manifest."""
+    run's manifest; None for a job that wrote nothing (a Dataflow --dry_run)."""
+    if job.lock is None:
+        return None
     manifest = read_manifest(job.output)
     _drop_checkpoints(job)
     _drop_empty_temp(job.output)
