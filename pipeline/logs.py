@@ -8,7 +8,11 @@ import os
 import sys
 from collections.abc import Iterator
 
-__all__ = ["configure_logging", "import_tensorflow", "quiet_environment"]
+__all__ = ["NOT_STARTED", "configure_logging", "import_tensorflow", "quiet_environment"]
+
+# What the command line says of a Ctrl-C before the run claimed --output (while
+# Beam and TensorFlow load, or during the launch checks): there is no run to resume.
+NOT_STARTED = "interrupted before the run started; nothing was written. Run the command again."
 
 # Loggers that are chatty at INFO: shown with --verbose only.
 _NOISY = ("absl", "tensorflow", "apache_beam", "h5py", "matplotlib")

@@ -965,7 +965,10 @@ def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
 def _start(
     argv: Sequence[str] | None, save_main_session: bool | None
 ) -> tuple[AuditJob, PipelineOptions, PipelineResult]:
-    job, options = prepare(argv)
+    try:
+        job, options = prepare(argv)
+    except KeyboardInterrupt:  # nothing written yet: --resume would find no run
+        raise KeyboardInterrupt(logs.NOT_STARTED) from None
     if save_main_session is not None:
         options.view_as(SetupOptions).save_main_session = save_main_session
     what = f"{job.total_inputs} images of " if job.total_inputs is not None else ""

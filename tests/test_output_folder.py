@@ -176,6 +176,24 @@ def test_ctrl_c_while_running_says_interrupted_and_how_to_go_on(
     assert "Traceback" not in log
 
 
+def test_ctrl_c_before_the_run_started_says_nothing_was_written(
+    folder, linear_keras, tmp_path, jobs
+):
+    # While Beam and TensorFlow load, seconds before --output is claimed.
+    out = tmp_path / "out"
+    first = jobs(*cli_args(dataset=folder, model=linear_keras, output=out, steps=2))
+    time.sleep(1.0)
+    assert first.poll() is None
+    os.kill(first.pid, signal.SIGINT)
+    assert first.wait(timeout=60) == 130
+    log = first.log.read_text()
+    lines = [line for line in log.splitlines() if line.startswith("error:")]
+    assert lines == [
+        "error: interrupted before the run started; nothing was written. Run the command again."
+    ], log[-3000:]
+    assert "Traceback" not in log and not (out / "manifest.json").exists()
+
+
 def test_a_resume_keeps_each_checkpointed_image_once(image_folder, linear_keras, tmp_path):
     import shutil
 
