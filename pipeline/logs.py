@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import sys
-from collections.abc import Iterator
+import re
+
+from transforms.quiet import import_tensorflow, quiet_environment
 
 __all__ = ["NOT_STARTED", "configure_logging", "import_tensorflow", "quiet_environment"]
 
@@ -16,54 +15,6 @@ NOT_STARTED = "interrupted before the run started; nothing was written. Run the 
 
 # Loggers that are chatty at INFO: shown with --verbose only.
 _NOISY = ("absl", "tensorflow", "apache_beam", "h5py", "matplotlib")
-
-
-def quiet_environment(verbose: bool) -> None:
-    """Sets TensorFlow's C++ log level before TensorFlow is imported.
-
-    Level 3 hides the INFO/WARNING/ERROR lines TensorFlow logs at start-up on a
-    CPU machine (`E0000 ... failed call to cuInit`); a value the user exported
-    is kept. Child processes (multi-process DirectRunner workers) inherit it.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "3")
-
-
-@contextlib.contextmanager
-def _stderr_to_devnull() -> Iterator[None]:
-    """Silences the process's file descriptor 2 (C++ writes there, below Python)."""
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # no real stderr (e.g. captured)
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(fd)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), fd)
-            yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, fd)
-        os.close(saved)
-
-
-def import_tensorflow(verbose: bool) -> None:
-    """Imports TensorFlow once; unless `verbose`, without its start-up lines.
-
-    TensorFlow's native libraries print "Could not find cuda drivers" (twice)
-    and an absl banner to stderr while loading, whatever TF_CPP_MIN_LOG_LEVEL
-    says; they are hidden here. An import error is still raised as usual.
-    """
-    if "tensorflow" in sys.modules:
-        return
-    quiet_environment(verbose)
-    if verbose:
-        import tensorflow  # noqa: PLC0415
-
-        return
-    with _stderr_to_devnull():
-        import tensorflow  # noqa: F401, PLC0415
 
 
 def configure_logging(verbose: bool) -> None:
@@ -76,3 +27,29 @@ def configure_logging(verbose: bool) -> None:
     logging.getLogger("apache_beam.runners.common").setLevel(
         logging.INFO if verbose else logging.CRITICAL
     )
+    if not verbose:
+        job_service = logging.getLogger("apache_beam.runners.portability.local_job_service")
+        job_service.setLevel(logging.INFO)
+        job_service.addFilter(_WorkerRecords())
+
+
+# How Beam's local job service logs a record of a multi-process DirectRunner's
+# worker: one line, 'Worker: severity: INFO timestamp {...} message: "..."
+# ... log_location: "/path/file.py:123" ...' (the protobuf's text form).
+_FORWARDED = re.compile(r'message: "((?:[^"\\]|\\.)*)".*?log_location: "([^"]*)"', re.S)
+_ESCAPES = re.compile(r"\\(.)")
+_PROGRESS_SOURCE = re.compile(r"[/\\]pipeline[/\\]progress\.py:\d+$")
+
+
+class _WorkerRecords(logging.Filter):
+    """Of the records a multi-process DirectRunner's workers send: the job's
+    progress lines pass, as their own text; the rest (Beam's start-up warnings of
+    each worker) only from ERROR up. --verbose shows them all, as Beam logs them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        found = _FORWARDED.search(record.getMessage())
+        if found is None or not _PROGRESS_SOURCE.search(found.group(2)):
+            return record.levelno >= logging.ERROR
+        record.msg, record.args = _ESCAPES.sub(r"\1", found.group(1)), ()
+        record.name, record.levelno, record.levelname = "pipeline.progress", logging.INFO, "INFO"
+        return True

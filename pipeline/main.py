@@ -109,6 +109,7 @@ class AuditJob:
     progress_per_worker: bool = False  # local worker processes count their own share
     lock: output_lock.RunLock | None = None
     command: tuple[str, ...] = ()  # as typed (`_command`), for the manifest
+    verbose: bool = False  # TensorFlow's start-up lines in worker processes too
     # The model the launcher loaded, for the in-process worker of a DirectRunner job.
     model_handoff: ModelHandoff | None = None
 
@@ -781,6 +782,7 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
         progress_per_worker=options.view_as(DirectOptions).direct_running_mode
         == "multi_processing",
         model_handoff=handoff,
+        verbose=audit.verbose,
     )
     return job
 
@@ -924,6 +926,7 @@ def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
         jit_compile=job.jit_compile,
         handoff=job.model_handoff,
         log_progress=not job.show_progress,
+        verbose=job.verbose,
     )
     outcomes = prepared.images | "Attribute" >> RunInference(handler)
     split = outcomes | "SplitOutcomes" >> beam.FlatMap(_split_outcomes).with_outputs(

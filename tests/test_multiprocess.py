@@ -73,3 +73,34 @@ def test_multi_process_run_gives_the_same_rows_as_one_worker(
     errors_two = pd.read_parquet(tmp_path / "two" / "errors")
     assert errors_two.to_dict("records") == errors_one.to_dict("records")
     assert errors_one.image_id.tolist() == ["broken.jpg"]
+
+
+def test_a_multi_process_run_logs_each_workers_progress_and_no_worker_noise(
+    image_folder, linear_keras, tmp_path
+):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    flags = cli_args(
+        dataset=image_folder["root"],
+        model=linear_keras,
+        output=tmp_path / "out",
+        steps=2,
+        batch_size=1,
+        direct_running_mode="multi_processing",
+        direct_num_workers=2,
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as a user runs it
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", *flags], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = done.stderr
+    progress = [line for line in log.splitlines() if line.startswith("INFO pipeline.progress")]
+    assert progress and all(line.endswith("(this worker's share)") for line in progress), log
+    # Beam's per-worker start-up warnings and TensorFlow's banner: --verbose only.
+    for noise in ("Worker: severity", "Discarding unparseable args", "oneDNN", "absl::"):
+        assert noise not in log, log[-3000:]

@@ -15,6 +15,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.ml.inference.base import ModelHandler
 
+from transforms import quiet
 from transforms.batch import ImageOutcome, attribute_batch
 from transforms.config import AttributionConfig
 from transforms.preprocess import ERRORS_TAG, NAMESPACE, ImageExample, Preprocess, error_record
@@ -94,10 +95,12 @@ class IGModelHandler(ModelHandler[ImageExample, ImageOutcome, Classifier]):
         jit_compile: bool | None = None,
         handoff: ModelHandoff | None = None,
         log_progress: bool = True,
+        verbose: bool = False,
     ):
         """`handoff`: where the launcher of a local job left the model it loaded;
         `log_progress`: log this worker's own progress line (off where the launcher
-        logs the job's, as on the DirectRunner)."""
+        logs the job's, as on the DirectRunner); `verbose`: TensorFlow's start-up
+        lines in worker processes."""
         super().__init__()
         self._spec = spec
         self._config = config
@@ -106,8 +109,11 @@ class IGModelHandler(ModelHandler[ImageExample, ImageOutcome, Classifier]):
         self._jit_compile = jit_compile
         self._handoff = handoff
         self._progress = _Progress(log_lines=log_progress)
+        self._verbose = verbose
 
     def load_model(self) -> Classifier:
+        # In a worker process of its own, TensorFlow is imported here first.
+        quiet.import_tensorflow(verbose=self._verbose)
         classifier = Classifier(self._spec, jit_compile=self._jit_compile, handoff=self._handoff)
         _LOG.info(
             "Loaded %s on %s (jit_compile=%s).",
