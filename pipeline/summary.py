@@ -75,17 +75,24 @@ def summary_table(output: str, limit: int = 20, target: bool = False) -> pd.Data
 def error_summary(output: str, reasons: int = 3) -> list[str]:
     """Lines of the run's errors by stage, each with its most frequent reasons."""
     errors = read_errors(output)
+    errors["reason"] = [_reason(*row) for row in errors[["error", "image_id"]].itertuples(False)]
     lines = []
     for stage, group in sorted(errors.groupby("stage"), key=lambda sg: -len(sg[1])):
         lines.append(f"  {stage}: {len(group)}")
-        counts = group["error"].value_counts()
+        counts = group["reason"].value_counts()
         for reason, count in counts.head(reasons).items():
-            example = group.loc[group["error"] == reason, "file_name"].iloc[0]
+            example = group.loc[group["reason"] == reason, "file_name"].iloc[0]
             text = reason if len(reason) <= 160 else reason[:157] + "..."
             lines.append(f"    {count} x {text} (e.g. {example})")
         if len(counts) > reasons:
             lines.append(f"    ... and {len(counts) - reasons} other reasons")
     return lines
+
+
+def _reason(error: str, image_id: str) -> str:
+    """An error's reason without its own file's name (`No such file: '/x/<file>'`),
+    so that one cause over many files is counted once."""
+    return error.replace(image_id, "<file>") if len(image_id) > 3 else error
 
 
 def _rows_in(output: str) -> int:

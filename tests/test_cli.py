@@ -706,3 +706,29 @@ def test_overwrite_deletes_only_a_run_of_this_job_never_other_files(
     flags = cli_args(dataset=image_folder["root"], model=linear_keras, output=run_dir / ".tmp")
     assert main(flags) == 2
     assert "lies inside" in _error_lines(capsys.readouterr().err)[0]
+
+
+def test_errors_by_stage_count_one_cause_over_many_files_once(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.summary import error_summary
+    from transforms.schema import ERROR_SCHEMA
+
+    records = [
+        {
+            "image_id": f"m{i:03d}.png",
+            "file_name": f"m{i:03d}.png",
+            "stage": "read",
+            "error": f"cannot read file: [Errno 2] No such file or directory: '/d/m{i:03d}.png'",
+        }
+        for i in range(5)
+    ] + [{"image_id": "x.jpg", "file_name": "x.jpg", "stage": "decode", "error": "broken"}]
+    (tmp_path / "errors").mkdir()
+    pq.write_table(pa.Table.from_pylist(records, ERROR_SCHEMA), tmp_path / "errors" / "p.parquet")
+    assert error_summary(str(tmp_path)) == [
+        "  read: 5",
+        "    5 x cannot read file: [Errno 2] No such file or directory: '/d/<file>' (e.g. m000.png)",
+        "  decode: 1",
+        "    1 x broken (e.g. x.jpg)",
+    ]
