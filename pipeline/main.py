@@ -304,12 +304,19 @@ def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> list[str]:
             flag = _CONFIG_FLAGS.get(key, f"--{key}")
             pairs.append((flag, before_config.get(key), now_config.get(key)))
     # Last: the class names follow from the model and --label_offset named above.
-    pairs.append(("class names", previous.get("class_names_sha256"), now["class_names_sha256"]))
+    names = [_names_by_hash(r.get("class_names_sha256")) for r in (previous, now)]
+    pairs.append(("class names", *names))
     differing: dict[str, str] = {}
     for flag, before, current in pairs:
         if before != current and flag not in differing:
-            differing[flag] = f"{flag} (earlier run: {before!r}, this run: {current!r})"
+            shown = (v if flag == "class names" else repr(v) for v in (before, current))
+            differing[flag] = "{} (earlier run: {}, this run: {})".format(flag, *shown)
     return list(differing.values())
+
+
+def _names_by_hash(sha256: str | None) -> str:
+    """Class names as the manifest knows them, readable in a resume's refusal."""
+    return f"names with sha256 {sha256[:12]}" if sha256 else "none (class indices)"
 
 
 def _done_ids(output: str) -> set[str]:

@@ -320,6 +320,14 @@ def test_resume_refuses_every_setting_that_changes_rows(
             del flags[flags.index("--image_size") : flags.index("--image_size") + 2]
         with pytest.raises(ValueError, match=rf"differs in .*{flag} \(earlier run: "):
             run([*flags, "--resume"], save_main_session=False)
+    # Other class names (ImageNet's before): named readably, not as a hash and None.
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(f"class {i}" for i in range(1000)))
+    with pytest.raises(
+        ValueError,
+        match=r"class names \(earlier run: names with sha256 \w{12}, this run: names with",
+    ):
+        run([*args, *settings, f"--class_names={names}", "--resume"], save_main_session=False)
     # Batching changes no row: a resume with other batch sizes goes on.
     manifest = run(
         [*args, *settings, "--batch_size", "2", "--path_batch_size", "7", "--resume"],
