@@ -401,3 +401,37 @@ def test_ctrl_c_while_waiting_for_a_dataflow_job_leaves_it_the_folder(tmp_path):
         "completes. To stop it: gcloud dataflow jobs cancel 2026-12-02_job --region "
         f"europe-west4, then delete {out}/.lock."
     )
+
+
+def _race_for_the_lock(output: str, start, results, done) -> None:
+    from pipeline import output_lock
+
+    start.wait()
+    try:
+        output_lock.acquire(output)
+        results.put("held")
+    except output_lock.OutputInUseError:
+        results.put("refused")
+    except Exception as e:  # noqa: BLE001 - the race's other outcome, counted
+        results.put(f"crashed: {e}")
+    done.wait()  # a holder stays alive (its lock live) until every process has tried
+
+
+def test_processes_racing_for_one_stale_lock_leave_one_holder(tmp_path):
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")  # real processes, started fast
+    for trial in range(8):
+        out = tmp_path / f"out{trial}"
+        _stale_lock(out)
+        start, done, results = context.Barrier(6), context.Barrier(6), context.Queue()
+        racers = [
+            context.Process(target=_race_for_the_lock, args=(str(out), start, results, done))
+            for _ in range(6)
+        ]
+        for racer in racers:
+            racer.start()
+        outcomes = sorted(results.get(timeout=60) for _ in racers)
+        for racer in racers:
+            racer.join(timeout=60)
+        assert outcomes == ["held"] + ["refused"] * 5, (trial, outcomes)
