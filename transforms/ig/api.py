@@ -260,37 +260,41 @@ def integrated_gradients(
     image_index = np.asarray(image_index, dtype=np.int64)
     targets = np.asarray(targets, dtype=np.int64)
     paths = Paths(integrand, inputs, baselines, image_index, targets, settings.path_batch_size)
-    if settings.tolerance > 0:
-        if target_scores is None or baseline_scores is None:
-            raise ValueError(
-                "tolerance > 0 needs target_scores and baseline_scores: the exact "
-                "F(x) - F(x') that completeness is checked against."
-            )
-        chunks = _row_chunks(settings, paths, len(image_index))
-        if len(chunks) > 1:
-            return _concat(
-                [
-                    integrated_gradients(
-                        integrand,
-                        inputs,
-                        baselines,
-                        image_index[rows],
-                        targets[rows],
-                        settings,
-                        target_scores=np.asarray(target_scores)[rows],
-                        baseline_scores=np.asarray(baseline_scores)[rows],
-                        score_fn=score_fn,
-                    )
-                    for rows in chunks
-                ]
-            )
-        f_start = np.asarray(baseline_scores, np.float64).reshape(-1)
-        f_end = np.repeat(np.asarray(target_scores, np.float64), paths.num_baselines)
-        score_fn = score_fn or _scores_of(integrand)
-        run = Adaptive(paths, settings.method, settings, f_start, f_end, score_fn)
-    else:
-        run = Fixed(paths, settings.method, settings.steps)
+    if settings.tolerance == 0:
+        return _result(Fixed(paths, settings.method, settings.steps), paths, len(image_index))
+    if target_scores is None or baseline_scores is None:
+        raise ValueError(
+            "tolerance > 0 needs target_scores and baseline_scores: the exact "
+            "F(x) - F(x') that completeness is checked against."
+        )
+    chunks = _row_chunks(settings, paths, len(image_index))
+    if len(chunks) > 1:
+        call = (integrand, inputs, baselines, image_index, targets, settings)
+        return _concat(
+            [_rows_of(call, rows, target_scores, baseline_scores, score_fn) for rows in chunks]
+        )
+    f_start = np.asarray(baseline_scores, np.float64).reshape(-1)
+    f_end = np.repeat(np.asarray(target_scores, np.float64), paths.num_baselines)
+    run = Adaptive(
+        paths, settings.method, settings, f_start, f_end, score_fn or _scores_of(integrand)
+    )
     return _result(run, paths, len(image_index))
+
+
+def _rows_of(call: tuple, rows: slice, target_scores, baseline_scores, score_fn) -> IGResult:
+    """`integrated_gradients` of the rows `rows` of a call's arguments `call`."""
+    integrand, inputs, baselines, image_index, targets, settings = call
+    return integrated_gradients(
+        integrand,
+        inputs,
+        baselines,
+        image_index[rows],
+        targets[rows],
+        settings,
+        target_scores=np.asarray(target_scores)[rows],
+        baseline_scores=np.asarray(baseline_scores)[rows],
+        score_fn=score_fn,
+    )
 
 
 def _row_chunks(settings: IGSettings, paths: Paths, rows: int) -> list[slice]:
