@@ -261,11 +261,12 @@ def kinks_fn(inputs, baselines, alphas, targets):
     return scores, (40.0 * ((z > 0) & (z < 1))).astype(np.float32)
 
 
-def kinks_case(method="riemann_trapezoid", steps=9, **kwargs):
+def kinks_case(method="riemann_trapezoid", steps=9, fn=kinks_fn, **kwargs):
+    """Two rows of `kinks_fn` (or `fn`, a wrapper of it): their exact IG and the result."""
     x = np.random.default_rng(7).uniform(0.5, 1.0, size=(2, *SHAPE)).astype(np.float32)
     exact = np.clip(40 * x - OFFSETS, 0, 1)
     result = integrate(
-        kinks_fn,
+        fn,
         x,
         np.zeros((2, 1, *SHAPE), np.float32),
         [0, 1],
@@ -421,19 +422,9 @@ def test_bisection_reuses_every_node_of_nested_panels(method):
         method, tolerance=0.01, max_steps=2048, memory_budget=1 << 40, path_batch_size=32
     )
     _, again = kinks_case(method, tolerance=0.01, max_steps=2048, memory_budget=1 << 40)
-    seen_fn = recording(kinks_fn, seen)
-    x = np.random.default_rng(7).uniform(0.5, 1.0, size=(2, *SHAPE)).astype(np.float32)
-    exact = np.clip(40 * x - OFFSETS, 0, 1)
-    counted = integrate(
-        seen_fn,
-        x,
-        np.zeros((2, 1, *SHAPE), np.float32),
-        [0, 1],
-        [2, 2],
+    _, counted = kinks_case(
         method,
-        9,
-        target_scores=exact.reshape(2, -1).sum(1),
-        baseline_scores=np.zeros((2, 1)),
+        fn=recording(kinks_fn, seen),
         tolerance=0.01,
         max_steps=2048,
         memory_budget=1 << 40,
