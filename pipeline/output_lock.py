@@ -34,7 +34,7 @@ import uuid
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import files
-from transforms.manifest import MANIFEST_FILE
+from transforms.manifest import read_manifest
 
 __all__ = ["LOCK_NAME", "OutputInUseError", "RunLock", "acquire", "check_free", "pid_running"]
 
@@ -131,10 +131,8 @@ def _process_start(pid: int) -> float | None:
 
 def _job_completed(held: RunLock) -> bool:
     """Whether the remote job `held` was handed to wrote its run's final manifest."""
-    manifest = FileSystems.join(held.path.rsplit("/", 1)[0], MANIFEST_FILE)
     try:
-        with FileSystems.open(manifest, compression_type="uncompressed") as f:
-            written = json.loads(f.read().decode("utf-8"))
+        written = read_manifest(held.path.rsplit("/", 1)[0])
     except Exception:  # no manifest (yet), or unreadable: the job may still run
         return False
     return written.get("run_id") == held.run_id and written.get("status") == "complete"
