@@ -515,13 +515,15 @@ def _check_output_free(audit: AuditOptions) -> None:
     if audit.resume:
         return
     existing = _earlier_run(audit.output)
-    if existing and audit.overwrite:
-        _check_replaceable(audit.output, audit.dataset, existing)
-    elif existing:
+    if not existing:
+        return
+    _check_a_run(audit.output, existing)
+    if not audit.overwrite:
         raise ConfigError(
             f"--output {audit.output!r} already holds a run ({_top_names(audit.output, existing)}). "
             "Pass --overwrite to replace it, --resume to continue it, or choose another folder."
         )
+    _check_dataset_kept(audit.output, audit.dataset)
 
 
 def _top_names(output: str, paths: list[str]) -> str:
@@ -534,9 +536,9 @@ def _top_names(output: str, paths: list[str]) -> str:
     return ", ".join(sorted({p.split("/")[0] for p in inside}))
 
 
-def _check_replaceable(output: str, dataset: str, existing: list[str]) -> None:
-    """--overwrite deletes an earlier run of this job only: never files in a folder
-    without the manifest of one, and never the --dataset folder."""
+def _check_a_run(output: str, existing: list[str]) -> None:
+    """Files where a run's go (results/, errors/, report.html, sanity/) without the
+    manifest of a run of this job are someone else's: --overwrite never deletes them."""
     try:
         manifest = read_manifest(output)
     except Exception:  # missing, or not JSON
@@ -547,6 +549,10 @@ def _check_replaceable(output: str, dataset: str, existing: list[str]) -> None:
             "of a run of this job, and --overwrite deletes only such a run. Move those "
             "files, or choose another folder."
         )
+
+
+def _check_dataset_kept(output: str, dataset: str) -> None:
+    """--overwrite never deletes the --dataset folder with the earlier run."""
     if dataset.startswith(_REMOTE_SCHEMES) or output.startswith(_REMOTE_SCHEMES):
         return
     data = Path(os.path.abspath(dataset))

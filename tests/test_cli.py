@@ -203,7 +203,7 @@ def test_cheap_failures_come_before_any_model_load(tmp_path):
     ]
     # An --output holding a run: refused before the bundled model is loaded (or converted).
     (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "manifest.json").write_text("{}")
+    (tmp_path / "b" / "manifest.json").write_text('{"model": {}, "config": {}}')
     code, err, loaded = _tensorflow_imported_after(["--output", str(tmp_path / "b")])
     assert code == 2 and not loaded
     assert "already holds a run (manifest.json)" in _error_lines(err)[0]

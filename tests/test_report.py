@@ -587,13 +587,13 @@ def test_overwrite_removes_the_earlier_report_and_sanity_check(tmp_path, linear_
     images = tmp_path / "images"
     write_image(images / "a.png", np.zeros((SIZE, SIZE, 3), np.uint8))
     output = tmp_path / "out"
-    (output / "sanity").mkdir(parents=True)
-    (output / "manifest.json").write_text("{}")
-    (output / "report.html").write_text("<p>the earlier run</p>")
-    (output / "sanity" / "sanity.json").write_text('{"stages": []}')
     args = cli_args(
         runner="DirectRunner", dataset=images, model=linear_keras, output=output, steps=4
     )
+    run(args, save_main_session=False)  # the earlier run, then its report and check
+    (output / "sanity").mkdir(parents=True)
+    (output / "report.html").write_text("<p>the earlier run</p>")
+    (output / "sanity" / "sanity.json").write_text('{"stages": []}')
     run([*args, "--overwrite"], save_main_session=False)
     assert not (output / "report.html").exists()
     assert not (output / "sanity" / "sanity.json").exists()  # it described the earlier run
@@ -601,7 +601,7 @@ def test_overwrite_removes_the_earlier_report_and_sanity_check(tmp_path, linear_
     assert json.loads((output / "manifest.json").read_text())["counts"]["rows"] == 1
 
 
-def test_an_earlier_sanity_check_alone_is_an_earlier_run(tmp_path, linear_keras):
+def test_a_sanity_check_without_its_run_is_kept(tmp_path, linear_keras):
     images = tmp_path / "images"
     write_image(images / "a.png", np.zeros((SIZE, SIZE, 3), np.uint8))
     output = tmp_path / "out"
@@ -610,8 +610,9 @@ def test_an_earlier_sanity_check_alone_is_an_earlier_run(tmp_path, linear_keras)
     args = cli_args(
         runner="DirectRunner", dataset=images, model=linear_keras, output=output, steps=4
     )
-    with pytest.raises(ValueError, match="already holds a run.*--overwrite"):
-        run(args, save_main_session=False)
+    for overwrite in ([], ["--overwrite"]):
+        with pytest.raises(ValueError, match="holds sanity but no manifest.json of a run"):
+            run([*args, *overwrite], save_main_session=False)
     assert (output / "sanity" / "sanity.json").exists()
 
 
