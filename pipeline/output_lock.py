@@ -5,8 +5,8 @@ started beside a live run wrote every row twice, an `--overwrite` deleted the
 live run's results. A run holds the folder from its launch to its end with a
 lock file naming it (run id, host, pid, start time); another run refuses to
 start while it is there. A lock left by a run that died (same host, and its
-pid no longer running, or running a process started after the lock was
-written: the pid was reused) is stale and taken over; on another host the pid
+pid no longer running, or running another process than the one that wrote
+it: the pid was reused) is stale and taken over; on another host the pid
 cannot be checked, and the message says how to remove the lock by hand. A
 launcher that stops waiting for a remote job that runs on (Dataflow with
 --no_wait_until_finish, or a Ctrl-C) hands the lock over to the job: it holds
@@ -58,6 +58,8 @@ class RunLock:
     # Set when the launcher stopped waiting for a remote job that runs on: the
     # job holds the folder until its manifest says the run completed.
     job_id: str | None = None
+    # The pid's process exactly (`_process_identity`): its boot and start tick.
+    process: str | None = None
 
     def payload(self) -> bytes:
         fields = dataclasses.asdict(self)
@@ -82,6 +84,12 @@ class RunLock:
         and `release` leaves it. A job that fails or is cancelled leaves it:
         the message of the next run says which file to delete.
         """
+        try:
+            held = _read(self.path)
+        except Exception:  # gone: nothing to hand over
+            return self
+        if held is None or held.run_id != self.run_id:
+            return self  # another run's lock now: never overwritten
         kept = dataclasses.replace(self, job_id=job_id or "unknown")
         if not files.is_remote(self.path):
             temp = f"{self.path}.{self.run_id}"
@@ -112,21 +120,18 @@ def pid_running(pid: int) -> bool:
     return state not in (b"Z", b"X")
 
 
-# A process started this long after a lock was written is not its writer: the
-# lock's pid was reused. The margin covers clock steps and /proc's whole seconds.
-_PID_REUSE_MARGIN_S = 10.0
-
-
-def _process_start(pid: int) -> float | None:
-    """When process `pid` started (seconds since the epoch), where /proc says."""
+def _process_identity(pid: int) -> str | None:
+    """Which process `pid` is, exactly: the kernel's boot id and the process's start
+    tick since boot (no wall clock, so no clock step can change it); None where
+    /proc does not say (macOS: the pid check alone)."""
     try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            boot = f.read().strip()
         with open(f"/proc/{pid}/stat", "rb") as f:
             ticks = int(f.read().rsplit(b")", 1)[1].split()[19])
-        with open("/proc/stat", "rb") as f:
-            boot = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None  # no /proc (macOS): the pid check alone
+    except (OSError, ValueError, IndexError):
+        return None
+    return f"{boot}:{ticks}"
 
 
 def _job_completed(held: RunLock) -> bool:
@@ -147,12 +152,9 @@ def _holder_is_gone(held: RunLock) -> bool:
         return False  # its pid cannot be checked from here
     if not pid_running(held.pid):
         return True
-    started = _process_start(held.pid)
-    try:
-        written = datetime.datetime.fromisoformat(held.start_time).timestamp()
-    except (TypeError, ValueError):
-        return False
-    return started is not None and started > written + _PID_REUSE_MARGIN_S
+    # The pid runs, but perhaps another process (a restarted container reuses pids).
+    now = _process_identity(held.pid)
+    return held.process is not None and now is not None and now != held.process
 
 
 def _read(path: str) -> RunLock | None:
@@ -237,7 +239,12 @@ def _takeover_mutex(output: str):
         return
     fd = os.open(output, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:  # NFS emulates flock with write locks; some mounts lack it
+            _LOG.warning(
+                "Cannot flock %s (%s): taking over its stale lock unserialized.", output, e
+            )
         yield
     finally:
         os.close(fd)  # releases the flock
@@ -269,6 +276,7 @@ def acquire(output: str) -> RunLock:
         host=socket.gethostname(),
         pid=os.getpid(),
         start_time=datetime.datetime.now(datetime.UTC).isoformat(),
+        process=_process_identity(os.getpid()),
     )
     for _ in range(3):  # a stale lock is removed, then the create is tried again
         if _create(lock):

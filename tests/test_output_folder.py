@@ -320,12 +320,15 @@ def test_a_lock_whose_pid_now_runs_another_process_is_stale(tmp_path):
     from pipeline import output_lock
 
     out = tmp_path / "out"
-    # This very pid, but the lock was written in 2020, before this process started.
-    _stale_lock(out, pid=os.getpid())
+    # This very pid, written by another process (of another boot: a restarted container).
+    _stale_lock(out, pid=os.getpid(), process="another-boot-id:12345")
     output_lock.check_free(str(out))
     lock = output_lock.acquire(str(out))
     assert lock.run_id != "deadbeef" and lock.pid == os.getpid()
-    # A live run's lock (written after its process started) is refused, even here.
+    # The pid's own process is named by boot and start tick, not the wall clock
+    # (a clock step cannot make a live run's lock look stale): refused, even here.
+    assert lock.process == json.loads((out / ".lock").read_text())["process"]
+    assert lock.process.endswith(":" + open("/proc/self/stat").read().rsplit(")")[1].split()[19])
     with pytest.raises(output_lock.OutputInUseError, match=f"in use by run {lock.run_id}"):
         output_lock.acquire(str(out))
     lock.release()
@@ -435,3 +438,35 @@ def test_processes_racing_for_one_stale_lock_leave_one_holder(tmp_path):
         for racer in racers:
             racer.join(timeout=60)
         assert outcomes == ["held"] + ["refused"] * 5, (trial, outcomes)
+
+
+def test_a_folder_that_cannot_be_flocked_still_has_its_stale_lock_taken_over(
+    tmp_path, monkeypatch, caplog
+):
+    import errno
+    import fcntl
+
+    from pipeline import output_lock
+
+    def nfs_flock(fd, operation):  # NFS emulates flock with write locks: EBADF on a folder
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    out = tmp_path / "out"
+    _stale_lock(out)
+    monkeypatch.setattr(fcntl, "flock", nfs_flock)
+    lock = output_lock.acquire(str(out))
+    assert json.loads((out / ".lock").read_text())["run_id"] == lock.run_id
+    assert "Cannot flock" in caplog.text and "unserialized" in caplog.text
+
+
+def test_a_lock_taken_over_meanwhile_is_never_handed_to_the_old_runs_job(tmp_path):
+    from pipeline import output_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    first = output_lock.acquire(str(out))
+    (out / ".lock").unlink()  # as if taken over by another launcher
+    second = output_lock.acquire(str(out))
+    first.hand_over("old-job")
+    held = json.loads((out / ".lock").read_text())
+    assert held["run_id"] == second.run_id and held["job_id"] is None
