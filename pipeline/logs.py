@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 
 from transforms.quiet import import_tensorflow, quiet_environment
@@ -38,18 +39,34 @@ def configure_logging(verbose: bool) -> None:
 # ... log_location: "/path/file.py:123" ...' (the protobuf's text form).
 _FORWARDED = re.compile(r'message: "((?:[^"\\]|\\.)*)".*?log_location: "([^"]*)"', re.S)
 _ESCAPES = re.compile(r"\\(.)")
-_PROGRESS_SOURCE = re.compile(r"[/\\]pipeline[/\\]progress\.py:\d+$")
+_ESCAPED = {"n": "\n", "t": "\t", "r": "\r"}
+# The job's own sources, in this installation (the workers run the same one).
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_JOB_SOURCES = tuple(
+    os.path.join(_ROOT, package) + os.sep for package in ("pipeline", "transforms")
+)
+_PROGRESS_SOURCE = os.path.join(_ROOT, "pipeline", "progress.py") + ":"
 
 
 class _WorkerRecords(logging.Filter):
     """Of the records a multi-process DirectRunner's workers send: the job's
-    progress lines pass, as their own text; the rest (Beam's start-up warnings of
-    each worker) only from ERROR up. --verbose shows them all, as Beam logs them."""
+    progress lines and its own warnings pass, as their own text; the rest (Beam's
+    start-up warnings of each worker) only from ERROR up. --verbose shows them
+    all, as Beam logs them."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         found = _FORWARDED.search(record.getMessage())
-        if found is None or not _PROGRESS_SOURCE.search(found.group(2)):
+        if found is None:
             return record.levelno >= logging.ERROR
-        record.msg, record.args = _ESCAPES.sub(r"\1", found.group(1)), ()
-        record.name, record.levelno, record.levelname = "pipeline.progress", logging.INFO, "INFO"
+        message, source = found.groups()
+        if source.startswith(_PROGRESS_SOURCE):
+            record.name, record.levelno, record.levelname = (
+                "pipeline.progress",
+                logging.INFO,
+                "INFO",
+            )
+        elif not (source.startswith(_JOB_SOURCES) and record.levelno >= logging.WARNING):
+            return record.levelno >= logging.ERROR  # Beam's own, per worker
+        record.msg = _ESCAPES.sub(lambda m: _ESCAPED.get(m[1], m[1]), message)
+        record.args = ()
         return True

@@ -104,3 +104,33 @@ def test_a_multi_process_run_logs_each_workers_progress_and_no_worker_noise(
     # Beam's per-worker start-up warnings and TensorFlow's banner: --verbose only.
     for noise in ("Worker: severity", "Discarding unparseable args", "oneDNN", "absl::"):
         assert noise not in log, log[-3000:]
+
+
+def test_worker_records_keep_the_jobs_own_lines_and_drop_beams():
+    import logging
+    import os
+
+    from pipeline import logs
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(logs.__file__)))
+
+    def forwarded(severity: int, message: str, source: str) -> logging.LogRecord:
+        # How Beam's local job service logs a worker's record (one line).
+        text = (
+            f'Worker: severity: X timestamp {{ seconds: 1 }} message: "{message}" '
+            f'instruction_id: "bundle_1" log_location: "{source}" thread: "Thread-1" '
+        )
+        return logging.LogRecord("apache_beam", severity, "", 0, text, (), None)
+
+    keep = logs._WorkerRecords()
+    progress = forwarded(20, "progress: 1/3 images\\tdone", f"{root}/pipeline/progress.py:120")
+    assert keep.filter(progress) and progress.getMessage() == "progress: 1/3 images\tdone"
+    assert progress.name == "pipeline.progress"
+    ours = forwarded(
+        30, "Some attribution maps do not fit float16", f"{root}/transforms/batch.py:9"
+    )
+    assert keep.filter(ours) and ours.getMessage() == "Some attribution maps do not fit float16"
+    beam = "/venv/site-packages/apache_beam/transforms/core.py:1"  # not the job's transforms/
+    assert not keep.filter(forwarded(30, "Discarding unparseable args", beam))
+    assert not keep.filter(forwarded(20, "a chatty info line", f"{root}/transforms/batch.py:9"))
+    assert keep.filter(forwarded(40, "a worker error", beam))
