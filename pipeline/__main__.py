@@ -89,15 +89,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for handler in logging.getLogger().handlers:
         handler.addFilter(_WithoutBeamMemoryWarning())
     try:
-        return _run(argv, verbose)
+        from pipeline import main as job  # noqa: PLC0415 - after the environment is set
     except KeyboardInterrupt:  # while Beam and TensorFlow load
         print(f"error: {logs.NOT_STARTED}", file=sys.stderr)
         return 130
+    return _run(argv, verbose, job.run)
 
 
-def _run(argv: list[str], verbose: bool) -> int:
-    """The run and what the command line says of it: its exit status."""
-    from pipeline.main import run  # noqa: PLC0415 - after the environment is set
+def _run(argv: list[str], verbose: bool, run) -> int:
+    """The run (`pipeline.main.run`) and what the command line says of it: its exit status."""
     from pipeline.options import ConfigError  # noqa: PLC0415
     from pipeline.summary import print_summary  # noqa: PLC0415
 

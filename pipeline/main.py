@@ -462,7 +462,7 @@ def _check_not_inside_a_run(output: str) -> None:
     sanity/ or .tmp/, the next --overwrite or --resume of that run deletes it."""
     if output.startswith(_REMOTE_SCHEMES):
         return
-    path = Path(os.path.abspath(output))
+    path = Path(output).resolve()  # through symbolic links
     for folder in (path, *path.parents):
         run_folders = ("results", "errors", "sanity", TEMP_DIR)
         if folder.name in run_folders and (folder.parent / MANIFEST_FILE).is_file():
@@ -555,9 +555,9 @@ def _check_dataset_kept(output: str, dataset: str) -> None:
     """--overwrite never deletes the --dataset folder with the earlier run."""
     if dataset.startswith(_REMOTE_SCHEMES) or output.startswith(_REMOTE_SCHEMES):
         return
-    data = Path(os.path.abspath(dataset))
+    data = Path(dataset).resolve()  # through symbolic links, as the files are
     for name in ("results", "errors", "sanity"):
-        folder = Path(_local_output(output)) / name
+        folder = Path(output).resolve() / name
         if data == folder or folder in data.parents:
             raise ConfigError(
                 f"--dataset {dataset!r} lies inside {str(folder)!r}, which --overwrite "
@@ -876,6 +876,13 @@ def _claim_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
             _prepare_output(job.output, overwrite)
         # A manifest from the start: a run that dies leaves status "running".
         write_json(FileSystems.join(job.output, MANIFEST_FILE), job.manifest_base())
+    except KeyboardInterrupt:
+        job.lock.release()
+        raise KeyboardInterrupt(
+            "interrupted while readying --output: it may hold part of the earlier run "
+            "(an --overwrite deletes it first, a --resume moves its checkpoints). Run the "
+            "command again."
+        ) from None
     except BaseException:
         job.lock.release()
         raise
@@ -983,8 +990,8 @@ def _start(
 ) -> tuple[AuditJob, PipelineOptions, PipelineResult]:
     try:
         job, options = prepare(argv)
-    except KeyboardInterrupt:  # nothing written yet: --resume would find no run
-        raise KeyboardInterrupt(logs.NOT_STARTED) from None
+    except KeyboardInterrupt as e:  # --output not claimed: --resume would find no run
+        raise KeyboardInterrupt(str(e) or logs.NOT_STARTED) from None
     if save_main_session is not None:
         options.view_as(SetupOptions).save_main_session = save_main_session
     what = f"{job.total_inputs} images of " if job.total_inputs is not None else ""

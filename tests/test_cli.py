@@ -701,6 +701,11 @@ def test_overwrite_deletes_only_a_run_of_this_job_never_other_files(
     assert main([*flags, "--overwrite"]) == 2
     (line,) = _error_lines(capsys.readouterr().err)
     assert f"--dataset '{photos}' lies inside '{run_dir / 'sanity'}', which --overwrite" in line
+    # Through a symbolic link to the run's folder too.
+    os.symlink(run_dir, tmp_path / "alias")
+    flags = cli_args(dataset=photos, model=linear_keras, output=tmp_path / "alias", steps=2)
+    assert main([*flags, "--overwrite"]) == 2
+    assert "which --overwrite" in _error_lines(capsys.readouterr().err)[0]
     assert (photos / "a.png").is_file()
     # Nor may another run live in this run's temp folder: the next run would delete it.
     flags = cli_args(dataset=image_folder["root"], model=linear_keras, output=run_dir / ".tmp")
