@@ -456,7 +456,7 @@ def test_resume_refuses_an_older_runs_ids_that_changed(linear_keras, tmp_path):
     assert manifest["counts"]["skipped_done_before"] == 1 and manifest["image_id_scheme"] == 2
 
 
-def test_the_manifest_says_complete_only_once_the_rows_are_in_place(
+def test_a_run_whose_rows_cannot_be_put_in_place_is_not_complete(
     image_folder, linear_keras, tmp_path, monkeypatch
 ):
     from transforms import sinks

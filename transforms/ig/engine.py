@@ -127,7 +127,6 @@ class Fixed:
 
     def __init__(self, paths: Paths, method: str, steps: int):
         alphas, weights = rules.quadrature(method, steps)
-        linear = rules.exact_for_linear(method)
         spread = rules.rule_spread(method, alphas)
         n, k = paths.count, len(alphas)
         self.attributions = np.zeros((n, *paths.shape), dtype=np.float64)
@@ -153,7 +152,7 @@ class Fixed:
                 pairs[q].append(neighbour_pairs(seen))
                 tails[q] = seen[-2:]
         scores = scores.reshape(n, k)
-        self._kappas = fixed_kappas(alphas, weights, spread, linear, pairs)
+        self._kappas = fixed_kappas(alphas, weights, spread, pairs)
         self._alphas = alphas
         self._scores = scores
         self.nodes = np.full(n, k, dtype=np.int64)
@@ -169,7 +168,7 @@ class Fixed:
         return self._alphas, self._scores[path]
 
 
-def fixed_kappas(alphas, weights, spread, linear: bool, pairs) -> np.ndarray:
+def fixed_kappas(alphas, weights, spread, pairs) -> np.ndarray:
     """Per path, the rule's kappa for the roughness its pairs show: the
     random-walk kappa unless they show more; never below what a smooth trend
     needs (`rules.trend_kappa`: left and right rules)."""
