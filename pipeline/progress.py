@@ -126,7 +126,9 @@ def heartbeat(
                     continue
                 count.last_log = now
                 done = count.done
-            _LOG.info("%s (running)", progress_line(done, total, now - start))
+            line = progress_line(done, total, now - start)
+            # "(running)": a batch is under way (the first batch's line says so itself).
+            _LOG.info("%s", line if done == 0 else f"{line} (running)")
 
     thread = threading.Thread(target=beat, name="ig-audit-progress", daemon=True)
     thread.start()

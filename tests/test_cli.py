@@ -645,6 +645,22 @@ def test_progress_lines_say_done_total_rate_and_eta():
     assert progress_line(10, None, 20.0) == "progress: 10 images, 0.50 images/s, 20 s elapsed"
 
 
+def test_the_heartbeat_says_running_once(caplog):
+    import time
+
+    from pipeline import progress
+
+    key, start = f"heartbeat-test-{time.time()}", time.time() - 20
+    with caplog.at_level("INFO", logger="pipeline.progress"):
+        with progress.heartbeat(key, 8, start, every_seconds=0.0):
+            time.sleep(1.5)  # a line before any image is done
+            progress._COUNTS[key].done = 3
+            time.sleep(1.2)  # and one while the next batch runs
+    first, *_, last = [r.getMessage() for r in caplog.records]
+    assert first.endswith("elapsed (first batch running)")
+    assert last.startswith("progress: 3/8 images") and last.endswith("(running)")
+
+
 def test_max_steps_and_batch_size_defaults_are_those_of_their_one_home():
     import inspect
 
