@@ -105,6 +105,7 @@ class AuditJob:
     done_before: frozenset[str] = frozenset()
     results_prefix: str = "part"
     total_inputs: int | None = None  # when known at launch (folders, the sample, TFDS)
+    input_ids: frozenset[str] | None = None  # a local folder's, listed at launch
     show_progress: bool = False  # a progress line on the launcher's log (DirectRunner)
     progress_per_worker: bool = False  # local worker processes count their own share
     lock: output_lock.RunLock | None = None
@@ -573,6 +574,7 @@ class _Dataset:
     source: sources.DataSource
     total: int | None = None  # inputs, when known at launch
     folder_labels: tuple[int, ...] = ()  # labels of a local folder's files
+    ids: frozenset[str] | None = None  # a local folder's image ids, listed at launch
 
     @property
     def tfds_class_names(self) -> tuple[str, ...] | None:
@@ -597,7 +599,8 @@ def _resolve_folder(audit: AuditOptions, source: sources.FolderSource, dry_run: 
     files = sources.list_image_folder(source.root, skip=_local_output(audit.output))
     _LOG.info("%d files in %s; the pipeline lists and reads them again.", len(files), source.root)
     found = tuple(f.label for f in files if f.label is not None)
-    return _Dataset(source, total=len(files), folder_labels=found)
+    ids = frozenset(f.image_id for f in files)
+    return _Dataset(source, total=len(files), folder_labels=found, ids=ids)
 
 
 def _resolve_dataset(
@@ -791,6 +794,7 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
         jit_compile={"auto": None, "on": True, "off": False}[audit.jit_compile],
         start_time=datetime.datetime.now(datetime.UTC).isoformat(),
         total_inputs=data.total,
+        input_ids=data.ids,
         show_progress=_is_direct(options),
         progress_per_worker=options.view_as(DirectOptions).direct_running_mode
         == "multi_processing",
@@ -872,6 +876,7 @@ def _claim_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
             done, prefix = _resume_state(job)
             job = dataclasses.replace(job, done_before=done, results_prefix=prefix)
             _LOG.info("Resuming: %d images have rows already; they are skipped.", len(done))
+            _warn_gone(job, done)
         else:
             _prepare_output(job.output, overwrite)
         # A manifest from the start: a run that dies leaves status "running".
@@ -887,6 +892,19 @@ def _claim_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
         job.lock.release()
         raise
     return job
+
+
+def _warn_gone(job: AuditJob, done: frozenset[str]) -> None:
+    """Rows of images no longer in a local --dataset folder stay: said, once."""
+    gone = sorted(done - job.input_ids) if job.input_ids is not None else []
+    if gone:
+        _LOG.warning(
+            "%d images with rows in %s are no longer in --dataset (e.g. %r); their rows "
+            "are kept. Start over with --overwrite to drop them.",
+            len(gone),
+            FileSystems.join(job.output, "results"),
+            gone[0],
+        )
 
 
 def _release(job: AuditJob) -> None:

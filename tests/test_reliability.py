@@ -505,3 +505,25 @@ def test_the_manifest_step_waits_for_both_file_writes(image_folder, linear_keras
         todo += [pc.producer for pc in sources if pc.producer is not None]
     finalizers = {label for label in upstream if label.endswith("FinalizeWrite")}
     assert {label.split("/")[0] for label in finalizers} == {"WriteResults", "WriteErrors"}
+
+
+def test_resume_says_which_rows_are_of_images_no_longer_in_the_folder(
+    linear_keras, tmp_path, caplog
+):
+    root = tmp_path / "shrinking"
+    rng = np.random.default_rng(12)
+    for name in ("a.png", "b.png", "c.png"):
+        write_image(root / name, rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
+    flags = cli_args(dataset=root, model=linear_keras, output=tmp_path / "out", steps=2)
+    run(flags, save_main_session=False)
+    (root / "c.png").unlink()
+    with caplog.at_level("WARNING", logger="pipeline.main"):
+        manifest = run([*flags, "--resume"], save_main_session=False)
+    assert "1 images with rows in" in caplog.text
+    assert "are no longer in --dataset (e.g. 'c.png'); their rows are kept" in caplog.text
+    assert manifest["counts"]["inputs"] == 2 and manifest["counts"]["skipped_done_before"] == 2
+    assert sorted(pd.read_parquet(tmp_path / "out" / "results").image_id) == [
+        "a.png",
+        "b.png",
+        "c.png",
+    ]
