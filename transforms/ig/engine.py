@@ -309,14 +309,18 @@ def even_parts(n: int, chunk: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
+def _path_bytes(rule: rules.PanelRule, values: int) -> tuple[int, int]:
+    """(bytes of a path's two float64 sums, bytes of one panel's own node vectors)."""
+    own = len(rule.nodes) - int(rule.edge_nodes)
+    return values * 2 * 8, own * values * 4
+
+
 def least_path_bytes(method: str, shape: Sequence[int]) -> int:
     """Bytes a path of the adaptive engine holds at the least: its two float64
     sums and the node vectors of its fewest active panels and of one round's
     new ones. A call's rows are chunked so that their paths fit the budget."""
-    rule = rules.panel_rule(method)
-    values = int(np.prod(shape))
-    own = len(rule.nodes) - int(rule.edge_nodes)
-    return values * (2 * 8 + (_MIN_ACTIVE_PANELS + _MAX_SPLITS_PER_ROUND) * own * 4)
+    sums, panel = _path_bytes(rules.panel_rule(method), int(np.prod(shape)))
+    return sums + (_MIN_ACTIVE_PANELS + _MAX_SPLITS_PER_ROUND) * panel
 
 
 class Adaptive:
@@ -349,11 +353,10 @@ class Adaptive:
         self.spreads = np.zeros((n, *shape), dtype=np.float64)
         shared = int(self.rule.edge_nodes)
         own = len(self.rule.nodes) - shared
-        values = int(np.prod(shape))
         # The budget holds the sums, the active panels' vectors and one round's new
         # ones (`least_path_bytes`: what the rows of a call are chunked by).
-        free = settings.memory_budget - n * values * 2 * 8
-        fit = free // max(1, n * own * values * 4) - _MAX_SPLITS_PER_ROUND
+        sums, panel = _path_bytes(self.rule, int(np.prod(shape)))
+        fit = (settings.memory_budget - n * sums) // max(1, n * panel) - _MAX_SPLITS_PER_ROUND
         self.active_panels = int(min(1 << 20, max(_MIN_ACTIVE_PANELS, fit)))
         self.vectors_at: list[dict[float, np.ndarray]] = [{} for _ in range(n)]
         self.derivative: list[dict[float, float]] = [{} for _ in range(n)]
