@@ -20,17 +20,6 @@ __all__ = ["main", "main_exit"]
 _LOG = logging.getLogger("pipeline")
 
 
-class _WithoutBeamMemoryWarning(logging.Filter):
-    """Drops RunInference's per-batch "Resource module is not available" warning.
-
-    Beam 2.77 imports `resource` together with a module that needs PyTorch, so
-    without PyTorch it repeats this (harmless) warning for every batch.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Resource module is not available")
-
-
 def _prog() -> str:
     name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     return "ig-audit" if name == "ig-audit" else "python -m pipeline"
@@ -86,8 +75,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Before anything imports TensorFlow: its C++ log level is read once.
     logs.quiet_environment(verbose)
     logs.configure_logging(verbose)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_WithoutBeamMemoryWarning())
     try:
         from pipeline import main as job  # noqa: PLC0415 - after the environment is set
     except KeyboardInterrupt:  # while Beam and TensorFlow load

@@ -28,6 +28,8 @@ def configure_logging(verbose: bool) -> None:
     logging.getLogger("apache_beam.runners.common").setLevel(
         logging.INFO if verbose else logging.CRITICAL
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_WithoutBeamMemoryWarning())
     if not verbose:
         job_service = logging.getLogger("apache_beam.runners.portability.local_job_service")
         job_service.setLevel(logging.INFO)
@@ -70,3 +72,14 @@ class _WorkerRecords(logging.Filter):
         record.msg = _ESCAPES.sub(lambda m: _ESCAPED.get(m[1], m[1]), message)
         record.args = ()
         return True
+
+
+class _WithoutBeamMemoryWarning(logging.Filter):
+    """Drops RunInference's per-batch "Resource module is not available" warning.
+
+    Beam 2.77 imports `resource` together with a module that needs PyTorch, so
+    without PyTorch it repeats this (harmless) warning for every batch.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Resource module is not available")
