@@ -53,6 +53,7 @@ from transforms.config import AttributionConfig
 from transforms.manifest import MANIFEST_FILE
 from transforms.schema import results_schema
 from transforms.sinks import (
+    CHECKPOINT_DIR,
     TEMP_DIR,
     WriteCheckpoints,
     WriteErrors,
@@ -181,9 +182,15 @@ def _earlier_run(output: str) -> list[str]:
 
 
 def _temp_files(output: str) -> list[str]:
-    """Partial files a killed run left in `<output>/.tmp/`."""
+    """Partial files a killed run left in `<output>/.tmp/`: Beam's `beam-temp-*`
+    folders and the checkpoints, only these (other files there are not ours)."""
+    temp = FileSystems.join(output, TEMP_DIR)
+    patterns = [
+        FileSystems.join(temp, "beam-temp-*", "**"),
+        FileSystems.join(temp, CHECKPOINT_DIR, "**"),
+    ]
     try:
-        matches = FileSystems.match([FileSystems.join(output, TEMP_DIR, "**")])
+        matches = FileSystems.match(patterns)
     except Exception:  # no temp folder
         return []
     return [meta.path for match in matches for meta in match.metadata_list]

@@ -470,3 +470,19 @@ def test_a_lock_taken_over_meanwhile_is_never_handed_to_the_old_runs_job(tmp_pat
     first.hand_over("old-job")
     held = json.loads((out / ".lock").read_text())
     assert held["run_id"] == second.run_id and held["job_id"] is None
+
+
+def test_a_run_deletes_only_its_own_partial_files_in_dot_tmp(image_folder, linear_keras, tmp_path):
+    out = tmp_path / "out"
+    mine = [
+        out / ".tmp" / "beam-temp-part-1a2b" / "x.parquet",
+        out / ".tmp" / "checkpoints" / "r1" / "y",
+    ]
+    theirs = [out / ".tmp" / "notes" / "todo.txt", out / ".tmp" / "keep.png"]
+    for path in mine + theirs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    run(job_flags(image_folder, linear_keras, out), save_main_session=False)
+    assert len(pd.read_parquet(out / "results")) == 4
+    assert not any(path.exists() for path in mine)
+    assert all(path.read_text() == "x" for path in theirs)
