@@ -36,8 +36,13 @@ def test_folder_listing_skips_hidden_files_and_unknown_folders_are_unlabelled(tm
     write_image(tmp_path / "holiday" / "a.png", np.zeros((2, 2, 3), np.uint8))
     (tmp_path / ".DS_Store").write_bytes(b"x")
     (tmp_path / "notes.txt").write_text("not an image, still an input")
+    write_image(tmp_path / "beam-template.png", np.zeros((2, 2, 3), np.uint8))  # not Beam's
     files = sources.list_image_folder(str(tmp_path))
-    assert {f.image_id: f.label for f in files} == {"holiday/a.png": None, "notes.txt": None}
+    assert {f.image_id: f.label for f in files} == {
+        "holiday/a.png": None,
+        "notes.txt": None,
+        "beam-template.png": None,
+    }
 
 
 def _listed(root, **kwargs) -> dict[str, str | None]:

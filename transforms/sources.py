@@ -127,8 +127,9 @@ def _no_files_error(root: str) -> FileNotFoundError:
 
 
 def _is_input(relative: str) -> bool:
-    """Hidden files and folders (`.DS_Store`, `.git/`) and Beam's temp files are not inputs."""
-    if not relative or relative.startswith("beam-temp"):
+    """Hidden files and folders (`.DS_Store`, `.git/`) are not inputs (the job's
+    own temp files are in its --output's hidden `.tmp/`)."""
+    if not relative:
         return False
     return not any(part.startswith(".") for part in relative.split("/"))
 
@@ -137,7 +138,7 @@ def _folder_file(prefix: str, meta: FileMetadata, skip: str | None = None) -> Fo
     """The input a matched (remote) file becomes, or None for what is not an input.
 
     Skipped: hidden files and folders, folder placeholder objects
-    (`gs://.../n01/`), Beam's `beam-temp*` files, and the `skip` prefix (the
+    (`gs://.../n01/`), and the `skip` prefix (the
     job's own --output when it lies inside the dataset).
     """
     path = meta.path
