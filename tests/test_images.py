@@ -132,9 +132,9 @@ def test_a_decompression_bomb_is_refused_before_decoding_and_pillow_is_left_alon
     big = _png_declaring(12000, 9000, rows=8)  # 108 MP: Pillow only warns; our limit refuses
     with pytest.raises(images.ImageError, match=r"12000x9000 pixels \(108 MP\) exceeds the "):
         images.decode_image(big, max_side_hint=16)
-    small = _png_declaring(4000, 3000, rows=8)  # 12 MP: under the limit, read (truncated)
-    with pytest.raises(images.ImageError, match="broken image"):
-        images.decode_image(small, max_side_hint=16)
+    small = _png_declaring(4000, 3000, rows=8)  # 12 MP: under the limit, read
+    # (Pillow reads the rows the data lacks as 0), then shrunk by 125.
+    assert images.decode_image(small, max_side_hint=16).shape == (24, 32, 3)
 
 
 def test_a_large_image_is_shrunk_before_any_float_copy():
@@ -162,3 +162,24 @@ def test_exif_orientation_is_applied():
     decoded = images.decode_image(data)
     assert decoded.shape == (20, 40, 3)
     assert decoded[2, :, 0].min() > 200 and decoded[-3, :, 0].max() < 50
+
+
+@pytest.mark.parametrize(
+    "mode, fmt, expected",
+    [("P", "PNG", [10, 20, 30]), ("P", "GIF", [10, 20, 30]), ("1", "PNG", [255, 255, 255])],
+)
+def test_large_palette_and_one_bit_images_are_shrunk_and_decoded(mode, fmt, expected):
+    # 80 x 60 with a model side of 8: shrunk by 5 (Image.reduce refuses modes P and 1).
+    img = Image.new("RGB", (80, 60), (10, 20, 30) if mode == "P" else (255, 255, 255))
+    img = img.convert(mode) if mode == "1" else img.convert("P", palette=Image.Palette.ADAPTIVE)
+    out = images.decode_image(_encode(img, fmt), max_side_hint=8)
+    assert out.shape == (12, 16, 3)
+    np.testing.assert_allclose(out[0, 0], expected, atol=2)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_a_float_image_with_nan_or_inf_pixels_is_an_error(value):
+    pixels = np.full((4, 5), 0.5, np.float32)
+    pixels[1, :3] = value
+    with pytest.raises(images.ImageError, match=r"float image with 3 NaN or infinite pixels"):
+        images.decode_image(_encode(Image.fromarray(pixels, mode="F"), "TIFF"))

@@ -26,6 +26,9 @@ __all__ = [
 MAX_PIXELS = 8192 * 8192
 # Pillow modes that `Image.reduce` cannot shrink; "I" (32-bit) holds their values.
 _WIDE_INT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+# Palette and 1-bit modes, which neither `Image.reduce` nor `to_rgb_uint8` reads,
+# and the modes they are converted to first.
+_INDEXED_MODES = {"P": "RGBA", "PA": "RGBA", "1": "L"}
 
 
 class ImageError(ValueError):
@@ -98,6 +101,8 @@ def _shrink(img: Image.Image, max_side_hint: int | None) -> Image.Image:
         return img
     if img.mode in _WIDE_INT_MODES:
         img = img.convert("I")
+    elif img.mode in _INDEXED_MODES:
+        img = img.convert(_INDEXED_MODES[img.mode])
     return img.reduce(factor)
 
 
@@ -110,16 +115,17 @@ def _to_array(img: Image.Image, sixteen_bit: bool) -> np.ndarray:
     """
     if img.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
         img = img.convert("RGB")
-    elif img.mode == "P" or img.mode == "PA":
-        img = img.convert("RGBA")
-    elif img.mode == "1":
-        img = img.convert("L")
+    elif img.mode in _INDEXED_MODES:
+        img = img.convert(_INDEXED_MODES[img.mode])
     array = np.asarray(img)
     if img.mode in ("I", *_WIDE_INT_MODES):
         wide = sixteen_bit or array.max(initial=0) > 255
         array = np.clip(array, 0, 65535 if wide else 255).astype(np.uint16 if wide else np.uint8)
     elif img.mode == "F":
-        peak = float(np.nanmax(array)) if array.size else 0.0
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        if bad:
+            raise ImageError(f"float image with {bad} NaN or infinite pixels")
+        peak = float(array.max(initial=0.0))
         array = array / (255.0 if peak > 1.0 else 1.0)
     return array
 
