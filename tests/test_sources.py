@@ -123,6 +123,23 @@ def test_links_fifos_and_loops_are_inputs_or_error_records(tmp_path):
     assert raw.data is None and "FIFO" in raw.error
 
 
+def test_a_file_larger_than_any_image_is_an_error_record_not_read_whole(tmp_path):
+    from apache_beam.io.filesystems import FileSystems
+
+    big = tmp_path / "video.png"
+    with open(big, "wb") as f:  # sparse: no disk space, no memory
+        f.truncate(sources.MAX_FILE_BYTES + 1)
+    (raw,) = sources._ReadFile().process(sources.FolderFile(str(big), "video.png", None))
+    assert raw.data is None and raw.error == (
+        f"cannot read file: file of {sources.MAX_FILE_BYTES + 1} bytes, more than any image "
+        "the job decodes (1024 MiB, transforms.sources.MAX_FILE_BYTES)"
+    )
+    # Through Beam's file systems (gs://) the size is not checked first: the read stops.
+    with FileSystems.open(str(big), compression_type="uncompressed") as f:
+        with pytest.raises(OSError, match="more than any image"):
+            sources._read_bounded(f)
+
+
 def test_the_jobs_own_output_inside_the_folder_is_not_listed(tmp_path):
     write_image(tmp_path / "a.png", np.zeros((2, 2, 3), np.uint8))
     (tmp_path / "audit" / "results").mkdir(parents=True)

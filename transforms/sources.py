@@ -71,6 +71,10 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger(__name__)
+#: Largest input file read, in bytes (1 GiB): twice what the largest image decoded
+#: (`images.MAX_PIXELS`, 4 channels of 16 bits) takes uncompressed. A larger file
+#: is an error record before it is read, not a worker out of memory.
+MAX_FILE_BYTES = 1 << 30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,14 +280,32 @@ def check_folder_exists(root: str) -> None:
         raise _no_files_error(root)
 
 
+def _too_large(size: int) -> OSError:
+    return OSError(
+        f"file of {size} bytes, more than any image the job decodes "
+        f"({MAX_FILE_BYTES >> 20} MiB, transforms.sources.MAX_FILE_BYTES)"
+    )
+
+
+def _read_bounded(f) -> bytes:
+    """At most MAX_FILE_BYTES of an open file; OSError when there is more."""
+    data = f.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise _too_large(len(data))
+    return data
+
+
 def _read_local(path: str) -> bytes:
-    """A local file's bytes; refuses what is not a regular file without blocking on it."""
+    """A local file's bytes; refuses what is not a regular file without blocking on
+    it, and a file larger than MAX_FILE_BYTES without reading it."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise OSError(f"{_entry_kind(mode)}, not a regular file")
-        return f.read()
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{_entry_kind(info.st_mode)}, not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise _too_large(info.st_size)
+        return _read_bounded(f)
 
 
 class _ReadFile(beam.DoFn):
@@ -299,7 +321,7 @@ class _ReadFile(beam.DoFn):
         try:
             if files.is_remote(path):
                 with FileSystems.open(path, compression_type="uncompressed") as f:
-                    data = f.read()
+                    data = _read_bounded(f)
             else:
                 data = _read_local(path)
         except Exception as e:  # any I/O failure becomes an error record
