@@ -625,6 +625,21 @@ def _resolve_dataset(
     return _Dataset(resolved, total=resolved.num_examples)
 
 
+def _check_imagenet_offset(audit: AuditOptions, spec: ModelSpec, data: _Dataset) -> None:
+    """The sample's and WordNet-id folders' labels are ImageNet's 1000 classes: on an
+    ImageNet model (1000 or 1001 outputs) one --label_offset fits them, and any other
+    shifts every label and prediction by one class (the seed notebook's off-by-one)."""
+    imagenet_labels = isinstance(data.source, sources.SampleSource) or data.folder_labels
+    fits = spec.num_outputs - 1000
+    if imagenet_labels and spec.num_outputs in (1000, 1001) and spec.label_offset != fits:
+        raise ConfigError(
+            f"--label_offset {spec.label_offset} does not fit --dataset {audit.dataset!r}, "
+            f"whose labels are ImageNet's 1000 classes, on --model {audit.model!r} with "
+            f"{spec.num_outputs} outputs: the offset that fits is {fits}; leave "
+            "--label_offset out."
+        )
+
+
 def _class_names_for(
     audit: AuditOptions, spec: ModelSpec, data: _Dataset, from_file: tuple[str, ...] | None
 ) -> tuple[str, ...] | None:
@@ -790,6 +805,7 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     handoff = ModelHandoff() if _is_direct(options) else None
     spec = _resolve_model(audit, model, data, input_range, handoff)
     config = _fit_to_model(audit, config, spec)
+    _check_imagenet_offset(audit, spec, data)
     class_names = _class_names_for(audit, spec, data, names_file)
     job = AuditJob(
         output=audit.output,

@@ -92,6 +92,27 @@ def test_bad_flags_exit_2_with_one_error_line_before_any_work(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("dataset", ["folder", "sample"])
+def test_a_label_offset_that_shifts_imagenet_labels_exits_2(
+    dataset, image_folder, linear_keras, tmp_path, capsys
+):
+    # WordNet-id folders and the sample carry ImageNet's labels; the model has 1000 outputs.
+    flags = _flags(image_folder, linear_keras, tmp_path / "out", "--label_offset", "1")
+    if dataset == "sample":
+        flags += ["--dataset", "sample"]
+    assert main(flags) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line.startswith("error: --label_offset 1 does not fit --dataset ")
+    assert line.endswith(
+        f"whose labels are ImageNet's 1000 classes, on --model {linear_keras!r} with 1000 "
+        "outputs: the offset that fits is 0; leave --label_offset out."
+    )
+    assert not (tmp_path / "out").exists()
+    job, _ = prepare(_flags(image_folder, linear_keras, tmp_path / "ok", "--label_offset", "0"))
+    job.lock.release()
+    assert job.spec.label_offset == 0
+
+
 @pytest.mark.parametrize("form", [["--input_range", "-1,1"], ["--input_range=-1,1"]])
 def test_negative_input_range_in_both_forms(form, image_folder, linear_keras, tmp_path):
     job, _ = prepare(_flags(image_folder, linear_keras, tmp_path / "out", *form))
