@@ -196,6 +196,8 @@ def test_rerun_into_same_output_is_refused_unless_overwrite(image_folder, linear
     [
         (["--method", "simpson"], "--method 'simpson' is not supported; use one of: gausslegendre"),
         (["--baseline", "black,pink"], "--baseline 'pink' is not supported"),
+        (["--baseline", "black,,white"], "--baseline 'black,,white' has an empty name; give"),
+        (["--baseline", "black,"], "--baseline 'black,' has an empty name"),
         (
             ["--target", "best"],
             "--target 'best' is not supported; use one of: predicted, label, top_k",
