@@ -76,7 +76,8 @@ class AttributionConfig:
       completeness_tolerance: bound on the relative completeness delta, with a
         tolerance (a sum, which cancels per-pixel errors: it is met far more
         cheaply than the per-pixel bound, so it can be tighter).
-      max_steps: cap on gradient evaluations per baseline during refinement;
+      max_steps: cap on gradient evaluations per baseline during refinement
+        (re-evaluations of points the memory budget dropped not counted);
         None (the default) gives `default_max_steps(steps)`.
       path_batch_size: path points per gradient call (bounds memory); None: the
         device's choice (`transforms.tf_model.device_settings`: 8 on CPUs, 32 on GPUs).

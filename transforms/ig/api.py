@@ -85,7 +85,8 @@ class IGSettings:
         over its baselines), or `max_steps` evaluations per path are spent.
       completeness_tolerance: the bound on the relative completeness delta in
         adaptive mode; None: `tolerance`.
-      max_steps: cap on gradient evaluations per path (adaptive); default `steps`.
+      max_steps: cap on gradient evaluations per path (adaptive), its distinct
+        points: re-evaluations of folded panels are not counted; default `steps`.
       path_batch_size: path points per model call, across rows; bounds memory.
       memory_budget: bytes of node vectors kept per call for refinement
         (adaptive); panels beyond it are folded and re-evaluated if split.

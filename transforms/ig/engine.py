@@ -573,8 +573,7 @@ class Adaptive:
             norm2 = float(np.sum(self.spreads[path] ** 2))
             coherence = norm2 / squares if squares > 0 else 1.0
             target = (_AIM * self.tolerance * size) ** 2 / coherence
-            budget = int(self.max_steps - self.evaluations[path])
-            plan = split_counts(shares, target, max(1, budget))
+            plan = split_counts(shares, target, max(1, self._budget(path)))
             chosen, cuts, left = [], 0, float(shares.sum())
             for q in np.argsort(-shares, kind="stable"):
                 if not shares[q] > 0 or cuts >= _MAX_SPLITS_PER_ROUND or left <= target:
@@ -596,7 +595,7 @@ class Adaptive:
         row = self.paths.row(path)
         if not self.paths.finite[row.start : row.stop].all():
             return []  # its row is flagged: no refinement makes it finite
-        budget = self.max_steps - self.evaluations[path]
+        budget = self._budget(path)
         planned: set[float] = set()
         out = []
         for q, parts in self._choose(path):
@@ -608,12 +607,19 @@ class Adaptive:
             if not q.active:
                 new |= set(q.nodes)
             new -= planned | self.vectors_at[path].keys()
-            if len(new) > budget:
+            cost = len(new - self.derivative[path].keys())  # re-evaluations are free
+            if cost > budget:
                 break
-            budget -= len(new)
+            budget -= cost
             planned |= new
             out.append((q, spans))
         return out
+
+    def _budget(self, path: int) -> int:
+        """Nodes the path may still add: `max_steps` counts its distinct nodes, not
+        its evaluations, so that the panels a memory budget folds and evaluates
+        again (more of them with more paths per call) cost no refinement."""
+        return self.max_steps - len(self.derivative[path])
 
     def _refine(self) -> None:
         while True:
