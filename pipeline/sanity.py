@@ -39,7 +39,7 @@ from transforms.faithfulness import pixel_scores
 from transforms.sinks import write_json
 from transforms.tf_model import Classifier, ModelSpec
 
-__all__ = ["SIMILAR", "main", "map_similarity", "run", "stage_layers"]
+__all__ = ["SIMILAR", "main", "map_similarity", "print_report", "run", "stage_layers"]
 
 _LOG = logging.getLogger(__name__)
 # Medians at or above this (Spearman or SSIM) count as "maps still similar": the
@@ -276,6 +276,36 @@ def _cascade(
     return maps, reports
 
 
+def _report(
+    ids: list[str],
+    targets: np.ndarray,
+    config: AttributionConfig,
+    seed: int,
+    reports: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The contents of sanity.json (see `run`) from the stages' `_stage_report`s."""
+    report = {
+        "images": len(ids),
+        "image_ids": ids,
+        "target_classes": targets.tolist(),
+        "settings": {
+            "method": config.method,
+            "steps": config.steps,
+            "tolerance": config.tolerance,
+            "baselines": list(config.baselines),
+            "score": config.score,
+            "seed": seed,
+        },
+        "similar_threshold": SIMILAR,
+        "stages": reports,
+        "verdict": _verdict(reports),
+    }
+    for stage in reports:  # strict JSON: NaN medians as null, after the verdict read them
+        for key in ("spearman_median", "ssim_median"):
+            stage[key] = stage[key] if np.isfinite(stage[key]) else None
+    return report
+
+
 def run(
     output: str, images_count: int = 4, stages: int | Sequence[str] = 6, seed: int = 0
 ) -> dict[str, Any]:
@@ -299,31 +329,29 @@ def run(
     original = attribute()
     boxes = _content_boxes(config, spec, inputs, ids)
     maps, reports = _cascade(model, plan, seed, original, attribute, boxes)
-    report = {
-        "images": len(ids),
-        "image_ids": ids,
-        "target_classes": targets.tolist(),
-        "settings": {
-            "method": config.method,
-            "steps": config.steps,
-            "tolerance": config.tolerance,
-            "baselines": list(config.baselines),
-            "score": config.score,
-            "seed": seed,
-        },
-        "similar_threshold": SIMILAR,
-        "stages": reports,
-        "verdict": _verdict(reports),
-    }
-    for stage in reports:  # strict JSON: NaN medians as null, after the verdict read them
-        for key in ("spearman_median", "ssim_median"):
-            stage[key] = stage[key] if np.isfinite(stage[key]) else None
+    report = _report(ids, targets, config, seed, reports)
     folder = FileSystems.join(output, "sanity")
     write_json(FileSystems.join(folder, "sanity.json"), report)
     png = _figure(pixels / 255.0, [original, *maps], ["intact", *[s["layer"] for s in reports]])
     with FileSystems.create(FileSystems.join(folder, "sanity.png")) as f:
         f.write(png)
     return report
+
+
+def _median(value: float | None) -> str:
+    """A stage's median as printed: 3 decimals, or an en dash when there is none (null)."""
+    return "–" if value is None else f"{value:.3f}"
+
+
+def print_report(report: dict[str, Any], output: str) -> None:
+    """Prints the stages' medians, the verdict and where the report was written."""
+    for stage in report["stages"]:
+        print(
+            f"{stage['layer']:>24}  Spearman {_median(stage['spearman_median'])}  "
+            f"SSIM {_median(stage['ssim_median'])}"
+        )
+    print(report["verdict"])
+    print(f"Written: {output}/sanity/sanity.json and sanity.png")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -342,13 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for stage in report["stages"]:
-        print(
-            f"{stage['layer']:>24}  Spearman {stage['spearman_median']:.3f}  "
-            f"SSIM {stage['ssim_median']:.3f}"
-        )
-    print(report["verdict"])
-    print(f"Written: {args.input}/sanity/sanity.json and sanity.png")
+    print_report(report, args.input)
     return 0
 
 

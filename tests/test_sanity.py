@@ -9,6 +9,8 @@ from pipeline import run as run_job
 from pipeline import sanity
 from tests.conftest import SIZE, cli_args
 from transforms import results
+from transforms.config import AttributionConfig
+from transforms.sinks import write_json
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +105,20 @@ def test_randomising_the_last_layer_changes_the_maps(image_folder, conv_keras, t
     for image_id, computed in zip(frame.image_id, maps, strict=True):
         stored = results.attributions_of(results.read_row(output, image_id))
         np.testing.assert_allclose(computed, stored, rtol=1e-3, atol=1e-5)
+
+
+def test_an_undecided_check_prints_dashes_for_its_missing_medians(tmp_path, capsys):
+    # A randomised model whose maps are all constant or not finite: no median to judge by.
+    nan = float("nan")
+    stages = [sanity._stage_report(["logits"], [(nan, nan)] * 2)]
+    report = sanity._report(["a.png", "b.png"], np.array([1, 2]), AttributionConfig(), 0, stages)
+    path = str(tmp_path / "sanity" / "sanity.json")
+    write_json(path, report)
+    stored = json.loads((tmp_path / "sanity" / "sanity.json").read_text())
+    assert stored["stages"][0]["spearman_median"] is None
+
+    sanity.print_report(stored, str(tmp_path))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{'logits':>24}  Spearman –  SSIM –"
+    assert lines[1].startswith("undecided: the randomised model gave no finite maps")
+    assert lines[2] == f"Written: {tmp_path}/sanity/sanity.json and sanity.png"
