@@ -751,18 +751,14 @@ def _number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-# A cascading randomisation leaves the maps "unchanged" when the median rank
-# correlation with the original maps at the last (most destroyed) stage is at least this.
-_SANITY_UNCHANGED_FROM = 0.5
-
-
 def read_sanity(output: str) -> dict[str, Any] | None:
     """The model-randomisation sanity check of a run (Adebayo et al., 2018), if it was run.
 
     Reads `<output>/sanity/sanity.json`, written by the sanity-check mode:
     `{"stages": [{"layer": name, "spearman_median": x, "ssim_median": y}, ...],
-    "verdict": "...", "images": n}`, stages in the order the layers were
-    randomised (top down, cascading), so the last is the most destroyed model.
+    "verdict": "...", "changed": true | false | null, "images": n}`, stages in the
+    order the layers were randomised (top down, cascading), so the last is the
+    most destroyed model.
 
     The reader is tolerant, because the page must render whatever version of the
     check wrote the file: every key is optional, unknown keys are ignored, a stage
@@ -776,9 +772,10 @@ def read_sanity(output: str) -> dict[str, Any] | None:
       `verdict` (str or None, as written), `images` (int or None), `changed`
       (True: the maps change when the model is destroyed, so they depend on what
       it learned; False: they do not, so they are not explanations of the model;
-      None: no number to judge by) and `error` (None, or why the file is unusable).
-      `changed` is judged on the last stage's median Spearman (its SSIM when
-      Spearman is absent): below `_SANITY_UNCHANGED_FROM` (0.5) counts as changed.
+      None: undecided, or not recorded) and `error` (None, or why the file is
+      unusable). `changed` is the check's own decision as it recorded it (see
+      `pipeline.sanity.maps_changed`), never judged again here, so that the page
+      and the check's verdict cannot disagree.
     """
     path = files.join(output, "sanity", "sanity.json")
     if not files.exists(path):
@@ -792,13 +789,13 @@ def read_sanity(output: str) -> dict[str, Any] | None:
         _LOG.warning("Cannot read the sanity check %s: %s", path, e)
         return {"stages": [], "verdict": None, "images": None, "changed": None, "error": str(e)}
     stages = _sanity_stages(data.get("stages"))
-    verdict = data.get("verdict")
+    verdict, changed = data.get("verdict"), data.get("changed")
     images = _number(data.get("images"))
     return {
         "stages": stages,
         "verdict": None if verdict is None else str(verdict),
         "images": None if images is None else int(images),
-        "changed": _changed(stages),
+        "changed": changed if isinstance(changed, bool) else None,
         "error": None,
     }
 
@@ -814,17 +811,6 @@ def _sanity_stages(raw: Any) -> list[dict[str, Any]]:
         for stage in (raw if isinstance(raw, list) else [])
         if isinstance(stage, dict)
     ]
-
-
-def _changed(stages: Sequence[Mapping[str, Any]]) -> bool | None:
-    """Whether the maps changed when the model was destroyed (see `read_sanity`)."""
-    for stage in reversed(stages):
-        similarity = stage["spearman_median"]
-        if similarity is None:
-            similarity = stage["ssim_median"]
-        if similarity is not None:
-            return similarity < _SANITY_UNCHANGED_FROM
-    return None
 
 
 def _per_class(per_image: pd.DataFrame, limit: int) -> dict[str, Any]:

@@ -39,7 +39,15 @@ from transforms.faithfulness import pixel_scores
 from transforms.sinks import write_json
 from transforms.tf_model import Classifier, ModelSpec
 
-__all__ = ["SIMILAR", "main", "map_similarity", "print_report", "run", "stage_layers"]
+__all__ = [
+    "SIMILAR",
+    "main",
+    "map_similarity",
+    "maps_changed",
+    "print_report",
+    "run",
+    "stage_layers",
+]
 
 _LOG = logging.getLogger(__name__)
 # Medians at or above this (Spearman or SSIM) count as "maps still similar": the
@@ -139,6 +147,19 @@ def map_similarity(original: np.ndarray, other: np.ndarray) -> tuple[float, floa
     return rho, ssim
 
 
+def maps_changed(spearman: float | None, ssim: float | None) -> bool | None:
+    """The check's decision on a stage's medians (the one place it is made).
+
+    Returns:
+      True when both medians are below `SIMILAR` (the maps changed), False when
+      either is at or above it (they stayed similar), None when either is missing
+      or not finite (no finite maps to judge by).
+    """
+    if spearman is None or ssim is None or not (np.isfinite(spearman) and np.isfinite(ssim)):
+        return None
+    return bool(spearman < SIMILAR and ssim < SIMILAR)
+
+
 def _verdict(stages: list[dict[str, Any]]) -> str:
     """Whether the maps of the fully randomised stage still resemble the intact model's."""
     last = stages[-1]
@@ -147,13 +168,16 @@ def _verdict(stages: list[dict[str, Any]]) -> str:
         f"median Spearman {rho:.2f}, SSIM {ssim:.2f} with {last['layers_randomised']} "
         f"layers randomised, down to {last['layer']}"
     )
-    if not (np.isfinite(rho) and np.isfinite(ssim)):
+    changed = maps_changed(rho, ssim)
+    if changed is None:
         return f"undecided: the randomised model gave no finite maps ({numbers})."
-    if rho < SIMILAR and ssim < SIMILAR:
-        changed = next(s["layer"] for s in stages if not s["similar"])
+    if changed:
+        first = next(
+            s["layer"] for s in stages if maps_changed(s["spearman_median"], s["ssim_median"])
+        )
         return (
             f"pass: the maps change when the model is destroyed ({numbers}; first below "
-            f"{SIMILAR} at {changed}): they depend on the model's weights."
+            f"{SIMILAR} at {first}): they depend on the model's weights."
         )
     return (
         f"fail: the maps stay similar when the model is destroyed ({numbers}): they "
@@ -172,7 +196,7 @@ def _stage_report(layers: list[str], similarity: list[tuple[float, float]]) -> d
         "layers_randomised": len(layers),
         "spearman_median": rho_median,
         "ssim_median": ssim_median,
-        "similar": bool(rho_median >= SIMILAR or ssim_median >= SIMILAR),
+        "similar": maps_changed(rho_median, ssim_median) is False,
         # Per image; null where a map was constant or not finite (strict JSON).
         "spearman": [float(v) if np.isfinite(v) else None for v in rho],
         "ssim": [float(v) if np.isfinite(v) else None for v in ssim],
@@ -299,6 +323,8 @@ def _report(
         "similar_threshold": SIMILAR,
         "stages": reports,
         "verdict": _verdict(reports),
+        # The verdict's decision, for its readers (the HTML report): null is undecided.
+        "changed": maps_changed(reports[-1]["spearman_median"], reports[-1]["ssim_median"]),
     }
     for stage in reports:  # strict JSON: NaN medians as null, after the verdict read them
         for key in ("spearman_median", "ssim_median"):
@@ -314,7 +340,8 @@ def run(
     Returns:
       The report written to sanity.json: {"images", "image_ids", "target_classes",
       "settings", "stages": [{"layer", "layers_randomised", "spearman_median",
-      "ssim_median", "similar", "spearman", "ssim"}], "similar_threshold", "verdict"}.
+      "ssim_median", "similar", "spearman", "ssim"}], "similar_threshold", "verdict",
+      "changed"}: `changed` is `maps_changed` of the last stage (true, false or null).
     """
     if images_count < 1:
         raise ValueError(f"--images must be >= 1, got {images_count}.")

@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from pipeline import run
+from pipeline import sanity as sanity_check
 from pipeline.report import build_report, main, read_sanity
 from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, cli_args, write_image
 from tests.test_results import (  # noqa: F401 - folder_run is a fixture
@@ -28,7 +29,9 @@ from tests.test_results import (  # noqa: F401 - folder_run is a fixture
     write_output,
 )
 from transforms import labels, results
+from transforms.config import AttributionConfig
 from transforms.schema import results_schema
+from transforms.sinks import write_json
 
 SECTIONS = [
     "summary",
@@ -477,19 +480,35 @@ def test_sanity_check_section_says_which_it_is(folder_run):  # noqa: F811
         {"layer": "logits", "spearman_median": 0.61, "ssim_median": 0.5},
         {"layer": "block_6<b>", "spearman_median": 0.12, "ssim_median": 0.08},
     ]
-    _write_sanity(output, {"stages": stages, "verdict": "pass", "images": 8})
+    _write_sanity(output, {"stages": stages, "verdict": "pass", "changed": True, "images": 8})
     section = _page(build_report(output, gallery=0)).sections["sanity"]
     assert "on 8 images" in section
     assert "1 logits 0.61 0.5 2 block_6<b> 0.12 0.08" in section
     assert "The maps change when the model is destroyed: they behave as explanations" in section
     assert "Verdict recorded by the check: pass" in section
-    stages[-1]["spearman_median"] = 0.93  # maps that survive the destruction of the model
-    _write_sanity(output, {"stages": stages})
+    _write_sanity(output, {"stages": stages, "changed": False})
     section = _page(build_report(output, gallery=0)).sections["sanity"]
     assert "barely change when the model is destroyed: they are not explanations" in section
+    _write_sanity(output, {"stages": stages})  # a file without the check's decision
+    section = _page(build_report(output, gallery=0)).sections["sanity"]
+    assert "The check recorded no decision" in section and "The maps change" not in section
     _write_sanity(output, "{not json")
     section = _page(build_report(output, gallery=0)).sections["sanity"]
     assert "sanity/sanity.json could not be read" in section
+
+
+def test_the_page_gives_the_sanity_checks_own_verdict(folder_run):  # noqa: F811
+    # Spearman below the threshold, SSIM above: maps still similar, so the check fails.
+    # (The page once judged on Spearman alone and said the opposite.)
+    output = folder_run["output"]
+    stages = [sanity_check._stage_report(["logits"], [(0.3, 0.7)] * 3)]
+    ids, targets = ["a.png", "b.png", "c.png"], np.array([1, 2, 3])
+    report = sanity_check._report(ids, targets, AttributionConfig(), 0, stages)
+    write_json(str(Path(output, "sanity", "sanity.json")), report)
+    section = _page(build_report(output, gallery=0)).sections["sanity"]
+    assert "Verdict recorded by the check: fail: the maps stay similar" in section
+    assert "barely change when the model is destroyed: they are not explanations" in section
+    assert "The maps change when the model is destroyed" not in section
 
 
 def test_sanity_reader_is_tolerant(tmp_path):
@@ -501,7 +520,9 @@ def test_sanity_reader_is_tolerant(tmp_path):
         {"layer": "a", "spearman_median": None, "ssim_median": None},
         {"layer": "?", "spearman_median": None, "ssim_median": 0.2},
     ]
-    assert sanity["changed"] is True and sanity["images"] is None and sanity["verdict"] is None
+    assert sanity["changed"] is None and sanity["images"] is None and sanity["verdict"] is None
+    _write_sanity(str(tmp_path), {"changed": "yes"})
+    assert read_sanity(str(tmp_path))["changed"] is None
     _write_sanity(str(tmp_path), [1, 2])
     assert "expected a JSON object" in read_sanity(str(tmp_path))["error"]
 
