@@ -214,6 +214,32 @@ def test_attribution_error_histogram_shares_the_completeness_axes():
     assert labels == {"3 rows", "tolerance 0.015: 2 rows above", "1 rows without a value"}
 
 
+def test_error_histogram_bins_span_the_data_with_an_edge_on_the_tolerance():
+    # The defaults' per-pixel errors: all within 1.43-1.48 %, around the tolerance 1.5 %.
+    errors = np.array([0.0143, 0.0145, 0.01499, 0.015, 0.0151, 0.0148])
+    edges = plots.log_bins(errors, tolerance=0.015)
+    assert np.all(np.diff(edges) > 0)
+    assert edges[0] < errors.min() and edges[-1] > errors.max()
+    assert np.isclose(edges, 0.015, rtol=1e-12, atol=0).any()
+    counts, _ = np.histogram(errors, edges)
+    line = np.searchsorted(edges, 0.015, side="right")  # the bars right of the line
+    assert counts[:line].sum() == 5 and counts[line:].sum() == 1  # 0.015 itself is within
+    # A tolerance far outside the data is still on the axis; no tolerance: the data alone.
+    wide = plots.log_bins(np.array([1e-6, 2e-4]), tolerance=0.1)
+    assert wide[0] < 1e-6 and wide[-1] > 0.1 and np.isclose(wide, 0.1, rtol=1e-12).any()
+    alone = plots.log_bins(np.array([0.02]))
+    assert len(alone) == 31 and alone[0] < 0.02 < alone[-1]
+
+
+def test_error_histogram_keeps_rows_above_the_tolerance_out_of_the_bars_within_it():
+    figure = plots.attribution_error_figure([0.0143, 0.0145, 0.0148, 0.0152], tolerance=0.015)
+    ax = figure.axes[0]
+    within = sum(p.get_height() for p in ax.patches if p.get_x() < 0.015)  # bars left of it
+    assert within == 3 and sum(p.get_height() for p in ax.patches) == 4
+    labels = {t.get_text() for t in ax.get_legend().get_texts()}
+    assert "tolerance 0.015: 1 rows above" in labels
+
+
 def test_faithfulness_figure_draws_ig_against_the_random_control():
     frame = pd.DataFrame(
         {

@@ -41,6 +41,7 @@ __all__ = [
     "faithfulness_figure",
     "figure_png",
     "grid_figure",
+    "log_bins",
     "path_figure",
     "row_title",
 ]
@@ -55,6 +56,8 @@ _TITLES = {
 }
 _CLIP_PERCENTILE = 99.0
 _WRONG = "#b2182b"
+#: Bars of an error histogram across its values' range (`log_bins`).
+_BARS = 30
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -298,6 +301,39 @@ def path_figure(
     return figure
 
 
+def log_bins(values: np.ndarray, tolerance: float | None = None, count: int = _BARS) -> np.ndarray:
+    """Log-spaced histogram bin edges chosen from the data and the tolerance.
+
+    The edges run from a little below the smallest value to a little above the
+    largest (the tolerance, when given, is inside that range too), `count` bars
+    of equal log width across it. With a tolerance one edge sits on it (at the
+    next float above, so that a row exactly at the tolerance, which is within
+    it, falls left of the line): no bar straddles the tolerance line, and rows
+    within it and rows above it are always in different bars.
+
+    Args:
+      values: finite values > 0, at least one.
+      tolerance: the tolerance drawn on the histogram, or None (or 0) for none.
+      count: the number of bars across the range (one or two more with a tolerance).
+
+    Returns:
+      float64 [bars + 1], increasing.
+    """
+    logs = np.log10(np.asarray(values, dtype=np.float64))
+    low, high = float(logs.min()), float(logs.max())
+    if tolerance:
+        low, high = min(low, math.log10(tolerance)), max(high, math.log10(tolerance))
+    pad = max(0.05 * (high - low), 0.02)  # decades: a little room beyond the extremes
+    low, high = low - pad, high + pad
+    if not tolerance:
+        return np.logspace(low, high, count + 1)
+    width = (high - low) / count
+    edge = float(np.nextafter(tolerance, np.inf))
+    below = math.ceil((math.log10(edge) - low) / width)
+    above = math.ceil((high - math.log10(edge)) / width)
+    return edge * 10.0 ** (np.arange(-below, above + 1) * width)
+
+
 def _log_histogram(
     values: Sequence[float] | np.ndarray,
     tolerance: float | None,
@@ -308,8 +344,9 @@ def _log_histogram(
     """A log-scaled histogram of relative errors (>= 0) with the tolerance as a line.
 
     Relative errors span decades (1e-6 for a converged row, 0.3 for a poor one), so
-    the bins are logarithmic; exact zeros are drawn at 1e-7. NaN are left out and
-    counted in the legend, so every row is accounted for.
+    the bins are logarithmic (`log_bins`: across the data, with an edge on the
+    tolerance); exact zeros are drawn at 1e-7. NaN are left out and counted in the
+    legend, so every row is accounted for.
     """
     values = np.asarray(values, dtype=np.float64)
     finite = values[np.isfinite(values)]
@@ -319,11 +356,9 @@ def _log_histogram(
         _blank(ax, "no rows")
         return figure
     clipped = np.maximum(finite, 1e-7)
-    span = np.concatenate([clipped, [tolerance] if tolerance else []])
-    low = math.floor(math.log10(span.min()))
-    high = max(math.ceil(math.log10(span.max() * 1.01)), low + 1)
-    bins = np.logspace(low, high, 10 * (high - low) + 1)
-    ax.hist(clipped, bins=bins, color="#4c72b0", label=f"{finite.size} rows")
+    ax.hist(
+        clipped, bins=log_bins(clipped, tolerance), color="#4c72b0", label=f"{finite.size} rows"
+    )
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("rows")
