@@ -103,6 +103,38 @@ def nan_model(tmp_path_factory):
     return path
 
 
+def test_an_image_the_model_raises_on_is_an_error_record_and_its_batch_goes_on(tmp_path):
+    import tensorflow as tf
+
+    class Asserting(tf.Module):  # refuses a green image (and the path points near it)
+        @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+        def __call__(self, x):
+            mean = tf.reduce_mean(x, axis=[1, 2])
+            green = tf.reduce_any((mean[:, 1] > 0.9) & (mean[:, 0] < 0.1))
+            check = tf.debugging.Assert(tf.logical_not(green), ["a green image"])
+            with tf.control_dependencies([check]):
+                return tf.reduce_sum(x * x, axis=[1, 2]) @ tf.eye(3, 5)
+
+    model = str(tmp_path / "asserting")
+    tf.saved_model.save(Asserting(), model)
+    root = tmp_path / "images"
+    root.mkdir()
+    rng = np.random.default_rng(4)
+    for i in range(3):
+        pixels = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / f"{i}.png")
+    Image.new("RGB", (SIZE, SIZE), (0, 255, 0)).save(root / "green.png")
+    args = cli_args(dataset=root, model=model, output=tmp_path / "out", steps=4, batch_size=2)
+    manifest = run([*args, "--input_range", "0,1"], save_main_session=False)
+    results = pd.read_parquet(tmp_path / "out" / "results")
+    errors = pd.read_parquet(tmp_path / "out" / "errors")
+    assert sorted(results.image_id) == ["0.png", "1.png", "2.png"]
+    assert errors.image_id.tolist() == ["green.png"] and errors.stage.tolist() == ["attribute"]
+    assert errors.error[0].startswith("the model failed on this image: InvalidArgumentError: ")
+    assert "a green image" in errors.error[0]
+    assert manifest["all_inputs_accounted_for"]
+
+
 def test_nan_and_infinite_values_become_error_records(nan_model, tmp_path):
     root = tmp_path / "images"
     root.mkdir()

@@ -139,6 +139,44 @@ class IGModelHandler(ModelHandler[ImageExample, ImageOutcome, Classifier]):
         model: Classifier,
         inference_args: dict[str, Any] | None = None,
     ) -> list[ImageOutcome]:
-        outcomes = attribute_batch(model, batch, self._config, self._spec, self._names)
+        outcomes = self._attribute(list(batch), model)
         self._progress.update(outcomes)
         return outcomes
+
+    def _attribute(self, batch: list[ImageExample], model: Classifier) -> list[ImageOutcome]:
+        """`attribute_batch`; where the model raises on a batch (an assertion, out of
+        memory), its images one at a time, and an image it raises on alone becomes an
+        error record (stage `attribute`): one input cannot fail the run, whose
+        --resume would meet it again."""
+        import tensorflow as tf  # noqa: PLC0415 (loaded with the model already)
+
+        try:
+            return attribute_batch(model, batch, self._config, self._spec, self._names)
+        except tf.errors.OpError as e:
+            cause = f"{type(e).__name__}: {_cause(e)}"
+            if len(batch) > 1:
+                _LOG.warning(
+                    "The model failed on a batch of %d images (%s); attributing them one at "
+                    "a time.",
+                    len(batch),
+                    cause,
+                )
+                return [out for ex in batch for out in self._attribute([ex], model)]
+            (ex,) = batch
+            reason = f"the model failed on this image: {cause}"
+            return [
+                ImageOutcome(
+                    ex.image_id, [], [error_record(ex.image_id, ex.file_name, "attribute", reason)]
+                )
+            ]
+
+
+# Lines of a TensorFlow error that say where, not what: its graph traceback.
+_WHERE = ("Graph execution error", "Detected at node", "File ", "[[", "(most recent call")
+
+
+def _cause(error: Exception) -> str:
+    """The line of a model error that says what failed ("assertion failed: [...]")."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    said = [line for line in lines if line and not line.startswith(_WHERE)]
+    return said[-1] if said else next((line for line in lines if line), "(no message)")
