@@ -324,6 +324,13 @@ def test_misclassified_tolerance_and_class_filters(folder_run):
         "shark.png",
         "cat2.png",
     ]
+    # Each bound on its own column: the per-pixel error, then the completeness delta.
+    other = meta.assign(attribution_error=0.0, relative_delta=0.0)
+    other.loc[other.file_name == "cat1.png", "attribution_error"] = 0.012
+    other.loc[other.file_name == "cat2.png", "relative_delta"] = 0.008
+    assert results.above_tolerance(other, 0.015).empty
+    assert results.above_tolerance(other, 0.01).file_name.tolist() == ["cat1.png"]
+    assert results.above_tolerance(other, 0.015, 0.005).file_name.tolist() == ["cat2.png"]
     assert results.for_class(meta, 281).file_name.tolist() == ["cat1.png", "cat2.png"]
     assert results.for_class(meta, "class 281").file_name.tolist() == ["cat1.png", "cat2.png"]
     assert results.for_class(meta, 282, "predicted").file_name.tolist() == ["cat2.png"]

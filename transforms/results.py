@@ -327,11 +327,17 @@ def misclassified(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[labelled & (frame["predicted_class"] != frame["label"])]
 
 
-def above_tolerance(frame: pd.DataFrame, tolerance: float) -> pd.DataFrame:
+def above_tolerance(
+    frame: pd.DataFrame, tolerance: float, completeness_tolerance: float | None = None
+) -> pd.DataFrame:
     """Rows whose map may be off by more than `tolerance` (e.g. 0.01): the estimated
-    per-pixel error `attribution_error` or the relative completeness delta
-    `relative_delta` exceeds it (completeness alone, a sum, can hide per-pixel errors)."""
-    above = frame["relative_delta"] > tolerance
+    per-pixel error `attribution_error` exceeds it, or the relative completeness
+    delta `relative_delta` exceeds `completeness_tolerance` (None: `tolerance`).
+    Completeness alone, a sum, can hide per-pixel errors. With the run's
+    --tolerance and --completeness_tolerance these are the rows `within_tolerance`
+    flags (those of --tolerance 0 included)."""
+    bound = tolerance if completeness_tolerance is None else completeness_tolerance
+    above = frame["relative_delta"] > bound
     if "attribution_error" in frame:
         above |= frame["attribution_error"].astype(float) > tolerance
     return frame[above]
