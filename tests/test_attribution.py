@@ -147,7 +147,7 @@ def _run_handler(spec, config, examples, names=None):
 def test_handler_quadratic_model_known_answer(quadratic_saved_model, quadratic_weights):
     spec = resolve_model(quadratic_saved_model)
     examples = _examples(2)
-    outcomes = _run_handler(spec, AttributionConfig(steps=3, method="riemann_middle"), examples)
+    outcomes = _run_handler(spec, AttributionConfig(steps=4, method="riemann_middle"), examples)
     for ex, outcome in zip(examples, outcomes, strict=True):
         (row,) = outcome.rows
         w = quadratic_weights[:, row["target_class"]].reshape(SIZE, SIZE, 3)

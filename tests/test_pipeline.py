@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -208,6 +209,11 @@ def test_rerun_into_same_output_is_refused_unless_overwrite(image_folder, linear
         (["--steps", "0"], "--steps must be >= 2 for riemann_trapezoid, got 0"),
         (["--steps", "0", "--method", "riemann_middle"], "--steps must be >= 1 for riemann_middle"),
         (["--tolerance", "-1"], "--tolerance must be a finite number >= 0"),
+        (
+            ["--method", "gausslegendre", "--steps", "2", "--max_steps", "2"],
+            "--steps 2 is less than one adaptive panel of gausslegendre (4 nodes), which "
+            "--tolerance > 0 starts from; pass --steps 4 or more, or --tolerance 0.",
+        ),
         (["--input_range", "1,0"], "--input_range '1,0' needs low < high"),
         (["--image_size", "32"], "--image_size 32 does not fit --model"),
         (["--label_offset", "1000"], "--label_offset 1000 does not fit"),
@@ -225,7 +231,7 @@ def test_bad_configuration_fails_before_any_work(
     flags, message, image_folder, linear_keras, tmp_path
 ):
     args = cli_args(dataset=image_folder["root"], model=linear_keras, output=tmp_path / "out")
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("*", r"\*")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         run([*args, *flags])
     assert not (tmp_path / "out").exists()
 

@@ -6,7 +6,7 @@ import dataclasses
 import math
 
 from transforms.faithfulness import FAITHFULNESS_MODES
-from transforms.ig import DEFAULT_PATH_BATCH_SIZE, METHODS, IGSettings, min_steps
+from transforms.ig import DEFAULT_PATH_BATCH_SIZE, METHODS, IGSettings, min_steps, panel_rule
 
 __all__ = [
     "ATTRIBUTION_DTYPES",
@@ -61,7 +61,7 @@ class AttributionConfig:
     Attributes:
       steps: gradient evaluations per image, target and baseline (the rule's nodes);
         with a tolerance, the initial ones, spread over panels graded towards 0
-        (at least one panel: 3 nodes for trapezoid panels, 4 or 5 for others).
+        (at least one panel: 2 nodes for trapezoid panels, 4 or 5 for others).
       method: quadrature rule, one of `transforms.ig.METHODS`.
       baselines: one or more of `BASELINES`; attributions are averaged over them.
       target: which classes to attribute: `predicted`, `label` or `top_k`.
@@ -167,6 +167,13 @@ class AttributionConfig:
             )
         if self.max_steps < self.steps:
             raise ConfigError(f"--max_steps ({self.max_steps}) must be >= --steps ({self.steps}).")
+        panel = len(panel_rule(self.method).nodes)
+        if self.tolerance > 0 and self.steps < panel:
+            raise ConfigError(
+                f"--steps {self.steps} is less than one adaptive panel of {self.method} "
+                f"({panel} nodes), which --tolerance > 0 starts from; pass --steps {panel} or "
+                "more, or --tolerance 0."
+            )
         if self.max_steps > MAX_MAX_STEPS:
             raise ConfigError(f"--max_steps must be <= {MAX_MAX_STEPS}, got {self.max_steps}.")
 
