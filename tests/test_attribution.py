@@ -248,6 +248,21 @@ def test_rows_that_reach_max_steps_are_flagged(quadratic_saved_model):
     assert row["attribution_error"] > 1e-4 and row["relative_delta"] > 1e-4
 
 
+def test_a_row_within_the_per_pixel_tolerance_but_not_completeness_is_flagged(
+    quadratic_saved_model,
+):
+    # The same row: its map is a third off (within 0.5), its sum a quarter (not 1e-4).
+    spec = resolve_model(quadratic_saved_model)
+    config = AttributionConfig(
+        steps=4, method="riemann_left", tolerance=0.5, completeness_tolerance=1e-4, max_steps=4
+    )
+    (outcome,) = _run_handler(spec, config, _examples(1))
+    (row,) = outcome.rows
+    assert row["attribution_error"] == pytest.approx(1 / 3, rel=1e-5)
+    assert row["relative_delta"] == pytest.approx(1 / 4, rel=1e-5)
+    assert row["within_tolerance"] is False
+
+
 def test_label_target_errors_for_unlabelled_and_out_of_range(linear_keras):
     spec = resolve_model(linear_keras)
     outcomes = _run_handler(
