@@ -93,3 +93,15 @@ def test_a_tolerance_without_the_exact_scores_is_refused():
             5,
             tolerance=0.01,
         )
+
+
+@pytest.mark.parametrize(
+    "method, steps", [("riemann_trapezoid", 2), ("gausslegendre", 2), ("riemann_middle", 1)]
+)
+def test_a_fixed_rule_without_a_spread_has_no_error_estimate(method, steps):
+    # Two nodes of a rule exact for linear functions (one for middle) show nothing
+    # of how far the map is off: nan, not 0.
+    _, result = run(method, steps, [1, 2])
+    assert np.isnan(result.error).all()
+    _, finer = run(method, steps + 2, [1, 2])
+    assert (finer.error > 0).all()
