@@ -50,7 +50,7 @@ from pipeline.progress import ReportProgress, heartbeat
 from transforms import datasource, labels, sources
 from transforms.attribution import ERRORS_TAG, IGModelHandler, ImageOutcome, Preprocess
 from transforms.config import AttributionConfig
-from transforms.manifest import MANIFEST_FILE
+from transforms.manifest import MANIFEST_FILE, is_run
 from transforms.schema import results_schema
 from transforms.sinks import (
     CHECKPOINT_DIR,
@@ -547,11 +547,7 @@ def _top_names(output: str, paths: list[str]) -> str:
 def _check_a_run(output: str, existing: list[str]) -> None:
     """Files where a run's go (results/, errors/, report.html, sanity/) without the
     manifest of a run of this job are someone else's: --overwrite never deletes them."""
-    try:
-        manifest = read_manifest(output)
-    except Exception:  # missing, or not JSON
-        manifest = None
-    if not isinstance(manifest, dict) or not {"model", "config"} <= manifest.keys():
+    if not is_run(output):
         raise ConfigError(
             f"--output {output!r} holds {_top_names(output, existing)} but no manifest.json "
             "of a run of this job, and --overwrite deletes only such a run. Move those "

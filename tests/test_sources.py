@@ -140,6 +140,23 @@ def test_a_file_larger_than_any_image_is_an_error_record_not_read_whole(tmp_path
             sources._read_bounded(f)
 
 
+def test_folders_holding_other_runs_of_the_job_are_not_listed(tmp_path, caplog):
+    from apache_beam.io.filesystem import FileMetadata
+
+    write_image(tmp_path / "a.png", np.zeros((2, 2, 3), np.uint8))
+    for name, manifest in (("audit_a", '{"model": {}, "config": {}}'), ("notes", "{}")):
+        write_image(tmp_path / name / "results" / "x.png", np.zeros((2, 2, 3), np.uint8))
+        (tmp_path / name / "manifest.json").write_text(manifest)
+    expected = {"a.png": None, "notes/manifest.json": None, "notes/results/x.png": None}
+    assert _listed(tmp_path) == expected  # notes/ holds no run: its files are inputs
+    assert "holds a run of this job" in caplog.text and "audit_a" in caplog.text
+    # The same files matched by Beam's file systems (how gs:// folders are listed).
+    prefix = str(tmp_path) + "/"
+    metas = [FileMetadata(str(p), p.stat().st_size) for p in tmp_path.rglob("*") if p.is_file()]
+    found = [sources._folder_file(prefix, m) for m in metas]
+    assert {f.image_id for f in found if f is not None} == set(expected)
+
+
 def test_the_jobs_own_output_inside_the_folder_is_not_listed(tmp_path):
     write_image(tmp_path / "a.png", np.zeros((2, 2, 3), np.uint8))
     (tmp_path / "audit" / "results").mkdir(parents=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 from transforms import files
 
-__all__ = ["MANIFEST_FILE", "read_manifest"]
+__all__ = ["MANIFEST_FILE", "is_run", "read_manifest"]
 
 #: The manifest's name in a run's --output folder.
 MANIFEST_FILE = "manifest.json"
@@ -21,3 +21,13 @@ def read_manifest(output: str) -> dict[str, Any]:
     """The manifest of a finished run in `output`."""
     with files.open_read(files.join(output, MANIFEST_FILE)) as f:
         return json.loads(f.read().decode("utf-8"))
+
+
+def is_run(folder: str) -> bool:
+    """Whether `folder` holds a run of this job: a readable manifest.json with its
+    model and configuration (other folders holding such a name are not runs)."""
+    try:
+        manifest = read_manifest(folder)
+    except Exception:  # missing, unreadable, or not JSON
+        return False
+    return isinstance(manifest, dict) and {"model", "config"} <= manifest.keys()

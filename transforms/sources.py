@@ -14,6 +14,7 @@ needs them) and re-exported here; the transforms that read them are here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import posixpath
@@ -31,7 +32,7 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import files, labels
+from transforms import files, labels, manifest
 from transforms.datasource import (
     REMOTE_FOLDER_SCHEMES,
     SAMPLE,
@@ -142,8 +143,8 @@ def _folder_file(prefix: str, meta: FileMetadata, skip: str | None = None) -> Fo
     """The input a matched (remote) file becomes, or None for what is not an input.
 
     Skipped: hidden files and folders, folder placeholder objects
-    (`gs://.../n01/`), and the `skip` prefix (the
-    job's own --output when it lies inside the dataset).
+    (`gs://.../n01/`), the `skip` prefix (the job's own --output when it lies
+    inside the dataset), and sub-folders holding another run (`_other_run`).
     """
     path = meta.path
     if path.endswith("/") or meta.size_in_bytes is None:
@@ -152,7 +153,7 @@ def _folder_file(prefix: str, meta: FileMetadata, skip: str | None = None) -> Fo
         return None
     relative = path[len(prefix) :] if path.startswith(prefix) else posixpath.basename(path)
     relative = relative.replace(os.sep, "/")
-    if not _is_input(relative):
+    if not _is_input(relative) or _under_other_run(prefix, relative):
         return None
     image_id = image_id_of(relative)
     return FolderFile(path=path, image_id=image_id, label=_label_of(image_id))
@@ -198,7 +199,8 @@ def _list_local(root: str, skip: str | None = None) -> Iterator[FolderFile]:
     like a folder. What cannot be read is an input with an `error`: a dangling
     link, a link looping back to a folder above it, a FIFO, socket or device
     (opening a FIFO would block the job forever). `skip` (the job's --output)
-    is never listed, so a run never reads its own files.
+    is never listed, so a run never reads its own files, nor are sub-folders
+    holding another run of this job (`_other_run`).
     """
     skip_real = os.path.realpath(skip) if skip is not None else None
     stack = [(root, "", (os.path.realpath(root),))]
@@ -216,10 +218,27 @@ def _list_local(root: str, skip: str | None = None) -> Iterator[FolderFile]:
             path, image_id = os.path.join(folder, name), image_id_of(relative + name)
             entry = _local_entry(path, image_id, ancestors)
             if isinstance(entry, str):
-                if entry != skip_real:
+                if entry != skip_real and not _other_run(path):
                     stack.append((path, relative + name + "/", (*ancestors, entry)))
             elif entry is not None:
                 yield entry
+
+
+@functools.lru_cache(maxsize=4096)
+def _other_run(folder: str) -> bool:
+    """Whether a folder below the dataset holds a run of this job (`manifest.is_run`),
+    another --output put inside it: its files are not inputs. Read once per folder
+    and process, and warned of once."""
+    if not manifest.is_run(folder):
+        return False
+    _LOG.warning("Not listing %s: it holds a run of this job (its manifest.json).", folder)
+    return True
+
+
+def _under_other_run(prefix: str, relative: str) -> bool:
+    """Whether a listed file lies in a sub-folder of `prefix` holding another run."""
+    parts = relative.split("/")[:-1]
+    return any(_other_run(prefix + "/".join(parts[: i + 1])) for i in range(len(parts)))
 
 
 def _list_files(root: str, skip: str | None = None) -> list[FolderFile]:
