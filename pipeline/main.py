@@ -833,6 +833,19 @@ def _expand_home(audit: AuditOptions) -> None:
             setattr(audit, flag, os.path.expanduser(value))
 
 
+def _check_schemes(audit: AuditOptions) -> None:
+    """--output and --dataset are local paths or gs:// folders: the one remote file
+    system installed (a path with another scheme, s3://, was taken for a local folder
+    named 's3:' by some checks and for a remote one by others)."""
+    for flag in ("output", "dataset"):
+        value = getattr(audit, flag)
+        if "://" in value and not value.startswith(_REMOTE_SCHEMES):
+            raise ConfigError(
+                f"--{flag} {value!r}: only local paths and {', '.join(_REMOTE_SCHEMES)} "
+                "folders are supported; copy the files to one of those."
+            )
+
+
 def _command(argv: Sequence[str]) -> tuple[str, ...]:
     """The command line of this run as typed: the process's own when `argv` is its
     arguments, else (`run(argv)` from Python) the equivalent `python -m pipeline`."""
@@ -866,6 +879,7 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
         standard.runner = standard.runner or "DirectRunner"  # Beam's default, said once here
         audit = options.view_as(AuditOptions)
         _expand_home(audit)
+        _check_schemes(audit)
         job = dataclasses.replace(_prepare(options, audit), command=_command(argv))
         if _is_dataflow_dry_run(options):
             _LOG.info("Dry run: not checking that --output %s is free and writable.", audit.output)

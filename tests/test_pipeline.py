@@ -210,6 +210,11 @@ def test_rerun_into_same_output_is_refused_unless_overwrite(image_folder, linear
         (["--steps", "0", "--method", "riemann_middle"], "--steps must be >= 1 for riemann_middle"),
         (["--tolerance", "-1"], "--tolerance must be a finite number >= 0"),
         (
+            ["--output", "s3://bucket/out"],
+            "--output 's3://bucket/out': only local paths and gs:// folders are supported",
+        ),
+        (["--dataset", "hdfs://nn/images"], "--dataset 'hdfs://nn/images': only local paths"),
+        (
             ["--method", "gausslegendre", "--steps", "2", "--max_steps", "2"],
             "--steps 2 is less than one adaptive panel of gausslegendre (4 nodes), which "
             "--tolerance > 0 starts from; pass --steps 4 or more, or --tolerance 0.",
