@@ -36,6 +36,7 @@ from transforms import ig, images, results
 from transforms.batch import baselines_and_scores
 from transforms.config import AttributionConfig
 from transforms.faithfulness import pixel_scores
+from transforms.quiet import import_tensorflow
 from transforms.sinks import write_json
 from transforms.tf_model import Classifier, ModelSpec
 
@@ -391,6 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="Seed of the random weights.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    import_tensorflow(verbose=False)  # without its start-up lines, as the job does
     stages = int(args.stages) if args.stages.isdigit() else args.stages.split(",")
     try:
         report = run(args.input, args.images, stages, args.seed)
