@@ -84,8 +84,8 @@ def _open_bounded(data: bytes, max_side_hint: int | None, max_pixels: int) -> Im
     if width * height > max_pixels:
         img.close()
         raise ImageError(
-            f"image of {width}x{height} pixels ({width * height / 1e6:.0f} MP) exceeds the "
-            f"decode limit of {max_pixels / 1e6:.0f} MP (transforms.images.MAX_PIXELS); "
+            f"image of {width}x{height} pixels ({width * height / 1e6:.1f} MP) exceeds the "
+            f"decode limit of {max_pixels / 1e6:.1f} MP (transforms.images.MAX_PIXELS); "
             "shrink it before auditing it"
         )
     return img
