@@ -130,7 +130,10 @@ def test_a_decompression_bomb_is_refused_before_decoding_and_pillow_is_left_alon
     with pytest.raises(images.ImageError, match="too large to decode safely"):
         images.decode_image(bomb, max_side_hint=16)
     big = _png_declaring(12000, 9000, rows=8)  # 108 MP: Pillow only warns; our limit refuses
-    with pytest.raises(images.ImageError, match=r"12000x9000 pixels \(108.0 MP\) exceeds the decode limit of 67.1 MP "):
+    with pytest.raises(
+        images.ImageError,
+        match=r"12000x9000 pixels \(108.0 MP\) exceeds the decode limit of 67.1 MP ",
+    ):
         images.decode_image(big, max_side_hint=16)
     small = _png_declaring(4000, 3000, rows=8)  # 12 MP: under the limit, read
     # (Pillow reads the rows the data lacks as 0), then shrunk by 125.

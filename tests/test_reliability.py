@@ -135,6 +135,32 @@ def test_an_image_the_model_raises_on_is_an_error_record_and_its_batch_goes_on(t
     assert manifest["all_inputs_accounted_for"]
 
 
+def test_an_image_with_one_failed_target_is_one_error_and_no_row(tmp_path):
+    import tensorflow as tf
+
+    class HalfFragile(tf.Module):  # class 0: sum x (fine); class 1: sum sqrt x
+        @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+        def __call__(self, x):
+            return tf.stack([tf.reduce_sum(x, [1, 2, 3]), tf.reduce_sum(tf.sqrt(x), [1, 2, 3])], 1)
+
+    model = str(tmp_path / "half")
+    tf.saved_model.save(HalfFragile(), model)
+    root = tmp_path / "images"
+    pixels = np.random.default_rng(5).integers(1, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+    write_image(root / "fine.png", pixels)
+    pixels[:2] = 0  # sqrt's slope is infinite at 0: class 1's gradient, not class 0's
+    write_image(root / "zeros.png", pixels)
+    args = cli_args(dataset=root, model=model, output=tmp_path / "out", steps=4)
+    flags = ["--method", "gausslegendre", "--target", "top_k", "--top_k", "2"]
+    manifest = run([*args, *flags, "--input_range", "0,1"], save_main_session=False)
+    results = pd.read_parquet(tmp_path / "out" / "results")
+    errors = pd.read_parquet(tmp_path / "out" / "errors")
+    assert sorted(results.image_id) == ["fine.png", "fine.png"]
+    assert errors.image_id.tolist() == ["zeros.png"]
+    assert errors.error[0].startswith("NaN or infinite score or gradient for class 1")
+    assert manifest["all_inputs_accounted_for"] and manifest["rows_match_target_mode"]
+
+
 def test_nan_and_infinite_values_become_error_records(nan_model, tmp_path):
     root = tmp_path / "images"
     root.mkdir()
