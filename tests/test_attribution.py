@@ -350,11 +350,6 @@ def test_run_inference_gets_full_batches_so_paths_of_several_images_share_calls(
     assert max(_BATCH_SIZES) == 4 and _BATCH_SIZES.count(4) >= 2, _BATCH_SIZES
 
 
-def test_quadrature_rules_used_by_the_handler_are_the_ig_module_ones():
-    alphas, _ = ig.quadrature("riemann_trapezoid", 3)
-    assert alphas.tolist() == [0.0, 0.5, 1.0]
-
-
 @pytest.mark.parametrize("jit", [False, True])
 def test_graph_integrand_equals_the_numpy_one(quadratic_saved_model, jit):
     model = Classifier(resolve_model(quadratic_saved_model), jit_compile=jit)
