@@ -109,10 +109,11 @@ def rows_to_table(rows: Sequence[dict[str, Any]], schema: pa.Schema) -> pa.Table
     columns = []
     for field in schema:
         values = [row.get(field.name) for row in rows]
-        if pa.types.is_list(field.type) and pa.types.is_floating(field.type.value_type):
-            columns.append(_list_column(values, field.type.value_type))
-        elif pa.types.is_list(field.type) and pa.types.is_integer(field.type.value_type):
-            columns.append(_list_column(values, field.type.value_type))
+        value_type = field.type.value_type if pa.types.is_list(field.type) else None
+        if value_type is not None and (
+            pa.types.is_floating(value_type) or pa.types.is_integer(value_type)
+        ):
+            columns.append(_list_column(values, value_type))
         else:
             columns.append(pa.array(values, type=field.type))
     return pa.Table.from_arrays(columns, schema=schema)
