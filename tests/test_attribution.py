@@ -263,6 +263,26 @@ def test_a_row_within_the_per_pixel_tolerance_but_not_completeness_is_flagged(
     assert row["within_tolerance"] is False
 
 
+def test_float16_maps_are_refined_with_room_for_their_storage_error(quadratic_saved_model):
+    # The left rule on F = sum x^2 w stops just under 0.5 % in float32; a float16
+    # map adds about 0.02 % of rounding, which refinement must leave room for.
+    spec = resolve_model(quadratic_saved_model)
+    rows = {}
+    for dtype in ("float32", "float16"):
+        config = AttributionConfig(
+            steps=4,
+            method="riemann_left",
+            tolerance=5e-3,
+            completeness_tolerance=1.0,
+            attribution_dtype=dtype,
+        )
+        (outcome,) = _run_handler(spec, config, _examples(1))
+        rows[dtype] = outcome.rows[0]
+    assert rows["float32"]["attribution_error"] > 5e-3 - 2**-11  # no room left in float32
+    assert rows["float16"]["steps"] > rows["float32"]["steps"]
+    assert rows["float16"]["attribution_error"] <= 5e-3 and rows["float16"]["within_tolerance"]
+
+
 def test_label_target_errors_for_unlabelled_and_out_of_range(linear_keras):
     spec = resolve_model(linear_keras)
     outcomes = _run_handler(

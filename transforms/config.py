@@ -27,6 +27,10 @@ TARGETS: tuple[str, ...] = ("predicted", "label", "top_k")
 SCORES: tuple[str, ...] = ("raw", "softmax")
 ATTRIBUTION_MODES: tuple[str, ...] = ("full", "pixel", "none")
 ATTRIBUTION_DTYPES: tuple[str, ...] = ("float16", "float32")
+#: float16's relative rounding (half an ulp): the storage error of a map stored as
+#: float16 is at most this where its values are normal (overflows and values
+#: flushed to 0 are measured and added per row). Refinement leaves room for it.
+FLOAT16_ROUNDING = 2.0**-11
 # Upper bounds on gradient evaluations per image, target and baseline: far above
 # what any rule needs here (256 nodes reach 0.5 %), low enough that a typo such as
 # --steps 1000000000 fails at once instead of running for hours.
@@ -124,11 +128,19 @@ class AttributionConfig:
         return IGSettings(
             self.method,
             self.steps,
-            self.tolerance,
+            self.engine_tolerance(),
             self.max_steps,
             self.points_per_call(device_default),
             completeness_tolerance=self.completeness_tolerance,
         )
+
+    def engine_tolerance(self) -> float:
+        """The per-pixel bound refinement aims at: `tolerance`, less float16's
+        rounding when maps are stored as float16, so that the stored map (whose
+        `attribution_error` adds its storage error) is within `tolerance` too."""
+        if self.attribution_dtype == "float16" and self.tolerance > 2 * FLOAT16_ROUNDING:
+            return self.tolerance - FLOAT16_ROUNDING
+        return self.tolerance
 
     @staticmethod
     def default_max_steps(steps: int) -> int:
