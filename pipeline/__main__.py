@@ -106,7 +106,10 @@ def _run(argv: list[str], verbose: bool, run) -> int:
         print(f"error: the run failed: {_first_line(e)}{detail}", file=sys.stderr)
         return 1
     if manifest is None:  # a Dataflow dry run or template, or --no_wait_until_finish
-        print("No results to show: the job did not run to completion here (see the log).")
+        print(
+            "No results to show here: a Dataflow dry run or template builds the job without "
+            "running it, and --no_wait_until_finish leaves it running (see the log)."
+        )
         return 0
     print_summary(manifest)
     why = _no_rows(manifest)
