@@ -50,6 +50,7 @@ from pipeline.progress import ReportProgress, heartbeat
 from transforms import datasource, labels, sources
 from transforms.attribution import ERRORS_TAG, IGModelHandler, ImageOutcome, Preprocess
 from transforms.config import AttributionConfig
+from transforms.errors import error_reason
 from transforms.manifest import MANIFEST_FILE, is_run
 from transforms.schema import results_schema
 from transforms.sinks import (
@@ -331,8 +332,14 @@ def _done_ids(output: str) -> set[str]:
     files = FileSystems.match([FileSystems.join(output, "results", "*.parquet")])[0].metadata_list
     done = set()
     for meta in files:
-        with FileSystems.open(meta.path) as f:
-            done.update(pq.read_table(f, columns=["image_id"]).column(0).to_pylist())
+        try:
+            with FileSystems.open(meta.path) as f:
+                done.update(pq.read_table(f, columns=["image_id"]).column(0).to_pylist())
+        except Exception as e:  # truncated or not Parquet: its rows are unknown
+            raise ConfigError(
+                f"--resume: cannot read {meta.path!r} of the earlier run ({error_reason(e)}); "
+                "move that file away to redo its images, or start over with --overwrite."
+            ) from e
     return done
 
 

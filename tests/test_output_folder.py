@@ -486,3 +486,17 @@ def test_a_run_deletes_only_its_own_partial_files_in_dot_tmp(image_folder, linea
     assert len(pd.read_parquet(out / "results")) == 4
     assert not any(path.exists() for path in mine)
     assert all(path.read_text() == "x" for path in theirs)
+
+
+def test_a_resume_over_an_unreadable_results_file_names_it(image_folder, linear_keras, tmp_path):
+    out = tmp_path / "out"
+    run(job_flags(image_folder, linear_keras, out), save_main_session=False)
+    (part,) = (out / "results").glob("*.parquet")
+    part.write_bytes(part.read_bytes()[:100])  # truncated, as by a full disk
+    with pytest.raises(ValueError) as refused:
+        run([*job_flags(image_folder, linear_keras, out), "--resume"], save_main_session=False)
+    message = str(refused.value)
+    assert message.startswith(f"--resume: cannot read {str(part)!r} of the earlier run (")
+    assert message.endswith(
+        "move that file away to redo its images, or start over with --overwrite."
+    )

@@ -18,6 +18,7 @@ from apache_beam.ml.inference.base import ModelHandler
 from transforms import quiet
 from transforms.batch import ImageOutcome, attribute_batch
 from transforms.config import AttributionConfig
+from transforms.errors import error_reason
 from transforms.preprocess import ERRORS_TAG, NAMESPACE, ImageExample, Preprocess, error_record
 from transforms.tf_model import Classifier, ModelHandoff, ModelSpec
 
@@ -153,7 +154,7 @@ class IGModelHandler(ModelHandler[ImageExample, ImageOutcome, Classifier]):
         try:
             return attribute_batch(model, batch, self._config, self._spec, self._names)
         except tf.errors.OpError as e:
-            cause = f"{type(e).__name__}: {_cause(e)}"
+            cause = f"{type(e).__name__}: {error_reason(e)}"
             if len(batch) > 1:
                 _LOG.warning(
                     "The model failed on a batch of %d images (%s); attributing them one at "
@@ -169,14 +170,3 @@ class IGModelHandler(ModelHandler[ImageExample, ImageOutcome, Classifier]):
                     ex.image_id, [], [error_record(ex.image_id, ex.file_name, "attribute", reason)]
                 )
             ]
-
-
-# Lines of a TensorFlow error that say where, not what: its graph traceback.
-_WHERE = ("Graph execution error", "Detected at node", "File ", "[[", "(most recent call")
-
-
-def _cause(error: Exception) -> str:
-    """The line of a model error that says what failed ("assertion failed: [...]")."""
-    lines = [line.strip() for line in str(error).splitlines()]
-    said = [line for line in lines if line and not line.startswith(_WHERE)]
-    return said[-1] if said else next((line for line in lines if line), "(no message)")
