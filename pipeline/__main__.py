@@ -90,8 +90,8 @@ def _run(argv: list[str], verbose: bool, run) -> int:
 
     try:
         manifest = run(argv)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except ConfigError as e:  # one line, whatever a library's message held
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         print(f"error: {str(e) or _INTERRUPTED}", file=sys.stderr)

@@ -113,6 +113,23 @@ def test_a_label_offset_that_shifts_imagenet_labels_exits_2(
     assert job.spec.label_offset == 0
 
 
+def test_a_multi_line_library_error_is_one_error_line(
+    image_folder, quadratic_saved_model, tmp_path, capsys
+):
+    import shutil
+
+    broken = tmp_path / "no_variables"
+    shutil.copytree(quadratic_saved_model, broken)
+    shutil.rmtree(broken / "variables")  # TensorFlow's message spans several lines
+    assert main(_flags(image_folder, str(broken), tmp_path / "out")) == 2
+    err = capsys.readouterr().err
+    (line,) = _error_lines(err)
+    assert str(broken) in line and "Traceback" not in err
+    assert not [
+        x for x in err.splitlines() if x.strip() and not x.startswith(("error:", "INFO", "WARNING"))
+    ]
+
+
 @pytest.mark.parametrize("form", [["--input_range", "-1,1"], ["--input_range=-1,1"]])
 def test_negative_input_range_in_both_forms(form, image_folder, linear_keras, tmp_path):
     job, _ = prepare(_flags(image_folder, linear_keras, tmp_path / "out", *form))
