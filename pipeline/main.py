@@ -78,6 +78,9 @@ __all__ = ["AuditJob", "build_pipeline", "launch", "prepare", "run"]
 _LOG = logging.getLogger(__name__)
 # Names of the Dataflow runner as `--runner` accepts them (lower case).
 _DATAFLOW_RUNNERS = ("dataflowrunner", "dataflow", "testdataflowrunner")
+# The largest --image_size: a 4096 x 4096 x 3 float32 image is 192 MiB, and IG holds
+# tens of such vectors per path (a larger side ran out of memory, exit 1, not 2).
+_MAX_IMAGE_SIZE = 4096
 _REMOTE_SCHEMES = sources.REMOTE_FOLDER_SCHEMES  # what remote workers can read and write
 _PACKAGES = (
     "apache-beam",
@@ -790,8 +793,10 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     config = attribution_config(audit)
     input_range = parse_input_range(audit.input_range)
     batch = batch_size(audit)
-    if audit.image_size is not None and audit.image_size < 8:
-        raise ConfigError(f"--image_size must be >= 8, got {audit.image_size}.")
+    if audit.image_size is not None and not 8 <= audit.image_size <= _MAX_IMAGE_SIZE:
+        raise ConfigError(
+            f"--image_size must be between 8 and {_MAX_IMAGE_SIZE}, got {audit.image_size}."
+        )
     _check_runner(options)
     names_file = labels.read_class_names(audit.class_names) if audit.class_names else None
     on_dataflow, dry_run = _is_dataflow(options), _is_dataflow_dry_run(options)
