@@ -864,12 +864,17 @@ def _errors(errors: pd.DataFrame, limit: int, state: str) -> dict[str, Any]:
     }
 
 
-def _querying(output: str) -> str:
-    return (
+def _querying(output: str, config: Mapping[str, Any]) -> str:
+    """The page's query example; the heat map only where the run stored maps."""
+    query = (
         "import pandas as pd\n"
         f'meta = pd.read_parquet("{output}/results", columns=["file_name", "label_name", '
-        '"predicted_name", "relative_delta"])\n\n'
-        "from transforms.plots import audit_figure\n"
+        '"predicted_name", "relative_delta", "attribution_error"])'
+    )
+    if config.get("attributions") == "none":
+        return query + "\n\n# --attributions none: the run stored no maps to draw."
+    return (
+        f"{query}\n\nfrom transforms.plots import audit_figure\n"
         f'audit_figure("{output}", "<file name or image_id>").savefig("heat_map.png")'
     )
 
@@ -896,7 +901,7 @@ def _sections(
         "per-class": _per_class(chosen.per_image, classes),
         "gallery": _gallery(chosen, pictures),
         "errors": _errors(errors, 50, state),
-        "querying": _querying(output),
+        "querying": _querying(output, manifest.get("config", {})),
     }
 
 

@@ -680,3 +680,13 @@ def test_the_gallery_says_what_its_panels_show(tmp_path, linear_keras):
     assert "each photo laid translucently over its attribution mask" in pages["full"]
     assert "the photos alone: this run stored no attribution maps" in pages["none"]
     assert "translucently" not in pages["none"]
+
+
+def test_the_query_example_draws_a_heat_map_only_where_the_run_stored_maps():
+    from pipeline.report import _querying
+
+    stored = _querying("out", {"attributions": "pixel"})
+    assert 'audit_figure("out", "<file name or image_id>")' in stored
+    none = _querying("out", {"attributions": "none"})
+    assert "audit_figure" not in none and "stored no maps" in none
+    assert none.startswith('import pandas as pd\nmeta = pd.read_parquet("out/results", columns=')
