@@ -547,9 +547,10 @@ def _evidence(pictures: _Pictures, meta: Mapping[str, Any]) -> list[_Picture]:
 
 
 def _misclassified(
-    chosen: _Selection, pictures: _Pictures, limit: int, errors: int, state: str
+    chosen: _Selection, pictures: _Pictures, limit: int, errors: int, state: str, target: str
 ) -> dict[str, Any]:
-    """The most confident misclassifications, or why there are none to show."""
+    """The most confident misclassifications, or why there are none to show; `target`:
+    the run's --target, which says whose map the cards show."""
     labelled, wrong = chosen.labelled, chosen.wrong
     if chosen.frame.empty:
         empty = state  # no rows: 'all-failed', 'no-inputs' or 'unfinished' (`run_state`)
@@ -576,6 +577,7 @@ def _misclassified(
         "empty": empty,
         "errors": errors,
         "cards": cards,
+        "target": target,
     }
 
 
@@ -890,10 +892,13 @@ def _sections(
 ) -> dict[str, Any]:
     """Each section's data by anchor; None for a section the page leaves out."""
     errors = results.read_errors(output)
+    config = manifest.get("config", {})
     return {
         "summary": _summary(manifest, state),
-        "misclassified": _misclassified(chosen, pictures, examples, len(errors), state),
-        "completeness": _completeness(chosen, manifest.get("config", {})),
+        "misclassified": _misclassified(
+            chosen, pictures, examples, len(errors), state, config.get("target", "predicted")
+        ),
+        "completeness": _completeness(chosen, config),
         "accuracy": _accuracy(chosen, pictures),
         "worst-completeness": _worst_completeness(chosen, pictures),
         "faithfulness": _faithfulness(chosen, pictures, examples),
@@ -901,7 +906,7 @@ def _sections(
         "per-class": _per_class(chosen.per_image, classes),
         "gallery": _gallery(chosen, pictures),
         "errors": _errors(errors, 50, state),
-        "querying": _querying(output, manifest.get("config", {})),
+        "querying": _querying(output, config),
     }
 
 

@@ -690,3 +690,17 @@ def test_the_query_example_draws_a_heat_map_only_where_the_run_stored_maps():
     none = _querying("out", {"attributions": "none"})
     assert "audit_figure" not in none and "stored no maps" in none
     assert none.startswith('import pandas as pd\nmeta = pd.read_parquet("out/results", columns=')
+
+
+def test_misclassified_cards_say_whose_map_they_show(tmp_path):
+    # --target label: the one row of cat.png (label 281, predicted 282) is the label's map.
+    rows = [[make_row("n02123045/cat.png", 281, 282, 0.7, 0.0, target=281, seed=1)]]
+    output = write_output(tmp_path / "out", rows, dataset=str(tmp_path / "gone"))
+    text = " ".join(_page(build_report(output, gallery=0)).sections["misclassified"].split())
+    assert "credits for the wrong prediction" in text
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    manifest["config"]["target"] = "label"
+    (tmp_path / "out" / "manifest.json").write_text(json.dumps(manifest))
+    text = " ".join(_page(build_report(output, gallery=0)).sections["misclassified"].split())
+    assert "credits for the true label (this run attributes the label, --target label)" in text
+    assert "credits for the wrong prediction" not in text
