@@ -851,7 +851,7 @@ def _check_schemes(audit: AuditOptions) -> None:
     named 's3:' by some checks and for a remote one by others)."""
     for flag in ("output", "dataset"):
         value = getattr(audit, flag)
-        if "://" in value and not value.startswith(_REMOTE_SCHEMES):
+        if isinstance(value, str) and "://" in value and not value.startswith(_REMOTE_SCHEMES):
             raise ConfigError(
                 f"--{flag} {value!r}: only local paths and {', '.join(_REMOTE_SCHEMES)} "
                 "folders are supported; copy the files to one of those."
