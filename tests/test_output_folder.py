@@ -500,3 +500,24 @@ def test_a_resume_over_an_unreadable_results_file_names_it(image_folder, linear_
     assert message.endswith(
         "move that file away to redo its images, or start over with --overwrite."
     )
+
+
+@pytest.mark.parametrize(
+    "counts, accounted, rows_match",
+    [
+        ({"inputs": 5, "images_with_rows": 3, "images_with_errors": 1, "rows": 6}, False, True),
+        ({"inputs": 4, "images_with_rows": 3, "images_with_errors": 1, "rows": 5}, True, False),
+        ({"inputs": 5, "images_with_rows": 3, "skipped_done_before": 2, "rows": 6}, True, True),
+    ],
+)
+def test_the_manifest_says_when_inputs_or_rows_are_not_accounted_for(
+    counts, accounted, rows_match, tmp_path
+):
+    from transforms.manifest import read_manifest
+    from transforms.sinks import _Manifest
+
+    (written,) = _Manifest(str(tmp_path), {"rows_per_image": 2}).process(counts)
+    manifest = read_manifest(str(tmp_path))  # as written to manifest.json
+    assert manifest == written and manifest["status"] == "complete"
+    assert manifest["all_inputs_accounted_for"] is accounted
+    assert manifest["rows_match_target_mode"] is rows_match
