@@ -136,7 +136,7 @@ def test_a_file_larger_than_any_image_is_an_error_record_not_read_whole(tmp_path
     )
     # Through Beam's file systems (gs://) the size is not checked first: the read stops.
     with FileSystems.open(str(big), compression_type="uncompressed") as f:
-        with pytest.raises(OSError, match="more than any image"):
+        with pytest.raises(OSError, match=f"^file of more than {sources.MAX_FILE_BYTES} bytes, "):
             sources._read_bounded(f)
 
 

@@ -299,7 +299,7 @@ def check_folder_exists(root: str) -> None:
         raise _no_files_error(root)
 
 
-def _too_large(size: int) -> OSError:
+def _too_large(size: str) -> OSError:
     return OSError(
         f"file of {size} bytes, more than any image the job decodes "
         f"({MAX_FILE_BYTES >> 20} MiB, transforms.sources.MAX_FILE_BYTES)"
@@ -307,10 +307,11 @@ def _too_large(size: int) -> OSError:
 
 
 def _read_bounded(f) -> bytes:
-    """At most MAX_FILE_BYTES of an open file; OSError when there is more."""
+    """At most MAX_FILE_BYTES of an open file; OSError when there is more (its
+    size is then unknown: the read stopped one byte past the limit)."""
     data = f.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
-        raise _too_large(len(data))
+        raise _too_large(f"more than {MAX_FILE_BYTES}")
     return data
 
 
@@ -323,7 +324,7 @@ def _read_local(path: str) -> bytes:
         if not stat.S_ISREG(info.st_mode):
             raise OSError(f"{_entry_kind(info.st_mode)}, not a regular file")
         if info.st_size > MAX_FILE_BYTES:
-            raise _too_large(info.st_size)
+            raise _too_large(str(info.st_size))
         return _read_bounded(f)
 
 
