@@ -490,6 +490,26 @@ def _check_not_inside_a_run(output: str) -> None:
             )
 
 
+def _check_local_writable(output: str) -> None:
+    """A local --output that cannot be made or written is refused before the model
+    loads: its nearest existing folder must be a folder this user may write in.
+    (The write probe under the lock stays the final word.)"""
+    if output.startswith(_REMOTE_SCHEMES):
+        return
+    path = Path(os.path.abspath(output))
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(
+            f"--output {output!r} is not writable: {str(existing)!r} is a file, not a "
+            "folder; choose a folder you can write to."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"--output {output!r} is not writable: no permission to write in "
+            f"{str(existing)!r}; choose a folder you can write to."
+        )
+
+
 def _check_credentials(output: str) -> None:
     """Refuses a gs:// --output without Google Cloud credentials before any call to it.
 
@@ -528,6 +548,7 @@ def _check_output_free(audit: AuditOptions) -> None:
             "choose a folder name without them."
         )
     _check_credentials(audit.output)
+    _check_local_writable(audit.output)
     _check_not_inside_a_run(audit.output)
     output_lock.check_free(audit.output)  # a live run holds it, whatever the flags
     if audit.resume:
@@ -871,7 +892,8 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
 
     What is checked at launch, cheapest first: flag names and values (unknown
     flags are refused); a local --model path exists; --output holds no earlier
-    run (unless --overwrite or --resume); a local image folder (listed) or a
+    run (unless --overwrite or --resume) and, when local, can be written in;
+    a local image folder (listed) or a
     gs:// one (one object looked up); a TFDS dataset's metadata and split; the
     model's input size and outputs (a DirectRunner job loads it once, for its
     in-process worker; other runners' launchers read them from the known models'

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import zipfile
 
 import numpy as np
 import pandas as pd
@@ -247,12 +248,17 @@ def test_command_line_prints_error_and_exit_code(capsys, linear_keras, tmp_path)
     assert "error: --dataset" in capsys.readouterr().err
 
 
-def test_output_folder_not_writable_is_a_clear_error(image_folder, linear_keras, tmp_path):
+def test_output_folder_not_writable_is_a_clear_error(image_folder, tmp_path):
+    """Refused before the model loads: this model file would fail to load."""
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")
+    broken_model = tmp_path / "broken.keras"
+    with zipfile.ZipFile(broken_model, "w") as archive:
+        archive.writestr("config.json", "not a model")
     output = os.path.join(str(blocked), "out")
-    with pytest.raises(ValueError, match="--output .* is not writable"):
-        run(cli_args(dataset=image_folder["root"], model=linear_keras, output=output))
+    message = f"--output '{output}' is not writable: '{blocked}' is a file, not a folder"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run(cli_args(dataset=image_folder["root"], model=str(broken_model), output=output))
 
 
 def test_duckdb_reads_the_results_with_sql(image_folder, linear_keras, tmp_path):
