@@ -7,6 +7,7 @@ import pytest
 from tests.ig_cases import (
     SHAPE,
     WEIGHTS,
+    analytic,
     calls,
     integrate,
     run,
@@ -78,6 +79,27 @@ def test_non_finite_gradients_are_flagged_per_row():
 def test_bad_settings_name_the_value(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ig.IGSettings("riemann_trapezoid", 8, **kwargs)
+
+
+def test_without_max_steps_a_tolerance_refines_up_to_the_default_cap():
+    """The library and the job share one default cap (it was `steps` in the
+    library: a tolerance without max_steps then never refined)."""
+    assert ig.IGSettings("riemann_trapezoid", 8, tolerance=0.01).max_steps == 256
+    assert ig.IGSettings("riemann_trapezoid", 300, tolerance=0.01).max_steps == 300
+    x = uniform(1, seed=6)
+    result = integrate(
+        score_grad_fn,
+        x,
+        np.zeros((1, 1, *SHAPE), np.float32),
+        [0],
+        [1],  # sum x^3: curved along the path
+        "riemann_trapezoid",
+        3,
+        tolerance=1e-3,
+        target_scores=np.array([analytic(x[0].astype(np.float64), 1)[0]]),
+        baseline_scores=np.zeros((1, 1)),
+    )
+    assert 3 < result.evaluations[0] <= 256 and result.error[0] <= 1e-3
 
 
 def test_a_tolerance_without_the_exact_scores_is_refused():

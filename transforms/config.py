@@ -6,7 +6,15 @@ import dataclasses
 import math
 
 from transforms.faithfulness import FAITHFULNESS_MODES
-from transforms.ig import DEFAULT_PATH_BATCH_SIZE, METHODS, IGSettings, min_steps, panel_rule
+from transforms.ig import (
+    DEFAULT_MAX_STEPS,
+    DEFAULT_PATH_BATCH_SIZE,
+    METHODS,
+    IGSettings,
+    default_max_steps,
+    min_steps,
+    panel_rule,
+)
 
 __all__ = [
     "ATTRIBUTION_DTYPES",
@@ -36,10 +44,6 @@ FLOAT16_ROUNDING = 2.0**-11
 # --steps 1000000000 fails at once instead of running for hours.
 MAX_STEPS = 4096
 MAX_MAX_STEPS = 16384
-# The refinement cap without --max_steps (raised to --steps when that is more):
-# it bounds a row's cost at about 2x the points the sample needs at the defaults
-# (131 per image, docs/scale.md).
-DEFAULT_MAX_STEPS = 256
 
 
 class ConfigError(ValueError):
@@ -142,14 +146,9 @@ class AttributionConfig:
             return self.tolerance - FLOAT16_ROUNDING
         return self.tolerance
 
-    @staticmethod
-    def default_max_steps(steps: int) -> int:
-        """The refinement cap when none is given: `DEFAULT_MAX_STEPS`, or `steps` if more."""
-        return max(DEFAULT_MAX_STEPS, steps)
-
     def __post_init__(self) -> None:
         if self.max_steps is None:  # frozen: set once, here
-            object.__setattr__(self, "max_steps", self.default_max_steps(self.steps))
+            object.__setattr__(self, "max_steps", default_max_steps(self.steps))
         self._check_choices()
         self._check_steps()
         self._check_bounds()

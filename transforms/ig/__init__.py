@@ -26,6 +26,7 @@ adapter (`transforms.tf_model`) supplies.
 """
 
 from transforms.ig.api import (
+    DEFAULT_MAX_STEPS,
     DEFAULT_PATH_BATCH_SIZE,
     IGResult,
     IGSettings,
@@ -33,12 +34,14 @@ from transforms.ig.api import (
     ScoreFn,
     ScoreGradFn,
     completeness,
+    default_max_steps,
     integrand_from_gradients,
     integrated_gradients,
 )
 from transforms.ig.rules import METHODS, has_baseline_node, min_steps, panel_rule, quadrature
 
 __all__ = [
+    "DEFAULT_MAX_STEPS",
     "DEFAULT_PATH_BATCH_SIZE",
     "METHODS",
     "IGResult",
@@ -47,6 +50,7 @@ __all__ = [
     "ScoreFn",
     "ScoreGradFn",
     "completeness",
+    "default_max_steps",
     "has_baseline_node",
     "integrand_from_gradients",
     "integrated_gradients",

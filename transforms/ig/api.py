@@ -69,6 +69,15 @@ framework can supply its own that does the arithmetic next to the gradients.
 # passes its device's choice instead (`transforms.tf_model.device_settings`:
 # 8 on CPUs, where smaller calls ran faster per point, 32 on GPUs).
 DEFAULT_PATH_BATCH_SIZE = 32
+# The refinement cap when none is given (raised to `steps` when that is more): it
+# bounds a row's cost at about 2x the points the bundled sample needs at the job's
+# defaults (131 per image, docs/scale.md).
+DEFAULT_MAX_STEPS = 256
+
+
+def default_max_steps(steps: int) -> int:
+    """The refinement cap when none is given: `DEFAULT_MAX_STEPS`, or `steps` if more."""
+    return max(DEFAULT_MAX_STEPS, steps)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +95,8 @@ class IGSettings:
       completeness_tolerance: the bound on the relative completeness delta in
         adaptive mode; None: `tolerance`.
       max_steps: cap on gradient evaluations per path (adaptive), its distinct
-        points: re-evaluations of folded panels are not counted; default `steps`.
+        points: re-evaluations of folded panels are not counted; None:
+        `default_max_steps(steps)`.
       path_batch_size: path points per model call, across rows; bounds memory.
       memory_budget: bytes of node vectors kept per call for refinement
         (adaptive); panels beyond it are folded and re-evaluated if split.
@@ -110,10 +120,12 @@ class IGSettings:
         )
 
     def __post_init__(self) -> None:
+        if self.max_steps is None:  # frozen: set once, here
+            object.__setattr__(self, "max_steps", default_max_steps(self.steps))
         rules.check_steps(self.method, self.steps)
         if not self.tolerance >= 0:
             raise ValueError(f"tolerance must be >= 0 (0: the fixed rule), got {self.tolerance}.")
-        if self.max_steps is not None and self.max_steps < self.steps:
+        if self.max_steps < self.steps:
             raise ValueError(f"max_steps ({self.max_steps}) must be >= steps ({self.steps}).")
         if self.path_batch_size < 1:
             raise ValueError(f"path_batch_size must be >= 1, got {self.path_batch_size}.")

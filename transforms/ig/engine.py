@@ -345,7 +345,7 @@ class Adaptive:
         self.method, self.rule = method, rules.panel_rule(method)
         self.tolerance = settings.tolerance
         self.completeness_tolerance = settings.completeness()
-        self.max_steps = max(settings.max_steps or settings.steps, settings.steps)
+        self.max_steps = settings.max_steps
         self.score_fn = score_fn
         self.difference = f_end - f_start
         n, shape = paths.count, paths.shape
