@@ -59,6 +59,34 @@ def test_resolve_keras_and_saved_model_specs(linear_keras, quadratic_saved_model
     assert resolve_model(quadratic_saved_model).identity == saved.identity
 
 
+def _save_softmax_on_nonnegative_inputs(path: str) -> None:
+    """Outputs sum to 1 (a softmax) only for images without negative pixels."""
+    import tensorflow as tf
+
+    class Model(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+        def __call__(self, x):
+            means = tf.reduce_mean(x, axis=[1, 2])
+            negative = tf.nn.relu(-tf.reduce_min(x, axis=[1, 2, 3]))[:, None]
+            return tf.nn.softmax(means, axis=-1) * (1.0 + negative)
+
+    tf.saved_model.save(Model(), path)
+
+
+@pytest.mark.parametrize("input_range, probabilities", [((0.0, 1.0), True), ((-1.0, 1.0), False)])
+def test_launch_and_workers_agree_whether_outputs_are_probabilities(
+    tmp_path, caplog, input_range, probabilities
+):
+    """Both probe plain images at the ends of the input range (the launch used 0
+    and 0.5, and told a [-1, 1] model's user the opposite of what workers did)."""
+    path = str(tmp_path / "model")
+    _save_softmax_on_nonnegative_inputs(path)
+    with caplog.at_level("WARNING"):
+        spec = resolve_model(path, input_range=input_range)
+    assert ("ends in a softmax" in caplog.text) == probabilities
+    assert Classifier(spec, jit_compile=False).outputs_probabilities == probabilities
+
+
 def test_a_local_job_loads_its_model_once(quadratic_saved_model, monkeypatch):
     # The launcher loads the model to learn its signature; the DirectRunner's
     # in-process worker takes that object over (through the job's hand-off)

@@ -403,13 +403,20 @@ def _image_size(reference: str, location: str, shape, image_size: int | None) ->
     return size
 
 
-def _num_outputs(reference: str, call, image_size: int) -> int:
-    """Outputs of the model, probed on a batch of two plain images: it must be a
-    differentiable classifier returning float scores [batch, classes]."""
+def probe_images(image_size: int, input_range: tuple[float, float]) -> np.ndarray:
+    """float32 [2, size, size, 3]: a plain image at each end of the input range, the
+    batch on which the launch and every worker check the model's outputs (whether
+    they are probabilities is decided on these, so the two always agree)."""
+    low, high = input_range
+    return np.stack([np.full((image_size, image_size, 3), v, np.float32) for v in (low, high)])
+
+
+def _num_outputs(reference: str, call, image_size: int, input_range: tuple[float, float]) -> int:
+    """Outputs of the model, probed on `probe_images`: it must be a differentiable
+    classifier returning float scores [batch, classes]."""
     import tensorflow as tf  # noqa: PLC0415
 
-    side = [image_size, image_size, 3]
-    images = tf.stack([tf.zeros(side), tf.fill(side, 0.5)])
+    images = tf.constant(probe_images(image_size, input_range))
     try:
         with tf.GradientTape() as tape:
             tape.watch(images)
@@ -584,6 +591,7 @@ def resolve_model(
         image batch, or the offset does not fit its outputs.
     """
     model = reference if isinstance(reference, ModelReference) else model_reference(reference)
+    input_range = tuple(input_range) if input_range is not None else (0.0, 1.0)
     _check_saved_model_folder(model)
     signature = None if load else _signature_without_loading(model)
     obj = None
@@ -600,7 +608,7 @@ def resolve_model(
         obj = _load(model)
         call, shape = _callable(obj)
         image_size = _image_size(model.reference, model.location, shape, image_size)
-        num_outputs = _num_outputs(model.reference, call, image_size)
+        num_outputs = _num_outputs(model.reference, call, image_size, input_range)
     spec = _spec(model, image_size, input_range, num_outputs, label_offset, num_dataset_classes)
     if handoff is not None and obj is not None:
         handoff.offer(spec, obj)
@@ -608,7 +616,6 @@ def resolve_model(
 
 
 def _spec(model, image_size, input_range, num_outputs, label_offset, num_dataset_classes):
-    input_range = tuple(input_range) if input_range is not None else (0.0, 1.0)
     label_offset = _label_offset(model.reference, num_outputs, label_offset, num_dataset_classes)
     return ModelSpec(
         reference=model.reference,
@@ -715,10 +722,7 @@ class Classifier:
         # Compiled functions get few distinct shapes (see `padded_batch`).
         self._pad = bool(jit)
         self._logits = _compile_logits(call, spec.image_size, jit)
-        low, high = spec.input_range
-        probe = np.stack(
-            [np.full((spec.image_size, spec.image_size, 3), v, np.float32) for v in (low, high)]
-        )
+        probe = probe_images(spec.image_size, spec.input_range)
         #: The model ends in a softmax: its outputs are the probabilities.
         self.outputs_probabilities = outputs_are_probabilities(self.logits(probe))
         size, soft = spec.image_size, {s: self._softmax_of(s) for s in _SCORES}
