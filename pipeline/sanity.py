@@ -32,8 +32,8 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import baselines as baselines_lib
-from transforms import ig, images, results
-from transforms.batch import baselines_and_scores
+from transforms import images, results
+from transforms.batch import baselines_and_scores, integrate_rows
 from transforms.config import AttributionConfig
 from transforms.faithfulness import pixel_scores
 from transforms.quiet import import_tensorflow
@@ -103,23 +103,11 @@ def _attribute(
     spec = model.spec
     # The job's baselines and their scores, computed as the job computes them.
     refs, ref_scores = baselines_and_scores(model, inputs, image_ids, config, spec)
-    score_fn = model.score_fn(config.score)
     out = targets + spec.label_offset
     zeros = np.zeros(len(inputs), np.float32)
-    target_scores = score_fn(inputs, inputs, zeros, out).astype(np.float64)
-    baseline_scores = ref_scores[np.arange(len(inputs)), :, out]  # [N, B]
-    result = ig.integrated_gradients(
-        model.integrand_fn(config.score),
-        inputs,
-        refs,
-        np.arange(len(inputs)),
-        out,
-        config.ig_settings(model.settings.path_batch_size),
-        target_scores=target_scores,
-        baseline_scores=baseline_scores,
-        score_fn=score_fn,
-    )
-    return result.attributions
+    target_scores = model.score_fn(config.score)(inputs, inputs, zeros, out).astype(np.float64)
+    rows = (np.arange(len(inputs)), out)
+    return integrate_rows(model, config, inputs, refs, ref_scores, rows, target_scores).attributions
 
 
 def map_similarity(original: np.ndarray, other: np.ndarray) -> tuple[float, float]:

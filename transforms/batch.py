@@ -138,6 +138,29 @@ def baselines_and_scores(
     return refs, outputs.reshape(len(inputs), refs.shape[1], -1)
 
 
+def integrate_rows(model, cfg, inputs, refs, ref_outputs, rows, target_scores) -> ig.IGResult:
+    """The job's IG of `rows` (image index, output index): the run's settings, the
+    device's path points per call, and the model's integrand for `cfg.score`.
+
+    Args:
+      refs: float32 [N, B, H, W, C] baselines of the N images.
+      ref_outputs: float64 [N, B, outputs] the model's scores of them.
+      target_scores: float64 [R] F(x) of each row.
+    """
+    image_index, out_index = rows
+    return ig.integrated_gradients(
+        model.integrand_fn(cfg.score),
+        inputs,
+        refs,
+        image_index,
+        out_index,
+        cfg.ig_settings(model.settings.path_batch_size),
+        target_scores=target_scores,
+        baseline_scores=ref_outputs[image_index, :, out_index],  # [R, B]
+        score_fn=model.score_fn(cfg.score),
+    )
+
+
 def _attribute(model, batch, inputs, preds, rows, cfg, spec) -> _Attributed:
     """IG of every row, its completeness, and its faithfulness curves."""
     image_index, targets = rows
@@ -145,20 +168,11 @@ def _attribute(model, batch, inputs, preds, rows, cfg, spec) -> _Attributed:
     refs, ref_outputs = baselines_and_scores(model, inputs, image_ids, cfg, spec)
     out_index = targets + spec.label_offset
     target_scores = preds.scores(cfg.score)[image_index, out_index]
-    path_baseline_scores = ref_outputs[image_index, :, out_index]  # [R, B]
-    device_points = model.settings.path_batch_size
-    result = ig.integrated_gradients(
-        model.integrand_fn(cfg.score),
-        inputs,
-        refs,
-        image_index,
-        out_index,
-        cfg.ig_settings(device_points),
-        target_scores=target_scores,
-        baseline_scores=path_baseline_scores,
-        score_fn=model.score_fn(cfg.score),
+    result = integrate_rows(
+        model, cfg, inputs, refs, ref_outputs, (image_index, out_index), target_scores
     )
-    baseline_scores = path_baseline_scores.mean(axis=1)
+    baseline_scores = ref_outputs[image_index, :, out_index].mean(axis=1)
+    device_points = model.settings.path_batch_size
     sums = result.attributions.reshape(len(targets), -1).sum(axis=1, dtype=np.float64)
     delta, relative = ig.completeness(sums, target_scores, baseline_scores)
     faith = None
