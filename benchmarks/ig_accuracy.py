@@ -68,17 +68,16 @@ def _configs(quick: bool) -> list[tuple[str, ig.IGSettings | int]]:
 
 
 def _targets(clf, x, score):
-    logits = clf.logits(x).astype(np.float64)
-    out = logits if score == "raw" else _softmax(logits)
-    base = clf.logits(np.zeros_like(x[:1])).astype(np.float64)
-    base = base if score == "raw" else _softmax(base)
-    targets = logits.argmax(1)
+    """The predicted class of each photo (the job's default target), its score F(x)
+    and the black baseline's F(x'), for `score` as the job computes it."""
+
+    def scores(images):
+        logits = clf.logits(images).astype(np.float64)
+        return logits if score == "raw" else clf.probabilities(logits)
+
+    out, base = scores(x), scores(np.zeros_like(x[:1]))
+    targets = out.argmax(1)
     return targets, out[np.arange(len(x)), targets], base[0, targets]
-
-
-def _softmax(z):
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def _run(clf, x, targets, fx, f0, score, settings):

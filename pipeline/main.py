@@ -1014,16 +1014,9 @@ def _progress(job: AuditJob, kind: str) -> ReportProgress:
     )
 
 
-def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
-    """Adds the job's transforms to `p`."""
-    raw = p | "ReadImages" >> job.source.read_transform(skip=_local_output(job.output))
-    done = job.done_before
-    skipped = raw | "DoneBefore" >> beam.Filter(lambda r: r.image_id in done)
-    todo = raw | "NotDoneBefore" >> beam.Filter(lambda r: r.image_id not in done)
-    prepared = todo | "Preprocess" >> beam.ParDo(
-        Preprocess(job.spec.image_size, job.spec.input_range)
-    ).with_outputs(ERRORS_TAG, main="images")
-    handler = IGModelHandler(
+def _handler(job: AuditJob) -> IGModelHandler:
+    """The RunInference model handler of the job's model and settings."""
+    return IGModelHandler(
         job.spec,
         job.config,
         job.class_names,
@@ -1033,7 +1026,18 @@ def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
         log_progress=not job.show_progress,
         verbose=job.verbose,
     )
-    outcomes = prepared.images | "Attribute" >> RunInference(handler)
+
+
+def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
+    """Adds the job's transforms to `p`."""
+    raw = p | "ReadImages" >> job.source.read_transform(skip=_local_output(job.output))
+    done = job.done_before
+    skipped = raw | "DoneBefore" >> beam.Filter(lambda r: r.image_id in done)
+    todo = raw | "NotDoneBefore" >> beam.Filter(lambda r: r.image_id not in done)
+    prepared = todo | "Preprocess" >> beam.ParDo(
+        Preprocess(job.spec.image_size, job.spec.input_range)
+    ).with_outputs(ERRORS_TAG, main="images")
+    outcomes = prepared.images | "Attribute" >> RunInference(_handler(job))
     split = outcomes | "SplitOutcomes" >> beam.FlatMap(_split_outcomes).with_outputs(
         ERRORS_TAG, main="rows"
     )

@@ -548,17 +548,22 @@ def _width(shape) -> int | None:
 
 def _signature_without_loading(model: ModelReference) -> _Signature | None:
     """From the table of known models or the SavedModel's proto; None if neither knows."""
-    known = _KNOWN_SIGNATURES.get(model.location)
-    if known is not None:
-        return known
-    if model.kind == "saved_model":
+    signature = _KNOWN_SIGNATURES.get(model.location)
+    if signature is None and model.kind == "saved_model":
         try:
-            return _saved_model_signature(model.location)
+            signature = _saved_model_signature(model.location)
         except Exception as e:  # an odd proto: loading the model settles it, or reports why
             _LOG.info(
                 "Could not read the signature of %s without loading it: %s", model.reference, e
             )
-    return None
+    if signature is not None:
+        _LOG.info(
+            "Signature of %s read without loading it: input %s, %d outputs.",
+            model.reference,
+            signature.input_shape,
+            signature.num_outputs,
+        )
+    return signature
 
 
 def resolve_model(
@@ -596,12 +601,6 @@ def resolve_model(
     signature = None if load else _signature_without_loading(model)
     obj = None
     if signature is not None:
-        _LOG.info(
-            "Signature of %s read without loading it: input %s, %d outputs.",
-            model.reference,
-            signature.input_shape,
-            signature.num_outputs,
-        )
         image_size = _image_size(model.reference, model.location, signature.input_shape, image_size)
         num_outputs = signature.num_outputs
     else:

@@ -286,12 +286,17 @@ def integrated_gradients(
         return _concat(
             [_rows_of(call, rows, target_scores, baseline_scores, score_fn) for rows in chunks]
         )
+    return _adaptive(
+        paths, settings, target_scores, baseline_scores, score_fn or _scores_of(integrand)
+    )
+
+
+def _adaptive(paths: Paths, settings: IGSettings, target_scores, baseline_scores, score_fn):
+    """The adaptive engine on all of `paths` (rows that fit the memory budget)."""
     f_start = np.asarray(baseline_scores, np.float64).reshape(-1)
     f_end = np.repeat(np.asarray(target_scores, np.float64), paths.num_baselines)
-    run = Adaptive(
-        paths, settings.method, settings, f_start, f_end, score_fn or _scores_of(integrand)
-    )
-    return _result(run, paths, len(image_index))
+    run = Adaptive(paths, settings.method, settings, f_start, f_end, score_fn)
+    return _result(run, paths, len(target_scores))
 
 
 def _rows_of(call: tuple, rows: slice, target_scores, baseline_scores, score_fn) -> IGResult:
