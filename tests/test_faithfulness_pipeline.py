@@ -81,6 +81,20 @@ def test_rows_hold_the_curves_of_the_linear_model(
         assert row.insertion_auc > row.insertion_auc_random
 
 
+def test_deletion_sets_pixels_to_the_first_of_several_baselines(
+    image_folder, linear_keras, linear_weights, tmp_path
+):
+    _run(image_folder, linear_keras, tmp_path / "out", "--baseline", "white,black")
+    weights, bias = linear_weights
+    results = pd.read_parquet(tmp_path / "out" / "results")
+    white, black = np.ones((SIZE, SIZE, 3)), np.zeros((SIZE, SIZE, 3))
+    for row in results.itertuples():  # every pixel deleted: the first baseline itself
+        last = row.deletion_curve[-1]
+        t = row.target_class
+        np.testing.assert_allclose(last, _softmax_at(weights, bias, white, t), rtol=2e-4)
+        assert not np.isclose(last, _softmax_at(weights, bias, black, t), rtol=1e-2)
+
+
 def test_faithfulness_none_leaves_the_columns_null(image_folder, linear_keras, tmp_path):
     manifest = _run(image_folder, linear_keras, tmp_path / "out", "--faithfulness", "none")
     assert manifest["config"]["faithfulness"] == "none"

@@ -196,6 +196,29 @@ def test_panel_rules_are_the_rule_on_both_halves(method):
         assert panel.least_kappa == pytest.approx(4.0) and panel.kappa == panel.least_kappa
 
 
+# Each adaptive panel: the rule on both halves of the panel, with the rule's own
+# nodes on each half (Gauss-Lobatto: Simpson's three, the middle one shared).
+_PANELS = {
+    "gausslobatto": ([0, 1 / 4, 1 / 2, 3 / 4, 1], [1 / 12, 4 / 12, 2 / 12, 4 / 12, 1 / 12]),
+    "gausslegendre": (  # two points, 1/2 -+ 1/(2 sqrt 3), on each half
+        np.array([0, 0, 1, 1]) / 2 + np.array([-1, 1, -1, 1]) / (4 * 3**0.5) + 1 / 4,
+        [1 / 4] * 4,
+    ),
+    "riemann_middle": ([1 / 8, 3 / 8, 5 / 8, 7 / 8], [1 / 4] * 4),
+    "riemann_left": ([0, 1 / 4, 1 / 2, 3 / 4], [1 / 4] * 4),
+    "riemann_right": ([1 / 4, 1 / 2, 3 / 4, 1], [1 / 4] * 4),
+    "riemann_trapezoid": ([0, 1], [1 / 2, 1 / 2]),  # one gap: bisecting costs one node
+}
+
+
+@pytest.mark.parametrize("method", ig.METHODS)
+def test_the_panel_of_each_rule_has_known_nodes_and_weights(method):
+    nodes, weights = _PANELS[method]
+    panel = ig.panel_rule(method)
+    np.testing.assert_allclose(panel.nodes, nodes, atol=1e-12)
+    np.testing.assert_allclose(panel.weights, weights, atol=1e-12)
+
+
 @pytest.mark.parametrize("method", ["riemann_left", "riemann_right"])
 def test_the_spread_of_a_one_sided_rule_sees_its_error_on_a_trend(method):
     t, w = ig.quadrature(method, 16)
