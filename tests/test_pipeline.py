@@ -228,6 +228,23 @@ def test_rerun_into_same_output_is_refused_unless_overwrite(image_folder, linear
         (["--dataset", "/no/such/folder/"], "is not a folder of images"),
         (["--dataset", "no_such_tfds_dataset"], "neither a folder, 'sample', nor a known TFDS"),
         (
+            ["--dataset", "mnistt"],
+            "(Dataset mnistt not found. Did you mean mnist, kmnist, emnist?)",
+        ),
+        (
+            ["--dataset", "cifar10_corrupted/brightnes_1"],
+            "--dataset 'cifar10_corrupted/brightnes_1': TFDS dataset 'cifar10_corrupted' has no "
+            "config 'brightnes_1'; it has 95, e.g. cifar10_corrupted/brightness_1,",
+        ),
+        (
+            ["--dataset", "imagenet_a/xyz"],
+            "TFDS dataset 'imagenet_a' has no configs; pass --dataset imagenet_a.",
+        ),
+        (
+            ["--dataset", "imagenet_a:9.9.9"],
+            "--dataset 'imagenet_a:9.9.9': Dataset imagenet_a cannot be loaded at version 9.9.9",
+        ),
+        (
             ["--dataset", "my_tfds", "--data_dir", "/no/such/tfds"],
             "nor a known TFDS dataset. --data_dir '/no/such/tfds' does not exist.",
         ),

@@ -14,6 +14,7 @@ needs them) and re-exported here; the transforms that read them are here.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import logging
 import os
@@ -500,8 +501,45 @@ def _tfds_builder(name: str, data_dir: str | None) -> Any:
         where = f" --data_dir {data_dir!r} does not exist." if missing else ""
         raise ValueError(
             f"--dataset {name!r} is neither a folder, 'sample', nor a known TFDS dataset.{where} "
-            f"({str(e).splitlines()[0]})"
+            f"({str(e).splitlines()[0]}{_closest_dataset(name)})"
         ) from e
+    except (ValueError, AssertionError) as e:  # a known dataset's config or version
+        raise ValueError(_builder_error(name, e)) from e
+
+
+def _closest_dataset(name: str) -> str:
+    """` Did you mean mnist?` for a misspelt TFDS name, else empty."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    base = name.split(":")[0].split("/")[0]
+    close = difflib.get_close_matches(base, tfds.list_builders(with_community_datasets=False))
+    return f" Did you mean {', '.join(close[:3])}?" if close else ""
+
+
+def _builder_error(name: str, error: Exception) -> str:
+    """What is wrong with a known TFDS dataset's `name/config:version`: TFDS's own
+    reason, or for an unknown config the configs there are (TFDS's message stops
+    at "Here are 10 BuilderConfigs whose name closely match:" and lists none)."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    base, _, config = name.split(":")[0].partition("/")
+    try:
+        configs = [c.name for c in tfds.builder_cls(base).BUILDER_CONFIGS]
+    except Exception:  # not a builder class after all: TFDS's reason below
+        configs, config = [], ""
+    if config and config not in configs:
+        if not configs:
+            return (
+                f"--dataset {name!r}: TFDS dataset {base!r} has no configs; pass --dataset {base}."
+            )
+        close = difflib.get_close_matches(config, configs, n=3, cutoff=0.3) or configs[:3]
+        shown = ", ".join(f"{base}/{c}" for c in close)
+        return (
+            f"--dataset {name!r}: TFDS dataset {base!r} has no config {config!r}; it has "
+            f"{len(configs)}, e.g. {shown}."
+        )
+    reason = str(error).split('": ', 1)[-1].split(" Here are ")[0].strip()
+    return f"--dataset {name!r}: {reason}"
 
 
 def _not_prepared_error(name: str, builder: Any, remote_workers: bool) -> ValueError:
