@@ -293,6 +293,7 @@ _RESUME_MODEL_FLAGS = {
 }
 _CONFIG_FLAGS = {"baselines": "--baseline"}
 _ROW_NEUTRAL_CONFIG = frozenset({"path_batch_size"})
+_REFINEMENT_CONFIG = frozenset({"max_steps", "completeness_tolerance"})  # unused at --tolerance 0
 
 
 def _jsonable(value: Any) -> Any:
@@ -311,8 +312,11 @@ def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> list[str]:
     for key, flag in _RESUME_MODEL_FLAGS.items():
         pairs.append((flag, before_model.get(key), now_model[key]))
     before_config, now_config = previous.get("config") or {}, now["config"]
+    neutral = _ROW_NEUTRAL_CONFIG
+    if before_config.get("tolerance") == now_config["tolerance"] == 0:
+        neutral = neutral | _REFINEMENT_CONFIG  # the fixed rule: no refinement to bound
     for key in sorted(set(before_config) | set(now_config)):
-        if key not in _ROW_NEUTRAL_CONFIG:
+        if key not in neutral:
             flag = _CONFIG_FLAGS.get(key, f"--{key}")
             pairs.append((flag, before_config.get(key), now_config.get(key)))
     # Last: the class names follow from the model and --label_offset named above.

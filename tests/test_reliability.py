@@ -333,6 +333,28 @@ def test_resume_refuses_to_mix_runs(image_folder, linear_keras, tmp_path, first,
         run([*args, "--steps", "2", *second, "--resume"], save_main_session=False)
 
 
+@pytest.mark.parametrize("tolerance, refused", [("0", False), ("0.01", True)])
+def test_resume_compares_max_steps_only_where_it_bounds_refinement(
+    image_folder, linear_keras, tmp_path, tolerance, refused
+):
+    args = cli_args(
+        dataset=image_folder["root"],
+        model=linear_keras,
+        output=tmp_path / "out",
+        attributions="none",
+        steps=2,
+        tolerance=tolerance,
+    )
+    run([*args, "--max_steps", "300"], save_main_session=False)
+    if refused:
+        message = r"differs in --max_steps \(earlier run: 300, this run: 256\)"
+        with pytest.raises(ValueError, match=message):
+            run([*args, "--resume"], save_main_session=False)
+    else:  # the fixed rule: --max_steps changes no row
+        manifest = run([*args, "--resume"], save_main_session=False)
+        assert manifest["counts"]["skipped_done_before"] == 4
+
+
 @pytest.fixture(scope="module")
 def any_size_keras(tmp_path_factory) -> str:
     """A `.keras` classifier of any input size (global average pooling), 1000 outputs."""
