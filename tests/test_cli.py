@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -405,6 +406,61 @@ def test_models_the_job_cannot_audit_are_refused_at_launch(image_folder, tmp_pat
         assert line.startswith(f"error: --model '{model}' {message}"), line
         assert "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def _signature_model(path, outputs: tuple[str, ...], shape=(SIZE, SIZE)) -> str:
+    """A SavedModel with only a serving_default signature returning `outputs`."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.w = tf.Variable(np.random.default_rng(1).normal(size=(3, 7)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *shape, 3], tf.float32, name="image")])
+    def serve(image):
+        scores = tf.reduce_mean(image, [1, 2]) @ module.w
+        return {key: scores[:, : 7 - i] for i, key in enumerate(outputs)}
+
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+    return str(path)
+
+
+def _keras_unbuilt(path) -> str:
+    import keras
+
+    layers = [keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)]
+    with warnings.catch_warnings():  # Keras warns that it is not built: the case
+        warnings.simplefilter("ignore")
+        keras.Sequential(layers).save(str(path))
+    return str(path)
+
+
+def test_signatures_and_shapes_the_job_cannot_use_are_refused_at_launch(
+    image_folder, tmp_path, capsys
+):
+    models = {
+        "several outputs (aux, scores) and the job cannot tell which holds the class scores": (
+            _signature_model(tmp_path / "two", ("scores", "aux"))
+        ),
+        "is a Keras model saved before it was built: it holds no weights": (
+            _keras_unbuilt(tmp_path / "unbuilt.keras")
+        ),
+        "takes non-square images (16, 24); the job resizes every image into a square": (
+            _signature_model(tmp_path / "wide", ("scores",), shape=(SIZE, 24))
+        ),
+    }
+    for message, model in models.items():
+        assert main(_flags(image_folder, model, tmp_path / "out")) == 2, model
+        (line,) = _error_lines(capsys.readouterr().err)
+        assert line.startswith(f"error: --model '{model}'") and message in line, line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_signature_with_logits_among_its_outputs_is_audited_on_them(image_folder, tmp_path):
+    """Its outputs come back in another order in each process: the choice is by name."""
+    model = _signature_model(tmp_path / "logits", ("probabilities", "logits"))
+    assert main([*_flags(image_folder, model, tmp_path / "out"), "--faithfulness", "none"]) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["model"]["num_outputs"] == 6  # "logits": the second, 6 of the 7 scores
 
 
 def test_the_reason_of_a_tensorflow_error_is_its_telling_line():

@@ -332,11 +332,17 @@ def _load(model: ModelReference) -> Any:
         raise ValueError(f"--model {location!r} could not be loaded: {e}.{hint}") from e
 
 
-def _callable(obj: Any) -> tuple[Any, tuple | None]:
+def _callable(obj: Any, reference: str) -> tuple[Any, tuple | None]:
     """A function images [N, H, W, 3] -> outputs [N, K], and the input shape if known."""
     import keras  # noqa: PLC0415
 
     if isinstance(obj, keras.Model):
+        if not obj.built:  # its .keras file holds no weights; calling it would make some
+            raise ValueError(
+                f"--model {reference!r} is a Keras model saved before it was built: it holds "
+                "no weights. Build it before saving it (call it on a batch of images, or "
+                "model.build((None, height, width, 3)))."
+            )
         # A Keras Input's batch size is a hint: the model runs on any batch.
         shape = (None, *obj.inputs[0].shape[1:]) if obj.inputs else None
 
@@ -357,15 +363,37 @@ def _callable(obj: Any) -> tuple[Any, tuple | None]:
         sig = signatures["serving_default"]
         (name, spec), *rest = sig.structured_input_signature[1].items()
         if rest:
-            raise ValueError("The SavedModel's serving_default signature takes several inputs.")
-        outputs = list(sig.structured_outputs)
-        key = next((k for k in outputs if "logit" in k), outputs[0])
+            raise ValueError(
+                f"--model {reference!r}: its serving_default signature takes several inputs; "
+                "the job needs one, the images [N, H, W, 3]."
+            )
+        key = _scores_key(reference, sig.structured_outputs)
 
         def call(x):
             return sig(**{name: x})[key]
 
         return call, tuple(spec.shape)
-    raise ValueError("The model is neither callable nor has a serving_default signature.")
+    raise ValueError(
+        f"--model {reference!r} is neither callable nor has a serving_default signature."
+    )
+
+
+def _scores_key(reference: str, outputs: dict) -> str:
+    """The signature's output of class scores: its only one, or the one output named
+    like logits. Anything else is refused: the order of a loaded signature's outputs
+    changes from process to process, so "the first" would not be one output."""
+    keys = sorted(outputs)
+    logits = [k for k in keys if "logit" in k.lower()]
+    if len(keys) == 1:
+        return keys[0]
+    if len(logits) == 1:
+        _LOG.info("Model %s: auditing its output %r of %s.", reference, logits[0], keys)
+        return logits[0]
+    raise ValueError(
+        f"--model {reference!r}: its serving_default signature returns several outputs "
+        f"({', '.join(keys)}) and the job cannot tell which holds the class scores; "
+        "export a signature that returns only them, [N, classes]."
+    )
 
 
 def _image_size(reference: str, location: str, shape, image_size: int | None) -> int:
@@ -383,7 +411,11 @@ def _image_size(reference: str, location: str, shape, image_size: int | None) ->
         )
     static = shape[1] if shape is not None and shape[1] is not None else None
     if static is not None and shape[2] is not None and shape[1] != shape[2]:
-        raise ValueError(f"--model {reference!r} takes non-square images {shape[1:3]}.")
+        raise ValueError(
+            f"--model {reference!r} takes non-square images {shape[1:3]}; the job resizes "
+            "every image into a square (with padding): export the model with a square input "
+            "or an open size (None, None)."
+        )
     if image_size is not None:
         if static is not None and static != image_size:
             raise ValueError(
@@ -605,7 +637,7 @@ def resolve_model(
         num_outputs = signature.num_outputs
     else:
         obj = _load(model)
-        call, shape = _callable(obj)
+        call, shape = _callable(obj, model.reference)
         image_size = _image_size(model.reference, model.location, shape, image_size)
         num_outputs = _num_outputs(model.reference, call, image_size, input_range)
     spec = _spec(model, image_size, input_range, num_outputs, label_offset, num_dataset_classes)
@@ -716,7 +748,7 @@ class Classifier:
         self.spec = spec
         self.settings = device_settings(jit_compile)
         self._model = _load_for(spec, handoff)  # keeps variables alive
-        call, _ = _callable(self._model)
+        call, _ = _callable(self._model, spec.reference)
         jit = self.settings.jit_compile
         # Compiled functions get few distinct shapes (see `padded_batch`).
         self._pad = bool(jit)
