@@ -31,6 +31,7 @@ def configure_logging(verbose: bool) -> None:
     for handler in logging.getLogger().handlers:
         handler.addFilter(_WithoutBeamMemoryWarning())
     if not verbose:
+        logging.getLogger("tensorflow").addFilter(_WithoutDeprecations())
         job_service = logging.getLogger("apache_beam.runners.portability.local_job_service")
         job_service.setLevel(logging.INFO)
         job_service.addFilter(_WorkerRecords())
@@ -83,3 +84,12 @@ class _WithoutBeamMemoryWarning(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("Resource module is not available")
+
+
+class _WithoutDeprecations(logging.Filter):
+    """Drops TensorFlow's notices that a function it calls itself is deprecated
+    (TFDS's reader: "CounterV2 ... is deprecated and will be removed"): nothing a
+    user of the job can act on. --verbose shows them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is deprecated and will be removed" not in record.getMessage()

@@ -269,6 +269,27 @@ def test_run_by_the_command_line_is_quiet_and_shows_progress(image_folder, linea
     assert f'{sys.executable} -c "import pandas' in done.stdout
 
 
+@pytest.mark.parametrize("verbose", [False, True])
+def test_tensorflows_deprecation_notices_show_with_verbose_only(verbose, caplog):
+    from tensorflow.python.util import deprecation
+
+    from pipeline import logs
+
+    @deprecation.deprecated(None, "Use something else.")
+    def old_function():
+        return 1
+
+    tf_logger = logging.getLogger("tensorflow")
+    filters, level = list(tf_logger.filters), tf_logger.level
+    try:
+        logs.configure_logging(verbose)
+        with caplog.at_level(logging.WARNING):
+            old_function()
+    finally:
+        tf_logger.filters[:], tf_logger.level = filters, level
+    assert ("is deprecated and will be removed" in caplog.text) == verbose
+
+
 def test_progress_counts_each_batch_when_it_is_done(image_folder, linear_keras, tmp_path, caplog):
     # The progress step runs with RunInference, batch by batch: behind a Flatten
     # (a stage boundary for the DirectRunner) it saw every image only at the end.
