@@ -4,7 +4,8 @@ Per row (a real photo, the predicted class, black baseline), against a
 converged reference IG (`benchmarks.reference`: trapezoid on a = s^2 with 1025
 nodes, its own convergence shown against 513 nodes):
 
-* per-pixel error: ||A - A_ref|| / ||A_ref|| over all H x W x C values;
+* per-pixel error: ||A - A_ref|| / ||A_ref|| over all H x W x C values (for
+  `--attributions pixel`, over the H x W channel sums, the map that mode keeps);
 * completeness: |sum A - (F(x) - F(x'))| / |F(x) - F(x')|, a sum, which
   cancels per-pixel errors of opposite sign;
 * the engine's own estimate of the per-pixel error (`attribution_error`),
@@ -40,8 +41,10 @@ _BATCH = 8  # images per engine call, as RunInference hands them to the handler
 def _configs(quick: bool) -> list[tuple[str, ig.IGSettings | int]]:
     """(label, settings) of every rule measured; an int is a static graded rule."""
     fixed = (64,) if quick else (32, 64, 128, 256)
+    pixel = AttributionConfig(attributions="pixel").ig_settings()
     out: list[tuple[str, ig.IGSettings | int]] = [
         ("defaults", _D.ig_settings()),
+        ("defaults, --attributions pixel (H x W map)", pixel),
         ("gausslegendre fixed 64 (reference)", ig.IGSettings("gausslegendre", 64)),
         ("seed: trapezoid fixed 51", ig.IGSettings("riemann_trapezoid", 51)),
     ]
@@ -128,9 +131,11 @@ def _run(clf, x, targets, fx, f0, score, settings):
     )
 
 
-def _row(label, refs, fx, f0, result, reference_seconds):
+def _row(label, refs, fx, f0, result, reference_seconds, channel_sum=False):
+    """One rule's line; with `channel_sum`, errors of the pixel maps (channel sums)."""
     a, estimate, evals, forwards, seconds = result
-    true = np.array([relative_l2(ai, ri) for ai, ri in zip(a, refs, strict=True)])
+    kept = (lambda m: m.sum(axis=-1)) if channel_sum else (lambda m: m)  # noqa: E731
+    true = np.array([relative_l2(kept(ai), kept(ri)) for ai, ri in zip(a, refs, strict=True)])
     sums = a.reshape(len(a), -1).sum(axis=1, dtype=np.float64)
     _, rel = ig.completeness(sums, fx, f0)
     ratio = estimate / true
@@ -163,7 +168,8 @@ def table(title, clf, model_id, x, score, quick, intervals):
     _run(clf, x[:2], targets[:2], fx[:2], f0[:2], score, configs[0][1])  # trace first
     results = {label: _run(clf, x, targets, fx, f0, score, s) for label, s in configs}
     ref_seconds = results["gausslegendre fixed 64 (reference)"][4]
-    rows = [_row(label, refs, fx, f0, r, ref_seconds) for label, r in results.items()]
+    pixel = {label: getattr(s, "channel_sum", False) for label, s in configs}
+    rows = [_row(label, refs, fx, f0, r, ref_seconds, pixel[label]) for label, r in results.items()]
     print_table(
         f"{title}, score {score} ({len(x)} photos; reference: trapezoid on a = s^2, "
         f"{intervals + 1} nodes, vs {intervals // 2 + 1} nodes: median {np.median(conv):.3%}, "

@@ -337,6 +337,11 @@ def test_pixel_and_none_attribution_modes(linear_keras):
     )
     assert none["attributions"] is None and none["attribution_shape"] is None
     assert none["attribution_sum"] == pytest.approx(full["attribution_sum"], rel=1e-6)
+    # The error estimated and bounded is that of the map stored (engine tests).
+    assert (
+        pixel_float16.ig_settings().channel_sum
+        and not AttributionConfig().ig_settings().channel_sum
+    )
 
 
 def test_preprocess_transform_routes_bad_images_to_errors():

@@ -280,6 +280,51 @@ def kinks_case(method="riemann_trapezoid", steps=9, fn=kinks_fn, **kwargs):
     return exact, result
 
 
+SIGNS = np.array([1.0, -0.8])  # per channel: the pixel map (their sum) cancels
+
+
+def signed_kinks_fn(inputs, baselines, alphas, targets):
+    """F = sum s_c clip(40 x - b, 0, 1), s_c = SIGNS on the last (channel) axis."""
+    points = baselines + alphas.reshape(-1, 1, 1, 1) * (inputs - baselines)
+    z = 40 * points.astype(np.float64) - OFFSETS
+    scores = (SIGNS * np.clip(z, 0, 1)).reshape(len(points), -1).sum(1)
+    return scores, (40.0 * SIGNS * ((z > 0) & (z < 1))).astype(np.float32)
+
+
+@pytest.mark.parametrize("channel_sum", [False, True])
+def test_the_error_estimated_and_bounded_is_that_of_the_map_kept(channel_sum):
+    """--attributions pixel keeps the channel sum, which cancels more of the map
+    than of its error: the whole map's estimate understated its error 7x."""
+    x = np.random.default_rng(7).uniform(0.5, 1.0, size=(2, *SHAPE)).astype(np.float32)
+    exact = SIGNS * np.clip(40 * x - OFFSETS, 0, 1)
+    result = integrate(
+        signed_kinks_fn,
+        x,
+        np.zeros((2, 1, *SHAPE), np.float32),
+        [0, 1],
+        [2, 2],
+        "riemann_trapezoid",
+        17,
+        tolerance=0.02,
+        max_steps=4096,
+        target_scores=exact.reshape(2, -1).sum(1),
+        baseline_scores=np.zeros((2, 1)),
+        channel_sum=channel_sum,
+    )
+
+    def true(a, e):
+        return np.linalg.norm((a - e).reshape(2, -1), axis=1) / np.linalg.norm(
+            e.reshape(2, -1), axis=1
+        )
+
+    pixel = true(result.attributions.sum(-1), exact.sum(-1))
+    kept = pixel if channel_sum else true(result.attributions, exact)
+    assert np.all(result.error <= 0.02) and np.all(kept <= 0.02 * 1.1)
+    assert np.all((0.5 < result.error / kept) & (result.error / kept < 2))
+    if not channel_sum:  # the whole map's estimate says nothing of the pixel map
+        assert np.all(pixel > 5 * result.error)
+
+
 @pytest.mark.parametrize("method", ig.METHODS)
 def test_adaptive_refinement_goes_where_the_kinks_are_for_every_rule(method):
     exact, result = kinks_case(method, tolerance=0.01, max_steps=4096)

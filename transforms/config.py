@@ -136,6 +136,7 @@ class AttributionConfig:
             self.max_steps,
             self.points_per_call(device_default),
             completeness_tolerance=self.completeness_tolerance,
+            channel_sum=self.attributions == "pixel",  # the error of the map stored
         )
 
     def engine_tolerance(self) -> float:

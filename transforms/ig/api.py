@@ -100,6 +100,10 @@ class IGSettings:
       path_batch_size: path points per model call, across rows; bounds memory.
       memory_budget: bytes of node vectors kept per call for refinement
         (adaptive); panels beyond it are folded and re-evaluated if split.
+      channel_sum: the per-pixel error (`IGResult.error`, and what refinement
+        bounds) is of the map summed over its last axis, the H x W pixel map a
+        caller keeps, instead of the whole map: a sum over channels cancels
+        less of the error than of the map, so its relative error is larger.
     """
 
     method: str
@@ -112,6 +116,7 @@ class IGSettings:
     # of re-evaluations. The 8-point calls on CPUs free more than that.
     memory_budget: int = 1 << 30
     completeness_tolerance: float | None = None
+    channel_sum: bool = False
 
     def completeness(self) -> float:
         """The bound on the relative completeness delta (adaptive mode)."""
@@ -274,7 +279,8 @@ def integrated_gradients(
     targets = np.asarray(targets, dtype=np.int64)
     paths = Paths(integrand, inputs, baselines, image_index, targets, settings.path_batch_size)
     if settings.tolerance == 0:
-        return _result(Fixed(paths, settings.method, settings.steps), paths, len(image_index))
+        fixed = Fixed(paths, settings.method, settings.steps, settings.channel_sum)
+        return _result(fixed, paths, len(image_index))
     if target_scores is None or baseline_scores is None:
         raise ValueError(
             "tolerance > 0 needs target_scores and baseline_scores: the exact "
@@ -368,9 +374,10 @@ def _result(run: Fixed | Adaptive, paths: Paths, rows: int) -> IGResult:
     spreads = scaled.reshape(rows, b, *shape).mean(axis=1)
     per_row = lambda a: a.reshape(rows, b)  # noqa: E731
     curves = [run.curve(r * b) for r in range(rows)]
+    reduce = run.error_map
     return IGResult(
         attributions=attributions.astype(np.float32),
-        error=_row_error(attributions, spreads, known.reshape(rows, b).all(axis=1)),
+        error=_row_error(reduce(attributions), reduce(spreads), known.reshape(rows, b).all(axis=1)),
         steps=per_row(run.nodes).max(axis=1),
         evaluations=per_row(run.evaluations).sum(axis=1),
         forward_evaluations=per_row(run.forward_evaluations).sum(axis=1),

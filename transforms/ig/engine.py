@@ -118,6 +118,12 @@ class Paths:
         return out
 
 
+def error_map(a: np.ndarray, channel_sum: bool) -> np.ndarray:
+    """The map whose relative error is estimated: `a` itself, or its sum over the
+    last axis (channels), the pixel map a caller keeps (`IGSettings.channel_sum`)."""
+    return a.sum(axis=-1) if channel_sum else a
+
+
 class Fixed:
     """One rule with `steps` nodes on [0, 1] for every path.
 
@@ -125,7 +131,8 @@ class Fixed:
     rule's weights (A) and with its spread weights (D).
     """
 
-    def __init__(self, paths: Paths, method: str, steps: int):
+    def __init__(self, paths: Paths, method: str, steps: int, channel_sum: bool = False):
+        self.error_map = functools.partial(error_map, channel_sum=channel_sum)
         alphas, weights = rules.quadrature(method, steps)
         spread = rules.rule_spread(method, alphas)
         n, k = paths.count, len(alphas)
@@ -346,6 +353,7 @@ class Adaptive:
         self.tolerance = settings.tolerance
         self.completeness_tolerance = settings.completeness()
         self.max_steps = settings.max_steps
+        self.error_map = functools.partial(error_map, channel_sum=settings.channel_sum)
         self.score_fn = score_fn
         self.difference = f_end - f_start
         n, shape = paths.count, paths.shape
@@ -471,8 +479,8 @@ class Adaptive:
             exact = self.known[p][b] - self.known[p][a]
             sign = panel_sign(a, b) if self.rule.signed else 1.0
             q = _Panel(a, b, nodes, estimate - exact, 0.0, sign=sign)
-            spread = self._add(p, q, 1.0)
-            q.spread2 = float(np.dot(spread.ravel(), spread.ravel()))
+            spread = self.error_map(self._add(p, q, 1.0)).ravel()
+            q.spread2 = float(np.dot(spread, spread))
             self.panels[p].append(q)
         for p in sorted({p for p, _, _ in spans} | {p for p, _ in split}):
             self._fold(p, keep)
@@ -551,8 +559,8 @@ class Adaptive:
         """
         row = self.paths.row(path)
         b = len(row)
-        attributions = sum(self.attributions[p] for p in row) / b
-        spreads = sum(self.kappa(p) * self.spreads[p] for p in row) / b
+        attributions = self.error_map(sum(self.attributions[p] for p in row) / b)
+        spreads = self.error_map(sum(self.kappa(p) * self.spreads[p] for p in row) / b)
         size = float(np.linalg.norm(attributions))
         spread = float(np.linalg.norm(spreads))
         pixel = spread / size if size > 0 else (0.0 if spread == 0 else np.inf)
@@ -570,7 +578,7 @@ class Adaptive:
             spread2 = np.array([q.spread2 for q in panels])
             shares = spread2 * self._squares(path)
             squares = float(spread2.sum())
-            norm2 = float(np.sum(self.spreads[path] ** 2))
+            norm2 = float(np.sum(self.error_map(self.spreads[path]) ** 2))
             coherence = norm2 / squares if squares > 0 else 1.0
             target = (_AIM * self.tolerance * size) ** 2 / coherence
             plan = split_counts(shares, target, max(1, self._budget(path)))
