@@ -34,6 +34,7 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
     TestOptions,
 )
+from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from pipeline import logs, output_lock
@@ -467,6 +468,57 @@ def _check_dataflow_paths(audit: AuditOptions, source: sources.DataSource) -> No
         )
 
 
+# The fix for each option Beam names in a refusal of a Dataflow job's options.
+_BEAM_OPTION_FIXES = {
+    "project": "pass --project <your Google Cloud project id, e.g. my-project>",
+    "region": "pass --region <a Dataflow region, e.g. us-central1>",
+}
+_DATAFLOW_DOCS = "README.md, 'Scale: Dataflow, GPUs, parallel local runs'"
+
+
+def _check_dataflow_launch(options: PipelineOptions, audit: AuditOptions, dry_run: bool) -> None:
+    """A Dataflow job's Google Cloud settings, checked at launch: Beam checks them
+    only when the pipeline is built (after the model, exit 1)."""
+    if not dry_run:  # Beam's checks below look the staging bucket up (network)
+        _check_credentials(audit.output)
+    _check_staging_location(options)
+    _check_beam_options(options)
+
+
+def _check_staging_location(options: PipelineOptions) -> None:
+    """A gs:// --temp_location (or --staging_location): without either, Beam looks for
+    a default bucket in Cloud Storage, retrying for minutes where it cannot reach it."""
+    cloud = options.view_as(GoogleCloudOptions)
+    validator = PipelineOptionsValidator(options, None)
+    reasons = [
+        reason
+        for flag in ("temp_location", "staging_location")
+        for reason in validator.validate_gcs_path(cloud, flag)
+    ]
+    if len(reasons) == 2:  # Beam uses either for the other
+        raise ConfigError(
+            f"--temp_location: Dataflow needs a gs:// folder for the job's staged and "
+            f"temporary files ({' '.join(reasons)}); pass --temp_location gs://<bucket>/tmp."
+        )
+
+
+def _check_beam_options(options: PipelineOptions) -> None:
+    """What Beam would refuse when the pipeline is built, refused now with its reasons."""
+    from apache_beam.runners.runner import create_runner  # noqa: PLC0415
+
+    runner = options.view_as(StandardOptions).runner
+    instance = create_runner(runner) if isinstance(runner, str) else runner
+    reasons = PipelineOptionsValidator(options, instance).validate()
+    if not reasons:
+        return
+    text = " ".join(reasons)
+    fixes = [fix for name, fix in _BEAM_OPTION_FIXES.items() if name in text.lower()]
+    raise ConfigError(
+        f"--runner {runner}: Beam refuses these options: {text} Fix: "
+        f"{'; '.join(fixes) or 'correct the options it names'} ({_DATAFLOW_DOCS})."
+    )
+
+
 @contextlib.contextmanager
 def _as_config_errors() -> Iterator[None]:
     """Anything that goes wrong while checking the configuration is a ConfigError."""
@@ -828,6 +880,7 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     source = _source(audit)
     if on_dataflow:
         _check_dataflow_paths(audit, source)
+        _check_dataflow_launch(options, audit, dry_run)
     model = model_reference(audit.model)
     model.check_exists()  # a local path: before TensorFlow loads
     if not dry_run:

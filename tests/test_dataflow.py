@@ -19,14 +19,16 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from apache_beam.options.pipeline_options import GoogleCloudOptions
 from apache_beam.portability.api import beam_runner_api_pb2
+from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
 from apache_beam.runners.dataflow.internal import apiclient
 from apache_beam.utils import proto_utils
 from packaging.specifiers import SpecifierSet
 
 from pipeline import run
 from pipeline.__main__ import main
-from pipeline.main import launch
+from pipeline.main import launch, prepare
 from transforms import sources, tf_model
 from transforms.tf_model import HUB_ALIASES
 
@@ -296,6 +298,103 @@ def test_dataflow_refuses_paths_its_workers_cannot_read(flags, message):
     ]
     with pytest.raises(ValueError, match=re.escape(message)):
         launch(args)
+
+
+DOCS = "(README.md, 'Scale: Dataflow, GPUs, parallel local runs')."
+PROJECT_FIX = "pass --project <your Google Cloud project id, e.g. my-project>"
+REGION_FIX = "pass --region <a Dataflow region, e.g. us-central1>"
+DRY_RUN = ["--runner", "DataflowRunner", "--dry_run=True", "--no_auth"]
+SHIPPED = ["--sdk_container_image", IMAGE, "--output", "gs://my-bucket/out"]
+PROJECT_REGION = ["--project", "my-project", "--region", "us-central1"]
+
+
+def _exit_and_error(args, monkeypatch, capsys) -> tuple[int, str]:
+    """`python -m pipeline args`: its exit status and stderr; the model must not be read."""
+    from pipeline import main as pipeline_main
+
+    def refuse(*_):
+        raise AssertionError("the model was resolved before the flags were checked")
+
+    monkeypatch.setattr(pipeline_main, "_resolve_model", refuse)
+    # No default region from the environment or gcloud's configuration.
+    monkeypatch.delenv("CLOUDSDK_COMPUTE_REGION", raising=False)
+    monkeypatch.setattr(DataflowRunner, "get_default_gcp_region", lambda self: None)
+    status = main(args)
+    return status, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags, error",
+    [
+        (
+            [],  # Beam would look for a default bucket in Cloud Storage for minutes
+            "--temp_location: Dataflow needs a gs:// folder for the job's staged and "
+            "temporary files (Missing GCS path option: temp_location. Missing GCS path "
+            "option: staging_location.); pass --temp_location gs://<bucket>/tmp.",
+        ),
+        (
+            ["--temp_location", "/tmp/beam", *PROJECT_REGION],
+            "--temp_location: Dataflow needs a gs:// folder for the job's staged and "
+            "temporary files (Invalid GCS path (/tmp/beam), given for the option: "
+            "temp_location. Missing GCS path option: staging_location.); pass "
+            "--temp_location gs://<bucket>/tmp.",
+        ),
+        (
+            ["--temp_location", "gs://my-bucket/tmp"],
+            "--runner DataflowRunner: Beam refuses these options: Missing required option: "
+            f"project. Missing required option: region. Fix: {PROJECT_FIX}; {REGION_FIX} {DOCS}",
+        ),
+        (
+            ["--temp_location", "gs://my-bucket/tmp", "--region", "us-central1"],
+            "--runner DataflowRunner: Beam refuses these options: Missing required option: "
+            f"project. Fix: {PROJECT_FIX} {DOCS}",
+        ),
+        (
+            ["--temp_location", "gs://my-bucket/tmp", "--region", "us-central1", "--project", "p"],
+            "--runner DataflowRunner: Beam refuses these options: Invalid Project ID (p). "
+            "Please make sure you specified the Project ID, not project description. "
+            f"Fix: {PROJECT_FIX} {DOCS}",
+        ),
+    ],
+)
+def test_dataflow_settings_beam_needs_are_refused_before_the_model(
+    flags, error, monkeypatch, capsys
+):
+    status, err = _exit_and_error([*DRY_RUN, *SHIPPED, *flags], monkeypatch, capsys)
+    assert (status, err) == (2, f"error: {error}\n")
+
+
+def test_a_dataflow_launch_without_credentials_is_refused_before_beam_looks_at_gcs(
+    tmp_path, monkeypatch, capsys
+):
+    # Beam's checks look the staging bucket up (soft-delete policy), offline for minutes.
+    from apache_beam.io.gcp import gcsio
+
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))  # no gcloud login
+    monkeypatch.setenv("NO_GCE_CHECK", "True")  # google.auth: not a Google Cloud VM
+    monkeypatch.setattr(gcsio, "GcsIO", lambda *_: pytest.fail("Cloud Storage was called"))
+    args = ["--runner", "DataflowRunner", *PROJECT_REGION, "--temp_location", "gs://b1/tmp"]
+    status, err = _exit_and_error([*args, *SHIPPED], monkeypatch, capsys)
+    assert status == 2
+    assert err.startswith("error: --output 'gs://my-bucket/out' needs Google Cloud credentials")
+
+
+def test_dataflow_takes_the_region_from_the_environment_and_staging_for_temp(monkeypatch):
+    # What Beam accepts is accepted: its default region, a staging location alone.
+    monkeypatch.setenv("CLOUDSDK_COMPUTE_REGION", "europe-west4")
+    _, options = prepare(
+        [
+            *DRY_RUN,
+            "--project",
+            "my-project",
+            "--staging_location",
+            "gs://my-bucket/stage",
+            *SHIPPED,
+        ]
+    )
+    cloud = options.view_as(GoogleCloudOptions)
+    assert (cloud.region, cloud.temp_location) == ("europe-west4", "gs://my-bucket/stage")
 
 
 def test_unprepared_tfds_dataset_is_not_prepared_by_a_dataflow_launcher(tmp_path):
