@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import platform
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from importlib import metadata
@@ -33,6 +34,7 @@ from apache_beam.options.pipeline_options import (
     SetupOptions,
     StandardOptions,
     TestOptions,
+    WorkerOptions,
 )
 from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
 from apache_beam.runners.runner import PipelineResult, PipelineState
@@ -477,12 +479,14 @@ _DATAFLOW_DOCS = "README.md, 'Scale: Dataflow, GPUs, parallel local runs'"
 
 
 def _check_dataflow_launch(options: PipelineOptions, audit: AuditOptions, dry_run: bool) -> None:
-    """A Dataflow job's Google Cloud settings, checked at launch: Beam checks them
-    only when the pipeline is built (after the model, exit 1)."""
+    """A Dataflow job's Google Cloud settings and its way of shipping this package,
+    checked at launch: Beam checks the settings only when the pipeline is built
+    (after the model, exit 1) and never the package (its workers fail to import it)."""
     if not dry_run:  # Beam's checks below look the staging bucket up (network)
         _check_credentials(audit.output)
     _check_staging_location(options)
     _check_beam_options(options)
+    _check_package_shipped(options)
 
 
 def _check_staging_location(options: PipelineOptions) -> None:
@@ -517,6 +521,37 @@ def _check_beam_options(options: PipelineOptions) -> None:
         f"--runner {runner}: Beam refuses these options: {text} Fix: "
         f"{'; '.join(fixes) or 'correct the options it names'} ({_DATAFLOW_DOCS})."
     )
+
+
+def _check_package_shipped(options: PipelineOptions) -> None:
+    """Dataflow's workers import this package (`transforms`, `pipeline`): a launch that
+    ships it neither staged (--setup_file, --extra_package, --requirements_file) nor in
+    the worker image is refused; the workers would fail with ModuleNotFoundError."""
+    setup, worker = options.view_as(SetupOptions), options.view_as(WorkerOptions)
+    files = {"--setup_file": [setup.setup_file], "--requirements_file": [setup.requirements_file]}
+    files["--extra_package"] = setup.extra_packages or []
+    for flag, paths in files.items():
+        for path in filter(None, paths):
+            if not os.path.isfile(path):
+                raise ConfigError(f"{flag} {path!r} is not a file; pass an existing file.")
+    image = worker.sdk_container_image or worker.worker_harness_container_image
+    if setup.setup_file or image or _names_this_package(setup):
+        return
+    raise ConfigError(
+        "--setup_file or --sdk_container_image is needed on Dataflow: no flag ships this "
+        "package to the workers, which would fail with ModuleNotFoundError: No module named "
+        "'transforms'; pass --setup_file ./setup.py, or --sdk_container_image with the worker "
+        f"image built from the Dockerfile ({_DATAFLOW_DOCS})."
+    )
+
+
+def _names_this_package(setup: SetupOptions) -> bool:
+    """An --extra_package file or a --requirements_file line names ig-audit (or ig_audit)."""
+    names = [os.path.basename(path) for path in setup.extra_packages or []]
+    if setup.requirements_file:
+        lines = Path(setup.requirements_file).read_text(encoding="utf-8").splitlines()
+        names += [line for line in lines if not line.lstrip().startswith("#")]
+    return any(re.search(r"\big[-_.]audit\b", name, re.IGNORECASE) for name in names)
 
 
 @contextlib.contextmanager

@@ -364,6 +364,45 @@ def test_dataflow_settings_beam_needs_are_refused_before_the_model(
     assert (status, err) == (2, f"error: {error}\n")
 
 
+@pytest.mark.parametrize(
+    "flags, error",
+    [
+        (
+            [],
+            "--setup_file or --sdk_container_image is needed on Dataflow: no flag ships this "
+            "package to the workers, which would fail with ModuleNotFoundError: No module "
+            "named 'transforms'; pass --setup_file ./setup.py, or --sdk_container_image "
+            f"with the worker image built from the Dockerfile {DOCS}",
+        ),
+        (
+            ["--setup_file", "/nowhere/setup.py"],
+            "--setup_file '/nowhere/setup.py' is not a file; pass an existing file.",
+        ),
+    ],
+)
+def test_dataflow_launch_that_does_not_ship_this_package_is_refused(
+    flags, error, monkeypatch, capsys
+):
+    args = [*GCP, "--output", "gs://my-bucket/out", *flags]
+    status, err = _exit_and_error(args, monkeypatch, capsys)
+    assert (status, err) == (2, f"error: {error}\n")
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--extra_package", "{tmp}/ig_audit-0.1.0.tar.gz"],
+        ["--requirements_file", "{tmp}/requirements.txt"],  # its line names ig-audit
+    ],
+)
+def test_a_dataflow_package_or_requirement_naming_this_package_ships_it(tmp_path, flags):
+    (tmp_path / "ig_audit-0.1.0.tar.gz").write_bytes(b"")
+    (tmp_path / "requirements.txt").write_text("# the job\nig-audit==0.1.0\n")
+    flags = [flag.format(tmp=tmp_path) for flag in flags]
+    job, _ = prepare([*GCP, "--output", "gs://my-bucket/out", *flags])
+    assert job.lock is None  # a dry run: --output untouched
+
+
 def test_a_dataflow_launch_without_credentials_is_refused_before_beam_looks_at_gcs(
     tmp_path, monkeypatch, capsys
 ):
