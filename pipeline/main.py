@@ -983,7 +983,9 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
     """Parses and validates flags, resolves dataset and model. No pipeline yet.
 
     What is checked at launch, cheapest first: flag names and values (unknown
-    flags are refused); a local --model path exists; --output holds no earlier
+    flags are refused); on Dataflow, the Google Cloud options Beam needs (its
+    validator) and a flag that ships this package to the workers; a local --model
+    path exists; --output holds no earlier
     run (unless --overwrite or --resume) and, when local, can be written in;
     a local image folder (listed) or a
     gs:// one (one object looked up); a TFDS dataset's metadata and split; the
