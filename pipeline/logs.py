@@ -29,12 +29,21 @@ def configure_logging(verbose: bool) -> None:
         logging.INFO if verbose else logging.CRITICAL
     )
     for handler in logging.getLogger().handlers:
-        handler.addFilter(_WithoutBeamMemoryWarning())
+        _set_filter(handler, _WithoutBeamMemoryWarning, True)
+    _set_filter(logging.getLogger("tensorflow"), _WithoutDeprecations, not verbose)
+    job_service = logging.getLogger("apache_beam.runners.portability.local_job_service")
+    _set_filter(job_service, _WorkerRecords, not verbose)
     if not verbose:
-        logging.getLogger("tensorflow").addFilter(_WithoutDeprecations())
-        job_service = logging.getLogger("apache_beam.runners.portability.local_job_service")
         job_service.setLevel(logging.INFO)
-        job_service.addFilter(_WorkerRecords())
+
+
+def _set_filter(target: logging.Filterer, kind: type[logging.Filter], on: bool) -> None:
+    """One filter of `kind` on `target` if `on`, none if not: a second run in the
+    same process (tests, notebooks) neither stacks them nor keeps a quiet run's."""
+    for old in [f for f in target.filters if isinstance(f, kind)]:
+        target.removeFilter(old)
+    if on:
+        target.addFilter(kind())
 
 
 # How Beam's local job service logs a record of a multi-process DirectRunner's

@@ -282,6 +282,7 @@ def test_tensorflows_deprecation_notices_show_with_verbose_only(verbose, caplog)
     tf_logger = logging.getLogger("tensorflow")
     filters, level = list(tf_logger.filters), tf_logger.level
     try:
+        logs.configure_logging(not verbose)  # an earlier run in this process: replaced
         logs.configure_logging(verbose)
         with caplog.at_level(logging.WARNING):
             old_function()
