@@ -1,0 +1,386 @@
+"""Where the engine's error estimate (`attribution_error`) holds, and where it fails.
+
+Every row is computed as the job computes it: `AttributionConfig(...).ig_settings()`
+and `ig.integrated_gradients` with the Classifier's integrand and score (as
+`benchmarks.ig_accuracy` does), the predicted class as target, the black
+baseline, float32 maps; `within_tolerance` is the job's own (`transforms.batch`:
+estimate <= --tolerance and relative completeness <= --completeness_tolerance).
+The true per-pixel error ||A - A_ref|| / ||A_ref|| is against a converged
+reference (`benchmarks.reference`: trapezoid on alpha = s^2), its intervals
+doubled per image until N and N/2 intervals differ by < 0.1 % (printed per
+table; for `--attributions pixel`, of the H x W channel sums, the map that mode
+stores and estimates).
+
+1. Tiny random-weight 32 x 32 CNNs (two 3x3 convolutions, seeded, built here,
+   saved to a temporary .keras file and loaded with the job's Classifier), one
+   family per activation: ReLU, ReLU + max-pool, GELU, sigmoid, tanh, clip
+   (ReLU max 1), hard sigmoid, ReLU with a softmax head (the ReLU family's nets
+   with a softmax appended: under --score softmax, their rows are the ReLU
+   family's, a check of the softmax path); --seeds nets per
+   family, --photos photos per net (scikit-image's). One table per setting
+   (defaults; --tolerance 0.005; --attributions pixel; --score softmax), one
+   row per family and all families pooled:
+   * estimate/true: the median ratio, and the share of rows within 2x;
+   * rows flagged within_tolerance, and how many of them are truly above
+     --tolerance; the worst true error / --tolerance among them;
+   * gradient evaluations per image, and the worst reference convergence
+     (N vs N/2) of the family's rows, to judge small true errors against.
+2. Two constructed cases where the estimate fails (estimate, within, true):
+   * a random clip + max-pool CNN with gain 30 (seed 3) on motorcycle_left at
+     the defaults: within_tolerance true, the true error 1.8x the tolerance
+     and 2.1x the estimate;
+   * two opposite-sign steep clip ramps hidden inside one gap of the starting
+     mesh (alpha between (20/24)^2 and (21/24)^2): every node sees the same
+     gradient, the estimate is 0 and completeness holds, the true error is
+     about 13 %, at any --tolerance.
+
+    python -m benchmarks.estimate_limits [--photos 6] [--seeds 2] [--models relu,gelu,...]
+        [--settings defaults,tol0.005,pixel,softmax] [--intervals 4096]
+        [--max_intervals 65536] [--no_cases] [--quick]
+
+`--quick` (< 3 min): 2 photos, 1 seed, families relu, relu_pool, clip,
+relu_softmax, all settings, and the two cases. The defaults take about 8 min on
+2 CPU cores.
+References are cached under benchmarks/.cache (a rerun costs only the engine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import tempfile
+import time
+
+import keras
+import numpy as np
+
+from benchmarks.common import extra_photos, load_classifier, load_photos, print_table
+from benchmarks.ig_accuracy import _run, _targets
+from benchmarks.reference import reference_ig, relative_l2
+from transforms import ig
+from transforms.batch import _within
+from transforms.config import AttributionConfig
+
+_SIZE = 32
+_CONVERGED = 1e-3  # N vs N/2 intervals: the reference's own convergence bound
+L = keras.layers
+
+# family: (activation layer, max-pool, softmax head, weight gain). The gains put
+# the saturating units' kinks along the path (a gain of 1 leaves them linear).
+_FAMILIES = {
+    "relu": (lambda: L.Activation("relu"), False, False, 1.0),
+    "relu_pool": (lambda: L.Activation("relu"), True, False, 1.0),
+    "gelu": (lambda: L.Activation("gelu"), False, False, 1.0),
+    "sigmoid": (lambda: L.Activation("sigmoid"), False, False, 3.0),
+    "tanh": (lambda: L.Activation("tanh"), False, False, 2.0),
+    "clip": (lambda: L.ReLU(max_value=1.0), False, False, 3.0),
+    "hard_sigmoid": (lambda: L.Activation("hard_sigmoid"), False, False, 4.0),
+    "relu_softmax": (lambda: L.Activation("relu"), False, True, 1.0),
+}
+
+_SETTINGS = {
+    "defaults": AttributionConfig(),
+    "tol0.005": AttributionConfig(tolerance=0.005),
+    "pixel": AttributionConfig(attributions="pixel"),
+    "softmax": AttributionConfig(score="softmax"),
+}
+_TITLES = {
+    "defaults": "defaults (--tolerance 0.015)",
+    "tol0.005": "--tolerance 0.005",
+    "pixel": "--attributions pixel (H x W channel sums)",
+    "softmax": "--score softmax",
+}
+
+
+def _cnn(act, pool=False, softmax=False, seed=0, gain=1.0) -> keras.Model:
+    """A tiny random CNN: two 3x3 convolutions (8, 16 filters) with He-normal weights
+    times `gain` and N(0, 0.5 gain) biases, each followed by `act()` (and a 2x2
+    max-pool), then a 10-way dense head (logits, or softmax)."""
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((_SIZE, _SIZE, 3))
+    h = inp
+    for filters in (8, 16):
+        h = L.Conv2D(
+            filters,
+            3,
+            padding="same",
+            kernel_initializer=keras.initializers.VarianceScaling(
+                2.0 * gain**2, "fan_in", "normal"
+            ),
+            bias_initializer=keras.initializers.RandomNormal(0.0, 0.5 * gain),
+        )(h)
+        h = act()(h)
+        if pool:
+            h = L.MaxPooling2D(2)(h)
+    h = L.Flatten()(h) if pool else L.GlobalAveragePooling2D()(h)
+    out = L.Dense(
+        10,
+        activation="softmax" if softmax else None,
+        bias_initializer=keras.initializers.RandomNormal(0.0, 0.5),
+    )(h)
+    return keras.Model(inp, out)
+
+
+def _hidden_clip(image: np.ndarray) -> keras.Model:
+    """Output 0 = a linear part + clip(ramp_1) - clip(ramp_2): ramp_1 of the left
+    half of `image`'s pixels, ramp_2 of the right half, each rising from 0 to 1
+    over alpha in [0.725, 0.735], inside one gap of the engine's starting mesh
+    ((20/24)^2 = 0.694 .. (21/24)^2 = 0.766), so no node sees them."""
+    alpha0, width = 0.725, 0.01
+    flat = image.reshape(-1).astype(np.float64)
+    d = flat.size
+    rng = np.random.default_rng(0)
+    cols = np.arange(d) // 3 % _SIZE
+    w1 = np.where(cols < _SIZE // 2, rng.uniform(0, 1, d), 0.0)
+    w2 = np.where(cols >= _SIZE // 2, rng.uniform(0, 1, d), 0.0)
+    s1, s2 = w1 @ flat, w2 @ flat
+    k1, k2 = 1 / (width * s1), 1 / (width * s2)
+    inp = keras.Input((_SIZE, _SIZE, 3))
+    f = L.Flatten()(inp)
+    ramps = L.Dense(2, name="ramps")(f)
+    lin = L.Dense(2, name="lin")(f)
+    mix = L.Dense(2, use_bias=False, name="mix")(L.ReLU(max_value=1.0)(ramps))
+    model = keras.Model(inp, L.Add()([mix, lin]))
+    model.get_layer("ramps").set_weights(
+        [
+            np.stack([k1 * w1, k2 * w2], 1).astype(np.float32),
+            np.array([-alpha0 * k1 * s1, -alpha0 * k2 * s2], np.float32),
+        ]
+    )
+    lin_w = rng.normal(0, 1, d) / np.sqrt(d)
+    model.get_layer("lin").set_weights(
+        [np.stack([lin_w + 1.0 / d, -lin_w], 1).astype(np.float32), np.zeros(2, np.float32)]
+    )
+    model.get_layer("mix").set_weights([np.array([[1.0, 0.0], [-1.0, 0.0]], np.float32)])
+    return model
+
+
+def _load(model: keras.Model, tmp: str, name: str):
+    """The model saved and loaded as the job loads it, and an id of its weights
+    (the reference cache's key)."""
+    path = os.path.join(tmp, f"{name}.keras")
+    model.save(path)
+    digest = hashlib.sha256()
+    for w in model.get_weights():
+        digest.update(np.ascontiguousarray(w).tobytes())
+    return load_classifier(path), f"estimate_limits:{name}:{digest.hexdigest()[:16]}"
+
+
+def _references(clf, model_id, x, targets, score, intervals, limit, pixel):
+    """Per image: the reference (float64 [H, W, C]), its convergence N vs N/2 (of
+    the channel sums with `pixel`) and N; N doubled from `intervals` up to `limit`
+    until the convergence is below 0.1 %."""
+    refs, convs, used = [], [], []
+    for im, t in zip(x, targets, strict=True):
+        n = intervals
+        while True:
+            fine, coarse = reference_ig(clf, model_id, im, int(t), score, n)
+            conv = relative_l2(coarse.sum(-1), fine.sum(-1)) if pixel else relative_l2(coarse, fine)
+            if conv < _CONVERGED or n >= limit:
+                break
+            n *= 2
+        refs.append(fine)
+        convs.append(conv)
+        used.append(n)
+    return refs, np.array(convs), np.array(used)
+
+
+def _scores(clf, x, score, target):
+    """Targets, F(x) and the black baseline's F(x'): of the predicted class (the
+    job's default), or of output `target` for every image."""
+    if target is None:
+        return _targets(clf, x, score)
+    out = clf.logits(np.concatenate([x, np.zeros_like(x[:1])])).astype(np.float64)
+    out = out if score == "raw" else clf.probabilities(out)
+    targets = np.full(len(x), target, np.int64)
+    return targets, out[:-1, target], np.full(len(x), out[-1, target])
+
+
+def _rows(clf, model_id, x, cfg, args, target=None):
+    """The job's rows for `cfg` against the reference: dicts of estimate, within,
+    true error, evaluations; and the references' convergence and intervals."""
+    targets, fx, f0 = _scores(clf, x, cfg.score, target)
+    pixel = cfg.attributions == "pixel"
+    refs, conv, used = _references(
+        clf, model_id, x, targets, cfg.score, args.intervals, args.max_intervals, pixel
+    )
+    a, estimate, evals, _, _ = _run(clf, x, targets, fx, f0, cfg.score, cfg.ig_settings())
+    sums = a.reshape(len(a), -1).sum(axis=1, dtype=np.float64)
+    _, relative = ig.completeness(sums, fx, f0)
+    kept = (lambda m: m.sum(axis=-1)) if pixel else (lambda m: m)  # noqa: E731
+    out = []
+    for i in range(len(x)):
+        out.append(
+            {
+                "estimate": float(estimate[i]),  # float32 storage adds nothing
+                "within": _within(cfg, float(estimate[i]), float(relative[i])),
+                "true": relative_l2(kept(a[i]), kept(refs[i])),
+                "relative": float(relative[i]),
+                "evaluations": int(evals[i]),
+            }
+        )
+    return out, conv, used
+
+
+def _summary(label, rows, tolerance, conv):
+    est = np.array([r["estimate"] for r in rows])
+    true = np.array([r["true"] for r in rows])
+    ratio = est / true
+    within = np.array([bool(r["within"]) for r in rows])
+    above = within & (true > tolerance)
+    worst = f"{true[within].max() / tolerance:.2f}" if within.any() else "-"
+    return [
+        label,
+        len(rows),
+        f"{np.median(true):.2%}",
+        f"{np.median(ratio):.2f}",
+        f"{np.min(ratio):.2f}",
+        f"{np.mean((ratio >= 0.5) & (ratio <= 2)):.0%}",
+        f"{within.sum()}",
+        f"{above.sum()}/{within.sum()}"
+        + (f" ({above.sum() / within.sum():.0%})" if within.any() else ""),
+        worst,
+        f"{np.mean([r['evaluations'] for r in rows]):.1f}",
+        f"{max(conv):.3%}",
+    ]
+
+
+def _unconverged(conv) -> str:
+    """A note on references N vs N/2 still >= 0.1 % apart at --max_intervals."""
+    off = int(np.sum(np.asarray(conv) >= _CONVERGED))
+    return f" ({off} of {len(conv)} not within 0.1 % at --max_intervals)" if off else ""
+
+
+def family_tables(args, x, tmp):
+    results = {s: {} for s in args.settings}
+    conv = {s: [] for s in args.settings}
+    used = {s: [] for s in args.settings}
+    family_conv = {s: {} for s in args.settings}
+    for family in args.models:
+        act, pool, softmax, gain = _FAMILIES[family]
+        for seed in range(args.seeds):
+            model = _cnn(act, pool, softmax, seed=seed, gain=gain)
+            clf, model_id = _load(model, tmp, f"{family}_seed{seed}")
+            for s in args.settings:
+                rows, c, n = _rows(clf, model_id, x, _SETTINGS[s], args)
+                results[s].setdefault(family, []).extend(rows)
+                conv[s].extend(c)
+                family_conv[s].setdefault(family, []).extend(c)
+                used[s].extend(n)
+            keras.backend.clear_session()
+    seeds = "seed 0" if args.seeds == 1 else f"seeds 0-{args.seeds - 1}"
+    for s in args.settings:
+        tol = _SETTINGS[s].tolerance
+        table = [_summary(f, rows, tol, family_conv[s][f]) for f, rows in results[s].items()]
+        pooled = [r for rows in results[s].values() for r in rows]
+        table.append(_summary("all families", pooled, tol, conv[s]))
+        print_table(
+            f"{_TITLES[s]}: tiny random 32x32 CNNs ({seeds}), {len(x)} photos "
+            f"each, "
+            f"tolerance {tol:g}; reference: trapezoid on a = s^2, {min(used[s])}-{max(used[s])} "
+            f"intervals, vs half: median {np.median(conv[s]):.3%}, worst {max(conv[s]):.3%}"
+            + _unconverged(conv[s]),
+            [
+                "family",
+                "rows",
+                "true median",
+                "estimate/true median",
+                "min",
+                "within 2x",
+                "within_tolerance rows",
+                "of them true > tol",
+                "worst true/tol (within rows)",
+                "evals/image",
+                "ref N vs N/2 worst",
+            ],
+            table,
+        )
+
+
+def case_tables(args, tmp):
+    photos = {os.path.basename(p): p for p in extra_photos()}
+    out = []
+    # (b) random clip + max-pool CNN, gain 30, seed 3, motorcycle_left, defaults.
+    _, moto = load_photos([photos["motorcycle_left.png"]], _SIZE)
+    model = _cnn(lambda: L.ReLU(max_value=1.0), pool=True, seed=3, gain=30.0)
+    clf, model_id = _load(model, tmp, "clip_pool_g30_s3")
+    label = "random clip + max-pool CNN, gain 30, seed 3, defaults"
+    out.append(_case_row(label, "motorcycle_left", clf, model_id, moto, AttributionConfig(), args))
+    keras.backend.clear_session()
+    # (c) two opposite-sign clip ramps inside one gap of the starting mesh.
+    _, cat = load_photos([photos["chelsea.png"]], _SIZE)
+    clf, model_id = _load(_hidden_clip(cat[0]), tmp, "hidden_clip")
+    for tol in (0.015, 0.005):
+        cfg = AttributionConfig(tolerance=tol)
+        label = f"two clip ramps hidden in one mesh gap, --tolerance {tol:g}"
+        out.append(_case_row(label, "chelsea", clf, model_id, cat, cfg, args, target=0))
+    keras.backend.clear_session()
+    print_table(
+        "Constructed cases (black baseline, float32 maps)",
+        [
+            "case",
+            "photo",
+            "estimate",
+            "within_tolerance",
+            "true",
+            "true/tol",
+            "relative completeness",
+            "evals",
+            "reference N (vs N/2)",
+        ],
+        out,
+    )
+
+
+def _case_row(label, photo, clf, model_id, x, cfg, args, target=None):
+    rows, conv, used = _rows(clf, model_id, x, cfg, args, target)
+    r = rows[0]
+    return [
+        label,
+        photo,
+        f"{r['estimate']:.2%}",
+        r["within"],
+        f"{r['true']:.2%}",
+        f"{r['true'] / cfg.tolerance:.2f}",
+        f"{r['relative']:.3%}",
+        r["evaluations"],
+        f"{used[0]} ({conv[0]:.3%})",
+    ]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--photos", type=int, default=6, help="photos per model")
+    parser.add_argument("--seeds", type=int, default=2, help="random models per family")
+    parser.add_argument("--models", default=",".join(_FAMILIES), help="families")
+    parser.add_argument("--settings", default=",".join(_SETTINGS))
+    parser.add_argument("--intervals", type=int, default=4096, help="first reference intervals")
+    parser.add_argument("--max_intervals", type=int, default=65536)
+    parser.add_argument("--no_cases", action="store_true", help="skip the constructed cases")
+    parser.add_argument("--quick", action="store_true", help="2 photos, 1 seed, 4 families")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.photos = min(args.photos, 2)
+        args.seeds = 1
+        if args.models == parser.get_default("models"):
+            args.models = "relu,relu_pool,clip,relu_softmax"
+    args.models = args.models.split(",")
+    args.settings = args.settings.split(",")
+    for name, known in ((args.models, _FAMILIES), (args.settings, _SETTINGS)):
+        unknown = set(name) - set(known)
+        if unknown:
+            parser.error(f"unknown {sorted(unknown)}; known: {', '.join(known)}")
+    start = time.perf_counter()
+    _, x = load_photos(extra_photos()[: args.photos], _SIZE)
+    with tempfile.TemporaryDirectory() as tmp:
+        family_tables(args, x, tmp)
+        if not args.no_cases:
+            case_tables(args, tmp)
+    print(f"\n({time.perf_counter() - start:.0f} s after imports)")
+
+
+if __name__ == "__main__":
+    main()
