@@ -58,6 +58,7 @@ from transforms.manifest import MANIFEST_FILE, is_run
 from transforms.schema import results_schema
 from transforms.sinks import (
     CHECKPOINT_DIR,
+    SCHEMA_FILE,
     TEMP_DIR,
     WriteCheckpoints,
     WriteErrors,
@@ -67,6 +68,7 @@ from transforms.sinks import (
     read_manifest,
     salvage_checkpoints,
     write_json,
+    write_schema_file,
 )
 from transforms.tf_model import (
     ModelHandoff,
@@ -225,6 +227,7 @@ def _tidy_finished(job: AuditJob) -> dict[str, Any] | None:
     _drop_checkpoints(job)
     _drop_empty_temp(job.output)
     _drop_empty_resume(job, manifest)
+    _drop_schema_file(job.output)
     return manifest
 
 
@@ -241,6 +244,17 @@ def _drop_empty_resume(job: AuditJob, manifest: dict[str, Any]) -> None:
     if not job.done_before or manifest["counts"]["rows"]:
         return
     _delete_matching(FileSystems.join(job.output, "results", f"{job.results_prefix}-*"))
+
+
+def _drop_schema_file(output: str) -> None:
+    """Deletes the zero-row `SCHEMA_FILE` of a finished run whose results/ holds
+    other files: they give the schema now. Kept when it is the only one."""
+    pattern = FileSystems.join(output, "results", "*.parquet")
+    files = {
+        FileSystems.split(m.path)[1]: m.path for m in FileSystems.match([pattern])[0].metadata_list
+    }
+    if SCHEMA_FILE in files and len(files) > 1:
+        FileSystems.delete([files[SCHEMA_FILE]])
 
 
 def _delete_matching(pattern: str) -> None:
@@ -1040,6 +1054,9 @@ def _claim_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
             _warn_gone(job, done)
         else:
             _prepare_output(job.output, overwrite)
+        # results/ readable with every column from the start, even if the run dies
+        # before Beam's sink finalizes (at its end).
+        write_schema_file(job.output, results_schema(job.config.attribution_dtype))
         # A manifest from the start: a run that dies leaves status "running".
         write_json(FileSystems.join(job.output, MANIFEST_FILE), job.manifest_base())
     except KeyboardInterrupt:

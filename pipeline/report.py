@@ -23,9 +23,11 @@ import base64
 import dataclasses
 import datetime
 import functools
+import glob
 import json
 import logging
 import math
+import os
 import shlex
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,6 +38,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 
 from transforms import files, plots, results
@@ -403,6 +406,27 @@ _CONFIG_KEYS = tuple(
     "attributions "
     "attribution_dtype store_path".split()
 )
+
+
+def _checkpointed(output: str) -> int:
+    """Images whose rows a run that did not finish holds in its checkpoint files
+    (`<output>/.tmp/checkpoints/<run id>/`, `transforms.sinks.checkpoint_folder`),
+    which --resume keeps; an unreadable file counts none."""
+    parts = (".tmp", "checkpoints", "*", "*.parquet")
+    if files.is_remote(output):
+        from apache_beam.io.filesystems import FileSystems  # noqa: PLC0415 - slow; remote only
+
+        paths = [m.path for m in FileSystems.match([files.join(output, *parts)])[0].metadata_list]
+    else:
+        paths = glob.glob(os.path.join(glob.escape(output), *parts))
+    ids: set[str] = set()
+    for path in sorted(paths):
+        try:
+            with files.open_read(path) as f:
+                ids.update(pq.read_table(f, columns=["image_id"]).column(0).to_pylist())
+        except Exception:  # noqa: BLE001 - a half-written file: its images are redone
+            continue
+    return len(ids)
 
 
 def run_state(manifest: Mapping[str, Any], rows: int) -> str:
@@ -944,6 +968,8 @@ def build_report(
             tiles=_tiles(manifest, chosen, state),
             state=state,
             status=manifest.get("status"),
+            rows=len(chosen.frame),
+            checkpointed=_checkpointed(output) if state == "unfinished" else 0,
             photo_notes=list(pictures.notes)[:3],
             nav=[(a, t) for a, t in _SECTIONS if sections[a] is not None],
             s=sections,

@@ -9,13 +9,16 @@ import sys
 import time
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 
 from pipeline import run
 from pipeline.__main__ import main
+from pipeline.report import build_report
 from tests.conftest import SIZE, cli_args, write_image
+from transforms.results import read_results
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -119,7 +122,7 @@ def test_a_live_run_holds_its_output_and_a_killed_run_resumes(
     os.kill(first.pid, signal.SIGKILL)
     first.wait(timeout=60)
     results = out / "results"
-    assert not results.exists() or not [p for p in results.rglob("*") if p.is_file()]
+    assert pd.read_parquet(results).empty  # no rows, but readable: its schema-only file
     # The dead run's lock is stale (its pid is gone): a resume takes it over and finishes.
     resumed = jobs(*flags, "--resume")
     assert resumed.wait(timeout=300) == 0, resumed.log.read_text()[-3000:]
@@ -145,7 +148,19 @@ def test_a_killed_run_keeps_the_rows_of_its_finished_batches(folder, linear_kera
     first.wait(timeout=60)
     kept = pd.concat([pd.read_parquet(p) for p in checkpoints.rglob("*.parquet")])
     assert kept.image_id.is_unique and len(kept) >= 4
-    assert not list((out / "results").glob("*.parquet"))  # nothing finalized
+    # Nothing finalized, yet results/ reads with every column (the run's schema-only file).
+    meta = pd.read_parquet(out / "results", columns=["file_name"])
+    assert meta.empty and list(meta.columns) == ["file_name"]
+    query = f"SELECT count(*), any_value(relative_delta) FROM '{out}/results/*.parquet'"
+    assert duckdb.sql(query).fetchall() == [(0, None)]
+    assert read_results(str(out)).empty
+    # The page of the killed run says where its finished images are, and how to keep them.
+    page = build_report(str(out), gallery=0)
+    assert "result rows yet (they are written when a run ends)" in page
+    assert (
+        f"The rows of the {kept.image_id.nunique()} images it finished sit in its checkpoints"
+        in page
+    )
 
     manifest = run([*flags, "--resume"], save_main_session=False)
     counts = manifest["counts"]
@@ -155,6 +170,7 @@ def test_a_killed_run_keeps_the_rows_of_its_finished_batches(folder, linear_kera
     assert rows.image_id.is_unique and len(rows) == 80
     (salvaged,) = (out / "results").glob("part-salvaged*.parquet")
     assert sorted(pd.read_parquet(salvaged).image_id) == sorted(kept.image_id)
+    assert not (out / "results" / "part-schema.parquet").exists()  # the others give the schema
     assert not checkpoints.exists() and not (out / ".tmp").exists()
 
 

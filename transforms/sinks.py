@@ -29,6 +29,7 @@ __all__ = [
     "TEMP_DIR",
     "COUNT_KEYS",
     "ROWS_PER_GROUP",
+    "SCHEMA_FILE",
     "WriteCheckpoints",
     "WriteErrors",
     "WriteManifest",
@@ -37,6 +38,7 @@ __all__ = [
     "parquet_writer",
     "read_manifest",
     "salvage_checkpoints",
+    "write_schema_file",
     "write_json",
     "write_parquet_file",
     "writer_options",
@@ -60,6 +62,9 @@ _FLOAT_ARRAYS = ("attributions", "path_alphas", "path_scores", "deletion_curve",
 #: never inside, the folders readers read (`results/`, `errors/`). A killed run leaves
 #: its partial files there, and the next run on the folder deletes them.
 TEMP_DIR = ".tmp"
+#: In `results/`: the zero-row file of every column a run writes first
+#: (`write_schema_file`); named like the sink's `part-*` files.
+SCHEMA_FILE = "part-schema.parquet"
 #: Under TEMP_DIR: the checkpoint files of each run (`WriteCheckpoints`).
 CHECKPOINT_DIR = "checkpoints"
 
@@ -218,17 +223,20 @@ class WriteErrors(beam.PTransform):
         )
 
 
-def write_parquet_file(path: str, tables: Iterable[pa.Table], schema: pa.Schema, temp: str) -> int:
+def write_parquet_file(
+    path: str, tables: Iterable[pa.Table], schema: pa.Schema, temp: str, keep_empty: bool = False
+) -> int:
     """`tables` as one Parquet file at `path` (local or gs://), whole or not at all:
     written to a file in the folder `temp`, then renamed; one table in memory at a
-    time. Nothing is written for no rows. Returns the rows written."""
+    time. Nothing is written for no rows, unless `keep_empty` (a schema-only file).
+    Returns the rows written."""
     partial = FileSystems.join(temp, f"{uuid.uuid4().hex}.partial")
     rows = 0
     with FileSystems.create(partial) as f, parquet_writer(f, schema) as writer:
         for table in tables:
             writer.write_table(table, row_group_size=ROWS_PER_GROUP)
             rows += table.num_rows
-    if rows:
+    if rows or keep_empty:
         folder = FileSystems.split(path)[0]
         if not FileSystems.exists(folder):  # results/ of a run killed before it finalized
             FileSystems.mkdirs(folder)
@@ -236,6 +244,19 @@ def write_parquet_file(path: str, tables: Iterable[pa.Table], schema: pa.Schema,
     else:
         FileSystems.delete([partial])
     return rows
+
+
+def write_schema_file(output: str, schema: pa.Schema) -> str:
+    """Writes `<output>/results/SCHEMA_FILE`, a results file of no rows, and returns its path.
+
+    A run writes it as it claims its output, before any work: until Beam's sink
+    finalizes (at the end of the run), it is what keeps `results/` readable with
+    every column (`pd.read_parquet("<output>/results", columns=[...])`, DuckDB's
+    `'<output>/results/*.parquet'`), also after a kill.
+    """
+    path = FileSystems.join(output, "results", SCHEMA_FILE)
+    write_parquet_file(path, [], schema, FileSystems.join(output, TEMP_DIR), keep_empty=True)
+    return path
 
 
 def checkpoint_folder(output: str, run_id: str | None = None) -> str:
