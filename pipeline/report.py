@@ -687,14 +687,28 @@ def _worst_completeness(chosen: _Selection, pictures: _Pictures) -> dict[str, An
     }
 
 
-def _accuracy(chosen: _Selection, pictures: _Pictures) -> dict[str, Any]:
+def _not_recorded(frame: pd.DataFrame, config: Mapping[str, Any]) -> dict[str, Any]:
+    """Why a run's rows have no `attribution_error` value: a fixed rule (--tolerance 0)
+    of too few nodes to estimate it from (null by design: one node, or two of a rule
+    exact for linear functions), or a run made before the job estimated it."""
+    steps = int(config.get("steps") or 0)
+    fixed = "attribution_error" in frame and config.get("tolerance") == 0 and 0 < steps <= 2
+    return {
+        "state": "not-recorded",
+        "reason": "fixed-rule" if fixed else "older-run",
+        "method": config.get("method"),
+        "steps": steps,
+    }
+
+
+def _accuracy(chosen: _Selection, pictures: _Pictures, config: Mapping[str, Any]) -> dict[str, Any]:
     """The per-pixel error estimate beside completeness, or why it is not shown."""
     frame, tolerance = chosen.frame, chosen.tolerance
     if frame.empty:
         return {"state": "no-rows"}
     stats = _distribution(frame["attribution_error"]) if "attribution_error" in frame else None
     if stats is None:
-        return {"state": "not-recorded"}
+        return _not_recorded(frame, config)
     errors = frame["attribution_error"]
     # Within the tolerance in the sum, above it per pixel: what completeness alone hides.
     hidden = (
@@ -923,7 +937,7 @@ def _sections(
             chosen, pictures, examples, len(errors), state, config.get("target", "predicted")
         ),
         "completeness": _completeness(chosen, config),
-        "accuracy": _accuracy(chosen, pictures),
+        "accuracy": _accuracy(chosen, pictures, config),
         "worst-completeness": _worst_completeness(chosen, pictures),
         "faithfulness": _faithfulness(chosen, pictures, examples),
         "sanity": read_sanity(output),

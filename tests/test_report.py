@@ -704,3 +704,19 @@ def test_misclassified_cards_say_whose_map_they_show(tmp_path):
     text = " ".join(_page(build_report(output, gallery=0)).sections["misclassified"].split())
     assert "credits for the true label (this run attributes the label, --target label)" in text
     assert "credits for the wrong prediction" not in text
+
+
+def test_a_fixed_rule_with_too_few_nodes_is_not_called_an_older_run(tmp_path, linear_keras):
+    # --steps 1 --tolerance 0: one node has no spread, attribution_error is null by design.
+    images = tmp_path / "images"
+    write_image(images / "a.png", np.full((SIZE, SIZE, 3), 200, np.uint8))
+    output = tmp_path / "out"
+    args = cli_args(dataset=images, model=linear_keras, output=output, steps=1, tolerance=0)
+    run([*args, "--method", "riemann_middle"], save_main_session=False)
+    assert pq.read_table(output / "results").column("attribution_error").null_count == 1
+    section = _page(build_report(str(output), gallery=0)).sections["accuracy"]
+    assert (
+        "cannot be estimated for this run: it used the fixed rule (--tolerance 0) "
+        "riemann_middle with --steps 1, too few nodes to estimate the error from" in section
+    )
+    assert "a run made before" not in section
