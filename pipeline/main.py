@@ -1121,7 +1121,7 @@ def _progress(job: AuditJob, kind: str) -> ReportProgress:
         start=start,
         batch_size=job.batch_size,
         log_lines=job.show_progress,
-        scope=" (this worker's share)" if job.progress_per_worker else "",
+        per_worker=job.progress_per_worker,
     )
 
 

@@ -1,4 +1,5 @@
-"""A progress line for local runs: images done out of the total, rate and ETA."""
+"""A progress line for local runs: images done out of the total, rate and ETA
+(a worker process of a multi-process run: its own images done and rate only)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import apache_beam as beam
 
 from transforms.attribution import NAMESPACE
 
-__all__ = ["ReportProgress", "heartbeat", "progress_line"]
+__all__ = ["ReportProgress", "heartbeat", "progress_line", "worker_line"]
 
 _LOG = logging.getLogger(__name__)
 _LOCK = threading.Lock()
@@ -54,6 +55,13 @@ def progress_line(done: int, total: int | None, elapsed: float) -> str:
     return f"{text}, ETA {_duration(eta)}" if eta is not None else text
 
 
+def worker_line(done: int, elapsed: float) -> str:
+    """'progress (this worker): 8 images done, 0.06 images/s': one worker process's
+    count, with no job total, percent or ETA (its share of the job is unknown)."""
+    rate = done / elapsed if elapsed > 0 else 0.0
+    return f"progress (this worker): {done} images done, {rate:.2f} images/s"
+
+
 class ReportProgress(beam.DoFn):
     """Counts images that are finished, of one `kind`: `attributed` (RunInference's
     outcomes), `failed` (before RunInference) or `skipped` (done before).
@@ -62,6 +70,9 @@ class ReportProgress(beam.DoFn):
     DirectRunner), a progress line is logged at the end of each RunInference
     batch, at most every `every_seconds`, and always for the last image; the
     rate counts from `start` (the job's launch, so it includes the model load).
+    With `per_worker` (one of several worker processes, each counting only the
+    images it handled), the line is the worker's own (`worker_line`): no total,
+    percent or ETA, which would mix its count with the job's total.
     """
 
     def __init__(
@@ -73,14 +84,15 @@ class ReportProgress(beam.DoFn):
         batch_size: int,
         log_lines: bool,
         every_seconds: float = 5.0,
-        scope: str = "",
+        per_worker: bool = False,
     ):
-        self._kind, self._key, self._total, self._start = kind, key, total, start
-        self._batch, self._log, self._every, self._scope = (
+        self._kind, self._key, self._start = kind, key, start
+        self._total = None if per_worker else total  # a worker's count never reaches it
+        self._batch, self._log, self._every, self._per_worker = (
             batch_size,
             log_lines,
             every_seconds,
-            scope,
+            per_worker,
         )
 
     def setup(self) -> None:
@@ -103,7 +115,11 @@ class ReportProgress(beam.DoFn):
                 count.last_log = now
         _LOG.debug("counted an image (%s): %d done", self._kind, done)
         if due:
-            _LOG.info("%s%s", progress_line(done, self._total, now - self._start), self._scope)
+            elapsed = now - self._start
+            if self._per_worker:
+                _LOG.info("%s", worker_line(done, elapsed))
+            else:
+                _LOG.info("%s", progress_line(done, self._total, elapsed))
 
 
 @contextlib.contextmanager
