@@ -904,8 +904,9 @@ def _errors(errors: pd.DataFrame, limit: int, state: str) -> dict[str, Any]:
     }
 
 
-def _querying(output: str, config: Mapping[str, Any]) -> str:
-    """The page's query example; the heat map only where the run stored maps."""
+def _querying(output: str, config: Mapping[str, Any], rows: int) -> str:
+    """The page's query example; the heat map only where the run stored maps and
+    has `rows` to draw them of."""
     query = (
         "import pandas as pd\n"
         f'meta = pd.read_parquet("{output}/results", columns=["file_name", "label_name", '
@@ -913,6 +914,8 @@ def _querying(output: str, config: Mapping[str, Any]) -> str:
     )
     if config.get("attributions") == "none":
         return query + "\n\n# --attributions none: the run stored no maps to draw."
+    if not rows:
+        return query + "\n\n# The run has no result rows: no heat map to draw."
     return (
         f"{query}\n\nfrom transforms.plots import audit_figure\n"
         f'audit_figure("{output}", "<file name or image_id>").savefig("heat_map.png")'
@@ -944,7 +947,7 @@ def _sections(
         "per-class": _per_class(chosen.per_image, classes),
         "gallery": _gallery(chosen, pictures),
         "errors": _errors(errors, 50, state),
-        "querying": _querying(output, config),
+        "querying": _querying(output, config, len(chosen.frame)),
     }
 
 

@@ -685,9 +685,9 @@ def test_the_gallery_says_what_its_panels_show(tmp_path, linear_keras):
 def test_the_query_example_draws_a_heat_map_only_where_the_run_stored_maps():
     from pipeline.report import _querying
 
-    stored = _querying("out", {"attributions": "pixel"})
+    stored = _querying("out", {"attributions": "pixel"}, rows=4)
     assert 'audit_figure("out", "<file name or image_id>")' in stored
-    none = _querying("out", {"attributions": "none"})
+    none = _querying("out", {"attributions": "none"}, rows=4)
     assert "audit_figure" not in none and "stored no maps" in none
     assert none.startswith('import pandas as pd\nmeta = pd.read_parquet("out/results", columns=')
 
@@ -720,3 +720,17 @@ def test_a_fixed_rule_with_too_few_nodes_is_not_called_an_older_run(tmp_path, li
         "riemann_middle with --steps 1, too few nodes to estimate the error from" in section
     )
     assert "a run made before" not in section
+
+
+def test_a_run_where_every_input_failed_suggests_no_heat_map(tmp_path, linear_keras):
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "broken.png").write_bytes(b"not a png")
+    output = tmp_path / "out"
+    run(
+        cli_args(dataset=images, model=linear_keras, output=output, steps=2),
+        save_main_session=False,
+    )
+    query = _page(build_report(str(output), gallery=0)).sections["querying"]
+    assert "audit_figure" not in query and "no result rows: no heat map to draw" in query
+    assert 'pd.read_parquet("' in query  # the metadata query stays: it reads the empty table
