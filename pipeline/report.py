@@ -329,12 +329,30 @@ def _heat_map(
         return _Picture(note="Row not found when reading arrays.")
     try:
         attributions = results.attributions_of(row)
-    except ValueError:
-        return _Picture(note="No attributions stored (the run used --attributions none).")
+    except ValueError:  # --attributions none: the photo alone, as the gallery shows it
+        return _photo(pictures.image(image_id), row, panel_size, title)
     figure = plots.attribution_figure(
         attributions, pictures.image(image_id), panels=panels, panel_size=panel_size, title=title
     )
     return _png(figure, alt=f"heat map of {row['file_name']} for {row['target_name']}")
+
+
+def _photo(
+    image: np.ndarray | None, row: pd.Series, panel_size: float, title: str | None
+) -> _Picture:
+    """A row's photo where the run stored no map; the note alone without a photo either."""
+    note = "No attributions stored (the run used --attributions none)."
+    if image is None:
+        return _Picture(note=note)
+    figure = plots.attribution_figure(
+        np.zeros(image.shape[:2], np.float32),
+        image,
+        panels=("image",),
+        panel_size=max(panel_size, 3.4),  # room for the title and the note under it
+        title=title,
+        note="no map stored (--attributions none)",
+    )
+    return _png(figure, alt=f"photo of {row['file_name']} (no attributions stored)")
 
 
 def _flag_value(value: Any) -> str:

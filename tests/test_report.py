@@ -734,3 +734,20 @@ def test_a_run_where_every_input_failed_suggests_no_heat_map(tmp_path, linear_ke
     query = _page(build_report(str(output), gallery=0)).sections["querying"]
     assert "audit_figure" not in query and "no result rows: no heat map to draw" in query
     assert 'pd.read_parquet("' in query  # the metadata query stays: it reads the empty table
+
+
+def test_misclassified_cards_of_a_run_without_maps_show_the_photo(tmp_path, linear_keras):
+    rng = np.random.default_rng(11)  # as real_run: the tiny model gets images wrong
+    for image_id in LABELS:
+        pixels = rng.integers(0, 256, size=(SIZE, SIZE, 3), dtype=np.uint8)
+        write_image(tmp_path / "images" / image_id, pixels)
+    output = tmp_path / "out"
+    args = cli_args(dataset=tmp_path / "images", model=linear_keras, output=output, steps=2)
+    run([*args, "--attributions", "none"], save_main_session=False)
+    page = _page(build_report(str(output), gallery=0))
+    wrong = re.findall(r"n\d{8}/\w+\.png", page.sections["misclassified"])
+    assert wrong  # the cards are there
+    names = [Path(i).name for i in wrong]
+    assert page.alts["misclassified"] == [f"photo of {n} (no attributions stored)" for n in names]
+    assert all(src.startswith("data:image/png;base64,") for src in page.images["misclassified"])
+    assert "No attributions stored" not in page.sections["misclassified"]  # in the picture
