@@ -20,6 +20,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import files
+from transforms.errors import error_reason
 from transforms.manifest import MANIFEST_FILE, read_manifest
 from transforms.schema import ERROR_SCHEMA, rows_to_table
 
@@ -236,18 +237,23 @@ def write_parquet_file(
         for table in tables:
             writer.write_table(table, row_group_size=ROWS_PER_GROUP)
             rows += table.num_rows
-    if rows or keep_empty:
+    if not (rows or keep_empty):
+        FileSystems.delete([partial])
+        return rows
+    try:
         folder = FileSystems.split(path)[0]
         if not FileSystems.exists(folder):  # results/ of a run killed before it finalized
             FileSystems.mkdirs(folder)
         FileSystems.rename([partial], [path])
-    else:
-        FileSystems.delete([partial])
+    except Exception:
+        FileSystems.delete([partial])  # no stray partial file in the temp folder
+        raise
     return rows
 
 
-def write_schema_file(output: str, schema: pa.Schema) -> str:
-    """Writes `<output>/results/SCHEMA_FILE`, a results file of no rows, and returns its path.
+def write_schema_file(output: str, schema: pa.Schema) -> str | None:
+    """Writes `<output>/results/SCHEMA_FILE`, a results file of no rows, and returns
+    its path; None, with a warning, when it cannot be written.
 
     A run writes it as it claims its output, before any work: until Beam's sink
     finalizes (at the end of the run), it is what keeps `results/` readable with
@@ -255,7 +261,11 @@ def write_schema_file(output: str, schema: pa.Schema) -> str:
     `'<output>/results/*.parquet'`), also after a kill.
     """
     path = FileSystems.join(output, "results", SCHEMA_FILE)
-    write_parquet_file(path, [], schema, FileSystems.join(output, TEMP_DIR), keep_empty=True)
+    try:
+        write_parquet_file(path, [], schema, FileSystems.join(output, TEMP_DIR), keep_empty=True)
+    except Exception as e:  # noqa: BLE001 - a convenience: the run's own writes say what fails
+        _LOG.warning("Could not write %s (%s); the run goes on.", path, error_reason(e))
+        return None
     return path
 
 
