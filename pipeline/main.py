@@ -1054,11 +1054,12 @@ def _claim_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
             _warn_gone(job, done)
         else:
             _prepare_output(job.output, overwrite)
-        # results/ readable with every column from the start, even if the run dies
-        # before Beam's sink finalizes (at its end).
-        write_schema_file(job.output, results_schema(job.config.attribution_dtype))
         # A manifest from the start: a run that dies leaves status "running".
         write_json(FileSystems.join(job.output, MANIFEST_FILE), job.manifest_base())
+        # Then results/ readable with every column, even if the run dies before
+        # Beam's sink finalizes (at its end); after the manifest, so that a kill
+        # between the two never leaves results/ without the manifest of its run.
+        write_schema_file(job.output, results_schema(job.config.attribution_dtype))
     except KeyboardInterrupt:
         job.lock.release()
         raise KeyboardInterrupt(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
@@ -246,7 +247,8 @@ def write_parquet_file(
             FileSystems.mkdirs(folder)
         FileSystems.rename([partial], [path])
     except Exception:
-        FileSystems.delete([partial])  # no stray partial file in the temp folder
+        with contextlib.suppress(Exception):  # no stray partial file in the temp folder
+            FileSystems.delete([partial])
         raise
     return rows
 
