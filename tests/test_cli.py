@@ -478,11 +478,19 @@ def test_signatures_and_shapes_the_job_cannot_use_are_refused_at_launch(
 
 
 def test_a_signature_with_logits_among_its_outputs_is_audited_on_them(image_folder, tmp_path):
-    """Its outputs come back in another order in each process: the choice is by name."""
-    model = _signature_model(tmp_path / "logits", ("probabilities", "logits"))
+    """Its outputs come back in another order in each process: the choice is by name,
+    the same whether the launch loads the model (local) or reads its proto (Dataflow)."""
+    from transforms.tf_model import resolve_model
+
+    model = _signature_model(tmp_path / "logits", ("probabilities", "Logits"))
     assert main([*_flags(image_folder, model, tmp_path / "out"), "--faithfulness", "none"]) == 0
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["model"]["num_outputs"] == 6  # "logits": the second, 6 of the 7 scores
+    assert manifest["model"]["num_outputs"] == 6  # "Logits": the second, 6 of the 7 scores
+    assert resolve_model(model, load=False).num_outputs == 6
+    ambiguous = _signature_model(tmp_path / "two_logits", ("logits", "aux_Logits"))
+    for load in (True, False):
+        with pytest.raises(ValueError, match=r"several outputs \(aux_Logits, logits\)"):
+            resolve_model(ambiguous, load=load)
 
 
 def test_the_reason_of_a_tensorflow_error_is_its_telling_line():

@@ -378,17 +378,25 @@ def _callable(obj: Any, reference: str) -> tuple[Any, tuple | None]:
     )
 
 
-def _scores_key(reference: str, outputs: dict) -> str:
-    """The signature's output of class scores: its only one, or the one output named
-    like logits. Anything else is refused: the order of a loaded signature's outputs
-    changes from process to process, so "the first" would not be one output."""
-    keys = sorted(outputs)
+def _scores_output(names) -> str | None:
+    """Of a serving signature's outputs, the class scores: its only one, or the one
+    named like logits; None when that does not decide (the order of a loaded
+    signature's outputs changes from process to process: never "the first")."""
+    keys = sorted(names)
     logits = [k for k in keys if "logit" in k.lower()]
     if len(keys) == 1:
         return keys[0]
-    if len(logits) == 1:
-        _LOG.info("Model %s: auditing its output %r of %s.", reference, logits[0], keys)
-        return logits[0]
+    return logits[0] if len(logits) == 1 else None
+
+
+def _scores_key(reference: str, outputs: dict) -> str:
+    """`_scores_output` of a loaded signature, refused with the fix when undecided."""
+    key = _scores_output(outputs)
+    if key is not None:
+        if len(outputs) > 1:
+            _LOG.info("Model %s: auditing its output %r of %s.", reference, key, sorted(outputs))
+        return key
+    keys = sorted(outputs)
     raise ValueError(
         f"--model {reference!r}: its serving_default signature returns several outputs "
         f"({', '.join(keys)}) and the job cannot tell which holds the class scores; "
@@ -554,17 +562,16 @@ def _function_signature(graph, node) -> _Signature | None:
 
 def _signature_def_signature(signature) -> _Signature | None:
     """Input shape and output width of a serving signature, for the output `_callable`
-    picks (the one with `logit` in its name, else the only one)."""
+    picks (`_scores_output`); None where loading must decide or refuse."""
     import tensorflow as tf  # noqa: PLC0415
 
     if len(signature.inputs) != 1:
         return None  # loading reports the several inputs
     (tensor,) = signature.inputs.values()
-    names = list(signature.outputs)
-    picked = [name for name in names if "logit" in name] or names
-    if tensor.dtype != tf.float32.as_datatype_enum or len(picked) != 1:
-        return None
-    width = _width(tf.TensorShape(signature.outputs[picked[0]].tensor_shape))
+    key = _scores_output(signature.outputs)
+    if tensor.dtype != tf.float32.as_datatype_enum or key is None:
+        return None  # loading refuses several outputs that do not decide
+    width = _width(tf.TensorShape(signature.outputs[key].tensor_shape))
     shape = tf.TensorShape(tensor.tensor_shape)
     if width is None or shape.rank is None:
         return None
