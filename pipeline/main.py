@@ -484,10 +484,13 @@ def _check_dataflow_paths(audit: AuditOptions, source: sources.DataSource) -> No
         )
 
 
-# The fix for each option Beam names in a refusal of a Dataflow job's options.
+# The fix for each of Beam's refusals of a Dataflow job's options, by its wording.
+_PROJECT_FIX = "pass --project <your Google Cloud project id, e.g. my-project>"
 _BEAM_OPTION_FIXES = {
-    "project": "pass --project <your Google Cloud project id, e.g. my-project>",
-    "region": "pass --region <a Dataflow region, e.g. us-central1>",
+    "Missing required option: project": _PROJECT_FIX,
+    "Invalid Project ID": _PROJECT_FIX,
+    "Invalid Project number": _PROJECT_FIX,
+    "Missing required option: region": "pass --region <a Dataflow region, e.g. us-central1>",
 }
 _DATAFLOW_DOCS = "README.md, 'Scale: Dataflow, GPUs, parallel local runs'"
 
@@ -530,7 +533,7 @@ def _check_beam_options(options: PipelineOptions) -> None:
     if not reasons:
         return
     text = " ".join(reasons)
-    fixes = [fix for name, fix in _BEAM_OPTION_FIXES.items() if name in text.lower()]
+    fixes = list(dict.fromkeys(fix for said, fix in _BEAM_OPTION_FIXES.items() if said in text))
     raise ConfigError(
         f"--runner {runner}: Beam refuses these options: {text} Fix: "
         f"{'; '.join(fixes) or 'correct the options it names'} ({_DATAFLOW_DOCS})."
@@ -546,7 +549,8 @@ def _check_package_shipped(options: PipelineOptions) -> None:
     files["--extra_package"] = setup.extra_packages or []
     for flag, paths in files.items():
         for path in filter(None, paths):
-            if not os.path.isfile(path):
+            remote = flag == "--extra_package" and "://" in path  # Beam's stager fetches it
+            if not remote and not os.path.isfile(path):
                 raise ConfigError(f"{flag} {path!r} is not a file; pass an existing file.")
     image = worker.sdk_container_image or worker.worker_harness_container_image
     if setup.setup_file or image or _names_this_package(setup):
@@ -563,7 +567,13 @@ def _names_this_package(setup: SetupOptions) -> bool:
     """An --extra_package file or a --requirements_file line names ig-audit (or ig_audit)."""
     names = [os.path.basename(path) for path in setup.extra_packages or []]
     if setup.requirements_file:
-        lines = Path(setup.requirements_file).read_text(encoding="utf-8").splitlines()
+        try:
+            lines = Path(setup.requirements_file).read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise ConfigError(
+                f"--requirements_file {setup.requirements_file!r} is not a UTF-8 text file "
+                f"({e.reason}); pass a pip requirements file."
+            ) from e
         names += [line for line in lines if not line.lstrip().startswith("#")]
     return any(re.search(r"\big[-_.]audit\b", name, re.IGNORECASE) for name in names)
 

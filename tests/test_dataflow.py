@@ -349,6 +349,15 @@ def _exit_and_error(args, monkeypatch, capsys) -> tuple[int, str]:
             "--runner DataflowRunner: Beam refuses these options: Missing required option: "
             f"project. Fix: {PROJECT_FIX} {DOCS}",
         ),
+        (  # a refusal Beam words otherwise gets no --region fix, though "region" is in it
+            [
+                *("--temp_location", "gs://my-bucket/tmp", "--region", "us-central1"),
+                *("--project", "my-project-123", "--worker_region", "us-central1"),
+                *("--worker_zone", "us-central1-a"),
+            ],
+            "--runner DataflowRunner: Beam refuses these options: worker_region and "
+            f"worker_zone are mutually exclusive. Fix: correct the options it names {DOCS}",
+        ),
         (
             ["--temp_location", "gs://my-bucket/tmp", "--region", "us-central1", "--project", "p"],
             "--runner DataflowRunner: Beam refuses these options: Invalid Project ID (p). "
@@ -378,20 +387,34 @@ def test_dataflow_settings_beam_needs_are_refused_before_the_model(
             ["--setup_file", "/nowhere/setup.py"],
             "--setup_file '/nowhere/setup.py' is not a file; pass an existing file.",
         ),
+        (  # a commented-out line ships nothing
+            ["--requirements_file", "{tmp}/commented.txt"],
+            "--setup_file or --sdk_container_image is needed on Dataflow",
+        ),
+        (
+            ["--requirements_file", "{tmp}/binary.txt"],
+            "--requirements_file '{tmp}/binary.txt' is not a UTF-8 text file (invalid start "
+            "byte); pass a pip requirements file.",
+        ),
     ],
 )
 def test_dataflow_launch_that_does_not_ship_this_package_is_refused(
-    flags, error, monkeypatch, capsys
+    flags, error, monkeypatch, capsys, tmp_path
 ):
+    (tmp_path / "commented.txt").write_text("# ig-audit==0.1.0\nnumpy\n")
+    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe ig-audit")
+    flags = [flag.format(tmp=tmp_path) for flag in flags]
+    error = error.format(tmp=tmp_path)
     args = [*GCP, "--output", "gs://my-bucket/out", *flags]
     status, err = _exit_and_error(args, monkeypatch, capsys)
-    assert (status, err) == (2, f"error: {error}\n")
+    assert status == 2 and err.startswith(f"error: {error}") and err.count("\n") == 1, err
 
 
 @pytest.mark.parametrize(
     "flags",
     [
         ["--extra_package", "{tmp}/ig_audit-0.1.0.tar.gz"],
+        ["--extra_package", "gs://my-bucket/ig_audit-0.1.0.tar.gz"],  # Beam's stager fetches it
         ["--requirements_file", "{tmp}/requirements.txt"],  # its line names ig-audit
     ],
 )
