@@ -612,7 +612,13 @@ def _check_local_writable(output: str) -> None:
     if output.startswith(_REMOTE_SCHEMES):
         return
     path = Path(os.path.abspath(output))
-    existing = next(p for p in (path, *path.parents) if p.exists())
+    try:
+        existing = next(p for p in (path, *path.parents) if p.exists())
+    except PermissionError as e:  # a folder on the way that this user may not enter
+        raise ConfigError(
+            f"--output {output!r} is not writable: a folder on its path may not be entered "
+            f"({e.strerror}); choose a folder you can write to."
+        ) from e
     if not existing.is_dir():
         raise ConfigError(
             f"--output {output!r} is not writable: {str(existing)!r} is a file, not a "

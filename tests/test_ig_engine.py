@@ -291,12 +291,19 @@ def signed_kinks_fn(inputs, baselines, alphas, targets):
     return scores, (40.0 * SIGNS * ((z > 0) & (z < 1))).astype(np.float32)
 
 
+@pytest.mark.parametrize("tolerance", [0.02, 0.0])  # adaptive, and the fixed rule
 @pytest.mark.parametrize("channel_sum", [False, True])
-def test_the_error_estimated_and_bounded_is_that_of_the_map_kept(channel_sum):
+def test_the_error_estimated_and_bounded_is_that_of_the_map_kept(channel_sum, tolerance):
     """--attributions pixel keeps the channel sum, which cancels more of the map
-    than of its error: the whole map's estimate understated its error 7x."""
+    than of its error: the whole map's estimate understated its error 5-7x."""
     x = np.random.default_rng(7).uniform(0.5, 1.0, size=(2, *SHAPE)).astype(np.float32)
     exact = SIGNS * np.clip(40 * x - OFFSETS, 0, 1)
+    adaptive = {
+        "tolerance": tolerance,
+        "max_steps": 4096,
+        "target_scores": exact.reshape(2, -1).sum(1),
+        "baseline_scores": np.zeros((2, 1)),
+    }
     result = integrate(
         signed_kinks_fn,
         x,
@@ -304,12 +311,9 @@ def test_the_error_estimated_and_bounded_is_that_of_the_map_kept(channel_sum):
         [0, 1],
         [2, 2],
         "riemann_trapezoid",
-        17,
-        tolerance=0.02,
-        max_steps=4096,
-        target_scores=exact.reshape(2, -1).sum(1),
-        baseline_scores=np.zeros((2, 1)),
+        17 if tolerance else 257,
         channel_sum=channel_sum,
+        **(adaptive if tolerance else {}),
     )
 
     def true(a, e):
@@ -319,10 +323,11 @@ def test_the_error_estimated_and_bounded_is_that_of_the_map_kept(channel_sum):
 
     pixel = true(result.attributions.sum(-1), exact.sum(-1))
     kept = pixel if channel_sum else true(result.attributions, exact)
-    assert np.all(result.error <= 0.02) and np.all(kept <= 0.02 * 1.1)
     assert np.all((0.5 < result.error / kept) & (result.error / kept < 2))
+    if tolerance:
+        assert np.all(result.error <= tolerance) and np.all(kept <= tolerance * 1.1)
     if not channel_sum:  # the whole map's estimate says nothing of the pixel map
-        assert np.all(pixel > 5 * result.error)
+        assert np.all(pixel > 4 * result.error)
 
 
 @pytest.mark.parametrize("method", ig.METHODS)
