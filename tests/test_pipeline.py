@@ -231,6 +231,11 @@ def test_rerun_into_same_output_is_refused_unless_overwrite(image_folder, linear
             ["--dataset", "mnistt"],
             "(Dataset mnistt not found. Did you mean mnist, kmnist, emnist?)",
         ),
+        (["--dataset", "mnist:abc"], "A version is written mnist:x.y.z, e.g. mnist:1.0.0.)"),
+        (
+            ["--dataset", "mnist:1.0"],
+            "must be of the following format: dataset_name[/config_name][:version][/kwargs]",
+        ),
         (
             ["--dataset", "cifar10_corrupted/brightnes_1"],
             "--dataset 'cifar10_corrupted/brightnes_1': TFDS dataset 'cifar10_corrupted' has no "

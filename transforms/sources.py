@@ -501,18 +501,28 @@ def _tfds_builder(name: str, data_dir: str | None) -> Any:
         where = f" --data_dir {data_dir!r} does not exist." if missing else ""
         raise ValueError(
             f"--dataset {name!r} is neither a folder, 'sample', nor a known TFDS dataset.{where} "
-            f"({str(e).splitlines()[0]}{_closest_dataset(name)})"
+            f"({_first_line(e)}{_closest_dataset(name)})"
         ) from e
     except (ValueError, AssertionError) as e:  # a known dataset's config or version
         raise ValueError(_builder_error(name, e)) from e
 
 
+def _first_line(error: Exception) -> str:
+    """The first line of an error's text that says something."""
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+
+
 def _closest_dataset(name: str) -> str:
-    """` Did you mean mnist?` for a misspelt TFDS name, else empty."""
+    """` Did you mean mnist?` for a misspelt TFDS name; for a known one with a
+    malformed version (`mnist:abc`, which TFDS reads as a namespace), how a
+    version is written; else empty."""
     import tensorflow_datasets as tfds  # noqa: PLC0415
 
     base = name.split(":")[0].split("/")[0]
-    close = difflib.get_close_matches(base, tfds.list_builders(with_community_datasets=False))
+    known = tfds.list_builders(with_community_datasets=False)
+    if base in known:
+        return f" A version is written {base}:x.y.z, e.g. {base}:1.0.0."
+    close = difflib.get_close_matches(base, known)
     return f" Did you mean {', '.join(close[:3])}?" if close else ""
 
 
@@ -538,7 +548,8 @@ def _builder_error(name: str, error: Exception) -> str:
             f"--dataset {name!r}: TFDS dataset {base!r} has no config {config!r}; it has "
             f"{len(configs)}, e.g. {shown}."
         )
-    reason = str(error).split('": ', 1)[-1].split(" Here are ")[0].strip()
+    reason = " ".join(str(error).split('": ', 1)[-1].split())  # one line
+    reason = reason.split(" Here are ")[0].split(" Where:")[0]
     return f"--dataset {name!r}: {reason}"
 
 
