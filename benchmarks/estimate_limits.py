@@ -47,6 +47,7 @@ References are cached under benchmarks/.cache (a rerun costs only the engine).
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
 import tempfile
@@ -61,6 +62,7 @@ from benchmarks.reference import reference_ig, relative_l2
 from transforms import ig
 from transforms.batch import _within
 from transforms.config import AttributionConfig
+from transforms.ig.engine import error_map
 
 _SIZE = 32
 _CONVERGED = 1e-3  # N vs N/2 intervals: the reference's own convergence bound
@@ -176,7 +178,7 @@ def _references(clf, model_id, x, targets, score, intervals, limit, pixel):
         n = intervals
         while True:
             fine, coarse = reference_ig(clf, model_id, im, int(t), score, n)
-            conv = relative_l2(coarse.sum(-1), fine.sum(-1)) if pixel else relative_l2(coarse, fine)
+            conv = relative_l2(error_map(coarse, pixel), error_map(fine, pixel))
             if conv < _CONVERGED or n >= limit:
                 break
             n *= 2
@@ -208,7 +210,7 @@ def _rows(clf, model_id, x, cfg, args, target=None):
     a, estimate, evals, _, _ = _run(clf, x, targets, fx, f0, cfg.score, cfg.ig_settings())
     sums = a.reshape(len(a), -1).sum(axis=1, dtype=np.float64)
     _, relative = ig.completeness(sums, fx, f0)
-    kept = (lambda m: m.sum(axis=-1)) if pixel else (lambda m: m)  # noqa: E731
+    kept = functools.partial(error_map, channel_sum=pixel)  # the engine's own
     out = []
     for i in range(len(x)):
         out.append(

@@ -23,6 +23,7 @@ for both scores (the logit, `raw`, and the probability, `softmax`).
 from __future__ import annotations
 
 import argparse
+import functools
 import tempfile
 import time
 
@@ -33,6 +34,7 @@ from benchmarks.common import extra_photos, load_classifier, load_photos, print_
 from benchmarks.reference import _integrate, graded_rule, reference_ig, relative_l2
 from transforms import ig
 from transforms.config import AttributionConfig
+from transforms.ig.engine import error_map
 
 _D = AttributionConfig()
 _BATCH = 8  # images per engine call, as RunInference hands them to the handler
@@ -134,7 +136,7 @@ def _run(clf, x, targets, fx, f0, score, settings):
 def _row(label, refs, fx, f0, result, reference_seconds, channel_sum=False):
     """One rule's line; with `channel_sum`, errors of the pixel maps (channel sums)."""
     a, estimate, evals, forwards, seconds = result
-    kept = (lambda m: m.sum(axis=-1)) if channel_sum else (lambda m: m)  # noqa: E731
+    kept = functools.partial(error_map, channel_sum=channel_sum)  # the engine's own
     true = np.array([relative_l2(kept(ai), kept(ri)) for ai, ri in zip(a, refs, strict=True)])
     sums = a.reshape(len(a), -1).sum(axis=1, dtype=np.float64)
     _, rel = ig.completeness(sums, fx, f0)
