@@ -927,18 +927,10 @@ def _check_runner(options: PipelineOptions) -> None:
 
 def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     """The checks of `prepare`, cheapest first: flags, paths and --output before any model."""
-    if not audit.output:
-        raise ConfigError(
-            "--output is required: the folder for results/, errors/ and manifest.json, "
-            "e.g. --output ./output/mine."
-        )
+    _check_plain_values(audit)
     config = attribution_config(audit)
     input_range = parse_input_range(audit.input_range)
     batch = batch_size(audit)
-    if audit.image_size is not None and not 8 <= audit.image_size <= _MAX_IMAGE_SIZE:
-        raise ConfigError(
-            f"--image_size must be between 8 and {_MAX_IMAGE_SIZE}, got {audit.image_size}."
-        )
     _check_runner(options)
     names_file = labels.read_class_names(audit.class_names) if audit.class_names else None
     on_dataflow, dry_run = _is_dataflow(options), _is_dataflow_dry_run(options)
@@ -958,7 +950,7 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     config = _fit_to_model(audit, config, spec)
     _check_imagenet_offset(audit, spec, data)
     class_names = _class_names_for(audit, spec, data, names_file)
-    job = AuditJob(
+    return AuditJob(
         output=audit.output,
         source=data.source,
         spec=spec,
@@ -975,7 +967,19 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
         model_handoff=handoff,
         verbose=audit.verbose,
     )
-    return job
+
+
+def _check_plain_values(audit: AuditOptions) -> None:
+    """--output given, --image_size in range: checks that read no other flag."""
+    if not audit.output:
+        raise ConfigError(
+            "--output is required: the folder for results/, errors/ and manifest.json, "
+            "e.g. --output ./output/mine."
+        )
+    if audit.image_size is not None and not 8 <= audit.image_size <= _MAX_IMAGE_SIZE:
+        raise ConfigError(
+            f"--image_size must be between 8 and {_MAX_IMAGE_SIZE}, got {audit.image_size}."
+        )
 
 
 def _expand_home(audit: AuditOptions) -> None:
