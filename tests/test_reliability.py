@@ -350,8 +350,9 @@ def test_resume_compares_max_steps_only_where_it_bounds_refinement(
         message = r"differs in --max_steps \(earlier run: 300, this run: 256\)"
         with pytest.raises(ValueError, match=message):
             run([*args, "--resume"], save_main_session=False)
-    else:  # the fixed rule: --max_steps changes no row
-        manifest = run([*args, "--resume"], save_main_session=False)
+    else:  # the fixed rule: --max_steps and --completeness_tolerance change no row
+        resume = [*args, "--completeness_tolerance", "0.5", "--resume"]
+        manifest = run(resume, save_main_session=False)
         assert manifest["counts"]["skipped_done_before"] == 4
 
 
