@@ -270,6 +270,51 @@ def test_command_line_prints_error_and_exit_code(capsys, linear_keras, tmp_path)
     assert "error: --dataset" in capsys.readouterr().err
 
 
+_AS_ANOTHER_USER = """
+import os, sys
+from pipeline.main import _check_local_writable  # imported while root may read the code
+if os.geteuid() == 0:
+    os.setgid(65534)
+    os.setuid(65534)  # "nobody": the folder's permissions now apply
+try:
+    _check_local_writable(sys.argv[1])
+except ValueError as e:
+    print(e)
+"""
+
+
+@pytest.mark.parametrize(
+    "mode, output, message",
+    [
+        (0o555, "locked/out", "is not writable: no permission to write in"),
+        (0o000, "locked/a/out", "is not writable: a folder on its path may not be entered"),
+    ],
+)
+def test_an_output_folder_this_user_may_not_write_is_refused(mode, output, message):
+    """In a real process of a user the folder's permissions apply to (root bypasses
+    them), in a folder that user may enter (pytest's own tmp_path is root's alone)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        os.chmod(folder, 0o755)
+        locked = os.path.join(folder, "locked")
+        os.makedirs(os.path.join(locked, "a"))
+        os.chmod(locked, mode)
+        path = os.path.join(folder, output)
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", _AS_ANOTHER_USER, path],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+        finally:
+            os.chmod(locked, 0o755)
+    assert done.stdout.startswith(f"--output '{path}' {message}"), done.stdout
+
+
 def test_output_folder_not_writable_is_a_clear_error(image_folder, tmp_path):
     """Refused before the model loads: this model file would fail to load."""
     blocked = tmp_path / "file"
