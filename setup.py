@@ -36,12 +36,14 @@ setuptools.setup(
     description="Integrated Gradients audit of image classifiers over whole datasets, on Apache Beam.",
     license="Apache-2.0",
     python_requires=">=3.11,<3.13",
-    packages=setuptools.find_packages(
-        include=["pipeline", "pipeline.*", "transforms", "transforms.*"]
+    # Namespace packages too: pipeline/templates (no __init__.py) holds only data.
+    packages=setuptools.find_namespace_packages(
+        include=["pipeline", "pipeline.*", "transforms", "transforms.*"],
+        exclude=["*.__pycache__"],
     ),
     # The report's page templates: in wheels (`pip install .`) and in the source
     # distribution Dataflow stages with --setup_file (see also MANIFEST.in).
-    package_data={"pipeline": ["templates/*.j2", "templates/*.css"]},
+    package_data={"pipeline.templates": ["*.j2", "*.css"]},
     include_package_data=True,
     install_requires=REQUIRED,
     extras_require=EXTRAS,

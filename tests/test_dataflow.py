@@ -267,6 +267,8 @@ def test_setup_file_stages_this_package_for_the_default_workers(offline_hub, tmp
         "transforms/attribution.py",
         "transforms/sources.py",
         "transforms/tf_model.py",
+        "pipeline/templates/report.html.j2",  # the report's page, package data
+        "pipeline/templates/report.css",
     } <= files
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     beam = metadata.version("apache-beam")
