@@ -190,19 +190,30 @@ def _earlier_run(output: str) -> list[str]:
     return [meta.path for match in matches for meta in match.metadata_list]
 
 
+# The name `transforms.sinks.write_parquet_file` gives a file while it writes it.
+_PARTIAL_NAME = re.compile(r"[0-9a-f]{32}\.partial")
+
+
 def _temp_files(output: str) -> list[str]:
     """Partial files a killed run left in `<output>/.tmp/`: Beam's `beam-temp-*`
-    folders and the checkpoints, only these (other files there are not ours)."""
+    folders, the checkpoints and the job's own `<uuid>.partial` files, only these
+    (other files there are not ours)."""
     temp = FileSystems.join(output, TEMP_DIR)
     patterns = [
         FileSystems.join(temp, "beam-temp-*", "**"),
         FileSystems.join(temp, CHECKPOINT_DIR, "**"),
+        FileSystems.join(temp, "*.partial"),
     ]
     try:
         matches = FileSystems.match(patterns)
     except Exception:  # no temp folder
         return []
-    return [meta.path for match in matches for meta in match.metadata_list]
+    paths = [meta.path for match in matches for meta in match.metadata_list]
+    return [
+        p
+        for p in paths
+        if not p.endswith(".partial") or _PARTIAL_NAME.fullmatch(FileSystems.split(p)[1])
+    ]
 
 
 def _drop_empty_temp(output: str) -> None:

@@ -493,8 +493,13 @@ def test_a_run_deletes_only_its_own_partial_files_in_dot_tmp(image_folder, linea
     mine = [
         out / ".tmp" / "beam-temp-part-1a2b" / "x.parquet",
         out / ".tmp" / "checkpoints" / "r1" / "y",
+        out / ".tmp" / f"{'0123abcd' * 4}.partial",  # a file killed while written
     ]
-    theirs = [out / ".tmp" / "notes" / "todo.txt", out / ".tmp" / "keep.png"]
+    theirs = [
+        out / ".tmp" / "notes" / "todo.txt",
+        out / ".tmp" / "keep.png",
+        out / ".tmp" / "draft.partial",
+    ]
     for path in mine + theirs:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("x")
