@@ -426,10 +426,11 @@ _CONFIG_KEYS = tuple(
 )
 
 
-def _checkpointed(output: str) -> int:
+def _checkpointed(output: str, shown: set[str]) -> int:
     """Images whose rows a run that did not finish holds in its checkpoint files
     (`<output>/.tmp/checkpoints/<run id>/`, `transforms.sinks.checkpoint_folder`),
-    which --resume keeps; an unreadable file counts none."""
+    which --resume keeps, and that are not among the rows `shown` already (a run
+    killed after its sink finalized has both); an unreadable file counts none."""
     parts = (".tmp", "checkpoints", "*", "*.parquet")
     if files.is_remote(output):
         from apache_beam.io.filesystems import FileSystems  # noqa: PLC0415 - slow; remote only
@@ -444,7 +445,7 @@ def _checkpointed(output: str) -> int:
                 ids.update(pq.read_table(f, columns=["image_id"]).column(0).to_pylist())
         except Exception:  # noqa: BLE001 - a half-written file: its images are redone
             continue
-    return len(ids)
+    return len(ids - shown)
 
 
 def run_state(manifest: Mapping[str, Any], rows: int) -> str:
@@ -1004,7 +1005,9 @@ def build_report(
             state=state,
             status=manifest.get("status"),
             rows=len(chosen.frame),
-            checkpointed=_checkpointed(output) if state == "unfinished" else 0,
+            checkpointed=(
+                _checkpointed(output, set(chosen.frame["image_id"])) if state == "unfinished" else 0
+            ),
             photo_notes=list(pictures.notes)[:3],
             nav=[(a, t) for a, t in _SECTIONS if sections[a] is not None],
             s=sections,

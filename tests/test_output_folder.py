@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -208,6 +209,29 @@ def test_ctrl_c_before_the_run_started_says_nothing_was_written(
         "error: interrupted before the run started; nothing was written. Run the command again."
     ], log[-3000:]
     assert "Traceback" not in log and not (out / "manifest.json").exists()
+
+
+def test_the_page_of_a_run_killed_after_its_rows_were_finalized_counts_no_image_twice(
+    image_folder, linear_keras, tmp_path
+):
+    """Killed between the sink's finalize and the launcher's tidying: its rows are in
+    results/ and in its checkpoints, which must not be counted as more images."""
+    out = tmp_path / "out"
+    run(job_flags(image_folder, linear_keras, out), save_main_session=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
+    rows = pd.read_parquet(out / "results")
+    checkpoint = out / ".tmp" / "checkpoints" / "r1"
+    checkpoint.mkdir(parents=True)
+    (part,) = (out / "results").glob("*.parquet")
+    shutil.copy(part, checkpoint / "batch-0.parquet")  # the same rows, checkpointed
+    page = build_report(str(out), gallery=0)
+    assert "the rows shown are those it wrote before it stopped" in page
+    assert "sit in its checkpoints" not in page
+    extra = rows.iloc[:1].assign(image_id="later.png")  # one image not finalized
+    extra.to_parquet(checkpoint / "batch-1.parquet")
+    page = build_report(str(out), gallery=0)
+    assert "The rows of 1 more images it finished sit in its checkpoints" in page
 
 
 def test_a_resume_keeps_each_checkpointed_image_once(image_folder, linear_keras, tmp_path):
