@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 
 from transforms import files, plots, results
+from transforms.ig.rules import METHODS, exact_for_linear
 
 __all__ = ["build_report", "main", "read_sanity", "write_report"]
 
@@ -710,8 +711,9 @@ def _not_recorded(frame: pd.DataFrame, config: Mapping[str, Any]) -> dict[str, A
     """Why a run's rows have no `attribution_error` value: a fixed rule (--tolerance 0)
     of too few nodes to estimate it from (null by design: one node, or two of a rule
     exact for linear functions), or a run made before the job estimated it."""
-    steps = int(config.get("steps") or 0)
-    fixed = "attribution_error" in frame and config.get("tolerance") == 0 and 0 < steps <= 2
+    steps, method = int(config.get("steps") or 0), str(config.get("method"))
+    no_spread = steps == 1 or (steps == 2 and method in METHODS and exact_for_linear(method))
+    fixed = "attribution_error" in frame and config.get("tolerance") == 0 and no_spread
     return {
         "state": "not-recorded",
         "reason": "fixed-rule" if fixed else "older-run",

@@ -722,6 +722,23 @@ def test_a_fixed_rule_with_too_few_nodes_is_not_called_an_older_run(tmp_path, li
     assert "a run made before" not in section
 
 
+@pytest.mark.parametrize(
+    "steps, method, reason",
+    [
+        (1, "riemann_left", "fixed-rule"),
+        (2, "riemann_trapezoid", "fixed-rule"),  # two nodes of a rule exact on lines
+        (2, "riemann_left", "older-run"),  # its two nodes have a spread: estimated since
+        (3, "riemann_trapezoid", "older-run"),
+    ],
+)
+def test_why_a_run_has_no_error_estimate_follows_the_rule(steps, method, reason):
+    from pipeline.report import _not_recorded
+
+    frame = {"attribution_error": [None]}  # the column is there, with no value
+    config = {"tolerance": 0, "steps": steps, "method": method}
+    assert _not_recorded(frame, config)["reason"] == reason
+
+
 def test_a_run_where_every_input_failed_suggests_no_heat_map(tmp_path, linear_keras):
     images = tmp_path / "images"
     images.mkdir()
