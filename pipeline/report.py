@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 
 from transforms import files, plots, results
-from transforms.ig.rules import METHODS, exact_for_linear
+from transforms.ig.rules import METHODS, has_spread
 
 __all__ = ["build_report", "main", "read_sanity", "write_report"]
 
@@ -712,7 +712,8 @@ def _not_recorded(frame: pd.DataFrame, config: Mapping[str, Any]) -> dict[str, A
     of too few nodes to estimate it from (null by design: one node, or two of a rule
     exact for linear functions), or a run made before the job estimated it."""
     steps, method = int(config.get("steps") or 0), str(config.get("method"))
-    no_spread = steps == 1 or (steps == 2 and method in METHODS and exact_for_linear(method))
+    spread = has_spread(method, steps) if method in METHODS else steps > 1
+    no_spread = 0 < steps and not spread
     fixed = "attribution_error" in frame and config.get("tolerance") == 0 and no_spread
     return {
         "state": "not-recorded",

@@ -154,7 +154,7 @@ def spread_weights(nodes: np.ndarray, linear: bool = True) -> np.ndarray:
       nodes: float64 [n], ascending.
       linear: whether the rule integrates linear functions exactly.
     """
-    if len(nodes) <= (2 if linear else 1):
+    if len(nodes) <= _most_spreadless(linear):
         return np.zeros_like(nodes)
     gaps = np.diff(nodes)
     tails = (-1.0) ** np.arange(len(gaps)) * gaps / 2.0  # sum_{j > i} v_j
@@ -164,6 +164,18 @@ def spread_weights(nodes: np.ndarray, linear: bool = True) -> np.ndarray:
     exact = [np.ones_like(nodes), nodes] if linear else [np.ones_like(nodes)]
     basis, _ = np.linalg.qr(np.stack(exact, axis=1))
     return v - basis @ (basis.T @ v)
+
+
+def _most_spreadless(linear: bool) -> int:
+    """The most nodes that have no spread: two for rules exact on linear functions
+    (the only two-node estimate is the rule itself), else one."""
+    return 2 if linear else 1
+
+
+def has_spread(method: str, steps: int) -> bool:
+    """Whether `method`'s fixed rule on `steps` nodes has a spread to estimate its
+    error from (`spread_weights`); without one, `attribution_error` is null."""
+    return steps > _most_spreadless(exact_for_linear(method))
 
 
 def _brownian_error_variance(t: np.ndarray, w: np.ndarray) -> float:
