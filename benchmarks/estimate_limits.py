@@ -188,21 +188,10 @@ def _references(clf, model_id, x, targets, score, intervals, limit, pixel):
     return refs, np.array(convs), np.array(used)
 
 
-def _scores(clf, x, score, target):
-    """Targets, F(x) and the black baseline's F(x'): of the predicted class (the
-    job's default), or of output `target` for every image."""
-    if target is None:
-        return _targets(clf, x, score)
-    out = clf.logits(np.concatenate([x, np.zeros_like(x[:1])])).astype(np.float64)
-    out = out if score == "raw" else clf.probabilities(out)
-    targets = np.full(len(x), target, np.int64)
-    return targets, out[:-1, target], np.full(len(x), out[-1, target])
-
-
 def _rows(clf, model_id, x, cfg, args, target=None):
     """The job's rows for `cfg` against the reference: dicts of estimate, within,
     true error, evaluations; and the references' convergence and intervals."""
-    targets, fx, f0 = _scores(clf, x, cfg.score, target)
+    targets, fx, f0 = _targets(clf, x, cfg.score, target)
     pixel = cfg.attributions == "pixel"
     refs, conv, used = _references(
         clf, model_id, x, targets, cfg.score, args.intervals, args.max_intervals, pixel

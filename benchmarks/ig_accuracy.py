@@ -72,16 +72,17 @@ def _configs(quick: bool) -> list[tuple[str, ig.IGSettings | int]]:
     return out
 
 
-def _targets(clf, x, score):
-    """The predicted class of each photo (the job's default target), its score F(x)
-    and the black baseline's F(x'), for `score` as the job computes it."""
+def _targets(clf, x, score, target=None):
+    """The target of each photo, its score F(x) and the black baseline's F(x'), for
+    `score` as the job computes it: the predicted class (the job's default), or
+    output `target` for every photo."""
 
     def scores(images):
         logits = clf.logits(images).astype(np.float64)
         return logits if score == "raw" else clf.probabilities(logits)
 
     out, base = scores(x), scores(np.zeros_like(x[:1]))
-    targets = out.argmax(1)
+    targets = out.argmax(1) if target is None else np.full(len(x), target, np.int64)
     return targets, out[np.arange(len(x)), targets], base[0, targets]
 
 
