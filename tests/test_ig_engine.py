@@ -261,10 +261,11 @@ def kinks_fn(inputs, baselines, alphas, targets):
     return scores, (40.0 * ((z > 0) & (z < 1))).astype(np.float32)
 
 
-def kinks_case(method="riemann_trapezoid", steps=9, fn=kinks_fn, **kwargs):
-    """Two rows of `kinks_fn` (or `fn`, a wrapper of it): their exact IG and the result."""
+def kinks_case(method="riemann_trapezoid", steps=9, fn=kinks_fn, signs=1.0, **kwargs):
+    """Two rows of `kinks_fn` (or `fn`, a wrapper of it, or its kinks times `signs`):
+    their exact IG and the result."""
     x = np.random.default_rng(7).uniform(0.5, 1.0, size=(2, *SHAPE)).astype(np.float32)
-    exact = np.clip(40 * x - OFFSETS, 0, 1)
+    exact = signs * np.clip(40 * x - OFFSETS, 0, 1)
     result = integrate(
         fn,
         x,
@@ -296,24 +297,13 @@ def signed_kinks_fn(inputs, baselines, alphas, targets):
 def test_the_error_estimated_and_bounded_is_that_of_the_map_kept(channel_sum, tolerance):
     """--attributions pixel keeps the channel sum, which cancels more of the map
     than of its error: the whole map's estimate understated its error 5-7x."""
-    x = np.random.default_rng(7).uniform(0.5, 1.0, size=(2, *SHAPE)).astype(np.float32)
-    exact = SIGNS * np.clip(40 * x - OFFSETS, 0, 1)
-    adaptive = {
-        "tolerance": tolerance,
-        "max_steps": 4096,
-        "target_scores": exact.reshape(2, -1).sum(1),
-        "baseline_scores": np.zeros((2, 1)),
-    }
-    result = integrate(
-        signed_kinks_fn,
-        x,
-        np.zeros((2, 1, *SHAPE), np.float32),
-        [0, 1],
-        [2, 2],
-        "riemann_trapezoid",
-        17 if tolerance else 257,
+    exact, result = kinks_case(
+        steps=17 if tolerance else 257,
+        fn=signed_kinks_fn,
+        signs=SIGNS,
+        tolerance=tolerance,
+        max_steps=4096,
         channel_sum=channel_sum,
-        **(adaptive if tolerance else {}),
     )
 
     def true(a, e):
