@@ -24,6 +24,13 @@ from transforms.results import read_results
 _REPO = Path(__file__).resolve().parents[1]
 
 
+def _ctrl_c_as_at_a_terminal() -> None:
+    """In the child: SIGINT back to its default, so that Python turns it into
+    KeyboardInterrupt as at a terminal, even when the tests run as a background job
+    of a shell without job control (whose children start with SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def jobs(tmp_path):
     """Starts `python -m pipeline` processes; kills any still running when the test ends.
@@ -43,6 +50,7 @@ def jobs(tmp_path):
                 env=env,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
+                preexec_fn=_ctrl_c_as_at_a_terminal,
             )
         process.log = log
         started.append(process)
