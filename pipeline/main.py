@@ -134,7 +134,11 @@ class AuditJob:
         return {
             **self.source.manifest_entry(),  # "dataset" and "split"
             "model": dataclasses.asdict(self.spec),
-            "config": dataclasses.asdict(self.config),
+            # with the bound on attribution_error that --tolerance sets (the report's)
+            "config": {
+                **dataclasses.asdict(self.config),
+                "estimate_bound": self.config.estimate_bound(),
+            },
             "batch_size": self.batch_size,
             "output": self.output,
             "versions": versions,
@@ -319,7 +323,10 @@ _RESUME_MODEL_FLAGS = {
     "input_range": "--input_range",
     "label_offset": "--label_offset",
 }
-_CONFIG_FLAGS = {"baselines": "--baseline"}
+_CONFIG_FLAGS = {
+    "baselines": "--baseline",
+    "estimate_bound": "the bound on attribution_error at this --tolerance (a version of the job)",
+}
 _ROW_NEUTRAL_CONFIG = frozenset({"path_batch_size"})
 _REFINEMENT_CONFIG = frozenset({"max_steps", "completeness_tolerance"})  # unused at --tolerance 0
 
@@ -343,6 +350,8 @@ def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> list[str]:
     neutral = _ROW_NEUTRAL_CONFIG
     if before_config.get("tolerance") == now_config["tolerance"] == 0:
         neutral = neutral | _REFINEMENT_CONFIG  # the fixed rule: no refinement to bound
+    elif before_config.get("tolerance") != now_config["tolerance"]:
+        neutral = neutral | {"estimate_bound"}  # follows from --tolerance, named already
     for key in sorted(set(before_config) | set(now_config)):
         if key not in neutral:
             flag = _CONFIG_FLAGS.get(key, f"--{key}")

@@ -17,6 +17,7 @@ from transforms.config import (
     ATTRIBUTION_MODES,
     BASELINES,
     DEFAULT_MAX_STEPS,
+    ESTIMATE_MARGIN,
     FAITHFULNESS_MODES,
     MAX_MAX_STEPS,
     MAX_STEPS,
@@ -163,9 +164,10 @@ def _ig_flags(add: Callable[..., Any]) -> None:
         "--tolerance",
         type=float,
         default=_DEFAULTS.tolerance,
-        help="Bound on each row's estimated per-pixel relative error "
-        "(attribution_error); rows above it (or above --completeness_tolerance) are "
-        "refined, then flagged (within_tolerance). 0 turns refinement off.",
+        help="Bound on each row's per-pixel relative error: its estimate "
+        f"(attribution_error) is held within --tolerance / {ESTIMATE_MARGIN:g}, a margin for "
+        "the estimate's own error; rows above that (or above --completeness_tolerance) "
+        "are refined, then flagged (within_tolerance). 0 turns refinement off.",
     )
     add(
         "--completeness_tolerance",

@@ -256,8 +256,9 @@ class _Selection:
       worst_pixel: rows shown for the per-pixel error (empty if not recorded).
       chance: every row whose map does no better than a random ranking.
       gallery: evenly spread images for the gallery; `gallery_step` apart by image id.
-      tolerance: the run's `--tolerance`, on the per-pixel error (None when 0:
-        refinement off).
+      tolerance: the run's bound on the estimated per-pixel error
+        `attribution_error`: `--tolerance` over the estimate's margin (runs made
+        before the margin: `--tolerance`); None when 0 (refinement off).
       completeness_tolerance: the run's bound on `relative_delta`
         (`--completeness_tolerance`; runs without it used `--tolerance`).
     """
@@ -280,6 +281,7 @@ class _Selection:
     ) -> _Selection:
         tolerance = config.get("tolerance") or None
         completeness = config.get("completeness_tolerance", tolerance) if tolerance else None
+        tolerance = config.get("estimate_bound", tolerance) if tolerance else None
         per_image = results.one_row_per_image(frame)
         labelled = per_image[per_image["label"].notna()]
         wrong = results.misclassified(labelled)
@@ -376,7 +378,7 @@ def _effective_command(manifest: Mapping[str, Any]) -> str:
         ("model", model.get("reference")),
         ("output", manifest.get("output")),
     ]
-    flags += [(renamed.get(k, k), v) for k, v in config.items() if k != "store_path"]
+    flags += [(renamed.get(k, k), v) for k, v in config.items() if k not in _NOT_FLAGS]
     flags += [
         ("image_size", model.get("image_size")),
         ("input_range", model.get("input_range")),
@@ -395,6 +397,9 @@ def _effective_command(manifest: Mapping[str, Any]) -> str:
 
 
 _TYPED_ONLY = ("class_names", "data_dir")
+# Settings in the manifest's "config" that no flag sets: store_path (the library's),
+# estimate_bound (derived from --tolerance).
+_NOT_FLAGS = frozenset({"store_path", "estimate_bound"})
 
 
 def _typed_flag(command: list[str], name: str) -> str | None:
@@ -421,8 +426,8 @@ _MODEL_KEYS = tuple(
     "reference kind location identity image_size input_range num_outputs label_offset".split()
 )
 _CONFIG_KEYS = tuple(
-    "target score top_k method steps max_steps baselines tolerance completeness_tolerance "
-    "attributions "
+    "target score top_k method steps max_steps baselines tolerance estimate_bound "
+    "completeness_tolerance attributions "
     "attribution_dtype store_path".split()
 )
 

@@ -13,7 +13,7 @@ from tests.conftest import SIZE
 from transforms import baselines as baselines_lib
 from transforms import batch, ig, tf_model
 from transforms.attribution import ERRORS_TAG, IGModelHandler, ImageExample, Preprocess
-from transforms.config import AttributionConfig
+from transforms.config import ESTIMATE_MARGIN, AttributionConfig
 from transforms.sources import RawImage
 from transforms.tf_model import Classifier, resolve_model
 
@@ -291,6 +291,41 @@ def test_a_row_within_the_per_pixel_tolerance_but_not_completeness_is_flagged(
     assert row["within_tolerance"] is False
 
 
+@pytest.mark.parametrize("tolerance, within", [(0.4, False), (0.42, True)])
+def test_a_row_is_within_when_its_estimate_is_within_the_tolerance_over_the_margin(
+    quadratic_saved_model, tolerance, within
+):
+    # The same row (its map a third off, all four evaluations spent): 1/3 is under
+    # 0.4, but not under 0.4 / 1.25 = 0.32; it is under 0.42 / 1.25 = 0.336.
+    spec = resolve_model(quadratic_saved_model)
+    config = AttributionConfig(
+        steps=4,
+        method="riemann_left",
+        tolerance=tolerance,
+        completeness_tolerance=1.0,
+        max_steps=4,
+    )
+    assert config.estimate_bound() == pytest.approx(tolerance / 1.25)
+    (outcome,) = _run_handler(spec, config, _examples(1))
+    (row,) = outcome.rows
+    assert row["attribution_error"] == pytest.approx(1 / 3, rel=1e-5)
+    assert row["within_tolerance"] is within
+
+
+def test_refinement_drives_the_estimate_under_the_tolerance_over_the_margin(
+    quadratic_saved_model,
+):
+    # Refined to --tolerance 0.05: the estimate ends under 0.04, not only under 0.05.
+    spec = resolve_model(quadratic_saved_model)
+    config = AttributionConfig(
+        steps=4, method="riemann_left", tolerance=0.05, completeness_tolerance=1.0
+    )
+    (outcome,) = _run_handler(spec, config, _examples(1))
+    (row,) = outcome.rows
+    assert row["attribution_error"] <= 0.04 and row["within_tolerance"]
+    assert row["evaluations"] > 4
+
+
 def test_float16_maps_are_refined_with_room_for_their_storage_error(quadratic_saved_model):
     # The left rule on F = sum x^2 w stops just under 0.5 % in float32; a float16
     # map adds about 0.02 % of rounding, which refinement must leave room for.
@@ -300,7 +335,7 @@ def test_float16_maps_are_refined_with_room_for_their_storage_error(quadratic_sa
         config = AttributionConfig(
             steps=4,
             method="riemann_left",
-            tolerance=5e-3,
+            tolerance=5e-3 * ESTIMATE_MARGIN,  # the estimate held within 5e-3
             completeness_tolerance=1.0,
             attribution_dtype=dtype,
         )

@@ -211,7 +211,7 @@ def test_attribution_error_histogram_shares_the_completeness_axes():
     assert sum(p.get_height() for p in ax.patches) == 3
     assert ax.get_xscale() == "log" and "per-pixel error" in ax.get_xlabel()
     labels = {t.get_text() for t in ax.get_legend().get_texts()}
-    assert labels == {"3 rows", "tolerance 0.015: 2 rows above", "1 rows without a value"}
+    assert labels == {"3 rows", "bound 0.015: 2 rows above", "1 rows without a value"}
 
 
 def test_error_histogram_bins_span_the_data_with_an_edge_on_the_tolerance():
@@ -237,7 +237,7 @@ def test_error_histogram_keeps_rows_above_the_tolerance_out_of_the_bars_within_i
     within = sum(p.get_height() for p in ax.patches if p.get_x() < 0.015)  # bars left of it
     assert within == 3 and sum(p.get_height() for p in ax.patches) == 4
     labels = {t.get_text() for t in ax.get_legend().get_texts()}
-    assert "tolerance 0.015: 1 rows above" in labels
+    assert "bound 0.015: 1 rows above" in labels
 
 
 def test_faithfulness_figure_draws_ig_against_the_random_control():

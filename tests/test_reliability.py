@@ -1,6 +1,7 @@
 """Bad and odd inputs, numerical faults, repeatability: every input is accounted for."""
 
 import io
+import json
 import re
 
 import numpy as np
@@ -10,6 +11,7 @@ from PIL import Image
 
 from pipeline import run
 from tests.conftest import SIZE, cli_args, write_image
+from transforms.config import ESTIMATE_MARGIN
 from transforms.sinks import read_manifest
 
 
@@ -331,6 +333,26 @@ def test_resume_refuses_to_mix_runs(image_folder, linear_keras, tmp_path, first,
         run([*args, "--steps", "2", *first], save_main_session=False)
     with pytest.raises(ValueError, match=message):
         run([*args, "--steps", "2", *second, "--resume"], save_main_session=False)
+
+
+def test_resume_refuses_a_run_whose_tolerance_bounded_the_estimate_differently(
+    image_folder, linear_keras, tmp_path
+):
+    output = tmp_path / "out"
+    args = cli_args(
+        dataset=image_folder["root"], model=linear_keras, output=output, attributions="none"
+    )
+    manifest = run([*args, "--tolerance", "0.02"], save_main_session=False)
+    assert manifest["config"]["estimate_bound"] == pytest.approx(0.02 / ESTIMATE_MARGIN)
+    # A run of a version before the margin: the same --tolerance bounded the estimate.
+    del manifest["config"]["estimate_bound"]
+    (output / "manifest.json").write_text(json.dumps(manifest))
+    message = (
+        r"differs in the bound on attribution_error at this --tolerance \(a version of the job\) "
+        r"\(earlier run: None, this run: 0.016"
+    )
+    with pytest.raises(ValueError, match=message):
+        run([*args, "--tolerance", "0.02", "--resume"], save_main_session=False)
 
 
 @pytest.mark.parametrize("tolerance, refused", [("0", False), ("0.01", True)])

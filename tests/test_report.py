@@ -400,7 +400,7 @@ def test_per_pixel_accuracy_section_beside_completeness(folder_run):  # noqa: F8
     section = page.sections["accuracy"]
     # Sorted errors 0.002, 0.004, 0.05, 0.3: median 2.7 %, p95 26.25 %, worst 30 %.
     assert "Median 2.70%, 95th percentile 26.25%, worst 30.00%." in section
-    assert "2 of 4 rows exceed the tolerance 0.01 per pixel" in section
+    assert "2 of 4 rows exceed the bound 0.01 on the estimated per-pixel error" in section
     # cat2 is within the tolerance in its sum (0.2 %) and 5 % off per pixel.
     assert (
         "1 of them are within it in their sum, which completeness alone would have passed"
@@ -419,6 +419,22 @@ def test_per_pixel_accuracy_section_beside_completeness(folder_run):  # noqa: F8
     ]
     # Worst completeness lists the one row above the tolerance, not every row.
     assert re.findall(r"\w+\.png →", page.sections["worst-completeness"]) == ["shark.png →"]
+
+
+def test_the_per_pixel_bound_is_the_tolerance_over_the_estimates_margin(folder_run):  # noqa: F811
+    add_columns(folder_run["output"], NEW_VALUES)
+    text = build_report(folder_run["output"], gallery=0)
+    assert "0.0125 per pixel (its estimate held within 0.01), 0.01 completeness" in text
+    # A run made before the margin (no estimate_bound): --tolerance bounded the estimate.
+    path = Path(folder_run["output"], "manifest.json")
+    manifest = json.loads(path.read_text())
+    del manifest["config"]["estimate_bound"]
+    manifest["config"]["tolerance"] = 0.04
+    path.write_text(json.dumps(manifest))
+    text = build_report(folder_run["output"], gallery=0)
+    assert "0.04 per pixel, 0.01 completeness" in text
+    section = _page(text).sections["accuracy"]
+    assert "2 of 4 rows exceed the bound 0.04 on the estimated per-pixel error" in section
 
 
 def test_faithfulness_section_flags_rows_no_better_than_chance(folder_run):  # noqa: F811
@@ -460,9 +476,12 @@ def test_sections_say_when_the_run_did_not_record_the_new_columns(folder_run, tm
         "Faithfulness was not measured in this run (--faithfulness none)"
         in page.sections["faithfulness"]
     )
-    assert "0 of 4 rows exceed the tolerance 0.01 per pixel" in page.sections["accuracy"]
     assert (
-        "No row exceeds the tolerance; the 3 largest per-pixel errors, for reference"
+        "0 of 4 rows exceed the bound 0.01 on the estimated per-pixel error"
+        in (page.sections["accuracy"])
+    )
+    assert (
+        "No row exceeds the bound; the 3 largest per-pixel errors, for reference"
         in page.sections["accuracy"]
     )
 
@@ -590,7 +609,8 @@ def test_the_command_shows_the_values_the_run_used(tmp_path):
         "--steps 8",
         "--method gausslegendre",
         "--baseline black",
-        "--tolerance 0.01",
+        "--tolerance 0.0125",
+        "--completeness_tolerance 0.01",
         "--top_k 3",
         "--input_range 0,1",
         "--label_offset 0",
@@ -599,6 +619,7 @@ def test_the_command_shows_the_values_the_run_used(tmp_path):
         assert f" {flag} " in f" {effective} "
     assert effective.count("--dataset") == 1 and effective.count("--steps") == 1
     assert "store_path" not in effective and "--split" not in effective
+    assert "estimate_bound" not in effective  # derived from --tolerance, no flag
     assert typed.count("--dataset") == 2  # the line as typed, kept apart and labelled
     assert typed.startswith("python -m pipeline --dataset sample ")
     assert " --data_dir /d/tfds" in effective and "/c/old.txt" not in effective

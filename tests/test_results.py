@@ -101,7 +101,9 @@ def _config_entry(dtype: str, attributions: str, baselines_: tuple[str, ...]) ->
         "seed": 0,
         "store_path": True,
         "target": "predicted",
-        "tolerance": 0.01,
+        "tolerance": 0.0125,
+        "estimate_bound": 0.01,  # the job's: --tolerance over the estimate's margin
+        "completeness_tolerance": 0.01,
         "top_k": 3,
     }
 

@@ -221,11 +221,11 @@ def _optional(value: float) -> float | None:
 
 
 def _within(config: AttributionConfig, error: float, relative: float) -> bool | None:
-    """Whether the map is within the tolerances: its estimated per-pixel error and its
-    completeness; None without a tolerance (the fixed rule)."""
+    """Whether the map is within the tolerances: its estimated per-pixel error (within
+    `estimate_bound()`) and its completeness; None without a tolerance (the fixed rule)."""
     if config.tolerance == 0:
         return None
-    return bool(error <= config.tolerance and relative <= config.completeness_tolerance)
+    return bool(error <= config.estimate_bound() and relative <= config.completeness_tolerance)
 
 
 def _stored(attributions: np.ndarray, cfg: AttributionConfig):

@@ -340,8 +340,10 @@ def _log_histogram(
     xlabel: str,
     width: float,
     height: float,
+    line: str = "tolerance",
 ) -> Figure:
-    """A log-scaled histogram of relative errors (>= 0) with the tolerance as a line.
+    """A log-scaled histogram of relative errors (>= 0) with the tolerance as a line
+    (named `line` in the legend).
 
     Relative errors span decades (1e-6 for a converged row, 0.3 for a poor one), so
     the bins are logarithmic (`log_bins`: across the data, with an edge on the
@@ -370,7 +372,7 @@ def _log_histogram(
             color=_WRONG,
             linestyle="--",
             linewidth=1,
-            label=f"tolerance {tolerance:g}: {above} rows above",
+            label=f"{line} {tolerance:g}: {above} rows above",
         )
     if finite.size < values.size:
         ax.plot([], [], " ", label=f"{values.size - finite.size} rows without a value")
@@ -390,7 +392,7 @@ def completeness_figure(
 
     Args:
       relative_delta: one value per row (>= 0; NaN are left out and counted).
-      tolerance: the run's `--tolerance`, drawn as a vertical line when > 0.
+      tolerance: the run's `--completeness_tolerance`, drawn as a vertical line when > 0.
     """
     label = "relative completeness error |delta| / |F(x) - F(x')|"
     return _log_histogram(relative_delta, tolerance, label, width, height)
@@ -408,10 +410,11 @@ def attribution_error_figure(
     Args:
       attribution_error: the `attribution_error` column, one value per row (>= 0;
         NaN are left out and counted).
-      tolerance: the run's `--tolerance`, drawn as a vertical line when > 0.
+      tolerance: the run's bound on it (the manifest's `estimate_bound`: its
+        `--tolerance` over the estimate's margin), drawn as a vertical line when > 0.
     """
     label = "estimated per-pixel error ||A - A_true|| / ||A_true||"
-    return _log_histogram(attribution_error, tolerance, label, width, height)
+    return _log_histogram(attribution_error, tolerance, label, width, height, "bound")
 
 
 #: The faithfulness columns: IG's area under the curve and its random-ranking control.
