@@ -430,6 +430,51 @@ def test_models_the_job_cannot_audit_are_refused_at_launch(image_folder, tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+def _typed_input_models(path, dtype) -> tuple[str, str]:
+    """A SavedModel whose `__call__`, and one whose serving signature, takes `dtype`
+    images: logits = mean(x) @ w, computed in float32."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.w = tf.Variable(np.random.default_rng(2).normal(size=(3, 5)).astype(np.float32))
+    spec = tf.TensorSpec([None, SIZE, SIZE, 3], dtype, name="x")
+
+    @tf.function(input_signature=[spec])
+    def scores(x):
+        return tf.reduce_mean(tf.cast(x, tf.float32), [1, 2]) @ module.w
+
+    @tf.function(input_signature=[spec])
+    def serve(x):
+        return {"logits": scores(x)}
+
+    callable_model, signature_model = (str(path / f"{dtype.name}_{k}") for k in ("call", "sig"))
+    tf.saved_model.save(module, signature_model, signatures={"serving_default": serve})
+    module.__call__ = scores
+    tf.saved_model.save(module, callable_model)
+    return callable_model, signature_model
+
+
+def test_a_model_taking_float16_images_is_fed_them_and_integer_images_are_refused(
+    image_folder, tmp_path, capsys
+):
+    """The job's images are float32: a float16 input gets them cast (the gradient flows
+    back through the cast); a uint8 one has no gradient, and says how to export it."""
+    import tensorflow as tf
+
+    for model in _typed_input_models(tmp_path, tf.float16):
+        output = tmp_path / "out" / os.path.basename(model)
+        assert main([*_flags(image_folder, model, output), "--faithfulness", "none"]) == 0
+        rows = pd.read_parquet(output / "results")
+        assert len(rows) == len(image_folder["pixels"]) and rows.relative_delta.max() < 0.01
+    for model in _typed_input_models(tmp_path, tf.uint8):
+        assert main(_flags(image_folder, model, tmp_path / "refused")) == 2, model
+        err = capsys.readouterr().err
+        (line,) = _error_lines(err)
+        assert line.startswith(f"error: --model '{model}' takes uint8 images;"), line
+        assert "export the model with a float32 input" in line and "Traceback" not in err
+    assert not (tmp_path / "refused").exists()
+
+
 def _signature_model(path, outputs: tuple[str, ...], shape=(SIZE, SIZE)) -> str:
     """A SavedModel with only a serving_default signature returning `outputs`."""
     import tensorflow as tf

@@ -345,19 +345,15 @@ def _callable(obj: Any, reference: str) -> tuple[Any, tuple | None]:
             )
         # A Keras Input's batch size is a hint: the model runs on any batch.
         shape = (None, *obj.inputs[0].shape[1:]) if obj.inputs else None
+        if obj.inputs:  # Keras casts the float32 images to a float input's dtype itself
+            _input_cast(obj.inputs[0].dtype, reference)
 
         def call(x):
             return obj(x, training=False)
 
         return call, shape
     if callable(obj):
-        shape = None
-        for fn in getattr(obj.__call__, "concrete_functions", None) or []:
-            specs = [s for s in fn.structured_input_signature[0] if hasattr(s, "shape")]
-            if specs and len(specs[0].shape) == 4:
-                shape = tuple(specs[0].shape)
-                break
-        return obj, shape
+        return _module_call(obj, reference)
     signatures = getattr(obj, "signatures", {})
     if "serving_default" in signatures:
         sig = signatures["serving_default"]
@@ -368,14 +364,50 @@ def _callable(obj: Any, reference: str) -> tuple[Any, tuple | None]:
                 "the job needs one, the images [N, H, W, 3]."
             )
         key = _scores_key(reference, sig.structured_outputs)
+        cast = _input_cast(spec.dtype, reference) or (lambda x: x)
 
         def call(x):
-            return sig(**{name: x})[key]
+            return sig(**{name: cast(x)})[key]
 
         return call, tuple(spec.shape)
     raise ValueError(
         f"--model {reference!r} is neither callable nor has a serving_default signature."
     )
+
+
+def _module_call(obj: Any, reference: str) -> tuple[Any, tuple | None]:
+    """`_callable` of a callable SavedModel: its first 4-D concrete function's input
+    shape, and the images cast to that input's type."""
+    shape, dtype = None, None
+    for fn in getattr(obj.__call__, "concrete_functions", None) or []:
+        specs = [s for s in fn.structured_input_signature[0] if hasattr(s, "shape")]
+        if specs and len(specs[0].shape) == 4:
+            shape, dtype = tuple(specs[0].shape), specs[0].dtype
+            break
+    cast = _input_cast(dtype, reference)
+    return (obj if cast is None else lambda x: obj(cast(x))), shape
+
+
+def _input_cast(dtype, reference: str):
+    """How the job's float32 images reach an input of `dtype`: None when they fit as
+    they are, a cast for another float type (float16, bfloat16: the gradient flows
+    back through it); an integer input (uint8 images) is refused, as IG needs the
+    gradient with respect to the input."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    if dtype is None:
+        return None
+    dtype = tf.as_dtype(dtype)
+    if not dtype.is_floating:
+        raise ValueError(
+            f"--model {reference!r} takes {dtype.name} images; Integrated Gradients needs "
+            "the gradient with respect to the input, which an integer input has not: export "
+            "the model with a float32 input (cast to its type inside the model), with "
+            "--input_range for the pixel range it expects (e.g. 0,255)."
+        )
+    if dtype == tf.float32:
+        return None
+    return lambda x: tf.cast(x, dtype)
 
 
 def _scores_output(names) -> str | None:
