@@ -315,6 +315,21 @@ def test_tfds_bad_split_names_the_valid_ones(tiny_imagenet_a):
         sources.resolve_tfds("imagenet_a", "validation", tiny_imagenet_a, download=False)
 
 
+def test_tfds_split_whose_parts_overlap_exits_2_before_any_work(
+    tiny_imagenet_a, linear_keras, tmp_path, capsys
+):
+    # test[:3]+test[1:4] read examples 1 and 2 twice: 6 inputs, 6 rows, 4 image_ids.
+    for split in ("test[:3]+test[1:4]", "test+test", "test[-1:]+test[:75%]+test[75%:]"):
+        args = cli_args(dataset="imagenet_a", split=split, data_dir=tiny_imagenet_a)
+        args += cli_args(model=linear_keras, output=tmp_path / "out", steps=2)
+        assert main(args) == 2
+        assert "more than once" in capsys.readouterr().err
+        assert not (tmp_path / "out").exists()
+    for split in ("test[:50%]+test[50%:]", "test[-1:]+test[:3]"):
+        source = sources.resolve_tfds("imagenet_a", split, tiny_imagenet_a, download=False)
+        assert source.num_examples == 4
+
+
 def test_tfds_not_prepared_without_download_says_how(tmp_path):
     with pytest.raises(ValueError, match=r"not prepared in .*tfds build imagenet_a"):
         sources.resolve_tfds("imagenet_a", "test", str(tmp_path), download=False)

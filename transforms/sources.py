@@ -615,6 +615,27 @@ def _split_size(name: str, split: str, builder: Any) -> int:
         ) from e
 
 
+def _check_no_overlap(name: str, split: str, builder: Any) -> None:
+    """Refuses a split spec whose parts read an example twice (`test[:3]+test[1:4]`,
+    `test+test`): its image_id would name two inputs, audited twice."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    instructions = tfds.core.ReadInstruction.from_spec(split).to_absolute(builder.info.splits)
+    read: dict[str, list[tuple[int, int]]] = {}
+    for part in instructions:
+        size = builder.info.splits[part.splitname].num_examples
+        start, stop = part.from_ or 0, size if part.to is None else part.to
+        for other_start, other_stop in read.get(part.splitname, []):
+            first, last = max(start, other_start), min(stop, other_stop)
+            if first < last:
+                raise ValueError(
+                    f"--split {split!r} reads examples {first} to {last - 1} of "
+                    f"{part.splitname!r} more than once; each would be audited twice under "
+                    "one image_id. Use parts that do not overlap."
+                )
+        read.setdefault(part.splitname, []).append((start, stop))
+
+
 def resolve_tfds(
     name: str, split: str, data_dir: str | None, download: bool, remote_workers: bool = False
 ) -> TfdsSource:
@@ -628,13 +649,14 @@ def resolve_tfds(
         dataset is then an error that says how to prepare it once, in `data_dir`.
 
     Raises:
-      ValueError: unknown dataset, no image feature, unknown split, or not
-        prepared (with how to prepare it).
+      ValueError: unknown dataset, no image feature, unknown split, a split
+        whose parts overlap, or not prepared (with how to prepare it).
     """
     builder = _tfds_builder(name, data_dir)
     _ensure_prepared(name, builder, download, remote_workers)
     image_key, label_key, file_name_key = _feature_keys(name, builder)
     num_examples = _split_size(name, split, builder)
+    _check_no_overlap(name, split, builder)
     features = builder.info.features
     class_names = tuple(features[label_key].names) if label_key else None
     return TfdsSource(
