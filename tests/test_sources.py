@@ -45,6 +45,18 @@ def test_folder_listing_skips_hidden_files_and_unknown_folders_are_unlabelled(tm
     }
 
 
+def test_the_warning_about_unlabelled_sub_folders_says_how_many_it_does_not_name(tmp_path, caplog):
+    for name in ("a", "b", "c", "d", "e", "f", "g"):
+        write_image(tmp_path / name / "x.png", np.zeros((2, 2, 3), np.uint8))
+    write_image(tmp_path / WNID_CAT / "cat.png", np.zeros((2, 2, 3), np.uint8))
+    with caplog.at_level("WARNING", logger="transforms.sources"):
+        sources.list_image_folder(str(tmp_path))
+    assert (
+        "7 files in sub-folders that are not ImageNet WordNet ids (a, b, c, d, e and 2 more) "
+        "get no label." in caplog.text
+    )
+
+
 def _listed(root, **kwargs) -> dict[str, str | None]:
     """image_id -> the reason it cannot be read (None: a file to read)."""
     return {f.image_id: f.error for f in sources.list_image_folder(str(root), **kwargs)}

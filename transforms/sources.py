@@ -275,10 +275,12 @@ def list_image_folder(root: str, skip: str | None = None) -> list[FolderFile]:
     unlabelled = [f for f in files if f.label is None and "/" in f.image_id]
     if unlabelled:
         folders = sorted({f.image_id.split("/")[0] for f in unlabelled})
+        more = f" and {len(folders) - 5} more" if len(folders) > 5 else ""
         _LOG.warning(
-            "%d files in sub-folders that are not ImageNet WordNet ids (%s) get no label.",
+            "%d files in sub-folders that are not ImageNet WordNet ids (%s%s) get no label.",
             len(unlabelled),
             ", ".join(folders[:5]),
+            more,
         )
     return files
 
