@@ -266,6 +266,22 @@ def test_a_tfds_builder_config_is_read_by_its_name(linear_keras, tmp_path):
     assert sorted(results.label) == [0, 0, 1] and (results.target_class == results.label).all()
 
 
+def test_a_tfds_label_that_is_not_a_class_label_is_warned_of(tmp_path, caplog):
+    import tensorflow_datasets as tfds
+
+    import tests.tfds_builders  # noqa: F401  (registers tiny_text_labels)
+
+    data_dir = str(tmp_path / "tfds")
+    tfds.builder("tiny_text_labels", data_dir=data_dir).download_and_prepare()
+    with caplog.at_level("WARNING", logger="transforms.sources"):
+        source = sources.resolve_tfds("tiny_text_labels", "test", data_dir, download=False)
+    assert source.label_key is None and source.num_examples == 2
+    assert (
+        "TFDS dataset 'tiny_text_labels' has a 'label' feature that is not a ClassLabel (Text): "
+        "its images get no label." in caplog.text
+    )
+
+
 def test_target_label_on_a_tfds_dataset_without_labels_exits_2(linear_keras, tmp_path, capsys):
     import tensorflow_datasets as tfds
 

@@ -47,3 +47,23 @@ class TinyUnlabelled(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self):
         for i in range(2):
             yield i, {"image": np.full((SIZE, SIZE, 3), 100 + i, np.uint8)}
+
+
+class TinyTextLabels(tfds.core.GeneratorBasedBuilder):
+    """Two flat grey images whose 'label' is text, not a ClassLabel."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        features = {
+            "image": tfds.features.Image(shape=(SIZE, SIZE, 3)),
+            "label": tfds.features.Text(),
+        }
+        return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(features))
+
+    def _split_generators(self, dl_manager):
+        return {"test": self._generate_examples()}
+
+    def _generate_examples(self):
+        for i in range(2):
+            yield i, {"image": np.full((SIZE, SIZE, 3), 100 + i, np.uint8), "label": f"cls{i}"}

@@ -603,6 +603,13 @@ def _feature_keys(name: str, builder: Any) -> tuple[str, str | None, str | None]
         label_key = supervised[1]
     elif label_keys:
         label_key = "label" if "label" in label_keys else label_keys[0]
+    if label_key is None and "label" in features:
+        _LOG.warning(
+            "TFDS dataset %r has a 'label' feature that is not a ClassLabel (%s): its images "
+            "get no label.",
+            name,
+            type(features["label"]).__name__,
+        )
     file_name_key = "file_name" if "file_name" in features else None
     return image_key, label_key, file_name_key
 
