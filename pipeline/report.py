@@ -43,6 +43,7 @@ from matplotlib.figure import Figure
 
 from transforms import files, plots, results
 from transforms.ig.rules import METHODS, has_spread
+from transforms.manifest import CHECKPOINT_DIR, TEMP_DIR
 
 __all__ = ["build_report", "main", "read_sanity", "write_report"]
 
@@ -437,7 +438,7 @@ def _checkpointed(output: str, shown: set[str]) -> int:
     (`<output>/.tmp/checkpoints/<run id>/`, `transforms.sinks.checkpoint_folder`),
     which --resume keeps, and that are not among the rows `shown` already (a run
     killed after its sink finalized has both); an unreadable file counts none."""
-    parts = (".tmp", "checkpoints", "*", "*.parquet")
+    parts = (TEMP_DIR, CHECKPOINT_DIR, "*", "*.parquet")
     if files.is_remote(output):
         from apache_beam.io.filesystems import FileSystems  # noqa: PLC0415 - slow; remote only
 

@@ -1,7 +1,9 @@
 """A run's manifest: `<output>/manifest.json`, read back without Beam.
 
 `transforms.sinks.WriteManifest` writes it at the end of a run; readers (the
-read-back API, the report, `--resume`) read it here.
+read-back API, the report, `--resume`) read it here. The names of a run's temp
+and checkpoint folders live here too, so that the report finds a killed run's
+checkpoints without importing Beam's sinks.
 """
 
 from __future__ import annotations
@@ -11,10 +13,16 @@ from typing import Any
 
 from transforms import files
 
-__all__ = ["MANIFEST_FILE", "is_run", "read_manifest"]
+__all__ = ["CHECKPOINT_DIR", "MANIFEST_FILE", "TEMP_DIR", "is_run", "read_manifest"]
 
 #: The manifest's name in a run's --output folder.
 MANIFEST_FILE = "manifest.json"
+#: Where Beam's sinks write files before they are complete: `<output>/.tmp/`, next to,
+#: never inside, the folders readers read (`results/`, `errors/`). A killed run leaves
+#: its partial files there, and the next run on the folder deletes them.
+TEMP_DIR = ".tmp"
+#: Under TEMP_DIR: the checkpoint files of each run (`transforms.sinks.WriteCheckpoints`).
+CHECKPOINT_DIR = "checkpoints"
 
 
 def read_manifest(output: str) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import files
 from transforms.errors import error_reason
-from transforms.manifest import MANIFEST_FILE, read_manifest
+from transforms.manifest import CHECKPOINT_DIR, MANIFEST_FILE, TEMP_DIR, read_manifest
 from transforms.schema import ERROR_SCHEMA, rows_to_table
 
 __all__ = [
@@ -60,15 +60,9 @@ COUNT_KEYS = (
 ROWS_PER_GROUP = 64
 BYTES_PER_GROUP = 64 << 20
 _FLOAT_ARRAYS = ("attributions", "path_alphas", "path_scores", "deletion_curve", "insertion_curve")
-#: Where Beam's sinks write files before they are complete: `<output>/.tmp/`, next to,
-#: never inside, the folders readers read (`results/`, `errors/`). A killed run leaves
-#: its partial files there, and the next run on the folder deletes them.
-TEMP_DIR = ".tmp"
 #: In `results/`: the zero-row file of every column a run writes first
 #: (`write_schema_file`); named like the sink's `part-*` files.
 SCHEMA_FILE = "part-schema.parquet"
-#: Under TEMP_DIR: the checkpoint files of each run (`WriteCheckpoints`).
-CHECKPOINT_DIR = "checkpoints"
 
 
 def writer_options(schema: pa.Schema) -> dict[str, Any]:
