@@ -131,3 +131,37 @@ def image_folder(tmp_path) -> dict[str, np.ndarray]:
         pixels[image_id] = array
     (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
     return {"root": str(root), "pixels": pixels}
+
+
+@pytest.fixture
+def folder_run(tmp_path):
+    """Four images in a folder and an output of known rows over them, in two shards.
+
+    cat1 (label 281) is right, cat2 (281 -> 282, 90%) and shark (2 -> 3, 60%,
+    relative delta 5%) are wrong, loose.png has no label.
+    """
+    from tests.known_rows import make_row, write_output  # noqa: PLC0415 - it imports SIZE from here
+
+    rng = np.random.default_rng(7)
+    root = tmp_path / "images"
+    pixels = {}
+    for image_id, shape in (
+        (f"{WNID_CAT}/cat1.png", (SIZE, SIZE, 3)),
+        (f"{WNID_CAT}/cat2.png", (SIZE, SIZE, 3)),
+        (f"{WNID_SHARK}/shark.png", (SIZE // 2, SIZE, 3)),  # landscape: padded
+        ("loose.png", (SIZE, SIZE, 3)),
+    ):
+        pixels[image_id] = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        write_image(root / image_id, pixels[image_id])
+    rows = [
+        [
+            make_row(f"{WNID_SHARK}/shark.png", 2, 3, 0.6, 0.05, seed=3),
+            make_row(f"{WNID_CAT}/cat1.png", 281, 281, 0.8, 0.001, seed=1),
+        ],
+        [
+            make_row(f"{WNID_CAT}/cat2.png", 281, 282, 0.9, 0.002, seed=2),
+            make_row("loose.png", None, 7, 0.3, 0.004, seed=4),
+        ],
+    ]
+    output = write_output(tmp_path / "out", rows, dataset=str(root))
+    return {"output": output, "root": str(root), "pixels": pixels}

@@ -12,13 +12,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from tests.conftest import SIZE, WNID_CAT, cli_args, write_image
-from tests.test_results import (  # noqa: F401 - folder_run is a fixture
-    SIDE,
-    folder_run,
-    known_attributions,
-    make_row,
-    write_output,
-)
+from tests.known_rows import SIDE, known_attributions, make_row, write_output
 from transforms import plots, results
 
 A = np.array([[[1, -1, 0], [0, 0, 0]], [[2, 0, 0], [0, 0, -4]]], dtype=np.float32)  # [2, 2, 3]
@@ -102,7 +96,7 @@ def test_channel_figure_is_signed_on_one_scale():
         plots.channel_figure(A.sum(axis=-1))
 
 
-def test_path_figure_plots_the_stored_curve(folder_run):  # noqa: F811
+def test_path_figure_plots_the_stored_curve(folder_run):
     row = results.read_row(folder_run["output"], "cat1.png")
     figure = plots.path_figure(row, title="t")
     ax = figure.axes[0]
@@ -144,7 +138,7 @@ def test_completeness_histogram_counts_every_row():
     assert "no rows" in plots.completeness_figure([]).axes[0].texts[0].get_text()
 
 
-def test_grid_figure_captions_and_marks_misclassifications(folder_run):  # noqa: F811
+def test_grid_figure_captions_and_marks_misclassifications(folder_run):
     output = folder_run["output"]
     rows = results.read_results(output, with_arrays=True)
     pictures = results.input_images(output, rows.image_id)
@@ -164,7 +158,7 @@ def test_grid_figure_captions_and_marks_misclassifications(folder_run):  # noqa:
     )
 
 
-def test_audit_figure_reads_row_photo_and_baseline(folder_run):  # noqa: F811
+def test_audit_figure_reads_row_photo_and_baseline(folder_run):
     output = folder_run["output"]
     figure = plots.audit_figure(output, "cat2.png")
     axes = [ax for ax in figure.axes if ax.get_images()]

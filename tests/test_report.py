@@ -23,11 +23,7 @@ from pipeline import run
 from pipeline import sanity as sanity_check
 from pipeline.report import build_report, main, read_sanity
 from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, cli_args, write_image
-from tests.test_results import (  # noqa: F401 - folder_run is a fixture
-    folder_run,
-    make_row,
-    write_output,
-)
+from tests.known_rows import make_row, write_output
 from transforms import labels, results
 from transforms.config import AttributionConfig
 from transforms.schema import results_schema
@@ -394,7 +390,7 @@ NEW_VALUES = {
 }
 
 
-def test_per_pixel_accuracy_section_beside_completeness(folder_run):  # noqa: F811
+def test_per_pixel_accuracy_section_beside_completeness(folder_run):
     add_columns(folder_run["output"], NEW_VALUES)
     page = _page(build_report(folder_run["output"], gallery=0))
     section = page.sections["accuracy"]
@@ -421,7 +417,7 @@ def test_per_pixel_accuracy_section_beside_completeness(folder_run):  # noqa: F8
     assert re.findall(r"\w+\.png →", page.sections["worst-completeness"]) == ["shark.png →"]
 
 
-def test_the_per_pixel_bound_is_the_tolerance_over_the_estimates_margin(folder_run):  # noqa: F811
+def test_the_per_pixel_bound_is_the_tolerance_over_the_estimates_margin(folder_run):
     add_columns(folder_run["output"], NEW_VALUES)
     text = build_report(folder_run["output"], gallery=0)
     assert "0.0125 per pixel (its estimate held within 0.01), 0.01 completeness" in text
@@ -437,7 +433,7 @@ def test_the_per_pixel_bound_is_the_tolerance_over_the_estimates_margin(folder_r
     assert "2 of 4 rows exceed the bound 0.04 on the estimated per-pixel error" in section
 
 
-def test_faithfulness_section_flags_rows_no_better_than_chance(folder_run):  # noqa: F811
+def test_faithfulness_section_flags_rows_no_better_than_chance(folder_run):
     add_columns(folder_run["output"], NEW_VALUES)
     page = _page(build_report(folder_run["output"], gallery=0))
     section = page.sections["faithfulness"]
@@ -462,7 +458,7 @@ def test_faithfulness_section_flags_rows_no_better_than_chance(folder_run):  # n
     assert re.search(r'<div class="v">2</div><div class="k">rows no better than chance', text)
 
 
-def test_sections_say_when_the_run_did_not_record_the_new_columns(folder_run, tmp_path):  # noqa: F811
+def test_sections_say_when_the_run_did_not_record_the_new_columns(folder_run, tmp_path):
     drop_columns(folder_run["output"])
     page = _page(build_report(folder_run["output"], gallery=0))  # a run before the columns
     assert "Per-pixel accuracy was not recorded in this run" in page.sections["accuracy"]
@@ -493,7 +489,7 @@ def _write_sanity(output: str, data: Any) -> None:
     (folder / "sanity.json").write_text(text)
 
 
-def test_sanity_check_section_says_which_it_is(folder_run):  # noqa: F811
+def test_sanity_check_section_says_which_it_is(folder_run):
     output = folder_run["output"]
     stages = [
         {"layer": "logits", "spearman_median": 0.61, "ssim_median": 0.5},
@@ -516,7 +512,7 @@ def test_sanity_check_section_says_which_it_is(folder_run):  # noqa: F811
     assert "sanity/sanity.json could not be read" in section
 
 
-def test_the_page_gives_the_sanity_checks_own_verdict(folder_run):  # noqa: F811
+def test_the_page_gives_the_sanity_checks_own_verdict(folder_run):
     # Spearman below the threshold, SSIM above: maps still similar, so the check fails.
     # (The page once judged on Spearman alone and said the opposite.)
     output = folder_run["output"]
@@ -658,7 +654,7 @@ def test_a_sanity_check_without_its_run_is_kept(tmp_path, linear_keras):
     assert (output / "sanity" / "sanity.json").exists()
 
 
-def test_without_a_tolerance_no_row_is_judged_against_one(folder_run):  # noqa: F811
+def test_without_a_tolerance_no_row_is_judged_against_one(folder_run):
     manifest_path = Path(folder_run["output"], "manifest.json")
     manifest = json.loads(manifest_path.read_text())
     manifest["config"]["tolerance"] = 0  # --tolerance 0: refinement off, nothing flagged
