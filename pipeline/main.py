@@ -176,17 +176,17 @@ def _local_output(output: str) -> str:
     return output if output.startswith(_REMOTE_SCHEMES) else os.path.abspath(output)
 
 
+# The folders of a run in its --output, which --overwrite deletes with it: its rows,
+# its errors, and the check `python -m pipeline.sanity` writes there (it describes
+# the run). `_earlier_run` lists them; nothing else may lie inside them.
+_RUN_FOLDERS = ("results", "errors", "sanity")
+
+
 def _earlier_run(output: str) -> list[str]:
     """Files of an earlier run in `output`, by file: on gs:// a folder is only a prefix."""
-    patterns = [
-        FileSystems.join(output, "results", "**"),
-        FileSystems.join(output, "errors", "**"),
-        FileSystems.join(output, MANIFEST_FILE),
-        # The page `python -m pipeline.report` and the check `python -m pipeline.sanity`
-        # write there: they describe the earlier run.
-        FileSystems.join(output, "report.html"),
-        FileSystems.join(output, "sanity", "**"),
-    ]
+    patterns = [FileSystems.join(output, folder, "**") for folder in _RUN_FOLDERS]
+    # And its manifest, and the page `python -m pipeline.report` writes there.
+    patterns += [FileSystems.join(output, name) for name in (MANIFEST_FILE, "report.html")]
     try:
         matches = FileSystems.match(patterns)
     except Exception:  # unlistable: the writability probe below says why
@@ -617,8 +617,7 @@ def _check_not_inside_a_run(output: str) -> None:
         return
     path = Path(output).resolve()  # through symbolic links
     for folder in (path, *path.parents):
-        run_folders = ("results", "errors", "sanity", TEMP_DIR)
-        if folder.name in run_folders and (folder.parent / MANIFEST_FILE).is_file():
+        if folder.name in (*_RUN_FOLDERS, TEMP_DIR) and (folder.parent / MANIFEST_FILE).is_file():
             raise ConfigError(
                 f"--output {output!r} lies inside {str(folder)!r}, the {folder.name} of the "
                 f"run in {str(folder.parent)!r}; choose a folder outside it."
@@ -732,7 +731,7 @@ def _check_dataset_kept(output: str, dataset: str) -> None:
     if dataset.startswith(_REMOTE_SCHEMES) or output.startswith(_REMOTE_SCHEMES):
         return
     data = Path(dataset).resolve()  # through symbolic links, as the files are
-    for name in ("results", "errors", "sanity"):
+    for name in _RUN_FOLDERS:
         folder = Path(output).resolve() / name
         if data == folder or folder in data.parents:
             raise ConfigError(
