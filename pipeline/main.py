@@ -1144,19 +1144,26 @@ def _images_with(outcome: ImageOutcome) -> list[tuple[str, int]]:
     return [("images_with_rows", 1)] if outcome.rows else []
 
 
+def _progress_clock(job: AuditJob) -> tuple[str, float]:
+    """The key under which the job's progress steps and heartbeat share one count
+    (`pipeline.progress`), and the job's start in seconds since the epoch."""
+    start = datetime.datetime.fromisoformat(job.start_time).timestamp()
+    return f"{job.output}@{job.start_time}", start
+
+
 def _heartbeat(job: AuditJob) -> contextlib.AbstractContextManager:
     """Progress lines while the in-process DirectRunner runs (p.run() blocks there)."""
     if not job.show_progress or job.progress_per_worker:
         return contextlib.nullcontext()
-    start = datetime.datetime.fromisoformat(job.start_time).timestamp()
-    return heartbeat(f"{job.output}@{job.start_time}", job.total_inputs, start)
+    key, start = _progress_clock(job)
+    return heartbeat(key, job.total_inputs, start)
 
 
 def _progress(job: AuditJob, kind: str) -> ReportProgress:
-    start = datetime.datetime.fromisoformat(job.start_time).timestamp()
+    key, start = _progress_clock(job)
     return ReportProgress(
         kind,
-        key=f"{job.output}@{job.start_time}",
+        key=key,
         total=job.total_inputs,
         start=start,
         batch_size=job.batch_size,
