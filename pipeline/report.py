@@ -979,12 +979,16 @@ def _sections(
     }
 
 
+# The page's sizes when none are given, for `build_report` and the command line alike.
+_EXAMPLES, _GALLERY, _CLASSES = 12, 16, 100
+
+
 def build_report(
     output: str,
     *,
-    examples: int = 12,
-    gallery: int = 16,
-    classes: int = 100,
+    examples: int = _EXAMPLES,
+    gallery: int = _GALLERY,
+    classes: int = _CLASSES,
     image_root: str | None = None,
 ) -> str:
     """The HTML page of a run.
@@ -1043,11 +1047,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--examples",
         type=int,
-        default=12,
+        default=_EXAMPLES,
         help="Cards per section (misclassifications, worst rows, no better than chance).",
     )
-    parser.add_argument("--gallery", type=int, default=16, help="Images in the gallery (0: none).")
-    parser.add_argument("--classes", type=int, default=100, help="Rows of the per-class table.")
+    parser.add_argument(
+        "--gallery", type=int, default=_GALLERY, help="Images in the gallery (0: none)."
+    )
+    parser.add_argument(
+        "--classes", type=int, default=_CLASSES, help="Rows of the per-class table."
+    )
     parser.add_argument(
         "--image_root", default=None, help="Where the run's image folder is now, if it moved."
     )
