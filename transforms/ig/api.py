@@ -11,6 +11,7 @@ from transforms.ig import rules
 from transforms.ig.engine import Adaptive, Fixed, Paths, least_path_bytes
 
 __all__ = [
+    "DEFAULT_MAX_STEPS",
     "DEFAULT_PATH_BATCH_SIZE",
     "IGResult",
     "IGSettings",
@@ -18,6 +19,7 @@ __all__ = [
     "ScoreFn",
     "ScoreGradFn",
     "completeness",
+    "default_max_steps",
     "integrand_from_gradients",
     "integrated_gradients",
 ]
