@@ -234,23 +234,22 @@ def _drop_empty_temp(output: str) -> None:
 
 def _tidy_finished(job: AuditJob) -> dict[str, Any] | None:
     """After a finished run: its checkpoints go (its rows are in results/), then
-    the empty temp folders, and a resume's empty results file. Returns the
-    run's manifest; None for a job that wrote nothing (a Dataflow --dry_run)."""
+    the empty temp folders, a resume's empty results files and the schema file
+    (`_drop_schema_file`). Returns the run's manifest; None for a job that wrote
+    nothing (a Dataflow --dry_run)."""
     if job.lock is None:
         return None
     manifest = read_manifest(job.output)
-    _drop_checkpoints(job)
+    _drop_checkpoints(job.output, job.lock.run_id)
     _drop_empty_temp(job.output)
     _drop_empty_resume(job, manifest)
     _drop_schema_file(job.output)
     return manifest
 
 
-def _drop_checkpoints(job: AuditJob) -> None:
+def _drop_checkpoints(output: str, run_id: str) -> None:
     """Deletes a finished run's checkpoint files: its rows are in results/ now."""
-    if job.lock is None:
-        return
-    _delete_matching(FileSystems.join(checkpoint_folder(job.output, job.lock.run_id), "*"))
+    _delete_matching(FileSystems.join(checkpoint_folder(output, run_id), "*"))
 
 
 def _drop_empty_resume(job: AuditJob, manifest: dict[str, Any]) -> None:
