@@ -950,6 +950,11 @@ def outputs_are_probabilities(outputs: np.ndarray) -> bool:
     return bool(in_range and np.allclose(outputs.sum(axis=1), 1.0, rtol=0.0, atol=1e-3))
 
 
+def _path_points(inputs, baselines, alphas):
+    """x' + a (x - x') per row: [N, S, S, 3] from inputs and baselines [N, S, S, 3], alphas [N]."""
+    return baselines + alphas[:, None, None, None] * (inputs - baselines)
+
+
 def _target_scores(call, points, targets, take_softmax: bool):
     """Each row's target output, after a softmax over the outputs if `take_softmax`."""
     import tensorflow as tf  # noqa: PLC0415
@@ -975,7 +980,7 @@ def _compile_score_and_grad(call, size: int, jit: bool, take_softmax: bool):
 
     @tf.function(input_signature=_path_spec(size), jit_compile=jit)
     def score_and_grad(inputs, baselines, alphas, targets):
-        points = baselines + alphas[:, None, None, None] * (inputs - baselines)
+        points = _path_points(inputs, baselines, alphas)
         with tf.GradientTape() as tape:
             tape.watch(points)
             scores = _target_scores(call, points, targets, take_softmax)
@@ -991,7 +996,7 @@ def _compile_score(call, size: int, jit: bool, take_softmax: bool):
 
     @tf.function(input_signature=_path_spec(size), jit_compile=jit)
     def score_fn(inputs, baselines, alphas, targets):
-        points = baselines + alphas[:, None, None, None] * (inputs - baselines)
+        points = _path_points(inputs, baselines, alphas)
         return _target_scores(call, points, targets, take_softmax)
 
     return score_fn
