@@ -137,8 +137,8 @@ def print_summary(manifest: dict[str, Any], limit: int = 20) -> None:
         f"Results in {output}/results ({rows} rows{new}), errors in {output}/errors "
         f"({counts['errors']}), manifest {output}/manifest.json; {counts['inputs']} inputs{before}."
     )
+    target = manifest.get("config", {}).get("target", "predicted") != "predicted"
     if rows:
-        target = manifest.get("config", {}).get("target", "predicted") != "predicted"
         print()
         print(summary_table(output, limit, target=target).to_string(index=False))
         if rows > limit:
@@ -150,9 +150,15 @@ def print_summary(manifest: dict[str, Any], limit: int = 20) -> None:
     python = _python()
     print()
     print("Read them with pandas:")
+    # With several rows per image (--target top_k, label), the target tells them apart.
+    columns = [
+        "file_name",
+        "predicted_name",
+        *(["target_name"] if target else []),
+        "attribution_error",
+    ]
     code = (
-        f"import pandas as pd; print(pd.read_parquet({output + '/results'!r}, "
-        "columns=['file_name', 'predicted_name', 'attribution_error']))"
+        f"import pandas as pd; print(pd.read_parquet({output + '/results'!r}, columns={columns!r}))"
     )
     print(f"  {python} -c {_shell_quoted(code)}")
     print("Render the audit report (one self-contained HTML page):")

@@ -722,6 +722,8 @@ def test_top_k_summary_shows_targets_cuts_and_errors(
     for line, name in zip(shown, names, strict=True):
         assert line.split("%")[1].strip().rsplit(" ", 1)[0].strip() == name, line
     assert "Errors by stage (1;" in out and "  decode: 1" in out and "(e.g. broken.jpg)" in out
+    # The printed pandas one-liner names each row's target, or an image's k rows look alike.
+    assert "columns=['file_name', 'predicted_name', 'target_name', 'attribution_error']" in out
 
 
 def test_ig_audit_console_command_is_declared_and_runs(capsys, monkeypatch):
