@@ -935,10 +935,12 @@ def _errors(errors: pd.DataFrame, limit: int, state: str) -> dict[str, Any]:
 def _querying(output: str, config: Mapping[str, Any], rows: int) -> str:
     """The page's query example; the heat map only where the run stored maps and
     has `rows` to draw them of."""
+    # With several rows per image (--target top_k, label), the target tells them apart.
+    target = ', "target_name"' if config.get("target", "predicted") != "predicted" else ""
     query = (
         "import pandas as pd\n"
         f'meta = pd.read_parquet("{output}/results", columns=["file_name", "label_name", '
-        '"predicted_name", "relative_delta", "attribution_error"])'
+        f'"predicted_name"{target}, "relative_delta", "attribution_error"])'
     )
     if config.get("attributions") == "none":
         return query + "\n\n# --attributions none: the run stored no maps to draw."

@@ -707,6 +707,10 @@ def test_the_query_example_draws_a_heat_map_only_where_the_run_stored_maps():
     none = _querying("out", {"attributions": "none"}, rows=4)
     assert "audit_figure" not in none and "stored no maps" in none
     assert none.startswith('import pandas as pd\nmeta = pd.read_parquet("out/results", columns=')
+    # With k rows per image the example reads each row's target, or they look alike.
+    assert "target_name" not in stored
+    top_k = _querying("out", {"attributions": "full", "target": "top_k"}, rows=4)
+    assert '"predicted_name", "target_name", "relative_delta"' in top_k
 
 
 def test_misclassified_cards_say_whose_map_they_show(tmp_path):
