@@ -1050,13 +1050,20 @@ def _parser() -> argparse.ArgumentParser:
         "--examples",
         type=int,
         default=_EXAMPLES,
-        help="Cards per section (misclassifications, worst rows, no better than chance).",
+        help="Cards per section (misclassifications, worst rows, no better than chance); "
+        f"default {_EXAMPLES}.",
     )
     parser.add_argument(
-        "--gallery", type=int, default=_GALLERY, help="Images in the gallery (0: none)."
+        "--gallery",
+        type=int,
+        default=_GALLERY,
+        help=f"Images in the gallery (0: none); default {_GALLERY}.",
     )
     parser.add_argument(
-        "--classes", type=int, default=_CLASSES, help="Rows of the per-class table."
+        "--classes",
+        type=int,
+        default=_CLASSES,
+        help=f"Rows of the per-class table; default {_CLASSES}.",
     )
     parser.add_argument(
         "--image_root", default=None, help="Where the run's image folder is now, if it moved."
