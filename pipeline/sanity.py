@@ -371,13 +371,21 @@ def print_report(report: dict[str, Any], output: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input", required=True, help="A finished run's --output folder.")
-    parser.add_argument("--images", type=int, default=4, help="Rows to check (first by id).")
-    parser.add_argument(
-        "--stages", default="6", help="Number of cascading stages, or comma-separated layer names."
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.sanity", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the random weights.")
+    parser.add_argument("--input", required=True, help="A finished run's --output folder.")
+    parser.add_argument(
+        "--images", type=int, default=4, help="Rows to check (first by id); default 4."
+    )
+    parser.add_argument(
+        "--stages",
+        default="6",
+        help="Number of cascading stages, or comma-separated layer names; default 6.",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="Seed of the random weights; default 0."
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     import_tensorflow(verbose=False)  # without its start-up lines, as the job does
