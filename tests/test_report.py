@@ -498,11 +498,14 @@ def test_sanity_check_section_says_which_it_is(folder_run):
     _write_sanity(output, {"stages": stages, "verdict": "pass", "changed": True, "images": 8})
     section = _page(build_report(output, gallery=0)).sections["sanity"]
     assert "on 8 images" in section
+    # --stages N spreads the layers over N stages: not one layer more per stage.
+    assert "more of them at each stage" in section and "one more at each stage" not in section
     assert "1 logits 0.61 0.5 2 block_6<b> 0.12 0.08" in section
     assert "The maps change when the model is destroyed: they behave as explanations" in section
     assert "Verdict recorded by the check: pass" in section
-    _write_sanity(output, {"stages": stages, "changed": False})
+    _write_sanity(output, {"stages": stages, "changed": False, "images": 1})
     section = _page(build_report(output, gallery=0)).sections["sanity"]
+    assert "on 1 image." in section
     assert "barely change when the model is destroyed: they are not explanations" in section
     _write_sanity(output, {"stages": stages})  # a file without the check's decision
     section = _page(build_report(output, gallery=0)).sections["sanity"]
