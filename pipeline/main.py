@@ -1240,7 +1240,7 @@ def _start(
         raise KeyboardInterrupt(str(e) or logs.NOT_STARTED) from None
     if save_main_session is not None:
         options.view_as(SetupOptions).save_main_session = save_main_session
-    what = f"{job.total_inputs} images of " if job.total_inputs is not None else ""
+    what = f"{logs.count(job.total_inputs, 'image')} of " if job.total_inputs is not None else ""
     _LOG.info(
         "Auditing %s%s with %s into %s.", what, job.source.name, job.spec.reference, job.output
     )

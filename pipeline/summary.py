@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline import logs
 from transforms.results import read_errors
 
 __all__ = ["error_summary", "print_summary", "summary_table"]
@@ -134,8 +135,9 @@ def print_summary(manifest: dict[str, Any], limit: int = 20) -> None:
     rows = _rows_in(output) if earlier else counts["rows"]
     new = f", {counts['rows']} of them from this run" if earlier else ""
     print(
-        f"Results in {output}/results ({rows} rows{new}), errors in {output}/errors "
-        f"({counts['errors']}), manifest {output}/manifest.json; {counts['inputs']} inputs{before}."
+        f"Results in {output}/results ({logs.count(rows, 'row')}{new}), errors in {output}/errors "
+        f"({counts['errors']}), manifest {output}/manifest.json; "
+        f"{logs.count(counts['inputs'], 'input')}{before}."
     )
     target = manifest.get("config", {}).get("target", "predicted") != "predicted"
     if rows:

@@ -357,11 +357,11 @@ def test_resuming_a_finished_run_whose_only_failure_fails_again_exits_0(
     args = cli_args(dataset=folder, model=linear_keras, output=tmp_path / "out", steps=2)
     assert main(args) == 0
     assert not (tmp_path / "out" / ".tmp").exists()  # the sinks' temp folder, left empty
-    capsys.readouterr()
+    assert "results (1 row), errors in " in capsys.readouterr().out
     assert main([*args, "--resume"]) == 0  # the output still holds good.png's row
     out, err = capsys.readouterr()
     assert _error_lines(err) == []
-    assert "(1 rows, 0 of them from this run)" in out
+    assert "(1 row, 0 of them from this run)" in out
     assert "2 inputs; 1 of them done before, their rows kept." in out
     assert pd.read_parquet(tmp_path / "out" / "results").image_id.tolist() == ["good.png"]
     # The resume wrote no row, and no empty results file beside the first run's.
