@@ -87,6 +87,34 @@ def test_launch_and_workers_agree_whether_outputs_are_probabilities(
     assert Classifier(spec, jit_compile=False).outputs_probabilities == probabilities
 
 
+@pytest.mark.parametrize(
+    "outputs, activation, warning",
+    [
+        (1, None, "has 1 output: every image's predicted_class is 0 and its top_k_probs 1"),
+        (3, "sigmoid", "outputs lie in [0, 1] without summing to 1, as a sigmoid"),
+        (3, None, None),  # logits: top_k_probs are their softmax, as documented
+    ],
+)
+def test_launch_warns_where_top_k_probs_are_not_the_models_probabilities(
+    tmp_path, caplog, outputs, activation, warning
+):
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    # Probed on plain images at 0 and 1: logits 1 and 4, or their sigmoids.
+    ones = {"kernel_initializer": "ones", "bias_initializer": "ones"}
+    dense = keras.layers.Dense(outputs, activation=activation, **ones)
+    path = str(tmp_path / "model.keras")
+    keras.Model(inputs, dense(pooled)).save(path)
+    with caplog.at_level("WARNING"):
+        resolve_model(path)
+    if warning is None:
+        assert "top_k_probs" not in caplog.text, caplog.text
+    else:
+        assert warning in caplog.text
+
+
 def test_a_local_job_loads_its_model_once(quadratic_saved_model, monkeypatch):
     # The launcher loads the model to learn its signature; the DirectRunner's
     # in-process worker takes that object over (through the job's hand-off)

@@ -499,19 +499,40 @@ def _num_outputs(reference: str, call, image_size: int, input_range: tuple[float
             f"{image_size}, 3]: {error_reason(e)}"
         ) from e
     _check_scores(reference, scores)
-    if outputs_are_probabilities(scores.numpy()):
-        _LOG.warning(
-            "Model %s ends in a softmax (its outputs sum to 1): top_k_probs are its own "
-            "outputs, and --score raw and softmax both attribute these probabilities (the "
-            "model without its softmax would give logit attributions, which saturate less).",
-            reference,
-        )
+    _warn_of_probabilities(reference, scores.numpy())
     if tape.gradient(scores, images) is None:  # of their sum
         raise ValueError(
             f"--model {reference!r} has no gradient with respect to its input images "
             "(a tf.stop_gradient, or an op that has none); Integrated Gradients needs one."
         )
     return int(scores.shape[1])
+
+
+def _warn_of_probabilities(reference: str, outputs: np.ndarray) -> None:
+    """What `top_k_probs` will be for outputs like the probe's, where that is not the
+    softmax of logits: the outputs themselves (a softmax head), or a softmax that is
+    not the model's own probability (one output; independent sigmoid outputs)."""
+    if outputs_are_probabilities(outputs):
+        _LOG.warning(
+            "Model %s ends in a softmax (its outputs sum to 1): top_k_probs are its own "
+            "outputs, and --score raw and softmax both attribute these probabilities (the "
+            "model without its softmax would give logit attributions, which saturate less).",
+            reference,
+        )
+    elif outputs.shape[1] == 1:
+        _LOG.warning(
+            "Model %s has 1 output: every image's predicted_class is 0 and its top_k_probs "
+            "1 (a softmax over one output); its output is in target_score, and --score raw "
+            "attributes it.",
+            reference,
+        )
+    elif np.all(np.isfinite(outputs)) and outputs.min() >= 0.0 and outputs.max() <= 1.0:
+        _LOG.warning(
+            "Model %s's outputs lie in [0, 1] without summing to 1, as a sigmoid (multi-"
+            "label) head's do: top_k_probs are a softmax over them, not the model's own "
+            "probabilities; its outputs are in target_score, and --score raw attributes them.",
+            reference,
+        )
 
 
 def _check_scores(reference: str, scores: Any) -> None:
