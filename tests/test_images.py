@@ -127,8 +127,10 @@ def test_a_decompression_bomb_is_refused_before_decoding_and_pillow_is_left_alon
     # Importing the module changed no Pillow setting (it raised MAX_IMAGE_PIXELS to 400 MP).
     assert PIL.Image.MAX_IMAGE_PIXELS == int(1024 * 1024 * 1024 // 4 // 3)
     bomb = _png_declaring(28000, 28000, rows=8)  # 784 MP: above Pillow's own 179 MP limit
-    with pytest.raises(images.ImageError, match="too large to decode safely"):
+    with pytest.raises(images.ImageError, match="too large to decode safely") as refused:
         images.decode_image(bomb, max_side_hint=16)
+    assert "Pillow refuses more than 179.0 MP" in str(refused.value)
+    assert str(refused.value).endswith("shrink it before auditing it")
     big = _png_declaring(12000, 9000, rows=8)  # 108 MP: Pillow only warns; our limit refuses
     with pytest.raises(
         images.ImageError,

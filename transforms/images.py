@@ -76,7 +76,11 @@ def _open_bounded(data: bytes, max_side_hint: int | None, max_pixels: int) -> Im
         try:
             img = Image.open(io.BytesIO(data))
         except Image.DecompressionBombError as e:
-            raise ImageError(f"image too large to decode safely: {e}") from e
+            raise ImageError(
+                f"image too large to decode safely: {e} Pillow refuses more than "
+                f"{2 * Image.MAX_IMAGE_PIXELS / 1e6:.1f} MP before the job can decode a JPEG at "
+                "reduced size; shrink it before auditing it"
+            ) from e
     img.seek(0)
     if max_side_hint and img.format == "JPEG":
         img.draft("RGB", (max_side_hint, max_side_hint))  # decode at 1/2 .. 1/8 size
