@@ -501,6 +501,16 @@ def _keras_unbuilt(path) -> str:
     return str(path)
 
 
+def _keras_lambda(path) -> str:
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    scaled = keras.layers.Lambda(lambda x: x * 2.0)(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D()(scaled)
+    keras.Model(inputs, keras.layers.Dense(10)(pooled)).save(str(path))
+    return str(path)
+
+
 def test_signatures_and_shapes_the_job_cannot_use_are_refused_at_launch(
     image_folder, tmp_path, capsys
 ):
@@ -510,6 +520,10 @@ def test_signatures_and_shapes_the_job_cannot_use_are_refused_at_launch(
         ),
         "is a Keras model saved before it was built: it holds no weights": (
             _keras_unbuilt(tmp_path / "unbuilt.keras")
+        ),
+        "holds Python code (a Lambda layer), which the job does not run from a file (it "
+        "loads .keras files with safe_mode=True): export the model as a SavedModel": (
+            _keras_lambda(tmp_path / "lambda.keras")
         ),
         "takes non-square images (16, 24); the job resizes every image into a square": (
             _signature_model(tmp_path / "wide", ("scores",), shape=(SIZE, 24))

@@ -314,6 +314,13 @@ def _load(model: ModelReference) -> Any:
         try:
             return keras.saving.load_model(location, safe_mode=True, compile=False)
         except Exception as e:
+            if "safe_mode" in str(e):  # Keras' advice, safe_mode=False, is not the job's to take
+                raise ValueError(
+                    f"--model {location!r} holds Python code (a Lambda layer), which the job "
+                    "does not run from a file (it loads .keras files with safe_mode=True): "
+                    "export the model as a SavedModel (model.export(folder)) and pass that "
+                    "folder, or rebuild it without the Lambda layer."
+                ) from e
             raise ValueError(
                 f"--model {location!r} could not be loaded as a Keras model: {e}"
             ) from e
