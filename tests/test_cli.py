@@ -552,6 +552,36 @@ def test_a_signature_with_logits_among_its_outputs_is_audited_on_them(image_fold
             resolve_model(ambiguous, load=load)
 
 
+def _dict_call_model(path, outputs: tuple[str, ...]) -> str:
+    """A SavedModel whose __call__ returns a dict: output i holds 7 - i scores."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.w = tf.Variable(np.random.default_rng(2).normal(size=(3, 7)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+    def call(images):
+        scores = tf.reduce_mean(images, [1, 2]) @ module.w
+        return {key: scores[:, : 7 - i] for i, key in enumerate(outputs)}
+
+    module.__call__ = call
+    tf.saved_model.save(module, str(path))
+    return str(path)
+
+
+def test_a_call_returning_a_dict_is_audited_on_its_logits_as_a_signature_is(
+    image_folder, tmp_path, capsys
+):
+    model = _dict_call_model(tmp_path / "logits", ("probabilities", "logits"))
+    assert main([*_flags(image_folder, model, tmp_path / "out"), "--faithfulness", "none"]) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["model"]["num_outputs"] == 6  # "logits": the second, 6 of the 7 scores
+    ambiguous = _dict_call_model(tmp_path / "two", ("scores", "aux"))
+    assert main(_flags(image_folder, ambiguous, tmp_path / "out2")) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert "its __call__ returns several outputs (aux, scores)" in line, line
+
+
 def test_the_reason_of_a_tensorflow_error_is_its_telling_line():
     import tensorflow as tf
 

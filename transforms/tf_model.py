@@ -385,14 +385,18 @@ def _callable(obj: Any, reference: str) -> tuple[Any, tuple | None]:
 def _module_call(obj: Any, reference: str) -> tuple[Any, tuple | None]:
     """`_callable` of a callable SavedModel: its first 4-D concrete function's input
     shape, and the images cast to that input's type."""
-    shape, dtype = None, None
+    shape, dtype, outputs = None, None, None
     for fn in getattr(obj.__call__, "concrete_functions", None) or []:
         specs = [s for s in fn.structured_input_signature[0] if hasattr(s, "shape")]
         if specs and len(specs[0].shape) == 4:
-            shape, dtype = tuple(specs[0].shape), specs[0].dtype
+            shape, dtype, outputs = tuple(specs[0].shape), specs[0].dtype, fn.structured_outputs
             break
     cast = _input_cast(dtype, reference)
-    return (obj if cast is None else lambda x: obj(cast(x))), shape
+    call = obj if cast is None else lambda x: obj(cast(x))
+    if isinstance(outputs, dict):  # as a serving signature's: the scores by name
+        key = _scores_key(reference, outputs, "its __call__")
+        return (lambda x: call(x)[key]), shape
+    return call, shape
 
 
 def _input_cast(dtype, reference: str):
@@ -428,8 +432,8 @@ def _scores_output(names) -> str | None:
     return logits[0] if len(logits) == 1 else None
 
 
-def _scores_key(reference: str, outputs: dict) -> str:
-    """`_scores_output` of a loaded signature, refused with the fix when undecided."""
+def _scores_key(reference: str, outputs: dict, where: str = "its serving_default signature") -> str:
+    """`_scores_output` of a loaded signature (`where`), refused with the fix when undecided."""
     key = _scores_output(outputs)
     if key is not None:
         if len(outputs) > 1:
@@ -437,7 +441,7 @@ def _scores_key(reference: str, outputs: dict) -> str:
         return key
     keys = sorted(outputs)
     raise ValueError(
-        f"--model {reference!r}: its serving_default signature returns several outputs "
+        f"--model {reference!r}: {where} returns several outputs "
         f"({', '.join(keys)}) and the job cannot tell which holds the class scores; "
         "export a signature that returns only them, [N, classes]."
     )
