@@ -180,7 +180,8 @@ def _ig_flags(add: Callable[..., Any]) -> None:
         "--max_steps",
         type=int,
         default=None,
-        help=f"Cap on points per baseline when refining, at most {MAX_MAX_STEPS}; default "
+        help=f"Cap on gradient evaluations (distinct path points) per baseline when refining, "
+        f"at most {MAX_MAX_STEPS}; default "
         f"max({DEFAULT_MAX_STEPS}, --steps).",
     )
 
