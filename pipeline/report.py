@@ -414,6 +414,12 @@ def _typed_flag(command: list[str], name: str) -> str | None:
     return value
 
 
+def _repeated(command: list[str]) -> bool:
+    """Whether the command gives a flag twice (`--name v` or `--name=v`)."""
+    names = [a.split("=", 1)[0] for a in map(str, command) if a.startswith("--")]
+    return len(names) != len(set(names))
+
+
 def _typed(command: list[str]) -> str:
     """The command as typed, `python -m pipeline` for the module's own path."""
     args = [str(a) for a in command]
@@ -499,6 +505,7 @@ def _summary(manifest: Mapping[str, Any], state: str) -> dict[str, Any]:
         "versions": versions,
         "command": _effective_command(manifest),
         "typed": typed,
+        "repeated": _repeated(manifest.get("command", [])),
     }
 
 

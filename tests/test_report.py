@@ -622,6 +622,13 @@ def test_the_command_shows_the_values_the_run_used(tmp_path):
     assert typed.count("--dataset") == 2  # the line as typed, kept apart and labelled
     assert typed.startswith("python -m pipeline --dataset sample ")
     assert " --data_dir /d/tfds" in effective and "/c/old.txt" not in effective
+    label = "The command line as typed (a flag given twice: the last one counts)"
+    assert label in build_report(output, gallery=0)
+    # Typed once each: the label says nothing of flags given twice.
+    manifest["command"] = ["/src/pipeline/__main__.py", *users.split()[2:4]]
+    Path(output, "manifest.json").write_text(json.dumps(manifest))
+    text = build_report(output, gallery=0)
+    assert "The command line as typed</summary>" in text and "given twice" not in text
 
 
 def test_overwrite_removes_the_earlier_report_and_sanity_check(tmp_path, linear_keras):
