@@ -327,7 +327,9 @@ _CONFIG_FLAGS = {
     "estimate_bound": "the bound on attribution_error at this --tolerance (a version of the job)",
 }
 _ROW_NEUTRAL_CONFIG = frozenset({"path_batch_size"})
-_REFINEMENT_CONFIG = frozenset({"max_steps", "completeness_tolerance"})  # unused at --tolerance 0
+# Unused at --tolerance 0 (no estimate is bounded, so a run of a version before
+# estimate_bound resumes too).
+_REFINEMENT_CONFIG = frozenset({"max_steps", "completeness_tolerance", "estimate_bound"})
 
 
 def _jsonable(value: Any) -> Any:

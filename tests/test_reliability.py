@@ -355,6 +355,22 @@ def test_resume_refuses_a_run_whose_tolerance_bounded_the_estimate_differently(
         run([*args, "--tolerance", "0.02", "--resume"], save_main_session=False)
 
 
+def test_resume_goes_on_from_a_fixed_rule_run_made_before_the_margin(
+    image_folder, linear_keras, tmp_path
+):
+    # At --tolerance 0 no estimate is bounded: a manifest without estimate_bound (a
+    # version before the margin) holds the same rows as this version's.
+    output = tmp_path / "out"
+    args = cli_args(
+        dataset=image_folder["root"], model=linear_keras, output=output, attributions="none"
+    )
+    manifest = run([*args, "--tolerance", "0", "--steps", "2"], save_main_session=False)
+    del manifest["config"]["estimate_bound"]
+    (output / "manifest.json").write_text(json.dumps(manifest))
+    manifest = run([*args, "--tolerance", "0", "--steps", "2", "--resume"], save_main_session=False)
+    assert manifest["counts"]["skipped_done_before"] == 4
+
+
 @pytest.mark.parametrize("tolerance, refused", [("0", False), ("0.01", True)])
 def test_resume_compares_max_steps_only_where_it_bounds_refinement(
     image_folder, linear_keras, tmp_path, tolerance, refused
