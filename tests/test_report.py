@@ -431,6 +431,14 @@ def test_the_per_pixel_bound_is_the_tolerance_over_the_estimates_margin(folder_r
     assert "0.04 per pixel, 0.01 completeness" in text
     section = _page(text).sections["accuracy"]
     assert "2 of 4 rows exceed the bound 0.04 on the estimated per-pixel error" in section
+    # A bound whose float is not the decimal typed: shown as 0.0024, not 0.0024000000000000002.
+    manifest["config"].update(tolerance=0.003, estimate_bound=0.003 / 1.25)
+    path.write_text(json.dumps(manifest))
+    text = build_report(folder_run["output"], gallery=0)
+    assert "0.003 per pixel (its estimate held within 0.0024), 0.01 completeness" in text
+    assert (
+        "3 of 4 rows exceed the bound 0.0024 on the estimated" in _page(text).sections["accuracy"]
+    )
 
 
 def test_faithfulness_section_flags_rows_no_better_than_chance(folder_run):
