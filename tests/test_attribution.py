@@ -115,6 +115,28 @@ def test_launch_warns_where_top_k_probs_are_not_the_models_probabilities(
         assert warning in caplog.text
 
 
+def test_a_launch_that_does_not_load_the_model_warns_of_one_output(tmp_path, caplog, monkeypatch):
+    # A remote job's launch reads the SavedModel's signature without running it: the
+    # width it reads is enough to warn of a 1-output model, as a loading launch does.
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.w = tf.Variable(tf.ones([3, 1]))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+    def call(images):
+        return tf.reduce_mean(images, [1, 2]) @ module.w
+
+    module.__call__ = call
+    path = str(tmp_path / "one_output")
+    tf.saved_model.save(module, path)
+    monkeypatch.setattr(tf_model, "_load", None)  # loading it would fail the test
+    with caplog.at_level("WARNING"):
+        spec = resolve_model(path, load=False)
+    assert spec.num_outputs == 1
+    assert "has 1 output: every image's predicted_class is 0" in caplog.text
+
+
 def test_a_local_job_loads_its_model_once(quadratic_saved_model, monkeypatch):
     # The launcher loads the model to learn its signature; the DirectRunner's
     # in-process worker takes that object over (through the job's hand-off)

@@ -531,12 +531,7 @@ def _warn_of_probabilities(reference: str, outputs: np.ndarray) -> None:
             reference,
         )
     elif outputs.shape[1] == 1:
-        _LOG.warning(
-            "Model %s has 1 output: every image's predicted_class is 0 and its top_k_probs "
-            "1 (a softmax over one output); its output is in target_score, and --score raw "
-            "attributes it.",
-            reference,
-        )
+        _warn_of_one_output(reference)
     elif np.all(np.isfinite(outputs)) and outputs.min() >= 0.0 and outputs.max() <= 1.0:
         _LOG.warning(
             "Model %s's outputs lie in [0, 1] without summing to 1, as a sigmoid (multi-"
@@ -544,6 +539,17 @@ def _warn_of_probabilities(reference: str, outputs: np.ndarray) -> None:
             "probabilities; its outputs are in target_score, and --score raw attributes them.",
             reference,
         )
+
+
+def _warn_of_one_output(reference: str) -> None:
+    """`_warn_of_probabilities` of a 1-output model, which a launch that reads the
+    signature without loading the model gives too."""
+    _LOG.warning(
+        "Model %s has 1 output: every image's predicted_class is 0 and its top_k_probs "
+        "1 (a softmax over one output); its output is in target_score, and --score raw "
+        "attributes it.",
+        reference,
+    )
 
 
 def _check_scores(reference: str, scores: Any) -> None:
@@ -706,6 +712,8 @@ def resolve_model(
     if signature is not None:
         image_size = _image_size(model.reference, model.location, signature.input_shape, image_size)
         num_outputs = signature.num_outputs
+        if num_outputs == 1:  # what the unloaded model tells of its probabilities
+            _warn_of_one_output(model.reference)
     else:
         obj = _load(model)
         call, shape = _callable(obj, model.reference)
