@@ -348,11 +348,9 @@ def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> list[str]:
     for key, flag in _RESUME_MODEL_FLAGS.items():
         pairs.append((flag, before_model.get(key), now_model[key]))
     before_config, now_config = previous.get("config") or {}, now["config"]
-    neutral = _ROW_NEUTRAL_CONFIG
-    if before_config.get("tolerance") == now_config["tolerance"] == 0:
-        neutral = neutral | _REFINEMENT_CONFIG  # the fixed rule: no refinement to bound
-    elif before_config.get("tolerance") != now_config["tolerance"]:
-        neutral = neutral | {"estimate_bound"}  # follows from --tolerance, named already
+    # A run of a version before the margin bounded the estimate by --tolerance itself.
+    before_config = {"estimate_bound": before_config.get("tolerance"), **before_config}
+    neutral = _neutral_config(before_config, now_config)
     for key in sorted(set(before_config) | set(now_config)):
         if key not in neutral:
             flag = _CONFIG_FLAGS.get(key, f"--{key}")
@@ -366,6 +364,20 @@ def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> list[str]:
             shown = (v if flag == "class names" else repr(v) for v in (before, current))
             differing[flag] = "{} (earlier run: {}, this run: {})".format(flag, *shown)
     return list(differing.values())
+
+
+def _neutral_config(before: dict[str, Any], now: dict[str, Any]) -> frozenset[str]:
+    """The settings of the manifests' "config" that change no row between these two."""
+    neutral = _ROW_NEUTRAL_CONFIG
+    if before.get("tolerance") == now["tolerance"] == 0:
+        return neutral | _REFINEMENT_CONFIG  # the fixed rule: no refinement to bound
+    if before["estimate_bound"] == now["estimate_bound"]:
+        # --tolerance acts through its bound alone: an earlier version's 0.015 and
+        # this one's 0.01875 hold the estimate within 1.5 % alike, the same rows.
+        return neutral | {"tolerance"}
+    if before.get("tolerance") != now["tolerance"]:
+        return neutral | {"estimate_bound"}  # follows from --tolerance, named already
+    return neutral
 
 
 def _names_by_hash(sha256: str | None) -> str:

@@ -349,10 +349,14 @@ def test_resume_refuses_a_run_whose_tolerance_bounded_the_estimate_differently(
     (output / "manifest.json").write_text(json.dumps(manifest))
     message = (
         r"differs in the bound on attribution_error at this --tolerance \(a version of the job\) "
-        r"\(earlier run: None, this run: 0.016"
+        r"\(earlier run: 0.02, this run: 0.016\)\. Resume"
     )
     with pytest.raises(ValueError, match=message):
         run([*args, "--tolerance", "0.02", "--resume"], save_main_session=False)
+    # The --tolerance that bounds the estimate as that version's 0.02 did: the same rows.
+    manifest = run([*args, "--tolerance", "0.025", "--resume"], save_main_session=False)
+    assert manifest["counts"]["skipped_done_before"] == 4
+    assert manifest["config"]["tolerance"] == 0.025
 
 
 def test_resume_goes_on_from_a_fixed_rule_run_made_before_the_margin(
