@@ -88,23 +88,25 @@ def test_launch_and_workers_agree_whether_outputs_are_probabilities(
 
 
 @pytest.mark.parametrize(
-    "outputs, activation, warning",
+    "outputs, activation, bias, warning",
     [
-        (1, None, "has 1 output: every image's predicted_class is 0 and its top_k_probs 1"),
-        (3, "sigmoid", "outputs lie in [0, 1] without summing to 1, as a sigmoid"),
-        (3, None, None),  # logits: top_k_probs are their softmax, as documented
+        (1, None, 1.0, "has 1 output: every image's predicted_class is 0 and its top_k_probs 1"),
+        (3, "sigmoid", 1.0, "outputs lie in [0, 1] without summing to 1, as a sigmoid"),
+        (3, None, 1.0, None),  # logits: top_k_probs are their softmax, as documented
+        (3, None, -2.0, None),  # logits -2 and 1: at most 1, but not in [0, 1]
     ],
 )
 def test_launch_warns_where_top_k_probs_are_not_the_models_probabilities(
-    tmp_path, caplog, outputs, activation, warning
+    tmp_path, caplog, outputs, activation, bias, warning
 ):
     import keras
 
     inputs = keras.Input((SIZE, SIZE, 3))
     pooled = keras.layers.GlobalAveragePooling2D()(inputs)
-    # Probed on plain images at 0 and 1: logits 1 and 4, or their sigmoids.
-    ones = {"kernel_initializer": "ones", "bias_initializer": "ones"}
-    dense = keras.layers.Dense(outputs, activation=activation, **ones)
+    # Probed on plain images at 0 and 1: logits 3 x 0 + bias and 3 x 1 + bias, or
+    # their sigmoids.
+    weights = {"kernel_initializer": "ones", "bias_initializer": keras.initializers.Constant(bias)}
+    dense = keras.layers.Dense(outputs, activation=activation, **weights)
     path = str(tmp_path / "model.keras")
     keras.Model(inputs, dense(pooled)).save(path)
     with caplog.at_level("WARNING"):

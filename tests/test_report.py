@@ -637,6 +637,10 @@ def test_the_command_shows_the_values_the_run_used(tmp_path):
     Path(output, "manifest.json").write_text(json.dumps(manifest))
     text = build_report(output, gallery=0)
     assert "The command line as typed</summary>" in text and "given twice" not in text
+    # Given twice in its two spellings (--name v, then --name=v): labelled too.
+    manifest["command"] = ["/src/pipeline/__main__.py", *users.split()[4:7]]
+    Path(output, "manifest.json").write_text(json.dumps(manifest))
+    assert label in build_report(output, gallery=0)
 
 
 def test_overwrite_removes_the_earlier_report_and_sanity_check(tmp_path, linear_keras):
