@@ -357,6 +357,10 @@ def test_resume_refuses_a_run_whose_tolerance_bounded_the_estimate_differently(
     manifest = run([*args, "--tolerance", "0.025", "--resume"], save_main_session=False)
     assert manifest["counts"]["skipped_done_before"] == 4
     assert manifest["config"]["tolerance"] == 0.025
+    # Another --tolerance is named as such, its bound (which follows) not again.
+    message = r"differs in --tolerance \(earlier run: 0.025, this run: 0.03\)\. Resume"
+    with pytest.raises(ValueError, match=message):
+        run([*args, "--tolerance", "0.03", "--resume"], save_main_session=False)
 
 
 def test_resume_goes_on_from_a_fixed_rule_run_made_before_the_margin(
