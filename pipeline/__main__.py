@@ -60,7 +60,8 @@ def _no_rows(manifest: dict) -> str | None:
         return None
     if not counts["inputs"]:
         return "no input: the dataset gave no image (check --dataset and --split)."
-    return f"no input gave a row: all {counts['inputs']} inputs failed (errors by stage above)."
+    failed = "the 1 input" if counts["inputs"] == 1 else f"all {counts['inputs']} inputs"
+    return f"no input gave a row: {failed} failed (errors by stage above)."
 
 
 def main(argv: Sequence[str] | None = None) -> int:

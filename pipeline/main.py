@@ -1102,7 +1102,10 @@ def _claim_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
         if resume:
             done, prefix = _resume_state(job)
             job = dataclasses.replace(job, done_before=done, results_prefix=prefix)
-            _LOG.info("Resuming: %d images have rows already; they are skipped.", len(done))
+            have = "has" if len(done) == 1 else "have"
+            _LOG.info(
+                "Resuming: %s %s rows already; skipped.", logs.count(len(done), "image"), have
+            )
             _warn_gone(job, done)
         else:
             _prepare_output(job.output, overwrite)

@@ -41,6 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 
+from pipeline import logs
 from transforms import files, plots, results
 from transforms.ig.rules import METHODS, has_spread
 from transforms.manifest import CHECKPOINT_DIR, TEMP_DIR
@@ -119,7 +120,7 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(text=_text, pct=_pct, num=_num)
+    env.filters.update(text=_text, pct=_pct, num=_num, count=logs.count)
     return env
 
 

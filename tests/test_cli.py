@@ -328,6 +328,12 @@ def test_every_input_failing_exits_1_with_errors_by_stage(linear_keras, tmp_path
     assert "x cannot decode" in out or "broken" in out or "x " in out
     errors = pd.read_parquet(tmp_path / "out" / "errors")
     assert len(errors) == 3
+    for name in ("b.jpg", "notes.txt"):
+        (folder / name).unlink()
+    code = main(cli_args(dataset=folder, model=linear_keras, output=tmp_path / "one"))
+    assert code == 1 and _error_lines(capsys.readouterr().err) == [
+        "error: no input gave a row: the 1 input failed (errors by stage above)."
+    ]
 
 
 @pytest.mark.parametrize("name", ["it's my run", "-a run"])  # a space, a quote, a dash

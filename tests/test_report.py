@@ -580,7 +580,7 @@ def test_a_run_where_every_input_failed_is_not_reported_as_fine(tmp_path):
     assert "All inputs accounted for yes, but every input failed: no result rows" in summary
     assert '<span class="right">yes' not in text
     shown = re.sub(r"\s+", " ", html.unescape(text))
-    assert "This run produced no result rows: every one of its 1 inputs failed" in shown
+    assert "This run produced no result rows: its 1 input failed" in shown
     misclassified = page.sections["misclassified"]
     assert "No result rows: every input failed (see Errors)" in misclassified
     assert "No image of this run has a label" not in misclassified
@@ -591,9 +591,7 @@ def test_labelled_images_that_failed_are_not_called_unlabelled(tmp_path):
     rows = [[make_row("loose.png", None, 7, 0.3, 0.004)]]  # one error record beside it
     page = _page(build_report(write_output(tmp_path / "out", rows, dataset="x"), gallery=0))
     section = page.sections["misclassified"]
-    assert (
-        "None of the images with result rows has a label. 1 inputs failed (see Errors)" in section
-    )
+    assert "None of the images with result rows has a label. 1 input failed (see Errors)" in section
     assert "No image of this run has a label" not in section
 
 
