@@ -339,6 +339,36 @@ def test_adaptive_refinement_goes_where_the_kinks_are_for_every_rule(method):
     assert (result.forward_evaluations > 0).all() == inner
 
 
+# F(x) = sum s x^3 + sum l x: on x = 1 (black baseline) each cubic pixel's
+# integrand is the parabola 3 s a^2, which the midpoint rule misses by its
+# curvature; the +1 and -1 pixels' errors cancel in the sum (completeness exact).
+_SIGNS = np.array([1, -1] * 5 + [0, 0], np.float64).reshape(2, 2, 3)
+_LINEAR = (_SIGNS == 0).astype(np.float64)
+
+
+def _parabolas(inputs, baselines, alphas, targets):
+    p = (baselines + alphas.reshape(-1, 1, 1, 1) * (inputs - baselines)).astype(np.float64)
+    scores = np.sum(_SIGNS * p**3 + _LINEAR * p, axis=(1, 2, 3))
+    return scores, (3 * _SIGNS * p**2 + _LINEAR).astype(np.float32)
+
+
+def test_midpoint_panels_see_the_curvature_their_rule_misses():
+    # Two-half midpoint panels had a spread blind to curvature: estimate 3e-9 for
+    # a map 0.08 % off, flagged within at any tolerance. Three-part panels see it.
+    x, base = np.ones((1, 2, 2, 3), np.float32), np.zeros((1, 1, 2, 2, 3), np.float32)
+    exact = _SIGNS + _LINEAR
+    for tolerance in (1e-3, 1e-4):
+        result = integrate(
+            _parabolas, x, base, np.arange(1), np.zeros(1, np.int64), "riemann_middle", 24,
+            tolerance=tolerance, max_steps=4096, target_scores=np.array([2.0]),
+            baseline_scores=np.zeros((1, 1)),
+        )  # fmt: skip
+        true = np.linalg.norm(result.attributions[0] - exact) / np.linalg.norm(exact)
+        assert abs(result.attributions[0].sum() - 2.0) < 1e-6  # the sum cannot tell
+        assert true <= tolerance and result.error[0] <= tolerance
+        assert 1.0 <= result.error[0] / true <= 4.0  # above the truth, a rule's smooth case
+
+
 def test_completeness_has_its_own_tolerance():
     loose = kinks_case(tolerance=0.5, max_steps=4096)[1]
     exact, tight = kinks_case(tolerance=0.5, completeness_tolerance=1e-4, max_steps=4096)

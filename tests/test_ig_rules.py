@@ -197,14 +197,15 @@ def test_panel_rules_are_the_rule_on_both_halves(method):
 
 
 # Each adaptive panel: the rule on both halves of the panel, with the rule's own
-# nodes on each half (Gauss-Lobatto: Simpson's three, the middle one shared).
+# nodes on each half (Gauss-Lobatto: Simpson's three, the middle one shared); the
+# midpoint rule on three parts, whose spread sees curvature.
 _PANELS = {
     "gausslobatto": ([0, 1 / 4, 1 / 2, 3 / 4, 1], [1 / 12, 4 / 12, 2 / 12, 4 / 12, 1 / 12]),
     "gausslegendre": (  # two points, 1/2 -+ 1/(2 sqrt 3), on each half
         np.array([0, 0, 1, 1]) / 2 + np.array([-1, 1, -1, 1]) / (4 * 3**0.5) + 1 / 4,
         [1 / 4] * 4,
     ),
-    "riemann_middle": ([1 / 8, 3 / 8, 5 / 8, 7 / 8], [1 / 4] * 4),
+    "riemann_middle": ([1 / 6, 1 / 2, 5 / 6], [1 / 3] * 3),  # on three parts
     "riemann_left": ([0, 1 / 4, 1 / 2, 3 / 4], [1 / 4] * 4),
     "riemann_right": ([1 / 4, 1 / 2, 3 / 4, 1], [1 / 4] * 4),
     "riemann_trapezoid": ([0, 1], [1 / 2, 1 / 2]),  # one gap: bisecting costs one node
