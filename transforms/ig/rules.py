@@ -5,7 +5,8 @@ mode a rule is applied on panels, sub-intervals [a, b] of [0, 1]: a panel's
 rule is the method's rule on each of its two halves (so that a bisected
 panel's nodes are, for nested rules, nodes of its halves again), except for
 the trapezoid rule, whose panel is one gap between two nodes (split in two or
-three, it costs one evaluation per cut). On the nodes
+three, it costs one evaluation per cut), and the midpoint rule, whose panel is
+the rule on three equal parts (a spread that sees curvature). On the nodes
 of a rule, fixed or on a panel, the *spread* D = sum_i v_i c(t_i) (v summing to
 0, see `spread_weights`) is the estimate minus a coarser one on the same nodes,
 a vector over all pixels that observes how much the estimate still moves.
