@@ -54,7 +54,7 @@ from transforms import datasource, labels, sources
 from transforms.attribution import ERRORS_TAG, IGModelHandler, ImageOutcome, Preprocess
 from transforms.config import AttributionConfig
 from transforms.errors import error_reason
-from transforms.manifest import MANIFEST_FILE, is_run
+from transforms.manifest import MANIFEST_FILE, estimate_bound, is_run
 from transforms.schema import results_schema
 from transforms.sinks import (
     CHECKPOINT_DIR,
@@ -348,8 +348,7 @@ def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> list[str]:
     for key, flag in _RESUME_MODEL_FLAGS.items():
         pairs.append((flag, before_model.get(key), now_model[key]))
     before_config, now_config = previous.get("config") or {}, now["config"]
-    # A run of a version before the margin bounded the estimate by --tolerance itself.
-    before_config = {"estimate_bound": before_config.get("tolerance"), **before_config}
+    before_config = {**before_config, "estimate_bound": estimate_bound(before_config)}
     neutral = _neutral_config(before_config, now_config)
     for key in sorted(set(before_config) | set(now_config)):
         if key not in neutral:

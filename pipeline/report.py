@@ -44,7 +44,7 @@ from matplotlib.figure import Figure
 from pipeline import logs
 from transforms import files, plots, results
 from transforms.ig.rules import METHODS, has_spread
-from transforms.manifest import CHECKPOINT_DIR, TEMP_DIR
+from transforms.manifest import CHECKPOINT_DIR, TEMP_DIR, estimate_bound
 
 __all__ = ["build_report", "main", "read_sanity", "write_report"]
 
@@ -283,7 +283,7 @@ class _Selection:
     ) -> _Selection:
         tolerance = config.get("tolerance") or None
         completeness = config.get("completeness_tolerance", tolerance) if tolerance else None
-        tolerance = config.get("estimate_bound", tolerance) if tolerance else None
+        tolerance = estimate_bound(config) if tolerance else None
         per_image = results.one_row_per_image(frame)
         labelled = per_image[per_image["label"].notna()]
         wrong = results.misclassified(labelled)

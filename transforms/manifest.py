@@ -13,7 +13,14 @@ from typing import Any
 
 from transforms import files
 
-__all__ = ["CHECKPOINT_DIR", "MANIFEST_FILE", "TEMP_DIR", "is_run", "read_manifest"]
+__all__ = [
+    "CHECKPOINT_DIR",
+    "MANIFEST_FILE",
+    "TEMP_DIR",
+    "estimate_bound",
+    "is_run",
+    "read_manifest",
+]
 
 #: The manifest's name in a run's --output folder.
 MANIFEST_FILE = "manifest.json"
@@ -39,3 +46,10 @@ def is_run(folder: str) -> bool:
     except Exception:  # missing, unreadable, or not JSON
         return False
     return isinstance(manifest, dict) and {"model", "config"} <= manifest.keys()
+
+
+def estimate_bound(config: dict[str, Any]) -> float | None:
+    """The bound a run's --tolerance set on `attribution_error`, from its manifest's
+    "config": its `estimate_bound`; a run of a version before the estimate's margin
+    has none, and its --tolerance bounded the estimate itself."""
+    return config.get("estimate_bound", config.get("tolerance"))
