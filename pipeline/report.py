@@ -44,7 +44,7 @@ from matplotlib.figure import Figure
 from pipeline import logs
 from transforms import files, plots, results
 from transforms.ig.rules import METHODS, has_spread
-from transforms.manifest import CHECKPOINT_DIR, TEMP_DIR, estimate_bound
+from transforms.manifest import CHECKPOINT_DIR, TEMP_DIR, estimate_bound, shows_targets
 
 __all__ = ["build_report", "main", "read_sanity", "write_report"]
 
@@ -943,8 +943,7 @@ def _errors(errors: pd.DataFrame, limit: int, state: str) -> dict[str, Any]:
 def _querying(output: str, config: Mapping[str, Any], rows: int) -> str:
     """The page's query example; the heat map only where the run stored maps and
     has `rows` to draw them of."""
-    # With several rows per image (--target top_k, label), the target tells them apart.
-    target = ', "target_name"' if config.get("target", "predicted") != "predicted" else ""
+    target = ', "target_name"' if shows_targets(config) else ""
     query = (
         "import pandas as pd\n"
         f'meta = pd.read_parquet("{output}/results", columns=["file_name", "label_name", '

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import logs
+from transforms.manifest import shows_targets
 from transforms.results import read_errors
 
 __all__ = ["error_summary", "print_summary", "summary_table"]
@@ -139,7 +140,7 @@ def print_summary(manifest: dict[str, Any], limit: int = 20) -> None:
         f"({counts['errors']}), manifest {output}/manifest.json; "
         f"{logs.count(counts['inputs'], 'input')}{before}."
     )
-    target = manifest.get("config", {}).get("target", "predicted") != "predicted"
+    target = shows_targets(manifest.get("config", {}))
     if rows:
         print()
         print(summary_table(output, limit, target=target).to_string(index=False))
@@ -152,7 +153,6 @@ def print_summary(manifest: dict[str, Any], limit: int = 20) -> None:
     python = _python()
     print()
     print("Read them with pandas:")
-    # With several rows per image (--target top_k, label), the target tells them apart.
     columns = [
         "file_name",
         "predicted_name",

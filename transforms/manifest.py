@@ -20,6 +20,7 @@ __all__ = [
     "estimate_bound",
     "is_run",
     "read_manifest",
+    "shows_targets",
 ]
 
 #: The manifest's name in a run's --output folder.
@@ -53,3 +54,9 @@ def estimate_bound(config: dict[str, Any]) -> float | None:
     "config": its `estimate_bound`; a run of a version before the estimate's margin
     has none, and its --tolerance bounded the estimate itself."""
     return config.get("estimate_bound", config.get("tolerance"))
+
+
+def shows_targets(config: dict[str, Any]) -> bool:
+    """Whether a run's rows need their `target_name` beside the prediction to be
+    told apart: its --target is not `predicted` (`top_k`, `label`)."""
+    return config.get("target", "predicted") != "predicted"
