@@ -65,6 +65,7 @@ from transforms.sinks import (
     WriteManifest,
     WriteResults,
     checkpoint_folder,
+    is_partial_file,
     read_manifest,
     salvage_checkpoints,
     write_json,
@@ -194,10 +195,6 @@ def _earlier_run(output: str) -> list[str]:
     return [meta.path for match in matches for meta in match.metadata_list]
 
 
-# The name `transforms.sinks.write_parquet_file` gives a file while it writes it.
-_PARTIAL_NAME = re.compile(r"[0-9a-f]{32}\.partial")
-
-
 def _temp_files(output: str) -> list[str]:
     """Partial files a killed run left in `<output>/.tmp/`: Beam's `beam-temp-*`
     folders, the checkpoints and the job's own `<uuid>.partial` files, only these
@@ -214,9 +211,7 @@ def _temp_files(output: str) -> list[str]:
         return []
     paths = [meta.path for match in matches for meta in match.metadata_list]
     return [
-        p
-        for p in paths
-        if not p.endswith(".partial") or _PARTIAL_NAME.fullmatch(FileSystems.split(p)[1])
+        p for p in paths if not p.endswith(".partial") or is_partial_file(FileSystems.split(p)[1])
     ]
 
 

@@ -7,6 +7,7 @@ import datetime
 import json
 import logging
 import os
+import re
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -37,6 +38,7 @@ __all__ = [
     "WriteManifest",
     "WriteResults",
     "checkpoint_folder",
+    "is_partial_file",
     "parquet_writer",
     "read_manifest",
     "salvage_checkpoints",
@@ -219,6 +221,17 @@ class WriteErrors(beam.PTransform):
         )
 
 
+def _partial_name() -> str:
+    """The name `write_parquet_file` writes a file under until it is complete."""
+    return f"{uuid.uuid4().hex}.partial"
+
+
+def is_partial_file(name: str) -> bool:
+    """Whether a file name in a temp folder is one of `_partial_name`'s: a file a
+    killed `write_parquet_file` left behind (other names there are not ours)."""
+    return re.fullmatch(r"[0-9a-f]{32}\.partial", name) is not None
+
+
 def write_parquet_file(
     path: str, tables: Iterable[pa.Table], schema: pa.Schema, temp: str, keep_empty: bool = False
 ) -> int:
@@ -226,7 +239,7 @@ def write_parquet_file(
     written to a file in the folder `temp`, then renamed; one table in memory at a
     time. Nothing is written for no rows, unless `keep_empty` (a schema-only file).
     Returns the rows written."""
-    partial = FileSystems.join(temp, f"{uuid.uuid4().hex}.partial")
+    partial = FileSystems.join(temp, _partial_name())
     rows = 0
     with FileSystems.create(partial) as f, parquet_writer(f, schema) as writer:
         for table in tables:
