@@ -37,6 +37,7 @@ __all__ = [
     "attribution_config",
     "check_flags",
     "help_text",
+    "overridden_flags",
     "parse_input_range",
     "parse_path_batch_size",
 ]
@@ -448,6 +449,35 @@ def check_flags(argv: Sequence[str]) -> list[str]:
             continue
         raise ConfigError(message)
     return argv
+
+
+def overridden_flags(command: Sequence[str]) -> list[str]:
+    """The flags `command` gives more than once where the last one counts.
+
+    A flag that stores its value (`--steps 8 --steps 12`, by any of its names) is
+    overridden; one that accumulates (`--experiments a --experiments b`, Beam's
+    list and dict flags) is not. Unknown flags are compared by name.
+    """
+    actions = _full_parser()._option_string_actions  # argparse has no public map
+    seen: dict[object, str] = {}
+    overridden: list[str] = []
+    for arg in map(str, command):
+        if not arg.startswith("--"):
+            continue
+        name = arg.split("=", 1)[0]
+        action = actions.get(name)
+        if action is not None and not isinstance(action, _LAST_ONE_COUNTS):
+            continue
+        key = action.dest if action is not None else name
+        if key in seen and seen[key] not in overridden:
+            overridden.append(seen[key])
+        seen.setdefault(key, name)
+    return overridden
+
+
+# argparse actions whose flag given again replaces its value (store_true and
+# store_false are store_const); the others (append, Beam's lists) accumulate.
+_LAST_ONE_COUNTS = (argparse._StoreAction, argparse._StoreConstAction)
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):

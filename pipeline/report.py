@@ -415,10 +415,15 @@ def _typed_flag(command: list[str], name: str) -> str | None:
     return value
 
 
-def _repeated(command: list[str]) -> bool:
-    """Whether the command gives a flag twice (`--name v` or `--name=v`)."""
+def _repeated(command: list[str]) -> list[str]:
+    """The flags the command gives twice where the last one counts (`--name v` or
+    `--name=v`; not Beam's flags that accumulate, like `--experiments`)."""
     names = [a.split("=", 1)[0] for a in map(str, command) if a.startswith("--")]
-    return len(names) != len(set(names))
+    if len(names) == len(set(names)):
+        return []  # the common case, without importing Beam's flags
+    from pipeline.options import overridden_flags  # noqa: PLC0415  (Beam: seconds to import)
+
+    return overridden_flags(command)
 
 
 def _typed(command: list[str]) -> str:

@@ -18,7 +18,7 @@ import pytest
 from pipeline import main as pipeline_main
 from pipeline.__main__ import main
 from pipeline.main import prepare
-from pipeline.options import AuditOptions
+from pipeline.options import AuditOptions, overridden_flags
 from pipeline.summary import print_summary, summary_table
 from tests.conftest import SIZE, WNID_CAT, cli_args, write_image
 from transforms.config import AttributionConfig
@@ -199,6 +199,22 @@ def test_a_gcs_output_without_credentials_exits_2_before_any_call_to_it(
     )
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
     pipeline_main._check_credentials("gs://b/audit")
+
+
+def test_overridden_flags_are_the_ones_whose_last_value_counts():
+    command = "--dataset sample --steps=12 --dataset /x --steps 8 --steps 9 --model m".split()
+    assert overridden_flags(command) == ["--dataset", "--steps"]
+    # By any of its names: Beam's --machine_type is --worker_machine_type.
+    assert overridden_flags(["--worker_machine_type", "a", "--machine_type=b"]) == [
+        "--worker_machine_type"
+    ]
+    # Flags that accumulate are not overridden: both values count.
+    accumulate = "--experiments a --experiment=b --extra_package p --extra_package q"
+    assert overridden_flags(accumulate.split()) == []
+    assert overridden_flags(["--overwrite", "--overwrite", "--no_such", "--no_such"]) == [
+        "--overwrite",
+        "--no_such",
+    ]
 
 
 def test_help_lists_every_project_flag_with_defaults():

@@ -628,8 +628,8 @@ def test_the_command_shows_the_values_the_run_used(tmp_path):
     assert typed.count("--dataset") == 2  # the line as typed, kept apart and labelled
     assert typed.startswith("python -m pipeline --dataset sample ")
     assert " --data_dir /d/tfds" in effective and "/c/old.txt" not in effective
-    label = "The command line as typed (a flag given twice: the last one counts)"
-    assert label in build_report(output, gallery=0)
+    label = "The command line as typed (--dataset, --steps, --class_names given more than once"
+    assert f"{label}: the last one counts)" in build_report(output, gallery=0)
     # Typed once each: the label says nothing of flags given twice.
     manifest["command"] = ["/src/pipeline/__main__.py", *users.split()[2:4]]
     Path(output, "manifest.json").write_text(json.dumps(manifest))
@@ -638,7 +638,11 @@ def test_the_command_shows_the_values_the_run_used(tmp_path):
     # Given twice in its two spellings (--name v, then --name=v): labelled too.
     manifest["command"] = ["/src/pipeline/__main__.py", *users.split()[4:7]]
     Path(output, "manifest.json").write_text(json.dumps(manifest))
-    assert label in build_report(output, gallery=0)
+    assert "(--class_names given more than once: the last" in build_report(output, gallery=0)
+    # Beam's --experiments accumulates: given twice, both count, and no label says otherwise.
+    manifest["command"] = ["/src/pipeline/__main__.py", "--experiments", "a", "--experiments=b"]
+    Path(output, "manifest.json").write_text(json.dumps(manifest))
+    assert "given more than once" not in build_report(output, gallery=0)
 
 
 def test_overwrite_removes_the_earlier_report_and_sanity_check(tmp_path, linear_keras):
