@@ -11,7 +11,6 @@ from transforms.quiet import import_tensorflow, quiet_environment
 __all__ = [
     "NOT_STARTED",
     "configure_logging",
-    "count",
     "import_tensorflow",
     "quiet_environment",
 ]
@@ -19,11 +18,6 @@ __all__ = [
 # What the command line says of a Ctrl-C before the run claimed --output (while
 # Beam and TensorFlow load, or during the launch checks): there is no run to resume.
 NOT_STARTED = "interrupted before the run started; nothing was written. Run the command again."
-
-
-def count(number: int, noun: str) -> str:
-    """`number` and `noun`, plural unless one: "1 image", "8 images"."""
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 # Loggers that are chatty at INFO: shown with --verbose only.

@@ -50,7 +50,7 @@ from pipeline.options import (
     parse_input_range,
 )
 from pipeline.progress import ReportProgress, heartbeat
-from transforms import datasource, labels, sources
+from transforms import datasource, labels, sources, wording
 from transforms.attribution import ERRORS_TAG, IGModelHandler, ImageOutcome, Preprocess
 from transforms.config import AttributionConfig
 from transforms.errors import error_reason
@@ -1098,7 +1098,7 @@ def _claim_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
             job = dataclasses.replace(job, done_before=done, results_prefix=prefix)
             have = "has" if len(done) == 1 else "have"
             _LOG.info(
-                "Resuming: %s %s rows already; skipped.", logs.count(len(done), "image"), have
+                "Resuming: %s %s rows already; skipped.", wording.count(len(done), "image"), have
             )
             _warn_gone(job, done)
         else:
@@ -1251,7 +1251,7 @@ def _start(
         raise KeyboardInterrupt(str(e) or logs.NOT_STARTED) from None
     if save_main_session is not None:
         options.view_as(SetupOptions).save_main_session = save_main_session
-    what = f"{logs.count(job.total_inputs, 'image')} of " if job.total_inputs is not None else ""
+    what = f"{wording.count(job.total_inputs, 'image')} of " if job.total_inputs is not None else ""
     _LOG.info(
         "Auditing %s%s with %s into %s.", what, job.source.name, job.spec.reference, job.output
     )

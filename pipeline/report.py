@@ -41,10 +41,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 
-from pipeline import logs
 from transforms import files, plots, results
 from transforms.ig.rules import METHODS, has_spread
 from transforms.manifest import CHECKPOINT_DIR, TEMP_DIR, estimate_bound, shows_targets
+from transforms.wording import count
 
 __all__ = ["build_report", "main", "read_sanity", "write_report"]
 
@@ -120,7 +120,7 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(text=_text, pct=_pct, num=_num, count=logs.count)
+    env.filters.update(text=_text, pct=_pct, num=_num, count=count)
     return env
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import logs
+from transforms import wording
 from transforms.manifest import shows_targets
 from transforms.results import read_errors
 
@@ -136,9 +136,9 @@ def print_summary(manifest: dict[str, Any], limit: int = 20) -> None:
     rows = _rows_in(output) if earlier else counts["rows"]
     new = f", {counts['rows']} of them from this run" if earlier else ""
     print(
-        f"Results in {output}/results ({logs.count(rows, 'row')}{new}), errors in {output}/errors "
+        f"Results in {output}/results ({wording.count(rows, 'row')}{new}), errors in {output}/errors "
         f"({counts['errors']}), manifest {output}/manifest.json; "
-        f"{logs.count(counts['inputs'], 'input')}{before}."
+        f"{wording.count(counts['inputs'], 'input')}{before}."
     )
     target = shows_targets(manifest.get("config", {}))
     if rows:

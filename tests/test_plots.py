@@ -134,8 +134,10 @@ def test_completeness_histogram_counts_every_row():
     assert sum(p.get_height() for p in ax.patches) == 4
     assert ax.get_xscale() == "log"
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert set(labels) == {"tolerance 0.01: 1 rows above", "4 rows", "1 rows without a value"}
+    assert set(labels) == {"tolerance 0.01: 1 row above", "4 rows", "1 row without a value"}
     assert "no rows" in plots.completeness_figure([]).axes[0].texts[0].get_text()
+    one = plots.completeness_figure([0.05], tolerance=0.01).axes[0].get_legend().get_texts()
+    assert [t.get_text() for t in one] == ["1 row", "tolerance 0.01: 1 row above"]
 
 
 def test_grid_figure_captions_and_marks_misclassifications(folder_run):
@@ -205,7 +207,7 @@ def test_attribution_error_histogram_shares_the_completeness_axes():
     assert sum(p.get_height() for p in ax.patches) == 3
     assert ax.get_xscale() == "log" and "per-pixel error" in ax.get_xlabel()
     labels = {t.get_text() for t in ax.get_legend().get_texts()}
-    assert labels == {"3 rows", "bound 0.015: 2 rows above", "1 rows without a value"}
+    assert labels == {"3 rows", "bound 0.015: 2 rows above", "1 row without a value"}
 
 
 def test_error_histogram_bins_span_the_data_with_an_edge_on_the_tolerance():
@@ -231,7 +233,7 @@ def test_error_histogram_keeps_rows_above_the_tolerance_out_of_the_bars_within_i
     within = sum(p.get_height() for p in ax.patches if p.get_x() < 0.015)  # bars left of it
     assert within == 3 and sum(p.get_height() for p in ax.patches) == 4
     labels = {t.get_text() for t in ax.get_legend().get_texts()}
-    assert "bound 0.015: 1 rows above" in labels
+    assert "bound 0.015: 1 row above" in labels
 
 
 def test_faithfulness_figure_draws_ig_against_the_random_control():

@@ -27,7 +27,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from transforms import results
+from transforms import results, wording
 
 __all__ = [
     "PANELS",
@@ -359,7 +359,10 @@ def _log_histogram(
         return figure
     clipped = np.maximum(finite, 1e-7)
     ax.hist(
-        clipped, bins=log_bins(clipped, tolerance), color="#4c72b0", label=f"{finite.size} rows"
+        clipped,
+        bins=log_bins(clipped, tolerance),
+        color="#4c72b0",
+        label=wording.count(finite.size, "row"),
     )
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
@@ -372,10 +375,12 @@ def _log_histogram(
             color=_WRONG,
             linestyle="--",
             linewidth=1,
-            label=f"{line} {tolerance:g}: {above} rows above",
+            label=f"{line} {tolerance:g}: {wording.count(above, 'row')} above",
         )
     if finite.size < values.size:
-        ax.plot([], [], " ", label=f"{values.size - finite.size} rows without a value")
+        ax.plot(
+            [], [], " ", label=f"{wording.count(values.size - finite.size, 'row')} without a value"
+        )
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(alpha=0.3)
     return figure
@@ -447,7 +452,7 @@ def faithfulness_figure(frame: pd.DataFrame, *, width: float = 9.0, height: floa
             values = frame[column].to_numpy(dtype=np.float64)
             values = values[np.isfinite(values)]
             median = f", median {np.median(values):.3f}" if values.size else ""
-            label = f"{name} ({values.size} rows{median})"
+            label = f"{name} ({wording.count(values.size, 'row')}{median})"
             ax.hist(values, bins=bins, linewidth=1.4, label=label, **style)
         if not frame[ig].notna().any():
             _blank(ax, "not measured in these rows (--faithfulness none)")
