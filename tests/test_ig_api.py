@@ -127,3 +127,26 @@ def test_a_fixed_rule_without_a_spread_has_no_error_estimate(method, steps):
     assert np.isnan(result.error).all()
     _, finer = run(method, steps + 2, [1, 2])
     assert (finer.error > 0).all()
+
+
+def test_a_rows_steps_are_the_most_of_any_of_its_baselines():
+    # A baseline equal to the image is a path of length 0: exact at its 4 initial
+    # nodes, never split; the row refines only its path from black. Its `steps` are
+    # that path's nodes, whichever order the baselines come in.
+    x = uniform(1, 0.2, 1.0, seed=7)
+    f = analytic(x[0].astype(np.float64), 1)[0]  # sum x^3: curved along the path
+    for base, f_base in (([np.zeros_like(x), x], [0.0, f]), ([x, np.zeros_like(x)], [f, 0.0])):
+        result = integrate(
+            score_grad_fn,
+            x,
+            np.stack(base, axis=1),
+            [0],
+            [1],
+            "riemann_trapezoid",
+            4,
+            tolerance=1e-3,
+            target_scores=np.array([f]),
+            baseline_scores=np.array([f_base]),
+        )
+        assert result.steps[0] > 4
+        assert result.evaluations[0] == result.steps[0] + 4
