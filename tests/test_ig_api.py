@@ -150,3 +150,11 @@ def test_a_rows_steps_are_the_most_of_any_of_its_baselines():
         )
         assert result.steps[0] > 4
         assert result.evaluations[0] == result.steps[0] + 4
+
+
+def test_a_path_of_length_zero_has_a_zero_map_known_exactly():
+    # x' = x: the map is 0 and so is its spread, an error of 0 (not nan, not inf).
+    x = uniform(1, 0.2, 1.0, seed=8)
+    result = integrate(score_grad_fn, x, x[:, None], [0], [1], "riemann_trapezoid", 5)
+    assert not result.attributions.any()
+    assert result.error.tolist() == [0.0]
