@@ -194,3 +194,28 @@ def test_bad_steps_name_the_value():
     with pytest.raises(ValueError, match=r"\[1, 16\].*got 17"):
         fa.step_counts(PIXELS, 17)
     assert fa.step_counts(10, 4).tolist() == [0, 2, 5, 8, 10]
+
+
+def test_for_rows_seeds_the_control_by_each_rows_image_and_the_run_seed():
+    rng = np.random.default_rng(5)
+    images = rng.uniform(0, 1, (2, SIDE, SIDE, 3)).astype(np.float32)
+    weights = rng.uniform(0, 1, images.shape[1:]).astype(np.float32)
+    ids, index = ["cat.png", "dog.png"], [1, 0, 1]
+    maps = rng.normal(size=(3, SIDE, SIDE, 3))
+    kwargs = dict(input_range=(0.0, 1.0), steps=PIXELS, chunk_size=8)
+    result = fa.for_rows(
+        _linear(weights), images, images * 0, ids, index, [0] * 3, maps, seed=3, **kwargs
+    )
+    for r, i in enumerate(index):
+        control = _run(
+            _linear(weights), images[i], maps[r], fa.random_ranking(PIXELS, ids[i], 3), PIXELS
+        )
+        np.testing.assert_allclose(
+            result.deletion_curve_random[r], control.deletion_curve_random[0]
+        )
+        np.testing.assert_allclose(result.deletion_curve[r], control.deletion_curve[0])
+    other = fa.for_rows(
+        _linear(weights), images, images * 0, ids, index, [0] * 3, maps, seed=4, **kwargs
+    )
+    assert not np.allclose(other.deletion_curve_random, result.deletion_curve_random)
+    np.testing.assert_array_equal(other.deletion_curve, result.deletion_curve)
