@@ -587,6 +587,11 @@ def test_resume_refuses_an_older_runs_ids_that_changed(linear_keras, tmp_path):
     _as_older_version(tmp_path / "out")
     manifest = run([*flags, "--resume"], save_main_session=False)
     assert manifest["counts"]["skipped_done_before"] == 1 and manifest["image_id_scheme"] == 2
+    # A newer version's run may have named any file otherwise: refused, backslash or not.
+    manifest["image_id_scheme"] = 3
+    (tmp_path / "out" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"another scheme \(image_id_scheme 3, this version 2\)"):
+        run([*flags, "--resume"], save_main_session=False)
 
 
 def test_a_run_whose_rows_cannot_be_put_in_place_is_not_complete(
