@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, cli_args
 from tests.known_rows import SIDE, known_attributions, make_row, write_output
 from transforms import baselines, images, results
+from transforms.manifest import estimate_bound
 from transforms.schema import METADATA_COLUMNS, results_schema, rows_to_table
 
 
@@ -155,6 +156,13 @@ def test_misclassified_tolerance_and_class_filters(folder_run):
         "shark.png",
         "cat2.png",
     ]
+    # The run's own bounds (its estimate_bound, not its --tolerance) flag what it flagged.
+    config = results.read_manifest(folder_run["output"])["config"]
+    flagged = results.above_tolerance(
+        meta, estimate_bound(config), config["completeness_tolerance"]
+    )
+    assert config["estimate_bound"] < config["tolerance"]
+    assert flagged.file_name.tolist() == meta[~meta.within_tolerance].file_name.tolist()
     # Each bound on its own column: the per-pixel error, then the completeness delta.
     other = meta.assign(attribution_error=0.0, relative_delta=0.0)
     other.loc[other.file_name == "cat1.png", "attribution_error"] = 0.012

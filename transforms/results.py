@@ -333,9 +333,11 @@ def above_tolerance(
     """Rows whose map may be off by more than `tolerance` (e.g. 0.01): the estimated
     per-pixel error `attribution_error` exceeds it, or the relative completeness
     delta `relative_delta` exceeds `completeness_tolerance` (None: `tolerance`).
-    Completeness alone, a sum, can hide per-pixel errors. With the run's
-    --tolerance and --completeness_tolerance these are the rows `within_tolerance`
-    flags (those of --tolerance 0 included)."""
+    Completeness alone, a sum, can hide per-pixel errors. With the run's bound on
+    `attribution_error` (`transforms.manifest.estimate_bound` of its manifest's
+    "config": --tolerance over the estimate's margin, not --tolerance itself) and
+    its --completeness_tolerance, these are the rows `within_tolerance` flags
+    (those of --tolerance 0 included)."""
     bound = tolerance if completeness_tolerance is None else completeness_tolerance
     above = frame["relative_delta"] > bound
     if "attribution_error" in frame:
