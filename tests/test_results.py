@@ -170,6 +170,8 @@ def test_misclassified_tolerance_and_class_filters(folder_run):
     assert results.above_tolerance(other, 0.015).empty
     assert results.above_tolerance(other, 0.01).file_name.tolist() == ["cat1.png"]
     assert results.above_tolerance(other, 0.015, 0.005).file_name.tolist() == ["cat2.png"]
+    # A row at a bound is within it, as within_tolerance (error <= bound) has it.
+    assert results.above_tolerance(other, 0.012, 0.008).empty
     assert results.for_class(meta, 281).file_name.tolist() == ["cat1.png", "cat2.png"]
     assert results.for_class(meta, "class 281").file_name.tolist() == ["cat1.png", "cat2.png"]
     assert results.for_class(meta, 282, "predicted").file_name.tolist() == ["cat2.png"]
