@@ -353,6 +353,9 @@ def test_tfds_split_whose_parts_overlap_exits_2_before_any_work(
         assert main(args) == 2
         assert "more than once" in capsys.readouterr().err
         assert not (tmp_path / "out").exists()
+    overlap = "'test[:3]+test[1:4]' reads examples 1 to 2 of 'imagenet_a' split 'test' more"
+    with pytest.raises(ValueError, match=re.escape(overlap)):
+        sources.resolve_tfds("imagenet_a", "test[:3]+test[1:4]", tiny_imagenet_a, download=False)
     for split in ("test[:50%]+test[50%:]", "test[-1:]+test[:3]"):
         source = sources.resolve_tfds("imagenet_a", split, tiny_imagenet_a, download=False)
         assert source.num_examples == 4

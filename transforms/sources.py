@@ -638,9 +638,9 @@ def _check_no_overlap(name: str, split: str, builder: Any) -> None:
             first, last = max(start, other_start), min(stop, other_stop)
             if first < last:
                 raise ValueError(
-                    f"--split {split!r} reads examples {first} to {last - 1} of "
-                    f"{part.splitname!r} more than once; each would be audited twice under "
-                    "one image_id. Use parts that do not overlap."
+                    f"--split {split!r} reads examples {first} to {last - 1} of {name!r} "
+                    f"split {part.splitname!r} more than once; each would be audited twice "
+                    "under one image_id. Use parts that do not overlap."
                 )
         read.setdefault(part.splitname, []).append((start, stop))
 
