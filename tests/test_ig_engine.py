@@ -190,6 +190,20 @@ def test_error_estimate_is_within_a_factor_two_where_nodes_do_not_resolve_the_ki
     assert 0.7 <= result.error[0] / true <= 1.5
 
 
+@pytest.mark.parametrize("method", ["riemann_trapezoid", "gausslegendre"])
+def test_fixed_error_estimates_do_not_depend_on_path_batch_size(method):
+    # The roughness is read from pairs of neighbouring gaps, pairs that span model
+    # calls included: with 1 point per call, every pair spans two.
+    x = np.ones((1, *WAVES_SHAPE), np.float32)
+    base = np.zeros((1, 1, *WAVES_SHAPE), np.float32)
+    errors = [
+        integrate(square_waves_fn, x, base, [0], [0], method, 65, path_batch_size=b).error
+        for b in (1, 7, 1000)
+    ]
+    for other in errors[1:]:
+        np.testing.assert_allclose(other, errors[0], rtol=1e-9)
+
+
 def black_and_white(fn, net: ToyReLUNet, x: np.ndarray):
     """IG of `fn` on image x [1, *S] from black and white baselines averaged, at a
     2 % tolerance; with the exact averaged map, F(x) and the mean F(x')."""
