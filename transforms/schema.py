@@ -44,7 +44,8 @@ def results_schema(attribution_dtype: str = "float32") -> pa.Schema:
             ("attribution_error", pa.float64()),
             ("steps", pa.int64()),
             ("method", pa.string()),
-            # Extensions of the contract.
+            # The contract's evaluations, within_tolerance and AUCs, with extensions of
+            # it (score, baseline, path_*, *_curve); the order is fixed, not a grouping.
             ("score", pa.string()),
             ("baseline", pa.string()),
             ("evaluations", pa.int64()),
