@@ -7,7 +7,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["make_baselines"]
+__all__ = ["BASELINES", "make_baselines"]
+
+#: The baselines `make_baselines` draws (--baseline).
+BASELINES: tuple[str, ...] = ("black", "white", "grey", "blur", "noise")
 
 
 def _gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -65,5 +68,5 @@ def make_baselines(
             rng = np.random.default_rng(_noise_seed(seed, image_id))
             out[i] = rng.uniform(low, high, size=image.shape)
         else:
-            raise ValueError(f"Unknown baseline {name!r}.")
+            raise ValueError(f"Unknown baseline {name!r}; choose from: {', '.join(BASELINES)}.")
     return out

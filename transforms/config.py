@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from transforms.baselines import BASELINES
 from transforms.faithfulness import FAITHFULNESS_MODES
 from transforms.ig import (
     DEFAULT_MAX_STEPS,
@@ -31,7 +32,6 @@ __all__ = [
     "ConfigError",
 ]
 
-BASELINES: tuple[str, ...] = ("black", "white", "grey", "blur", "noise")
 TARGETS: tuple[str, ...] = ("predicted", "label", "top_k")
 SCORES: tuple[str, ...] = ("raw", "softmax")
 ATTRIBUTION_MODES: tuple[str, ...] = ("full", "pixel", "none")

@@ -1,0 +1,44 @@
+"""The baselines x' of IG: known values in the model's input range, the noise's seeding."""
+
+import numpy as np
+import pytest
+
+from transforms.baselines import BASELINES, make_baselines
+
+RANGE = (-1.0, 3.0)
+
+
+def _image(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(*RANGE, size=(8, 6, 3)).astype(np.float32)
+
+
+def test_constant_baselines_are_the_ends_and_middle_of_the_input_range():
+    out = make_baselines(_image(), ("black", "white", "grey"), RANGE, "a.png")
+    assert out.shape == (3, 8, 6, 3) and out.dtype == np.float32
+    assert [np.unique(b).tolist() for b in out] == [[-1.0], [3.0], [1.0]]
+
+
+def test_blur_keeps_a_constant_image_and_smooths_a_varied_one():
+    flat = np.full((8, 6, 3), 0.5, np.float32)
+    np.testing.assert_allclose(make_baselines(flat, ("blur",), RANGE, "a")[0], flat, atol=1e-6)
+    image = _image()
+    (blurred,) = make_baselines(image, ("blur",), RANGE, "a")
+    assert blurred.std() < image.std()
+    assert abs(blurred.mean() - image.mean()) < 0.1
+
+
+def test_noise_is_in_range_and_seeded_by_the_image_id_and_the_run_seed():
+    image = _image()
+    (noise,) = make_baselines(image, ("noise",), RANGE, "a.png", seed=1)
+    assert RANGE[0] <= noise.min() and noise.max() <= RANGE[1] and noise.std() > 0.5
+    np.testing.assert_array_equal(
+        noise, make_baselines(_image(1), ("noise",), RANGE, "a.png", 1)[0]
+    )
+    assert not np.array_equal(noise, make_baselines(image, ("noise",), RANGE, "b.png", 1)[0])
+    assert not np.array_equal(noise, make_baselines(image, ("noise",), RANGE, "a.png", 2)[0])
+
+
+def test_every_listed_baseline_is_drawn_and_another_names_the_choices():
+    assert make_baselines(_image(), BASELINES, RANGE, "a").shape == (len(BASELINES), 8, 6, 3)
+    with pytest.raises(ValueError, match="'gray'; choose from: black, white, grey, blur, noise"):
+        make_baselines(_image(), ("gray",), RANGE, "a")
