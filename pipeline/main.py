@@ -1090,7 +1090,9 @@ def _claim_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
     try:
         lock = output_lock.acquire(job.output)
     except OSError as e:  # the lock is the first file written there
-        raise ValueError(f"--output {job.output!r} is not writable: {e}") from e
+        raise ValueError(
+            f"--output {job.output!r} is not writable: {e}; choose a folder you can write to."
+        ) from e
     job = dataclasses.replace(job, lock=lock)
     try:
         if resume:

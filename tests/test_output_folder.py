@@ -507,6 +507,23 @@ def test_a_folder_that_cannot_be_flocked_still_has_its_stale_lock_taken_over(
     assert "Cannot flock" in caplog.text and "unserialized" in caplog.text
 
 
+def test_an_output_whose_lock_cannot_be_written_says_what_to_do(
+    image_folder, linear_keras, tmp_path, monkeypatch
+):
+    import errno
+
+    from pipeline import output_lock
+
+    def read_only(output):  # the lock is the first file a run writes in --output
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(output_lock, "acquire", read_only)
+    out = tmp_path / "out"
+    message = f"--output '{out}' is not writable: .*Read-only file system; choose a folder"
+    with pytest.raises(ValueError, match=message):
+        run(job_flags(image_folder, linear_keras, out), save_main_session=False)
+
+
 def test_a_lock_taken_over_meanwhile_is_never_handed_to_the_old_runs_job(tmp_path):
     from pipeline import output_lock
 
