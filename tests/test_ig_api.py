@@ -81,6 +81,12 @@ def test_bad_settings_name_the_value(kwargs, message):
         ig.IGSettings("riemann_trapezoid", 8, **kwargs)
 
 
+def test_steps_that_are_not_an_integer_are_named():
+    # Checked before the default max_steps compares them (a TypeError otherwise).
+    with pytest.raises(ValueError, match="steps must be an integer >= 2 .*, got '8'"):
+        ig.IGSettings("riemann_trapezoid", "8")
+
+
 def test_without_max_steps_a_tolerance_refines_up_to_the_default_cap():
     """The library and the job share one default cap (it was `steps` in the
     library: a tolerance without max_steps then never refined)."""

@@ -127,9 +127,9 @@ class IGSettings:
         )
 
     def __post_init__(self) -> None:
+        rules.check_steps(self.method, self.steps)  # first: the default cap compares it
         if self.max_steps is None:  # frozen: set once, here
             object.__setattr__(self, "max_steps", default_max_steps(self.steps))
-        rules.check_steps(self.method, self.steps)
         if not self.tolerance >= 0:
             raise ValueError(f"tolerance must be >= 0 (0: the fixed rule), got {self.tolerance}.")
         if self.max_steps < self.steps:
