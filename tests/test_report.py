@@ -417,6 +417,18 @@ def test_per_pixel_accuracy_section_beside_completeness(folder_run):
     assert re.findall(r"\w+\.png →", page.sections["worst-completeness"]) == ["shark.png →"]
 
 
+def test_completeness_counts_the_rows_refined_beyond_the_runs_steps(folder_run):
+    # The run's --steps is 8; shark's row was refined to 20 path points.
+    for path in Path(folder_run["output"], "results").glob("*.parquet"):
+        table = pq.read_table(path)
+        steps = [20 if i.endswith("shark.png") else 8 for i in table["image_id"].to_pylist()]
+        index = table.schema.get_field_index("steps")
+        table = table.set_column(index, table.schema.field(index), pa.array(steps, pa.int64()))
+        pq.write_table(table, path)
+    section = _page(build_report(folder_run["output"], gallery=0)).sections["completeness"]
+    assert "1 of 4 rows were refined with more path points" in section
+
+
 def test_the_per_pixel_bound_is_the_tolerance_over_the_estimates_margin(folder_run):
     add_columns(folder_run["output"], NEW_VALUES)
     text = build_report(folder_run["output"], gallery=0)
