@@ -168,6 +168,9 @@ def test_curves_do_not_depend_on_the_chunk_size():
         calls.append(sizes)
     assert max(calls[0]) == 1 and max(calls[1]) <= 7 and len(calls[2]) == 1
     assert sum(calls[1]) == 4 * (fa.forward_passes_per_row(6) + 1)
+    # With p(x) known, the image itself is not forwarded again: the documented cost.
+    assert sum(calls[3]) == 4 * fa.forward_passes_per_row(6)
+    assert results[3].forward_evaluations.tolist() == [fa.forward_passes_per_row(6)] * 4
     for other in results[1:]:
         for name in (
             "deletion_curve",
