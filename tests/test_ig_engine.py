@@ -578,6 +578,11 @@ def test_rows_beyond_the_memory_budget_are_attributed_in_chunks_with_the_same_re
     paths = engine.Paths(integrand, x, np.zeros((5, 1, *SHAPE), np.float32), [0] * 5, [2] * 5, 8)
     chunks = ig.api._row_chunks(settings, paths, 5)
     assert [(c.start, c.stop) for c in chunks] == [(0, 2), (2, 4), (4, 5)]
+    # A row holds a path per baseline: with two baselines, one row per chunk.
+    bases = np.zeros((5, 2, *SHAPE), np.float32)
+    paths = engine.Paths(integrand, x, bases, [0] * 5, [2] * 5, 8)
+    chunks = ig.api._row_chunks(settings, paths, 5)
+    assert [(c.start, c.stop) for c in chunks] == [(i, i + 1) for i in range(5)]
     chunked, whole = attribute(two_rows + 1), attribute(1 << 40)
     np.testing.assert_allclose(chunked.attributions, whole.attributions, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(chunked.attributions, exact[[4, 0, 3, 1, 2]], atol=0.05)
