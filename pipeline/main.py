@@ -288,12 +288,26 @@ def _make_folder(output: str) -> None:
         pass  # exists already
 
 
+def _mark_replacing(output: str) -> None:
+    """Before --overwrite deletes an earlier run file by file: its manifest says
+    "replacing", no longer "complete". A kill or Ctrl-C midway left a complete
+    manifest over part of its rows (a report showed them as the whole run); the
+    manifest keeps its model and config, so a new --overwrite still replaces it."""
+    try:
+        manifest = read_manifest(output)
+    except Exception:  # no manifest (report.html or sanity/ alone): nothing claims complete
+        return
+    if isinstance(manifest, dict) and manifest.get("status") != "replacing":
+        write_json(FileSystems.join(output, MANIFEST_FILE), {**manifest, "status": "replacing"})
+
+
 def _prepare_output(output: str, overwrite: bool) -> None:
     """Refuses to mix two runs: an earlier run's output is kept unless --overwrite."""
     existing = _earlier_run(output)
     if existing and not overwrite:
         raise ConfigError(f"--output {output!r} already holds a run; pass --overwrite.")
     if existing:
+        _mark_replacing(output)
         FileSystems.delete(existing)
     _clear_temp(output)
     probe = FileSystems.join(output, ".write_probe")

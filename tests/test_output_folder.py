@@ -591,3 +591,34 @@ def test_the_manifest_says_when_inputs_or_rows_are_not_accounted_for(
     assert manifest == written and manifest["status"] == "complete"
     assert manifest["all_inputs_accounted_for"] is accounted
     assert manifest["rows_match_target_mode"] is rows_match
+
+
+def test_an_overwrite_stopped_while_deleting_leaves_no_complete_manifest(
+    image_folder, linear_keras, tmp_path, monkeypatch
+):
+    """--overwrite deletes the earlier run file by file: stopped midway (Ctrl-C,
+    a kill), its manifest must not still call the rows left a complete run."""
+    import pipeline.main as main_module
+
+    out = tmp_path / "out"
+    run(job_flags(image_folder, linear_keras, out), save_main_session=False)
+    real_delete = main_module.FileSystems.delete
+
+    def delete_one_then_stop(paths):
+        real_delete(paths[:1])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(main_module.FileSystems, "delete", delete_one_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run([*job_flags(image_folder, linear_keras, out), "--overwrite"], save_main_session=False)
+    monkeypatch.undo()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] != "complete"
+    assert "model" in manifest and "config" in manifest  # still a run --overwrite replaces
+    from pipeline.report import run_state
+
+    assert run_state(manifest, rows=len(pd.read_parquet(out / "results"))) == "unfinished"
+    again = run(
+        [*job_flags(image_folder, linear_keras, out), "--overwrite"], save_main_session=False
+    )
+    assert again["status"] == "complete" and len(pd.read_parquet(out / "results")) == 4
