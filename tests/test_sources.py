@@ -361,6 +361,14 @@ def test_tfds_split_whose_parts_overlap_exits_2_before_any_work(
         assert source.num_examples == 4
 
 
+def test_tfds_split_that_does_not_parse_is_refused_before_any_download(tmp_path):
+    # Not prepared and download allowed: a typo in the spec must not start a download.
+    with mock.patch.object(sources, "_ensure_prepared", side_effect=AssertionError("download")):
+        for split in ("test[:2%", "test[::2]", ""):
+            with pytest.raises(ValueError, match=r"is not a TFDS split spec; .*'test\[:2%\]'"):
+                sources.resolve_tfds("imagenet_a", split, str(tmp_path), download=True)
+
+
 def test_tfds_not_prepared_without_download_says_how(tmp_path):
     with pytest.raises(ValueError, match=r"not prepared in .*tfds build imagenet_a"):
         sources.resolve_tfds("imagenet_a", "test", str(tmp_path), download=False)

@@ -624,6 +624,20 @@ def _split_size(name: str, split: str, builder: Any) -> int:
         ) from e
 
 
+def _check_split_syntax(split: str) -> None:
+    """Refuses a split spec TFDS cannot parse (`test[:2%`, `test[::2]`), before any
+    download: which split names exist is only known once the dataset is prepared."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    try:
+        tfds.core.ReadInstruction.from_spec(split)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"--split {split!r} is not a TFDS split spec; use a split name with optional "
+            "slices, e.g. 'test', 'test[:2%]', 'test[10:20]' or 'test[:10]+train[:10]'."
+        ) from e
+
+
 def _check_no_overlap(name: str, split: str, builder: Any) -> None:
     """Refuses a split spec whose parts read an example twice (`test[:3]+test[1:4]`,
     `test+test`): its image_id would name two inputs, audited twice."""
@@ -658,9 +672,11 @@ def resolve_tfds(
         dataset is then an error that says how to prepare it once, in `data_dir`.
 
     Raises:
-      ValueError: unknown dataset, no image feature, unknown split, a split
+      ValueError: a split spec that does not parse (checked first, before any
+        download), unknown dataset, no image feature, unknown split, a split
         whose parts overlap, or not prepared (with how to prepare it).
     """
+    _check_split_syntax(split)
     builder = _tfds_builder(name, data_dir)
     _ensure_prepared(name, builder, download, remote_workers)
     image_key, label_key, file_name_key = _feature_keys(name, builder)
