@@ -70,6 +70,11 @@ def _flags(image_folder, model, output, *extra):
         (["--image_size", "20000"], "error: --image_size must be between 8 and 4096, got 20000"),
         (["--max_steps", "20000"], "error: --max_steps must be <= 16384, got 20000"),
         (
+            ["--max_steps", "3"],
+            "error: --max_steps (3) must be >= --steps (4); pass --max_steps 4 or more, or "
+            "fewer --steps.",
+        ),
+        (
             ["--path_batch_size", "many"],
             "error: --path_batch_size 'many' must be a whole number of points, e.g. "
             "--path_batch_size 16, or auto (8 on CPUs, 32 on GPUs).",

@@ -195,7 +195,10 @@ class AttributionConfig:
                 "--tolerance instead (refinement adds points where they are needed)."
             )
         if self.max_steps < self.steps:
-            raise ConfigError(f"--max_steps ({self.max_steps}) must be >= --steps ({self.steps}).")
+            raise ConfigError(
+                f"--max_steps ({self.max_steps}) must be >= --steps ({self.steps}); pass "
+                f"--max_steps {self.steps} or more, or fewer --steps."
+            )
         panel = len(panel_rule(self.method).nodes)
         if self.tolerance > 0 and self.steps < panel:
             raise ConfigError(
