@@ -206,7 +206,8 @@ def _model_flags(add: Callable[..., Any]) -> None:
         "--image_size",
         type=int,
         default=None,
-        help="Model input side; default from the model's signature.",
+        help="Model input side, 8 to 4096; default from the model's signature, or 224 (with a "
+        "warning) when the signature leaves it open.",
     )
     add(
         "--input_range",
@@ -243,7 +244,8 @@ def _output_flags(add: Callable[..., Any]) -> None:
         "--faithfulness_steps",
         type=int,
         default=_DEFAULTS.faithfulness_steps,
-        help="Steps per deletion or insertion curve; each row costs 4 (K - 1) + 2 forward passes.",
+        help="K, steps per deletion or insertion curve, 2 to 1024; each row costs 4 (K - 1) + 2 "
+        "forward passes.",
     )
     add(
         "--seed",
