@@ -43,7 +43,13 @@ from matplotlib.figure import Figure
 
 from transforms import files, plots, results
 from transforms.ig.rules import METHODS, has_spread
-from transforms.manifest import CHECKPOINT_DIR, TEMP_DIR, estimate_bound, shows_targets
+from transforms.manifest import (
+    CHECKPOINT_DIR,
+    TEMP_DIR,
+    estimate_bound,
+    missing_run_message,
+    shows_targets,
+)
 from transforms.wording import count
 
 __all__ = ["build_report", "main", "read_sanity", "write_report"]
@@ -1100,7 +1106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             image_root=args.image_root,
         )
     except FileNotFoundError as e:
-        print(f"error: --input {args.input!r}: {e}", file=sys.stderr)
+        print(f"error: {missing_run_message('--input', args.input, e)}", file=sys.stderr)
         return 2
     print(f"Report of {args.input} written to {args.output}")
     return 0

@@ -36,6 +36,7 @@ from transforms import images, results
 from transforms.batch import baselines_and_scores, integrate_rows
 from transforms.config import AttributionConfig
 from transforms.faithfulness import pixel_scores
+from transforms.manifest import missing_run_message
 from transforms.quiet import import_tensorflow
 from transforms.sinks import write_json
 from transforms.tf_model import Classifier, ModelSpec
@@ -392,7 +393,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     stages = int(args.stages) if args.stages.isdigit() else args.stages.split(",")
     try:
         report = run(args.input, args.images, stages, args.seed)
-    except (ValueError, FileNotFoundError) as e:
+    except FileNotFoundError as e:
+        print(f"error: {missing_run_message('--input', args.input, e)}", file=sys.stderr)
+        return 2
+    except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print_report(report, args.input)

@@ -316,7 +316,11 @@ def test_misclassified_cards_show_evidence_for_prediction_and_label(tmp_path):
 
 def test_report_command_line_errors(tmp_path, capsys):
     assert main(["--input", str(tmp_path / "missing"), "--output", str(tmp_path / "r.html")]) == 2
-    assert "error: --input" in capsys.readouterr().err
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert line == (
+        f"error: --input {str(tmp_path / 'missing')!r} holds no manifest.json: it is not the "
+        "--output folder of a run of this job; pass that folder (e.g. ./output/sample)."
+    )
     assert not (tmp_path / "r.html").exists()
 
 

@@ -122,3 +122,12 @@ def test_an_undecided_check_prints_dashes_for_its_missing_medians(tmp_path, caps
     assert lines[0] == f"{'logits':>24}  Spearman –  SSIM –"
     assert lines[1].startswith("undecided: the randomised model gave no finite maps")
     assert lines[2] == f"Written: {tmp_path}/sanity/sanity.json and sanity.png"
+
+
+def test_a_folder_without_a_run_exits_2_saying_what_to_pass(tmp_path, capsys):
+    assert sanity.main(["--input", str(tmp_path / "missing")]) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert line == (
+        f"error: --input {str(tmp_path / 'missing')!r} holds no manifest.json: it is not the "
+        "--output folder of a run of this job; pass that folder (e.g. ./output/sample)."
+    )

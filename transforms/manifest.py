@@ -39,6 +39,16 @@ def read_manifest(output: str) -> dict[str, Any]:
         return json.loads(f.read().decode("utf-8"))
 
 
+def missing_run_message(flag: str, folder: str, error: FileNotFoundError) -> str:
+    """The one-line error of a command given a folder that holds no run (`--input`)."""
+    if str(getattr(error, "filename", "") or "").endswith(MANIFEST_FILE):
+        return (
+            f"{flag} {folder!r} holds no {MANIFEST_FILE}: it is not the --output folder of a "
+            "run of this job; pass that folder (e.g. ./output/sample)."
+        )
+    return f"{flag} {folder!r}: {error}"
+
+
 def is_run(folder: str) -> bool:
     """Whether `folder` holds a run of this job: a readable manifest.json with its
     model and configuration (other folders holding such a name are not runs)."""
