@@ -55,6 +55,7 @@ def _flags(image_folder, model, output, *extra):
     "flags, message",
     [
         (["--stpes", "32"], "error: unknown flag --stpes; did you mean --steps?"),
+        (["--tol", "0.1"], "error: unknown flag --tol; did you mean --tolerance?"),
         (["--runer=DirectRunner"], "error: unknown flag --runer; did you mean --runner?"),
         (["--overwrite", "yes"], "error: unexpected argument 'yes'"),
         (["--steps", "many"], "error: argument --steps: invalid int value: 'many'"),
