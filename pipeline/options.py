@@ -284,7 +284,18 @@ def attribution_config(options: AuditOptions) -> AttributionConfig:
     config = _attribution_config(options)
     if config.tolerance == 0:
         _warn_fixed_rule(options, config)
+    _warn_unused(options)
     return config
+
+
+def _warn_unused(options: AuditOptions) -> None:
+    """Warns of a flag that another flag's `none` turns off: no row changes with it."""
+    for off, off_flag, flag in (
+        (options.attributions, "--attributions", "attribution_dtype"),
+        (options.faithfulness, "--faithfulness", "faithfulness_steps"),
+    ):
+        if off == "none" and getattr(options, flag) != getattr(_DEFAULTS, flag):
+            _LOG.warning("%s none ignores --%s: no row changes with it.", off_flag, flag)
 
 
 def _warn_fixed_rule(options: AuditOptions, config: AttributionConfig) -> None:

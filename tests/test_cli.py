@@ -874,6 +874,15 @@ def test_a_coarse_fixed_rule_gets_a_warning(caplog):
     assert warnings("--tolerance", "0", "--steps", "64", *ignored) == [
         "--tolerance 0 (no refinement) ignores --max_steps and --completeness_tolerance."
     ]
+    # A flag another flag's `none` turns off: warned of, and only when it is given.
+    assert warnings("--attributions", "none", "--attribution_dtype", "float16") == [
+        "--attributions none ignores --attribution_dtype: no row changes with it."
+    ]
+    assert warnings("--faithfulness", "none", "--faithfulness_steps", "8") == [
+        "--faithfulness none ignores --faithfulness_steps: no row changes with it."
+    ]
+    assert warnings("--attributions", "none", "--faithfulness", "none") == []
+    assert warnings("--attribution_dtype", "float16", "--faithfulness_steps", "8") == []
 
 
 def test_progress_lines_say_done_total_rate_and_eta():
