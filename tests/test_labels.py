@@ -48,7 +48,10 @@ def test_bad_class_names_files_say_why(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ValueError, match=message):
         labels.read_class_names(str(path))
-    with pytest.raises(ValueError, match="cannot be read"):
+    with pytest.raises(
+        ValueError,
+        match=r"cannot be read \(.*missing.txt.*\); pass a readable file of the model.s class names",
+    ):
         labels.read_class_names(str(tmp_path / "missing.txt"))
 
 

@@ -104,7 +104,10 @@ def read_class_names(path: str) -> tuple[str, ...]:
         with FileSystems.open(path) as f:
             text = f.read().decode("utf-8-sig")
     except Exception as e:  # Beam wraps I/O errors in its own type
-        raise ValueError(f"--class_names {path!r} cannot be read: {e}") from e
+        raise ValueError(
+            f"--class_names {path!r} cannot be read ({e}); pass a readable file of the "
+            "model's class names, one per line or a JSON list."
+        ) from e
     if text.lstrip().startswith(("[", "{")):
         try:
             names = _names_from_json(json.loads(text), path)
