@@ -150,6 +150,8 @@ def print_summary(manifest: dict[str, Any], limit: int = 20) -> None:
         print()
         print(f"Errors by stage ({counts['errors']}; all of them: transforms.results.read_errors):")
         print("\n".join(error_summary(output)))
+    if not rows:
+        return  # nothing to read or render: the command line says why next
     python = _python()
     print()
     print("Read them with pandas:")

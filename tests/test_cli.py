@@ -347,6 +347,8 @@ def test_every_input_failing_exits_1_with_errors_by_stage(linear_keras, tmp_path
         "error: no input gave a row: all 3 inputs failed (errors by stage above)."
     ]
     assert "Errors by stage (3" in out and "  decode: 3" in out
+    # No row to read or render: no hint says how to.
+    assert "Read them with pandas" not in out and "pipeline.report" not in out
     assert "x cannot decode" in out or "broken" in out or "x " in out
     errors = pd.read_parquet(tmp_path / "out" / "errors")
     assert len(errors) == 3
