@@ -88,16 +88,19 @@ def test_launch_and_workers_agree_whether_outputs_are_probabilities(
 
 
 @pytest.mark.parametrize(
-    "outputs, activation, bias, warning",
+    "outputs, activation, kernel, bias, warning",
     [
-        (1, None, 1.0, "has 1 output: every image's predicted_class is 0 and its top_k_probs 1"),
-        (3, "sigmoid", 1.0, "outputs lie in [0, 1] without summing to 1, as a sigmoid"),
-        (3, None, 1.0, None),  # logits: top_k_probs are their softmax, as documented
-        (3, None, -2.0, None),  # logits -2 and 1: at most 1, but not in [0, 1]
+        (1, None, "ones", 1.0, "has 1 output: every image's predicted_class is 0 and its top_k"),
+        (3, "sigmoid", "ones", 1.0, "outputs lie in [0, 1] without summing to 1, as a sigmoid"),
+        (3, None, "ones", 1.0, None),  # logits: top_k_probs are their softmax, as documented
+        (3, None, "ones", -2.0, None),  # logits -2 and 1: at most 1, but not in [0, 1]
+        # Logits exactly 0 on both plain images (a linear model without bias): in [0, 1],
+        # but no sigmoid gives exactly 0.
+        (3, None, "zeros", 0.0, None),
     ],
 )
 def test_launch_warns_where_top_k_probs_are_not_the_models_probabilities(
-    tmp_path, caplog, outputs, activation, bias, warning
+    tmp_path, caplog, outputs, activation, kernel, bias, warning
 ):
     import keras
 
@@ -105,7 +108,7 @@ def test_launch_warns_where_top_k_probs_are_not_the_models_probabilities(
     pooled = keras.layers.GlobalAveragePooling2D()(inputs)
     # Probed on plain images at 0 and 1: logits 3 x 0 + bias and 3 x 1 + bias, or
     # their sigmoids.
-    weights = {"kernel_initializer": "ones", "bias_initializer": keras.initializers.Constant(bias)}
+    weights = {"kernel_initializer": kernel, "bias_initializer": keras.initializers.Constant(bias)}
     dense = keras.layers.Dense(outputs, activation=activation, **weights)
     path = str(tmp_path / "model.keras")
     keras.Model(inputs, dense(pooled)).save(path)

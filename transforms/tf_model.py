@@ -532,7 +532,9 @@ def _warn_of_probabilities(reference: str, outputs: np.ndarray) -> None:
         )
     elif outputs.shape[1] == 1:
         _warn_of_one_output(reference)
-    elif np.all(np.isfinite(outputs)) and outputs.min() >= 0.0 and outputs.max() <= 1.0:
+    elif np.all(np.isfinite(outputs)) and outputs.min() > 0.0 and outputs.max() < 1.0:
+        # Strictly inside: a sigmoid of a finite logit is; logits exactly 0 on the
+        # plain probe images (no bias) are not evidence of one.
         _LOG.warning(
             "Model %s's outputs lie in [0, 1] without summing to 1, as a sigmoid (multi-"
             "label) head's do: top_k_probs are a softmax over them, not the model's own "
