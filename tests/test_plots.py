@@ -38,6 +38,20 @@ def test_attribution_mask_is_the_seeds_abs_channel_sum():
     pixel = A.sum(axis=-1)  # [[0, 0], [2, -4]]
     np.testing.assert_array_equal(plots.attribution_mask(pixel, 100), [[0, 0], [0.5, 1]])
     assert not plots.attribution_mask(np.zeros((3, 3, 3))).any()
+    # A value that overflowed (float16 inf) or is NaN: its pixel at the top, the others
+    # scaled among themselves (not all blank, as inf / inf made them).
+    broken = np.array([[[np.inf, 0.0], [1.0, 0.0]], [[2.0, 0.0], [np.nan, 1.0]]])
+    np.testing.assert_array_equal(plots.attribution_mask(broken, 100), [[1, 0.5], [1, 1]])
+    figure = plots.attribution_figure(broken, title="t")
+    assert figure.get_suptitle() == (
+        "t\n2 values of this map not finite (inf/NaN, e.g. a float16 overflow): drawn at the "
+        "top of the mask"
+    )
+    assert plots.channel_figure(np.nan_to_num(broken, nan=0.0)).get_suptitle() == (
+        "1 value of this map not finite (inf/NaN, e.g. a float16 overflow): inf at the ends "
+        "of the scale, NaN blank"
+    )
+    assert plots.attribution_figure(A, title="t").get_suptitle() == "t"
     with pytest.raises(ValueError, match="expected attributions"):
         plots.attribution_mask(np.zeros((2, 2, 2, 2)))
 

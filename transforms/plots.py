@@ -84,16 +84,32 @@ def attribution_mask(
 
     Returns:
       float32 [H, W] in [0, 1]: sum over channels of |attributions| (|pixel sum|
-      for [H, W]), divided by its `clip_percentile` percentile and clipped.
+      for [H, W]), divided by its `clip_percentile` percentile and clipped. A
+      pixel with a value that is not finite (inf or NaN: a float16 overflow) is
+      drawn at 1, and the others are scaled among themselves.
     """
-    values = np.abs(np.asarray(attributions, dtype=np.float32))
+    with np.errstate(over="ignore"):  # inf stays inf
+        values = np.abs(np.asarray(attributions, dtype=np.float32))
     mask = values.sum(axis=-1) if values.ndim == 3 else values
     if mask.ndim != 2:
         raise ValueError(f"expected attributions [H, W, C] or [H, W], got {list(values.shape)}")
+    bad = ~np.isfinite(mask)
+    mask = np.where(bad, 0.0, mask)
     top = float(np.percentile(mask, clip_percentile)) if mask.size else 0.0
     if not top > 0:
         top = float(mask.max(initial=0.0)) or 1.0
-    return np.clip(mask / top, 0.0, 1.0).astype(np.float32)
+    return np.where(bad, 1.0, np.clip(mask / top, 0.0, 1.0)).astype(np.float32)
+
+
+def _not_finite_note(attributions: np.ndarray, drawn: str) -> str | None:
+    """What a figure says of a map holding inf or NaN; `drawn`: how it drew them."""
+    bad = int(np.size(attributions) - np.isfinite(attributions).sum())
+    if not bad:
+        return None
+    return (
+        f"{wording.count(bad, 'value')} of this map not finite (inf/NaN, e.g. a float16 "
+        f"overflow): {drawn}"
+    )
 
 
 def _as_display(image: np.ndarray) -> np.ndarray:
@@ -179,6 +195,8 @@ def attribution_figure(
       panel_size: inches per panel; `columns`: panels per row (default all in one row).
     """
     mask = attribution_mask(attributions)
+    broken = _not_finite_note(attributions, "drawn at the top of the mask")
+    note = "\n".join(t for t in (note, broken) if t) or None
     columns = columns or len(panels)
     rows = math.ceil(len(panels) / columns)
     figure = _figure(panel_size * columns, panel_size * rows + (0.5 if title or note else 0))
@@ -211,13 +229,17 @@ def channel_figure(
       attributions: [H, W, C] (`--attributions full`). Red is positive (evidence
         for the target), blue negative; the scale is +-the 99th percentile of |a|.
     """
-    values = np.asarray(attributions, dtype=np.float32)
+    with np.errstate(over="ignore"):  # inf stays inf
+        values = np.asarray(attributions, dtype=np.float32)
     if values.ndim != 3:
         raise ValueError(
             f"per-channel maps need [H, W, C] attributions (--attributions full), got "
             f"{list(values.shape)}."
         )
-    limit = float(np.percentile(np.abs(values), _CLIP_PERCENTILE)) or 1.0
+    finite = np.abs(values[np.isfinite(values)])
+    limit = (float(np.percentile(finite, _CLIP_PERCENTILE)) if finite.size else 0.0) or 1.0
+    broken = _not_finite_note(values, "inf at the ends of the scale, NaN blank")
+    title = "\n".join(t for t in (title, broken) if t) or None
     channels = values.shape[-1]
     names = list(channel_names)
     if len(names) != channels:
