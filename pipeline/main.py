@@ -834,10 +834,18 @@ def _class_names_for(
     """The names of the label space, checked against the model; warns on folder labels
     that the model cannot predict."""
     if from_file is not None and len(from_file) != spec.num_classes:
+        fix = "give one name per class"
+        if spec.label_offset and len(from_file) == spec.num_outputs:
+            # TF Hub's ImageNetLabels.txt: 'background' first, then the 1000 classes.
+            first = "line" if spec.label_offset == 1 else f"{spec.label_offset} lines"
+            fix = (
+                f"it names every output, the {spec.label_offset} before the classes too "
+                f"(first {from_file[0]!r}): drop its first {first}"
+            )
         raise ConfigError(
             f"--class_names {audit.class_names!r} holds {len(from_file)} names but --model "
             f"{audit.model!r} has {spec.num_classes} classes ({spec.num_outputs} outputs, "
-            f"--label_offset {spec.label_offset}); give one name per class."
+            f"--label_offset {spec.label_offset}); {fix}."
         )
     outside = sorted({label for label in data.folder_labels if label >= spec.num_classes})
     if outside:

@@ -765,6 +765,16 @@ def test_class_names_for_a_custom_model(image_folder, tmp_path, capsys, caplog):
         "(4 outputs, --label_offset 0); give one name per class."
     ]
     assert not (tmp_path / "out2").exists()
+    # A file naming every output, its background first (TF Hub's ImageNetLabels.txt),
+    # for a model whose classes start after it: says which lines to drop.
+    lines.write_text("background\napple\npear\nplum\n")
+    offset = cli_args(class_names=lines, label_offset=1)
+    assert main(_flags(image_folder, model, tmp_path / "out3", *offset)) == 2
+    assert _error_lines(capsys.readouterr().err) == [
+        f"error: --class_names '{lines}' holds 4 names but --model '{model}' has 3 classes "
+        "(4 outputs, --label_offset 1); it names every output, the 1 before the classes too "
+        "(first 'background'): drop its first line."
+    ]
 
 
 def test_top_k_summary_shows_targets_cuts_and_errors(
