@@ -8,11 +8,12 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import apache_beam as beam
 
 from transforms.attribution import NAMESPACE
+from transforms.tf_model import model_evaluations
 
 __all__ = ["ReportProgress", "heartbeat", "progress_line", "worker_line"]
 
@@ -40,19 +41,34 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
-def progress_line(done: int, total: int | None, elapsed: float) -> str:
-    """'progress: 16/200 images (8%), 0.52 images/s, ETA 5 min 54 s'."""
+def progress_line(
+    done: int, total: int | None, elapsed: float, work: Mapping[str, int] | None = None
+) -> str:
+    """'progress: 16/200 images (8%), 0.52 images/s, ETA 5 min 54 s'.
+
+    `work`: the heartbeat's line, logged while a batch runs, adds the model's
+    `gradient` evaluations and `forward` passes so far ('(running: 1,208 gradient
+    evaluations and 96 forward passes so far)'): a run's first batch can take
+    minutes before its first image is done.
+    """
+    running = "running"
+    if work is not None:
+        forward = work.get("forward", 0)
+        running += f": {work.get('gradient', 0):,} gradient evaluations"
+        running += f" and {forward:,} forward passes so far" if forward else " so far"
     rate = done / elapsed if elapsed > 0 else 0.0
     if done == 0:
         of = f"/{total}" if total is not None else ""
-        return f"progress: 0{of} images yet, {_duration(elapsed)} elapsed (first batch running)"
+        return f"progress: 0{of} images yet, {_duration(elapsed)} elapsed (first batch {running})"
     if total is None:
-        return f"progress: {done} images, {rate:.2f} images/s, {_duration(elapsed)} elapsed"
-    text = f"progress: {done}/{total} images ({done / max(total, 1):.0%}), {rate:.2f} images/s"
-    if done >= total:
-        return f"{text}, done in {_duration(elapsed)}"
-    eta = (total - done) / rate if rate > 0 else None
-    return f"{text}, ETA {_duration(eta)}" if eta is not None else text
+        text = f"progress: {done} images, {rate:.2f} images/s, {_duration(elapsed)} elapsed"
+    else:
+        text = f"progress: {done}/{total} images ({done / max(total, 1):.0%}), {rate:.2f} images/s"
+        if done >= total:
+            return f"{text}, done in {_duration(elapsed)}"
+        eta = (total - done) / rate if rate > 0 else None
+        text = f"{text}, ETA {_duration(eta)}" if eta is not None else text
+    return text if work is None else f"{text} ({running})"
 
 
 def worker_line(done: int, elapsed: float) -> str:
@@ -132,6 +148,7 @@ def heartbeat(
     Only meaningful where the workers run in this process (the in-process DirectRunner).
     """
     stop = threading.Event()
+    before = model_evaluations()
 
     def beat() -> None:
         while not stop.wait(1.0):
@@ -142,9 +159,8 @@ def heartbeat(
                     continue
                 count.last_log = now
                 done = count.done
-            line = progress_line(done, total, now - start)
-            # "(running)": a batch is under way (the first batch's line says so itself).
-            _LOG.info("%s", line if done == 0 else f"{line} (running)")
+            work = {k: v - before[k] for k, v in model_evaluations().items()}
+            _LOG.info("%s", progress_line(done, total, now - start, work))
 
     thread = threading.Thread(target=beat, name="ig-audit-progress", daemon=True)
     thread.start()

@@ -909,22 +909,37 @@ def test_progress_lines_say_done_total_rate_and_eta():
         progress_line(0, 8, 15.0) == "progress: 0/8 images yet, 15 s elapsed (first batch running)"
     )
     assert progress_line(10, None, 20.0) == "progress: 10 images, 0.50 images/s, 20 s elapsed"
+    assert progress_line(10, None, 20.0, {"gradient": 1208, "forward": 0}) == (
+        "progress: 10 images, 0.50 images/s, 20 s elapsed (running: 1,208 gradient "
+        "evaluations so far)"
+    )
+    assert progress_line(0, 8, 15.0, {"gradient": 0, "forward": 8}) == (
+        "progress: 0/8 images yet, 15 s elapsed (first batch running: 0 gradient evaluations "
+        "and 8 forward passes so far)"
+    )
+    assert progress_line(8, 8, 26.4, {"gradient": 9}) == progress_line(8, 8, 26.4)  # done
 
 
-def test_the_heartbeat_says_running_once(caplog):
+def test_the_heartbeat_says_running_and_the_gradient_evaluations_so_far(caplog, linear_keras):
     import time
 
     from pipeline import progress
+    from transforms.tf_model import Classifier, resolve_model
 
+    model = Classifier(resolve_model(linear_keras))  # loaded before the run starts
+    points = np.ones((5, SIZE, SIZE, 3), np.float32)
     key, start = f"heartbeat-test-{time.time()}", time.time() - 20
     with caplog.at_level("INFO", logger="pipeline.progress"):
         with progress.heartbeat(key, 8, start, every_seconds=0.0):
             time.sleep(1.5)  # a line before any image is done
+            model.score_grad_fn("raw")(points, 0 * points, np.ones(5), np.arange(5))
+            model.logits(points[:2])
             progress._COUNTS[key].done = 3
             time.sleep(1.2)  # and one while the next batch runs
     first, *_, last = [r.getMessage() for r in caplog.records]
-    assert first.endswith("elapsed (first batch running)")
-    assert last.startswith("progress: 3/8 images") and last.endswith("(running)")
+    assert first.endswith("elapsed (first batch running: 0 gradient evaluations so far)")
+    assert last.startswith("progress: 3/8 images")
+    assert last.endswith("(running: 5 gradient evaluations and 2 forward passes so far)")
 
 
 def test_max_steps_and_batch_size_defaults_are_those_of_their_one_home():

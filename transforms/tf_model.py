@@ -39,6 +39,7 @@ __all__ = [
     "ModelReference",
     "ModelSpec",
     "device_settings",
+    "model_evaluations",
     "model_reference",
     "padded_batch",
     "resolve_model",
@@ -53,6 +54,24 @@ HUB_ALIASES: dict[str, str] = {
 _DEFAULT_IMAGE_SIZE = 224
 
 ModelKind = Literal["bundled", "hub", "saved_model", "keras"]
+
+# Images and path points every Classifier of this process has evaluated, by kind.
+_EVALUATIONS = {"gradient": 0, "forward": 0}
+_EVALUATIONS_LOCK = threading.Lock()
+
+
+def model_evaluations() -> dict[str, int]:
+    """Gradient evaluations and forward passes (per image or path point) every
+    Classifier of this process has made so far: what a local run's progress line
+    shows while a batch runs (the DirectRunner runs its workers in the launcher's
+    process)."""
+    with _EVALUATIONS_LOCK:
+        return dict(_EVALUATIONS)
+
+
+def _count(kind: str, points: int) -> None:
+    with _EVALUATIONS_LOCK:
+        _EVALUATIONS[kind] += points
 
 
 @dataclasses.dataclass(frozen=True)
@@ -869,6 +888,7 @@ class Classifier:
         rows = len(images)
         if self._pad:
             (images,) = _pad_rows(rows, images)
+        _count("forward", rows)
         return self._logits(images).numpy()[:rows]
 
     def score_grad_fn(self, score: str) -> ScoreGradFn:
@@ -878,6 +898,7 @@ class Classifier:
         def run(inputs, baselines, alphas, targets):
             rows, args = self._path_args(inputs, baselines, alphas, targets)
             scores, grads = fn(*args)
+            _count("gradient", rows)
             return scores.numpy()[:rows], grads.numpy()[:rows]
 
         return run
@@ -906,6 +927,7 @@ class Classifier:
             scores, derivatives, finite, sums = fn(
                 images, references, *point_args, np.int32(num_segments)
             )
+            _count("gradient", rows)
             return (
                 scores.numpy()[:rows],
                 derivatives.numpy()[:rows],
@@ -921,6 +943,7 @@ class Classifier:
 
         def run(inputs, baselines, alphas, targets):
             rows, args = self._path_args(inputs, baselines, alphas, targets)
+            _count("forward", rows)
             return fn(*args).numpy()[:rows]
 
         return run
