@@ -891,8 +891,8 @@ def _resolve_model(
 def _fit_to_model(
     audit: AuditOptions, config: AttributionConfig, spec: ModelSpec
 ) -> AttributionConfig:
-    """--top_k and --score checked against the model's classes; --top_k's default
-    shrinks to a model with fewer classes."""
+    """--top_k and --score checked against the model's classes (--top_k's default
+    shrinks to a model with fewer classes), --faithfulness_steps against its pixels."""
     if config.top_k > spec.num_classes:
         if audit.top_k is not None:
             raise ConfigError(
@@ -904,6 +904,13 @@ def _fit_to_model(
         raise ConfigError(
             "--score softmax of a model with 1 output is 1 everywhere: every attribution "
             "would be 0. Use --score raw."
+        )
+    pixels = spec.image_size * spec.image_size
+    if config.faithfulness != "none" and config.faithfulness_steps > pixels:
+        raise ConfigError(
+            f"--faithfulness_steps {config.faithfulness_steps} exceeds the "
+            f"{spec.image_size}x{spec.image_size} model input's {pixels} pixels (a step "
+            f"switches at least one pixel); pass --faithfulness_steps {pixels} or less."
         )
     return config
 

@@ -699,6 +699,12 @@ def test_launch_refuses_what_would_fail_every_input(image_folder, linear_keras, 
             cli_args(dataset=loose, model=one_output, output=tmp_path / "o", score="softmax"),
             "error: --score softmax of a model with 1 output is 1 everywhere",
         ),
+        (  # 16x16 = 256 pixels: K = 512 steps cannot each switch a pixel
+            cli_args(
+                dataset=loose, model=linear_keras, output=tmp_path / "o", faithfulness_steps=512
+            ),
+            "error: --faithfulness_steps 512 exceeds the 16x16 model input's 256 pixels",
+        ),
     ]
     not_zip = tmp_path / "notes.keras"
     not_zip.write_text("not a zip archive")
