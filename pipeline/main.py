@@ -905,6 +905,15 @@ def _fit_to_model(
             "--score softmax of a model with 1 output is 1 everywhere: every attribution "
             "would be 0. Use --score raw."
         )
+    if config.faithfulness != "none" and spec.num_outputs == 1:
+        # A softmax over one output is 1 for every image: each curve is 1 throughout,
+        # every AUC 1, and every row would tie with its control ("no better than chance").
+        _LOG.warning(
+            "Model has 1 output: the faithfulness checks follow the target's softmax "
+            "probability, 1 for every image, so they measure nothing; they are off "
+            "(--faithfulness none, the columns null)."
+        )
+        config = dataclasses.replace(config, faithfulness="none")
     pixels = spec.image_size * spec.image_size
     if config.faithfulness != "none" and config.faithfulness_steps > pixels:
         raise ConfigError(

@@ -743,6 +743,22 @@ def test_top_k_defaults_to_the_classes_of_a_smaller_model(image_folder, tmp_path
     assert line == "error: --top_k 5 exceeds the model's 3 classes; pass --top_k 3 or less."
 
 
+def test_a_one_output_model_gets_no_faithfulness_checks(image_folder, tmp_path, caplog):
+    # A softmax over one output is 1 everywhere: the curves would be all 1, every AUC
+    # 1, and every row would tie with its control and be counted no better than chance.
+    model = _tiny_classifier(tmp_path / "one.keras", 1)
+    with caplog.at_level(logging.WARNING):
+        assert main(_flags(image_folder, model, tmp_path / "out")) == 0
+    assert "the faithfulness checks follow the target's softmax" in caplog.text
+    rows = pd.read_parquet(tmp_path / "out" / "results")
+    assert len(rows) == 4
+    faithfulness = ["deletion_auc", "insertion_auc", "deletion_auc_random"]
+    faithfulness += ["insertion_auc_random", "deletion_curve", "insertion_curve"]
+    assert rows[faithfulness].isna().all().all()
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["config"]["faithfulness"] == "none"
+
+
 def test_class_names_for_a_custom_model(image_folder, tmp_path, capsys, caplog):
     model = _tiny_classifier(tmp_path / "four.keras", 4)
     names = tmp_path / "names.json"
