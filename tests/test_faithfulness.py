@@ -193,6 +193,21 @@ def test_auc_is_normalised_by_the_image_probability_and_capped():
     assert np.isnan(fa.auc(curves, [0.8, 0.5, 0.0])[2])
 
 
+def test_an_undefined_auc_is_stored_as_null_not_nan():
+    # p(x) = 0 (a softmax underflow): the normalised curves are undefined. A NaN in
+    # Parquet is a value (DuckDB orders it above every number, so `deletion_auc >=
+    # deletion_auc_random` would hold); null is what every reader treats as missing.
+    image = _ramp_image()
+    result = _run(_linear(image * 0), image, image, np.arange(PIXELS), 4, known=np.array([0.0]))
+    assert np.isnan(result.deletion_auc[0])
+    columns = fa.row_columns(result, 0)
+    for name in fa.COLUMNS[:4]:
+        assert columns[name] is None, name
+    np.testing.assert_array_equal(columns["deletion_curve"], np.zeros(5, np.float32))
+    finite = fa.row_columns(_run(_linear(image), image, image, np.arange(PIXELS), 4), 0)
+    assert all(isinstance(finite[name], float) for name in fa.COLUMNS[:4])
+
+
 def test_bad_steps_name_the_value():
     with pytest.raises(ValueError, match=r"\[1, 16\].*got 17"):
         fa.step_counts(PIXELS, 17)

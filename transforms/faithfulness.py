@@ -398,10 +398,12 @@ COLUMNS: tuple[str, ...] = (
 
 def row_columns(result: FaithfulnessResult | None, r: int) -> dict[str, object]:
     """Row r's result columns (`COLUMNS`): AUCs as floats, curves float32 [K + 1];
-    all None when faithfulness is off (`result` None)."""
+    all None when faithfulness is off (`result` None), and an AUC None (null, not
+    NaN) where it is undefined: the image's probability for the target is 0."""
     if result is None:
         return dict.fromkeys(COLUMNS)
-    out: dict[str, object] = {name: float(getattr(result, name)[r]) for name in COLUMNS[:4]}
+    aucs = {name: float(getattr(result, name)[r]) for name in COLUMNS[:4]}
+    out: dict[str, object] = {k: None if np.isnan(v) else v for k, v in aucs.items()}
     out["deletion_curve"] = result.deletion_curve[r].astype(np.float32)
     out["insertion_curve"] = result.insertion_curve[r].astype(np.float32)
     return out
