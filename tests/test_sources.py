@@ -374,6 +374,29 @@ def test_tfds_not_prepared_without_download_says_how(tmp_path):
         sources.resolve_tfds("imagenet_a", "test", str(tmp_path), download=False)
 
 
+def test_a_data_dir_whose_metadata_cannot_be_read_exits_2_naming_it(linear_keras, tmp_path, capsys):
+    # A broken prepared folder (as a gs:// --data_dir offline, on a dry run too) is a
+    # bad --data_dir, refused at launch: it was "the run failed" with exit 1.
+    import tensorflow_datasets as tfds
+
+    import tests.tfds_builders  # noqa: F401  (registers tiny_unlabelled)
+
+    data_dir = tmp_path / "tfds"
+    tfds.builder("tiny_unlabelled", data_dir=str(data_dir)).download_and_prepare()
+    (data_dir / "tiny_unlabelled" / "1.0.0" / "dataset_info.json").write_text("{broken")
+    args = cli_args(dataset="tiny_unlabelled", data_dir=data_dir, model=linear_keras)
+    code = main([*args, *cli_args(output=tmp_path / "out")])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(err) == 1, err
+    assert re.match(
+        rf"error: --dataset 'tiny_unlabelled': cannot read its TFDS metadata in --data_dir "
+        rf"'{re.escape(str(data_dir))}' \(ParseError: Failed to load JSON: .*\); prepare it "
+        rf"again with `tfds build tiny_unlabelled --data_dir {re.escape(str(data_dir))}`\.",
+        err[0],
+    )
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
 def test_tfds_download_failure_offline_is_clear(tmp_path):
     import tensorflow_datasets as tfds
 

@@ -507,6 +507,28 @@ def _tfds_builder(name: str, data_dir: str | None) -> Any:
         ) from e
     except (ValueError, AssertionError) as e:  # a known dataset's config or version
         raise ValueError(_builder_error(name, e)) from e
+    except Exception as e:  # the metadata cannot be read: a bad --data_dir, not a run
+        raise ValueError(_unreadable_metadata(name, data_dir, e)) from e
+
+
+def _unreadable_metadata(name: str, data_dir: str | None, error: Exception) -> str:
+    """Why a dataset's metadata (its dataset_info.json) could not be read: an
+    unreachable gs:// --data_dir (offline, no credentials; a Dataflow dry run
+    reads it too) or a broken prepared folder. Said at launch, not as a failed run."""
+    reason = " ".join(_first_line(error).split('": ', 1)[-1].split())
+    where = f"--data_dir {data_dir!r}" if data_dir is not None else "TFDS's data folder"
+    if data_dir is not None and files.is_remote(data_dir):
+        fix = (
+            "a gs:// --data_dir is read at launch (a Dataflow dry run too): it needs network "
+            "and Google Cloud credentials (gcloud auth application-default login)"
+        )
+    else:
+        into = f" --data_dir {data_dir}" if data_dir is not None else ""
+        fix = f"prepare it again with `tfds build {name.split(':')[0]}{into}`"
+    return (
+        f"--dataset {name!r}: cannot read its TFDS metadata in {where} "
+        f"({type(error).__name__}: {reason}); {fix}."
+    )
 
 
 def _first_line(error: Exception) -> str:
