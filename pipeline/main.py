@@ -813,6 +813,30 @@ def _resolve_dataset(
     return _Dataset(resolved, total=resolved.num_examples)
 
 
+def _in_model_label_space(data: _Dataset, spec: ModelSpec) -> _Dataset:
+    """A TFDS dataset whose classes are some of ImageNet's WordNet ids (imagenette),
+    on an ImageNet model (1000 classes): its labels read as ImageNet's class indices,
+    the model's. A model of the dataset's own classes keeps its labels."""
+    source = data.source
+    if not isinstance(source, sources.TfdsSource) or spec.num_classes != 1000:
+        return data
+    mapped = source.in_imagenet_space()
+    if mapped is None:
+        return data
+    label_map, wnids = mapped.label_map or (), source.class_names or ()
+    moved = next((i for i, c in enumerate(label_map) if c != i), 0)
+    _LOG.info(
+        "TFDS dataset %s names its %d classes by ImageNet WordNet id: its labels are read as "
+        "ImageNet's class indices, the model's (its label %d, %s, is class %d).",
+        source.name,
+        len(label_map),
+        moved,
+        wnids[moved],
+        label_map[moved],
+    )
+    return dataclasses.replace(data, source=mapped)
+
+
 def _check_imagenet_offset(audit: AuditOptions, spec: ModelSpec, data: _Dataset) -> None:
     """The sample's and WordNet-id folders' labels are ImageNet's 1000 classes: on an
     ImageNet model (1000 or 1001 outputs) one --label_offset fits them, and any other
@@ -1012,6 +1036,7 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     handoff = ModelHandoff() if _is_direct(options) else None
     spec = _resolve_model(audit, model, data, input_range, handoff)
     config = _fit_to_model(audit, config, spec)
+    data = _in_model_label_space(data, spec)
     _check_imagenet_offset(audit, spec, data)
     class_names = _class_names_for(audit, spec, data, names_file)
     return AuditJob(

@@ -301,6 +301,35 @@ def test_target_label_on_a_tfds_dataset_without_labels_exits_2(linear_keras, tmp
     assert manifest["counts"]["rows"] == 2 and manifest["all_inputs_accounted_for"]
 
 
+def test_a_tfds_dataset_of_some_imagenet_classes_is_labelled_in_the_models_space(
+    linear_keras, tmp_path
+):
+    # imagenette names its 10 classes by WordNet id: its label 1 is ImageNet's 217
+    # (English springer). On an ImageNet model it was read as class 1 (goldfish),
+    # named and targeted so; a model of the dataset's own 3 classes keeps them.
+    import keras
+    import tensorflow_datasets as tfds
+
+    import tests.tfds_builders  # noqa: F401  (registers tiny_imagenette)
+
+    data_dir = str(tmp_path / "tfds")
+    tfds.builder("tiny_imagenette", data_dir=data_dir).download_and_prepare()
+    args = cli_args(dataset="tiny_imagenette", data_dir=data_dir, target="label", steps=2)
+    manifest = run([*args, *cli_args(model=linear_keras, output=tmp_path / "imagenet")])
+    assert manifest["all_inputs_accounted_for"] and manifest["counts"]["rows"] == 3
+    rows = pd.read_parquet(tmp_path / "imagenet" / "results").sort_values("label")
+    assert rows["label"].tolist() == rows["target_class"].tolist() == [0, 217, 482]
+    assert rows["label_name"].tolist() == ["tench", "English Springer Spaniel", "cassette player"]
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    three = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs)))
+    three.save(tmp_path / "three.keras")
+    run([*args, *cli_args(model=tmp_path / "three.keras", output=tmp_path / "own")])
+    rows = pd.read_parquet(tmp_path / "own" / "results").sort_values("label")
+    assert rows["label"].tolist() == rows["target_class"].tolist() == [0, 1, 2]
+    assert rows["label_name"].tolist() == ["n01440764", "n02102040", "n02979186"]
+
+
 @pytest.mark.parametrize(
     "stored, shows",
     [

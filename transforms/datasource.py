@@ -199,10 +199,29 @@ class TfdsSource:
     file_name_key: str | None = None
     num_examples: int | None = None
     class_names: tuple[str, ...] | None = None
+    # The ImageNet class of each of the dataset's labels, when they are read in
+    # ImageNet's label space (an ImageNet model on imagenette: see `in_imagenet_space`).
+    label_map: tuple[int, ...] | None = None
 
     def manifest_entry(self) -> dict[str, str | None]:
         """What the run's manifest.json says of the dataset."""
         return {"dataset": self.name, "split": self.split}
+
+    def in_imagenet_space(self) -> TfdsSource | None:
+        """This dataset with its labels read as ImageNet's class indices (0-999), when
+        its classes are ImageNet WordNet ids other than ImageNet's 1000 in order
+        (imagenette's 10: its label 1, n02102040, is ImageNet's 217); else None.
+
+        An ImageNet model scores ImageNet's classes: imagenette's label 1 read as
+        class 1 (goldfish) named and targeted the wrong class.
+        """
+        names = self.class_names
+        if names is None or self.label_map is not None or names == labels.imagenet_wnids():
+            return None
+        label_map = tuple(labels.wnid_to_label(name) for name in names)
+        if any(label is None for label in label_map):
+            return None
+        return dataclasses.replace(self, label_map=label_map, class_names=labels.imagenet_wnids())
 
     def resolved(self, download: bool, remote_workers: bool = False) -> TfdsSource:
         """This dataset checked and described at launch (see `sources.resolve_tfds`)."""

@@ -729,6 +729,8 @@ def _to_raw(example: dict[str, Any], source: TfdsSource) -> RawImage:
     if source.label_key is not None:
         value = int(np.asarray(example[source.label_key]))
         label = value if value >= 0 else None
+        if label is not None and source.label_map is not None:
+            label = source.label_map[label]
     data = example[source.image_key]
     data = data.numpy() if hasattr(data, "numpy") else data
     # A file name feature need not be unique across a dataset; the tfds_id
