@@ -838,10 +838,15 @@ def _in_model_label_space(data: _Dataset, spec: ModelSpec) -> _Dataset:
 
 
 def _check_imagenet_offset(audit: AuditOptions, spec: ModelSpec, data: _Dataset) -> None:
-    """The sample's and WordNet-id folders' labels are ImageNet's 1000 classes: on an
-    ImageNet model (1000 or 1001 outputs) one --label_offset fits them, and any other
-    shifts every label and prediction by one class (the seed notebook's off-by-one)."""
-    imagenet_labels = isinstance(data.source, sources.SampleSource) or data.folder_labels
+    """The sample's, WordNet-id folders' and ImageNet-labelled TFDS datasets' (imagenet_a)
+    labels are ImageNet's 1000 classes: on an ImageNet model (1000 or 1001 outputs) one
+    --label_offset fits them, and any other shifts every label and prediction by one
+    class (the seed notebook's off-by-one)."""
+    imagenet_labels = (
+        isinstance(data.source, sources.SampleSource)
+        or bool(data.folder_labels)
+        or data.tfds_class_names == labels.imagenet_wnids()
+    )
     fits = spec.num_outputs - 1000
     if imagenet_labels and spec.num_outputs in (1000, 1001) and spec.label_offset != fits:
         raise ConfigError(

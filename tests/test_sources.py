@@ -250,6 +250,27 @@ def test_tfds_dataset_end_to_end_with_subsplit(tiny_imagenet_a, linear_keras, tm
     assert manifest["dataset"] == "imagenet_a" and manifest["split"] == "test[:50%]"
 
 
+def test_a_label_offset_that_shifts_imagenet_a_on_a_1001_output_model_exits_2(
+    tiny_imagenet_a, tmp_path, capsys
+):
+    # As on a WordNet-id folder: --label_offset 0 on a background-class model read
+    # every imagenet_a label and prediction one class off, silently.
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    model = keras.Model(inputs, keras.layers.Dense(1001)(keras.layers.Flatten()(inputs)))
+    model.save(tmp_path / "background.keras")
+    args = cli_args(dataset="imagenet_a", data_dir=tiny_imagenet_a, label_offset=0)
+    code = main([*args, *cli_args(model=tmp_path / "background.keras", output=tmp_path / "o")])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(
+        "error: --label_offset 0 does not fit --dataset 'imagenet_a', whose labels are "
+        "ImageNet's 1000 classes,"
+    )
+    assert err[0].endswith("the offset that fits is 1; leave --label_offset out.")
+
+
 def test_a_tfds_builder_config_is_read_by_its_name(linear_keras, tmp_path):
     import tensorflow_datasets as tfds
 
