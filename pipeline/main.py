@@ -893,6 +893,30 @@ def _class_names_for(
     return _class_names(spec, data.tfds_class_names)
 
 
+def _warn_of_other_label_space(
+    data: _Dataset, spec: ModelSpec, class_names: Sequence[str] | None
+) -> None:
+    """A TFDS dataset with another number of classes than the model: its labels are
+    read as the model's first classes, and named by the model's names, not its own."""
+    own = data.tfds_class_names
+    if own is None or len(own) == spec.num_classes:
+        return
+    named = f" ({class_names[0]!r}, not {own[0]!r})" if class_names else ""
+    _LOG.warning(
+        "TFDS dataset %s has %d classes (%s%s) and --model %s %d: its labels are read as "
+        "the model's classes 0 to %d, and label_name names them as the model does%s. Unless "
+        "they are those classes, label, label_name and --target label mean nothing here.",
+        data.source.name,
+        len(own),
+        ", ".join(own[:3]),
+        ", ..." if own[3:] else "",
+        spec.reference,
+        spec.num_classes,
+        len(own) - 1,
+        named,
+    )
+
+
 def _resolve_model(
     audit: AuditOptions,
     model: ModelReference,
@@ -1044,6 +1068,7 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     data = _in_model_label_space(data, spec)
     _check_imagenet_offset(audit, spec, data)
     class_names = _class_names_for(audit, spec, data, names_file)
+    _warn_of_other_label_space(data, spec, class_names)
     return AuditJob(
         output=audit.output,
         source=data.source,

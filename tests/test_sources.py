@@ -287,6 +287,30 @@ def test_a_tfds_builder_config_is_read_by_its_name(linear_keras, tmp_path):
     assert sorted(results.label) == [0, 0, 1] and (results.target_class == results.label).all()
 
 
+def test_a_tfds_dataset_with_other_classes_than_the_model_is_warned_of(
+    linear_keras, tmp_path, caplog
+):
+    # tiny_shades' 2 classes (a, b) on a 1000-class ImageNet model: its label 0 is
+    # read as the model's class 0 and named 'tench', which was said nowhere.
+    import tensorflow_datasets as tfds
+
+    import tests.tfds_builders  # noqa: F401  (registers tiny_shades)
+    from pipeline.main import prepare
+
+    data_dir = str(tmp_path / "tfds")
+    tfds.builder("tiny_shades/dark", data_dir=data_dir).download_and_prepare()
+    args = cli_args(dataset="tiny_shades/dark", data_dir=data_dir, model=linear_keras)
+    with caplog.at_level("WARNING", logger="pipeline.main"):
+        prepare([*args, *cli_args(output=tmp_path / "out")])
+    warned = [r.getMessage() for r in caplog.records if "TFDS dataset" in r.getMessage()]
+    assert warned == [
+        f"TFDS dataset tiny_shades/dark has 2 classes (a, b) and --model {linear_keras} 1000: "
+        "its labels are read as the model's classes 0 to 1, and label_name names them as the "
+        "model does ('tench', not 'a'). Unless they are those classes, label, label_name and "
+        "--target label mean nothing here."
+    ]
+
+
 def test_a_tfds_label_that_is_not_a_class_label_is_warned_of(tmp_path, caplog):
     import tensorflow_datasets as tfds
 
