@@ -311,6 +311,24 @@ def test_a_tfds_dataset_with_other_classes_than_the_model_is_warned_of(
     ]
 
 
+def test_of_several_tfds_image_features_the_image_is_audited_and_said(tmp_path, caplog):
+    # Without supervised keys the first image feature was audited, silently: here
+    # the mask, defined before the photo.
+    import tensorflow_datasets as tfds
+
+    import tests.tfds_builders  # noqa: F401  (registers tiny_two_images)
+
+    data_dir = str(tmp_path / "tfds")
+    tfds.builder("tiny_two_images", data_dir=data_dir).download_and_prepare()
+    with caplog.at_level("WARNING", logger="transforms.sources"):
+        source = sources.resolve_tfds("tiny_two_images", "test", data_dir, download=False)
+    assert source.image_key == "image"
+    assert [r.getMessage() for r in caplog.records] == [
+        "TFDS dataset 'tiny_two_images' has 2 image features (mask, image) and names none as "
+        "its input (supervised_keys): auditing 'image'."
+    ]
+
+
 def test_a_tfds_label_that_is_not_a_class_label_is_warned_of(tmp_path, caplog):
     import tensorflow_datasets as tfds
 

@@ -90,3 +90,24 @@ class TinyImagenette(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self):
         for i in range(3):
             yield i, {"image": np.full((SIZE, SIZE, 3), 60 + 40 * i, np.uint8), "label": i}
+
+
+class TinyTwoImages(tfds.core.GeneratorBasedBuilder):
+    """Two flat images per example, a mask first and the photo, named by no supervised keys."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        features = {
+            "mask": tfds.features.Image(shape=(SIZE, SIZE, 1)),
+            "image": tfds.features.Image(shape=(SIZE, SIZE, 3)),
+        }
+        return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(features))
+
+    def _split_generators(self, dl_manager):
+        return {"test": self._generate_examples()}
+
+    def _generate_examples(self):
+        for i in range(2):
+            mask = np.full((SIZE, SIZE, 1), 255, np.uint8)
+            yield i, {"mask": mask, "image": np.full((SIZE, SIZE, 3), 100 + i, np.uint8)}

@@ -618,7 +618,7 @@ def _feature_keys(name: str, builder: Any) -> tuple[str, str | None, str | None]
     if not image_keys:
         raise ValueError(f"TFDS dataset {name!r} has no image feature ({list(features)}).")
     supervised = builder.info.supervised_keys or ()
-    image_key = supervised[0] if supervised and supervised[0] in image_keys else image_keys[0]
+    image_key = _image_key(name, image_keys, supervised)
     label_keys = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
     label_key = None
     if len(supervised) > 1 and supervised[1] in label_keys:
@@ -634,6 +634,24 @@ def _feature_keys(name: str, builder: Any) -> tuple[str, str | None, str | None]
         )
     file_name_key = "file_name" if "file_name" in features else None
     return image_key, label_key, file_name_key
+
+
+def _image_key(name: str, image_keys: list[str], supervised: Sequence[Any]) -> str:
+    """The image feature audited: the supervised input, else 'image', else the first
+    (said: a dataset of photos and masks or depth maps could be audited on the wrong one)."""
+    if supervised and supervised[0] in image_keys:
+        return supervised[0]
+    key = "image" if "image" in image_keys else image_keys[0]
+    if len(image_keys) > 1:
+        _LOG.warning(
+            "TFDS dataset %r has %d image features (%s) and names none as its input "
+            "(supervised_keys): auditing %r.",
+            name,
+            len(image_keys),
+            ", ".join(image_keys),
+            key,
+        )
+    return key
 
 
 def _split_size(name: str, split: str, builder: Any) -> int:
