@@ -462,7 +462,10 @@ def test_tfds_split_that_does_not_parse_is_refused_before_any_download(tmp_path)
 
 
 def test_tfds_not_prepared_without_download_says_how(tmp_path):
-    with pytest.raises(ValueError, match=r"not prepared in .*tfds build imagenet_a"):
+    # The command prepares it where this job looks: `tfds build` alone wrote it to
+    # TFDS's own folder, and the job's --data_dir stayed unprepared.
+    fix = rf"`tfds build imagenet_a --data_dir {re.escape(str(tmp_path))}` \(needs network\)"
+    with pytest.raises(ValueError, match=rf"not prepared in .*{fix}"):
         sources.resolve_tfds("imagenet_a", "test", str(tmp_path), download=False)
 
 

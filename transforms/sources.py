@@ -577,7 +577,9 @@ def _builder_error(name: str, error: Exception) -> str:
     return f"--dataset {name!r}: {reason}"
 
 
-def _not_prepared_error(name: str, builder: Any, remote_workers: bool) -> ValueError:
+def _not_prepared_error(
+    name: str, builder: Any, remote_workers: bool, data_dir: str | None
+) -> ValueError:
     if remote_workers:
         return ValueError(
             f"TFDS dataset {name!r} is not prepared in {builder.data_dir}. The launcher of a "
@@ -585,19 +587,24 @@ def _not_prepared_error(name: str, builder: Any, remote_workers: bool) -> ValueE
             f"prepare it once with `tfds build {name} --data_dir <gs:// folder>` and pass "
             "that folder as --data_dir."
         )
+    # `tfds build` prepares into TFDS's own folder unless told: into --data_dir, where
+    # this job looks (the folder the builder names ends in <name>/<version>).
+    into = f" --data_dir {data_dir}" if data_dir is not None else ""
     return ValueError(
         f"TFDS dataset {name!r} is not prepared in {builder.data_dir}. Prepare it with "
-        f"`tfds build {name}` (needs network), pass --data_dir where it is, or "
+        f"`tfds build {name}{into}` (needs network), pass --data_dir where it is, or "
         "drop --no_download."
     )
 
 
-def _ensure_prepared(name: str, builder: Any, download: bool, remote_workers: bool) -> None:
+def _ensure_prepared(
+    name: str, builder: Any, download: bool, remote_workers: bool, data_dir: str | None = None
+) -> None:
     """Prepares (downloads) an unprepared dataset when allowed, else says how to."""
     if builder.is_prepared():
         return
     if remote_workers or not download:
-        raise _not_prepared_error(name, builder, remote_workers)
+        raise _not_prepared_error(name, builder, remote_workers, data_dir)
     _check_download_reachable(name, builder)
     _LOG.info("Preparing TFDS dataset %s in %s (downloads it).", name, builder.data_dir)
     try:
@@ -718,7 +725,7 @@ def resolve_tfds(
     """
     _check_split_syntax(split)
     builder = _tfds_builder(name, data_dir)
-    _ensure_prepared(name, builder, download, remote_workers)
+    _ensure_prepared(name, builder, download, remote_workers, data_dir)
     image_key, label_key, file_name_key = _feature_keys(name, builder)
     num_examples = _split_size(name, split, builder)
     _check_no_overlap(name, split, builder)
