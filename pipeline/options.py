@@ -518,7 +518,11 @@ def help_text(prog: str = "python -m pipeline") -> str:
         "written to Parquet (see README.md).",
         epilog="Beam's own flags pass through, e.g. --runner (default DirectRunner), "
         "--direct_num_workers,\n--direct_running_mode, --project, --region, --temp_location, "
-        "--setup_file, --sdk_container_image.\nUnknown or misspelt flags are refused before "
+        "--setup_file, --sdk_container_image.\nOn Dataflow: --runner DataflowRunner --project "
+        "--region --temp_location gs://..., and\n--setup_file ./setup.py (CPU) or "
+        "--sdk_container_image (the Dockerfile's worker image, GPUs);\nadd --dry_run=True "
+        "--no_auth to build the job offline without submitting it (README.md,\n'Scale: "
+        "Dataflow, GPUs, parallel local runs').\nUnknown or misspelt flags are refused before "
         "any work. Exit status: 0 done, 1 failed while\nrunning (or no input gave a row), "
         "2 bad configuration,\n130 interrupted (Ctrl-C; --resume continues).\n\nExample: "
         f"{prog} --dataset sample --model efficientnet_lite0 --output ./output/sample",

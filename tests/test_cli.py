@@ -241,6 +241,9 @@ def test_help_lists_every_project_flag_with_defaults():
     ):
         assert default in text
     assert "Beam's own flags pass through" in done.stdout and "--runner" in done.stdout
+    # How to launch on Dataflow, and check it offline, is said where the flags are.
+    assert "--runner DataflowRunner --project --region --temp_location gs://" in text
+    assert "add --dry_run=True --no_auth to build the job offline" in text
     assert "2 bad configuration, 130 interrupted" in text
     assert not done.stderr.strip()  # no TensorFlow banner for --help
 
