@@ -272,12 +272,7 @@ def test_a_label_offset_that_shifts_imagenet_a_on_a_1001_output_model_exits_2(
 
 
 def test_a_tfds_builder_config_is_read_by_its_name(linear_keras, tmp_path):
-    import tensorflow_datasets as tfds
-
-    import tests.tfds_builders  # noqa: F401  (registers tiny_shades)
-
-    data_dir = str(tmp_path / "tfds")
-    tfds.builder("tiny_shades/light", data_dir=data_dir).download_and_prepare()
+    data_dir = _prepared("tiny_shades/light", tmp_path)
     args = cli_args(dataset="tiny_shades/light", data_dir=data_dir, model=linear_keras)
     args += cli_args(output=tmp_path / "out", steps=2, target="label", attributions="none")
     manifest = run(args, save_main_session=False)
@@ -292,13 +287,9 @@ def test_a_tfds_dataset_with_other_classes_than_the_model_is_warned_of(
 ):
     # tiny_shades' 2 classes (a, b) on a 1000-class ImageNet model: its label 0 is
     # read as the model's class 0 and named 'tench', which was said nowhere.
-    import tensorflow_datasets as tfds
-
-    import tests.tfds_builders  # noqa: F401  (registers tiny_shades)
     from pipeline.main import prepare
 
-    data_dir = str(tmp_path / "tfds")
-    tfds.builder("tiny_shades/dark", data_dir=data_dir).download_and_prepare()
+    data_dir = _prepared("tiny_shades/dark", tmp_path)
     args = cli_args(dataset="tiny_shades/dark", data_dir=data_dir, model=linear_keras)
     with caplog.at_level("WARNING", logger="pipeline.main"):
         prepare([*args, *cli_args(output=tmp_path / "out")])
@@ -314,12 +305,7 @@ def test_a_tfds_dataset_with_other_classes_than_the_model_is_warned_of(
 def test_of_several_tfds_image_features_the_image_is_audited_and_said(tmp_path, caplog):
     # Without supervised keys the first image feature was audited, silently: here
     # the mask, defined before the photo.
-    import tensorflow_datasets as tfds
-
-    import tests.tfds_builders  # noqa: F401  (registers tiny_two_images)
-
-    data_dir = str(tmp_path / "tfds")
-    tfds.builder("tiny_two_images", data_dir=data_dir).download_and_prepare()
+    data_dir = _prepared("tiny_two_images", tmp_path)
     with caplog.at_level("WARNING", logger="transforms.sources"):
         source = sources.resolve_tfds("tiny_two_images", "test", data_dir, download=False)
     assert source.image_key == "image"
@@ -330,12 +316,7 @@ def test_of_several_tfds_image_features_the_image_is_audited_and_said(tmp_path, 
 
 
 def test_a_tfds_label_that_is_not_a_class_label_is_warned_of(tmp_path, caplog):
-    import tensorflow_datasets as tfds
-
-    import tests.tfds_builders  # noqa: F401  (registers tiny_text_labels)
-
-    data_dir = str(tmp_path / "tfds")
-    tfds.builder("tiny_text_labels", data_dir=data_dir).download_and_prepare()
+    data_dir = _prepared("tiny_text_labels", tmp_path)
     with caplog.at_level("WARNING", logger="transforms.sources"):
         source = sources.resolve_tfds("tiny_text_labels", "test", data_dir, download=False)
     assert source.label_key is None and source.num_examples == 2
@@ -346,12 +327,7 @@ def test_a_tfds_label_that_is_not_a_class_label_is_warned_of(tmp_path, caplog):
 
 
 def test_target_label_on_a_tfds_dataset_without_labels_exits_2(linear_keras, tmp_path, capsys):
-    import tensorflow_datasets as tfds
-
-    import tests.tfds_builders  # noqa: F401  (registers tiny_unlabelled)
-
-    data_dir = str(tmp_path / "tfds")
-    tfds.builder("tiny_unlabelled", data_dir=data_dir).download_and_prepare()
+    data_dir = _prepared("tiny_unlabelled", tmp_path)
     args = cli_args(dataset="tiny_unlabelled", data_dir=data_dir, model=linear_keras)
     code = main([*args, *cli_args(output=tmp_path / "out", target="label")])
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
@@ -371,12 +347,8 @@ def test_a_tfds_dataset_of_some_imagenet_classes_is_labelled_in_the_models_space
     # (English springer). On an ImageNet model it was read as class 1 (goldfish),
     # named and targeted so; a model of the dataset's own 3 classes keeps them.
     import keras
-    import tensorflow_datasets as tfds
 
-    import tests.tfds_builders  # noqa: F401  (registers tiny_imagenette)
-
-    data_dir = str(tmp_path / "tfds")
-    tfds.builder("tiny_imagenette", data_dir=data_dir).download_and_prepare()
+    data_dir = _prepared("tiny_imagenette", tmp_path)
     args = cli_args(dataset="tiny_imagenette", data_dir=data_dir, target="label", steps=2)
     manifest = run([*args, *cli_args(model=linear_keras, output=tmp_path / "imagenet")])
     assert manifest["all_inputs_accounted_for"] and manifest["counts"]["rows"] == 3
@@ -712,3 +684,14 @@ def test_a_manifest_entry_reads_back_as_its_kind():
     assert sources.source_of_manifest({"dataset": "/data/images"}) == (
         sources.FolderSource("/data/images")
     )
+
+
+def _prepared(name: str, tmp_path) -> str:
+    """A tiny builder of tests.tfds_builders, prepared under tmp_path: its data_dir."""
+    import tensorflow_datasets as tfds
+
+    import tests.tfds_builders  # noqa: F401  (registers the tiny builders)
+
+    data_dir = str(tmp_path / "tfds")
+    tfds.builder(name, data_dir=data_dir).download_and_prepare()
+    return data_dir
