@@ -133,7 +133,7 @@ class AuditJob:
             except metadata.PackageNotFoundError:
                 versions[name] = None
         return {
-            **self.source.manifest_entry(),  # "dataset" and "split"
+            **self.source.manifest_entry(),  # "dataset", "split" (TFDS: "dataset_version")
             "model": dataclasses.asdict(self.spec),
             # with the bound on attribution_error that --tolerance sets (the report's)
             "config": {
@@ -353,6 +353,8 @@ def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> list[str]:
         ("--dataset", previous.get("dataset"), now["dataset"]),
         ("--split", previous.get("split"), now["split"]),
     ]
+    if "dataset_version" in previous:  # not written before TFDS versions were recorded
+        pairs.append(("--dataset version", previous["dataset_version"], now.get("dataset_version")))
     before_model, now_model = previous.get("model") or {}, now["model"]
     for key, flag in _RESUME_MODEL_FLAGS.items():
         pairs.append((flag, before_model.get(key), now_model[key]))

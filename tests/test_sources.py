@@ -1,5 +1,6 @@
 """Sources: image folders, the bundled sample, and TFDS through the real builders and reader."""
 
+import json
 import os
 import re
 from pathlib import Path
@@ -300,6 +301,23 @@ def test_a_tfds_dataset_with_other_classes_than_the_model_is_warned_of(
         "model does ('tench', not 'a'). Unless they are those classes, label, label_name and "
         "--target label mean nothing here."
     ]
+
+
+def test_a_resume_refuses_a_run_of_another_tfds_dataset_version(linear_keras, tmp_path):
+    # Another prepared version of a dataset can hold other examples under the same
+    # tfds_id ids: its rows must not be mixed with this version's.
+    data_dir = _prepared("tiny_shades/light", tmp_path)
+    args = cli_args(dataset="tiny_shades/light", data_dir=data_dir, model=linear_keras)
+    args += cli_args(output=tmp_path / "out", steps=2, attributions="none")
+    manifest = run(args, save_main_session=False)
+    assert manifest["dataset_version"] == "1.0.0"  # tests.tfds_builders' VERSION
+    assert run([*args, "--resume"], save_main_session=False)["counts"]["rows"] == 0  # all done
+    # The same folder as if an earlier run had read version 0.9.0 of the dataset.
+    path = tmp_path / "out" / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "dataset_version": "0.9.0"}))
+    message = "--dataset version (earlier run: '0.9.0', this run: '1.0.0')"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run([*args, "--resume"], save_main_session=False)
 
 
 def test_of_several_tfds_image_features_the_image_is_audited_and_said(tmp_path, caplog):

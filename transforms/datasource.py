@@ -202,10 +202,13 @@ class TfdsSource:
     # The ImageNet class of each of the dataset's labels, when they are read in
     # ImageNet's label space (an ImageNet model on imagenette: see `in_imagenet_space`).
     label_map: tuple[int, ...] | None = None
+    # The prepared dataset's version (TFDS's `info.version`), once resolved: its
+    # examples and their tfds_id ids can differ from another version's.
+    version: str | None = None
 
     def manifest_entry(self) -> dict[str, str | None]:
         """What the run's manifest.json says of the dataset."""
-        return {"dataset": self.name, "split": self.split}
+        return {"dataset": self.name, "split": self.split, "dataset_version": self.version}
 
     def in_imagenet_space(self) -> TfdsSource | None:
         """This dataset with its labels read as ImageNet's class indices (0-999), when

@@ -740,6 +740,7 @@ def resolve_tfds(
         file_name_key=file_name_key,
         num_examples=num_examples,
         class_names=class_names,
+        version=str(builder.info.version),
     )
 
 
