@@ -659,7 +659,7 @@ def test_manifest_entries_are_what_runs_write_and_read_back(
         ),
         (
             ["--dataset", "imagenet_a", "--split", "test[:50%]", "--data_dir", tiny_imagenet_a],
-            {"dataset": "imagenet_a", "split": "test[:50%]"},
+            {"dataset": "imagenet_a", "split": "test[:50%]", "dataset_version": "0.1.0"},
             None,
         ),
     ]

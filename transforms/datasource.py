@@ -282,5 +282,5 @@ def source_of_manifest(manifest: Mapping[str, Any]) -> DataSource:
     if dataset == SAMPLE:
         return SampleSource()
     if split is not None:
-        return TfdsSource(dataset, str(split))
+        return TfdsSource(dataset, str(split), version=manifest.get("dataset_version"))
     return FolderSource(dataset)
