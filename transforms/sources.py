@@ -523,8 +523,7 @@ def _unreadable_metadata(name: str, data_dir: str | None, error: Exception) -> s
             "and Google Cloud credentials (gcloud auth application-default login)"
         )
     else:
-        into = f" --data_dir {data_dir}" if data_dir is not None else ""
-        fix = f"prepare it again with `tfds build {name.split(':')[0]}{into}`"
+        fix = f"prepare it again with {_build_command(name.split(':')[0], data_dir)}"
     return (
         f"--dataset {name!r}: cannot read its TFDS metadata in {where} "
         f"({type(error).__name__}: {reason}); {fix}."
@@ -584,21 +583,25 @@ def _not_prepared_error(
         return ValueError(
             f"TFDS dataset {name!r} is not prepared in {builder.data_dir}. The launcher of a "
             "Dataflow job does not prepare datasets (that would read all of it here); "
-            f"prepare it once with `tfds build {name} --data_dir <gs:// folder>` and pass "
+            f"prepare it once with {_build_command(name, '<gs:// folder>')} and pass "
             "that folder as --data_dir."
         )
-    # `tfds build` prepares into TFDS's own folder unless told: into --data_dir, where
-    # this job looks (the folder the builder names ends in <name>/<version>).
-    into = f" --data_dir {data_dir}" if data_dir is not None else ""
     return ValueError(
         f"TFDS dataset {name!r} is not prepared in {builder.data_dir}. Prepare it with "
-        f"`tfds build {name}{into}` (needs network), pass --data_dir where it is, or "
+        f"{_build_command(name, data_dir)} (needs network), pass --data_dir where it is, or "
         "drop --no_download."
     )
 
 
+def _build_command(name: str, data_dir: str | None) -> str:
+    """The `tfds build` command that prepares `name` where this job reads it: into
+    --data_dir when given (without it, tfds build prepares into TFDS's own folder)."""
+    into = f" --data_dir {data_dir}" if data_dir is not None else ""
+    return f"`tfds build {name}{into}`"
+
+
 def _ensure_prepared(
-    name: str, builder: Any, download: bool, remote_workers: bool, data_dir: str | None = None
+    name: str, builder: Any, download: bool, remote_workers: bool, data_dir: str | None
 ) -> None:
     """Prepares (downloads) an unprepared dataset when allowed, else says how to."""
     if builder.is_prepared():
