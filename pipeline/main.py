@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import errno
 import hashlib
 import json
 import logging
@@ -18,6 +19,7 @@ import os
 import platform
 import re
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -666,11 +668,24 @@ def _check_local_writable(output: str) -> None:
             f"--output {output!r} is not writable: {str(existing)!r} is a file, not a "
             "folder; choose a folder you can write to."
         )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(
-            f"--output {output!r} is not writable: no permission to write in "
-            f"{str(existing)!r}; choose a folder you can write to."
+    _probe_folder(output, existing)
+
+
+def _probe_folder(output: str, existing: Path) -> None:
+    """Makes and removes a folder in `existing`: permissions alone do not say it can
+    be written (root passes every permission check, yet cannot write in /proc or on a
+    read-only mount)."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".ig_audit_probe_", dir=existing))
+    except OSError as e:
+        why = (
+            f"no permission to write in {str(existing)!r}"
+            if e.errno == errno.EACCES
+            else f"no folder can be made in {str(existing)!r} ({e.strerror})"
         )
+        raise ConfigError(
+            f"--output {output!r} is not writable: {why}; choose a folder you can write to."
+        ) from e
 
 
 def _check_credentials(output: str) -> None:

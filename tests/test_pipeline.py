@@ -315,6 +315,23 @@ def test_an_output_folder_this_user_may_not_write_is_refused(mode, output, messa
     assert done.stdout.startswith(f"--output '{path}' {message}"), done.stdout
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_an_output_no_folder_can_be_made_in_is_refused_before_the_model_loads(
+    image_folder, tmp_path
+):
+    """/proc passes root's permission checks, yet no folder can be made in it: the
+    launch tries one instead of trusting the permissions (a broken model shows that
+    the refusal comes before the model loads)."""
+    broken_model = tmp_path / "broken.keras"
+    with zipfile.ZipFile(broken_model, "w") as archive:
+        archive.writestr("config.json", "not a model")
+    output = "/proc/ig_audit_test/out"
+    message = f"--output '{output}' is not writable: no "
+    with pytest.raises(ValueError, match=re.escape(message)) as refused:
+        run(cli_args(dataset=image_folder["root"], model=str(broken_model), output=output))
+    assert "'/proc'" in str(refused.value)
+
+
 def test_output_folder_not_writable_is_a_clear_error(image_folder, tmp_path):
     """Refused before the model loads: this model file would fail to load."""
     blocked = tmp_path / "file"
