@@ -231,6 +231,7 @@ def test_rerun_into_same_output_is_refused_unless_overwrite(image_folder, linear
             ["--dataset", "mnistt"],
             "(Dataset mnistt not found. Did you mean mnist, kmnist, emnist?)",
         ),
+        (["--dataset", "samples"], "(Dataset samples not found. Did you mean sample, "),
         (["--dataset", "mnist:abc"], "A version is written mnist:x.y.z, e.g. mnist:1.0.0.)"),
         (
             ["--dataset", "mnist:1.0"],

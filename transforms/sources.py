@@ -536,7 +536,7 @@ def _first_line(error: Exception) -> str:
 
 
 def _closest_dataset(name: str) -> str:
-    """` Did you mean mnist?` for a misspelt TFDS name; for a known one with a
+    """` Did you mean mnist?` for a misspelt TFDS name (or `sample`); for a known one with a
     malformed version (`mnist:abc`, which TFDS reads as a namespace), how a
     version is written; else empty."""
     import tensorflow_datasets as tfds  # noqa: PLC0415
@@ -545,7 +545,7 @@ def _closest_dataset(name: str) -> str:
     known = tfds.list_builders(with_community_datasets=False)
     if base in known:
         return f" A version is written {base}:x.y.z, e.g. {base}:1.0.0."
-    close = difflib.get_close_matches(base, known)
+    close = difflib.get_close_matches(base, [*known, "sample"])  # the bundled one too
     return f" Did you mean {', '.join(close[:3])}?" if close else ""
 
 
