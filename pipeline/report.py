@@ -102,10 +102,16 @@ def _text(value: Any) -> Any:
     return "–" if results.is_missing(value) else value
 
 
+def _infinite(value: float) -> str | None:
+    """'∞' or '−∞' for an infinite value (a float16 overflow's `attribution_error`), else None."""
+    return None if math.isfinite(value) else ("∞" if value > 0 else "−∞")
+
+
 def _pct(value: Any, digits: int = 1) -> str:
-    if results.is_missing(value) or not np.isfinite(float(value)):
+    if results.is_missing(value):
         return "–"
-    return f"{float(value):.{digits}%}"
+    number = float(value)
+    return _infinite(number) or f"{number:.{digits}%}"
 
 
 def _num(value: Any, digits: int = 4) -> str:
@@ -113,7 +119,9 @@ def _num(value: Any, digits: int = 4) -> str:
         number = float(value)
     except (TypeError, ValueError):
         return str(_text(value))
-    return f"{number:.{digits}g}" if math.isfinite(number) else "–"
+    if math.isnan(number):
+        return "–"
+    return _infinite(number) or f"{number:.{digits}g}"
 
 
 @functools.cache
@@ -651,19 +659,28 @@ def _misclassified(
 
 
 def _distribution(values: pd.Series) -> dict[str, Any] | None:
-    """Median, 95th percentile and worst of the finite values; None when there are none."""
-    finite = values.to_numpy(dtype=np.float64)
-    finite = finite[np.isfinite(finite)]
-    if finite.size == 0:
+    """Median, 95th percentile and worst of the values that are not NaN (an infinite
+    one is a value, the worst: a float16 overflow); None when every value is NaN."""
+    known = values.to_numpy(dtype=np.float64)
+    known = np.sort(known[~np.isnan(known)])
+    if known.size == 0:
         return None
-    p50, p95 = np.percentile(finite, [50, 95])
     return {
-        "median": p50,
-        "p95": p95,
-        "max": finite.max(),
-        "count": int(finite.size),
-        "missing": int(len(values) - finite.size),
+        "median": _percentile(known, 50),
+        "p95": _percentile(known, 95),
+        "max": known[-1],
+        "count": int(known.size),
+        "missing": int(len(values) - known.size),
+        "infinite": int(np.isinf(known).sum()),
     }
+
+
+def _percentile(ordered: np.ndarray, q: float) -> float:
+    """numpy's linear percentile of sorted values, infinite where it reaches an
+    infinite value (numpy gives NaN there: inf times a zero weight)."""
+    position = (ordered.size - 1) * q / 100
+    low, high = ordered[math.floor(position)], ordered[math.ceil(position)]
+    return float(high if math.isinf(high) else low + (high - low) * (position % 1))
 
 
 def _above(frame: pd.DataFrame, column: str, tolerance: float | None) -> int | None:

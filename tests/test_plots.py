@@ -224,6 +224,22 @@ def test_attribution_error_histogram_shares_the_completeness_axes():
     assert labels == {"3 rows", "bound 0.015: 2 rows above", "1 row without a value"}
 
 
+def test_error_histogram_counts_an_infinite_row_above_the_bound_not_as_missing():
+    # attribution_error is inf where a stored map overflowed float16: a value, the worst.
+    figure = plots.attribution_error_figure([0.002, 0.03, np.inf, np.nan], tolerance=0.015)
+    ax = figure.axes[0]
+    assert sum(p.get_height() for p in ax.patches) == 2
+    labels = {t.get_text() for t in ax.get_legend().get_texts()}
+    assert labels == {
+        "2 rows",
+        "bound 0.015: 2 rows above",
+        "1 row infinite (off the scale)",
+        "1 row without a value",
+    }
+    only = plots.attribution_error_figure([np.inf], tolerance=0.015).axes[0]
+    assert "1 row infinite" in only.texts[0].get_text()
+
+
 def test_error_histogram_bins_span_the_data_with_an_edge_on_the_tolerance():
     # The defaults' per-pixel errors: all within 1.43-1.48 %, around the tolerance 1.5 %.
     errors = np.array([0.0143, 0.0145, 0.01499, 0.015, 0.0151, 0.0148])

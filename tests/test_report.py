@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -419,6 +420,37 @@ def test_per_pixel_accuracy_section_beside_completeness(folder_run):
     ]
     # Worst completeness lists the one row above the tolerance, not every row.
     assert re.findall(r"\w+\.png →", page.sections["worst-completeness"]) == ["shark.png →"]
+
+
+def test_an_infinite_error_is_the_worst_not_a_missing_value(folder_run):
+    # attribution_error is inf where a map overflowed float16 storage (README); an
+    # infinite relative_delta is a delta over F(x) = F(x'). Neither is "without a value".
+    values = {k: dict(v) for k, v in NEW_VALUES.items()}
+    values[CAT1]["attribution_error"] = float("inf")
+    values["loose.png"]["attribution_error"] = None  # a fixed rule without spread: null
+    add_columns(folder_run["output"], values)
+    for path in Path(folder_run["output"], "results").glob("*.parquet"):
+        table = pq.read_table(path)
+        deltas = [
+            math.inf if i == SHARK else d
+            for i, d in zip(
+                table["image_id"].to_pylist(), table["relative_delta"].to_pylist(), strict=True
+            )
+        ]
+        index = table.schema.get_field_index("relative_delta")
+        table = table.set_column(index, table.schema.field(index), pa.array(deltas, pa.float64()))
+        pq.write_table(table, path)
+    page = _page(build_report(folder_run["output"], gallery=0))
+    accuracy, completeness = page.sections["accuracy"], page.sections["completeness"]
+    # Finite 0.05, 0.3 and inf: the median is 30 %, the worst infinite; one row is null.
+    assert "Median 30.00%, 95th percentile ∞, worst ∞ (1 row without a value, 1 infinite)." in (
+        accuracy
+    )
+    assert "per-pixel error (estimated) ∞" in accuracy
+    assert re.findall(r"\w+\.png →", accuracy)[0] == "cat1.png →"
+    assert "worst ∞" in completeness and "(1 infinite)" in completeness
+    assert re.findall(r"\w+\.png →", page.sections["worst-completeness"])[0] == "shark.png →"
+    assert "relative completeness error ∞" in page.sections["worst-completeness"]
 
 
 def test_completeness_counts_the_rows_refined_beyond_the_runs_steps(folder_run):

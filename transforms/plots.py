@@ -370,14 +370,17 @@ def _log_histogram(
     Relative errors span decades (1e-6 for a converged row, 0.3 for a poor one), so
     the bins are logarithmic (`log_bins`: across the data, with an edge on the
     tolerance); exact zeros are drawn at 1e-7. NaN are left out and counted in the
-    legend, so every row is accounted for.
+    legend as without a value, infinite values (a float16 overflow) as off the
+    scale and above the tolerance, so every row is accounted for.
     """
     values = np.asarray(values, dtype=np.float64)
     finite = values[np.isfinite(values)]
+    infinite = int(np.isinf(values).sum())
     figure = _figure(width, height)
     ax = figure.subplots()
     if finite.size == 0:
-        _blank(ax, "no rows")
+        off = f"{wording.count(infinite, 'row')} infinite (off the scale)"
+        _blank(ax, off if infinite else "no rows")
         return figure
     clipped = np.maximum(finite, 1e-7)
     ax.hist(
@@ -391,7 +394,7 @@ def _log_histogram(
     ax.set_ylabel("rows")
     ax.yaxis.get_major_locator().set_params(integer=True)
     if tolerance:
-        above = int((finite > tolerance).sum())
+        above = int((values[~np.isnan(values)] > tolerance).sum())
         ax.axvline(
             tolerance,
             color=_WRONG,
@@ -399,13 +402,17 @@ def _log_histogram(
             linewidth=1,
             label=f"{line} {tolerance:g}: {wording.count(above, 'row')} above",
         )
-    if finite.size < values.size:
-        ax.plot(
-            [], [], " ", label=f"{wording.count(values.size - finite.size, 'row')} without a value"
-        )
+    _note_rows(ax, infinite, "infinite (off the scale)")
+    _note_rows(ax, values.size - finite.size - infinite, "without a value")
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(alpha=0.3)
     return figure
+
+
+def _note_rows(ax: Axes, rows: int, what: str) -> None:
+    """A legend line without a mark: `rows` rows that are not in the bars, and why."""
+    if rows:
+        ax.plot([], [], " ", label=f"{wording.count(rows, 'row')} {what}")
 
 
 def completeness_figure(
