@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 
 from transforms import files, plots, results
+from transforms.errors import error_reason
 from transforms.ig.rules import METHODS, has_spread
 from transforms.manifest import (
     CHECKPOINT_DIR,
@@ -1068,10 +1069,13 @@ def build_report(
 
 def write_report(output: str, path: str, **kwargs: Any) -> str:
     """Builds the page of the run in `output` and writes it to `path` (local or gs://)."""
-    page = build_report(output, **kwargs)
+    _write(build_report(output, **kwargs), path)
+    return path
+
+
+def _write(page: str, path: str) -> None:
     with files.create(path, mime_type="text/html") as f:
         f.write(page.encode("utf-8"))
-    return path
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -1107,16 +1111,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line; returns the exit code (2 for a bad --input)."""
+    """The command line; returns the exit code (2 for a bad --input or an --output
+    that cannot be written)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.examples < 0 or args.gallery < 0 or args.classes < 0:
         print("error: --examples, --gallery and --classes must be >= 0.", file=sys.stderr)
         return 2
     try:
-        write_report(
+        page = build_report(
             args.input,
-            args.output,
             examples=args.examples,
             gallery=args.gallery,
             classes=args.classes,
@@ -1124,6 +1128,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except FileNotFoundError as e:
         print(f"error: {missing_run_message('--input', args.input, e)}", file=sys.stderr)
+        return 2
+    try:
+        _write(page, args.output)
+    except OSError as e:  # a folder, a read-only place, a parent that is a file
+        reason = f"{type(e).__name__}: {error_reason(e)}"
+        print(
+            f"error: cannot write the report to --output {args.output!r} ({reason}).",
+            file=sys.stderr,
+        )
         return 2
     print(f"Report of {args.input} written to {args.output}")
     return 0

@@ -325,6 +325,15 @@ def test_report_command_line_errors(tmp_path, capsys):
     assert not (tmp_path / "r.html").exists()
 
 
+def test_a_report_that_cannot_be_written_says_where_and_why(tmp_path, capsys, folder_run):
+    output = folder_run["output"]
+    for target in (output, str(Path(output, "manifest.json", "report.html"))):
+        assert main(["--input", output, "--output", target]) == 2
+        (line,) = capsys.readouterr().err.splitlines()  # one line, no traceback
+        assert line.startswith(f"error: cannot write the report to --output {target!r} (")
+    assert Path(output, "manifest.json").is_file()
+
+
 # The contract's newer columns, as the job writes them (transforms/schema.py may not
 # hold them yet): added to an output's Parquet files with pyarrow, by image id.
 NEW_FIELDS = [
