@@ -482,26 +482,37 @@ def _checkpointed(output: str, shown: set[str]) -> int:
     return len(ids - shown)
 
 
-def run_state(manifest: Mapping[str, Any], rows: int) -> str:
+def run_state(manifest: Mapping[str, Any], rows: int, images: int | None = None) -> str:
     """What the page says of the run as a whole, decided here once.
 
     'unfinished': its manifest was never completed (killed, or still running),
-    so it has no counts; 'no-inputs': its dataset gave no image; 'all-failed':
-    inputs and not one result row; 'rows': anything else. `rows`: the result
-    rows read back.
+    so it has no counts; 'no-inputs': its dataset gave no image; 'missing':
+    `results/` holds rows of fewer images than the manifest says have rows (a
+    results file was deleted or moved since); 'all-failed': inputs and not one
+    result row; 'rows': anything else. `rows`, `images`: the result rows read
+    back and their distinct images (None: not checked).
     """
     if manifest.get("status", "complete") != "complete":
         return "unfinished"
     if not (manifest.get("counts") or {}).get("inputs"):
         return "no-inputs"
+    if images is not None and images < _images_with_rows(manifest):
+        return "missing"
     return "all-failed" if rows == 0 else "rows"
+
+
+def _images_with_rows(manifest: Mapping[str, Any]) -> int:
+    """Images whose rows a complete run's results/ must hold: this run's and those
+    an earlier run left (a --resume skipped them); more if the folder lost images."""
+    counts = manifest.get("counts") or {}
+    return int(counts.get("images_with_rows") or 0) + int(counts.get("skipped_done_before") or 0)
 
 
 def _summary(manifest: Mapping[str, Any], state: str) -> dict[str, Any]:
     """The run's settings, identity and whether every input is accounted for."""
     counts = manifest.get("counts") or {}
-    if state == "unfinished":
-        accounted = "unfinished"  # no counts to check
+    if state in ("unfinished", "missing"):
+        accounted = state  # no counts to check, or rows the counts promise are gone
     elif not manifest.get("all_inputs_accounted_for"):
         accounted = "no"
     elif state == "all-failed":
@@ -631,7 +642,7 @@ def _misclassified(
     the run's --target, which says whose map the cards show."""
     labelled, wrong = chosen.labelled, chosen.wrong
     if chosen.frame.empty:
-        empty = state  # no rows: 'all-failed', 'no-inputs' or 'unfinished' (`run_state`)
+        empty = state  # no rows: 'all-failed', 'no-inputs', 'missing' or 'unfinished'
     elif labelled.empty:
         empty = "unlabelled-with-errors" if errors else "unlabelled"
     else:
@@ -1044,7 +1055,8 @@ def build_report(
     chosen = _Selection.of(_metadata(output, available), config, examples, gallery)
     pictures = _Pictures(output, manifest, image_root, available)
     pictures.load(chosen.shown_keys(examples))
-    state = run_state(manifest, len(chosen.frame))
+    images = chosen.frame["image_id"].nunique()
+    state = run_state(manifest, len(chosen.frame), images)
     sections = _sections(output, manifest, chosen, pictures, examples, classes, state)
     return (
         _environment()
@@ -1056,6 +1068,7 @@ def build_report(
             state=state,
             status=manifest.get("status"),
             rows=len(chosen.frame),
+            images={"held": images, "expected": _images_with_rows(manifest)},
             checkpointed=(
                 _checkpointed(output, set(chosen.frame["image_id"])) if state == "unfinished" else 0
             ),

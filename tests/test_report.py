@@ -644,6 +644,31 @@ def test_a_run_where_every_input_failed_is_not_reported_as_fine(tmp_path):
     assert "1 inputs could not be processed (decode: 1)" in page.sections["errors"]
 
 
+def test_result_files_deleted_after_the_run_are_not_reported_as_failures(folder_run):
+    output = folder_run["output"]
+    shards = sorted(Path(output, "results").glob("part-*.parquet"))
+    assert (
+        len(shards) == 2
+        and json.loads(Path(output, "manifest.json").read_text())["counts"]["images_with_rows"] == 4
+    )
+    shards[0].unlink()  # shark and cat1 are gone
+    page = _page(build_report(output, gallery=0))
+    summary, banner = page.sections["summary"], _banner(output)
+    assert "All inputs accounted for NO: rows the run wrote are missing from results/" in summary
+    assert "the run's manifest says 4 images have result rows, but results/ holds rows of 2" in (
+        banner
+    )
+    shards[1].unlink()  # nothing left: not "every input failed"
+    text = build_report(output, gallery=0)
+    assert "every input failed" not in text and "holds rows of 0" in _banner(output)
+    assert "No result rows left in results/" in _page(text).sections["misclassified"]
+
+
+def _banner(output: str) -> str:
+    text = html.unescape(re.sub(r"<[^>]+>", "", build_report(output, gallery=0)))
+    return re.sub(r"\s+", " ", text.split("Run summary")[0])
+
+
 def test_labelled_images_that_failed_are_not_called_unlabelled(tmp_path):
     rows = [[make_row("loose.png", None, 7, 0.3, 0.004)]]  # one error record beside it
     page = _page(build_report(write_output(tmp_path / "out", rows, dataset="x"), gallery=0))
