@@ -53,7 +53,7 @@ from transforms.manifest import (
 )
 from transforms.wording import count
 
-__all__ = ["build_report", "main", "read_sanity", "write_report"]
+__all__ = ["UnreadableResults", "build_report", "main", "read_sanity", "write_report"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -1028,6 +1028,26 @@ def _sections(
     }
 
 
+class UnreadableResults(ValueError):
+    """`<output>/results/` holds a file that is not this job's Parquet (damaged or foreign)."""
+
+
+def _result_columns(output: str) -> tuple[str, ...]:
+    """The columns of the run's result files, checked to be a run's: every column
+    the page needs for all rows (a foreign Parquet file can lead the listing)."""
+    try:
+        available = results.result_columns(output)
+    except pa.ArrowException as e:
+        raise UnreadableResults(f"a file in results/ is not readable Parquet: {e}") from e
+    missing = [c for c in (*_COLUMNS, "top_k_probs") if c not in available]
+    if missing:
+        raise UnreadableResults(
+            f"results/ holds a Parquet file without the columns {', '.join(missing)} "
+            f"(it has: {', '.join(available)}): a file this job did not write"
+        )
+    return available
+
+
 # The page's sizes when none are given, for `build_report` and the command line alike.
 _EXAMPLES, _GALLERY, _CLASSES = 12, 16, 100
 
@@ -1050,7 +1070,7 @@ def build_report(
       image_root: where the run's image folder is now, if it moved.
     """
     manifest = results.read_manifest(output)
-    available = results.result_columns(output)
+    available = _result_columns(output)
     config = manifest.get("config", {})
     chosen = _Selection.of(_metadata(output, available), config, examples, gallery)
     pictures = _Pictures(output, manifest, image_root, available)
@@ -1141,6 +1161,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except FileNotFoundError as e:
         print(f"error: {missing_run_message('--input', args.input, e)}", file=sys.stderr)
+        return 2
+    except UnreadableResults as e:
+        print(
+            f"error: cannot read the results of --input {args.input!r}: {error_reason(e)}. "
+            "Move the file out of results/ (or rerun the audit) and render the report again.",
+            file=sys.stderr,
+        )
         return 2
     try:
         _write(page, args.output)

@@ -664,6 +664,21 @@ def test_result_files_deleted_after_the_run_are_not_reported_as_failures(folder_
     assert "No result rows left in results/" in _page(text).sections["misclassified"]
 
 
+def test_a_foreign_or_damaged_file_in_results_is_named_not_a_traceback(folder_run, capsys):
+    output, page = folder_run["output"], str(Path(folder_run["output"], "r.html"))
+    foreign = Path(output, "results", "a-foreign.parquet")  # listed before part-*
+    pq.write_table(pa.table({"x": [1, 2]}), foreign)
+    assert main(["--input", output, "--output", page]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: cannot read the results of --input {output!r}: results/")
+    assert "without the columns image_id, file_name," in line and "(it has: x)" in line
+    foreign.write_bytes(b"PAR1 not parquet")
+    assert main(["--input", output, "--output", page]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "a file in results/ is not readable Parquet" in line and "a-foreign.parquet" in line
+    assert not Path(page).exists()
+
+
 def _banner(output: str) -> str:
     text = html.unescape(re.sub(r"<[^>]+>", "", build_report(output, gallery=0)))
     return re.sub(r"\s+", " ", text.split("Run summary")[0])
