@@ -249,14 +249,30 @@ def _content_boxes(config, spec, inputs, image_ids) -> list[tuple[slice, slice]]
 def _rows(output: str, manifest: dict[str, Any], count: int):
     """The first `count` rows (by image id) whose input image can be re-loaded."""
     frame = results.read_results(output, columns=["image_id", "target_class"])
-    pictures = results.input_images(manifest, frame.image_id.head(4 * count))
-    frame = frame[frame.image_id.isin(list(pictures))].head(count)
     if frame.empty:
         raise ValueError(
-            f"No row of {output!r} has an input image that can be re-loaded (TFDS runs are not "
-            "re-read); run the check on a run over an image folder or the sample."
+            f"{output!r} has no result rows (every input failed, or the run wrote none): "
+            "there is no map to check; see its errors/ or its report."
+        )
+    pictures = results.input_images(manifest, frame.image_id.head(4 * count))
+    first, frame = frame.image_id.iloc[0], frame[frame.image_id.isin(list(pictures))].head(count)
+    if frame.empty:
+        raise ValueError(
+            f"No row of {output!r} has an input image that can be re-loaded "
+            f"({_why_unavailable(manifest, first)}); "
+            "run the check on a run over an image folder or the sample (TFDS images are "
+            "not re-read), with its images where the run read them."
         )
     return frame, np.stack([pictures[i] for i in frame.image_id])
+
+
+def _why_unavailable(manifest: dict[str, Any], image_id: str) -> str:
+    """Why the input image of `image_id` cannot be re-loaded (`results.ImageUnavailable`)."""
+    try:
+        results.load_input_image(manifest, image_id)
+    except results.ImageUnavailable as e:
+        return f"the first, {image_id!r}: {e}"
+    return f"{image_id!r} loads now: it was unavailable a moment ago"
 
 
 def _cascade(

@@ -1,8 +1,10 @@
 """The model-randomisation sanity check on a finished DirectRunner run of a tiny conv net."""
 
 import json
+from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline import run as run_job
@@ -131,3 +133,19 @@ def test_a_folder_without_a_run_exits_2_saying_what_to_pass(tmp_path, capsys):
         f"error: --input {str(tmp_path / 'missing')!r} holds no manifest.json: it is not the "
         "--output folder of a run of this job; pass that folder (e.g. ./output/sample)."
     )
+
+
+def test_a_run_without_rows_or_images_says_which_not_tfds(folder_run, capsys):
+    output = folder_run["output"]
+    root = Path(folder_run["root"])
+    root.rename(root.with_name("moved"))  # the run's image folder is gone
+    assert sanity.main(["--input", output]) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert line.startswith(f"error: No row of {output!r} has an input image that can be re-loaded")
+    assert f"the image folder {str(root)!r} of this run is not reachable from here" in line
+    for path in Path(output, "results").glob("*.parquet"):  # every input failed: no rows
+        pq.write_table(pq.read_table(path).slice(0, 0), path)
+    assert sanity.main(["--input", output]) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert line.startswith(f"error: {output!r} has no result rows (every input failed")
+    assert "TFDS" not in line
