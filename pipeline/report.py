@@ -735,7 +735,10 @@ def _error_card(pictures: _Pictures, meta: pd.Series, chosen: _Selection) -> dic
 
     facts = [error("relative completeness error", "relative_delta", chosen.completeness_tolerance)]
     if "attribution_error" in meta:
-        facts.append(error("per-pixel error (estimated)", "attribution_error", chosen.tolerance))
+        key = "per-pixel error (estimated)"
+        if facts[0]["bad"]:  # the sum is off: the estimate may be low (README, accuracy)
+            key = "per-pixel error (estimated; may be low: the sum is off)"
+        facts.append(error(key, "attribution_error", chosen.tolerance))
     within = meta["within_tolerance"]
     if results.is_missing(within):  # --tolerance 0: nothing to be within
         verdict, flagged = "not checked (--tolerance 0)", False
@@ -804,6 +807,8 @@ def _accuracy(chosen: _Selection, pictures: _Pictures, config: Mapping[str, Any]
         "tolerance": tolerance,
         "above": _above(frame, "attribution_error", tolerance),
         "sum_only": hidden,
+        # Rows whose sum is off: their estimate can understate the per-pixel error.
+        "lower_bounds": _above(frame, "relative_delta", chosen.completeness_tolerance),
         "figure": _png(figure, "per-pixel error histogram", wide=True),
         "cards": [_error_card(pictures, m, chosen) for _, m in chosen.worst_pixel.iterrows()],
     }
