@@ -35,11 +35,12 @@ from transforms import baselines as baselines_lib
 from transforms import images, results
 from transforms.batch import baselines_and_scores, integrate_rows
 from transforms.config import AttributionConfig
+from transforms.errors import error_reason
 from transforms.faithfulness import pixel_scores
 from transforms.manifest import missing_run_message
 from transforms.quiet import import_tensorflow
 from transforms.sinks import write_json
-from transforms.tf_model import Classifier, ModelSpec
+from transforms.tf_model import Classifier, ModelReference, ModelSpec, model_identity
 
 __all__ = [
     "SIMILAR",
@@ -61,6 +62,25 @@ def _spec(model: dict[str, Any]) -> ModelSpec:
     fields = {f.name for f in dataclasses.fields(ModelSpec)}
     spec = {k: v for k, v in model.items() if k in fields}
     return ModelSpec(**{**spec, "input_range": tuple(spec["input_range"])})
+
+
+def _same_model(spec: ModelSpec) -> None:
+    """Refuses a model whose files changed since the run (its manifest's `identity`):
+    the check would randomise another model than the one the run's maps are of."""
+    reference = ModelReference(spec.reference, spec.kind, spec.location)
+    try:
+        now = model_identity(reference)
+    except Exception as e:  # noqa: BLE001 - gone, unreadable: TF's and OS errors alike
+        raise ValueError(
+            f"the run's model {spec.location!r} cannot be read ({error_reason(e)}): the "
+            "check reloads the model the run used; restore it where the run read it."
+        ) from e
+    if now != spec.identity:
+        raise ValueError(
+            f"the run's model {spec.location!r} changed since the run (identity "
+            f"{spec.identity} then, {now} now): the check would test another model than "
+            "the one its maps are of; audit again with this model, or restore the run's."
+        )
 
 
 def _config(config: dict[str, Any]) -> AttributionConfig:
@@ -354,6 +374,7 @@ def run(
     manifest = results.read_manifest(output)
     spec, config = _spec(manifest["model"]), _config(manifest["config"])
     frame, pixels = _rows(output, manifest, images_count)
+    _same_model(spec)
     inputs = images.scale_to_range(pixels, spec.input_range).astype(np.float32)
     ids, targets = list(frame.image_id), frame.target_class.to_numpy(np.int64)
     model = Classifier(spec)

@@ -1,6 +1,7 @@
 """The model-randomisation sanity check on a finished DirectRunner run of a tiny conv net."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +150,27 @@ def test_a_run_without_rows_or_images_says_which_not_tfds(folder_run, capsys):
     (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
     assert line.startswith(f"error: {output!r} has no result rows (every input failed")
     assert "TFDS" not in line
+
+
+def test_a_model_changed_since_the_run_is_refused(image_folder, conv_keras, tmp_path, capsys):
+    import keras
+
+    model = str(tmp_path / "model.keras")
+    shutil.copyfile(conv_keras, model)
+    output = str(tmp_path / "out")
+    args = cli_args(
+        runner="DirectRunner",
+        dataset=image_folder["root"],
+        model=model,
+        output=output,
+        steps=4,
+        faithfulness="none",
+    )
+    run_job(args, save_main_session=False)
+    retrained = keras.saving.load_model(model)
+    retrained.get_layer("logits").kernel.assign(retrained.get_layer("logits").kernel * 2.0)
+    retrained.save(model)  # the file the run named now holds other weights
+    assert sanity.main(["--input", output, "--images", "1", "--stages", "logits"]) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert line.startswith(f"error: the run's model {model!r} changed since the run (identity")
+    assert not (tmp_path / "out" / "sanity").exists()

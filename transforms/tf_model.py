@@ -40,6 +40,7 @@ __all__ = [
     "ModelSpec",
     "device_settings",
     "model_evaluations",
+    "model_identity",
     "model_reference",
     "padded_batch",
     "resolve_model",
@@ -305,6 +306,11 @@ def _walk_files(root: str):
     for folder, _, names in tf.io.gfile.walk(root):
         for name in names:
             yield os.path.join(folder, name)
+
+
+def model_identity(model: ModelReference) -> str:
+    """sha256 of the model's files (of its handle for TF Hub), as manifests record it."""
+    return _identity(model)
 
 
 def _identity(model: ModelReference) -> str:
