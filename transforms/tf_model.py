@@ -310,10 +310,6 @@ def _walk_files(root: str):
 
 def model_identity(model: ModelReference) -> str:
     """sha256 of the model's files (of its handle for TF Hub), as manifests record it."""
-    return _identity(model)
-
-
-def _identity(model: ModelReference) -> str:
     if model.kind == "hub":
         return "sha256:" + hashlib.sha256(model.location.encode()).hexdigest()
     if model.kind == "bundled":
@@ -762,7 +758,7 @@ def _spec(model, image_size, input_range, num_outputs, label_offset, num_dataset
         input_range=(float(input_range[0]), float(input_range[1])),
         num_outputs=num_outputs,
         label_offset=int(label_offset),
-        identity=_identity(model),
+        identity=model_identity(model),
     )
 
 
