@@ -41,6 +41,7 @@ from transforms.manifest import missing_run_message
 from transforms.quiet import import_tensorflow
 from transforms.sinks import write_json
 from transforms.tf_model import Classifier, ModelReference, ModelSpec, model_identity
+from transforms.wording import count
 
 __all__ = [
     "SIMILAR",
@@ -175,8 +176,8 @@ def _verdict(stages: list[dict[str, Any]]) -> str:
     last = stages[-1]
     rho, ssim = last["spearman_median"], last["ssim_median"]
     numbers = (
-        f"median Spearman {rho:.2f}, SSIM {ssim:.2f} with {last['layers_randomised']} "
-        f"layers randomised, down to {last['layer']}"
+        f"median Spearman {rho:.2f}, SSIM {ssim:.2f} with "
+        f"{count(last['layers_randomised'], 'layer')} randomised, down to {last['layer']}"
     )
     changed = maps_changed(rho, ssim)
     if changed is None:

@@ -149,7 +149,10 @@ def test_report_lists_the_misclassified_images_most_confident_first(real_run):
     right = [i for i, label in LABELS.items() if label is not None and predicted[i] == label]
     assert wrong  # random weights: the tiny model gets images wrong
     section = real_run["page"].sections["misclassified"]
-    assert f"{len(wrong)} of 3 labelled images are misclassified" in section
+    verb = "is" if len(wrong) == 1 else "are"
+    assert f"{len(wrong)} of the 3 labelled images {verb} misclassified" in " ".join(
+        section.split()
+    )
     for image_id in wrong:
         assert image_id in section
         assert (
@@ -696,6 +699,7 @@ def test_labelled_images_that_failed_are_not_called_unlabelled(tmp_path):
     section = page.sections["misclassified"]
     assert "None of the images with result rows has a label. 1 input failed (see Errors)" in section
     assert "No image of this run has a label" not in section
+    assert "0 of the" not in section  # no count of labelled images without any
 
 
 def test_the_command_shows_the_values_the_run_used(tmp_path):
@@ -821,7 +825,7 @@ def test_the_gallery_says_what_its_panels_show(tmp_path, linear_keras):
         args = cli_args(dataset=images, model=linear_keras, output=output, steps=4)
         run([*args, "--attributions", stored], save_main_session=False)
         pages[stored] = _page(build_report(str(output))).sections["gallery"]
-    assert "each photo laid translucently over its attribution mask" in pages["full"]
+    assert "1 image: each photo laid translucently" in " ".join(pages["full"].split())
     assert "the photos alone: this run stored no attribution maps" in pages["none"]
     assert "translucently" not in pages["none"]
 

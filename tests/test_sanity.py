@@ -87,6 +87,7 @@ def test_randomising_the_last_layer_changes_the_maps(image_folder, conv_keras, t
     assert logits["spearman_median"] < sanity.SIMILAR and not logits["similar"]
     assert conv["spearman_median"] < sanity.SIMILAR
     assert report["verdict"].startswith("pass")
+    assert "with 2 layers randomised, down to conv" in report["verdict"]
     assert json.loads((tmp_path / "out" / "sanity" / "sanity.json").read_text()) == report
     png = (tmp_path / "out" / "sanity" / "sanity.png").read_bytes()
     assert png.startswith(b"\x89PNG")
