@@ -267,30 +267,32 @@ def _content_boxes(config, spec, inputs, image_ids) -> list[tuple[slice, slice]]
     ]
 
 
-def _rows(output: str, manifest: dict[str, Any], count: int):
-    """The first `count` rows (by image id) whose input image can be re-loaded."""
+def _rows(output: str, manifest: dict[str, Any], count: int, image_root: str | None):
+    """The first `count` rows (by image id) whose input image can be re-loaded (from
+    `image_root`, where the run's image folder is now, if it moved)."""
     frame = results.read_results(output, columns=["image_id", "target_class"])
     if frame.empty:
         raise ValueError(
             f"{output!r} has no result rows (every input failed, or the run wrote none): "
             "there is no map to check; see its errors/ or its report."
         )
-    pictures = results.input_images(manifest, frame.image_id.head(4 * count))
+    pictures = results.input_images(manifest, frame.image_id.head(4 * count), image_root)
     first, frame = frame.image_id.iloc[0], frame[frame.image_id.isin(list(pictures))].head(count)
     if frame.empty:
         raise ValueError(
             f"No row of {output!r} has an input image that can be re-loaded "
-            f"({_why_unavailable(manifest, first)}); "
+            f"({_why_unavailable(manifest, first, image_root)}); "
             "run the check on a run over an image folder or the sample (TFDS images are "
-            "not re-read), with its images where the run read them."
+            "not re-read), with its images where the run read them or --image_root "
+            "where they are now."
         )
     return frame, np.stack([pictures[i] for i in frame.image_id])
 
 
-def _why_unavailable(manifest: dict[str, Any], image_id: str) -> str:
+def _why_unavailable(manifest: dict[str, Any], image_id: str, image_root: str | None) -> str:
     """Why the input image of `image_id` cannot be re-loaded (`results.ImageUnavailable`)."""
     try:
-        results.load_input_image(manifest, image_id)
+        results.load_input_image(manifest, image_id, image_root)
     except results.ImageUnavailable as e:
         return f"the first, {image_id!r}: {e}"
     return f"{image_id!r} loads now: it was unavailable a moment ago"
@@ -360,9 +362,14 @@ def _report(
 
 
 def run(
-    output: str, images_count: int = 4, stages: int | Sequence[str] = 6, seed: int = 0
+    output: str,
+    images_count: int = 4,
+    stages: int | Sequence[str] = 6,
+    seed: int = 0,
+    image_root: str | None = None,
 ) -> dict[str, Any]:
-    """Runs the check on a finished run in `output` and writes `<output>/sanity/`.
+    """Runs the check on a finished run in `output` and writes `<output>/sanity/`;
+    `image_root`: where the run's image folder is now, if it moved.
 
     Returns:
       The report written to sanity.json: {"images", "image_ids", "target_classes",
@@ -374,7 +381,7 @@ def run(
         raise ValueError(f"--images must be >= 1, got {images_count}.")
     manifest = results.read_manifest(output)
     spec, config = _spec(manifest["model"]), _config(manifest["config"])
-    frame, pixels = _rows(output, manifest, images_count)
+    frame, pixels = _rows(output, manifest, images_count, image_root)
     _same_model(spec)
     inputs = images.scale_to_range(pixels, spec.input_range).astype(np.float32)
     ids, targets = list(frame.image_id), frame.target_class.to_numpy(np.int64)
@@ -425,12 +432,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--seed", type=int, default=0, help="Seed of the random weights; default 0."
     )
+    parser.add_argument(
+        "--image_root", default=None, help="Where the run's image folder is now, if it moved."
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     import_tensorflow(verbose=False)  # without its start-up lines, as the job does
     stages = int(args.stages) if args.stages.isdigit() else args.stages.split(",")
     try:
-        report = run(args.input, args.images, stages, args.seed)
+        report = run(args.input, args.images, stages, args.seed, args.image_root)
     except FileNotFoundError as e:
         print(f"error: {missing_run_message('--input', args.input, e)}", file=sys.stderr)
         return 2

@@ -145,6 +145,7 @@ def test_a_run_without_rows_or_images_says_which_not_tfds(folder_run, capsys):
     (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
     assert line.startswith(f"error: No row of {output!r} has an input image that can be re-loaded")
     assert f"the image folder {str(root)!r} of this run is not reachable from here" in line
+    assert "or --image_root where they are now" in line
     for path in Path(output, "results").glob("*.parquet"):  # every input failed: no rows
         pq.write_table(pq.read_table(path).slice(0, 0), path)
     assert sanity.main(["--input", output]) == 2
@@ -153,7 +154,9 @@ def test_a_run_without_rows_or_images_says_which_not_tfds(folder_run, capsys):
     assert "TFDS" not in line
 
 
-def test_a_model_changed_since_the_run_is_refused(image_folder, conv_keras, tmp_path, capsys):
+def test_moved_images_are_found_with_image_root_and_a_changed_model_is_refused(
+    image_folder, conv_keras, tmp_path, capsys
+):
     import keras
 
     model = str(tmp_path / "model.keras")
@@ -168,10 +171,15 @@ def test_a_model_changed_since_the_run_is_refused(image_folder, conv_keras, tmp_
         faithfulness="none",
     )
     run_job(args, save_main_session=False)
+    moved = Path(image_folder["root"]).rename(tmp_path / "moved")  # the run's folder is gone
+    check = ["--input", output, "--images", "1", "--stages", "logits", "--image_root", str(moved)]
+    assert sanity.main(check) == 0
+    assert json.loads(Path(output, "sanity", "sanity.json").read_text())["images"] == 1
+    shutil.rmtree(Path(output, "sanity"))
     retrained = keras.saving.load_model(model)
     retrained.get_layer("logits").kernel.assign(retrained.get_layer("logits").kernel * 2.0)
     retrained.save(model)  # the file the run named now holds other weights
-    assert sanity.main(["--input", output, "--images", "1", "--stages", "logits"]) == 2
+    assert sanity.main(check) == 2
     (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
     assert line.startswith(f"error: the run's model {model!r} changed since the run (identity")
     assert not (tmp_path / "out" / "sanity").exists()
