@@ -64,7 +64,7 @@ ASSUMPTIONS: dict[str, Any] = {
     "l4_points_per_s": {"efficientnet_lite0": 1000.0, "inception_v1": 1000.0},
     # One worker vCPU does the work of one vCPU of the measuring machine (an AMD EPYC;
     # n2d workers are EPYCs too, and Dataflow bills every family at the same rates).
-    # The model's CPU time relative to the measured EfficientNet-Lite0 (FLOPs: 3.7x).
+    # The model's CPU time relative to the measured EfficientNet-Lite0 (FLOPs: 3.9x).
     "cpu_model_cost_vs_lite0": {"efficientnet_lite0": 1.0, "inception_v1": 3.0},
     # Host work per image on a GPU worker relative to the CPU job's non-model work
     # (copying gradients from the GPU, launching kernels).
@@ -304,6 +304,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", default=None, help="also write the numbers here")
     args = parser.parse_args(argv)
+    if args.copies < 2:  # start-up is excluded by the large set's extra images
+        parser.error(f"--copies must be 2 or more (got {args.copies}): 1 copy is the small set")
     if args.path_batch_size is None:  # what the job itself runs at
         args.path_batch_size = device_settings().path_batch_size
     return args
