@@ -1,5 +1,8 @@
 """The benchmark scripts' own checks (fast: no model, no job)."""
 
+import pathlib
+import re
+
 import pytest
 
 from benchmarks import throughput
@@ -17,3 +20,39 @@ def test_throughput_refuses_copies_below_two_before_any_work(copies, capsys):
 
 def test_throughput_accepts_two_copies():
     assert throughput._parse(["--copies", "2", "--path_batch_size", "8"]).copies == 2
+
+
+def _doc_figure(text: str, pattern: str) -> float:
+    return float(re.search(pattern, text).group(1))
+
+
+def _scale_doc() -> tuple[str, list[dict]]:
+    """docs/scale.md and the projection from the per-image figures its section 1 states."""
+    text = (pathlib.Path(__file__).parents[1] / "docs" / "scale.md").read_text()
+    per_image = {
+        "model_s": _doc_figure(text, r"\|\s+inside the model \(uses both cores\)\s+\| ([\d.]+) s"),
+        "other_s": _doc_figure(text, r"\|\s+everything else \([^|]*\| ([\d.]+) s"),
+        "grad_points": _doc_figure(
+            text, r"\| forward\+backward path points per image\s+\| ([\d.]+)"
+        ),
+        "fwd_points": _doc_figure(text, r"\| forward-only points per image \([^|]*\| ([\d.]+)"),
+    }
+    cpus = int(_doc_figure(text, r"Machine: (\d+) vCPUs"))
+    return text, throughput.projection({"per_image": per_image, "machine": {"cpus": cpus}})
+
+
+def test_scale_doc_projection_table_follows_from_its_stated_figures():
+    text, rows = _scale_doc()
+    for row in rows:
+        rate = f"| {row['images_per_s_per_worker']:.2f} | {row['hours'] * 60:.0f} min |"
+        cost = f"| ${row['usd']:.2f} | ${row['usd_per_1000_images']:.2f} |"
+        assert rate in text and cost in text, (row["model"], row["workers"])
+
+
+def test_scale_doc_gpu_to_cpu_worker_ratio_covers_the_projection():
+    text, rows = _scale_doc()
+    low, high = re.search(r"a GPU worker does (\d+)-(\d+)x the images", text).groups()
+    for model in ("efficientnet_lite0", "inception_v1"):
+        cpu, *gpus = [r["images_per_s_per_worker"] for r in rows if r["model"] == model]
+        for gpu in gpus:
+            assert int(low) <= round(gpu / cpu) <= int(high), (model, gpu / cpu)
