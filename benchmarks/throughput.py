@@ -45,7 +45,7 @@ from pipeline import run
 from transforms import images, sources
 from transforms.tf_model import Classifier, ModelHandoff, device_settings, resolve_model
 
-__all__ = ["ASSUMPTIONS", "main", "projection"]
+__all__ = ["ASSUMPTIONS", "main", "noise_warning", "projection"]
 
 #: What the projection assumes rather than measures (docs/scale.md explains each).
 #: Prices: Dataflow batch list prices in us-central1 as last published to us
@@ -501,6 +501,20 @@ def _projection_table(numbers: dict[str, Any]) -> str:
     )
 
 
+def noise_warning(numbers: dict[str, Any]) -> str | None:
+    """A warning when the large run was not slower per image than the small one by
+    at least the start-up: then the marginal per-image figures, and the projection
+    built on them, measure the machine's drift, not the job."""
+    startup = numbers["job_startup_s"]
+    if startup > 0:
+        return None
+    return (
+        f"WARNING: the start-up came out at {startup:.1f} s (the small run was slower per "
+        "image than the large one): the per-image figures and the projection are noise. "
+        "Rerun with more --copies on a quieter machine."
+    )
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = _parse(argv)
     # Before TensorFlow is first imported, here and in the worker processes.
@@ -514,6 +528,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(_rate_table(numbers, args))
     print(_per_image_table(numbers, args))
     print(_projection_table(numbers))
+    if warning := noise_warning(numbers):
+        print(warning)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(numbers, f, indent=2)

@@ -56,3 +56,10 @@ def test_scale_doc_gpu_to_cpu_worker_ratio_covers_the_projection():
         cpu, *gpus = [r["images_per_s_per_worker"] for r in rows if r["model"] == model]
         for gpu in gpus:
             assert int(low) <= round(gpu / cpu) <= int(high), (model, gpu / cpu)
+
+
+def test_throughput_warns_when_start_up_comes_out_negative():
+    # A reduced run on a shared 2-core machine measured -14.9 s: the large run's
+    # marginal images were slower than the small run's, so the projection is noise.
+    assert "noise" in throughput.noise_warning({"job_startup_s": -14.9})
+    assert throughput.noise_warning({"job_startup_s": 5.8}) is None
