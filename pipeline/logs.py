@@ -11,6 +11,7 @@ from transforms.quiet import import_tensorflow, quiet_environment
 __all__ = [
     "NOT_STARTED",
     "configure_logging",
+    "drop_beam_memory_warning",
     "import_tensorflow",
     "quiet_environment",
 ]
@@ -34,13 +35,19 @@ def configure_logging(verbose: bool) -> None:
     logging.getLogger("apache_beam.runners.common").setLevel(
         logging.INFO if verbose else logging.CRITICAL
     )
-    for handler in logging.getLogger().handlers:
-        _set_filter(handler, _WithoutBeamMemoryWarning, True)
+    drop_beam_memory_warning()
     _set_filter(logging.getLogger("tensorflow"), _WithoutDeprecations, not verbose)
     job_service = logging.getLogger("apache_beam.runners.portability.local_job_service")
     _set_filter(job_service, _WorkerRecords, not verbose)
     if not verbose:
         job_service.setLevel(logging.INFO)
+
+
+def drop_beam_memory_warning() -> None:
+    """Drops RunInference's per-batch memory warning (`_WithoutBeamMemoryWarning`)
+    on the root logger, where Beam logs it: for the command line and for a run
+    started from Python (`pipeline.run`), whose logging the job does not set up."""
+    _set_filter(logging.getLogger(), _WithoutBeamMemoryWarning, True)
 
 
 def _set_filter(target: logging.Filterer, kind: type[logging.Filter], on: bool) -> None:

@@ -1480,6 +1480,7 @@ def run(
       RuntimeError: the run did not finish, or finished without accounting for
         every input.
     """
+    logs.drop_beam_memory_warning()
     job, options, result = _start(argv, save_main_session)
     reason, runs_on = _not_run_here(options, result)
     if reason is not None:

@@ -417,3 +417,15 @@ def test_a_model_that_ends_in_a_softmax_reports_its_own_probabilities(
     # --score softmax attributes those probabilities too: the same maps.
     for a, b in zip(raw.attributions, soft.attributions, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9)
+
+
+def test_a_run_from_python_drops_beams_per_batch_memory_warning(
+    image_folder, linear_keras, tmp_path, caplog
+):
+    """Beam's RunInference warns on the root logger, for every batch, that it cannot
+    read memory use (it imports `resource` with a module that needs PyTorch); a run
+    started from Python, which does not set up the job's logging, drops it too."""
+    args = cli_args(dataset=image_folder["root"], model=linear_keras, output=tmp_path / "out")
+    with caplog.at_level("WARNING"):
+        run([*args, "--batch_size", "1"], save_main_session=False)
+    assert not [r for r in caplog.records if "Resource module is not available" in r.getMessage()]
