@@ -360,3 +360,18 @@ def test_an_output_folder_with_glob_characters_reads_back(folder_run, tmp_path):
     os.rename(folder_run["output"], moved)
     pd.testing.assert_frame_equal(results.read_results(str(moved)), before)
     assert len(before) == 4 and len(results.read_errors(str(moved))) == 1
+
+
+def test_output_folders_as_pathlib_paths(folder_run):
+    """A notebook's `pathlib.Path` works wherever a folder string does."""
+    import pathlib  # noqa: PLC0415
+
+    output, root = folder_run["output"], folder_run["root"]
+    path = pathlib.Path(output)
+    pd.testing.assert_frame_equal(results.read_results(path), results.read_results(output))
+    assert results.result_columns(path) == results.result_columns(output)
+    assert results.read_row(path, "cat1.png").image_id == f"{WNID_CAT}/cat1.png"
+    assert len(results.read_errors(path)) == 1
+    assert results.read_manifest(path) == results.read_manifest(output)
+    moved = results.load_input_image(path, "loose.png", image_root=pathlib.Path(root))
+    np.testing.assert_array_equal(moved, results.load_input_image(output, "loose.png"))

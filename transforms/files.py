@@ -14,9 +14,9 @@ from typing import IO, Any
 __all__ = ["create", "exists", "is_remote", "join", "list_folder", "open_read"]
 
 
-def is_remote(path: str) -> bool:
+def is_remote(path: str | os.PathLike) -> bool:
     """Whether `path` is a URI (gs://...) read through Beam's file systems."""
-    return "://" in path
+    return "://" in os.fspath(path)
 
 
 def _beam() -> Any:
@@ -26,8 +26,10 @@ def _beam() -> Any:
     return FileSystems
 
 
-def join(base: str, *parts: str) -> str:
-    """`base` and `parts` joined as the file system of `base` joins them."""
+def join(base: str | os.PathLike, *parts: str) -> str:
+    """`base` (a string or a `pathlib.Path`) and `parts` joined as the file system of
+    `base` joins them."""
+    base = os.fspath(base)
     if is_remote(base):
         return _beam().join(base, *parts)
     return os.path.join(base, *parts)
