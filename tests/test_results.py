@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -282,6 +283,11 @@ def test_errors_and_empty_runs(folder_run, tmp_path):
     assert results.per_class_accuracy(frame).empty
     with pytest.raises(FileNotFoundError, match="not a finished run|no manifest.json"):
         results.read_results(str(tmp_path / "nothing"))
+    shutil.rmtree(os.path.join(empty, "errors"))
+    assert results.read_errors(empty).empty  # a run without error files
+    for not_a_run in (tmp_path / "nothing", tmp_path / "images"):
+        with pytest.raises(FileNotFoundError, match="no errors/.*no manifest.json"):
+            results.read_errors(str(not_a_run))
 
 
 def test_real_run_round_trip(image_folder, linear_keras, linear_weights, tmp_path):

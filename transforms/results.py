@@ -236,9 +236,18 @@ def read_row(output: str, image: str, target_class: int | None = None) -> pd.Ser
 
 
 def read_errors(output: str) -> pd.DataFrame:
-    """The run's error records: image_id, file_name, stage, error (an empty frame if none)."""
+    """The run's error records: image_id, file_name, stage, error (an empty frame if none).
+
+    Raises:
+      FileNotFoundError: `output` holds neither error files nor a manifest: not a run.
+    """
     parquet = _parquet_files(files.join(output, "errors"))
     if not parquet:
+        if not files.exists(files.join(output, MANIFEST_FILE)):
+            raise FileNotFoundError(
+                f"{output!r} holds no errors/*.parquet and no manifest.json; "
+                "pass the --output folder of a finished run."
+            )
         return ERROR_SCHEMA.empty_table().to_pandas()
     return _parquet_dataset(parquet).to_table().to_pandas()
 
