@@ -139,6 +139,13 @@ def test_read_row_by_file_name_or_id_and_target(tmp_path):
         results.read_row(output, "z.png")
     with pytest.raises(KeyError, match="no row with target_class 3"):
         results.read_row(output, "a/x.png", target_class=3)
+    meta = results.read_results(output)  # a metadata row reads back as itself
+    for i in range(len(meta)):
+        for row in (meta.iloc[i], meta.iloc[i].to_dict(), list(meta.itertuples())[i]):
+            full = results.read_row(output, row)
+            assert (full.image_id, full.target_class) == (meta.image_id[i], meta.target_class[i])
+    with pytest.raises(TypeError, match="not int 0; .* pass frame.iloc"):
+        results.read_row(output, 0)
 
 
 def test_path_of_is_sorted_by_alpha(folder_run):

@@ -614,7 +614,7 @@ def grid_figure(
 
 def audit_figure(
     output: str,
-    image: str,
+    image: Any,
     kind: str = "attributions",
     target_class: int | None = None,
     image_root: str | None = None,
@@ -623,10 +623,12 @@ def audit_figure(
 
     Args:
       output: the run's `--output` folder.
-      image: the image's `image_id` or file name.
+      image: the image's `image_id` or file name, or a row of `read_results`
+        (`meta.iloc[i]`: that row's target).
       kind: `attributions` (the seed's baseline / original / mask / overlay),
         `channels` (signed per-channel maps) or `path` (F(alpha)).
-      target_class: with several rows per image, which target (default the prediction).
+      target_class: with several rows per image, which target (default the row's
+        own, else the prediction).
       image_root: where the run's image folder is now, if it moved.
     """
     row = results.read_row(output, image, target_class)

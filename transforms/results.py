@@ -198,22 +198,48 @@ def read_results(
     return frame
 
 
-def read_row(output: str, image: str, target_class: int | None = None) -> pd.Series:
+def _image_and_target(image: Any, target_class: int | None) -> tuple[str, int | None]:
+    """`read_row`'s `image` as an image_id or file name, and the target it implies: a
+    metadata row (`meta.iloc[i]`, `itertuples()`, a dict) names its own target."""
+    if isinstance(image, str):
+        return image, target_class
+    try:
+        image_id = _get(image, "image_id")
+    except (KeyError, AttributeError, TypeError):
+        raise TypeError(
+            f"read_row takes an image_id, a file name or a result row (meta.iloc[i]), not "
+            f"{type(image).__name__} {image!r:.60}; for the i-th row of a frame pass "
+            "frame.iloc[i]."
+        ) from None
+    if target_class is None:
+        try:
+            target_class = int(_get(image, "target_class"))
+        except (KeyError, AttributeError, TypeError):
+            pass
+    return str(image_id), target_class
+
+
+def read_row(output: str, image: Any, target_class: int | None = None) -> pd.Series:
     """One result row with its arrays, found by `image_id` or `file_name`.
 
     Only the matching rows' attributions are read.
 
     Args:
       output: the run's `--output` folder.
-      image: an `image_id` (e.g. `sample/n02123045/chelsea.png`) or a file name
-        (`chelsea.png`) that names a single image.
+      image: an `image_id` (e.g. `sample/n02123045/chelsea.png`), a file name
+        (`chelsea.png`) that names a single image, or a metadata row of
+        `read_results` (`meta.iloc[i]`, a named tuple, a dict): that row, with
+        its arrays (its image_id and target_class).
       target_class: with several rows per image (`--target top_k`), the target to
-        pick; default the row attributing the predicted class, else the first.
+        pick; default the row's own for a row, else the row attributing the
+        predicted class, else the first.
 
     Raises:
       KeyError: no such image (or target).
       ValueError: the file name matches several images (use the `image_id`).
+      TypeError: `image` is neither a string nor a row (e.g. a row number).
     """
+    image, target_class = _image_and_target(image, target_class)
     image_filter = (pc.field("image_id") == image) | (pc.field("file_name") == image)
     rows = read_results(output, with_arrays=True, filters=image_filter)
     if rows.empty:
