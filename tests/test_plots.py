@@ -316,5 +316,10 @@ def test_faithfulness_curves_plot_the_stored_probabilities():
         "deletion: AUC 0.400 (random 0.600)",
         "insertion: AUC 0.550 (random -)",
     ]
+    for same in (row.to_dict(), next(row.to_frame().T.itertuples())):  # named tuple too
+        lines = plots.faithfulness_curves_figure(same).axes[0].get_lines()
+        assert [line.get_ydata().tolist() for line in lines] == [
+            line.get_ydata().tolist() for line in ax.get_lines()
+        ]
     empty = plots.faithfulness_curves_figure(pd.Series({"deletion_auc": 0.4}))
     assert "no deletion / insertion curves stored" in empty.axes[0].texts[0].get_text()

@@ -501,15 +501,16 @@ def faithfulness_curves_figure(
     """A row's deletion and insertion curves: the target's probability at each step.
 
     Args:
-      row: a result row with `deletion_curve` and `insertion_curve` (float32 [K]
-        probabilities in [0, 1], step 0 = nothing removed / revealed) and the AUCs.
-        Rows without stored curves draw a note instead.
+      row: a result row (`df.iloc[i]`, a dict or a named tuple of `df.itertuples()`)
+        with `deletion_curve` and `insertion_curve` (float32 [K] probabilities in
+        [0, 1], step 0 = nothing removed / revealed) and the AUCs. Rows without
+        stored curves draw a note instead.
     """
     figure = _figure(width, height)
     ax = figure.subplots()
     drawn = 0
     for curve, (column, control, _) in _AUCS.items():
-        values = row.get(f"{curve}_curve") if hasattr(row, "get") else None
+        values = _field(row, f"{curve}_curve")
         if results.is_missing(values) or not len(values):
             continue
         values = np.asarray(values, dtype=np.float32)
@@ -520,7 +521,7 @@ def faithfulness_curves_figure(
             marker=".",
             markersize=3,
             linewidth=1.2,
-            label=f"{curve}: AUC {_fmt(row.get(column))} (random {_fmt(row.get(control))})",
+            label=f"{curve}: AUC {_fmt(_field(row, column))} (random {_fmt(_field(row, control))})",
         )
         drawn += 1
     if not drawn:
@@ -535,6 +536,14 @@ def faithfulness_curves_figure(
     if title:  # over the figure: the legend sits right above the axes
         figure.suptitle(title, fontsize=9)
     return figure
+
+
+def _field(row: Any, name: str) -> Any:
+    """A row's cell, or None where it has no such column: a `pd.Series`, a dict or a
+    named tuple (`df.itertuples()`)."""
+    if isinstance(row, Mapping | pd.Series):
+        return row.get(name)
+    return getattr(row, name, None)
 
 
 def _fmt(value: Any) -> str:
