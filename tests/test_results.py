@@ -275,6 +275,8 @@ def test_baseline_images_match_the_run(folder_run):
 
 
 def test_errors_and_empty_runs(folder_run, tmp_path):
+    with pytest.raises(KeyError, match="'broken.jpg' failed at stage 'decode': broken image"):
+        results.read_row(folder_run["output"], "broken.jpg")
     errors = results.read_errors(folder_run["output"])
     assert errors.to_dict("records") == [
         {

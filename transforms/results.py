@@ -219,6 +219,23 @@ def _image_and_target(image: Any, target_class: int | None) -> tuple[str, int | 
     return str(image_id), target_class
 
 
+def _no_row_message(output: str, image: str) -> str:
+    """Why `image` has no result row: the run's error record of it, where it has one."""
+    message = f"No result row for {image!r} in {output!r} (matched by image_id or file_name)"
+    try:
+        errors = read_errors(output)
+    except FileNotFoundError:
+        return message + "."
+    failed = errors[(errors.image_id == image) | (errors.file_name == image)]
+    if failed.empty:
+        return message + "."
+    record = failed.iloc[0]
+    return (
+        f"{message}: {record.image_id!r} failed at stage {record.stage!r}: {record.error} "
+        "(read_errors lists every failed input)."
+    )
+
+
 def read_row(output: str, image: Any, target_class: int | None = None) -> pd.Series:
     """One result row with its arrays, found by `image_id` or `file_name`.
 
@@ -235,7 +252,8 @@ def read_row(output: str, image: Any, target_class: int | None = None) -> pd.Ser
         predicted class, else the first.
 
     Raises:
-      KeyError: no such image (or target).
+      KeyError: no such image (or target); for an input the run could not
+        process, the message gives its error record.
       ValueError: the file name matches several images (use the `image_id`).
       TypeError: `image` is neither a string nor a row (e.g. a row number).
     """
@@ -243,9 +261,7 @@ def read_row(output: str, image: Any, target_class: int | None = None) -> pd.Ser
     image_filter = (pc.field("image_id") == image) | (pc.field("file_name") == image)
     rows = read_results(output, with_arrays=True, filters=image_filter)
     if rows.empty:
-        raise KeyError(
-            f"No result row for {image!r} in {output!r} (matched by image_id or file_name)."
-        )
+        raise KeyError(_no_row_message(output, image))
     if (rows.image_id == image).any():
         rows = rows[rows.image_id == image]
     ids = rows.image_id.unique()
