@@ -174,6 +174,19 @@ def test_grid_figure_captions_and_marks_misclassifications(folder_run):
     )
 
 
+def test_grid_figure_says_when_it_shows_photos_without_maps(folder_run, tmp_path):
+    """Rows without attributions (`--attributions none`) show the photo, captioned so."""
+    rows = [[make_row("loose.png", None, 7, 0.3, 0.004, mode="none")]]
+    output = write_output(tmp_path / "none", rows, folder_run["root"], attributions="none")
+    frame = results.read_results(output, with_arrays=True)
+    figure = plots.grid_figure(frame, results.input_images(output, frame.image_id))
+    (ax,) = [ax for ax in figure.axes if ax.get_title()]
+    assert len(ax.get_images()) == 1  # the photo, no mask
+    assert ax.get_title().endswith("\n(no attributions stored)")
+    with_maps = plots.grid_figure(results.read_results(folder_run["output"], with_arrays=True))
+    assert not any("no attributions" in ax.get_title() for ax in with_maps.axes)
+
+
 def test_audit_figure_reads_row_photo_and_baseline(folder_run):
     output = folder_run["output"]
     figure = plots.audit_figure(output, "cat2.png")

@@ -587,7 +587,8 @@ def grid_figure(
     Args:
       rows: result rows read with arrays (`read_results(..., with_arrays=True)`).
       images: input images by `image_id` (`results.input_images`); rows without
-        one show the mask alone.
+        one show the mask alone, rows without attributions (read without arrays,
+        or `--attributions none`) the image alone, captioned so.
       panel: `overlay`, `mask` or `image` (see `PANELS`).
       columns: cells per line. Misclassified rows have red captions.
     """
@@ -613,6 +614,8 @@ def grid_figure(
         else:
             _draw_panel(ax, panel, mask, image, None, "inferno", 0.4)
         caption, wrong = row_title(row)
+        if mask is None and image is not None:  # the photo alone: say there is no map
+            caption += "\n(no attributions stored)"
         ax.set_title(caption, fontsize=7, color=_WRONG if wrong else "black")
     for ax in axes[len(rows) :]:
         ax.set_axis_off()
