@@ -98,6 +98,14 @@ def test_filters_as_tuples_and_expressions(folder_run):
     assert sorted(either.file_name) == ["loose.png", "shark.png"]
     with pytest.raises(ValueError, match="Unknown result columns \\['nope'\\]"):
         results.read_results(output, ["file_name", "nope"])
+    one = results.read_results(output, "file_name")  # one column by name
+    assert list(one.columns) == ["file_name"] and len(one) == 4
+    with pytest.raises(ValueError, match="filters: unknown column 'nope'; the columns are: "):
+        results.read_results(output, filters=[("nope", "==", 1)])
+    with pytest.raises(ValueError, match="filters: operator '~' is not one of: ==, ="):
+        results.read_results(output, filters=[("label", "~", 1)])  # pyarrow blamed 'label'
+    with pytest.raises(ValueError, match="is not a \\(column, operator, value\\) term"):
+        results.read_results(output, filters=[("label", "==")])
 
 
 def test_in_filters_with_empty_and_typed_lists(folder_run):

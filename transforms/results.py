@@ -103,10 +103,22 @@ def _parquet_dataset(paths: Sequence[str]) -> ds.Dataset:
     return ds.dataset(paths, format="parquet", filesystem=filesystem)
 
 
+#: The operators of pandas-style filter terms (as `pq.filters_to_expression`).
+_OPERATORS = ("==", "=", "!=", "<", ">", "<=", ">=", "in", "not in")
+
+
 def _predicate(term: tuple[str, str, Any], schema: pa.Schema) -> pc.Expression:
     """One (column, op, value) term; `in` lists are typed by the column, so `[]` works."""
+    if len(term) != 3:
+        raise ValueError(f"filters: {term!r} is not a (column, operator, value) term.")
     column, op, value = term
-    if op in ("in", "not in") and column in schema.names:
+    if column not in schema.names:
+        raise ValueError(
+            f"filters: unknown column {column!r}; the columns are: {', '.join(schema.names)}."
+        )
+    if op not in _OPERATORS:
+        raise ValueError(f"filters: operator {op!r} is not one of: {', '.join(_OPERATORS)}.")
+    if op in ("in", "not in"):
         values = pa.array(list(value), type=schema.field(column).type)
         found = pc.field(column).isin(values)
         return ~found if op == "not in" else found
@@ -158,6 +170,8 @@ def read_table(
     dataset = _dataset(output)
     if columns is None:
         columns = list(METADATA_COLUMNS) + (list(ARRAY_COLUMNS) if with_arrays else [])
+    elif isinstance(columns, str):  # one column by name, not its characters
+        columns = [columns]
     unknown = [c for c in columns if c not in dataset.schema.names]
     if unknown:
         raise ValueError(
@@ -177,8 +191,8 @@ def read_results(
 
     Args:
       output: the run's `--output` folder (holding `results/` and `manifest.json`).
-      columns: columns to read; default all metadata columns (`METADATA_COLUMNS`),
-        plus `attributions` when `with_arrays`.
+      columns: columns to read (a list, or one name); default all metadata columns
+        (`METADATA_COLUMNS`), plus `attributions` when `with_arrays`.
       with_arrays: also read `attributions` (each a flat float16/float32 ndarray;
         use `attributions_of(row)` for its [H, W, C] or [H, W] shape).
       filters: rows to keep, pushed down to Parquet (skips row groups by their
@@ -190,7 +204,7 @@ def read_results(
 
     Raises:
       FileNotFoundError: `output` is not a finished run.
-      ValueError: an unknown column name.
+      ValueError: an unknown column name (in `columns` or `filters`) or operator.
     """
     frame = read_table(output, columns, with_arrays=with_arrays, filters=filters).to_pandas()
     if "image_id" in frame.columns and len(frame):
