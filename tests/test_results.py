@@ -71,6 +71,14 @@ def test_attributions_round_trip_in_their_shape_and_dtype(tmp_path, mode, dtype)
     np.testing.assert_array_equal(results.attributions_of(frame.iloc[0].to_dict()), heat)
 
 
+def test_attributions_of_a_one_row_frame_and_not_of_several(folder_run):
+    rows = results.read_results(folder_run["output"], with_arrays=True)
+    one = rows[rows.file_name == "cat1.png"]
+    np.testing.assert_array_equal(results.attributions_of(one), known_attributions(1))
+    with pytest.raises(ValueError, match="one row, got a DataFrame of 4 rows; pass df.iloc"):
+        results.attributions_of(rows)
+
+
 def test_attributions_of_explains_missing_arrays(folder_run, tmp_path):
     meta = results.read_results(folder_run["output"])
     with pytest.raises(ValueError, match="with_arrays=True"):

@@ -326,7 +326,8 @@ def attributions_of(row: Any) -> np.ndarray:
 
     Args:
       row: a result row read with arrays: a `pd.Series` (`df.iloc[i]`,
-        `read_row`), a named tuple (`df.itertuples()`) or a dict.
+        `read_row`), a named tuple (`df.itertuples()`), a dict, or a DataFrame
+        holding exactly one row.
 
     Returns:
       float16 or float32 (as stored, `--attribution_dtype`), shape
@@ -335,8 +336,16 @@ def attributions_of(row: Any) -> np.ndarray:
       column): they sum to about `target_score - baseline_score`.
 
     Raises:
-      ValueError: the row was read without arrays, or the run stored none.
+      ValueError: the row was read without arrays, or the run stored none; a
+        DataFrame of several rows (pass one: `df.iloc[i]`).
     """
+    if isinstance(row, pd.DataFrame):  # e.g. df[df.file_name == "x.png"]: one row is fine
+        if len(row) != 1:
+            raise ValueError(
+                f"attributions_of takes one row, got a DataFrame of {len(row)} rows; "
+                "pass df.iloc[i] (or iterate: for _, row in df.iterrows())."
+            )
+        row = row.iloc[0]
     try:
         values = _get(row, "attributions")
     except (KeyError, AttributeError) as e:
