@@ -271,6 +271,11 @@ def test_load_input_image_moved_folder_sample_and_tfds(folder_run, tmp_path):
     with open(chelsea.path, "rb") as f:
         expected = images.resize_with_pad(images.decode_image(f.read(), SIZE), SIZE)
     np.testing.assert_array_equal(results.load_input_image(sample, chelsea.image_id), expected)
+    # A file name instead of the image_id: the error says what to pass.
+    with pytest.raises(results.ImageUnavailable, match=f"did you mean '{chelsea.image_id}'"):
+        results.load_input_image(sample, "chelsea.png")
+    with pytest.raises(results.ImageUnavailable, match="'cat1.png' a row's image_id"):
+        results.load_input_image(manifest, "cat1.png")  # it is f"{WNID_CAT}/cat1.png"
 
 
 def test_baseline_images_match_the_run(folder_run):

@@ -492,7 +492,9 @@ def _source_path(manifest: Mapping[str, Any], image_id: str, image_root: str | N
     if isinstance(source, datasource.SampleSource):
         paths = {f.image_id: f.path for f in datasource.sample_files()}
         if image_id not in paths:
-            raise ImageUnavailable(f"{image_id!r} is not an image of the bundled sample.")
+            named = [i for i in paths if i.rsplit("/", 1)[-1] == image_id]
+            hint = f"; did you mean {named[0]!r}? (pass a row's image_id)" if named else "."
+            raise ImageUnavailable(f"{image_id!r} is not an image_id of the bundled sample{hint}")
         return paths[image_id]
     if isinstance(source, datasource.TfdsSource):
         raise ImageUnavailable(
@@ -540,7 +542,12 @@ def load_input_image(
         pixels = images.decode_image(data, max_side_hint=size)
     except images.ImageError as e:
         raise ImageUnavailable(f"{path} cannot be decoded: {e}") from e
-    except Exception as e:  # any I/O failure: moved, deleted, no permission
+    except FileNotFoundError as e:
+        raise ImageUnavailable(
+            f"{path} cannot be read: {e} (is {image_id!r} a row's image_id, the path "
+            "within the run's folder, not only a file name?)"
+        ) from e
+    except Exception as e:  # any other I/O failure: moved, no permission
         raise ImageUnavailable(f"{path} cannot be read: {e}") from e
     return images.resize_with_pad(pixels, size)
 
