@@ -203,6 +203,21 @@ def test_misclassified_tolerance_and_class_filters(folder_run):
         results.for_class(meta, 1, "score")
 
 
+def test_row_filters_on_projected_frames(folder_run):
+    """Frames read with some columns (as the README advises) work, or name what is missing."""
+    output = folder_run["output"]
+    full = results.per_class_accuracy(results.read_results(output))
+    columns = ["image_id", "label", "label_name", "predicted_class", "predicted_name"]
+    pd.testing.assert_frame_equal(
+        results.per_class_accuracy(results.read_results(output, columns)), full
+    )
+    slim = results.read_results(output, ["file_name", "label", "predicted_class"])
+    with pytest.raises(ValueError, match="per_class_accuracy needs .* has no image_id, label_name"):
+        results.per_class_accuracy(slim)
+    with pytest.raises(ValueError, match="above_tolerance needs the columns relative_delta"):
+        results.above_tolerance(slim, 0.01)
+
+
 def test_per_class_accuracy_counts_each_image_once(tmp_path):
     # --target top_k: two rows per image; accuracy must count images, not rows.
     rows = [

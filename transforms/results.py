@@ -382,14 +382,27 @@ def path_of(row: Any) -> tuple[np.ndarray, np.ndarray] | None:
     return alphas[order], scores[order]
 
 
+def _require(frame: pd.DataFrame, columns: Sequence[str], function: str) -> None:
+    """A clear error for a frame read without columns `function` needs."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{function} needs the columns {', '.join(columns)}; this frame has no "
+            f"{', '.join(missing)} (read them: read_results(output) reads every metadata column)."
+        )
+
+
 def one_row_per_image(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per image: the row attributing the predicted class where there is one.
 
     With `--target top_k` (or `label`) an image has several rows or a row per
     target; per-image statistics (accuracy) must count each image once.
     """
+    _require(frame, ("image_id",), "one_row_per_image")
     if frame.empty:
         return frame
+    if not {"target_class", "predicted_class"} <= set(frame.columns):  # any row will do
+        return frame.drop_duplicates("image_id")
     preferred = (frame["target_class"] != frame["predicted_class"]).astype(int)
     order = frame.assign(_rank=preferred).sort_values(["image_id", "_rank"], kind="stable")
     return order.drop_duplicates("image_id").drop(columns="_rank")
@@ -397,6 +410,7 @@ def one_row_per_image(frame: pd.DataFrame) -> pd.DataFrame:
 
 def misclassified(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows of labelled images whose top-1 prediction is not the label."""
+    _require(frame, ("label", "predicted_class"), "misclassified")
     labelled = frame["label"].notna()
     return frame[labelled & (frame["predicted_class"] != frame["label"])]
 
@@ -412,6 +426,7 @@ def above_tolerance(
     "config": --tolerance over the estimate's margin, not --tolerance itself) and
     its --completeness_tolerance, these are the rows `within_tolerance` flags
     (those of --tolerance 0 included)."""
+    _require(frame, ("relative_delta",), "above_tolerance")
     bound = tolerance if completeness_tolerance is None else completeness_tolerance
     above = frame["relative_delta"] > bound
     if "attribution_error" in frame:
@@ -449,6 +464,8 @@ def per_class_accuracy(frame: pd.DataFrame) -> pd.DataFrame:
         "top_confusion",
         "top_confusion_count",
     ]
+    needed = ("image_id", "label", "label_name", "predicted_class", "predicted_name")
+    _require(frame, needed, "per_class_accuracy")
     images_ = one_row_per_image(frame)
     images_ = images_[images_["label"].notna()]
     if images_.empty:
