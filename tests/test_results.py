@@ -328,6 +328,13 @@ def test_errors_and_empty_runs(folder_run, tmp_path):
     assert results.per_class_accuracy(frame).empty
     with pytest.raises(FileNotFoundError, match="not a finished run|no manifest.json"):
         results.read_results(str(tmp_path / "nothing"))
+    inside = os.path.join(folder_run["output"], "results")  # the pandas one-liner's path
+    for path in (inside, results._parquet_files(inside)[0]):
+        for read in (results.read_results, results.read_errors):
+            with pytest.raises(
+                FileNotFoundError, match="it is inside the run '.*out': pass that folder"
+            ):
+                read(path)
     shutil.rmtree(os.path.join(empty, "errors"))
     assert results.read_errors(empty).empty  # a run without error files
     for not_a_run in (tmp_path / "nothing", tmp_path / "images"):

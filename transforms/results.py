@@ -80,15 +80,24 @@ def _parquet_files(folder: str) -> list[str]:
         ) from e
 
 
+def _not_a_run(output: str, folder: str) -> str:
+    """The error of a folder that holds no run, naming the run a path inside one is in
+    (`<run>/results`, one of its files: the pandas one-liner's path)."""
+    message = f"{output!r} holds no {folder}/*.parquet and no {MANIFEST_FILE}"
+    local = os.fspath(output)
+    if not files.is_remote(local):
+        for parent in (os.path.dirname(local.rstrip("/")), os.path.dirname(os.path.dirname(local))):
+            if parent and os.path.isfile(os.path.join(parent, MANIFEST_FILE)):
+                return f"{message}; it is inside the run {parent!r}: pass that folder."
+    return f"{message}; pass the --output folder of a finished run."
+
+
 def _dataset(output: str) -> ds.Dataset:
     """The Parquet files of `<output>/results` as one dataset (an empty one if none)."""
     parquet = _parquet_files(files.join(output, "results"))
     if not parquet:
         if not files.exists(files.join(output, MANIFEST_FILE)):
-            raise FileNotFoundError(
-                f"{output!r} holds no results/*.parquet and no manifest.json; "
-                "pass the --output folder of a finished run."
-            )
+            raise FileNotFoundError(_not_a_run(output, "results"))
         dtype = read_manifest(output).get("config", {}).get("attribution_dtype", "float32")
         return ds.dataset([], schema=results_schema(dtype))
     return _parquet_dataset(parquet)
@@ -300,10 +309,7 @@ def read_errors(output: str) -> pd.DataFrame:
     parquet = _parquet_files(files.join(output, "errors"))
     if not parquet:
         if not files.exists(files.join(output, MANIFEST_FILE)):
-            raise FileNotFoundError(
-                f"{output!r} holds no errors/*.parquet and no manifest.json; "
-                "pass the --output folder of a finished run."
-            )
+            raise FileNotFoundError(_not_a_run(output, "errors"))
         return ERROR_SCHEMA.empty_table().to_pandas()
     return _parquet_dataset(parquet).to_table().to_pandas()
 
