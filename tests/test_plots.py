@@ -210,6 +210,25 @@ def test_audit_figure_reads_row_photo_and_baseline(folder_run):
         plots.audit_figure(output, "cat2.png", kind="heat")
 
 
+def test_audit_figure_title_and_note_stay_inside_the_figure(tmp_path):
+    """A top-k row's long caption and a long note are wrapped, not cut at the edges."""
+    name = "a_photo_with_the_long_name_a_camera_gives_it_0001.png"
+    rows = [[make_row(f"{WNID_CAT}/{name}", 281, 282, 0.9, 0.002, target=281)]]
+    output = write_output(
+        tmp_path / "out", rows, dataset=str(tmp_path / ("moved_image_folder_" * 4))
+    )
+    figure = plots.audit_figure(output, name, target_class=281)
+    text = figure.get_suptitle()
+    assert "attributed: class 281" in text and "pass image_root=" in text  # the note
+    figure.canvas.draw()
+    box = figure._suptitle.get_window_extent(figure.canvas.get_renderer())
+    assert 0 <= box.x0 and box.x1 <= figure.bbox.width, (box, figure.bbox)
+    path = plots.audit_figure(output, name, kind="path", target_class=281)
+    path.canvas.draw()
+    box = path.axes[0].title.get_window_extent(path.canvas.get_renderer())
+    assert 0 <= box.x0 and box.x1 <= path.bbox.width, (box, path.bbox)
+
+
 def test_audit_figure_for_tfds_rows_shows_heat_map_without_photo(tmp_path):
     image_id = "imagenet_a/imagenet_a-test.tfrecord-00000-of-00001__3"
     output = write_output(

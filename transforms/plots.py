@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -210,9 +211,16 @@ def attribution_figure(
     for ax in axes[len(panels) :]:
         ax.set_axis_off()
     if title or note:
-        text = "\n".join(t for t in (title, note) if t)
-        figure.suptitle(text, fontsize=9)
+        figure.suptitle(_wrapped([title, note], panel_size * columns), fontsize=9)
     return figure
+
+
+def _wrapped(texts: Sequence[str | None], width: float) -> str:
+    """Lines of `texts` wrapped to a figure `width` inches wide at 9 points (about 13
+    characters an inch), so that a long title or note is not cut at the figure's edges."""
+    chars = max(20, int(13 * width))
+    lines = [line for text in texts if text for line in text.split("\n")]
+    return "\n".join(textwrap.fill(line, chars, break_on_hyphens=False) for line in lines)
 
 
 def channel_figure(
@@ -319,7 +327,7 @@ def path_figure(
     if 0 < drawn <= 8:
         ax.legend(fontsize=7, loc="best")
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(_wrapped([title], width - 1.0), fontsize=9)  # less the y axis
     return figure
 
 
