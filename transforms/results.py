@@ -415,7 +415,11 @@ def one_row_per_image(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def misclassified(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows of labelled images whose top-1 prediction is not the label."""
+    """Rows of labelled images whose top-1 prediction is not the label.
+
+    Every row of such an image: with `--target top_k`, its k rows. To count images,
+    take `one_row_per_image` first (or `per_class_accuracy`).
+    """
     _require(frame, ("label", "predicted_class"), "misclassified")
     labelled = frame["label"].notna()
     return frame[labelled & (frame["predicted_class"] != frame["label"])]
