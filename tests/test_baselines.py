@@ -42,3 +42,19 @@ def test_every_listed_baseline_is_drawn_and_another_names_the_choices():
     assert make_baselines(_image(), BASELINES, RANGE, "a").shape == (len(BASELINES), 8, 6, 3)
     with pytest.raises(ValueError, match="'gray'; choose from: black, white, grey, blur, noise"):
         make_baselines(_image(), ("gray",), RANGE, "a")
+
+
+def test_blur_is_a_gaussian_of_sigma_side_over_16_along_both_axes():
+    # A point of light in a 32 x 32 image (sigma 2): its blur is the Gaussian's
+    # outer product, the same across as down, with neighbours at exp(-d^2 / 8).
+    image = np.zeros((32, 32, 3), np.float32)
+    image[16, 16] = 1.0
+    (blurred,) = make_baselines(image, ("blur",), (0.0, 1.0), "a")
+    np.testing.assert_allclose(blurred, blurred.transpose(1, 0, 2), atol=1e-7)
+    profile = blurred[16, :, 0]
+    for d in (1, 2, 3, 4):
+        np.testing.assert_allclose(profile[16 + d] / profile[16], np.exp(-(d**2) / 8), rtol=1e-5)
+    np.testing.assert_allclose(
+        blurred[16 + 2, 16 + 2, 0] / blurred[16, 16, 0], np.exp(-1), rtol=1e-5
+    )
+    np.testing.assert_allclose(blurred.sum(axis=(0, 1)), [1.0] * 3, rtol=1e-5)  # light is kept
