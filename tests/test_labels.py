@@ -59,3 +59,18 @@ def test_json_names_keep_unicode(tmp_path):
     path = tmp_path / "names.json"
     path.write_text(json.dumps(["café", "naïve"]), encoding="utf-8")
     assert labels.read_class_names(str(path)) == ("café", "naïve")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"cat\ndog\nbird\n\n\n",  # blank lines an editor left at the end
+        b"cat\r\ndog\r\nbird\r\n",  # Windows line ends
+        b"\xef\xbb\xbfcat\ndog\nbird\n",  # a UTF-8 byte order mark (Notepad)
+        b'\xef\xbb\xbf["cat", "dog", "bird"]',
+    ],
+)
+def test_class_names_files_as_editors_save_them(tmp_path, data):
+    path = tmp_path / "names.txt"
+    path.write_bytes(data)
+    assert labels.read_class_names(str(path)) == ("cat", "dog", "bird")
