@@ -85,6 +85,30 @@ def test_end_to_end_linear_model_gives_exact_attributions(
     assert pd.isna(labelled.loc["loose.png", "label"])
 
 
+def test_the_model_sees_its_input_range_and_ig_starts_from_its_black(
+    image_folder, linear_keras, linear_weights, tmp_path
+):
+    # --input_range -1,1 (Inception's): the model scores x = pixels / 127.5 - 1 and
+    # the black baseline is -1, so the linear model's exact IG is pixels / 127.5 * w.
+    flags = ("--method", "riemann_left", "--input_range", "-1,1", "--faithfulness", "none")
+    manifest = _run(image_folder, linear_keras, tmp_path / "out", *flags)
+    assert manifest["model"]["input_range"] == [-1.0, 1.0]
+    weights, bias = linear_weights
+    results = pd.read_parquet(tmp_path / "out" / "results")
+    assert len(results) == 4
+    for row in results.itertuples():
+        pixels = image_folder["pixels"][row.image_id].astype(np.float32)
+        x = pixels / 127.5 - 1.0
+        logits = x.reshape(-1) @ weights + bias
+        w = weights[:, row.target_class]
+        assert row.predicted_class == int(np.argmax(logits))
+        np.testing.assert_allclose(row.target_score, logits[row.target_class], rtol=1e-4)
+        np.testing.assert_allclose(row.baseline_score, bias[row.target_class] - w.sum(), rtol=1e-4)
+        attributions = np.asarray(row.attributions).reshape(SIZE, SIZE, 3)
+        expected = (x + 1.0) * w.reshape(SIZE, SIZE, 3)
+        np.testing.assert_allclose(attributions, expected, rtol=1e-4, atol=1e-6)
+
+
 def test_output_files_have_one_schema_and_metadata_reads_alone(
     image_folder, linear_keras, tmp_path
 ):
