@@ -227,6 +227,7 @@ def test_per_class_accuracy_counts_each_image_once(tmp_path):
             make_row("c2.png", 281, 282, 0.9, 0.0),
             make_row("c2.png", 281, 282, 0.9, 0.0, target=283),
             make_row("c3.png", 281, 282, 0.7, 0.0),
+            make_row("c4.png", 281, 283, 0.7, 0.0),  # a rarer confusion than 282's
             make_row("s.png", 2, 3, 0.6, 0.0),
             make_row("u.png", None, 5, 0.6, 0.0),
         ]
@@ -234,15 +235,15 @@ def test_per_class_accuracy_counts_each_image_once(tmp_path):
     output = write_output(tmp_path / "out", rows, dataset=str(tmp_path))
     meta = results.read_results(output)
     per_image = results.one_row_per_image(meta)
-    assert per_image.image_id.tolist() == ["c1.png", "c2.png", "c3.png", "s.png", "u.png"]
+    assert per_image.image_id.tolist() == ["c1.png", "c2.png", "c3.png", "c4.png", "s.png", "u.png"]
     assert (per_image.target_class == per_image.predicted_class).all()
     table = results.per_class_accuracy(meta)
     assert table.index.tolist() == [2, 281]  # worst first
     assert table.loc[281].to_dict() == {
         "label_name": "class 281",
-        "images": 3,
+        "images": 4,
         "correct": 1,
-        "accuracy": pytest.approx(1 / 3),
+        "accuracy": pytest.approx(1 / 4),
         "top_confusion": "class 282",
         "top_confusion_count": 2,
     }
