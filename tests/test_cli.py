@@ -1059,3 +1059,24 @@ def test_errors_by_stage_count_one_cause_over_many_files_once(tmp_path):
         "  decode: 1",
         "    1 x broken (e.g. x.jpg)",
     ]
+
+
+def test_the_end_of_run_table_orders_an_images_targets_by_rank_and_shows_top_1_confidence(
+    tmp_path,
+):
+    from tests.known_rows import make_row, write_output
+
+    # --target top_k rows of one image, in the files in another order than their rank
+    # (top_k_classes 281, 282, 283), and a target outside the top k (last).
+    rows = [
+        [make_row("n/c.png", 281, 281, 0.8, 0.0, target=t) for t in (283, 7)],
+        [make_row("n/c.png", 281, 281, 0.8, 0.0, target=t) for t in (282, 281)],
+        [make_row("a.png", None, 5, 0.625, 0.0)],
+    ]
+    output = write_output(tmp_path / "out", rows, dataset=str(tmp_path))
+    table = summary_table(output, target=True)
+    assert table["file"].tolist() == ["a.png"] + ["c.png"] * 4
+    assert table["target"].tolist() == ["class 5", "class 281", "class 282", "class 283", "class 7"]
+    # The confidence is the prediction's (top 1), on every row of the image.
+    assert table["confidence"].tolist() == ["62.5%"] + ["80.0%"] * 4
+    assert table["label"].tolist() == ["-"] + ["class 281"] * 4
