@@ -188,3 +188,12 @@ def test_a_float_image_with_nan_or_inf_pixels_is_an_error(value):
     pixels[1, :3] = value
     with pytest.raises(images.ImageError, match=r"float image with 3 NaN or infinite pixels"):
         images.decode_image(_encode(Image.fromarray(pixels, mode="F"), "TIFF"))
+
+
+@pytest.mark.parametrize("scale", [1.0, 255.0])
+def test_a_float_image_in_0_1_or_0_255_decodes_to_its_grey_levels(scale):
+    # A 32-bit float TIFF (mode F) declares no range: [0, 1] and [0, 255] are both common.
+    levels = np.array([[0, 51, 102], [153, 204, 255]], np.float32)
+    data = _encode(Image.fromarray(levels * (scale / 255.0), mode="F"), "TIFF")
+    out = images.decode_image(data)
+    np.testing.assert_array_equal(out, np.repeat(levels.astype(np.uint8)[..., None], 3, -1))
