@@ -1080,3 +1080,24 @@ def test_the_end_of_run_table_orders_an_images_targets_by_rank_and_shows_top_1_c
     # The confidence is the prediction's (top 1), on every row of the image.
     assert table["confidence"].tolist() == ["62.5%"] + ["80.0%"] * 4
     assert table["label"].tolist() == ["-"] + ["class 281"] * 4
+
+
+@pytest.mark.parametrize(
+    "target, shown", [("predicted", False), (None, False), ("label", True), ("top_k", True)]
+)
+def test_the_end_of_run_summary_shows_the_target_unless_it_is_the_prediction(
+    tmp_path, capsys, target, shown
+):
+    from tests.known_rows import make_row, write_output
+
+    output = write_output(tmp_path / "out", [[make_row("a.png", 3, 5, 0.6, 0.0, target=3)]], "d")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    manifest["config"]["target"] = target
+    if target is None:  # a manifest without the key: the default, the prediction
+        del manifest["config"]["target"]
+    manifest["output"] = output
+    print_summary(manifest)
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if "relative_delta" in line)
+    assert ("target" in header.split()) is shown
+    assert ("'target_name'" in out) is shown  # in the pandas one-liner's columns
