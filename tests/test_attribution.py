@@ -5,6 +5,7 @@ import dataclasses
 import apache_beam as beam
 import numpy as np
 import pytest
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -14,6 +15,7 @@ from transforms import baselines as baselines_lib
 from transforms import batch, ig, tf_model
 from transforms.attribution import ERRORS_TAG, IGModelHandler, ImageExample, Preprocess
 from transforms.config import ESTIMATE_MARGIN, AttributionConfig
+from transforms.preprocess import NAMESPACE
 from transforms.sources import RawImage
 from transforms.tf_model import Classifier, resolve_model
 
@@ -441,16 +443,24 @@ def test_preprocess_transform_routes_bad_images_to_errors():
         RawImage("b", "b.jpg", None, data=b"garbage"),
         RawImage("c", "c.png", None, error="cannot read file: permission denied"),
     ]
-    with TestPipeline() as p:
-        out = (
-            p
-            | beam.Create(inputs)
-            | beam.ParDo(Preprocess(4, (0.0, 1.0))).with_outputs(ERRORS_TAG, main="images")
-        )
-        shapes = out.images | beam.Map(lambda e: (e.image_id, e.image.shape, float(e.image.max())))
-        assert_that(shapes, equal_to([("a", (4, 4, 3), 1.0)]), label="images")
-        stages = out[ERRORS_TAG] | beam.Map(lambda e: (e["image_id"], e["stage"]))
-        assert_that(stages, equal_to([("b", "decode"), ("c", "read")]), label="errors")
+    p = TestPipeline()
+    out = (
+        p
+        | beam.Create(inputs)
+        | beam.ParDo(Preprocess(4, (0.0, 1.0))).with_outputs(ERRORS_TAG, main="images")
+    )
+    shapes = out.images | beam.Map(lambda e: (e.image_id, e.image.shape, float(e.image.max())))
+    assert_that(shapes, equal_to([("a", (4, 4, 3), 1.0)]), label="images")
+    stages = out[ERRORS_TAG] | beam.Map(lambda e: (e["image_id"], e["stage"]))
+    assert_that(stages, equal_to([("b", "decode"), ("c", "read")]), label="errors")
+    result = p.run()
+    result.wait_until_finish()
+    # The job's counters (the Dataflow console shows them while it runs).
+    counters = {
+        c.key.metric.name: c.committed
+        for c in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
+    }
+    assert counters == {"images_decoded": 1, "images_failed_preprocess": 2}
 
 
 def test_run_inference_with_the_handler_in_a_pipeline(linear_keras):
