@@ -162,6 +162,11 @@ def test_read_row_by_file_name_or_id_and_target(tmp_path):
             assert (full.image_id, full.target_class) == (meta.image_id[i], meta.target_class[i])
     with pytest.raises(TypeError, match="not int 0; .* pass frame.iloc"):
         results.read_row(output, 0)
+    # A top-level y.png is named by its image_id, though b/y.png's file name is y.png too.
+    rows[0].append(make_row("y.png", None, 7, 0.5, 0.0, seed=5))
+    output = write_output(tmp_path / "out2", rows, dataset=str(tmp_path))
+    assert results.read_row(output, "y.png").image_id == "y.png"
+    assert results.read_row(output, "b/y.png").image_id == "b/y.png"
 
 
 def test_path_of_is_sorted_by_alpha(folder_run):
