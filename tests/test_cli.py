@@ -1050,14 +1050,19 @@ def test_errors_by_stage_count_one_cause_over_many_files_once(tmp_path):
             "error": f"cannot read file: [Errno 2] No such file or directory: '/d/m{i:03d}.png'",
         }
         for i in range(5)
-    ] + [{"image_id": "x.jpg", "file_name": "x.jpg", "stage": "decode", "error": "broken"}]
+    ] + [
+        {"image_id": "x.jpg", "file_name": "x.jpg", "stage": "decode", "error": "broken"},
+        # An id short enough to occur in any message is left in it, not replaced.
+        {"image_id": "a", "file_name": "a", "stage": "decode", "error": "not an image"},
+    ]
     (tmp_path / "errors").mkdir()
     pq.write_table(pa.Table.from_pylist(records, ERROR_SCHEMA), tmp_path / "errors" / "p.parquet")
     assert error_summary(str(tmp_path)) == [
         "  read: 5",
         "    5 x cannot read file: [Errno 2] No such file or directory: '/d/<file>' (e.g. m000.png)",
-        "  decode: 1",
+        "  decode: 2",
         "    1 x broken (e.g. x.jpg)",
+        "    1 x not an image (e.g. a)",
     ]
 
 
