@@ -920,6 +920,13 @@ def test_a_coarse_fixed_rule_gets_a_warning(caplog):
     ]
     assert warnings("--attributions", "none", "--faithfulness", "none") == []
     assert warnings("--attribution_dtype", "float16", "--faithfulness_steps", "8") == []
+    # Adaptive rules without nodes at their panels' edges: a looser estimate.
+    for method in ("gausslegendre", "riemann_middle", "riemann_left", "riemann_right"):
+        (warning,) = warnings("--method", method)
+        assert warning.startswith(f"--method {method} with --tolerance > 0: its panels have no")
+        assert "can understate the map's error" in warning
+        assert warnings("--method", method, "--tolerance", "0", "--steps", "64") == []
+    assert warnings("--method", "gausslobatto") == warnings("--method", "riemann_trapezoid") == []
 
 
 def test_progress_lines_say_done_total_rate_and_eta():
