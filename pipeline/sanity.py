@@ -267,7 +267,7 @@ def _content_boxes(config, spec, inputs, image_ids) -> list[tuple[slice, slice]]
     ]
 
 
-def _rows(output: str, manifest: dict[str, Any], count: int, image_root: str | None):
+def _rows(output: str, manifest: dict[str, Any], count: int, image_root: str | None = None):
     """The first `count` rows (by image id) whose input image can be re-loaded (from
     `image_root`, where the run's image folder is now, if it moved)."""
     frame = results.read_results(output, columns=["image_id", "target_class"])
