@@ -793,6 +793,20 @@ class _Dataset:
         return self.source.class_names if isinstance(self.source, sources.TfdsSource) else None
 
 
+def _check_folder_listable(audit: AuditOptions, root: str) -> None:
+    """Refuses a local --dataset folder this user may not list (chmod 000, another
+    user's): its one error record, after the model loaded and the pipeline ran, was
+    the whole run. An unreadable sub-folder is an error record of its own, as before."""
+    try:
+        with os.scandir(root):
+            pass
+    except OSError as e:
+        raise ConfigError(
+            f"--dataset {audit.dataset!r} is a folder that cannot be listed "
+            f"({e.strerror or e}); give this user permission to read it, or pass another folder."
+        ) from e
+
+
 def _resolve_folder(audit: AuditOptions, source: sources.FolderSource, dry_run: bool) -> _Dataset:
     """A gs:// folder is looked up (one object); a local one is listed once."""
     if source.remote:
@@ -808,6 +822,7 @@ def _resolve_folder(audit: AuditOptions, source: sources.FolderSource, dry_run: 
             f"--dataset {audit.dataset!r} is not a folder of images; pass an existing folder, "
             "a TFDS name (imagenet_a) or 'sample'."
         )
+    _check_folder_listable(audit, source.root)
     files = sources.list_image_folder(source.root, skip=_local_output(audit.output))
     _LOG.info("%d files in %s; the pipeline lists and reads them again.", len(files), source.root)
     found = tuple(f.label for f in files if f.label is not None)

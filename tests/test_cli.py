@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -1113,3 +1114,39 @@ def test_the_end_of_run_summary_shows_the_target_unless_it_is_the_prediction(
     header = next(line for line in out.splitlines() if "relative_delta" in line)
     assert ("target" in header.split()) is shown
     assert ("'target_name'" in out) is shown  # in the pandas one-liner's columns
+
+
+# Root without the capabilities that bypass file permissions: a folder's mode applies
+# to it, and it still reads the code it owns (a setuid user could not import lazily).
+_WITHOUT_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+_WITHOUT_DAC += ["--inh-caps=-dac_override,-dac_read_search"]
+
+
+@pytest.mark.skipif(
+    os.geteuid() == 0 and shutil.which("setpriv") is None, reason="root needs setpriv"
+)
+def test_a_dataset_folder_this_user_may_not_list_exits_2_before_any_model_load(
+    linear_keras, tmp_path
+):
+    """Its one `cannot list folder` error record was the whole run, after the model
+    loaded: refused at launch instead, naming the folder."""
+    images = tmp_path / "images"
+    write_image(images / "a.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    argv = cli_args(dataset=images, model=linear_keras, output=tmp_path / "out")
+    prefix = _WITHOUT_DAC if os.geteuid() == 0 else []
+    images.chmod(0o000)
+    try:
+        done = subprocess.run(
+            [*prefix, sys.executable, "-m", "pipeline", *argv],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        images.chmod(0o755)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = _error_lines(done.stderr)
+    assert len(lines) == 1 and f"--dataset '{images}' is a folder that cannot be" in lines[0]
+    assert "(Permission denied)" in lines[0] and "Loaded" not in done.stderr
+    assert not (tmp_path / "out").exists()
