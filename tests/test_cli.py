@@ -164,8 +164,12 @@ def test_a_tilde_in_path_flags_is_the_home_folder(
 
 def test_missing_and_empty_dataset_folders_exit_2(linear_keras, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
+    (tmp_path / "hidden" / ".thumbs").mkdir(parents=True)  # a user sees an empty folder
+    (tmp_path / "hidden" / ".thumbs" / "a.png").write_bytes(b"")
+    (tmp_path / "hidden" / ".DS_Store").write_bytes(b"")
     for folder, message in (
         (tmp_path / "empty", "No files found in image folder"),
+        (tmp_path / "hidden", "(hidden entries, whose names start with '.', and sub-folders"),
         (tmp_path / "missing" / "x", "is not a folder of images"),
     ):
         code = main(cli_args(dataset=folder, model=linear_keras, output=tmp_path / "out"))

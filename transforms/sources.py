@@ -127,7 +127,8 @@ def _folder_pattern(root: str) -> str:
 
 def _no_files_error(root: str) -> FileNotFoundError:
     return FileNotFoundError(
-        f"No files found in image folder {root!r}. Pass an existing folder of images "
+        f"No files found in image folder {root!r} (hidden entries, whose names start with "
+        "'.', and sub-folders holding a run of this job are not inputs). Pass a folder of images "
         "(optionally in WordNet-id sub-folders), a TFDS name, or 'sample'."
     )
 
