@@ -3,6 +3,9 @@
 import json
 import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from unittest import mock
 
@@ -713,3 +716,37 @@ def _prepared(name: str, tmp_path) -> str:
     data_dir = str(tmp_path / "tfds")
     tfds.builder(name, data_dir=data_dir).download_and_prepare()
     return data_dir
+
+
+_LIST_ERRORS = """
+import sys
+from transforms import sources
+for f in sources.list_image_folder(sys.argv[1]):
+    print(repr((f.image_id, f.error)))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and not shutil.which("setpriv"), reason="root needs setpriv")
+def test_a_sub_folder_this_user_may_not_list_is_one_error_record(tmp_path):
+    """As README says: the folder's path is its id; the rest of the tree is read. In a
+    real process the folder's mode applies to (root without the capabilities that
+    bypass it)."""
+    write_image(tmp_path / "a.png", np.zeros((2, 2, 3), np.uint8))
+    write_image(tmp_path / "locked" / "b.png", np.zeros((2, 2, 3), np.uint8))
+    caps = "-dac_override,-dac_read_search"
+    prefix = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
+    (tmp_path / "locked").chmod(0o000)
+    try:
+        done = subprocess.run(
+            [*(prefix if os.geteuid() == 0 else []), sys.executable, "-c", _LIST_ERRORS, tmp_path],
+            cwd=Path(__file__).parent.parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+    listed = [eval(line) for line in done.stdout.splitlines()]  # noqa: S307 - our own reprs
+    assert listed[0] == ("a.png", None)
+    assert listed[1][0] == "locked" and listed[1][1].startswith("cannot list folder: [Errno 13]")
+    assert len(listed) == 2
