@@ -1223,11 +1223,7 @@ def _claim_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
         if resume:
             done, prefix = _resume_state(job)
             job = dataclasses.replace(job, done_before=done, results_prefix=prefix)
-            have = "has" if len(done) == 1 else "have"
-            _LOG.info(
-                "Resuming: %s %s rows already; skipped.", wording.count(len(done), "image"), have
-            )
-            _warn_gone(job, done)
+            _log_resume(job, done)
         else:
             _prepare_output(job.output, overwrite)
         # A manifest from the start: a run that dies leaves status "running".
@@ -1249,15 +1245,21 @@ def _claim_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
     return job
 
 
-def _warn_gone(job: AuditJob, done: frozenset[str]) -> None:
-    """Rows of images no longer in a local --dataset folder stay: said, once."""
+def _log_resume(job: AuditJob, done: frozenset[str]) -> None:
+    """How many images a resume skips: those with rows still in a local --dataset
+    folder (the manifest's `skipped_done_before`); the rows of images no longer in
+    it stay, said once (they were counted as skipped too)."""
     gone = sorted(done - job.input_ids) if job.input_ids is not None else []
+    skipped = len(done) - len(gone)
+    have = "has" if skipped == 1 else "have"
+    _LOG.info("Resuming: %s %s rows already; skipped.", wording.count(skipped, "image"), have)
     if gone:
         _LOG.warning(
-            "%d images with rows in %s are no longer in --dataset (e.g. %r); their rows "
+            "%s with rows in %s %s no longer in --dataset (e.g. %r); their rows "
             "are kept. Start over with --overwrite to drop them.",
-            len(gone),
+            wording.count(len(gone), "image"),
             FileSystems.join(job.output, "results"),
+            "is" if len(gone) == 1 else "are",
             gone[0],
         )
 

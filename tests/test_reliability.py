@@ -655,10 +655,12 @@ def test_resume_says_which_rows_are_of_images_no_longer_in_the_folder(
     flags = cli_args(dataset=root, model=linear_keras, output=tmp_path / "out", steps=2)
     run(flags, save_main_session=False)
     (root / "c.png").unlink()
-    with caplog.at_level("WARNING", logger="pipeline.main"):
+    with caplog.at_level("INFO", logger="pipeline.main"):
         manifest = run([*flags, "--resume"], save_main_session=False)
-    assert "1 images with rows in" in caplog.text
-    assert "are no longer in --dataset (e.g. 'c.png'); their rows are kept" in caplog.text
+    # The images skipped are the manifest's two, not the three with rows.
+    assert "Resuming: 2 images have rows already; skipped." in caplog.text
+    assert "1 image with rows in" in caplog.text
+    assert "is no longer in --dataset (e.g. 'c.png'); their rows are kept" in caplog.text
     assert manifest["counts"]["inputs"] == 2 and manifest["counts"]["skipped_done_before"] == 2
     assert sorted(pd.read_parquet(tmp_path / "out" / "results").image_id) == [
         "a.png",
