@@ -16,7 +16,7 @@ the bare model, and the table gives the median over rounds of the ratio to the
 mean of those two. The handler runs with `--faithfulness none`: the checks'
 forward passes are not gradient evaluations (their cost: benchmarks.faithfulness).
 
-    python -m benchmarks.efficiency [--rounds 3]
+    python -m benchmarks.efficiency [--rounds 3] [--path_batch_sizes 32,64]
 """
 
 from __future__ import annotations
@@ -114,6 +114,11 @@ def _steady_rows(handlers, model, measured, images, best_batch, rounds) -> list[
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--path_batch_sizes",
+        default="",
+        help="also the defaults at these path points per call, e.g. 32,64 (auto: the device's)",
+    )
     args = parser.parse_args(argv)
     spec = resolve_model("efficientnet_lite0")
     warm_names, warm_images = load_photos()  # the 8 sample photos: the warm-up batch
@@ -127,6 +132,10 @@ def main(argv=None):
         f"defaults (adaptive {_D.method} from {_D.steps}, tol {_D.tolerance:g}), "
         "--faithfulness none": off,
     }
+    for size in (int(v) for v in args.path_batch_sizes.split(",") if v):
+        configs[f"defaults, --path_batch_size {size}"] = dataclasses.replace(
+            off, path_batch_size=size
+        )
     handlers = {
         name: IGModelHandler(spec, c, None, batch_size=_BATCH) for name, c in configs.items()
     }
