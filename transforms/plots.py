@@ -518,7 +518,7 @@ def faithfulness_curves_figure(
     ax = figure.subplots()
     drawn = 0
     for curve, (column, control, _) in _AUCS.items():
-        values = _field(row, f"{curve}_curve")
+        values = results.cell(row, f"{curve}_curve", None)
         if results.is_missing(values) or not len(values):
             continue
         values = np.asarray(values, dtype=np.float32)
@@ -529,7 +529,8 @@ def faithfulness_curves_figure(
             marker=".",
             markersize=3,
             linewidth=1.2,
-            label=f"{curve}: AUC {_fmt(_field(row, column))} (random {_fmt(_field(row, control))})",
+            label=f"{curve}: AUC {_fmt(results.cell(row, column, None))} "
+            f"(random {_fmt(results.cell(row, control, None))})",
         )
         drawn += 1
     if not drawn:
@@ -544,14 +545,6 @@ def faithfulness_curves_figure(
     if title:  # over the figure: the legend sits right above the axes
         figure.suptitle(title, fontsize=9)
     return figure
-
-
-def _field(row: Any, name: str) -> Any:
-    """A row's cell, or None where it has no such column: a `pd.Series`, a dict or a
-    named tuple (`df.itertuples()`)."""
-    if isinstance(row, Mapping | pd.Series):
-        return row.get(name)
-    return getattr(row, name, None)
 
 
 def _fmt(value: Any) -> str:

@@ -40,6 +40,7 @@ __all__ = [
     "ImageUnavailable",
     "above_tolerance",
     "attributions_of",
+    "cell",
     "baseline_images",
     "for_class",
     "input_images",
@@ -227,7 +228,7 @@ def _image_and_target(image: Any, target_class: int | None) -> tuple[str, int | 
     if isinstance(image, str):
         return image, target_class
     try:
-        image_id = _get(image, "image_id")
+        image_id = cell(image, "image_id")
     except (KeyError, AttributeError, TypeError):
         raise TypeError(
             f"read_row takes an image_id, a file name or a result row (meta.iloc[i]), not "
@@ -236,7 +237,7 @@ def _image_and_target(image: Any, target_class: int | None) -> tuple[str, int | 
         ) from None
     if target_class is None:
         try:
-            target_class = int(_get(image, "target_class"))
+            target_class = int(cell(image, "target_class"))
         except (KeyError, AttributeError, TypeError):
             pass
     return str(image_id), target_class
@@ -314,12 +315,22 @@ def read_errors(output: str) -> pd.DataFrame:
     return _parquet_dataset(parquet).to_table().to_pandas()
 
 
-def _get(row: Any, name: str) -> Any:
+_REQUIRED = object()
+
+
+def cell(row: Any, name: str, default: Any = _REQUIRED) -> Any:
+    """A row's cell: of a `pd.Series` (`df.iloc[i]`), a dict or a named tuple
+    (`df.itertuples()`). Without such a column, `default` if given, else KeyError
+    (Series, dict) or AttributeError (named tuple)."""
     if isinstance(row, Mapping | pd.Series):
-        if name not in row:
+        if name in row:
+            return row[name]
+        if default is _REQUIRED:
             raise KeyError(name)
-        return row[name]
-    return getattr(row, name)
+        return default
+    if default is _REQUIRED:
+        return getattr(row, name)
+    return getattr(row, name, default)
 
 
 def is_missing(value: Any) -> bool:
@@ -353,16 +364,16 @@ def attributions_of(row: Any) -> np.ndarray:
             )
         row = row.iloc[0]
     try:
-        values = _get(row, "attributions")
+        values = cell(row, "attributions")
     except (KeyError, AttributeError) as e:
         raise ValueError(
             "This row has no 'attributions' column; read it with read_results(..., "
             "with_arrays=True) or read_row(...)."
         ) from e
-    shape = _get(row, "attribution_shape")
+    shape = cell(row, "attribution_shape")
     if is_missing(values) or is_missing(shape):
         raise ValueError(
-            f"Row {_get(row, 'image_id')!r} stores no attributions (the run used "
+            f"Row {cell(row, 'image_id')!r} stores no attributions (the run used "
             "--attributions none)."
         )
     shape = tuple(int(s) for s in shape)
@@ -379,7 +390,7 @@ def path_of(row: Any) -> tuple[np.ndarray, np.ndarray] | None:
     baseline (alpha 0) to the image (alpha 1); with several baselines, the first
     one's path (`baseline_score` is their mean). None when the run did not store it.
     """
-    alphas, scores = _get(row, "path_alphas"), _get(row, "path_scores")
+    alphas, scores = cell(row, "path_alphas"), cell(row, "path_scores")
     if is_missing(alphas) or is_missing(scores):
         return None
     alphas = np.asarray(alphas, dtype=np.float32)
