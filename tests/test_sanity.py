@@ -67,17 +67,22 @@ def test_maps_are_compared_within_the_content_not_the_padding():
     assert whole_rho > 0.5 and abs(rho) < 0.1 and ssim < 0.2
 
 
-def test_randomising_the_last_layer_changes_the_maps(image_folder, conv_keras, tmp_path):
-    output = str(tmp_path / "out")
+def _audit(image_folder, model, output: str, steps: int) -> None:
+    """The job on the image folder with `model`, without the faithfulness checks."""
     args = cli_args(
         runner="DirectRunner",
         dataset=image_folder["root"],
-        model=conv_keras,
+        model=model,
         output=output,
-        steps=8,
+        steps=steps,
         faithfulness="none",
     )
     run_job(args, save_main_session=False)
+
+
+def test_randomising_the_last_layer_changes_the_maps(image_folder, conv_keras, tmp_path):
+    output = str(tmp_path / "out")
+    _audit(image_folder, conv_keras, output, steps=8)
     report = sanity.run(output, images_count=3, stages=["logits", "conv"])
 
     assert report["images"] == 3 and len(report["image_ids"]) == 3
@@ -162,15 +167,7 @@ def test_moved_images_are_found_with_image_root_and_a_changed_model_is_refused(
     model = str(tmp_path / "model.keras")
     shutil.copyfile(conv_keras, model)
     output = str(tmp_path / "out")
-    args = cli_args(
-        runner="DirectRunner",
-        dataset=image_folder["root"],
-        model=model,
-        output=output,
-        steps=4,
-        faithfulness="none",
-    )
-    run_job(args, save_main_session=False)
+    _audit(image_folder, model, output, steps=4)
     moved = Path(image_folder["root"]).rename(tmp_path / "moved")  # the run's folder is gone
     check = ["--input", output, "--images", "1", "--stages", "logits", "--image_root", str(moved)]
     assert sanity.main(check) == 0
