@@ -50,19 +50,12 @@ def _integrate(integrand, image, target, alphas, weights, chunk: int = 32) -> np
     for i in range(0, len(alphas), chunk):
         a, w = alphas[i : i + chunk], weights[i : i + chunk]
         n = len(a)
-        _, _, finite, sums = integrand(
-            image[None],
-            ref,
-            np.zeros(n, np.int32),
-            a.astype(np.float32),
-            np.full(n, target, np.int64),
-            w.astype(np.float32),
-            np.zeros(n, np.int32),
-            1,
+        _, _, finite, contributions = integrand(
+            image[None], ref, np.zeros(n, np.int32), a.astype(np.float32), np.full(n, target)
         )
         if not np.all(finite):
             raise ValueError("non-finite gradient on the reference path")
-        total += sums[0]
+        total += np.tensordot(w, np.asarray(contributions, np.float64), axes=1)
     return total
 
 

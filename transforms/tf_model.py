@@ -906,36 +906,26 @@ class Classifier:
         return run
 
     def integrand_fn(self, score: str) -> IntegrandFn:
-        """The `IntegrandFn` of `score`: the IG arithmetic done in the graph, next to the
-        gradients (multi-threaded, and only the per-segment sums leave TensorFlow)."""
+        """The `IntegrandFn` of `score`: the IG arithmetic (c, its sum, its finiteness)
+        done in the graph, next to the gradients, which never leave TensorFlow."""
         fn = self._integrands[score]
 
-        def run(images, references, index, alphas, targets, weights, segments, num_segments):
+        def run(images, references, index, alphas, targets):
             images = np.asarray(images, np.float32)
             references = np.asarray(references, np.float32)
             point_args = (
                 np.asarray(index, np.int32),
                 np.asarray(alphas, np.float32),
                 np.asarray(targets, np.int64),
-                np.asarray(weights, np.float32),
-                np.asarray(segments, np.int32),
             )
             rows = len(point_args[0])
-            if self._pad:  # for XLA: padding points weigh nothing, in segment -1
+            if self._pad:  # for XLA: padding points are cut off below
                 images, references = _pad_rows(len(images), images, references)
-                index, alphas, targets, weights, segments = _pad_rows(rows, *point_args)
-                segments[rows:] = -1
-                point_args = (index, alphas, targets, weights, segments)
-            scores, derivatives, finite, sums = fn(
-                images, references, *point_args, np.int32(num_segments)
-            )
+                point_args = _pad_rows(rows, *point_args)
+            outputs = fn(images, references, *point_args)
             _count("gradient", rows)
-            return (
-                scores.numpy()[:rows],
-                derivatives.numpy()[:rows],
-                finite.numpy()[:rows],
-                sums.numpy(),
-            )
+            # np.asarray: read-only views of TensorFlow's buffers, not copies.
+            return tuple(np.asarray(out)[:rows] for out in outputs)
 
         return run
 
@@ -1071,7 +1061,7 @@ def _compile_score(call, size: int, jit: bool, take_softmax: bool):
 
 def _integrand_spec(size: int) -> list:
     """images, references [M, S, S, 3] float32; then per point: index int32, alphas
-    float32, targets int64, weights float32, segments int32; num_segments int32 scalar."""
+    float32, targets int64."""
     import tensorflow as tf  # noqa: PLC0415
 
     image = _image_spec(size)
@@ -1081,9 +1071,6 @@ def _integrand_spec(size: int) -> list:
         tf.TensorSpec([None], tf.int32),
         tf.TensorSpec([None], tf.float32),
         tf.TensorSpec([None], tf.int64),
-        tf.TensorSpec([None], tf.float32),
-        tf.TensorSpec([None], tf.int32),
-        tf.TensorSpec([], tf.int32),
     ]
 
 
@@ -1091,7 +1078,7 @@ def _compile_integrand(call, size: int, jit: bool, take_softmax: bool):
     import tensorflow as tf  # noqa: PLC0415
 
     @tf.function(input_signature=_integrand_spec(size), jit_compile=jit)
-    def integrand(images, references, index, alphas, targets, weights, segments, num_segments):
+    def integrand(images, references, index, alphas, targets):
         delta = tf.gather(images - references, index)
         points = tf.gather(references, index) + alphas[:, None, None, None] * delta
         with tf.GradientTape() as tape:
@@ -1102,10 +1089,6 @@ def _compile_integrand(call, size: int, jit: bool, take_softmax: bool):
             tf.math.is_finite(contribution), axis=[1, 2, 3]
         )
         derivatives = tf.reduce_sum(contribution, axis=[1, 2, 3])
-        # Segment -1 (padding rows) is dropped by the segment sum.
-        sums = tf.math.unsorted_segment_sum(
-            contribution * weights[:, None, None, None], segments, num_segments
-        )
-        return scores, derivatives, finite, sums
+        return scores, derivatives, finite, contribution
 
     return integrand

@@ -46,8 +46,8 @@ ScoreFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 """``fn(inputs, baselines, alphas, targets) -> scores``: `ScoreGradFn` without gradients."""
 
 IntegrandFn = Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
-"""``fn(images, references, index, alphas, targets, weights, segments, num_segments)
--> (scores, derivatives, finite, sums)``: the IG integrand of N path points, reduced.
+"""``fn(images, references, index, alphas, targets) -> (scores, derivatives, finite,
+contributions)``: the IG integrand of N path points.
 
 The points lie on U paths: images, references: float32 [U, *S], the ends of
 each path; index: int32 [N] in [0, U), the path of each point, whose ends are
@@ -58,8 +58,7 @@ c_j = (x_j - x'_j) * grad F(x'_j + alphas_j (x_j - x'_j)), the integrand at j:
   scores: float [N], F(point_j).
   derivatives: float [N], dF/da at the point = sum of c_j.
   finite: bool [N], the score and c_j are finite.
-  sums: float32 [num_segments, *S], sum of weights_j * c_j over the points j of
-    each segment (segments: int32 [N] in [0, num_segments)).
+  contributions: float32 [N, *S], c_j.
 
 `integrand_from_gradients` builds one from any `ScoreGradFn` with NumPy; a
 framework can supply its own that does the arithmetic next to the gradients.
@@ -179,7 +178,7 @@ class IGResult:
 def integrand_from_gradients(fn: ScoreGradFn) -> IntegrandFn:
     """The `IntegrandFn` of a `ScoreGradFn`, computed with NumPy."""
 
-    def integrand(images, references, index, alphas, targets, weights, segments, num_segments):
+    def integrand(images, references, index, alphas, targets):
         inputs, baselines = images[index], references[index]
         scores, grads = fn(inputs, baselines, alphas, targets)
         scores = np.asarray(scores, dtype=np.float64)
@@ -188,14 +187,7 @@ def integrand_from_gradients(fn: ScoreGradFn) -> IntegrandFn:
         flat = contribution.reshape(len(scores), -1)
         derivatives = flat.sum(axis=1, dtype=np.float64)
         finite = np.isfinite(scores) & np.isfinite(flat).all(axis=1)
-        weights = np.asarray(weights, np.float32).reshape((-1,) + (1,) * (contribution.ndim - 1))
-        segments = np.asarray(segments)
-        sums = np.zeros((num_segments, *contribution.shape[1:]), dtype=np.float32)
-        with np.errstate(invalid="ignore", over="ignore"):
-            contribution *= weights
-            for k in range(num_segments):  # few segments per chunk: one sum each
-                sums[k] = contribution[segments == k].sum(axis=0)
-        return scores, derivatives, finite, sums
+        return scores, derivatives, finite, contribution
 
     return integrand
 
@@ -349,18 +341,8 @@ def _scores_of(integrand: IntegrandFn) -> ScoreFn:
     """A `ScoreFn` from an integrand: each point its own path, gradients unused."""
 
     def score(inputs, baselines, alphas, targets):
-        n = len(alphas)
-        out = integrand(
-            inputs,
-            baselines,
-            np.arange(n, dtype=np.int32),
-            alphas,
-            targets,
-            np.zeros(n, np.float32),
-            np.zeros(n, np.int32),
-            1,
-        )
-        return out[0]
+        index = np.arange(len(alphas), dtype=np.int32)
+        return integrand(inputs, baselines, index, alphas, targets)[0]
 
     return score
 

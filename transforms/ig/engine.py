@@ -74,11 +74,11 @@ class Paths:
         """The ends (x, x') of paths: float32 [len(path), *S] each."""
         return self.inputs[self.image[path]], self.baselines[self.image[path], self.base[path]]
 
-    def gradients(self, path, alpha, weight, slot, accumulators):
-        """accumulators[slot[j]] += weight[j] (x - x') grad F(point j), in bounded chunks.
+    def gradients(self, path, alpha, out):
+        """out[j] = c(point j) = (x - x') grad F(point j), in bounded chunks.
 
-        Returns the scores F and the path derivatives dF/da = (x - x') . grad F
-        at the points, float64 [N] each.
+        Returns the scores F and the path derivatives dF/da = sum of c at the
+        points, float64 [N] each; out: an array [N, *S] or N arrays [*S], float32.
         """
         n = len(path)
         scores = np.empty(n, dtype=np.float64)
@@ -88,23 +88,14 @@ class Paths:
             # Each path's ends once per call; the model gathers them per point.
             ids, index = np.unique(p, return_inverse=True)
             x, x_ref = self.endpoints(ids)
-            # One sum per distinct slot of the chunk, added to its accumulator.
-            slots, segments = np.unique(slot[part], return_inverse=True)
-            s, d, ok, sums = self.integrand(
-                x,
-                x_ref,
-                index.astype(np.int32),
-                alpha[part].astype(np.float32),
-                self.target[p],
-                weight[part].astype(np.float32),
-                segments.astype(np.int32),
-                len(slots),
+            s, d, ok, contributions = self.integrand(
+                x, x_ref, index.astype(np.int32), alpha[part].astype(np.float32), self.target[p]
             )
             scores[part] = s
             derivs[part] = d
             np.logical_and.at(self.finite, p, np.asarray(ok, dtype=bool))
-            for target, total in zip(slots, np.asarray(sums), strict=True):
-                accumulators[target] += total
+            for j, c in enumerate(np.asarray(contributions), start=part.start):
+                out[j][...] = c
         return scores, derivs
 
     def scores(self, score_fn, path, alpha) -> np.ndarray:
@@ -145,10 +136,8 @@ class Fixed:
         pairs: list[list[np.ndarray]] = [[] for _ in range(n)]
         for part in paths.parts(n * k):  # one model call each: bounded memory
             p, i = path[part], node[part]
-            vectors = np.zeros((len(p), *paths.shape), dtype=np.float32)
-            scores[part], _ = paths.gradients(
-                p, alphas[i], np.ones(len(p)), np.arange(len(p)), vectors
-            )
+            vectors = np.empty((len(p), *paths.shape), dtype=np.float32)
+            scores[part], _ = paths.gradients(p, alphas[i], vectors)
             for q in np.unique(p):
                 own = p == q
                 self.attributions[q] += np.tensordot(weights[i[own]], vectors[own], axes=1)
@@ -406,17 +395,20 @@ class Adaptive:
 
     def _sum(self, path: int, q: _Panel, weights: np.ndarray) -> np.ndarray:
         vectors = self.vectors_at[path]
-        total = np.zeros(self.paths.shape, dtype=np.float32)
+        total = None
         for w, x in zip(weights.tolist(), q.nodes, strict=True):
             if w:
-                total += np.float32((q.b - q.a) * w) * vectors[x]
-        return total
+                term = np.float32((q.b - q.a) * w) * vectors[x]
+                total = term if total is None else np.add(total, term, out=total)
+        return np.zeros(self.paths.shape, dtype=np.float32) if total is None else total
 
     def _add(self, path: int, q: _Panel, sign: float) -> np.ndarray:
         """Adds (sign 1) or removes (-1) a panel's share of A and D; returns its D share."""
         spread = self._sum(path, q, self.rule.spread * q.sign)
-        self.attributions[path] += sign * self._sum(path, q, self.rule.weights)
-        self.spreads[path] += sign * spread
+        share = self._sum(path, q, self.rule.weights)
+        accumulate = np.add if sign > 0 else np.subtract
+        accumulate(self.attributions[path], share, out=self.attributions[path])
+        accumulate(self.spreads[path], spread, out=self.spreads[path])
         return spread
 
     def _forward(self, spans, need) -> None:
@@ -443,14 +435,8 @@ class Adaptive:
         if not missing:
             return
         path = np.array([p for p, _ in missing])
-        vectors = [np.zeros(self.paths.shape, np.float32) for _ in missing]
-        scores, derivs = self.paths.gradients(
-            path,
-            np.array([x for _, x in missing]),
-            np.ones(len(missing)),
-            np.arange(len(missing)),
-            vectors,
-        )
+        vectors = [np.empty(self.paths.shape, np.float32) for _ in missing]
+        scores, derivs = self.paths.gradients(path, np.array([x for _, x in missing]), vectors)
         for (p, x), s, d, v in zip(missing, scores.tolist(), derivs.tolist(), vectors, strict=True):
             self.known[p][x], self.derivative[p][x], self.vectors_at[p][x] = s, d, v
             self.evaluations[p] += 1
