@@ -346,6 +346,9 @@ def test_errors_and_empty_runs(folder_run, tmp_path):
     for not_a_run in (tmp_path / "nothing", tmp_path / "images"):
         with pytest.raises(FileNotFoundError, match="no errors/.*no manifest.json"):
             results.read_errors(str(not_a_run))
+        with pytest.raises(FileNotFoundError, match="holds no manifest.json: it is not") as e:
+            results.read_manifest(not_a_run)
+        assert e.value.filename == os.path.join(str(not_a_run), "manifest.json")
 
 
 def test_real_run_round_trip(image_folder, linear_keras, linear_weights, tmp_path):

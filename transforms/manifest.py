@@ -34,9 +34,23 @@ CHECKPOINT_DIR = "checkpoints"
 
 
 def read_manifest(output: str) -> dict[str, Any]:
-    """The manifest of a finished run in `output`."""
-    with files.open_read(files.join(output, MANIFEST_FILE)) as f:
-        return json.loads(f.read().decode("utf-8"))
+    """The manifest of a finished run in `output`.
+
+    Raises:
+      FileNotFoundError: `output` holds no manifest (its `filename` is the
+        manifest's path): not a run's --output folder, or its run has not ended.
+    """
+    path = files.join(str(output), MANIFEST_FILE)
+    try:
+        with files.open_read(path) as f:
+            return json.loads(f.read().decode("utf-8"))
+    except FileNotFoundError as e:
+        raise FileNotFoundError(
+            e.errno,
+            f"{str(output)!r} holds no {MANIFEST_FILE}: it is not the --output folder of a "
+            "run of this job, or its run has not ended (a run writes it last)",
+            path,
+        ) from None
 
 
 def missing_run_message(flag: str, folder: str, error: FileNotFoundError) -> str:
