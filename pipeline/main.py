@@ -351,8 +351,11 @@ def _jsonable(value: Any) -> Any:
 def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> list[str]:
     """Each setting of `job` that differs from the earlier run's manifest, as flag (was/now)."""
     now = _jsonable(job.manifest_base())
+    before_dataset = previous.get("dataset")
+    if _one_local_folder(before_dataset, now["dataset"]):
+        before_dataset = now["dataset"]  # e.g. through a symlink: the same files, the same ids
     pairs = [
-        ("--dataset", previous.get("dataset"), now["dataset"]),
+        ("--dataset", before_dataset, now["dataset"]),
         ("--split", previous.get("split"), now["split"]),
     ]
     if "dataset_version" in previous:  # not written before TFDS versions were recorded
@@ -376,6 +379,14 @@ def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> list[str]:
             shown = (v if flag == "class names" else repr(v) for v in (before, current))
             differing[flag] = "{} (earlier run: {}, this run: {})".format(flag, *shown)
     return list(differing.values())
+
+
+def _one_local_folder(before: Any, now: Any) -> bool:
+    """Two absolute local folder names (as manifests record `--dataset` folders) of one folder."""
+    names = (before, now)
+    if not all(isinstance(n, str) and os.path.isabs(n) and os.path.isdir(n) for n in names):
+        return False
+    return os.path.samefile(before, now)
 
 
 def _neutral_config(before: dict[str, Any], now: dict[str, Any]) -> frozenset[str]:

@@ -3,6 +3,7 @@
 import io
 import json
 import re
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -302,6 +303,24 @@ def test_resume_skips_images_with_rows_and_processes_the_rest(image_folder, line
     assert first <= {f.name for f in (tmp_path / "out" / "results").glob("*.parquet")}
     errors = pd.read_parquet(tmp_path / "out" / "errors")
     assert errors.image_id.tolist() == ["broken.png"]
+
+
+def test_resume_knows_a_folder_by_another_name(image_folder, linear_keras, tmp_path):
+    """A symlink to the run's --dataset folder is the same folder: its rows are kept."""
+    root, link, out = image_folder["root"], tmp_path / "link", tmp_path / "out"
+    link.symlink_to(root, target_is_directory=True)
+    first = run(
+        cli_args(dataset=root, model=linear_keras, output=out, steps=2), save_main_session=False
+    )
+    args = [*cli_args(dataset=link, model=linear_keras, output=out, steps=2), "--resume"]
+    again = run(args, save_main_session=False)
+    assert again["counts"]["skipped_done_before"] == first["counts"]["rows"] > 0
+    assert again["counts"]["rows"] == 0 and again["dataset"] == str(link)
+    other = tmp_path / "copy"
+    shutil.copytree(root, other)  # the same files in another folder: another dataset
+    args = [*cli_args(dataset=other, model=linear_keras, output=out, steps=2), "--resume"]
+    with pytest.raises(ValueError, match="differs in --dataset"):
+        run(args, save_main_session=False)
 
 
 def test_resume_after_a_run_that_died(died_run, image_folder, tmp_path):
