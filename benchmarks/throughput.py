@@ -117,12 +117,19 @@ class _ModelClock:
             return self._timed("fwd", len(batch), logits, model, batch)
 
         def timed_fn(kind: str, factory: Callable, points_arg: int) -> Callable:
-            """A patched `Classifier.*_fn(score)` whose function times its calls; the
-            call's points are the entries of its argument `points_arg`."""
+            """A patched `Classifier.*_fn(score, ...)` whose function times its calls
+            (keeping its `call_size`, if any); the call's points are the entries of
+            its argument `points_arg`."""
 
-            def patched(model, score):
-                fn = factory(model, score)
-                return lambda *args: self._timed(kind, len(args[points_arg]), fn, *args)
+            def patched(model, score, **options):
+                fn = factory(model, score, **options)
+
+                def run(*args):
+                    return self._timed(kind, len(args[points_arg]), fn, *args)
+
+                if hasattr(fn, "call_size"):
+                    run.call_size = fn.call_size
+                return run
 
             return patched
 
@@ -298,7 +305,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=None,
         help="points per bare gradient call; default: the job's own on this device "
-        "(`--path_batch_size auto`: 8 on CPUs, 32 on GPUs)",
+        "(`--path_batch_size auto`: on CPUs its largest, 16; 32 on GPUs)",
     )
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)

@@ -89,7 +89,7 @@ def parse_path_batch_size(text: str | int | None) -> int | None:
     except ValueError as e:
         raise ConfigError(
             f"--path_batch_size {text!r} must be a whole number of points, e.g. "
-            "--path_batch_size 16, or auto (8 on CPUs, 32 on GPUs)."
+            "--path_batch_size 16, or auto (8 or 16 on CPUs, timed; 32 on GPUs)."
         ) from e
 
 
@@ -200,8 +200,8 @@ def _model_flags(add: Callable[..., Any]) -> None:
     add(
         "--path_batch_size",
         default="auto",
-        help="Path points per gradient call; bounds memory. auto = 8 on CPUs (faster "
-        "per point there), 32 on GPUs.",
+        help="Path points per gradient call; bounds memory. auto = on CPUs 8 or 16, "
+        "whichever the run's own calls time faster; 32 on GPUs.",
     )
     add(
         "--image_size",

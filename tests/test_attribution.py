@@ -283,23 +283,34 @@ def test_results_do_not_depend_on_image_or_path_batch_size(quadratic_saved_model
 def test_gradient_calls_take_the_devices_path_points_unless_the_flag_says(
     quadratic_saved_model, monkeypatch
 ):
-    # This machine (and CI) has no GPU: the device's choice is the CPU's 8 points.
-    assert tf_model.device_settings().path_batch_size == tf_model.CPU_PATH_BATCH_SIZE == 8
+    # This machine (and CI) has no GPU: on CPUs `auto` times 8 and 16 points
+    # per call, the untimed sizes first (`CallSizeTuner`), within calls of 16.
+    settings = tf_model.device_settings()
+    assert (settings.path_batch_size, settings.tuned_sizes) == (16, (8, 16))
     spec = resolve_model(quadratic_saved_model)
     examples = _examples(3)
-    for flag, largest in ((None, 8), (5, 5)):
+    # 3 images x 16 nodes = 48 points a batch, in even calls; with auto, at 8
+    # until three calls of 8 are timed, then 16.
+    for flag, batches in ((None, [[8] * 6, [16] * 3]), (5, [[5, 5, 4, 5, 5] * 2] * 2)):
         config = AttributionConfig(
-            steps=8, tolerance=0.0, faithfulness="none", path_batch_size=flag
+            steps=16, tolerance=0.0, faithfulness="none", path_batch_size=flag
         )
         handler = IGModelHandler(spec, config, None, batch_size=3)
         model = handler.load_model()
         sizes, real = [], model.integrand_fn
         monkeypatch.setattr(
-            model, "integrand_fn", lambda s, real=real, sizes=sizes: _recording(real(s), sizes)
+            model,
+            "integrand_fn",
+            lambda s, tuned=False, real=real, sizes=sizes: _recording(real(s, tuned), sizes),
         )
+        for expected in batches:
+            sizes.clear()
+            handler.run_inference(examples, model)
+            assert sizes == expected, (flag, sizes)
+        sizes.clear()
         handler.run_inference(examples, model)
-        # 3 images x 8 nodes = 24 points, in even calls of at most `largest`.
-        assert sum(sizes) == 24 and max(sizes) == largest, (flag, sizes)
+        assert sum(sizes) == 48 and max(sizes) <= (flag or 16), sizes
+    assert model.tuner.current in (8, 16)
 
 
 def _recording(integrand, sizes):
@@ -307,7 +318,30 @@ def _recording(integrand, sizes):
         sizes.append(len(index))
         return integrand(images, references, index, *rest)
 
+    if hasattr(integrand, "call_size"):
+        run.call_size = integrand.call_size
     return run
+
+
+def test_the_call_size_tuner_keeps_the_fastest_size_and_follows_a_change():
+    tuner = tf_model.CallSizeTuner((32, 8, 16))
+    speed = {8: 50.0, 16: 70.0, 32: 60.0}  # points per second
+
+    def calls(n):
+        chosen = []
+        for _ in range(n):
+            size = tuner.size()
+            chosen.append(size)
+            tuner.observe(size, size / speed[size])
+            tuner.observe(size // 2, 1e-9)  # a call of half the size: not kept
+        return chosen
+
+    assert calls(9) == [8, 8, 8, 16, 16, 16, 32, 32, 32]  # each size timed three times
+    later = calls(48)
+    turns = [size for size in later if size != 16]  # every 8th call tries another size
+    assert tuner.best() == 16 and sorted(turns) == [8, 8, 8, 32, 32, 32]
+    speed[32] = 90.0  # the machine changes: 32 now runs fastest
+    assert calls(48)[-16:].count(32) == 14 and tuner.best() == 32
 
 
 def test_refinement_refines_nothing_on_a_linear_model(linear_keras):

@@ -79,7 +79,7 @@ def _flags(image_folder, model, output, *extra):
         (
             ["--path_batch_size", "many"],
             "error: --path_batch_size 'many' must be a whole number of points, e.g. "
-            "--path_batch_size 16, or auto (8 on CPUs, 32 on GPUs).",
+            "--path_batch_size 16, or auto (8 or 16 on CPUs, timed; 32 on GPUs).",
         ),
         (["--path_batch_size", "0"], "error: --path_batch_size must be >= 1, got 0"),
         (["--tolerance", "inf"], "error: --tolerance must be a finite number >= 0"),

@@ -149,7 +149,7 @@ def integrate_rows(model, cfg, inputs, refs, ref_outputs, rows, target_scores) -
     """
     image_index, out_index = rows
     return ig.integrated_gradients(
-        model.integrand_fn(cfg.score),
+        model.integrand_fn(cfg.score, tuned=cfg.path_batch_size is None),
         inputs,
         refs,
         image_index,

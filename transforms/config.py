@@ -98,7 +98,8 @@ class AttributionConfig:
         (re-evaluations of points the memory budget dropped not counted);
         None (the default) gives `default_max_steps(steps)`.
       path_batch_size: path points per gradient call (bounds memory); None: the
-        device's choice (`transforms.tf_model.device_settings`: 8 on CPUs, 32 on GPUs).
+        device's choice (`transforms.tf_model.device_settings`: on CPUs 8 or 16, timed
+        as the run goes; 32 on GPUs).
       attributions: `full` (H x W x C), `pixel` (H x W, channel sum) or `none`.
       attribution_dtype: `float16` or `float32` storage.
       seed: seed of the `noise` baseline.

@@ -13,12 +13,14 @@ depend on the device (`device_settings`).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import logging
 import os
 import secrets
 import threading
+import time
 import weakref
 import zipfile
 from typing import Any, Literal
@@ -32,6 +34,7 @@ from transforms.ig import IntegrandFn, ScoreFn, ScoreGradFn
 __all__ = [
     "BUNDLED_MODELS",
     "HUB_ALIASES",
+    "CallSizeTuner",
     "Classifier",
     "DeviceSettings",
     "ModelHandoff",
@@ -211,20 +214,27 @@ class DeviceSettings:
     device: str
     jit_compile: bool
     path_batch_size: int  # path points per gradient call unless --path_batch_size says
+    # With --path_batch_size auto: the call sizes timed against each other (`CallSizeTuner`)
+    # within calls of at most path_batch_size points; () runs path_batch_size as is.
+    tuned_sizes: tuple[int, ...] = ()
 
 
-# Path points per gradient call on a CPU: on this project's 2-core machine
-# EfficientNet-Lite0's forward+backward ran 1.3x faster per point at 8 points
-# per call than at 32 (bare, interleaved), and the handler at the defaults 1.1x
-# (docs/performance.md): the activations of a smaller call stay in cache.
-# GPUs want larger calls.
-CPU_PATH_BATCH_SIZE = 8
+# Path points per gradient call. On this project's 2-core CPUs the fastest
+# size moved between days: EfficientNet-Lite0's forward+backward ran 1.3x
+# faster per point at 8 than at 32 on one (the activations of a smaller call
+# stay in cache), and the handler 1.1x faster at 16-64 than at 8 on another
+# (docs/performance.md). So on CPUs `auto` times 8 and 16 against each other as
+# it goes and keeps the faster (`CallSizeTuner`). Not 32: its activations
+# raised the bundled run's peak memory from 2.2 to 2.7 GB (8: 1.9 GB), for
+# little more speed. GPUs want larger calls: 32, untimed.
+CPU_PATH_BATCH_SIZE = 16
+CPU_TUNED_SIZES = (8, 16)
 GPU_PATH_BATCH_SIZE = 32
 
 
 def device_settings(jit_compile: bool | None = None) -> DeviceSettings:
     """GPU memory growth on; XLA on GPUs only, unless `jit_compile` forces it;
-    8 path points per gradient call on CPUs, 32 on GPUs.
+    on CPUs calls of at most 16 path points, timed at 8 and 16; 32 on GPUs.
 
     On this project's CPUs XLA was measured 2-3x slower for convolution nets,
     while on GPUs it usually helps; one SDK process per core shares a GPU, so
@@ -243,7 +253,63 @@ def device_settings(jit_compile: bool | None = None) -> DeviceSettings:
         device=device,
         jit_compile=bool(gpus) if jit_compile is None else jit_compile,
         path_batch_size=GPU_PATH_BATCH_SIZE if gpus else CPU_PATH_BATCH_SIZE,
+        tuned_sizes=() if gpus else CPU_TUNED_SIZES,
     )
+
+
+class CallSizeTuner:
+    """The path points per gradient call that run fastest here, learnt from the calls.
+
+    Each size is timed on its first `_FIRST` full calls (more than half its
+    points); then the size whose recent calls (`_WINDOW`) ran most points per
+    second at the median is used, and every `_EXPLORE_EVERY`-th call tries one
+    of the others in turn, so that the choice follows the machine's load. Every
+    call is real work: trying a slower size costs only its own few calls.
+    A point's result does not depend on its call's size (rows are independent;
+    the bundled run's maps came out bit-identical at 8, 16 and timed), so the
+    choice changes no map beyond float rounding (docs/performance.md).
+    """
+
+    _FIRST = 3
+    _WINDOW = 3
+    _EXPLORE_EVERY = 8
+
+    def __init__(self, sizes: tuple[int, ...]):
+        self.sizes = tuple(sorted(sizes))
+        self._rates = {s: collections.deque(maxlen=self._WINDOW) for s in self.sizes}
+        self._calls = 0
+        self.current = self.sizes[-1]
+        self._lock = threading.Lock()
+
+    def best(self) -> int:
+        """The size with the most points per second at the median of its recent calls."""
+        timed = [s for s in self.sizes if self._rates[s]]
+        return max(timed, key=lambda s: float(np.median(self._rates[s])), default=self.sizes[0])
+
+    def size(self) -> int:
+        """The size for the next calls (the current size): one not yet timed
+        enough, a turn at exploring, or the best."""
+        with self._lock:
+            self._calls += 1
+            self.current = self._choose()
+            return self.current
+
+    def _choose(self) -> int:
+        for s in self.sizes:
+            if len(self._rates[s]) < self._FIRST:
+                return s
+        best = self.best()
+        if self._calls % self._EXPLORE_EVERY:
+            return best
+        others = [s for s in self.sizes if s != best]
+        return others[(self._calls // self._EXPLORE_EVERY) % len(others)] if others else best
+
+    def observe(self, points: int, seconds: float) -> None:
+        """Records a call of `points` points at the current size that took `seconds`
+        (a call of half the size or less says little of the size: not kept)."""
+        if 2 * points > self.current and seconds > 0:
+            with self._lock:
+                self._rates[self.current].append(points / seconds)
 
 
 def padded_batch(rows: int) -> int:
@@ -862,6 +928,8 @@ class Classifier:
         self._integrands = {s: _compile_integrand(call, size, jit, soft[s]) for s in _SCORES}
         self._grads = {s: _compile_score_and_grad(call, size, jit, soft[s]) for s in _SCORES}
         self._scores = {s: _compile_score(call, size, jit, soft[s]) for s in _SCORES}
+        tuned = self.settings.tuned_sizes
+        self.tuner = CallSizeTuner(tuned) if tuned else None
 
     def _softmax_of(self, score: str) -> bool:
         """Whether `score` takes a softmax of the outputs: `softmax`, unless they are
@@ -905,28 +973,37 @@ class Classifier:
 
         return run
 
-    def integrand_fn(self, score: str) -> IntegrandFn:
+    def integrand_fn(self, score: str, tuned: bool = False) -> IntegrandFn:
         """The `IntegrandFn` of `score`: the IG arithmetic (c, its sum, its finiteness)
-        done in the graph, next to the gradients, which never leave TensorFlow."""
+        done in the graph, next to the gradients, which never leave TensorFlow.
+
+        tuned: the function's `call_size` is `self.tuner`'s choice, which its
+        calls' timings teach (`--path_batch_size auto` on CPUs).
+        """
         fn = self._integrands[score]
+        tuner = self.tuner if tuned else None
 
         def run(images, references, index, alphas, targets):
-            images = np.asarray(images, np.float32)
-            references = np.asarray(references, np.float32)
-            point_args = (
+            args = (
+                np.asarray(images, np.float32),
+                np.asarray(references, np.float32),
                 np.asarray(index, np.int32),
                 np.asarray(alphas, np.float32),
                 np.asarray(targets, np.int64),
             )
-            rows = len(point_args[0])
+            rows = len(args[2])
             if self._pad:  # for XLA: padding points are cut off below
-                images, references = _pad_rows(len(images), images, references)
-                point_args = _pad_rows(rows, *point_args)
-            outputs = fn(images, references, *point_args)
+                args = (*_pad_rows(len(args[0]), *args[:2]), *_pad_rows(rows, *args[2:]))
+            start = time.perf_counter()
+            outputs = fn(*args)
+            if tuner:
+                tuner.observe(rows, time.perf_counter() - start)
             _count("gradient", rows)
             # np.asarray: read-only views of TensorFlow's buffers, not copies.
             return tuple(np.asarray(out)[:rows] for out in outputs)
 
+        if tuner:
+            run.call_size = tuner.size
         return run
 
     def score_fn(self, score: str) -> ScoreFn:

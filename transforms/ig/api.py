@@ -62,13 +62,16 @@ c_j = (x_j - x'_j) * grad F(x'_j + alphas_j (x_j - x'_j)), the integrand at j:
 
 `integrand_from_gradients` builds one from any `ScoreGradFn` with NumPy; a
 framework can supply its own that does the arithmetic next to the gradients.
+It may also have a ``call_size()`` attribute: the points per call it would
+rather take next, when fewer than `IGSettings.path_batch_size` (the job's
+model on CPUs times its calls to find the fastest size).
 """
 
 
 # Path points per model call when the caller does not choose: it bounds the
 # memory of one call (32 images' activations) and changes no result. The job
 # passes its device's choice instead (`transforms.tf_model.device_settings`:
-# 8 on CPUs, where smaller calls ran faster per point, 32 on GPUs).
+# on CPUs 8 or 16, whichever its calls time faster; 32 on GPUs).
 DEFAULT_PATH_BATCH_SIZE = 32
 # The refinement cap when none is given (raised to `steps` when that is more): it
 # bounds a row's cost at about 2x the points the bundled sample needs at the job's

@@ -62,8 +62,10 @@ class Paths:
         return self.inputs.shape[1:]
 
     def parts(self, n: int) -> list[slice]:
-        """The fewest calls of at most `chunk` points for n points (`even_parts`)."""
-        return even_parts(n, self.chunk)
+        """The fewest calls of at most `chunk` points for n points (`even_parts`), or
+        of at most the integrand's `call_size()` where it has one and that is fewer."""
+        sized = getattr(self.integrand, "call_size", None)
+        return even_parts(n, min(self.chunk, sized()) if sized else self.chunk)
 
     def row(self, path: int) -> range:
         """The paths of `path`'s row: one per baseline, consecutive."""
@@ -100,7 +102,7 @@ class Paths:
 
     def scores(self, score_fn, path, alpha) -> np.ndarray:
         out = np.empty(len(path), dtype=np.float64)
-        for part in self.parts(len(path)):
+        for part in even_parts(len(path), self.chunk):  # forward passes: not timed
             x, x_ref = self.endpoints(path[part])
             out[part] = np.asarray(
                 score_fn(x, x_ref, alpha[part].astype(np.float32), self.target[path[part]]),
