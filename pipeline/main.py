@@ -806,15 +806,25 @@ class _Dataset:
 
 def _check_folder_listable(audit: AuditOptions, root: str) -> None:
     """Refuses a local --dataset folder this user may not list (chmod 000, another
-    user's): its one error record, after the model loaded and the pipeline ran, was
-    the whole run. An unreadable sub-folder is an error record of its own, as before."""
+    user's) or enter (chmod 444: its names listed, none of its files opened): its
+    error records, after the model loaded and the pipeline ran, were the whole run.
+    An unreadable sub-folder is an error record of its own, as before."""
     try:
-        with os.scandir(root):
-            pass
+        with os.scandir(root) as entries:
+            first = next(entries, None)
     except OSError as e:
         raise ConfigError(
             f"--dataset {audit.dataset!r} is a folder that cannot be listed "
             f"({e.strerror or e}); give this user permission to read it, or pass another folder."
+        ) from e
+    try:
+        if first is not None:
+            first.stat(follow_symlinks=False)
+    except OSError as e:
+        raise ConfigError(
+            f"--dataset {audit.dataset!r} is a folder whose files cannot be opened "
+            f"({e.strerror or e}: it lists, but may not be entered); give this user "
+            f"permission to enter it (chmod +x), or pass another folder."
         ) from e
 
 

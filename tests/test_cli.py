@@ -1129,16 +1129,21 @@ _WITHOUT_DAC += ["--inh-caps=-dac_override,-dac_read_search"]
 @pytest.mark.skipif(
     os.geteuid() == 0 and shutil.which("setpriv") is None, reason="root needs setpriv"
 )
+@pytest.mark.parametrize(
+    "mode, says",
+    [(0o000, "is a folder that cannot be listed"), (0o444, "is a folder whose files cannot")],
+)
 def test_a_dataset_folder_this_user_may_not_list_exits_2_before_any_model_load(
-    linear_keras, tmp_path
+    linear_keras, tmp_path, mode, says
 ):
-    """Its one `cannot list folder` error record was the whole run, after the model
-    loaded: refused at launch instead, naming the folder."""
+    """Its error records (one `cannot list folder`, or one `cannot stat` per file)
+    were the whole run, after the model loaded: refused at launch instead, naming
+    the folder."""
     images = tmp_path / "images"
     write_image(images / "a.png", np.zeros((SIZE, SIZE, 3), np.uint8))
     argv = cli_args(dataset=images, model=linear_keras, output=tmp_path / "out")
     prefix = _WITHOUT_DAC if os.geteuid() == 0 else []
-    images.chmod(0o000)
+    images.chmod(mode)
     try:
         done = subprocess.run(
             [*prefix, sys.executable, "-m", "pipeline", *argv],
@@ -1151,6 +1156,6 @@ def test_a_dataset_folder_this_user_may_not_list_exits_2_before_any_model_load(
         images.chmod(0o755)
     assert done.returncode == 2, done.stderr[-2000:]
     lines = _error_lines(done.stderr)
-    assert len(lines) == 1 and f"--dataset '{images}' is a folder that cannot be" in lines[0]
-    assert "(Permission denied)" in lines[0] and "Loaded" not in done.stderr
+    assert len(lines) == 1 and f"--dataset '{images}' {says}" in lines[0]
+    assert "(Permission denied" in lines[0] and "Loaded" not in done.stderr
     assert not (tmp_path / "out").exists()
