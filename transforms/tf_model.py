@@ -262,12 +262,17 @@ class CallSizeTuner:
 
     Each size is timed on its first `_FIRST` full calls (more than half its
     points); then the size whose recent calls (`_WINDOW`) ran most points per
-    second at the median is used, and every `_EXPLORE_EVERY`-th call tries one
-    of the others in turn, so that the choice follows the machine's load. Every
-    call is real work: trying a slower size costs only its own few calls.
+    second at the median is used, and every `_EXPLORE_EVERY`-th choice (`size`,
+    asked once per request of the engine, which may take several calls) tries
+    one of the others in turn, so that the choice follows the machine's load.
+    Every call is real work: trying a slower size costs only its own few calls.
     A point's result does not depend on its call's size (rows are independent;
     the bundled run's maps came out bit-identical at 8, 16 and timed), so the
     choice changes no map beyond float rounding (docs/performance.md).
+
+    Threads may share one tuner (Beam's RunInference shares a process's model
+    between its threads): a call's timing is filed by its own number of points,
+    never by the latest choice, which another thread may have changed meanwhile.
     """
 
     _FIRST = 3
@@ -278,38 +283,42 @@ class CallSizeTuner:
         self.sizes = tuple(sorted(sizes))
         self._rates = {s: collections.deque(maxlen=self._WINDOW) for s in self.sizes}
         self._calls = 0
-        self.current = self.sizes[-1]
         self._lock = threading.Lock()
 
     def best(self) -> int:
         """The size with the most points per second at the median of its recent calls."""
+        with self._lock:
+            return self._best()
+
+    def _best(self) -> int:
         timed = [s for s in self.sizes if self._rates[s]]
         return max(timed, key=lambda s: float(np.median(self._rates[s])), default=self.sizes[0])
 
     def size(self) -> int:
-        """The size for the next calls (the current size): one not yet timed
-        enough, a turn at exploring, or the best."""
+        """The size for the next calls: one not yet timed enough, a turn at
+        exploring, or the best."""
         with self._lock:
             self._calls += 1
-            self.current = self._choose()
-            return self.current
+            return self._choose()
 
     def _choose(self) -> int:
         for s in self.sizes:
             if len(self._rates[s]) < self._FIRST:
                 return s
-        best = self.best()
+        best = self._best()
         if self._calls % self._EXPLORE_EVERY:
             return best
         others = [s for s in self.sizes if s != best]
         return others[(self._calls // self._EXPLORE_EVERY) % len(others)] if others else best
 
     def observe(self, points: int, seconds: float) -> None:
-        """Records a call of `points` points at the current size that took `seconds`
-        (a call of half the size or less says little of the size: not kept)."""
-        if 2 * points > self.current and seconds > 0:
+        """Records a call of `points` points that took `seconds`, as one of the
+        smallest size that holds it (a call of half that size or less, or of
+        more than the largest size, says little of a size: not kept)."""
+        size = next((s for s in self.sizes if s >= points), None)
+        if size is not None and 2 * points > size and seconds > 0:
             with self._lock:
-                self._rates[self.current].append(points / seconds)
+                self._rates[size].append(points / seconds)
 
 
 def padded_batch(rows: int) -> int:
