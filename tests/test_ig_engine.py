@@ -503,6 +503,35 @@ def test_adaptive_results_do_not_depend_on_path_batch_size():
         assert outs[0].evaluations.tolist() == other.evaluations.tolist()
 
 
+def test_the_engines_call_the_integrand_at_the_size_it_asks_for():
+    # An integrand's call_size() (the job's timed `auto` on CPUs) is asked once
+    # per request and each call then takes at most that many points; the fixed
+    # engine's chunks were asked for again and split anew within.
+    integrand = ig.integrand_from_gradients(kinks_fn)
+    asked, calls, answers = [], [], iter([16, 16, 8])
+
+    def run(images, references, index, *rest):
+        calls.append(len(index))
+        return integrand(images, references, index, *rest)
+
+    def call_size():
+        asked.append(next(answers))
+        return asked[-1]
+
+    run.call_size = call_size
+    x = np.random.default_rng(3).uniform(0.5, 1.0, size=(3, *SHAPE)).astype(np.float32)
+    fixed = ig.IGSettings("riemann_trapezoid", 16, tolerance=0.0, path_batch_size=16)
+    ig.integrated_gradients(run, x, np.zeros((3, 1, *SHAPE), np.float32), [0, 1, 2], [2] * 3, fixed)
+    assert (asked, calls) == ([16], [16, 16, 16])
+    asked.clear()
+    calls.clear()
+    paths = engine.Paths(run, x, np.zeros((3, 1, *SHAPE), np.float32), [0, 1, 2], [2] * 3, 16)
+    paths.gradients(np.arange(3).repeat(8), np.linspace(0, 1, 24), np.empty((24, *SHAPE)))
+    assert (asked, calls) == ([16], [12, 12])  # the fewest calls of 16: two of 12
+    paths.gradients(np.arange(3).repeat(8), np.linspace(0, 1, 24), np.empty((24, *SHAPE)))
+    assert (asked, calls) == ([16, 8], [12, 12, 8, 8, 8])
+
+
 def recording(fn, seen):
     def wrapped(inputs, baselines, alphas, targets):
         seen.extend(zip(inputs[:, 0, 0, 0].tolist(), alphas.tolist(), strict=True))

@@ -76,16 +76,18 @@ class Paths:
         """The ends (x, x') of paths: float32 [len(path), *S] each."""
         return self.inputs[self.image[path]], self.baselines[self.image[path], self.base[path]]
 
-    def gradients(self, path, alpha, out):
+    def gradients(self, path, alpha, out, parts=None):
         """out[j] = c(point j) = (x - x') grad F(point j), in bounded chunks.
 
         Returns the scores F and the path derivatives dF/da = sum of c at the
-        points, float64 [N] each; out: an array [N, *S] or N arrays [*S], float32.
+        points, float64 [N] each; out: an array [N, *S] or N arrays [*S], float32;
+        parts: the slices of the points each model call takes, `self.parts(N)`
+        unless given (a caller that already asked `parts` passes one call).
         """
         n = len(path)
         scores = np.empty(n, dtype=np.float64)
         derivs = np.empty(n, dtype=np.float64)
-        for part in self.parts(n):
+        for part in self.parts(n) if parts is None else parts:
             p = path[part]
             # Each path's ends once per call; the model gathers them per point.
             ids, index = np.unique(p, return_inverse=True)
@@ -139,7 +141,7 @@ class Fixed:
         for part in paths.parts(n * k):  # one model call each: bounded memory
             p, i = path[part], node[part]
             vectors = np.empty((len(p), *paths.shape), dtype=np.float32)
-            scores[part], _ = paths.gradients(p, alphas[i], vectors)
+            scores[part], _ = paths.gradients(p, alphas[i], vectors, [slice(0, len(p))])
             for q in np.unique(p):
                 own = p == q
                 self.attributions[q] += np.tensordot(weights[i[own]], vectors[own], axes=1)
