@@ -453,7 +453,12 @@ def _resume_state(job: AuditJob) -> tuple[frozenset[str], str]:
     output = job.output
     try:
         previous = read_manifest(output)
-    except Exception as e:  # missing or unreadable: nothing to resume
+    except FileNotFoundError:  # its own message would say again what this one says
+        raise ConfigError(
+            f"--resume: no earlier run in --output {output!r} (no manifest.json, which a "
+            "run writes as it starts); run without --resume to start one."
+        ) from None
+    except Exception as e:  # unreadable: nothing to resume
         raise ConfigError(
             f"--resume: no earlier run in --output {output!r} (no manifest.json: {e}); "
             "run without --resume to start one."

@@ -337,7 +337,12 @@ def test_resume_after_a_run_that_died(died_run, image_folder, tmp_path):
     "first, second, message",
     [
         ([], ["--steps", "3"], r"differs in --steps \(earlier run: 2, this run: 3\)"),
-        (None, [], "no earlier run in --output.*run without --resume to start one"),
+        (
+            None,
+            [],
+            r"no earlier run in --output '[^']*' \(no manifest.json, which a run writes as "
+            r"it starts\); run without --resume to start one.$",
+        ),
         ([], ["--overwrite"], "--resume continues an earlier run and --overwrite replaces it"),
     ],
 )

@@ -38,7 +38,8 @@ def read_manifest(output: str) -> dict[str, Any]:
 
     Raises:
       FileNotFoundError: `output` holds no manifest (its `filename` is the
-        manifest's path): not a run's --output folder, or its run has not ended.
+        manifest's path): not a run's --output folder (a run writes its manifest
+        as it starts, status "running", and again as it ends).
     """
     path = files.join(str(output), MANIFEST_FILE)
     try:
@@ -48,7 +49,7 @@ def read_manifest(output: str) -> dict[str, Any]:
         raise FileNotFoundError(
             e.errno,
             f"{str(output)!r} holds no {MANIFEST_FILE}: it is not the --output folder of a "
-            "run of this job, or its run has not ended (a run writes it last)",
+            "run of this job (a run writes one as it starts)",
             path,
         ) from None
 
