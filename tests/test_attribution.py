@@ -341,7 +341,7 @@ def test_the_call_size_tuner_keeps_the_fastest_size_and_follows_a_change():
 
     assert calls(9) == [8, 8, 8, 16, 16, 16, 32, 32, 32]  # each size timed three times
     later = calls(48)
-    turns = [size for size in later if size != 16]  # every 8th call tries another size
+    turns = [size for size in later if size != 16]  # every 8th choice tries another size
     assert tuner.best() == 16 and sorted(turns) == [8, 8, 8, 32, 32, 32]
     speed[32] = 90.0  # the machine changes: 32 now runs fastest
     assert calls(48)[-16:].count(32) == 14 and tuner.best() == 32
