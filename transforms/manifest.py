@@ -34,7 +34,7 @@ CHECKPOINT_DIR = "checkpoints"
 
 
 def read_manifest(output: str) -> dict[str, Any]:
-    """The manifest of a finished run in `output`.
+    """The manifest of a run in `output` (running, or ended).
 
     Raises:
       FileNotFoundError: `output` holds no manifest (its `filename` is the
