@@ -453,14 +453,11 @@ def _resume_state(job: AuditJob) -> tuple[frozenset[str], str]:
     output = job.output
     try:
         previous = read_manifest(output)
-    except FileNotFoundError:  # its own message would say again what this one says
+    except Exception as e:  # missing or unreadable: nothing to resume
+        # A missing one's own message would say again what this one says.
+        why = ", which a run writes as it starts" if isinstance(e, FileNotFoundError) else f": {e}"
         raise ConfigError(
-            f"--resume: no earlier run in --output {output!r} (no manifest.json, which a "
-            "run writes as it starts); run without --resume to start one."
-        ) from None
-    except Exception as e:  # unreadable: nothing to resume
-        raise ConfigError(
-            f"--resume: no earlier run in --output {output!r} (no manifest.json: {e}); "
+            f"--resume: no earlier run in --output {output!r} (no manifest.json{why}); "
             "run without --resume to start one."
         ) from e
     mismatches = _resume_mismatches(previous, job)
