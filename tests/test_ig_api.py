@@ -164,3 +164,31 @@ def test_a_path_of_length_zero_has_a_zero_map_known_exactly():
     result = integrate(score_grad_fn, x, x[:, None], [0], [1], "riemann_trapezoid", 5)
     assert not result.attributions.any()
     assert result.error.tolist() == [0.0]
+
+
+@pytest.mark.parametrize("method", ["gausslegendre", "gausslobatto", "riemann_middle"])
+def test_adaptive_steps_below_one_panel_are_refused_not_run_past_max_steps(method):
+    # The adaptive engine starts from at least one whole panel (4 or 5 nodes for
+    # these rules, 3 for the midpoint's): fewer --steps than that, with a cap below
+    # one panel, cost more evaluations than max_steps allows. The job refuses it
+    # (`AttributionConfig`); so does the library, rather than exceed its cap.
+    panel = len(ig.panel_rule(method).nodes)
+    steps = ig.min_steps(method)
+    with pytest.raises(ValueError, match="one adaptive panel"):
+        ig.IGSettings(method, steps, tolerance=0.01, max_steps=steps)
+    assert ig.IGSettings(method, steps).max_steps >= steps  # the fixed rule: any steps
+    x = uniform(1, seed=9)
+    result = integrate(
+        score_grad_fn,
+        x,
+        np.zeros((1, 1, *SHAPE), np.float32),
+        [0],
+        [1],
+        method,
+        panel,
+        tolerance=1e-6,
+        max_steps=panel,
+        target_scores=np.array([analytic(x[0].astype(np.float64), 1)[0]]),
+        baseline_scores=np.zeros((1, 1)),
+    )
+    assert result.evaluations[0] <= panel

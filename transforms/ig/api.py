@@ -91,7 +91,8 @@ class IGSettings:
     Attributes:
       method: the quadrature rule, one of `rules.METHODS`.
       steps: its nodes on [0, 1] (fixed mode), or the initial nodes, spread over
-        panels graded towards a = 0 (adaptive mode).
+        panels graded towards a = 0 (adaptive mode: at least one panel's,
+        `panel_rule(method).nodes`).
       tolerance: 0 for the fixed rule; > 0 refines the paths of each row until
         its estimated per-pixel relative error is within it and its relative
         completeness delta within `completeness_tolerance` (of the map averaged
@@ -136,6 +137,14 @@ class IGSettings:
             raise ValueError(f"tolerance must be >= 0 (0: the fixed rule), got {self.tolerance}.")
         if self.max_steps < self.steps:
             raise ValueError(f"max_steps ({self.max_steps}) must be >= steps ({self.steps}).")
+        panel = len(rules.panel_rule(self.method).nodes)
+        if self.tolerance > 0 and self.steps < panel:
+            # The adaptive engine starts from whole panels: fewer steps would
+            # still cost one panel, beyond a max_steps of as few.
+            raise ValueError(
+                f"steps ({self.steps}) is less than one adaptive panel of {self.method} "
+                f"({panel} nodes), which tolerance > 0 starts from."
+            )
         if self.path_batch_size < 1:
             raise ValueError(f"path_batch_size must be >= 1, got {self.path_batch_size}.")
         if self.completeness_tolerance is not None and not self.completeness_tolerance > 0:
