@@ -663,3 +663,32 @@ def test_one_sided_adaptive_estimates_err_high_on_a_piecewise_linear_net(method)
         {"method": method, "steps": 25, "tolerance": 0.02, "max_steps": 512}
     ).T
     assert np.all((estimated / true > 1.0) & (estimated / true < 4.0))
+
+
+@pytest.mark.parametrize(
+    "method, initial",
+    [
+        ("riemann_trapezoid", 25),
+        ("gausslobatto", 25),  # 6 panels of 5 nodes, edges shared
+        ("gausslegendre", 24),  # 6 panels of 4, no edge nodes: rounded down
+        ("riemann_middle", 24),  # 8 panels of 3
+        ("riemann_left", 24),
+        ("riemann_right", 24),
+    ],
+)
+def test_adaptive_mode_starts_from_the_whole_panels_steps_hold(method, initial):
+    # README / docs/accuracy.md: `--steps` nodes at first, rounded down to whole panels.
+    x = uniform(1, seed=12)
+    result = integrate(
+        score_grad_fn,
+        x,
+        np.zeros((1, 1, *SHAPE), np.float32),
+        [0],
+        [0],  # linear: nothing to refine
+        method,
+        25,
+        tolerance=0.5,
+        target_scores=(x * WEIGHTS).reshape(1, -1).sum(1),
+        baseline_scores=np.zeros((1, 1)),
+    )
+    assert result.evaluations.tolist() == result.steps.tolist() == [initial]
