@@ -1232,7 +1232,8 @@ def _claim_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
 
     Raises:
       ValueError: the folder is in use (`OutputInUseError`, a ConfigError to the
-        caller), holds another run, or cannot be resumed; the lock is released then.
+        caller), holds another run, cannot be resumed, or cannot be written (a
+        full disk); the lock is released then.
     """
     _make_folder(job.output)
     try:
@@ -1262,6 +1263,13 @@ def _claim_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
             "(an --overwrite deletes it first, a --resume moves its checkpoints). Run the "
             "command again."
         ) from None
+    except OSError as e:  # a full disk or quota, an I/O error: the bare errno said too little
+        job.lock.release()
+        raise ValueError(
+            f"--output {job.output!r}: cannot write there while readying it for this run "
+            f"({error_reason(e)}); free some space or fix the folder, then run the same "
+            "command again."
+        ) from e
     except BaseException:
         job.lock.release()
         raise

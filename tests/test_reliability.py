@@ -2,8 +2,14 @@
 
 import io
 import json
+import os
 import re
+import resource
 import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -691,3 +697,48 @@ def test_resume_says_which_rows_are_of_images_no_longer_in_the_folder(
         "b.png",
         "c.png",
     ]
+
+
+def _file_size_limit(limit: int):
+    """In the child: files may grow to `limit` bytes, then a write fails with EFBIG
+    (SIGXFSZ ignored), as on a full disk or quota: the real write path, failing."""
+
+    def set_limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return set_limit
+
+
+def test_a_resume_that_cannot_write_says_so_and_loses_nothing(image_folder, linear_keras, tmp_path):
+    out = tmp_path / "out"
+    flags = cli_args(dataset=image_folder["root"], model=linear_keras, output=out, steps=2)
+    run(flags, save_main_session=False)
+    # As a killed run leaves it: its rows in a checkpoint only, its manifest "running".
+    (done,) = (out / "results").glob("part-0*.parquet")
+    checkpoints = out / ".tmp" / "checkpoints" / "0123456789ab"
+    checkpoints.mkdir(parents=True)
+    shutil.move(done, checkpoints / "rows.parquet")
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
+    # The salvaged rows (4 full maps) do not fit in 4 kB; the lock does.
+    resumed = subprocess.run(
+        [sys.executable, "-m", "pipeline", *flags, "--resume"],
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True,
+        text=True,
+        preexec_fn=_file_size_limit(4000),
+        timeout=300,
+    )
+    errors = [line for line in resumed.stderr.splitlines() if line.startswith("error:")]
+    assert resumed.returncode == 2 and len(errors) == 1, resumed.stderr[-2000:]
+    assert f"--output {str(out)!r}: cannot write there" in errors[0]
+    assert "File too large" in errors[0] and "run the same command again" in errors[0]
+    # No half-written file left behind, the checkpoint kept, the folder free again.
+    assert not list((out / ".tmp").glob("*.partial"))
+    assert (checkpoints / "rows.parquet").exists() and not (out / ".lock").exists()
+    manifest = run([*flags, "--resume"], save_main_session=False)
+    assert manifest["counts"]["skipped_done_before"] == 4
+    rows = pd.read_parquet(out / "results")
+    assert sorted(rows.image_id) == sorted(image_folder["pixels"])

@@ -240,23 +240,31 @@ def write_parquet_file(
     time. Nothing is written for no rows, unless `keep_empty` (a schema-only file).
     Returns the rows written."""
     partial = FileSystems.join(temp, _partial_name())
-    rows = 0
-    with FileSystems.create(partial) as f, parquet_writer(f, schema) as writer:
-        for table in tables:
-            writer.write_table(table, row_group_size=ROWS_PER_GROUP)
-            rows += table.num_rows
-    if not (rows or keep_empty):
-        FileSystems.delete([partial])
-        return rows
     try:
+        rows = _write_tables(partial, tables, schema)
+        if not (rows or keep_empty):
+            FileSystems.delete([partial])
+            return rows
         folder = FileSystems.split(path)[0]
         if not FileSystems.exists(folder):  # results/ of a run killed before it finalized
             FileSystems.mkdirs(folder)
         FileSystems.rename([partial], [path])
     except Exception:
-        with contextlib.suppress(Exception):  # no stray partial file in the temp folder
+        # No stray partial file in the temp folder, also when the write itself
+        # failed (a full disk: the partial file only held more space).
+        with contextlib.suppress(Exception):
             FileSystems.delete([partial])
         raise
+    return rows
+
+
+def _write_tables(path: str, tables: Iterable[pa.Table], schema: pa.Schema) -> int:
+    """`tables` as one Parquet file at `path`; returns the rows written."""
+    rows = 0
+    with FileSystems.create(path) as f, parquet_writer(f, schema) as writer:
+        for table in tables:
+            writer.write_table(table, row_group_size=ROWS_PER_GROUP)
+            rows += table.num_rows
     return rows
 
 
