@@ -443,6 +443,14 @@ def _check_id_scheme(previous: dict[str, Any], done: set[str], output: str) -> N
         )
 
 
+def _not_a_manifest(output: str, reason: str) -> ConfigError:
+    return ConfigError(
+        f"--resume: the manifest.json in --output {output!r} is not one this job wrote "
+        f"({reason}), so the earlier run's settings are unknown; restore it, or choose "
+        "another --output."
+    )
+
+
 def _resume_state(job: AuditJob) -> tuple[frozenset[str], str]:
     """Image ids with rows in an earlier run of the same configuration, and a new file prefix.
 
@@ -453,13 +461,15 @@ def _resume_state(job: AuditJob) -> tuple[frozenset[str], str]:
     output = job.output
     try:
         previous = read_manifest(output)
-    except Exception as e:  # missing or unreadable: nothing to resume
-        # A missing one's own message would say again what this one says.
-        why = ", which a run writes as it starts" if isinstance(e, FileNotFoundError) else f": {e}"
+    except FileNotFoundError as e:  # its own message would say again what this one says
         raise ConfigError(
-            f"--resume: no earlier run in --output {output!r} (no manifest.json{why}); "
-            "run without --resume to start one."
+            f"--resume: no earlier run in --output {output!r} (no manifest.json, which a run "
+            "writes as it starts); run without --resume to start one."
         ) from e
+    except Exception as e:  # there, but not JSON: edited, as the job writes it whole
+        raise _not_a_manifest(output, error_reason(e)) from e
+    if not is_run(output):
+        raise _not_a_manifest(output, "no model and config in it")
     mismatches = _resume_mismatches(previous, job)
     if mismatches:
         raise ConfigError(
@@ -476,8 +486,6 @@ def _resume_state(job: AuditJob) -> tuple[frozenset[str], str]:
     if salvaged:
         _LOG.info("Kept the rows of %d images the earlier run had finished.", len(salvaged))
     _clear_temp(output)
-    # Errors of the earlier run are retried, so their records are replaced.
-    _delete_matching(FileSystems.join(output, "errors", "*"))
     return frozenset(done | salvaged), f"part-resume{stamp}"
 
 
@@ -1252,6 +1260,10 @@ def _claim_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
             _prepare_output(job.output, overwrite)
         # A manifest from the start: a run that dies leaves status "running".
         write_json(FileSystems.join(job.output, MANIFEST_FILE), job.manifest_base())
+        if resume:
+            # The earlier run's errors are retried, so their records go; only now, so
+            # that a kill never leaves its "complete" manifest counting missing records.
+            _delete_matching(FileSystems.join(job.output, "errors", "*"))
         # Then results/ readable with every column, even if the run dies before
         # Beam's sink finalizes (at its end); after the manifest, so that a kill
         # between the two never leaves results/ without the manifest of its run.

@@ -293,22 +293,25 @@ def test_resume_skips_images_with_rows_and_processes_the_rest(image_folder, line
     rng = np.random.default_rng(11)
     for name in ("a.png", "b.png"):
         write_image(root / name, rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
+    (root / "broken.png").write_bytes(b"")
     args = cli_args(dataset=root, model=linear_keras, output=tmp_path / "out", steps=2)
     run(args, save_main_session=False)
     first = {f.name for f in (tmp_path / "out" / "results").glob("*.parquet")}
-    # More images arrive (or the first run died before them): resume does only those.
+    # More images arrive (or the first run died before them): resume does only those,
+    # and retries the earlier errors: one mended (a row now), one still broken.
     for name in ("c.png", "d.png"):
         write_image(root / name, rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
-    (root / "broken.png").write_bytes(b"")
+    write_image(root / "broken.png", rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
+    (root / "still.png").write_bytes(b"")
     manifest = run([*args, "--resume"], save_main_session=False)
     counts = manifest["counts"]
-    assert counts["skipped_done_before"] == 2 and counts["rows"] == 2 and counts["errors"] == 1
+    assert counts["skipped_done_before"] == 2 and counts["rows"] == 3 and counts["errors"] == 1
     assert manifest["all_inputs_accounted_for"] and manifest["resumed"]
     results = pd.read_parquet(tmp_path / "out" / "results")
-    assert sorted(results.image_id) == ["a.png", "b.png", "c.png", "d.png"]  # no duplicates
+    assert sorted(results.image_id) == ["a.png", "b.png", "broken.png", "c.png", "d.png"]
     assert first <= {f.name for f in (tmp_path / "out" / "results").glob("*.parquet")}
     errors = pd.read_parquet(tmp_path / "out" / "errors")
-    assert errors.image_id.tolist() == ["broken.png"]
+    assert errors.image_id.tolist() == ["still.png"]  # the mended file's record is gone
 
 
 def test_resume_knows_a_folder_by_another_name(image_folder, linear_keras, tmp_path):
@@ -363,6 +366,29 @@ def test_resume_refuses_to_mix_runs(image_folder, linear_keras, tmp_path, first,
         run([*args, "--steps", "2", *first], save_main_session=False)
     with pytest.raises(ValueError, match=message):
         run([*args, "--steps", "2", *second, "--resume"], save_main_session=False)
+
+
+@pytest.mark.parametrize("text, reason", [('{"model": ', "Expecting value"), ("[]", "no model")])
+def test_resume_refuses_a_manifest_this_job_did_not_write_and_leaves_the_run(
+    image_folder, linear_keras, tmp_path, text, reason
+):
+    output = tmp_path / "out"
+    args = cli_args(
+        dataset=image_folder["root"], model=linear_keras, output=output, attributions="none"
+    )
+    run([*args, "--steps", "2"], save_main_session=False)
+    (output / "manifest.json").write_text(text, encoding="utf-8")  # the job writes it whole
+    with pytest.raises(ValueError) as e:
+        run([*args, "--steps", "2", "--resume"], save_main_session=False)
+    assert re.fullmatch(
+        rf"--resume: the manifest.json in --output '[^']*' is not one this job wrote "
+        rf"\(.*{reason}.*\), so the earlier run's settings are unknown; restore it, or "
+        r"choose another --output.",
+        str(e.value),
+    )
+    ids = sorted(image_folder["pixels"])  # the refused resume left the run's rows alone
+    assert sorted(pd.read_parquet(output / "results").image_id) == ids
+    assert (output / "manifest.json").read_text(encoding="utf-8") == text
 
 
 def test_resume_refuses_a_run_whose_tolerance_bounded_the_estimate_differently(
