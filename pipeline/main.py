@@ -1455,9 +1455,11 @@ def launch(
     """
     job, options, result = _start(argv, save_main_session)
     if PipelineState.is_terminal(result.state):  # a local run has ended
-        if result.state == PipelineState.DONE:
-            _tidy_finished(job)
-        _release(job)
+        try:
+            if result.state == PipelineState.DONE:
+                _tidy_finished(job)
+        finally:  # a library caller's process lives on: never hold the folder past the run
+            _release(job)
     else:
         _hand_over(job, options, result)  # a remote one keeps the folder
     return job, result
