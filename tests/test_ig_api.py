@@ -26,6 +26,16 @@ def test_completeness_delta_and_relative():
     assert np.isinf(rel[3])
 
 
+def test_an_input_equal_to_its_baseline_is_complete_despite_float32_score_noise():
+    # F(x) and F(x') of an all-black image and the black baseline, as the bundled
+    # model scored them in two calls: one float32 ulp apart. IG is exactly 0.
+    target, baseline = 3.3415887355804443, 3.3415892124176025
+    delta, rel = ig.completeness(np.array([0.0, 0.0, 1.0]), [target] * 3, [baseline, 2.0, baseline])
+    assert rel[0] == 0.0
+    np.testing.assert_allclose(rel[1], abs(delta[1]) / (target - 2.0))
+    assert rel[2] > 1e5  # a sum where no score difference resolves stays flagged
+
+
 @pytest.mark.parametrize("method", ig.METHODS)
 def test_results_do_not_depend_on_path_batch_size(method):
     x = uniform(3, seed=2)

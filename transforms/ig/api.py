@@ -16,6 +16,7 @@ __all__ = [
     "IGResult",
     "IGSettings",
     "IntegrandFn",
+    "SCORE_RESOLUTION",
     "ScoreFn",
     "ScoreGradFn",
     "completeness",
@@ -23,6 +24,10 @@ __all__ = [
     "integrand_from_gradients",
     "integrated_gradients",
 ]
+
+#: A score's relative float32 rounding across model calls (batch shapes change
+#: the kernels): score differences within it of the scores are not resolved.
+SCORE_RESOLUTION = 16 * float(np.finfo(np.float32).eps)
 
 ScoreGradFn = Callable[
     [np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]
@@ -210,8 +215,12 @@ def completeness(
     """Signed and relative completeness deltas.
 
     delta = sum(IG) - (F(x) - F(x')); relative = |delta| / |F(x) - F(x')|.
-    A zero score difference with a zero delta gives 0; with a non-zero delta,
-    inf (IG cannot be judged against a zero difference).
+    A zero delta gives 0, and so do a delta and a difference both within the
+    scores' float32 rounding (`SCORE_RESOLUTION` of the larger |score|): F(x) and
+    F(x') come from separate model calls, so an input equal to its baseline (IG
+    exactly 0) has scores a rounding apart, and a ratio of roundings means
+    nothing. A larger delta against a zero difference gives inf (IG cannot be
+    judged against it).
 
     Args:
       attribution_sum, target_score, baseline_score: float [R].
@@ -220,11 +229,15 @@ def completeness(
       (delta, relative): float64 [R] each.
     """
     attribution_sum = np.asarray(attribution_sum, dtype=np.float64)
-    difference = np.asarray(target_score, np.float64) - np.asarray(baseline_score, np.float64)
+    target_score = np.asarray(target_score, np.float64)
+    baseline_score = np.asarray(baseline_score, np.float64)
+    difference = target_score - baseline_score
     delta = attribution_sum - difference
     with np.errstate(divide="ignore", invalid="ignore"):
         relative = np.abs(delta) / np.abs(difference)
-    relative = np.where(delta == 0.0, 0.0, relative)
+    rounding = SCORE_RESOLUTION * np.maximum(np.abs(target_score), np.abs(baseline_score))
+    unresolved = (np.abs(delta) <= rounding) & (np.abs(difference) <= rounding)
+    relative = np.where((delta == 0.0) | unresolved, 0.0, relative)
     return delta, relative
 
 
