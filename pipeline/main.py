@@ -866,7 +866,9 @@ def _resolve_dataset(
 ) -> _Dataset:
     """Checks the dataset at launch and learns what it can of it (no images read)."""
     if isinstance(source, sources.SampleSource):
-        return _Dataset(source, total=len(sources.sample_files()))
+        files = sources.sample_files()
+        found = tuple(f.label for f in files if f.label is not None)
+        return _Dataset(source, total=len(files), folder_labels=found)
     if isinstance(source, sources.FolderSource):
         return _resolve_folder(audit, source, dry_run)
     logs.import_tensorflow(audit.verbose)  # TFDS imports it: quietly, once
@@ -1084,6 +1086,25 @@ def _check_labels(config: AttributionConfig, data: _Dataset) -> None:
         )
 
 
+def _check_labels_in_model(
+    audit: AuditOptions, config: AttributionConfig, spec: ModelSpec, data: _Dataset
+) -> None:
+    """--target label where no label known at launch (WordNet-id sub-folders, the
+    sample) is one of the model's classes: every image would be an error."""
+    if config.target != "label" or not data.folder_labels:
+        return
+    if any(label < spec.num_classes for label in data.folder_labels):
+        return
+    shown = ", ".join(map(str, sorted(set(data.folder_labels))[:3]))
+    raise ConfigError(
+        f"--target label: no image of {audit.dataset!r} has a label among --model's "
+        f"{spec.num_classes} classes (its labels, ImageNet classes from WordNet-id "
+        f"sub-folders: {shown}{', ...' if len(set(data.folder_labels)) > 3 else ''}), so "
+        "every image would be an error. Use --target predicted or top_k, or a model of "
+        "those classes."
+    )
+
+
 def _check_runner(options: PipelineOptions) -> None:
     """--runner names a Beam runner, and --direct_num_workers is >= 0: checked before
     --output is touched (an --overwrite deleted the earlier run, then failed)."""
@@ -1130,6 +1151,7 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     config = _fit_to_model(audit, config, spec)
     data = _in_model_label_space(data, spec)
     _check_imagenet_offset(audit, spec, data)
+    _check_labels_in_model(audit, config, spec, data)
     class_names = _class_names_for(audit, spec, data, names_file)
     _warn_of_other_label_space(data, spec, class_names)
     return AuditJob(

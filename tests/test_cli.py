@@ -741,6 +741,23 @@ def test_launch_refuses_what_would_fail_every_input(image_folder, linear_keras, 
     assert not nested.exists()
 
 
+@pytest.mark.parametrize("dataset", ["folder", "sample"])
+def test_target_label_with_no_label_among_the_models_classes_exits_2(dataset, tmp_path, capsys):
+    # Cats (ImageNet 281) and an unlabelled image, or the sample (281, 967 and six
+    # unlabelled): a 3-class model can attribute none of their labels.
+    root = tmp_path / "images"
+    write_image(root / WNID_CAT / "cat.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    write_image(root / "loose.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    model = _tiny_classifier(tmp_path / "three.keras", 3)
+    data = str(root) if dataset == "folder" else "sample"
+    args = cli_args(dataset=data, model=model, output=tmp_path / "o", target="label")
+    assert main(args) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line.startswith(f"error: --target label: no image of {data!r} has a label among ")
+    assert "--model's 3 classes" in line and "--target predicted or top_k" in line
+    assert not (tmp_path / "o").exists()
+
+
 def test_top_k_defaults_to_the_classes_of_a_smaller_model(image_folder, tmp_path, capsys):
     model = _tiny_classifier(tmp_path / "three.keras", 3)
     assert main(_flags(image_folder, model, tmp_path / "out")) == 0
