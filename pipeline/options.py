@@ -93,6 +93,36 @@ def parse_path_batch_size(text: str | int | None) -> int | None:
         ) from e
 
 
+# What each choice of a flag does, for --help (the choices are transforms.config's).
+_BASELINE_MEANINGS = {
+    "black": "the range's low end",
+    "white": "its high end",
+    "grey": "its middle",
+    "blur": "the image blurred",
+    "noise": "uniform, --seed",
+}
+_TARGET_MEANINGS = {
+    "predicted": "top-1",
+    "label": "the dataset's; unlabelled images become errors",
+    "top_k": "one row per each of the --top_k classes",
+}
+_SCORE_MEANINGS = {
+    "raw": "the model's output, a logit for most models",
+    "softmax": "the class probability",
+}
+_ATTRIBUTION_MEANINGS = {
+    "full": "H x W x C",
+    "pixel": "H x W, the channel sum",
+    "none": "metadata only",
+}
+
+
+def _one_of(names: Sequence[str], meanings: dict[str, str]) -> str:
+    """'a (what a does), b (...) or c (...)'."""
+    said = [f"{n} ({meanings[n]})" if n in meanings else n for n in names]
+    return f"{', '.join(said[:-1])} or {said[-1]}" if len(said) > 1 else said[0]
+
+
 class AuditOptions(PipelineOptions):
     """The project's flags; README.md documents each (flags, defaults, what they change)."""
 
@@ -151,10 +181,19 @@ def _ig_flags(add: Callable[..., Any]) -> None:
     add(
         "--baseline",
         default=",".join(_DEFAULTS.baselines),
-        help=f"Comma-separated, averaged: {', '.join(BASELINES)}.",
+        help=f"The path's start: {_one_of(BASELINES, _BASELINE_MEANINGS)}; several, "
+        "comma-separated, are averaged.",
     )
-    add("--target", default=_DEFAULTS.target, help=f"One of {', '.join(TARGETS)}.")
-    add("--score", default=_DEFAULTS.score, help=f"One of {', '.join(SCORES)}.")
+    add(
+        "--target",
+        default=_DEFAULTS.target,
+        help=f"The class attributed: {_one_of(TARGETS, _TARGET_MEANINGS)}.",
+    )
+    add(
+        "--score",
+        default=_DEFAULTS.score,
+        help=f"F: {_one_of(SCORES, _SCORE_MEANINGS)}.",
+    )
     add(
         "--top_k",
         type=int,
@@ -228,12 +267,13 @@ def _output_flags(add: Callable[..., Any]) -> None:
     add(
         "--attributions",
         default=_DEFAULTS.attributions,
-        help=f"One of {', '.join(ATTRIBUTION_MODES)}.",
+        help=f"The map stored per row: {_one_of(ATTRIBUTION_MODES, _ATTRIBUTION_MEANINGS)}.",
     )
     add(
         "--attribution_dtype",
         default=_DEFAULTS.attribution_dtype,
-        help=f"One of {', '.join(ATTRIBUTION_DTYPES)}.",
+        help=f"One of {', '.join(ATTRIBUTION_DTYPES)}: float16 halves the storage; its "
+        "rounding counts in attribution_error.",
     )
     add(
         "--faithfulness",

@@ -253,6 +253,23 @@ def test_help_lists_every_project_flag_with_defaults():
     assert not done.stderr.strip()  # no TensorFlow banner for --help
 
 
+def test_help_says_what_each_choice_of_a_flag_does():
+    # The values DESIGN.md explains are explained where users look first, not only listed.
+    from pipeline.options import help_text
+
+    text = " ".join(help_text().split())
+    for explained in (
+        "top_k (one row per each of the --top_k classes)",
+        "raw (the model's output, a logit for most models)",
+        "softmax (the class probability)",
+        "full (H x W x C), pixel (H x W, the channel sum) or none (metadata only)",
+        "float16 halves the storage",
+        "black (the range's low end), white (its high end), grey (its middle), "
+        "blur (the image blurred) or noise (uniform, --seed)",
+    ):
+        assert explained in text, explained
+
+
 def _tensorflow_imported_after(argv: list[str]) -> tuple[int, str, bool]:
     code = (
         "import sys; from pipeline.__main__ import main; code = main(sys.argv[1:]); "
