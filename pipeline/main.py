@@ -1056,9 +1056,24 @@ def _source(audit: AuditOptions) -> sources.DataSource:
             "as images. Choose another folder (a sub-folder of it, such as "
             f"{audit.output.rstrip('/')}/audit, is left out of the inputs)."
         )
-    if not isinstance(source, sources.TfdsSource) and audit.split != DEFAULT_SPLIT:
-        _LOG.warning("--split %r applies to TFDS datasets only; it is ignored here.", audit.split)
+    if not isinstance(source, sources.TfdsSource):
+        _warn_tfds_only_flags(audit)
     return source
+
+
+def _warn_tfds_only_flags(audit: AuditOptions) -> None:
+    """--split, --data_dir and --no_download given with a folder or the sample."""
+    given = [
+        flag
+        for flag, is_given in (
+            (f"--split {audit.split!r}", audit.split != DEFAULT_SPLIT),
+            ("--data_dir", audit.data_dir is not None),
+            ("--no_download", audit.no_download),
+        )
+        if is_given
+    ]
+    for flag in given:
+        _LOG.warning("%s applies to TFDS datasets only; it is ignored here.", flag)
 
 
 def _same_folder(a: str, b: str) -> bool:

@@ -145,6 +145,18 @@ def test_negative_input_range_in_both_forms(form, image_folder, linear_keras, tm
     assert job.spec.input_range == (-1.0, 1.0)
 
 
+def test_tfds_only_flags_on_a_folder_or_the_sample_are_said_to_be_ignored(
+    image_folder, linear_keras, tmp_path, caplog
+):
+    # --split was; --data_dir and --no_download vanished without a word.
+    extra = ("--split", "train", "--data_dir", str(tmp_path / "tfds"), "--no_download")
+    with caplog.at_level(logging.WARNING, logger="pipeline.main"):
+        prepare(_flags(image_folder, linear_keras, tmp_path / "out", *extra))
+    text = caplog.text
+    for flag in ("--split 'train'", "--data_dir", "--no_download"):
+        assert flag in text and "TFDS datasets only" in text, flag
+
+
 def test_a_tilde_in_path_flags_is_the_home_folder(
     image_folder, linear_keras, tmp_path, monkeypatch
 ):
