@@ -27,7 +27,10 @@ esac
 
 "$here/scripts/bootstrap.sh"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-3}"
-exec "$here/.venv/bin/python" -m pipeline \
+# This checkout's job, whatever the caller's folder holds: -P keeps the caller's
+# folder (a project with its own `pipeline` package) off sys.path.
+export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
+exec "$here/.venv/bin/python" -P -m pipeline \
   --runner DirectRunner \
   --dataset sample \
   --model efficientnet_lite0 \

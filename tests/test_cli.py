@@ -938,9 +938,32 @@ def test_run_local_overwrites_only_the_default_output(args, overwrite, tmp_path)
         [str(script), *args], capture_output=True, text=True, check=True, cwd=caller
     )
     cwd, *argv = done.stdout.splitlines()
-    assert cwd == str(caller) and argv[:2] == ["-m", "pipeline"]
+    assert cwd == str(caller) and argv[:3] == ["-P", "-m", "pipeline"]
     assert argv[len(argv) - len(args) :] == args  # the user's flags last: they win
     assert ("--overwrite" in argv) == overwrite
+
+
+def test_run_local_runs_its_own_job_from_a_folder_with_a_pipeline_package(tmp_path):
+    # A caller's project with its own `pipeline` package: `python -m pipeline` in its
+    # folder would run that one. The real script, package and interpreter.
+    for name in ("pipeline", "transforms"):
+        (tmp_path / name).symlink_to(os.path.join(ROOT, name))
+    (tmp_path / ".venv").symlink_to(os.path.dirname(os.path.dirname(sys.executable)))
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "bootstrap.sh").write_text("#!/usr/bin/env bash\n")
+    script = tmp_path / "run_local.sh"
+    script.write_text(open(os.path.join(ROOT, "run_local.sh")).read())
+    for path in (script, tmp_path / "scripts" / "bootstrap.sh"):
+        path.chmod(0o755)
+    caller = tmp_path / "project"
+    (caller / "pipeline").mkdir(parents=True)
+    (caller / "pipeline" / "__init__.py").write_text("")
+    (caller / "pipeline" / "__main__.py").write_text("print('the caller s own pipeline')")
+    done = subprocess.run(
+        [str(script), "--help"], capture_output=True, text=True, cwd=caller, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Integrated Gradients audit" in done.stdout
 
 
 def test_a_coarse_fixed_rule_gets_a_warning(caplog):
