@@ -88,6 +88,11 @@ def _flags(image_folder, model, output, *extra):
         (["--runner", "Bogus"], "error: --runner 'Bogus' is not a Beam runner"),
         (["--direct_num_workers", "-3"], "error: --direct_num_workers must be >= 0"),
         (["--dataset", ""], "error: --dataset is empty; pass a TFDS name"),
+        (
+            ["--baseline", "black,blur,black"],
+            "error: --baseline 'black,blur,black' lists black twice; give each baseline once, "
+            "e.g. --baseline black,blur.",
+        ),
     ],
 )
 def test_bad_flags_exit_2_with_one_error_line_before_any_work(

@@ -183,8 +183,13 @@ class AttributionConfig:
             raise ConfigError(f"--baseline needs at least one of: {', '.join(BASELINES)}.")
         for baseline in self.baselines:
             _choice("baseline", baseline, BASELINES)
-        if len(set(self.baselines)) != len(self.baselines):
-            raise ConfigError(f"--baseline lists a baseline twice: {','.join(self.baselines)}.")
+        twice = [b for i, b in enumerate(self.baselines) if b in self.baselines[:i]]
+        if twice:
+            given, once = ",".join(self.baselines), ",".join(dict.fromkeys(self.baselines))
+            raise ConfigError(
+                f"--baseline {given!r} lists {twice[0]} twice; give each baseline once, "
+                f"e.g. --baseline {once}."
+            )
 
     def _check_steps(self) -> None:
         minimum = min_steps(self.method)
