@@ -32,7 +32,8 @@ def test_class_names_file_formats(tmp_path, text):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("cat\n\ndog\n", "class 1 has an empty name"),
+        ("cat\n\ndog\n", "class 1 has an empty name; name every class .a blank line counts"),
+        ("", "holds no names; give one name per line, or a JSON list"),
         ("cat\ndog\ncat\n", "classes 0 and 2 are both named 'cat'"),
         ('{"0": "cat", "2": "dog"}', "key '2' is out of range; use keys 0 to 1, each once"),
         ('{"-1": "cat", "0": "dog"}', "key '-1' is out of range; use keys 0 to 1"),
@@ -40,7 +41,6 @@ def test_class_names_file_formats(tmp_path, text):
         ('{"a": "cat"}', "key 'a' is not a class index; use keys 0 to 0"),
         ('["cat", 3]', "JSON must be a list of names"),
         ('["cat",', "is not valid JSON"),
-        ("", "holds no names"),
     ],
 )
 def test_bad_class_names_files_say_why(tmp_path, text, message):

@@ -117,7 +117,10 @@ def read_class_names(path: str) -> tuple[str, ...]:
         names = [line.strip() for line in text.rstrip().splitlines()]
     for i, name in enumerate(names):
         if not name:
-            raise ValueError(f"--class_names {path!r}: class {i} has an empty name.")
+            raise ValueError(
+                f"--class_names {path!r}: class {i} has an empty name; name every class "
+                "(a blank line counts as one)."
+            )
     seen: dict[str, int] = {}
     for i, name in enumerate(names):
         if name in seen:
@@ -127,7 +130,9 @@ def read_class_names(path: str) -> tuple[str, ...]:
             )
         seen[name] = i
     if not names:
-        raise ValueError(f"--class_names {path!r} holds no names.")
+        raise ValueError(
+            f"--class_names {path!r} holds no names; give one name per line, or a JSON list."
+        )
     return tuple(names)
 
 
