@@ -1192,6 +1192,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.examples < 0 or args.gallery < 0 or args.classes < 0:
         print("error: --examples, --gallery and --classes must be >= 0.", file=sys.stderr)
         return 2
+    root = args.image_root
+    if root is not None and not files.is_remote(root) and not os.path.isdir(root):
+        # Else every picture of the page was a note that its image was not found.
+        print(
+            f"error: --image_root {root!r} is not a folder; pass the folder the run's "
+            "images are in now (or leave it out to use the run's --dataset).",
+            file=sys.stderr,
+        )
+        return 2
     try:
         page = build_report(
             args.input,

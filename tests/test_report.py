@@ -348,6 +348,19 @@ def test_report_flag_errors_are_one_error_line_as_the_jobs_are(args, expected, t
     assert not (tmp_path / "r.html").exists()
 
 
+def test_an_image_root_that_is_no_folder_is_refused(tmp_path, capsys, folder_run):
+    page = tmp_path / "r.html"
+    args = ["--input", folder_run["output"], "--output", str(page)]
+    assert main([*args, "--image_root", str(tmp_path / "moved")]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == (
+        f"error: --image_root {str(tmp_path / 'moved')!r} is not a folder; pass the folder "
+        "the run's images are in now (or leave it out to use the run's --dataset)."
+    )
+    assert not page.exists()
+    assert main([*args, "--image_root", str(tmp_path)]) == 0 and page.is_file()
+
+
 def test_a_report_that_cannot_be_written_says_where_and_why(tmp_path, capsys, folder_run):
     output = folder_run["output"]
     for target in (output, str(Path(output, "manifest.json", "report.html"))):
