@@ -22,14 +22,12 @@ import argparse
 import base64
 import dataclasses
 import datetime
-import difflib
 import functools
 import glob
 import json
 import logging
 import math
 import os
-import re
 import shlex
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -43,6 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 
+from pipeline.commands import CommandParser
 from transforms import files, plots, results
 from transforms.errors import error_reason
 from transforms.ig.rules import METHODS, has_spread
@@ -1118,47 +1117,13 @@ def _write(page: str, path: str) -> None:
         f.write(page.encode("utf-8"))
 
 
-# --input and --output are required, but checked after unknown flags are named, so
-# argparse does not know it: the usage says so.
-_USAGE = (
-    "%(prog)s [-h] --input INPUT --output OUTPUT\n"
-    "                                 [--examples EXAMPLES] [--gallery GALLERY]\n"
-    "                                 [--classes CLASSES] [--image_root IMAGE_ROOT]"
-)
-
-
-class _Parser(argparse.ArgumentParser):
-    """Flag errors as `python -m pipeline` gives them: one `error:` line, exit 2;
-    an unknown flag is named (with the closest known one) before a missing one."""
-
-    def error(self, message: str):  # argparse's hook
-        unknown = re.match(r"unrecognized arguments: (--[^\s=]+)", message)
-        if unknown:
-            flags = [o for a in self._actions for o in a.option_strings]
-            close = difflib.get_close_matches(unknown[1], flags, n=1, cutoff=0.6)
-            message = f"unknown flag {unknown[1]}" + (
-                f"; did you mean {close[0]}?" if close else ""
-            )
-        print(f"error: {message} (see --help).", file=sys.stderr)
-        sys.exit(2)
-
-    def parse_args(self, args=None, namespace=None):  # noqa: D102
-        parsed = super().parse_args(args, namespace)
-        missing = [f"--{name}" for name in ("input", "output") if getattr(parsed, name) is None]
-        if missing:
-            self.error(f"the following arguments are required: {', '.join(missing)}")
-        return parsed
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = CommandParser(
         prog="python -m pipeline.report",
-        usage=_USAGE,
         description="Render a self-contained HTML audit page from an ig-audit output folder.",
-        allow_abbrev=False,  # a flag cut short is refused, as by the job
     )
-    parser.add_argument("--input", help="The run's --output folder (required).")
-    parser.add_argument("--output", help="The HTML file to write (required).")
+    parser.add_argument("--input", required=True, help="The run's --output folder.")
+    parser.add_argument("--output", required=True, help="The HTML file to write.")
     parser.add_argument(
         "--examples",
         type=int,

@@ -19,7 +19,6 @@ intact map and the map at each stage, per image).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import io
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.commands import CommandParser
 from transforms import baselines as baselines_lib
 from transforms import images, results
 from transforms.batch import baselines_and_scores, integrate_rows
@@ -417,9 +417,7 @@ def print_report(report: dict[str, Any], output: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.sanity", description=__doc__.split("\n\n")[0]
-    )
+    parser = CommandParser(prog="python -m pipeline.sanity", description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", required=True, help="A finished run's --output folder.")
     parser.add_argument(
         "--images", type=int, default=4, help="Rows to check (first by id); default 4."

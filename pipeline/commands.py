@@ -1,0 +1,66 @@
+"""The argument parser of the commands that read a run (`pipeline.report`, `pipeline.sanity`).
+
+Their flag errors read as the job's (`pipeline.options`): one `error:` line and
+exit 2, no usage block; a flag cut short is refused, never taken as an
+abbreviation; an unknown flag is named, with the closest known one, before a
+required flag it may have misspelt is said to be missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+import sys
+from collections.abc import Sequence
+
+__all__ = ["CommandParser"]
+
+
+class CommandParser(argparse.ArgumentParser):
+    """`add_argument(..., required=True)` flags are checked after unknown ones."""
+
+    def __init__(self, **kwargs):
+        super().__init__(allow_abbrev=False, **kwargs)
+        self._required: list[argparse.Action] = []
+
+    def add_argument(self, *args, **kwargs):
+        required = kwargs.pop("required", False)
+        action = super().add_argument(*args, **kwargs)
+        if required:
+            self._required.append(action)
+        return action
+
+    def format_usage(self) -> str:
+        return self._with_required(super().format_usage)
+
+    def format_help(self) -> str:
+        return self._with_required(super().format_help)
+
+    def _with_required(self, format_text):
+        """The usage shows the required flags as required (argparse is not told)."""
+        for action in self._required:
+            action.required = True
+        try:
+            return format_text()
+        finally:
+            for action in self._required:
+                action.required = False
+
+    def error(self, message: str):  # argparse's hook
+        unknown = re.match(r"unrecognized arguments: (--[^\s=]+)", message)
+        if unknown:
+            flags = [o for a in self._actions for o in a.option_strings]
+            close = difflib.get_close_matches(unknown[1], flags, n=1, cutoff=0.6)
+            message = f"unknown flag {unknown[1]}" + (
+                f"; did you mean {close[0]}?" if close else ""
+            )
+        print(f"error: {message} (see --help).", file=sys.stderr)
+        sys.exit(2)
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        missing = [a.option_strings[0] for a in self._required if getattr(parsed, a.dest) is None]
+        if missing:
+            self.error(f"the following arguments are required: {', '.join(missing)}")
+        return parsed
