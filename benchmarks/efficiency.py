@@ -111,6 +111,27 @@ def _steady_rows(handlers, model, measured, images, best_batch, rounds) -> list[
     return rows
 
 
+def handler_configs(path_batch_sizes: str) -> dict[str, AttributionConfig]:
+    """The handlers measured, by label: fixed Gauss-Legendre 64, the defaults, and
+    the defaults at each of `path_batch_sizes` ("32,64"; "" for none)."""
+    # Gradient evaluations only: the faithfulness checks' forward passes are
+    # measured apart (benchmarks.faithfulness).
+    off = dataclasses.replace(_D, faithfulness="none")
+    configs = {
+        # The method named: the default rule is not Gauss-Legendre.
+        "fixed gausslegendre 64": dataclasses.replace(
+            off, method="gausslegendre", steps=64, tolerance=0.0
+        ),
+        f"defaults (adaptive {_D.method} from {_D.steps}, tol {_D.tolerance:g}), "
+        "--faithfulness none": off,
+    }
+    for size in (int(v) for v in path_batch_sizes.split(",") if v):
+        configs[f"defaults, --path_batch_size {size}"] = dataclasses.replace(
+            off, path_batch_size=size
+        )
+    return configs
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
@@ -124,18 +145,7 @@ def main(argv=None):
     warm_names, warm_images = load_photos()  # the 8 sample photos: the warm-up batch
     names, images = load_photos(extra_photos())  # 16 more: two batches, measured
     warm, measured = photo_examples(warm_names, warm_images), photo_examples(names, images)
-    # Gradient evaluations only: the faithfulness checks' forward passes are
-    # measured apart (benchmarks.faithfulness).
-    off = dataclasses.replace(_D, faithfulness="none")
-    configs = {
-        "fixed gausslegendre 64": dataclasses.replace(off, steps=64, tolerance=0.0),
-        f"defaults (adaptive {_D.method} from {_D.steps}, tol {_D.tolerance:g}), "
-        "--faithfulness none": off,
-    }
-    for size in (int(v) for v in args.path_batch_sizes.split(",") if v):
-        configs[f"defaults, --path_batch_size {size}"] = dataclasses.replace(
-            off, path_batch_size=size
-        )
+    configs = handler_configs(args.path_batch_sizes)
     handlers = {
         name: IGModelHandler(spec, c, None, batch_size=_BATCH) for name, c in configs.items()
     }

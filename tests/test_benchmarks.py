@@ -63,3 +63,17 @@ def test_throughput_warns_when_start_up_comes_out_negative():
     # marginal images were slower than the small run's, so the projection is noise.
     assert "noise" in throughput.noise_warning({"job_startup_s": -14.9})
     assert throughput.noise_warning({"job_startup_s": 5.8}) is None
+
+
+def test_efficiency_fixed_gauss_legendre_row_runs_gauss_legendre():
+    # The row was labelled Gauss-Legendre while it ran the default rule (the
+    # trapezoid) at 64 steps, after the default method changed.
+    from benchmarks import efficiency  # noqa: PLC0415
+
+    configs = efficiency.handler_configs("32")
+    fixed = configs["fixed gausslegendre 64"]
+    assert (fixed.method, fixed.steps, fixed.tolerance) == ("gausslegendre", 64, 0.0)
+    assert fixed.faithfulness == "none"
+    defaults = [c for label, c in configs.items() if label.startswith("defaults (")]
+    assert defaults[0].method == efficiency._D.method
+    assert configs["defaults, --path_batch_size 32"].path_batch_size == 32
