@@ -509,16 +509,17 @@ def _projection_table(numbers: dict[str, Any]) -> str:
 
 
 def noise_warning(numbers: dict[str, Any]) -> str | None:
-    """A warning when the large run was not slower per image than the small one by
-    at least the start-up: then the marginal per-image figures, and the projection
-    built on them, measure the machine's drift, not the job."""
+    """A warning when the start-up comes out at 0 or less: the large run's extra
+    images each took at least as long as the small run's images, start-up
+    included. Then the marginal per-image figures, and the projection built on
+    them, measure the machine's drift, not the job."""
     startup = numbers["job_startup_s"]
     if startup > 0:
         return None
     return (
-        f"WARNING: the start-up came out at {startup:.1f} s (the small run was slower per "
-        "image than the large one): the per-image figures and the projection are noise. "
-        "Rerun with more --copies on a quieter machine."
+        f"WARNING: the start-up came out at {startup:.1f} s (the large run's extra images "
+        "each took longer than the small run's images, start-up included): the per-image "
+        "figures and the projection are noise. Rerun with more --copies on a quieter machine."
     )
 
 

@@ -61,7 +61,11 @@ def test_scale_doc_gpu_to_cpu_worker_ratio_covers_the_projection():
 def test_throughput_warns_when_start_up_comes_out_negative():
     # A reduced run on a shared 2-core machine measured -14.9 s: the large run's
     # marginal images were slower than the small run's, so the projection is noise.
-    assert "noise" in throughput.noise_warning({"job_startup_s": -14.9})
+    warning = throughput.noise_warning({"job_startup_s": -14.9})
+    assert "noise" in warning and "-14.9 s" in warning
+    # The cause, in the direction a negative start-up means (it once said the
+    # opposite: "the small run was slower per image than the large one").
+    assert "the large run's extra images each took longer than the small run's" in warning
     assert throughput.noise_warning({"job_startup_s": 5.8}) is None
 
 
