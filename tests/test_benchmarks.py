@@ -81,3 +81,16 @@ def test_efficiency_fixed_gauss_legendre_row_runs_gauss_legendre():
     defaults = [c for label, c in configs.items() if label.startswith("defaults (")]
     assert defaults[0].method == efficiency._D.method
     assert configs["defaults, --path_batch_size 32"].path_batch_size == 32
+
+
+def test_memory_table_names_the_reference_it_divides_by(monkeypatch, capsys):
+    # The reference is the first job measured; the title said "16 steps" whatever
+    # --steps was.
+    from benchmarks import memory  # noqa: PLC0415
+
+    peaks = iter([1000.0, 1500.0, 1200.0, 1800.0])
+    monkeypatch.setattr(memory, "peak_mb", lambda job: next(peaks))
+    memory.main(["--steps", "64,256"])
+    out = capsys.readouterr().out
+    assert "(reference: fixed, 64 steps)" in out
+    assert "| fixed " in out and "| 1000 " in out and "1.00x" in out and "1.80x" in out
