@@ -395,7 +395,7 @@ def _numbers(args: argparse.Namespace, bare: dict, jobs: _Jobs, proxy: float) ->
             "method": config["method"],
             "tolerance": config["tolerance"],
             "max_steps": config["max_steps"],
-            "batch_size": args.batch_size,
+            "batch_size": config["batch_size"],  # the job's (--batch_size here: the bare model's)
             "path_batch_size": config["path_batch_size"] or "auto",
         },
         "images": {"small": jobs.small, "large": jobs.large},

@@ -94,3 +94,29 @@ def test_memory_table_names_the_reference_it_divides_by(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "(reference: fixed, 64 steps)" in out
     assert "| fixed " in out and "| 1000 " in out and "1.00x" in out and "1.80x" in out
+
+
+def _fake_jobs(batch_size: int) -> throughput._Jobs:
+    clock = {"grad_s": 0.0, "grad_points": 0, "grad_calls": 0, "fwd_s": 0.0, "fwd_points": 0}
+    small = dict(clock, grad_s=20.0, grad_points=1000, grad_calls=125, fwd_s=2.0, fwd_points=80)
+    large = dict(clock, grad_s=80.0, grad_points=4000, grad_calls=500, fwd_s=8.0, fwd_points=320)
+    config = {"steps": 25, "method": "riemann_trapezoid", "tolerance": 0.01875}
+    config |= {"max_steps": 256, "path_batch_size": None, "batch_size": batch_size}
+    rows = {"evaluations_per_row": 125.0, "evaluations_max": 150, "parquet_mb_per_row": 0.4}
+    return throughput._Jobs(8, 32, 40.0, 136.0, 130.0, small, large, {"config": config}, rows)
+
+
+def test_throughput_numbers_are_the_large_runs_marginal_images_and_the_jobs_flags():
+    args = throughput._parse(["--copies", "4", "--path_batch_size", "8", "--batch_size", "16"])
+    bare = {"forward_images_per_s": 100.0, "grad_points_per_s": 50.0}
+    bare |= {"grad_call_peak_rss_mb": 200.0, "image_bytes": 224 * 224 * 3 * 4}
+    numbers = throughput._numbers(args, bare, _fake_jobs(batch_size=8), proxy=1.0)
+    per = numbers["per_image"]
+    # 24 extra images in 96 s more: 4 s each, (60 + 6) / 24 s of them in the model.
+    assert per["wall_s"] == 4.0 and per["model_s"] == 2.75 and per["other_s"] == 1.25
+    assert per["grad_points"] == 125.0 and per["fwd_points"] == 10.0
+    assert numbers["job_images_per_s"] == 0.25
+    assert numbers["job_startup_s"] == 40.0 - 8 * 4.0
+    assert numbers["in_job_points_per_grad_call"] == 8.0
+    # --batch_size sets the bare model's forward batch; the flags are the job's.
+    assert numbers["flags"]["batch_size"] == 8
