@@ -120,3 +120,44 @@ def test_throughput_numbers_are_the_large_runs_marginal_images_and_the_jobs_flag
     assert numbers["in_job_points_per_grad_call"] == 8.0
     # --batch_size sets the bare model's forward batch; the flags are the job's.
     assert numbers["flags"]["batch_size"] == 8
+
+
+def test_efficiency_times_each_handler_on_its_own_model(monkeypatch, capsys):
+    # With one model shared, the first handler's cold batch traced the gradient
+    # functions for all (the others' "first (cold) batch" was warm) and the
+    # call-size tuner learned from every handler's calls.
+    import numpy as np  # noqa: PLC0415
+
+    from benchmarks import efficiency  # noqa: PLC0415
+
+    class Handler:
+        def __init__(self, spec, config, *args, **kwargs):
+            self.config = config
+
+        def load_model(self):
+            return object()
+
+    seen: dict[int, set[int]] = {}
+    bare_models: set[int] = set()
+
+    def handler_throughput(handler, model, examples):
+        seen.setdefault(id(handler), set()).add(id(model))
+        return 10.0, 64.0
+
+    def bare_throughput(model, images, batch, seconds=8.0):
+        bare_models.add(id(model))
+        return 20.0
+
+    monkeypatch.setattr(efficiency, "IGModelHandler", Handler)
+    monkeypatch.setattr(efficiency, "resolve_model", lambda name: None)
+    monkeypatch.setattr(efficiency, "extra_photos", lambda: [])
+    photos = (["a.png", "b.png"], np.zeros((2, 4, 4, 3), np.float32))
+    monkeypatch.setattr(efficiency, "load_photos", lambda paths=None: photos)
+    monkeypatch.setattr(efficiency, "handler_throughput", handler_throughput)
+    monkeypatch.setattr(efficiency, "bare_throughput", bare_throughput)
+    efficiency.main(["--rounds", "2", "--path_batch_sizes", "8,16"])
+    assert len(seen) == 4  # fixed, defaults, defaults at 8 and at 16
+    models = [next(iter(ids)) for ids in seen.values()]
+    assert all(len(ids) == 1 for ids in seen.values())  # cold and steady on the same one
+    assert len(set(models)) == 4 and not set(models) & bare_models
+    assert "50.0%" in capsys.readouterr().out  # 10 / 20 evaluations per second
