@@ -7,11 +7,13 @@ rule on every other node (N' = 2^(k-1) + 1): ||A_N - A_N'|| / ||A_N||.
 References are cached under benchmarks/.cache (they cost N gradient
 evaluations per image and score).
 
-    python -m benchmarks.reference  # prints the convergence of a few references
+    python -m benchmarks.reference [--photos 4] [--score raw] [--intervals 256]
+        # prints the convergence of a few references (bundled model, sample photos)
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 
@@ -83,3 +85,36 @@ def reference_ig(classifier, model_id, image, target, score, intervals=2048):
     coarse = 2.0 * even  # the trapezoid in s on every other node: doubled weights
     np.savez(path, fine=fine, coarse=coarse)
     return fine, coarse
+
+
+def main(argv=None):
+    """The convergence of the references of a few sample photos (predicted class)."""
+    from benchmarks.common import load_classifier, load_photos, print_table  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=int, default=4)
+    parser.add_argument("--score", choices=("raw", "softmax"), default="raw")
+    parser.add_argument("--intervals", type=int, default=256, help="N - 1, a power of two")
+    args = parser.parse_args(argv)
+    if args.intervals < 2 or args.intervals & (args.intervals - 1):
+        parser.error(f"--intervals must be a power of two >= 2, got {args.intervals}")
+    names, x = load_photos()
+    names, x = names[: args.photos], x[: args.photos]
+    clf = load_classifier()
+    targets = clf.logits(x).argmax(1)
+    rows = []
+    for name, image, target in zip(names, x, targets, strict=True):
+        fine, coarse = reference_ig(
+            clf, "efficientnet_lite0", image, int(target), args.score, args.intervals
+        )
+        rows.append([name, int(target), f"{relative_l2(coarse, fine):.3%}"])
+    print_table(
+        f"Reference IG, trapezoid on a = s^2, score {args.score}: {args.intervals + 1} nodes "
+        f"against {args.intervals // 2 + 1} (||A_N' - A_N|| / ||A_N||)",
+        ["photo", "target", "N vs N/2"],
+        rows,
+    )
+
+
+if __name__ == "__main__":
+    main()

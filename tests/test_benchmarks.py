@@ -161,3 +161,43 @@ def test_efficiency_times_each_handler_on_its_own_model(monkeypatch, capsys):
     assert all(len(ids) == 1 for ids in seen.values())  # cold and steady on the same one
     assert len(set(models)) == 4 and not set(models) & bare_models
     assert "50.0%" in capsys.readouterr().out  # 10 / 20 evaluations per second
+
+
+class _CosineIntegrand:
+    """c(a) = (x - x') cos(3 a): IG = (x - x') sin(3) / 3, the integrand's sum is known."""
+
+    def integrand_fn(self, score):
+        import numpy as np  # noqa: PLC0415
+
+        def run(images, references, index, alphas, targets):
+            delta = images[index] - references[index]
+            c = delta * np.cos(3.0 * alphas)[:, None, None, None]
+            return None, None, np.ones(len(alphas), bool), c
+
+        return run
+
+
+def test_reference_ig_converges_and_its_coarse_half_is_the_rule_on_every_other_node(
+    tmp_path, monkeypatch
+):
+    import numpy as np  # noqa: PLC0415
+
+    from benchmarks import reference  # noqa: PLC0415
+
+    monkeypatch.setattr(reference, "_CACHE", str(tmp_path))
+    image = np.random.default_rng(0).uniform(0, 1, (4, 4, 3)).astype(np.float32)
+    fine, coarse = reference.reference_ig(_CosineIntegrand(), "cos", image, 0, "raw", 64)
+    exact = image.astype(np.float64) * np.sin(3.0) / 3.0
+    alphas, weights = reference.graded_rule(32)
+    direct = reference._integrate(_CosineIntegrand().integrand_fn("raw"), image, 0, alphas, weights)
+    np.testing.assert_allclose(coarse, direct, rtol=1e-6)
+    # Second order in the interval: halving it divides the error by about 4.
+    fine_error, coarse_error = (
+        reference.relative_l2(fine, exact),
+        reference.relative_l2(coarse, exact),
+    )
+    assert fine_error < 5e-3 and 3.5 < coarse_error / fine_error < 4.5
+    # Cached: the second call reads the same arrays back.
+    again = reference.reference_ig(_CosineIntegrand(), "cos", image, 0, "raw", 64)
+    np.testing.assert_array_equal(again[0], fine)
+    assert len(list(tmp_path.iterdir())) == 1
