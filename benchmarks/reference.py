@@ -72,6 +72,10 @@ def reference_ig(classifier, model_id, image, target, score, intervals=2048):
       score: 'raw' or 'softmax'.
       intervals: N - 1, a power of two.
     """
+    if intervals < 2 or intervals % 2:
+        # The coarse rule takes every other node: an odd count leaves the last
+        # node out of it (and doubles the weights of the rest): a wrong convergence.
+        raise ValueError(f"intervals must be even (a power of two), got {intervals}")
     os.makedirs(_CACHE, exist_ok=True)
     path = os.path.join(_CACHE, _key(model_id, image, target, score, intervals) + ".npz")
     if os.path.exists(path):

@@ -201,3 +201,15 @@ def test_reference_ig_converges_and_its_coarse_half_is_the_rule_on_every_other_n
     again = reference.reference_ig(_CosineIntegrand(), "cos", image, 0, "raw", 64)
     np.testing.assert_array_equal(again[0], fine)
     assert len(list(tmp_path.iterdir())) == 1
+
+
+@pytest.mark.parametrize("intervals", [1, 63])
+def test_reference_ig_refuses_intervals_it_cannot_halve(intervals, tmp_path, monkeypatch):
+    import numpy as np  # noqa: PLC0415
+
+    from benchmarks import reference  # noqa: PLC0415
+
+    monkeypatch.setattr(reference, "_CACHE", str(tmp_path))
+    image = np.ones((2, 2, 3), np.float32)
+    with pytest.raises(ValueError, match="must be even"):
+        reference.reference_ig(_CosineIntegrand(), "cos", image, 0, "raw", intervals)
