@@ -328,26 +328,6 @@ def test_report_command_line_errors(tmp_path, capsys):
     assert not (tmp_path / "r.html").exists()
 
 
-@pytest.mark.parametrize(
-    "args, expected",
-    [
-        (["--outptu", "r.html"], "error: unknown flag --outptu; did you mean --output?"),
-        (["--output", "r.html", "--gallery", "abc"], "error: argument --gallery: invalid int"),
-        (["--output", "r.html", "--out", "x.html"], "error: unknown flag --out; did you mean"),
-        ([], "error: the following arguments are required: --output"),
-    ],
-)
-def test_report_flag_errors_are_one_error_line_as_the_jobs_are(args, expected, tmp_path, capsys):
-    # Like `python -m pipeline`: exit 2, one `error:` line naming the flag, no usage
-    # block, and a flag cut short or misspelt is refused, never guessed.
-    with pytest.raises(SystemExit) as exit_:
-        main(["--input", str(tmp_path), *args])
-    assert exit_.value.code == 2
-    (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith(expected) and line.endswith("(see --help).")
-    assert not (tmp_path / "r.html").exists()
-
-
 def test_an_image_root_that_is_no_folder_is_refused(tmp_path, capsys, folder_run):
     page = tmp_path / "r.html"
     args = ["--input", folder_run["output"], "--output", str(page)]

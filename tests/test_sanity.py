@@ -133,32 +133,6 @@ def test_an_undecided_check_prints_dashes_for_its_missing_medians(tmp_path, caps
     assert lines[2] == f"Written: {tmp_path}/sanity/sanity.json and sanity.png"
 
 
-@pytest.mark.parametrize(
-    "args, expected",
-    [
-        (["--inptu", "x"], "error: unknown flag --inptu; did you mean --input?"),
-        (["--input", "x", "--imag", "2"], "error: unknown flag --imag; did you mean --images?"),
-        (["--input", "x", "--images", "two"], "error: argument --images: invalid int"),
-        ([], "error: the following arguments are required: --input"),
-    ],
-)
-def test_flag_errors_are_one_error_line_as_the_jobs_are(args, expected, capsys):
-    # As `python -m pipeline` and `pipeline.report`: exit 2, one `error:` line, no
-    # usage block; a flag cut short (--imag) is refused, never taken for --images.
-    with pytest.raises(SystemExit) as exit_:
-        sanity.main(args)
-    assert exit_.value.code == 2
-    (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith(expected) and line.endswith("(see --help).")
-
-
-def test_help_shows_the_required_flag_as_required(capsys):
-    with pytest.raises(SystemExit):
-        sanity.main(["--help"])
-    usage = " ".join(capsys.readouterr().out.split("\n\n")[0].split())
-    assert usage.startswith("usage: python -m pipeline.sanity [-h] --input INPUT [--images")
-
-
 def test_a_folder_without_a_run_exits_2_saying_what_to_pass(tmp_path, capsys):
     assert sanity.main(["--input", str(tmp_path / "missing")]) == 2
     (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
