@@ -26,6 +26,7 @@ class _Count:
     done: int = 0
     attributed: int = 0
     last_log: float = 0.0
+    logged: int = 0  # `done` in the last line logged
 
 
 # Per process and job: the DirectRunner's bundles of one job share one count.
@@ -88,7 +89,10 @@ class ReportProgress(beam.DoFn):
     rate counts from `start` (the job's launch, so it includes the model load).
     With `per_worker` (one of several worker processes, each counting only the
     images it handled), the line is the worker's own (`worker_line`): no total,
-    percent or ETA, which would mix its count with the job's total.
+    percent or ETA, which would mix its count with the job's total; as a worker
+    cannot tell its last image, it also logs its count at the end of each bundle
+    that counted images it has not logged yet (a worker's share, or its last
+    batch, rarely fills a RunInference batch).
     """
 
     def __init__(
@@ -128,7 +132,7 @@ class ReportProgress(beam.DoFn):
             batch_end = self._kind == "attributed" and count.attributed % self._batch == 0
             due = done == self._total or (batch_end and now - count.last_log >= self._every)
             if due:
-                count.last_log = now
+                count.last_log, count.logged = now, done
         _LOG.debug("counted an image (%s): %d done", self._kind, done)
         if due:
             elapsed = now - self._start
@@ -136,6 +140,18 @@ class ReportProgress(beam.DoFn):
                 _LOG.info("%s", worker_line(done, elapsed))
             else:
                 _LOG.info("%s", progress_line(done, self._total, elapsed))
+
+    def finish_bundle(self) -> None:
+        if not (self._log and self._per_worker):
+            return
+        now = time.time()
+        with _LOCK:
+            count = _COUNTS.get(self._key)
+            if count is None or count.done == count.logged:
+                return
+            count.last_log, count.logged = now, count.done
+            done = count.done
+        _LOG.info("%s", worker_line(done, now - self._start))
 
 
 @contextlib.contextmanager

@@ -110,6 +110,41 @@ def test_a_multi_process_run_logs_each_workers_progress_and_no_worker_noise(
         assert noise not in log, log[-3000:]
 
 
+def test_a_multi_process_run_logs_progress_when_no_worker_fills_a_batch(
+    image_folder, linear_keras, tmp_path
+):
+    # The default --batch_size (8) is more than the folder's 5 inputs: no worker
+    # ends a full RunInference batch, and a worker cannot tell its last image, so
+    # each logs its count when its bundle ends (the sample's 8 photos on 2 workers).
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    flags = cli_args(
+        dataset=image_folder["root"],
+        model=linear_keras,
+        output=tmp_path / "out",
+        steps=2,
+        direct_running_mode="multi_processing",
+        direct_num_workers=2,
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", *flags], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    progress = [
+        line for line in done.stderr.splitlines() if line.startswith("INFO pipeline.progress")
+    ]
+    worker = (
+        r"INFO pipeline\.progress: progress \(this worker\): (\d+) images done, [\d.]+ images/s"
+    )
+    assert progress and all(re.fullmatch(worker, line) for line in progress), done.stderr
+    counts = [int(re.fullmatch(worker, line).group(1)) for line in progress]
+    assert max(counts) <= 5  # a worker counts its own share of the 5 inputs
+
+
 def test_worker_records_keep_the_jobs_own_lines_and_drop_beams():
     import logging
     import os
