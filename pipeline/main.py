@@ -303,6 +303,19 @@ def _mark_replacing(output: str) -> None:
         write_json(FileSystems.join(output, MANIFEST_FILE), {**manifest, "status": "replacing"})
 
 
+def _drop_empty_run_folders(output: str) -> None:
+    """Removes the run folders of a local `output` that deleting an earlier run's
+    files left empty: an empty `sanity/` would look like a check of the new run.
+    Object stores such as gs:// have no folders."""
+    if output.startswith(_REMOTE_SCHEMES):
+        return
+    for name in _RUN_FOLDERS:
+        try:
+            os.rmdir(os.path.join(output, name))
+        except OSError:  # not empty, or gone
+            pass
+
+
 def _prepare_output(output: str, overwrite: bool) -> None:
     """Refuses to mix two runs: an earlier run's output is kept unless --overwrite."""
     existing = _earlier_run(output)
@@ -311,6 +324,7 @@ def _prepare_output(output: str, overwrite: bool) -> None:
     if existing:
         _mark_replacing(output)
         FileSystems.delete(existing)
+        _drop_empty_run_folders(output)
     _clear_temp(output)
     probe = FileSystems.join(output, ".write_probe")
     try:

@@ -780,6 +780,7 @@ def test_overwrite_removes_the_earlier_report_and_sanity_check(tmp_path, linear_
     run([*args, "--overwrite"], save_main_session=False)
     assert not (output / "report.html").exists()
     assert not (output / "sanity" / "sanity.json").exists()  # it described the earlier run
+    assert not (output / "sanity").exists()  # no empty folder that looks like a check
     assert read_sanity(str(output)) is None
     assert json.loads((output / "manifest.json").read_text())["counts"]["rows"] == 1
 
