@@ -990,6 +990,7 @@ def _querying(output: str, config: Mapping[str, Any], rows: int) -> str:
     """The page's query example; the heat map only where the run stored maps and
     has `rows` to draw them of."""
     target = ', "target_name"' if shows_targets(config) else ""
+    output = output.rstrip("/") or output  # 'gs://b/out//results' names other objects
     query = (
         "import pandas as pd\n"
         f'meta = pd.read_parquet("{output}/results", columns=["file_name", "label_name", '

@@ -128,7 +128,8 @@ def _python() -> str:
 
 def print_summary(manifest: dict[str, Any], limit: int = 20) -> None:
     """Prints where the results are, a short table, errors by stage and how to read them."""
-    output = manifest["output"]
+    # As typed, maybe with a trailing '/': 'gs://b/out//results' would name other objects.
+    output = manifest["output"].rstrip("/") or manifest["output"]
     counts = manifest["counts"]
     print()
     earlier = counts.get("skipped_done_before", 0)

@@ -1233,3 +1233,22 @@ def test_a_dataset_folder_this_user_may_not_list_exits_2_before_any_model_load(
     assert len(lines) == 1 and f"--dataset '{images}' {says}" in lines[0]
     assert "(Permission denied" in lines[0] and "Loaded" not in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_summary_names_an_output_given_with_a_trailing_slash_without_doubling_it(
+    folder_run, capsys
+):
+    # `--output gs://bucket/audit/` writes gs://bucket/audit/results; a printed
+    # 'gs://bucket/audit//results' names other objects, and its one-liners read nothing.
+    manifest = json.loads(Path(folder_run["output"], "manifest.json").read_text())
+    manifest["output"] = folder_run["output"] + "/"
+    print_summary(manifest)
+    out = capsys.readouterr().out
+    assert "//" not in out.replace("://", ""), out
+    assert f"Results in {folder_run['output']}/results (" in out
+    assert f"pd.read_parquet('{folder_run['output']}/results'" in out
+    assert f"--input {folder_run['output']} --output {folder_run['output']}/report.html" in out
+    from pipeline.report import build_report
+
+    page = build_report(folder_run["output"] + "/", gallery=0)  # its query example
+    assert f"{folder_run['output']}/results" in page and "//results" not in page
