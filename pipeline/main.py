@@ -1127,8 +1127,8 @@ def _check_labels_in_model(
     shown = ", ".join(map(str, sorted(set(data.folder_labels))[:3]))
     raise ConfigError(
         f"--target label: no image of {audit.dataset!r} has a label among --model's "
-        f"{spec.num_classes} classes (its labels, ImageNet classes from WordNet-id "
-        f"sub-folders: {shown}{', ...' if len(set(data.folder_labels)) > 3 else ''}), so "
+        f"{spec.num_classes} classes (its labels are ImageNet classes: "
+        f"{shown}{', ...' if len(set(data.folder_labels)) > 3 else ''}), so "
         "every image would be an error. Use --target predicted or top_k, or a model of "
         "those classes."
     )
