@@ -958,12 +958,16 @@ def _class_names_for(
     outside = sorted({label for label in data.folder_labels if label >= spec.num_classes})
     if outside:
         wnids = labels.imagenet_wnids()
+        # The sample's photos are labelled without sub-folders.
+        where = (
+            "" if isinstance(data.source, sources.SampleSource) else " in WordNet-id sub-folders"
+        )
         _LOG.warning(
-            "%d images of %s are in WordNet-id sub-folders whose ImageNet classes (%s) are "
-            "outside --model's %d classes: their label can never be predicted, and "
-            "--target label makes them errors.",
+            "%d images of %s%s have ImageNet classes (%s) outside --model's %d classes: "
+            "their label can never be predicted, and --target label makes them errors.",
             sum(1 for label in data.folder_labels if label >= spec.num_classes),
             data.source.name,
+            where,
             ", ".join(f"{wnids[c]} = {c}" for c in outside[:3]) + (", ..." if outside[3:] else ""),
             spec.num_classes,
         )

@@ -792,6 +792,17 @@ def test_target_label_with_no_label_among_the_models_classes_exits_2(dataset, tm
     assert not (tmp_path / "o").exists()
 
 
+def test_the_samples_labels_outside_the_model_are_warned_of_without_sub_folders(tmp_path, caplog):
+    # The sample (ImageNet 281 and 967, no sub-folders) on a 300-class model: 967 is
+    # outside. The warning said its images were 'in WordNet-id sub-folders'.
+    model = _tiny_classifier(tmp_path / "three_hundred.keras", 300)
+    with caplog.at_level(logging.WARNING, logger="pipeline.main"):
+        prepare(cli_args(dataset="sample", model=model, output=tmp_path / "o"))
+    (warned,) = [r.getMessage() for r in caplog.records if "outside --model's" in r.getMessage()]
+    assert warned.startswith("1 images of sample have ImageNet classes (n07920052 = 967)")
+    assert "sub-folder" not in warned
+
+
 def test_top_k_defaults_to_the_classes_of_a_smaller_model(image_folder, tmp_path, capsys):
     model = _tiny_classifier(tmp_path / "three.keras", 3)
     assert main(_flags(image_folder, model, tmp_path / "out")) == 0
