@@ -480,8 +480,13 @@ def _resume_state(job: AuditJob) -> tuple[frozenset[str], str]:
             f"--resume: no earlier run in --output {output!r} (no manifest.json, which a run "
             "writes as it starts); run without --resume to start one."
         ) from e
-    except Exception as e:  # there, but not JSON: edited, as the job writes it whole
+    except ValueError as e:  # there, but not JSON (or UTF-8): edited, as the job writes it whole
         raise _not_a_manifest(output, error_reason(e)) from e
+    except Exception as e:  # there, but not readable now (its permissions, a network error)
+        raise ConfigError(
+            f"--resume: cannot read the manifest.json in --output {output!r} "
+            f"({error_reason(e)}); make it readable, then run the same command again."
+        ) from e
     if not is_run(output):
         raise _not_a_manifest(output, "no model and config in it")
     mismatches = _resume_mismatches(previous, job)
