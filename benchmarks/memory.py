@@ -40,12 +40,15 @@ def peak_mb(args: list[str]) -> float:
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--child"]:
+        # The job's flags, all of them: parsed here, its --steps was taken as this
+        # script's, and every job ran at the default --steps.
+        _child(argv[1:])
+        return
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", default="16,64,256")
-    args, rest = parser.parse_known_args(argv)
-    if rest and rest[0] == "--child":
-        _child(rest[1:])
-        return
+    args = parser.parse_args(argv)
     rows, reference = [], None
     steps_list = args.steps.split(",")
     with tempfile.TemporaryDirectory() as tmp:

@@ -96,6 +96,18 @@ def test_memory_table_names_the_reference_it_divides_by(monkeypatch, capsys):
     assert "| fixed " in out and "| 1000 " in out and "1.00x" in out and "1.80x" in out
 
 
+def test_memory_child_runs_the_job_with_its_steps(monkeypatch):
+    # peak_mb's child process: the job's --steps was parsed as the script's own
+    # --steps and dropped, so every row of the table ran at the default --steps.
+    from benchmarks import memory  # noqa: PLC0415
+
+    ran = []
+    monkeypatch.setattr(memory, "_child", ran.append)
+    job = ["--dataset", "sample", "--steps", "64", "--max_steps", "256", "--tolerance", "0"]
+    memory.main(["--child", *job])
+    assert ran == [job]
+
+
 def _fake_jobs(batch_size: int) -> throughput._Jobs:
     clock = {"grad_s": 0.0, "grad_points": 0, "grad_calls": 0, "fwd_s": 0.0, "fwd_points": 0}
     small = dict(clock, grad_s=20.0, grad_points=1000, grad_calls=125, fwd_s=2.0, fwd_points=80)
