@@ -392,30 +392,29 @@ def test_resume_refuses_a_manifest_this_job_did_not_write_and_leaves_the_run(
 
 
 def test_resume_that_cannot_read_the_manifest_does_not_call_it_another_jobs(
-    image_folder, linear_keras, tmp_path, monkeypatch
+    image_folder, linear_keras, tmp_path
 ):
-    # An unreadable manifest (permissions, a gs:// read failing) is still the run's:
-    # it was said to be 'not one this job wrote', to be restored.
-    import errno
-
-    from pipeline import main as pipeline_main
-
+    # A manifest that cannot be read now (permissions, a gs:// read failing; here, as
+    # root reads any file, a folder in its place) was said to be 'not one this job
+    # wrote', to be restored.
     output = tmp_path / "out"
     args = cli_args(
         dataset=image_folder["root"], model=linear_keras, output=output, attributions="none"
     )
     run([*args, "--steps", "2"], save_main_session=False)
-
-    def unreadable(folder):
-        raise PermissionError(errno.EACCES, "Permission denied", str(folder))
-
-    monkeypatch.setattr(pipeline_main, "read_manifest", unreadable)
+    manifest = output / "manifest.json"
+    kept = manifest.read_bytes()
+    manifest.unlink()
+    manifest.mkdir()
     with pytest.raises(ValueError) as e:
         run([*args, "--steps", "2", "--resume"], save_main_session=False)
     assert str(e.value).startswith(
         f"--resume: cannot read the manifest.json in --output {str(output)!r} ("
     )
-    assert "Permission denied" in str(e.value) and "not one this job wrote" not in str(e.value)
+    assert str(e.value).endswith("; make it readable, then run the same command again.")
+    assert "not one this job wrote" not in str(e.value)
+    manifest.rmdir()
+    manifest.write_bytes(kept)
     ids = sorted(image_folder["pixels"])
     assert sorted(pd.read_parquet(output / "results").image_id) == ids
 
