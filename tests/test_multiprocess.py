@@ -1,6 +1,10 @@
 """Local parallelism: the DirectRunner with several worker processes gives the same rows."""
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -77,34 +81,40 @@ def test_multi_process_run_gives_the_same_rows_as_one_worker(
     assert errors_one.image_id.tolist() == ["broken.jpg"]
 
 
-def test_a_multi_process_run_logs_each_workers_progress_and_no_worker_noise(
-    image_folder, linear_keras, tmp_path
-):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+_WORKER_LINE = (
+    r"INFO pipeline\.progress: progress \(this worker\): (\d+) images done, [\d.]+ images/s"
+)
 
-    flags = cli_args(
+
+def _two_worker_run(image_folder, linear_keras, tmp_path, **flags) -> tuple[str, list[int]]:
+    """`python -m pipeline` on 2 worker processes, as a user runs it: its log, and
+    the counts of its progress lines, each of which must be a worker's own."""
+    args = cli_args(
         dataset=image_folder["root"],
         model=linear_keras,
         output=tmp_path / "out",
         steps=2,
-        batch_size=1,
         direct_running_mode="multi_processing",
         direct_num_workers=2,
+        **flags,
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as a user runs it
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline", *flags], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, env=env
     )
     assert done.returncode == 0, done.stderr[-3000:]
     log = done.stderr
     progress = [line for line in log.splitlines() if line.startswith("INFO pipeline.progress")]
     # Each worker counts only its own images: its line gives no job total, percent or ETA.
-    worker = r"INFO pipeline\.progress: progress \(this worker\): \d+ images done, [\d.]+ images/s"
-    assert progress and all(re.fullmatch(worker, line) for line in progress), log
+    assert progress and all(re.fullmatch(_WORKER_LINE, line) for line in progress), log
+    return log, [int(re.fullmatch(_WORKER_LINE, line).group(1)) for line in progress]
+
+
+def test_a_multi_process_run_logs_each_workers_progress_and_no_worker_noise(
+    image_folder, linear_keras, tmp_path
+):
+    log, _ = _two_worker_run(image_folder, linear_keras, tmp_path, batch_size=1)
     # Beam's per-worker start-up warnings and TensorFlow's banner: --verbose only.
     for noise in ("Worker: severity", "Discarding unparseable args", "oneDNN", "absl::"):
         assert noise not in log, log[-3000:]
@@ -116,32 +126,7 @@ def test_a_multi_process_run_logs_progress_when_no_worker_fills_a_batch(
     # The default --batch_size (8) is more than the folder's 5 inputs: no worker
     # ends a full RunInference batch, and a worker cannot tell its last image, so
     # each logs its count when its bundle ends (the sample's 8 photos on 2 workers).
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    flags = cli_args(
-        dataset=image_folder["root"],
-        model=linear_keras,
-        output=tmp_path / "out",
-        steps=2,
-        direct_running_mode="multi_processing",
-        direct_num_workers=2,
-    )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    done = subprocess.run(
-        [sys.executable, "-m", "pipeline", *flags], capture_output=True, text=True, env=env
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    progress = [
-        line for line in done.stderr.splitlines() if line.startswith("INFO pipeline.progress")
-    ]
-    worker = (
-        r"INFO pipeline\.progress: progress \(this worker\): (\d+) images done, [\d.]+ images/s"
-    )
-    assert progress and all(re.fullmatch(worker, line) for line in progress), done.stderr
-    counts = [int(re.fullmatch(worker, line).group(1)) for line in progress]
+    _, counts = _two_worker_run(image_folder, linear_keras, tmp_path)
     assert max(counts) <= 5  # a worker counts its own share of the 5 inputs
 
 
