@@ -3,7 +3,8 @@
 The seed loop (shared/seeds/000, "Integrated Gradient Feature Attribution") runs
 eagerly, one image at a time, with a GradientTape over alphas in batches of 32
 and the trapezoid rule over 51 points, on the softmax probability of the
-predicted class. Here it runs as written (plus the completeness check it lacks,
+predicted class (`--score softmax`, the default; `--score raw` attributes the
+logit instead, as the other seed, shared/seeds/003, does). Here it runs as written (plus the completeness check it lacks,
 and saving its maps) against the job, each as its own process, start-up
 included, on the same 224 x 224 photos (so that both preprocessings are the
 identity) and the same SavedModel:
@@ -21,7 +22,7 @@ its defaults as shipped, faithfulness on: the difference is what the checks cost
 Accuracy is per pixel, ||A - A_ref|| / ||A_ref||, against a converged reference
 (`benchmarks.reference`, trapezoid on a = s^2; its own convergence is printed).
 
-    python -m benchmarks.seed_speed [--images 36] [--intervals 512]
+    python -m benchmarks.seed_speed [--images 36] [--intervals 512] [--score raw]
 """
 
 from __future__ import annotations
@@ -71,9 +72,10 @@ def _export_saved_model(path: str) -> None:
     load_efficientnet_lite0().export(path, verbose=False)
 
 
-def seed_loop(folder: str, model_path: str, maps: str) -> dict:
+def seed_loop(folder: str, model_path: str, maps: str, score: str = "softmax") -> dict:
     """The seed notebook's per-image loop, as written; returns timing and deltas and
-    saves the maps (as the seed pickles them) to `maps`, an .npz by file name."""
+    saves the maps (as the seed pickles them) to `maps`, an .npz by file name.
+    score: `softmax` (the probability, as written) or `raw` (the logit)."""
     start = time.perf_counter()
     model = hub.load(model_path)
     serve = model.signatures["serving_default"]
@@ -83,11 +85,14 @@ def seed_loop(folder: str, model_path: str, maps: str) -> dict:
     def call(images):
         return serve(**{name: images})[key]
 
+    def scores(logits):
+        return tf.nn.softmax(logits, axis=-1) if score == "softmax" else logits
+
     def compute_gradients(images, target_class_idx):
         with tf.GradientTape() as tape:
             tape.watch(images)
             logits = call(images)
-            probs = tf.nn.softmax(logits, axis=-1)[:, target_class_idx]
+            probs = scores(logits)[:, target_class_idx]
         return tape.gradient(probs, images)
 
     def integrated_gradients(image, target_class_idx, m_steps=50, batch_size=32):
@@ -110,10 +115,10 @@ def seed_loop(folder: str, model_path: str, maps: str) -> dict:
     for name_ in sorted(os.listdir(folder)):
         raw = tf.io.decode_image(tf.io.read_file(os.path.join(folder, name_)), channels=3)
         img = tf.image.resize_with_pad(raw, 224, 224) / 255.0
-        probs = tf.nn.softmax(call(img[None]), axis=-1)
+        probs = scores(call(img[None]))
         target = int(tf.argmax(probs, axis=1)[0])
         attributions = integrated_gradients(img, target)
-        f0 = float(tf.nn.softmax(call(tf.zeros_like(img)[None]), axis=-1)[0, target])
+        f0 = float(scores(call(tf.zeros_like(img)[None]))[0, target])
         fx = float(probs[0, target])
         deltas.append(abs(float(tf.reduce_sum(attributions)) - (fx - f0)) / abs(fx - f0))
         saved[name_] = attributions.numpy()
@@ -121,16 +126,16 @@ def seed_loop(folder: str, model_path: str, maps: str) -> dict:
     return {"seconds": time.perf_counter() - start, "deltas": deltas}
 
 
-def _run_job(folder, model, output, *flags) -> tuple[float, pd.DataFrame]:
+def _run_job(folder, model, output, score, *flags) -> tuple[float, pd.DataFrame]:
     job = [sys.executable, "-m", "pipeline", "--dataset", folder, "--model", model]
-    job += ["--output", output, "--overwrite", "--score", "softmax", *flags]
+    job += ["--output", output, "--overwrite", "--score", score, *flags]
     start = time.perf_counter()
     subprocess.run(job, check=True, capture_output=True)
     return time.perf_counter() - start, results.read_results(output, with_arrays=True)
 
 
-def _references(folder: str, intervals: int) -> tuple[dict, list[float]]:
-    """Reference maps by file name (softmax of the predicted class, black baseline)
+def _references(folder: str, intervals: int, score: str) -> tuple[dict, list[float]]:
+    """Reference maps by file name (`score` of the predicted class, black baseline)
     and their convergence against half the intervals."""
     clf = load_classifier()
     names = sorted(os.listdir(folder))
@@ -138,9 +143,7 @@ def _references(folder: str, intervals: int) -> tuple[dict, list[float]]:
     targets = clf.logits(x).argmax(1)
     refs, conv = {}, []
     for name, image, target in zip(names, x, targets, strict=True):
-        fine, coarse = reference_ig(
-            clf, "efficientnet_lite0", image, int(target), "softmax", intervals
-        )
+        fine, coarse = reference_ig(clf, "efficientnet_lite0", image, int(target), score, intervals)
         refs[name] = fine
         conv.append(relative_l2(coarse, fine))
     return refs, conv
@@ -166,10 +169,11 @@ def _job_row(name, seconds, frame, refs, seed_seconds) -> list[str]:
     ]
 
 
-def _seed_row(folder: str, model: str, tmp: str, refs: dict) -> tuple[list[str], float, float]:
+def _seed_row(folder, model, tmp, refs, score) -> tuple[list[str], float, float]:
     """The seed loop's row, run in a fresh interpreter; its seconds and median error."""
     maps_path = os.path.join(tmp, "seed_maps.npz")
     loop = [sys.executable, "-m", "benchmarks.seed_speed", "--seed-loop", folder, model, maps_path]
+    loop += ["--score", score]
     start = time.perf_counter()
     seed = subprocess.run(loop, check=True, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -222,25 +226,33 @@ def main(argv=None):
     parser.add_argument("--images", type=int, default=36)
     parser.add_argument("--intervals", type=int, default=512, help="reference intervals")
     parser.add_argument(
+        "--score",
+        choices=("softmax", "raw"),
+        default="softmax",
+        help="what is attributed, by the seed loop and the job alike: the predicted "
+        "class's probability (seed 000) or its logit (seed 003)",
+    )
+    parser.add_argument(
         "--seed-loop", nargs=3, metavar=("FOLDER", "MODEL", "MAPS"), help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
     if args.seed_loop:
-        print(json.dumps(seed_loop(*args.seed_loop)))
+        print(json.dumps(seed_loop(*args.seed_loop, score=args.score)))
         return
     with tempfile.TemporaryDirectory() as tmp:
         folder, model = os.path.join(tmp, "images"), os.path.join(tmp, "saved_model")
         os.makedirs(folder)
         _make_images(folder, args.images)
         _export_saved_model(model)
-        refs, conv = _references(folder, args.intervals)
-        seed_row, seed_seconds, seed_median = _seed_row(folder, model, tmp, refs)
+        refs, conv = _references(folder, args.intervals, args.score)
+        seed_row, seed_seconds, seed_median = _seed_row(folder, model, tmp, refs, args.score)
         rows = [seed_row]
         for i, (name, flags) in enumerate(_job_runs(seed_median).items()):
-            seconds, frame = _run_job(folder, model, os.path.join(tmp, f"job{i}"), *flags)
+            output = os.path.join(tmp, f"job{i}")
+            seconds, frame = _run_job(folder, model, output, args.score, *flags)
             rows.append(_job_row(name, seconds, frame, refs, seed_seconds))
         print_table(
-            f"End to end on {args.images} photos, softmax score, start-up included "
+            f"End to end on {args.images} photos, {args.score} score, start-up included "
             f"(reference for speed: the seed loop; per-pixel error against trapezoid on "
             f"a = s^2 with {args.intervals + 1} nodes, itself within {np.median(conv):.2%} "
             f"(median; worst {max(conv):.2%}) of {args.intervals // 2 + 1} nodes)",
