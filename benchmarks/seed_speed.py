@@ -4,10 +4,10 @@ The seed loop (shared/seeds/000, "Integrated Gradient Feature Attribution") runs
 eagerly, one image at a time, with a GradientTape over alphas in batches of 32
 and the trapezoid rule over 51 points, on the softmax probability of the
 predicted class (`--score softmax`, the default; `--score raw` attributes the
-logit instead, as the other seed, shared/seeds/003, does). Here it runs as written (plus the completeness check it lacks,
-and saving its maps) against the job, each as its own process, start-up
-included, on the same 224 x 224 photos (so that both preprocessings are the
-identity) and the same SavedModel:
+logit instead, as the other seed, shared/seeds/003, does). Here it runs as
+written (plus the completeness check it lacks, and saving its maps) against the
+job, each as its own process, start-up included, on the same 224 x 224 photos
+(so that both preprocessings are the identity) and the same SavedModel:
 
 1. the seed loop;
 2. the job at the same rule (riemann_trapezoid, 51 points, no refinement);
@@ -85,15 +85,15 @@ def seed_loop(folder: str, model_path: str, maps: str, score: str = "softmax") -
     def call(images):
         return serve(**{name: images})[key]
 
-    def scores(logits):
+    def scores(logits):  # the seed's probabilities, or the logits themselves
         return tf.nn.softmax(logits, axis=-1) if score == "softmax" else logits
 
     def compute_gradients(images, target_class_idx):
         with tf.GradientTape() as tape:
             tape.watch(images)
             logits = call(images)
-            probs = scores(logits)[:, target_class_idx]
-        return tape.gradient(probs, images)
+            target_scores = scores(logits)[:, target_class_idx]
+        return tape.gradient(target_scores, images)
 
     def integrated_gradients(image, target_class_idx, m_steps=50, batch_size=32):
         baseline = tf.zeros_like(image)
@@ -115,11 +115,11 @@ def seed_loop(folder: str, model_path: str, maps: str, score: str = "softmax") -
     for name_ in sorted(os.listdir(folder)):
         raw = tf.io.decode_image(tf.io.read_file(os.path.join(folder, name_)), channels=3)
         img = tf.image.resize_with_pad(raw, 224, 224) / 255.0
-        probs = scores(call(img[None]))
-        target = int(tf.argmax(probs, axis=1)[0])
+        outputs = scores(call(img[None]))
+        target = int(tf.argmax(outputs, axis=1)[0])
         attributions = integrated_gradients(img, target)
         f0 = float(scores(call(tf.zeros_like(img)[None]))[0, target])
-        fx = float(probs[0, target])
+        fx = float(outputs[0, target])
         deltas.append(abs(float(tf.reduce_sum(attributions)) - (fx - f0)) / abs(fx - f0))
         saved[name_] = attributions.numpy()
     np.savez(maps, **saved)
