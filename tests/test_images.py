@@ -169,6 +169,23 @@ def test_exif_orientation_is_applied():
     assert decoded[2, :, 0].min() > 200 and decoded[-3, :, 0].max() < 50
 
 
+def test_a_photo_whose_exif_has_a_malformed_tag_is_decoded_upright():
+    # A camera wrote text where EXIF wants a number (ImageLength, 0x0101, as ASCII):
+    # Pillow reads the pixels and the orientation, but exif_transpose re-encoded the
+    # EXIF and failed ('required argument is not an integer'): the photo was an error.
+    stored = np.zeros((40, 20, 3), dtype=np.uint8)
+    stored[:, :10] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x0110] = "Model"  # big-endian entry: tag 0x0110, type 2 (ASCII)
+    raw = exif.tobytes().replace(b"\x01\x10\x00\x02", b"\x01\x01\x00\x02")
+    data = _encode(Image.fromarray(stored), "JPEG", exif=raw, quality=95)
+    assert Image.open(io.BytesIO(data)).getexif()[0x0101] == "Model"
+    decoded = images.decode_image(data)
+    assert decoded.shape == (20, 40, 3)
+    assert decoded[2, :, 0].min() > 200 and decoded[-3, :, 0].max() < 50
+
+
 @pytest.mark.parametrize(
     "mode, fmt, expected",
     [("P", "PNG", [10, 20, 30]), ("P", "GIF", [10, 20, 30]), ("1", "PNG", [255, 255, 255])],

@@ -6,7 +6,7 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 __all__ = [
     "MAX_PIXELS",
@@ -29,6 +29,16 @@ _WIDE_INT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 # Palette and 1-bit modes, which neither `Image.reduce` nor `to_rgb_uint8` reads,
 # and the modes they are converted to first.
 _INDEXED_MODES = {"P": "RGBA", "PA": "RGBA", "1": "L"}
+# The transpose that turns stored pixels upright, per EXIF orientation (2 to 8).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 class ImageError(ValueError):
@@ -110,6 +120,20 @@ def _shrink(img: Image.Image, max_side_hint: int | None) -> Image.Image:
     return img.reduce(factor)
 
 
+def _upright(img: Image.Image) -> Image.Image:
+    """The decoded image turned as its EXIF orientation says (a phone photo taken
+    upright comes out upright); a turned image replaces `img`, which is closed, so
+    one full-size copy is held at a time. Pillow's `exif_transpose` also re-encodes
+    the EXIF, which fails on a malformed tag (text where a number belongs) although
+    the pixels and the orientation read: only the orientation is read here."""
+    method = _UPRIGHT.get(img.getexif().get(ExifTags.Base.Orientation, 1))
+    if method is None:
+        return img
+    turned = img.transpose(method)
+    img.close()
+    return turned
+
+
 def _to_array(img: Image.Image, sixteen_bit: bool) -> np.ndarray:
     """A decoded image in a mode `to_rgb_uint8` reads, as an array.
 
@@ -161,8 +185,7 @@ def decode_image(
     try:
         with _open_bounded(data, max_side_hint, max_pixels) as img:
             img.load()
-            ImageOps.exif_transpose(img, in_place=True)  # no copy of a large image
-            array = _to_array(_shrink(img, max_side_hint), img.mode in _WIDE_INT_MODES)
+            array = _to_array(_shrink(_upright(img), max_side_hint), img.mode in _WIDE_INT_MODES)
     except UnidentifiedImageError as e:
         raise ImageError(f"not an image Pillow can read ({len(data)} bytes)") from e
     except (OSError, SyntaxError, ValueError) as e:
