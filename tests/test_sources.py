@@ -347,6 +347,21 @@ def test_a_tfds_label_that_is_not_a_class_label_is_warned_of(tmp_path, caplog):
     )
 
 
+def test_a_tfds_dataset_of_float_images_exits_2_naming_the_feature(linear_keras, tmp_path, capsys):
+    # TFDS stores a float32 image as the bytes of an RGBA PNG: decoded as a picture, its
+    # mid-grey 0.5 pixels were black (alpha 63 over colour bytes 0), and audited as such.
+    data_dir = _prepared("tiny_float_images", tmp_path)
+    args = cli_args(dataset="tiny_float_images", data_dir=data_dir, model=linear_keras)
+    code = main([*args, *cli_args(output=tmp_path / "out", steps=2)])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and err == [
+        "error: TFDS dataset 'tiny_float_images' stores its image feature 'image' as float32 "
+        "(the bytes of each float in a PNG pixel), which the job does not decode; it reads "
+        "uint8 and uint16 images."
+    ]
+    assert not (tmp_path / "out").exists()
+
+
 def test_target_label_on_a_tfds_dataset_without_labels_exits_2(linear_keras, tmp_path, capsys):
     data_dir = _prepared("tiny_unlabelled", tmp_path)
     args = cli_args(dataset="tiny_unlabelled", data_dir=data_dir, model=linear_keras)

@@ -111,3 +111,21 @@ class TinyTwoImages(tfds.core.GeneratorBasedBuilder):
         for i in range(2):
             mask = np.full((SIZE, SIZE, 1), 255, np.uint8)
             yield i, {"mask": mask, "image": np.full((SIZE, SIZE, 3), 100 + i, np.uint8)}
+
+
+class TinyFloatImages(tfds.core.GeneratorBasedBuilder):
+    """Two flat mid-grey single-channel float32 images (TFDS stores each float as the
+    four bytes of an RGBA PNG pixel)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        features = {"image": tfds.features.Image(shape=(SIZE, SIZE, 1), dtype=np.float32)}
+        return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(features))
+
+    def _split_generators(self, dl_manager):
+        return {"test": self._generate_examples()}
+
+    def _generate_examples(self):
+        for i in range(2):
+            yield i, {"image": np.full((SIZE, SIZE, 1), 0.5, np.float32)}

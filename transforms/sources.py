@@ -630,6 +630,7 @@ def _feature_keys(name: str, builder: Any) -> tuple[str, str | None, str | None]
         raise ValueError(f"TFDS dataset {name!r} has no image feature ({list(features)}).")
     supervised = builder.info.supervised_keys or ()
     image_key = _image_key(name, image_keys, supervised)
+    _check_image_dtype(name, image_key, features[image_key])
     label_keys = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
     label_key = None
     if len(supervised) > 1 and supervised[1] in label_keys:
@@ -645,6 +646,18 @@ def _feature_keys(name: str, builder: Any) -> tuple[str, str | None, str | None]
         )
     file_name_key = "file_name" if "file_name" in features else None
     return image_key, label_key, file_name_key
+
+
+def _check_image_dtype(name: str, key: str, feature: Any) -> None:
+    """Refuses a float32 image feature: TFDS stores it as the bytes of each float in
+    an RGBA PNG pixel, which decoded as a picture gave other pixels (0.5 was black)."""
+    dtype = np.dtype(feature.np_dtype)
+    if dtype not in (np.uint8, np.uint16):
+        raise ValueError(
+            f"TFDS dataset {name!r} stores its image feature {key!r} as {dtype} (the bytes "
+            "of each float in a PNG pixel), which the job does not decode; it reads uint8 "
+            "and uint16 images."
+        )
 
 
 def _image_key(name: str, image_keys: list[str], supervised: Sequence[Any]) -> str:
@@ -724,7 +737,7 @@ def resolve_tfds(
 
     Raises:
       ValueError: a split spec that does not parse (checked first, before any
-        download), unknown dataset, no image feature, unknown split, a split
+        download), unknown dataset, no image feature or one of floats, unknown split, a split
         whose parts overlap, or not prepared (with how to prepare it).
     """
     _check_split_syntax(split)
