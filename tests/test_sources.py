@@ -648,6 +648,28 @@ def test_each_dataset_spelling_is_one_kind(tmp_path, monkeypatch):
     ]
 
 
+def test_a_tfds_name_run_from_the_tfds_data_folder_reads_the_dataset(
+    linear_keras, tmp_path, monkeypatch
+):
+    # Run from the folder `tfds build --data_dir` filled, --dataset tiny_shades/light
+    # named the prepared dataset's own folder: its tfrecord and JSON files were audited
+    # as images (every one an error, exit 1) and --data_dir was said to be ignored.
+    data_dir = _prepared("tiny_shades/light", tmp_path)
+    monkeypatch.chdir(data_dir)
+    assert sources.source_for("tiny_shades", "test", None) == sources.TfdsSource(
+        "tiny_shades", "test", data_dir
+    )
+    assert sources.source_for("./tiny_shades/light", "test") == sources.FolderSource(
+        f"{data_dir}/tiny_shades/light"
+    )
+    args = cli_args(dataset="tiny_shades/light", data_dir=".", model=linear_keras)
+    args += cli_args(output=tmp_path / "out", steps=2, attributions="none")
+    manifest = run(args, save_main_session=False)
+    assert manifest["dataset"] == "tiny_shades/light" and manifest["counts"]["rows"] == 3
+    results = pd.read_parquet(tmp_path / "out" / "results", columns=["image_id"])
+    assert results.image_id.str.startswith("tiny_shades/light/tiny_shades-test.tfrecord").all()
+
+
 def _written(tmp_path, linear_keras, *flags) -> tuple[dict, sources.DataSource]:
     """The manifest a launch writes into --output, and the job's source."""
     from pipeline.main import prepare

@@ -10,6 +10,7 @@ live in `transforms.sources`, which re-exports everything here.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
 import re
 from collections.abc import Mapping
@@ -258,15 +259,30 @@ def source_for(dataset: str, split: str, data_dir: str | None = None) -> DataSou
       `SampleSource`; a `FolderSource` for gs://, an existing local path (made
       absolute, so the manifest finds it from anywhere) or anything else that is
       a path (holds a separator and is no TFDS name); else a `TfdsSource` (not
-      resolved yet), builder configs included (`cifar10_corrupted/brightness_1`).
+      resolved yet), builder configs included (`cifar10_corrupted/brightness_1`),
+      also for a TFDS name that is a local folder holding that prepared dataset
+      (run from a TFDS data folder: read from `data_dir`, else from here).
     """
     if dataset == SAMPLE:
         return SampleSource()
     if dataset.startswith(REMOTE_FOLDER_SCHEMES):
         return FolderSource(dataset)
+    if _TFDS_NAME.match(dataset) and _holds_prepared_tfds(dataset):
+        # Run from a TFDS data folder: the name is the dataset there, not a folder of images.
+        return TfdsSource(dataset, split, data_dir or os.path.abspath(os.curdir))
     if os.path.exists(dataset) or (os.path.sep in dataset and not _TFDS_NAME.match(dataset)):
         return FolderSource(os.path.abspath(dataset))
     return TfdsSource(dataset, split, data_dir)
+
+
+def _holds_prepared_tfds(folder: str) -> bool:
+    """Whether a local folder is a prepared TFDS dataset's (`<version>/dataset_info.json`,
+    or `<config>/<version>/dataset_info.json`), as `tfds build --data_dir` leaves them."""
+    root = glob.escape(folder)
+    return any(
+        glob.glob(os.path.join(root, *levels, "dataset_info.json"))
+        for levels in (["*"], ["*", "*"])
+    )
 
 
 # A TFDS name, `name[/config][:version]`, as TFDS spells them (snake_case names).
