@@ -545,6 +545,27 @@ def test_faithfulness_section_flags_rows_no_better_than_chance(folder_run):
     assert re.search(r'<div class="v">2</div><div class="k">rows no better than chance', text)
 
 
+def test_examples_and_classes_0_show_no_cards_and_say_so_not_that_there_are_no_rows(
+    folder_run, tmp_path
+):
+    # 4 rows, 2 above the tolerances, 2 no better than chance, 2 labelled classes.
+    add_columns(folder_run["output"], NEW_VALUES)
+    html_path = tmp_path / "report.html"
+    flags = ["--examples", "0", "--classes", "0", "--gallery", "0"]
+    assert main(["--input", folder_run["output"], "--output", str(html_path), *flags]) == 0
+    page = _page(html_path.read_text(encoding="utf-8"))
+    for name in ("misclassified", "accuracy", "worst-completeness", "faithfulness"):
+        section = page.sections[name]
+        assert "None shown (--examples 0)." in section, name
+        assert "→" not in section and "No rows" not in section, name
+    assert "2 of 4 rows exceed the bound 0.01" in page.sections["accuracy"]
+    assert "The largest per-pixel errors" not in page.sections["accuracy"]
+    assert "the worst 0" not in page.sections["worst-completeness"]
+    assert "first 0 shown" not in page.sections["faithfulness"]
+    assert "None shown (--classes 0)." in page.sections["per-class"]
+    assert "No labelled images" not in page.sections["per-class"]
+
+
 def test_sections_say_when_the_run_did_not_record_the_new_columns(folder_run, tmp_path):
     drop_columns(folder_run["output"])
     page = _page(build_report(folder_run["output"], gallery=0))  # a run before the columns
