@@ -894,6 +894,18 @@ def test_misclassified_cards_say_whose_map_they_show(tmp_path):
     assert "credits for the wrong prediction" not in text
 
 
+def test_the_gallery_of_a_target_label_run_does_not_call_its_maps_the_predictions(tmp_path):
+    # --target label: cat.png's one row is the label's map (281), not the prediction's (282).
+    rows = [[make_row("n02123045/cat.png", 281, 282, 0.7, 0.0, target=281, seed=1)]]
+    output = write_output(tmp_path / "out", rows, dataset=str(tmp_path / "gone"))
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    manifest["config"]["target"] = "label"
+    (tmp_path / "out" / "manifest.json").write_text(json.dumps(manifest))
+    text = " ".join(_page(build_report(output)).sections["gallery"].split())
+    assert "count most for the prediction" not in text
+    assert "count most for the class each map attributes (the prediction, unless" in text
+
+
 def test_a_fixed_rule_with_too_few_nodes_is_not_called_an_older_run(tmp_path, linear_keras):
     # --steps 1 --tolerance 0: one node has no spread, attribution_error is null by design.
     images = tmp_path / "images"
