@@ -753,8 +753,9 @@ def _check_credentials(output: str) -> None:
         ) from e
 
 
-def _check_output_free(audit: AuditOptions) -> None:
-    """Refuses an --output in use or holding a run before anything slow (no model load)."""
+def _check_output_flags(audit: AuditOptions) -> None:
+    """--output and its --resume / --overwrite as given: no file system is read, so a
+    Dataflow --dry_run checks them too."""
     if audit.resume and audit.overwrite:
         raise ConfigError(
             "--resume continues an earlier run and --overwrite replaces it: pick one."
@@ -765,6 +766,10 @@ def _check_output_free(audit: AuditOptions) -> None:
             "file sinks read as a pattern when they move their files into place; "
             "choose a folder name without them."
         )
+
+
+def _check_output_free(audit: AuditOptions) -> None:
+    """Refuses an --output in use or holding a run before anything slow (no model load)."""
     _check_credentials(audit.output)
     _check_local_writable(audit.output)
     _check_not_inside_a_run(audit.output)
@@ -1179,6 +1184,7 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
         _check_dataflow_launch(options, audit, dry_run)
     model = model_reference(audit.model)
     model.check_exists()  # a local path: before TensorFlow loads
+    _check_output_flags(audit)
     if not dry_run:
         _check_output_free(audit)
     data = _resolve_dataset(audit, source, on_dataflow, dry_run)

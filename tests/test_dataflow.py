@@ -413,6 +413,26 @@ def test_dataflow_launch_that_does_not_ship_this_package_is_refused(
 
 
 @pytest.mark.parametrize(
+    "flags, error",
+    [
+        (
+            ["--output", "gs://my-bucket/out", "--resume", "--overwrite"],
+            "--resume continues an earlier run and --overwrite replaces it: pick one.",
+        ),
+        (
+            ["--output", "gs://my-bucket/out[1]"],
+            "--output 'gs://my-bucket/out[1]' holds a glob character (*, ? or [)",
+        ),
+    ],
+)
+def test_a_dry_run_refuses_output_flags_the_real_launch_refuses(flags, error, monkeypatch, capsys):
+    # These read no file system: the dry run skips only the checks that need GCS.
+    args = [*GCP, "--sdk_container_image", IMAGE, *flags]
+    status, err = _exit_and_error(args, monkeypatch, capsys)
+    assert status == 2 and err.startswith(f"error: {error}") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(
     "flags",
     [
         ["--extra_package", "{tmp}/ig_audit-0.1.0.tar.gz"],
