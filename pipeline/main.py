@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import (
+    DebugOptions,
     DirectOptions,
     GoogleCloudOptions,
     PipelineOptions,
@@ -589,6 +590,7 @@ def _check_dataflow_launch(options: PipelineOptions, audit: AuditOptions, dry_ru
     _check_staging_location(options)
     _check_beam_options(options)
     _check_package_shipped(options)
+    _check_gpu_image(options)
 
 
 def _check_staging_location(options: PipelineOptions) -> None:
@@ -645,6 +647,35 @@ def _check_package_shipped(options: PipelineOptions) -> None:
         "package to the workers, which would fail with ModuleNotFoundError: No module named "
         "'transforms'; pass --setup_file ./setup.py, or --sdk_container_image with the worker "
         f"image built from the Dockerfile ({_DATAFLOW_DOCS})."
+    )
+
+
+def _gpu_request(options: PipelineOptions) -> str | None:
+    """The flag that asks Dataflow for GPUs (worker_accelerator, an accelerator hint), or None."""
+    requests = {
+        "--dataflow_service_options": options.view_as(GoogleCloudOptions).dataflow_service_options,
+        "--experiments": options.view_as(DebugOptions).experiments,
+        "--resource_hints": options.view_as(StandardOptions).resource_hints,
+    }
+    for flag, values in requests.items():
+        for value in values or []:
+            if value.startswith(("worker_accelerator=", "accelerator=")):
+                return f"{flag} {value}"
+    return None
+
+
+def _check_gpu_image(options: PipelineOptions) -> None:
+    """GPU workers need the worker image: Dataflow's default image with --setup_file
+    installs TensorFlow without CUDA, so the job would run on the CPUs of GPU workers."""
+    worker = options.view_as(WorkerOptions)
+    request = _gpu_request(options)
+    if request is None or worker.sdk_container_image or worker.worker_harness_container_image:
+        return
+    raise ConfigError(
+        f"{request} asks for GPUs, which need --sdk_container_image with the worker "
+        "image built from the Dockerfile: Dataflow's default image (with --setup_file) "
+        "gets TensorFlow without CUDA, and the job would run on the workers' CPUs "
+        f"({_DATAFLOW_DOCS})."
     )
 
 
@@ -1266,7 +1297,8 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
 
     What is checked at launch, cheapest first: flag names and values (unknown
     flags are refused); on Dataflow, the Google Cloud options Beam needs (its
-    validator) and a flag that ships this package to the workers; a local --model
+    validator), a flag that ships this package to the workers, and the worker
+    image when GPUs are asked for; a local --model
     path exists; --output holds no earlier
     run (unless --overwrite or --resume) and, when local, can be written in;
     a local image folder (listed) or a

@@ -413,6 +413,31 @@ def test_dataflow_launch_that_does_not_ship_this_package_is_refused(
 
 
 @pytest.mark.parametrize(
+    "request_flags",
+    [
+        ["--dataflow_service_options", GPU],
+        ["--experiments", "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver"],
+        ["--resource_hints", "accelerator=type:nvidia-l4;count:1;install-nvidia-driver"],
+    ],
+)
+def test_gpu_workers_without_the_worker_image_are_refused(
+    request_flags, monkeypatch, capsys, tmp_path
+):
+    # The default image with --setup_file gets TensorFlow without CUDA: GPUs paid, unused.
+    (tmp_path / "setup.py").write_text("")
+    args = [*GCP, "--setup_file", str(tmp_path / "setup.py"), *request_flags]
+    status, err = _exit_and_error([*args, "--output", "gs://my-bucket/out"], monkeypatch, capsys)
+    assert status == 2 and err.count("\n") == 1, err
+    assert err.startswith(
+        f"error: {' '.join(request_flags)} asks for GPUs, which need --sdk_container_image "
+        "with the worker image built from the Dockerfile"
+    ), err
+    monkeypatch.undo()  # the model may be resolved again
+    job, _ = prepare([*args, "--sdk_container_image", IMAGE, "--output", "gs://my-bucket/out"])
+    assert job.lock is None  # with the image: built (a dry run)
+
+
+@pytest.mark.parametrize(
     "flags, error",
     [
         (
