@@ -18,6 +18,7 @@ import logging
 import os
 import platform
 import re
+import site
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -1439,6 +1440,36 @@ def _heartbeat(job: AuditJob) -> contextlib.AbstractContextManager:
     return heartbeat(key, job.total_inputs, start)
 
 
+@contextlib.contextmanager
+def _workers_import_this_job(options: PipelineOptions) -> Iterator[None]:
+    """Worker processes of a multi-process DirectRunner import this job's packages.
+
+    Beam starts them as `python -m ...` in the launcher's folder, which Python puts
+    first on their sys.path: run from a folder holding a `pipeline` or `transforms`
+    package of its own (a project's; `./run_local.sh` and `ig-audit` may be run
+    there), they imported that one and every bundle failed. While the run lasts,
+    workers get PYTHONSAFEPATH (no working folder on sys.path) and, unless this job
+    is installed in site-packages, its folder on PYTHONPATH.
+    """
+    direct = options.view_as(DirectOptions)
+    if not _is_direct(options) or direct.direct_running_mode != "multi_processing":
+        yield
+        return
+    before = {name: os.environ.get(name) for name in ("PYTHONPATH", "PYTHONSAFEPATH")}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    os.environ["PYTHONSAFEPATH"] = "1"
+    if root not in map(os.path.abspath, site.getsitepackages()):
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (root, before["PYTHONPATH"])))
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def _progress(job: AuditJob, kind: str) -> ReportProgress:
     key, start = _progress_clock(job)
     return ReportProgress(
@@ -1528,7 +1559,7 @@ def _start(
     try:
         p = beam.Pipeline(options=options)
         build_pipeline(p, job)
-        with _heartbeat(job):
+        with _heartbeat(job), _workers_import_this_job(options):
             return job, options, p.run()
     except BaseException:
         _release(job)

@@ -86,9 +86,11 @@ _WORKER_LINE = (
 )
 
 
-def _two_worker_run(image_folder, linear_keras, tmp_path, **flags) -> tuple[str, list[int]]:
-    """`python -m pipeline` on 2 worker processes, as a user runs it: its log, and
-    the counts of its progress lines, each of which must be a worker's own."""
+def _two_worker_run(
+    image_folder, linear_keras, tmp_path, cwd=None, **flags
+) -> tuple[str, list[int]]:
+    """`python -P -m pipeline` on 2 worker processes, as `./run_local.sh` runs it (from
+    `cwd`): its log, and the counts of its progress lines, each a worker's own."""
     args = cli_args(
         dataset=image_folder["root"],
         model=linear_keras,
@@ -101,7 +103,11 @@ def _two_worker_run(image_folder, linear_keras, tmp_path, **flags) -> tuple[str,
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, env=env
+        [sys.executable, "-P", "-m", "pipeline", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     log = done.stderr
@@ -128,6 +134,19 @@ def test_a_multi_process_run_logs_progress_when_no_worker_fills_a_batch(
     # each logs its count when its bundle ends (the sample's 8 photos on 2 workers).
     _, counts = _two_worker_run(image_folder, linear_keras, tmp_path)
     assert max(counts) <= 5  # a worker counts its own share of the 5 inputs
+
+
+def test_workers_run_this_job_from_a_folder_with_packages_of_the_same_names(
+    image_folder, linear_keras, tmp_path
+):
+    # Beam starts the workers as `python -m ...` in the caller's folder, first on
+    # their sys.path: they imported the project's `transforms`, not the job's.
+    project = tmp_path / "project"
+    for package in ("pipeline", "transforms"):
+        (project / package).mkdir(parents=True)
+        (project / package / "__init__.py").write_text(f"raise ImportError('{package}')\n")
+    _two_worker_run(image_folder, linear_keras, tmp_path, cwd=project)
+    assert len(pd.read_parquet(tmp_path / "out" / "results")) == 4
 
 
 def test_worker_records_keep_the_jobs_own_lines_and_drop_beams():
