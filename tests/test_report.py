@@ -201,7 +201,7 @@ def test_report_completeness_per_class_and_errors(real_run):
         rf"2 great white shark 1 {int(predicted[f'{WNID_SHARK}/shark.png'] == 2)}", per_class
     )
     errors = page.sections["errors"]
-    assert "1 inputs could not be processed (decode: 1)" in errors and "broken.jpg" in errors
+    assert "1 input could not be processed (decode: 1)" in errors and "broken.jpg" in errors
 
 
 def _screenshot(page: Path, folder: Path, height: int) -> np.ndarray:
@@ -684,7 +684,7 @@ def test_a_run_where_every_input_failed_is_not_reported_as_fine(tmp_path):
     misclassified = page.sections["misclassified"]
     assert "No result rows: every input failed (see Errors)" in misclassified
     assert "No image of this run has a label" not in misclassified
-    assert "1 inputs could not be processed (decode: 1)" in page.sections["errors"]
+    assert "1 input could not be processed (decode: 1)" in page.sections["errors"]
 
 
 def test_result_files_deleted_after_the_run_are_not_reported_as_failures(folder_run):
@@ -968,3 +968,13 @@ def test_misclassified_cards_of_a_run_without_maps_show_the_photo(tmp_path, line
     assert page.alts["misclassified"] == [f"photo of {n} (no attributions stored)" for n in names]
     assert all(src.startswith("data:image/png;base64,") for src in page.images["misclassified"])
     assert "No attributions stored" not in page.sections["misclassified"]  # in the picture
+
+
+def test_a_moved_image_folder_is_noted_with_the_flag_that_finds_it(tmp_path, folder_run):
+    root = Path(folder_run["root"])
+    root.rename(root.with_name("moved"))
+    page = tmp_path / "r.html"
+    assert main(["--input", folder_run["output"], "--output", str(page)]) == 0
+    text = html.unescape(page.read_text())
+    assert f"the image folder {str(root)!r} of this run is not reachable from here" in text
+    assert "(--image_root on the command line)" in text
