@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from typing import Any
@@ -126,6 +127,20 @@ def _python() -> str:
     return shlex.quote(sys.executable or "python")
 
 
+def _job_python() -> str:
+    """The interpreter for a printed `-m pipeline...` command. Run from a folder that
+    holds a `pipeline` or `transforms` of its own (a project's), `python -m` would
+    import that one: the command then names this job's folder and leaves the
+    working folder off sys.path (`-P`)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    here = os.getcwd()
+    names = ("pipeline", "transforms", "pipeline.py", "transforms.py")
+    shadowed = any(os.path.lexists(os.path.join(here, name)) for name in names)
+    if not shadowed or os.path.realpath(here) == os.path.realpath(root):
+        return _python()
+    return f"PYTHONPATH={shlex.quote(root)} {_python()} -P"
+
+
 def print_summary(manifest: dict[str, Any], limit: int = 20) -> None:
     """Prints where the results are, a short table, errors by stage and how to read them."""
     # As typed, maybe with a trailing '/': 'gs://b/out//results' would name other objects.
@@ -168,4 +183,4 @@ def print_summary(manifest: dict[str, Any], limit: int = 20) -> None:
     print(f"  {python} -c {_shell_quoted(code)}")
     print("Render the audit report (one self-contained HTML page):")
     report = shlex.join([*_flag("--input", output), *_flag("--output", f"{output}/report.html")])
-    print(f"  {python} -m pipeline.report {report}")
+    print(f"  {_job_python()} -m pipeline.report {report}")

@@ -1263,3 +1263,21 @@ def test_the_summary_names_an_output_given_with_a_trailing_slash_without_doublin
 
     page = build_report(folder_run["output"] + "/", gallery=0)  # its query example
     assert f"{folder_run['output']}/results" in page and "//results" not in page
+
+
+def test_the_printed_report_command_works_from_a_folder_with_a_pipeline_package(
+    folder_run, capsys, tmp_path, monkeypatch
+):
+    # A caller's project with its own `pipeline` package: `python -m pipeline.report`
+    # run there would import that one. The printed command is run as printed.
+    caller = tmp_path / "project"
+    (caller / "pipeline").mkdir(parents=True)
+    (caller / "pipeline" / "__init__.py").write_text("raise ImportError('the caller s own')")
+    monkeypatch.chdir(caller)
+    print_summary(json.loads(Path(folder_run["output"], "manifest.json").read_text()))
+    out = capsys.readouterr().out
+    (command,) = [line.strip() for line in out.splitlines() if "-m pipeline.report" in line]
+    assert f"{sys.executable} -P -m pipeline.report" in command
+    done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert Path(folder_run["output"], "report.html").is_file()
