@@ -787,3 +787,21 @@ def test_a_sub_folder_this_user_may_not_list_is_one_error_record(tmp_path):
     assert listed[0] == ("a.png", None)
     assert listed[1][0] == "locked" and listed[1][1].startswith("cannot list folder: [Errno 13]")
     assert len(listed) == 2
+
+
+def test_a_tfds_file_name_that_is_not_utf8_is_shown_with_escapes_not_a_failed_job():
+    # A dataset's file_name feature holds bytes; one made from a Windows zip may not be
+    # UTF-8. It is display text (the id is the tfds_id): escaped as folder names are.
+    source = sources.TfdsSource(
+        "tiny", "test", image_key="image", label_key="label", file_name_key="file_name"
+    )
+    example = {
+        "tfds_id": b"tiny-test.tfrecord-00000-of-00001__0",  # as ReadFromTFDS gives them
+        "file_name": b"caf\xe9.png",
+        "image": b"\x89PNG...",
+        "label": np.int64(3),
+    }
+    raw = sources._to_raw(example, source)
+    assert raw.file_name == "caf\\xe9.png"
+    assert raw.image_id == "tiny/tiny-test.tfrecord-00000-of-00001__0"
+    assert (raw.label, raw.data) == (3, b"\x89PNG...")

@@ -764,7 +764,7 @@ def resolve_tfds(
 def _to_raw(example: dict[str, Any], source: TfdsSource) -> RawImage:
     def text(value: Any) -> str:
         value = value.numpy() if hasattr(value, "numpy") else value
-        return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+        return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
 
     tfds_id = text(example["tfds_id"])
     file_name = text(example[source.file_name_key]) if source.file_name_key else tfds_id
