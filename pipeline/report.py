@@ -52,7 +52,7 @@ from transforms.manifest import (
     missing_run_message,
     shows_targets,
 )
-from transforms.wording import count
+from transforms.wording import count, infinite, percent
 
 __all__ = ["UnreadableResults", "build_report", "main", "read_sanity", "write_report"]
 
@@ -104,16 +104,11 @@ def _text(value: Any) -> Any:
     return "–" if results.is_missing(value) else value
 
 
-def _infinite(value: float) -> str | None:
-    """'∞' or '−∞' for an infinite value (a float16 overflow's `attribution_error`), else None."""
-    return None if math.isfinite(value) else ("∞" if value > 0 else "−∞")
-
-
 def _pct(value: Any, digits: int = 1) -> str:
     if results.is_missing(value):
         return "–"
     number = float(value)
-    return _infinite(number) or f"{number:.{digits}%}"
+    return percent(number, digits)
 
 
 def _num(value: Any, digits: int = 4) -> str:
@@ -123,7 +118,7 @@ def _num(value: Any, digits: int = 4) -> str:
         return str(_text(value))
     if math.isnan(number):
         return "–"
-    return _infinite(number) or f"{number:.{digits}g}"
+    return infinite(number) or f"{number:.{digits}g}"
 
 
 @functools.cache

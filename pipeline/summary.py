@@ -68,9 +68,9 @@ def summary_table(output: str, limit: int = 20, target: bool = False) -> pd.Data
     }
     if target:
         table["target"] = frame["target_name"].fillna(frame["target_class"].astype(str))
-    table["relative_delta"] = frame["relative_delta"].map(lambda d: f"{d:.3%}")
+    table["relative_delta"] = frame["relative_delta"].map(lambda d: wording.percent(d, 3))
     table["attribution_error"] = frame["attribution_error"].map(
-        lambda e: "-" if pd.isna(e) else f"{e:.2%}"
+        lambda e: "-" if pd.isna(e) else wording.percent(e, 2)
     )
     return pd.DataFrame(table)
 

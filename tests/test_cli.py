@@ -1281,3 +1281,18 @@ def test_the_printed_report_command_works_from_a_folder_with_a_pipeline_package(
     done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert Path(folder_run["output"], "report.html").is_file()
+
+
+def test_the_summary_shows_an_overflowed_error_as_infinite_not_inf_percent(folder_run):
+    # A float16 map that overflowed has attribution_error inf: '∞', as the report says.
+    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    path = sorted(Path(folder_run["output"], "results").glob("*.parquet"))[0]
+    table = pq.read_table(path)
+    errors = table.column("attribution_error").to_pylist()
+    errors[0] = float("inf")
+    column = table.schema.get_field_index("attribution_error")
+    pq.write_table(table.set_column(column, "attribution_error", pa.array(errors)), path)
+    shown = summary_table(folder_run["output"])["attribution_error"].tolist()
+    assert "∞" in shown and not any("inf" in value for value in shown)
