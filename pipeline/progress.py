@@ -14,6 +14,7 @@ import apache_beam as beam
 
 from transforms.attribution import NAMESPACE
 from transforms.tf_model import model_evaluations
+from transforms.wording import count
 
 __all__ = ["ReportProgress", "heartbeat", "progress_line", "worker_line"]
 
@@ -62,7 +63,9 @@ def progress_line(
         of = f"/{total}" if total is not None else ""
         return f"progress: 0{of} images yet, {_duration(elapsed)} elapsed (first batch {running})"
     if total is None:
-        text = f"progress: {done} images, {rate:.2f} images/s, {_duration(elapsed)} elapsed"
+        text = (
+            f"progress: {count(done, 'image')}, {rate:.2f} images/s, {_duration(elapsed)} elapsed"
+        )
     else:
         text = f"progress: {done}/{total} images ({done / max(total, 1):.0%}), {rate:.2f} images/s"
         if done >= total:
@@ -76,7 +79,7 @@ def worker_line(done: int, elapsed: float) -> str:
     """'progress (this worker): 8 images done, 0.06 images/s': one worker process's
     count, with no job total, percent or ETA (its share of the job is unknown)."""
     rate = done / elapsed if elapsed > 0 else 0.0
-    return f"progress (this worker): {done} images done, {rate:.2f} images/s"
+    return f"progress (this worker): {count(done, 'image')} done, {rate:.2f} images/s"
 
 
 class ReportProgress(beam.DoFn):

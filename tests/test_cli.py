@@ -1020,7 +1020,7 @@ def test_a_coarse_fixed_rule_gets_a_warning(caplog):
 
 
 def test_progress_lines_say_done_total_rate_and_eta():
-    from pipeline.progress import progress_line
+    from pipeline.progress import progress_line, worker_line
 
     assert (
         progress_line(16, 200, 32.0)
@@ -1031,6 +1031,9 @@ def test_progress_lines_say_done_total_rate_and_eta():
         progress_line(0, 8, 15.0) == "progress: 0/8 images yet, 15 s elapsed (first batch running)"
     )
     assert progress_line(10, None, 20.0) == "progress: 10 images, 0.50 images/s, 20 s elapsed"
+    assert progress_line(1, None, 20.0) == "progress: 1 image, 0.05 images/s, 20 s elapsed"
+    assert worker_line(1, 10.0) == "progress (this worker): 1 image done, 0.10 images/s"
+    assert worker_line(8, 10.0) == "progress (this worker): 8 images done, 0.80 images/s"
     assert progress_line(10, None, 20.0, {"gradient": 1208, "forward": 0}) == (
         "progress: 10 images, 0.50 images/s, 20 s elapsed (running: 1,208 gradient "
         "evaluations so far)"
