@@ -38,6 +38,7 @@ def _first_line(error: BaseException) -> str:
 
 
 _INTERRUPTED = "interrupted; rerun with --resume to continue."
+_RESUME = "Rerun with --resume to continue: the rows of every batch it finished are kept."
 
 
 def _interrupted(error: BaseException) -> bool:
@@ -103,6 +104,13 @@ def _run(argv: list[str], verbose: bool, run) -> int:
             return 130
         if verbose:
             _LOG.exception("The run failed.")
+        death = logs.worker_death()
+        if death is not None:
+            print(
+                f"error: the run failed: a worker process ended, {death}. {_RESUME}",
+                file=sys.stderr,
+            )
+            return 1
         detail = "" if verbose else " (rerun with --verbose for the traceback)"
         print(f"error: the run failed: {_first_line(e)}{detail}", file=sys.stderr)
         return 1

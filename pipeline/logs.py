@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
+import threading
 
 from transforms.quiet import import_tensorflow, quiet_environment
 
@@ -14,6 +16,7 @@ __all__ = [
     "drop_beam_memory_warning",
     "import_tensorflow",
     "quiet_environment",
+    "worker_death",
 ]
 
 # What the command line says of a Ctrl-C before the run claimed --output (while
@@ -41,6 +44,9 @@ def configure_logging(verbose: bool) -> None:
     _set_filter(job_service, _WorkerRecords, not verbose)
     if not verbose:
         job_service.setLevel(logging.INFO)
+    for handler in logging.getLogger().handlers:
+        _set_filter(handler, _BeamWithoutTraceback, not verbose)
+    _watch_threads(verbose)
 
 
 def drop_beam_memory_warning() -> None:
@@ -115,3 +121,66 @@ class _WithoutDeprecations(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "is deprecated and will be removed" not in record.getMessage()
+
+
+class _BeamWithoutTraceback(logging.Filter):
+    """Beam's own error records in one line, without the traceback (of a runner
+    thread that lost a worker process: pages of gRPC frames); --verbose shows it.
+    On the root logger's handlers, which every logger's records reach."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("apache_beam") and record.exc_info:
+            record.msg = f"{record.getMessage()} ({_one_line(record.exc_info[1])})"
+            record.args, record.exc_info, record.exc_text = (), None, None
+        return True
+
+
+def _one_line(error: BaseException | None) -> str:
+    """'Type: the first line of its message', or 'Type' (gRPC's errors often say nothing)."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+# How Beam's local job service says that a worker process of a multi-process
+# DirectRunner ended (its `run_worker` thread raises it).
+_WORKER_EXIT = re.compile(r"Worker subprocess exited with return code (-?\d+)")
+_worker_exits: list[int] = []
+
+
+def _watch_threads(verbose: bool) -> None:
+    """Notes worker processes that end during the run (`worker_death`). Without
+    --verbose, a thread's uncaught exception is one line, and once a worker has
+    ended, those of the threads it leaves behind (gRPC errors) none."""
+    _worker_exits.clear()
+    log = logging.getLogger("pipeline")
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        found = _WORKER_EXIT.search(str(args.exc_value))
+        if found:
+            _worker_exits.append(int(found[1]))
+        if verbose:
+            threading.__excepthook__(args)
+        elif found:
+            log.error("A worker process ended: %s.", worker_death(int(found[1])))
+        elif not _worker_exits:
+            thread = args.thread.name if args.thread else "a thread"
+            log.error("In %s: %s", thread, _one_line(args.exc_value))
+
+    threading.excepthook = hook
+
+
+def worker_death(code: int | None = None) -> str | None:
+    """How the run's first ended worker process ended (`code`: that return code),
+    or None when none did: 'return code 137 (SIGKILL, killed, as the system
+    kills a process when memory runs out)'; 128 + N and -N are signal N."""
+    code = _worker_exits[0] if code is None and _worker_exits else code
+    if code is None:
+        return None
+    try:
+        name = signal.Signals(-code if code < 0 else code - 128).name
+    except ValueError:  # an exit status, no signal
+        return f"return code {code}"
+    killed = (
+        ", killed, as the system kills a process when memory runs out" if name == "SIGKILL" else ""
+    )
+    return f"return code {code} ({name}{killed})"

@@ -177,3 +177,79 @@ def test_worker_records_keep_the_jobs_own_lines_and_drop_beams():
     assert not keep.filter(forwarded(30, "Discarding unparseable args", beam))
     assert not keep.filter(forwarded(20, "a chatty info line", f"{root}/transforms/batch.py:9"))
     assert keep.filter(forwarded(40, "a worker error", beam))
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes below `pid` (children, grandchildren, ...), from /proc."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (ValueError, OSError, IndexError):
+            continue
+    found, frontier = [], [pid]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def _workers(pid: int) -> list[int]:
+    """Beam's SDK worker processes of the job `pid`."""
+    workers = []
+    for child in _descendants(pid):
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as cmdline:
+                if b"sdk_worker_main" in cmdline.read():
+                    workers.append(child)
+        except OSError:
+            continue
+    return workers
+
+
+def test_a_killed_worker_process_fails_the_run_in_one_line_and_resume_completes_it(
+    image_folder, linear_keras, tmp_path
+):
+    # Real processes: the workers are SIGKILLed (as the system kills a process out of
+    # memory) once one image is done; 4096 one-point gradient calls per image leave
+    # the others running then.
+    args = cli_args(
+        dataset=image_folder["root"],
+        model=linear_keras,
+        output=tmp_path / "out",
+        steps=4096,
+        tolerance=0,
+        path_batch_size=1,
+        batch_size=1,
+        faithfulness="none",
+        direct_running_mode="multi_processing",
+        direct_num_workers=2,
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = [sys.executable, "-P", "-m", "pipeline", *args]
+    job = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    log = []
+    for line in job.stderr:
+        log.append(line)
+        if "progress (this worker)" in line:
+            for worker in _workers(job.pid):
+                os.kill(worker, 9)
+            break
+    log += job.stderr.readlines()
+    assert job.wait(timeout=300) == 1, "".join(log)[-3000:]
+    text = "".join(log)
+    (error,) = [line for line in log if line.startswith("error:")]
+    # 137 where Beam starts the worker through a shell, -9 where directly.
+    assert re.fullmatch(
+        r"error: the run failed: a worker process ended, return code (137|-9) \(SIGKILL, "
+        r"killed, as the system kills a process when memory runs out\)\. Rerun with "
+        r"--resume to continue: the rows of every batch it finished are kept\.\n",
+        error,
+    ), error
+    assert "Traceback" not in text, text[-3000:]
+    done = subprocess.run(command + ["--resume"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = pd.read_parquet(tmp_path / "out" / "results", columns=["image_id"])
+    assert sorted(rows.image_id) == sorted(i for i in image_folder["pixels"])
