@@ -1116,6 +1116,11 @@ def _source(audit: AuditOptions) -> sources.DataSource:
             "as images. Choose another folder (a sub-folder of it, such as "
             f"{audit.output.rstrip('/')}/audit, is left out of the inputs)."
         )
+    if isinstance(source, sources.SampleSource) and os.path.isdir(audit.dataset):
+        _LOG.warning(
+            "--dataset sample is the bundled sample; the folder 'sample' here is not read "
+            "(pass --dataset ./sample to audit it)."
+        )
     if not isinstance(source, sources.TfdsSource):
         _warn_tfds_only_flags(audit)
     return source

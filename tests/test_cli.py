@@ -1299,3 +1299,25 @@ def test_the_summary_shows_an_overflowed_error_as_infinite_not_inf_percent(folde
     pq.write_table(table.set_column(column, "attribution_error", pa.array(errors)), path)
     shown = summary_table(folder_run["output"])["attribution_error"].tolist()
     assert "∞" in shown and not any("inf" in value for value in shown)
+
+
+def test_dataset_sample_with_a_folder_named_sample_here_says_which_is_read(
+    tmp_path, monkeypatch, caplog
+):
+    from apache_beam.options.pipeline_options import PipelineOptions  # noqa: PLC0415
+
+    from transforms import sources  # noqa: PLC0415
+
+    monkeypatch.chdir(tmp_path)
+    audit = PipelineOptions(["--output", str(tmp_path / "out")]).view_as(AuditOptions)
+    assert isinstance(pipeline_main._source(audit), sources.SampleSource)
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+    (tmp_path / "sample").mkdir()
+    assert isinstance(pipeline_main._source(audit), sources.SampleSource)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning == (
+        "--dataset sample is the bundled sample; the folder 'sample' here is not read "
+        "(pass --dataset ./sample to audit it)."
+    )
+    audit = PipelineOptions(["--output", "o", "--dataset", "./sample"]).view_as(AuditOptions)
+    assert isinstance(pipeline_main._source(audit), sources.FolderSource)
