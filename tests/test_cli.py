@@ -609,6 +609,37 @@ def test_signatures_and_shapes_the_job_cannot_use_are_refused_at_launch(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_keras_file_with_a_custom_class_is_refused_with_the_export_that_runs(
+    image_folder, tmp_path, capsys
+):
+    """Keras' own advice (register the class) needs the user's code, which the job
+    cannot import; the SavedModel export it advises instead is audited."""
+    import keras
+
+    class Doubling(keras.layers.Layer):  # not registered: only its name is saved
+        def call(self, x):
+            return 2.0 * x
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(Doubling()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(4)(pooled))
+    model.save(str(tmp_path / "custom.keras"))
+    model.export(str(tmp_path / "exported"), verbose=False)
+    flags = _flags(image_folder, str(tmp_path / "custom.keras"), tmp_path / "out")
+    assert main(flags) == 2
+    err = capsys.readouterr().err
+    (line,) = _error_lines(err)
+    assert line == (
+        f"error: --model '{tmp_path / 'custom.keras'}' uses the custom class 'Doubling', whose "
+        "code a .keras file does not hold and the job cannot import: export the model as a "
+        "SavedModel (model.export(folder)) and pass that folder, or rebuild it from Keras' "
+        "own layers."
+    )
+    assert "Full object config" not in err and not (tmp_path / "out").exists()
+    exported = _flags(image_folder, str(tmp_path / "exported"), tmp_path / "out")
+    assert main([*exported, "--faithfulness", "none"]) == 0
+
+
 def test_a_signature_with_logits_among_its_outputs_is_audited_on_them(image_folder, tmp_path):
     """Its outputs come back in another order in each process: the choice is by name,
     the same whether the launch loads the model (local) or reads its proto (Dataflow)."""

@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import re
 import secrets
 import threading
 import time
@@ -410,16 +411,7 @@ def _load(model: ModelReference) -> Any:
         try:
             return keras.saving.load_model(location, safe_mode=True, compile=False)
         except Exception as e:
-            if "safe_mode" in str(e):  # Keras' advice, safe_mode=False, is not the job's to take
-                raise ValueError(
-                    f"--model {location!r} holds Python code (a Lambda layer), which the job "
-                    "does not run from a file (it loads .keras files with safe_mode=True): "
-                    "export the model as a SavedModel (model.export(folder)) and pass that "
-                    "folder, or rebuild it without the Lambda layer."
-                ) from e
-            raise ValueError(
-                f"--model {location!r} could not be loaded as a Keras model: {e}"
-            ) from e
+            raise _keras_load_error(location, e) from e
     import tensorflow_hub as hub  # noqa: PLC0415
 
     try:
@@ -433,6 +425,31 @@ def _load(model: ModelReference) -> Any:
             else ""
         )
         raise ValueError(f"--model {location!r} could not be loaded: {e}.{hint}") from e
+
+
+_UNKNOWN_KERAS_OBJECT = re.compile(r"Could not locate (class|function) '([^']+)'")
+
+
+def _keras_load_error(location: str, error: Exception) -> ValueError:
+    """Why a .keras file did not load, with the fix: Keras' own advice (safe_mode=False,
+    registering the class) needs code the job does not run or import."""
+    if "safe_mode" in str(error):
+        return ValueError(
+            f"--model {location!r} holds Python code (a Lambda layer), which the job "
+            "does not run from a file (it loads .keras files with safe_mode=True): "
+            "export the model as a SavedModel (model.export(folder)) and pass that "
+            "folder, or rebuild it without the Lambda layer."
+        )
+    unknown = _UNKNOWN_KERAS_OBJECT.search(str(error))
+    if unknown is not None:
+        kind, name = unknown.groups()
+        return ValueError(
+            f"--model {location!r} uses the custom {kind} {name!r}, whose code a .keras "
+            "file does not hold and the job cannot import: export the model as a "
+            "SavedModel (model.export(folder)) and pass that folder, or rebuild it from "
+            "Keras' own layers."
+        )
+    return ValueError(f"--model {location!r} could not be loaded as a Keras model: {error}")
 
 
 def _callable(obj: Any, reference: str) -> tuple[Any, tuple | None]:
