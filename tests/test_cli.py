@@ -584,10 +584,28 @@ def _keras_lambda(path) -> str:
     return str(path)
 
 
+def _predict_signature_only(path) -> str:
+    """A SavedModel that is not callable, whose only signature is named 'predict'."""
+    import tensorflow as tf
+
+    module = tf.Module()
+
+    @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+    def predict(images):
+        return tf.reduce_mean(images, [1, 2])
+
+    tf.saved_model.save(module, str(path), signatures={"predict": predict})
+    return str(path)
+
+
 def test_signatures_and_shapes_the_job_cannot_use_are_refused_at_launch(
     image_folder, tmp_path, capsys
 ):
     models = {
+        "has a serving_default signature (its signatures: predict); save it with the "
+        "function that scores images as serving_default": (
+            _predict_signature_only(tmp_path / "predict")
+        ),
         "several outputs (aux, scores) and the job cannot tell which holds the class scores": (
             _signature_model(tmp_path / "two", ("scores", "aux"))
         ),

@@ -490,8 +490,12 @@ def _callable(obj: Any, reference: str) -> tuple[Any, tuple | None]:
             return sig(**{name: cast(x)})[key]
 
         return call, tuple(spec.shape)
+    others = ", ".join(sorted(signatures)) or "none"
     raise ValueError(
-        f"--model {reference!r} is neither callable nor has a serving_default signature."
+        f"--model {reference!r} is neither callable nor has a serving_default signature "
+        f"(its signatures: {others}); save it with the function that scores images as "
+        "serving_default (tf.saved_model.save(model, folder, signatures={'serving_default': "
+        "fn})) or as its __call__."
     )
 
 
