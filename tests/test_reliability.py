@@ -203,6 +203,42 @@ def test_nan_and_infinite_values_become_error_records(nan_model, tmp_path):
     assert "takes the gradient at the baseline itself" in errors.loc["fine.png", "error"]
 
 
+def test_a_nan_error_says_where_on_the_path_the_model_gave_it(tmp_path):
+    """A model finite at the black baseline and at the image, NaN half-way (mean pixel
+    in (0.3, 0.4)) or at white: its error says where, and advises gausslegendre only
+    where the rule's own node at alpha = 0 met it."""
+    import tensorflow as tf
+
+    class Holed(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+        def __call__(self, x):
+            mean = tf.reduce_mean(x, axis=[1, 2, 3])[:, None]
+            scores = tf.reduce_sum(x * x, axis=[1, 2]) @ tf.eye(3, 4)
+            holed = ((mean > 0.3) & (mean < 0.4)) | (mean > 0.95)
+            return tf.where(holed, tf.fill(tf.shape(scores), float("nan")), scores)
+
+    model = str(tmp_path / "holed")
+    tf.saved_model.save(Holed(), model)
+    root = tmp_path / "images"
+    write_image(root / "bright.png", np.full((SIZE, SIZE, 3), 200, np.uint8))
+    write_image(root / "dark.png", np.full((SIZE, SIZE, 3), 50, np.uint8))
+    for baseline in ("black", "white"):
+        flags = cli_args(dataset=root, model=model, output=tmp_path / baseline, steps=4)
+        run([*flags, "--baseline", baseline], save_main_session=False)
+    errors = pd.read_parquet(tmp_path / "black" / "errors").set_index("image_id").error
+    assert errors.to_dict() == {
+        "bright.png": "NaN or infinite score or gradient for class 0 on the path from the "
+        "baseline to the image (alpha > 0)"
+    }
+    assert pd.read_parquet(tmp_path / "black" / "results").image_id.tolist() == ["dark.png"]
+    errors = pd.read_parquet(tmp_path / "white" / "errors").set_index("image_id").error
+    assert sorted(errors.index) == ["bright.png", "dark.png"]
+    assert errors["dark.png"] == (
+        "NaN or infinite score for class 0 of the baseline itself (--baseline white; another "
+        "baseline may avoid it)"
+    )
+
+
 def test_same_inputs_and_flags_give_the_same_rows(image_folder, linear_keras, tmp_path):
     flags = cli_args(
         dataset=image_folder["root"], model=linear_keras, steps=3, baseline="noise,blur", seed=7

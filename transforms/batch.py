@@ -59,6 +59,7 @@ class _Attributed:
     delta: np.ndarray
     relative: np.ndarray
     faith: Any  # transforms.faithfulness result, or None
+    failures: dict[int, str]  # rows with a NaN or infinite score or gradient: why
 
 
 def _predict(model: Classifier, inputs: np.ndarray, top_k: int, spec: ModelSpec) -> _Predictions:
@@ -173,8 +174,12 @@ def _attribute(model, batch, inputs, preds, rows, cfg, spec) -> _Attributed:
     )
     baseline_scores = ref_outputs[image_index, :, out_index].mean(axis=1)
     device_points = model.settings.path_batch_size
-    sums = result.attributions.reshape(len(targets), -1).sum(axis=1, dtype=np.float64)
-    delta, relative = ig.completeness(sums, target_scores, baseline_scores)
+    with np.errstate(invalid="ignore"):  # rows with inf - inf are error records (failures)
+        sums = result.attributions.reshape(len(targets), -1).sum(axis=1, dtype=np.float64)
+        delta, relative = ig.completeness(sums, target_scores, baseline_scores)
+    failed = np.flatnonzero(~result.finite | ~np.isfinite(baseline_scores))
+    rows = (image_index, out_index, targets)
+    failures = _failure_reasons(model, cfg, inputs, refs, failed, rows, baseline_scores)
     faith = None
     if cfg.faithfulness != "none":
         faith = faithfulness.for_rows(
@@ -192,19 +197,62 @@ def _attribute(model, batch, inputs, preds, rows, cfg, spec) -> _Attributed:
             image_probabilities=preds.probs[image_index, out_index],
         )
     return _Attributed(
-        image_index, targets, result, target_scores, baseline_scores, sums, delta, relative, faith
+        image_index,
+        targets,
+        result,
+        target_scores,
+        baseline_scores,
+        sums,
+        delta,
+        relative,
+        faith,
+        failures,
     )
 
 
-def _baseline_node_hint(method: str) -> str:
-    """Why a row may fail with this rule: some models (sqrt, log of the input) have
-    an infinite slope at the baseline, where rules with a node at alpha = 0 look."""
-    if not ig.has_baseline_node(method):
-        return ""
-    return (
-        f" ({method} takes the gradient at the baseline itself, alpha = 0; "
-        "--method gausslegendre has no node there)"
+def _failure_reasons(model, cfg, inputs, refs, failed, rows, baseline_scores) -> dict[int, str]:
+    """Why each `failed` row has a NaN or infinite score or gradient: the model's score
+    of the baseline; its gradient there (alpha = 0), which some rules take and some
+    models (sqrt or log of the input) make infinite; or a point further along the path,
+    which no other rule avoids."""
+    image_index, out_index, targets = rows
+    gradients = _finite_at_baseline(
+        model, cfg, inputs, refs, image_index[failed], out_index[failed]
     )
+    reasons = {}
+    for r, finite_there in zip(failed.tolist(), gradients, strict=True):
+        reason = f"NaN or infinite score or gradient for class {targets[r]}"
+        if not np.isfinite(baseline_scores[r]):
+            reason = (
+                f"NaN or infinite score for class {targets[r]} of the baseline itself "
+                f"(--baseline {','.join(cfg.baselines)}; another baseline may avoid it)"
+            )
+        elif not finite_there:
+            reason += (
+                f" ({cfg.method} takes the gradient at the baseline itself, alpha = 0; "
+                "--method gausslegendre has no node there)"
+            )
+        else:
+            reason += " on the path from the baseline to the image (alpha > 0)"
+        reasons[r] = reason
+    return reasons
+
+
+def _finite_at_baseline(model, cfg, inputs, refs, image_index, out_index) -> np.ndarray:
+    """bool [R]: whether each row's gradients at its baselines (alpha = 0) are finite;
+    True where the rule takes none there."""
+    if not ig.has_baseline_node(cfg.method) or not len(image_index):
+        return np.ones(len(image_index), dtype=bool)
+    count = refs.shape[1]
+    index = (image_index[:, None] * count + np.arange(count)).ravel()
+    _, _, finite, _ = model.integrand_fn(cfg.score)(
+        np.repeat(inputs, count, axis=0),
+        refs.reshape(-1, *refs.shape[2:]),
+        index,
+        np.zeros(len(index), np.float32),
+        np.repeat(out_index, count),
+    )
+    return np.asarray(finite).reshape(-1, count).all(axis=1)
 
 
 def _name(names: Sequence[str] | None, index: int | None) -> str | None:
@@ -358,12 +406,10 @@ def attribute_batch(
         a = _attribute(model, batch, inputs, preds, (image_index, targets), config, spec)
         for r, i in enumerate(image_index.tolist()):
             ex = batch[i]
-            if not a.result.finite[r] or not np.isfinite(a.baseline_scores[r]):
-                reason = (
-                    f"NaN or infinite score or gradient for class {targets[r]}"
-                    + _baseline_node_hint(config.method)
+            if r in a.failures:
+                errors[i].append(
+                    error_record(ex.image_id, ex.file_name, "attribute", a.failures[r])
                 )
-                errors[i].append(error_record(ex.image_id, ex.file_name, "attribute", reason))
                 continue
             rows[i].append(_row(ex, r, preds, a, config, spec, names))
     return _outcomes(batch, rows, errors)
