@@ -704,6 +704,32 @@ def test_a_call_returning_a_dict_is_audited_on_its_logits_as_a_signature_is(
     assert "its __call__ returns several outputs (aux, scores)" in line, line
 
 
+def _keras_two_heads(path, names: tuple[str, str], as_dict: bool) -> str:
+    """A .keras model with outputs `names` (a list, or a dict keyed by them): the first
+    7 scores wide, the second 6."""
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    heads = [keras.layers.Dense(7 - i, name=name)(pooled) for i, name in enumerate(names)]
+    keras.Model(inputs, dict(zip(names, heads, strict=True)) if as_dict else heads).save(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("as_dict", [False, True], ids=["list", "dict"])
+def test_a_keras_model_with_several_outputs_is_audited_on_its_logits(
+    as_dict, image_folder, tmp_path, capsys
+):
+    model = _keras_two_heads(tmp_path / "heads.keras", ("probabilities", "logits"), as_dict)
+    assert main([*_flags(image_folder, model, tmp_path / "out"), "--faithfulness", "none"]) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["model"]["num_outputs"] == 6  # "logits": the second, 6 scores
+    ambiguous = _keras_two_heads(tmp_path / "two.keras", ("scores", "aux"), as_dict)
+    assert main(_flags(image_folder, ambiguous, tmp_path / "out2")) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert "the Keras model returns several outputs (aux, scores)" in line, line
+
+
 def test_the_reason_of_a_tensorflow_error_is_its_telling_line():
     import tensorflow as tf
 

@@ -467,11 +467,7 @@ def _callable(obj: Any, reference: str) -> tuple[Any, tuple | None]:
         shape = (None, *obj.inputs[0].shape[1:]) if obj.inputs else None
         if obj.inputs:  # Keras casts the float32 images to a float input's dtype itself
             _input_cast(obj.inputs[0].dtype, reference)
-
-        def call(x):
-            return obj(x, training=False)
-
-        return call, shape
+        return _keras_call(obj, reference), shape
     if callable(obj):
         return _module_call(obj, reference)
     signatures = getattr(obj, "signatures", {})
@@ -497,6 +493,27 @@ def _callable(obj: Any, reference: str) -> tuple[Any, tuple | None]:
         "serving_default (tf.saved_model.save(model, folder, signatures={'serving_default': "
         "fn})) or as its __call__."
     )
+
+
+def _keras_call(model: Any, reference: str):
+    """A Keras model's call in inference mode, on its class scores where it has several
+    outputs: as of a serving signature, its only one or the one named like logits."""
+    try:  # a functional model's outputs
+        structure = model.output
+    except (AttributeError, ValueError):  # a Sequential or subclassed model's are not known
+        structure = None
+
+    def call(x):
+        return model(x, training=False)
+
+    if isinstance(structure, dict):
+        key = _scores_key(reference, structure, "the Keras model")
+        return lambda x: call(x)[key]
+    if isinstance(structure, list | tuple):  # named by output_names, in order
+        names = list(model.output_names)
+        index = names.index(_scores_key(reference, dict.fromkeys(names), "the Keras model"))
+        return lambda x: call(x)[index]
+    return call
 
 
 def _module_call(obj: Any, reference: str) -> tuple[Any, tuple | None]:
@@ -560,7 +577,7 @@ def _scores_key(reference: str, outputs: dict, where: str = "its serving_default
     raise ValueError(
         f"--model {reference!r}: {where} returns several outputs "
         f"({', '.join(keys)}) and the job cannot tell which holds the class scores; "
-        "export a signature that returns only them, [N, classes]."
+        "export a model or signature that returns only them, [N, classes]."
     )
 
 
