@@ -482,12 +482,17 @@ def _saved_model(path, fn, batch=None) -> str:
     return str(path)
 
 
-def test_models_the_job_cannot_audit_are_refused_at_launch(image_folder, tmp_path, capsys):
+def test_models_the_job_cannot_audit_are_refused_at_launch(image_folder, tmp_path, capsys, caplog):
     import tensorflow as tf
 
     cases = {
         "int": (lambda s: tf.cast(s * 100, tf.int32), None, "returns int32 scores"),
         "no_gradient": (tf.stop_gradient, None, "has no gradient with respect to its input"),
+        "one_hot_argmax": (
+            lambda s: tf.one_hot(tf.argmax(s, axis=1), 4),
+            None,
+            "has no gradient with respect to its input",
+        ),
         "batch_of_1": (tf.identity, 1, "takes batches of exactly 1 images (1, 16, 16, 3)"),
         "drops_rows": (lambda s: s[:1], None, "returns shape (1, 4) for a batch of 2 images"),
         # A dict is read by name (test_a_call_returning_a_dict_...); a tuple is not.
@@ -500,6 +505,8 @@ def test_models_the_job_cannot_audit_are_refused_at_launch(image_folder, tmp_pat
         (line,) = _error_lines(err)
         assert line.startswith(f"error: --model '{model}' {message}"), line
         assert "Traceback" not in err
+        # No advice on reading the outputs of a model that is refused (one-hot rows sum to 1).
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING], name
     assert not (tmp_path / "out").exists()
 
 

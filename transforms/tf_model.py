@@ -644,12 +644,12 @@ def _num_outputs(reference: str, call, image_size: int, input_range: tuple[float
             f"{image_size}, 3]: {error_reason(e)}"
         ) from e
     _check_scores(reference, scores)
-    _warn_of_probabilities(reference, scores.numpy())
     if tape.gradient(scores, images) is None:  # of their sum
         raise ValueError(
             f"--model {reference!r} has no gradient with respect to its input images "
             "(a tf.stop_gradient, or an op that has none); Integrated Gradients needs one."
         )
+    _warn_of_probabilities(reference, scores.numpy())  # of a model the job audits
     return int(scores.shape[1])
 
 
