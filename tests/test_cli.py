@@ -711,6 +711,28 @@ def test_a_call_returning_a_dict_is_audited_on_its_logits_as_a_signature_is(
     assert "its __call__ returns several outputs (aux, scores)" in line, line
 
 
+def test_a_call_taking_more_than_the_images_is_refused_by_every_launch(tmp_path):
+    """A local launch loads the model, a Dataflow launch reads its saved_model.pb: both
+    refuse a __call__ that also needs a `training` tensor (workers would fail on it)."""
+    import tensorflow as tf
+
+    from transforms.tf_model import resolve_model
+
+    module = tf.Module()
+    module.w = tf.Variable(np.ones((3, 4), np.float32))
+    images = tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32, name="images")
+
+    @tf.function(input_signature=[images, tf.TensorSpec([], tf.bool, name="training")])
+    def call(images, training):
+        return tf.reduce_mean(images, [1, 2]) @ module.w
+
+    module.__call__ = call
+    tf.saved_model.save(module, str(tmp_path / "training"))
+    for load in (True, False):
+        with pytest.raises(ValueError, match=r"its __call__ takes 2 tensors \(images, training\)"):
+            resolve_model(str(tmp_path / "training"), load=load)
+
+
 def _keras_two_heads(path, names: tuple[str, str], as_dict: bool) -> str:
     """A .keras model with outputs `names` (a list, or a dict keyed by them): the first
     7 scores wide, the second 6."""

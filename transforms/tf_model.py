@@ -521,8 +521,10 @@ def _module_call(obj: Any, reference: str) -> tuple[Any, tuple | None]:
     shape, and the images cast to that input's type."""
     shape, dtype, outputs = None, None, None
     for fn in getattr(obj.__call__, "concrete_functions", None) or []:
-        specs = [s for s in fn.structured_input_signature[0] if hasattr(s, "shape")]
+        args, kwargs = fn.structured_input_signature
+        specs = [s for s in (*args, *kwargs.values()) if hasattr(s, "shape")]
         if specs and len(specs[0].shape) == 4:
+            _check_images_alone(reference, specs)
             shape, dtype, outputs = tuple(specs[0].shape), specs[0].dtype, fn.structured_outputs
             break
     cast = _input_cast(dtype, reference)
@@ -531,6 +533,18 @@ def _module_call(obj: Any, reference: str) -> tuple[Any, tuple | None]:
         key = _scores_key(reference, outputs, "its __call__")
         return (lambda x: call(x)[key]), shape
     return call, shape
+
+
+def _check_images_alone(reference: str, specs: list) -> None:
+    """The job calls a `__call__` with the images alone: one taking further tensors
+    (a `training` flag, a second input) is refused, naming them."""
+    if len(specs) > 1:
+        names = ", ".join(s.name or "unnamed" for s in specs)
+        raise ValueError(
+            f"--model {reference!r}: its __call__ takes {len(specs)} tensors ({names}); the "
+            "job calls it with the images [N, H, W, 3] alone: save a function of the images "
+            "only (any other argument fixed inside it, or given a Python default)."
+        )
 
 
 def _input_cast(dtype, reference: str):
@@ -746,15 +760,18 @@ def _saved_model_signature(path: str) -> _Signature | None:
 
 def _function_signature(graph, node) -> _Signature | None:
     """Input shape of the first 4-D concrete function (as `_callable`) and the output
-    width all concrete functions agree on."""
+    width all concrete functions agree on; None for a function of further tensors
+    (`_callable` calls it on the images alone: loading reports what it lacks)."""
     import tensorflow as tf  # noqa: PLC0415
     from tensorflow.python.saved_model import nested_structure_coder  # noqa: PLC0415
 
     shape, widths = None, set()
     for name in node.function.concrete_functions:
         function = graph.concrete_functions[name]
-        args, _ = nested_structure_coder.decode_proto(function.canonicalized_input_signature)
-        specs = [spec for spec in args if hasattr(spec, "shape")]
+        args, kwargs = nested_structure_coder.decode_proto(function.canonicalized_input_signature)
+        specs = [spec for spec in (*args, *kwargs.values()) if hasattr(spec, "shape")]
+        if len(specs) > 1:
+            return None
         if shape is None and specs and specs[0].shape.rank == 4:
             if specs[0].dtype != tf.float32:
                 return None
