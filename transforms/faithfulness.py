@@ -399,7 +399,8 @@ COLUMNS: tuple[str, ...] = (
 def row_columns(result: FaithfulnessResult | None, r: int) -> dict[str, object]:
     """Row r's result columns (`COLUMNS`): AUCs as floats, curves float32 [K + 1];
     all None when faithfulness is off (`result` None), and an AUC None (null, not
-    NaN) where it is undefined: the image's probability for the target is 0."""
+    NaN) where it is undefined: the image's probability for the target is 0, or a
+    point of its curve is NaN (the model's output there was NaN or infinite)."""
     if result is None:
         return dict.fromkeys(COLUMNS)
     aucs = {name: float(getattr(result, name)[r]) for name in COLUMNS[:4]}
