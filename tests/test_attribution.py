@@ -89,6 +89,25 @@ def test_launch_and_workers_agree_whether_outputs_are_probabilities(
     assert Classifier(spec, jit_compile=False).outputs_probabilities == probabilities
 
 
+def test_a_worker_refuses_a_model_without_gradient_that_a_proto_launch_accepted(tmp_path):
+    """A Dataflow launch reads the SavedModel's proto, which cannot tell that its scores
+    (a one-hot of the argmax) have no input gradient: the worker's load says so,
+    instead of failing every batch inside the IG graph."""
+    import tensorflow as tf
+
+    class OneHot(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+        def __call__(self, x):
+            return tf.one_hot(tf.argmax(tf.reduce_mean(x, axis=[1, 2]), axis=1), 3)
+
+    path = str(tmp_path / "one_hot")
+    tf.saved_model.save(OneHot(), path)
+    spec = resolve_model(path, load=False)  # the proto gives [None, 16, 16, 3] -> 3
+    assert spec.num_outputs == 3
+    with pytest.raises(ValueError, match="has no gradient with respect to its input images"):
+        Classifier(spec, jit_compile=False)
+
+
 @pytest.mark.parametrize(
     "outputs, activation, kernel, bias, warning",
     [

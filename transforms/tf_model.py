@@ -643,8 +643,19 @@ def probe_images(image_size: int, input_range: tuple[float, float]) -> np.ndarra
 
 
 def _num_outputs(reference: str, call, image_size: int, input_range: tuple[float, float]) -> int:
-    """Outputs of the model, probed on `probe_images`: it must be a differentiable
-    classifier returning float scores [batch, classes]."""
+    """Outputs of the model, probed on `probe_images` (`_probe_outputs`)."""
+    outputs = _probe_outputs(reference, call, image_size, input_range)
+    _warn_of_probabilities(reference, outputs)  # of a model the job audits
+    return int(outputs.shape[1])
+
+
+def _probe_outputs(reference: str, call, image_size: int, input_range) -> np.ndarray:
+    """The model's outputs on `probe_images`, checked: it must be a differentiable
+    classifier returning float scores [batch, classes].
+
+    Raises:
+      ValueError: naming the model and what it lacks.
+    """
     import tensorflow as tf  # noqa: PLC0415
 
     images = tf.constant(probe_images(image_size, input_range))
@@ -663,8 +674,7 @@ def _num_outputs(reference: str, call, image_size: int, input_range: tuple[float
             f"--model {reference!r} has no gradient with respect to its input images "
             "(a tf.stop_gradient, or an op that has none); Integrated Gradients needs one."
         )
-    _warn_of_probabilities(reference, scores.numpy())  # of a model the job audits
-    return int(scores.shape[1])
+    return scores.numpy()
 
 
 def _warn_of_probabilities(reference: str, outputs: np.ndarray) -> None:
@@ -985,9 +995,10 @@ class Classifier:
         # Compiled functions get few distinct shapes (see `padded_batch`).
         self._pad = bool(jit)
         self._logits = _compile_logits(call, spec.image_size, jit)
-        probe = probe_images(spec.image_size, spec.input_range)
+        # Checked here too: a launch that read only the model's saved_model.pb could not.
+        probe = _probe_outputs(spec.reference, call, spec.image_size, spec.input_range)
         #: The model ends in a softmax: its outputs are the probabilities.
-        self.outputs_probabilities = outputs_are_probabilities(self.logits(probe))
+        self.outputs_probabilities = outputs_are_probabilities(probe)
         size, soft = spec.image_size, {s: self._softmax_of(s) for s in _SCORES}
         self._integrands = {s: _compile_integrand(call, size, jit, soft[s]) for s in _SCORES}
         self._grads = {s: _compile_score_and_grad(call, size, jit, soft[s]) for s in _SCORES}
