@@ -963,9 +963,10 @@ def _handoff_key(spec: ModelSpec) -> _Key:
     return spec.kind, spec.location, spec.identity
 
 
-def _load_for(spec: ModelSpec, handoff: ModelHandoff | None) -> Any:
+def _load_for(spec: ModelSpec, handoff: ModelHandoff | None) -> tuple[Any, bool]:
+    """The model object, and whether it is the one the launcher loaded and probed."""
     obj = handoff.take(spec) if handoff is not None else None
-    return obj if obj is not None else _load(spec.model)
+    return (obj, True) if obj is not None else (_load(spec.model), False)
 
 
 _SCORES = ("raw", "softmax")
@@ -989,16 +990,18 @@ class Classifier:
         """
         self.spec = spec
         self.settings = device_settings(jit_compile)
-        self._model = _load_for(spec, handoff)  # keeps variables alive
+        self._model, probed = _load_for(spec, handoff)  # keeps variables alive
         call, _ = _callable(self._model, spec.reference)
         jit = self.settings.jit_compile
         # Compiled functions get few distinct shapes (see `padded_batch`).
         self._pad = bool(jit)
         self._logits = _compile_logits(call, spec.image_size, jit)
-        # Checked here too: a launch that read only the model's saved_model.pb could not.
-        probe = _probe_outputs(spec.reference, call, spec.image_size, spec.input_range)
+        if probed:  # by the launcher, in this process: the outputs alone
+            outputs = self.logits(probe_images(spec.image_size, spec.input_range))
+        else:  # checked here: a launch that read only the model's saved_model.pb could not
+            outputs = _probe_outputs(spec.reference, call, spec.image_size, spec.input_range)
         #: The model ends in a softmax: its outputs are the probabilities.
-        self.outputs_probabilities = outputs_are_probabilities(probe)
+        self.outputs_probabilities = outputs_are_probabilities(outputs)
         size, soft = spec.image_size, {s: self._softmax_of(s) for s in _SCORES}
         self._integrands = {s: _compile_integrand(call, size, jit, soft[s]) for s in _SCORES}
         self._grads = {s: _compile_score_and_grad(call, size, jit, soft[s]) for s in _SCORES}
