@@ -543,7 +543,7 @@ def _source_path(manifest: Mapping[str, Any], image_id: str, image_root: str | N
         return files.join(source.root, datasource.relative_path(image_id))
     raise ImageUnavailable(
         f"the image folder {source.root!r} of this run is not reachable from here; "
-        "pass where it is now as image_root= (--image_root on the command line)."
+        "pass image_root= where it is now (--image_root on the command line)."
     )
 
 
