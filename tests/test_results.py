@@ -169,6 +169,24 @@ def test_read_row_by_file_name_or_id_and_target(tmp_path):
     assert results.read_row(output, "b/y.png").image_id == "b/y.png"
 
 
+def test_read_row_of_a_one_row_frame_and_not_of_several(tmp_path):
+    # meta[meta.file_name == "x.png"] is a row too, as attributions_of takes it; it
+    # was read as the text of its image_id column ('0    a/x.png\nName: ...').
+    rows = [
+        [
+            make_row("a/x.png", None, 5, 0.5, 0.0, target=9, seed=1),
+            make_row("a/x.png", None, 5, 0.5, 0.0, target=5, seed=2),
+        ]
+    ]
+    output = write_output(tmp_path / "out", rows, dataset=str(tmp_path))
+    meta = results.read_results(output)
+    row = results.read_row(output, meta[meta.target_class == 9])
+    assert (row.image_id, row.target_class) == ("a/x.png", 9)
+    np.testing.assert_array_equal(results.attributions_of(row), known_attributions(1))
+    with pytest.raises(ValueError, match="read_row takes one row, got a DataFrame of 2 rows"):
+        results.read_row(output, meta)
+
+
 def test_path_of_is_sorted_by_alpha(folder_run):
     row = results.read_row(folder_run["output"], "cat1.png")
     alphas, scores = results.path_of(row)

@@ -222,11 +222,26 @@ def read_results(
     return frame
 
 
+def _one_row(row: Any, function: str) -> Any:
+    """A one-row DataFrame (`df[df.file_name == "x.png"]`) as its row; other values as
+    they are. A DataFrame of several rows (or none) is refused, naming `function`."""
+    if not isinstance(row, pd.DataFrame):
+        return row
+    if len(row) != 1:
+        raise ValueError(
+            f"{function} takes one row, got a DataFrame of {len(row)} rows; "
+            "pass df.iloc[i] (or iterate: for _, row in df.iterrows())."
+        )
+    return row.iloc[0]
+
+
 def _image_and_target(image: Any, target_class: int | None) -> tuple[str, int | None]:
     """`read_row`'s `image` as an image_id or file name, and the target it implies: a
-    metadata row (`meta.iloc[i]`, `itertuples()`, a dict) names its own target."""
+    metadata row (`meta.iloc[i]`, a one-row frame, `itertuples()`, a dict) names its
+    own target."""
     if isinstance(image, str):
         return image, target_class
+    image = _one_row(image, "read_row")
     try:
         image_id = cell(image, "image_id")
     except (KeyError, AttributeError, TypeError):
@@ -269,8 +284,8 @@ def read_row(output: str, image: Any, target_class: int | None = None) -> pd.Ser
       output: the run's `--output` folder.
       image: an `image_id` (e.g. `sample/n02123045/chelsea.png`), a file name
         (`chelsea.png`) that names a single image, or a metadata row of
-        `read_results` (`meta.iloc[i]`, a named tuple, a dict): that row, with
-        its arrays (its image_id and target_class).
+        `read_results` (`meta.iloc[i]`, a one-row frame, a named tuple, a dict):
+        that row, with its arrays (its image_id and target_class).
       target_class: with several rows per image (`--target top_k`), the target to
         pick; default the row's own for a row, else the row attributing the
         predicted class, else the first.
@@ -278,7 +293,8 @@ def read_row(output: str, image: Any, target_class: int | None = None) -> pd.Ser
     Raises:
       KeyError: no such image (or target); for an input the run could not
         process, the message gives its error record.
-      ValueError: the file name matches several images (use the `image_id`).
+      ValueError: the file name matches several images (use the `image_id`), or
+        `image` is a DataFrame of several rows.
       TypeError: `image` is neither a string nor a row (e.g. a row number).
     """
     image, target_class = _image_and_target(image, target_class)
@@ -356,13 +372,7 @@ def attributions_of(row: Any) -> np.ndarray:
       ValueError: the row was read without arrays, or the run stored none; a
         DataFrame of several rows (pass one: `df.iloc[i]`).
     """
-    if isinstance(row, pd.DataFrame):  # e.g. df[df.file_name == "x.png"]: one row is fine
-        if len(row) != 1:
-            raise ValueError(
-                f"attributions_of takes one row, got a DataFrame of {len(row)} rows; "
-                "pass df.iloc[i] (or iterate: for _, row in df.iterrows())."
-            )
-        row = row.iloc[0]
+    row = _one_row(row, "attributions_of")
     try:
         values = cell(row, "attributions")
     except (KeyError, AttributeError) as e:
