@@ -79,6 +79,21 @@ def test_attributions_of_a_one_row_frame_and_not_of_several(folder_run):
         results.attributions_of(rows)
 
 
+def test_with_arrays_reads_the_arrays_with_named_columns_too(folder_run):
+    # with_arrays=True was dropped when columns were named, and attributions_of then
+    # asked for with_arrays=True; without attribution_shape it raised KeyError.
+    output = folder_run["output"]
+    rows = results.read_results(output, ["image_id", "target_class"], with_arrays=True)
+    assert list(rows.columns) == ["image_id", "target_class", "attribution_shape", "attributions"]
+    row = rows[rows.image_id == f"{WNID_CAT}/cat1.png"].iloc[0]
+    np.testing.assert_array_equal(results.attributions_of(row), known_attributions(1))
+    table = results.read_table(output, "attributions", with_arrays=True)
+    assert table.column_names == ["attributions", "attribution_shape"]
+    arrays = results.read_results(output, ["image_id", "attributions"])
+    with pytest.raises(ValueError, match="no 'attribution_shape' column; .*with_arrays=True"):
+        results.attributions_of(arrays.iloc[0])
+
+
 def test_attributions_of_explains_missing_arrays(folder_run, tmp_path):
     meta = results.read_results(folder_run["output"])
     with pytest.raises(ValueError, match="with_arrays=True"):

@@ -179,9 +179,11 @@ def read_table(
     """
     dataset = _dataset(output)
     if columns is None:
-        columns = list(METADATA_COLUMNS) + (list(ARRAY_COLUMNS) if with_arrays else [])
+        columns = list(METADATA_COLUMNS)
     elif isinstance(columns, str):  # one column by name, not its characters
         columns = [columns]
+    if with_arrays:  # the arrays and the shape `attributions_of` gives them
+        columns = list(dict.fromkeys([*columns, "attribution_shape", *ARRAY_COLUMNS]))
     unknown = [c for c in columns if c not in dataset.schema.names]
     if unknown:
         raise ValueError(
@@ -202,9 +204,10 @@ def read_results(
     Args:
       output: the run's `--output` folder (holding `results/` and `manifest.json`).
       columns: columns to read (a list, or one name); default all metadata columns
-        (`METADATA_COLUMNS`), plus `attributions` when `with_arrays`.
+        (`METADATA_COLUMNS`).
       with_arrays: also read `attributions` (each a flat float16/float32 ndarray;
-        use `attributions_of(row)` for its [H, W, C] or [H, W] shape).
+        use `attributions_of(row)` for its [H, W, C] or [H, W] shape), and
+        `attribution_shape` if `columns` leaves it out.
       filters: rows to keep, pushed down to Parquet (skips row groups by their
         statistics), e.g. `[("predicted_class", "!=", 281)]` or a pyarrow expression.
 
@@ -373,17 +376,17 @@ def attributions_of(row: Any) -> np.ndarray:
         DataFrame of several rows (pass one: `df.iloc[i]`).
     """
     row = _one_row(row, "attributions_of")
-    try:
-        values = cell(row, "attributions")
-    except (KeyError, AttributeError) as e:
+    absent = object()
+    values, shape = (cell(row, c, absent) for c in ("attributions", "attribution_shape"))
+    if values is absent or shape is absent:
+        column = "attributions" if values is absent else "attribution_shape"
         raise ValueError(
-            "This row has no 'attributions' column; read it with read_results(..., "
+            f"This row has no {column!r} column; read it with read_results(..., "
             "with_arrays=True) or read_row(...)."
-        ) from e
-    shape = cell(row, "attribution_shape")
+        )
     if is_missing(values) or is_missing(shape):
         raise ValueError(
-            f"Row {cell(row, 'image_id')!r} stores no attributions (the run used "
+            f"Row {cell(row, 'image_id', '?')!r} stores no attributions (the run used "
             "--attributions none)."
         )
     shape = tuple(int(s) for s in shape)
