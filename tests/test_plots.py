@@ -174,6 +174,22 @@ def test_grid_figure_captions_and_marks_misclassifications(folder_run):
     )
 
 
+def test_grid_figure_names_images_that_share_a_file_name_by_their_ids(tmp_path):
+    # Both were captioned 'x.png': the grid did not say which panel was which image.
+    long_folder = "a_folder_with_a_rather_long_name"
+    rows = [
+        [
+            make_row("a/x.png", None, 5, 0.5, 0.0, seed=1),
+            make_row(f"{long_folder}/x.png", None, 5, 0.5, 0.0, seed=2),
+            make_row("b/y.png", None, 6, 0.5, 0.0, seed=3),
+        ]
+    ]
+    output = write_output(tmp_path / "out", rows, dataset=str(tmp_path))
+    figure = plots.grid_figure(results.read_results(output, with_arrays=True))
+    names = [ax.get_title().split("\n")[0] for ax in figure.axes if ax.get_title()]
+    assert names == ["a/x.png", "…th_a_rather_long_name/x.png", "y.png"]
+
+
 def test_grid_figure_says_when_it_shows_photos_without_maps(folder_run, tmp_path):
     """Rows without attributions (`--attributions none`) show the photo, captioned so."""
     rows = [[make_row("loose.png", None, 7, 0.3, 0.004, mode="none")]]

@@ -551,19 +551,25 @@ def _fmt(value: Any) -> str:
     return "-" if results.is_missing(value) else f"{float(value):.3f}"
 
 
-def row_title(row: Any, width: int = 28) -> tuple[str, bool]:
+def row_title(row: Any, width: int = 28, *, by_id: bool = False) -> tuple[str, bool]:
     """A short caption of a row and whether it is a misclassification.
 
     "file / pred: name (p%) / label: name"; names longer than `width` are cut.
+    `by_id`: name the image by its `image_id` (cut at its start, keeping the file
+    name), for a file name that other images of the figure share.
     """
 
     def cut(text: Any) -> str:
         text = "-" if results.is_missing(text) else str(text)
         return text if len(text) <= width else text[: width - 1] + "…"
 
+    name = cut(row["file_name"])
+    if by_id:
+        name = str(row["image_id"])
+        name = name if len(name) <= width else "…" + name[-(width - 1) :]
     probs = row["top_k_probs"]
     confidence = f" ({float(probs[0]):.0%})" if probs is not None and len(probs) else ""
-    lines = [cut(row["file_name"]), f"pred: {cut(row['predicted_name'])}{confidence}"]
+    lines = [name, f"pred: {cut(row['predicted_name'])}{confidence}"]
     label = row["label"]
     labelled = not results.is_missing(label)
     if labelled:
@@ -591,7 +597,8 @@ def grid_figure(
         one show the mask alone, rows without attributions (read without arrays,
         or `--attributions none`) the image alone, captioned so.
       panel: `overlay`, `mask` or `image` (see `PANELS`).
-      columns: cells per line. Misclassified rows have red captions.
+      columns: cells per line. Misclassified rows have red captions; a file name
+        that several images of `rows` share is captioned by their `image_id`s.
     """
     images = images or {}
     count = max(len(rows), 1)
@@ -599,6 +606,8 @@ def grid_figure(
     lines = math.ceil(count / columns)
     figure = _figure(panel_size * columns, (panel_size + 0.7) * lines + (0.4 if title else 0))
     axes = figure.subplots(lines, columns, squeeze=False).ravel()
+    images_per_name = rows.groupby("file_name")["image_id"].nunique() if len(rows) else {}
+    shared = {name for name, count in dict(images_per_name).items() if count > 1}
     for ax, (_, row) in zip(axes, rows.iterrows(), strict=False):
         image = images.get(row["image_id"])
         try:
@@ -614,7 +623,7 @@ def grid_figure(
                 _draw_panel(ax, "image", np.zeros(image.shape[:2]), image, None, "inferno", 0.4)
         else:
             _draw_panel(ax, panel, mask, image, None, "inferno", 0.4)
-        caption, wrong = row_title(row)
+        caption, wrong = row_title(row, by_id=row["file_name"] in shared)
         if mask is None and image is not None:  # the photo alone: say there is no map
             caption += "\n(no attributions stored)"
         ax.set_title(caption, fontsize=7, color=_WRONG if wrong else "black")
