@@ -131,6 +131,23 @@ def test_filters_as_tuples_and_expressions(folder_run):
         results.read_results(output, filters=[("label", "==")])
 
 
+def test_filters_as_lists_or_one_term_as_pyarrow_reads_them(folder_run):
+    # A term as a list (as from JSON) was split into its characters, and one term
+    # alone failed with "'float' object is not iterable".
+    output = folder_run["output"]
+    expected = ["loose.png", "shark.png"]
+    for filters in (
+        ("relative_delta", ">", 0.003),
+        [["relative_delta", ">", 0.003]],
+        [[["relative_delta", ">", 0.003]]],
+    ):
+        assert results.read_results(output, filters=filters).file_name.tolist() == expected
+    both = [["relative_delta", ">", 0.003], ["label", "==", 2]]
+    assert results.read_results(output, filters=both).file_name.tolist() == ["shark.png"]
+    with pytest.raises(ValueError, match="an empty group of conditions"):
+        results.read_results(output, filters=[[]])
+
+
 def test_in_filters_with_empty_and_typed_lists(folder_run):
     output = folder_run["output"]
     # An empty list (e.g. the ids of an empty selection) gives an empty frame, not an

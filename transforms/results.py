@@ -63,8 +63,14 @@ _LOG = logging.getLogger(__name__)
 ARRAY_COLUMNS: tuple[str, ...] = ("attributions",)
 
 #: Row filters: a pyarrow expression (`pc.field("label") == 281`) or pandas-style
-#: tuples in disjunctive normal form (`[("relative_delta", ">", 0.01)]`).
-Filters = pc.Expression | Sequence[tuple[str, str, Any]] | Sequence[Sequence[tuple[str, str, Any]]]
+#: tuples (or lists) in disjunctive normal form (`[("relative_delta", ">", 0.01)]`),
+#: or one such term alone.
+Filters = (
+    pc.Expression
+    | tuple[str, str, Any]
+    | Sequence[tuple[str, str, Any]]
+    | Sequence[Sequence[tuple[str, str, Any]]]
+)
 
 
 class ImageUnavailable(LookupError):
@@ -143,7 +149,12 @@ def _expression(filters: Filters | None, schema: pa.Schema) -> pc.Expression | N
     filters = list(filters)
     if not filters:
         return None
-    groups = [filters] if isinstance(filters[0], tuple) else [list(g) for g in filters]
+    if isinstance(filters[0], str):  # one term, not in a list: ("label", "==", 281)
+        filters = [filters]
+    # As pyarrow tells them apart: terms (tuples or lists) start with a column name.
+    first = filters[0]
+    flat = isinstance(first, Sequence) and len(first) > 0 and isinstance(first[0], str)
+    groups = [filters] if flat else [list(g) for g in filters]
     expression = None
     for group in groups:
         conjunction = None
