@@ -283,3 +283,19 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_cache_dir() == tmp_path / "home" / ".cache" / "ig_audit"
+
+
+def test_cache_folder_that_cannot_be_written_warns_and_returns_the_model(
+    tmp_path, converted, caplog
+):
+    # IG_AUDIT_CACHE below a file: as a read-only home or a full disk, the save fails.
+    blocker = tmp_path / "a_file"
+    blocker.write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger=efficientnet_lite.__name__):
+        model = load_efficientnet_lite0(blocker / "ig_audit")
+    assert f"cannot cache the converted EfficientNet-Lite0 in {blocker / 'ig_audit'}" in caplog.text
+    assert "IG_AUDIT_CACHE" in caplog.text
+    images = np.random.default_rng(2).uniform(size=(1, 224, 224, 3)).astype(np.float32)
+    np.testing.assert_allclose(
+        model.predict_on_batch(images), converted.predict_on_batch(images), atol=1e-5
+    )

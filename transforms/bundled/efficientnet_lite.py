@@ -338,7 +338,9 @@ def load_efficientnet_lite0(
     The first call reads the PyTorch weights, builds the Keras model and saves it
     atomically as ``efficientnet_lite0-<sha256 of the .pth>-v<N>.keras`` in the cache
     folder; later calls load that file with ``keras.saving.load_model(...,
-    safe_mode=True)``. An unreadable cache file is logged and replaced.
+    safe_mode=True)``. An unreadable cache file is logged and replaced; a cache
+    folder that cannot be written (read-only, full) is logged, naming it and
+    ``$IG_AUDIT_CACHE``, and the converted model is returned uncached.
 
     Args:
         cache_dir: where to keep the converted model; default :func:`default_cache_dir`.
@@ -350,21 +352,52 @@ def load_efficientnet_lite0(
     pth = weights_path()
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     cached = folder / f"efficientnet_lite0-{_file_digest(pth)}-v{_CONVERTER_VERSION}.keras"
-
-    if cached.is_file():
-        _log.info("loading converted EfficientNet-Lite0 from cache %s", cached)
-        try:
-            return keras.saving.load_model(str(cached), compile=False, safe_mode=True)
-        # Whatever the failure (bad zip, old Keras, missing layer), the cache file is
-        # unusable and converting again is the cure, so no exception type is special.
-        except Exception as e:
-            _log.warning("cached model %s is unreadable (%s); converting again", cached, e)
+    model = _load_cached(cached)
+    if model is not None:
+        return model
 
     _log.info("converting EfficientNet-Lite0 weights from %s (one-off)", pth)
     model = build_efficientnet_lite0(read_torch_legacy_state_dict(pth))
-    folder.mkdir(parents=True, exist_ok=True)
-    # Write next to the target and rename: a concurrent reader never sees half a file.
-    fd, tmp_name = tempfile.mkstemp(prefix=".efficientnet_lite0-", suffix=".keras", dir=folder)
+    try:
+        _save_atomically(model, cached)
+    # The converted model is right whether or not it is cached: a cache that cannot
+    # be written (read-only home, disk full) costs a conversion per process, not the run.
+    except OSError as e:
+        _log.warning(
+            "cannot cache the converted EfficientNet-Lite0 in %s (%s): using it uncached, so "
+            "each process converts it again; set %s to a writable folder with room (19 MB) "
+            "to keep it",
+            folder,
+            e,
+            _CACHE_ENV_VAR,
+        )
+    return model
+
+
+def _load_cached(cached: Path) -> keras.Model | None:
+    """The converted model from its cache file, or None when that is missing or unusable."""
+    try:
+        if not cached.is_file():
+            return None
+    except OSError:  # a folder on the path this user may not enter: nothing to load
+        return None
+    _log.info("loading converted EfficientNet-Lite0 from cache %s", cached)
+    try:
+        return keras.saving.load_model(str(cached), compile=False, safe_mode=True)
+    # Whatever the failure (bad zip, old Keras, missing layer), the cache file is
+    # unusable and converting again is the cure, so no exception type is special.
+    except Exception as e:
+        _log.warning("cached model %s is unreadable (%s); converting again", cached, e)
+        return None
+
+
+def _save_atomically(model: keras.Model, cached: Path) -> None:
+    """Saves `model` as `cached`, writing next to it and renaming: a concurrent reader
+    never sees half a file."""
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=".efficientnet_lite0-", suffix=".keras", dir=cached.parent
+    )
     os.close(fd)
     try:
         model.save(tmp_name)
@@ -373,4 +406,3 @@ def load_efficientnet_lite0(
         Path(tmp_name).unlink(missing_ok=True)
         raise
     _log.info("saved converted EfficientNet-Lite0 to %s", cached)
-    return model
