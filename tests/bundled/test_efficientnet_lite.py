@@ -9,7 +9,9 @@ BatchNorm folding at once. Real photos then confirm the input normalisation.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import stat
 from pathlib import Path
 
 import keras
@@ -299,3 +301,14 @@ def test_cache_folder_that_cannot_be_written_warns_and_returns_the_model(
     np.testing.assert_allclose(
         model.predict_on_batch(images), converted.predict_on_batch(images), atol=1e-5
     )
+
+
+def test_cache_file_is_readable_as_any_new_file_is(tmp_path):
+    # Other users of a shared IG_AUDIT_CACHE must be able to read it (umask 022: 0644).
+    umask = os.umask(0o022)
+    try:
+        load_efficientnet_lite0(tmp_path)
+    finally:
+        os.umask(umask)
+    (cached,) = tmp_path.iterdir()
+    assert stat.S_IMODE(cached.stat().st_mode) == 0o644

@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -395,14 +395,14 @@ def _save_atomically(model: keras.Model, cached: Path) -> None:
     """Saves `model` as `cached`, writing next to it and renaming: a concurrent reader
     never sees half a file."""
     cached.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=".efficientnet_lite0-", suffix=".keras", dir=cached.parent
-    )
-    os.close(fd)
+    tmp = cached.parent / f".efficientnet_lite0-{secrets.token_hex(8)}.keras"
+    # The mode of any new file (0666 less the umask), not mkstemp's 0600: a cache
+    # shared through IG_AUDIT_CACHE must be readable by the other users of it.
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        model.save(tmp_name)
-        os.replace(tmp_name, cached)
+        model.save(tmp)
+        os.replace(tmp, cached)
     except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     _log.info("saved converted EfficientNet-Lite0 to %s", cached)
