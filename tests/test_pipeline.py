@@ -246,6 +246,15 @@ def test_rerun_into_same_output_is_refused_unless_overwrite(image_folder, linear
         ),
         (["--input_range", "1,0"], "--input_range '1,0' needs low < high"),
         (["--image_size", "32"], "--image_size 32 does not fit --model"),
+        (
+            ["--model", "efficientnet_lite0", "--input_range", "0,255"],
+            "--input_range 0,255 does not fit --model 'efficientnet_lite0', which takes pixels "
+            "in [0, 1] and normalises them itself; drop --input_range.",
+        ),
+        (
+            ["--model", "inception_v1", "--input_range", "-1,1"],
+            "--input_range -1,1 does not fit --model 'inception_v1', which takes pixels in [0, 1]",
+        ),
         (["--label_offset", "1000"], "--label_offset 1000 does not fit"),
         (["--model", "/no/such/model.keras"], "no such .keras file"),
         (["--model", "/no/such/folder"], "is not a SavedModel folder, a .keras file"),

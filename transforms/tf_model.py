@@ -154,21 +154,26 @@ class _Signature:
       input_shape: [batch, height, width, channels], None where the model leaves it open.
       num_outputs: width of the output vector.
       image_size: the side to use when `input_shape` leaves it open (None: not known).
+      input_range: the pixel range the model takes (None: not known).
     """
 
     input_shape: tuple[int | None, ...] | None
     num_outputs: int
     image_size: int | None = None
+    input_range: tuple[float, float] | None = None
 
 
 # Known facts about named models, by location: a remote job's launcher learns their
 # signature here instead of downloading (TF Hub) or converting (bundled) the model.
 _KNOWN_SIGNATURES: dict[str, _Signature] = {
     # The seed's Inception V1 takes any size, was trained at 224, and has a
-    # background class at output 0.
-    HUB_ALIASES["inception_v1"]: _Signature((None, None, None, 3), 1001, image_size=224),
-    # transforms.bundled.efficientnet_lite: 224x224 RGB in, 1000 ImageNet logits out.
-    "efficientnet_lite0": _Signature((None, 224, 224, 3), 1000),
+    # background class at output 0; like every TF Hub image model, it takes [0, 1] pixels.
+    HUB_ALIASES["inception_v1"]: _Signature(
+        (None, None, None, 3), 1001, image_size=224, input_range=(0.0, 1.0)
+    ),
+    # transforms.bundled.efficientnet_lite: 224x224 RGB in [0, 1] (normalised inside),
+    # 1000 ImageNet logits out.
+    "efficientnet_lite0": _Signature((None, 224, 224, 3), 1000, input_range=(0.0, 1.0)),
 }
 
 
@@ -634,6 +639,25 @@ def _image_size(reference: str, location: str, shape, image_size: int | None) ->
     return size
 
 
+def _input_range(
+    model: ModelReference, input_range: tuple[float, float] | None
+) -> tuple[float, float]:
+    """The pixel range: `input_range`, else [0, 1]; a known model's own range only,
+    as any other feeds it pixels it was not trained on and every prediction is wrong."""
+    known = _KNOWN_SIGNATURES.get(model.location)
+    fixed = known.input_range if known is not None else None
+    if input_range is None:
+        return fixed or (0.0, 1.0)
+    low, high = float(input_range[0]), float(input_range[1])
+    if fixed is not None and (low, high) != fixed:
+        raise ValueError(
+            f"--input_range {low:g},{high:g} does not fit --model {model.reference!r}, which "
+            f"takes pixels in [{fixed[0]:g}, {fixed[1]:g}] and normalises them itself; "
+            "drop --input_range."
+        )
+    return (low, high)
+
+
 def probe_images(image_size: int, input_range: tuple[float, float]) -> np.ndarray:
     """float32 [2, size, size, 3]: a plain image at each end of the input range, the
     batch on which the launch and every worker check the model's outputs (whether
@@ -868,7 +892,7 @@ def resolve_model(
         image batch, or the offset does not fit its outputs.
     """
     model = reference if isinstance(reference, ModelReference) else model_reference(reference)
-    input_range = tuple(input_range) if input_range is not None else (0.0, 1.0)
+    input_range = _input_range(model, input_range)
     _check_saved_model_folder(model)
     signature = None if load else _signature_without_loading(model)
     obj = None
