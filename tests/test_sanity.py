@@ -180,3 +180,29 @@ def test_moved_images_are_found_with_image_root_and_a_changed_model_is_refused(
     (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
     assert line.startswith(f"error: the run's model {model!r} changed since the run (identity")
     assert not (tmp_path / "out" / "sanity").exists()
+
+
+def test_a_batch_norm_models_randomised_variance_stays_a_variance(image_folder, tmp_path):
+    # Noise at a moving variance's trained scale is negative in some channels: the
+    # layer's sqrt(variance + eps) was NaN there, every map NaN, the check undecided.
+    import keras
+
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(16, 3, padding="same", name="conv")(inputs)
+    norm = keras.layers.BatchNormalization(name="bn")
+    x = keras.layers.ReLU()(norm(x))
+    outputs = keras.layers.Dense(1000, name="logits")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    gamma, beta, mean, _ = norm.get_weights()
+    variance = np.exp(np.random.default_rng(0).normal(-1.0, 1.0, 16)).astype(np.float32)
+    norm.set_weights([gamma, beta, mean, variance])
+    path = str(tmp_path / "bn.keras")
+    model.save(path)
+    output = str(tmp_path / "out")
+    _audit(image_folder, path, output, steps=4)
+
+    report = sanity.run(output, images_count=2, stages=["logits", "bn"])
+    assert report["changed"] is not None, report["verdict"]
+    for stage in report["stages"]:
+        assert None not in stage["spearman"] + stage["ssim"], stage

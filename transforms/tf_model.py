@@ -1138,7 +1138,9 @@ class Classifier:
     def randomize_layers(self, names: list[str], seed: int = 0) -> None:
         """Replaces, in place, each weight of the named layers by Gaussian noise with the
         trained weight's own mean and standard deviation (a re-initialisation at the
-        trained scale), seeded by `seed` and the layer name. The compiled functions
+        trained scale), seeded by `seed` and the layer name; a weight never negative
+        (a BatchNormalization's or Normalization's variance) by the noise's absolute
+        value, as a negative variance makes every output NaN. The compiled functions
         read the new values."""
         import keras  # noqa: PLC0415
 
@@ -1151,6 +1153,8 @@ class Classifier:
             for weight in self._model.get_layer(name).weights:
                 value = np.asarray(keras.ops.convert_to_numpy(weight))
                 noise = rng.normal(value.mean(), value.std(), size=value.shape)
+                if value.size and value.min() >= 0:
+                    noise = np.abs(noise)
                 weight.assign(noise.astype(value.dtype))
 
 
