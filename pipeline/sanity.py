@@ -141,7 +141,8 @@ def map_similarity(original: np.ndarray, other: np.ndarray) -> tuple[float, floa
     Returns:
       Spearman rank correlation in [-1, 1] of |pixel_scores|, and SSIM in [-1, 1]
       of the same maps scaled to [0, 1] by their maxima; NaN where a map is
-      constant or not finite.
+      constant or not finite, and SSIM NaN where the maps have fewer than 3 rows
+      or columns (no 3 x 3 window fits: a content box of a line or a panorama).
     """
     from scipy.stats import spearmanr  # noqa: PLC0415
     from skimage.metrics import structural_similarity  # noqa: PLC0415
@@ -153,6 +154,8 @@ def map_similarity(original: np.ndarray, other: np.ndarray) -> tuple[float, floa
         return float("nan"), float("nan")
     rho = float(spearmanr(a.ravel(), b.ravel()).statistic)
     side = min(a.shape)
+    if side < 3:
+        return rho, float("nan")
     window = min(7, side if side % 2 else side - 1)
     ssim = float(structural_similarity(a / a.max(), b / b.max(), data_range=1.0, win_size=window))
     return rho, ssim

@@ -48,6 +48,18 @@ def test_map_similarity_is_one_for_the_same_map_and_low_for_unrelated_ones():
     assert np.isnan(sanity.map_similarity(a, np.zeros_like(a))[0])
 
 
+def test_a_map_too_thin_for_ssim_has_its_spearman_and_no_ssim():
+    # A content box of 1 or 2 rows (a line on black, a panorama's padding) holds no
+    # 3 x 3 window: SSIM is undefined there; it raised ZeroDivisionError.
+    rng = np.random.default_rng(2)
+    for rows in (1, 2):
+        a, b = rng.normal(size=(2, rows, 16, 3))
+        rho, ssim = sanity.map_similarity(a, b)
+        assert -1.0 <= rho <= 1.0 and np.isnan(ssim)
+        assert sanity.map_similarity(a, a)[0] == pytest.approx(1.0)
+    assert sanity.map_similarity(*rng.normal(size=(2, 3, 16, 3)))[1] < 0.5
+
+
 def test_maps_are_compared_within_the_content_not_the_padding():
     rng = np.random.default_rng(1)
     image = np.zeros((32, 32, 3), np.float32)
