@@ -13,9 +13,10 @@ map ranks first are the pixels the model needs:
 Ranking: a map of shape H x W x C is reduced to one value per pixel by
 summing its channels, signed, and pixels are ranked by that value,
 descending (positive evidence first; ties by pixel index, row-major). For a
-linear model the signed channel sum is exactly what removing the pixel takes
-off the score, so this ranking is the one that drops it fastest. An H x W map
-is ranked as it is.
+linear model and a map against the deletion reference alone, the signed channel
+sum is exactly what removing the pixel takes off the score, so this ranking is
+the one that drops it fastest (a map averaged over several baselines is not
+against the reference alone). An H x W map is ranked as it is.
 
 Steps: a curve has K steps, i.e. K + 1 points at fractions k / K of the pixels
 (k = 0..K), ``round(k * P / K)`` pixels of P switched at point k.
