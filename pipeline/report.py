@@ -842,7 +842,9 @@ def _faithfulness(chosen: _Selection, pictures: _Pictures, limit: int) -> dict[s
         return {"state": "not-recorded"}
     if frame["deletion_auc"].isna().all():
         return {"state": "off"}
-    measured = frame.dropna(subset=_FAITHFULNESS)
+    # A row with one curve's AUCs null (the model's NaN at a point of it) is measured on
+    # the other, and may be flagged on it: only rows with none are left out.
+    measured = frame.dropna(subset=_FAITHFULNESS, how="all")
     medians = {c: float(measured[c].median()) for c in _FAITHFULNESS}
     beats = {
         "deletion": int((measured["deletion_auc"] < measured["deletion_auc_random"]).sum()),

@@ -545,6 +545,24 @@ def test_faithfulness_section_flags_rows_no_better_than_chance(folder_run):
     assert re.search(r'<div class="v">2</div><div class="k">rows no better than chance', text)
 
 
+def test_a_row_with_only_its_insertion_measured_is_counted_among_the_rows_it_is_flagged_in(
+    folder_run,
+):
+    # The model's output was NaN at a point of shark's deletion curve: its deletion AUCs
+    # are null, its insertion is worse than chance. It was flagged, shown, and yet said to
+    # be "left out", the flagged rows counted "of" the 3 rows with all four AUCs.
+    values = {**NEW_VALUES, SHARK: {**NEW_VALUES[SHARK], "deletion_auc": None}}
+    values[SHARK]["deletion_auc_random"] = None
+    add_columns(folder_run["output"], values)
+    section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
+    assert "2 of 4 rows do no better than chance" in section
+    assert "left out" not in section
+    # Deletion medians over the 3 rows that have them: 0.15 vs 0.4; insertion over all 4.
+    assert "deletion AUC (lower is better) 0.15 0.4 2 of 4" in section
+    assert "insertion AUC (higher is better) 0.65 0.5 3 of 4" in section
+    assert re.findall(r"\w+\.png →", section) == ["shark.png →", "cat2.png →"]
+
+
 def test_examples_and_classes_0_show_no_cards_and_say_so_not_that_there_are_no_rows(
     folder_run, tmp_path
 ):
