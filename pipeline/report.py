@@ -565,7 +565,7 @@ def _tiles(manifest: Mapping[str, Any], chosen: _Selection, state: str) -> list[
     if len(frame) and chosen.tolerance:  # with --tolerance 0 no row is judged
         flagged = int(frame["within_tolerance"].eq(False).sum())
         tiles.append((flagged, "rows not within tolerance", "bad" if flagged else "good"))
-    if set(_FAITHFULNESS) <= set(frame.columns) and frame["deletion_auc"].notna().any():
+    if _faithfulness_measured(frame):
         chance = len(chosen.chance)
         tiles.append((chance, "rows no better than chance", "bad" if chance else "good"))
     return [{"value": v, "label": t, "tone": k} for v, t, k in tiles]
@@ -833,6 +833,13 @@ def _chance_card(pictures: _Pictures, meta: pd.Series) -> dict[str, Any]:
     return {"meta": meta.to_dict(), "figures": figures, "facts": facts}
 
 
+def _faithfulness_measured(frame: pd.DataFrame) -> bool:
+    """Whether the rows hold faithfulness AUCs: any of the four (with --faithfulness
+    none all are null; a model's NaN on one curve nulls that curve's alone)."""
+    columns = set(_FAITHFULNESS) <= set(frame.columns)
+    return columns and bool(frame[_FAITHFULNESS].notna().any(axis=None))
+
+
 def _faithfulness(chosen: _Selection, pictures: _Pictures, limit: int) -> dict[str, Any]:
     """IG's deletion / insertion AUCs against the random control, or why they are absent."""
     frame = chosen.frame
@@ -840,7 +847,7 @@ def _faithfulness(chosen: _Selection, pictures: _Pictures, limit: int) -> dict[s
         return {"state": "no-rows"}
     if not set(_FAITHFULNESS) <= set(frame.columns):
         return {"state": "not-recorded"}
-    if frame["deletion_auc"].isna().all():
+    if not _faithfulness_measured(frame):
         return {"state": "off"}
     # A row with one curve's AUCs null (the model's NaN at a point of it) is measured on
     # the other, and may be flagged on it: only rows with none are left out.

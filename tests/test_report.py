@@ -563,6 +563,21 @@ def test_a_row_with_only_its_insertion_measured_is_counted_among_the_rows_it_is_
     assert re.findall(r"\w+\.png →", section) == ["shark.png →", "cat2.png →"]
 
 
+def test_a_run_whose_deletion_aucs_are_all_null_is_not_called_faithfulness_none(folder_run):
+    # The model's NaN on every deletion curve: the insertion AUCs are still measured, and
+    # neither the section nor the summary tiles say the run used --faithfulness none.
+    values = {
+        image: {**row, "deletion_auc": None, "deletion_auc_random": None}
+        for image, row in NEW_VALUES.items()
+    }
+    add_columns(folder_run["output"], values)
+    text = build_report(folder_run["output"], gallery=0)
+    section = _page(text).sections["faithfulness"]
+    assert "--faithfulness none" not in section
+    assert "insertion AUC (higher is better) 0.65 0.5 3 of 4" in section
+    assert "rows no better than chance" in text  # the summary tile
+
+
 def test_examples_and_classes_0_show_no_cards_and_say_so_not_that_there_are_no_rows(
     folder_run, tmp_path
 ):
