@@ -48,6 +48,7 @@ __all__ = [
     "main",
     "map_similarity",
     "maps_changed",
+    "parse_stages",
     "print_report",
     "run",
     "stage_layers",
@@ -88,6 +89,13 @@ def _config(config: dict[str, Any]) -> AttributionConfig:
     fields = {f.name for f in dataclasses.fields(AttributionConfig)}
     values = {k: v for k, v in config.items() if k in fields}
     return AttributionConfig(**{**values, "baselines": tuple(values["baselines"])})
+
+
+def parse_stages(text: str) -> int | list[str]:
+    """--stages: a number of stages, or layer names separated by commas (spaces
+    around a name are not part of it: `logits, head_conv`)."""
+    text = text.strip()
+    return int(text) if text.isdigit() else [name.strip() for name in text.split(",")]
 
 
 def stage_layers(layers: Sequence[str], stages: int | Sequence[str]) -> list[list[str]]:
@@ -439,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     import_tensorflow(verbose=False)  # without its start-up lines, as the job does
-    stages = int(args.stages) if args.stages.isdigit() else args.stages.split(",")
+    stages = parse_stages(args.stages)
     try:
         report = run(args.input, args.images, stages, args.seed, args.image_root)
     except FileNotFoundError as e:

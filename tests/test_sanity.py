@@ -30,6 +30,12 @@ def conv_keras(tmp_path_factory) -> str:
     return path
 
 
+def test_stages_are_a_number_or_names_with_spaces_around_them_ignored():
+    assert sanity.parse_stages("6") == sanity.parse_stages(" 6 ") == 6
+    assert sanity.parse_stages("logits, head_conv") == ["logits", "head_conv"]
+    assert sanity.parse_stages("logits") == ["logits"]
+
+
 def test_stage_layers_cascade_from_the_top():
     layers = [f"l{i}" for i in range(10)]
     plan = sanity.stage_layers(layers, 3)

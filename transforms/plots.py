@@ -510,7 +510,7 @@ def faithfulness_curves_figure(
 
     Args:
       row: a result row (`df.iloc[i]`, a dict or a named tuple of `df.itertuples()`)
-        with `deletion_curve` and `insertion_curve` (float32 [K] probabilities in
+        with `deletion_curve` and `insertion_curve` (float32 [K + 1] probabilities in
         [0, 1], step 0 = nothing removed / revealed) and the AUCs. Rows without
         stored curves draw a note instead.
     """
