@@ -913,14 +913,23 @@ def read_sanity(output: str) -> dict[str, Any] | None:
             raise ValueError(f"expected a JSON object, got {type(data).__name__}")
     except (OSError, ValueError) as e:
         _LOG.warning("Cannot read the sanity check %s: %s", path, e)
-        return {"stages": [], "verdict": None, "images": None, "changed": None, "error": str(e)}
+        return {
+            "stages": [],
+            "verdict": None,
+            "images": None,
+            "distinct": None,
+            "changed": None,
+            "error": str(e),
+        }
     stages = _sanity_stages(data.get("stages"))
     verdict, changed = data.get("verdict"), data.get("changed")
-    images = _number(data.get("images"))
+    images = _number(data.get("images"))  # rows: an image with k targets counts k
+    ids = data.get("image_ids")
     return {
         "stages": stages,
         "verdict": None if verdict is None else str(verdict),
         "images": None if images is None else int(images),
+        "distinct": len(set(map(str, ids))) if isinstance(ids, list) else None,
         "changed": changed if isinstance(changed, bool) else None,
         "error": None,
     }

@@ -648,6 +648,10 @@ def test_sanity_check_section_says_which_it_is(folder_run):
     section = _page(build_report(output, gallery=0)).sections["sanity"]
     assert "on 1 image." in section
     assert "barely change when the model is destroyed: they are not explanations" in section
+    # --target top_k: rows of fewer images (their targets), counted as such.
+    _write_sanity(output, {"stages": stages, "images": 4, "image_ids": ["a", "a", "b", "b"]})
+    section = _page(build_report(output, gallery=0)).sections["sanity"]
+    assert "on 4 rows of 2 images (their targets)." in section
     _write_sanity(output, {"stages": stages})  # a file without the check's decision
     section = _page(build_report(output, gallery=0)).sections["sanity"]
     assert "The check recorded no decision" in section and "The maps change" not in section
