@@ -91,6 +91,55 @@ def test_bad_settings_name_the_value(kwargs, message):
         ig.IGSettings("riemann_trapezoid", 8, **kwargs)
 
 
+_ROWS_X = uniform(2, seed=4)
+_ROWS_BASE = np.zeros((2, 1, *SHAPE), np.float32)
+
+
+@pytest.mark.parametrize(
+    "image_index, targets, base, message",
+    [
+        # numpy took -1 as the last image, and zipped the shorter of the two lists.
+        ([0, -1], [0, 0], _ROWS_BASE, r"image_index must be in \[0, 2\).*got -1"),
+        ([0, 2], [0, 0], _ROWS_BASE, r"image_index must be in \[0, 2\).*got 2"),
+        ([0], [0, 1], _ROWS_BASE, "image_index and targets give one value per row: 1 and 2"),
+        ([[0, 1]], [[0, 1]], _ROWS_BASE, r"image_index must be a non-empty 1-D .*\(1, 2\)"),
+        ([0.5, 1], [0, 0], _ROWS_BASE, "image_index must hold integers"),
+        ([], [], _ROWS_BASE, r"image_index must be a non-empty 1-D .*\(0,\)"),
+        # baselines of 3 images for 2: the third was never used.
+        ([0, 1], [0, 0], np.zeros((3, 1, *SHAPE), np.float32), r"baselines must have shape"),
+    ],
+)
+def test_rows_that_do_not_fit_the_inputs_are_refused_by_name(image_index, targets, base, message):
+    with pytest.raises(ValueError, match=message):
+        integrate(score_grad_fn, _ROWS_X, base, image_index, targets, "riemann_trapezoid", 4)
+
+
+@pytest.mark.parametrize(
+    "target_scores, baseline_scores, message",
+    [
+        (np.ones(2), np.zeros(2), r"baseline_scores must .* \[R, B\] = \[2, 2\]"),
+        (np.ones(1), np.zeros((2, 2)), r"target_scores must .* \[R\] = \[2\]"),
+    ],
+)
+def test_exact_scores_of_the_wrong_size_are_refused_by_name(
+    target_scores, baseline_scores, message
+):
+    base = np.zeros((2, 2, *SHAPE), np.float32)  # two baselines: [R, B] = [2, 2] scores
+    with pytest.raises(ValueError, match=message):
+        integrate(
+            score_grad_fn,
+            _ROWS_X,
+            base,
+            [0, 1],
+            [0, 0],
+            "riemann_trapezoid",
+            4,
+            tolerance=0.01,
+            target_scores=target_scores,
+            baseline_scores=baseline_scores,
+        )
+
+
 def test_steps_that_are_not_an_integer_are_named():
     # Checked before the default max_steps compares them (a TypeError otherwise).
     with pytest.raises(ValueError, match="steps must be an integer >= 2 .*, got '8'"):

@@ -242,10 +242,54 @@ def completeness(
 
 
 def _check_shapes(inputs: np.ndarray, baselines: np.ndarray) -> None:
-    if baselines.ndim != inputs.ndim + 1 or baselines.shape[2:] != inputs.shape[1:]:
+    if (
+        inputs.ndim < 1
+        or baselines.ndim != inputs.ndim + 1
+        or baselines.shape[0] != inputs.shape[0]
+        or baselines.shape[2:] != inputs.shape[1:]
+    ):
         raise ValueError(
-            f"baselines must have shape [M, B, *S] = [{inputs.shape[0]}, B, "
-            f"{', '.join(map(str, inputs.shape[1:]))}], got {baselines.shape}."
+            f"baselines must have shape [M, B, *S] = [{', '.join(map(str, inputs.shape[:1]))}, "
+            f"B, {', '.join(map(str, inputs.shape[1:]))}] for inputs of shape [M, *S] = "
+            f"{list(inputs.shape)}, got {list(baselines.shape)}."
+        )
+
+
+def _as_rows(image_index, targets, images: int) -> tuple[np.ndarray, np.ndarray]:
+    """image_index and targets as int64 [R], refused unless they are R >= 1 integers
+    each, image_index in [0, M): numpy would take a negative index from the end, and
+    zip the shorter of the two."""
+    index, targets = np.asarray(image_index), np.asarray(targets)
+    for name, value in (("image_index", index), ("targets", targets)):
+        if value.ndim != 1 or not len(value):
+            raise ValueError(
+                f"{name} must be a non-empty 1-D sequence [R], got shape {value.shape}."
+            )
+        if value.dtype.kind not in "iu":
+            raise ValueError(f"{name} must hold integers, got {value.dtype} {value[:4].tolist()}.")
+    if len(index) != len(targets):
+        raise ValueError(
+            f"image_index and targets give one value per row: {len(index)} and {len(targets)}."
+        )
+    outside = index[(index < 0) | (index >= images)]
+    if len(outside):
+        raise ValueError(
+            f"image_index must be in [0, {images}) (the images of inputs), got {outside[0]}."
+        )
+    return index.astype(np.int64), targets.astype(np.int64)
+
+
+def _check_scores(target_scores, baseline_scores, rows: int, baselines: int) -> None:
+    """Adaptive mode's exact scores: F(x) of each row and F(x'_b) of each of its baselines."""
+    if np.size(target_scores) != rows:
+        raise ValueError(
+            f"target_scores must hold F(x) of each row, [R] = [{rows}], "
+            f"got shape {np.shape(target_scores)}."
+        )
+    if np.size(baseline_scores) != rows * baselines:
+        raise ValueError(
+            f"baseline_scores must hold F(x'_b) of each row and baseline, [R, B] = "
+            f"[{rows}, {baselines}], got shape {np.shape(baseline_scores)}."
         )
 
 
@@ -279,7 +323,7 @@ def integrated_gradients(
       inputs: float32 [M, *S], the images in the model's input range.
       baselines: float32 [M, B, *S], B baselines per image; attributions are
         averaged over them.
-      image_index: int [R], the image of each row.
+      image_index: int [R], R >= 1, the image of each row, in [0, M).
       targets: int [R], the model output index each row attributes.
       settings: the rule, its nodes, the tolerance and the batching.
       target_scores: float [R], F(x); needed when `settings.tolerance > 0`.
@@ -290,12 +334,15 @@ def integrated_gradients(
 
     Returns:
       An `IGResult`.
+
+    Raises:
+      ValueError: arrays whose shapes or values do not fit the above (the message
+        names the argument), or a tolerance without the exact scores.
     """
     inputs = np.asarray(inputs, dtype=np.float32)
     baselines = np.asarray(baselines, dtype=np.float32)
     _check_shapes(inputs, baselines)
-    image_index = np.asarray(image_index, dtype=np.int64)
-    targets = np.asarray(targets, dtype=np.int64)
+    image_index, targets = _as_rows(image_index, targets, len(inputs))
     paths = Paths(integrand, inputs, baselines, image_index, targets, settings.path_batch_size)
     if settings.tolerance == 0:
         fixed = Fixed(paths, settings.method, settings.steps, settings.channel_sum)
@@ -305,6 +352,7 @@ def integrated_gradients(
             "tolerance > 0 needs target_scores and baseline_scores: the exact "
             "F(x) - F(x') that completeness is checked against."
         )
+    _check_scores(target_scores, baseline_scores, len(image_index), paths.num_baselines)
     chunks = _row_chunks(settings, paths, len(image_index))
     if len(chunks) > 1:
         call = (integrand, inputs, baselines, image_index, targets, settings)
