@@ -84,6 +84,13 @@ def test_non_finite_gradients_are_flagged_per_row():
         ({"max_steps": 4}, "max_steps \\(4\\)"),
         ({"path_batch_size": 0}, "path_batch_size must be >= 1"),
         ({"memory_budget": -1}, "memory_budget must be >= 0"),
+        # Each was a TypeError naming no setting, or failed only in the engine.
+        ({"tolerance": "0.01"}, "tolerance must be a number, got '0.01'"),
+        ({"completeness_tolerance": "0.01"}, "completeness_tolerance must be a number"),
+        ({"max_steps": "64"}, "max_steps must be an integer, got '64'"),
+        ({"path_batch_size": 2.5}, "path_batch_size must be an integer, got 2.5"),
+        ({"path_batch_size": None}, "path_batch_size must be an integer, got None"),
+        ({"memory_budget": float("nan")}, "memory_budget must be an integer, got nan"),
     ],
 )
 def test_bad_settings_name_the_value(kwargs, message):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -138,6 +139,7 @@ class IGSettings:
         rules.check_steps(self.method, self.steps)  # first: the default cap compares it
         if self.max_steps is None:  # frozen: set once, here
             object.__setattr__(self, "max_steps", default_max_steps(self.steps))
+        _check_types(self)
         if not self.tolerance >= 0:
             raise ValueError(f"tolerance must be >= 0 (0: the fixed rule), got {self.tolerance}.")
         if self.max_steps < self.steps:
@@ -158,6 +160,22 @@ class IGSettings:
             )
         if self.memory_budget < 0:
             raise ValueError(f"memory_budget must be >= 0 bytes, got {self.memory_budget}.")
+
+
+def _check_types(settings: IGSettings) -> None:
+    """Integers and numbers where they go, before the comparisons of `__post_init__`:
+    a str or None there raised a TypeError naming no setting, and a float
+    path_batch_size or memory_budget failed only in the engine."""
+    for name in ("max_steps", "path_batch_size", "memory_budget"):
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise ValueError(f"{name} must be an integer, got {value!r}.")
+    for name in ("tolerance", "completeness_tolerance"):
+        value = getattr(settings, name)
+        if value is None and name == "completeness_tolerance":
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(f"{name} must be a number, got {value!r}.")
 
 
 @dataclasses.dataclass
