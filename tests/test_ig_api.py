@@ -147,6 +147,20 @@ def test_exact_scores_of_the_wrong_size_are_refused_by_name(
         )
 
 
+def test_a_score_grad_fn_passed_as_the_integrand_names_integrand_from_gradients():
+    settings = ig.IGSettings("riemann_trapezoid", 4)
+    with pytest.raises(TypeError, match=r"integrand_from_gradients\(fn\)"):
+        ig.integrated_gradients(score_grad_fn, _ROWS_X, _ROWS_BASE, [0, 1], [0, 0], settings)
+
+
+def test_settings_that_are_not_ig_settings_are_named():
+    integrand = ig.integrand_from_gradients(score_grad_fn)
+    with pytest.raises(TypeError, match="settings must be an IGSettings, .* got dict"):
+        ig.integrated_gradients(
+            integrand, _ROWS_X, _ROWS_BASE, [0, 1], [0, 0], {"method": "riemann_trapezoid"}
+        )
+
+
 def test_steps_that_are_not_an_integer_are_named():
     # Checked before the default max_steps compares them (a TypeError otherwise).
     with pytest.raises(ValueError, match="steps must be an integer >= 2 .*, got '8'"):

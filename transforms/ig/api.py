@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import numbers
 from collections.abc import Callable, Sequence
 
@@ -273,6 +274,29 @@ def _check_shapes(inputs: np.ndarray, baselines: np.ndarray) -> None:
         )
 
 
+def _check_callers_types(integrand, settings) -> None:
+    """An `IGSettings`, and an integrand that takes the five arguments of an
+    `IntegrandFn`: a `ScoreGradFn` passed as is failed in the engine's first call
+    with "takes 4 positional arguments but 5 were given"."""
+    if not isinstance(settings, IGSettings):
+        raise TypeError(
+            f"settings must be an IGSettings, e.g. IGSettings('riemann_trapezoid', 64), "
+            f"got {type(settings).__name__}."
+        )
+    if not callable(integrand):
+        raise TypeError(f"integrand must be an IntegrandFn, got {type(integrand).__name__}.")
+    try:
+        inspect.signature(integrand).bind(*range(5))
+    except ValueError:  # no signature to read (a builtin): its first call tells
+        return
+    except TypeError as e:
+        raise TypeError(
+            "integrand must take (images, references, index, alphas, targets), an "
+            "IntegrandFn; a ScoreGradFn fn(inputs, baselines, alphas, targets) becomes "
+            f"one with integrand_from_gradients(fn) ({e})."
+        ) from e
+
+
 def _as_rows(image_index, targets, images: int) -> tuple[np.ndarray, np.ndarray]:
     """image_index and targets as int64 [R], refused unless they are R >= 1 integers
     each, image_index in [0, M): numpy would take a negative index from the end, and
@@ -356,7 +380,10 @@ def integrated_gradients(
     Raises:
       ValueError: arrays whose shapes or values do not fit the above (the message
         names the argument), or a tolerance without the exact scores.
+      TypeError: settings that are not an `IGSettings`, or an integrand that does
+        not take an `IntegrandFn`'s five arguments.
     """
+    _check_callers_types(integrand, settings)
     inputs = np.asarray(inputs, dtype=np.float32)
     baselines = np.asarray(baselines, dtype=np.float32)
     _check_shapes(inputs, baselines)
