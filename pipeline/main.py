@@ -1671,8 +1671,16 @@ def run(
     no run completes here: a Dataflow --dry_run, a template, or
     --no_wait_until_finish on a remote runner.
 
+    Args:
+      argv: the flags as on the command line, a list (`['--output', 'out',
+        '--steps', '16']`; paths and numbers are taken as their text); None: this
+        process's own, `sys.argv[1:]`.
+      save_main_session: as for `launch`.
+
     Raises:
       ConfigError: bad flags, dataset, model or output folder (before any work).
+      TypeError: argv is one string, or holds an item that is not a string, a path
+        or a number (`pipeline.options.check_flags`).
       RuntimeError: the run did not finish, or finished without accounting for
         every input.
     """

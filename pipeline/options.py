@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import logging
+import os
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -492,19 +493,46 @@ def _project_actions() -> list[argparse.Action]:
     return [a for a in parser._actions if a.option_strings]
 
 
+def _as_strings(argv: Sequence[Any]) -> list[str]:
+    """argv from Python (`pipeline.run([...])`) as the command line's strings: a path
+    or a number is its text; one string of the whole command line is refused (it
+    was read as flags of one character each, 'unknown flag -')."""
+    if isinstance(argv, str | bytes):
+        raise TypeError(
+            "argv must be a list of flags and values, e.g. ['--output', 'out', '--steps', "
+            f"'16'], not one string; shlex.split({argv!r}) splits a command line."
+        )
+    out = []
+    for arg in argv:
+        if isinstance(arg, os.PathLike):
+            arg = os.fspath(arg)
+        elif isinstance(arg, int | float) and not isinstance(arg, bool):
+            arg = str(arg)
+        if not isinstance(arg, str):
+            raise TypeError(
+                f"argv holds {arg!r} ({type(arg).__name__}); give flags and values as "
+                "strings, paths or numbers, e.g. ['--steps', '16', '--overwrite']."
+            )
+        out.append(arg)
+    return out
+
+
 def check_flags(argv: Sequence[str]) -> list[str]:
     """Validates flag names and value types of `argv` before any work.
 
-    Returns argv with negative values attached to their flags (`--input_range=-1,1`).
+    Returns argv as strings (paths and numbers as their text), negative values
+    attached to their flags (`--input_range=-1,1`).
     Flags that neither the project nor Beam declares are refused with the closest
     known flag; on portable runners (Flink, Spark, Prism, a job server), whose job
     server may take flags of its own, only likely misspellings of known flags are.
 
     Raises:
       ConfigError: an unknown flag, a stray argument or a value of the wrong type.
+      TypeError: argv is one string, or holds an item that is not a string, a
+        path or a number.
     """
     parser = _full_parser()
-    argv = _join_negative_values(list(argv), parser)
+    argv = _join_negative_values(_as_strings(argv), parser)
     known, unknown = parser.parse_known_args(argv)
     runner = str(getattr(known, "runner", None) or "").rsplit(".", 1)[-1].lower()
     passed_flag = False  # the previous argument was an unknown flag passed on

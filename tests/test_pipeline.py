@@ -41,6 +41,34 @@ def _check_linear_row(row, pixels: np.ndarray, weights: np.ndarray, bias: np.nda
     assert row.predicted_name and row.top_k_names[0] == row.predicted_name
 
 
+def test_run_from_python_takes_paths_and_numbers_as_the_command_line_would(
+    image_folder, linear_keras, tmp_path
+):
+    """A notebook's `run([..., "--output", tmp_path / "out", "--steps", 4])`: a path and
+    a number were a TypeError from a regular expression ('expected string or
+    bytes-like object, got PosixPath')."""
+    folder = tmp_path / "images"  # image_folder's, as a pathlib.Path
+    args = ["--dataset", folder, "--model", linear_keras, "--output", tmp_path / "out"]
+    manifest = run([*args, "--steps", 4, "--tolerance", 0.0], save_main_session=False)
+    assert manifest["counts"]["rows"] == len(image_folder["pixels"])
+    assert manifest["command"][3:] == [*map(str, args), "--steps", "4", "--tolerance", "0.0"]
+    results = pd.read_parquet(tmp_path / "out" / "results", columns=["steps"])
+    assert set(results.steps) == {4}
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ("--dataset sample --output out", r"not one string; shlex.split"),
+        (["--output", "out", "--overwrite", True], r"argv holds True \(bool\)"),
+    ],
+)
+def test_run_from_python_refuses_argv_that_is_not_flags_naming_it(argv, message, tmp_path):
+    # One string was read character by character: 'unknown flag -'.
+    with pytest.raises(TypeError, match=message):
+        run(argv)
+
+
 def test_end_to_end_linear_model_gives_exact_attributions(
     image_folder, linear_keras, linear_weights, tmp_path
 ):
