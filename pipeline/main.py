@@ -1298,6 +1298,20 @@ def _command(argv: Sequence[str]) -> tuple[str, ...]:
     return ("python", "-m", "pipeline", *argv)
 
 
+def _checked_flags(argv: Sequence[str] | None) -> list[str]:
+    """`check_flags` of `argv`, or of this process's arguments when None, which a
+    refusal then names: in a notebook they are its kernel's (`-f kernel.json`)."""
+    if argv is not None:
+        return check_flags(argv)
+    try:
+        return check_flags(sys.argv[1:])
+    except ConfigError as e:
+        raise ConfigError(
+            f"{e} (read from this process's arguments, sys.argv[1:] = {sys.argv[1:]}, as "
+            "no argv was given; from Python pass the flags: run(['--output', 'out', ...]))"
+        ) from e
+
+
 def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOptions]:
     """Parses and validates flags, resolves dataset and model. No pipeline yet.
 
@@ -1321,7 +1335,7 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
         bad value and the fix.
     """
     with _as_config_errors():
-        argv = check_flags(sys.argv[1:] if argv is None else argv)
+        argv = _checked_flags(argv)
         options = PipelineOptions(argv)
         standard = options.view_as(StandardOptions)
         standard.runner = standard.runner or "DirectRunner"  # Beam's default, said once here

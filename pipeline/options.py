@@ -473,6 +473,11 @@ def _join_negative_values(argv: Sequence[str], parser: argparse.ArgumentParser) 
 
 def _unknown_flag_message(arg: str, parser: argparse.ArgumentParser) -> str:
     name = arg.split("=", 1)[0]
+    if name in ("-h", "--help"):  # the command line prints the help before the run
+        return (
+            f"{name} is the command line's (python -m pipeline --help); from Python, "
+            "print(pipeline.options.help_text()) lists the flags."
+        )
     project = [f"--{a.dest}" for a in _project_actions()]
     known = [o for a in parser._actions for o in a.option_strings]
     # A flag cut short (--tol) means a project flag it begins, not the closest

@@ -287,6 +287,25 @@ def test_help_says_what_each_choice_of_a_flag_does():
         assert explained in text, explained
 
 
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_asked_of_run_from_python_says_where_the_help_is(flag):
+    # It was 'unknown flag --help; did you mean --steps?'.
+    with pytest.raises(pipeline_main.ConfigError, match=r"help_text\(\)\) lists the flags"):
+        pipeline_main.run([flag])
+
+
+def test_run_without_argv_in_a_notebook_names_the_arguments_it_read(monkeypatch):
+    # A Jupyter kernel's own arguments: 'unknown flag -f' said nothing of where -f came from.
+    kernel = ["ipykernel_launcher.py", "-f", "/tmp/kernel-1.json"]
+    monkeypatch.setattr(sys, "argv", kernel)
+    with pytest.raises(pipeline_main.ConfigError) as refused:
+        pipeline_main.run()
+    message = str(refused.value)
+    assert message.startswith("unknown flag -f;")
+    assert "sys.argv[1:] = ['-f', '/tmp/kernel-1.json']" in message
+    assert "run(['--output'" in message
+
+
 def _tensorflow_imported_after(argv: list[str]) -> tuple[int, str, bool]:
     code = (
         "import sys; from pipeline.__main__ import main; code = main(sys.argv[1:]); "
