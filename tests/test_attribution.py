@@ -89,6 +89,25 @@ def test_launch_and_workers_agree_whether_outputs_are_probabilities(
     assert Classifier(spec, jit_compile=False).outputs_probabilities == probabilities
 
 
+def test_a_classifier_from_python_gives_exact_ig_of_a_linear_model_and_names_its_scores(
+    linear_keras, linear_weights
+):
+    """The notebook path: resolve_model, Classifier and integrated_gradients on a
+    .keras file, exact for every rule; a score name it has not was a KeyError."""
+    spec = resolve_model(linear_keras)
+    model = Classifier(spec, jit_compile=False)
+    x = np.random.default_rng(5).uniform(size=(1, SIZE, SIZE, 3)).astype(np.float32)
+    refs = baselines_lib.make_baselines(x[0], ["black", "grey"], spec.input_range, "x")[None]
+    exact = ((x - refs) * linear_weights[0][:, 7].reshape(SIZE, SIZE, 3)).mean(axis=1)
+    for method in ig.METHODS:
+        settings = ig.IGSettings(method, 4)
+        result = ig.integrated_gradients(model.integrand_fn("raw"), x, refs, [0], [7], settings)
+        np.testing.assert_allclose(result.attributions, exact, rtol=1e-4, atol=1e-6)
+    for make in (model.integrand_fn, model.score_grad_fn, model.score_fn):
+        with pytest.raises(ValueError, match="score must be one of raw, softmax, got 'logit'"):
+            make("logit")
+
+
 def test_a_worker_refuses_a_model_without_gradient_that_a_proto_launch_accepted(tmp_path):
     """A Dataflow launch reads the SavedModel's proto, which cannot tell that its scores
     (a one-hot of the argmax) have no input gradient: the worker's load says so,

@@ -996,6 +996,14 @@ def _load_for(spec: ModelSpec, handoff: ModelHandoff | None) -> tuple[Any, bool]
 _SCORES = ("raw", "softmax")
 
 
+def _compiled(functions: dict[str, Any], score: str) -> Any:
+    """The compiled function of `score`, one of `_SCORES` (else a ValueError naming
+    them, not a KeyError of the bare name)."""
+    if score not in functions:
+        raise ValueError(f"score must be one of {', '.join(_SCORES)}, got {score!r}.")
+    return functions[score]
+
+
 class Classifier:
     """A loaded model with graph-compiled forward and gradient functions."""
 
@@ -1065,7 +1073,7 @@ class Classifier:
 
     def score_grad_fn(self, score: str) -> ScoreGradFn:
         """The `ScoreGradFn` of `score` (`raw` or `softmax`), targets as output indices."""
-        fn = self._grads[score]
+        fn = _compiled(self._grads, score)
 
         def run(inputs, baselines, alphas, targets):
             rows, args = self._path_args(inputs, baselines, alphas, targets)
@@ -1082,7 +1090,7 @@ class Classifier:
         tuned: the function's `call_size` is `self.tuner`'s choice, which its
         calls' timings teach (`--path_batch_size auto` on CPUs).
         """
-        fn = self._integrands[score]
+        fn = _compiled(self._integrands, score)
         tuner = self.tuner if tuned else None
 
         def run(images, references, index, alphas, targets):
@@ -1110,7 +1118,7 @@ class Classifier:
 
     def score_fn(self, score: str) -> ScoreFn:
         """The forward-only `ScoreFn` of `score`, for points whose gradient is not needed."""
-        fn = self._scores[score]
+        fn = _compiled(self._scores, score)
 
         def run(inputs, baselines, alphas, targets):
             rows, args = self._path_args(inputs, baselines, alphas, targets)
