@@ -58,3 +58,13 @@ def test_blur_is_a_gaussian_of_sigma_side_over_16_along_both_axes():
         blurred[16 + 2, 16 + 2, 0] / blurred[16, 16, 0], np.exp(-1), rtol=1e-5
     )
     np.testing.assert_allclose(blurred.sum(axis=(0, 1)), [1.0] * 3, rtol=1e-5)  # light is kept
+
+
+def test_one_string_of_names_and_a_batch_of_images_are_refused_naming_the_argument():
+    # "black" was read as the names b, l, a, c, k ('Unknown baseline 'b''), and a
+    # batch [N, H, W, C] as one image: its blur ran over N and H without a word.
+    with pytest.raises(TypeError, match=r"names must be a list of baselines, e.g. \['black'\]"):
+        make_baselines(_image(), "black", RANGE, "a")
+    batch = np.stack([_image(0), _image(1)])
+    with pytest.raises(ValueError, match=r"image must be one image \[H, W, C\], got shape \(2, "):
+        make_baselines(batch, ("blur",), RANGE, "a")

@@ -32,6 +32,18 @@ def _noise_seed(seed: int, image_id: str) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
+def _check_arguments(shape: tuple[int, ...], names: Sequence[str]) -> None:
+    """One string was read as names of one letter ('Unknown baseline 'b''), and a
+    batch [N, H, W, C] as one image whose blur ran over N and H."""
+    if isinstance(names, str):
+        raise TypeError(f"names must be a list of baselines, e.g. [{names!r}], not one string.")
+    if len(shape) != 3:
+        raise ValueError(
+            f"image must be one image [H, W, C], got shape {shape}; call make_baselines "
+            "once per image of a batch."
+        )
+
+
 def make_baselines(
     image: np.ndarray,
     names: Sequence[str],
@@ -52,7 +64,12 @@ def make_baselines(
 
     Returns:
       float32 [len(names), H, W, 3].
+
+    Raises:
+      TypeError: `names` is one string (a name is `["blur"]`).
+      ValueError: an unknown name, or an `image` that is not one [H, W, C] image.
     """
+    _check_arguments(np.shape(image), names)
     low, high = input_range
     out = np.empty((len(names), *image.shape), dtype=np.float32)
     for i, name in enumerate(names):
