@@ -1215,6 +1215,30 @@ def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"steps": "25"}, "--steps must be an integer, got '25'"),  # was a bare TypeError
+        ({"tolerance": "0.01"}, "--tolerance must be a number, got '0.01'"),
+        ({"completeness_tolerance": None}, "--completeness_tolerance must be a number, got None"),
+        ({"top_k": 2.5}, "--top_k must be an integer, got 2.5"),  # failed in the first batch
+        ({"seed": "1"}, "--seed must be an integer, got '1'"),
+    ],
+)
+def test_an_attribution_config_from_python_names_a_value_of_the_wrong_type(kwargs, message):
+    from transforms.config import ConfigError  # noqa: PLC0415
+
+    with pytest.raises(ConfigError, match=message):
+        AttributionConfig(**kwargs)
+
+
+def test_an_attribution_config_from_python_takes_baselines_as_the_flag_does():
+    # One string was read letter by letter: "--baseline 'b' is not supported".
+    assert AttributionConfig(baselines="black").baselines == ("black",)
+    assert AttributionConfig(baselines="black,blur").baselines == ("black", "blur")
+    assert AttributionConfig(baselines=["grey"]).baselines == ("grey",)
+
+
 def test_overwrite_deletes_only_a_run_of_this_job_never_other_files(
     image_folder, linear_keras, tmp_path, capsys
 ):

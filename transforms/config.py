@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+
+import numpy as np
 
 from transforms.baselines import BASELINES
 from transforms.faithfulness import FAITHFULNESS_MODES
@@ -80,7 +83,9 @@ class AttributionConfig:
         with a tolerance, the initial ones, spread over panels graded towards 0
         (at least one panel: 2 nodes for trapezoid panels, 4 or 5 for others).
       method: quadrature rule, one of `transforms.ig.METHODS`.
-      baselines: one or more of `BASELINES`; attributions are averaged over them.
+      baselines: one or more of `BASELINES` (a sequence, or one string of names
+        separated by commas, as --baseline takes them); attributions are averaged
+        over them.
       target: which classes to attribute: `predicted`, `label` or `top_k`.
       score: `raw` (model output, usually a logit) or `softmax` (probability).
       top_k: predictions kept per image (and targets for `--target top_k`).
@@ -166,11 +171,29 @@ class AttributionConfig:
         return bound
 
     def __post_init__(self) -> None:
+        names = self.baselines  # a string as --baseline takes it: "black,blur"
+        object.__setattr__(
+            self, "baselines", tuple(names.split(",") if isinstance(names, str) else names)
+        )
+        self._check_types()
         if self.max_steps is None:  # frozen: set once, here
             object.__setattr__(self, "max_steps", default_max_steps(self.steps))
         self._check_choices()
         self._check_steps()
         self._check_bounds()
+
+    def _check_types(self) -> None:
+        """Integers and numbers where they go (from Python, `AttributionConfig(steps="25")`
+        was a bare TypeError, and `top_k=2.5` failed only in the first batch)."""
+        integers = ("steps", "top_k", "max_steps", "path_batch_size", "seed", "faithfulness_steps")
+        for name in integers + ("tolerance", "completeness_tolerance"):
+            value = getattr(self, name)
+            if value is None and name in ("max_steps", "path_batch_size"):
+                continue
+            kind = (int, np.integer) if name in integers else numbers.Real
+            if isinstance(value, bool) or not isinstance(value, kind):
+                what = "an integer" if name in integers else "a number"
+                raise ConfigError(f"--{name} must be {what}, got {value!r}.")
 
     def _check_choices(self) -> None:
         _choice("method", self.method, METHODS)
