@@ -99,7 +99,8 @@ class IGSettings:
       method: the quadrature rule, one of `rules.METHODS`.
       steps: its nodes on [0, 1] (fixed mode), or the initial nodes, spread over
         panels graded towards a = 0 (adaptive mode: at least one panel's,
-        `panel_rule(method).nodes`).
+        `panel_rule(method).nodes`, rounded down to whole panels: 24 of 25 for
+        gausslegendre, 5 of 8 for gausslobatto).
       tolerance: 0 for the fixed rule; > 0 refines the paths of each row until
         its estimated per-pixel relative error is within it and its relative
         completeness delta within `completeness_tolerance` (of the map averaged
