@@ -59,6 +59,9 @@ def test_resolve_keras_and_saved_model_specs(linear_keras, quadratic_saved_model
     saved = resolve_model(quadratic_saved_model, input_range=(-1.0, 1.0))
     assert (saved.kind, saved.image_size, saved.input_range) == ("saved_model", SIZE, (-1.0, 1.0))
     assert resolve_model(quadratic_saved_model).identity == saved.identity
+    # From Python, as --input_range's parser refuses it: black and white would swap.
+    with pytest.raises(ValueError, match=r"input_range \(1, 0\) needs low < high"):
+        resolve_model(quadratic_saved_model, input_range=(1, 0))
 
 
 def _save_softmax_on_nonnegative_inputs(path: str) -> None:

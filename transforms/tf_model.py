@@ -649,6 +649,8 @@ def _input_range(
     if input_range is None:
         return fixed or (0.0, 1.0)
     low, high = float(input_range[0]), float(input_range[1])
+    if not low < high:  # as --input_range's parser says, for callers from Python
+        raise ValueError(f"input_range {input_range!r} needs low < high, e.g. (0, 1).")
     if fixed is not None and (low, high) != fixed:
         raise ValueError(
             f"--input_range {low:g},{high:g} does not fit --model {model.reference!r}, which "
