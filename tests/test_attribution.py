@@ -654,3 +654,46 @@ def test_float16_storage_counts_in_the_error_of_the_stored_map(
     # ... and its row says so, instead of an error of 0 and within_tolerance True.
     assert row["attribution_error"] >= 0.999 * off and row["within_tolerance"] is False
     assert "do not fit float16" in caplog.text
+
+
+def _save_holed(path: str) -> None:
+    """F = sum over pixels of x^2 per channel, NaN where the image's mean is in (0.25, 0.75)."""
+    import tensorflow as tf
+
+    class Holed(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+        def __call__(self, x):
+            mean = tf.reduce_mean(x, axis=[1, 2, 3])[:, None]
+            scores = tf.reduce_sum(x * x, axis=[1, 2]) @ tf.eye(3, 4)
+            holed = (mean > 0.25) & (mean < 0.75)
+            return tf.where(holed, tf.fill(tf.shape(scores), float("nan")), scores)
+
+    tf.saved_model.save(Holed(), path)
+
+
+def test_faithfulness_spends_no_model_call_on_rows_that_failed(tmp_path):
+    # A bright image's path meets the model's NaN (its nodes at alpha = 1/3 and 2/3):
+    # an error record, whose deletion and insertion curves were computed anyway (model
+    # calls spent, numpy warnings).
+    _save_holed(str(tmp_path / "holed"))
+    spec = resolve_model(str(tmp_path / "holed"))
+    config = AttributionConfig(steps=4, tolerance=0, faithfulness_steps=4)
+    dark, bright = (
+        ImageExample(name, f"{name}.png", None, np.full((SIZE, SIZE, 3), v, np.float32))
+        for name, v in (("dark", 0.2), ("bright", 0.9))
+    )
+
+    def audit(examples):
+        handler = IGModelHandler(spec, config, None, batch_size=len(examples))
+        model = handler.load_model()
+        before = tf_model.model_evaluations()["forward"]
+        with np.errstate(invalid="raise"):  # no NaN met on the failed row
+            outcomes = handler.run_inference(examples, model)
+        return outcomes, tf_model.model_evaluations()["forward"] - before
+
+    (alone,), passes_alone = audit([dark])
+    (ok, failed), passes = audit([dark, bright])
+    assert failed.errors and not failed.rows and ok.rows and not ok.errors
+    assert passes == passes_alone + 1  # its prediction (one black baseline per batch)
+    for column in ("deletion_auc", "insertion_auc", "deletion_curve", "insertion_curve"):
+        np.testing.assert_allclose(ok.rows[0][column], alone.rows[0][column], rtol=1e-6)

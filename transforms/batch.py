@@ -173,29 +173,14 @@ def _attribute(model, batch, inputs, preds, rows, cfg, spec) -> _Attributed:
         model, cfg, inputs, refs, ref_outputs, (image_index, out_index), target_scores
     )
     baseline_scores = ref_outputs[image_index, :, out_index].mean(axis=1)
-    device_points = model.settings.path_batch_size
     with np.errstate(invalid="ignore"):  # rows with inf - inf are error records (failures)
         sums = result.attributions.reshape(len(targets), -1).sum(axis=1, dtype=np.float64)
         delta, relative = ig.completeness(sums, target_scores, baseline_scores)
     failed = np.flatnonzero(~result.finite | ~np.isfinite(baseline_scores))
     rows = (image_index, out_index, targets)
     failures = _failure_reasons(model, cfg, inputs, refs, failed, rows, baseline_scores)
-    faith = None
-    if cfg.faithfulness != "none":
-        faith = faithfulness.for_rows(
-            faithfulness.from_score_fn(model.score_fn("softmax")),
-            inputs,
-            refs[:, 0],
-            image_ids,
-            image_index,
-            out_index,
-            result.attributions,
-            input_range=spec.input_range,
-            steps=cfg.faithfulness_steps,
-            chunk_size=cfg.points_per_call(device_points),
-            seed=cfg.seed,
-            image_probabilities=preds.probs[image_index, out_index],
-        )
+    keep = np.setdiff1d(np.arange(len(targets)), failed)
+    faith = _faithfulness(model, cfg, spec, inputs, refs, image_ids, rows, result, preds, keep)
     return _Attributed(
         image_index,
         targets,
@@ -208,6 +193,30 @@ def _attribute(model, batch, inputs, preds, rows, cfg, spec) -> _Attributed:
         faith,
         failures,
     )
+
+
+def _faithfulness(model, cfg, spec, inputs, refs, image_ids, rows, result, preds, keep):
+    """The faithfulness curves of the rows `keep` (the others are error records: no
+    model call is spent on them), as a result over all rows, NaN for the others;
+    None when faithfulness is off or no row is kept."""
+    if cfg.faithfulness == "none" or not len(keep):
+        return None
+    image_index, out_index, _ = rows
+    kept = faithfulness.for_rows(
+        faithfulness.from_score_fn(model.score_fn("softmax")),
+        inputs,
+        refs[:, 0],
+        image_ids,
+        image_index[keep],
+        out_index[keep],
+        result.attributions[keep],
+        input_range=spec.input_range,
+        steps=cfg.faithfulness_steps,
+        chunk_size=cfg.points_per_call(model.settings.path_batch_size),
+        seed=cfg.seed,
+        image_probabilities=preds.probs[image_index[keep], out_index[keep]],
+    )
+    return faithfulness.scattered(kept, keep, len(image_index))
 
 
 def _failure_reasons(model, cfg, inputs, refs, failed, rows, baseline_scores) -> dict[int, str]:

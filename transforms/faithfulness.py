@@ -199,6 +199,21 @@ class FaithfulnessResult:
     forward_evaluations: np.ndarray
 
 
+def scattered(result: FaithfulnessResult, rows: np.ndarray, count: int) -> FaithfulnessResult:
+    """`result` of the rows `rows` of `count` as a result of all of them: NaN curves
+    and AUCs (0 evaluations) for the rows it does not hold."""
+
+    def spread(values: np.ndarray) -> np.ndarray:
+        fill = 0 if values.dtype.kind in "iu" else np.nan
+        out = np.full((count, *values.shape[1:]), fill, dtype=values.dtype)
+        out[rows] = values
+        return out
+
+    return FaithfulnessResult(
+        **{f.name: spread(getattr(result, f.name)) for f in dataclasses.fields(result)}
+    )
+
+
 def _positions(orders: np.ndarray) -> np.ndarray:
     """Rank position of every pixel: int32 [R, P] from orders int [R, P] (inverse permutations)."""
     rows, pixels = orders.shape
