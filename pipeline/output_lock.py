@@ -25,9 +25,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import glob
 import json
 import logging
 import os
+import re
 import socket
 import uuid
 
@@ -190,6 +192,27 @@ def _create(lock: RunLock) -> bool:
     return True
 
 
+def _drop_dead_temps(lock: RunLock) -> None:
+    """Deletes the temp files `<output>/.lock.<run id>` (`_create`, `hand_over`) that a
+    launcher killed between writing and removing one left behind: those whose writer
+    is gone. Another live launcher's (racing for the lock) is its own to remove; an
+    unreadable one may be one being written, and stays. Called holding the lock."""
+    if files.is_remote(lock.path):
+        return  # no temp files there
+    for temp in glob.glob(glob.escape(lock.path) + ".*"):
+        if temp == f"{lock.path}.{lock.run_id}" or not re.fullmatch(
+            r"[0-9a-f]{12}", temp.rsplit(".", 1)[1]
+        ):
+            continue
+        try:
+            held = _read(temp)
+        except OSError:  # removed meanwhile by its launcher
+            continue
+        if held is not None and _holder_is_gone(held):
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+
+
 def _in_use(output: str, held: RunLock | None, path: str) -> OutputInUseError:
     if held is None:
         who, dead = "another run (its lock file is unreadable)", "that run is dead"
@@ -280,6 +303,7 @@ def acquire(output: str) -> RunLock:
     )
     for _ in range(3):  # a stale lock is removed, then the create is tried again
         if _create(lock):
+            _drop_dead_temps(lock)
             return lock
         live, held = _live_holder(lock.path)
         if live:
@@ -295,5 +319,6 @@ def acquire(output: str) -> RunLock:
             _LOG.log(level, "Taking over the lock of run %s: %s.", held.run_id, _why_stale(held))
             FileSystems.delete([lock.path])
             if _create(lock):
+                _drop_dead_temps(lock)
                 return lock
     raise _in_use(output, None, lock.path)

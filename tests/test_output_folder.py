@@ -322,6 +322,36 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(image_folder, linear_keras
         run([*args, "--overwrite"], save_main_session=False)
 
 
+def test_a_launcher_killed_while_taking_the_lock_leaves_no_file_behind(
+    image_folder, linear_keras, tmp_path
+):
+    # A real launcher, SIGKILLed after writing its lock's temp file, before linking it.
+    out = tmp_path / "out"
+    out.mkdir()
+    code = (
+        "import os, signal, sys; from pipeline import output_lock; "
+        "os.link = lambda *a: os.kill(os.getpid(), signal.SIGKILL); "
+        "output_lock.acquire(sys.argv[1])"
+    )
+    killed = subprocess.run([sys.executable, "-c", code, str(out)], cwd=_REPO)
+    assert killed.returncode == -signal.SIGKILL
+    (left,) = out.glob(".lock.*")
+    # A live launcher's temp file (racing for the lock) is its own to remove: kept.
+    from pipeline.output_lock import _process_identity
+
+    mine = {"run_id": "0123456789ab", "pid": os.getpid(), "process": _process_identity(os.getpid())}
+    live = {**json.loads(left.read_text()), **mine}
+    (out / ".lock.0123456789ab").write_text(json.dumps(live))
+    args = cli_args(dataset=image_folder["root"], model=linear_keras, output=out, steps=2)
+    assert run(args, save_main_session=False)["status"] == "complete"
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".lock.0123456789ab",
+        "errors",
+        "manifest.json",
+        "results",
+    ]
+
+
 def _stale_lock(out: Path, **fields) -> dict:
     """A lock of this host written long ago by `pid` (default: a process that ended)."""
     out.mkdir(exist_ok=True)
