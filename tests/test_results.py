@@ -166,6 +166,24 @@ def test_in_filters_with_empty_and_typed_lists(folder_run):
     assert empty_or.file_name.tolist() == ["shark.png"]
 
 
+def test_in_filters_refuse_a_scalar_or_mistyped_values_naming_the_term(folder_run):
+    output = folder_run["output"]
+    # A set or a tuple is a list of values too.
+    cats = results.read_results(output, ["file_name"], filters=[("label", "in", {281})])
+    assert sorted(cats.file_name) == ["cat1.png", "cat2.png"]
+    # A scalar was "TypeError: 'int' object is not iterable"; a string was read as its letters.
+    with pytest.raises(ValueError, match=r"filters: 'in' takes a list of values, e\.g\. \('label'"):
+        results.read_results(output, filters=[("label", "in", 281)])
+    with pytest.raises(
+        ValueError, match="filters: 'not in' takes a list of values.*got 'cat1.png'"
+    ):
+        results.read_results(output, filters=[("file_name", "not in", "cat1.png")])
+    with pytest.raises(
+        ValueError, match=r"the values of \('label', 'in', \.\.\.\) are not all int"
+    ):
+        results.read_results(output, filters=[("label", "in", ["cat"])])
+
+
 def test_read_row_by_file_name_or_id_and_target(tmp_path):
     rows = [
         [

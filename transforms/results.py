@@ -135,10 +135,24 @@ def _predicate(term: tuple[str, str, Any], schema: pa.Schema) -> pc.Expression:
     if op not in _OPERATORS:
         raise ValueError(f"filters: operator {op!r} is not one of: {', '.join(_OPERATORS)}.")
     if op in ("in", "not in"):
-        values = pa.array(list(value), type=schema.field(column).type)
-        found = pc.field(column).isin(values)
+        found = pc.field(column).isin(_values(column, op, value, schema.field(column).type))
         return ~found if op == "not in" else found
     return pq.filters_to_expression([term])
+
+
+def _values(column: str, op: str, value: Any, kind: pa.DataType) -> pa.Array:
+    """The list of an `in` / `not in` term as an array of the column's type."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ValueError(
+            f"filters: {op!r} takes a list of values, e.g. ({column!r}, {op!r}, [...]); "
+            f"got {value!r}."
+        )
+    try:
+        return pa.array(list(value), type=kind)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as err:
+        raise ValueError(
+            f"filters: the values of ({column!r}, {op!r}, ...) are not all {kind}: {err}"
+        ) from None
 
 
 def _expression(filters: Filters | None, schema: pa.Schema) -> pc.Expression | None:
