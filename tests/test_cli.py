@@ -529,6 +529,24 @@ def test_models_the_job_cannot_audit_are_refused_at_launch(image_folder, tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+def test_a_damaged_saved_model_pb_names_the_fix(image_folder, tmp_path, capsys):
+    good = _saved_model(tmp_path / "good", lambda s: s, None)
+    cases = {
+        # TF's own words were "requires a `tags=` argument ... there are 0 MetaGraphs".
+        "empty": (b"", "its saved_model.pb holds no model (empty or cut short); save or"),
+        "garbage": (b"\xff" * 64, "could not be loaded: Cannot parse file"),
+    }
+    for name, (data, message) in cases.items():
+        model = tmp_path / name
+        shutil.copytree(good, model)
+        (model / "saved_model.pb").write_bytes(data)
+        assert main(_flags(image_folder, str(model), tmp_path / "out")) == 2, name
+        (line,) = _error_lines(capsys.readouterr().err)
+        assert line.startswith(f"error: --model '{model}'"), line
+        assert message in line and "tags=" not in line and not line.endswith(".."), line
+    assert not (tmp_path / "out").exists()
+
+
 def _typed_input_models(path, dtype) -> tuple[str, str]:
     """A SavedModel whose `__call__`, and one whose serving signature, takes `dtype`
     images: logits = mean(x) @ w, computed in float32."""

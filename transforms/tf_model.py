@@ -422,14 +422,24 @@ def _load(model: ModelReference) -> Any:
     try:
         return hub.load(location)
     except Exception as e:
-        hint = (
-            " Downloading TF Hub models needs network; offline, download the model "
-            "elsewhere and pass its SavedModel folder, or set TFHUB_CACHE_DIR to a cache "
-            "that holds it."
-            if kind == "hub"
-            else ""
+        raise _saved_model_load_error(kind, location, e) from e
+
+
+def _saved_model_load_error(kind: str, location: str, error: Exception) -> ValueError:
+    """Why a SavedModel or hub handle did not load, with the fix."""
+    if "there are 0 MetaGraphs" in str(error):  # TF's advice (pass tags=) cannot help
+        return ValueError(
+            f"--model {location!r}: its saved_model.pb holds no model (empty or cut "
+            "short); save or download the model again."
         )
-        raise ValueError(f"--model {location!r} could not be loaded: {e}.{hint}") from e
+    hint = (
+        " Downloading TF Hub models needs network; offline, download the model "
+        "elsewhere and pass its SavedModel folder, or set TFHUB_CACHE_DIR to a cache "
+        "that holds it."
+        if kind == "hub"
+        else ""
+    )
+    return ValueError(f"--model {location!r} could not be loaded: {str(error).rstrip('.')}.{hint}")
 
 
 _UNKNOWN_KERAS_OBJECT = re.compile(r"Could not locate (class|function) '([^']+)'")
