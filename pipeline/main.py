@@ -146,6 +146,8 @@ class AuditJob:
             },
             "batch_size": self.batch_size,
             "output": self.output,
+            # what relative paths in "command" and "output" are relative to
+            "working_folder": os.getcwd(),
             "versions": versions,
             "start_time": self.start_time,
             "command": list(self.command),

@@ -385,11 +385,16 @@ def _effective_command(manifest: Mapping[str, Any]) -> str:
     """
     model, config = manifest.get("model", {}), manifest.get("config", {})
     renamed = {"baselines": "baseline"}
+    where = manifest.get("working_folder")
+    local_model = model.get("kind") in ("keras", "saved_model")
     flags = [
         ("dataset", manifest.get("dataset")),
         ("split", manifest.get("split")),
-        ("model", model.get("reference")),
-        ("output", manifest.get("output")),
+        (
+            "model",
+            _absolute(model.get("reference"), where) if local_model else model.get("reference"),
+        ),
+        ("output", _absolute(manifest.get("output"), where)),
     ]
     flags += [(renamed.get(k, k), v) for k, v in config.items() if k not in _NOT_FLAGS]
     flags += [
@@ -400,13 +405,22 @@ def _effective_command(manifest: Mapping[str, Any]) -> str:
     ]
     # Files the manifest names by their content (class names) or not at all
     # (TFDS's data folder): their paths as typed.
-    flags += [(name, _typed_flag(manifest.get("command", []), name)) for name in _TYPED_ONLY]
+    typed = manifest.get("command", [])
+    flags += [(name, _absolute(_typed_flag(typed, name), where)) for name in _TYPED_ONLY]
     parts = ["python", "-m", "pipeline"]
     for name, value in flags:
         if value is None or value is False:
             continue
         parts += [f"--{name}"] if value is True else [f"--{name}", shlex.quote(_flag_value(value))]
     return " ".join(parts)
+
+
+def _absolute(path: str | None, working_folder: str | None) -> str | None:
+    """A local path typed relative to the run's working folder, made absolute, so that
+    the command runs from any folder; remote paths and manifests without it as they are."""
+    if not path or not working_folder or "://" in path or os.path.isabs(path):
+        return path
+    return os.path.normpath(os.path.join(working_folder, path))
 
 
 _TYPED_ONLY = ("class_names", "data_dir")

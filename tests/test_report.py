@@ -7,7 +7,9 @@ import html
 import io
 import json
 import math
+import os
 import re
+import shlex
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -822,6 +824,28 @@ def test_the_command_shows_the_values_the_run_used(tmp_path):
     manifest["command"] = ["/src/pipeline/__main__.py", "--experiments", "a", "--experiments=b"]
     Path(output, "manifest.json").write_text(json.dumps(manifest))
     assert "given more than once" not in build_report(output, gallery=0)
+
+
+def test_the_command_runs_from_any_folder(tmp_path, linear_keras, monkeypatch):
+    """Paths typed relative to the run's folder are shown absolute: the command as
+    shown resumes the same run from elsewhere (it had --output out, --model ../x)."""
+    started, elsewhere = tmp_path / "started", tmp_path / "elsewhere"
+    write_image(started / "images" / "a.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    elsewhere.mkdir()
+    monkeypatch.chdir(started)
+    model = os.path.relpath(linear_keras, started)
+    args = cli_args(runner="DirectRunner", dataset="images", model=model, output="out", steps=4)
+    run(args, save_main_session=False)
+    manifest = json.loads((started / "out" / "manifest.json").read_text())
+    assert manifest["working_folder"] == str(started) and manifest["output"] == "out"
+    effective = _page(build_report(str(started / "out"), gallery=0)).pres[0]
+    for flag in (f"--model {linear_keras}", f"--output {started / 'out'}"):
+        assert f" {flag} " in f" {effective} ", effective
+    monkeypatch.chdir(elsewhere)
+    run([*shlex.split(effective)[3:], "--resume"], save_main_session=False)
+    assert not list(elsewhere.iterdir())  # nothing written here
+    resumed = json.loads((started / "out" / "manifest.json").read_text())
+    assert resumed["resumed"] and resumed["counts"]["skipped_done_before"] == 1
 
 
 def test_overwrite_removes_the_earlier_report_and_sanity_check(tmp_path, linear_keras):
