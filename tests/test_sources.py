@@ -137,6 +137,9 @@ def test_links_fifos_and_loops_are_inputs_or_error_records(tmp_path):
     fifo = sources.FolderFile(str(root / "x.png"), "x.png", None)
     (raw,) = sources._ReadFile().process(fifo)
     assert raw.data is None and "FIFO" in raw.error
+    # A file listed, then deleted by another process before it was looked at.
+    gone = sources._local_entry(str(root / "gone.png"), "gone.png", (str(root),))
+    assert gone.error == "deleted while the job listed its folder"  # not a "dangling link"
 
 
 def test_a_file_larger_than_any_image_is_an_error_record_not_read_whole(tmp_path):

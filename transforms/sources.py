@@ -178,8 +178,12 @@ def _local_entry(path: str, image_id: str, ancestors: tuple[str, ...]) -> Folder
     try:
         info = os.stat(path)  # follows symbolic links
     except FileNotFoundError:
-        target = os.readlink(path) if os.path.islink(path) else path
-        return FolderFile(path, image_id, label, error=f"dangling symbolic link to {target!r}")
+        if not os.path.islink(path):  # listed, then deleted (another process)
+            return FolderFile(
+                path, image_id, label, error="deleted while the job listed its folder"
+            )
+        error = f"dangling symbolic link to {os.readlink(path)!r}"
+        return FolderFile(path, image_id, label, error=error)
     except OSError as e:  # ELOOP: links pointing at each other; EACCES
         return FolderFile(path, image_id, label, error=f"cannot stat: {e}")
     if stat.S_ISDIR(info.st_mode):
