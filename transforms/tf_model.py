@@ -394,9 +394,9 @@ def model_identity(model: ModelReference) -> str:
     if model.kind == "hub":
         return "sha256:" + hashlib.sha256(model.location.encode()).hexdigest()
     if model.kind == "bundled":
-        from transforms.bundled.efficientnet_lite import weights_path  # noqa: PLC0415
+        from transforms.bundled.efficientnet_lite import model_identity  # noqa: PLC0415
 
-        return "sha256:" + _hash_path(weights_path())
+        return model_identity()
     return "sha256:" + _hash_path(model.location)
 
 

@@ -267,13 +267,32 @@ def test_unreadable_cache_file_is_replaced(tmp_path, converted, cache_dir, caplo
     cached = next(cache_dir.glob("efficientnet_lite0-*.keras"))
     broken = tmp_path / cached.name
     broken.write_bytes(b"not a zip")
-    with caplog.at_level(logging.WARNING, logger=efficientnet_lite.__name__):
+    # An older conversion of the same weights is deleted once the new one is saved;
+    # another install's weights' file is not.
+    stem, version = cached.name.removesuffix(".keras").rsplit("-v", 1)
+    older = tmp_path / f"{stem}-v{int(version) - 1}.keras"
+    others = tmp_path / f"efficientnet_lite0-{'0' * 16}-v{version}.keras"
+    older.write_bytes(b"19 MB")
+    others.write_bytes(b"19 MB")
+    with caplog.at_level(logging.INFO, logger=efficientnet_lite.__name__):
         model = load_efficientnet_lite0(tmp_path)
     assert "unreadable" in caplog.text
+    assert not older.exists() and others.exists()
     assert model.output_shape == (None, 1000)
     assert (
         keras.saving.load_model(broken, safe_mode=True).count_params() == converted.count_params()
     )
+
+
+def test_identity_is_the_weights_sha256_and_a_later_converters_version(monkeypatch):
+    from transforms import tf_model
+
+    identity = tf_model.model_identity(tf_model.model_reference("efficientnet_lite0"))
+    # torch hub names the file by its sha256's first 8 digits; manifests keep all 64.
+    assert re.fullmatch(r"sha256:57934424[0-9a-f]{56}", identity), identity
+    # A conversion that changes is another model for --resume.
+    monkeypatch.setattr(efficientnet_lite, "_CONVERTER_VERSION", 2)
+    assert efficientnet_lite.model_identity() == identity + "-v2"
 
 
 def test_default_cache_dir(monkeypatch, tmp_path):

@@ -51,6 +51,7 @@ __all__ = [
     "build_efficientnet_lite0",
     "default_cache_dir",
     "load_efficientnet_lite0",
+    "model_identity",
     "weights_path",
 ]
 
@@ -334,11 +335,12 @@ def weights_path() -> Path:
 
 
 def _file_digest(path: Path) -> str:
+    """The sha256 of the file at `path`, in hex."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
-    return digest.hexdigest()[:16]
+    return digest.hexdigest()
 
 
 def load_efficientnet_lite0(
@@ -362,7 +364,7 @@ def load_efficientnet_lite0(
     """
     pth = weights_path()
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    cached = folder / f"efficientnet_lite0-{_file_digest(pth)}-v{_CONVERTER_VERSION}.keras"
+    cached = folder / f"efficientnet_lite0-{_file_digest(pth)[:16]}-v{_CONVERTER_VERSION}.keras"
     model = _load_cached(cached)
     if model is not None:
         return model
@@ -375,6 +377,7 @@ def load_efficientnet_lite0(
     model = build_efficientnet_lite0(state_dict)
     try:
         _save_atomically(model, cached)
+        _remove_older_conversions(cached)
     # The converted model is right whether or not it is cached: a cache that cannot
     # be written (read-only home, disk full) costs a conversion per process, not the run.
     except OSError as e:
@@ -387,6 +390,27 @@ def load_efficientnet_lite0(
             _CACHE_ENV_VAR,
         )
     return model
+
+
+def _remove_older_conversions(cached: Path) -> None:
+    """Deletes the cache files of the same weights an older converter wrote (19 MB each,
+    never read again); other weights' files may serve another install: kept."""
+    stem = cached.name.rsplit("-v", 1)[0]
+    for path in cached.parent.glob(f"{stem}-v*.keras"):
+        version = path.name[len(stem) + 2 : -len(".keras")]
+        if version.isdigit() and int(version) < _CONVERTER_VERSION:
+            try:
+                path.unlink()
+                _log.info("deleted %s, the cache of an older conversion", path)
+            except OSError:  # another process's, or not ours to delete: harmless
+                pass
+
+
+def model_identity() -> str:
+    """What manifests record of the bundled model: the sha256 of its weights file and,
+    from converter version 2 on, that version (`--resume` must not mix conversions)."""
+    version = "" if _CONVERTER_VERSION == 1 else f"-v{_CONVERTER_VERSION}"
+    return f"sha256:{_file_digest(weights_path())}{version}"
 
 
 def _load_cached(cached: Path) -> keras.Model | None:
