@@ -81,7 +81,8 @@ class AttributionConfig:
     Attributes:
       steps: gradient evaluations per image, target and baseline (the rule's nodes);
         with a tolerance, the initial ones, spread over panels graded towards 0
-        (at least one panel: 2 nodes for trapezoid panels, 4 or 5 for others).
+        (at least one panel: 2 nodes for trapezoid panels, 3 for riemann_middle,
+        4 or 5 for the others).
       method: quadrature rule, one of `transforms.ig.METHODS`.
       baselines: one or more of `BASELINES` (a sequence, or one string of names
         separated by commas, as --baseline takes them); attributions are averaged
@@ -107,7 +108,8 @@ class AttributionConfig:
         as the run goes; 32 on GPUs).
       attributions: `full` (H x W x C), `pixel` (H x W, channel sum) or `none`.
       attribution_dtype: `float16` or `float32` storage.
-      seed: seed of the `noise` baseline.
+      seed: seed of the `noise` baseline and of the faithfulness control's random
+        ranking (each with the image id).
       store_path: keep F(alpha) at the path nodes per row.
       faithfulness: `deletion_insertion` (per-row deletion and insertion curves of
         the map and of a random ranking, see `transforms.faithfulness`) or `none`.
