@@ -55,10 +55,12 @@ def _interrupted(error: BaseException) -> bool:
 def _no_rows(manifest: dict) -> str | None:
     """Why the output holds not one row (every input failed, or there was none),
     or None. A resumed run whose images left to do failed again still holds the
-    rows done before."""
-    counts = manifest["counts"]
-    if counts["rows"] or counts.get("skipped_done_before"):
+    rows done before (and those of images no longer in the dataset)."""
+    from pipeline.summary import rows_in_output  # noqa: PLC0415
+
+    if rows_in_output(manifest):
         return None
+    counts = manifest["counts"]
     if not counts["inputs"]:
         return "no input: the dataset gave no image (check --dataset and --split)."
     failed = "the 1 input" if counts["inputs"] == 1 else f"all {counts['inputs']} inputs"

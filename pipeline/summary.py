@@ -15,7 +15,7 @@ from transforms import wording
 from transforms.manifest import shows_targets
 from transforms.results import read_errors
 
-__all__ = ["error_summary", "print_summary", "summary_table"]
+__all__ = ["error_summary", "print_summary", "rows_in_output", "summary_table"]
 
 _COLUMNS = [
     "image_id",
@@ -108,6 +108,15 @@ def _rows_in(output: str) -> int:
     return total
 
 
+def rows_in_output(manifest: dict[str, Any]) -> int:
+    """Rows `<output>/results` holds at a run's end: the run's own, or, after a
+    --resume, also the earlier runs' (of images done before, and of images no
+    longer in the dataset, whose rows are kept), read from the files."""
+    if not manifest.get("resumed"):
+        return manifest["counts"]["rows"]
+    return _rows_in(manifest["output"].rstrip("/") or manifest["output"])
+
+
 def _shell_quoted(code: str) -> str:
     """`code` as one shell word: in double quotes when that needs no escape (the
     readable form), else as `shlex.quote` gives it."""
@@ -149,8 +158,8 @@ def print_summary(manifest: dict[str, Any], limit: int = 20) -> None:
     print()
     earlier = counts.get("skipped_done_before", 0)
     before = f"; {earlier} of them done before, their rows kept" if earlier else ""
-    rows = _rows_in(output) if earlier else counts["rows"]
-    new = f", {counts['rows']} of them from this run" if earlier else ""
+    rows = rows_in_output(manifest)
+    new = f", {counts['rows']} of them from this run" if rows != counts["rows"] else ""
     print(
         f"Results in {output}/results ({wording.count(rows, 'row')}{new}), errors in {output}/errors "
         f"({counts['errors']}), manifest {output}/manifest.json; "

@@ -460,6 +460,26 @@ def test_resuming_a_finished_run_whose_only_failure_fails_again_exits_0(
     assert len(files) == 1 and not files[0].startswith("part-resume")
 
 
+def test_a_resume_whose_kept_rows_are_of_images_no_longer_in_the_folder_exits_0(
+    linear_keras, tmp_path, capsys
+):
+    # The output still holds good.png's row (kept, with a warning), though no input of
+    # the resume was done before and its one input failed again: not 'no input gave a row'.
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    write_image(folder / "good.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    args = cli_args(dataset=folder, model=linear_keras, output=tmp_path / "out", steps=2)
+    assert main(args) == 0
+    (folder / "good.png").unlink()
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 0
+    out, err = capsys.readouterr()
+    assert _error_lines(err) == []
+    assert "results (1 row, 0 of them from this run)" in out
+    assert pd.read_parquet(tmp_path / "out" / "results").image_id.tolist() == ["good.png"]
+
+
 def test_the_end_of_run_table_tells_images_of_the_same_file_name_apart(linear_keras, tmp_path):
     for folder in (WNID_CAT, "n01440764"):
         write_image(tmp_path / "images" / folder / "x0.png", np.zeros((SIZE, SIZE, 3), np.uint8))
