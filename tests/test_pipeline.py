@@ -428,6 +428,7 @@ def test_the_readme_sql_queries_run_on_a_top_k_run(image_folder, linear_keras, t
     _run(image_folder, linear_keras, tmp_path / "out", "--target", "top_k", "--top_k", "3")
     readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
     sql = "\n".join(re.findall(r"^```sql\n(.*?)^```", readme, flags=re.S | re.M))
+    sql = re.sub(r"--[^\n]*", "", sql)  # comments, which may hold a ';'
     queries = [q for q in sql.split(";") if "SELECT" in q]
     assert len(queries) >= 3
     frames = [duckdb.sql(q.replace("output/sample/", f"{tmp_path / 'out'}/")).df() for q in queries]

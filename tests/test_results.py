@@ -400,7 +400,9 @@ def test_errors_and_empty_runs(folder_run, tmp_path):
     frame = results.read_results(empty, with_arrays=True)
     assert frame.empty and list(frame.columns) == results_schema().names
     assert results.per_class_accuracy(frame).empty
-    with pytest.raises(FileNotFoundError, match="not a finished run|no manifest.json"):
+    with pytest.raises(
+        FileNotFoundError, match=r"holds no results/\*.parquet and no manifest.json"
+    ):
         results.read_results(str(tmp_path / "nothing"))
     inside = os.path.join(folder_run["output"], "results")  # the pandas one-liner's path
     for path in (inside, results._parquet_files(inside)[0]):

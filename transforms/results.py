@@ -241,7 +241,8 @@ def read_results(
       images (as with `pd.read_parquet`); list columns hold NumPy arrays.
 
     Raises:
-      FileNotFoundError: `output` is not a finished run.
+      FileNotFoundError: `output` holds no run of this job (no manifest.json); a run
+        still going is read as far as it has written.
       ValueError: an unknown column name (in `columns` or `filters`) or operator.
     """
     frame = read_table(output, columns, with_arrays=with_arrays, filters=filters).to_pandas()
