@@ -1039,3 +1039,64 @@ def test_a_moved_image_folder_is_noted_with_the_flag_that_finds_it(tmp_path, fol
     text = html.unescape(page.read_text())
     assert f"the image folder {str(root)!r} of this run is not reachable from here" in text
     assert "(--image_root on the command line)" in text
+
+
+def _edit_manifest(output: str, **changes: Any) -> None:
+    path = Path(output, "manifest.json")
+    manifest = json.loads(path.read_text())
+    for key, value in changes.items():
+        if isinstance(value, dict):
+            manifest[key].update(value)
+        else:
+            manifest[key] = value
+    path.write_text(json.dumps(manifest))
+
+
+def test_the_tiles_count_the_runs_errors_and_unaccounted_inputs_say_no(folder_run):
+    # folder_run's manifest: 5 inputs, 4 images with rows, 1 error record (broken.jpg).
+    output = folder_run["output"]
+    text = build_report(output, gallery=0)
+    assert '<div class="tile bad"><div class="v">1</div><div class="k">errors</div>' in text
+    assert "All inputs accounted for yes" in _page(text).sections["summary"]
+    _edit_manifest(output, all_inputs_accounted_for=False)  # rows + errors != inputs
+    text = build_report(output, gallery=0)
+    assert '<td>All inputs accounted for</td><td><span class="wrong">NO</span>' in text
+    assert "accounted for yes" not in _page(text).sections["summary"]
+
+
+def test_a_resumed_run_whose_earlier_rows_were_deleted_is_not_called_complete(folder_run):
+    # A --resume wrote shards[1] (2 images) and skipped the 2 images of shards[0],
+    # which an earlier run wrote: that file deleted, those images' rows are gone.
+    output = folder_run["output"]
+    _edit_manifest(output, counts={"images_with_rows": 2, "skipped_done_before": 2})
+    assert "All inputs accounted for yes" in _page(build_report(output)).sections["summary"]
+    sorted(Path(output, "results").glob("part-*.parquet"))[0].unlink()
+    summary = _page(build_report(output, gallery=0)).sections["summary"]
+    assert "All inputs accounted for NO: rows the run wrote are missing from results/" in summary
+
+
+def test_a_not_within_tolerance_verdict_is_shown_in_red(folder_run):
+    # shark's sum is 5 % off (within_tolerance False): its card's verdict is flagged.
+    text = build_report(folder_run["output"], gallery=0)
+    worst = text.split('id="worst-completeness"')[1].split("</section>")[0]
+    assert '<td>within tolerance</td><td class="wrong">no</td>' in worst
+
+
+def test_a_row_at_the_per_pixel_bound_is_within_it_in_the_count_and_the_cards(folder_run):
+    # cat2's estimate is exactly the bound (0.01): within it, as within_tolerance
+    # (error <= bound) and results.above_tolerance have it; only shark is above.
+    values = {**NEW_VALUES, CAT2: {**NEW_VALUES[CAT2], "attribution_error": 0.01}}
+    add_columns(folder_run["output"], values)
+    section = _page(build_report(folder_run["output"], gallery=0)).sections["accuracy"]
+    assert "1 of 4 rows exceed the bound 0.01 on the estimated per-pixel error" in section
+    assert re.findall(r"\w+\.png →", section) == ["shark.png →"]
+
+
+def test_a_map_that_ties_with_the_random_ranking_is_no_better_than_chance(folder_run):
+    # A model the pixels do not move: every curve is flat, the map's AUCs equal the
+    # control's (1.0). Such a map does no better than chance (deletion AUC >= control's).
+    values = {**NEW_VALUES, "loose.png": _new_values(0.002, 1.0, 1.0, 1.0, 1.0)}
+    add_columns(folder_run["output"], values)
+    section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
+    assert "3 of 4 rows do no better than chance" in section
+    assert re.findall(r"\w+\.png →", section) == ["shark.png →", "cat2.png →", "loose.png →"]
