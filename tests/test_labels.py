@@ -33,6 +33,8 @@ def test_class_names_file_formats(tmp_path, text):
     "text, message",
     [
         ("cat\n\ndog\n", "class 1 has an empty name; name every class .a blank line counts"),
+        # A blank first line is class 0, not dropped: dropping it would shift every class.
+        ("\ncat\ndog\n", "class 0 has an empty name; name every class"),
         ("", "holds no names; give one name per line, or a JSON list"),
         ("cat\ndog\ncat\n", "classes 0 and 2 are both named 'cat'"),
         ('{"0": "cat", "2": "dog"}', "key '2' is out of range; use keys 0 to 1, each once"),

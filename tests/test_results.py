@@ -107,6 +107,11 @@ def test_attributions_of_explains_missing_arrays(folder_run, tmp_path):
     row = results.read_row(output, "a.png")
     with pytest.raises(ValueError, match="--attributions none"):
         results.attributions_of(row)
+    # Values that do not fill their shape (a file another tool wrote) are named, not
+    # numpy's "cannot reshape array".
+    odd = {"image_id": "a.png", "attributions": np.zeros(3), "attribution_shape": [2, 2]}
+    with pytest.raises(ValueError, match=r"3 attribution values do not fit shape \[2, 2\]"):
+        results.attributions_of(odd)
 
 
 def test_filters_as_tuples_and_expressions(folder_run):
@@ -303,15 +308,24 @@ def test_per_class_accuracy_counts_each_image_once(tmp_path):
             make_row("c4.png", 281, 283, 0.7, 0.0),  # a rarer confusion than 282's
             make_row("s.png", 2, 3, 0.6, 0.0),
             make_row("u.png", None, 5, 0.6, 0.0),
+            make_row("b.png", 1, 1, 0.9, 0.0),  # the best class has the lowest index
         ]
     ]
     output = write_output(tmp_path / "out", rows, dataset=str(tmp_path))
     meta = results.read_results(output)
     per_image = results.one_row_per_image(meta)
-    assert per_image.image_id.tolist() == ["c1.png", "c2.png", "c3.png", "c4.png", "s.png", "u.png"]
+    assert per_image.image_id.tolist() == [
+        "b.png",
+        "c1.png",
+        "c2.png",
+        "c3.png",
+        "c4.png",
+        "s.png",
+        "u.png",
+    ]
     assert (per_image.target_class == per_image.predicted_class).all()
     table = results.per_class_accuracy(meta)
-    assert table.index.tolist() == [2, 281]  # worst first
+    assert table.index.tolist() == [2, 281, 1]  # worst first, not by class
     assert table.loc[281].to_dict() == {
         "label_name": "class 281",
         "images": 4,
