@@ -189,6 +189,11 @@ def test_label_target_and_label_offset_through_hub_handle(
     # Output index 282 is ImageNet class 281: no off-by-one.
     np.testing.assert_allclose(row.target_score, outputs[282], rtol=1e-5)
     assert row.predicted_class == int(np.argmax(outputs[1:]))
+    # The top-k probabilities are those of the classes listed (output index + 1), of
+    # the softmax over all 1001 outputs.
+    probs = np.exp(outputs - outputs.max()) / np.exp(outputs - outputs.max()).sum()
+    top = np.asarray(row.top_k_classes)
+    np.testing.assert_allclose(row.top_k_probs, probs[top + 1], rtol=1e-4)
     expected = (x * x) * quadratic_weights[:, 282].reshape(SIZE, SIZE, 3)
     np.testing.assert_allclose(
         np.reshape(row.attributions, (SIZE, SIZE, 3)), expected, rtol=1e-4, atol=1e-6
