@@ -413,6 +413,26 @@ def test_a_lock_whose_pid_now_runs_another_process_is_stale(tmp_path):
     assert not (out / ".lock").exists()
 
 
+def test_a_lock_of_a_killed_launcher_its_parent_has_not_reaped_is_stale(tmp_path):
+    # A launcher that ended while its parent (a notebook, a supervisor) has not waited
+    # for it is a zombie: its pid still answers os.kill, but no run lives there.
+    from pipeline import output_lock
+
+    out = tmp_path / "out"
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        stat = Path(f"/proc/{zombie.pid}/stat")
+        while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":  # not poll(): it reaps
+            time.sleep(0.01)
+        _stale_lock(out, pid=zombie.pid)
+        output_lock.check_free(str(out))
+        lock = output_lock.acquire(str(out))
+        assert lock.run_id != "deadbeef"
+        lock.release()
+    finally:
+        zombie.wait()
+
+
 def _hold_and_hand_over(out: Path, job_id: str) -> dict:
     """A launcher process that takes the lock, hands it to a remote job, and exits."""
     code = (
