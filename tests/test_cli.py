@@ -61,6 +61,8 @@ def _flags(image_folder, model, output, *extra):
         (["--overwrite", "yes"], "error: unexpected argument 'yes'"),
         (["--steps", "many"], "error: argument --steps: invalid int value: 'many'"),
         (["--batch_size", "0"], "error: --batch_size must be between 1 and 1024, got 0"),
+        (["--batch_size", "1025"], "error: --batch_size must be between 1 and 1024, got 1025"),
+        (["--input_range", "1,1"], "error: --input_range '1,1' needs low < high"),
         (["--input_range", "0,inf"], "error: --input_range '0,inf' must be finite numbers"),
         (["--input_range", "nan,1"], "error: --input_range 'nan,1' must be finite numbers"),
         (
