@@ -77,6 +77,20 @@ def test_non_finite_gradients_are_flagged_per_row():
     assert result.finite.tolist() == [True, False]
 
 
+def test_a_zero_map_whose_nodes_disagree_has_an_infinite_error():
+    # F's gradient is +1 before the path's midpoint and -1 after it: from x' = 0 to
+    # x = 1 the rule's map is exactly 0 while its nodes disagree (a spread). An error
+    # relative to a zero map is unbounded: the row is flagged, never called exact.
+    def step_fn(inputs, baselines, alphas, targets):
+        points = baselines + alphas.reshape(-1, 1, 1, 1) * (inputs - baselines)
+        return np.zeros(len(alphas)), np.sign(0.5 - points).astype(np.float32)
+
+    base = np.zeros((1, 1, *SHAPE), np.float32)
+    x = np.ones((1, *SHAPE), np.float32)
+    result = integrate(step_fn, x, base, [0], [0], "gausslegendre", 4, tolerance=0.0)
+    assert not result.attributions.any() and result.error.tolist() == [np.inf]
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
