@@ -134,6 +134,16 @@ def test_randomising_the_last_layer_changes_the_maps(image_folder, conv_keras, t
         np.testing.assert_allclose(computed, stored, rtol=1e-3, atol=1e-5)
 
 
+def test_stage_medians_leave_out_the_images_without_finite_maps():
+    # An image whose map is constant (an all-black image on a black baseline) has no
+    # Spearman or SSIM: the stage's medians are the other images', not NaN (undecided).
+    nan = float("nan")
+    stage = sanity._stage_report(["logits"], [(0.9, 0.8), (nan, nan), (0.1, 0.2), (0.3, 0.4)])
+    assert stage["spearman_median"] == pytest.approx(0.3)
+    assert stage["ssim_median"] == pytest.approx(0.4)
+    assert stage["spearman"] == [0.9, None, 0.1, 0.3] and stage["similar"] is False
+
+
 def test_an_undecided_check_prints_dashes_for_its_missing_medians(tmp_path, capsys):
     # A randomised model whose maps are all constant or not finite: no median to judge by.
     nan = float("nan")
