@@ -11,9 +11,10 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from pipeline import logs
+from pipeline.commands import to_stdout
 
 __all__ = ["main", "main_exit"]
 
@@ -67,24 +68,13 @@ def _no_rows(manifest: dict) -> str | None:
     return f"no input gave a row: {failed} failed (errors by stage above)."
 
 
-def _to_stdout(write: Callable[[], None]) -> None:
-    """Runs `write`, which prints to stdout; a reader that stopped reading (`| head`) has
-    the lines it wanted, and is no failure of the run (whose status stands)."""
-    try:
-        write()
-        sys.stdout.flush()
-    except BrokenPipeError:
-        # Python's advice: stdout to devnull, or the flush at exit fails again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the job from the command line; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "-h" in argv or "--help" in argv:
         from pipeline.options import help_text  # noqa: PLC0415 - no TensorFlow for --help
 
-        _to_stdout(lambda: print(help_text(_prog())))
+        to_stdout(lambda: print(help_text(_prog())))
         return 0
     verbose = "--verbose" in argv
     # Before anything imports TensorFlow: its C++ log level is read once.
@@ -133,7 +123,7 @@ def _run(argv: list[str], verbose: bool, run) -> int:
             "running it, and --no_wait_until_finish leaves it running (see the log)."
         )
         return 0
-    _to_stdout(lambda: print_summary(manifest))
+    to_stdout(lambda: print_summary(manifest))
     why = _no_rows(manifest)
     if why:
         print(f"error: {why}", file=sys.stderr)

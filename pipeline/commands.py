@@ -1,4 +1,5 @@
-"""The argument parser of the commands that read a run (`pipeline.report`, `pipeline.sanity`).
+"""The argument parser of the commands that read a run (`pipeline.report`, `pipeline.sanity`),
+and their printing to a stdout whose reader may have stopped reading (`| head`).
 
 Their flag errors read as the job's (`pipeline.options`): one `error:` line and
 exit 2, no usage block; a flag cut short is refused, never taken as an
@@ -10,11 +11,23 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-__all__ = ["CommandParser"]
+__all__ = ["CommandParser", "to_stdout"]
+
+
+def to_stdout(write: Callable[[], None]) -> None:
+    """Runs `write`, which prints to stdout; a reader that stopped reading (`| head`) has
+    the lines it wanted, and is no failure of the command (whose status stands)."""
+    try:
+        write()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python's advice: stdout to devnull, or the flush at exit fails again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 class CommandParser(argparse.ArgumentParser):

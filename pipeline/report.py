@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 
-from pipeline.commands import CommandParser
+from pipeline.commands import CommandParser, to_stdout
 from transforms import files, plots, results
 from transforms.errors import error_reason
 from transforms.ig.rules import METHODS, has_spread
@@ -1221,7 +1221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    print(f"Report of {args.input} written to {args.output}")
+    to_stdout(lambda: print(f"Report of {args.input} written to {args.output}"))
     return 0
 
 

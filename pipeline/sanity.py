@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.commands import CommandParser
+from pipeline.commands import CommandParser, to_stdout
 from transforms import baselines as baselines_lib
 from transforms import images, results
 from transforms.batch import baselines_and_scores, integrate_rows
@@ -456,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print_report(report, args.input)
+    to_stdout(lambda: print_report(report, args.input))
     return 0
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 from unittest import mock
 
 import numpy as np
@@ -108,6 +110,26 @@ def cli_args(**flags: object) -> list[str]:
     for name, value in flags.items():
         args += [f"--{name}"] if value is True else [f"--{name}", str(value)]
     return args
+
+
+def run_to_a_closed_stdout(module: str, *args: str) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS | head -0`: the command's stdout has lost its reader before
+    the first line (stderr is captured)."""
+    read, write = os.pipe()
+    os.close(read)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", module, *args],
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": root},
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        os.close(write)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from pipeline.__main__ import main
 from pipeline.main import prepare
 from pipeline.options import AuditOptions, overridden_flags
 from pipeline.summary import print_summary, summary_table
-from tests.conftest import SIZE, WNID_CAT, cli_args, write_image
+from tests.conftest import SIZE, WNID_CAT, cli_args, run_to_a_closed_stdout, write_image
 from transforms.config import AttributionConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -354,32 +354,13 @@ def test_run_by_the_command_line_is_quiet_and_shows_progress(image_folder, linea
     assert f'{sys.executable} -c "import pandas' in done.stdout
 
 
-def _job_to_a_closed_pipe(*args: str) -> subprocess.CompletedProcess:
-    """`python -m pipeline ARGS | head -0`: its stdout's reader is gone before the first line."""
-    read, write = os.pipe()
-    os.close(read)
-    env = {**os.environ, "PYTHONPATH": ROOT}
-    try:
-        return subprocess.run(
-            [sys.executable, "-m", "pipeline", *args],
-            cwd=ROOT,
-            env=env,
-            stdout=write,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=600,
-        )
-    finally:
-        os.close(write)
-
-
 def test_a_reader_that_stops_reading_stdout_fails_neither_help_nor_a_finished_run(
     image_folder, linear_keras, tmp_path
 ):
-    done = _job_to_a_closed_pipe("--help")
+    done = run_to_a_closed_stdout("pipeline", "--help")
     assert (done.returncode, done.stderr) == (0, "")
     args = cli_args(dataset=image_folder["root"], model=linear_keras, output=tmp_path / "out")
-    done = _job_to_a_closed_pipe(*args, "--steps", "2")
+    done = run_to_a_closed_stdout("pipeline", *args, "--steps", "2")
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     assert len(pd.read_parquet(tmp_path / "out" / "results", columns=["image_id"])) == 4
 

@@ -25,7 +25,14 @@ from PIL import Image
 from pipeline import run
 from pipeline import sanity as sanity_check
 from pipeline.report import build_report, main, read_sanity
-from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, cli_args, write_image
+from tests.conftest import (
+    SIZE,
+    WNID_CAT,
+    WNID_SHARK,
+    cli_args,
+    run_to_a_closed_stdout,
+    write_image,
+)
 from tests.known_rows import make_row, write_output
 from transforms import labels, results
 from transforms.config import AttributionConfig
@@ -1100,3 +1107,10 @@ def test_a_map_that_ties_with_the_random_ranking_is_no_better_than_chance(folder
     section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
     assert "3 of 4 rows do no better than chance" in section
     assert re.findall(r"\w+\.png →", section) == ["shark.png →", "cat2.png →", "loose.png →"]
+
+
+def test_a_reader_that_stops_reading_stdout_does_not_fail_a_written_report(folder_run, tmp_path):
+    page = tmp_path / "report.html"
+    args = ["--input", folder_run["output"], "--output", str(page)]
+    done = run_to_a_closed_stdout("pipeline.report", *args)
+    assert (done.returncode, done.stderr) == (0, "") and page.is_file()

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline import run as run_job
 from pipeline import sanity
-from tests.conftest import SIZE, cli_args
+from tests.conftest import SIZE, cli_args, run_to_a_closed_stdout
 from transforms import results
 from transforms.config import AttributionConfig
 from transforms.sinks import write_json
@@ -234,3 +234,13 @@ def test_a_batch_norm_models_randomised_variance_stays_a_variance(image_folder, 
     assert report["changed"] is not None, report["verdict"]
     for stage in report["stages"]:
         assert None not in stage["spearman"] + stage["ssim"], stage
+
+
+def test_a_reader_that_stops_reading_stdout_does_not_fail_a_finished_check(
+    image_folder, conv_keras, tmp_path
+):
+    output = str(tmp_path / "out")
+    _audit(image_folder, conv_keras, output, steps=4)
+    done = run_to_a_closed_stdout("pipeline.sanity", "--input", output, "--images", "2")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert (tmp_path / "out" / "sanity" / "sanity.json").is_file()
