@@ -625,6 +625,40 @@ def test_a_model_taking_float16_images_is_fed_them_and_integer_images_are_refuse
     assert not (tmp_path / "refused").exists()
 
 
+def test_a_model_computing_in_16_bit_floats_is_warned_of(tmp_path, linear_keras, caplog):
+    """Its scores round at 1e-3: completeness a float32 model shows, it cannot."""
+    import keras
+    import tensorflow as tf
+
+    from transforms.tf_model import resolve_model
+
+    mixed = keras.Sequential(
+        [
+            keras.Input((SIZE, SIZE, 3)),
+            keras.layers.Conv2D(2, 3, dtype="mixed_float16"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(4, dtype="float32"),  # float32 scores, float16 inside
+        ]
+    )
+    mixed.save(tmp_path / "mixed.keras")
+    models = {
+        **dict.fromkeys(_typed_input_models(tmp_path, tf.float16), "float16"),
+        str(tmp_path / "mixed.keras"): "float16",
+        str(linear_keras): None,
+    }
+    for model, dtype in models.items():
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            resolve_model(model)
+        warned = [r.getMessage() for r in caplog.records if "computes in" in r.getMessage()]
+        if dtype is None:
+            assert not warned, model
+        else:
+            (line,) = warned
+            assert line.startswith(f"Model {model} computes in {dtype}: its scores"), line
+            assert "cannot show completeness within --completeness_tolerance" in line
+
+
 def _signature_model(path, outputs: tuple[str, ...], shape=(SIZE, SIZE)) -> str:
     """A SavedModel with only a serving_default signature returning `outputs`."""
     import tensorflow as tf

@@ -678,11 +678,41 @@ def probe_images(image_size: int, input_range: tuple[float, float]) -> np.ndarra
     return np.stack([np.full((image_size, image_size, 3), v, np.float32) for v in (low, high)])
 
 
-def _num_outputs(reference: str, call, image_size: int, input_range: tuple[float, float]) -> int:
-    """Outputs of the model, probed on `probe_images` (`_probe_outputs`)."""
-    outputs = _probe_outputs(reference, call, image_size, input_range)
-    _warn_of_probabilities(reference, outputs)  # of a model the job audits
-    return int(outputs.shape[1])
+_NARROW_FLOATS = ("float16", "bfloat16")
+
+
+def _narrow_float(obj: Any, outputs: np.ndarray) -> str | None:
+    """The 16-bit float type a loaded model takes, computes in (a Keras dtype policy
+    such as mixed_float16) or returns, as its dtypes tell; None for none."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    found = [outputs.dtype.name, getattr(getattr(obj, "dtype_policy", None), "compute_dtype", None)]
+    found += [getattr(t, "dtype", None) for t in getattr(obj, "inputs", None) or []]
+    for layer in getattr(obj, "layers", None) or []:  # a policy set layer by layer
+        found.append(getattr(getattr(layer, "dtype_policy", None), "compute_dtype", None))
+    call = getattr(obj, "__call__", None)  # noqa: B004 - a restored tf.function, as _module_call's
+    functions = getattr(call, "concrete_functions", None) or []
+    serving = getattr(obj, "signatures", {}).get("serving_default")
+    for fn in [*functions, *([serving] if serving is not None else [])]:
+        found += [getattr(t, "dtype", None) for t in tf.nest.flatten(fn.structured_input_signature)]
+    names = {tf.as_dtype(d).name for d in found if d is not None}
+    return next((name for name in _NARROW_FLOATS if name in names), None)
+
+
+def _warn_of_low_precision(reference: str, dtype: str | None) -> None:
+    """What a model computing in 16-bit floats does to completeness (only float32
+    rounding is allowed for): rows it cannot show spend --max_steps, then are flagged."""
+    if dtype is None:
+        return
+    _LOG.warning(
+        "Model %s computes in %s: its scores and gradients round at about 1e-3 of their size "
+        "(float32: 1e-7), so a row whose F(x) - F(x') is small against F(x) cannot show "
+        "completeness within --completeness_tolerance: it spends --max_steps and is flagged "
+        "(relative_delta beyond it). Audit a float32 export of the model, or raise "
+        "--completeness_tolerance for this one.",
+        reference,
+        dtype,
+    )
 
 
 def _probe_outputs(reference: str, call, image_size: int, input_range) -> np.ndarray:
@@ -917,7 +947,10 @@ def resolve_model(
         obj = _load(model)
         call, shape = _callable(obj, model.reference)
         image_size = _image_size(model.reference, model.location, shape, image_size)
-        num_outputs = _num_outputs(model.reference, call, image_size, input_range)
+        outputs = _probe_outputs(model.reference, call, image_size, input_range)
+        num_outputs = int(outputs.shape[1])
+        _warn_of_probabilities(model.reference, outputs)  # of a model the job audits
+        _warn_of_low_precision(model.reference, _narrow_float(obj, outputs))
     spec = _spec(model, image_size, input_range, num_outputs, label_offset, num_dataset_classes)
     if handoff is not None and obj is not None:
         handoff.offer(spec, obj)
