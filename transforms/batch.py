@@ -303,7 +303,8 @@ def _warn_storage(dtype: str) -> None:
     _LOG.warning(
         "Some attribution maps do not fit %s (values beyond 65504, or below 6e-8, "
         "lose more than 0.1 %%): their attribution_error includes it, and rows whose "
-        "attribution_error exceeds the bound --tolerance sets are flagged. --attribution_dtype float32 stores them exactly.",
+        "attribution_error exceeds the bound --tolerance sets are flagged. "
+        "--attribution_dtype float32 stores them exactly.",
         dtype,
     )
 
