@@ -13,7 +13,7 @@ from PIL import Image
 
 from tests.conftest import SIZE, WNID_CAT, cli_args, write_image
 from tests.known_rows import SIDE, known_attributions, make_row, write_output
-from transforms import plots, results
+from transforms import faithfulness, plots, results
 
 A = np.array([[[1, -1, 0], [0, 0, 0]], [[2, 0, 0], [0, 0, -4]]], dtype=np.float32)  # [2, 2, 3]
 
@@ -342,14 +342,18 @@ def test_faithfulness_figure_draws_ig_against_the_random_control():
         assert ax.texts[0].get_text() == "not measured in these rows (--faithfulness none)"
 
 
-def test_faithfulness_curves_plot_the_stored_probabilities():
+def test_faithfulness_curves_are_drawn_as_their_aucs_measure_them():
+    # p(x) = 0.2: the curves relative to it, capped at 1 (insertion overshoots p(x)).
+    deletion_curve = np.array([0.2, 0.1, 0.0], np.float32)
+    insertion_curve = np.array([0.0, 0.3, 0.2], np.float32)
+    aucs = faithfulness.auc(np.stack([deletion_curve, insertion_curve]), np.array([0.2, 0.2]))
     row = pd.Series(
         {
-            "deletion_curve": np.array([0.9, 0.5, 0.1], np.float32),
-            "insertion_curve": np.array([0.0, 0.6, 0.9], np.float32),
-            "deletion_auc": 0.4,
+            "deletion_curve": deletion_curve,
+            "insertion_curve": insertion_curve,
+            "deletion_auc": aucs[0],
             "deletion_auc_random": 0.6,
-            "insertion_auc": 0.55,
+            "insertion_auc": aucs[1],
             "insertion_auc_random": None,
         }
     )
@@ -358,12 +362,22 @@ def test_faithfulness_curves_plot_the_stored_probabilities():
     assert figure.get_suptitle() == "t"
     deletion, insertion = ax.get_lines()
     assert deletion.get_xdata().tolist() == [0.0, 0.5, 1.0]
-    assert deletion.get_ydata().tolist() == pytest.approx([0.9, 0.5, 0.1])
-    assert insertion.get_ydata().tolist() == pytest.approx([0.0, 0.6, 0.9])
+    assert deletion.get_ydata().tolist() == pytest.approx([1.0, 0.5, 0.0])
+    assert insertion.get_ydata().tolist() == pytest.approx([0.0, 1.0, 1.0])
+    for line, area in zip((deletion, insertion), aucs, strict=True):  # the legend's AUC
+        assert np.trapezoid(line.get_ydata(), line.get_xdata()) == pytest.approx(area)
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
-        "deletion: AUC 0.400 (random 0.600)",
-        "insertion: AUC 0.550 (random -)",
+        "deletion: AUC 0.500 (random 0.600)",
+        "insertion: AUC 0.750 (random -)",
     ]
+    assert ax.get_ylabel() == "probability / p(x), p(x) = 0.2 (capped at 1)"
+    # p(x) 0 (a softmax underflow: AUCs null): the probabilities themselves.
+    zero = row.copy()
+    zero["deletion_curve"] = np.array([0.0, 0.1, 0.0], np.float32)
+    zero["insertion_curve"] = np.array([0.0, 0.3, 0.0], np.float32)
+    raw = plots.faithfulness_curves_figure(zero).axes[0]
+    assert raw.get_lines()[1].get_ydata().tolist() == pytest.approx([0.0, 0.3, 0.0])
+    assert raw.get_ylabel() == "probability of the target"
     for same in (row.to_dict(), next(row.to_frame().T.itertuples())):  # named tuple too
         lines = plots.faithfulness_curves_figure(same).axes[0].get_lines()
         assert [line.get_ydata().tolist() for line in lines] == [

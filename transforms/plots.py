@@ -506,25 +506,32 @@ def faithfulness_figure(frame: pd.DataFrame, *, width: float = 9.0, height: floa
 def faithfulness_curves_figure(
     row: Any, *, title: str | None = None, width: float = 3.6, height: float = 2.7
 ) -> Figure:
-    """A row's deletion and insertion curves: the target's probability at each step.
+    """A row's deletion and insertion curves, drawn as their AUCs measure them.
 
     Args:
       row: a result row (`df.iloc[i]`, a dict or a named tuple of `df.itertuples()`)
         with `deletion_curve` and `insertion_curve` (float32 [K + 1] probabilities in
         [0, 1], step 0 = nothing removed / revealed) and the AUCs. Rows without
         stored curves draw a note instead.
+
+    Each curve is drawn relative to the image's own probability p(x) and capped at 1,
+    clip(p_k / p(x), 0, 1), so that the area under a drawn curve is the AUC its legend
+    gives; where p(x) is unknown or 0 (its AUCs are null), the probabilities themselves.
     """
+    curves = {}
+    for curve in _AUCS:
+        values = results.cell(row, f"{curve}_curve", None)
+        if not results.is_missing(values) and len(values):
+            curves[curve] = np.asarray(values, dtype=np.float64)
+    reference = _image_probability(curves)
     figure = _figure(width, height)
     ax = figure.subplots()
-    drawn = 0
-    for curve, (column, control, _) in _AUCS.items():
-        values = results.cell(row, f"{curve}_curve", None)
-        if results.is_missing(values) or not len(values):
-            continue
-        values = np.asarray(values, dtype=np.float32)
-        fraction = np.linspace(0.0, 1.0, values.size)
+    for curve, values in curves.items():
+        column, control, _ = _AUCS[curve]
+        if reference:
+            values = np.clip(values / reference, 0.0, 1.0)
         ax.plot(
-            fraction,
+            np.linspace(0.0, 1.0, values.size),
             values,
             marker=".",
             markersize=3,
@@ -532,19 +539,30 @@ def faithfulness_curves_figure(
             label=f"{curve}: AUC {_fmt(results.cell(row, column, None))} "
             f"(random {_fmt(results.cell(row, control, None))})",
         )
-        drawn += 1
-    if not drawn:
+    if not curves:
         _blank(ax, "no deletion / insertion curves stored")
     else:  # above the axes, where it cannot hide a curve
         ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False)
     ax.set_xlim(0.0, 1.0)
     ax.set_ylim(0.0, 1.02)
     ax.set_xlabel("fraction of pixels removed / revealed", fontsize=8)
-    ax.set_ylabel("probability of the target", fontsize=8)
+    ylabel = "probability of the target"
+    if reference:
+        ylabel = f"probability / p(x), p(x) = {reference:.3g} (capped at 1)"
+    ax.set_ylabel(ylabel, fontsize=8)
     ax.grid(alpha=0.3)
     if title:  # over the figure: the legend sits right above the axes
         figure.suptitle(title, fontsize=9)
     return figure
+
+
+def _image_probability(curves: Mapping[str, np.ndarray]) -> float | None:
+    """p(x), the image's own probability for the target, from a row's curves: the
+    deletion curve's start (nothing removed), else the insertion curve's end (all
+    revealed); None where neither holds a value above 0."""
+    ends = [curves[c][i] for c, i in (("deletion", 0), ("insertion", -1)) if c in curves]
+    known = [float(v) for v in ends if np.isfinite(v) and v > 0]
+    return known[0] if known else None
 
 
 def _fmt(value: Any) -> str:
