@@ -67,7 +67,7 @@ def test_seed_figure_panels_draw_the_right_arrays():
     assert [ax.get_title() for ax in axes] == [
         "Baseline (black)",
         "Original image",
-        "Attribution mask",
+        "Attribution mask (magnitude)",
         "Overlay",
     ]
     mask = plots.attribution_mask(A)
@@ -86,7 +86,7 @@ def test_without_the_photo_the_figure_says_so():
     )
     image_ax, overlay_ax = figure.axes
     assert not image_ax.get_images() and "image not available" in image_ax.texts[0].get_text()
-    assert overlay_ax.get_title() == "Attribution mask (no image)"
+    assert overlay_ax.get_title() == "Attribution mask\n(magnitude; no image)"
     assert "No photo: TFDS" in figure.get_suptitle()
     with pytest.raises(ValueError, match="panel 'photo' is not one of"):
         plots.attribution_figure(A, panels=("photo",))
@@ -106,8 +106,48 @@ def test_channel_figure_is_signed_on_one_scale():
     limits = {ax.get_images()[0].get_clim() for ax in axes}
     assert len(limits) == 1 and limits.pop()[0] < 0
     np.testing.assert_array_equal(axes[2].get_images()[0].get_array(), A[..., 2])
-    with pytest.raises(ValueError, match="need \\[H, W, C\\]"):
-        plots.channel_figure(A.sum(axis=-1))
+    with pytest.raises(ValueError, match="need \\[H, W, C\\] or \\[H, W\\]"):
+        plots.channel_figure(A[None])
+
+
+def test_masks_say_they_are_magnitudes_and_channels_show_a_pixel_runs_sign(tmp_path):
+    """A linear model scoring the left half +1 and the right half -1 per channel: on a
+    uniform grey image IG (black baseline) is +3x per pixel on the left, -3x on the right,
+    --attributions pixel. The mask cannot tell the halves apart, so it is titled a
+    magnitude; kind="channels" draws the stored signed sums, centred at zero."""
+    import keras
+
+    from pipeline import run
+
+    weights = np.ones((SIZE, SIZE, 3, 2), np.float32)
+    weights[:, SIZE // 2 :] *= -1
+    inputs = keras.Input((SIZE, SIZE, 3))
+    dense = keras.layers.Dense(2)
+    model = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
+    dense.set_weights([weights.reshape(-1, 2), np.array([1.0, 0.0], np.float32)])
+    model.save(tmp_path / "halves.keras")
+    write_image(tmp_path / "images" / "grey.png", np.full((SIZE, SIZE, 3), 102, np.uint8))
+    args = cli_args(
+        dataset=tmp_path / "images", model=tmp_path / "halves.keras", output=tmp_path / "out"
+    )
+    run([*args, "--steps", "4", "--attributions", "pixel"], save_main_session=False)
+    output = str(tmp_path / "out")
+    signed = np.where(np.arange(SIZE) < SIZE // 2, 1.2, -1.2) * np.ones((SIZE, 1))  # 3 * 0.4
+    np.testing.assert_allclose(
+        results.attributions_of(results.read_row(output, "grey.png")), signed, rtol=1e-5
+    )
+    mask_ax = next(
+        a
+        for a in plots.audit_figure(output, "grey.png").axes
+        if a.get_title() == "Attribution mask (magnitude)"
+    )
+    np.testing.assert_array_equal(mask_ax.get_images()[0].get_array(), np.ones((SIZE, SIZE)))
+    channels = plots.audit_figure(output, "grey.png", kind="channels")
+    (ax,) = [a for a in channels.axes if a.get_images()]
+    assert ax.get_title().startswith("sum over channels: sum")
+    np.testing.assert_allclose(ax.get_images()[0].get_array(), signed, rtol=1e-5)
+    low, high = ax.get_images()[0].get_clim()
+    assert low == -high == pytest.approx(-1.2)
 
 
 def test_path_figure_plots_the_stored_curve(folder_run):
@@ -210,7 +250,7 @@ def test_audit_figure_reads_row_photo_and_baseline(folder_run):
     assert [ax.get_title() for ax in axes] == [
         "Baseline (black)",
         "Original image",
-        "Attribution mask",
+        "Attribution mask (magnitude)",
         "Overlay",
     ]
     np.testing.assert_allclose(
@@ -260,7 +300,8 @@ def test_audit_figure_for_tfds_rows_shows_heat_map_without_photo(tmp_path):
         in figure.get_suptitle()
     )
     titles = [ax.get_title() for ax in figure.axes]
-    assert "Attribution mask (no image)" in titles and "Attribution mask" in titles
+    assert "Attribution mask\n(magnitude; no image)" in titles
+    assert "Attribution mask (magnitude)" in titles
 
 
 def test_attribution_error_histogram_shares_the_completeness_axes():

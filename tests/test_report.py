@@ -954,12 +954,14 @@ def test_misclassified_cards_say_whose_map_they_show(tmp_path):
     output = write_output(tmp_path / "out", rows, dataset=str(tmp_path / "gone"))
     text = " ".join(_page(build_report(output, gallery=0)).sections["misclassified"].split())
     assert "credits for the wrong prediction" in text
+    assert "for the true label. A mask shows magnitudes (each map scaled to its 99th" in text
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     manifest["config"]["target"] = "label"
     (tmp_path / "out" / "manifest.json").write_text(json.dumps(manifest))
     text = " ".join(_page(build_report(output, gallery=0)).sections["misclassified"].split())
     assert "credits for the true label (this run attributes the label, --target label)" in text
     assert "credits for the wrong prediction" not in text
+    assert "in an image it got wrong. A mask shows magnitudes" in text
 
 
 def test_the_gallery_of_a_target_label_run_does_not_call_its_maps_the_predictions(tmp_path):
@@ -971,7 +973,7 @@ def test_the_gallery_of_a_target_label_run_does_not_call_its_maps_the_prediction
     (tmp_path / "out" / "manifest.json").write_text(json.dumps(manifest))
     text = " ".join(_page(build_report(output)).sections["gallery"].split())
     assert "count most for the prediction" not in text
-    assert "count most for the class each map attributes (the prediction, unless" in text
+    assert "for or against the class each map attributes (the prediction, unless" in text
 
 
 def test_a_fixed_rule_with_too_few_nodes_is_not_called_an_older_run(tmp_path, linear_keras):

@@ -11,7 +11,9 @@ Two lines to any image's heat map, photo and overlay:
     audit_figure("output/sample", "chelsea.png").savefig("chelsea_ig.png")
 
 Heat maps show the seed notebook's attribution mask, sum_c |a[h, w, c]|, scaled
-by its 99th percentile (a few extreme pixels would otherwise wash the map out).
+by its 99th percentile (a few extreme pixels would otherwise wash the map out): a
+magnitude, evidence for and against the class alike, and titled so; `channel_figure`
+draws the signed maps.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ PANELS: tuple[str, ...] = ("baseline", "image", "mask", "overlay")
 _TITLES = {
     "baseline": "Baseline",
     "image": "Original image",
-    "mask": "Attribution mask",
+    "mask": "Attribution mask (magnitude)",
     "overlay": "Overlay",
 }
 _CLIP_PERCENTILE = 99.0
@@ -206,7 +208,7 @@ def attribution_figure(
         _draw_panel(ax, panel, mask, image, baseline, cmap, overlay_alpha)
         heading = baseline_title if panel == "baseline" and baseline_title else _TITLES[panel]
         if panel == "overlay" and image is None:
-            heading = "Attribution mask (no image)"
+            heading = "Attribution mask\n(magnitude; no image)"
         ax.set_title(heading, fontsize=9)
     for ax in axes[len(panels) :]:
         ax.set_axis_off()
@@ -234,15 +236,17 @@ def channel_figure(
     """Signed attribution maps per colour channel, on one symmetric colour scale.
 
     Args:
-      attributions: [H, W, C] (`--attributions full`). Red is positive (evidence
-        for the target), blue negative; the scale is +-the 99th percentile of |a|.
+      attributions: [H, W, C] (`--attributions full`), or [H, W] (`pixel`: one map,
+        the channel sum). Red is positive (evidence for the target), blue negative;
+        the scale is +-the 99th percentile of |a|.
     """
     with np.errstate(over="ignore"):  # inf stays inf
         values = np.asarray(attributions, dtype=np.float32)
+    if values.ndim == 2:
+        values, channel_names = values[..., None], ("sum over channels",)
     if values.ndim != 3:
         raise ValueError(
-            f"per-channel maps need [H, W, C] attributions (--attributions full), got "
-            f"{list(values.shape)}."
+            f"signed maps need [H, W, C] or [H, W] attributions, got {list(values.shape)}."
         )
     finite = np.abs(values[np.isfinite(values)])
     limit = (float(np.percentile(finite, _CLIP_PERCENTILE)) if finite.size else 0.0) or 1.0
@@ -666,7 +670,8 @@ def audit_figure(
       image: the image's `image_id` or file name, or a row of `read_results`
         (`meta.iloc[i]`: that row's target).
       kind: `attributions` (the seed's baseline / original / mask / overlay),
-        `channels` (signed per-channel maps) or `path` (F(alpha)).
+        `channels` (signed maps: per channel, or the channel sum of a `pixel` run) or
+        `path` (F(alpha)).
       target_class: with several rows per image, which target (default the row's
         own, else the prediction).
       image_root: where the run's image folder is now, if it moved.
