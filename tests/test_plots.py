@@ -192,6 +192,19 @@ def test_completeness_histogram_counts_every_row():
     assert "no rows" in plots.completeness_figure([]).axes[0].texts[0].get_text()
     one = plots.completeness_figure([0.05], tolerance=0.01).axes[0].get_legend().get_texts()
     assert [t.get_text() for t in one] == ["1 row", "tolerance 0.01: 1 row above"]
+    # Errors of 0 (a map exact to float precision) have no place on a log axis: the bar
+    # at 1e-7 says it holds them, not rows 1e-7 off.
+    figure = plots.attribution_error_figure([0.0, 0.0, 3e-9, 0.02], 0.015)
+    exact = figure.axes[0]
+    assert sum(p.get_height() for p in exact.patches) == 4
+    figure.canvas.draw()  # the legend hides no bar (in the upper left it hid the zeros')
+    legend = exact.get_legend().get_window_extent()
+    assert not any(legend.overlaps(p.get_window_extent()) for p in exact.patches if p.get_height())
+    assert [t.get_text() for t in exact.get_legend().get_texts()] == [
+        "4 rows",
+        "bound 0.015: 1 row above",
+        "3 rows below 1e-07 (0 too), drawn at it",
+    ]
 
 
 def test_grid_figure_captions_and_marks_misclassifications(folder_run):

@@ -61,6 +61,8 @@ _CLIP_PERCENTILE = 99.0
 _WRONG = "#b2182b"
 #: Bars of an error histogram across its values' range (`log_bins`).
 _BARS = 30
+#: Where an error histogram's log axis draws smaller errors, exact zeros included.
+_FLOOR = 1e-7
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -381,7 +383,8 @@ def _log_histogram(
 
     Relative errors span decades (1e-6 for a converged row, 0.3 for a poor one), so
     the bins are logarithmic (`log_bins`: across the data, with an edge on the
-    tolerance); exact zeros are drawn at 1e-7. NaN are left out and counted in the
+    tolerance); values below `_FLOOR` (exact zeros: a map exact to float precision)
+    are drawn at it, and the legend says how many. NaN are left out and counted in the
     legend as without a value, infinite values (a float16 overflow) as off the
     scale and above the tolerance, so every row is accounted for.
     """
@@ -394,7 +397,7 @@ def _log_histogram(
         off = f"{wording.count(infinite, 'row')} infinite (off the scale)"
         _blank(ax, off if infinite else "no rows")
         return figure
-    clipped = np.maximum(finite, 1e-7)
+    clipped = np.maximum(finite, _FLOOR)
     ax.hist(
         clipped,
         bins=log_bins(clipped, tolerance),
@@ -414,15 +417,17 @@ def _log_histogram(
             linewidth=1,
             label=f"{line} {tolerance:g}: {wording.count(above, 'row')} above",
         )
+    _note_rows(ax, int((finite < _FLOOR).sum()), f"below {_FLOOR:g} (0 too), drawn at it")
     _note_rows(ax, infinite, "infinite (off the scale)")
     _note_rows(ax, values.size - finite.size - infinite, "without a value")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="best")  # where it hides fewest bars: a fixed corner hid some
     ax.grid(alpha=0.3)
     return figure
 
 
 def _note_rows(ax: Axes, rows: int, what: str) -> None:
-    """A legend line without a mark: `rows` rows that are not in the bars, and why."""
+    """A legend line without a mark: `rows` rows that are not in the bars, or not where
+    their value is, and why."""
     if rows:
         ax.plot([], [], " ", label=f"{wording.count(rows, 'row')} {what}")
 
