@@ -21,18 +21,20 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import io
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from apache_beam.io.filesystems import FileSystems
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from pipeline.commands import CommandParser, to_stdout
 from transforms import baselines as baselines_lib
-from transforms import images, results
+from transforms import images, plots, results
 from transforms.batch import baselines_and_scores, integrate_rows
 from transforms.config import AttributionConfig
 from transforms.errors import error_reason
@@ -225,30 +227,29 @@ def _stage_report(layers: list[str], similarity: list[tuple[float, float]]) -> d
     }
 
 
-def _figure(pictures: np.ndarray, maps: list[np.ndarray], titles: list[str]) -> bytes:
-    """PNG: per row an image (float [H, W, 3] in [0, 1]) and its |maps| per column."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
+def _figure(
+    frame: pd.DataFrame, pictures: np.ndarray, maps: list[np.ndarray], titles: list[str]
+) -> Figure:
+    """Per row of `frame` (`_rows`) its image (float [H, W, 3] in [0, 1]), captioned with
+    its file and target (an image's targets are rows alike), and its |maps| per column."""
     rows, cols = len(pictures), len(maps) + 1
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows), squeeze=False)
+    fig = Figure(figsize=(1.6 * cols, 1.6 * rows + 0.2))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False)
     for r in range(rows):
         axes[r, 0].imshow(pictures[r])
+        caption = f"{frame.file_name.iloc[r]}\n→ {frame.target_name.iloc[r]}"
+        axes[r, 0].set_title(caption, fontsize=6)
         for c, stage in enumerate(maps, start=1):
             heat = np.abs(pixel_scores(stage[r]))
             top = np.nanpercentile(heat, 99) if np.isfinite(heat).any() else 1.0
             axes[r, c].imshow(np.clip(heat / (top or 1.0), 0, 1), cmap="inferno", vmin=0, vmax=1)
-    for c, title in enumerate(["input", *titles]):
+    for c, title in enumerate(titles, start=1):
         axes[0, c].set_title(title, fontsize=7)
     for ax in axes.ravel():
         ax.set_axis_off()
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return buffer.getvalue()
+    return fig
 
 
 def content_box(inputs: np.ndarray, references: np.ndarray) -> tuple[slice, slice]:
@@ -281,7 +282,9 @@ def _content_boxes(config, spec, inputs, image_ids) -> list[tuple[slice, slice]]
 def _rows(output: str, manifest: dict[str, Any], count: int, image_root: str | None = None):
     """The first `count` rows (by image id) whose input image can be re-loaded (from
     `image_root`, where the run's image folder is now, if it moved)."""
-    frame = results.read_results(output, columns=["image_id", "target_class"])
+    frame = results.read_results(
+        output, columns=["image_id", "file_name", "target_class", "target_name"]
+    )
     if frame.empty:
         raise ValueError(
             f"{output!r} has no result rows (every input failed, or the run wrote none): "
@@ -405,9 +408,10 @@ def run(
     report = _report(ids, targets, config, seed, reports)
     folder = FileSystems.join(output, "sanity")
     write_json(FileSystems.join(folder, "sanity.json"), report)
-    png = _figure(pixels / 255.0, [original, *maps], ["intact", *[s["layer"] for s in reports]])
+    titles = ["intact", *[s["layer"] for s in reports]]
+    figure = _figure(frame, pixels / 255.0, [original, *maps], titles)
     with FileSystems.create(FileSystems.join(folder, "sanity.png")) as f:
-        f.write(png)
+        f.write(plots.figure_png(figure, dpi=110))
     return report
 
 

@@ -244,3 +244,24 @@ def test_a_reader_that_stops_reading_stdout_does_not_fail_a_finished_check(
     done = run_to_a_closed_stdout("pipeline.sanity", "--input", output, "--images", "2")
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     assert (tmp_path / "out" / "sanity" / "sanity.json").is_file()
+
+
+def test_the_figure_names_each_rows_image_and_target(tmp_path):
+    """A --target top_k run: two rows of one image differ only in their target, which
+    each row's caption says (uncaptioned, the two rows of the same photo were alike)."""
+    from tests.conftest import write_image
+    from tests.known_rows import known_attributions, make_row, write_output
+
+    pixels = np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3), np.uint8)
+    write_image(tmp_path / "images" / "cat.png", pixels)
+    rows = [[make_row("cat.png", None, 7, 0.6, 0.0, target=t, seed=t) for t in (7, 8)]]
+    output = write_output(tmp_path / "out", rows, dataset=str(tmp_path / "images"))
+    frame, pictures = sanity._rows(output, results.read_manifest(output), 2)
+    maps = np.stack([known_attributions(7), known_attributions(8)])
+    figure = sanity._figure(frame, pictures / 255.0, [maps, maps], ["intact", "logits"])
+    titles = [[ax.get_title() for ax in figure.axes[r * 3 : r * 3 + 3]] for r in range(2)]
+    assert titles == [
+        ["cat.png\n→ class 7", "intact", "logits"],
+        ["cat.png\n→ class 8", "", ""],
+    ]
+    np.testing.assert_array_equal(figure.axes[3].get_images()[0].get_array(), pixels / 255.0)
