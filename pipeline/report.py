@@ -582,7 +582,23 @@ def _tiles(manifest: Mapping[str, Any], chosen: _Selection, state: str) -> list[
     if _faithfulness_measured(frame):
         chance = len(chosen.chance)
         tiles.append((chance, "rows no better than chance", "bad" if chance else "good"))
-    return [{"value": v, "label": t, "tone": k} for v, t, k in tiles]
+    return [{"value": v, "label": _tile_label(v, t), "tone": k} for v, t, k in tiles]
+
+
+#: The tiles' labels of a count of one.
+_SINGULAR = {
+    "inputs": "input",
+    "result rows": "result row",
+    "errors": "error",
+    "misclassified images": "misclassified image",
+    "rows not within tolerance": "row not within tolerance",
+    "rows no better than chance": "row no better than chance",
+}
+
+
+def _tile_label(value: Any, label: str) -> str:
+    """`label` of a tile, singular under a count of 1 ("1 error", not "1 errors")."""
+    return _SINGULAR.get(label, label) if isinstance(value, int) and value == 1 else label
 
 
 def _label_rank(row: Mapping[str, Any]) -> str:

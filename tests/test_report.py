@@ -1065,7 +1065,10 @@ def test_the_tiles_count_the_runs_errors_and_unaccounted_inputs_say_no(folder_ru
     # folder_run's manifest: 5 inputs, 4 images with rows, 1 error record (broken.jpg).
     output = folder_run["output"]
     text = build_report(output, gallery=0)
-    assert '<div class="tile bad"><div class="v">1</div><div class="k">errors</div>' in text
+    # A count of one is singular: "1 error", not "1 errors"; "4 result rows".
+    assert '<div class="tile bad"><div class="v">1</div><div class="k">error</div>' in text
+    assert '<div class="v">4</div><div class="k">result rows</div>' in text
+    assert '<div class="v">1</div><div class="k">row not within tolerance</div>' in text
     assert "All inputs accounted for yes" in _page(text).sections["summary"]
     _edit_manifest(output, all_inputs_accounted_for=False)  # rows + errors != inputs
     text = build_report(output, gallery=0)
