@@ -584,7 +584,8 @@ def test_a_run_whose_deletion_aucs_are_all_null_is_not_called_faithfulness_none(
     section = _page(text).sections["faithfulness"]
     assert "--faithfulness none" not in section
     assert "insertion AUC (higher is better) 0.65 0.5 3 of 4" in section
-    assert "rows no better than chance" in text  # the summary tile
+    # The summary tile (singular: one row loses to its control on insertion).
+    assert '<div class="v">1</div><div class="k">row no better than chance</div>' in text
 
 
 def test_examples_and_classes_0_show_no_cards_and_say_so_not_that_there_are_no_rows(
