@@ -21,7 +21,10 @@ __all__ = ["CommandParser", "to_stdout"]
 
 def to_stdout(write: Callable[[], None]) -> None:
     """Runs `write`, which prints to stdout; a reader that stopped reading (`| head`) has
-    the lines it wanted, and is no failure of the command (whose status stands)."""
+    the lines it wanted, and is no failure of the command (whose status stands). A
+    process without a stdout (`>&-`: sys.stdout is None) prints nothing."""
+    if sys.stdout is None:
+        return
     try:
         write()
         sys.stdout.flush()

@@ -112,9 +112,12 @@ def cli_args(**flags: object) -> list[str]:
     return args
 
 
-def run_to_a_closed_stdout(module: str, *args: str) -> subprocess.CompletedProcess:
+def run_to_a_closed_stdout(
+    module: str, *args: str, none: bool = False
+) -> subprocess.CompletedProcess:
     """`python -m MODULE ARGS | head -0`: the command's stdout has lost its reader before
-    the first line (stderr is captured)."""
+    the first line; with `none`, `python -m MODULE ARGS >&-`: it has no stdout at all
+    (Python's sys.stdout is None). stderr is captured."""
     read, write = os.pipe()
     os.close(read)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -127,6 +130,7 @@ def run_to_a_closed_stdout(module: str, *args: str) -> subprocess.CompletedProce
             stderr=subprocess.PIPE,
             text=True,
             timeout=600,
+            preexec_fn=(lambda: os.close(1)) if none else None,
         )
     finally:
         os.close(write)

@@ -357,8 +357,9 @@ def test_run_by_the_command_line_is_quiet_and_shows_progress(image_folder, linea
 def test_a_reader_that_stops_reading_stdout_fails_neither_help_nor_a_finished_run(
     image_folder, linear_keras, tmp_path
 ):
-    done = run_to_a_closed_stdout("pipeline", "--help")
-    assert (done.returncode, done.stderr) == (0, "")
+    for none in (False, True):  # `| head -0`, or no stdout at all (`>&-`)
+        done = run_to_a_closed_stdout("pipeline", "--help", none=none)
+        assert (done.returncode, done.stderr) == (0, ""), done.stderr
     args = cli_args(dataset=image_folder["root"], model=linear_keras, output=tmp_path / "out")
     done = run_to_a_closed_stdout("pipeline", *args, "--steps", "2")
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr

@@ -1118,5 +1118,7 @@ def test_a_map_that_ties_with_the_random_ranking_is_no_better_than_chance(folder
 def test_a_reader_that_stops_reading_stdout_does_not_fail_a_written_report(folder_run, tmp_path):
     page = tmp_path / "report.html"
     args = ["--input", folder_run["output"], "--output", str(page)]
-    done = run_to_a_closed_stdout("pipeline.report", *args)
-    assert (done.returncode, done.stderr) == (0, "") and page.is_file()
+    for none in (False, True):  # `| head -0`, or no stdout at all (`>&-`)
+        page.unlink(missing_ok=True)
+        done = run_to_a_closed_stdout("pipeline.report", *args, none=none)
+        assert (done.returncode, done.stderr) == (0, "") and page.is_file(), done.stderr
