@@ -417,8 +417,11 @@ def _effective_command(manifest: Mapping[str, Any]) -> str:
 
 def _absolute(path: str | None, working_folder: str | None) -> str | None:
     """A local path typed relative to the run's working folder, made absolute, so that
-    the command runs from any folder; remote paths and manifests without it as they are."""
-    if not path or not working_folder or "://" in path or os.path.isabs(path):
+    the command runs from any folder; remote paths, paths from the home folder (`~/x`,
+    which the job expands) and manifests without a working folder as they are."""
+    if not path or not working_folder or "://" in path:
+        return path
+    if path.startswith("~") or os.path.isabs(path):
         return path
     return os.path.normpath(os.path.join(working_folder, path))
 

@@ -836,18 +836,26 @@ def test_the_command_shows_the_values_the_run_used(tmp_path):
 
 def test_the_command_runs_from_any_folder(tmp_path, linear_keras, monkeypatch):
     """Paths typed relative to the run's folder are shown absolute: the command as
-    shown resumes the same run from elsewhere (it had --output out, --model ../x)."""
+    shown resumes the same run from elsewhere (it had --output out, --model ../x); one
+    typed from the home folder (a quoted '~/x', which the job expands) stays so."""
     started, elsewhere = tmp_path / "started", tmp_path / "elsewhere"
     write_image(started / "images" / "a.png", np.zeros((SIZE, SIZE, 3), np.uint8))
     elsewhere.mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "names.txt").write_text("".join(f"n{i}\n" for i in range(1000)))
     monkeypatch.chdir(started)
     model = os.path.relpath(linear_keras, started)
     args = cli_args(runner="DirectRunner", dataset="images", model=model, output="out", steps=4)
-    run(args, save_main_session=False)
+    run([*args, "--class_names=~/names.txt"], save_main_session=False)
     manifest = json.loads((started / "out" / "manifest.json").read_text())
     assert manifest["working_folder"] == str(started) and manifest["output"] == "out"
     effective = _page(build_report(str(started / "out"), gallery=0)).pres[0]
-    for flag in (f"--model {linear_keras}", f"--output {started / 'out'}"):
+    for flag in (
+        f"--model {linear_keras}",
+        f"--output {started / 'out'}",
+        "--class_names '~/names.txt'",
+    ):
         assert f" {flag} " in f" {effective} ", effective
     monkeypatch.chdir(elsewhere)
     run([*shlex.split(effective)[3:], "--resume"], save_main_session=False)
