@@ -642,10 +642,18 @@ def test_a_model_computing_in_16_bit_floats_is_warned_of(tmp_path, linear_keras,
         ]
     )
     mixed.save(tmp_path / "mixed.keras")
+    # The same as a SavedModel (float32 in and out: only its graph computes in float16),
+    # and inside a float32 model (only the inner model's layer is mixed).
+    mixed.export(tmp_path / "mixed_export", verbose=False)
+    outer = keras.Sequential([keras.Input((SIZE, SIZE, 3)), mixed])
+    outer.save(tmp_path / "nested.keras")
     models = {
         **dict.fromkeys(_typed_input_models(tmp_path, tf.float16), "float16"),
         str(tmp_path / "mixed.keras"): "float16",
+        str(tmp_path / "mixed_export"): "float16",
+        str(tmp_path / "nested.keras"): "float16",
         str(linear_keras): None,
+        _saved_model(tmp_path / "float32", lambda s: s): None,
     }
     for model, dtype in models.items():
         caplog.clear()

@@ -682,21 +682,41 @@ _NARROW_FLOATS = ("float16", "bfloat16")
 
 
 def _narrow_float(obj: Any, outputs: np.ndarray) -> str | None:
-    """The 16-bit float type a loaded model takes, computes in (a Keras dtype policy
-    such as mixed_float16) or returns, as its dtypes tell; None for none."""
+    """The 16-bit float type a loaded model takes, computes in or returns, as its dtypes
+    tell: its outputs', a Keras model's inputs' and the dtype policies (such as
+    mixed_float16) of it and its layers, nested models' too, or a SavedModel's graphs
+    (float32 in and out can compute in float16 inside). None for none."""
     import tensorflow as tf  # noqa: PLC0415
 
-    found = [outputs.dtype.name, getattr(getattr(obj, "dtype_policy", None), "compute_dtype", None)]
+    found = [outputs.dtype.name]
     found += [getattr(t, "dtype", None) for t in getattr(obj, "inputs", None) or []]
-    for layer in getattr(obj, "layers", None) or []:  # a policy set layer by layer
+    for layer in _layers(obj):  # a policy set layer by layer
         found.append(getattr(getattr(layer, "dtype_policy", None), "compute_dtype", None))
     call = getattr(obj, "__call__", None)  # noqa: B004 - a restored tf.function, as _module_call's
-    functions = getattr(call, "concrete_functions", None) or []
-    serving = getattr(obj, "signatures", {}).get("serving_default")
-    for fn in [*functions, *([serving] if serving is not None else [])]:
-        found += [getattr(t, "dtype", None) for t in tf.nest.flatten(fn.structured_input_signature)]
+    functions = list(getattr(call, "concrete_functions", None) or [])
+    signatures = getattr(obj, "signatures", None) or {}
+    for fn in [*functions, *(signatures[name] for name in signatures)]:
+        found += _narrow_floats_in(fn.graph.as_graph_def())
     names = {tf.as_dtype(d).name for d in found if d is not None}
     return next((name for name in _NARROW_FLOATS if name in names), None)
+
+
+def _layers(obj: Any) -> list[Any]:
+    """A Keras model and its layers, those of the models among them too."""
+    found = [obj]
+    for layer in getattr(obj, "layers", None) or []:
+        found += _layers(layer)
+    return found
+
+
+def _narrow_floats_in(graph: Any) -> set[str]:
+    """Of `_NARROW_FLOATS`, those a GraphDef's ops (its functions' too) take or give."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    narrow = {tf.as_dtype(name).as_datatype_enum: name for name in _NARROW_FLOATS}
+    nodes = [*graph.node, *(n for f in graph.library.function for n in f.node_def)]
+    kinds = {t for n in nodes for v in n.attr.values() for t in (v.type, *v.list.type)}
+    return {narrow[t] for t in kinds if t in narrow}
 
 
 def _warn_of_low_precision(reference: str, dtype: str | None) -> None:
