@@ -118,10 +118,11 @@ def _run(argv: list[str], verbose: bool, run) -> int:
         print(f"error: the run failed: {_first_line(e)}{detail}", file=sys.stderr)
         return 1
     if manifest is None:  # a Dataflow dry run or template, or --no_wait_until_finish
-        print(
+        said = (
             "No results to show here: a Dataflow dry run or template builds the job without "
             "running it, and --no_wait_until_finish leaves it running (see the log)."
         )
+        to_stdout(lambda: print(said))
         return 0
     to_stdout(lambda: print_summary(manifest))
     why = _no_rows(manifest)

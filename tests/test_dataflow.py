@@ -29,6 +29,7 @@ from packaging.specifiers import SpecifierSet
 from pipeline import run
 from pipeline.__main__ import main
 from pipeline.main import launch, prepare
+from tests.conftest import run_to_a_closed_stdout
 from transforms import sources, tf_model
 from transforms.tf_model import HUB_ALIASES
 
@@ -232,6 +233,14 @@ def test_dry_run_returns_no_manifest_and_the_command_line_exits_cleanly(offline_
     assert (
         "No results to show here: a Dataflow dry run or template builds the job" in out.getvalue()
     )
+
+
+def test_a_dry_run_whose_stdout_reader_stopped_reading_exits_0():
+    # `... | head -0`: its one line to stdout was a BrokenPipeError traceback and exit 1.
+    image = ["--sdk_container_image", IMAGE, "--model", "efficientnet_lite0"]
+    paths = ["--dataset", "gs://my-bucket/images", "--output", "gs://my-bucket/out"]
+    done = run_to_a_closed_stdout("pipeline", *GCP, *image, *paths)
+    assert (done.returncode, "Traceback" in done.stderr) == (0, False), done.stderr
 
 
 def test_setup_file_stages_this_package_for_the_default_workers(offline_hub, tmp_path):
