@@ -464,6 +464,26 @@ def test_tfds_split_whose_parts_overlap_exits_2_before_any_work(
         assert source.num_examples == 4
 
 
+def test_tfds_split_whose_slice_ends_before_it_starts_exits_2_before_any_work(
+    tiny_imagenet_a, linear_keras, tmp_path, capsys
+):
+    # test[3:1] said 'Auditing -2 images' and then audited examples 3 to the end.
+    for split in ("test[3:1]", "test[-1:1]", "test[:2]+test[3:-2]"):
+        args = cli_args(dataset="imagenet_a", split=split, data_dir=tiny_imagenet_a)
+        args += cli_args(model=linear_keras, output=tmp_path / "out", steps=2)
+        assert main(args) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert len(err) == 1 and "ends at example" in err[0], err
+        assert not (tmp_path / "out").exists()
+    reversed_slice = (
+        "--split 'test[3:1]' reads 'imagenet_a' split 'test' from example 3 but ends at "
+        "example 1, before it; write the slice's start first (e.g. 'test[1:3]')."
+    )
+    with pytest.raises(ValueError, match=re.escape(reversed_slice)):
+        sources.resolve_tfds("imagenet_a", "test[3:1]", tiny_imagenet_a, download=False)
+    assert sources.resolve_tfds("imagenet_a", "test[2:2]", tiny_imagenet_a, False).num_examples == 0
+
+
 def test_tfds_split_that_does_not_parse_is_refused_before_any_download(tmp_path):
     # Not prepared and download allowed: a typo in the spec must not start a download.
     with mock.patch.object(sources, "_ensure_prepared", side_effect=AssertionError("download")):

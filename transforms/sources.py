@@ -706,25 +706,43 @@ def _check_split_syntax(split: str) -> None:
         ) from e
 
 
-def _check_no_overlap(name: str, split: str, builder: Any) -> None:
-    """Refuses a split spec whose parts read an example twice (`test[:3]+test[1:4]`,
-    `test+test`): its image_id would name two inputs, audited twice."""
+def _read_ranges(name: str, split: str, builder: Any) -> list[tuple[str, int, int]]:
+    """What each part of a split spec reads: (split name, start, stop) in examples.
+
+    Refuses a part whose slice ends before it starts (`test[3:1]`): TFDS counts
+    it -2 examples and its Beam reader reads from the start to the split's end.
+    """
     import tensorflow_datasets as tfds  # noqa: PLC0415
 
     instructions = tfds.core.ReadInstruction.from_spec(split).to_absolute(builder.info.splits)
-    read: dict[str, list[tuple[int, int]]] = {}
+    ranges = []
     for part in instructions:
         size = builder.info.splits[part.splitname].num_examples
         start, stop = part.from_ or 0, size if part.to is None else part.to
-        for other_start, other_stop in read.get(part.splitname, []):
+        if stop < start:
+            raise ValueError(
+                f"--split {split!r} reads {name!r} split {part.splitname!r} from example "
+                f"{start} but ends at example {stop}, before it; write the slice's start "
+                f"first (e.g. '{part.splitname}[{stop}:{start}]')."
+            )
+        ranges.append((part.splitname, start, stop))
+    return ranges
+
+
+def _check_no_overlap(name: str, split: str, builder: Any) -> None:
+    """Refuses a split spec whose parts read an example twice (`test[:3]+test[1:4]`,
+    `test+test`): its image_id would name two inputs, audited twice."""
+    read: dict[str, list[tuple[int, int]]] = {}
+    for splitname, start, stop in _read_ranges(name, split, builder):
+        for other_start, other_stop in read.get(splitname, []):
             first, last = max(start, other_start), min(stop, other_stop)
             if first < last:
                 raise ValueError(
                     f"--split {split!r} reads examples {first} to {last - 1} of {name!r} "
-                    f"split {part.splitname!r} more than once; each would be audited twice "
+                    f"split {splitname!r} more than once; each would be audited twice "
                     "under one image_id. Use parts that do not overlap."
                 )
-        read.setdefault(part.splitname, []).append((start, stop))
+        read.setdefault(splitname, []).append((start, stop))
 
 
 def resolve_tfds(
@@ -741,8 +759,9 @@ def resolve_tfds(
 
     Raises:
       ValueError: a split spec that does not parse (checked first, before any
-        download), unknown dataset, no image feature or one of floats, unknown split, a split
-        whose parts overlap, or not prepared (with how to prepare it).
+        download), unknown dataset, no image feature or one of floats, unknown split, a
+        slice ending before it starts, a split whose parts overlap, or not prepared (with
+        how to prepare it).
     """
     _check_split_syntax(split)
     builder = _tfds_builder(name, data_dir)
