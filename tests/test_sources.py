@@ -339,6 +339,21 @@ def test_of_several_tfds_image_features_the_image_is_audited_and_said(tmp_path, 
     ]
 
 
+@pytest.mark.parametrize("config", ["slash", "plain"])
+def test_a_tfds_file_name_feature_spelt_as_tfds_datasets_do_fills_file_name(
+    config, linear_keras, tmp_path
+):
+    # cats_vs_dogs' 'image/filename' and eurosat's 'filename' were not read: file_name
+    # held the tfds_id ('tiny_file_names-test.tfrecord-00000-of-00001__0').
+    name = f"tiny_file_names/{config}"
+    data_dir = _prepared(name, tmp_path)
+    args = cli_args(dataset=name, data_dir=data_dir, model=linear_keras, output=tmp_path / "out")
+    run([*args, *cli_args(steps=2, attributions="none")], save_main_session=False)
+    results = pd.read_parquet(tmp_path / "out" / "results", columns=["image_id", "file_name"])
+    assert sorted(results.file_name) == ["photo_0.jpg", "photo_1.jpg"]
+    assert results.image_id.str.startswith(f"{name}/tiny_file_names-test.tfrecord").all()
+
+
 def test_a_tfds_label_that_is_not_a_class_label_is_warned_of(tmp_path, caplog):
     data_dir = _prepared("tiny_text_labels", tmp_path)
     with caplog.at_level("WARNING", logger="transforms.sources"):

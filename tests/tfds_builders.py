@@ -129,3 +129,28 @@ class TinyFloatImages(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self):
         for i in range(2):
             yield i, {"image": np.full((SIZE, SIZE, 1), 0.5, np.float32)}
+
+
+class TinyFileNames(tfds.core.GeneratorBasedBuilder):
+    """Two flat grey images whose file names are an 'image/filename' feature (as
+    cats_vs_dogs, cassava and caltech_birds2011 name it), in two configs:
+    'slash' spells the feature so, 'plain' spells it 'filename' (eurosat, uc_merced)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=n) for n in ("slash", "plain")]
+
+    def _key(self) -> str:
+        return "image/filename" if self.builder_config.name == "slash" else "filename"
+
+    def _info(self):
+        features = {"image": tfds.features.Image(shape=(SIZE, SIZE, 3))}
+        features[self._key()] = tfds.features.Text()
+        return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(features))
+
+    def _split_generators(self, dl_manager):
+        return {"test": self._generate_examples()}
+
+    def _generate_examples(self):
+        for i in range(2):
+            image = np.full((SIZE, SIZE, 3), 100 + i, np.uint8)
+            yield i, {"image": image, self._key(): f"photo_{i}.jpg"}

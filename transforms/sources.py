@@ -624,6 +624,11 @@ def _ensure_prepared(
         ) from e
 
 
+#: The names TFDS datasets give the feature of their images' file names: imagenet_a's
+#: first, then eurosat's and uc_merced's, cats_vs_dogs' and cassava's, caltech101's.
+_FILE_NAME_KEYS = ("file_name", "filename", "image/filename", "image/file_name")
+
+
 def _feature_keys(name: str, builder: Any) -> tuple[str, str | None, str | None]:
     """(image, label, file name) feature keys: the supervised keys where they fit."""
     import tensorflow_datasets as tfds  # noqa: PLC0415
@@ -648,7 +653,7 @@ def _feature_keys(name: str, builder: Any) -> tuple[str, str | None, str | None]
             name,
             type(features["label"]).__name__,
         )
-    file_name_key = "file_name" if "file_name" in features else None
+    file_name_key = next((k for k in _FILE_NAME_KEYS if k in features), None)
     return image_key, label_key, file_name_key
 
 
