@@ -843,3 +843,41 @@ def test_a_tfds_file_name_that_is_not_utf8_is_shown_with_escapes_not_a_failed_jo
     assert raw.file_name == "caf\\xe9.png"
     assert raw.image_id == "tiny/tiny-test.tfrecord-00000-of-00001__0"
     assert (raw.label, raw.data) == (3, b"\x89PNG...")
+
+
+_RESOLVE = """
+import sys
+from transforms import sources
+try:
+    sources.resolve_tfds(sys.argv[1], "test", sys.argv[2], download=False)
+except ValueError as e:
+    print(e)
+"""
+
+
+def test_a_version_or_config_not_prepared_of_a_dataset_in_data_dir_names_those_there(tmp_path):
+    # A dataset prepared by its own code (not registered in the job's process, as a
+    # user's dataset is) and asked at another version or config was 'neither a folder,
+    # 'sample', nor a known TFDS dataset ... Did you mean tiny_shakespeare?'.
+    data_dir = _prepared("tiny_shades/dark", tmp_path)
+    _prepared("tiny_shades/light", tmp_path)
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    said = {}
+    for name in ("tiny_shades:2.0.0", "tiny_shades/medium", "tiny_shadez"):
+        done = subprocess.run(
+            [sys.executable, "-c", _RESOLVE, name, data_dir],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=here,
+            env={**os.environ, "PYTHONPATH": here},
+        )
+        said[name] = done.stdout.strip()
+    where = f"--data_dir {data_dir!r}"
+    for name in ("tiny_shades:2.0.0", "tiny_shades/medium"):
+        assert said[name] == (
+            f"--dataset {name!r}: {where} holds TFDS dataset 'tiny_shades' prepared as "
+            "tiny_shades/dark:1.0.0, tiny_shades/light:1.0.0, not as asked; pass one of "
+            "those as --dataset, or prepare this one there with the code of its builder."
+        )
+    assert said["tiny_shadez"].startswith("--dataset 'tiny_shadez' is neither a folder")

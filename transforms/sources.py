@@ -501,6 +501,15 @@ def _tfds_builder(name: str, data_dir: str | None) -> Any:
     try:
         return _builder(name, data_dir)
     except tfds.core.registered.DatasetNotFoundError as e:
+        base = name.split(":")[0].split("/")[0]
+        prepared = _prepared_as(base, data_dir)
+        if prepared:
+            where = f"--data_dir {data_dir!r}" if data_dir is not None else "TFDS's data folder"
+            raise ValueError(
+                f"--dataset {name!r}: {where} holds TFDS dataset {base!r} "
+                f"prepared as {', '.join(prepared)}, not as asked; pass one of those as "
+                "--dataset, or prepare this one there with the code of its builder."
+            ) from e
         try:
             missing = data_dir is not None and not FileSystems.exists(data_dir)
         except Exception:  # e.g. gs:// without credentials: say what is known
@@ -514,6 +523,26 @@ def _tfds_builder(name: str, data_dir: str | None) -> Any:
         raise ValueError(_builder_error(name, e)) from e
     except Exception as e:  # the metadata cannot be read: a bad --data_dir, not a run
         raise ValueError(_unreadable_metadata(name, data_dir, e)) from e
+
+
+def _prepared_as(base: str, data_dir: str | None) -> list[str]:
+    """How dataset `base` is prepared in `data_dir` (TFDS's own folder when None), as
+    `base[/config]:version` spellings; what TFDS reads without the builder's code."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    root = FileSystems.join(data_dir or tfds.core.constants.DATA_DIR, base)
+    prepared = []
+    for levels in (["*"], ["*", "*"]):
+        pattern = FileSystems.join(escape_glob(root), *levels, "dataset_info.json")
+        try:
+            found = FileSystems.match([pattern])[0].metadata_list
+        except Exception:  # not there, or not readable (gs:// offline): nothing known
+            continue
+        for meta in found:
+            *config, version = meta.path[len(root) :].strip("/").split("/")[:-1]
+            if re.fullmatch(r"\d+\.\d+\.\d+", version):
+                prepared.append("/".join([base, *config]) + f":{version}")
+    return sorted(set(prepared))
 
 
 def _unreadable_metadata(name: str, data_dir: str | None, error: Exception) -> str:
