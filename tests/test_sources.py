@@ -881,3 +881,19 @@ def test_a_version_or_config_not_prepared_of_a_dataset_in_data_dir_names_those_t
             "those as --dataset, or prepare this one there with the code of its builder."
         )
     assert said["tiny_shadez"].startswith("--dataset 'tiny_shadez' is neither a folder")
+
+
+def test_a_data_dir_that_is_the_datasets_own_folder_names_its_parent(tmp_path):
+    # TFDS looks in <data_dir>/<name>: the dataset's own folder as --data_dir was 'not
+    # prepared' and, with downloads allowed, prepared (downloaded) again inside itself.
+    data_dir = _prepared("tiny_shades/dark", tmp_path)
+    own = os.path.join(data_dir, "tiny_shades")
+    said = (
+        f"--data_dir {own!r} is the folder of TFDS dataset 'tiny_shades' itself (it holds "
+        f"tiny_shades/dark:1.0.0); pass its parent: --data_dir {data_dir}."
+    )
+    for download in (False, True):
+        with pytest.raises(ValueError, match=re.escape(said)):
+            sources.resolve_tfds("tiny_shades/dark", "test", own, download=download)
+    assert not os.path.exists(os.path.join(own, "tiny_shades"))
+    assert sources.resolve_tfds("tiny_shades/dark", "test", data_dir, False).num_examples == 3

@@ -501,28 +501,54 @@ def _tfds_builder(name: str, data_dir: str | None) -> Any:
     try:
         return _builder(name, data_dir)
     except tfds.core.registered.DatasetNotFoundError as e:
-        base = name.split(":")[0].split("/")[0]
-        prepared = _prepared_as(base, data_dir)
-        if prepared:
-            where = f"--data_dir {data_dir!r}" if data_dir is not None else "TFDS's data folder"
-            raise ValueError(
-                f"--dataset {name!r}: {where} holds TFDS dataset {base!r} "
-                f"prepared as {', '.join(prepared)}, not as asked; pass one of those as "
-                "--dataset, or prepare this one there with the code of its builder."
-            ) from e
-        try:
-            missing = data_dir is not None and not FileSystems.exists(data_dir)
-        except Exception:  # e.g. gs:// without credentials: say what is known
-            missing = False
-        where = f" --data_dir {data_dir!r} does not exist." if missing else ""
-        raise ValueError(
-            f"--dataset {name!r} is neither a folder, 'sample', nor a known TFDS dataset.{where} "
-            f"({_first_line(e)}{_closest_dataset(name)})"
-        ) from e
+        raise _not_found_error(name, data_dir, e) from e
     except (ValueError, AssertionError) as e:  # a known dataset's config or version
         raise ValueError(_builder_error(name, e)) from e
     except Exception as e:  # the metadata cannot be read: a bad --data_dir, not a run
         raise ValueError(_unreadable_metadata(name, data_dir, e)) from e
+
+
+def _not_found_error(name: str, data_dir: str | None, error: Exception) -> ValueError:
+    """Why TFDS knows no dataset `name`: --data_dir is its own folder, holds it at
+    another version or config (read without its builder's code), is missing, or the
+    name is unknown (with close names)."""
+    own = _own_folder_error(name, data_dir)
+    if own is not None:
+        return own
+    base = name.split(":")[0].split("/")[0]
+    prepared = _prepared_as(base, data_dir)
+    if prepared:
+        where = f"--data_dir {data_dir!r}" if data_dir is not None else "TFDS's data folder"
+        return ValueError(
+            f"--dataset {name!r}: {where} holds TFDS dataset {base!r} "
+            f"prepared as {', '.join(prepared)}, not as asked; pass one of those as "
+            "--dataset, or prepare this one there with the code of its builder."
+        )
+    try:
+        missing = data_dir is not None and not FileSystems.exists(data_dir)
+    except Exception:  # e.g. gs:// without credentials: say what is known
+        missing = False
+    where = f" --data_dir {data_dir!r} does not exist." if missing else ""
+    return ValueError(
+        f"--dataset {name!r} is neither a folder, 'sample', nor a known TFDS dataset.{where} "
+        f"({_first_line(error)}{_closest_dataset(name)})"
+    )
+
+
+def _own_folder_error(name: str, data_dir: str | None) -> ValueError | None:
+    """A --data_dir that is the dataset's own folder (TFDS looks in `<data_dir>/<name>`,
+    so it would prepare the dataset again inside itself): the error naming its parent."""
+    if data_dir is None:
+        return None
+    base = name.split(":")[0].split("/")[0]
+    parent, folder = posixpath.split(data_dir.rstrip("/"))
+    prepared = _prepared_as(base, parent or ".") if folder == base else []
+    if not prepared:
+        return None
+    return ValueError(
+        f"--data_dir {data_dir!r} is the folder of TFDS dataset {base!r} itself (it holds "
+        f"{', '.join(prepared)}); pass its parent: --data_dir {parent or '.'}."
+    )
 
 
 def _prepared_as(base: str, data_dir: str | None) -> list[str]:
@@ -640,6 +666,9 @@ def _ensure_prepared(
     """Prepares (downloads) an unprepared dataset when allowed, else says how to."""
     if builder.is_prepared():
         return
+    own = _own_folder_error(name, data_dir)
+    if own is not None:
+        raise own
     if remote_workers or not download:
         raise _not_prepared_error(name, builder, remote_workers, data_dir)
     _check_download_reachable(name, builder)
