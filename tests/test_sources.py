@@ -507,6 +507,21 @@ def test_tfds_split_that_does_not_parse_is_refused_before_any_download(tmp_path)
                 sources.resolve_tfds("imagenet_a", split, str(tmp_path), download=True)
 
 
+def test_a_slice_of_the_all_split_exits_2_saying_how_to_slice(
+    tiny_imagenet_a, linear_keras, tmp_path, capsys
+):
+    # TFDS refuses 'all[:3]' with a NotImplementedError: 'the run failed', exit 1.
+    args = cli_args(dataset="imagenet_a", split="all[:3]", data_dir=tiny_imagenet_a)
+    assert main([*args, *cli_args(model=linear_keras, output=tmp_path / "out")]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert err == [
+        "error: --split 'all[:3]' is not a TFDS split spec ('all' cannot be sliced: slice "
+        "each split, e.g. 'train[:10]+test[:10]'); use a split name with optional slices, "
+        "e.g. 'test', 'test[:2%]', 'test[10:20]' or 'test[:10]+train[:10]'."
+    ]
+    assert sources.resolve_tfds("imagenet_a", "all", tiny_imagenet_a, False).num_examples == 4
+
+
 def test_tfds_not_prepared_without_download_says_how(tmp_path):
     # The command prepares it where this job looks: `tfds build` alone wrote it to
     # TFDS's own folder, and the job's --data_dir stayed unprepared.

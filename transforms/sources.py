@@ -762,9 +762,13 @@ def _check_split_syntax(split: str) -> None:
 
     try:
         tfds.core.ReadInstruction.from_spec(split)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, NotImplementedError) as e:
+        # TFDS raises NotImplementedError for a slice of 'all' (all[:3]).
+        why = ""
+        if isinstance(e, NotImplementedError):
+            why = " ('all' cannot be sliced: slice each split, e.g. 'train[:10]+test[:10]')"
         raise ValueError(
-            f"--split {split!r} is not a TFDS split spec; use a split name with optional "
+            f"--split {split!r} is not a TFDS split spec{why}; use a split name with optional "
             "slices, e.g. 'test', 'test[:2%]', 'test[10:20]' or 'test[:10]+train[:10]'."
         ) from e
 
