@@ -237,3 +237,15 @@ def test_for_rows_seeds_the_control_by_each_rows_image_and_the_run_seed():
     )
     assert not np.allclose(other.deletion_curve_random, result.deletion_curve_random)
     np.testing.assert_array_equal(other.deletion_curve, result.deletion_curve)
+
+
+def test_stored_curves_read_back_as_their_aucs_measure_them():
+    # p(x) is where deletion starts; without it (0), where insertion ends.
+    deletion, insertion = np.array([0.5, 0.25, 0.75]), np.array([0.1, 0.2, 0.5])
+    assert fa.image_probability(deletion, insertion) == 0.5
+    assert fa.image_probability(np.array([0.0, 0.1]), insertion) == 0.5
+    assert fa.image_probability(None, np.array([0.0])) is None
+    drawn = fa.normalised(deletion[None], np.array([0.5]))[0]
+    np.testing.assert_allclose(drawn, [1.0, 0.5, 1.0])  # above p(x): capped at 1
+    assert fa.auc(deletion[None], np.array([0.5]))[0] == 0.75  # its trapezoid area
+    assert np.isnan(fa.normalised(deletion[None], np.array([0.0]))).all()

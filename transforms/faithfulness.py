@@ -60,6 +60,8 @@ __all__ = [
     "for_rows",
     "forward_passes_per_row",
     "from_score_fn",
+    "image_probability",
+    "normalised",
     "pixel_scores",
     "random_ranking",
     "ranking",
@@ -160,13 +162,27 @@ def auc(curves: np.ndarray, image_probabilities: np.ndarray) -> np.ndarray:
       float64 [R] in [0, 1]: the area under clip(curve / p(x), 0, 1) over
       fractions k / K; NaN where p(x) is 0 or not finite.
     """
+    curves = normalised(curves, image_probabilities)
+    steps = curves.shape[1] - 1
+    return (curves.sum(axis=1) - (curves[:, 0] + curves[:, -1]) / 2.0) / steps
+
+
+def normalised(curves: np.ndarray, image_probabilities: np.ndarray) -> np.ndarray:
+    """The curves as their AUCs measure them: clip(curve / p(x), 0, 1).
+
+    Args:
+      curves: float [R, K + 1], the target's probability at each point.
+      image_probabilities: float [R], p(x).
+
+    Returns:
+      float64 [R, K + 1]; rows of NaN where p(x) is 0 or not finite.
+    """
     curves = np.asarray(curves, dtype=np.float64)
     reference = np.asarray(image_probabilities, dtype=np.float64)[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
-        normalised = np.clip(curves / reference, 0.0, 1.0)
-    normalised[~(np.isfinite(reference) & (reference > 0)).repeat(curves.shape[1], 1)] = np.nan
-    steps = curves.shape[1] - 1
-    return (normalised.sum(axis=1) - (normalised[:, 0] + normalised[:, -1]) / 2.0) / steps
+        values = np.clip(curves / reference, 0.0, 1.0)
+    values[~(np.isfinite(reference) & (reference > 0)).repeat(curves.shape[1], 1)] = np.nan
+    return values
 
 
 def forward_passes_per_row(steps: int) -> int:
@@ -348,6 +364,15 @@ def _result(values: np.ndarray, image_probabilities, curve: np.ndarray) -> Faith
         *aucs,
         forward_evaluations=np.bincount(curve // 4, minlength=rows).astype(np.int64),
     )
+
+
+def image_probability(deletion: np.ndarray | None, insertion: np.ndarray | None) -> float | None:
+    """p(x) read back from a row's stored curves, where `_result` put it: the deletion
+    curve's start (nothing removed), else the insertion curve's end (all revealed);
+    None where neither holds a value above 0."""
+    ends = [c[i] for c, i in ((deletion, 0), (insertion, -1)) if c is not None and len(c)]
+    known = [float(v) for v in ends if np.isfinite(v) and v > 0]
+    return known[0] if known else None
 
 
 def for_rows(

@@ -30,7 +30,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from transforms import results, wording
+from transforms import faithfulness, results, wording
 
 __all__ = [
     "PANELS",
@@ -532,13 +532,13 @@ def faithfulness_curves_figure(
         values = results.cell(row, f"{curve}_curve", None)
         if not results.is_missing(values) and len(values):
             curves[curve] = np.asarray(values, dtype=np.float64)
-    reference = _image_probability(curves)
+    reference = faithfulness.image_probability(curves.get("deletion"), curves.get("insertion"))
     figure = _figure(width, height)
     ax = figure.subplots()
     for curve, values in curves.items():
         column, control, _ = _AUCS[curve]
         if reference:
-            values = np.clip(values / reference, 0.0, 1.0)
+            values = faithfulness.normalised(values[None], np.array([reference]))[0]
         ax.plot(
             np.linspace(0.0, 1.0, values.size),
             values,
@@ -563,15 +563,6 @@ def faithfulness_curves_figure(
     if title:  # over the figure: the legend sits right above the axes
         figure.suptitle(title, fontsize=9)
     return figure
-
-
-def _image_probability(curves: Mapping[str, np.ndarray]) -> float | None:
-    """p(x), the image's own probability for the target, from a row's curves: the
-    deletion curve's start (nothing removed), else the insertion curve's end (all
-    revealed); None where neither holds a value above 0."""
-    ends = [curves[c][i] for c, i in (("deletion", 0), ("insertion", -1)) if c in curves]
-    known = [float(v) for v in ends if np.isfinite(v) and v > 0]
-    return known[0] if known else None
 
 
 def _fmt(value: Any) -> str:
