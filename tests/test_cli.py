@@ -452,14 +452,19 @@ def test_the_printed_commands_work_as_printed_in_odd_folder_names(
     assert (tmp_path / name / "report.html").is_file()
 
 
-def test_resuming_a_finished_run_whose_only_failure_fails_again_exits_0(
-    linear_keras, tmp_path, capsys
-):
+def _good_and_broken(tmp_path, model) -> tuple[Path, list[str]]:
+    """A folder of one good image and one broken, and the flags of a run on it."""
     folder = tmp_path / "mixed"
     folder.mkdir()
     write_image(folder / "good.png", np.zeros((SIZE, SIZE, 3), np.uint8))
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
-    args = cli_args(dataset=folder, model=linear_keras, output=tmp_path / "out", steps=2)
+    return folder, cli_args(dataset=folder, model=model, output=tmp_path / "out", steps=2)
+
+
+def test_resuming_a_finished_run_whose_only_failure_fails_again_exits_0(
+    linear_keras, tmp_path, capsys
+):
+    _, args = _good_and_broken(tmp_path, linear_keras)
     assert main(args) == 0
     assert not (tmp_path / "out" / ".tmp").exists()  # the sinks' temp folder, left empty
     assert "results (1 row), errors in " in capsys.readouterr().out
@@ -479,11 +484,7 @@ def test_a_resume_whose_kept_rows_are_of_images_no_longer_in_the_folder_exits_0(
 ):
     # The output still holds good.png's row (kept, with a warning), though no input of
     # the resume was done before and its one input failed again: not 'no input gave a row'.
-    folder = tmp_path / "mixed"
-    folder.mkdir()
-    write_image(folder / "good.png", np.zeros((SIZE, SIZE, 3), np.uint8))
-    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
-    args = cli_args(dataset=folder, model=linear_keras, output=tmp_path / "out", steps=2)
+    folder, args = _good_and_broken(tmp_path, linear_keras)
     assert main(args) == 0
     (folder / "good.png").unlink()
     capsys.readouterr()
