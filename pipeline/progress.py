@@ -26,6 +26,7 @@ _LOCK = threading.Lock()
 class _Count:
     done: int = 0
     attributed: int = 0
+    skipped: int = 0  # done by an earlier run (--resume): not in this run's rate
     last_log: float = 0.0
     logged: int = 0  # `done` in the last line logged
 
@@ -44,9 +45,16 @@ def _duration(seconds: float) -> str:
 
 
 def progress_line(
-    done: int, total: int | None, elapsed: float, work: Mapping[str, int] | None = None
+    done: int,
+    total: int | None,
+    elapsed: float,
+    work: Mapping[str, int] | None = None,
+    skipped: int = 0,
 ) -> str:
     """'progress: 16/200 images (8%), 0.52 images/s, ETA 5 min 54 s'.
+
+    `skipped`: of `done`, the images a --resume found done before; the rate (and
+    so the ETA) counts only the others, those this run processed.
 
     `work`: the heartbeat's line, logged while a batch runs, adds the model's
     `gradient` evaluations and `forward` passes so far ('(running: 1,208 gradient
@@ -58,7 +66,7 @@ def progress_line(
         forward = work.get("forward", 0)
         running += f": {work.get('gradient', 0):,} gradient evaluations"
         running += f" and {forward:,} forward passes so far" if forward else " so far"
-    rate = done / elapsed if elapsed > 0 else 0.0
+    rate = _rate(done - skipped, elapsed)
     if done == 0:
         of = f"/{total}" if total is not None else ""
         return f"progress: 0{of} images yet, {_duration(elapsed)} elapsed (first batch {running})"
@@ -67,7 +75,8 @@ def progress_line(
             f"progress: {count(done, 'image')}, {rate:.2f} images/s, {_duration(elapsed)} elapsed"
         )
     else:
-        text = f"progress: {done}/{total} images ({done / max(total, 1):.0%}), {rate:.2f} images/s"
+        before = f", {skipped} done before" if skipped else ""
+        text = f"progress: {done}/{total} images ({done / max(total, 1):.0%}{before}), {rate:.2f} images/s"
         if done >= total:
             return f"{text}, done in {_duration(elapsed)}"
         eta = (total - done) / rate if rate > 0 else None
@@ -75,11 +84,18 @@ def progress_line(
     return text if work is None else f"{text} ({running})"
 
 
-def worker_line(done: int, elapsed: float) -> str:
+def worker_line(done: int, elapsed: float, skipped: int = 0) -> str:
     """'progress (this worker): 8 images done, 0.06 images/s': one worker process's
-    count, with no job total, percent or ETA (its share of the job is unknown)."""
-    rate = done / elapsed if elapsed > 0 else 0.0
-    return f"progress (this worker): {count(done, 'image')} done, {rate:.2f} images/s"
+    count, with no job total, percent or ETA (its share of the job is unknown);
+    `skipped` as in `progress_line`."""
+    before = f" ({skipped} of them done before)" if skipped else ""
+    rate = _rate(done - skipped, elapsed)
+    return f"progress (this worker): {count(done, 'image')} done{before}, {rate:.2f} images/s"
+
+
+def _rate(processed: int, elapsed: float) -> float:
+    """Images per second this run processed."""
+    return processed / elapsed if elapsed > 0 else 0.0
 
 
 class ReportProgress(beam.DoFn):
@@ -131,7 +147,8 @@ class ReportProgress(beam.DoFn):
             count = _COUNTS.setdefault(self._key, _Count(last_log=self._start))
             count.done += 1
             count.attributed += self._kind == "attributed"
-            done = count.done
+            count.skipped += self._kind == "skipped"
+            done, skipped = count.done, count.skipped
             batch_end = self._kind == "attributed" and count.attributed % self._batch == 0
             due = done == self._total or (batch_end and now - count.last_log >= self._every)
             if due:
@@ -140,9 +157,9 @@ class ReportProgress(beam.DoFn):
         if due:
             elapsed = now - self._start
             if self._per_worker:
-                _LOG.info("%s", worker_line(done, elapsed))
+                _LOG.info("%s", worker_line(done, elapsed, skipped))
             else:
-                _LOG.info("%s", progress_line(done, self._total, elapsed))
+                _LOG.info("%s", progress_line(done, self._total, elapsed, skipped=skipped))
 
     def finish_bundle(self) -> None:
         if not (self._log and self._per_worker):
@@ -153,8 +170,8 @@ class ReportProgress(beam.DoFn):
             if count is None or count.done == count.logged:
                 return
             count.last_log, count.logged = now, count.done
-            done = count.done
-        _LOG.info("%s", worker_line(done, now - self._start))
+            done, skipped = count.done, count.skipped
+        _LOG.info("%s", worker_line(done, now - self._start, skipped))
 
 
 @contextlib.contextmanager
@@ -177,9 +194,9 @@ def heartbeat(
                 if now - count.last_log < every_seconds:
                     continue
                 count.last_log = now
-                done = count.done
+                done, skipped = count.done, count.skipped
             work = {k: v - before[k] for k, v in model_evaluations().items()}
-            _LOG.info("%s", progress_line(done, total, now - start, work))
+            _LOG.info("%s", progress_line(done, total, now - start, work, skipped))
 
     thread = threading.Thread(target=beat, name="ig-audit-progress", daemon=True)
     thread.start()
