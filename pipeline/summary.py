@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 from typing import Any
@@ -16,6 +17,9 @@ from transforms.manifest import shows_targets
 from transforms.results import read_errors
 
 __all__ = ["error_summary", "print_summary", "rows_in_output", "summary_table"]
+
+# A number standing alone (`852`, `1.5`), not part of a name (`float16`, `n02123045`).
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?!\w|\.\d)")
 
 _COLUMNS = [
     "image_id",
@@ -79,12 +83,15 @@ def error_summary(output: str, reasons: int = 3) -> list[str]:
     """Lines of the run's errors by stage, each with its most frequent reasons."""
     errors = read_errors(output)
     errors["reason"] = [_reason(*row) for row in errors[["error", "image_id"]].itertuples(False)]
+    errors["cause"] = errors["reason"].map(_cause)
     lines = []
     for stage, group in sorted(errors.groupby("stage"), key=lambda sg: -len(sg[1])):
         lines.append(f"  {stage}: {len(group)}")
-        counts = group["reason"].value_counts()
-        for reason, count in counts.head(reasons).items():
-            example = group.loc[group["reason"] == reason, "file_name"].iloc[0]
+        counts = group["cause"].value_counts()
+        for cause, count in counts.head(reasons).items():
+            alike = group.loc[group["cause"] == cause]
+            example = alike["file_name"].iloc[0]
+            reason = alike["reason"].iloc[0] if alike["reason"].nunique() == 1 else cause
             text = reason if len(reason) <= 160 else reason[:157] + "..."
             lines.append(f"    {count} x {text} (e.g. {example})")
         if len(counts) > reasons:
@@ -96,6 +103,12 @@ def _reason(error: str, image_id: str) -> str:
     """An error's reason without its own file's name (`No such file: '/x/<file>'`),
     so that one cause over many files is counted once."""
     return error.replace(image_id, "<file>") if len(image_id) > 3 else error
+
+
+def _cause(reason: str) -> str:
+    """A reason with its numbers as N (`not an image Pillow can read (N bytes)`), so
+    that one cause whose message holds each file's size or count is counted once."""
+    return _NUMBER.sub("N", reason)
 
 
 def _rows_in(output: str) -> int:

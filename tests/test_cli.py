@@ -1434,6 +1434,31 @@ def test_errors_by_stage_count_one_cause_over_many_files_once(tmp_path):
     ]
 
 
+def test_errors_by_stage_count_reasons_that_differ_only_by_a_number_once(tmp_path):
+    # A folder of 60 files that are not images, each of its own size, was 60
+    # causes: 3 shown and '... and 57 other reasons', the same reason unseen.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.summary import error_summary
+    from transforms.schema import ERROR_SCHEMA
+
+    def record(name: str, error: str) -> dict[str, str]:
+        return {"image_id": name, "file_name": name, "stage": "decode", "error": error}
+
+    records = [record(f"g{n}.png", f"not an image Pillow can read ({n} bytes)") for n in range(6)]
+    records += [record(f"e{i}.jpg", "empty file (0 bytes)") for i in range(2)]
+    records += [record("float16.png", "has 3 float16 NaN pixels")]
+    (tmp_path / "errors").mkdir()
+    pq.write_table(pa.Table.from_pylist(records, ERROR_SCHEMA), tmp_path / "errors" / "p.parquet")
+    assert error_summary(str(tmp_path)) == [
+        "  decode: 9",
+        "    6 x not an image Pillow can read (N bytes) (e.g. g0.png)",
+        "    2 x empty file (0 bytes) (e.g. e0.jpg)",  # one number: shown as it is
+        "    1 x has 3 float16 NaN pixels (e.g. float16.png)",
+    ]
+
+
 def test_the_end_of_run_table_orders_an_images_targets_by_rank_and_shows_top_1_confidence(
     tmp_path,
 ):
