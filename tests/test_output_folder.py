@@ -273,6 +273,33 @@ def test_a_resume_keeps_each_checkpointed_image_once(image_folder, linear_keras,
     assert not rows.duplicated(["image_id", "target_class"]).any()
 
 
+def test_a_resume_writes_the_checkpointed_rows_in_whole_row_groups(
+    image_folder, linear_keras, tmp_path
+):
+    # A checkpoint holds one batch (8 rows by default): the salvaged file held one
+    # row group per checkpoint, a killed 4,500-image run's 563 groups, whose
+    # metadata pandas read 5x slower than the sink's groups of 64 rows.
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "out"
+    flags = cli_args(dataset=image_folder["root"], model=linear_keras, output=out, steps=2)
+    run(flags, save_main_session=False)
+    (part,) = (out / "results").glob("*.parquet")
+    full = pq.read_table(part)
+    (out / ".tmp" / "checkpoints" / "r1").mkdir(parents=True)
+    for i in range(full.num_rows):  # as if killed after batches of one image each
+        pq.write_table(full.slice(i, 1), out / ".tmp" / "checkpoints" / "r1" / f"{i}.parquet")
+    part.unlink()
+
+    manifest = run([*flags, "--resume"], save_main_session=False)
+    assert manifest["counts"]["skipped_done_before"] == full.num_rows == 4
+    (salvaged,) = (out / "results").glob("part-salvaged*.parquet")
+    assert pq.ParquetFile(salvaged).metadata.num_row_groups == 1
+    assert sorted(pd.read_parquet(out / "results").image_id) == sorted(
+        full.column("image_id").to_pylist()
+    )
+
+
 def test_a_checkpoint_that_cannot_be_written_is_a_warning_not_a_failure(tmp_path, caplog):
     from benchmarks.storage import synthetic_rows
     from transforms.attribution import ImageOutcome

@@ -236,8 +236,8 @@ def write_parquet_file(
     path: str, tables: Iterable[pa.Table], schema: pa.Schema, temp: str, keep_empty: bool = False
 ) -> int:
     """`tables` as one Parquet file at `path` (local or gs://), whole or not at all:
-    written to a file in the folder `temp`, then renamed; one table in memory at a
-    time. Nothing is written for no rows, unless `keep_empty` (a schema-only file).
+    written to a file in the folder `temp`, then renamed; a row group's tables in
+    memory at a time. Nothing is written for no rows, unless `keep_empty` (a schema-only file).
     Returns the rows written."""
     partial = FileSystems.join(temp, _partial_name())
     try:
@@ -262,10 +262,26 @@ def _write_tables(path: str, tables: Iterable[pa.Table], schema: pa.Schema) -> i
     """`tables` as one Parquet file at `path`; returns the rows written."""
     rows = 0
     with FileSystems.create(path) as f, parquet_writer(f, schema) as writer:
-        for table in tables:
+        for table in _row_groups(tables):
             writer.write_table(table, row_group_size=ROWS_PER_GROUP)
             rows += table.num_rows
     return rows
+
+
+def _row_groups(tables: Iterable[pa.Table]) -> Iterator[pa.Table]:
+    """`tables` joined into tables of at least ROWS_PER_GROUP rows or BYTES_PER_GROUP
+    bytes (the last one excepted): a salvage's checkpoints hold a batch each (8 rows),
+    and a row group apiece made their metadata slow to read."""
+    pending: list[pa.Table] = []
+    for table in tables:
+        pending.append(table)
+        if sum(t.num_rows for t in pending) >= ROWS_PER_GROUP or (
+            sum(t.nbytes for t in pending) >= BYTES_PER_GROUP
+        ):
+            yield pa.concat_tables(pending)
+            pending = []
+    if pending:
+        yield pa.concat_tables(pending)
 
 
 def write_schema_file(output: str, schema: pa.Schema) -> str | None:
@@ -346,7 +362,7 @@ def salvage_checkpoints(
     finalized) as one results file at `path`, each image's rows once; returns their ids.
 
     Called by a --resume with the folder's lock held, before the temp folder is
-    cleared; one checkpoint file in memory at a time. An unreadable checkpoint
+    cleared; a row group's checkpoint files in memory at a time. An unreadable checkpoint
     file is skipped (its images are redone).
     """
     seen = set(done)
