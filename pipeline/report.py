@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 
 from pipeline.commands import CommandParser, to_stdout
+from pipeline.summary import error_causes
 from transforms import files, plots, results
 from transforms.errors import error_reason
 from transforms.ig.rules import METHODS, has_spread
@@ -1021,12 +1022,17 @@ def _has_map(row: pd.Series) -> bool:
 
 
 def _errors(errors: pd.DataFrame, limit: int, state: str) -> dict[str, Any]:
+    """The errors by stage, their causes (all of them counted, the `limit` most
+    frequent shown) and the first `limit` records by `image_id`."""
     by_stage = errors.groupby("stage").size().sort_values(ascending=False)
     rows = errors.sort_values("image_id").head(limit)
+    causes = error_causes(errors)
     return {
         "state": state,
         "count": len(errors),
         "by_stage": list(by_stage.items()),
+        "causes": causes.head(limit).to_dict("records"),
+        "more_causes": max(len(causes) - limit, 0),
         "limit": limit,
         "rows": rows.to_dict("records"),
     }

@@ -16,7 +16,7 @@ from transforms import wording
 from transforms.manifest import shows_targets
 from transforms.results import read_errors
 
-__all__ = ["error_summary", "print_summary", "rows_in_output", "summary_table"]
+__all__ = ["error_causes", "error_summary", "print_summary", "rows_in_output", "summary_table"]
 
 # A number standing alone (`852`, `1.5`), not part of a name (`float16`, `n02123045`).
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?!\w|\.\d)")
@@ -81,22 +81,39 @@ def summary_table(output: str, limit: int = 20, target: bool = False) -> pd.Data
 
 def error_summary(output: str, reasons: int = 3) -> list[str]:
     """Lines of the run's errors by stage, each with its most frequent reasons."""
-    errors = read_errors(output)
-    errors["reason"] = [_reason(*row) for row in errors[["error", "image_id"]].itertuples(False)]
-    errors["cause"] = errors["reason"].map(_cause)
+    causes = error_causes(read_errors(output))
     lines = []
-    for stage, group in sorted(errors.groupby("stage"), key=lambda sg: -len(sg[1])):
-        lines.append(f"  {stage}: {len(group)}")
-        counts = group["cause"].value_counts()
-        for cause, count in counts.head(reasons).items():
-            alike = group.loc[group["cause"] == cause]
-            example = alike["file_name"].iloc[0]
-            reason = alike["reason"].iloc[0] if alike["reason"].nunique() == 1 else cause
-            text = reason if len(reason) <= 160 else reason[:157] + "..."
-            lines.append(f"    {count} x {text} (e.g. {example})")
-        if len(counts) > reasons:
-            lines.append(f"    ... and {len(counts) - reasons} other reasons")
+    for stage, group in causes.groupby("stage", sort=False):
+        lines.append(f"  {stage}: {group['inputs'].sum()}")
+        for cause in group.head(reasons).itertuples():
+            text = cause.reason if len(cause.reason) <= 160 else cause.reason[:157] + "..."
+            lines.append(f"    {cause.inputs} x {text} (e.g. {cause.example})")
+        if len(group) > reasons:
+            lines.append(f"    ... and {len(group) - reasons} other reasons")
     return lines
+
+
+def error_causes(errors: pd.DataFrame) -> pd.DataFrame:
+    """Error records (`read_errors`) -> one row per stage and cause: `stage`,
+    `inputs`, `reason` and an `example` file name; the stages with the most errors
+    first, and in each its most frequent causes. A cause is a reason without its
+    file's name and numbers, shown as N where its records' numbers differ."""
+    errors = errors.assign(
+        reason=[_reason(*row) for row in errors[["error", "image_id"]].itertuples(False)]
+    )
+    errors["cause"] = errors["reason"].map(_cause)
+    causes = errors.groupby(["stage", "cause"], sort=False).agg(
+        inputs=("reason", "size"),
+        distinct=("reason", "nunique"),
+        shown=("reason", "first"),
+        example=("file_name", "first"),
+    )
+    causes = causes.reset_index()
+    causes["reason"] = causes["shown"].where(causes["distinct"] == 1, causes["cause"])
+    causes["stage_inputs"] = causes.groupby("stage")["inputs"].transform("sum")
+    order = ["stage_inputs", "stage", "inputs"]
+    causes = causes.sort_values(order, ascending=[False, True, False], kind="stable")
+    return causes[["stage", "inputs", "reason", "example"]].reset_index(drop=True)
 
 
 def _reason(error: str, image_id: str) -> str:

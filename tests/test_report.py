@@ -36,7 +36,7 @@ from tests.conftest import (
 from tests.known_rows import make_row, write_output
 from transforms import labels, results
 from transforms.config import AttributionConfig
-from transforms.schema import results_schema
+from transforms.schema import ERROR_SCHEMA, results_schema
 from transforms.sinks import write_json
 
 SECTIONS = [
@@ -732,6 +732,22 @@ def test_a_run_where_every_input_failed_is_not_reported_as_fine(tmp_path):
     assert "No result rows: every input failed (see Errors)" in misclassified
     assert "No image of this run has a label" not in misclassified
     assert "1 input could not be processed (decode: 1)" in page.sections["errors"]
+
+
+def test_the_errors_section_counts_each_reason_also_of_errors_past_the_rows_shown(tmp_path):
+    # 60 empty files sort before 10 truncated ones: the table's first 50 rows were
+    # all 'empty file', and nothing on the page said that 10 inputs were truncated.
+    output = write_output(tmp_path / "out", [[make_row("a.png", None, 7, 0.3, 0.0)]], dataset="x")
+    errors = [(f"a{i:02d}.jpg", "empty file (0 bytes)") for i in range(60)]
+    errors += [(f"z{i}.png", f"not an image Pillow can read ({i + 9} bytes)") for i in range(10)]
+    records = [{"image_id": i, "file_name": i, "stage": "decode", "error": e} for i, e in errors]
+    table = pa.Table.from_pylist(records, ERROR_SCHEMA)
+    pq.write_table(table, Path(output, "errors", "part-00000-of-00001.parquet"))
+    section = _page(build_report(output, gallery=0)).sections["errors"]
+    assert "70 inputs could not be processed (decode: 70)" in section
+    assert "decode 60 empty file (0 bytes) a00.jpg" in section
+    assert "decode 10 not an image Pillow can read (N bytes) z0.png" in section
+    assert "z0.png decode not an image" not in section  # past the first 50 rows
 
 
 def test_result_files_deleted_after_the_run_are_not_reported_as_failures(folder_run):
