@@ -42,7 +42,6 @@ import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 
 from pipeline.commands import CommandParser, to_stdout
-from pipeline.summary import error_causes
 from transforms import files, plots, results
 from transforms.errors import error_reason
 from transforms.ig.rules import METHODS, has_spread
@@ -1026,7 +1025,7 @@ def _errors(errors: pd.DataFrame, limit: int, state: str) -> dict[str, Any]:
     frequent shown) and the first `limit` records by `image_id`."""
     by_stage = errors.groupby("stage").size().sort_values(ascending=False)
     rows = errors.sort_values("image_id").head(limit)
-    causes = error_causes(errors)
+    causes = results.error_causes(errors)
     return {
         "state": state,
         "count": len(errors),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import sys
 from typing import Any
@@ -14,12 +13,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms import wording
 from transforms.manifest import shows_targets
-from transforms.results import read_errors
+from transforms.results import error_causes, read_errors
 
-__all__ = ["error_causes", "error_summary", "print_summary", "rows_in_output", "summary_table"]
-
-# A number standing alone (`852`, `1.5`), not part of a name (`float16`, `n02123045`).
-_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?!\w|\.\d)")
+__all__ = ["error_summary", "print_summary", "rows_in_output", "summary_table"]
 
 _COLUMNS = [
     "image_id",
@@ -91,41 +87,6 @@ def error_summary(output: str, reasons: int = 3) -> list[str]:
         if len(group) > reasons:
             lines.append(f"    ... and {len(group) - reasons} other reasons")
     return lines
-
-
-def error_causes(errors: pd.DataFrame) -> pd.DataFrame:
-    """Error records (`read_errors`) -> one row per stage and cause: `stage`,
-    `inputs`, `reason` and an `example` file name; the stages with the most errors
-    first, and in each its most frequent causes. A cause is a reason without its
-    file's name and numbers, shown as N where its records' numbers differ."""
-    errors = errors.assign(
-        reason=[_reason(*row) for row in errors[["error", "image_id"]].itertuples(False)]
-    )
-    errors["cause"] = errors["reason"].map(_cause)
-    causes = errors.groupby(["stage", "cause"], sort=False).agg(
-        inputs=("reason", "size"),
-        distinct=("reason", "nunique"),
-        shown=("reason", "first"),
-        example=("file_name", "first"),
-    )
-    causes = causes.reset_index()
-    causes["reason"] = causes["shown"].where(causes["distinct"] == 1, causes["cause"])
-    causes["stage_inputs"] = causes.groupby("stage")["inputs"].transform("sum")
-    order = ["stage_inputs", "stage", "inputs"]
-    causes = causes.sort_values(order, ascending=[False, True, False], kind="stable")
-    return causes[["stage", "inputs", "reason", "example"]].reset_index(drop=True)
-
-
-def _reason(error: str, image_id: str) -> str:
-    """An error's reason without its own file's name (`No such file: '/x/<file>'`),
-    so that one cause over many files is counted once."""
-    return error.replace(image_id, "<file>") if len(image_id) > 3 else error
-
-
-def _cause(reason: str) -> str:
-    """A reason with its numbers as N (`not an image Pillow can read (N bytes)`), so
-    that one cause whose message holds each file's size or count is counted once."""
-    return _NUMBER.sub("N", reason)
 
 
 def _rows_in(output: str) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -42,6 +43,7 @@ __all__ = [
     "attributions_of",
     "cell",
     "baseline_images",
+    "error_causes",
     "for_class",
     "input_images",
     "load_input_image",
@@ -666,3 +668,42 @@ def baseline_images(
         scaled, tuple(config["baselines"]), (low, high), image_id, int(config.get("seed", 0))
     )
     return np.clip((refs - low) / (high - low), 0.0, 1.0).astype(np.float32)
+
+
+# A number standing alone (`852`, `1.5`), not part of a name (`float16`, `n02123045`).
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?!\w|\.\d)")
+
+
+def error_causes(errors: pd.DataFrame) -> pd.DataFrame:
+    """Error records (`read_errors`) -> one row per stage and cause: `stage`,
+    `inputs`, `reason` and an `example` file name; the stages with the most errors
+    first, and in each its most frequent causes. A cause is a reason without its
+    file's name and numbers, shown as N where its records' numbers differ."""
+    errors = errors.assign(
+        reason=[_reason(*row) for row in errors[["error", "image_id"]].itertuples(False)]
+    )
+    errors["cause"] = errors["reason"].map(_cause)
+    causes = errors.groupby(["stage", "cause"], sort=False).agg(
+        inputs=("reason", "size"),
+        distinct=("reason", "nunique"),
+        shown=("reason", "first"),
+        example=("file_name", "first"),
+    )
+    causes = causes.reset_index()
+    causes["reason"] = causes["shown"].where(causes["distinct"] == 1, causes["cause"])
+    causes["stage_inputs"] = causes.groupby("stage")["inputs"].transform("sum")
+    order = ["stage_inputs", "stage", "inputs"]
+    causes = causes.sort_values(order, ascending=[False, True, False], kind="stable")
+    return causes[["stage", "inputs", "reason", "example"]].reset_index(drop=True)
+
+
+def _reason(error: str, image_id: str) -> str:
+    """An error's reason without its own file's name (`No such file: '/x/<file>'`),
+    so that one cause over many files is counted once."""
+    return error.replace(image_id, "<file>") if len(image_id) > 3 else error
+
+
+def _cause(reason: str) -> str:
+    """A reason with its numbers as N (`not an image Pillow can read (N bytes)`), so
+    that one cause whose message holds each file's size or count is counted once."""
+    return _NUMBER.sub("N", reason)
