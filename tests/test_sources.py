@@ -461,16 +461,24 @@ def test_tfds_bad_split_names_the_valid_ones(tiny_imagenet_a):
         sources.resolve_tfds("imagenet_a", "validation", tiny_imagenet_a, download=False)
 
 
+def _refused_split(split, data_dir, model, tmp_path, capsys) -> str:
+    """The one error line of a job on imagenet_a's `split`, which must exit 2 before
+    any work (no --output folder made)."""
+    args = cli_args(dataset="imagenet_a", split=split, data_dir=data_dir)
+    args += cli_args(model=model, output=tmp_path / "out", steps=2)
+    assert main(args) == 2, split
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and not (tmp_path / "out").exists(), err
+    return err[0]
+
+
 def test_tfds_split_whose_parts_overlap_exits_2_before_any_work(
     tiny_imagenet_a, linear_keras, tmp_path, capsys
 ):
     # test[:3]+test[1:4] read examples 1 and 2 twice: 6 inputs, 6 rows, 4 image_ids.
     for split in ("test[:3]+test[1:4]", "test+test", "test[-1:]+test[:75%]+test[75%:]"):
-        args = cli_args(dataset="imagenet_a", split=split, data_dir=tiny_imagenet_a)
-        args += cli_args(model=linear_keras, output=tmp_path / "out", steps=2)
-        assert main(args) == 2
-        assert "more than once" in capsys.readouterr().err
-        assert not (tmp_path / "out").exists()
+        line = _refused_split(split, tiny_imagenet_a, linear_keras, tmp_path, capsys)
+        assert "more than once" in line, line
     overlap = "'test[:3]+test[1:4]' reads examples 1 to 2 of 'imagenet_a' split 'test' more"
     with pytest.raises(ValueError, match=re.escape(overlap)):
         sources.resolve_tfds("imagenet_a", "test[:3]+test[1:4]", tiny_imagenet_a, download=False)
@@ -484,12 +492,8 @@ def test_tfds_split_whose_slice_ends_before_it_starts_exits_2_before_any_work(
 ):
     # test[3:1] said 'Auditing -2 images' and then audited examples 3 to the end.
     for split in ("test[3:1]", "test[-1:1]", "test[:2]+test[3:-2]"):
-        args = cli_args(dataset="imagenet_a", split=split, data_dir=tiny_imagenet_a)
-        args += cli_args(model=linear_keras, output=tmp_path / "out", steps=2)
-        assert main(args) == 2
-        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-        assert len(err) == 1 and "ends at example" in err[0], err
-        assert not (tmp_path / "out").exists()
+        line = _refused_split(split, tiny_imagenet_a, linear_keras, tmp_path, capsys)
+        assert "ends at example" in line, line
     reversed_slice = (
         "--split 'test[3:1]' reads 'imagenet_a' split 'test' from example 3 but ends at "
         "example 1, before it; write the slice's start first (e.g. 'test[1:3]')."
