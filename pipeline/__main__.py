@@ -53,13 +53,12 @@ def _interrupted(error: BaseException) -> bool:
     return False
 
 
-def _no_rows(manifest: dict) -> str | None:
-    """Why the output holds not one row (every input failed, or there was none),
-    or None. A resumed run whose images left to do failed again still holds the
-    rows done before (and those of images no longer in the dataset)."""
-    from pipeline.summary import rows_in_output  # noqa: PLC0415
-
-    if rows_in_output(manifest):
+def _no_rows(manifest: dict, rows: int) -> str | None:
+    """Why the output holds not one row (`rows`: `rows_in_output`) because every
+    input failed, or there was none; None when it holds rows. A resumed run whose
+    images left to do failed again still holds the rows done before (and those of
+    images no longer in the dataset)."""
+    if rows:
         return None
     counts = manifest["counts"]
     if not counts["inputs"]:
@@ -91,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(argv: list[str], verbose: bool, run) -> int:
     """The run (`pipeline.main.run`) and what the command line says of it: its exit status."""
     from pipeline.options import ConfigError  # noqa: PLC0415
-    from pipeline.summary import print_summary  # noqa: PLC0415
+    from pipeline.summary import print_summary, rows_in_output  # noqa: PLC0415
 
     try:
         manifest = run(argv)
@@ -124,8 +123,9 @@ def _run(argv: list[str], verbose: bool, run) -> int:
         )
         to_stdout(lambda: print(said))
         return 0
-    to_stdout(lambda: print_summary(manifest))
-    why = _no_rows(manifest)
+    rows = rows_in_output(manifest)  # a resumed run's: read from results/ once
+    to_stdout(lambda: print_summary(manifest, rows=rows))
+    why = _no_rows(manifest, rows)
     if why:
         print(f"error: {why}", file=sys.stderr)
         return 1

@@ -141,15 +141,16 @@ def _job_python() -> str:
     return f"PYTHONPATH={shlex.quote(root)} {_python()} -P"
 
 
-def print_summary(manifest: dict[str, Any], limit: int = 20) -> None:
-    """Prints where the results are, a short table, errors by stage and how to read them."""
+def print_summary(manifest: dict[str, Any], limit: int = 20, rows: int | None = None) -> None:
+    """Prints where the results are, a short table, errors by stage and how to read them;
+    `rows`: `rows_in_output(manifest)`, when the caller has it."""
     # As typed, maybe with a trailing '/': 'gs://b/out//results' would name other objects.
     output = manifest["output"].rstrip("/") or manifest["output"]
     counts = manifest["counts"]
     print()
     earlier = counts.get("skipped_done_before", 0)
     before = f"; {earlier} of them done before, their rows kept" if earlier else ""
-    rows = rows_in_output(manifest)
+    rows = rows_in_output(manifest) if rows is None else rows
     new = f", {counts['rows']} of them from this run" if rows != counts["rows"] else ""
     print(
         f"Results in {output}/results ({wording.count(rows, 'row')}{new}), errors in {output}/errors "
