@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from pipeline import logs
-from pipeline.commands import to_stdout
+from pipeline.commands import exit_with, to_stdout
 
 __all__ = ["main", "main_exit"]
 
@@ -134,7 +134,7 @@ def _run(argv: list[str], verbose: bool, run) -> int:
 
 def main_exit() -> None:
     """The `ig-audit` console command: `main` with its status as the exit code."""
-    sys.exit(main())
+    exit_with(main())
 
 
 if __name__ == "__main__":

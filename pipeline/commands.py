@@ -15,8 +15,9 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
-__all__ = ["CommandParser", "to_stdout"]
+__all__ = ["CommandParser", "exit_with", "to_stdout"]
 
 
 def to_stdout(write: Callable[[], None]) -> None:
@@ -31,6 +32,19 @@ def to_stdout(write: Callable[[], None]) -> None:
     except BrokenPipeError:
         # Python's advice: stdout to devnull, or the flush at exit fails again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def exit_with(status: int) -> NoReturn:
+    """Ends a command run as `python -m ...` with `status`, not by SIGINT.
+
+    CPython marks a KeyboardInterrupt that leaves a string `exec` as unhandled even
+    when the command catches it (a Ctrl-C while Beam and TensorFlow import lands
+    in one often: dataclasses and namedtuples build their methods so); at exit the
+    mark ends the process by SIGINT (a parent's returncode -2) whatever its status,
+    130 as 0. Each string `exec` clears the mark as it starts: one that does nothing
+    clears it."""
+    exec("pass", {})  # noqa: S102 - no input; see the docstring
+    sys.exit(status)
 
 
 class CommandParser(argparse.ArgumentParser):

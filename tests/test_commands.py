@@ -1,9 +1,18 @@
 """The commands that read a run (`pipeline.report`, `pipeline.sanity`): their flag
 errors read as the job's (`pipeline.commands.CommandParser`)."""
 
+import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from pipeline import report, sanity
+from pipeline.logs import NOT_STARTED
+
+_REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
@@ -61,3 +70,50 @@ def test_help_shows_the_required_flags_as_required(command, usage, capsys):
     assert exit_.value.code == 0
     first = " ".join(capsys.readouterr().out.split("\n\n")[0].split())
     assert first.startswith(f"usage: {usage}")
+
+
+# A Ctrl-C that lands while a string `exec` runs (dataclasses and namedtuples build
+# their methods so, many times while Beam and TensorFlow import).
+_CTRL_C_IN_AN_EXEC = "exec('raise KeyboardInterrupt')"
+
+
+class _CtrlCWhileBeamImports:
+    """An import hook: a Ctrl-C in Beam's import, inside one of its string `exec`s."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "apache_beam":
+            exec(_CTRL_C_IN_AN_EXEC)
+
+
+def _run_module_after(setup: str, module: str, args: list[str], cwd) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS`, in a process where `setup` ran first (from a module run
+    with `-m` as well: CPython's exit differs under `-c`)."""
+    driver = "\n".join(
+        [
+            "import runpy, sys",
+            setup,
+            f"sys.argv = [{module!r}, *{args!r}]",
+            f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)",
+        ]
+    )
+    (Path(cwd) / "driver.py").write_text(driver)
+    return subprocess.run(
+        [sys.executable, "-m", "driver"],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(cwd), str(_REPO)])},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_ctrl_c_while_beam_imports_exits_130_saying_nothing_was_written(tmp_path):
+    # CPython marks a KeyboardInterrupt that leaves a string `exec` as unhandled even
+    # when it is caught: without care, the process then ends by SIGINT (a parent sees
+    # returncode -2; a shell 130), whatever status the command returned.
+    hook = inspect.getsource(_CtrlCWhileBeamImports)
+    setup = f"_CTRL_C_IN_AN_EXEC = {_CTRL_C_IN_AN_EXEC!r}\n{hook}\nsys.meta_path.insert(0, _CtrlCWhileBeamImports())"
+    done = _run_module_after(setup, "pipeline", ["--output", str(tmp_path / "out")], tmp_path)
+    assert done.returncode == 130, done.stderr[-2000:]
+    assert done.stderr.splitlines()[-1] == f"error: {NOT_STARTED}"
+    assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
