@@ -1,7 +1,10 @@
 """The benchmark scripts' own checks (fast: no model, no job)."""
 
+import os
 import pathlib
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -225,3 +228,20 @@ def test_reference_ig_refuses_intervals_it_cannot_halve(intervals, tmp_path, mon
     image = np.ones((2, 2, 3), np.float32)
     with pytest.raises(ValueError, match="must be even"):
         reference.reference_ig(_CosineIntegrand(), "cos", image, 0, "raw", intervals)
+
+
+def test_teardown_reference_runs_the_commands_main_and_keeps_its_status(tmp_path):
+    # The reference process of benchmarks/teardown.py: the command's own main, its
+    # status and its error line, only the exit differs (a plain sys.exit).
+    root = pathlib.Path(__file__).parents[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.teardown", "--plain", "pipeline.sanity"]
+        + ["--input", str(tmp_path / "no_run")],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.startswith("error: ") and "no_run" in done.stderr
