@@ -2,16 +2,19 @@
 
 Exit status: 0 when the run finished with rows; 1 when it failed while running or
 no input gave a row; 2 for bad configuration (one `error:` line, before any work);
-130 when interrupted (Ctrl-C).
+130 when interrupted (Ctrl-C); 143 when stopped by SIGTERM, as a Ctrl-C stops it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 
 from pipeline import logs
 from pipeline.commands import exit_with, to_stdout
@@ -39,6 +42,40 @@ def _first_line(error: BaseException) -> str:
 
 
 _INTERRUPTED = "interrupted; rerun with --resume to continue."
+_TERMINATED = []  # the SIGTERM this process received, if any
+
+
+@contextlib.contextmanager
+def _sigterm_stops_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (`kill`, `timeout`, a scheduler's stop) stops the run as a Ctrl-C does:
+    the same clean-up (a multi-process run's workers too) and message, exit 143.
+    Once: a second SIGTERM ends the process at once. Python's own handler comes
+    back after, as it does outside the main thread, where signals cannot be set."""
+    _TERMINATED.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        _TERMINATED.append(signum)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interruption(message: str) -> int:
+    """Says why the run stopped (`message`: what a Ctrl-C would say); its exit status."""
+    if _TERMINATED:
+        message = re.sub(r"^interrupted", "stopped by SIGTERM", message)
+    print(f"error: {message}", file=sys.stderr)
+    return 143 if _TERMINATED else 130
+
+
 _RESUME = "Rerun with --resume to continue: the rows of every batch it finished are kept."
 
 
@@ -79,12 +116,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Before anything imports TensorFlow: its C++ log level is read once.
     logs.quiet_environment(verbose)
     logs.configure_logging(verbose)
-    try:
-        from pipeline import main as job  # noqa: PLC0415 - after the environment is set
-    except KeyboardInterrupt:  # while Beam and TensorFlow load
-        print(f"error: {logs.NOT_STARTED}", file=sys.stderr)
-        return 130
-    return _run(argv, verbose, job.run)
+    with _sigterm_stops_as_ctrl_c():
+        try:
+            from pipeline import main as job  # noqa: PLC0415 - after the environment is set
+        except KeyboardInterrupt:  # while Beam and TensorFlow load
+            return _interruption(logs.NOT_STARTED)
+        return _run(argv, verbose, job.run)
 
 
 def _run(argv: list[str], verbose: bool, run) -> int:
@@ -98,12 +135,10 @@ def _run(argv: list[str], verbose: bool, run) -> int:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        print(f"error: {str(e) or _INTERRUPTED}", file=sys.stderr)
-        return 130
+        return _interruption(str(e) or _INTERRUPTED)
     except Exception as e:  # any failure while running: exit 1, said plainly
         if _interrupted(e):
-            print(f"error: {_INTERRUPTED}", file=sys.stderr)
-            return 130
+            return _interruption(_INTERRUPTED)
         if verbose:
             _LOG.exception("The run failed.")
         death = logs.worker_death()

@@ -616,7 +616,8 @@ def help_text(prog: str = "python -m pipeline") -> str:
         "--no_auth to build the job offline without submitting it (README.md,\n'Scale: "
         "Dataflow, GPUs, parallel local runs').\nUnknown or misspelt flags are refused before "
         "any work. Exit status: 0 done, 1 failed while\nrunning (or no input gave a row), "
-        "2 bad configuration,\n130 interrupted (Ctrl-C; --resume continues).\n\nExample: "
+        "2 bad configuration,\n130 interrupted (Ctrl-C; --resume continues), 143 stopped by SIGTERM "
+        "(as by Ctrl-C).\n\nExample: "
         f"{prog} --dataset sample --model efficientnet_lite0 --output ./output/sample",
     )
     AuditOptions._add_argparse_args(parser)  # the project's flags

@@ -2,8 +2,10 @@
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -196,6 +198,15 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+def _running(pid: int) -> bool:
+    """Whether process `pid` runs: not ended, nor a zombie whose parent has not reaped it."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _workers(pid: int) -> list[int]:
     """Beam's SDK worker processes of the job `pid`."""
     workers = []
@@ -253,3 +264,43 @@ def test_a_killed_worker_process_fails_the_run_in_one_line_and_resume_completes_
     assert done.returncode == 0, done.stderr[-3000:]
     rows = pd.read_parquet(tmp_path / "out" / "results", columns=["image_id"])
     assert sorted(rows.image_id) == sorted(i for i in image_folder["pixels"])
+
+
+def test_sigterm_stops_a_multi_process_run_and_its_workers_without_their_tracebacks(
+    image_folder, linear_keras, tmp_path
+):
+    # Stopped by SIGTERM (`kill`, `timeout`, a scheduler), the launcher died at once
+    # before: its workers, cut off, printed pages of gRPC tracebacks as they ended.
+    args = cli_args(
+        dataset=image_folder["root"],
+        model=linear_keras,
+        output=tmp_path / "out",
+        steps=4096,
+        tolerance=0,
+        path_batch_size=1,
+        batch_size=1,
+        faithfulness="none",
+        direct_running_mode="multi_processing",
+        direct_num_workers=2,
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = [sys.executable, "-P", "-m", "pipeline", *args]
+    job = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    log = []
+    for line in job.stderr:
+        log.append(line)
+        if "progress (this worker)" in line:
+            workers = _workers(job.pid)
+            os.kill(job.pid, signal.SIGTERM)
+            break
+    log += job.stderr.readlines()
+    assert job.wait(timeout=300) == 143, "".join(log)[-3000:]
+    text = "".join(log)
+    assert [line for line in log if line.startswith("error:")] == [
+        "error: stopped by SIGTERM; rerun with --resume to continue.\n"
+    ], text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    deadline = time.monotonic() + 60  # the launcher stopped them; they may still be exiting
+    while [w for w in workers if _running(w)] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert workers and not [w for w in workers if _running(w)]

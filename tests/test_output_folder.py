@@ -227,6 +227,47 @@ def test_ctrl_c_before_the_run_started_says_nothing_was_written(
     assert "Traceback" not in log and not (out / "manifest.json").exists()
 
 
+def test_sigterm_while_running_stops_as_a_ctrl_c_and_a_resume_completes_the_run(
+    folder, linear_keras, tmp_path, jobs
+):
+    # `kill`, `timeout` and schedulers stop a process by SIGTERM: the same clean-up
+    # and message as a Ctrl-C (not a death without a word), and exit 143.
+    out = tmp_path / "out"
+    flags = cli_args(
+        dataset=folder, model=linear_keras, output=out, steps=2, attributions="none", batch_size=2
+    )
+    first = jobs(*flags)
+    checkpoints = out / ".tmp" / "checkpoints"
+    _wait_for(lambda: list(checkpoints.rglob("*.parquet")), first, "a checkpoint")
+    os.kill(first.pid, signal.SIGTERM)
+    assert first.wait(timeout=120) == 143
+    log = first.log.read_text()
+    lines = [line for line in log.splitlines() if line.startswith("error:")]
+    assert lines == ["error: stopped by SIGTERM; rerun with --resume to continue."], log[-3000:]
+    assert "Traceback" not in log and not (out / ".lock").exists()
+    resumed = jobs(*flags, "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.log.read_text()[-3000:]
+    rows, errors = pd.read_parquet(out / "results"), pd.read_parquet(out / "errors")
+    assert rows.image_id.is_unique and len(rows) == 80 and list(errors.image_id) == ["broken.png"]
+
+
+def test_sigterm_while_tensorflow_loads_says_nothing_was_written(
+    folder, linear_keras, tmp_path, jobs
+):
+    out = tmp_path / "out"
+    first = jobs(*cli_args(dataset=folder, model=linear_keras, output=out, steps=2))
+    _wait_for(lambda: _has_loaded(first.pid, "tensorflow"), first, "TensorFlow's libraries")
+    os.kill(first.pid, signal.SIGTERM)
+    assert first.wait(timeout=60) == 143
+    log = first.log.read_text()
+    lines = [line for line in log.splitlines() if line.startswith("error:")]
+    assert lines == [
+        "error: stopped by SIGTERM before the run started; nothing was written. "
+        "Run the command again."
+    ], log[-3000:]
+    assert "Traceback" not in log and not out.exists()
+
+
 def test_the_page_of_a_run_killed_after_its_rows_were_finalized_counts_no_image_twice(
     image_folder, linear_keras, tmp_path
 ):
