@@ -25,6 +25,7 @@ from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
 from apache_beam.runners.dataflow.internal import apiclient
 from apache_beam.utils import proto_utils
 from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 
 from pipeline import run
 from pipeline.__main__ import main
@@ -525,16 +526,20 @@ def _dockerfile_args(text: str) -> dict[str, str]:
     return dict(re.findall(r"^ARG (\w+)=\"?([^\"\n]*)\"?$", text, flags=re.MULTILINE))
 
 
-def _setup_py() -> tuple[dict[str, SpecifierSet], SpecifierSet]:
-    """setup.py's requirements (name -> specifier) and python_requires, read statically."""
+def _setup_py(variable: str = "REQUIRED") -> tuple[dict[str, SpecifierSet], SpecifierSet]:
+    """setup.py's requirements (name -> specifier; `variable`: REQUIRED, or EXTRAS for
+    all its extras') and python_requires, read statically."""
     tree = ast.parse((ROOT / "setup.py").read_text())
-    required = next(
-        node.value
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "REQUIRED"
+    value = ast.literal_eval(
+        next(
+            node.value
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == variable
+        )
     )
+    requirements = value if isinstance(value, list) else [r for v in value.values() for r in v]
     specs = {}
-    for requirement in ast.literal_eval(required):
+    for requirement in requirements:
         name, spec = re.match(r"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?(.*)", requirement).groups()
         specs[name.lower()] = SpecifierSet(spec)
     call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and n.keywords)
@@ -562,6 +567,31 @@ def test_dockerfile_matches_setup_py_and_the_launcher():
     assert '"apache-beam[gcp]==${BEAM_VERSION}"' in text
     assert re.search(r"^RUN pip install \. ", text, flags=re.MULTILINE)
     assert HUB_ALIASES["inception_v1"] in args["HUB_MODELS"].split()
+
+
+def _constraints() -> dict[str, str]:
+    """constraints.txt: the versions bootstrap.sh installs, by canonical name."""
+    lines = (ROOT / "constraints.txt").read_text().splitlines()
+    pins = [line.split("==") for line in lines if line and not line.startswith("#")]
+    return {canonicalize_name(name): version for name, version in pins}
+
+
+def test_constraints_pin_what_setup_py_accepts_the_dockerfile_builds_and_the_tests_run():
+    # Fresh checkouts and CI install these versions, not the newest a range allows
+    # on the day (a new Beam would fail the Dockerfile's pin above).
+    pins = _constraints()
+    required = {**_setup_py()[0], **_setup_py("EXTRAS")[0]}
+    outside = {n: pins.get(canonicalize_name(n)) for n, s in required.items()}
+    outside = {n: v for n, v in outside.items() if v is None or v not in required[n]}
+    assert not outside, f"constraints.txt misses or pins outside setup.py's range: {outside}"
+    args = _dockerfile_args((ROOT / "Dockerfile").read_text())
+    assert (pins["apache-beam"], pins["tensorflow"]) == (args["BEAM_VERSION"], args["TF_VERSION"])
+    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    moved = {n: (v, installed[n]) for n, v in pins.items() if installed.get(n, v) != v}
+    assert not moved, (
+        f"installed versions differ from constraints.txt (pinned, installed): {moved}; "
+        "test them, then pip freeze them into constraints.txt (see its header)"
+    )
 
 
 def test_dockerfile_copies_what_the_package_needs_and_dockerignore_lets_it_through():
