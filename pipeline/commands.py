@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-__all__ = ["CommandParser", "exit_with", "to_stdout"]
+__all__ = ["CommandParser", "exit_with", "run_command", "to_stdout"]
 
 
 def to_stdout(write: Callable[[], None]) -> None:
@@ -53,6 +53,18 @@ def exit_with(status: int) -> NoReturn:
     exec("pass", {})  # noqa: S102 - no input; see the docstring
     gc.freeze()
     sys.exit(status)
+
+
+def run_command(main: Callable[[], int]) -> NoReturn:
+    """A command that reads a run (`python -m pipeline.report`, `pipeline.sanity`):
+    `main`'s status as the exit status; a Ctrl-C is one `error:` line and exit 130
+    (it was a KeyboardInterrupt traceback, and a death by SIGINT)."""
+    try:
+        status = main()
+    except KeyboardInterrupt:
+        print("error: interrupted; run the command again.", file=sys.stderr)
+        status = 130
+    exit_with(status)
 
 
 class CommandParser(argparse.ArgumentParser):

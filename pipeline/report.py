@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 
-from pipeline.commands import CommandParser, exit_with, to_stdout
+from pipeline.commands import CommandParser, run_command, to_stdout
 from transforms import files, plots, results
 from transforms.errors import error_reason
 from transforms.ig.rules import METHODS, has_spread
@@ -1250,4 +1250,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_with(main())
+    run_command(main)

@@ -32,7 +32,7 @@ from apache_beam.io.filesystems import FileSystems
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pipeline.commands import CommandParser, exit_with, to_stdout
+from pipeline.commands import CommandParser, run_command, to_stdout
 from transforms import baselines as baselines_lib
 from transforms import images, plots, results
 from transforms.batch import baselines_and_scores, integrate_rows
@@ -465,4 +465,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_with(main())
+    run_command(main)

@@ -6,6 +6,7 @@ import hashlib
 import os
 import subprocess
 import sys
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
@@ -110,6 +111,14 @@ def cli_args(**flags: object) -> list[str]:
     for name, value in flags.items():
         args += [f"--{name}"] if value is True else [f"--{name}", str(value)]
     return args
+
+
+def has_loaded(pid: int, library: str) -> bool:
+    """Whether process `pid` maps a shared library whose path holds `library` (Linux)."""
+    try:
+        return library in Path(f"/proc/{pid}/maps").read_text()
+    except FileNotFoundError:  # it ended
+        return False
 
 
 def run_to_a_closed_stdout(

@@ -18,7 +18,7 @@ import pytest
 from pipeline import run
 from pipeline.__main__ import main
 from pipeline.report import build_report
-from tests.conftest import SIZE, cli_args, write_image
+from tests.conftest import SIZE, cli_args, has_loaded, write_image
 from transforms.results import read_results
 
 _REPO = Path(__file__).resolve().parents[1]
@@ -61,14 +61,6 @@ def jobs(tmp_path):
         if process.poll() is None:
             process.kill()  # a stopped process dies of SIGKILL too
             process.wait()
-
-
-def _has_loaded(pid: int, library: str) -> bool:
-    """Whether process `pid` maps a shared library whose path holds `library`."""
-    try:
-        return library in Path(f"/proc/{pid}/maps").read_text()
-    except FileNotFoundError:  # it ended
-        return False
 
 
 def _wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 120.0):
@@ -216,7 +208,7 @@ def test_ctrl_c_before_the_run_started_says_nothing_was_written(
     # often inside a string `exec`: see pipeline.commands.exit_with).
     out = tmp_path / "out"
     first = jobs(*cli_args(dataset=folder, model=linear_keras, output=out, steps=2))
-    _wait_for(lambda: _has_loaded(first.pid, "tensorflow"), first, "TensorFlow's libraries")
+    _wait_for(lambda: has_loaded(first.pid, "tensorflow"), first, "TensorFlow's libraries")
     os.kill(first.pid, signal.SIGINT)
     assert first.wait(timeout=60) == 130
     log = first.log.read_text()
@@ -256,7 +248,7 @@ def test_sigterm_while_tensorflow_loads_says_nothing_was_written(
 ):
     out = tmp_path / "out"
     first = jobs(*cli_args(dataset=folder, model=linear_keras, output=out, steps=2))
-    _wait_for(lambda: _has_loaded(first.pid, "tensorflow"), first, "TensorFlow's libraries")
+    _wait_for(lambda: has_loaded(first.pid, "tensorflow"), first, "TensorFlow's libraries")
     os.kill(first.pid, signal.SIGTERM)
     assert first.wait(timeout=60) == 143
     log = first.log.read_text()

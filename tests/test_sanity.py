@@ -1,7 +1,12 @@
 """The model-randomisation sanity check on a finished DirectRunner run of a tiny conv net."""
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +15,7 @@ import pytest
 
 from pipeline import run as run_job
 from pipeline import sanity
-from tests.conftest import SIZE, cli_args, run_to_a_closed_stdout
+from tests.conftest import SIZE, cli_args, has_loaded, run_to_a_closed_stdout
 from transforms import results
 from transforms.config import AttributionConfig
 from transforms.sinks import write_json
@@ -265,3 +270,26 @@ def test_the_figure_names_each_rows_image_and_target(tmp_path):
         ["cat.png\n→ class 8", "", ""],
     ]
     np.testing.assert_array_equal(figure.axes[3].get_images()[0].get_array(), pixels / 255.0)
+
+
+def test_a_ctrl_c_while_the_check_runs_is_one_error_line_and_exit_130(
+    image_folder, conv_keras, tmp_path
+):
+    output = str(tmp_path / "out")
+    _audit(image_folder, conv_keras, output, steps=4)
+    root = str(Path(__file__).resolve().parents[1])
+    check = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.sanity", "--input", output, "--images", "3"],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": root},
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as at a terminal
+    )
+    while check.poll() is None and not has_loaded(check.pid, "tensorflow"):
+        time.sleep(0.01)  # the check loads TensorFlow in main, after its module's imports
+    check.send_signal(signal.SIGINT)
+    stderr = check.communicate(timeout=120)[1]
+    assert check.returncode == 130, stderr[-3000:]
+    assert stderr.splitlines()[-1] == "error: interrupted; run the command again."
+    assert "Traceback" not in stderr and not (tmp_path / "out" / "sanity").exists()
