@@ -1,5 +1,6 @@
 """The argument parser of the commands that read a run (`pipeline.report`, `pipeline.sanity`),
-and their printing to a stdout whose reader may have stopped reading (`| head`).
+their printing to a stdout whose reader may have stopped reading (`| head`), and how
+every command, the job's too, ends its process (`exit_with`).
 
 Their flag errors read as the job's (`pipeline.options`): one `error:` line and
 exit 2, no usage block; a flag cut short is refused, never taken as an
