@@ -15,6 +15,7 @@ import difflib
 import gc
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -46,11 +47,16 @@ def exit_with(status: int) -> NoReturn:
     130 as 0. Each string `exec` clears the mark as it starts: one that does nothing
     clears it.
 
-    The interpreter's teardown then collects the millions of objects TensorFlow's,
-    Keras' and Beam's imports made, again and again as it clears their modules:
-    1.2-1.7 s after the last line, measured by benchmarks/teardown.py. The command's
-    files are closed and its atexit functions still run; frozen, those objects are
-    left to the process's end."""
+    A Ctrl-C from here on is ignored: CPython tears the process down with SIGINT
+    back at its default action, and one then ended a finished run by SIGINT too.
+    Nothing is left to stop but the exit.
+
+    That teardown collected the millions of objects TensorFlow's, Keras' and
+    Beam's imports made, again and again as it cleared their modules: 1.2-1.7 s
+    after the last line, measured by benchmarks/teardown.py. The command's files
+    are closed and its atexit functions still run; frozen, those objects are left
+    to the process's end."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     exec("pass", {})  # noqa: S102 - no input; see the docstring
     gc.freeze()
     sys.exit(status)

@@ -3,6 +3,7 @@ errors read as the job's (`pipeline.commands.CommandParser`)."""
 
 import inspect
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from pipeline import report, sanity
 from pipeline.logs import NOT_STARTED
+from tests.conftest import cli_args
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -104,6 +106,8 @@ def _run_module_after(setup: str, module: str, args: list[str], cwd) -> subproce
         capture_output=True,
         text=True,
         timeout=300,
+        # SIGINT at its default, as at a terminal (a shell's background job ignores it).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
@@ -117,3 +121,30 @@ def test_a_ctrl_c_while_beam_imports_exits_130_saying_nothing_was_written(tmp_pa
     assert done.returncode == 130, done.stderr[-2000:]
     assert done.stderr.splitlines()[-1] == f"error: {NOT_STARTED}"
     assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
+
+
+class _CtrlCAsTheProcessEnds:
+    """A Ctrl-C as CPython tears the process down, its command returned: the
+    `__del__` of an object kept in `builtins` runs as the modules are cleared."""
+
+    def __init__(self):
+        self.pid = os.getpid()
+
+    def __del__(self, kill=os.kill, ctrl_c=signal.SIGINT, note=open):
+        note("ctrl_c_sent", "w").close()
+        kill(self.pid, ctrl_c)
+
+
+def test_a_ctrl_c_while_a_finished_run_ends_keeps_its_exit_status(
+    image_folder, linear_keras, tmp_path
+):
+    # The summary printed, CPython tears TensorFlow and Beam down for a second or two
+    # with SIGINT at its default action: a Ctrl-C then ended the complete run by
+    # SIGINT (a parent's returncode -2, a shell's 130).
+    ending = inspect.getsource(_CtrlCAsTheProcessEnds)
+    setup = f"import builtins, os, signal\n{ending}\nbuiltins.ending = _CtrlCAsTheProcessEnds()"
+    args = cli_args(dataset=image_folder["root"], model=linear_keras, output=tmp_path / "out")
+    done = _run_module_after(setup, "pipeline", [*args, "--steps", "2"], tmp_path)
+    assert (tmp_path / "ctrl_c_sent").exists()  # the Ctrl-C came as the process ended
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Results in" in done.stdout and "Traceback" not in done.stderr
