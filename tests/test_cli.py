@@ -1298,13 +1298,21 @@ def test_the_heartbeat_says_running_and_the_gradient_evaluations_so_far(caplog, 
     model = Classifier(resolve_model(linear_keras))  # loaded before the run starts
     points = np.ones((5, SIZE, SIZE, 3), np.float32)
     key, start = f"heartbeat-test-{time.time()}", time.time() - 20
+
+    def wait_for_a_line(starting: str) -> None:
+        # The heartbeat's thread logs once a second; a loaded machine delays it.
+        deadline = time.monotonic() + 60
+        while not any(r.getMessage().startswith(starting) for r in caplog.records):
+            assert time.monotonic() < deadline, f"no line {starting!r} within 60 s"
+            time.sleep(0.05)
+
     with caplog.at_level("INFO", logger="pipeline.progress"):
         with progress.heartbeat(key, 8, start, every_seconds=0.0):
-            time.sleep(1.5)  # a line before any image is done
+            wait_for_a_line("progress: 0/8")  # a line before any image is done
             model.score_grad_fn("raw")(points, 0 * points, np.ones(5), np.arange(5))
             model.logits(points[:2])
             progress._COUNTS[key].done = 3
-            time.sleep(1.2)  # and one while the next batch runs
+            wait_for_a_line("progress: 3/8")  # and one while the next batch runs
     first, *_, last = [r.getMessage() for r in caplog.records]
     assert first.endswith("elapsed (first batch running: 0 gradient evaluations so far)")
     assert last.startswith("progress: 3/8 images")
