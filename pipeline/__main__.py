@@ -127,7 +127,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(argv: list[str], verbose: bool, run) -> int:
     """The run (`pipeline.main.run`) and what the command line says of it: its exit status."""
     from pipeline.options import ConfigError  # noqa: PLC0415
-    from pipeline.summary import print_summary, rows_in_output  # noqa: PLC0415
 
     try:
         manifest = run(argv)
@@ -137,20 +136,7 @@ def _run(argv: list[str], verbose: bool, run) -> int:
     except KeyboardInterrupt as e:
         return _interruption(str(e) or _INTERRUPTED)
     except Exception as e:  # any failure while running: exit 1, said plainly
-        if _interrupted(e):
-            return _interruption(_INTERRUPTED)
-        if verbose:
-            _LOG.exception("The run failed.")
-        death = logs.worker_death()
-        if death is not None:
-            print(
-                f"error: the run failed: a worker process ended, {death}. {_RESUME}",
-                file=sys.stderr,
-            )
-            return 1
-        detail = "" if verbose else " (rerun with --verbose for the traceback)"
-        print(f"error: the run failed: {_first_line(e)}{detail}", file=sys.stderr)
-        return 1
+        return _failed(e, verbose)
     if manifest is None:  # a Dataflow dry run or template, or --no_wait_until_finish
         said = (
             "No results to show here: a Dataflow dry run or template builds the job without "
@@ -158,8 +144,36 @@ def _run(argv: list[str], verbose: bool, run) -> int:
         )
         to_stdout(lambda: print(said))
         return 0
-    rows = rows_in_output(manifest)  # a resumed run's: read from results/ once
-    to_stdout(lambda: print_summary(manifest, rows=rows))
+    return _finished(manifest)
+
+
+def _failed(error: Exception, verbose: bool) -> int:
+    """Says why the run failed while running, in one line; its exit status."""
+    if _interrupted(error):
+        return _interruption(_INTERRUPTED)
+    if verbose:
+        _LOG.exception("The run failed.")
+    death = logs.worker_death()
+    if death is not None:
+        print(f"error: the run failed: a worker process ended, {death}. {_RESUME}", file=sys.stderr)
+        return 1
+    detail = "" if verbose else " (rerun with --verbose for the traceback)"
+    print(f"error: the run failed: {_first_line(error)}{detail}", file=sys.stderr)
+    return 1
+
+
+def _finished(manifest: dict) -> int:
+    """Prints a finished run's summary; its exit status (1 when it holds no row)."""
+    from pipeline.summary import print_summary, rows_in_output  # noqa: PLC0415
+
+    try:
+        rows = rows_in_output(manifest)  # a resumed run's: read from results/ once
+        to_stdout(lambda: print_summary(manifest, rows=rows))
+    except KeyboardInterrupt:  # the run is complete: only its summary was cut short
+        return _interruption(
+            "interrupted while printing the summary; the run finished, its results are "
+            f"in {manifest['output']}."
+        )
     why = _no_rows(manifest, rows)
     if why:
         print(f"error: {why}", file=sys.stderr)

@@ -2,6 +2,7 @@
 errors read as the job's (`pipeline.commands.CommandParser`)."""
 
 import inspect
+import json
 import os
 import signal
 import subprocess
@@ -148,3 +149,31 @@ def test_a_ctrl_c_while_a_finished_run_ends_keeps_its_exit_status(
     assert (tmp_path / "ctrl_c_sent").exists()  # the Ctrl-C came as the process ended
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Results in" in done.stdout and "Traceback" not in done.stderr
+
+
+def test_a_ctrl_c_while_the_summary_prints_says_the_run_finished(
+    image_folder, linear_keras, tmp_path
+):
+    # The run is complete when its summary prints (seconds on gs://, reading results/'s
+    # footers): a Ctrl-C there was a KeyboardInterrupt traceback.
+    setup = "\n".join(
+        [
+            "import os, signal",
+            "import pipeline.summary as summary",
+            "printed = summary.print_summary",
+            "def print_summary(*args, **kwargs):",
+            "    os.kill(os.getpid(), signal.SIGINT)",
+            "    printed(*args, **kwargs)",
+            "summary.print_summary = print_summary",
+        ]
+    )
+    out = tmp_path / "out"
+    args = cli_args(dataset=image_folder["root"], model=linear_keras, output=out, steps=2)
+    done = _run_module_after(setup, "pipeline", args, tmp_path)
+    assert done.returncode == 130, done.stderr[-2000:]
+    assert done.stderr.splitlines()[-1] == (
+        f"error: interrupted while printing the summary; the run finished, its results are "
+        f"in {out}."
+    )
+    assert "Traceback" not in done.stderr
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
