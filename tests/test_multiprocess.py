@@ -220,16 +220,14 @@ def _workers(pid: int) -> list[int]:
     return workers
 
 
-def test_a_killed_worker_process_fails_the_run_in_one_line_and_resume_completes_it(
-    image_folder, linear_keras, tmp_path
-):
-    # Real processes: the workers are SIGKILLed (as the system kills a process out of
-    # memory) once one image is done; 4096 one-point gradient calls per image leave
-    # the others running then.
+def _stop_when_a_worker_progresses(image_folder, model, output, stop) -> tuple[list, int, list]:
+    """A two-process run, where `stop(job)` runs at a worker's first progress line
+    (4096 one-point gradient calls per image leave the others running then): its
+    command, exit status and stderr lines."""
     args = cli_args(
         dataset=image_folder["root"],
-        model=linear_keras,
-        output=tmp_path / "out",
+        model=model,
+        output=output,
         steps=4096,
         tolerance=0,
         path_batch_size=1,
@@ -238,18 +236,34 @@ def test_a_killed_worker_process_fails_the_run_in_one_line_and_resume_completes_
         direct_running_mode="multi_processing",
         direct_num_workers=2,
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     command = [sys.executable, "-P", "-m", "pipeline", *args]
-    job = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    job = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=_ENV)
     log = []
     for line in job.stderr:
         log.append(line)
         if "progress (this worker)" in line:
-            for worker in _workers(job.pid):
-                os.kill(worker, 9)
+            stop(job)
             break
     log += job.stderr.readlines()
-    assert job.wait(timeout=300) == 1, "".join(log)[-3000:]
+    return command, job.wait(timeout=300), log
+
+
+_ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+
+def test_a_killed_worker_process_fails_the_run_in_one_line_and_resume_completes_it(
+    image_folder, linear_keras, tmp_path
+):
+    # Real processes: the workers are SIGKILLed (as the system kills a process out of
+    # memory) once one image is done.
+    def kill_workers(job):
+        for worker in _workers(job.pid):
+            os.kill(worker, 9)
+
+    command, status, log = _stop_when_a_worker_progresses(
+        image_folder, linear_keras, tmp_path / "out", kill_workers
+    )
+    assert status == 1, "".join(log)[-3000:]
     text = "".join(log)
     (error,) = [line for line in log if line.startswith("error:")]
     # 137 where Beam starts the worker through a shell, -9 where directly.
@@ -260,7 +274,7 @@ def test_a_killed_worker_process_fails_the_run_in_one_line_and_resume_completes_
         error,
     ), error
     assert "Traceback" not in text, text[-3000:]
-    done = subprocess.run(command + ["--resume"], capture_output=True, text=True, env=env)
+    done = subprocess.run(command + ["--resume"], capture_output=True, text=True, env=_ENV)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = pd.read_parquet(tmp_path / "out" / "results", columns=["image_id"])
     assert sorted(rows.image_id) == sorted(i for i in image_folder["pixels"])
@@ -271,30 +285,16 @@ def test_sigterm_stops_a_multi_process_run_and_its_workers_without_their_traceba
 ):
     # Stopped by SIGTERM (`kill`, `timeout`, a scheduler), the launcher died at once
     # before: its workers, cut off, printed pages of gRPC tracebacks as they ended.
-    args = cli_args(
-        dataset=image_folder["root"],
-        model=linear_keras,
-        output=tmp_path / "out",
-        steps=4096,
-        tolerance=0,
-        path_batch_size=1,
-        batch_size=1,
-        faithfulness="none",
-        direct_running_mode="multi_processing",
-        direct_num_workers=2,
+    workers = []
+
+    def terminate(job):
+        workers.extend(_workers(job.pid))
+        os.kill(job.pid, signal.SIGTERM)
+
+    _, status, log = _stop_when_a_worker_progresses(
+        image_folder, linear_keras, tmp_path / "out", terminate
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    command = [sys.executable, "-P", "-m", "pipeline", *args]
-    job = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
-    log = []
-    for line in job.stderr:
-        log.append(line)
-        if "progress (this worker)" in line:
-            workers = _workers(job.pid)
-            os.kill(job.pid, signal.SIGTERM)
-            break
-    log += job.stderr.readlines()
-    assert job.wait(timeout=300) == 143, "".join(log)[-3000:]
+    assert status == 143, "".join(log)[-3000:]
     text = "".join(log)
     assert [line for line in log if line.startswith("error:")] == [
         "error: stopped by SIGTERM; rerun with --resume to continue.\n"

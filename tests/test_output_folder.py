@@ -183,8 +183,14 @@ def test_a_killed_run_keeps_the_rows_of_its_finished_batches(folder, linear_kera
     assert not checkpoints.exists() and not (out / ".tmp").exists()
 
 
-def test_ctrl_c_while_running_says_interrupted_and_how_to_go_on(
-    folder, linear_keras, tmp_path, jobs
+# A Ctrl-C, and SIGTERM (`kill`, `timeout`, a scheduler's stop), which the job takes
+# as a Ctrl-C: the same clean-up and message (it died without a word), exit 143.
+_STOPS = [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "stopped by SIGTERM")]
+
+
+@pytest.mark.parametrize("stop, status, said", _STOPS)
+def test_a_stop_while_running_says_how_to_go_on_and_a_resume_completes_the_run(
+    stop, status, said, folder, linear_keras, tmp_path, jobs
 ):
     out = tmp_path / "out"
     flags = cli_args(
@@ -193,49 +199,11 @@ def test_ctrl_c_while_running_says_interrupted_and_how_to_go_on(
     first = jobs(*flags)
     checkpoints = out / ".tmp" / "checkpoints"
     _wait_for(lambda: list(checkpoints.rglob("*.parquet")), first, "a checkpoint")
-    os.kill(first.pid, signal.SIGINT)
-    assert first.wait(timeout=120) == 130
+    os.kill(first.pid, stop)
+    assert first.wait(timeout=120) == status
     log = first.log.read_text()
     lines = [line for line in log.splitlines() if line.startswith("error:")]
-    assert lines == ["error: interrupted; rerun with --resume to continue."], log[-3000:]
-    assert "Traceback" not in log
-
-
-def test_ctrl_c_before_the_run_started_says_nothing_was_written(
-    folder, linear_keras, tmp_path, jobs
-):
-    # While TensorFlow loads, seconds before --output is claimed (a Ctrl-C there is
-    # often inside a string `exec`: see pipeline.commands.exit_with).
-    out = tmp_path / "out"
-    first = jobs(*cli_args(dataset=folder, model=linear_keras, output=out, steps=2))
-    _wait_for(lambda: has_loaded(first.pid, "tensorflow"), first, "TensorFlow's libraries")
-    os.kill(first.pid, signal.SIGINT)
-    assert first.wait(timeout=60) == 130
-    log = first.log.read_text()
-    lines = [line for line in log.splitlines() if line.startswith("error:")]
-    assert lines == [
-        "error: interrupted before the run started; nothing was written. Run the command again."
-    ], log[-3000:]
-    assert "Traceback" not in log and not (out / "manifest.json").exists()
-
-
-def test_sigterm_while_running_stops_as_a_ctrl_c_and_a_resume_completes_the_run(
-    folder, linear_keras, tmp_path, jobs
-):
-    # `kill`, `timeout` and schedulers stop a process by SIGTERM: the same clean-up
-    # and message as a Ctrl-C (not a death without a word), and exit 143.
-    out = tmp_path / "out"
-    flags = cli_args(
-        dataset=folder, model=linear_keras, output=out, steps=2, attributions="none", batch_size=2
-    )
-    first = jobs(*flags)
-    checkpoints = out / ".tmp" / "checkpoints"
-    _wait_for(lambda: list(checkpoints.rglob("*.parquet")), first, "a checkpoint")
-    os.kill(first.pid, signal.SIGTERM)
-    assert first.wait(timeout=120) == 143
-    log = first.log.read_text()
-    lines = [line for line in log.splitlines() if line.startswith("error:")]
-    assert lines == ["error: stopped by SIGTERM; rerun with --resume to continue."], log[-3000:]
+    assert lines == [f"error: {said}; rerun with --resume to continue."], log[-3000:]
     assert "Traceback" not in log and not (out / ".lock").exists()
     resumed = jobs(*flags, "--resume")
     assert resumed.wait(timeout=300) == 0, resumed.log.read_text()[-3000:]
@@ -243,19 +211,21 @@ def test_sigterm_while_running_stops_as_a_ctrl_c_and_a_resume_completes_the_run(
     assert rows.image_id.is_unique and len(rows) == 80 and list(errors.image_id) == ["broken.png"]
 
 
-def test_sigterm_while_tensorflow_loads_says_nothing_was_written(
-    folder, linear_keras, tmp_path, jobs
+@pytest.mark.parametrize("stop, status, said", _STOPS)
+def test_a_stop_before_the_run_started_says_nothing_was_written(
+    stop, status, said, folder, linear_keras, tmp_path, jobs
 ):
+    # While TensorFlow loads, seconds before --output is claimed (a Ctrl-C there is
+    # often inside a string `exec`: see pipeline.commands.exit_with).
     out = tmp_path / "out"
     first = jobs(*cli_args(dataset=folder, model=linear_keras, output=out, steps=2))
     _wait_for(lambda: has_loaded(first.pid, "tensorflow"), first, "TensorFlow's libraries")
-    os.kill(first.pid, signal.SIGTERM)
-    assert first.wait(timeout=60) == 143
+    os.kill(first.pid, stop)
+    assert first.wait(timeout=60) == status
     log = first.log.read_text()
     lines = [line for line in log.splitlines() if line.startswith("error:")]
     assert lines == [
-        "error: stopped by SIGTERM before the run started; nothing was written. "
-        "Run the command again."
+        f"error: {said} before the run started; nothing was written. Run the command again."
     ], log[-3000:]
     assert "Traceback" not in log and not out.exists()
 
