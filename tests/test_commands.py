@@ -1,5 +1,6 @@
 """The commands that read a run (`pipeline.report`, `pipeline.sanity`): their flag
-errors read as the job's (`pipeline.commands.CommandParser`)."""
+errors read as the job's (`pipeline.commands.CommandParser`); and how every command,
+the job's too, ends its process on a Ctrl-C (`pipeline.commands.exit_with`)."""
 
 import inspect
 import json
