@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -111,6 +112,13 @@ def cli_args(**flags: object) -> list[str]:
     for name, value in flags.items():
         args += [f"--{name}"] if value is True else [f"--{name}", str(value)]
     return args
+
+
+def ctrl_c_as_at_a_terminal() -> None:
+    """A `preexec_fn`: in the child, SIGINT back to its default, so that Python turns it
+    into KeyboardInterrupt as at a terminal, even when the tests run as a background job
+    of a shell without job control (whose children start with SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def has_loaded(pid: int, library: str) -> bool:

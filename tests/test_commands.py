@@ -14,7 +14,7 @@ import pytest
 
 from pipeline import report, sanity
 from pipeline.logs import NOT_STARTED
-from tests.conftest import cli_args
+from tests.conftest import cli_args, ctrl_c_as_at_a_terminal
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -108,8 +108,7 @@ def _run_module_after(setup: str, module: str, args: list[str], cwd) -> subproce
         capture_output=True,
         text=True,
         timeout=300,
-        # SIGINT at its default, as at a terminal (a shell's background job ignores it).
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=ctrl_c_as_at_a_terminal,
     )
 
 

@@ -220,6 +220,9 @@ def _workers(pid: int) -> list[int]:
     return workers
 
 
+_ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+
 def _stop_when_a_worker_progresses(image_folder, model, output, stop) -> tuple[list, int, list]:
     """A two-process run, where `stop(job)` runs at a worker's first progress line
     (4096 one-point gradient calls per image leave the others running then): its
@@ -246,9 +249,6 @@ def _stop_when_a_worker_progresses(image_folder, model, output, stop) -> tuple[l
             break
     log += job.stderr.readlines()
     return command, job.wait(timeout=300), log
-
-
-_ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 
 
 def test_a_killed_worker_process_fails_the_run_in_one_line_and_resume_completes_it(

@@ -18,17 +18,10 @@ import pytest
 from pipeline import run
 from pipeline.__main__ import main
 from pipeline.report import build_report
-from tests.conftest import SIZE, cli_args, has_loaded, write_image
+from tests.conftest import SIZE, cli_args, ctrl_c_as_at_a_terminal, has_loaded, write_image
 from transforms.results import read_results
 
 _REPO = Path(__file__).resolve().parents[1]
-
-
-def _ctrl_c_as_at_a_terminal() -> None:
-    """In the child: SIGINT back to its default, so that Python turns it into
-    KeyboardInterrupt as at a terminal, even when the tests run as a background job
-    of a shell without job control (whose children start with SIGINT ignored)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture
@@ -50,7 +43,7 @@ def jobs(tmp_path):
                 env=env,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_ctrl_c_as_at_a_terminal,
+                preexec_fn=ctrl_c_as_at_a_terminal,
             )
         process.log = log
         started.append(process)

@@ -15,7 +15,13 @@ import pytest
 
 from pipeline import run as run_job
 from pipeline import sanity
-from tests.conftest import SIZE, cli_args, has_loaded, run_to_a_closed_stdout
+from tests.conftest import (
+    SIZE,
+    cli_args,
+    ctrl_c_as_at_a_terminal,
+    has_loaded,
+    run_to_a_closed_stdout,
+)
 from transforms import results
 from transforms.config import AttributionConfig
 from transforms.sinks import write_json
@@ -284,7 +290,7 @@ def test_a_ctrl_c_while_the_check_runs_is_one_error_line_and_exit_130(
         env={**os.environ, "PYTHONPATH": root},
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as at a terminal
+        preexec_fn=ctrl_c_as_at_a_terminal,
     )
     while check.poll() is None and not has_loaded(check.pid, "tensorflow"):
         time.sleep(0.01)  # the check loads TensorFlow in main, after its module's imports
