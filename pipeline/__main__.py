@@ -7,17 +7,14 @@ no input gave a row; 2 for bad configuration (one `error:` line, before any work
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
-import signal
 import sys
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from pipeline import logs
-from pipeline.commands import exit_with, to_stdout
+from pipeline.commands import exit_with, interruption, sigterm_stops_as_ctrl_c, to_stdout
 
 __all__ = ["main", "main_exit"]
 
@@ -42,40 +39,6 @@ def _first_line(error: BaseException) -> str:
 
 
 _INTERRUPTED = "interrupted; rerun with --resume to continue."
-_TERMINATED = []  # the SIGTERM this process received, if any
-
-
-@contextlib.contextmanager
-def _sigterm_stops_as_ctrl_c() -> Iterator[None]:
-    """SIGTERM (`kill`, `timeout`, a scheduler's stop) stops the run as a Ctrl-C does:
-    the same clean-up (a multi-process run's workers too) and message, exit 143.
-    Once: a second SIGTERM ends the process at once. Python's own handler comes
-    back after, as it does outside the main thread, where signals cannot be set."""
-    _TERMINATED.clear()
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum, frame):
-        _TERMINATED.append(signum)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _interruption(message: str) -> int:
-    """Says why the run stopped (`message`: what a Ctrl-C would say); its exit status."""
-    if _TERMINATED:
-        message = re.sub(r"^interrupted", "stopped by SIGTERM", message)
-    print(f"error: {message}", file=sys.stderr)
-    return 143 if _TERMINATED else 130
-
-
 _RESUME = "Rerun with --resume to continue: the rows of every batch it finished are kept."
 
 
@@ -116,11 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Before anything imports TensorFlow: its C++ log level is read once.
     logs.quiet_environment(verbose)
     logs.configure_logging(verbose)
-    with _sigterm_stops_as_ctrl_c():
+    with sigterm_stops_as_ctrl_c():
         try:
             from pipeline import main as job  # noqa: PLC0415 - after the environment is set
         except KeyboardInterrupt:  # while Beam and TensorFlow load
-            return _interruption(logs.NOT_STARTED)
+            return interruption(logs.NOT_STARTED)
         return _run(argv, verbose, job.run)
 
 
@@ -134,7 +97,7 @@ def _run(argv: list[str], verbose: bool, run) -> int:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        return _interruption(str(e) or _INTERRUPTED)
+        return interruption(str(e) or _INTERRUPTED)
     except Exception as e:  # any failure while running: exit 1, said plainly
         return _failed(e, verbose)
     if manifest is None:  # a Dataflow dry run or template, or --no_wait_until_finish
@@ -150,7 +113,7 @@ def _run(argv: list[str], verbose: bool, run) -> int:
 def _failed(error: Exception, verbose: bool) -> int:
     """Says why the run failed while running, in one line; its exit status."""
     if _interrupted(error):
-        return _interruption(_INTERRUPTED)
+        return interruption(_INTERRUPTED)
     if verbose:
         _LOG.exception("The run failed.")
     death = logs.worker_death()
@@ -170,7 +133,7 @@ def _finished(manifest: dict) -> int:
         rows = rows_in_output(manifest)  # a resumed run's: read from results/ once
         to_stdout(lambda: print_summary(manifest, rows=rows))
     except KeyboardInterrupt:  # the run is complete: only its summary was cut short
-        return _interruption(
+        return interruption(
             "interrupted while printing the summary; the run finished, its results are "
             f"in {manifest['output']}."
         )

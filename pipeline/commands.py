@@ -1,6 +1,7 @@
 """The argument parser of the commands that read a run (`pipeline.report`, `pipeline.sanity`),
 their printing to a stdout whose reader may have stopped reading (`| head`), and how
-every command, the job's too, ends its process (`exit_with`).
+every command, the job's too, is stopped (Ctrl-C, SIGTERM) and ends its process
+(`exit_with`).
 
 Their flag errors read as the job's (`pipeline.options`): one `error:` line and
 exit 2, no usage block; a flag cut short is refused, never taken as an
@@ -11,16 +12,26 @@ required flag it may have misspelt is said to be missing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import gc
+import importlib
 import os
 import re
 import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn
 
-__all__ = ["CommandParser", "exit_with", "run_command", "to_stdout"]
+__all__ = [
+    "CommandParser",
+    "exit_with",
+    "interruption",
+    "run_module",
+    "sigterm_stops_as_ctrl_c",
+    "to_stdout",
+]
 
 
 def to_stdout(write: Callable[[], None]) -> None:
@@ -62,15 +73,53 @@ def exit_with(status: int) -> NoReturn:
     sys.exit(status)
 
 
-def run_command(main: Callable[[], int]) -> NoReturn:
-    """A command that reads a run (`python -m pipeline.report`, `pipeline.sanity`):
-    `main`'s status as the exit status; a Ctrl-C is one `error:` line and exit 130
-    (it was a KeyboardInterrupt traceback, and a death by SIGINT)."""
+_TERMINATED: list[int] = []  # the SIGTERM this process received, if any
+
+
+@contextlib.contextmanager
+def sigterm_stops_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (`kill`, `timeout`, a scheduler's stop) stops a command as a Ctrl-C does:
+    a KeyboardInterrupt, so the same clean-up (a multi-process run's workers too) and
+    message (`interruption`). Once: a second SIGTERM ends the process at once.
+    Python's own handler comes back after, as it does outside the main thread,
+    where signals cannot be set."""
+    _TERMINATED.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        _TERMINATED.append(signum)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
-        status = main()
-    except KeyboardInterrupt:
-        print("error: interrupted; run the command again.", file=sys.stderr)
-        status = 130
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interruption(message: str) -> int:
+    """Says why the command stopped (`message`: what a Ctrl-C would say, "interrupted;
+    ..."); its exit status: 130, or 143 when a SIGTERM stopped it."""
+    if _TERMINATED:
+        message = re.sub(r"^interrupted", "stopped by SIGTERM", message)
+    print(f"error: {message}", file=sys.stderr)
+    return 143 if _TERMINATED else 130
+
+
+def run_module(name: str) -> NoReturn:
+    """`python -m NAME` of a command that reads a run (`pipeline.report`,
+    `pipeline.sanity`), called before that module's own imports: imports it and runs
+    its `main`, whose status is the exit status. A Ctrl-C, or a SIGTERM, while it
+    imports or runs is one `error:` line and exit 130 (143): it was a
+    KeyboardInterrupt traceback and a death by SIGINT, or a death without a word."""
+    with sigterm_stops_as_ctrl_c():
+        try:
+            status = importlib.import_module(name).main()
+        except KeyboardInterrupt:
+            status = interruption("interrupted; run the command again.")
     exit_with(status)
 
 

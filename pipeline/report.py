@@ -18,6 +18,11 @@ did not record (older runs, `--faithfulness none`) give a note instead of a sect
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # before the imports below: a Ctrl-C in them is a stop too
+    from pipeline.commands import run_module
+
+    run_module("pipeline.report")
+
 import argparse
 import base64
 import dataclasses
@@ -41,7 +46,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 
-from pipeline.commands import CommandParser, run_command, to_stdout
+from pipeline.commands import CommandParser, to_stdout
 from transforms import files, plots, results
 from transforms.errors import error_reason
 from transforms.ig.rules import METHODS, has_spread
@@ -1247,7 +1252,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     to_stdout(lambda: print(f"Report of {args.input} written to {args.output}"))
     return 0
-
-
-if __name__ == "__main__":
-    run_command(main)

@@ -19,6 +19,11 @@ intact map and the map at each stage, per image).
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # before the imports below: a Ctrl-C in them is a stop too
+    from pipeline.commands import run_module
+
+    run_module("pipeline.sanity")
+
 import dataclasses
 import functools
 import logging
@@ -32,7 +37,7 @@ from apache_beam.io.filesystems import FileSystems
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pipeline.commands import CommandParser, run_command, to_stdout
+from pipeline.commands import CommandParser, to_stdout
 from transforms import baselines as baselines_lib
 from transforms import images, plots, results
 from transforms.batch import baselines_and_scores, integrate_rows
@@ -462,7 +467,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     to_stdout(lambda: print_report(report, args.input))
     return 0
-
-
-if __name__ == "__main__":
-    run_command(main)

@@ -177,3 +177,42 @@ def test_a_ctrl_c_while_the_summary_prints_says_the_run_finished(
     )
     assert "Traceback" not in done.stderr
     assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+
+
+class _SignalWhileImporting:
+    """An import hook: the signal `signum` arrives as the process first imports `module`."""
+
+    def __init__(self, module, signum):
+        self.module, self.signum, self.sent = module, signum, False
+
+    def find_spec(self, name, path=None, target=None):
+        if name == self.module and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize(
+    "signum, status, said",
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "stopped by SIGTERM")],
+)
+@pytest.mark.parametrize("module", ["pipeline.report", "pipeline.sanity"])
+def test_a_stop_while_a_command_imports_is_one_error_line(module, signum, status, said, tmp_path):
+    # A Ctrl-C in the first second of `python -m pipeline.report` (its module's imports)
+    # was a KeyboardInterrupt traceback and a death by SIGINT; a SIGTERM at any time
+    # ended the command without a word. Both now stop it as they stop the job.
+    hook = inspect.getsource(_SignalWhileImporting)
+    setup = "\n".join(
+        [
+            "import os",
+            hook,
+            # matplotlib: among the report's and the sanity check's own imports
+            f"sys.meta_path.insert(0, _SignalWhileImporting('matplotlib', {int(signum)}))",
+        ]
+    )
+    args = ["--input", str(tmp_path / "run"), "--output", str(tmp_path / "r.html")]
+    done = _run_module_after(
+        setup, module, args if module.endswith("report") else args[:2], tmp_path
+    )
+    assert done.returncode == status, done.stderr[-2000:]
+    assert done.stderr.splitlines() == [f"error: {said}; run the command again."]
+    assert not (tmp_path / "r.html").exists()

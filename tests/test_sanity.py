@@ -278,9 +278,14 @@ def test_the_figure_names_each_rows_image_and_target(tmp_path):
     np.testing.assert_array_equal(figure.axes[3].get_images()[0].get_array(), pixels / 255.0)
 
 
-def test_a_ctrl_c_while_the_check_runs_is_one_error_line_and_exit_130(
-    image_folder, conv_keras, tmp_path
+@pytest.mark.parametrize(
+    "signum, status, said",
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "stopped by SIGTERM")],
+)
+def test_a_stop_while_the_check_runs_is_one_error_line(
+    image_folder, conv_keras, tmp_path, signum, status, said
 ):
+    # A Ctrl-C was a KeyboardInterrupt traceback, a SIGTERM a death without a word.
     output = str(tmp_path / "out")
     _audit(image_folder, conv_keras, output, steps=4)
     root = str(Path(__file__).resolve().parents[1])
@@ -294,8 +299,8 @@ def test_a_ctrl_c_while_the_check_runs_is_one_error_line_and_exit_130(
     )
     while check.poll() is None and not has_loaded(check.pid, "tensorflow"):
         time.sleep(0.01)  # the check loads TensorFlow in main, after its module's imports
-    check.send_signal(signal.SIGINT)
+    check.send_signal(signum)
     stderr = check.communicate(timeout=120)[1]
-    assert check.returncode == 130, stderr[-3000:]
-    assert stderr.splitlines()[-1] == "error: interrupted; run the command again."
+    assert check.returncode == status, stderr[-3000:]
+    assert stderr.splitlines()[-1] == f"error: {said}; run the command again."
     assert "Traceback" not in stderr and not (tmp_path / "out" / "sanity").exists()
