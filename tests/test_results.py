@@ -36,6 +36,18 @@ def test_metadata_by_default_sorted_across_shards(folder_run):
     assert meta.top_k_probs.iloc[2].tolist() == pytest.approx([0.8, 0.1, 0.05])
 
 
+def test_named_columns_are_sorted_by_image_id_too(folder_run):
+    # Without image_id among the columns the rows came in file order, the shards' order.
+    output = folder_run["output"]
+    meta = results.read_results(output, ["file_name", "relative_delta"])
+    assert list(meta.columns) == ["file_name", "relative_delta"]
+    assert meta.file_name.tolist() == ["loose.png", "shark.png", "cat1.png", "cat2.png"]
+    assert meta.relative_delta.tolist() == [0.004, 0.05, 0.001, 0.002]
+    rows = results.read_results(output, "file_name", with_arrays=True)
+    assert list(rows.columns) == ["file_name", "attribution_shape", "attributions"]
+    assert rows.file_name.tolist() == meta.file_name.tolist()
+
+
 def test_metadata_reads_never_touch_the_attribution_column(folder_run, tmp_path):
     # Overwrite the attributions' column chunk with garbage: metadata still reads.
     path = next((tmp_path / "out" / "results").glob("part-00000*"))

@@ -247,10 +247,14 @@ def read_results(
         still going is read as far as it has written.
       ValueError: an unknown column name (in `columns` or `filters`) or operator.
     """
-    frame = read_table(output, columns, with_arrays=with_arrays, filters=filters).to_pandas()
-    if "image_id" in frame.columns and len(frame):
-        frame = frame.sort_values("image_id", kind="stable").reset_index(drop=True)
-    return frame
+    named = [columns] if isinstance(columns, str) else columns
+    # The sort key is read even where `columns` leaves it out (then dropped): file
+    # order depends on how the run's workers sharded the rows.
+    key_only = named is not None and "image_id" not in named
+    read = [*named, "image_id"] if key_only else named
+    frame = read_table(output, read, with_arrays=with_arrays, filters=filters).to_pandas()
+    frame = frame.sort_values("image_id", kind="stable").reset_index(drop=True)
+    return frame.drop(columns="image_id") if key_only else frame
 
 
 def _one_row(row: Any, function: str) -> Any:
