@@ -236,6 +236,28 @@ def test_read_row_by_file_name_or_id_and_target(tmp_path):
     assert results.read_row(output, "b/y.png").image_id == "b/y.png"
 
 
+def test_read_row_of_a_row_read_without_its_image_id(tmp_path):
+    # README's first query reads columns=["file_name", ...]: such a row names its file
+    # (it was refused as if it were no row at all, "not Series").
+    rows = [
+        [
+            make_row("a/x.png", None, 5, 0.5, 0.0, target=9, seed=1),
+            make_row("a/x.png", None, 5, 0.5, 0.0, target=5, seed=2),
+            make_row("b/x.png", None, 6, 0.5, 0.0, seed=3),
+            make_row("b/y.png", None, 6, 0.5, 0.0, seed=4),
+        ]
+    ]
+    output = write_output(tmp_path / "out", rows, dataset=str(tmp_path))
+    meta = pd.read_parquet(os.path.join(output, "results"), columns=["file_name", "target_class"])
+    row = results.read_row(output, meta[meta.file_name == "y.png"].iloc[0])
+    assert (row.image_id, row.target_class) == ("b/y.png", 6)
+    np.testing.assert_array_equal(results.attributions_of(row), known_attributions(4))
+    with pytest.raises(ValueError, match="'x.png' names 2 images"):
+        results.read_row(output, meta[meta.target_class == 9].iloc[0])
+    with pytest.raises(TypeError, match="with its image_id or file_name"):
+        results.read_row(output, {"target_class": 9})
+
+
 def test_read_row_of_a_one_row_frame_and_not_of_several(tmp_path):
     # meta[meta.file_name == "x.png"] is a row too, as attributions_of takes it; it
     # was read as the text of its image_id column ('0    a/x.png\nName: ...').

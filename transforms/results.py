@@ -277,14 +277,15 @@ def _image_and_target(image: Any, target_class: int | None) -> tuple[str, int | 
     if isinstance(image, str):
         return image, target_class
     image = _one_row(image, "read_row")
-    try:
-        image_id = cell(image, "image_id")
-    except (KeyError, AttributeError, TypeError):
+    # A row read without its image_id (`columns=["file_name", ...]`) names its file.
+    image_id = cell(image, "image_id", None)
+    image_id = cell(image, "file_name", None) if image_id is None else image_id
+    if image_id is None:
         raise TypeError(
-            f"read_row takes an image_id, a file name or a result row (meta.iloc[i]), not "
-            f"{type(image).__name__} {image!r:.60}; for the i-th row of a frame pass "
-            "frame.iloc[i]."
-        ) from None
+            f"read_row takes an image_id, a file name or a result row (meta.iloc[i], with "
+            f"its image_id or file_name), not {type(image).__name__} {image!r:.60}; for "
+            "the i-th row of a frame pass frame.iloc[i]."
+        )
     if target_class is None:
         try:
             target_class = int(cell(image, "target_class"))
@@ -320,7 +321,8 @@ def read_row(output: str, image: Any, target_class: int | None = None) -> pd.Ser
       image: an `image_id` (e.g. `sample/n02123045/chelsea.png`), a file name
         (`chelsea.png`) that names a single image, or a metadata row of
         `read_results` (`meta.iloc[i]`, a one-row frame, a named tuple, a dict):
-        that row, with its arrays (its image_id and target_class).
+        that row, with its arrays (its image_id, or its file_name in a frame read
+        without image_id, and its target_class).
       target_class: with several rows per image (`--target top_k`), the target to
         pick; default the row's own for a row, else the row attributing the
         predicted class, else the first.
