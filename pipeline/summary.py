@@ -85,7 +85,7 @@ def error_summary(output: str, reasons: int = 3) -> list[str]:
             text = cause.reason if len(cause.reason) <= 160 else cause.reason[:157] + "..."
             lines.append(f"    {cause.inputs} x {text} (e.g. {cause.example})")
         if len(group) > reasons:
-            lines.append(f"    ... and {len(group) - reasons} other reasons")
+            lines.append(f"    ... and {wording.count(len(group) - reasons, 'other reason')}")
     return lines
 
 
@@ -162,7 +162,8 @@ def print_summary(manifest: dict[str, Any], limit: int = 20, rows: int | None = 
         print()
         print(summary_table(output, limit, target=target).to_string(index=False))
         if rows > limit:
-            print(f"  ... and {rows - limit} more rows (read them with pandas below)")
+            more = wording.count(rows - limit, "more row")
+            print(f"  ... and {more} (read them with pandas below)")
     if counts["errors"]:
         print()
         print(f"Errors by stage ({counts['errors']}; all of them: transforms.results.read_errors):")

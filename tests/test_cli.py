@@ -1108,6 +1108,8 @@ def test_top_k_summary_shows_targets_cuts_and_errors(
         "attribution_error",
     ]
     assert "... and 7 more rows" in out  # 4 images x 3 targets, 5 shown
+    print_summary(manifest, limit=11)
+    assert "... and 1 more row (read" in capsys.readouterr().out  # not '1 more rows'
     rows = pd.read_parquet(tmp_path / "out" / "results")
     first = rows[rows.file_name == "cat1.png"]
     shown = [line for line in out.splitlines() if line.strip().startswith("cat1.png")]
@@ -1465,6 +1467,25 @@ def test_errors_by_stage_count_reasons_that_differ_only_by_a_number_once(tmp_pat
         "    2 x empty file (0 bytes) (e.g. e0.jpg)",  # one number: shown as it is
         "    1 x has 3 float16 NaN pixels (e.g. float16.png)",
     ]
+
+
+def test_errors_by_stage_say_how_many_other_reasons_in_words(tmp_path):
+    # Four reasons in one stage, three shown: it read '... and 1 other reasons'.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.summary import error_summary
+    from transforms.schema import ERROR_SCHEMA
+
+    reasons = ["broken", "not an image", "empty file (0 bytes)", "truncated"]
+    records = [
+        {"image_id": f"{i}.png", "file_name": f"{i}.png", "stage": "decode", "error": reason}
+        for i, reason in enumerate(reasons)
+    ]
+    (tmp_path / "errors").mkdir()
+    pq.write_table(pa.Table.from_pylist(records, ERROR_SCHEMA), tmp_path / "errors" / "p.parquet")
+    assert error_summary(str(tmp_path))[-1] == "    ... and 1 other reason"
+    assert error_summary(str(tmp_path), reasons=2)[-1] == "    ... and 2 other reasons"
 
 
 def test_the_end_of_run_table_orders_an_images_targets_by_rank_and_shows_top_1_confidence(
