@@ -582,6 +582,8 @@ _BEAM_OPTION_FIXES = {
     "Missing required option: region": "pass --region <a Dataflow region, e.g. us-central1>",
 }
 _DATAFLOW_DOCS = "README.md, 'Scale: Dataflow, GPUs, parallel local runs'"
+# The names Beam's stager takes for --setup_file.
+_SETUP_FILES = ("setup.py", "pyproject.toml")
 
 
 def _check_dataflow_launch(options: PipelineOptions, audit: AuditOptions, dry_run: bool) -> None:
@@ -642,6 +644,11 @@ def _check_package_shipped(options: PipelineOptions) -> None:
             remote = flag == "--extra_package" and "://" in path  # Beam's stager fetches it
             if not remote and not os.path.isfile(path):
                 raise ConfigError(f"{flag} {path!r} is not a file; pass an existing file.")
+    if setup.setup_file and os.path.basename(setup.setup_file) not in _SETUP_FILES:
+        raise ConfigError(  # Beam's stager refuses it, after the model loaded (exit 1)
+            f"--setup_file {setup.setup_file!r} is not named setup.py or pyproject.toml, the "
+            "build files Beam stages a package with; pass --setup_file ./setup.py."
+        )
     image = worker.sdk_container_image or worker.worker_harness_container_image
     if setup.setup_file or image or _names_this_package(setup):
         return

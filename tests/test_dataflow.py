@@ -399,6 +399,11 @@ def test_dataflow_settings_beam_needs_are_refused_before_the_model(
             ["--setup_file", "/nowhere/setup.py"],
             "--setup_file '/nowhere/setup.py' is not a file; pass an existing file.",
         ),
+        (  # Beam's stager refused it after the model loaded: exit 1, "the run failed"
+            ["--setup_file", "{tmp}/commented.txt"],
+            "--setup_file '{tmp}/commented.txt' is not named setup.py or pyproject.toml, the "
+            "build files Beam stages a package with; pass --setup_file ./setup.py.",
+        ),
         (  # a commented-out line ships nothing
             ["--requirements_file", "{tmp}/commented.txt"],
             "--setup_file or --sdk_container_image is needed on Dataflow",
