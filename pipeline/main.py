@@ -575,11 +575,12 @@ def _check_dataflow_paths(audit: AuditOptions, source: sources.DataSource) -> No
 
 # The fix for each of Beam's refusals of a Dataflow job's options, by its wording.
 _PROJECT_FIX = "pass --project <your Google Cloud project id, e.g. my-project>"
+_REGION_FIX = "pass --region <a Dataflow region, e.g. us-central1>"
 _BEAM_OPTION_FIXES = {
     "Missing required option: project": _PROJECT_FIX,
     "Invalid Project ID": _PROJECT_FIX,
     "Invalid Project number": _PROJECT_FIX,
-    "Missing required option: region": "pass --region <a Dataflow region, e.g. us-central1>",
+    "Missing required option: region": _REGION_FIX,
 }
 _DATAFLOW_DOCS = "README.md, 'Scale: Dataflow, GPUs, parallel local runs'"
 # The names Beam's stager takes for --setup_file.
@@ -593,6 +594,7 @@ def _check_dataflow_launch(options: PipelineOptions, audit: AuditOptions, dry_ru
     if not dry_run:  # Beam's checks below look the staging bucket up (network)
         _check_credentials(audit.output)
     _check_staging_location(options)
+    _check_region(options)
     _check_beam_options(options)
     _check_package_shipped(options)
     _check_gpu_image(options)
@@ -613,6 +615,14 @@ def _check_staging_location(options: PipelineOptions) -> None:
             f"--temp_location: Dataflow needs a gs:// folder for the job's staged and "
             f"temporary files ({' '.join(reasons)}); pass --temp_location gs://<bucket>/tmp."
         )
+
+
+def _check_region(options: PipelineOptions) -> None:
+    """An empty --region (`--region "$REGION"` with REGION unset): Beam's validator takes
+    only a missing one for none, and the job's files were staged before Dataflow refused it."""
+    region = options.view_as(GoogleCloudOptions).region
+    if region is not None and not region.strip():
+        raise ConfigError(f"--region {region!r} is empty; {_REGION_FIX}.")
 
 
 def _check_beam_options(options: PipelineOptions) -> None:

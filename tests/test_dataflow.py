@@ -361,6 +361,10 @@ def _exit_and_error(args, monkeypatch, capsys) -> tuple[int, str]:
             "--runner DataflowRunner: Beam refuses these options: Missing required option: "
             f"project. Fix: {PROJECT_FIX} {DOCS}",
         ),
+        (  # `--region "$REGION"`, unset: Beam took it, and Dataflow refused the staged job
+            ["--temp_location", "gs://my-bucket/tmp", "--region", "", "--project", "my-project"],
+            f"--region '' is empty; {REGION_FIX}.",
+        ),
         (  # a refusal Beam words otherwise gets no --region fix, though "region" is in it
             [
                 *("--temp_location", "gs://my-bucket/tmp", "--region", "us-central1"),
