@@ -593,6 +593,8 @@ def _check_dataflow_launch(options: PipelineOptions, audit: AuditOptions, dry_ru
     (after the model, exit 1) and never the package (its workers fail to import it)."""
     if not dry_run:  # Beam's checks below look the staging bucket up (network)
         _check_credentials(audit.output)
+    if audit.class_names:  # read at launch, a dry run's too; a Dataflow job needs them anyway
+        _check_credentials(audit.class_names, "--class_names", "read")
     _check_staging_location(options)
     _check_region(options)
     _check_beam_options(options)
@@ -779,26 +781,26 @@ def _probe_folder(output: str, existing: Path) -> None:
         ) from e
 
 
-def _check_credentials(output: str) -> None:
-    """Refuses a gs:// --output without Google Cloud credentials before any call to it.
+def _check_credentials(path: str, flag: str = "--output", use: str = "write") -> None:
+    """Refuses a gs:// `path` without Google Cloud credentials before any call to it.
 
     Without them Beam connects anonymously, which can never write, and where
     Google Cloud cannot be reached it retries for minutes before failing.
     """
-    if not output.startswith(_REMOTE_SCHEMES):
+    if not path.startswith(_REMOTE_SCHEMES):
         return
     try:
         import google.auth  # noqa: PLC0415  (with apache-beam[gcp], which gs:// needs)
         from google.auth import exceptions  # noqa: PLC0415
     except ImportError as e:
         raise ConfigError(
-            f"--output {output!r} needs Beam's Google Cloud support: pip install 'apache-beam[gcp]'."
+            f"{flag} {path!r} needs Beam's Google Cloud support: pip install 'apache-beam[gcp]'."
         ) from e
     try:
         google.auth.default()
     except exceptions.DefaultCredentialsError as e:
         raise ConfigError(
-            f"--output {output!r} needs Google Cloud credentials to write, and none were "
+            f"{flag} {path!r} needs Google Cloud credentials to {use}, and none were "
             "found; run `gcloud auth application-default login`, or set "
             "GOOGLE_APPLICATION_CREDENTIALS to a service account key file."
         ) from e
@@ -1232,7 +1234,6 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     input_range = parse_input_range(audit.input_range)
     batch = batch_size(audit)
     _check_runner(options)
-    names_file = labels.read_class_names(audit.class_names) if audit.class_names else None
     on_dataflow, dry_run = _is_dataflow(options), _is_dataflow_dry_run(options)
     source = _source(audit)
     if on_dataflow:
@@ -1243,6 +1244,8 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     _check_output_flags(audit)
     if not dry_run:
         _check_output_free(audit)
+    # After the checks of credentials: a gs:// file is read through Cloud Storage.
+    names_file = labels.read_class_names(audit.class_names) if audit.class_names else None
     data = _resolve_dataset(audit, source, on_dataflow, dry_run)
     _check_labels(config, data)
     # Only a DirectRunner's workers run in this process and can take the launcher's model.

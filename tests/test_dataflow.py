@@ -492,8 +492,22 @@ def test_a_dataflow_package_or_requirement_naming_this_package_ships_it(tmp_path
     assert job.lock is None  # a dry run: --output untouched
 
 
+@pytest.mark.parametrize(
+    "flags, error",
+    [
+        ([], "--output 'gs://my-bucket/out' needs Google Cloud credentials to write"),
+        (  # read at launch: it was read first, offline for minutes, then said it could not be
+            ["--class_names", "gs://b1/names.txt"],
+            "--output 'gs://my-bucket/out' needs Google Cloud credentials to write",
+        ),
+        (
+            ["--class_names", "gs://b1/names.txt", "--dry_run=True", "--no_auth"],
+            "--class_names 'gs://b1/names.txt' needs Google Cloud credentials to read",
+        ),
+    ],
+)
 def test_a_dataflow_launch_without_credentials_is_refused_before_beam_looks_at_gcs(
-    tmp_path, monkeypatch, capsys
+    flags, error, tmp_path, monkeypatch, capsys
 ):
     # Beam's checks look the staging bucket up (soft-delete policy), offline for minutes.
     from apache_beam.io.gcp import gcsio
@@ -503,9 +517,9 @@ def test_a_dataflow_launch_without_credentials_is_refused_before_beam_looks_at_g
     monkeypatch.setenv("NO_GCE_CHECK", "True")  # google.auth: not a Google Cloud VM
     monkeypatch.setattr(gcsio, "GcsIO", lambda *_: pytest.fail("Cloud Storage was called"))
     args = ["--runner", "DataflowRunner", *PROJECT_REGION, "--temp_location", "gs://b1/tmp"]
-    status, err = _exit_and_error([*args, *SHIPPED], monkeypatch, capsys)
-    assert status == 2
-    assert err.startswith("error: --output 'gs://my-bucket/out' needs Google Cloud credentials")
+    status, err = _exit_and_error([*args, *SHIPPED, *flags], monkeypatch, capsys)
+    assert status == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"error: {error}, and none were found; run `gcloud auth"), err
 
 
 def test_dataflow_takes_the_region_from_the_environment_and_staging_for_temp(monkeypatch):
