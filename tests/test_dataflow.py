@@ -10,8 +10,10 @@ Beam's own `apiclient_test.py` does. A Dataflow launcher does not load
 
 import ast
 import io
+import os
 import re
 import shutil
+import subprocess
 import sys
 import tarfile
 from contextlib import redirect_stdout
@@ -520,6 +522,29 @@ def test_a_dataflow_launch_without_credentials_is_refused_before_beam_looks_at_g
     status, err = _exit_and_error([*args, *SHIPPED, *flags], monkeypatch, capsys)
     assert status == 2 and err.count("\n") == 1, err
     assert err.startswith(f"error: {error}, and none were found; run `gcloud auth"), err
+
+
+@pytest.mark.parametrize("model", ["gs://my-bucket/models/m.keras", "gs://my-bucket/models/saved"])
+def test_a_gcs_model_cloud_storage_cannot_serve_is_refused_saying_so(model):
+    # A .keras file was a failed run (exit 1), a SavedModel "not a SavedModel folder".
+    # Cloud Storage unreachable at once: TensorFlow's requests go to a closed port, once.
+    env = {"https_proxy": "http://127.0.0.1:9", "GCS_RETRY_CONFIG_MAX_RETRIES": "0"}
+    paths = ["--dataset", "gs://my-bucket/images", "--output", "gs://my-bucket/out"]
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", *GCP, "--setup_file", "setup.py", *paths]
+        + ["--model", model],
+        cwd=ROOT,
+        env={**os.environ, **env, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert (done.returncode, len(errors)) == (2, 1), done.stderr
+    assert errors[0].startswith(f"error: --model {model!r} cannot be read ("), errors[0]
+    assert errors[0].endswith(
+        "it needs network and Google Cloud credentials (gcloud auth application-default login)."
+    )
 
 
 def test_dataflow_takes_the_region_from_the_environment_and_staging_for_temp(monkeypatch):

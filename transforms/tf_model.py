@@ -347,6 +347,25 @@ def _pad_rows(rows: int, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
     return tuple(np.concatenate([a, np.zeros((extra, *a.shape[1:]), a.dtype)]) for a in arrays)
 
 
+def _check_remote_readable(model: ModelReference) -> None:
+    """A gs:// model is read at launch: one Cloud Storage cannot serve (offline, no
+    credentials) is said so, not taken for a folder without a model (a SavedModel)
+    or a failed run (a .keras file, exit 1)."""
+    if not model.is_path or model.is_local_path:
+        return
+    import tensorflow as tf  # noqa: PLC0415
+
+    try:
+        tf.io.gfile.exists(model.location)  # False, not an error, for a missing one
+    except tf.errors.OpError as e:
+        reason = " ".join(next(iter(e.message.splitlines()), "").split())
+        raise ValueError(
+            f"--model {model.reference!r} cannot be read ({type(e).__name__}: {reason}); a "
+            "gs:// --model is read at launch (a Dataflow dry run too): it needs network and "
+            "Google Cloud credentials (gcloud auth application-default login)."
+        ) from e
+
+
 def _check_saved_model_folder(model: ModelReference) -> None:
     """A `saved_model` reference must be a folder holding saved_model.pb (local or remote)."""
     if model.kind != "saved_model":
@@ -955,6 +974,7 @@ def resolve_model(
     """
     model = reference if isinstance(reference, ModelReference) else model_reference(reference)
     input_range = _input_range(model, input_range)
+    _check_remote_readable(model)
     _check_saved_model_folder(model)
     signature = None if load else _signature_without_loading(model)
     obj = None
