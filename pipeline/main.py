@@ -600,6 +600,7 @@ def _check_dataflow_launch(options: PipelineOptions, audit: AuditOptions, dry_ru
     _check_beam_options(options)
     _check_package_shipped(options)
     _check_gpu_image(options)
+    _check_l4_machine(options)
 
 
 def _check_staging_location(options: PipelineOptions) -> None:
@@ -697,6 +698,21 @@ def _check_gpu_image(options: PipelineOptions) -> None:
         f"{request} asks for GPUs, which need --sdk_container_image with the worker "
         "image built from the Dockerfile: Dataflow's default image (with --setup_file) "
         "gets TensorFlow without CUDA, and the job would run on the workers' CPUs "
+        f"({_DATAFLOW_DOCS})."
+    )
+
+
+def _check_l4_machine(options: PipelineOptions) -> None:
+    """NVIDIA L4 GPUs come only with G2 machine types (Dataflow's "Use L4 GPUs"); any
+    other, Dataflow's default included, fails the job after its files were staged."""
+    request = _gpu_request(options)
+    machine = options.view_as(WorkerOptions).machine_type
+    if request is None or "type:nvidia-l4" not in request or str(machine).startswith("g2-"):
+        return
+    given = f"--machine_type {machine!r}" if machine else "no --machine_type (Dataflow's default)"
+    raise ConfigError(
+        f"{request} asks for NVIDIA L4 GPUs, which Dataflow attaches only to G2 machine "
+        f"types, and {given} is not one; pass --machine_type g2-standard-4 "
         f"({_DATAFLOW_DOCS})."
     )
 

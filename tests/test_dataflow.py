@@ -454,8 +454,24 @@ def test_gpu_workers_without_the_worker_image_are_refused(
         "with the worker image built from the Dockerfile"
     ), err
     monkeypatch.undo()  # the model may be resolved again
-    job, _ = prepare([*args, "--sdk_container_image", IMAGE, "--output", "gs://my-bucket/out"])
+    image = ["--sdk_container_image", IMAGE, "--machine_type", "g2-standard-4"]
+    job, _ = prepare([*args, *image, "--output", "gs://my-bucket/out"])
     assert job.lock is None  # with the image: built (a dry run)
+
+
+@pytest.mark.parametrize("machine", [[], ["--machine_type", "n1-standard-4"]])
+def test_l4_gpus_without_a_g2_machine_type_are_refused(machine, monkeypatch, capsys):
+    # Dataflow attaches L4s to G2 machines only: the job failed there, after staging.
+    request = ["--dataflow_service_options", GPU]
+    args = [*GCP, "--sdk_container_image", IMAGE, *request, *machine, *SHIPPED[2:]]
+    status, err = _exit_and_error(args, monkeypatch, capsys)
+    given = f"--machine_type {machine[1]!r}" if machine else "no --machine_type"
+    assert status == 2 and err.count("\n") == 1, err
+    assert err.startswith(
+        f"error: --dataflow_service_options {GPU} asks for NVIDIA L4 GPUs, which Dataflow "
+        f"attaches only to G2 machine types, and {given}"
+    ), err
+    assert "pass --machine_type g2-standard-4" in err
 
 
 @pytest.mark.parametrize(
