@@ -657,6 +657,7 @@ def _check_package_shipped(options: PipelineOptions) -> None:
             remote = flag == "--extra_package" and "://" in path  # Beam's stager fetches it
             if not remote and not os.path.isfile(path):
                 raise ConfigError(f"{flag} {path!r} is not a file; pass an existing file.")
+    _check_sdk_location(setup.sdk_location)
     if setup.setup_file and os.path.basename(setup.setup_file) not in _SETUP_FILES:
         raise ConfigError(  # Beam's stager refuses it, after the model loaded (exit 1)
             f"--setup_file {setup.setup_file!r} is not named setup.py or pyproject.toml, the "
@@ -671,6 +672,21 @@ def _check_package_shipped(options: PipelineOptions) -> None:
         "'transforms'; pass --setup_file ./setup.py, or --sdk_container_image with the worker "
         f"image built from the Dockerfile ({_DATAFLOW_DOCS})."
     )
+
+
+def _check_sdk_location(sdk: str | None) -> None:
+    """A local --sdk_location must be Beam's SDK tarball, or a folder holding it by the
+    name Beam's stager looks for: it copied it after the model loaded (exit 1)."""
+    if not sdk or sdk in ("default", "container") or "://" in sdk:
+        return
+    from apache_beam.runners.internal.names import STAGED_SDK_SOURCES_FILENAME  # noqa: PLC0415
+
+    tarball = os.path.join(sdk, STAGED_SDK_SOURCES_FILENAME) if os.path.isdir(sdk) else sdk
+    if not os.path.isfile(tarball):
+        raise ConfigError(
+            f"--sdk_location {sdk!r} is neither a file nor a folder holding "
+            f"{STAGED_SDK_SOURCES_FILENAME}; pass Beam's SDK tarball, or leave --sdk_location out."
+        )
 
 
 def _gpu_request(options: PipelineOptions) -> str | None:

@@ -406,6 +406,16 @@ def test_dataflow_settings_beam_needs_are_refused_before_the_model(
             "--setup_file '/nowhere/setup.py' is not a file; pass an existing file.",
         ),
         (  # Beam's stager refused it after the model loaded: exit 1, "the run failed"
+            ["--sdk_location", "/nowhere/beam.tar.gz"],
+            "--sdk_location '/nowhere/beam.tar.gz' is neither a file nor a folder holding "
+            "dataflow_python_sdk.tar; pass Beam's SDK tarball, or leave --sdk_location out.",
+        ),
+        (
+            ["--sdk_location", "{tmp}"],
+            "--sdk_location '{tmp}' is neither a file nor a folder holding "
+            "dataflow_python_sdk.tar;",
+        ),
+        (  # Beam's stager refused it after the model loaded: exit 1, "the run failed"
             ["--setup_file", "{tmp}/commented.txt"],
             "--setup_file '{tmp}/commented.txt' is not named setup.py or pyproject.toml, the "
             "build files Beam stages a package with; pass --setup_file ./setup.py.",
