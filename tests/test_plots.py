@@ -207,6 +207,18 @@ def test_completeness_histogram_counts_every_row():
     ]
 
 
+@pytest.mark.parametrize("figure", [plots.completeness_figure, plots.attribution_error_figure])
+def test_error_histogram_legend_hides_no_bar_of_a_few_rows(figure):
+    # A run of a few rows: one row a bar, all as tall, so no corner of the axes is free
+    # (the values of a 5-image run; "best" put the legend over its worst rows' bars).
+    ax = figure([0.0032, 0.0040, 0.0059, 0.0086, 0.0217], 0.005).axes[0]
+    ax.figure.canvas.draw()
+    legend = ax.get_legend().get_window_extent()
+    bars = [p for p in ax.patches if p.get_height()]
+    assert len(bars) == 5
+    assert not any(legend.overlaps(p.get_window_extent()) for p in bars)
+
+
 def test_grid_figure_captions_and_marks_misclassifications(folder_run):
     output = folder_run["output"]
     rows = results.read_results(output, with_arrays=True)

@@ -420,7 +420,8 @@ def _log_histogram(
     _note_rows(ax, int((finite < _FLOOR).sum()), f"below {_FLOOR:g} (0 too), drawn at it")
     _note_rows(ax, infinite, "infinite (off the scale)")
     _note_rows(ax, values.size - finite.size - infinite, "without a value")
-    ax.legend(fontsize=8, loc="best")  # where it hides fewest bars: a fixed corner hid some
+    # Above the axes: inside ("best" too), it hid bars of a run of a few rows, all as tall.
+    ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False, ncols=2)
     ax.grid(alpha=0.3)
     return figure
 
