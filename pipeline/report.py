@@ -575,7 +575,12 @@ def _tiles(manifest: Mapping[str, Any], chosen: _Selection, state: str) -> list[
             f"top-1 accuracy ({labelled} of {len(chosen.per_image)} images labelled)",
             "",
         ),
-        (wrong, "misclassified images", "bad" if wrong else "good"),
+        # Without a labelled image none can be misclassified: a dash, not a green 0 (all right).
+        (
+            wrong if labelled else "–",
+            "misclassified images",
+            ("bad" if wrong else "good") if labelled else "",
+        ),
         (
             _pct(frame["relative_delta"].median() if len(frame) else None, 2),
             "median relative completeness error",

@@ -1146,3 +1146,26 @@ def test_a_reader_that_stops_reading_stdout_does_not_fail_a_written_report(folde
         page.unlink(missing_ok=True)
         done = run_to_a_closed_stdout("pipeline.report", *args, none=none)
         assert (done.returncode, done.stderr) == (0, "") and page.is_file(), done.stderr
+
+
+def _tile(text: str, label: str) -> tuple[str, str]:
+    """(tone, value) of the page's tile named `label`."""
+    (tile,) = re.findall(
+        rf'<div class="tile ([a-z]*)"><div class="v">([^<]*)</div><div class="k">{label}<', text
+    )
+    return tile
+
+
+def test_a_run_without_labelled_images_does_not_count_0_misclassified_as_good(tmp_path):
+    # Unlabelled images (a folder without WordNet ids): none could be misclassified,
+    # and the tile's green 0 read as all right.
+    rows = [[make_row(f"img{i}.png", None, 7, 0.3, 0.004) for i in range(4)]]
+    unlabelled = build_report(write_output(tmp_path / "out", rows, dataset="x"), gallery=0)
+    assert "None of the images with result rows has a label" in unlabelled
+    assert _tile(unlabelled, "misclassified images") == ("", "–")
+    rows[0][1] = make_row("img1.png", 281, 7, 0.3, 0.004)  # one labelled, wrong
+    labelled = build_report(write_output(tmp_path / "out2", rows, dataset="x"), gallery=0)
+    assert _tile(labelled, "misclassified image") == ("bad", "1")
+    rows[0][1] = make_row("img1.png", 281, 281, 0.3, 0.004)  # one labelled, right
+    right = build_report(write_output(tmp_path / "out3", rows, dataset="x"), gallery=0)
+    assert _tile(right, "misclassified images") == ("good", "0")
