@@ -12,6 +12,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import warnings
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -1169,3 +1170,16 @@ def test_a_run_without_labelled_images_does_not_count_0_misclassified_as_good(tm
     rows[0][1] = make_row("img1.png", 281, 281, 0.3, 0.004)  # one labelled, right
     right = build_report(write_output(tmp_path / "out3", rows, dataset="x"), gallery=0)
     assert _tile(right, "misclassified images") == ("good", "0")
+
+
+def test_names_the_figures_font_lacks_warn_nothing(tmp_path):
+    # File and class names in Japanese: the figures' font (DejaVu Sans) has no glyph
+    # for them, and the report printed a UserWarning and its source line per character.
+    row = make_row("n02123045/猫の写真.png", 281, 282, 0.9, 0.05)
+    row["label_name"] = "トラ猫"
+    output = write_output(tmp_path / "out", [[row]], dataset="x")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        text = build_report(output)
+    assert not [w for w in caught if "Glyph" in str(w.message)]
+    assert "Label トラ猫 (281)" in _page(text).sections["misclassified"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import math
 import textwrap
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -74,7 +75,11 @@ def _figure(width: float, height: float) -> Figure:
 def figure_png(figure: Figure, dpi: int = 100) -> bytes:
     """The figure as PNG bytes (for HTML embedding or files)."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
+    with warnings.catch_warnings():
+        # A name in a script the font lacks (CJK in DejaVu Sans) is drawn as boxes, its
+        # text on the page: not a UserWarning per character on the report's stderr.
+        warnings.filterwarnings("ignore", "Glyph .* missing from font", UserWarning)
+        figure.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
 
 
