@@ -430,6 +430,27 @@ NEW_VALUES = {
 }
 
 
+def test_counts_of_one_read_in_the_singular(folder_run):
+    # '1 of them are within it in their sum', 'the worst 1 are shown', '1 rows have no
+    # faithfulness values', 'The 1 largest errors are shown'.
+    values = {i: v for i, v in NEW_VALUES.items() if i != "loose.png"}
+    add_columns(folder_run["output"], values)
+    page = _page(build_report(folder_run["output"], examples=1, gallery=0))
+    worst = page.sections["worst-completeness"]
+    assert (
+        "1 of 4 rows exceed the run's tolerance 0.01; the worst is shown, its error in red" in worst
+    )
+    assert "1 row has no faithfulness values and is left out." in page.sections["faithfulness"]
+    assert "1 of them is within it in its sum" in page.sections["accuracy"]
+
+
+def test_one_card_for_reference_reads_in_the_singular(real_run):
+    page = _page(build_report(real_run["output"], examples=1, gallery=0))
+    worst = page.sections["worst-completeness"]
+    assert "None of the 4 rows exceeds the run's tolerance 0.005" in worst
+    assert "The largest error is shown for reference." in worst
+
+
 def test_per_pixel_accuracy_section_beside_completeness(folder_run):
     add_columns(folder_run["output"], NEW_VALUES)
     page = _page(build_report(folder_run["output"], gallery=0))
@@ -439,8 +460,7 @@ def test_per_pixel_accuracy_section_beside_completeness(folder_run):
     assert "2 of 4 rows exceed the bound 0.01 on the estimated per-pixel error" in section
     # cat2 is within the tolerance in its sum (0.2 %) and 5 % off per pixel.
     assert (
-        "1 of them are within it in their sum, which completeness alone would have passed"
-        in section
+        "1 of them is within it in its sum, which completeness alone would have passed" in section
     )
     assert "Completeness is necessary, not sufficient." in page.sections["completeness"]
     # The rows above the tolerance, worst first, each with its heat map (and path curve).
