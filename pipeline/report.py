@@ -279,6 +279,7 @@ class _Selection:
         before the margin: `--tolerance`); None when 0 (refinement off).
       completeness_tolerance: the run's bound on `relative_delta`
         (`--completeness_tolerance`; runs without it used `--tolerance`).
+      baselines: how many baselines each row's values are averaged over.
     """
 
     frame: pd.DataFrame
@@ -292,6 +293,7 @@ class _Selection:
     gallery_step: int
     tolerance: float | None
     completeness_tolerance: float | None
+    baselines: int
 
     @classmethod
     def of(
@@ -318,6 +320,7 @@ class _Selection:
             step,
             tolerance,
             completeness,
+            _baseline_count(config),
         )
 
     def shown_keys(self, examples: int) -> list[tuple[str, int]]:
@@ -752,6 +755,12 @@ def _completeness(chosen: _Selection, config: Mapping[str, Any]) -> dict[str, An
     }
 
 
+def _baseline_count(config: Mapping[str, Any]) -> int:
+    """How many baselines a run's rows average over (a list, or a comma-separated text)."""
+    names = config.get("baselines") or ["black"]
+    return len(names.split(",")) if isinstance(names, str) else len(names)
+
+
 def _fact(key: str, value: str, bad: bool = False) -> dict[str, Any]:
     """One line of a row card's numbers; `bad` ones are shown in red."""
     return {"key": key, "value": value, "bad": bool(bad)}
@@ -785,7 +794,10 @@ def _error_card(pictures: _Pictures, meta: pd.Series, chosen: _Selection) -> dic
         verdict, flagged = ("yes", False) if within else ("no", True)
     facts += [
         _fact("F(x), image", _num(meta["target_score"])),
-        _fact("F(x′), baseline", _num(meta["baseline_score"])),
+        _fact(
+            "F(x′), mean over the baselines" if chosen.baselines > 1 else "F(x′), baseline",
+            _num(meta["baseline_score"]),
+        ),
         _fact("Σ attributions", _num(meta["attribution_sum"])),
         _fact("path points", f"{_text(meta['steps'])} ({_text(meta['evaluations'])} gradients)"),
         _fact("within tolerance", verdict, flagged),

@@ -451,6 +451,18 @@ def test_one_card_for_reference_reads_in_the_singular(real_run):
     assert "The largest error is shown for reference." in worst
 
 
+def test_a_row_card_says_its_baseline_score_is_a_mean_over_several(folder_run):
+    # baseline_score is F(x′) averaged over the baselines; the card called it the baseline's.
+    worst = _page(build_report(folder_run["output"], gallery=0)).sections["worst-completeness"]
+    assert "F(x′), baseline 1" in worst and "mean over the baselines" not in worst
+    manifest_path = Path(folder_run["output"], "manifest.json")
+    manifest = json.loads(manifest_path.read_text())
+    manifest["config"]["baselines"] = ["black", "white"]
+    manifest_path.write_text(json.dumps(manifest))
+    worst = _page(build_report(folder_run["output"], gallery=0)).sections["worst-completeness"]
+    assert "F(x′), mean over the baselines 1" in worst and "F(x′), baseline" not in worst
+
+
 def test_per_pixel_accuracy_section_beside_completeness(folder_run):
     add_columns(folder_run["output"], NEW_VALUES)
     page = _page(build_report(folder_run["output"], gallery=0))
