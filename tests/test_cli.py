@@ -873,6 +873,53 @@ def test_a_keras_model_with_several_outputs_is_audited_on_its_logits(
     assert "the Keras model returns several outputs (aux, scores)" in line, line
 
 
+def _keras_rescaling(path, scale: float, offset: float) -> str:
+    """A .keras model as Keras' image tutorials build it: augmentation, then a
+    Rescaling of the pixels, then a small convolution net with biases."""
+    import keras
+
+    keras.utils.set_random_seed(4)
+    layers = keras.layers
+    model = keras.Sequential(
+        [
+            keras.Input((SIZE, SIZE, 3)),
+            keras.Sequential([layers.RandomFlip(), layers.RandomRotation(0.1)]),
+            layers.Rescaling(scale, offset=offset),
+            layers.Conv2D(4, 3, activation="relu", bias_initializer="glorot_uniform"),
+            layers.GlobalAveragePooling2D(),
+            layers.Dense(5, bias_initializer="glorot_uniform"),
+        ]
+    )
+    model.save(str(path))
+    return str(path)
+
+
+def test_a_keras_model_that_rescales_8_bit_pixels_gets_them(image_folder, tmp_path, caplog):
+    """Its first layer scales [0, 255] to [0, 1] (or [-1, 1]): fed [0, 1] pixels, its
+    every prediction would be wrong, silently; --input_range still decides."""
+    import keras
+
+    from transforms.tf_model import resolve_model
+
+    model = _keras_rescaling(tmp_path / "tutorial.keras", 1 / 255, 0.0)
+    with caplog.at_level(logging.INFO):
+        assert main([*_flags(image_folder, model, tmp_path / "out"), "--faithfulness", "none"]) == 0
+    assert "rescales pixels in [0, 255] in its first layer (Rescaling)" in caplog.text
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["model"]["input_range"] == [0.0, 255.0]
+    rows = pd.read_parquet(tmp_path / "out" / "results").set_index("image_id")
+    ids = sorted(image_folder["pixels"])
+    pixels = np.stack([image_folder["pixels"][i] for i in ids]).astype(np.float32)
+    scores = np.asarray(keras.saving.load_model(model)(pixels, training=False))
+    assert rows.loc[ids, "predicted_class"].tolist() == scores.argmax(1).tolist()
+    np.testing.assert_allclose(rows.loc[ids, "target_score"], scores.max(1), rtol=1e-4)
+    assert resolve_model(model, input_range=(0.0, 1.0)).input_range == (0.0, 1.0)
+    signed = _keras_rescaling(tmp_path / "signed.keras", 1 / 127.5, -1.0)
+    assert resolve_model(signed).input_range == (0.0, 255.0)
+    unit = _keras_rescaling(tmp_path / "unit.keras", 2.0, -1.0)  # takes [0, 1] pixels
+    assert resolve_model(unit).input_range == (0.0, 1.0)
+
+
 def test_the_reason_of_a_tensorflow_error_is_its_telling_line():
     import tensorflow as tf
 

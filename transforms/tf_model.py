@@ -689,6 +689,60 @@ def _input_range(
     return (low, high)
 
 
+# Layers that pass an image through unchanged in inference mode (augmentation) or
+# keep its pixel range (resampling): a Rescaling after them still sees the raw pixels.
+_PASS_THROUGH_LAYERS = ("InputLayer", "Resizing", "CenterCrop")
+_PIXELS = (0.0, 255.0)
+
+
+def _rescaled_pixel_range(obj: Any) -> tuple[float, float] | None:
+    """(0, 255) for a Keras model that first rescales 8-bit pixels: its first layer
+    (after augmentation, resizing, and into nested models) a Rescaling that maps
+    [0, 255] onto [0, 1] or [-1, 1], as Keras' image tutorials and keras.applications
+    (EfficientNet, MobileNetV3, ...) build them; else None."""
+    layer = _first_layer(obj)
+    if type(layer).__name__ != "Rescaling":
+        return None
+    scale, offset = np.asarray(layer.scale, np.float64), np.asarray(layer.offset, np.float64)
+    low, high = offset, _PIXELS[1] * scale + offset
+    for target in ((0.0, 1.0), (-1.0, 1.0)):
+        if np.allclose(low, target[0], atol=0.02) and np.allclose(high, target[1], atol=0.02):
+            return _PIXELS
+    return None
+
+
+def _first_layer(obj: Any) -> Any | None:
+    """A Keras model's first layer that changes pixel values, nested models' too."""
+    for layer in getattr(obj, "layers", None) or []:
+        name = type(layer).__name__
+        if name.startswith("Random") or name in _PASS_THROUGH_LAYERS:
+            continue
+        first = _first_layer(layer) if getattr(layer, "layers", None) else layer
+        if first is not None:
+            return first
+    return None
+
+
+def _model_input_range(
+    model: ModelReference,
+    obj: Any,
+    given: tuple[float, float] | None,
+    default: tuple[float, float],
+) -> tuple[float, float]:
+    """The pixel range of a loaded model: `given` (--input_range), else for a .keras
+    file the one its first Rescaling layer takes (`_rescaled_pixel_range`), else `default`."""
+    found = _rescaled_pixel_range(obj) if given is None and model.kind == "keras" else None
+    if found is None:
+        return default
+    _LOG.info(
+        "Model %s rescales pixels in [%g, %g] in its first layer (Rescaling): its images "
+        "are scaled to that range (--input_range sets another).",
+        model.reference,
+        *found,
+    )
+    return found
+
+
 def probe_images(image_size: int, input_range: tuple[float, float]) -> np.ndarray:
     """float32 [2, size, size, 3]: a plain image at each end of the input range, the
     batch on which the launch and every worker check the model's outputs (whether
@@ -959,7 +1013,8 @@ def resolve_model(
       reference: the `--model` value, or its `model_reference`.
       image_size: overrides the size; required when the signature leaves it open
         and the model is not a known one (else 224 with a warning).
-      input_range: overrides the pixel range; default (0, 1).
+      input_range: overrides the pixel range; default (0, 255) for a Keras model
+        whose first layer rescales 8-bit pixels (`_rescaled_pixel_range`), else (0, 1).
       label_offset: overrides the automatic offset (1 for 1001 outputs, else 0).
       num_dataset_classes: classes of the dataset, to check the offset fits.
       load: True loads the model and runs it on one black image. False (a launcher
@@ -973,7 +1028,7 @@ def resolve_model(
         image batch, or the offset does not fit its outputs.
     """
     model = reference if isinstance(reference, ModelReference) else model_reference(reference)
-    input_range = _input_range(model, input_range)
+    given, input_range = input_range, _input_range(model, input_range)
     _check_remote_readable(model)
     _check_saved_model_folder(model)
     signature = None if load else _signature_without_loading(model)
@@ -985,6 +1040,7 @@ def resolve_model(
             _warn_of_one_output(model.reference)
     else:
         obj = _load(model)
+        input_range = _model_input_range(model, obj, given, input_range)
         call, shape = _callable(obj, model.reference)
         image_size = _image_size(model.reference, model.location, shape, image_size)
         outputs = _probe_outputs(model.reference, call, image_size, input_range)
