@@ -789,10 +789,57 @@ def test_a_signature_with_logits_among_its_outputs_is_audited_on_them(image_fold
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["model"]["num_outputs"] == 6  # "Logits": the second, 6 of the 7 scores
     assert resolve_model(model, load=False).num_outputs == 6
-    ambiguous = _signature_model(tmp_path / "two_logits", ("logits", "aux_Logits"))
+    ambiguous = _signature_model(tmp_path / "two_logits", ("main_logits", "aux_Logits"))
     for load in (True, False):
-        with pytest.raises(ValueError, match=r"several outputs \(aux_Logits, logits\)"):
+        with pytest.raises(ValueError, match=r"several outputs \(aux_Logits, main_logits\)"):
             resolve_model(ambiguous, load=load)
+
+
+def _probabilities_and_classes(path) -> str:
+    """A SavedModel serving {"probabilities": [N, 7] float, "classes": [N] int64}, as
+    TF Serving examples export a classifier."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.w = tf.Variable(np.random.default_rng(1).normal(size=(3, 7)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+    def serve(images):
+        scores = tf.reduce_mean(images, [1, 2]) @ module.w
+        return {"probabilities": tf.nn.softmax(scores), "classes": tf.argmax(scores, 1)}
+
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+    return str(path)
+
+
+def test_outputs_that_cannot_be_the_scores_leave_the_logits_or_the_only_float_one(
+    image_folder, tmp_path
+):
+    """`logits` beside `pre_logits` (ViT, BiT exports) or `aux_logits` is the class
+    scores, and so is the only float output beside integer `classes`; the launch that
+    loads the model and the one that reads its proto agree."""
+    import tensorflow as tf
+
+    from transforms.tf_model import resolve_model
+
+    served = _probabilities_and_classes(tmp_path / "classes")
+    assert main([*_flags(image_folder, served, tmp_path / "out"), "--faithfulness", "none"]) == 0
+    rows = pd.read_parquet(tmp_path / "out" / "results").set_index("image_id")
+    ids = sorted(image_folder["pixels"])
+    images = np.stack([image_folder["pixels"][i] for i in ids]).astype(np.float32) / 255
+    serve = tf.saved_model.load(served).signatures["serving_default"]
+    probabilities = serve(images=tf.constant(images))["probabilities"].numpy()
+    assert rows.loc[ids, "predicted_class"].tolist() == probabilities.argmax(1).tolist()
+    np.testing.assert_allclose(rows.loc[ids, "target_score"], probabilities.max(1), rtol=1e-5)
+    pre = _signature_model(tmp_path / "pre", ("pre_logits", "logits"))  # logits: 6 wide
+    keras_heads = _keras_two_heads(tmp_path / "heads.keras", ("aux_logits", "logits"), False)
+    widths = {served: 7, pre: 6, keras_heads: 6}
+    for model, width in widths.items():
+        for load in (True, False):
+            assert resolve_model(model, load=load).num_outputs == width, (model, load)
+    ambiguous = _signature_model(tmp_path / "two", ("Logits", "logits"))
+    with pytest.raises(ValueError, match=r"several outputs \(Logits, logits\)"):
+        resolve_model(ambiguous)
 
 
 def _dict_call_model(path, outputs: tuple[str, ...]) -> str:

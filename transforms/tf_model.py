@@ -545,7 +545,8 @@ def _keras_call(model: Any, reference: str):
         return lambda x: call(x)[key]
     if isinstance(structure, list | tuple):  # named by output_names, in order
         names = list(model.output_names)
-        index = names.index(_scores_key(reference, dict.fromkeys(names), "the Keras model"))
+        outputs = dict(zip(names, structure, strict=True))
+        index = names.index(_scores_key(reference, outputs, "the Keras model"))
         return lambda x: call(x)[index]
     return call
 
@@ -603,15 +604,31 @@ def _input_cast(dtype, reference: str):
     return lambda x: tf.cast(x, dtype)
 
 
-def _scores_output(names) -> str | None:
-    """Of a serving signature's outputs, the class scores: its only one, or the one
-    named like logits; None when that does not decide (the order of a loaded
+def _scores_output(outputs: dict) -> str | None:
+    """Of a serving signature's outputs (name: a spec, tensor or TensorInfo, whose dtype
+    tells whether it can hold scores, or None), the class scores: its only one; else of
+    the float ones (`classes` as integers or strings cannot be scores) the only one, or
+    the one named like logits, or of those the one named `logits` itself (not
+    `pre_logits`, `aux_logits`); None when that does not decide (the order of a loaded
     signature's outputs changes from process to process: never "the first")."""
-    keys = sorted(names)
-    logits = [k for k in keys if "logit" in k.lower()]
+    keys = sorted(outputs)
     if len(keys) == 1:
         return keys[0]
-    return logits[0] if len(logits) == 1 else None
+    floats = [k for k in keys if _may_be_scores(outputs[k])]
+    logits = [k for k in floats if "logit" in k.lower()]
+    named = [k for k in logits if k.lower() == "logits"]
+    return next((found[0] for found in (floats, logits, named) if len(found) == 1), None)
+
+
+def _may_be_scores(output: Any) -> bool:
+    """Whether an output may hold class scores: a float one, or one of unknown type."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    dtype = getattr(output, "dtype", None)
+    try:
+        return dtype is None or tf.as_dtype(dtype).is_floating
+    except TypeError:
+        return True
 
 
 def _scores_key(reference: str, outputs: dict, where: str = "its serving_default signature") -> str:
