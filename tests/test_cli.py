@@ -627,6 +627,29 @@ def test_a_model_taking_float16_images_is_fed_them_and_integer_images_are_refuse
     assert not (tmp_path / "refused").exists()
 
 
+def test_a_model_taking_encoded_images_is_refused_as_such(image_folder, tmp_path, capsys):
+    """A TF Serving export that decodes JPEG bytes itself: its input is strings, not
+    integers, and the fix is to export the function after the decoding."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.w = tf.Variable(np.ones((3, 4), np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def serve(image_bytes):
+        decode = lambda b: tf.cast(tf.io.decode_jpeg(b, 3), tf.float32)  # noqa: E731
+        images = tf.map_fn(decode, image_bytes, fn_output_signature=tf.float32)
+        return {"logits": tf.reduce_mean(images, [1, 2]) @ module.w}
+
+    model = str(tmp_path / "bytes")
+    tf.saved_model.save(module, model, signatures={"serving_default": serve})
+    assert main(_flags(image_folder, model, tmp_path / "out")) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line.startswith(f"error: --model '{model}' takes encoded images (strings, "), line
+    assert "export the function after the decoding, taking float32 images" in line, line
+    assert "integer" not in line and not (tmp_path / "out").exists()
+
+
 def test_a_model_computing_in_16_bit_floats_is_warned_of(tmp_path, linear_keras, caplog):
     """Its scores round at 1e-3: completeness a float32 model shows, it cannot."""
     import keras
