@@ -1091,6 +1091,23 @@ def test_launch_refuses_what_would_fail_every_input(image_folder, linear_keras, 
             f"error: --model '{not_zip}' is not a .keras file: a .keras file is a zip archive",
         )
     )
+    saved = tmp_path / "saved"  # files a user may pass for a model folder or a .keras file
+    saved.mkdir()
+    files = {
+        "saved_model.pb": "is the saved_model.pb file of a SavedModel; pass its folder, "
+        f"--model '{saved}'.",
+        "model.h5": "is a Keras HDF5 file, which the job does not load: load it in Keras",
+        "weights.bin": "is a file, but not a .keras file",
+    }
+    for name, message in files.items():
+        (saved / name).write_bytes(b"\x89HDF")
+        model = saved / name
+        cases.append(
+            (
+                cli_args(dataset=loose, model=model, output=tmp_path / "o"),
+                f"error: --model '{model}' {message}",
+            )
+        )
     earlier = tmp_path / "earlier"  # a finished run's folder
     (earlier / "results").mkdir(parents=True)
     (earlier / "manifest.json").write_text("{}")

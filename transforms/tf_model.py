@@ -120,6 +120,8 @@ class ModelReference:
                         f"--model {self.reference!r} is not a .keras file: a .keras file is a "
                         "zip archive (model.save('x.keras')), and this file is not one."
                     )
+            if self.kind == "saved_model" and os.path.isfile(self.location):
+                raise ValueError(_not_a_folder(self.reference, self.location))
             return
         if self.kind == "keras":
             raise ValueError(f"--model {self.reference!r}: no such .keras file.")
@@ -131,6 +133,28 @@ class ModelReference:
 
 
 _KNOWN_NAMES = BUNDLED_MODELS + tuple(HUB_ALIASES)
+
+
+def _not_a_folder(reference: str, path: str) -> str:
+    """Why a file that is not a .keras file is no --model, and what to pass instead."""
+    name = os.path.basename(path)
+    if name in ("saved_model.pb", "saved_model.pbtxt"):
+        folder = os.path.dirname(reference) or "."
+        return (
+            f"--model {reference!r} is the {name} file of a SavedModel; pass its folder, "
+            f"--model {folder!r}."
+        )
+    if name.lower().endswith((".h5", ".hdf5")):
+        return (
+            f"--model {reference!r} is a Keras HDF5 file, which the job does not load: load "
+            "it in Keras (keras.saving.load_model) and save it as a .keras file "
+            "(model.save('model.keras')), then pass that file."
+        )
+    return (
+        f"--model {reference!r} is a file, but not a .keras file (by its name); pass a "
+        "SavedModel folder, a .keras file, a TF Hub handle (https://...), or one of: "
+        f"{', '.join(_KNOWN_NAMES)}."
+    )
 
 
 def model_reference(reference: str) -> ModelReference:
