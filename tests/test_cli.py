@@ -728,6 +728,15 @@ def _keras_lambda(path) -> str:
     return str(path)
 
 
+def _keras_input(path, shape: tuple[int, ...]) -> str:
+    """A .keras model taking inputs [N, *shape] (a grayscale or channels-first one)."""
+    import keras
+
+    inputs = keras.Input(shape)
+    keras.Model(inputs, keras.layers.Dense(4)(keras.layers.Flatten()(inputs))).save(str(path))
+    return str(path)
+
+
 def _predict_signature_only(path) -> str:
     """A SavedModel that is not callable, whose only signature is named 'predict'."""
     import tensorflow as tf
@@ -762,6 +771,14 @@ def test_signatures_and_shapes_the_job_cannot_use_are_refused_at_launch(
         ),
         "takes non-square images (16, 24); the job resizes every image into a square": (
             _signature_model(tmp_path / "wide", ("scores",), shape=(SIZE, 24))
+        ),
+        f"takes inputs of shape (None, {SIZE}, {SIZE}, 1); this pipeline needs images [batch, "
+        "height, width, 3]. It is fed RGB images (grayscale ones as 3 equal channels): export "
+        "it taking [batch, height, width, 3] and making its 1 channel(s) of them inside": (
+            _keras_input(tmp_path / "gray.keras", (SIZE, SIZE, 1))
+        ),
+        "It takes channels first [batch, 3, height, width]: export it taking channels last": (
+            _keras_input(tmp_path / "first.keras", (3, SIZE, SIZE))
         ),
     }
     for message, model in models.items():

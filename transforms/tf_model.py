@@ -682,7 +682,7 @@ def _image_size(reference: str, location: str, shape, image_size: int | None) ->
     if shape is not None and (len(shape) != 4 or shape[-1] not in (None, 3)):
         raise ValueError(
             f"--model {reference!r} takes inputs of shape {shape}; this pipeline needs "
-            "images [batch, height, width, 3]."
+            f"images [batch, height, width, 3].{_three_channels_hint(shape)}"
         )
     if shape is not None and shape[0] is not None:
         raise ValueError(
@@ -714,6 +714,23 @@ def _image_size(reference: str, location: str, shape, image_size: int | None) ->
         )
         size = _DEFAULT_IMAGE_SIZE
     return size
+
+
+def _three_channels_hint(shape) -> str:
+    """The fix for a 4-D input without 3 channels last: channels first, or a grayscale
+    model's 1 channel."""
+    if len(shape) != 4:
+        return ""
+    if shape[1] == 3:
+        return (
+            " It takes channels first [batch, 3, height, width]: export it taking channels "
+            "last (transposed inside it)."
+        )
+    return (
+        " It is fed RGB images (grayscale ones as 3 equal channels): export it taking "
+        f"[batch, height, width, 3] and making its {shape[-1]} channel(s) of them inside "
+        "(e.g. tf.image.rgb_to_grayscale)."
+    )
 
 
 def _input_range(
