@@ -982,8 +982,9 @@ def _keras_rescaling(path, scale: float, offset: float) -> str:
 
 
 def test_a_keras_model_that_rescales_8_bit_pixels_gets_them(image_folder, tmp_path, caplog):
-    """Its first layer scales [0, 255] to [0, 1] (or [-1, 1]): fed [0, 1] pixels, its
-    every prediction would be wrong, silently; --input_range still decides."""
+    """Its first layer scales [0, 255] to [0, 1] (or [-1, 1]), or normalises by means
+    of 8-bit pixels: fed [0, 1] pixels, its every prediction would be wrong, silently;
+    --input_range still decides."""
     import keras
 
     from transforms.tf_model import resolve_model
@@ -991,7 +992,7 @@ def test_a_keras_model_that_rescales_8_bit_pixels_gets_them(image_folder, tmp_pa
     model = _keras_rescaling(tmp_path / "tutorial.keras", 1 / 255, 0.0)
     with caplog.at_level(logging.INFO):
         assert main([*_flags(image_folder, model, tmp_path / "out"), "--faithfulness", "none"]) == 0
-    assert "rescales pixels in [0, 255] in its first layer (Rescaling)" in caplog.text
+    assert "rescales pixels in [0, 255] in its first layer (Rescaling or" in caplog.text
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["model"]["input_range"] == [0.0, 255.0]
     rows = pd.read_parquet(tmp_path / "out" / "results").set_index("image_id")
@@ -1005,6 +1006,12 @@ def test_a_keras_model_that_rescales_8_bit_pixels_gets_them(image_folder, tmp_pa
     assert resolve_model(signed).input_range == (0.0, 255.0)
     unit = _keras_rescaling(tmp_path / "unit.keras", 2.0, -1.0)  # takes [0, 1] pixels
     assert resolve_model(unit).input_range == (0.0, 1.0)
+    for mean, pixels in ((0.45, (0.0, 1.0)), (0.45 * 255, (0.0, 255.0))):  # ConvNeXt's
+        inputs = keras.Input((SIZE, SIZE, 3))
+        normalized = keras.layers.Normalization(mean=mean, variance=(mean / 2) ** 2)(inputs)
+        pooled = keras.layers.GlobalAveragePooling2D()(normalized)
+        keras.Model(inputs, keras.layers.Dense(3)(pooled)).save(tmp_path / "normalized.keras")
+        assert resolve_model(str(tmp_path / "normalized.keras")).input_range == pixels, mean
 
 
 def test_the_reason_of_a_tensorflow_error_is_its_telling_line():

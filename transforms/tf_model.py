@@ -764,9 +764,15 @@ def _rescaled_pixel_range(obj: Any) -> tuple[float, float] | None:
     """(0, 255) for a Keras model that first rescales 8-bit pixels: its first layer
     (after augmentation, resizing, and into nested models) a Rescaling that maps
     [0, 255] onto [0, 1] or [-1, 1], as Keras' image tutorials and keras.applications
-    (EfficientNet, MobileNetV3, ...) build them; else None."""
+    (EfficientNet, MobileNetV3, ...) build them, or a Normalization whose means are
+    8-bit pixel values (above 1: keras.applications' ConvNeXt, or adapted on such
+    images); else None."""
     layer = _first_layer(obj)
-    if type(layer).__name__ != "Rescaling":
+    kind = type(layer).__name__
+    if kind == "Normalization" and getattr(layer, "mean", None) is not None:
+        mean = np.asarray(layer.mean, np.float64)
+        return _PIXELS if mean.size and np.all((mean > 1.0) & (mean <= _PIXELS[1])) else None
+    if kind != "Rescaling":
         return None
     scale, offset = np.asarray(layer.scale, np.float64), np.asarray(layer.offset, np.float64)
     low, high = offset, _PIXELS[1] * scale + offset
@@ -795,13 +801,14 @@ def _model_input_range(
     default: tuple[float, float],
 ) -> tuple[float, float]:
     """The pixel range of a loaded model: `given` (--input_range), else for a .keras
-    file the one its first Rescaling layer takes (`_rescaled_pixel_range`), else `default`."""
+    file the one its first Rescaling or Normalization layer takes (`_rescaled_pixel_range`),
+    else `default`."""
     found = _rescaled_pixel_range(obj) if given is None and model.kind == "keras" else None
     if found is None:
         return default
     _LOG.info(
-        "Model %s rescales pixels in [%g, %g] in its first layer (Rescaling): its images "
-        "are scaled to that range (--input_range sets another).",
+        "Model %s rescales pixels in [%g, %g] in its first layer (Rescaling or "
+        "Normalization): its images are scaled to that range (--input_range sets another).",
         model.reference,
         *found,
     )
