@@ -201,8 +201,9 @@ def test_in_filters_refuse_a_scalar_or_mistyped_values_naming_the_term(folder_ru
         results.read_results(output, filters=[("label", "in", ["cat"])])
 
 
-def test_read_row_by_file_name_or_id_and_target(tmp_path):
-    rows = [
+def _two_x_pngs() -> list[list[dict]]:
+    """a/x.png (two targets, 9 and 5), b/x.png and b/y.png: two images named x.png."""
+    return [
         [
             make_row("a/x.png", None, 5, 0.5, 0.0, target=9, seed=1),
             make_row("a/x.png", None, 5, 0.5, 0.0, target=5, seed=2),
@@ -210,6 +211,10 @@ def test_read_row_by_file_name_or_id_and_target(tmp_path):
             make_row("b/y.png", None, 6, 0.5, 0.0, seed=4),
         ]
     ]
+
+
+def test_read_row_by_file_name_or_id_and_target(tmp_path):
+    rows = _two_x_pngs()
     output = write_output(tmp_path / "out", rows, dataset=str(tmp_path))
     row = results.read_row(output, "a/x.png")  # the predicted class's row by default
     assert row.target_class == 5
@@ -239,15 +244,7 @@ def test_read_row_by_file_name_or_id_and_target(tmp_path):
 def test_read_row_of_a_row_read_without_its_image_id(tmp_path):
     # README's first query reads columns=["file_name", ...]: such a row names its file
     # (it was refused as if it were no row at all, "not Series").
-    rows = [
-        [
-            make_row("a/x.png", None, 5, 0.5, 0.0, target=9, seed=1),
-            make_row("a/x.png", None, 5, 0.5, 0.0, target=5, seed=2),
-            make_row("b/x.png", None, 6, 0.5, 0.0, seed=3),
-            make_row("b/y.png", None, 6, 0.5, 0.0, seed=4),
-        ]
-    ]
-    output = write_output(tmp_path / "out", rows, dataset=str(tmp_path))
+    output = write_output(tmp_path / "out", _two_x_pngs(), dataset=str(tmp_path))
     meta = pd.read_parquet(os.path.join(output, "results"), columns=["file_name", "target_class"])
     row = results.read_row(output, meta[meta.file_name == "y.png"].iloc[0])
     assert (row.image_id, row.target_class) == ("b/y.png", 6)
