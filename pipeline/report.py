@@ -744,14 +744,19 @@ def _above(frame: pd.DataFrame, column: str, tolerance: float | None) -> int | N
 def _completeness(chosen: _Selection, config: Mapping[str, Any]) -> dict[str, Any]:
     frame, tolerance = chosen.frame, chosen.completeness_tolerance
     refined = int((frame["steps"] > int(config.get("steps", 0) or 0)).sum())
-    figure = plots.completeness_figure(frame["relative_delta"].to_numpy(np.float64), tolerance)
+    figure = None  # no rows: a note, as the other sections say it
+    if len(frame):
+        deltas = frame["relative_delta"].to_numpy(np.float64)
+        figure = _png(
+            plots.completeness_figure(deltas, tolerance), "completeness histogram", wide=True
+        )
     return {
         "stats": _distribution(frame["relative_delta"]),
         "refined": refined,
         "rows": len(frame),
         "above": _above(frame, "relative_delta", tolerance),
         "tolerance": tolerance,
-        "figure": _png(figure, "completeness histogram", wide=True),
+        "figure": figure,
     }
 
 

@@ -765,6 +765,9 @@ def test_a_run_where_every_input_failed_is_not_reported_as_fine(tmp_path):
     assert "No result rows: every input failed (see Errors)" in misclassified
     assert "No image of this run has a label" not in misclassified
     assert "1 input could not be processed (decode: 1)" in page.sections["errors"]
+    # As the other sections say it, not by an empty histogram with "no rows" drawn in it.
+    assert "No result rows." in page.sections["completeness"]
+    assert not page.images.get("completeness")
 
 
 def test_the_errors_section_counts_each_reason_also_of_errors_past_the_rows_shown(tmp_path):
