@@ -960,7 +960,7 @@ def test_a_keras_model_with_several_outputs_is_audited_on_its_logits(
     assert "the Keras model returns several outputs (aux, scores)" in line, line
 
 
-def _keras_rescaling(path, scale: float, offset: float) -> str:
+def _keras_rescaling(path, scale: float | list, offset: float | list) -> str:
     """A .keras model as Keras' image tutorials build it: augmentation, then a
     Rescaling of the pixels, then a small convolution net with biases."""
     import keras
@@ -1012,6 +1012,19 @@ def test_a_keras_model_that_rescales_8_bit_pixels_gets_them(image_folder, tmp_pa
         pooled = keras.layers.GlobalAveragePooling2D()(normalized)
         keras.Model(inputs, keras.layers.Dense(3)(pooled)).save(tmp_path / "normalized.keras")
         assert resolve_model(str(tmp_path / "normalized.keras")).input_range == pixels, mean
+
+
+def test_a_keras_model_that_normalises_8_bit_pixels_per_channel_gets_them(tmp_path):
+    """A Rescaling by ImageNet's means and deviations of 8-bit pixels (torchvision's
+    preprocessing in one layer) maps them onto about [-2.1, 2.6], not [0, 1] or [-1, 1]:
+    it was fed [0, 1] pixels, every prediction silently wrong."""
+    from transforms.tf_model import resolve_model
+
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    model = _keras_rescaling(tmp_path / "imagenet.keras", list(1 / (255 * std)), list(-mean / std))
+    assert resolve_model(model).input_range == (0.0, 255.0)
+    unit = _keras_rescaling(tmp_path / "unit.keras", list(1 / std), list(-mean / std))
+    assert resolve_model(unit).input_range == (0.0, 1.0)  # it takes [0, 1] pixels
 
 
 def test_the_reason_of_a_tensorflow_error_is_its_telling_line():

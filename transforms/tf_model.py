@@ -758,13 +758,16 @@ def _input_range(
 # keep its pixel range (resampling): a Rescaling after them still sees the raw pixels.
 _PASS_THROUGH_LAYERS = ("InputLayer", "Resizing", "CenterCrop")
 _PIXELS = (0.0, 255.0)
+# How far from 0 a Rescaling of 8-bit pixels leaves them: 3 deviations of ImageNet's.
+_RESCALED_BOUND = 3.0
 
 
 def _rescaled_pixel_range(obj: Any) -> tuple[float, float] | None:
     """(0, 255) for a Keras model that first rescales 8-bit pixels: its first layer
     (after augmentation, resizing, and into nested models) a Rescaling that maps
     [0, 255] onto [0, 1] or [-1, 1], as Keras' image tutorials and keras.applications
-    (EfficientNet, MobileNetV3, ...) build them, or a Normalization whose means are
+    (EfficientNet, MobileNetV3, ...) build them, or per channel by means and deviations
+    (ImageNet's: about [-2.1, 2.6]), or a Normalization whose means are
     8-bit pixel values (above 1: keras.applications' ConvNeXt, or adapted on such
     images); else None."""
     layer = _first_layer(obj)
@@ -776,10 +779,10 @@ def _rescaled_pixel_range(obj: Any) -> tuple[float, float] | None:
         return None
     scale, offset = np.asarray(layer.scale, np.float64), np.asarray(layer.offset, np.float64)
     low, high = offset, _PIXELS[1] * scale + offset
-    for target in ((0.0, 1.0), (-1.0, 1.0)):
-        if np.allclose(low, target[0], atol=0.02) and np.allclose(high, target[1], atol=0.02):
-            return _PIXELS
-    return None
+    # [0, 1], [-1, 1], or per channel by ImageNet's means and deviations (about
+    # [-2.1, 2.6]); a model taking [0, 1] pixels scales them by 1 to 5, not by 1/255.
+    spans, ends = np.abs(high - low), np.abs(np.stack(np.broadcast_arrays(low, high)))
+    return _PIXELS if np.all(spans >= 0.9) and np.all(ends <= _RESCALED_BOUND) else None
 
 
 def _first_layer(obj: Any) -> Any | None:
