@@ -960,6 +960,21 @@ def test_a_keras_model_with_several_outputs_is_audited_on_its_logits(
     assert "the Keras model returns several outputs (aux, scores)" in line, line
 
 
+def test_a_keras_model_with_nested_outputs_is_audited_on_its_logits(tmp_path):
+    """Outputs [logits, [aux, aux2]]: named by the flattened output_names; it was
+    'zip() argument 2 is shorter than argument 1'."""
+    import keras
+
+    from transforms.tf_model import resolve_model
+
+    layers = keras.layers
+    images = keras.Input((SIZE, SIZE, 3))
+    x = layers.GlobalAveragePooling2D()(images)
+    aux = [layers.Dense(2, name="aux")(x), layers.Dense(1, name="aux2")(x)]
+    keras.Model(images, [layers.Dense(3, name="logits")(x), aux]).save(tmp_path / "n.keras")
+    assert resolve_model(str(tmp_path / "n.keras")).num_outputs == 3  # the logits' classes
+
+
 def _keras_rescaling(path, scale: float | list, offset: float | list) -> str:
     """A .keras model as Keras' image tutorials build it: augmentation, then a
     Rescaling of the pixels, then a small convolution net with biases."""

@@ -567,11 +567,13 @@ def _keras_call(model: Any, reference: str):
     if isinstance(structure, dict):
         key = _scores_key(reference, structure, "the Keras model")
         return lambda x: call(x)[key]
-    if isinstance(structure, list | tuple):  # named by output_names, in order
+    if isinstance(structure, list | tuple):  # named by output_names, flattened, in order
+        import keras  # noqa: PLC0415
+
         names = list(model.output_names)
-        outputs = dict(zip(names, structure, strict=True))
+        outputs = dict(zip(names, keras.tree.flatten(structure), strict=True))
         index = names.index(_scores_key(reference, outputs, "the Keras model"))
-        return lambda x: call(x)[index]
+        return lambda x: keras.tree.flatten(call(x))[index]
     return call
 
 
