@@ -720,10 +720,15 @@ def _check_gpu_image(options: PipelineOptions) -> None:
 
 def _check_l4_machine(options: PipelineOptions) -> None:
     """NVIDIA L4 GPUs come only with G2 machine types (Dataflow's "Use L4 GPUs"); any
-    other, Dataflow's default included, fails the job after its files were staged."""
+    other, Dataflow's default included, fails the job after its files were staged.
+    A machine type may be named by its URL; Dataflow Prime picks the machine itself."""
     request = _gpu_request(options)
-    machine = options.view_as(WorkerOptions).machine_type
-    if request is None or "type:nvidia-l4" not in request or str(machine).startswith("g2-"):
+    machine = str(options.view_as(WorkerOptions).machine_type or "")
+    services = options.view_as(GoogleCloudOptions).dataflow_service_options or []
+    prime = "enable_prime" in [*services, *(options.view_as(DebugOptions).experiments or [])]
+    if request is None or "type:nvidia-l4" not in request or prime:
+        return
+    if machine.rsplit("/", 1)[-1].startswith("g2-"):
         return
     given = f"--machine_type {machine!r}" if machine else "no --machine_type (Dataflow's default)"
     raise ConfigError(

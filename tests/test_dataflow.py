@@ -484,6 +484,30 @@ def test_l4_gpus_without_a_g2_machine_type_are_refused(machine, monkeypatch, cap
     assert "pass --machine_type g2-standard-4" in err
 
 
+L4_HINT = "accelerator=type:nvidia-l4;count:1;install-nvidia-driver"
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        [  # a machine type as a full URL: its last part names it
+            *["--dataflow_service_options", GPU, "--machine_type"],
+            "https://www.googleapis.com/compute/v1/projects/p/zones/us-central1-a/"
+            "machineTypes/g2-standard-8",
+        ],
+        # Dataflow Prime picks the worker's machine for the hint itself
+        ["--dataflow_service_options", "enable_prime", "--resource_hints", L4_HINT],
+        ["--experiments", "enable_prime", "--resource_hints", L4_HINT],
+    ],
+)
+def test_l4_gpus_on_a_g2_machine_named_by_url_or_with_prime_are_not_refused(flags):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.main import _check_l4_machine
+
+    assert _check_l4_machine(PipelineOptions(flags)) is None
+
+
 @pytest.mark.parametrize(
     "flags, error",
     [
