@@ -1021,9 +1021,12 @@ def test_a_keras_model_that_rescales_8_bit_pixels_gets_them(image_folder, tmp_pa
     assert resolve_model(signed).input_range == (0.0, 255.0)
     unit = _keras_rescaling(tmp_path / "unit.keras", 2.0, -1.0)  # takes [0, 1] pixels
     assert resolve_model(unit).input_range == (0.0, 1.0)
-    for mean, pixels in ((0.45, (0.0, 1.0)), (0.45 * 255, (0.0, 255.0))):  # ConvNeXt's
+    cases = [(0.45, False, (0.0, 1.0)), (0.45 * 255, False, (0.0, 255.0))]  # ConvNeXt's
+    cases.append((0.45 * 255, True, (0.0, 1.0)))  # invert: it maps to 8-bit pixels, not from
+    for mean, invert, pixels in cases:
         inputs = keras.Input((SIZE, SIZE, 3))
-        normalized = keras.layers.Normalization(mean=mean, variance=(mean / 2) ** 2)(inputs)
+        variance = (mean / 2) ** 2
+        normalized = keras.layers.Normalization(mean=mean, variance=variance, invert=invert)(inputs)
         pooled = keras.layers.GlobalAveragePooling2D()(normalized)
         keras.Model(inputs, keras.layers.Dense(3)(pooled)).save(tmp_path / "normalized.keras")
         assert resolve_model(str(tmp_path / "normalized.keras")).input_range == pixels, mean
