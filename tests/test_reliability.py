@@ -321,6 +321,7 @@ def test_the_report_of_a_run_that_died_says_it_did_not_finish(died_run, tmp_path
     assert "? inputs" in text and "? errors" in text  # unknown, not 0
     assert "All inputs accounted for unknown: the run did not finish" in text
     assert "No result rows: the run did not finish." in text
+    assert "Counts – (not recorded: the run did not finish)" in text  # was an empty cell
     assert "every input failed" not in text and "No input failed" not in text
 
 
