@@ -774,9 +774,9 @@ def _rescaled_pixel_range(obj: Any) -> tuple[float, float] | None:
     images); else None."""
     layer = _first_layer(obj)
     kind = type(layer).__name__
-    if kind == "Normalization" and getattr(layer, "invert", False):
-        return None  # it maps onto its means, not from them
-    if kind == "Normalization" and getattr(layer, "mean", None) is not None:
+    if kind == "Normalization":
+        if getattr(layer, "invert", False) or getattr(layer, "mean", None) is None:
+            return None  # invert: it maps onto its means, not from them
         mean = np.asarray(layer.mean, np.float64)
         return _PIXELS if mean.size and np.all((mean > 1.0) & (mean <= _PIXELS[1])) else None
     if kind != "Rescaling":
