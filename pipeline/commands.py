@@ -30,7 +30,6 @@ __all__ = [
     "interruption",
     "run_module",
     "sigterm_stops_as_ctrl_c",
-    "stopped_now",
     "to_stdout",
 ]
 
@@ -120,11 +119,11 @@ def run_module(name: str) -> NoReturn:
         try:
             status = importlib.import_module(name).main()
         except KeyboardInterrupt:
-            stopped_now(interruption("interrupted; run the command again."))
+            _stopped_now(interruption("interrupted; run the command again."))
     exit_with(status)
 
 
-def stopped_now(status: int) -> NoReturn:
+def _stopped_now(status: int) -> NoReturn:
     """Ends a command that a Ctrl-C or SIGTERM stopped, its line said, with `status` and
     without the interpreter's teardown, where TensorFlow's and gRPC's threads may still
     run: a sanity check stopped by SIGTERM once died by SIGABRT instead (a gRPC poller
