@@ -819,13 +819,19 @@ def test_a_keras_file_with_a_custom_class_is_refused_with_the_export_that_runs(
     assert main([*exported, "--faithfulness", "none"]) == 0
 
 
-def test_a_signature_with_logits_among_its_outputs_is_audited_on_them(image_folder, tmp_path):
+def test_a_signature_with_logits_among_its_outputs_is_audited_on_them(
+    image_folder, tmp_path, caplog
+):
     """Its outputs come back in another order in each process: the choice is by name,
-    the same whether the launch loads the model (local) or reads its proto (Dataflow)."""
+    the same whether the launch loads the model (local) or reads its proto (Dataflow).
+    The run says once which output it audits (the launch and the worker both load it)."""
     from transforms.tf_model import resolve_model
 
     model = _signature_model(tmp_path / "logits", ("probabilities", "Logits"))
-    assert main([*_flags(image_folder, model, tmp_path / "out"), "--faithfulness", "none"]) == 0
+    with caplog.at_level(logging.INFO, logger="transforms.tf_model"):
+        assert main([*_flags(image_folder, model, tmp_path / "out"), "--faithfulness", "none"]) == 0
+    said = [r.getMessage() for r in caplog.records if "auditing its output" in r.getMessage()]
+    assert said == [f"Model {model}: auditing its output 'Logits' of ['Logits', 'probabilities']."]
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["model"]["num_outputs"] == 6  # "Logits": the second, 6 of the 7 scores
     assert resolve_model(model, load=False).num_outputs == 6

@@ -51,6 +51,8 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger(__name__)
+# (model, output) pairs whose choice of output this process has logged.
+_ANNOUNCED: set[tuple[str, str]] = set()
 
 BUNDLED_MODELS: tuple[str, ...] = ("efficientnet_lite0",)
 HUB_ALIASES: dict[str, str] = {
@@ -668,7 +670,8 @@ def _scores_key(reference: str, outputs: dict, where: str = "its serving_default
     """`_scores_output` of a loaded signature (`where`), refused with the fix when undecided."""
     key = _scores_output(outputs)
     if key is not None:
-        if len(outputs) > 1:
+        if len(outputs) > 1 and (reference, key) not in _ANNOUNCED:
+            _ANNOUNCED.add((reference, key))  # once a process: launch and worker both load it
             _LOG.info("Model %s: auditing its output %r of %s.", reference, key, sorted(outputs))
         return key
     keys = sorted(outputs)
