@@ -788,6 +788,23 @@ def test_signatures_and_shapes_the_job_cannot_use_are_refused_at_launch(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("shape", [(None, SIZE), (SIZE, None)])
+def test_a_model_fixing_one_side_of_its_input_is_fed_squares_of_that_side(
+    image_folder, tmp_path, shape
+):
+    """Its fixed width is its size as a fixed height is: the width alone was taken for
+    an open size, 224 fed, and the launch failed on the model's [N, None, 16, 3]."""
+    from transforms.tf_model import resolve_model
+
+    model = _signature_model(tmp_path / "half", ("scores",), shape=shape)
+    assert main([*_flags(image_folder, model, tmp_path / "out"), "--faithfulness", "none"]) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["model"]["image_size"] == SIZE
+    assert resolve_model(model, load=False).image_size == SIZE
+    with pytest.raises(ValueError, match=f"--image_size 24 does not fit .* set it to {SIZE}"):
+        resolve_model(model, image_size=24)
+
+
 def test_a_keras_file_with_a_custom_class_is_refused_with_the_export_that_runs(
     image_folder, tmp_path, capsys
 ):

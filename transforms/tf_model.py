@@ -695,8 +695,10 @@ def _image_size(reference: str, location: str, shape, image_size: int | None) ->
             "the job calls it on batches of any size: export it with its batch dimension "
             "open (None)."
         )
-    static = shape[1] if shape is not None and shape[1] is not None else None
-    if static is not None and shape[2] is not None and shape[1] != shape[2]:
+    # A side the model fixes fixes both (the input is square): height or width alone.
+    sides = [] if shape is None else [s for s in shape[1:3] if s is not None]
+    static = sides[0] if sides else None
+    if len(sides) == 2 and sides[0] != sides[1]:
         raise ValueError(
             f"--model {reference!r} takes non-square images {shape[1:3]}; the job resizes "
             "every image into a square (with padding): export the model with a square input "
