@@ -199,7 +199,7 @@ def _verdict(stages: list[dict[str, Any]]) -> str:
     )
     changed = maps_changed(rho, ssim)
     if changed is None:
-        return f"undecided: the randomised model gave no finite maps ({numbers})."
+        return f"undecided: {_why_no_medians(last)} ({numbers})."
     if changed:
         first = next(
             s["layer"] for s in stages if maps_changed(s["spearman_median"], s["ssim_median"])
@@ -211,6 +211,23 @@ def _verdict(stages: list[dict[str, Any]]) -> str:
     return (
         f"fail: the maps stay similar when the model is destroyed ({numbers}): they "
         "reflect the input more than the model and do not explain it."
+    )
+
+
+def _why_no_medians(stage: dict[str, Any]) -> str:
+    """Why a stage (`_stage_report`) has no medians: its maps are constant or not
+    finite, or its images' content is too thin for SSIM (a Spearman, no SSIM)."""
+    pairs = zip(stage["spearman"], stage["ssim"], strict=True)
+    thin = sum(rho is not None and ssim is None for rho, ssim in pairs)
+    if not thin:
+        return "the randomised model gave no finite maps"
+    others = len(stage["ssim"]) - thin
+    return (
+        f"no image has both measures: the content of {count(thin, 'row')} of "
+        f"{len(stage['ssim'])} (its pixels that differ from the baseline) is under 3 pixels "
+        "high or wide, too thin for SSIM (a panorama or a line on black)"
+        + (", and the other maps are constant or not finite" if others else "")
+        + "; check more images (--images)"
     )
 
 

@@ -21,6 +21,7 @@ from tests.conftest import (
     ctrl_c_as_at_a_terminal,
     has_loaded,
     run_to_a_closed_stdout,
+    write_image,
 )
 from transforms import results
 from transforms.config import AttributionConfig
@@ -170,6 +171,27 @@ def test_an_undecided_check_prints_dashes_for_its_missing_medians(tmp_path, caps
     assert lines[0] == f"{'logits':>24}  Spearman –  SSIM –"
     assert lines[1].startswith("undecided: the randomised model gave no finite maps")
     assert lines[2] == f"Written: {tmp_path}/sanity/sanity.json and sanity.png"
+
+
+def test_a_run_of_lines_on_black_is_undecided_for_their_thin_content_not_for_finite_maps(
+    conv_keras, tmp_path
+):
+    """A 2 x 64 line is 1 x 16 pixels of content in the model's square: its maps are
+    finite and have a Spearman, but no SSIM; the verdict said 'gave no finite maps'."""
+    root = tmp_path / "lines"
+    write_image(root / "line.png", np.full((64, 2, 3), 200, np.uint8))
+    write_image(root / "bar.png", np.full((2, 64, 3), 120, np.uint8))
+    output = str(tmp_path / "out")
+    _audit({"root": str(root)}, conv_keras, output, steps=8)
+    report = sanity.run(output, images_count=2, stages=["logits"])
+    (stage,) = report["stages"]
+    assert all(r is not None for r in stage["spearman"]) and stage["ssim"] == [None, None]
+    assert report["verdict"].startswith(
+        "undecided: no image has both measures: the content of 2 rows of 2 (its pixels that "
+        "differ from the baseline) is under 3 pixels high or wide, too thin for SSIM (a "
+        "panorama or a line on black); check more images (--images) (median Spearman"
+    )
+    assert report["changed"] is None
 
 
 def test_a_folder_without_a_run_exits_2_saying_what_to_pass(tmp_path, capsys):
