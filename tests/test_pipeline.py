@@ -12,7 +12,7 @@ import pytest
 
 from pipeline import run
 from pipeline.__main__ import main
-from tests.conftest import SIZE, WNID_CAT, cli_args
+from tests.conftest import SIZE, WNID_CAT, cli_args, write_image
 from transforms.schema import ERROR_SCHEMA, results_schema
 
 
@@ -135,6 +135,28 @@ def test_the_model_sees_its_input_range_and_ig_starts_from_its_black(
         attributions = np.asarray(row.attributions).reshape(SIZE, SIZE, 3)
         expected = (x + 1.0) * w.reshape(SIZE, SIZE, 3)
         np.testing.assert_allclose(attributions, expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("baseline, value", [("black", 0.0), ("white", 1.0)])
+def test_a_padded_image_is_attributed_where_it_lies_and_its_bars_as_readme_says(
+    linear_keras, linear_weights, tmp_path, baseline, value
+):
+    """A 16 x 8 landscape fills rows 4 to 11 of the model's square, rows 0-3 and 12-15
+    black: the map, reshaped row-major, is x * w there; on the bars x - x' is 0 for the
+    black baseline, -1 for the white one (README: the padding is part of the map)."""
+    photo = np.random.default_rng(5).integers(0, 256, size=(SIZE // 2, SIZE, 3), dtype=np.uint8)
+    write_image(tmp_path / "images" / "wide.png", photo)
+    folder = {"root": str(tmp_path / "images")}
+    flags = ("--baseline", baseline, "--faithfulness", "none", "--tolerance", "0")
+    _run(folder, linear_keras, tmp_path / "out", *flags)
+    (row,) = pd.read_parquet(tmp_path / "out" / "results").itertuples()
+    x = np.zeros((SIZE, SIZE, 3), np.float32)
+    x[SIZE // 4 : SIZE // 4 + SIZE // 2] = photo / 255.0
+    w = linear_weights[0][:, row.target_class].reshape(SIZE, SIZE, 3)
+    attributions = np.asarray(row.attributions).reshape(row.attribution_shape)
+    np.testing.assert_allclose(attributions, (x - value) * w, rtol=1e-4, atol=1e-6)
+    bars = np.r_[: SIZE // 4, SIZE // 4 + SIZE // 2 : SIZE]
+    assert (attributions[bars] == 0).all() == (baseline == "black")
 
 
 def test_output_files_have_one_schema_and_metadata_reads_alone(
