@@ -48,6 +48,23 @@ def test_named_columns_are_sorted_by_image_id_too(folder_run):
     assert rows.file_name.tolist() == meta.file_name.tolist()
 
 
+def test_columns_from_a_generator_or_named_twice_are_read_once_each(folder_run):
+    # A generator gave a frame of no columns (read_results consumed it to look for
+    # image_id); image_id named twice raised pandas' "column label is not unique".
+    output = folder_run["output"]
+    names = ["image_id", "file_name", "relative_delta"]
+    expected = results.read_results(output, names)
+    pd.testing.assert_frame_equal(results.read_results(output, (c for c in names)), expected)
+    twice = results.read_results(output, ["image_id", *names, "file_name"])
+    pd.testing.assert_frame_equal(twice, expected)
+    assert results.read_table(output, ["file_name", "file_name"]).column_names == ["file_name"]
+    rows = results.read_results(output, iter(["file_name", "file_name"]), with_arrays=True)
+    assert list(rows.columns) == ["file_name", "attribution_shape", "attributions"]
+    assert rows.file_name.tolist() == ["loose.png", "shark.png", "cat1.png", "cat2.png"]
+    with pytest.raises(ValueError, match=r"Unknown result columns \[\['file_name'\]\]"):
+        results.read_results(output, [["file_name"]])
+
+
 def test_metadata_reads_never_touch_the_attribution_column(folder_run, tmp_path):
     # Overwrite the attributions' column chunk with garbage: metadata still reads.
     path = next((tmp_path / "out" / "results").glob("part-00000*"))

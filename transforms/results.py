@@ -193,9 +193,21 @@ def result_columns(output: str) -> tuple[str, ...]:
     return tuple(_dataset(output).schema.names)
 
 
+def _column_names(columns: str | Iterable[str]) -> list[str]:
+    """`columns` as a list: one name (not its characters), or any iterable of names (a
+    generator too) with each name once, in its first place."""
+    if isinstance(columns, str):
+        return [columns]
+    names: list[str] = []
+    for name in columns:  # not dict.fromkeys: an unhashable name is an unknown column
+        if name not in names:
+            names.append(name)
+    return names
+
+
 def read_table(
     output: str,
-    columns: Sequence[str] | None = None,
+    columns: Iterable[str] | None = None,
     *,
     with_arrays: bool = False,
     filters: Filters | None = None,
@@ -205,10 +217,7 @@ def read_table(
     For large runs: compute in Arrow (`pyarrow.compute`) before converting to pandas.
     """
     dataset = _dataset(output)
-    if columns is None:
-        columns = list(METADATA_COLUMNS)
-    elif isinstance(columns, str):  # one column by name, not its characters
-        columns = [columns]
+    columns = list(METADATA_COLUMNS) if columns is None else _column_names(columns)
     if with_arrays:  # the arrays and the shape `attributions_of` gives them
         columns = list(dict.fromkeys([*columns, "attribution_shape", *ARRAY_COLUMNS]))
     unknown = [c for c in columns if c not in dataset.schema.names]
@@ -221,7 +230,7 @@ def read_table(
 
 def read_results(
     output: str,
-    columns: Sequence[str] | None = None,
+    columns: Iterable[str] | None = None,
     *,
     with_arrays: bool = False,
     filters: Filters | None = None,
@@ -230,8 +239,8 @@ def read_results(
 
     Args:
       output: the run's `--output` folder (holding `results/` and `manifest.json`).
-      columns: columns to read (a list, or one name); default all metadata columns
-        (`METADATA_COLUMNS`).
+      columns: columns to read (a list or any iterable of names, each read once, or
+        one name); default all metadata columns (`METADATA_COLUMNS`).
       with_arrays: also read `attributions` (each a flat float16/float32 ndarray;
         use `attributions_of(row)` for its [H, W, C] or [H, W] shape), and
         `attribution_shape` if `columns` leaves it out.
@@ -247,7 +256,7 @@ def read_results(
         still going is read as far as it has written.
       ValueError: an unknown column name (in `columns` or `filters`) or operator.
     """
-    named = [columns] if isinstance(columns, str) else columns
+    named = None if columns is None else _column_names(columns)
     # The sort key is read even where `columns` leaves it out (then dropped): file
     # order depends on how the run's workers sharded the rows.
     key_only = named is not None and "image_id" not in named
