@@ -218,6 +218,23 @@ def test_in_filters_refuse_a_scalar_or_mistyped_values_naming_the_term(folder_ru
         results.read_results(output, filters=[("label", "in", ["cat"])])
 
 
+def test_comparison_filters_refuse_a_value_of_another_type_naming_the_term(folder_run):
+    # They raised Arrow's "Function 'equal' has no kernel matching input types (int64,
+    # string)" from the read, naming no term.
+    output = folder_run["output"]
+    with pytest.raises(
+        ValueError, match=r"filters: \('label', '==', '281'\) compares the int64 column with str"
+    ):
+        results.read_results(output, filters=[("label", "==", "281")])
+    with pytest.raises(ValueError, match=r"\('top_k_classes', '>=', 3\) compares the list<"):
+        results.read_table(output, filters=[("top_k_classes", ">=", 3)])
+    # What Arrow compares still reads: a float or a NumPy integer for an int64 column.
+    cats = results.read_results(output, ["file_name"], filters=[("label", "==", 281.0)])
+    assert sorted(cats.file_name) == ["cat1.png", "cat2.png"]
+    sharks = results.read_results(output, ["file_name"], filters=[("label", "<", np.int64(3))])
+    assert sharks.file_name.tolist() == ["shark.png"]
+
+
 def _two_x_pngs() -> list[list[dict]]:
     """a/x.png (two targets, 9 and 5), b/x.png and b/y.png: two images named x.png."""
     return [

@@ -139,7 +139,20 @@ def _predicate(term: tuple[str, str, Any], schema: pa.Schema) -> pc.Expression:
     if op in ("in", "not in"):
         found = pc.field(column).isin(_values(column, op, value, schema.field(column).type))
         return ~found if op == "not in" else found
+    _comparable(column, op, value, schema.field(column).type)
     return pq.filters_to_expression([term])
+
+
+def _comparable(column: str, op: str, value: Any, kind: pa.DataType) -> None:
+    """Refuses a value the column cannot be compared with (`("label", "==", "281")`):
+    Arrow would only when reading, with no kernel for (int64, string)."""
+    try:
+        pc.equal(pa.array([], type=kind), value)
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        raise ValueError(
+            f"filters: ({column!r}, {op!r}, {value!r}) compares the {kind} column with "
+            f"{type(value).__name__} {value!r}; pass a value of the column's type ({err})."
+        ) from None
 
 
 def _values(column: str, op: str, value: Any, kind: pa.DataType) -> pa.Array:
@@ -254,7 +267,8 @@ def read_results(
     Raises:
       FileNotFoundError: `output` holds no run of this job (no manifest.json); a run
         still going is read as far as it has written.
-      ValueError: an unknown column name (in `columns` or `filters`) or operator.
+      ValueError: an unknown column name (in `columns` or `filters`) or operator, or
+        a filter value the column cannot be compared with.
     """
     named = None if columns is None else _column_names(columns)
     # The sort key is read even where `columns` leaves it out (then dropped): file
