@@ -235,6 +235,12 @@ def test_comparison_filters_refuse_a_value_of_another_type_naming_the_term(folde
     assert sharks.file_name.tolist() == ["shark.png"]
 
 
+def test_filters_as_a_string_are_refused_saying_what_to_pass(folder_run):
+    # A query string was read as its letters: "('l', 'a', 'b', ...) is not a term".
+    with pytest.raises(ValueError, match=r"filters: 'label == 281' is a string; pass \(column,"):
+        results.read_results(folder_run["output"], filters="label == 281")
+
+
 def _two_x_pngs() -> list[list[dict]]:
     """a/x.png (two targets, 9 and 5), b/x.png and b/y.png: two images named x.png."""
     return [

@@ -175,6 +175,11 @@ def _expression(filters: Filters | None, schema: pa.Schema) -> pc.Expression | N
     but with typed `in` lists (an empty list gives no rows instead of an ArrowTypeError)."""
     if filters is None or isinstance(filters, pc.Expression):
         return filters
+    if isinstance(filters, str):  # not its letters as a term
+        raise ValueError(
+            f"filters: {filters!r} is a string; pass (column, operator, value) terms, "
+            'e.g. [("label", "==", 281)], or a pyarrow expression (pc.field("label") == 281).'
+        )
     filters = list(filters)
     if not filters:
         return None
