@@ -1069,9 +1069,13 @@ def _querying(output: str, config: Mapping[str, Any], rows: int) -> str:
     has `rows` to draw them of."""
     target = ', "target_name"' if shows_targets(config) else ""
     output = output.rstrip("/") or output  # 'gs://b/out//results' names other objects
+    # As Python string literals: a backslash or a quote in the path is escaped.
+    folder, results_folder = (
+        json.dumps(p, ensure_ascii=False) for p in (output, f"{output}/results")
+    )
     query = (
         "import pandas as pd\n"
-        f'meta = pd.read_parquet("{output}/results", columns=["file_name", "label_name", '
+        f'meta = pd.read_parquet({results_folder}, columns=["file_name", "label_name", '
         f'"predicted_name"{target}, "relative_delta", "attribution_error"])'
     )
     if config.get("attributions") == "none":
@@ -1080,7 +1084,7 @@ def _querying(output: str, config: Mapping[str, Any], rows: int) -> str:
         return query + "\n\n# The run has no result rows: no heat map to draw."
     return (
         f"{query}\n\nfrom transforms.plots import audit_figure\n"
-        f'audit_figure("{output}", "<file name or image_id>").savefig("heat_map.png")'
+        f'audit_figure({folder}, "<file name or image_id>").savefig("heat_map.png")'
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import base64
 import html
 import io
@@ -1007,6 +1008,20 @@ def test_the_query_example_draws_a_heat_map_only_where_the_run_stored_maps():
     assert "target_name" not in stored
     top_k = _querying("out", {"attributions": "full", "target": "top_k"}, rows=4)
     assert '"predicted_name", "target_name", "relative_delta"' in top_k
+
+
+def test_the_query_example_names_a_folder_with_quotes_or_backslashes_as_it_is():
+    # "out\new/results" in the example was read by Python as "out<newline>ew/results".
+    from pipeline.report import _querying
+
+    output = 'runs/out\\new "q"'
+    calls = {
+        node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id: node.args[0]
+        for node in ast.walk(ast.parse(_querying(output, {"attributions": "full"}, rows=4)))
+        if isinstance(node, ast.Call) and node.args
+    }
+    assert ast.literal_eval(calls["read_parquet"]) == output + "/results"
+    assert ast.literal_eval(calls["audit_figure"]) == output
 
 
 def test_misclassified_cards_say_whose_map_they_show(tmp_path):
