@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -311,6 +312,21 @@ def test_a_failed_run_leaves_no_rows_and_a_rerun_completes(died_run, image_folde
     results = pd.read_parquet(tmp_path / "out" / "results")
     assert sorted(results.image_id) == sorted(image_folder["pixels"])
     assert manifest["all_inputs_accounted_for"]
+
+
+def test_reading_a_run_that_did_not_finish_warns_that_its_rows_are_not_there(died_run, tmp_path):
+    """Its results/ reads as an empty run; the read says why, and a finished run's does not."""
+    from transforms import results
+
+    out = str(tmp_path / "out")
+    with pytest.warns(UserWarning, match=r"has not finished \(its manifest says 'running'") as said:
+        assert results.read_results(out).empty
+    assert "a killed run ends with --resume" in str(said[0].message)
+    assert said[0].filename == __file__  # points at the caller's line
+    run([*died_run, "--overwrite"], save_main_session=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(results.read_results(out)) == 4
 
 
 def test_the_report_of_a_run_that_died_says_it_did_not_finish(died_run, tmp_path):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -270,11 +271,15 @@ def read_results(
       images (as with `pd.read_parquet`); list columns hold NumPy arrays.
 
     Raises:
-      FileNotFoundError: `output` holds no run of this job (no manifest.json); a run
-        still going is read as far as it has written.
+      FileNotFoundError: `output` holds no run of this job (no manifest.json).
       ValueError: an unknown column name (in `columns` or `filters`) or operator, or
         a filter value the column cannot be compared with.
+
+    Warns:
+      UserWarning: the run has not finished (killed, or still running): results/
+        holds none of its own rows yet, only those of a run it resumes.
     """
+    _warn_if_unfinished(output)
     named = None if columns is None else _column_names(columns)
     # The sort key is read even where `columns` leaves it out (then dropped): file
     # order depends on how the run's workers sharded the rows.
@@ -283,6 +288,23 @@ def read_results(
     frame = read_table(output, read, with_arrays=with_arrays, filters=filters).to_pandas()
     frame = frame.sort_values("image_id", kind="stable").reset_index(drop=True)
     return frame.drop(columns="image_id") if key_only else frame
+
+
+def _warn_if_unfinished(output: str) -> None:
+    """A warning when `output`'s manifest says its run has not finished: its rows are
+    checkpointed in .tmp until it ends, so results/ reads as an empty or partial run."""
+    try:
+        status = read_manifest(output).get("status", "complete")
+    except (OSError, ValueError, AttributeError):
+        return  # no manifest, or not one of this job: `_dataset` decides
+    if status != "complete":
+        warnings.warn(
+            f"The run in {output!r} has not finished (its manifest says {status!r}: still "
+            "running, or killed): results/ holds none of its rows yet, only those of a run it "
+            "resumes, if any. Read it when the run has ended; a killed run ends with --resume.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _one_row(row: Any, function: str) -> Any:
