@@ -1079,8 +1079,26 @@ def _class_names_for(
 def _warn_of_other_label_space(
     data: _Dataset, spec: ModelSpec, class_names: Sequence[str] | None
 ) -> None:
-    """A TFDS dataset with another number of classes than the model: its labels are
-    read as the model's first classes, and named by the model's names, not its own."""
+    """A TFDS dataset with another number of classes than the model, or ImageNet labels
+    (WordNet-id folders, the sample) on a model of other than 1000 classes: the labels
+    are read as the model's classes, and named by the model's names, not their own."""
+    if data.folder_labels and spec.num_classes != 1000:
+        _LOG.warning(
+            "The images of %s are labelled by ImageNet class (%s) and --model %s has %d classes: "
+            "label holds ImageNet's class indices and label_name names them as the model "
+            "does%s. Unless the model's classes are ImageNet's first %d, label, label_name "
+            "and --target label mean nothing here.",
+            data.source.name,
+            "the sample's own"
+            if isinstance(data.source, sources.SampleSource)
+            else "WordNet-id folders",
+            spec.reference,
+            spec.num_classes,
+            f" ({class_names[0]!r} for ImageNet's {labels.imagenet_wnids()[0]})"
+            if class_names
+            else "",
+            spec.num_classes,
+        )
     own = data.tfds_class_names
     if own is None or len(own) == spec.num_classes:
         return

@@ -1233,6 +1233,33 @@ def test_the_samples_labels_outside_the_model_are_warned_of_without_sub_folders(
     assert "sub-folder" not in warned
 
 
+def test_imagenet_folder_labels_on_a_model_of_other_classes_are_warned_of(tmp_path, caplog):
+    """A WordNet-id folder's labels are ImageNet's classes: on a 4-class model, tench
+    (ImageNet 0) is named as the model's class 0 is ("apple"), which the launch says."""
+    root = tmp_path / "images"
+    write_image(root / "n01440764" / "tench.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    model = _tiny_classifier(tmp_path / "four.keras", 4)
+    names = tmp_path / "names.txt"
+    names.write_text("apple\npear\nplum\nfig\n")
+    flags = cli_args(dataset=root, model=model, output=tmp_path / "o", class_names=names)
+    with caplog.at_level(logging.WARNING, logger="pipeline.main"):
+        prepare(flags)
+    (warned,) = [r.getMessage() for r in caplog.records if "by ImageNet class" in r.getMessage()]
+    said = f"The images of {root} are labelled by ImageNet class (WordNet-id folders) and --model"
+    assert warned.startswith(said), warned
+    assert "label_name names them as the model does ('apple' for ImageNet's n01440764)" in warned
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pipeline.main"):
+        prepare(
+            cli_args(
+                dataset=root,
+                model=_tiny_classifier(tmp_path / "k.keras", 1000),
+                output=tmp_path / "o2",
+            )
+        )
+    assert "by ImageNet class" not in caplog.text
+
+
 def test_top_k_defaults_to_the_classes_of_a_smaller_model(image_folder, tmp_path, capsys):
     model = _tiny_classifier(tmp_path / "three.keras", 3)
     assert main(_flags(image_folder, model, tmp_path / "out")) == 0
