@@ -249,3 +249,43 @@ def test_stored_curves_read_back_as_their_aucs_measure_them():
     np.testing.assert_allclose(drawn, [1.0, 0.5, 1.0])  # above p(x): capped at 1
     assert fa.auc(deletion[None], np.array([0.5]))[0] == 0.75  # its trapezoid area
     assert np.isnan(fa.normalised(deletion[None], np.array([0.0]))).all()
+
+
+def test_a_padded_images_curves_switch_its_own_pixels_alone_and_keep_its_padding():
+    """An 8 x 8 square holding a 4 x 8 image between two bars of padding (value 0.3):
+    F is the mean of the image's own pixels (1 each), deletion sets them to 0. Both
+    rankings switch the 32 own pixels alone, K / 4 steps of 8, so every curve falls
+    straight to 0 (AUC 1/2), and no perturbed image, the blurred start included,
+    changes a padding pixel. The map says nothing of which own pixel matters, and
+    ties with its control. Before, with the bars ranked too, it beat the control by
+    ranking them last (AUC 1/4 against about 1/2): the padding alone made it look good."""
+    side, steps = 8, 4
+    content = np.zeros((1, side, side), dtype=bool)
+    content[0, 2:6] = True
+    image = np.where(content[0, ..., None], 1.0, 0.3).astype(np.float32)[None].repeat(3, -1)
+    seen = []
+
+    def own_mean(images, targets):
+        seen.append(images.copy())
+        return images[:, 2:6, :, 0].mean(axis=(1, 2)).astype(np.float64)
+
+    kwargs = dict(input_range=(0.0, 1.0), steps=steps, chunk_size=16, seed=0)
+    args = (own_mean, image, np.zeros_like(image), ["panorama.png"], [0], [0])
+    attribution = np.where(content[0], 1.0, 0.0)[None]  # padding 0, as a black baseline gives
+    result = fa.for_rows(*args, attribution, content=content, **kwargs)
+    straight = 1.0 - np.arange(steps + 1) / steps
+    for curve in (result.deletion_curve, result.deletion_curve_random):
+        np.testing.assert_allclose(curve[0], straight, atol=1e-6)
+    np.testing.assert_allclose([result.deletion_auc[0], result.deletion_auc_random[0]], 0.5)
+    bars = ~content[0]
+    for images in seen:
+        np.testing.assert_array_equal(images[:, bars], np.float32(0.3))
+    # The rankings put the own pixels first, each in its order: a uniform permutation
+    # of the 32 own pixels for the control.
+    order = fa.content_first(np.arange(side * side)[::-1], content[0])
+    assert order[:32].tolist() == list(range(47, 15, -1)) and set(order[32:]) == set(
+        range(16)
+    ) | set(range(48, 64))
+    whole = fa.for_rows(*args, attribution, **kwargs)  # no content: the bars are ranked too
+    np.testing.assert_allclose(whole.deletion_curve[0], [1.0, 0.5, 0.0, 0.0, 0.0], atol=1e-6)
+    assert whole.deletion_auc[0] == pytest.approx(0.25)

@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 
 from pipeline import run
-from tests.conftest import SIZE, cli_args
+from tests.conftest import SIZE, cli_args, write_image
 from transforms import faithfulness as fa
+from transforms import images
 from transforms.baselines import make_baselines
 from transforms.config import AttributionConfig
 
@@ -31,12 +32,13 @@ def _softmax_at(weights, bias, x, target):
     return p[target] / p.sum()
 
 
-def _expected_curves(x, order, reference, start, weights, bias, target):
-    """The target's probability along deletion and insertion of `order`, in NumPy."""
+def _expected_curves(x, order, reference, start, weights, bias, target, pixels=SIZE * SIZE):
+    """The target's probability along deletion and insertion of the first `pixels` of
+    `order`, in NumPy."""
     positions = np.empty(SIZE * SIZE, np.int64)
     positions[order] = np.arange(SIZE * SIZE)
     deletion, insertion = [], []
-    for n in fa.step_counts(SIZE * SIZE, STEPS):
+    for n in fa.step_counts(pixels, STEPS):
         switched = (positions < n).reshape(SIZE, SIZE, 1)
         deletion.append(_softmax_at(weights, bias, np.where(switched, reference, x), target))
         insertion.append(_softmax_at(weights, bias, np.where(switched, x, start), target))
@@ -79,6 +81,40 @@ def test_rows_hold_the_curves_of_the_linear_model(
         # For a linear model the map's ranking deletes evidence fastest: it beats chance.
         assert row.deletion_auc < row.deletion_auc_random
         assert row.insertion_auc > row.insertion_auc_random
+
+
+def test_a_padded_images_row_ranks_and_switches_its_own_pixels_alone(
+    linear_keras, linear_weights, tmp_path
+):
+    """A 16 x 8 landscape fills rows 4-11 of the 16 x 16 input: both rankings switch
+    those 128 pixels alone (K steps of 32), and its black bars stay in every image,
+    the blurred start's too."""
+    pixels = np.random.default_rng(7).integers(0, 256, (SIZE // 2, SIZE, 3), dtype=np.uint8)
+    write_image(tmp_path / "images" / "wide.png", pixels)
+    flags = cli_args(faithfulness_steps=STEPS)
+    _run({"root": tmp_path / "images"}, linear_keras, tmp_path / "out", *flags)
+    (row,) = pd.read_parquet(tmp_path / "out" / "results").itertuples()
+    x = images.scale_to_range(images.resize_with_pad(pixels, SIZE), (0.0, 1.0))
+    assert images.pad_box(SIZE // 2, SIZE, SIZE) == (4, 0, 8, 16)
+    content = np.zeros((SIZE, SIZE), dtype=bool)
+    content[4:12] = True
+    blurred = np.where(content[..., None], make_baselines(x, ("blur",), (0.0, 1.0), "")[0], x)
+    weights, bias = linear_weights
+    order = fa.ranking(np.reshape(row.attributions, (SIZE, SIZE, 3)))
+    control = fa.random_ranking(SIZE * SIZE, row.image_id, seed=0)
+    for ranked, deletion_auc, insertion_auc in (
+        (order, row.deletion_auc, row.insertion_auc),
+        (control, row.deletion_auc_random, row.insertion_auc_random),
+    ):
+        own_first = fa.content_first(ranked, content)
+        args = (x, own_first, 0.0, blurred, weights, bias, row.target_class, 128)
+        deletion, insertion = _expected_curves(*args)
+        if ranked is order:
+            np.testing.assert_allclose(row.deletion_curve, deletion, rtol=2e-4, atol=1e-7)
+            np.testing.assert_allclose(row.insertion_curve, insertion, rtol=2e-4, atol=1e-7)
+        p_x = deletion[0]
+        np.testing.assert_allclose(deletion_auc, fa.auc(deletion[None], [p_x])[0], rtol=1e-4)
+        np.testing.assert_allclose(insertion_auc, fa.auc(insertion[None], [p_x])[0], rtol=1e-4)
 
 
 def test_deletion_sets_pixels_to_the_first_of_several_baselines(

@@ -180,7 +180,7 @@ def _attribute(model, batch, inputs, preds, rows, cfg, spec) -> _Attributed:
     rows = (image_index, out_index, targets)
     failures = _failure_reasons(model, cfg, inputs, refs, failed, rows, baseline_scores)
     keep = np.setdiff1d(np.arange(len(targets)), failed)
-    faith = _faithfulness(model, cfg, spec, inputs, refs, image_ids, rows, result, preds, keep)
+    faith = _faithfulness(model, cfg, spec, inputs, refs, batch, rows, result, preds, keep)
     return _Attributed(
         image_index,
         targets,
@@ -195,10 +195,11 @@ def _attribute(model, batch, inputs, preds, rows, cfg, spec) -> _Attributed:
     )
 
 
-def _faithfulness(model, cfg, spec, inputs, refs, image_ids, rows, result, preds, keep):
+def _faithfulness(model, cfg, spec, inputs, refs, batch, rows, result, preds, keep):
     """The faithfulness curves of the rows `keep` (the others are error records: no
     model call is spent on them), as a result over all rows, NaN for the others;
-    None when faithfulness is off or no row is kept."""
+    None when faithfulness is off or no row is kept. Only an image's own pixels are
+    ranked, not the padding that fits it to the square (`ImageExample.content`)."""
     if cfg.faithfulness == "none" or not len(keep):
         return None
     image_index, out_index, _ = rows
@@ -206,7 +207,7 @@ def _faithfulness(model, cfg, spec, inputs, refs, image_ids, rows, result, preds
         faithfulness.from_score_fn(model.score_fn("softmax")),
         inputs,
         refs[:, 0],
-        image_ids,
+        [ex.image_id for ex in batch],
         image_index[keep],
         out_index[keep],
         result.attributions[keep],
@@ -215,6 +216,7 @@ def _faithfulness(model, cfg, spec, inputs, refs, image_ids, rows, result, preds
         chunk_size=cfg.points_per_call(model.settings.path_batch_size),
         seed=cfg.seed,
         image_probabilities=preds.probs[image_index[keep], out_index[keep]],
+        content=np.stack([ex.content_mask() for ex in batch]),
     )
     return faithfulness.scattered(kept, keep, len(image_index))
 

@@ -21,6 +21,12 @@ against the reference alone). An H x W map is ranked as it is.
 Steps: a curve has K steps, i.e. K + 1 points at fractions k / K of the pixels
 (k = 0..K), ``round(k * P / K)`` pixels of P switched at point k.
 
+Padding: of an image padded to the model's square, only its own P pixels are
+ranked and switched (both rankings); its padding keeps the image's values in
+every perturbed image, the blurred start included. Ranked with the rest, the
+bars (0 in a map against a black baseline, and unchanged when deleted to black)
+would let a map that ranks them last beat its random control by them alone.
+
 AUC: with p_k the target's probability at point k and p(x) the image's own
 probability for the target, the normalised curve is
 ``c_k = clip(p_k / p(x), 0, 1)`` and the AUC is its trapezoid-rule area over
@@ -56,6 +62,7 @@ __all__ = [
     "FaithfulnessResult",
     "ProbabilityFn",
     "auc",
+    "content_first",
     "deletion_insertion",
     "for_rows",
     "forward_passes_per_row",
@@ -148,7 +155,21 @@ def step_counts(num_pixels: int, steps: int) -> np.ndarray:
             f"faithfulness steps must be an integer in [1, {num_pixels}] (the image's pixels), "
             f"got {steps!r}."
         )
-    return np.round(np.arange(steps + 1) * num_pixels / steps).astype(np.int64)
+    return _counts(num_pixels, steps)
+
+
+def _counts(num_pixels: int | np.ndarray, steps: int) -> np.ndarray:
+    """`step_counts` of each of `num_pixels` (a scalar, or [R] for [R, K + 1]); an
+    image's own pixels may be fewer than K (a line of a panorama): points repeat."""
+    pixels = np.asarray(num_pixels, dtype=np.float64)[..., None]
+    return np.round(np.arange(steps + 1) * pixels / steps).astype(np.int64)
+
+
+def content_first(order: np.ndarray, content: np.ndarray) -> np.ndarray:
+    """`order` with the image's own pixels (`content`, bool [H, W], True there) first,
+    each part in its order: a uniform permutation stays one of the image's pixels."""
+    own = np.asarray(content, dtype=bool).ravel()[order]
+    return np.concatenate([order[own], order[~own]])
 
 
 def auc(curves: np.ndarray, image_probabilities: np.ndarray) -> np.ndarray:
@@ -265,7 +286,7 @@ def _perturbed(images, references, starts, image_index, positions, counts, curve
         row, kind = divmod(c, 4)
         i = image_index[row]
         start, end = (images[i], references[i]) if kind % 2 == 0 else (starts[i], images[i])
-        switched = (positions[row, kind // 2] < counts[k]).reshape(height, width, 1)
+        switched = (positions[row, kind // 2] < counts[row, k]).reshape(height, width, 1)
         np.copyto(out[j], np.where(switched, end, start))
     return out
 
@@ -308,6 +329,7 @@ def deletion_insertion(
     steps: int,
     chunk_size: int,
     image_probabilities: np.ndarray | None = None,
+    own_pixels: np.ndarray | None = None,
 ) -> FaithfulnessResult:
     """Deletion and insertion curves and AUCs of R rows, for their rankings and the control.
 
@@ -323,6 +345,8 @@ def deletion_insertion(
       steps: K, points per curve minus one.
       chunk_size: images per call of `probability_fn`, across rows; bounds memory.
       image_probabilities: float [R], p(x) for the target when known (saves a pass).
+      own_pixels: int [R], how many pixels each row switches, its orders' first ones
+        (an image's own, not its padding: `content_first`); default all H * W.
 
     Returns:
       A `FaithfulnessResult`.
@@ -333,7 +357,11 @@ def deletion_insertion(
     image_index = np.asarray(image_index, dtype=np.int64)
     targets = np.asarray(targets, dtype=np.int64)
     rows, pixels = len(image_index), images.shape[1] * images.shape[2]
-    counts = step_counts(pixels, steps)
+    step_counts(pixels, steps)  # checks K
+    own = np.full(rows, pixels) if own_pixels is None else np.asarray(own_pixels, np.int64)
+    if own.shape != (rows,) or not ((own >= 1) & (own <= pixels)).all():
+        raise ValueError(f"own_pixels must be [R] = [{rows}] counts in [1, {pixels}].")
+    counts = _counts(own, steps)
     positions = _switch_positions(orders, random_orders, rows, pixels)
     curve, point = _points(rows, steps, image_probabilities is not None)
     values = np.full((rows * 4, steps + 1), np.nan)
@@ -389,6 +417,7 @@ def for_rows(
     chunk_size: int,
     seed: int = 0,
     image_probabilities: np.ndarray | None = None,
+    content: np.ndarray | None = None,
 ) -> FaithfulnessResult:
     """`deletion_insertion` of attributed rows, with the job's rankings and blurred images.
 
@@ -400,18 +429,19 @@ def for_rows(
       input_range: (low, high) of the model's input, for the blurred image (the `blur`
         baseline: Gaussian, sigma = side / 16).
       seed: the run's seed.
+      content: bool [M, H, W], True on each image's own pixels, False on the padding
+        that fits it to the square (see the module's docstring); default all True.
     """
     from transforms.baselines import make_baselines  # noqa: PLC0415 - NumPy only
 
     images = np.asarray(images, dtype=np.float32)
-    starts = np.stack(
-        [make_baselines(x, ("blur",), input_range, image_ids[i])[0] for i, x in enumerate(images)]
-    )
+    if content is None:
+        content = np.ones(images.shape[:3], dtype=bool)
+    blurred = [
+        make_baselines(x, ("blur",), input_range, image_ids[i])[0] for i, x in enumerate(images)
+    ]
+    starts = np.where(content[..., None], np.stack(blurred), images)
     image_index = np.asarray(image_index, dtype=np.int64)
-    pixels = images.shape[1] * images.shape[2]
-    orders = np.stack([ranking(a) for a in attributions]).reshape(len(image_index), pixels)
-    random_orders = np.stack([random_ranking(pixels, image_ids[i], seed) for i in image_index])
-    random_orders = random_orders.reshape(len(image_index), pixels)
     return deletion_insertion(
         probability_fn,
         images,
@@ -419,12 +449,24 @@ def for_rows(
         starts,
         image_index,
         targets,
-        orders,
-        random_orders,
+        *_orders(attributions, image_ids, image_index, content, seed),
         steps=steps,
         chunk_size=chunk_size,
         image_probabilities=image_probabilities,
+        own_pixels=content.reshape(len(images), -1).sum(axis=1)[image_index],
     )
+
+
+def _orders(attributions, image_ids, image_index, content, seed) -> tuple[np.ndarray, ...]:
+    """The rows' switching orders, the map's and the control's, int [R, H * W] each,
+    each image's own pixels first (`content_first`)."""
+    pixels = content.shape[1] * content.shape[2]
+    pairs = zip(attributions, image_index, strict=True)
+    orders = [content_first(ranking(a), content[i]) for a, i in pairs]
+    controls = [
+        content_first(random_ranking(pixels, image_ids[i], seed), content[i]) for i in image_index
+    ]
+    return np.stack(orders), np.stack(controls)
 
 
 COLUMNS: tuple[str, ...] = (

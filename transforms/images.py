@@ -12,6 +12,7 @@ __all__ = [
     "MAX_PIXELS",
     "ImageError",
     "decode_image",
+    "pad_box",
     "resize_with_pad",
     "scale_to_range",
     "to_rgb_uint8",
@@ -208,17 +209,22 @@ def resize_with_pad(image: np.ndarray, size: int) -> np.ndarray:
     Returns:
       uint8 [size, size, 3].
     """
-    height, width = image.shape[:2]
-    scale = min(size / height, size / width)
-    new_h = max(1, min(size, round(height * scale)))
-    new_w = max(1, min(size, round(width * scale)))
+    top, left, new_h, new_w = pad_box(*image.shape[:2], size)
     resized = np.asarray(
         Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=None)
     )
     out = np.zeros((size, size, 3), dtype=np.uint8)
-    top, left = (size - new_h) // 2, (size - new_w) // 2
     out[top : top + new_h, left : left + new_w] = resized
     return out
+
+
+def pad_box(height: int, width: int, size: int) -> tuple[int, int, int, int]:
+    """Where `resize_with_pad` puts an image of `height` x `width` in its square:
+    (top, left, height, width) of the resized image; the rest is padding."""
+    scale = min(size / height, size / width)
+    new_h = max(1, min(size, round(height * scale)))
+    new_w = max(1, min(size, round(width * scale)))
+    return (size - new_h) // 2, (size - new_w) // 2, new_h, new_w
 
 
 def scale_to_range(image: np.ndarray, input_range: tuple[float, float]) -> np.ndarray:

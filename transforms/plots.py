@@ -560,7 +560,7 @@ def faithfulness_curves_figure(
         ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False)
     ax.set_xlim(0.0, 1.0)
     ax.set_ylim(0.0, 1.02)
-    ax.set_xlabel("fraction of pixels removed / revealed", fontsize=8)
+    ax.set_xlabel("fraction of the image's pixels removed / revealed", fontsize=8)
     ylabel = "probability of the target"
     if reference:
         ylabel = f"probability / p(x), p(x) = {reference:.3g} (capped at 1)"

@@ -29,12 +29,22 @@ class ImageExample:
 
     Attributes:
       image: float32 [S, S, 3] in the model's input range, padded to the square.
+      content: (top, left, height, width) of the image itself in the square, the
+        rest being padding (`images.pad_box`); None: the whole square.
     """
 
     image_id: str
     file_name: str
     label: int | None
     image: np.ndarray
+    content: tuple[int, int, int, int] | None = None
+
+    def content_mask(self) -> np.ndarray:
+        """bool [S, S]: True on the image's own pixels, False on its padding."""
+        mask = np.zeros(self.image.shape[:2], dtype=bool)
+        top, left, height, width = self.content or (0, 0, *mask.shape)
+        mask[top : top + height, left : left + width] = True
+        return mask
 
 
 class Preprocess(beam.DoFn):
@@ -59,6 +69,7 @@ class Preprocess(beam.DoFn):
             else:
                 pixels = images.decode_image(raw.data, max_side_hint=self._size)
             square = images.resize_with_pad(pixels, self._size)
+            content = images.pad_box(*pixels.shape[:2], self._size)
         except Exception as e:  # one bad input must not end the bundle
             # ImageError says what is wrong with the file; anything else (MemoryError,
             # a Pillow bug) is still this one input's failure, not the job's.
@@ -74,4 +85,5 @@ class Preprocess(beam.DoFn):
             file_name=raw.file_name,
             label=raw.label,
             image=images.scale_to_range(square, self._range),
+            content=content,
         )
