@@ -58,7 +58,13 @@ from transforms import datasource, labels, sources, wording
 from transforms.attribution import ERRORS_TAG, IGModelHandler, ImageOutcome, Preprocess
 from transforms.config import AttributionConfig
 from transforms.errors import error_reason
-from transforms.manifest import MANIFEST_FILE, estimate_bound, is_run
+from transforms.manifest import (
+    FAITHFULNESS_PIXELS,
+    MANIFEST_FILE,
+    estimate_bound,
+    faithfulness_pixels,
+    is_run,
+)
 from transforms.schema import results_schema
 from transforms.sinks import (
     CHECKPOINT_DIR,
@@ -143,6 +149,8 @@ class AuditJob:
             "config": {
                 **dataclasses.asdict(self.config),
                 "estimate_bound": self.config.estimate_bound(),
+                # a padded image's own pixels are what deletion and insertion rank
+                "faithfulness_pixels": FAITHFULNESS_PIXELS,
             },
             "batch_size": self.batch_size,
             "output": self.output,
@@ -354,6 +362,9 @@ _RESUME_MODEL_FLAGS = {
 _CONFIG_FLAGS = {
     "baselines": "--baseline",
     "estimate_bound": "the bound on attribution_error at this --tolerance (a version of the job)",
+    "faithfulness_pixels": (
+        "the pixels deletion and insertion rank, a padded image's own or all (a version of the job)"
+    ),
 }
 _ROW_NEUTRAL_CONFIG = frozenset({"path_batch_size"})
 # Unused at --tolerance 0 (no estimate is bounded, so a run of a version before
@@ -382,7 +393,11 @@ def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> list[str]:
     for key, flag in _RESUME_MODEL_FLAGS.items():
         pairs.append((flag, before_model.get(key), now_model[key]))
     before_config, now_config = previous.get("config") or {}, now["config"]
-    before_config = {**before_config, "estimate_bound": estimate_bound(before_config)}
+    before_config = {
+        **before_config,
+        "estimate_bound": estimate_bound(before_config),
+        "faithfulness_pixels": faithfulness_pixels(before_config),
+    }
     neutral = _neutral_config(before_config, now_config)
     for key in sorted(set(before_config) | set(now_config)):
         if key not in neutral:
@@ -410,6 +425,8 @@ def _one_local_folder(before: Any, now: Any) -> bool:
 def _neutral_config(before: dict[str, Any], now: dict[str, Any]) -> frozenset[str]:
     """The settings of the manifests' "config" that change no row between these two."""
     neutral = _ROW_NEUTRAL_CONFIG
+    if before.get("faithfulness") == now["faithfulness"] == "none":
+        neutral |= {"faithfulness_pixels"}  # no check ranks any pixel
     if before.get("tolerance") == now["tolerance"] == 0:
         return neutral | _REFINEMENT_CONFIG  # the fixed rule: no refinement to bound
     if before["estimate_bound"] == now["estimate_bound"]:

@@ -500,6 +500,34 @@ def test_resume_refuses_a_run_whose_tolerance_bounded_the_estimate_differently(
         run([*args, "--tolerance", "0.03", "--resume"], save_main_session=False)
 
 
+def test_resume_refuses_a_run_whose_faithfulness_checks_ranked_the_padding_too(
+    image_folder, linear_keras, tmp_path
+):
+    """A version before faithfulness_pixels ranked a padded image's bars with its own
+    pixels: its AUCs would not compare with this version's, so its run does not go on;
+    without the checks (--faithfulness none) the rows are the same, and it does."""
+    output = tmp_path / "out"
+    args = cli_args(
+        dataset=image_folder["root"], model=linear_keras, output=output, attributions="none"
+    )
+    for faithfulness, refused in (("deletion_insertion", True), ("none", False)):
+        flags = [*args, "--steps", "2", "--faithfulness", faithfulness]
+        manifest = run([*flags, "--overwrite"], save_main_session=False)
+        assert manifest["config"]["faithfulness_pixels"] == "own"
+        del manifest["config"]["faithfulness_pixels"]
+        (output / "manifest.json").write_text(json.dumps(manifest))
+        if not refused:
+            resumed = run([*flags, "--resume"], save_main_session=False)
+            assert resumed["counts"]["skipped_done_before"] == 4
+            continue
+        message = (
+            r"differs in the pixels deletion and insertion rank, a padded image's own or all "
+            r"\(a version of the job\) \(earlier run: 'all', this run: 'own'\)\. Resume"
+        )
+        with pytest.raises(ValueError, match=message):
+            run([*flags, "--resume"], save_main_session=False)
+
+
 def test_resume_goes_on_from_a_fixed_rule_run_made_before_the_margin(
     image_folder, linear_keras, tmp_path
 ):

@@ -15,9 +15,11 @@ from transforms import files
 
 __all__ = [
     "CHECKPOINT_DIR",
+    "FAITHFULNESS_PIXELS",
     "MANIFEST_FILE",
     "TEMP_DIR",
     "estimate_bound",
+    "faithfulness_pixels",
     "is_run",
     "read_manifest",
     "shows_targets",
@@ -79,6 +81,17 @@ def estimate_bound(config: dict[str, Any]) -> float | None:
     "config": its `estimate_bound`; a run of a version before the estimate's margin
     has none, and its --tolerance bounded the estimate itself."""
     return config.get("estimate_bound", config.get("tolerance"))
+
+
+#: The manifest's "faithfulness_pixels": deletion and insertion rank and switch a
+#: padded image's own pixels, not its padding (`transforms.faithfulness`).
+FAITHFULNESS_PIXELS = "own"
+
+
+def faithfulness_pixels(config: dict[str, Any]) -> str:
+    """The pixels a run's deletion and insertion ranked, from its manifest's "config":
+    a version before `FAITHFULNESS_PIXELS` ranked all, the padding too."""
+    return config.get("faithfulness_pixels", "all")
 
 
 def shows_targets(config: dict[str, Any]) -> bool:
