@@ -498,6 +498,27 @@ def test_float16_maps_are_refined_with_room_for_their_storage_error(quadratic_sa
     assert rows["float16"]["attribution_error"] <= 5e-3 and rows["float16"]["within_tolerance"]
 
 
+def test_no_stored_map_has_no_room_left_for_float16_rounding(quadratic_saved_model):
+    # With --attributions none nothing is stored, so --attribution_dtype changes no
+    # row (as the launch warns): float16 refined further than float32 all the same.
+    spec = resolve_model(quadratic_saved_model)
+    examples = _examples(1)
+    rows = {}
+    for dtype in ("float32", "float16"):
+        config = AttributionConfig(
+            steps=4,
+            method="riemann_left",
+            tolerance=5e-3 * ESTIMATE_MARGIN,
+            completeness_tolerance=1.0,
+            attributions="none",
+            attribution_dtype=dtype,
+        )
+        (outcome,) = _run_handler(spec, config, examples)
+        rows[dtype] = outcome.rows[0]
+    assert rows["float16"]["steps"] == rows["float32"]["steps"]
+    assert rows["float16"]["attribution_error"] == rows["float32"]["attribution_error"]
+
+
 def test_label_target_errors_for_unlabelled_and_out_of_range(linear_keras):
     spec = resolve_model(linear_keras)
     outcomes = _run_handler(

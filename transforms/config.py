@@ -166,9 +166,11 @@ class AttributionConfig:
     def engine_tolerance(self) -> float:
         """The per-pixel bound refinement aims at: `estimate_bound()`, less float16's
         rounding when maps are stored as float16, so that the stored map (whose
-        `attribution_error` adds its storage error) is within the bound too."""
+        `attribution_error` adds its storage error) is within the bound too. With
+        `attributions` none no map is stored: nothing rounds."""
         bound = self.estimate_bound()
-        if self.attribution_dtype == "float16" and bound > 2 * FLOAT16_ROUNDING:
+        stored16 = self.attribution_dtype == "float16" and self.attributions != "none"
+        if stored16 and bound > 2 * FLOAT16_ROUNDING:
             return bound - FLOAT16_ROUNDING
         return bound
 
