@@ -19,6 +19,7 @@ import os
 import platform
 import re
 import site
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -1564,8 +1565,7 @@ def _workers_import_this_job(options: PipelineOptions) -> Iterator[None]:
     workers get PYTHONSAFEPATH (no working folder on sys.path) and, unless this job
     is installed in site-packages, its folder on PYTHONPATH.
     """
-    direct = options.view_as(DirectOptions)
-    if not _is_direct(options) or direct.direct_running_mode != "multi_processing":
+    if not _is_multi_process(options):
         yield
         return
     before = {name: os.environ.get(name) for name in ("PYTHONPATH", "PYTHONSAFEPATH")}
@@ -1581,6 +1581,45 @@ def _workers_import_this_job(options: PipelineOptions) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def _is_multi_process(options: PipelineOptions) -> bool:
+    """A local run whose workers are processes of their own (Beam starts them)."""
+    direct = options.view_as(DirectOptions)
+    return _is_direct(options) and direct.direct_running_mode == "multi_processing"
+
+
+class _SubprocessInOwnSession:
+    """`subprocess` as Beam's local job service sees it: its Popen starts a session
+    of its own, without the terminal (the rest is the module's)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def Popen(*args: Any, **kwargs: Any) -> subprocess.Popen:  # noqa: N802 - subprocess's name
+        return subprocess.Popen(*args, start_new_session=True, **kwargs)
+
+
+@contextlib.contextmanager
+def _workers_apart_from_ctrl_c(options: PipelineOptions) -> Iterator[None]:
+    """Worker processes of a multi-process DirectRunner start in a session of their
+    own, so a Ctrl-C at a terminal (SIGINT to its foreground process group) reaches
+    the launcher alone, which stops them as on a SIGTERM. Each worker took it too
+    and printed pages of KeyboardInterrupt and gRPC tracebacks as it died. (A new
+    session, not only a process group: a background group of the terminal's would
+    be stopped writing to it under `stty tostop`.)"""
+    if not _is_multi_process(options):
+        yield
+        return
+    from apache_beam.runners.portability import local_job_service  # noqa: PLC0415
+
+    before = local_job_service.subprocess
+    local_job_service.subprocess = _SubprocessInOwnSession()
+    try:
+        yield
+    finally:
+        local_job_service.subprocess = before
 
 
 def _progress(job: AuditJob, kind: str) -> ReportProgress:
@@ -1672,7 +1711,11 @@ def _start(
     try:
         p = beam.Pipeline(options=options)
         build_pipeline(p, job)
-        with _heartbeat(job), _workers_import_this_job(options):
+        with (
+            _heartbeat(job),
+            _workers_import_this_job(options),
+            _workers_apart_from_ctrl_c(options),
+        ):
             return job, options, p.run()
     except BaseException:
         _release(job)

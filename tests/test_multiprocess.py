@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from pipeline import run
-from tests.conftest import cli_args
+from tests.conftest import cli_args, ctrl_c_as_at_a_terminal
 
 # Columns that must match exactly; float columns are compared to a tolerance.
 _EXACT = [
@@ -223,10 +224,12 @@ def _workers(pid: int) -> list[int]:
 _ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 
 
-def _stop_when_a_worker_progresses(image_folder, model, output, stop) -> tuple[list, int, list]:
+def _stop_when_a_worker_progresses(
+    image_folder, model, output, stop, **popen
+) -> tuple[list, int, list]:
     """A two-process run, where `stop(job)` runs at a worker's first progress line
     (4096 one-point gradient calls per image leave the others running then): its
-    command, exit status and stderr lines."""
+    command, exit status and stderr lines. `popen`: more arguments of its Popen."""
     args = cli_args(
         dataset=image_folder["root"],
         model=model,
@@ -240,7 +243,7 @@ def _stop_when_a_worker_progresses(image_folder, model, output, stop) -> tuple[l
         direct_num_workers=2,
     )
     command = [sys.executable, "-P", "-m", "pipeline", *args]
-    job = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=_ENV)
+    job = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=_ENV, **popen)
     log = []
     for line in job.stderr:
         log.append(line)
@@ -280,26 +283,47 @@ def test_a_killed_worker_process_fails_the_run_in_one_line_and_resume_completes_
     assert sorted(rows.image_id) == sorted(i for i in image_folder["pixels"])
 
 
-def test_sigterm_stops_a_multi_process_run_and_its_workers_without_their_tracebacks(
-    image_folder, linear_keras, tmp_path
+def _sigterm(job) -> None:
+    os.kill(job.pid, signal.SIGTERM)
+
+
+def _ctrl_c_at_a_terminal(job) -> None:
+    # A terminal sends it to its foreground process group: the job's, which it leads.
+    os.killpg(job.pid, signal.SIGINT)
+
+
+@pytest.mark.parametrize(
+    "stop, status, error",
+    [
+        (_sigterm, 143, "error: stopped by SIGTERM; rerun with --resume to continue.\n"),
+        (_ctrl_c_at_a_terminal, 130, "error: interrupted; rerun with --resume to continue.\n"),
+    ],
+)
+def test_a_stop_ends_a_multi_process_run_and_its_workers_without_their_tracebacks(
+    image_folder, linear_keras, tmp_path, stop, status, error
 ):
     # Stopped by SIGTERM (`kill`, `timeout`, a scheduler), the launcher died at once
     # before: its workers, cut off, printed pages of gRPC tracebacks as they ended.
+    # A Ctrl-C at a terminal reached each worker too: pages of KeyboardInterrupt and
+    # gRPC tracebacks, 'A worker process ended: return code -2 (SIGINT)' lines.
     workers = []
 
-    def terminate(job):
+    def stop_the_job(job):
         workers.extend(_workers(job.pid))
-        os.kill(job.pid, signal.SIGTERM)
+        stop(job)
 
-    _, status, log = _stop_when_a_worker_progresses(
-        image_folder, linear_keras, tmp_path / "out", terminate
+    _, code, log = _stop_when_a_worker_progresses(
+        image_folder,
+        linear_keras,
+        tmp_path / "out",
+        stop_the_job,
+        process_group=0,
+        preexec_fn=ctrl_c_as_at_a_terminal,
     )
-    assert status == 143, "".join(log)[-3000:]
+    assert code == status, "".join(log)[-3000:]
     text = "".join(log)
-    assert [line for line in log if line.startswith("error:")] == [
-        "error: stopped by SIGTERM; rerun with --resume to continue.\n"
-    ], text[-3000:]
-    assert "Traceback" not in text, text[-3000:]
+    assert [line for line in log if line.startswith("error:")] == [error], text[-3000:]
+    assert "Traceback" not in text and "ERROR" not in text, text[-3000:]
     deadline = time.monotonic() + 60  # the launcher stopped them; they may still be exiting
     while [w for w in workers if _running(w)] and time.monotonic() < deadline:
         time.sleep(0.1)
