@@ -427,7 +427,9 @@ def _neutral_config(before: dict[str, Any], now: dict[str, Any]) -> frozenset[st
     """The settings of the manifests' "config" that change no row between these two."""
     neutral = _ROW_NEUTRAL_CONFIG
     if before.get("faithfulness") == now["faithfulness"] == "none":
-        neutral |= {"faithfulness_pixels"}  # no check ranks any pixel
+        neutral |= {"faithfulness_pixels", "faithfulness_steps"}  # no check, null columns
+        if "noise" not in now["baselines"]:  # --seed seeds nothing else
+            neutral |= {"seed"}
     if before.get("tolerance") == now["tolerance"] == 0:
         return neutral | _REFINEMENT_CONFIG  # the fixed rule: no refinement to bound
     if before["estimate_bound"] == now["estimate_bound"]:

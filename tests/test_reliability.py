@@ -505,7 +505,8 @@ def test_resume_refuses_a_run_whose_faithfulness_checks_ranked_the_padding_too(
 ):
     """A version before faithfulness_pixels ranked a padded image's bars with its own
     pixels: its AUCs would not compare with this version's, so its run does not go on;
-    without the checks (--faithfulness none) the rows are the same, and it does."""
+    without the checks (--faithfulness none) the rows are the same, and it does, with
+    another --faithfulness_steps or --seed too (unless a noise baseline uses the seed)."""
     output = tmp_path / "out"
     args = cli_args(
         dataset=image_folder["root"], model=linear_keras, output=output, attributions="none"
@@ -516,9 +517,14 @@ def test_resume_refuses_a_run_whose_faithfulness_checks_ranked_the_padding_too(
         assert manifest["config"]["faithfulness_pixels"] == "own"
         del manifest["config"]["faithfulness_pixels"]
         (output / "manifest.json").write_text(json.dumps(manifest))
-        if not refused:
-            resumed = run([*flags, "--resume"], save_main_session=False)
+        if not refused:  # and what the checks alone use may change: they are off
+            unused = ["--faithfulness_steps", "7", "--seed", "3"]
+            resumed = run([*flags, *unused, "--resume"], save_main_session=False)
             assert resumed["counts"]["skipped_done_before"] == 4
+            with pytest.raises(ValueError, match=r"differs in --seed \(earlier run: 3"):
+                noise = ["--baseline", "noise", "--overwrite"]
+                run([*flags, *noise, "--seed", "3"], save_main_session=False)
+                run([*flags, *noise[:2], "--resume"], save_main_session=False)
             continue
         message = (
             r"differs in the pixels deletion and insertion rank, a padded image's own or all "
