@@ -35,6 +35,7 @@ import math
 import os
 import shlex
 import sys
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -155,10 +156,18 @@ def _png(figure: Figure, alt: str, dpi: int = 100, wide: bool = False) -> _Pictu
     return _Picture(src=f"data:image/png;base64,{data}", alt=alt, wide=wide)
 
 
+def _read_table(output: str, columns: Sequence[str], **kwargs: Any) -> pa.Table:
+    """`results.read_table` without its warning of a run that has not finished: the
+    page says so (`run_state`)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", results.UnfinishedRunWarning)
+        return results.read_table(output, columns, **kwargs)
+
+
 def _metadata(output: str, available: Sequence[str]) -> pd.DataFrame:
     """Every row's `_COLUMNS`, the `_OPTIONAL` ones the run has, and `confidence`."""
     optional = [c for c in _OPTIONAL if c in available]
-    table = results.read_table(output, [*_COLUMNS, *optional, "top_k_probs"])
+    table = _read_table(output, [*_COLUMNS, *optional, "top_k_probs"])
     confidence = (
         pc.list_element(table["top_k_probs"], 0) if len(table) else pa.array([], pa.float32())
     )
@@ -199,7 +208,7 @@ class _Pictures:
         if not keys:
             return
         ids = sorted({image_id for image_id, _ in keys})
-        frame = results.read_table(
+        frame = _read_table(
             self._output, self._columns, filters=pc.field("image_id").isin(ids)
         ).to_pandas()
         wanted = set(keys)

@@ -329,6 +329,25 @@ def test_reading_a_run_that_did_not_finish_warns_that_its_rows_are_not_there(die
         assert len(results.read_results(out)) == 4
 
 
+def test_arrow_reads_of_a_run_that_did_not_finish_warn_as_pandas_reads_do(died_run, tmp_path):
+    """read_table, the reader for large runs, read it as an empty table without a word;
+    each read warns once, and the report, whose page says so, adds no warning."""
+    from pipeline.report import build_report
+    from transforms import results
+
+    out = str(tmp_path / "out")
+    for read in (results.read_table, results.read_results):
+        with pytest.warns(
+            UserWarning, match=r"has not finished \(its manifest says 'running'"
+        ) as said:
+            assert len(read(out)) == 0
+        assert [w.filename for w in said] == [__file__]  # once, at the caller's line
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert "This run did not finish" in build_report(out)
+    assert not [w for w in seen if "has not finished" in str(w.message)]
+
+
 def test_the_report_of_a_run_that_died_says_it_did_not_finish(died_run, tmp_path):
     from pipeline.report import build_report
 

@@ -40,6 +40,7 @@ __all__ = [
     "METADATA_COLUMNS",
     "Filters",
     "ImageUnavailable",
+    "UnfinishedRunWarning",
     "above_tolerance",
     "attributions_of",
     "cell",
@@ -78,6 +79,10 @@ Filters = (
 
 class ImageUnavailable(LookupError):
     """The input image of a row cannot be re-loaded; the message says why."""
+
+
+class UnfinishedRunWarning(UserWarning):
+    """A read of a run that has not finished: results/ holds none of its rows yet."""
 
 
 def _parquet_files(folder: str) -> list[str]:
@@ -231,10 +236,19 @@ def read_table(
     with_arrays: bool = False,
     filters: Filters | None = None,
 ) -> pa.Table:
-    """Result rows as a pyarrow Table, in file order; arguments as for `read_results`.
+    """Result rows as a pyarrow Table, in file order; arguments, errors and warning as
+    for `read_results`.
 
     For large runs: compute in Arrow (`pyarrow.compute`) before converting to pandas.
     """
+    _warn_if_unfinished(output)
+    return _table(output, columns, with_arrays, filters)
+
+
+def _table(
+    output: str, columns: Iterable[str] | None, with_arrays: bool, filters: Filters | None
+) -> pa.Table:
+    """`read_table` without its warning."""
     dataset = _dataset(output)
     columns = list(METADATA_COLUMNS) if columns is None else _column_names(columns)
     if with_arrays:  # the arrays and the shape `attributions_of` gives them
@@ -276,7 +290,7 @@ def read_results(
         a filter value the column cannot be compared with.
 
     Warns:
-      UserWarning: the run has not finished (killed, or still running): results/
+      UnfinishedRunWarning: (a UserWarning) the run has not finished (killed, or still running): results/
         holds none of its own rows yet, only those of a run it resumes.
     """
     _warn_if_unfinished(output)
@@ -285,7 +299,7 @@ def read_results(
     # order depends on how the run's workers sharded the rows.
     key_only = named is not None and "image_id" not in named
     read = [*named, "image_id"] if key_only else named
-    frame = read_table(output, read, with_arrays=with_arrays, filters=filters).to_pandas()
+    frame = _table(output, read, with_arrays, filters).to_pandas()
     frame = frame.sort_values("image_id", kind="stable").reset_index(drop=True)
     return frame.drop(columns="image_id") if key_only else frame
 
@@ -302,7 +316,7 @@ def _warn_if_unfinished(output: str) -> None:
             f"The run in {output!r} has not finished (its manifest says {status!r}: still "
             "running, or killed): results/ holds none of its rows yet, only those of a run it "
             "resumes, if any. Read it when the run has ended; a killed run ends with --resume.",
-            UserWarning,
+            UnfinishedRunWarning,
             stacklevel=3,
         )
 
