@@ -348,6 +348,16 @@ def test_arrow_reads_of_a_run_that_did_not_finish_warn_as_pandas_reads_do(died_r
     assert not [w for w in seen if "has not finished" in str(w.message)]
 
 
+def test_read_row_of_a_run_that_did_not_finish_warns_at_the_callers_line(died_run, tmp_path):
+    # The warning named read_row's own line in transforms/results.py.
+    from transforms import results
+
+    with pytest.warns(UserWarning, match="has not finished") as said:
+        with pytest.raises(KeyError, match="No result row for 'cat1.png'"):
+            results.read_row(str(tmp_path / "out"), "cat1.png")
+    assert [w.filename for w in said] == [__file__]
+
+
 def test_the_report_of_a_run_that_died_says_it_did_not_finish(died_run, tmp_path):
     from pipeline.report import build_report
 

@@ -290,10 +290,18 @@ def read_results(
         a filter value the column cannot be compared with.
 
     Warns:
-      UnfinishedRunWarning: (a UserWarning) the run has not finished (killed, or still running): results/
-        holds none of its own rows yet, only those of a run it resumes.
+      UnfinishedRunWarning: (a UserWarning) the run has not finished (killed, or
+        still running): results/ holds none of its own rows yet, only those of a run
+        it resumes.
     """
     _warn_if_unfinished(output)
+    return _frame(output, columns, with_arrays, filters)
+
+
+def _frame(
+    output: str, columns: Iterable[str] | None, with_arrays: bool, filters: Filters | None
+) -> pd.DataFrame:
+    """`read_results` without its warning."""
     named = None if columns is None else _column_names(columns)
     # The sort key is read even where `columns` leaves it out (then dropped): file
     # order depends on how the run's workers sharded the rows.
@@ -400,7 +408,8 @@ def read_row(output: str, image: Any, target_class: int | None = None) -> pd.Ser
     """
     image, target_class = _image_and_target(image, target_class)
     image_filter = (pc.field("image_id") == image) | (pc.field("file_name") == image)
-    rows = read_results(output, with_arrays=True, filters=image_filter)
+    _warn_if_unfinished(output)  # at the caller's line, not this one
+    rows = _frame(output, None, True, image_filter)
     if rows.empty:
         raise KeyError(_no_row_message(output, image))
     if (rows.image_id == image).any():
