@@ -416,6 +416,7 @@ def run(
     if images_count < 1:
         raise ValueError(f"--images must be >= 1, got {images_count}.")
     manifest = results.read_manifest(output)
+    _check_finished(output, manifest)
     spec, config = _spec(manifest["model"]), _config(manifest["config"])
     frame, pixels = _rows(output, manifest, images_count, image_root)
     _same_model(spec)
@@ -435,6 +436,18 @@ def run(
     with FileSystems.create(FileSystems.join(folder, "sanity.png")) as f:
         f.write(plots.figure_png(figure, dpi=110))
     return report
+
+
+def _check_finished(output: str, manifest: dict[str, Any]) -> None:
+    """Refuses a run that has not finished (the check reads a finished run's rows): its
+    rows are checkpointed in .tmp/ until it ends, and results/ holds none of them yet."""
+    status = manifest.get("status", "complete")
+    if status != "complete":
+        raise ValueError(
+            f"{output!r} holds a run that has not finished (its manifest says {status!r}: "
+            "still running, or killed), whose rows are not in its results/ yet; run the "
+            "check when it has ended (a killed run ends with --resume)."
+        )
 
 
 def _median(value: float | None) -> str:

@@ -358,6 +358,26 @@ def test_read_row_of_a_run_that_did_not_finish_warns_at_the_callers_line(died_ru
     assert [w.filename for w in said] == [__file__]
 
 
+def test_the_sanity_check_of_a_run_that_did_not_finish_refuses_in_one_line(
+    died_run, tmp_path, capsys
+):
+    """It printed Python's warning (file, line and source) and then blamed the inputs:
+    'has no result rows (every input failed, or the run wrote none)'."""
+    from pipeline import sanity
+
+    out = str(tmp_path / "out")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert sanity.main(["--input", out]) == 2
+    assert not [w for w in seen if "has not finished" in str(w.message)]
+    assert capsys.readouterr().err.splitlines()[-1:] == [
+        f"error: {out!r} holds a run that has not finished (its manifest says 'running': "
+        "still running, or killed), whose rows are not in its results/ yet; run the check "
+        "when it has ended (a killed run ends with --resume)."
+    ]
+    assert not (tmp_path / "out" / "sanity").exists()
+
+
 def test_the_report_of_a_run_that_died_says_it_did_not_finish(died_run, tmp_path):
     from pipeline.report import build_report
 
