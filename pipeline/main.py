@@ -515,9 +515,15 @@ def _resume_state(job: AuditJob) -> tuple[frozenset[str], str]:
         raise _not_a_manifest(output, "no model and config in it")
     mismatches = _resume_mismatches(previous, job)
     if mismatches:
+        # No flag makes this version rank pixels as an earlier one did.
+        version = _CONFIG_FLAGS["faithfulness_pixels"]
+        fix = (
+            "This version of the job cannot continue it: start over with --overwrite."
+            if all(m.startswith(version) for m in mismatches)
+            else "Resume with the same flags, or start over with --overwrite."
+        )
         raise ConfigError(
-            f"--resume: the earlier run in {output!r} differs in {'; '.join(mismatches)}. "
-            "Resume with the same flags, or start over with --overwrite."
+            f"--resume: the earlier run in {output!r} differs in {'; '.join(mismatches)}. {fix}"
         )
     done = _done_ids(output)
     _check_id_scheme(previous, done, output)

@@ -327,6 +327,11 @@ def test_reading_a_run_that_did_not_finish_warns_that_its_rows_are_not_there(die
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(results.read_results(out)) == 4
+    # As an --overwrite leaves the run it replaces while deleting its files.
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    (tmp_path / "out" / "manifest.json").write_text(json.dumps({**manifest, "status": "replacing"}))
+    with pytest.warns(UserWarning, match="'replacing': an --overwrite is deleting its files"):
+        assert len(results.read_results(out)) == 4  # what is left of them
 
 
 def test_arrow_reads_of_a_run_that_did_not_finish_warn_as_pandas_reads_do(died_run, tmp_path):
@@ -577,7 +582,8 @@ def test_resume_refuses_a_run_whose_faithfulness_checks_ranked_the_padding_too(
             continue
         message = (
             r"differs in the pixels deletion and insertion rank, a padded image's own or all "
-            r"\(a version of the job\) \(earlier run: 'all', this run: 'own'\)\. Resume"
+            r"\(a version of the job\) \(earlier run: 'all', this run: 'own'\)\. This version "
+            r"of the job cannot continue it: start over with --overwrite\.$"
         )
         with pytest.raises(ValueError, match=message):
             run([*flags, "--resume"], save_main_session=False)

@@ -319,14 +319,24 @@ def _warn_if_unfinished(output: str) -> None:
         status = read_manifest(output).get("status", "complete")
     except (OSError, ValueError, AttributeError):
         return  # no manifest, or not one of this job: `_dataset` decides
-    if status != "complete":
-        warnings.warn(
-            f"The run in {output!r} has not finished (its manifest says {status!r}: still "
-            "running, or killed): results/ holds none of its rows yet, only those of a run it "
-            "resumes, if any. Read it when the run has ended; a killed run ends with --resume.",
-            UnfinishedRunWarning,
-            stacklevel=3,
+    if status == "complete":
+        return
+    if status == "replacing":  # an --overwrite deleting the run it replaces
+        state = (
+            "an --overwrite is deleting its files): results/ holds what is left of them. Read "
+            "it when the new run has ended; a killed one ends with the same command again."
         )
+    else:
+        state = (
+            "still running, or killed): results/ holds none of its rows yet, only those of a "
+            "run it resumes, if any. Read it when the run has ended; a killed run ends with "
+            "--resume."
+        )
+    warnings.warn(
+        f"The run in {output!r} has not finished (its manifest says {status!r}: {state}",
+        UnfinishedRunWarning,
+        stacklevel=3,
+    )
 
 
 def _one_row(row: Any, function: str) -> Any:

@@ -51,8 +51,6 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger(__name__)
-# (model, output) pairs whose choice of output this process has logged.
-_ANNOUNCED: set[tuple[str, str]] = set()
 
 BUNDLED_MODELS: tuple[str, ...] = ("efficientnet_lite0",)
 HUB_ALIASES: dict[str, str] = {
@@ -512,8 +510,10 @@ def _keras_load_error(location: str, error: Exception) -> ValueError:
     return ValueError(f"--model {location!r} could not be loaded as a Keras model: {error}")
 
 
-def _callable(obj: Any, reference: str) -> tuple[Any, tuple | None]:
-    """A function images [N, H, W, 3] -> outputs [N, K], and the input shape if known."""
+def _callable(obj: Any, reference: str, announce: bool = True) -> tuple[Any, tuple | None]:
+    """A function images [N, H, W, 3] -> outputs [N, K], and the input shape if known;
+    `announce`: log which output of several it scores (the launch's load does, and the
+    worker that takes the launcher's model does not say it again)."""
     import keras  # noqa: PLC0415
 
     if isinstance(obj, keras.Model):
@@ -527,9 +527,9 @@ def _callable(obj: Any, reference: str) -> tuple[Any, tuple | None]:
         shape = (None, *obj.inputs[0].shape[1:]) if obj.inputs else None
         if obj.inputs:  # Keras casts the float32 images to a float input's dtype itself
             _input_cast(obj.inputs[0].dtype, reference)
-        return _keras_call(obj, reference), shape
+        return _keras_call(obj, reference, announce), shape
     if callable(obj):
-        return _module_call(obj, reference)
+        return _module_call(obj, reference, announce)
     signatures = getattr(obj, "signatures", {})
     if "serving_default" in signatures:
         sig = signatures["serving_default"]
@@ -539,7 +539,7 @@ def _callable(obj: Any, reference: str) -> tuple[Any, tuple | None]:
                 f"--model {reference!r}: its serving_default signature takes several inputs; "
                 "the job needs one, the images [N, H, W, 3]."
             )
-        key = _scores_key(reference, sig.structured_outputs)
+        key = _scores_key(reference, sig.structured_outputs, announce=announce)
         cast = _input_cast(spec.dtype, reference) or (lambda x: x)
 
         def call(x):
@@ -555,7 +555,7 @@ def _callable(obj: Any, reference: str) -> tuple[Any, tuple | None]:
     )
 
 
-def _keras_call(model: Any, reference: str):
+def _keras_call(model: Any, reference: str, announce: bool):
     """A Keras model's call in inference mode, on its class scores where it has several
     outputs: as of a serving signature, its only one or the one named like logits."""
     try:  # a functional model's outputs
@@ -567,19 +567,19 @@ def _keras_call(model: Any, reference: str):
         return model(x, training=False)
 
     if isinstance(structure, dict):
-        key = _scores_key(reference, structure, "the Keras model")
+        key = _scores_key(reference, structure, "the Keras model", announce)
         return lambda x: call(x)[key]
     if isinstance(structure, list | tuple):  # named by output_names, flattened, in order
         import keras  # noqa: PLC0415
 
         names = list(model.output_names)
         outputs = dict(zip(names, keras.tree.flatten(structure), strict=True))
-        index = names.index(_scores_key(reference, outputs, "the Keras model"))
+        index = names.index(_scores_key(reference, outputs, "the Keras model", announce))
         return lambda x: keras.tree.flatten(call(x))[index]
     return call
 
 
-def _module_call(obj: Any, reference: str) -> tuple[Any, tuple | None]:
+def _module_call(obj: Any, reference: str, announce: bool) -> tuple[Any, tuple | None]:
     """`_callable` of a callable SavedModel: its first 4-D concrete function's input
     shape, and the images cast to that input's type."""
     shape, dtype, outputs = None, None, None
@@ -593,7 +593,7 @@ def _module_call(obj: Any, reference: str) -> tuple[Any, tuple | None]:
     cast = _input_cast(dtype, reference)
     call = obj if cast is None else lambda x: obj(cast(x))
     if isinstance(outputs, dict):  # as a serving signature's: the scores by name
-        key = _scores_key(reference, outputs, "its __call__")
+        key = _scores_key(reference, outputs, "its __call__", announce)
         return (lambda x: call(x)[key]), shape
     return call, shape
 
@@ -666,12 +666,17 @@ def _may_be_scores(output: Any) -> bool:
         return True
 
 
-def _scores_key(reference: str, outputs: dict, where: str = "its serving_default signature") -> str:
-    """`_scores_output` of a loaded signature (`where`), refused with the fix when undecided."""
+def _scores_key(
+    reference: str,
+    outputs: dict,
+    where: str = "its serving_default signature",
+    announce: bool = True,
+) -> str:
+    """`_scores_output` of a loaded signature (`where`), refused with the fix when
+    undecided; logged where `announce` and there are several outputs."""
     key = _scores_output(outputs)
     if key is not None:
-        if len(outputs) > 1 and (reference, key) not in _ANNOUNCED:
-            _ANNOUNCED.add((reference, key))  # once a process: launch and worker both load it
+        if len(outputs) > 1 and announce:
             _LOG.info("Model %s: auditing its output %r of %s.", reference, key, sorted(outputs))
         return key
     keys = sorted(outputs)
@@ -1248,7 +1253,7 @@ class Classifier:
         self.spec = spec
         self.settings = device_settings(jit_compile)
         self._model, probed = _load_for(spec, handoff)  # keeps variables alive
-        call, _ = _callable(self._model, spec.reference)
+        call, _ = _callable(self._model, spec.reference, announce=not probed)
         jit = self.settings.jit_compile
         # Compiled functions get few distinct shapes (see `padded_batch`).
         self._pad = bool(jit)
