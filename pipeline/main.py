@@ -1415,6 +1415,13 @@ def _checked_flags(argv: Sequence[str] | None) -> list[str]:
         ) from e
 
 
+def _as_in_a_fresh_process() -> None:
+    """A run lists its folder and warns as it would in a fresh process, after other
+    runs in this one (a notebook's): what the listing keeps once per process (folders
+    holding another run) is forgotten."""
+    sources.forget_other_runs()
+
+
 def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOptions]:
     """Parses and validates flags, resolves dataset and model. No pipeline yet.
 
@@ -1437,6 +1444,7 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
       ConfigError: bad configuration, before any work; the message names the
         bad value and the fix.
     """
+    _as_in_a_fresh_process()
     with _as_config_errors():
         argv = _checked_flags(argv)
         options = PipelineOptions(argv)

@@ -176,6 +176,27 @@ def test_folders_holding_other_runs_of_the_job_are_not_listed(tmp_path, caplog):
     assert {f.image_id for f in found if f is not None} == set(expected)
 
 
+def test_each_run_in_a_process_leaves_out_a_run_put_in_its_folder_since(
+    image_folder, linear_keras, tmp_path, caplog
+):
+    """A notebook's runs on one folder: the first listed it while later/ was empty, the
+    second wrote its run there, and the third read that run's files as images (error
+    records) without a word: the first run's answer was kept for the process."""
+    root = Path(image_folder["root"])
+    (root / "later").mkdir()
+    flags = cli_args(dataset=root, model=linear_keras, steps=2, tolerance=0, faithfulness="none")
+    first = run([*flags, "--output", tmp_path / "first"], save_main_session=False)
+    run([*flags, "--output", root / "later"], save_main_session=False)  # its own: left out
+    for out in ("third", "fourth"):
+        caplog.clear()
+        manifest = run([*flags, "--output", tmp_path / out], save_main_session=False)
+        assert manifest["counts"] == first["counts"]
+        said = [r.getMessage() for r in caplog.records if "Not listing" in r.getMessage()]
+        assert said == [
+            f"Not listing {root / 'later'}: it holds a run of this job (its manifest.json)."
+        ]
+
+
 def test_the_jobs_own_output_inside_the_folder_is_not_listed(tmp_path):
     write_image(tmp_path / "a.png", np.zeros((2, 2, 3), np.uint8))
     (tmp_path / "audit" / "results").mkdir(parents=True)

@@ -64,6 +64,7 @@ __all__ = [
     "TfdsSource",
     "check_folder_exists",
     "escape_glob",
+    "forget_other_runs",
     "list_image_folder",
     "network_problem",
     "resolve_tfds",
@@ -234,11 +235,18 @@ def _list_local(root: str, skip: str | None = None) -> Iterator[FolderFile]:
 def _other_run(folder: str) -> bool:
     """Whether a folder below the dataset holds a run of this job (`manifest.is_run`),
     another --output put inside it: its files are not inputs. Read once per folder
-    and process, and warned of once."""
+    and run (`forget_other_runs`), and warned of once."""
     if not manifest.is_run(folder):
         return False
     _LOG.warning("Not listing %s: it holds a run of this job (its manifest.json).", folder)
     return True
+
+
+def forget_other_runs() -> None:
+    """Forgets which folders held another run (`_other_run`), as a run starts: a later
+    run in the same process (a notebook's) reused an earlier run's answers, so it read
+    the files of a run put in a folder since as images, and no longer warned of one."""
+    _other_run.cache_clear()
 
 
 def _under_other_run(prefix: str, relative: str) -> bool:
