@@ -57,6 +57,7 @@ from pipeline.options import (
 from pipeline.progress import ReportProgress, heartbeat
 from transforms import datasource, labels, sources, wording
 from transforms.attribution import ERRORS_TAG, IGModelHandler, ImageOutcome, Preprocess
+from transforms.batch import forget_warnings
 from transforms.config import AttributionConfig
 from transforms.errors import error_reason
 from transforms.manifest import (
@@ -1417,9 +1418,10 @@ def _checked_flags(argv: Sequence[str] | None) -> list[str]:
 
 def _as_in_a_fresh_process() -> None:
     """A run lists its folder and warns as it would in a fresh process, after other
-    runs in this one (a notebook's): what the listing keeps once per process (folders
-    holding another run) is forgotten."""
+    runs in this one (a notebook's): what the listing and the in-process worker keep
+    once per process (folders holding another run, warnings given once) is forgotten."""
     sources.forget_other_runs()
+    forget_warnings()
 
 
 def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOptions]:

@@ -659,7 +659,7 @@ def test_float16_storage_counts_in_the_error_of_the_stored_map(
     spec = resolve_model(str(tmp_path / "scaled.keras"))
     examples = _examples(1)
     config = AttributionConfig(steps=2, attribution_dtype="float16")
-    batch._warn_storage.cache_clear()  # once per process: this test's own
+    batch.forget_warnings()  # once per process and run: this test's own
     with caplog.at_level("WARNING"):
         (row,) = _run_handler(spec, config, examples)[0].rows
     exact = (

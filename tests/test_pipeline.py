@@ -518,3 +518,24 @@ def test_a_run_from_python_drops_beams_per_batch_memory_warning(
     with caplog.at_level("WARNING"):
         run([*args, "--batch_size", "1"], save_main_session=False)
     assert not [r for r in caplog.records if "Resource module is not available" in r.getMessage()]
+
+
+def test_each_run_from_python_warns_of_maps_float16_cannot_hold(
+    image_folder, linear_weights, tmp_path, caplog
+):
+    """Each run of a notebook says that float16 loses its maps, as a fresh process's
+    does: the warning was given once a process, and a second run said nothing."""
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    dense = keras.layers.Dense(1000)
+    model = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
+    dense.set_weights([w * 1e7 for w in linear_weights])  # maps beyond float16's 65504
+    model.save(tmp_path / "scaled.keras")
+    flags = ["--attribution_dtype", "float16", "--tolerance", "0", "--faithfulness", "none"]
+    for out in ("first", "second"):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            _run(image_folder, str(tmp_path / "scaled.keras"), tmp_path / out, *flags)
+        said = [r for r in caplog.records if "do not fit float16" in r.getMessage()]
+        assert len(said) == 1, out

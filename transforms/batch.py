@@ -20,7 +20,7 @@ from transforms.config import AttributionConfig
 from transforms.preprocess import ImageExample, error_record
 from transforms.tf_model import Classifier, ModelSpec
 
-__all__ = ["ImageOutcome", "attribute_batch", "baselines_and_scores"]
+__all__ = ["ImageOutcome", "attribute_batch", "baselines_and_scores", "forget_warnings"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -301,7 +301,8 @@ def _stored(attributions: np.ndarray, cfg: AttributionConfig):
 
 @functools.cache
 def _warn_storage(dtype: str) -> None:
-    """Once per worker process: maps that lose more than 0.1 % in `dtype`."""
+    """Once per worker process and run (`forget_warnings`): maps that lose more than
+    0.1 % in `dtype`."""
     _LOG.warning(
         "Some attribution maps do not fit %s (values beyond 65504, or below 6e-8, "
         "lose more than 0.1 %%): their attribution_error includes it, and rows whose "
@@ -309,6 +310,13 @@ def _warn_storage(dtype: str) -> None:
         "--attribution_dtype float32 stores them exactly.",
         dtype,
     )
+
+
+def forget_warnings() -> None:
+    """Forgets the warnings given once (`_warn_storage`), as a run starts: a later run
+    in the same process (a notebook's, whose in-process worker is this process) said
+    nothing of its own maps."""
+    _warn_storage.cache_clear()
 
 
 def _storage_error(computed: np.ndarray, stored: np.ndarray) -> float:
