@@ -38,19 +38,7 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {first}"
 
 
-_INTERRUPTED = "interrupted; rerun with --resume to continue."
 _RESUME = "Rerun with --resume to continue: the rows of every batch it finished are kept."
-
-
-def _interrupted(error: BaseException) -> bool:
-    """A Ctrl-C while the runner ran: Beam re-raises it from its worker as another error."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, KeyboardInterrupt) or "KeyboardInterrupt" in str(error):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
 
 
 def _no_rows(manifest: dict, rows: int) -> str | None:
@@ -97,7 +85,7 @@ def _run(argv: list[str], verbose: bool, run) -> int:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        return interruption(str(e) or _INTERRUPTED)
+        return interruption(str(e) or logs.INTERRUPTED)
     except Exception as e:  # any failure while running: exit 1, said plainly
         return _failed(e, verbose)
     if manifest is None:  # a Dataflow dry run or template, or --no_wait_until_finish
@@ -112,8 +100,6 @@ def _run(argv: list[str], verbose: bool, run) -> int:
 
 def _failed(error: Exception, verbose: bool) -> int:
     """Says why the run failed while running, in one line; its exit status."""
-    if _interrupted(error):
-        return interruption(_INTERRUPTED)
     if verbose:
         _LOG.exception("The run failed.")
     death = logs.worker_death()

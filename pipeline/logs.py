@@ -11,6 +11,7 @@ import threading
 from transforms.quiet import import_tensorflow, quiet_environment
 
 __all__ = [
+    "INTERRUPTED",
     "NOT_STARTED",
     "configure_logging",
     "drop_beam_memory_warning",
@@ -22,6 +23,9 @@ __all__ = [
 # What the command line says of a Ctrl-C before the run claimed --output (while
 # Beam and TensorFlow load, or during the launch checks): there is no run to resume.
 NOT_STARTED = "interrupted before the run started; nothing was written. Run the command again."
+# What a Ctrl-C while the run ran says (`run` raises KeyboardInterrupt with it): the
+# rows of every batch it finished are checkpointed.
+INTERRUPTED = "interrupted; rerun with --resume to continue."
 
 
 # Loggers that are chatty at INFO: shown with --verbose only.

@@ -1713,6 +1713,19 @@ def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
     )
 
 
+def _interrupted(error: BaseException) -> bool:
+    """A Ctrl-C while the runner ran: Beam re-raises it from its worker as another
+    error (a RuntimeError 'KeyboardInterrupt [while running ...]'), which `run` and
+    `launch` raise as the KeyboardInterrupt it was."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, KeyboardInterrupt) or "KeyboardInterrupt" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def _start(
     argv: Sequence[str] | None, save_main_session: bool | None
 ) -> tuple[AuditJob, PipelineOptions, PipelineResult]:
@@ -1735,8 +1748,10 @@ def _start(
             _workers_apart_from_ctrl_c(options),
         ):
             return job, options, p.run()
-    except BaseException:
+    except BaseException as e:
         _release(job)
+        if _interrupted(e):
+            raise KeyboardInterrupt(logs.INTERRUPTED) from None
         raise
 
 
@@ -1794,8 +1809,12 @@ def _wait(job: AuditJob, options: PipelineOptions, result: PipelineResult):
         return result.wait_until_finish()
     except KeyboardInterrupt:
         if _is_direct(options):
-            raise
+            raise KeyboardInterrupt(logs.INTERRUPTED) from None
         raise KeyboardInterrupt(_left_running(job, options, result)) from None
+    except Exception as e:
+        if _interrupted(e):
+            raise KeyboardInterrupt(logs.INTERRUPTED) from None
+        raise
 
 
 def _left_running(job: AuditJob, options: PipelineOptions, result: PipelineResult) -> str:
@@ -1852,6 +1871,9 @@ def run(
         or a number (`pipeline.options.check_flags`).
       RuntimeError: the run did not finish, or finished without accounting for
         every input.
+      KeyboardInterrupt: a Ctrl-C (a notebook's interrupt) stopped it: before
+        --output was claimed, nothing was written; while it ran, the rows of every
+        batch it finished are kept for a --resume, as the message says.
     """
     logs.drop_beam_memory_warning()
     job, options, result = _start(argv, save_main_session)

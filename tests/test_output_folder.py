@@ -205,6 +205,36 @@ def test_a_stop_while_running_says_how_to_go_on_and_a_resume_completes_the_run(
     assert rows.image_id.is_unique and len(rows) == 80 and list(errors.image_id) == ["broken.png"]
 
 
+def test_a_ctrl_c_while_a_run_from_python_runs_is_a_keyboard_interrupt(
+    image_folder, linear_keras, tmp_path, monkeypatch
+):
+    """A notebook's interrupt (SIGINT) lands in the DoFn the in-process DirectRunner
+    runs: Beam re-raised it as RuntimeError('KeyboardInterrupt [while running ...]'),
+    which an `except KeyboardInterrupt` of the notebook's did not catch."""
+    import transforms.attribution as attribution
+
+    real, calls = attribution.attribute_batch, []
+
+    def ctrl_c_at_the_second_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    out = tmp_path / "out"
+    flags = [*job_flags(image_folder, linear_keras, out), "--batch_size", "1"]
+    monkeypatch.setattr(attribution, "attribute_batch", ctrl_c_at_the_second_batch)
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        run(flags, save_main_session=False)
+    assert str(interrupted.value) == "interrupted; rerun with --resume to continue."
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    monkeypatch.undo()
+    assert not (out / ".lock").exists()
+    resumed = run([*flags, "--resume"], save_main_session=False)
+    assert resumed["counts"]["skipped_done_before"] >= 1
+    assert sorted(pd.read_parquet(out / "results").image_id) == sorted(image_folder["pixels"])
+
+
 @pytest.mark.parametrize("stop, status, said", _STOPS)
 def test_a_stop_before_the_run_started_says_nothing_was_written(
     stop, status, said, folder, linear_keras, tmp_path, jobs
