@@ -354,6 +354,25 @@ def test_run_by_the_command_line_is_quiet_and_shows_progress(image_folder, linea
     assert f'{sys.executable} -c "import pandas' in done.stdout
 
 
+def test_a_run_from_python_is_quiet_and_leaves_no_log_level_to_later_processes(
+    image_folder, linear_keras, tmp_path
+):
+    """A notebook's `run(...)` kept TF_CPP_MIN_LOG_LEVEL=3 in its process: every process
+    it started later (a training script) inherited it, TensorFlow's errors hidden."""
+    args = cli_args(dataset=image_folder["root"], model=linear_keras, output=tmp_path / "out")
+    code = (
+        "import os\n"
+        "from pipeline import run\n"
+        f"run({[*args, '--steps', '2']!r})\n"
+        "print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'))\n"
+    )
+    done = _python(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["None"]
+    for noise in ("cuInit", "cudart_stub", "absl::InitializeLog", "cpu_feature_guard"):
+        assert noise not in done.stderr, done.stderr
+
+
 def test_a_reader_that_stops_reading_stdout_fails_neither_help_nor_a_finished_run(
     image_folder, linear_keras, tmp_path
 ):

@@ -45,6 +45,22 @@ def _stderr_to_devnull() -> Iterator[None]:
         os.close(saved)
 
 
+@contextlib.contextmanager
+def _quiet_while_importing(verbose: bool) -> Iterator[None]:
+    """`quiet_environment` while TensorFlow loads (its C++ log level is read then),
+    left unset after in a process that did not set it: a notebook that called
+    `pipeline.run` kept TF_CPP_MIN_LOG_LEVEL=3, which hid TensorFlow's errors in
+    every process it started later. The command line sets it for its whole process
+    (`pipeline.__main__`), so that worker processes inherit it."""
+    had = "TF_CPP_MIN_LOG_LEVEL" in os.environ
+    quiet_environment(verbose)
+    try:
+        yield
+    finally:
+        if not had:
+            os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
+
+
 def import_tensorflow(verbose: bool) -> None:
     """Imports TensorFlow once; unless `verbose`, without its start-up lines.
 
@@ -54,10 +70,10 @@ def import_tensorflow(verbose: bool) -> None:
     """
     if "tensorflow" in sys.modules:
         return
-    quiet_environment(verbose)
-    if verbose:
-        import tensorflow  # noqa: PLC0415
+    with _quiet_while_importing(verbose):
+        if verbose:
+            import tensorflow  # noqa: PLC0415
 
-        return
-    with _stderr_to_devnull():
-        import tensorflow  # noqa: F401, PLC0415
+            return
+        with _stderr_to_devnull():
+            import tensorflow  # noqa: F401, PLC0415
