@@ -224,10 +224,15 @@ def test_a_ctrl_c_while_a_run_from_python_runs_is_a_keyboard_interrupt(
     out = tmp_path / "out"
     flags = [*job_flags(image_folder, linear_keras, out), "--batch_size", "1"]
     monkeypatch.setattr(attribution, "attribute_batch", ctrl_c_at_the_second_batch)
-    with pytest.raises(KeyboardInterrupt) as interrupted:
-        run(flags, save_main_session=False)
+    # As in a notebook: tests run as a background job start with SIGINT ignored.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt) as interrupted:
+            run(flags, save_main_session=False)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert str(interrupted.value) == "interrupted; rerun with --resume to continue."
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     monkeypatch.undo()
     assert not (out / ".lock").exists()
     resumed = run([*flags, "--resume"], save_main_session=False)
