@@ -323,7 +323,11 @@ def test_a_stop_ends_a_multi_process_run_and_its_workers_without_their_traceback
     assert code == status, "".join(log)[-3000:]
     text = "".join(log)
     assert [line for line in log if line.startswith("error:")] == [error], text[-3000:]
-    assert "Traceback" not in text and "ERROR" not in text, text[-3000:]
+    # Beam's and the workers' records, not TensorFlow's native start-up lines, which the
+    # tests' TF_CPP_MIN_LOG_LEVEL 2 shows ("E0000 ... failed call to cuInit" where
+    # a machine has no GPU driver).
+    python = "".join(line for line in log if not re.match(r"[EWIF]\d{4} ", line))
+    assert "Traceback" not in python and "ERROR" not in python, text[-3000:]
     deadline = time.monotonic() + 60  # the launcher stopped them; they may still be exiting
     while [w for w in workers if _running(w)] and time.monotonic() < deadline:
         time.sleep(0.1)
