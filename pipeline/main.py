@@ -18,10 +18,12 @@ import logging
 import os
 import platform
 import re
+import signal
 import site
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -1635,9 +1637,33 @@ def _workers_apart_from_ctrl_c(options: PipelineOptions) -> Iterator[None]:
     before = local_job_service.subprocess
     local_job_service.subprocess = _SubprocessInOwnSession()
     try:
-        yield
+        with _one_ctrl_c_while_workers_stop():
+            yield
     finally:
         local_job_service.subprocess = before
+
+
+@contextlib.contextmanager
+def _one_ctrl_c_while_workers_stop() -> Iterator[None]:
+    """A Ctrl-C stops the run once; later ones are ignored while Beam stops the worker
+    processes (a few seconds). A second Ctrl-C cut that short: a worker went on, its
+    thread unjoined, and the launcher hung at exit (SIGINT ignored by then) until
+    killed. Left as it is where SIGINT is not Python's KeyboardInterrupt (a notebook's
+    own handler, an ignored SIGINT) or cannot be set (outside the main thread)."""
+    in_main = threading.current_thread() is threading.main_thread()
+    if not in_main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+
+    def once(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, once)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _progress(job: AuditJob, kind: str) -> ReportProgress:

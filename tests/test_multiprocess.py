@@ -250,8 +250,12 @@ def _stop_when_a_worker_progresses(
         if "progress (this worker)" in line:
             stop(job)
             break
-    log += job.stderr.readlines()
-    return command, job.wait(timeout=300), log
+    try:  # before reading the rest: a launcher that hangs holds its stderr open
+        status = job.wait(timeout=300)
+    except subprocess.TimeoutExpired:
+        job.kill()  # its workers end with it (their control connection closes)
+        raise
+    return command, status, log + job.stderr.readlines()
 
 
 def test_a_killed_worker_process_fails_the_run_in_one_line_and_resume_completes_it(
@@ -292,11 +296,23 @@ def _ctrl_c_at_a_terminal(job) -> None:
     os.killpg(job.pid, signal.SIGINT)
 
 
+def _ctrl_c_twice(job) -> None:
+    # The second while the launcher stops its workers (a few seconds): it cut that
+    # short, a worker went on and the launcher hung at exit until killed.
+    _ctrl_c_at_a_terminal(job)
+    time.sleep(1)
+    _ctrl_c_at_a_terminal(job)
+
+
+_INTERRUPTED = "error: interrupted; rerun with --resume to continue.\n"
+
+
 @pytest.mark.parametrize(
     "stop, status, error",
     [
         (_sigterm, 143, "error: stopped by SIGTERM; rerun with --resume to continue.\n"),
-        (_ctrl_c_at_a_terminal, 130, "error: interrupted; rerun with --resume to continue.\n"),
+        (_ctrl_c_at_a_terminal, 130, _INTERRUPTED),
+        (_ctrl_c_twice, 130, _INTERRUPTED),
     ],
 )
 def test_a_stop_ends_a_multi_process_run_and_its_workers_without_their_tracebacks(
