@@ -57,6 +57,7 @@ from transforms.manifest import (
     estimate_bound,
     missing_run_message,
     shows_targets,
+    unfinished_status,
 )
 from transforms.wording import count, infinite, percent
 
@@ -522,7 +523,7 @@ def run_state(manifest: Mapping[str, Any], rows: int, images: int | None = None)
     result row; 'rows': anything else. `rows`, `images`: the result rows read
     back and their distinct images (None: not checked).
     """
-    if manifest.get("status", "complete") != "complete":
+    if unfinished_status(manifest) is not None:
         return "unfinished"
     if not (manifest.get("counts") or {}).get("inputs"):
         return "no-inputs"

@@ -44,7 +44,7 @@ from transforms.batch import baselines_and_scores, integrate_rows
 from transforms.config import AttributionConfig
 from transforms.errors import error_reason
 from transforms.faithfulness import pixel_scores
-from transforms.manifest import missing_run_message
+from transforms.manifest import missing_run_message, unfinished_status
 from transforms.quiet import import_tensorflow
 from transforms.sinks import write_json
 from transforms.tf_model import Classifier, ModelReference, ModelSpec, model_identity
@@ -441,8 +441,8 @@ def run(
 def _check_finished(output: str, manifest: dict[str, Any]) -> None:
     """Refuses a run that has not finished (the check reads a finished run's rows): its
     rows are checkpointed in .tmp/ until it ends, and results/ holds none of them yet."""
-    status = manifest.get("status", "complete")
-    if status != "complete":
+    status = unfinished_status(manifest)
+    if status is not None:
         raise ValueError(
             f"{output!r} holds a run that has not finished (its manifest says {status!r}: "
             "still running, or killed), whose rows are not in its results/ yet; run the "

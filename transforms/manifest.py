@@ -23,6 +23,7 @@ __all__ = [
     "is_run",
     "read_manifest",
     "shows_targets",
+    "unfinished_status",
 ]
 
 #: The manifest's name in a run's --output folder.
@@ -92,6 +93,14 @@ def faithfulness_pixels(config: dict[str, Any]) -> str:
     """The pixels a run's deletion and insertion ranked, from its manifest's "config":
     a version before `FAITHFULNESS_PIXELS` ranked all, the padding too."""
     return config.get("faithfulness_pixels", "all")
+
+
+def unfinished_status(manifest: dict[str, Any]) -> str | None:
+    """A run's manifest status when the run has not finished ("running": still going or
+    killed; "replacing": an --overwrite deleting it), else None; a manifest written
+    before runs recorded a status is of a finished run."""
+    status = manifest.get("status", "complete")
+    return None if status == "complete" else status
 
 
 def shows_targets(config: dict[str, Any]) -> bool:

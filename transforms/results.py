@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from transforms import baselines as baselines_lib
 from transforms import datasource, files, images
-from transforms.manifest import MANIFEST_FILE, read_manifest
+from transforms.manifest import MANIFEST_FILE, read_manifest, unfinished_status
 from transforms.schema import ERROR_SCHEMA, METADATA_COLUMNS, results_schema
 
 __all__ = [
@@ -316,10 +316,10 @@ def _warn_if_unfinished(output: str) -> None:
     """A warning when `output`'s manifest says its run has not finished: its rows are
     checkpointed in .tmp until it ends, so results/ reads as an empty or partial run."""
     try:
-        status = read_manifest(output).get("status", "complete")
+        status = unfinished_status(read_manifest(output))
     except (OSError, ValueError, AttributeError):
         return  # no manifest, or not one of this job: `_dataset` decides
-    if status == "complete":
+    if status is None:
         return
     if status == "replacing":  # an --overwrite deleting the run it replaces
         state = (
