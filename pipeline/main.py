@@ -381,8 +381,9 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> list[str]:
-    """Each setting of `job` that differs from the earlier run's manifest, as flag (was/now)."""
+def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> dict[str, str]:
+    """Each setting of `job` that differs from the earlier run's manifest: its flag (or
+    what names it, `_CONFIG_FLAGS`), and it as flag (was/now)."""
     now = _jsonable(job.manifest_base())
     before_dataset = previous.get("dataset")
     if _one_local_folder(before_dataset, now["dataset"]):
@@ -415,7 +416,7 @@ def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> list[str]:
         if before != current and flag not in differing:
             shown = (v if flag == "class names" else repr(v) for v in (before, current))
             differing[flag] = "{} (earlier run: {}, this run: {})".format(flag, *shown)
-    return list(differing.values())
+    return differing
 
 
 def _one_local_folder(before: Any, now: Any) -> bool:
@@ -519,15 +520,13 @@ def _resume_state(job: AuditJob) -> tuple[frozenset[str], str]:
     mismatches = _resume_mismatches(previous, job)
     if mismatches:
         # No flag makes this version rank pixels as an earlier one did.
-        version = _CONFIG_FLAGS["faithfulness_pixels"]
         fix = (
             "This version of the job cannot continue it: start over with --overwrite."
-            if all(m.startswith(version) for m in mismatches)
+            if set(mismatches) == {_CONFIG_FLAGS["faithfulness_pixels"]}
             else "Resume with the same flags, or start over with --overwrite."
         )
-        raise ConfigError(
-            f"--resume: the earlier run in {output!r} differs in {'; '.join(mismatches)}. {fix}"
-        )
+        said = "; ".join(mismatches.values())
+        raise ConfigError(f"--resume: the earlier run in {output!r} differs in {said}. {fix}")
     done = _done_ids(output)
     _check_id_scheme(previous, done, output)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")
