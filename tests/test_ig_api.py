@@ -286,3 +286,19 @@ def test_adaptive_steps_below_one_panel_are_refused_not_run_past_max_steps(metho
         baseline_scores=np.zeros((1, 1)),
     )
     assert result.evaluations[0] <= panel
+
+
+@pytest.mark.parametrize("path_batch_size", [1, 1000])
+def test_a_path_non_finite_at_one_point_is_flagged_whatever_its_other_points(path_batch_size):
+    # NaN gradients before the path's middle only: in one call with the finite
+    # points after it (1000 per call), the path's later points must not unflag it.
+    def nan_first_half(inputs, baselines, alphas, targets):
+        scores, grads = score_grad_fn(inputs, baselines, alphas, targets)
+        grads[alphas < 0.5] = np.nan
+        return scores, grads
+
+    x = uniform(2, seed=4)
+    base = np.zeros((2, 1, *SHAPE), np.float32)
+    kwargs = dict(path_batch_size=path_batch_size)
+    result = integrate(nan_first_half, x, base, [0, 1], [1, 2], "riemann_trapezoid", 9, **kwargs)
+    assert result.finite.tolist() == [False, False]
