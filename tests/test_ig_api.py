@@ -302,3 +302,14 @@ def test_a_path_non_finite_at_one_point_is_flagged_whatever_its_other_points(pat
     kwargs = dict(path_batch_size=path_batch_size)
     result = integrate(nan_first_half, x, base, [0, 1], [1, 2], "riemann_trapezoid", 9, **kwargs)
     assert result.finite.tolist() == [False, False]
+
+
+def test_a_non_finite_score_flags_its_row_though_its_gradients_are_finite():
+    def nan_score(inputs, baselines, alphas, targets):
+        scores, grads = score_grad_fn(inputs, baselines, alphas, targets)
+        return np.where(targets == 2, np.nan, scores), grads
+
+    x = uniform(2, seed=4)
+    base = np.zeros((2, 1, *SHAPE), np.float32)
+    result = integrate(nan_score, x, base, [0, 1], [1, 2], "riemann_trapezoid", 5)
+    assert result.finite.tolist() == [True, False]
