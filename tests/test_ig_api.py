@@ -313,3 +313,36 @@ def test_a_non_finite_score_flags_its_row_though_its_gradients_are_finite():
     base = np.zeros((2, 1, *SHAPE), np.float32)
     result = integrate(nan_score, x, base, [0, 1], [1, 2], "riemann_trapezoid", 5)
     assert result.finite.tolist() == [True, False]
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 1e-3])
+@pytest.mark.parametrize("first", ["black", "x"])
+def test_the_path_curve_is_the_first_baselines(first, tolerance):
+    # IGResult: path_alphas / path_scores are of the first baseline's path. From
+    # black, F = sum x^3 rises as a^3 (and adaptive mode refines it); from x itself,
+    # the path has length 0: F is F(x) all along, at the 4 initial nodes only.
+    x = uniform(1, 0.2, 1.0, seed=7)
+    f = analytic(x[0].astype(np.float64), 1)[0]
+    bases, f_bases = [np.zeros_like(x), x], [0.0, f]
+    if first == "x":
+        bases, f_bases = bases[::-1], f_bases[::-1]
+    scores = {"target_scores": np.array([f]), "baseline_scores": np.array([f_bases])}
+    result = integrate(
+        score_grad_fn,
+        x,
+        np.stack(bases, axis=1),
+        [0],
+        [1],
+        "riemann_trapezoid",
+        4,
+        tolerance=tolerance,
+        **(scores if tolerance else {}),
+    )
+    alphas, curve = result.path_alphas[0], result.path_scores[0]
+    assert alphas[0] == 0.0 and alphas[-1] == 1.0 and len(curve) == len(alphas)
+    if first == "black":
+        np.testing.assert_allclose(curve, f * alphas**3, rtol=1e-5, atol=1e-6)
+        assert len(alphas) > 4 or not tolerance
+    else:
+        np.testing.assert_allclose(curve, f, rtol=1e-5)
+        assert len(alphas) == 4
