@@ -190,6 +190,29 @@ def test_error_estimate_is_within_a_factor_two_where_nodes_do_not_resolve_the_ki
     assert 0.7 <= result.error[0] / true <= 1.5
 
 
+def test_rows_refined_on_a_rough_integrand_stop_with_the_error_they_report_within():
+    # Refinement stops on the row's estimate with each path's own kappa, the one
+    # the result reports: with the random walk's kappa it stopped after 49
+    # evaluations at a reported 0.107 (true 0.120) for a tolerance of 0.05.
+    x = np.ones((1, *WAVES_SHAPE), np.float32)
+    exact = LEVELS + (_triangle(FREQUENCIES + PHASES) - _triangle(PHASES)) / FREQUENCIES
+    result = integrate(
+        square_waves_fn,
+        x,
+        np.zeros((1, 1, *WAVES_SHAPE), np.float32),
+        [0],
+        [0],
+        "riemann_trapezoid",
+        25,
+        tolerance=0.05,
+        max_steps=1024,
+        target_scores=np.array([exact.sum()]),
+        baseline_scores=np.zeros((1, 1)),
+    )
+    assert result.evaluations[0] < 1024  # stopped by the tolerance, not the cap
+    assert result.error[0] <= 0.05
+
+
 @pytest.mark.parametrize("method", ["riemann_trapezoid", "gausslegendre"])
 def test_fixed_error_estimates_do_not_depend_on_path_batch_size(method):
     # The roughness is read from pairs of neighbouring gaps, pairs that span model
