@@ -494,6 +494,38 @@ def test_trapezoid_panels_are_split_in_three_where_the_plan_says_three():
     assert all(ig.panel_rule(m).parts == (2,) for m in ig.METHODS if m != "riemann_trapezoid")
 
 
+def test_a_round_cuts_each_path_at_most_eight_times():
+    # docs/accuracy.md: at most 8 cuts per path and round, the cheapest plan first.
+    # A trapezoid cut costs one node, so each round's model call takes at most 8
+    # points of the one row (9 where a three-way cut starts at the 8th cut).
+    calls = []
+
+    def counted(inputs, baselines, alphas, targets):
+        calls.append(len(alphas))
+        return kinks_fn(inputs, baselines, alphas, targets)
+
+    x = np.random.default_rng(7).uniform(0.5, 1.0, size=(1, *SHAPE)).astype(np.float32)
+    exact = np.clip(40 * x - OFFSETS, 0, 1)
+    result = integrate(
+        counted,
+        x,
+        np.zeros((1, 1, *SHAPE), np.float32),
+        [0],
+        [2],
+        "riemann_trapezoid",
+        9,
+        tolerance=1e-3,
+        max_steps=4096,
+        path_batch_size=1000,
+        memory_budget=1 << 40,
+        target_scores=exact.reshape(1, -1).sum(1),
+        baseline_scores=np.zeros((1, 1)),
+    )
+    assert calls[0] == 9 and sum(calls) == result.evaluations[0]  # one call per round
+    assert max(calls[1:]) <= engine._MAX_SPLITS_PER_ROUND + 1
+    assert calls.count(engine._MAX_SPLITS_PER_ROUND) > 10  # the cap binds: more were wanted
+
+
 def test_rows_that_reach_the_cap_stop_there_and_say_so():
     _, result = kinks_case(tolerance=1e-6, max_steps=40)
     assert np.all(result.evaluations <= 40) and np.all(result.evaluations > 20)
