@@ -1,6 +1,8 @@
 """The adaptive engine: refinement where the map still moves, and its per-pixel
 error estimate against exact IG (kinks enumerated, closed forms)."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -617,6 +619,25 @@ def test_bisection_reuses_every_node_of_nested_panels(method):
     assert counted.evaluations.tolist() == [len(a) for a in counted.path_alphas]
     assert counted.steps.tolist() == counted.evaluations.tolist()
     np.testing.assert_array_equal(result.attributions, again.attributions)
+
+
+def test_a_memory_budget_keeps_the_vectors_of_the_panels_with_the_largest_spreads():
+    # Panels whose spread is largest are the ones refinement splits next: their
+    # node vectors are kept, the others' dropped (their sums stay). Dropping the
+    # largest instead cost the next test's small-budget runs 21-28 % more evaluations.
+    spreads = [5.0, 1.0, 9.0, 0.5, 7.0]
+    panels = [
+        engine._Panel(0.2 * i, 0.2 * (i + 1), (0.2 * i, 0.2 * (i + 1)), 0.0, s)
+        for i, s in enumerate(spreads)
+    ]
+    nodes = {x for q in panels for x in q.nodes}
+    run = SimpleNamespace(
+        panels=[panels], active_panels=2, vectors_at=[{x: np.zeros(1) for x in nodes}]
+    )
+    engine.Adaptive._fold(run, 0, keep={0.0})
+    assert [q.active for q in panels] == [False, False, True, False, True]
+    kept = {0.0, panels[2].a, panels[2].b, panels[4].a, panels[4].b}
+    assert set(run.vectors_at[0]) == kept
 
 
 @pytest.mark.parametrize("max_steps", [4096, 120])  # 120: the cap binds
