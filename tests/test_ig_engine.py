@@ -480,6 +480,34 @@ def test_split_counts_are_the_fewest_cuts_that_reach_the_target():
         assert (shares / plan**2).sum() <= target and (plan - 1).sum() == fewest
 
 
+def choose(spread2, tolerance, size, parts=(2,)):
+    """`Adaptive._choose` of one path whose panels have shares `spread2` (kappa 1,
+    no coherence), tolerance and ||A|| `size`: [(panel index, parts)]."""
+    panels = [engine._Panel(i, i + 1, (i, i + 1), 0.0, s) for i, s in enumerate(spread2)]
+    spreads = np.zeros(len(spread2))
+    spreads[0] = np.sqrt(sum(spread2))  # ||D||^2 = the sum of the shares
+    run = SimpleNamespace(
+        panels=[panels],
+        spreads=[spreads],
+        tolerance=tolerance,
+        estimate=lambda p: (np.inf, 0.0, size, 1.0),
+        _squares=lambda p: np.ones(len(spread2)),
+        error_map=lambda a: a,
+        _budget=lambda p: 100,
+        rule=SimpleNamespace(parts=parts),
+    )
+    return [(panels.index(q), m) for q, m in engine.Adaptive._choose(run, 0)]
+
+
+def test_a_round_splits_as_many_panels_as_the_error_model_says_reach_the_target():
+    # Shares 1 and 1, target 1.1: bisecting one leaves 1/4 + 1 = 1.25, both 0.5.
+    assert choose([1.0, 1.0], 1.0, np.sqrt(1.1)) == [(0, 2), (1, 2)]
+    # Shares 1 and 3, target 3.3: bisecting the larger (3/4 + 1) is enough.
+    assert choose([1.0, 3.0], 1.0, np.sqrt(3.3)) == [(1, 2)]
+    # Trapezoid panels: shares 27 and 1, target 4.1: the larger in three (27/9 + 1).
+    assert choose([27.0, 1.0], 1.0, np.sqrt(4.1), parts=(2, 3)) == [(0, 3)]
+
+
 def test_trapezoid_panels_are_split_in_three_where_the_plan_says_three():
     # A node at a third of an initial panel (edges ((k / 4)^2) for steps 5)
     # comes from a three-way split: bisections give dyadic positions only.
