@@ -283,6 +283,24 @@ def test_handler_quadratic_model_known_answer(quadratic_saved_model, quadratic_w
         assert row["relative_delta"] < 1e-4 and row["within_tolerance"]
 
 
+def test_the_softmax_score_attributes_the_probability_from_its_baseline(
+    quadratic_saved_model, quadratic_weights
+):
+    # --score softmax: the map, target_score and baseline_score are all of the
+    # target's probability, so that completeness holds against them.
+    spec = resolve_model(quadratic_saved_model)
+    examples = _examples(1)
+    config = AttributionConfig(steps=9, score="softmax", faithfulness="none")
+    (row,) = _run_handler(spec, config, examples)[0].rows
+    image = examples[0].image.astype(np.float64)
+    logits = (image**2).reshape(1, -1) @ quadratic_weights[:, :1000]  # the model's 1000
+    probs = tf_model.softmax(np.vstack([logits, np.zeros_like(logits)]))
+    target = row["target_class"]
+    assert row["target_score"] == pytest.approx(probs[0, target], rel=1e-4)
+    assert row["baseline_score"] == pytest.approx(probs[1, target], rel=1e-4)
+    assert row["relative_delta"] <= config.completeness_tolerance and row["within_tolerance"]
+
+
 def test_a_constant_baseline_is_forwarded_once_per_batch(quadratic_saved_model, monkeypatch):
     spec = resolve_model(quadratic_saved_model)
     examples = _examples(3)
