@@ -649,6 +649,29 @@ def test_bisection_reuses_every_node_of_nested_panels(method):
     np.testing.assert_array_equal(result.attributions, again.attributions)
 
 
+@pytest.mark.parametrize("method", ["gausslobatto", "riemann_left", "riemann_right"])
+def test_deep_bisection_finds_a_halfs_nodes_among_its_parents(method):
+    # A half's middle is a node of its parent (at a quarter of it) on these
+    # rules. Computed from the parent's edges it came out one ulp away, so deep
+    # meshes evaluated it twice: 38 of Gauss-Lobatto's 583 evaluations here, each
+    # also counted against --max_steps.
+    seen = []
+    _, result = kinks_case(
+        method,
+        fn=recording(kinks_fn, seen),
+        steps=41,
+        tolerance=0.003,
+        max_steps=4096,
+        memory_budget=1 << 40,
+    )
+    rows = sorted({pixel for pixel, _ in seen}, key=[pixel for pixel, _ in seen].index)
+    for path, row in enumerate(rows):  # recording() tells a row by its first pixel
+        alphas = np.sort([a for pixel, a in seen if pixel == row])
+        assert len(alphas) == result.evaluations[path] > 300
+        gaps = np.diff(alphas)
+        assert (gaps > 1e-12).all(), alphas[1:][gaps <= 1e-12][:3]
+
+
 def test_a_memory_budget_keeps_the_vectors_of_the_panels_with_the_largest_spreads():
     # Panels whose spread is largest are the ones refinement splits next: their
     # node vectors are kept, the others' dropped (their sums stay). Dropping the

@@ -393,9 +393,25 @@ class Adaptive:
 
     def _nodes(self, a: float, b: float) -> tuple[float, ...]:
         # Exact ends, and inner nodes computed the same way for a panel and its
-        # halves, so that a shared node is found again.
+        # halves, so that a shared node is found again: a rule on two halves
+        # places each half's nodes from that half's edges, its middle computed as
+        # `_plan` splits the panel there.
         t = self.rule.nodes.tolist()
-        return tuple(a if x == 0.0 else b if x == 1.0 else a + (b - a) * x for x in t)
+        if not self.rule.halves:
+            return tuple(a if x == 0.0 else b if x == 1.0 else a + (b - a) * x for x in t)
+        m = a + (b - a) * 0.5
+        return tuple(
+            a
+            if x == 0.0
+            else b
+            if x == 1.0
+            else m
+            if x == 0.5
+            else a + (m - a) * (2.0 * x)
+            if x < 0.5
+            else m + (b - m) * (2.0 * x - 1.0)
+            for x in t
+        )
 
     def _sum(self, path: int, q: _Panel, weights: np.ndarray) -> np.ndarray:
         vectors = self.vectors_at[path]

@@ -362,6 +362,9 @@ class PanelRule:
       least_kappa: the kappa a smooth trend needs (`trend_kappa`); no panel's
         kappa is below it. 0 but for left and right rules, whose error on a
         trend is first order: there `kappa` is this, the larger.
+      halves: whether the nodes are a rule's on the panel's two halves, so that
+        the engine places them from the halves' edges, as a split does: a
+        half's own middle is then the same float as its parent's quarter node.
     """
 
     nodes: np.ndarray
@@ -372,6 +375,7 @@ class PanelRule:
     signed: bool = False
     parts: tuple[int, ...] = (2,)
     least_kappa: float = 0.0
+    halves: bool = False
 
 
 def _on_two_halves(t: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -404,4 +408,5 @@ def panel_rule(method: str) -> PanelRule:
     least = trend_kappa(nodes, weights, spread)
     kappa = max(brownian_kappa(nodes, weights, linear), least)
     edges = bool(nodes[0] == 0.0 and nodes[-1] == 1.0)
-    return PanelRule(nodes, weights, spread, kappa, edges, least_kappa=least)
+    halves = method not in _THREE_PART_PANELS
+    return PanelRule(nodes, weights, spread, kappa, edges, least_kappa=least, halves=halves)
