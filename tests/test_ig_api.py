@@ -1,6 +1,8 @@
 """The public IG entry point on analytic functions: completeness, path
 batching, several baselines, non-finite rows, settings."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -302,6 +304,36 @@ def test_a_path_non_finite_at_one_point_is_flagged_whatever_its_other_points(pat
     kwargs = dict(path_batch_size=path_batch_size)
     result = integrate(nan_first_half, x, base, [0, 1], [1, 2], "riemann_trapezoid", 9, **kwargs)
     assert result.finite.tolist() == [False, False]
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 0.01])
+def test_infinite_gradients_flag_their_row_without_numpy_warnings(tolerance):
+    # The row is flagged (`finite`); NumPy's "invalid value encountered" warnings
+    # from its sums said nothing more, once per process, in a job's log.
+    def inf_after_middle(inputs, baselines, alphas, targets):
+        scores, grads = score_grad_fn(inputs, baselines, alphas, targets)
+        grads[(alphas > 0.5) & (targets == 1)] = np.inf
+        return scores, grads
+
+    x = uniform(2, seed=9)
+    f = np.array([analytic(x[i].astype(np.float64), t)[0] for i, t in [(0, 1), (1, 2)]])
+    scores = dict(target_scores=f, baseline_scores=np.zeros((2, 1)))
+    base = np.zeros((2, 1, *SHAPE), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = integrate(
+            inf_after_middle,
+            x,
+            base,
+            [0, 1],
+            [1, 2],
+            "riemann_trapezoid",
+            9,
+            tolerance=tolerance,
+            **scores,
+        )
+    assert result.finite.tolist() == [False, True]
+    assert np.isnan(result.error[0]) and np.isfinite(result.error[1])
 
 
 def test_a_non_finite_score_flags_its_row_though_its_gradients_are_finite():

@@ -390,18 +390,31 @@ def integrated_gradients(
     _check_shapes(inputs, baselines)
     image_index, targets = _as_rows(image_index, targets, len(inputs))
     paths = Paths(integrand, inputs, baselines, image_index, targets, settings.path_batch_size)
-    if settings.tolerance == 0:
-        fixed = Fixed(paths, settings.method, settings.steps, settings.channel_sum)
-        return _result(fixed, paths, len(image_index))
-    if target_scores is None or baseline_scores is None:
+    if settings.tolerance > 0 and (target_scores is None or baseline_scores is None):
         raise ValueError(
             "tolerance > 0 needs target_scores and baseline_scores: the exact "
             "F(x) - F(x') that completeness is checked against."
         )
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite paths are flagged
+        if settings.tolerance == 0:
+            fixed = Fixed(paths, settings.method, settings.steps, settings.channel_sum)
+            return _result(fixed, paths, len(image_index))
+        return _adaptive_rows(
+            (integrand, inputs, baselines, image_index, targets, settings),
+            paths,
+            target_scores,
+            baseline_scores,
+            score_fn,
+        )
+
+
+def _adaptive_rows(call: tuple, paths: Paths, target_scores, baseline_scores, score_fn):
+    """The adaptive engine on a call's rows, in chunks of rows where they would
+    not fit the memory budget at once."""
+    integrand, _, _, image_index, _, settings = call
     _check_scores(target_scores, baseline_scores, len(image_index), paths.num_baselines)
     chunks = _row_chunks(settings, paths, len(image_index))
     if len(chunks) > 1:
-        call = (integrand, inputs, baselines, image_index, targets, settings)
         return _concat(
             [_rows_of(call, rows, target_scores, baseline_scores, score_fn) for rows in chunks]
         )
