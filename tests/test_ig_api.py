@@ -38,6 +38,48 @@ def test_an_input_equal_to_its_baseline_is_complete_despite_float32_score_noise(
     assert rel[2] > 1e5  # a sum where no score difference resolves stays flagged
 
 
+@pytest.mark.parametrize("method", ["riemann_trapezoid", "gausslegendre"])
+def test_refinement_reads_completeness_within_the_scores_rounding_as_completeness_does(method):
+    # One value of the input a float32 ulp from its baseline, whose scores come out
+    # equal, as a model's can: the map sums to about 1e-7 against a difference of
+    # 0. `completeness` reads that as 0 (both within the scores' rounding); the
+    # engine read it as an infinite delta and refined the row to --max_steps.
+    base = uniform(1, 0.2, 1.0, seed=5)
+    x = base.copy()
+    x.flat[0] = np.nextafter(x.flat[0], np.float32(2))
+    f = analytic(base[0].astype(np.float64), 1)[0]
+    scores = dict(target_scores=np.array([f]), baseline_scores=np.array([[f]]))
+    result = integrate(
+        score_grad_fn, x, base[:, None], [0], [1], method, 24, tolerance=0.01, **scores
+    )
+    delta, relative = ig.completeness(result.attributions.sum(), f, f)
+    assert 0 < abs(delta) < ig.api.SCORE_RESOLUTION * abs(f) and relative == 0.0
+    assert result.evaluations.tolist() == [24]
+
+
+def test_a_completeness_delta_within_the_scores_rounding_is_flagged_not_refined():
+    # A short path (F(x) - F(x') = 1e-4 on scores of 5) whose F(x) the model gave
+    # 5e-6 off, within its float32 rounding (about 1e-5 here): the map is accurate,
+    # its sum 5 % off that F(x) - F(x'). No refinement can reduce a delta of the
+    # scores' rounding: the row is flagged at the initial nodes, not refined to
+    # --max_steps (256 evaluations).
+    def off_at_x(inputs, baselines, alphas, targets):
+        scores, grads = score_grad_fn(inputs, baselines, alphas, targets)
+        return np.where(alphas == 1.0, scores + 5e-6, scores), grads
+
+    base = uniform(1, 0.5, 0.7, seed=5)
+    x = (base * np.float32(1 + 7e-6)).astype(np.float32)
+    f0, f1 = (analytic(a[0].astype(np.float64), 1)[0] for a in (base, x))
+    assert 5e-5 < f1 - f0 < 2e-4 and 5e-6 < ig.api.SCORE_RESOLUTION * f1
+    scores = dict(target_scores=np.array([f1 + 5e-6]), baseline_scores=np.array([[f0]]))
+    result = integrate(
+        off_at_x, x, base[:, None], [0], [1], "riemann_trapezoid", 24, tolerance=0.01, **scores
+    )
+    _, relative = ig.completeness(result.attributions.sum(), f1 + 5e-6, f0)
+    assert relative[()] > 0.01 and result.error[0] < 0.01
+    assert result.evaluations.tolist() == [24]
+
+
 @pytest.mark.parametrize("method", ig.METHODS)
 def test_results_do_not_depend_on_path_batch_size(method):
     x = uniform(3, seed=2)

@@ -10,7 +10,14 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from transforms.ig import rules
-from transforms.ig.engine import Adaptive, Fixed, Paths, least_path_bytes
+from transforms.ig.engine import (
+    SCORE_RESOLUTION,
+    Adaptive,
+    Fixed,
+    Paths,
+    least_path_bytes,
+    relative_delta,
+)
 
 __all__ = [
     "DEFAULT_MAX_STEPS",
@@ -27,9 +34,6 @@ __all__ = [
     "integrated_gradients",
 ]
 
-#: A score's relative float32 rounding across model calls (batch shapes change
-#: the kernels): score differences within it of the scores are not resolved.
-SCORE_RESOLUTION = 16 * float(np.finfo(np.float32).eps)
 
 ScoreGradFn = Callable[
     [np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]
@@ -253,12 +257,8 @@ def completeness(
     baseline_score = np.asarray(baseline_score, np.float64)
     difference = target_score - baseline_score
     delta = attribution_sum - difference
-    with np.errstate(divide="ignore", invalid="ignore"):
-        relative = np.abs(delta) / np.abs(difference)
-    rounding = SCORE_RESOLUTION * np.maximum(np.abs(target_score), np.abs(baseline_score))
-    unresolved = (np.abs(delta) <= rounding) & (np.abs(difference) <= rounding)
-    relative = np.where((delta == 0.0) | unresolved, 0.0, relative)
-    return delta, relative
+    scale = np.maximum(np.abs(target_score), np.abs(baseline_score))
+    return delta, relative_delta(delta, difference, scale)
 
 
 def _check_shapes(inputs: np.ndarray, baselines: np.ndarray) -> None:

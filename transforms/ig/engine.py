@@ -20,7 +20,19 @@ import numpy as np
 
 from transforms.ig import rules
 
-__all__ = ["Adaptive", "Fixed", "Paths", "even_parts", "least_path_bytes"]
+__all__ = [
+    "SCORE_RESOLUTION",
+    "Adaptive",
+    "Fixed",
+    "Paths",
+    "even_parts",
+    "least_path_bytes",
+    "relative_delta",
+]
+
+#: A score's relative float32 rounding across model calls (batch shapes change
+#: the kernels): score differences within it of the scores are not resolved.
+SCORE_RESOLUTION = 16 * float(np.finfo(np.float32).eps)
 
 # Nodes of a path whose vectors are kept so that their panels can still be
 # refined: as many panels per path as fit the memory budget, at least 8. A
@@ -180,6 +192,20 @@ def fixed_kappas(alphas, weights, spread, pairs) -> np.ndarray:
         for ell in lengths
     ]
     return np.maximum(np.array(kappas, dtype=np.float64), least)
+
+
+def relative_delta(delta, difference, scale) -> np.ndarray:
+    """|delta| / |difference|, elementwise: the relative completeness delta, as the
+    results report it and refinement reads it. 0 where delta is 0, and where delta
+    and difference are both within the float32 rounding of scores of size `scale`
+    (`SCORE_RESOLUTION` of the larger |score|), whose ratio means nothing; inf
+    for a larger delta against a zero difference."""
+    delta, difference = np.abs(delta), np.abs(difference)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        relative = delta / difference
+    rounding = SCORE_RESOLUTION * np.abs(scale)
+    unresolved = (delta <= rounding) & (difference <= rounding)
+    return np.where((delta == 0.0) | unresolved, 0.0, relative)
 
 
 def neighbour_pairs(nodes: list[tuple[float, np.ndarray]]) -> np.ndarray:
@@ -348,7 +374,7 @@ class Adaptive:
         self.max_steps = settings.max_steps
         self.error_map = functools.partial(error_map, channel_sum=settings.channel_sum)
         self.score_fn = score_fn
-        self.difference = f_end - f_start
+        self.f_start, self.f_end, self.difference = f_start, f_end, f_end - f_start
         n, shape = paths.count, paths.shape
         self.attributions = np.zeros((n, *shape), dtype=np.float64)
         self.spreads = np.zeros((n, *shape), dtype=np.float64)
@@ -572,7 +598,11 @@ class Adaptive:
         pixel = spread / size if size > 0 else (0.0 if spread == 0 else np.inf)
         delta = abs(sum(q.error for p in row for q in self.panels[p]) / b)
         difference = abs(sum(self.difference[p] for p in row) / b)
-        total = delta / difference if difference > 0 else (0.0 if delta == 0 else np.inf)
+        scale = max(abs(self.f_end[path]), abs(sum(self.f_start[p] for p in row) / b))
+        # A delta within the scores' rounding is not resolved: no refinement can
+        # reduce it, so here it reads 0 (the row's relative_delta is its own).
+        unresolved = delta <= SCORE_RESOLUTION * scale
+        total = 0.0 if unresolved else float(relative_delta(delta, difference, scale))
         return pixel, total, size, difference
 
     def _choose(self, path: int) -> list[tuple[_Panel, int]]:
