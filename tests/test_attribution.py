@@ -321,6 +321,23 @@ def test_a_constant_baseline_is_forwarded_once_per_batch(quadratic_saved_model, 
         np.testing.assert_allclose(row["baseline_score"], expected, rtol=1e-5)
 
 
+def test_a_uniform_image_against_its_blur_has_a_zero_map_without_refinement(
+    quadratic_saved_model,
+):
+    # Square and of one colour, it is its own blur: IG is exactly 0 at --steps evaluations, as for a black
+    # image and --baseline black. The blur missed it by a float32 rounding, and the
+    # row was refined to --max_steps (256 evaluations) on that rounding's map.
+    spec = resolve_model(quadratic_saved_model)
+    image = np.broadcast_to(np.float32([37, 250, 3]) / 255, (SIZE, SIZE, 3)).astype(np.float32)
+    examples = [ImageExample("flat.png", "flat.png", None, image)]
+    (outcome,) = _run_handler(spec, AttributionConfig(baselines=("blur",)), examples)
+    (row,) = outcome.rows
+    assert row["evaluations"] == row["steps"] == 25
+    assert not np.any(row["attributions"])
+    assert row["baseline_score"] == row["target_score"] and row["relative_delta"] == 0
+    assert row["attribution_error"] == 0 and row["within_tolerance"]
+
+
 @pytest.mark.parametrize("method", ["gausslegendre", "riemann_trapezoid"])
 def test_results_do_not_depend_on_image_or_path_batch_size(quadratic_saved_model, method):
     spec = resolve_model(quadratic_saved_model)

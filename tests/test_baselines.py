@@ -27,6 +27,19 @@ def test_blur_keeps_a_constant_image_and_smooths_a_varied_one():
     assert abs(blurred.mean() - image.mean()) < 0.1
 
 
+@pytest.mark.parametrize("side", [16, 224])
+@pytest.mark.parametrize("input_range", [(0.0, 1.0), (0.0, 255.0), (-1.0, 1.0)])
+def test_a_uniform_image_is_exactly_its_own_blur(side, input_range):
+    # A uniform image is its own blur; float32 sums missed most 8-bit colours by a
+    # rounding (x - x' ~ 1e-8), and IG refined that noise up to --max_steps.
+    low, high = input_range
+    colours = np.random.default_rng(0).integers(0, 256, size=(40, 3))
+    for colour in colours.astype(np.float32) / 255:
+        image = np.broadcast_to(low + colour * (high - low), (side, side, 3)).astype(np.float32)
+        (blurred,) = make_baselines(image, ("blur",), input_range, "a")
+        np.testing.assert_array_equal(blurred, image)
+
+
 def test_noise_is_in_range_and_seeded_by_the_image_id_and_the_run_seed():
     image = _image()
     (noise,) = make_baselines(image, ("noise",), RANGE, "a.png", seed=1)
