@@ -770,10 +770,24 @@ def _completeness(chosen: _Selection, config: Mapping[str, Any]) -> dict[str, An
     }
 
 
-def _baseline_count(config: Mapping[str, Any]) -> int:
-    """How many baselines a run's rows average over (a list, or a comma-separated text)."""
+def _baseline_names(config: Mapping[str, Any]) -> list[str]:
+    """The baselines a run's rows average over (a list, or a comma-separated text)."""
     names = config.get("baselines") or ["black"]
-    return len(names.split(",")) if isinstance(names, str) else len(names)
+    return names.split(",") if isinstance(names, str) else list(names)
+
+
+def _baseline_count(config: Mapping[str, Any]) -> int:
+    return len(_baseline_names(config))
+
+
+def _deleted_to(config: Mapping[str, Any]) -> str:
+    """What the deletion check sets pixels to: the first baseline, which is not the
+    map's whole reference when the map averages several."""
+    names = _baseline_names(config)
+    if len(names) == 1:
+        return "the baseline"
+    count = ("two", "three", "four", "five")[len(names) - 2] if len(names) <= 5 else len(names)
+    return f"the {names[0]} baseline, the first of the {count} averaged"
 
 
 def _fact(key: str, value: str, bad: bool = False) -> dict[str, Any]:
@@ -814,7 +828,10 @@ def _error_card(pictures: _Pictures, meta: pd.Series, chosen: _Selection) -> dic
             _num(meta["baseline_score"]),
         ),
         _fact("Σ attributions", _num(meta["attribution_sum"])),
-        _fact("path points", f"{_text(meta['steps'])} ({_text(meta['evaluations'])} gradients)"),
+        _fact(
+            "path points per baseline" if chosen.baselines > 1 else "path points",
+            f"{_text(meta['steps'])} ({_text(meta['evaluations'])} gradients)",
+        ),
         _fact("within tolerance", verdict, flagged),
     ]
     return {"meta": meta.to_dict(), "figures": figures, "facts": facts}
@@ -1118,7 +1135,8 @@ def _sections(
         "completeness": _completeness(chosen, config),
         "accuracy": _accuracy(chosen, pictures, config),
         "worst-completeness": _worst_completeness(chosen, pictures),
-        "faithfulness": _faithfulness(chosen, pictures, examples),
+        "faithfulness": {"deleted_to": _deleted_to(config)}
+        | _faithfulness(chosen, pictures, examples),
         "sanity": read_sanity(output),
         "per-class": _per_class(chosen.per_image, classes),
         "gallery": _gallery(chosen, pictures),

@@ -464,6 +464,27 @@ def test_a_row_card_says_its_baseline_score_is_a_mean_over_several(folder_run):
     assert "F(x′), mean over the baselines 1" in worst and "F(x′), baseline" not in worst
 
 
+def test_with_several_baselines_the_page_says_which_deletion_goes_to_and_steps_are_per_path(
+    folder_run,
+):
+    # Deletion sets pixels to the first baseline, and a row's steps are per baseline's
+    # path (its gradients are all paths'): the page said "to the baseline" and
+    # "path points 8 (... gradients)" of a run averaging two.
+    page = _page(build_report(folder_run["output"], gallery=0))
+    assert "(deletion: to the baseline)" in page.sections["faithfulness"]
+    assert "path points 8 (" in page.sections["worst-completeness"]
+    manifest_path = Path(folder_run["output"], "manifest.json")
+    manifest = json.loads(manifest_path.read_text())
+    manifest["config"]["baselines"] = ["noise", "white"]
+    manifest_path.write_text(json.dumps(manifest))
+    page = _page(build_report(folder_run["output"], gallery=0))
+    assert (
+        "(deletion: to the noise baseline, the first of the two averaged)"
+        in (page.sections["faithfulness"])
+    )
+    assert "path points per baseline 8 (" in page.sections["worst-completeness"]
+
+
 def test_per_pixel_accuracy_section_beside_completeness(folder_run):
     add_columns(folder_run["output"], NEW_VALUES)
     page = _page(build_report(folder_run["output"], gallery=0))
