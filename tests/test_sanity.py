@@ -156,6 +156,25 @@ def test_stage_medians_leave_out_the_images_without_finite_maps():
     assert stage["spearman"] == [0.9, None, 0.1, 0.3] and stage["similar"] is False
 
 
+@pytest.mark.parametrize("spearman, ssim", [(0.3, 0.7), (0.7, 0.3), (0.5, 0.2)])
+def test_maps_still_similar_by_either_measure_fail_the_check(spearman, ssim):
+    # Pass needs both last-stage medians below 0.5; one at or above it is a fail.
+    stages = [sanity._stage_report(["logits"], [(spearman, ssim)] * 2)]
+    report = sanity._report(["a.png", "b.png"], np.array([1, 2]), AttributionConfig(), 0, stages)
+    assert report["verdict"].startswith("fail: the maps stay similar")
+    assert report["changed"] is False and report["stages"][0]["similar"] is True
+
+
+def test_stage_medians_are_of_the_images_with_both_measures():
+    # A thin image (a line) has a Spearman and no SSIM: it is left out of both
+    # medians, so that they are of the same images (and the SSIM's is not NaN).
+    nan = float("nan")
+    stage = sanity._stage_report(["logits"], [(0.9, nan), (0.1, 0.2), (0.3, 0.4)])
+    assert stage["spearman_median"] == pytest.approx(0.2)
+    assert stage["ssim_median"] == pytest.approx(0.3)
+    assert stage["ssim"] == [None, 0.2, 0.4] and stage["similar"] is False
+
+
 def test_an_undecided_check_prints_dashes_for_its_missing_medians(tmp_path, capsys):
     # A randomised model whose maps are all constant or not finite: no median to judge by.
     nan = float("nan")
