@@ -1872,6 +1872,17 @@ def test_the_printed_report_command_works_from_a_folder_with_a_pipeline_package(
     assert Path(folder_run["output"], "report.html").is_file()
 
 
+def test_a_summary_that_shows_every_row_says_no_more_rows(folder_run, capsys):
+    # folder_run holds 4 rows: a table of 4 shows them all (it said '... and 0 more rows').
+    manifest = json.loads(Path(folder_run["output"], "manifest.json").read_text())
+    print_summary(manifest, limit=4)
+    out = capsys.readouterr().out
+    assert "more row" not in out
+    assert sum(line.split()[0].endswith(".png") for line in out.splitlines() if line.strip()) == 4
+    print_summary(manifest, limit=3)
+    assert "... and 1 more row (read them with pandas below)" in capsys.readouterr().out
+
+
 def test_the_summary_shows_an_overflowed_error_as_infinite_not_inf_percent(folder_run):
     # A float16 map that overflowed has attribution_error inf: '∞', as the report says.
     import pyarrow as pa  # noqa: PLC0415
