@@ -1228,6 +1228,13 @@ def _tile(text: str, label: str) -> tuple[str, str]:
     return tile
 
 
+def test_the_accuracy_tile_is_over_the_labelled_images(folder_run):
+    # folder_run: 3 of its 4 images are labelled, 2 of them misclassified (cat2,
+    # shark): 1 of 3 right. Over all 4 images it would read 50.0%.
+    text = build_report(folder_run["output"], gallery=0)
+    assert _tile(text, r"top-1 accuracy \(3 of 4 images labelled\)") == ("", "33.3%")
+
+
 def test_a_run_without_labelled_images_does_not_count_0_misclassified_as_good(tmp_path):
     # Unlabelled images (a folder without WordNet ids): none could be misclassified,
     # and the tile's green 0 read as all right.
