@@ -689,6 +689,39 @@ def test_a_resume_over_an_unreadable_results_file_names_it(image_folder, linear_
     )
 
 
+def test_a_run_that_ends_between_the_launch_check_and_the_lock_is_kept(
+    image_folder, linear_keras, tmp_path
+):
+    # Two launchers on one empty folder both pass the launch check; one runs to its
+    # end while the other still loads its model. Taking the lock, the other finds
+    # that run's files: it refuses, as at launch, and leaves them as they were.
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline import main as job_main
+    from pipeline.options import AuditOptions
+    from transforms.config import ConfigError
+
+    output = tmp_path / "out"
+    args = cli_args(
+        runner="DirectRunner",
+        dataset=image_folder["root"],
+        model=linear_keras,
+        output=output,
+        attributions="none",
+        faithfulness="none",
+    )
+    options = PipelineOptions(args)
+    late = job_main._prepare(options, options.view_as(AuditOptions))  # the folder is free
+    first = run(args, save_main_session=False)
+    files = sorted(p.relative_to(output) for p in output.rglob("*"))
+    rows = read_results(str(output))
+    with pytest.raises(ConfigError, match=r"already holds a run; pass --overwrite\.$"):
+        job_main._claim_output(late, resume=False, overwrite=False)
+    assert json.loads((output / "manifest.json").read_text()) == first
+    assert sorted(p.relative_to(output) for p in output.rglob("*")) == files  # no .lock left
+    pd.testing.assert_frame_equal(read_results(str(output)), rows)
+
+
 @pytest.mark.parametrize(
     "counts, accounted, rows_match",
     [
