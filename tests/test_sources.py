@@ -176,6 +176,23 @@ def test_folders_holding_other_runs_of_the_job_are_not_listed(tmp_path, caplog):
     assert {f.image_id for f in found if f is not None} == set(expected)
 
 
+def test_files_below_hidden_folders_are_not_inputs_as_beam_matches_them(tmp_path):
+    # gs:// folders are matched by Beam, each file with its whole path below the
+    # folder: a hidden folder anywhere on it (.git/, holiday/.cache/) leaves it out,
+    # as the local listing does by never entering such a folder.
+    from apache_beam.io.filesystem import FileMetadata
+
+    for name in ("a.png", ".git/x.png", "holiday/b.png", "holiday/.cache/y.png"):
+        write_image(tmp_path / name, np.zeros((2, 2, 3), np.uint8))
+    (tmp_path / "holiday" / ".DS_Store").write_bytes(b"x")
+    expected = {"a.png", "holiday/b.png"}
+    assert {f.image_id for f in sources.list_image_folder(str(tmp_path))} == expected
+    prefix = str(tmp_path) + "/"
+    metas = [FileMetadata(str(p), p.stat().st_size) for p in tmp_path.rglob("*") if p.is_file()]
+    found = [sources._folder_file(prefix, m) for m in metas]
+    assert {f.image_id for f in found if f is not None} == expected
+
+
 def test_each_run_in_a_process_leaves_out_a_run_put_in_its_folder_since(
     image_folder, linear_keras, tmp_path, caplog
 ):
