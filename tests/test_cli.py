@@ -129,6 +129,22 @@ def test_a_label_offset_that_shifts_imagenet_labels_exits_2(
     assert job.spec.label_offset == 0
 
 
+@pytest.mark.parametrize("offset", ["1000", "-1"])
+def test_a_label_offset_outside_the_models_outputs_exits_2_naming_it(
+    offset, linear_keras, tmp_path, capsys
+):
+    # Unlabelled images: no dataset's classes bound the offset, the model's 1000 outputs do.
+    write_image(tmp_path / "images" / "a.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    flags = _flags({"root": str(tmp_path / "images")}, linear_keras, tmp_path / "out")
+    assert main([*flags, f"--label_offset={offset}"]) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line == (
+        f"error: --label_offset {offset} does not fit --model {linear_keras!r} with 1000 "
+        "outputs; use 0 (or 1 for a background class at index 0)."
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_multi_line_library_error_is_one_error_line(
     image_folder, quadratic_saved_model, tmp_path, capsys
 ):
