@@ -628,6 +628,25 @@ def test_resume_compares_max_steps_only_where_it_bounds_refinement(
         assert manifest["counts"]["skipped_done_before"] == 4
 
 
+def test_resume_names_another_label_offset_on_unlabelled_images(linear_keras, tmp_path):
+    # On WordNet-id folders an offset of 1 is refused at launch; on unlabelled images
+    # it is a setting like the others, which the refusal names (not only the class
+    # names that follow from it).
+    write_image(tmp_path / "images" / "a.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    args = cli_args(
+        dataset=tmp_path / "images",
+        model=linear_keras,
+        output=tmp_path / "out",
+        attributions="none",
+        steps=2,
+    )
+    run(args, save_main_session=False)
+    with pytest.raises(
+        ValueError, match=r"differs in --label_offset \(earlier run: 0, this run: 1\); class names"
+    ):
+        run([*args, "--label_offset", "1", "--resume"], save_main_session=False)
+
+
 @pytest.fixture(scope="module")
 def any_size_keras(tmp_path_factory) -> str:
     """A `.keras` classifier of any input size (global average pooling), 1000 outputs."""
