@@ -55,6 +55,12 @@ def test_ranking_sums_channels_signed_highest_first():
     assert not np.array_equal(np.argsort(-np.abs(image).sum(-1).ravel()), order)
     np.testing.assert_array_equal(fa.ranking(image.sum(-1)), order)  # pixel maps as they are
     assert fa.ranking(np.array([[0.0, 2.0], [2.0, -1.0]])).tolist() == [1, 2, 0, 3]  # ties: index
+    # Ties keep row-major order at any size (a black baseline's padding: many zeros),
+    # where an unstable sort orders them otherwise.
+    ties = np.tile([1.0, 0.0, 0.0, 1.0], 64).reshape(16, 16)
+    flat = np.arange(ties.size)
+    expected = np.concatenate([flat[ties.ravel() == 1], flat[ties.ravel() == 0]])
+    np.testing.assert_array_equal(fa.ranking(ties), expected)
     with pytest.raises(ValueError, match="shape"):
         fa.ranking(np.zeros(4))
 
