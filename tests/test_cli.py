@@ -1531,6 +1531,9 @@ def test_progress_lines_say_done_total_rate_and_eta():
         progress_line(0, 8, 15.0) == "progress: 0/8 images yet, 15 s elapsed (first batch running)"
     )
     assert progress_line(10, None, 20.0) == "progress: 10 images, 0.50 images/s, 20 s elapsed"
+    assert progress_line(1, 10, 800.0) == (  # an ETA of 2 h: hours and minutes
+        "progress: 1/10 images (10%), 0.00 images/s, ETA 2 h 00 min"
+    )
     assert progress_line(1, None, 20.0) == "progress: 1 image, 0.05 images/s, 20 s elapsed"
     assert worker_line(1, 10.0) == "progress (this worker): 1 image done, 0.10 images/s"
     assert worker_line(8, 10.0) == "progress (this worker): 8 images done, 0.80 images/s"
