@@ -743,6 +743,27 @@ def test_the_manifest_says_when_inputs_or_rows_are_not_accounted_for(
     assert manifest["rows_match_target_mode"] is rows_match
 
 
+@pytest.mark.parametrize("check", ["all_inputs_accounted_for", "rows_match_target_mode"])
+def test_run_raises_when_either_count_check_of_the_manifest_fails(
+    check, image_folder, linear_keras, tmp_path, monkeypatch
+):
+    # A fault that loses an input or a row: the finished run's manifest says so in
+    # one of its two checks, and run() raises, whichever it is.
+    from pipeline import main as job_main
+
+    tidy = job_main._tidy_finished
+    monkeypatch.setattr(job_main, "_tidy_finished", lambda job: {**tidy(job), check: False})
+    args = cli_args(
+        dataset=image_folder["root"],
+        model=linear_keras,
+        output=tmp_path / "out",
+        attributions="none",
+        faithfulness="none",
+    )
+    with pytest.raises(RuntimeError, match="^Not every input is accounted for: "):
+        run(args, save_main_session=False)
+
+
 def test_an_overwrite_stopped_while_deleting_leaves_no_complete_manifest(
     image_folder, linear_keras, tmp_path, monkeypatch
 ):
