@@ -1694,7 +1694,8 @@ def _handler(job: AuditJob) -> IGModelHandler:
 
 def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
     """Adds the job's transforms to `p`."""
-    raw = p | "ReadImages" >> job.source.read_transform(skip=_local_output(job.output))
+    read = job.source.read_transform(skip=_local_output(job.output), verbose=job.verbose)
+    raw = p | "ReadImages" >> read
     done = job.done_before
     skipped = raw | "DoneBefore" >> beam.Filter(lambda r: r.image_id in done)
     todo = raw | "NotDoneBefore" >> beam.Filter(lambda r: r.image_id not in done)

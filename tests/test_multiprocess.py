@@ -94,8 +94,8 @@ def _two_worker_run(
 ) -> tuple[str, list[int]]:
     """`python -P -m pipeline` on 2 worker processes, as `./run_local.sh` runs it (from
     `cwd`): its log, and the counts of its progress lines, each a worker's own."""
+    flags = {"dataset": image_folder["root"], **flags}
     args = cli_args(
-        dataset=image_folder["root"],
         model=linear_keras,
         output=tmp_path / "out",
         steps=2,
@@ -127,6 +127,22 @@ def test_a_multi_process_run_logs_each_workers_progress_and_no_worker_noise(
     # Beam's per-worker start-up warnings and TensorFlow's banner: --verbose only.
     for noise in ("Worker: severity", "Discarding unparseable args", "oneDNN", "absl::"):
         assert noise not in log, log[-3000:]
+
+
+def test_a_multi_process_run_of_a_tfds_dataset_logs_no_worker_noise(
+    image_folder, linear_keras, tmp_path
+):
+    # TFDS imports TensorFlow in a worker when it first reads a shard, before the
+    # model handler imports it quietly: each worker printed TensorFlow's banner.
+    from tests import tfds_builders
+
+    data_dir = tfds_builders.prepared("tiny_shades/dark", tmp_path)
+    log, _ = _two_worker_run(
+        image_folder, linear_keras, tmp_path, dataset="tiny_shades/dark", data_dir=data_dir
+    )
+    for noise in ("oneDNN", "absl::", "cuda"):
+        assert noise not in log, log[-3000:]
+    assert len(pd.read_parquet(tmp_path / "out" / "results")) == 3
 
 
 def test_a_multi_process_run_logs_progress_when_no_worker_fills_a_batch(

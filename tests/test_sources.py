@@ -841,13 +841,9 @@ def test_a_manifest_entry_reads_back_as_its_kind():
 
 def _prepared(name: str, tmp_path) -> str:
     """A tiny builder of tests.tfds_builders, prepared under tmp_path: its data_dir."""
-    import tensorflow_datasets as tfds
+    from tests import tfds_builders  # registers the tiny builders
 
-    import tests.tfds_builders  # noqa: F401  (registers the tiny builders)
-
-    data_dir = str(tmp_path / "tfds")
-    tfds.builder(name, data_dir=data_dir).download_and_prepare()
-    return data_dir
+    return tfds_builders.prepared(name, tmp_path)
 
 
 _LIST_ERRORS = """

@@ -10,6 +10,13 @@ import tensorflow_datasets as tfds
 from tests.conftest import SIZE
 
 
+def prepared(name: str, root) -> str:
+    """The builder `name` of this module, prepared in `root`/tfds: that data_dir."""
+    data_dir = str(root / "tfds")
+    tfds.builder(name, data_dir=data_dir).download_and_prepare()
+    return data_dir
+
+
 class TinyShades(tfds.core.GeneratorBasedBuilder):
     """Three flat grey images, labelled a or b, in two configs: dark and light."""
 

@@ -33,7 +33,7 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import files, labels, manifest
+from transforms import files, labels, manifest, quiet
 from transforms.datasource import (
     REMOTE_FOLDER_SCHEMES,
     SAMPLE,
@@ -880,12 +880,34 @@ def _to_raw(example: dict[str, Any], source: TfdsSource) -> RawImage:
     return RawImage(image_id=image_id, file_name=file_name, label=label, data=bytes(data))
 
 
-class ReadTfds(beam.PTransform):
-    """Reads a prepared TFDS split with `tfds.beam.ReadFromTFDS` (parallel by shard)."""
+def _read_config(verbose: bool) -> Any:
+    """TFDS's read options (each example with its `tfds_id`), pickled so that a
+    worker imports TensorFlow quietly (unless `verbose`) before it rebuilds them.
 
-    def __init__(self, source: TfdsSource):
+    A `tfds.ReadConfig` holds `tf.data` options: unpickling one imports TensorFlow,
+    in each worker process of a multi-process run, before any of the job's code
+    runs there; TensorFlow's native libraries then printed their start-up lines.
+    """
+    quiet.import_tensorflow(verbose=verbose)
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    class QuietReadConfig(tfds.ReadConfig):
+        def __reduce__(self):
+            return _read_config, (verbose,)
+
+    return QuietReadConfig(add_tfds_id=True)
+
+
+class ReadTfds(beam.PTransform):
+    """Reads a prepared TFDS split with `tfds.beam.ReadFromTFDS` (parallel by shard).
+
+    `verbose`: a worker process shows TensorFlow's start-up lines (as `--verbose`).
+    """
+
+    def __init__(self, source: TfdsSource, verbose: bool = False):
         super().__init__()
         self._source = source
+        self._verbose = verbose
 
     def expand(self, pbegin):
         import tensorflow_datasets as tfds  # noqa: PLC0415
@@ -899,7 +921,7 @@ class ReadTfds(beam.PTransform):
                 builder,
                 split=source.split,
                 decoders={source.image_key: tfds.decode.SkipDecoding()},
-                read_config=tfds.ReadConfig(add_tfds_id=True),
+                read_config=_read_config(self._verbose),
                 shuffle_files=False,
             )
             | "ToRawImage" >> beam.Map(_to_raw, source=source)
