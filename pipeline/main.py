@@ -1105,11 +1105,16 @@ def _class_names_for(
 
 
 def _warn_of_other_label_space(
-    data: _Dataset, spec: ModelSpec, class_names: Sequence[str] | None
+    data: _Dataset,
+    spec: ModelSpec,
+    class_names: Sequence[str] | None,
+    names_file: Sequence[str] | None = None,
 ) -> None:
     """A TFDS dataset with another number of classes than the model, or ImageNet labels
     (WordNet-id folders, the sample) on a model of other than 1000 classes: the labels
-    are read as the model's classes, and named by the model's names, not their own."""
+    are read as the model's classes, and named by the model's names, not their own;
+    and a `names_file` (--class_names) naming a TFDS dataset's classes otherwise."""
+    _warn_of_other_names(data, names_file)
     if data.folder_labels and spec.num_classes != 1000:
         _LOG.warning(
             "The images of %s are labelled by ImageNet class (%s) and --model %s has %d classes: "
@@ -1143,6 +1148,39 @@ def _warn_of_other_label_space(
         spec.num_classes,
         len(own) - 1,
         named,
+    )
+
+
+def _same_name(a: str, b: str) -> bool:
+    return a.casefold().replace("_", " ").strip() == b.casefold().replace("_", " ").strip()
+
+
+def _warn_of_other_names(data: _Dataset, class_names: Sequence[str] | None) -> None:
+    """--class_names that name a TFDS dataset's classes otherwise (other names, or its
+    names in another order): label_name names each image's label by the file, so an
+    image of the dataset's 'a' was labelled 'b', silently. Classes named by WordNet id
+    (imagenet_a, imagenette) have no names of their own to compare."""
+    own = data.tfds_class_names
+    if own is None or class_names is None or len(class_names) != len(own):
+        return
+    if all(labels.wnid_to_label(name) is not None for name in own):
+        return
+    other = [
+        i for i, (a, b) in enumerate(zip(class_names, own, strict=True)) if not _same_name(a, b)
+    ]
+    if not other:
+        return
+    first = other[0]
+    _LOG.warning(
+        "--class_names names class %d %r where TFDS dataset %s names its label %d %r%s: "
+        "label_name holds the names of --class_names. Unless the model's classes are the "
+        "dataset's, in its order, label, label_name and --target label mean nothing here.",
+        first,
+        class_names[first],
+        data.source.name,
+        first,
+        own[first],
+        f" (and {len(other) - 1} more differ)" if other[1:] else "",
     )
 
 
@@ -1339,7 +1377,7 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     _check_imagenet_offset(audit, spec, data)
     _check_labels_in_model(audit, config, spec, data)
     class_names = _class_names_for(audit, spec, data, names_file)
-    _warn_of_other_label_space(data, spec, class_names)
+    _warn_of_other_label_space(data, spec, class_names, names_file)
     return AuditJob(
         output=audit.output,
         source=data.source,

@@ -347,6 +347,44 @@ def test_a_tfds_dataset_with_other_classes_than_the_model_is_warned_of(
     ]
 
 
+def _two_class_keras(path) -> str:
+    """A `.keras` file of 2 classes on SIZE x SIZE images, as tiny_shades has."""
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs))).save(path)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("names", "warned"),
+    [
+        (["b", "a"], "names class 0 'b' where TFDS dataset tiny_shades/dark names its label 0 'a'"),
+        (["cat", "b"], "names class 0 'cat' where TFDS dataset tiny_shades/dark names its label 0"),
+        (["A", "b"], None),  # the dataset's own names, spelt in another case
+    ],
+)
+def test_class_names_other_than_a_tfds_datasets_own_are_warned_of(tmp_path, caplog, names, warned):
+    # --class_names replaces the dataset's names in label_name too: names in another
+    # order named each image's label as another class ('b' for an image of 'a'), silently.
+    from pipeline.main import prepare
+
+    data_dir = _prepared("tiny_shades/dark", tmp_path)
+    model = _two_class_keras(tmp_path / "two.keras")
+    (tmp_path / "names.txt").write_text("\n".join(names) + "\n")
+    args = cli_args(dataset="tiny_shades/dark", data_dir=data_dir, model=model)
+    args += cli_args(class_names=tmp_path / "names.txt", output=tmp_path / "out")
+    with caplog.at_level("WARNING", logger="pipeline.main"):
+        job, _ = prepare(args)
+    assert job.class_names == tuple(names)
+    said = [r.getMessage() for r in caplog.records if "--class_names" in r.getMessage()]
+    if warned is None:
+        assert said == []
+    else:
+        assert len(said) == 1 and warned in said[0], said
+        assert "label_name holds the names of --class_names" in said[0]
+
+
 def test_a_resume_refuses_a_run_of_another_tfds_dataset_version(linear_keras, tmp_path):
     # Another prepared version of a dataset can hold other examples under the same
     # tfds_id ids: its rows must not be mixed with this version's.
