@@ -347,13 +347,27 @@ def test_a_tfds_dataset_with_other_classes_than_the_model_is_warned_of(
     ]
 
 
-def _two_class_keras(path) -> str:
-    """A `.keras` file of 2 classes on SIZE x SIZE images, as tiny_shades has."""
+def _two_class_keras(path, classes: int = 2) -> str:
+    """A `.keras` file of 2 classes (as tiny_shades has) on SIZE x SIZE images."""
     import keras
 
     inputs = keras.Input((SIZE, SIZE, 3))
-    keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs))).save(path)
+    keras.Model(inputs, keras.layers.Dense(classes)(keras.layers.Flatten()(inputs))).save(path)
     return str(path)
+
+
+def test_a_tfds_dataset_of_more_classes_than_the_model_exits_2_saying_why(tmp_path, capsys):
+    # Its labels would be read as classes the model does not have; the message
+    # said "it scores 1 classes, fewer than the dataset's 2." and not what to do.
+    data_dir = _prepared("tiny_shades/dark", tmp_path)
+    model = _two_class_keras(tmp_path / "three.keras", classes=3)
+    args = cli_args(dataset="tiny_shades/dark", data_dir=data_dir, output=tmp_path / "out")
+    assert main([*args, "--model", model, "--label_offset", "2"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: --model '{model}' has 3 outputs; with --label_offset 2 it scores 1 class, "
+        "fewer than the --dataset's 2 classes (its labels are read as the model's classes): "
+        "use a model that scores them, or a smaller --label_offset."
+    )
 
 
 @pytest.mark.parametrize(

@@ -988,11 +988,14 @@ def _label_offset(reference, num_outputs, label_offset, num_dataset_classes) -> 
             f"--label_offset {label_offset} does not fit --model {reference!r} with "
             f"{num_outputs} outputs; use 0 (or 1 for a background class at index 0)."
         )
-    if num_dataset_classes is not None and num_outputs - label_offset < num_dataset_classes:
+    scored = num_outputs - label_offset
+    if num_dataset_classes is not None and scored < num_dataset_classes:
         raise ValueError(
             f"--model {reference!r} has {num_outputs} outputs; with --label_offset "
-            f"{label_offset} it scores {num_outputs - label_offset} classes, fewer than the "
-            f"dataset's {num_dataset_classes}."
+            f"{label_offset} it scores {scored} class{'es' if scored != 1 else ''}, fewer "
+            f"than the --dataset's {num_dataset_classes} classes (its labels are read as the "
+            "model's classes): use a model that scores them"
+            + (", or a smaller --label_offset." if label_offset else ".")
         )
     return label_offset
 
