@@ -1002,3 +1002,15 @@ def test_a_data_dir_that_is_the_datasets_own_folder_names_its_parent(tmp_path):
             sources.resolve_tfds("tiny_shades/dark", "test", own, download=download)
     assert not os.path.exists(os.path.join(own, "tiny_shades"))
     assert sources.resolve_tfds("tiny_shades/dark", "test", data_dir, False).num_examples == 3
+
+
+def test_an_unknown_dataset_without_data_dir_says_where_a_prepared_one_is_read_from():
+    # A user's own dataset, prepared with `tfds build` into a folder of theirs and
+    # named without --data_dir, read 'neither a folder, 'sample', nor a known TFDS
+    # dataset' with no word of --data_dir.
+    error = Exception("Dataset my_photos not found.")
+    said = str(sources._not_found_error("my_photos", None, error))
+    assert said.startswith("--dataset 'my_photos' is neither a folder, 'sample', nor a known")
+    assert "prepared in a TFDS data folder of your own, pass it as --data_dir" in said
+    given = str(sources._not_found_error("my_photos", "/tmp", error))
+    assert "of your own" not in given

@@ -537,6 +537,8 @@ def _not_found_error(name: str, data_dir: str | None, error: Exception) -> Value
     except Exception:  # e.g. gs:// without credentials: say what is known
         missing = False
     where = f" --data_dir {data_dir!r} does not exist." if missing else ""
+    if data_dir is None:
+        where = " If it is prepared in a TFDS data folder of your own, pass it as --data_dir."
     return ValueError(
         f"--dataset {name!r} is neither a folder, 'sample', nor a known TFDS dataset.{where} "
         f"({_first_line(error)}{_closest_dataset(name)})"
