@@ -12,10 +12,16 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import wording
-from transforms.manifest import shows_targets
+from transforms.manifest import estimate_bound, shows_targets
 from transforms.results import error_causes, read_errors
 
-__all__ = ["error_summary", "print_summary", "rows_in_output", "summary_table"]
+__all__ = [
+    "error_summary",
+    "print_summary",
+    "rows_in_output",
+    "summary_table",
+    "tolerance_summary",
+]
 
 _COLUMNS = [
     "image_id",
@@ -87,6 +93,24 @@ def error_summary(output: str, reasons: int = 3) -> list[str]:
         if len(group) > reasons:
             lines.append(f"    ... and {wording.count(len(group) - reasons, 'other reason')}")
     return lines
+
+
+def tolerance_summary(output: str, config: dict[str, Any]) -> str | None:
+    """The line counting the rows not within the run's tolerance (`within_tolerance`
+    false), or None when every row is within it or the run judged none (--tolerance 0)."""
+    if not config.get("tolerance"):
+        return None
+    flags = pd.read_parquet(FileSystems.join(output, "results"), columns=["within_tolerance"])
+    flagged = int(flags["within_tolerance"].eq(False).sum())
+    if not flagged:
+        return None
+    completeness = config.get("completeness_tolerance", config["tolerance"])
+    return (
+        f"Not within the tolerance: {flagged} of {wording.count(len(flags), 'row')} "
+        f"(within_tolerance false: estimated per-pixel error above {estimate_bound(config):g} "
+        f"or relative completeness error above {completeness:g}, "
+        f"after refinement up to --max_steps {config.get('max_steps')})."
+    )
 
 
 def _rows_in(output: str) -> int:
@@ -164,6 +188,10 @@ def print_summary(manifest: dict[str, Any], limit: int = 20, rows: int | None = 
         if rows > limit:
             more = wording.count(rows - limit, "more row")
             print(f"  ... and {more} (read them with pandas below)")
+        flagged = tolerance_summary(output, manifest.get("config", {}))
+        if flagged:
+            print()
+            print(flagged)
     if counts["errors"]:
         print()
         print(f"Errors by stage ({counts['errors']}; all of them: transforms.results.read_errors):")

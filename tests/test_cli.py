@@ -1937,3 +1937,20 @@ def test_dataset_sample_with_a_folder_named_sample_here_says_which_is_read(
     )
     audit = PipelineOptions(["--output", "o", "--dataset", "./sample"]).view_as(AuditOptions)
     assert isinstance(pipeline_main._source(audit), sources.FolderSource)
+
+
+def test_the_summary_counts_the_rows_not_within_the_tolerance(folder_run, capsys):
+    # A run whose rows missed the tolerance printed a clean table: its errors alone,
+    # not a word of within_tolerance. The shark's row (5 %) is above the bounds.
+    manifest = json.loads(Path(folder_run["output"], "manifest.json").read_text())
+    print_summary(manifest)
+    out = capsys.readouterr().out
+    assert (
+        "Not within the tolerance: 1 of 4 rows (within_tolerance false: estimated per-pixel "
+        "error above 0.01 or relative completeness error above 0.01, after refinement up to "
+        "--max_steps 512)." in out
+    )
+    assert out.index("Not within the tolerance") < out.index("Read them with pandas")
+    manifest["config"]["tolerance"] = 0  # the fixed rule: no row is judged
+    print_summary(manifest)
+    assert "within the tolerance" not in capsys.readouterr().out
