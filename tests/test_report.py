@@ -1261,3 +1261,17 @@ def test_names_the_figures_font_lacks_warn_nothing(tmp_path):
         text = build_report(output)
     assert not [w for w in caught if "Glyph" in str(w.message)]
     assert "Label トラ猫 (281)" in _page(text).sections["misclassified"]
+
+
+def test_sections_showing_fewer_cards_than_their_rows_say_how_many_they_show(folder_run):
+    # 2 misclassified images and 2 rows above the per-pixel bound, one card each: the
+    # page said '2 of the 3 labelled images are misclassified. The most confident
+    # first.' over a single card, as if it were all of them.
+    add_columns(folder_run["output"], NEW_VALUES)
+    page = _page(build_report(folder_run["output"], examples=1, gallery=0))
+    assert "The most confident first; the first 1 shown." in page.sections["misclassified"]
+    assert "The largest per-pixel errors; the first 1 shown" in page.sections["accuracy"]
+    page = _page(build_report(folder_run["output"], gallery=0))  # every one shown
+    assert "The most confident first. " in page.sections["misclassified"]
+    assert "The largest per-pixel errors " in page.sections["accuracy"]
+    assert "first 1 shown" not in page.sections["misclassified"] + page.sections["accuracy"]
