@@ -176,6 +176,16 @@ def _metadata(output: str, available: Sequence[str]) -> pd.DataFrame:
     return table.to_pandas().sort_values("image_id", kind="stable").reset_index(drop=True)
 
 
+def _counted_once(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The rows with each (image_id, target_class) once, and how many of them
+    `results/` holds more than once. The job writes each once (its sinks finalize
+    atomically, --resume skips done images), so a repeat is a results file copied
+    or restored after the run: counted twice, it would skew every number."""
+    keys = ["image_id", "target_class"]
+    repeated = frame[frame.duplicated(keys, keep=False)].drop_duplicates(keys)
+    return frame.drop_duplicates(keys).reset_index(drop=True), len(repeated)
+
+
 def _duration(manifest: Mapping[str, Any]) -> str:
     try:
         start = datetime.datetime.fromisoformat(manifest["start_time"])
@@ -1189,7 +1199,8 @@ def build_report(
     manifest = results.read_manifest(output)
     available = _result_columns(output)
     config = manifest.get("config", {})
-    chosen = _Selection.of(_metadata(output, available), config, examples, gallery)
+    frame, repeated = _counted_once(_metadata(output, available))
+    chosen = _Selection.of(frame, config, examples, gallery)
     pictures = _Pictures(output, manifest, image_root, available)
     pictures.load(chosen.shown_keys(examples))
     images = chosen.frame["image_id"].nunique()
@@ -1203,6 +1214,7 @@ def build_report(
             output=output,
             tiles=_tiles(manifest, chosen, state),
             state=state,
+            repeated=repeated,
             status=manifest.get("status"),
             rows=len(chosen.frame),
             images={"held": images, "expected": _images_with_rows(manifest)},

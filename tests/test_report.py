@@ -1275,3 +1275,23 @@ def test_sections_showing_fewer_cards_than_their_rows_say_how_many_they_show(fol
     assert "The most confident first. " in page.sections["misclassified"]
     assert "The largest per-pixel errors " in page.sections["accuracy"]
     assert "first 1 shown" not in page.sections["misclassified"] + page.sections["accuracy"]
+
+
+def test_rows_a_copied_results_file_repeats_are_counted_once_and_named(folder_run):
+    # A results file copied beside itself ('part-00000 copy.parquet', a sync that
+    # retried) doubled its rows in every count, median and list of the page, which
+    # called the run complete: 6 result rows of 4 images, the shark flagged twice.
+    output = folder_run["output"]
+    shard = sorted(Path(output, "results").glob("part-*.parquet"))[0]  # shark and cat1
+    shutil.copy(shard, shard.with_name("part-00000-of-00001 copy.parquet"))
+    text = build_report(output, gallery=0)
+    assert '<div class="v">4</div><div class="k">result rows</div>' in text
+    assert (
+        "results/ holds 2 rows more than once (the same image and target): a results file "
+        "was copied or restored after the run. Every number below counts each once"
+    ) in _banner(output)
+    worst = _page(text).sections["worst-completeness"]
+    assert "1 of 4 rows exceed the run's tolerance 0.01" in worst
+    assert worst.count("shark.png →") == 1
+    shard.with_name("part-00000-of-00001 copy.parquet").unlink()
+    assert "more than once" not in _banner(output)
