@@ -1954,3 +1954,19 @@ def test_the_summary_counts_the_rows_not_within_the_tolerance(folder_run, capsys
     manifest["config"]["tolerance"] = 0  # the fixed rule: no row is judged
     print_summary(manifest)
     assert "within the tolerance" not in capsys.readouterr().out
+
+
+def test_the_summary_shows_an_error_too_small_for_its_decimals_not_as_0(folder_run):
+    # A fixed rule on a smooth model is 1e-6 off: the table said 0.000% and 0.00%.
+    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    path = sorted(Path(folder_run["output"], "results").glob("*.parquet"))[0]
+    table = pq.read_table(path)
+    for name, value in (("relative_delta", 7.8e-7), ("attribution_error", 1.8e-6)):
+        column = pa.array([value] * len(table), pa.float64())
+        table = table.set_column(table.schema.get_field_index(name), name, column)
+    pq.write_table(table, path)
+    shown = summary_table(folder_run["output"])
+    assert "0.000078%" in shown["relative_delta"].tolist()
+    assert "0.00018%" in shown["attribution_error"].tolist()

@@ -1295,3 +1295,18 @@ def test_rows_a_copied_results_file_repeats_are_counted_once_and_named(folder_ru
     assert worst.count("shark.png →") == 1
     shard.with_name("part-00000-of-00001 copy.parquet").unlink()
     assert "more than once" not in _banner(output)
+
+
+def test_an_error_too_small_for_its_decimals_is_not_shown_as_0(folder_run):
+    # A fixed rule on a smooth model errs by 1e-6 per pixel: the page read 'Median
+    # 0.00%, 95th percentile 0.00%, worst 0.00%' and each card '0.00%', as of exact
+    # maps, and its worst rows could not be told apart.
+    errors = zip(LABELS, (1.8e-6, 2e-7, 0, 1e-7), strict=True)
+    tiny = {i: _new_values(e, 0.1, 0.4, 0.8, 0.5) for i, e in errors}
+    add_columns(folder_run["output"], tiny)
+    page = _page(build_report(folder_run["output"], gallery=0))
+    section = page.sections["accuracy"]
+    assert "worst 0.00018%." in section
+    assert "per-pixel error (estimated) 0.00018%" in section
+    assert "Median 0.000015%" in section  # (2e-7 + 1e-7) / 2
+    assert "0.00%" not in section.replace("0.00018%", "").replace("0.000015%", "")

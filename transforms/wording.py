@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import math
 
 __all__ = ["count", "infinite", "percent"]
@@ -18,5 +19,13 @@ def infinite(value: float) -> str | None:
 
 
 def percent(value: float, digits: int = 1) -> str:
-    """`value` as a percentage with `digits` decimals; '∞' where infinite, not 'inf%'."""
-    return infinite(value) or f"{value:.{digits}%}"
+    """`value` as a percentage with `digits` decimals; '∞' where infinite, not 'inf%'.
+
+    A value that is not 0 but rounds to 0 at `digits` decimals keeps two significant
+    digits ('0.000078%', not '0.000%'): an error that small is not none, and the
+    worst of several such rows must be told apart.
+    """
+    text = infinite(value) or f"{value:.{digits}%}"
+    if value and math.isfinite(value) and not float(text[:-1]):
+        return f"{decimal.Decimal(f'{value * 100:.2g}'):f}%"
+    return text
