@@ -1310,3 +1310,16 @@ def test_an_error_too_small_for_its_decimals_is_not_shown_as_0(folder_run):
     assert "per-pixel error (estimated) 0.00018%" in section
     assert "Median 0.000015%" in section  # (2e-7 + 1e-7) / 2
     assert "0.00%" not in section.replace("0.00018%", "").replace("0.000015%", "")
+
+
+def test_a_card_shows_its_aucs_with_the_digits_that_tell_them_from_the_controls(folder_run):
+    # A map flagged for an insertion AUC of 0.99250 against its control's 0.99315 read
+    # 'insertion AUC (random) 0.993 (0.993)' in red: a tie, to the eye. Exact ties stay.
+    values = dict(NEW_VALUES)
+    values[SHARK] = _new_values(0.3, 0.2, 0.4, 0.992504, 0.993152)
+    values[CAT2] = _new_values(0.05, 0.4, 0.4, 1.0, 1.0)
+    add_columns(folder_run["output"], values)
+    section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
+    assert "insertion AUC (random) 0.9925 (0.9932)" in section
+    assert "deletion AUC (random) 0.2 (0.4)" in section  # apart already: as they were
+    assert "deletion AUC (random) 0.4 (0.4) insertion AUC (random) 1 (1)" in section
