@@ -385,22 +385,11 @@ def _warn_fixed_rule(options: AuditOptions, config: AttributionConfig) -> None:
         )
 
 
-def _baselines(value: str) -> tuple[str, ...]:
-    """--baseline's comma-separated names; an empty one is refused, naming the value."""
-    names = tuple(b.strip() for b in value.split(","))
-    if not all(names):
-        raise ConfigError(
-            f"--baseline {value!r} has an empty name; give names separated by single commas, "
-            "e.g. --baseline black,blur."
-        )
-    return names
-
-
 def _attribution_config(options: AuditOptions) -> AttributionConfig:
     return AttributionConfig(
         steps=options.steps,
         method=options.method,
-        baselines=_baselines(options.baseline),
+        baselines=options.baseline,  # the config reads the flag's names
         target=options.target,
         score=options.score,
         top_k=options.top_k if options.top_k is not None else _DEFAULTS.top_k,

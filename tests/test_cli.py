@@ -1653,6 +1653,41 @@ def test_an_attribution_config_from_python_takes_baselines_as_the_flag_does():
     assert AttributionConfig(baselines=["grey"]).baselines == ("grey",)
 
 
+@pytest.mark.parametrize(
+    "baselines", ["black, blur", " black ,blur ", ["black", " blur"], ("black ", "blur")]
+)
+def test_an_attribution_config_from_python_strips_baseline_names_as_the_flag_does(baselines):
+    # --baseline 'black, blur' is black and blur; from Python it was refused:
+    # "--baseline ' blur' is not supported".
+    assert AttributionConfig(baselines=baselines).baselines == ("black", "blur")
+
+
+@pytest.mark.parametrize(
+    "baselines, message",
+    [
+        ("black,,blur", "--baseline 'black,,blur' has an empty name; give names separated"),
+        ("", "--baseline '' has an empty name"),
+        (["black", ""], "--baseline 'black,' has an empty name"),
+        (None, "--baseline must be names of baselines .a string or a sequence., got None"),
+        (["black", 1], "--baseline must be names of baselines .a string or a sequence., got"),
+    ],
+)
+def test_an_attribution_config_from_python_refuses_baselines_as_the_flag_does(baselines, message):
+    # Was "--baseline '' is not supported" (the flag names the empty name), and for
+    # None a bare TypeError ("'NoneType' object is not iterable").
+    from transforms.config import ConfigError  # noqa: PLC0415
+
+    with pytest.raises(ConfigError, match=message):
+        AttributionConfig(baselines=baselines)
+
+
+def test_an_attribution_config_from_python_takes_path_batch_size_auto_as_the_flag_does():
+    # --path_batch_size auto is the flag's default; from Python it was refused:
+    # "--path_batch_size must be an integer, got 'auto'".
+    assert AttributionConfig(path_batch_size="auto").path_batch_size is None
+    assert AttributionConfig(path_batch_size=16).path_batch_size == 16
+
+
 def test_overwrite_deletes_only_a_run_of_this_job_never_other_files(
     image_folder, linear_keras, tmp_path, capsys
 ):

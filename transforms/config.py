@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -33,6 +34,7 @@ __all__ = [
     "TARGETS",
     "AttributionConfig",
     "ConfigError",
+    "baseline_names",
 ]
 
 TARGETS: tuple[str, ...] = ("predicted", "label", "top_k")
@@ -74,6 +76,29 @@ def _choice(name: str, value: str, accepted: tuple[str, ...]) -> None:
         )
 
 
+def baseline_names(value: str | Sequence[str]) -> tuple[str, ...]:
+    """--baseline's names: one string of names separated by commas, as the flag takes
+    it (`"black, blur"`), or a sequence of names; each stripped of spaces.
+
+    Raises:
+      ConfigError: an empty name (`"black,,blur"`), or a value that is neither.
+    """
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(
+            f"--baseline must be names of baselines (a string or a sequence), got {value!r}; "
+            f"e.g. 'black,blur' or ['black', 'blur'], of: {', '.join(BASELINES)}."
+        )
+    stripped = tuple(name.strip() for name in names)
+    if not all(stripped):
+        given = value if isinstance(value, str) else ",".join(names)
+        raise ConfigError(
+            f"--baseline {given!r} has an empty name; give names separated by single commas, "
+            "e.g. --baseline black,blur."
+        )
+    return stripped
+
+
 @dataclasses.dataclass(frozen=True)
 class AttributionConfig:
     """How attributions are computed and stored.
@@ -85,8 +110,8 @@ class AttributionConfig:
         4 or 5 for the others).
       method: quadrature rule, one of `transforms.ig.METHODS`.
       baselines: one or more of `BASELINES` (a sequence, or one string of names
-        separated by commas, as --baseline takes them); attributions are averaged
-        over them.
+        separated by commas, as --baseline takes them: `"black, blur"`; names are
+        stripped of spaces); attributions are averaged over them.
       target: which classes to attribute: `predicted`, `label` or `top_k`.
       score: `raw` (model output, usually a logit) or `softmax` (probability).
       top_k: predictions kept per image (and targets for `--target top_k`).
@@ -103,8 +128,8 @@ class AttributionConfig:
       max_steps: cap on gradient evaluations per baseline during refinement
         (re-evaluations of points the memory budget dropped not counted);
         None (the default) gives `default_max_steps(steps)`.
-      path_batch_size: path points per gradient call (bounds memory); None: the
-        device's choice (`transforms.tf_model.device_settings`: on CPUs 8 or 16, timed
+      path_batch_size: path points per gradient call (bounds memory); None (or
+        "auto", as the flag takes it): the device's choice (`transforms.tf_model.device_settings`: on CPUs 8 or 16, timed
         as the run goes; 32 on GPUs).
       attributions: `full` (H x W x C), `pixel` (H x W, channel sum) or `none`.
       attribution_dtype: `float16` or `float32` storage.
@@ -175,10 +200,10 @@ class AttributionConfig:
         return bound
 
     def __post_init__(self) -> None:
-        names = self.baselines  # a string as --baseline takes it: "black,blur"
-        object.__setattr__(
-            self, "baselines", tuple(names.split(",") if isinstance(names, str) else names)
-        )
+        # As the flags take them: "black, blur" is two baselines, "auto" the device's choice.
+        object.__setattr__(self, "baselines", baseline_names(self.baselines))
+        if self.path_batch_size == "auto":
+            object.__setattr__(self, "path_batch_size", None)
         self._check_types()
         if self.max_steps is None:  # frozen: set once, here
             object.__setattr__(self, "max_steps", default_max_steps(self.steps))
