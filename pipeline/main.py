@@ -1925,8 +1925,8 @@ def run(
 
     Args:
       argv: the flags as on the command line, a list (`['--output', 'out',
-        '--steps', '16']`; paths and numbers are taken as their text); None: this
-        process's own, `sys.argv[1:]`.
+        '--steps', '16']`; paths and numbers, NumPy's too, are taken as their
+        text); None: this process's own, `sys.argv[1:]`.
       save_main_session: as for `launch`.
 
     Raises:

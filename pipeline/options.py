@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import logging
+import numbers
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -491,8 +492,9 @@ def _project_actions() -> list[argparse.Action]:
 
 def _as_strings(argv: Sequence[Any]) -> list[str]:
     """argv from Python (`pipeline.run([...])`) as the command line's strings: a path
-    or a number is its text; one string of the whole command line is refused (it
-    was read as flags of one character each, 'unknown flag -')."""
+    or a number (Python's or NumPy's: `np.int64(4)` is '4') is its text; one string
+    of the whole command line is refused (it was read as flags of one character
+    each, 'unknown flag -')."""
     if isinstance(argv, str | bytes):
         raise TypeError(
             "argv must be a list of flags and values, e.g. ['--output', 'out', '--steps', "
@@ -502,8 +504,8 @@ def _as_strings(argv: Sequence[Any]) -> list[str]:
     for arg in argv:
         if isinstance(arg, os.PathLike):
             arg = os.fspath(arg)
-        elif isinstance(arg, int | float) and not isinstance(arg, bool):
-            arg = str(arg)
+        elif isinstance(arg, numbers.Real) and not isinstance(arg, bool):  # NumPy's too
+            arg = str(int(arg)) if isinstance(arg, numbers.Integral) else str(arg)
         if not isinstance(arg, str):
             raise TypeError(
                 f"argv holds {arg!r} ({type(arg).__name__}); give flags and values as "

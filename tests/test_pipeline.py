@@ -56,6 +56,19 @@ def test_run_from_python_takes_paths_and_numbers_as_the_command_line_would(
     assert set(results.steps) == {4}
 
 
+def test_run_from_python_takes_numpy_numbers_as_the_numbers_they_are():
+    # A notebook's `for steps in np.arange(4, 64, 8): run([..., "--steps", steps])` was
+    # refused: "argv holds np.int64(4) (int64); give flags and values as strings, paths
+    # or numbers".
+    from pipeline.options import check_flags  # noqa: PLC0415
+
+    argv = ["--steps", np.int64(4), "--tolerance", np.float32(0.5), "--seed", np.int32(-1)]
+    assert check_flags(argv) == ["--steps", "4", "--tolerance", "0.5", "--seed=-1"]
+    assert check_flags(["--tolerance", np.float64(0.25)]) == ["--tolerance", "0.25"]
+    with pytest.raises(TypeError, match=r"argv holds np.True_ \(bool\)"):
+        check_flags(["--overwrite", np.True_])
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
