@@ -1283,7 +1283,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit code (2 for a bad --input or an --output
-    that cannot be written)."""
+    that cannot be written, 1 for a gs:// --input whose storage cannot be reached)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.examples < 0 or args.gallery < 0 or args.classes < 0:
@@ -1309,6 +1309,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as e:
         print(f"error: {missing_run_message('--input', args.input, e)}", file=sys.stderr)
         return 2
+    except files.RemoteUnreachable as e:  # no network: not a bad --input
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except UnreadableResults as e:
         print(
             f"error: cannot read the results of --input {args.input!r}: {error_reason(e)}. "

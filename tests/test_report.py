@@ -1323,3 +1323,17 @@ def test_a_card_shows_its_aucs_with_the_digits_that_tell_them_from_the_controls(
     assert "insertion AUC (random) 0.9925 (0.9932)" in section
     assert "deletion AUC (random) 0.2 (0.4)" in section  # apart already: as they were
     assert "deletion AUC (random) 0.4 (0.4) insertion AUC (random) 1 (1)" in section
+
+
+def test_a_gs_input_where_storage_cannot_be_reached_is_one_error_line(
+    tmp_path, monkeypatch, capsys
+):
+    # Offline, the report waited out minutes of retries, then ended in a traceback.
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://storage.invalid:4443")
+    assert main(["--input", "gs://bucket/run", "--output", str(tmp_path / "r.html")]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: Cannot reach Google Cloud Storage (storage.invalid:4443: ")
+    assert line.endswith(
+        "to read 'gs://bucket/run/manifest.json'; reading a gs:// run needs network access."
+    )
+    assert not (tmp_path / "r.html").exists()

@@ -597,3 +597,24 @@ def test_output_folders_as_pathlib_paths(folder_run):
     assert results.read_manifest(path) == results.read_manifest(output)
     moved = results.load_input_image(path, "loose.png", image_root=pathlib.Path(root))
     np.testing.assert_array_equal(moved, results.load_input_image(output, "loose.png"))
+
+
+def test_a_gs_run_where_storage_cannot_be_reached_fails_at_once_naming_it(monkeypatch):
+    # Offline, read_results("gs://...") waited out Beam's credential retries and the
+    # storage client's (over two minutes), then raised a RetryError ("Timeout of 120.0s
+    # exceeded ..."). The storage host here is an emulator's that never resolves.
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://storage.invalid:4443")
+    for read in (
+        lambda: results.read_results("gs://bucket/run"),
+        lambda: results.read_row("gs://bucket/run", "a.png"),
+        lambda: results.read_errors("gs://bucket/run"),
+        lambda: results.read_manifest("gs://bucket/run"),
+    ):
+        with pytest.raises(ConnectionError) as caught:
+            read()
+        message = str(caught.value)
+        assert message.startswith("Cannot reach Google Cloud Storage (storage.invalid:4443: "), (
+            message
+        )
+        assert "to read 'gs://bucket/run/" in message
+        assert message.endswith("reading a gs:// run needs network access.")

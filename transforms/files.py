@@ -9,9 +9,33 @@ which takes seconds; remote reads behave as they do inside the pipeline.
 from __future__ import annotations
 
 import os
+import socket
+import urllib.parse
+import urllib.request
+from concurrent import futures
 from typing import IO, Any
 
-__all__ = ["create", "exists", "is_remote", "join", "list_folder", "open_read"]
+__all__ = [
+    "RemoteUnreachable",
+    "connect_once",
+    "create",
+    "exists",
+    "is_remote",
+    "join",
+    "list_folder",
+    "open_read",
+]
+
+#: Seconds the storage host may take to answer (its DNS lookup, then a TCP
+#: connection) before the first gs:// call: unreachable, Beam's credential lookup
+#: and the storage client retry for over two minutes before they fail.
+PROBE_TIMEOUT_S = 5.0
+_GCS_HOST = ("storage.googleapis.com", 443)
+_REACHED: set[tuple[str, int]] = set()
+
+
+class RemoteUnreachable(ConnectionError):
+    """The storage of a gs:// path cannot be reached (no network); the message says why."""
 
 
 def is_remote(path: str | os.PathLike) -> bool:
@@ -19,11 +43,59 @@ def is_remote(path: str | os.PathLike) -> bool:
     return "://" in os.fspath(path)
 
 
-def _beam() -> Any:
-    """Beam's `FileSystems`: imported here only, and only for remote paths."""
+def _beam(path: str | None = None, use: str = "read") -> Any:
+    """Beam's `FileSystems`: imported here only, and only for remote paths; with a
+    `path` to `use` (read or write), once its storage is known to answer."""
+    if path is not None:
+        _check_reachable(path, use)
     from apache_beam.io.filesystems import FileSystems  # noqa: PLC0415 - slow; remote only
 
     return FileSystems
+
+
+def connect_once(host: str, port: int, timeout: float) -> None:
+    """Opens and closes one TCP connection; DNS and connect both bounded by `timeout`
+    (the resolver has no timeout of its own, so it runs in a thread left behind).
+
+    Raises:
+      OSError or concurrent.futures.TimeoutError: no connection.
+    """
+    pool = futures.ThreadPoolExecutor(1)
+    try:
+        pool.submit(socket.create_connection, (host, port), timeout).result(timeout).close()
+    finally:
+        pool.shutdown(wait=False)
+
+
+def _storage_host() -> tuple[str, int]:
+    """Where gs:// calls go: Google Cloud Storage, or the emulator that
+    STORAGE_EMULATOR_HOST names (the storage client's own setting)."""
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+    if not emulator:
+        return _GCS_HOST
+    parts = urllib.parse.urlsplit(emulator if "://" in emulator else f"http://{emulator}")
+    return parts.hostname or "localhost", parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def _check_reachable(path: str, use: str) -> None:
+    """Fails in seconds where a gs:// `path`'s storage host does not answer, instead
+    of after minutes of retries; once it has answered, it is not asked again.
+    Through a proxy (`https_proxy` and the like) the host may not resolve here, so
+    the client is left to try."""
+    if not path.startswith("gs://") or urllib.request.getproxies().keys() & {"http", "https"}:
+        return
+    host, port = _storage_host()
+    if (host, port) in _REACHED:
+        return
+    try:
+        connect_once(host, port, PROBE_TIMEOUT_S)
+    except (OSError, futures.TimeoutError) as e:
+        reason = str(e) or f"no answer within {PROBE_TIMEOUT_S:g} s"
+        raise RemoteUnreachable(
+            f"Cannot reach Google Cloud Storage ({host}:{port}: {reason}) to {use} {path!r}; "
+            f"{'reading' if use == 'read' else 'writing'} a gs:// run needs network access."
+        ) from None
+    _REACHED.add((host, port))
 
 
 def join(base: str | os.PathLike, *parts: str) -> str:
@@ -38,7 +110,7 @@ def join(base: str | os.PathLike, *parts: str) -> str:
 def exists(path: str) -> bool:
     """Whether the file or folder `path` exists."""
     if is_remote(path):
-        return _beam().exists(path)
+        return _beam(path).exists(path)
     return os.path.exists(path)
 
 
@@ -49,7 +121,7 @@ def open_read(path: str) -> IO[bytes]:
       OSError (local) or Beam's errors (remote): no such file, no permission.
     """
     if is_remote(path):
-        return _beam().open(path, compression_type="uncompressed")
+        return _beam(path).open(path, compression_type="uncompressed")
     return open(path, "rb")
 
 
@@ -59,7 +131,7 @@ def create(path: str, mime_type: str = "application/octet-stream") -> IO[bytes]:
     `mime_type` is the remote object's content type (ignored locally).
     """
     if is_remote(path):
-        return _beam().create(path, mime_type=mime_type)
+        return _beam(path, "write").create(path, mime_type=mime_type)
     folder = os.path.dirname(path)
     if folder:
         os.makedirs(folder, exist_ok=True)
@@ -77,7 +149,7 @@ def list_folder(folder: str, suffix: str) -> list[str]:
         folder cannot be listed.
     """
     if is_remote(folder):
-        filesystems = _beam()
+        filesystems = _beam(folder)
         pattern = filesystems.join(folder, "*" + suffix)
         return sorted(m.path for m in filesystems.match([pattern])[0].metadata_list)
     try:

@@ -89,6 +89,8 @@ def _parquet_files(folder: str) -> list[str]:
     """The `*.parquet` files directly in `folder` (local or gs://), sorted; [] if none."""
     try:
         return files.list_folder(folder, ".parquet")
+    except files.RemoteUnreachable:
+        raise  # no network: not a folder of another run
     except Exception as e:  # OSError; remote, Beam's BeamIOError with per-pattern causes.
         raise FileNotFoundError(
             f"Cannot list {folder!r}: {e}. Pass the --output folder of a finished run."
@@ -288,6 +290,8 @@ def read_results(
       FileNotFoundError: `output` holds no run of this job (no manifest.json).
       ValueError: an unknown column name (in `columns` or `filters`) or operator, or
         a filter value the column cannot be compared with.
+      transforms.files.RemoteUnreachable: (a ConnectionError) a gs:// `output` whose
+        storage does not answer (offline), said within seconds.
 
     Warns:
       UnfinishedRunWarning: (a UserWarning) the run has not finished (killed, or
@@ -317,6 +321,8 @@ def _warn_if_unfinished(output: str) -> None:
     checkpointed in .tmp until it ends, so results/ reads as an empty or partial run."""
     try:
         status = unfinished_status(read_manifest(output))
+    except files.RemoteUnreachable:
+        raise  # said once, here, rather than again by the read it warns of
     except (OSError, ValueError, AttributeError):
         return  # no manifest, or not one of this job: `_dataset` decides
     if status is None:

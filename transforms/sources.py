@@ -20,7 +20,6 @@ import logging
 import os
 import posixpath
 import re
-import socket
 import stat
 import urllib.parse
 from collections.abc import Iterator, Sequence
@@ -456,16 +455,6 @@ _PROBE_TIMEOUT_S = 5.0
 _DEFAULT_PROBE_URL = "https://storage.googleapis.com/"
 
 
-def _connect(host: str, port: int, timeout: float) -> None:
-    """Opens and closes one TCP connection; DNS and connect both bounded by `timeout`
-    (the resolver has no timeout of its own, so it runs in a thread left behind)."""
-    pool = futures.ThreadPoolExecutor(1)
-    try:
-        pool.submit(socket.create_connection, (host, port), timeout).result(timeout).close()
-    finally:
-        pool.shutdown(wait=False)
-
-
 def network_problem(urls: Sequence[str], timeout: float = _PROBE_TIMEOUT_S) -> str | None:
     """Why none of the hosts of `urls` can be reached, or None when one can.
 
@@ -482,7 +471,7 @@ def network_problem(urls: Sequence[str], timeout: float = _PROBE_TIMEOUT_S) -> s
     problems = []
     for host, port in hosts[:3]:
         try:
-            _connect(host, port, timeout)
+            files.connect_once(host, port, timeout)
         except (OSError, futures.TimeoutError) as e:
             problems.append(f"{host}:{port}: {e or f'no answer within {timeout:g} s'}")
         else:
