@@ -281,6 +281,18 @@ def test_read_row_by_file_name_or_id_and_target(tmp_path):
     assert results.read_row(output, "b/y.png").image_id == "b/y.png"
 
 
+def test_read_row_names_a_target_class_it_cannot_match_and_the_targets_there_are(tmp_path):
+    # target_class="9" read as no row at all: "'a/x.png' has no row with target_class 9".
+    output = write_output(tmp_path / "out", _two_x_pngs(), dataset=str(tmp_path))
+    with pytest.raises(TypeError, match=r"target_class must be a class index .an integer"):
+        results.read_row(output, "a/x.png", target_class="9")
+    with pytest.raises(KeyError, match=r"no row with target_class 3; its rows' targets: 5, 9"):
+        results.read_row(output, "a/x.png", target_class=3)
+    # A class index as NumPy or pandas give it (a label read as float64) is one.
+    assert results.read_row(output, "a/x.png", target_class=np.int64(9)).target_class == 9
+    assert results.read_row(output, "a/x.png", target_class=9.0).target_class == 9
+
+
 def test_read_row_of_a_row_read_without_its_image_id(tmp_path):
     # README's first query reads columns=["file_name", ...]: such a row names its file
     # (it was refused as if it were no row at all, "not Series").

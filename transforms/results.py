@@ -15,6 +15,7 @@ so they stay fast however many and however large the attribution arrays are.
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 import re
 import warnings
@@ -382,6 +383,20 @@ def _image_and_target(image: Any, target_class: int | None) -> tuple[str, int | 
     return str(image_id), target_class
 
 
+def _class_index(target_class: Any) -> int | None:
+    """`read_row`'s `target_class` as an int (NumPy's, or a float such as a label read
+    as float64, too); a value that is no class index is refused, naming it."""
+    if target_class is None:
+        return None
+    whole = isinstance(target_class, numbers.Real) and float(target_class).is_integer()
+    if isinstance(target_class, bool) or not whole:
+        raise TypeError(
+            f"target_class must be a class index (an integer, e.g. 281), got "
+            f"{type(target_class).__name__} {target_class!r}."
+        )
+    return int(target_class)
+
+
 def _no_row_message(output: str, image: str) -> str:
     """Why `image` has no result row: the run's error record of it, where it has one."""
     message = f"No result row for {image!r} in {output!r} (matched by image_id or file_name)"
@@ -416,13 +431,14 @@ def read_row(output: str, image: Any, target_class: int | None = None) -> pd.Ser
         predicted class, else the first.
 
     Raises:
-      KeyError: no such image (or target); for an input the run could not
-        process, the message gives its error record.
+      KeyError: no such image (or target: the message lists the image's targets);
+        for an input the run could not process, the message gives its error record.
       ValueError: the file name matches several images (use the `image_id`), or
         `image` is a DataFrame of several rows.
-      TypeError: `image` is neither a string nor a row (e.g. a row number).
+      TypeError: `image` is neither a string nor a row (e.g. a row number), or
+        `target_class` is not a class index (`"281"`).
     """
-    image, target_class = _image_and_target(image, target_class)
+    image, target_class = _image_and_target(image, _class_index(target_class))
     image_filter = (pc.field("image_id") == image) | (pc.field("file_name") == image)
     _warn_if_unfinished(output)  # at the caller's line, not this one
     rows = _frame(output, None, True, image_filter)
@@ -436,9 +452,13 @@ def read_row(output: str, image: Any, target_class: int | None = None) -> pd.Ser
             f"{image!r} names {len(ids)} images: {', '.join(ids[:10])}. Pass the image_id."
         )
     if target_class is not None:
+        targets = ", ".join(map(str, sorted(rows.target_class)))
         rows = rows[rows.target_class == target_class]
         if rows.empty:
-            raise KeyError(f"{image!r} has no row with target_class {target_class}.")
+            raise KeyError(
+                f"{image!r} has no row with target_class {target_class}; its rows' "
+                f"targets: {targets}."
+            )
     predicted = rows[rows.target_class == rows.predicted_class]
     return (predicted if len(predicted) else rows).iloc[0]
 
