@@ -291,6 +291,13 @@ def test_audit_figure_reads_row_photo_and_baseline(folder_run):
         plots.audit_figure(output, "cat2.png", kind="heat")
 
 
+def test_audit_figure_names_a_bad_kind_before_reading_anything(tmp_path):
+    # A bad kind was found only after the row was read: on a run of --attributions
+    # none (or no run) the error named the run, not kind="mask".
+    with pytest.raises(ValueError, match="kind 'mask' is not one of: attributions, channels"):
+        plots.audit_figure(str(tmp_path), "x.png", kind="mask")
+
+
 def test_audit_figure_title_and_note_stay_inside_the_figure(tmp_path):
     """A top-k row's long caption and a long note are wrapped, not cut at the edges."""
     name = "a_photo_with_the_long_name_a_camera_gives_it_0001.png"

@@ -658,6 +658,10 @@ def grid_figure(
     return figure
 
 
+#: What `audit_figure` draws of a row.
+_KINDS: tuple[str, ...] = ("attributions", "channels", "path")
+
+
 def audit_figure(
     output: str,
     image: Any,
@@ -678,6 +682,8 @@ def audit_figure(
         own, else the prediction).
       image_root: where the run's image folder is now, if it moved.
     """
+    if kind not in _KINDS:  # before anything is read: the error is the argument's
+        raise ValueError(f"kind {kind!r} is not one of: {', '.join(_KINDS)}.")
     row = results.read_row(output, image, target_class)
     caption, _ = row_title(row, width=60)
     title = caption.replace("\n", " | ") + f" | rel. delta {row['relative_delta']:.2%}"
@@ -686,8 +692,6 @@ def audit_figure(
     attributions = results.attributions_of(row)
     if kind == "channels":
         return channel_figure(attributions, title=title)
-    if kind != "attributions":
-        raise ValueError(f"kind {kind!r} is not one of: attributions, channels, path.")
     manifest = results.read_manifest(output)
     picture, baseline, note = None, None, None
     try:
