@@ -1921,7 +1921,9 @@ def run(
 
     Waits for the runner as `with beam.Pipeline(...)` does. Returns None when
     no run completes here: a Dataflow --dry_run, a template, or
-    --no_wait_until_finish on a remote runner.
+    --no_wait_until_finish on a remote runner. A run whose inputs all failed (or
+    whose dataset gave none) returns its manifest too, `counts.rows` 0, where
+    `python -m pipeline` exits 1: `transforms.results.read_errors` says why.
 
     Args:
       argv: the flags as on the command line, a list (`['--output', 'out',

@@ -284,8 +284,9 @@ def read_results(
         statistics), e.g. `[("predicted_class", "!=", 281)]` or a pyarrow expression.
 
     Returns:
-      One row per image and target. `label` is float64 with NaN for unlabelled
-      images (as with `pd.read_parquet`); list columns hold NumPy arrays.
+      One row per image and target. `label` is int64, or float64 with NaN for
+      unlabelled images where the rows hold some (as with `pd.read_parquet`); list
+      columns hold NumPy arrays.
 
     Raises:
       FileNotFoundError: `output` holds no run of this job (no manifest.json).
