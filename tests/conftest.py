@@ -97,6 +97,16 @@ def offline_hub(hub_cache):
         yield hub_cache
 
 
+@pytest.fixture
+def unreachable_storage(monkeypatch) -> None:
+    """gs:// calls go to a storage host that never resolves (an emulator's), with no
+    proxy: through one (`https_proxy`, as on many CI machines) the job leaves the
+    storage client to try, for minutes, and the probe under test never runs."""
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://storage.invalid:4443")
+
+
 def write_image(path, array: np.ndarray, **save_kwargs) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path, **save_kwargs)

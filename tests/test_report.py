@@ -1326,10 +1326,9 @@ def test_a_card_shows_its_aucs_with_the_digits_that_tell_them_from_the_controls(
 
 
 def test_a_gs_input_where_storage_cannot_be_reached_is_one_error_line(
-    tmp_path, monkeypatch, capsys
+    tmp_path, unreachable_storage, capsys
 ):
     # Offline, the report waited out minutes of retries, then ended in a traceback.
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://storage.invalid:4443")
     assert main(["--input", "gs://bucket/run", "--output", str(tmp_path / "r.html")]) == 1
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: Cannot reach Google Cloud Storage (storage.invalid:4443: ")

@@ -611,11 +611,10 @@ def test_output_folders_as_pathlib_paths(folder_run):
     np.testing.assert_array_equal(moved, results.load_input_image(output, "loose.png"))
 
 
-def test_a_gs_run_where_storage_cannot_be_reached_fails_at_once_naming_it(monkeypatch):
+def test_a_gs_run_where_storage_cannot_be_reached_fails_at_once_naming_it(unreachable_storage):
     # Offline, read_results("gs://...") waited out Beam's credential retries and the
     # storage client's (over two minutes), then raised a RetryError ("Timeout of 120.0s
     # exceeded ..."). The storage host here is an emulator's that never resolves.
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://storage.invalid:4443")
     for read in (
         lambda: results.read_results("gs://bucket/run"),
         lambda: results.read_row("gs://bucket/run", "a.png"),
