@@ -629,3 +629,38 @@ def test_a_gs_run_where_storage_cannot_be_reached_fails_at_once_naming_it(unreac
         )
         assert "to read 'gs://bucket/run/" in message
         assert message.endswith("reading a gs:// run needs network access.")
+
+
+def test_a_storage_lookup_that_never_answers_does_not_hold_the_process_at_exit(tmp_path):
+    # A resolver that does not answer (a DNS server configured but unreachable: glibc
+    # tries for 10-30 s) is left behind after the probe's timeout; its thread was a
+    # pool's, which Python joins at exit: the error came in seconds, the exit not.
+    # The stand-in lookup writes its marker only if the process waits for it.
+    code = (
+        "import pathlib, socket, sys, time\n"
+        "def lookup(*args, **kwargs):\n"
+        "    time.sleep(30)\n"
+        "    pathlib.Path(sys.argv[1]).write_text('the exit waited for the lookup')\n"
+        "socket.create_connection = lookup\n"
+        "from transforms import files\n"
+        "files.PROBE_TIMEOUT_S = 0.5\n"
+        "try:\n"
+        "    files.exists('gs://bucket/run/manifest.json')\n"
+        "except files.RemoteUnreachable as e:\n"
+        "    print(e)\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proxies = {"http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "STORAGE_EMULATOR_HOST"}
+    env = {k: v for k, v in os.environ.items() if k not in proxies}
+    marker = tmp_path / "waited"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(marker)],
+        cwd=root,
+        env={**env, "PYTHONPATH": root},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    assert "(storage.googleapis.com:443: no answer within 0.5 s)" in done.stdout, done.stdout
+    assert not marker.exists(), marker.read_text()

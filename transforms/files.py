@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import urllib.parse
 import urllib.request
 from concurrent import futures
@@ -55,16 +56,29 @@ def _beam(path: str | None = None, use: str = "read") -> Any:
 
 def connect_once(host: str, port: int, timeout: float) -> None:
     """Opens and closes one TCP connection; DNS and connect both bounded by `timeout`
-    (the resolver has no timeout of its own, so it runs in a thread left behind).
+    (the resolver has no timeout of its own, so it runs in a daemon thread left
+    behind: a pool's thread is joined at exit, which then waited for the resolver).
 
     Raises:
-      OSError or concurrent.futures.TimeoutError: no connection.
+      OSError or concurrent.futures.TimeoutError (empty message): no connection.
     """
-    pool = futures.ThreadPoolExecutor(1)
-    try:
-        pool.submit(socket.create_connection, (host, port), timeout).result(timeout).close()
-    finally:
-        pool.shutdown(wait=False)
+    outcome: list[BaseException | None] = []
+
+    def attempt() -> None:
+        try:
+            socket.create_connection((host, port), timeout).close()
+        except OSError as e:
+            outcome.append(e)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=attempt, name=f"connect {host}:{port}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        raise futures.TimeoutError()
+    if outcome[0] is not None:
+        raise outcome[0]
 
 
 def _storage_host() -> tuple[str, int]:
