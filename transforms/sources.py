@@ -525,9 +525,10 @@ def _not_found_error(name: str, data_dir: str | None, error: Exception) -> Value
         missing = data_dir is not None and not FileSystems.exists(data_dir)
     except Exception:  # e.g. gs:// without credentials: say what is known
         missing = False
-    where = f" --data_dir {data_dir!r} does not exist." if missing else ""
     if data_dir is None:
         where = " If it is prepared in a TFDS data folder of your own, pass it as --data_dir."
+    else:
+        where = f" --data_dir {data_dir!r} does not exist." if missing else ""
     return ValueError(
         f"--dataset {name!r} is neither a folder, 'sample', nor a known TFDS dataset.{where} "
         f"({_first_line(error)}{_closest_dataset(name)})"
