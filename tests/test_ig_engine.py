@@ -165,15 +165,8 @@ def square_waves_fn(inputs, baselines, alphas, targets):
     return scores, grads.astype(np.float32)
 
 
-@pytest.mark.parametrize(
-    "settings",
-    [
-        {"method": "riemann_trapezoid", "steps": 65},
-        {"method": "gausslegendre", "steps": 64},
-        {"method": "riemann_trapezoid", "steps": 25, "tolerance": 0.05, "max_steps": 128},
-    ],
-)
-def test_error_estimate_is_within_a_factor_two_where_nodes_do_not_resolve_the_kinks(settings):
+def _waves_case(**settings):
+    """One row of `square_waves_fn` from black: its exact IG and the result."""
     x = np.ones((1, *WAVES_SHAPE), np.float32)
     exact = LEVELS + (_triangle(FREQUENCIES + PHASES) - _triangle(PHASES)) / FREQUENCIES
     result = integrate(
@@ -186,6 +179,19 @@ def test_error_estimate_is_within_a_factor_two_where_nodes_do_not_resolve_the_ki
         baseline_scores=np.zeros((1, 1)),
         **settings,
     )
+    return exact, result
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"method": "riemann_trapezoid", "steps": 65},
+        {"method": "gausslegendre", "steps": 64},
+        {"method": "riemann_trapezoid", "steps": 25, "tolerance": 0.05, "max_steps": 128},
+    ],
+)
+def test_error_estimate_is_within_a_factor_two_where_nodes_do_not_resolve_the_kinks(settings):
+    exact, result = _waves_case(**settings)
     true = np.linalg.norm(result.attributions[0] - exact) / np.linalg.norm(exact)
     # The random-walk kappa alone said 0.54-0.59 of the true error here for the
     # fixed rules and 0.41 in adaptive mode; read from the pairs, it is close.
@@ -196,21 +202,7 @@ def test_rows_refined_on_a_rough_integrand_stop_with_the_error_they_report_withi
     # Refinement stops on the row's estimate with each path's own kappa, the one
     # the result reports: with the random walk's kappa it stopped after 49
     # evaluations at a reported 0.107 (true 0.120) for a tolerance of 0.05.
-    x = np.ones((1, *WAVES_SHAPE), np.float32)
-    exact = LEVELS + (_triangle(FREQUENCIES + PHASES) - _triangle(PHASES)) / FREQUENCIES
-    result = integrate(
-        square_waves_fn,
-        x,
-        np.zeros((1, 1, *WAVES_SHAPE), np.float32),
-        [0],
-        [0],
-        "riemann_trapezoid",
-        25,
-        tolerance=0.05,
-        max_steps=1024,
-        target_scores=np.array([exact.sum()]),
-        baseline_scores=np.zeros((1, 1)),
-    )
+    _, result = _waves_case(method="riemann_trapezoid", steps=25, tolerance=0.05, max_steps=1024)
     assert result.evaluations[0] < 1024  # stopped by the tolerance, not the cap
     assert result.error[0] <= 0.05
 
