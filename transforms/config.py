@@ -129,8 +129,9 @@ class AttributionConfig:
         (re-evaluations of points the memory budget dropped not counted);
         None (the default) gives `default_max_steps(steps)`.
       path_batch_size: path points per gradient call (bounds memory); None (or
-        "auto", as the flag takes it): the device's choice (`transforms.tf_model.device_settings`: on CPUs 8 or 16, timed
-        as the run goes; 32 on GPUs).
+        "auto", as the flag takes it): the device's choice
+        (`transforms.tf_model.device_settings`: on CPUs 8 or 16, timed as the run
+        goes; 32 on GPUs).
       attributions: `full` (H x W x C), `pixel` (H x W, channel sum) or `none`.
       attribution_dtype: `float16` or `float32` storage.
       seed: seed of the `noise` baseline and of the faithfulness control's random

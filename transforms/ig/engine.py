@@ -40,9 +40,10 @@ SCORE_RESOLUTION = 16 * float(np.finfo(np.float32).eps)
 # must be split after all has its nodes evaluated again.
 _MIN_ACTIVE_PANELS = 8
 # Cuts per path and round (a panel split in m parts takes m - 1), at most
-# (one more where the last panel that still fits is cut in three); fewer where the error model predicts that fewer reach the tolerance (it
-# expects a cut into m parts to divide the panel's share of the squared error
-# by m^2, as for a random walk). Small rounds follow the error closely and
+# (one more where the last panel that still fits is cut in three); fewer where
+# the error model predicts that fewer reach the tolerance (it expects a cut
+# into m parts to divide the panel's share of the squared error by m^2, as for
+# a random walk). Small rounds follow the error closely and
 # stop close to the tolerance: 8 cost 5 % fewer evaluations than 32 for the
 # same per-pixel error (docs/accuracy.md §3).
 _MAX_SPLITS_PER_ROUND = 8
