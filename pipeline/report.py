@@ -49,6 +49,7 @@ from matplotlib.figure import Figure
 
 from pipeline.commands import CommandParser, to_stdout
 from transforms import files, plots, results
+from transforms.config import baseline_names
 from transforms.errors import error_reason
 from transforms.ig.rules import METHODS, has_spread
 from transforms.manifest import (
@@ -782,8 +783,7 @@ def _completeness(chosen: _Selection, config: Mapping[str, Any]) -> dict[str, An
 
 def _baseline_names(config: Mapping[str, Any]) -> list[str]:
     """The baselines a run's rows average over (a list, or a comma-separated text)."""
-    names = config.get("baselines") or ["black"]
-    return names.split(",") if isinstance(names, str) else list(names)
+    return list(baseline_names(config.get("baselines") or ["black"]))
 
 
 def _baseline_count(config: Mapping[str, Any]) -> int:
