@@ -24,6 +24,8 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn
 
+from pipeline import logs
+
 __all__ = [
     "CommandParser",
     "exit_with",
@@ -91,6 +93,7 @@ def sigterm_stops_as_ctrl_c() -> Iterator[None]:
     def stop(signum, frame):
         _TERMINATED.append(signum)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        logs.stop_requested()
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, stop)

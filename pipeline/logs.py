@@ -149,13 +149,23 @@ def _one_line(error: BaseException | None) -> str:
 # DirectRunner ended (its `run_worker` thread raises it).
 _WORKER_EXIT = re.compile(r"Worker subprocess exited with return code (-?\d+)")
 _worker_exits: list[int] = []
+_stopping = threading.Event()
+
+
+def stop_requested() -> None:
+    """A Ctrl-C or SIGTERM is stopping the run: the worker processes that end from
+    now on are stopped, whatever their return code (one torn down mid-call can die
+    by SIGABRT), not a failure to report."""
+    _stopping.set()
 
 
 def _watch_threads(verbose: bool) -> None:
     """Notes worker processes that end during the run (`worker_death`). Without
     --verbose, a thread's uncaught exception is one line, and once a worker has
-    ended, those of the threads it leaves behind (gRPC errors) none."""
+    ended, those of the threads it leaves behind (gRPC errors) none; nor, once a
+    stop is requested (`stop_requested`), the ends of the workers it stops."""
     _worker_exits.clear()
+    _stopping.clear()
     log = logging.getLogger("pipeline")
 
     def hook(args: threading.ExceptHookArgs) -> None:
@@ -164,7 +174,7 @@ def _watch_threads(verbose: bool) -> None:
             _worker_exits.append(int(found[1]))
         if verbose:
             threading.__excepthook__(args)
-        elif found:
+        elif found and not _stopping.is_set():
             log.error("A worker process ended: %s.", worker_death(int(found[1])))
         elif not _worker_exits:
             thread = args.thread.name if args.thread else "a thread"

@@ -1694,6 +1694,7 @@ def _one_ctrl_c_while_workers_stop() -> Iterator[None]:
 
     def once(signum, frame):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        logs.stop_requested()
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, once)

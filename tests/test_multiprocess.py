@@ -192,6 +192,42 @@ def test_worker_records_keep_the_jobs_own_lines_and_drop_beams():
     assert keep.filter(forwarded(40, "a worker error", beam))
 
 
+def test_a_worker_that_ends_while_a_stop_stops_the_run_is_not_an_error(caplog):
+    # A worker torn down by a Ctrl-C once died by SIGABRT ('FATAL: exception not
+    # rethrown'), and the run, stopped as asked, logged 'ERROR pipeline: A worker
+    # process ended: return code 134 (SIGABRT)' under its 'interrupted' line.
+    import threading
+
+    from pipeline import logs
+
+    def worker_exits(code: int) -> None:
+        # How Beam's run_worker thread ends when its worker process does.
+        def run() -> None:
+            raise RuntimeError(f"Worker subprocess exited with return code {code}")
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+
+    saved = threading.excepthook
+    try:
+        logs._watch_threads(verbose=False)
+        with caplog.at_level("ERROR", logger="pipeline"):
+            worker_exits(137)
+            assert "A worker process ended: return code 137 (SIGKILL" in caplog.text
+            caplog.clear()
+            logs.stop_requested()
+            worker_exits(134)
+        assert caplog.text == ""
+        assert logs.worker_death().startswith("return code 137 (SIGKILL")  # the first end
+        logs._watch_threads(verbose=False)  # a new run: its workers' ends are reported again
+        with caplog.at_level("ERROR", logger="pipeline"):
+            worker_exits(134)
+        assert "A worker process ended: return code 134 (SIGABRT)." in caplog.text
+    finally:
+        threading.excepthook = saved
+
+
 def _descendants(pid: int) -> list[int]:
     """The processes below `pid` (children, grandchildren, ...), from /proc."""
     parents = {}
