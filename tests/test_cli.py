@@ -2005,3 +2005,42 @@ def test_the_summary_shows_an_error_too_small_for_its_decimals_not_as_0(folder_r
     shown = summary_table(folder_run["output"])
     assert "0.000078%" in shown["relative_delta"].tolist()
     assert "0.00018%" in shown["attribution_error"].tolist()
+
+
+def test_two_threads_importing_tensorflow_at_once_leave_stderr_working():
+    """Two threads past `import_tensorflow`'s check at once: the later one saved the
+    first's /dev/null as "the real stderr" and, putting it back last, left the process
+    writing nothing to stderr ever after. The barrier holds each thread just past the
+    check and lets the other go first; the later one's flush before it puts its saved
+    stderr back waits, so that it is the last to put one back."""
+    code = (
+        "import sys, threading, time\n"
+        "from transforms import quiet\n"
+        "barrier, later = threading.Barrier(2, timeout=3), threading.local()\n"
+        "real = quiet.quiet_environment\n"
+        "def held(verbose):\n"
+        "    try:\n"
+        "        later.flushes = 0 if barrier.wait() == 0 else None\n"
+        "    except threading.BrokenBarrierError:  # the other waits for this import\n"
+        "        later.flushes = None\n"
+        "    if later.flushes == 0:\n"
+        "        time.sleep(0.5)\n"
+        "    real(verbose)\n"
+        "class Stderr:\n"
+        "    def __getattr__(self, name):\n"
+        "        return getattr(sys.__stderr__, name)\n"
+        "    def flush(self):\n"
+        "        sys.__stderr__.flush()\n"
+        "        if getattr(later, 'flushes', None) is not None:\n"
+        "            later.flushes += 1\n"
+        "            time.sleep(0.5 if later.flushes == 2 else 0)\n"
+        "quiet.quiet_environment, sys.stderr = held, Stderr()\n"
+        "threads = [threading.Thread(target=quiet.import_tensorflow, args=(False,))\n"
+        "           for _ in range(2)]\n"
+        "for t in threads: t.start()\n"
+        "for t in threads: t.join()\n"
+        "print('stderr still works', file=sys.__stderr__, flush=True)\n"
+    )
+    done = _python(code)
+    assert done.returncode == 0, done.stderr
+    assert "stderr still works" in done.stderr

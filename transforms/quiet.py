@@ -10,9 +10,14 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 from collections.abc import Iterator
 
 __all__ = ["import_tensorflow", "quiet_environment"]
+
+# One import at a time: a second thread past the check while the first had stderr at
+# /dev/null saved /dev/null as the real stderr and put it back last.
+_IMPORTING = threading.Lock()
 
 
 def quiet_environment(verbose: bool) -> None:
@@ -68,12 +73,13 @@ def import_tensorflow(verbose: bool) -> None:
     and an absl banner to stderr while loading, whatever TF_CPP_MIN_LOG_LEVEL
     says; they are hidden here. An import error is still raised as usual.
     """
-    if "tensorflow" in sys.modules:
-        return
-    with _quiet_while_importing(verbose):
-        if verbose:
-            import tensorflow  # noqa: PLC0415
-
+    with _IMPORTING:
+        if "tensorflow" in sys.modules:
             return
-        with _stderr_to_devnull():
-            import tensorflow  # noqa: F401, PLC0415
+        with _quiet_while_importing(verbose):
+            if verbose:
+                import tensorflow  # noqa: PLC0415
+
+                return
+            with _stderr_to_devnull():
+                import tensorflow  # noqa: F401, PLC0415
