@@ -214,3 +214,26 @@ def test_a_float_image_in_0_1_or_0_255_decodes_to_its_grey_levels(scale):
     data = _encode(Image.fromarray(levels * (scale / 255.0), mode="F"), "TIFF")
     out = images.decode_image(data)
     np.testing.assert_array_equal(out, np.repeat(levels.astype(np.uint8)[..., None], 3, -1))
+
+
+@pytest.mark.parametrize(
+    "mode, colour, key",
+    [
+        ("RGB", (10, 20, 30), (10, 20, 30)),
+        ("L", 10, 10),
+        ("I;16", 2570, 2570),  # 16-bit grey: 2570 of 65535 is 10 of 255
+    ],
+)
+@pytest.mark.parametrize("side, hint", [(4, None), (64, 8)])  # 64: shrunk first
+def test_a_pngs_transparent_colour_is_composited_onto_black_like_alpha(
+    mode, colour, key, side, hint
+):
+    # A PNG without an alpha channel may name one colour transparent (its tRNS chunk):
+    # those pixels were read as their colour, while the same picture with an alpha
+    # channel, or as a palette, came out black where transparent.
+    img = Image.new(mode, (side, side), colour)
+    img.paste(Image.new(mode, (side, side // 2), 200 if mode != "RGB" else (200,) * 3))
+    out = images.decode_image(_encode(img, "PNG", transparency=key), max_side_hint=hint)
+    half = out.shape[0] // 2
+    np.testing.assert_array_equal(out[half:], 0)
+    assert out[:half].min() > 0

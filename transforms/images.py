@@ -135,6 +135,22 @@ def _upright(img: Image.Image) -> Image.Image:
     return turned
 
 
+def _clear_transparent(img: Image.Image) -> Image.Image:
+    """The image with the pixels of its transparent colour black, as compositing onto
+    black makes them: a PNG without an alpha channel may name one colour transparent
+    (its tRNS chunk, `info["transparency"]`), as a palette image names an index. Done
+    before `_shrink`, whose averages would mix that colour into its neighbours."""
+    key = img.info.get("transparency")
+    if key is None or img.mode not in ("L", "RGB", "I", *_WIDE_INT_MODES):
+        return img
+    array = np.array(img)
+    hit = array == np.asarray(key, dtype=array.dtype)
+    array[hit.all(axis=-1) if array.ndim == 3 else hit] = 0
+    cleared = Image.fromarray(array)  # the same mode, from the dtype and shape
+    img.close()
+    return cleared
+
+
 def _to_array(img: Image.Image, sixteen_bit: bool) -> np.ndarray:
     """A decoded image in a mode `to_rgb_uint8` reads, as an array.
 
@@ -186,7 +202,8 @@ def decode_image(
     try:
         with _open_bounded(data, max_side_hint, max_pixels) as img:
             img.load()
-            array = _to_array(_shrink(_upright(img), max_side_hint), img.mode in _WIDE_INT_MODES)
+            upright = _clear_transparent(_upright(img))
+            array = _to_array(_shrink(upright, max_side_hint), img.mode in _WIDE_INT_MODES)
     except UnidentifiedImageError as e:
         raise ImageError(f"not an image Pillow can read ({len(data)} bytes)") from e
     except (OSError, SyntaxError, ValueError) as e:
