@@ -149,7 +149,7 @@ def test_a_large_image_is_shrunk_before_any_float_copy():
     decoded = images.decode_image(
         _encode(Image.fromarray(pixels), "PNG", compress_level=1), max_side_hint=224
     )
-    assert decoded.shape == (308, 462, 3)  # box of 13 (6000 // 448), edges rounded up
+    assert decoded.shape == (298, 448, 3)  # twice the 149 x 224 it takes in the square
     assert decoded[0, 0, 0] == 0 and decoded[0, -1, 0] == 200
     # A model's square from it matches the one made from the full image.
     direct = images.resize_with_pad(pixels, 224).astype(int)
@@ -237,3 +237,20 @@ def test_a_pngs_transparent_colour_is_composited_onto_black_like_alpha(
     half = out.shape[0] // 2
     np.testing.assert_array_equal(out[half:], 0)
     assert out[:half].min() > 0
+
+
+@pytest.mark.parametrize(
+    "shape, size",
+    [((23, 320), 16), ((320, 23), 16), ((300, 5000), 224), ((1, 500), 16), ((2000, 10), 16)],
+)
+def test_a_shrunk_image_fills_the_models_square_as_the_whole_image_does(shape, size):
+    # A much larger image is box-averaged down before it is resized (_shrink). A side
+    # that was not a multiple of the box made its last, partial box a whole pixel: a
+    # 320 x 23 banner filled 2 rows of a 16-pixel square, resized whole it fills 1
+    # (a 5000 x 300 one 14 rows of 224 instead of 13), so the model saw image for padding.
+    array = np.full((*shape, 3), 200, np.uint8)
+    decoded = images.decode_image(_encode(Image.fromarray(array), "PNG"), max_side_hint=size)
+    assert images.pad_box(*decoded.shape[:2], size) == images.pad_box(*shape, size)
+    np.testing.assert_array_equal(
+        images.resize_with_pad(decoded, size), images.resize_with_pad(array, size)
+    )

@@ -107,18 +107,19 @@ def _open_bounded(data: bytes, max_side_hint: int | None, max_pixels: int) -> Im
 
 
 def _shrink(img: Image.Image, max_side_hint: int | None) -> Image.Image:
-    """Box-averages a much larger image down to >= 2x the model's side, still as
-    integers: the float copies that follow then stay bounded by the model's size."""
-    if not max_side_hint:
+    """Box-averages a much larger image (4x the model's side or more) down to twice the
+    size it takes in the model's square (`pad_box`), still as integers: the float copies
+    that follow then stay bounded by the model's size, and it fills the square as the
+    whole image resized does. (`Image.reduce` by a whole factor made each side's last,
+    partial box a whole pixel: a 320 x 23 banner took 2 rows of a 16-pixel square, not 1.)"""
+    if not max_side_hint or max(img.size) // (2 * max_side_hint) < 2:
         return img
-    factor = max(img.size) // (2 * max_side_hint)
-    if factor < 2:
-        return img
+    _, _, height, width = pad_box(img.height, img.width, max_side_hint)
     if img.mode in _WIDE_INT_MODES:
         img = img.convert("I")
     elif img.mode in _INDEXED_MODES:
         img = img.convert(_INDEXED_MODES[img.mode])
-    return img.reduce(factor)
+    return img.resize((2 * width, 2 * height), Image.Resampling.BOX)
 
 
 def _upright(img: Image.Image) -> Image.Image:
