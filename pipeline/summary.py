@@ -67,13 +67,14 @@ def summary_table(output: str, limit: int = 20, target: bool = False) -> pd.Data
     shared = frame.groupby("file_name")["image_id"].transform("nunique") > 1
     frame = frame.assign(file=frame["file_name"].where(~shared, frame["image_id"])).head(limit)
     table = {
-        "file": frame["file"],
-        "label": frame["label_name"].fillna("-"),
-        "prediction": frame["predicted_name"],
+        "file": frame["file"].map(wording.printable),
+        "label": frame["label_name"].fillna("-").map(wording.printable),
+        "prediction": frame["predicted_name"].map(wording.printable, na_action="ignore"),
         "confidence": frame["top_k_probs"].map(lambda p: f"{p[0]:.1%}"),
     }
     if target:
-        table["target"] = frame["target_name"].fillna(frame["target_class"].astype(str))
+        names = frame["target_name"].fillna(frame["target_class"].astype(str))
+        table["target"] = names.map(wording.printable)
     table["relative_delta"] = frame["relative_delta"].map(lambda d: wording.percent(d, 3))
     table["attribution_error"] = frame["attribution_error"].map(
         lambda e: "-" if pd.isna(e) else wording.percent(e, 2)
@@ -89,7 +90,8 @@ def error_summary(output: str, reasons: int = 3) -> list[str]:
         lines.append(f"  {stage}: {group['inputs'].sum()}")
         for cause in group.head(reasons).itertuples():
             text = cause.reason if len(cause.reason) <= 160 else cause.reason[:157] + "..."
-            lines.append(f"    {cause.inputs} x {text} (e.g. {cause.example})")
+            example = wording.printable(cause.example)
+            lines.append(f"    {cause.inputs} x {wording.printable(text)} (e.g. {example})")
         if len(group) > reasons:
             lines.append(f"    ... and {wording.count(len(group) - reasons, 'other reason')}")
     return lines

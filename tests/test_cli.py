@@ -2044,3 +2044,21 @@ def test_two_threads_importing_tensorflow_at_once_leave_stderr_working():
     done = _python(code)
     assert done.returncode == 0, done.stderr
     assert "stderr still works" in done.stderr
+
+
+def test_the_end_of_run_summary_shows_control_characters_in_names_escaped(
+    linear_keras, tmp_path, capsys
+):
+    # A file name may hold a newline or a terminal escape: the table showed 'a\nb.png'
+    # (pandas escapes a newline), but the errors by stage printed it raw, so the line
+    # broke in two, and either let an escape sequence (ESC[2J clears a terminal) through.
+    rng = np.random.default_rng(0)
+    root = tmp_path / "images"
+    write_image(root / "clear\x1b[2J.png", rng.integers(0, 256, (SIZE, SIZE, 3), np.uint8))
+    (root / "bad\nname.jpg").write_bytes(b"not an image")
+    flags = cli_args(dataset=root, model=linear_keras, output=tmp_path / "out", steps=4)
+    assert main([*flags, "--faithfulness", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "clear\\x1b[2J.png" in out
+    assert "(e.g. bad\\nname.jpg)" in out
+    assert not any(line.startswith("name.jpg") for line in out.splitlines())

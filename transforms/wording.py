@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import decimal
 import math
+import re
 
-__all__ = ["count", "infinite", "percent"]
+__all__ = ["count", "infinite", "percent", "printable"]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def count(number: int, noun: str) -> str:
@@ -29,3 +32,10 @@ def percent(value: float, digits: int = 1) -> str:
     if value and math.isfinite(value) and not float(text[:-1]):
         return f"{decimal.Decimal(f'{value * 100:.2g}'):f}%"
     return text
+
+
+def printable(text: str) -> str:
+    """`text` with its control characters as Python escapes ('a\\nb.png', 'x\\x1b[2J'):
+    a file name holding a newline or a terminal escape is shown on one line, as written
+    in it, and cannot move or clear the terminal it is printed to."""
+    return _CONTROL.sub(lambda m: repr(m[0])[1:-1], text)
