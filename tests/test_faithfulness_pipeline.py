@@ -156,3 +156,45 @@ def test_bad_faithfulness_flags_fail_before_any_work(
 def test_defaults_are_on():
     config = AttributionConfig()
     assert config.faithfulness == "deletion_insertion" and 16 <= config.faithfulness_steps <= 32
+
+
+@pytest.fixture(scope="module")
+def remote_class_keras(tmp_path_factory) -> tuple[str, np.ndarray, np.ndarray]:
+    """A `.keras` file with 2 outputs: logit 0 is 0, logit 1 is x . w - 110, so class 1's
+    probability, about 1e-48, is far below float32's smallest (1.4e-45) and exact in
+    float64; and its weights and bias."""
+    import keras
+
+    weights = np.zeros((SIZE * SIZE * 3, 2), np.float32)
+    weights[:, 1] = np.random.default_rng(4).normal(0, 0.05, SIZE * SIZE * 3)
+    bias = np.array([0.0, -110.0], np.float32)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    dense = keras.layers.Dense(2)
+    model = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
+    dense.set_weights([weights, bias])
+    path = str(tmp_path_factory.mktemp("models") / "remote.keras")
+    model.save(path)
+    return path, weights, bias
+
+
+def test_a_target_too_improbable_for_float32_gets_the_aucs_of_its_float64_curves(
+    image_folder, remote_class_keras, tmp_path
+):
+    """The curves were a float32 softmax, which flushed class 1's probabilities to 0,
+    while p(x), which normalises them, is float64 (1e-48): its AUCs read 1/(2K) (0.125
+    for a deletion AUC of 0.26), as if the probability vanished at every inner point."""
+    model, weights, bias = remote_class_keras
+    flags = cli_args(faithfulness_steps=STEPS, target="top_k", top_k=2)
+    _run(image_folder, model, tmp_path / "out", *flags)
+    results = pd.read_parquet(tmp_path / "out" / "results")
+    remote = results[results.target_class == 1]
+    assert len(remote) == 4
+    for row in remote.itertuples():
+        x = image_folder["pixels"][row.image_id].astype(np.float32) / 255.0
+        order = fa.ranking(np.reshape(row.attributions, (SIZE, SIZE, 3)))
+        blurred = make_baselines(x, ("blur",), (0.0, 1.0), row.image_id)[0]
+        deletion, insertion = _expected_curves(x, order, 0.0, blurred, weights, bias, 1)
+        assert 0 < deletion[0] < 1e-45
+        p_x = [deletion[0]]
+        np.testing.assert_allclose(row.deletion_auc, fa.auc(deletion[None], p_x)[0], rtol=1e-4)
+        np.testing.assert_allclose(row.insertion_auc, fa.auc(insertion[None], p_x)[0], rtol=1e-4)

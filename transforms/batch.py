@@ -204,7 +204,7 @@ def _faithfulness(model, cfg, spec, inputs, refs, batch, rows, result, preds, ke
         return None
     image_index, out_index, _ = rows
     kept = faithfulness.for_rows(
-        faithfulness.from_score_fn(model.score_fn("softmax")),
+        faithfulness.from_outputs(model.logits, model.probabilities),
         inputs,
         refs[:, 0],
         [ex.image_id for ex in batch],

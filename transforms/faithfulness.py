@@ -66,6 +66,7 @@ __all__ = [
     "deletion_insertion",
     "for_rows",
     "forward_passes_per_row",
+    "from_outputs",
     "from_score_fn",
     "image_probability",
     "normalised",
@@ -98,6 +99,24 @@ def from_score_fn(score_fn: ScoreFn) -> ProbabilityFn:
         images = np.asarray(images, dtype=np.float32)
         alphas = np.zeros(len(images), dtype=np.float32)
         return np.asarray(score_fn(images, images, alphas, targets), dtype=np.float64)
+
+    return probabilities
+
+
+def from_outputs(
+    outputs_fn: Callable[[np.ndarray], np.ndarray],
+    probabilities_fn: Callable[[np.ndarray], np.ndarray],
+) -> ProbabilityFn:
+    """The `ProbabilityFn` of a model's outputs and their float64 probabilities
+    (`Classifier.logits` and `Classifier.probabilities`), computed as the image's own
+    p(x) is: a float32 softmax flushes a probability below about 1e-38 to 0, and a
+    target that improbable had curves of 0 against a p(x) above 0, and wrong AUCs."""
+
+    def probabilities(images: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        outputs = outputs_fn(np.asarray(images, dtype=np.float32))
+        with np.errstate(invalid="ignore"):  # an infinite output: NaN, the AUC null
+            values = np.asarray(probabilities_fn(outputs), dtype=np.float64)
+        return values[np.arange(len(values)), np.asarray(targets, dtype=np.int64)]
 
     return probabilities
 
