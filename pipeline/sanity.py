@@ -65,6 +65,8 @@ _LOG = logging.getLogger(__name__)
 # Medians at or above this (Spearman or SSIM) count as "maps still similar": the
 # maps of a destroyed model should be no closer to the intact ones than this.
 SIMILAR = 0.5
+# `content_box` of an image equal to its baselines: nothing differs, IG is 0 there.
+_WHOLE = (slice(None), slice(None))
 
 
 def _spec(model: dict[str, Any]) -> ModelSpec:
@@ -189,8 +191,9 @@ def maps_changed(spearman: float | None, ssim: float | None) -> bool | None:
     return bool(spearman < SIMILAR and ssim < SIMILAR)
 
 
-def _verdict(stages: list[dict[str, Any]]) -> str:
-    """Whether the maps of the fully randomised stage still resemble the intact model's."""
+def _verdict(stages: list[dict[str, Any]], blank: int = 0) -> str:
+    """Whether the maps of the fully randomised stage still resemble the intact model's;
+    `blank`: rows whose image equals its baselines (`content_box`), whose maps are 0."""
     last = stages[-1]
     rho, ssim = last["spearman_median"], last["ssim_median"]
     numbers = (
@@ -199,7 +202,7 @@ def _verdict(stages: list[dict[str, Any]]) -> str:
     )
     changed = maps_changed(rho, ssim)
     if changed is None:
-        return f"undecided: {_why_no_medians(last)} ({numbers})."
+        return f"undecided: {_why_no_medians(last, blank)} ({numbers})."
     if changed:
         first = next(
             s["layer"] for s in stages if maps_changed(s["spearman_median"], s["ssim_median"])
@@ -214,18 +217,27 @@ def _verdict(stages: list[dict[str, Any]]) -> str:
     )
 
 
-def _why_no_medians(stage: dict[str, Any]) -> str:
+def _why_no_medians(stage: dict[str, Any], blank: int = 0) -> str:
     """Why a stage (`_stage_report`) has no medians: its maps are constant or not
-    finite, or its images' content is too thin for SSIM (a Spearman, no SSIM)."""
+    finite, its images' content is too thin for SSIM (a Spearman, no SSIM), or `blank`
+    of its rows are of an image equal to its baselines (maps 0 whatever the model)."""
     pairs = zip(stage["spearman"], stage["ssim"], strict=True)
     thin = sum(rho is not None and ssim is None for rho, ssim in pairs)
-    if not thin:
+    if not thin and not blank:
         return "the randomised model gave no finite maps"
-    others = len(stage["ssim"]) - thin
+    rows = len(stage["ssim"])
+    reasons = [
+        f"the image of {count(blank, 'row')} of {rows} equals its baseline, where IG is 0 "
+        "whatever the model (no map to compare)"
+    ] * bool(blank) + [
+        f"the content of {count(thin, 'row')} of {rows} (its pixels that differ from the "
+        "baseline) is under 3 pixels high or wide, too thin for SSIM (a panorama or a line "
+        "on black)"
+    ] * bool(thin)
+    others = rows - thin - blank
     return (
-        f"no image has both measures: the content of {count(thin, 'row')} of "
-        f"{len(stage['ssim'])} (its pixels that differ from the baseline) is under 3 pixels "
-        "high or wide, too thin for SSIM (a panorama or a line on black)"
+        "no image has both measures: "
+        + ", and ".join(reasons)
         + (", and the other maps are constant or not finite" if others else "")
         + "; check more images (--images)"
     )
@@ -284,11 +296,15 @@ def content_box(inputs: np.ndarray, references: np.ndarray) -> tuple[slice, slic
     Args:
       inputs: float [H, W, C], the image in the model's input range.
       references: float [B, H, W, C], its baselines.
+
+    Returns:
+      (rows, columns); `_WHOLE`, (slice(None), slice(None)), where no pixel differs
+      (IG is 0 everywhere then, whatever the model).
     """
     differs = np.any(inputs[None] != references, axis=(0, -1))
     rows, cols = np.flatnonzero(differs.any(axis=1)), np.flatnonzero(differs.any(axis=0))
     if not len(rows):
-        return slice(None), slice(None)
+        return _WHOLE
     return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
@@ -371,8 +387,10 @@ def _report(
     config: AttributionConfig,
     seed: int,
     reports: list[dict[str, Any]],
+    blank: int = 0,
 ) -> dict[str, Any]:
-    """The contents of sanity.json (see `run`) from the stages' `_stage_report`s."""
+    """The contents of sanity.json (see `run`) from the stages' `_stage_report`s;
+    `blank`: rows whose image equals its baselines (see `_verdict`)."""
     report = {
         "images": len(ids),
         "image_ids": ids,
@@ -387,7 +405,7 @@ def _report(
         },
         "similar_threshold": SIMILAR,
         "stages": reports,
-        "verdict": _verdict(reports),
+        "verdict": _verdict(reports, blank),
         # The verdict's decision, for its readers (the HTML report): null is undecided.
         "changed": maps_changed(reports[-1]["spearman_median"], reports[-1]["ssim_median"]),
     }
@@ -428,7 +446,8 @@ def run(
     original = attribute()
     boxes = _content_boxes(config, spec, inputs, ids)
     maps, reports = _cascade(model, plan, seed, original, attribute, boxes)
-    report = _report(ids, targets, config, seed, reports)
+    blank = sum(box == _WHOLE for box in boxes)
+    report = _report(ids, targets, config, seed, reports, blank)
     folder = FileSystems.join(output, "sanity")
     write_json(FileSystems.join(folder, "sanity.json"), report)
     titles = ["intact", *[s["layer"] for s in reports]]

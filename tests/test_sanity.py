@@ -213,6 +213,27 @@ def test_a_run_of_lines_on_black_is_undecided_for_their_thin_content_not_for_fin
     assert report["changed"] is None
 
 
+def test_a_run_of_images_equal_to_their_baseline_is_undecided_for_that_not_for_finite_maps(
+    conv_keras, tmp_path
+):
+    """Black photos on the black baseline: IG is 0 there whatever the weights, so no map
+    has a Spearman or SSIM; the verdict blamed the randomised model's maps, which are
+    finite (0, as the intact model's)."""
+    root = tmp_path / "dark"
+    for name in ("night.png", "void.png"):
+        write_image(root / name, np.zeros((SIZE, SIZE, 3), np.uint8))
+    output = str(tmp_path / "out")
+    _audit({"root": str(root)}, conv_keras, output, steps=8)
+    report = sanity.run(output, images_count=2, stages=["logits"])
+    assert report["stages"][0]["spearman"] == [None, None]
+    assert report["verdict"].startswith(
+        "undecided: no image has both measures: the image of 2 rows of 2 equals its "
+        "baseline, where IG is 0 whatever the model (no map to compare); check more "
+        "images (--images) (median Spearman"
+    )
+    assert report["changed"] is None
+
+
 def test_a_folder_without_a_run_exits_2_saying_what_to_pass(tmp_path, capsys):
     assert sanity.main(["--input", str(tmp_path / "missing")]) == 2
     (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
