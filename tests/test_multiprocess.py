@@ -120,10 +120,17 @@ def _two_worker_run(
     return log, [int(re.fullmatch(_WORKER_LINE, line).group(1)) for line in progress]
 
 
-def test_a_multi_process_run_logs_each_workers_progress_and_no_worker_noise(
+def test_a_multi_process_run_from_a_folder_with_packages_of_the_same_names_is_quiet(
     image_folder, linear_keras, tmp_path
 ):
-    log, _ = _two_worker_run(image_folder, linear_keras, tmp_path, batch_size=1)
+    # Beam starts the workers as `python -m ...` in the caller's folder, first on
+    # their sys.path: they imported the project's `transforms`, not the job's.
+    project = tmp_path / "project"
+    for package in ("pipeline", "transforms"):
+        (project / package).mkdir(parents=True)
+        (project / package / "__init__.py").write_text(f"raise ImportError('{package}')\n")
+    log, _ = _two_worker_run(image_folder, linear_keras, tmp_path, cwd=project, batch_size=1)
+    assert len(pd.read_parquet(tmp_path / "out" / "results")) == 4
     # Beam's per-worker start-up warnings and TensorFlow's banner: --verbose only.
     for noise in ("Worker: severity", "Discarding unparseable args", "oneDNN", "absl::"):
         assert noise not in log, log[-3000:]
@@ -147,19 +154,6 @@ def test_a_multi_process_run_logs_progress_when_no_worker_fills_a_batch(
     for noise in ("oneDNN", "absl::", "cuda"):
         assert noise not in log, log[-3000:]
     assert len(pd.read_parquet(tmp_path / "out" / "results")) == 3
-
-
-def test_workers_run_this_job_from_a_folder_with_packages_of_the_same_names(
-    image_folder, linear_keras, tmp_path
-):
-    # Beam starts the workers as `python -m ...` in the caller's folder, first on
-    # their sys.path: they imported the project's `transforms`, not the job's.
-    project = tmp_path / "project"
-    for package in ("pipeline", "transforms"):
-        (project / package).mkdir(parents=True)
-        (project / package / "__init__.py").write_text(f"raise ImportError('{package}')\n")
-    _two_worker_run(image_folder, linear_keras, tmp_path, cwd=project)
-    assert len(pd.read_parquet(tmp_path / "out" / "results")) == 4
 
 
 def test_worker_records_keep_the_jobs_own_lines_and_drop_beams():
@@ -327,6 +321,12 @@ def test_a_killed_worker_process_fails_the_run_in_one_line_and_resume_completes_
         error,
     ), error
     assert "Traceback" not in text, text[-3000:]
+    # The resume in one process, the path's 4096 points in calls of 1024, not 1: the
+    # same rows (neither changes any, so a resume may change them), in seconds.
+    at = command.index("--path_batch_size") + 1
+    command[at : at + 1] = ["1024"]
+    at = command.index("--direct_running_mode")
+    del command[at : at + 4]  # and --direct_num_workers 2
     done = subprocess.run(command + ["--resume"], capture_output=True, text=True, env=_ENV)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = pd.read_parquet(tmp_path / "out" / "results", columns=["image_id"])
