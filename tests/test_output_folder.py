@@ -199,8 +199,7 @@ def test_a_stop_while_running_says_how_to_go_on_and_a_resume_completes_the_run(
     lines = [line for line in log.splitlines() if line.startswith("error:")]
     assert lines == [f"error: {said}; rerun with --resume to continue."], log[-3000:]
     assert "Traceback" not in log and not (out / ".lock").exists()
-    resumed = jobs(*flags, "--resume")
-    assert resumed.wait(timeout=300) == 0, resumed.log.read_text()[-3000:]
+    assert main([*flags, "--resume"]) == 0  # in this process: a TensorFlow start-up less
     rows, errors = pd.read_parquet(out / "results"), pd.read_parquet(out / "errors")
     assert rows.image_id.is_unique and len(rows) == 80 and list(errors.image_id) == ["broken.png"]
 
