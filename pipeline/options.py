@@ -210,14 +210,16 @@ def _ig_flags(add: Callable[..., Any]) -> None:
         help="Bound on each row's per-pixel relative error: its estimate "
         f"(attribution_error) is held within --tolerance / {ESTIMATE_MARGIN:g}, a margin for "
         "the estimate's own error; rows above that (or above --completeness_tolerance) "
-        "are refined, then flagged (within_tolerance). 0 turns refinement off.",
+        "are refined, then flagged (within_tolerance). A fraction from 0 to 1 (0.02 is 2 %%); "
+        "0 turns refinement off.",
     )
     add(
         "--completeness_tolerance",
         type=float,
         default=_DEFAULTS.completeness_tolerance,
         help="Bound on each row's relative completeness delta (relative_delta) when "
-        "--tolerance > 0: a sum, which cancels per-pixel errors, so it is tighter.",
+        "--tolerance > 0: a sum, which cancels per-pixel errors, so it is tighter. A fraction, "
+        "at most 1.",
     )
     add(
         "--max_steps",

@@ -86,6 +86,13 @@ def _flags(image_folder, model, output, *extra):
         (["--path_batch_size", "0"], "error: --path_batch_size must be >= 1, got 0"),
         (["--tolerance", "inf"], "error: --tolerance must be a finite number >= 0"),
         (["--completeness_tolerance", "inf"], "error: --completeness_tolerance must be a finite"),
+        # A percent typed for a fraction: 2 meant 2 %, and bounded no map (100 % is a 0 map).
+        (
+            ["--tolerance", "2"],
+            "error: --tolerance 2 is above 1: it is a fraction, not a percent (0.02 is 2 %); "
+            "pass a number from 0 to 1.",
+        ),
+        (["--completeness_tolerance", "5"], "error: --completeness_tolerance 5 is above 1: it"),
         (["--input_range", "-1e308,1e308"], "error: --input_range '-1e308,1e308' must be finite"),
         (["--runner", "Bogus"], "error: --runner 'Bogus' is not a Beam runner"),
         (["--direct_num_workers", "-3"], "error: --direct_num_workers must be >= 0"),
