@@ -1286,9 +1286,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     that cannot be written, 1 for a gs:// --input whose storage cannot be reached)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.examples < 0 or args.gallery < 0 or args.classes < 0:
-        print("error: --examples, --gallery and --classes must be >= 0.", file=sys.stderr)
-        return 2
+    for flag in ("examples", "gallery", "classes"):
+        if getattr(args, flag) < 0:
+            print(f"error: --{flag} must be >= 0, got {getattr(args, flag)}.", file=sys.stderr)
+            return 2
     root = args.image_root
     if root is not None and not files.is_remote(root) and not os.path.isdir(root):
         # Else every picture of the page was a note that its image was not found.

@@ -339,6 +339,16 @@ def test_report_command_line_errors(tmp_path, capsys):
     assert not (tmp_path / "r.html").exists()
 
 
+@pytest.mark.parametrize("flag", ["--examples", "--gallery", "--classes"])
+def test_a_negative_count_is_refused_naming_its_flag_and_value(flag, tmp_path, capsys):
+    # It named all three flags and no value: which one was wrong was left to guess.
+    args = ["--input", str(tmp_path), "--output", str(tmp_path / "r.html"), flag, "-3"]
+    assert main(args) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == f"error: {flag} must be >= 0, got -3."
+    assert not (tmp_path / "r.html").exists()
+
+
 def test_an_image_root_that_is_no_folder_is_refused(tmp_path, capsys, folder_run):
     page = tmp_path / "r.html"
     args = ["--input", folder_run["output"], "--output", str(page)]
