@@ -122,7 +122,8 @@ def stage_layers(layers: Sequence[str], stages: int | Sequence[str]) -> list[lis
     if isinstance(stages, int):
         if stages < 1:
             raise ValueError(f"--stages must be >= 1, got {stages}.")
-        cuts = sorted({int(c) for c in np.round(np.geomspace(1, len(layers), stages))})
+        # Spread from the last cut, all layers, so that one stage is the whole model.
+        cuts = sorted({int(c) for c in np.round(np.geomspace(len(layers), 1, stages))})
     else:
         unknown = [s for s in stages if s not in layers]
         if unknown:

@@ -57,6 +57,14 @@ def test_stage_layers_cascade_from_the_top():
         sanity.stage_layers(layers, ["nope"])
 
 
+def test_one_stage_randomises_every_layer_as_the_last_stage_does():
+    # --stages 1 randomised the top layer alone (a geometric spread of one point is
+    # its start), and the verdict of that stage read as the whole model's.
+    layers = [f"l{i}" for i in range(10)]
+    assert sanity.stage_layers(layers, 1) == [layers]
+    assert sanity.stage_layers(["logits"], 1) == [["logits"]]
+
+
 def test_map_similarity_is_one_for_the_same_map_and_low_for_unrelated_ones():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(2, 32, 32, 3))
