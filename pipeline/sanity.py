@@ -104,7 +104,9 @@ def parse_stages(text: str) -> int | list[str]:
     """--stages: a number of stages, or layer names separated by commas (spaces
     around a name are not part of it: `logits, head_conv`)."""
     text = text.strip()
-    return int(text) if text.isdigit() else [name.strip() for name in text.split(",")]
+    if text.lstrip("+-").isdigit():  # a negative number is refused as one, not as a name
+        return int(text)
+    return [name.strip() for name in text.split(",")]
 
 
 def stage_layers(layers: Sequence[str], stages: int | Sequence[str]) -> list[list[str]]:

@@ -46,6 +46,8 @@ def test_stages_are_a_number_or_names_with_spaces_around_them_ignored():
     assert sanity.parse_stages("6") == sanity.parse_stages(" 6 ") == 6
     assert sanity.parse_stages("logits, head_conv") == ["logits", "head_conv"]
     assert sanity.parse_stages("logits") == ["logits"]
+    # A negative number is a number: refused as one, not listed as an unknown layer.
+    assert sanity.parse_stages("-2") == -2
 
 
 def test_stage_layers_cascade_from_the_top():
