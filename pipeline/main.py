@@ -102,6 +102,8 @@ _DATAFLOW_RUNNERS = ("dataflowrunner", "dataflow", "testdataflowrunner")
 # tens of such vectors per path (a larger side ran out of memory, exit 1, not 2).
 _MAX_IMAGE_SIZE = 4096
 _REMOTE_SCHEMES = sources.REMOTE_FOLDER_SCHEMES  # what remote workers can read and write
+# The characters of a Cloud Storage bucket's name, starting and ending with a letter or digit.
+_BUCKET_NAME = r"[a-z0-9]([-_.a-z0-9]*[a-z0-9])?"
 _PACKAGES = (
     "apache-beam",
     "tensorflow",
@@ -1423,7 +1425,8 @@ def _expand_home(audit: AuditOptions) -> None:
 def _check_schemes(audit: AuditOptions) -> None:
     """--output and --dataset are local paths or gs:// folders: the one remote file
     system installed (a path with another scheme, s3://, was taken for a local folder
-    named 's3:' by some checks and for a remote one by others)."""
+    named 's3:' by some checks and for a remote one by others); and every gs:// path
+    names a valid bucket."""
     for flag in ("output", "dataset"):
         value = getattr(audit, flag)
         if isinstance(value, str) and "://" in value and not value.startswith(_REMOTE_SCHEMES):
@@ -1431,6 +1434,23 @@ def _check_schemes(audit: AuditOptions) -> None:
                 f"--{flag} {value!r}: only local paths and {', '.join(_REMOTE_SCHEMES)} "
                 "folders are supported; copy the files to one of those."
             )
+    for flag in ("output", "dataset", "data_dir", "model", "class_names"):
+        _check_bucket(flag, getattr(audit, flag))
+
+
+def _check_bucket(flag: str, value: Any) -> None:
+    """A gs:// path with no bucket (`gs://$BUCKET/audits` with BUCKET unset) or one Cloud
+    Storage never names so (upper case, spaces): a dry run built a job on it."""
+    if not (isinstance(value, str) and value.startswith("gs://")):
+        return
+    bucket = value[len("gs://") :].split("/")[0]
+    if not re.fullmatch(_BUCKET_NAME, bucket):
+        unset = " (is a variable such as $BUCKET unset?)" if not bucket else ""
+        raise ConfigError(
+            f"--{flag} {value!r} names no valid Cloud Storage bucket ({bucket!r}){unset}; "
+            "pass gs://<bucket>/<path>, the bucket's name in lower-case letters, digits, "
+            "'-', '_' or '.'."
+        )
 
 
 def _command(argv: Sequence[str]) -> tuple[str, ...]:

@@ -529,6 +529,29 @@ def test_a_dry_run_refuses_output_flags_the_real_launch_refuses(flags, error, mo
 
 
 @pytest.mark.parametrize(
+    "flag, value, extra",
+    [
+        ("--output", "gs:///audits/a", []),  # README's gs://$BUCKET/... with BUCKET unset
+        ("--output", "gs://My_Bucket/out", []),
+        ("--dataset", "gs:///imagenet-a", []),
+        ("--data_dir", "gs:///tfds", ["--dataset", "imagenet_a"]),
+        ("--model", "gs:///models/m.keras", []),
+        ("--class_names", "gs://my bucket/names.txt", []),
+    ],
+)
+def test_a_gcs_path_without_a_valid_bucket_is_refused_naming_it(
+    flag, value, extra, monkeypatch, capsys
+):
+    # The dry run built a job writing to or reading from no bucket ('gs:///audits/a').
+    args = [*GCP, "--sdk_container_image", IMAGE, "--output", "gs://my-bucket/out", *extra]
+    status, err = _exit_and_error([*args, flag, value], monkeypatch, capsys)
+    bucket = value[len("gs://") :].split("/")[0]
+    assert status == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"error: {flag} {value!r} names no valid Cloud Storage bucket "), err
+    assert f"({bucket!r})" in err and "gs://<bucket>/" in err, err
+
+
+@pytest.mark.parametrize(
     "flags",
     [
         ["--extra_package", "{tmp}/ig_audit-0.1.0.tar.gz"],
