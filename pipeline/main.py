@@ -620,17 +620,19 @@ _SETUP_FILES = ("setup.py", "pyproject.toml")
 def _check_dataflow_launch(options: PipelineOptions, audit: AuditOptions, dry_run: bool) -> None:
     """A Dataflow job's Google Cloud settings and its way of shipping this package,
     checked at launch: Beam checks the settings only when the pipeline is built
-    (after the model, exit 1) and never the package (its workers fail to import it)."""
-    if not dry_run:  # Beam's checks below look the staging bucket up (network)
-        _check_credentials(audit.output)
-    if audit.class_names:  # read at launch, a dry run's too; a Dataflow job needs them anyway
-        _check_credentials(audit.class_names, "--class_names", "read")
+    (after the model, exit 1) and never the package (its workers fail to import it).
+    The flags first: a launch without credentials named them alone, then each flag."""
     _check_staging_location(options)
     _check_region(options)
-    _check_beam_options(options)
+    _check_beam_options(options, cloud_only=True)  # project and region: no network
     _check_package_shipped(options)
     _check_gpu_image(options)
     _check_l4_machine(options)
+    if not dry_run:  # Beam's whole validation below looks the staging bucket up (network)
+        _check_credentials(audit.output)
+    if audit.class_names:  # read at launch, a dry run's too; a Dataflow job needs them anyway
+        _check_credentials(audit.class_names, "--class_names", "read")
+    _check_beam_options(options)
 
 
 def _check_staging_location(options: PipelineOptions) -> None:
@@ -658,13 +660,19 @@ def _check_region(options: PipelineOptions) -> None:
         raise ConfigError(f"--region {region!r} is empty; {_REGION_FIX}.")
 
 
-def _check_beam_options(options: PipelineOptions) -> None:
-    """What Beam would refuse when the pipeline is built, refused now with its reasons."""
+def _check_beam_options(options: PipelineOptions, cloud_only: bool = False) -> None:
+    """What Beam would refuse when the pipeline is built, refused now with its reasons;
+    `cloud_only`: its checks of the Google Cloud options alone (project, region, job
+    name), which look nothing up in Cloud Storage."""
     from apache_beam.runners.runner import create_runner  # noqa: PLC0415
 
     runner = options.view_as(StandardOptions).runner
     instance = create_runner(runner) if isinstance(runner, str) else runner
-    reasons = PipelineOptionsValidator(options, instance).validate()
+    validator = PipelineOptionsValidator(options, instance)
+    if cloud_only:
+        reasons = validator.validate_cloud_options(options.view_as(GoogleCloudOptions))
+    else:
+        reasons = validator.validate()
     if not reasons:
         return
     text = " ".join(reasons)

@@ -591,10 +591,34 @@ def test_a_dataflow_launch_without_credentials_is_refused_before_beam_looks_at_g
     monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))  # no gcloud login
     monkeypatch.setenv("NO_GCE_CHECK", "True")  # google.auth: not a Google Cloud VM
     monkeypatch.setattr(gcsio, "GcsIO", lambda *_: pytest.fail("Cloud Storage was called"))
-    args = ["--runner", "DataflowRunner", *PROJECT_REGION, "--temp_location", "gs://b1/tmp"]
+    args = ["--runner", "DataflowRunner", *PROJECT_REGION, "--temp_location", "gs://my-bucket/tmp"]
     status, err = _exit_and_error([*args, *SHIPPED, *flags], monkeypatch, capsys)
     assert status == 2 and err.count("\n") == 1, err
     assert err.startswith(f"error: {error}, and none were found; run `gcloud auth"), err
+
+
+@pytest.mark.parametrize(
+    "flags, error",
+    [
+        ([], "--temp_location: Dataflow needs a gs:// folder"),
+        (["--temp_location", "gs://my-bucket/tmp"], "--runner DataflowRunner: Beam refuses"),
+        ([*PROJECT_REGION, "--temp_location", "gs://my-bucket/tmp"], "--setup_file or --sdk_"),
+    ],
+)
+def test_a_dataflow_launch_names_missing_flags_before_missing_credentials(
+    flags, error, tmp_path, monkeypatch, capsys
+):
+    # Without credentials, a launch missing flags named the credentials alone: set up
+    # (gcloud auth), it then named each missing flag in turn.
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))  # no gcloud login
+    monkeypatch.setenv("NO_GCE_CHECK", "True")  # google.auth: not a Google Cloud VM
+    args = ["--runner", "DataflowRunner", "--output", "gs://my-bucket/out", *flags]
+    status, err = _exit_and_error(args, monkeypatch, capsys)
+    assert status == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"error: {error}"), err
+    if "Beam refuses" in error:
+        assert "Missing required option: project. Missing required option: region." in err
 
 
 @pytest.mark.parametrize("model", ["gs://my-bucket/models/m.keras", "gs://my-bucket/models/saved"])
