@@ -8,6 +8,9 @@
 # * TensorFlow with CUDA and cuDNN as pip wheels (tensorflow[and-cuda]); the NVIDIA
 #   driver is the VM's (--dataflow_service_options worker_accelerator=...;install-nvidia-driver).
 #   Without a GPU the same image runs on the CPU;
+# * every package at the launcher's tested version (constraints.txt, as
+#   ./scripts/bootstrap.sh installs them; the CUDA wheels, which it does not list,
+#   as tensorflow[and-cuda] asks);
 # * this package, and the models the workers load, fetched once at build time:
 #   the bundled EfficientNet-Lite0 converted to Keras, and the TF Hub Inception V1.
 #
@@ -40,13 +43,16 @@ ENV PIP_NO_CACHE_DIR=1 \
 COPY --from=beam_sdk /opt/apache/beam /opt/apache/beam
 
 # The heavy, rarely changing dependencies first: their own cached layer.
-RUN pip install "apache-beam[gcp]==${BEAM_VERSION}" "tensorflow[and-cuda]==${TF_VERSION}"
-
 WORKDIR /opt/ig_audit/src
+COPY constraints.txt ./
+RUN pip install -c constraints.txt \
+      "apache-beam[gcp]==${BEAM_VERSION}" "tensorflow[and-cuda]==${TF_VERSION}"
+
 COPY setup.py pyproject.toml ./
 COPY pipeline ./pipeline
 COPY transforms ./transforms
-RUN pip install . "apache-beam[gcp]==${BEAM_VERSION}" "tensorflow[and-cuda]==${TF_VERSION}" \
+RUN pip install -c constraints.txt \
+      . "apache-beam[gcp]==${BEAM_VERSION}" "tensorflow[and-cuda]==${TF_VERSION}" \
  && python -c "from transforms.bundled.efficientnet_lite import load_efficientnet_lite0 as load; load()" \
  && for handle in ${HUB_MODELS}; do \
       python -c "import sys, tensorflow_hub as hub; hub.load(sys.argv[1])" "$handle" || exit 1; \
