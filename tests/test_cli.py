@@ -1103,6 +1103,26 @@ def test_a_keras_model_that_rescales_8_bit_pixels_gets_them(image_folder, tmp_pa
         assert resolve_model(str(tmp_path / "normalized.keras")).input_range == pixels, mean
 
 
+def test_an_input_range_other_than_the_models_rescaling_takes_is_warned_of(tmp_path, caplog):
+    """A model that rescales 8-bit pixels to [-1, 1] itself, launched with --input_range
+    -1,1 (the range its first layer gives, not the one it takes): the flag decides, but
+    every image reaches it nearly black, so the launch says so; its own range is quiet."""
+    from transforms.tf_model import resolve_model
+
+    model = _keras_rescaling(tmp_path / "signed.keras", 1 / 127.5, -1.0)
+    with caplog.at_level(logging.WARNING, logger="transforms.tf_model"):
+        assert resolve_model(model, input_range=(-1.0, 1.0)).input_range == (-1.0, 1.0)
+    assert (
+        "rescales pixels in [0, 255] in its first layer (Rescaling or Normalization), but "
+        "--input_range -1,1 feeds it pixels in [-1, 1]" in caplog.text
+    )
+    assert "drop --input_range" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="transforms.tf_model"):
+        assert resolve_model(model, input_range=(0.0, 255.0)).input_range == (0.0, 255.0)
+    assert "rescales pixels" not in caplog.text
+
+
 def test_a_keras_model_that_normalises_8_bit_pixels_per_channel_gets_them(tmp_path):
     """A Rescaling by ImageNet's means and deviations of 8-bit pixels (torchvision's
     preprocessing in one layer) maps them onto about [-2.1, 2.6], not [0, 1] or [-1, 1]:

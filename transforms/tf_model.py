@@ -819,9 +819,12 @@ def _model_input_range(
 ) -> tuple[float, float]:
     """The pixel range of a loaded model: `given` (--input_range), else for a .keras
     file the one its first Rescaling or Normalization layer takes (`_rescaled_pixel_range`),
-    else `default`."""
-    found = _rescaled_pixel_range(obj) if given is None and model.kind == "keras" else None
+    else `default`. A `given` range other than the one found is used, with a warning."""
+    found = _rescaled_pixel_range(obj) if model.kind == "keras" else None
     if found is None:
+        return default
+    if given is not None:
+        _warn_of_other_range(model.reference, found, default)
         return default
     _LOG.info(
         "Model %s rescales pixels in [%g, %g] in its first layer (Rescaling or "
@@ -830,6 +833,26 @@ def _model_input_range(
         *found,
     )
     return found
+
+
+def _warn_of_other_range(
+    reference: str, found: tuple[float, float], given: tuple[float, float]
+) -> None:
+    """--input_range `given` differs from the range `found` that the model's first layer
+    takes: its images reach it darker or brighter than it was trained on."""
+    if tuple(map(float, given)) == found:
+        return
+    _LOG.warning(
+        "Model %s rescales pixels in [%g, %g] in its first layer (Rescaling or "
+        "Normalization), but --input_range %g,%g feeds it pixels in [%g, %g]: unless it was "
+        "trained on those, its predictions and maps are those of images it never saw; drop "
+        "--input_range to feed it [%g, %g].",
+        reference,
+        *found,
+        *given,
+        *given,
+        *found,
+    )
 
 
 def probe_images(image_size: int, input_range: tuple[float, float]) -> np.ndarray:
