@@ -808,9 +808,9 @@ def test_signatures_and_shapes_the_job_cannot_use_are_refused_at_launch(
             _keras_unbuilt(tmp_path / "unbuilt.keras")
         ),
         "holds Python code (a Lambda layer), which the job does not run from a file (it "
-        "loads .keras files with safe_mode=True): export the model as a SavedModel": (
-            _keras_lambda(tmp_path / "lambda.keras")
-        ),
+        "loads .keras files with safe_mode=True): export the model as a SavedModel "
+        "(model.export(folder)) and pass that folder with --input_range for the pixels it "
+        "takes (a SavedModel does not say": (_keras_lambda(tmp_path / "lambda.keras")),
         "takes non-square images (16, 24); the job resizes every image into a square": (
             _signature_model(tmp_path / "wide", ("scores",), shape=(SIZE, 24))
         ),
@@ -870,8 +870,9 @@ def test_a_keras_file_with_a_custom_class_is_refused_with_the_export_that_runs(
     assert line == (
         f"error: --model '{tmp_path / 'custom.keras'}' uses the custom class 'Doubling', whose "
         "code a .keras file does not hold and the job cannot import: export the model as a "
-        "SavedModel (model.export(folder)) and pass that folder, or rebuild it from Keras' "
-        "own layers."
+        "SavedModel (model.export(folder)) and pass that folder with --input_range for the "
+        "pixels it takes (a SavedModel does not say: 0,1 unless given; 0,255 for a model that "
+        "rescales 8-bit pixels itself), or rebuild it from Keras' own layers."
     )
     assert "Full object config" not in err and not (tmp_path / "out").exists()
     exported = _flags(image_folder, str(tmp_path / "exported"), tmp_path / "out")

@@ -485,6 +485,11 @@ def _saved_model_load_error(kind: str, location: str, error: Exception) -> Value
     return ValueError(f"--model {location!r} could not be loaded: {str(error).rstrip('.')}.{hint}")
 
 
+# What a .keras file's export loses: the pixel range its first layer tells.
+_EXPORTED_RANGE = (
+    " with --input_range for the pixels it takes (a SavedModel does not say: 0,1 unless "
+    "given; 0,255 for a model that rescales 8-bit pixels itself)"
+)
 _UNKNOWN_KERAS_OBJECT = re.compile(r"Could not locate (class|function) '([^']+)'")
 
 
@@ -496,7 +501,7 @@ def _keras_load_error(location: str, error: Exception) -> ValueError:
             f"--model {location!r} holds Python code (a Lambda layer), which the job "
             "does not run from a file (it loads .keras files with safe_mode=True): "
             "export the model as a SavedModel (model.export(folder)) and pass that "
-            "folder, or rebuild it without the Lambda layer."
+            f"folder{_EXPORTED_RANGE}, or rebuild it without the Lambda layer."
         )
     unknown = _UNKNOWN_KERAS_OBJECT.search(str(error))
     if unknown is not None:
@@ -504,8 +509,8 @@ def _keras_load_error(location: str, error: Exception) -> ValueError:
         return ValueError(
             f"--model {location!r} uses the custom {kind} {name!r}, whose code a .keras "
             "file does not hold and the job cannot import: export the model as a "
-            "SavedModel (model.export(folder)) and pass that folder, or rebuild it from "
-            "Keras' own layers."
+            f"SavedModel (model.export(folder)) and pass that folder{_EXPORTED_RANGE}, or "
+            "rebuild it from Keras' own layers."
         )
     return ValueError(f"--model {location!r} could not be loaded as a Keras model: {error}")
 
