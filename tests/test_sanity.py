@@ -293,6 +293,25 @@ def test_moved_images_are_found_with_image_root_and_a_changed_model_is_refused(
     assert not (tmp_path / "out" / "sanity").exists()
 
 
+def test_a_run_given_a_relative_model_path_is_checked_from_another_folder(
+    image_folder, conv_keras, tmp_path, monkeypatch
+):
+    """`--model models/conv.keras`, typed in the folder that holds it: the manifest kept the
+    relative path, and a check run from elsewhere said the model could not be read and to
+    restore it where the run read it, where it still was."""
+    (tmp_path / "models").mkdir()
+    shutil.copyfile(conv_keras, tmp_path / "models" / "conv.keras")
+    output = str(tmp_path / "out")
+    monkeypatch.chdir(tmp_path)
+    _audit(image_folder, os.path.join("models", "conv.keras"), output, steps=4)
+    model = results.read_manifest(output)["model"]
+    assert model["reference"] == os.path.join("models", "conv.keras")  # as typed
+    assert model["location"] == str(tmp_path / "models" / "conv.keras")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert sanity.main(["--input", output, "--images", "1", "--stages", "logits"]) == 0
+
+
 def test_a_batch_norm_models_randomised_variance_stays_a_variance(image_folder, tmp_path):
     # Noise at a moving variance's trained scale is negative in some channels: the
     # layer's sqrt(variance + eps) was NaN there, every map NaN, the check undecided.

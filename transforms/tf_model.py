@@ -1174,11 +1174,13 @@ def resolve_model(
 
 
 def _spec(model, image_size, input_range, num_outputs, label_offset, num_dataset_classes):
+    """The ModelSpec; a local path's location absolute, so that the manifest's names the
+    model from any folder (the sanity check's reload), while `reference` stays as typed."""
     label_offset = _label_offset(model.reference, num_outputs, label_offset, num_dataset_classes)
     return ModelSpec(
         reference=model.reference,
         kind=model.kind,
-        location=model.location,
+        location=os.path.abspath(model.location) if model.is_local_path else model.location,
         image_size=int(image_size),
         input_range=(float(input_range[0]), float(input_range[1])),
         num_outputs=num_outputs,
