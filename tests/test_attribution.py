@@ -140,6 +140,9 @@ def test_a_worker_refuses_a_model_without_gradient_that_a_proto_launch_accepted(
         # Logits exactly 0 on both plain images (a linear model without bias): in [0, 1],
         # but no sigmoid gives exactly 0.
         (3, None, "zeros", 0.0, None),
+        # Logits 0.5 (a linear head, as a small untrained one gives): strictly in (0, 1),
+        # but its last layer says they are logits, whose softmax top_k_probs rightly are.
+        (3, None, "zeros", 0.5, None),
     ],
 )
 def test_launch_warns_where_top_k_probs_are_not_the_models_probabilities(

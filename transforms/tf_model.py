@@ -953,10 +953,11 @@ def _probe_outputs(reference: str, call, image_size: int, input_range) -> np.nda
     return scores.numpy()
 
 
-def _warn_of_probabilities(reference: str, outputs: np.ndarray) -> None:
+def _warn_of_probabilities(reference: str, outputs: np.ndarray, obj: Any = None) -> None:
     """What `top_k_probs` will be for outputs like the probe's, where that is not the
     softmax of logits: the outputs themselves (a softmax head), or a softmax that is
-    not the model's own probability (one output; independent sigmoid outputs)."""
+    not the model's own probability (one output; independent sigmoid outputs, unless
+    `obj`, the loaded model, ends in a linear layer: its outputs are logits)."""
     if outputs_are_probabilities(outputs):
         _LOG.warning(
             "Model %s ends in a softmax (its outputs sum to 1): top_k_probs are its own "
@@ -966,7 +967,7 @@ def _warn_of_probabilities(reference: str, outputs: np.ndarray) -> None:
         )
     elif outputs.shape[1] == 1:
         _warn_of_one_output(reference)
-    elif np.all(np.isfinite(outputs)) and outputs.min() > 0.0 and outputs.max() < 1.0:
+    elif _in_open_unit_interval(outputs) and not _ends_linear(obj):
         # Strictly inside: a sigmoid of a finite logit is; logits exactly 0 on the
         # plain probe images (no bias) are not evidence of one.
         _LOG.warning(
@@ -975,6 +976,23 @@ def _warn_of_probabilities(reference: str, outputs: np.ndarray) -> None:
             "probabilities; its outputs are in target_score, and --score raw attributes them.",
             reference,
         )
+
+
+def _in_open_unit_interval(outputs: np.ndarray) -> bool:
+    """Strictly inside (0, 1), as a sigmoid of finite logits is."""
+    return bool(np.all(np.isfinite(outputs)) and outputs.min() > 0.0 and outputs.max() < 1.0)
+
+
+def _ends_linear(obj: Any) -> bool:
+    """A Keras model of one output whose last layer (a nested model's too) has a linear
+    activation, such as a Dense without one: its outputs are logits, whatever their range."""
+    layers = getattr(obj, "layers", None)
+    if not layers or len(getattr(obj, "outputs", None) or []) != 1:
+        return False
+    last = layers[-1]
+    if getattr(last, "layers", None):
+        return _ends_linear(last)
+    return getattr(getattr(last, "activation", None), "__name__", None) == "linear"
 
 
 def _warn_of_one_output(reference: str) -> None:
@@ -1165,7 +1183,7 @@ def resolve_model(
         image_size = _image_size(model.reference, model.location, shape, image_size)
         outputs = _probe_outputs(model.reference, call, image_size, input_range)
         num_outputs = int(outputs.shape[1])
-        _warn_of_probabilities(model.reference, outputs)  # of a model the job audits
+        _warn_of_probabilities(model.reference, outputs, obj)  # of a model the job audits
         _warn_of_low_precision(model.reference, _narrow_float(obj, outputs))
     spec = _spec(model, image_size, input_range, num_outputs, label_offset, num_dataset_classes)
     if handoff is not None and obj is not None:
