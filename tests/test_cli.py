@@ -589,7 +589,7 @@ def test_models_the_job_cannot_audit_are_refused_at_launch(image_folder, tmp_pat
             None,
             "has no gradient with respect to its input",
         ),
-        "batch_of_1": (tf.identity, 1, "takes batches of exactly 1 images (1, 16, 16, 3)"),
+        "batch_of_1": (tf.identity, 1, "takes batches of exactly 1 image (1, 16, 16, 3)"),
         "drops_rows": (lambda s: s[:1], None, "returns shape (1, 4) for a batch of 2 images"),
         # A dict is read by name (test_a_call_returning_a_dict_...); a tuple is not.
         "tuple": (lambda s: (s, s), None, "returns a tuple, not one tensor"),

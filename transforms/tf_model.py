@@ -701,7 +701,8 @@ def _image_size(reference: str, location: str, shape, image_size: int | None) ->
         )
     if shape is not None and shape[0] is not None:
         raise ValueError(
-            f"--model {reference!r} takes batches of exactly {shape[0]} images {tuple(shape)}; "
+            f"--model {reference!r} takes batches of exactly {shape[0]} "
+            f"image{'s' if shape[0] != 1 else ''} {tuple(shape)}; "
             "the job calls it on batches of any size: export it with its batch dimension "
             "open (None)."
         )
