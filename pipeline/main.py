@@ -1829,8 +1829,16 @@ def _start(
     if save_main_session is not None:
         options.view_as(SetupOptions).save_main_session = save_main_session
     what = f"{wording.count(job.total_inputs, 'image')} of " if job.total_inputs is not None else ""
+    size, (low, high) = job.spec.image_size, job.spec.input_range
+    # What the model is fed: a SavedModel does not say its range, the job's default then.
+    fed = f"{size}x{size} pixels in [{low:g}, {high:g}]; --image_size and --input_range set others"
     _LOG.info(
-        "Auditing %s%s with %s into %s.", what, job.source.name, job.spec.reference, job.output
+        "Auditing %s%s with %s (%s) into %s.",
+        what,
+        job.source.name,
+        job.spec.reference,
+        fed,
+        job.output,
     )
     try:
         p = beam.Pipeline(options=options)

@@ -370,7 +370,11 @@ def test_run_by_the_command_line_is_quiet_and_shows_progress(image_folder, linea
     noises = ("cuInit", "cudart_stub", "absl::InitializeLog", "cpu_feature_guard")
     for noise in (*noises, "Missing pipeline option (runner)"):
         assert noise not in done.stderr, done.stderr
-    assert "Auditing 5 images of" in done.stderr
+    # What the model is fed, which a SavedModel does not say (the job's default then).
+    assert f"Auditing 5 images of {image_folder['root']} with {linear_keras} (16x16 pixels" in (
+        done.stderr
+    )
+    assert "in [0, 1]; --image_size and --input_range set others) into" in done.stderr
     assert "progress: 5/5 images (100%)" in done.stderr and "images/s" in done.stderr
     # The follow-up commands name the interpreter that ran the job.
     assert f"{sys.executable} -m pipeline.report --input {tmp_path / 'out'}" in done.stdout
