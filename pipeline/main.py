@@ -65,6 +65,7 @@ from transforms.errors import error_reason
 from transforms.manifest import (
     FAITHFULNESS_PIXELS,
     MANIFEST_FILE,
+    REPORT_FILE,
     estimate_bound,
     faithfulness_pixels,
     is_run,
@@ -207,7 +208,7 @@ def _earlier_run(output: str) -> list[str]:
     """Files of an earlier run in `output`, by file: on gs:// a folder is only a prefix."""
     patterns = [FileSystems.join(output, folder, "**") for folder in _RUN_FOLDERS]
     # And its manifest, and the page `python -m pipeline.report` writes there.
-    patterns += [FileSystems.join(output, name) for name in (MANIFEST_FILE, "report.html")]
+    patterns += [FileSystems.join(output, name) for name in (MANIFEST_FILE, REPORT_FILE)]
     try:
         matches = FileSystems.match(patterns)
     except Exception:  # unlistable: the writability probe below says why

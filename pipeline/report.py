@@ -54,6 +54,7 @@ from transforms.errors import error_reason
 from transforms.ig.rules import METHODS, has_spread
 from transforms.manifest import (
     CHECKPOINT_DIR,
+    REPORT_FILE,
     TEMP_DIR,
     estimate_bound,
     missing_run_message,
@@ -1255,7 +1256,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Render a self-contained HTML audit page from an ig-audit output folder.",
     )
     parser.add_argument("--input", required=True, help="The run's --output folder.")
-    parser.add_argument("--output", required=True, help="The HTML file to write.")
+    parser.add_argument(
+        "--output",
+        help="The HTML file to write (default: report.html in the --input folder, where "
+        "--overwrite of that run removes it).",
+    )
     parser.add_argument(
         "--examples",
         type=int,
@@ -1285,6 +1290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit code (2 for a bad --input or an --output
     that cannot be written, 1 for a gs:// --input whose storage cannot be reached)."""
     args = _parser().parse_args(argv)
+    if args.output is None:
+        args.output = files.join(args.input, REPORT_FILE)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for flag in ("examples", "gallery", "classes"):
         if getattr(args, flag) < 0:

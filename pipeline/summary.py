@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import wording
-from transforms.manifest import estimate_bound, shows_targets
+from transforms.manifest import REPORT_FILE, estimate_bound, shows_targets
 from transforms.results import error_causes, read_errors
 
 __all__ = [
@@ -214,5 +214,5 @@ def print_summary(manifest: dict[str, Any], limit: int = 20, rows: int | None = 
     )
     print(f"  {python} -c {_shell_quoted(code)}")
     print("Render the audit report (one self-contained HTML page):")
-    report = shlex.join([*_flag("--input", output), *_flag("--output", f"{output}/report.html")])
+    report = shlex.join([*_flag("--input", output), *_flag("--output", f"{output}/{REPORT_FILE}")])
     print(f"  {_job_python()} -m pipeline.report {report}")

@@ -349,6 +349,14 @@ def test_a_negative_count_is_refused_naming_its_flag_and_value(flag, tmp_path, c
     assert not (tmp_path / "r.html").exists()
 
 
+def test_without_output_the_page_is_written_into_the_runs_folder(capsys, folder_run):
+    # --output was required: `--input X` alone exited 2 with argparse's usage.
+    assert main(["--input", folder_run["output"], "--gallery", "0"]) == 0
+    page = Path(folder_run["output"]) / "report.html"
+    assert capsys.readouterr().out == f"Report of {folder_run['output']} written to {page}\n"
+    assert "<html" in page.read_text()
+
+
 def test_an_image_root_that_is_no_folder_is_refused(tmp_path, capsys, folder_run):
     page = tmp_path / "r.html"
     args = ["--input", folder_run["output"], "--output", str(page)]

@@ -17,6 +17,7 @@ __all__ = [
     "CHECKPOINT_DIR",
     "FAITHFULNESS_PIXELS",
     "MANIFEST_FILE",
+    "REPORT_FILE",
     "TEMP_DIR",
     "estimate_bound",
     "faithfulness_pixels",
@@ -28,6 +29,9 @@ __all__ = [
 
 #: The manifest's name in a run's --output folder.
 MANIFEST_FILE = "manifest.json"
+#: Where `python -m pipeline.report` writes a run's page by default, in its --output
+#: folder (an --overwrite of the run removes it).
+REPORT_FILE = "report.html"
 #: Where Beam's sinks write files before they are complete: `<output>/.tmp/`, next to,
 #: never inside, the folders readers read (`results/`, `errors/`). A killed run leaves
 #: its partial files there, and the next run on the folder deletes them.
