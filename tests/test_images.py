@@ -1,6 +1,8 @@
 """Decoding, resizing with padding and scaling."""
 
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -254,3 +256,68 @@ def test_a_shrunk_image_fills_the_models_square_as_the_whole_image_does(shape, s
     np.testing.assert_array_equal(
         images.resize_with_pad(decoded, size), images.resize_with_pad(array, size)
     )
+
+
+def _png(samples: np.ndarray, depth: int, colour_type: int, key: tuple[int, ...]) -> bytes:
+    """A PNG written by hand, as Pillow writes no 16-bit RGB nor 2-bit grey one: `samples`
+    [H, W, C] at `depth` bits, `key` its transparent colour (tRNS chunk)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    height, width = samples.shape[:2]
+    rows = samples.reshape(height, -1)
+    if depth == 16:
+        raw = b"".join(b"\0" + row.astype(">u2").tobytes() for row in rows)
+    else:
+        raw = b"".join(
+            b"\0"
+            + np.packbits(
+                np.unpackbits(row.astype(np.uint8)[:, None], axis=1)[:, -depth:]
+            ).tobytes()
+            for row in rows
+        )
+    header = struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0)
+    return b"".join(
+        [
+            b"\x89PNG\r\n\x1a\n",
+            chunk(b"IHDR", header),
+            chunk(b"tRNS", struct.pack(f">{len(key)}H", *key)),
+            chunk(b"IDAT", zlib.compress(raw)),
+            chunk(b"IEND", b""),
+        ]
+    )
+
+
+@pytest.mark.parametrize("hint", [None, 2])  # 2: shrunk after the colour is cleared
+def test_a_16_bit_rgb_pngs_transparent_colour_is_cleared_at_the_depth_pillow_reads(hint):
+    # Pillow reads a 16-bit RGB PNG as 8-bit RGB (each sample's high byte) but gives its
+    # transparent colour in 16-bit units: comparing the two failed the image
+    # ('OverflowError: Python integer 2570 out of bounds for uint8').
+    samples = np.zeros((16, 16, 3), np.uint16)
+    samples[:8] = (200 * 257, 100 * 257, 50 * 257)
+    samples[8:] = (10 * 257, 20 * 257, 30 * 257)
+    out = images.decode_image(_png(samples, 16, 2, (2570, 5140, 7710)), max_side_hint=hint)
+    half = out.shape[0] // 2
+    np.testing.assert_array_equal(out[half:], 0)
+    np.testing.assert_array_equal(out[:half], np.broadcast_to([200, 100, 50], out[:half].shape))
+
+
+def test_a_16_bit_rgb_pngs_dark_transparent_colour_is_not_taken_for_a_bright_one():
+    # A 16-bit key of (0, 0, 255) is nearly black; read as 8-bit units it named pure blue.
+    samples = np.zeros((2, 2, 3), np.uint16)
+    samples[0] = (0, 0, 65535)
+    samples[1] = (0, 0, 255)
+    out = images.decode_image(_png(samples, 16, 2, (0, 0, 255)))
+    np.testing.assert_array_equal(out[0], [[0, 0, 255]] * 2)
+    np.testing.assert_array_equal(out[1], 0)
+
+
+def test_a_2_bit_grey_pngs_transparent_level_is_cleared():
+    # Pillow scales 2-bit grey levels 0..3 to 0..255 but gives the key unscaled: level 3
+    # (white) was compared with 3 and never cleared.
+    levels = np.array([[[0], [1], [2], [3]]] * 2)
+    out = images.decode_image(_png(levels, 2, 0, (3,)))
+    np.testing.assert_array_equal(out[0, :, 0], [0, 85, 170, 0])

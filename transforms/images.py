@@ -136,20 +136,40 @@ def _upright(img: Image.Image) -> Image.Image:
     return turned
 
 
-def _clear_transparent(img: Image.Image) -> Image.Image:
+def _clear_transparent(img: Image.Image, depth: int | None) -> Image.Image:
     """The image with the pixels of its transparent colour black, as compositing onto
     black makes them: a PNG without an alpha channel may name one colour transparent
     (its tRNS chunk, `info["transparency"]`), as a palette image names an index. Done
-    before `_shrink`, whose averages would mix that colour into its neighbours."""
+    before `_shrink`, whose averages would mix that colour into its neighbours.
+    `depth`: the PNG's bits per sample (`_png_bit_depth`), the key's units."""
     key = img.info.get("transparency")
     if key is None or img.mode not in ("L", "RGB", "I", *_WIDE_INT_MODES):
         return img
     array = np.array(img)
-    hit = array == np.asarray(key, dtype=array.dtype)
+    hit = array == _key_as_read(np.asarray(key, dtype=np.int64), img.mode, depth)
     array[hit.all(axis=-1) if array.ndim == 3 else hit] = 0
     cleared = Image.fromarray(array)  # the same mode, from the dtype and shape
     img.close()
     return cleared
+
+
+def _png_bit_depth(data: bytes) -> int | None:
+    """A PNG's bits per sample (its IHDR chunk's); None for another format."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR" or len(data) < 25:
+        return None
+    return data[24]
+
+
+def _key_as_read(key: np.ndarray, mode: str, depth: int | None) -> np.ndarray:
+    """A PNG's transparent colour, in its samples' units, in those of the pixels Pillow
+    decodes: an 8-bit mode holds a 16-bit sample's high byte (the colours within 1/256
+    of the key, which the 8 bits left cannot tell apart, are cleared with it), and a
+    1, 2 or 4-bit grey level scaled to 0-255."""
+    if mode in ("L", "RGB") and depth == 16:
+        return key >> 8
+    if mode == "L" and depth in (1, 2, 4):
+        return key * 255 // (2**depth - 1)
+    return key
 
 
 def _to_array(img: Image.Image, sixteen_bit: bool) -> np.ndarray:
@@ -203,7 +223,7 @@ def decode_image(
     try:
         with _open_bounded(data, max_side_hint, max_pixels) as img:
             img.load()
-            upright = _clear_transparent(_upright(img))
+            upright = _clear_transparent(_upright(img), _png_bit_depth(data))
             array = _to_array(_shrink(upright, max_side_hint), img.mode in _WIDE_INT_MODES)
     except UnidentifiedImageError as e:
         raise ImageError(f"not an image Pillow can read ({len(data)} bytes)") from e
