@@ -389,6 +389,25 @@ def _warn_fixed_rule(options: AuditOptions, config: AttributionConfig) -> None:
 
 
 def _attribution_config(options: AuditOptions) -> AttributionConfig:
+    config = _config_of_flags(options)
+    for name in ("tolerance", "completeness_tolerance"):
+        _check_fraction(name, getattr(config, name))
+    return config
+
+
+def _check_fraction(name: str, value: float) -> None:
+    """A relative bound above 1 is a percent typed for a fraction (`--tolerance 2` for
+    2 %): a map 100 % off is as far from the truth as a map of zeros, so it bounds nothing.
+    Refused here, as typed, not in `AttributionConfig`: the sanity check rebuilds the
+    config of a run an earlier version made at such a value."""
+    if value > 1:
+        raise ConfigError(
+            f"--{name} {value:g} is above 1: it is a fraction, not a percent (0.02 is 2 %); "
+            "pass a number from 0 to 1."
+        )
+
+
+def _config_of_flags(options: AuditOptions) -> AttributionConfig:
     return AttributionConfig(
         steps=options.steps,
         method=options.method,

@@ -395,3 +395,21 @@ def test_a_stop_while_the_check_runs_is_one_error_line(
     assert check.returncode == status, stderr[-3000:]
     assert stderr.splitlines()[-1] == f"error: {said}; run the command again."
     assert "Traceback" not in stderr and not (tmp_path / "out" / "sanity").exists()
+
+
+def test_a_run_made_with_a_tolerance_above_1_is_checked_as_it_was_made(
+    image_folder, conv_keras, tmp_path, capsys
+):
+    """An earlier version ran `--tolerance 2` (a percent typed for a fraction), which
+    this one refuses at launch: the check of such a run said 'error: --tolerance 2 is
+    above 1 ...; pass a number from 0 to 1', a flag the check does not have."""
+    output = str(tmp_path / "out")
+    _audit(image_folder, conv_keras, output, steps=8)
+    manifest = results.read_manifest(output)
+    manifest["config"].update(tolerance=2.0, completeness_tolerance=1.5, estimate_bound=1.6)
+    write_json(os.path.join(output, "manifest.json"), manifest)
+    assert sanity.main(["--input", output, "--images", "1", "--stages", "logits"]) == 0, (
+        capsys.readouterr().err
+    )
+    settings = json.loads(Path(output, "sanity", "sanity.json").read_text())["settings"]
+    assert settings["tolerance"] == 2.0

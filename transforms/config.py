@@ -76,16 +76,6 @@ def _choice(name: str, value: str, accepted: tuple[str, ...]) -> None:
         )
 
 
-def _check_fraction(name: str, value: float) -> None:
-    """A relative bound above 1 is a percent typed for a fraction (`--tolerance 2` for
-    2 %): a map 100 % off is as far from the truth as a map of zeros, so it bounds nothing."""
-    if value > 1:
-        raise ConfigError(
-            f"--{name} {value:g} is above 1: it is a fraction, not a percent (0.02 is 2 %); "
-            "pass a number from 0 to 1."
-        )
-
-
 def baseline_names(value: str | Sequence[str]) -> tuple[str, ...]:
     """--baseline's names: one string of names separated by commas, as the flag takes
     it (`"black, blur"`), or a sequence of names; each stripped of spaces.
@@ -131,10 +121,10 @@ class AttributionConfig:
         relative completeness delta too; rows above them are refined (the panels
         whose estimate still moves most are split) up to `max_steps`, and flagged
         (`within_tolerance` false) when they still miss them. 0 turns refinement
-        off: the plain rule with `steps` nodes. A fraction in [0, 1].
+        off: the plain rule with `steps` nodes. A fraction: the flag refuses more than 1.
       completeness_tolerance: bound on the relative completeness delta, with a
         tolerance (a sum, which cancels per-pixel errors: it is met far more
-        cheaply than the per-pixel bound, so it can be tighter). In (0, 1].
+        cheaply than the per-pixel bound, so it can be tighter). A fraction, as --tolerance.
       max_steps: cap on gradient evaluations per baseline during refinement
         (re-evaluations of points the memory budget dropped not counted);
         None (the default) gives `default_max_steps(steps)`.
@@ -291,8 +281,6 @@ class AttributionConfig:
                 "--completeness_tolerance must be a finite number > 0, got "
                 f"{self.completeness_tolerance}."
             )
-        for name in ("tolerance", "completeness_tolerance"):
-            _check_fraction(name, getattr(self, name))
         if not 2 <= self.faithfulness_steps <= 1024:
             raise ConfigError(
                 f"--faithfulness_steps must be in [2, 1024], got {self.faithfulness_steps}."
