@@ -27,6 +27,7 @@ if __name__ == "__main__":  # before the imports below: a Ctrl-C in them is a st
 import dataclasses
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -84,7 +85,7 @@ def _same_model(spec: ModelSpec) -> None:
     except Exception as e:  # noqa: BLE001 - gone, unreadable: TF's and OS errors alike
         raise ValueError(
             f"the run's model {spec.location!r} cannot be read ({error_reason(e)}): the "
-            "check reloads the model the run used; restore it where the run read it."
+            f"check reloads the model the run used; {_restore_advice(reference)}."
         ) from e
     if now != spec.identity:
         raise ValueError(
@@ -92,6 +93,17 @@ def _same_model(spec: ModelSpec) -> None:
             f"{spec.identity} then, {now} now): the check would test another model than "
             "the one its maps are of; audit again with this model, or restore the run's."
         )
+
+
+def _restore_advice(model: ModelReference) -> str:
+    """How to give the check its model back: a relative location, as versions before
+    absolute ones recorded a local --model, is read from the folder the check runs in."""
+    if model.is_local_path and not os.path.isabs(model.location):
+        return (
+            "its path is relative to the folder the run was started in (as earlier "
+            "versions recorded it): run the check from that folder, or restore the model there"
+        )
+    return "restore it where the run read it"
 
 
 def _config(config: dict[str, Any]) -> AttributionConfig:

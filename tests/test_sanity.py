@@ -413,3 +413,26 @@ def test_a_run_made_with_a_tolerance_above_1_is_checked_as_it_was_made(
     )
     settings = json.loads(Path(output, "sanity", "sanity.json").read_text())["settings"]
     assert settings["tolerance"] == 2.0
+
+
+def test_an_earlier_runs_relative_model_path_is_said_to_be_relative(
+    image_folder, conv_keras, tmp_path, monkeypatch, capsys
+):
+    """A run of an earlier version recorded `--model models/conv.keras` as typed: checked
+    from another folder, the model could not be read, and the check said to restore it
+    where the run read it, where it still was."""
+    (tmp_path / "models").mkdir()
+    shutil.copyfile(conv_keras, tmp_path / "models" / "conv.keras")
+    output = str(tmp_path / "out")
+    monkeypatch.chdir(tmp_path)
+    _audit(image_folder, os.path.join("models", "conv.keras"), output, steps=4)
+    manifest = results.read_manifest(output)
+    manifest["model"]["location"] = os.path.join("models", "conv.keras")  # as it was recorded
+    write_json(os.path.join(output, "manifest.json"), manifest)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert sanity.main(["--input", output, "--images", "1", "--stages", "logits"]) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert "relative to the folder the run was started in" in line, line
+    monkeypatch.chdir(tmp_path)
+    assert sanity.main(["--input", output, "--images", "1", "--stages", "logits"]) == 0
