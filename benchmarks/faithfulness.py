@@ -148,7 +148,7 @@ def sensitivity_table(spec, model, examples, steps: list[int]) -> list[list[str]
     images = np.stack([by_id[i].image for i in ids])
     targets = np.array([r["target_class"] + spec.label_offset for r in rows])
     p_image = np.array([r["top_k_probs"][0] for r in rows], dtype=np.float64)
-    probability = fa.from_score_fn(model.score_fn("softmax"))
+    probability = fa.from_outputs(model.logits, model.probabilities)  # as the job's
     refs = np.zeros_like(images)  # the default black baseline
     results, seconds = {}, {}
     for k in [_REFERENCE_STEPS, *steps]:

@@ -53,7 +53,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from transforms.ig import ScoreFn
 from transforms.ig.engine import even_parts
 
 __all__ = [
@@ -67,7 +66,6 @@ __all__ = [
     "for_rows",
     "forward_passes_per_row",
     "from_outputs",
-    "from_score_fn",
     "image_probability",
     "normalised",
     "pixel_scores",
@@ -89,18 +87,6 @@ Args:
 Returns:
   float [N]: the target's probability (softmax of the model's output), in [0, 1].
 """
-
-
-def from_score_fn(score_fn: ScoreFn) -> ProbabilityFn:
-    """The `ProbabilityFn` of a softmax `ScoreFn`: every point at alpha = 0 of a
-    path from the image to itself is the image, unchanged."""
-
-    def probabilities(images: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        images = np.asarray(images, dtype=np.float32)
-        alphas = np.zeros(len(images), dtype=np.float32)
-        return np.asarray(score_fn(images, images, alphas, targets), dtype=np.float64)
-
-    return probabilities
 
 
 def from_outputs(
