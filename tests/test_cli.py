@@ -2048,7 +2048,7 @@ def test_two_threads_importing_tensorflow_at_once_leave_stderr_working():
     code = (
         "import sys, threading, time\n"
         "from transforms import quiet\n"
-        "barrier, later = threading.Barrier(2, timeout=3), threading.local()\n"
+        "barrier, later = threading.Barrier(2, timeout=1), threading.local()\n"
         "real = quiet.quiet_environment\n"
         "def held(verbose):\n"
         "    try:\n"

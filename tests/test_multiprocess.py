@@ -321,12 +321,10 @@ def test_a_killed_worker_process_fails_the_run_in_one_line_and_resume_completes_
         error,
     ), error
     assert "Traceback" not in text, text[-3000:]
-    # The resume in one process, the path's 4096 points in calls of 1024, not 1: the
-    # same rows (neither changes any, so a resume may change them), in seconds.
+    # The resume on two workers too, the path's 4096 points in calls of 1024, not 1:
+    # the same rows (--path_batch_size changes none, so a resume may change it).
     at = command.index("--path_batch_size") + 1
     command[at : at + 1] = ["1024"]
-    at = command.index("--direct_running_mode")
-    del command[at : at + 4]  # and --direct_num_workers 2
     done = subprocess.run(command + ["--resume"], capture_output=True, text=True, env=_ENV)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = pd.read_parquet(tmp_path / "out" / "results", columns=["image_id"])
