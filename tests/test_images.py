@@ -321,3 +321,12 @@ def test_a_2_bit_grey_pngs_transparent_level_is_cleared():
     levels = np.array([[[0], [1], [2], [3]]] * 2)
     out = images.decode_image(_png(levels, 2, 0, (3,)))
     np.testing.assert_array_equal(out[0, :, 0], [0, 85, 170, 0])
+
+
+def test_a_1_bit_grey_pngs_transparent_level_is_cleared():
+    # Pillow reads a 1-bit PNG in mode "1", which was left out: its key was never cleared.
+    levels = np.array([[[0], [1], [1], [0]]] * 2)
+    out = images.decode_image(_png(levels, 1, 0, (1,)))
+    np.testing.assert_array_equal(out[..., 0], 0)
+    out = images.decode_image(_png(levels, 1, 0, (0,)))
+    np.testing.assert_array_equal(out[0, :, 0], [0, 255, 255, 0])

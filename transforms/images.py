@@ -143,7 +143,7 @@ def _clear_transparent(img: Image.Image, depth: int | None) -> Image.Image:
     before `_shrink`, whose averages would mix that colour into its neighbours.
     `depth`: the PNG's bits per sample (`_png_bit_depth`), the key's units."""
     key = img.info.get("transparency")
-    if key is None or img.mode not in ("L", "RGB", "I", *_WIDE_INT_MODES):
+    if key is None or img.mode not in ("1", "L", "RGB", "I", *_WIDE_INT_MODES):
         return img
     array = np.array(img)
     hit = array == _key_as_read(np.asarray(key, dtype=np.int64), img.mode, depth)
@@ -164,7 +164,10 @@ def _key_as_read(key: np.ndarray, mode: str, depth: int | None) -> np.ndarray:
     """A PNG's transparent colour, in its samples' units, in those of the pixels Pillow
     decodes: an 8-bit mode holds a 16-bit sample's high byte (the colours within 1/256
     of the key, which the 8 bits left cannot tell apart, are cleared with it), and a
-    1, 2 or 4-bit grey level scaled to 0-255."""
+    1, 2 or 4-bit grey level scaled to 0-255; a 1-bit image in mode "1" (booleans), whose
+    key Pillow gives as 0 or 255, as a boolean."""
+    if mode == "1":
+        return key > 0
     if mode in ("L", "RGB") and depth == 16:
         return key >> 8
     if mode == "L" and depth in (1, 2, 4):
