@@ -25,7 +25,6 @@ _REPO = Path(__file__).resolve().parents[1]
         (report, ["--outptu", "r.html"], "error: unknown flag --outptu; did you mean --output?"),
         (report, ["--output", "r.html", "--gallery", "abc"], "error: argument --gallery: invalid"),
         (report, ["--output", "r.html", "--out", "x.html"], "error: unknown flag --out; did you"),
-        (report, [], "error: the following arguments are required: --output"),
         (sanity, ["--images", "two"], "error: argument --images: invalid int"),
         (sanity, ["--imag", "2"], "error: unknown flag --imag; did you mean --images?"),
     ],
@@ -51,6 +50,7 @@ def test_flag_errors_are_one_error_line_as_the_jobs_are(command, args, expected,
         ),
         (sanity, ["--inptu", "x"], "unknown flag --inptu; did you mean --input?"),
         (sanity, [], "the following arguments are required: --input"),
+        (report, ["--output", "r"], "the following arguments are required: --input"),
     ],
 )
 def test_an_unknown_flag_is_named_before_the_required_one_it_misspells(
@@ -64,7 +64,7 @@ def test_an_unknown_flag_is_named_before_the_required_one_it_misspells(
 @pytest.mark.parametrize(
     "command, usage",
     [
-        (report, "python -m pipeline.report [-h] --input INPUT --output OUTPUT [--examples"),
+        (report, "python -m pipeline.report [-h] --input INPUT [--output OUTPUT] [--examples"),
         (sanity, "python -m pipeline.sanity [-h] --input INPUT [--images"),
     ],
 )
