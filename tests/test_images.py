@@ -330,3 +330,62 @@ def test_a_1_bit_grey_pngs_transparent_level_is_cleared():
     np.testing.assert_array_equal(out[..., 0], 0)
     out = images.decode_image(_png(levels, 1, 0, (0,)))
     np.testing.assert_array_equal(out[0, :, 0], [0, 255, 255, 0])
+
+
+def _checkerboard(mode: str, side: int) -> Image.Image:
+    """A `side` x `side` board of single pixels, black and grey 200, in `mode`."""
+    board = np.indices((side, side)).sum(axis=0) % 2
+    if mode == "I;16B":  # 200 * 256 + 1: its two bytes differ, so a swap shows
+        return Image.frombytes(mode, (side, side), (board * 51201).astype(">u2").tobytes())
+    img = Image.fromarray((board * 200).astype(np.uint8)).convert("RGB")
+    return img.convert("P", palette=Image.Palette.ADAPTIVE) if mode == "P" else img
+
+
+@pytest.mark.parametrize("mode, fmt", [("RGB", "PNG"), ("P", "PNG"), ("I;16B", "TIFF")])
+def test_a_shrunk_image_is_box_averaged_in_every_mode(mode, fmt):
+    # _shrink averages each box of pixels: a fine pattern becomes its mean grey. Pillow
+    # resizes a palette image by nearest pixel and averages a big-endian 16-bit image's
+    # bytes swapped (as noise), hence the conversions before it.
+    out = images.decode_image(_encode(_checkerboard(mode, 64), fmt), max_side_hint=8)
+    assert out.shape == (16, 16, 3)
+    np.testing.assert_allclose(out, 100, atol=1)
+
+
+@pytest.mark.parametrize("side, shrunk", [(47, 47), (48, 48), (63, 63), (64, 32), (80, 32)])
+def test_only_an_image_4_times_the_models_side_or_more_is_shrunk(side, shrunk):
+    # With a model side of 16: an image under 64 pixels is decoded whole; from 64 on,
+    # it is box-averaged to twice the side it takes in the model's square.
+    array = np.full((side, side, 3), 200, np.uint8)
+    out = images.decode_image(_encode(Image.fromarray(array), "PNG"), max_side_hint=16)
+    assert out.shape == (shrunk, shrunk, 3)
+
+
+def test_a_turned_pngs_transparent_colour_is_cleared_and_the_image_turned():
+    # A PNG may hold both EXIF (orientation 6, turn 90 clockwise) and a transparent
+    # colour: both apply, the colour cleared where it lands once upright.
+    stored = np.full((40, 20, 3), 200, np.uint8)
+    stored[:2, :2] = (10, 20, 30)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = _encode(Image.fromarray(stored), "PNG", exif=exif.tobytes(), transparency=(10, 20, 30))
+    out = images.decode_image(data)
+    assert out.shape == (20, 40, 3)
+    np.testing.assert_array_equal(out[:2, -2:], 0)
+    assert out[2:, :].min() == 200 and out[:, :-2].min() == 200
+
+
+def test_a_16_bit_pngs_transparent_colour_is_matched_by_its_high_byte():
+    # Pillow keeps a 16-bit sample's high byte: a key of 10 * 256 is read as 10 (not as
+    # 10 * 256 / 257, 9.96, rounded down to 9).
+    samples = np.full((2, 2, 3), 200 * 257, np.uint16)
+    samples[1] = (10 * 256, 20 * 256, 30 * 256)
+    out = images.decode_image(_png(samples, 16, 2, (10 * 256, 20 * 256, 30 * 256)))
+    np.testing.assert_array_equal(out[1], 0)
+    np.testing.assert_array_equal(out[0], 200)
+
+
+def test_a_4_bit_grey_pngs_transparent_level_is_cleared():
+    # Pillow scales 4-bit grey levels 0..15 to 0..255 (by 17), the key given unscaled.
+    levels = np.array([[[0], [5], [10], [15]]] * 2)
+    out = images.decode_image(_png(levels, 4, 0, (10,)))
+    np.testing.assert_array_equal(out[0, :, 0], [0, 85, 0, 255])
