@@ -14,15 +14,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline import main as pipeline_main
 from pipeline.__main__ import main
 from pipeline.main import prepare
 from pipeline.options import AuditOptions, overridden_flags
-from pipeline.summary import print_summary, summary_table
+from pipeline.summary import error_summary, print_summary, summary_table
 from tests.conftest import SIZE, WNID_CAT, cli_args, run_to_a_closed_stdout, write_image
 from transforms.config import AttributionConfig
+from transforms.schema import ERROR_SCHEMA
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -2094,3 +2097,36 @@ def test_the_end_of_run_summary_shows_control_characters_in_names_escaped(
     assert "\x1b" not in out and "clear\\x1b[2J.png" in out
     assert "(e.g. bad\\nname.jpg)" in out
     assert not any(line.startswith("name.jpg") for line in out.splitlines())
+
+
+def test_the_end_of_run_summary_shows_control_characters_in_class_names_escaped(
+    linear_keras, tmp_path, capsys
+):
+    # Class names come from a file (--class_names): the label, prediction and target
+    # columns show them as the file column does, with an escape (ESC[2J) or a C1 control
+    # character (U+009B, a one-character CSI) written out, not sent to the terminal.
+    rng = np.random.default_rng(0)
+    root = tmp_path / "images"
+    write_image(root / WNID_CAT / "a.png", rng.integers(0, 256, (SIZE, SIZE, 3), np.uint8))
+    names = tmp_path / "names.txt"
+    names.write_text("".join(f"c{i}\x1b[2J\x9b\n" for i in range(1000)), encoding="utf-8")
+    flags = cli_args(dataset=root, model=linear_keras, output=tmp_path / "out", steps=4)
+    flags += cli_args(class_names=names, target="label", faithfulness="none")
+    assert main(flags) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x9b" not in out
+    row = next(line for line in out.splitlines() if line.startswith("a.png"))
+    assert row.count("\\x1b[2J\\x9b") == 3, row  # label, prediction, target
+    assert row.split()[1] == "c281\\x1b[2J\\x9b" == row.split()[4]
+
+
+def test_the_errors_by_stage_show_control_characters_in_reasons_escaped(tmp_path):
+    # An error's reason may quote text the job did not write (a library's message
+    # naming a folder): its control characters are written out as in the file names.
+    (tmp_path / "errors").mkdir()
+    error = "ValueError: cannot read 'x\x1b[2J\x9b/y': no such folder"
+    rows = {"image_id": ["a.png"], "file_name": ["a.png"], "stage": ["read"], "error": [error]}
+    pq.write_table(pa.table(rows, schema=ERROR_SCHEMA), tmp_path / "errors" / "part-0.parquet")
+    lines = error_summary(str(tmp_path))
+    assert "\x1b" not in "".join(lines) and "\x9b" not in "".join(lines)
+    assert "cannot read 'x\\x1b[2J\\x9b/y'" in lines[1], lines
