@@ -1,5 +1,7 @@
 """Deletion and insertion: known answers on linear models, the control's seeding, batching."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -295,3 +297,20 @@ def test_a_padded_images_curves_switch_its_own_pixels_alone_and_keep_its_padding
     whole = fa.for_rows(*args, attribution, **kwargs)  # no content: the bars are ranked too
     np.testing.assert_allclose(whole.deletion_curve[0], [1.0, 0.5, 0.0, 0.0, 0.0], atol=1e-6)
     assert whole.deletion_auc[0] == pytest.approx(0.25)
+
+
+def test_probabilities_of_outputs_are_float64_and_an_infinite_output_nan_without_warning():
+    # from_outputs reads each target's probability as the image's own p(x) is read: in
+    # float64 (a float32 softmax flushed 1e-48 to 0); an infinite output is NaN (its AUC
+    # null), without numpy's 'invalid value' warning on every curve of a worker's log.
+    from transforms.tf_model import softmax  # noqa: PLC0415
+
+    outputs = np.array([[0.0, -110.0], [np.inf, 0.0]], np.float32)
+    # As Classifier.probabilities computes them, from float64 outputs.
+    probabilities = fa.from_outputs(
+        lambda images: images.reshape(2, 2), lambda o: softmax(o.astype(np.float64))
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        values = probabilities(outputs, np.array([1, 1]))
+    assert values.dtype == np.float64 and 0 < values[0] < 1e-45 and np.isnan(values[1])
