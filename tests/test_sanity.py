@@ -26,6 +26,7 @@ from tests.conftest import (
 from transforms import results
 from transforms.config import AttributionConfig
 from transforms.sinks import write_json
+from transforms.tf_model import model_reference
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,8 @@ def test_stage_layers_cascade_from_the_top():
     assert sanity.stage_layers(layers, ["l4", "l0"]) == [["l0"], layers[:5]]
     with pytest.raises(ValueError, match="'nope'"):
         sanity.stage_layers(layers, ["nope"])
+    with pytest.raises(ValueError, match=r"--stages must be >= 1, got 0\."):
+        sanity.stage_layers(layers, 0)  # a plan of no stage, no verdict
 
 
 def test_one_stage_randomises_every_layer_as_the_last_stage_does():
@@ -242,6 +245,34 @@ def test_a_run_of_images_equal_to_their_baseline_is_undecided_for_that_not_for_f
         "images (--images) (median Spearman"
     )
     assert report["changed"] is None
+
+
+def test_an_undecided_check_of_blank_and_thin_images_gives_both_reasons():
+    # One image equal to its baseline (no measure), one line (a Spearman, no SSIM) and
+    # one whose maps are not finite: each reason once, with its own count.
+    nan = float("nan")
+    stages = [sanity._stage_report(["logits"], [(nan, nan), (0.4, nan), (nan, nan)])]
+    report = sanity._report(["a", "b", "c"], np.array([1, 2, 3]), AttributionConfig(), 0, stages, 1)
+    assert report["verdict"].startswith(
+        "undecided: no image has both measures: the image of 1 row of 3 equals its "
+        "baseline, where IG is 0 whatever the model (no map to compare), and the content "
+        "of 1 row of 3 (its pixels that differ from the baseline) is under 3 pixels high "
+        "or wide, too thin for SSIM (a panorama or a line on black), and the other maps "
+        "are constant or not finite; check more images (--images) (median Spearman"
+    )
+
+
+@pytest.mark.parametrize(
+    "location, relative",
+    [("models/conv.keras", True), ("/gone/conv.keras", False), ("gs://bucket/conv", False)],
+)
+def test_only_a_relative_local_model_path_is_said_to_be_relative(location, relative):
+    # An absolute path, or a gs:// folder, is restored where the run read it; only a
+    # relative one (as earlier versions recorded a local --model) depends on the folder
+    # the check runs in.
+    advice = sanity._restore_advice(model_reference(location))
+    assert ("relative to the folder the run was started in" in advice) is relative
+    assert (advice == "restore it where the run read it") is not relative
 
 
 def test_a_folder_without_a_run_exits_2_saying_what_to_pass(tmp_path, capsys):
