@@ -96,6 +96,7 @@ def _flags(image_folder, model, output, *extra):
             "pass a number from 0 to 1.",
         ),
         (["--completeness_tolerance", "5"], "error: --completeness_tolerance 5 is above 1: it"),
+        (["--tolerance", "1.01"], "error: --tolerance 1.01 is above 1: it is a fraction"),
         (["--input_range", "-1e308,1e308"], "error: --input_range '-1e308,1e308' must be finite"),
         (["--runner", "Bogus"], "error: --runner 'Bogus' is not a Beam runner"),
         (["--direct_num_workers", "-3"], "error: --direct_num_workers must be >= 0"),
@@ -1637,6 +1638,17 @@ def test_the_heartbeat_says_running_and_the_gradient_evaluations_so_far(caplog, 
     assert first.endswith("elapsed (first batch running: 0 gradient evaluations so far)")
     assert last.startswith("progress: 3/8 images")
     assert last.endswith("(running: 5 gradient evaluations and 2 forward passes so far)")
+
+
+def test_a_tolerance_of_1_is_a_fraction_taken_as_given():
+    # The bounds are fractions from 0 to 1: 1 itself (100 %) is accepted, above it refused.
+    from apache_beam.options.pipeline_options import PipelineOptions  # noqa: PLC0415
+
+    from pipeline.options import attribution_config  # noqa: PLC0415
+
+    argv = ["--tolerance", "1", "--completeness_tolerance", "1"]
+    config = attribution_config(PipelineOptions(argv).view_as(AuditOptions))
+    assert config.tolerance == config.completeness_tolerance == 1.0
 
 
 def test_max_steps_and_batch_size_defaults_are_those_of_their_one_home():
