@@ -533,6 +533,8 @@ def test_a_dry_run_refuses_output_flags_the_real_launch_refuses(flags, error, mo
     [
         ("--output", "gs:///audits/a", []),  # README's gs://$BUCKET/... with BUCKET unset
         ("--output", "gs://My_Bucket/out", []),
+        ("--output", "gs://-bucket/out", []),  # a name starts and ends with a letter or digit
+        ("--output", "gs://bucket./out", []),
         ("--dataset", "gs:///imagenet-a", []),
         ("--data_dir", "gs:///tfds", ["--dataset", "imagenet_a"]),
         ("--model", "gs:///models/m.keras", []),
@@ -549,6 +551,7 @@ def test_a_gcs_path_without_a_valid_bucket_is_refused_naming_it(
     assert status == 2 and err.count("\n") == 1, err
     assert err.startswith(f"error: {flag} {value!r} names no valid Cloud Storage bucket "), err
     assert f"({bucket!r})" in err and "gs://<bucket>/" in err, err
+    assert ("(is a variable such as $BUCKET unset?)" in err) is (not bucket), err
 
 
 @pytest.mark.parametrize(
