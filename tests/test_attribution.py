@@ -166,6 +166,26 @@ def test_launch_warns_where_top_k_probs_are_not_the_models_probabilities(
         assert warning in caplog.text
 
 
+@pytest.mark.parametrize("activation, warned", [(None, False), ("sigmoid", True)])
+def test_a_nested_heads_last_layer_tells_logits_from_sigmoid_outputs(
+    tmp_path, caplog, activation, warned
+):
+    # The model's last layer is itself a model (a head built apart): its own last layer
+    # says whether outputs of 0.5 are logits (a linear Dense: no warning) or sigmoids.
+    import keras
+
+    head_inputs = keras.Input((3,))
+    weights = {"kernel_initializer": "zeros", "bias_initializer": keras.initializers.Constant(0.5)}
+    dense = keras.layers.Dense(3, activation=activation, **weights)
+    head = keras.Model(head_inputs, dense(head_inputs))
+    inputs = keras.Input((SIZE, SIZE, 3))
+    path = str(tmp_path / "nested.keras")
+    keras.Model(inputs, head(keras.layers.GlobalAveragePooling2D()(inputs))).save(path)
+    with caplog.at_level("WARNING"):
+        resolve_model(path)
+    assert ("as a sigmoid (multi-label) head's do" in caplog.text) is warned, caplog.text
+
+
 def test_a_launch_that_does_not_load_the_model_warns_of_one_output(tmp_path, caplog, monkeypatch):
     # A remote job's launch reads the SavedModel's signature without running it: the
     # width it reads is enough to warn of a 1-output model, as a loading launch does.

@@ -1088,6 +1088,7 @@ def test_a_keras_model_that_rescales_8_bit_pixels_gets_them(image_folder, tmp_pa
     with caplog.at_level(logging.INFO):
         assert main([*_flags(image_folder, model, tmp_path / "out"), "--faithfulness", "none"]) == 0
     assert "rescales pixels in [0, 255] in its first layer (Rescaling or" in caplog.text
+    assert "(16x16 pixels in [0, 255]; --image_size and --input_range set others)" in caplog.text
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["model"]["input_range"] == [0.0, 255.0]
     rows = pd.read_parquet(tmp_path / "out" / "results").set_index("image_id")
