@@ -8,6 +8,7 @@ import re
 import signal
 import threading
 
+from transforms import wording
 from transforms.quiet import import_tensorflow, quiet_environment
 
 __all__ = [
@@ -32,9 +33,21 @@ INTERRUPTED = "interrupted; rerun with --resume to continue."
 _NOISY = ("absl", "tensorflow", "apache_beam", "h5py", "matplotlib")
 
 
+class _Printable(logging.Formatter):
+    """Messages with their control characters escaped (`wording.printable`, line breaks
+    kept): a warning that quotes a folder named with a terminal escape (ESC[2J clears the
+    screen) sent it to the terminal."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        record.message = wording.printable(record.message, lines=True)
+        return super().formatMessage(record)
+
+
 def configure_logging(verbose: bool) -> None:
     """INFO logs of the job; chatty libraries at WARNING unless `verbose`."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_Printable("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])  # kept where one was set
     for name in _NOISY:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
     # Beam logs a failing DoFn's traceback there; the job's own `error:` line says

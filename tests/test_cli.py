@@ -2143,3 +2143,15 @@ def test_the_errors_by_stage_show_control_characters_in_reasons_escaped(tmp_path
     lines = error_summary(str(tmp_path))
     assert "\x1b" not in "".join(lines) and "\x9b" not in "".join(lines)
     assert "cannot read 'x\\x1b[2J\\x9b/y'" in lines[1], lines
+
+
+def test_log_lines_show_control_characters_in_names_escaped(linear_keras, tmp_path):
+    # The launch's warnings quote folder names: one holding a terminal escape (ESC[2J
+    # clears the screen) reached the terminal raw, as the summary's table no longer does.
+    rng = np.random.default_rng(0)
+    root = tmp_path / "images"
+    write_image(root / "cat\x1b[2J" / "a.png", rng.integers(0, 256, (SIZE, SIZE, 3), np.uint8))
+    flags = cli_args(dataset=root, model=linear_keras, output=tmp_path / "out", steps=2)
+    done = _python("", "-m", "pipeline", *flags, "--faithfulness", "none")
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stderr and "(cat\\x1b[2J)" in done.stderr, done.stderr

@@ -9,6 +9,8 @@ import re
 __all__ = ["count", "infinite", "percent", "printable"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# The same but the line breaks and tabs of a text of several lines (a log message).
+_CONTROL_IN_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def count(number: int, noun: str) -> str:
@@ -34,8 +36,9 @@ def percent(value: float, digits: int = 1) -> str:
     return text
 
 
-def printable(text: str) -> str:
+def printable(text: str, lines: bool = False) -> str:
     """`text` with its control characters as Python escapes ('a\\nb.png', 'x\\x1b[2J'):
     a file name holding a newline or a terminal escape is shown on one line, as written
-    in it, and cannot move or clear the terminal it is printed to."""
-    return _CONTROL.sub(lambda m: repr(m[0])[1:-1], text)
+    in it, and cannot move or clear the terminal it is printed to. `lines`: a text of
+    several lines (a log message), whose line breaks and tabs are kept."""
+    return (_CONTROL_IN_LINES if lines else _CONTROL).sub(lambda m: repr(m[0])[1:-1], text)
