@@ -10,7 +10,10 @@ the rows' targets with the run's settings (method, steps, tolerance,
 baselines, score) and compared with the maps of the intact model:
 
 * Spearman rank correlation of the absolute per-pixel maps (|channel sum|);
-* SSIM of the same maps, each scaled to [0, 1] by its maximum.
+* SSIM of the same maps, each scaled to [0, 1] by its maximum;
+
+both over the pixels that differ from a baseline (`content_mask`): elsewhere IG
+is 0 in every map, whatever the model.
 
 Maps that stay similar while the model is destroyed do not explain the model.
 Writes `<output>/sanity/sanity.json` and `<output>/sanity/sanity.png` (input,
@@ -164,33 +167,68 @@ def _attribute(
     return integrate_rows(model, config, inputs, refs, ref_scores, rows, target_scores).attributions
 
 
-def map_similarity(original: np.ndarray, other: np.ndarray) -> tuple[float, float]:
+def map_similarity(
+    original: np.ndarray, other: np.ndarray, where: np.ndarray | None = None
+) -> tuple[float, float]:
     """(Spearman, SSIM) of two maps' absolute per-pixel values.
 
     Args:
       original, other: float [H, W, C] or [H, W] attribution maps.
+      where: bool [H, W], the pixels compared (default all). Pixels equal to every
+        baseline have IG 0 in every map, however random the model: compared, their
+        tie at 0 made unrelated maps of a mostly black image look alike.
 
     Returns:
-      Spearman rank correlation in [-1, 1] of |pixel_scores|, and SSIM in [-1, 1]
-      of the same maps scaled to [0, 1] by their maxima; NaN where a map is
-      constant or not finite, and SSIM NaN where the maps have fewer than 3 rows
-      or columns (no 3 x 3 window fits: a content box of a line or a panorama).
+      Spearman rank correlation in [-1, 1] of |pixel_scores| over `where`, and SSIM
+      in [-1, 1] of the same maps scaled to [0, 1] by their maxima, averaged over the
+      windows centred on `where` (skimage's mean when `where` is everything); NaN
+      where a map is constant or not finite there, and SSIM NaN where the maps have
+      fewer than 3 rows or columns (no 3 x 3 window fits: a content box of a line
+      or a panorama) or no window centre is in `where`.
     """
     from scipy.stats import spearmanr  # noqa: PLC0415
-    from skimage.metrics import structural_similarity  # noqa: PLC0415
 
     a, b = np.abs(pixel_scores(original)), np.abs(pixel_scores(other))
+    where = np.ones(a.shape, bool) if where is None else np.asarray(where, bool)
     if not (np.isfinite(a).all() and np.isfinite(b).all()) or a.max() == 0 or b.max() == 0:
         return float("nan"), float("nan")
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
+    if not where.any() or np.ptp(a[where]) == 0 or np.ptp(b[where]) == 0:
         return float("nan"), float("nan")
-    rho = float(spearmanr(a.ravel(), b.ravel()).statistic)
+    rho = float(spearmanr(a[where], b[where]).statistic)
+    return rho, _masked_ssim(a / a.max(), b / b.max(), where)
+
+
+def _masked_ssim(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
+    """SSIM of two [H, W] maps in [0, 1] (skimage's: 7 x 7 uniform windows, sample
+    covariances, K1 0.01, K2 0.03), each window's means, variances and covariance
+    taken over its pixels in `where` only, averaged over the windows centred in
+    `where` and wholly inside the maps. Where `where` is everything, skimage's SSIM.
+
+    Pixels outside `where` equal every baseline: IG is 0 there in every map, so
+    zeros shared by construction would count as structure shared by the maps."""
+    from scipy.ndimage import uniform_filter  # noqa: PLC0415
+
     side = min(a.shape)
     if side < 3:
-        return rho, float("nan")
+        return float("nan")
     window = min(7, side if side % 2 else side - 1)
-    ssim = float(structural_similarity(a / a.max(), b / b.max(), data_range=1.0, win_size=window))
-    return rho, ssim
+    m = where.astype(np.float64)
+    a, b = a.astype(np.float64) * m, b.astype(np.float64) * m
+    mean = functools.partial(uniform_filter, size=window)
+    share = mean(m)
+    count = share * window**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ua, ub = mean(a) / share, mean(b) / share
+        norm = count / (count - 1)
+        va = norm * (mean(a * a) / share - ua * ua)
+        vb = norm * (mean(b * b) / share - ub * ub)
+        vab = norm * (mean(a * b) / share - ua * ub)
+    c1, c2 = 0.01**2, 0.03**2
+    local = (2 * ua * ub + c1) * (2 * vab + c2) / ((ua * ua + ub * ub + c1) * (va + vb + c2))
+    pad = (window - 1) // 2
+    inner = (slice(pad, a.shape[0] - pad), slice(pad, a.shape[1] - pad))
+    centres = where[inner] & (count[inner] > 1.5)
+    return float(local[inner][centres].mean()) if centres.any() else float("nan")
 
 
 def maps_changed(spearman: float | None, ssim: float | None) -> bool | None:
@@ -301,35 +339,45 @@ def _figure(
     return fig
 
 
-def content_box(inputs: np.ndarray, references: np.ndarray) -> tuple[slice, slice]:
-    """The rows and columns of an image that hold pixels differing from a baseline.
+def content_mask(inputs: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """bool [H, W]: the pixels of an image that differ from a baseline.
 
-    Outside them (the padding of a non-square image, when it equals every
+    Elsewhere (the padding of a non-square image, a black background on a black
     baseline) IG is 0 by construction, x - x' being 0: the same in every map,
     however random the model. Compared there, unrelated maps would look alike.
 
     Args:
       inputs: float [H, W, C], the image in the model's input range.
       references: float [B, H, W, C], its baselines.
+    """
+    return np.any(inputs[None] != references, axis=(0, -1))
+
+
+def content_box(mask: np.ndarray) -> tuple[slice, slice]:
+    """The rows and columns holding a `content_mask`'s pixels: the region whose maps
+    SSIM compares (its windows need whole rows and columns).
 
     Returns:
       (rows, columns); `_WHOLE`, (slice(None), slice(None)), where no pixel differs
       (IG is 0 everywhere then, whatever the model).
     """
-    differs = np.any(inputs[None] != references, axis=(0, -1))
-    rows, cols = np.flatnonzero(differs.any(axis=1)), np.flatnonzero(differs.any(axis=0))
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if not len(rows):
         return _WHOLE
     return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
-def _content_boxes(config, spec, inputs, image_ids) -> list[tuple[slice, slice]]:
-    return [
-        content_box(
-            x, baselines_lib.make_baselines(x, config.baselines, spec.input_range, i, config.seed)
+def _content(config, spec, inputs, image_ids) -> list[tuple[tuple[slice, slice], np.ndarray]]:
+    """Per image: its `content_box` and, within the box, its `content_mask`."""
+    regions = []
+    for x, image_id in zip(inputs, image_ids, strict=True):
+        references = baselines_lib.make_baselines(
+            x, config.baselines, spec.input_range, image_id, config.seed
         )
-        for x, i in zip(inputs, image_ids, strict=True)
-    ]
+        mask = content_mask(x, references)
+        box = content_box(mask)
+        regions.append((box, mask[box] if box != _WHOLE else np.ones_like(mask)))
+    return regions
 
 
 def _rows(output: str, manifest: dict[str, Any], count: int, image_root: str | None = None):
@@ -371,11 +419,12 @@ def _cascade(
     seed: int,
     original: np.ndarray,
     attribute: Callable[[], np.ndarray],
-    boxes: list[tuple[slice, slice]],
+    regions: list[tuple[tuple[slice, slice], np.ndarray]],
 ) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
     """Randomises the model's layers stage by stage (each stage adds to the last) and
     compares the maps `attribute` gives then with the intact model's `original`,
-    each within its image's `content_box`.
+    each over its image's content (`_content`: the box, and the pixels in it that
+    differ from a baseline).
 
     Returns:
       Each stage's maps, float32 [N, H, W, C], and its `_stage_report`.
@@ -386,8 +435,8 @@ def _cascade(
         done = layers
         maps.append(attribute())
         similarity = [
-            map_similarity(o[box], m[box])
-            for o, m, box in zip(original, maps[-1], boxes, strict=True)
+            map_similarity(o[box], m[box], where)
+            for o, m, (box, where) in zip(original, maps[-1], regions, strict=True)
         ]
         stage = _stage_report(layers, similarity)
         reports.append(stage)
@@ -459,9 +508,9 @@ def run(
     plan = stage_layers(model.weight_layers(), stages)
     attribute = functools.partial(_attribute, model, config, inputs, ids, targets)
     original = attribute()
-    boxes = _content_boxes(config, spec, inputs, ids)
-    maps, reports = _cascade(model, plan, seed, original, attribute, boxes)
-    blank = sum(box == _WHOLE for box in boxes)
+    regions = _content(config, spec, inputs, ids)
+    maps, reports = _cascade(model, plan, seed, original, attribute, regions)
+    blank = sum(box == _WHOLE for box, _ in regions)
     report = _report(ids, targets, config, seed, reports, blank)
     folder = FileSystems.join(output, "sanity")
     write_json(FileSystems.join(folder, "sanity.json"), report)
