@@ -33,14 +33,51 @@ INTERRUPTED = "interrupted; rerun with --resume to continue."
 _NOISY = ("absl", "tensorflow", "apache_beam", "h5py", "matplotlib")
 
 
+class _Shown:
+    """A text argument of a log message, shown with every control character escaped, its
+    line breaks too (a file name holding one broke the line in two); `%r` as before."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return wording.printable(str(self.value))
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
 class _Printable(logging.Formatter):
-    """Messages with their control characters escaped (`wording.printable`, line breaks
-    kept): a warning that quotes a folder named with a terminal escape (ESC[2J clears the
-    screen) sent it to the terminal."""
+    """Messages with their control characters escaped (`wording.printable`): a warning
+    that quotes a folder named with a terminal escape (ESC[2J clears the screen) sent it
+    to the terminal. The message's own line breaks and tabs are kept; in the job's own
+    messages its text arguments' (names) are escaped too, while a library's (Beam's
+    worker tracebacks with --verbose) keep their lines."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
-        record.message = wording.printable(record.message, lines=True)
+        own = record.name.split(".")[0] in ("pipeline", "transforms")
+        message = _with_names_shown(record) if own else record.message
+        record.message = wording.printable(message, lines=True)
         return super().formatMessage(record)
+
+
+def _with_names_shown(record: logging.LogRecord) -> str:
+    """`record`'s message with its text and path arguments as `_Shown`."""
+    args = record.args
+    if not args:
+        return record.message
+
+    def shown(value: object) -> object:
+        return _Shown(value) if isinstance(value, (str, os.PathLike)) else value
+
+    if isinstance(args, dict):
+        args = {key: shown(value) for key, value in args.items()}
+    else:
+        args = tuple(shown(value) for value in args)
+    try:
+        return str(record.msg) % args
+    except (TypeError, ValueError):  # as logging formatted it, if not this way
+        return record.message
 
 
 def configure_logging(verbose: bool) -> None:

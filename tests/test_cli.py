@@ -2151,7 +2151,12 @@ def test_log_lines_show_control_characters_in_names_escaped(linear_keras, tmp_pa
     rng = np.random.default_rng(0)
     root = tmp_path / "images"
     write_image(root / "cat\x1b[2J" / "a.png", rng.integers(0, 256, (SIZE, SIZE, 3), np.uint8))
+    # A name's line break is escaped too (the message's own line breaks are kept): it
+    # broke the warning in two, the second line reading as a line of its own.
+    write_image(root / "dog\nINFO x" / "b.png", rng.integers(0, 256, (SIZE, SIZE, 3), np.uint8))
     flags = cli_args(dataset=root, model=linear_keras, output=tmp_path / "out", steps=2)
     done = _python("", "-m", "pipeline", *flags, "--faithfulness", "none")
     assert done.returncode == 0, done.stderr
-    assert "\x1b" not in done.stderr and "(cat\\x1b[2J)" in done.stderr, done.stderr
+    assert "\x1b" not in done.stderr, done.stderr
+    assert "(cat\\x1b[2J, dog\\nINFO x)" in done.stderr, done.stderr
+    assert not any(line.startswith("INFO x") for line in done.stderr.splitlines())
