@@ -357,8 +357,8 @@ def _prepare_output(output: str, overwrite: bool) -> None:
 
 
 # What must match for --resume to continue an earlier run: every setting that
-# changes a row, named by its flag. Path batching changes nothing in the rows
-# (tests/test_attribution.py proves it), so it may differ.
+# changes a row, named by its flag. Path batching changes the rows at float
+# rounding only (tests/test_attribution.py), so it may differ.
 _RESUME_MODEL_FLAGS = {
     "identity": "--model",
     "num_outputs": "--model",

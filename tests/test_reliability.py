@@ -255,6 +255,51 @@ def test_same_inputs_and_flags_give_the_same_rows(image_folder, linear_keras, tm
     assert not np.allclose(np.stack(a.attributions), np.stack(c.attributions))
 
 
+@pytest.fixture(scope="module")
+def conv_keras(tmp_path_factory) -> str:
+    """A `.keras` file of a small convolutional network (ReLU, tanh): its gradients,
+    unlike a linear model's, depend on the point, and its float sums on the call's size."""
+    import keras
+
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    x = keras.layers.Dense(8, activation="tanh")(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, keras.layers.Dense(10)(x))
+    path = str(tmp_path_factory.mktemp("models") / "conv.keras")
+    model.save(path)
+    return path
+
+
+# What a row is beyond its floats: equal whatever the batch sizes.
+_DISCRETE = ["image_id", "file_name", "label", "predicted_class", "target_class", "steps"]
+
+
+def test_reruns_are_bit_identical_at_a_fixed_path_batch_size_and_close_at_others(
+    image_folder, conv_keras, tmp_path
+):
+    # README, Reliability: bit-identical reruns need a fixed --path_batch_size (auto
+    # picks 8 or 16 by timing); other batch sizes change the floats at float32 rounding.
+    flags = cli_args(
+        dataset=image_folder["root"], model=conv_keras, steps=5, baseline="black,noise", seed=7
+    )
+
+    def rows(name: str, *more: str) -> pd.DataFrame:
+        run([*flags, *more, "--output", str(tmp_path / name)], save_main_session=False)
+        frame = pd.read_parquet(tmp_path / name / "results")
+        return frame.sort_values("image_id", ignore_index=True)
+
+    a = rows("a", "--path_batch_size", "8")
+    pd.testing.assert_frame_equal(rows("b", "--path_batch_size", "8"), a)
+    c = rows("c", "--path_batch_size", "3", "--batch_size", "1")
+    pd.testing.assert_frame_equal(c[_DISCRETE], a[_DISCRETE])
+    close = ["target_score", "baseline_score", "attribution_sum", "deletion_auc"]
+    np.testing.assert_allclose(c[close].to_numpy(), a[close].to_numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        np.stack(c.attributions), np.stack(a.attributions), rtol=1e-4, atol=1e-7
+    )
+
+
 class _FailOnce:
     """Makes the first calls of a method raise, as a worker dying mid-bundle would."""
 
