@@ -132,6 +132,8 @@ class AuditJob:
     start_time: str
     done_before: frozenset[str] = frozenset()
     results_prefix: str = "part"
+    # How the runs this one resumes made their rows, oldest first (`_earlier_runs`).
+    earlier_runs: tuple[dict[str, Any], ...] = ()
     total_inputs: int | None = None  # when known at launch (folders, the sample, TFDS)
     input_ids: frozenset[str] | None = None  # a local folder's, listed at launch
     show_progress: bool = False  # a progress line on the launcher's log (DirectRunner)
@@ -160,6 +162,9 @@ class AuditJob:
                 "faithfulness_pixels": FAITHFULNESS_PIXELS,
             },
             "batch_size": self.batch_size,
+            "jit_compile": {None: "auto", True: "on", False: "off"}[self.jit_compile],
+            "results_prefix": self.results_prefix,
+            "earlier_runs": list(self.earlier_runs),
             "output": self.output,
             # what relative paths in "command" and "output" are relative to
             "working_folder": os.getcwd(),
@@ -496,8 +501,37 @@ def _not_a_manifest(output: str, reason: str) -> ConfigError:
     )
 
 
-def _resume_state(job: AuditJob) -> tuple[frozenset[str], str]:
-    """Image ids with rows in an earlier run of the same configuration, and a new file prefix.
+# What may differ between a run and the runs it resumes, kept in its manifest's
+# "earlier_runs": how each made its rows (the rest is checked equal).
+_EARLIER_RUN_KEYS = (
+    "run_id",
+    "status",
+    "start_time",
+    "end_time",
+    "command",
+    "working_folder",
+    "versions",
+    "batch_size",
+    "jit_compile",
+    "results_prefix",
+    "counts",
+)
+
+
+def _earlier_runs(previous: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    """The runs an earlier run's manifest records, then that run itself, oldest first
+    (keys a manifest of an older version lacks are null; "results_prefix" is "part"
+    for a run that resumed none)."""
+    entry = {key: previous.get(key) for key in _EARLIER_RUN_KEYS}
+    entry["path_batch_size"] = (previous.get("config") or {}).get("path_batch_size")
+    if entry["results_prefix"] is None and not previous.get("resumed"):
+        entry["results_prefix"] = "part"
+    return (*previous.get("earlier_runs", ()), entry)
+
+
+def _resume_state(job: AuditJob) -> tuple[frozenset[str], str, tuple[dict[str, Any], ...]]:
+    """Image ids with rows in an earlier run of the same configuration, a new file
+    prefix, and the earlier runs (`_earlier_runs`).
 
     Raises:
       ConfigError: no earlier run, or one with other settings (mixing them would
@@ -540,7 +574,7 @@ def _resume_state(job: AuditJob) -> tuple[frozenset[str], str]:
     if salvaged:
         _LOG.info("Kept the rows of %d images the earlier run had finished.", len(salvaged))
     _clear_temp(output)
-    return frozenset(done | salvaged), f"part-resume{stamp}"
+    return frozenset(done | salvaged), f"part-resume{stamp}", _earlier_runs(previous)
 
 
 def _runner_name(options: PipelineOptions) -> str:
@@ -1552,8 +1586,10 @@ def _claim_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
     job = dataclasses.replace(job, lock=lock)
     try:
         if resume:
-            done, prefix = _resume_state(job)
-            job = dataclasses.replace(job, done_before=done, results_prefix=prefix)
+            done, prefix, earlier = _resume_state(job)
+            job = dataclasses.replace(
+                job, done_before=done, results_prefix=prefix, earlier_runs=earlier
+            )
             _log_resume(job, done)
         else:
             _prepare_output(job.output, overwrite)

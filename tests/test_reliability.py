@@ -466,6 +466,31 @@ def test_resume_skips_images_with_rows_and_processes_the_rest(image_folder, line
     assert errors.image_id.tolist() == ["still.png"]  # the mended file's record is gone
 
 
+def test_a_resumed_runs_manifest_keeps_how_each_earlier_run_made_its_rows(linear_keras, tmp_path):
+    # Batch sizes, --jit_compile and the package versions may change on --resume;
+    # the manifest held the last run's alone, so the first rows' were lost.
+    root = tmp_path / "growing"
+    rng = np.random.default_rng(12)
+    args = cli_args(dataset=root, model=linear_keras, output=tmp_path / "out", steps=2)
+    first_flags = ["--batch_size", "2", "--path_batch_size", "4", "--jit_compile", "off"]
+    runs = []
+    for name, more in (("a.png", first_flags), ("b.png", ["--resume"]), ("c.png", ["--resume"])):
+        write_image(root / name, rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
+        runs.append(run([*args, *more], save_main_session=False))
+    first, second, last = runs
+    assert first["jit_compile"] == "off" and last["jit_compile"] == "auto"
+    assert "earlier_runs" not in first or first["earlier_runs"] == []
+    assert [r["run_id"] for r in last["earlier_runs"]] == [first["run_id"], second["run_id"]]
+    kept = last["earlier_runs"][0]
+    for key in ("command", "start_time", "end_time", "versions", "batch_size", "jit_compile"):
+        assert kept[key] == first[key], key
+    assert kept["path_batch_size"] == 4 and kept["status"] == "complete"
+    assert kept["counts"] == first["counts"] and kept["results_prefix"] == "part"
+    files = {f.name for f in (tmp_path / "out" / "results").glob("*.parquet")}
+    for each in (*last["earlier_runs"], last):
+        assert any(f.startswith(each["results_prefix"] + "-") for f in files), each
+
+
 def test_resume_knows_a_folder_by_another_name(image_folder, linear_keras, tmp_path):
     """A symlink to the run's --dataset folder is the same folder: its rows are kept."""
     root, link, out = image_folder["root"], tmp_path / "link", tmp_path / "out"
