@@ -437,6 +437,8 @@ def _effective_command(manifest: Mapping[str, Any]) -> str:
     # (TFDS's data folder): their paths as typed.
     typed = manifest.get("command", [])
     flags += [(name, _absolute(_typed_flag(typed, name), where)) for name in _TYPED_ONLY]
+    # XLA changes the floats at rounding; a manifest before it was recorded: as typed.
+    flags.append(("jit_compile", manifest.get("jit_compile") or _typed_flag(typed, "jit_compile")))
     parts = ["python", "-m", "pipeline"]
     for name, value in flags:
         if value is None or value is False:

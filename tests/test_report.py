@@ -926,6 +926,19 @@ def test_the_command_shows_the_values_the_run_used(tmp_path):
     assert "given more than once" not in build_report(output, gallery=0)
 
 
+def test_the_command_keeps_jit_compile_which_changes_the_floats(tmp_path):
+    # XLA rounds otherwise: the command shown without --jit_compile gave other floats.
+    output = write_output(tmp_path / "out", [[make_row("a.png", None, 7, 0.3, 0.004)]], "/x")
+    manifest = json.loads(Path(output, "manifest.json").read_text())
+    manifest["command"] = ["/src/pipeline/__main__.py", "--jit_compile=on", "--dataset", "/x"]
+    Path(output, "manifest.json").write_text(json.dumps(manifest))  # before it was recorded
+    assert " --jit_compile on " in f" {_page(build_report(output, gallery=0)).pres[0]} "
+    manifest["jit_compile"] = "off"  # the manifest's value wins, as for every flag
+    Path(output, "manifest.json").write_text(json.dumps(manifest))
+    effective = _page(build_report(output, gallery=0)).pres[0]
+    assert " --jit_compile off " in f" {effective} " and "on" not in effective.split()
+
+
 def test_the_command_runs_from_any_folder(tmp_path, linear_keras, monkeypatch):
     """Paths typed relative to the run's folder are shown absolute: the command as
     shown resumes the same run from elsewhere (it had --output out, --model ../x); one
