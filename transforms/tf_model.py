@@ -296,9 +296,12 @@ class CallSizeTuner:
     asked once per request of the engine, which may take several calls) tries
     one of the others in turn, so that the choice follows the machine's load.
     Every call is real work: trying a slower size costs only its own few calls.
-    A point's result does not depend on its call's size (rows are independent;
-    the bundled run's maps came out bit-identical at 8, 16 and timed), so the
-    choice changes no map beyond float rounding (docs/performance.md).
+    A point's result does not depend on its call's size beyond float rounding
+    (rows are independent, but a model's kernels may sum in another order at
+    another batch size: the bundled run's maps came out bit-identical at 8, 16 and
+    timed, others differ in their last bits), so the choice changes no map beyond
+    float rounding (docs/performance.md; README, Reliability: bit-identical reruns
+    need a fixed --path_batch_size).
 
     Threads may share one tuner (Beam's RunInference shares a process's model
     between its threads): a call's timing is filed by its own number of points,
