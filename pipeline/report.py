@@ -1248,8 +1248,7 @@ def write_report(output: str, path: str, **kwargs: Any) -> str:
 
 
 def _write(page: str, path: str) -> None:
-    with files.create(path, mime_type="text/html") as f:
-        f.write(page.encode("utf-8"))
+    files.write_whole(path, page.encode("utf-8"), mime_type="text/html")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -10,9 +10,12 @@ import json
 import math
 import os
 import re
+import resource
 import shlex
 import shutil
+import signal
 import subprocess
+import sys
 import warnings
 from html.parser import HTMLParser
 from pathlib import Path
@@ -1367,3 +1370,40 @@ def test_a_gs_input_where_storage_cannot_be_reached_is_one_error_line(
         "to read 'gs://bucket/run/manifest.json'; reading a gs:// run needs network access."
     )
     assert not (tmp_path / "r.html").exists()
+
+
+def _report_in_a_process_limited_to(limit: int, *args: str) -> subprocess.CompletedProcess:
+    """`python -m pipeline.report ARGS` in a process whose files may not grow past
+    `limit` bytes (RLIMIT_FSIZE, as `ulimit -f` sets): a write past it fails with
+    EFBIG, as on a full disk or quota, midway through the page."""
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, not the process killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.report", *args],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit_file_size,
+    )
+
+
+def test_a_report_cut_short_while_written_leaves_the_earlier_page_whole(folder_run):
+    output = folder_run["output"]
+    assert main(["--input", output]) == 0
+    page = Path(output, "report.html")
+    earlier = page.read_bytes()
+    page_size = len(earlier)
+    done = _report_in_a_process_limited_to(page_size // 2, "--input", output)
+    assert done.returncode == 2
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"error: cannot write the report to --output {str(page)!r} (")
+    assert page.read_bytes() == earlier  # not half of a new page
+    assert sorted(p.name for p in Path(output).iterdir()) == sorted(
+        ["errors", "manifest.json", "report.html", "results"]
+    )  # no partial file beside it

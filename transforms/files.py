@@ -13,6 +13,7 @@ import socket
 import threading
 import urllib.parse
 import urllib.request
+import uuid
 from concurrent import futures
 from typing import IO, Any
 
@@ -25,6 +26,7 @@ __all__ = [
     "join",
     "list_folder",
     "open_read",
+    "write_whole",
 ]
 
 #: Seconds the storage host may take to answer (its DNS lookup, then a TCP
@@ -150,6 +152,30 @@ def create(path: str, mime_type: str = "application/octet-stream") -> IO[bytes]:
     if folder:
         os.makedirs(folder, exist_ok=True)
     return open(path, "wb")
+
+
+def write_whole(path: str, data: bytes, mime_type: str = "application/octet-stream") -> None:
+    """Writes `data` as the file `path`, whole or not at all, its local parent folders made.
+
+    A local file is written under a hidden name beside `path`, then renamed over it:
+    a write that fails midway (a full disk or quota) or is stopped (Ctrl-C, SIGTERM)
+    leaves the earlier file as it was, and no partial one. A remote object is
+    uploaded in one call (`mime_type` its content type).
+    """
+    if is_remote(path):
+        with create(path, mime_type=mime_type) as f:
+            f.write(data)
+        return
+    folder, name = os.path.split(path)
+    partial = os.path.join(folder, f".{name}.{uuid.uuid4().hex}.partial")
+    try:
+        with create(partial) as f:
+            f.write(data)
+        os.replace(partial, path)
+    except BaseException:
+        if os.path.exists(partial):
+            os.remove(partial)
+        raise
 
 
 def list_folder(folder: str, suffix: str) -> list[str]:
