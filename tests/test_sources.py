@@ -61,6 +61,17 @@ def test_the_warning_about_unlabelled_sub_folders_says_how_many_it_does_not_name
     )
 
 
+def test_the_warning_about_one_unlabelled_file_speaks_of_one(tmp_path, caplog):
+    write_image(tmp_path / "holiday" / "x.png", np.zeros((2, 2, 3), np.uint8))
+    write_image(tmp_path / WNID_CAT / "cat.png", np.zeros((2, 2, 3), np.uint8))
+    with caplog.at_level("WARNING", logger="transforms.sources"):
+        sources.list_image_folder(str(tmp_path))
+    assert (
+        "1 file in a sub-folder that is not an ImageNet WordNet id (holiday) gets no label."
+        in caplog.text
+    )
+
+
 def _listed(root, **kwargs) -> dict[str, str | None]:
     """image_id -> the reason it cannot be read (None: a file to read)."""
     return {f.image_id: f.error for f in sources.list_image_folder(str(root), **kwargs)}

@@ -32,7 +32,7 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import files, labels, manifest, quiet
+from transforms import files, labels, manifest, quiet, wording
 from transforms.datasource import (
     REMOTE_FOLDER_SCHEMES,
     SAMPLE,
@@ -288,11 +288,18 @@ def list_image_folder(root: str, skip: str | None = None) -> list[FolderFile]:
     if unlabelled:
         folders = sorted({f.image_id.split("/")[0] for f in unlabelled})
         more = f" and {len(folders) - 5} more" if len(folders) > 5 else ""
+        where = (
+            "a sub-folder that is not an ImageNet WordNet id"
+            if len(folders) == 1
+            else "sub-folders that are not ImageNet WordNet ids"
+        )
         _LOG.warning(
-            "%d files in sub-folders that are not ImageNet WordNet ids (%s%s) get no label.",
-            len(unlabelled),
+            "%s in %s (%s%s) %s no label.",
+            wording.count(len(unlabelled), "file"),
+            where,
             ", ".join(folders[:5]),
             more,
+            "gets" if len(unlabelled) == 1 else "get",
         )
     return files
 
