@@ -1407,3 +1407,14 @@ def test_a_report_cut_short_while_written_leaves_the_earlier_page_whole(folder_r
     assert sorted(p.name for p in Path(output).iterdir()) == sorted(
         ["errors", "manifest.json", "report.html", "results"]
     )  # no partial file beside it
+
+
+def test_a_report_written_to_a_symbolic_link_goes_to_its_file(folder_run, tmp_path):
+    target = tmp_path / "pages" / "audit.html"
+    target.parent.mkdir()
+    target.write_text("old")
+    link = tmp_path / "report.html"
+    link.symlink_to(target)
+    assert main(["--input", folder_run["output"], "--output", str(link)]) == 0
+    assert link.is_symlink() and "<html" in target.read_text()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["audit.html"]

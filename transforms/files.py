@@ -157,21 +157,21 @@ def create(path: str, mime_type: str = "application/octet-stream") -> IO[bytes]:
 def write_whole(path: str, data: bytes, mime_type: str = "application/octet-stream") -> None:
     """Writes `data` as the file `path`, whole or not at all, its local parent folders made.
 
-    A local file is written under a hidden name beside `path`, then renamed over it:
-    a write that fails midway (a full disk or quota) or is stopped (Ctrl-C, SIGTERM)
-    leaves the earlier file as it was, and no partial one. A remote object is
+    A local file (a symbolic link's target) is written under a hidden name beside it,
+    then renamed over it: a write that fails midway (a full disk or quota) or is
+    stopped (Ctrl-C, SIGTERM) leaves the earlier file as it was, and no partial one. A remote object is
     uploaded in one call (`mime_type` its content type).
     """
     if is_remote(path):
         with create(path, mime_type=mime_type) as f:
             f.write(data)
         return
-    folder, name = os.path.split(path)
+    folder, name = os.path.split(os.path.realpath(path))  # a link's file, not the link
     partial = os.path.join(folder, f".{name}.{uuid.uuid4().hex}.partial")
     try:
         with create(partial) as f:
             f.write(data)
-        os.replace(partial, path)
+        os.replace(partial, os.path.join(folder, name))
     except BaseException:
         if os.path.exists(partial):
             os.remove(partial)
