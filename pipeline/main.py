@@ -978,7 +978,7 @@ def _check_dataset_kept(output: str, dataset: str) -> None:
         return
     data = Path(dataset).resolve()  # through symbolic links, as the files are
     for name in _RUN_FOLDERS:
-        folder = Path(output).resolve() / name
+        folder = (Path(output) / name).resolve()  # a linked results/ is deleted in its target
         if data == folder or folder in data.parents:
             raise ConfigError(
                 f"--dataset {dataset!r} lies inside {str(folder)!r}, which --overwrite "

@@ -1779,6 +1779,26 @@ def test_overwrite_deletes_only_a_run_of_this_job_never_other_files(
     assert "lies inside" in _error_lines(capsys.readouterr().err)[0]
 
 
+def test_overwrite_never_deletes_a_dataset_a_runs_linked_results_folder_holds(
+    image_folder, linear_keras, tmp_path, capsys
+):
+    # A run whose results/ was moved to a bigger disk and linked back, to a folder
+    # that holds the --dataset too: --overwrite deleted the images with the rows.
+    run_dir = tmp_path / "run"
+    main(cli_args(dataset=image_folder["root"], model=linear_keras, output=run_dir, steps=2))
+    disk = tmp_path / "disk"
+    shutil.move(run_dir / "results", disk)
+    os.symlink(disk, run_dir / "results")
+    photos = disk / "photos"
+    write_image(photos / "a.png", next(iter(image_folder["pixels"].values())))
+    capsys.readouterr()
+    flags = cli_args(dataset=photos, model=linear_keras, output=run_dir, steps=2)
+    assert main([*flags, "--overwrite"]) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert f"--dataset '{photos}' lies inside '{disk}', which --overwrite" in line
+    assert (photos / "a.png").is_file()
+
+
 def test_errors_by_stage_count_one_cause_over_many_files_once(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
