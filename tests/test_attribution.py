@@ -1,6 +1,7 @@
 """The TF adapter, preprocessing and the RunInference handler, on real tiny models."""
 
 import dataclasses
+import re
 
 import apache_beam as beam
 import numpy as np
@@ -738,6 +739,30 @@ def test_float16_storage_counts_in_the_error_of_the_stored_map(
     # ... and its row says so, instead of an error of 0 and within_tolerance True.
     assert row["attribution_error"] >= 0.999 * off and row["within_tolerance"] is False
     assert "do not fit float16" in caplog.text
+
+
+def test_float16_warning_names_the_values_that_lose_precision(linear_weights, tmp_path, caplog):
+    """A map whose values are subnormal in float16 (6e-8 to 6.1e-5: fewer bits, none
+    flushed to 0) is warned of; the warning's lower bound must be above those values,
+    or it tells the user that their values fit."""
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    dense = keras.layers.Dense(1000)
+    model = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
+    dense.set_weights([w * 2e-4 for w in linear_weights])
+    model.save(tmp_path / "scaled.keras")
+    config = AttributionConfig(steps=2, attribution_dtype="float16")
+    batch.forget_warnings()
+    with caplog.at_level("WARNING"):
+        (row,) = _run_handler(resolve_model(str(tmp_path / "scaled.keras")), config, _examples(1))[
+            0
+        ].rows
+    values = np.abs(row["attributions"].astype(np.float64))
+    assert 6e-8 < values.max() < 6.1e-5  # subnormal in float16
+    (message,) = [r.getMessage() for r in caplog.records if "do not fit float16" in r.getMessage()]
+    bound = float(re.search(r"below ([0-9.]+e-[0-9]+)", message).group(1))
+    assert values.max() < bound, message
 
 
 def _save_holed(path: str) -> None:

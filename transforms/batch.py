@@ -304,8 +304,9 @@ def _warn_storage(dtype: str) -> None:
     """Once per worker process and run (`forget_warnings`): maps that lose more than
     0.1 % in `dtype`."""
     _LOG.warning(
-        "Some attribution maps do not fit %s (values beyond 65504, or below 6e-8, "
-        "lose more than 0.1 %%): their attribution_error includes it, and rows whose "
+        "Some attribution maps do not fit %s (values beyond 65504, or below 6.1e-5, "
+        "where float16 keeps fewer bits and flushes to 0 below 6e-8, lose more than "
+        "0.1 %%): their attribution_error includes it, and rows whose "
         "attribution_error exceeds the bound --tolerance sets are flagged. "
         "--attribution_dtype float32 stores them exactly.",
         dtype,
@@ -320,8 +321,9 @@ def forget_warnings() -> None:
 
 
 def _storage_error(computed: np.ndarray, stored: np.ndarray) -> float:
-    """||stored - computed|| / ||computed||: float16's rounding, its values flushed
-    to 0 (below 6e-8) and its overflows (beyond 65504: inf)."""
+    """||stored - computed|| / ||computed||: float16's rounding (coarser below 6.1e-5,
+    its subnormal values), its values flushed to 0 (below 6e-8) and its overflows
+    (beyond 65504: inf)."""
     if stored.dtype == computed.dtype:
         return 0.0
     computed = computed.astype(np.float64)
