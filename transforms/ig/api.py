@@ -336,11 +336,21 @@ def _check_scores(target_scores, baseline_scores, rows: int, baselines: int) -> 
         )
 
 
-def _row_error(attributions: np.ndarray, spreads: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """||kappa D|| / ||A|| per row, from [R, *S] means over the baselines of A and
-    of each path's spread times its kappa; nan where a kappa is not `known`."""
+def _row_error(
+    attributions: np.ndarray,
+    spreads: np.ndarray,
+    known: np.ndarray,
+    unexplained: np.ndarray,
+    largest: np.ndarray,
+) -> np.ndarray:
+    """hypot(max(||kappa D||, L), U) / ||A|| per row, from [R, *S] means over the
+    baselines of A and of each path's spread times its kappa, and [R] of the largest
+    panel's error (`engine.Adaptive.largest`, over the baselines' count) and of the
+    means of the paths' errors their spreads do not explain (`unexplained`); nan
+    where a kappa is not `known`."""
     size = np.linalg.norm(attributions.reshape(len(attributions), -1), axis=1)
-    spread = np.linalg.norm(spreads.reshape(len(spreads), -1), axis=1)
+    signed = np.linalg.norm(spreads.reshape(len(spreads), -1), axis=1)
+    spread = np.hypot(np.maximum(signed, largest), unexplained)
     with np.errstate(divide="ignore", invalid="ignore"):
         error = np.where(size > 0, spread / size, np.where(spread == 0, 0.0, np.inf))
     return np.where(known, error, np.nan)
@@ -493,7 +503,13 @@ def _result(run: Fixed | Adaptive, paths: Paths, rows: int) -> IGResult:
     reduce = run.error_map
     return IGResult(
         attributions=attributions.astype(np.float32),
-        error=_row_error(reduce(attributions), reduce(spreads), known.reshape(rows, b).all(axis=1)),
+        error=_row_error(
+            reduce(attributions),
+            reduce(spreads),
+            known.reshape(rows, b).all(axis=1),
+            per_row(run.unexplained()).mean(axis=1),
+            per_row(run.largest()).max(axis=1) / b,
+        ),
         steps=per_row(run.nodes).max(axis=1),
         evaluations=per_row(run.evaluations).sum(axis=1),
         forward_evaluations=per_row(run.forward_evaluations).sum(axis=1),

@@ -51,6 +51,11 @@ _MAX_SPLITS_PER_ROUND = 8
 # rows stop close to the tolerance anyway; 0.9 cost 3 % more evaluations for a
 # median per-pixel error 0.04 points lower (docs/accuracy.md §3).
 _AIM = 1.0
+# A panel's scalar error is unexplained (`Adaptive._unexplained`) beyond this many
+# times what an error vector like its spread sums to at most: the spread estimates
+# a panel's error within a factor 2 (docs/accuracy.md), so only what no error of
+# its spread's size and shape can make is counted.
+_UNEXPLAINED_MARGIN = 2.0
 
 
 class Paths:
@@ -177,6 +182,14 @@ class Fixed:
         neighbouring nodes show (`rules.correlation_length`)."""
         return self._kappas
 
+    def unexplained(self) -> np.ndarray:
+        """Per path, 0: a fixed rule knows F at no panel edges (`Adaptive.unexplained`)."""
+        return np.zeros(len(self.nodes))
+
+    def largest(self) -> np.ndarray:
+        """Per path, 0: one rule over [0, 1], no panels (`Adaptive.largest`)."""
+        return np.zeros(len(self.nodes))
+
     def curve(self, path: int) -> tuple[np.ndarray, np.ndarray]:
         return self._alphas, self._scores[path]
 
@@ -259,6 +272,7 @@ class _Panel:
     nodes: tuple[float, ...]
     error: float  # the rule's estimate of int_a^b dF/da minus the exact F(b) - F(a)
     spread2: float  # ||(b - a) sum_i spread_i c(node_i)||^2, the panel's share of ||D||^2
+    spread1: float = 0.0  # the same vector's sum of absolute values (L1 norm)
     active: bool = True  # False once its node vectors are dropped
     sign: float = 1.0  # of its spread (`rules.PanelRule.signed`, `panel_sign`)
 
@@ -513,7 +527,7 @@ class Adaptive:
             sign = panel_sign(a, b) if self.rule.signed else 1.0
             q = _Panel(a, b, nodes, estimate - exact, 0.0, sign=sign)
             spread = self.error_map(self._add(p, q, 1.0)).ravel()
-            q.spread2 = float(np.dot(spread, spread))
+            q.spread2, q.spread1 = float(np.dot(spread, spread)), float(np.abs(spread).sum())
             self.panels[p].append(q)
         for p in sorted({p for p, _, _ in spans} | {p for p, _ in split}):
             self._fold(p, keep)
@@ -568,6 +582,48 @@ class Adaptive:
     def kappas(self) -> np.ndarray:
         return np.array([self.kappa(p) for p in range(self.paths.count)])
 
+    def _unexplained(self, path: int) -> np.ndarray:
+        """Per panel of the path (in `self.panels[path]` order), the part of its scalar
+        error, |the rule's integral of dF/da - (F(b) - F(a))|, beyond what an error
+        vector like its spread could sum to: kappa_q times the spread's L1 norm (its
+        values all of one sign), twice over (`_UNEXPLAINED_MARGIN`). It is a unit that
+        switched between the panel's nodes, unseen by them (the map did not move
+        there), and is counted as if on one value, where it costs the map most.
+        Float rounding of F is not counted."""
+        panels = self.panels[path]
+        if not panels:
+            return np.zeros(0)
+        errors = np.abs(np.array([q.error for q in panels]))
+        kappas = np.sqrt(self._squares(path))
+        sums = _UNEXPLAINED_MARGIN * kappas * np.array([q.spread1 for q in panels])
+        rounding = SCORE_RESOLUTION * max(abs(self.f_start[path]), abs(self.f_end[path]))
+        with np.errstate(invalid="ignore"):  # a non-finite path is flagged anyway
+            unexplained = errors - sums - rounding
+        return np.where(unexplained > 0, unexplained, 0.0)
+
+    def unexplained(self) -> np.ndarray:
+        """Per path, the L2 norm of its panels' `_unexplained` errors (each on its own
+        value): what the map misses beyond what its spread shows."""
+        return np.array([np.linalg.norm(self._unexplained(p)) for p in range(self.paths.count)])
+
+    def _largest(self, path: int) -> float:
+        """The largest estimated error of one of the path's panels, kappa_q ||D_q||.
+
+        The signed sum of the panels' spreads (`panel_sign`) models their errors as
+        independent; the two panels on either side of a node where a steep unit
+        switches have spreads of opposite sign and errors of the same, and with
+        equal signs their spreads cancel in the sum. Whatever the signs, the map's
+        error is not taken for less than its largest panel's."""
+        panels = self.panels[path]
+        if not panels:
+            return 0.0
+        spread2 = np.array([q.spread2 for q in panels])
+        return float(np.sqrt(np.max(spread2 * self._squares(path))))
+
+    def largest(self) -> np.ndarray:
+        """Per path, `_largest`."""
+        return np.array([self._largest(p) for p in range(self.paths.count)])
+
     def _fold(self, path: int, keep: set[float]) -> None:
         """Keeps the node vectors of the panels with the largest spreads; drops the rest."""
         active = [q for q in self.panels[path] if q.active]
@@ -595,7 +651,9 @@ class Adaptive:
         attributions = self.error_map(sum(self.attributions[p] for p in row) / b)
         spreads = self.error_map(sum(self.kappa(p) * self.spreads[p] for p in row) / b)
         size = float(np.linalg.norm(attributions))
-        spread = float(np.linalg.norm(spreads))
+        unexplained = sum(float(np.linalg.norm(self._unexplained(p))) for p in row) / b
+        largest = max(self._largest(p) for p in row) / b
+        spread = float(np.hypot(max(np.linalg.norm(spreads), largest), unexplained))
         pixel = spread / size if size > 0 else (0.0 if spread == 0 else np.inf)
         delta = abs(sum(q.error for p in row for q in self.panels[p]) / b)
         difference = abs(sum(self.difference[p] for p in row) / b)
@@ -611,13 +669,18 @@ class Adaptive:
         pixel, total, size, difference = self.estimate(path)
         panels = self.panels[path]
         if pixel > self.tolerance:
-            # Each panel's share of the squared error: kappa_q^2 |D_q|^2.
+            # Each panel's share of the squared error: kappa_q^2 |D_q|^2 (times the
+            # coherence of the panels' spreads, the share of their squares that
+            # their sum keeps), and its unexplained error's square.
             spread2 = np.array([q.spread2 for q in panels])
-            shares = spread2 * self._squares(path)
             squares = float(spread2.sum())
             norm2 = float(np.sum(self.error_map(self.spreads[path]) ** 2))
-            coherence = norm2 / squares if squares > 0 else 1.0
-            target = (_AIM * self.tolerance * size) ** 2 / coherence
+            errors2 = spread2 * self._squares(path)
+            # ... but not below the largest panel's share (`_largest`)
+            least = float(errors2.max() / errors2.sum()) if errors2.sum() > 0 else 0.0
+            coherence = max(norm2 / squares, least) if squares > 0 else 1.0
+            shares = errors2 * coherence + self._unexplained(path) ** 2
+            target = (_AIM * self.tolerance * size) ** 2
             plan = split_counts(shares, target, max(1, self._budget(path)))
             chosen, cuts, left = [], 0, float(shares.sum())
             for q in np.argsort(-shares, kind="stable"):
