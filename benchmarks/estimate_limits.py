@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import os
 import tempfile
 import time
@@ -61,7 +60,7 @@ import numpy as np
 
 from benchmarks.common import extra_photos, load_classifier, load_photos, print_table
 from benchmarks.ig_accuracy import _run, _targets
-from benchmarks.reference import reference_ig, relative_l2
+from benchmarks.reference import reference_ig, relative_l2, weights_id
 from transforms import ig
 from transforms.batch import _within
 from transforms.config import AttributionConfig
@@ -166,10 +165,7 @@ def _load(model: keras.Model, tmp: str, name: str):
     (the reference cache's key)."""
     path = os.path.join(tmp, f"{name}.keras")
     model.save(path)
-    digest = hashlib.sha256()
-    for w in model.get_weights():
-        digest.update(np.ascontiguousarray(w).tobytes())
-    return load_classifier(path), f"estimate_limits:{name}:{digest.hexdigest()[:16]}"
+    return load_classifier(path), weights_id(f"estimate_limits:{name}", model.get_weights())
 
 
 def _references(clf, model_id, x, targets, score, intervals, limit, pixel):

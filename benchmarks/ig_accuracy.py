@@ -32,10 +32,11 @@ import keras
 import numpy as np
 
 from benchmarks.common import extra_photos, load_classifier, load_photos, print_table
-from benchmarks.reference import _integrate, graded_rule, reference_ig, relative_l2
+from benchmarks.reference import _integrate, graded_rule, reference_ig, relative_l2, weights_id
 from transforms import ig
 from transforms.config import ESTIMATE_MARGIN, AttributionConfig
 from transforms.ig.engine import error_map
+from transforms.tf_model import Classifier
 
 _D = AttributionConfig()
 _BATCH = 8  # images per engine call, as RunInference hands them to the handler
@@ -196,14 +197,15 @@ def table(title, clf, model_id, x, score, quick, intervals):
     )
 
 
-def _random_mobilenet(tmp: str, photos: np.ndarray):
+def _random_mobilenet(tmp: str, photos: np.ndarray) -> tuple[Classifier, str]:
     """MobileNetV2 with random weights (seed 0), its batch norms calibrated on the
     photos: each layer's moving mean and variance set, in order, to the batch
     statistics of its input, and logits out (Keras' default head ends in a
     softmax). With Keras' default statistics (mean 0, variance 1) and head, the
     random net's outputs hardly depend on the image (F(x) - F(x') was 0 in
     float32); calibrated, every layer sees unit-scale inputs, as a trained net's
-    do, and the kinks of its ReLU6s are spread along the path."""
+    do, and the kinks of its ReLU6s are spread along the path. Returns the
+    Classifier and its `model_id` for the reference cache."""
     keras.utils.set_random_seed(0)  # the same random net in every run
     model = keras.applications.MobileNetV2(
         weights=None,
@@ -220,7 +222,9 @@ def _random_mobilenet(tmp: str, photos: np.ndarray):
             layer.moving_variance.assign(seen.var(axis=axes).astype(np.float32))
     path = f"{tmp}/mobilenet_v2_random.keras"
     model.save(path)
-    return load_classifier(path)
+    # The calibration depends on the photos (--photos, --random_photos): the
+    # references are cached under an id of the weights, not of the architecture.
+    return load_classifier(path), weights_id("mobilenet_v2_random", model.get_weights())
 
 
 def main(argv=None):
@@ -241,7 +245,7 @@ def main(argv=None):
                 photos = x
             else:
                 photos = x[: args.random_photos]
-                clf, model_id = _random_mobilenet(tmp, photos), "mobilenet_v2_random_bn_calibrated"
+                clf, model_id = _random_mobilenet(tmp, photos)
                 title = "MobileNetV2, random weights (seed 0), batch norms calibrated on the photos"
             scores = args.scores if net == "pretrained" else args.random_scores
             for score in scores.split(","):

@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-__all__ = ["graded_rule", "reference_ig", "relative_l2"]
+__all__ = ["graded_rule", "reference_ig", "relative_l2", "weights_id"]
 
 _CACHE = os.path.join(os.path.dirname(__file__), ".cache")
 
@@ -28,6 +28,15 @@ def relative_l2(estimate: np.ndarray, truth: np.ndarray) -> float:
     """||estimate - truth|| / ||truth|| over all values."""
     truth = np.asarray(truth, np.float64)
     return float(np.linalg.norm(np.asarray(estimate, np.float64) - truth) / np.linalg.norm(truth))
+
+
+def weights_id(name: str, weights: list[np.ndarray]) -> str:
+    """`name` and a digest of the model's `weights`: a `model_id` for `reference_ig`
+    that changes whenever the weights do (a random net's, calibrated on the photos)."""
+    digest = hashlib.sha256()
+    for w in weights:
+        digest.update(np.ascontiguousarray(w).tobytes())
+    return f"{name}:{digest.hexdigest()[:16]}"
 
 
 def graded_rule(intervals: int) -> tuple[np.ndarray, np.ndarray]:

@@ -245,3 +245,35 @@ def test_teardown_reference_runs_the_commands_main_and_keeps_its_status(tmp_path
     )
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.startswith("error: ") and "no_run" in done.stderr
+
+
+def _tiny_bn_net(weights, input_shape, classifier_activation):
+    """A stand-in for keras.applications.MobileNetV2 with its signature: a strided
+    convolution and a batch norm, whose statistics the calibration sets."""
+    import keras  # noqa: PLC0415
+
+    assert weights is None and classifier_activation is None
+    inputs = keras.Input(input_shape)
+    h = keras.layers.Conv2D(4, 3, strides=16)(inputs)
+    h = keras.layers.BatchNormalization()(h)
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(h))
+    return keras.Model(inputs, keras.layers.Dense(10)(h))
+
+
+def test_ig_accuracy_random_net_references_are_keyed_by_its_calibrated_weights(
+    tmp_path, monkeypatch
+):
+    # The random net's batch norms are calibrated on the photos measured
+    # (--photos, --random_photos), but its references were cached under one fixed
+    # id: a run on fewer photos read the references of another net.
+    import keras  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    from benchmarks import ig_accuracy  # noqa: PLC0415
+
+    monkeypatch.setattr(keras.applications, "MobileNetV2", _tiny_bn_net)
+    photos = np.random.default_rng(0).uniform(0, 1, (2, 224, 224, 3)).astype(np.float32)
+    _, one = ig_accuracy._random_mobilenet(str(tmp_path), photos[:1])
+    _, two = ig_accuracy._random_mobilenet(str(tmp_path), photos)
+    _, again = ig_accuracy._random_mobilenet(str(tmp_path), photos[:1])
+    assert one != two and one == again
