@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
+import subprocess
 
 import numpy as np
 from skimage import data as skdata
@@ -11,7 +12,14 @@ from skimage import data as skdata
 from transforms import images, sources
 from transforms.tf_model import Classifier, ModelHandoff, resolve_model
 
-__all__ = ["extra_photos", "load_photos", "load_classifier", "peak_rss_mb", "print_table"]
+__all__ = [
+    "extra_photos",
+    "load_photos",
+    "load_classifier",
+    "peak_rss_mb",
+    "print_table",
+    "run_checked",
+]
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -59,6 +67,17 @@ def load_classifier(model: str = "efficientnet_lite0") -> Classifier:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_checked(command: list[str]) -> subprocess.CompletedProcess:
+    """Runs `command` with its output captured (text); if it fails, raises a
+    RuntimeError ending with the last lines of its stderr, the command's own
+    error, which `check=True` kept out of sight."""
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        tail = "\n".join(done.stderr.strip().splitlines()[-20:])
+        raise RuntimeError(f"{' '.join(command)} exited {done.returncode}:\n{tail}")
+    return done
 
 
 def print_table(title: str, header: list[str], rows: list[list[object]]) -> None:

@@ -14,12 +14,11 @@ rows a call).
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 
 import numpy as np
 
-from benchmarks.common import peak_rss_mb, print_table
+from benchmarks.common import peak_rss_mb, print_table, run_checked
 
 SHAPE = (224, 224, 3)
 
@@ -64,12 +63,7 @@ def _child(rows: int, one_chunk: bool) -> None:
 
 def measure(rows: int, one_chunk: bool) -> tuple[float, float]:
     flags = ["--child", str(rows), *(["--one_chunk"] if one_chunk else [])]
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.engine_memory", *flags],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+    out = run_checked([sys.executable, "-m", "benchmarks.engine_memory", *flags])
     mb, evaluations = out.stdout.split()
     return float(mb), float(evaluations)
 

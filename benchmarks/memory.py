@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import resource
-import subprocess
 import sys
 import tempfile
 
-from benchmarks.common import print_table
+from benchmarks.common import print_table, run_checked
 
 CONFIGS = [
     ("fixed", ["--tolerance", "0"]),
@@ -25,17 +24,12 @@ CONFIGS = [
 
 def _child(args: list[str]) -> None:
     """Runs the job as a subprocess and prints its peak RSS in MB."""
-    subprocess.run([sys.executable, "-m", "pipeline", *args], check=True, capture_output=True)
+    run_checked([sys.executable, "-m", "pipeline", *args])
     print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0)
 
 
 def peak_mb(args: list[str]) -> float:
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.memory", "--child", *args],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+    out = run_checked([sys.executable, "-m", "benchmarks.memory", "--child", *args])
     return float(out.stdout.strip().splitlines()[-1])
 
 

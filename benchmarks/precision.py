@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 
 import numpy as np
 
-from benchmarks.common import print_table
+from benchmarks.common import print_table, run_checked
 
 _MODES = ("float32", "bfloat16 (oneDNN auto mixed precision)")
 
@@ -68,12 +67,7 @@ def main(argv=None):
         return
     results = []
     for mode in range(len(_MODES)):
-        out = subprocess.run(
-            [sys.executable, "-m", "benchmarks.precision", "--child", str(mode)],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
+        out = run_checked([sys.executable, "-m", "benchmarks.precision", "--child", str(mode)])
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     ref = results[0]
     rows = []

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +40,7 @@ import tensorflow as tf
 import tensorflow_hub as hub
 from PIL import Image
 
-from benchmarks.common import extra_photos, load_classifier, load_photos, print_table
+from benchmarks.common import extra_photos, load_classifier, load_photos, print_table, run_checked
 from benchmarks.reference import reference_ig, relative_l2
 from transforms import images, results
 from transforms.bundled.efficientnet_lite import load_efficientnet_lite0
@@ -130,7 +129,7 @@ def _run_job(folder, model, output, score, *flags) -> tuple[float, pd.DataFrame]
     job = [sys.executable, "-m", "pipeline", "--dataset", folder, "--model", model]
     job += ["--output", output, "--overwrite", "--score", score, *flags]
     start = time.perf_counter()
-    subprocess.run(job, check=True, capture_output=True)
+    run_checked(job)
     return time.perf_counter() - start, results.read_results(output, with_arrays=True)
 
 
@@ -175,7 +174,7 @@ def _seed_row(folder, model, tmp, refs, score) -> tuple[list[str], float, float]
     loop = [sys.executable, "-m", "benchmarks.seed_speed", "--seed-loop", folder, model, maps_path]
     loop += ["--score", score]
     start = time.perf_counter()
-    seed = subprocess.run(loop, check=True, capture_output=True, text=True)
+    seed = run_checked(loop)
     seconds = time.perf_counter() - start
     deltas = json.loads(seed.stdout.strip().splitlines()[-1])["deltas"]
     with np.load(maps_path) as f:

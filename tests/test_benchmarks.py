@@ -277,3 +277,13 @@ def test_ig_accuracy_random_net_references_are_keyed_by_its_calibrated_weights(
     _, two = ig_accuracy._random_mobilenet(str(tmp_path), photos)
     _, again = ig_accuracy._random_mobilenet(str(tmp_path), photos[:1])
     assert one != two and one == again
+
+
+def test_memory_names_the_jobs_own_error_when_it_fails():
+    # A job that failed (here --steps 1, which the job refuses) surfaced as a bare
+    # CalledProcessError of the script's child process: the job's error line, in
+    # the captured stderr of a grandchild, was never shown.
+    from benchmarks import memory  # noqa: PLC0415
+
+    with pytest.raises(RuntimeError, match="--steps must be >= 2"):
+        memory.main(["--steps", "1"])
