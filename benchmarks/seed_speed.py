@@ -47,18 +47,19 @@ from transforms.bundled.efficientnet_lite import load_efficientnet_lite0
 from transforms.config import ESTIMATE_MARGIN, AttributionConfig
 
 _DEFAULTS = AttributionConfig()
+# The images made of each photo: as is, mirrored, cropped.
+_VARIANTS = (
+    lambda im: im,
+    lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+    lambda im: im.crop((0, 0, im.width * 3 // 4, im.height * 3 // 4)),
+)
 
 
 def _make_images(folder: str, count: int) -> None:
     """`count` real photos at 224 x 224: scikit-image's, then mirror images and crops."""
     photos = [Image.open(p).convert("RGB") for p in extra_photos()]
-    variants = [
-        lambda im: im,
-        lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
-        lambda im: im.crop((0, 0, im.width * 3 // 4, im.height * 3 // 4)),
-    ]
     k = 0
-    for variant in variants:
+    for variant in _VARIANTS:
         for i, photo in enumerate(photos):
             if k == count:
                 return
@@ -220,10 +221,12 @@ _HEADER = [
 ]
 
 
-def main(argv=None):
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--images", type=int, default=36)
-    parser.add_argument("--intervals", type=int, default=512, help="reference intervals")
+    parser.add_argument(
+        "--intervals", type=int, default=512, help="reference intervals, a power of two"
+    )
     parser.add_argument(
         "--score",
         choices=("softmax", "raw"),
@@ -235,6 +238,19 @@ def main(argv=None):
         "--seed-loop", nargs=3, metavar=("FOLDER", "MODEL", "MAPS"), help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
+    most = len(_VARIANTS) * len(extra_photos())
+    if not 1 <= args.images <= most:
+        parser.error(
+            f"--images must be 1 to {most} ({len(extra_photos())} photos x {len(_VARIANTS)} "
+            f"variants), got {args.images}"
+        )
+    if args.intervals < 2 or args.intervals & (args.intervals - 1):
+        parser.error(f"--intervals must be a power of two >= 2, got {args.intervals}")
+    return args
+
+
+def main(argv=None):
+    args = _parse(argv)
     if args.seed_loop:
         print(json.dumps(seed_loop(*args.seed_loop, score=args.score)))
         return

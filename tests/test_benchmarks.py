@@ -287,3 +287,31 @@ def test_memory_names_the_jobs_own_error_when_it_fails():
 
     with pytest.raises(RuntimeError, match="--steps must be >= 2"):
         memory.main(["--steps", "1"])
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--images", "49"], "--images must be 1 to 48"),
+        (["--images", "0"], "--images must be 1 to 48"),
+        (["--intervals", "255"], "--intervals must be a power of two"),
+    ],
+)
+def test_seed_speed_refuses_what_it_cannot_measure_before_any_work(flags, message, capsys):
+    # 16 photos x 3 variants make 48 images: --images 49 measured 48 under a title
+    # saying 49; 0 images, and an odd reference (255 intervals: its coarse half
+    # cannot be taken), failed only after the images and the SavedModel were made.
+    from benchmarks import seed_speed  # noqa: PLC0415
+
+    with pytest.raises(SystemExit) as exit_info:
+        seed_speed._parse(flags)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_seed_speed_makes_the_images_it_is_asked_for(tmp_path):
+    from benchmarks import seed_speed  # noqa: PLC0415
+
+    assert seed_speed._parse(["--images", "48"]).images == 48
+    seed_speed._make_images(str(tmp_path), 48)
+    assert len(list(tmp_path.iterdir())) == 48
