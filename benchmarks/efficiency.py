@@ -133,13 +133,23 @@ def handler_configs(path_batch_sizes: str) -> dict[str, AttributionConfig]:
     return configs
 
 
+def _sizes(text: str) -> str:
+    """`--path_batch_sizes`: comma-separated sizes >= 1 ("" for none), checked."""
+    for value in (v for v in text.split(",") if v):
+        if not value.isdigit() or int(value) < 1:
+            raise argparse.ArgumentTypeError(f"sizes >= 1 such as 32,64, got {text!r}")
+    return text
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--path_batch_sizes",
         default="",
-        help="also the defaults at these path points per call, e.g. 32,64 (auto: the device's)",
+        type=_sizes,
+        help="also the defaults at these path points per call, e.g. 32,64 (the defaults "
+        "row itself runs at `auto`, the device's own)",
     )
     args = parser.parse_args(argv)
     spec = resolve_model("efficientnet_lite0")

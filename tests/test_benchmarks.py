@@ -315,3 +315,15 @@ def test_seed_speed_makes_the_images_it_is_asked_for(tmp_path):
     assert seed_speed._parse(["--images", "48"]).images == 48
     seed_speed._make_images(str(tmp_path), 48)
     assert len(list(tmp_path.iterdir())) == 48
+
+
+@pytest.mark.parametrize("sizes", ["auto", "16,x", "0"])
+def test_efficiency_refuses_path_batch_sizes_that_are_not_sizes(sizes, capsys):
+    # The help read "(auto: the device's)", but `auto` (what the defaults row
+    # runs at) ended in a ValueError traceback after the model and photos loaded.
+    from benchmarks import efficiency  # noqa: PLC0415
+
+    with pytest.raises(SystemExit) as exit_info:
+        efficiency.main(["--path_batch_sizes", sizes])
+    assert exit_info.value.code == 2
+    assert "--path_batch_sizes" in capsys.readouterr().err
