@@ -232,7 +232,11 @@ def main(argv=None):
     parser.add_argument("--photos", type=int, default=16)
     parser.add_argument("--nets", default="pretrained,random")
     parser.add_argument("--scores", default="raw,softmax")
-    parser.add_argument("--quick", action="store_true", help="fewer rules: 64 nodes, tol 0.03")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer rules: 64 nodes, estimate bound 0.03 (--tolerance 0.0375)",
+    )
     parser.add_argument("--intervals", type=int, default=1024, help="reference intervals")
     parser.add_argument("--random_photos", type=int, default=8, help="photos for the random net")
     parser.add_argument("--random_scores", default="raw,softmax", help="scores for the random net")
