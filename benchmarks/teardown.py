@@ -14,6 +14,7 @@ line of output to its process's end, and from its start to its end.
 from __future__ import annotations
 
 import argparse
+import collections
 import importlib
 import os
 import shutil
@@ -39,11 +40,13 @@ def _timed(command: list[str]) -> tuple[float, float]:
     """Seconds from the start to the process's end, and from its last line to its end."""
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    last = start
-    for _ in process.stdout:
+    last, tail = start, collections.deque(maxlen=20)  # its last lines, for an error
+    for line in process.stdout:
         last = time.perf_counter()
+        tail.append(line.rstrip("\n"))
     if process.wait():
-        raise RuntimeError(f"{' '.join(command)} exited {process.returncode}")
+        lines = "\n".join(tail)
+        raise RuntimeError(f"{' '.join(command)} exited {process.returncode}:\n{lines}")
     end = time.perf_counter()
     return end - start, end - last
 

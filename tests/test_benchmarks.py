@@ -327,3 +327,13 @@ def test_efficiency_refuses_path_batch_sizes_that_are_not_sizes(sizes, capsys):
         efficiency.main(["--path_batch_sizes", sizes])
     assert exit_info.value.code == 2
     assert "--path_batch_sizes" in capsys.readouterr().err
+
+
+def test_teardown_names_a_failing_commands_own_error():
+    # A command that failed was reported as "... exited 1", its output (read line
+    # by line for the timing) dropped.
+    from benchmarks import teardown  # noqa: PLC0415
+
+    failing = [sys.executable, "-c", "import sys; print('working'); sys.exit('error: no run')"]
+    with pytest.raises(RuntimeError, match="exited 1:\nworking\nerror: no run"):
+        teardown._timed(failing)
