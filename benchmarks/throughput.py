@@ -395,7 +395,8 @@ def _numbers(args: argparse.Namespace, bare: dict, jobs: _Jobs, proxy: float) ->
             "method": config["method"],
             "tolerance": config["tolerance"],
             "max_steps": config["max_steps"],
-            "batch_size": config["batch_size"],  # the job's (--batch_size here: the bare model's)
+            # The job's, beside its "config" in the manifest (--batch_size here: the bare model's).
+            "batch_size": jobs.manifest["batch_size"],
             "path_batch_size": config["path_batch_size"] or "auto",
         },
         "images": {"small": jobs.small, "large": jobs.large},

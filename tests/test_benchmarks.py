@@ -1,5 +1,6 @@
 """The benchmark scripts' own checks (fast: no model, no job)."""
 
+import dataclasses
 import os
 import pathlib
 import re
@@ -116,9 +117,10 @@ def _fake_jobs(batch_size: int) -> throughput._Jobs:
     small = dict(clock, grad_s=20.0, grad_points=1000, grad_calls=125, fwd_s=2.0, fwd_points=80)
     large = dict(clock, grad_s=80.0, grad_points=4000, grad_calls=500, fwd_s=8.0, fwd_points=320)
     config = {"steps": 25, "method": "riemann_trapezoid", "tolerance": 0.01875}
-    config |= {"max_steps": 256, "path_batch_size": None, "batch_size": batch_size}
+    config |= {"max_steps": 256, "path_batch_size": None}
     rows = {"evaluations_per_row": 125.0, "evaluations_max": 150, "parquet_mb_per_row": 0.4}
-    return throughput._Jobs(8, 32, 40.0, 136.0, 130.0, small, large, {"config": config}, rows)
+    manifest = {"config": config, "batch_size": batch_size}  # as the job writes them
+    return throughput._Jobs(8, 32, 40.0, 136.0, 130.0, small, large, manifest, rows)
 
 
 def test_throughput_numbers_are_the_large_runs_marginal_images_and_the_jobs_flags():
@@ -135,6 +137,25 @@ def test_throughput_numbers_are_the_large_runs_marginal_images_and_the_jobs_flag
     assert numbers["in_job_points_per_grad_call"] == 8.0
     # --batch_size sets the bare model's forward batch; the flags are the job's.
     assert numbers["flags"]["batch_size"] == 8
+
+
+def test_throughput_reads_the_jobs_flags_from_the_manifest_the_job_writes(
+    image_folder, linear_keras, tmp_path
+):
+    # The job's --batch_size was read from the manifest's "config", where the job
+    # never writes it: every run ended in a KeyError after its last job, minutes
+    # in (the test above builds its own manifest and passed).
+    extra = ["--batch_size", "3", "--faithfulness", "none"]
+    _, manifest, _ = throughput._run_job(
+        image_folder["root"], str(tmp_path / "out"), linear_keras, extra
+    )
+    jobs = dataclasses.replace(_fake_jobs(batch_size=8), manifest=manifest)
+    args = throughput._parse(["--copies", "4", "--path_batch_size", "8"])
+    bare = {"forward_images_per_s": 100.0, "grad_points_per_s": 50.0}
+    bare |= {"grad_call_peak_rss_mb": 200.0, "image_bytes": 16 * 16 * 3 * 4}
+    flags = throughput._numbers(args, bare, jobs, proxy=1.0)["flags"]
+    assert flags["batch_size"] == 3 and flags["path_batch_size"] == "auto"
+    assert (flags["steps"], flags["method"]) == (25, "riemann_trapezoid")
 
 
 def test_efficiency_times_each_handler_on_its_own_model(monkeypatch, capsys):
