@@ -806,3 +806,50 @@ def test_faithfulness_spends_no_model_call_on_rows_that_failed(tmp_path):
     assert passes == passes_alone + 1  # its prediction (one black baseline per batch)
     for column in ("deletion_auc", "insertion_auc", "deletion_curve", "insertion_curve"):
         np.testing.assert_allclose(ok.rows[0][column], alone.rows[0][column], rtol=1e-6)
+
+
+def _cancelling_model(path: str) -> None:
+    """F(x) = g(x) - g(P x), P swapping the red and green channels: on a grey image
+    F is exactly 0 all along the path from black, while the map is not (the red and
+    green attributions are exact opposites)."""
+    import keras
+
+    rng = np.random.default_rng(5)
+    g = keras.Sequential(
+        [
+            keras.Input((SIZE, SIZE, 3)),
+            keras.layers.Conv2D(8, 3, activation="relu", padding="same"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2),
+        ]
+    )
+    for layer in (g.layers[0], g.layers[-1]):
+        kernel, bias = layer.get_weights()
+        layer.set_weights([2 * kernel, rng.normal(0, 0.3, bias.shape).astype(np.float32)])
+    inputs = keras.Input((SIZE, SIZE, 3))
+    swap = keras.layers.Conv2D(3, 1, use_bias=False)
+    swapped = swap(inputs)
+    swap.set_weights([np.eye(3, dtype=np.float32)[[1, 0, 2]][None, None]])
+    keras.Model(inputs, keras.layers.Subtract()([g(inputs), g(swapped)])).save(path)
+
+
+def test_a_row_whose_scores_are_exactly_0_stops_at_its_tolerance(tmp_path):
+    # F(x) = F(x') = 0: the scores' rounding is 0, while the graph's float32 sum of
+    # (x - x') grad F over the values, dF/da, is about 1e-7, not 0: that delta read
+    # as an infinite relative one, and the row spent --max_steps (256 evaluations
+    # against about 26) on a completeness it had.
+    path = str(tmp_path / "cancel.keras")
+    _cancelling_model(path)
+    classifier = Classifier(resolve_model(path))
+    grey = np.random.default_rng(0).uniform(0.1, 0.9, (1, SIZE, SIZE, 1)).astype(np.float32)
+    x = np.repeat(grey, 3, axis=-1)
+    base = np.zeros((1, 1, SIZE, SIZE, 3), np.float32)
+    scores = classifier.logits(np.concatenate([x, base[:, 0]]))[:, 0]
+    assert scores[0] == 0.0 and scores[1] == 0.0
+    settings = ig.IGSettings("riemann_trapezoid", 25, tolerance=0.015, max_steps=256)
+    result = ig.integrated_gradients(
+        classifier.integrand_fn("raw"), x, base, [0], [0], settings,
+        target_scores=scores[:1], baseline_scores=scores[1:].reshape(1, 1),
+    )  # fmt: skip
+    assert np.abs(result.attributions).sum() > 0
+    assert result.evaluations[0] < 64 and result.error[0] <= 0.015, result

@@ -658,9 +658,13 @@ class Adaptive:
         delta = abs(sum(q.error for p in row for q in self.panels[p]) / b)
         difference = abs(sum(self.difference[p] for p in row) / b)
         scale = max(abs(self.f_end[path]), abs(sum(self.f_start[p] for p in row) / b))
-        # A delta within the scores' rounding is not resolved: no refinement can
-        # reduce it, so here it reads 0 (the row's relative_delta is its own).
-        unresolved = delta <= SCORE_RESOLUTION * scale
+        # A delta within the rounding of what it is made of is not resolved: no
+        # refinement can reduce it, so here it reads 0 (the row's relative_delta is
+        # its own). That is the scores', and the float32 sums of c over the values
+        # that give dF/da, about eps sum|c| each: over the path, eps ||A||_1 (F(x)
+        # = F(x') = 0 exactly, with a map that is not 0, read as an infinite delta).
+        sums = sum(float(np.abs(self.attributions[p]).sum()) for p in row) / b
+        unresolved = delta <= SCORE_RESOLUTION * max(scale, sums)
         total = 0.0 if unresolved else float(relative_delta(delta, difference, scale))
         return pixel, total, size, difference
 
