@@ -274,11 +274,16 @@ def _drop_checkpoints(output: str, run_id: str) -> None:
 
 
 def _drop_empty_resume(job: AuditJob, manifest: dict[str, Any]) -> None:
-    """Deletes the results files of a resumed run that wrote no row: empty
-    Parquet files beside the earlier run's rows, whose files give the schema."""
-    if not job.done_before or manifest["counts"]["rows"]:
+    """Deletes the results files of a resumed run that wrote no row: empty Parquet
+    files beside the earlier runs' files, which give the schema (kept where they
+    are the only ones: an earlier run killed before it wrote any)."""
+    if job.results_prefix == "part" or manifest["counts"]["rows"]:  # not a resume, or rows
         return
-    _delete_matching(FileSystems.join(job.output, "results", f"{job.results_prefix}-*"))
+    pattern = FileSystems.join(job.output, "results", "*.parquet")
+    files = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+    own = [f for f in files if FileSystems.split(f)[1].startswith(f"{job.results_prefix}-")]
+    if own and len(own) < len(files):
+        FileSystems.delete(own)
 
 
 def _drop_schema_file(output: str) -> None:
@@ -574,7 +579,23 @@ def _resume_state(job: AuditJob) -> tuple[frozenset[str], str, tuple[dict[str, A
     if salvaged:
         _LOG.info("Kept the rows of %d images the earlier run had finished.", len(salvaged))
     _clear_temp(output)
+    _drop_views(output)
     return frozenset(done | salvaged), f"part-resume{stamp}", _earlier_runs(previous)
+
+
+def _drop_views(output: str) -> None:
+    """Deletes the report page and sanity check of the run a resume continues: they
+    describe its rows before the resume, and would be read as the new run's."""
+    views = [FileSystems.join(output, REPORT_FILE), FileSystems.join(output, "sanity", "**")]
+    found = [m.path for match in FileSystems.match(views) for m in match.metadata_list]
+    if found:
+        FileSystems.delete(found)
+        _drop_empty_run_folders(output)
+        _LOG.info(
+            "Deleted the %s and sanity/ of the run before this resume: they describe its "
+            "rows; render them again when it ends.",
+            REPORT_FILE,
+        )
 
 
 def _runner_name(options: PipelineOptions) -> str:

@@ -1027,3 +1027,43 @@ def test_a_resume_that_cannot_write_says_so_and_loses_nothing(image_folder, line
     assert manifest["counts"]["skipped_done_before"] == 4
     rows = pd.read_parquet(out / "results")
     assert sorted(rows.image_id) == sorted(image_folder["pixels"])
+
+
+def test_a_resume_removes_the_report_and_sanity_check_of_the_run_before_it(
+    linear_keras, tmp_path, caplog
+):
+    # report.html and sanity/ describe the rows of the run they were made from: after
+    # a resume added rows, the page still showed the run before it, as if current.
+    from pipeline import report
+
+    root = tmp_path / "images"
+    rng = np.random.default_rng(12)
+    write_image(root / "a.png", rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
+    out = tmp_path / "out"
+    args = cli_args(dataset=root, model=linear_keras, output=out, steps=2)
+    run(args, save_main_session=False)
+    assert report.main(["--input", str(out)]) == 0 and (out / "report.html").is_file()
+    (out / "sanity").mkdir()
+    (out / "sanity" / "sanity.json").write_text("{}")  # as pipeline.sanity writes it
+    write_image(root / "b.png", rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
+    caplog.set_level("INFO")
+    run([*args, "--resume"], save_main_session=False)
+    assert not (out / "report.html").exists() and not (out / "sanity").exists()
+    assert "report.html and sanity/ of the run before this resume" in caplog.text
+
+
+def test_resumes_that_write_no_row_leave_no_empty_results_file(linear_keras, tmp_path):
+    # A run whose every input fails, resumed twice: each resume left an empty
+    # part-resume<time> file beside the schema, as many as there were resumes.
+    root = tmp_path / "broken"
+    root.mkdir()
+    (root / "a.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    args = cli_args(dataset=root, model=linear_keras, output=out, steps=2)
+    run(args, save_main_session=False)
+    before = sorted(p.name for p in (out / "results").glob("*.parquet"))
+    for _ in range(2):
+        manifest = run([*args, "--resume"], save_main_session=False)
+        assert manifest["counts"]["rows"] == 0 and manifest["counts"]["errors"] == 1
+    assert sorted(p.name for p in (out / "results").glob("*.parquet")) == before
+    assert pd.read_parquet(out / "results").empty
