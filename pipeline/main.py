@@ -881,6 +881,7 @@ def _check_local_writable(output: str) -> None:
         return
     path = Path(os.path.abspath(output))
     try:
+        _check_no_dangling_link(output, path)
         existing = next(p for p in (path, *path.parents) if p.exists())
     except PermissionError as e:  # a folder on the way that this user may not enter
         raise ConfigError(
@@ -893,6 +894,19 @@ def _check_local_writable(output: str) -> None:
             "folder; choose a folder you can write to."
         )
     _probe_folder(output, existing)
+
+
+def _check_no_dangling_link(output: str, path: Path) -> None:
+    """A symbolic link on `path` whose target is gone (an unmounted disk) cannot be
+    made into a folder: refused naming it, where the lock's write said only "No such
+    file or directory" of a file in it."""
+    for folder in (path, *path.parents):
+        if folder.is_symlink() and not folder.exists():
+            raise ConfigError(
+                f"--output {output!r} is not writable: {str(folder)!r} is a symbolic link "
+                f"to {os.readlink(folder)!r}, which does not exist; create it or choose "
+                "another folder."
+            )
 
 
 def _probe_folder(output: str, existing: Path) -> None:

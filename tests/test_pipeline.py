@@ -447,6 +447,24 @@ def test_output_folder_not_writable_is_a_clear_error(image_folder, tmp_path):
         run(cli_args(dataset=image_folder["root"], model=str(broken_model), output=output))
 
 
+@pytest.mark.parametrize("below", ["", "out"])
+def test_an_output_through_a_link_to_nothing_names_the_link(
+    image_folder, linear_keras, tmp_path, below
+):
+    # A symbolic link whose target is gone (an unmounted disk): refused only when the
+    # lock was written, with "No such file or directory: '<output>/.lock.<id>'".
+    link = tmp_path / "audits"
+    link.symlink_to(tmp_path / "unmounted" / "audits")
+    output = os.path.join(str(link), below) if below else str(link)
+    message = (
+        f"--output {output!r} is not writable: {str(link)!r} is a symbolic link to "
+        f"{str(tmp_path / 'unmounted' / 'audits')!r}, which does not exist; create it "
+        "or choose another folder."
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run(cli_args(dataset=image_folder["root"], model=linear_keras, output=output))
+
+
 def test_duckdb_reads_the_results_with_sql(image_folder, linear_keras, tmp_path):
     import duckdb
 
