@@ -50,8 +50,13 @@ def extra_photos() -> list[str]:
 
 
 def load_photos(paths: list[str] | None = None, size: int = 224) -> tuple[list[str], np.ndarray]:
-    """Names and float32 [N, size, size, 3] images in [0, 1], as the job feeds them."""
-    paths = paths or [f.path for f in sources.sample_files()]
+    """Names and float32 [N, size, size, 3] images in [0, 1], as the job feeds them;
+    the sample's 8 photos when `paths` is None. No photo (`--photos 0`) is an error:
+    it measured the sample's photos under a title saying 0."""
+    if paths is None:
+        paths = [f.path for f in sources.sample_files()]
+    if not paths:
+        raise SystemExit("error: no photos to measure; pass --photos 1 or more.")
     out = []
     for path in paths:
         with open(path, "rb") as f:

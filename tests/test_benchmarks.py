@@ -358,3 +358,15 @@ def test_teardown_names_a_failing_commands_own_error():
     failing = [sys.executable, "-c", "import sys; print('working'); sys.exit('error: no run')"]
     with pytest.raises(RuntimeError, match="exited 1:\nworking\nerror: no run"):
         teardown._timed(failing)
+
+
+def test_no_photos_is_an_error_not_the_sample_photos(capsys):
+    # faithfulness, ig_accuracy and estimate_limits load extra_photos()[:--photos]:
+    # --photos 0 gave no path, which load_photos took for "the sample's 8 photos",
+    # and the tables measured 8 photos under a title saying 0.
+    from benchmarks.common import extra_photos, load_photos
+
+    with pytest.raises(SystemExit, match=r"error: no photos to measure; pass --photos 1 or more"):
+        load_photos(extra_photos()[:0])
+    names, images = load_photos(extra_photos()[:1], size=32)
+    assert len(names) == 1 and images.shape == (1, 32, 32, 3)
