@@ -589,17 +589,27 @@ class Adaptive:
         values all of one sign), twice over (`_UNEXPLAINED_MARGIN`). It is a unit that
         switched between the panel's nodes, unseen by them (the map did not move
         there), and is counted as if on one value, where it costs the map most.
-        Float rounding of F is not counted."""
+        Float rounding is not counted: the scores', and that of the float32 sums of c
+        over the values that give dF/da (`_resolution`)."""
         panels = self.panels[path]
         if not panels:
             return np.zeros(0)
         errors = np.abs(np.array([q.error for q in panels]))
         kappas = np.sqrt(self._squares(path))
         sums = _UNEXPLAINED_MARGIN * kappas * np.array([q.spread1 for q in panels])
-        rounding = SCORE_RESOLUTION * max(abs(self.f_start[path]), abs(self.f_end[path]))
+        rounding = self._resolution([path])
         with np.errstate(invalid="ignore"):  # a non-finite path is flagged anyway
             unexplained = errors - sums - rounding
         return np.where(unexplained > 0, unexplained, 0.0)
+
+    def _resolution(self, paths: Sequence[int]) -> float:
+        """The float32 rounding of the paths' (mean) scalar errors: of the scores, and of
+        dF/da, a sum of c over all values rounded by about eps sum|c|, over the path
+        eps ||A||_1. (F(x) = F(x') = 0 exactly, with a map that is not 0, had that
+        rounding read as an infinite relative delta.)"""
+        scores = max(max(abs(self.f_start[p]), abs(self.f_end[p])) for p in paths)
+        sums = sum(float(np.abs(self.attributions[p]).sum()) for p in paths) / len(paths)
+        return SCORE_RESOLUTION * max(scores, sums)
 
     def unexplained(self) -> np.ndarray:
         """Per path, the L2 norm of its panels' `_unexplained` errors (each on its own
@@ -660,11 +670,8 @@ class Adaptive:
         scale = max(abs(self.f_end[path]), abs(sum(self.f_start[p] for p in row) / b))
         # A delta within the rounding of what it is made of is not resolved: no
         # refinement can reduce it, so here it reads 0 (the row's relative_delta is
-        # its own). That is the scores', and the float32 sums of c over the values
-        # that give dF/da, about eps sum|c| each: over the path, eps ||A||_1 (F(x)
-        # = F(x') = 0 exactly, with a map that is not 0, read as an infinite delta).
-        sums = sum(float(np.abs(self.attributions[p]).sum()) for p in row) / b
-        unresolved = delta <= SCORE_RESOLUTION * max(scale, sums)
+        # its own).
+        unresolved = delta <= max(SCORE_RESOLUTION * scale, self._resolution(row))
         total = 0.0 if unresolved else float(relative_delta(delta, difference, scale))
         return pixel, total, size, difference
 
