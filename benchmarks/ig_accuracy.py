@@ -227,10 +227,24 @@ def _random_mobilenet(tmp: str, photos: np.ndarray) -> tuple[Classifier, str]:
     return load_classifier(path), weights_id("mobilenet_v2_random", model.get_weights())
 
 
+def _nets(text: str) -> list[str]:
+    """--nets: a comma-separated list of `pretrained` and `random` (any other name
+    ran the random net under its title)."""
+    nets = [net.strip() for net in text.split(",")]
+    unknown = [net for net in nets if net not in ("pretrained", "random")]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown net {unknown[0]!r}; choose pretrained, random or both"
+        )
+    return nets
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--photos", type=int, default=16)
-    parser.add_argument("--nets", default="pretrained,random")
+    parser.add_argument(
+        "--nets", type=_nets, default="pretrained,random", help="pretrained, random or both"
+    )
     parser.add_argument("--scores", default="raw,softmax")
     parser.add_argument(
         "--quick",
@@ -242,7 +256,7 @@ def main(argv=None):
     parser.add_argument("--random_scores", default="raw,softmax", help="scores for the random net")
     args = parser.parse_args(argv)
     _, x = load_photos(extra_photos()[: args.photos])
-    for net in args.nets.split(","):
+    for net in args.nets:
         with tempfile.TemporaryDirectory() as tmp:
             if net == "pretrained":
                 clf, model_id, title = load_classifier(), "efficientnet_lite0", "EfficientNet-Lite0"

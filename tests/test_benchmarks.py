@@ -370,3 +370,13 @@ def test_no_photos_is_an_error_not_the_sample_photos(capsys):
         load_photos(extra_photos()[:0])
     names, images = load_photos(extra_photos()[:1], size=32)
     assert len(names) == 1 and images.shape == (1, 32, 32, 3)
+
+
+def test_ig_accuracy_refuses_a_net_it_does_not_know(capsys):
+    # Any --nets value but 'pretrained' ran the random MobileNetV2: a typo measured it.
+    from benchmarks import ig_accuracy
+
+    with pytest.raises(SystemExit) as stop:
+        ig_accuracy.main(["--nets", "pretrianed", "--photos", "1"])
+    assert stop.value.code == 2
+    assert "unknown net 'pretrianed'; choose pretrained, random or both" in capsys.readouterr().err
