@@ -279,9 +279,8 @@ def _drop_empty_resume(job: AuditJob, manifest: dict[str, Any]) -> None:
     are the only ones: an earlier run killed before it wrote any)."""
     if job.results_prefix == "part" or manifest["counts"]["rows"]:  # not a resume, or rows
         return
-    pattern = FileSystems.join(job.output, "results", "*.parquet")
-    files = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
-    own = [f for f in files if FileSystems.split(f)[1].startswith(f"{job.results_prefix}-")]
+    files = _results_files(job.output)
+    own = [path for name, path in files.items() if name.startswith(f"{job.results_prefix}-")]
     if own and len(own) < len(files):
         FileSystems.delete(own)
 
@@ -289,12 +288,17 @@ def _drop_empty_resume(job: AuditJob, manifest: dict[str, Any]) -> None:
 def _drop_schema_file(output: str) -> None:
     """Deletes the zero-row `SCHEMA_FILE` of a finished run whose results/ holds
     other files: they give the schema now. Kept when it is the only one."""
-    pattern = FileSystems.join(output, "results", "*.parquet")
-    files = {
-        FileSystems.split(m.path)[1]: m.path for m in FileSystems.match([pattern])[0].metadata_list
-    }
+    files = _results_files(output)
     if SCHEMA_FILE in files and len(files) > 1:
         FileSystems.delete([files[SCHEMA_FILE]])
+
+
+def _results_files(output: str) -> dict[str, str]:
+    """The Parquet files in `output`'s results/ (local or gs://), by name."""
+    pattern = FileSystems.join(output, "results", "*.parquet")
+    return {
+        FileSystems.split(m.path)[1]: m.path for m in FileSystems.match([pattern])[0].metadata_list
+    }
 
 
 def _delete_matching(pattern: str) -> None:
