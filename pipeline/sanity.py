@@ -43,7 +43,7 @@ from matplotlib.figure import Figure
 
 from pipeline.commands import CommandParser, to_stdout
 from transforms import baselines as baselines_lib
-from transforms import images, plots, results
+from transforms import files, images, plots, results
 from transforms.batch import baselines_and_scores, integrate_rows
 from transforms.config import AttributionConfig
 from transforms.errors import error_reason
@@ -512,13 +512,26 @@ def run(
     maps, reports = _cascade(model, plan, seed, original, attribute, regions)
     blank = sum(box == _WHOLE for box, _ in regions)
     report = _report(ids, targets, config, seed, reports, blank)
-    folder = FileSystems.join(output, "sanity")
-    write_json(FileSystems.join(folder, "sanity.json"), report)
     titles = ["intact", *[s["layer"] for s in reports]]
     figure = _figure(frame, pixels / 255.0, [original, *maps], titles)
-    with FileSystems.create(FileSystems.join(folder, "sanity.png")) as f:
-        f.write(plots.figure_png(figure, dpi=110))
+    _write(output, report, plots.figure_png(figure, dpi=110))
     return report
+
+
+class CannotWrite(Exception):
+    """The check's files could not be written; the message names the folder and why."""
+
+
+def _write(output: str, report: dict[str, Any], png: bytes) -> None:
+    """Writes sanity/sanity.png, then sanity.json, each whole or not at all: a write
+    cut short (a full disk, a quota) leaves the earlier files as they were."""
+    folder = FileSystems.join(output, "sanity")
+    try:
+        files.write_whole(FileSystems.join(folder, "sanity.png"), png, mime_type="image/png")
+        write_json(FileSystems.join(folder, "sanity.json"), report)
+    except OSError as e:
+        reason = f"{type(e).__name__}: {error_reason(e)}"
+        raise CannotWrite(f"cannot write the sanity check to {folder!r} ({reason}).") from e
 
 
 def _check_finished(output: str, manifest: dict[str, Any]) -> None:
@@ -575,7 +588,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as e:
         print(f"error: {missing_run_message('--input', args.input, e)}", file=sys.stderr)
         return 2
-    except ValueError as e:
+    except (ValueError, CannotWrite) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     to_stdout(lambda: print_report(report, args.input))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -523,3 +524,37 @@ def test_an_earlier_runs_relative_model_path_is_said_to_be_relative(
     assert "relative to the folder the run was started in" in line, line
     monkeypatch.chdir(tmp_path)
     assert sanity.main(["--input", output, "--images", "1", "--stages", "logits"]) == 0
+
+
+def test_a_check_cut_short_while_written_leaves_the_earlier_files_whole(
+    image_folder, conv_keras, tmp_path
+):
+    # sanity.png was written straight to its place, after sanity.json: a full disk
+    # midway left half a picture beside the new report, and a traceback.
+    output = str(tmp_path / "out")
+    _audit(image_folder, conv_keras, output, steps=4)
+    sanity.run(output, images_count=2, stages=["logits"])
+    folder = tmp_path / "out" / "sanity"
+    earlier = {p.name: p.read_bytes() for p in folder.iterdir()}
+    root = str(Path(__file__).resolve().parents[1])
+
+    def limit_file_size() -> None:  # EFBIG past half the picture, as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        half = len(earlier["sanity.png"]) // 2
+        resource.setrlimit(resource.RLIMIT_FSIZE, (half, half))
+
+    check = subprocess.run(
+        [sys.executable, "-m", "pipeline.sanity", "--input", output, "--images", "2"]
+        + ["--stages", "logits", "--seed", "1"],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": root},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit_file_size,
+    )
+    assert check.returncode == 2, check.stderr[-3000:]
+    assert "Traceback" not in check.stderr
+    line = check.stderr.splitlines()[-1]
+    assert line.startswith(f"error: cannot write the sanity check to {str(folder)!r} (OSError: ")
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == earlier  # nothing else beside
