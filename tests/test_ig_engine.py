@@ -484,6 +484,7 @@ def choose(spread2, tolerance, size, parts=(2,)):
         tolerance=tolerance,
         estimate=lambda p: (np.inf, 0.0, size, 1.0),
         _squares=lambda p: np.ones(len(spread2)),
+        _errors2=lambda p: engine.Adaptive._errors2(run, p),
         _unexplained=lambda p: np.zeros(len(spread2)),
         error_map=lambda a: a,
         _budget=lambda p: 100,

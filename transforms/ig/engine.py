@@ -624,11 +624,16 @@ class Adaptive:
         switches have spreads of opposite sign and errors of the same, and with
         equal signs their spreads cancel in the sum. Whatever the signs, the map's
         error is not taken for less than its largest panel's."""
+        errors2 = self._errors2(path)
+        return float(np.sqrt(errors2.max())) if errors2.size else 0.0
+
+    def _errors2(self, path: int) -> np.ndarray:
+        """Per panel of the path (in `self.panels[path]` order), its estimated squared
+        error, kappa_q^2 ||D_q||^2."""
         panels = self.panels[path]
         if not panels:
-            return 0.0
-        spread2 = np.array([q.spread2 for q in panels])
-        return float(np.sqrt(np.max(spread2 * self._squares(path))))
+            return np.zeros(0)
+        return np.array([q.spread2 for q in panels]) * self._squares(path)
 
     def largest(self) -> np.ndarray:
         """Per path, `_largest`."""
@@ -683,10 +688,9 @@ class Adaptive:
             # Each panel's share of the squared error: kappa_q^2 |D_q|^2 (times the
             # coherence of the panels' spreads, the share of their squares that
             # their sum keeps), and its unexplained error's square.
-            spread2 = np.array([q.spread2 for q in panels])
-            squares = float(spread2.sum())
+            squares = float(np.sum([q.spread2 for q in panels]))
             norm2 = float(np.sum(self.error_map(self.spreads[path]) ** 2))
-            errors2 = spread2 * self._squares(path)
+            errors2 = self._errors2(path)
             # ... but not below the largest panel's share (`_largest`)
             least = float(errors2.max() / errors2.sum()) if errors2.sum() > 0 else 0.0
             coherence = max(norm2 / squares, least) if squares > 0 else 1.0
