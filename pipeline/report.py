@@ -553,6 +553,27 @@ def _images_with_rows(manifest: Mapping[str, Any]) -> int:
     return int(counts.get("images_with_rows") or 0) + int(counts.get("skipped_done_before") or 0)
 
 
+def _earlier_run(run: Mapping[str, Any]) -> dict[str, Any]:
+    """How a run that this one resumed made its rows (an entry of the manifest's
+    `earlier_runs`): its times, rows and the settings that may differ between runs."""
+    rows = (run.get("counts") or {}).get("rows")
+    settings = {
+        "batch_size": run.get("batch_size"),
+        "path_batch_size": run.get("path_batch_size") or "auto",  # the config's null
+        "jit_compile": run.get("jit_compile"),
+    }
+    return {
+        "start_time": run.get("start_time"),
+        "end_time": run.get("end_time"),
+        # A killed run (status "running") has no counts: the next run salvaged its rows.
+        "rows": "rows not counted (it did not finish)" if rows is None else count(rows, "row"),
+        "files": f"results/{run.get('results_prefix') or 'part'}-*.parquet",
+        "settings": ", ".join(
+            f"{k} {_flag_value(v)}" for k, v in settings.items() if v is not None
+        ),
+    }
+
+
 def _summary(manifest: Mapping[str, Any], state: str) -> dict[str, Any]:
     """The run's settings, identity and whether every input is accounted for."""
     counts = manifest.get("counts") or {}
@@ -577,6 +598,7 @@ def _summary(manifest: Mapping[str, Any], state: str) -> dict[str, Any]:
         "start_time": manifest.get("start_time"),
         "end_time": manifest.get("end_time"),
         "duration": _duration(manifest),
+        "earlier": [_earlier_run(run) for run in manifest.get("earlier_runs") or ()],
         "output": manifest.get("output"),
         "accounted": accounted,
         "versions": versions,

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from pipeline import run
+from pipeline.report import build_report
 from tests.conftest import SIZE, cli_args, write_image
 from transforms.config import ESTIMATE_MARGIN
 from transforms.sinks import read_manifest
@@ -466,9 +467,12 @@ def test_resume_skips_images_with_rows_and_processes_the_rest(image_folder, line
     assert errors.image_id.tolist() == ["still.png"]  # the mended file's record is gone
 
 
-def test_a_resumed_runs_manifest_keeps_how_each_earlier_run_made_its_rows(linear_keras, tmp_path):
+def test_a_resumed_runs_manifest_and_report_keep_how_each_earlier_run_made_its_rows(
+    linear_keras, tmp_path
+):
     # Batch sizes, --jit_compile and the package versions may change on --resume;
-    # the manifest held the last run's alone, so the first rows' were lost.
+    # the manifest held the last run's alone, so the first rows' were lost. The
+    # report showed the last run's times and settings only.
     root = tmp_path / "growing"
     rng = np.random.default_rng(12)
     args = cli_args(dataset=root, model=linear_keras, output=tmp_path / "out", steps=2)
@@ -489,6 +493,18 @@ def test_a_resumed_runs_manifest_keeps_how_each_earlier_run_made_its_rows(linear
     files = {f.name for f in (tmp_path / "out" / "results").glob("*.parquet")}
     for each in (*last["earlier_runs"], last):
         assert any(f.startswith(each["results_prefix"] + "-") for f in files), each
+    page = build_report(str(tmp_path / "out"), gallery=0)
+    section = page.split('<section id="summary">')[1].split("</section>")[0]
+    summary = " ".join(re.sub(r"<[^>]+>", " ", section).split())
+    assert "Started / ended (this run)" in summary
+    second_prefix = second["results_prefix"]
+    assert (
+        f"Earlier runs (resumed) {first['start_time']} – {first['end_time']}: 1 row in "
+        f"results/part-*.parquet (batch_size 2, path_batch_size 4, jit_compile off); "
+        f"{second['start_time']} – {second['end_time']}: 1 row in "
+        f"results/{second_prefix}-*.parquet (batch_size 8, path_batch_size auto, "
+        "jit_compile auto)"
+    ) in summary, summary
 
 
 def test_resume_knows_a_folder_by_another_name(image_folder, linear_keras, tmp_path):

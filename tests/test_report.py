@@ -1418,3 +1418,17 @@ def test_a_report_written_to_a_symbolic_link_goes_to_its_file(folder_run, tmp_pa
     assert main(["--input", folder_run["output"], "--output", str(link)]) == 0
     assert link.is_symlink() and "<html" in target.read_text()
     assert sorted(p.name for p in target.parent.iterdir()) == ["audit.html"]
+
+
+def test_an_earlier_run_that_was_killed_is_shown_without_counts(folder_run):
+    # A killed run's manifest entry has no counts (its status stayed "running"); the
+    # run after it salvaged its rows. An older manifest has no batch settings.
+    killed = {"status": "running", "counts": None, "results_prefix": "part", "start_time": "t0"}
+    older = {"status": "complete", "counts": {"rows": 3}, "batch_size": 4, "start_time": "t1"}
+    _edit_manifest(folder_run["output"], earlier_runs=[killed, older])
+    summary = _page(build_report(folder_run["output"], gallery=0)).sections["summary"]
+    assert (
+        "Earlier runs (resumed) t0 – –: rows not counted (it did not finish) in "
+        "results/part-*.parquet (path_batch_size auto); t1 – –: 3 rows in "
+        "results/part-*.parquet (batch_size 4, path_batch_size auto)"
+    ) in summary, summary
