@@ -94,6 +94,7 @@ def configure_logging(verbose: bool) -> None:
     )
     drop_beam_memory_warning()
     _set_filter(logging.getLogger("tensorflow"), _WithoutDeprecations, not verbose)
+    _set_filter(logging.getLogger("absl"), _WithoutTfdsProbes, not verbose)
     job_service = logging.getLogger("apache_beam.runners.portability.local_job_service")
     _set_filter(job_service, _WorkerRecords, not verbose)
     if not verbose:
@@ -175,6 +176,15 @@ class _WithoutDeprecations(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "is deprecated and will be removed" not in record.getMessage()
+
+
+class _WithoutTfdsProbes(logging.Filter):
+    """Drops TFDS's warnings about a version folder it looked for ("Variant folder
+    <data_dir>/mnist/3.0.1 has no dataset_info.json", of a folder that may not even
+    exist): the job's own error names that folder and what to do. --verbose shows them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Variant folder ")
 
 
 class _BeamWithoutTraceback(logging.Filter):

@@ -191,6 +191,18 @@ def test_tfds_only_flags_on_a_folder_or_the_sample_are_said_to_be_ignored(
         assert flag in text and "TFDS datasets only" in text, flag
 
 
+def test_an_unprepared_tfds_dataset_is_one_error_line(tmp_path):
+    # TFDS warned 'Variant folder <data_dir>/mnist/3.0.1 has no dataset_info.json' first,
+    # of a folder that does not exist; the error line names it and says what to do.
+    data_dir = tmp_path / "tfds"
+    data_dir.mkdir()
+    args = cli_args(dataset="mnist", data_dir=data_dir, no_download=True, output=tmp_path / "o")
+    done = _python("", "-m", "pipeline", *args)
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: TFDS dataset 'mnist' is not prepared in {data_dir}/mnist/")
+
+
 def test_a_tilde_in_path_flags_is_the_home_folder(
     image_folder, linear_keras, tmp_path, monkeypatch
 ):
