@@ -1081,7 +1081,11 @@ def _resolve_folder(audit: AuditOptions, source: sources.FolderSource, dry_run: 
         )
     _check_folder_listable(audit, source.root)
     files = sources.list_image_folder(source.root, skip=_local_output(audit.output))
-    _LOG.info("%d files in %s; the pipeline lists and reads them again.", len(files), source.root)
+    _LOG.info(
+        "%s in %s; the pipeline lists and reads them again.",
+        wording.count(len(files), "file"),
+        source.root,
+    )
     found = tuple(f.label for f in files if f.label is not None)
     ids = frozenset(f.image_id for f in files)
     return _Dataset(source, total=len(files), folder_labels=found, ids=ids)

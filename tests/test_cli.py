@@ -191,6 +191,15 @@ def test_tfds_only_flags_on_a_folder_or_the_sample_are_said_to_be_ignored(
         assert flag in text and "TFDS datasets only" in text, flag
 
 
+def test_a_folder_of_one_image_is_counted_as_one_file(linear_keras, tmp_path, caplog):
+    write_image(tmp_path / "images" / "a.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    flags = _flags({"root": str(tmp_path / "images")}, linear_keras, tmp_path / "out")
+    with caplog.at_level(logging.INFO, logger="pipeline.main"):
+        job, _ = prepare(flags)
+    job.lock.release()
+    assert f"1 file in {tmp_path / 'images'}; the pipeline lists" in caplog.text  # not '1 files'
+
+
 def test_an_unprepared_tfds_dataset_is_one_error_line(tmp_path):
     # TFDS warned 'Variant folder <data_dir>/mnist/3.0.1 has no dataset_info.json' first,
     # of a folder that does not exist; the error line names it and says what to do.
