@@ -1025,3 +1025,38 @@ def test_an_unknown_dataset_without_data_dir_says_where_a_prepared_one_is_read_f
     assert "prepared in a TFDS data folder of your own, pass it as --data_dir" in said
     given = str(sources._not_found_error("my_photos", "/tmp", error))
     assert "of your own" not in given
+
+
+_READ_UNDER_A_LIMIT = """
+import resource, sys
+from transforms import sources
+with open("/proc/self/status") as f:
+    size = next(int(line.split()[1]) << 10 for line in f if line.startswith("VmSize:"))
+limit = size + (256 << 20)  # as `ulimit -v` leaves a process: room, but not 1 GiB
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+for path in sys.argv[1:]:
+    (raw,) = sources._ReadFile().process(sources.FolderFile(path, path, None))
+    print(len(raw.data) if raw.data is not None else raw.error)
+"""
+
+
+def test_an_image_is_read_within_an_address_space_limit_and_a_failure_says_why(tmp_path):
+    # A 1 KB image read as f.read(MAX_FILE_BYTES + 1), a 1 GiB buffer: under
+    # `ulimit -v` (batch schedulers set it) every input was "cannot read file: ".
+    image = tmp_path / "small.png"
+    write_image(image, np.zeros((16, 16, 3), np.uint8))
+    big = tmp_path / "big.png"
+    with open(big, "wb") as f:  # sparse: more than the limit leaves, no disk space
+        f.truncate(512 << 20)
+    child = subprocess.run(
+        [sys.executable, "-c", _READ_UNDER_A_LIMIT, str(image), str(big)],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.splitlines() == [
+        str(image.stat().st_size),
+        "cannot read file: MemoryError: out of memory for its 512 MiB",
+    ]

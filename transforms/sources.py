@@ -77,6 +77,8 @@ _LOG = logging.getLogger(__name__)
 #: (`images.MAX_PIXELS`, 4 channels of 16 bits) takes uncompressed. A larger file
 #: is an error record before it is read, not a worker out of memory.
 MAX_FILE_BYTES = 1 << 30
+# Bytes per read of a file's contents (`_read_bounded`).
+_READ_CHUNK = 8 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,11 +332,19 @@ def _too_large(size: str) -> OSError:
 
 def _read_bounded(f) -> bytes:
     """At most MAX_FILE_BYTES of an open file; OSError when there is more (its
-    size is then unknown: the read stopped one byte past the limit)."""
-    data = f.read(MAX_FILE_BYTES + 1)
-    if len(data) > MAX_FILE_BYTES:
+    size is then unknown: the read stopped one byte past the limit). Read in
+    chunks: one read of MAX_FILE_BYTES + 1 takes a buffer of that size whatever
+    the file's, which a limit on the address space (`ulimit -v`) refused."""
+    chunks, size = [], 0
+    while size <= MAX_FILE_BYTES:
+        chunk = f.read(min(_READ_CHUNK, MAX_FILE_BYTES + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > MAX_FILE_BYTES:
         raise _too_large(f"more than {MAX_FILE_BYTES}")
-    return data
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _read_local(path: str) -> bytes:
@@ -347,7 +357,18 @@ def _read_local(path: str) -> bytes:
             raise OSError(f"{_entry_kind(info.st_mode)}, not a regular file")
         if info.st_size > MAX_FILE_BYTES:
             raise _too_large(str(info.st_size))
-        return _read_bounded(f)
+        try:
+            return _read_bounded(f)
+        except MemoryError as e:
+            raise MemoryError(f"out of memory for its {info.st_size >> 20} MiB") from e
+
+
+def _read_error(error: Exception) -> str:
+    """What a failed read says: an OSError's message, else its type too (a
+    MemoryError's message alone was empty)."""
+    if isinstance(error, OSError):
+        return str(error)
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 class _ReadFile(beam.DoFn):
@@ -367,7 +388,8 @@ class _ReadFile(beam.DoFn):
             else:
                 data = _read_local(path)
         except Exception as e:  # any I/O failure becomes an error record
-            yield RawImage(item.image_id, name, item.label, error=f"cannot read file: {e}")
+            error = f"cannot read file: {_read_error(e)}"
+            yield RawImage(item.image_id, name, item.label, error=error)
             return
         yield RawImage(item.image_id, name, item.label, data=data)
 
