@@ -2,7 +2,7 @@
 
 The engine alone, on a synthetic piecewise-linear integrand at the bundled
 model's size (224 x 224 x 3; F = sum clip(s x - o, 0, 1), a kink per value, so
-rows refine as real photos do), with the default 1 GiB budget of node vectors.
+rows refine as real photos do), with the default budget of node vectors (2 GiB).
 Each configuration runs in its own process. The reference, measured in the same
 run, is the same call with its rows in one chunk, as the engine did before it
 chunked rows beyond the budget (`--batch_size 64 --target top_k` gives 320
@@ -92,7 +92,7 @@ def main(argv=None):
             ]
         )
     print_table(
-        "Peak RSS (MB) of one adaptive call, 224x224x3, 1 GiB budget "
+        "Peak RSS (MB) of one adaptive call, 224x224x3, the default budget of node vectors "
         "(reference: its rows in one chunk, as before; same run). Evaluations differ "
         "where fewer panels' vectors fit per path: folded panels are evaluated again",
         ["rows", "one chunk (before)", "chunked (now)", "ratio", "evals/row before", "now"],

@@ -1,6 +1,7 @@
 """The adaptive engine: refinement where the map still moves, and its per-pixel
 error estimate against exact IG (kinks enumerated, closed forms)."""
 
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
@@ -677,12 +678,38 @@ def test_a_memory_budget_keeps_the_vectors_of_the_panels_with_the_largest_spread
     ]
     nodes = {x for q in panels for x in q.nodes}
     run = SimpleNamespace(
-        panels=[panels], active_panels=2, vectors_at=[{x: np.zeros(1) for x in nodes}]
-    )
+        panels=[panels], active_vectors=4, vectors_at=[{x: np.zeros(1) for x in nodes}]
+    )  # the two largest, apart: both of their edges
     engine.Adaptive._fold(run, 0, keep={0.0})
     assert [q.active for q in panels] == [False, False, True, False, True]
     kept = {0.0, panels[2].a, panels[2].b, panels[4].a, panels[4].b}
     assert set(run.vectors_at[0]) == kept
+
+
+@pytest.mark.parametrize("method", ["riemann_trapezoid", "gausslobatto", "gausslegendre"])
+def test_the_node_vectors_held_fit_the_memory_budget(method, monkeypatch):
+    # The budget counted a kept panel of an edge rule as its own nodes alone, its
+    # edge shared with a neighbour; the panels kept (the largest spreads) are
+    # scattered, each holding both edges: 133 vectors where 64 fit.
+    values = int(np.prod(SHAPE))
+    sums, vector = 16 * values, 4 * values  # a path's two float64 sums; one float32 vector
+    room = 128  # vectors per path, above `least_path_bytes` for each rule
+    budget = 2 * sums + 2 * vector * room
+    held = []
+    fold = engine.Adaptive._fold
+
+    def observed(self, path, keep):  # before a round's first fold: its new vectors too
+        held.append(sum(len(v) for v in self.vectors_at))
+        fold(self, path, keep)
+
+    monkeypatch.setattr(engine.Adaptive, "_fold", observed)
+    exact, result = kinks_case(
+        method, steps=9, tolerance=0.0003, max_steps=4096, memory_budget=budget
+    )
+    assert max(held) <= 2 * room + 2  # with a round's new vectors; + 2 kept (`keep`)
+    assert (result.steps > room).all()  # more nodes than vectors held: panels folded
+    error = np.linalg.norm(result.attributions - exact) / np.linalg.norm(exact)
+    assert error < 0.001
 
 
 @pytest.mark.parametrize("max_steps", [4096, 120])  # 120: the cap binds
@@ -728,6 +755,14 @@ def test_rows_beyond_the_memory_budget_are_attributed_in_chunks_with_the_same_re
     paths = engine.Paths(integrand, x, np.zeros((5, 1, *SHAPE), np.float32), [0] * 5, [2] * 5, 8)
     chunks = ig.api._row_chunks(settings, paths, 5)
     assert [(c.start, c.stop) for c in chunks] == [(0, 2), (2, 4), (4, 5)]
+    # Chunks of even sizes: 7 rows where 3 fit are 3, 2 and 2, not 3, 3 and 1.
+    seven = np.concatenate([x, x[:2]])
+    paths = engine.Paths(
+        integrand, seven, np.zeros((7, 1, *SHAPE), np.float32), [0] * 7, [2] * 7, 8
+    )
+    three = dataclasses.replace(settings, memory_budget=3 * two_rows // 2 + 1)
+    chunks = ig.api._row_chunks(three, paths, 7)
+    assert [(c.start, c.stop) for c in chunks] == [(0, 3), (3, 5), (5, 7)]
     # A row holds a path per baseline: with two baselines, one row per chunk.
     bases = np.zeros((5, 2, *SHAPE), np.float32)
     paths = engine.Paths(integrand, x, bases, [0] * 5, [2] * 5, 8)

@@ -350,18 +350,29 @@ def even_parts(n: int, chunk: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
-def _path_bytes(rule: rules.PanelRule, values: int) -> tuple[int, int]:
-    """(bytes of a path's two float64 sums, bytes of one panel's own node vectors)."""
+def _path_bytes(values: int) -> tuple[int, int]:
+    """(bytes of a path's two float64 sums, bytes of one node vector, float32)."""
+    return values * 2 * 8, values * 4
+
+
+def _round_vectors(rule: rules.PanelRule) -> int:
+    """Node vectors one round of refinement adds to a path, at the most: it splits
+    at most `_MAX_SPLITS_PER_ROUND` panels, into at most 2 * _MAX_SPLITS_PER_ROUND + 1
+    parts in all (`Adaptive._choose`), each part `own` new nodes past its shared
+    edge, and each panel split, if folded, has its nodes evaluated again (`own`
+    of them beyond the edges its parts share)."""
     own = len(rule.nodes) - int(rule.edge_nodes)
-    return values * 2 * 8, own * values * 4
+    return (3 * _MAX_SPLITS_PER_ROUND + 1) * own
 
 
 def least_path_bytes(method: str, shape: Sequence[int]) -> int:
     """Bytes a path of the adaptive engine holds at the least: its two float64
-    sums and the node vectors of its fewest active panels and of one round's
-    new ones. A call's rows are chunked so that their paths fit the budget."""
-    sums, panel = _path_bytes(rules.panel_rule(method), int(np.prod(shape)))
-    return sums + (_MIN_ACTIVE_PANELS + _MAX_SPLITS_PER_ROUND) * panel
+    sums and the node vectors of its fewest active panels, each apart from the
+    others (an edge node shared with none), and of one round's new ones. A
+    call's rows are chunked so that their paths fit the budget."""
+    rule = rules.panel_rule(method)
+    sums, vector = _path_bytes(int(np.prod(shape)))
+    return sums + (_MIN_ACTIVE_PANELS * len(rule.nodes) + _round_vectors(rule)) * vector
 
 
 class Adaptive:
@@ -396,10 +407,14 @@ class Adaptive:
         shared = int(self.rule.edge_nodes)
         own = len(self.rule.nodes) - shared
         # The budget holds the sums, the active panels' vectors and one round's new
-        # ones (`least_path_bytes`: what the rows of a call are chunked by).
-        sums, panel = _path_bytes(self.rule, int(np.prod(shape)))
-        fit = (settings.memory_budget - n * sums) // max(1, n * panel) - _MAX_SPLITS_PER_ROUND
-        self.active_panels = int(min(1 << 20, max(_MIN_ACTIVE_PANELS, fit)))
+        # ones (`least_path_bytes`: what the rows of a call are chunked by). Adjacent
+        # panels share their edge nodes: as many as `fit` panels in a row.
+        sums, vector = _path_bytes(int(np.prod(shape)))
+        room = (settings.memory_budget - n * sums) // max(1, n * vector)
+        fit = (room - _round_vectors(self.rule)) // own
+        least = _MIN_ACTIVE_PANELS * len(self.rule.nodes)
+        self.active_vectors = int(min(1 << 20, max(least, fit * own + shared)))
+        self.active_panels = (self.active_vectors - shared) // own
         self.vectors_at: list[dict[float, np.ndarray]] = [{} for _ in range(n)]
         self.derivative: list[dict[float, float]] = [{} for _ in range(n)]
         # F on the path wherever known: ends, panel edges, and every node evaluated.
@@ -640,12 +655,21 @@ class Adaptive:
         return np.array([self._largest(p) for p in range(self.paths.count)])
 
     def _fold(self, path: int, keep: set[float]) -> None:
-        """Keeps the node vectors of the panels with the largest spreads; drops the rest."""
+        """Keeps the node vectors of the panels with the largest spreads, largest first,
+        while they fit the budget's `active_vectors` (adjacent panels share an edge
+        node; a panel kept without its neighbours holds both); drops the rest."""
         active = [q for q in self.panels[path] if q.active]
-        surplus = max(0, len(active) - self.active_panels)
-        for q in heapq.nsmallest(surplus, active, key=lambda q: (q.spread2, abs(q.error))):
-            q.active = False
-        used = {x for q in self.panels[path] if q.active for x in q.nodes} | set(keep)
+        held: set[float] = set()
+        full = False
+        # Largest first; of equal ones, the later (as the panels were folded before).
+        for q in reversed(sorted(active, key=lambda q: (q.spread2, abs(q.error)))):
+            more = held.union(q.nodes)
+            full = full or len(more) > self.active_vectors
+            if full:
+                q.active = False
+            else:
+                held = more
+        used = held | set(keep)
         vectors = self.vectors_at[path]
         for x in [x for x in vectors if x not in used]:
             del vectors[x]
