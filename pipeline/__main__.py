@@ -39,6 +39,8 @@ def _first_line(error: BaseException) -> str:
 
 
 _RESUME = "Rerun with --resume to continue: the rows of every batch it finished are kept."
+# A write that failed for want of space, as Beam passes it on: in its text only.
+_NO_SPACE = re.compile(r"\[Errno (?:27|28|122)\]|No space left on device|Disk quota exceeded")
 
 
 def _no_rows(manifest: dict, rows: int) -> str | None:
@@ -107,6 +109,11 @@ def _failed(error: Exception, verbose: bool) -> int:
         print(f"error: the run failed: a worker process ended, {death}. {_RESUME}", file=sys.stderr)
         return 1
     detail = "" if verbose else " (rerun with --verbose for the traceback)"
+    if _NO_SPACE.search(str(error)):
+        detail += (
+            ". A write failed for want of space (a full disk, a quota or a file-size "
+            f"limit): free some, then r{_RESUME[1:]}"
+        )
     print(f"error: the run failed: {_first_line(error)}{detail}", file=sys.stderr)
     return 1
 

@@ -1083,3 +1083,33 @@ def test_resumes_that_write_no_row_leave_no_empty_results_file(linear_keras, tmp
         assert manifest["counts"]["rows"] == 0 and manifest["counts"]["errors"] == 1
     assert sorted(p.name for p in (out / "results").glob("*.parquet")) == before
     assert pd.read_parquet(out / "results").empty
+
+
+def test_a_run_that_fills_the_disk_says_to_free_space_and_resume(
+    image_folder, linear_keras, tmp_path
+):
+    # The run's rows do not fit in 6 kB; its lock and manifest do. The error named
+    # only Beam's step ("OSError: [Errno 27] File too large [while running ...]").
+    out = tmp_path / "out"
+    flags = cli_args(dataset=image_folder["root"], model=linear_keras, output=out, steps=2)
+    failed = subprocess.run(
+        [sys.executable, "-m", "pipeline", *flags],
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True,
+        text=True,
+        preexec_fn=_file_size_limit(6000),
+        timeout=300,
+    )
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+    assert failed.returncode == 1 and len(errors) == 1, failed.stderr[-2000:]
+    assert "File too large" in errors[0]
+    assert errors[0].endswith(
+        "A write failed for want of space (a full disk, a quota or a file-size limit): "
+        "free some, then rerun with --resume to continue: the rows of every batch it "
+        "finished are kept."
+    ), errors[0]
+    manifest = run([*flags, "--resume"], save_main_session=False)
+    rows = pd.read_parquet(out / "results")
+    assert sorted(rows.image_id) == sorted(image_folder["pixels"])
+    assert manifest["status"] == "complete"
