@@ -1168,7 +1168,7 @@ def _class_names_for(
             )
         raise ConfigError(
             f"--class_names {audit.class_names!r} holds {len(from_file)} names but --model "
-            f"{audit.model!r} has {spec.num_classes} classes ({spec.num_outputs} outputs, "
+            f"{audit.model!r} has {wording.classes(spec.num_classes)} ({spec.num_outputs} outputs, "
             f"--label_offset {spec.label_offset}); {fix}."
         )
     outside = sorted({label for label in data.folder_labels if label >= spec.num_classes})
@@ -1178,14 +1178,18 @@ def _class_names_for(
         where = (
             "" if isinstance(data.source, sources.SampleSource) else " in WordNet-id sub-folders"
         )
+        images = sum(1 for label in data.folder_labels if label >= spec.num_classes)
         _LOG.warning(
-            "%d images of %s%s have ImageNet classes (%s) outside --model's %d classes: "
-            "their label can never be predicted, and --target label makes them errors.",
-            sum(1 for label in data.folder_labels if label >= spec.num_classes),
+            "%s of %s%s %s outside --model's %s (ImageNet %s): %s label can never be "
+            "predicted, and --target label makes %s errors.",
+            wording.count(images, "image"),
             data.source.name,
             where,
+            "has a label" if images == 1 else "have labels",
+            wording.classes(spec.num_classes),
             ", ".join(f"{wnids[c]} = {c}" for c in outside[:3]) + (", ..." if outside[3:] else ""),
-            spec.num_classes,
+            "its" if images == 1 else "their",
+            "it" if images == 1 else "them",
         )
     if from_file is not None:
         return from_file
@@ -1205,7 +1209,7 @@ def _warn_of_other_label_space(
     _warn_of_other_names(data, names_file)
     if data.folder_labels and spec.num_classes != 1000:
         _LOG.warning(
-            "The images of %s are labelled by ImageNet class (%s) and --model %s has %d classes: "
+            "The images of %s are labelled by ImageNet class (%s) and --model %s has %s: "
             "label holds ImageNet's class indices and label_name names them as the model "
             "does%s. Unless the model's classes are ImageNet's first %d, label, label_name "
             "and --target label mean nothing here.",
@@ -1214,7 +1218,7 @@ def _warn_of_other_label_space(
             if isinstance(data.source, sources.SampleSource)
             else "WordNet-id folders",
             spec.reference,
-            spec.num_classes,
+            wording.classes(spec.num_classes),
             f" ({class_names[0]!r} for ImageNet's {labels.imagenet_wnids()[0]})"
             if class_names
             else "",
@@ -1304,7 +1308,7 @@ def _fit_to_model(
     if config.top_k > spec.num_classes:
         if audit.top_k is not None:
             raise ConfigError(
-                f"--top_k {config.top_k} exceeds the model's {spec.num_classes} classes; "
+                f"--top_k {config.top_k} exceeds the model's {wording.classes(spec.num_classes)}; "
                 f"pass --top_k {spec.num_classes} or less."
             )
         config = dataclasses.replace(config, top_k=spec.num_classes)
@@ -1408,7 +1412,7 @@ def _check_labels_in_model(
     shown = ", ".join(map(str, sorted(set(data.folder_labels))[:3]))
     raise ConfigError(
         f"--target label: no image of {audit.dataset!r} has a label among --model's "
-        f"{spec.num_classes} classes (its labels are ImageNet classes: "
+        f"{wording.classes(spec.num_classes)} (its labels are ImageNet classes: "
         f"{shown}{', ...' if len(set(data.folder_labels)) > 3 else ''}), so "
         "every image would be an error. Use --target predicted or top_k, or a model of "
         "those classes."

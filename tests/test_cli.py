@@ -1328,7 +1328,10 @@ def test_the_samples_labels_outside_the_model_are_warned_of_without_sub_folders(
     with caplog.at_level(logging.WARNING, logger="pipeline.main"):
         prepare(cli_args(dataset="sample", model=model, output=tmp_path / "o"))
     (warned,) = [r.getMessage() for r in caplog.records if "outside --model's" in r.getMessage()]
-    assert warned.startswith("1 images of sample have ImageNet classes (n07920052 = 967)")
+    assert warned.startswith(
+        "1 image of sample has a label outside --model's 300 classes (ImageNet n07920052 = 967): "
+        "its label can never be predicted"
+    )
     assert "sub-folder" not in warned
 
 
@@ -1376,6 +1379,8 @@ def test_a_one_output_model_gets_no_faithfulness_checks(image_folder, tmp_path, 
     with caplog.at_level(logging.WARNING):
         assert main(_flags(image_folder, model, tmp_path / "out")) == 0
     assert "the faithfulness checks follow the target's softmax" in caplog.text
+    # The folder's ImageNet labels on a model of one class: "its 1 classes" read wrong.
+    assert "outside --model's 1 class (ImageNet" in caplog.text and "1 classes" not in caplog.text
     rows = pd.read_parquet(tmp_path / "out" / "results")
     assert len(rows) == 4
     faithfulness = ["deletion_auc", "insertion_auc", "deletion_auc_random"]

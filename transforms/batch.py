@@ -19,6 +19,7 @@ from transforms import faithfulness, ig
 from transforms.config import AttributionConfig
 from transforms.preprocess import ImageExample, error_record
 from transforms.tf_model import Classifier, ModelSpec
+from transforms.wording import classes
 
 __all__ = ["ImageOutcome", "attribute_batch", "baselines_and_scores", "forget_warnings"]
 
@@ -82,7 +83,7 @@ def _targets_of(
     if ex.label is None:
         return [], "target:image has no label, which --target label needs"
     if not 0 <= ex.label < spec.num_classes:
-        return [], f"target:label {ex.label} is outside the model's {spec.num_classes} classes"
+        return [], f"target:label {ex.label} is outside the model's {classes(spec.num_classes)}"
     return [int(ex.label)], None
 
 

@@ -13,9 +13,15 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CONTROL_IN_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
-def count(number: int, noun: str) -> str:
-    """`number` and `noun`, plural unless one: "1 image", "8 images"."""
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+def count(number: int, noun: str, plural: str | None = None) -> str:
+    """`number` and `noun`, plural unless one: "1 image", "8 images" (`plural`, when
+    not the noun and an s: "1 class", "3 classes")."""
+    return f"{number} {noun}" if number == 1 else f"{number} {plural or noun + 's'}"
+
+
+def classes(number: int) -> str:
+    """ "1 class", "1000 classes"."""
+    return count(number, "class", "classes")
 
 
 def infinite(value: float) -> str | None:
