@@ -411,7 +411,7 @@ class Adaptive:
         # panels share their edge nodes: as many as `fit` panels in a row.
         sums, vector = _path_bytes(int(np.prod(shape)))
         room = (settings.memory_budget - n * sums) // max(1, n * vector)
-        fit = (room - _round_vectors(self.rule)) // own
+        fit = (room - _round_vectors(self.rule) - shared) // own
         least = _MIN_ACTIVE_PANELS * len(self.rule.nodes)
         self.active_vectors = int(min(1 << 20, max(least, fit * own + shared)))
         self.active_panels = (self.active_vectors - shared) // own
@@ -435,16 +435,22 @@ class Adaptive:
     def _start(self, count: int) -> None:
         edges = initial_edges(count).tolist()
         spans = list(zip(edges[:-1], edges[1:], strict=True))
-        group = self.active_panels + _MAX_SPLITS_PER_ROUND  # what memory holds per path anyway
+        # The first group fills what memory holds per path anyway; each later one
+        # comes on top of the vectors kept, so holds a round's new ones less the
+        # two kept for it (`_round_vectors`).
+        first = self.active_panels + _MAX_SPLITS_PER_ROUND
+        own = len(self.rule.nodes) - int(self.rule.edge_nodes)
+        later = max(1, (_round_vectors(self.rule) - 2) // own)
+        starts = [0, *range(first, len(spans), later)]
         lead: list[float] = []
-        for i in range(0, len(spans), group):
-            part = spans[i : i + group]
-            # The group's last two nodes are kept: the next group's first node
-            # (edge rules), and what its first neighbouring-gap pair needs.
+        for i, j in zip(starts, [*starts[1:], len(spans)], strict=True):
+            # The group's last two nodes are kept for the next group: its first
+            # node (edge rules), and what its first neighbouring-gap pair needs.
             n = self.paths.count
-            nodes = sorted({x for a, b in part for x in self._nodes(a, b)})
-            news = [(p, a, b) for p in range(n) for a, b in part]
-            self._evaluate(news, [], keep=set(nodes[-2:]), lead=lead)
+            nodes = sorted({x for a, b in spans[i:j] for x in self._nodes(a, b)})
+            news = [(p, a, b) for p in range(n) for a, b in spans[i:j]]
+            keep = set(nodes[-2:]) if j < len(spans) else set()
+            self._evaluate(news, [], keep=keep, lead=lead)
             lead = nodes[-2:]
 
     def _nodes(self, a: float, b: float) -> tuple[float, ...]:
