@@ -712,12 +712,15 @@ def test_the_node_vectors_held_fit_the_memory_budget(method, monkeypatch):
     assert error < 0.001
 
 
+@pytest.mark.parametrize("least", [1.0, 1.5])  # per path, times `least_path_bytes`
 @pytest.mark.parametrize("method", ["riemann_trapezoid", "gausslobatto", "riemann_middle"])
-def test_many_initial_panels_fit_the_memory_budget_with_the_same_results(method, monkeypatch):
+def test_many_initial_panels_fit_the_memory_budget_with_the_same_results(
+    method, least, monkeypatch
+):
     # The initial panels are evaluated in groups, each on top of the vectors the
     # earlier ones kept: at 300 steps a path held 87 vectors where 63 fit.
     values = int(np.prod(SHAPE))
-    budget = 3 * engine.least_path_bytes(method, SHAPE)  # two paths, 1.5x their least each
+    budget = int(2 * least * engine.least_path_bytes(method, SHAPE))  # two paths
     room = (budget - 2 * 16 * values) // (4 * values)  # vectors of both paths
     held = []
     gradients = engine.Adaptive._gradients
@@ -726,10 +729,18 @@ def test_many_initial_panels_fit_the_memory_budget_with_the_same_results(method,
         gradients(self, need)
         held.append(sum(len(v) for v in self.vectors_at))
 
+    rested = []  # after the initial panels, beyond the active panels' (a round adds to it)
+    refine = engine.Adaptive._refine
+
+    def started(self):
+        rested.append(max(len(v) for v in self.vectors_at) - self.active_vectors)
+        refine(self)
+
     monkeypatch.setattr(engine.Adaptive, "_gradients", observed)
+    monkeypatch.setattr(engine.Adaptive, "_refine", started)
     kwargs = dict(steps=300, tolerance=0.0003, max_steps=4096)
     small = kinks_case(method, memory_budget=budget, **kwargs)[1]
-    assert max(held) <= room
+    assert max(held) <= room and rested[0] <= 0
     big = kinks_case(method, memory_budget=1 << 40, **kwargs)[1]
     np.testing.assert_allclose(small.attributions, big.attributions, rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(small.error, big.error)
