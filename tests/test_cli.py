@@ -459,6 +459,24 @@ def test_tensorflows_deprecation_notices_show_with_verbose_only(verbose, caplog)
     assert ("is deprecated and will be removed" in caplog.text) == verbose
 
 
+@pytest.mark.parametrize("verbose", [False, True])
+def test_tfds_probes_of_version_folders_show_with_verbose_only(verbose, caplog):
+    from pipeline import logs
+
+    absl_logger = logging.getLogger("absl")
+    filters = list(absl_logger.filters)
+    try:
+        logs.configure_logging(not verbose)  # an earlier run in this process: replaced
+        logs.configure_logging(verbose)
+        with caplog.at_level(logging.WARNING):
+            absl_logger.warning("Variant folder %s has no dataset_info.json", "/d/mnist/3.0.1")
+            absl_logger.warning("Another absl warning")
+    finally:
+        absl_logger.filters[:] = filters
+    assert ("Variant folder /d/mnist/3.0.1" in caplog.text) == verbose
+    assert "Another absl warning" in caplog.text
+
+
 def test_progress_counts_each_batch_when_it_is_done(image_folder, linear_keras, tmp_path, caplog):
     # The progress step runs with RunInference, batch by batch: behind a Flatten
     # (a stage boundary for the DirectRunner) it saw every image only at the end.
@@ -1350,6 +1368,7 @@ def test_imagenet_folder_labels_on_a_model_of_other_classes_are_warned_of(tmp_pa
     said = f"The images of {root} are labelled by ImageNet class (WordNet-id folders) and --model"
     assert warned.startswith(said), warned
     assert "label_name names them as the model does ('apple' for ImageNet's n01440764)" in warned
+    assert f"--model {model} has 4 classes: label holds ImageNet's class indices" in warned
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="pipeline.main"):
         prepare(
@@ -1406,6 +1425,12 @@ def test_class_names_for_a_custom_model(image_folder, tmp_path, capsys, caplog):
         r.getMessage() for r in caplog.records if "outside --model's 4 classes" in r.getMessage()
     ]
     assert warned and f"{WNID_CAT} = 281" in warned[0]
+    assert warned[0].startswith(
+        f"2 images of {image_folder['root']} in WordNet-id sub-folders have labels outside"
+    ), warned[0]
+    assert warned[0].endswith(
+        ": their label can never be predicted, and --target label makes them errors."
+    )
 
     lines = tmp_path / "names.txt"
     lines.write_text("apple\npear\nplum\n")

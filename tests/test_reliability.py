@@ -1,5 +1,6 @@
 """Bad and odd inputs, numerical faults, repeatability: every input is accounted for."""
 
+import errno
 import io
 import json
 import os
@@ -1083,6 +1084,26 @@ def test_resumes_that_write_no_row_leave_no_empty_results_file(linear_keras, tmp
         assert manifest["counts"]["rows"] == 0 and manifest["counts"]["errors"] == 1
     assert sorted(p.name for p in (out / "results").glob("*.parquet")) == before
     assert pd.read_parquet(out / "results").empty
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)),
+        OSError(errno.EDQUOT, os.strerror(errno.EDQUOT)),
+        RuntimeError("OSError: No space left on device [while running 'Write rows']"),
+        RuntimeError("OSError: Disk quota exceeded [while running 'Write rows']"),
+        OSError(errno.ENOENT, os.strerror(errno.ENOENT)),  # not for want of space
+    ],
+)
+def test_a_write_that_failed_for_want_of_space_says_to_free_some(error, capsys):
+    # A full disk (errno 28) and a quota (122), as an OSError or in Beam's text.
+    from pipeline.__main__ import _failed
+
+    assert _failed(error, verbose=False) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    space = "A write failed for want of space (a full disk, a quota or a file-size limit)"
+    assert (space in line) == ("No such file" not in line), line
 
 
 def test_a_run_that_fills_the_disk_says_to_free_space_and_resume(
