@@ -792,3 +792,27 @@ def test_an_overwrite_stopped_while_deleting_leaves_no_complete_manifest(
         [*job_flags(image_folder, linear_keras, out), "--overwrite"], save_main_session=False
     )
     assert again["status"] == "complete" and len(pd.read_parquet(out / "results")) == 4
+
+
+def test_a_json_write_cut_short_leaves_the_earlier_file_and_no_partial_one(tmp_path):
+    # write_json (manifests, sanity.json) left its "<name>.tmp" behind when a full disk
+    # or a quota stopped the write (here a file-size limit, RLIMIT_FSIZE).
+    path = tmp_path / "manifest.json"
+    path.write_text('{"status": "complete"}')
+    script = (
+        "import resource, signal, sys\n"
+        "from transforms.sinks import write_json\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))\n"
+        "write_json(sys.argv[1], {'names': ['x' * 100] * 50})\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1 and "File too large" in done.stderr, done.stderr[-2000:]
+    assert path.read_text() == '{"status": "complete"}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]

@@ -393,11 +393,17 @@ def write_json(path: str, payload: dict[str, Any]) -> None:
     """Writes JSON through Beam's file systems (local or gs://), via a temp file.
 
     A local file is replaced atomically: a kill leaves the old file or the new
-    one, never none (a run whose manifest vanished could not be resumed).
+    one, never none (a run whose manifest vanished could not be resumed), and a
+    write that fails leaves no partial temp file.
     """
     temp = path + ".tmp"
-    with FileSystems.create(temp) as f:
-        f.write(json.dumps(payload, indent=2, sort_keys=True, default=str).encode("utf-8"))
+    try:
+        with FileSystems.create(temp) as f:
+            f.write(json.dumps(payload, indent=2, sort_keys=True, default=str).encode("utf-8"))
+    except BaseException:  # a full disk, a quota, a stop: no partial file left behind
+        if not files.is_remote(path) and os.path.exists(temp):
+            os.remove(temp)
+        raise
     if not files.is_remote(path):
         os.replace(temp, path)
         return
