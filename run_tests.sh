@@ -6,4 +6,6 @@ cd "$(dirname "$0")"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 .venv/bin/ruff format --check .
 .venv/bin/ruff check .
-exec .venv/bin/python -m pytest -q "$@"
+# Two worker processes (TEST_WORKERS), each a test file at a time: 0.7x the time of
+# one on two cores. TEST_WORKERS=0 runs the tests in this process.
+exec .venv/bin/python -m pytest -q -n "${TEST_WORKERS:-2}" --dist loadfile "$@"

@@ -29,7 +29,7 @@ REQUIRED = [
 ]
 
 EXTRAS = {
-    "test": ["pytest>=9,<10", "ruff==0.17.6", "duckdb>=1.1,<3"],
+    "test": ["pytest>=9,<10", "pytest-xdist>=3.8,<4", "ruff==0.17.6", "duckdb>=1.1,<3"],
 }
 
 setuptools.setup(

@@ -21,6 +21,25 @@ WNID_CAT = "n02123045"  # ImageNet class 281, tabby cat
 WNID_SHARK = "n01484850"  # ImageNet class 2, great white shark
 
 
+# The test files that take longest, run first: with a worker process per file
+# (run_tests.sh's `-n 2 --dist loadfile`), the last file a worker takes is then a
+# short one, not minutes of killed-run tests while the other worker waits.
+_SLOW_FIRST = (
+    "test_multiprocess.py",
+    "test_output_folder.py",
+    "test_reliability.py",
+    "test_sample_run.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return _SLOW_FIRST.index(name) if name in _SLOW_FIRST else len(_SLOW_FIRST)
+
+    items.sort(key=rank)  # stable: each file's tests keep their order
+
+
 @pytest.fixture(scope="session")
 def linear_weights() -> tuple[np.ndarray, np.ndarray]:
     """W float32 [16*16*3, 1000] and b [1000] of the linear test classifier."""
