@@ -1012,6 +1012,21 @@ def _file_size_limit(limit: int):
     return set_limit
 
 
+def _job_with_file_size_limit(flags: list[str], limit: int):
+    """`python -m pipeline FLAGS` in a process whose files may grow to `limit` bytes
+    (`_file_size_limit`): the finished process and its `error:` lines."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", *flags],
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True,
+        text=True,
+        preexec_fn=_file_size_limit(limit),
+        timeout=300,
+    )
+    return done, [line for line in done.stderr.splitlines() if line.startswith("error:")]
+
+
 def test_a_resume_that_cannot_write_says_so_and_loses_nothing(image_folder, linear_keras, tmp_path):
     out = tmp_path / "out"
     flags = cli_args(dataset=image_folder["root"], model=linear_keras, output=out, steps=2)
@@ -1024,16 +1039,7 @@ def test_a_resume_that_cannot_write_says_so_and_loses_nothing(image_folder, line
     manifest = json.loads((out / "manifest.json").read_text())
     (out / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
     # The salvaged rows (4 full maps) do not fit in 4 kB; the lock does.
-    resumed = subprocess.run(
-        [sys.executable, "-m", "pipeline", *flags, "--resume"],
-        cwd=Path(__file__).resolve().parents[1],
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        capture_output=True,
-        text=True,
-        preexec_fn=_file_size_limit(4000),
-        timeout=300,
-    )
-    errors = [line for line in resumed.stderr.splitlines() if line.startswith("error:")]
+    resumed, errors = _job_with_file_size_limit([*flags, "--resume"], 4000)
     assert resumed.returncode == 2 and len(errors) == 1, resumed.stderr[-2000:]
     assert f"--output {str(out)!r}: cannot write there" in errors[0]
     assert "File too large" in errors[0] and "run the same command again" in errors[0]
@@ -1113,16 +1119,7 @@ def test_a_run_that_fills_the_disk_says_to_free_space_and_resume(
     # only Beam's step ("OSError: [Errno 27] File too large [while running ...]").
     out = tmp_path / "out"
     flags = cli_args(dataset=image_folder["root"], model=linear_keras, output=out, steps=2)
-    failed = subprocess.run(
-        [sys.executable, "-m", "pipeline", *flags],
-        cwd=Path(__file__).resolve().parents[1],
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        capture_output=True,
-        text=True,
-        preexec_fn=_file_size_limit(6000),
-        timeout=300,
-    )
-    errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+    failed, errors = _job_with_file_size_limit(flags, 6000)
     assert failed.returncode == 1 and len(errors) == 1, failed.stderr[-2000:]
     assert "File too large" in errors[0]
     assert errors[0].endswith(
