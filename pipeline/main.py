@@ -706,9 +706,16 @@ def _check_staging_location(options: PipelineOptions) -> None:
         for reason in validator.validate_gcs_path(cloud, flag)
     ]
     if len(reasons) == 2:  # Beam uses either for the other
+        flag, value = next(
+            ((f, v) for f in ("temp_location", "staging_location") if (v := getattr(cloud, f))),
+            ("temp_location", None),
+        )
+        given = ": Dataflow needs a gs:// folder"
+        if value:  # a path given that Beam refuses: a local one, a bucket name too short
+            given = f" {value!r} is not a Cloud Storage folder Dataflow can use"
         raise ConfigError(
-            f"--temp_location: Dataflow needs a gs:// folder for the job's staged and "
-            f"temporary files ({' '.join(reasons)}); pass --temp_location gs://<bucket>/tmp."
+            f"--{flag}{given} for the job's staged and temporary files "
+            f"({' '.join(reasons)}); pass --temp_location gs://<bucket>/tmp."
         )
 
 

@@ -348,10 +348,18 @@ def _exit_and_error(args, monkeypatch, capsys) -> tuple[int, str]:
         ),
         (
             ["--temp_location", "/tmp/beam", *PROJECT_REGION],
-            "--temp_location: Dataflow needs a gs:// folder for the job's staged and "
-            "temporary files (Invalid GCS path (/tmp/beam), given for the option: "
-            "temp_location. Missing GCS path option: staging_location.); pass "
+            "--temp_location '/tmp/beam' is not a Cloud Storage folder Dataflow can use for "
+            "the job's staged and temporary files (Invalid GCS path (/tmp/beam), given for "
+            "the option: temp_location. Missing GCS path option: staging_location.); pass "
             "--temp_location gs://<bucket>/tmp.",
+        ),
+        (  # a gs:// path whose bucket name is too short: it said a gs:// folder was needed
+            ["--temp_location", "gs://b/tmp", *PROJECT_REGION],
+            "--temp_location 'gs://b/tmp' is not a Cloud Storage folder Dataflow can use for "
+            "the job's staged and temporary files (Invalid GCS bucket (gs://b/tmp), given for "
+            "the option: temp_location. See https://developers.google.com/storage/docs/"
+            "bucketnaming for more details. Missing GCS path option: staging_location.); "
+            "pass --temp_location gs://<bucket>/tmp.",
         ),
         (
             ["--temp_location", "gs://my-bucket/tmp"],
