@@ -690,7 +690,7 @@ def test_a_memory_budget_keeps_the_vectors_of_the_panels_with_the_largest_spread
 def test_the_node_vectors_held_fit_the_memory_budget(method, monkeypatch):
     # The budget counted a kept panel of an edge rule as its own nodes alone, its
     # edge shared with a neighbour; the panels kept (the largest spreads) are
-    # scattered, each holding both edges: 133 vectors where 64 fit.
+    # scattered, each holding both edges: 352-392 vectors where 256 fit.
     values = int(np.prod(SHAPE))
     sums, vector = 16 * values, 4 * values  # a path's two float64 sums; one float32 vector
     room = 128  # vectors per path, above `least_path_bytes` for each rule
