@@ -358,11 +358,10 @@ def _path_bytes(values: int) -> tuple[int, int]:
 def _round_vectors(rule: rules.PanelRule) -> int:
     """Node vectors one round of refinement adds to a path, at the most: it splits
     at most `_MAX_SPLITS_PER_ROUND` panels, into at most 2 * _MAX_SPLITS_PER_ROUND + 1
-    parts in all (`Adaptive._choose`), each part `own` new nodes past its shared
-    edge, and each panel split, if folded, has its nodes evaluated again (`own`
+    parts in all (`Adaptive._choose`), each part `own_nodes` new nodes past its shared
+    edge, and each panel split, if folded, has its nodes evaluated again (`own_nodes`
     of them beyond the edges its parts share)."""
-    own = len(rule.nodes) - int(rule.edge_nodes)
-    return (3 * _MAX_SPLITS_PER_ROUND + 1) * own
+    return (3 * _MAX_SPLITS_PER_ROUND + 1) * rule.own_nodes
 
 
 def least_path_bytes(method: str, shape: Sequence[int]) -> int:
@@ -404,8 +403,7 @@ class Adaptive:
         n, shape = paths.count, paths.shape
         self.attributions = np.zeros((n, *shape), dtype=np.float64)
         self.spreads = np.zeros((n, *shape), dtype=np.float64)
-        shared = int(self.rule.edge_nodes)
-        own = len(self.rule.nodes) - shared
+        shared, own = int(self.rule.edge_nodes), self.rule.own_nodes
         # The budget holds the sums, the active panels' vectors and one round's new
         # ones (`least_path_bytes`: what the rows of a call are chunked by). Adjacent
         # panels share their edge nodes: as many as `fit` panels in a row.
@@ -439,8 +437,7 @@ class Adaptive:
         # comes on top of the vectors kept, so holds a round's new ones less the
         # two kept for it (`_round_vectors`).
         first = self.active_panels + _MAX_SPLITS_PER_ROUND
-        own = len(self.rule.nodes) - int(self.rule.edge_nodes)
-        later = max(1, (_round_vectors(self.rule) - 2) // own)
+        later = max(1, (_round_vectors(self.rule) - 2) // self.rule.own_nodes)
         starts = [0, *range(first, len(spans), later)]
         lead: list[float] = []
         for i, j in zip(starts, [*starts[1:], len(spans)], strict=True):

@@ -377,6 +377,12 @@ class PanelRule:
     least_kappa: float = 0.0
     halves: bool = False
 
+    @property
+    def own_nodes(self) -> int:
+        """Nodes of a panel in a row of panels that it shares with no neighbour: all
+        but one edge node where the edges are nodes."""
+        return len(self.nodes) - int(self.edge_nodes)
+
 
 def _on_two_halves(t: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The rule (t, w) on both halves of [0, 1], a shared middle node merged."""
