@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -148,6 +149,18 @@ def ctrl_c_as_at_a_terminal() -> None:
     into KeyboardInterrupt as at a terminal, even when the tests run as a background job
     of a shell without job control (whose children start with SIGINT ignored)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def file_size_limit(limit: int):
+    """A `preexec_fn`: in the child, files may grow to `limit` bytes (RLIMIT_FSIZE, as
+    `ulimit -f` sets), then a write fails with EFBIG (SIGXFSZ ignored, the process not
+    killed), as on a full disk or quota: the real write path, failing."""
+
+    def set_limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return set_limit
 
 
 def has_loaded(pid: int, library: str) -> bool:

@@ -5,9 +5,7 @@ import io
 import json
 import os
 import re
-import resource
 import shutil
-import signal
 import subprocess
 import sys
 import warnings
@@ -20,7 +18,7 @@ from PIL import Image
 
 from pipeline import run
 from pipeline.report import build_report
-from tests.conftest import SIZE, cli_args, write_image
+from tests.conftest import SIZE, cli_args, file_size_limit, write_image
 from transforms.config import ESTIMATE_MARGIN
 from transforms.sinks import read_manifest
 
@@ -1001,27 +999,16 @@ def test_resume_says_which_rows_are_of_images_no_longer_in_the_folder(
     ]
 
 
-def _file_size_limit(limit: int):
-    """In the child: files may grow to `limit` bytes, then a write fails with EFBIG
-    (SIGXFSZ ignored), as on a full disk or quota: the real write path, failing."""
-
-    def set_limit() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    return set_limit
-
-
 def _job_with_file_size_limit(flags: list[str], limit: int):
     """`python -m pipeline FLAGS` in a process whose files may grow to `limit` bytes
-    (`_file_size_limit`): the finished process and its `error:` lines."""
+    (`file_size_limit`): the finished process and its `error:` lines."""
     done = subprocess.run(
         [sys.executable, "-m", "pipeline", *flags],
         cwd=Path(__file__).resolve().parents[1],
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
         capture_output=True,
         text=True,
-        preexec_fn=_file_size_limit(limit),
+        preexec_fn=file_size_limit(limit),
         timeout=300,
     )
     return done, [line for line in done.stderr.splitlines() if line.startswith("error:")]

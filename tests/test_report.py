@@ -10,10 +10,8 @@ import json
 import math
 import os
 import re
-import resource
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import warnings
@@ -35,6 +33,7 @@ from tests.conftest import (
     WNID_CAT,
     WNID_SHARK,
     cli_args,
+    file_size_limit,
     run_to_a_closed_stdout,
     write_image,
 )
@@ -1376,11 +1375,6 @@ def _report_in_a_process_limited_to(limit: int, *args: str) -> subprocess.Comple
     """`python -m pipeline.report ARGS` in a process whose files may not grow past
     `limit` bytes (RLIMIT_FSIZE, as `ulimit -f` sets): a write past it fails with
     EFBIG, as on a full disk or quota, midway through the page."""
-
-    def limit_file_size() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, not the process killed
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
     root = Path(__file__).resolve().parents[1]
     return subprocess.run(
         [sys.executable, "-m", "pipeline.report", *args],
@@ -1389,7 +1383,7 @@ def _report_in_a_process_limited_to(limit: int, *args: str) -> subprocess.Comple
         capture_output=True,
         text=True,
         timeout=300,
-        preexec_fn=limit_file_size,
+        preexec_fn=file_size_limit(limit),
     )
 
 

@@ -2,7 +2,6 @@
 
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -20,6 +19,7 @@ from tests.conftest import (
     SIZE,
     cli_args,
     ctrl_c_as_at_a_terminal,
+    file_size_limit,
     has_loaded,
     run_to_a_closed_stdout,
     write_image,
@@ -537,12 +537,7 @@ def test_a_check_cut_short_while_written_leaves_the_earlier_files_whole(
     folder = tmp_path / "out" / "sanity"
     earlier = {p.name: p.read_bytes() for p in folder.iterdir()}
     root = str(Path(__file__).resolve().parents[1])
-
-    def limit_file_size() -> None:  # EFBIG past half the picture, as on a full disk
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        half = len(earlier["sanity.png"]) // 2
-        resource.setrlimit(resource.RLIMIT_FSIZE, (half, half))
-
+    half = len(earlier["sanity.png"]) // 2  # EFBIG past half the picture, as on a full disk
     check = subprocess.run(
         [sys.executable, "-m", "pipeline.sanity", "--input", output, "--images", "2"]
         + ["--stages", "logits", "--seed", "1"],
@@ -551,7 +546,7 @@ def test_a_check_cut_short_while_written_leaves_the_earlier_files_whole(
         capture_output=True,
         text=True,
         timeout=300,
-        preexec_fn=limit_file_size,
+        preexec_fn=file_size_limit(half),
     )
     assert check.returncode == 2, check.stderr[-3000:]
     assert "Traceback" not in check.stderr
