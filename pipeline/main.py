@@ -355,6 +355,7 @@ def _prepare_output(output: str, overwrite: bool) -> None:
     if existing and not overwrite:
         raise ConfigError(f"--output {output!r} already holds a run; pass --overwrite.")
     if existing:
+        _check_own_files(output, existing, "--overwrite")  # again, under the lock
         _mark_replacing(output)
         FileSystems.delete(existing)
         _drop_empty_run_folders(output)
@@ -573,6 +574,7 @@ def _resume_state(job: AuditJob) -> tuple[frozenset[str], str, tuple[dict[str, A
         )
         said = "; ".join(mismatches.values())
         raise ConfigError(f"--resume: the earlier run in {output!r} differs in {said}. {fix}")
+    _check_own_files(output, _earlier_run(output), "--resume")  # again, under the lock
     done = _done_ids(output)
     _check_id_scheme(previous, done, output)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")
@@ -983,9 +985,10 @@ def _check_output_free(audit: AuditOptions) -> None:
     _check_local_writable(audit.output)
     _check_not_inside_a_run(audit.output)
     output_lock.check_free(audit.output)  # a live run holds it, whatever the flags
-    if audit.resume:
-        return
     existing = _earlier_run(audit.output)
+    if audit.resume:
+        _check_own_files(audit.output, existing, "--resume")
+        return
     if not existing:
         return
     _check_a_run(audit.output, existing)
@@ -994,17 +997,49 @@ def _check_output_free(audit: AuditOptions) -> None:
             f"--output {audit.output!r} already holds a run ({_top_names(audit.output, existing)}). "
             "Pass --overwrite to replace it, --resume to continue it, or choose another folder."
         )
-    _check_dataset_kept(audit.output, audit.dataset)
+    _check_dataset_kept(audit.output, audit.dataset)  # the more precise message first
+    _check_own_files(audit.output, existing, "--overwrite")
+
+
+def _inside(output: str, paths: list[str]) -> list[str]:
+    """`paths` relative to `output`, with "/": `results/part-00000-of-00001.parquet`."""
+    if output.startswith(_REMOTE_SCHEMES):
+        prefix = output.rstrip("/") + "/"
+        return [p[len(prefix) :] for p in paths if p.startswith(prefix)]
+    # Beam lists a relative folder's files relative, an absolute one's absolute
+    return [os.path.relpath(p, output).replace(os.sep, "/") for p in paths]
 
 
 def _top_names(output: str, paths: list[str]) -> str:
     """The entries of `output` that `paths` lie in: `results, manifest.json`."""
-    if output.startswith(_REMOTE_SCHEMES):
-        prefix = output.rstrip("/") + "/"
-        inside = [p[len(prefix) :] for p in paths if p.startswith(prefix)]
-    else:  # Beam lists a relative folder's files relative, an absolute one's absolute
-        inside = [os.path.relpath(p, output) for p in paths]
-    return ", ".join(sorted({p.split("/")[0] for p in inside}))
+    return ", ".join(sorted({p.split("/")[0] for p in _inside(output, paths)}))
+
+
+# The files a run writes in its run folders, by folder: Beam's shards, a resume's
+# and its salvaged checkpoints (all `part-...parquet`), the sanity check's two files
+# and the partial files a write cut short leaves (`write_json`, `files.write_whole`).
+_OWN_FILES = {
+    "results": re.compile(r"part-[^/]*\.parquet"),
+    "errors": re.compile(r"part-[^/]*\.parquet"),
+    "sanity": re.compile(r"\.?sanity\.(png|json)(\.tmp|\.[0-9a-f]{32}\.partial)?"),
+}
+
+
+def _check_own_files(output: str, existing: list[str], flag: str) -> None:
+    """--overwrite deletes a run's folders, --resume its errors/ and sanity/, and its
+    rows join results/: other files there (a results/ linked to a folder of the user's)
+    would be deleted or mixed with the run's, so the run is refused, naming them."""
+    foreign = []
+    for path in _inside(output, existing):
+        folder, _, name = path.partition("/")
+        if folder in _OWN_FILES and not _OWN_FILES[folder].fullmatch(name):
+            foreign.append(path)
+    if foreign:
+        raise ConfigError(
+            f"--output {output!r} holds files this job did not write in its run folders: "
+            f"{', '.join(sorted(foreign))}; {flag} would delete or mix them with the run's. "
+            "Move them out, or choose another folder."
+        )
 
 
 def _check_a_run(output: str, existing: list[str]) -> None:

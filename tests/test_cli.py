@@ -1850,6 +1850,41 @@ def test_overwrite_never_deletes_a_dataset_a_runs_linked_results_folder_holds(
     assert (photos / "a.png").is_file()
 
 
+def test_overwrite_and_resume_never_delete_other_files_in_a_runs_folders(
+    image_folder, linear_keras, tmp_path, capsys
+):
+    # A run whose results/ was moved to a bigger disk and linked back, to a folder
+    # that holds other files too: --overwrite deleted them with the run's rows.
+    run_dir = tmp_path / "run"
+    flags = cli_args(dataset=image_folder["root"], model=linear_keras, output=run_dir, steps=2)
+    assert main(flags) == 0
+    disk = tmp_path / "disk"
+    shutil.move(run_dir / "results", disk)
+    os.symlink(disk, run_dir / "results")
+    (disk / "notes.txt").write_text("mine")
+    (disk / "2025").mkdir()
+    (disk / "2025" / "part-00000-of-00001.parquet").write_bytes(b"an older table of mine")
+    (run_dir / "sanity").mkdir()
+    (run_dir / "sanity" / "todo.md").write_text("mine")
+    before = _tree(disk), _tree(run_dir)
+    capsys.readouterr()
+    for again in ("--overwrite", "--resume"):
+        assert main([*flags, again]) == 2
+        (line,) = _error_lines(capsys.readouterr().err)
+        assert line == (
+            f"error: --output '{run_dir}' holds files this job did not write in its run "
+            "folders: results/2025/part-00000-of-00001.parquet, results/notes.txt, "
+            f"sanity/todo.md; {again} would delete or mix them with the run's. Move them "
+            "out, or choose another folder."
+        )
+        assert (_tree(disk), _tree(run_dir)) == before  # nothing deleted
+    # Moved out, the same --overwrite replaces the run.
+    for name in ("notes.txt", "2025"):
+        shutil.move(disk / name, tmp_path / name)
+    (run_dir / "sanity" / "todo.md").unlink()
+    assert main([*flags, "--overwrite"]) == 0
+
+
 def test_errors_by_stage_count_one_cause_over_many_files_once(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
