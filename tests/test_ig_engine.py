@@ -790,15 +790,15 @@ def test_rows_beyond_the_memory_budget_are_attributed_in_chunks_with_the_same_re
     integrand = ig.integrand_from_gradients(kinks_fn)
     paths = engine.Paths(integrand, x, np.zeros((5, 1, *SHAPE), np.float32), [0] * 5, [2] * 5, 8)
     chunks = ig.api._row_chunks(settings, paths, 5)
-    assert [(c.start, c.stop) for c in chunks] == [(0, 2), (2, 4), (4, 5)]
-    # Chunks of even sizes: 7 rows where 3 fit are 3, 2 and 2, not 3, 3 and 1.
+    assert [(c.start, c.stop) for c in chunks] == [(0, 2), (2, 3), (3, 5)]
+    # Chunks of even sizes: 7 rows where 3 fit are 2, 3 and 2, not 3, 3 and 1.
     seven = np.concatenate([x, x[:2]])
     paths = engine.Paths(
         integrand, seven, np.zeros((7, 1, *SHAPE), np.float32), [0] * 7, [2] * 7, 8
     )
     three = dataclasses.replace(settings, memory_budget=3 * two_rows // 2 + 1)
     chunks = ig.api._row_chunks(three, paths, 7)
-    assert [(c.start, c.stop) for c in chunks] == [(0, 3), (3, 5), (5, 7)]
+    assert [(c.start, c.stop) for c in chunks] == [(0, 2), (2, 5), (5, 7)]
     # A row holds a path per baseline: with two baselines, one row per chunk.
     bases = np.zeros((5, 2, *SHAPE), np.float32)
     paths = engine.Paths(integrand, x, bases, [0] * 5, [2] * 5, 8)

@@ -15,6 +15,7 @@ from transforms.ig.engine import (
     Adaptive,
     Fixed,
     Paths,
+    even_parts,
     least_path_bytes,
     relative_delta,
 )
@@ -463,13 +464,9 @@ def _row_chunks(settings: IGSettings, paths: Paths, rows: int) -> list[slice]:
     engine (one chunk at the defaults); rows are independent, so chunking
     changes no result."""
     per_row = paths.num_baselines * least_path_bytes(settings.method, paths.shape)
-    size = max(1, settings.memory_budget // per_row)
     # As few chunks as fit, of even sizes: not a last chunk of a row or two, whose
     # calls would be short.
-    count = -(-rows // size)
-    small, larger = divmod(rows, count) if count else (0, 0)
-    bounds = np.cumsum([0] + [small + 1] * larger + [small] * (count - larger))
-    return [slice(int(a), int(b)) for a, b in zip(bounds, bounds[1:], strict=False)]
+    return even_parts(rows, max(1, settings.memory_budget // per_row))
 
 
 def _concat(parts: list[IGResult]) -> IGResult:
