@@ -1214,6 +1214,38 @@ def test_the_reason_of_a_tensorflow_error_is_its_telling_line():
     with pytest.raises(ValueError) as caught:
         fails(tf.zeros([2]))
     assert error_reason(caught.value) == "ValueError: my own reason"
+    # Keras's header over a layer's reason, in bold, nested in a model's call.
+    keras_error = ValueError(
+        "Exception encountered when calling Sequential.call().\n\n\x1b[1mException "
+        "encountered when calling Dense.call().\n\n\x1b[1mwrong axis\x1b[0m\n\nArguments "
+        "received by Dense.call():\n  • inputs=tf.Tensor(shape=(2, 5))\x1b[0m\n\nArguments "
+        "received by Sequential.call():\n  • inputs=tf.Tensor(shape=(2, 5))"
+    )
+    assert error_reason(keras_error) == "Dense: wrong axis"
+    assert error_reason(ValueError("Exception encountered when calling X.call().")) == (
+        "Exception encountered when calling X.call()."  # no reason under it: the header
+    )
+
+
+def test_a_keras_layer_that_fails_is_named_with_its_own_reason(image_folder, tmp_path, capsys):
+    # A model that declares any input size but was built for 16 pixels: Keras wraps
+    # the layer's reason in a header, and the error line said only the header,
+    # "Exception encountered when calling Reshape.call().", not what went wrong.
+    import keras
+
+    inputs = keras.Input((None, None, 3))
+    hidden = keras.layers.Conv2D(2, 3)(inputs)
+    outputs = keras.layers.Dense(3)(keras.layers.Reshape((14 * 14 * 2,))(hidden))
+    keras.Model(inputs, outputs).save(str(tmp_path / "sized.keras"))
+    flags = _flags(image_folder, str(tmp_path / "sized.keras"), tmp_path / "out")
+    assert main([*flags, "--image_size", "20"]) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line == (
+        f"error: --model '{tmp_path / 'sized.keras'}' fails on a batch of 2 images "
+        "[2, 20, 20, 3]: Reshape: The total size of the tensor must be unchanged. "
+        "Received: input_shape=(18, 18, 2), target_shape=(392,)"
+    ), line
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_keras_input_batch_size_is_a_hint_not_a_limit(image_folder, tmp_path):

@@ -13,10 +13,39 @@ def error_reason(error: BaseException) -> str:
     """The line of an exception's message that says what went wrong: its first,
     unless that is a header ("in user code:", "Graph execution error:"); then the
     last `SomeError: ...` line under it (the error raised inside a tf.function),
-    else its last line that is not a location or a node reference."""
-    lines = [line.strip() for line in str(error).strip().splitlines()]
+    else its last line that is not a location or a node reference. Under Keras's
+    header of a layer that failed ("Exception encountered when calling Dense.call()."),
+    the layer's own reason, named by the innermost layer: "Dense: ..."."""
+    lines = [line.strip() for line in _ANSI.sub("", str(error)).strip().splitlines()]
+    layer, inner = _keras_layer_reason(lines)
+    if layer and any(inner):
+        return f"{layer}: {_reason(inner, lines[0])}"
+    return _reason(lines, type(error).__name__)
+
+
+# Keras 3's header and tf_keras's ('layer "dense" (type Dense).'), and the bold
+# (ANSI) Keras 3 prints the reason in.
+_KERAS_CALL = re.compile(r"Exception encountered when calling (.+?)\.")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _keras_layer_reason(lines: list[str]) -> tuple[str | None, list[str]]:
+    """The innermost layer under Keras's nested headers, and the lines of its reason
+    (up to "Arguments received by ..."); (None, lines) without a header."""
+    layer = None
+    while lines and (header := _KERAS_CALL.fullmatch(lines[0])):
+        layer = header.group(1).removesuffix(".call()")
+        lines = lines[1:]
+        while lines and not lines[0]:
+            lines = lines[1:]
+    cut = next((i for i, line in enumerate(lines) if line.startswith("Arguments received")), None)
+    return layer, lines[:cut]
+
+
+def _reason(lines: list[str], fallback: str) -> str:
+    """The telling line of a message's `lines` (see `error_reason`), else `fallback`."""
     if not lines or not lines[0].endswith(":"):
-        return lines[0] if lines else type(error).__name__
+        return lines[0] if lines else fallback
     raised = [line for line in lines[1:] if _RAISED.match(line)]
     if raised:
         return raised[-1]
