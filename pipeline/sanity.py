@@ -318,7 +318,8 @@ def _figure(
     frame: pd.DataFrame, pictures: np.ndarray, maps: list[np.ndarray], titles: list[str]
 ) -> Figure:
     """Per row of `frame` (`_rows`) its image (float [H, W, 3] in [0, 1]), captioned with
-    its file and target (an image's targets are rows alike), and its |maps| per column."""
+    its file and target (an image's targets are rows alike), and its maps per column:
+    |channel sum|, scaled as the other figures' masks (`plots.attribution_mask`)."""
     rows, cols = len(pictures), len(maps) + 1
     fig = Figure(figsize=(1.6 * cols, 1.6 * rows + 0.2))
     FigureCanvasAgg(fig)
@@ -328,9 +329,10 @@ def _figure(
         caption = f"{frame.file_name.iloc[r]}\n→ {frame.target_name.iloc[r]}"
         axes[r, 0].set_title(caption, fontsize=6)
         for c, stage in enumerate(maps, start=1):
-            heat = np.abs(pixel_scores(stage[r]))
-            top = np.nanpercentile(heat, 99) if np.isfinite(heat).any() else 1.0
-            axes[r, c].imshow(np.clip(heat / (top or 1.0), 0, 1), cmap="inferno", vmin=0, vmax=1)
+            scores = pixel_scores(stage[r])  # the map the check compares
+            # NaN left blank (no value), where the mask would draw it at the top.
+            heat = np.where(np.isnan(scores), np.nan, plots.attribution_mask(scores))
+            axes[r, c].imshow(heat, cmap="inferno", vmin=0, vmax=1)
     for c, title in enumerate(titles, start=1):
         axes[0, c].set_title(title, fontsize=7)
     for ax in axes.ravel():

@@ -56,6 +56,38 @@ def test_attribution_mask_is_the_seeds_abs_channel_sum():
         plots.attribution_mask(np.zeros((2, 2, 2, 2)))
 
 
+def _padded(content: np.ndarray, side: int) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """`content` [h, w, ...] centred in a side x side map of zeros, as a non-square
+    image's padding is on the black baseline; and where the content is in it."""
+    top, left = (side - content.shape[0]) // 2, (side - content.shape[1]) // 2
+    box = slice(top, top + content.shape[0]), slice(left, left + content.shape[1])
+    padded = np.zeros((side, side, *content.shape[2:]), content.dtype)
+    padded[box] = content
+    return padded, box
+
+
+@pytest.mark.parametrize("height", [8, 2, 1])  # a panorama, a 2-pixel bar, a line
+def test_a_maps_scale_is_its_images_not_its_padding(height):
+    """The padding of a wide image (0 on the black baseline) is left out of the 99th
+    percentile: counted, its zeros lowered the percentile, and a 1:8 panorama's map had
+    8 % of its pixels at the top of the scale, a 2-pixel bar's three quarters."""
+    rng = np.random.default_rng(0)
+    content = rng.normal(size=(height, 64, 3)).astype(np.float32)
+    padded, box = _padded(content, 64)
+    np.testing.assert_array_equal(
+        plots.attribution_mask(padded)[box], plots.attribution_mask(content)
+    )
+    pixel, _ = _padded(content.sum(axis=-1), 64)
+    np.testing.assert_array_equal(
+        plots.attribution_mask(pixel)[box], plots.attribution_mask(content.sum(axis=-1))
+    )
+    limits = [
+        {ax.get_images()[0].get_clim() for ax in plots.channel_figure(a).axes[:3]}
+        for a in (padded, content)
+    ]
+    assert limits[0] == limits[1]
+
+
 def test_seed_figure_panels_draw_the_right_arrays():
     image = np.full((2, 2, 3), 255, np.uint8)
     baseline = np.zeros((2, 2, 3), np.float32)

@@ -24,7 +24,7 @@ from tests.conftest import (
     run_to_a_closed_stdout,
     write_image,
 )
-from transforms import results
+from transforms import plots, results
 from transforms.config import AttributionConfig
 from transforms.sinks import write_json
 from transforms.tf_model import model_reference
@@ -455,6 +455,31 @@ def test_the_figure_names_each_rows_image_and_target(tmp_path):
         ["cat.png\n→ class 8", "", ""],
     ]
     np.testing.assert_array_equal(figure.axes[3].get_images()[0].get_array(), pixels / 255.0)
+
+
+def test_the_figure_scales_a_wide_images_map_over_the_image_not_its_padding(tmp_path):
+    """A 1:8 image on the black baseline: its padding (0 in every map) is left out of the
+    99th percentile that scales each map, as in the other figures (`plots.attribution_mask`
+    of |the channel sum|, the map the check compares): counted, it put 8 % of the
+    image's pixels at the top of the scale."""
+    from tests.conftest import write_image
+    from tests.known_rows import make_row, write_output
+
+    write_image(tmp_path / "images" / "wide.png", np.full((2, SIZE, 3), 200, np.uint8))
+    rows = [[make_row("wide.png", None, 7, 0.6, 0.0, target=7)]]
+    output = write_output(tmp_path / "out", rows, dataset=str(tmp_path / "images"))
+    frame, pictures = sanity._rows(output, results.read_manifest(output), 1)
+    maps = np.zeros((1, SIZE, SIZE, 3), np.float32)
+    maps[0, 7:9] = np.random.default_rng(0).normal(size=(2, SIZE, 3))
+    figure = sanity._figure(frame, pictures / 255.0, [maps], ["intact"])
+    drawn = figure.axes[1].get_images()[0].get_array()
+    expected = plots.attribution_mask(maps[0, 7:9].sum(-1))
+    np.testing.assert_allclose(drawn[7:9], expected, rtol=1e-6)
+    assert not drawn[:7].any() and not drawn[9:].any()
+    maps[0, 8, 3] = np.nan  # a NaN map value stays blank, not the top of the scale
+    figure = sanity._figure(frame, pictures / 255.0, [maps], ["intact"])
+    drawn = figure.axes[1].get_images()[0].get_array()
+    assert drawn.mask[8, 3] and drawn.mask.sum() == 1
 
 
 @pytest.mark.parametrize(

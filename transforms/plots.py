@@ -11,7 +11,8 @@ Two lines to any image's heat map, photo and overlay:
     audit_figure("output/sample", "chelsea.png").savefig("chelsea_ig.png")
 
 Heat maps show the seed notebook's attribution mask, sum_c |a[h, w, c]|, scaled
-by its 99th percentile (a few extreme pixels would otherwise wash the map out): a
+by its 99th percentile over the image, padding left out (a few extreme pixels would
+otherwise wash the map out): a
 magnitude, evidence for and against the class alike, and titled so; `channel_figure`
 draws the signed maps.
 """
@@ -83,6 +84,19 @@ def figure_png(figure: Figure, dpi: int = 100) -> bytes:
     return buffer.getvalue()
 
 
+def _scaled_part(values: np.ndarray) -> np.ndarray:
+    """The part of a map, [H, W] or [H, W, C], whose percentile scales it: the map
+    without the rows and columns at its edges that are 0 throughout (the padding of a
+    non-square image on the black baseline, where x = x'). Counted, the padding's zeros
+    lower the percentile: a 1:8 panorama's map had 8 % of its pixels at the top of
+    the scale, not 1 %. The whole map where it is 0 everywhere."""
+    held = values != 0 if values.ndim == 2 else np.any(values != 0, axis=-1)
+    rows, cols = np.flatnonzero(held.any(axis=1)), np.flatnonzero(held.any(axis=0))
+    if not rows.size:
+        return values
+    return values[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
 def attribution_mask(
     attributions: np.ndarray, clip_percentile: float = _CLIP_PERCENTILE
 ) -> np.ndarray:
@@ -90,7 +104,8 @@ def attribution_mask(
 
     Args:
       attributions: [H, W, C] (`full`) or [H, W] (`pixel`, already the channel sum).
-      clip_percentile: values above this percentile of the mask map to 1.
+      clip_percentile: values above this percentile of the mask (over the image,
+        its padding left out: `_scaled_part`) map to 1.
 
     Returns:
       float32 [H, W] in [0, 1]: sum over channels of |attributions| (|pixel sum|
@@ -105,7 +120,7 @@ def attribution_mask(
         raise ValueError(f"expected attributions [H, W, C] or [H, W], got {list(values.shape)}")
     bad = ~np.isfinite(mask)
     mask = np.where(bad, 0.0, mask)
-    top = float(np.percentile(mask, clip_percentile)) if mask.size else 0.0
+    top = float(np.percentile(_scaled_part(mask), clip_percentile)) if mask.size else 0.0
     if not top > 0:
         top = float(mask.max(initial=0.0)) or 1.0
     return np.where(bad, 1.0, np.clip(mask / top, 0.0, 1.0)).astype(np.float32)
@@ -245,7 +260,8 @@ def channel_figure(
     Args:
       attributions: [H, W, C] (`--attributions full`), or [H, W] (`pixel`: one map,
         the channel sum). Red is positive (evidence for the target), blue negative;
-        the scale is +-the 99th percentile of |a|.
+        the scale is +-the 99th percentile of |a| (over the image, its padding left
+        out, as in `attribution_mask`).
     """
     with np.errstate(over="ignore"):  # inf stays inf
         values = np.asarray(attributions, dtype=np.float32)
@@ -255,7 +271,8 @@ def channel_figure(
         raise ValueError(
             f"signed maps need [H, W, C] or [H, W] attributions, got {list(values.shape)}."
         )
-    finite = np.abs(values[np.isfinite(values)])
+    scaled = _scaled_part(values)
+    finite = np.abs(scaled[np.isfinite(scaled)])
     limit = (float(np.percentile(finite, _CLIP_PERCENTILE)) if finite.size else 0.0) or 1.0
     broken = _not_finite_note(values, "inf at the ends of the scale, NaN blank")
     title = "\n".join(t for t in (title, broken) if t) or None
