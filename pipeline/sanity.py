@@ -318,15 +318,18 @@ def _figure(
     frame: pd.DataFrame, pictures: np.ndarray, maps: list[np.ndarray], titles: list[str]
 ) -> Figure:
     """Per row of `frame` (`_rows`) its image (float [H, W, 3] in [0, 1]), captioned with
-    its file and target (an image's targets are rows alike), and its maps per column:
-    |channel sum|, scaled as the other figures' masks (`plots.attribution_mask`)."""
+    its file and target (an image's targets are rows alike; long names cut to fit the
+    panel), and its maps per column: |channel sum|, scaled as the other figures' masks
+    (`plots.attribution_mask`). Laid out when drawn (`plots.figure_png`, which keeps a
+    glyph the font lacks off stderr)."""
     rows, cols = len(pictures), len(maps) + 1
-    fig = Figure(figsize=(1.6 * cols, 1.6 * rows + 0.2))
+    fig = Figure(figsize=(1.6 * cols, 1.6 * rows + 0.2), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False)
     for r in range(rows):
         axes[r, 0].imshow(pictures[r])
-        caption = f"{frame.file_name.iloc[r]}\n→ {frame.target_name.iloc[r]}"
+        name, target = frame.file_name.iloc[r], frame.target_name.iloc[r]
+        caption = f"{plots.shortened(name)}\n→ {plots.shortened(target)}"
         axes[r, 0].set_title(caption, fontsize=6)
         for c, stage in enumerate(maps, start=1):
             scores = pixel_scores(stage[r])  # the map the check compares
@@ -337,7 +340,6 @@ def _figure(
         axes[0, c].set_title(title, fontsize=7)
     for ax in axes.ravel():
         ax.set_axis_off()
-    fig.tight_layout()
     return fig
 
 

@@ -482,6 +482,34 @@ def test_the_figure_scales_a_wide_images_map_over_the_image_not_its_padding(tmp_
     assert drawn.mask[8, 3] and drawn.mask.sum() == 1
 
 
+def test_the_figure_cuts_long_names_and_keeps_missing_glyphs_off_stderr(tmp_path):
+    """A class name of 100 characters ran past the figure's left edge and over the next
+    column's heading; a name in a script the font lacks (CJK) put a UserWarning per
+    character on stderr (the check's own, not `plots.figure_png`'s filter)."""
+    import warnings
+
+    from tests.conftest import write_image
+    from tests.known_rows import known_attributions, make_row, write_output
+
+    long_name = "a class name " + "that goes on " * 7 + "and on"
+    write_image(tmp_path / "images" / "cat.png", np.full((SIZE, SIZE, 3), 90, np.uint8))
+    rows = [[make_row("cat.png", None, 7, 0.6, 0.0, target=t, seed=t) for t in (7, 8)]]
+    rows[0][0]["target_name"], rows[0][1]["target_name"] = long_name, "右下の象限"
+    output = write_output(tmp_path / "out", rows, dataset=str(tmp_path / "images"))
+    frame, pictures = sanity._rows(output, results.read_manifest(output), 2)
+    maps = np.stack([known_attributions(7), known_attributions(8)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        figure = sanity._figure(frame, pictures / 255.0, [maps], ["intact"])
+        plots.figure_png(figure)
+    assert not [w for w in caught if "Glyph" in str(w.message)]
+    caption, heading = figure.axes[0].title, figure.axes[1].title
+    assert caption.get_text() == "cat.png\n→ a class name that goes on t…"
+    width = figure.bbox.width
+    box, next_box = caption.get_window_extent(), heading.get_window_extent()
+    assert 0 <= box.x0 and box.x1 <= width and box.x1 < next_box.x0
+
+
 @pytest.mark.parametrize(
     "signum, status, said",
     [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "stopped by SIGTERM")],

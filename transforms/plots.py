@@ -49,6 +49,7 @@ __all__ = [
     "log_bins",
     "path_figure",
     "row_title",
+    "shortened",
 ]
 
 #: Panels `attribution_figure` can draw, in the seed's order.
@@ -592,6 +593,12 @@ def _fmt(value: Any) -> str:
     return "-" if results.is_missing(value) else f"{float(value):.3f}"
 
 
+def shortened(text: str, width: int = 28) -> str:
+    """`text` cut to `width` characters, its last an ellipsis where it was cut (a caption's
+    class or file name, which would otherwise run past its panel)."""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def row_title(row: Any, width: int = 28, *, by_id: bool = False) -> tuple[str, bool]:
     """A short caption of a row and whether it is a misclassification.
 
@@ -601,8 +608,7 @@ def row_title(row: Any, width: int = 28, *, by_id: bool = False) -> tuple[str, b
     """
 
     def cut(text: Any) -> str:
-        text = "-" if results.is_missing(text) else str(text)
-        return text if len(text) <= width else text[: width - 1] + "…"
+        return shortened("-" if results.is_missing(text) else str(text), width)
 
     name = cut(row["file_name"])
     if by_id:
