@@ -52,6 +52,12 @@ def test_attribution_mask_is_the_seeds_abs_channel_sum():
         "of the scale, NaN blank"
     )
     assert plots.attribution_figure(A, title="t").get_suptitle() == "t"
+    # A map 0 everywhere (the image is its baseline, or no gradient on the path) drew
+    # a plain black mask, which a reader could not tell from a dark one.
+    zero = "every value of this map is 0 (the image equals its baseline, or the score has "
+    zero += "no gradient along the path)"
+    assert plots.attribution_figure(np.zeros((2, 2, 3)), title="t").get_suptitle() == f"t\n{zero}"
+    assert plots.channel_figure(np.zeros((2, 2))).get_suptitle() == zero
     with pytest.raises(ValueError, match="expected attributions"):
         plots.attribution_mask(np.zeros((2, 2, 2, 2)))
 
@@ -285,6 +291,23 @@ def test_grid_figure_names_images_that_share_a_file_name_by_their_ids(tmp_path):
     figure = plots.grid_figure(results.read_results(output, with_arrays=True))
     names = [ax.get_title().split("\n")[0] for ax in figure.axes if ax.get_title()]
     assert names == ["a/x.png", "…th_a_rather_long_name/x.png", "y.png"]
+
+
+def test_grid_figure_says_when_a_map_is_0_everywhere_or_not_finite(tmp_path):
+    # The gallery drew inf/NaN at the top of the scale and a 0 map as plain black,
+    # where the single-row figures say so.
+    rows = [make_row(f"{name}.png", None, 5, 0.5, 0.0, seed=i) for i, name in enumerate("abc")]
+    rows[1]["attributions"] = np.zeros_like(rows[1]["attributions"])
+    rows[2]["attributions"] = rows[2]["attributions"].copy()
+    rows[2]["attributions"][0, 0, :2] = [np.inf, np.nan]
+    output = write_output(tmp_path / "out", [rows], dataset=str(tmp_path))
+    figure = plots.grid_figure(results.read_results(output, with_arrays=True))
+    titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
+    assert [t.splitlines()[2] if t.count("\n") == 2 else "" for t in titles] == [
+        "",
+        "(map 0 everywhere)",
+        "(2 values not finite: drawn at the top)",
+    ], titles
 
 
 def test_grid_figure_says_when_it_shows_photos_without_maps(folder_run, tmp_path):

@@ -127,15 +127,32 @@ def attribution_mask(
     return np.where(bad, 1.0, np.clip(mask / top, 0.0, 1.0)).astype(np.float32)
 
 
-def _not_finite_note(attributions: np.ndarray, drawn: str) -> str | None:
-    """What a figure says of a map holding inf or NaN; `drawn`: how it drew them."""
-    bad = int(np.size(attributions) - np.isfinite(attributions).sum())
-    if not bad:
-        return None
-    return (
-        f"{wording.count(bad, 'value')} of this map not finite (inf/NaN, e.g. a float16 "
-        f"overflow): {drawn}"
-    )
+def _not_finite(attributions: np.ndarray) -> int:
+    """How many values of a map are inf or NaN."""
+    return int(np.size(attributions) - np.isfinite(attributions).sum())
+
+
+def _is_zero(attributions: np.ndarray) -> bool:
+    """Whether every value of a map is 0: drawn, it is a plain black mask, which a
+    reader cannot tell from a dark one."""
+    return bool(np.size(attributions)) and not np.any(attributions)
+
+
+def _map_note(attributions: np.ndarray, drawn: str) -> str | None:
+    """What a figure says of a map holding inf or NaN (`drawn`: how it drew them), or
+    of a map 0 everywhere; None for any other map."""
+    bad = _not_finite(attributions)
+    if bad:
+        return (
+            f"{wording.count(bad, 'value')} of this map not finite (inf/NaN, e.g. a float16 "
+            f"overflow): {drawn}"
+        )
+    if _is_zero(attributions):
+        return (
+            "every value of this map is 0 (the image equals its baseline, or the score has "
+            "no gradient along the path)"
+        )
+    return None
 
 
 def _as_display(image: np.ndarray) -> np.ndarray:
@@ -221,7 +238,7 @@ def attribution_figure(
       panel_size: inches per panel; `columns`: panels per row (default all in one row).
     """
     mask = attribution_mask(attributions)
-    broken = _not_finite_note(attributions, "drawn at the top of the mask")
+    broken = _map_note(attributions, "drawn at the top of the mask")
     note = "\n".join(t for t in (note, broken) if t) or None
     columns = columns or len(panels)
     rows = math.ceil(len(panels) / columns)
@@ -275,7 +292,7 @@ def channel_figure(
     scaled = _scaled_part(values)
     finite = np.abs(scaled[np.isfinite(scaled)])
     limit = (float(np.percentile(finite, _CLIP_PERCENTILE)) if finite.size else 0.0) or 1.0
-    broken = _not_finite_note(values, "inf at the ends of the scale, NaN blank")
+    broken = _map_note(values, "inf at the ends of the scale, NaN blank")
     title = "\n".join(t for t in (title, broken) if t) or None
     channels = values.shape[-1]
     names = list(channel_names)
@@ -658,9 +675,10 @@ def grid_figure(
     for ax, (_, row) in zip(axes, rows.iterrows(), strict=False):
         image = images.get(row["image_id"])
         try:
-            mask = attribution_mask(results.attributions_of(row))
+            stored = results.attributions_of(row)
+            mask = attribution_mask(stored)
         except ValueError:
-            mask = None
+            stored = mask = None
         if mask is None:
             if image is None:
                 _blank(ax, "no attributions stored")
@@ -673,12 +691,23 @@ def grid_figure(
         caption, wrong = row_title(row, by_id=row["file_name"] in shared)
         if mask is None and image is not None:  # the photo alone: say there is no map
             caption += "\n(no attributions stored)"
+        caption += _grid_note(stored)
         ax.set_title(caption, fontsize=7, color=_WRONG if wrong else "black")
     for ax in axes[len(rows) :]:
         ax.set_axis_off()
     if title:
         figure.suptitle(title, fontsize=10)
     return figure
+
+
+def _grid_note(stored: np.ndarray | None) -> str:
+    """A gallery caption's last line on a map drawn not as it is (`_map_note`, short)."""
+    if stored is None:
+        return ""
+    bad = _not_finite(stored)
+    if bad:
+        return f"\n({wording.count(bad, 'value')} not finite: drawn at the top)"
+    return "\n(map 0 everywhere)" if _is_zero(stored) else ""
 
 
 #: What `audit_figure` draws of a row.
