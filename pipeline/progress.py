@@ -67,6 +67,10 @@ def progress_line(
         running += f": {work.get('gradient', 0):,} gradient evaluations"
         running += f" and {forward:,} forward passes so far" if forward else " so far"
     rate = _rate(done - skipped, elapsed)
+    if total is not None and done > total:  # files added to --dataset after the launch listed it
+        text = progress_line(done, None, elapsed, work, skipped)
+        more = f" ({done - total} more than the {total} listed at launch)"
+        return text.replace(f" {count(done, 'image')}", f" {count(done, 'image')}{more}", 1)
     if done == 0:
         of = f"/{total}" if total is not None else ""
         return f"progress: 0{of} images yet, {_duration(elapsed)} elapsed (first batch {running})"

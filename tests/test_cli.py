@@ -1666,6 +1666,10 @@ def test_progress_lines_say_done_total_rate_and_eta():
         "and 8 forward passes so far)"
     )
     assert progress_line(8, 8, 26.4, {"gradient": 9}) == progress_line(8, 8, 26.4)  # done
+    # Files added to --dataset after the launch listed it: '10/8 images (125%), done in'.
+    assert progress_line(10, 8, 20.0) == (
+        "progress: 10 images (2 more than the 8 listed at launch), 0.50 images/s, 20 s elapsed"
+    )
 
 
 def test_a_resumed_runs_rate_and_eta_count_only_the_images_it_processed(caplog):
