@@ -8,6 +8,7 @@ import logging
 import numbers
 import os
 import re
+import shlex
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -546,7 +547,8 @@ def check_flags(argv: Sequence[str]) -> list[str]:
     server may take flags of its own, only likely misspellings of known flags are.
 
     Raises:
-      ConfigError: an unknown flag, a stray argument or a value of the wrong type.
+      ConfigError: an unknown flag, a stray argument, a `--` (argparse ends the
+        flags there) or a value of the wrong type.
       TypeError: argv is one string, or holds an item that is not a string, a
         path or a number.
     """
@@ -555,9 +557,9 @@ def check_flags(argv: Sequence[str]) -> list[str]:
     known, unknown = parser.parse_known_args(argv)
     runner = str(getattr(known, "runner", None) or "").rsplit(".", 1)[-1].lower()
     passed_flag = False  # the previous argument was an unknown flag passed on
-    for arg in unknown:
+    for i, arg in enumerate(unknown):
         if arg == "--":
-            break
+            raise ConfigError(_end_of_flags_message(unknown[i + 1 :]))
         if not arg.startswith("-"):
             if passed_flag:
                 passed_flag = False
@@ -573,6 +575,13 @@ def check_flags(argv: Sequence[str]) -> list[str]:
             continue
         raise ConfigError(message)
     return argv
+
+
+def _end_of_flags_message(rest: Sequence[str]) -> str:
+    """A '--' in argv: argparse ends the flags there, and Beam dropped what followed
+    it (`-- --steps 8` ran with the default --steps)."""
+    said = f"{shlex.join(rest)} after it would be ignored" if rest else "nothing follows it here"
+    return f"'--' ends the flags: {said}; drop the '--'."
 
 
 def overridden_flags(command: Sequence[str]) -> list[str]:

@@ -106,6 +106,13 @@ def _flags(image_folder, model, output, *extra):
             "error: --baseline 'black,blur,black' lists black twice; give each baseline once, "
             "e.g. --baseline black,blur.",
         ),
+        # Everything after a '--' was dropped: the run went on with --steps 4.
+        (
+            ["--", "--steps", "8", "--seed", "1"],
+            "error: '--' ends the flags: --steps 8 --seed 1 after it would be ignored; drop "
+            "the '--'.",
+        ),
+        (["--"], "error: '--' ends the flags: nothing follows it here; drop the '--'."),
     ],
 )
 def test_bad_flags_exit_2_with_one_error_line_before_any_work(
