@@ -1309,26 +1309,53 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _flag_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the flags as given, before the page is built; None: nothing."""
+    for flag in ("examples", "gallery", "classes"):
+        if getattr(args, flag) < 0:
+            return f"--{flag} must be >= 0, got {getattr(args, flag)}."
+    root = args.image_root
+    if root is not None and not files.is_remote(root) and not os.path.isdir(root):
+        # Else every picture of the page was a note that its image was not found.
+        return (
+            f"--image_root {root!r} is not a folder; pass the folder the run's "
+            "images are in now (or leave it out to use the run's --dataset)."
+        )
+    return _output_problem(args.output)
+
+
+def _output_problem(output: str | None) -> str | None:
+    """An --output that names a folder, not the page's file: one ending in '/' was
+    written as a file of the folder's name, and an existing folder (or '', the
+    current one) failed once the page was built, naming a hidden temporary file."""
+    if output == "":
+        return (
+            "--output is empty; pass the HTML file to write, or leave --output out to "
+            "write report.html in the --input folder."
+        )
+    if output is None:
+        return None
+    if output.endswith("/"):
+        why = "ends in '/', a folder's name"
+    elif not files.is_remote(output) and os.path.isdir(output):
+        why = "is a folder"
+    else:
+        return None
+    example = files.join(output.rstrip("/") or "/", REPORT_FILE)
+    return f"--output {output!r} {why}; pass the HTML file to write, e.g. --output {example}."
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit code (2 for a bad --input or an --output
     that cannot be written, 1 for a gs:// --input whose storage cannot be reached)."""
     args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    problem = _flag_problem(args)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     if args.output is None:
         args.output = files.join(args.input, REPORT_FILE)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for flag in ("examples", "gallery", "classes"):
-        if getattr(args, flag) < 0:
-            print(f"error: --{flag} must be >= 0, got {getattr(args, flag)}.", file=sys.stderr)
-            return 2
-    root = args.image_root
-    if root is not None and not files.is_remote(root) and not os.path.isdir(root):
-        # Else every picture of the page was a note that its image was not found.
-        print(
-            f"error: --image_root {root!r} is not a folder; pass the folder the run's "
-            "images are in now (or leave it out to use the run's --dataset).",
-            file=sys.stderr,
-        )
-        return 2
     try:
         page = build_report(
             args.input,

@@ -374,11 +374,40 @@ def test_an_image_root_that_is_no_folder_is_refused(tmp_path, capsys, folder_run
 
 def test_a_report_that_cannot_be_written_says_where_and_why(tmp_path, capsys, folder_run):
     output = folder_run["output"]
-    for target in (output, str(Path(output, "manifest.json", "report.html"))):
-        assert main(["--input", output, "--output", target]) == 2
-        (line,) = capsys.readouterr().err.splitlines()  # one line, no traceback
-        assert line.startswith(f"error: cannot write the report to --output {target!r} (")
+    target = str(Path(output, "manifest.json", "report.html"))  # its parent is a file
+    assert main(["--input", output, "--output", target]) == 2
+    (line,) = capsys.readouterr().err.splitlines()  # one line, no traceback
+    assert line.startswith(f"error: cannot write the report to --output {target!r} (")
     assert Path(output, "manifest.json").is_file()
+
+
+@pytest.mark.parametrize("kind", ["a folder", "a name ending in /", "empty"])
+def test_an_output_that_is_no_html_file_is_refused_naming_the_fix(
+    kind, tmp_path, capsys, folder_run
+):
+    # A trailing '/' wrote the page as a file named like the folder ('pages'); a
+    # folder, or '' (the current folder), failed after the page was built with an
+    # error naming a hidden '.partial' file.
+    pages = tmp_path / "pages"
+    target = {"a folder": str(pages), "a name ending in /": f"{pages}/", "empty": ""}[kind]
+    if kind == "a folder":
+        pages.mkdir()
+    assert main(["--input", folder_run["output"], "--output", target]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    fix = f"pass the HTML file to write, e.g. --output {pages / 'report.html'}."
+    assert (
+        line
+        == {
+            "a folder": f"error: --output {target!r} is a folder; {fix}",
+            "a name ending in /": f"error: --output {target!r} ends in '/', a folder's name; {fix}",
+            "empty": "error: --output is empty; pass the HTML file to write, or leave --output "
+            "out to write report.html in the --input folder.",
+        }[kind]
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["images", "out", *(["pages"] if kind == "a folder" else [])]
+    )
+    assert kind != "a folder" or not any(pages.iterdir())
 
 
 # The contract's newer columns, as the job writes them (transforms/schema.py may not
