@@ -1462,8 +1462,9 @@ def _check_labels_in_model(
 
 
 def _check_runner(options: PipelineOptions) -> None:
-    """--runner names a Beam runner, and --direct_num_workers is >= 0: checked before
-    --output is touched (an --overwrite deleted the earlier run, then failed)."""
+    """--runner names a Beam runner, --direct_num_workers is >= 0, and no flag asks another
+    runner for a Dataflow job that is built, not run: checked before --output is
+    touched (an --overwrite deleted the earlier run, then failed)."""
     from apache_beam.runners.runner import create_runner  # noqa: PLC0415
 
     runner = options.view_as(StandardOptions).runner
@@ -1480,6 +1481,25 @@ def _check_runner(options: PipelineOptions) -> None:
         raise ConfigError(
             f"--direct_num_workers must be >= 0 (0: one per CPU core), got {workers}."
         )
+    if not _is_dataflow(options):
+        _check_no_dataflow_build(options)
+
+
+def _check_no_dataflow_build(options: PipelineOptions) -> None:
+    """--dry_run and --template_location make the DataflowRunner build the job and run
+    nothing; other runners ignore them, and a user checking a job offline got a run."""
+    for flag, value in (
+        ("--dry_run", options.view_as(TestOptions).dry_run),
+        ("--template_location", options.view_as(GoogleCloudOptions).template_location),
+    ):
+        if value:  # the DataflowRunner's test: any non-empty value
+            runner = options.view_as(StandardOptions).runner
+            name = runner if isinstance(runner, str) else type(runner).__name__
+            raise ConfigError(
+                f"{flag} {value!r} builds a Dataflow job without running it, and the "
+                f"{name} ignores it: it would run the whole job. Pass --runner "
+                f"DataflowRunner (and its flags), or drop {flag}."
+            )
 
 
 def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:

@@ -126,6 +126,25 @@ def test_bad_flags_exit_2_with_one_error_line_before_any_work(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    "flag, value",
+    [("--dry_run", "True"), ("--template_location", "gs://b/templates/audit")],
+)
+def test_a_dataflow_flag_that_runs_nothing_exits_2_on_another_runner(
+    flag, value, image_folder, linear_keras, tmp_path, capsys
+):
+    # The DirectRunner ignored them: a user checking the job offline got a whole run.
+    code = main(_flags(image_folder, linear_keras, tmp_path / "out", f"{flag}={value}"))
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert code == 2
+    assert line == (
+        f"error: {flag} {value!r} builds a Dataflow job without running it, and the "
+        "DirectRunner ignores it: it would run the whole job. Pass --runner DataflowRunner "
+        f"(and its flags), or drop {flag}."
+    )
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("dataset", ["folder", "sample"])
 def test_a_label_offset_that_shifts_imagenet_labels_exits_2(
     dataset, image_folder, linear_keras, tmp_path, capsys
