@@ -1551,13 +1551,26 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     )
 
 
+# Optional path flags given empty (an unset "$NAMES"): what to do instead. An empty
+# --class_names was taken for none, silently; an empty --data_dir was the current folder.
+_EMPTY_PATH_FIXES = {
+    "class_names": "pass a file of class names, or leave --class_names out (names: "
+    "ImageNet's for 1000-class models, the TFDS dataset's own, else class indices).",
+    "data_dir": "pass a TFDS data folder, or leave --data_dir out (TFDS's own).",
+}
+
+
 def _check_plain_values(audit: AuditOptions) -> None:
-    """--output given, --image_size in range: checks that read no other flag."""
+    """--output given, optional paths not empty, --image_size in range: checks that
+    read no other flag."""
     if not audit.output:
         raise ConfigError(
             "--output is required: the folder for results/, errors/ and manifest.json, "
             "e.g. --output ./output/mine."
         )
+    for flag, fix in _EMPTY_PATH_FIXES.items():
+        if getattr(audit, flag) == "":
+            raise ConfigError(f"--{flag} is empty; {fix}")
     if audit.image_size is not None and not 8 <= audit.image_size <= _MAX_IMAGE_SIZE:
         raise ConfigError(
             f"--image_size must be between 8 and {_MAX_IMAGE_SIZE}, got {audit.image_size}."

@@ -113,6 +113,19 @@ def _flags(image_folder, model, output, *extra):
             "the '--'.",
         ),
         (["--"], "error: '--' ends the flags: nothing follows it here; drop the '--'."),
+        # An empty path (an unset "$NAMES") was taken for none: no names, silently; an
+        # empty --data_dir was the current folder, and the fix said `--data_dir ` with no path.
+        (
+            ["--class_names", ""],
+            "error: --class_names is empty; pass a file of class names, or leave --class_names "
+            "out (names: ImageNet's for 1000-class models, the TFDS dataset's own, else "
+            "class indices).",
+        ),
+        (
+            ["--data_dir=", "--dataset", "mnist"],
+            "error: --data_dir is empty; pass a TFDS data folder, or leave --data_dir out "
+            "(TFDS's own).",
+        ),
     ],
 )
 def test_bad_flags_exit_2_with_one_error_line_before_any_work(
