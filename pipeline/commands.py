@@ -173,7 +173,8 @@ class CommandParser(argparse.ArgumentParser):
         unknown = re.match(r"unrecognized arguments: (--[^\s=]+)", message)
         if unknown:
             flags = [o for a in self._actions for o in a.option_strings]
-            close = difflib.get_close_matches(unknown[1], flags, n=1, cutoff=0.6)
+            # Flags are lower-case: --GALLERY is --gallery in capitals.
+            close = difflib.get_close_matches(unknown[1].lower(), flags, n=1, cutoff=0.6)
             message = f"unknown flag {unknown[1]}" + (
                 f"; did you mean {close[0]}?" if close else ""
             )

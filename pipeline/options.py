@@ -494,13 +494,14 @@ def _unknown_flag_message(arg: str, parser: argparse.ArgumentParser) -> str:
         )
     project = [f"--{a.dest}" for a in _project_actions()]
     known = [o for a in parser._actions for o in a.option_strings]
+    typed = name.lower()  # flags are lower-case: --STEPS is --steps in capitals
     # A flag cut short (--tol) means a project flag it begins, not the closest
     # spelling (--top_k).
-    prefixed = [flag for flag in project if len(name) > 3 and flag.startswith(name)]
+    prefixed = [flag for flag in project if len(typed) > 3 and flag.startswith(typed)]
     match = (
-        difflib.get_close_matches(name, prefixed, n=1, cutoff=0)
-        or difflib.get_close_matches(name, project, n=1, cutoff=0.6)
-        or difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        difflib.get_close_matches(typed, prefixed, n=1, cutoff=0)
+        or difflib.get_close_matches(typed, project, n=1, cutoff=0.6)
+        or difflib.get_close_matches(typed, known, n=1, cutoff=0.75)
     )
     hint = f"did you mean {match[0]}?" if match else "python -m pipeline --help lists the flags."
     return f"unknown flag {name}; {hint}"

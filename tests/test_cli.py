@@ -61,6 +61,9 @@ def _flags(image_folder, model, output, *extra):
         (["--stpes", "32"], "error: unknown flag --stpes; did you mean --steps?"),
         (["--tol", "0.1"], "error: unknown flag --tol; did you mean --tolerance?"),
         (["--runer=DirectRunner"], "error: unknown flag --runer; did you mean --runner?"),
+        # Flags are lower-case: one typed in capitals got no suggestion at all.
+        (["--STEPS", "8"], "error: unknown flag --STEPS; did you mean --steps?"),
+        (["--DATA_DIR=x"], "error: unknown flag --DATA_DIR; did you mean --data_dir?"),
         (["--overwrite", "yes"], "error: unexpected argument 'yes'"),
         (["--steps", "many"], "error: argument --steps: invalid int value: 'many'"),
         (["--batch_size", "0"], "error: --batch_size must be between 1 and 1024, got 0"),

@@ -27,6 +27,9 @@ _REPO = Path(__file__).resolve().parents[1]
         (report, ["--output", "r.html", "--out", "x.html"], "error: unknown flag --out; did you"),
         (sanity, ["--images", "two"], "error: argument --images: invalid int"),
         (sanity, ["--imag", "2"], "error: unknown flag --imag; did you mean --images?"),
+        # Flags are lower-case: one typed in capitals got no suggestion at all.
+        (report, ["--GALLERY", "3"], "error: unknown flag --GALLERY; did you mean --gallery?"),
+        (sanity, ["--Images", "2"], "error: unknown flag --Images; did you mean --images?"),
     ],
 )
 def test_flag_errors_are_one_error_line_as_the_jobs_are(command, args, expected, tmp_path, capsys):
