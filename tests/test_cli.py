@@ -416,6 +416,16 @@ def test_cheap_failures_come_before_any_model_load(tmp_path):
     assert _error_lines(err) == [
         f"error: --model '{tmp_path / 'missing.keras'}': no such .keras file."
     ]
+    # A .keras file named with a trailing '/': it was "no such file or folder".
+    (tmp_path / "m.keras").write_bytes(b"not read")
+    code, err, loaded = _tensorflow_imported_after(
+        ["--output", str(tmp_path / "a"), "--model", f"{tmp_path / 'm.keras'}/"]
+    )
+    assert code == 2 and not loaded
+    assert _error_lines(err) == [
+        f"error: --model '{tmp_path / 'm.keras'}/' ends in '/', a folder's name, but "
+        f"'{tmp_path / 'm.keras'}' is a file: drop the '/'."
+    ]
     # An --output holding a run: refused before the bundled model is loaded (or converted).
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "manifest.json").write_text('{"model": {}, "config": {}}')

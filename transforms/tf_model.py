@@ -123,6 +123,12 @@ class ModelReference:
             if self.kind == "saved_model" and os.path.isfile(self.location):
                 raise ValueError(_not_a_folder(self.reference, self.location))
             return
+        bare = self.location.rstrip("/")
+        if bare != self.location and os.path.isfile(bare):  # "does not exist" would mislead
+            raise ValueError(
+                f"--model {self.reference!r} ends in '/', a folder's name, but {bare!r} is a "
+                "file: drop the '/'."
+            )
         if self.kind == "keras":
             raise ValueError(f"--model {self.reference!r}: no such .keras file.")
         raise ValueError(
