@@ -142,11 +142,34 @@ def stage_layers(layers: Sequence[str], stages: int | Sequence[str]) -> list[lis
         # Spread from the last cut, all layers, so that one stage is the whole model.
         cuts = sorted({int(c) for c in np.round(np.geomspace(len(layers), 1, stages))})
     else:
-        unknown = [s for s in stages if s not in layers]
-        if unknown:
-            raise ValueError(f"--stages {unknown} are not layers with weights: {list(layers)}.")
+        _check_stage_names(layers, stages)
         cuts = sorted(layers.index(s) + 1 for s in stages)
     return [list(layers[:cut]) for cut in cuts]
+
+
+def _check_stage_names(layers: Sequence[str], stages: Sequence[str]) -> None:
+    """--stages names each layer with weights once: an empty name (a stray comma) or a
+    name given twice is refused, as is a name of no such layer (listing the model's)."""
+    twice = [s for i, s in enumerate(stages) if s in stages[:i]]
+    said = None
+    if "" in stages:
+        said = f"--stages {','.join(stages)!r} has an empty name"
+    elif twice:
+        said = f"--stages {','.join(stages)!r} names {twice[0]!r} twice"
+    if said:
+        example = ",".join(layers[:2])
+        raise ValueError(
+            f"{said}; name each layer with weights once, separated by commas, e.g. "
+            f"--stages {example}."
+        )
+    unknown = [s for s in stages if s not in layers]
+    if unknown:
+        listed = ", ".join(repr(s) for s in unknown)
+        are = "is not a layer" if len(unknown) == 1 else "are not layers"
+        raise ValueError(
+            f"--stages {listed} {are} with weights; the model's, from the output down: "
+            f"{', '.join(layers)}."
+        )
 
 
 def _attribute(

@@ -57,8 +57,24 @@ def test_stage_layers_cascade_from_the_top():
     plan = sanity.stage_layers(layers, 3)
     assert [p[-1] for p in plan] == ["l0", "l2", "l9"] and plan[-1] == layers
     assert sanity.stage_layers(layers, ["l4", "l0"]) == [["l0"], layers[:5]]
-    with pytest.raises(ValueError, match="'nope'"):
-        sanity.stage_layers(layers, ["nope"])
+    with pytest.raises(ValueError) as caught:
+        sanity.stage_layers(layers[:2], ["nope", "l0", "gone"])
+    assert str(caught.value) == (
+        "--stages 'nope', 'gone' are not layers with weights; the model's, from the "
+        "output down: l0, l1."
+    )
+    # An empty name (a stray comma) or a name given twice: the message showed a
+    # Python list ("--stages [''] are not layers ...") or the stage ran twice.
+    for stages, said in (
+        ([""], "--stages '' has an empty name"),
+        (["l4", "", "l0"], "--stages 'l4,,l0' has an empty name"),
+        (["l4", "l0", "l4"], "--stages 'l4,l0,l4' names 'l4' twice"),
+    ):
+        with pytest.raises(ValueError) as caught:
+            sanity.stage_layers(layers, stages)
+        assert str(caught.value) == (
+            f"{said}; name each layer with weights once, separated by commas, e.g. --stages l0,l1."
+        )
     with pytest.raises(ValueError, match=r"--stages must be >= 1, got 0\."):
         sanity.stage_layers(layers, 0)  # a plan of no stage, no verdict
 
