@@ -536,6 +536,20 @@ def test_a_dry_run_refuses_output_flags_the_real_launch_refuses(flags, error, mo
     assert status == 2 and err.startswith(f"error: {error}") and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize("value", ["False", "false", "0", "no", "off"])
+def test_a_dry_run_flag_that_reads_false_is_refused(value, monkeypatch, capsys):
+    # Beam takes any value of --dry_run for true: '--dry_run=False' built the job and
+    # submitted nothing, where the user asked for a real run.
+    args = [a for a in GCP if not a.startswith("--dry_run")] + ["--sdk_container_image", IMAGE]
+    args += ["--output", "gs://my-bucket/out", f"--dry_run={value}"]
+    status, err = _exit_and_error(args, monkeypatch, capsys)
+    assert status == 2 and err.count("\n") == 1, err
+    assert err == (
+        f"error: --dry_run {value!r} is a dry run all the same (Beam takes any value for "
+        "true): drop --dry_run to run the job, or pass --dry_run=True to build it only.\n"
+    )
+
+
 @pytest.mark.parametrize(
     "flag, value, extra",
     [
