@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the job from the command line; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "-h" in argv or "--help" in argv:
-        from pipeline.options import help_text  # noqa: PLC0415 - no TensorFlow for --help
+        from pipeline.flags import help_text  # noqa: PLC0415 - no Beam, no TensorFlow
 
         to_stdout(lambda: print(help_text(_prog())))
         return 0

@@ -362,6 +362,17 @@ def test_help_lists_every_project_flag_with_defaults():
     assert not done.stderr.strip()  # no TensorFlow banner for --help
 
 
+def test_help_loads_neither_beam_nor_tensorflow():
+    # Beam alone took a second to import: the flags' text needs neither.
+    code = (
+        "import sys; from pipeline.__main__ import main; main(['--help']); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'apache_beam', 'tensorflow'}))"
+    )
+    done = _python(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
+
+
 def test_help_says_what_each_choice_of_a_flag_does():
     # The values DESIGN.md explains are explained where users look first, not only listed.
     from pipeline.options import help_text

@@ -17,7 +17,7 @@ from apache_beam.ml.inference.base import ModelHandler
 
 from transforms import quiet
 from transforms.batch import ImageOutcome, attribute_batch
-from transforms.config import AttributionConfig
+from transforms.config import DEFAULT_BATCH_SIZE, AttributionConfig
 from transforms.errors import error_reason
 from transforms.preprocess import ERRORS_TAG, NAMESPACE, ImageExample, Preprocess, error_record
 from transforms.tf_model import Classifier, ModelHandoff, ModelSpec
@@ -33,8 +33,6 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger(__name__)
-#: Images per RunInference batch (--batch_size) unless told otherwise.
-DEFAULT_BATCH_SIZE = 8
 
 
 class _Progress:

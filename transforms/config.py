@@ -25,9 +25,11 @@ __all__ = [
     "ATTRIBUTION_DTYPES",
     "ATTRIBUTION_MODES",
     "BASELINES",
+    "DEFAULT_BATCH_SIZE",
     "DEFAULT_MAX_STEPS",
     "ESTIMATE_MARGIN",
     "FAITHFULNESS_MODES",
+    "MAX_BATCH_SIZE",
     "MAX_MAX_STEPS",
     "MAX_STEPS",
     "SCORES",
@@ -58,6 +60,9 @@ ESTIMATE_MARGIN = 1.25
 # --steps 1000000000 fails at once instead of running for hours.
 MAX_STEPS = 4096
 MAX_MAX_STEPS = 16384
+#: Images per RunInference batch (--batch_size) unless told otherwise, and its bound.
+DEFAULT_BATCH_SIZE = 8
+MAX_BATCH_SIZE = 1024
 
 
 class ConfigError(ValueError):

@@ -1,0 +1,291 @@
+"""The project's flags, their defaults and `--help`: no Beam, no TensorFlow.
+
+`pipeline.options` declares them to Beam (`AuditOptions`) and validates their
+values; `python -m pipeline --help` needs only this module, so it prints at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from transforms.config import (
+    ATTRIBUTION_DTYPES,
+    ATTRIBUTION_MODES,
+    BASELINES,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_STEPS,
+    ESTIMATE_MARGIN,
+    FAITHFULNESS_MODES,
+    MAX_BATCH_SIZE,
+    MAX_MAX_STEPS,
+    MAX_STEPS,
+    SCORES,
+    TARGETS,
+    AttributionConfig,
+)
+from transforms.datasource import SAMPLE
+from transforms.ig import METHODS
+
+__all__ = ["DEFAULT_SPLIT", "add_flags", "help_text"]
+
+_DEFAULTS = AttributionConfig()
+#: --split when not given (TFDS datasets only).
+DEFAULT_SPLIT = "test"
+
+# What each choice of a flag does, for --help (the choices are transforms.config's).
+_BASELINE_MEANINGS = {
+    "black": "the range's low end",
+    "white": "its high end",
+    "grey": "its middle",
+    "blur": "the image blurred",
+    "noise": "uniform, --seed",
+}
+_TARGET_MEANINGS = {
+    "predicted": "top-1",
+    "label": "the dataset's; unlabelled images become errors",
+    "top_k": "one row per each of the --top_k classes",
+}
+_SCORE_MEANINGS = {
+    "raw": "the model's output, a logit for most models",
+    "softmax": "the class probability",
+}
+_ATTRIBUTION_MEANINGS = {
+    "full": "H x W x C",
+    "pixel": "H x W, the channel sum",
+    "none": "metadata only",
+}
+
+
+def _one_of(names: Sequence[str], meanings: dict[str, str]) -> str:
+    """'a (what a does), b (...) or c (...)'."""
+    said = [f"{n} ({meanings[n]})" if n in meanings else n for n in names]
+    return f"{', '.join(said[:-1])} or {said[-1]}" if len(said) > 1 else said[0]
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """Declares the project's flags on `parser` (Beam's `_add_argparse_args` hook calls it)."""
+    for group in (_data_flags, _ig_flags, _model_flags, _output_flags):
+        group(parser.add_argument)
+
+
+def _data_flags(add: Callable[..., Any]) -> None:
+    """Where the images and the model come from, and where results go."""
+    add(
+        "--dataset",
+        default=SAMPLE,
+        help="TFDS name (imagenet_a; with a config: cifar10_corrupted/brightness_1), an image "
+        "folder (local or gs://), or 'sample'.",
+    )
+    add("--split", default=DEFAULT_SPLIT, help="TFDS split spec, e.g. 'test' or 'test[:2%%]'.")
+    add("--data_dir", default=None, help="TFDS data folder (default: TFDS's own).")
+    add(
+        "--no_download",
+        action="store_true",
+        help="Fail instead of downloading a TFDS dataset that is not prepared.",
+    )
+    add(
+        "--model",
+        default="efficientnet_lite0",
+        help="efficientnet_lite0 (bundled), inception_v1, a TF Hub handle, a SavedModel "
+        "folder or a .keras file.",
+    )
+    add("--output", default=None, help="Output folder, local or gs:// (required).")
+    add(
+        "--overwrite",
+        action="store_true",
+        help="Replace the results of an earlier run in --output instead of refusing.",
+    )
+    add(
+        "--resume",
+        action="store_true",
+        help="Continue an earlier run with the same flags in --output: images whose rows "
+        "are there already are skipped; the others (errors included) are processed.",
+    )
+
+
+def _ig_flags(add: Callable[..., Any]) -> None:
+    """How each map is computed: the rule, targets, scores and tolerances."""
+    add(
+        "--steps",
+        type=int,
+        default=_DEFAULTS.steps,
+        help="Points on the path: gradient evaluations per image, target and baseline "
+        "(with a --tolerance, the initial ones; refinement adds more). With --tolerance 0, "
+        f"use 64 or more. At most {MAX_STEPS}.",
+    )
+    add("--method", default=_DEFAULTS.method, help=f"One of {', '.join(METHODS)}.")
+    add(
+        "--baseline",
+        default=",".join(_DEFAULTS.baselines),
+        help=f"The path's start: {_one_of(BASELINES, _BASELINE_MEANINGS)}; several, "
+        "comma-separated, are averaged.",
+    )
+    add(
+        "--target",
+        default=_DEFAULTS.target,
+        help=f"The class attributed: {_one_of(TARGETS, _TARGET_MEANINGS)}.",
+    )
+    add(
+        "--score",
+        default=_DEFAULTS.score,
+        help=f"F: {_one_of(SCORES, _SCORE_MEANINGS)}.",
+    )
+    add(
+        "--top_k",
+        type=int,
+        default=None,
+        help=f"Predictions kept per image (default {_DEFAULTS.top_k}, or the model's "
+        "classes if fewer).",
+    )
+    add(
+        "--tolerance",
+        type=float,
+        default=_DEFAULTS.tolerance,
+        help="Bound on each row's per-pixel relative error: its estimate "
+        f"(attribution_error) is held within --tolerance / {ESTIMATE_MARGIN:g}, a margin for "
+        "the estimate's own error; rows above that (or above --completeness_tolerance) "
+        "are refined, then flagged (within_tolerance). A fraction from 0 to 1 (0.02 is 2 %%); "
+        "0 turns refinement off.",
+    )
+    add(
+        "--completeness_tolerance",
+        type=float,
+        default=_DEFAULTS.completeness_tolerance,
+        help="Bound on each row's relative completeness delta (relative_delta) when "
+        "--tolerance > 0: a sum, which cancels per-pixel errors, so it is tighter. A fraction, "
+        "at most 1.",
+    )
+    add(
+        "--max_steps",
+        type=int,
+        default=None,
+        help=f"Cap on gradient evaluations (distinct path points) per baseline when refining, "
+        f"at most {MAX_MAX_STEPS}; default "
+        f"max({DEFAULT_MAX_STEPS}, --steps).",
+    )
+
+
+def _model_flags(add: Callable[..., Any]) -> None:
+    """Model plumbing and batching."""
+    add(
+        "--batch_size",
+        type=int,
+        default=None,
+        help="Images per RunInference batch (full batches; their path points share "
+        f"gradient calls), 1 to {MAX_BATCH_SIZE}; default {DEFAULT_BATCH_SIZE}.",
+    )
+    add(
+        "--path_batch_size",
+        default="auto",
+        help="Path points per gradient call; bounds memory. auto = on CPUs 8 or 16, "
+        "whichever the run's own calls time faster; 32 on GPUs.",
+    )
+    add(
+        "--image_size",
+        type=int,
+        default=None,
+        help="Model input side, 8 to 4096; default from the model's signature, or 224 (with a "
+        "warning) when the signature leaves it open.",
+    )
+    add(
+        "--input_range",
+        default=None,
+        help="Model pixel range 'low,high', e.g. 0,1 or -1,1 (both finite); default 0,1, or "
+        "0,255 for a .keras model whose first layer rescales 8-bit pixels (Rescaling, "
+        "Normalization).",
+    )
+    add(
+        "--label_offset",
+        type=int,
+        default=None,
+        help="Output index of class 0; default 1 for 1001-output models, else 0.",
+    )
+
+
+def _output_flags(add: Callable[..., Any]) -> None:
+    """What is stored, the faithfulness checks and logging."""
+    add(
+        "--attributions",
+        default=_DEFAULTS.attributions,
+        help=f"The map stored per row: {_one_of(ATTRIBUTION_MODES, _ATTRIBUTION_MEANINGS)}.",
+    )
+    add(
+        "--attribution_dtype",
+        default=_DEFAULTS.attribution_dtype,
+        help=f"One of {', '.join(ATTRIBUTION_DTYPES)}: float16 halves the storage; its "
+        "rounding counts in attribution_error.",
+    )
+    add(
+        "--faithfulness",
+        default=_DEFAULTS.faithfulness,
+        help="Per-row deletion and insertion curves of the map and of a random ranking "
+        f"(one of {', '.join(FAITHFULNESS_MODES)}; none turns them off).",
+    )
+    add(
+        "--faithfulness_steps",
+        type=int,
+        default=_DEFAULTS.faithfulness_steps,
+        help="K, steps per deletion or insertion curve, 2 to 1024; each row costs 4 (K - 1) + 2 "
+        "forward passes.",
+    )
+    add(
+        "--seed",
+        type=int,
+        default=_DEFAULTS.seed,
+        help="Seed of the noise baseline and of the faithfulness control's ranking.",
+    )
+    add(
+        "--jit_compile",
+        default="auto",
+        choices=("auto", "on", "off"),
+        help="XLA compilation: auto = on GPUs only.",
+    )
+    add(
+        "--class_names",
+        default=None,
+        help="File of class names for a custom model: one per line, a JSON list, or a "
+        "JSON {index: name} object; as many as the model has classes (outputs minus "
+        "--label_offset). Default: ImageNet's for 1000-class models, the TFDS "
+        "dataset's own, else none.",
+    )
+    add(
+        "--verbose",
+        action="store_true",
+        help="Show TensorFlow's start-up messages and INFO logs of Beam and TensorFlow.",
+    )
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows each flag's default unless it is None or off."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        hidden = action.default is None or action.default is False
+        if not hidden and action.default != argparse.SUPPRESS and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def help_text(prog: str = "python -m pipeline") -> str:
+    """The `--help` text: every project flag with its help and default."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        formatter_class=_HelpFormatter,
+        description="Integrated Gradients audit of an image classifier over a whole dataset, "
+        "written to Parquet (see README.md).",
+        epilog="Beam's own flags pass through, e.g. --runner (default DirectRunner), "
+        "--direct_num_workers,\n--direct_running_mode, --project, --region, --temp_location, "
+        "--setup_file, --sdk_container_image.\nOn Dataflow: --runner DataflowRunner --project "
+        "--region --temp_location gs://..., and\n--setup_file ./setup.py (CPU) or "
+        "--sdk_container_image (the Dockerfile's worker image, GPUs);\nadd --dry_run=True "
+        "--no_auth to build the job offline without submitting it (README.md,\n'Scale: "
+        "Dataflow, GPUs, parallel local runs').\nUnknown or misspelt flags are refused before "
+        "any work. Exit status: 0 done, 1 failed while\nrunning (or no input gave a row), "
+        "2 bad configuration,\n130 interrupted (Ctrl-C; --resume continues), 143 stopped by SIGTERM "
+        "(as by Ctrl-C).\n\nExample: "
+        f"{prog} --dataset sample --model efficientnet_lite0 --output ./output/sample",
+    )
+    add_flags(parser)
+    return parser.format_help()
