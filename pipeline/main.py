@@ -1719,24 +1719,7 @@ def _claim_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
         ) from e
     job = dataclasses.replace(job, lock=lock)
     try:
-        if resume:
-            done, prefix, earlier = _resume_state(job)
-            job = dataclasses.replace(
-                job, done_before=done, results_prefix=prefix, earlier_runs=earlier
-            )
-            _log_resume(job, done)
-        else:
-            _prepare_output(job.output, overwrite)
-        # A manifest from the start: a run that dies leaves status "running".
-        write_json(FileSystems.join(job.output, MANIFEST_FILE), job.manifest_base())
-        if resume:
-            # The earlier run's errors are retried, so their records go; only now, so
-            # that a kill never leaves its "complete" manifest counting missing records.
-            _delete_matching(FileSystems.join(job.output, "errors", "*"))
-        # Then results/ readable with every column, even if the run dies before
-        # Beam's sink finalizes (at its end); after the manifest, so that a kill
-        # between the two never leaves results/ without the manifest of its run.
-        write_schema_file(job.output, results_schema(job.config.attribution_dtype))
+        return _ready_output(job, resume, overwrite)
     except KeyboardInterrupt:
         job.lock.release()
         raise KeyboardInterrupt(
@@ -1754,6 +1737,30 @@ def _claim_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
     except BaseException:
         job.lock.release()
         raise
+
+
+def _ready_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
+    """Readies the locked --output for this run: an earlier run's rows read (resume)
+    or its files removed (`_prepare_output`), then this run's manifest and schema
+    file written; the job with what a resume found."""
+    if resume:
+        done, prefix, earlier = _resume_state(job)
+        job = dataclasses.replace(
+            job, done_before=done, results_prefix=prefix, earlier_runs=earlier
+        )
+        _log_resume(job, done)
+    else:
+        _prepare_output(job.output, overwrite)
+    # A manifest from the start: a run that dies leaves status "running".
+    write_json(FileSystems.join(job.output, MANIFEST_FILE), job.manifest_base())
+    if resume:
+        # The earlier run's errors are retried, so their records go; only now, so
+        # that a kill never leaves its "complete" manifest counting missing records.
+        _delete_matching(FileSystems.join(job.output, "errors", "*"))
+    # Then results/ readable with every column, even if the run dies before
+    # Beam's sink finalizes (at its end); after the manifest, so that a kill
+    # between the two never leaves results/ without the manifest of its run.
+    write_schema_file(job.output, results_schema(job.config.attribution_dtype))
     return job
 
 
