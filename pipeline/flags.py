@@ -19,6 +19,7 @@ from transforms.config import (
     ESTIMATE_MARGIN,
     FAITHFULNESS_MODES,
     MAX_BATCH_SIZE,
+    MAX_FAITHFULNESS_STEPS,
     MAX_MAX_STEPS,
     MAX_STEPS,
     SCORES,
@@ -28,11 +29,25 @@ from transforms.config import (
 from transforms.datasource import SAMPLE
 from transforms.ig import METHODS
 
-__all__ = ["DEFAULT_SPLIT", "add_flags", "help_text"]
+__all__ = [
+    "DEFAULT_SPLIT",
+    "FIXED_RULE_ADVISED_STEPS",
+    "MAX_IMAGE_SIZE",
+    "MIN_IMAGE_SIZE",
+    "add_flags",
+    "help_text",
+]
 
 _DEFAULTS = AttributionConfig()
 #: --split when not given (TFDS datasets only).
 DEFAULT_SPLIT = "test"
+#: Below this many points a fixed rule (--tolerance 0) gets a warning at launch.
+FIXED_RULE_ADVISED_STEPS = 64
+# The bounds of --image_size. The largest: a 4096 x 4096 x 3 float32 image is 192 MiB,
+# and IG holds tens of such vectors per path (a larger side ran out of memory, exit 1,
+# not 2).
+MIN_IMAGE_SIZE = 8
+MAX_IMAGE_SIZE = 4096
 
 # What each choice of a flag does, for --help (the choices are transforms.config's).
 _BASELINE_MEANINGS = {
@@ -113,7 +128,7 @@ def _ig_flags(add: Callable[..., Any]) -> None:
         default=_DEFAULTS.steps,
         help="Points on the path: gradient evaluations per image, target and baseline "
         "(with a --tolerance, the initial ones; refinement adds more). With --tolerance 0, "
-        f"use 64 or more. At most {MAX_STEPS}.",
+        f"use {FIXED_RULE_ADVISED_STEPS} or more. At most {MAX_STEPS}.",
     )
     add("--method", default=_DEFAULTS.method, help=f"One of {', '.join(METHODS)}.")
     add(
@@ -186,8 +201,8 @@ def _model_flags(add: Callable[..., Any]) -> None:
         "--image_size",
         type=int,
         default=None,
-        help="Model input side, 8 to 4096; default from the model's signature, or 224 (with a "
-        "warning) when the signature leaves it open.",
+        help=f"Model input side, {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}; default from the model's "
+        "signature, or 224 (with a warning) when the signature leaves it open.",
     )
     add(
         "--input_range",
@@ -227,8 +242,8 @@ def _output_flags(add: Callable[..., Any]) -> None:
         "--faithfulness_steps",
         type=int,
         default=_DEFAULTS.faithfulness_steps,
-        help="K, steps per deletion or insertion curve, 2 to 1024; each row costs 4 (K - 1) + 2 "
-        "forward passes.",
+        help=f"K, steps per deletion or insertion curve, 2 to {MAX_FAITHFULNESS_STEPS}; each row "
+        "costs 4 (K - 1) + 2 forward passes.",
     )
     add(
         "--seed",

@@ -47,6 +47,7 @@ from apache_beam.options.pipeline_options_validator import PipelineOptionsValida
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from pipeline import logs, output_lock
+from pipeline.flags import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from pipeline.options import (
     DEFAULT_SPLIT,
     AuditOptions,
@@ -99,9 +100,6 @@ __all__ = ["AuditJob", "build_pipeline", "launch", "prepare", "run"]
 _LOG = logging.getLogger(__name__)
 # Names of the Dataflow runner as `--runner` accepts them (lower case).
 _DATAFLOW_RUNNERS = ("dataflowrunner", "dataflow", "testdataflowrunner")
-# The largest --image_size: a 4096 x 4096 x 3 float32 image is 192 MiB, and IG holds
-# tens of such vectors per path (a larger side ran out of memory, exit 1, not 2).
-_MAX_IMAGE_SIZE = 4096
 _REMOTE_SCHEMES = sources.REMOTE_FOLDER_SCHEMES  # what remote workers can read and write
 # The characters of a Cloud Storage bucket's name, starting and ending with a letter or digit.
 _BUCKET_NAME = r"[a-z0-9]([-_.a-z0-9]*[a-z0-9])?"
@@ -1583,9 +1581,10 @@ def _check_plain_values(audit: AuditOptions) -> None:
     for flag, fix in _EMPTY_PATH_FIXES.items():
         if getattr(audit, flag) == "":
             raise ConfigError(f"--{flag} is empty; {fix}")
-    if audit.image_size is not None and not 8 <= audit.image_size <= _MAX_IMAGE_SIZE:
+    if audit.image_size is not None and not MIN_IMAGE_SIZE <= audit.image_size <= MAX_IMAGE_SIZE:
         raise ConfigError(
-            f"--image_size must be between 8 and {_MAX_IMAGE_SIZE}, got {audit.image_size}."
+            f"--image_size must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE}, got "
+            f"{audit.image_size}."
         )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.flags import DEFAULT_SPLIT, add_flags, help_text
+from pipeline.flags import DEFAULT_SPLIT, FIXED_RULE_ADVISED_STEPS, add_flags, help_text
 from transforms.config import (
     DEFAULT_BATCH_SIZE,
     MAX_BATCH_SIZE,
@@ -90,10 +90,6 @@ class AuditOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
         add_flags(parser)
-
-
-#: Below this many points a fixed rule (--tolerance 0) gets a warning at launch.
-FIXED_RULE_ADVISED_STEPS = 64
 
 
 def attribution_config(options: AuditOptions) -> AttributionConfig:

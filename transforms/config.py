@@ -30,6 +30,7 @@ __all__ = [
     "ESTIMATE_MARGIN",
     "FAITHFULNESS_MODES",
     "MAX_BATCH_SIZE",
+    "MAX_FAITHFULNESS_STEPS",
     "MAX_MAX_STEPS",
     "MAX_STEPS",
     "SCORES",
@@ -63,6 +64,8 @@ MAX_MAX_STEPS = 16384
 #: Images per RunInference batch (--batch_size) unless told otherwise, and its bound.
 DEFAULT_BATCH_SIZE = 8
 MAX_BATCH_SIZE = 1024
+#: The most steps per deletion or insertion curve (--faithfulness_steps; at least 2).
+MAX_FAITHFULNESS_STEPS = 1024
 
 
 class ConfigError(ValueError):
@@ -286,9 +289,10 @@ class AttributionConfig:
                 "--completeness_tolerance must be a finite number > 0, got "
                 f"{self.completeness_tolerance}."
             )
-        if not 2 <= self.faithfulness_steps <= 1024:
+        if not 2 <= self.faithfulness_steps <= MAX_FAITHFULNESS_STEPS:
             raise ConfigError(
-                f"--faithfulness_steps must be in [2, 1024], got {self.faithfulness_steps}."
+                f"--faithfulness_steps must be in [2, {MAX_FAITHFULNESS_STEPS}], got "
+                f"{self.faithfulness_steps}."
             )
         if self.path_batch_size is not None and self.path_batch_size < 1:
             raise ConfigError(f"--path_batch_size must be >= 1, got {self.path_batch_size}.")
