@@ -578,8 +578,14 @@ def _median(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
-def print_report(report: dict[str, Any], output: str) -> None:
-    """Prints the stages' medians, the verdict and where the report was written."""
+def print_report(report: dict[str, Any], output: str, asked: int | None = None) -> None:
+    """Prints the stages' medians, the verdict and where the report was written; first,
+    when fewer rows were checked than `asked` (--images), that all were."""
+    if asked is not None and report["images"] < asked:
+        print(
+            f"Checked {count(report['images'], 'row')} of the {asked} asked (--images): all "
+            "the run has whose input image can be re-loaded."
+        )
     for stage in report["stages"]:
         print(
             f"{stage['layer']:>24}  Spearman {_median(stage['spearman_median'])}  "
@@ -618,5 +624,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, CannotWrite) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    to_stdout(lambda: print_report(report, args.input))
+    to_stdout(lambda: print_report(report, args.input, asked=args.images))
     return 0

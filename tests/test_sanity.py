@@ -256,6 +256,16 @@ def test_an_undecided_check_prints_dashes_for_its_missing_medians(tmp_path, caps
     assert lines[0] == f"{'logits':>24}  Spearman –  SSIM –"
     assert lines[1].startswith("undecided: the randomised model gave no finite maps")
     assert lines[2] == f"Written: {tmp_path}/sanity/sanity.json and sanity.png"
+    # --images 100 on a run of two rows checked two without a word.
+    sanity.print_report(stored, str(tmp_path), asked=100)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (
+        "Checked 2 rows of the 100 asked (--images): all the run has whose input image "
+        "can be re-loaded."
+    )
+    assert lines[1] == f"{'logits':>24}  Spearman –  SSIM –"
+    sanity.print_report(stored, str(tmp_path), asked=2)
+    assert capsys.readouterr().out.splitlines()[0].strip().startswith("logits")
 
 
 def test_a_run_of_mostly_black_images_passes_when_the_weights_make_the_maps(conv_keras, tmp_path):
