@@ -4,6 +4,7 @@ read-back, report and plot tests (the `folder_run` fixture in conftest.py is one
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -151,3 +152,29 @@ def write_output(
     errors = pd.DataFrame([broken])
     errors.to_parquet(output / "errors" / "part-00000-of-00001.parquet")
     return str(output)
+
+
+#: Result columns added after the first versions of the job: an output written before
+#: them has none (`attribution_error`; the faithfulness checks' AUCs and curves).
+LATER_COLUMNS = (
+    "attribution_error",
+    "deletion_auc",
+    "insertion_auc",
+    "deletion_auc_random",
+    "insertion_auc_random",
+    "deletion_curve",
+    "insertion_curve",
+)
+
+
+def as_older_version(output: str, columns: tuple[str, ...] = LATER_COLUMNS) -> None:
+    """Rewrites every results file of `output` without `columns`, and its manifest without
+    the settings added with them: the output of a version of the job before they existed."""
+    for path in sorted(Path(output, "results").glob("*.parquet")):
+        table = pq.read_table(path)
+        pq.write_table(table.drop_columns(list(columns)), path, compression="zstd")
+    manifest_path = Path(output, "manifest.json")
+    manifest = json.loads(manifest_path.read_text())
+    for key in ("estimate_bound", "completeness_tolerance", "faithfulness", "faithfulness_steps"):
+        manifest["config"].pop(key, None)
+    manifest_path.write_text(json.dumps(manifest))

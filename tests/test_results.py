@@ -14,7 +14,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, cli_args
-from tests.known_rows import SIDE, known_attributions, make_row, write_output
+from tests.known_rows import (
+    LATER_COLUMNS,
+    SIDE,
+    as_older_version,
+    known_attributions,
+    make_row,
+    write_output,
+)
 from transforms import baselines, images, results
 from transforms.manifest import estimate_bound
 from transforms.schema import METADATA_COLUMNS, results_schema, rows_to_table
@@ -664,3 +671,20 @@ def test_a_storage_lookup_that_never_answers_does_not_hold_the_process_at_exit(t
     )
     assert "(storage.googleapis.com:443: no answer within 0.5 s)" in done.stdout, done.stdout
     assert not marker.exists(), marker.read_text()
+
+
+def test_an_output_of_a_version_before_later_columns_reads_without_them(folder_run):
+    output = folder_run["output"]
+    as_older_version(output)  # no attribution_error, no faithfulness columns
+    meta = results.read_results(output)
+    assert list(meta.columns) == [c for c in METADATA_COLUMNS if c not in LATER_COLUMNS]
+    assert len(meta) == 4 and len(results.read_table(output)) == 4
+    assert results.read_results(output, with_arrays=True).attributions.notna().all()
+    row = results.read_row(output, "cat1.png")
+    np.testing.assert_array_equal(results.attributions_of(row), known_attributions(1))
+    assert len(results.above_tolerance(meta, 0.01)) == 1  # shark, by relative_delta alone
+    # A column of this version that the run's files lack is named as such, not "unknown".
+    with pytest.raises(ValueError, match=r"no 'attribution_error'.*older version"):
+        results.read_results(output, columns=["file_name", "attribution_error"])
+    with pytest.raises(ValueError, match=r"no 'deletion_auc'.*older version"):
+        results.read_results(output, filters=[("deletion_auc", ">", 0.5)])

@@ -139,6 +139,8 @@ def _predicate(term: tuple[str, str, Any], schema: pa.Schema) -> pc.Expression:
     if len(term) != 3:
         raise ValueError(f"filters: {term!r} is not a (column, operator, value) term.")
     column, op, value = term
+    if column not in schema.names and column in results_schema().names:
+        _check_held([column], schema.names)  # a run of a version before the column
     if column not in schema.names:
         raise ValueError(
             f"filters: unknown column {column!r}; the columns are: {', '.join(schema.names)}."
@@ -253,15 +255,33 @@ def _table(
 ) -> pa.Table:
     """`read_table` without its warning."""
     dataset = _dataset(output)
-    columns = list(METADATA_COLUMNS) if columns is None else _column_names(columns)
+    held = dataset.schema.names
+    # By default the metadata columns the run holds: a version of the job before a
+    # column (attribution_error, the faithfulness AUCs) wrote none of it.
+    columns = (
+        [c for c in METADATA_COLUMNS if c in held] if columns is None else _column_names(columns)
+    )
     if with_arrays:  # the arrays and the shape `attributions_of` gives them
         columns = list(dict.fromkeys([*columns, "attribution_shape", *ARRAY_COLUMNS]))
-    unknown = [c for c in columns if c not in dataset.schema.names]
-    if unknown:
-        raise ValueError(
-            f"Unknown result columns {unknown}; the columns are: {', '.join(dataset.schema.names)}."
-        )
+    _check_held(columns, held)
     return dataset.to_table(columns=list(columns), filter=_expression(filters, dataset.schema))
+
+
+def _check_held(columns: Sequence[str], held: Sequence[str]) -> None:
+    """Refuses columns the run's files lack: a column of this version's schema is named
+    as one an older version did not write, any other as unknown."""
+    absent = [c for c in columns if c not in held]
+    if not absent:
+        return
+    later = [c for c in absent if c in results_schema().names]
+    if later:
+        raise ValueError(
+            f"This run's results have no {', '.join(map(repr, later))}: an older version of "
+            f"the job wrote them, before {'that column' if len(later) == 1 else 'those columns'} "
+            "existed (result_columns(output) lists the columns they hold); rerun the audit "
+            "with this version to have them."
+        )
+    raise ValueError(f"Unknown result columns {absent}; the columns are: {', '.join(held)}.")
 
 
 def read_results(
@@ -276,7 +296,9 @@ def read_results(
     Args:
       output: the run's `--output` folder (holding `results/` and `manifest.json`).
       columns: columns to read (a list or any iterable of names, each read once, or
-        one name); default all metadata columns (`METADATA_COLUMNS`).
+        one name); default the metadata columns (`METADATA_COLUMNS`) the run's files
+        hold: an older version of the job wrote no `attribution_error` or faithfulness
+        columns.
       with_arrays: also read `attributions` (each a flat float16/float32 ndarray;
         use `attributions_of(row)` for its [H, W, C] or [H, W] shape), and
         `attribution_shape` if `columns` leaves it out.
@@ -290,7 +312,8 @@ def read_results(
 
     Raises:
       FileNotFoundError: `output` holds no run of this job (no manifest.json).
-      ValueError: an unknown column name (in `columns` or `filters`) or operator, or
+      ValueError: an unknown column name (in `columns` or `filters`) or operator, a
+        column the run's files lack (written by an older version of the job), or
         a filter value the column cannot be compared with.
       transforms.files.RemoteUnreachable: (a ConnectionError) a gs:// `output` whose
         storage does not answer (offline), said within seconds.
