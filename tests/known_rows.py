@@ -167,14 +167,23 @@ LATER_COLUMNS = (
 )
 
 
-def as_older_version(output: str, columns: tuple[str, ...] = LATER_COLUMNS) -> None:
-    """Rewrites every results file of `output` without `columns`, and its manifest without
-    the settings added with them: the output of a version of the job before they existed."""
+def as_older_version(
+    output: str,
+    columns: tuple[str, ...] = LATER_COLUMNS,
+    manifest_keys: tuple[str, ...] = (
+        "estimate_bound",
+        "completeness_tolerance",
+        "faithfulness",
+        "faithfulness_steps",
+    ),
+) -> None:
+    """Rewrites every results file of `output` without `columns`, and its manifest's
+    "config" without `manifest_keys`: the output of a version of the job before them."""
     for path in sorted(Path(output, "results").glob("*.parquet")):
         table = pq.read_table(path)
         pq.write_table(table.drop_columns(list(columns)), path, compression="zstd")
     manifest_path = Path(output, "manifest.json")
     manifest = json.loads(manifest_path.read_text())
-    for key in ("estimate_bound", "completeness_tolerance", "faithfulness", "faithfulness_steps"):
+    for key in manifest_keys:
         manifest["config"].pop(key, None)
     manifest_path.write_text(json.dumps(manifest))

@@ -19,6 +19,7 @@ from PIL import Image
 from pipeline import run
 from pipeline.report import build_report
 from tests.conftest import SIZE, cli_args, file_size_limit, write_image
+from tests.known_rows import as_older_version
 from transforms.config import ESTIMATE_MARGIN
 from transforms.sinks import read_manifest
 
@@ -688,6 +689,31 @@ def test_resume_goes_on_from_a_fixed_rule_run_made_before_the_margin(
     (output / "manifest.json").write_text(json.dumps(manifest))
     manifest = run([*args, "--tolerance", "0", "--steps", "2", "--resume"], save_main_session=False)
     assert manifest["counts"]["skipped_done_before"] == 4
+
+
+def test_resume_refuses_a_run_whose_results_lack_columns_of_this_version(
+    image_folder, linear_keras, tmp_path
+):
+    # A version before attribution_error and the faithfulness columns, at --tolerance 0
+    # and --faithfulness none: its settings match, its files' schema does not. Its rows
+    # and this version's in one results/ would not read as one table.
+    output = tmp_path / "out"
+    args = cli_args(
+        dataset=image_folder["root"], model=linear_keras, output=output, attributions="none"
+    )
+    flags = [*args, "--tolerance", "0", "--steps", "2", "--faithfulness", "none"]
+    run(flags, save_main_session=False)
+    as_older_version(str(output), manifest_keys=("estimate_bound", "faithfulness_pixels"))
+    write_image(Path(image_folder["root"], "new.png"), np.zeros((SIZE, SIZE, 3), np.uint8))
+    before = sorted(p.name for p in (output / "results").iterdir())
+    message = (
+        r"^--resume: the results of the earlier run in .* have no 'attribution_error', "
+        r"'deletion_auc', .*'insertion_curve': an older version of the job wrote them\. "
+        r"This version of the job cannot add rows to them: start over with --overwrite\.$"
+    )
+    with pytest.raises(ValueError, match=message):
+        run([*flags, "--resume"], save_main_session=False)
+    assert sorted(p.name for p in (output / "results").iterdir()) == before
 
 
 @pytest.mark.parametrize("tolerance, refused", [("0", False), ("0.01", True)])
