@@ -574,8 +574,9 @@ def _earlier_run(run: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _summary(manifest: Mapping[str, Any], state: str) -> dict[str, Any]:
-    """The run's settings, identity and whether every input is accounted for."""
+def _summary(manifest: Mapping[str, Any], state: str, per_pixel: bool) -> dict[str, Any]:
+    """The run's settings, identity and whether every input is accounted for
+    (`per_pixel`: its rows hold attribution_error, which its --tolerance bounded)."""
     counts = manifest.get("counts") or {}
     if state in ("unfinished", "missing"):
         accounted = state  # no counts to check, or rows the counts promise are gone
@@ -590,7 +591,8 @@ def _summary(manifest: Mapping[str, Any], state: str) -> dict[str, Any]:
     model, config = manifest.get("model", {}), manifest.get("config", {})
     return {
         "model": {k: model.get(k) for k in _MODEL_KEYS},
-        "config": {k: config.get(k) for k in _CONFIG_KEYS},
+        "config": {k: config.get(k) for k in _CONFIG_KEYS} | _tolerances(config),
+        "per_pixel": per_pixel,
         "counts": counts,
         "dataset": manifest.get("dataset"),
         "split": manifest.get("split"),
@@ -606,6 +608,12 @@ def _summary(manifest: Mapping[str, Any], state: str) -> dict[str, Any]:
         "typed": typed,
         "repeated": _repeated(manifest.get("command", [])),
     }
+
+
+def _tolerances(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The bound on relative_delta: a run of a version before --completeness_tolerance
+    had --tolerance bound it (with attribution_error, or alone before that column)."""
+    return {"completeness_tolerance": config.get("completeness_tolerance", config.get("tolerance"))}
 
 
 def _tiles(manifest: Mapping[str, Any], chosen: _Selection, state: str) -> list[dict[str, Any]]:
@@ -1172,7 +1180,7 @@ def _sections(
     errors = results.read_errors(output)
     config = manifest.get("config", {})
     return {
-        "summary": _summary(manifest, state),
+        "summary": _summary(manifest, state, "attribution_error" in chosen.frame),
         "misclassified": _misclassified(
             chosen, pictures, examples, len(errors), state, config.get("target", "predicted")
         ),

@@ -37,7 +37,7 @@ from tests.conftest import (
     run_to_a_closed_stdout,
     write_image,
 )
-from tests.known_rows import make_row, write_output
+from tests.known_rows import as_older_version, make_row, write_output
 from transforms import labels, results
 from transforms.config import AttributionConfig
 from transforms.schema import ERROR_SCHEMA, results_schema
@@ -607,6 +607,19 @@ def test_completeness_counts_the_rows_refined_beyond_the_runs_steps(folder_run):
         pq.write_table(table, path)
     section = _page(build_report(folder_run["output"], gallery=0)).sections["completeness"]
     assert "1 of 4 rows were refined with more path points" in section
+
+
+def test_the_tolerances_of_a_run_before_the_per_pixel_estimate_or_its_own_bound(folder_run):
+    # Before attribution_error, --tolerance bounded completeness alone: no per-pixel bound.
+    output = folder_run["output"]
+    as_older_version(output)
+    summary = _page(build_report(output, gallery=0)).sections["summary"]
+    assert "Tolerance 0.0125 completeness (no per-pixel bound: a version of the job " in summary
+    assert "per pixel" not in summary and "–" not in summary.split("Tolerance")[1][:60]
+    # Then, before --completeness_tolerance, it bounded both.
+    add_columns(output, NEW_VALUES)
+    summary = _page(build_report(output, gallery=0)).sections["summary"]
+    assert "Tolerance 0.0125 per pixel, 0.0125 completeness" in summary
 
 
 def test_the_per_pixel_bound_is_the_tolerance_over_the_estimates_margin(folder_run):
