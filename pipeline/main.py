@@ -435,6 +435,16 @@ def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> dict[str, str
     return differing
 
 
+def _unmatchable(previous: dict[str, Any], job: AuditJob) -> set[str]:
+    """The settings no flag makes this version use as the earlier run did: how it ranks
+    pixels, and those the earlier run's version did not have (its manifest has none of
+    them, as of --completeness_tolerance before that flag); by flag, as mismatched."""
+    before = previous.get("config") or {}
+    derived = {"estimate_bound", "faithfulness_pixels"}  # filled in from the older keys
+    absent = set(_jsonable(job.manifest_base())["config"]) - set(before) - derived
+    return {_CONFIG_FLAGS.get(k, f"--{k}") for k in absent} | {_CONFIG_FLAGS["faithfulness_pixels"]}
+
+
 def _one_local_folder(before: Any, now: Any) -> bool:
     """Two absolute local folder names (as manifests record `--dataset` folders) of one folder."""
     names = (before, now)
@@ -587,10 +597,9 @@ def _resume_state(job: AuditJob) -> tuple[frozenset[str], str, tuple[dict[str, A
         raise _not_a_manifest(output, "no model and config in it")
     mismatches = _resume_mismatches(previous, job)
     if mismatches:
-        # No flag makes this version rank pixels as an earlier one did.
         fix = (
             "This version of the job cannot continue it: start over with --overwrite."
-            if set(mismatches) == {_CONFIG_FLAGS["faithfulness_pixels"]}
+            if set(mismatches) & _unmatchable(previous, job)
             else "Resume with the same flags, or start over with --overwrite."
         )
         said = "; ".join(mismatches.values())

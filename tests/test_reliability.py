@@ -716,6 +716,26 @@ def test_resume_refuses_a_run_whose_results_lack_columns_of_this_version(
     assert sorted(p.name for p in (output / "results").iterdir()) == before
 
 
+def test_resume_of_a_run_whose_version_lacked_a_setting_does_not_say_to_resume(
+    image_folder, linear_keras, tmp_path
+):
+    # A version before --completeness_tolerance and --faithfulness recorded neither: no
+    # flag given to this version matches that, so "Resume with the same flags" misled.
+    output = tmp_path / "out"
+    args = cli_args(
+        dataset=image_folder["root"], model=linear_keras, output=output, attributions="none"
+    )
+    run([*args, "--steps", "2"], save_main_session=False)
+    as_older_version(str(output), columns=())
+    message = (
+        r"differs in --completeness_tolerance \(earlier run: None, this run: 0.005\); .*"
+        r"--faithfulness \(earlier run: None, .*\. This version of the job cannot continue "
+        r"it: start over with --overwrite\.$"
+    )
+    with pytest.raises(ValueError, match=message):
+        run([*args, "--steps", "2", "--resume"], save_main_session=False)
+
+
 @pytest.mark.parametrize("tolerance, refused", [("0", False), ("0.01", True)])
 def test_resume_compares_max_steps_only_where_it_bounds_refinement(
     image_folder, linear_keras, tmp_path, tolerance, refused
