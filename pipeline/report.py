@@ -57,6 +57,7 @@ from transforms.manifest import (
     REPORT_FILE,
     TEMP_DIR,
     estimate_bound,
+    faithfulness_pixels,
     missing_run_message,
     shows_targets,
     unfinished_status,
@@ -1187,7 +1188,10 @@ def _sections(
         "completeness": _completeness(chosen, config),
         "accuracy": _accuracy(chosen, pictures, config),
         "worst-completeness": _worst_completeness(chosen, pictures),
-        "faithfulness": {"deleted_to": _deleted_to(config)}
+        "faithfulness": {
+            "deleted_to": _deleted_to(config),
+            "padding_ranked": faithfulness_pixels(config) == "all",
+        }
         | _faithfulness(chosen, pictures, examples),
         "sanity": read_sanity(output),
         "per-class": _per_class(chosen.per_image, classes),

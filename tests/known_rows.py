@@ -101,6 +101,7 @@ def _config_entry(dtype: str, attributions: str, baselines_: tuple[str, ...]) ->
         "tolerance": 0.0125,
         "estimate_bound": 0.01,  # the job's: --tolerance over the estimate's margin
         "completeness_tolerance": 0.01,
+        "faithfulness_pixels": "own",  # the job's: a padded image's own pixels are ranked
         "top_k": 3,
     }
 

@@ -480,6 +480,22 @@ NEW_VALUES = {
 }
 
 
+def test_faithfulness_of_a_version_that_ranked_the_padding_too_is_said_to_favour_ig(folder_run):
+    # Before faithfulness_pixels a padded image's bars were ranked and switched with its
+    # own pixels: a map that ranks them last beats its control by the padding alone.
+    output = folder_run["output"]
+    add_columns(output, NEW_VALUES)
+    note = "ranked a padded (non-square) image's padding with its own pixels"
+    assert note not in _page(build_report(output, gallery=0)).sections["faithfulness"]
+    path = Path(output, "manifest.json")
+    manifest = json.loads(path.read_text())
+    del manifest["config"]["faithfulness_pixels"]
+    path.write_text(json.dumps(manifest))
+    section = _page(build_report(output, gallery=0)).sections["faithfulness"]
+    assert note in section and "rerun the audit with this version" in section
+    assert "2 of 4 rows do no better than chance" in section  # the values, as recorded
+
+
 def test_counts_of_one_read_in_the_singular(folder_run):
     # '1 of them are within it in their sum', 'the worst 1 are shown', '1 rows have no
     # faithfulness values', 'The 1 largest errors are shown'.
