@@ -1965,6 +1965,7 @@ def test_overwrite_and_resume_never_delete_other_files_in_a_runs_folders(
     (disk / "2025" / "part-00000-of-00001.parquet").write_bytes(b"an older table of mine")
     (run_dir / "sanity").mkdir()
     (run_dir / "sanity" / "todo.md").write_text("mine")
+    (run_dir / "errors" / "triage.csv").write_text("mine")
     before = _tree(disk), _tree(run_dir)
     capsys.readouterr()
     for again in ("--overwrite", "--resume"):
@@ -1972,16 +1973,59 @@ def test_overwrite_and_resume_never_delete_other_files_in_a_runs_folders(
         (line,) = _error_lines(capsys.readouterr().err)
         assert line == (
             f"error: --output '{run_dir}' holds files this job did not write in its run "
-            "folders: results/2025/part-00000-of-00001.parquet, results/notes.txt, "
-            f"sanity/todo.md; {again} would delete or mix them with the run's. Move them "
-            "out, or choose another folder."
+            "folders: errors/triage.csv, results/2025/part-00000-of-00001.parquet, "
+            f"results/notes.txt, sanity/todo.md; {again} would delete or mix them with the "
+            "run's. Move them out, or choose another folder."
         )
         assert (_tree(disk), _tree(run_dir)) == before  # nothing deleted
     # Moved out, the same --overwrite replaces the run.
     for name in ("notes.txt", "2025"):
         shutil.move(disk / name, tmp_path / name)
     (run_dir / "sanity" / "todo.md").unlink()
+    (run_dir / "errors" / "triage.csv").unlink()
     assert main([*flags, "--overwrite"]) == 0
+
+
+def test_overwrite_and_resume_take_what_a_killed_sanity_check_left(
+    image_folder, linear_keras, tmp_path
+):
+    # A sanity check killed as it wrote leaves its hidden partial picture and its JSON's
+    # temp file (`files.write_whole`, `write_json`): files of the job, not the user's.
+    from pipeline import sanity
+
+    run_dir = tmp_path / "run"
+    flags = cli_args(dataset=image_folder["root"], model=linear_keras, output=run_dir, steps=2)
+    assert main(flags) == 0
+    check = ["--input", str(run_dir), "--images", "1", "--stages", "1"]
+    left = [".sanity.png.0123456789abcdef0123456789abcdef.partial", "sanity.json.tmp"]
+    for again in ("--resume", "--overwrite"):
+        assert sanity.main(check) == 0
+        for name in left:
+            (run_dir / "sanity" / name).write_bytes(b"cut short")
+        assert main([*flags, again]) == 0, again
+        assert not (run_dir / "sanity").exists()  # the check of the run before goes
+
+
+@pytest.mark.parametrize("again", ["--overwrite", "--resume"])
+def test_files_put_in_a_runs_folders_after_the_launch_check_are_refused_under_the_lock(
+    again, image_folder, linear_keras, tmp_path
+):
+    # The launch check passes, then a file of the user's lands in results/ while the
+    # model loads: taking the lock, the run looks again and refuses, deleting nothing.
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from transforms.config import ConfigError
+
+    run_dir = tmp_path / "run"
+    flags = cli_args(dataset=image_folder["root"], model=linear_keras, output=run_dir, steps=2)
+    assert main(flags) == 0
+    options = PipelineOptions([*flags, again])
+    late = pipeline_main._prepare(options, options.view_as(AuditOptions))  # only the run's
+    (run_dir / "results" / "notes.txt").write_text("mine")
+    before = _tree(run_dir)
+    with pytest.raises(ConfigError, match=r"did not write in its run folders: results/notes\.txt;"):
+        pipeline_main._claim_output(late, again == "--resume", again == "--overwrite")
+    assert _tree(run_dir) == before  # nothing deleted, no lock left
 
 
 def test_errors_by_stage_count_one_cause_over_many_files_once(tmp_path):
