@@ -1288,6 +1288,14 @@ def test_the_reason_of_a_tensorflow_error_is_its_telling_line():
     assert error_reason(ValueError("Exception encountered when calling X.call().")) == (
         "Exception encountered when calling X.call()."  # no reason under it: the header
     )
+    # A layer's reason that is a header itself: its telling line, not Keras's arguments.
+    graph_error = ValueError(
+        "Exception encountered when calling Lambda.call().\n\nGraph execution error:\n\n"
+        'Detected at node checked defined at (most recent call last):\n  File "m.py", '
+        "line 3\nscores : Tensor had NaN values\n\nArguments received by Lambda.call():\n"
+        "  • x=tf.Tensor(shape=(2, 5))"
+    )
+    assert error_reason(graph_error) == "Lambda: scores : Tensor had NaN values"
 
 
 def test_a_keras_layer_that_fails_is_named_with_its_own_reason(image_folder, tmp_path, capsys):

@@ -73,12 +73,13 @@ def _padded(content: np.ndarray, side: int) -> tuple[np.ndarray, tuple[slice, sl
 
 
 @pytest.mark.parametrize("height", [8, 2, 1])  # a panorama, a 2-pixel bar, a line
-def test_a_maps_scale_is_its_images_not_its_padding(height):
-    """The padding of a wide image (0 on the black baseline) is left out of the 99th
-    percentile: counted, its zeros lowered the percentile, and a 1:8 panorama's map had
-    8 % of its pixels at the top of the scale, a 2-pixel bar's three quarters."""
+@pytest.mark.parametrize("tall", [False, True])  # padded above and below, or at the sides
+def test_a_maps_scale_is_its_images_not_its_padding(height, tall):
+    """The padding of a wide or tall image (0 on the black baseline) is left out of the
+    99th percentile: counted, its zeros lowered the percentile, and a 1:8 panorama's map
+    had 8 % of its pixels at the top of the scale, a 2-pixel bar's three quarters."""
     rng = np.random.default_rng(0)
-    content = rng.normal(size=(height, 64, 3)).astype(np.float32)
+    content = rng.normal(size=(64, height, 3) if tall else (height, 64, 3)).astype(np.float32)
     padded, box = _padded(content, 64)
     np.testing.assert_array_equal(
         plots.attribution_mask(padded)[box], plots.attribution_mask(content)
