@@ -1512,14 +1512,16 @@ def _check_runner(options: PipelineOptions) -> None:
         raise ConfigError(
             f"--direct_num_workers must be >= 0 (0: one per CPU core), got {workers}."
         )
-    _check_dry_run_value(options)
-    if not _is_dataflow(options):
+    if _is_dataflow(options):
+        _check_dry_run_value(options)
+    else:
         _check_no_dataflow_build(options)
 
 
 def _check_dry_run_value(options: PipelineOptions) -> None:
     """A --dry_run value that reads as false: the DataflowRunner takes any value for
-    true, so '--dry_run=False' built the job and submitted nothing."""
+    true, so '--dry_run=False' built the job and submitted nothing. (Other runners
+    ignore --dry_run: `_check_no_dataflow_build` refuses any value.)"""
     value = options.view_as(TestOptions).dry_run
     if isinstance(value, str) and value.strip().lower() in ("false", "0", "no", "off"):
         raise ConfigError(

@@ -144,7 +144,12 @@ def test_bad_flags_exit_2_with_one_error_line_before_any_work(
 
 @pytest.mark.parametrize(
     "flag, value",
-    [("--dry_run", "True"), ("--template_location", "gs://b/templates/audit")],
+    [
+        ("--dry_run", "True"),
+        ("--template_location", "gs://b/templates/audit"),
+        # Not "a dry run all the same" here, nor fixed by --dry_run=True, refused next.
+        ("--dry_run", "False"),
+    ],
 )
 def test_a_dataflow_flag_that_runs_nothing_exits_2_on_another_runner(
     flag, value, image_folder, linear_keras, tmp_path, capsys
