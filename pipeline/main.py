@@ -63,16 +63,24 @@ from transforms.attribution import ERRORS_TAG, IGModelHandler, ImageOutcome, Pre
 from transforms.batch import forget_warnings
 from transforms.config import AttributionConfig
 from transforms.errors import error_reason
+from transforms.files import is_partial_of
 from transforms.manifest import (
+    ERRORS_DIR,
     FAITHFULNESS_PIXELS,
     MANIFEST_FILE,
     REPORT_FILE,
+    RESULTS_DIR,
+    SANITY_DIR,
+    SANITY_FIGURE,
+    SANITY_JSON,
+    SHARD_PREFIX,
     estimate_bound,
     faithfulness_pixels,
     is_run,
 )
 from transforms.schema import results_schema
 from transforms.sinks import (
+    BEAM_TEMP,
     CHECKPOINT_DIR,
     SCHEMA_FILE,
     TEMP_DIR,
@@ -82,6 +90,7 @@ from transforms.sinks import (
     WriteResults,
     checkpoint_folder,
     is_partial_file,
+    json_temp,
     read_manifest,
     salvage_checkpoints,
     write_json,
@@ -129,7 +138,7 @@ class AuditJob:
     jit_compile: bool | None
     start_time: str
     done_before: frozenset[str] = frozenset()
-    results_prefix: str = "part"
+    results_prefix: str = SHARD_PREFIX
     # How the runs this one resumes made their rows, oldest first (`_earlier_runs`).
     earlier_runs: tuple[dict[str, Any], ...] = ()
     total_inputs: int | None = None  # when known at launch (folders, the sample, TFDS)
@@ -204,7 +213,7 @@ def _local_output(output: str) -> str:
 # The folders of a run in its --output, which --overwrite deletes with it: its rows,
 # its errors, and the check `python -m pipeline.sanity` writes there (it describes
 # the run). `_earlier_run` lists them; nothing else may lie inside them.
-_RUN_FOLDERS = ("results", "errors", "sanity")
+_RUN_FOLDERS = (RESULTS_DIR, ERRORS_DIR, SANITY_DIR)
 
 
 def _earlier_run(output: str) -> list[str]:
@@ -225,7 +234,7 @@ def _temp_files(output: str) -> list[str]:
     (other files there are not ours)."""
     temp = FileSystems.join(output, TEMP_DIR)
     patterns = [
-        FileSystems.join(temp, "beam-temp-*", "**"),
+        FileSystems.join(temp, f"{BEAM_TEMP}*", "**"),
         FileSystems.join(temp, CHECKPOINT_DIR, "**"),
         FileSystems.join(temp, "*.partial"),
     ]
@@ -275,7 +284,7 @@ def _drop_empty_resume(job: AuditJob, manifest: dict[str, Any]) -> None:
     """Deletes the results files of a resumed run that wrote no row: empty Parquet
     files beside the earlier runs' files, which give the schema (kept where they
     are the only ones: an earlier run killed before it wrote any)."""
-    if job.results_prefix == "part" or manifest["counts"]["rows"]:  # not a resume, or rows
+    if job.results_prefix == SHARD_PREFIX or manifest["counts"]["rows"]:  # not a resume, or rows
         return
     files = _results_files(job.output)
     own = [path for name, path in files.items() if name.startswith(f"{job.results_prefix}-")]
@@ -293,7 +302,7 @@ def _drop_schema_file(output: str) -> None:
 
 def _results_files(output: str) -> dict[str, str]:
     """The Parquet files in `output`'s results/ (local or gs://), by name."""
-    pattern = FileSystems.join(output, "results", "*.parquet")
+    pattern = FileSystems.join(output, RESULTS_DIR, "*.parquet")
     return {
         FileSystems.split(m.path)[1]: m.path for m in FileSystems.match([pattern])[0].metadata_list
     }
@@ -477,7 +486,7 @@ def _names_by_hash(sha256: str | None) -> str:
 
 
 def _done_ids(output: str) -> set[str]:
-    files = FileSystems.match([FileSystems.join(output, "results", "*.parquet")])[0].metadata_list
+    files = FileSystems.match([FileSystems.join(output, RESULTS_DIR, "*.parquet")])[0].metadata_list
     done = set()
     for meta in files:
         try:
@@ -496,7 +505,7 @@ def _check_columns(output: str) -> None:
     version writes (an older version's, before attribution_error or the faithfulness
     columns): its rows and this run's would not read as one table."""
     names = results_schema().names
-    pattern = FileSystems.join(output, "results", "*.parquet")
+    pattern = FileSystems.join(output, RESULTS_DIR, "*.parquet")
     for meta in FileSystems.match([pattern])[0].metadata_list:
         with FileSystems.open(meta.path) as f:
             held = pq.read_schema(f).names
@@ -566,7 +575,7 @@ def _earlier_runs(previous: dict[str, Any]) -> tuple[dict[str, Any], ...]:
     entry = {key: previous.get(key) for key in _EARLIER_RUN_KEYS}
     entry["path_batch_size"] = (previous.get("config") or {}).get("path_batch_size")
     if entry["results_prefix"] is None and not previous.get("resumed"):
-        entry["results_prefix"] = "part"
+        entry["results_prefix"] = SHARD_PREFIX
     return (*previous.get("earlier_runs", ()), entry)
 
 
@@ -611,19 +620,19 @@ def _resume_state(job: AuditJob) -> tuple[frozenset[str], str, tuple[dict[str, A
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")
     # A killed run's checkpointed rows join results/ before its temp files go.
     schema = results_schema(job.config.attribution_dtype)
-    salvaged_file = FileSystems.join(output, "results", f"part-salvaged{stamp}.parquet")
+    salvaged_file = FileSystems.join(output, RESULTS_DIR, f"{SHARD_PREFIX}-salvaged{stamp}.parquet")
     salvaged = salvage_checkpoints(output, frozenset(done), schema, salvaged_file)
     if salvaged:
         _LOG.info("Kept the rows of %d images the earlier run had finished.", len(salvaged))
     _clear_temp(output)
     _drop_views(output)
-    return frozenset(done | salvaged), f"part-resume{stamp}", _earlier_runs(previous)
+    return frozenset(done | salvaged), f"{SHARD_PREFIX}-resume{stamp}", _earlier_runs(previous)
 
 
 def _drop_views(output: str) -> None:
     """Deletes the report page and sanity check of the run a resume continues: they
     describe its rows before the resume, and would be read as the new run's."""
-    views = [FileSystems.join(output, REPORT_FILE), FileSystems.join(output, "sanity", "**")]
+    views = [FileSystems.join(output, REPORT_FILE), FileSystems.join(output, SANITY_DIR, "**")]
     found = [m.path for match in FileSystems.match(views) for m in match.metadata_list]
     if found:
         FileSystems.delete(found)
@@ -1046,14 +1055,24 @@ def _top_names(output: str, paths: list[str]) -> str:
     return ", ".join(sorted({p.split("/")[0] for p in _inside(output, paths)}))
 
 
-# The files a run writes in its run folders, by folder: Beam's shards, a resume's
-# and its salvaged checkpoints (all `part-...parquet`), the sanity check's two files
-# and the partial files a write cut short leaves (`write_json`, `files.write_whole`).
-_OWN_FILES = {
-    "results": re.compile(r"part-[^/]*\.parquet"),
-    "errors": re.compile(r"part-[^/]*\.parquet"),
-    "sanity": re.compile(r"\.?sanity\.(png|json)(\.tmp|\.[0-9a-f]{32}\.partial)?"),
-}
+# Files any folder may hold that nobody minds deleting: the view settings macOS's
+# Finder leaves, and the empty object a Cloud Storage console makes for a folder
+# (its name is the folder's, so none here).
+_CLUTTER = (".DS_Store", "")
+
+
+def _is_own_file(folder: str, name: str) -> bool:
+    """Whether `name`, a path in the run folder `folder`, is a file the job writes there:
+    a shard (`SHARD_PREFIX-...parquet`: Beam's, a resume's, salvaged checkpoints, the
+    schema file; or an older version's Beam temp folder), the sanity check's files and
+    the partial ones a write cut short leaves (`is_partial_of`, `json_temp`); or clutter."""
+    if name in _CLUTTER:
+        return True
+    if folder == SANITY_DIR:
+        partial = any(is_partial_of(name, own) for own in (SANITY_FIGURE, SANITY_JSON))
+        return partial or name in (SANITY_FIGURE, SANITY_JSON, json_temp(SANITY_JSON))
+    shard = re.fullmatch(rf"{SHARD_PREFIX}-[^/]*\.parquet", name) is not None
+    return shard or name.startswith(BEAM_TEMP)  # in results/ itself in older versions
 
 
 def _check_own_files(output: str, existing: list[str], flag: str) -> None:
@@ -1063,7 +1082,7 @@ def _check_own_files(output: str, existing: list[str], flag: str) -> None:
     foreign = []
     for path in _inside(output, existing):
         folder, _, name = path.partition("/")
-        if folder in _OWN_FILES and not _OWN_FILES[folder].fullmatch(name):
+        if folder in _RUN_FOLDERS and not _is_own_file(folder, name):
             foreign.append(path)
     if foreign:
         raise ConfigError(
@@ -1790,7 +1809,7 @@ def _ready_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
     if resume:
         # The earlier run's errors are retried, so their records go; only now, so
         # that a kill never leaves its "complete" manifest counting missing records.
-        _delete_matching(FileSystems.join(job.output, "errors", "*"))
+        _delete_matching(FileSystems.join(job.output, ERRORS_DIR, "*"))
     # Then results/ readable with every column, even if the run dies before
     # Beam's sink finalizes (at its end); after the manifest, so that a kill
     # between the two never leaves results/ without the manifest of its run.
@@ -1811,7 +1830,7 @@ def _log_resume(job: AuditJob, done: frozenset[str]) -> None:
             "%s with rows in %s %s no longer in --dataset (e.g. %r); their rows "
             "are kept. Start over with --overwrite to drop them.",
             wording.count(len(gone), "image"),
-            FileSystems.join(job.output, "results"),
+            FileSystems.join(job.output, RESULTS_DIR),
             "is" if len(gone) == 1 else "are",
             gone[0],
         )

@@ -55,6 +55,8 @@ from transforms.ig.rules import METHODS, has_spread
 from transforms.manifest import (
     CHECKPOINT_DIR,
     REPORT_FILE,
+    SANITY_DIR,
+    SANITY_JSON,
     TEMP_DIR,
     estimate_bound,
     faithfulness_pixels,
@@ -1043,7 +1045,7 @@ def read_sanity(output: str) -> dict[str, Any] | None:
       `pipeline.sanity.maps_changed`), never judged again here, so that the page
       and the check's verdict cannot disagree.
     """
-    path = files.join(output, "sanity", "sanity.json")
+    path = files.join(output, SANITY_DIR, SANITY_JSON)
     if not files.exists(path):
         return None
     try:

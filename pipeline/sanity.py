@@ -48,7 +48,13 @@ from transforms.batch import baselines_and_scores, integrate_rows
 from transforms.config import AttributionConfig
 from transforms.errors import error_reason
 from transforms.faithfulness import pixel_scores
-from transforms.manifest import missing_run_message, unfinished_status
+from transforms.manifest import (
+    SANITY_DIR,
+    SANITY_FIGURE,
+    SANITY_JSON,
+    missing_run_message,
+    unfinished_status,
+)
 from transforms.quiet import import_tensorflow
 from transforms.sinks import write_json
 from transforms.tf_model import Classifier, ModelReference, ModelSpec, model_identity
@@ -552,10 +558,10 @@ class CannotWrite(Exception):
 def _write(output: str, report: dict[str, Any], png: bytes) -> None:
     """Writes sanity/sanity.png, then sanity.json, each whole or not at all: a write
     cut short (a full disk, a quota) leaves the earlier files as they were."""
-    folder = FileSystems.join(output, "sanity")
+    folder = FileSystems.join(output, SANITY_DIR)
     try:
-        files.write_whole(FileSystems.join(folder, "sanity.png"), png, mime_type="image/png")
-        write_json(FileSystems.join(folder, "sanity.json"), report)
+        files.write_whole(FileSystems.join(folder, SANITY_FIGURE), png, mime_type="image/png")
+        write_json(FileSystems.join(folder, SANITY_JSON), report)
     except OSError as e:
         reason = f"{type(e).__name__}: {error_reason(e)}"
         raise CannotWrite(f"cannot write the sanity check to {folder!r} ({reason}).") from e

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import wording
-from transforms.manifest import REPORT_FILE, estimate_bound, shows_targets
+from transforms.manifest import REPORT_FILE, RESULTS_DIR, estimate_bound, shows_targets
 from transforms.results import error_causes, read_errors
 
 __all__ = [
@@ -39,7 +39,7 @@ _COLUMNS = [
 
 def _rows(output: str) -> pd.DataFrame:
     """Result rows sorted by file, then by the target's rank among the predictions."""
-    frame = pd.read_parquet(FileSystems.join(output, "results"), columns=_COLUMNS)
+    frame = pd.read_parquet(FileSystems.join(output, RESULTS_DIR), columns=_COLUMNS)
     rank = [
         list(classes).index(target) if target in set(classes) else len(classes)
         for classes, target in zip(frame["top_k_classes"], frame["target_class"], strict=True)
@@ -102,7 +102,7 @@ def tolerance_summary(output: str, config: dict[str, Any]) -> str | None:
     false), or None when every row is within it or the run judged none (--tolerance 0)."""
     if not config.get("tolerance"):
         return None
-    flags = pd.read_parquet(FileSystems.join(output, "results"), columns=["within_tolerance"])
+    flags = pd.read_parquet(FileSystems.join(output, RESULTS_DIR), columns=["within_tolerance"])
     flagged = int(flags["within_tolerance"].eq(False).sum())
     if not flagged:
         return None
@@ -117,7 +117,7 @@ def tolerance_summary(output: str, config: dict[str, Any]) -> str | None:
 
 def _rows_in(output: str) -> int:
     """Rows in `<output>/results`, from the Parquet footers."""
-    files = FileSystems.match([FileSystems.join(output, "results", "*.parquet")])[0]
+    files = FileSystems.match([FileSystems.join(output, RESULTS_DIR, "*.parquet")])[0]
     total = 0
     for meta in files.metadata_list:
         with FileSystems.open(meta.path) as f:

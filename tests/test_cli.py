@@ -1996,7 +1996,15 @@ def test_overwrite_and_resume_never_delete_other_files_in_a_runs_folders(
         shutil.move(disk / name, tmp_path / name)
     (run_dir / "sanity" / "todo.md").unlink()
     (run_dir / "errors" / "triage.csv").unlink()
+    # Finder's view settings, and the temp folder of a run of an older version killed
+    # before its sink finished (Beam's, in results/ itself then), are no one's files.
+    (disk / ".DS_Store").write_bytes(b"Bud1")
+    (disk / "beam-temp-part-0123" / "shard").mkdir(parents=True)
+    (disk / "beam-temp-part-0123" / "shard" / "x.parquet").write_bytes(b"half a shard")
     assert main([*flags, "--overwrite"]) == 0
+    assert not (disk / ".DS_Store").exists()
+    assert not [p for p in (disk / "beam-temp-part-0123").rglob("*") if p.is_file()]
+    assert main([*flags, "--resume"]) == 0
 
 
 def test_overwrite_and_resume_take_what_a_killed_sanity_check_left(

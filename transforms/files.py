@@ -9,6 +9,7 @@ which takes seconds; remote reads behave as they do inside the pipeline.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import urllib.parse
@@ -22,6 +23,7 @@ __all__ = [
     "connect_once",
     "create",
     "exists",
+    "is_partial_of",
     "is_remote",
     "join",
     "list_folder",
@@ -167,7 +169,7 @@ def write_whole(path: str, data: bytes, mime_type: str = "application/octet-stre
             f.write(data)
         return
     folder, name = os.path.split(os.path.realpath(path))  # a link's file, not the link
-    partial = os.path.join(folder, f".{name}.{uuid.uuid4().hex}.partial")
+    partial = os.path.join(folder, f".{name}.{uuid.uuid4().hex}{_PARTIAL}")
     try:
         with create(partial) as f:
             f.write(data)
@@ -176,6 +178,17 @@ def write_whole(path: str, data: bytes, mime_type: str = "application/octet-stre
         if os.path.exists(partial):
             os.remove(partial)
         raise
+
+
+_PARTIAL = ".partial"
+
+
+def is_partial_of(name: str, of: str) -> bool:
+    """Whether `name` is the hidden file `write_whole` writes the file `of` under
+    (`.<of>.<hex>.partial`), which a write that was killed leaves beside it."""
+    return (
+        re.fullmatch(rf"\.{re.escape(of)}\.[0-9a-f]{{32}}{re.escape(_PARTIAL)}", name) is not None
+    )
 
 
 def list_folder(folder: str, suffix: str) -> list[str]:

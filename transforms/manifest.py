@@ -15,9 +15,15 @@ from transforms import files
 
 __all__ = [
     "CHECKPOINT_DIR",
+    "ERRORS_DIR",
     "FAITHFULNESS_PIXELS",
     "MANIFEST_FILE",
     "REPORT_FILE",
+    "RESULTS_DIR",
+    "SANITY_DIR",
+    "SANITY_FIGURE",
+    "SANITY_JSON",
+    "SHARD_PREFIX",
     "TEMP_DIR",
     "estimate_bound",
     "faithfulness_pixels",
@@ -29,6 +35,16 @@ __all__ = [
 
 #: The manifest's name in a run's --output folder.
 MANIFEST_FILE = "manifest.json"
+#: The folders of a run's result rows and error records in its --output folder.
+RESULTS_DIR = "results"
+ERRORS_DIR = "errors"
+#: Every Parquet file of those folders is named `<SHARD_PREFIX>-...parquet`: Beam's
+#: shards, a resume's, its salvaged checkpoints, the schema file.
+SHARD_PREFIX = "part"
+#: The folder and files `python -m pipeline.sanity` writes in a run's --output folder.
+SANITY_DIR = "sanity"
+SANITY_FIGURE = "sanity.png"
+SANITY_JSON = "sanity.json"
 #: Where `python -m pipeline.report` writes a run's page by default, in its --output
 #: folder (an --overwrite of the run removes it).
 REPORT_FILE = "report.html"

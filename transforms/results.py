@@ -32,7 +32,13 @@ import pyarrow.parquet as pq
 
 from transforms import baselines as baselines_lib
 from transforms import datasource, files, images
-from transforms.manifest import MANIFEST_FILE, read_manifest, unfinished_status
+from transforms.manifest import (
+    ERRORS_DIR,
+    MANIFEST_FILE,
+    RESULTS_DIR,
+    read_manifest,
+    unfinished_status,
+)
 from transforms.schema import ERROR_SCHEMA, METADATA_COLUMNS, results_schema
 
 __all__ = [
@@ -112,10 +118,10 @@ def _not_a_run(output: str, folder: str) -> str:
 
 def _dataset(output: str) -> ds.Dataset:
     """The Parquet files of `<output>/results` as one dataset (an empty one if none)."""
-    parquet = _parquet_files(files.join(output, "results"))
+    parquet = _parquet_files(files.join(output, RESULTS_DIR))
     if not parquet:
         if not files.exists(files.join(output, MANIFEST_FILE)):
-            raise FileNotFoundError(_not_a_run(output, "results"))
+            raise FileNotFoundError(_not_a_run(output, RESULTS_DIR))
         dtype = read_manifest(output).get("config", {}).get("attribution_dtype", "float32")
         return ds.dataset([], schema=results_schema(dtype))
     return _parquet_dataset(parquet)
@@ -493,10 +499,10 @@ def read_errors(output: str) -> pd.DataFrame:
     Raises:
       FileNotFoundError: `output` holds neither error files nor a manifest: not a run.
     """
-    parquet = _parquet_files(files.join(output, "errors"))
+    parquet = _parquet_files(files.join(output, ERRORS_DIR))
     if not parquet:
         if not files.exists(files.join(output, MANIFEST_FILE)):
-            raise FileNotFoundError(_not_a_run(output, "errors"))
+            raise FileNotFoundError(_not_a_run(output, ERRORS_DIR))
         return ERROR_SCHEMA.empty_table().to_pandas()
     return _parquet_dataset(parquet).to_table().to_pandas()
 

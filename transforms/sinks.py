@@ -23,10 +23,19 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import files
 from transforms.errors import error_reason
-from transforms.manifest import CHECKPOINT_DIR, MANIFEST_FILE, TEMP_DIR, read_manifest
+from transforms.manifest import (
+    CHECKPOINT_DIR,
+    ERRORS_DIR,
+    MANIFEST_FILE,
+    RESULTS_DIR,
+    SHARD_PREFIX,
+    TEMP_DIR,
+    read_manifest,
+)
 from transforms.schema import ERROR_SCHEMA, rows_to_table
 
 __all__ = [
+    "BEAM_TEMP",
     "BYTES_PER_GROUP",
     "CHECKPOINT_DIR",
     "TEMP_DIR",
@@ -39,6 +48,7 @@ __all__ = [
     "WriteResults",
     "checkpoint_folder",
     "is_partial_file",
+    "json_temp",
     "parquet_writer",
     "read_manifest",
     "salvage_checkpoints",
@@ -64,7 +74,9 @@ BYTES_PER_GROUP = 64 << 20
 _FLOAT_ARRAYS = ("attributions", "path_alphas", "path_scores", "deletion_curve", "insertion_curve")
 #: In `results/`: the zero-row file of every column a run writes first
 #: (`write_schema_file`); named like the sink's `part-*` files.
-SCHEMA_FILE = "part-schema.parquet"
+SCHEMA_FILE = f"{SHARD_PREFIX}-schema.parquet"
+#: How the sinks name their temp folders in TEMP_DIR, as Beam's own do.
+BEAM_TEMP = "beam-temp-"
 
 
 def writer_options(schema: pa.Schema) -> dict[str, Any]:
@@ -127,7 +139,7 @@ class _ParquetSink(parquetio._ParquetSink):
 
     def _create_temp_dir(self, file_path_prefix: str) -> str:
         name = FileSystems.split(file_path_prefix)[1]
-        return FileSystems.join(self._temp_root, f"beam-temp-{name}-{uuid.uuid1().hex}")
+        return FileSystems.join(self._temp_root, f"{BEAM_TEMP}{name}-{uuid.uuid1().hex}")
 
     def open(self, temp_path):
         self._file_handle = filebasedsink.FileBasedSink.open(self, temp_path)
@@ -192,7 +204,7 @@ def _write_parquet(records, output: str, folder: str, prefix: str, schema: pa.Sc
 class WriteResults(beam.PTransform):
     """Result rows -> `<output>/results/<prefix>-*.parquet` (zstd, one schema)."""
 
-    def __init__(self, output: str, schema: pa.Schema, prefix: str = "part"):
+    def __init__(self, output: str, schema: pa.Schema, prefix: str = SHARD_PREFIX):
         super().__init__()
         self._output = output
         self._schema = schema
@@ -200,7 +212,7 @@ class WriteResults(beam.PTransform):
 
     def expand(self, rows):
         return _write_parquet(
-            rows, self._output, "results", self._prefix, self._schema, rows_to_table
+            rows, self._output, RESULTS_DIR, self._prefix, self._schema, rows_to_table
         )
 
 
@@ -217,7 +229,7 @@ class WriteErrors(beam.PTransform):
 
     def expand(self, errors):
         return _write_parquet(
-            errors, self._output, "errors", "part", ERROR_SCHEMA, _errors_to_table
+            errors, self._output, ERRORS_DIR, SHARD_PREFIX, ERROR_SCHEMA, _errors_to_table
         )
 
 
@@ -293,7 +305,7 @@ def write_schema_file(output: str, schema: pa.Schema) -> str | None:
     every column (`pd.read_parquet("<output>/results", columns=[...])`, DuckDB's
     `'<output>/results/*.parquet'`), also after a kill.
     """
-    path = FileSystems.join(output, "results", SCHEMA_FILE)
+    path = FileSystems.join(output, RESULTS_DIR, SCHEMA_FILE)
     try:
         write_parquet_file(path, [], schema, FileSystems.join(output, TEMP_DIR), keep_empty=True)
     except Exception as e:  # noqa: BLE001 - a convenience: the run's own writes say what fails
@@ -389,6 +401,11 @@ def _new_rows(output: str, seen: set[str], schema: pa.Schema) -> Iterator[pa.Tab
             yield table.take(pa.array(new, pa.int64()))
 
 
+def json_temp(path: str) -> str:
+    """The file `write_json` writes `path` through: a killed write leaves it beside."""
+    return path + ".tmp"
+
+
 def write_json(path: str, payload: dict[str, Any]) -> None:
     """Writes JSON through Beam's file systems (local or gs://), via a temp file.
 
@@ -396,7 +413,7 @@ def write_json(path: str, payload: dict[str, Any]) -> None:
     one, never none (a run whose manifest vanished could not be resumed), and a
     write that fails leaves no partial temp file.
     """
-    temp = path + ".tmp"
+    temp = json_temp(path)
     try:
         with FileSystems.create(temp) as f:
             f.write(json.dumps(payload, indent=2, sort_keys=True, default=str).encode("utf-8"))
