@@ -673,31 +673,35 @@ def grid_figure(
     images_per_name = rows.groupby("file_name")["image_id"].nunique() if len(rows) else {}
     shared = {name for name, count in dict(images_per_name).items() if count > 1}
     for ax, (_, row) in zip(axes, rows.iterrows(), strict=False):
-        image = images.get(row["image_id"])
-        try:
-            stored = results.attributions_of(row)
-            mask = attribution_mask(stored)
-        except ValueError:
-            stored = mask = None
-        if mask is None:
-            if image is None:
-                _blank(ax, "no attributions stored")
-                ax.set_xticks([])
-                ax.set_yticks([])
-            else:
-                _draw_panel(ax, "image", np.zeros(image.shape[:2]), image, None, "inferno", 0.4)
-        else:
-            _draw_panel(ax, panel, mask, image, None, "inferno", 0.4)
-        caption, wrong = row_title(row, by_id=row["file_name"] in shared)
-        if mask is None and image is not None:  # the photo alone: say there is no map
-            caption += "\n(no attributions stored)"
-        caption += _grid_note(stored)
-        ax.set_title(caption, fontsize=7, color=_WRONG if wrong else "black")
+        _grid_cell(ax, row, images.get(row["image_id"]), panel, row["file_name"] in shared)
     for ax in axes[len(rows) :]:
         ax.set_axis_off()
     if title:
         figure.suptitle(title, fontsize=10)
     return figure
+
+
+def _grid_cell(ax: Axes, row: Any, image: np.ndarray | None, panel: str, by_id: bool) -> None:
+    """One row's cell of `grid_figure`: its map as `panel` (the photo alone, or a blank,
+    where no attributions are stored), captioned (by image id when `by_id`)."""
+    try:
+        stored = results.attributions_of(row)
+        mask = attribution_mask(stored)
+    except ValueError:
+        stored = mask = None
+    if mask is not None:
+        _draw_panel(ax, panel, mask, image, None, "inferno", 0.4)
+    elif image is not None:
+        _draw_panel(ax, "image", np.zeros(image.shape[:2]), image, None, "inferno", 0.4)
+    else:
+        _blank(ax, "no attributions stored")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    caption, wrong = row_title(row, by_id=by_id)
+    if mask is None and image is not None:  # the photo alone: say there is no map
+        caption += "\n(no attributions stored)"
+    caption += _grid_note(stored)
+    ax.set_title(caption, fontsize=7, color=_WRONG if wrong else "black")
 
 
 def _grid_note(stored: np.ndarray | None) -> str:
