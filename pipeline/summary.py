@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
@@ -36,10 +39,42 @@ _COLUMNS = [
     "attribution_error",
 ]
 
+#: Rows per record batch the table is chosen from: a large run is never read whole.
+_BATCH_ROWS = 8192
 
-def _rows(output: str) -> pd.DataFrame:
-    """Result rows sorted by file, then by the target's rank among the predictions."""
-    frame = pd.read_parquet(FileSystems.join(output, RESULTS_DIR), columns=_COLUMNS)
+
+def _batches(output: str, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """`columns` of every row in `<output>/results`, a record batch at a time: the
+    rows of a large run are never in memory together."""
+    files = FileSystems.match([FileSystems.join(output, RESULTS_DIR, "*.parquet")])[0]
+    for meta in files.metadata_list:
+        with FileSystems.open(meta.path) as f:
+            yield from pq.ParquetFile(f).iter_batches(_BATCH_ROWS, columns=columns)
+
+
+def _first_images(output: str, limit: int) -> pa.Table:
+    """`file_name` and `image_id` of the first `limit` images by file name, then id."""
+    keys = ["file_name", "image_id"]
+    order = [(key, "ascending") for key in keys]
+    first = pa.table({key: pa.array([], pa.string()) for key in keys})
+    for batch in _batches(output, keys):
+        both = pa.concat_tables([first, pa.Table.from_batches([batch]).select(keys)])
+        first = both.group_by(keys).aggregate([]).sort_by(order).slice(0, limit)
+    return first
+
+
+def _rows(output: str, limit: int) -> pd.DataFrame:
+    """The rows of the first `limit` images, sorted by file, then by the target's rank
+    among the predictions; `shared`: whether another image has the row's file name."""
+    first = _first_images(output, limit)
+    names = first.column("file_name")
+    # The rows of the images shown, and of any other image of a file name they share.
+    kept = [b.filter(pc.is_in(b.column("file_name"), names)) for b in _batches(output, _COLUMNS)]
+    if not kept:
+        return pd.DataFrame(columns=[*_COLUMNS, "shared"])
+    frame = pa.concat_tables([pa.Table.from_batches([b]) for b in kept]).to_pandas()
+    frame["shared"] = frame.groupby("file_name")["image_id"].transform("nunique") > 1
+    frame = frame[frame["image_id"].isin(first.column("image_id").to_pylist())]
     rank = [
         list(classes).index(target) if target in set(classes) else len(classes)
         for classes, target in zip(frame["top_k_classes"], frame["target_class"], strict=True)
@@ -61,11 +96,11 @@ def summary_table(output: str, limit: int = 20, target: bool = False) -> pd.Data
       target: add the `target` column (the class attributed in each row), for
         runs with another target than the prediction (`--target top_k`, `label`).
     """
-    frame = _rows(output)
+    frame = _rows(output, limit)
     # A file name that several images share (x.png in two class folders) is
     # shown as its image id, the name that tells them apart.
-    shared = frame.groupby("file_name")["image_id"].transform("nunique") > 1
-    frame = frame.assign(file=frame["file_name"].where(~shared, frame["image_id"])).head(limit)
+    shown = frame["file_name"].where(~frame["shared"], frame["image_id"])
+    frame = frame.assign(file=shown).head(limit)
     table = {
         "file": frame["file"].map(wording.printable),
         "label": frame["label_name"].fillna("-").map(wording.printable),

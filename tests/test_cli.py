@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tracemalloc
 import warnings
 from pathlib import Path
 
@@ -2307,6 +2308,38 @@ def test_the_summary_counts_the_rows_not_within_the_tolerance(folder_run, capsys
     manifest["config"]["tolerance"] = 0  # the fixed rule: no row is judged
     print_summary(manifest)
     assert "within the tolerance" not in capsys.readouterr().out
+
+
+def _run_of(tmp_path, images: int) -> str:
+    """An output of `images` rows (no arrays), in two files, each in reverse name order."""
+    from tests.known_rows import make_row, write_output  # noqa: PLC0415
+
+    rows = [make_row(f"n/{i:05d}.png", 281, 281, 0.8, 0.001, mode="none") for i in range(images)]
+    files = [rows[1::2][::-1], rows[::2][::-1]]
+    return write_output(tmp_path / f"out{images}", files, dataset=str(tmp_path))
+
+
+def _python_peak(function) -> int:
+    """The most memory Python objects held while `function` ran (pandas' strings and
+    lists are Python objects), in bytes."""
+    tracemalloc.start()
+    try:
+        function()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_the_end_of_run_table_holds_its_own_rows_not_every_row_of_the_run(tmp_path):
+    # It shows 20 rows, but read ten columns of every row into pandas to sort them:
+    # about 3.3 KB a row, so the job's peak memory grew with its rows at its very end
+    # (+124 MB for 30,000 images; a million would add 3 GB).
+    small, large = _run_of(tmp_path, 100), _run_of(tmp_path, 6000)
+    table = summary_table(large)
+    assert table["file"].tolist() == [f"{i:05d}.png" for i in range(20)]
+    assert _python_peak(lambda: summary_table(large)) < 2 * _python_peak(
+        lambda: summary_table(small)
+    )
 
 
 def test_the_summary_shows_an_error_too_small_for_its_decimals_not_as_0(folder_run):
