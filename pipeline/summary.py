@@ -86,6 +86,21 @@ def _rows(output: str, limit: int) -> pd.DataFrame:
     )
 
 
+#: Characters a name may take in the table: a longer one is cut in its middle.
+_WIDTH = 40
+
+
+def _cell(text: str) -> str:
+    """A name as the table shows it: printable (`wording.printable`), and at most
+    `_WIDTH` characters, its start and end kept (a 200-character file name made every
+    line of the table as wide, and each row wrapped on a terminal)."""
+    text = wording.printable(text)
+    if len(text) <= _WIDTH:
+        return text
+    head = (_WIDTH - 1) // 2
+    return f"{text[:head]}…{text[len(text) - (_WIDTH - 1 - head) :]}"
+
+
 def summary_table(output: str, limit: int = 20, target: bool = False) -> pd.DataFrame:
     """file, label, prediction, confidence, (target,) completeness and per-pixel error
     of the first rows.
@@ -102,14 +117,14 @@ def summary_table(output: str, limit: int = 20, target: bool = False) -> pd.Data
     shown = frame["file_name"].where(~frame["shared"], frame["image_id"])
     frame = frame.assign(file=shown).head(limit)
     table = {
-        "file": frame["file"].map(wording.printable),
-        "label": frame["label_name"].fillna("-").map(wording.printable),
-        "prediction": frame["predicted_name"].map(wording.printable, na_action="ignore"),
+        "file": frame["file"].map(_cell),
+        "label": frame["label_name"].fillna("-").map(_cell),
+        "prediction": frame["predicted_name"].map(_cell, na_action="ignore"),
         "confidence": frame["top_k_probs"].map(lambda p: f"{p[0]:.1%}"),
     }
     if target:
         names = frame["target_name"].fillna(frame["target_class"].astype(str))
-        table["target"] = names.map(wording.printable)
+        table["target"] = names.map(_cell)
     table["relative_delta"] = frame["relative_delta"].map(lambda d: wording.percent(d, 3))
     table["attribution_error"] = frame["attribution_error"].map(
         lambda e: "-" if pd.isna(e) else wording.percent(e, 2)

@@ -2342,6 +2342,21 @@ def test_the_end_of_run_table_holds_its_own_rows_not_every_row_of_the_run(tmp_pa
     )
 
 
+def test_the_end_of_run_table_shortens_a_long_name_in_its_middle(tmp_path):
+    # One 200-character file name made every line of the table 290 characters wide:
+    # on a terminal each row wrapped over three lines. Its start and end are kept.
+    from tests.known_rows import make_row, write_output  # noqa: PLC0415
+
+    long = "scan_" + "x" * 190 + "_0042.png"
+    rows = [make_row(f"n/{name}", 281, 281, 0.8, 0.001) for name in (long, "short.png")]
+    table = summary_table(write_output(tmp_path / "out", [rows], dataset=str(tmp_path)))
+    shown = table["file"].tolist()
+    assert shown[1] == "short.png"
+    assert len(shown[0]) <= 40 and shown[0].startswith("scan_xx") and shown[0].endswith("_0042.png")
+    assert "…" in shown[0]
+    assert max(map(len, table.to_string(index=False).splitlines())) < 120
+
+
 def test_the_summary_shows_an_error_too_small_for_its_decimals_not_as_0(folder_run):
     # A fixed rule on a smooth model is 1e-6 off: the table said 0.000% and 0.00%.
     import pyarrow as pa  # noqa: PLC0415
