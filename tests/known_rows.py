@@ -157,15 +157,7 @@ def write_output(
 
 #: Result columns added after the first versions of the job: an output written before
 #: them has none (`attribution_error`; the faithfulness checks' AUCs and curves).
-LATER_COLUMNS = (
-    "attribution_error",
-    "deletion_auc",
-    "insertion_auc",
-    "deletion_auc_random",
-    "insertion_auc_random",
-    "deletion_curve",
-    "insertion_curve",
-)
+LATER_COLUMNS = ("attribution_error", *faithfulness.COLUMNS)
 
 
 def as_older_version(
