@@ -46,7 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from transforms import faithfulness, labels
 from transforms.schema import METADATA_COLUMNS, results_schema, rows_to_table
-from transforms.sinks import BYTES_PER_GROUP, ROWS_PER_GROUP, writer_options
+from transforms.sinks import BYTES_PER_GROUP, ROWS_PER_GROUP, row_bytes, writer_options
 
 FORMATS = [
     ("full", "float32"),
@@ -140,8 +140,7 @@ def write_like_sink(path: str, rows: Iterator[dict], dtype: str, **options) -> i
         group, size = [], 0
         for row in rows:
             group.append(row)
-            array = row["attributions"]
-            size += 1024 + (array.nbytes if array is not None else 0)
+            size += row_bytes(row)
             if len(group) >= ROWS_PER_GROUP or size >= BYTES_PER_GROUP:
                 writer.write_table(rows_to_table(group, schema))
                 count += len(group)
@@ -167,11 +166,10 @@ def read_metadata(path: str) -> pd.DataFrame:
 
 
 def scan_everything(path: str) -> int:
-    """Decodes every column of every row group; returns the rows seen."""
-    rows = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=ROWS_PER_GROUP):
-        rows += batch.num_rows
-    return rows
+    """Decodes every column of every row group, one group at a time (as a worker holds
+    them); returns the rows seen."""
+    file = pq.ParquetFile(path)
+    return sum(file.read_row_group(i).num_rows for i in range(file.num_row_groups))
 
 
 def _write_variant(

@@ -81,7 +81,7 @@ def _temp_parquet(output: Path) -> list[Path]:
 def folder(tmp_path) -> Path:
     rng = np.random.default_rng(21)
     root = tmp_path / "images"
-    for i in range(80):  # more than a row group (64 rows): the sink writes before the end
+    for i in range(80):  # a kill after the first batches leaves most of them to do
         write_image(root / f"{i:03d}.png", rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
     (root / "broken.png").write_bytes(b"not a png")
     return root
@@ -118,9 +118,9 @@ def test_a_live_run_holds_its_output_and_a_killed_run_resumes(
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "running" and manifest["run_id"] == held["run_id"]
 
-    # Let it write, and kill it while a Parquet file is half written.
+    # Let it write, and kill it mid-run: a batch checkpointed, the sink's file not final.
     os.kill(first.pid, signal.SIGCONT)
-    _wait_for(lambda: _temp_parquet(out), first, "temp Parquet file")
+    _wait_for(lambda: list((out / ".tmp" / "checkpoints").rglob("*.parquet")), first, "checkpoint")
     os.kill(first.pid, signal.SIGKILL)
     first.wait(timeout=60)
     results = out / "results"
