@@ -11,8 +11,8 @@ row group per group of the sink's size), then measures:
 * bytes per row on disk;
 * the time to read only the metadata columns into pandas (the README's
   `pd.read_parquet(..., columns=[...])`), and the time to scan every column
-  (decoded batch by batch, so full float32 attributions of 10,000 rows need not
-  fit in memory);
+  (decoded a row group at a time, so full float32 attributions of 10,000 rows need
+  not fit in memory);
 
 and prints one table with ratios against references measured in the same run:
 sizes against `full/float32` (the default), metadata reads against `none/float32`

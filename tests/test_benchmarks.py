@@ -380,3 +380,19 @@ def test_ig_accuracy_refuses_a_net_it_does_not_know(capsys):
         ig_accuracy.main(["--nets", "pretrianed", "--photos", "1"])
     assert stop.value.code == 2
     assert "unknown net 'pretrianed'; choose pretrained, random or both" in capsys.readouterr().err
+
+
+def test_storage_writes_row_groups_as_the_sink_groups_them(tmp_path):
+    # benchmarks.storage's table is the sink's layout only if it groups rows as the
+    # sink does: 64 full float32 224 x 224 x 3 maps to a group, small rows in one.
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    from benchmarks.row_groups import main as row_groups  # noqa: PLC0415
+    from benchmarks.storage import synthetic_rows, write_like_sink  # noqa: PLC0415
+
+    for attributions, rows, groups in (("full", 130, [64, 64, 2]), ("none", 300, [300])):
+        path = str(tmp_path / f"{attributions}.parquet")
+        write_like_sink(path, synthetic_rows(rows, 224, attributions, "float32"), "float32")
+        meta = pq.ParquetFile(path).metadata
+        assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == groups
+    assert row_groups(["--rows", "130", "--repeats", "1"]) == 0
