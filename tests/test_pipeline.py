@@ -207,6 +207,33 @@ def test_small_rows_fill_large_row_groups_and_full_maps_64_a_group(linear_keras,
         assert_that(sizes, equal_to([64, 64, 2]))
 
 
+def test_long_path_curves_count_toward_a_row_group_s_bytes():
+    # row_bytes counted the attributions and 1 KB for the rest: rows of --attributions
+    # none with --steps 4096 --tolerance 0 carry two 4,096-point path curves (33 KB),
+    # so 16,384 of them made a 540 MB group (2 GB at --max_steps 16384), not ~39 MB.
+    import apache_beam as beam  # noqa: PLC0415
+    from apache_beam.testing.util import assert_that  # noqa: PLC0415
+
+    from transforms.sinks import BYTES_PER_GROUP, ROWS_PER_GROUP, _GroupRows  # noqa: PLC0415
+
+    curve = np.zeros(4096, np.float32)
+    row = {"attributions": None, "path_alphas": curve, "path_scores": curve}
+    arrays = 2 * curve.nbytes
+
+    def check(sizes):
+        assert sum(sizes) == 1500
+        assert max(sizes) * arrays <= BYTES_PER_GROUP, sizes
+
+    with beam.Pipeline() as p:
+        sizes = (
+            p
+            | beam.Create([row] * 1500, reshuffle=False)
+            | beam.ParDo(_GroupRows(ROWS_PER_GROUP, BYTES_PER_GROUP))
+            | beam.Map(len)
+        )
+        assert_that(sizes, check)
+
+
 def test_output_files_have_one_schema_and_metadata_reads_alone(
     image_folder, linear_keras, tmp_path
 ):
