@@ -632,3 +632,17 @@ def test_each_run_from_python_warns_of_maps_float16_cannot_hold(
             _run(image_folder, str(tmp_path / "scaled.keras"), tmp_path / out, *flags)
         said = [r for r in caplog.records if "do not fit float16" in r.getMessage()]
         assert len(said) == 1, out
+
+
+def test_a_salvage_joins_thousands_of_checkpoints_into_full_row_groups():
+    # _row_groups summed the sizes of all pending checkpoint tables at each new one:
+    # a group of 2,048 checkpoints of 8 rows (--attributions none) took minutes to join
+    # (4,096 of them 258 s here), quadratic in a killed run's rows.
+    from transforms.schema import results_schema, rows_to_table  # noqa: PLC0415
+    from transforms.sinks import ROWS_PER_GROUP, _row_groups  # noqa: PLC0415
+
+    row = {name: None for name in results_schema().names}
+    row |= {"image_id": "x", "path_scores": np.zeros(64, np.float32)}
+    checkpoint = rows_to_table([row] * 8, results_schema())
+    groups = [t.num_rows for t in _row_groups([checkpoint] * 4100)]
+    assert groups == [ROWS_PER_GROUP, ROWS_PER_GROUP, 32]
