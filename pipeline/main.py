@@ -92,6 +92,7 @@ from transforms.sinks import (
     is_partial_file,
     json_temp,
     read_manifest,
+    results_files,
     salvage_checkpoints,
     write_json,
     write_schema_file,
@@ -302,10 +303,7 @@ def _drop_schema_file(output: str) -> None:
 
 def _results_files(output: str) -> dict[str, str]:
     """The Parquet files in `output`'s results/ (local or gs://), by name."""
-    pattern = FileSystems.join(output, RESULTS_DIR, "*.parquet")
-    return {
-        FileSystems.split(m.path)[1]: m.path for m in FileSystems.match([pattern])[0].metadata_list
-    }
+    return {FileSystems.split(path)[1]: path for path in results_files(output)}
 
 
 def _delete_matching(pattern: str) -> None:
@@ -486,15 +484,14 @@ def _names_by_hash(sha256: str | None) -> str:
 
 
 def _done_ids(output: str) -> set[str]:
-    files = FileSystems.match([FileSystems.join(output, RESULTS_DIR, "*.parquet")])[0].metadata_list
     done = set()
-    for meta in files:
+    for path in results_files(output):
         try:
-            with FileSystems.open(meta.path) as f:
+            with FileSystems.open(path) as f:
                 done.update(pq.read_table(f, columns=["image_id"]).column(0).to_pylist())
         except Exception as e:  # truncated or not Parquet: its rows are unknown
             raise ConfigError(
-                f"--resume: cannot read {meta.path!r} of the earlier run ({error_reason(e)}); "
+                f"--resume: cannot read {path!r} of the earlier run ({error_reason(e)}); "
                 "move that file away to redo its images, or start over with --overwrite."
             ) from e
     return done
@@ -505,9 +502,8 @@ def _check_columns(output: str) -> None:
     version writes (an older version's, before attribution_error or the faithfulness
     columns): its rows and this run's would not read as one table."""
     names = results_schema().names
-    pattern = FileSystems.join(output, RESULTS_DIR, "*.parquet")
-    for meta in FileSystems.match([pattern])[0].metadata_list:
-        with FileSystems.open(meta.path) as f:
+    for path in results_files(output):
+        with FileSystems.open(path) as f:
             held = pq.read_schema(f).names
         missing = [n for n in names if n not in held]
         extra = [n for n in held if n not in names]

@@ -17,6 +17,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms import wording
 from transforms.manifest import REPORT_FILE, RESULTS_DIR, estimate_bound, shows_targets
 from transforms.results import error_causes, read_errors
+from transforms.sinks import results_files
 
 __all__ = [
     "error_summary",
@@ -46,9 +47,8 @@ _BATCH_ROWS = 8192
 def _batches(output: str, columns: list[str]) -> Iterator[pa.RecordBatch]:
     """`columns` of every row in `<output>/results`, a record batch at a time: the
     rows of a large run are never in memory together."""
-    files = FileSystems.match([FileSystems.join(output, RESULTS_DIR, "*.parquet")])[0]
-    for meta in files.metadata_list:
-        with FileSystems.open(meta.path) as f:
+    for path in results_files(output):
+        with FileSystems.open(path) as f:
             yield from pq.ParquetFile(f).iter_batches(_BATCH_ROWS, columns=columns)
 
 
@@ -167,10 +167,9 @@ def tolerance_summary(output: str, config: dict[str, Any]) -> str | None:
 
 def _rows_in(output: str) -> int:
     """Rows in `<output>/results`, from the Parquet footers."""
-    files = FileSystems.match([FileSystems.join(output, RESULTS_DIR, "*.parquet")])[0]
     total = 0
-    for meta in files.metadata_list:
-        with FileSystems.open(meta.path) as f:
+    for path in results_files(output):
+        with FileSystems.open(path) as f:
             total += pq.ParquetFile(f).metadata.num_rows
     return total
 

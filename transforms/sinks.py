@@ -51,6 +51,7 @@ __all__ = [
     "json_temp",
     "parquet_writer",
     "read_manifest",
+    "results_files",
     "row_bytes",
     "salvage_checkpoints",
     "write_schema_file",
@@ -302,6 +303,13 @@ def _row_groups(tables: Iterable[pa.Table]) -> Iterator[pa.Table]:
             pending, rows, size = [], 0, 0
     if pending:
         yield pa.concat_tables(pending)
+
+
+def results_files(output: str) -> list[str]:
+    """The paths of the Parquet files in `<output>/results/` (local or gs://), as
+    Beam's file systems list them."""
+    pattern = FileSystems.join(output, RESULTS_DIR, "*.parquet")
+    return [meta.path for meta in FileSystems.match([pattern])[0].metadata_list]
 
 
 def write_schema_file(output: str, schema: pa.Schema) -> str | None:
