@@ -25,28 +25,12 @@ import pyarrow.parquet as pq
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.storage import synthetic_rows, write_like_sink  # noqa: E402
-from transforms.schema import results_schema, rows_to_table  # noqa: E402
+from transforms.schema import results_schema  # noqa: E402
 from transforms.sinks import writer_options  # noqa: E402
 
 _COLUMNS = ["image_id", "relative_delta", "attribution_error"]
-_OLD_GROUP = 64
-
-
-def _write_64(path: str, rows: int) -> None:
-    """The rows in groups of 64, as the sink wrote them before."""
-    schema = results_schema("float32")
-    options = writer_options(schema)
-    with pq.ParquetWriter(
-        path, schema, compression="zstd", use_compliant_nested_type=False, **options
-    ) as writer:
-        group = []
-        for row in synthetic_rows(rows, 224, "none", "float32"):
-            group.append(row)
-            if len(group) == _OLD_GROUP:
-                writer.write_table(rows_to_table(group, schema))
-                group = []
-        if group:
-            writer.write_table(rows_to_table(group, schema))
+# The sink's groups before 2026-12-05: 64 rows, or 64 MiB, whichever came first.
+_OLD_ROWS, _OLD_BYTES = 64, 64 << 20
 
 
 def _reads(paths: dict[str, str], repeats: int) -> dict[str, float]:
@@ -66,12 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="Timed reads per file (median).")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
-        paths = {"64 rows": os.path.join(folder, "64.parquet")}
-        paths["by bytes (the sink)"] = os.path.join(folder, "sink.parquet")
-        _write_64(paths["64 rows"], args.rows)
-        rows = synthetic_rows(args.rows, 224, "none", "float32")
-        schema = results_schema("float32")
-        write_like_sink(paths["by bytes (the sink)"], rows, "float32", **writer_options(schema))
+        # The same rows grouped by each rule (the sink's: write_like_sink's defaults).
+        limits = {"64 rows": {"max_rows": _OLD_ROWS, "max_bytes": _OLD_BYTES}}
+        limits["by bytes (the sink)"] = {}
+        paths = {name: os.path.join(folder, f"{i}.parquet") for i, name in enumerate(limits)}
+        options = writer_options(results_schema("float32"))
+        for name, bounds in limits.items():
+            rows = synthetic_rows(args.rows, 224, "none", "float32")
+            write_like_sink(paths[name], rows, "float32", **bounds, **options)
         medians = _reads(paths, args.repeats)
         print(f"{args.rows:,} rows of --attributions none, {args.repeats} interleaved rounds")
         print("| row groups | groups | footer | file | 3-column read, median | vs 64 rows |")

@@ -127,8 +127,17 @@ def synthetic_rows(
         }
 
 
-def write_like_sink(path: str, rows: Iterator[dict], dtype: str, **options) -> int:
-    """Writes rows as `WriteResults` does: groups of the sink's size, one row group each.
+def write_like_sink(
+    path: str,
+    rows: Iterator[dict],
+    dtype: str,
+    *,
+    max_rows: int = ROWS_PER_GROUP,
+    max_bytes: int = BYTES_PER_GROUP,
+    **options,
+) -> int:
+    """Writes rows as `WriteResults` does: groups of the sink's size (`max_rows` rows or
+    `max_bytes` bytes by `row_bytes`, whichever comes first), one row group each.
 
     `options`: the `ParquetWriter` options (the sink's are `writer_options(schema)`).
     """
@@ -141,7 +150,7 @@ def write_like_sink(path: str, rows: Iterator[dict], dtype: str, **options) -> i
         for row in rows:
             group.append(row)
             size += row_bytes(row)
-            if len(group) >= ROWS_PER_GROUP or size >= BYTES_PER_GROUP:
+            if len(group) >= max_rows or size >= max_bytes:
                 writer.write_table(rows_to_table(group, schema))
                 count += len(group)
                 group, size = [], 0
