@@ -29,6 +29,9 @@ class _Count:
     skipped: int = 0  # done by an earlier run (--resume): not in this run's rate
     last_log: float = 0.0
     logged: int = 0  # `done` in the last line logged
+    # When the heartbeat first saw the model compute: the rate counts from there,
+    # not from the launch (listing, a resume's salvage, the model's load).
+    working_since: float | None = None
 
 
 # Per process and job: the DirectRunner's bundles of one job share one count.
@@ -50,11 +53,15 @@ def progress_line(
     elapsed: float,
     work: Mapping[str, int] | None = None,
     skipped: int = 0,
+    busy: float | None = None,
 ) -> str:
     """'progress: 16/200 images (8%), 0.52 images/s, ETA 5 min 54 s'.
 
     `skipped`: of `done`, the images a --resume found done before; the rate (and
     so the ETA) counts only the others, those this run processed.
+
+    `busy`: seconds since the run's model first computed; the rate counts over
+    them when given, else over `elapsed` (which 'done in' always shows).
 
     `work`: the heartbeat's line, logged while a batch runs, adds the model's
     `gradient` evaluations and `forward` passes so far ('(running: 1,208 gradient
@@ -66,9 +73,9 @@ def progress_line(
         forward = work.get("forward", 0)
         running += f": {work.get('gradient', 0):,} gradient evaluations"
         running += f" and {forward:,} forward passes so far" if forward else " so far"
-    rate = _rate(done - skipped, elapsed)
+    rate = _rate(done - skipped, elapsed if busy is None else busy)
     if total is not None and done > total:  # files added to --dataset after the launch listed it
-        text = progress_line(done, None, elapsed, work, skipped)
+        text = progress_line(done, None, elapsed, work, skipped, busy)
         more = f" ({done - total} more than the {total} listed at launch)"
         return text.replace(f" {count(done, 'image')}", f" {count(done, 'image')}{more}", 1)
     if done == 0:
@@ -109,7 +116,8 @@ class ReportProgress(beam.DoFn):
     Every runner gets the `images_done` Beam counter. With `log_lines` (the
     DirectRunner), a progress line is logged at the end of each RunInference
     batch, at most every `every_seconds`, and always for the last image; the
-    rate counts from `start` (the job's launch, so it includes the model load).
+    rate counts from the model's first call where the heartbeat saw it (the
+    in-process DirectRunner), else from `start` (the job's launch).
     With `per_worker` (one of several worker processes, each counting only the
     images it handled), the line is the worker's own (`worker_line`): no total,
     percent or ETA, which would mix its count with the job's total; as a worker
@@ -152,7 +160,7 @@ class ReportProgress(beam.DoFn):
             count.done += 1
             count.attributed += self._kind == "attributed"
             count.skipped += self._kind == "skipped"
-            done, skipped = count.done, count.skipped
+            done, skipped, since = count.done, count.skipped, count.working_since
             batch_end = self._kind == "attributed" and count.attributed % self._batch == 0
             due = done == self._total or (batch_end and now - count.last_log >= self._every)
             if due:
@@ -163,7 +171,9 @@ class ReportProgress(beam.DoFn):
             if self._per_worker:
                 _LOG.info("%s", worker_line(done, elapsed, skipped))
             else:
-                _LOG.info("%s", progress_line(done, self._total, elapsed, skipped=skipped))
+                busy = None if since is None else now - since
+                line = progress_line(done, self._total, elapsed, skipped=skipped, busy=busy)
+                _LOG.info("%s", line)
 
     def finish_bundle(self) -> None:
         if not (self._log and self._per_worker):
@@ -183,7 +193,8 @@ def heartbeat(
     key: str, total: int | None, start: float, every_seconds: float = 15.0
 ) -> Iterator[None]:
     """While the body runs, logs the progress line whenever none was logged for
-    `every_seconds` (a run's first batch can take a minute before its first line).
+    `every_seconds` (a run's first batch can take a minute before its first line),
+    and notes the second the model first computes (the rate counts from there).
 
     Only meaningful where the workers run in this process (the in-process DirectRunner).
     """
@@ -193,14 +204,17 @@ def heartbeat(
     def beat() -> None:
         while not stop.wait(1.0):
             now = time.time()
+            work = {k: v - before[k] for k, v in model_evaluations().items()}
             with _LOCK:
                 count = _COUNTS.setdefault(key, _Count(last_log=start))
+                if count.working_since is None and any(work.values()):
+                    count.working_since = now
                 if now - count.last_log < every_seconds:
                     continue
                 count.last_log = now
-                done, skipped = count.done, count.skipped
-            work = {k: v - before[k] for k, v in model_evaluations().items()}
-            _LOG.info("%s", progress_line(done, total, now - start, work, skipped))
+                done, skipped, since = count.done, count.skipped, count.working_since
+            busy = None if since is None else now - since
+            _LOG.info("%s", progress_line(done, total, now - start, work, skipped, busy))
 
     thread = threading.Thread(target=beat, name="ig-audit-progress", daemon=True)
     thread.start()

@@ -1775,6 +1775,33 @@ def test_a_resumed_runs_rate_and_eta_count_only_the_images_it_processed(caplog):
     assert last.startswith("progress: 5/5 images (100%, 3 done before), 0.02 images/s, done in")
 
 
+def test_the_rate_and_eta_count_from_the_runs_first_model_call(caplog):
+    # A run's first line counted its rate from the launch: listing, a resume's
+    # salvage and the model's load made it look slow ("ETA 8 min 35 s" for a
+    # resume that ended 16 s later). The heartbeat notes the first model call.
+    import time
+
+    from pipeline import progress
+    from pipeline.progress import ReportProgress, progress_line
+
+    assert progress_line(8, 72, 60.0, busy=4.0) == (
+        "progress: 8/72 images (11%), 2.00 images/s, ETA 32 s"
+    )
+    assert progress_line(72, 72, 60.0, busy=36.0) == (
+        "progress: 72/72 images (100%), 2.00 images/s, done in 1 min 00 s"
+    )
+    assert progress_line(8, 72, 60.0, busy=None) == progress_line(8, 72, 60.0)
+    key, start = f"busy-test-{time.time()}", time.time() - 100
+    progress._COUNTS[key] = progress._Count(last_log=start, working_since=time.time() - 4)
+    step = ReportProgress("attributed", key, 72, start, batch_size=8, log_lines=True)
+    step.setup()
+    with caplog.at_level("INFO", logger="pipeline.progress"):
+        for _ in range(8):
+            step.process("image")
+    line = caplog.records[-1].getMessage()
+    assert line.startswith("progress: 8/72 images (11%), 2.00 images/s, ETA 3")  # 32 s, not 13 min
+
+
 def test_the_heartbeat_says_running_and_the_gradient_evaluations_so_far(caplog, linear_keras):
     import time
 
@@ -1795,10 +1822,13 @@ def test_the_heartbeat_says_running_and_the_gradient_evaluations_so_far(caplog, 
     with caplog.at_level("INFO", logger="pipeline.progress"):
         with progress.heartbeat(key, 8, start, every_seconds=0.0):
             wait_for_a_line("progress: 0/8")  # a line before any image is done
+            calling = time.time()
             model.score_grad_fn("raw")(points, 0 * points, np.ones(5), np.arange(5))
             model.logits(points[:2])
             progress._COUNTS[key].done = 3
             wait_for_a_line("progress: 3/8")  # and one while the next batch runs
+    # The rate counts from the first model call (the heartbeat's first second seeing it).
+    assert calling <= progress._COUNTS[key].working_since <= time.time()
     first, *_, last = [r.getMessage() for r in caplog.records]
     assert first.endswith("elapsed (first batch running: 0 gradient evaluations so far)")
     assert last.startswith("progress: 3/8 images")
