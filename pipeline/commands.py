@@ -112,14 +112,17 @@ def interruption(message: str) -> int:
     return 143 if _TERMINATED else 130
 
 
-def run_module(name: str) -> NoReturn:
+def run_module(name: str, parser: Callable[[], argparse.ArgumentParser]) -> NoReturn:
     """`python -m NAME` of a command that reads a run (`pipeline.report`,
-    `pipeline.sanity`), called before that module's own imports: imports it and runs
-    its `main`, whose status is the exit status. A Ctrl-C, or a SIGTERM, while it
-    imports or runs is one `error:` line and exit 130 (143): it was a
-    KeyboardInterrupt traceback and a death by SIGINT, or a death without a word."""
+    `pipeline.sanity`), called before that module's own imports: parses the command
+    line with `parser` (so `--help` and a bad flag answer at once, not after seconds
+    of Beam's and TensorFlow's imports), then imports NAME and runs its `main`,
+    whose status is the exit status. A Ctrl-C, or a SIGTERM, while it imports or
+    runs is one `error:` line and exit 130 (143): it was a KeyboardInterrupt
+    traceback and a death by SIGINT, or a death without a word."""
     with sigterm_stops_as_ctrl_c():
         try:
+            parser().parse_args()
             status = importlib.import_module(name).main()
         except KeyboardInterrupt:
             _stopped_now(interruption("interrupted; run the command again."))

@@ -10,6 +10,7 @@ import argparse
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pipeline.commands import CommandParser
 from transforms.config import (
     ATTRIBUTION_DTYPES,
     ATTRIBUTION_MODES,
@@ -31,11 +32,16 @@ from transforms.ig import METHODS
 
 __all__ = [
     "DEFAULT_SPLIT",
+    "REPORT_CLASSES",
+    "REPORT_EXAMPLES",
+    "REPORT_GALLERY",
     "FIXED_RULE_ADVISED_STEPS",
     "MAX_IMAGE_SIZE",
     "MIN_IMAGE_SIZE",
     "add_flags",
     "help_text",
+    "report_parser",
+    "sanity_parser",
 ]
 
 _DEFAULTS = AttributionConfig()
@@ -304,3 +310,68 @@ def help_text(prog: str = "python -m pipeline") -> str:
     )
     add_flags(parser)
     return parser.format_help()
+
+
+#: pipeline.report's defaults: cards per section, gallery images, per-class table rows.
+REPORT_EXAMPLES, REPORT_GALLERY, REPORT_CLASSES = 12, 16, 100
+
+
+def report_parser() -> argparse.ArgumentParser:
+    """`python -m pipeline.report`'s flags (parsed before its imports: `commands.run_module`)."""
+    parser = CommandParser(
+        prog="python -m pipeline.report",
+        description="Render a self-contained HTML audit page from an ig-audit output folder.",
+    )
+    parser.add_argument("--input", required=True, help="The run's --output folder.")
+    parser.add_argument(
+        "--output",
+        help="The HTML file to write (default: report.html in the --input folder, where "
+        "--overwrite of that run removes it).",
+    )
+    parser.add_argument(
+        "--examples",
+        type=int,
+        default=REPORT_EXAMPLES,
+        help="Cards per section (misclassifications, worst rows, no better than chance); "
+        f"default {REPORT_EXAMPLES}.",
+    )
+    parser.add_argument(
+        "--gallery",
+        type=int,
+        default=REPORT_GALLERY,
+        help=f"Images in the gallery (0: none); default {REPORT_GALLERY}.",
+    )
+    parser.add_argument(
+        "--classes",
+        type=int,
+        default=REPORT_CLASSES,
+        help=f"Rows of the per-class table; default {REPORT_CLASSES}.",
+    )
+    parser.add_argument(
+        "--image_root", default=None, help="Where the run's image folder is now, if it moved."
+    )
+    return parser
+
+
+def sanity_parser() -> argparse.ArgumentParser:
+    """`python -m pipeline.sanity`'s flags (parsed before its imports: `commands.run_module`)."""
+    parser = CommandParser(
+        prog="python -m pipeline.sanity",
+        description="Model-randomisation sanity check of a finished run (Adebayo et al., 2018).",
+    )
+    parser.add_argument("--input", required=True, help="A finished run's --output folder.")
+    parser.add_argument(
+        "--images", type=int, default=4, help="Rows to check (first by id); default 4."
+    )
+    parser.add_argument(
+        "--stages",
+        default="6",
+        help="Number of cascading stages, or comma-separated layer names; default 6.",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="Seed of the random weights; default 0."
+    )
+    parser.add_argument(
+        "--image_root", default=None, help="Where the run's image folder is now, if it moved."
+    )
+    return parser

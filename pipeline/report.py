@@ -20,8 +20,9 @@ from __future__ import annotations
 
 if __name__ == "__main__":  # before the imports below: a Ctrl-C in them is a stop too
     from pipeline.commands import run_module
+    from pipeline.flags import report_parser
 
-    run_module("pipeline.report")
+    run_module("pipeline.report", report_parser)
 
 import argparse
 import base64
@@ -47,7 +48,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 
-from pipeline.commands import CommandParser, to_stdout
+from pipeline.commands import to_stdout
+from pipeline.flags import REPORT_CLASSES, REPORT_EXAMPLES, REPORT_GALLERY, report_parser
 from transforms import files, plots, results
 from transforms.config import baseline_names
 from transforms.errors import error_reason
@@ -1224,15 +1226,14 @@ def _result_columns(output: str) -> tuple[str, ...]:
 
 
 # The page's sizes when none are given, for `build_report` and the command line alike.
-_EXAMPLES, _GALLERY, _CLASSES = 12, 16, 100
 
 
 def build_report(
     output: str,
     *,
-    examples: int = _EXAMPLES,
-    gallery: int = _GALLERY,
-    classes: int = _CLASSES,
+    examples: int = REPORT_EXAMPLES,
+    gallery: int = REPORT_GALLERY,
+    classes: int = REPORT_CLASSES,
     image_root: str | None = None,
 ) -> str:
     """The HTML page of a run.
@@ -1287,42 +1288,6 @@ def _write(page: str, path: str) -> None:
     files.write_whole(path, page.encode("utf-8"), mime_type="text/html")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = CommandParser(
-        prog="python -m pipeline.report",
-        description="Render a self-contained HTML audit page from an ig-audit output folder.",
-    )
-    parser.add_argument("--input", required=True, help="The run's --output folder.")
-    parser.add_argument(
-        "--output",
-        help="The HTML file to write (default: report.html in the --input folder, where "
-        "--overwrite of that run removes it).",
-    )
-    parser.add_argument(
-        "--examples",
-        type=int,
-        default=_EXAMPLES,
-        help="Cards per section (misclassifications, worst rows, no better than chance); "
-        f"default {_EXAMPLES}.",
-    )
-    parser.add_argument(
-        "--gallery",
-        type=int,
-        default=_GALLERY,
-        help=f"Images in the gallery (0: none); default {_GALLERY}.",
-    )
-    parser.add_argument(
-        "--classes",
-        type=int,
-        default=_CLASSES,
-        help=f"Rows of the per-class table; default {_CLASSES}.",
-    )
-    parser.add_argument(
-        "--image_root", default=None, help="Where the run's image folder is now, if it moved."
-    )
-    return parser
-
-
 def _flag_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with the flags as given, before the page is built; None: nothing."""
     for flag in ("examples", "gallery", "classes"):
@@ -1362,7 +1327,7 @@ def _output_problem(output: str | None) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit code (2 for a bad --input or an --output
     that cannot be written, 1 for a gs:// --input whose storage cannot be reached)."""
-    args = _parser().parse_args(argv)
+    args = report_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     problem = _flag_problem(args)
     if problem is not None:

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 if __name__ == "__main__":  # before the imports below: a Ctrl-C in them is a stop too
     from pipeline.commands import run_module
+    from pipeline.flags import sanity_parser
 
-    run_module("pipeline.sanity")
+    run_module("pipeline.sanity", sanity_parser)
 
 import dataclasses
 import functools
@@ -41,7 +42,8 @@ from apache_beam.io.filesystems import FileSystems
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pipeline.commands import CommandParser, to_stdout
+from pipeline.commands import to_stdout
+from pipeline.flags import sanity_parser
 from transforms import baselines as baselines_lib
 from transforms import files, images, plots, results
 from transforms.batch import baselines_and_scores, integrate_rows
@@ -602,23 +604,7 @@ def print_report(report: dict[str, Any], output: str, asked: int | None = None) 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = CommandParser(prog="python -m pipeline.sanity", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input", required=True, help="A finished run's --output folder.")
-    parser.add_argument(
-        "--images", type=int, default=4, help="Rows to check (first by id); default 4."
-    )
-    parser.add_argument(
-        "--stages",
-        default="6",
-        help="Number of cascading stages, or comma-separated layer names; default 6.",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="Seed of the random weights; default 0."
-    )
-    parser.add_argument(
-        "--image_root", default=None, help="Where the run's image folder is now, if it moved."
-    )
-    args = parser.parse_args(argv)
+    args = sanity_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     import_tensorflow(verbose=False)  # without its start-up lines, as the job does
     stages = parse_stages(args.stages)

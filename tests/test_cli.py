@@ -379,6 +379,19 @@ def test_help_loads_neither_beam_nor_tensorflow():
     assert done.stdout.splitlines()[-1] == "[]"
 
 
+@pytest.mark.parametrize("command", ["pipeline.report", "pipeline.sanity"])
+@pytest.mark.parametrize("argv", [["--help"], ["--input", "x", "--image_rot", "y"]])
+def test_the_reading_commands_help_and_flag_errors_load_neither_beam_nor_tensorflow(command, argv):
+    # `pipeline.sanity --help` took 4.9 s and `pipeline.report --help` 2.7 s (their
+    # imports); a misspelt flag as long before its one error line.
+    done = _python("", "-X", "importtime", "-m", command, *argv)
+    assert done.returncode == (0 if argv == ["--help"] else 2), done.stderr
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+    assert not {m.split(".")[0] for m in imported} & {"apache_beam", "tensorflow", "matplotlib"}
+    said = "usage: python -m " + command if argv == ["--help"] else "did you mean --image_root"
+    assert said in done.stdout + done.stderr
+
+
 def test_help_says_what_each_choice_of_a_flag_does():
     # The values DESIGN.md explains are explained where users look first, not only listed.
     from pipeline.options import help_text
