@@ -646,3 +646,20 @@ def test_a_salvage_joins_thousands_of_checkpoints_into_full_row_groups():
     checkpoint = rows_to_table([row] * 8, results_schema())
     groups = [t.num_rows for t in _row_groups([checkpoint] * 4100)]
     assert groups == [ROWS_PER_GROUP, ROWS_PER_GROUP, 32]
+
+
+def test_a_salvages_row_groups_of_full_maps_hold_64_as_the_sinks_do():
+    # A salvage joined 8-row checkpoints until their bytes reached the bound: 64 full
+    # float32 224 x 224 maps weigh a little under it, so its groups held 72 (43 MB,
+    # over the bound). They now stop before a checkpoint would cross it.
+    from transforms.schema import results_schema, rows_to_table  # noqa: PLC0415
+    from transforms.sinks import BYTES_PER_GROUP, _row_groups  # noqa: PLC0415
+
+    row = {name: None for name in results_schema().names}
+    row |= {"image_id": "x", "attributions": np.ones((224, 224, 3), np.float32)}
+    checkpoint = rows_to_table([row] * 8, results_schema())
+    groups = list(_row_groups([checkpoint] * 17))
+    assert [t.num_rows for t in groups] == [64, 64, 8]
+    assert all(t.nbytes <= BYTES_PER_GROUP for t in groups)
+    big = rows_to_table([row] * 80, results_schema())  # one table over the bound: kept whole
+    assert [t.num_rows for t in _row_groups([checkpoint, big, checkpoint])] == [8, 80, 8]

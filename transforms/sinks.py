@@ -289,18 +289,20 @@ def _write_tables(path: str, tables: Iterable[pa.Table], schema: pa.Schema) -> i
 
 
 def _row_groups(tables: Iterable[pa.Table]) -> Iterator[pa.Table]:
-    """`tables` joined into tables of at least ROWS_PER_GROUP rows or BYTES_PER_GROUP
-    bytes (the last one excepted): a salvage's checkpoints hold a batch each (8 rows),
-    and a row group apiece made their metadata slow to read. Each table is sized once:
-    summing the pending ones at every table took minutes for a group of 2,048."""
+    """`tables` joined into tables of at most ROWS_PER_GROUP rows and BYTES_PER_GROUP
+    bytes, each as full as whole tables make it (a table over a bound alone is kept
+    whole): a salvage's checkpoints hold a batch each (8 rows), and a row group apiece
+    made their metadata slow to read. Each table is sized once: summing the pending
+    ones at every table took minutes for a group of 2,048."""
     pending: list[pa.Table] = []
     rows = size = 0
     for table in tables:
-        pending.append(table)
-        rows, size = rows + table.num_rows, size + table.nbytes
-        if rows >= ROWS_PER_GROUP or size >= BYTES_PER_GROUP:
+        over = rows + table.num_rows > ROWS_PER_GROUP or size + table.nbytes > BYTES_PER_GROUP
+        if pending and over:
             yield pa.concat_tables(pending)
             pending, rows, size = [], 0, 0
+        pending.append(table)
+        rows, size = rows + table.num_rows, size + table.nbytes
     if pending:
         yield pa.concat_tables(pending)
 
