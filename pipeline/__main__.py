@@ -41,6 +41,8 @@ def _first_line(error: BaseException) -> str:
 _RESUME = "Rerun with --resume to continue: the rows of every batch it finished are kept."
 # A write that failed for want of space, as Beam passes it on: in its text only.
 _NO_SPACE = re.compile(r"\[Errno (?:27|28|122)\]|No space left on device|Disk quota exceeded")
+# Memory that ran out, as numpy, TensorFlow and C++ say it (the run's text or type).
+_NO_MEMORY = re.compile(r"MemoryError|OOM when allocating|ResourceExhausted|std::bad_alloc")
 
 
 def _no_rows(manifest: dict, rows: int) -> str | None:
@@ -113,6 +115,11 @@ def _failed(error: Exception, verbose: bool) -> int:
         detail += (
             ". A write failed for want of space (a full disk, a quota or a file-size "
             f"limit): free some, then r{_RESUME[1:]}"
+        )
+    elif _NO_MEMORY.search(f"{type(error).__name__}: {error}"):
+        detail += (
+            ". The job ran out of memory: rerun with --resume and a smaller --batch_size or "
+            "--path_batch_size (the rows of every batch it finished are kept), or give it more."
         )
     print(f"error: the run failed: {_first_line(error)}{detail}", file=sys.stderr)
     return 1

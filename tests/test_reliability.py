@@ -1145,6 +1145,41 @@ def test_a_write_that_failed_for_want_of_space_says_to_free_some(error, capsys):
     assert (space in line) == ("No such file" not in line), line
 
 
+def _numpy_out_of_memory() -> MemoryError:
+    try:
+        np.empty(2**60, np.float32)  # 4 EiB: numpy's own error, as a worker gets it
+    except MemoryError as e:
+        return e
+    raise AssertionError("4 EiB allocated")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        _numpy_out_of_memory(),
+        RuntimeError(
+            f"numpy._core._exceptions._ArrayMemoryError: {_numpy_out_of_memory()} "
+            "[while running 'Attribute/BeamML_RunInference']"
+        ),
+        RuntimeError("ResourceExhaustedError: OOM when allocating tensor with shape[64,1024]"),
+        RuntimeError("MemoryError: std::bad_alloc"),
+        RuntimeError("ValueError: bad shape [while running 'Attribute']"),  # not memory
+    ],
+)
+def test_a_run_out_of_memory_says_which_flags_need_less(error, capsys):
+    # 'the run failed: MemoryError: Unable to allocate 48.0 MiB ...' (a 3 GB ulimit,
+    # --image_size 2048) said what, not what to do about it.
+    from pipeline.__main__ import _failed
+
+    assert _failed(error, verbose=False) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    advice = (
+        "The job ran out of memory: rerun with --resume and a smaller --batch_size or "
+        "--path_batch_size (the rows of every batch it finished are kept), or give it more."
+    )
+    assert line.endswith(advice) == ("bad shape" not in line), line
+
+
 def test_a_run_that_fills_the_disk_says_to_free_space_and_resume(
     image_folder, linear_keras, tmp_path
 ):
