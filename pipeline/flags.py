@@ -21,8 +21,10 @@ from transforms.config import (
     FAITHFULNESS_MODES,
     MAX_BATCH_SIZE,
     MAX_FAITHFULNESS_STEPS,
+    MAX_IMAGE_SIZE,
     MAX_MAX_STEPS,
     MAX_STEPS,
+    MIN_IMAGE_SIZE,
     SCORES,
     TARGETS,
     AttributionConfig,
@@ -49,11 +51,6 @@ _DEFAULTS = AttributionConfig()
 DEFAULT_SPLIT = "test"
 #: Below this many points a fixed rule (--tolerance 0) gets a warning at launch.
 FIXED_RULE_ADVISED_STEPS = 64
-# The bounds of --image_size. The largest: a 4096 x 4096 x 3 float32 image is 192 MiB,
-# and IG holds tens of such vectors per path (a larger side ran out of memory, exit 1,
-# not 2).
-MIN_IMAGE_SIZE = 8
-MAX_IMAGE_SIZE = 4096
 
 # What each choice of a flag does, for --help (the choices are transforms.config's).
 _BASELINE_MEANINGS = {

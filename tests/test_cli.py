@@ -908,6 +908,16 @@ def _keras_input(path, shape: tuple[int, ...]) -> str:
     return str(path)
 
 
+def _keras_pooled(path, side: int) -> str:
+    """A .keras model of 4 classes taking [N, side, side, 3] images, averaging them."""
+    import keras
+
+    inputs = keras.Input((side, side, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    keras.Model(inputs, keras.layers.Dense(4)(pooled)).save(str(path))
+    return str(path)
+
+
 def _predict_signature_only(path) -> str:
     """A SavedModel that is not callable, whose only signature is named 'predict'."""
     import tensorflow as tf
@@ -957,6 +967,30 @@ def test_signatures_and_shapes_the_job_cannot_use_are_refused_at_launch(
         (line,) = _error_lines(capsys.readouterr().err)
         assert line.startswith(f"error: --model '{model}'") and message in line, line
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("kind", ["keras", "saved_model"])
+def test_a_model_fixing_an_input_side_above_the_bound_is_refused_before_any_image(tmp_path, kind):
+    """A model declaring a 20000x20000 input was probed with two such images at launch
+    (4.8 GB each): the process grew to 22 GB and was killed, with no message. Its side
+    is bounded as --image_size is, before the model runs (loaded or not)."""
+    from pipeline.flags import MAX_IMAGE_SIZE
+    from transforms.tf_model import resolve_model
+
+    side = MAX_IMAGE_SIZE + 1  # a probe of this side is 0.4 GB: bearable if it ran
+    if kind == "keras":
+        model = _keras_pooled(tmp_path / "huge.keras", side)
+    else:
+        model = _signature_model(tmp_path / "huge", ("scores",), shape=(side, side))
+    message = (
+        f"--model '{model}' takes {side}x{side} images; the job feeds at most "
+        f"{MAX_IMAGE_SIZE}x{MAX_IMAGE_SIZE} (IG holds tens of such images per path): export "
+        "it with a smaller input, or an open size (None, None) and pass --image_size."
+    )
+    for load in (True, False):
+        with pytest.raises(ValueError) as refused:
+            resolve_model(model, load=load)
+        assert str(refused.value) == message
 
 
 @pytest.mark.parametrize("shape", [(None, SIZE), (SIZE, None)])

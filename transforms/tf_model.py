@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 
 from transforms import files
+from transforms.config import MAX_IMAGE_SIZE
 from transforms.errors import error_reason
 from transforms.ig import IntegrandFn, ScoreFn, ScoreGradFn
 
@@ -701,6 +702,18 @@ def _scores_key(
     )
 
 
+def _check_side(reference: str, side: int | None) -> None:
+    """Refuses a fixed input side above --image_size's bound before the model runs: its
+    probe alone (two such images) would hold GBs, and its paths tens of times more."""
+    if side is not None and side > MAX_IMAGE_SIZE:
+        raise ValueError(
+            f"--model {reference!r} takes {side}x{side} images; the job feeds at most "
+            f"{MAX_IMAGE_SIZE}x{MAX_IMAGE_SIZE} (IG holds tens of such images per path): "
+            "export it with a smaller input, or an open size (None, None) and pass "
+            "--image_size."
+        )
+
+
 def _image_size(reference: str, location: str, shape, image_size: int | None) -> int:
     """The model's input side: its signature's, `image_size`, a known one, or 224."""
     if shape is not None and (len(shape) != 4 or shape[-1] not in (None, 3)):
@@ -724,6 +737,7 @@ def _image_size(reference: str, location: str, shape, image_size: int | None) ->
             "every image into a square (with padding): export the model with a square input "
             "or an open size (None, None)."
         )
+    _check_side(reference, static)
     if image_size is not None:
         if static is not None and static != image_size:
             raise ValueError(
