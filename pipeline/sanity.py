@@ -361,14 +361,14 @@ def _figure(
         axes[r, 0].imshow(pictures[r])
         name, target = frame.file_name.iloc[r], frame.target_name.iloc[r]
         caption = f"{plots.shortened(name)}\n→ {plots.shortened(target)}"
-        axes[r, 0].set_title(caption, fontsize=6)
+        axes[r, 0].set_title(caption, fontsize=6, parse_math=False)  # `$` in a name is text
         for c, stage in enumerate(maps, start=1):
             scores = pixel_scores(stage[r])  # the map the check compares
             # NaN left blank (no value), where the mask would draw it at the top.
             heat = np.where(np.isnan(scores), np.nan, plots.attribution_mask(scores))
             axes[r, c].imshow(heat, cmap="inferno", vmin=0, vmax=1)
     for c, title in enumerate(titles, start=1):
-        axes[0, c].set_title(title, fontsize=7)
+        axes[0, c].set_title(title, fontsize=7, parse_math=False)
     for ax in axes.ravel():
         ax.set_axis_off()
     return fig

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 from PIL import Image
 
 from tests.conftest import SIZE, WNID_CAT, cli_args, write_image
@@ -322,6 +323,34 @@ def test_grid_figure_says_when_it_shows_photos_without_maps(folder_run, tmp_path
     assert ax.get_title().endswith("\n(no attributions stored)")
     with_maps = plots.grid_figure(results.read_results(folder_run["output"], with_arrays=True))
     assert not any("no attributions" in ax.get_title() for ax in with_maps.axes)
+
+
+def test_names_with_dollar_signs_are_drawn_as_written_not_as_tex(tmp_path):
+    """Matplotlib reads text between two `$` as TeX math: a file named `x$^$y.png`
+    failed every figure captioning it (a ValueError when drawn, so the report too), and
+    `a$b$.png` or a class named `$5 bill$` showed as a formula."""
+    rows = [
+        make_row("x$^$y.png", None, 5, 0.5, 0.0, seed=1),
+        make_row("a$b$.png", None, 6, 0.5, 0.0, seed=2),
+    ]
+    rows[1]["target_name"] = "$5 bill$"
+    output = write_output(tmp_path / "out", [rows], dataset=str(tmp_path))
+    frame = results.read_results(output, with_arrays=True)
+    figures = [
+        plots.grid_figure(frame, title="run $a$"),
+        plots.path_figure(frame, title="$x^$"),
+        plots.faithfulness_curves_figure(rows[0], title="$x^$"),
+        *(
+            plots.audit_figure(output, "x$^$y.png", kind=k)
+            for k in ("attributions", "channels", "path")
+        ),
+    ]
+    for figure in figures:
+        assert plots.figure_png(figure).startswith(b"\x89PNG")
+        texts = [t for t in figure.findobj(Text) if "$" in t.get_text()]
+        assert texts and not any(t.get_parse_math() for t in texts), figure
+    legend = [t.get_text() for t in figures[1].axes[0].get_legend().get_texts()]
+    assert legend == ["a$b$.png -> $5 bill$", "x$^$y.png -> class 5"]
 
 
 def test_audit_figure_reads_row_photo_and_baseline(folder_run):

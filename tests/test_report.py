@@ -848,6 +848,19 @@ def test_hostile_names_are_shown_as_text_never_as_markup(tmp_path):
     assert "<b>data</b>" in page.sections["summary"]
 
 
+def test_names_with_dollar_signs_are_shown_as_written(tmp_path):
+    """A file named `x$^$y.png` failed the whole report (matplotlib read its caption as
+    TeX math: a ValueError), and `a$b$.png` would have been drawn as a formula."""
+    rows = [make_row("n02123045/x$^$y.png", 281, 282, 0.9, 0.05)]
+    rows.append(make_row("a$b$.png", None, 3, 0.8, 0.2, seed=1))
+    rows[0]["label_name"] = rows[1]["target_name"] = rows[1]["predicted_name"] = "$5 bill$"
+    output = write_output(tmp_path / "out", [rows], dataset="$HOME/photos")
+    page = _page(build_report(output))
+    assert "x$^$y.png" in page.sections["misclassified"]
+    assert "Label $5 bill$ (281)" in page.sections["misclassified"]
+    assert len(page.alts["gallery"]) == 1 and "$HOME/photos" in page.sections["summary"]
+
+
 def test_a_run_where_every_input_failed_is_not_reported_as_fine(tmp_path):
     output = write_output(tmp_path / "out", [[make_row("a.png", None, 7, 0.3, 0.0)]], dataset="x")
     pq.write_table(results_schema().empty_table(), next(Path(output, "results").glob("*.parquet")))

@@ -483,6 +483,23 @@ def test_the_figure_names_each_rows_image_and_target(tmp_path):
     np.testing.assert_array_equal(figure.axes[3].get_images()[0].get_array(), pixels / 255.0)
 
 
+def test_the_figure_draws_names_with_dollar_signs_as_written(tmp_path):
+    """A file named `x$^$y.png` failed the check at its figure (matplotlib read the
+    caption as TeX math: a ValueError), after the minutes of its maps."""
+    from tests.conftest import write_image
+    from tests.known_rows import known_attributions, make_row, write_output
+
+    pixels = np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3), np.uint8)
+    write_image(tmp_path / "images" / "x$^$y.png", pixels)
+    rows = [[make_row("x$^$y.png", None, 7, 0.6, 0.0)]]
+    rows[0][0]["target_name"] = "$5 bill$"
+    output = write_output(tmp_path / "out", rows, dataset=str(tmp_path / "images"))
+    frame, pictures = sanity._rows(output, results.read_manifest(output), 1)
+    figure = sanity._figure(frame, pictures / 255.0, [known_attributions(7)[None]], ["$x^$"])
+    assert plots.figure_png(figure).startswith(b"\x89PNG")
+    assert [ax.get_title() for ax in figure.axes] == ["x$^$y.png\n→ $5 bill$", "$x^$"]
+
+
 def test_the_figure_scales_a_wide_images_map_over_the_image_not_its_padding(tmp_path):
     """A 1:8 image on the black baseline: its padding (0 in every map) is left out of the
     99th percentile that scales each map, as in the other figures (`plots.attribution_mask`

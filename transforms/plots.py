@@ -66,6 +66,10 @@ _WRONG = "#b2182b"
 _BARS = 30
 #: Where an error histogram's log axis draws smaller errors, exact zeros included.
 _FLOOR = 1e-7
+# Texts holding names (file, class, folder) are drawn with `parse_math=False`: matplotlib
+# reads text between two `$` as TeX math, so a file named `x$^$y.png` failed the figure
+# (a ValueError when drawn, and the report with it) and `a$b$.png` showed as a formula.
+# The figures' own texts hold no math.
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -175,6 +179,7 @@ def _blank(ax: Axes, note: str) -> None:
         fontsize=8,
         color="#555555",
         transform=ax.transAxes,
+        parse_math=False,
     )
 
 
@@ -249,11 +254,11 @@ def attribution_figure(
         heading = baseline_title if panel == "baseline" and baseline_title else _TITLES[panel]
         if panel == "overlay" and image is None:
             heading = "Attribution mask\n(magnitude; no image)"
-        ax.set_title(heading, fontsize=9)
+        ax.set_title(heading, fontsize=9, parse_math=False)
     for ax in axes[len(panels) :]:
         ax.set_axis_off()
     if title or note:
-        figure.suptitle(_wrapped([title, note], panel_size * columns), fontsize=9)
+        figure.suptitle(_wrapped([title, note], panel_size * columns), fontsize=9, parse_math=False)
     return figure
 
 
@@ -305,12 +310,13 @@ def channel_figure(
         shown = ax.imshow(
             values[..., c], cmap=cmap, vmin=-limit, vmax=limit, interpolation="nearest"
         )
-        ax.set_title(f"{names[c]}: sum {values[..., c].sum(dtype=np.float64):+.3g}", fontsize=9)
+        total = values[..., c].sum(dtype=np.float64)
+        ax.set_title(f"{names[c]}: sum {total:+.3g}", fontsize=9, parse_math=False)
         ax.set_xticks([])
         ax.set_yticks([])
     figure.colorbar(shown, ax=list(axes), shrink=0.8, label="attribution")
     if title:
-        figure.suptitle(title, fontsize=9)
+        figure.suptitle(title, fontsize=9, parse_math=False)
     return figure
 
 
@@ -371,9 +377,10 @@ def path_figure(
     ax.set_xlim(0.0, 1.0)
     ax.grid(alpha=0.3)
     if 0 < drawn <= 8:
-        ax.legend(fontsize=7, loc="best")
-    if title:
-        ax.set_title(_wrapped([title], width - 1.0), fontsize=9)  # less the y axis
+        for text in ax.legend(fontsize=7, loc="best").get_texts():  # file and class names
+            text.set_parse_math(False)
+    if title:  # less the y axis
+        ax.set_title(_wrapped([title], width - 1.0), fontsize=9, parse_math=False)
     return figure
 
 
@@ -602,7 +609,7 @@ def faithfulness_curves_figure(
     ax.set_ylabel(ylabel, fontsize=8)
     ax.grid(alpha=0.3)
     if title:  # over the figure: the legend sits right above the axes
-        figure.suptitle(title, fontsize=9)
+        figure.suptitle(title, fontsize=9, parse_math=False)
     return figure
 
 
@@ -677,7 +684,7 @@ def grid_figure(
     for ax in axes[len(rows) :]:
         ax.set_axis_off()
     if title:
-        figure.suptitle(title, fontsize=10)
+        figure.suptitle(title, fontsize=10, parse_math=False)
     return figure
 
 
@@ -701,7 +708,7 @@ def _grid_cell(ax: Axes, row: Any, image: np.ndarray | None, panel: str, by_id: 
     if mask is None and image is not None:  # the photo alone: say there is no map
         caption += "\n(no attributions stored)"
     caption += _grid_note(stored)
-    ax.set_title(caption, fontsize=7, color=_WRONG if wrong else "black")
+    ax.set_title(caption, fontsize=7, color=_WRONG if wrong else "black", parse_math=False)
 
 
 def _grid_note(stored: np.ndarray | None) -> str:
