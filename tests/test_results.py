@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, cli_args
+from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, cli_args, write_image
 from tests.known_rows import (
     LATER_COLUMNS,
     SIDE,
@@ -469,6 +469,42 @@ def test_load_input_image_moved_folder_sample_and_tfds(folder_run, tmp_path):
         results.load_input_image(sample, "chelsea.png")
     with pytest.raises(results.ImageUnavailable, match="'cat1.png' a row's image_id"):
         results.load_input_image(manifest, "cat1.png")  # it is f"{WNID_CAT}/cat1.png"
+
+
+def test_an_image_id_outside_the_runs_folder_is_never_read(tmp_path):
+    """Rows are data a run's sharer wrote: an image_id `../private/me.png` or an absolute
+    one read that file, outside the image folder, into the report's cards and gallery.
+    The job's ids are paths inside their folder; others are refused unread."""
+    write_image(tmp_path / "private" / "me.png", np.full((SIZE, SIZE, 3), 200, np.uint8))
+    write_image(tmp_path / "images" / "ok.png", np.full((SIZE, SIZE, 3), 50, np.uint8))
+    outside = ["../private/me.png", str(tmp_path / "private" / "me.png"), "a/../../private/me.png"]
+    rows = [make_row(i, None, 1, 0.5, 0.0) for i in ["ok.png", *outside]]
+    output = write_output(tmp_path / "out", [rows], dataset=str(tmp_path / "images"))
+    for image_id in outside:
+        for root in (None, str(tmp_path / "images")):
+            with pytest.raises(results.ImageUnavailable) as refused:
+                results.load_input_image(output, image_id, image_root=root)
+            assert str(refused.value) == (
+                f"{image_id!r} is not a path inside the run's image folder (absolute, or with "
+                "'..'): the job gives no such image_id, and a file outside the folder is not read."
+            )
+    assert list(results.input_images(output, ["ok.png", *outside])) == ["ok.png"]
+
+
+def test_a_fifo_or_device_in_place_of_an_image_is_refused_not_read(tmp_path):
+    """The job never opens a FIFO or reads a device; the read-back did: the report of
+    a run whose image was replaced by a FIFO waited forever, and by a link to /dev/zero
+    read until memory ran out."""
+    write_image(tmp_path / "images" / "ok.png", np.full((SIZE, SIZE, 3), 50, np.uint8))
+    rows = [make_row(i, None, 1, 0.5, 0.0) for i in ("ok.png", "fifo.png", "zero.png")]
+    output = write_output(tmp_path / "out", [rows], dataset=str(tmp_path / "images"))
+    os.mkfifo(tmp_path / "images" / "fifo.png")
+    (tmp_path / "images" / "zero.png").symlink_to("/dev/zero")
+    for name, kind in (("fifo.png", "a FIFO (named pipe)"), ("zero.png", "a character device")):
+        with pytest.raises(results.ImageUnavailable) as refused:
+            results.load_input_image(output, name)
+        path = tmp_path / "images" / name
+        assert str(refused.value) == f"{path} cannot be read: {kind}, not a regular file"
 
 
 def test_baseline_images_match_the_run(folder_run):

@@ -19,7 +19,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from pipeline import run
 from pipeline.__main__ import main
 from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, cli_args, write_image
-from transforms import sources
+from transforms import files, sources
 from transforms.results import read_manifest
 
 
@@ -158,16 +158,16 @@ def test_a_file_larger_than_any_image_is_an_error_record_not_read_whole(tmp_path
 
     big = tmp_path / "video.png"
     with open(big, "wb") as f:  # sparse: no disk space, no memory
-        f.truncate(sources.MAX_FILE_BYTES + 1)
+        f.truncate(files.MAX_FILE_BYTES + 1)
     (raw,) = sources._ReadFile().process(sources.FolderFile(str(big), "video.png", None))
     assert raw.data is None and raw.error == (
-        f"cannot read file: file of {sources.MAX_FILE_BYTES + 1} bytes, more than any image "
-        "the job decodes (1024 MiB, transforms.sources.MAX_FILE_BYTES)"
+        f"cannot read file: file of {files.MAX_FILE_BYTES + 1} bytes, more than any image "
+        "the job decodes (1024 MiB, transforms.files.MAX_FILE_BYTES)"
     )
     # Through Beam's file systems (gs://) the size is not checked first: the read stops.
     with FileSystems.open(str(big), compression_type="uncompressed") as f:
-        with pytest.raises(OSError, match=f"^file of more than {sources.MAX_FILE_BYTES} bytes, "):
-            sources._read_bounded(f)
+        with pytest.raises(OSError, match=f"^file of more than {files.MAX_FILE_BYTES} bytes, "):
+            files.read_bounded(f)
 
 
 def test_folders_holding_other_runs_of_the_job_are_not_listed(tmp_path, caplog):

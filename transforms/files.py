@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import stat
 import threading
 import urllib.parse
 import urllib.request
@@ -19,15 +20,19 @@ from concurrent import futures
 from typing import IO, Any
 
 __all__ = [
+    "MAX_FILE_BYTES",
     "RemoteUnreachable",
     "connect_once",
     "create",
+    "entry_kind",
     "exists",
     "is_partial_of",
     "is_remote",
     "join",
     "list_folder",
     "open_read",
+    "read_bounded",
+    "read_input_file",
     "write_whole",
 ]
 
@@ -37,6 +42,12 @@ __all__ = [
 PROBE_TIMEOUT_S = 5.0
 _GCS_HOST = ("storage.googleapis.com", 443)
 _REACHED: set[tuple[str, int]] = set()
+#: Largest input file read, in bytes (1 GiB): twice what the largest image decoded
+#: (`images.MAX_PIXELS`, 4 channels of 16 bits) takes uncompressed. A larger file
+#: is an error record before it is read, not a worker out of memory.
+MAX_FILE_BYTES = 1 << 30
+# Bytes per read of a file's contents (`read_bounded`).
+_READ_CHUNK = 8 << 20
 
 
 class RemoteUnreachable(ConnectionError):
@@ -141,6 +152,65 @@ def open_read(path: str) -> IO[bytes]:
     if is_remote(path):
         return _beam(path).open(path, compression_type="uncompressed")
     return open(path, "rb")
+
+
+def entry_kind(mode: int) -> str:
+    """What a file of `os.stat` mode `mode` that is no regular file is, in words."""
+    kinds = {
+        stat.S_ISFIFO: "a FIFO (named pipe)",
+        stat.S_ISSOCK: "a socket",
+        stat.S_ISCHR: "a character device",
+        stat.S_ISBLK: "a block device",
+    }
+    return next((name for test, name in kinds.items() if test(mode)), "not a regular file")
+
+
+def read_input_file(path: str) -> bytes:
+    """An input file's bytes (an image's, as the job and the read-back read them).
+
+    Raises:
+      OSError: `path` is not a regular file (a FIFO is refused, not waited on; a device
+        not read), or holds more than MAX_FILE_BYTES (a local file's size is checked
+        before any read); a read failed. MemoryError: no memory for the file.
+    """
+    if is_remote(path):
+        with open_read(path) as f:
+            return read_bounded(f)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{entry_kind(info.st_mode)}, not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise _too_large(str(info.st_size))
+        try:
+            return read_bounded(f)
+        except MemoryError as e:
+            raise MemoryError(f"out of memory for its {info.st_size >> 20} MiB") from e
+
+
+def _too_large(size: str) -> OSError:
+    return OSError(
+        f"file of {size} bytes, more than any image the job decodes "
+        f"({MAX_FILE_BYTES >> 20} MiB, transforms.files.MAX_FILE_BYTES)"
+    )
+
+
+def read_bounded(f: IO[bytes]) -> bytes:
+    """At most MAX_FILE_BYTES of an open file; OSError when there is more (its
+    size is then unknown: the read stopped one byte past the limit). Read in
+    chunks: one read of MAX_FILE_BYTES + 1 takes a buffer of that size whatever
+    the file's, which a limit on the address space (`ulimit -v`) refused."""
+    chunks, size = [], 0
+    while size <= MAX_FILE_BYTES:
+        chunk = f.read(min(_READ_CHUNK, MAX_FILE_BYTES + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > MAX_FILE_BYTES:
+        raise _too_large(f"more than {MAX_FILE_BYTES}")
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def create(path: str, mime_type: str = "application/octet-stream") -> IO[bytes]:

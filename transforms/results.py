@@ -709,9 +709,22 @@ def _manifest(manifest_or_output: Mapping[str, Any] | str) -> Mapping[str, Any]:
     return manifest_or_output
 
 
+def _inside_folder(image_id: str) -> str:
+    """The path within its image folder of the file a folder run's `image_id` names.
+    Rows are data anyone may have written: an id leaving the folder (absolute, or with a
+    `..` part) would read any file of this machine into a figure or the report."""
+    relative = datasource.relative_path(image_id)
+    if os.path.isabs(relative) or ".." in relative.split("/") or files.is_remote(relative):
+        raise ImageUnavailable(
+            f"{image_id!r} is not a path inside the run's image folder (absolute, or with "
+            "'..'): the job gives no such image_id, and a file outside the folder is not read."
+        )
+    return relative
+
+
 def _source_path(manifest: Mapping[str, Any], image_id: str, image_root: str | None) -> str:
     if image_root is not None:
-        return files.join(image_root, datasource.relative_path(image_id))
+        return files.join(image_root, _inside_folder(image_id))
     source = datasource.source_of_manifest(manifest)
     if isinstance(source, datasource.SampleSource):
         paths = {f.image_id: f.path for f in datasource.sample_files()}
@@ -726,7 +739,7 @@ def _source_path(manifest: Mapping[str, Any], image_id: str, image_root: str | N
             "scanning the dataset); the heat map is shown without the photo."
         )
     if source.remote or os.path.isdir(source.root):
-        return files.join(source.root, datasource.relative_path(image_id))
+        return files.join(source.root, _inside_folder(image_id))
     raise ImageUnavailable(
         f"the image folder {source.root!r} of this run is not reachable from here; "
         "pass image_root= where it is now (--image_root on the command line)."
@@ -761,8 +774,7 @@ def load_input_image(
     size = int(manifest["model"]["image_size"])
     path = _source_path(manifest, image_id, image_root)
     try:
-        with files.open_read(path) as f:
-            data = f.read()
+        data = files.read_input_file(path)  # never a FIFO or device, at most 1 GiB
         pixels = images.decode_image(data, max_side_hint=size)
     except images.ImageError as e:
         raise ImageUnavailable(f"{path} cannot be decoded: {e}") from e

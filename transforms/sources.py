@@ -73,12 +73,6 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger(__name__)
-#: Largest input file read, in bytes (1 GiB): twice what the largest image decoded
-#: (`images.MAX_PIXELS`, 4 channels of 16 bits) takes uncompressed. A larger file
-#: is an error record before it is read, not a worker out of memory.
-MAX_FILE_BYTES = 1 << 30
-# Bytes per read of a file's contents (`_read_bounded`).
-_READ_CHUNK = 8 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,16 +157,6 @@ def _folder_file(prefix: str, meta: FileMetadata, skip: str | None = None) -> Fo
     return FolderFile(path=path, image_id=image_id, label=_label_of(image_id))
 
 
-def _entry_kind(mode: int) -> str:
-    kinds = {
-        stat.S_ISFIFO: "a FIFO (named pipe)",
-        stat.S_ISSOCK: "a socket",
-        stat.S_ISCHR: "a character device",
-        stat.S_ISBLK: "a block device",
-    }
-    return next((name for test, name in kinds.items() if test(mode)), "not a regular file")
-
-
 def _local_entry(path: str, image_id: str, ancestors: tuple[str, ...]) -> FolderFile | str | None:
     """What one local folder entry is: a file to read (maybe an error), or a folder (its
     real path) to list; None for the job's own output folder."""
@@ -195,7 +179,7 @@ def _local_entry(path: str, image_id: str, ancestors: tuple[str, ...]) -> Folder
             return FolderFile(path, image_id, label, error=loop)
         return real
     if not stat.S_ISREG(info.st_mode):
-        kind = f"{_entry_kind(info.st_mode)}, not a regular file"
+        kind = f"{files.entry_kind(info.st_mode)}, not a regular file"
         return FolderFile(path, image_id, label, error=kind)
     return FolderFile(path, image_id, label)
 
@@ -323,46 +307,6 @@ def check_folder_exists(root: str) -> None:
         raise _no_files_error(root)
 
 
-def _too_large(size: str) -> OSError:
-    return OSError(
-        f"file of {size} bytes, more than any image the job decodes "
-        f"({MAX_FILE_BYTES >> 20} MiB, transforms.sources.MAX_FILE_BYTES)"
-    )
-
-
-def _read_bounded(f) -> bytes:
-    """At most MAX_FILE_BYTES of an open file; OSError when there is more (its
-    size is then unknown: the read stopped one byte past the limit). Read in
-    chunks: one read of MAX_FILE_BYTES + 1 takes a buffer of that size whatever
-    the file's, which a limit on the address space (`ulimit -v`) refused."""
-    chunks, size = [], 0
-    while size <= MAX_FILE_BYTES:
-        chunk = f.read(min(_READ_CHUNK, MAX_FILE_BYTES + 1 - size))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    if size > MAX_FILE_BYTES:
-        raise _too_large(f"more than {MAX_FILE_BYTES}")
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _read_local(path: str) -> bytes:
-    """A local file's bytes; refuses what is not a regular file without blocking on
-    it, and a file larger than MAX_FILE_BYTES without reading it."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError(f"{_entry_kind(info.st_mode)}, not a regular file")
-        if info.st_size > MAX_FILE_BYTES:
-            raise _too_large(str(info.st_size))
-        try:
-            return _read_bounded(f)
-        except MemoryError as e:
-            raise MemoryError(f"out of memory for its {info.st_size >> 20} MiB") from e
-
-
 def _read_error(error: Exception) -> str:
     """What a failed read says: an OSError's message, else its type too (a
     MemoryError's message alone was empty)."""
@@ -382,11 +326,11 @@ class _ReadFile(beam.DoFn):
             return
         path = self._path(item)
         try:
-            if files.is_remote(path):
+            if files.is_remote(path):  # no storage probe per worker: Beam's own retries
                 with FileSystems.open(path, compression_type="uncompressed") as f:
-                    data = _read_bounded(f)
+                    data = files.read_bounded(f)
             else:
-                data = _read_local(path)
+                data = files.read_input_file(path)
         except Exception as e:  # any I/O failure becomes an error record
             error = f"cannot read file: {_read_error(e)}"
             yield RawImage(item.image_id, name, item.label, error=error)
