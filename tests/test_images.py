@@ -144,6 +144,31 @@ def test_a_decompression_bomb_is_refused_before_decoding_and_pillow_is_left_alon
     assert images.decode_image(small, max_side_hint=16).shape == (24, 32, 3)
 
 
+def _jpeg_declaring(width: int, height: int) -> bytes:
+    """A small baseline JPEG whose frame header (SOF0) declares width x height."""
+    data = bytearray(_encode(Image.fromarray(np.zeros((8, 8, 3), np.uint8)), "JPEG"))
+    start = data.index(b"\xff\xc0") + 5  # marker, length (2), precision (1)
+    data[start : start + 4] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def test_a_bomb_is_told_of_reduced_size_decoding_only_when_it_is_a_jpeg():
+    """The refusal of a 784 MP PNG (or GIF, TIFF, ...) said that Pillow refuses it
+    before the job can decode a JPEG at reduced size: no JPEG was involved."""
+    with pytest.raises(images.ImageError) as refused:
+        images.decode_image(_png_declaring(28000, 28000, rows=8), max_side_hint=16)
+    assert "JPEG" not in str(refused.value)
+    assert str(refused.value).endswith(
+        "attack. Pillow refuses more than 179.0 MP before reading it; shrink it before auditing it"
+    )
+    with pytest.raises(images.ImageError) as refused:
+        images.decode_image(_jpeg_declaring(28000, 28000), max_side_hint=16)
+    assert str(refused.value).endswith(
+        "Pillow refuses more than 179.0 MP before the job can decode a JPEG at reduced "
+        "size; shrink it before auditing it"
+    )
+
+
 def test_a_large_image_is_shrunk_before_any_float_copy():
     # 6000 x 4000 PNG (24 MP): decoded, then box-averaged to >= 2x the model's side.
     pixels = np.zeros((4000, 6000, 3), dtype=np.uint8)

@@ -74,6 +74,18 @@ def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(image.round(), 0, 255).astype(np.uint8)
 
 
+def _bomb_limit(data: bytes) -> str:
+    """Why Pillow's limit, not the job's, refused an image: for a JPEG (its magic
+    bytes) the limit comes before the job's reduced-size decoding could apply."""
+    limit = f"{2 * Image.MAX_IMAGE_PIXELS / 1e6:.1f} MP"
+    if data.startswith(b"\xff\xd8"):
+        return (
+            f"Pillow refuses more than {limit} before the job can decode a JPEG at reduced "
+            "size; shrink it before auditing it"
+        )
+    return f"Pillow refuses more than {limit} before reading it; shrink it before auditing it"
+
+
 def _open_bounded(data: bytes, max_side_hint: int | None, max_pixels: int) -> Image.Image:
     """Opens the image and refuses it, before decoding, when it is too large.
 
@@ -87,11 +99,7 @@ def _open_bounded(data: bytes, max_side_hint: int | None, max_pixels: int) -> Im
         try:
             img = Image.open(io.BytesIO(data))
         except Image.DecompressionBombError as e:
-            raise ImageError(
-                f"image too large to decode safely: {e} Pillow refuses more than "
-                f"{2 * Image.MAX_IMAGE_PIXELS / 1e6:.1f} MP before the job can decode a JPEG at "
-                "reduced size; shrink it before auditing it"
-            ) from e
+            raise ImageError(f"image too large to decode safely: {e} {_bomb_limit(data)}") from e
     img.seek(0)
     if max_side_hint and img.format == "JPEG":
         img.draft("RGB", (max_side_hint, max_side_hint))  # decode at 1/2 .. 1/8 size
