@@ -39,9 +39,15 @@ __all__ = [
 def to_stdout(write: Callable[[], None]) -> None:
     """Runs `write`, which prints to stdout; a reader that stopped reading (`| head`) has
     the lines it wanted, and is no failure of the command (whose status stands). A
-    process without a stdout (`>&-`: sys.stdout is None) prints nothing."""
+    process without a stdout (`>&-`: sys.stdout is None) prints nothing. A character
+    that stdout's encoding cannot write (a file named `café.png` under
+    PYTHONIOENCODING=ascii, or a C locale without Python's UTF-8 mode) is escaped
+    (`caf\\xe9.png`), as Python does on stderr: it was a UnicodeEncodeError after the
+    work was done."""
     if sys.stdout is None:
         return
+    if hasattr(sys.stdout, "reconfigure"):  # a TextIOWrapper; not a notebook's stream
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         write()
         sys.stdout.flush()

@@ -195,6 +195,20 @@ def run_to_a_closed_stdout(
         os.close(write)
 
 
+def run_to_an_ascii_stdout(module: str, *args: str) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS` whose stdout takes ASCII alone (`PYTHONIOENCODING=ascii`,
+    as a C locale without Python's UTF-8 mode gives, or a CI's setting). stdout and
+    stderr are captured."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": root, "PYTHONIOENCODING": "ascii"},
+        capture_output=True,
+        timeout=600,
+    )
+
+
 @pytest.fixture
 def image_folder(tmp_path) -> dict[str, np.ndarray]:
     """A folder: two cats and a shark in WordNet-id folders, one unlabelled, one broken.

@@ -24,7 +24,14 @@ from pipeline.__main__ import main
 from pipeline.main import prepare
 from pipeline.options import AuditOptions, overridden_flags
 from pipeline.summary import error_summary, print_summary, summary_table
-from tests.conftest import SIZE, WNID_CAT, cli_args, run_to_a_closed_stdout, write_image
+from tests.conftest import (
+    SIZE,
+    WNID_CAT,
+    cli_args,
+    run_to_a_closed_stdout,
+    run_to_an_ascii_stdout,
+    write_image,
+)
 from transforms.config import AttributionConfig
 from transforms.schema import ERROR_SCHEMA
 
@@ -517,6 +524,18 @@ def test_a_reader_that_stops_reading_stdout_fails_neither_help_nor_a_finished_ru
     done = run_to_a_closed_stdout("pipeline", *args, "--steps", "2")
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     assert len(pd.read_parquet(tmp_path / "out" / "results", columns=["image_id"])) == 4
+
+
+def test_a_finished_run_prints_its_summary_to_an_ascii_stdout(image_folder, linear_keras, tmp_path):
+    """Names the stdout cannot encode (a C locale without UTF-8 mode, PYTHONIOENCODING=ascii)
+    are escaped, as on stderr: the summary of a finished run was a UnicodeEncodeError
+    traceback and exit 1."""
+    shutil.move(Path(image_folder["root"]) / "loose.png", Path(image_folder["root"]) / "café.png")
+    args = cli_args(dataset=image_folder["root"], model=linear_keras, output=tmp_path / "out")
+    done = run_to_an_ascii_stdout("pipeline", *args, "--steps", "2")
+    stderr = done.stderr.decode("ascii", "replace")
+    assert done.returncode == 0 and "Traceback" not in stderr, stderr
+    assert "caf\\xe9.png" in done.stdout.decode("ascii"), done.stdout
 
 
 @pytest.mark.parametrize("verbose", [False, True])

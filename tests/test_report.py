@@ -35,6 +35,7 @@ from tests.conftest import (
     cli_args,
     file_size_limit,
     run_to_a_closed_stdout,
+    run_to_an_ascii_stdout,
     write_image,
 )
 from tests.known_rows import as_older_version, make_row, write_output
@@ -1322,6 +1323,17 @@ def test_a_reader_that_stops_reading_stdout_does_not_fail_a_written_report(folde
         page.unlink(missing_ok=True)
         done = run_to_a_closed_stdout("pipeline.report", *args, none=none)
         assert (done.returncode, done.stderr) == (0, "") and page.is_file(), done.stderr
+
+
+def test_a_written_report_is_said_on_an_ascii_stdout(folder_run, tmp_path):
+    # Its line named the page in a UnicodeEncodeError traceback, and exited 1.
+    page = tmp_path / "Prüfung.html"
+    done = run_to_an_ascii_stdout(
+        "pipeline.report", "--input", folder_run["output"], "--output", str(page)
+    )
+    stderr = done.stderr.decode("ascii", "replace")
+    assert (done.returncode, "Traceback" in stderr) == (0, False), stderr
+    assert b"Pr\\xfcfung.html" in done.stdout and page.is_file()
 
 
 def _tile(text: str, label: str) -> tuple[str, str]:

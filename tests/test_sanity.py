@@ -22,6 +22,7 @@ from tests.conftest import (
     file_size_limit,
     has_loaded,
     run_to_a_closed_stdout,
+    run_to_an_ascii_stdout,
     write_image,
 )
 from transforms import plots, results
@@ -460,6 +461,16 @@ def test_a_reader_that_stops_reading_stdout_does_not_fail_a_finished_check(
     done = run_to_a_closed_stdout("pipeline.sanity", "--input", output, "--images", "2")
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     assert (tmp_path / "out" / "sanity" / "sanity.json").is_file()
+
+
+def test_a_finished_check_is_said_on_an_ascii_stdout(image_folder, conv_keras, tmp_path):
+    # Its last line named the run's folder in a UnicodeEncodeError traceback, and exited 1.
+    output = str(tmp_path / "Prüfung")
+    _audit(image_folder, conv_keras, output, steps=4)
+    done = run_to_an_ascii_stdout("pipeline.sanity", "--input", output, "--images", "1")
+    stderr = done.stderr.decode("ascii", "replace")
+    assert (done.returncode, "Traceback" in stderr) == (0, False), stderr
+    assert b"Pr\\xfcfung/sanity/sanity.json" in done.stdout
 
 
 def test_the_figure_names_each_rows_image_and_target(tmp_path):
