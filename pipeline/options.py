@@ -10,6 +10,7 @@ import numbers
 import os
 import re
 import shlex
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -304,6 +305,44 @@ def _as_strings(argv: Sequence[Any]) -> list[str]:
     return out
 
 
+def _check_utf8(argv: list[str]) -> None:
+    """Refuses a value that is not UTF-8 text: Beam encodes every flag as UTF-8, and failed
+    with "can't encode character '\\udce9'" once --output was claimed."""
+    for i, arg in enumerate(argv):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ConfigError(_not_utf8_message(argv, i)) from e
+
+
+def _not_utf8_message(argv: list[str], i: int) -> str:
+    """Why `argv[i]` is not UTF-8 text. Python keeps the command line's bytes it cannot
+    decode as surrogates: a name in Latin-1 bytes (`caf\\xe9`), or any name but ASCII
+    where it decodes the command line as ASCII (a C locale with PYTHONUTF8=0)."""
+    arg = argv[i]
+    flag, value = arg.split("=", 1) if arg.startswith("--") and "=" in arg else ("", arg)
+    flag = flag or (argv[i - 1] if i and argv[i - 1].startswith("--") else "argument")
+    fix = (
+        "Beam passes every flag on as UTF-8; rename it, or link it under a UTF-8 name and "
+        "pass the link."
+    )
+    encoding = sys.getfilesystemencoding()
+    try:
+        raw = value.encode(encoding, "surrogateescape")
+    except UnicodeEncodeError:  # surrogates of Python's own, not of the command line
+        return f"{flag} {value!r} is not UTF-8 text: {fix}"
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        shown = raw.decode("utf-8", "backslashreplace")
+        return f"{flag} '{shown}' is not UTF-8 text (byte {raw[e.start]:#x}): {fix}"
+    return (
+        f"{flag} {text!r} reached Python as {encoding} text, not UTF-8 (a C locale with "
+        "PYTHONUTF8=0): Beam passes every flag on as UTF-8; run with PYTHONUTF8=1, or in a "
+        "UTF-8 locale (LC_ALL=C.UTF-8)."
+    )
+
+
 def check_flags(argv: Sequence[str]) -> list[str]:
     """Validates flag names and value types of `argv` before any work.
 
@@ -321,6 +360,7 @@ def check_flags(argv: Sequence[str]) -> list[str]:
     """
     parser = _full_parser()
     argv = _join_negative_values(_as_strings(argv), parser)
+    _check_utf8(argv)
     known, unknown = parser.parse_known_args(argv)
     runner = str(getattr(known, "runner", None) or "").rsplit(".", 1)[-1].lower()
     passed_flag = False  # the previous argument was an unknown flag passed on

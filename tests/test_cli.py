@@ -284,6 +284,48 @@ def test_a_tilde_in_path_flags_is_the_home_folder(
     assert job.spec.location == str(tmp_path / "home" / "model.keras")
 
 
+@pytest.mark.parametrize("flag", ["--output", "--dataset", "--output="])
+def test_a_path_flag_that_is_not_utf8_exits_2_naming_it(
+    flag, image_folder, linear_keras, tmp_path, capsys
+):
+    # Beam passes every flag on as UTF-8 text: a folder named in Latin-1 bytes claimed
+    # --output, then failed with "'utf-8' codec can't encode character '\\udce9'" (exit 1),
+    # its manifest left "running".
+    latin1 = os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9")
+    if flag == "--dataset":
+        os.rename(image_folder["root"], latin1)
+    args = cli_args(dataset=image_folder["root"], model=linear_keras, output=tmp_path / "out")
+    given = [flag + latin1] if flag.endswith("=") else [flag, latin1]
+    assert main([*args, *given]) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    shown = os.fsencode(tmp_path).decode("utf-8") + "/caf\\xe9"
+    assert line == (
+        f"error: {flag.rstrip('=')} '{shown}' is not UTF-8 text (byte 0xe9): Beam passes "
+        "every flag on as UTF-8; rename it, or link it under a UTF-8 name and pass the link."
+    )
+    assert not (tmp_path / "out").exists() and not os.path.exists(latin1 + "/manifest.json")
+
+
+def test_a_non_ascii_path_where_python_reads_the_command_line_as_ascii_says_the_fix(
+    image_folder, linear_keras, tmp_path
+):
+    # A C locale with PYTHONUTF8=0: 'aus-ü' arrived as surrogates, and Beam failed as above.
+    args = cli_args(dataset=image_folder["root"], model=linear_keras, output=tmp_path / "aus-ü")
+    env = {**os.environ, "PYTHONPATH": ROOT, "LC_ALL": "C", "PYTHONUTF8": "0"}
+    env["PYTHONCOERCECLOCALE"] = "0"
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], cwd=ROOT, env=env, capture_output=True
+    )
+    stderr = done.stderr.decode("utf-8", "replace")
+    assert done.returncode == 2 and "Traceback" not in stderr, stderr
+    assert _error_lines(stderr) == [
+        f"error: --output '{tmp_path}/aus-\\xfc' reached Python as ascii text, not UTF-8 "
+        "(a C locale with PYTHONUTF8=0): Beam passes every flag on as UTF-8; run with "
+        "PYTHONUTF8=1, or in a UTF-8 locale (LC_ALL=C.UTF-8)."
+    ]
+    assert not (tmp_path / "aus-ü").exists()
+
+
 def test_missing_and_empty_dataset_folders_exit_2(linear_keras, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "hidden" / ".thumbs").mkdir(parents=True)  # a user sees an empty folder
