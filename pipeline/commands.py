@@ -33,7 +33,15 @@ __all__ = [
     "run_module",
     "sigterm_stops_as_ctrl_c",
     "to_stdout",
+    "user_path",
 ]
+
+
+def user_path(text: str) -> str:
+    """A path flag's value (argparse's `type`) with a leading `~` as the home folder, as
+    the job takes its own path flags: quoted, or after '=' (`--input=~/out`), the shell
+    leaves it, and `~/out` was read as a folder named `~`."""
+    return os.path.expanduser(text) if text.startswith("~") else text
 
 
 def to_stdout(write: Callable[[], None]) -> None:

@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pipeline.commands import CommandParser
+from pipeline.commands import CommandParser, user_path
 from transforms.config import (
     ATTRIBUTION_DTYPES,
     ATTRIBUTION_MODES,
@@ -319,9 +319,10 @@ def report_parser() -> argparse.ArgumentParser:
         prog="python -m pipeline.report",
         description="Render a self-contained HTML audit page from an ig-audit output folder.",
     )
-    parser.add_argument("--input", required=True, help="The run's --output folder.")
+    parser.add_argument("--input", type=user_path, required=True, help="The run's --output folder.")
     parser.add_argument(
         "--output",
+        type=user_path,
         help="The HTML file to write (default: report.html in the --input folder, where "
         "--overwrite of that run removes it).",
     )
@@ -345,7 +346,10 @@ def report_parser() -> argparse.ArgumentParser:
         help=f"Rows of the per-class table; default {REPORT_CLASSES}.",
     )
     parser.add_argument(
-        "--image_root", default=None, help="Where the run's image folder is now, if it moved."
+        "--image_root",
+        type=user_path,
+        default=None,
+        help="Where the run's image folder is now, if it moved.",
     )
     return parser
 
@@ -356,7 +360,9 @@ def sanity_parser() -> argparse.ArgumentParser:
         prog="python -m pipeline.sanity",
         description="Model-randomisation sanity check of a finished run (Adebayo et al., 2018).",
     )
-    parser.add_argument("--input", required=True, help="A finished run's --output folder.")
+    parser.add_argument(
+        "--input", type=user_path, required=True, help="A finished run's --output folder."
+    )
     parser.add_argument(
         "--images", type=int, default=4, help="Rows to check (first by id); default 4."
     )
@@ -369,6 +375,9 @@ def sanity_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="Seed of the random weights; default 0."
     )
     parser.add_argument(
-        "--image_root", default=None, help="Where the run's image folder is now, if it moved."
+        "--image_root",
+        type=user_path,
+        default=None,
+        help="Where the run's image folder is now, if it moved.",
     )
     return parser

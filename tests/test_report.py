@@ -1336,6 +1336,18 @@ def test_a_written_report_is_said_on_an_ascii_stdout(folder_run, tmp_path):
     assert b"Pr\\xfcfung.html" in done.stdout and page.is_file()
 
 
+def test_a_tilde_in_the_paths_is_the_home_folder_as_in_the_jobs_flags(
+    folder_run, tmp_path, monkeypatch, capsys
+):
+    # Quoted, or after '=', the shell leaves ~ alone: the job expands it in its --output,
+    # but the report took '~/out' for a folder named '~' and refused the run.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert Path(folder_run["output"]) == tmp_path / "out"
+    code = main(["--input=~/out", "--output=~/page.html", "--image_root=~/images"])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "page.html").is_file() and not (tmp_path / "out" / "report.html").exists()
+
+
 def _tile(text: str, label: str) -> tuple[str, str]:
     """(tone, value) of the page's tile named `label`."""
     (tile,) = re.findall(

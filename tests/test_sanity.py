@@ -473,6 +473,17 @@ def test_a_finished_check_is_said_on_an_ascii_stdout(image_folder, conv_keras, t
     assert b"Pr\\xfcfung/sanity/sanity.json" in done.stdout
 
 
+def test_a_tilde_in_the_input_is_the_home_folder_as_in_the_jobs_flags(
+    image_folder, conv_keras, tmp_path, monkeypatch, capsys
+):
+    # The job expands '~/out' in its --output; the check took it for a folder named '~'.
+    _audit(image_folder, conv_keras, str(tmp_path / "out"), steps=4)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    code = sanity.main(["--input=~/out", "--images", "1", "--stages", "1"])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "out" / "sanity" / "sanity.json").is_file()
+
+
 def test_the_figure_names_each_rows_image_and_target(tmp_path):
     """A --target top_k run: two rows of one image differ only in their target, which
     each row's caption says (uncaptioned, the two rows of the same photo were alike)."""
