@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -482,6 +483,18 @@ def test_a_tilde_in_the_input_is_the_home_folder_as_in_the_jobs_flags(
     code = sanity.main(["--input=~/out", "--images", "1", "--stages", "1"])
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "out" / "sanity" / "sanity.json").is_file()
+
+
+def test_a_check_run_with_warnings_as_errors_finishes(image_folder, conv_keras, tmp_path):
+    """`python -W error -m pipeline.sanity`: reading a layer's weights through
+    keras.ops.convert_to_numpy raised NumPy 2's DeprecationWarning of __array__ without
+    a copy keyword, and the check ended in its traceback."""
+    output = str(tmp_path / "out")
+    _audit(image_folder, conv_keras, output, steps=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = sanity.run(output, images_count=1, stages=["logits"])
+    assert report["changed"] is not None, report["verdict"]
 
 
 def test_the_figure_names_each_rows_image_and_target(tmp_path):

@@ -1455,8 +1455,6 @@ class Classifier:
         (a BatchNormalization's or Normalization's variance) by the noise's absolute
         value, as a negative variance makes every output NaN. The compiled functions
         read the new values."""
-        import keras  # noqa: PLC0415
-
         known = self.weight_layers()
         for name in names:
             if name not in known:
@@ -1464,7 +1462,8 @@ class Classifier:
             digest = hashlib.sha256(f"randomize:{seed}:{name}".encode()).digest()
             rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
             for weight in self._model.get_layer(name).weights:
-                value = np.asarray(keras.ops.convert_to_numpy(weight))
+                # Not keras.ops.convert_to_numpy: NumPy 2 warns of its __array__ call.
+                value = np.asarray(weight.numpy())
                 noise = rng.normal(value.mean(), value.std(), size=value.shape)
                 if value.size and value.min() >= 0:
                     noise = np.abs(noise)
