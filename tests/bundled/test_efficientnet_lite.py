@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import stat
+import warnings
 from pathlib import Path
 
 import keras
@@ -331,6 +332,16 @@ def test_cache_file_is_readable_as_any_new_file_is(tmp_path):
         os.umask(umask)
     (cached,) = tmp_path.iterdir()
     assert stat.S_IMODE(cached.stat().st_mode) == 0o644
+
+
+def test_a_conversion_under_warnings_as_errors_is_cached(tmp_path):
+    # `PYTHONWARNINGS=error ./run_local.sh` on a fresh machine: Keras' model.save calls
+    # np.array on its variables, NumPy 2's DeprecationWarning of an __array__ without a
+    # copy keyword was raised, and the run failed naming it.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_efficientnet_lite0(tmp_path)
+    assert len(list(tmp_path.glob("efficientnet_lite0-*.keras"))) == 1
 
 
 def test_damaged_or_missing_weights_name_the_file_and_the_reinstall(tmp_path, monkeypatch):

@@ -32,6 +32,7 @@ import hashlib
 import logging
 import os
 import secrets
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -430,6 +431,9 @@ def _load_cached(cached: Path) -> keras.Model | None:
         return None
 
 
+_NUMPY_COPY_WARNING = r"__array__ implementation doesn't accept a copy keyword"
+
+
 def _save_atomically(model: keras.Model, cached: Path) -> None:
     """Saves `model` as `cached`, writing next to it and renaming: a concurrent reader
     never sees half a file."""
@@ -439,7 +443,11 @@ def _save_atomically(model: keras.Model, cached: Path) -> None:
     # shared through IG_AUDIT_CACHE must be readable by the other users of it.
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        model.save(tmp)
+        with warnings.catch_warnings():
+            # Keras' own np.array of its variables, which NumPy 2 warns of: under
+            # `python -W error` (PYTHONWARNINGS=error) it failed the first run.
+            warnings.filterwarnings("ignore", _NUMPY_COPY_WARNING, DeprecationWarning)
+            model.save(tmp)
         os.replace(tmp, cached)
     except BaseException:
         tmp.unlink(missing_ok=True)
