@@ -443,6 +443,26 @@ def test_load_input_image_is_what_the_model_saw(folder_run):
         results.load_input_image(output, "gone.png")
 
 
+def test_load_input_image_of_a_non_ascii_name_where_python_reads_names_as_ascii(
+    folder_run,
+):
+    # A C locale with PYTHONUTF8=0: Python names files in ASCII, the job still gives
+    # 'café.png' its UTF-8 id, but re-loading it failed ("'ascii' codec can't encode
+    # character '\\xe9'"): the report showed no photo, the sanity check exited 2.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    os.rename(
+        os.path.join(folder_run["root"], "loose.png"), os.path.join(folder_run["root"], "café.png")
+    )
+    code = (  # ASCII alone: the id as read from the results, 'caf\\xe9.png' in Python
+        "from transforms import results; "
+        f"print(results.load_input_image({folder_run['output']!r}, 'caf\\xe9.png').shape)"
+    )
+    env = {**os.environ, "PYTHONPATH": root, "LC_ALL": "C", "PYTHONUTF8": "0"}
+    env["PYTHONCOERCECLOCALE"] = "0"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.stdout.strip() == f"({SIZE}, {SIZE}, 3)", done.stderr
+
+
 def test_load_input_image_moved_folder_sample_and_tfds(folder_run, tmp_path):
     manifest = results.read_manifest(folder_run["output"])
     moved = dict(manifest, dataset=str(tmp_path / "old_place"))

@@ -722,9 +722,18 @@ def _inside_folder(image_id: str) -> str:
     return relative
 
 
+def _os_name(path: str) -> str:
+    """A local path as this process names files: the ids and the manifest hold UTF-8
+    text, which a Python reading names as ASCII (a C locale with PYTHONUTF8=0) could
+    not encode ("'ascii' codec can't encode character"); the same text elsewhere."""
+    if files.is_remote(path):
+        return path
+    return os.fsdecode(path.encode("utf-8", "surrogateescape"))
+
+
 def _source_path(manifest: Mapping[str, Any], image_id: str, image_root: str | None) -> str:
     if image_root is not None:
-        return files.join(image_root, _inside_folder(image_id))
+        return _os_name(files.join(image_root, _inside_folder(image_id)))
     source = datasource.source_of_manifest(manifest)
     if isinstance(source, datasource.SampleSource):
         paths = {f.image_id: f.path for f in datasource.sample_files()}
@@ -738,8 +747,8 @@ def _source_path(manifest: Mapping[str, Any], image_id: str, image_root: str | N
             f"images of the TFDS dataset {source.name!r} are not re-loaded (it would mean "
             "scanning the dataset); the heat map is shown without the photo."
         )
-    if source.remote or os.path.isdir(source.root):
-        return files.join(source.root, _inside_folder(image_id))
+    if source.remote or os.path.isdir(_os_name(source.root)):
+        return _os_name(files.join(source.root, _inside_folder(image_id)))
     raise ImageUnavailable(
         f"the image folder {source.root!r} of this run is not reachable from here; "
         "pass image_root= where it is now (--image_root on the command line)."
