@@ -314,6 +314,22 @@ def test_read_row_of_a_row_read_without_its_image_id(tmp_path):
         results.read_row(output, {"target_class": 9})
 
 
+def test_read_row_of_a_row_without_its_image_id_never_gives_another_images_row(tmp_path):
+    # b/y.png's row read without image_id names only its file, y.png: the top-level
+    # y.png's image_id is that too, and its row came back for b/y.png's, silently.
+    rows = _two_x_pngs()
+    rows[0].append(make_row("y.png", None, 6, 0.5, 0.0, seed=5))  # b/y.png's class too
+    output = write_output(tmp_path / "out", rows, dataset=str(tmp_path))
+    meta = pd.read_parquet(os.path.join(output, "results"), columns=["file_name", "target_class"])
+    for _, row in meta[meta.file_name == "y.png"].iterrows():  # b/y.png's, the top-level one's
+        with pytest.raises(ValueError, match=r"'y.png' names 2 images: b/y.png, y.png\. Pass"):
+            results.read_row(output, row)
+    # A row with its image_id, or the image_id itself, is that image's.
+    row = results.read_row(output, {"image_id": "y.png", "file_name": "y.png"})
+    np.testing.assert_array_equal(results.attributions_of(row), known_attributions(5))
+    assert results.read_row(output, "y.png").image_id == "y.png"
+
+
 def test_read_row_of_a_one_row_frame_and_not_of_several(tmp_path):
     # meta[meta.file_name == "x.png"] is a row too, as attributions_of takes it; it
     # was read as the text of its image_id column ('0    a/x.png\nName: ...').

@@ -389,16 +389,17 @@ def _one_row(row: Any, function: str) -> Any:
     return row.iloc[0]
 
 
-def _image_and_target(image: Any, target_class: int | None) -> tuple[str, int | None]:
-    """`read_row`'s `image` as an image_id or file name, and the target it implies: a
-    metadata row (`meta.iloc[i]`, a one-row frame, `itertuples()`, a dict) names its
-    own target."""
+def _image_and_target(image: Any, target_class: int | None) -> tuple[str, int | None, bool]:
+    """`read_row`'s `image` as an image_id or file name, the target it implies (a
+    metadata row, `meta.iloc[i]`, a one-row frame, `itertuples()`, a dict, names its
+    own target), and whether it is only a row's file name (a row without image_id)."""
     if isinstance(image, str):
-        return image, target_class
+        return image, target_class, False
     image = _one_row(image, "read_row")
     # A row read without its image_id (`columns=["file_name", ...]`) names its file.
     image_id = cell(image, "image_id", None)
-    image_id = cell(image, "file_name", None) if image_id is None else image_id
+    file_only = image_id is None
+    image_id = cell(image, "file_name", None) if file_only else image_id
     if image_id is None:
         raise TypeError(
             f"read_row takes an image_id, a file name or a result row (meta.iloc[i], with "
@@ -410,7 +411,7 @@ def _image_and_target(image: Any, target_class: int | None) -> tuple[str, int | 
             target_class = int(cell(image, "target_class"))
         except (KeyError, AttributeError, TypeError):
             pass
-    return str(image_id), target_class
+    return str(image_id), target_class, file_only
 
 
 def _class_index(target_class: Any) -> int | None:
@@ -455,7 +456,7 @@ def read_row(output: str, image: Any, target_class: int | None = None) -> pd.Ser
         (`chelsea.png`) that names a single image, or a metadata row of
         `read_results` (`meta.iloc[i]`, a one-row frame, a named tuple, a dict):
         that row, with its arrays (its image_id, or its file_name in a frame read
-        without image_id, and its target_class).
+        without image_id, which must then name a single image, and its target_class).
       target_class: with several rows per image (`--target top_k`), the target to
         pick; default the row's own for a row, else the row attributing the
         predicted class, else the first.
@@ -468,13 +469,15 @@ def read_row(output: str, image: Any, target_class: int | None = None) -> pd.Ser
       TypeError: `image` is neither a string nor a row (e.g. a row number), or
         `target_class` is not a class index (`"281"`).
     """
-    image, target_class = _image_and_target(image, _class_index(target_class))
-    image_filter = (pc.field("image_id") == image) | (pc.field("file_name") == image)
+    image, target_class, file_only = _image_and_target(image, _class_index(target_class))
+    image_filter = pc.field("file_name") == image
+    if not file_only:  # a row's file name alone is not the image_id of another image
+        image_filter |= pc.field("image_id") == image
     _warn_if_unfinished(output)  # at the caller's line, not this one
     rows = _frame(output, None, True, image_filter)
     if rows.empty:
         raise KeyError(_no_row_message(output, image))
-    if (rows.image_id == image).any():
+    if not file_only and (rows.image_id == image).any():
         rows = rows[rows.image_id == image]
     ids = rows.image_id.unique()
     if len(ids) > 1:
