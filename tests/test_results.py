@@ -479,6 +479,23 @@ def test_load_input_image_of_a_non_ascii_name_where_python_reads_names_as_ascii(
     assert done.stdout.strip() == f"({SIZE}, {SIZE}, 3)", done.stderr
 
 
+def test_load_input_image_of_a_file_changed_since_the_run_says_why(folder_run):
+    """A file replaced by one that is no image, or by a folder, since the run: said so,
+    as ImageUnavailable (the report and plots then show the map without the photo)."""
+    root = folder_run["root"]
+    with open(os.path.join(root, "loose.png"), "wb") as f:
+        f.write(b"not an image any more")
+    with pytest.raises(results.ImageUnavailable, match=r"loose.png cannot be decoded: "):
+        results.load_input_image(folder_run["output"], "loose.png")
+    cat = os.path.join(root, WNID_CAT, "cat1.png")
+    os.remove(cat)
+    os.mkdir(cat)
+    with pytest.raises(results.ImageUnavailable, match=r"cat1.png cannot be read: .*directory"):
+        results.load_input_image(folder_run["output"], f"{WNID_CAT}/cat1.png")
+    loaded = results.input_images(folder_run["output"], ["loose.png", f"{WNID_SHARK}/shark.png"])
+    assert list(loaded) == [f"{WNID_SHARK}/shark.png"]
+
+
 def test_load_input_image_moved_folder_sample_and_tfds(folder_run, tmp_path):
     manifest = results.read_manifest(folder_run["output"])
     moved = dict(manifest, dataset=str(tmp_path / "old_place"))
