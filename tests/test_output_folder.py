@@ -1,6 +1,7 @@
 """One --output, several runs: real `python -m pipeline` processes, stopped and killed by pid."""
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -312,6 +313,35 @@ def test_a_resume_keeps_each_checkpointed_image_once(image_folder, linear_keras,
     assert not rows.duplicated(["image_id", "target_class"]).any()
 
 
+def test_a_resume_redoes_the_images_of_an_unreadable_checkpoint(
+    image_folder, linear_keras, tmp_path, caplog
+):
+    """A checkpoint cut short (a kill while its disk filled) is skipped with a warning:
+    its images are redone, the readable checkpoint's kept, each image's row once."""
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "out"
+    flags = job_flags(image_folder, linear_keras, out)
+    run(flags, save_main_session=False)
+    (part,) = (out / "results").glob("*.parquet")
+    full = pq.read_table(part).sort_by("image_id")
+    folder = out / ".tmp" / "checkpoints" / "r1"
+    folder.mkdir(parents=True)
+    pq.write_table(full.slice(0, 2), folder / "a.parquet")
+    pq.write_table(full.slice(2), folder / "b.parquet")
+    cut = (folder / "b.parquet").read_bytes()
+    (folder / "b.parquet").write_bytes(cut[: len(cut) // 2])
+    part.unlink()
+
+    with caplog.at_level(logging.WARNING, logger="transforms.sinks"):
+        manifest = run([*flags, "--resume"], save_main_session=False)
+    assert f"Skipping the unreadable checkpoint {folder / 'b.parquet'}" in caplog.text
+    assert manifest["counts"]["skipped_done_before"] == 2 and manifest["counts"]["rows"] == 2
+    rows = pd.read_parquet(out / "results")
+    assert sorted(rows.image_id) == sorted(full.column("image_id").to_pylist())
+    assert not (out / ".tmp").exists()
+
+
 def test_a_resume_writes_the_checkpointed_rows_in_whole_row_groups(
     image_folder, linear_keras, tmp_path
 ):
@@ -386,6 +416,28 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(image_folder, linear_keras
     (out / ".lock").write_text(json.dumps({**stale, "host": "elsewhere"}))
     with pytest.raises(ValueError, match=r"in use by run deadbeef \(host elsewhere"):
         run([*args, "--overwrite"], save_main_session=False)
+
+
+@pytest.mark.parametrize("content", ["", "{not json", '{"owner": "me"}'])
+def test_an_unreadable_lock_is_refused_naming_the_file_to_delete(
+    content, image_folder, linear_keras, tmp_path
+):
+    """A .lock that is not a lock of this job (empty, cut short, other fields) may be a
+    live run's being written: refused, never taken over, with the file to delete."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".lock").write_text(content)
+    args = cli_args(dataset=image_folder["root"], model=linear_keras, output=out, steps=2)
+    said = (
+        f"--output '{out}' is in use by another run (its lock file is unreadable); wait for "
+        f"it to end or choose another folder (if that run is dead, delete {out / '.lock'})."
+    )
+    with pytest.raises(ValueError) as refused:
+        run(args, save_main_session=False)
+    assert str(refused.value) == said
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]
+    (out / ".lock").unlink()
+    assert run(args, save_main_session=False)["status"] == "complete"
 
 
 def test_a_launcher_killed_while_taking_the_lock_leaves_no_file_behind(
