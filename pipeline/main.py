@@ -44,7 +44,7 @@ from apache_beam.options.pipeline_options import (
     WorkerOptions,
 )
 from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
-from apache_beam.runners.runner import PipelineResult, PipelineState
+from apache_beam.runners.runner import PipelineResult, PipelineRunner, PipelineState
 
 from pipeline import logs, output_lock
 from pipeline.flags import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
@@ -651,6 +651,25 @@ def _runner_name(options: PipelineOptions) -> str:
 def _is_direct(options: PipelineOptions) -> bool:
     """The DirectRunner: the job runs in this process (and its model loads here)."""
     return "direct" in _runner_name(options)
+
+
+def _local_runner(options: PipelineOptions) -> PipelineRunner | None:
+    """The runner of a DirectRunner job: Beam's FnApiRunner, as the DirectRunner picks
+    for a batch job when its Prism runner cannot start; None for other runners (Beam
+    makes them from the options). Beam 2.77's DirectRunner first fetches Prism from
+    GitHub and runs the job there: with network, another runner than the one this job
+    is tested on (its in-process worker takes the launcher's model; progress, Ctrl-C),
+    and a firewall that drops packets hung the launch. `--runner PrismRunner` asks for it."""
+    if _runner_name(options) not in ("directrunner", "switchingdirectrunner"):
+        return None
+    from apache_beam.portability.api import beam_provision_api_pb2  # noqa: PLC0415
+    from apache_beam.runners.portability.fn_api_runner import fn_runner  # noqa: PLC0415
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle  # noqa: PLC0415
+
+    # The options the DirectRunner hands its FnApiRunner (for the SDK workers).
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    info = beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
+    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(info))
 
 
 def _is_dataflow(options: PipelineOptions) -> bool:
@@ -2068,7 +2087,7 @@ def _start(
         job.output,
     )
     try:
-        p = beam.Pipeline(options=options)
+        p = beam.Pipeline(runner=_local_runner(options), options=options)
         build_pipeline(p, job)
         with (
             _heartbeat(job),

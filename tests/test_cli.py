@@ -2616,3 +2616,31 @@ def test_log_lines_show_control_characters_in_names_escaped(linear_keras, tmp_pa
     assert "\x1b" not in done.stderr, done.stderr
     assert "(cat\\x1b[2J, dog\\nINFO x)" in done.stderr, done.stderr
     assert not any(line.startswith("INFO x") for line in done.stderr.splitlines())
+
+
+def test_a_local_run_runs_on_beams_in_process_runner_without_trying_prism(
+    image_folder, linear_keras, tmp_path
+):
+    # Beam 2.77's DirectRunner first fetched its Prism runner from GitHub and ran the
+    # job there when it could (here, offline, it logged the attempt and fell back): a
+    # user with network got another runner than the one tested, and a firewall that
+    # drops packets hung the launch; each run left 3 empty folders in $TMPDIR. A
+    # DirectRunner job runs on the FnApiRunner.
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    flags = cli_args(
+        dataset=image_folder["root"], model=linear_keras, output=tmp_path / "out", steps=2
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", *flags, "--verbose"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT, "TMPDIR": str(temp)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "prism" not in done.stderr.lower(), done.stderr[-3000:]
+    assert "Falling back" not in done.stderr
+    # Nor the empty folders the attempt left in the temp folder (beam-temp*, tmp*).
+    assert sorted(p.name for p in temp.iterdir()) == []
