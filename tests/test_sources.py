@@ -72,6 +72,61 @@ def test_the_warning_about_one_unlabelled_file_speaks_of_one(tmp_path, caplog):
     )
 
 
+def _info_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+
+
+def test_a_linked_folder_leading_outside_the_dataset_is_said_once_at_launch(tmp_path, caplog):
+    # `ln -s /usr imgs/r`: 135k files of /usr were walked as inputs without a word.
+    root, usr = tmp_path / "imgs", tmp_path / "usr"
+    write_image(root / "sub" / "a.png", np.zeros((2, 2, 3), np.uint8))
+    write_image(usr / "lib" / "b.png", np.zeros((2, 2, 3), np.uint8))
+    (root / "r").symlink_to(usr)  # leads outside: said
+    (root / "alias").symlink_to(root / "sub")  # within the dataset: not said
+    (usr / "lib64").symlink_to(usr / "lib")  # within a folder already said: not said again
+    with caplog.at_level("INFO", logger="transforms.sources"):
+        files = sources.list_image_folder(str(root))
+    assert {f.image_id for f in files} == {
+        "sub/a.png",
+        "alias/a.png",
+        "r/lib/b.png",
+        "r/lib64/b.png",
+    }
+    assert _info_lines(caplog) == [
+        f"Following {root / 'r'} -> {usr.resolve()}, outside --dataset: its files are inputs too."
+    ]
+
+
+def test_links_leading_outside_the_dataset_are_said_five_at_most(tmp_path, caplog):
+    root = tmp_path / "imgs"
+    write_image(root / "a.png", np.zeros((2, 2, 3), np.uint8))
+    for i in range(8):
+        write_image(tmp_path / f"out{i}" / "b.png", np.zeros((2, 2, 3), np.uint8))
+        (root / f"link{i}").symlink_to(tmp_path / f"out{i}")
+    with caplog.at_level("INFO", logger="transforms.sources"):
+        sources.list_image_folder(str(root))
+    lines = _info_lines(caplog)
+    assert lines[:5] == [
+        f"Following {root / f'link{i}'} -> {(tmp_path / f'out{i}').resolve()}, outside --dataset: "
+        "its files are inputs too."
+        for i in range(5)
+    ]
+    assert lines[5:] == [
+        "And 3 more links to folders outside --dataset: their files are inputs too."
+    ]
+
+
+def test_the_pipeline_listing_a_folder_says_nothing_of_its_links(tmp_path, caplog):
+    # The job lists the folder again inside the pipeline: the launch said it already.
+    root = tmp_path / "imgs"
+    write_image(tmp_path / "usr" / "b.png", np.zeros((2, 2, 3), np.uint8))
+    root.mkdir()
+    (root / "r").symlink_to(tmp_path / "usr")
+    with caplog.at_level("INFO", logger="transforms.sources"):
+        listed = list(sources._list_local(str(root)))
+    assert [f.image_id for f in listed] == ["r/b.png"] and not _info_lines(caplog)
+
+
 def _listed(root, **kwargs) -> dict[str, str | None]:
     """image_id -> the reason it cannot be read (None: a file to read)."""
     return {f.image_id: f.error for f in sources.list_image_folder(str(root), **kwargs)}

@@ -184,7 +184,9 @@ def _local_entry(path: str, image_id: str, ancestors: tuple[str, ...]) -> Folder
     return FolderFile(path, image_id, label)
 
 
-def _list_local(root: str, skip: str | None = None) -> Iterator[FolderFile]:
+def _list_local(
+    root: str, skip: str | None = None, outside: list[tuple[str, str]] | None = None
+) -> Iterator[FolderFile]:
     """Every non-hidden entry below a local `root`, symbolic links followed, as inputs.
 
     A linked file is read as the file it points to; a linked folder is listed
@@ -192,7 +194,8 @@ def _list_local(root: str, skip: str | None = None) -> Iterator[FolderFile]:
     link, a link looping back to a folder above it, a FIFO, socket or device
     (opening a FIFO would block the job forever). `skip` (the job's --output)
     is never listed, so a run never reads its own files, nor are sub-folders
-    holding another run of this job (`_other_run`).
+    holding another run of this job (`_other_run`). `outside`, when given,
+    receives each followed folder link leading outside `root` (`_note_outside`).
     """
     skip_real = os.path.realpath(skip) if skip is not None else None
     stack = [(root, "", (os.path.realpath(root),))]
@@ -211,9 +214,42 @@ def _list_local(root: str, skip: str | None = None) -> Iterator[FolderFile]:
             entry = _local_entry(path, image_id, ancestors)
             if isinstance(entry, str):
                 if entry != skip_real and not _other_run(path):
+                    if outside is not None:
+                        _note_outside(path, entry, ancestors[0], outside)
                     stack.append((path, relative + name + "/", (*ancestors, entry)))
             elif entry is not None:
                 yield entry
+
+
+def _note_outside(link: str, target: str, root: str, outside: list[tuple[str, str]]) -> None:
+    """Adds (`link`, `target`) to `outside` when `link` is a symbolic link to a folder
+    (`target`, its real path) outside the dataset's real folder `root` and outside every
+    target noted before: a link within /usr to /usr/lib, below a link to /usr, is no news."""
+    if not os.path.islink(link):
+        return
+    if any(_within(target, folder) for folder in (root, *(t for _, t in outside))):
+        return
+    outside.append((link, target))
+
+
+def _within(path: str, folder: str) -> bool:
+    """Whether real path `path` is `folder` or lies below it."""
+    return os.path.commonpath([path, folder]) == folder
+
+
+_SAID_OUTSIDE = 5  # links leading outside --dataset named at launch; the rest counted
+
+
+def _say_outside(outside: list[tuple[str, str]]) -> None:
+    """One line per folder link leading outside --dataset (five at most): its files,
+    however many, are inputs, and were walked without a word."""
+    for link, target in outside[:_SAID_OUTSIDE]:
+        _LOG.info("Following %s -> %s, outside --dataset: its files are inputs too.", link, target)
+    if len(outside) > _SAID_OUTSIDE:
+        _LOG.info(
+            "And %d more links to folders outside --dataset: their files are inputs too.",
+            len(outside) - _SAID_OUTSIDE,
+        )
 
 
 @functools.lru_cache(maxsize=4096)
@@ -243,7 +279,10 @@ def _under_other_run(prefix: str, relative: str) -> bool:
 def _list_files(root: str, skip: str | None = None) -> list[FolderFile]:
     """The inputs of a folder, local or remote (listed with Beam's file systems)."""
     if not files.is_remote(root):
-        return list(_list_local(root, skip))
+        outside: list[tuple[str, str]] = []
+        listed = list(_list_local(root, skip, outside))
+        _say_outside(outside)
+        return listed
     try:
         metadata = FileSystems.match([_folder_pattern(root)])[0].metadata_list
     except Exception as e:  # Beam raises BeamIOError with per-pattern causes.
