@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import unicodedata
 from collections.abc import Iterator
 from typing import Any
 
@@ -86,19 +87,43 @@ def _rows(output: str, limit: int) -> pd.DataFrame:
     )
 
 
-#: Characters a name may take in the table: a longer one is cut in its middle.
+#: Terminal columns a name may take in the table: a longer one is cut in its middle.
 _WIDTH = 40
+
+
+def _width(text: str) -> int:
+    """Columns `text` takes on a terminal: two for a wide or full-width (CJK) character."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _fitting(text: str, columns: int) -> str:
+    """The longest start of `text` that takes at most `columns` columns."""
+    used = 0
+    for i, char in enumerate(text):
+        used += _width(char)
+        if used > columns:
+            return text[:i]
+    return text
 
 
 def _cell(text: str) -> str:
     """A name as the table shows it: printable (`wording.printable`), and at most
-    `_WIDTH` characters, its start and end kept (a 200-character file name made every
+    `_WIDTH` columns, its start and end kept (a 200-character file name made every
     line of the table as wide, and each row wrapped on a terminal)."""
     text = wording.printable(text)
-    if len(text) <= _WIDTH:
+    if _width(text) <= _WIDTH:
         return text
-    head = (_WIDTH - 1) // 2
-    return f"{text[:head]}…{text[len(text) - (_WIDTH - 1 - head) :]}"
+    head = _fitting(text, (_WIDTH - 1) // 2)
+    tail = _fitting(text[::-1], _WIDTH - 1 - _width(head))[::-1]
+    return f"{head}…{tail}"
+
+
+def _table_text(table: pd.DataFrame) -> str:
+    """`table` as printed, its columns padded by the columns each character takes on
+    a terminal (pandas' East Asian width: CJK characters take two), not by characters:
+    a row naming 写真.png stuck out of its columns by one per such character."""
+    with pd.option_context("display.unicode.east_asian_width", True):
+        return table.to_string(index=False)
 
 
 def summary_table(output: str, limit: int = 20, target: bool = False) -> pd.DataFrame:
@@ -235,7 +260,7 @@ def print_summary(manifest: dict[str, Any], limit: int = 20, rows: int | None = 
     target = shows_targets(manifest.get("config", {}))
     if rows:
         print()
-        print(summary_table(output, limit, target=target).to_string(index=False))
+        print(_table_text(summary_table(output, limit, target=target)))
         if rows > limit:
             more = wording.count(rows - limit, "more row")
             print(f"  ... and {more} (read them with pandas below)")

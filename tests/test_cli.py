@@ -2495,6 +2495,55 @@ def test_the_end_of_run_table_shortens_a_long_name_in_its_middle(tmp_path):
     assert max(map(len, table.to_string(index=False).splitlines())) < 120
 
 
+def _columns_end(line: str) -> list[int]:
+    """Where each word of a table line ends on a terminal: CJK characters take two columns."""
+    import unicodedata  # noqa: PLC0415
+
+    ends, column = [], 0
+    for i, char in enumerate(line):
+        column += 2 if unicodedata.east_asian_width(char) in "WF" else 1
+        if char != " " and (i + 1 == len(line) or line[i + 1] == " "):
+            ends.append(column)
+    return ends
+
+
+def test_the_end_of_run_table_aligns_names_in_cjk_characters(tmp_path, capsys):
+    # Padded by characters, a row naming 写真.png, ネコ or 虎猫 (two columns each
+    # character on a terminal) stuck out of its columns by one per character.
+    from tests.known_rows import make_row, write_output  # noqa: PLC0415
+
+    rows = [
+        {**make_row(name, 281, 282, 0.8, 0.001), "label_name": label, "predicted_name": predicted}
+        for name, label, predicted in (
+            ("写真.png", "ネコ", "虎猫"),
+            ("plain.png", "cat", "tiger_cat"),
+            ("長い名前の写真です.png", "ネコ", "tabby"),
+        )
+    ]
+    output = write_output(tmp_path / "out", [rows], dataset=str(tmp_path))
+    print_summary(json.loads(Path(output, "manifest.json").read_text()))
+    lines = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:1] == ["file"])
+    table = lines[start : start + 4]
+    assert [line.split()[0] for line in table[1:]] == [
+        "plain.png",
+        "写真.png",
+        "長い名前の写真です.png",
+    ]
+    assert [_columns_end(line) for line in table] == [_columns_end(table[0])] * 4, "\n".join(table)
+
+
+def test_the_end_of_run_table_shortens_a_long_cjk_name_to_its_columns(tmp_path):
+    # 30 CJK characters take 60 columns on a terminal: cut to 40 columns, not 40 characters.
+    from tests.known_rows import make_row, write_output  # noqa: PLC0415
+
+    long = "写" * 15 + "真" * 15 + ".png"
+    table = summary_table(write_output(tmp_path / "out", [[make_row(long, 1, 1, 0.8, 0.001)]], "."))
+    (shown,) = table["file"].tolist()
+    assert 38 <= _columns_end(shown)[0] <= 40 and "…" in shown
+    assert shown.startswith("写写") and shown.endswith("真.png")
+
+
 def test_the_summary_shows_an_error_too_small_for_its_decimals_not_as_0(folder_run):
     # A fixed rule on a smooth model is 1e-6 off: the table said 0.000% and 0.00%.
     import pyarrow as pa  # noqa: PLC0415
