@@ -41,8 +41,9 @@ def _first_line(error: BaseException) -> str:
 _RESUME = "Rerun with --resume to continue: the rows of every batch it finished are kept."
 # A write that failed for want of space, as Beam passes it on: in its text only.
 _NO_SPACE = re.compile(r"\[Errno (?:27|28|122)\]|No space left on device|Disk quota exceeded")
-# Memory that ran out, as numpy, TensorFlow and C++ say it (the run's text or type).
-_NO_MEMORY = re.compile(r"MemoryError|OOM when allocating|ResourceExhausted|std::bad_alloc")
+# Memory that ran out, as numpy, TensorFlow and C++ say it (the run's text or type);
+# TensorFlow's ResourceExhaustedError, not a Google API's ResourceExhausted (429: a quota).
+_NO_MEMORY = re.compile(r"MemoryError|OOM when allocating|ResourceExhaustedError|std::bad_alloc")
 
 
 def _no_rows(manifest: dict, rows: int) -> str | None:

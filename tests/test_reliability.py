@@ -1180,6 +1180,38 @@ def test_a_run_out_of_memory_says_which_flags_need_less(error, capsys):
     assert line.endswith(advice) == ("bad shape" not in line), line
 
 
+def _run_error(kind: str) -> Exception:
+    """A run's failure as its library raises it (`kind`: what it is)."""
+    if kind == "quota":  # a Google API's 429: a quota or rate limit, no memory
+        from google.api_core.exceptions import ResourceExhausted
+
+        return ResourceExhausted("Quota exceeded for quota metric 'Write requests'")
+    if kind == "tf":  # XLA's wording of TensorFlow's out-of-memory error
+        import tensorflow as tf
+
+        return tf.errors.ResourceExhaustedError(None, None, "Out of memory allocating 1.2GiB")
+    if kind == "oom_text":  # TensorFlow's words in a worker's error, as Beam passes it on
+        return RuntimeError(
+            "Error message from worker: OOM when allocating tensor with shape[64,224,224,3] "
+            "[while running 'Attribute']"
+        )
+    return RuntimeError(  # a worker's C++ new that failed, as Beam's text passes it on
+        "terminate called after throwing an instance of 'std::bad_alloc' [while running "
+        "'Attribute']"
+    )
+
+
+@pytest.mark.parametrize("kind", ["quota", "tf", "oom_text", "bad_alloc"])
+def test_only_a_run_out_of_memory_is_told_to_use_less(kind, capsys):
+    # A Google API's quota error (429 ResourceExhausted) was told 'The job ran out of
+    # memory: rerun ... with a smaller --batch_size': TensorFlow's is ResourceExhaustedError.
+    from pipeline.__main__ import _failed
+
+    assert _failed(_run_error(kind), verbose=False) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert ("ran out of memory" in line) == (kind != "quota"), line
+
+
 def test_a_run_that_fills_the_disk_says_to_free_space_and_resume(
     image_folder, linear_keras, tmp_path
 ):
