@@ -306,6 +306,18 @@ def test_a_path_flag_that_is_not_utf8_exits_2_naming_it(
     assert not (tmp_path / "out").exists() and not os.path.exists(latin1 + "/manifest.json")
 
 
+def test_a_flag_holding_a_lone_surrogate_exits_2_naming_it(linear_keras, tmp_path, capsys):
+    # main() of a caller whose str holds a surrogate Python's decoding never makes
+    # (not '\udc80'..'\udcff'): refused as the command line's are, not a traceback.
+    output = f"{tmp_path}/out-\ud800"
+    args = cli_args(dataset=tmp_path, model=linear_keras, output=output)
+    assert main(args) == 2
+    assert _error_lines(capsys.readouterr().err) == [
+        f"error: --output {output!r} is not UTF-8 text: Beam passes every flag on as UTF-8; "
+        "rename it, or link it under a UTF-8 name and pass the link."
+    ]
+
+
 def test_a_non_ascii_path_where_python_reads_the_command_line_as_ascii_says_the_fix(
     image_folder, linear_keras, tmp_path
 ):
@@ -1052,6 +1064,9 @@ def test_a_model_fixing_an_input_side_above_the_bound_is_refused_before_any_imag
         with pytest.raises(ValueError) as refused:
             resolve_model(model, load=load)
         assert str(refused.value) == message
+    if kind != "keras":  # the bound itself is taken, as --image_size 4096 is
+        largest = _signature_model(tmp_path / "largest", ("scores",), shape=(side - 1, side - 1))
+        assert resolve_model(largest, load=False).image_size == MAX_IMAGE_SIZE
 
 
 @pytest.mark.parametrize("shape", [(None, SIZE), (SIZE, None)])
@@ -1899,6 +1914,10 @@ def test_the_rate_and_eta_count_from_the_runs_first_model_call(caplog):
         "progress: 72/72 images (100%), 2.00 images/s, done in 1 min 00 s"
     )
     assert progress_line(8, 72, 60.0, busy=None) == progress_line(8, 72, 60.0)
+    assert progress_line(80, 72, 60.0, busy=4.0) == (  # files added since the listing
+        "progress: 80 images (8 more than the 72 listed at launch), 20.00 images/s, "
+        "1 min 00 s elapsed"
+    )
     key, start = f"busy-test-{time.time()}", time.time() - 100
     progress._COUNTS[key] = progress._Count(last_log=start, working_since=time.time() - 4)
     step = ReportProgress("attributed", key, 72, start, batch_size=8, log_lines=True)
@@ -1911,6 +1930,7 @@ def test_the_rate_and_eta_count_from_the_runs_first_model_call(caplog):
 
 
 def test_the_heartbeat_says_running_and_the_gradient_evaluations_so_far(caplog, linear_keras):
+    import re
     import time
 
     from pipeline import progress
@@ -1918,7 +1938,7 @@ def test_the_heartbeat_says_running_and_the_gradient_evaluations_so_far(caplog, 
 
     model = Classifier(resolve_model(linear_keras))  # loaded before the run starts
     points = np.ones((5, SIZE, SIZE, 3), np.float32)
-    key, start = f"heartbeat-test-{time.time()}", time.time() - 20
+    key, start = f"heartbeat-test-{time.time()}", time.time() - 1000  # a long listing
 
     def wait_for_a_line(starting: str) -> None:
         # The heartbeat's thread logs once a second; a loaded machine delays it.
@@ -1935,9 +1955,16 @@ def test_the_heartbeat_says_running_and_the_gradient_evaluations_so_far(caplog, 
             model.logits(points[:2])
             progress._COUNTS[key].done = 3
             wait_for_a_line("progress: 3/8")  # and one while the next batch runs
-    # The rate counts from the first model call (the heartbeat's first second seeing it).
-    assert calling <= progress._COUNTS[key].working_since <= time.time()
+            # The rate counts from the first model call (the heartbeat's first second
+            # seeing it), which later seconds of work leave as it is.
+            noted, lines = progress._COUNTS[key].working_since, len(caplog.records)
+            while len(caplog.records) < lines + 2:  # a beat wholly after `noted` was read
+                time.sleep(0.05)
+            assert progress._COUNTS[key].working_since == noted
+    assert calling <= noted <= time.time()
     first, *_, last = [r.getMessage() for r in caplog.records]
+    # 3 images over the seconds since that call, not over the 1,000 s since the launch.
+    assert float(re.search(r", ([0-9.]+) images/s", last)[1]) > 0.05, last
     assert first.endswith("elapsed (first batch running: 0 gradient evaluations so far)")
     assert last.startswith("progress: 3/8 images")
     assert last.endswith("(running: 5 gradient evaluations and 2 forward passes so far)")

@@ -663,3 +663,4 @@ def test_a_salvages_row_groups_of_full_maps_hold_64_as_the_sinks_do():
     assert all(t.nbytes <= BYTES_PER_GROUP for t in groups)
     big = rows_to_table([row] * 80, results_schema())  # one table over the bound: kept whole
     assert [t.num_rows for t in _row_groups([checkpoint, big, checkpoint])] == [8, 80, 8]
+    assert [t.num_rows for t in _row_groups([big, checkpoint])] == [80, 8]  # none empty

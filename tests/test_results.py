@@ -479,6 +479,25 @@ def test_load_input_image_of_a_non_ascii_name_where_python_reads_names_as_ascii(
     assert done.stdout.strip() == f"({SIZE}, {SIZE}, 3)", done.stderr
 
 
+def test_load_input_image_of_a_non_ascii_folder_where_python_reads_names_as_ascii(tmp_path):
+    # The same of the image folder's own name ('fotos-é', in the manifest as UTF-8 text),
+    # where the run read it and where image_root= (a str of the caller's) says it is now.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    write_image(tmp_path / "fotos-é" / "a.png", np.full((SIZE, SIZE, 3), 90, np.uint8))
+    rows = [[make_row("a.png", None, 1, 0.5, 0.0)]]
+    output = write_output(tmp_path / "out", rows, dataset=str(tmp_path / "fotos-é"))
+    moved = str(tmp_path) + "/fotos-\\xe9"  # ASCII alone in the code: 'fotos-é' in Python
+    code = (
+        "from transforms import results; "
+        f"print(results.load_input_image({str(output)!r}, 'a.png').shape, "
+        f"results.load_input_image({str(output)!r}, 'a.png', image_root='{moved}').shape)"
+    )
+    env = {**os.environ, "PYTHONPATH": root, "LC_ALL": "C", "PYTHONUTF8": "0"}
+    env["PYTHONCOERCECLOCALE"] = "0"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.stdout.split() == [f"({SIZE},", f"{SIZE},", "3)"] * 2, done.stderr
+
+
 def test_load_input_image_of_a_file_changed_since_the_run_says_why(folder_run):
     """A file replaced by one that is no image, or by a folder, since the run: said so,
     as ImageUnavailable (the report and plots then show the map without the photo)."""
