@@ -309,8 +309,19 @@ def help_text(prog: str = "python -m pipeline") -> str:
     return parser.format_help()
 
 
-#: pipeline.report's defaults: cards per section, gallery images, per-class table rows.
+#: pipeline.report's page sizes when none are given (build_report's and the command line's):
+#: cards per section, gallery images, per-class table rows.
 REPORT_EXAMPLES, REPORT_GALLERY, REPORT_CLASSES = 12, 16, 100
+
+
+def _add_image_root(parser: argparse.ArgumentParser) -> None:
+    """--image_root, of both commands that read a run back (the report, the sanity check)."""
+    parser.add_argument(
+        "--image_root",
+        type=user_path,
+        default=None,
+        help="Where the run's image folder is now, if it moved.",
+    )
 
 
 def report_parser() -> argparse.ArgumentParser:
@@ -345,12 +356,7 @@ def report_parser() -> argparse.ArgumentParser:
         default=REPORT_CLASSES,
         help=f"Rows of the per-class table; default {REPORT_CLASSES}.",
     )
-    parser.add_argument(
-        "--image_root",
-        type=user_path,
-        default=None,
-        help="Where the run's image folder is now, if it moved.",
-    )
+    _add_image_root(parser)
     return parser
 
 
@@ -374,10 +380,5 @@ def sanity_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seed", type=int, default=0, help="Seed of the random weights; default 0."
     )
-    parser.add_argument(
-        "--image_root",
-        type=user_path,
-        default=None,
-        help="Where the run's image folder is now, if it moved.",
-    )
+    _add_image_root(parser)
     return parser

@@ -1225,9 +1225,6 @@ def _result_columns(output: str) -> tuple[str, ...]:
     return available
 
 
-# The page's sizes when none are given, for `build_report` and the command line alike.
-
-
 def build_report(
     output: str,
     *,
