@@ -66,9 +66,10 @@ MAX_MAX_STEPS = 16384
 #: Images per RunInference batch (--batch_size) unless told otherwise, and its bound.
 DEFAULT_BATCH_SIZE = 8
 MAX_BATCH_SIZE = 1024
-# The bounds of the model input's side (--image_size, or the side a model fixes). The
-# largest: a 4096 x 4096 x 3 float32 image is 192 MiB, and IG holds tens of such
-# vectors per path (a larger side ran out of memory, exit 1, not 2).
+# The bounds of --image_size; the largest bounds the side a model fixes too (a smaller
+# fixed side is the model's to take). The largest: a 4096 x 4096 x 3 float32 image is
+# 192 MiB, and IG holds tens of such vectors per path (a larger side ran out of memory,
+# exit 1, not 2).
 MIN_IMAGE_SIZE = 8
 MAX_IMAGE_SIZE = 4096
 #: The most steps per deletion or insertion curve (--faithfulness_steps; at least 2).
