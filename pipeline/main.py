@@ -659,7 +659,8 @@ def _local_runner(options: PipelineOptions) -> PipelineRunner | None:
     makes them from the options). Beam 2.77's DirectRunner first fetches Prism from
     GitHub and runs the job there: with network, another runner than the one this job
     is tested on (its in-process worker takes the launcher's model; progress, Ctrl-C),
-    and a firewall that drops packets hung the launch. `--runner PrismRunner` asks for it."""
+    and a firewall that drops packets could hang the launch (Beam's download has no
+    timeout). `--runner PrismRunner` asks for it."""
     if _runner_name(options) not in ("directrunner", "switchingdirectrunner"):
         return None
     from apache_beam.portability.api import beam_provision_api_pb2  # noqa: PLC0415
