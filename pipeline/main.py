@@ -661,7 +661,8 @@ def _local_runner(options: PipelineOptions) -> PipelineRunner | None:
     is tested on (its in-process worker takes the launcher's model; progress, Ctrl-C),
     and a firewall that drops packets could hang the launch (Beam's download has no
     timeout). `--runner PrismRunner` asks for it."""
-    if _runner_name(options) not in ("directrunner", "switchingdirectrunner"):
+    # Beam also takes a runner's name without its "Runner" (`--runner direct`).
+    if _runner_name(options).removesuffix("runner") not in ("direct", "switchingdirect"):
         return None
     from apache_beam.portability.api import beam_provision_api_pb2  # noqa: PLC0415
     from apache_beam.runners.portability.fn_api_runner import fn_runner  # noqa: PLC0415

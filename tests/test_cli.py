@@ -2694,19 +2694,22 @@ def test_log_lines_show_control_characters_in_names_escaped(linear_keras, tmp_pa
     assert not any(line.startswith("INFO x") for line in done.stderr.splitlines())
 
 
+@pytest.mark.parametrize("runner", [None, "direct", "SwitchingDirect"])
 def test_a_local_run_runs_on_beams_in_process_runner_without_trying_prism(
-    image_folder, linear_keras, tmp_path
+    image_folder, linear_keras, tmp_path, runner
 ):
     # Beam 2.77's DirectRunner first fetched its Prism runner from GitHub and ran the
     # job there when it could (here, offline, it logged the attempt and fell back): a
     # user with network got another runner than the one tested, and a firewall that
     # drops packets hung the launch; each run left 3 empty folders in $TMPDIR. A
-    # DirectRunner job runs on the FnApiRunner.
+    # DirectRunner job runs on the FnApiRunner, whichever of Beam's names for it is
+    # given: `--runner direct` (as Beam spells its runners without "Runner") tried Prism.
     temp = tmp_path / "temp"
     temp.mkdir()
     flags = cli_args(
         dataset=image_folder["root"], model=linear_keras, output=tmp_path / "out", steps=2
     )
+    flags += ["--runner", runner] if runner else []
     done = subprocess.run(
         [sys.executable, "-m", "pipeline", *flags, "--verbose"],
         cwd=ROOT,
