@@ -649,8 +649,10 @@ def _runner_name(options: PipelineOptions) -> str:
 
 
 def _is_direct(options: PipelineOptions) -> bool:
-    """The DirectRunner: the job runs in this process (and its model loads here)."""
-    return "direct" in _runner_name(options)
+    """The DirectRunner, or the FnApiRunner it runs a job on (`_local_runner`): the
+    job runs in this process (and its model loads here)."""
+    name = _runner_name(options)
+    return "direct" in name or name.removesuffix("runner") == "fnapi"
 
 
 def _local_runner(options: PipelineOptions) -> PipelineRunner | None:
@@ -660,9 +662,9 @@ def _local_runner(options: PipelineOptions) -> PipelineRunner | None:
     GitHub and runs the job there: with network, another runner than the one this job
     is tested on (its in-process worker takes the launcher's model; progress, Ctrl-C),
     and a firewall that drops packets could hang the launch (Beam's download has no
-    timeout). `--runner PrismRunner` asks for it."""
+    timeout). `--runner PrismRunner` asks for it; `--runner FnApiRunner` gets this one."""
     # Beam also takes a runner's name without its "Runner" (`--runner direct`).
-    if _runner_name(options).removesuffix("runner") not in ("direct", "switchingdirect"):
+    if _runner_name(options).removesuffix("runner") not in ("direct", "switchingdirect", "fnapi"):
         return None
     from apache_beam.portability.api import beam_provision_api_pb2  # noqa: PLC0415
     from apache_beam.runners.portability.fn_api_runner import fn_runner  # noqa: PLC0415

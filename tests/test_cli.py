@@ -2723,3 +2723,15 @@ def test_a_local_run_runs_on_beams_in_process_runner_without_trying_prism(
     assert "Falling back" not in done.stderr
     # Nor the empty folders the attempt left in the temp folder (beam-temp*, tmp*).
     assert sorted(p.name for p in temp.iterdir()) == []
+
+
+def test_a_run_given_beams_fnapirunner_is_the_local_run_it_is(image_folder, linear_keras, tmp_path):
+    # A DirectRunner job runs on Beam's FnApiRunner; `--runner FnApiRunner` named the
+    # same in-process runner but was taken for a remote one: no progress lines, the
+    # model loaded again for the worker, and Beam's FnApiRunner handed its workers
+    # none of the job's Beam options. It now runs as a DirectRunner job does.
+    args = cli_args(dataset=image_folder["root"], model=linear_keras, output=tmp_path / "out")
+    done = _python("", "-m", "pipeline", *args, "--steps", "4", "--runner", "FnApiRunner")
+    assert done.returncode == 0, done.stderr
+    assert "progress: 5/5 images (100%)" in done.stderr and "images/s" in done.stderr
+    assert "Results in" in done.stdout and "(4 rows)" in done.stdout, done.stdout
