@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pandas as pd
@@ -572,11 +573,29 @@ def test_a_fifo_or_device_in_place_of_an_image_is_refused_not_read(tmp_path):
     output = write_output(tmp_path / "out", [rows], dataset=str(tmp_path / "images"))
     os.mkfifo(tmp_path / "images" / "fifo.png")
     (tmp_path / "images" / "zero.png").symlink_to("/dev/zero")
-    for name, kind in (("fifo.png", "a FIFO (named pipe)"), ("zero.png", "a character device")):
-        with pytest.raises(results.ImageUnavailable) as refused:
-            results.load_input_image(output, name)
-        path = tmp_path / "images" / name
-        assert str(refused.value) == f"{path} cannot be read: {kind}, not a regular file"
+    done = threading.Event()
+    threading.Thread(
+        target=_unblock_a_reader_of, args=(tmp_path / "images" / "fifo.png", done), daemon=True
+    ).start()
+    try:
+        for name, kind in (("fifo.png", "a FIFO (named pipe)"), ("zero.png", "a character device")):
+            with pytest.raises(results.ImageUnavailable) as refused:
+                results.load_input_image(output, name)
+            path = tmp_path / "images" / name
+            assert str(refused.value) == f"{path} cannot be read: {kind}, not a regular file"
+    finally:
+        done.set()
+
+
+def _unblock_a_reader_of(fifo, done: threading.Event, after: float = 10.0) -> None:
+    """If the code under test opened `fifo` to read (it must not: that waits for a
+    writer forever), open its write end and close it, so that the test fails on the
+    message instead of hanging."""
+    while not done.wait(after):
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # ENXIO: no reader waits
+        except OSError:
+            continue
 
 
 def test_baseline_images_match_the_run(folder_run):
