@@ -648,11 +648,19 @@ def _runner_name(options: PipelineOptions) -> str:
     return name.rsplit(".", 1)[-1].lower()
 
 
+# The runners a job runs on Beam's FnApiRunner for (`_local_runner`), by name without
+# "Runner" (Beam takes `--runner direct` too): its DirectRunner, and the FnApiRunner.
+_FN_API_RUNNERS = ("direct", "switchingdirect", "fnapi")
+
+
+def _runs_on_fn_api(options: PipelineOptions) -> bool:
+    return _runner_name(options).removesuffix("runner") in _FN_API_RUNNERS
+
+
 def _is_direct(options: PipelineOptions) -> bool:
-    """The DirectRunner, or the FnApiRunner it runs a job on (`_local_runner`): the
-    job runs in this process (and its model loads here)."""
-    name = _runner_name(options)
-    return "direct" in name or name.removesuffix("runner") == "fnapi"
+    """A DirectRunner, or the FnApiRunner a DirectRunner job runs on (`_local_runner`):
+    the job runs in this process (and its model loads here)."""
+    return "direct" in _runner_name(options) or _runs_on_fn_api(options)
 
 
 def _local_runner(options: PipelineOptions) -> PipelineRunner | None:
@@ -663,8 +671,7 @@ def _local_runner(options: PipelineOptions) -> PipelineRunner | None:
     is tested on (its in-process worker takes the launcher's model; progress, Ctrl-C),
     and a firewall that drops packets could hang the launch (Beam's download has no
     timeout). `--runner PrismRunner` asks for it; `--runner FnApiRunner` gets this one."""
-    # Beam also takes a runner's name without its "Runner" (`--runner direct`).
-    if _runner_name(options).removesuffix("runner") not in ("direct", "switchingdirect", "fnapi"):
+    if not _runs_on_fn_api(options):
         return None
     from apache_beam.portability.api import beam_provision_api_pb2  # noqa: PLC0415
     from apache_beam.runners.portability.fn_api_runner import fn_runner  # noqa: PLC0415
