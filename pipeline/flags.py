@@ -130,7 +130,9 @@ def _ig_flags(add: Callable[..., Any]) -> None:
         type=int,
         default=_DEFAULTS.steps,
         help="Points on the path: gradient evaluations per image, target and baseline "
-        "(with a --tolerance, the initial ones; refinement adds more). With --tolerance 0, "
+        "(with a --tolerance, the initial ones, rounded down to whole panels: 24 of 25 for "
+        "gausslegendre, riemann_middle, riemann_left and riemann_right; refinement adds "
+        "more). With --tolerance 0, "
         f"use {FIXED_RULE_ADVISED_STEPS} or more. At most {MAX_STEPS}.",
     )
     add("--method", default=_DEFAULTS.method, help=f"One of {', '.join(METHODS)}.")
