@@ -106,12 +106,13 @@ def attribution_config(options: AuditOptions) -> AttributionConfig:
 
 
 def _warn_edgeless_panels(config: AttributionConfig) -> None:
-    """Warns that an adaptive rule without nodes at its panels' edges has a looser
+    """Warns that an adaptive rule whose panels lack a node at an edge (at both for
+    gausslegendre and riemann_middle, at one for riemann_left and riemann_right) has a looser
     per-pixel estimate (docs/accuracy.md, "Rules without edge nodes")."""
     if panel_rule(config.method).edge_nodes:
         return
     _LOG.warning(
-        "--method %s with --tolerance > 0: its panels have no node at their edges, so "
+        "--method %s with --tolerance > 0: its panels lack a node at an edge, so "
         "attribution_error cannot see a jump in the gradients between a panel's edge and "
         "its nearest node and can understate the map's error (6-9x on rows of a small "
         "ReLU6 net whose gradients jump a few times: rows flagged within_tolerance were "

@@ -1830,10 +1830,10 @@ def test_a_coarse_fixed_rule_gets_a_warning(caplog):
     ]
     assert warnings("--attributions", "none", "--faithfulness", "none") == []
     assert warnings("--attribution_dtype", "float16", "--faithfulness_steps", "8") == []
-    # Adaptive rules without nodes at their panels' edges: a looser estimate.
+    # Adaptive rules whose panels lack a node at an edge: a looser estimate.
     for method in ("gausslegendre", "riemann_middle", "riemann_left", "riemann_right"):
         (warning,) = warnings("--method", method)
-        assert warning.startswith(f"--method {method} with --tolerance > 0: its panels have no")
+        assert warning.startswith(f"--method {method} with --tolerance > 0: its panels lack a")
         assert "can understate the map's error" in warning
         assert warnings("--method", method, "--tolerance", "0", "--steps", "64") == []
     assert warnings("--method", "gausslobatto") == warnings("--method", "riemann_trapezoid") == []
