@@ -200,8 +200,10 @@ class IGResult:
         any baseline).
       evaluations: int64 [R], gradient evaluations spent on the row, all
         baselines, refinements and re-evaluations included.
-      forward_evaluations: int64 [R], forward-only evaluations (panel edges of
-        rules without edge nodes, adaptive mode), all baselines included.
+      forward_evaluations: int64 [R], forward-only evaluations (adaptive mode: the
+        panel edges of gausslegendre and riemann_middle, which have no node there;
+        riemann_left and riemann_right take F at their nodeless edge from the
+        neighbouring panel's node), all baselines included.
       finite: bool [R], False where a score or gradient was NaN or infinite.
       path_alphas: per row, float64 [K] points of the path with known F, ascending
         (of the first baseline's path when there are several).

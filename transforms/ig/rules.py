@@ -19,7 +19,9 @@ covariance min(s, t) makes every variance below a closed form), the fine
 rule's expected squared error is a fixed multiple of the difference's:
 ``kappa = sqrt(Var(fine error) / Var(fine - coarse))``, computed per rule from
 its nodes. For a smooth integrand the same estimate is larger than the error
-(by sqrt(3) for trapezoid panels), so it errs on the safe side. For an
+(by sqrt(3) for the fixed trapezoid rule; by several times for the adaptive
+trapezoid's single-gap panels, whose spread moves with the integrand's slope),
+so it errs on the safe side. For an
 integrand rougher than a random walk at the scale of the nodes (gradients that
 change wholesale between neighbouring nodes) the multiple is larger: the model
 becomes an Ornstein-Uhlenbeck process whose correlation length is read from
