@@ -16,6 +16,7 @@ from transforms.config import (
     ATTRIBUTION_MODES,
     BASELINES,
     DEFAULT_BATCH_SIZE,
+    DEFAULT_COMPLETENESS_TOLERANCE,
     DEFAULT_MAX_STEPS,
     ESTIMATE_MARGIN,
     FAITHFULNESS_MODES,
@@ -172,10 +173,11 @@ def _ig_flags(add: Callable[..., Any]) -> None:
     add(
         "--completeness_tolerance",
         type=float,
-        default=_DEFAULTS.completeness_tolerance,
+        default=None,
         help="Bound on each row's relative completeness delta (relative_delta) when "
         "--tolerance > 0: a sum, which cancels per-pixel errors, so it is tighter. A fraction, "
-        "at most 1.",
+        f"at most 1; default {DEFAULT_COMPLETENESS_TOLERANCE:g}, or --tolerance where that is "
+        "lower (it bounds completeness too).",
     )
     add(
         "--max_steps",

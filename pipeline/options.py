@@ -139,7 +139,7 @@ def _warn_fixed_rule(options: AuditOptions, config: AttributionConfig) -> None:
             ("--max_steps", options.max_steps is not None),
             (
                 "--completeness_tolerance",
-                options.completeness_tolerance != _DEFAULTS.completeness_tolerance,
+                options.completeness_tolerance is not None,
             ),
         )
         if given
@@ -185,7 +185,7 @@ def _config_of_flags(options: AuditOptions) -> AttributionConfig:
         score=options.score,
         top_k=options.top_k if options.top_k is not None else _DEFAULTS.top_k,
         tolerance=options.tolerance,
-        completeness_tolerance=options.completeness_tolerance,
+        completeness_tolerance=options.completeness_tolerance,  # None: from --tolerance
         max_steps=options.max_steps,  # None: the config's default for these --steps
         path_batch_size=parse_path_batch_size(options.path_batch_size),
         attributions=options.attributions,

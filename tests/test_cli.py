@@ -1981,6 +1981,34 @@ def test_a_tolerance_of_1_is_a_fraction_taken_as_given():
     assert config.tolerance == config.completeness_tolerance == 1.0
 
 
+def test_the_tolerance_bounds_completeness_too_unless_completeness_tolerance_is_given():
+    # DESIGN: --tolerance bounds each row's per-pixel error "and its completeness".
+    # --completeness_tolerance (default 0.5 %) is tighter at the default --tolerance;
+    # below 0.5 % the --tolerance bounds completeness too, unless the flag is given.
+    from apache_beam.options.pipeline_options import PipelineOptions  # noqa: PLC0415
+
+    from pipeline.options import attribution_config  # noqa: PLC0415
+
+    def bound(*argv):
+        return attribution_config(PipelineOptions(list(argv)).view_as(AuditOptions))
+
+    assert bound().completeness_tolerance == AttributionConfig().completeness_tolerance == 0.005
+    assert bound("--tolerance", "0.05").completeness_tolerance == 0.005
+    assert bound("--tolerance", "0.002").completeness_tolerance == 0.002
+    assert AttributionConfig(tolerance=0.002).completeness_tolerance == 0.002
+    given = ("--tolerance", "0.002", "--completeness_tolerance", "0.004")
+    assert bound(*given).completeness_tolerance == 0.004  # as given: the user's choice
+    assert (
+        AttributionConfig(tolerance=0.002, completeness_tolerance=0.004).completeness_tolerance
+        == 0.004
+    )
+    # The rows' within_tolerance follows it: a map within 0.2 % whose sum is 0.3 % off is not.
+    from transforms.batch import _within  # noqa: PLC0415
+
+    assert _within(bound("--tolerance", "0.002"), 0.001, 0.003) is False
+    assert _within(bound(*given), 0.001, 0.003) is True
+
+
 def test_max_steps_and_batch_size_defaults_are_those_of_their_one_home():
     import inspect
 
@@ -2011,7 +2039,10 @@ def _tree(root: Path) -> dict[str, bytes]:
     [
         ({"steps": "25"}, "--steps must be an integer, got '25'"),  # was a bare TypeError
         ({"tolerance": "0.01"}, "--tolerance must be a number, got '0.01'"),
-        ({"completeness_tolerance": None}, "--completeness_tolerance must be a number, got None"),
+        (
+            {"completeness_tolerance": "0.01"},
+            "--completeness_tolerance must be a number, got '0.01'",
+        ),
         ({"top_k": 2.5}, "--top_k must be an integer, got 2.5"),  # failed in the first batch
         ({"seed": "1"}, "--seed must be an integer, got '1'"),
     ],

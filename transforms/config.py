@@ -26,6 +26,7 @@ __all__ = [
     "ATTRIBUTION_MODES",
     "BASELINES",
     "DEFAULT_BATCH_SIZE",
+    "DEFAULT_COMPLETENESS_TOLERANCE",
     "DEFAULT_MAX_STEPS",
     "ESTIMATE_MARGIN",
     "FAITHFULNESS_MODES",
@@ -58,6 +59,10 @@ FLOAT16_ROUNDING = 2.0**-11
 #: and 1.13x with the bundled model (benchmarks/estimate_limits.py, ig_accuracy.py;
 #: docs/accuracy.md#limits-of-the-estimate).
 ESTIMATE_MARGIN = 1.25
+# The bound on a row's relative completeness delta where --completeness_tolerance is
+# not given, unless --tolerance is lower (it bounds completeness too, DESIGN.md):
+# a sum, met far more cheaply than the per-pixel bound, so it can be tighter.
+DEFAULT_COMPLETENESS_TOLERANCE = 0.005
 # Upper bounds on gradient evaluations per image, target and baseline: far above
 # what any rule needs here (256 nodes reach 0.5 %), low enough that a typo such as
 # --steps 1000000000 fails at once instead of running for hours.
@@ -140,7 +145,9 @@ class AttributionConfig:
         off: the plain rule with `steps` nodes. A fraction: the flag refuses more than 1.
       completeness_tolerance: bound on the relative completeness delta, with a
         tolerance (a sum, which cancels per-pixel errors: it is met far more
-        cheaply than the per-pixel bound, so it can be tighter). A fraction, as --tolerance.
+        cheaply than the per-pixel bound, so it can be tighter). A fraction, as
+        --tolerance. None (the default) gives `DEFAULT_COMPLETENESS_TOLERANCE`, or
+        `tolerance` where that is lower: the tolerance bounds completeness too.
       max_steps: cap on gradient evaluations per baseline during refinement
         (re-evaluations of points the memory budget dropped not counted);
         None (the default) gives `default_max_steps(steps)`.
@@ -170,7 +177,7 @@ class AttributionConfig:
     score: str = "raw"
     top_k: int = 5
     tolerance: float = 0.015 * ESTIMATE_MARGIN
-    completeness_tolerance: float = 0.005
+    completeness_tolerance: float | None = None  # resolved in __post_init__: always a float
     max_steps: int | None = None  # resolved in __post_init__: always an int after
     path_batch_size: int | None = None
     attributions: str = "full"
@@ -224,9 +231,18 @@ class AttributionConfig:
         self._check_types()
         if self.max_steps is None:  # frozen: set once, here
             object.__setattr__(self, "max_steps", default_max_steps(self.steps))
+        if self.completeness_tolerance is None:
+            object.__setattr__(self, "completeness_tolerance", self._default_completeness())
         self._check_choices()
         self._check_steps()
         self._check_bounds()
+
+    def _default_completeness(self) -> float:
+        """`DEFAULT_COMPLETENESS_TOLERANCE`, or the tolerance where that is lower (and
+        above 0: at 0 nothing is refined or flagged)."""
+        if 0 < self.tolerance < DEFAULT_COMPLETENESS_TOLERANCE:
+            return self.tolerance
+        return DEFAULT_COMPLETENESS_TOLERANCE
 
     def _check_types(self) -> None:
         """Integers and numbers where they go (from Python, `AttributionConfig(steps="25")`
@@ -234,7 +250,7 @@ class AttributionConfig:
         integers = ("steps", "top_k", "max_steps", "path_batch_size", "seed", "faithfulness_steps")
         for name in integers + ("tolerance", "completeness_tolerance"):
             value = getattr(self, name)
-            if value is None and name in ("max_steps", "path_batch_size"):
+            if value is None and name in ("max_steps", "path_batch_size", "completeness_tolerance"):
                 continue
             kind = (int, np.integer) if name in integers else numbers.Real
             if isinstance(value, bool) or not isinstance(value, kind):
