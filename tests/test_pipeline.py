@@ -664,3 +664,33 @@ def test_a_salvages_row_groups_of_full_maps_hold_64_as_the_sinks_do():
     big = rows_to_table([row] * 80, results_schema())  # one table over the bound: kept whole
     assert [t.num_rows for t in _row_groups([checkpoint, big, checkpoint])] == [8, 80, 8]
     assert [t.num_rows for t in _row_groups([big, checkpoint])] == [80, 8]  # none empty
+
+
+def test_a_row_within_a_tolerance_below_half_a_percent_has_its_completeness_within_it(tmp_path):
+    # DESIGN: --tolerance bounds each row's per-pixel error "and its completeness". A
+    # blur baseline's maps cancel in their sum, so completeness can lag the per-pixel
+    # bound: at --tolerance 0.002, 6 of these 12 rows were flagged within with their
+    # sums 0.2-0.5 % off (the --completeness_tolerance default, 0.005, applied alone).
+    import keras
+    from PIL import Image
+
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, activation="relu")(inputs)
+    x = keras.layers.Conv2D(8, 3, activation="relu")(keras.layers.MaxPooling2D()(x))
+    model = keras.Model(inputs, keras.layers.Dense(5)(keras.layers.Flatten()(x)))
+    model.save(tmp_path / "c16.keras")
+    rng = np.random.default_rng(0)
+    (tmp_path / "imgs").mkdir()
+    for i in range(12):
+        pixels = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "imgs" / f"{i}.png")
+    args = ["--dataset", tmp_path / "imgs", "--model", tmp_path / "c16.keras"]
+    flags = ["--tolerance", "0.002", "--baseline", "blur", "--faithfulness", "none"]
+    manifest = run([*args, "--output", tmp_path / "out", *flags], save_main_session=False)
+    assert manifest["config"]["completeness_tolerance"] == 0.002
+    rows = pd.read_parquet(tmp_path / "out" / "results")
+    within = rows[rows.within_tolerance]
+    assert len(within) >= 6, rows[["relative_delta", "attribution_error"]]
+    assert (within.relative_delta <= 0.002).all(), within.relative_delta.tolist()
+    assert (within.attribution_error <= 0.002 / 1.25).all()
