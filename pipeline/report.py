@@ -274,18 +274,21 @@ def _no_better_than_chance(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows whose IG ranking does no better than the random one, the clearest first.
 
     Deletion: a faithful map drops the score faster, so a lower AUC is better;
-    insertion: it restores the score faster, so a higher AUC is better. Rows without
-    values (`--faithfulness none`) are never flagged.
+    insertion: it restores the score faster, so a higher AUC is better. A check that
+    measured nothing (both AUCs 1) counts only where the other did not measure either
+    (`results.chance_losses`); rows without values (`--faithfulness none`) are never
+    flagged.
     """
     if not set(_FAITHFULNESS) <= set(frame.columns) or frame.empty:
         return frame.head(0)
+    loses_deletion, loses_insertion = results.chance_losses(frame)
     deletion = frame["deletion_auc"] - frame["deletion_auc_random"]
     insertion = frame["insertion_auc_random"] - frame["insertion_auc"]
-    flagged = (deletion >= 0) | (insertion >= 0)
     margin = pd.concat([deletion, insertion], axis=1).max(axis=1)
-    return frame.assign(_margin=margin)[flagged].sort_values(
-        ["_margin", "image_id"], ascending=[False, True]
-    )
+    flagged = frame.assign(
+        _margin=margin, _loses_deletion=loses_deletion, _loses_insertion=loses_insertion
+    )[loses_deletion | loses_insertion]
+    return flagged.sort_values(["_margin", "image_id"], ascending=[False, True])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -964,12 +967,12 @@ def _chance_card(pictures: _Pictures, meta: pd.Series) -> dict[str, Any]:
         _fact(
             "deletion AUC (random)",
             _apart(deletion, chance_deletion),
-            deletion >= chance_deletion,
+            bool(meta["_loses_deletion"]),
         ),
         _fact(
             "insertion AUC (random)",
             _apart(insertion, chance_insertion),
-            insertion <= chance_insertion,
+            bool(meta["_loses_insertion"]),
         ),
     ]
     heat = _heat_map(pictures, meta["image_id"], meta["target_class"], ("image", "overlay"), 1.9)
@@ -982,6 +985,11 @@ def _faithfulness_measured(frame: pd.DataFrame) -> bool:
     none all are null; a model's NaN on one curve nulls that curve's alone)."""
     columns = set(_FAITHFULNESS) <= set(frame.columns)
     return columns and bool(frame[_FAITHFULNESS].notna().any(axis=None))
+
+
+def _both_one(frame: pd.DataFrame, check: str) -> pd.Series:
+    """Rows whose `check` (deletion or insertion) measured nothing: its AUCs both 1."""
+    return (frame[f"{check}_auc"] == 1.0) & (frame[f"{check}_auc_random"] == 1.0)
 
 
 def _faithfulness(chosen: _Selection, pictures: _Pictures, limit: int) -> dict[str, Any]:
@@ -1008,6 +1016,7 @@ def _faithfulness(chosen: _Selection, pictures: _Pictures, limit: int) -> dict[s
         "medians": medians,
         "beats": beats,
         "chance": len(chosen.chance),
+        "blind": int((_both_one(measured, "deletion") | _both_one(measured, "insertion")).sum()),
         "figure": _png(
             plots.faithfulness_figure(frame), "deletion and insertion AUC distributions", wide=True
         ),

@@ -1314,6 +1314,47 @@ def test_a_map_that_ties_with_the_random_ranking_is_no_better_than_chance(folder
     section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
     assert "3 of 4 rows do no better than chance" in section
     assert re.findall(r"\w+\.png →", section) == ["shark.png →", "cat2.png →", "loose.png →"]
+    assert "1 row has a check whose two AUCs are both 1" in section
+
+
+def _quadrant_keras(path: Path) -> str:
+    """A `.keras` file of 2 classes: class 0 scores 8 x the red of the top-left quadrant,
+    class 1 a constant 200. On reddish images class 0 wins by about 200 logits."""
+    import keras
+
+    weights = np.zeros((SIZE, SIZE, 3, 2), np.float32)
+    weights[: SIZE // 2, : SIZE // 2, 0, 0] = 8.0
+    inputs = keras.Input((SIZE, SIZE, 3))
+    dense = keras.layers.Dense(2)
+    model = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
+    dense.set_weights([weights.reshape(-1, 2), np.array([0.0, 200.0], np.float32)])
+    model.save(path)
+    return str(path)
+
+
+def test_a_check_whose_curves_never_leave_p_x_does_not_flag_a_faithful_map(tmp_path):
+    # A saturated model: the blurred image scores p(x) = 1 too, so both insertion curves
+    # stay at 1 and both AUCs are 1, whatever the ranking: that check measures nothing.
+    # The map is exact IG (the quadrant's red) and beats its control on deletion by far,
+    # yet the page flagged every row and said its map "should not be trusted".
+    rng = np.random.default_rng(5)
+    for name in ("a.png", "b.png"):
+        pixels = rng.integers(0, 100, size=(SIZE, SIZE, 3), dtype=np.uint8)
+        pixels[..., 0] = rng.integers(180, 256, size=(SIZE, SIZE), dtype=np.uint8)
+        write_image(tmp_path / "images" / name, pixels)
+    model = _quadrant_keras(tmp_path / "quadrant.keras")
+    output = str(tmp_path / "out")
+    args = cli_args(runner="DirectRunner", dataset=tmp_path / "images", model=model)
+    run([*args, *cli_args(output=output, steps=4)], save_main_session=False)
+    rows = results.read_results(output)
+    assert (rows.insertion_auc == 1.0).all() and (rows.insertion_auc_random == 1.0).all()
+    assert (rows.deletion_auc < rows.deletion_auc_random - 0.2).all()
+    text = build_report(output, gallery=0)
+    section = _page(text).sections["faithfulness"]
+    assert "0 of 2 rows do no better than chance" in section
+    assert "2 rows have a check whose two AUCs are both 1: it measured nothing" in section
+    assert re.search(r'<div class="v">0</div><div class="k">rows no better than chance', text)
+    assert "should not be trusted" not in section
 
 
 def test_a_reader_that_stops_reading_stdout_does_not_fail_a_written_report(folder_run, tmp_path):

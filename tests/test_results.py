@@ -815,3 +815,24 @@ def test_an_output_of_a_version_before_later_columns_reads_without_them(folder_r
         results.read_results(output, columns=["file_name", "attribution_error"])
     with pytest.raises(ValueError, match=r"no 'deletion_auc'.*older version"):
         results.read_results(output, filters=[("deletion_auc", ">", 0.5)])
+
+
+def test_no_better_than_chance_leaves_out_a_check_that_measured_nothing():
+    # Both AUCs 1: the check's curves never left p(x) (a saturated model), any ranking
+    # ties there. It counts only where the other check measured nothing either.
+    nan = float("nan")
+    rows = pd.DataFrame(
+        {
+            "image_id": ["beats", "blind_ins", "blind_del", "blind_both", "loses", "nan_del"],
+            "deletion_auc": [0.1, 0.1, 1.0, 1.0, 0.5, nan],
+            "deletion_auc_random": [0.5, 0.5, 1.0, 1.0, 0.4, nan],
+            "insertion_auc": [0.9, 1.0, 0.9, 1.0, 1.0, 1.0],
+            "insertion_auc_random": [0.5, 1.0, 0.5, 1.0, 1.0, 1.0],
+        }
+    )
+    assert list(results.no_better_than_chance(rows).image_id) == ["blind_both", "loses", "nan_del"]
+    deletion, insertion = results.chance_losses(rows)
+    assert list(deletion) == [False, False, False, True, True, False]
+    assert list(insertion) == [False, False, False, True, False, True]
+    with pytest.raises(ValueError, match="insertion_auc"):
+        results.no_better_than_chance(rows.drop(columns="insertion_auc"))

@@ -52,11 +52,13 @@ __all__ = [
     "attributions_of",
     "cell",
     "baseline_images",
+    "chance_losses",
     "error_causes",
     "for_class",
     "input_images",
     "load_input_image",
     "misclassified",
+    "no_better_than_chance",
     "one_row_per_image",
     "path_of",
     "per_class_accuracy",
@@ -69,6 +71,9 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger(__name__)
+
+# A row's faithfulness AUCs: the map's and its random control's, deletion and insertion.
+_AUCS = ("deletion_auc", "deletion_auc_random", "insertion_auc", "insertion_auc_random")
 
 #: The one large column; everything else is metadata (`METADATA_COLUMNS`).
 ARRAY_COLUMNS: tuple[str, ...] = ("attributions",)
@@ -642,6 +647,42 @@ def above_tolerance(
     if "attribution_error" in frame:
         above |= frame["attribution_error"].astype(float) > tolerance
     return frame[above]
+
+
+def _measured(auc: pd.Series, control: pd.Series) -> pd.Series:
+    """Where a faithfulness check measured something: its AUCs are there and not both 1.
+    Both are 1 only where both curves stay at the image's own probability throughout
+    (a saturated model whose blurred image already scores p(x)): any ranking ties there."""
+    return auc.notna() & control.notna() & ~((auc == 1.0) & (control == 1.0))
+
+
+def chance_losses(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Per row, whether its deletion and its insertion check count against its map.
+
+    A check counts where the map's AUC loses to its random control or ties with it
+    (deletion AUC >= control, insertion AUC <= control), if that check measured
+    something (`_measured`) or neither did (a model the pixels do not move). Null AUCs
+    (`--faithfulness none`, a model's NaN on a curve) never count.
+
+    Returns:
+      bool Series (deletion, insertion), indexed as `frame`.
+    """
+    deletion = frame["deletion_auc"] >= frame["deletion_auc_random"]
+    insertion = frame["insertion_auc"] <= frame["insertion_auc_random"]
+    told_deletion = _measured(frame["deletion_auc"], frame["deletion_auc_random"])
+    told_insertion = _measured(frame["insertion_auc"], frame["insertion_auc_random"])
+    neither = ~(told_deletion | told_insertion)
+    return deletion & (told_deletion | neither), insertion & (told_insertion | neither)
+
+
+def no_better_than_chance(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose map does no better than its random control (the report's count):
+    on deletion or insertion it loses to the control or ties with it, a check whose
+    two AUCs are both 1 (it measured nothing) left out unless both are (`chance_losses`).
+    """
+    _require(frame, _AUCS, "no_better_than_chance")
+    deletion, insertion = chance_losses(frame)
+    return frame[deletion | insertion]
 
 
 def for_class(frame: pd.DataFrame, label: int | str, column: str = "label") -> pd.DataFrame:
