@@ -275,9 +275,31 @@ def maps_changed(spearman: float | None, ssim: float | None) -> bool | None:
     return bool(spearman < SIMILAR and ssim < SIMILAR)
 
 
-def _verdict(stages: list[dict[str, Any]], blank: int = 0) -> str:
+def _decision(stages: list[dict[str, Any]], kept: Sequence[str] = ()) -> bool | None:
+    """`changed`: `maps_changed` of the last stage, but None (undecided) where its maps
+    stayed similar while layers below it (`kept`) keep their weights: the maps may
+    depend on those."""
+    changed = maps_changed(stages[-1]["spearman_median"], stages[-1]["ssim_median"])
+    return None if changed is False and kept else changed
+
+
+def _kept_weights(last: dict[str, Any], kept: Sequence[str]) -> str:
+    """The undecided verdict of maps that stayed similar above layers left intact."""
+    names = ", ".join(kept[:5]) + (f" and {len(kept) - 5} more" if len(kept) > 5 else "")
+    keeps = "keeps its" if len(kept) == 1 else "keep their"
+    return (
+        f"the maps stay similar with the layers down to {last['layer']} randomised, but "
+        f"{count(len(kept), 'layer')} below {keeps} trained weights ({names}), on which "
+        f"they may depend: randomise down to the input to decide (--stages as a number, "
+        f"or names ending at {kept[-1]})"
+    )
+
+
+def _verdict(stages: list[dict[str, Any]], blank: int = 0, kept: Sequence[str] = ()) -> str:
     """Whether the maps of the fully randomised stage still resemble the intact model's;
-    `blank`: rows whose image equals its baselines (`content_box`), whose maps are 0."""
+    `blank`: rows whose image equals its baselines (`content_box`), whose maps are 0;
+    `kept`: the layers with weights the last stage left intact (names that stop above
+    the input), which leave maps that stayed similar undecided."""
     last = stages[-1]
     rho, ssim = last["spearman_median"], last["ssim_median"]
     numbers = (
@@ -287,6 +309,8 @@ def _verdict(stages: list[dict[str, Any]], blank: int = 0) -> str:
     changed = maps_changed(rho, ssim)
     if changed is None:
         return f"undecided: {_why_no_medians(last, blank)} ({numbers})."
+    if changed is False and kept:
+        return f"undecided: {_kept_weights(last, kept)} ({numbers})."
     if changed:
         first = next(
             s["layer"] for s in stages if maps_changed(s["spearman_median"], s["ssim_median"])
@@ -487,9 +511,11 @@ def _report(
     seed: int,
     reports: list[dict[str, Any]],
     blank: int = 0,
+    kept: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The contents of sanity.json (see `run`) from the stages' `_stage_report`s;
-    `blank`: rows whose image equals its baselines (see `_verdict`)."""
+    `blank`: rows whose image equals its baselines, `kept`: the layers left intact
+    (see `_verdict`)."""
     report = {
         "images": len(ids),
         "image_ids": ids,
@@ -504,9 +530,9 @@ def _report(
         },
         "similar_threshold": SIMILAR,
         "stages": reports,
-        "verdict": _verdict(reports, blank),
+        "verdict": _verdict(reports, blank, kept),
         # The verdict's decision, for its readers (the HTML report): null is undecided.
-        "changed": maps_changed(reports[-1]["spearman_median"], reports[-1]["ssim_median"]),
+        "changed": _decision(reports, kept),
     }
     for stage in reports:  # strict JSON: NaN medians as null, after the verdict read them
         for key in ("spearman_median", "ssim_median"):
@@ -528,7 +554,8 @@ def run(
       The report written to sanity.json: {"images", "image_ids", "target_classes",
       "settings", "stages": [{"layer", "layers_randomised", "spearman_median",
       "ssim_median", "similar", "spearman", "ssim"}], "similar_threshold", "verdict",
-      "changed"}: `changed` is `maps_changed` of the last stage (true, false or null).
+      "changed"}: `changed` is `maps_changed` of the last stage (true, false or null),
+      null too where its maps stayed similar while layers below it kept their weights.
     """
     if images_count < 1:
         raise ValueError(f"--images must be >= 1, got {images_count}.")
@@ -540,13 +567,14 @@ def run(
     inputs = images.scale_to_range(pixels, spec.input_range).astype(np.float32)
     ids, targets = list(frame.image_id), frame.target_class.to_numpy(np.int64)
     model = Classifier(spec)
-    plan = stage_layers(model.weight_layers(), stages)
+    layers = model.weight_layers()
+    plan = stage_layers(layers, stages)
     attribute = functools.partial(_attribute, model, config, inputs, ids, targets)
     original = attribute()
     regions = _content(config, spec, inputs, ids)
     maps, reports = _cascade(model, plan, seed, original, attribute, regions)
     blank = sum(box == _WHOLE for box, _ in regions)
-    report = _report(ids, targets, config, seed, reports, blank)
+    report = _report(ids, targets, config, seed, reports, blank, layers[len(plan[-1]) :])
     titles = ["intact", *[s["layer"] for s in reports]]
     figure = _figure(frame, pixels / 255.0, [original, *maps], titles)
     _write(output, report, plots.figure_png(figure, dpi=110))
