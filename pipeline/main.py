@@ -1959,7 +1959,7 @@ def _workers_apart_from_ctrl_c(options: PipelineOptions) -> Iterator[None]:
     before = local_job_service.subprocess
     local_job_service.subprocess = _SubprocessInOwnSession()
     try:
-        with _one_ctrl_c_while_workers_stop():
+        with _one_ctrl_c_while_workers_stop(), _every_worker_told_to_stop():
             yield
     finally:
         local_job_service.subprocess = before
@@ -1987,6 +1987,73 @@ def _one_ctrl_c_while_workers_stop() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@contextlib.contextmanager
+def _every_worker_told_to_stop() -> Iterator[None]:
+    """While the run lasts, Beam (2.77) stops every worker process of a stopped or
+    finished run, whatever the moment of a Ctrl-C or SIGTERM. Its FnApiRunner closes
+    each worker's control connection, which tells the worker to end, then waits for
+    the worker to end:
+    - a connection the worker had not opened yet (a stop while the workers import,
+      the run's first seconds) was closed without a word; the worker opened it
+      later and waited for work, the launcher for the worker, forever. The stop
+      now waits there for the worker to open it, then ends it (a few seconds);
+    - a stop while it closed them (from the last stage on) broke off that loop:
+      the workers after were never told, and the launcher, its `error:` line
+      printed, waited for them at exit, forever. The stop now comes once they are
+      all closed.
+    Either way Ctrl-C was ignored by then, and a worker left running."""
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers  # noqa: PLC0415
+
+    connection, manager = worker_handlers.ControlConnection, worker_handlers.WorkerHandlerManager
+    close, close_all = connection.close, manager.close_all
+    servicer = worker_handlers.BeamFnControlServicer
+
+    def close_even_unopened(self) -> None:
+        # Read first when the worker connects (one that connects meanwhile is sent a
+        # second, never read).
+        if self._state == servicer.UNSTARTED_STATE:
+            self.push(servicer._DONE_MARKER)
+        close(self)
+
+    def close_all_then_stop(self) -> None:
+        with _stops_held():
+            close_all(self)
+
+    connection.close, manager.close_all = close_even_unopened, close_all_then_stop
+    try:
+        yield
+    finally:
+        connection.close, manager.close_all = close, close_all
+
+
+@contextlib.contextmanager
+def _stops_held() -> Iterator[None]:
+    """A Ctrl-C or SIGTERM (their Python handlers) waits for the block's end, then
+    stops the process as it would have; a second SIGTERM still ends it at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    handlers = {s: handler for s, handler in handlers.items() if callable(handler)}
+    held: list[int] = []
+
+    def hold(signum, frame):
+        if signum == signal.SIGTERM and signum in held:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        held.append(signum)
+
+    for signum in handlers:
+        signal.signal(signum, hold)
+    try:
+        yield
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    if held:  # not when the block raised: a stop already under way goes on
+        handlers[held[0]](held[0], None)
 
 
 def _progress(job: AuditJob, kind: str) -> ReportProgress:

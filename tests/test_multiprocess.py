@@ -1,5 +1,7 @@
 """Local parallelism: the DirectRunner with several worker processes gives the same rows."""
 
+import contextlib
+import json
 import os
 import re
 import signal
@@ -349,12 +351,13 @@ def _ctrl_c_twice(job) -> None:
 
 
 _INTERRUPTED = "error: interrupted; rerun with --resume to continue.\n"
+_TERMINATED = "error: stopped by SIGTERM; rerun with --resume to continue.\n"
 
 
 @pytest.mark.parametrize(
     "stop, status, error",
     [
-        (_sigterm, 143, "error: stopped by SIGTERM; rerun with --resume to continue.\n"),
+        (_sigterm, 143, _TERMINATED),
         (_ctrl_c_at_a_terminal, 130, _INTERRUPTED),
         (_ctrl_c_twice, 130, _INTERRUPTED),
     ],
@@ -392,3 +395,89 @@ def test_a_stop_ends_a_multi_process_run_and_its_workers_without_their_traceback
     while [w for w in workers if _running(w)] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert workers and not [w for w in workers if _running(w)]
+
+
+def _workers_started(job, output) -> bool:
+    """Beam has started the run's worker processes (they take seconds to connect)."""
+    return bool(_workers(job.pid))
+
+
+def _run_complete(job, output) -> bool:
+    """The run's last stage has written its manifest: the launcher stops its workers."""
+    try:
+        return json.loads((output / "manifest.json").read_text())["status"] == "complete"
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def _wait_for(moment, job, output) -> None:
+    while not moment(job, output):
+        assert job.poll() is None, "the run ended before the moment to stop it"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    "moment, settle, stop, status, error, resume",
+    [
+        (_workers_started, 0, _ctrl_c_at_a_terminal, 130, _INTERRUPTED, True),
+        (_run_complete, 0.2, _ctrl_c_at_a_terminal, 130, _INTERRUPTED, True),
+        (_run_complete, 0.2, _sigterm, 143, _TERMINATED, False),
+    ],
+    ids=["ctrl_c_as_workers_start", "ctrl_c_as_workers_stop", "sigterm_as_workers_stop"],
+)
+def test_a_stop_while_beam_starts_or_stops_the_workers_ends_the_run(
+    image_folder, linear_keras, tmp_path, moment, settle, stop, status, error, resume
+):
+    # A Ctrl-C before a worker had connected to the launcher, or while the launcher
+    # stopped its workers after the last stage, hung the launcher (Ctrl-C ignored by
+    # then) with a worker left running: Beam waited for a worker it never told to
+    # stop. The workers are paused (SIGSTOP) across the stop, so that it lands there.
+    output = tmp_path / "out"
+    args = cli_args(
+        dataset=image_folder["root"],
+        model=linear_keras,
+        output=output,
+        steps=2,
+        direct_running_mode="multi_processing",
+        direct_num_workers=2,
+    )
+    command = [sys.executable, "-P", "-m", "pipeline", *args]
+    job = subprocess.Popen(
+        command,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_ENV,
+        process_group=0,
+        preexec_fn=ctrl_c_as_at_a_terminal,
+    )
+    try:
+        _wait_for(moment, job, output)
+        time.sleep(settle)
+        workers = _workers(job.pid)
+        for worker in workers:
+            os.kill(worker, signal.SIGSTOP)
+        stop(job)
+        time.sleep(1)
+        for worker in workers:
+            os.kill(worker, signal.SIGCONT)
+        code = job.wait(timeout=60)
+        deadline = time.monotonic() + 10  # ended by the launcher; they may still be exiting
+        while [w for w in workers if _running(w)] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = [w for w in workers if _running(w)]
+    finally:  # a hung launcher: ended with its workers, before its stderr is read
+        for pid in [*_descendants(job.pid), job.pid]:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    log = job.stderr.readlines()
+    text = "".join(log)
+    assert code == status, text[-3000:]
+    assert [line for line in log if line.startswith("error:")] == [error], text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    assert workers and not left
+    if not resume:  # the same output as after a Ctrl-C (each resume runs the whole job)
+        return
+    done = subprocess.run(command + ["--resume"], capture_output=True, text=True, env=_ENV)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = pd.read_parquet(output / "results", columns=["image_id"])
+    assert sorted(rows.image_id) == sorted(image_folder["pixels"])
