@@ -484,11 +484,18 @@ def _names_by_hash(sha256: str | None) -> str:
 
 
 def _done_ids(output: str) -> set[str]:
+    """The image ids of the earlier run's rows, each results file opened once: its
+    schema checked (`_check_columns`), then its `image_id` column read."""
+    names = results_schema().names
     done = set()
     for path in results_files(output):
         try:
             with FileSystems.open(path) as f:
-                done.update(pq.read_table(f, columns=["image_id"]).column(0).to_pylist())
+                held = pq.ParquetFile(f)
+                _check_columns(output, names, held.schema_arrow.names)
+                done.update(held.read(columns=["image_id"]).column(0).to_pylist())
+        except ConfigError:
+            raise
         except Exception as e:  # truncated or not Parquet: its rows are unknown
             raise ConfigError(
                 f"--resume: cannot read {path!r} of the earlier run ({error_reason(e)}); "
@@ -497,26 +504,22 @@ def _done_ids(output: str) -> set[str]:
     return done
 
 
-def _check_columns(output: str) -> None:
-    """Refuses a --resume whose earlier run's results files hold other columns than this
-    version writes (an older version's, before attribution_error or the faithfulness
-    columns): its rows and this run's would not read as one table."""
-    names = results_schema().names
-    for path in results_files(output):
-        with FileSystems.open(path) as f:
-            held = pq.read_schema(f).names
-        missing = [n for n in names if n not in held]
-        extra = [n for n in held if n not in names]
-        if missing or extra:
-            lacks = f"have no {', '.join(map(repr, missing))}" if missing else ""
-            more = f"hold {', '.join(map(repr, extra))}" if extra else ""
-            which = "an older" if missing and not extra else "another"
-            raise ConfigError(
-                f"--resume: the results of the earlier run in {output!r} "
-                f"{' and '.join(filter(None, (lacks, more)))}: {which} version of the job "
-                "wrote them. This version of the job cannot add rows to them: start over "
-                "with --overwrite."
-            )
+def _check_columns(output: str, names: list[str], held: list[str]) -> None:
+    """Refuses a --resume whose earlier run's results files hold other columns (`held`)
+    than this version writes (`names`; an older version's, before attribution_error or
+    the faithfulness columns): its rows and this run's would not read as one table."""
+    missing = [n for n in names if n not in held]
+    extra = [n for n in held if n not in names]
+    if missing or extra:
+        lacks = f"have no {', '.join(map(repr, missing))}" if missing else ""
+        more = f"hold {', '.join(map(repr, extra))}" if extra else ""
+        which = "an older" if missing and not extra else "another"
+        raise ConfigError(
+            f"--resume: the results of the earlier run in {output!r} "
+            f"{' and '.join(filter(None, (lacks, more)))}: {which} version of the job "
+            "wrote them. This version of the job cannot add rows to them: start over "
+            "with --overwrite."
+        )
 
 
 def _check_id_scheme(previous: dict[str, Any], done: set[str], output: str) -> None:
@@ -611,7 +614,6 @@ def _resume_state(job: AuditJob) -> tuple[frozenset[str], str, tuple[dict[str, A
         raise ConfigError(f"--resume: the earlier run in {output!r} differs in {said}. {fix}")
     _check_own_files(output, _earlier_run(output), "--resume")  # again, under the lock
     done = _done_ids(output)
-    _check_columns(output)
     _check_id_scheme(previous, done, output)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")
     # A killed run's checkpointed rows join results/ before its temp files go.
