@@ -59,6 +59,7 @@ from transforms.manifest import (
     REPORT_FILE,
     SANITY_DIR,
     SANITY_JSON,
+    SHARD_PREFIX,
     TEMP_DIR,
     estimate_bound,
     faithfulness_pixels,
@@ -561,9 +562,10 @@ def _images_with_rows(manifest: Mapping[str, Any]) -> int:
     return int(counts.get("images_with_rows") or 0) + int(counts.get("skipped_done_before") or 0)
 
 
-def _earlier_run(run: Mapping[str, Any]) -> dict[str, Any]:
+def _earlier_run(run: Mapping[str, Any], next_prefix: str | None) -> dict[str, Any]:
     """How a run that this one resumed made its rows (an entry of the manifest's
-    `earlier_runs`): its times, rows and the settings that may differ between runs."""
+    `earlier_runs`): its times, rows, files and the settings that may differ between
+    runs. `next_prefix`: the `results_prefix` of the run that resumed it."""
     rows = (run.get("counts") or {}).get("rows")
     settings = {
         "batch_size": run.get("batch_size"),
@@ -575,11 +577,25 @@ def _earlier_run(run: Mapping[str, Any]) -> dict[str, Any]:
         "end_time": run.get("end_time"),
         # A killed run (status "running") has no counts: the next run salvaged its rows.
         "rows": "rows not counted (it did not finish)" if rows is None else count(rows, "row"),
-        "files": f"results/{run.get('results_prefix') or 'part'}-*.parquet",
+        "files": _earlier_files(run.get("results_prefix"), next_prefix, finished=rows is not None),
         "settings": ", ".join(
             f"{k} {_flag_value(v)}" for k, v in settings.items() if v is not None
         ),
     }
+
+
+def _earlier_files(prefix: str | None, next_prefix: str | None, finished: bool) -> str:
+    """Where an earlier run's rows are: its own shards (`part-00000-of-00001.parquet`,
+    `part-resume<time>-...`), or for a killed run, whose shards were never written,
+    the file the run that resumed it salvaged its checkpoints into
+    (`part-salvaged<time>.parquet`, that run's time). `part-*` named every file."""
+    own = f"results/{prefix or SHARD_PREFIX}-*.parquet"
+    if prefix in (None, SHARD_PREFIX):
+        own = f"results/{SHARD_PREFIX}-[0-9]*.parquet"  # a first run's shards only
+    resumed = f"{SHARD_PREFIX}-resume"
+    if finished or not (next_prefix or "").startswith(resumed):
+        return own
+    return f"results/{SHARD_PREFIX}-salvaged{next_prefix[len(resumed) :]}.parquet"
 
 
 def _summary(manifest: Mapping[str, Any], state: str, per_pixel: bool) -> dict[str, Any]:
@@ -608,7 +624,7 @@ def _summary(manifest: Mapping[str, Any], state: str, per_pixel: bool) -> dict[s
         "start_time": manifest.get("start_time"),
         "end_time": manifest.get("end_time"),
         "duration": _duration(manifest),
-        "earlier": [_earlier_run(run) for run in manifest.get("earlier_runs") or ()],
+        "earlier": _earlier(manifest),
         "output": manifest.get("output"),
         "accounted": accounted,
         "versions": versions,
@@ -616,6 +632,14 @@ def _summary(manifest: Mapping[str, Any], state: str, per_pixel: bool) -> dict[s
         "typed": typed,
         "repeated": _repeated(manifest.get("command", [])),
     }
+
+
+def _earlier(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The runs this one resumed (`_earlier_run`), oldest first, each with the prefix
+    of the run that resumed it (the next one, or this one)."""
+    runs = list(manifest.get("earlier_runs") or ())
+    after = [run.get("results_prefix") for run in runs[1:]] + [manifest.get("results_prefix")]
+    return [_earlier_run(run, next_prefix) for run, next_prefix in zip(runs, after, strict=False)]
 
 
 def _tolerances(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -175,6 +175,11 @@ def test_a_killed_run_keeps_the_rows_of_its_finished_batches(folder, linear_kera
     (salvaged,) = (out / "results").glob("part-salvaged*.parquet")
     assert sorted(pd.read_parquet(salvaged).image_id) == sorted(kept.image_id)
     assert not (out / "results" / "part-schema.parquet").exists()  # the others give the schema
+    # The page names the file holding the killed run's rows: the resume's salvage, not
+    # `part-*` (every file of the folder), where the killed run wrote none.
+    page = build_report(str(out), gallery=0)
+    assert f'in <span class="mono">results/{salvaged.name}</span>' in page
+    assert "results/part-*.parquet" not in page
     assert not checkpoints.exists() and not (out / ".tmp").exists()
 
 

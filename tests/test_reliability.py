@@ -500,7 +500,7 @@ def test_a_resumed_runs_manifest_and_report_keep_how_each_earlier_run_made_its_r
     second_prefix = second["results_prefix"]
     assert (
         f"Earlier runs (resumed) {first['start_time']} – {first['end_time']}: 1 row in "
-        f"results/part-*.parquet (batch_size 2, path_batch_size 4, jit_compile off); "
+        f"results/part-[0-9]*.parquet (batch_size 2, path_batch_size 4, jit_compile off); "
         f"{second['start_time']} – {second['end_time']}: 1 row in "
         f"results/{second_prefix}-*.parquet (batch_size 8, path_batch_size auto, "
         "jit_compile auto)"

@@ -1552,13 +1552,24 @@ def test_a_report_written_to_a_symbolic_link_goes_to_its_file(folder_run, tmp_pa
 
 def test_an_earlier_run_that_was_killed_is_shown_without_counts(folder_run):
     # A killed run's manifest entry has no counts (its status stayed "running"); the
-    # run after it salvaged its rows. An older manifest has no batch settings.
+    # run after it salvaged its rows, into a file named by its own time (the page
+    # named `part-*`, every file). An older manifest has no batch settings.
     killed = {"status": "running", "counts": None, "results_prefix": "part", "start_time": "t0"}
-    older = {"status": "complete", "counts": {"rows": 3}, "batch_size": 4, "start_time": "t1"}
+    older = {
+        "status": "complete",
+        "counts": {"rows": 3},
+        "batch_size": 4,
+        "start_time": "t1",
+        "results_prefix": "part-resume20260101T000000",
+    }
     _edit_manifest(folder_run["output"], earlier_runs=[killed, older])
     summary = _page(build_report(folder_run["output"], gallery=0)).sections["summary"]
     assert (
         "Earlier runs (resumed) t0 – –: rows not counted (it did not finish) in "
-        "results/part-*.parquet (path_batch_size auto); t1 – –: 3 rows in "
-        "results/part-*.parquet (batch_size 4, path_batch_size auto)"
+        "results/part-salvaged20260101T000000.parquet (path_batch_size auto); t1 – –: 3 rows "
+        "in results/part-resume20260101T000000-*.parquet (batch_size 4, path_batch_size auto)"
     ) in summary, summary
+    # A killed first run, resumed by a version that did not record its prefix: its own.
+    _edit_manifest(folder_run["output"], earlier_runs=[killed, {**older, "results_prefix": None}])
+    summary = _page(build_report(folder_run["output"], gallery=0)).sections["summary"]
+    assert "(it did not finish) in results/part-[0-9]*.parquet" in summary, summary
