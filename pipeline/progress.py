@@ -32,6 +32,18 @@ class _Count:
     # When the heartbeat first saw the model compute: the rate counts from there,
     # not from the launch (listing, a resume's salvage, the model's load).
     working_since: float | None = None
+    # When the heartbeat last saw the model idle (it looks once a second): a batch
+    # done before it saw the model compute counts from there (`_working_since`).
+    idle_seen: float | None = None
+
+
+def _working_since(count: _Count) -> float | None:
+    """When this run's model started, as far as known: where an image was attributed
+    before the heartbeat saw the model compute, the last second it saw it idle (a
+    fast model's first batch ends within the heartbeat's second); noted then."""
+    if count.working_since is None and count.attributed and count.idle_seen is not None:
+        count.working_since = count.idle_seen
+    return count.working_since
 
 
 # Per process and job: the DirectRunner's bundles of one job share one count.
@@ -160,7 +172,7 @@ class ReportProgress(beam.DoFn):
             count.done += 1
             count.attributed += self._kind == "attributed"
             count.skipped += self._kind == "skipped"
-            done, skipped, since = count.done, count.skipped, count.working_since
+            done, skipped, since = count.done, count.skipped, _working_since(count)
             batch_end = self._kind == "attributed" and count.attributed % self._batch == 0
             due = done == self._total or (batch_end and now - count.last_log >= self._every)
             if due:
@@ -200,6 +212,8 @@ def heartbeat(
     """
     stop = threading.Event()
     before = model_evaluations()
+    with _LOCK:
+        _COUNTS.setdefault(key, _Count(last_log=start)).idle_seen = time.time()
 
     def beat() -> None:
         while not stop.wait(1.0):
@@ -207,8 +221,11 @@ def heartbeat(
             work = {k: v - before[k] for k, v in model_evaluations().items()}
             with _LOCK:
                 count = _COUNTS.setdefault(key, _Count(last_log=start))
-                if count.working_since is None and any(work.values()):
-                    count.working_since = now
+                if count.working_since is None:
+                    if any(work.values()):
+                        count.working_since = _working_since(count) or now
+                    else:
+                        count.idle_seen = now
                 if now - count.last_log < every_seconds:
                     continue
                 count.last_log = now

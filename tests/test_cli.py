@@ -1929,6 +1929,31 @@ def test_the_rate_and_eta_count_from_the_runs_first_model_call(caplog):
     assert line.startswith("progress: 8/72 images (11%), 2.00 images/s, ETA 3")  # 32 s, not 13 min
 
 
+def test_a_line_before_the_heartbeat_saw_the_model_counts_from_when_it_last_saw_it_idle(caplog):
+    # The heartbeat notes the model's first call once a second: a fast model's first
+    # batch ended before that, and its line counted the rate from the launch. A resume
+    # that salvaged 4,000 checkpoints said "4003/5000 images (80%, 4002 done before),
+    # 0.13 images/s, ETA 2 h 03 min", and ended 8 s later. The model cannot have
+    # started before the heartbeat last saw it idle.
+    import re
+    import time
+
+    from pipeline import progress
+    from pipeline.progress import ReportProgress
+
+    key, start = f"first-line-test-{time.time()}", time.time() - 100  # a long launch
+    with caplog.at_level("INFO", logger="pipeline.progress"):
+        with progress.heartbeat(key, 72, start, every_seconds=1000.0):
+            step = ReportProgress("attributed", key, 72, start, batch_size=8, log_lines=True)
+            step.setup()
+            for _ in range(8):  # a batch done at once, before the heartbeat's next second
+                step.process("image")
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith("progress: 8/72 images (11%), "), line
+    # 8 images over the seconds since the heartbeat started, not the 100 s of the launch.
+    assert float(re.search(r", ([0-9.]+) images/s", line)[1]) > 8 / 50, line
+
+
 def test_the_heartbeat_says_running_and_the_gradient_evaluations_so_far(caplog, linear_keras):
     import re
     import time
