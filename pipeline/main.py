@@ -2088,13 +2088,28 @@ def _handler(job: AuditJob) -> IGModelHandler:
     )
 
 
+_DONE = "done_before"
+
+
+class _SplitDone(beam.DoFn):
+    """Inputs -> those to do, and those a --resume found done (`_DONE`, counted as
+    skipped): one copy of the done ids in the job's graph where two filters took two
+    (it lives in the graph sent to Dataflow, whose size is bounded)."""
+
+    def __init__(self, done: frozenset[str]):
+        self._done = done
+
+    def process(self, raw: sources.RawImage) -> Iterator[Any]:
+        yield beam.pvalue.TaggedOutput(_DONE, raw) if raw.image_id in self._done else raw
+
+
 def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
     """Adds the job's transforms to `p`."""
-    read = job.source.read_transform(skip=_local_output(job.output), verbose=job.verbose)
-    raw = p | "ReadImages" >> read
     done = job.done_before
-    skipped = raw | "DoneBefore" >> beam.Filter(lambda r: r.image_id in done)
-    todo = raw | "NotDoneBefore" >> beam.Filter(lambda r: r.image_id not in done)
+    read = job.source.read_transform(skip=_local_output(job.output), verbose=job.verbose, done=done)
+    raw = p | "ReadImages" >> read
+    split = raw | "DoneBefore" >> beam.ParDo(_SplitDone(done)).with_outputs(_DONE, main="todo")
+    skipped, todo = split[_DONE], split.todo
     prepared = todo | "Preprocess" >> beam.ParDo(
         Preprocess(job.spec.image_size, job.spec.input_range)
     ).with_outputs(ERRORS_TAG, main="images")

@@ -746,6 +746,23 @@ def test_read_image_folder_in_the_pipeline_gives_the_launch_listing(image_folder
         assert_that(got, equal_to(expected))
 
 
+def test_a_resume_reads_no_file_of_an_image_done_before(image_folder, tmp_path):
+    # A --resume read every file of the folder, done or not, then dropped the done
+    # ones: a resume of 7,000 done images of 7,500 fetched them all (a GET each on
+    # gs://). Their inputs now come unread (no bytes, no error) and are counted as skipped.
+    root = image_folder["root"]
+    listed = {f.image_id: f for f in sources.list_image_folder(root)}
+    done = frozenset(sorted(listed)[:3])
+    with TestPipeline() as p:
+        raw = p | sources.ReadImageFolder(root, done=done)
+        got = raw | beam.Map(lambda r: (r.image_id, r.data is None, r.error))
+        assert_that(got, equal_to([(i, i in done, None) for i in listed]))
+    # Unread: a done file gone since the launch is no read error.
+    gone = sources.FolderFile(str(tmp_path / "gone.png"), "gone.png", None)
+    (raw,) = sources._ReadFile(frozenset({"gone.png"})).process(gone)
+    assert (raw.image_id, raw.data, raw.error) == ("gone.png", None, None)
+
+
 def test_read_image_folder_without_files_fails_the_job(tmp_path):
     (tmp_path / ".DS_Store").write_bytes(b"x")
     with pytest.raises(Exception, match="No files found in image folder"):

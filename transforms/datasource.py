@@ -145,9 +145,11 @@ class SampleSource:
         """What the run's manifest.json says of the dataset."""
         return {"dataset": SAMPLE, "split": None}
 
-    def read_transform(self, skip: str | None = None, verbose: bool = False) -> beam.PTransform:
-        """`ReadSample`; `skip` is for folders only, `verbose` for TFDS datasets."""
-        del skip, verbose  # the sample never holds the job's output, nor imports TensorFlow
+    def read_transform(
+        self, skip: str | None = None, verbose: bool = False, done: frozenset[str] = frozenset()
+    ) -> beam.PTransform:
+        """`ReadSample`; `skip` and `done` are for folders only, `verbose` for TFDS datasets."""
+        del skip, verbose, done  # the sample never holds the job's output, nor imports TF
         from transforms import sources  # noqa: PLC0415 - Beam; not needed to read a run back
 
         return sources.ReadSample()
@@ -176,13 +178,16 @@ class FolderSource:
         """What the run's manifest.json says of the dataset (the absolute root)."""
         return {"dataset": self.root, "split": None}
 
-    def read_transform(self, skip: str | None = None, verbose: bool = False) -> beam.PTransform:
-        """`ReadImageFolder` of the root, never reading `skip` (the job's own --output);
+    def read_transform(
+        self, skip: str | None = None, verbose: bool = False, done: frozenset[str] = frozenset()
+    ) -> beam.PTransform:
+        """`ReadImageFolder` of the root, never reading `skip` (the job's own --output)
+        nor the files of the images in `done` (a --resume's, with rows already);
         `verbose` is for TFDS datasets."""
         del verbose  # reading a folder imports no TensorFlow
         from transforms import sources  # noqa: PLC0415 - Beam; not needed to read a run back
 
-        return sources.ReadImageFolder(self.root, skip=skip)
+        return sources.ReadImageFolder(self.root, skip=skip, done=done)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,10 +240,13 @@ class TfdsSource:
 
         return sources.resolve_tfds(self.name, self.split, self.data_dir, download, remote_workers)
 
-    def read_transform(self, skip: str | None = None, verbose: bool = False) -> beam.PTransform:
-        """`ReadTfds` of the resolved dataset; `skip` is for folders only; `verbose`:
-        worker processes show TensorFlow's start-up lines, which TFDS imports."""
-        del skip  # a TFDS dataset never holds the job's output
+    def read_transform(
+        self, skip: str | None = None, verbose: bool = False, done: frozenset[str] = frozenset()
+    ) -> beam.PTransform:
+        """`ReadTfds` of the resolved dataset; `skip` and `done` are for folders only
+        (a record comes with its image); `verbose`: worker processes show
+        TensorFlow's start-up lines, which TFDS imports."""
+        del skip, done  # a TFDS dataset never holds the job's output
         if self.image_key is None:
             raise ValueError(f"TFDS dataset {self.name!r} is read only once resolved.")
         from transforms import sources  # noqa: PLC0415 - Beam; not needed to read a run back

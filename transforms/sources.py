@@ -355,11 +355,20 @@ def _read_error(error: Exception) -> str:
 
 
 class _ReadFile(beam.DoFn):
+    """A listed file -> its `RawImage`; an image in `done` (a --resume's images with
+    rows) unread: no bytes, no error, skipped by the job."""
+
+    def __init__(self, done: frozenset[str] = frozenset()):
+        self._done = done
+
     def _path(self, item: FolderFile) -> str:
         return item.path
 
     def process(self, item: FolderFile) -> Iterator[RawImage]:
         name = posixpath.basename(item.image_id)
+        if item.image_id in self._done:
+            yield RawImage(item.image_id, name, item.label)
+            return
         if item.error is not None:
             yield RawImage(item.image_id, name, item.label, error=item.error)
             return
@@ -397,13 +406,15 @@ class ReadImageFolder(beam.PTransform):
     reads a large remote dataset. Ids, labels and skipped files are those of
     `list_image_folder`; a folder without files fails the job with the same
     error. Unreadable files become error records. `skip`: a folder never read
-    (the job's own --output, when it lies inside the dataset).
+    (the job's own --output, when it lies inside the dataset). `done`: image ids
+    whose files are not read (a --resume's images with rows; `_ReadFile`).
     """
 
-    def __init__(self, root: str, skip: str | None = None):
+    def __init__(self, root: str, skip: str | None = None, done: frozenset[str] = frozenset()):
         super().__init__()
         self._root = root
         self._skip = skip
+        self._done = done
 
     def expand(self, pbegin):
         if files.is_remote(self._root):
@@ -426,7 +437,8 @@ class ReadImageFolder(beam.PTransform):
             | "CountFiles" >> beam.combiners.Count.Globally()
             | "RequireFiles" >> beam.Map(_require_files, root=self._root)
         )
-        return found | "SpreadFiles" >> beam.Reshuffle() | "ReadFiles" >> beam.ParDo(_ReadFile())
+        spread = found | "SpreadFiles" >> beam.Reshuffle()
+        return spread | "ReadFiles" >> beam.ParDo(_ReadFile(self._done))
 
 
 class _ReadSampleFile(_ReadFile):
