@@ -2093,8 +2093,9 @@ _DONE = "done_before"
 
 class _SplitDone(beam.DoFn):
     """Inputs -> those to do, and those a --resume found done (`_DONE`, counted as
-    skipped): one copy of the done ids in the job's graph where two filters took two
-    (it lives in the graph sent to Dataflow, whose size is bounded)."""
+    skipped). The done ids live in the job's graph (sent to Dataflow, whose size is
+    bounded) twice, here and in an image folder's read (`ReadImageFolder`'s `done`,
+    which leaves their files unread), as in the two filters this replaced."""
 
     def __init__(self, done: frozenset[str]):
         self._done = done
