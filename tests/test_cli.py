@@ -2643,6 +2643,16 @@ def test_the_summary_shows_an_error_too_small_for_its_decimals_not_as_0(folder_r
     assert "0.00018%" in shown["attribution_error"].tolist()
 
 
+def test_an_error_at_float_rounding_is_shown_in_powers_of_ten_not_twenty_zeros():
+    # An exact map's attribution_error of 1.5e-17 was "0.0000000000000015%".
+    from transforms.wording import percent  # noqa: PLC0415
+
+    assert percent(1.5e-17) == "1.5e-15%"
+    assert percent(7.8e-9) == "7.8e-07%"
+    assert percent(7.8e-7) == "0.000078%"  # a few zeros: still read as written
+    assert percent(0.0123) == "1.2%" and percent(0.0) == "0.0%"
+
+
 def test_two_threads_importing_tensorflow_at_once_leave_stderr_working():
     """Two threads past `import_tensorflow`'s check at once: the later one saved the
     first's /dev/null as "the real stderr" and, putting it back last, left the process

@@ -34,11 +34,13 @@ def percent(value: float, digits: int = 1) -> str:
 
     A value that is not 0 but rounds to 0 at `digits` decimals keeps two significant
     digits ('0.000078%', not '0.000%'): an error that small is not none, and the
-    worst of several such rows must be told apart.
+    worst of several such rows must be told apart; below 1e-6 % in powers of ten
+    ('1.5e-15%', not fifteen zeros: an exact map's float rounding).
     """
     text = infinite(value) or f"{value:.{digits}%}"
     if value and math.isfinite(value) and not float(text[:-1]):
-        return f"{decimal.Decimal(f'{value * 100:.2g}'):f}%"
+        shown = f"{value * 100:.2g}"
+        return f"{shown}%" if abs(value) < 1e-8 else f"{decimal.Decimal(shown):f}%"
     return text
 
 
