@@ -1573,3 +1573,27 @@ def test_an_earlier_run_that_was_killed_is_shown_without_counts(folder_run):
     _edit_manifest(folder_run["output"], earlier_runs=[killed, {**older, "results_prefix": None}])
     summary = _page(build_report(folder_run["output"], gallery=0)).sections["summary"]
     assert "(it did not finish) in results/part-[0-9]*.parquet" in summary, summary
+
+
+def test_a_flagged_rows_check_that_measured_nothing_is_not_shown_as_failing(folder_run):
+    # cat2 loses on deletion and loose on insertion; the other check of each has both
+    # AUCs 1 (it measured nothing): the cards show the losing check in red, not that
+    # one, which the count left out. shark's map restores the score at once (insertion
+    # AUC 1, its control 0.6): that check measured something, it is not counted as blind.
+    values = {
+        **NEW_VALUES,
+        SHARK: _new_values(0.3, 0.2, 0.4, 1.0, 0.6),
+        CAT2: _new_values(0.05, 0.45, 0.4, 1.0, 1.0),
+        "loose.png": _new_values(0.002, 1.0, 1.0, 0.3, 0.45),
+    }
+    add_columns(folder_run["output"], values)
+    text = build_report(folder_run["output"], gallery=0)
+    section = _page(text).sections["faithfulness"]
+    assert "2 of 4 rows do no better than chance" in section
+    assert re.findall(r"\w+\.png →", section) == ["loose.png →", "cat2.png →"]
+    assert "2 rows have a check whose two AUCs are both 1" in section
+    loose, cat2 = text.split('id="faithfulness"')[1].split("</section>")[0].split("cat2.png →")
+    assert "<td>deletion AUC (random)</td><td>1 (1)</td>" in loose
+    assert '<td>insertion AUC (random)</td><td class="wrong">0.3 (0.45)</td>' in loose
+    assert '<td>deletion AUC (random)</td><td class="wrong">0.45 (0.4)</td>' in cat2
+    assert "<td>insertion AUC (random)</td><td>1 (1)</td>" in cat2

@@ -836,3 +836,22 @@ def test_no_better_than_chance_leaves_out_a_check_that_measured_nothing():
     assert list(insertion) == [False, False, False, True, False, True]
     with pytest.raises(ValueError, match="insertion_auc"):
         results.no_better_than_chance(rows.drop(columns="insertion_auc"))
+
+
+def test_a_check_with_one_auc_at_1_is_judged_as_measured():
+    # Only both AUCs at 1 make a check blind. A map whose deletion never lowers the
+    # score (AUC 1) where the random ranking's does (0.4) loses on deletion; a map
+    # whose insertion restores less (0.5) than the random one, at once (1), loses there.
+    rows = pd.DataFrame(
+        {
+            "image_id": ["deletion_flat", "control_restores_at_once"],
+            "deletion_auc": [1.0, 0.2],
+            "deletion_auc_random": [0.4, 0.4],
+            "insertion_auc": [0.9, 0.5],
+            "insertion_auc_random": [0.5, 1.0],
+        }
+    )
+    flagged = results.no_better_than_chance(rows).image_id
+    assert list(flagged) == ["deletion_flat", "control_restores_at_once"]
+    deletion, insertion = results.chance_losses(rows)
+    assert list(deletion) == [True, False] and list(insertion) == [False, True]
