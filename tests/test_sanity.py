@@ -252,6 +252,49 @@ def test_maps_unmoved_by_the_layers_randomised_so_far_are_not_called_no_explanat
     assert full["changed"] is True and full["verdict"].startswith("pass:")
 
 
+def _weightless_keras(path: Path) -> str:
+    """A `.keras` file whose 3 logits are the image's channel means (no weights) plus
+    two small Dense layers' output: its maps barely depend on any weight."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    small = keras.initializers.RandomNormal(stddev=1e-6)
+    x = keras.layers.Dense(4, name="inner", kernel_initializer=small)(
+        keras.layers.Flatten()(inputs)
+    )
+    x = keras.layers.Dense(3, name="outer", kernel_initializer=small)(x)
+    means = keras.layers.GlobalAveragePooling2D()(inputs)
+    keras.Model(inputs, keras.layers.Add()([means, x])).save(path)
+    return str(path)
+
+
+def test_maps_unmoved_with_every_layer_randomised_over_stages_fail_the_check(
+    image_folder, tmp_path
+):
+    # Two stages, the last down to the input: no layer keeps its weights, so maps that
+    # stay similar are no explanation of the model (fail), not undecided.
+    model = _weightless_keras(tmp_path / "means.keras")
+    output = str(tmp_path / "out")
+    _audit(image_folder, model, output, steps=8)
+    report = sanity.run(output, images_count=2, stages=2)
+    assert [s["layer"] for s in report["stages"]] == ["outer", "inner"]
+    assert report["changed"] is False
+    assert report["verdict"].startswith("fail: the maps stay similar"), report["verdict"]
+
+
+def test_maps_that_change_above_layers_left_intact_pass_the_check():
+    # Layers kept below the last stage leave only similar maps undecided: maps that
+    # changed already depend on the weights randomised.
+    stages = [sanity._stage_report(["logits"], [(0.1, 0.2)] * 2)]
+    ids, targets = ["a.png", "b.png"], np.array([1, 2])
+    report = sanity._report(ids, targets, AttributionConfig(), 0, stages, kept=["conv"])
+    assert report["changed"] is True and report["verdict"].startswith("pass:")
+    stages = [sanity._stage_report(["logits"], [(0.9, 0.8)] * 2)]
+    report = sanity._report(ids, targets, AttributionConfig(), 0, stages, kept=["conv"])
+    assert report["changed"] is None and report["verdict"].startswith("undecided:")
+
+
 def test_stage_medians_leave_out_the_images_without_finite_maps():
     # An image whose map is constant (an all-black image on a black baseline) has no
     # Spearman or SSIM: the stage's medians are the other images', not NaN (undecided).
