@@ -482,3 +482,39 @@ def test_a_stop_while_beam_starts_or_stops_the_workers_ends_the_run(
     assert done.returncode == 0, done.stderr[-3000:]
     rows = pd.read_parquet(output / "results", columns=["image_id"])
     assert sorted(rows.image_id) == sorted(image_folder["pixels"])
+
+
+def test_a_second_sigterm_while_the_workers_stop_ends_the_launcher_at_once(
+    image_folder, linear_keras, tmp_path
+):
+    # The first SIGTERM while the launcher closes its workers waits for them to end;
+    # a second must not: a worker that never ends (paused here, SIGSTOP) would hold
+    # the launcher, Ctrl-C ignored by then, with nothing left to end it but SIGKILL.
+    output = tmp_path / "out"
+    args = cli_args(
+        dataset=image_folder["root"],
+        model=linear_keras,
+        output=output,
+        steps=2,
+        direct_running_mode="multi_processing",
+        direct_num_workers=2,
+    )
+    command = [sys.executable, "-P", "-m", "pipeline", *args]
+    job = subprocess.Popen(command, stderr=subprocess.DEVNULL, env=_ENV, process_group=0)
+    workers = []
+    try:
+        _wait_for(_run_complete, job, output)
+        time.sleep(0.2)
+        workers = _workers(job.pid)
+        for worker in workers:
+            os.kill(worker, signal.SIGSTOP)
+        _sigterm(job)
+        time.sleep(1)
+        assert job.poll() is None  # the first: held until every worker is closed
+        _sigterm(job)
+        code = job.wait(timeout=30)
+    finally:  # the paused workers too, no longer the launcher's once it has ended
+        for pid in [*workers, *_descendants(job.pid), job.pid]:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    assert code == -signal.SIGTERM
