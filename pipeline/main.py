@@ -61,7 +61,7 @@ from pipeline.progress import ReportProgress, heartbeat
 from transforms import datasource, labels, sources, wording
 from transforms.attribution import ERRORS_TAG, IGModelHandler, ImageOutcome, Preprocess
 from transforms.batch import forget_warnings
-from transforms.config import AttributionConfig
+from transforms.config import DEFAULT_COMPLETENESS_TOLERANCE, AttributionConfig
 from transforms.errors import error_reason
 from transforms.files import is_partial_of
 from transforms.manifest import (
@@ -442,6 +442,27 @@ def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> dict[str, str
     return differing
 
 
+def _resume_fix(previous: dict[str, Any], job: AuditJob, mismatches: dict[str, str]) -> str:
+    """What to do about a --resume whose settings differ from the earlier run's."""
+    if set(mismatches) & _unmatchable(previous, job):
+        return "This version of the job cannot continue it: start over with --overwrite."
+    config = previous.get("config") or {}
+    tolerance = config.get("tolerance")
+    if (
+        "--completeness_tolerance" in mismatches
+        and config.get("completeness_tolerance") == DEFAULT_COMPLETENESS_TOLERANCE
+        and isinstance(tolerance, int | float)
+        and 0 < tolerance < DEFAULT_COMPLETENESS_TOLERANCE
+    ):  # the same flags, at a --tolerance whose default completeness bound changed
+        bound = f"{DEFAULT_COMPLETENESS_TOLERANCE:g}"
+        return (
+            f"Resume with the same flags and --completeness_tolerance {bound} (the earlier "
+            f"run's: versions before 2026-12-05 bounded completeness by {bound} at any "
+            "--tolerance), or start over with --overwrite."
+        )
+    return "Resume with the same flags, or start over with --overwrite."
+
+
 def _unmatchable(previous: dict[str, Any], job: AuditJob) -> set[str]:
     """The settings no flag makes this version use as the earlier run did: how it ranks
     pixels, and those the earlier run's version did not have (its manifest has none of
@@ -605,11 +626,7 @@ def _resume_state(job: AuditJob) -> tuple[frozenset[str], str, tuple[dict[str, A
         raise _not_a_manifest(output, "no model and config in it")
     mismatches = _resume_mismatches(previous, job)
     if mismatches:
-        fix = (
-            "This version of the job cannot continue it: start over with --overwrite."
-            if set(mismatches) & _unmatchable(previous, job)
-            else "Resume with the same flags, or start over with --overwrite."
-        )
+        fix = _resume_fix(previous, job, mismatches)
         said = "; ".join(mismatches.values())
         raise ConfigError(f"--resume: the earlier run in {output!r} differs in {said}. {fix}")
     _check_own_files(output, _earlier_run(output), "--resume")  # again, under the lock

@@ -1231,3 +1231,28 @@ def test_a_run_that_fills_the_disk_says_to_free_space_and_resume(
     rows = pd.read_parquet(out / "results")
     assert sorted(rows.image_id) == sorted(image_folder["pixels"])
     assert manifest["status"] == "complete"
+
+
+def test_resume_of_a_run_made_when_completeness_was_bounded_at_half_a_percent_says_what_to_pass(
+    image_folder, linear_keras, tmp_path
+):
+    # Before 2026-12-05 --tolerance 0.002 bounded completeness by the default 0.005; this
+    # version bounds it by 0.002. The same command cannot resume such a run, and "Resume
+    # with the same flags" misled: they were the same. The message names the value to pass.
+    output = tmp_path / "out"
+    args = cli_args(
+        dataset=image_folder["root"], model=linear_keras, output=output, attributions="none"
+    )
+    flags = [*args, "--tolerance", "0.002"]
+    manifest = run([*flags, "--completeness_tolerance", "0.005"], save_main_session=False)
+    assert manifest["config"]["completeness_tolerance"] == 0.005  # as that version wrote it
+    message = (
+        r"differs in --completeness_tolerance \(earlier run: 0.005, this run: 0.002\)\. "
+        r"Resume with the same flags and --completeness_tolerance 0.005 \(the earlier run's: "
+        r"versions before 2026-12-05 bounded completeness by 0.005 at any --tolerance\), or "
+        r"start over with --overwrite\.$"
+    )
+    with pytest.raises(ValueError, match=message):
+        run([*flags, "--resume"], save_main_session=False)
+    manifest = run([*flags, "--completeness_tolerance", "0.005", "--resume"])
+    assert manifest["counts"]["skipped_done_before"] == 4
