@@ -1011,11 +1011,6 @@ def _faithfulness_measured(frame: pd.DataFrame) -> bool:
     return columns and bool(frame[_FAITHFULNESS].notna().any(axis=None))
 
 
-def _both_one(frame: pd.DataFrame, check: str) -> pd.Series:
-    """Rows whose `check` (deletion or insertion) measured nothing: its AUCs both 1."""
-    return (frame[f"{check}_auc"] == 1.0) & (frame[f"{check}_auc_random"] == 1.0)
-
-
 def _faithfulness(chosen: _Selection, pictures: _Pictures, limit: int) -> dict[str, Any]:
     """IG's deletion / insertion AUCs against the random control, or why they are absent."""
     frame = chosen.frame
@@ -1040,7 +1035,12 @@ def _faithfulness(chosen: _Selection, pictures: _Pictures, limit: int) -> dict[s
         "medians": medians,
         "beats": beats,
         "chance": len(chosen.chance),
-        "blind": int((_both_one(measured, "deletion") | _both_one(measured, "insertion")).sum()),
+        "blind": int(
+            (
+                results.measured_nothing(measured, "deletion")
+                | results.measured_nothing(measured, "insertion")
+            ).sum()
+        ),
         "figure": _png(
             plots.faithfulness_figure(frame), "deletion and insertion AUC distributions", wide=True
         ),

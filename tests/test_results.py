@@ -830,10 +830,11 @@ def test_no_better_than_chance_leaves_out_a_check_that_measured_nothing():
             "insertion_auc_random": [0.5, 1.0, 0.5, 1.0, 1.0, 1.0],
         }
     )
-    assert list(results.no_better_than_chance(rows).image_id) == ["blind_both", "loses", "nan_del"]
+    # nan_del: a null deletion check never counts, nor the blind insertion beside it.
+    assert list(results.no_better_than_chance(rows).image_id) == ["blind_both", "loses"]
     deletion, insertion = results.chance_losses(rows)
     assert list(deletion) == [False, False, False, True, True, False]
-    assert list(insertion) == [False, False, False, True, False, True]
+    assert list(insertion) == [False, False, False, True, False, False]
     with pytest.raises(ValueError, match="insertion_auc"):
         results.no_better_than_chance(rows.drop(columns="insertion_auc"))
 
@@ -855,3 +856,22 @@ def test_a_check_with_one_auc_at_1_is_judged_as_measured():
     assert list(flagged) == ["deletion_flat", "control_restores_at_once"]
     deletion, insertion = results.chance_losses(rows)
     assert list(deletion) == [True, False] and list(insertion) == [False, True]
+
+
+def test_a_check_that_measured_nothing_beside_a_null_one_flags_no_row():
+    # Deletion's two AUCs at 1 (blind) and insertion's null (a model's NaN on a curve):
+    # nothing was measured, and a null check never counts, so the row is not flagged;
+    # both checks blind (a model the pixels do not move) still is.
+    nan = float("nan")
+    rows = pd.DataFrame(
+        {
+            "image_id": ["blind_and_null", "blind_and_blind"],
+            "deletion_auc": [1.0, 1.0],
+            "deletion_auc_random": [1.0, 1.0],
+            "insertion_auc": [nan, 1.0],
+            "insertion_auc_random": [nan, 1.0],
+        }
+    )
+    assert list(results.no_better_than_chance(rows).image_id) == ["blind_and_blind"]
+    assert list(results.measured_nothing(rows, "deletion")) == [True, True]
+    assert list(results.measured_nothing(rows, "insertion")) == [False, True]

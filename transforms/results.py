@@ -57,6 +57,7 @@ __all__ = [
     "for_class",
     "input_images",
     "load_input_image",
+    "measured_nothing",
     "misclassified",
     "no_better_than_chance",
     "one_row_per_image",
@@ -649,11 +650,17 @@ def above_tolerance(
     return frame[above]
 
 
-def _measured(auc: pd.Series, control: pd.Series) -> pd.Series:
-    """Where a faithfulness check measured something: its AUCs are there and not both 1.
-    Both are 1 only where both curves stay at the image's own probability throughout
-    (a saturated model whose blurred image already scores p(x)): any ranking ties there."""
-    return auc.notna() & control.notna() & ~((auc == 1.0) & (control == 1.0))
+def measured_nothing(frame: pd.DataFrame, check: str) -> pd.Series:
+    """Per row, whether its `check` ("deletion" or "insertion") measured nothing: its
+    two AUCs both 1, which happens only where both curves stay at the image's own
+    probability throughout (a saturated model whose blurred image already scores p(x)):
+    any ranking ties there."""
+    return (frame[f"{check}_auc"] == 1.0) & (frame[f"{check}_auc_random"] == 1.0)
+
+
+def _valued(frame: pd.DataFrame, check: str) -> pd.Series:
+    """Per row, whether its `check` has both AUCs (not null)."""
+    return frame[f"{check}_auc"].notna() & frame[f"{check}_auc_random"].notna()
 
 
 def chance_losses(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
@@ -661,18 +668,19 @@ def chance_losses(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
 
     A check counts where the map's AUC loses to its random control or ties with it
     (deletion AUC >= control, insertion AUC <= control), if that check measured
-    something (`_measured`) or neither did (a model the pixels do not move). Null AUCs
-    (`--faithfulness none`, a model's NaN on a curve) never count.
+    something or neither did (both `measured_nothing`: a model the pixels do not
+    move). Null AUCs (`--faithfulness none`, a model's NaN on a curve) never count,
+    nor does a blind check beside a null one.
 
     Returns:
       bool Series (deletion, insertion), indexed as `frame`.
     """
     deletion = frame["deletion_auc"] >= frame["deletion_auc_random"]
     insertion = frame["insertion_auc"] <= frame["insertion_auc_random"]
-    told_deletion = _measured(frame["deletion_auc"], frame["deletion_auc_random"])
-    told_insertion = _measured(frame["insertion_auc"], frame["insertion_auc_random"])
-    neither = ~(told_deletion | told_insertion)
-    return deletion & (told_deletion | neither), insertion & (told_insertion | neither)
+    blind = {check: measured_nothing(frame, check) for check in ("deletion", "insertion")}
+    told = {check: _valued(frame, check) & ~blind[check] for check in blind}
+    neither = blind["deletion"] & blind["insertion"]
+    return deletion & (told["deletion"] | neither), insertion & (told["insertion"] | neither)
 
 
 def no_better_than_chance(frame: pd.DataFrame) -> pd.DataFrame:
