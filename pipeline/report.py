@@ -61,6 +61,7 @@ from transforms.manifest import (
     SANITY_JSON,
     SHARD_PREFIX,
     TEMP_DIR,
+    completeness_bound,
     estimate_bound,
     faithfulness_pixels,
     missing_run_message,
@@ -330,9 +331,8 @@ class _Selection:
     def of(
         cls, frame: pd.DataFrame, config: Mapping[str, Any], examples: int, gallery: int
     ) -> _Selection:
-        tolerance = config.get("tolerance") or None
-        completeness = config.get("completeness_tolerance", tolerance) if tolerance else None
-        tolerance = estimate_bound(config) if tolerance else None
+        completeness = completeness_bound(config)
+        tolerance = estimate_bound(config) if config.get("tolerance") else None
         per_image = results.one_row_per_image(frame)
         labelled = per_image[per_image["label"].notna()]
         wrong = results.misclassified(labelled)
@@ -645,7 +645,7 @@ def _earlier(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
 def _tolerances(config: Mapping[str, Any]) -> dict[str, Any]:
     """The bound on relative_delta: a run of a version before --completeness_tolerance
     had --tolerance bound it (with attribution_error, or alone before that column)."""
-    return {"completeness_tolerance": config.get("completeness_tolerance", config.get("tolerance"))}
+    return {"completeness_tolerance": completeness_bound(config)}
 
 
 def _tiles(manifest: Mapping[str, Any], chosen: _Selection, state: str) -> list[dict[str, Any]]:

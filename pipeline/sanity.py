@@ -47,13 +47,15 @@ from pipeline.flags import sanity_parser
 from transforms import baselines as baselines_lib
 from transforms import files, images, plots, results
 from transforms.batch import baselines_and_scores, integrate_rows
-from transforms.config import AttributionConfig
+from transforms.config import ESTIMATE_MARGIN, AttributionConfig
 from transforms.errors import error_reason
 from transforms.faithfulness import pixel_scores
 from transforms.manifest import (
     SANITY_DIR,
     SANITY_FIGURE,
     SANITY_JSON,
+    completeness_bound,
+    estimate_bound,
     missing_run_message,
     unfinished_status,
 )
@@ -118,8 +120,16 @@ def _restore_advice(model: ModelReference) -> str:
 
 
 def _config(config: dict[str, Any]) -> AttributionConfig:
+    """The run's attribution settings as its manifest records them. A run of a version
+    before the estimate's margin (no `estimate_bound`) had its --tolerance bound the
+    estimate itself, and one before --completeness_tolerance had it bound completeness
+    too: their maps are computed again with the bounds they were held to."""
     fields = {f.name for f in dataclasses.fields(AttributionConfig)}
     values = {k: v for k, v in config.items() if k in fields}
+    if values.get("tolerance"):
+        values["completeness_tolerance"] = completeness_bound(config)
+        if "estimate_bound" not in config:
+            values["tolerance"] = estimate_bound(config) * ESTIMATE_MARGIN
     return AttributionConfig(**{**values, "baselines": tuple(values["baselines"])})
 
 

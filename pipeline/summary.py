@@ -16,7 +16,13 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import wording
-from transforms.manifest import REPORT_FILE, RESULTS_DIR, estimate_bound, shows_targets
+from transforms.manifest import (
+    REPORT_FILE,
+    RESULTS_DIR,
+    completeness_bound,
+    estimate_bound,
+    shows_targets,
+)
 from transforms.results import error_causes, read_errors
 from transforms.sinks import results_files
 
@@ -181,7 +187,7 @@ def tolerance_summary(output: str, config: dict[str, Any]) -> str | None:
     flagged = int(flags["within_tolerance"].eq(False).sum())
     if not flagged:
         return None
-    completeness = config.get("completeness_tolerance", config["tolerance"])
+    completeness = completeness_bound(config)
     return (
         f"Not within the tolerance: {flagged} of {wording.count(len(flags), 'row')} "
         f"(within_tolerance false: estimated per-pixel error above {estimate_bound(config):g} "

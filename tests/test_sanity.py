@@ -1,5 +1,6 @@
 """The model-randomisation sanity check on a finished DirectRunner run of a tiny conv net."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -765,3 +766,18 @@ def test_a_check_cut_short_while_written_leaves_the_earlier_files_whole(
     line = check.stderr.splitlines()[-1]
     assert line.startswith(f"error: cannot write the sanity check to {str(folder)!r} (OSError: ")
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == earlier  # nothing else beside
+
+
+def test_a_run_made_before_completeness_tolerance_is_rebuilt_with_its_tolerance_bounding_it():
+    # Before --completeness_tolerance, --tolerance bounded completeness too, and before
+    # the estimate's margin (no estimate_bound recorded) the estimate itself: the check
+    # computes such a run's maps as it did (it took 0.005 and --tolerance / 1.25).
+    config = dataclasses.asdict(AttributionConfig())
+    recorded = {**config, "estimate_bound": AttributionConfig().estimate_bound()}
+    rebuilt = sanity._config(recorded)  # as this version's manifests record them
+    assert (rebuilt.tolerance, rebuilt.completeness_tolerance) == (0.01875, 0.005)
+    old = {k: v for k, v in config.items() if k != "completeness_tolerance"}
+    rebuilt = sanity._config({**old, "tolerance": 0.015})
+    assert rebuilt.completeness_tolerance == 0.015
+    assert rebuilt.estimate_bound() == pytest.approx(0.015, rel=1e-12)
+    assert sanity._config({**old, "tolerance": 0.0}).tolerance == 0.0  # no bound to take

@@ -25,6 +25,7 @@ __all__ = [
     "SANITY_JSON",
     "SHARD_PREFIX",
     "TEMP_DIR",
+    "completeness_bound",
     "estimate_bound",
     "faithfulness_pixels",
     "is_run",
@@ -102,6 +103,15 @@ def estimate_bound(config: dict[str, Any]) -> float | None:
     "config": its `estimate_bound`; a run of a version before the estimate's margin
     has none, and its --tolerance bounded the estimate itself."""
     return config.get("estimate_bound", config.get("tolerance"))
+
+
+def completeness_bound(config: dict[str, Any]) -> float | None:
+    """The bound a run held `relative_delta` to, from its manifest's "config": its
+    `completeness_tolerance`; a run of a version before that flag had --tolerance
+    bound it. None without a --tolerance (no bound)."""
+    if not config.get("tolerance"):
+        return None
+    return config.get("completeness_tolerance", config["tolerance"])
 
 
 #: The manifest's "faithfulness_pixels": deletion and insertion rank and switch a
