@@ -316,10 +316,10 @@ def _verdict(stages: list[dict[str, Any]], blank: int = 0, kept: Sequence[str] =
         f"median Spearman {rho:.2f}, SSIM {ssim:.2f} with "
         f"{count(last['layers_randomised'], 'layer')} randomised, down to {last['layer']}"
     )
-    changed = maps_changed(rho, ssim)
-    if changed is None:
+    changed = _decision(stages, kept)
+    if changed is None and maps_changed(rho, ssim) is None:
         return f"undecided: {_why_no_medians(last, blank)} ({numbers})."
-    if changed is False and kept:
+    if changed is None:
         return f"undecided: {_kept_weights(last, kept)} ({numbers})."
     if changed:
         first = next(
