@@ -151,7 +151,7 @@ def summary_table(output: str, limit: int = 20, target: bool = False) -> pd.Data
         "file": frame["file"].map(_cell),
         "label": frame["label_name"].fillna("-").map(_cell),
         "prediction": frame["predicted_name"].map(_cell, na_action="ignore"),
-        "confidence": frame["top_k_probs"].map(lambda p: f"{p[0]:.1%}"),
+        "confidence": frame["top_k_probs"].map(lambda p: wording.probability(p[0], 1)),
     }
     if target:
         names = frame["target_name"].fillna(frame["target_class"].astype(str))

@@ -543,3 +543,35 @@ def test_faithfulness_curves_are_drawn_as_their_aucs_measure_them():
         ]
     empty = plots.faithfulness_curves_figure(pd.Series({"deletion_auc": 0.4}))
     assert "no deletion / insertion curves stored" in empty.axes[0].texts[0].get_text()
+
+
+def test_a_caption_never_rounds_a_confidence_to_certainty_or_to_nothing():
+    # A caption said "(100%)" of a prediction at 99.8 %, as if the model were certain.
+    row = {
+        "file_name": "a.png",
+        "image_id": "a.png",
+        "predicted_name": "tabby cat",
+        "label": None,
+        "label_name": None,
+        "target_class": 281,
+        "predicted_class": 281,
+    }
+
+    def caption(p):
+        return plots.row_title({**row, "top_k_probs": [p]})[0].splitlines()[1]
+
+    assert caption(0.998) == "pred: tabby cat (99.8%)"
+    assert caption(0.99996) == "pred: tabby cat (>99.9%)"
+    assert caption(1.0) == "pred: tabby cat (100%)"
+    assert caption(0.62) == "pred: tabby cat (62%)"
+    assert caption(0.004) == "pred: tabby cat (0.4%)"
+    assert caption(0.00004) == "pred: tabby cat (<0.1%)"
+    # The end-of-run table's one decimal, likewise.
+    from transforms.wording import probability
+
+    assert [probability(p, 1) for p in (0.452, 0.9996, 0.999996, 1.0)] == [
+        "45.2%",
+        "99.96%",
+        ">99.99%",
+        "100.0%",
+    ]

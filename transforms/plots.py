@@ -639,7 +639,9 @@ def row_title(row: Any, width: int = 28, *, by_id: bool = False) -> tuple[str, b
         name = str(row["image_id"])
         name = name if len(name) <= width else "…" + name[-(width - 1) :]
     probs = row["top_k_probs"]
-    confidence = f" ({float(probs[0]):.0%})" if probs is not None and len(probs) else ""
+    confidence = (
+        f" ({wording.probability(float(probs[0]))})" if probs is not None and len(probs) else ""
+    )
     lines = [name, f"pred: {cut(row['predicted_name'])}{confidence}"]
     label = row["label"]
     labelled = not results.is_missing(label)

@@ -6,7 +6,7 @@ import decimal
 import math
 import re
 
-__all__ = ["count", "infinite", "percent", "printable"]
+__all__ = ["count", "infinite", "percent", "printable", "probability"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # The same but the line breaks and tabs of a text of several lines (a log message).
@@ -42,6 +42,18 @@ def percent(value: float, digits: int = 1) -> str:
         shown = f"{value * 100:.2g}"
         return f"{shown}%" if abs(value) < 1e-8 else f"{decimal.Decimal(shown):f}%"
     return text
+
+
+def probability(value: float, digits: int = 0) -> str:
+    """A probability as a percentage with `digits` decimals ('62%'), but never rounded
+    to certainty or to nothing: one decimal more where it would be (0.998 is '99.8%',
+    not '100%'; 0.004 '0.4%'), and beyond that a bound ('>99.9%', '<0.1%'). Exactly 1
+    and 0 are '100%' and '0%'."""
+    for shown in (f"{value:.{digits}%}", f"{value:.{digits + 1}%}"):
+        if value in (0.0, 1.0) or 0 < float(shown[:-1]) < 100:
+            return shown
+    step = 10.0 ** -(digits + 1)
+    return f"<{step:.{digits + 1}f}%" if value < 0.5 else f">{100 - step:.{digits + 1}f}%"
 
 
 def printable(text: str, lines: bool = False) -> str:
