@@ -68,7 +68,7 @@ from transforms.manifest import (
     shows_targets,
     unfinished_status,
 )
-from transforms.wording import count, infinite, percent
+from transforms.wording import count, infinite, percent, probability
 
 __all__ = ["UnreadableResults", "build_report", "main", "read_sanity", "write_report"]
 
@@ -127,6 +127,14 @@ def _pct(value: Any, digits: int = 1) -> str:
     return percent(number, digits)
 
 
+def _prob(value: Any) -> str:
+    """A model's probability as `_pct`, but never rounded to certainty ('99.96%', not
+    '100.0%': `wording.probability`); a small one keeps its digits ('0.004%')."""
+    if results.is_missing(value) or float(value) < 0.5:
+        return _pct(value)
+    return probability(float(value), 1)
+
+
 def _num(value: Any, digits: int = 4) -> str:
     try:
         number = float(value)
@@ -147,7 +155,7 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(text=_text, pct=_pct, num=_num, count=count)
+    env.filters.update(text=_text, pct=_pct, prob=_prob, num=_num, count=count)
     return env
 
 
@@ -711,7 +719,7 @@ def _label_rank(row: Mapping[str, Any]) -> str:
     label = int(row["label"])
     if label in classes:
         rank = classes.index(label)
-        return f"#{rank + 1} ({_pct(float(row['top_k_probs'][rank]))})"
+        return f"#{rank + 1} ({_prob(float(row['top_k_probs'][rank]))})"
     return f"not in top {len(classes)}"
 
 
@@ -724,7 +732,7 @@ def _top_k(row: Mapping[str, Any]) -> list[dict[str, Any]]:
     ):
         css = "truth" if int(cls) == truth else ("pred" if rank == 0 and truth is not None else "")
         items.append(
-            {"name": name, "prob": _pct(float(prob)), "css": css, "is_label": css == "truth"}
+            {"name": name, "prob": _prob(float(prob)), "css": css, "is_label": css == "truth"}
         )
     return items
 

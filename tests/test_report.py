@@ -1597,3 +1597,23 @@ def test_a_flagged_rows_check_that_measured_nothing_is_not_shown_as_failing(fold
     assert '<td>insertion AUC (random)</td><td class="wrong">0.3 (0.45)</td>' in loose
     assert '<td>deletion AUC (random)</td><td class="wrong">0.45 (0.4)</td>' in cat2
     assert "<td>insertion AUC (random)</td><td>1 (1)</td>" in cat2
+
+
+def test_a_misclassified_card_never_rounds_a_confidence_to_certainty(folder_run):
+    # A card said "predicted class 282 (100.0%)" and listed its top-k at "100.0%" of a
+    # prediction at 99.96 %, as if the model were certain (the captions no longer did).
+    probs = {CAT2: [0.9996, 0.0003, 0.0001], SHARK: [0.6, 0.39996, 0.00004]}
+    for path in sorted(Path(folder_run["output"], "results").glob("*.parquet")):
+        table = pq.read_table(path)
+        old = table["top_k_probs"].to_pylist()
+        column = [probs.get(i, p) for i, p in zip(table["image_id"].to_pylist(), old, strict=True)]
+        index = table.schema.get_field_index("top_k_probs")
+        field = table.schema.field(index)
+        table = table.set_column(index, field, pa.array(column, type=field.type))
+        pq.write_table(table, path)
+    section = _page(build_report(folder_run["output"], gallery=0)).sections["misclassified"]
+    text = " ".join(section.split())
+    assert "predicted class 282 (99.96%); the label is not in top 3" in text
+    assert "100.0%" not in text
+    assert "class 282 99.96%" in text  # its top-k; a small one keeps its digits:
+    assert "class 3 60.0% class 4 40.0% class 5 0.004%" in text
