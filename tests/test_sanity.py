@@ -781,3 +781,8 @@ def test_a_run_made_before_completeness_tolerance_is_rebuilt_with_its_tolerance_
     assert rebuilt.completeness_tolerance == 0.015
     assert rebuilt.estimate_bound() == pytest.approx(0.015, rel=1e-12)
     assert sanity._config({**old, "tolerance": 0.0}).tolerance == 0.0  # no bound to take
+    # Between the two (--completeness_tolerance recorded, no estimate_bound): its
+    # completeness bound as recorded, its --tolerance the estimate's bound.
+    between = sanity._config({**config, "tolerance": 0.015, "completeness_tolerance": 0.002})
+    assert between.completeness_tolerance == 0.002
+    assert between.estimate_bound() == pytest.approx(0.015, rel=1e-12)
