@@ -1617,3 +1617,19 @@ def test_a_misclassified_card_never_rounds_a_confidence_to_certainty(folder_run)
     assert "100.0%" not in text
     assert "class 282 99.96%" in text  # its top-k; a small one keeps its digits:
     assert "class 3 60.0% class 4 40.0% class 5 0.004%" in text
+
+
+def test_the_blind_note_says_a_null_check_beside_a_blind_one_does_not_count(folder_run):
+    # cat1's deletion AUCs are both 1 and its insertion's null (a model's NaN on the
+    # curve): the row is not flagged, though a null check "measured nothing" too, as
+    # the note said the blind check counts where the other did.
+    values = {**NEW_VALUES, CAT1: {**_new_values(0.004, 1.0, 1.0, None, None)}}
+    add_columns(folder_run["output"], values)
+    section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
+    text = " ".join(section.split())
+    assert "2 of 4 rows do no better than chance" in text
+    assert "cat1.png →" not in text
+    assert (
+        "counts against the map only where the other check's two AUCs are both 1 too "
+        "(a model the pixels do not move), not beside a null one" in text
+    )

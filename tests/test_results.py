@@ -819,7 +819,7 @@ def test_an_output_of_a_version_before_later_columns_reads_without_them(folder_r
 
 def test_no_better_than_chance_leaves_out_a_check_that_measured_nothing():
     # Both AUCs 1: the check's curves never left p(x) (a saturated model), any ranking
-    # ties there. It counts only where the other check measured nothing either.
+    # ties there. It counts only where the other check's AUCs are both 1 too.
     nan = float("nan")
     rows = pd.DataFrame(
         {
