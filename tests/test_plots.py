@@ -575,3 +575,12 @@ def test_a_caption_never_rounds_a_confidence_to_certainty_or_to_nothing():
         ">99.99%",
         "100.0%",
     ]
+
+
+def test_a_value_that_is_not_a_number_is_not_shown_as_infinite_or_certain():
+    # NaN is neither: infinite() said '−∞' of it (so percent() too), probability() '>99.9%'.
+    from transforms.wording import infinite, percent, probability
+
+    nan = float("nan")
+    assert infinite(nan) is None and infinite(float("inf")) == "∞"
+    assert percent(nan) == "nan%" and probability(nan) == "nan%"

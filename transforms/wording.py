@@ -26,7 +26,9 @@ def classes(number: int) -> str:
 
 def infinite(value: float) -> str | None:
     """'∞' or '−∞' for an infinite value (a float16 overflow's `attribution_error`), else None."""
-    return None if math.isfinite(value) else ("∞" if value > 0 else "−∞")
+    if not math.isinf(value):  # finite, or NaN (neither sign's infinity)
+        return None
+    return "∞" if value > 0 else "−∞"
 
 
 def percent(value: float, digits: int = 1) -> str:
@@ -49,6 +51,8 @@ def probability(value: float, digits: int = 0) -> str:
     to certainty or to nothing: one decimal more where it would be (0.998 is '99.8%',
     not '100%'; 0.004 '0.4%'), and beyond that a bound ('>99.9%', '<0.1%'). Exactly 1
     and 0 are '100%' and '0%'."""
+    if math.isnan(value):
+        return f"{value:%}"
     for shown in (f"{value:.{digits}%}", f"{value:.{digits + 1}%}"):
         if value in (0.0, 1.0) or 0 < float(shown[:-1]) < 100:
             return shown
