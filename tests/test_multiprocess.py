@@ -410,6 +410,19 @@ def _run_complete(job, output) -> bool:
         return False
 
 
+def _two_workers_command(image_folder, model, output) -> list[str]:
+    """The command line of a two-process run of `image_folder` into `output`."""
+    args = cli_args(
+        dataset=image_folder["root"],
+        model=model,
+        output=output,
+        steps=2,
+        direct_running_mode="multi_processing",
+        direct_num_workers=2,
+    )
+    return [sys.executable, "-P", "-m", "pipeline", *args]
+
+
 def _wait_for(moment, job, output) -> None:
     while not moment(job, output):
         assert job.poll() is None, "the run ended before the moment to stop it"
@@ -433,15 +446,7 @@ def test_a_stop_while_beam_starts_or_stops_the_workers_ends_the_run(
     # then) with a worker left running: Beam waited for a worker it never told to
     # stop. The workers are paused (SIGSTOP) across the stop, so that it lands there.
     output = tmp_path / "out"
-    args = cli_args(
-        dataset=image_folder["root"],
-        model=linear_keras,
-        output=output,
-        steps=2,
-        direct_running_mode="multi_processing",
-        direct_num_workers=2,
-    )
-    command = [sys.executable, "-P", "-m", "pipeline", *args]
+    command = _two_workers_command(image_folder, linear_keras, output)
     job = subprocess.Popen(
         command,
         stderr=subprocess.PIPE,
@@ -491,15 +496,7 @@ def test_a_second_sigterm_while_the_workers_stop_ends_the_launcher_at_once(
     # a second must not: a worker that never ends (paused here, SIGSTOP) would hold
     # the launcher, Ctrl-C ignored by then, with nothing left to end it but SIGKILL.
     output = tmp_path / "out"
-    args = cli_args(
-        dataset=image_folder["root"],
-        model=linear_keras,
-        output=output,
-        steps=2,
-        direct_running_mode="multi_processing",
-        direct_num_workers=2,
-    )
-    command = [sys.executable, "-P", "-m", "pipeline", *args]
+    command = _two_workers_command(image_folder, linear_keras, output)
     job = subprocess.Popen(command, stderr=subprocess.DEVNULL, env=_ENV, process_group=0)
     workers = []
     try:
