@@ -285,9 +285,9 @@ def _no_better_than_chance(frame: pd.DataFrame) -> pd.DataFrame:
 
     Deletion: a faithful map drops the score faster, so a lower AUC is better;
     insertion: it restores the score faster, so a higher AUC is better. A check that
-    measured nothing (both AUCs 1) counts only where the other did not measure either
-    (`results.chance_losses`); rows without values (`--faithfulness none`) are never
-    flagged.
+    measured nothing (both AUCs 1, `results.measured_nothing`) counts only where the
+    other did not measure either (`results.chance_losses`); rows without values
+    (`--faithfulness none`) are never flagged.
     """
     if not set(_FAITHFULNESS) <= set(frame.columns) or frame.empty:
         return frame.head(0)
@@ -1043,6 +1043,7 @@ def _faithfulness(chosen: _Selection, pictures: _Pictures, limit: int) -> dict[s
         "medians": medians,
         "beats": beats,
         "chance": len(chosen.chance),
+        "resolution": results.AUC_RESOLUTION,
         "blind": int(
             (
                 results.measured_nothing(measured, "deletion")

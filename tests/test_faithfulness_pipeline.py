@@ -7,7 +7,7 @@ import pytest
 from pipeline import run
 from tests.conftest import SIZE, cli_args, write_image
 from transforms import faithfulness as fa
-from transforms import images
+from transforms import images, results
 from transforms.baselines import make_baselines
 from transforms.config import AttributionConfig
 
@@ -198,3 +198,77 @@ def test_a_target_too_improbable_for_float32_gets_the_aucs_of_its_float64_curves
         p_x = [deletion[0]]
         np.testing.assert_allclose(row.deletion_auc, fa.auc(deletion[None], p_x)[0], rtol=1e-4)
         np.testing.assert_allclose(row.insertion_auc, fa.auc(insertion[None], p_x)[0], rtol=1e-4)
+
+
+def _brightness_keras(path, bias: float) -> str:
+    """A `.keras` file with 2 outputs and a softmax head: logit 0 is 0, logit 1 is
+    bias + x . w with w about 37.6 / P per value (P = 768), so class 1's margin is
+    about bias + 18.8 on a mid-grey image. Deleting pixels to black lowers it by up to
+    about 19 (a check that measures something); blurring keeps the image's mean, and
+    moves the margin by about 0.1 only."""
+    import keras
+
+    values = SIZE * SIZE * 3
+    weights = np.zeros((values, 2), np.float32)
+    noise = np.random.default_rng(6).normal(size=values)
+    weights[:, 1] = 37.6 / values * (1 + 0.3 * noise)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    dense = keras.layers.Dense(2, activation="softmax")
+    model = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
+    dense.set_weights([weights, np.array([0.0, bias], np.float32)])
+    model.save(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def noise_images(tmp_path_factory) -> dict[str, str]:
+    """32 images of uniform noise (mean about 0.5) in a folder."""
+    root = tmp_path_factory.mktemp("noise")
+    rng = np.random.default_rng(5)
+    for i in range(32):
+        write_image(root / f"img{i:02d}.png", rng.integers(0, 256, (SIZE, SIZE, 3), np.uint8))
+    return {"root": str(root)}
+
+
+def test_a_check_within_float32_steps_of_the_images_probability_measured_nothing(
+    noise_images, tmp_path
+):
+    """p(x) = 1 - 1e-6: blurring the image moves class 1's float32 probability by 0 to 3
+    steps of 1.2e-7, so both insertion AUCs are 1 or a few steps below it. Where the
+    blurred start (shared by both rankings) rounded one step below p(x) and nothing
+    else moved, the two AUCs tied at 1 - 7e-9 and the row was flagged no better than
+    chance, though its deletion beats chance by 0.14; where it rounded to p(x), the
+    check measured nothing (both exactly 1) and the row was not flagged."""
+    model = _brightness_keras(tmp_path / "saturated.keras", -5.0)
+    flags = cli_args(faithfulness_steps=8, tolerance=0)
+    _run(noise_images, model, tmp_path / "out", *flags)
+    rows = pd.read_parquet(tmp_path / "out" / "results")
+    assert len(rows) == 32 and (rows.predicted_class == 1).all()
+    assert (1 - rows.top_k_probs.map(lambda p: p[0])).between(2e-7, 1e-5).all()
+    below_one = (rows.insertion_auc < 1) | (rows.insertion_auc_random < 1)
+    assert below_one.sum() >= 16  # not exactly 1: the old rule judged them
+    assert results.measured_nothing(rows, "insertion").all()
+    insertion = rows[["insertion_auc", "insertion_auc_random"]]
+    assert (insertion >= 1 - results.AUC_RESOLUTION).all().all()
+    assert (rows.deletion_auc < rows.deletion_auc_random - 0.1).all()
+    assert not results.measured_nothing(rows, "deletion").any()
+    assert results.no_better_than_chance(rows).empty
+
+
+def test_a_check_whose_curves_move_by_1e_3_is_judged(noise_images, tmp_path):
+    """The same model 9.4 logits lower, p(x) about 0.99: blurring moves the probability
+    by about 1e-3, which float32 resolves, so insertion is judged (unless the blurred
+    image scores above p(x), both curves capped at 1), and a row whose map loses to
+    its control there is flagged, whatever its deletion does."""
+    model = _brightness_keras(tmp_path / "moving.keras", -14.4)
+    _run(noise_images, model, tmp_path / "out", *cli_args(faithfulness_steps=8, tolerance=0))
+    rows = pd.read_parquet(tmp_path / "out" / "results")
+    assert (1 - rows.top_k_probs.map(lambda p: p[0])).between(1e-3, 0.1).all()
+    moved = 1 - rows[["insertion_auc", "insertion_auc_random"]].min(axis=1)
+    capped = moved == 0  # the blurred image scores above p(x): both curves capped at 1
+    assert capped.sum() <= 4 and (moved[~capped] > 1e-5).all() and (moved < 1e-2).all()
+    assert (results.measured_nothing(rows, "insertion") == capped).all()
+    assert (rows.deletion_auc < rows.deletion_auc_random - 0.05).all()
+    loses = (rows.insertion_auc <= rows.insertion_auc_random) & ~capped
+    assert loses.any()
+    assert set(results.no_better_than_chance(rows).image_id) == set(rows.image_id[loses])

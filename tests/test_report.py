@@ -1599,6 +1599,21 @@ def test_a_flagged_rows_check_that_measured_nothing_is_not_shown_as_failing(fold
     assert "<td>insertion AUC (random)</td><td>1 (1)</td>" in cat2
 
 
+def test_a_check_tied_a_float32_step_below_1_measured_nothing(folder_run):
+    # cat1's insertion curves stayed at p(x) but for the blurred start, shared by both
+    # rankings, one float32 step (1.2e-7) below it: both AUCs 1 - 7e-9, a tie, and the
+    # row was flagged though its deletion beats chance by 0.3.
+    tie = 1 - float(np.finfo(np.float32).eps) / 16
+    values = {**NEW_VALUES, CAT1: _new_values(0.004, 0.1, 0.4, tie, tie)}
+    add_columns(folder_run["output"], values)
+    section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
+    text = " ".join(section.split())
+    assert "2 of 4 rows do no better than chance" in text
+    assert "cat1.png →" not in text
+    assert "1 row has a check whose two AUCs are both 1" in text
+    assert "or within 4.8e-07 of 1, a few float32 roundings of a probability" in text
+
+
 def test_a_misclassified_card_never_rounds_a_confidence_to_certainty(folder_run):
     # A card said "predicted class 282 (100.0%)" and listed its top-k at "100.0%" of a
     # prediction at 99.96 %, as if the model were certain (the captions no longer did).

@@ -839,6 +839,26 @@ def test_no_better_than_chance_leaves_out_a_check_that_measured_nothing():
         results.no_better_than_chance(rows.drop(columns="insertion_auc"))
 
 
+def test_a_check_within_float32_resolution_of_1_measured_nothing():
+    # A float32 probability near p(x) moves in relative steps of 1.2e-7: two AUCs that
+    # both lie within a few steps of 1 differ by rounding, not by their rankings.
+    step = float(np.finfo(np.float32).eps)
+    rows = pd.DataFrame(
+        {
+            "image_id": ["start_a_step_below", "steps_apart", "moves_1e-3", "both_near_1"],
+            "deletion_auc": [0.5, 0.5, 0.5, 1 - step],
+            "deletion_auc_random": [0.7, 0.7, 0.7, 1 - 2 * step],
+            "insertion_auc": [1 - step / 16, 1 - 3 * step, 1 - 2e-3, 1 - step / 16],
+            "insertion_auc_random": [1 - step / 16, 1 - step, 1 - 1e-3, 1.0],
+        }
+    )
+    assert list(results.measured_nothing(rows, "insertion")) == [True, True, False, True]
+    assert list(results.measured_nothing(rows, "deletion")) == [False, False, False, True]
+    # Both checks blind: a model the pixels do not move, counted as before.
+    assert list(results.no_better_than_chance(rows).image_id) == ["moves_1e-3", "both_near_1"]
+    assert 4 * step <= results.AUC_RESOLUTION < 1e-6
+
+
 def test_a_check_with_one_auc_at_1_is_judged_as_measured():
     # Only both AUCs at 1 make a check blind. A map whose deletion never lowers the
     # score (AUC 1) where the random ranking's does (0.4) loses on deletion; a map

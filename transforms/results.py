@@ -44,6 +44,7 @@ from transforms.schema import ERROR_SCHEMA, METADATA_COLUMNS, results_schema
 __all__ = [
     "is_missing",
     "ARRAY_COLUMNS",
+    "AUC_RESOLUTION",
     "METADATA_COLUMNS",
     "Filters",
     "ImageUnavailable",
@@ -75,6 +76,16 @@ _LOG = logging.getLogger(__name__)
 
 # A row's faithfulness AUCs: the map's and its random control's, deletion and insertion.
 _AUCS = ("deletion_auc", "deletion_auc_random", "insertion_auc", "insertion_auc_random")
+
+#: How far below 1 an AUC may lie and still measure nothing (`measured_nothing`): four
+#: relative steps of a float32 probability (2 ** -23 each, 1.2e-7; 4.8e-7 in all). A
+#: curve is the model's probability over p(x); a float32 softmax rounds it by about a
+#: step (exp, sum, division) and the stored curves are float32. An AUC's shortfall from
+#: 1 is its curve's mean shortfall, so two AUCs both within this of 1 differ by less:
+#: rounding, not their rankings, orders them (a model at p(x) = 1 - 1e-6 moved its
+#: curves by 0 to 3 steps); curves that move by about 1e-3 (p(x) = 0.99) left AUCs
+#: 4e-5 or more below 1, judged (tests/test_faithfulness_pipeline.py measures both).
+AUC_RESOLUTION: float = 4 * float(np.finfo(np.float32).eps)
 
 #: The one large column; everything else is metadata (`METADATA_COLUMNS`).
 ARRAY_COLUMNS: tuple[str, ...] = ("attributions",)
@@ -652,10 +663,11 @@ def above_tolerance(
 
 def measured_nothing(frame: pd.DataFrame, check: str) -> pd.Series:
     """Per row, whether its `check` ("deletion" or "insertion") measured nothing: its
-    two AUCs both 1, which happens only where both curves stay at the image's own
-    probability throughout (a saturated model whose blurred image already scores p(x)):
-    any ranking ties there."""
-    return (frame[f"{check}_auc"] == 1.0) & (frame[f"{check}_auc_random"] == 1.0)
+    two AUCs both 1 or within `AUC_RESOLUTION` of it, where both curves stay at the
+    image's own probability throughout but for float32 rounding (a saturated model
+    whose blurred image already scores p(x)): any ranking ties there."""
+    floor = 1.0 - AUC_RESOLUTION
+    return (frame[f"{check}_auc"] >= floor) & (frame[f"{check}_auc_random"] >= floor)
 
 
 def _valued(frame: pd.DataFrame, check: str) -> pd.Series:
@@ -686,7 +698,8 @@ def chance_losses(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
 def no_better_than_chance(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows whose map does no better than its random control (the report's count):
     on deletion or insertion it loses to the control or ties with it, a check whose
-    two AUCs are both 1 (it measured nothing) left out unless both are (`chance_losses`).
+    two AUCs are both 1 (it measured nothing, `measured_nothing`) left out unless both
+    are (`chance_losses`).
     """
     _require(frame, _AUCS, "no_better_than_chance")
     deletion, insertion = chance_losses(frame)
