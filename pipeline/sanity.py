@@ -5,7 +5,8 @@
 Takes the first N rows of the run (by image id), reloads the run's model (from
 the manifest), and randomises its layers cascading from the output down: at
 stage s the top s groups of layers hold Gaussian noise at their trained
-scale (`Classifier.randomize_layers`). At every stage IG is computed again for
+scale, a weight whose values are all equal included
+(`Classifier.randomize_layers`). At every stage IG is computed again for
 the rows' targets with the run's settings (method, steps, tolerance,
 baselines, score) and compared with the maps of the intact model:
 

@@ -30,7 +30,7 @@ from tests.conftest import (
 from transforms import plots, results
 from transforms.config import AttributionConfig
 from transforms.sinks import write_json
-from transforms.tf_model import model_reference
+from transforms.tf_model import Classifier, model_reference, resolve_model
 
 
 @pytest.fixture(scope="module")
@@ -534,6 +534,63 @@ def test_a_batch_norm_models_randomised_variance_stays_a_variance(image_folder, 
     assert "gave no finite maps" not in report["verdict"], report["verdict"]
     for stage in report["stages"]:
         assert None not in stage["spearman"] + stage["ssim"], stage
+
+
+def test_every_weight_of_a_randomised_layer_differs_from_its_trained_value(tmp_path):
+    # A weight whose values are all equal got noise at its own spread, 0: a zero bias,
+    # an untrained BatchNormalization's four vectors and a Dense(1)'s one bias kept
+    # their values through "randomisation".
+    import keras
+
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv")(inputs)  # bias 0
+    x = keras.layers.BatchNormalization(name="bn")(x)  # gamma 1, beta 0, mean 0, var 1
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
+    outputs = keras.layers.Dense(1000, name="logits")(keras.layers.Dense(1, name="one")(x))
+    keras.Model(inputs, outputs).save(tmp_path / "constant.keras")
+    model = Classifier(resolve_model(str(tmp_path / "constant.keras")))
+    names = model.weight_layers()
+    trained = {w.path: np.array(w.numpy()) for n in names for w in _layer(model, n).weights}
+    assert sum(v.min() == v.max() for v in trained.values()) == 7  # the constant ones
+    model.randomize_layers(names, seed=0)
+    for name in names:
+        for weight in _layer(model, name).weights:
+            value = np.asarray(weight.numpy())
+            assert (value != trained[weight.path]).all(), weight.path
+            assert np.isfinite(value).all(), weight.path
+    variance = np.asarray(_layer(model, "bn").moving_variance.numpy())
+    assert (variance > 0).all()  # still a variance
+    beta = np.asarray(_layer(model, "bn").beta.numpy())
+    assert (beta < 0).any() and (beta > 0).any()  # a zero has no sign to keep
+
+
+def _layer(model: Classifier, name: str):
+    return model._model.get_layer(name)
+
+
+def test_a_model_whose_pixel_layer_is_constant_is_destroyed_by_the_check(image_folder, tmp_path):
+    # Its only layer over the pixels gives every hidden unit the same weight, 1 / P:
+    # randomising that layer left it so, the randomised model's maps were the intact
+    # one's (Spearman 1.00) and the check failed IG ("they reflect the input").
+    import keras
+
+    keras.utils.set_random_seed(7)
+    values = SIZE * SIZE * 3
+    inputs = keras.Input((SIZE, SIZE, 3))
+    mix = keras.layers.Dense(16, activation="relu", name="mix")
+    x = keras.layers.Dense(1, name="one")(mix(keras.layers.Flatten()(inputs)))
+    model = keras.Model(inputs, keras.layers.Dense(1000, name="logits")(x))
+    mix.set_weights([np.full((values, 16), 1 / values, np.float32), np.zeros(16, np.float32)])
+    model.save(tmp_path / "mix.keras")
+    output = str(tmp_path / "out")
+    _audit(image_folder, str(tmp_path / "mix.keras"), output, steps=8)
+    report = sanity.run(output, images_count=3, stages=["logits", "one", "mix"])
+    top, one, whole = report["stages"]
+    # A Dense(1) bottleneck: randomising above it scales the maps, which stay the same.
+    assert top["spearman_median"] > 0.99 and one["spearman_median"] > 0.99
+    assert whole["spearman_median"] < sanity.SIMILAR and whole["ssim_median"] < sanity.SIMILAR
+    assert report["verdict"].startswith("pass"), report["verdict"]
 
 
 def test_a_reader_that_stops_reading_stdout_does_not_fail_a_finished_check(

@@ -1451,8 +1451,9 @@ class Classifier:
     def randomize_layers(self, names: list[str], seed: int = 0) -> None:
         """Replaces, in place, each weight of the named layers by Gaussian noise with the
         trained weight's own mean and standard deviation (a re-initialisation at the
-        trained scale), seeded by `seed` and the layer name; a weight never negative
-        (a BatchNormalization's or Normalization's variance) by the noise's absolute
+        trained scale; a weight whose values are all equal at `_constant_spread`),
+        seeded by `seed` and the layer name; a weight never negative (a
+        BatchNormalization's or Normalization's variance) by the noise's absolute
         value, as a negative variance makes every output NaN. The compiled functions
         read the new values."""
         known = self.weight_layers()
@@ -1461,13 +1462,39 @@ class Classifier:
                 raise ValueError(f"No layer {name!r} with weights; the layers: {known}.")
             digest = hashlib.sha256(f"randomize:{seed}:{name}".encode()).digest()
             rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
-            for weight in self._model.get_layer(name).weights:
-                # Not keras.ops.convert_to_numpy: NumPy 2 warns of its __array__ call.
-                value = np.asarray(weight.numpy())
-                noise = rng.normal(value.mean(), value.std(), size=value.shape)
-                if value.size and value.min() >= 0:
+            weights = self._model.get_layer(name).weights
+            # Not keras.ops.convert_to_numpy: NumPy 2 warns of its __array__ call.
+            values = [np.asarray(weight.numpy()) for weight in weights]
+            for weight, value in zip(weights, values, strict=True):
+                spread = value.std() if value.size else 0.0
+                # min == max, not std == 0: float32 rounding gives 1/768's std as 1e-10.
+                floating = np.issubdtype(value.dtype, np.floating)
+                if value.size and floating and value.min() == value.max():
+                    spread = _constant_spread(value, values)
+                noise = rng.normal(value.mean() if value.size else 0.0, spread, value.shape)
+                if value.size and value.min() >= 0 and value.max() > 0:  # zeros: no sign
                     noise = np.abs(noise)
                 weight.assign(noise.astype(value.dtype))
+
+
+def _constant_spread(value: np.ndarray, layer: list[np.ndarray]) -> float:
+    """The noise's standard deviation for a weight whose values are all equal (a zero
+    bias, an untrained BatchNormalization's gamma of ones, a Dense(1)'s one bias),
+    which has no spread of its own: the larger of its |value| (noise as large as the
+    value, whatever its unit) and the root mean square of its layer's values (the
+    scale its layer works at); where both are 0 (a layer of zeros), the Glorot-normal
+    deviation of its shape, sqrt(2 / (fan_in + fan_out)), Keras's default kernel
+    initialiser's, as a re-initialisation would draw."""
+    floats = [v.astype(np.float64).ravel() for v in layer if np.issubdtype(v.dtype, np.floating)]
+    rms = float(np.sqrt(np.mean(np.square(np.concatenate(floats)))))
+    scale = max(abs(float(value.flat[0])), rms)
+    if scale > 0 and np.isfinite(scale):
+        return scale
+    shape = value.shape
+    receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+    fan_in = shape[-2] * receptive if len(shape) > 1 else (shape[0] if shape else 1)
+    fan_out = shape[-1] * receptive if shape else 1
+    return float(np.sqrt(2.0 / (fan_in + fan_out)))
 
 
 def _image_spec(size: int):
