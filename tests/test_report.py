@@ -1614,6 +1614,21 @@ def test_a_check_tied_a_float32_step_below_1_measured_nothing(folder_run):
     assert "or within 4.8e-07 of 1, a few float32 roundings of a probability" in text
 
 
+def test_a_check_that_measured_nothing_is_not_counted_as_beating_chance(folder_run):
+    # cat1's insertion AUCs both lie within float32 rounding of 1, IG's 2 steps above
+    # its control's: the table counted it among the rows where IG beats chance (3 of
+    # 4), on rounding, while the note said that check measured nothing.
+    step = float(np.finfo(np.float32).eps)
+    values = {**NEW_VALUES, CAT1: _new_values(0.004, 0.1, 0.4, 1 - step, 1 - 3 * step)}
+    add_columns(folder_run["output"], values)
+    section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
+    text = " ".join(section.split())
+    assert "1 row has a check whose two AUCs are both 1" in text
+    assert "is not counted among the rows where IG beats chance" in text
+    beats = dict(re.findall(r"(deletion|insertion) AUC \(\w+ is better\) \S+ \S+ (\d+) of 4", text))
+    assert beats == {"deletion": "3", "insertion": "2"}, text
+
+
 def test_a_misclassified_card_never_rounds_a_confidence_to_certainty(folder_run):
     # A card said "predicted class 282 (100.0%)" and listed its top-k at "100.0%" of a
     # prediction at 99.96 %, as if the model were certain (the captions no longer did).
