@@ -859,6 +859,25 @@ def test_a_check_within_float32_resolution_of_1_measured_nothing():
     assert 4 * step <= results.AUC_RESOLUTION < 1e-6
 
 
+def test_a_row_whose_two_checks_measured_nothing_counts_whichever_way_rounding_went():
+    # Both checks within float32 rounding of 1 (a model the pixels do not move): such
+    # a row counts as no better than chance, as one of AUCs exactly 1 does; the map's
+    # AUCs a step better than the control's on both (rounding) let it pass.
+    step = float(np.finfo(np.float32).eps)
+    rows = pd.DataFrame(
+        {
+            "image_id": ["rounded_for_ig", "exactly_1"],
+            "deletion_auc": [1 - 2 * step, 1.0],
+            "deletion_auc_random": [1 - step, 1.0],
+            "insertion_auc": [1 - step, 1.0],
+            "insertion_auc_random": [1 - 2 * step, 1.0],
+        }
+    )
+    assert list(results.no_better_than_chance(rows).image_id) == ["rounded_for_ig", "exactly_1"]
+    deletion, insertion = results.chance_losses(rows)
+    assert list(deletion) == [True, True] and list(insertion) == [True, True]
+
+
 def test_a_check_with_one_auc_at_1_is_judged_as_measured():
     # Only both AUCs at 1 make a check blind. A map whose deletion never lowers the
     # score (AUC 1) where the random ranking's does (0.4) loses on deletion; a map

@@ -680,9 +680,10 @@ def chance_losses(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
 
     A check counts where the map's AUC loses to its random control or ties with it
     (deletion AUC >= control, insertion AUC <= control), if that check measured
-    something or neither did (both `measured_nothing`: a model the pixels do not
-    move). Null AUCs (`--faithfulness none`, a model's NaN on a curve) never count,
-    nor does a blind check beside a null one.
+    something; both count where neither did (both `measured_nothing`: a model the
+    pixels do not move), whichever way rounding put their AUCs. Null AUCs
+    (`--faithfulness none`, a model's NaN on a curve) never count, nor does a blind
+    check beside a null one.
 
     Returns:
       bool Series (deletion, insertion), indexed as `frame`.
@@ -692,7 +693,7 @@ def chance_losses(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     blind = {check: measured_nothing(frame, check) for check in ("deletion", "insertion")}
     told = {check: _valued(frame, check) & ~blind[check] for check in blind}
     neither = blind["deletion"] & blind["insertion"]
-    return deletion & (told["deletion"] | neither), insertion & (told["insertion"] | neither)
+    return (deletion & told["deletion"]) | neither, (insertion & told["insertion"]) | neither
 
 
 def no_better_than_chance(frame: pd.DataFrame) -> pd.DataFrame:
