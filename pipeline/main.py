@@ -62,6 +62,7 @@ from transforms import datasource, labels, sources, wording
 from transforms.attribution import ERRORS_TAG, IGModelHandler, ImageOutcome, Preprocess
 from transforms.batch import forget_warnings
 from transforms.config import DEFAULT_COMPLETENESS_TOLERANCE, AttributionConfig
+from transforms.done_ids import load_done_ids, write_done_ids
 from transforms.errors import error_reason
 from transforms.files import is_partial_of
 from transforms.manifest import (
@@ -139,6 +140,8 @@ class AuditJob:
     jit_compile: bool | None
     start_time: str
     done_before: frozenset[str] = frozenset()
+    # Where the workers read done_before from (`transforms.done_ids`): not in the graph.
+    done_file: str | None = None
     results_prefix: str = SHARD_PREFIX
     # How the runs this one resumes made their rows, oldest first (`_earlier_runs`).
     earlier_runs: tuple[dict[str, Any], ...] = ()
@@ -1843,8 +1846,9 @@ def _ready_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
     file written; the job with what a resume found."""
     if resume:
         done, prefix, earlier = _resume_state(job)
+        done_file = write_done_ids(_local_output(job.output), job.lock.run_id, done)
         job = dataclasses.replace(
-            job, done_before=done, results_prefix=prefix, earlier_runs=earlier
+            job, done_before=done, done_file=done_file, results_prefix=prefix, earlier_runs=earlier
         )
         _log_resume(job, done)
     else:
@@ -2110,12 +2114,18 @@ _DONE = "done_before"
 
 class _SplitDone(beam.DoFn):
     """Inputs -> those to do, and those a --resume found done (`_DONE`, counted as
-    skipped). The done ids live in the job's graph (sent to Dataflow, whose size is
-    bounded) twice, here and in an image folder's read (`ReadImageFolder`'s `done`,
-    which leaves their files unread), as in the two filters this replaced."""
+    skipped). The done ids are not in the job's graph (sent to Dataflow, which bounds
+    its size: a million ids made it 14 MB, twice): the graph holds the path of the
+    file the launcher wrote them to (`job.done_file`, in the run's checkpoint folder),
+    loaded in `setup`, as an image folder's read does (`ReadImageFolder`'s
+    `done_file`, which leaves their files unread); None, no resume: nothing done."""
 
-    def __init__(self, done: frozenset[str]):
-        self._done = done
+    def __init__(self, done_file: str | None):
+        self._done_file = done_file
+        self._done = frozenset()  # the file's ids, from `setup`
+
+    def setup(self) -> None:
+        self._done = load_done_ids(self._done_file)
 
     def process(self, raw: sources.RawImage) -> Iterator[Any]:
         yield beam.pvalue.TaggedOutput(_DONE, raw) if raw.image_id in self._done else raw
@@ -2123,8 +2133,9 @@ class _SplitDone(beam.DoFn):
 
 def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
     """Adds the job's transforms to `p`."""
-    done = job.done_before
-    read = job.source.read_transform(skip=_local_output(job.output), verbose=job.verbose, done=done)
+    done = job.done_file
+    output = _local_output(job.output)
+    read = job.source.read_transform(skip=output, verbose=job.verbose, done_file=done)
     raw = p | "ReadImages" >> read
     split = raw | "DoneBefore" >> beam.ParDo(_SplitDone(done)).with_outputs(_DONE, main="todo")
     skipped, todo = split[_DONE], split.todo

@@ -873,3 +873,106 @@ def test_a_json_write_cut_short_leaves_the_earlier_file_and_no_partial_one(tmp_p
     assert done.returncode == 1 and "File too large" in done.stderr, done.stderr[-2000:]
     assert path.read_text() == '{"status": "complete"}'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]
+
+
+def _add_done_rows(out: Path, count: int) -> set[str]:
+    """Adds a results file of `count` more images (a real row, under other ids), as
+    if an earlier run had done them; returns every id with rows in `out`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (part, *_) = sorted((out / "results").glob("part-*.parquet"))
+    row = pq.read_table(part).slice(0, 1)
+    ids = [f"n{k % 1000:08d}/n{k % 1000:08d}_{k}.JPEG" for k in range(count)]
+    table = row.take(pa.array(np.zeros(count, np.int64)))
+    column = table.schema.get_field_index("image_id")
+    table = table.set_column(column, "image_id", pa.array(ids, pa.string()))
+    pq.write_table(table, out / "results" / "part-earlier.parquet")
+    return set(pd.read_parquet(out / "results", columns=["image_id"]).image_id)
+
+
+def _graph_bytes(flags: list[str]):
+    """The size of the graph a run builds (what Dataflow is sent), and the run's job."""
+    import apache_beam as beam
+
+    from pipeline.main import build_pipeline, prepare
+
+    job, options = prepare(flags)
+    job.lock.release()
+    p = beam.Pipeline(options=options)
+    build_pipeline(p, job)
+    return len(p.to_runner_api().SerializeToString()), job
+
+
+def test_a_resumes_graph_holds_no_done_id(image_folder, linear_keras, tmp_path):
+    """The done ids were pickled into the graph twice (the split, the folder's read):
+    a million made it 14 MB, over Dataflow's 10 MB; its workers now load them from a
+    file in the run's checkpoint folder, the same whatever their number."""
+    from transforms.done_ids import load_done_ids
+
+    flags = cli_args(dataset=image_folder["root"], model=linear_keras, steps=2)
+    flags += ["--attributions", "none", "--faithfulness", "none"]
+    first = tmp_path / "a" / "out"
+    run([*flags, "--output", str(first)], save_main_session=False)
+    shutil.copytree(first, tmp_path / "b" / "out")
+    sizes, jobs, done = {}, {}, {}
+    for folder, count in (("a", 10), ("b", 10_000)):
+        out = tmp_path / folder / "out"
+        done[count] = _add_done_rows(out, count)
+        sizes[count], jobs[count] = _graph_bytes([*flags, "--output", str(out), "--resume"])
+    # 10,000 ids added 94 KB; what differs now is compressed noise (run ids, times).
+    assert abs(sizes[10_000] - sizes[10]) < 512, sizes
+    for count, job in jobs.items():
+        assert Path(job.done_file).parent.parent == Path(job.output) / ".tmp" / "checkpoints"
+        assert load_done_ids(job.done_file) == done[count]
+    # A run that resumes nothing writes no file.
+    _, job = _graph_bytes([*flags, "--output", str(first), "--overwrite"])
+    assert job.done_file is None
+    assert not [f for f in (first / ".tmp").rglob("*") if f.is_file()]  # the resume's: gone
+
+
+def _ids(paths) -> set[str]:
+    return {i for path in paths for i in pd.read_parquet(path, columns=["image_id"]).image_id}
+
+
+def test_a_killed_resume_then_another_resume_skip_exactly_the_done_images(
+    folder, linear_keras, tmp_path, jobs
+):
+    from transforms.done_ids import DONE_IDS_FILE, load_done_ids
+
+    out = tmp_path / "out"
+    flags = cli_args(
+        dataset=folder, model=linear_keras, output=out, steps=2, attributions="none", batch_size=2
+    )
+    flags += ["--faithfulness", "none"]
+    checkpoints = out / ".tmp" / "checkpoints"
+    first = jobs(*flags)
+    _wait_for(lambda: list(checkpoints.rglob("*.parquet")), first, "a checkpoint")
+    killed = json.loads((out / ".lock").read_text())["run_id"]
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(timeout=60)
+
+    second = jobs(*flags, "--resume")
+
+    def own_checkpoints() -> list[Path]:  # the resume's, once it has taken the lock
+        run_id = json.loads((out / "manifest.json").read_text())["run_id"]
+        return list((checkpoints / run_id).glob("*.parquet")) if run_id != killed else []
+
+    own = _wait_for(own_checkpoints, second, "a checkpoint of the resume")
+    # Its workers skip the ids of its file: the killed run's salvaged rows, in results/.
+    done_file = own[0].parent / DONE_IDS_FILE
+    salvaged = _ids((out / "results").glob("*.parquet"))
+    assert load_done_ids(str(done_file)) == salvaged and len(salvaged) >= 2
+    os.kill(second.pid, signal.SIGKILL)
+    second.wait(timeout=60)
+    done = salvaged | _ids(own[0].parent.glob("*.parquet"))
+
+    manifest = run([*flags, "--resume"], save_main_session=False)
+    counts = manifest["counts"]
+    assert counts["skipped_done_before"] == len(done) and counts["images_with_errors"] == 1
+    assert counts["images_with_rows"] == 80 - len(done)
+    new = (out / "results").glob(f"{manifest['results_prefix']}-*.parquet")
+    assert _ids(new) == _ids((out / "results").glob("*.parquet")) - done  # the rest, once
+    rows = pd.read_parquet(out / "results")
+    assert rows.image_id.is_unique and len(rows) == 80
+    assert not (out / ".tmp").exists()  # the ids files too, the killed resume's and its own

@@ -20,6 +20,7 @@ from pipeline import run
 from pipeline.__main__ import main
 from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, cli_args, write_image
 from transforms import files, sources
+from transforms.done_ids import write_done_ids
 from transforms.results import read_manifest
 
 
@@ -750,16 +751,20 @@ def test_a_resume_reads_no_file_of_an_image_done_before(image_folder, tmp_path):
     # A --resume read every file of the folder, done or not, then dropped the done
     # ones: a resume of 7,000 done images of 7,500 fetched them all (a GET each on
     # gs://). Their inputs now come unread (no bytes, no error) and are counted as skipped.
+    # The done ids come from the file the launcher wrote (`transforms.done_ids`).
     root = image_folder["root"]
     listed = {f.image_id: f for f in sources.list_image_folder(root)}
     done = frozenset(sorted(listed)[:3])
+    done_file = write_done_ids(str(tmp_path / "out"), "run1", done)
     with TestPipeline() as p:
-        raw = p | sources.ReadImageFolder(root, done=done)
+        raw = p | sources.ReadImageFolder(root, done_file=done_file)
         got = raw | beam.Map(lambda r: (r.image_id, r.data is None, r.error))
         assert_that(got, equal_to([(i, i in done, None) for i in listed]))
     # Unread: a done file gone since the launch is no read error.
     gone = sources.FolderFile(str(tmp_path / "gone.png"), "gone.png", None)
-    (raw,) = sources._ReadFile(frozenset({"gone.png"})).process(gone)
+    read = sources._ReadFile(write_done_ids(str(tmp_path / "out"), "run2", ["gone.png"]))
+    read.setup()
+    (raw,) = read.process(gone)
     assert (raw.image_id, raw.data, raw.error) == ("gone.png", None, None)
 
 

@@ -146,10 +146,11 @@ class SampleSource:
         return {"dataset": SAMPLE, "split": None}
 
     def read_transform(
-        self, skip: str | None = None, verbose: bool = False, done: frozenset[str] = frozenset()
+        self, skip: str | None = None, verbose: bool = False, done_file: str | None = None
     ) -> beam.PTransform:
-        """`ReadSample`; `skip` and `done` are for folders only, `verbose` for TFDS datasets."""
-        del skip, verbose, done  # the sample never holds the job's output, nor imports TF
+        """`ReadSample`; `skip` and `done_file` are for folders only, `verbose` for TFDS
+        datasets."""
+        del skip, verbose, done_file  # the sample never holds the job's output, nor imports TF
         from transforms import sources  # noqa: PLC0415 - Beam; not needed to read a run back
 
         return sources.ReadSample()
@@ -179,15 +180,16 @@ class FolderSource:
         return {"dataset": self.root, "split": None}
 
     def read_transform(
-        self, skip: str | None = None, verbose: bool = False, done: frozenset[str] = frozenset()
+        self, skip: str | None = None, verbose: bool = False, done_file: str | None = None
     ) -> beam.PTransform:
         """`ReadImageFolder` of the root, never reading `skip` (the job's own --output)
-        nor the files of the images in `done` (a --resume's, with rows already);
+        nor the files of the images whose ids `done_file` holds (a --resume's, with
+        rows already: `transforms.done_ids`);
         `verbose` is for TFDS datasets."""
         del verbose  # reading a folder imports no TensorFlow
         from transforms import sources  # noqa: PLC0415 - Beam; not needed to read a run back
 
-        return sources.ReadImageFolder(self.root, skip=skip, done=done)
+        return sources.ReadImageFolder(self.root, skip=skip, done_file=done_file)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,12 +243,12 @@ class TfdsSource:
         return sources.resolve_tfds(self.name, self.split, self.data_dir, download, remote_workers)
 
     def read_transform(
-        self, skip: str | None = None, verbose: bool = False, done: frozenset[str] = frozenset()
+        self, skip: str | None = None, verbose: bool = False, done_file: str | None = None
     ) -> beam.PTransform:
-        """`ReadTfds` of the resolved dataset; `skip` and `done` are for folders only
+        """`ReadTfds` of the resolved dataset; `skip` and `done_file` are for folders only
         (a record comes with its image); `verbose`: worker processes show
         TensorFlow's start-up lines, which TFDS imports."""
-        del skip, done  # a TFDS dataset never holds the job's output
+        del skip, done_file  # a TFDS dataset never holds the job's output
         if self.image_key is None:
             raise ValueError(f"TFDS dataset {self.name!r} is read only once resolved.")
         from transforms import sources  # noqa: PLC0415 - Beam; not needed to read a run back

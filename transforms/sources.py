@@ -47,6 +47,7 @@ from transforms.datasource import (
     source_for,
     source_of_manifest,
 )
+from transforms.done_ids import load_done_ids
 
 __all__ = [
     "REMOTE_FOLDER_SCHEMES",
@@ -355,11 +356,16 @@ def _read_error(error: Exception) -> str:
 
 
 class _ReadFile(beam.DoFn):
-    """A listed file -> its `RawImage`; an image in `done` (a --resume's images with
-    rows) unread: no bytes, no error, skipped by the job."""
+    """A listed file -> its `RawImage`; an image whose id is in the file `done_file`
+    (a --resume's images with rows, `transforms.done_ids`, loaded in `setup`)
+    unread: no bytes, no error, skipped by the job."""
 
-    def __init__(self, done: frozenset[str] = frozenset()):
-        self._done = done
+    def __init__(self, done_file: str | None = None):
+        self._done_file = done_file
+        self._done = frozenset()  # the file's ids, from `setup`
+
+    def setup(self) -> None:
+        self._done = load_done_ids(self._done_file)
 
     def _path(self, item: FolderFile) -> str:
         return item.path
@@ -406,15 +412,16 @@ class ReadImageFolder(beam.PTransform):
     reads a large remote dataset. Ids, labels and skipped files are those of
     `list_image_folder`; a folder without files fails the job with the same
     error. Unreadable files become error records. `skip`: a folder never read
-    (the job's own --output, when it lies inside the dataset). `done`: image ids
-    whose files are not read (a --resume's images with rows; `_ReadFile`).
+    (the job's own --output, when it lies inside the dataset). `done_file`: the
+    file of the image ids whose files are not read (a --resume's images with rows,
+    `transforms.done_ids`; `_ReadFile`).
     """
 
-    def __init__(self, root: str, skip: str | None = None, done: frozenset[str] = frozenset()):
+    def __init__(self, root: str, skip: str | None = None, done_file: str | None = None):
         super().__init__()
         self._root = root
         self._skip = skip
-        self._done = done
+        self._done_file = done_file
 
     def expand(self, pbegin):
         if files.is_remote(self._root):
@@ -438,7 +445,7 @@ class ReadImageFolder(beam.PTransform):
             | "RequireFiles" >> beam.Map(_require_files, root=self._root)
         )
         spread = found | "SpreadFiles" >> beam.Reshuffle()
-        return spread | "ReadFiles" >> beam.ParDo(_ReadFile(self._done))
+        return spread | "ReadFiles" >> beam.ParDo(_ReadFile(self._done_file))
 
 
 class _ReadSampleFile(_ReadFile):

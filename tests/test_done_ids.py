@@ -1,0 +1,45 @@
+"""A --resume's done ids as the file its DoFns load (`transforms.done_ids`)."""
+
+import pytest
+
+from transforms.done_ids import DONE_IDS_FILE, done_ids_file, load_done_ids, write_done_ids
+
+
+def test_the_ids_come_back_whatever_their_characters(tmp_path):
+    # Any file name is an id: a newline, a tab, the escaped form of a name that is
+    # not UTF-8 (`image_id_of`), accents and quotes.
+    ids = {"n01440764/a.JPEG", "line\nbreak.png", "tab\t.png", "caf\\xe9.png", "é\"'.png"}
+    path = write_done_ids(str(tmp_path / "out"), "run1", ids)
+    assert path == str(tmp_path / "out" / ".tmp" / "checkpoints" / "run1" / DONE_IDS_FILE)
+    assert path == done_ids_file(str(tmp_path / "out"), "run1")
+    assert load_done_ids(path) == ids
+
+
+def test_no_ids_no_file(tmp_path):
+    assert write_done_ids(str(tmp_path / "out"), "run1", []) is None
+    assert not (tmp_path / "out").exists()
+    assert load_done_ids(None) == frozenset()
+
+
+def test_a_process_holds_one_set_per_file_while_it_is_used(tmp_path):
+    # The two DoFns that read it (the folder's read, the split), in each of a
+    # worker's threads: one set, not a copy each.
+    path = write_done_ids(str(tmp_path / "out"), "run1", [f"{i}.png" for i in range(1000)])
+    first = load_done_ids(path)
+    assert load_done_ids(path) is first
+
+
+def test_a_missing_file_stops_the_run_naming_it(tmp_path):
+    # Skipping none would give every done image a second row.
+    path = done_ids_file(str(tmp_path / "out"), "gone")
+    with pytest.raises(RuntimeError, match="--resume: cannot read .*done_before.json.gz") as e:
+        load_done_ids(path)
+    assert path in str(e.value) and "Run the same command with --resume again" in str(e.value)
+
+
+def test_a_million_ids_come_back_whole(tmp_path):
+    # Beam's gzip reader's read() gave the first 16 MiB of text: 540,000 ids, then
+    # a cut JSON list. ImageNet's train split has 1.28 million.
+    ids = [f"n{k % 1000:08d}/n{k % 1000:08d}_{k}.JPEG" for k in range(1_000_000)]
+    path = write_done_ids(str(tmp_path / "out"), "run1", ids)
+    assert load_done_ids(path) == set(ids)
