@@ -1776,8 +1776,8 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
     in-process worker; other runners' launchers read them from the known models'
     table or saved_model.pb when they can) and --class_names against it; that
     --output is writable. A Dataflow --dry_run needs no Google Cloud access, so
-    it skips the two checks that do (gs:// dataset folder and --output) and
-    logs that.
+    it skips the two checks that do (gs:// dataset folder and --output), and a
+    --resume's reading of the earlier run, and logs that.
 
     Raises:
       ConfigError: bad configuration, before any work; the message names the
@@ -1794,9 +1794,20 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
         _check_schemes(audit)
         job = dataclasses.replace(_prepare(options, audit), command=_command(argv))
         if _is_dataflow_dry_run(options):
-            _LOG.info("Dry run: not checking that --output %s is free and writable.", audit.output)
+            _log_dry_run(audit)
             return job, options
         return _claim_output(job, resume=audit.resume, overwrite=audit.overwrite), options
+
+
+def _log_dry_run(audit: AuditOptions) -> None:
+    """What a Dataflow --dry_run leaves undone: what needs Google Cloud access."""
+    _LOG.info("Dry run: not checking that --output %s is free and writable.", audit.output)
+    if audit.resume:
+        _LOG.info(
+            "Dry run: --resume reads no earlier run, so the job built skips no image. A real "
+            "launch writes the ids of those it skips to a file in --output for the workers "
+            "to read: the job's graph holds its path alone, whatever their number."
+        )
 
 
 def _claim_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:

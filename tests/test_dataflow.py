@@ -10,6 +10,7 @@ Beam's own `apiclient_test.py` does. A Dataflow launcher does not load
 
 import ast
 import io
+import logging
 import os
 import re
 import shutil
@@ -864,3 +865,16 @@ def test_every_package_the_job_imports_is_a_requirement_of_setup_py():
         if not names & {r.replace("_", "-") for r in required}:
             undeclared[module] = sorted(names)
     assert undeclared == {}
+
+
+def test_a_dry_run_of_a_resume_says_it_reads_no_earlier_run(caplog):
+    # It cannot (no Google Cloud access): the job it builds skips no image, and
+    # writes nothing (a real launch writes the skipped ids' file in --output).
+    with caplog.at_level(logging.INFO, logger="pipeline.main"):
+        job, _ = prepare(
+            [*GCP, "--sdk_container_image", IMAGE, "--output", "gs://b/out", "--resume"]
+        )
+    assert job.lock is None and job.done_file is None and not job.done_before
+    assert "Dry run: --resume reads no earlier run, so the job built skips no image." in (
+        caplog.text
+    )
