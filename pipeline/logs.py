@@ -17,6 +17,7 @@ __all__ = [
     "configure_logging",
     "drop_beam_memory_warning",
     "import_tensorflow",
+    "interrupted_complete",
     "quiet_environment",
     "worker_death",
 ]
@@ -27,6 +28,12 @@ NOT_STARTED = "interrupted before the run started; nothing was written. Run the 
 # What a Ctrl-C while the run ran says (`run` raises KeyboardInterrupt with it): the
 # rows of every batch it finished are checkpointed.
 INTERRUPTED = "interrupted; rerun with --resume to continue."
+
+
+def interrupted_complete(output: str) -> str:
+    """What a Ctrl-C says once the run's last stage wrote its manifest "complete" (as
+    Beam stops its workers, or the launcher tidies up): the run is not cut short."""
+    return f"interrupted after the run completed; its results are in {output} (nothing to resume)."
 
 
 # Loggers that are chatty at INFO: shown with --verbose only.

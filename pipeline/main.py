@@ -279,6 +279,44 @@ def _tidy_finished(job: AuditJob) -> dict[str, Any] | None:
     return manifest
 
 
+def _completed(job: AuditJob) -> bool:
+    """This run's manifest says "complete": its last stage wrote it, every file in place."""
+    if job.lock is None:
+        return False
+    try:
+        manifest = read_manifest(job.output)
+    except Exception:  # none, or unreadable: nothing says the run completed
+        return False
+    return (
+        isinstance(manifest, dict)
+        and manifest.get("run_id") == job.lock.run_id
+        and manifest.get("status") == "complete"
+    )
+
+
+def _stopped(job: AuditJob) -> KeyboardInterrupt:
+    """The KeyboardInterrupt a stop (Ctrl-C, SIGTERM) while the run ran raises. Once its
+    manifest says "complete" (Beam stopping its workers, the launcher tidying up), the
+    stop cuts nothing short: the tidy-up is finished first, and the message says the
+    run completed, not to resume it (its `.tmp/` and schema file were left to a resume)."""
+    if not _completed(job):
+        return KeyboardInterrupt(logs.INTERRUPTED)
+    try:
+        with _stops_held():  # a second Ctrl-C stops no more than the first
+            _tidy_finished(job)
+    except KeyboardInterrupt:
+        pass
+    return KeyboardInterrupt(logs.interrupted_complete(job.output))
+
+
+def _tidied(job: AuditJob) -> dict[str, Any] | None:
+    """`_tidy_finished`, whose Ctrl-C says the run completed (`_stopped`)."""
+    try:
+        return _tidy_finished(job)
+    except KeyboardInterrupt:
+        raise _stopped(job) from None
+
+
 def _drop_checkpoints(output: str, run_id: str) -> None:
     """Deletes a finished run's checkpoint files: its rows are in results/ now."""
     _delete_matching(FileSystems.join(checkpoint_folder(output, run_id), "*"))
@@ -2234,10 +2272,12 @@ def _start(
         ):
             return job, options, p.run()
     except BaseException as e:
-        _release(job)
-        if _interrupted(e):
-            raise KeyboardInterrupt(logs.INTERRUPTED) from None
-        raise
+        try:
+            if _interrupted(e):
+                raise _stopped(job) from None
+            raise
+        finally:
+            _release(job)
 
 
 def launch(
@@ -2260,7 +2300,7 @@ def launch(
     if PipelineState.is_terminal(result.state):  # a local run has ended
         try:
             if result.state == PipelineState.DONE:
-                _tidy_finished(job)
+                _tidied(job)
         finally:  # a library caller's process lives on: never hold the folder past the run
             _release(job)
     else:
@@ -2294,11 +2334,11 @@ def _wait(job: AuditJob, options: PipelineOptions, result: PipelineResult):
         return result.wait_until_finish()
     except KeyboardInterrupt:
         if _is_direct(options):
-            raise KeyboardInterrupt(logs.INTERRUPTED) from None
+            raise _stopped(job) from None
         raise KeyboardInterrupt(_left_running(job, options, result)) from None
     except Exception as e:
         if _interrupted(e):
-            raise KeyboardInterrupt(logs.INTERRUPTED) from None
+            raise _stopped(job) from None
         raise
 
 
@@ -2360,7 +2400,8 @@ def run(
         every input.
       KeyboardInterrupt: a Ctrl-C (a notebook's interrupt) stopped it: before
         --output was claimed, nothing was written; while it ran, the rows of every
-        batch it finished are kept for a --resume, as the message says.
+        batch it finished are kept for a --resume, as the message says; once its
+        manifest said "complete", the run is tidied up and the message says so.
     """
     logs.drop_beam_memory_warning()
     job, options, result = _start(argv, save_main_session)
@@ -2376,7 +2417,7 @@ def run(
         state = _wait(job, options, result)
         done = state is None or state == PipelineState.DONE
         if done:
-            manifest = _tidy_finished(job)
+            manifest = _tidied(job)
     finally:
         _release(job)
     if not done:

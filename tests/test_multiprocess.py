@@ -352,6 +352,10 @@ def _ctrl_c_twice(job) -> None:
 
 _INTERRUPTED = "error: interrupted; rerun with --resume to continue.\n"
 _TERMINATED = "error: stopped by SIGTERM; rerun with --resume to continue.\n"
+# Once the manifest says "complete": the run is not cut short ({} is --output).
+_COMPLETE = "after the run completed; its results are in {} (nothing to resume).\n"
+_INTERRUPTED_COMPLETE = "error: interrupted " + _COMPLETE
+_TERMINATED_COMPLETE = "error: stopped by SIGTERM " + _COMPLETE
 
 
 @pytest.mark.parametrize(
@@ -433,8 +437,8 @@ def _wait_for(moment, job, output) -> None:
     "moment, settle, stop, status, error, resume",
     [
         (_workers_started, 0, _ctrl_c_at_a_terminal, 130, _INTERRUPTED, True),
-        (_run_complete, 0.2, _ctrl_c_at_a_terminal, 130, _INTERRUPTED, True),
-        (_run_complete, 0.2, _sigterm, 143, _TERMINATED, False),
+        (_run_complete, 0.2, _ctrl_c_at_a_terminal, 130, _INTERRUPTED_COMPLETE, False),
+        (_run_complete, 0.2, _sigterm, 143, _TERMINATED_COMPLETE, False),
     ],
     ids=["ctrl_c_as_workers_start", "ctrl_c_as_workers_stop", "sigterm_as_workers_stop"],
 )
@@ -445,6 +449,8 @@ def test_a_stop_while_beam_starts_or_stops_the_workers_ends_the_run(
     # stopped its workers after the last stage, hung the launcher (Ctrl-C ignored by
     # then) with a worker left running: Beam waited for a worker it never told to
     # stop. The workers are paused (SIGSTOP) across the stop, so that it lands there.
+    # That stop, after the manifest said "complete", also said to resume a complete run
+    # and left its `.tmp/` and schema file: it now tidies up and says the run completed.
     output = tmp_path / "out"
     command = _two_workers_command(image_folder, linear_keras, output)
     job = subprocess.Popen(
@@ -477,11 +483,15 @@ def test_a_stop_while_beam_starts_or_stops_the_workers_ends_the_run(
     log = job.stderr.readlines()
     text = "".join(log)
     assert code == status, text[-3000:]
-    assert [line for line in log if line.startswith("error:")] == [error], text[-3000:]
+    errors = [line for line in log if line.startswith("error:")]
+    assert errors == [error.format(output)], text[-3000:]
     python = "".join(line for line in log if not re.match(r"[EWIF]\d{4} ", line))
     assert "Traceback" not in python and "ERROR" not in python, text[-3000:]
     assert workers and not left
-    if not resume:  # the same output as after a Ctrl-C (each resume runs the whole job)
+    if moment is _run_complete:  # tidied up as after a run no stop reached
+        assert not (output / ".tmp").exists() and not (output / ".lock").exists()
+        assert not (output / "results" / "part-schema.parquet").exists()
+    if not resume:
         return
     done = subprocess.run(command + ["--resume"], capture_output=True, text=True, env=_ENV)
     assert done.returncode == 0, done.stderr[-3000:]

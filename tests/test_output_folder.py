@@ -245,6 +245,39 @@ def test_a_ctrl_c_while_a_run_from_python_runs_is_a_keyboard_interrupt(
     assert sorted(pd.read_parquet(out / "results").image_id) == sorted(image_folder["pixels"])
 
 
+def test_a_ctrl_c_once_the_run_completed_tidies_it_and_says_it_completed(
+    image_folder, linear_keras, tmp_path, monkeypatch
+):
+    """A stop after the last stage wrote the manifest "complete" (here as the launcher
+    tidies up) said 'interrupted; rerun with --resume to continue.' of a complete run,
+    and left its `.tmp/` and `results/part-schema.parquet` to a later --resume."""
+    import pipeline.main as job
+
+    real, calls = job._drop_checkpoints, []
+
+    def ctrl_c_as_the_tidy_up_starts(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(job, "_drop_checkpoints", ctrl_c_as_the_tidy_up_starts)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt) as interrupted:
+            run(job_flags(image_folder, linear_keras, out), save_main_session=False)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert str(interrupted.value) == (
+        f"interrupted after the run completed; its results are in {out} (nothing to resume)."
+    )
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+    assert not (out / ".tmp").exists() and not (out / ".lock").exists()
+    assert [f.name for f in (out / "results").iterdir()] == ["part-00000-of-00001.parquet"]
+    assert len(pd.read_parquet(out / "results")) == 4
+
+
 @pytest.mark.parametrize("stop, status, said", _STOPS)
 def test_a_stop_before_the_run_started_says_nothing_was_written(
     stop, status, said, folder, linear_keras, tmp_path, jobs
