@@ -96,6 +96,8 @@ from transforms.sinks import (
     results_files,
     salvage_checkpoints,
     write_json,
+    write_manifest,
+    write_no_errors,
     write_schema_file,
 )
 from transforms.tf_model import (
@@ -2228,6 +2230,38 @@ def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
     )
 
 
+def _input_ids(job: AuditJob) -> frozenset[str] | None:
+    """Every input's image id, when known at launch without reading an image: a local
+    folder's listing, the bundled sample's files. None for a gs:// folder (the job
+    lists it) and a TFDS split (its ids name the shard files it reads)."""
+    if job.input_ids is not None:
+        return job.input_ids
+    if isinstance(job.source, sources.SampleSource):
+        return frozenset(f.image_id for f in sources.sample_files())
+    return None
+
+
+def _nothing_left(job: AuditJob, options: PipelineOptions) -> int | None:
+    """The inputs of a --resume whose every input has rows already (`_input_ids`), how
+    many; None when some may be left to do, or the job is a Dataflow template."""
+    if job.lock is None or not job.done_before or _writes_template(options):
+        return None
+    ids = _input_ids(job)
+    return len(ids) if ids is not None and ids <= job.done_before else None
+
+
+def _skip_all(job: AuditJob, inputs: int) -> PipelineResult:
+    """Completes a --resume with nothing left to do (`_nothing_left`) at once: the
+    errors file and manifest its pipeline wrote, which loaded the model in a worker
+    and traced its gradients (on Dataflow, launched a job) to skip every input."""
+    _LOG.info("Every input has rows already: nothing left to do.")
+    write_no_errors(job.output)
+    write_manifest(
+        job.output, job.manifest_base(), {"inputs": inputs, "skipped_done_before": inputs}
+    )
+    return PipelineResult(PipelineState.DONE)
+
+
 def _interrupted(error: BaseException) -> bool:
     """A Ctrl-C while the runner ran: Beam re-raises it from its worker as another
     error (a RuntimeError 'KeyboardInterrupt [while running ...]'), which `run` and
@@ -2263,6 +2297,9 @@ def _start(
         job.output,
     )
     try:
+        skipped = _nothing_left(job, options)
+        if skipped is not None:
+            return job, options, _skip_all(job, skipped)
         p = beam.Pipeline(runner=_local_runner(options), options=options)
         build_pipeline(p, job)
         with (
@@ -2293,7 +2330,8 @@ def launch(
 
     Returns:
       The resolved job and the runner's result: a finished one for the
-      DirectRunner; for a Dataflow --dry_run, one whose `job` is the Dataflow
+      DirectRunner, and for a --resume with nothing left to do (no pipeline
+      runs); for a Dataflow --dry_run, one whose `job` is the Dataflow
       job that would have been submitted (`job.proto_pipeline`, `job.options`).
     """
     job, options, result = _start(argv, save_main_session)
@@ -2361,12 +2399,17 @@ def _left_running(job: AuditJob, options: PipelineOptions, result: PipelineResul
     )
 
 
+def _writes_template(options: PipelineOptions) -> bool:
+    """The job is written as a Dataflow template, not run."""
+    return _is_dataflow(options) and bool(options.view_as(GoogleCloudOptions).template_location)
+
+
 def _not_run_here(options: PipelineOptions, result: PipelineResult) -> tuple[str | None, bool]:
     """Why `run` has no finished run to read (None when it has one), and whether
     a job runs on without this process."""
     if _is_dataflow_dry_run(options):
         return "dry run: the Dataflow job was built, not submitted", False
-    if _is_dataflow(options) and options.view_as(GoogleCloudOptions).template_location:
+    if _writes_template(options):
         return "a Dataflow template was written; no job was started", False
     if options.view_as(StandardOptions).no_wait_until_finish and not PipelineState.is_terminal(
         result.state

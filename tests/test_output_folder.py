@@ -21,6 +21,7 @@ from pipeline.__main__ import main
 from pipeline.report import build_report
 from tests.conftest import SIZE, cli_args, ctrl_c_as_at_a_terminal, has_loaded, write_image
 from transforms.results import read_results
+from transforms.schema import ERROR_SCHEMA
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -441,6 +442,66 @@ def test_launch_of_a_finished_local_run_drops_its_checkpoints(image_folder, line
     before = sorted(f.name for f in (out / "results").iterdir())
     launch([*job_flags(image_folder, linear_keras, out), "--resume"], save_main_session=False)
     assert sorted(f.name for f in (out / "results").iterdir()) == before
+
+
+def test_a_resume_with_every_input_done_completes_without_running_the_model(
+    linear_keras, tmp_path, capsys, caplog
+):
+    """A --resume of a run whose every input has rows ran the whole pipeline (the model
+    loaded in its worker, its gradient functions traced; a job launch on Dataflow) to
+    write a manifest of skipped inputs; it now writes that manifest at once, the same."""
+    rng = np.random.default_rng(5)
+    root, out = tmp_path / "images", tmp_path / "out"
+    for name in ("a.png", "b.png", "c.png"):
+        write_image(root / name, rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
+    flags = cli_args(dataset=root, model=linear_keras, output=out, steps=2)
+    first = run(flags, save_main_session=False)
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    capsys.readouterr()
+    with caplog.at_level(logging.INFO):
+        assert main([*flags, "--resume"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["run_id"] != first["run_id"]
+    counts = {key: 0 for key in first["counts"]}
+    assert manifest["counts"] == {**counts, "inputs": 3, "skipped_done_before": 3}
+    assert manifest["all_inputs_accounted_for"] and manifest["rows_match_target_mode"]
+    assert manifest["resumed"] and manifest["results_prefix"].startswith("part-resume")
+    assert [run["run_id"] for run in manifest["earlier_runs"]] == [first["run_id"]]
+    assert manifest["end_time"] >= manifest["start_time"]
+    # The same files: the earlier rows, an errors file of no record, nothing in .tmp/.
+    assert sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file()) == files
+    assert pd.read_parquet(out / "errors").empty
+    assert list(pd.read_parquet(out / "errors").columns) == ERROR_SCHEMA.names
+    said = capsys.readouterr().out
+    assert "(3 rows, 0 of them from this run)" in said
+    assert "3 inputs; 3 of them done before, their rows kept." in said
+    logged = [r.getMessage() for r in caplog.records]
+    assert "Resuming: 3 images have rows already; skipped." in logged
+    assert "Every input has rows already: nothing left to do." in logged
+    # Nor the pipeline's worker: the model never ran.
+    assert not [m for m in logged if m.startswith("Loaded")], logged
+    # A file added since is done, the others skipped.
+    write_image(root / "d.png", rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
+    grown = run([*flags, "--resume"], save_main_session=False)
+    assert grown["counts"]["skipped_done_before"] == 3 and grown["counts"]["images_with_rows"] == 1
+    assert sorted(pd.read_parquet(out / "results").file_name) == [
+        "a.png",
+        "b.png",
+        "c.png",
+        "d.png",
+    ]
+
+
+def test_a_resume_of_the_whole_sample_completes_at_once(linear_keras, tmp_path, caplog):
+    # The bundled sample's ids are known at launch too, without reading its images.
+    flags = cli_args(dataset="sample", model=linear_keras, output=tmp_path / "out", steps=2)
+    first = run(flags, save_main_session=False)
+    assert first["counts"]["images_with_rows"] == 8
+    with caplog.at_level(logging.INFO):
+        manifest = run([*flags, "--resume"], save_main_session=False)
+    assert manifest["counts"]["inputs"] == manifest["counts"]["skipped_done_before"] == 8
+    assert manifest["all_inputs_accounted_for"] and manifest["status"] == "complete"
+    assert "Every input has rows already: nothing left to do." in caplog.messages
 
 
 def test_a_stale_lock_of_a_dead_process_is_taken_over(image_folder, linear_keras, tmp_path):

@@ -56,6 +56,8 @@ __all__ = [
     "salvage_checkpoints",
     "write_schema_file",
     "write_json",
+    "write_manifest",
+    "write_no_errors",
     "write_parquet_file",
     "writer_options",
 ]
@@ -464,6 +466,34 @@ def write_json(path: str, payload: dict[str, Any]) -> None:
     FileSystems.rename([temp], [path])
 
 
+def write_manifest(output: str, base: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
+    """Writes the "complete" `<output>/manifest.json` of a run (`base`, the job's) whose
+    counts (`COUNT_KEYS`, a missing key 0) are `counts`, and returns it."""
+    counts = {key: int(counts.get(key, 0)) for key in COUNT_KEYS}
+    accounted = (
+        counts["images_with_rows"] + counts["images_with_errors"] + counts["skipped_done_before"]
+    )
+    manifest = dict(base)
+    manifest["counts"] = counts
+    manifest["all_inputs_accounted_for"] = accounted == counts["inputs"]
+    # --target top_k writes k rows per image, the other targets one.
+    expected_rows = counts["images_with_rows"] * manifest.get("rows_per_image", 1)
+    manifest["rows_match_target_mode"] = counts["rows"] == expected_rows
+    manifest["status"] = "complete"
+    manifest["end_time"] = datetime.datetime.now(datetime.UTC).isoformat()
+    if accounted != counts["inputs"] or counts["rows"] != expected_rows:
+        _LOG.error("Inputs not accounted for: %s (rows expected: %d).", counts, expected_rows)
+    write_json(FileSystems.join(output, MANIFEST_FILE), manifest)
+    return manifest
+
+
+def write_no_errors(output: str) -> None:
+    """Writes `<output>/errors/` as a run whose every input was skipped leaves it: one
+    errors file of no record, the one Beam's sink writes for none."""
+    path = FileSystems.join(output, ERRORS_DIR, f"{SHARD_PREFIX}-00000-of-00001.parquet")
+    write_parquet_file(path, [], ERROR_SCHEMA, FileSystems.join(output, TEMP_DIR), keep_empty=True)
+
+
 class _Manifest(beam.DoFn):
     def __init__(self, output: str, base: dict[str, Any]):
         self._output = output
@@ -471,24 +501,7 @@ class _Manifest(beam.DoFn):
 
     def process(self, counts: dict[str, int], files_written: int = 0):
         del files_written  # a side input only to come after the writes (`WriteManifest`)
-        counts = {key: int(counts.get(key, 0)) for key in COUNT_KEYS}
-        accounted = (
-            counts["images_with_rows"]
-            + counts["images_with_errors"]
-            + counts["skipped_done_before"]
-        )
-        manifest = dict(self._base)
-        manifest["counts"] = counts
-        manifest["all_inputs_accounted_for"] = accounted == counts["inputs"]
-        # --target top_k writes k rows per image, the other targets one.
-        expected_rows = counts["images_with_rows"] * manifest.get("rows_per_image", 1)
-        manifest["rows_match_target_mode"] = counts["rows"] == expected_rows
-        manifest["status"] = "complete"
-        manifest["end_time"] = datetime.datetime.now(datetime.UTC).isoformat()
-        if accounted != counts["inputs"] or counts["rows"] != expected_rows:
-            _LOG.error("Inputs not accounted for: %s (rows expected: %d).", counts, expected_rows)
-        write_json(FileSystems.join(self._output, MANIFEST_FILE), manifest)
-        yield manifest
+        yield write_manifest(self._output, self._base, counts)
 
 
 class WriteManifest(beam.PTransform):
