@@ -2233,7 +2233,7 @@ def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
 def _input_ids(job: AuditJob) -> frozenset[str] | None:
     """Every input's image id, when known at launch without reading an image: a local
     folder's listing, the bundled sample's files. None for a gs:// folder (the job
-    lists it) and a TFDS split (its ids name the shard files it reads)."""
+    lists it) and a TFDS split (`_tfds_all_done`)."""
     if job.input_ids is not None:
         return job.input_ids
     if isinstance(job.source, sources.SampleSource):
@@ -2241,11 +2241,23 @@ def _input_ids(job: AuditJob) -> frozenset[str] | None:
     return None
 
 
+def _tfds_all_done(job: AuditJob) -> int | None:
+    """A TFDS split's examples, when the done ids are as many: its ids are known only as
+    it is read, but every row a resume finds is of this split (each resume refuses
+    another --dataset, --split or dataset version), so that many are all of them."""
+    total = job.total_inputs
+    prefix = f"{job.source.name}/"
+    done = sum(1 for image_id in job.done_before if image_id.startswith(prefix))
+    return total if total and done == total else None
+
+
 def _nothing_left(job: AuditJob, options: PipelineOptions) -> int | None:
-    """The inputs of a --resume whose every input has rows already (`_input_ids`), how
-    many; None when some may be left to do, or the job is a Dataflow template."""
+    """The inputs of a --resume whose every input has rows already (`_input_ids`, a TFDS
+    split's count), how many; None when some may be left, or for a Dataflow template."""
     if job.lock is None or not job.done_before or _writes_template(options):
         return None
+    if isinstance(job.source, sources.TfdsSource):
+        return _tfds_all_done(job)
     ids = _input_ids(job)
     return len(ids) if ids is not None and ids <= job.done_before else None
 

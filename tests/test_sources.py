@@ -1,6 +1,7 @@
 """Sources: image folders, the bundled sample, and TFDS through the real builders and reader."""
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -360,6 +361,21 @@ def test_tfds_dataset_end_to_end_with_subsplit(tiny_imagenet_a, linear_keras, tm
     assert set(results.label_name) <= {"tabby cat", "great white shark"}
     assert (results.target_class == results.label).all()
     assert manifest["dataset"] == "imagenet_a" and manifest["split"] == "test[:50%]"
+
+
+def test_a_resume_of_a_whole_tfds_split_completes_at_once(
+    tiny_imagenet_a, linear_keras, tmp_path, caplog
+):
+    # Its ids name the shard files, known only as they are read; its count is known
+    # (the builder's), and every row a resume finds is of this --split.
+    split = cli_args(dataset="imagenet_a", split="test[:50%]", data_dir=tiny_imagenet_a)
+    args = [*split, *cli_args(model=linear_keras, output=tmp_path / "out", steps=2)]
+    assert run(args, save_main_session=False)["counts"]["images_with_rows"] == 2
+    with caplog.at_level(logging.INFO):
+        manifest = run([*args, "--resume"], save_main_session=False)
+    assert manifest["counts"]["inputs"] == manifest["counts"]["skipped_done_before"] == 2
+    assert manifest["all_inputs_accounted_for"] and manifest["status"] == "complete"
+    assert "Every input has rows already: nothing left to do." in caplog.messages
 
 
 def test_a_label_offset_that_shifts_imagenet_a_on_a_1001_output_model_exits_2(
