@@ -378,6 +378,28 @@ def test_a_resume_of_a_whole_tfds_split_completes_at_once(
     assert "Every input has rows already: nothing left to do." in caplog.messages
 
 
+def test_a_resume_of_a_tfds_split_with_one_example_left_runs_it(
+    tiny_imagenet_a, linear_keras, tmp_path
+):
+    # Only the count tells a whole split from one short of it: one example without a
+    # row (as a run killed before it, or whose image failed, leaves) is audited, once.
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    split = cli_args(dataset="imagenet_a", split="test[:50%]", data_dir=tiny_imagenet_a)
+    args = [*split, *cli_args(model=linear_keras, output=tmp_path / "out", steps=2)]
+    assert run(args, save_main_session=False)["counts"]["images_with_rows"] == 2
+    (part,) = (tmp_path / "out" / "results").glob("part-*.parquet")
+    table = pq.read_table(part)
+    ids = sorted(table.column("image_id").to_pylist())
+    pq.write_table(table.filter(pc.equal(table["image_id"], ids[0])), part)
+    manifest = run([*args, "--resume"], save_main_session=False)
+    counts = manifest["counts"]
+    assert counts["inputs"] == 2 and counts["skipped_done_before"] == 1
+    assert counts["images_with_rows"] == 1
+    assert sorted(pd.read_parquet(tmp_path / "out" / "results").image_id) == ids
+
+
 def test_a_label_offset_that_shifts_imagenet_a_on_a_1001_output_model_exits_2(
     tiny_imagenet_a, tmp_path, capsys
 ):
