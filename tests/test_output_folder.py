@@ -246,12 +246,14 @@ def test_a_ctrl_c_while_a_run_from_python_runs_is_a_keyboard_interrupt(
     assert sorted(pd.read_parquet(out / "results").image_id) == sorted(image_folder["pixels"])
 
 
+@pytest.mark.parametrize("entry", ["run", "launch"])
 def test_a_ctrl_c_once_the_run_completed_tidies_it_and_says_it_completed(
-    image_folder, linear_keras, tmp_path, monkeypatch
+    entry, image_folder, linear_keras, tmp_path, monkeypatch
 ):
     """A stop after the last stage wrote the manifest "complete" (here as the launcher
     tidies up) said 'interrupted; rerun with --resume to continue.' of a complete run,
-    and left its `.tmp/` and `results/part-schema.parquet` to a later --resume."""
+    and left its `.tmp/` and `results/part-schema.parquet` to a later --resume; from
+    `launch` (a library caller's), as from `run`."""
     import pipeline.main as job
 
     real, calls = job._drop_checkpoints, []
@@ -267,7 +269,7 @@ def test_a_ctrl_c_once_the_run_completed_tidies_it_and_says_it_completed(
     before = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt) as interrupted:
-            run(job_flags(image_folder, linear_keras, out), save_main_session=False)
+            getattr(job, entry)(job_flags(image_folder, linear_keras, out), save_main_session=False)
     finally:
         signal.signal(signal.SIGINT, before)
     assert str(interrupted.value) == (
