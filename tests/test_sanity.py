@@ -569,6 +569,40 @@ def _layer(model: Classifier, name: str):
     return model._model.get_layer(name)
 
 
+def test_a_constant_weights_noise_is_at_its_value_its_layers_rms_or_glorots_scale(tmp_path):
+    # What README says of a weight whose values are all equal: noise whose standard
+    # deviation is the larger of its |value| and its layer's root mean square, and
+    # Glorot-normal's sqrt(2 / (fan_in + fan_out)) where both are 0 (a layer of zeros).
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    layers = {n: keras.layers.Dense(u, name=n) for n, u in (("zeros", 64), ("rms", 256))}
+    layers["value"] = keras.layers.Dense(256, name="value")
+    for layer in layers.values():
+        x = layer(x)
+    outputs = keras.layers.Dense(1000, name="logits")(x)
+    rng = np.random.default_rng(3)
+    layers["zeros"].set_weights([np.zeros((3, 64), np.float32), np.zeros(64, np.float32)])
+    kernel = rng.normal(0, 0.5, (64, 256)).astype(np.float32)
+    layers["rms"].set_weights([kernel, np.zeros(256, np.float32)])
+    small = rng.normal(0, 0.05, (256, 256)).astype(np.float32)
+    layers["value"].set_weights([small, np.full(256, 3.0, np.float32)])
+    keras.Model(inputs, outputs).save(tmp_path / "constants.keras")
+    model = Classifier(resolve_model(str(tmp_path / "constants.keras")))
+    model.randomize_layers(["zeros", "rms", "value"], seed=0)
+    rms = float(np.sqrt(np.sum(np.square(kernel, dtype=np.float64)) / (kernel.size + 256)))
+    expected = {
+        ("zeros", 0): np.sqrt(2 / (3 + 64)),  # Glorot of its (3, 64) kernel
+        ("zeros", 1): np.sqrt(2 / (64 + 64)),  # and of its 64 biases
+        ("rms", 1): rms,  # a zero bias: its layer's scale
+        ("value", 1): 3.0,  # 3.0 throughout: its own size, over the layer's RMS of 0.2
+    }
+    for (name, index), sd in expected.items():
+        drawn = np.asarray(_layer(model, name).weights[index].numpy())
+        assert np.std(drawn) == pytest.approx(sd, rel=0.2), (name, index, np.std(drawn))
+
+
 def test_a_model_whose_pixel_layer_is_constant_is_destroyed_by_the_check(image_folder, tmp_path):
     # Its only layer over the pixels gives every hidden unit the same weight, 1 / P:
     # randomising that layer left it so, the randomised model's maps were the intact
