@@ -30,10 +30,17 @@ NOT_STARTED = "interrupted before the run started; nothing was written. Run the 
 INTERRUPTED = "interrupted; rerun with --resume to continue."
 
 
-def interrupted_complete(output: str) -> str:
+def interrupted_complete(output: str, failed: int = 0) -> str:
     """What a Ctrl-C says once the run's last stage wrote its manifest "complete" (as
-    Beam stops its workers, or the launcher tidies up): the run is not cut short."""
-    return f"interrupted after the run completed; its results are in {output} (nothing to resume)."
+    Beam stops its workers, or the launcher tidies up): the run is not cut short; its
+    `failed` images (their errors in errors/) are what a --resume would retry."""
+    left = "nothing to resume"
+    if failed:
+        errors, it = ("its error", "it") if failed == 1 else ("their errors", "them")
+        left = (
+            f"{wording.count(failed, 'image')} failed, {errors} in errors/: --resume retries {it}"
+        )
+    return f"interrupted after the run completed; its results are in {output} ({left})."
 
 
 # Loggers that are chatty at INFO: shown with --verbose only.

@@ -281,34 +281,40 @@ def _tidy_finished(job: AuditJob) -> dict[str, Any] | None:
     return manifest
 
 
-def _completed(job: AuditJob) -> bool:
-    """This run's manifest says "complete": its last stage wrote it, every file in place."""
+def _completed(job: AuditJob) -> dict[str, Any] | None:
+    """This run's manifest when it says "complete" (its last stage wrote it, every file
+    in place); None otherwise."""
     if job.lock is None:
-        return False
+        return None
     try:
         manifest = read_manifest(job.output)
     except Exception:  # none, or unreadable: nothing says the run completed
-        return False
-    return (
+        return None
+    if (
         isinstance(manifest, dict)
         and manifest.get("run_id") == job.lock.run_id
         and manifest.get("status") == "complete"
-    )
+    ):
+        return manifest
+    return None
 
 
 def _stopped(job: AuditJob) -> KeyboardInterrupt:
     """The KeyboardInterrupt a stop (Ctrl-C, SIGTERM) while the run ran raises. Once its
     manifest says "complete" (Beam stopping its workers, the launcher tidying up), the
     stop cuts nothing short: the tidy-up is finished first, and the message says the
-    run completed, not to resume it (its `.tmp/` and schema file were left to a resume)."""
-    if not _completed(job):
+    run completed (its `.tmp/` and schema file were left to a resume), and what a
+    --resume would still do: retry its failed images, which its summary would name."""
+    manifest = _completed(job)
+    if manifest is None:
         return KeyboardInterrupt(logs.INTERRUPTED)
     try:
         with _stops_held():  # a second Ctrl-C stops no more than the first
             _tidy_finished(job)
     except KeyboardInterrupt:
         pass
-    return KeyboardInterrupt(logs.interrupted_complete(job.output))
+    failed = int((manifest.get("counts") or {}).get("images_with_errors", 0))
+    return KeyboardInterrupt(logs.interrupted_complete(job.output, failed))
 
 
 def _tidied(job: AuditJob) -> dict[str, Any] | None:

@@ -352,8 +352,12 @@ def _ctrl_c_twice(job) -> None:
 
 _INTERRUPTED = "error: interrupted; rerun with --resume to continue.\n"
 _TERMINATED = "error: stopped by SIGTERM; rerun with --resume to continue.\n"
-# Once the manifest says "complete": the run is not cut short ({} is --output).
-_COMPLETE = "after the run completed; its results are in {} (nothing to resume).\n"
+# Once the manifest says "complete": the run is not cut short ({} is --output); its
+# failed image (`image_folder`'s broken.jpg) is what a --resume would retry.
+_COMPLETE = (
+    "after the run completed; its results are in {} "
+    "(1 image failed, its error in errors/: --resume retries it).\n"
+)
 _INTERRUPTED_COMPLETE = "error: interrupted " + _COMPLETE
 _TERMINATED_COMPLETE = "error: stopped by SIGTERM " + _COMPLETE
 

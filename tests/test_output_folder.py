@@ -246,14 +246,18 @@ def test_a_ctrl_c_while_a_run_from_python_runs_is_a_keyboard_interrupt(
     assert sorted(pd.read_parquet(out / "results").image_id) == sorted(image_folder["pixels"])
 
 
-@pytest.mark.parametrize("entry", ["run", "launch"])
+@pytest.mark.parametrize(
+    "entry, broken", [("run", True), ("launch", True), ("run", False)], ids=["run", "launch", "ok"]
+)
 def test_a_ctrl_c_once_the_run_completed_tidies_it_and_says_it_completed(
-    entry, image_folder, linear_keras, tmp_path, monkeypatch
+    entry, broken, image_folder, linear_keras, tmp_path, monkeypatch
 ):
     """A stop after the last stage wrote the manifest "complete" (here as the launcher
     tidies up) said 'interrupted; rerun with --resume to continue.' of a complete run,
     and left its `.tmp/` and `results/part-schema.parquet` to a later --resume; from
-    `launch` (a library caller's), as from `run`."""
+    `launch` (a library caller's), as from `run`. It then said "nothing to resume" of
+    a run with a failed image too, which a --resume retries (the summary that says it
+    failed is not printed)."""
     import pipeline.main as job
 
     real, calls = job._drop_checkpoints, []
@@ -265,6 +269,8 @@ def test_a_ctrl_c_once_the_run_completed_tidies_it_and_says_it_completed(
         return real(*args, **kwargs)
 
     out = tmp_path / "out"
+    if not broken:
+        (Path(image_folder["root"]) / "broken.jpg").unlink()
     monkeypatch.setattr(job, "_drop_checkpoints", ctrl_c_as_the_tidy_up_starts)
     before = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
@@ -272,8 +278,10 @@ def test_a_ctrl_c_once_the_run_completed_tidies_it_and_says_it_completed(
             getattr(job, entry)(job_flags(image_folder, linear_keras, out), save_main_session=False)
     finally:
         signal.signal(signal.SIGINT, before)
+    left = "1 image failed, its error in errors/: --resume retries it" if broken else ""
     assert str(interrupted.value) == (
-        f"interrupted after the run completed; its results are in {out} (nothing to resume)."
+        f"interrupted after the run completed; its results are in {out} "
+        f"({left or 'nothing to resume'})."
     )
     assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
     assert not (out / ".tmp").exists() and not (out / ".lock").exists()
