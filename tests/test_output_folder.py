@@ -996,8 +996,10 @@ def _add_done_rows(out: Path, count: int) -> set[str]:
 
 
 def _graph_bytes(flags: list[str]):
-    """The size of the graph a run builds (what Dataflow is sent), and the run's job."""
+    """The size of the graph a run builds (what Dataflow is sent), the run's job, and
+    the done-ids file each of its DoFns that skips done images reads, by DoFn."""
     import apache_beam as beam
+    from apache_beam.pipeline import PipelineVisitor
 
     from pipeline.main import build_pipeline, prepare
 
@@ -1005,7 +1007,16 @@ def _graph_bytes(flags: list[str]):
     job.lock.release()
     p = beam.Pipeline(options=options)
     build_pipeline(p, job)
-    return len(p.to_runner_api().SerializeToString()), job
+    held = {}
+
+    class DoneFiles(PipelineVisitor):
+        def visit_transform(self, node):
+            fn = getattr(node.transform, "fn", None)
+            if hasattr(fn, "_done_file"):
+                held[type(fn).__name__] = fn._done_file
+
+    p.visit(DoneFiles())
+    return len(p.to_runner_api().SerializeToString()), job, held
 
 
 def test_a_resumes_graph_holds_no_done_id(image_folder, linear_keras, tmp_path):
@@ -1023,14 +1034,16 @@ def test_a_resumes_graph_holds_no_done_id(image_folder, linear_keras, tmp_path):
     for folder, count in (("a", 10), ("b", 10_000)):
         out = tmp_path / folder / "out"
         done[count] = _add_done_rows(out, count)
-        sizes[count], jobs[count] = _graph_bytes([*flags, "--output", str(out), "--resume"])
+        sizes[count], jobs[count], held = _graph_bytes([*flags, "--output", str(out), "--resume"])
+        # The folder's read leaves the done images' files unread, as the split skips them.
+        assert held == {"_ReadFile": jobs[count].done_file, "_SplitDone": jobs[count].done_file}
     # 10,000 ids added 94 KB; what differs now is compressed noise (run ids, times).
     assert abs(sizes[10_000] - sizes[10]) < 512, sizes
     for count, job in jobs.items():
         assert Path(job.done_file).parent.parent == Path(job.output) / ".tmp" / "checkpoints"
         assert load_done_ids(job.done_file) == done[count]
     # A run that resumes nothing writes no file.
-    _, job = _graph_bytes([*flags, "--output", str(first), "--overwrite"])
+    _, job, _ = _graph_bytes([*flags, "--output", str(first), "--overwrite"])
     assert job.done_file is None
     assert not [f for f in (first / ".tmp").rglob("*") if f.is_file()]  # the resume's: gone
 
