@@ -565,6 +565,30 @@ def test_every_weight_of_a_randomised_layer_differs_from_its_trained_value(tmp_p
     assert (beta < 0).any() and (beta > 0).any()  # a zero has no sign to keep
 
 
+def test_a_variance_of_zeros_stays_a_variance_when_randomised(tmp_path):
+    # A weight of zeros gets noise of either sign (a zero bias has no sign to keep),
+    # and a BatchNormalization's moving variance of zeros did too: sqrt(var + eps)
+    # was NaN in the channels drawn negative, every map NaN. A variance is known by
+    # its name, whatever its values.
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv")(inputs)
+    norm = keras.layers.BatchNormalization(name="bn")
+    x = keras.layers.GlobalAveragePooling2D()(norm(x))
+    outputs = keras.layers.Dense(1000, name="logits")(x)
+    model = keras.Model(inputs, outputs)
+    gamma, beta, mean, variance = norm.get_weights()
+    norm.set_weights([gamma, beta, mean, np.zeros_like(variance)])
+    model.save(tmp_path / "zero_variance.keras")
+    model = Classifier(resolve_model(str(tmp_path / "zero_variance.keras")))
+    model.randomize_layers(["bn"], seed=0)
+    variance = np.asarray(_layer(model, "bn").moving_variance.numpy())
+    assert (variance > 0).all(), variance
+    beta = np.asarray(_layer(model, "bn").beta.numpy())
+    assert (beta < 0).any() and (beta > 0).any()  # a zero offset still has no sign
+
+
 def _layer(model: Classifier, name: str):
     return model._model.get_layer(name)
 

@@ -1453,9 +1453,9 @@ class Classifier:
         trained weight's own mean and standard deviation (a re-initialisation at the
         trained scale; a weight whose values are all equal at `_constant_spread`),
         seeded by `seed` and the layer name; a weight never negative (a
-        BatchNormalization's or Normalization's variance) by the noise's absolute
-        value, as a negative variance makes every output NaN. The compiled functions
-        read the new values."""
+        BatchNormalization's or Normalization's variance: `_never_negative`) by the
+        noise's absolute value, as a negative variance makes every output NaN. The
+        compiled functions read the new values."""
         known = self.weight_layers()
         for name in names:
             if name not in known:
@@ -1472,9 +1472,18 @@ class Classifier:
                 if value.size and floating and value.min() == value.max():
                     spread = _constant_spread(value, values)
                 noise = rng.normal(value.mean() if value.size else 0.0, spread, value.shape)
-                if value.size and value.min() >= 0 and value.max() > 0:  # zeros: no sign
+                if value.size and _never_negative(weight, value):
                     noise = np.abs(noise)
                 weight.assign(noise.astype(value.dtype))
+
+
+def _never_negative(weight: Any, value: np.ndarray) -> bool:
+    """Whether a weight must stay non-negative when randomised: a variance (a
+    BatchNormalization's `moving_variance`, a Normalization's `variance`: known by
+    its name, zeros included) or a weight whose values are all non-negative, not all
+    zero (a zero bias has no sign to keep)."""
+    name = str(getattr(weight, "path", None) or getattr(weight, "name", ""))
+    return name.endswith("variance") or (value.min() >= 0 and value.max() > 0)
 
 
 def _constant_spread(value: np.ndarray, layer: list[np.ndarray]) -> float:
