@@ -1042,6 +1042,18 @@ def test_signatures_and_shapes_the_job_cannot_use_are_refused_at_launch(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_four_channel_model_is_not_told_to_make_grayscale(image_folder, tmp_path, capsys):
+    """An RGBA (or RGB + infrared) model was told to make its 4 channels with
+    tf.image.rgb_to_grayscale, which makes 1: the example fits a 1-channel model alone."""
+    for channels, example in ((1, True), (4, False)):
+        model = _keras_input(tmp_path / f"c{channels}.keras", (SIZE, SIZE, channels))
+        assert main(_flags(image_folder, model, tmp_path / "out")) == 2, model
+        (line,) = _error_lines(capsys.readouterr().err)
+        assert f"making its {channels} channel(s) of them inside" in line, line
+        assert ("tf.image.rgb_to_grayscale" in line) == example, line
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("kind", ["keras", "saved_model"])
 def test_a_model_fixing_an_input_side_above_the_bound_is_refused_before_any_image(tmp_path, kind):
     """A model declaring a 20000x20000 input was probed with two such images at launch

@@ -758,8 +758,8 @@ def _image_size(reference: str, location: str, shape, image_size: int | None) ->
 
 
 def _three_channels_hint(shape) -> str:
-    """The fix for a 4-D input without 3 channels last: channels first, or a grayscale
-    model's 1 channel."""
+    """The fix for a 4-D input without 3 channels last: channels first, or making the
+    model's channels inside it (with an example for a grayscale model's 1 channel)."""
     if len(shape) != 4:
         return ""
     if shape[1] == 3:
@@ -767,10 +767,11 @@ def _three_channels_hint(shape) -> str:
             " It takes channels first [batch, 3, height, width]: export it taking channels "
             "last (transposed inside it)."
         )
+    example = " (e.g. tf.image.rgb_to_grayscale)" if shape[-1] == 1 else ""
     return (
         " It is fed RGB images (grayscale ones as 3 equal channels): export it taking "
-        f"[batch, height, width, 3] and making its {shape[-1]} channel(s) of them inside "
-        "(e.g. tf.image.rgb_to_grayscale)."
+        f"[batch, height, width, 3] and making its {shape[-1]} channel(s) of them inside"
+        f"{example}."
     )
 
 
