@@ -1098,6 +1098,31 @@ def test_a_model_fixing_one_side_of_its_input_is_fed_squares_of_that_side(
         resolve_model(model, image_size=24)
 
 
+def test_a_model_whose_input_has_no_known_rank_is_fed_images_of_image_size(image_folder, tmp_path):
+    """A signature or __call__ of tf.TensorSpec(None) (any shape) takes the images as
+    one of [None, None, None, None] does; the launch exited 2 with TF's own words alone,
+    'error: Cannot iterate over a shape with unknown rank.', naming neither model nor fix."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.w = tf.Variable(np.random.default_rng(4).normal(size=(3, 5)).astype(np.float32))
+    scores = tf.function(
+        lambda x: tf.reduce_mean(x, [1, 2]) @ module.w,
+        input_signature=[tf.TensorSpec(None, tf.float32, name="x")],
+    )
+    tf.saved_model.save(module, str(tmp_path / "sig"), signatures={"serving_default": scores})
+    module.__call__ = scores
+    tf.saved_model.save(module, str(tmp_path / "call"))
+    for name in ("sig", "call"):
+        output = tmp_path / "out" / name
+        flags = _flags(image_folder, str(tmp_path / name), output, "--image_size", str(SIZE))
+        assert main([*flags, "--faithfulness", "none"]) == 0, name
+        rows = pd.read_parquet(output / "results").sort_values("image_id")
+        pixels = np.stack([image_folder["pixels"][i] for i in rows.image_id]) / np.float32(255)
+        expected = (pixels.mean(axis=(1, 2)) @ module.w.numpy()).max(axis=1)
+        np.testing.assert_allclose(rows.target_score, expected, rtol=1e-5)
+
+
 def test_a_keras_file_with_a_custom_class_is_refused_with_the_export_that_runs(
     image_folder, tmp_path, capsys
 ):

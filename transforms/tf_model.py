@@ -560,7 +560,7 @@ def _callable(obj: Any, reference: str, announce: bool = True) -> tuple[Any, tup
         def call(x):
             return sig(**{name: cast(x)})[key]
 
-        return call, tuple(spec.shape)
+        return call, _known_shape(spec.shape)
     others = ", ".join(sorted(signatures)) or "none"
     raise ValueError(
         f"--model {reference!r} is neither callable nor has a serving_default signature "
@@ -601,9 +601,13 @@ def _module_call(obj: Any, reference: str, announce: bool) -> tuple[Any, tuple |
     for fn in getattr(obj.__call__, "concrete_functions", None) or []:
         args, kwargs = fn.structured_input_signature
         specs = [s for s in (*args, *kwargs.values()) if hasattr(s, "shape")]
-        if specs and len(specs[0].shape) == 4:
+        if specs and specs[0].shape.rank in (None, 4):  # None: any shape, 4-D images too
             _check_images_alone(reference, specs)
-            shape, dtype, outputs = tuple(specs[0].shape), specs[0].dtype, fn.structured_outputs
+            shape, dtype, outputs = (
+                _known_shape(specs[0].shape),
+                specs[0].dtype,
+                fn.structured_outputs,
+            )
             break
     cast = _input_cast(dtype, reference)
     call = obj if cast is None else lambda x: obj(cast(x))
@@ -611,6 +615,12 @@ def _module_call(obj: Any, reference: str, announce: bool) -> tuple[Any, tuple |
         key = _scores_key(reference, outputs, "its __call__", announce)
         return (lambda x: call(x)[key]), shape
     return call, shape
+
+
+def _known_shape(shape) -> tuple | None:
+    """An input's shape as a tuple; None for an input of unknown rank (any shape),
+    which takes the images as an open [None, None, None, None] one does."""
+    return None if shape.rank is None else tuple(shape)
 
 
 def _check_images_alone(reference: str, specs: list) -> None:
