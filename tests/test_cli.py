@@ -1098,6 +1098,34 @@ def test_a_model_fixing_one_side_of_its_input_is_fed_squares_of_that_side(
         resolve_model(model, image_size=24)
 
 
+def test_a_keras_2_file_is_refused_as_such_with_the_export_that_runs(
+    image_folder, tmp_path, capsys
+):
+    """A .keras file saved by tf_keras (Keras 2) was refused as using 'the custom class
+    'Functional'' with the advice to 'rebuild it from Keras' own layers', which it is
+    built from: Keras 3 does not read Keras 2's files. Its export is audited."""
+    import tf_keras
+
+    inputs = tf_keras.Input((SIZE, SIZE, 3))
+    pooled = tf_keras.layers.GlobalAveragePooling2D()(inputs)
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(4)(pooled))
+    path = str(tmp_path / "keras2.keras")
+    model.save(path)
+    model.export(str(tmp_path / "exported"))
+    assert main(_flags(image_folder, path, tmp_path / "out")) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line == (
+        f"error: --model '{path}' was saved by Keras {tf_keras.__version__} (tf_keras), whose "
+        ".keras files Keras 3 does not read: load it with tf_keras (tf_keras.models.load_model) "
+        "and export it as a SavedModel (model.export(folder)), then pass that folder with "
+        "--input_range for the pixels it takes (a SavedModel does not say: 0,1 unless given; "
+        "0,255 for a model that rescales 8-bit pixels itself)."
+    )
+    assert not (tmp_path / "out").exists()
+    exported = _flags(image_folder, str(tmp_path / "exported"), tmp_path / "out")
+    assert main([*exported, "--faithfulness", "none"]) == 0
+
+
 def test_a_model_whose_input_has_no_known_rank_is_fed_images_of_image_size(image_folder, tmp_path):
     """A signature or __call__ of tf.TensorSpec(None) (any shape) takes the images as
     one of [None, None, None, None] does; the launch exited 2 with TF's own words alone,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import re
@@ -513,6 +514,14 @@ def _keras_load_error(location: str, error: Exception) -> ValueError:
             "export the model as a SavedModel (model.export(folder)) and pass that "
             f"folder{_EXPORTED_RANGE}, or rebuild it without the Lambda layer."
         )
+    version = _saved_by_keras(location)
+    if version.startswith("2."):  # Keras 3 reads its own format alone
+        return ValueError(
+            f"--model {location!r} was saved by Keras {version} (tf_keras), whose .keras files "
+            "Keras 3 does not read: load it with tf_keras (tf_keras.models.load_model) and "
+            "export it as a SavedModel (model.export(folder)), then pass that folder"
+            f"{_EXPORTED_RANGE}."
+        )
     unknown = _UNKNOWN_KERAS_OBJECT.search(str(error))
     if unknown is not None:
         kind, name = unknown.groups()
@@ -523,6 +532,18 @@ def _keras_load_error(location: str, error: Exception) -> ValueError:
             "rebuild it from Keras' own layers."
         )
     return ValueError(f"--model {location!r} could not be loaded as a Keras model: {error}")
+
+
+def _saved_by_keras(location: str) -> str:
+    """The Keras version a .keras file's metadata.json names; "" where it names none or
+    the file is no zip."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    try:
+        with tf.io.gfile.GFile(location, "rb") as f, zipfile.ZipFile(f) as archive:
+            return str(json.loads(archive.read("metadata.json")).get("keras_version", ""))
+    except Exception:  # not a zip, no metadata: Keras' own error says what it is
+        return ""
 
 
 def _callable(obj: Any, reference: str, announce: bool = True) -> tuple[Any, tuple | None]:
