@@ -1074,11 +1074,24 @@ def _check_scores(reference: str, scores: Any) -> None:
             f"--model {reference!r} returns {scores.dtype.name} scores; the job needs float "
             "scores (logits or probabilities) to take their gradient."
         )
-    if len(scores.shape) != 2 or scores.shape[0] != 2:
+    shape = tuple(scores.shape)
+    if len(shape) != 2 or shape[0] != 2:
         raise ValueError(
-            f"--model {reference!r} returns shape {tuple(scores.shape)} for a batch of 2 "
-            "images; a classifier returning [batch, classes] is needed."
+            f"--model {reference!r} returns shape {shape} for a batch of 2 images; a "
+            f"classifier returning [batch, classes] is needed{_reshape_hint(shape)}."
         )
+
+
+def _reshape_hint(shape: tuple) -> str:
+    """The fix for scores [batch, classes] with extra axes of size 1 ([N, 1, 1, K] of a
+    fully convolutional head): the reshape that drops them."""
+    extra = [int(d) for d in shape[1:] if d != 1]
+    if len(shape) < 3 or shape[0] != 2 or len(extra) != 1:
+        return ""
+    return (
+        f": export it with its scores reshaped to [batch, {extra[0]}] inside it "
+        f"(tf.reshape(scores, [-1, {extra[0]}]))"
+    )
 
 
 def _label_offset(reference, num_outputs, label_offset, num_dataset_classes) -> int:
