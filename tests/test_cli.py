@@ -829,6 +829,26 @@ def test_scores_with_extra_axes_of_size_1_are_refused_naming_the_reshape(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_keras_model_of_several_inputs_is_refused_naming_them(image_folder, tmp_path, capsys):
+    """A model taking the image and a second input failed on the launch's probe with Keras'
+    advice, 'Pass inputs as a dict', which a user of the job cannot follow."""
+    import keras
+
+    image, meta = keras.Input((SIZE, SIZE, 3), name="pixels"), keras.Input((4,), name="meta")
+    pooled = keras.layers.GlobalAveragePooling2D()(image)
+    joined = keras.layers.Concatenate()([pooled, meta])
+    model = str(tmp_path / "two_inputs.keras")
+    keras.Model([image, meta], keras.layers.Dense(4)(joined)).save(model)
+    assert main(_flags(image_folder, model, tmp_path / "out")) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line == (
+        f"error: --model '{model}' takes 2 inputs (pixels, meta); the job calls it with the "
+        "images [N, H, W, 3] alone: save a model of the images only (any other input fixed "
+        "inside it)."
+    ), line
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_damaged_saved_model_pb_names_the_fix(image_folder, tmp_path, capsys):
     good = _saved_model(tmp_path / "good", lambda s: s, None)
     cases = {

@@ -559,6 +559,7 @@ def _callable(obj: Any, reference: str, announce: bool = True) -> tuple[Any, tup
                 "no weights. Build it before saving it (call it on a batch of images, or "
                 "model.build((None, height, width, 3)))."
             )
+        _check_keras_inputs(obj, reference)
         # A Keras Input's batch size is a hint: the model runs on any batch.
         shape = (None, *obj.inputs[0].shape[1:]) if obj.inputs else None
         if obj.inputs:  # Keras casts the float32 images to a float input's dtype itself
@@ -589,6 +590,19 @@ def _callable(obj: Any, reference: str, announce: bool = True) -> tuple[Any, tup
         "serving_default (tf.saved_model.save(model, folder, signatures={'serving_default': "
         "fn})) or as its __call__."
     )
+
+
+def _check_keras_inputs(model: Any, reference: str) -> None:
+    """The job calls a Keras model with the images alone: one of several inputs is
+    refused, naming them (Keras' own advice, to pass a dict, is not the user's to follow)."""
+    inputs = model.inputs or []
+    if len(inputs) > 1:
+        names = ", ".join(str(getattr(i, "name", None) or "unnamed") for i in inputs)
+        raise ValueError(
+            f"--model {reference!r} takes {len(inputs)} inputs ({names}); the job calls it "
+            "with the images [N, H, W, 3] alone: save a model of the images only (any other "
+            "input fixed inside it)."
+        )
 
 
 def _keras_call(model: Any, reference: str, announce: bool):
