@@ -811,20 +811,22 @@ def test_models_the_job_cannot_audit_are_refused_at_launch(image_folder, tmp_pat
 def test_scores_with_extra_axes_of_size_1_are_refused_naming_the_reshape(
     image_folder, tmp_path, capsys
 ):
-    """A fully convolutional head's [N, 1, 1, classes] (or [N, classes, 1]) was refused
-    with 'a classifier returning [batch, classes] is needed' alone: the fix is one reshape."""
+    """A fully convolutional head's [N, 1, 1, classes] (or [N, classes, 1]), or one score
+    per image [N], was refused with 'a classifier returning [batch, classes] is needed'
+    alone: the fix is one reshape."""
     cases = {
-        "conv_head": (lambda s: s[:, None, None, :], "(2, 1, 1, 4)"),
-        "column": (lambda s: s[:, :, None], "(2, 4, 1)"),
+        "conv_head": (lambda s: s[:, None, None, :], "(2, 1, 1, 4)", 4),
+        "column": (lambda s: s[:, :, None], "(2, 4, 1)", 4),
+        "one_score": (lambda s: s[:, 0], "(2,)", 1),
     }
-    for name, (fn, shape) in cases.items():
+    for name, (fn, shape, classes) in cases.items():
         model = _saved_model(tmp_path / name, fn)
         assert main(_flags(image_folder, model, tmp_path / "out")) == 2, name
         (line,) = _error_lines(capsys.readouterr().err)
         assert line == (
             f"error: --model '{model}' returns shape {shape} for a batch of 2 images; a "
             "classifier returning [batch, classes] is needed: export it with its scores "
-            "reshaped to [batch, 4] inside it (tf.reshape(scores, [-1, 4]))."
+            f"reshaped to [batch, {classes}] inside it (tf.reshape(scores, [-1, {classes}]))."
         ), line
     assert not (tmp_path / "out").exists()
 

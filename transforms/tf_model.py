@@ -1098,9 +1098,10 @@ def _check_scores(reference: str, scores: Any) -> None:
 
 def _reshape_hint(shape: tuple) -> str:
     """The fix for scores [batch, classes] with extra axes of size 1 ([N, 1, 1, K] of a
-    fully convolutional head): the reshape that drops them."""
-    extra = [int(d) for d in shape[1:] if d != 1]
-    if len(shape) < 3 or shape[0] != 2 or len(extra) != 1:
+    fully convolutional head), or one score per image [N]: the reshape that makes them
+    [batch, K] (K = 1 for [N])."""
+    extra = [int(d) for d in shape[1:] if d != 1] or [1]
+    if len(shape) == 2 or not shape or shape[0] != 2 or len(extra) != 1:
         return ""
     return (
         f": export it with its scores reshaped to [batch, {extra[0]}] inside it "
