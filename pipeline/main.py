@@ -1660,6 +1660,20 @@ def _check_no_dataflow_build(options: PipelineOptions) -> None:
             )
 
 
+def _check_no_resume_template(options: PipelineOptions, audit: AuditOptions) -> None:
+    """Refuses a --resume built as a Dataflow template: the template runs later (maybe
+    more than once), but a resume reads the earlier run's rows as it is built, and its
+    workers read their ids from the build's `.tmp/`, which the next run deletes."""
+    if audit.resume and _writes_template(options):
+        raise ConfigError(
+            "--resume with --template_location: a template runs later, but a --resume "
+            f"reads the earlier run's rows in {audit.output!r} as it is built, so its job "
+            "would redo the images done in between, giving them a second row. Launch the "
+            "--resume itself (drop --template_location), or build the template for a new "
+            "--output."
+        )
+
+
 def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     """The checks of `prepare`, cheapest first: flags, paths and --output before any model."""
     _check_plain_values(audit)
@@ -1667,6 +1681,7 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     input_range = parse_input_range(audit.input_range)
     batch = batch_size(audit)
     _check_runner(options)
+    _check_no_resume_template(options, audit)
     on_dataflow, dry_run = _is_dataflow(options), _is_dataflow_dry_run(options)
     source = _source(audit)
     if on_dataflow:

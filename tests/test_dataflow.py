@@ -878,3 +878,32 @@ def test_a_dry_run_of_a_resume_says_it_reads_no_earlier_run(caplog):
     assert "Dry run: --resume reads no earlier run, so the job built skips no image." in (
         caplog.text
     )
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "launch"])
+def test_a_resume_built_as_a_template_is_refused_before_anything_is_read(
+    dry_run, tmp_path, monkeypatch, capsys
+):
+    """A template runs later, maybe more than once; a --resume reads the earlier run's
+    rows as it is built. The template's job skipped the images done at build time
+    (redoing those done since: two rows each) and read their ids from the build's
+    `<output>/.tmp/checkpoints/<run id>/done_before.json.gz`, which the next run on the
+    folder deletes: its workers then failed, telling the user to run the same command
+    again. The build also left the folder's manifest "running" and its errors deleted."""
+    from apache_beam.io.gcp import gcsio
+
+    monkeypatch.setattr(gcsio, "GcsIO", lambda *_: pytest.fail("Cloud Storage was called"))
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))  # no gcloud login
+    args = ["--runner", "DataflowRunner", *PROJECT_REGION, "--temp_location", "gs://my-bucket/tmp"]
+    args += [*SHIPPED, "--resume", "--template_location", "gs://my-bucket/templates/audit"]
+    if dry_run:
+        args += ["--dry_run=True", "--no_auth"]
+    status, err = _exit_and_error(args, monkeypatch, capsys)
+    assert status == 2 and err.count("\n") == 1, err
+    assert err == (
+        "error: --resume with --template_location: a template runs later, but a --resume "
+        "reads the earlier run's rows in 'gs://my-bucket/out' as it is built, so its job "
+        "would redo the images done in between, giving them a second row. Launch the "
+        "--resume itself (drop --template_location), or build the template for a new "
+        "--output.\n"
+    )
