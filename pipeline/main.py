@@ -1918,10 +1918,12 @@ def _ready_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
     file written; the job with what a resume found."""
     if resume:
         done, prefix, earlier = _resume_state(job)
-        done_file = write_done_ids(_local_output(job.output), job.lock.run_id, done)
         job = dataclasses.replace(
-            job, done_before=done, done_file=done_file, results_prefix=prefix, earlier_runs=earlier
+            job, done_before=done, results_prefix=prefix, earlier_runs=earlier
         )
+        if _nothing_left(job) is None:  # a pipeline runs: its workers read the ids from a file
+            done_file = write_done_ids(_local_output(job.output), job.lock.run_id, done)
+            job = dataclasses.replace(job, done_file=done_file)
         _log_resume(job, done)
     else:
         _prepare_output(job.output, overwrite)
@@ -2272,10 +2274,11 @@ def _tfds_all_done(job: AuditJob) -> int | None:
     return total if total and done == total else None
 
 
-def _nothing_left(job: AuditJob, options: PipelineOptions) -> int | None:
+def _nothing_left(job: AuditJob) -> int | None:
     """The inputs of a --resume whose every input has rows already (`_input_ids`, a TFDS
-    split's count), how many; None when some may be left, or for a Dataflow template."""
-    if job.lock is None or not job.done_before or _writes_template(options):
+    split's count), how many; None when some may be left. (A template is never a resume:
+    `_check_no_resume_template`.)"""
+    if job.lock is None or not job.done_before:
         return None
     if isinstance(job.source, sources.TfdsSource):
         return _tfds_all_done(job)
@@ -2330,7 +2333,7 @@ def _start(
         job.output,
     )
     try:
-        skipped = _nothing_left(job, options)
+        skipped = _nothing_left(job)
         if skipped is not None:
             return job, options, _skip_all(job, skipped)
         p = beam.Pipeline(runner=_local_runner(options), options=options)

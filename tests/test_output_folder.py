@@ -455,11 +455,22 @@ def test_launch_of_a_finished_local_run_drops_its_checkpoints(image_folder, line
 
 
 def test_a_resume_with_every_input_done_completes_without_running_the_model(
-    linear_keras, tmp_path, capsys, caplog
+    linear_keras, tmp_path, capsys, caplog, monkeypatch
 ):
     """A --resume of a run whose every input has rows ran the whole pipeline (the model
     loaded in its worker, its gradient functions traced; a job launch on Dataflow) to
-    write a manifest of skipped inputs; it now writes that manifest at once, the same."""
+    write a manifest of skipped inputs; it now writes that manifest at once, the same.
+    It still wrote the done ids' file for the pipeline's workers (a million ids: 3 MB,
+    on gs:// too), then deleted it unread."""
+    import pipeline.main as job_main
+
+    real_write, written = job_main.write_done_ids, []
+
+    def write_done_ids(*args, **kwargs):  # the real write, its files noted
+        written.append(real_write(*args, **kwargs))
+        return written[-1]
+
+    monkeypatch.setattr(job_main, "write_done_ids", write_done_ids)
     rng = np.random.default_rng(5)
     root, out = tmp_path / "images", tmp_path / "out"
     for name in ("a.png", "b.png", "c.png"):
@@ -488,12 +499,14 @@ def test_a_resume_with_every_input_done_completes_without_running_the_model(
     logged = [r.getMessage() for r in caplog.records]
     assert "Resuming: 3 images have rows already; skipped." in logged
     assert "Every input has rows already: nothing left to do." in logged
-    # Nor the pipeline's worker: the model never ran.
+    # Nor the pipeline's worker: the model never ran, and no file of ids was written for it.
     assert not [m for m in logged if m.startswith("Loaded")], logged
+    assert [path for path in written if path is not None] == []
     # A file added since is done, the others skipped.
     write_image(root / "d.png", rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
     grown = run([*flags, "--resume"], save_main_session=False)
     assert grown["counts"]["skipped_done_before"] == 3 and grown["counts"]["images_with_rows"] == 1
+    assert len([path for path in written if path is not None]) == 1  # for its pipeline
     assert sorted(pd.read_parquet(out / "results").file_name) == [
         "a.png",
         "b.png",

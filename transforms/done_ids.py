@@ -4,7 +4,8 @@ The ids of the images an earlier run finished (1.28 M for ImageNet's train split
 were pickled into the job's graph, which Dataflow bounds in size (10 MB for the
 graph, 20 MB for the job's request): 14 MB of graph for a million ids. The
 launcher writes them once, to `done_ids_file(output, run_id)` in the run's own
-checkpoint folder, and the graph holds only that path. So the file lives and dies
+checkpoint folder, and the graph holds only that path (a resume with nothing left
+to do runs no pipeline: no file). So the file lives and dies
 with the run's checkpoints: deleted when the run finishes
 (`pipeline.main._drop_checkpoints`), and by the next run on the folder if this one
 is killed (`.tmp/` is cleared then); a later run has another run id, another file.
