@@ -299,12 +299,14 @@ def _completed(job: AuditJob) -> dict[str, Any] | None:
     return None
 
 
-def _stopped(job: AuditJob) -> KeyboardInterrupt:
+def _stopped(job: AuditJob) -> KeyboardInterrupt | RuntimeError:
     """The KeyboardInterrupt a stop (Ctrl-C, SIGTERM) while the run ran raises. Once its
     manifest says "complete" (Beam stopping its workers, the launcher tidying up), the
     stop cuts nothing short: the tidy-up is finished first, and the message says the
     run completed (its `.tmp/` and schema file were left to a resume), and what a
-    --resume would still do: retry its failed images, which its summary would name."""
+    --resume would still do: retry its failed images, which its summary would name.
+    A complete run whose counts fail the job's check (`_unaccounted`) failed, stop or
+    not: the RuntimeError `run` raises then, saying the stop came after."""
     manifest = _completed(job)
     if manifest is None:
         return KeyboardInterrupt(logs.INTERRUPTED)
@@ -313,8 +315,19 @@ def _stopped(job: AuditJob) -> KeyboardInterrupt:
             _tidy_finished(job)
     except KeyboardInterrupt:
         pass
+    why = _unaccounted(manifest)
+    if why is not None:
+        return RuntimeError(f"{why} (A stop came after the run ended: it cut nothing short.)")
     failed = int((manifest.get("counts") or {}).get("images_with_errors", 0))
     return KeyboardInterrupt(logs.interrupted_complete(job.output, failed))
+
+
+def _unaccounted(manifest: dict[str, Any]) -> str | None:
+    """Why a complete run's manifest fails the job's count checks (an input neither in
+    rows, errors nor skipped; rows that do not match the target mode), or None."""
+    if manifest.get("all_inputs_accounted_for") and manifest.get("rows_match_target_mode"):
+        return None
+    return f"Not every input is accounted for: {manifest.get('counts')}."
 
 
 def _tidied(job: AuditJob) -> dict[str, Any] | None:
@@ -2480,7 +2493,9 @@ def run(
       KeyboardInterrupt: a Ctrl-C (a notebook's interrupt) stopped it: before
         --output was claimed, nothing was written; while it ran, the rows of every
         batch it finished are kept for a --resume, as the message says; once its
-        manifest said "complete", the run is tidied up and the message says so.
+        manifest said "complete", the run is tidied up and the message says so
+        (a RuntimeError instead if that manifest fails the count checks, as without
+        the stop).
     """
     logs.drop_beam_memory_warning()
     job, options, result = _start(argv, save_main_session)
@@ -2501,6 +2516,7 @@ def run(
         _release(job)
     if not done:
         raise RuntimeError(f"The job ended in state {state}; {job.output} is incomplete.")
-    if not manifest["all_inputs_accounted_for"] or not manifest["rows_match_target_mode"]:
-        raise RuntimeError(f"Not every input is accounted for: {manifest['counts']}.")
+    why = _unaccounted(manifest)
+    if why is not None:
+        raise RuntimeError(why)
     return manifest

@@ -289,6 +289,62 @@ def test_a_ctrl_c_once_the_run_completed_tidies_it_and_says_it_completed(
     assert len(pd.read_parquet(out / "results")) == 4
 
 
+# `python -c` of a job that loses one image's count (a fault the job's check catches:
+# its manifest says "complete", `all_inputs_accounted_for` false) and is stopped by the
+# signal named by argv[1], if any, as its tidy-up starts: after that manifest.
+_UNACCOUNTED_JOB = """
+import os, signal, sys
+import pipeline.main as job
+from pipeline.__main__ import main_exit
+
+count, counted = job._images_with, []
+def one_image_uncounted(outcome):
+    counted.append(outcome)
+    return count(outcome) if len(counted) > 1 else []
+job._images_with = one_image_uncounted
+stop, drop, stopped = getattr(signal, sys.argv[1], None), job._drop_checkpoints, []
+def stop_as_the_tidy_up_starts(*args):
+    if stop is not None and not stopped:  # once: the stop's clean-up tidies again
+        stopped.append(stop)
+        os.kill(os.getpid(), stop)
+    return drop(*args)
+job._drop_checkpoints = stop_as_the_tidy_up_starts
+sys.argv = ["pipeline", *sys.argv[2:]]
+main_exit()
+"""
+
+
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM", "none"])
+def test_a_stop_after_a_run_that_lost_an_input_says_it_failed_as_without_the_stop(
+    stop, image_folder, linear_keras, tmp_path
+):
+    """A run whose manifest says "complete" but not every input accounted for fails
+    (exit 1, the count said). A Ctrl-C or SIGTERM once that manifest was written cuts
+    nothing short, yet it said 'interrupted after the run completed; its results are
+    in out (nothing to resume).' and exited 130 (143): a failed run called complete."""
+    out = tmp_path / "out"
+    flags = [*job_flags(image_folder, linear_keras, out), "--faithfulness", "none"]
+    done = subprocess.run(
+        [sys.executable, "-c", _UNACCOUNTED_JOB, stop, *flags],
+        cwd=_REPO,
+        env={**os.environ, "PYTHONPATH": str(_REPO), "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=ctrl_c_as_at_a_terminal,
+    )
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: the run failed: RuntimeError: Not every input is accounted for: {"
+    ), done.stderr[-3000:]
+    assert ("cut nothing short" in lines[0]) is (stop != "none")
+    assert "completed" not in lines[0] and "Traceback" not in done.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and not manifest["all_inputs_accounted_for"]
+    assert not (out / ".tmp").exists() and not (out / ".lock").exists()  # tidied, as without
+
+
 @pytest.mark.parametrize("stop, status, said", _STOPS)
 def test_a_stop_before_the_run_started_says_nothing_was_written(
     stop, status, said, folder, linear_keras, tmp_path, jobs
