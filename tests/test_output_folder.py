@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import duckdb
@@ -289,10 +290,11 @@ def test_a_ctrl_c_once_the_run_completed_tidies_it_and_says_it_completed(
     assert len(pd.read_parquet(out / "results")) == 4
 
 
-# `python -c` of a job that loses one image's count (a fault the job's check catches:
-# its manifest says "complete", `all_inputs_accounted_for` false) and is stopped by the
-# signal named by argv[1], if any, as its tidy-up starts: after that manifest.
-_UNACCOUNTED_JOB = """
+# `python -c` of the job, stopped by the signal named by argv[1] ("none": not stopped)
+# as its tidy-up starts, once its manifest says "complete"; with argv[2] "lose-a-count",
+# one image's count is lost (a fault the job's check catches: `all_inputs_accounted_for`
+# false). The job's flags follow.
+_STOPPED_AT_TIDY_UP = """
 import os, signal, sys
 import pipeline.main as job
 from pipeline.__main__ import main_exit
@@ -301,7 +303,8 @@ count, counted = job._images_with, []
 def one_image_uncounted(outcome):
     counted.append(outcome)
     return count(outcome) if len(counted) > 1 else []
-job._images_with = one_image_uncounted
+if sys.argv[2] == "lose-a-count":
+    job._images_with = one_image_uncounted
 stop, drop, stopped = getattr(signal, sys.argv[1], None), job._drop_checkpoints, []
 def stop_as_the_tidy_up_starts(*args):
     if stop is not None and not stopped:  # once: the stop's clean-up tidies again
@@ -309,9 +312,22 @@ def stop_as_the_tidy_up_starts(*args):
         os.kill(os.getpid(), stop)
     return drop(*args)
 job._drop_checkpoints = stop_as_the_tidy_up_starts
-sys.argv = ["pipeline", *sys.argv[2:]]
+sys.argv = ["pipeline", *sys.argv[3:]]
 main_exit()
 """
+
+
+def _stopped_at_tidy_up(stop: str, count: str, flags: list[str]) -> subprocess.CompletedProcess:
+    """`_STOPPED_AT_TIDY_UP` run to its end: a real process, its stderr captured."""
+    return subprocess.run(
+        [sys.executable, "-c", _STOPPED_AT_TIDY_UP, stop, count, *flags],
+        cwd=_REPO,
+        env={**os.environ, "PYTHONPATH": str(_REPO), "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=ctrl_c_as_at_a_terminal,
+    )
 
 
 @pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM", "none"])
@@ -324,15 +340,7 @@ def test_a_stop_after_a_run_that_lost_an_input_says_it_failed_as_without_the_sto
     in out (nothing to resume).' and exited 130 (143): a failed run called complete."""
     out = tmp_path / "out"
     flags = [*job_flags(image_folder, linear_keras, out), "--faithfulness", "none"]
-    done = subprocess.run(
-        [sys.executable, "-c", _UNACCOUNTED_JOB, stop, *flags],
-        cwd=_REPO,
-        env={**os.environ, "PYTHONPATH": str(_REPO), "TF_CPP_MIN_LOG_LEVEL": "2"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        preexec_fn=ctrl_c_as_at_a_terminal,
-    )
+    done = _stopped_at_tidy_up(stop, "lose-a-count", flags)
     lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert done.returncode == 1, done.stderr[-3000:]
     assert len(lines) == 1 and lines[0].startswith(
@@ -343,6 +351,46 @@ def test_a_stop_after_a_run_that_lost_an_input_says_it_failed_as_without_the_sto
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and not manifest["all_inputs_accounted_for"]
     assert not (out / ".tmp").exists() and not (out / ".lock").exists()  # tidied, as without
+
+
+def test_a_resume_killed_once_complete_leaves_temp_files_the_next_run_deletes_unread(
+    image_folder, linear_keras, tmp_path
+):
+    """SIGKILL once the manifest says "complete", before the tidy-up: `.tmp/` keeps the
+    killed resume's checkpoint and done ids, results/ its schema-only file, the folder
+    its lock. Readers take the run as complete; the next --resume or --overwrite
+    deletes them, salvaging nothing (every checkpointed row is in results/)."""
+    out, loose = tmp_path / "out", Path(image_folder["root"]) / "loose.png"
+    flags = [*job_flags(image_folder, linear_keras, out), "--faithfulness", "none"]
+    kept = loose.read_bytes()
+    loose.unlink()
+    run(flags, save_main_session=False)
+    loose.write_bytes(kept)  # left to the resume, with broken.jpg: its pipeline runs
+    killed = _stopped_at_tidy_up("SIGKILL", "count-all", [*flags, "--resume"])
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["counts"]["images_with_rows"] == 1
+    left = sorted(p.name for p in (out / ".tmp").rglob("*") if p.is_file())
+    assert len(left) == 2 and "done_before.json.gz" in left, left
+    assert (out / ".lock").exists() and (out / "results" / "part-schema.parquet").exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "has not finished": it completed
+        assert sorted(read_results(str(out)).image_id) == sorted(image_folder["pixels"])
+    replaced = tmp_path / "replaced"
+    shutil.copytree(out, replaced)
+    for folder, extra in ((out, "--resume"), (replaced, "--overwrite")):
+        again = run([*_with_output(flags, folder), extra], save_main_session=False)
+        assert again["status"] == "complete", extra
+        names = sorted(p.name for p in (folder / "results").iterdir())
+        assert not [n for n in names if "salvaged" in n or n == "part-schema.parquet"], names
+        assert not (folder / ".tmp").exists() and not (folder / ".lock").exists(), extra
+        rows = pd.read_parquet(folder / "results")
+        assert rows.image_id.is_unique and sorted(rows.image_id) == sorted(image_folder["pixels"])
+
+
+def _with_output(flags: list[str], output: Path) -> list[str]:
+    at = flags.index("--output")
+    return [*flags[: at + 1], str(output), *flags[at + 2 :]]
 
 
 @pytest.mark.parametrize("stop, status, said", _STOPS)
