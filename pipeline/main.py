@@ -68,6 +68,7 @@ from transforms.files import is_partial_of
 from transforms.manifest import (
     ERRORS_DIR,
     FAITHFULNESS_PIXELS,
+    FAITHFULNESS_TIES,
     MANIFEST_FILE,
     REPORT_FILE,
     RESULTS_DIR,
@@ -77,6 +78,7 @@ from transforms.manifest import (
     SHARD_PREFIX,
     estimate_bound,
     faithfulness_pixels,
+    faithfulness_ties,
     is_run,
 )
 from transforms.schema import results_schema
@@ -173,6 +175,8 @@ class AuditJob:
                 "estimate_bound": self.config.estimate_bound(),
                 # a padded image's own pixels are what deletion and insertion rank
                 "faithfulness_pixels": FAITHFULNESS_PIXELS,
+                # a map's equal values are ordered as its random control orders them
+                "faithfulness_ties": FAITHFULNESS_TIES,
             },
             "batch_size": self.batch_size,
             "jit_compile": {None: "auto", True: "on", False: "off"}[self.jit_compile],
@@ -454,6 +458,10 @@ _CONFIG_FLAGS = {
     "faithfulness_pixels": (
         "the pixels deletion and insertion rank, a padded image's own or all (a version of the job)"
     ),
+    "faithfulness_ties": (
+        "how deletion and insertion order a map's equal values, as its random control or "
+        "row-major (a version of the job)"
+    ),
 }
 _ROW_NEUTRAL_CONFIG = frozenset({"path_batch_size"})
 # Unused at --tolerance 0 (no estimate is bounded, so a run of a version before
@@ -487,6 +495,7 @@ def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> dict[str, str
         **before_config,
         "estimate_bound": estimate_bound(before_config),
         "faithfulness_pixels": faithfulness_pixels(before_config),
+        "faithfulness_ties": faithfulness_ties(before_config),
     }
     neutral = _neutral_config(before_config, now_config)
     for key in sorted(set(before_config) | set(now_config)):
@@ -530,9 +539,10 @@ def _unmatchable(previous: dict[str, Any], job: AuditJob) -> set[str]:
     pixels, and those the earlier run's version did not have (its manifest has none of
     them, as of --completeness_tolerance before that flag); by flag, as mismatched."""
     before = previous.get("config") or {}
-    derived = {"estimate_bound", "faithfulness_pixels"}  # filled in from the older keys
+    versioned = {"faithfulness_pixels", "faithfulness_ties"}  # no flag sets them
+    derived = {"estimate_bound", *versioned}  # filled in from the older keys
     absent = set(_jsonable(job.manifest_base())["config"]) - set(before) - derived
-    return {_CONFIG_FLAGS.get(k, f"--{k}") for k in absent} | {_CONFIG_FLAGS["faithfulness_pixels"]}
+    return {_CONFIG_FLAGS.get(k, f"--{k}") for k in absent | versioned}
 
 
 def _one_local_folder(before: Any, now: Any) -> bool:
@@ -547,7 +557,7 @@ def _neutral_config(before: dict[str, Any], now: dict[str, Any]) -> frozenset[st
     """The settings of the manifests' "config" that change no row between these two."""
     neutral = _ROW_NEUTRAL_CONFIG
     if before.get("faithfulness") == now["faithfulness"] == "none":
-        neutral |= {"faithfulness_pixels", "faithfulness_steps"}  # no check, null columns
+        neutral |= {"faithfulness_pixels", "faithfulness_ties", "faithfulness_steps"}  # no check
         if "noise" not in now["baselines"]:  # --seed seeds nothing else
             neutral |= {"seed"}
     if before.get("tolerance") == now["tolerance"] == 0:

@@ -477,8 +477,9 @@ def _absolute(path: str | None, working_folder: str | None) -> str | None:
 
 _TYPED_ONLY = ("class_names", "data_dir")
 # Settings in the manifest's "config" that no flag sets: store_path (the library's),
-# estimate_bound (derived from --tolerance), faithfulness_pixels (the job's version).
-_NOT_FLAGS = frozenset({"store_path", "estimate_bound", "faithfulness_pixels"})
+# estimate_bound (derived from --tolerance), faithfulness_pixels and faithfulness_ties
+# (the job's version).
+_NOT_FLAGS = frozenset({"store_path", "estimate_bound", "faithfulness_pixels", "faithfulness_ties"})
 
 
 def _typed_flag(command: list[str], name: str) -> str | None:

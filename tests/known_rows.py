@@ -102,6 +102,7 @@ def _config_entry(dtype: str, attributions: str, baselines_: tuple[str, ...]) ->
         "estimate_bound": 0.01,  # the job's: --tolerance over the estimate's margin
         "completeness_tolerance": 0.01,
         "faithfulness_pixels": "own",  # the job's: a padded image's own pixels are ranked
+        "faithfulness_ties": "control",  # the job's: equal values ordered as the control
         "top_k": 3,
     }
 

@@ -314,3 +314,27 @@ def test_probabilities_of_outputs_are_float64_and_an_infinite_output_nan_without
         warnings.simplefilter("error")
         values = probabilities(outputs, np.array([1, 1]))
     assert values.dtype == np.float64 and 0 < values[0] < 1e-45 and np.isnan(values[1])
+
+
+def test_ties_in_the_map_are_ordered_as_the_control_orders_them():
+    """Equal values of a map are ordered as the row's random control orders them, not
+    row-major: a map of zeros (no information) has the control's curves, so it ties
+    with its control instead of beating it where the evidence lies in the top rows."""
+    rng = np.random.default_rng(8)
+    images = rng.uniform(0, 1, (1, SIDE, SIDE, 3)).astype(np.float32)
+    weights = np.zeros(images.shape[1:], np.float32)
+    weights[0, 0] = 1.0  # the top-left pixel is all the evidence
+    kwargs = dict(input_range=(0.0, 1.0), steps=PIXELS, chunk_size=8, seed=0)
+    zero = np.zeros((1, SIDE, SIDE, 3))
+    result = fa.for_rows(
+        _linear(weights), images, images * 0, ["cat.png"], [0], [0], zero, **kwargs
+    )
+    np.testing.assert_array_equal(result.deletion_curve, result.deletion_curve_random)
+    np.testing.assert_array_equal(result.insertion_curve, result.insertion_curve_random)
+    np.testing.assert_array_equal(result.deletion_auc, result.deletion_auc_random)
+    # Two tied groups: each keeps the control's order within it.
+    control = fa.random_ranking(PIXELS, "cat.png", 0)
+    groups = (np.arange(PIXELS) % 2).reshape(SIDE, SIDE)  # odd pixels first
+    order = fa.ranking(groups, ties=control)
+    odd = control[control % 2 == 1]
+    np.testing.assert_array_equal(order, np.concatenate([odd, control[control % 2 == 0]]))

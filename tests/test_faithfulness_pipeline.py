@@ -272,3 +272,30 @@ def test_a_check_whose_curves_move_by_1e_3_is_judged(noise_images, tmp_path):
     loses = (rows.insertion_auc <= rows.insertion_auc_random) & ~capped
     assert loses.any()
     assert set(results.no_better_than_chance(rows).image_id) == set(rows.image_id[loses])
+
+
+def test_a_map_of_zeros_ties_with_its_control(tmp_path):
+    """A model of one pixel, the top-left one, black in the image: against a black
+    baseline the map is 0 everywhere, no information. Its ties were ordered row-major,
+    so insertion revealed that pixel first and the map beat its control (0.985 against
+    0.713 here) and was not counted among the rows that do no better than chance."""
+    import keras
+
+    weights = np.zeros((SIZE * SIZE * 3, 2), np.float32)
+    weights[0, 1] = 10.0  # logit 1 = 10 x[0, 0, 0] - 5, logit 0 = 0
+    inputs = keras.Input((SIZE, SIZE, 3))
+    dense = keras.layers.Dense(2)
+    model = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
+    dense.set_weights([weights, np.array([0.0, -5.0], np.float32)])
+    model.save(tmp_path / "corner.keras")
+    pixels = np.full((SIZE, SIZE, 3), 255, np.uint8)
+    pixels[0, 0] = 0  # the blurred start is brighter there: revealing it matters
+    write_image(tmp_path / "images" / "corner.png", pixels)
+    _run({"root": tmp_path / "images"}, tmp_path / "corner.keras", tmp_path / "out")
+    rows = pd.read_parquet(tmp_path / "out" / "results")
+    (row,) = rows.itertuples()
+    assert row.target_class == 0 and not np.any(row.attributions)
+    assert row.insertion_auc < 1 - 1e-3  # the check measures something
+    assert row.deletion_auc == row.deletion_auc_random
+    assert row.insertion_auc == row.insertion_auc_random
+    assert len(results.no_better_than_chance(rows)) == 1

@@ -675,6 +675,36 @@ def test_resume_refuses_a_run_whose_faithfulness_checks_ranked_the_padding_too(
             run([*flags, "--resume"], save_main_session=False)
 
 
+def test_resume_refuses_a_run_whose_faithfulness_checks_ordered_ties_row_major(
+    image_folder, linear_keras, tmp_path
+):
+    """A version before faithfulness_ties ordered a map's equal values row-major, not as
+    the row's random control: its AUCs would not compare with this version's, so its
+    run does not go on; without the checks (--faithfulness none) it does."""
+    output = tmp_path / "out"
+    args = cli_args(
+        dataset=image_folder["root"], model=linear_keras, output=output, attributions="none"
+    )
+    for faithfulness, refused in (("deletion_insertion", True), ("none", False)):
+        flags = [*args, "--steps", "2", "--faithfulness", faithfulness]
+        manifest = run([*flags, "--overwrite"], save_main_session=False)
+        assert manifest["config"]["faithfulness_ties"] == "control"
+        del manifest["config"]["faithfulness_ties"]
+        (output / "manifest.json").write_text(json.dumps(manifest))
+        if not refused:
+            resumed = run([*flags, "--resume"], save_main_session=False)
+            assert resumed["counts"]["skipped_done_before"] == 4
+            continue
+        message = (
+            r"differs in how deletion and insertion order a map's equal values, as its random "
+            r"control or row-major \(a version of the job\) \(earlier run: 'row_major', this "
+            r"run: 'control'\)\. This version of the job cannot continue it: start over with "
+            r"--overwrite\.$"
+        )
+        with pytest.raises(ValueError, match=message):
+            run([*flags, "--resume"], save_main_session=False)
+
+
 def test_resume_goes_on_from_a_fixed_rule_run_made_before_the_margin(
     image_folder, linear_keras, tmp_path
 ):

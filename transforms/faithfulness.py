@@ -12,7 +12,8 @@ map ranks first are the pixels the model needs:
 
 Ranking: a map of shape H x W x C is reduced to one value per pixel by
 summing its channels, signed, and pixels are ranked by that value,
-descending (positive evidence first; ties by pixel index, row-major). For a
+descending (positive evidence first; equal values in the order of the row's
+random control, below, so that a map of one value everywhere is the control). For a
 linear model and a map against the deletion reference alone, the signed channel
 sum is exactly what removing the pixel takes off the score, so this ranking is
 the one that drops it fastest (a map averaged over several baselines is not
@@ -124,18 +125,26 @@ def pixel_scores(attribution: np.ndarray) -> np.ndarray:
     raise ValueError(f"An attribution map is [H, W, C] or [H, W], got shape {attribution.shape}.")
 
 
-def ranking(attribution: np.ndarray) -> np.ndarray:
+def ranking(attribution: np.ndarray, ties: np.ndarray | None = None) -> np.ndarray:
     """Pixels in the order they are switched: highest signed channel sum first.
 
     Args:
       attribution: float [H, W, C] or [H, W].
+      ties: int [H * W], a permutation of the pixels that orders equal values (the
+        row's `random_ranking`, as the job does); default index (row-major) order.
 
     Returns:
-      int64 [H * W], flat (row-major) pixel indices; ties keep index order,
-      NaN values come last.
+      int64 [H * W], flat (row-major) pixel indices; NaN values come last.
     """
     scores = pixel_scores(attribution).ravel()
-    return np.argsort(-scores, kind="stable")
+    if ties is None:
+        return np.argsort(-scores, kind="stable")
+    ties = np.asarray(ties)
+    if ties.shape != scores.shape:
+        raise ValueError(
+            f"ties must be a permutation of the {scores.size} pixels, got {ties.shape}."
+        )
+    return np.lexsort((_positions(ties[None])[0], -scores))
 
 
 def _ranking_seed(seed: int, image_id: str) -> int:
@@ -464,13 +473,15 @@ def for_rows(
 
 def _orders(attributions, image_ids, image_index, content, seed) -> tuple[np.ndarray, ...]:
     """The rows' switching orders, the map's and the control's, int [R, H * W] each,
-    each image's own pixels first (`content_first`)."""
+    each image's own pixels first (`content_first`). The map's equal values are
+    ordered as the control orders them: a map of one value everywhere (no
+    information) is its control, not a row-major scan that beats it where the
+    evidence lies in the top rows."""
     pixels = content.shape[1] * content.shape[2]
-    pairs = zip(attributions, image_index, strict=True)
-    orders = [content_first(ranking(a), content[i]) for a, i in pairs]
-    controls = [
-        content_first(random_ranking(pixels, image_ids[i], seed), content[i]) for i in image_index
-    ]
+    randoms = [random_ranking(pixels, image_ids[i], seed) for i in image_index]
+    rows = zip(attributions, randoms, image_index, strict=True)
+    orders = [content_first(ranking(a, ties=r), content[i]) for a, r, i in rows]
+    controls = [content_first(r, content[i]) for r, i in zip(randoms, image_index, strict=True)]
     return np.stack(orders), np.stack(controls)
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "CHECKPOINT_DIR",
     "ERRORS_DIR",
     "FAITHFULNESS_PIXELS",
+    "FAITHFULNESS_TIES",
     "MANIFEST_FILE",
     "REPORT_FILE",
     "RESULTS_DIR",
@@ -28,6 +29,7 @@ __all__ = [
     "completeness_bound",
     "estimate_bound",
     "faithfulness_pixels",
+    "faithfulness_ties",
     "is_run",
     "read_manifest",
     "shows_targets",
@@ -123,6 +125,17 @@ def faithfulness_pixels(config: dict[str, Any]) -> str:
     """The pixels a run's deletion and insertion ranked, from its manifest's "config":
     a version before `FAITHFULNESS_PIXELS` ranked all, the padding too."""
     return config.get("faithfulness_pixels", "all")
+
+
+#: The manifest's "faithfulness_ties": deletion and insertion order a map's equal
+#: values as the row's random control orders them (`transforms.faithfulness`).
+FAITHFULNESS_TIES = "control"
+
+
+def faithfulness_ties(config: dict[str, Any]) -> str:
+    """How a run's deletion and insertion ordered a map's equal values, from its
+    manifest's "config": a version before `FAITHFULNESS_TIES` ordered them row-major."""
+    return config.get("faithfulness_ties", "row_major")
 
 
 def unfinished_status(manifest: dict[str, Any]) -> str | None:
