@@ -64,6 +64,7 @@ from transforms.manifest import (
     completeness_bound,
     estimate_bound,
     faithfulness_pixels,
+    faithfulness_ties,
     missing_run_message,
     shows_targets,
     unfinished_status,
@@ -1235,6 +1236,7 @@ def _sections(
         "faithfulness": {
             "deleted_to": _deleted_to(config),
             "padding_ranked": faithfulness_pixels(config) == "all",
+            "ties_row_major": faithfulness_ties(config) == "row_major",
         }
         | _faithfulness(chosen, pictures, examples),
         "sanity": read_sanity(output),

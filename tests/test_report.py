@@ -497,6 +497,21 @@ def test_faithfulness_of_a_version_that_ranked_the_padding_too_is_said_to_favour
     assert "2 of 4 rows do no better than chance" in section  # the values, as recorded
 
 
+def test_faithfulness_of_a_version_that_ordered_ties_row_major_says_so(folder_run):
+    # Before faithfulness_ties a map's equal values were ranked row-major: a map of one
+    # value in places beat or lost to its control by where those pixels lay.
+    output = folder_run["output"]
+    add_columns(output, NEW_VALUES)
+    note = "ordered a map's equal values row-major"
+    assert note not in _page(build_report(output, gallery=0)).sections["faithfulness"]
+    path = Path(output, "manifest.json")
+    manifest = json.loads(path.read_text())
+    del manifest["config"]["faithfulness_ties"]
+    path.write_text(json.dumps(manifest))
+    section = _page(build_report(output, gallery=0)).sections["faithfulness"]
+    assert note in section and "rerun the audit with this version" in section
+
+
 def test_counts_of_one_read_in_the_singular(folder_run):
     # '1 of them are within it in their sum', 'the worst 1 are shown', '1 rows have no
     # faithfulness values', 'The 1 largest errors are shown'.
