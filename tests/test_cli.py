@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -468,6 +469,100 @@ def test_help_says_what_each_choice_of_a_flag_does():
         "blur (the image blurred) or noise (uniform, --seed)",
     ):
         assert explained in text, explained
+
+
+# DESIGN.md's command line (its contract): each flag, and the values it names for it.
+_DESIGN_FLAGS = (
+    "--dataset --split --model --output --steps --method --baseline --target --score --top_k "
+    "--tolerance --faithfulness --class_names --batch_size --image_size --input_range "
+    "--label_offset --attributions --attribution_dtype"
+).split()
+_DESIGN_CHOICES = {
+    "--method": "gausslegendre riemann_trapezoid riemann_left riemann_right riemann_middle",
+    "--baseline": "black white grey blur noise black,blur",  # several are averaged
+    "--target": "predicted label top_k",
+    "--score": "raw softmax",
+    "--attributions": "full pixel none",
+    "--attribution_dtype": "float16 float32",
+    "--faithfulness": "none",
+    "--tolerance": "0",
+}
+_DESIGN_VALUES = [(flag, v) for flag, values in _DESIGN_CHOICES.items() for v in values.split()]
+
+
+def _readme_flag_table() -> dict[str, list[str]]:
+    """README's flag table ("Running it"): flag -> its cells (flag, meaning, default)."""
+    section = Path(ROOT, "README.md").read_text().split("## Running it", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    table = {}
+    for line in section.splitlines():
+        if line.startswith("| `--"):
+            cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+            table[cells[0].strip("`")] = cells
+    return table
+
+
+def test_the_flags_design_names_are_the_jobs_with_its_split_default():
+    parser = argparse.ArgumentParser(add_help=False)
+    AuditOptions._add_argparse_args(parser)
+    declared = {a.option_strings[0]: a for a in parser._actions}
+    assert [flag for flag in _DESIGN_FLAGS if flag not in declared] == []
+    assert declared["--split"].default == "test"  # "TFDS split spec, default `test`"
+
+
+@pytest.mark.parametrize("flag, value", _DESIGN_VALUES)
+def test_every_value_design_names_for_a_flag_is_accepted_as_given(flag, value):
+    from apache_beam.options.pipeline_options import PipelineOptions  # noqa: PLC0415
+
+    from pipeline.options import attribution_config, check_flags  # noqa: PLC0415
+
+    argv = check_flags([flag, value])
+    config = attribution_config(PipelineOptions(argv).view_as(AuditOptions))
+    if flag == "--baseline":
+        assert ",".join(config.baselines) == value
+    elif flag == "--tolerance":
+        assert config.tolerance == float(value)
+    else:
+        assert getattr(config, flag[2:]) == value
+
+
+def test_the_readme_flag_table_is_the_jobs_flags_with_their_defaults():
+    # The table users read is the parser's: the same flags, each non-empty default in
+    # its default cell (a switch's is "off"), and each accepted value of a flag with
+    # a fixed set of them named in its meaning cell.
+    from transforms.config import (  # noqa: PLC0415
+        ATTRIBUTION_DTYPES,
+        ATTRIBUTION_MODES,
+        BASELINES,
+        FAITHFULNESS_MODES,
+        SCORES,
+        TARGETS,
+    )
+    from transforms.ig import METHODS  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(add_help=False)
+    AuditOptions._add_argparse_args(parser)
+    actions = {a.option_strings[0]: a for a in parser._actions}
+    table = _readme_flag_table()
+    assert sorted(table) == sorted(actions)
+    for flag, action in actions.items():
+        default = table[flag][2]
+        if action.default is False:
+            assert default == "off", flag
+        elif action.default is not None:
+            assert re.match(rf"`?{re.escape(str(action.default))}(`|\s|$)", default), flag
+    choices = {
+        "--method": METHODS,
+        "--baseline": BASELINES,
+        "--target": TARGETS,
+        "--score": SCORES,
+        "--attributions": ATTRIBUTION_MODES,
+        "--attribution_dtype": ATTRIBUTION_DTYPES,
+        "--faithfulness": FAITHFULNESS_MODES,
+        "--jit_compile": actions["--jit_compile"].choices,
+    }
+    for flag, values in choices.items():
+        assert [v for v in values if f"`{v}`" not in table[flag][1]] == [], flag
 
 
 @pytest.mark.parametrize("flag", ["--help", "-h"])
