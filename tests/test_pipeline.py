@@ -7,6 +7,7 @@ import zipfile
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -124,6 +125,101 @@ def test_end_to_end_linear_model_gives_exact_attributions(
     assert labelled.loc[f"{WNID_CAT}/cat1.png", "label"] == 281
     assert labelled.loc[f"{WNID_CAT}/cat1.png", "label_name"] == "tabby cat"
     assert pd.isna(labelled.loc["loose.png", "label"])
+
+
+# DESIGN.md's result and error columns: its contract, never renamed nor removed.
+_CONTRACT_COLUMNS = (
+    "image_id file_name label label_name predicted_class predicted_name top_k_classes "
+    "top_k_names top_k_probs target_class target_name target_score baseline_score "
+    "attribution_sum completeness_delta relative_delta attribution_error within_tolerance "
+    "evaluations steps method deletion_auc insertion_auc deletion_auc_random "
+    "insertion_auc_random attributions attribution_shape"
+).split()
+_ERROR_COLUMNS = ["image_id", "file_name", "stage", "error"]
+
+
+def _split_types(cell: str) -> list[str]:
+    """'int64 (null if a, b), string' -> ['int64 (null if a, b)', 'string']."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(cell):
+        depth += (char in "([") - (char in ")]")
+        if char == "," and depth == 0:
+            parts.append(cell[start:i].strip())
+            start = i + 1
+    return [*parts, cell[start:].strip()]
+
+
+def _readme_columns() -> dict[str, str]:
+    """README's "Result columns" table, in its order: column -> its type cell."""
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    table = readme.split("\nResult columns", 1)[1].split("\n\n")[1]
+    columns = {}
+    for line in table.splitlines()[2:]:
+        names_cell, type_cell, _ = (c.strip() for c in line.strip("| ").split(" | ", 2))
+        names = re.findall(r"`(\w+)`", names_cell)
+        types = _split_types(type_cell)
+        if len(types) != len(names):  # one type for all: 'list<float32>'
+            types = [type_cell] * len(names)
+        columns.update(zip(names, types, strict=True))
+    return columns
+
+
+def _readme_type(arrow_type) -> str:
+    """An Arrow type as README spells it: float64, list<float32>, ..."""
+    if pa.types.is_list(arrow_type):
+        return f"list<{_readme_type(arrow_type.value_type)}>"
+    named = {"double": "float64", "float": "float32", "halffloat": "float16"}
+    return named.get(str(arrow_type), str(arrow_type))
+
+
+def _check_output_against_readme(output, columns: dict[str, str]) -> set[str]:
+    """Asserts `output`'s results have README's columns, in order, of its types, and
+    its errors DESIGN's columns, as strings; returns the result columns holding a null."""
+    table = pq.read_table(os.path.join(output, "results"))
+    assert table.column_names == list(columns)
+    stated = {
+        name: {cell.split(" ")[0].replace("float16/32", f) for f in ("float16", "float32")}
+        for name, cell in columns.items()
+    }
+    wrong = {
+        f.name: str(f.type) for f in table.schema if _readme_type(f.type) not in stated[f.name]
+    }
+    assert wrong == {}
+    errors = pq.read_table(os.path.join(output, "errors"))
+    assert errors.column_names == _ERROR_COLUMNS
+    assert {str(t) for t in errors.schema.types} == {"string"}
+    rows = pd.read_parquet(os.path.join(output, "results"))
+    return {name for name in rows if rows[name].isna().any()}
+
+
+def test_the_readme_column_table_is_the_output_read_back_with_its_nulls(
+    image_folder, linear_keras, tmp_path
+):
+    # The table users read is what the job writes: DESIGN's columns among README's,
+    # each of the type README states, and null where it says, nowhere else.
+    columns = _readme_columns()
+    assert [name for name in _CONTRACT_COLUMNS if name not in columns] == []
+    switched_off = {
+        name: re.findall(r"null if `(--\w+) (\w+)`", cell) for name, cell in columns.items()
+    }
+    off_flags = dict(pair for pairs in switched_off.values() for pair in pairs)
+    assert off_flags == {"--tolerance": "0", "--faithfulness": "none", "--attributions": "none"}
+    unlabelled = {name for name, cell in columns.items() if "null if unlabelled" in cell}
+    assert unlabelled == {"label", "label_name"}
+
+    _run(image_folder, linear_keras, tmp_path / "on", "--faithfulness_steps", "4")
+    assert _check_output_against_readme(tmp_path / "on", columns) == unlabelled
+    _run(
+        image_folder,
+        linear_keras,
+        tmp_path / "off",
+        *cli_args(**{k[2:]: v for k, v in off_flags.items()}),
+    )
+    rows = pd.read_parquet(tmp_path / "off" / "results")
+    assert set(rows.image_id[rows.label.isna()]) == {"loose.png"}  # the one unlabelled image
+    off = {name for name, pairs in switched_off.items() if pairs}
+    assert _check_output_against_readme(tmp_path / "off", columns) == off | unlabelled
+    assert rows[sorted(off)].isna().all().all()
 
 
 def test_the_model_sees_its_input_range_and_ig_starts_from_its_black(
