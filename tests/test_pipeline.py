@@ -222,6 +222,28 @@ def test_the_readme_column_table_is_the_output_read_back_with_its_nulls(
     assert rows[sorted(off)].isna().all().all()
 
 
+def test_rows_hold_designs_definitions_where_the_sum_misses(
+    image_folder, quadratic_saved_model, tmp_path
+):
+    # F = sum x^2 w from black, 4 left points: the map sums to 3/4 of F(x) - F(x'), so
+    # completeness_delta and relative_delta are checked far from 0.
+    flags = cli_args(method="riemann_left", tolerance=0, faithfulness="none", top_k=3)
+    _run(image_folder, quadratic_saved_model, tmp_path / "out", *flags)
+    rows = pd.read_parquet(tmp_path / "out" / "results")
+    gap = rows.target_score - rows.baseline_score
+    np.testing.assert_allclose(rows.completeness_delta, rows.attribution_sum - gap, rtol=1e-9)
+    np.testing.assert_allclose(rows.relative_delta, rows.completeness_delta.abs() / gap.abs())
+    np.testing.assert_allclose(rows.relative_delta, 0.25, rtol=1e-3)
+    for row in rows.itertuples():
+        assert len(row.attributions) == np.prod(row.attribution_shape) == SIZE * SIZE * 3
+        assert np.sum(row.attributions, dtype=np.float64) == pytest.approx(row.attribution_sum)
+        assert row.predicted_class == row.target_class == row.top_k_classes[0]
+        assert row.predicted_name == row.target_name == row.top_k_names[0]
+        assert len(row.top_k_classes) == len(row.top_k_names) == len(row.top_k_probs) == 3
+        assert list(row.top_k_probs) == sorted(row.top_k_probs, reverse=True)
+        assert (row.steps, row.evaluations, row.method) == (4, 4, "riemann_left")
+
+
 def test_the_model_sees_its_input_range_and_ig_starts_from_its_black(
     image_folder, linear_keras, linear_weights, tmp_path
 ):
