@@ -113,6 +113,10 @@ def test_end_to_end_linear_model_gives_exact_attributions(
     }
     assert manifest["status"] == "complete" and manifest["rows_match_target_mode"]
     assert manifest["all_inputs_accounted_for"]
+    # DESIGN: the manifest holds "the run's configuration, versions, model identity and counts".
+    assert manifest["config"]["method"] == "riemann_left" and manifest["config"]["steps"] == 4
+    assert manifest["model"]["identity"].startswith("sha256:")
+    assert all(manifest["versions"][name] for name in ("tensorflow", "apache-beam", "python"))
     assert json.loads((tmp_path / "out" / "manifest.json").read_text()) == manifest
     # run(argv) from Python: the equivalent command line, not the host's (pytest's).
     assert manifest["command"][:3] == ["python", "-m", "pipeline"]
