@@ -348,7 +348,8 @@ def check_flags(argv: Sequence[str]) -> list[str]:
     """Validates flag names and value types of `argv` before any work.
 
     Returns argv as strings (paths and numbers as their text), negative values
-    attached to their flags (`--input_range=-1,1`).
+    attached to their flags (`--input_range=-1,1`); warns of a --baseline given
+    more than once (the last counts; several are averaged given in one).
     Flags that neither the project nor Beam declares are refused with the closest
     known flag; on portable runners (Flink, Spark, Prism, a job server), whose job
     server may take flags of its own, only likely misspellings of known flags are.
@@ -382,7 +383,26 @@ def check_flags(argv: Sequence[str]) -> list[str]:
             passed_flag = "=" not in arg
             continue
         raise ConfigError(message)
+    _warn_repeated_baseline(argv)
     return argv
+
+
+def _warn_repeated_baseline(argv: Sequence[str]) -> None:
+    """Warns of --baseline given more than once: the last counts, as for any flag, but
+    several baselines are averaged, so `--baseline black --baseline white` reads as both."""
+    given = [
+        arg.split("=", 1)[1] if "=" in arg else argv[i + 1]
+        for i, arg in enumerate(argv)
+        if arg.startswith("--baseline=") or (arg == "--baseline" and i + 1 < len(argv))
+    ]
+    if len(given) > 1:
+        _LOG.warning(
+            "--baseline given %d times (%s): the last counts, as for any flag; to average "
+            "several baselines, give them in one, comma-separated: --baseline %s.",
+            len(given),
+            ", then ".join(given),
+            ",".join(dict.fromkeys(n.strip() for value in given for n in value.split(","))),
+        )
 
 
 def _end_of_flags_message(rest: Sequence[str]) -> str:

@@ -565,6 +565,23 @@ def test_the_readme_flag_table_is_the_jobs_flags_with_their_defaults():
         assert [v for v in values if f"`{v}`" not in table[flag][1]] == [], flag
 
 
+def test_a_baseline_given_twice_is_warned_of_naming_the_comma_form(
+    image_folder, linear_keras, tmp_path, caplog
+):
+    # DESIGN: "several may be averaged". `--baseline black --baseline white` ran on
+    # white alone without a word, as the last value of any flag counts.
+    flags = _flags(image_folder, linear_keras, tmp_path / "out", "--faithfulness", "none")
+    with caplog.at_level(logging.WARNING, logger="pipeline.options"):
+        assert main([*flags, "--baseline", "black", "--baseline=white"]) == 0
+    assert (
+        "--baseline given 2 times (black, then white): the last counts, as for any flag; "
+        "to average several baselines, give them in one, comma-separated: "
+        "--baseline black,white." in caplog.messages
+    )
+    rows = pd.read_parquet(tmp_path / "out" / "results", columns=["baseline"])
+    assert set(rows.baseline) == {"white"}
+
+
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_help_asked_of_run_from_python_says_where_the_help_is(flag):
     # It was 'unknown flag --help; did you mean --steps?'.
