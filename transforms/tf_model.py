@@ -473,10 +473,46 @@ def _load(model: ModelReference) -> Any:
             raise _keras_load_error(location, e) from e
     import tensorflow_hub as hub  # noqa: PLC0415
 
+    tags = _serving_tags(model) if kind == "saved_model" else None
     try:
-        return hub.load(location)
+        return hub.load(location, tags=tags)
     except Exception as e:
         raise _saved_model_load_error(kind, location, e) from e
+
+
+_SERVE = "serve"
+
+
+def _serving_tags(model: ModelReference) -> list[str] | None:
+    """The tags of the MetaGraph to load of a SavedModel folder holding several (a TF1
+    export's `serve` graph beside its `train` one): the one tagged `serve` alone, else the
+    only one tagged `serve`, as TF Serving runs it; None for one MetaGraph (or a TF1 Hub
+    module, which hub.load loads by its own tags), or a proto loading reports on.
+
+    Raises:
+      ValueError: several MetaGraphs, none or several of them `serve` ones.
+    """
+    import tensorflow as tf  # noqa: PLC0415
+    from tensorflow.python.saved_model import loader_impl  # noqa: PLC0415
+
+    if tf.io.gfile.exists(os.path.join(model.location, "tfhub_module.pb")):
+        return None
+    try:
+        metas = loader_impl.parse_saved_model(model.location).meta_graphs
+    except Exception:  # unreadable: loading it says why
+        return None
+    tag_sets = [sorted(meta.meta_info_def.tags) for meta in metas]
+    if len(tag_sets) < 2:
+        return None
+    serving = [tags for tags in tag_sets if _SERVE in tags]
+    chosen = [tags for tags in serving if tags == [_SERVE]] or serving
+    if len(chosen) == 1:
+        return chosen[0]
+    raise ValueError(
+        f"--model {model.reference!r} holds {len(tag_sets)} MetaGraphs, tagged "
+        f"{', '.join(str(tags) for tags in tag_sets)}, and the job loads its only one or the "
+        f"one tagged {_SERVE!r}: save the graph that scores images alone, tagged {_SERVE!r}."
+    )
 
 
 def _saved_model_load_error(kind: str, location: str, error: Exception) -> ValueError:

@@ -1,0 +1,105 @@
+"""TF1-style SavedModels (written by tf.compat.v1.saved_model.Builder in graph mode, as
+models exported long ago were) and TF Hub's TF1 format, run through the job."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pipeline.__main__ import main
+from tests.conftest import SIZE, cli_args
+
+CLASSES = 5
+
+
+def _graph(tf):
+    """images [N, SIZE, SIZE, 3] float32 -> logits [N, CLASSES]: a conv, a mean, a dense,
+    in variables (as a TF1 export holds them), seeded."""
+    v1 = tf.compat.v1
+    rng = np.random.default_rng(5)
+    images = v1.placeholder(tf.float32, [None, SIZE, SIZE, 3], name="input")
+    kernel = v1.get_variable("conv", initializer=rng.normal(size=(3, 3, 3, 4)).astype("f4"))
+    dense = v1.get_variable("dense", initializer=rng.normal(size=(4, CLASSES)).astype("f4"))
+    hidden = tf.reduce_mean(tf.nn.relu(tf.nn.conv2d(images, kernel, 1, "SAME")), [1, 2])
+    return images, tf.identity(hidden @ dense, name="logits")
+
+
+def _tf1_saved_model(path, tag_sets: list[list[str]]) -> str:
+    """A TF1 SavedModel of `_graph`, one MetaGraph per tag set, each with a
+    serving_default signature {images} -> {logits}."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    with tf.Graph().as_default(), v1.Session() as session:
+        images, logits = _graph(tf)
+        session.run(v1.global_variables_initializer())
+        builder = v1.saved_model.Builder(str(path))
+        signature = v1.saved_model.predict_signature_def({"images": images}, {"logits": logits})
+        signatures = {"serving_default": signature}
+        builder.add_meta_graph_and_variables(session, tag_sets[0], signature_def_map=signatures)
+        for tags in tag_sets[1:]:
+            builder.add_meta_graph(tags, signature_def_map=signatures)
+        builder.save()
+    return str(path)
+
+
+def _tf1_logits(model: str, tags: list[str], images: np.ndarray) -> np.ndarray:
+    """The model's serving_default logits, run as TF1 ran it: in a Session."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    with tf.Graph().as_default(), v1.Session() as session:
+        meta = v1.saved_model.loader.load(session, tags, model)
+        signature = meta.signature_def["serving_default"]
+        return session.run(
+            signature.outputs["logits"].name, {signature.inputs["images"].name: images}
+        )
+
+
+def _run(image_folder, model: str, output) -> int:
+    args = cli_args(
+        runner="DirectRunner",
+        dataset=image_folder["root"],
+        model=model,
+        output=output,
+        steps=4,
+        faithfulness="none",
+    )
+    return main(args)
+
+
+def _check_rows(image_folder, output, logits_of) -> None:
+    """The rows' classes and scores are the model's own on the images the job fed it
+    (16x16 already, so only scaled to [0, 1]); their attributions are finite."""
+    rows = pd.read_parquet(output / "results").set_index("image_id")
+    ids = sorted(image_folder["pixels"])
+    images = np.stack([image_folder["pixels"][i] for i in ids]).astype(np.float32) / 255
+    logits = logits_of(images)
+    assert rows.loc[ids, "predicted_class"].tolist() == logits.argmax(1).tolist()
+    np.testing.assert_allclose(rows.loc[ids, "target_score"], logits.max(1), rtol=1e-5)
+    assert all(np.isfinite(np.asarray(a)).all() for a in rows["attributions"])
+
+
+def test_a_tf1_saved_model_of_serve_and_train_graphs_is_audited_on_its_serve_one(
+    image_folder, tmp_path, capsys
+):
+    """A TF1 export holding a `train` MetaGraph beside the `serve` one was refused with
+    TF's advice to pass `tags=`, which no flag of the job does: it is audited on the
+    `serve` graph, as TF Serving runs it."""
+    model = _tf1_saved_model(tmp_path / "model", [["serve"], ["train"]])
+    assert _run(image_folder, model, tmp_path / "out") == 0, capsys.readouterr().err
+    _check_rows(image_folder, tmp_path / "out", lambda x: _tf1_logits(model, ["serve"], x))
+
+
+def test_a_tf1_saved_model_of_several_graphs_none_for_serving_is_refused_naming_them(
+    image_folder, tmp_path, capsys
+):
+    model = _tf1_saved_model(tmp_path / "model", [["train"], ["eval"]])
+    assert _run(image_folder, model, tmp_path / "out") == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert line == (
+        f"error: --model '{model}' holds 2 MetaGraphs, tagged ['train'], ['eval'], and the job "
+        "loads its only one or the one tagged 'serve': save the graph that scores images "
+        "alone, tagged 'serve'."
+    ), line
+    assert not (tmp_path / "out").exists()
