@@ -103,3 +103,47 @@ def test_a_tf1_saved_model_of_several_graphs_none_for_serving_is_refused_naming_
         "alone, tagged 'serve'."
     ), line
     assert not (tmp_path / "out").exists()
+
+
+def _tf1_hub_module(path) -> str:
+    """A module in TF Hub's TF1 format (as hub.Module exported it, which tensorflow_hub
+    no longer can): a SavedModel of MetaGraphs tagged [] and ['train'] beside a
+    tfhub_module.pb, whose `default` and `image_classification` signatures map `images`
+    to the logits as `default`, among the hidden layer's activations."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    with tf.Graph().as_default() as graph, v1.Session() as session:
+        images, logits = _graph(tf)
+        session.run(v1.global_variables_initializer())
+        hidden = graph.get_tensor_by_name("Relu:0")
+        outputs = {"default": logits, "Net/hidden": hidden}
+        signature = v1.saved_model.predict_signature_def({"images": images}, outputs)
+        signatures = {"default": signature, "image_classification": signature}
+        builder = v1.saved_model.Builder(str(path))
+        builder.add_meta_graph_and_variables(session, [], signature_def_map=signatures)
+        builder.add_meta_graph(["train"], signature_def_map=signatures)
+        builder.save()
+    (path / "tfhub_module.pb").write_bytes(b"\x08\x03")  # ModuleDef {format: FORMAT_V3}
+    return str(path)
+
+
+def test_a_tf1_hub_module_is_audited_on_its_default_signature_and_output(
+    image_folder, tmp_path, capsys
+):
+    """TF Hub's TF1 format calls a module by its `default` signature and takes its
+    `default` output (TF Hub's common signatures for images: the logits); such a module
+    was refused for want of a serving_default signature."""
+    module = _tf1_hub_module(tmp_path / "module")
+    assert _run(image_folder, module, tmp_path / "out") == 0, capsys.readouterr().err
+
+    def logits(images):
+        import tensorflow as tf
+
+        v1 = tf.compat.v1
+        with tf.Graph().as_default(), v1.Session() as session:
+            signature = v1.saved_model.loader.load(session, [], module).signature_def["default"]
+            feed = {signature.inputs["images"].name: images}
+            return session.run(signature.outputs["default"].name, feed)
+
+    _check_rows(image_folder, tmp_path / "out", logits)

@@ -605,20 +605,11 @@ def _callable(obj: Any, reference: str, announce: bool = True) -> tuple[Any, tup
         return _module_call(obj, reference, announce)
     signatures = getattr(obj, "signatures", {})
     if "serving_default" in signatures:
-        sig = signatures["serving_default"]
-        (name, spec), *rest = sig.structured_input_signature[1].items()
-        if rest:
-            raise ValueError(
-                f"--model {reference!r}: its serving_default signature takes several inputs; "
-                "the job needs one, the images [N, H, W, 3]."
-            )
-        key = _scores_key(reference, sig.structured_outputs, announce=announce)
-        cast = _input_cast(spec.dtype, reference) or (lambda x: x)
-
-        def call(x):
-            return sig(**{name: cast(x)})[key]
-
-        return call, _known_shape(spec.shape)
+        return _signature_call(
+            signatures["serving_default"], "serving_default", reference, announce
+        )
+    if _is_tf1_hub_module(obj) and "default" in signatures:
+        return _signature_call(signatures["default"], "default", reference, announce)
     others = ", ".join(sorted(signatures)) or "none"
     raise ValueError(
         f"--model {reference!r} is neither callable nor has a serving_default signature "
@@ -626,6 +617,38 @@ def _callable(obj: Any, reference: str, announce: bool = True) -> tuple[Any, tup
         "serving_default (tf.saved_model.save(model, folder, signatures={'serving_default': "
         "fn})) or as its __call__."
     )
+
+
+def _is_tf1_hub_module(obj: Any) -> bool:
+    """A module in TF Hub's TF1 format (a tfhub_module.pb beside its saved_model.pb), as
+    hub.load marks the object it loads."""
+    return bool(getattr(obj, "_is_hub_module_v1", False))
+
+
+def _signature_call(sig: Any, name: str, reference: str, announce: bool) -> tuple[Any, tuple]:
+    """A function images -> scores of the signature `name`, and its input shape: its
+    `default` output where a TF1 Hub module's `default` signature has one (TF Hub's
+    convention for the module's primary output: an image classifier's logits), else
+    the output `_scores_key` picks."""
+    (arg, spec), *rest = sig.structured_input_signature[1].items()
+    if rest:
+        raise ValueError(
+            f"--model {reference!r}: its {name} signature takes several inputs; "
+            "the job needs one, the images [N, H, W, 3]."
+        )
+    outputs = sig.structured_outputs
+    if name == "default" and "default" in outputs:
+        key = "default"
+        if len(outputs) > 1 and announce:
+            _LOG.info("Model %s: auditing the 'default' output of its TF1 Hub module.", reference)
+    else:
+        key = _scores_key(reference, outputs, f"its {name} signature", announce)
+    cast = _input_cast(spec.dtype, reference) or (lambda x: x)
+
+    def call(x):
+        return sig(**{arg: cast(x)})[key]
+
+    return call, _known_shape(spec.shape)
 
 
 def _check_keras_inputs(model: Any, reference: str) -> None:
