@@ -24,9 +24,9 @@ def _graph(tf):
     return images, tf.identity(hidden @ dense, name="logits")
 
 
-def _tf1_saved_model(path, tag_sets: list[list[str]]) -> str:
-    """A TF1 SavedModel of `_graph`, one MetaGraph per tag set, each with a
-    serving_default signature {images} -> {logits}."""
+def _tf1_saved_model(path, tag_sets: list[list[str]], name: str = "serving_default") -> str:
+    """A TF1 SavedModel of `_graph`, one MetaGraph per tag set, each with a signature
+    `name` {images} -> {logits}."""
     import tensorflow as tf
 
     v1 = tf.compat.v1
@@ -35,7 +35,7 @@ def _tf1_saved_model(path, tag_sets: list[list[str]]) -> str:
         session.run(v1.global_variables_initializer())
         builder = v1.saved_model.Builder(str(path))
         signature = v1.saved_model.predict_signature_def({"images": images}, {"logits": logits})
-        signatures = {"serving_default": signature}
+        signatures = {name: signature}
         builder.add_meta_graph_and_variables(session, tag_sets[0], signature_def_map=signatures)
         for tags in tag_sets[1:]:
             builder.add_meta_graph(tags, signature_def_map=signatures)
@@ -43,14 +43,16 @@ def _tf1_saved_model(path, tag_sets: list[list[str]]) -> str:
     return str(path)
 
 
-def _tf1_logits(model: str, tags: list[str], images: np.ndarray) -> np.ndarray:
-    """The model's serving_default logits, run as TF1 ran it: in a Session."""
+def _tf1_logits(
+    model: str, tags: list[str], images: np.ndarray, name: str = "serving_default"
+) -> np.ndarray:
+    """The logits of the model's signature `name`, run as TF1 ran it: in a Session."""
     import tensorflow as tf
 
     v1 = tf.compat.v1
     with tf.Graph().as_default(), v1.Session() as session:
         meta = v1.saved_model.loader.load(session, tags, model)
-        signature = meta.signature_def["serving_default"]
+        signature = meta.signature_def[name]
         return session.run(
             signature.outputs["logits"].name, {signature.inputs["images"].name: images}
         )
@@ -147,3 +149,29 @@ def test_a_tf1_hub_module_is_audited_on_its_default_signature_and_output(
             return session.run(signature.outputs["default"].name, feed)
 
     _check_rows(image_folder, tmp_path / "out", logits)
+
+
+def test_a_tf1_saved_model_of_a_predict_signature_alone_is_refused_with_a_resave_that_runs(
+    image_folder, tmp_path, capsys
+):
+    """A TF1 export whose only signature is `predict` was told to save 'the function that
+    scores images' with tf.saved_model.save(model, ...): a TF1 graph has no such model
+    or function. The refusal names a re-save of its own signature, which runs."""
+    import tensorflow as tf
+
+    model = _tf1_saved_model(tmp_path / "model", [["serve"]], name="predict")
+    assert _run(image_folder, model, tmp_path / "out") == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert line.endswith(
+        "A signature it has becomes serving_default so: m = tf.saved_model.load(folder); "
+        "tf.saved_model.save(m, new_folder, signatures={'serving_default': "
+        "m.signatures['predict']}); pass new_folder."
+    ), line
+    assert not (tmp_path / "out").exists()
+    m = tf.saved_model.load(model)
+    new_folder = str(tmp_path / "resaved")
+    tf.saved_model.save(m, new_folder, signatures={"serving_default": m.signatures["predict"]})
+    assert _run(image_folder, new_folder, tmp_path / "out") == 0, capsys.readouterr().err
+    _check_rows(
+        image_folder, tmp_path / "out", lambda x: _tf1_logits(model, ["serve"], x, "predict")
+    )

@@ -615,7 +615,21 @@ def _callable(obj: Any, reference: str, announce: bool = True) -> tuple[Any, tup
         f"--model {reference!r} is neither callable nor has a serving_default signature "
         f"(its signatures: {others}); save it with the function that scores images as "
         "serving_default (tf.saved_model.save(model, folder, signatures={'serving_default': "
-        "fn})) or as its __call__."
+        f"fn}})) or as its __call__.{_resave_hint(sorted(signatures))}"
+    )
+
+
+def _resave_hint(names: list[str]) -> str:
+    """How a SavedModel with signatures but no serving_default one (a TF1 export's
+    `predict`) gets one without the code that made it: loaded and saved again."""
+    if not names:
+        return ""
+    name = repr(names[0]) if len(names) == 1 else "NAME"
+    which = "" if len(names) == 1 else " (NAME: the one that scores images)"
+    return (
+        " A signature it has becomes serving_default so: m = tf.saved_model.load(folder); "
+        "tf.saved_model.save(m, new_folder, signatures={'serving_default': "
+        f"m.signatures[{name}]}}){which}; pass new_folder."
     )
 
 
