@@ -12,26 +12,30 @@ from tests.conftest import SIZE, cli_args
 CLASSES = 5
 
 
-def _graph(tf):
-    """images [N, SIZE, SIZE, 3] float32 -> logits [N, CLASSES]: a conv, a mean, a dense,
-    in variables (as a TF1 export holds them), seeded."""
+def _graph(tf, dtype=None, scale: float = 1.0):
+    """images [N, SIZE, SIZE, 3] of `dtype` (float32) -> logits [N, CLASSES] of the
+    images as floats times `scale`: a conv, a mean, a dense, in variables (as a TF1
+    export holds them), seeded."""
     v1 = tf.compat.v1
     rng = np.random.default_rng(5)
-    images = v1.placeholder(tf.float32, [None, SIZE, SIZE, 3], name="input")
+    images = v1.placeholder(dtype or tf.float32, [None, SIZE, SIZE, 3], name="input")
+    pixels = tf.cast(images, tf.float32) * scale
     kernel = v1.get_variable("conv", initializer=rng.normal(size=(3, 3, 3, 4)).astype("f4"))
     dense = v1.get_variable("dense", initializer=rng.normal(size=(4, CLASSES)).astype("f4"))
-    hidden = tf.reduce_mean(tf.nn.relu(tf.nn.conv2d(images, kernel, 1, "SAME")), [1, 2])
+    hidden = tf.reduce_mean(tf.nn.relu(tf.nn.conv2d(pixels, kernel, 1, "SAME")), [1, 2])
     return images, tf.identity(hidden @ dense, name="logits")
 
 
-def _tf1_saved_model(path, tag_sets: list[list[str]], name: str = "serving_default") -> str:
-    """A TF1 SavedModel of `_graph`, one MetaGraph per tag set, each with a signature
-    `name` {images} -> {logits}."""
+def _tf1_saved_model(
+    path, tag_sets: list[list[str]], name: str = "serving_default", **graph
+) -> str:
+    """A TF1 SavedModel of `_graph(**graph)`, one MetaGraph per tag set, each with a
+    signature `name` {images} -> {logits}."""
     import tensorflow as tf
 
     v1 = tf.compat.v1
     with tf.Graph().as_default(), v1.Session() as session:
-        images, logits = _graph(tf)
+        images, logits = _graph(tf, **graph)
         session.run(v1.global_variables_initializer())
         builder = v1.saved_model.Builder(str(path))
         signature = v1.saved_model.predict_signature_def({"images": images}, {"logits": logits})
@@ -58,7 +62,7 @@ def _tf1_logits(
         )
 
 
-def _run(image_folder, model: str, output) -> int:
+def _run(image_folder, model: str, output, *extra: str) -> int:
     args = cli_args(
         runner="DirectRunner",
         dataset=image_folder["root"],
@@ -67,7 +71,7 @@ def _run(image_folder, model: str, output) -> int:
         steps=4,
         faithfulness="none",
     )
-    return main(args)
+    return main([*args, *extra])
 
 
 def _check_rows(image_folder, output, logits_of) -> None:
@@ -174,4 +178,31 @@ def test_a_tf1_saved_model_of_a_predict_signature_alone_is_refused_with_a_resave
     assert _run(image_folder, new_folder, tmp_path / "out") == 0, capsys.readouterr().err
     _check_rows(
         image_folder, tmp_path / "out", lambda x: _tf1_logits(model, ["serve"], x, "predict")
+    )
+
+
+def test_a_tf1_saved_model_of_uint8_input_is_refused_naming_where_floats_go_in(
+    image_folder, tmp_path, capsys
+):
+    """A TF1 export taking uint8 pixels was told to take float32 'cast to its type inside
+    the model': a cast to uint8 has no gradient, and the job then refused that model for
+    want of one. The refusal says to feed floats where the model turns its pixels into
+    floats; that export, with --input_range 0,255, gives the uint8 model's own scores."""
+    import tensorflow as tf
+
+    model = _tf1_saved_model(tmp_path / "uint8", [["serve"]], dtype=tf.uint8, scale=1 / 255)
+    assert _run(image_folder, model, tmp_path / "out") == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert "cast to its type" not in line, line
+    assert (
+        "export the model with a float32 input, fed in where it turns its uint8 one into "
+        "floats (a cast of float32 images to uint8 inside it would leave no gradient either)"
+    ) in line, line
+    floats = _tf1_saved_model(tmp_path / "floats", [["serve"]], scale=1 / 255)
+    args = [*cli_args(input_range="0,255")]
+    assert _run(image_folder, floats, tmp_path / "out", *args) == 0, capsys.readouterr().err
+    _check_rows(
+        image_folder,
+        tmp_path / "out",
+        lambda x: _tf1_logits(model, ["serve"], np.rint(x * 255).astype(np.uint8)),
     )

@@ -764,8 +764,9 @@ def _input_cast(dtype, reference: str):
         raise ValueError(
             f"--model {reference!r} takes {dtype.name} images; Integrated Gradients needs "
             "the gradient with respect to the input, which an integer input has not: export "
-            "the model with a float32 input (cast to its type inside the model), with "
-            "--input_range for the pixel range it expects (e.g. 0,255)."
+            f"the model with a float32 input, fed in where it turns its {dtype.name} one into "
+            f"floats (a cast of float32 images to {dtype.name} inside it would leave no "
+            "gradient either), with --input_range for the pixel range it expects (e.g. 0,255)."
         )
     if dtype == tf.float32:
         return None
