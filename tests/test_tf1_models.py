@@ -12,14 +12,16 @@ from tests.conftest import SIZE, cli_args
 CLASSES = 5
 
 
-def _graph(tf, dtype=None, scale: float = 1.0):
+def _graph(tf, dtype=None, scale: float = 1.0, loop: bool = False):
     """images [N, SIZE, SIZE, 3] of `dtype` (float32) -> logits [N, CLASSES] of the
     images as floats times `scale`: a conv, a mean, a dense, in variables (as a TF1
-    export holds them), seeded."""
+    export holds them), seeded; `loop`: the images pass a tf.while_loop that keeps them."""
     v1 = tf.compat.v1
     rng = np.random.default_rng(5)
     images = v1.placeholder(dtype or tf.float32, [None, SIZE, SIZE, 3], name="input")
     pixels = tf.cast(images, tf.float32) * scale
+    if loop:
+        _, pixels = tf.while_loop(lambda i, x: i < 2, lambda i, x: (i + 1, x), [0, pixels])
     kernel = v1.get_variable("conv", initializer=rng.normal(size=(3, 3, 3, 4)).astype("f4"))
     dense = v1.get_variable("dense", initializer=rng.normal(size=(4, CLASSES)).astype("f4"))
     hidden = tf.reduce_mean(tf.nn.relu(tf.nn.conv2d(pixels, kernel, 1, "SAME")), [1, 2])
@@ -206,3 +208,35 @@ def test_a_tf1_saved_model_of_uint8_input_is_refused_naming_where_floats_go_in(
         tmp_path / "out",
         lambda x: _tf1_logits(model, ["serve"], np.rint(x * 255).astype(np.uint8)),
     )
+
+
+def test_a_tf1_graph_whose_loop_has_no_gradient_in_tf2_is_refused_saying_so(
+    image_folder, tmp_path, capsys
+):
+    """A TF1 graph's tf.while_loop (control flow v1; tf.map_fn makes one too) runs in a
+    loaded SavedModel, but TensorFlow 2 cannot take its gradient there
+    (tensorflow/tensorflow#7404). The refusal said the model 'fails on a batch of 2
+    images: 'NoneType' object has no attribute 'outer_context''; it says that the
+    gradient is what fails, and how to export the graph so that it has one, which runs."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    v1.disable_control_flow_v2()
+    try:
+        model = _tf1_saved_model(tmp_path / "v1_loop", [["serve"]], loop=True)
+    finally:
+        v1.enable_control_flow_v2()
+    assert _run(image_folder, model, tmp_path / "out") == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert line.startswith(
+        f"error: --model '{model}' runs on a batch of 2 images [2, {SIZE}, {SIZE}, 3], but "
+        "TensorFlow cannot take its gradient with respect to them ("
+    ), line
+    assert line.endswith(
+        "A TF1 graph's tf.while_loop (tf.map_fn makes one) has none in TensorFlow 2: build "
+        "the graph again after tf.compat.v1.enable_control_flow_v2() and export it."
+    ), line
+    assert not (tmp_path / "out").exists()
+    rebuilt = _tf1_saved_model(tmp_path / "v2_loop", [["serve"]], loop=True)
+    assert _run(image_folder, rebuilt, tmp_path / "out") == 0, capsys.readouterr().err
+    _check_rows(image_folder, tmp_path / "out", lambda x: _tf1_logits(model, ["serve"], x))

@@ -1084,10 +1084,7 @@ def _probe_outputs(reference: str, call, image_size: int, input_range) -> np.nda
             tape.watch(images)
             scores = call(images)
     except Exception as e:
-        raise ValueError(
-            f"--model {reference!r} fails on a batch of 2 images [2, {image_size}, "
-            f"{image_size}, 3]: {error_reason(e)}"
-        ) from e
+        raise _probe_error(reference, call, images, e) from e
     _check_scores(reference, scores)
     if tape.gradient(scores, images) is None:  # of their sum
         raise ValueError(
@@ -1095,6 +1092,32 @@ def _probe_outputs(reference: str, call, image_size: int, input_range) -> np.nda
             "(a tf.stop_gradient, or an op that has none); Integrated Gradients needs one."
         )
     return scores.numpy()
+
+
+# What TF raises taking the gradient of a TF1 graph's while loop (control flow v1) in
+# a loaded SavedModel (tensorflow/tensorflow#7404), and the export that has one.
+_V1_LOOP_ERROR = "has no attribute 'outer_context'"
+_V1_LOOP_FIX = (
+    " A TF1 graph's tf.while_loop (tf.map_fn makes one) has none in TensorFlow 2: build the "
+    "graph again after tf.compat.v1.enable_control_flow_v2() and export it."
+)
+
+
+def _probe_error(reference: str, call, images, error: Exception) -> ValueError:
+    """Why the probe's call under a gradient tape failed: the model itself on `images`,
+    or, where it runs without the tape, the gradient TensorFlow cannot take of it (a
+    recording tape builds the gradient's graph as the model is called)."""
+    side = int(images.shape[1])
+    batch = f"a batch of 2 images [2, {side}, {side}, 3]"
+    try:
+        call(images)
+    except Exception:
+        return ValueError(f"--model {reference!r} fails on {batch}: {error_reason(error)}")
+    fix = _V1_LOOP_FIX if _V1_LOOP_ERROR in str(error) else ""
+    return ValueError(
+        f"--model {reference!r} runs on {batch}, but TensorFlow cannot take its gradient "
+        f"with respect to them ({error_reason(error)}); Integrated Gradients needs it.{fix}"
+    )
 
 
 def _warn_of_probabilities(reference: str, outputs: np.ndarray, obj: Any = None) -> None:
