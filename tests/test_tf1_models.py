@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from pipeline.__main__ import main
 from tests.conftest import SIZE, cli_args
@@ -240,3 +241,42 @@ def test_a_tf1_graph_whose_loop_has_no_gradient_in_tf2_is_refused_saying_so(
     rebuilt = _tf1_saved_model(tmp_path / "v2_loop", [["serve"]], loop=True)
     assert _run(image_folder, rebuilt, tmp_path / "out") == 0, capsys.readouterr().err
     _check_rows(image_folder, tmp_path / "out", lambda x: _tf1_logits(model, ["serve"], x))
+
+
+def test_a_tf1_saved_model_of_reference_variables_is_not_compiled_with_xla(
+    image_folder, tmp_path, capsys, caplog
+):
+    """TF1's variables (VariableV2, the default before TF2) have no XLA kernel: with XLA,
+    which `--jit_compile auto` picks on GPUs, such a model failed mid-run ("the run
+    failed: ... No registered 'VariableV2' OpKernel for XLA_CPU_JIT"). `auto` now runs
+    it without XLA, saying so; `on` is refused naming the model's variables and the fix."""
+    import dataclasses
+
+    import tensorflow as tf
+
+    from transforms import tf_model
+    from transforms.tf_model import device_settings, model_reference, resolve_model
+
+    v1 = tf.compat.v1
+    v1.disable_resource_variables()
+    try:
+        model = _tf1_saved_model(tmp_path / "ref", [["serve"]])
+    finally:
+        v1.enable_resource_variables()
+    resource = _tf1_saved_model(tmp_path / "resource", [["serve"]])
+    on_a_gpu = dataclasses.replace(device_settings(), jit_compile=True)  # auto's GPU choice
+    loaded = {m: tf.saved_model.load(m) for m in (model, resource)}
+    assert tf_model._xla_settings(on_a_gpu, None, loaded[resource], resource).jit_compile
+    with caplog.at_level("WARNING"):
+        assert not tf_model._xla_settings(on_a_gpu, None, loaded[model], model).jit_compile
+    assert "TF1 reference variables (VariableV2), which XLA cannot compile" in caplog.text
+    with pytest.raises(ValueError, match="--jit_compile on does not fit --model") as refused:
+        tf_model._xla_settings(on_a_gpu, True, loaded[model], model)
+    assert "tf.compat.v1.enable_resource_variables()" in str(refused.value)
+    assert resolve_model(model_reference(model)).num_outputs == CLASSES
+
+    assert _run(image_folder, model, tmp_path / "on", "--jit_compile", "on") != 0
+    err = capsys.readouterr().err
+    assert "--jit_compile on does not fit --model" in err and "VariableV2 (No registered" not in err
+    assert _run(image_folder, model, tmp_path / "auto") == 0, capsys.readouterr().err
+    _check_rows(image_folder, tmp_path / "auto", lambda x: _tf1_logits(model, ["serve"], x))

@@ -1456,6 +1456,38 @@ def _load_for(spec: ModelSpec, handoff: ModelHandoff | None) -> tuple[Any, bool]
 
 
 _SCORES = ("raw", "softmax")
+# TF1's reference variables, the default before TF2: ops XLA has no kernel for.
+_REFERENCE_VARIABLE_OPS = frozenset({"Variable", "VariableV2"})
+
+
+def _holds_reference_variables(obj: Any) -> bool:
+    """Whether a loaded TF1 SavedModel's signatures hold reference variables."""
+    for function in getattr(obj, "signatures", {}).values():
+        graph = getattr(function, "graph", None)
+        if graph is not None and any(
+            op.type in _REFERENCE_VARIABLE_OPS for op in graph.get_operations()
+        ):
+            return True
+    return False
+
+
+def _xla_settings(
+    settings: DeviceSettings, jit_compile: bool | None, obj: Any, reference: str
+) -> DeviceSettings:
+    """`settings` without XLA for a model of TF1 reference variables, which XLA cannot
+    compile (the calls would fail mid-run): said where `--jit_compile auto` chose it,
+    refused where `--jit_compile on` asks for it."""
+    if not settings.jit_compile or not _holds_reference_variables(obj):
+        return settings
+    why = "holds TF1 reference variables (VariableV2), which XLA cannot compile"
+    if jit_compile:
+        raise ValueError(
+            f"--jit_compile on does not fit --model {reference!r}: it {why}; use "
+            "--jit_compile off, or build its graph again after "
+            "tf.compat.v1.enable_resource_variables() and export it."
+        )
+    _LOG.warning("Model %s %s: it runs without XLA (--jit_compile auto).", reference, why)
+    return dataclasses.replace(settings, jit_compile=False)
 
 
 def _compiled(functions: dict[str, Any], score: str) -> Any:
@@ -1483,8 +1515,9 @@ class Classifier:
           handoff: where the launcher left the model it loaded, if in this process.
         """
         self.spec = spec
-        self.settings = device_settings(jit_compile)
         self._model, probed = _load_for(spec, handoff)  # keeps variables alive
+        settings = device_settings(jit_compile)
+        self.settings = _xla_settings(settings, jit_compile, self._model, spec.reference)
         call, _ = _callable(self._model, spec.reference, announce=not probed)
         jit = self.settings.jit_compile
         # Compiled functions get few distinct shapes (see `padded_batch`).
