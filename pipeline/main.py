@@ -1505,6 +1505,7 @@ def _resolve_model(
         num_dataset_classes=num_classes,
         load=handoff is not None,
         handoff=handoff,
+        jit_compile=True if audit.jit_compile == "on" else None,  # auto: the worker's device
     )
     return spec
 

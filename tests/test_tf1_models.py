@@ -249,7 +249,8 @@ def test_a_tf1_saved_model_of_reference_variables_is_not_compiled_with_xla(
     """TF1's variables (VariableV2, the default before TF2) have no XLA kernel: with XLA,
     which `--jit_compile auto` picks on GPUs, such a model failed mid-run ("the run
     failed: ... No registered 'VariableV2' OpKernel for XLA_CPU_JIT"). `auto` now runs
-    it without XLA, saying so; `on` is refused naming the model's variables and the fix."""
+    it without XLA, saying so; `on` is refused at launch naming the model's variables and
+    the fix."""
     import dataclasses
 
     import tensorflow as tf
@@ -275,8 +276,9 @@ def test_a_tf1_saved_model_of_reference_variables_is_not_compiled_with_xla(
     assert "tf.compat.v1.enable_resource_variables()" in str(refused.value)
     assert resolve_model(model_reference(model)).num_outputs == CLASSES
 
-    assert _run(image_folder, model, tmp_path / "on", "--jit_compile", "on") != 0
-    err = capsys.readouterr().err
-    assert "--jit_compile on does not fit --model" in err and "VariableV2 (No registered" not in err
+    assert _run(image_folder, model, tmp_path / "on", "--jit_compile", "on") == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert line == f"error: {refused.value}", line
+    assert not (tmp_path / "on").exists()  # refused at launch, before any work
     assert _run(image_folder, model, tmp_path / "auto") == 0, capsys.readouterr().err
     _check_rows(image_folder, tmp_path / "auto", lambda x: _tf1_logits(model, ["serve"], x))

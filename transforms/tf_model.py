@@ -1325,6 +1325,7 @@ def resolve_model(
     *,
     load: bool = True,
     handoff: ModelHandoff | None = None,
+    jit_compile: bool | None = None,
 ) -> ModelSpec:
     """Learns the model's input size and outputs at launch, loading it if need be.
 
@@ -1341,6 +1342,7 @@ def resolve_model(
         models or the SavedModel's saved_model.pb when they give it, and loads
         only when they do not.
       handoff: receives the loaded model, for a `Classifier` of this process.
+      jit_compile: True (`--jit_compile on`) refuses a loaded model XLA cannot compile.
 
     Raises:
       ValueError: the model cannot be found or loaded, its input is not an
@@ -1359,6 +1361,8 @@ def resolve_model(
             _warn_of_one_output(model.reference)
     else:
         obj = _load(model)
+        if jit_compile and _holds_reference_variables(obj):
+            raise _xla_refusal(model.reference)
         input_range = _model_input_range(model, obj, given, input_range)
         call, shape = _callable(obj, model.reference)
         image_size = _image_size(model.reference, model.location, shape, image_size)
@@ -1471,6 +1475,17 @@ def _holds_reference_variables(obj: Any) -> bool:
     return False
 
 
+_NO_XLA = "holds TF1 reference variables (VariableV2), which XLA cannot compile"
+
+
+def _xla_refusal(reference: str) -> ValueError:
+    return ValueError(
+        f"--jit_compile on does not fit --model {reference!r}: it {_NO_XLA}; use "
+        "--jit_compile off, or build its graph again after "
+        "tf.compat.v1.enable_resource_variables() and export it."
+    )
+
+
 def _xla_settings(
     settings: DeviceSettings, jit_compile: bool | None, obj: Any, reference: str
 ) -> DeviceSettings:
@@ -1479,14 +1494,9 @@ def _xla_settings(
     refused where `--jit_compile on` asks for it."""
     if not settings.jit_compile or not _holds_reference_variables(obj):
         return settings
-    why = "holds TF1 reference variables (VariableV2), which XLA cannot compile"
     if jit_compile:
-        raise ValueError(
-            f"--jit_compile on does not fit --model {reference!r}: it {why}; use "
-            "--jit_compile off, or build its graph again after "
-            "tf.compat.v1.enable_resource_variables() and export it."
-        )
-    _LOG.warning("Model %s %s: it runs without XLA (--jit_compile auto).", reference, why)
+        raise _xla_refusal(reference)
+    _LOG.warning("Model %s %s: it runs without XLA (--jit_compile auto).", reference, _NO_XLA)
     return dataclasses.replace(settings, jit_compile=False)
 
 
