@@ -1175,3 +1175,25 @@ def test_an_image_is_read_within_an_address_space_limit_and_a_failure_says_why(t
         str(image.stat().st_size),
         "cannot read file: MemoryError: out of memory for its 512 MiB",
     ]
+
+
+def test_a_fifo_named_manifest_json_in_a_sub_folder_is_an_error_record_not_a_hang(tmp_path):
+    """Looking for other runs opened every sub-folder's manifest.json: a FIFO of that
+    name blocked the launch's listing forever, where README says a FIFO is never
+    opened. Listed in a real process, so a hang fails the test instead of the suite."""
+    write_image(tmp_path / "a.png", np.zeros((2, 2, 3), np.uint8))
+    write_image(tmp_path / "sub" / "b.png", np.zeros((2, 2, 3), np.uint8))
+    os.mkfifo(tmp_path / "sub" / "manifest.json")
+    done = subprocess.run(
+        [sys.executable, "-c", _LIST_ERRORS, tmp_path],
+        cwd=Path(__file__).parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [eval(line) for line in done.stdout.splitlines()] == [  # noqa: S307 - our own reprs
+        ("a.png", None),
+        ("sub/b.png", None),
+        ("sub/manifest.json", "a FIFO (named pipe), not a regular file"),
+    ]

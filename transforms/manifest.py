@@ -68,9 +68,8 @@ def read_manifest(output: str) -> dict[str, Any]:
         as it starts, status "running", and again as it ends).
     """
     path = files.join(str(output), MANIFEST_FILE)
-    try:
-        with files.open_read(path) as f:
-            return json.loads(f.read().decode("utf-8"))
+    try:  # as an input file is read: a FIFO of that name is refused, not waited on
+        return json.loads(files.read_input_file(path).decode("utf-8"))
     except FileNotFoundError as e:
         raise FileNotFoundError(
             e.errno,
