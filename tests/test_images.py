@@ -76,6 +76,28 @@ def test_bad_bytes_raise_image_error_with_reason(data, reason):
         images.decode_image(data)
 
 
+def _iso_bmff(major: bytes, *compatible: bytes) -> bytes:
+    """The start of an ISO base media file (HEIF, AVIF, MP4): its `ftyp` box, then data."""
+    body = major + b"\0\0\0\0" + b"".join(compatible)
+    return struct.pack(">I", 8 + len(body)) + b"ftyp" + body + b"\0\0\0\x08free" * 8
+
+
+@pytest.mark.parametrize("brand", [b"heic", b"heix", b"hevc", b"mif1"])
+def test_a_heic_photo_is_refused_naming_its_format_and_the_fix(brand):
+    # An iPhone's photos are HEIC by default; Pillow reads no HEIF: the reason said
+    # only "not an image Pillow can read", as for a file of garbage.
+    data = _iso_bmff(brand, b"mif1", b"heic")
+    with pytest.raises(images.ImageError) as refused:
+        images.decode_image(data)
+    assert str(refused.value) == (
+        f"a HEIF/HEIC image (iPhone photos), which the job cannot decode: convert it to "
+        f"JPEG or PNG ({len(data)} bytes)"
+    )
+    mp4 = _iso_bmff(b"isom", b"mp41")  # a video is no HEIC
+    with pytest.raises(images.ImageError, match=r"^not an image Pillow can read \("):
+        images.decode_image(mp4)
+
+
 def test_truncated_jpeg_is_an_error():
     data = _encode(Image.new("RGB", (64, 64), (1, 2, 3)), "JPEG")
     with pytest.raises(images.ImageError, match="broken image"):

@@ -237,12 +237,28 @@ def decode_image(
             upright = _clear_transparent(_upright(img), _png_bit_depth(data))
             array = _to_array(_shrink(upright, max_side_hint), img.mode in _WIDE_INT_MODES)
     except UnidentifiedImageError as e:
-        raise ImageError(f"not an image Pillow can read ({len(data)} bytes)") from e
+        raise ImageError(_unidentified(data)) from e
     except (OSError, SyntaxError, ValueError) as e:
         if isinstance(e, ImageError):
             raise
         raise ImageError(f"broken image: {e}") from e
     return to_rgb_uint8(array)
+
+
+#: Major brands of HEIF files (`ftyp` box): HEIC photos (an iPhone's default), image
+#: sequences, and the generic HEIF brands. AVIF, also HEIF, is read by Pillow.
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"})
+
+
+def _unidentified(data: bytes) -> str:
+    """Why bytes Pillow does not recognise are no image: a HEIF/HEIC photo is named
+    as one, with the fix, rather than left to look like a broken file."""
+    if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+        return (
+            "a HEIF/HEIC image (iPhone photos), which the job cannot decode: convert it to "
+            f"JPEG or PNG ({len(data)} bytes)"
+        )
+    return f"not an image Pillow can read ({len(data)} bytes)"
 
 
 def resize_with_pad(image: np.ndarray, size: int) -> np.ndarray:
