@@ -1197,3 +1197,24 @@ def test_a_fifo_named_manifest_json_in_a_sub_folder_is_an_error_record_not_a_han
         ("sub/b.png", None),
         ("sub/manifest.json", "a FIFO (named pipe), not a regular file"),
     ]
+
+
+def test_a_dataset_path_with_dot_dot_after_a_link_is_the_folder_the_system_opens(
+    linear_keras, tmp_path, monkeypatch
+):
+    """`link/../imgs` is the sibling of the link's target, as `ls` reads it; the path
+    was made absolute by dropping `link/..` as text: the job refused a folder that
+    exists, or read another folder of the same name beside the link."""
+    write_image(tmp_path / "deep" / "imgs" / "meant.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    (tmp_path / "deep" / "a").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "deep" / "a")
+    monkeypatch.chdir(tmp_path)
+    meant = sources.FolderSource(str(tmp_path / "deep" / "imgs"))
+    assert sources.source_for("link/../imgs", "test") == meant
+    write_image(tmp_path / "imgs" / "other.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    assert sources.source_for(str(tmp_path / "link" / ".." / "imgs"), "test") == meant
+    flags = cli_args(dataset="link/../imgs", model=linear_keras, steps=2, faithfulness="none")
+    run([*flags, "--output", str(tmp_path / "out")], save_main_session=False)
+    assert list(pd.read_parquet(tmp_path / "out" / "results").image_id) == ["meant.png"]
+    # Paths without such a `..` keep their spelling (a linked folder is not resolved).
+    assert sources.source_for("link", "test") == sources.FolderSource(str(tmp_path / "link"))
