@@ -74,6 +74,35 @@ def test_the_warning_about_one_unlabelled_file_speaks_of_one(tmp_path, caplog):
     )
 
 
+def test_a_dataset_folder_named_by_a_wordnet_id_is_warned_of_its_files_get_no_label(
+    tmp_path, caplog
+):
+    """--dataset imagenet_a/n02123045, to audit one class: its files got no label, and
+    the one warning, about a sub-folder, read as if the others had theirs."""
+    parent = tmp_path / "imagenet_a"
+    root = parent / WNID_CAT
+    write_image(root / "cat.png", np.zeros((2, 2, 3), np.uint8))
+    write_image(root / "more" / "cat2.png", np.zeros((2, 2, 3), np.uint8))
+    with caplog.at_level("WARNING", logger="transforms.sources"):
+        listed = sources.list_image_folder(str(root) + "/")
+    assert [f.label for f in listed] == [None, None]
+    said = [r.getMessage() for r in caplog.records if WNID_CAT in r.getMessage()]
+    assert said == [
+        f"{root} is itself named by an ImageNet WordNet id, but labels come from its "
+        f"sub-folders' names: its 2 files get no label (to label them as {WNID_CAT}, pass "
+        f"a folder holding it: its parent, {parent}, or a new folder holding a symbolic "
+        "link to it)."
+    ]
+    (tmp_path / "one_class").mkdir()  # the link the warning suggests
+    (tmp_path / "one_class" / WNID_CAT).symlink_to(root)
+    for folder in (parent, tmp_path / "one_class"):  # labelled, no word of it
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="transforms.sources"):
+            listed = sources.list_image_folder(str(folder))
+        assert [f.label for f in listed] == [281, 281]
+        assert caplog.text == ""
+
+
 def _info_lines(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
 

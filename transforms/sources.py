@@ -310,6 +310,7 @@ def list_image_folder(root: str, skip: str | None = None) -> list[FolderFile]:
     if not files:
         raise _no_files_error(root)
     files.sort(key=lambda f: f.image_id)
+    _warn_of_class_root(root, files)
     unlabelled = [f for f in files if f.label is None and "/" in f.image_id]
     if unlabelled:
         folders = sorted({f.image_id.split("/")[0] for f in unlabelled})
@@ -328,6 +329,25 @@ def list_image_folder(root: str, skip: str | None = None) -> list[FolderFile]:
             "gets" if len(unlabelled) == 1 else "get",
         )
     return files
+
+
+def _warn_of_class_root(root: str, listed: list[FolderFile]) -> None:
+    """Warns when `root` is itself a WordNet-id folder (`imagenet_a/n02123045`, one
+    class audited): labels come from its sub-folders' names, so its files get none."""
+    folder = root.rstrip("/") or root
+    parent, name = os.path.split(folder)
+    unlabelled = sum(f.label is None for f in listed)
+    if labels.wnid_to_label(name) is None or not unlabelled:
+        return
+    _LOG.warning(
+        "%s is itself named by an ImageNet WordNet id, but labels come from its sub-folders' "
+        "names: its %s no label (to label them as %s, pass a folder holding it: its "
+        "parent, %s, or a new folder holding a symbolic link to it).",
+        folder,
+        wording.count(unlabelled, "file") + (" gets" if unlabelled == 1 else " get"),
+        name,
+        parent,
+    )
 
 
 def check_folder_exists(root: str) -> None:
