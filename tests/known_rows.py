@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tests.conftest import SIZE
@@ -181,3 +182,31 @@ def as_older_version(
     for key in manifest_keys:
         manifest["config"].pop(key, None)
     manifest_path.write_text(json.dumps(manifest))
+
+
+def regroup(output: str, image_ids: list[str], rows_per_group: int) -> Path:
+    """Rewrites the results of `output` as one file, its rows in the order of
+    `image_ids`, `rows_per_group` rows to a row group; returns the file's path."""
+    parts = sorted(Path(output, "results").glob("part-*.parquet"))
+    table = pa.concat_tables([pq.read_table(p) for p in parts])
+    order = table["image_id"].to_pylist()
+    table = table.take([order.index(image_id) for image_id in image_ids])
+    for path in parts:
+        path.unlink()
+    path = Path(output, "results", "part-00000-of-00001.parquet")
+    pq.write_table(table, path, row_group_size=rows_per_group, compression="zstd")
+    return path
+
+
+def damage_arrays(path: Path, groups: list[int]) -> None:
+    """Overwrites the attributions' column chunk of these row groups of a results file
+    with garbage: a read that decodes them fails."""
+    metadata = pq.ParquetFile(path).metadata
+    column = metadata.schema.to_arrow_schema().get_field_index("attributions")
+    data = bytearray(path.read_bytes())
+    for group in groups:
+        chunk = metadata.row_group(group).column(column)
+        assert chunk.path_in_schema.startswith("attributions")
+        start = chunk.dictionary_page_offset or chunk.data_page_offset
+        data[start : start + chunk.total_compressed_size] = b"\xff" * chunk.total_compressed_size
+    path.write_bytes(bytes(data))

@@ -38,7 +38,7 @@ from tests.conftest import (
     run_to_an_ascii_stdout,
     write_image,
 )
-from tests.known_rows import as_older_version, make_row, write_output
+from tests.known_rows import as_older_version, damage_arrays, make_row, regroup, write_output
 from transforms import labels, results
 from transforms.config import AttributionConfig
 from transforms.schema import ERROR_SCHEMA, results_schema
@@ -524,6 +524,21 @@ def test_counts_of_one_read_in_the_singular(folder_run):
     )
     assert "1 row has no faithfulness values and is left out." in page.sections["faithfulness"]
     assert "1 of them is within it in its sum" in page.sections["accuracy"]
+
+
+def test_the_report_reads_the_arrays_of_the_rows_it_shows_alone(folder_run):
+    # With one card a section and no gallery the page shows cat2 (the misclassified
+    # image) and shark (worst completeness): the row group of loose.png and cat1,
+    # whose statistics cannot exclude shark, has its arrays damaged. A report that
+    # decoded every row's arrays (as it did) fails on them; memory grew with them.
+    output = folder_run["output"]
+    order = ["loose.png", f"{WNID_CAT}/cat1.png", f"{WNID_SHARK}/shark.png", f"{WNID_CAT}/cat2.png"]
+    damage_arrays(regroup(output, order, rows_per_group=2), [0])
+    page = _page(build_report(output, examples=1, gallery=0))
+    assert "cat2.png" in page.sections["misclassified"]
+    assert "shark.png" in page.sections["worst-completeness"]
+    with pytest.raises(OSError):  # the damage is real: a page showing cat1 fails
+        build_report(output, examples=1, gallery=4)
 
 
 def test_one_card_for_reference_reads_in_the_singular(real_run):

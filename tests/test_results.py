@@ -19,8 +19,10 @@ from tests.known_rows import (
     LATER_COLUMNS,
     SIDE,
     as_older_version,
+    damage_arrays,
     known_attributions,
     make_row,
+    regroup,
     write_output,
 )
 from transforms import baselines, images, results
@@ -88,6 +90,27 @@ def test_metadata_reads_never_touch_the_attribution_column(folder_run, tmp_path)
     assert len(pd.read_parquet(path, columns=["image_id", "relative_delta"])) == 2
     with pytest.raises(OSError):
         results.read_results(folder_run["output"], with_arrays=True)
+
+
+def test_filtered_reads_of_arrays_read_only_the_row_groups_holding_the_rows(folder_run):
+    # Two row groups whose statistics cannot exclude cat1 (ids loose..cat1, shark..cat2;
+    # targets 7..281, 3..282), the second's arrays damaged: reads of cat1's arrays must
+    # not decode them (pyarrow decoded every group's arrays before filtering the rows).
+    order = ["loose.png", f"{WNID_CAT}/cat1.png", f"{WNID_SHARK}/shark.png", f"{WNID_CAT}/cat2.png"]
+    damage_arrays(regroup(folder_run["output"], order, rows_per_group=2), [1])
+
+    output, cat1 = folder_run["output"], f"{WNID_CAT}/cat1.png"
+    row = results.read_row(output, "cat1.png")
+    np.testing.assert_array_equal(results.attributions_of(row), known_attributions(1))
+    for filters in ([("image_id", "in", [cat1])], pc.field("target_class") == 281):
+        rows = results.read_results(output, with_arrays=True, filters=filters)
+        assert rows.image_id.tolist() == [cat1]
+        np.testing.assert_array_equal(results.attributions_of(rows.iloc[0]), known_attributions(1))
+    assert (
+        results.read_table(output, with_arrays=True, filters=[("label", "==", 999)]).num_rows == 0
+    )
+    with pytest.raises(OSError):  # the damage is real: a read of the others' arrays fails
+        results.read_row(output, "cat2.png")
 
 
 @pytest.mark.parametrize("mode", ["full", "pixel"])
