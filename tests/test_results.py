@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -310,6 +311,19 @@ def test_read_row_by_file_name_or_id_and_target(tmp_path):
     output = write_output(tmp_path / "out2", rows, dataset=str(tmp_path))
     assert results.read_row(output, "y.png").image_id == "y.png"
     assert results.read_row(output, "b/y.png").image_id == "b/y.png"
+
+
+def test_read_row_refuses_an_ambiguous_name_or_absent_target_before_reading_arrays(tmp_path):
+    # Every map damaged: the refusals come from the metadata alone (they came after
+    # decoding every matching row's arrays: 24 s and 3.3 GB on 7,500 rows at 224x224).
+    output = write_output(tmp_path / "out", _two_x_pngs(), dataset=str(tmp_path))
+    damage_arrays(next(Path(output, "results").glob("part-*")), [0])
+    with pytest.raises(ValueError, match="names 2 images: a/x.png, b/x.png"):
+        results.read_row(output, "x.png")
+    with pytest.raises(KeyError, match="no row with target_class 3; its rows' targets: 5, 9"):
+        results.read_row(output, "a/x.png", target_class=3)
+    with pytest.raises(OSError):  # the damage is real
+        results.read_row(output, "a/x.png")
 
 
 def test_read_row_names_a_target_class_it_cannot_match_and_the_targets_there_are(tmp_path):

@@ -489,7 +489,8 @@ def _no_row_message(output: str, image: str) -> str:
 def read_row(output: str, image: Any, target_class: int | None = None) -> pd.Series:
     """One result row with its arrays, found by `image_id` or `file_name`.
 
-    Only the row groups holding the matching rows have their attributions read.
+    Only the row group holding the chosen row has its attributions read: a file name
+    that names several images, or a target the image lacks, is refused before any.
 
     Args:
       output: the run's `--output` folder.
@@ -515,7 +516,17 @@ def read_row(output: str, image: Any, target_class: int | None = None) -> pd.Ser
     if not file_only:  # a row's file name alone is not the image_id of another image
         image_filter |= pc.field("image_id") == image
     _warn_if_unfinished(output)  # at the caller's line, not this one
-    rows = _frame(output, None, True, image_filter)
+    # Which row, from the metadata alone: its arrays are then read, and only its.
+    keys = _frame(output, ["image_id", "target_class", "predicted_class"], False, image_filter)
+    image_id, target = _chosen_row(output, keys, image, file_only, target_class)
+    row_filter = (pc.field("image_id") == image_id) & (pc.field("target_class") == target)
+    return _frame(output, None, True, row_filter).iloc[0]
+
+
+def _chosen_row(
+    output: str, rows: pd.DataFrame, image: str, file_only: bool, target_class: int | None
+) -> tuple[str, int]:
+    """`read_row`'s (image_id, target_class) among the `rows` its `image` matches."""
     if rows.empty:
         raise KeyError(_no_row_message(output, image))
     if not file_only and (rows.image_id == image).any():
@@ -534,7 +545,8 @@ def read_row(output: str, image: Any, target_class: int | None = None) -> pd.Ser
                 f"targets: {targets}."
             )
     predicted = rows[rows.target_class == rows.predicted_class]
-    return (predicted if len(predicted) else rows).iloc[0]
+    row = (predicted if len(predicted) else rows).iloc[0]
+    return str(row.image_id), int(row.target_class)
 
 
 def read_errors(output: str) -> pd.DataFrame:
