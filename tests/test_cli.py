@@ -601,6 +601,29 @@ def test_run_without_argv_in_a_notebook_names_the_arguments_it_read(monkeypatch)
     assert "run(['--output'" in message
 
 
+def test_a_missing_keras_file_is_named_as_read_from_the_working_folder_with_its_neighbours(
+    tmp_path, monkeypatch, capsys
+):
+    """`--model models/missing.keras` said "no such .keras file" and no more: the error
+    names the path it was read as, relative to the working folder, and the .keras files
+    its folder holds (a typo shows), or that the folder itself is missing."""
+    (tmp_path / "models").mkdir()
+    for name in ("resnet.keras", "mobilenet.keras", "notes.txt"):
+        (tmp_path / "models" / name).write_bytes(b"not read")
+    monkeypatch.chdir(tmp_path)
+    for model, found in [
+        ("models/resnt.keras", f"'{tmp_path / 'models'}' holds mobilenet.keras, resnet.keras"),
+        ("model/resnet.keras", f"its folder '{tmp_path / 'model'}' does not exist"),
+    ]:
+        assert main(["--output", str(tmp_path / "out"), "--model", model]) == 2
+        (line,) = _error_lines(capsys.readouterr().err)
+        assert line.startswith(
+            f"error: --model '{model}': no such .keras file (read as '{tmp_path / model}': a "
+            "relative path starts at the working folder); "
+        ), line
+        assert line.endswith(f"{found}. Check the path."), line
+
+
 def _tensorflow_imported_after(argv: list[str]) -> tuple[int, str, bool]:
     code = (
         "import sys; from pipeline.__main__ import main; code = main(sys.argv[1:]); "
@@ -617,7 +640,8 @@ def test_cheap_failures_come_before_any_model_load(tmp_path):
     )
     assert code == 2 and not loaded
     assert _error_lines(err) == [
-        f"error: --model '{tmp_path / 'missing.keras'}': no such .keras file."
+        f"error: --model '{tmp_path / 'missing.keras'}': no such .keras file; its folder "
+        f"'{tmp_path}' holds no .keras file. Check the path."
     ]
     # A .keras file named with a trailing '/': it was "no such file or folder".
     (tmp_path / "m.keras").write_bytes(b"not read")

@@ -132,7 +132,7 @@ class ModelReference:
                 "file: drop the '/'."
             )
         if self.kind == "keras":
-            raise ValueError(f"--model {self.reference!r}: no such .keras file.")
+            raise ValueError(_no_keras_file(self.reference, self.location, _local_keras_files))
         raise ValueError(
             f"--model {self.reference!r} is not a SavedModel folder, a .keras file, a TF Hub "
             f"handle (https://...), or a known name ({', '.join(_KNOWN_NAMES)}): "
@@ -141,6 +141,37 @@ class ModelReference:
 
 
 _KNOWN_NAMES = BUNDLED_MODELS + tuple(HUB_ALIASES)
+# At most this many .keras files of a missing one's folder are named in its error.
+_LISTED_KERAS_FILES = 5
+
+
+def _no_keras_file(reference: str, location: str, list_keras) -> str:
+    """Why `--model location` is no .keras file, and what to check: the path it was read
+    as (a relative one from the working folder) and the .keras files its folder holds,
+    named if few. `list_keras(folder)`: their names, None where the folder is missing."""
+    remote = files.is_remote(location)
+    path = location if remote else os.path.abspath(location)
+    folder = os.path.dirname(path)
+    read_as = ""
+    if not remote and not os.path.isabs(location):
+        read_as = f" (read as {path!r}: a relative path starts at the working folder)"
+    names = list_keras(folder)
+    if names is None:
+        found = f"its folder {folder!r} does not exist"
+    elif not names:
+        found = f"its folder {folder!r} holds no .keras file"
+    elif len(names) <= _LISTED_KERAS_FILES:
+        found = f"its folder {folder!r} holds {', '.join(names)}"
+    else:
+        found = f"its folder {folder!r} holds {len(names)} .keras files, none of this name"
+    return f"--model {reference!r}: no such .keras file{read_as}; {found}. Check the path."
+
+
+def _local_keras_files(folder: str) -> list[str] | None:
+    """The names of the .keras files in a local folder, sorted; None if it is none."""
+    if not os.path.isdir(folder):
+        return None
+    return sorted(name for name in os.listdir(folder) if name.endswith(".keras"))
 
 
 def _not_a_folder(reference: str, path: str) -> str:
@@ -466,7 +497,7 @@ def _load(model: ModelReference) -> Any:
         import tensorflow as tf  # noqa: PLC0415
 
         if not tf.io.gfile.exists(location):
-            raise ValueError(f"--model {location!r}: no such .keras file.")
+            raise ValueError(_no_keras_file(location, location, _gfile_keras_files))
         try:
             return keras.saving.load_model(location, safe_mode=True, compile=False)
         except Exception as e:
@@ -478,6 +509,15 @@ def _load(model: ModelReference) -> Any:
         return hub.load(location, tags=tags)
     except Exception as e:
         raise _saved_model_load_error(kind, location, e) from e
+
+
+def _gfile_keras_files(folder: str) -> list[str] | None:
+    """`_local_keras_files` of a folder TensorFlow reads (local or gs://)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    if not tf.io.gfile.isdir(folder):
+        return None
+    return sorted(name for name in tf.io.gfile.listdir(folder) if name.endswith(".keras"))
 
 
 _SERVE = "serve"
