@@ -1068,8 +1068,8 @@ def test_a_model_taking_encoded_images_is_refused_as_such(image_folder, tmp_path
     tf.saved_model.save(module, model, signatures={"serving_default": serve})
     assert main(_flags(image_folder, model, tmp_path / "out")) == 2
     (line,) = _error_lines(capsys.readouterr().err)
-    assert line.startswith(f"error: --model '{model}' takes encoded images (strings, "), line
-    assert "export the function after the decoding, taking float32 images" in line, line
+    assert line.startswith(f"error: --model '{model}' takes strings: encoded images "), line
+    assert "export the function after the decoding or parsing, taking float32 images" in line
     assert "integer" not in line and not (tmp_path / "out").exists()
 
 

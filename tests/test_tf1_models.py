@@ -13,14 +13,22 @@ from tests.conftest import SIZE, cli_args
 CLASSES = 5
 
 
-def _graph(tf, dtype=None, scale: float = 1.0, loop: bool = False):
+def _graph(tf, dtype=None, scale: float = 1.0, loop: bool = False, examples: bool = False):
     """images [N, SIZE, SIZE, 3] of `dtype` (float32) -> logits [N, CLASSES] of the
     images as floats times `scale`: a conv, a mean, a dense, in variables (as a TF1
-    export holds them), seeded; `loop`: the images pass a tf.while_loop that keeps them."""
+    export holds them), seeded; `loop`: the images pass a tf.while_loop that keeps them;
+    `examples`: the input is serialized tf.Example records [N] holding the images as
+    `image`, parsed in the graph, as an Estimator's parsing serving_input_receiver_fn
+    exports it."""
     v1 = tf.compat.v1
     rng = np.random.default_rng(5)
-    images = v1.placeholder(dtype or tf.float32, [None, SIZE, SIZE, 3], name="input")
-    pixels = tf.cast(images, tf.float32) * scale
+    if examples:
+        images = v1.placeholder(tf.string, [None], name="input_example_tensor")
+        image = tf.io.FixedLenFeature([SIZE, SIZE, 3], tf.float32)
+        parsed = tf.io.parse_example(images, {"image": image})["image"]
+    else:
+        images = parsed = v1.placeholder(dtype or tf.float32, [None, SIZE, SIZE, 3], name="input")
+    pixels = tf.cast(parsed, tf.float32) * scale
     if loop:
         _, pixels = tf.while_loop(lambda i, x: i < 2, lambda i, x: (i + 1, x), [0, pixels])
     kernel = v1.get_variable("conv", initializer=rng.normal(size=(3, 3, 3, 4)).astype("f4"))
@@ -209,6 +217,27 @@ def test_a_tf1_saved_model_of_uint8_input_is_refused_naming_where_floats_go_in(
         tmp_path / "out",
         lambda x: _tf1_logits(model, ["serve"], np.rint(x * 255).astype(np.uint8)),
     )
+
+
+def test_a_tf1_estimator_export_of_tf_example_input_is_refused_naming_the_export_that_fits(
+    image_folder, tmp_path, capsys
+):
+    """An Estimator's export takes serialized tf.Example records (strings) and parses them
+    in its graph; the refusal spoke of "encoded images (strings, such as JPEG bytes)",
+    which it does not take. It names both, and an Estimator's export of float32 images."""
+    model = _tf1_saved_model(tmp_path / "examples", [["serve"]], examples=True)
+    assert _run(image_folder, model, tmp_path / "out") == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert line.startswith(
+        f"error: --model '{model}' takes strings: encoded images (such as JPEG bytes) that it "
+        "decodes, or serialized tf.Example records that it parses (an Estimator's export); "
+    ), line
+    assert (
+        "export the function after the decoding or parsing, taking float32 images [N, H, W, 3] "
+        "(an Estimator: export_saved_model with "
+        "tf.estimator.export.build_raw_serving_input_receiver_fn of such images)"
+    ) in line, line
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_tf1_graph_whose_loop_has_no_gradient_in_tf2_is_refused_saying_so(

@@ -786,8 +786,8 @@ def _check_images_alone(reference: str, specs: list) -> None:
 def _input_cast(dtype, reference: str):
     """How the job's float32 images reach an input of `dtype`: None when they fit as
     they are, a cast for another float type (float16, bfloat16: the gradient flows
-    back through it); an integer input (uint8 images) or a string one (encoded images)
-    is refused, as IG needs the gradient with respect to the input."""
+    back through it); an integer input (uint8 images) or a string one (encoded images,
+    or an Estimator's serialized tf.Example records) is refused, as IG needs the gradient with respect to the input."""
     import tensorflow as tf  # noqa: PLC0415
 
     if dtype is None:
@@ -795,10 +795,13 @@ def _input_cast(dtype, reference: str):
     dtype = tf.as_dtype(dtype)
     if dtype == tf.string:
         raise ValueError(
-            f"--model {reference!r} takes encoded images (strings, such as JPEG bytes), which "
-            "it decodes itself; Integrated Gradients needs the gradient with respect to the "
-            "pixels: export the function after the decoding, taking float32 images "
-            "[N, H, W, 3], with --input_range for the pixel range it expects (e.g. 0,255)."
+            f"--model {reference!r} takes strings: encoded images (such as JPEG bytes) that it "
+            "decodes, or serialized tf.Example records that it parses (an Estimator's export); "
+            "Integrated Gradients needs the gradient with respect to the pixels: export the "
+            "function after the decoding or parsing, taking float32 images [N, H, W, 3] (an "
+            "Estimator: export_saved_model with tf.estimator.export."
+            "build_raw_serving_input_receiver_fn of such images), with --input_range for the "
+            "pixel range it expects (e.g. 0,255)."
         )
     if not dtype.is_floating:
         raise ValueError(
