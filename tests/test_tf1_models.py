@@ -311,3 +311,66 @@ def test_a_tf1_saved_model_of_reference_variables_is_not_compiled_with_xla(
     assert not (tmp_path / "on").exists()  # refused at launch, before any work
     assert _run(image_folder, model, tmp_path / "auto") == 0, capsys.readouterr().err
     _check_rows(image_folder, tmp_path / "auto", lambda x: _tf1_logits(model, ["serve"], x))
+
+
+def _tf1_models(tmp_path) -> dict[str, str]:
+    """Every kind of TF1 export this file audits or refuses, by what it is."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    models = {
+        "serve and train": _tf1_saved_model(tmp_path / "st", [["serve"], ["train"]]),
+        "hub module": _tf1_hub_module(tmp_path / "hub"),
+        "v2 loop": _tf1_saved_model(tmp_path / "v2_loop", [["serve"]], loop=True),
+        "train and eval": _tf1_saved_model(tmp_path / "te", [["train"], ["eval"]]),
+        "predict": _tf1_saved_model(tmp_path / "predict", [["serve"]], name="predict"),
+        "uint8": _tf1_saved_model(tmp_path / "uint8", [["serve"]], dtype=tf.uint8),
+        "examples": _tf1_saved_model(tmp_path / "examples", [["serve"]], examples=True),
+    }
+    v1.disable_control_flow_v2()
+    try:
+        models["v1 loop"] = _tf1_saved_model(tmp_path / "v1_loop", [["serve"]], loop=True)
+    finally:
+        v1.enable_control_flow_v2()
+    v1.disable_resource_variables()
+    try:
+        models["reference variables"] = _tf1_saved_model(tmp_path / "ref", [["serve"]])
+    finally:
+        v1.enable_resource_variables()
+    return models
+
+
+def _resolved(model: str, **options):
+    """resolve_model's spec, or the ValueError it raised."""
+    from transforms.tf_model import resolve_model
+
+    try:
+        return resolve_model(model, **options)
+    except ValueError as e:
+        return e
+
+
+def test_a_tf1_exports_signature_is_read_without_loading_where_loading_would_accept_it(
+    tmp_path, monkeypatch
+):
+    """A launch whose workers are elsewhere (Dataflow, a dry run too) loaded every TF1
+    export, as its saved_model.pb has no object graph: it reads the signature the job
+    calls (the `serve` graph's serving_default, a TF1 Hub module's `default` output)
+    from the proto, giving the spec loading gives. Those loading refuses (or whose
+    gradient only loading can tell: a v1 while loop) are loaded, and refused alike;
+    `--jit_compile on` is refused for reference variables without loading too."""
+    from transforms import tf_model
+
+    loaded, real_load = [], tf_model._load
+    monkeypatch.setattr(tf_model, "_load", lambda m: loaded.append(m) or real_load(m))
+    for what, model in _tf1_models(tmp_path).items():
+        on_load = _resolved(model)
+        loaded.clear()
+        unloaded = _resolved(model, load=False)
+        assert type(unloaded) is type(on_load) and str(unloaded) == str(on_load), what
+        refused = isinstance(on_load, ValueError)
+        assert bool(loaded) == (refused or what == "v1 loop"), what
+    ref = _tf1_models(tmp_path / "again")["reference variables"]
+    loaded.clear()
+    assert str(_resolved(ref, load=False, jit_compile=True)) == str(tf_model._xla_refusal(ref))
+    assert not loaded

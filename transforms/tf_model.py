@@ -218,12 +218,15 @@ class _Signature:
       num_outputs: width of the output vector.
       image_size: the side to use when `input_shape` leaves it open (None: not known).
       input_range: the pixel range the model takes (None: not known).
+      reference_variables: its graph reads TF1 reference variables, which XLA cannot
+        compile (`_holds_reference_variables` of the loaded model).
     """
 
     input_shape: tuple[int | None, ...] | None
     num_outputs: int
     image_size: int | None = None
     input_range: tuple[float, float] | None = None
+    reference_variables: bool = False
 
 
 # Known facts about named models, by location: a remote job's launcher learns their
@@ -544,8 +547,7 @@ def _serving_tags(model: ModelReference) -> list[str] | None:
     tag_sets = [sorted(meta.meta_info_def.tags) for meta in metas]
     if len(tag_sets) < 2:
         return None
-    serving = [tags for tags in tag_sets if _SERVE in tags]
-    chosen = [tags for tags in serving if tags == [_SERVE]] or serving
+    chosen = _serving_tag_sets(tag_sets)
     if len(chosen) == 1:
         return chosen[0]
     raise ValueError(
@@ -553,6 +555,13 @@ def _serving_tags(model: ModelReference) -> list[str] | None:
         f"{', '.join(str(tags) for tags in tag_sets)}, and the job loads its only one or the "
         f"one tagged {_SERVE!r}: save the graph that scores images alone, tagged {_SERVE!r}."
     )
+
+
+def _serving_tag_sets(tag_sets: list[list[str]]) -> list[list[str]]:
+    """Of several MetaGraphs' sorted tags, those the job may load: the one tagged `serve`
+    alone, else every one tagged `serve` among others (one: loaded; more: refused)."""
+    serving = [tags for tags in tag_sets if _SERVE in tags]
+    return [tags for tags in serving if tags == [_SERVE]] or serving
 
 
 def _saved_model_load_error(kind: str, location: str, error: Exception) -> ValueError:
@@ -1279,7 +1288,7 @@ def _saved_model_signature(path: str) -> _Signature | None:
 
     metas = loader_impl.parse_saved_model(path).meta_graphs
     if len(metas) != 1 or not metas[0].object_graph_def.nodes:
-        return None  # a TF1 hub module or multi-tag model: loading settles it
+        return _tf1_signature(path, metas)  # no object graph: a TF1 graph's export
     graph = metas[0].object_graph_def
     children = {child.local_name: child.node_id for child in graph.nodes[0].children}
     if "__call__" in children:  # the loaded root is callable
@@ -1314,22 +1323,90 @@ def _function_signature(graph, node) -> _Signature | None:
     return _Signature(shape, widths.pop())
 
 
-def _signature_def_signature(signature) -> _Signature | None:
-    """Input shape and output width of a serving signature, for the output `_callable`
-    picks (`_scores_output`); None where loading must decide or refuse."""
+def _signature_def_signature(signature, key: str | None = None) -> _Signature | None:
+    """Input shape and output width of a serving signature, for its output `key` or else
+    the one `_callable` picks (`_scores_output`); None where loading must decide or refuse
+    (several inputs, one not float32 or not a plain tensor, undecided outputs)."""
     import tensorflow as tf  # noqa: PLC0415
 
     if len(signature.inputs) != 1:
         return None  # loading reports the several inputs
     (tensor,) = signature.inputs.values()
-    key = _scores_output(signature.outputs)
+    key = key or _scores_output(signature.outputs)
     if tensor.dtype != tf.float32.as_datatype_enum or key is None:
         return None  # loading refuses several outputs that do not decide
+    if any(t.WhichOneof("encoding") != "name" for t in (tensor, signature.outputs[key])):
+        return None  # a sparse or composite tensor: loading tells what it is
     width = _width(tf.TensorShape(signature.outputs[key].tensor_shape))
     shape = tf.TensorShape(tensor.tensor_shape)
     if width is None or shape.rank is None:
         return None
     return _Signature(tuple(shape), width)
+
+
+# Ops of a TF1 graph's tf.while_loop (control flow v1), whose gradient TensorFlow 2
+# cannot take in a loaded SavedModel (`_V1_LOOP_ERROR`); its tf.cond's (Switch, Merge)
+# has one.
+_V1_LOOP_OPS = frozenset({"Enter", "RefEnter", "Exit", "RefExit", "NextIteration", "LoopCond"})
+
+
+def _tf1_signature(path: str, metas: list) -> _Signature | None:
+    """`_signature_def_signature` of the signature `_callable` calls in a TF1 export (a
+    SavedModel of graphs, no object graph): of the MetaGraph `hub.load` loads, its
+    serving_default one, else a TF1 Hub module's `default` one (its `default` output
+    where it has one); None where loading must decide or refuse (no such MetaGraph or
+    signature, or a v1 while loop on the way to the scores: whether its gradient can
+    be taken, only loading tells)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    hub_module = tf.io.gfile.exists(os.path.join(path, "tfhub_module.pb"))
+    meta = _meta_graph_loaded(metas, hub_module)
+    if meta is None:
+        return None
+    if "serving_default" in meta.signature_def:
+        signature, hub_default = meta.signature_def["serving_default"], False
+    elif hub_module and "default" in meta.signature_def:
+        signature, hub_default = meta.signature_def["default"], True
+    else:
+        return None  # loading refuses it, naming its signatures
+    outputs = signature.outputs
+    key = "default" if hub_default and "default" in outputs else _scores_output(outputs)
+    found = _signature_def_signature(signature, key)
+    if found is None:
+        return None
+    ops = _ops_reaching(meta.graph_def, outputs[key])
+    if ops & _V1_LOOP_OPS:
+        return None
+    return dataclasses.replace(found, reference_variables=bool(ops & _REFERENCE_VARIABLE_OPS))
+
+
+def _meta_graph_loaded(metas: list, hub_module: bool) -> Any | None:
+    """The MetaGraph `_load` loads (`_serving_tags`; a TF1 Hub module's is tagged []),
+    None where there is none or loading refuses the choice."""
+    tag_sets = [sorted(meta.meta_info_def.tags) for meta in metas]
+    if hub_module:
+        wanted = [[]]
+    elif len(metas) == 1:
+        return metas[0]
+    else:
+        wanted = _serving_tag_sets(tag_sets)
+    chosen = [meta for meta, tags in zip(metas, tag_sets, strict=True) if tags in wanted]
+    return chosen[0] if len(chosen) == 1 else None
+
+
+def _ops_reaching(graph_def: Any, output: Any) -> set[str]:
+    """The op types of the nodes of `graph_def` that `output` (a TensorInfo) reads,
+    through inputs and control inputs: those of the function loading makes of it, which
+    keeps them alone."""
+    nodes = {node.name: node for node in graph_def.node}
+    todo, seen = [output.name.split(":")[0]], set()
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in nodes:
+            continue
+        seen.add(name)
+        todo += [source.lstrip("^").split(":")[0] for source in nodes[name].input]
+    return {nodes[name].op for name in seen}
 
 
 def _width(shape) -> int | None:
@@ -1398,6 +1475,8 @@ def resolve_model(
     signature = None if load else _signature_without_loading(model)
     obj = None
     if signature is not None:
+        if jit_compile and signature.reference_variables:
+            raise _xla_refusal(model.reference)
         image_size = _image_size(model.reference, model.location, signature.input_shape, image_size)
         num_outputs = signature.num_outputs
         if num_outputs == 1:  # what the unloaded model tells of its probabilities
