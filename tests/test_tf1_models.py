@@ -13,13 +13,20 @@ from tests.conftest import SIZE, cli_args
 CLASSES = 5
 
 
-def _graph(tf, dtype=None, scale: float = 1.0, loop: bool = False, examples: bool = False):
-    """images [N, SIZE, SIZE, 3] of `dtype` (float32) -> logits [N, CLASSES] of the
+def _graph(
+    tf,
+    dtype=None,
+    scale: float = 1.0,
+    loop: bool = False,
+    examples: bool = False,
+    side: int | None = SIZE,
+):
+    """images [N, side, side, 3] of `dtype` (float32) -> logits [N, CLASSES] of the
     images as floats times `scale`: a conv, a mean, a dense, in variables (as a TF1
     export holds them), seeded; `loop`: the images pass a tf.while_loop that keeps them;
     `examples`: the input is serialized tf.Example records [N] holding the images as
     `image`, parsed in the graph, as an Estimator's parsing serving_input_receiver_fn
-    exports it."""
+    exports it; `side` None: images of any size."""
     v1 = tf.compat.v1
     rng = np.random.default_rng(5)
     if examples:
@@ -27,7 +34,8 @@ def _graph(tf, dtype=None, scale: float = 1.0, loop: bool = False, examples: boo
         image = tf.io.FixedLenFeature([SIZE, SIZE, 3], tf.float32)
         parsed = tf.io.parse_example(images, {"image": image})["image"]
     else:
-        images = parsed = v1.placeholder(dtype or tf.float32, [None, SIZE, SIZE, 3], name="input")
+        shape = [None, side, side, 3]
+        images = parsed = v1.placeholder(dtype or tf.float32, shape, name="input")
     pixels = tf.cast(parsed, tf.float32) * scale
     if loop:
         _, pixels = tf.while_loop(lambda i, x: i < 2, lambda i, x: (i + 1, x), [0, pixels])
@@ -122,16 +130,20 @@ def test_a_tf1_saved_model_of_several_graphs_none_for_serving_is_refused_naming_
     assert not (tmp_path / "out").exists()
 
 
-def _tf1_hub_module(path) -> str:
+def _tf1_hub_module(path, recorded_side: int | None = None) -> str:
     """A module in TF Hub's TF1 format (as hub.Module exported it, which tensorflow_hub
     no longer can): a SavedModel of MetaGraphs tagged [] and ['train'] beside a
     tfhub_module.pb, whose `default` and `image_classification` signatures map `images`
-    to the logits as `default`, among the hidden layer's activations."""
+    to the logits as `default`, among the hidden layer's activations. `recorded_side`:
+    its images are of any size, and it records its expected size as side x side, as
+    hub.attach_image_module_info did."""
     import tensorflow as tf
 
     v1 = tf.compat.v1
     with tf.Graph().as_default() as graph, v1.Session() as session:
-        images, logits = _graph(tf)
+        images, logits = _graph(tf, side=SIZE if recorded_side is None else None)
+        if recorded_side is not None:
+            v1.add_to_collection("hub_module_attachments", _image_module_info(recorded_side))
         session.run(v1.global_variables_initializer())
         hidden = graph.get_tensor_by_name("Relu:0")
         outputs = {"default": logits, "Net/hidden": hidden}
@@ -143,6 +155,40 @@ def _tf1_hub_module(path) -> str:
         builder.save()
     (path / "tfhub_module.pb").write_bytes(b"\x08\x03")  # ModuleDef {format: FORMAT_V3}
     return str(path)
+
+
+def _image_module_info(side: int) -> bytes:
+    """A serialized ModuleAttachment holding an ImageModuleInfo of side x side images
+    under the key `image_module_info`, as hub.attach_image_module_info stored it: of
+    classes made from tensorflow_hub's module_attachment.proto and image_module_info.proto
+    (tensorflow_hub no longer ships them)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    field = descriptor_pb2.FieldDescriptorProto
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="hub_messages.proto", package="tensorflow_hub", syntax="proto3"
+    )
+    attachment = proto.message_type.add(name="ModuleAttachment")
+    attachment.field.add(name="key", number=1, type=field.TYPE_STRING)
+    attachment.field.add(name="value", number=2, type=field.TYPE_BYTES)
+    info = proto.message_type.add(name="ImageModuleInfo")
+    size = info.nested_type.add(name="InputSize")
+    size.field.add(name="height", number=1, type=field.TYPE_INT32)
+    size.field.add(name="width", number=2, type=field.TYPE_INT32)
+    info.field.add(
+        name="default_image_size",
+        number=1,
+        type=field.TYPE_MESSAGE,
+        type_name=".tensorflow_hub.ImageModuleInfo.InputSize",
+    )
+    for f in [*attachment.field, *size.field, *info.field]:
+        f.label = field.LABEL_OPTIONAL
+    classes = message_factory.GetMessages([proto], pool=descriptor_pool.DescriptorPool())
+    info_message = classes["tensorflow_hub.ImageModuleInfo"]()
+    info_message.default_image_size.height = info_message.default_image_size.width = side
+    value = info_message.SerializeToString()
+    attached = classes["tensorflow_hub.ModuleAttachment"](key="image_module_info", value=value)
+    return attached.SerializeToString()
 
 
 def test_a_tf1_hub_module_is_audited_on_its_default_signature_and_output(
@@ -164,6 +210,31 @@ def test_a_tf1_hub_module_is_audited_on_its_default_signature_and_output(
             return session.run(signature.outputs["default"].name, feed)
 
     _check_rows(image_folder, tmp_path / "out", logits)
+
+
+def test_a_tf1_hub_module_of_any_input_size_is_fed_the_size_it_records(
+    tmp_path, monkeypatch, caplog
+):
+    """A TF1 Hub image module that takes any size records the size it expects
+    (ImageModuleInfo, which hub.get_expected_image_size read before the input's shape);
+    the job fed it 224x224 images, warning that the model does not fix its size. It
+    takes the recorded size, loaded or not (a launch for workers elsewhere); --image_size
+    still sets another."""
+    from transforms import tf_model
+
+    module = _tf1_hub_module(tmp_path / "module", recorded_side=20)
+    with caplog.at_level("INFO"):
+        spec = tf_model.resolve_model(module)
+    assert spec.image_size == 20 and spec.num_outputs == CLASSES
+    assert "its TF Hub module records 20x20 images (ImageModuleInfo): using 20" in caplog.text
+    assert "using 224" not in caplog.text
+    assert tf_model.resolve_model(module, image_size=24).image_size == 24
+
+    def refuse(model):
+        raise AssertionError(f"{model.reference} was loaded")
+
+    monkeypatch.setattr(tf_model, "_load", refuse)
+    assert tf_model.resolve_model(module, load=False) == spec
 
 
 def test_a_tf1_saved_model_of_a_predict_signature_alone_is_refused_with_a_resave_that_runs(

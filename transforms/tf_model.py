@@ -885,8 +885,11 @@ def _check_side(reference: str, side: int | None) -> None:
         )
 
 
-def _image_size(reference: str, location: str, shape, image_size: int | None) -> int:
-    """The model's input side: its signature's, `image_size`, a known one, or 224."""
+def _image_size(
+    reference: str, location: str, shape, image_size: int | None, recorded: int | None = None
+) -> int:
+    """The model's input side: its signature's, `image_size`, a known one, the one it
+    records for an open input (`recorded`: a TF1 Hub module's ImageModuleInfo), or 224."""
     if shape is not None and (len(shape) != 4 or shape[-1] not in (None, 3)):
         raise ValueError(
             f"--model {reference!r} takes inputs of shape {shape}; this pipeline needs "
@@ -917,6 +920,16 @@ def _image_size(reference: str, location: str, shape, image_size: int | None) ->
             )
         return image_size
     known = _KNOWN_SIGNATURES.get(location)
+    if static is None and known is None and recorded is not None:
+        _LOG.info(
+            "Model %s does not fix its input size; its TF Hub module records %dx%d images "
+            "(ImageModuleInfo): using %d (--image_size sets another).",
+            reference,
+            recorded,
+            recorded,
+            recorded,
+        )
+        return recorded
     size = static or (known.image_size if known is not None else None)
     if size is None:
         _LOG.warning(
@@ -1377,7 +1390,11 @@ def _tf1_signature(path: str, metas: list) -> _Signature | None:
     ops = _ops_reaching(meta.graph_def, outputs[key])
     if ops & _V1_LOOP_OPS:
         return None
-    return dataclasses.replace(found, reference_variables=bool(ops & _REFERENCE_VARIABLE_OPS))
+    return dataclasses.replace(
+        found,
+        image_size=_hub_image_side(meta) if hub_module else None,
+        reference_variables=bool(ops & _REFERENCE_VARIABLE_OPS),
+    )
 
 
 def _meta_graph_loaded(metas: list, hub_module: bool) -> Any | None:
@@ -1392,6 +1409,95 @@ def _meta_graph_loaded(metas: list, hub_module: bool) -> Any | None:
         wanted = _serving_tag_sets(tag_sets)
     chosen = [meta for meta, tags in zip(metas, tag_sets, strict=True) if tags in wanted]
     return chosen[0] if len(chosen) == 1 else None
+
+
+# Where TF Hub's TF1 format (hub.Module's exports) keeps the messages attached to a
+# module: in each MetaGraph's collection of this name, as serialized ModuleAttachment
+# protos {1: key, 2: value} (tensorflow_hub's saved_model_lib); an image module's
+# ImageModuleInfo {1: default_image_size {1: height, 2: width}} under this key
+# (image_util, whose get_expected_image_size reads it before the input's shape).
+_HUB_ATTACHMENTS = "hub_module_attachments"
+_IMAGE_MODULE_INFO = b"image_module_info"
+
+
+def _hub_image_side(meta: Any) -> int | None:
+    """The side of the square images a TF1 Hub module's MetaGraph records as its expected
+    input size; None where it records none, a non-square one or one beyond the job's
+    bound."""
+    if _HUB_ATTACHMENTS not in meta.collection_def:
+        return None
+    for attachment in meta.collection_def[_HUB_ATTACHMENTS].bytes_list.value:
+        fields = _proto_fields(attachment)
+        if fields.get(1) == [_IMAGE_MODULE_INFO]:
+            info = _proto_fields(fields.get(2, [b""])[-1])
+            size = _proto_fields(info.get(1, [b""])[-1])
+            height, width = size.get(1, [0])[-1], size.get(2, [0])[-1]
+            return height if height == width and 0 < height <= MAX_IMAGE_SIZE else None
+    return None
+
+
+def _recorded_image_size(model: ModelReference) -> int | None:
+    """`_hub_image_side` of the MetaGraph loading took of a TF1 Hub module (a folder, or
+    a handle's, which loading put in TF Hub's cache); None for any other model, or a
+    proto that does not read (the module loaded regardless)."""
+    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow_hub as hub  # noqa: PLC0415
+    from tensorflow.python.saved_model import loader_impl  # noqa: PLC0415
+
+    if model.kind not in ("saved_model", "hub") or model.location in _KNOWN_SIGNATURES:
+        return None
+    try:
+        folder = hub.resolve(model.location) if model.kind == "hub" else model.location
+        if not tf.io.gfile.exists(os.path.join(folder, "tfhub_module.pb")):
+            return None
+        meta = _meta_graph_loaded(loader_impl.parse_saved_model(folder).meta_graphs, True)
+        return _hub_image_side(meta) if meta is not None else None
+    except Exception as e:  # an odd attachment: the size is not learnt from it
+        _LOG.info("Could not read the image size %s records: %s", model.reference, e)
+        return None
+
+
+def _open_size(shape) -> bool:
+    """An input shape that leaves the image's height or width open."""
+    return shape is None or len(shape) != 4 or None in tuple(shape)[1:3]
+
+
+def _proto_fields(data: bytes) -> dict[int, list[int | bytes]]:
+    """A serialized protobuf message's fields by number, in order: varints as ints,
+    length-delimited ones as bytes; fixed-width ones skipped. Enough for the small
+    messages of TF Hub's TF1 format, whose classes tensorflow_hub no longer ships.
+
+    Raises:
+      ValueError: `data` is not a protobuf message.
+    """
+    fields: dict[int, list[int | bytes]] = {}
+    at = 0
+    while at < len(data):
+        key, at = _varint(data, at)
+        number, wire = key >> 3, key & 7
+        if wire in (1, 5):  # 64- and 32-bit fixed width
+            at += 8 if wire == 1 else 4
+            continue
+        if wire not in (0, 2):
+            raise ValueError(f"wire type {wire} of field {number}")
+        value, at = _varint(data, at)
+        if wire == 2:
+            value, at = data[at : at + value], at + value
+        fields.setdefault(number, []).append(value)
+    if at != len(data):
+        raise ValueError("a field runs past the message's end")
+    return fields
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    """The varint at `data[at:]` and the index after it."""
+    value = shift = 0
+    for index in range(at, len(data)):
+        value |= (data[index] & 0x7F) << shift
+        shift += 7
+        if data[index] < 0x80:
+            return value, index + 1
+    raise ValueError("a varint runs past the message's end")
 
 
 def _ops_reaching(graph_def: Any, output: Any) -> set[str]:
@@ -1452,7 +1558,8 @@ def resolve_model(
     Args:
       reference: the `--model` value, or its `model_reference`.
       image_size: overrides the size; required when the signature leaves it open
-        and the model is not a known one (else 224 with a warning).
+        and the model is not a known one or a TF1 Hub module that records its size
+        (else 224 with a warning).
       input_range: overrides the pixel range; default (0, 255) for a Keras model
         whose first layer rescales 8-bit pixels (`_rescaled_pixel_range`), else (0, 1).
       label_offset: overrides the automatic offset (1 for 1001 outputs, else 0).
@@ -1477,7 +1584,8 @@ def resolve_model(
     if signature is not None:
         if jit_compile and signature.reference_variables:
             raise _xla_refusal(model.reference)
-        image_size = _image_size(model.reference, model.location, signature.input_shape, image_size)
+        shape, recorded = signature.input_shape, signature.image_size
+        image_size = _image_size(model.reference, model.location, shape, image_size, recorded)
         num_outputs = signature.num_outputs
         if num_outputs == 1:  # what the unloaded model tells of its probabilities
             _warn_of_one_output(model.reference)
@@ -1487,7 +1595,8 @@ def resolve_model(
             raise _xla_refusal(model.reference)
         input_range = _model_input_range(model, obj, given, input_range)
         call, shape = _callable(obj, model.reference)
-        image_size = _image_size(model.reference, model.location, shape, image_size)
+        recorded = _recorded_image_size(model) if _open_size(shape) else None
+        image_size = _image_size(model.reference, model.location, shape, image_size, recorded)
         outputs = _probe_outputs(model.reference, call, image_size, input_range)
         num_outputs = int(outputs.shape[1])
         _warn_of_probabilities(model.reference, outputs, obj)  # of a model the job audits
