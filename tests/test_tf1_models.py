@@ -434,14 +434,15 @@ def test_a_tf1_exports_signature_is_read_without_loading_where_loading_would_acc
 
     loaded, real_load = [], tf_model._load
     monkeypatch.setattr(tf_model, "_load", lambda m: loaded.append(m) or real_load(m))
-    for what, model in _tf1_models(tmp_path).items():
+    models = _tf1_models(tmp_path)
+    for what, model in models.items():
         on_load = _resolved(model)
         loaded.clear()
         unloaded = _resolved(model, load=False)
         assert type(unloaded) is type(on_load) and str(unloaded) == str(on_load), what
         refused = isinstance(on_load, ValueError)
         assert bool(loaded) == (refused or what == "v1 loop"), what
-    ref = _tf1_models(tmp_path / "again")["reference variables"]
+    ref = models["reference variables"]
     loaded.clear()
     assert str(_resolved(ref, load=False, jit_compile=True)) == str(tf_model._xla_refusal(ref))
     assert not loaded
