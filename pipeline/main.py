@@ -64,7 +64,7 @@ from transforms.batch import forget_warnings
 from transforms.config import DEFAULT_COMPLETENESS_TOLERANCE, AttributionConfig
 from transforms.done_ids import load_done_ids, write_done_ids
 from transforms.errors import error_reason
-from transforms.files import is_partial_of
+from transforms.files import as_opened, is_partial_of
 from transforms.manifest import (
     ERRORS_DIR,
     FAITHFULNESS_PIXELS,
@@ -216,8 +216,9 @@ def _class_names(spec: ModelSpec, tfds_names: Sequence[str] | None) -> tuple[str
 
 
 def _local_output(output: str) -> str:
-    """--output as the absolute path a folder listing compares with (gs:// unchanged)."""
-    return output if output.startswith(_REMOTE_SCHEMES) else os.path.abspath(output)
+    """--output as the absolute path a folder listing compares with, naming the folder
+    the system opens for it (`as_opened`: a `link/..` in it); gs:// unchanged."""
+    return output if output.startswith(_REMOTE_SCHEMES) else os.path.abspath(as_opened(output))
 
 
 # The folders of a run in its --output, which --overwrite deletes with it: its rows,
@@ -1049,7 +1050,7 @@ def _check_local_writable(output: str) -> None:
     (The write probe under the lock stays the final word.)"""
     if output.startswith(_REMOTE_SCHEMES):
         return
-    path = Path(os.path.abspath(output))
+    path = Path(_local_output(output))
     try:
         _check_no_dangling_link(output, path)
         existing = next(p for p in (path, *path.parents) if p.exists())
@@ -1785,6 +1786,15 @@ def _expand_home(audit: AuditOptions) -> None:
             setattr(audit, flag, os.path.expanduser(value))
 
 
+def _output_as_opened(audit: AuditOptions) -> None:
+    """A local --output of `link/../out` is the folder the system opens for it, the
+    sibling of the link's target (`as_opened`): the launch's checks looked at an `out`
+    beside the link, and Beam's sinks wrote their temporary files there, then failed
+    to move them into `link/../out`."""
+    if isinstance(audit.output, str):
+        audit.output = as_opened(audit.output)
+
+
 def _check_schemes(audit: AuditOptions) -> None:
     """--output and --dataset are local paths or gs:// folders: the one remote file
     system installed (a path with another scheme, s3://, was taken for a local folder
@@ -1877,6 +1887,7 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
         audit = options.view_as(AuditOptions)
         _expand_home(audit)
         _check_schemes(audit)
+        _output_as_opened(audit)
         job = dataclasses.replace(_prepare(options, audit), command=_command(argv))
         if _is_dataflow_dry_run(options):
             _log_dry_run(audit)

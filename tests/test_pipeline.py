@@ -693,6 +693,23 @@ def test_a_relative_output_folder_is_written_and_read_back(
     assert not list((tmp_path / "out" / ".tmp").glob("beam-temp-*/*"))
 
 
+def test_an_output_with_dot_dot_after_a_link_is_the_folder_the_system_opens(
+    image_folder, linear_keras, tmp_path, monkeypatch
+):
+    """`link/../out` is the sibling of the link's target, as `mkdir -p` makes it; the
+    launch checked an `out` beside the link (refused a file there) and Beam's sinks
+    wrote their temporary files there, then failed to move them into `link/../out`."""
+    (tmp_path / "deep" / "a").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "deep" / "a")
+    (tmp_path / "out").write_text("a file beside the link, not the output")
+    monkeypatch.chdir(tmp_path)
+    manifest = _run(image_folder, linear_keras, "link/../out", "--faithfulness", "none")
+    assert manifest["status"] == "complete" and manifest["counts"]["rows"] == 4
+    assert manifest["output"] == str(tmp_path / "deep" / "out")
+    assert len(pd.read_parquet(tmp_path / "deep" / "out" / "results")) == 4
+    assert (tmp_path / "out").read_text() == "a file beside the link, not the output"
+
+
 def test_a_model_that_ends_in_a_softmax_reports_its_own_probabilities(
     image_folder, tmp_path, caplog
 ):

@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from transforms import labels
+from transforms import files, labels
 
 if TYPE_CHECKING:
     import apache_beam as beam
@@ -270,7 +270,7 @@ def source_for(dataset: str, split: str, data_dir: str | None = None) -> DataSou
 
     Returns:
       `SampleSource`; a `FolderSource` for gs://, an existing local path (made
-      absolute, so the manifest finds it from anywhere: `_absolute`) or anything else that is
+      absolute, so the manifest finds it from anywhere: `files.as_opened`) or anything else that is
       a path (holds a separator and is no TFDS name); else a `TfdsSource` (not
       resolved yet), builder configs included (`cifar10_corrupted/brightness_1`),
       also for a TFDS name that is a local folder holding that prepared dataset
@@ -284,19 +284,8 @@ def source_for(dataset: str, split: str, data_dir: str | None = None) -> DataSou
         # Run from a TFDS data folder: the name is the dataset there, not a folder of images.
         return TfdsSource(dataset, split, data_dir or os.path.abspath(os.curdir))
     if os.path.exists(dataset) or (os.path.sep in dataset and not _TFDS_NAME.match(dataset)):
-        return FolderSource(_absolute(dataset))
+        return FolderSource(os.path.abspath(files.as_opened(dataset)))
     return TfdsSource(dataset, split, data_dir)
-
-
-def _absolute(path: str) -> str:
-    """`path` made absolute, naming the folder the system opens for it: `abspath` drops
-    `link/..` as text, so `link/../imgs` (the sibling of the link's target, as `ls`
-    reads it) became an `imgs` beside the link, missing or another folder; such a
-    path is taken as its real path. Any other keeps its spelling (links unresolved)."""
-    absolute = os.path.abspath(path)
-    if not os.path.exists(path) or (os.path.exists(absolute) and os.path.samefile(absolute, path)):
-        return absolute
-    return os.path.realpath(path)
 
 
 def _holds_prepared_tfds(folder: str) -> bool:

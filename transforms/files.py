@@ -22,6 +22,7 @@ from typing import IO, Any
 __all__ = [
     "MAX_FILE_BYTES",
     "RemoteUnreachable",
+    "as_opened",
     "connect_once",
     "create",
     "entry_kind",
@@ -57,6 +58,17 @@ class RemoteUnreachable(ConnectionError):
 def is_remote(path: str | os.PathLike) -> bool:
     """Whether `path` is a URI (gs://...) read through Beam's file systems."""
     return "://" in os.fspath(path)
+
+
+def as_opened(path: str) -> str:
+    """A local `path` naming the file or folder the system opens for it, whether it
+    exists or not: `os.path.abspath` and Beam's sinks drop `link/..` as text, so
+    `link/../out` (the sibling of the link's target, as `ls` and `mkdir -p` read it)
+    became an `out` beside the link, missing or another one. Such a path is taken as
+    its real path; any other (and a remote one) keeps its spelling, links unresolved."""
+    if is_remote(path) or os.path.realpath(os.path.abspath(path)) == os.path.realpath(path):
+        return path
+    return os.path.realpath(path)
 
 
 def _beam(path: str | None = None, use: str = "read") -> Any:
