@@ -2546,6 +2546,32 @@ def test_errors_by_stage_count_one_cause_over_many_files_once(tmp_path):
     ]
 
 
+def test_an_error_example_whose_file_name_several_inputs_share_is_its_image_id(
+    image_folder, linear_keras, tmp_path
+):
+    """Two links named `loop` in two folders: the summary said "2 x symbolic link loop
+    ... (e.g. loop)", which loop unsaid; the rows table shows such a name as its
+    image_id, and so do the examples of the summary and the report's causes."""
+    from pipeline import run
+    from pipeline.report import build_report
+    from transforms.results import error_causes, read_errors
+
+    root = Path(image_folder["root"])
+    for folder in ("x", "y"):
+        (root / folder).mkdir()
+        (root / folder / "loop").symlink_to("..")
+    flags = _flags(image_folder, linear_keras, str(tmp_path / "out"), "--faithfulness", "none")
+    run(flags, save_main_session=False)
+    causes = error_causes(read_errors(str(tmp_path / "out")))
+    loops = causes[causes.reason.str.startswith("symbolic link loop")]
+    assert list(loops.inputs) == [2] and list(loops.example) == ["x/loop"]
+    lines = [line for line in error_summary(str(tmp_path / "out")) if "link loop" in line]
+    assert len(lines) == 1 and lines[0].endswith("(e.g. x/loop)"), lines
+    # A name no other input has stays a file name (broken.jpg in the fixture's folder).
+    assert "broken.jpg" in set(causes.example)
+    assert '<td class="mono">x/loop</td>' in build_report(str(tmp_path / "out"))
+
+
 def test_errors_by_stage_count_reasons_that_differ_only_by_a_number_once(tmp_path):
     # A folder of 60 files that are not images, each of its own size, was 60
     # causes: 3 shown and '... and 57 other reasons', the same reason unseen.

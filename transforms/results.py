@@ -944,18 +944,20 @@ _NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?!\w|\.\d)")
 
 def error_causes(errors: pd.DataFrame) -> pd.DataFrame:
     """Error records (`read_errors`) -> one row per stage and cause: `stage`,
-    `inputs`, `reason` and an `example` file name; the stages with the most errors
-    first, and in each its most frequent causes. A cause is a reason without its
-    file's name and numbers, shown as N where its records' numbers differ."""
+    `inputs`, `reason` and an `example` file name, the first by name (its image_id
+    where several inputs share that name: `x/loop`, not `loop`); the stages with the
+    most errors first, and in each its most frequent causes. A cause is a reason
+    without its file's name and numbers, shown as N where its records' numbers differ."""
     errors = errors.assign(
-        reason=[_reason(*row) for row in errors[["error", "image_id"]].itertuples(False)]
+        reason=[_reason(*row) for row in errors[["error", "image_id"]].itertuples(False)],
+        example=_unambiguous_names(errors),
     )
     errors["cause"] = errors["reason"].map(_cause)
     causes = errors.groupby(["stage", "cause"], sort=False).agg(
         inputs=("reason", "size"),
         distinct=("reason", "nunique"),
         shown=("reason", "first"),
-        example=("file_name", "first"),
+        example=("example", "min"),  # the same whatever order the files were read in
     )
     causes = causes.reset_index()
     causes["reason"] = causes["shown"].where(causes["distinct"] == 1, causes["cause"])
@@ -963,6 +965,13 @@ def error_causes(errors: pd.DataFrame) -> pd.DataFrame:
     order = ["stage_inputs", "stage", "inputs"]
     causes = causes.sort_values(order, ascending=[False, True, False], kind="stable")
     return causes[["stage", "inputs", "reason", "example"]].reset_index(drop=True)
+
+
+def _unambiguous_names(frame: pd.DataFrame) -> pd.Series:
+    """Each record's `file_name`, or its `image_id` where other inputs share that
+    name (`loop` in two folders), as the end-of-run table of rows shows them."""
+    shared = frame.groupby("file_name", dropna=False)["image_id"].transform("nunique") > 1
+    return frame["file_name"].where(~shared & frame["file_name"].notna(), frame["image_id"])
 
 
 def _reason(error: str, image_id: str) -> str:
