@@ -1280,10 +1280,15 @@ def build_report(
     Args:
       output: the run's `--output` folder.
       examples: cards per section (misclassifications, worst rows, no better than chance).
-      gallery: images in the gallery (0: none).
+      gallery: images in the gallery (0: none), at most `plots.GRID_MAX_ROWS`.
       classes: classes listed in the per-class table (worst first).
       image_root: where the run's image folder is now, if it moved.
+
+    Raises:
+      ValueError: `gallery` above `plots.GRID_MAX_ROWS`, before anything is read.
     """
+    if gallery > plots.GRID_MAX_ROWS:
+        raise ValueError(_gallery_limit(gallery))
     manifest = results.read_manifest(output)
     available = _result_columns(output)
     config = manifest.get("config", {})
@@ -1317,6 +1322,11 @@ def build_report(
     )
 
 
+def _gallery_limit(gallery: int) -> str:
+    """Why a gallery of `gallery` images is refused: its grid would take minutes."""
+    return f"gallery must be at most {plots.GRID_MAX_ROWS} (one panel per image), got {gallery}."
+
+
 def write_report(output: str, path: str, **kwargs: Any) -> str:
     """Builds the page of the run in `output` and writes it to `path` (local or gs://)."""
     _write(build_report(output, **kwargs), path)
@@ -1332,6 +1342,8 @@ def _flag_problem(args: argparse.Namespace) -> str | None:
     for flag in ("examples", "gallery", "classes"):
         if getattr(args, flag) < 0:
             return f"--{flag} must be >= 0, got {getattr(args, flag)}."
+    if args.gallery > plots.GRID_MAX_ROWS:
+        return f"--{_gallery_limit(args.gallery)}"
     root = args.image_root
     if root is not None and not files.is_remote(root) and not os.path.isdir(root):
         # Else every picture of the page was a note that its image was not found.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -277,6 +278,19 @@ def test_grid_figure_captions_and_marks_misclassifications(folder_run):
     np.testing.assert_allclose(
         photo, folder_run["pixels"][f"{WNID_CAT}/cat1.png"] / 255.0, atol=1e-6
     )
+
+
+def test_grid_figure_refuses_more_rows_than_it_draws_in_reasonable_time(folder_run):
+    """It drew every row given: 256 took 23 s to lay out and save, 2,000 minutes and
+    never saved. Above its limit it says so and how to pick rows, before drawing."""
+    rows = results.read_results(folder_run["output"], with_arrays=True)
+    many = pd.concat([rows] * 26, ignore_index=True)  # 104 rows
+    message = "grid_figure draws at most 100 rows, one panel each; got 104: pass rows.head(100)"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        plots.grid_figure(many)
+    assert plots.GRID_MAX_ROWS == 100
+    figure = plots.grid_figure(many.head(100), columns=10)
+    assert len([ax for ax in figure.axes if ax.get_title()]) == 100
 
 
 def test_grid_figure_names_images_that_share_a_file_name_by_their_ids(tmp_path):

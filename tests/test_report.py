@@ -352,6 +352,19 @@ def test_a_negative_count_is_refused_naming_its_flag_and_value(flag, tmp_path, c
     assert not (tmp_path / "r.html").exists()
 
 
+def test_a_gallery_larger_than_a_grid_draws_is_refused(tmp_path, capsys, folder_run):
+    """--gallery 2000 on a large run drew a grid of 2,000 panels, which took minutes
+    and never saved; refused before any reading, as build_report refuses it."""
+    page = tmp_path / "r.html"
+    args = ["--input", folder_run["output"], "--output", str(page), "--gallery", "101"]
+    assert main(args) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == "error: --gallery must be at most 100 (one panel per image), got 101."
+    assert not page.exists()
+    with pytest.raises(ValueError, match=re.escape("gallery must be at most 100")):
+        build_report(folder_run["output"], gallery=101)
+
+
 def test_without_output_the_page_is_written_into_the_runs_folder(capsys, folder_run):
     # --output was required: `--input X` alone exited 2 with argparse's usage.
     assert main(["--input", folder_run["output"], "--gallery", "0"]) == 0
