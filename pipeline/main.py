@@ -1786,13 +1786,16 @@ def _expand_home(audit: AuditOptions) -> None:
             setattr(audit, flag, os.path.expanduser(value))
 
 
-def _output_as_opened(audit: AuditOptions) -> None:
-    """A local --output of `link/../out` is the folder the system opens for it, the
-    sibling of the link's target (`as_opened`): the launch's checks looked at an `out`
-    beside the link, and Beam's sinks wrote their temporary files there, then failed
-    to move them into `link/../out`."""
-    if isinstance(audit.output, str):
-        audit.output = as_opened(audit.output)
+def _paths_as_opened(audit: AuditOptions) -> None:
+    """A local path flag of `link/../x` is the file the system opens for it, the
+    sibling of the link's target (`as_opened`; --dataset's in `source_for`): for
+    --output the launch's checks looked at an `x` beside the link, and Beam's sinks
+    wrote their temporary files there, then failed to move them into `link/../x`;
+    TensorFlow's file functions, which read --model, drop `link/..` the same way."""
+    for flag in ("output", "model", "class_names", "data_dir"):
+        value = getattr(audit, flag)
+        if isinstance(value, str):
+            setattr(audit, flag, as_opened(value))
 
 
 def _check_schemes(audit: AuditOptions) -> None:
@@ -1887,7 +1890,7 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
         audit = options.view_as(AuditOptions)
         _expand_home(audit)
         _check_schemes(audit)
-        _output_as_opened(audit)
+        _paths_as_opened(audit)
         job = dataclasses.replace(_prepare(options, audit), command=_command(argv))
         if _is_dataflow_dry_run(options):
             _log_dry_run(audit)

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import zipfile
 
 import numpy as np
@@ -708,6 +709,20 @@ def test_an_output_with_dot_dot_after_a_link_is_the_folder_the_system_opens(
     assert manifest["output"] == str(tmp_path / "deep" / "out")
     assert len(pd.read_parquet(tmp_path / "deep" / "out" / "results")) == 4
     assert (tmp_path / "out").read_text() == "a file beside the link, not the output"
+
+
+def test_a_model_path_with_dot_dot_after_a_link_is_the_file_the_system_opens(
+    image_folder, linear_keras, tmp_path, monkeypatch
+):
+    """`ls link/../m.keras` lists it, yet TensorFlow's file functions drop `link/..`
+    as text: the job refused it as "no such .keras file", after listing the images."""
+    (tmp_path / "deep" / "a").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "deep" / "a")
+    shutil.copy(linear_keras, tmp_path / "deep" / "m.keras")
+    monkeypatch.chdir(tmp_path)
+    manifest = _run(image_folder, "link/../m.keras", "out", "--faithfulness", "none")
+    assert manifest["status"] == "complete" and manifest["counts"]["rows"] == 4
+    assert manifest["model"]["reference"] == str(tmp_path / "deep" / "m.keras")
 
 
 def test_a_model_that_ends_in_a_softmax_reports_its_own_probabilities(
