@@ -305,6 +305,32 @@ def test_reruns_are_bit_identical_at_a_fixed_path_batch_size_and_close_at_others
     )
 
 
+def test_a_batch_of_one_image_gives_the_rows_a_batch_of_two_does(
+    image_folder, conv_keras, tmp_path
+):
+    # README, Reliability: a model call of one row took another kernel (a
+    # matrix-vector product) than the same row in a call of two, and F(x), p(x) and
+    # the AUCs of --batch_size 1 (or of a last batch of one image) differed in their
+    # last bits, far more for a score that is a small difference of large terms. A
+    # lone row now runs as two: same shapes, same kernels, the same rows.
+    flags = cli_args(
+        dataset=image_folder["root"], model=conv_keras, steps=5, path_batch_size=8, seed=7
+    )
+
+    def rows(name: str, batch_size: int) -> pd.DataFrame:
+        output = str(tmp_path / name)
+        run([*flags, "--batch_size", str(batch_size), "--output", output], save_main_session=False)
+        return pd.read_parquet(tmp_path / name / "results").sort_values(
+            "image_id", ignore_index=True
+        )
+
+    one, two = rows("one", 1), rows("two", 2)
+    # F(x), F(x') and p(x): forward calls of the images alone, of two rows each.
+    exact = ["target_score", "baseline_score", "top_k_probs"]
+    pd.testing.assert_frame_equal(one[exact], two[exact], check_exact=True)
+    pd.testing.assert_frame_equal(one, two)  # the rest as the path's calls allow
+
+
 class _FailOnce:
     """Makes the first calls of a method raise, as a worker dying mid-bundle would."""
 

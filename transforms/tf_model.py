@@ -407,10 +407,27 @@ def padded_batch(rows: int) -> int:
     return 1 << max(rows - 1, 0).bit_length()
 
 
-def _pad_rows(rows: int, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Zero rows appended up to `padded_batch(rows)`; rows are independent, so
+# The fewest rows a model call runs. On CPUs a call of one row takes other kernels
+# (a matrix-vector product) than the same row in a call of two or more, whose float
+# sums differ in their last bits: F(x) of --batch_size 1 moved by 5e-7 of the logit
+# on the bundled model and by 0.7% on a logit that is a small difference of large
+# terms, while calls of 2 to 256 rows gave each row the same bits (docs/accuracy.md,
+# section 7). A lone row runs with a zero row: about 10 ms more on the bundled model.
+_MIN_CALL_ROWS = 2
+
+
+def _call_rows(rows: int, jit: bool) -> int:
+    """The rows a call of `rows` rows runs at: at least `_MIN_CALL_ROWS`, and
+    `padded_batch(rows)` when XLA compiles the call; an empty call stays empty."""
+    if rows == 0:
+        return 0
+    return max(padded_batch(rows) if jit else rows, _MIN_CALL_ROWS)
+
+
+def _pad_rows(rows: int, jit: bool, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Zero rows appended up to `_call_rows(rows, jit)`; rows are independent, so
     the padding changes no real row's result."""
-    extra = padded_batch(rows) - rows
+    extra = _call_rows(rows, jit) - rows
     if extra == 0:
         return arrays
     return tuple(np.concatenate([a, np.zeros((extra, *a.shape[1:]), a.dtype)]) for a in arrays)
@@ -1761,8 +1778,9 @@ class Classifier:
         self.settings = _xla_settings(settings, jit_compile, self._model, spec.reference)
         call, _ = _callable(self._model, spec.reference, announce=not probed)
         jit = self.settings.jit_compile
-        # Compiled functions get few distinct shapes (see `padded_batch`).
-        self._pad = bool(jit)
+        # Calls of one row run as two; compiled functions get few distinct shapes
+        # (see `_call_rows`).
+        self._jit = bool(jit)
         self._logits = _compile_logits(call, spec.image_size, jit)
         if probed:  # by the launcher, in this process: the outputs alone
             outputs = self.logits(probe_images(spec.image_size, spec.input_range))
@@ -1796,14 +1814,13 @@ class Classifier:
             np.asarray(targets, np.int64),
         )
         rows = len(args[0])
-        return rows, (_pad_rows(rows, *args) if self._pad else args)
+        return rows, _pad_rows(rows, self._jit, *args)
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """float32 [N, H, W, 3] in the input range -> float32 [N, num_outputs]."""
         images = np.asarray(images, np.float32)
         rows = len(images)
-        if self._pad:
-            (images,) = _pad_rows(rows, images)
+        (images,) = _pad_rows(rows, self._jit, images)
         _count("forward", rows)
         return self._logits(images).numpy()[:rows]
 
@@ -1838,8 +1855,10 @@ class Classifier:
                 np.asarray(targets, np.int64),
             )
             rows = len(args[2])
-            if self._pad:  # for XLA: padding points are cut off below
-                args = (*_pad_rows(len(args[0]), *args[:2]), *_pad_rows(rows, *args[2:]))
+            # Padding points are cut off below; XLA pads the images too (its shapes).
+            if self._jit:
+                args = (*_pad_rows(len(args[0]), True, *args[:2]), *args[2:])
+            args = (*args[:2], *_pad_rows(rows, self._jit, *args[2:]))
             start = time.perf_counter()
             outputs = fn(*args)
             if tuner:
