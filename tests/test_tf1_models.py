@@ -130,6 +130,21 @@ def test_a_tf1_saved_model_of_several_graphs_none_for_serving_is_refused_naming_
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    "tag_sets",
+    [[["serve", "gpu"], ["serve"]], [["train"]]],
+    ids=["serve-alone-beside-serve-gpu", "only-graph-tagged-train"],
+)
+def test_a_tf1_saved_model_loads_its_serve_alone_graph_or_its_only_one(tag_sets, tmp_path):
+    """Of several MetaGraphs tagged `serve` (a CPU and a GPU one), the one tagged `serve`
+    alone is loaded, as TF Serving picks it; a SavedModel of one MetaGraph is loaded
+    whatever its tags, as hub.load loads it. Neither is refused as ambiguous."""
+    from transforms.tf_model import model_reference, resolve_model
+
+    model = _tf1_saved_model(tmp_path / "model", tag_sets)
+    assert resolve_model(model_reference(model)).num_outputs == CLASSES
+
+
 def _tf1_hub_module(path, recorded_side: int | None = None) -> str:
     """A module in TF Hub's TF1 format (as hub.Module exported it, which tensorflow_hub
     no longer can): a SavedModel of MetaGraphs tagged [] and ['train'] beside a
