@@ -46,10 +46,10 @@ def _graph(
 
 
 def _tf1_saved_model(
-    path, tag_sets: list[list[str]], name: str = "serving_default", **graph
+    path, tag_sets: list[list[str]], name: str | tuple[str, ...] = "serving_default", **graph
 ) -> str:
     """A TF1 SavedModel of `_graph(**graph)`, one MetaGraph per tag set, each with a
-    signature `name` {images} -> {logits}."""
+    signature `name` (or one of each name) {images} -> {logits}."""
     import tensorflow as tf
 
     v1 = tf.compat.v1
@@ -58,7 +58,7 @@ def _tf1_saved_model(
         session.run(v1.global_variables_initializer())
         builder = v1.saved_model.Builder(str(path))
         signature = v1.saved_model.predict_signature_def({"images": images}, {"logits": logits})
-        signatures = {name: signature}
+        signatures = dict.fromkeys([name] if isinstance(name, str) else name, signature)
         builder.add_meta_graph_and_variables(session, tag_sets[0], signature_def_map=signatures)
         for tags in tag_sets[1:]:
             builder.add_meta_graph(tags, signature_def_map=signatures)
@@ -275,6 +275,23 @@ def test_a_tf1_saved_model_of_a_predict_signature_alone_is_refused_with_a_resave
     assert _run(image_folder, new_folder, tmp_path / "out") == 0, capsys.readouterr().err
     _check_rows(
         image_folder, tmp_path / "out", lambda x: _tf1_logits(model, ["serve"], x, "predict")
+    )
+
+
+def test_a_tf1_saved_model_of_several_signatures_none_serving_default_is_told_to_pick_one(
+    tmp_path,
+):
+    """Of several signatures, the re-save cannot know which scores images: it names
+    them, and the line holds NAME for the user to fill in, not the first of them."""
+    from transforms.tf_model import model_reference, resolve_model
+
+    model = _tf1_saved_model(tmp_path / "model", [["serve"]], name=("classify", "predict"))
+    with pytest.raises(ValueError) as refused:
+        resolve_model(model_reference(model))
+    assert "(its signatures: classify, predict)" in str(refused.value)
+    assert str(refused.value).endswith(
+        "tf.saved_model.save(m, new_folder, signatures={'serving_default': "
+        "m.signatures[NAME]}) (NAME: the one that scores images); pass new_folder."
     )
 
 
