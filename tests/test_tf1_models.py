@@ -20,13 +20,15 @@ def _graph(
     loop: bool = False,
     examples: bool = False,
     side: int | None = SIZE,
+    saturate: bool = False,
 ):
     """images [N, side, side, 3] of `dtype` (float32) -> logits [N, CLASSES] of the
     images as floats times `scale`: a conv, a mean, a dense, in variables (as a TF1
     export holds them), seeded; `loop`: the images pass a tf.while_loop that keeps them;
     `examples`: the input is serialized tf.Example records [N] holding the images as
     `image`, parsed in the graph, as an Estimator's parsing serving_input_receiver_fn
-    exports it; `side` None: images of any size."""
+    exports it; `side` None: images of any size; `saturate`: they pass
+    tf.image.adjust_saturation, an op TF has no gradient for."""
     v1 = tf.compat.v1
     rng = np.random.default_rng(5)
     if examples:
@@ -39,6 +41,8 @@ def _graph(
     pixels = tf.cast(parsed, tf.float32) * scale
     if loop:
         _, pixels = tf.while_loop(lambda i, x: i < 2, lambda i, x: (i + 1, x), [0, pixels])
+    if saturate:
+        pixels = tf.image.adjust_saturation(pixels, 2.0)
     kernel = v1.get_variable("conv", initializer=rng.normal(size=(3, 3, 3, 4)).astype("f4"))
     dense = v1.get_variable("dense", initializer=rng.normal(size=(4, CLASSES)).astype("f4"))
     hidden = tf.reduce_mean(tf.nn.relu(tf.nn.conv2d(pixels, kernel, 1, "SAME")), [1, 2])
@@ -373,6 +377,24 @@ def test_a_tf1_graph_whose_loop_has_no_gradient_in_tf2_is_refused_saying_so(
     rebuilt = _tf1_saved_model(tmp_path / "v2_loop", [["serve"]], loop=True)
     assert _run(image_folder, rebuilt, tmp_path / "out") == 0, capsys.readouterr().err
     _check_rows(image_folder, tmp_path / "out", lambda x: _tf1_logits(model, ["serve"], x))
+
+
+def test_a_tf1_graph_of_an_op_without_a_gradient_is_refused_without_the_loop_advice(tmp_path):
+    """Another op TensorFlow has no gradient for (AdjustSaturation) is refused as a
+    gradient that cannot be taken, naming the op, but not told to rebuild a while loop
+    it does not have."""
+    from transforms.tf_model import model_reference, resolve_model
+
+    model = _tf1_saved_model(tmp_path / "saturated", [["serve"]], saturate=True)
+    with pytest.raises(ValueError) as refused:
+        resolve_model(model_reference(model))
+    message = str(refused.value)
+    assert message.startswith(
+        f"--model '{model}' runs on a batch of 2 images [2, {SIZE}, {SIZE}, 3], but "
+        "TensorFlow cannot take its gradient with respect to them ("
+    ), message
+    assert "No gradient defined for operation" in message and "AdjustSaturation" in message
+    assert message.endswith("); Integrated Gradients needs it."), message
 
 
 def test_a_tf1_saved_model_of_reference_variables_is_not_compiled_with_xla(
