@@ -397,6 +397,17 @@ def test_a_tf1_graph_of_an_op_without_a_gradient_is_refused_without_the_loop_adv
     assert message.endswith("); Integrated Gradients needs it."), message
 
 
+def _reference_variable_model(path) -> str:
+    """`_tf1_saved_model` of TF1's reference variables (VariableV2), as before TF2."""
+    import tensorflow as tf
+
+    tf.compat.v1.disable_resource_variables()
+    try:
+        return _tf1_saved_model(path, [["serve"]])
+    finally:
+        tf.compat.v1.enable_resource_variables()
+
+
 def test_a_tf1_saved_model_of_reference_variables_is_not_compiled_with_xla(
     image_folder, tmp_path, capsys, caplog
 ):
@@ -412,12 +423,7 @@ def test_a_tf1_saved_model_of_reference_variables_is_not_compiled_with_xla(
     from transforms import tf_model
     from transforms.tf_model import device_settings, model_reference, resolve_model
 
-    v1 = tf.compat.v1
-    v1.disable_resource_variables()
-    try:
-        model = _tf1_saved_model(tmp_path / "ref", [["serve"]])
-    finally:
-        v1.enable_resource_variables()
+    model = _reference_variable_model(tmp_path / "ref")
     resource = _tf1_saved_model(tmp_path / "resource", [["serve"]])
     on_a_gpu = dataclasses.replace(device_settings(), jit_compile=True)  # auto's GPU choice
     loaded = {m: tf.saved_model.load(m) for m in (model, resource)}
@@ -500,3 +506,15 @@ def test_a_tf1_exports_signature_is_read_without_loading_where_loading_would_acc
     loaded.clear()
     assert str(_resolved(ref, load=False, jit_compile=True)) == str(tf_model._xla_refusal(ref))
     assert not loaded
+
+
+def test_a_worker_told_to_compile_a_model_of_reference_variables_refuses_it(tmp_path):
+    """The worker's Classifier applies the same rule as the launch: XLA asked for
+    (`jit_compile=True`) is refused, naming the variables and the fix, rather than
+    compiled to fail at its first batch; without XLA the model runs."""
+    from transforms.tf_model import Classifier, model_reference, resolve_model
+
+    spec = resolve_model(model_reference(_reference_variable_model(tmp_path / "ref")))
+    with pytest.raises(ValueError, match="^--jit_compile on does not fit --model "):
+        Classifier(spec, jit_compile=True)
+    assert not Classifier(spec, jit_compile=False).settings.jit_compile
