@@ -103,6 +103,17 @@ def test_a_dataset_folder_named_by_a_wordnet_id_is_warned_of_its_files_get_no_la
         assert caplog.text == ""
 
 
+def test_a_wordnet_id_folder_whose_files_all_have_labels_is_not_warned_of(tmp_path, caplog):
+    """A WordNet-id folder holding WordNet-id sub-folders labels all its files: no file
+    goes without a label, so there is nothing to warn of."""
+    root = tmp_path / WNID_CAT
+    write_image(root / WNID_SHARK / "shark.png", np.zeros((2, 2, 3), np.uint8))
+    with caplog.at_level("WARNING", logger="transforms.sources"):
+        listed = sources.list_image_folder(str(root))
+    assert [f.label for f in listed] == [2]
+    assert caplog.text == ""
+
+
 def _info_lines(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
 
