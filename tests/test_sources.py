@@ -1258,3 +1258,6 @@ def test_a_dataset_path_with_dot_dot_after_a_link_is_the_folder_the_system_opens
     assert list(pd.read_parquet(tmp_path / "out" / "results").image_id) == ["meant.png"]
     # Paths without such a `..` keep their spelling (a linked folder is not resolved).
     assert sources.source_for("link", "test") == sources.FolderSource(str(tmp_path / "link"))
+    # So does a path that names nothing yet: its error names it as given.
+    missing = str(tmp_path / "link" / "none" / "imgs")
+    assert sources.source_for(missing, "test") == sources.FolderSource(missing)
