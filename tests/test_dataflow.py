@@ -907,3 +907,11 @@ def test_a_resume_built_as_a_template_is_refused_before_anything_is_read(
         "--resume itself (drop --template_location), or build the template for a new "
         "--output.\n"
     )
+
+
+def test_a_template_of_a_run_that_is_no_resume_is_still_built(offline_hub):
+    # The refusal above is of --resume alone: the same template without it is built.
+    template = ["--template_location", "gs://my-bucket/templates/audit"]
+    job, options = prepare([*GCP, *SHIPPED, *template])
+    assert job.lock is None and not job.done_before
+    assert options.view_as(GoogleCloudOptions).template_location == template[1]
