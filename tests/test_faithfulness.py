@@ -338,3 +338,10 @@ def test_ties_in_the_map_are_ordered_as_the_control_orders_them():
     order = fa.ranking(groups, ties=control)
     odd = control[control % 2 == 1]
     np.testing.assert_array_equal(order, np.concatenate([odd, control[control % 2 == 0]]))
+
+
+def test_ties_of_another_size_than_the_map_are_refused_saying_so():
+    with pytest.raises(
+        ValueError, match=r"^ties must be a permutation of the 16 pixels, got \(15,\)"
+    ):
+        fa.ranking(np.zeros((SIDE, SIDE)), ties=np.arange(PIXELS - 1))
