@@ -689,6 +689,20 @@ def test_errors_and_empty_runs(folder_run, tmp_path):
         assert e.value.filename == os.path.join(str(not_a_run), "manifest.json")
 
 
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_a_manifest_json_that_is_no_file_is_refused_naming_it_and_what_it_is(tmp_path, kind):
+    """manifest.json is read as an input file is (a FIFO refused, not waited on), whose
+    refusal named neither the file ('a FIFO (named pipe), not a regular file'), nor,
+    for a folder, anything but a descriptor number ('Is a directory: 3')."""
+    path = tmp_path / "out" / "manifest.json"
+    path.parent.mkdir()
+    os.mkfifo(path) if kind == "fifo" else path.mkdir()
+    said = "a FIFO (named pipe)" if kind == "fifo" else "a directory"
+    with pytest.raises(OSError) as refused:
+        results.read_manifest(str(tmp_path / "out"))
+    assert str(refused.value) == f"{path}: {said}, not a regular file"
+
+
 def test_real_run_round_trip(image_folder, linear_keras, linear_weights, tmp_path):
     """The API on a real DirectRunner run: known IG of a linear model, re-loaded inputs."""
     from pipeline import run

@@ -173,6 +173,7 @@ def entry_kind(mode: int) -> str:
         stat.S_ISSOCK: "a socket",
         stat.S_ISCHR: "a character device",
         stat.S_ISBLK: "a block device",
+        stat.S_ISDIR: "a directory",
     }
     return next((name for test, name in kinds.items() if test(mode)), "not a regular file")
 
@@ -189,10 +190,14 @@ def read_input_file(path: str) -> bytes:
         with open_read(path) as f:
             return read_bounded(f)
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as f:
+    try:  # before fdopen, which refuses a folder naming the descriptor ("Is a directory: 3")
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise OSError(f"{entry_kind(info.st_mode)}, not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as f:
         if info.st_size > MAX_FILE_BYTES:
             raise _too_large(str(info.st_size))
         try:

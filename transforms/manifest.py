@@ -66,6 +66,8 @@ def read_manifest(output: str) -> dict[str, Any]:
       FileNotFoundError: `output` holds no manifest (its `filename` is the
         manifest's path): not a run's --output folder (a run writes its manifest
         as it starts, status "running", and again as it ends).
+      OSError: its manifest.json is no regular file (a FIFO, never waited on; a
+        folder), or could not be read; the message names the file.
     """
     path = files.join(str(output), MANIFEST_FILE)
     try:  # as an input file is read: a FIFO of that name is refused, not waited on
@@ -77,6 +79,10 @@ def read_manifest(output: str) -> dict[str, Any]:
             "run of this job (a run writes one as it starts)",
             path,
         ) from None
+    except OSError as e:  # a FIFO or a directory of that name: named, as what it is
+        if e.filename or files.is_remote(path):  # named already; Cloud Storage's own
+            raise
+        raise OSError(f"{path}: {e}") from e
 
 
 def missing_run_message(flag: str, folder: str, error: FileNotFoundError) -> str:
