@@ -94,8 +94,10 @@ def test_a_heic_photo_is_refused_naming_its_format_and_the_fix(brand):
         f"JPEG or PNG ({len(data)} bytes)"
     )
     mp4 = _iso_bmff(b"isom", b"mp41")  # a video is no HEIC
-    with pytest.raises(images.ImageError, match=r"^not an image Pillow can read \("):
-        images.decode_image(mp4)
+    no_box = data[:4] + b"moov" + data[8:]  # a brand's letters outside an ftyp box neither
+    for other in (mp4, no_box):
+        with pytest.raises(images.ImageError, match=r"^not an image Pillow can read \("):
+            images.decode_image(other)
 
 
 def test_truncated_jpeg_is_an_error():
