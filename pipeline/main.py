@@ -2268,14 +2268,17 @@ def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
     ):
         _ = finished | f"Progress{kind.capitalize()}" >> beam.ParDo(_progress(job, kind))
     schema = results_schema(job.config.attribution_dtype)
+    # The files go in place only while --output is still this run's (a template's job
+    # runs later, as often as it is run, with no lock).
+    run_id = job.lock.run_id if job.lock is not None else None
     written = split.rows | "WriteResults" >> WriteResults(
-        job.output, schema, prefix=job.results_prefix
+        job.output, schema, prefix=job.results_prefix, run_id=run_id
     )
     if job.lock is not None:  # a run that writes (not a Dataflow --dry_run)
         _ = outcomes | "Checkpoint" >> WriteCheckpoints(
             job.output, job.lock.run_id, schema, every=job.batch_size
         )
-    errors_written = errors | "WriteErrors" >> WriteErrors(job.output)
+    errors_written = errors | "WriteErrors" >> WriteErrors(job.output, run_id)
     counts = (
         raw | "CountInputs" >> beam.Map(lambda _: ("inputs", 1)),
         skipped | "CountSkipped" >> beam.Map(lambda _: ("skipped_done_before", 1)),

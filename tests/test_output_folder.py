@@ -1210,3 +1210,58 @@ def test_a_killed_resume_then_another_resume_skip_exactly_the_done_images(
     rows = pd.read_parquet(out / "results")
     assert rows.image_id.is_unique and len(rows) == 80
     assert not (out / ".tmp").exists()  # the ids files too, the killed resume's and its own
+
+
+def _template_job(image_folder, linear_keras, out, *extra: str):
+    """What a Dataflow template's job runs, run here: the graph the launcher built as it
+    claimed --output (its run id, its manifest), run later without the launcher, as
+    often as the template is run. Dataflow cannot run here: the DirectRunner runs it."""
+    import apache_beam as beam
+
+    from pipeline.main import build_pipeline, prepare
+
+    job, options = prepare([*job_flags(image_folder, linear_keras, out), *extra])
+
+    def run_job() -> None:
+        p = beam.Pipeline(options=options)
+        build_pipeline(p, job)
+        p.run().wait_until_finish()
+
+    return job, run_job
+
+
+def test_a_template_job_run_twice_writes_its_rows_once(image_folder, linear_keras, tmp_path):
+    """A template's job wrote its shards again when the template ran a second time
+    (no launcher, no lock): with another shard count, every row twice. Its file
+    writes now refuse to finalize once the folder's manifest is not its unfinished run."""
+    out = tmp_path / "out"
+    job, run_job = _template_job(image_folder, linear_keras, out)
+    job.lock.release()  # the launcher's part ends once the template is built
+    run_job()
+    first = json.loads((out / "manifest.json").read_text())
+    shards = sorted(p.name for p in (out / "results").iterdir())
+    assert first["status"] == "complete" and len(pd.read_parquet(out / "results")) == 4
+    with pytest.raises(Exception, match=rf"run {job.lock.run_id} completed already"):
+        run_job()
+    assert json.loads((out / "manifest.json").read_text()) == first
+    assert sorted(p.name for p in (out / "results").iterdir()) == shards
+    assert len(pd.read_parquet(out / "results")) == 4
+
+
+def test_a_template_job_never_finalizes_over_a_run_that_took_the_folder(
+    image_folder, linear_keras, tmp_path
+):
+    """An --overwrite between a template's build and its job: the job's rows went
+    into the other run's results/, and its manifest replaced the other run's."""
+    out = tmp_path / "out"
+    job, run_job = _template_job(image_folder, linear_keras, out)
+    job.lock.release()
+    other = run([*job_flags(image_folder, linear_keras, out), "--overwrite"])
+    shards = sorted(p.name for p in (out / "results").iterdir())
+    with pytest.raises(
+        Exception, match=rf"holds run {other['run_id']} \(complete\), not this job's"
+    ):
+        run_job()
+    assert json.loads((out / "manifest.json").read_text()) == other
+    assert sorted(p.name for p in (out / "results").iterdir()) == shards
+    assert len(pd.read_parquet(out / "results")) == 4

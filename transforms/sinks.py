@@ -46,6 +46,7 @@ __all__ = [
     "WriteErrors",
     "WriteManifest",
     "WriteResults",
+    "check_still_this_run",
     "checkpoint_folder",
     "is_partial_file",
     "json_temp",
@@ -118,7 +119,9 @@ class _ParquetSink(parquetio._ParquetSink):
     `pd.read_parquet("<output>/results")` then failed. They go to `temp_root`.
     """
 
-    def __init__(self, path_prefix: str, schema: pa.Schema, temp_root: str):
+    def __init__(
+        self, path_prefix: str, schema: pa.Schema, temp_root: str, claim: tuple[str, str] | None
+    ):
         super().__init__(
             path_prefix,
             schema,
@@ -132,6 +135,7 @@ class _ParquetSink(parquetio._ParquetSink):
             triggering_frequency=None,
         )
         self._temp_root = temp_root
+        self._claim = claim  # (output, run id): the run whose folder the files go to
 
     def initialize_write(self):
         # The final folder is no longer made as the temp folder's parent:
@@ -143,6 +147,12 @@ class _ParquetSink(parquetio._ParquetSink):
             except OSError:
                 pass  # made meanwhile by the other sink's initialize_write
         return super().initialize_write()
+
+    def pre_finalize(self, init_result, writer_results):
+        # Before Beam deletes same-named files and renames this job's into place.
+        if self._claim is not None:
+            check_still_this_run(*self._claim)
+        return super().pre_finalize(init_result, writer_results)
 
     def _create_temp_dir(self, file_path_prefix: str) -> str:
         name = FileSystems.split(file_path_prefix)[1]
@@ -196,13 +206,55 @@ class _GroupRows(beam.DoFn):
         self._rows, self._bytes = [], 0
 
 
-def _write_parquet(records, output: str, folder: str, prefix: str, schema: pa.Schema, to_table):
-    """Records -> `<output>/<folder>/<prefix>-*.parquet`, temp files in `<output>/.tmp/`."""
+def check_still_this_run(output: str, run_id: str) -> None:
+    """Refuses to put run `run_id`'s files in place unless `output`'s manifest is still
+    that run's, unfinished: a Dataflow template's job runs with the run id its launcher
+    claimed the folder with, as often as the template is run, and with no lock; a second
+    run of it, or another run that took the folder meanwhile (an --overwrite), had its
+    rows replaced or doubled.
+
+    Raises:
+      RuntimeError: the folder holds another run, or this one completed already.
+    """
+    try:
+        manifest = read_manifest(output)
+    except Exception as e:  # noqa: BLE001 - deleted or unreadable: not this run's folder now
+        holds = f"no manifest of run {run_id} ({error_reason(e)})"
+    else:
+        other, status = manifest.get("run_id"), manifest.get("status")
+        if other == run_id and status == "running":
+            return
+        holds = (
+            f"run {run_id} completed already"
+            if other == run_id
+            else f"run {other} ({status}), not this job's run {run_id}"
+        )
+    raise RuntimeError(
+        f"--output {output} holds {holds}: a Dataflow template's job run a second time, "
+        "or another run took the folder meanwhile. This job puts none of its files in "
+        f"place (they stay in {TEMP_DIR}/, which the next run there deletes); run a "
+        "template once per --output, into a folder no other run uses."
+    )
+
+
+def _write_parquet(
+    records,
+    output: str,
+    folder: str,
+    prefix: str,
+    schema: pa.Schema,
+    to_table,
+    run_id: str | None,
+):
+    """Records -> `<output>/<folder>/<prefix>-*.parquet`, temp files in `<output>/.tmp/`;
+    with `run_id`, put in place only while `output` is still that run's
+    (`check_still_this_run`)."""
     # Absolute for a local folder: Beam's finalize step matches the temp files
     # by an absolute glob, and a relative path (`./output/sample`) never matches it.
     temp = FileSystems.join(output, TEMP_DIR)
     temp = temp if files.is_remote(temp) else os.path.abspath(temp)
-    sink = _ParquetSink(FileSystems.join(output, folder, prefix), schema, temp)
+    claim = (output, run_id) if run_id is not None else None
+    sink = _ParquetSink(FileSystems.join(output, folder, prefix), schema, temp, claim)
     return (
         records
         | "GroupRows" >> beam.ParDo(_GroupRows(ROWS_PER_GROUP, BYTES_PER_GROUP))
@@ -212,17 +264,31 @@ def _write_parquet(records, output: str, folder: str, prefix: str, schema: pa.Sc
 
 
 class WriteResults(beam.PTransform):
-    """Result rows -> `<output>/results/<prefix>-*.parquet` (zstd, one schema)."""
+    """Result rows -> `<output>/results/<prefix>-*.parquet` (zstd, one schema); with
+    `run_id`, only while `output` is that run's (`check_still_this_run`)."""
 
-    def __init__(self, output: str, schema: pa.Schema, prefix: str = SHARD_PREFIX):
+    def __init__(
+        self,
+        output: str,
+        schema: pa.Schema,
+        prefix: str = SHARD_PREFIX,
+        run_id: str | None = None,
+    ):
         super().__init__()
         self._output = output
         self._schema = schema
         self._prefix = prefix
+        self._run_id = run_id
 
     def expand(self, rows):
         return _write_parquet(
-            rows, self._output, RESULTS_DIR, self._prefix, self._schema, rows_to_table
+            rows,
+            self._output,
+            RESULTS_DIR,
+            self._prefix,
+            self._schema,
+            rows_to_table,
+            self._run_id,
         )
 
 
@@ -231,15 +297,22 @@ def _errors_to_table(records: list[dict[str, str]], schema: pa.Schema) -> pa.Tab
 
 
 class WriteErrors(beam.PTransform):
-    """Error records -> `<output>/errors/part-*.parquet`."""
+    """Error records -> `<output>/errors/part-*.parquet`; with `run_id`, as `WriteResults`."""
 
-    def __init__(self, output: str):
+    def __init__(self, output: str, run_id: str | None = None):
         super().__init__()
         self._output = output
+        self._run_id = run_id
 
     def expand(self, errors):
         return _write_parquet(
-            errors, self._output, ERRORS_DIR, SHARD_PREFIX, ERROR_SCHEMA, _errors_to_table
+            errors,
+            self._output,
+            ERRORS_DIR,
+            SHARD_PREFIX,
+            ERROR_SCHEMA,
+            _errors_to_table,
+            self._run_id,
         )
 
 
@@ -501,6 +574,8 @@ class _Manifest(beam.DoFn):
 
     def process(self, counts: dict[str, int], files_written: int = 0):
         del files_written  # a side input only to come after the writes (`WriteManifest`)
+        if self._base.get("run_id") is not None:  # a run that claimed the folder
+            check_still_this_run(self._output, self._base["run_id"])
         yield write_manifest(self._output, self._base, counts)
 
 
