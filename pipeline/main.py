@@ -2409,10 +2409,14 @@ def launch(
       The resolved job and the runner's result: a finished one for the
       DirectRunner, and for a --resume with nothing left to do (no pipeline
       runs); for a Dataflow --dry_run, one whose `job` is the Dataflow
-      job that would have been submitted (`job.proto_pipeline`, `job.options`).
+      job that would have been submitted (`job.proto_pipeline`, `job.options`);
+      for a Dataflow template, Beam's result of no job (--output is left to the
+      job the template starts: `_leave_to_template`).
     """
     job, options, result = _start(argv, save_main_session)
-    if PipelineState.is_terminal(result.state):  # a local run has ended
+    if _writes_template(options):  # "DONE", but its job starts later
+        _leave_to_template(job, options)
+    elif PipelineState.is_terminal(result.state):  # a local run has ended
         try:
             if result.state == PipelineState.DONE:
                 _tidied(job)
@@ -2481,6 +2485,23 @@ def _writes_template(options: PipelineOptions) -> bool:
     return _is_dataflow(options) and bool(options.view_as(GoogleCloudOptions).template_location)
 
 
+def _leave_to_template(job: AuditJob, options: PipelineOptions) -> None:
+    """Leaves --output, claimed by this build (its manifest and run id are baked into
+    the template), to the job the template starts later: the folder stays held until
+    that job's manifest says the run completed (`output_lock.RunLock.hand_over`).
+    Released, the folder read as a killed run, and a --resume or --overwrite took it
+    from under the job."""
+    location = options.view_as(GoogleCloudOptions).template_location
+    if job.lock is None:  # a --dry_run: nothing claimed, no template written
+        return
+    job.lock.hand_over(None, template=location)
+    _LOG.info(
+        "%s is held for the job of the template %s until that job completes.",
+        job.output,
+        location,
+    )
+
+
 def _not_run_here(options: PipelineOptions, result: PipelineResult) -> tuple[str | None, bool]:
     """Why `run` has no finished run to read (None when it has one), and whether
     a job runs on without this process."""
@@ -2532,8 +2553,10 @@ def run(
         _LOG.info("No results to read yet (%s); they go to %s.", reason, job.output)
         if runs_on:
             _hand_over(job, options, result)
+        elif _writes_template(options):
+            _leave_to_template(job, options)
         else:
-            _release(job)  # no job started (a template): the folder is free again
+            _release(job)  # no job built to run (a dry run): the folder is free again
         return None
     try:
         state = _wait(job, options, result)

@@ -10,7 +10,8 @@ it: the pid was reused) is stale and taken over; on another host the pid
 cannot be checked, and the message says how to remove the lock by hand. A
 launcher that stops waiting for a remote job that runs on (Dataflow with
 --no_wait_until_finish, or a Ctrl-C) hands the lock over to the job: it holds
-the folder until the folder's manifest says that run completed.
+the folder until the folder's manifest says that run completed; so does the
+build of a Dataflow template, for the job the template starts later.
 
 Local folders get an atomic lock (`os.link` fails if the lock exists), and a
 stale lock is taken over under an exclusive `flock` of the folder, checked
@@ -62,10 +63,20 @@ class RunLock:
     job_id: str | None = None
     # The pid's process exactly (`_process_identity`): its boot and start tick.
     process: str | None = None
+    # Set when a Dataflow template (this --template_location) was built: its job,
+    # started later, holds the folder until its manifest says the run completed.
+    template: str | None = None
+
+    @property
+    def handed_over(self) -> bool:
+        """Held for a remote job (a Dataflow job, a template's), not this process."""
+        return self.job_id is not None or self.template is not None
 
     def payload(self) -> bytes:
         fields = dataclasses.asdict(self)
         del fields["path"]
+        if fields["template"] is None:  # as before templates kept the folder
+            del fields["template"]
         return json.dumps(fields, sort_keys=True).encode("utf-8")
 
     def release(self) -> None:
@@ -75,16 +86,18 @@ class RunLock:
             held = _read(self.path)
         except Exception:  # gone already: nothing to release
             return
-        if held is not None and held.run_id == self.run_id and held.job_id is None:
+        if held is not None and held.run_id == self.run_id and not held.handed_over:
             FileSystems.delete([self.path])
 
-    def hand_over(self, job_id: str | None) -> RunLock:
+    def hand_over(self, job_id: str | None, template: str | None = None) -> RunLock:
         """Keeps the folder for a remote job this launcher no longer waits for.
 
         The lock no longer depends on this process: it stays live until the
         folder's manifest.json says this run completed (the job writes it last),
         and `release` leaves it. A job that fails or is cancelled leaves it:
-        the message of the next run says which file to delete.
+        the message of the next run says which file to delete. With `template`, the
+        job is the one a Dataflow template built at that location starts later
+        (`job_id` None: it has none yet).
         """
         try:
             held = _read(self.path)
@@ -92,7 +105,10 @@ class RunLock:
             return self
         if held is None or held.run_id != self.run_id:
             return self  # another run's lock now: never overwritten
-        kept = dataclasses.replace(self, job_id=job_id or "unknown")
+        if template is not None:
+            kept = dataclasses.replace(self, template=template)
+        else:
+            kept = dataclasses.replace(self, job_id=job_id or "unknown")
         if not files.is_remote(self.path):
             temp = f"{self.path}.{self.run_id}"
             with open(temp, "wb") as f:
@@ -148,7 +164,7 @@ def _job_completed(held: RunLock) -> bool:
 def _holder_is_gone(held: RunLock) -> bool:
     """Whether the run that wrote `held` no longer runs: a remote job's completed;
     a launcher's process on this host ended (or its pid now runs another)."""
-    if held.job_id is not None:
+    if held.handed_over:
         return _job_completed(held)
     if held.host != socket.gethostname():
         return False  # its pid cannot be checked from here
@@ -214,6 +230,14 @@ def _drop_dead_temps(lock: RunLock) -> None:
 
 
 def _in_use(output: str, held: RunLock | None, path: str) -> OutputInUseError:
+    if held is not None and held.template is not None:
+        return OutputInUseError(
+            f"--output {output!r} is held for the job of the Dataflow template "
+            f"{held.template} (run {held.run_id}, built on host {held.host} at "
+            f"{held.start_time}), which has not completed; run the template, or choose "
+            f"another folder (if it will not run, or its job failed or was cancelled, "
+            f"delete {path})."
+        )
     if held is None:
         who, dead = "another run (its lock file is unreadable)", "that run is dead"
     elif held.job_id is not None:
@@ -244,6 +268,8 @@ def _live_holder(path: str) -> tuple[bool, RunLock | None]:
 
 
 def _why_stale(held: RunLock) -> str:
+    if held.template is not None:
+        return f"the job of the template {held.template} completed"
     if held.job_id is not None:
         return f"its job {held.job_id} completed"
     return f"pid {held.pid} on {held.host} is no longer that run"
@@ -315,7 +341,7 @@ def acquire(output: str) -> RunLock:
             live, again = _live_holder(lock.path)
             if live or again is None or again.run_id != held.run_id:
                 continue  # the next round refuses a live lock or creates ours
-            level = logging.INFO if held.job_id is not None else logging.WARNING
+            level = logging.INFO if held.handed_over else logging.WARNING
             _LOG.log(level, "Taking over the lock of run %s: %s.", held.run_id, _why_stale(held))
             FileSystems.delete([lock.path])
             if _create(lock):

@@ -1265,3 +1265,34 @@ def test_a_template_job_never_finalizes_over_a_run_that_took_the_folder(
     assert json.loads((out / "manifest.json").read_text()) == other
     assert sorted(p.name for p in (out / "results").iterdir()) == shards
     assert len(pd.read_parquet(out / "results")) == 4
+
+
+def test_a_template_build_keeps_the_folder_for_the_templates_job(
+    image_folder, linear_keras, tmp_path
+):
+    """A template's build released --output: until its job ran, the folder read as a
+    killed run, a --resume went on from it and an --overwrite replaced it, and the
+    template's job clashed with either. The build now leaves the lock to that job.
+    Beam writes the template to GCS, which is not reachable here: the launcher's claim
+    and what it does once the template is written (`_leave_to_template`) are real."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline import main as pipeline_main
+    from pipeline import output_lock
+
+    out = tmp_path / "out"
+    job, run_job = _template_job(image_folder, linear_keras, out)
+    built = ["--runner", "DataflowRunner", "--template_location", "gs://b/templates/audit"]
+    pipeline_main._leave_to_template(job, PipelineOptions(built))
+    held = (
+        rf"held for the job of the Dataflow template gs://b/templates/audit \(run "
+        rf"{job.lock.run_id}, built .*\), which has not completed; run the template, or "
+        rf"choose another folder \(if it will not run, .* delete {out}/.lock\)"
+    )
+    for extra in ([], ["--resume"], ["--overwrite"]):
+        with pytest.raises(ValueError, match=held):
+            run([*job_flags(image_folder, linear_keras, out), *extra])
+    run_job()  # the template's job: its complete manifest frees the folder
+    output_lock.check_free(str(out))
+    again = run([*job_flags(image_folder, linear_keras, out), "--overwrite"])
+    assert again["status"] == "complete" and len(pd.read_parquet(out / "results")) == 4
