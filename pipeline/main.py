@@ -709,7 +709,9 @@ def _resume_state(job: AuditJob) -> tuple[frozenset[str], str, tuple[dict[str, A
     # A killed run's checkpointed rows join results/ before its temp files go.
     schema = results_schema(job.config.attribution_dtype)
     salvaged_file = FileSystems.join(output, RESULTS_DIR, f"{SHARD_PREFIX}-salvaged{stamp}.parquet")
-    salvaged = salvage_checkpoints(output, frozenset(done), schema, salvaged_file)
+    salvaged = salvage_checkpoints(
+        output, frozenset(done), schema, salvaged_file, previous.get("run_id")
+    )
     if salvaged:
         _LOG.info("Kept the rows of %d images the earlier run had finished.", len(salvaged))
     _clear_temp(output)

@@ -450,9 +450,10 @@ def test_a_resume_keeps_each_checkpointed_image_once(image_folder, linear_keras,
     full = pq.read_table(part)
     # As if killed after its checkpoints of one image were written twice (a retried
     # bundle), and with one image's rows finalized: the other images were lost.
+    own = out / ".tmp" / "checkpoints" / json.loads((out / "manifest.json").read_text())["run_id"]
+    own.mkdir(parents=True)
     for name in ("a", "b"):
-        (out / ".tmp" / "checkpoints" / name).mkdir(parents=True)
-        shutil.copy(part, out / ".tmp" / "checkpoints" / name / "rows.parquet")
+        shutil.copy(part, own / f"{name}.parquet")
     finalized = full.filter(
         pq.ParquetFile(part).read().column("image_id").to_numpy() == "loose.png"
     )
@@ -478,7 +479,9 @@ def test_a_resume_redoes_the_images_of_an_unreadable_checkpoint(
     run(flags, save_main_session=False)
     (part,) = (out / "results").glob("*.parquet")
     full = pq.read_table(part).sort_by("image_id")
-    folder = out / ".tmp" / "checkpoints" / "r1"
+    folder = (
+        out / ".tmp" / "checkpoints" / json.loads((out / "manifest.json").read_text())["run_id"]
+    )
     folder.mkdir(parents=True)
     pq.write_table(full.slice(0, 2), folder / "a.parquet")
     pq.write_table(full.slice(2), folder / "b.parquet")
@@ -508,9 +511,10 @@ def test_a_resume_writes_the_checkpointed_rows_in_whole_row_groups(
     run(flags, save_main_session=False)
     (part,) = (out / "results").glob("*.parquet")
     full = pq.read_table(part)
-    (out / ".tmp" / "checkpoints" / "r1").mkdir(parents=True)
+    own = out / ".tmp" / "checkpoints" / json.loads((out / "manifest.json").read_text())["run_id"]
+    own.mkdir(parents=True)
     for i in range(full.num_rows):  # as if killed after batches of one image each
-        pq.write_table(full.slice(i, 1), out / ".tmp" / "checkpoints" / "r1" / f"{i}.parquet")
+        pq.write_table(full.slice(i, 1), own / f"{i}.parquet")
     part.unlink()
 
     manifest = run([*flags, "--resume"], save_main_session=False)
@@ -1296,3 +1300,26 @@ def test_a_template_build_keeps_the_folder_for_the_templates_job(
     output_lock.check_free(str(out))
     again = run([*job_flags(image_folder, linear_keras, out), "--overwrite"])
     assert again["status"] == "complete" and len(pd.read_parquet(out / "results")) == 4
+
+
+def test_a_resume_salvages_no_checkpoint_of_a_job_that_lost_the_folder(
+    image_folder, linear_keras, tmp_path
+):
+    """A template's job that runs into a folder another run took fails before its
+    files go in place, but it checkpointed its rows as it ran: a --resume of the
+    folder's run salvaged them, another dataset's images, into that run's results."""
+    out = tmp_path / "out"
+    job, run_job = _template_job(image_folder, linear_keras, out)
+    job.lock.release()  # the lock deleted, as the refusal says to if the job will not run
+    rng = np.random.default_rng(5)
+    other = tmp_path / "other"
+    for name in ("a.png", "b.png"):
+        write_image(other / name, rng.integers(0, 256, size=(SIZE, SIZE, 3), dtype=np.uint8))
+    flags = cli_args(dataset=other, model=linear_keras, output=out, steps=2)
+    run([*flags, "--overwrite"])
+    with pytest.raises(Exception, match="not this job's"):
+        run_job()
+    assert list((out / ".tmp" / "checkpoints" / job.lock.run_id).glob("*.parquet"))
+    run([*flags, "--resume"])
+    ids = set(pd.read_parquet(out / "results", columns=["image_id"]).image_id)
+    assert ids == {"a.png", "b.png"}

@@ -1126,10 +1126,10 @@ def test_a_resume_that_cannot_write_says_so_and_loses_nothing(image_folder, line
     run(flags, save_main_session=False)
     # As a killed run leaves it: its rows in a checkpoint only, its manifest "running".
     (done,) = (out / "results").glob("part-0*.parquet")
-    checkpoints = out / ".tmp" / "checkpoints" / "0123456789ab"
+    manifest = json.loads((out / "manifest.json").read_text())
+    checkpoints = out / ".tmp" / "checkpoints" / manifest["run_id"]
     checkpoints.mkdir(parents=True)
     shutil.move(done, checkpoints / "rows.parquet")
-    manifest = json.loads((out / "manifest.json").read_text())
     (out / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
     # The salvaged rows (4 full maps) do not fit in 4 kB; the lock does.
     resumed, errors = _job_with_file_size_limit([*flags, "--resume"], 4000)
