@@ -61,6 +61,8 @@ from transforms.manifest import (
     SANITY_JSON,
     SHARD_PREFIX,
     TEMP_DIR,
+    ManifestNotAFile,
+    UnreadableManifest,
     completeness_bound,
     estimate_bound,
     faithfulness_pixels,
@@ -68,6 +70,7 @@ from transforms.manifest import (
     missing_run_message,
     shows_targets,
     unfinished_status,
+    unreadable_manifest_message,
 )
 from transforms.wording import count, infinite, percent, probability
 
@@ -1396,6 +1399,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except FileNotFoundError as e:
         print(f"error: {missing_run_message('--input', args.input, e)}", file=sys.stderr)
+        return 2
+    except (UnreadableManifest, ManifestNotAFile) as e:
+        print(f"error: {unreadable_manifest_message('--input', args.input, e)}", file=sys.stderr)
         return 2
     except files.RemoteUnreachable as e:  # no network: not a bad --input
         print(f"error: {e}", file=sys.stderr)

@@ -55,10 +55,13 @@ from transforms.manifest import (
     SANITY_DIR,
     SANITY_FIGURE,
     SANITY_JSON,
+    ManifestNotAFile,
+    UnreadableManifest,
     completeness_bound,
     estimate_bound,
     missing_run_message,
     unfinished_status,
+    unreadable_manifest_message,
 )
 from transforms.quiet import import_tensorflow
 from transforms.sinks import write_json
@@ -651,6 +654,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = run(args.input, args.images, stages, args.seed, args.image_root)
     except FileNotFoundError as e:
         print(f"error: {missing_run_message('--input', args.input, e)}", file=sys.stderr)
+        return 2
+    except (UnreadableManifest, ManifestNotAFile) as e:
+        print(f"error: {unreadable_manifest_message('--input', args.input, e)}", file=sys.stderr)
         return 2
     except (ValueError, CannotWrite) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -591,7 +591,14 @@ def test_resume_refuses_to_mix_runs(image_folder, linear_keras, tmp_path, first,
         run([*args, "--steps", "2", *second, "--resume"], save_main_session=False)
 
 
-@pytest.mark.parametrize("text, reason", [('{"model": ', "Expecting value"), ("[]", "no model")])
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ('{"model": ', "Expecting value"),
+        ("[]", "JSON of a list, not an object"),
+        ("{}", "no model"),
+    ],
+)
 def test_resume_refuses_a_manifest_this_job_did_not_write_and_leaves_the_run(
     image_folder, linear_keras, tmp_path, text, reason
 ):

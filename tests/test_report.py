@@ -342,6 +342,36 @@ def test_report_command_line_errors(tmp_path, capsys):
     assert not (tmp_path / "r.html").exists()
 
 
+def _unreadable_manifest(output: Path, kind: str) -> Path:
+    """`output` holding a manifest.json that is no manifest: `kind` a FIFO, a folder,
+    text that is not JSON, or JSON that is not an object."""
+    path = output / "manifest.json"
+    output.mkdir()
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        path.write_text({"text": "{not json", "list": "[1, 2]"}[kind])
+    return path
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "text", "list"])
+def test_a_manifest_that_is_no_manifest_exits_2_naming_it(kind, tmp_path, capsys):
+    """The report of a folder whose manifest.json is no manifest this job wrote ended
+    in a traceback (OSError for a FIFO or folder, JSONDecodeError, AttributeError of a
+    list), exit 1; it is one error line naming the file, exit 2."""
+    path = _unreadable_manifest(tmp_path / "out", kind)
+    code = main(["--input", str(tmp_path / "out"), "--output", str(tmp_path / "r.html")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    (line,) = [x for x in err.splitlines() if x.startswith("error:")]
+    assert line.startswith(f"error: --input {str(tmp_path / 'out')!r}: its manifest.json ")
+    assert str(path) in line and "Traceback" not in err
+    assert line.endswith("pass the --output folder of a run of this job (or rerun the audit).")
+    assert not (tmp_path / "r.html").exists()
+
+
 @pytest.mark.parametrize("flag", ["--examples", "--gallery", "--classes"])
 def test_a_negative_count_is_refused_naming_its_flag_and_value(flag, tmp_path, capsys):
     # It named all three flags and no value: which one was wrong was left to guess.

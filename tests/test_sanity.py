@@ -451,6 +451,19 @@ def test_a_folder_without_a_run_exits_2_saying_what_to_pass(tmp_path, capsys):
     )
 
 
+@pytest.mark.parametrize("kind", ["fifo", "text"])
+def test_a_manifest_that_is_no_manifest_exits_2_naming_it(kind, tmp_path, capsys):
+    """As the report's (tests/test_report.py): a FIFO ended in a traceback, text that
+    is not JSON in JSON's own 'Expecting value' with no file named."""
+    from tests.test_report import _unreadable_manifest
+
+    path = _unreadable_manifest(tmp_path / "out", kind)
+    assert sanity.main(["--input", str(tmp_path / "out")]) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert line.startswith(f"error: --input {str(tmp_path / 'out')!r}: its manifest.json ")
+    assert str(path) in line
+
+
 def test_a_run_without_rows_or_images_says_which_not_tfds(folder_run, capsys):
     output = folder_run["output"]
     root = Path(folder_run["root"])

@@ -19,6 +19,7 @@ __all__ = [
     "FAITHFULNESS_PIXELS",
     "FAITHFULNESS_TIES",
     "MANIFEST_FILE",
+    "ManifestNotAFile",
     "REPORT_FILE",
     "RESULTS_DIR",
     "SANITY_DIR",
@@ -26,6 +27,7 @@ __all__ = [
     "SANITY_JSON",
     "SHARD_PREFIX",
     "TEMP_DIR",
+    "UnreadableManifest",
     "completeness_bound",
     "estimate_bound",
     "faithfulness_pixels",
@@ -59,6 +61,16 @@ TEMP_DIR = ".tmp"
 CHECKPOINT_DIR = "checkpoints"
 
 
+class UnreadableManifest(ValueError):
+    """A manifest.json whose content is no manifest of this job: not UTF-8 JSON, or
+    JSON that is no object. The message names the file."""
+
+
+class ManifestNotAFile(OSError):
+    """A manifest.json that is no regular file (a FIFO, never waited on; a folder).
+    The message names the file."""
+
+
 def read_manifest(output: str) -> dict[str, Any]:
     """The manifest of a run in `output` (running, or ended).
 
@@ -66,12 +78,14 @@ def read_manifest(output: str) -> dict[str, Any]:
       FileNotFoundError: `output` holds no manifest (its `filename` is the
         manifest's path): not a run's --output folder (a run writes its manifest
         as it starts, status "running", and again as it ends).
-      OSError: its manifest.json is no regular file (a FIFO, never waited on; a
-        folder), or could not be read; the message names the file.
+      ManifestNotAFile: its manifest.json is no regular file (a FIFO, never waited on;
+        a folder).
+      UnreadableManifest: its manifest.json is no JSON object.
+      OSError: it could not be read (its permissions, Cloud Storage's errors).
     """
     path = files.join(str(output), MANIFEST_FILE)
     try:  # as an input file is read: a FIFO of that name is refused, not waited on
-        return json.loads(files.read_input_file(path).decode("utf-8"))
+        data = files.read_input_file(path)
     except FileNotFoundError as e:
         raise FileNotFoundError(
             e.errno,
@@ -82,7 +96,23 @@ def read_manifest(output: str) -> dict[str, Any]:
     except OSError as e:  # a FIFO or a directory of that name: named, as what it is
         if e.filename or files.is_remote(path):  # named already; Cloud Storage's own
             raise
-        raise OSError(f"{path}: {e}") from e
+        raise ManifestNotAFile(f"{path}: {e}") from e
+    try:
+        manifest = json.loads(data.decode("utf-8"))
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError: edited, or no manifest
+        raise UnreadableManifest(f"{path}: not JSON ({e})") from e
+    if not isinstance(manifest, dict):
+        raise UnreadableManifest(f"{path}: JSON of a {type(manifest).__name__}, not an object")
+    return manifest
+
+
+def unreadable_manifest_message(flag: str, folder: str, error: Exception) -> str:
+    """The one-line error of a command whose `flag` folder's manifest.json is none
+    (`UnreadableManifest`, `ManifestNotAFile`)."""
+    return (
+        f"{flag} {folder!r}: its {MANIFEST_FILE} is no manifest this job wrote ({error}); "
+        "pass the --output folder of a run of this job (or rerun the audit)."
+    )
 
 
 def missing_run_message(flag: str, folder: str, error: FileNotFoundError) -> str:
