@@ -209,7 +209,8 @@ def _model_flags(add: Callable[..., Any]) -> None:
         type=int,
         default=None,
         help=f"Model input side, {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}; default from the model's "
-        "signature, or 224 (with a warning) when the signature leaves it open.",
+        "signature (or the size a TF1 Hub module records), or 224 (with a warning) when it "
+        "leaves the size open.",
     )
     add(
         "--input_range",
