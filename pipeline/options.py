@@ -349,7 +349,7 @@ def check_flags(argv: Sequence[str]) -> list[str]:
 
     Returns argv as strings (paths and numbers as their text), negative values
     attached to their flags (`--input_range=-1,1`); warns of a --baseline given
-    more than once (the last counts; several are averaged given in one).
+    more than once with other names (the last counts; several are averaged given in one).
     Flags that neither the project nor Beam declares are refused with the closest
     known flag; on portable runners (Flink, Spark, Prism, a job server), whose job
     server may take flags of its own, only likely misspellings of known flags are.
@@ -388,14 +388,15 @@ def check_flags(argv: Sequence[str]) -> list[str]:
 
 
 def _warn_repeated_baseline(argv: Sequence[str]) -> None:
-    """Warns of --baseline given more than once: the last counts, as for any flag, but
-    several baselines are averaged, so `--baseline black --baseline white` reads as both."""
+    """Warns of --baseline given more than once with other names: the last counts, as
+    for any flag, but several baselines are averaged, so `--baseline black --baseline
+    white` reads as both. The same names again (spaces aside) lose nothing: no warning."""
     given = [
         arg.split("=", 1)[1] if "=" in arg else argv[i + 1]
         for i, arg in enumerate(argv)
         if arg.startswith("--baseline=") or (arg == "--baseline" and i + 1 < len(argv))
     ]
-    if len(given) > 1:
+    if len({tuple(n.strip() for n in value.split(",")) for value in given}) > 1:
         _LOG.warning(
             "--baseline given %d times (%s): the last counts, as for any flag; to average "
             "several baselines, give them in one, comma-separated: --baseline %s.",

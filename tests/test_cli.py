@@ -582,6 +582,24 @@ def test_a_baseline_given_twice_is_warned_of_naming_the_comma_form(
     assert set(rows.baseline) == {"white"}
 
 
+def test_a_baseline_given_twice_alike_is_not_warned_of(caplog):
+    """`--baseline black --baseline black` was warned of ("the last counts") and offered
+    `--baseline black` as the averaging form: nothing is lost when the values agree."""
+    from pipeline.options import check_flags  # noqa: PLC0415
+
+    with caplog.at_level(logging.WARNING, logger="pipeline.options"):
+        check_flags(["--baseline", "black", "--baseline=black", "--baseline", " black"])
+        assert not [m for m in caplog.messages if "--baseline given" in m]
+        check_flags(["--baseline", "black,white", "--baseline", "black, white"])
+        assert not [m for m in caplog.messages if "--baseline given" in m]
+        check_flags(["--baseline", "black", "--baseline", "black", "--baseline", "white"])
+    assert [m for m in caplog.messages if "--baseline given" in m] == [
+        "--baseline given 3 times (black, then black, then white): the last counts, as for "
+        "any flag; to average several baselines, give them in one, comma-separated: "
+        "--baseline black,white."
+    ]
+
+
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_help_asked_of_run_from_python_says_where_the_help_is(flag):
     # It was 'unknown flag --help; did you mean --steps?'.
