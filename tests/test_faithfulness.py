@@ -345,3 +345,21 @@ def test_ties_of_another_size_than_the_map_are_refused_saying_so():
         ValueError, match=r"^ties must be a permutation of the 16 pixels, got \(15,\)"
     ):
         fa.ranking(np.zeros((SIDE, SIDE)), ties=np.arange(PIXELS - 1))
+
+
+@pytest.mark.parametrize(
+    ("ties", "said"),
+    [
+        # Repeats left positions unset: the ranking then read uninitialized memory.
+        (np.r_[np.arange(PIXELS - 1), 0], r"0 given twice; 15 missing"),
+        (np.r_[np.arange(PIXELS - 1), PIXELS], r"16 is no pixel"),
+        (np.r_[np.arange(PIXELS - 1), -1], r"-1 is no pixel"),
+        (np.arange(PIXELS) + 0.0, r"float64 values, not integers"),
+    ],
+)
+def test_ties_that_are_no_permutation_are_refused_naming_the_entries(ties, said):
+    with pytest.raises(
+        ValueError,
+        match=rf"^ties must be a permutation of the 16 pixels \(0 to 15, each once\): {said}",
+    ):
+        fa.ranking(np.zeros((SIDE, SIDE)), ties=ties)

@@ -135,6 +135,10 @@ def ranking(attribution: np.ndarray, ties: np.ndarray | None = None) -> np.ndarr
 
     Returns:
       int64 [H * W], flat (row-major) pixel indices; NaN values come last.
+
+    Raises:
+      ValueError: `ties` of another size, or no permutation (an entry repeated or
+        outside 0..H*W-1, or not integers), naming the first entries at fault.
     """
     scores = pixel_scores(attribution).ravel()
     if ties is None:
@@ -144,7 +148,26 @@ def ranking(attribution: np.ndarray, ties: np.ndarray | None = None) -> np.ndarr
         raise ValueError(
             f"ties must be a permutation of the {scores.size} pixels, got {ties.shape}."
         )
+    if not np.issubdtype(ties.dtype, np.integer) or not np.array_equal(
+        np.sort(ties), np.arange(scores.size)
+    ):
+        raise ValueError(_not_a_permutation(ties))
     return np.lexsort((_positions(ties[None])[0], -scores))
+
+
+def _not_a_permutation(ties: np.ndarray) -> str:
+    """Why `ties` (any dtype, [P]) is no permutation of 0..P-1: its first few faults."""
+    pixels = ties.size
+    said = f"ties must be a permutation of the {pixels} pixels (0 to {pixels - 1}, each once)"
+    if not np.issubdtype(ties.dtype, np.integer):
+        return f"{said}: {ties.dtype} values, not integers."
+    inside = (ties >= 0) & (ties < pixels)
+    counts = np.bincount(ties[inside], minlength=pixels)
+    faults = [f"{v} is no pixel" for v in np.unique(ties[~inside])[:3].tolist()]
+    for v in np.flatnonzero(counts > 1)[:3].tolist():
+        faults.append(f"{v} given twice" if counts[v] == 2 else f"{v} given {counts[v]} times")
+    faults += [f"{v} missing" for v in np.flatnonzero(counts == 0)[:3].tolist()]
+    return f"{said}: {'; '.join(faults)}."
 
 
 def _ranking_seed(seed: int, image_id: str) -> int:
