@@ -527,12 +527,14 @@ _CONFIG_KEYS = tuple(
 )
 
 
-def _checkpointed(output: str, shown: set[str]) -> int:
+def _checkpointed(output: str, shown: set[str], run_id: str | None) -> int:
     """Images whose rows a run that did not finish holds in its checkpoint files
     (`<output>/.tmp/checkpoints/<run id>/`, `transforms.sinks.checkpoint_folder`),
     which --resume keeps, and that are not among the rows `shown` already (a run
-    killed after its sink finalized has both); an unreadable file counts none."""
-    parts = (TEMP_DIR, CHECKPOINT_DIR, "*", "*.parquet")
+    killed after its sink finalized has both); an unreadable file counts none.
+    Only run `run_id`'s (the manifest's), as --resume salvages only those; None
+    (a manifest without one): every run's, as --resume does then."""
+    parts = (TEMP_DIR, CHECKPOINT_DIR, glob.escape(run_id) if run_id else "*", "*.parquet")
     if files.is_remote(output):
         from apache_beam.io.filesystems import FileSystems  # noqa: PLC0415 - slow; remote only
 
@@ -1315,7 +1317,9 @@ def build_report(
             rows=len(chosen.frame),
             images={"held": images, "expected": _images_with_rows(manifest)},
             checkpointed=(
-                _checkpointed(output, set(chosen.frame["image_id"])) if state == "unfinished" else 0
+                _checkpointed(output, set(chosen.frame["image_id"]), manifest.get("run_id"))
+                if state == "unfinished"
+                else 0
             ),
             photo_notes=list(pictures.notes)[:3],
             nav=[(a, t) for a, t in _SECTIONS if sections[a] is not None],

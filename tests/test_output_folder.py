@@ -422,7 +422,7 @@ def test_the_page_of_a_run_killed_after_its_rows_were_finalized_counts_no_image_
     manifest = json.loads((out / "manifest.json").read_text())
     (out / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
     rows = pd.read_parquet(out / "results")
-    checkpoint = out / ".tmp" / "checkpoints" / "r1"
+    checkpoint = out / ".tmp" / "checkpoints" / manifest["run_id"]
     checkpoint.mkdir(parents=True)
     (part,) = (out / "results").glob("*.parquet")
     shutil.copy(part, checkpoint / "batch-0.parquet")  # the same rows, checkpointed
@@ -431,6 +431,26 @@ def test_the_page_of_a_run_killed_after_its_rows_were_finalized_counts_no_image_
     assert "sit in its checkpoints" not in page
     extra = rows.iloc[:1].assign(image_id="later.png")  # one image not finalized
     extra.to_parquet(checkpoint / "batch-1.parquet")
+    page = build_report(str(out), gallery=0)
+    assert "The rows of 1 more images it finished sit in its checkpoints" in page
+
+
+def test_the_page_of_a_killed_run_counts_only_its_own_checkpoints(
+    image_folder, linear_keras, tmp_path
+):
+    """Another run's checkpoints in .tmp/ (a template's job that lost the folder) were
+    counted as this run's: a --resume salvages only the run its manifest names."""
+    out = tmp_path / "out"
+    run(job_flags(image_folder, linear_keras, out), save_main_session=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
+    (part,) = (out / "results").glob("*.parquet")
+    rows = pd.read_parquet(part)
+    for run_id, image_id in ((manifest["run_id"], "later.png"), ("0123456789ab", "theirs.png")):
+        (out / ".tmp" / "checkpoints" / run_id).mkdir(parents=True)
+        rows.iloc[:1].assign(image_id=image_id).to_parquet(
+            out / ".tmp" / "checkpoints" / run_id / "batch-0.parquet"
+        )
     page = build_report(str(out), gallery=0)
     assert "The rows of 1 more images it finished sit in its checkpoints" in page
 
