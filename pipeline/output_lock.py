@@ -37,12 +37,12 @@ import uuid
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import files
-from transforms.manifest import read_manifest
+from transforms.manifest import LOCK_FILE, read_manifest
 
 __all__ = ["LOCK_NAME", "OutputInUseError", "RunLock", "acquire", "check_free", "pid_running"]
 
 _LOG = logging.getLogger(__name__)
-LOCK_NAME = ".lock"
+LOCK_NAME = LOCK_FILE  # one name: the report and the read-back read it too
 
 
 class OutputInUseError(ValueError):

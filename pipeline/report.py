@@ -56,6 +56,7 @@ from transforms.errors import error_reason
 from transforms.ig.rules import METHODS, has_spread
 from transforms.manifest import (
     CHECKPOINT_DIR,
+    LOCK_FILE,
     REPORT_FILE,
     SANITY_DIR,
     SANITY_JSON,
@@ -63,6 +64,7 @@ from transforms.manifest import (
     TEMP_DIR,
     ManifestNotAFile,
     UnreadableManifest,
+    awaited_template,
     completeness_bound,
     estimate_bound,
     faithfulness_pixels,
@@ -1304,6 +1306,7 @@ def build_report(
     images = chosen.frame["image_id"].nunique()
     state = run_state(manifest, len(chosen.frame), images)
     sections = _sections(output, manifest, chosen, pictures, examples, classes, state)
+    template = awaited_template(output, manifest)  # --resume refused: no checkpoint counts
     return (
         _environment()
         .get_template("report.html.j2")
@@ -1314,11 +1317,13 @@ def build_report(
             state=state,
             repeated=repeated,
             status=manifest.get("status"),
+            template=template,
+            lock=files.join(output, LOCK_FILE),
             rows=len(chosen.frame),
             images={"held": images, "expected": _images_with_rows(manifest)},
             checkpointed=(
                 _checkpointed(output, set(chosen.frame["image_id"]), manifest.get("run_id"))
-                if state == "unfinished"
+                if state == "unfinished" and template is None
                 else 0
             ),
             photo_notes=list(pictures.notes)[:3],

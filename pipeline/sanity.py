@@ -52,11 +52,13 @@ from transforms.config import ESTIMATE_MARGIN, AttributionConfig
 from transforms.errors import error_reason
 from transforms.faithfulness import pixel_scores
 from transforms.manifest import (
+    LOCK_FILE,
     SANITY_DIR,
     SANITY_FIGURE,
     SANITY_JSON,
     ManifestNotAFile,
     UnreadableManifest,
+    awaited_template,
     completeness_bound,
     estimate_bound,
     missing_run_message,
@@ -615,12 +617,22 @@ def _check_finished(output: str, manifest: dict[str, Any]) -> None:
     """Refuses a run that has not finished (the check reads a finished run's rows): its
     rows are checkpointed in .tmp/ until it ends, and results/ holds none of them yet."""
     status = unfinished_status(manifest)
-    if status is not None:
+    if status is None:
+        return
+    template = awaited_template(output, manifest)
+    if template is not None:  # built, its job not run or not ended: --resume is refused
         raise ValueError(
             f"{output!r} holds a run that has not finished (its manifest says {status!r}: "
-            "still running, or killed), whose rows are not in its results/ yet; run the "
-            "check when it has ended (a killed run ends with --resume)."
+            f"the folder waits for the job of the Dataflow template {template}), whose rows "
+            "are not in its results/ yet; run the check when that job has ended (if the "
+            "template will not run, or its job failed or was cancelled, delete "
+            f"{files.join(output, LOCK_FILE)})."
         )
+    raise ValueError(
+        f"{output!r} holds a run that has not finished (its manifest says {status!r}: "
+        "still running, or killed), whose rows are not in its results/ yet; run the "
+        "check when it has ended (a killed run ends with --resume)."
+    )
 
 
 def _median(value: float | None) -> str:

@@ -686,7 +686,7 @@ def test_an_unreadable_lock_is_refused_naming_the_file_to_delete(
         run(args, save_main_session=False)
     assert str(refused.value) == said
     assert sorted(p.name for p in out.iterdir()) == [".lock"]
-    (out / ".lock").unlink()
+    (out / ".lock").unlink()  # as said: the folder then reads as a killed run
     assert run(args, save_main_session=False)["status"] == "complete"
 
 
@@ -948,7 +948,9 @@ def test_a_lock_taken_over_meanwhile_is_never_handed_to_the_old_runs_job(tmp_pat
     out = tmp_path / "out"
     out.mkdir()
     first = output_lock.acquire(str(out))
-    (out / ".lock").unlink()  # as if taken over by another launcher
+    (
+        out / ".lock"
+    ).unlink()  # as said: the folder then reads as a killed run  # as if taken over by another launcher
     second = output_lock.acquire(str(out))
     first.hand_over("old-job")
     held = json.loads((out / ".lock").read_text())
@@ -1343,3 +1345,37 @@ def test_a_resume_salvages_no_checkpoint_of_a_job_that_lost_the_folder(
     run([*flags, "--resume"])
     ids = set(pd.read_parquet(out / "results", columns=["image_id"]).image_id)
     assert ids == {"a.png", "b.png"}
+
+
+def test_a_folder_held_for_a_templates_job_reads_as_waiting_for_it(
+    image_folder, linear_keras, tmp_path, capsys
+):
+    """Between a template's build and its job the read-back, the report and the sanity
+    check called the folder 'still running, or killed' and said to finish it with
+    --resume, which the lock now refuses: each names the template's job and the lock."""
+    import re
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline import main as pipeline_main
+    from pipeline import sanity
+
+    out = tmp_path / "out"
+    job, _ = _template_job(image_folder, linear_keras, out)
+    built = ["--runner", "DataflowRunner", "--template_location", "gs://b/templates/audit"]
+    pipeline_main._leave_to_template(job, PipelineOptions(built))
+    waits = "waits for the job of the Dataflow template gs://b/templates/audit"
+    freed = f"if the template will not run, or its job failed or was cancelled, delete {out}/.lock"
+    with pytest.warns(UserWarning, match="has not finished") as said:
+        assert read_results(str(out)).empty
+    message = str(said[0].message)
+    assert waits in message and freed in message and "--resume" not in message, message
+    page = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", build_report(str(out), gallery=0)))
+    assert f"This run has not finished (status running): the folder {waits}" in page
+    assert "delete " + f"{out}/.lock to free the folder" in page and "--resume" not in page
+    assert sanity.main(["--input", str(out)]) == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert waits in error and freed in error and "--resume" not in error, error
+    (out / ".lock").unlink()  # as said: the folder then reads as a killed run
+    with pytest.warns(UserWarning, match="still running, or killed"):
+        read_results(str(out))

@@ -18,6 +18,7 @@ __all__ = [
     "ERRORS_DIR",
     "FAITHFULNESS_PIXELS",
     "FAITHFULNESS_TIES",
+    "LOCK_FILE",
     "MANIFEST_FILE",
     "ManifestNotAFile",
     "REPORT_FILE",
@@ -28,6 +29,7 @@ __all__ = [
     "SHARD_PREFIX",
     "TEMP_DIR",
     "UnreadableManifest",
+    "awaited_template",
     "completeness_bound",
     "estimate_bound",
     "faithfulness_pixels",
@@ -40,6 +42,8 @@ __all__ = [
 
 #: The manifest's name in a run's --output folder.
 MANIFEST_FILE = "manifest.json"
+#: The lock file a run holds its --output folder with (`pipeline.output_lock`).
+LOCK_FILE = ".lock"
 #: The folders of a run's result rows and error records in its --output folder.
 RESULTS_DIR = "results"
 ERRORS_DIR = "errors"
@@ -179,6 +183,23 @@ def unfinished_status(manifest: dict[str, Any]) -> str | None:
     before runs recorded a status is of a finished run."""
     status = manifest.get("status", "complete")
     return None if status == "complete" else status
+
+
+def awaited_template(output: str, manifest: dict[str, Any]) -> str | None:
+    """The Dataflow template (its --template_location) whose job the unfinished run in
+    `output` waits for: a template's build leaves the folder's lock (`LOCK_FILE`) to the
+    job the template starts later, naming it, under the run id its manifest has. None
+    for any other run (killed, still running, replacing), or a lock that cannot be read."""
+    if unfinished_status(manifest) != "running":
+        return None
+    try:
+        held = json.loads(files.read_input_file(files.join(str(output), LOCK_FILE)))
+    except (OSError, ValueError):  # no lock (a killed run), or one being replaced
+        return None
+    if not isinstance(held, dict) or held.get("run_id") != manifest.get("run_id"):
+        return None
+    template = held.get("template")
+    return template if isinstance(template, str) else None
 
 
 def shows_targets(config: dict[str, Any]) -> bool:

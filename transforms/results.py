@@ -34,8 +34,10 @@ from transforms import baselines as baselines_lib
 from transforms import datasource, files, images
 from transforms.manifest import (
     ERRORS_DIR,
+    LOCK_FILE,
     MANIFEST_FILE,
     RESULTS_DIR,
+    awaited_template,
     read_manifest,
     unfinished_status,
 )
@@ -366,9 +368,9 @@ def read_results(
         storage does not answer (offline), said within seconds.
 
     Warns:
-      UnfinishedRunWarning: (a UserWarning) the run has not finished (killed, or
-        still running): results/ holds none of its own rows yet, only those of a run
-        it resumes.
+      UnfinishedRunWarning: (a UserWarning) the run has not finished (killed, still
+        running, or a Dataflow template's, waiting for its job): results/ holds none of
+        its own rows yet, only those of a run it resumes.
     """
     _warn_if_unfinished(output)
     return _frame(output, columns, with_arrays, filters)
@@ -392,28 +394,41 @@ def _warn_if_unfinished(output: str) -> None:
     """A warning when `output`'s manifest says its run has not finished: its rows are
     checkpointed in .tmp until it ends, so results/ reads as an empty or partial run."""
     try:
-        status = unfinished_status(read_manifest(output))
+        manifest = read_manifest(output)
+        status = unfinished_status(manifest)
     except files.RemoteUnreachable:
         raise  # said once, here, rather than again by the read it warns of
     except (OSError, ValueError, AttributeError):
         return  # no manifest, or not one of this job: `_dataset` decides
     if status is None:
         return
+    warnings.warn(
+        f"The run in {output!r} has not finished (its manifest says {status!r}: "
+        f"{_unfinished_state(output, manifest, status)}",
+        UnfinishedRunWarning,
+        stacklevel=3,
+    )
+
+
+def _unfinished_state(output: str, manifest: dict[str, Any], status: str) -> str:
+    """What `_warn_if_unfinished` says of a run in `output` that has not finished."""
     if status == "replacing":  # an --overwrite deleting the run it replaces
-        state = (
+        return (
             "an --overwrite is deleting its files): results/ holds what is left of them. Read "
             "it when the new run has ended; a killed one ends with the same command again."
         )
-    else:
-        state = (
-            "still running, or killed): results/ holds none of its rows yet, only those of a "
-            "run it resumes, if any. Read it when the run has ended; a killed run ends with "
-            "--resume."
+    template = awaited_template(output, manifest)
+    if template is not None:  # built, its job not run or not ended: --resume is refused
+        lock = files.join(output, LOCK_FILE)
+        return (
+            f"the folder waits for the job of the Dataflow template {template}): results/ "
+            "holds none of its rows yet. Read it when that job has ended (if the template "
+            f"will not run, or its job failed or was cancelled, delete {lock})."
         )
-    warnings.warn(
-        f"The run in {output!r} has not finished (its manifest says {status!r}: {state}",
-        UnfinishedRunWarning,
-        stacklevel=3,
+    return (
+        "still running, or killed): results/ holds none of its rows yet, only those of a "
+        "run it resumes, if any. Read it when the run has ended; a killed run ends with "
+        "--resume."
     )
 
 
