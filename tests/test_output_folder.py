@@ -1379,3 +1379,18 @@ def test_a_folder_held_for_a_templates_job_reads_as_waiting_for_it(
     (out / ".lock").unlink()  # as said: the folder then reads as a killed run
     with pytest.warns(UserWarning, match="still running, or killed"):
         read_results(str(out))
+
+
+def test_a_template_job_whose_folder_lost_its_manifest_puts_nothing_in_place(
+    image_folder, linear_keras, tmp_path
+):
+    """A manifest.json deleted (or unreadable) after the build: nothing says the folder
+    is still the job's run, so its files stay in .tmp/ and no manifest is written."""
+    out = tmp_path / "out"
+    job, run_job = _template_job(image_folder, linear_keras, out)
+    job.lock.release()
+    (out / "manifest.json").unlink()
+    with pytest.raises(Exception, match=rf"holds no manifest of run {job.lock.run_id}"):
+        run_job()
+    assert not (out / "manifest.json").exists()
+    assert pd.read_parquet(out / "results").empty  # the build's schema file alone
