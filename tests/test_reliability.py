@@ -331,6 +331,31 @@ def test_a_batch_of_one_image_gives_the_rows_a_batch_of_two_does(
     pd.testing.assert_frame_equal(one, two)  # the rest as the path's calls allow
 
 
+def test_a_path_call_of_one_point_gives_the_bits_of_that_point_in_a_call_of_two(conv_keras):
+    # The engine's calls of one point (a refinement, a last chunk) ran one row: on
+    # CPUs another kernel than the same point among others, and other last bits.
+    from transforms.tf_model import Classifier, resolve_model
+
+    model = Classifier(resolve_model(conv_keras), jit_compile=False)
+    rng = np.random.default_rng(11)
+    image = rng.uniform(size=(1, SIZE, SIZE, 3)).astype(np.float32)
+    ref = np.zeros_like(image)
+    alphas, targets = np.array([0.3, 0.8], np.float32), np.array([2, 2])
+    pair = model.integrand_fn("raw")(image, ref, np.array([0, 0]), alphas, targets)
+    lone = model.integrand_fn("raw")(image, ref, np.array([0]), alphas[:1], targets[:1])
+    for one, two in zip(lone, pair, strict=True):
+        np.testing.assert_array_equal(one, two[:1])
+    images, refs = np.repeat(image, 2, axis=0), np.repeat(ref, 2, axis=0)
+    pair = model.score_grad_fn("raw")(images, refs, alphas, targets)
+    lone = model.score_grad_fn("raw")(image, ref, alphas[:1], targets[:1])
+    for one, two in zip(lone, pair, strict=True):
+        np.testing.assert_array_equal(one, two[:1])
+    pair = model.score_fn("raw")(images, refs, alphas, targets)
+    np.testing.assert_array_equal(
+        model.score_fn("raw")(image, ref, alphas[:1], targets[:1]), pair[:1]
+    )
+
+
 class _FailOnce:
     """Makes the first calls of a method raise, as a worker dying mid-bundle would."""
 
