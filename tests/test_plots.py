@@ -293,6 +293,13 @@ def test_grid_figure_refuses_more_rows_than_it_draws_in_reasonable_time(folder_r
     assert len([ax for ax in figure.axes if ax.get_title()]) == 100
 
 
+def test_grid_figure_refuses_one_row_above_its_limit(folder_run):
+    rows = results.read_results(folder_run["output"], with_arrays=True)
+    many = pd.concat([rows] * 26, ignore_index=True).head(plots.GRID_MAX_ROWS + 1)
+    with pytest.raises(ValueError, match=r"at most 100 rows, one panel each; got 101"):
+        plots.grid_figure(many)
+
+
 def test_grid_figure_names_images_that_share_a_file_name_by_their_ids(tmp_path):
     # Both were captioned 'x.png': the grid did not say which panel was which image.
     long_folder = "a_folder_with_a_rather_long_name"
