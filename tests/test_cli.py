@@ -642,6 +642,19 @@ def test_a_missing_keras_file_is_named_as_read_from_the_working_folder_with_its_
         assert line.endswith(f"{found}. Check the path."), line
 
 
+@pytest.mark.parametrize("count", [5, 6])
+def test_a_missing_keras_files_folder_of_more_than_five_is_counted_not_listed(
+    count, tmp_path, capsys
+):
+    for i in range(count):
+        (tmp_path / f"m{i}.keras").write_bytes(b"not read")
+    assert main(["--output", str(tmp_path / "out"), "--model", str(tmp_path / "x.keras")]) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    listed = ", ".join(f"m{i}.keras" for i in range(count))
+    found = listed if count == 5 else "6 .keras files, none of this name"
+    assert line.endswith(f"its folder '{tmp_path}' holds {found}. Check the path."), line
+
+
 def _tensorflow_imported_after(argv: list[str]) -> tuple[int, str, bool]:
     code = (
         "import sys; from pipeline.__main__ import main; code = main(sys.argv[1:]); "
