@@ -176,11 +176,11 @@ def _tf1_hub_module(path, recorded_side: int | None = None) -> str:
     return str(path)
 
 
-def _image_module_info(side: int) -> bytes:
+def _image_module_info(side: int, width: int | None = None) -> bytes:
     """A serialized ModuleAttachment holding an ImageModuleInfo of side x side images
     under the key `image_module_info`, as hub.attach_image_module_info stored it: of
     classes made from tensorflow_hub's module_attachment.proto and image_module_info.proto
-    (tensorflow_hub no longer ships them)."""
+    (tensorflow_hub no longer ships them). `width`: another than `side`."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
     field = descriptor_pb2.FieldDescriptorProto
@@ -204,7 +204,8 @@ def _image_module_info(side: int) -> bytes:
         f.label = field.LABEL_OPTIONAL
     classes = message_factory.GetMessages([proto], pool=descriptor_pool.DescriptorPool())
     info_message = classes["tensorflow_hub.ImageModuleInfo"]()
-    info_message.default_image_size.height = info_message.default_image_size.width = side
+    info_message.default_image_size.height = side
+    info_message.default_image_size.width = side if width is None else width
     value = info_message.SerializeToString()
     attached = classes["tensorflow_hub.ModuleAttachment"](key="image_module_info", value=value)
     return attached.SerializeToString()
@@ -518,3 +519,18 @@ def test_a_worker_told_to_compile_a_model_of_reference_variables_refuses_it(tmp_
     with pytest.raises(ValueError, match="^--jit_compile on does not fit --model "):
         Classifier(spec, jit_compile=True)
     assert not Classifier(spec, jit_compile=False).settings.jit_compile
+
+
+@pytest.mark.parametrize("height, width", [(20, 24), (5000, 5000)])
+def test_a_recorded_image_size_not_square_or_beyond_the_bound_is_not_taken(height, width):
+    from tensorflow.core.protobuf import meta_graph_pb2
+
+    from transforms import tf_model
+
+    meta = meta_graph_pb2.MetaGraphDef()
+    attachments = meta.collection_def["hub_module_attachments"].bytes_list.value
+    attachments.append(_image_module_info(height, width))
+    assert tf_model._hub_image_side(meta) is None
+    del attachments[:]
+    attachments.append(_image_module_info(20))
+    assert tf_model._hub_image_side(meta) == 20
