@@ -1394,3 +1394,18 @@ def test_a_template_job_whose_folder_lost_its_manifest_puts_nothing_in_place(
         run_job()
     assert not (out / "manifest.json").exists()
     assert pd.read_parquet(out / "results").empty  # the build's schema file alone
+
+
+def test_a_template_job_over_its_run_left_replacing_says_so_not_completed(
+    image_folder, linear_keras, tmp_path
+):
+    """An --overwrite killed as it deleted the folder's files leaves the manifest of the
+    run it replaced, status "replacing": the template job of that run was told its run
+    "completed already"."""
+    out = tmp_path / "out"
+    job, run_job = _template_job(image_folder, linear_keras, out)
+    job.lock.release()
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**manifest, "status": "replacing"}))
+    with pytest.raises(Exception, match=rf"holds run {job.lock.run_id} \(replacing\), not "):
+        run_job()

@@ -224,11 +224,12 @@ def check_still_this_run(output: str, run_id: str) -> None:
         other, status = manifest.get("run_id"), manifest.get("status")
         if other == run_id and status == "running":
             return
-        holds = (
-            f"run {run_id} completed already"
-            if other == run_id
-            else f"run {other} ({status}), not this job's run {run_id}"
-        )
+        if other != run_id:
+            holds = f"run {other} ({status}), not this job's run {run_id}"
+        elif status == "complete":
+            holds = f"run {run_id} completed already"
+        else:  # "replacing": an --overwrite, killed as it deleted this run's files
+            holds = f"run {run_id} ({status}), not running"
     raise RuntimeError(
         f"--output {output} holds {holds}: a Dataflow template's job run a second time, "
         "or another run took the folder meanwhile. This job puts none of its files in "
