@@ -1046,6 +1046,31 @@ def test_the_manifest_says_when_inputs_or_rows_are_not_accounted_for(
     assert manifest["rows_match_target_mode"] is rows_match
 
 
+def test_the_manifest_step_retried_after_it_wrote_accepts_its_own_complete_manifest(tmp_path):
+    """A runner retries a step whose worker was lost before it committed (Dataflow): the
+    manifest step, retried after it wrote its run's "complete" manifest, found the
+    folder 'completed already' and failed the finished job on every retry (found by a
+    review of the finalize check). It writes the same manifest again; a folder that
+    another run took, or that its own run left "replacing", is still refused."""
+    from transforms.manifest import read_manifest
+    from transforms.sinks import _Manifest, write_json
+
+    counts = {"inputs": 2, "images_with_rows": 2, "rows": 2}
+    step = _Manifest(str(tmp_path), {"run_id": "r1", "status": "running"})
+    write_json(str(tmp_path / "manifest.json"), {"run_id": "r1", "status": "running"})
+    (first,) = step.process(counts)
+    (again,) = step.process(counts)  # the retry
+    assert read_manifest(str(tmp_path)) == again
+    assert {k: v for k, v in again.items() if k != "end_time"} == {
+        k: v for k, v in first.items() if k != "end_time"
+    }
+    for taken in ({"run_id": "r2", "status": "running"}, {"run_id": "r1", "status": "replacing"}):
+        write_json(str(tmp_path / "manifest.json"), taken)
+        with pytest.raises(RuntimeError, match="This job puts none of its files in place"):
+            list(step.process(counts))
+        assert read_manifest(str(tmp_path)) == taken
+
+
 @pytest.mark.parametrize("check", ["all_inputs_accounted_for", "rows_match_target_mode"])
 def test_run_raises_when_either_count_check_of_the_manifest_fails(
     check, image_folder, linear_keras, tmp_path, monkeypatch

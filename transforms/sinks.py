@@ -206,12 +206,14 @@ class _GroupRows(beam.DoFn):
         self._rows, self._bytes = [], 0
 
 
-def check_still_this_run(output: str, run_id: str) -> None:
+def check_still_this_run(output: str, run_id: str, complete_ok: bool = False) -> None:
     """Refuses to put run `run_id`'s files in place unless `output`'s manifest is still
     that run's, unfinished: a Dataflow template's job runs with the run id its launcher
     claimed the folder with, as often as the template is run, and with no lock; a second
     run of it, or another run that took the folder meanwhile (an --overwrite), had its
-    rows replaced or doubled.
+    rows replaced or doubled. `complete_ok`: that run's "complete" manifest passes too
+    (the manifest step retried after it wrote it; the sinks, before it, refused a
+    second run of a template).
 
     Raises:
       RuntimeError: the folder holds another run, or this one completed already.
@@ -222,7 +224,7 @@ def check_still_this_run(output: str, run_id: str) -> None:
         holds = f"no manifest of run {run_id} ({error_reason(e)})"
     else:
         other, status = manifest.get("run_id"), manifest.get("status")
-        if other == run_id and status == "running":
+        if other == run_id and (status == "running" or (complete_ok and status == "complete")):
             return
         if other != run_id:
             holds = f"run {other} ({status}), not this job's run {run_id}"
@@ -584,7 +586,9 @@ class _Manifest(beam.DoFn):
     def process(self, counts: dict[str, int], files_written: int = 0):
         del files_written  # a side input only to come after the writes (`WriteManifest`)
         if self._base.get("run_id") is not None:  # a run that claimed the folder
-            check_still_this_run(self._output, self._base["run_id"])
+            # A retry of this step after it wrote the manifest (a worker lost before it
+            # committed) finds its own run complete: the same manifest is written again.
+            check_still_this_run(self._output, self._base["run_id"], complete_ok=True)
         yield write_manifest(self._output, self._base, counts)
 
 
