@@ -552,10 +552,9 @@ def _serving_tags(model: ModelReference) -> list[str] | None:
     Raises:
       ValueError: several MetaGraphs, none or several of them `serve` ones.
     """
-    import tensorflow as tf  # noqa: PLC0415
     from tensorflow.python.saved_model import loader_impl  # noqa: PLC0415
 
-    if tf.io.gfile.exists(os.path.join(model.location, "tfhub_module.pb")):
+    if _is_hub_module_folder(model.location):
         return None
     try:
         metas = loader_impl.parse_saved_model(model.location).meta_graphs
@@ -697,6 +696,14 @@ def _resave_hint(names: list[str]) -> str:
         "tf.saved_model.save(m, new_folder, signatures={'serving_default': "
         f"m.signatures[{name}]}}){which}; pass new_folder."
     )
+
+
+def _is_hub_module_folder(folder: str) -> bool:
+    """A folder holding a module in TF Hub's TF1 format: a tfhub_module.pb beside its
+    saved_model.pb (local or gs://)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    return tf.io.gfile.exists(os.path.join(folder, "tfhub_module.pb"))
 
 
 def _is_tf1_hub_module(obj: Any) -> bool:
@@ -1387,9 +1394,7 @@ def _tf1_signature(path: str, metas: list) -> _Signature | None:
     where it has one); None where loading must decide or refuse (no such MetaGraph or
     signature, or a v1 while loop on the way to the scores: whether its gradient can
     be taken, only loading tells)."""
-    import tensorflow as tf  # noqa: PLC0415
-
-    hub_module = tf.io.gfile.exists(os.path.join(path, "tfhub_module.pb"))
+    hub_module = _is_hub_module_folder(path)
     meta = _meta_graph_loaded(metas, hub_module)
     if meta is None:
         return None
@@ -1457,7 +1462,6 @@ def _recorded_image_size(model: ModelReference) -> int | None:
     """`_hub_image_side` of the MetaGraph loading took of a TF1 Hub module (a folder, or
     a handle's, which loading put in TF Hub's cache); None for any other model, or a
     proto that does not read (the module loaded regardless)."""
-    import tensorflow as tf  # noqa: PLC0415
     import tensorflow_hub as hub  # noqa: PLC0415
     from tensorflow.python.saved_model import loader_impl  # noqa: PLC0415
 
@@ -1465,7 +1469,7 @@ def _recorded_image_size(model: ModelReference) -> int | None:
         return None
     try:
         folder = hub.resolve(model.location) if model.kind == "hub" else model.location
-        if not tf.io.gfile.exists(os.path.join(folder, "tfhub_module.pb")):
+        if not _is_hub_module_folder(folder):
             return None
         meta = _meta_graph_loaded(loader_impl.parse_saved_model(folder).meta_graphs, True)
         return _hub_image_side(meta) if meta is not None else None
