@@ -524,35 +524,28 @@ NEW_VALUES = {
 }
 
 
-def test_faithfulness_of_a_version_that_ranked_the_padding_too_is_said_to_favour_ig(folder_run):
-    # Before faithfulness_pixels a padded image's bars were ranked and switched with its
-    # own pixels: a map that ranks them last beats its control by the padding alone.
+@pytest.mark.parametrize(
+    "key, note",
+    [
+        # Before faithfulness_pixels a padded image's bars were ranked and switched with
+        # its own pixels: a map that ranks them last beats its control by the padding alone.
+        ("faithfulness_pixels", "ranked a padded (non-square) image's padding with its own pixels"),
+        # Before faithfulness_ties a map's equal values were ranked row-major: a map of one
+        # value in places beat or lost to its control by where those pixels lay.
+        ("faithfulness_ties", "ordered a map's equal values row-major"),
+    ],
+)
+def test_faithfulness_of_an_older_versions_checks_is_said_to_differ(folder_run, key, note):
     output = folder_run["output"]
     add_columns(output, NEW_VALUES)
-    note = "ranked a padded (non-square) image's padding with its own pixels"
     assert note not in _page(build_report(output, gallery=0)).sections["faithfulness"]
     path = Path(output, "manifest.json")
     manifest = json.loads(path.read_text())
-    del manifest["config"]["faithfulness_pixels"]
+    del manifest["config"][key]
     path.write_text(json.dumps(manifest))
     section = _page(build_report(output, gallery=0)).sections["faithfulness"]
     assert note in section and "rerun the audit with this version" in section
     assert "2 of 4 rows do no better than chance" in section  # the values, as recorded
-
-
-def test_faithfulness_of_a_version_that_ordered_ties_row_major_says_so(folder_run):
-    # Before faithfulness_ties a map's equal values were ranked row-major: a map of one
-    # value in places beat or lost to its control by where those pixels lay.
-    output = folder_run["output"]
-    add_columns(output, NEW_VALUES)
-    note = "ordered a map's equal values row-major"
-    assert note not in _page(build_report(output, gallery=0)).sections["faithfulness"]
-    path = Path(output, "manifest.json")
-    manifest = json.loads(path.read_text())
-    del manifest["config"]["faithfulness_ties"]
-    path.write_text(json.dumps(manifest))
-    section = _page(build_report(output, gallery=0)).sections["faithfulness"]
-    assert note in section and "rerun the audit with this version" in section
 
 
 def test_counts_of_one_read_in_the_singular(folder_run):
