@@ -702,6 +702,15 @@ def test_resume_refuses_a_run_whose_tolerance_bounded_the_estimate_differently(
         run([*args, "--tolerance", "0.03", "--resume"], save_main_session=False)
 
 
+def _run_as_a_version_without(flags, output, key: str, value: str) -> None:
+    """A run of `flags` into `output` (over any earlier one), whose manifest's `key`,
+    `value` in this version, is then removed: as a version before that key wrote it."""
+    manifest = run([*flags, "--overwrite"], save_main_session=False)
+    assert manifest["config"][key] == value
+    del manifest["config"][key]
+    (output / "manifest.json").write_text(json.dumps(manifest))
+
+
 def test_resume_refuses_a_run_whose_faithfulness_checks_ranked_the_padding_too(
     image_folder, linear_keras, tmp_path
 ):
@@ -715,10 +724,7 @@ def test_resume_refuses_a_run_whose_faithfulness_checks_ranked_the_padding_too(
     )
     for faithfulness, refused in (("deletion_insertion", True), ("none", False)):
         flags = [*args, "--steps", "2", "--faithfulness", faithfulness]
-        manifest = run([*flags, "--overwrite"], save_main_session=False)
-        assert manifest["config"]["faithfulness_pixels"] == "own"
-        del manifest["config"]["faithfulness_pixels"]
-        (output / "manifest.json").write_text(json.dumps(manifest))
+        _run_as_a_version_without(flags, output, "faithfulness_pixels", "own")
         if not refused:  # and what the checks alone use may change: they are off
             unused = ["--faithfulness_steps", "7", "--seed", "3"]
             resumed = run([*flags, *unused, "--resume"], save_main_session=False)
@@ -749,10 +755,7 @@ def test_resume_refuses_a_run_whose_faithfulness_checks_ordered_ties_row_major(
     )
     for faithfulness, refused in (("deletion_insertion", True), ("none", False)):
         flags = [*args, "--steps", "2", "--faithfulness", faithfulness]
-        manifest = run([*flags, "--overwrite"], save_main_session=False)
-        assert manifest["config"]["faithfulness_ties"] == "control"
-        del manifest["config"]["faithfulness_ties"]
-        (output / "manifest.json").write_text(json.dumps(manifest))
+        _run_as_a_version_without(flags, output, "faithfulness_ties", "control")
         if not refused:
             resumed = run([*flags, "--resume"], save_main_session=False)
             assert resumed["counts"]["skipped_done_before"] == 4
