@@ -375,7 +375,10 @@ def sanity_parser() -> argparse.ArgumentParser:
         "--input", type=user_path, required=True, help="A finished run's --output folder."
     )
     parser.add_argument(
-        "--images", type=int, default=4, help="Rows to check (first by id); default 4."
+        "--images",
+        type=int,
+        default=4,
+        help="Images to check (first by id), each with all its rows (targets); default 4.",
     )
     parser.add_argument(
         "--stages",

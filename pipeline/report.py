@@ -1074,7 +1074,8 @@ def read_sanity(output: str) -> dict[str, Any] | None:
 
     Reads `<output>/sanity/sanity.json`, written by the sanity-check mode:
     `{"stages": [{"layer": name, "spearman_median": x, "ssim_median": y}, ...],
-    "verdict": "...", "changed": true | false | null, "images": n}`, stages in the
+    "verdict": "...", "changed": true | false | null, "images": n, "rows": r,
+    "image_ids": [...]}` (a version before "rows" wrote the rows as "images"), stages in the
     order the layers were randomised (top down, cascading), so the last is the
     most destroyed model.
 
@@ -1087,7 +1088,8 @@ def read_sanity(output: str) -> dict[str, Any] | None:
     Returns:
       None when there is no such file; else a dict with `stages` (list of
       `{"layer": str, "spearman_median": float | None, "ssim_median": float | None}`),
-      `verdict` (str or None, as written), `images` (int or None), `changed`
+      `verdict` (str or None, as written), `rows` and `images` (the rows checked and
+      their distinct images; int or None), `changed`
       (True: the maps change when the model is destroyed, so they depend on what
       it learned; False: they do not, so they are not explanations of the model;
       None: undecided, or not recorded) and `error` (None, or why the file is
@@ -1108,23 +1110,34 @@ def read_sanity(output: str) -> dict[str, Any] | None:
         return {
             "stages": [],
             "verdict": None,
+            "rows": None,
             "images": None,
-            "distinct": None,
             "changed": None,
             "error": str(e),
         }
     stages = _sanity_stages(data.get("stages"))
     verdict, changed = data.get("verdict"), data.get("changed")
-    images = _number(data.get("images"))  # rows: an image with k targets counts k
-    ids = data.get("image_ids")
+    rows, images = _sanity_counts(data)
     return {
         "stages": stages,
         "verdict": None if verdict is None else str(verdict),
-        "images": None if images is None else int(images),
-        "distinct": len(set(map(str, ids))) if isinstance(ids, list) else None,
+        "rows": rows,
+        "images": images,
         "changed": changed if isinstance(changed, bool) else None,
         "error": None,
     }
+
+
+def _sanity_counts(data: dict[str, Any]) -> tuple[int | None, int | None]:
+    """The rows a sanity file's check computed and their distinct images (None where
+    it does not say): its `image_ids` (one per row) where it has them; else its "rows"
+    and "images", or, of a version before "rows", its "images", which counted rows."""
+    ids = data.get("image_ids")
+    if isinstance(ids, list):
+        return len(ids), len(set(map(str, ids)))
+    rows = _number(data.get("rows", data.get("images")))
+    images = _number(data.get("images")) if "rows" in data else None
+    return (None if rows is None else int(rows)), (None if images is None else int(images))
 
 
 def _sanity_stages(raw: Any) -> list[dict[str, Any]]:

@@ -2,7 +2,8 @@
 
     python -m pipeline.sanity --input <output> [--images 4] [--stages 6] [--seed 0]
 
-Takes the first N rows of the run (by image id), reloads the run's model (from
+Takes the rows of the run's first N images (by image id; each image's
+targets, with --target top_k), reloads the run's model (from
 the manifest), and randomises its layers cascading from the output down: at
 stage s the top s groups of layers hold Gaussian noise at their trained
 scale, a weight whose values are all equal included
@@ -456,8 +457,9 @@ def _content(config, spec, inputs, image_ids) -> list[tuple[tuple[slice, slice],
 
 
 def _rows(output: str, manifest: dict[str, Any], count: int, image_root: str | None = None):
-    """The first `count` rows (by image id) whose input image can be re-loaded (from
-    `image_root`, where the run's image folder is now, if it moved)."""
+    """The rows of the first `count` images (by image id) whose input image can be
+    re-loaded (from `image_root`, where the run's image folder is now, if it moved):
+    every row of each, its k targets in a --target top_k run."""
     frame = results.read_results(
         output, columns=["image_id", "file_name", "target_class", "target_name"]
     )
@@ -466,8 +468,10 @@ def _rows(output: str, manifest: dict[str, Any], count: int, image_root: str | N
             f"{output!r} has no result rows (every input failed, or the run wrote none): "
             "there is no map to check; see its errors/ or its report."
         )
-    pictures = results.input_images(manifest, frame.image_id.head(4 * count), image_root)
-    first, frame = frame.image_id.iloc[0], frame[frame.image_id.isin(list(pictures))].head(count)
+    ids = frame.image_id.drop_duplicates()
+    pictures = results.input_images(manifest, ids.head(4 * count), image_root)
+    chosen = [i for i in ids if i in pictures][:count]
+    first, frame = ids.iloc[0], frame[frame.image_id.isin(chosen)]
     if frame.empty:
         raise ValueError(
             f"No row of {output!r} has an input image that can be re-loaded "
@@ -533,7 +537,8 @@ def _report(
     `blank`: rows whose image equals its baselines, `kept`: the layers left intact
     (see `_verdict`)."""
     report = {
-        "images": len(ids),
+        "images": len(dict.fromkeys(ids)),
+        "rows": len(ids),  # an image's targets are a row each (--target top_k)
         "image_ids": ids,
         "target_classes": targets.tolist(),
         "settings": {
@@ -567,7 +572,8 @@ def run(
     `image_root`: where the run's image folder is now, if it moved.
 
     Returns:
-      The report written to sanity.json: {"images", "image_ids", "target_classes",
+      The report written to sanity.json: {"images" (how many were checked), "rows"
+      (their rows: each image's targets), "image_ids", "target_classes" (per row),
       "settings", "stages": [{"layer", "layers_randomised", "spearman_median",
       "ssim_median", "similar", "spearman", "ssim"}], "similar_threshold", "verdict",
       "changed"}: `changed` is `maps_changed` of the last stage (true, false or null),
@@ -640,14 +646,31 @@ def _median(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
+def _checked(report: dict[str, Any], asked: int | None) -> str | None:
+    """What was checked, where that is not simply the `asked` (--images) images: fewer
+    (all the run has), or more rows than images (an image's targets, --target top_k)."""
+    images = report["images"]
+    rows = report.get("rows", images)
+    fewer = asked is not None and images < asked
+    if not fewer and rows == images:
+        return None
+    said = f"Checked {count(images, 'image')}"
+    if rows != images:
+        said += f" ({count(rows, 'row')}: a row per image and target)"
+    if fewer:
+        said += (
+            f" of the {asked} asked (--images): all the run has whose input image can be re-loaded"
+        )
+    return said + "."
+
+
 def print_report(report: dict[str, Any], output: str, asked: int | None = None) -> None:
     """Prints the stages' medians, the verdict and where the report was written; first,
-    when fewer rows were checked than `asked` (--images), that all were."""
-    if asked is not None and report["images"] < asked:
-        print(
-            f"Checked {count(report['images'], 'row')} of the {asked} asked (--images): all "
-            "the run has whose input image can be re-loaded."
-        )
+    when fewer images were checked than `asked` (--images), that all were, and when an
+    image had several rows (targets), how many."""
+    checked = _checked(report, asked)
+    if checked:
+        print(checked)
     for stage in report["stages"]:
         print(
             f"{stage['layer']:>24}  Spearman {_median(stage['spearman_median'])}  "

@@ -862,6 +862,10 @@ def test_sanity_check_section_says_which_it_is(folder_run):
     _write_sanity(output, {"stages": stages, "images": 4, "image_ids": ["a", "a", "b", "b"]})
     section = _page(build_report(output, gallery=0)).sections["sanity"]
     assert "on 4 rows of 2 images (their targets)." in section
+    # This version's file counts images as "images", their rows as "rows".
+    _write_sanity(output, {"stages": stages, "images": 2, "rows": 4})
+    section = _page(build_report(output, gallery=0)).sections["sanity"]
+    assert "on 4 rows of 2 images (their targets)." in section
     _write_sanity(output, {"stages": stages})  # a file without the check's decision
     section = _page(build_report(output, gallery=0)).sections["sanity"]
     assert "The check recorded no decision" in section and "The maps change" not in section

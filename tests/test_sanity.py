@@ -166,8 +166,9 @@ def test_ssim_over_every_pixel_is_skimages(shape):
     assert sanity.map_similarity(a, b, np.ones(shape, bool))[1] == pytest.approx(expected, rel=1e-9)
 
 
-def _audit(image_folder, model, output: str, steps: int) -> None:
-    """The job on the image folder with `model`, without the faithfulness checks."""
+def _audit(image_folder, model, output: str, steps: int, **flags: object) -> None:
+    """The job on the image folder with `model`, without the faithfulness checks;
+    `flags`: more of the job's flags (`target="top_k"`)."""
     args = cli_args(
         runner="DirectRunner",
         dataset=image_folder["root"],
@@ -175,6 +176,7 @@ def _audit(image_folder, model, output: str, steps: int) -> None:
         output=output,
         steps=steps,
         faithfulness="none",
+        **flags,
     )
     run_job(args, save_main_session=False)
 
@@ -213,6 +215,28 @@ def test_randomising_the_last_layer_changes_the_maps(image_folder, conv_keras, t
     for image_id, computed in zip(frame.image_id, maps, strict=True):
         stored = results.attributions_of(results.read_row(output, image_id))
         np.testing.assert_allclose(computed, stored, rtol=1e-3, atol=1e-5)
+
+
+def test_images_counts_images_each_with_all_its_rows(image_folder, conv_keras, tmp_path):
+    """--images 2 of a --target top_k run checks 2 images, each with its k targets: it
+    took the first 2 rows, one image's first two targets, and said "2 images"."""
+    output = str(tmp_path / "out")
+    _audit(image_folder, conv_keras, output, steps=4, target="top_k", top_k=3)
+    report = sanity.run(output, images_count=2, stages=["logits"])
+
+    frame = results.read_results(output, columns=["image_id", "target_class", "top_k_classes"])
+    first = sorted(set(frame.image_id))[:2]
+    assert sorted(set(report["image_ids"])) == first
+    assert report["images"] == 2 and report["rows"] == 6 == len(report["image_ids"])
+    for image_id in first:
+        rows = frame[frame.image_id == image_id]
+        checked = [
+            t
+            for i, t in zip(report["image_ids"], report["target_classes"], strict=True)
+            if i == image_id
+        ]
+        assert sorted(checked) == sorted(rows.top_k_classes.iloc[0].tolist())
+    assert len(report["stages"][0]["spearman"]) == 6  # a value per row
 
 
 def _two_branch_keras(path: Path) -> str:
@@ -340,16 +364,25 @@ def test_an_undecided_check_prints_dashes_for_its_missing_medians(tmp_path, caps
     assert lines[0] == f"{'logits':>24}  Spearman –  SSIM –"
     assert lines[1].startswith("undecided: the randomised model gave no finite maps")
     assert lines[2] == f"Written: {tmp_path}/sanity/sanity.json and sanity.png"
-    # --images 100 on a run of two rows checked two without a word.
+    # --images 100 on a run of two images checked two without a word.
     sanity.print_report(stored, str(tmp_path), asked=100)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == (
-        "Checked 2 rows of the 100 asked (--images): all the run has whose input image "
+        "Checked 2 images of the 100 asked (--images): all the run has whose input image "
         "can be re-loaded."
     )
     assert lines[1] == f"{'logits':>24}  Spearman –  SSIM –"
     sanity.print_report(stored, str(tmp_path), asked=2)
     assert capsys.readouterr().out.splitlines()[0].strip().startswith("logits")
+    # A --target top_k run: the images asked, and their rows (targets) said.
+    ids = ["a.png", "a.png", "a.png", "b.png", "b.png", "b.png"]
+    stages = [sanity._stage_report(["logits"], [(nan, nan)] * 6)]
+    top_k = sanity._report(ids, np.arange(6), AttributionConfig(), 0, stages)
+    assert (top_k["images"], top_k["rows"]) == (2, 6)
+    sanity.print_report(top_k, str(tmp_path), asked=2)
+    assert capsys.readouterr().out.splitlines()[0] == (
+        "Checked 2 images (6 rows: a row per image and target)."
+    )
 
 
 def test_a_run_of_mostly_black_images_passes_when_the_weights_make_the_maps(conv_keras, tmp_path):
