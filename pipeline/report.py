@@ -134,9 +134,10 @@ def _pct(value: Any, digits: int = 1) -> str:
 
 
 def _prob(value: Any) -> str:
-    """A model's probability as `_pct`, but never rounded to certainty ('99.96%', not
-    '100.0%': `wording.probability`); a small one keeps its digits ('0.004%')."""
-    if results.is_missing(value) or float(value) < 0.5:
+    """A model's probability as `_pct`, but never rounded to certainty or to nothing
+    ('99.96%', not '100.0%'; a float32 1 '>99.99%', 0 '<0.01%': `wording.probability`);
+    a small one keeps its digits ('0.004%')."""
+    if results.is_missing(value) or 0 < float(value) < 0.5:
         return _pct(value)
     return probability(float(value), 1)
 

@@ -583,18 +583,20 @@ def test_a_caption_never_rounds_a_confidence_to_certainty_or_to_nothing():
 
     assert caption(0.998) == "pred: tabby cat (99.8%)"
     assert caption(0.99996) == "pred: tabby cat (>99.9%)"
-    assert caption(1.0) == "pred: tabby cat (100%)"
+    # A float32 probability of 1 is any value above 1 - 3e-8: no certainty either.
+    assert caption(1.0) == "pred: tabby cat (>99.9%)"
     assert caption(0.62) == "pred: tabby cat (62%)"
     assert caption(0.004) == "pred: tabby cat (0.4%)"
     assert caption(0.00004) == "pred: tabby cat (<0.1%)"
     # The end-of-run table's one decimal, likewise.
     from transforms.wording import probability
 
-    assert [probability(p, 1) for p in (0.452, 0.9996, 0.999996, 1.0)] == [
+    assert [probability(p, 1) for p in (0.452, 0.9996, 0.999996, 1.0, 0.0)] == [
         "45.2%",
         "99.96%",
         ">99.99%",
-        "100.0%",
+        ">99.99%",
+        "<0.01%",
     ]
 
 

@@ -1702,8 +1702,26 @@ def test_a_check_that_measured_nothing_is_not_counted_as_beating_chance(folder_r
 def test_a_misclassified_card_never_rounds_a_confidence_to_certainty(folder_run):
     # A card said "predicted class 282 (100.0%)" and listed its top-k at "100.0%" of a
     # prediction at 99.96 %, as if the model were certain (the captions no longer did).
-    probs = {CAT2: [0.9996, 0.0003, 0.0001], SHARK: [0.6, 0.39996, 0.00004]}
-    for path in sorted(Path(folder_run["output"], "results").glob("*.parquet")):
+    _set_probs(folder_run["output"], {CAT2: [0.9996, 0.0003, 0.0001], SHARK: [0.6, 0.39996, 4e-5]})
+    section = _page(build_report(folder_run["output"], gallery=0)).sections["misclassified"]
+    text = " ".join(section.split())
+    assert "predicted class 282 (99.96%); the label is not in top 3" in text
+    assert "100.0%" not in text
+    assert "class 282 99.96%" in text  # its top-k; a small one keeps its digits:
+    assert "class 3 60.0% class 4 40.0% class 5 0.004%" in text
+    # A float32 1 is any probability above 1 - 3e-8 (a logit 18 above the rest's), and
+    # a 0 one below 1e-45: the card said "100.0%" and "0.0%", certainty and impossibility.
+    _set_probs(folder_run["output"], {CAT2: [1.0, 0.0, 0.0]})
+    section = _page(build_report(folder_run["output"], gallery=0)).sections["misclassified"]
+    text = " ".join(section.split())
+    assert "predicted class 282 (>99.99%); the label is not in top 3" in text
+    assert "class 282 >99.99% class 283 <0.01% class 284 <0.01%" in text
+    assert "100.0%" not in text and "0.0%" not in text.replace("40.0%", "").replace("60.0%", "")
+
+
+def _set_probs(output: str, probs: dict[str, list[float]]) -> None:
+    """Rewrites the `top_k_probs` of the rows of the images in `probs` in place."""
+    for path in sorted(Path(output, "results").glob("*.parquet")):
         table = pq.read_table(path)
         old = table["top_k_probs"].to_pylist()
         column = [probs.get(i, p) for i, p in zip(table["image_id"].to_pylist(), old, strict=True)]
@@ -1711,12 +1729,6 @@ def test_a_misclassified_card_never_rounds_a_confidence_to_certainty(folder_run)
         field = table.schema.field(index)
         table = table.set_column(index, field, pa.array(column, type=field.type))
         pq.write_table(table, path)
-    section = _page(build_report(folder_run["output"], gallery=0)).sections["misclassified"]
-    text = " ".join(section.split())
-    assert "predicted class 282 (99.96%); the label is not in top 3" in text
-    assert "100.0%" not in text
-    assert "class 282 99.96%" in text  # its top-k; a small one keeps its digits:
-    assert "class 3 60.0% class 4 40.0% class 5 0.004%" in text
 
 
 def test_the_blind_note_says_a_null_check_beside_a_blind_one_does_not_count(folder_run):

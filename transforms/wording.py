@@ -50,11 +50,12 @@ def probability(value: float, digits: int = 0) -> str:
     """A probability as a percentage with `digits` decimals ('62%'), but never rounded
     to certainty or to nothing: one decimal more where it would be (0.998 is '99.8%',
     not '100%'; 0.004 '0.4%'), and beyond that a bound ('>99.9%', '<0.1%'). Exactly 1
-    and 0 are '100%' and '0%'."""
+    and 0 are bounds too: a model's probabilities are stored as float32 (`top_k_probs`),
+    in which any value above 1 - 3e-8 reads 1, so a 1 there is no certainty."""
     if math.isnan(value):
         return f"{value:%}"
     for shown in (f"{value:.{digits}%}", f"{value:.{digits + 1}%}"):
-        if value in (0.0, 1.0) or 0 < float(shown[:-1]) < 100:
+        if 0 < float(shown[:-1]) < 100:
             return shown
     step = 10.0 ** -(digits + 1)
     return f"<{step:.{digits + 1}f}%" if value < 0.5 else f">{100 - step:.{digits + 1}f}%"
