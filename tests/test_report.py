@@ -416,6 +416,17 @@ def test_an_image_root_that_is_no_folder_is_refused(tmp_path, capsys, folder_run
     assert main([*args, "--image_root", str(tmp_path)]) == 0 and page.is_file()
 
 
+def test_a_report_makes_the_missing_folders_of_its_output_as_the_job_does(
+    tmp_path, capsys, folder_run
+):
+    # As the job makes a missing --output folder and its parents (FileSystems.mkdirs),
+    # the report makes its page's; its last line names the page, where a typo shows.
+    target = tmp_path / "not" / "yet" / "report.html"
+    assert main(["--input", folder_run["output"], "--output", str(target)]) == 0
+    assert target.is_file()
+    assert capsys.readouterr().out.splitlines()[-1].endswith(f"written to {target}")
+
+
 def test_a_report_that_cannot_be_written_says_where_and_why(tmp_path, capsys, folder_run):
     output = folder_run["output"]
     target = str(Path(output, "manifest.json", "report.html"))  # its parent is a file
