@@ -142,6 +142,13 @@ def _prob(value: Any) -> str:
     return probability(float(value), 1)
 
 
+def _share(value: Any) -> str:
+    """A fraction the run was held to (a tolerance, a bound) as a percentage, as the
+    errors beside it are shown, to 6 significant digits: 0.005 is '0.5%', 0.003 / 1.25
+    '0.24%'."""
+    return "–" if results.is_missing(value) else f"{float(value) * 100:.6g}%"
+
+
 def _num(value: Any, digits: int = 4) -> str:
     try:
         number = float(value)
@@ -162,7 +169,7 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(text=_text, pct=_pct, prob=_prob, num=_num, count=count)
+    env.filters.update(text=_text, pct=_pct, prob=_prob, num=_num, share=_share, count=count)
     return env
 
 
@@ -861,6 +868,7 @@ def _completeness(chosen: _Selection, config: Mapping[str, Any]) -> dict[str, An
         "above": _above(frame, "relative_delta", tolerance),
         "tolerance": tolerance,
         "figure": figure,
+        "score": config.get("score"),  # what F is: raw or softmax
     }
 
 

@@ -201,8 +201,11 @@ def test_report_completeness_per_class_and_errors(real_run):
     worst = page.sections["worst-completeness"]
     # IG is exact for linear models: no row is above the tolerance, so the section says so
     # and shows only the three largest errors, for reference, not every row.
-    assert "None of the 4 rows exceeds the run's tolerance 0.005" in worst
+    assert "None of the 4 rows exceeds the run's tolerance 0.5% (0.005)" in worst
     assert "The 3 largest errors are shown for reference" in worst
+    # What F, the score the numbers are of, is: it said "the score" alone.
+    lead = " ".join(page.sections["completeness"].split())
+    assert "(F: the model's raw output for the target class, a logit for most models)" in lead
     meta = results.read_results(real_run["output"]).sort_values(
         ["relative_delta", "image_id"], ascending=[False, True]
     )
@@ -306,7 +309,7 @@ def test_report_without_photos_or_attributions(tmp_path):
         "No attributions stored (the run used --attributions none)"
         in page.sections["misclassified"]
     )
-    assert "1 of 1 rows exceed the run's tolerance 0.01" in page.sections["worst-completeness"]
+    assert "1 of 1 rows exceed the run's tolerance 1% (0.01)" in page.sections["worst-completeness"]
     assert page.images["worst-completeness"]  # the path curve is still there
     text = html.unescape(build_report(output))
     assert "Photos: images of the TFDS dataset 'imagenet_a' are not re-loaded" in text
@@ -567,7 +570,8 @@ def test_counts_of_one_read_in_the_singular(folder_run):
     page = _page(build_report(folder_run["output"], examples=1, gallery=0))
     worst = page.sections["worst-completeness"]
     assert (
-        "1 of 4 rows exceed the run's tolerance 0.01; the worst is shown, its error in red" in worst
+        "1 of 4 rows exceed the run's tolerance 1% (0.01); the worst is shown, its error in red"
+        in worst
     )
     assert "1 row has no faithfulness values and is left out." in page.sections["faithfulness"]
     assert "1 of them is within it in its sum" in page.sections["accuracy"]
@@ -591,7 +595,7 @@ def test_the_report_reads_the_arrays_of_the_rows_it_shows_alone(folder_run):
 def test_one_card_for_reference_reads_in_the_singular(real_run):
     page = _page(build_report(real_run["output"], examples=1, gallery=0))
     worst = page.sections["worst-completeness"]
-    assert "None of the 4 rows exceeds the run's tolerance 0.005" in worst
+    assert "None of the 4 rows exceeds the run's tolerance 0.5% (0.005)" in worst
     assert "The largest error is shown for reference." in worst
 
 
@@ -634,7 +638,7 @@ def test_per_pixel_accuracy_section_beside_completeness(folder_run):
     section = page.sections["accuracy"]
     # Sorted errors 0.002, 0.004, 0.05, 0.3: median 2.7 %, p95 26.25 %, worst 30 %.
     assert "Median 2.70%, 95th percentile 26.25%, worst 30.00%." in section
-    assert "2 of 4 rows exceed the bound 0.01 on the estimated per-pixel error" in section
+    assert "2 of 4 rows exceed the bound 1% (0.01) on the estimated per-pixel error" in section
     # cat2 is within the tolerance in its sum (0.2 %) and 5 % off per pixel.
     assert (
         "1 of them is within it in its sum, which completeness alone would have passed" in section
@@ -716,6 +720,17 @@ def test_the_tolerances_of_a_run_before_the_per_pixel_estimate_or_its_own_bound(
     assert "Tolerance 0.0125 per pixel, 0.0125 completeness" in summary
 
 
+def test_a_softmax_runs_completeness_says_its_score_is_a_probability(folder_run):
+    path = Path(folder_run["output"], "manifest.json")
+    manifest = json.loads(path.read_text())
+    manifest["config"]["score"] = "softmax"
+    path.write_text(json.dumps(manifest))
+    lead = " ".join(
+        _page(build_report(folder_run["output"], gallery=0)).sections["completeness"].split()
+    )
+    assert "(F: the target class's probability, from 0 to 1)" in lead
+
+
 def test_the_per_pixel_bound_is_the_tolerance_over_the_estimates_margin(folder_run):
     add_columns(folder_run["output"], NEW_VALUES)
     text = build_report(folder_run["output"], gallery=0)
@@ -729,14 +744,15 @@ def test_the_per_pixel_bound_is_the_tolerance_over_the_estimates_margin(folder_r
     text = build_report(folder_run["output"], gallery=0)
     assert "0.04 per pixel, 0.01 completeness" in text
     section = _page(text).sections["accuracy"]
-    assert "2 of 4 rows exceed the bound 0.04 on the estimated per-pixel error" in section
+    assert "2 of 4 rows exceed the bound 4% (0.04) on the estimated per-pixel error" in section
     # A bound whose float is not the decimal typed: shown as 0.0024, not 0.0024000000000000002.
     manifest["config"].update(tolerance=0.003, estimate_bound=0.003 / 1.25)
     path.write_text(json.dumps(manifest))
     text = build_report(folder_run["output"], gallery=0)
     assert "0.003 per pixel (its estimate held within 0.0024), 0.01 completeness" in text
     assert (
-        "3 of 4 rows exceed the bound 0.0024 on the estimated" in _page(text).sections["accuracy"]
+        "3 of 4 rows exceed the bound 0.24% (0.0024) on the estimated"
+        in _page(text).sections["accuracy"]
     )
 
 
@@ -812,7 +828,7 @@ def test_examples_and_classes_0_show_no_cards_and_say_so_not_that_there_are_no_r
         section = page.sections[name]
         assert "None shown (--examples 0)." in section, name
         assert "→" not in section and "No rows" not in section, name
-    assert "2 of 4 rows exceed the bound 0.01" in page.sections["accuracy"]
+    assert "2 of 4 rows exceed the bound 1% (0.01)" in page.sections["accuracy"]
     assert "The largest per-pixel errors" not in page.sections["accuracy"]
     assert "the worst 0" not in page.sections["worst-completeness"]
     assert "first 0 shown" not in page.sections["faithfulness"]
@@ -835,7 +851,7 @@ def test_sections_say_when_the_run_did_not_record_the_new_columns(folder_run, tm
         in page.sections["faithfulness"]
     )
     assert (
-        "0 of 4 rows exceed the bound 0.01 on the estimated per-pixel error"
+        "0 of 4 rows exceed the bound 1% (0.01) on the estimated per-pixel error"
         in (page.sections["accuracy"])
     )
     assert (
@@ -1387,7 +1403,7 @@ def test_a_row_at_the_per_pixel_bound_is_within_it_in_the_count_and_the_cards(fo
     values = {**NEW_VALUES, CAT2: {**NEW_VALUES[CAT2], "attribution_error": 0.01}}
     add_columns(folder_run["output"], values)
     section = _page(build_report(folder_run["output"], gallery=0)).sections["accuracy"]
-    assert "1 of 4 rows exceed the bound 0.01 on the estimated per-pixel error" in section
+    assert "1 of 4 rows exceed the bound 1% (0.01) on the estimated per-pixel error" in section
     assert re.findall(r"\w+\.png →", section) == ["shark.png →"]
 
 
@@ -1545,7 +1561,7 @@ def test_rows_a_copied_results_file_repeats_are_counted_once_and_named(folder_ru
         "was copied or restored after the run. Every number below counts each once"
     ) in _banner(output)
     worst = _page(text).sections["worst-completeness"]
-    assert "1 of 4 rows exceed the run's tolerance 0.01" in worst
+    assert "1 of 4 rows exceed the run's tolerance 1% (0.01)" in worst
     assert worst.count("shark.png →") == 1
     shard.with_name("part-00000-of-00001 copy.parquet").unlink()
     assert "more than once" not in _banner(output)
