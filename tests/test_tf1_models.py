@@ -149,6 +149,31 @@ def test_a_tf1_saved_model_loads_its_serve_alone_graph_or_its_only_one(tag_sets,
     assert resolve_model(model_reference(model)).num_outputs == CLASSES
 
 
+@pytest.mark.parametrize("export", ["tf2", "tf1"])
+def test_a_saved_model_of_one_graph_is_read_no_more_often_than_tensorflow_reads_it(
+    export, tmp_path, quadratic_saved_model, monkeypatch
+):
+    """The job's load of a SavedModel of one MetaGraph (every TF2 export) reads its
+    saved_model.pb as often as tf.saved_model.load alone does: the tags are looked
+    for only in a file of several MetaGraphs (at launch and on every worker, a
+    large or gs:// file was read once more for nothing)."""
+    import tensorflow as tf
+    from tensorflow.python.saved_model import loader_impl
+
+    from transforms.tf_model import _load, model_reference
+
+    model = quadratic_saved_model if export == "tf2" else _tf1_saved_model(tmp_path / "m", [[]])
+    reads = []
+    parse = loader_impl.parse_saved_model
+    monkeypatch.setattr(
+        loader_impl, "parse_saved_model", lambda path: reads.append(path) or parse(path)
+    )
+    tf.saved_model.load(model)
+    by_tensorflow, reads[:] = len(reads), []
+    _load(model_reference(model))
+    assert by_tensorflow >= 1 and len(reads) == by_tensorflow, (by_tensorflow, reads)
+
+
 def _tf1_hub_module(path, recorded_side: int | None = None) -> str:
     """A module in TF Hub's TF1 format (as hub.Module exported it, which tensorflow_hub
     no longer can): a SavedModel of MetaGraphs tagged [] and ['train'] beside a

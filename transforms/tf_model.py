@@ -522,9 +522,28 @@ def _load(model: ModelReference) -> Any:
             return keras.saving.load_model(location, safe_mode=True, compile=False)
         except Exception as e:
             raise _keras_load_error(location, e) from e
+    return _hub_load(model)
+
+
+# What TensorFlow raises loading, without tags, a SavedModel of several MetaGraphs.
+_SEVERAL_METAGRAPHS = "if there is more than one MetaGraph"
+
+
+def _hub_load(model: ModelReference) -> Any:
+    """`hub.load` of a SavedModel folder or TF Hub handle; errors name the model and the
+    fix. A SavedModel folder of several MetaGraphs is loaded with the tags
+    `_serving_tags` chooses (or refused by it); those are looked for only when TensorFlow
+    finds several, so a file of one (every TF2 export) is read once, not once more for
+    its tags by the launch and every worker."""
     import tensorflow_hub as hub  # noqa: PLC0415
 
-    tags = _serving_tags(model) if kind == "saved_model" else None
+    kind, location = model.kind, model.location
+    try:
+        return hub.load(location)
+    except Exception as e:
+        if kind != "saved_model" or _SEVERAL_METAGRAPHS not in str(e):
+            raise _saved_model_load_error(kind, location, e) from e
+    tags = _serving_tags(model)
     try:
         return hub.load(location, tags=tags)
     except Exception as e:
