@@ -1081,6 +1081,26 @@ def test_a_model_taking_float16_images_is_fed_them_and_integer_images_are_refuse
     assert not (tmp_path / "refused").exists()
 
 
+def test_a_keras_model_taking_uint8_images_is_refused_without_a_word_on_its_pixel_range(
+    image_folder, tmp_path, capsys, caplog
+):
+    """A .keras model of a uint8 Input that rescales its pixels (a Keras tutorial's
+    first layer) is refused as the SavedModels above are; the launch said first that
+    its images would be scaled to [0, 255], for a model it then refused."""
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3), dtype="uint8")
+    pixels = keras.layers.Rescaling(1 / 255)(inputs)
+    outputs = keras.layers.Dense(5)(keras.layers.GlobalAveragePooling2D()(pixels))
+    model = str(tmp_path / "uint8.keras")
+    keras.Model(inputs, outputs).save(model)
+    caplog.set_level(logging.INFO)
+    assert main(_flags(image_folder, model, tmp_path / "refused")) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line.startswith(f"error: --model '{model}' takes uint8 images;"), line
+    assert not [r.message for r in caplog.records if "rescales pixels" in r.message]
+
+
 def test_a_model_taking_encoded_images_is_refused_as_such(image_folder, tmp_path, capsys):
     """A TF Serving export that decodes JPEG bytes itself: its input is strings, not
     integers, and the fix is to export the function after the decoding."""

@@ -1633,8 +1633,8 @@ def resolve_model(
         obj = _load(model)
         if jit_compile and _holds_reference_variables(obj):
             raise _xla_refusal(model.reference)
+        call, shape = _callable(obj, model.reference)  # refusals before the range's log
         input_range = _model_input_range(model, obj, given, input_range)
-        call, shape = _callable(obj, model.reference)
         recorded = _recorded_image_size(model) if _open_size(shape) else None
         image_size = _image_size(model.reference, model.location, shape, image_size, recorded)
         outputs = _probe_outputs(model.reference, call, image_size, input_range)
