@@ -18,7 +18,7 @@ from transforms.attribution import ERRORS_TAG, IGModelHandler, ImageExample, Pre
 from transforms.config import ESTIMATE_MARGIN, AttributionConfig
 from transforms.preprocess import NAMESPACE
 from transforms.sources import RawImage
-from transforms.tf_model import Classifier, resolve_model
+from transforms.tf_model import Classifier, ModelHandoff, resolve_model
 
 RNG = np.random.default_rng(5)
 
@@ -91,6 +91,43 @@ def test_launch_and_workers_agree_whether_outputs_are_probabilities(
         spec = resolve_model(path, input_range=input_range)
     assert ("ends in a softmax" in caplog.text) == probabilities
     assert Classifier(spec, jit_compile=False).outputs_probabilities == probabilities
+
+
+def _save_bfloat16_softmax(path: str) -> np.ndarray:
+    """A softmax head returned in bfloat16 (a mixed_bfloat16 model's, as TPUs train
+    them): probabilities (0.50176, 0.25, 0.24824), nearly constant, rounded to bfloat16's
+    8 bits they sum to 0.998, 2e-3 from 1 (bfloat16's spacing at 0.5 is 2^-8). Returns them
+    as the model gives them, float32."""
+    import tensorflow as tf
+
+    logits = np.log(np.array([0.50176, 0.25, 0.24824], np.float32))
+
+    class Model(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+        def __call__(self, x):
+            shift = 1e-6 * tf.reduce_mean(x, axis=[1, 2])  # a gradient, no other rounding
+            return tf.cast(tf.nn.softmax(logits + shift, axis=-1), tf.bfloat16)
+
+    tf.saved_model.save(Model(), path)
+    return np.asarray(tf.cast(tf.cast(tf.nn.softmax(logits), tf.bfloat16), tf.float32))
+
+
+def test_a_softmax_head_in_bfloat16_is_known_for_one_by_the_launch_and_workers(tmp_path, caplog):
+    """Rounded to bfloat16, a softmax's outputs sum to 1 only within 2^-8: they were
+    taken for logits (their sum checked within 1e-3), so top_k_probs were a softmax of
+    the probabilities (a 0.5 of the model's came out 0.39) and --score softmax attributed
+    that."""
+    path = str(tmp_path / "model")
+    probabilities = _save_bfloat16_softmax(path)
+    assert abs(probabilities.sum() - 1) > 1e-3  # the case: beyond the float32 bound
+    handoff = ModelHandoff()
+    with caplog.at_level("WARNING"):
+        spec = resolve_model(path, handoff=handoff)
+    assert "ends in a softmax" in caplog.text
+    for model in (Classifier(spec, handoff=handoff), Classifier(spec)):  # launcher's, own load
+        assert model.outputs_probabilities
+        outputs = model.logits(np.zeros((2, SIZE, SIZE, 3), np.float32))
+        np.testing.assert_array_equal(model.probabilities(outputs)[0], probabilities)
 
 
 def test_a_classifier_from_python_gives_exact_ig_of_a_linear_model_and_names_its_scores(

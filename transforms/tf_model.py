@@ -1805,8 +1805,8 @@ class Classifier:
         # (see `_call_rows`).
         self._jit = bool(jit)
         self._logits = _compile_logits(call, spec.image_size, jit)
-        if probed:  # by the launcher, in this process: the outputs alone
-            outputs = self.logits(probe_images(spec.image_size, spec.input_range))
+        if probed:  # by the launcher, in this process: the outputs alone, in their dtype
+            outputs = _outputs_of(call, probe_images(spec.image_size, spec.input_range))
         else:  # checked here: a launch that read only the model's saved_model.pb could not
             outputs = _probe_outputs(spec.reference, call, spec.image_size, spec.input_range)
         #: The model ends in a softmax: its outputs are the probabilities.
@@ -2001,14 +2001,33 @@ def softmax(outputs: np.ndarray) -> np.ndarray:
 
 
 def outputs_are_probabilities(outputs: np.ndarray) -> bool:
-    """Whether a model's outputs on a probe batch are probabilities (a softmax
-    head): more than one per row, each in [0, 1], each row summing to 1. Logits
-    of two different images doing so by chance is not a practical case."""
+    """Whether a model's outputs on a probe batch, as the model returns them (their
+    own dtype), are probabilities (a softmax head): more than one per row, each in
+    [0, 1], each row summing to 1 within 1e-3, or within the machine epsilon of a
+    coarser float (bfloat16's 2^-7: its rounding moves a softmax's sum by up to 2^-8).
+    Logits of two different images doing so by chance is not a practical case."""
+    atol = max(1e-3, _epsilon(np.asarray(outputs).dtype))
     outputs = np.asarray(outputs, np.float64)
     if outputs.ndim != 2 or outputs.shape[1] < 2 or not np.all(np.isfinite(outputs)):
         return False
     in_range = outputs.min() >= 0.0 and outputs.max() <= 1.0
-    return bool(in_range and np.allclose(outputs.sum(axis=1), 1.0, rtol=0.0, atol=1e-3))
+    return bool(in_range and np.allclose(outputs.sum(axis=1), 1.0, rtol=0.0, atol=atol))
+
+
+def _epsilon(dtype: np.dtype) -> float:
+    """A float dtype's machine epsilon (bfloat16's too); 0 for any other."""
+    try:
+        return float(np.finfo(dtype).eps)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _outputs_of(call, images: np.ndarray) -> np.ndarray:
+    """The model's outputs on float32 images, in the dtype it returns them in (as
+    `_probe_outputs` gives them), not cast to float32."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    return np.asarray(call(tf.constant(images)))
 
 
 def _path_points(inputs, baselines, alphas):
