@@ -21,7 +21,15 @@ def test_imagenet_names_are_unique_short_and_conventional():
 
 @pytest.mark.parametrize(
     "text",
-    ["cat\ndog\nbird\n", '["cat", "dog", "bird"]', '{"2": "bird", "0": "cat", "1": "dog"}'],
+    [
+        "cat\ndog\nbird\n",
+        '["cat", "dog", "bird"]',
+        '{"2": "bird", "0": "cat", "1": "dog"}',
+        # JSON after a blank line or an indent is JSON, not one name per line; and its
+        # names are stripped of spaces as lines are.
+        '\n  ["cat", "dog", "bird"]\n',
+        '  {"0": " cat", "1": "dog ", "2": "bird"}',
+    ],
 )
 def test_class_names_file_formats(tmp_path, text):
     path = tmp_path / "names.txt"
@@ -42,6 +50,8 @@ def test_class_names_file_formats(tmp_path, text):
         ('{"0": "cat", "00": "dog"}', "key '00' repeats an index; use keys 0 to 1"),
         ('{"a": "cat"}', "key 'a' is not a class index; use keys 0 to 0"),
         ('["cat", 3]', "JSON must be a list of names"),
+        ('["cat", " "]', "class 1 has an empty name"),  # stripped, as a blank line is
+        ('["cat", "cat "]', "classes 0 and 1 are both named 'cat'"),
         ('["cat",', "is not valid JSON"),
     ],
 )
