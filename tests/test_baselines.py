@@ -71,6 +71,23 @@ def test_blur_is_a_gaussian_of_sigma_side_over_16_along_both_axes():
         blurred[16 + 2, 16 + 2, 0] / blurred[16, 16, 0], np.exp(-1), rtol=1e-5
     )
     np.testing.assert_allclose(blurred.sum(axis=(0, 1)), [1.0] * 3, rtol=1e-5)  # light is kept
+    # Its taps reach 3 sigma (6 px) and no further.
+    np.testing.assert_allclose(profile[16 + 6] / profile[16], np.exp(-36 / 8), rtol=1e-5)
+    assert profile[16 + 7] == 0 and profile[16 - 7] == 0
+
+
+def test_blur_reflects_the_image_at_its_edges():
+    # A point of light one pixel in from the top edge (sigma 2): reflected at the
+    # edge (numpy's "reflect", the edge row not repeated), its mirror image is one
+    # pixel outside, so the edge row gets the light from both, at distance 1 each,
+    # and the row below the light gets it at 1 and its mirror at 3.
+    image = np.zeros((32, 32, 3), np.float32)
+    image[1, 16] = 1.0
+    (blurred,) = make_baselines(image, ("blur",), (0.0, 1.0), "a")
+    tap1, tap3 = np.exp(-1 / 8), np.exp(-9 / 8)
+    np.testing.assert_allclose(
+        blurred[0, 16, 0] / blurred[2, 16, 0], 2 * tap1 / (tap1 + tap3), rtol=1e-5
+    )
 
 
 def test_one_string_of_names_and_a_batch_of_images_are_refused_naming_the_argument():
