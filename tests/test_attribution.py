@@ -649,6 +649,16 @@ def test_pixel_and_none_attribution_modes(linear_keras):
     )
 
 
+def test_store_path_off_leaves_the_path_columns_null(linear_keras):
+    # AttributionConfig(store_path=False), from Python: no F(alpha) per row.
+    spec = resolve_model(linear_keras)
+    config = AttributionConfig(steps=2, store_path=False, faithfulness="none")
+    (outcome,) = _run_handler(spec, config, _examples(1))
+    (row,) = outcome.rows
+    assert row["path_alphas"] is None and row["path_scores"] is None
+    assert row["attributions"].shape == (SIZE, SIZE, 3)
+
+
 def test_preprocess_transform_routes_bad_images_to_errors():
     good = np.full((4, 8, 3), 255, np.uint8)
     inputs = [
