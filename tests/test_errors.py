@@ -1,0 +1,49 @@
+"""The telling line of a long exception message (`transforms.errors`), known answers.
+
+TensorFlow's own errors, raised for real, are in tests/test_cli.py; these are the
+message shapes that one run does not produce.
+"""
+
+import pytest
+
+from transforms.errors import error_reason
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [
+        "TimeoutException: took too long",
+        "tf.errors.ResourceExhaustedError: OOM when allocating",
+        "SystemExit: 2",
+        "KeyboardInterrupt: stopped",
+    ],
+)
+def test_under_a_header_the_raised_line_is_the_reason_not_the_detail_after_it(raised):
+    message = f'in user code:\n\n  File "m.py", line 3, in f\n{raised}\nsecond detail line'
+    assert error_reason(ValueError(message)) == raised
+
+
+def test_of_several_raised_lines_the_last_is_the_reason():
+    # The innermost error: the one raised inside the tf.function.
+    message = (
+        "in user code:\n\nValueError: calling the model failed\n"
+        '  File "m.py", line 3\nInvalidArgumentError: scores : Tensor had NaN values\nmore'
+    )
+    assert error_reason(ValueError(message)) == (
+        "InvalidArgumentError: scores : Tensor had NaN values"
+    )
+
+
+@pytest.mark.parametrize(
+    "last",
+    [
+        "  [[{{node CheckNumerics}}]]",
+        '  File "m.py", line 3, in checked',
+        "<stack traces unavailable>",
+        "Detected at node CheckNumerics defined at (most recent call last):",
+        "[while running 'Attribute/RunInference']",
+    ],
+)
+def test_without_a_raised_line_the_reason_is_the_last_line_that_is_not_a_location(last):
+    message = f"Graph execution error:\n\nscores : Tensor had NaN values\n{last}"
+    assert error_reason(RuntimeError(message)) == "scores : Tensor had NaN values"
