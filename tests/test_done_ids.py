@@ -1,7 +1,10 @@
 """A --resume's done ids as the file its DoFns load (`transforms.done_ids`)."""
 
+import os
+
 import pytest
 
+from transforms import done_ids
 from transforms.done_ids import DONE_IDS_FILE, done_ids_file, load_done_ids, write_done_ids
 
 
@@ -43,3 +46,13 @@ def test_a_million_ids_come_back_whole(tmp_path):
     ids = [f"n{k % 1000:08d}/n{k % 1000:08d}_{k}.JPEG" for k in range(1_000_000)]
     path = write_done_ids(str(tmp_path / "out"), "run1", ids)
     assert load_done_ids(path) == set(ids)
+
+
+def test_a_file_larger_than_one_read_comes_back_whole(tmp_path, monkeypatch):
+    # The file is read in reads of `_CHUNK` bytes (4 MiB), to its end: a file of
+    # many reads (a 1 KiB read here) comes back whole, not cut at its first read.
+    ids = {f"n{k:08d}/{k}.JPEG" for k in range(2000)}
+    path = write_done_ids(str(tmp_path / "out"), "run1", ids)
+    monkeypatch.setattr(done_ids, "_CHUNK", 1024)
+    assert os.path.getsize(path) > 4 * 1024  # four reads at least
+    assert load_done_ids(path) == ids
