@@ -1,0 +1,27 @@
+"""Words the log lines, plots and report share (`transforms.wording`), known answers.
+
+The percent and probability forms the report and plots show are also tested where
+they are shown (tests/test_cli.py, tests/test_plots.py).
+"""
+
+from transforms.wording import classes, count, percent, printable
+
+
+def test_a_count_is_singular_for_one_alone():
+    # "Resuming: 0 images ... skipped", never "0 image".
+    assert [count(n, "image") for n in (0, 1, 2)] == ["0 images", "1 image", "2 images"]
+    assert [classes(n) for n in (0, 1, 1000)] == ["0 classes", "1 class", "1000 classes"]
+
+
+def test_a_tiny_negative_percent_is_shown_as_its_positive_one_is():
+    # Two significant digits, as written down to 1e-6 %, in powers of ten below.
+    for value, shown in ((7.8e-7, "0.000078%"), (7.8e-9, "7.8e-07%"), (1.5e-17, "1.5e-15%")):
+        assert (percent(value), percent(-value)) == (shown, "-" + shown)
+
+
+def test_printable_escapes_control_characters_and_keeps_a_messages_lines():
+    # A name shows on one line, as written; a log message keeps its line breaks and
+    # tabs, its other control characters (a terminal escape, C1's CSI) escaped.
+    text = "a\nb\tc\x1b[2J\x9b.png"
+    assert printable(text) == "a\\nb\\tc\\x1b[2J\\x9b.png"
+    assert printable(text, lines=True) == "a\nb\tc\\x1b[2J\\x9b.png"
