@@ -649,6 +649,46 @@ def test_pixel_and_none_attribution_modes(linear_keras):
     )
 
 
+def test_tied_classes_rank_in_class_order(tmp_path):
+    # Classes 500-999 tie for the top score: predicted_class and top_k take the
+    # lowest indices first, as np.argmax does (an unstable sort took 968 and on).
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    bias = keras.initializers.Constant(np.repeat([0.0, 1.0], 500))
+    dense = keras.layers.Dense(1000, kernel_initializer="zeros", bias_initializer=bias)
+    path = str(tmp_path / "tied.keras")
+    keras.Model(inputs, dense(keras.layers.Flatten()(inputs))).save(path)
+    config = AttributionConfig(steps=2, faithfulness="none", attributions="none")
+    (outcome,) = _run_handler(resolve_model(path), config, _examples(1))
+    (row,) = outcome.rows
+    assert row["predicted_class"] == row["target_class"] == 500
+    assert row["top_k_classes"].tolist() == [500, 501, 502, 503, 504]
+
+
+def test_a_nan_score_at_the_baseline_alone_is_an_error_record_not_a_row(tmp_path):
+    # NaN only where every value is 1 (the white baseline itself): gausslegendre has no
+    # node there, so every gradient is finite, but the row's baseline_score is NaN.
+    import tensorflow as tf
+
+    class WhiteHole(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+        def __call__(self, x):
+            scores = tf.reduce_sum(x, axis=[1, 2]) @ tf.eye(3, 4)
+            white = tf.reduce_min(x, axis=[1, 2, 3])[:, None] == 1.0
+            return tf.where(white, tf.fill(tf.shape(scores), float("nan")), scores)
+
+    path = str(tmp_path / "white_hole")
+    tf.saved_model.save(WhiteHole(), path)
+    config = AttributionConfig(
+        steps=4, method="gausslegendre", tolerance=0, baselines="white", faithfulness="none"
+    )
+    (outcome,) = _run_handler(resolve_model(path), config, _examples(1))
+    assert outcome.rows == []
+    (error,) = outcome.errors
+    assert error["stage"] == "attribute" and "of the baseline itself" in error["error"]
+
+
 def test_store_path_off_leaves_the_path_columns_null(linear_keras):
     # AttributionConfig(store_path=False), from Python: no F(alpha) per row.
     spec = resolve_model(linear_keras)
