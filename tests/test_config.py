@@ -59,3 +59,12 @@ def test_refinement_leaves_room_for_float16_rounding_above_twice_it(bound, engin
     )
     assert config.estimate_bound() == pytest.approx(bound * FLOAT16_ROUNDING)
     assert config.engine_tolerance() == pytest.approx(engine * FLOAT16_ROUNDING)
+
+
+def test_fewer_steps_than_a_panel_are_taken_with_tolerance_0_as_the_refusal_advises():
+    with pytest.raises(
+        ConfigError, match=r"\(4 nodes\), .*; pass --steps 4 or more, or --tolerance 0"
+    ):
+        AttributionConfig(method="gausslegendre", steps=2, max_steps=2)
+    config = AttributionConfig(method="gausslegendre", steps=2, max_steps=2, tolerance=0)
+    assert (config.steps, config.tolerance) == (2, 0)
