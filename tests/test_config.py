@@ -36,6 +36,9 @@ def test_each_bound_is_accepted_at_its_value():
         ({"faithfulness_steps": 1025}, r"--faithfulness_steps must be in \[2, 1024\], got 1025"),
         ({"top_k": 0}, "--top_k must be >= 1, got 0"),  # no flag check refuses it first
         ({"path_batch_size": 0}, "--path_batch_size must be >= 1, got 0"),
+        # NaN is neither above nor below a bound: every row would be flagged.
+        ({"tolerance": float("nan")}, "--tolerance must be a finite number >= 0"),
+        ({"completeness_tolerance": float("nan")}, "--completeness_tolerance must be a finite"),
         # A bool is an int to Python: top_k=True was 1 without a word.
         ({"top_k": True}, "--top_k must be an integer, got True"),
         ({"seed": False}, "--seed must be an integer, got False"),
