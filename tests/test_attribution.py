@@ -699,6 +699,31 @@ def test_store_path_off_leaves_the_path_columns_null(linear_keras):
     assert row["attributions"].shape == (SIZE, SIZE, 3)
 
 
+def test_preprocess_decodes_a_large_jpeg_at_a_reduced_size_for_the_model():
+    # A 256 x 192 JPEG for a 16-px model is decoded at 1/8 (Pillow's draft mode,
+    # `max_side_hint`): 32 x 24 pixels, not 49,152 then shrunk. Its pixels differ
+    # from the full decode's by a few levels, so the two are told apart.
+    import io
+
+    from PIL import Image
+
+    from transforms import images
+
+    blocks = np.random.default_rng(0).uniform(0, 255, (32, 24, 3))
+    buffer = io.BytesIO()
+    Image.fromarray(np.kron(blocks, np.ones((8, 8, 1))).astype(np.uint8)).save(buffer, "JPEG")
+    data = buffer.getvalue()
+    (example,) = Preprocess(16, (0.0, 1.0)).process(RawImage("a", "a.jpg", None, data=data))
+
+    def model_input(pixels):
+        return images.scale_to_range(images.resize_with_pad(pixels, 16), (0.0, 1.0))
+
+    reduced = images.decode_image(data, max_side_hint=16)
+    assert reduced.shape == (32, 24, 3)
+    np.testing.assert_array_equal(example.image, model_input(reduced))
+    assert not np.array_equal(example.image, model_input(images.decode_image(data)))
+
+
 def test_preprocess_transform_routes_bad_images_to_errors():
     good = np.full((4, 8, 3), 255, np.uint8)
     inputs = [
