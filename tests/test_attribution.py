@@ -305,6 +305,21 @@ def test_hub_handle_1001_outputs_gets_offset_one(offline_hub):
     assert resolve_model("inception_v1", label_offset=0).num_classes == 1001
 
 
+def test_a_background_class_models_top_k_probs_are_of_its_classes(offline_hub):
+    # Output 0 is the background class (label offset 1): the probability listed for
+    # class c is that of output c + 1, the softmax score its row attributes, not
+    # that of output c (class c - 1).
+    config = AttributionConfig(
+        steps=2, score="softmax", target="top_k", top_k=3, attributions="none",
+        faithfulness="none",
+    )  # fmt: skip
+    (outcome,) = _run_handler(resolve_model("inception_v1"), config, _examples(1))
+    score = {row["target_class"]: row["target_score"] for row in outcome.rows}
+    first = outcome.rows[0]
+    assert list(score) == first["top_k_classes"].tolist()
+    np.testing.assert_allclose(first["top_k_probs"], list(score.values()), rtol=1e-6)
+
+
 def test_hub_handle_not_cached_offline_explains(tmp_path, monkeypatch):
     monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path))
     with pytest.raises(ValueError, match="Downloading TF Hub models needs network"):
