@@ -704,6 +704,32 @@ def test_a_nan_score_at_the_baseline_alone_is_an_error_record_not_a_row(tmp_path
     assert error["stage"] == "attribute" and "of the baseline itself" in error["error"]
 
 
+def test_a_nan_on_the_path_of_a_rule_without_a_baseline_node_is_said_to_be_on_the_path(
+    tmp_path,
+):
+    # sqrt: an infinite gradient at the black baseline, which gausslegendre never
+    # takes; NaN where the mean value is in (0.3, 0.4), on the path to a 0.78 image.
+    import tensorflow as tf
+
+    class Holed(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+        def __call__(self, x):
+            mean = tf.reduce_mean(x, axis=[1, 2, 3])[:, None]
+            scores = tf.reduce_sum(tf.sqrt(x), axis=[1, 2]) @ tf.eye(3, 4)
+            holed = (mean > 0.3) & (mean < 0.4)
+            return tf.where(holed, tf.fill(tf.shape(scores), float("nan")), scores)
+
+    path = str(tmp_path / "holed")
+    tf.saved_model.save(Holed(), path)
+    image = np.full((SIZE, SIZE, 3), 0.78, np.float32)
+    config = AttributionConfig(steps=8, method="gausslegendre", tolerance=0, faithfulness="none")
+    (outcome,) = _run_handler(
+        resolve_model(path), config, [ImageExample("a", "a.png", None, image)]
+    )
+    (error,) = outcome.errors
+    assert error["error"].endswith("on the path from the baseline to the image (alpha > 0)")
+
+
 def test_store_path_off_leaves_the_path_columns_null(linear_keras):
     # AttributionConfig(store_path=False), from Python: no F(alpha) per row.
     spec = resolve_model(linear_keras)
