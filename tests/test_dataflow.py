@@ -512,7 +512,7 @@ L4_HINT = "accelerator=type:nvidia-l4;count:1;install-nvidia-driver"
 def test_l4_gpus_on_a_g2_machine_named_by_url_or_with_prime_are_not_refused(flags):
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline.main import _check_l4_machine
+    from pipeline.runner import _check_l4_machine
 
     assert _check_l4_machine(PipelineOptions(flags)) is None
 
