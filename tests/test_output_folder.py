@@ -260,8 +260,9 @@ def test_a_ctrl_c_once_the_run_completed_tidies_it_and_says_it_completed(
     a run with a failed image too, which a --resume retries (the summary that says it
     failed is not printed)."""
     import pipeline.main as job
+    from pipeline import output_folder
 
-    real, calls = job._drop_checkpoints, []
+    real, calls = output_folder._drop_checkpoints, []
 
     def ctrl_c_as_the_tidy_up_starts(*args, **kwargs):
         calls.append(1)
@@ -272,7 +273,7 @@ def test_a_ctrl_c_once_the_run_completed_tidies_it_and_says_it_completed(
     out = tmp_path / "out"
     if not broken:
         (Path(image_folder["root"]) / "broken.jpg").unlink()
-    monkeypatch.setattr(job, "_drop_checkpoints", ctrl_c_as_the_tidy_up_starts)
+    monkeypatch.setattr(output_folder, "_drop_checkpoints", ctrl_c_as_the_tidy_up_starts)
     before = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt) as interrupted:
@@ -297,6 +298,7 @@ def test_a_ctrl_c_once_the_run_completed_tidies_it_and_says_it_completed(
 _STOPPED_AT_TIDY_UP = """
 import os, signal, sys
 import pipeline.main as job
+import pipeline.output_folder as output_folder
 from pipeline.__main__ import main_exit
 
 count, counted = job._images_with, []
@@ -305,13 +307,14 @@ def one_image_uncounted(outcome):
     return count(outcome) if len(counted) > 1 else []
 if sys.argv[2] == "lose-a-count":
     job._images_with = one_image_uncounted
-stop, drop, stopped = getattr(signal, sys.argv[1], None), job._drop_checkpoints, []
+stop, drop = getattr(signal, sys.argv[1], None), output_folder._drop_checkpoints
+stopped = []
 def stop_as_the_tidy_up_starts(*args):
     if stop is not None and not stopped:  # once: the stop's clean-up tidies again
         stopped.append(stop)
         os.kill(os.getpid(), stop)
     return drop(*args)
-job._drop_checkpoints = stop_as_the_tidy_up_starts
+output_folder._drop_checkpoints = stop_as_the_tidy_up_starts
 sys.argv = ["pipeline", *sys.argv[3:]]
 main_exit()
 """

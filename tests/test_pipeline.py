@@ -559,7 +559,7 @@ def test_command_line_prints_error_and_exit_code(capsys, linear_keras, tmp_path)
 
 _AS_ANOTHER_USER = """
 import os, sys
-from pipeline.main import _check_local_writable  # imported while root may read the code
+from pipeline.output_folder import _check_local_writable  # imported while root may read the code
 if os.geteuid() == 0:
     os.setgid(65534)
     os.setuid(65534)  # "nobody": the folder's permissions now apply

@@ -7,7 +7,7 @@ launcher writes them once, to `done_ids_file(output, run_id)` in the run's own
 checkpoint folder, and the graph holds only that path (a resume with nothing left
 to do runs no pipeline: no file). So the file lives and dies
 with the run's checkpoints: deleted when the run finishes
-(`pipeline.main._drop_checkpoints`), and by the next run on the folder if this one
+(`pipeline.output_folder._drop_checkpoints`), and by the next run on the folder if this one
 is killed (`.tmp/` is cleared then); a later run has another run id, another file.
 Checkpoints are read as `*.parquet`, so this file is never taken for one.
 """

@@ -1,0 +1,423 @@
+"""The --output folder of a run, apart from its lock (`pipeline.output_lock`).
+
+Checked at launch, before the model loads: --output's flags, whether it can be
+written (a local folder: made and removed in its nearest existing folder), that
+it lies inside no other run, and what it holds: an earlier run of this job (its
+files by name, `_RUN_FOLDERS`), which only --overwrite replaces and --resume
+continues, and never files this job did not write (`_check_own_files`).
+Readied under the lock (`_prepare_output`): an earlier run's files deleted for
+--overwrite, its manifest marked "replacing" first; a killed run's partial files
+in `.tmp/` cleared. Tidied after a finished run (`_tidy_finished`): its
+checkpoints, empty temp folders, a resume's empty results files and the schema
+file go.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline import output_lock
+from pipeline.job import AuditJob
+from pipeline.options import AuditOptions, ConfigError
+from pipeline.runner import _REMOTE_SCHEMES, _check_credentials
+from transforms.files import as_opened, is_partial_of
+from transforms.manifest import (
+    ERRORS_DIR,
+    MANIFEST_FILE,
+    REPORT_FILE,
+    RESULTS_DIR,
+    SANITY_DIR,
+    SANITY_FIGURE,
+    SANITY_JSON,
+    SHARD_PREFIX,
+    is_run,
+)
+from transforms.sinks import (
+    BEAM_TEMP,
+    CHECKPOINT_DIR,
+    SCHEMA_FILE,
+    TEMP_DIR,
+    checkpoint_folder,
+    is_partial_file,
+    json_temp,
+    read_manifest,
+    results_files,
+    write_json,
+)
+
+__all__ = [
+    "_check_output_flags",
+    "_check_output_free",
+    "_check_own_files",
+    "_clear_temp",
+    "_delete_matching",
+    "_drop_empty_run_folders",
+    "_earlier_run",
+    "_local_output",
+    "_make_folder",
+    "_prepare_output",
+    "_tidy_finished",
+]
+
+_LOG = logging.getLogger(__name__)
+
+
+def _local_output(output: str) -> str:
+    """--output as the absolute path a folder listing compares with, naming the folder
+    the system opens for it (`as_opened`: a `link/..` in it); gs:// unchanged."""
+    return output if output.startswith(_REMOTE_SCHEMES) else os.path.abspath(as_opened(output))
+
+
+# The folders of a run in its --output, which --overwrite deletes with it: its rows,
+# its errors, and the check `python -m pipeline.sanity` writes there (it describes
+# the run). `_earlier_run` lists them; nothing else may lie inside them.
+_RUN_FOLDERS = (RESULTS_DIR, ERRORS_DIR, SANITY_DIR)
+
+
+def _earlier_run(output: str) -> list[str]:
+    """Files of an earlier run in `output`, by file: on gs:// a folder is only a prefix."""
+    patterns = [FileSystems.join(output, folder, "**") for folder in _RUN_FOLDERS]
+    # And its manifest, and the page `python -m pipeline.report` writes there.
+    patterns += [FileSystems.join(output, name) for name in (MANIFEST_FILE, REPORT_FILE)]
+    try:
+        matches = FileSystems.match(patterns)
+    except Exception:  # unlistable: the writability probe below says why
+        return []
+    return [meta.path for match in matches for meta in match.metadata_list]
+
+
+def _temp_files(output: str) -> list[str]:
+    """Partial files a killed run left in `<output>/.tmp/`: Beam's `beam-temp-*`
+    folders, the checkpoints and the job's own `<uuid>.partial` files, only these
+    (other files there are not ours)."""
+    temp = FileSystems.join(output, TEMP_DIR)
+    patterns = [
+        FileSystems.join(temp, f"{BEAM_TEMP}*", "**"),
+        FileSystems.join(temp, CHECKPOINT_DIR, "**"),
+        FileSystems.join(temp, "*.partial"),
+    ]
+    try:
+        matches = FileSystems.match(patterns)
+    except Exception:  # no temp folder
+        return []
+    paths = [meta.path for match in matches for meta in match.metadata_list]
+    return [
+        p for p in paths if not p.endswith(".partial") or is_partial_file(FileSystems.split(p)[1])
+    ]
+
+
+def _drop_empty_temp(output: str) -> None:
+    """Removes the empty folders a finished run leaves in a local `<output>/.tmp/`
+    (its own, and those of an earlier run's deleted partial files), then the
+    folder itself if empty. Object stores such as gs:// have no folders."""
+    temp = os.path.join(output, TEMP_DIR)
+    for folder, _, _ in os.walk(temp, topdown=False):  # inner folders first
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty, or gone
+            pass
+
+
+def _tidy_finished(job: AuditJob) -> dict[str, Any] | None:
+    """After a finished run: its checkpoints go (its rows are in results/), then
+    the empty temp folders, a resume's empty results files and the schema file
+    (`_drop_schema_file`). Returns the run's manifest; None for a job that wrote
+    nothing (a Dataflow --dry_run)."""
+    if job.lock is None:
+        return None
+    manifest = read_manifest(job.output)
+    _drop_checkpoints(job.output, job.lock.run_id)
+    _drop_empty_temp(job.output)
+    _drop_empty_resume(job, manifest)
+    _drop_schema_file(job.output)
+    return manifest
+
+
+def _drop_checkpoints(output: str, run_id: str) -> None:
+    """Deletes a finished run's checkpoint files: its rows are in results/ now."""
+    _delete_matching(FileSystems.join(checkpoint_folder(output, run_id), "*"))
+
+
+def _drop_empty_resume(job: AuditJob, manifest: dict[str, Any]) -> None:
+    """Deletes the results files of a resumed run that wrote no row: empty Parquet
+    files beside the earlier runs' files, which give the schema (kept where they
+    are the only ones: an earlier run killed before it wrote any)."""
+    if job.results_prefix == SHARD_PREFIX or manifest["counts"]["rows"]:  # not a resume, or rows
+        return
+    files = _results_files(job.output)
+    own = [path for name, path in files.items() if name.startswith(f"{job.results_prefix}-")]
+    if own and len(own) < len(files):
+        FileSystems.delete(own)
+
+
+def _drop_schema_file(output: str) -> None:
+    """Deletes the zero-row `SCHEMA_FILE` of a finished run whose results/ holds
+    other files: they give the schema now. Kept when it is the only one."""
+    files = _results_files(output)
+    if SCHEMA_FILE in files and len(files) > 1:
+        FileSystems.delete([files[SCHEMA_FILE]])
+
+
+def _results_files(output: str) -> dict[str, str]:
+    """The Parquet files in `output`'s results/ (local or gs://), by name."""
+    return {FileSystems.split(path)[1]: path for path in results_files(output)}
+
+
+def _delete_matching(pattern: str) -> None:
+    """Deletes the files `pattern` matches (local or gs://), if any."""
+    files = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+    if files:
+        FileSystems.delete(files)
+
+
+def _clear_temp(output: str) -> None:
+    """Deletes a dead run's partial files; called with the folder's lock held."""
+    leftovers = _temp_files(output)
+    if leftovers:
+        _LOG.info("Deleting %d partial files of an earlier run in %s.", len(leftovers), TEMP_DIR)
+        FileSystems.delete(leftovers)
+
+
+def _make_folder(output: str) -> None:
+    try:
+        FileSystems.mkdirs(output)
+    except OSError:
+        pass  # exists already
+
+
+def _mark_replacing(output: str) -> None:
+    """Before --overwrite deletes an earlier run file by file: its manifest says
+    "replacing", no longer "complete". A kill or Ctrl-C midway left a complete
+    manifest over part of its rows (a report showed them as the whole run); the
+    manifest keeps its model and config, so a new --overwrite still replaces it."""
+    try:
+        manifest = read_manifest(output)
+    except Exception:  # no manifest (report.html or sanity/ alone): nothing claims complete
+        return
+    if isinstance(manifest, dict) and manifest.get("status") != "replacing":
+        write_json(FileSystems.join(output, MANIFEST_FILE), {**manifest, "status": "replacing"})
+
+
+def _drop_empty_run_folders(output: str) -> None:
+    """Removes the run folders of a local `output` that deleting an earlier run's
+    files left empty: an empty `sanity/` would look like a check of the new run.
+    Object stores such as gs:// have no folders."""
+    if output.startswith(_REMOTE_SCHEMES):
+        return
+    for name in _RUN_FOLDERS:
+        try:
+            os.rmdir(os.path.join(output, name))
+        except OSError:  # not empty, or gone
+            pass
+
+
+def _prepare_output(output: str, overwrite: bool) -> None:
+    """Refuses to mix two runs: an earlier run's output is kept unless --overwrite."""
+    existing = _earlier_run(output)
+    if existing and not overwrite:
+        raise ConfigError(f"--output {output!r} already holds a run; pass --overwrite.")
+    if existing:
+        _check_own_files(output, existing, "--overwrite")  # again, under the lock
+        _mark_replacing(output)
+        FileSystems.delete(existing)
+        _drop_empty_run_folders(output)
+    _clear_temp(output)
+    probe = FileSystems.join(output, ".write_probe")
+    try:
+        with FileSystems.create(probe) as f:
+            f.write(b"ok")
+        FileSystems.delete([probe])
+    except Exception as e:
+        raise ConfigError(
+            f"--output {output!r} is not writable: {e}; choose a folder you can write to."
+        ) from e
+
+
+def _check_not_inside_a_run(output: str) -> None:
+    """A local --output inside another run's results/ or errors/ would put its files
+    among that run's Parquet files (`pd.read_parquet` of them then fails); inside its
+    sanity/ or .tmp/, the next --overwrite or --resume of that run deletes it."""
+    if output.startswith(_REMOTE_SCHEMES):
+        return
+    path = Path(output).resolve()  # through symbolic links
+    for folder in (path, *path.parents):
+        if folder.name in (*_RUN_FOLDERS, TEMP_DIR) and (folder.parent / MANIFEST_FILE).is_file():
+            raise ConfigError(
+                f"--output {output!r} lies inside {str(folder)!r}, the {folder.name} of the "
+                f"run in {str(folder.parent)!r}; choose a folder outside it."
+            )
+
+
+def _check_local_writable(output: str) -> None:
+    """A local --output that cannot be made or written is refused before the model
+    loads: its nearest existing folder must be a folder this user may write in.
+    (The write probe under the lock stays the final word.)"""
+    if output.startswith(_REMOTE_SCHEMES):
+        return
+    path = Path(_local_output(output))
+    try:
+        _check_no_dangling_link(output, path)
+        existing = next(p for p in (path, *path.parents) if p.exists())
+    except PermissionError as e:  # a folder on the way that this user may not enter
+        raise ConfigError(
+            f"--output {output!r} is not writable: a folder on its path may not be entered "
+            f"({e.strerror}); choose a folder you can write to."
+        ) from e
+    if not existing.is_dir():
+        raise ConfigError(
+            f"--output {output!r} is not writable: {str(existing)!r} is a file, not a "
+            "folder; choose a folder you can write to."
+        )
+    _probe_folder(output, existing)
+
+
+def _check_no_dangling_link(output: str, path: Path) -> None:
+    """A symbolic link on `path` whose target is gone (an unmounted disk) cannot be
+    made into a folder: refused naming it, where the lock's write said only "No such
+    file or directory" of a file in it."""
+    for folder in (path, *path.parents):
+        if folder.is_symlink() and not folder.exists():
+            raise ConfigError(
+                f"--output {output!r} is not writable: {str(folder)!r} is a symbolic link "
+                f"to {os.readlink(folder)!r}, which does not exist; create it or choose "
+                "another folder."
+            )
+
+
+def _probe_folder(output: str, existing: Path) -> None:
+    """Makes and removes a folder in `existing`: permissions alone do not say it can
+    be written (root passes every permission check, yet cannot write in /proc or on a
+    read-only mount)."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".ig_audit_probe_", dir=existing))
+    except OSError as e:
+        why = (
+            f"no permission to write in {str(existing)!r}"
+            if e.errno == errno.EACCES
+            else f"no folder can be made in {str(existing)!r} ({e.strerror})"
+        )
+        raise ConfigError(
+            f"--output {output!r} is not writable: {why}; choose a folder you can write to."
+        ) from e
+
+
+def _check_output_flags(audit: AuditOptions) -> None:
+    """--output and its --resume / --overwrite as given: no file system is read, so a
+    Dataflow --dry_run checks them too."""
+    if audit.resume and audit.overwrite:
+        raise ConfigError(
+            "--resume continues an earlier run and --overwrite replaces it: pick one."
+        )
+    if any(char in audit.output for char in "*?["):
+        raise ConfigError(
+            f"--output {audit.output!r} holds a glob character (*, ? or [), which Beam's "
+            "file sinks read as a pattern when they move their files into place; "
+            "choose a folder name without them."
+        )
+
+
+def _check_output_free(audit: AuditOptions) -> None:
+    """Refuses an --output in use or holding a run before anything slow (no model load)."""
+    _check_credentials(audit.output)
+    _check_local_writable(audit.output)
+    _check_not_inside_a_run(audit.output)
+    output_lock.check_free(audit.output)  # a live run holds it, whatever the flags
+    existing = _earlier_run(audit.output)
+    if audit.resume:
+        _check_own_files(audit.output, existing, "--resume")
+        return
+    if not existing:
+        return
+    _check_a_run(audit.output, existing)
+    if not audit.overwrite:
+        raise ConfigError(
+            f"--output {audit.output!r} already holds a run ({_top_names(audit.output, existing)}). "
+            "Pass --overwrite to replace it, --resume to continue it, or choose another folder."
+        )
+    _check_dataset_kept(audit.output, audit.dataset)  # the more precise message first
+    _check_own_files(audit.output, existing, "--overwrite")
+
+
+def _inside(output: str, paths: list[str]) -> list[str]:
+    """`paths` relative to `output`, with "/": `results/part-00000-of-00001.parquet`."""
+    if output.startswith(_REMOTE_SCHEMES):
+        prefix = output.rstrip("/") + "/"
+        return [p[len(prefix) :] for p in paths if p.startswith(prefix)]
+    # Beam lists a relative folder's files relative, an absolute one's absolute
+    return [os.path.relpath(p, output).replace(os.sep, "/") for p in paths]
+
+
+def _top_names(output: str, paths: list[str]) -> str:
+    """The entries of `output` that `paths` lie in: `results, manifest.json`."""
+    return ", ".join(sorted({p.split("/")[0] for p in _inside(output, paths)}))
+
+
+# Files any folder may hold that nobody minds deleting: the view settings macOS's
+# Finder leaves, and the empty object a Cloud Storage console makes for a folder
+# (its name is the folder's, so none here).
+_CLUTTER = (".DS_Store", "")
+
+
+def _is_own_file(folder: str, name: str) -> bool:
+    """Whether `name`, a path in the run folder `folder`, is a file the job writes there:
+    a shard (`SHARD_PREFIX-...parquet`: Beam's, a resume's, salvaged checkpoints, the
+    schema file; or an older version's Beam temp folder), the sanity check's files and
+    the partial ones a write cut short leaves (`is_partial_of`, `json_temp`); or clutter."""
+    if name in _CLUTTER:
+        return True
+    if folder == SANITY_DIR:
+        partial = any(is_partial_of(name, own) for own in (SANITY_FIGURE, SANITY_JSON))
+        return partial or name in (SANITY_FIGURE, SANITY_JSON, json_temp(SANITY_JSON))
+    shard = re.fullmatch(rf"{SHARD_PREFIX}-[^/]*\.parquet", name) is not None
+    return shard or name.startswith(BEAM_TEMP)  # in results/ itself in older versions
+
+
+def _check_own_files(output: str, existing: list[str], flag: str) -> None:
+    """--overwrite deletes a run's folders, --resume its errors/ and sanity/, and its
+    rows join results/: other files there (a results/ linked to a folder of the user's)
+    would be deleted or mixed with the run's, so the run is refused, naming them."""
+    foreign = []
+    for path in _inside(output, existing):
+        folder, _, name = path.partition("/")
+        if folder in _RUN_FOLDERS and not _is_own_file(folder, name):
+            foreign.append(path)
+    if foreign:
+        raise ConfigError(
+            f"--output {output!r} holds files this job did not write in its run folders: "
+            f"{', '.join(sorted(foreign))}; {flag} would delete or mix them with the run's. "
+            "Move them out, or choose another folder."
+        )
+
+
+def _check_a_run(output: str, existing: list[str]) -> None:
+    """Files where a run's go (results/, errors/, report.html, sanity/) without the
+    manifest of a run of this job are someone else's: --overwrite never deletes them."""
+    if not is_run(output):
+        raise ConfigError(
+            f"--output {output!r} holds {_top_names(output, existing)} but no manifest.json "
+            "of a run of this job, and --overwrite deletes only such a run. Move those "
+            "files, or choose another folder."
+        )
+
+
+def _check_dataset_kept(output: str, dataset: str) -> None:
+    """--overwrite never deletes the --dataset folder with the earlier run."""
+    if dataset.startswith(_REMOTE_SCHEMES) or output.startswith(_REMOTE_SCHEMES):
+        return
+    data = Path(dataset).resolve()  # through symbolic links, as the files are
+    for name in _RUN_FOLDERS:
+        folder = (Path(output) / name).resolve()  # a linked results/ is deleted in its target
+        if data == folder or folder in data.parents:
+            raise ConfigError(
+                f"--dataset {dataset!r} lies inside {str(folder)!r}, which --overwrite "
+                "would delete with the earlier run; move the images, or choose another "
+                "--output."
+            )
