@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import json
 import logging
 import os
 import re
@@ -24,7 +23,6 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
-import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import (
@@ -51,17 +49,14 @@ from pipeline.options import (
 from pipeline.output_folder import (
     _check_output_flags,
     _check_output_free,
-    _check_own_files,
-    _clear_temp,
     _delete_matching,
-    _drop_empty_run_folders,
-    _earlier_run,
     _local_output,
     _make_folder,
     _prepare_output,
     _tidy_finished,
 )
 from pipeline.progress import ReportProgress, heartbeat
+from pipeline.resume import _log_resume, _nothing_left, _resume_state, _skip_all
 from pipeline.runner import (
     _REMOTE_SCHEMES,
     _check_dataflow_launch,
@@ -75,25 +70,14 @@ from pipeline.runner import (
     _runner_name,
     _writes_template,
 )
-from transforms import datasource, labels, sources, wording
+from transforms import labels, sources, wording
 from transforms.attribution import ERRORS_TAG, IGModelHandler, ImageOutcome, Preprocess
 from transforms.batch import forget_warnings
-from transforms.config import DEFAULT_COMPLETENESS_TOLERANCE, AttributionConfig
+from transforms.config import AttributionConfig
 from transforms.done_ids import load_done_ids, write_done_ids
 from transforms.errors import error_reason
 from transforms.files import as_opened
-from transforms.manifest import (
-    ERRORS_DIR,
-    MANIFEST_FILE,
-    REPORT_FILE,
-    RESULTS_DIR,
-    SANITY_DIR,
-    SHARD_PREFIX,
-    estimate_bound,
-    faithfulness_pixels,
-    faithfulness_ties,
-    is_run,
-)
+from transforms.manifest import ERRORS_DIR, MANIFEST_FILE
 from transforms.schema import results_schema
 from transforms.sinks import (
     WriteCheckpoints,
@@ -101,11 +85,7 @@ from transforms.sinks import (
     WriteManifest,
     WriteResults,
     read_manifest,
-    results_files,
-    salvage_checkpoints,
     write_json,
-    write_manifest,
-    write_no_errors,
     write_schema_file,
 )
 from transforms.tf_model import (
@@ -188,297 +168,6 @@ def _tidied(job: AuditJob) -> dict[str, Any] | None:
         return _tidy_finished(job)
     except KeyboardInterrupt:
         raise _stopped(job) from None
-
-
-# What must match for --resume to continue an earlier run: every setting that
-# changes a row, named by its flag. Path batching changes the rows at float
-# rounding only (tests/test_attribution.py), so it may differ.
-_RESUME_MODEL_FLAGS = {
-    "identity": "--model",
-    "num_outputs": "--model",
-    "image_size": "--image_size",
-    "input_range": "--input_range",
-    "label_offset": "--label_offset",
-}
-_CONFIG_FLAGS = {
-    "baselines": "--baseline",
-    "estimate_bound": "the bound on attribution_error at this --tolerance (a version of the job)",
-    "faithfulness_pixels": (
-        "the pixels deletion and insertion rank, a padded image's own or all (a version of the job)"
-    ),
-    "faithfulness_ties": (
-        "how deletion and insertion order a map's equal values, as its random control or "
-        "row-major (a version of the job)"
-    ),
-}
-_ROW_NEUTRAL_CONFIG = frozenset({"path_batch_size"})
-# Unused at --tolerance 0 (no estimate is bounded, so a run of a version before
-# estimate_bound resumes too).
-_REFINEMENT_CONFIG = frozenset({"max_steps", "completeness_tolerance", "estimate_bound"})
-
-
-def _jsonable(value: Any) -> Any:
-    """`value` as it reads back from manifest.json (tuples become lists)."""
-    return json.loads(json.dumps(value, default=str))
-
-
-def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> dict[str, str]:
-    """Each setting of `job` that differs from the earlier run's manifest: its flag (or
-    what names it, `_CONFIG_FLAGS`), and it as flag (was/now)."""
-    now = _jsonable(job.manifest_base())
-    before_dataset = previous.get("dataset")
-    if _one_local_folder(before_dataset, now["dataset"]):
-        before_dataset = now["dataset"]  # e.g. through a symlink: the same files, the same ids
-    pairs = [
-        ("--dataset", before_dataset, now["dataset"]),
-        ("--split", previous.get("split"), now["split"]),
-    ]
-    if "dataset_version" in previous:  # not written before TFDS versions were recorded
-        pairs.append(("--dataset version", previous["dataset_version"], now.get("dataset_version")))
-    before_model, now_model = previous.get("model") or {}, now["model"]
-    for key, flag in _RESUME_MODEL_FLAGS.items():
-        pairs.append((flag, before_model.get(key), now_model[key]))
-    before_config, now_config = previous.get("config") or {}, now["config"]
-    before_config = {
-        **before_config,
-        "estimate_bound": estimate_bound(before_config),
-        "faithfulness_pixels": faithfulness_pixels(before_config),
-        "faithfulness_ties": faithfulness_ties(before_config),
-    }
-    neutral = _neutral_config(before_config, now_config)
-    for key in sorted(set(before_config) | set(now_config)):
-        if key not in neutral:
-            flag = _CONFIG_FLAGS.get(key, f"--{key}")
-            pairs.append((flag, before_config.get(key), now_config.get(key)))
-    # Last: the class names follow from the model and --label_offset named above.
-    names = [_names_by_hash(r.get("class_names_sha256")) for r in (previous, now)]
-    pairs.append(("class names", *names))
-    differing: dict[str, str] = {}
-    for flag, before, current in pairs:
-        if before != current and flag not in differing:
-            shown = (v if flag == "class names" else repr(v) for v in (before, current))
-            differing[flag] = "{} (earlier run: {}, this run: {})".format(flag, *shown)
-    return differing
-
-
-def _resume_fix(previous: dict[str, Any], job: AuditJob, mismatches: dict[str, str]) -> str:
-    """What to do about a --resume whose settings differ from the earlier run's."""
-    if set(mismatches) & _unmatchable(previous, job):
-        return "This version of the job cannot continue it: start over with --overwrite."
-    config = previous.get("config") or {}
-    tolerance = config.get("tolerance")
-    if (
-        "--completeness_tolerance" in mismatches
-        and config.get("completeness_tolerance") == DEFAULT_COMPLETENESS_TOLERANCE
-        and isinstance(tolerance, int | float)
-        and 0 < tolerance < DEFAULT_COMPLETENESS_TOLERANCE
-    ):  # the same flags, at a --tolerance whose default completeness bound changed
-        bound = f"{DEFAULT_COMPLETENESS_TOLERANCE:g}"
-        return (
-            f"Resume with the same flags and --completeness_tolerance {bound} (the earlier "
-            f"run's: versions before 2026-12-05 bounded completeness by {bound} at any "
-            "--tolerance), or start over with --overwrite."
-        )
-    return "Resume with the same flags, or start over with --overwrite."
-
-
-def _unmatchable(previous: dict[str, Any], job: AuditJob) -> set[str]:
-    """The settings no flag makes this version use as the earlier run did: how it ranks
-    pixels, and those the earlier run's version did not have (its manifest has none of
-    them, as of --completeness_tolerance before that flag); by flag, as mismatched."""
-    before = previous.get("config") or {}
-    versioned = {"faithfulness_pixels", "faithfulness_ties"}  # no flag sets them
-    derived = {"estimate_bound", *versioned}  # filled in from the older keys
-    absent = set(_jsonable(job.manifest_base())["config"]) - set(before) - derived
-    return {_CONFIG_FLAGS.get(k, f"--{k}") for k in absent | versioned}
-
-
-def _one_local_folder(before: Any, now: Any) -> bool:
-    """Two absolute local folder names (as manifests record `--dataset` folders) of one folder."""
-    names = (before, now)
-    if not all(isinstance(n, str) and os.path.isabs(n) and os.path.isdir(n) for n in names):
-        return False
-    return os.path.samefile(before, now)
-
-
-def _neutral_config(before: dict[str, Any], now: dict[str, Any]) -> frozenset[str]:
-    """The settings of the manifests' "config" that change no row between these two."""
-    neutral = _ROW_NEUTRAL_CONFIG
-    if before.get("faithfulness") == now["faithfulness"] == "none":
-        neutral |= {"faithfulness_pixels", "faithfulness_ties", "faithfulness_steps"}  # no check
-        if "noise" not in now["baselines"]:  # --seed seeds nothing else
-            neutral |= {"seed"}
-    if before.get("tolerance") == now["tolerance"] == 0:
-        return neutral | _REFINEMENT_CONFIG  # the fixed rule: no refinement to bound
-    if before["estimate_bound"] == now["estimate_bound"]:
-        # --tolerance acts through its bound alone: an earlier version's 0.015 and
-        # this one's 0.01875 hold the estimate within 1.5 % alike, the same rows.
-        return neutral | {"tolerance"}
-    if before.get("tolerance") != now["tolerance"]:
-        return neutral | {"estimate_bound"}  # follows from --tolerance, named already
-    return neutral
-
-
-def _names_by_hash(sha256: str | None) -> str:
-    """Class names as the manifest knows them, readable in a resume's refusal."""
-    return f"names with sha256 {sha256[:12]}" if sha256 else "none (class indices)"
-
-
-def _done_ids(output: str) -> set[str]:
-    """The image ids of the earlier run's rows, each results file opened once: its
-    schema checked (`_check_columns`), then its `image_id` column read."""
-    names = results_schema().names
-    done = set()
-    for path in results_files(output):
-        try:
-            with FileSystems.open(path) as f:
-                held = pq.ParquetFile(f)
-                _check_columns(output, names, held.schema_arrow.names)
-                done.update(held.read(columns=["image_id"]).column(0).to_pylist())
-        except ConfigError:
-            raise
-        except Exception as e:  # truncated or not Parquet: its rows are unknown
-            raise ConfigError(
-                f"--resume: cannot read {path!r} of the earlier run ({error_reason(e)}); "
-                "move that file away to redo its images, or start over with --overwrite."
-            ) from e
-    return done
-
-
-def _check_columns(output: str, names: list[str], held: list[str]) -> None:
-    """Refuses a --resume whose earlier run's results files hold other columns (`held`)
-    than this version writes (`names`; an older version's, before attribution_error or
-    the faithfulness columns): its rows and this run's would not read as one table."""
-    missing = [n for n in names if n not in held]
-    extra = [n for n in held if n not in names]
-    if missing or extra:
-        lacks = f"have no {', '.join(map(repr, missing))}" if missing else ""
-        more = f"hold {', '.join(map(repr, extra))}" if extra else ""
-        which = "an older" if missing and not extra else "another"
-        raise ConfigError(
-            f"--resume: the results of the earlier run in {output!r} "
-            f"{' and '.join(filter(None, (lacks, more)))}: {which} version of the job "
-            "wrote them. This version of the job cannot add rows to them: start over "
-            "with --overwrite."
-        )
-
-
-def _check_id_scheme(previous: dict[str, Any], done: set[str], output: str) -> None:
-    """Refuses a --resume whose earlier run may have named a done file otherwise.
-
-    Only ids holding a backslash changed between schemes (1: unescaped), so an
-    earlier run without one resumes; with one, its file would be redone under a
-    new id and have two rows.
-    """
-    scheme = previous.get("image_id_scheme", 1)
-    if scheme == datasource.IMAGE_ID_SCHEME:
-        return
-    changed = sorted(i for i in done if "\\" in i)
-    if changed or scheme > datasource.IMAGE_ID_SCHEME:
-        example = f" (e.g. {changed[0]!r})" if changed else ""
-        raise ConfigError(
-            f"--resume: the earlier run in {output!r} named files by another scheme "
-            f"(image_id_scheme {scheme}, this version {datasource.IMAGE_ID_SCHEME}){example}; "
-            "resuming would give some files two rows. Start over with --overwrite."
-        )
-
-
-def _not_a_manifest(output: str, reason: str) -> ConfigError:
-    return ConfigError(
-        f"--resume: the manifest.json in --output {output!r} is not one this job wrote "
-        f"({reason}), so the earlier run's settings are unknown; restore it, or choose "
-        "another --output."
-    )
-
-
-# What may differ between a run and the runs it resumes, kept in its manifest's
-# "earlier_runs": how each made its rows (the rest is checked equal).
-_EARLIER_RUN_KEYS = (
-    "run_id",
-    "status",
-    "start_time",
-    "end_time",
-    "command",
-    "working_folder",
-    "versions",
-    "batch_size",
-    "jit_compile",
-    "results_prefix",
-    "counts",
-)
-
-
-def _earlier_runs(previous: dict[str, Any]) -> tuple[dict[str, Any], ...]:
-    """The runs an earlier run's manifest records, then that run itself, oldest first
-    (keys a manifest of an older version lacks are null; "results_prefix" is "part"
-    for a run that resumed none)."""
-    entry = {key: previous.get(key) for key in _EARLIER_RUN_KEYS}
-    entry["path_batch_size"] = (previous.get("config") or {}).get("path_batch_size")
-    if entry["results_prefix"] is None and not previous.get("resumed"):
-        entry["results_prefix"] = SHARD_PREFIX
-    return (*previous.get("earlier_runs", ()), entry)
-
-
-def _resume_state(job: AuditJob) -> tuple[frozenset[str], str, tuple[dict[str, Any], ...]]:
-    """Image ids with rows in an earlier run of the same configuration, a new file
-    prefix, and the earlier runs (`_earlier_runs`).
-
-    Raises:
-      ConfigError: no earlier run, or one with other settings (mixing them would
-        make one table of incomparable rows); the message names each flag.
-    """
-    output = job.output
-    try:
-        previous = read_manifest(output)
-    except FileNotFoundError as e:  # its own message would say again what this one says
-        raise ConfigError(
-            f"--resume: no earlier run in --output {output!r} (no manifest.json, which a run "
-            "writes as it starts); run without --resume to start one."
-        ) from e
-    except ValueError as e:  # there, but not JSON (or UTF-8): edited, as the job writes it whole
-        raise _not_a_manifest(output, error_reason(e)) from e
-    except Exception as e:  # there, but not readable now (its permissions, a network error)
-        raise ConfigError(
-            f"--resume: cannot read the manifest.json in --output {output!r} "
-            f"({error_reason(e)}); make it readable, then run the same command again."
-        ) from e
-    if not is_run(output):
-        raise _not_a_manifest(output, "no model and config in it")
-    mismatches = _resume_mismatches(previous, job)
-    if mismatches:
-        fix = _resume_fix(previous, job, mismatches)
-        said = "; ".join(mismatches.values())
-        raise ConfigError(f"--resume: the earlier run in {output!r} differs in {said}. {fix}")
-    _check_own_files(output, _earlier_run(output), "--resume")  # again, under the lock
-    done = _done_ids(output)
-    _check_id_scheme(previous, done, output)
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")
-    # A killed run's checkpointed rows join results/ before its temp files go.
-    schema = results_schema(job.config.attribution_dtype)
-    salvaged_file = FileSystems.join(output, RESULTS_DIR, f"{SHARD_PREFIX}-salvaged{stamp}.parquet")
-    salvaged = salvage_checkpoints(
-        output, frozenset(done), schema, salvaged_file, previous.get("run_id")
-    )
-    if salvaged:
-        _LOG.info("Kept the rows of %d images the earlier run had finished.", len(salvaged))
-    _clear_temp(output)
-    _drop_views(output)
-    return frozenset(done | salvaged), f"{SHARD_PREFIX}-resume{stamp}", _earlier_runs(previous)
-
-
-def _drop_views(output: str) -> None:
-    """Deletes the report page and sanity check of the run a resume continues: they
-    describe its rows before the resume, and would be read as the new run's."""
-    views = [FileSystems.join(output, REPORT_FILE), FileSystems.join(output, SANITY_DIR, "**")]
-    found = [m.path for match in FileSystems.match(views) for m in match.metadata_list]
-    if found:
-        FileSystems.delete(found)
-        _drop_empty_run_folders(output)
-        _LOG.info(
-            "Deleted the %s and sanity/ of the run before this resume: they describe its "
-            "rows; render them again when it ends.",
-            REPORT_FILE,
-        )
 
 
 @contextlib.contextmanager
@@ -1165,25 +854,6 @@ def _ready_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
     return job
 
 
-def _log_resume(job: AuditJob, done: frozenset[str]) -> None:
-    """How many images a resume skips: those with rows still in a local --dataset
-    folder (the manifest's `skipped_done_before`); the rows of images no longer in
-    it stay, said once (they were counted as skipped too)."""
-    gone = sorted(done - job.input_ids) if job.input_ids is not None else []
-    skipped = len(done) - len(gone)
-    have = "has" if skipped == 1 else "have"
-    _LOG.info("Resuming: %s %s rows already; skipped.", wording.count(skipped, "image"), have)
-    if gone:
-        _LOG.warning(
-            "%s with rows in %s %s no longer in --dataset (e.g. %r); their rows "
-            "are kept. Start over with --overwrite to drop them.",
-            wording.count(len(gone), "image"),
-            FileSystems.join(job.output, RESULTS_DIR),
-            "is" if len(gone) == 1 else "are",
-            gone[0],
-        )
-
-
 def _release(job: AuditJob) -> None:
     if job.model_handoff is not None:
         job.model_handoff.release()  # taken by the local worker unless its runner made its own
@@ -1479,51 +1149,6 @@ def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
     _ = counts | "Manifest" >> WriteManifest(
         job.output, job.manifest_base(), after=(written, errors_written)
     )
-
-
-def _input_ids(job: AuditJob) -> frozenset[str] | None:
-    """Every input's image id, when known at launch without reading an image: a local
-    folder's listing, the bundled sample's files. None for a gs:// folder (the job
-    lists it) and a TFDS split (`_tfds_all_done`)."""
-    if job.input_ids is not None:
-        return job.input_ids
-    if isinstance(job.source, sources.SampleSource):
-        return frozenset(f.image_id for f in sources.sample_files())
-    return None
-
-
-def _tfds_all_done(job: AuditJob) -> int | None:
-    """A TFDS split's examples, when the done ids are as many: its ids are known only as
-    it is read, but every row a resume finds is of this split (each resume refuses
-    another --dataset, --split or dataset version), so that many are all of them."""
-    total = job.total_inputs
-    prefix = f"{job.source.name}/"
-    done = sum(1 for image_id in job.done_before if image_id.startswith(prefix))
-    return total if total and done == total else None
-
-
-def _nothing_left(job: AuditJob) -> int | None:
-    """The inputs of a --resume whose every input has rows already (`_input_ids`, a TFDS
-    split's count), how many; None when some may be left. (A template is never a resume:
-    `_check_no_resume_template`.)"""
-    if job.lock is None or not job.done_before:
-        return None
-    if isinstance(job.source, sources.TfdsSource):
-        return _tfds_all_done(job)
-    ids = _input_ids(job)
-    return len(ids) if ids is not None and ids <= job.done_before else None
-
-
-def _skip_all(job: AuditJob, inputs: int) -> PipelineResult:
-    """Completes a --resume with nothing left to do (`_nothing_left`) at once: the
-    errors file and manifest its pipeline wrote, which loaded the model in a worker
-    and traced its gradients (on Dataflow, launched a job) to skip every input."""
-    _LOG.info("Every input has rows already: nothing left to do.")
-    write_no_errors(job.output)
-    write_manifest(
-        job.output, job.manifest_base(), {"inputs": inputs, "skipped_done_before": inputs}
-    )
-    return PipelineResult(PipelineState.DONE)
 
 
 def _interrupted(error: BaseException) -> bool:

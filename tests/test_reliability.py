@@ -1126,7 +1126,7 @@ def test_resume_says_which_rows_are_of_images_no_longer_in_the_folder(
     flags = cli_args(dataset=root, model=linear_keras, output=tmp_path / "out", steps=2)
     run(flags, save_main_session=False)
     (root / "c.png").unlink()
-    with caplog.at_level("INFO", logger="pipeline.main"):
+    with caplog.at_level("INFO", logger="pipeline.resume"):
         manifest = run([*flags, "--resume"], save_main_session=False)
     # The images skipped are the manifest's two, not the three with rows.
     assert "Resuming: 2 images have rows already; skipped." in caplog.text
