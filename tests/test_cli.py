@@ -240,7 +240,7 @@ def test_tfds_only_flags_on_a_folder_or_the_sample_are_said_to_be_ignored(
 ):
     # --split was; --data_dir and --no_download vanished without a word.
     extra = ("--split", "train", "--data_dir", str(tmp_path / "tfds"), "--no_download")
-    with caplog.at_level(logging.WARNING, logger="pipeline.main"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.resolve"):
         prepare(_flags(image_folder, linear_keras, tmp_path / "out", *extra))
     text = caplog.text
     for flag in ("--split 'train'", "--data_dir", "--no_download"):
@@ -250,7 +250,7 @@ def test_tfds_only_flags_on_a_folder_or_the_sample_are_said_to_be_ignored(
 def test_a_folder_of_one_image_is_counted_as_one_file(linear_keras, tmp_path, caplog):
     write_image(tmp_path / "images" / "a.png", np.zeros((SIZE, SIZE, 3), np.uint8))
     flags = _flags({"root": str(tmp_path / "images")}, linear_keras, tmp_path / "out")
-    with caplog.at_level(logging.INFO, logger="pipeline.main"):
+    with caplog.at_level(logging.INFO, logger="pipeline.resolve"):
         job, _ = prepare(flags)
     job.lock.release()
     assert f"1 file in {tmp_path / 'images'}; the pipeline lists" in caplog.text  # not '1 files'
@@ -1872,7 +1872,7 @@ def test_the_samples_labels_outside_the_model_are_warned_of_without_sub_folders(
     # The sample (ImageNet 281 and 967, no sub-folders) on a 300-class model: 967 is
     # outside. The warning said its images were 'in WordNet-id sub-folders'.
     model = _tiny_classifier(tmp_path / "three_hundred.keras", 300)
-    with caplog.at_level(logging.WARNING, logger="pipeline.main"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.resolve"):
         prepare(cli_args(dataset="sample", model=model, output=tmp_path / "o"))
     (warned,) = [r.getMessage() for r in caplog.records if "outside --model's" in r.getMessage()]
     assert warned.startswith(
@@ -1891,7 +1891,7 @@ def test_imagenet_folder_labels_on_a_model_of_other_classes_are_warned_of(tmp_pa
     names = tmp_path / "names.txt"
     names.write_text("apple\npear\nplum\nfig\n")
     flags = cli_args(dataset=root, model=model, output=tmp_path / "o", class_names=names)
-    with caplog.at_level(logging.WARNING, logger="pipeline.main"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.resolve"):
         prepare(flags)
     (warned,) = [r.getMessage() for r in caplog.records if "by ImageNet class" in r.getMessage()]
     said = f"The images of {root} are labelled by ImageNet class (WordNet-id folders) and --model"
@@ -1899,7 +1899,7 @@ def test_imagenet_folder_labels_on_a_model_of_other_classes_are_warned_of(tmp_pa
     assert "label_name names them as the model does ('apple' for ImageNet's n01440764)" in warned
     assert f"--model {model} has 4 classes: label holds ImageNet's class indices" in warned
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="pipeline.main"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.resolve"):
         prepare(
             cli_args(
                 dataset=root,
@@ -2830,21 +2830,22 @@ def test_dataset_sample_with_a_folder_named_sample_here_says_which_is_read(
 ):
     from apache_beam.options.pipeline_options import PipelineOptions  # noqa: PLC0415
 
+    from pipeline import resolve  # noqa: PLC0415
     from transforms import sources  # noqa: PLC0415
 
     monkeypatch.chdir(tmp_path)
     audit = PipelineOptions(["--output", str(tmp_path / "out")]).view_as(AuditOptions)
-    assert isinstance(pipeline_main._source(audit), sources.SampleSource)
+    assert isinstance(resolve._source(audit), sources.SampleSource)
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
     (tmp_path / "sample").mkdir()
-    assert isinstance(pipeline_main._source(audit), sources.SampleSource)
+    assert isinstance(resolve._source(audit), sources.SampleSource)
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warning == (
         "--dataset sample is the bundled sample; the folder 'sample' here is not read "
         "(pass --dataset ./sample to audit it)."
     )
     audit = PipelineOptions(["--output", "o", "--dataset", "./sample"]).view_as(AuditOptions)
-    assert isinstance(pipeline_main._source(audit), sources.FolderSource)
+    assert isinstance(resolve._source(audit), sources.FolderSource)
 
 
 def test_the_summary_counts_the_rows_not_within_the_tolerance(folder_run, capsys):

@@ -481,7 +481,7 @@ def test_a_tfds_dataset_with_other_classes_than_the_model_is_warned_of(
 
     data_dir = _prepared("tiny_shades/dark", tmp_path)
     args = cli_args(dataset="tiny_shades/dark", data_dir=data_dir, model=linear_keras)
-    with caplog.at_level("WARNING", logger="pipeline.main"):
+    with caplog.at_level("WARNING", logger="pipeline.resolve"):
         prepare([*args, *cli_args(output=tmp_path / "out")])
     warned = [r.getMessage() for r in caplog.records if "TFDS dataset" in r.getMessage()]
     assert warned == [
@@ -533,7 +533,7 @@ def test_class_names_other_than_a_tfds_datasets_own_are_warned_of(tmp_path, capl
     (tmp_path / "names.txt").write_text("\n".join(names) + "\n")
     args = cli_args(dataset="tiny_shades/dark", data_dir=data_dir, model=model)
     args += cli_args(class_names=tmp_path / "names.txt", output=tmp_path / "out")
-    with caplog.at_level("WARNING", logger="pipeline.main"):
+    with caplog.at_level("WARNING", logger="pipeline.resolve"):
         job, _ = prepare(args)
     assert job.class_names == tuple(names)
     said = [r.getMessage() for r in caplog.records if "--class_names" in r.getMessage()]

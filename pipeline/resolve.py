@@ -1,0 +1,444 @@
+"""--dataset, --model and the label space, resolved at launch (no image read).
+
+The dataset's kind (`_source`) and what is known of it at launch (`_Dataset`: a
+local folder listed once, a gs:// one looked up, a TFDS split's metadata); the
+model's signature (`_resolve_model`) and the settings fitted to it
+(`_fit_to_model`); and the labels read as the model's classes: a TFDS dataset
+of ImageNet WordNet ids mapped into ImageNet's indices, the --label_offset that
+fits ImageNet labels, the class names (--class_names, the dataset's own or
+ImageNet's), and the warnings where labels and names mean nothing on the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Sequence
+
+from pipeline import logs
+from pipeline.options import DEFAULT_SPLIT, AuditOptions, ConfigError
+from pipeline.output_folder import _local_output
+from pipeline.runner import _REMOTE_SCHEMES
+from transforms import labels, sources, wording
+from transforms.config import AttributionConfig
+from transforms.tf_model import ModelHandoff, ModelReference, ModelSpec, resolve_model
+
+__all__ = [
+    "_check_imagenet_offset",
+    "_check_labels",
+    "_check_labels_in_model",
+    "_class_names_for",
+    "_fit_to_model",
+    "_in_model_label_space",
+    "_resolve_dataset",
+    "_resolve_model",
+    "_source",
+    "_warn_of_other_label_space",
+]
+
+_LOG = logging.getLogger(__name__)
+
+
+def _class_names(spec: ModelSpec, tfds_names: Sequence[str] | None) -> tuple[str, ...] | None:
+    """Names of the label space: a dataset's own, else ImageNet's for 1000-class models."""
+    imagenet = spec.num_classes == labels.IMAGENET_NUM_CLASSES
+    if tfds_names is not None and len(tfds_names) == spec.num_classes:
+        if imagenet and tuple(tfds_names) == labels.imagenet_wnids():
+            return labels.imagenet_class_names()
+        return tuple(tfds_names)
+    return labels.imagenet_class_names() if imagenet else None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Dataset:
+    """--dataset resolved: what the pipeline reads, and what is known of it at launch."""
+
+    source: sources.DataSource
+    total: int | None = None  # inputs, when known at launch
+    folder_labels: tuple[int, ...] = ()  # labels of a local folder's files
+    ids: frozenset[str] | None = None  # a local folder's image ids, listed at launch
+
+    @property
+    def tfds_class_names(self) -> tuple[str, ...] | None:
+        return self.source.class_names if isinstance(self.source, sources.TfdsSource) else None
+
+
+def _check_folder_listable(audit: AuditOptions, root: str) -> None:
+    """Refuses a local --dataset folder this user may not list (chmod 000, another
+    user's) or enter (chmod 444: its names listed, none of its files opened): its
+    error records, after the model loaded and the pipeline ran, were the whole run.
+    An unreadable sub-folder is an error record of its own, as before."""
+    try:
+        with os.scandir(root) as entries:
+            first = next(entries, None)
+    except OSError as e:
+        raise ConfigError(
+            f"--dataset {audit.dataset!r} is a folder that cannot be listed "
+            f"({e.strerror or e}); give this user permission to read it, or pass another folder."
+        ) from e
+    try:
+        if first is not None:
+            first.stat(follow_symlinks=False)
+    except OSError as e:
+        raise ConfigError(
+            f"--dataset {audit.dataset!r} is a folder whose files cannot be opened "
+            f"({e.strerror or e}: it lists, but may not be entered); give this user "
+            f"permission to enter it (chmod +x), or pass another folder."
+        ) from e
+
+
+def _resolve_folder(audit: AuditOptions, source: sources.FolderSource, dry_run: bool) -> _Dataset:
+    """A gs:// folder is looked up (one object); a local one is listed once."""
+    if source.remote:
+        if dry_run:
+            _LOG.info(
+                "Dry run: not checking that --dataset %s exists (needs GCS access).", source.root
+            )
+        else:
+            sources.check_folder_exists(source.root)
+        return _Dataset(source)
+    if not os.path.isdir(source.root):
+        raise ConfigError(
+            f"--dataset {audit.dataset!r} is not a folder of images; pass an existing folder, "
+            "a TFDS name (imagenet_a) or 'sample'."
+        )
+    _check_folder_listable(audit, source.root)
+    files = sources.list_image_folder(source.root, skip=_local_output(audit.output))
+    _LOG.info(
+        "%s in %s; the pipeline lists and reads them again.",
+        wording.count(len(files), "file"),
+        source.root,
+    )
+    found = tuple(f.label for f in files if f.label is not None)
+    ids = frozenset(f.image_id for f in files)
+    return _Dataset(source, total=len(files), folder_labels=found, ids=ids)
+
+
+def _resolve_dataset(
+    audit: AuditOptions, source: sources.DataSource, on_dataflow: bool, dry_run: bool
+) -> _Dataset:
+    """Checks the dataset at launch and learns what it can of it (no images read)."""
+    if isinstance(source, sources.SampleSource):
+        files = sources.sample_files()
+        found = tuple(f.label for f in files if f.label is not None)
+        return _Dataset(source, total=len(files), folder_labels=found)
+    if isinstance(source, sources.FolderSource):
+        return _resolve_folder(audit, source, dry_run)
+    logs.import_tensorflow(audit.verbose)  # TFDS imports it: quietly, once
+    # Preparing a dataset reads all of it: never on the launcher of a Dataflow job.
+    download = not audit.no_download and not on_dataflow
+    resolved = source.resolved(download, remote_workers=on_dataflow)
+    return _Dataset(resolved, total=resolved.num_examples)
+
+
+def _in_model_label_space(data: _Dataset, spec: ModelSpec) -> _Dataset:
+    """A TFDS dataset whose classes are some of ImageNet's WordNet ids (imagenette),
+    on an ImageNet model (1000 classes): its labels read as ImageNet's class indices,
+    the model's. A model of the dataset's own classes keeps its labels."""
+    source = data.source
+    if not isinstance(source, sources.TfdsSource) or spec.num_classes != 1000:
+        return data
+    mapped = source.in_imagenet_space()
+    if mapped is None:
+        return data
+    label_map, wnids = mapped.label_map or (), source.class_names or ()
+    moved = next((i for i, c in enumerate(label_map) if c != i), 0)
+    _LOG.info(
+        "TFDS dataset %s names its %d classes by ImageNet WordNet id: its labels are read as "
+        "ImageNet's class indices, the model's (its label %d, %s, is class %d).",
+        source.name,
+        len(label_map),
+        moved,
+        wnids[moved],
+        label_map[moved],
+    )
+    return dataclasses.replace(data, source=mapped)
+
+
+def _check_imagenet_offset(audit: AuditOptions, spec: ModelSpec, data: _Dataset) -> None:
+    """The sample's, WordNet-id folders' and ImageNet-labelled TFDS datasets' (imagenet_a)
+    labels are ImageNet's 1000 classes: on an ImageNet model (1000 or 1001 outputs) one
+    --label_offset fits them, and any other shifts every label and prediction by one
+    class (the seed notebook's off-by-one)."""
+    imagenet_labels = (
+        isinstance(data.source, sources.SampleSource)
+        or bool(data.folder_labels)
+        or data.tfds_class_names == labels.imagenet_wnids()
+    )
+    fits = spec.num_outputs - 1000
+    if imagenet_labels and spec.num_outputs in (1000, 1001) and spec.label_offset != fits:
+        raise ConfigError(
+            f"--label_offset {spec.label_offset} does not fit --dataset {audit.dataset!r}, "
+            f"whose labels are ImageNet's 1000 classes, on --model {audit.model!r} with "
+            f"{spec.num_outputs} outputs: the offset that fits is {fits}; leave "
+            "--label_offset out."
+        )
+
+
+def _class_names_for(
+    audit: AuditOptions, spec: ModelSpec, data: _Dataset, from_file: tuple[str, ...] | None
+) -> tuple[str, ...] | None:
+    """The names of the label space, checked against the model; warns on folder labels
+    that the model cannot predict."""
+    if from_file is not None and len(from_file) != spec.num_classes:
+        fix = "give one name per class"
+        if spec.label_offset and len(from_file) == spec.num_outputs:
+            # TF Hub's ImageNetLabels.txt: 'background' first, then the 1000 classes.
+            first = "line" if spec.label_offset == 1 else f"{spec.label_offset} lines"
+            fix = (
+                f"it names every output, the {spec.label_offset} before the classes too "
+                f"(first {from_file[0]!r}): drop its first {first}"
+            )
+        raise ConfigError(
+            f"--class_names {audit.class_names!r} holds {len(from_file)} names but --model "
+            f"{audit.model!r} has {wording.classes(spec.num_classes)} ({spec.num_outputs} outputs, "
+            f"--label_offset {spec.label_offset}); {fix}."
+        )
+    outside = sorted({label for label in data.folder_labels if label >= spec.num_classes})
+    if outside:
+        wnids = labels.imagenet_wnids()
+        # The sample's photos are labelled without sub-folders.
+        where = (
+            "" if isinstance(data.source, sources.SampleSource) else " in WordNet-id sub-folders"
+        )
+        images = sum(1 for label in data.folder_labels if label >= spec.num_classes)
+        _LOG.warning(
+            "%s of %s%s %s outside --model's %s (ImageNet %s): %s label can never be "
+            "predicted, and --target label makes %s errors.",
+            wording.count(images, "image"),
+            data.source.name,
+            where,
+            "has a label" if images == 1 else "have labels",
+            wording.classes(spec.num_classes),
+            ", ".join(f"{wnids[c]} = {c}" for c in outside[:3]) + (", ..." if outside[3:] else ""),
+            "its" if images == 1 else "their",
+            "it" if images == 1 else "them",
+        )
+    if from_file is not None:
+        return from_file
+    return _class_names(spec, data.tfds_class_names)
+
+
+def _warn_of_other_label_space(
+    data: _Dataset,
+    spec: ModelSpec,
+    class_names: Sequence[str] | None,
+    names_file: Sequence[str] | None = None,
+) -> None:
+    """A TFDS dataset with another number of classes than the model, or ImageNet labels
+    (WordNet-id folders, the sample) on a model of other than 1000 classes: the labels
+    are read as the model's classes, and named by the model's names, not their own;
+    and a `names_file` (--class_names) naming a TFDS dataset's classes otherwise."""
+    _warn_of_other_names(data, names_file)
+    if data.folder_labels and spec.num_classes != 1000:
+        _LOG.warning(
+            "The images of %s are labelled by ImageNet class (%s) and --model %s has %s: "
+            "label holds ImageNet's class indices and label_name names them as the model "
+            "does%s. Unless the model's classes are ImageNet's first %d, label, label_name "
+            "and --target label mean nothing here.",
+            data.source.name,
+            "the sample's own"
+            if isinstance(data.source, sources.SampleSource)
+            else "WordNet-id folders",
+            spec.reference,
+            wording.classes(spec.num_classes),
+            f" ({class_names[0]!r} for ImageNet's {labels.imagenet_wnids()[0]})"
+            if class_names
+            else "",
+            spec.num_classes,
+        )
+    own = data.tfds_class_names
+    if own is None or len(own) == spec.num_classes:
+        return
+    named = f" ({class_names[0]!r}, not {own[0]!r})" if class_names else ""
+    _LOG.warning(
+        "TFDS dataset %s has %d classes (%s%s) and --model %s %d: its labels are read as "
+        "the model's classes 0 to %d, and label_name names them as the model does%s. Unless "
+        "they are those classes, label, label_name and --target label mean nothing here.",
+        data.source.name,
+        len(own),
+        ", ".join(own[:3]),
+        ", ..." if own[3:] else "",
+        spec.reference,
+        spec.num_classes,
+        len(own) - 1,
+        named,
+    )
+
+
+def _same_name(a: str, b: str) -> bool:
+    return a.casefold().replace("_", " ").strip() == b.casefold().replace("_", " ").strip()
+
+
+def _warn_of_other_names(data: _Dataset, class_names: Sequence[str] | None) -> None:
+    """--class_names that name a TFDS dataset's classes otherwise (other names, or its
+    names in another order): label_name names each image's label by the file, so an
+    image of the dataset's 'a' was labelled 'b', silently. Classes named by WordNet id
+    (imagenet_a, imagenette) have no names of their own to compare."""
+    own = data.tfds_class_names
+    if own is None or class_names is None or len(class_names) != len(own):
+        return
+    if all(labels.wnid_to_label(name) is not None for name in own):
+        return
+    other = [
+        i for i, (a, b) in enumerate(zip(class_names, own, strict=True)) if not _same_name(a, b)
+    ]
+    if not other:
+        return
+    first = other[0]
+    _LOG.warning(
+        "--class_names names class %d %r where TFDS dataset %s names its label %d %r%s: "
+        "label_name holds the names of --class_names. Unless the model's classes are the "
+        "dataset's, in its order, label, label_name and --target label mean nothing here.",
+        first,
+        class_names[first],
+        data.source.name,
+        first,
+        own[first],
+        f" (and {len(other) - 1} more differ)" if other[1:] else "",
+    )
+
+
+def _resolve_model(
+    audit: AuditOptions,
+    model: ModelReference,
+    data: _Dataset,
+    input_range: tuple[float, float] | None,
+    handoff: ModelHandoff | None,
+) -> ModelSpec:
+    """Learns the model's signature (quietly importing TensorFlow). With a `handoff`
+    (a local job) the model is loaded and left there for the worker; without, its
+    signature is read without loading when known."""
+    num_classes = len(data.tfds_class_names) if data.tfds_class_names else None
+    logs.import_tensorflow(audit.verbose)
+    spec = resolve_model(
+        model,
+        image_size=audit.image_size,
+        input_range=input_range,
+        label_offset=audit.label_offset,
+        num_dataset_classes=num_classes,
+        load=handoff is not None,
+        handoff=handoff,
+        jit_compile=True if audit.jit_compile == "on" else None,  # auto: the worker's device
+    )
+    return spec
+
+
+def _fit_to_model(
+    audit: AuditOptions, config: AttributionConfig, spec: ModelSpec
+) -> AttributionConfig:
+    """--top_k and --score checked against the model's classes (--top_k's default
+    shrinks to a model with fewer classes), --faithfulness_steps against its pixels."""
+    if config.top_k > spec.num_classes:
+        if audit.top_k is not None:
+            raise ConfigError(
+                f"--top_k {config.top_k} exceeds the model's {wording.classes(spec.num_classes)}; "
+                f"pass --top_k {spec.num_classes} or less."
+            )
+        config = dataclasses.replace(config, top_k=spec.num_classes)
+    if config.score == "softmax" and spec.num_outputs == 1:
+        raise ConfigError(
+            "--score softmax of a model with 1 output is 1 everywhere: every attribution "
+            "would be 0. Use --score raw."
+        )
+    if config.faithfulness != "none" and spec.num_outputs == 1:
+        # A softmax over one output is 1 for every image: each curve is 1 throughout,
+        # every AUC 1, and every row would tie with its control ("no better than chance").
+        _LOG.warning(
+            "Model has 1 output: the faithfulness checks follow the target's softmax "
+            "probability, 1 for every image, so they measure nothing; they are off "
+            "(--faithfulness none, the columns null)."
+        )
+        config = dataclasses.replace(config, faithfulness="none")
+    pixels = spec.image_size * spec.image_size
+    if config.faithfulness != "none" and config.faithfulness_steps > pixels:
+        raise ConfigError(
+            f"--faithfulness_steps {config.faithfulness_steps} exceeds the "
+            f"{spec.image_size}x{spec.image_size} model input's {pixels} pixels (a step "
+            f"switches at least one pixel); pass --faithfulness_steps {pixels} or less."
+        )
+    return config
+
+
+def _source(audit: AuditOptions) -> sources.DataSource:
+    """--dataset's kind, refusing an empty name and --output being the dataset folder
+    (its results would be read as images); warns that --split applies to TFDS only."""
+    if not audit.dataset.strip():
+        raise ConfigError(
+            "--dataset is empty; pass a TFDS name (imagenet_a), a folder of images or 'sample'."
+        )
+    source = sources.source_for(audit.dataset, audit.split, audit.data_dir)
+    if isinstance(source, sources.FolderSource) and _same_folder(source.root, audit.output):
+        raise ConfigError(
+            f"--output {audit.output!r} is the --dataset folder: its results would be read "
+            "as images. Choose another folder (a sub-folder of it, such as "
+            f"{audit.output.rstrip('/')}/audit, is left out of the inputs)."
+        )
+    if isinstance(source, sources.SampleSource) and os.path.isdir(audit.dataset):
+        _LOG.warning(
+            "--dataset sample is the bundled sample; the folder 'sample' here is not read "
+            "(pass --dataset ./sample to audit it)."
+        )
+    if not isinstance(source, sources.TfdsSource):
+        _warn_tfds_only_flags(audit)
+    return source
+
+
+def _warn_tfds_only_flags(audit: AuditOptions) -> None:
+    """--split, --data_dir and --no_download given with a folder or the sample."""
+    given = [
+        flag
+        for flag, is_given in (
+            (f"--split {audit.split!r}", audit.split != DEFAULT_SPLIT),
+            ("--data_dir", audit.data_dir is not None),
+            ("--no_download", audit.no_download),
+        )
+        if is_given
+    ]
+    for flag in given:
+        _LOG.warning("%s applies to TFDS datasets only; it is ignored here.", flag)
+
+
+def _same_folder(a: str, b: str) -> bool:
+    if a.startswith(_REMOTE_SCHEMES) or b.startswith(_REMOTE_SCHEMES):
+        return a.rstrip("/") == b.rstrip("/")
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _check_labels(config: AttributionConfig, data: _Dataset) -> None:
+    """--target label on a local folder without one labelled image, or a TFDS dataset
+    without a label feature: refused at launch (every image would be an error)."""
+    source = data.source
+    if config.target == "label" and isinstance(source, sources.TfdsSource):
+        if source.image_key is not None and source.label_key is None:
+            raise ConfigError(
+                f"--target label: TFDS dataset {source.name!r} has no label feature (a "
+                "ClassLabel). Use --target predicted or top_k."
+            )
+    folder = isinstance(source, sources.FolderSource) and not source.remote
+    if config.target == "label" and folder and data.total and not data.folder_labels:
+        raise ConfigError(
+            f"--target label: none of the {data.total} files of {data.source.root!r} has a "
+            "label (labels come from WordNet-id sub-folders such as n02123045/). Use "
+            "--target predicted or top_k, or put the images in such sub-folders."
+        )
+
+
+def _check_labels_in_model(
+    audit: AuditOptions, config: AttributionConfig, spec: ModelSpec, data: _Dataset
+) -> None:
+    """--target label where no label known at launch (WordNet-id sub-folders, the
+    sample) is one of the model's classes: every image would be an error."""
+    if config.target != "label" or not data.folder_labels:
+        return
+    if any(label < spec.num_classes for label in data.folder_labels):
+        return
+    shown = ", ".join(map(str, sorted(set(data.folder_labels))[:3]))
+    raise ConfigError(
+        f"--target label: no image of {audit.dataset!r} has a label among --model's "
+        f"{wording.classes(spec.num_classes)} (its labels are ImageNet classes: "
+        f"{shown}{', ...' if len(set(data.folder_labels)) > 3 else ''}), so "
+        "every image would be an error. Use --target predicted or top_k, or a model of "
+        "those classes."
+    )
