@@ -1080,10 +1080,10 @@ def test_run_raises_when_either_count_check_of_the_manifest_fails(
 ):
     # A fault that loses an input or a row: the finished run's manifest says so in
     # one of its two checks, and run() raises, whichever it is.
-    from pipeline import main as job_main
+    from pipeline import stopping
 
-    tidy = job_main._tidy_finished
-    monkeypatch.setattr(job_main, "_tidy_finished", lambda job: {**tidy(job), check: False})
+    tidy = stopping._tidy_finished  # as the run's end calls it (`stopping._tidied`)
+    monkeypatch.setattr(stopping, "_tidy_finished", lambda job: {**tidy(job), check: False})
     args = cli_args(
         dataset=image_folder["root"],
         model=linear_keras,

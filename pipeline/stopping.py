@@ -1,0 +1,272 @@
+"""Stopping a run (Ctrl-C, SIGTERM), and the local worker processes a stop must reach.
+
+What a stop says and leaves (`_stopped`: a run stopped midway keeps its
+finished batches for a --resume; once its manifest says "complete", the run is
+tidied up first and the message says it completed, or `_unaccounted` says why
+its counts fail); Beam's errors that were a Ctrl-C (`_interrupted`); signals
+held while a step must finish (`_stops_held`); and a multi-process DirectRunner's
+workers: started in a session of their own and importing this job's packages,
+one Ctrl-C stopping them all, every one of them told to stop. (How the commands
+themselves end on a stop is `pipeline.commands`'.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import site
+import subprocess
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+
+from pipeline import logs
+from pipeline.job import AuditJob
+from pipeline.output_folder import _tidy_finished
+from pipeline.runner import _is_direct
+from transforms.sinks import read_manifest
+
+__all__ = [
+    "_interrupted",
+    "_stopped",
+    "_tidied",
+    "_unaccounted",
+    "_workers_apart_from_ctrl_c",
+    "_workers_import_this_job",
+]
+
+
+def _completed(job: AuditJob) -> dict[str, Any] | None:
+    """This run's manifest when it says "complete" (its last stage wrote it, every file
+    in place); None otherwise."""
+    if job.lock is None:
+        return None
+    try:
+        manifest = read_manifest(job.output)
+    except Exception:  # none, or unreadable: nothing says the run completed
+        return None
+    if (
+        isinstance(manifest, dict)
+        and manifest.get("run_id") == job.lock.run_id
+        and manifest.get("status") == "complete"
+    ):
+        return manifest
+    return None
+
+
+def _stopped(job: AuditJob) -> KeyboardInterrupt | RuntimeError:
+    """The KeyboardInterrupt a stop (Ctrl-C, SIGTERM) while the run ran raises. Once its
+    manifest says "complete" (Beam stopping its workers, the launcher tidying up), the
+    stop cuts nothing short: the tidy-up is finished first, and the message says the
+    run completed (its `.tmp/` and schema file were left to a resume), and what a
+    --resume would still do: retry its failed images, which its summary would name.
+    A complete run whose counts fail the job's check (`_unaccounted`) failed, stop or
+    not: the RuntimeError `run` raises then, saying the stop came after."""
+    manifest = _completed(job)
+    if manifest is None:
+        return KeyboardInterrupt(logs.INTERRUPTED)
+    try:
+        with _stops_held():  # a second Ctrl-C stops no more than the first
+            _tidy_finished(job)
+    except KeyboardInterrupt:
+        pass
+    why = _unaccounted(manifest)
+    if why is not None:
+        return RuntimeError(f"{why} (A stop came after the run ended: it cut nothing short.)")
+    failed = int((manifest.get("counts") or {}).get("images_with_errors", 0))
+    return KeyboardInterrupt(logs.interrupted_complete(job.output, failed))
+
+
+def _unaccounted(manifest: dict[str, Any]) -> str | None:
+    """Why a complete run's manifest fails the job's count checks (an input neither in
+    rows, errors nor skipped; rows that do not match the target mode), or None."""
+    if manifest.get("all_inputs_accounted_for") and manifest.get("rows_match_target_mode"):
+        return None
+    return f"Not every input is accounted for: {manifest.get('counts')}."
+
+
+def _tidied(job: AuditJob) -> dict[str, Any] | None:
+    """`_tidy_finished`, whose Ctrl-C says the run completed (`_stopped`)."""
+    try:
+        return _tidy_finished(job)
+    except KeyboardInterrupt:
+        raise _stopped(job) from None
+
+
+@contextlib.contextmanager
+def _workers_import_this_job(options: PipelineOptions) -> Iterator[None]:
+    """Worker processes of a multi-process DirectRunner import this job's packages.
+
+    Beam starts them as `python -m ...` in the launcher's folder, which Python puts
+    first on their sys.path: run from a folder holding a `pipeline` or `transforms`
+    package of its own (a project's; `./run_local.sh` and `ig-audit` may be run
+    there), they imported that one and every bundle failed. While the run lasts,
+    workers get PYTHONSAFEPATH (no working folder on sys.path) and, unless this job
+    is installed in site-packages, its folder on PYTHONPATH.
+    """
+    if not _is_multi_process(options):
+        yield
+        return
+    before = {name: os.environ.get(name) for name in ("PYTHONPATH", "PYTHONSAFEPATH")}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    os.environ["PYTHONSAFEPATH"] = "1"
+    if root not in map(os.path.abspath, site.getsitepackages()):
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (root, before["PYTHONPATH"])))
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _is_multi_process(options: PipelineOptions) -> bool:
+    """A local run whose workers are processes of their own (Beam starts them)."""
+    direct = options.view_as(DirectOptions)
+    return _is_direct(options) and direct.direct_running_mode == "multi_processing"
+
+
+class _SubprocessInOwnSession:
+    """`subprocess` as Beam's local job service sees it: its Popen starts a session
+    of its own, without the terminal (the rest is the module's)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def Popen(*args: Any, **kwargs: Any) -> subprocess.Popen:  # noqa: N802 - subprocess's name
+        return subprocess.Popen(*args, start_new_session=True, **kwargs)
+
+
+@contextlib.contextmanager
+def _workers_apart_from_ctrl_c(options: PipelineOptions) -> Iterator[None]:
+    """Worker processes of a multi-process DirectRunner start in a session of their
+    own, so a Ctrl-C at a terminal (SIGINT to its foreground process group) reaches
+    the launcher alone, which stops them as on a SIGTERM. Each worker took it too
+    and printed pages of KeyboardInterrupt and gRPC tracebacks as it died. (A new
+    session, not only a process group: a background group of the terminal's would
+    be stopped writing to it under `stty tostop`.)"""
+    if not _is_multi_process(options):
+        yield
+        return
+    from apache_beam.runners.portability import local_job_service  # noqa: PLC0415
+
+    before = local_job_service.subprocess
+    local_job_service.subprocess = _SubprocessInOwnSession()
+    try:
+        with _one_ctrl_c_while_workers_stop(), _every_worker_told_to_stop():
+            yield
+    finally:
+        local_job_service.subprocess = before
+
+
+@contextlib.contextmanager
+def _one_ctrl_c_while_workers_stop() -> Iterator[None]:
+    """A Ctrl-C stops the run once; later ones are ignored while Beam stops the worker
+    processes (a few seconds). A second Ctrl-C cut that short: a worker went on, its
+    thread unjoined, and the launcher hung at exit (SIGINT ignored by then) until
+    killed. Left as it is where SIGINT is not Python's KeyboardInterrupt (a notebook's
+    own handler, an ignored SIGINT) or cannot be set (outside the main thread)."""
+    in_main = threading.current_thread() is threading.main_thread()
+    if not in_main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+
+    def once(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        logs.stop_requested()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, once)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@contextlib.contextmanager
+def _every_worker_told_to_stop() -> Iterator[None]:
+    """While the run lasts, Beam (2.77) stops every worker process of a stopped or
+    finished run, whatever the moment of a Ctrl-C or SIGTERM. Its FnApiRunner closes
+    each worker's control connection, which tells the worker to end, then waits for
+    the worker to end:
+    - a connection the worker had not opened yet (a stop while the workers import,
+      the run's first seconds) was closed without a word; the worker opened it
+      later and waited for work, the launcher for the worker, forever. The stop
+      now waits there for the worker to open it, then ends it (a few seconds);
+    - a stop while it closed them (from the last stage on) broke off that loop:
+      the workers after were never told, and the launcher, its `error:` line
+      printed, waited for them at exit, forever. The stop now comes once they are
+      all closed.
+    Either way Ctrl-C was ignored by then, and a worker left running."""
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers  # noqa: PLC0415
+
+    servicer = worker_handlers.BeamFnControlServicer
+    if not all(hasattr(servicer, name) for name in ("UNSTARTED_STATE", "_DONE_MARKER")):
+        yield  # a Beam whose runner differs (setup.py allows 2.x from 2.77): left as it is
+        return
+    connection, manager = worker_handlers.ControlConnection, worker_handlers.WorkerHandlerManager
+    close, close_all = connection.close, manager.close_all
+
+    def close_even_unopened(self) -> None:
+        # Read first when the worker connects (one that connects meanwhile is sent a
+        # second, never read).
+        if getattr(self, "_state", None) == servicer.UNSTARTED_STATE:
+            self.push(servicer._DONE_MARKER)
+        close(self)
+
+    def close_all_then_stop(self) -> None:
+        with _stops_held():
+            close_all(self)
+
+    connection.close, manager.close_all = close_even_unopened, close_all_then_stop
+    try:
+        yield
+    finally:
+        connection.close, manager.close_all = close, close_all
+
+
+@contextlib.contextmanager
+def _stops_held() -> Iterator[None]:
+    """A Ctrl-C or SIGTERM (their Python handlers) waits for the block's end, then
+    stops the process as it would have; a second SIGTERM still ends it at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    handlers = {s: handler for s, handler in handlers.items() if callable(handler)}
+    held: list[int] = []
+
+    def hold(signum, frame):
+        if signum == signal.SIGTERM and signum in held:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        held.append(signum)
+
+    for signum in handlers:
+        signal.signal(signum, hold)
+    try:
+        yield
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    if held:  # not when the block raised: a stop already under way goes on
+        handlers[held[0]](held[0], None)
+
+
+def _interrupted(error: BaseException) -> bool:
+    """A Ctrl-C while the runner ran: Beam re-raises it from its worker as another
+    error (a RuntimeError 'KeyboardInterrupt [while running ...]'), which `run` and
+    `launch` raise as the KeyboardInterrupt it was."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, KeyboardInterrupt) or "KeyboardInterrupt" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
