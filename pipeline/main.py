@@ -4,6 +4,15 @@
 the pipeline starts, so bad configuration fails at once with a clear message.
 Datasets are not read on the launching machine: image folders are listed and
 read by the workers, TFDS datasets are read by shard with `ReadFromTFDS`.
+
+This module holds the job's course: `prepare` (the flags' own checks, then
+--output claimed and readied), `build_pipeline`, `launch` and `run` (waiting for
+the runner; --output handed over to a Dataflow job or template). What it calls
+lives one idea per module: `pipeline.job` (`AuditJob`, re-exported here),
+`pipeline.runner` (which runner; Dataflow's launch checks), `pipeline.resolve`
+(dataset, model, label space), `pipeline.output_folder` (--output's checks,
+readying and tidy-up; its lock: `pipeline.output_lock`), `pipeline.resume`
+(--resume) and `pipeline.stopping` (Ctrl-C, local worker processes).
 """
 
 from __future__ import annotations
