@@ -33,6 +33,25 @@ _SLOW_FIRST = (
 )
 
 
+@pytest.fixture(autouse=True)
+def _no_worker_ends_from_other_tests():
+    """Each test starts with no ended worker process on record. `pipeline.logs` keeps
+    a run's worker ends (and installs a thread hook) for its process, which is one run
+    in a user's process but many tests here: a test that saw a worker end (return
+    code 134) made a later test's error summary blame that worker."""
+    import threading
+
+    from pipeline import logs
+
+    hook = threading.excepthook
+    logs._worker_exits.clear()
+    logs._stopping.clear()
+    yield
+    threading.excepthook = hook
+    logs._worker_exits.clear()
+    logs._stopping.clear()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> int:
         name = item.path.name
