@@ -549,7 +549,7 @@ def test_faithfulness_curves_are_drawn_as_their_aucs_measure_them():
         "deletion: AUC 0.500 (random 0.600)",
         "insertion: AUC 0.750 (random -)",
     ]
-    assert ax.get_ylabel() == "probability / p(x), p(x) = 0.2 (capped at 1)"
+    assert ax.get_ylabel() == "probability / p(x), capped at 1\np(x) = 0.2"
     # p(x) 0 (a softmax underflow: AUCs null): the probabilities themselves.
     zero = row.copy()
     zero["deletion_curve"] = np.array([0.0, 0.1, 0.0], np.float32)
@@ -607,3 +607,22 @@ def test_a_value_that_is_not_a_number_is_not_shown_as_infinite_or_certain():
     nan = float("nan")
     assert infinite(nan) is None and infinite(float("inf")) == "∞"
     assert percent(nan) == "nan%" and probability(nan) == "nan%"
+
+
+def test_faithfulness_curves_axis_label_stays_inside_the_figure():
+    # With a title, "probability / p(x), p(x) = 0.136 (capped at 1)" ran past both ends
+    # of its 2.7-inch figure, cut at the top and the bottom (a tiny model's row).
+    row = {
+        "deletion_curve": np.linspace(0.136, 0.1, 33, dtype=np.float32),
+        "insertion_curve": np.linspace(0.0, 0.136, 33, dtype=np.float32),
+        "deletion_auc": 0.845,
+        "deletion_auc_random": 0.86,
+        "insertion_auc": 1.0,
+        "insertion_auc_random": 0.998,
+    }
+    figure = plots.faithfulness_curves_figure(row, title="img00.png")
+    figure.canvas.draw()
+    label = figure.axes[0].yaxis.label
+    box = label.get_window_extent(figure.canvas.get_renderer())
+    assert 0 <= box.y0 and box.y1 <= figure.bbox.height, (box, figure.bbox)
+    assert label.get_text() == "probability / p(x), capped at 1\np(x) = 0.136"

@@ -610,7 +610,8 @@ def faithfulness_curves_figure(
     ax.set_xlabel("fraction of the image's pixels removed / revealed", fontsize=8)
     ylabel = "probability of the target"
     if reference:
-        ylabel = f"probability / p(x), p(x) = {reference:.3g} (capped at 1)"
+        # Two lines: on one, the label ran past the figure's ends under a title.
+        ylabel = f"probability / p(x), capped at 1\np(x) = {reference:.3g}"
     ax.set_ylabel(ylabel, fontsize=8)
     ax.grid(alpha=0.3)
     if title:  # over the figure: the legend sits right above the axes
