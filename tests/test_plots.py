@@ -49,7 +49,9 @@ def test_attribution_mask_is_the_seeds_abs_channel_sum():
         "t\n2 values of this map not finite (inf/NaN, e.g. a float16 overflow): drawn at the "
         "top of the mask"
     )
-    assert plots.channel_figure(np.nan_to_num(broken, nan=0.0)).get_suptitle() == (
+    # Wrapped to the figure's width: compared as one line.
+    signed = plots.channel_figure(np.nan_to_num(broken, nan=0.0)).get_suptitle()
+    assert signed.replace("\n", " ") == (
         "1 value of this map not finite (inf/NaN, e.g. a float16 overflow): inf at the ends "
         "of the scale, NaN blank"
     )
@@ -59,7 +61,7 @@ def test_attribution_mask_is_the_seeds_abs_channel_sum():
     zero = "every value of this map is 0 (the image equals its baseline, or the score has "
     zero += "no gradient along the path)"
     assert plots.attribution_figure(np.zeros((2, 2, 3)), title="t").get_suptitle() == f"t\n{zero}"
-    assert plots.channel_figure(np.zeros((2, 2))).get_suptitle() == zero
+    assert plots.channel_figure(np.zeros((2, 2))).get_suptitle().replace("\n", " ") == zero
     with pytest.raises(ValueError, match="expected attributions"):
         plots.attribution_mask(np.zeros((2, 2, 2, 2)))
 
@@ -421,6 +423,11 @@ def test_audit_figure_title_and_note_stay_inside_the_figure(tmp_path):
     path.canvas.draw()
     box = path.axes[0].title.get_window_extent(path.canvas.get_renderer())
     assert 0 <= box.x0 and box.x1 <= path.bbox.width, (box, path.bbox)
+    channels = plots.audit_figure(output, name, kind="channels", target_class=281)
+    assert "attributed: class 281" in channels.get_suptitle().replace("\n", " ")
+    channels.canvas.draw()
+    box = channels._suptitle.get_window_extent(channels.canvas.get_renderer())
+    assert 0 <= box.x0 and box.x1 <= channels.bbox.width, (box, channels.bbox)
 
 
 def test_audit_figure_for_tfds_rows_shows_heat_map_without_photo(tmp_path):

@@ -302,13 +302,15 @@ def channel_figure(
     scaled = _scaled_part(values)
     finite = np.abs(scaled[np.isfinite(scaled)])
     limit = (float(np.percentile(finite, _CLIP_PERCENTILE)) if finite.size else 0.0) or 1.0
-    broken = _map_note(values, "inf at the ends of the scale, NaN blank")
-    title = "\n".join(t for t in (title, broken) if t) or None
     channels = values.shape[-1]
+    width = panel_size * channels + 0.8
+    # Wrapped to the figure: audit_figure's one-line caption ran past both its edges.
+    broken = _map_note(values, "inf at the ends of the scale, NaN blank")
+    title = _wrapped([title, broken], width) or None
     names = list(channel_names)
     if len(names) != channels:
         names = [f"channel {c}" for c in range(channels)]
-    figure = _figure(panel_size * channels + 0.8, panel_size + (0.5 if title else 0))
+    figure = _figure(width, panel_size + (0.5 if title else 0))
     axes = figure.subplots(1, channels, squeeze=False).ravel()
     shown = None
     for c, ax in enumerate(axes):
