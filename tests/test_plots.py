@@ -616,6 +616,38 @@ def test_a_value_that_is_not_a_number_is_not_shown_as_infinite_or_certain():
     assert percent(nan) == "nan%" and probability(nan) == "nan%"
 
 
+def _shown_tick_labels(ax) -> list:
+    """The window boxes of the x tick labels a reader sees (major and minor)."""
+    ax.figure.canvas.draw()
+    renderer = ax.figure.canvas.get_renderer()
+    low, high = sorted(ax.get_xlim())
+    return [
+        label.get_window_extent(renderer)
+        for tick in ax.xaxis.get_major_ticks() + ax.xaxis.get_minor_ticks()
+        for label in (tick.label1,)
+        if label.get_visible() and label.get_text() and low <= tick.get_loc() <= high
+    ]
+
+
+@pytest.mark.parametrize("figure", [plots.completeness_figure, plots.attribution_error_figure])
+@pytest.mark.parametrize(
+    ("values", "tolerance"),
+    [
+        # The sample run's relative deltas: the labels read "3×10⁻³4×10⁻³".
+        ([5.45e-4, 1.4e-3, 2.5e-3, 2.6e-3, 2.7e-3, 4.0e-3, 4.2e-3, 4.3e-3], 0.005),
+        ([0.0143, 0.0145, 0.0146, 0.0147, 0.0148], 0.015),  # its per-pixel errors
+        ([8.7e-4] * 12, 0.005),  # one bar, less than a decade
+        ([1e-6, 0.3], 0.01),  # many decades
+    ],
+)
+def test_error_histogram_tick_labels_do_not_run_into_each_other(figure, values, tolerance):
+    ax = figure(values, tolerance).axes[0]
+    boxes = sorted(_shown_tick_labels(ax), key=lambda box: box.x0)
+    assert len(boxes) >= 2  # the axis still reads
+    for left, right in zip(boxes, boxes[1:], strict=False):
+        assert left.x1 + 4 <= right.x0, (left, right)  # a gap of a few pixels at least
+
+
 def test_faithfulness_curves_axis_label_stays_inside_the_figure():
     # With a title, "probability / p(x), p(x) = 0.136 (capped at 1)" ran past both ends
     # of its 2.7-inch figure, cut at the top and the bottom (a tiny model's row).

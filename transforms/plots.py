@@ -31,6 +31,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import Formatter
 
 from transforms import faithfulness, results, wording
 
@@ -477,7 +478,53 @@ def _log_histogram(
     # Above the axes: inside ("best" too), it hid bars of a run of a few rows, all as tall.
     ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False, ncols=2)
     ax.grid(alpha=0.3)
+    _thin_tick_labels(ax)
     return figure
+
+
+class _Kept(Formatter):
+    """A tick formatter that gives `inner`'s labels at the `kept` values and none elsewhere."""
+
+    def __init__(self, inner: Formatter, kept: np.ndarray) -> None:
+        super().__init__()
+        self.inner, self.kept = inner, kept
+
+    def _is_kept(self, value: float) -> bool:
+        return bool(np.isclose(value, self.kept, rtol=1e-9, atol=0.0).any())
+
+    def format_ticks(self, values: Sequence[float]) -> list[str]:
+        labels = self.inner.format_ticks(values)  # the inner formatter's own choice first
+        return [label if self._is_kept(v) else "" for v, label in zip(values, labels, strict=True)]
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        return self.inner(x, pos) if self._is_kept(x) else ""
+
+
+def _thin_tick_labels(ax: Axes, gap: float = 4.0) -> None:
+    """Leaves out the x tick labels that would run into a neighbour.
+
+    A log axis spanning less than a decade or two labels its minor ticks too, and at a
+    histogram's width they touched: "3×10⁻³4×10⁻³". Lays the figure out once, then keeps
+    the labels (powers of ten first, then the others from the left) that clear those
+    kept by `gap` pixels."""
+    ax.figure.draw_without_rendering()
+    renderer = ax.figure.canvas.get_renderer()
+    low, high = sorted(ax.get_xlim())
+    shown = [
+        (loc, label.get_window_extent(renderer))
+        for minor in (False, True)
+        for loc, label in zip(
+            ax.xaxis.get_ticklocs(minor=minor), ax.xaxis.get_ticklabels(minor=minor), strict=False
+        )
+        if label.get_visible() and label.get_text() and low <= loc <= high
+    ]
+    kept: list[tuple[float, Any]] = []
+    for loc, box in shown:
+        if all(box.x1 + gap <= other.x0 or other.x1 + gap <= box.x0 for _, other in kept):
+            kept.append((loc, box))
+    values = np.array([loc for loc, _ in kept], dtype=np.float64)
+    ax.xaxis.set_major_formatter(_Kept(ax.xaxis.get_major_formatter(), values))
+    ax.xaxis.set_minor_formatter(_Kept(ax.xaxis.get_minor_formatter(), values))
 
 
 def _note_rows(ax: Axes, rows: int, what: str) -> None:
