@@ -421,6 +421,9 @@ def test_misclassified_tolerance_and_class_filters(folder_run):
     assert results.for_class(meta, 281).file_name.tolist() == ["cat1.png", "cat2.png"]
     assert results.for_class(meta, "class 281").file_name.tolist() == ["cat1.png", "cat2.png"]
     assert results.for_class(meta, 282, "predicted").file_name.tolist() == ["cat2.png"]
+    # By name, in the chosen column's names: no image is labelled 'class 282' or 'class 3'.
+    assert results.for_class(meta, "class 282", "predicted").file_name.tolist() == ["cat2.png"]
+    assert results.for_class(meta, "class 3", "target").file_name.tolist() == ["shark.png"]
     with pytest.raises(ValueError, match="one of: label, predicted, target"):
         results.for_class(meta, 1, "score")
 
