@@ -692,6 +692,26 @@ def test_errors_and_empty_runs(folder_run, tmp_path):
         assert e.value.filename == os.path.join(str(not_a_run), "manifest.json")
 
 
+def test_read_row_of_a_file_name_that_failed_in_a_class_folder_gives_its_error_record(
+    folder_run,
+):
+    """A file name is matched to the run's error records by file_name too, as to its
+    rows: an input that failed inside a class folder is named with its error."""
+    import pyarrow as pa
+
+    from transforms.schema import ERROR_SCHEMA
+    from transforms.sinks import write_parquet_file
+
+    output = folder_run["output"]
+    failed = {"image_id": f"{WNID_CAT}/bad.png", "file_name": "bad.png", "stage": "decode"}
+    records = pa.Table.from_pylist([{**failed, "error": "not an image"}], schema=ERROR_SCHEMA)
+    path = os.path.join(output, "errors", "part-00001-of-00002.parquet")
+    write_parquet_file(path, [records], ERROR_SCHEMA, os.path.join(output, ".tmp"))
+    said = f"'bad.png' in .*: '{WNID_CAT}/bad.png' failed at stage 'decode': not an image"
+    with pytest.raises(KeyError, match=said):
+        results.read_row(output, "bad.png")
+
+
 @pytest.mark.parametrize("kind", ["fifo", "folder"])
 def test_a_manifest_json_that_is_no_file_is_refused_naming_it_and_what_it_is(tmp_path, kind):
     """manifest.json is read as an input file is (a FIFO refused, not waited on), whose
