@@ -988,3 +988,33 @@ def test_a_check_that_measured_nothing_beside_a_null_one_flags_no_row():
     assert list(results.no_better_than_chance(rows).image_id) == ["blind_and_blind"]
     assert list(results.measured_nothing(rows, "deletion")) == [True, True]
     assert list(results.measured_nothing(rows, "insertion")) == [False, True]
+
+
+def test_a_map_that_ties_with_its_control_or_lies_at_the_resolution_read_back(tmp_path):
+    """Known AUCs written to Parquet and read back: a map whose measured AUC equals its
+    control's does no better than chance (ties count, on deletion as on insertion), and
+    AUCs exactly `AUC_RESOLUTION` below 1 measured nothing ("within" it), a step further not."""
+    edge = 1.0 - results.AUC_RESOLUTION
+    below = float(np.nextafter(edge, 0.0))
+    aucs = {  # deletion, its control, insertion, its control
+        "ties_deletion.png": (0.4, 0.4, 0.9, 0.5),
+        "ties_insertion.png": (0.2, 0.4, 0.6, 0.6),
+        "beats_both.png": (0.2, 0.4, 0.9, 0.5),
+        "edge.png": (0.2, 0.4, edge, edge),
+        "below_edge.png": (0.2, 0.4, below, below),
+    }
+    names = ("deletion_auc", "deletion_auc_random", "insertion_auc", "insertion_auc_random")
+    rows = [make_row(i, 1, 1, 0.9, 0.0) | dict(zip(names, v, strict=True)) for i, v in aucs.items()]
+    output = write_output(tmp_path / "out", [rows], dataset=str(tmp_path))
+    meta = results.read_results(output).set_index("image_id", drop=False)
+    flagged = results.no_better_than_chance(meta).image_id.tolist()
+    # below_edge.png: its insertion measured something, and ties.
+    assert flagged == ["below_edge.png", "ties_deletion.png", "ties_insertion.png"]
+    nothing = results.measured_nothing(meta, "insertion")
+    assert nothing.to_dict() == {
+        "beats_both.png": False,
+        "below_edge.png": False,
+        "edge.png": True,
+        "ties_deletion.png": False,
+        "ties_insertion.png": False,
+    }
