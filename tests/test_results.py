@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -1018,3 +1019,12 @@ def test_a_map_that_ties_with_its_control_or_lies_at_the_resolution_read_back(tm
         "ties_deletion.png": False,
         "ties_insertion.png": False,
     }
+
+
+def test_a_manifest_without_a_status_reads_as_a_finished_run(folder_run):
+    """Manifests written before runs recorded a status (as `write_output`'s) are of
+    finished runs: reading them warns of no unfinished run."""
+    assert "status" not in results.read_manifest(folder_run["output"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", results.UnfinishedRunWarning)
+        assert len(results.read_results(folder_run["output"])) == 4
