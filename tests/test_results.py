@@ -1028,3 +1028,21 @@ def test_a_manifest_without_a_status_reads_as_a_finished_run(folder_run):
     with warnings.catch_warnings():
         warnings.simplefilter("error", results.UnfinishedRunWarning)
         assert len(results.read_results(folder_run["output"])) == 4
+
+
+def test_a_lock_of_another_run_is_no_template_the_run_waits_for(folder_run):
+    """A template's build leaves its lock under the run id of the folder's manifest; a
+    lock under another run id (a run that took the folder since) names no template."""
+    import json
+
+    from transforms.manifest import LOCK_FILE, awaited_template
+
+    output = folder_run["output"]
+    manifest = {**results.read_manifest(output), "status": "running", "run_id": "run-1"}
+    lock = os.path.join(output, LOCK_FILE)
+    template = "gs://b/templates/audit"
+    for run_id, awaited in (("run-1", template), ("run-2", None)):
+        with open(lock, "w") as f:
+            json.dump({"run_id": run_id, "template": template}, f)
+        assert awaited_template(output, manifest) == awaited
+    assert awaited_template(output, {**manifest, "status": "complete"}) is None
