@@ -186,6 +186,10 @@ def test_worker_records_keep_the_jobs_own_lines_and_drop_beams():
     assert not keep.filter(forwarded(30, "Discarding unparseable args", beam))
     assert not keep.filter(forwarded(20, "a chatty info line", f"{root}/transforms/batch.py:9"))
     assert keep.filter(forwarded(40, "a worker error", beam))
+    # The job service's own records, no worker's: only from ERROR up, as Beam's.
+    for level, kept in ((20, False), (30, False), (40, True)):
+        record = logging.LogRecord("apache_beam", level, "", 0, "Job state: RUNNING", (), None)
+        assert keep.filter(record) is kept
 
 
 def test_a_worker_that_ends_while_a_stop_stops_the_run_is_not_an_error(caplog):
