@@ -328,6 +328,14 @@ def test_small_rows_fill_large_row_groups_and_full_maps_64_a_group(linear_keras,
             | beam.Map(len)
         )
         assert_that(sizes, equal_to([64, 64, 2]))
+        # Small rows: a group ends at its row bound, `max_rows` rows, not one more.
+        small = (
+            p
+            | "SmallRows" >> beam.Create([{"attributions": None}] * 7, reshuffle=False)
+            | "GroupsOfThree" >> beam.ParDo(_GroupRows(3, BYTES_PER_GROUP))
+            | "SmallSizes" >> beam.Map(len)
+        )
+        assert_that(small, equal_to([3, 3, 1]), label="CheckSmallSizes")
 
 
 def test_long_path_curves_count_toward_a_row_group_s_bytes():
