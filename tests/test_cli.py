@@ -2584,7 +2584,8 @@ def test_errors_by_stage_count_one_cause_over_many_files_once(tmp_path):
         }
         for i in range(5)
     ] + [
-        {"image_id": "x.jpg", "file_name": "x.jpg", "stage": "decode", "error": "broken"},
+        # Inside a folder, a name no other input has: the example is the file name.
+        {"image_id": "d/x.jpg", "file_name": "x.jpg", "stage": "decode", "error": "broken"},
         # An id short enough to occur in any message is left in it, not replaced.
         {"image_id": "a", "file_name": "a", "stage": "decode", "error": "not an image"},
     ]
