@@ -2195,6 +2195,31 @@ def test_a_resumed_runs_rate_and_eta_count_only_the_images_it_processed(caplog):
     assert last.startswith("progress: 5/5 images (100%, 3 done before), 0.02 images/s, done in")
 
 
+def test_a_workers_bundle_end_logs_its_count_only_when_no_line_said_it(caplog):
+    # A worker logs its count at a bundle's end for the images no line counted yet;
+    # a count its batch's line already said is not said again.
+    import time
+
+    from pipeline.progress import ReportProgress
+
+    key, start = f"worker-test-{time.time()}", time.time() - 10
+    step = ReportProgress(
+        "attributed", key, None, start, 2, log_lines=True, every_seconds=0, per_worker=True
+    )
+    step.setup()
+    with caplog.at_level("INFO", logger="pipeline.progress"):
+        step.process("a")
+        step.process("b")  # the batch's end: its line
+        step.finish_bundle()  # nothing since
+        step.process("c")
+        step.finish_bundle()  # the third image, said at the bundle's end
+    lines = [r.getMessage().split(",")[0] for r in caplog.records if r.levelname == "INFO"]
+    assert lines == [
+        "progress (this worker): 2 images done",
+        "progress (this worker): 3 images done",
+    ]
+
+
 def test_the_rate_and_eta_count_from_the_runs_first_model_call(caplog):
     # A run's first line counted its rate from the launch: listing, a resume's
     # salvage and the model's load made it look slow ("ETA 8 min 35 s" for a
