@@ -178,6 +178,8 @@ def test_worker_records_keep_the_jobs_own_lines_and_drop_beams():
     progress = forwarded(20, "progress: 1/3 images\\tdone", f"{root}/pipeline/progress.py:120")
     assert keep.filter(progress) and progress.getMessage() == "progress: 1/3 images\tdone"
     assert progress.name == "pipeline.progress"
+    broken = forwarded(30, "cannot read 'a\\nb.png'", f"{root}/transforms/batch.py:9")
+    assert keep.filter(broken) and broken.getMessage() == "cannot read 'a\nb.png'"
     ours = forwarded(
         30, "Some attribution maps do not fit float16", f"{root}/transforms/batch.py:9"
     )
