@@ -235,8 +235,13 @@ def image_folder(tmp_path) -> dict[str, np.ndarray]:
     Returns the folder and, per image id, the uint8 pixels the model sees
     (16x16, so preprocessing only scales them).
     """
+    return make_image_folder(tmp_path / "images")
+
+
+def make_image_folder(root: Path) -> dict:
+    """`image_folder`'s images, the same pixels each time, written in `root`; for
+    fixtures of a wider scope than a test's."""
     rng = np.random.default_rng(3)
-    root = tmp_path / "images"
     pixels = {}
     for image_id in (
         f"{WNID_CAT}/cat1.png",

@@ -23,6 +23,7 @@ from tests.conftest import (
     ctrl_c_as_at_a_terminal,
     file_size_limit,
     has_loaded,
+    make_image_folder,
     run_to_a_closed_stdout,
     run_to_an_ascii_stdout,
     write_image,
@@ -181,9 +182,26 @@ def _audit(image_folder, model, output: str, steps: int, **flags: object) -> Non
     run_job(args, save_main_session=False)
 
 
-def test_randomising_the_last_layer_changes_the_maps(image_folder, conv_keras, tmp_path):
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory, conv_keras):
+    """`audited(output, steps)`: `_audit`'s run of `image_folder`'s images with
+    `conv_keras`, made once a module per step count and copied to `output`."""
+    where = tmp_path_factory.mktemp("audited")
+    folder = make_image_folder(where / "images")
+    made = {}
+
+    def copy(output: str, steps: int) -> None:
+        if steps not in made:
+            made[steps] = str(where / f"steps{steps}")
+            _audit(folder, conv_keras, made[steps], steps=steps)
+        shutil.copytree(made[steps], output)
+
+    return copy
+
+
+def test_randomising_the_last_layer_changes_the_maps(audited, tmp_path):
     output = str(tmp_path / "out")
-    _audit(image_folder, conv_keras, output, steps=8)
+    audited(output, steps=8)
     report = sanity.run(output, images_count=3, stages=["logits", "conv"])
 
     assert report["images"] == 3 and len(report["image_ids"]) == 3
@@ -697,20 +715,18 @@ def test_a_model_whose_pixel_layer_is_constant_is_destroyed_by_the_check(image_f
     assert report["verdict"].startswith("pass"), report["verdict"]
 
 
-def test_a_reader_that_stops_reading_stdout_does_not_fail_a_finished_check(
-    image_folder, conv_keras, tmp_path
-):
+def test_a_reader_that_stops_reading_stdout_does_not_fail_a_finished_check(audited, tmp_path):
     output = str(tmp_path / "out")
-    _audit(image_folder, conv_keras, output, steps=4)
+    audited(output, steps=4)
     done = run_to_a_closed_stdout("pipeline.sanity", "--input", output, "--images", "2")
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     assert (tmp_path / "out" / "sanity" / "sanity.json").is_file()
 
 
-def test_a_finished_check_is_said_on_an_ascii_stdout(image_folder, conv_keras, tmp_path):
+def test_a_finished_check_is_said_on_an_ascii_stdout(audited, tmp_path):
     # Its last line named the run's folder in a UnicodeEncodeError traceback, and exited 1.
     output = str(tmp_path / "Prüfung")
-    _audit(image_folder, conv_keras, output, steps=4)
+    audited(output, steps=4)
     done = run_to_an_ascii_stdout("pipeline.sanity", "--input", output, "--images", "1")
     stderr = done.stderr.decode("ascii", "replace")
     assert (done.returncode, "Traceback" in stderr) == (0, False), stderr
@@ -718,22 +734,22 @@ def test_a_finished_check_is_said_on_an_ascii_stdout(image_folder, conv_keras, t
 
 
 def test_a_tilde_in_the_input_is_the_home_folder_as_in_the_jobs_flags(
-    image_folder, conv_keras, tmp_path, monkeypatch, capsys
+    audited, tmp_path, monkeypatch, capsys
 ):
     # The job expands '~/out' in its --output; the check took it for a folder named '~'.
-    _audit(image_folder, conv_keras, str(tmp_path / "out"), steps=4)
+    audited(str(tmp_path / "out"), steps=4)
     monkeypatch.setenv("HOME", str(tmp_path))
     code = sanity.main(["--input=~/out", "--images", "1", "--stages", "1"])
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "out" / "sanity" / "sanity.json").is_file()
 
 
-def test_a_check_run_with_warnings_as_errors_finishes(image_folder, conv_keras, tmp_path):
+def test_a_check_run_with_warnings_as_errors_finishes(audited, tmp_path):
     """`python -W error -m pipeline.sanity`: reading a layer's weights through
     keras.ops.convert_to_numpy raised NumPy 2's DeprecationWarning of __array__ without
     a copy keyword, and the check ended in its traceback."""
     output = str(tmp_path / "out")
-    _audit(image_folder, conv_keras, output, steps=4)
+    audited(output, steps=4)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         report = sanity.run(output, images_count=1, stages=["logits"])
@@ -835,12 +851,10 @@ def test_the_figure_cuts_long_names_and_keeps_missing_glyphs_off_stderr(tmp_path
     "signum, status, said",
     [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "stopped by SIGTERM")],
 )
-def test_a_stop_while_the_check_runs_is_one_error_line(
-    image_folder, conv_keras, tmp_path, signum, status, said
-):
+def test_a_stop_while_the_check_runs_is_one_error_line(audited, tmp_path, signum, status, said):
     # A Ctrl-C was a KeyboardInterrupt traceback, a SIGTERM a death without a word.
     output = str(tmp_path / "out")
-    _audit(image_folder, conv_keras, output, steps=4)
+    audited(output, steps=4)
     root = str(Path(__file__).resolve().parents[1])
     check = subprocess.Popen(
         [sys.executable, "-m", "pipeline.sanity", "--input", output, "--images", "3"],
@@ -859,14 +873,12 @@ def test_a_stop_while_the_check_runs_is_one_error_line(
     assert "Traceback" not in stderr and not (tmp_path / "out" / "sanity").exists()
 
 
-def test_a_run_made_with_a_tolerance_above_1_is_checked_as_it_was_made(
-    image_folder, conv_keras, tmp_path, capsys
-):
+def test_a_run_made_with_a_tolerance_above_1_is_checked_as_it_was_made(audited, tmp_path, capsys):
     """An earlier version ran `--tolerance 2` (a percent typed for a fraction), which
     this one refuses at launch: the check of such a run said 'error: --tolerance 2 is
     above 1 ...; pass a number from 0 to 1', a flag the check does not have."""
     output = str(tmp_path / "out")
-    _audit(image_folder, conv_keras, output, steps=8)
+    audited(output, steps=8)
     manifest = results.read_manifest(output)
     manifest["config"].update(tolerance=2.0, completeness_tolerance=1.5, estimate_bound=1.6)
     write_json(os.path.join(output, "manifest.json"), manifest)
@@ -900,13 +912,11 @@ def test_an_earlier_runs_relative_model_path_is_said_to_be_relative(
     assert sanity.main(["--input", output, "--images", "1", "--stages", "logits"]) == 0
 
 
-def test_a_check_cut_short_while_written_leaves_the_earlier_files_whole(
-    image_folder, conv_keras, tmp_path
-):
+def test_a_check_cut_short_while_written_leaves_the_earlier_files_whole(audited, tmp_path):
     # sanity.png was written straight to its place, after sanity.json: a full disk
     # midway left half a picture beside the new report, and a traceback.
     output = str(tmp_path / "out")
-    _audit(image_folder, conv_keras, output, steps=4)
+    audited(output, steps=4)
     sanity.run(output, images_count=2, stages=["logits"])
     folder = tmp_path / "out" / "sanity"
     earlier = {p.name: p.read_bytes() for p in folder.iterdir()}
