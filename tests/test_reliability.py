@@ -18,7 +18,7 @@ from PIL import Image
 
 from pipeline import run
 from pipeline.report import build_report
-from tests.conftest import SIZE, cli_args, file_size_limit, write_image
+from tests.conftest import SIZE, cli_args, file_size_limit, make_image_folder, write_image
 from tests.known_rows import as_older_version
 from transforms import faithfulness as fa
 from transforms.config import ESTIMATE_MARGIN
@@ -590,6 +590,27 @@ def test_resume_after_a_run_that_died(died_run, image_folder, tmp_path):
     )
 
 
+@pytest.fixture(scope="module")
+def done_run(tmp_path_factory, linear_keras):
+    """`image_folder`'s images and a finished run of them (`--attributions none
+    --steps 2`), made once a module: `done_run["args"](output)` are its flags, with
+    `output`, bar `--steps`; `done_run["copy"](output)` puts a copy of the run there."""
+    where = tmp_path_factory.mktemp("done_run")
+    folder = make_image_folder(where / "images")
+
+    def args(output) -> list[str]:
+        return cli_args(
+            dataset=folder["root"], model=linear_keras, output=output, attributions="none"
+        )
+
+    run([*args(where / "out"), "--steps", "2"], save_main_session=False)
+
+    def copy(output) -> None:
+        shutil.copytree(where / "out", output)
+
+    return {"pixels": folder["pixels"], "args": args, "copy": copy}
+
+
 @pytest.mark.parametrize(
     "first, second, message",
     [
@@ -603,15 +624,11 @@ def test_resume_after_a_run_that_died(died_run, image_folder, tmp_path):
         ([], ["--overwrite"], "--resume continues an earlier run and --overwrite replaces it"),
     ],
 )
-def test_resume_refuses_to_mix_runs(image_folder, linear_keras, tmp_path, first, second, message):
-    args = cli_args(
-        dataset=image_folder["root"],
-        model=linear_keras,
-        output=tmp_path / "out",
-        attributions="none",
-    )
-    if first is not None:
-        run([*args, "--steps", "2", *first], save_main_session=False)
+def test_resume_refuses_to_mix_runs(done_run, tmp_path, first, second, message):
+    args = done_run["args"](tmp_path / "out")
+    if first is not None:  # [] each time: the shared run's own flags
+        assert first == []
+        done_run["copy"](tmp_path / "out")
     with pytest.raises(ValueError, match=message):
         run([*args, "--steps", "2", *second, "--resume"], save_main_session=False)
 
@@ -625,13 +642,11 @@ def test_resume_refuses_to_mix_runs(image_folder, linear_keras, tmp_path, first,
     ],
 )
 def test_resume_refuses_a_manifest_this_job_did_not_write_and_leaves_the_run(
-    image_folder, linear_keras, tmp_path, text, reason
+    done_run, tmp_path, text, reason
 ):
     output = tmp_path / "out"
-    args = cli_args(
-        dataset=image_folder["root"], model=linear_keras, output=output, attributions="none"
-    )
-    run([*args, "--steps", "2"], save_main_session=False)
+    args = done_run["args"](output)
+    done_run["copy"](output)
     (output / "manifest.json").write_text(text, encoding="utf-8")  # the job writes it whole
     with pytest.raises(ValueError) as e:
         run([*args, "--steps", "2", "--resume"], save_main_session=False)
@@ -641,22 +656,18 @@ def test_resume_refuses_a_manifest_this_job_did_not_write_and_leaves_the_run(
         r"choose another --output.",
         str(e.value),
     )
-    ids = sorted(image_folder["pixels"])  # the refused resume left the run's rows alone
+    ids = sorted(done_run["pixels"])  # the refused resume left the run's rows alone
     assert sorted(pd.read_parquet(output / "results").image_id) == ids
     assert (output / "manifest.json").read_text(encoding="utf-8") == text
 
 
-def test_resume_that_cannot_read_the_manifest_does_not_call_it_another_jobs(
-    image_folder, linear_keras, tmp_path
-):
+def test_resume_that_cannot_read_the_manifest_does_not_call_it_another_jobs(done_run, tmp_path):
     # A manifest that cannot be read now (permissions, a gs:// read failing; here, as
     # root reads any file, a folder in its place) was said to be 'not one this job
     # wrote', to be restored.
     output = tmp_path / "out"
-    args = cli_args(
-        dataset=image_folder["root"], model=linear_keras, output=output, attributions="none"
-    )
-    run([*args, "--steps", "2"], save_main_session=False)
+    args = done_run["args"](output)
+    done_run["copy"](output)
     manifest = output / "manifest.json"
     kept = manifest.read_bytes()
     manifest.unlink()
@@ -670,7 +681,7 @@ def test_resume_that_cannot_read_the_manifest_does_not_call_it_another_jobs(
     assert "not one this job wrote" not in str(e.value)
     manifest.rmdir()
     manifest.write_bytes(kept)
-    ids = sorted(image_folder["pixels"])
+    ids = sorted(done_run["pixels"])
     assert sorted(pd.read_parquet(output / "results").image_id) == ids
 
 
@@ -811,16 +822,12 @@ def test_resume_refuses_a_run_whose_results_lack_columns_of_this_version(
     assert sorted(p.name for p in (output / "results").iterdir()) == before
 
 
-def test_resume_of_a_run_whose_version_lacked_a_setting_does_not_say_to_resume(
-    image_folder, linear_keras, tmp_path
-):
+def test_resume_of_a_run_whose_version_lacked_a_setting_does_not_say_to_resume(done_run, tmp_path):
     # A version before --completeness_tolerance and --faithfulness recorded neither: no
     # flag given to this version matches that, so "Resume with the same flags" misled.
     output = tmp_path / "out"
-    args = cli_args(
-        dataset=image_folder["root"], model=linear_keras, output=output, attributions="none"
-    )
-    run([*args, "--steps", "2"], save_main_session=False)
+    args = done_run["args"](output)
+    done_run["copy"](output)
     as_older_version(str(output), columns=())
     message = (
         r"differs in --completeness_tolerance \(earlier run: None, this run: 0.005\); .*"
