@@ -20,7 +20,14 @@ import pytest
 from pipeline import run
 from pipeline.__main__ import main
 from pipeline.report import build_report
-from tests.conftest import SIZE, cli_args, ctrl_c_as_at_a_terminal, has_loaded, write_image
+from tests.conftest import (
+    SIZE,
+    cli_args,
+    ctrl_c_as_at_a_terminal,
+    has_loaded,
+    make_image_folder,
+    write_image,
+)
 from transforms.results import read_results
 from transforms.schema import ERROR_SCHEMA
 
@@ -415,13 +422,28 @@ def test_a_stop_before_the_run_started_says_nothing_was_written(
     assert "Traceback" not in log and not out.exists()
 
 
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, linear_keras):
+    """`image_folder`'s images and a complete run of `job_flags` over them, made once
+    a module: `finished["folder"]` is that image folder, `finished["copy"](out)` puts
+    a copy of the run in `out`, for a test to change or go on from."""
+    where = tmp_path_factory.mktemp("finished")
+    folder = make_image_folder(where / "images")
+    run(job_flags(folder, linear_keras, where / "out"), save_main_session=False)
+
+    def copy(out: Path) -> None:
+        shutil.copytree(where / "out", out)
+
+    return {"folder": folder, "copy": copy}
+
+
 def test_the_page_of_a_run_killed_after_its_rows_were_finalized_counts_no_image_twice(
-    image_folder, linear_keras, tmp_path
+    finished, tmp_path
 ):
     """Killed between the sink's finalize and the launcher's tidying: its rows are in
     results/ and in its checkpoints, which must not be counted as more images."""
     out = tmp_path / "out"
-    run(job_flags(image_folder, linear_keras, out), save_main_session=False)
+    finished["copy"](out)
     manifest = json.loads((out / "manifest.json").read_text())
     (out / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
     rows = pd.read_parquet(out / "results")
@@ -438,13 +460,11 @@ def test_the_page_of_a_run_killed_after_its_rows_were_finalized_counts_no_image_
     assert "The rows of 1 more images it finished sit in its checkpoints" in page
 
 
-def test_the_page_of_a_killed_run_counts_only_its_own_checkpoints(
-    image_folder, linear_keras, tmp_path
-):
+def test_the_page_of_a_killed_run_counts_only_its_own_checkpoints(finished, tmp_path):
     """Another run's checkpoints in .tmp/ (a template's job that lost the folder) were
     counted as this run's: a --resume salvages only the run its manifest names."""
     out = tmp_path / "out"
-    run(job_flags(image_folder, linear_keras, out), save_main_session=False)
+    finished["copy"](out)
     manifest = json.loads((out / "manifest.json").read_text())
     (out / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
     (part,) = (out / "results").glob("*.parquet")
@@ -491,15 +511,15 @@ def test_a_resume_keeps_each_checkpointed_image_once(image_folder, linear_keras,
 
 
 def test_a_resume_redoes_the_images_of_an_unreadable_checkpoint(
-    image_folder, linear_keras, tmp_path, caplog
+    finished, linear_keras, tmp_path, caplog
 ):
     """A checkpoint cut short (a kill while its disk filled) is skipped with a warning:
     its images are redone, the readable checkpoint's kept, each image's row once."""
     import pyarrow.parquet as pq
 
     out = tmp_path / "out"
-    flags = job_flags(image_folder, linear_keras, out)
-    run(flags, save_main_session=False)
+    flags = job_flags(finished["folder"], linear_keras, out)
+    finished["copy"](out)
     (part,) = (out / "results").glob("*.parquet")
     full = pq.read_table(part).sort_by("image_id")
     folder = (
@@ -522,7 +542,7 @@ def test_a_resume_redoes_the_images_of_an_unreadable_checkpoint(
 
 
 def test_a_resume_writes_the_checkpointed_rows_in_whole_row_groups(
-    image_folder, linear_keras, tmp_path
+    finished, linear_keras, tmp_path
 ):
     # A checkpoint holds one batch (8 rows by default): the salvaged file held one
     # row group per checkpoint, a killed 4,500-image run's 563 groups, whose
@@ -530,8 +550,8 @@ def test_a_resume_writes_the_checkpointed_rows_in_whole_row_groups(
     import pyarrow.parquet as pq
 
     out = tmp_path / "out"
-    flags = cli_args(dataset=image_folder["root"], model=linear_keras, output=out, steps=2)
-    run(flags, save_main_session=False)
+    flags = job_flags(finished["folder"], linear_keras, out)
+    finished["copy"](out)
     (part,) = (out / "results").glob("*.parquet")
     full = pq.read_table(part)
     own = out / ".tmp" / "checkpoints" / json.loads((out / "manifest.json").read_text())["run_id"]
@@ -981,13 +1001,15 @@ def test_a_run_deletes_only_its_own_partial_files_in_dot_tmp(image_folder, linea
     assert all(path.read_text() == "x" for path in theirs)
 
 
-def test_a_resume_over_an_unreadable_results_file_names_it(image_folder, linear_keras, tmp_path):
+def test_a_resume_over_an_unreadable_results_file_names_it(finished, linear_keras, tmp_path):
     out = tmp_path / "out"
-    run(job_flags(image_folder, linear_keras, out), save_main_session=False)
+    finished["copy"](out)
     (part,) = (out / "results").glob("*.parquet")
     part.write_bytes(part.read_bytes()[:100])  # truncated, as by a full disk
     with pytest.raises(ValueError) as refused:
-        run([*job_flags(image_folder, linear_keras, out), "--resume"], save_main_session=False)
+        run(
+            [*job_flags(finished["folder"], linear_keras, out), "--resume"], save_main_session=False
+        )
     message = str(refused.value)
     assert message.startswith(f"--resume: cannot read {str(part)!r} of the earlier run (")
     assert message.endswith(
@@ -1096,14 +1118,15 @@ def test_run_raises_when_either_count_check_of_the_manifest_fails(
 
 
 def test_an_overwrite_stopped_while_deleting_leaves_no_complete_manifest(
-    image_folder, linear_keras, tmp_path, monkeypatch
+    finished, linear_keras, tmp_path, monkeypatch
 ):
     """--overwrite deletes the earlier run file by file: stopped midway (Ctrl-C,
     a kill), its manifest must not still call the rows left a complete run."""
     import pipeline.main as main_module
 
     out = tmp_path / "out"
-    run(job_flags(image_folder, linear_keras, out), save_main_session=False)
+    finished["copy"](out)
+    image_folder = finished["folder"]
     real_delete = main_module.FileSystems.delete
 
     def delete_one_then_stop(paths):
