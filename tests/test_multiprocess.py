@@ -122,7 +122,7 @@ def _two_worker_run(
     return log, [int(re.fullmatch(_WORKER_LINE, line).group(1)) for line in progress]
 
 
-def test_a_multi_process_run_from_a_folder_with_packages_of_the_same_names_is_quiet(
+def test_two_workers_from_a_folder_of_same_named_packages_are_quiet_and_log_part_batches(
     image_folder, linear_keras, tmp_path
 ):
     # Beam starts the workers as `python -m ...` in the caller's folder, first on
@@ -131,31 +131,30 @@ def test_a_multi_process_run_from_a_folder_with_packages_of_the_same_names_is_qu
     for package in ("pipeline", "transforms"):
         (project / package).mkdir(parents=True)
         (project / package / "__init__.py").write_text(f"raise ImportError('{package}')\n")
-    log, _ = _two_worker_run(image_folder, linear_keras, tmp_path, cwd=project, batch_size=1)
-    assert len(pd.read_parquet(tmp_path / "out" / "results")) == 4
-    # Beam's per-worker start-up warnings and TensorFlow's banner: --verbose only.
-    for noise in ("Worker: severity", "Discarding unparseable args", "oneDNN", "absl::"):
-        assert noise not in log, log[-3000:]
-
-
-def test_a_multi_process_run_logs_progress_when_no_worker_fills_a_batch(
-    image_folder, linear_keras, tmp_path
-):
-    # The default --batch_size (8) is more than a TFDS split's 3 examples: no worker
-    # ends a full RunInference batch, and a worker cannot tell its last image, so
-    # each logs its count when its bundle ends (the sample's 8 photos on 2 workers).
-    # TFDS imports TensorFlow in a worker when it reads a shard, before the model
-    # handler imports it quietly: each worker printed TensorFlow's banner.
+    # One run for two checks (a worker process's start-up is the cost of each): from
+    # that folder, of a TFDS split. The default --batch_size (8) is more than the
+    # split's 3 examples: no worker ends a full RunInference batch, and a worker cannot
+    # tell its last image, so each logs its count when its bundle ends (a full batch's
+    # lines: `_stop_when_a_worker_progresses`'s, at --batch_size 1). TFDS imports
+    # TensorFlow in a worker when it reads a shard, before the model handler imports
+    # it quietly: each worker printed TensorFlow's banner.
     from tests import tfds_builders
 
     data_dir = tfds_builders.prepared("tiny_shades/dark", tmp_path)
     log, counts = _two_worker_run(
-        image_folder, linear_keras, tmp_path, dataset="tiny_shades/dark", data_dir=data_dir
+        image_folder,
+        linear_keras,
+        tmp_path,
+        cwd=project,
+        dataset="tiny_shades/dark",
+        data_dir=data_dir,
     )
     assert max(counts) <= 3  # a worker counts its own share of the 3 inputs
-    for noise in ("oneDNN", "absl::", "cuda"):
-        assert noise not in log, log[-3000:]
     assert len(pd.read_parquet(tmp_path / "out" / "results")) == 3
+    # Beam's per-worker start-up warnings and TensorFlow's banner: --verbose only.
+    noises = ("Worker: severity", "Discarding unparseable args", "oneDNN", "absl::", "cuda")
+    for noise in noises:
+        assert noise not in log, log[-3000:]
 
 
 def test_worker_records_keep_the_jobs_own_lines_and_drop_beams():
@@ -303,7 +302,11 @@ def _stop_when_a_worker_progresses(
     except subprocess.TimeoutExpired:
         job.kill()  # its workers end with it (their control connection closes)
         raise
-    return command, status, log + job.stderr.readlines()
+    log += job.stderr.readlines()
+    # A full batch's lines, each a worker's own: no job total, percent or ETA.
+    progress = [line for line in log if line.startswith("INFO pipeline.progress")]
+    assert progress and all(re.fullmatch(_WORKER_LINE, line.rstrip("\n")) for line in progress)
+    return command, status, log
 
 
 def test_a_killed_worker_process_fails_the_run_in_one_line_and_resume_completes_it(
