@@ -5,9 +5,10 @@ the pipeline starts, so bad configuration fails at once with a clear message.
 Datasets are not read on the launching machine: image folders are listed and
 read by the workers, TFDS datasets are read by shard with `ReadFromTFDS`.
 
-This module holds the job's course: `prepare` (the flags' own checks, then
---output claimed and readied), `build_pipeline`, `launch` and `run` (waiting for
-the runner; --output handed over to a Dataflow job or template). What it calls
+This module holds the job's course: `prepare` (the flags' own checks, from
+`pipeline.options`, then --output claimed and readied), `build_pipeline`,
+`launch` and `run` (waiting for the runner; --output handed over to a Dataflow
+job or template). What it calls
 lives one idea per module: `pipeline.job` (`AuditJob`, re-exported here),
 `pipeline.runner` (which runner; Dataflow's launch checks), `pipeline.resolve`
 (dataset, model, label space), `pipeline.output_folder` (--output's checks,
@@ -21,9 +22,6 @@ import contextlib
 import dataclasses
 import datetime
 import logging
-import os
-import re
-import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -40,14 +38,18 @@ from apache_beam.options.pipeline_options import (
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from pipeline import logs, output_lock
-from pipeline.flags import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from pipeline.job import AuditJob
 from pipeline.options import (
     AuditOptions,
     ConfigError,
+    _check_plain_values,
+    _check_schemes,
+    _checked_flags,
+    _command,
+    _expand_home,
+    _paths_as_opened,
     attribution_config,
     batch_size,
-    check_flags,
     parse_input_range,
 )
 from pipeline.output_folder import (
@@ -73,7 +75,6 @@ from pipeline.resolve import (
 )
 from pipeline.resume import _log_resume, _nothing_left, _resume_state, _skip_all
 from pipeline.runner import (
-    _REMOTE_SCHEMES,
     _check_dataflow_launch,
     _check_dataflow_paths,
     _check_no_resume_template,
@@ -98,7 +99,6 @@ from transforms.attribution import ERRORS_TAG, IGModelHandler, ImageOutcome, Pre
 from transforms.batch import forget_warnings
 from transforms.done_ids import load_done_ids, write_done_ids
 from transforms.errors import error_reason
-from transforms.files import as_opened
 from transforms.manifest import ERRORS_DIR, MANIFEST_FILE
 from transforms.schema import results_schema
 from transforms.sinks import (
@@ -114,8 +114,6 @@ from transforms.tf_model import ModelHandoff, model_reference
 __all__ = ["AuditJob", "build_pipeline", "launch", "prepare", "run"]
 
 _LOG = logging.getLogger(__name__)
-# The characters of a Cloud Storage bucket's name, starting and ending with a letter or digit.
-_BUCKET_NAME = r"[a-z0-9]([-_.a-z0-9]*[a-z0-9])?"
 
 
 @contextlib.contextmanager
@@ -177,108 +175,6 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
         model_handoff=handoff,
         verbose=audit.verbose,
     )
-
-
-# Optional path flags given empty (an unset "$NAMES"): what to do instead. An empty
-# --class_names was taken for none, silently; an empty --data_dir was the current folder.
-_EMPTY_PATH_FIXES = {
-    "class_names": "pass a file of class names, or leave --class_names out (names: "
-    "ImageNet's for 1000-class models, the TFDS dataset's own, else class indices).",
-    "data_dir": "pass a TFDS data folder, or leave --data_dir out (TFDS's own).",
-}
-
-
-def _check_plain_values(audit: AuditOptions) -> None:
-    """--output given, optional paths not empty, --image_size in range: checks that
-    read no other flag."""
-    if not audit.output:
-        raise ConfigError(
-            "--output is required: the folder for results/, errors/ and manifest.json, "
-            "e.g. --output ./output/mine."
-        )
-    for flag, fix in _EMPTY_PATH_FIXES.items():
-        if getattr(audit, flag) == "":
-            raise ConfigError(f"--{flag} is empty; {fix}")
-    if audit.image_size is not None and not MIN_IMAGE_SIZE <= audit.image_size <= MAX_IMAGE_SIZE:
-        raise ConfigError(
-            f"--image_size must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE}, got "
-            f"{audit.image_size}."
-        )
-
-
-def _expand_home(audit: AuditOptions) -> None:
-    """`~` in a path flag is the home folder, as a shell would make it: a quoted
-    `'~/x'` or `--output=~/x` reaches the job unexpanded (a folder named `~` was
-    written, and the summary read the home folder's)."""
-    for flag in ("output", "dataset", "model", "data_dir", "class_names"):
-        value = getattr(audit, flag)
-        if isinstance(value, str) and value.startswith("~"):
-            setattr(audit, flag, os.path.expanduser(value))
-
-
-def _paths_as_opened(audit: AuditOptions) -> None:
-    """A local path flag of `link/../x` is the file the system opens for it, the
-    sibling of the link's target (`as_opened`; --dataset's in `source_for`): for
-    --output the launch's checks looked at an `x` beside the link, and Beam's sinks
-    wrote their temporary files there, then failed to move them into `link/../x`;
-    TensorFlow's file functions, which read --model, drop `link/..` the same way."""
-    for flag in ("output", "model", "class_names", "data_dir"):
-        value = getattr(audit, flag)
-        if isinstance(value, str):
-            setattr(audit, flag, as_opened(value))
-
-
-def _check_schemes(audit: AuditOptions) -> None:
-    """--output and --dataset are local paths or gs:// folders: the one remote file
-    system installed (a path with another scheme, s3://, was taken for a local folder
-    named 's3:' by some checks and for a remote one by others); and every gs:// path
-    names a valid bucket."""
-    for flag in ("output", "dataset"):
-        value = getattr(audit, flag)
-        if isinstance(value, str) and "://" in value and not value.startswith(_REMOTE_SCHEMES):
-            raise ConfigError(
-                f"--{flag} {value!r}: only local paths and {', '.join(_REMOTE_SCHEMES)} "
-                "folders are supported; copy the files to one of those."
-            )
-    for flag in ("output", "dataset", "data_dir", "model", "class_names"):
-        _check_bucket(flag, getattr(audit, flag))
-
-
-def _check_bucket(flag: str, value: Any) -> None:
-    """A gs:// path with no bucket (`gs://$BUCKET/audits` with BUCKET unset) or one Cloud
-    Storage never names so (upper case, spaces): a dry run built a job on it."""
-    if not (isinstance(value, str) and value.startswith("gs://")):
-        return
-    bucket = value[len("gs://") :].split("/")[0]
-    if not re.fullmatch(_BUCKET_NAME, bucket):
-        unset = " (is a variable such as $BUCKET unset?)" if not bucket else ""
-        raise ConfigError(
-            f"--{flag} {value!r} names no valid Cloud Storage bucket ({bucket!r}){unset}; "
-            "pass gs://<bucket>/<path>, the bucket's name in lower-case letters, digits, "
-            "'-', '_' or '.'."
-        )
-
-
-def _command(argv: Sequence[str]) -> tuple[str, ...]:
-    """The command line of this run as typed: the process's own when `argv` is its
-    arguments, else (`run(argv)` from Python) the equivalent `python -m pipeline`."""
-    if list(argv) == sys.argv[1:] and sys.argv[0]:
-        return tuple(sys.argv)
-    return ("python", "-m", "pipeline", *argv)
-
-
-def _checked_flags(argv: Sequence[str] | None) -> list[str]:
-    """`check_flags` of `argv`, or of this process's arguments when None, which a
-    refusal then names: in a notebook they are its kernel's (`-f kernel.json`)."""
-    if argv is not None:
-        return check_flags(argv)
-    try:
-        return check_flags(sys.argv[1:])
-    except ConfigError as e:
-        raise ConfigError(
-            f"{e} (read from this process's arguments, sys.argv[1:] = {sys.argv[1:]}, as "
-            "no argv was given; from Python pass the flags: run(['--output', 'out', ...]))"
-        ) from e
 
 
 def _as_in_a_fresh_process() -> None:
