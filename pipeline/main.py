@@ -87,12 +87,12 @@ from pipeline.runner import (
     _writes_template,
 )
 from pipeline.stopping import (
-    _interrupted,
-    _stopped,
-    _tidied,
-    _unaccounted,
-    _workers_apart_from_ctrl_c,
-    _workers_import_this_job,
+    interrupted,
+    stopped,
+    tidied,
+    unaccounted,
+    workers_apart_from_ctrl_c,
+    workers_import_this_job,
 )
 from transforms import labels, sources, wording
 from transforms.attribution import ERRORS_TAG, IGModelHandler, ImageOutcome, Preprocess
@@ -467,14 +467,14 @@ def _start(
         build_pipeline(p, job)
         with (
             _heartbeat(job),
-            _workers_import_this_job(options),
-            _workers_apart_from_ctrl_c(options),
+            workers_import_this_job(options),
+            workers_apart_from_ctrl_c(options),
         ):
             return job, options, p.run()
     except BaseException as e:
         try:
-            if _interrupted(e):
-                raise _stopped(job) from None
+            if interrupted(e):
+                raise stopped(job) from None
             raise
         finally:
             _release(job)
@@ -505,7 +505,7 @@ def launch(
     elif PipelineState.is_terminal(result.state):  # a local run has ended
         try:
             if result.state == PipelineState.DONE:
-                _tidied(job)
+                tidied(job)
         finally:  # a library caller's process lives on: never hold the folder past the run
             _release(job)
     else:
@@ -539,11 +539,11 @@ def _wait(job: AuditJob, options: PipelineOptions, result: PipelineResult):
         return result.wait_until_finish()
     except KeyboardInterrupt:
         if _is_direct(options):
-            raise _stopped(job) from None
+            raise stopped(job) from None
         raise KeyboardInterrupt(_left_running(job, options, result)) from None
     except Exception as e:
-        if _interrupted(e):
-            raise _stopped(job) from None
+        if interrupted(e):
+            raise stopped(job) from None
         raise
 
 
@@ -643,12 +643,12 @@ def run(
         state = _wait(job, options, result)
         done = state is None or state == PipelineState.DONE
         if done:
-            manifest = _tidied(job)
+            manifest = tidied(job)
     finally:
         _release(job)
     if not done:
         raise RuntimeError(f"The job ended in state {state}; {job.output} is incomplete.")
-    why = _unaccounted(manifest)
+    why = unaccounted(manifest)
     if why is not None:
         raise RuntimeError(why)
     return manifest

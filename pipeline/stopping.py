@@ -1,9 +1,9 @@
 """Stopping a run (Ctrl-C, SIGTERM), and the local worker processes a stop must reach.
 
-What a stop says and leaves (`_stopped`: a run stopped midway keeps its
+What a stop says and leaves (`stopped`: a run stopped midway keeps its
 finished batches for a --resume; once its manifest says "complete", the run is
-tidied up first and the message says it completed, or `_unaccounted` says why
-its counts fail); Beam's errors that were a Ctrl-C (`_interrupted`); signals
+tidied up first and the message says it completed, or `unaccounted` says why
+its counts fail); Beam's errors that were a Ctrl-C (`interrupted`); signals
 held while a step must finish (`_stops_held`); and a multi-process DirectRunner's
 workers: started in a session of their own and importing this job's packages,
 one Ctrl-C stopping them all, every one of them told to stop. (How the commands
@@ -30,12 +30,12 @@ from pipeline.runner import _is_direct
 from transforms.sinks import read_manifest
 
 __all__ = [
-    "_interrupted",
-    "_stopped",
-    "_tidied",
-    "_unaccounted",
-    "_workers_apart_from_ctrl_c",
-    "_workers_import_this_job",
+    "interrupted",
+    "stopped",
+    "tidied",
+    "unaccounted",
+    "workers_apart_from_ctrl_c",
+    "workers_import_this_job",
 ]
 
 
@@ -57,13 +57,13 @@ def _completed(job: AuditJob) -> dict[str, Any] | None:
     return None
 
 
-def _stopped(job: AuditJob) -> KeyboardInterrupt | RuntimeError:
+def stopped(job: AuditJob) -> KeyboardInterrupt | RuntimeError:
     """The KeyboardInterrupt a stop (Ctrl-C, SIGTERM) while the run ran raises. Once its
     manifest says "complete" (Beam stopping its workers, the launcher tidying up), the
     stop cuts nothing short: the tidy-up is finished first, and the message says the
     run completed (its `.tmp/` and schema file were left to a resume), and what a
     --resume would still do: retry its failed images, which its summary would name.
-    A complete run whose counts fail the job's check (`_unaccounted`) failed, stop or
+    A complete run whose counts fail the job's check (`unaccounted`) failed, stop or
     not: the RuntimeError `run` raises then, saying the stop came after."""
     manifest = _completed(job)
     if manifest is None:
@@ -73,14 +73,14 @@ def _stopped(job: AuditJob) -> KeyboardInterrupt | RuntimeError:
             _tidy_finished(job)
     except KeyboardInterrupt:
         pass
-    why = _unaccounted(manifest)
+    why = unaccounted(manifest)
     if why is not None:
         return RuntimeError(f"{why} (A stop came after the run ended: it cut nothing short.)")
     failed = int((manifest.get("counts") or {}).get("images_with_errors", 0))
     return KeyboardInterrupt(logs.interrupted_complete(job.output, failed))
 
 
-def _unaccounted(manifest: dict[str, Any]) -> str | None:
+def unaccounted(manifest: dict[str, Any]) -> str | None:
     """Why a complete run's manifest fails the job's count checks (an input neither in
     rows, errors nor skipped; rows that do not match the target mode), or None."""
     if manifest.get("all_inputs_accounted_for") and manifest.get("rows_match_target_mode"):
@@ -88,16 +88,16 @@ def _unaccounted(manifest: dict[str, Any]) -> str | None:
     return f"Not every input is accounted for: {manifest.get('counts')}."
 
 
-def _tidied(job: AuditJob) -> dict[str, Any] | None:
-    """`_tidy_finished`, whose Ctrl-C says the run completed (`_stopped`)."""
+def tidied(job: AuditJob) -> dict[str, Any] | None:
+    """`_tidy_finished`, whose Ctrl-C says the run completed (`stopped`)."""
     try:
         return _tidy_finished(job)
     except KeyboardInterrupt:
-        raise _stopped(job) from None
+        raise stopped(job) from None
 
 
 @contextlib.contextmanager
-def _workers_import_this_job(options: PipelineOptions) -> Iterator[None]:
+def workers_import_this_job(options: PipelineOptions) -> Iterator[None]:
     """Worker processes of a multi-process DirectRunner import this job's packages.
 
     Beam starts them as `python -m ...` in the launcher's folder, which Python puts
@@ -144,7 +144,7 @@ class _SubprocessInOwnSession:
 
 
 @contextlib.contextmanager
-def _workers_apart_from_ctrl_c(options: PipelineOptions) -> Iterator[None]:
+def workers_apart_from_ctrl_c(options: PipelineOptions) -> Iterator[None]:
     """Worker processes of a multi-process DirectRunner start in a session of their
     own, so a Ctrl-C at a terminal (SIGINT to its foreground process group) reaches
     the launcher alone, which stops them as on a SIGTERM. Each worker took it too
@@ -259,7 +259,7 @@ def _stops_held() -> Iterator[None]:
         handlers[held[0]](held[0], None)
 
 
-def _interrupted(error: BaseException) -> bool:
+def interrupted(error: BaseException) -> bool:
     """A Ctrl-C while the runner ran: Beam re-raises it from its worker as another
     error (a RuntimeError 'KeyboardInterrupt [while running ...]'), which `run` and
     `launch` raise as the KeyboardInterrupt it was."""
