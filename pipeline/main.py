@@ -73,7 +73,7 @@ from pipeline.resolve import (
     _source,
     _warn_of_other_label_space,
 )
-from pipeline.resume import _log_resume, _nothing_left, _resume_state, _skip_all
+from pipeline.resume import log_resume, nothing_left, resume_state, skip_all
 from pipeline.runner import (
     _check_dataflow_launch,
     _check_dataflow_paths,
@@ -281,14 +281,14 @@ def _ready_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
     or its files removed (`_prepare_output`), then this run's manifest and schema
     file written; the job with what a resume found."""
     if resume:
-        done, prefix, earlier = _resume_state(job)
+        done, prefix, earlier = resume_state(job)
         job = dataclasses.replace(
             job, done_before=done, results_prefix=prefix, earlier_runs=earlier
         )
-        if _nothing_left(job) is None:  # a pipeline runs: its workers read the ids from a file
+        if nothing_left(job) is None:  # a pipeline runs: its workers read the ids from a file
             done_file = write_done_ids(_local_output(job.output), job.lock.run_id, done)
             job = dataclasses.replace(job, done_file=done_file)
-        _log_resume(job, done)
+        log_resume(job, done)
     else:
         _prepare_output(job.output, overwrite)
     # A manifest from the start: a run that dies leaves status "running".
@@ -460,9 +460,9 @@ def _start(
         job.output,
     )
     try:
-        skipped = _nothing_left(job)
+        skipped = nothing_left(job)
         if skipped is not None:
-            return job, options, _skip_all(job, skipped)
+            return job, options, skip_all(job, skipped)
         p = beam.Pipeline(runner=_local_runner(options), options=options)
         build_pipeline(p, job)
         with (

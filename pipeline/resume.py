@@ -3,9 +3,9 @@
 What must match the earlier run's manifest (every setting that changes a row,
 named by its flag: `_resume_mismatches`, and what to do when one differs), the
 image ids of its rows (each results file's columns checked), its checkpointed
-rows salvaged and the runs before it recorded (`_resume_state`, under the
+rows salvaged and the runs before it recorded (`resume_state`, under the
 lock); and a resume with nothing left to do, completed without a pipeline
-(`_nothing_left`, `_skip_all`).
+(`nothing_left`, `skip_all`).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from transforms.sinks import (
     write_no_errors,
 )
 
-__all__ = ["_log_resume", "_nothing_left", "_resume_state", "_skip_all"]
+__all__ = ["log_resume", "nothing_left", "resume_state", "skip_all"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -284,7 +284,7 @@ def _earlier_runs(previous: dict[str, Any]) -> tuple[dict[str, Any], ...]:
     return (*previous.get("earlier_runs", ()), entry)
 
 
-def _resume_state(job: AuditJob) -> tuple[frozenset[str], str, tuple[dict[str, Any], ...]]:
+def resume_state(job: AuditJob) -> tuple[frozenset[str], str, tuple[dict[str, Any], ...]]:
     """Image ids with rows in an earlier run of the same configuration, a new file
     prefix, and the earlier runs (`_earlier_runs`).
 
@@ -346,7 +346,7 @@ def _drop_views(output: str) -> None:
         )
 
 
-def _log_resume(job: AuditJob, done: frozenset[str]) -> None:
+def log_resume(job: AuditJob, done: frozenset[str]) -> None:
     """How many images a resume skips: those with rows still in a local --dataset
     folder (the manifest's `skipped_done_before`); the rows of images no longer in
     it stay, said once (they were counted as skipped too)."""
@@ -386,7 +386,7 @@ def _tfds_all_done(job: AuditJob) -> int | None:
     return total if total and done == total else None
 
 
-def _nothing_left(job: AuditJob) -> int | None:
+def nothing_left(job: AuditJob) -> int | None:
     """The inputs of a --resume whose every input has rows already (`_input_ids`, a TFDS
     split's count), how many; None when some may be left. (A template is never a resume:
     `_check_no_resume_template`.)"""
@@ -398,8 +398,8 @@ def _nothing_left(job: AuditJob) -> int | None:
     return len(ids) if ids is not None and ids <= job.done_before else None
 
 
-def _skip_all(job: AuditJob, inputs: int) -> PipelineResult:
-    """Completes a --resume with nothing left to do (`_nothing_left`) at once: the
+def skip_all(job: AuditJob, inputs: int) -> PipelineResult:
+    """Completes a --resume with nothing left to do (`nothing_left`) at once: the
     errors file and manifest its pipeline wrote, which loaded the model in a worker
     and traced its gradients (on Dataflow, launched a job) to skip every input."""
     _LOG.info("Every input has rows already: nothing left to do.")
