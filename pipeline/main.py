@@ -75,16 +75,16 @@ from pipeline.resolve import (
 )
 from pipeline.resume import log_resume, nothing_left, resume_state, skip_all
 from pipeline.runner import (
-    _check_dataflow_launch,
-    _check_dataflow_paths,
-    _check_no_resume_template,
-    _check_runner,
-    _is_dataflow,
-    _is_dataflow_dry_run,
-    _is_direct,
-    _local_runner,
-    _runner_name,
-    _writes_template,
+    check_dataflow_launch,
+    check_dataflow_paths,
+    check_no_resume_template,
+    check_runner,
+    is_dataflow,
+    is_dataflow_dry_run,
+    is_direct,
+    local_runner,
+    runner_name,
+    writes_template,
 )
 from pipeline.stopping import (
     interrupted,
@@ -133,13 +133,13 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     config = attribution_config(audit)
     input_range = parse_input_range(audit.input_range)
     batch = batch_size(audit)
-    _check_runner(options)
-    _check_no_resume_template(options, audit)
-    on_dataflow, dry_run = _is_dataflow(options), _is_dataflow_dry_run(options)
+    check_runner(options)
+    check_no_resume_template(options, audit)
+    on_dataflow, dry_run = is_dataflow(options), is_dataflow_dry_run(options)
     source = _source(audit)
     if on_dataflow:
-        _check_dataflow_paths(audit, source)
-        _check_dataflow_launch(options, audit, dry_run)
+        check_dataflow_paths(audit, source)
+        check_dataflow_launch(options, audit, dry_run)
     model = model_reference(audit.model)
     model.check_exists()  # a local path: before TensorFlow loads
     _check_output_flags(audit)
@@ -150,7 +150,7 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     data = _resolve_dataset(audit, source, on_dataflow, dry_run)
     _check_labels(config, data)
     # Only a DirectRunner's workers run in this process and can take the launcher's model.
-    handoff = ModelHandoff() if _is_direct(options) else None
+    handoff = ModelHandoff() if is_direct(options) else None
     spec = _resolve_model(audit, model, data, input_range, handoff)
     config = _fit_to_model(audit, config, spec)
     data = _in_model_label_space(data, spec)
@@ -169,7 +169,7 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
         start_time=datetime.datetime.now(datetime.UTC).isoformat(),
         total_inputs=data.total,
         input_ids=data.ids,
-        show_progress=_is_direct(options),
+        show_progress=is_direct(options),
         progress_per_worker=options.view_as(DirectOptions).direct_running_mode
         == "multi_processing",
         model_handoff=handoff,
@@ -218,7 +218,7 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
         _check_schemes(audit)
         _paths_as_opened(audit)
         job = dataclasses.replace(_prepare(options, audit), command=_command(argv))
-        if _is_dataflow_dry_run(options):
+        if is_dataflow_dry_run(options):
             _log_dry_run(audit)
             return job, options
         return _claim_output(job, resume=audit.resume, overwrite=audit.overwrite), options
@@ -463,7 +463,7 @@ def _start(
         skipped = nothing_left(job)
         if skipped is not None:
             return job, options, skip_all(job, skipped)
-        p = beam.Pipeline(runner=_local_runner(options), options=options)
+        p = beam.Pipeline(runner=local_runner(options), options=options)
         build_pipeline(p, job)
         with (
             _heartbeat(job),
@@ -500,7 +500,7 @@ def launch(
       job the template starts: `_leave_to_template`).
     """
     job, options, result = _start(argv, save_main_session)
-    if _writes_template(options):  # "DONE", but its job starts later
+    if writes_template(options):  # "DONE", but its job starts later
         _leave_to_template(job, options)
     elif PipelineState.is_terminal(result.state):  # a local run has ended
         try:
@@ -528,7 +528,7 @@ def _hand_over(job: AuditJob, options: PipelineOptions, result: PipelineResult) 
     launcher; other runners' locks keep the launcher's pid (an embedded job
     server's job ends with its process).
     """
-    if job.lock is not None and _is_dataflow(options):
+    if job.lock is not None and is_dataflow(options):
         job.lock.hand_over(_job_id(result))
 
 
@@ -538,7 +538,7 @@ def _wait(job: AuditJob, options: PipelineOptions, result: PipelineResult):
     try:
         return result.wait_until_finish()
     except KeyboardInterrupt:
-        if _is_direct(options):
+        if is_direct(options):
             raise stopped(job) from None
         raise KeyboardInterrupt(_left_running(job, options, result)) from None
     except Exception as e:
@@ -549,9 +549,9 @@ def _wait(job: AuditJob, options: PipelineOptions, result: PipelineResult):
 
 def _left_running(job: AuditJob, options: PipelineOptions, result: PipelineResult) -> str:
     """Hands --output over to a Dataflow job the launcher stops waiting for; what to say."""
-    if not _is_dataflow(options):
+    if not is_dataflow(options):
         return (
-            f"interrupted; a {_runner_name(options)} job that runs outside this process "
+            f"interrupted; a {runner_name(options)} job that runs outside this process "
             f"keeps running and writes its rows to {job.output} when it ends. Wait for "
             "it, or cancel it, before a --resume."
         )
@@ -586,9 +586,9 @@ def _leave_to_template(job: AuditJob, options: PipelineOptions) -> None:
 def _not_run_here(options: PipelineOptions, result: PipelineResult) -> tuple[str | None, bool]:
     """Why `run` has no finished run to read (None when it has one), and whether
     a job runs on without this process."""
-    if _is_dataflow_dry_run(options):
+    if is_dataflow_dry_run(options):
         return "dry run: the Dataflow job was built, not submitted", False
-    if _writes_template(options):
+    if writes_template(options):
         return "a Dataflow template was written; no job was started", False
     if options.view_as(StandardOptions).no_wait_until_finish and not PipelineState.is_terminal(
         result.state
@@ -634,7 +634,7 @@ def run(
         _LOG.info("No results to read yet (%s); they go to %s.", reason, job.output)
         if runs_on:
             _hand_over(job, options, result)
-        elif _writes_template(options):
+        elif writes_template(options):
             _leave_to_template(job, options)
         else:
             _release(job)  # no job built to run (a dry run): the folder is free again

@@ -27,7 +27,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline import output_lock
 from pipeline.job import AuditJob
 from pipeline.options import AuditOptions, ConfigError
-from pipeline.runner import _REMOTE_SCHEMES, _check_credentials
+from pipeline.runner import REMOTE_FOLDER_SCHEMES, check_credentials
 from transforms.files import as_opened, is_partial_of
 from transforms.manifest import (
     ERRORS_DIR,
@@ -73,7 +73,9 @@ _LOG = logging.getLogger(__name__)
 def _local_output(output: str) -> str:
     """--output as the absolute path a folder listing compares with, naming the folder
     the system opens for it (`as_opened`: a `link/..` in it); gs:// unchanged."""
-    return output if output.startswith(_REMOTE_SCHEMES) else os.path.abspath(as_opened(output))
+    return (
+        output if output.startswith(REMOTE_FOLDER_SCHEMES) else os.path.abspath(as_opened(output))
+    )
 
 
 # The folders of a run in its --output, which --overwrite deletes with it: its rows,
@@ -210,7 +212,7 @@ def _drop_empty_run_folders(output: str) -> None:
     """Removes the run folders of a local `output` that deleting an earlier run's
     files left empty: an empty `sanity/` would look like a check of the new run.
     Object stores such as gs:// have no folders."""
-    if output.startswith(_REMOTE_SCHEMES):
+    if output.startswith(REMOTE_FOLDER_SCHEMES):
         return
     for name in _RUN_FOLDERS:
         try:
@@ -245,7 +247,7 @@ def _check_not_inside_a_run(output: str) -> None:
     """A local --output inside another run's results/ or errors/ would put its files
     among that run's Parquet files (`pd.read_parquet` of them then fails); inside its
     sanity/ or .tmp/, the next --overwrite or --resume of that run deletes it."""
-    if output.startswith(_REMOTE_SCHEMES):
+    if output.startswith(REMOTE_FOLDER_SCHEMES):
         return
     path = Path(output).resolve()  # through symbolic links
     for folder in (path, *path.parents):
@@ -260,7 +262,7 @@ def _check_local_writable(output: str) -> None:
     """A local --output that cannot be made or written is refused before the model
     loads: its nearest existing folder must be a folder this user may write in.
     (The write probe under the lock stays the final word.)"""
-    if output.startswith(_REMOTE_SCHEMES):
+    if output.startswith(REMOTE_FOLDER_SCHEMES):
         return
     path = Path(_local_output(output))
     try:
@@ -326,7 +328,7 @@ def _check_output_flags(audit: AuditOptions) -> None:
 
 def _check_output_free(audit: AuditOptions) -> None:
     """Refuses an --output in use or holding a run before anything slow (no model load)."""
-    _check_credentials(audit.output)
+    check_credentials(audit.output)
     _check_local_writable(audit.output)
     _check_not_inside_a_run(audit.output)
     output_lock.check_free(audit.output)  # a live run holds it, whatever the flags
@@ -348,7 +350,7 @@ def _check_output_free(audit: AuditOptions) -> None:
 
 def _inside(output: str, paths: list[str]) -> list[str]:
     """`paths` relative to `output`, with "/": `results/part-00000-of-00001.parquet`."""
-    if output.startswith(_REMOTE_SCHEMES):
+    if output.startswith(REMOTE_FOLDER_SCHEMES):
         prefix = output.rstrip("/") + "/"
         return [p[len(prefix) :] for p in paths if p.startswith(prefix)]
     # Beam lists a relative folder's files relative, an absolute one's absolute
@@ -410,7 +412,7 @@ def _check_a_run(output: str, existing: list[str]) -> None:
 
 def _check_dataset_kept(output: str, dataset: str) -> None:
     """--overwrite never deletes the --dataset folder with the earlier run."""
-    if dataset.startswith(_REMOTE_SCHEMES) or output.startswith(_REMOTE_SCHEMES):
+    if dataset.startswith(REMOTE_FOLDER_SCHEMES) or output.startswith(REMOTE_FOLDER_SCHEMES):
         return
     data = Path(dataset).resolve()  # through symbolic links, as the files are
     for name in _RUN_FOLDERS:

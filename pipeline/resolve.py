@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pipeline import logs
 from pipeline.options import DEFAULT_SPLIT, AuditOptions, ConfigError
 from pipeline.output_folder import _local_output
-from pipeline.runner import _REMOTE_SCHEMES
+from pipeline.runner import REMOTE_FOLDER_SCHEMES
 from transforms import labels, sources, wording
 from transforms.config import AttributionConfig
 from transforms.tf_model import ModelHandoff, ModelReference, ModelSpec, resolve_model
@@ -401,7 +401,7 @@ def _warn_tfds_only_flags(audit: AuditOptions) -> None:
 
 
 def _same_folder(a: str, b: str) -> bool:
-    if a.startswith(_REMOTE_SCHEMES) or b.startswith(_REMOTE_SCHEMES):
+    if a.startswith(REMOTE_FOLDER_SCHEMES) or b.startswith(REMOTE_FOLDER_SCHEMES):
         return a.rstrip("/") == b.rstrip("/")
     return os.path.realpath(a) == os.path.realpath(b)
 

@@ -389,7 +389,7 @@ def _tfds_all_done(job: AuditJob) -> int | None:
 def nothing_left(job: AuditJob) -> int | None:
     """The inputs of a --resume whose every input has rows already (`_input_ids`, a TFDS
     split's count), how many; None when some may be left. (A template is never a resume:
-    `_check_no_resume_template`.)"""
+    `pipeline.runner.check_no_resume_template`.)"""
     if job.lock is None or not job.done_before:
         return None
     if isinstance(job.source, sources.TfdsSource):

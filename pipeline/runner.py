@@ -33,27 +33,27 @@ from transforms import sources
 from transforms.tf_model import model_reference
 
 __all__ = [
-    "_check_credentials",
-    "_check_dataflow_launch",
-    "_check_dataflow_paths",
-    "_check_no_resume_template",
-    "_check_runner",
-    "_is_dataflow",
-    "_is_dataflow_dry_run",
-    "_is_direct",
-    "_local_runner",
-    "_REMOTE_SCHEMES",
-    "_runner_name",
-    "_writes_template",
+    "check_credentials",
+    "check_dataflow_launch",
+    "check_dataflow_paths",
+    "check_no_resume_template",
+    "check_runner",
+    "is_dataflow",
+    "is_dataflow_dry_run",
+    "is_direct",
+    "local_runner",
+    "REMOTE_FOLDER_SCHEMES",
+    "runner_name",
+    "writes_template",
 ]
 
 
 # Names of the Dataflow runner as `--runner` accepts them (lower case).
 _DATAFLOW_RUNNERS = ("dataflowrunner", "dataflow", "testdataflowrunner")
-_REMOTE_SCHEMES = sources.REMOTE_FOLDER_SCHEMES  # what remote workers can read and write
+REMOTE_FOLDER_SCHEMES = sources.REMOTE_FOLDER_SCHEMES  # what remote workers can read and write
 
 
-def _runner_name(options: PipelineOptions) -> str:
+def runner_name(options: PipelineOptions) -> str:
     runner = options.view_as(StandardOptions).runner
     if runner is None:
         return "directrunner"
@@ -61,22 +61,22 @@ def _runner_name(options: PipelineOptions) -> str:
     return name.rsplit(".", 1)[-1].lower()
 
 
-# The runners a job runs on Beam's FnApiRunner for (`_local_runner`), by name without
+# The runners a job runs on Beam's FnApiRunner for (`local_runner`), by name without
 # "Runner" (Beam takes `--runner direct` too): its DirectRunner, and the FnApiRunner.
 _FN_API_RUNNERS = ("direct", "switchingdirect", "fnapi")
 
 
 def _runs_on_fn_api(options: PipelineOptions) -> bool:
-    return _runner_name(options).removesuffix("runner") in _FN_API_RUNNERS
+    return runner_name(options).removesuffix("runner") in _FN_API_RUNNERS
 
 
-def _is_direct(options: PipelineOptions) -> bool:
-    """A DirectRunner, or the FnApiRunner a DirectRunner job runs on (`_local_runner`):
+def is_direct(options: PipelineOptions) -> bool:
+    """A DirectRunner, or the FnApiRunner a DirectRunner job runs on (`local_runner`):
     the job runs in this process (and its model loads here)."""
-    return "direct" in _runner_name(options) or _runs_on_fn_api(options)
+    return "direct" in runner_name(options) or _runs_on_fn_api(options)
 
 
-def _local_runner(options: PipelineOptions) -> PipelineRunner | None:
+def local_runner(options: PipelineOptions) -> PipelineRunner | None:
     """The runner of a DirectRunner job: Beam's FnApiRunner, as the DirectRunner picks
     for a batch job when its Prism runner cannot start; None for other runners (Beam
     makes them from the options). Beam 2.77's DirectRunner first fetches Prism from
@@ -96,24 +96,24 @@ def _local_runner(options: PipelineOptions) -> PipelineRunner | None:
     return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(info))
 
 
-def _is_dataflow(options: PipelineOptions) -> bool:
-    return _runner_name(options) in _DATAFLOW_RUNNERS
+def is_dataflow(options: PipelineOptions) -> bool:
+    return runner_name(options) in _DATAFLOW_RUNNERS
 
 
-def _is_dataflow_dry_run(options: PipelineOptions) -> bool:
+def is_dataflow_dry_run(options: PipelineOptions) -> bool:
     """DataflowRunner with --dry_run: the job is built, never submitted.
 
     Mirrors the runner's own test (any non-empty --dry_run value), so the launch
     checks skipped here are exactly those of a job that will not run.
     """
-    return _is_dataflow(options) and bool(options.view_as(TestOptions).dry_run)
+    return is_dataflow(options) and bool(options.view_as(TestOptions).dry_run)
 
 
-def _check_dataflow_paths(audit: AuditOptions, source: sources.DataSource) -> None:
+def check_dataflow_paths(audit: AuditOptions, source: sources.DataSource) -> None:
     """Dataflow workers cannot see the launcher's disk: paths they read must be remote."""
 
     def remote(path: str) -> bool:
-        return path.startswith(_REMOTE_SCHEMES)
+        return path.startswith(REMOTE_FOLDER_SCHEMES)
 
     if not remote(audit.output):
         raise ConfigError(
@@ -158,7 +158,7 @@ _DATAFLOW_DOCS = "README.md, 'Scale: Dataflow, GPUs, parallel local runs'"
 _SETUP_FILES = ("setup.py", "pyproject.toml")
 
 
-def _check_dataflow_launch(options: PipelineOptions, audit: AuditOptions, dry_run: bool) -> None:
+def check_dataflow_launch(options: PipelineOptions, audit: AuditOptions, dry_run: bool) -> None:
     """A Dataflow job's Google Cloud settings and its way of shipping this package,
     checked at launch: Beam checks the settings only when the pipeline is built
     (after the model, exit 1) and never the package (its workers fail to import it).
@@ -170,9 +170,9 @@ def _check_dataflow_launch(options: PipelineOptions, audit: AuditOptions, dry_ru
     _check_gpu_image(options)
     _check_l4_machine(options)
     if not dry_run:  # Beam's whole validation below looks the staging bucket up (network)
-        _check_credentials(audit.output)
+        check_credentials(audit.output)
     if audit.class_names:  # read at launch, a dry run's too; a Dataflow job needs them anyway
-        _check_credentials(audit.class_names, "--class_names", "read")
+        check_credentials(audit.class_names, "--class_names", "read")
     _check_beam_options(options)
 
 
@@ -339,13 +339,13 @@ def _names_this_package(setup: SetupOptions) -> bool:
     return any(re.search(r"\big[-_.]audit\b", name, re.IGNORECASE) for name in names)
 
 
-def _check_credentials(path: str, flag: str = "--output", use: str = "write") -> None:
+def check_credentials(path: str, flag: str = "--output", use: str = "write") -> None:
     """Refuses a gs:// `path` without Google Cloud credentials before any call to it.
 
     Without them Beam connects anonymously, which can never write, and where
     Google Cloud cannot be reached it retries for minutes before failing.
     """
-    if not path.startswith(_REMOTE_SCHEMES):
+    if not path.startswith(REMOTE_FOLDER_SCHEMES):
         return
     try:
         import google.auth  # noqa: PLC0415  (with apache-beam[gcp], which gs:// needs)
@@ -364,7 +364,7 @@ def _check_credentials(path: str, flag: str = "--output", use: str = "write") ->
         ) from e
 
 
-def _check_runner(options: PipelineOptions) -> None:
+def check_runner(options: PipelineOptions) -> None:
     """--runner names a Beam runner, --direct_num_workers is >= 0, and no flag asks another
     runner for a Dataflow job that is built, not run: checked before --output is
     touched (an --overwrite deleted the earlier run, then failed)."""
@@ -384,7 +384,7 @@ def _check_runner(options: PipelineOptions) -> None:
         raise ConfigError(
             f"--direct_num_workers must be >= 0 (0: one per CPU core), got {workers}."
         )
-    if _is_dataflow(options):
+    if is_dataflow(options):
         _check_dry_run_value(options)
     else:
         _check_no_dataflow_build(options)
@@ -419,11 +419,11 @@ def _check_no_dataflow_build(options: PipelineOptions) -> None:
             )
 
 
-def _check_no_resume_template(options: PipelineOptions, audit: AuditOptions) -> None:
+def check_no_resume_template(options: PipelineOptions, audit: AuditOptions) -> None:
     """Refuses a --resume built as a Dataflow template: the template runs later (maybe
     more than once), but a resume reads the earlier run's rows as it is built, and its
     workers read their ids from the build's `.tmp/`, which the next run deletes."""
-    if audit.resume and _writes_template(options):
+    if audit.resume and writes_template(options):
         raise ConfigError(
             "--resume with --template_location: a template runs later, but a --resume "
             f"reads the earlier run's rows in {audit.output!r} as it is built, so its job "
@@ -433,6 +433,6 @@ def _check_no_resume_template(options: PipelineOptions, audit: AuditOptions) -> 
         )
 
 
-def _writes_template(options: PipelineOptions) -> bool:
+def writes_template(options: PipelineOptions) -> bool:
     """The job is written as a Dataflow template, not run."""
-    return _is_dataflow(options) and bool(options.view_as(GoogleCloudOptions).template_location)
+    return is_dataflow(options) and bool(options.view_as(GoogleCloudOptions).template_location)

@@ -26,7 +26,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 from pipeline import logs
 from pipeline.job import AuditJob
 from pipeline.output_folder import _tidy_finished
-from pipeline.runner import _is_direct
+from pipeline.runner import is_direct
 from transforms.sinks import read_manifest
 
 __all__ = [
@@ -128,7 +128,7 @@ def workers_import_this_job(options: PipelineOptions) -> Iterator[None]:
 def _is_multi_process(options: PipelineOptions) -> bool:
     """A local run whose workers are processes of their own (Beam starts them)."""
     direct = options.view_as(DirectOptions)
-    return _is_direct(options) and direct.direct_running_mode == "multi_processing"
+    return is_direct(options) and direct.direct_running_mode == "multi_processing"
 
 
 class _SubprocessInOwnSession:

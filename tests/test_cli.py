@@ -386,9 +386,9 @@ def test_a_gcs_output_without_credentials_exits_2_before_any_call_to_it(
         )
     )
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
-    from pipeline.runner import _check_credentials
+    from pipeline.runner import check_credentials
 
-    _check_credentials("gs://b/audit")
+    check_credentials("gs://b/audit")
 
 
 def test_overridden_flags_are_the_ones_whose_last_value_counts():
