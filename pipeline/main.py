@@ -53,12 +53,12 @@ from pipeline.options import (
     parse_input_range,
 )
 from pipeline.output_folder import (
-    _check_output_flags,
-    _check_output_free,
-    _delete_matching,
-    _local_output,
-    _make_folder,
-    _prepare_output,
+    check_output_flags,
+    check_output_free,
+    delete_matching,
+    local_output,
+    make_folder,
+    prepare_output,
 )
 from pipeline.progress import ReportProgress, heartbeat
 from pipeline.resolve import (
@@ -142,9 +142,9 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
         check_dataflow_launch(options, audit, dry_run)
     model = model_reference(audit.model)
     model.check_exists()  # a local path: before TensorFlow loads
-    _check_output_flags(audit)
+    check_output_flags(audit)
     if not dry_run:
-        _check_output_free(audit)
+        check_output_free(audit)
     # After the checks of credentials: a gs:// file is read through Cloud Storage.
     names_file = labels.read_class_names(audit.class_names) if audit.class_names else None
     data = _resolve_dataset(audit, source, on_dataflow, dry_run)
@@ -247,7 +247,7 @@ def _claim_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
         caller), holds another run, cannot be resumed, or cannot be written (a
         full disk); the lock is released then.
     """
-    _make_folder(job.output)
+    make_folder(job.output)
     try:
         lock = output_lock.acquire(job.output)
     except OSError as e:  # the lock is the first file written there
@@ -278,7 +278,7 @@ def _claim_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
 
 def _ready_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
     """Readies the locked --output for this run: an earlier run's rows read (resume)
-    or its files removed (`_prepare_output`), then this run's manifest and schema
+    or its files removed (`prepare_output`), then this run's manifest and schema
     file written; the job with what a resume found."""
     if resume:
         done, prefix, earlier = resume_state(job)
@@ -286,17 +286,17 @@ def _ready_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
             job, done_before=done, results_prefix=prefix, earlier_runs=earlier
         )
         if nothing_left(job) is None:  # a pipeline runs: its workers read the ids from a file
-            done_file = write_done_ids(_local_output(job.output), job.lock.run_id, done)
+            done_file = write_done_ids(local_output(job.output), job.lock.run_id, done)
             job = dataclasses.replace(job, done_file=done_file)
         log_resume(job, done)
     else:
-        _prepare_output(job.output, overwrite)
+        prepare_output(job.output, overwrite)
     # A manifest from the start: a run that dies leaves status "running".
     write_json(FileSystems.join(job.output, MANIFEST_FILE), job.manifest_base())
     if resume:
         # The earlier run's errors are retried, so their records go; only now, so
         # that a kill never leaves its "complete" manifest counting missing records.
-        _delete_matching(FileSystems.join(job.output, ERRORS_DIR, "*"))
+        delete_matching(FileSystems.join(job.output, ERRORS_DIR, "*"))
     # Then results/ readable with every column, even if the run dies before
     # Beam's sink finalizes (at its end); after the manifest, so that a kill
     # between the two never leaves results/ without the manifest of its run.
@@ -390,7 +390,7 @@ class _SplitDone(beam.DoFn):
 def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
     """Adds the job's transforms to `p`."""
     done = job.done_file
-    output = _local_output(job.output)
+    output = local_output(job.output)
     read = job.source.read_transform(skip=output, verbose=job.verbose, done_file=done)
     raw = p | "ReadImages" >> read
     split = raw | "DoneBefore" >> beam.ParDo(_SplitDone(done)).with_outputs(_DONE, main="todo")

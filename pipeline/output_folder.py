@@ -4,10 +4,10 @@ Checked at launch, before the model loads: --output's flags, whether it can be
 written (a local folder: made and removed in its nearest existing folder), that
 it lies inside no other run, and what it holds: an earlier run of this job (its
 files by name, `_RUN_FOLDERS`), which only --overwrite replaces and --resume
-continues, and never files this job did not write (`_check_own_files`).
-Readied under the lock (`_prepare_output`): an earlier run's files deleted for
+continues, and never files this job did not write (`check_own_files`).
+Readied under the lock (`prepare_output`): an earlier run's files deleted for
 --overwrite, its manifest marked "replacing" first; a killed run's partial files
-in `.tmp/` cleared. Tidied after a finished run (`_tidy_finished`): its
+in `.tmp/` cleared. Tidied after a finished run (`tidy_finished`): its
 checkpoints, empty temp folders, a resume's empty results files and the schema
 file go.
 """
@@ -54,23 +54,23 @@ from transforms.sinks import (
 )
 
 __all__ = [
-    "_check_output_flags",
-    "_check_output_free",
-    "_check_own_files",
-    "_clear_temp",
-    "_delete_matching",
-    "_drop_empty_run_folders",
-    "_earlier_run",
-    "_local_output",
-    "_make_folder",
-    "_prepare_output",
-    "_tidy_finished",
+    "check_output_flags",
+    "check_output_free",
+    "check_own_files",
+    "clear_temp",
+    "delete_matching",
+    "drop_empty_run_folders",
+    "earlier_run",
+    "local_output",
+    "make_folder",
+    "prepare_output",
+    "tidy_finished",
 ]
 
 _LOG = logging.getLogger(__name__)
 
 
-def _local_output(output: str) -> str:
+def local_output(output: str) -> str:
     """--output as the absolute path a folder listing compares with, naming the folder
     the system opens for it (`as_opened`: a `link/..` in it); gs:// unchanged."""
     return (
@@ -80,11 +80,11 @@ def _local_output(output: str) -> str:
 
 # The folders of a run in its --output, which --overwrite deletes with it: its rows,
 # its errors, and the check `python -m pipeline.sanity` writes there (it describes
-# the run). `_earlier_run` lists them; nothing else may lie inside them.
+# the run). `earlier_run` lists them; nothing else may lie inside them.
 _RUN_FOLDERS = (RESULTS_DIR, ERRORS_DIR, SANITY_DIR)
 
 
-def _earlier_run(output: str) -> list[str]:
+def earlier_run(output: str) -> list[str]:
     """Files of an earlier run in `output`, by file: on gs:// a folder is only a prefix."""
     patterns = [FileSystems.join(output, folder, "**") for folder in _RUN_FOLDERS]
     # And its manifest, and the page `python -m pipeline.report` writes there.
@@ -128,7 +128,7 @@ def _drop_empty_temp(output: str) -> None:
             pass
 
 
-def _tidy_finished(job: AuditJob) -> dict[str, Any] | None:
+def tidy_finished(job: AuditJob) -> dict[str, Any] | None:
     """After a finished run: its checkpoints go (its rows are in results/), then
     the empty temp folders, a resume's empty results files and the schema file
     (`_drop_schema_file`). Returns the run's manifest; None for a job that wrote
@@ -145,7 +145,7 @@ def _tidy_finished(job: AuditJob) -> dict[str, Any] | None:
 
 def _drop_checkpoints(output: str, run_id: str) -> None:
     """Deletes a finished run's checkpoint files: its rows are in results/ now."""
-    _delete_matching(FileSystems.join(checkpoint_folder(output, run_id), "*"))
+    delete_matching(FileSystems.join(checkpoint_folder(output, run_id), "*"))
 
 
 def _drop_empty_resume(job: AuditJob, manifest: dict[str, Any]) -> None:
@@ -173,14 +173,14 @@ def _results_files(output: str) -> dict[str, str]:
     return {FileSystems.split(path)[1]: path for path in results_files(output)}
 
 
-def _delete_matching(pattern: str) -> None:
+def delete_matching(pattern: str) -> None:
     """Deletes the files `pattern` matches (local or gs://), if any."""
     files = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
     if files:
         FileSystems.delete(files)
 
 
-def _clear_temp(output: str) -> None:
+def clear_temp(output: str) -> None:
     """Deletes a dead run's partial files; called with the folder's lock held."""
     leftovers = _temp_files(output)
     if leftovers:
@@ -188,7 +188,7 @@ def _clear_temp(output: str) -> None:
         FileSystems.delete(leftovers)
 
 
-def _make_folder(output: str) -> None:
+def make_folder(output: str) -> None:
     try:
         FileSystems.mkdirs(output)
     except OSError:
@@ -208,7 +208,7 @@ def _mark_replacing(output: str) -> None:
         write_json(FileSystems.join(output, MANIFEST_FILE), {**manifest, "status": "replacing"})
 
 
-def _drop_empty_run_folders(output: str) -> None:
+def drop_empty_run_folders(output: str) -> None:
     """Removes the run folders of a local `output` that deleting an earlier run's
     files left empty: an empty `sanity/` would look like a check of the new run.
     Object stores such as gs:// have no folders."""
@@ -221,17 +221,17 @@ def _drop_empty_run_folders(output: str) -> None:
             pass
 
 
-def _prepare_output(output: str, overwrite: bool) -> None:
+def prepare_output(output: str, overwrite: bool) -> None:
     """Refuses to mix two runs: an earlier run's output is kept unless --overwrite."""
-    existing = _earlier_run(output)
+    existing = earlier_run(output)
     if existing and not overwrite:
         raise ConfigError(f"--output {output!r} already holds a run; pass --overwrite.")
     if existing:
-        _check_own_files(output, existing, "--overwrite")  # again, under the lock
+        check_own_files(output, existing, "--overwrite")  # again, under the lock
         _mark_replacing(output)
         FileSystems.delete(existing)
-        _drop_empty_run_folders(output)
-    _clear_temp(output)
+        drop_empty_run_folders(output)
+    clear_temp(output)
     probe = FileSystems.join(output, ".write_probe")
     try:
         with FileSystems.create(probe) as f:
@@ -264,7 +264,7 @@ def _check_local_writable(output: str) -> None:
     (The write probe under the lock stays the final word.)"""
     if output.startswith(REMOTE_FOLDER_SCHEMES):
         return
-    path = Path(_local_output(output))
+    path = Path(local_output(output))
     try:
         _check_no_dangling_link(output, path)
         existing = next(p for p in (path, *path.parents) if p.exists())
@@ -311,7 +311,7 @@ def _probe_folder(output: str, existing: Path) -> None:
         ) from e
 
 
-def _check_output_flags(audit: AuditOptions) -> None:
+def check_output_flags(audit: AuditOptions) -> None:
     """--output and its --resume / --overwrite as given: no file system is read, so a
     Dataflow --dry_run checks them too."""
     if audit.resume and audit.overwrite:
@@ -326,15 +326,15 @@ def _check_output_flags(audit: AuditOptions) -> None:
         )
 
 
-def _check_output_free(audit: AuditOptions) -> None:
+def check_output_free(audit: AuditOptions) -> None:
     """Refuses an --output in use or holding a run before anything slow (no model load)."""
     check_credentials(audit.output)
     _check_local_writable(audit.output)
     _check_not_inside_a_run(audit.output)
     output_lock.check_free(audit.output)  # a live run holds it, whatever the flags
-    existing = _earlier_run(audit.output)
+    existing = earlier_run(audit.output)
     if audit.resume:
-        _check_own_files(audit.output, existing, "--resume")
+        check_own_files(audit.output, existing, "--resume")
         return
     if not existing:
         return
@@ -345,7 +345,7 @@ def _check_output_free(audit: AuditOptions) -> None:
             "Pass --overwrite to replace it, --resume to continue it, or choose another folder."
         )
     _check_dataset_kept(audit.output, audit.dataset)  # the more precise message first
-    _check_own_files(audit.output, existing, "--overwrite")
+    check_own_files(audit.output, existing, "--overwrite")
 
 
 def _inside(output: str, paths: list[str]) -> list[str]:
@@ -382,7 +382,7 @@ def _is_own_file(folder: str, name: str) -> bool:
     return shard or name.startswith(BEAM_TEMP)  # in results/ itself in older versions
 
 
-def _check_own_files(output: str, existing: list[str], flag: str) -> None:
+def check_own_files(output: str, existing: list[str], flag: str) -> None:
     """--overwrite deletes a run's folders, --resume its errors/ and sanity/, and its
     rows join results/: other files there (a results/ linked to a folder of the user's)
     would be deleted or mixed with the run's, so the run is refused, naming them."""

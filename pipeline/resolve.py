@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from pipeline import logs
 from pipeline.options import DEFAULT_SPLIT, AuditOptions, ConfigError
-from pipeline.output_folder import _local_output
+from pipeline.output_folder import local_output
 from pipeline.runner import REMOTE_FOLDER_SCHEMES
 from transforms import labels, sources, wording
 from transforms.config import AttributionConfig
@@ -104,7 +104,7 @@ def _resolve_folder(audit: AuditOptions, source: sources.FolderSource, dry_run: 
             "a TFDS name (imagenet_a) or 'sample'."
         )
     _check_folder_listable(audit, source.root)
-    files = sources.list_image_folder(source.root, skip=_local_output(audit.output))
+    files = sources.list_image_folder(source.root, skip=local_output(audit.output))
     _LOG.info(
         "%s in %s; the pipeline lists and reads them again.",
         wording.count(len(files), "file"),

@@ -23,10 +23,10 @@ from apache_beam.runners.runner import PipelineResult, PipelineState
 from pipeline.job import AuditJob
 from pipeline.options import ConfigError
 from pipeline.output_folder import (
-    _check_own_files,
-    _clear_temp,
-    _drop_empty_run_folders,
-    _earlier_run,
+    check_own_files,
+    clear_temp,
+    drop_empty_run_folders,
+    earlier_run,
 )
 from transforms import datasource, sources, wording
 from transforms.config import DEFAULT_COMPLETENESS_TOLERANCE
@@ -314,7 +314,7 @@ def resume_state(job: AuditJob) -> tuple[frozenset[str], str, tuple[dict[str, An
         fix = _resume_fix(previous, job, mismatches)
         said = "; ".join(mismatches.values())
         raise ConfigError(f"--resume: the earlier run in {output!r} differs in {said}. {fix}")
-    _check_own_files(output, _earlier_run(output), "--resume")  # again, under the lock
+    check_own_files(output, earlier_run(output), "--resume")  # again, under the lock
     done = _done_ids(output)
     _check_id_scheme(previous, done, output)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")
@@ -326,7 +326,7 @@ def resume_state(job: AuditJob) -> tuple[frozenset[str], str, tuple[dict[str, An
     )
     if salvaged:
         _LOG.info("Kept the rows of %d images the earlier run had finished.", len(salvaged))
-    _clear_temp(output)
+    clear_temp(output)
     _drop_views(output)
     return frozenset(done | salvaged), f"{SHARD_PREFIX}-resume{stamp}", _earlier_runs(previous)
 
@@ -338,7 +338,7 @@ def _drop_views(output: str) -> None:
     found = [m.path for match in FileSystems.match(views) for m in match.metadata_list]
     if found:
         FileSystems.delete(found)
-        _drop_empty_run_folders(output)
+        drop_empty_run_folders(output)
         _LOG.info(
             "Deleted the %s and sanity/ of the run before this resume: they describe its "
             "rows; render them again when it ends.",

@@ -25,7 +25,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
 from pipeline import logs
 from pipeline.job import AuditJob
-from pipeline.output_folder import _tidy_finished
+from pipeline.output_folder import tidy_finished
 from pipeline.runner import is_direct
 from transforms.sinks import read_manifest
 
@@ -70,7 +70,7 @@ def stopped(job: AuditJob) -> KeyboardInterrupt | RuntimeError:
         return KeyboardInterrupt(logs.INTERRUPTED)
     try:
         with _stops_held():  # a second Ctrl-C stops no more than the first
-            _tidy_finished(job)
+            tidy_finished(job)
     except KeyboardInterrupt:
         pass
     why = unaccounted(manifest)
@@ -89,9 +89,9 @@ def unaccounted(manifest: dict[str, Any]) -> str | None:
 
 
 def tidied(job: AuditJob) -> dict[str, Any] | None:
-    """`_tidy_finished`, whose Ctrl-C says the run completed (`stopped`)."""
+    """`tidy_finished`, whose Ctrl-C says the run completed (`stopped`)."""
     try:
-        return _tidy_finished(job)
+        return tidy_finished(job)
     except KeyboardInterrupt:
         raise stopped(job) from None
 

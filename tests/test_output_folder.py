@@ -1104,8 +1104,8 @@ def test_run_raises_when_either_count_check_of_the_manifest_fails(
     # one of its two checks, and run() raises, whichever it is.
     from pipeline import stopping
 
-    tidy = stopping._tidy_finished  # as the run's end calls it (`stopping.tidied`)
-    monkeypatch.setattr(stopping, "_tidy_finished", lambda job: {**tidy(job), check: False})
+    tidy = stopping.tidy_finished  # as the run's end calls it (`stopping.tidied`)
+    monkeypatch.setattr(stopping, "tidy_finished", lambda job: {**tidy(job), check: False})
     args = cli_args(
         dataset=image_folder["root"],
         model=linear_keras,
