@@ -62,16 +62,16 @@ from pipeline.output_folder import (
 )
 from pipeline.progress import ReportProgress, heartbeat
 from pipeline.resolve import (
-    _check_imagenet_offset,
-    _check_labels,
-    _check_labels_in_model,
-    _class_names_for,
-    _fit_to_model,
-    _in_model_label_space,
-    _resolve_dataset,
-    _resolve_model,
-    _source,
-    _warn_of_other_label_space,
+    check_imagenet_offset,
+    check_labels,
+    check_labels_in_model,
+    class_names_for,
+    dataset_source,
+    fit_to_model,
+    in_model_label_space,
+    resolve_dataset,
+    resolve_model_spec,
+    warn_of_other_label_space,
 )
 from pipeline.resume import log_resume, nothing_left, resume_state, skip_all
 from pipeline.runner import (
@@ -136,7 +136,7 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     check_runner(options)
     check_no_resume_template(options, audit)
     on_dataflow, dry_run = is_dataflow(options), is_dataflow_dry_run(options)
-    source = _source(audit)
+    source = dataset_source(audit)
     if on_dataflow:
         check_dataflow_paths(audit, source)
         check_dataflow_launch(options, audit, dry_run)
@@ -147,17 +147,17 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
         check_output_free(audit)
     # After the checks of credentials: a gs:// file is read through Cloud Storage.
     names_file = labels.read_class_names(audit.class_names) if audit.class_names else None
-    data = _resolve_dataset(audit, source, on_dataflow, dry_run)
-    _check_labels(config, data)
+    data = resolve_dataset(audit, source, on_dataflow, dry_run)
+    check_labels(config, data)
     # Only a DirectRunner's workers run in this process and can take the launcher's model.
     handoff = ModelHandoff() if is_direct(options) else None
-    spec = _resolve_model(audit, model, data, input_range, handoff)
-    config = _fit_to_model(audit, config, spec)
-    data = _in_model_label_space(data, spec)
-    _check_imagenet_offset(audit, spec, data)
-    _check_labels_in_model(audit, config, spec, data)
-    class_names = _class_names_for(audit, spec, data, names_file)
-    _warn_of_other_label_space(data, spec, class_names, names_file)
+    spec = resolve_model_spec(audit, model, data, input_range, handoff)
+    config = fit_to_model(audit, config, spec)
+    data = in_model_label_space(data, spec)
+    check_imagenet_offset(audit, spec, data)
+    check_labels_in_model(audit, config, spec, data)
+    class_names = class_names_for(audit, spec, data, names_file)
+    warn_of_other_label_space(data, spec, class_names, names_file)
     return AuditJob(
         output=audit.output,
         source=data.source,

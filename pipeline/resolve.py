@@ -1,9 +1,9 @@
 """--dataset, --model and the label space, resolved at launch (no image read).
 
-The dataset's kind (`_source`) and what is known of it at launch (`_Dataset`: a
+The dataset's kind (`dataset_source`) and what is known of it at launch (`_Dataset`: a
 local folder listed once, a gs:// one looked up, a TFDS split's metadata); the
-model's signature (`_resolve_model`) and the settings fitted to it
-(`_fit_to_model`); and the labels read as the model's classes: a TFDS dataset
+model's signature (`resolve_model_spec`) and the settings fitted to it
+(`fit_to_model`); and the labels read as the model's classes: a TFDS dataset
 of ImageNet WordNet ids mapped into ImageNet's indices, the --label_offset that
 fits ImageNet labels, the class names (--class_names, the dataset's own or
 ImageNet's), and the warnings where labels and names mean nothing on the model.
@@ -25,16 +25,16 @@ from transforms.config import AttributionConfig
 from transforms.tf_model import ModelHandoff, ModelReference, ModelSpec, resolve_model
 
 __all__ = [
-    "_check_imagenet_offset",
-    "_check_labels",
-    "_check_labels_in_model",
-    "_class_names_for",
-    "_fit_to_model",
-    "_in_model_label_space",
-    "_resolve_dataset",
-    "_resolve_model",
-    "_source",
-    "_warn_of_other_label_space",
+    "check_imagenet_offset",
+    "check_labels",
+    "check_labels_in_model",
+    "class_names_for",
+    "dataset_source",
+    "fit_to_model",
+    "in_model_label_space",
+    "resolve_dataset",
+    "resolve_model_spec",
+    "warn_of_other_label_space",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def _resolve_folder(audit: AuditOptions, source: sources.FolderSource, dry_run: 
     return _Dataset(source, total=len(files), folder_labels=found, ids=ids)
 
 
-def _resolve_dataset(
+def resolve_dataset(
     audit: AuditOptions, source: sources.DataSource, on_dataflow: bool, dry_run: bool
 ) -> _Dataset:
     """Checks the dataset at launch and learns what it can of it (no images read)."""
@@ -132,7 +132,7 @@ def _resolve_dataset(
     return _Dataset(resolved, total=resolved.num_examples)
 
 
-def _in_model_label_space(data: _Dataset, spec: ModelSpec) -> _Dataset:
+def in_model_label_space(data: _Dataset, spec: ModelSpec) -> _Dataset:
     """A TFDS dataset whose classes are some of ImageNet's WordNet ids (imagenette),
     on an ImageNet model (1000 classes): its labels read as ImageNet's class indices,
     the model's. A model of the dataset's own classes keeps its labels."""
@@ -156,7 +156,7 @@ def _in_model_label_space(data: _Dataset, spec: ModelSpec) -> _Dataset:
     return dataclasses.replace(data, source=mapped)
 
 
-def _check_imagenet_offset(audit: AuditOptions, spec: ModelSpec, data: _Dataset) -> None:
+def check_imagenet_offset(audit: AuditOptions, spec: ModelSpec, data: _Dataset) -> None:
     """The sample's, WordNet-id folders' and ImageNet-labelled TFDS datasets' (imagenet_a)
     labels are ImageNet's 1000 classes: on an ImageNet model (1000 or 1001 outputs) one
     --label_offset fits them, and any other shifts every label and prediction by one
@@ -176,7 +176,7 @@ def _check_imagenet_offset(audit: AuditOptions, spec: ModelSpec, data: _Dataset)
         )
 
 
-def _class_names_for(
+def class_names_for(
     audit: AuditOptions, spec: ModelSpec, data: _Dataset, from_file: tuple[str, ...] | None
 ) -> tuple[str, ...] | None:
     """The names of the label space, checked against the model; warns on folder labels
@@ -220,7 +220,7 @@ def _class_names_for(
     return _class_names(spec, data.tfds_class_names)
 
 
-def _warn_of_other_label_space(
+def warn_of_other_label_space(
     data: _Dataset,
     spec: ModelSpec,
     class_names: Sequence[str] | None,
@@ -300,7 +300,7 @@ def _warn_of_other_names(data: _Dataset, class_names: Sequence[str] | None) -> N
     )
 
 
-def _resolve_model(
+def resolve_model_spec(
     audit: AuditOptions,
     model: ModelReference,
     data: _Dataset,
@@ -325,7 +325,7 @@ def _resolve_model(
     return spec
 
 
-def _fit_to_model(
+def fit_to_model(
     audit: AuditOptions, config: AttributionConfig, spec: ModelSpec
 ) -> AttributionConfig:
     """--top_k and --score checked against the model's classes (--top_k's default
@@ -361,7 +361,7 @@ def _fit_to_model(
     return config
 
 
-def _source(audit: AuditOptions) -> sources.DataSource:
+def dataset_source(audit: AuditOptions) -> sources.DataSource:
     """--dataset's kind, refusing an empty name and --output being the dataset folder
     (its results would be read as images); warns that --split applies to TFDS only."""
     if not audit.dataset.strip():
@@ -406,7 +406,7 @@ def _same_folder(a: str, b: str) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _check_labels(config: AttributionConfig, data: _Dataset) -> None:
+def check_labels(config: AttributionConfig, data: _Dataset) -> None:
     """--target label on a local folder without one labelled image, or a TFDS dataset
     without a label feature: refused at launch (every image would be an error)."""
     source = data.source
@@ -425,7 +425,7 @@ def _check_labels(config: AttributionConfig, data: _Dataset) -> None:
         )
 
 
-def _check_labels_in_model(
+def check_labels_in_model(
     audit: AuditOptions, config: AttributionConfig, spec: ModelSpec, data: _Dataset
 ) -> None:
     """--target label where no label known at launch (WordNet-id sub-folders, the

@@ -2861,17 +2861,17 @@ def test_dataset_sample_with_a_folder_named_sample_here_says_which_is_read(
 
     monkeypatch.chdir(tmp_path)
     audit = PipelineOptions(["--output", str(tmp_path / "out")]).view_as(AuditOptions)
-    assert isinstance(resolve._source(audit), sources.SampleSource)
+    assert isinstance(resolve.dataset_source(audit), sources.SampleSource)
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
     (tmp_path / "sample").mkdir()
-    assert isinstance(resolve._source(audit), sources.SampleSource)
+    assert isinstance(resolve.dataset_source(audit), sources.SampleSource)
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warning == (
         "--dataset sample is the bundled sample; the folder 'sample' here is not read "
         "(pass --dataset ./sample to audit it)."
     )
     audit = PipelineOptions(["--output", "o", "--dataset", "./sample"]).view_as(AuditOptions)
-    assert isinstance(resolve._source(audit), sources.FolderSource)
+    assert isinstance(resolve.dataset_source(audit), sources.FolderSource)
 
 
 def test_the_summary_counts_the_rows_not_within_the_tolerance(folder_run, capsys):

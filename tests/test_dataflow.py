@@ -330,7 +330,7 @@ def _exit_and_error(args, monkeypatch, capsys) -> tuple[int, str]:
     def refuse(*_):
         raise AssertionError("the model was resolved before the flags were checked")
 
-    monkeypatch.setattr(pipeline_main, "_resolve_model", refuse)
+    monkeypatch.setattr(pipeline_main, "resolve_model_spec", refuse)
     # No default region from the environment or gcloud's configuration.
     monkeypatch.delenv("CLOUDSDK_COMPUTE_REGION", raising=False)
     monkeypatch.setattr(DataflowRunner, "get_default_gcp_region", lambda self: None)
