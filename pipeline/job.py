@@ -59,7 +59,7 @@ class AuditJob:
     show_progress: bool = False  # a progress line on the launcher's log (DirectRunner)
     progress_per_worker: bool = False  # local worker processes count their own share
     lock: output_lock.RunLock | None = None
-    command: tuple[str, ...] = ()  # as typed (`_command`), for the manifest
+    command: tuple[str, ...] = ()  # as typed (`command_as_typed`), for the manifest
     verbose: bool = False  # TensorFlow's start-up lines in worker processes too
     # The model the launcher loaded, for the in-process worker of a DirectRunner job.
     model_handoff: ModelHandoff | None = None

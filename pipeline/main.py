@@ -42,15 +42,15 @@ from pipeline.job import AuditJob
 from pipeline.options import (
     AuditOptions,
     ConfigError,
-    _check_plain_values,
-    _check_schemes,
-    _checked_flags,
-    _command,
-    _expand_home,
-    _paths_as_opened,
     attribution_config,
     batch_size,
+    check_plain_values,
+    check_schemes,
+    checked_flags,
+    command_as_typed,
+    expand_home,
     parse_input_range,
+    paths_as_opened,
 )
 from pipeline.output_folder import (
     check_output_flags,
@@ -129,7 +129,7 @@ def _as_config_errors() -> Iterator[None]:
 
 def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     """The checks of `prepare`, cheapest first: flags, paths and --output before any model."""
-    _check_plain_values(audit)
+    check_plain_values(audit)
     config = attribution_config(audit)
     input_range = parse_input_range(audit.input_range)
     batch = batch_size(audit)
@@ -209,15 +209,15 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
     """
     _as_in_a_fresh_process()
     with _as_config_errors():
-        argv = _checked_flags(argv)
+        argv = checked_flags(argv)
         options = PipelineOptions(argv)
         standard = options.view_as(StandardOptions)
         standard.runner = standard.runner or "DirectRunner"  # Beam's default, said once here
         audit = options.view_as(AuditOptions)
-        _expand_home(audit)
-        _check_schemes(audit)
-        _paths_as_opened(audit)
-        job = dataclasses.replace(_prepare(options, audit), command=_command(argv))
+        expand_home(audit)
+        check_schemes(audit)
+        paths_as_opened(audit)
+        job = dataclasses.replace(_prepare(options, audit), command=command_as_typed(argv))
         if is_dataflow_dry_run(options):
             _log_dry_run(audit)
             return job, options

@@ -44,10 +44,16 @@ __all__ = [
     "ConfigError",
     "attribution_config",
     "check_flags",
+    "check_plain_values",
+    "check_schemes",
+    "checked_flags",
+    "command_as_typed",
+    "expand_home",
     "help_text",
     "overridden_flags",
     "parse_input_range",
     "parse_path_batch_size",
+    "paths_as_opened",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -229,7 +235,7 @@ _EMPTY_PATH_FIXES = {
 }
 
 
-def _check_plain_values(audit: AuditOptions) -> None:
+def check_plain_values(audit: AuditOptions) -> None:
     """--output given, optional paths not empty, --image_size in range: checks that
     read no other flag."""
     if not audit.output:
@@ -247,7 +253,7 @@ def _check_plain_values(audit: AuditOptions) -> None:
         )
 
 
-def _expand_home(audit: AuditOptions) -> None:
+def expand_home(audit: AuditOptions) -> None:
     """`~` in a path flag is the home folder, as a shell would make it: a quoted
     `'~/x'` or `--output=~/x` reaches the job unexpanded (a folder named `~` was
     written, and the summary read the home folder's)."""
@@ -257,7 +263,7 @@ def _expand_home(audit: AuditOptions) -> None:
             setattr(audit, flag, os.path.expanduser(value))
 
 
-def _paths_as_opened(audit: AuditOptions) -> None:
+def paths_as_opened(audit: AuditOptions) -> None:
     """A local path flag of `link/../x` is the file the system opens for it, the
     sibling of the link's target (`as_opened`; --dataset's in `source_for`): for
     --output the launch's checks looked at an `x` beside the link, and Beam's sinks
@@ -269,7 +275,7 @@ def _paths_as_opened(audit: AuditOptions) -> None:
             setattr(audit, flag, as_opened(value))
 
 
-def _check_schemes(audit: AuditOptions) -> None:
+def check_schemes(audit: AuditOptions) -> None:
     """--output and --dataset are local paths or gs:// folders: the one remote file
     system installed (a path with another scheme, s3://, was taken for a local folder
     named 's3:' by some checks and for a remote one by others); and every gs:// path
@@ -304,7 +310,7 @@ def _check_bucket(flag: str, value: Any) -> None:
         )
 
 
-def _command(argv: Sequence[str]) -> tuple[str, ...]:
+def command_as_typed(argv: Sequence[str]) -> tuple[str, ...]:
     """The command line of this run as typed: the process's own when `argv` is its
     arguments, else (`run(argv)` from Python) the equivalent `python -m pipeline`."""
     if list(argv) == sys.argv[1:] and sys.argv[0]:
@@ -312,7 +318,7 @@ def _command(argv: Sequence[str]) -> tuple[str, ...]:
     return ("python", "-m", "pipeline", *argv)
 
 
-def _checked_flags(argv: Sequence[str] | None) -> list[str]:
+def checked_flags(argv: Sequence[str] | None) -> list[str]:
     """`check_flags` of `argv`, or of this process's arguments when None, which a
     refusal then names: in a notebook they are its kernel's (`-f kernel.json`)."""
     if argv is not None:
