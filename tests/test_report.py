@@ -262,6 +262,74 @@ def test_report_renders_in_headless_chromium(real_run, tmp_path):
     assert ((red > 150) & (red - green > 60) & (blue < 120)).sum() > 5000
 
 
+_PROBE = """<script>addEventListener("load", () => {
+  const rows = [...document.querySelectorAll(".card img")].map(
+    (img) => `${img.getBoundingClientRect().width} ${img.naturalWidth} ${img.closest("section").id}`);
+  const out = document.createElement("pre");
+  out.id = "probe";
+  out.textContent = rows.join("\\n");
+  document.body.append(out);
+});</script>"""
+
+
+def _card_images(page: str, folder: Path, width: int) -> list[tuple[float, int, str]]:
+    """(drawn width, natural width, section id) of each card's image as headless Chromium lays
+    the page out in a window `width` px wide: the page with a probe script added (the
+    report has none), its DOM read back after the images loaded."""
+    probed = folder / f"probed_{width}.html"
+    probed.write_text(page.replace("</body>", _PROBE + "</body>"), encoding="utf-8")
+    profile = folder / f"profile_{width}"
+    profile.mkdir()
+    dom = subprocess.run(
+        [
+            shutil.which("chromium"),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            f"--window-size={width},2000",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            probed.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    ).stdout
+    (text,) = re.findall(r'<pre id="probe">(.*?)</pre>', dom, re.S)
+    return [
+        (float(drawn), int(natural), section)
+        for drawn, natural, section in (line.split(" ") for line in text.splitlines())
+    ]
+
+
+@needs_chromium
+def test_card_images_are_never_drawn_larger_than_they_are(tmp_path):
+    """A misclassification card's heat map (660 px) was stretched to its card's width:
+    in a 1000 px window, where the cards stack in one column, it was drawn 918 px wide,
+    scaled up and blurred. It is drawn at its own size, or smaller where the card is
+    narrower (two cards side by side at 1280 px)."""
+    rows = [
+        [
+            make_row(f"{WNID_CAT}/cat.png", 281, 282, 0.7, 0.0, seed=1),
+            make_row(f"{WNID_SHARK}/shark.png", 2, 3, 0.9, 0.0, seed=2),
+        ]
+    ]
+    output = write_output(tmp_path / "out", rows, dataset=str(tmp_path / "gone"))
+    page = build_report(output, gallery=0)
+    for width in (1000, 1280):
+        images = _card_images(page, tmp_path, width)
+        heat_maps = [(drawn, natural) for drawn, natural, at in images if at == "misclassified"]
+        assert len(heat_maps) == 2 and len(images) > 2, images
+        assert all(0 < drawn <= natural for drawn, natural, _ in images), (width, images)
+    assert all(drawn < natural for drawn, natural in heat_maps)  # 1280: two cards a row
+
+
 def _bars(pixels: np.ndarray, colour: tuple[int, int, int]) -> list[tuple[int, int, int]]:
     """(row, first column, last column) of horizontal runs of >= 80 px of `colour`."""
     match = (np.abs(pixels - np.array(colour)) <= 6).all(axis=-1)
