@@ -386,6 +386,13 @@ def _stage_report(layers: list[str], similarity: list[tuple[float, float]]) -> d
     }
 
 
+def _headings(layers: Sequence[str]) -> list[str]:
+    """The figure's column headings: the intact model's, then per stage the layer its
+    randomisation reached, from the output down (a layer's name alone read as a map of
+    that layer); long names cut to fit the column."""
+    return ["intact model", *[f"randomised down to\n{plots.shortened(n)}" for n in layers]]
+
+
 def _figure(
     frame: pd.DataFrame, pictures: np.ndarray, maps: list[np.ndarray], titles: list[str]
 ) -> Figure:
@@ -597,7 +604,7 @@ def run(
     maps, reports = _cascade(model, plan, seed, original, attribute, regions)
     blank = sum(box == _WHOLE for box, _ in regions)
     report = _report(ids, targets, config, seed, reports, blank, layers[len(plan[-1]) :])
-    titles = ["intact", *[s["layer"] for s in reports]]
+    titles = _headings([s["layer"] for s in reports])
     figure = _figure(frame, pixels / 255.0, [original, *maps], titles)
     _write(output, report, plots.figure_png(figure, dpi=110))
     return report

@@ -1,6 +1,7 @@
 """The model-randomisation sanity check on a finished DirectRunner run of a tiny conv net."""
 
 import dataclasses
+import itertools
 import json
 import os
 import shutil
@@ -845,6 +846,50 @@ def test_the_figure_cuts_long_names_and_keeps_missing_glyphs_off_stderr(tmp_path
     width = figure.bbox.width
     box, next_box = caption.get_window_extent(), heading.get_window_extent()
     assert 0 <= box.x0 and box.x1 <= width and box.x1 < next_box.x0
+
+
+def test_the_figures_headings_say_how_far_down_the_model_was_randomised(
+    image_folder, conv_keras, tmp_path, monkeypatch
+):
+    """A column headed with a layer's name alone ("logits") read as a map of that layer;
+    it is the map of the model randomised from its output down to that layer."""
+    output = str(tmp_path / "out")
+    _audit(image_folder, conv_keras, output, steps=4)
+    drawn, real = [], sanity._figure
+
+    def figure(*args):  # the real figure, kept to read its headings
+        drawn.append(real(*args))
+        return drawn[-1]
+
+    monkeypatch.setattr(sanity, "_figure", figure)
+    sanity.run(output, images_count=1, stages=["logits", "conv"])
+    (fig,) = drawn
+    assert [ax.get_title() for ax in fig.axes[1:3]] == [
+        "intact model",
+        "randomised down to\nlogits",
+    ]
+    assert fig.axes[3].get_title() == "randomised down to\nconv"
+
+
+def test_the_figures_headings_fit_their_columns(tmp_path):
+    """A long layer name is cut, as a long class name is, so no heading runs into the
+    next column's at the figure's size (110 dpi)."""
+    from tests.conftest import write_image
+    from tests.known_rows import known_attributions, make_row, write_output
+
+    write_image(tmp_path / "images" / "cat.png", np.full((SIZE, SIZE, 3), 90, np.uint8))
+    rows = [[make_row("cat.png", None, 7, 0.6, 0.0, target=7)]]
+    output = write_output(tmp_path / "out", rows, dataset=str(tmp_path / "images"))
+    frame, pictures = sanity._rows(output, results.read_manifest(output), 1)
+    layers = ["block7a_project_conv", "a_layer_name_that_goes_on_and_on_and_on", "stem_conv"]
+    titles = sanity._headings(layers)
+    maps = [known_attributions(7)[None]] * 4
+    figure = sanity._figure(frame, pictures / 255.0, maps, titles)
+    plots.figure_png(figure, dpi=110)
+    boxes = [ax.title.get_window_extent() for ax in figure.axes]
+    assert all(a.x1 < b.x0 for a, b in itertools.pairwise(boxes)), boxes
+    assert 0 <= boxes[0].x0 and boxes[-1].x1 <= figure.bbox.width
+    assert figure.axes[3].get_title() == "randomised down to\na_layer_name_that_goes_on_a…"
 
 
 @pytest.mark.parametrize(
