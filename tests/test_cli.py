@@ -865,6 +865,27 @@ def test_the_printed_commands_work_as_printed_in_odd_folder_names(
     assert (tmp_path / name / "report.html").is_file()
 
 
+def test_the_printed_report_command_joins_a_dash_folder_to_its_flag(tmp_path, capsys, monkeypatch):
+    # An --output of '-out' printed as '--input -out' is taken by argparse for two flags
+    # (the test above names '-a run', whose space argparse takes for a value anyway).
+    import shlex  # noqa: PLC0415
+
+    from pipeline.flags import report_parser  # noqa: PLC0415
+    from tests.known_rows import make_row, write_output  # noqa: PLC0415
+
+    monkeypatch.chdir(tmp_path)
+    write_output(Path("-out"), [[make_row("a.png", 281, 281, 0.8, 0.001)]], dataset=".")
+    print_summary(json.loads(Path("-out", "manifest.json").read_text()))
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if "pipeline.report" in line]
+    words = shlex.split(line)
+    assert words[words.index("pipeline.report") + 1 :] == [
+        "--input=-out",
+        "--output=-out/report.html",
+    ]
+    args = report_parser().parse_args(words[words.index("pipeline.report") + 1 :])
+    assert (args.input, args.output) == ("-out", "-out/report.html")
+
+
 def _good_and_broken(tmp_path, model) -> tuple[Path, list[str]]:
     """A folder of one good image and one broken, and the flags of a run on it."""
     folder = tmp_path / "mixed"
