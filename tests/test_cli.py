@@ -801,6 +801,33 @@ def test_tfds_probes_of_version_folders_show_with_verbose_only(verbose, caplog):
     assert "Another absl warning" in caplog.text
 
 
+@pytest.mark.parametrize("verbose", [False, True])
+def test_beams_runner_errors_show_their_traceback_with_verbose_only(verbose, caplog, monkeypatch):
+    # A runner thread that lost a worker process logs pages of gRPC frames, from a
+    # logger of Beam's runners: one line, its exception's first, unless --verbose.
+    import threading  # noqa: PLC0415
+
+    from pipeline import logs  # noqa: PLC0415
+
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)  # set by logs
+    beam, root = logging.getLogger("apache_beam"), logging.getLogger()
+    level, handlers = beam.level, list(root.handlers)
+    try:
+        logs.configure_logging(verbose)
+        try:
+            raise RuntimeError("Socket closed\nmore detail")
+        except RuntimeError:
+            logging.getLogger("apache_beam.runners.worker.data_plane").exception("Failed to read")
+    finally:
+        beam.setLevel(level)
+        root.handlers[:] = handlers
+        for handler in handlers:
+            logs._set_filter(handler, logs._BeamWithoutTraceback, False)
+    assert ("Traceback" in caplog.text) == verbose, caplog.text
+    if not verbose:
+        assert caplog.messages == ["Failed to read (RuntimeError: Socket closed)"]
+
+
 def test_progress_counts_each_batch_when_it_is_done(image_folder, linear_keras, tmp_path, caplog):
     # The progress step runs with RunInference, batch by batch: behind a Flatten
     # (a stage boundary for the DirectRunner) it saw every image only at the end.
