@@ -271,11 +271,14 @@ def test_folders_holding_other_runs_of_the_job_are_not_listed(tmp_path, caplog):
     from apache_beam.io.filesystem import FileMetadata
 
     write_image(tmp_path / "a.png", np.zeros((2, 2, 3), np.uint8))
-    for name, manifest in (("audit_a", '{"model": {}, "config": {}}'), ("notes", "{}")):
+    # Another tool's manifest naming a model, without the job's config, is no run either.
+    manifests = {"audit_a": '{"model": {}, "config": {}}', "notes": "{}", "tool": '{"model": {}}'}
+    for name, manifest in manifests.items():
         write_image(tmp_path / name / "results" / "x.png", np.zeros((2, 2, 3), np.uint8))
         (tmp_path / name / "manifest.json").write_text(manifest)
-    expected = {"a.png": None, "notes/manifest.json": None, "notes/results/x.png": None}
-    assert _listed(tmp_path) == expected  # notes/ holds no run: its files are inputs
+    files = ("manifest.json", "results/x.png")
+    expected = {"a.png": None} | {f"{name}/{f}": None for name in ("notes", "tool") for f in files}
+    assert _listed(tmp_path) == expected  # notes/ and tool/ hold no run: their files are inputs
     assert "holds a run of this job" in caplog.text and "audit_a" in caplog.text
     # The same files matched by Beam's file systems (how gs:// folders are listed).
     prefix = str(tmp_path) + "/"
