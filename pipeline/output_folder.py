@@ -27,7 +27,8 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline import output_lock
 from pipeline.job import AuditJob
 from pipeline.options import AuditOptions, ConfigError
-from pipeline.runner import REMOTE_FOLDER_SCHEMES, check_credentials
+from pipeline.runner import check_credentials
+from transforms.datasource import REMOTE_FOLDER_SCHEMES
 from transforms.files import as_opened, is_partial_of
 from transforms.manifest import (
     ERRORS_DIR,

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from pipeline import logs
 from pipeline.options import DEFAULT_SPLIT, AuditOptions, ConfigError
 from pipeline.output_folder import local_output
-from pipeline.runner import REMOTE_FOLDER_SCHEMES
 from transforms import labels, sources, wording
 from transforms.config import AttributionConfig
+from transforms.datasource import REMOTE_FOLDER_SCHEMES
 from transforms.tf_model import ModelHandoff, ModelReference, ModelSpec, resolve_model
 
 __all__ = [

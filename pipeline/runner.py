@@ -42,7 +42,6 @@ __all__ = [
     "is_dataflow_dry_run",
     "is_direct",
     "local_runner",
-    "REMOTE_FOLDER_SCHEMES",
     "runner_name",
     "writes_template",
 ]
@@ -50,7 +49,6 @@ __all__ = [
 
 # Names of the Dataflow runner as `--runner` accepts them (lower case).
 _DATAFLOW_RUNNERS = ("dataflowrunner", "dataflow", "testdataflowrunner")
-REMOTE_FOLDER_SCHEMES = sources.REMOTE_FOLDER_SCHEMES  # what remote workers can read and write
 
 
 def runner_name(options: PipelineOptions) -> str:
@@ -113,7 +111,7 @@ def check_dataflow_paths(audit: AuditOptions, source: sources.DataSource) -> Non
     """Dataflow workers cannot see the launcher's disk: paths they read must be remote."""
 
     def remote(path: str) -> bool:
-        return path.startswith(REMOTE_FOLDER_SCHEMES)
+        return path.startswith(sources.REMOTE_FOLDER_SCHEMES)
 
     if not remote(audit.output):
         raise ConfigError(
@@ -345,7 +343,7 @@ def check_credentials(path: str, flag: str = "--output", use: str = "write") -> 
     Without them Beam connects anonymously, which can never write, and where
     Google Cloud cannot be reached it retries for minutes before failing.
     """
-    if not path.startswith(REMOTE_FOLDER_SCHEMES):
+    if not path.startswith(sources.REMOTE_FOLDER_SCHEMES):
         return
     try:
         import google.auth  # noqa: PLC0415  (with apache-beam[gcp], which gs:// needs)
