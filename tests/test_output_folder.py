@@ -1307,6 +1307,17 @@ def _template_job(image_folder, linear_keras, out, *extra: str):
     return job, run_job
 
 
+def _finished_folder(out: Path) -> tuple[dict, list[str], int]:
+    """What a finished run's folder holds: its manifest, its result shards' names and
+    its rows' count (a job that must not touch the folder leaves all three as they were)."""
+    shards = sorted(p.name for p in (out / "results").iterdir())
+    return (
+        json.loads((out / "manifest.json").read_text()),
+        shards,
+        len(pd.read_parquet(out / "results")),
+    )
+
+
 def test_a_template_job_run_twice_writes_its_rows_once(image_folder, linear_keras, tmp_path):
     """A template's job wrote its shards again when the template ran a second time
     (no launcher, no lock): with another shard count, every row twice. Its file
@@ -1315,14 +1326,11 @@ def test_a_template_job_run_twice_writes_its_rows_once(image_folder, linear_kera
     job, run_job = _template_job(image_folder, linear_keras, out)
     job.lock.release()  # the launcher's part ends once the template is built
     run_job()
-    first = json.loads((out / "manifest.json").read_text())
-    shards = sorted(p.name for p in (out / "results").iterdir())
-    assert first["status"] == "complete" and len(pd.read_parquet(out / "results")) == 4
+    first = _finished_folder(out)
+    assert first[0]["status"] == "complete" and first[2] == 4
     with pytest.raises(Exception, match=rf"run {job.lock.run_id} completed already"):
         run_job()
-    assert json.loads((out / "manifest.json").read_text()) == first
-    assert sorted(p.name for p in (out / "results").iterdir()) == shards
-    assert len(pd.read_parquet(out / "results")) == 4
+    assert _finished_folder(out) == first
 
 
 def test_a_template_job_never_finalizes_over_a_run_that_took_the_folder(
@@ -1334,14 +1342,13 @@ def test_a_template_job_never_finalizes_over_a_run_that_took_the_folder(
     job, run_job = _template_job(image_folder, linear_keras, out)
     job.lock.release()
     other = run([*job_flags(image_folder, linear_keras, out), "--overwrite"])
-    shards = sorted(p.name for p in (out / "results").iterdir())
+    kept = _finished_folder(out)
+    assert kept[0] == other and kept[2] == 4
     with pytest.raises(
         Exception, match=rf"holds run {other['run_id']} \(complete\), not this job's"
     ):
         run_job()
-    assert json.loads((out / "manifest.json").read_text()) == other
-    assert sorted(p.name for p in (out / "results").iterdir()) == shards
-    assert len(pd.read_parquet(out / "results")) == 4
+    assert _finished_folder(out) == kept
 
 
 def test_a_template_build_keeps_the_folder_for_the_templates_job(
