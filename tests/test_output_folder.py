@@ -1294,13 +1294,17 @@ def _template_job(image_folder, linear_keras, out, *extra: str):
     claimed --output (its run id, its manifest), run later without the launcher, as
     often as the template is run. Dataflow cannot run here: the DirectRunner runs it."""
     import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipeline.main import build_pipeline, prepare
 
     job, options = prepare([*job_flags(image_folder, linear_keras, out), *extra])
 
-    def run_job() -> None:
-        p = beam.Pipeline(options=options)
+    def run_job(workers: int | None = None) -> None:
+        """`workers`: DirectRunner threads, each a bundle and so a shard of each write
+        (Dataflow picks its shard counts); None, the job's own options."""
+        threads = {"direct_num_workers": workers, "direct_running_mode": "multi_threading"}
+        p = beam.Pipeline(options=PipelineOptions([], **threads) if workers else options)
         build_pipeline(p, job)
         p.run().wait_until_finish()
 
@@ -1331,6 +1335,28 @@ def test_a_template_job_run_twice_writes_its_rows_once(image_folder, linear_kera
     with pytest.raises(Exception, match=rf"run {job.lock.run_id} completed already"):
         run_job()
     assert _finished_folder(out) == first
+
+
+def test_a_template_job_rerun_after_one_that_died_before_its_manifest_writes_its_rows_once(
+    image_folder, linear_keras, tmp_path
+):
+    """A template's job that put its shards in place and died before its manifest step
+    leaves the folder its run's, "running": the next run of the template passes the
+    check and finalizes too. Beam replaces only the shards of its own count, so with
+    another (results-00000-of-00001, then -of-00004) every row was there twice."""
+    out = tmp_path / "out"
+    job, run_job = _template_job(image_folder, linear_keras, out)
+    job.lock.release()
+    built = (out / "manifest.json").read_text()
+    run_job(workers=1)
+    (out / "manifest.json").write_text(built)  # as the job that died left it
+    run_job(workers=4)
+    rows = read_results(str(out))
+    assert sorted(rows.image_id) == sorted(image_folder["pixels"])
+    shards = sorted(p.name for p in (out / "results").glob("part-0*.parquet"))
+    assert shards and all(name.endswith("-of-00004.parquet") for name in shards), shards
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["counts"]["rows"] == len(rows)
 
 
 def test_a_template_job_never_finalizes_over_a_run_that_took_the_folder(

@@ -1093,6 +1093,40 @@ def test_a_run_whose_rows_cannot_be_put_in_place_is_not_complete(
     assert pd.read_parquet(tmp_path / "out" / "results").empty  # the schema-only file alone
 
 
+def _write_errors(output: Path, run_id: str, records: list[dict], threads: int) -> None:
+    """`WriteErrors` of `records` for run `run_id`, on `threads` DirectRunner threads:
+    one bundle, so one shard, each (Dataflow picks its own shard counts)."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from transforms.sinks import WriteErrors
+
+    options = PipelineOptions([], direct_num_workers=threads, direct_running_mode="multi_threading")
+    with beam.Pipeline(options=options) as p:
+        _ = p | beam.Create(records) | WriteErrors(str(output), run_id)
+
+
+def test_a_job_run_again_for_its_unfinished_run_keeps_one_jobs_error_records(tmp_path):
+    """A template's job run again after one that put its errors in place and died
+    before its manifest step (the folder still its run's, "running") added its shards
+    beside the first job's when it wrote another number of them: each record twice."""
+    from transforms.sinks import write_json
+
+    out = tmp_path / "out"
+    out.mkdir()
+    write_json(str(out / "manifest.json"), {"run_id": "r1", "status": "running"})
+    records = [
+        {"image_id": f"{i}.png", "file_name": f"{i}.png", "stage": "decode", "error": "broken"}
+        for i in range(8)
+    ]
+    _write_errors(out, "r1", records, threads=1)
+    _write_errors(out, "r1", records, threads=2)
+    held = pd.read_parquet(out / "errors")
+    assert sorted(held.image_id) == sorted(r["image_id"] for r in records)
+    names = sorted(p.name for p in (out / "errors").iterdir())
+    assert names == ["part-00000-of-00002.parquet", "part-00001-of-00002.parquet"], names
+
+
 def test_the_manifest_step_waits_for_both_file_writes(image_folder, linear_keras, tmp_path):
     # The DirectRunner happens to finalize the files first; Dataflow need not,
     # unless the graph says so: the manifest reads the writes as a side input.

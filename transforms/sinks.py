@@ -152,6 +152,7 @@ class _ParquetSink(parquetio._ParquetSink):
         # Before Beam deletes same-named files and renames this job's into place.
         if self._claim is not None:
             check_still_this_run(*self._claim)
+            _delete_earlier_shards(self.file_path_prefix.get())
         return super().pre_finalize(init_result, writer_results)
 
     def _create_temp_dir(self, file_path_prefix: str) -> str:
@@ -161,6 +162,29 @@ class _ParquetSink(parquetio._ParquetSink):
     def open(self, temp_path):
         self._file_handle = filebasedsink.FileBasedSink.open(self, temp_path)
         return parquet_writer(self._file_handle, self._schema)
+
+
+def _delete_earlier_shards(path_prefix: str) -> None:
+    """Deletes the shards `<path_prefix>-NNNNN-of-MMMMM.parquet` of every count, called
+    once the folder is known to be this unfinished run's (`check_still_this_run`).
+
+    Only an earlier job of this run made them: a run's results/ and errors/ start
+    empty, a resume's prefix is its own. Beam deletes those of this job's count
+    alone, so a Dataflow template's job run again after one that put its shards in
+    place and died before its manifest step kept both jobs' rows when Dataflow
+    picked another count (-of-00003, then -of-00005): every row twice.
+    """
+    folder, name = FileSystems.split(path_prefix)
+    shard = re.compile(re.escape(name) + r"-\d{5,}-of-\d{5,}\.parquet")
+    listed = FileSystems.match([FileSystems.join(folder, "*")])[0].metadata_list
+    earlier = [m.path for m in listed if shard.fullmatch(FileSystems.split(m.path)[1])]
+    if earlier:
+        _LOG.warning(
+            "Deleting %d shards an earlier job of this run put in %s: this job's replace them.",
+            len(earlier),
+            folder,
+        )
+        FileSystems.delete(earlier)
 
 
 def parquet_writer(handle, schema: pa.Schema) -> pq.ParquetWriter:
