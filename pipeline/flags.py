@@ -281,12 +281,15 @@ def _output_flags(add: Callable[..., Any]) -> None:
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Shows each flag's default unless it is None or off."""
+    """Shows each flag's default: a switch's as "off", none where it is None (the
+    help says it in words, as README's flag table does)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        hidden = action.default is None or action.default is False
-        if not hidden and action.default != argparse.SUPPRESS and "%(default)" not in text:
+        if action.default is False:
+            return f"{text} (default: off)"
+        hidden = action.default is None or action.default == argparse.SUPPRESS
+        if not hidden and "%(default)" not in text:
             text += " (default: %(default)s)"
         return text
 

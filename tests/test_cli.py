@@ -456,6 +456,26 @@ def test_the_reading_commands_help_and_flag_errors_load_neither_beam_nor_tensorf
     assert said in done.stdout + done.stderr
 
 
+def _help_entries(text: str) -> dict[str, str]:
+    """`--help` text: flag -> its entry (usage and help), on one line."""
+    section = text.split("\noptions:\n", 1)[1].split("\n\n", 1)[0]
+    entries = re.split(r"\n(?=  -)", section)
+    return {e.split()[0]: " ".join(e.split()) for e in entries if e.startswith("  --")}
+
+
+def test_help_says_each_flags_default_as_the_readme_table_does():
+    # README's table gives every flag a default ("off" for a switch); --help showed
+    # none for --no_download, --overwrite, --resume and --verbose.
+    from pipeline.options import help_text  # noqa: PLC0415
+
+    entries = _help_entries(help_text())
+    assert sorted(entries) == sorted(_readme_flag_table())
+    no_default = [f for f, e in entries.items() if "default" not in e.lower() and f != "--output"]
+    assert no_default == []
+    for switch in ("--no_download", "--overwrite", "--resume", "--verbose"):
+        assert entries[switch].endswith("(default: off)"), entries[switch]
+
+
 def test_help_says_what_each_choice_of_a_flag_does():
     # The values DESIGN.md explains are explained where users look first, not only listed.
     from pipeline.options import help_text
