@@ -38,6 +38,7 @@ __all__ = [
     "REPORT_CLASSES",
     "REPORT_EXAMPLES",
     "REPORT_GALLERY",
+    "REPORT_GALLERY_MAX",
     "FIXED_RULE_ADVISED_STEPS",
     "MAX_IMAGE_SIZE",
     "MIN_IMAGE_SIZE",
@@ -208,9 +209,9 @@ def _model_flags(add: Callable[..., Any]) -> None:
         "--image_size",
         type=int,
         default=None,
-        help=f"Model input side, {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}; default from the model's "
-        "signature (or the size a TF1 Hub module records), or 224 (with a warning) when it "
-        "leaves the size open.",
+        help=f"Model input side in pixels, {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}; default from the "
+        "model's signature (or the size a TF1 Hub module records), or 224 (with a warning) "
+        "when it leaves the size open.",
     )
     add(
         "--input_range",
@@ -250,8 +251,8 @@ def _output_flags(add: Callable[..., Any]) -> None:
         "--faithfulness_steps",
         type=int,
         default=_DEFAULTS.faithfulness_steps,
-        help=f"K, steps per deletion or insertion curve, 2 to {MAX_FAITHFULNESS_STEPS}; each row "
-        "costs 4 (K - 1) + 2 forward passes.",
+        help=f"K, steps per deletion or insertion curve, 2 to {MAX_FAITHFULNESS_STEPS} and at most "
+        "the model input's pixels; each row costs 4 (K - 1) + 2 forward passes.",
     )
     add(
         "--seed",
@@ -320,6 +321,9 @@ def help_text(prog: str = "python -m pipeline") -> str:
 #: pipeline.report's page sizes when none are given (build_report's and the command line's):
 #: cards per section, gallery images, per-class table rows.
 REPORT_EXAMPLES, REPORT_GALLERY, REPORT_CLASSES = 12, 16, 100
+#: --gallery's bound for --help: `transforms.plots.GRID_MAX_ROWS`, which is not imported
+#: here (matplotlib would slow --help).
+REPORT_GALLERY_MAX = 100
 
 
 def _add_image_root(parser: argparse.ArgumentParser) -> None:
@@ -356,7 +360,7 @@ def report_parser() -> argparse.ArgumentParser:
         "--gallery",
         type=int,
         default=REPORT_GALLERY,
-        help=f"Images in the gallery (0: none); default {REPORT_GALLERY}.",
+        help=f"Images in the gallery, 0 (none) to {REPORT_GALLERY_MAX}; default {REPORT_GALLERY}.",
     )
     parser.add_argument(
         "--classes",

@@ -476,6 +476,22 @@ def test_help_says_each_flags_default_as_the_readme_table_does():
         assert entries[switch].endswith("(default: off)"), entries[switch]
 
 
+def test_help_says_the_bounds_and_units_the_launch_and_the_report_hold_flags_to():
+    # --image_size gave no unit, --faithfulness_steps not that the launch refuses more
+    # steps than the input's pixels, and the report's --gallery not its bound of 100,
+    # which README's flag table and Report section state.
+    from pipeline.flags import REPORT_GALLERY_MAX  # noqa: PLC0415
+    from pipeline.options import help_text  # noqa: PLC0415
+    from transforms.plots import GRID_MAX_ROWS  # noqa: PLC0415
+
+    entries = _help_entries(help_text())
+    assert "Model input side in pixels, 8 to 4096" in entries["--image_size"]
+    assert "2 to 1024 and at most the model input's pixels" in entries["--faithfulness_steps"]
+    assert REPORT_GALLERY_MAX == GRID_MAX_ROWS
+    done = _python("", "-m", "pipeline.report", "--help")
+    assert f"0 (none) to {GRID_MAX_ROWS}; default 16" in _help_entries(done.stdout)["--gallery"]
+
+
 def test_help_says_what_each_choice_of_a_flag_does():
     # The values DESIGN.md explains are explained where users look first, not only listed.
     from pipeline.options import help_text
