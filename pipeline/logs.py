@@ -107,6 +107,7 @@ def configure_logging(verbose: bool) -> None:
         logging.INFO if verbose else logging.CRITICAL
     )
     drop_beam_memory_warning()
+    _set_filter(logging.getLogger(), _WithoutLibraryRootInfo, not verbose)
     _set_filter(logging.getLogger("tensorflow"), _WithoutDeprecations, not verbose)
     _set_filter(logging.getLogger("absl"), _WithoutTfdsProbes, not verbose)
     job_service = logging.getLogger("apache_beam.runners.portability.local_job_service")
@@ -199,6 +200,24 @@ class _WithoutTfdsProbes(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("Variant folder ")
+
+
+class _WithoutLibraryRootInfo(logging.Filter):
+    """Drops the INFO records a chatty library (`_NOISY`) logs on the root logger
+    rather than its own (Beam's `logging.info`: "Runner defaulting to pickling
+    library: cloudpickle." at a Dataflow launch), which its loggers' level cannot
+    quiet. --verbose shows them, with the rest of Beam's INFO logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "root" or record.levelno >= logging.WARNING:
+            return True
+        folders = os.path.normpath(record.pathname).split(os.sep)
+        installed = [
+            package
+            for where, package in zip(folders, folders[1:], strict=False)
+            if where in ("site-packages", "dist-packages")
+        ]
+        return not set(installed) & set(_NOISY)
 
 
 class _BeamWithoutTraceback(logging.Filter):

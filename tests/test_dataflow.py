@@ -239,6 +239,30 @@ def test_dry_run_returns_no_manifest_and_the_command_line_exits_cleanly(offline_
     )
 
 
+@pytest.mark.parametrize("verbose", [False, True])
+def test_a_dry_runs_log_has_beams_info_records_with_verbose_only(verbose):
+    # README: --verbose shows "the INFO logs of Beam". Without it, the launch still
+    # said 'INFO root: Runner defaulting to pickling library: cloudpickle.': Beam logs
+    # it on the root logger, which the job keeps at INFO for its own lines.
+    image = ["--sdk_container_image", IMAGE, "--model", "inception_v1"]
+    paths = ["--dataset", "gs://my-bucket/images", "--output", "gs://my-bucket/out"]
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", *GCP, *image, *paths]
+        + (["--verbose"] if verbose else []),
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    beams = "INFO root: Runner defaulting to pickling library: cloudpickle."
+    assert (beams in done.stderr) == verbose, done.stderr
+    if not verbose:
+        shown = {line.split(":")[0] for line in done.stderr.splitlines()}
+        assert shown == {"INFO pipeline.resolve", "INFO pipeline.main", "INFO transforms.tf_model"}
+
+
 def test_a_dry_run_whose_stdout_reader_stopped_reading_exits_0():
     # `... | head -0`: its one line to stdout was a BrokenPipeError traceback and exit 1.
     image = ["--sdk_container_image", IMAGE, "--model", "efficientnet_lite0"]
