@@ -1414,6 +1414,64 @@ def test_a_model_fixing_one_side_of_its_input_is_fed_squares_of_that_side(
         resolve_model(model, image_size=24)
 
 
+def _keras_resizing(path, side: int, before: tuple = ()) -> str:
+    """A .keras model of an open input size whose first layers (after `before`) resize
+    the images to side x side and rescale 8-bit pixels, as Keras' tutorials build them."""
+    import keras
+
+    keras.utils.set_random_seed(5)
+    layers = keras.layers
+    model = keras.Sequential(
+        [
+            keras.Input((None, None, 3)),
+            *before,
+            layers.Resizing(side, side),
+            layers.Rescaling(1 / 255),
+            layers.Conv2D(4, 3, activation="relu", bias_initializer="glorot_uniform"),
+            layers.GlobalAveragePooling2D(),
+            layers.Dense(5, bias_initializer="glorot_uniform"),
+        ]
+    )
+    model.save(str(path))
+    return str(path)
+
+
+def test_an_open_size_keras_model_that_resizes_first_is_fed_its_resizing_size(
+    image_folder, tmp_path, caplog
+):
+    """Its input is (None, None, 3) and its first layer Resizing(12, 12): it was fed
+    224x224 images (with a warning to set --image_size), 300 times the pixels it sees and
+    a map of the padding and resampling it undoes. --image_size still decides."""
+    import keras
+
+    from transforms.results import input_images
+    from transforms.tf_model import resolve_model
+
+    model = _keras_resizing(tmp_path / "resizing.keras", 12)
+    with caplog.at_level(logging.INFO):
+        assert main([*_flags(image_folder, model, tmp_path / "out"), "--faithfulness", "none"]) == 0
+    assert (
+        f"Model {model} does not fix its input size; its first layer resizes images to 12x12 "
+        "(Resizing): using 12 (--image_size sets another)."
+    ) in caplog.text
+    assert "using 224" not in caplog.text
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["model"]["image_size"] == 12
+    rows = pd.read_parquet(tmp_path / "out" / "results").set_index("image_id")
+    images = input_images(str(tmp_path / "out"), rows.index)
+    pixels = np.stack([images[i] for i in rows.index]).astype(np.float32)
+    assert pixels.shape[1:] == (12, 12, 3)
+    scores = np.asarray(keras.saving.load_model(model)(pixels, training=False))
+    assert rows["predicted_class"].tolist() == scores.argmax(1).tolist()
+    np.testing.assert_allclose(rows["target_score"], scores.max(1), rtol=1e-4)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert resolve_model(model, image_size=SIZE).image_size == SIZE
+    assert f"resizes images to 12x12 (Resizing), and --image_size {SIZE} feeds it" in (caplog.text)
+    flipped = _keras_resizing(tmp_path / "flip.keras", 12, (keras.layers.RandomFlip(),))
+    assert resolve_model(flipped).image_size == 12
+
+
 def test_a_keras_2_file_is_refused_as_such_with_the_export_that_runs(
     image_folder, tmp_path, capsys
 ):

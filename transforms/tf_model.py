@@ -25,7 +25,7 @@ import threading
 import time
 import weakref
 import zipfile
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -929,10 +929,11 @@ def _check_side(reference: str, side: int | None) -> None:
 
 
 def _image_size(
-    reference: str, location: str, shape, image_size: int | None, recorded: int | None = None
+    reference: str, location: str, shape, image_size: int | None, recorded: _Side | None = None
 ) -> int:
     """The model's input side: its signature's, `image_size`, a known one, the one it
-    records for an open input (`recorded`: a TF1 Hub module's ImageModuleInfo), or 224."""
+    takes itself for an open input (`recorded`: a TF1 Hub module's ImageModuleInfo, or
+    a Keras model's first Resizing), or 224."""
     if shape is not None and (len(shape) != 4 or shape[-1] not in (None, 3)):
         raise ValueError(
             f"--model {reference!r} takes inputs of shape {shape}; this pipeline needs "
@@ -961,27 +962,51 @@ def _image_size(
                 f"--image_size {image_size} does not fit --model {reference!r}, whose input "
                 f"is {static}x{static}; drop --image_size or set it to {static}."
             )
+        if static is None and recorded is not None and recorded.side != image_size:
+            _LOG.info(
+                "Model %s does not fix its input size; %s, and --image_size %d feeds it "
+                "%dx%d images.",
+                reference,
+                recorded.why,
+                *(image_size,) * 3,
+            )
         return image_size
     known = _KNOWN_SIGNATURES.get(location)
-    if static is None and known is None and recorded is not None:
-        _LOG.info(
-            "Model %s does not fix its input size; its TF Hub module records %dx%d images "
-            "(ImageModuleInfo): using %d (--image_size sets another).",
-            reference,
-            recorded,
-            recorded,
-            recorded,
-        )
-        return recorded
     size = static or (known.image_size if known is not None else None)
-    if size is None:
-        _LOG.warning(
-            "Model %s does not fix its input size; using %d (set --image_size).",
+    return size or _open_size_of(reference, recorded)
+
+
+class _Side(NamedTuple):
+    """The side a model takes itself for an open input size, and why, for the log."""
+
+    side: int
+    why: str
+
+
+def _hub_side(side: int | None) -> _Side | None:
+    """The side a TF1 Hub module records (its ImageModuleInfo)."""
+    if side is None:
+        return None
+    return _Side(side, f"its TF Hub module records {side}x{side} images (ImageModuleInfo)")
+
+
+def _open_size_of(reference: str, recorded: _Side | None) -> int:
+    """The side fed to a model that leaves it open, not known and given no --image_size:
+    the one it takes itself (`recorded`), else 224 with a warning."""
+    if recorded is not None:
+        _LOG.info(
+            "Model %s does not fix its input size; %s: using %d (--image_size sets another).",
             reference,
-            _DEFAULT_IMAGE_SIZE,
+            recorded.why,
+            recorded.side,
         )
-        size = _DEFAULT_IMAGE_SIZE
-    return size
+        return recorded.side
+    _LOG.warning(
+        "Model %s does not fix its input size; using %d (set --image_size).",
+        reference,
+        _DEFAULT_IMAGE_SIZE,
+    )
+    return _DEFAULT_IMAGE_SIZE
 
 
 def _three_channels_hint(shape) -> str:
@@ -1056,16 +1081,43 @@ def _rescaled_pixel_range(obj: Any) -> tuple[float, float] | None:
     return _PIXELS if np.all(spans >= 0.9) and np.all(ends <= _RESCALED_BOUND) else None
 
 
-def _first_layer(obj: Any) -> Any | None:
-    """A Keras model's first layer that changes pixel values, nested models' too."""
+def _keeps_pixels(name: str) -> bool:
+    """A layer (by class name) that leaves pixel values as they are in inference mode."""
+    return name.startswith("Random") or name in _PASS_THROUGH_LAYERS
+
+
+# Layers that keep an image's size in inference mode (RandomCrop crops to its own).
+_SIZE_KEEPING_LAYERS = ("InputLayer", "Rescaling", "Normalization")
+
+
+def _keeps_size(name: str) -> bool:
+    """A layer (by class name) that leaves an image's height and width as they are."""
+    return (name.startswith("Random") and name != "RandomCrop") or name in _SIZE_KEEPING_LAYERS
+
+
+def _first_layer(obj: Any, passes=_keeps_pixels) -> Any | None:
+    """A Keras model's first layer, nested models' too, whose class name `passes` does
+    not let through: by default the first that changes pixel values."""
     for layer in getattr(obj, "layers", None) or []:
-        name = type(layer).__name__
-        if name.startswith("Random") or name in _PASS_THROUGH_LAYERS:
+        if passes(type(layer).__name__):
             continue
-        first = _first_layer(layer) if getattr(layer, "layers", None) else layer
+        first = _first_layer(layer, passes) if getattr(layer, "layers", None) else layer
         if first is not None:
             return first
     return None
+
+
+def _resizing_side(obj: Any) -> _Side | None:
+    """The side a Keras model resizes its images to first (after augmentation and
+    rescaling, into nested models): a square Resizing's, within --image_size's bound;
+    None for any other model."""
+    layer = _first_layer(obj, _keeps_size)
+    if type(layer).__name__ != "Resizing":
+        return None
+    height, width = int(layer.height), int(layer.width)
+    if height != width or not 0 < height <= MAX_IMAGE_SIZE:
+        return None
+    return _Side(height, f"its first layer resizes images to {height}x{height} (Resizing)")
 
 
 def _model_input_range(
@@ -1497,6 +1549,14 @@ def _recorded_image_size(model: ModelReference) -> int | None:
         return None
 
 
+def _side_taken(model: ModelReference, obj: Any) -> _Side | None:
+    """The side a loaded model of an open input size takes itself: a Keras model's
+    first Resizing, or the one a TF1 Hub module records."""
+    if model.kind == "keras":
+        return _resizing_side(obj)
+    return _hub_side(_recorded_image_size(model))
+
+
 def _open_size(shape) -> bool:
     """An input shape that leaves the image's height or width open."""
     return shape is None or len(shape) != 4 or None in tuple(shape)[1:3]
@@ -1624,7 +1684,7 @@ def resolve_model(
     if signature is not None:
         if jit_compile and signature.reference_variables:
             raise _xla_refusal(model.reference)
-        shape, recorded = signature.input_shape, signature.image_size
+        shape, recorded = signature.input_shape, _hub_side(signature.image_size)
         image_size = _image_size(model.reference, model.location, shape, image_size, recorded)
         num_outputs = signature.num_outputs
         if num_outputs == 1:  # what the unloaded model tells of its probabilities
@@ -1635,7 +1695,7 @@ def resolve_model(
             raise _xla_refusal(model.reference)
         call, shape = _callable(obj, model.reference)  # refusals before the range's log
         input_range = _model_input_range(model, obj, given, input_range)
-        recorded = _recorded_image_size(model) if _open_size(shape) else None
+        recorded = _side_taken(model, obj) if _open_size(shape) else None
         image_size = _image_size(model.reference, model.location, shape, image_size, recorded)
         outputs = _probe_outputs(model.reference, call, image_size, input_range)
         num_outputs = int(outputs.shape[1])
