@@ -1710,6 +1710,50 @@ def test_a_keras_model_with_several_outputs_is_audited_on_its_logits(
     assert "the Keras model returns several outputs (aux, scores)" in line, line
 
 
+def _keras_unnamed_heads(path, as_dict: bool) -> str:
+    """A .keras model of two outputs of Keras' own names (dense, dense_1) or a dict's
+    keys (a, b): 5 scores wide, then 3."""
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    heads = [keras.layers.Dense(width)(pooled) for width in (5, 3)]
+    keras.Model(inputs, {"a": heads[0], "b": heads[1]} if as_dict else heads).save(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("as_dict", [False, True], ids=["list", "dict"])
+def test_a_keras_model_of_two_unnamed_outputs_is_refused_with_the_rewrap_that_runs(
+    as_dict, image_folder, tmp_path, capsys
+):
+    """Its refusal said to 'export a model or signature that returns only them', not how
+    a .keras user does: the error line names the model of one output saved again, each
+    output by how Keras reaches it and its width; that re-wrap, as written, is audited."""
+    import keras
+
+    model = _keras_unnamed_heads(tmp_path / "two.keras", as_dict)
+    assert main(_flags(image_folder, model, tmp_path / "out")) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    m = keras.saving.load_model(model)
+    first, second = m.output_names  # Keras' own: dense, dense_1 in a fresh process
+    name, pick, outputs = (
+        ("KEY", "m.output[KEY]", "m.output['a'] [N, 5], m.output['b'] [N, 3]")
+        if as_dict
+        else ("I", "m.outputs[I]", f"m.outputs[0] {first} [N, 5], m.outputs[1] {second} [N, 3]")
+    )
+    assert line.endswith(
+        f"export a model that returns only them, [N, classes]: m = keras.saving.load_model("
+        f"{model!r}); keras.Model(m.inputs, {pick}).save('scores.keras') with {name} that "
+        f"of the scores ({outputs}); pass scores.keras."
+    ), line
+    assert not (tmp_path / "out").exists()
+    scores = str(tmp_path / "scores.keras")
+    keras.Model(m.inputs, m.output["b"] if as_dict else m.outputs[1]).save(scores)
+    assert main([*_flags(image_folder, scores, tmp_path / "out"), "--faithfulness", "none"]) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["model"]["num_outputs"] == 3
+
+
 def test_a_keras_model_with_nested_outputs_is_audited_on_its_logits(tmp_path):
     """Outputs [logits, [aux, aux2]]: named by the flattened output_names; it was
     'zip() argument 2 is shorter than argument 1'."""

@@ -782,14 +782,22 @@ def _keras_call(model: Any, reference: str, announce: bool):
         return model(x, training=False)
 
     if isinstance(structure, dict):
-        key = _scores_key(reference, structure, "the Keras model", announce)
+        fix = _keras_rewrap(
+            reference, {f"m.output[{k!r}]": structure[k] for k in structure}, "m.output[KEY]"
+        )
+        key = _scores_key(reference, structure, "the Keras model", announce, fix)
         return lambda x: call(x)[key]
     if isinstance(structure, list | tuple):  # named by output_names, flattened, in order
         import keras  # noqa: PLC0415
 
-        names = list(model.output_names)
-        outputs = dict(zip(names, keras.tree.flatten(structure), strict=True))
-        index = names.index(_scores_key(reference, outputs, "the Keras model", announce))
+        names, flat = list(model.output_names), keras.tree.flatten(structure)
+        outputs = dict(zip(names, flat, strict=True))
+        fix = _keras_rewrap(
+            reference,
+            {f"m.outputs[{i}] {n}": t for i, (n, t) in enumerate(outputs.items())},
+            "m.outputs[I]",
+        )
+        index = names.index(_scores_key(reference, outputs, "the Keras model", announce, fix))
         return lambda x: keras.tree.flatten(call(x))[index]
     return call
 
@@ -868,6 +876,9 @@ def _input_cast(dtype, reference: str):
     return lambda x: tf.cast(x, dtype)
 
 
+_ONE_OUTPUT_FIX = "export a model or signature that returns only them, [N, classes]."
+
+
 def _scores_output(outputs: dict) -> str | None:
     """Of a serving signature's outputs (name: a spec, tensor or TensorInfo, whose dtype
     tells whether it can hold scores, or None), the class scores: its only one; else of
@@ -900,8 +911,9 @@ def _scores_key(
     outputs: dict,
     where: str = "its serving_default signature",
     announce: bool = True,
+    fix: str = _ONE_OUTPUT_FIX,
 ) -> str:
-    """`_scores_output` of a loaded signature (`where`), refused with the fix when
+    """`_scores_output` of a loaded signature (`where`), refused with the `fix` when
     undecided; logged where `announce` and there are several outputs."""
     key = _scores_output(outputs)
     if key is not None:
@@ -911,9 +923,27 @@ def _scores_key(
     keys = sorted(outputs)
     raise ValueError(
         f"--model {reference!r}: {where} returns several outputs "
-        f"({', '.join(keys)}) and the job cannot tell which holds the class scores; "
-        "export a model or signature that returns only them, [N, classes]."
+        f"({', '.join(keys)}) and the job cannot tell which holds the class scores; {fix}"
     )
+
+
+def _keras_rewrap(reference: str, outputs: dict[str, Any], pick: str) -> str:
+    """`_scores_key`'s fix for a Keras model: the model of one of its outputs saved
+    again; `outputs`: each tensor by how Keras reaches it (m.outputs[0] or m.output['a']),
+    `pick` the choice to fill in (m.outputs[I], m.output[KEY])."""
+    index = pick[pick.index("[") + 1 : -1]
+    found = ", ".join(f"{name} {_width_of(tensor)}" for name, tensor in outputs.items())
+    return (
+        "export a model that returns only them, [N, classes]: m = keras.saving.load_model("
+        f"{reference!r}); keras.Model(m.inputs, {pick}).save('scores.keras') with {index} that "
+        f"of the scores ({found}); pass scores.keras."
+    )
+
+
+def _width_of(tensor: Any) -> str:
+    """A Keras output's shape, [N, K] for scores: the batch as N, open sides as ?."""
+    sides = ["?" if s is None else str(s) for s in tuple(tensor.shape)[1:]]
+    return f"[{', '.join(['N', *sides])}]"
 
 
 def _check_side(reference: str, side: int | None) -> None:
