@@ -1187,6 +1187,45 @@ def test_a_keras_model_taking_uint8_images_is_refused_without_a_word_on_its_pixe
     assert not [r.message for r in caplog.records if "rescales pixels" in r.message]
 
 
+def test_a_keras_model_taking_uint8_images_is_told_the_float_clone_that_runs(
+    image_folder, tmp_path, capsys
+):
+    """Its refusal said to 'export the model with a float32 input, fed in where it turns
+    its uint8 one into floats': no word of how, and a Keras model casts a float32 batch
+    to its uint8 Input (no gradient). It names the clone on a float32 Input, which runs,
+    and whose rows are the uint8 model's on the same pixels."""
+    import keras
+
+    keras.utils.set_random_seed(6)
+    layers = keras.layers
+    inputs = keras.Input((SIZE, SIZE, 3), dtype="uint8")
+    x = layers.Conv2D(4, 3, activation="relu", bias_initializer="glorot_uniform")(
+        layers.Rescaling(1 / 255)(inputs)
+    )
+    outputs = layers.Dense(5)(layers.GlobalAveragePooling2D()(x))
+    model = str(tmp_path / "uint8.keras")
+    keras.Model(inputs, outputs).save(model)
+    assert main(_flags(image_folder, model, tmp_path / "refused")) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line.endswith(
+        f"clone it on a float32 input: m = keras.saving.load_model({model!r}); f = "
+        f"keras.models.clone_model(m, input_tensors=keras.Input(({SIZE}, {SIZE}, 3))); "
+        "f.set_weights(m.get_weights()); f.save('float_input.keras'); pass float_input.keras "
+        "with --input_range 0,255 (its uint8 pixels' range)."
+    ), line
+    m = keras.saving.load_model(model)
+    f = keras.models.clone_model(m, input_tensors=keras.Input((SIZE, SIZE, 3)))
+    f.set_weights(m.get_weights())
+    f.save(str(tmp_path / "float_input.keras"))
+    flags = _flags(image_folder, str(tmp_path / "float_input.keras"), tmp_path / "out")
+    assert main([*flags, "--input_range", "0,255", "--faithfulness", "none"]) == 0
+    rows = pd.read_parquet(tmp_path / "out" / "results").set_index("image_id")
+    ids = sorted(image_folder["pixels"])
+    scores = np.asarray(m(np.stack([image_folder["pixels"][i] for i in ids]), training=False))
+    assert rows.loc[ids, "predicted_class"].tolist() == scores.argmax(1).tolist()
+    np.testing.assert_allclose(rows.loc[ids, "target_score"], scores.max(1), rtol=1e-4)
+
+
 def test_a_model_taking_encoded_images_is_refused_as_such(image_folder, tmp_path, capsys):
     """A TF Serving export that decodes JPEG bytes itself: its input is strings, not
     integers, and the fix is to export the function after the decoding."""

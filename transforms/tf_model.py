@@ -683,7 +683,7 @@ def _callable(obj: Any, reference: str, announce: bool = True) -> tuple[Any, tup
         # A Keras Input's batch size is a hint: the model runs on any batch.
         shape = (None, *obj.inputs[0].shape[1:]) if obj.inputs else None
         if obj.inputs:  # Keras casts the float32 images to a float input's dtype itself
-            _input_cast(obj.inputs[0].dtype, reference)
+            _check_keras_input_dtype(obj, reference)
         return _keras_call(obj, reference, announce), shape
     if callable(obj):
         return _module_call(obj, reference, announce)
@@ -768,6 +768,28 @@ def _check_keras_inputs(model: Any, reference: str) -> None:
             "with the images [N, H, W, 3] alone: save a model of the images only (any other "
             "input fixed inside it)."
         )
+
+
+def _check_keras_input_dtype(model: Any, reference: str) -> None:
+    """`_input_cast` of a Keras model's input; an integer one (uint8 images) is refused
+    with the clone of the model on a float32 input, which has the gradient: the job's
+    float32 images fed to the model itself are cast to its integer input, which has none."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    dtype = tf.as_dtype(model.inputs[0].dtype)
+    if dtype.is_floating or dtype == tf.string:
+        _input_cast(dtype, reference)
+        return
+    shape = tuple(model.inputs[0].shape[1:])
+    pixels = "0,255 (its uint8 pixels' range)" if dtype == tf.uint8 else "for the pixels it takes"
+    raise ValueError(
+        f"--model {reference!r} takes {dtype.name} images; Integrated Gradients needs the "
+        "gradient with respect to the input, which an integer input has not (Keras casts "
+        f"float32 images to it): clone it on a float32 input: m = keras.saving.load_model("
+        f"{reference!r}); f = keras.models.clone_model(m, input_tensors=keras.Input({shape})); "
+        "f.set_weights(m.get_weights()); f.save('float_input.keras'); pass float_input.keras "
+        f"with --input_range {pixels}."
+    )
 
 
 def _keras_call(model: Any, reference: str, announce: bool):
