@@ -1084,6 +1084,34 @@ def test_scores_with_extra_axes_of_size_1_are_refused_naming_the_reshape(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_keras_conv_head_of_extra_axes_is_told_the_keras_reshape_that_runs(
+    image_folder, tmp_path, capsys
+):
+    """A .keras model of a fully convolutional head [N, 1, 1, K] was told to reshape its
+    scores with tf.reshape inside it: in a .keras model that takes a Lambda layer, which
+    the job refuses to load. It is told the Keras Reshape re-wrap, which runs."""
+    import keras
+
+    layers = keras.layers
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = layers.GlobalAveragePooling2D(keepdims=True)(layers.Conv2D(4, 3)(inputs))
+    model = str(tmp_path / "conv_head.keras")
+    keras.Model(inputs, layers.Conv2D(5, 1)(x)).save(model)
+    assert main(_flags(image_folder, model, tmp_path / "out")) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line.endswith(
+        "returns shape (2, 1, 1, 5) for a batch of 2 images; a classifier returning [batch, "
+        "classes] is needed: save it with its scores reshaped to [batch, 5]: m = "
+        f"keras.saving.load_model({model!r}); keras.Model(m.inputs, keras.layers.Reshape("
+        "(5,))(m.output)).save('scores.keras'); pass scores.keras."
+    ), line
+    m = keras.saving.load_model(model)
+    scores = str(tmp_path / "scores.keras")
+    keras.Model(m.inputs, keras.layers.Reshape((5,))(m.output)).save(scores)
+    assert main([*_flags(image_folder, scores, tmp_path / "out"), "--faithfulness", "none"]) == 0
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["model"]["num_outputs"] == 5
+
+
 def test_a_keras_model_of_several_inputs_is_refused_naming_them(image_folder, tmp_path, capsys):
     """A model taking the image and a second input failed on the launch's probe with Keras'
     advice, 'Pass inputs as a dict', which a user of the job cannot follow."""

@@ -1281,9 +1281,12 @@ def _warn_of_low_precision(reference: str, dtype: str | None) -> None:
     )
 
 
-def _probe_outputs(reference: str, call, image_size: int, input_range) -> np.ndarray:
+def _probe_outputs(
+    reference: str, call, image_size: int, input_range, keras_file: bool = False
+) -> np.ndarray:
     """The model's outputs on `probe_images`, checked: it must be a differentiable
-    classifier returning float scores [batch, classes].
+    classifier returning float scores [batch, classes]; `keras_file`: a .keras model of
+    one output, told a fix in Keras' own layers.
 
     Raises:
       ValueError: naming the model and what it lacks.
@@ -1297,7 +1300,7 @@ def _probe_outputs(reference: str, call, image_size: int, input_range) -> np.nda
             scores = call(images)
     except Exception as e:
         raise _probe_error(reference, call, images, e) from e
-    _check_scores(reference, scores)
+    _check_scores(reference, scores, keras_file)
     if tape.gradient(scores, images) is None:  # of their sum
         raise ValueError(
             f"--model {reference!r} has no gradient with respect to its input images "
@@ -1385,7 +1388,7 @@ def _warn_of_one_output(reference: str) -> None:
     )
 
 
-def _check_scores(reference: str, scores: Any) -> None:
+def _check_scores(reference: str, scores: Any, keras_file: bool = False) -> None:
     """The probe's output: one float tensor [2, classes]."""
     if not hasattr(scores, "dtype") or not hasattr(scores, "shape"):
         raise ValueError(
@@ -1401,17 +1404,27 @@ def _check_scores(reference: str, scores: Any) -> None:
     if len(shape) != 2 or shape[0] != 2:
         raise ValueError(
             f"--model {reference!r} returns shape {shape} for a batch of 2 images; a "
-            f"classifier returning [batch, classes] is needed{_reshape_hint(shape)}."
+            "classifier returning [batch, classes] is needed"
+            f"{_reshape_hint(shape, reference if keras_file else None)}."
         )
 
 
-def _reshape_hint(shape: tuple) -> str:
+def _reshape_hint(shape: tuple, keras_file: str | None = None) -> str:
     """The fix for scores [batch, classes] with extra axes of size 1 ([N, 1, 1, K] of a
     fully convolutional head), or one score per image [N]: the reshape that makes them
-    [batch, K] (K = 1 for [N])."""
+    [batch, K] (K = 1 for [N]); for the .keras model `keras_file`, a Keras Reshape on its
+    output (a Keras 3 model holds a tf.reshape only in a Lambda layer, which the job
+    refuses to load)."""
     extra = [int(d) for d in shape[1:] if d != 1] or [1]
     if len(shape) == 2 or not shape or shape[0] != 2 or len(extra) != 1:
         return ""
+    if keras_file is not None:
+        return (
+            f": save it with its scores reshaped to [batch, {extra[0]}]: m = "
+            f"keras.saving.load_model({keras_file!r}); keras.Model(m.inputs, "
+            f"keras.layers.Reshape(({extra[0]},))(m.output)).save('scores.keras'); pass "
+            "scores.keras"
+        )
     return (
         f": export it with its scores reshaped to [batch, {extra[0]}] inside it "
         f"(tf.reshape(scores, [-1, {extra[0]}]))"
@@ -1749,7 +1762,8 @@ def resolve_model(
         input_range = _model_input_range(model, obj, given, input_range)
         recorded = _side_taken(model, obj) if _open_size(shape) else None
         image_size = _image_size(model.reference, model.location, shape, image_size, recorded)
-        outputs = _probe_outputs(model.reference, call, image_size, input_range)
+        keras_file = model.kind == "keras" and len(getattr(obj, "outputs", None) or []) == 1
+        outputs = _probe_outputs(model.reference, call, image_size, input_range, keras_file)
         num_outputs = int(outputs.shape[1])
         _warn_of_probabilities(model.reference, outputs, obj)  # of a model the job audits
         _warn_of_low_precision(model.reference, _narrow_float(obj, outputs))
