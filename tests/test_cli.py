@@ -1729,6 +1729,40 @@ def test_a_call_returning_a_dict_is_audited_on_its_logits_as_a_signature_is(
     assert "its __call__ returns several outputs (aux, scores)" in line, line
 
 
+def test_a_call_saved_without_a_traced_function_is_refused_naming_the_input_signature(
+    image_folder, tmp_path, capsys, caplog
+):
+    """A tf.Module whose __call__ is a tf.function of no input_signature, not called
+    before saving, holds no function a loaded SavedModel can run: the launch warned it
+    would feed 224x224 images, then exited with TensorFlow's 'Found zero restored
+    functions for caller function.' The refusal names the input_signature, which runs."""
+    import tensorflow as tf
+
+    def scores_of(module):
+        return lambda images: tf.reduce_mean(images, [1, 2]) @ module.w
+
+    module = tf.Module()
+    module.w = tf.Variable(np.random.default_rng(4).normal(size=(3, 5)).astype(np.float32))
+    module.__call__ = tf.function(scores_of(module))
+    tf.saved_model.save(module, str(tmp_path / "untraced"))
+    model = str(tmp_path / "untraced")
+    assert main(_flags(image_folder, model, tmp_path / "out")) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line == (
+        f"error: --model '{model}': its __call__ was saved without a traced function (a "
+        "tf.function of no input_signature, not called before tf.saved_model.save), and a "
+        "loaded SavedModel runs only the functions traced when it was saved: save it with "
+        "tf.function(..., input_signature=[tf.TensorSpec([None, None, None, 3], "
+        "tf.float32)]) (a fixed height and width in place of None, None if it has them)."
+    ), line
+    assert "using 224" not in caplog.text
+    spec = tf.TensorSpec([None, None, None, 3], tf.float32)
+    module.__call__ = tf.function(scores_of(module), input_signature=[spec])
+    tf.saved_model.save(module, str(tmp_path / "traced"))
+    flags = _flags(image_folder, str(tmp_path / "traced"), tmp_path / "out", "--image_size", "16")
+    assert main([*flags, "--faithfulness", "none"]) == 0
+
+
 def test_a_call_taking_more_than_the_images_is_refused_by_every_launch(tmp_path):
     """A local launch loads the model, a Dataflow launch reads its saved_model.pb: both
     refuse a __call__ that also needs a `training` tensor (workers would fail on it)."""

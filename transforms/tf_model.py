@@ -828,7 +828,16 @@ def _module_call(obj: Any, reference: str, announce: bool) -> tuple[Any, tuple |
     """`_callable` of a callable SavedModel: its first 4-D concrete function's input
     shape, and the images cast to that input's type."""
     shape, dtype, outputs = None, None, None
-    for fn in getattr(obj.__call__, "concrete_functions", None) or []:
+    functions = getattr(obj.__call__, "concrete_functions", None)
+    if functions is not None and not functions:
+        raise ValueError(
+            f"--model {reference!r}: its __call__ was saved without a traced function (a "
+            "tf.function of no input_signature, not called before tf.saved_model.save), and a "
+            "loaded SavedModel runs only the functions traced when it was saved: save it with "
+            "tf.function(..., input_signature=[tf.TensorSpec([None, None, None, 3], "
+            "tf.float32)]) (a fixed height and width in place of None, None if it has them)."
+        )
+    for fn in functions or []:
         args, kwargs = fn.structured_input_signature
         specs = [s for s in (*args, *kwargs.values()) if hasattr(s, "shape")]
         if specs and specs[0].shape.rank in (None, 4):  # None: any shape, 4-D images too
