@@ -1763,6 +1763,42 @@ def test_a_call_saved_without_a_traced_function_is_refused_naming_the_input_sign
     assert main([*flags, "--faithfulness", "none"]) == 0
 
 
+def test_a_call_taking_a_dict_of_the_images_is_fed_them_so(image_folder, tmp_path):
+    """A __call__ whose input_signature is [{'image': TensorSpec([None, 16, 16, 3])}] (the
+    features dict of a Keras or Estimator-style model): the launch took no input shape
+    from it, fed 224x224 images as a bare tensor and exited 2 with TensorFlow's cut-off
+    'Binding inputs to tf.function failed due to `Can not cast <tf.Tensor: ... numpy='.
+    A dict of the images and another tensor is refused naming both, as two arguments are."""
+    import tensorflow as tf
+
+    from transforms.tf_model import resolve_model
+
+    module = tf.Module()
+    module.w = tf.Variable(np.random.default_rng(4).normal(size=(3, 5)).astype(np.float32))
+    spec = tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)
+    module.__call__ = tf.function(
+        lambda features: tf.reduce_mean(features["image"] ** 2, [1, 2]) @ module.w,
+        input_signature=[{"image": spec}],
+    )
+    model = str(tmp_path / "dict_input")
+    tf.saved_model.save(module, model)
+    assert main([*_flags(image_folder, model, tmp_path / "out"), "--faithfulness", "none"]) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["model"]["image_size"] == SIZE
+    rows = pd.read_parquet(tmp_path / "out" / "results").sort_values("image_id")
+    pixels = np.stack([image_folder["pixels"][i] for i in rows.image_id]) / np.float32(255)
+    scores = tf.saved_model.load(model)({"image": tf.constant(pixels, tf.float32)}).numpy()
+    assert rows.predicted_class.tolist() == scores.argmax(1).tolist()
+    np.testing.assert_allclose(rows.target_score, scores.max(1), rtol=1e-5)
+    module.__call__ = tf.function(
+        lambda features: tf.reduce_mean(features["image"], [1, 2]) @ module.w + features["bias"],
+        input_signature=[{"image": spec, "bias": tf.TensorSpec([None, 5], tf.float32)}],
+    )
+    tf.saved_model.save(module, str(tmp_path / "two"))
+    with pytest.raises(ValueError, match=r"its __call__ takes 2 tensors \(\w*bias, \w*image\)"):
+        resolve_model(str(tmp_path / "two"))
+
+
 def test_a_call_taking_more_than_the_images_is_refused_by_every_launch(tmp_path):
     """A local launch loads the model, a Dataflow launch reads its saved_model.pb: both
     refuse a __call__ that also needs a `training` tensor (workers would fail on it)."""

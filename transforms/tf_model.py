@@ -826,34 +826,56 @@ def _keras_call(model: Any, reference: str, announce: bool):
 
 def _module_call(obj: Any, reference: str, announce: bool) -> tuple[Any, tuple | None]:
     """`_callable` of a callable SavedModel: its first 4-D concrete function's input
-    shape, and the images cast to that input's type."""
-    shape, dtype, outputs = None, None, None
+    shape, and the images cast to that input's type (inside the dict or list of one
+    tensor that is its argument, where it is one)."""
+    import tensorflow as tf  # noqa: PLC0415
+
     functions = getattr(obj.__call__, "concrete_functions", None)
     if functions is not None and not functions:
-        raise ValueError(
-            f"--model {reference!r}: its __call__ was saved without a traced function (a "
-            "tf.function of no input_signature, not called before tf.saved_model.save), and a "
-            "loaded SavedModel runs only the functions traced when it was saved: save it with "
-            "tf.function(..., input_signature=[tf.TensorSpec([None, None, None, 3], "
-            "tf.float32)]) (a fixed height and width in place of None, None if it has them)."
-        )
+        raise _untraced_refusal(reference)
+    shape, dtype, outputs, structure = None, None, None, None
     for fn in functions or []:
-        args, kwargs = fn.structured_input_signature
-        specs = [s for s in (*args, *kwargs.values()) if hasattr(s, "shape")]
-        if specs and specs[0].shape.rank in (None, 4):  # None: any shape, 4-D images too
+        args, _ = fn.structured_input_signature
+        specs = _input_specs(fn.structured_input_signature)
+        if any(s.shape.rank in (None, 4) for s in specs.values()):  # None: any shape
             _check_images_alone(reference, specs)
+            specs = list(specs.values())
             shape, dtype, outputs = (
                 _known_shape(specs[0].shape),
                 specs[0].dtype,
                 fn.structured_outputs,
             )
+            structure = args[0] if len(args) == 1 and tf.nest.is_nested(args[0]) else None
             break
-    cast = _input_cast(dtype, reference)
-    call = obj if cast is None else lambda x: obj(cast(x))
+    feed = _feed(structure, _input_cast(dtype, reference))
+    call = obj if feed is None else lambda x: obj(feed(x))
     if isinstance(outputs, dict):  # as a serving signature's: the scores by name
         key = _scores_key(reference, outputs, "its __call__", announce)
         return (lambda x: call(x)[key]), shape
     return call, shape
+
+
+def _untraced_refusal(reference: str) -> ValueError:
+    """A __call__ saved with no concrete function: a tf.function of no input_signature
+    never called before saving, which a loaded SavedModel cannot run."""
+    return ValueError(
+        f"--model {reference!r}: its __call__ was saved without a traced function (a "
+        "tf.function of no input_signature, not called before tf.saved_model.save), and a "
+        "loaded SavedModel runs only the functions traced when it was saved: save it with "
+        "tf.function(..., input_signature=[tf.TensorSpec([None, None, None, 3], "
+        "tf.float32)]) (a fixed height and width in place of None, None if it has them)."
+    )
+
+
+def _feed(structure: Any, cast):
+    """How the images reach a __call__: `cast` (None: as they are), and packed into
+    `structure`, the dict or list of one tensor it takes (None: a bare tensor)."""
+    if structure is None:
+        return cast
+    import tensorflow as tf  # noqa: PLC0415
+
+    cast = cast or (lambda x: x)
+    return lambda x: tf.nest.pack_sequence_as(structure, [cast(x)])
 
 
 def _known_shape(shape) -> tuple | None:
@@ -862,11 +884,28 @@ def _known_shape(shape) -> tuple | None:
     return None if shape.rank is None else tuple(shape)
 
 
-def _check_images_alone(reference: str, specs: list) -> None:
+def _input_specs(value: Any, key: str | None = None, specs: dict | None = None) -> dict:
+    """The tensors a concrete function takes (`value`: its `structured_input_signature`),
+    those in a dict or list argument too, in order (a dict's by sorted key, as tf.nest
+    flattens it), by name: the spec's own, else its dict key, else unnamed."""
+    specs = {} if specs is None else specs
+    if isinstance(value, dict):
+        for name in sorted(value):
+            _input_specs(value[name], str(name), specs)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _input_specs(item, None, specs)
+    elif hasattr(value, "shape"):
+        name = getattr(value, "name", None) or key or "unnamed"
+        specs[name if name not in specs else f"{name}_{len(specs)}"] = value
+    return specs
+
+
+def _check_images_alone(reference: str, specs: dict[str, Any]) -> None:
     """The job calls a `__call__` with the images alone: one taking further tensors
     (a `training` flag, a second input) is refused, naming them."""
     if len(specs) > 1:
-        names = ", ".join(s.name or "unnamed" for s in specs)
+        names = ", ".join(specs)
         raise ValueError(
             f"--model {reference!r}: its __call__ takes {len(specs)} tensors ({names}); the "
             "job calls it with the images [N, H, W, 3] alone: save a function of the images "
