@@ -1112,6 +1112,30 @@ def test_a_keras_conv_head_of_extra_axes_is_told_the_keras_reshape_that_runs(
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["model"]["num_outputs"] == 5
 
 
+def test_a_keras_model_of_one_named_input_in_a_dict_is_called_with_one(
+    image_folder, tmp_path, capsys
+):
+    """keras.Model({'image': inputs}, ...) was called with a bare tensor: right scores,
+    but Keras' 'UserWarning: The structure of `inputs` doesn't match the expected
+    structure' printed on stderr three times a run (launch, worker load, compile)."""
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3), name="image")
+    outputs = keras.layers.Dense(5)(keras.layers.GlobalAveragePooling2D()(inputs))
+    model = str(tmp_path / "named.keras")
+    keras.Model({"image": inputs}, outputs).save(model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main([*_flags(image_folder, model, tmp_path / "out"), "--faithfulness", "none"]) == 0
+    assert not [w for w in caught if "expected structure" in str(w.message)]
+    assert "expected structure" not in capsys.readouterr().err
+    rows = pd.read_parquet(tmp_path / "out" / "results").sort_values("image_id")
+    pixels = np.stack([image_folder["pixels"][i] for i in rows.image_id]) / np.float32(255)
+    m = keras.saving.load_model(model)
+    scores = np.asarray(m({"image": pixels}, training=False))
+    np.testing.assert_allclose(rows.target_score, scores.max(1), rtol=1e-5)
+
+
 def test_a_keras_model_of_several_inputs_is_refused_naming_them(image_folder, tmp_path, capsys):
     """A model taking the image and a second input failed on the launch's probe with Keras'
     advice, 'Pass inputs as a dict', which a user of the job cannot follow."""

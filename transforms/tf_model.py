@@ -800,8 +800,10 @@ def _keras_call(model: Any, reference: str, announce: bool):
     except (AttributeError, ValueError):  # a Sequential or subclassed model's are not known
         structure = None
 
+    feed = _keras_feed(model)
+
     def call(x):
-        return model(x, training=False)
+        return model(feed(x), training=False)
 
     if isinstance(structure, dict):
         fix = _keras_rewrap(
@@ -822,6 +824,20 @@ def _keras_call(model: Any, reference: str, announce: bool):
         index = names.index(_scores_key(reference, outputs, "the Keras model", announce, fix))
         return lambda x: keras.tree.flatten(call(x))[index]
     return call
+
+
+def _keras_feed(model: Any):
+    """How the images reach a Keras model: as they are, or in the dict of its one input
+    (keras.Model({'image': inputs}, ...)), which Keras takes a bare tensor for too, with
+    a warning on every call it traces."""
+    try:
+        structure = model.input
+    except (AttributeError, ValueError):  # a model of no known input
+        structure = None
+    if isinstance(structure, dict) and len(structure) == 1:
+        (key,) = structure
+        return lambda x: {key: x}
+    return lambda x: x
 
 
 def _module_call(obj: Any, reference: str, announce: bool) -> tuple[Any, tuple | None]:
