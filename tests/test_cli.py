@@ -1061,6 +1061,28 @@ def test_models_the_job_cannot_audit_are_refused_at_launch(image_folder, tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+def test_a_call_returning_a_tuple_is_refused_naming_its_items_and_the_dict_that_runs(tmp_path):
+    """A __call__ returning (logits, probabilities) was refused with 'returns a tuple,
+    not one tensor; a classifier returning scores [batch, classes] is needed': no word
+    of what it holds or of the dict by name the job reads (as a signature's)."""
+    import tensorflow as tf
+
+    from transforms.tf_model import resolve_model
+
+    model = _saved_model(tmp_path / "tuple", lambda s: (s, tf.nn.softmax(s)))
+    with pytest.raises(ValueError) as refused:
+        resolve_model(model)
+    assert str(refused.value) == (
+        f"--model '{model}' returns a tuple, not one tensor (its 2 items: [2, 4] float32, "
+        "[2, 4] float32); a classifier returning scores [batch, classes] is needed: save its "
+        "__call__ returning the scores alone, or a dict of named outputs "
+        "(return {'logits': ..., 'probabilities': ...}), of which the job audits the one "
+        "named logits."
+    )
+    named = _saved_model(tmp_path / "dict", lambda s: {"logits": s, "probabilities": s})
+    assert resolve_model(named).num_outputs == 4
+
+
 def test_scores_with_extra_axes_of_size_1_are_refused_naming_the_reshape(
     image_folder, tmp_path, capsys
 ):

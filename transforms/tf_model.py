@@ -1456,8 +1456,9 @@ def _check_scores(reference: str, scores: Any, keras_file: bool = False) -> None
     """The probe's output: one float tensor [2, classes]."""
     if not hasattr(scores, "dtype") or not hasattr(scores, "shape"):
         raise ValueError(
-            f"--model {reference!r} returns a {type(scores).__name__}, not one tensor; a "
-            "classifier returning scores [batch, classes] is needed."
+            f"--model {reference!r} returns a {type(scores).__name__}, not one tensor"
+            f"{_items_of(scores)}; a classifier returning scores [batch, classes] is needed"
+            f"{_one_tensor_hint(scores)}."
         )
     if not scores.dtype.is_floating:
         raise ValueError(
@@ -1471,6 +1472,30 @@ def _check_scores(reference: str, scores: Any, keras_file: bool = False) -> None
             "classifier returning [batch, classes] is needed"
             f"{_reshape_hint(shape, reference if keras_file else None)}."
         )
+
+
+def _items_of(outputs: Any) -> str:
+    """What a tuple or list of outputs holds: each item's shape and dtype, or its type."""
+    if not isinstance(outputs, list | tuple):
+        return ""
+
+    def item(value: Any) -> str:
+        if hasattr(value, "shape") and hasattr(value, "dtype"):
+            return f"{list(value.shape)} {value.dtype.name}"
+        return type(value).__name__
+
+    return f" (its {len(outputs)} items: {', '.join(item(v) for v in outputs)})"
+
+
+def _one_tensor_hint(outputs: Any) -> str:
+    """The fix for a __call__ returning a tuple or list: the scores alone, or a dict
+    of named outputs, read by name as a signature's (`_scores_output`)."""
+    if not isinstance(outputs, list | tuple):
+        return ""
+    return (
+        ": save its __call__ returning the scores alone, or a dict of named outputs (return "
+        "{'logits': ..., 'probabilities': ...}), of which the job audits the one named logits"
+    )
 
 
 def _reshape_hint(shape: tuple, keras_file: str | None = None) -> str:
