@@ -1381,6 +1381,19 @@ def _signature_model(path, outputs: tuple[str, ...], shape=(SIZE, SIZE)) -> str:
     return str(path)
 
 
+def _signature_input(path, shape: tuple[int, ...]) -> str:
+    """A SavedModel whose serving signature takes inputs [N, *shape] (a grayscale or
+    channels-first one), returning 4 of their values."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.float32, name="image")])
+    def serve(image):
+        return {"scores": tf.reshape(image, [tf.shape(image)[0], -1])[:, :4]}
+
+    tf.saved_model.save(tf.Module(), str(path), signatures={"serving_default": serve})
+    return str(path)
+
+
 def _keras_unbuilt(path) -> str:
     import keras
 
@@ -1458,10 +1471,10 @@ def test_signatures_and_shapes_the_job_cannot_use_are_refused_at_launch(
         f"takes inputs of shape (None, {SIZE}, {SIZE}, 1); this pipeline needs images [batch, "
         "height, width, 3]. It is fed RGB images (grayscale ones as 3 equal channels): export "
         "it taking [batch, height, width, 3] and making its 1 channel(s) of them inside": (
-            _keras_input(tmp_path / "gray.keras", (SIZE, SIZE, 1))
+            _signature_input(tmp_path / "gray", (SIZE, SIZE, 1))
         ),
         "It takes channels first [batch, 3, height, width]: export it taking channels last": (
-            _keras_input(tmp_path / "first.keras", (3, SIZE, SIZE))
+            _signature_input(tmp_path / "first", (3, SIZE, SIZE))
         ),
     }
     for message, model in models.items():
@@ -1475,12 +1488,52 @@ def test_a_four_channel_model_is_not_told_to_make_grayscale(image_folder, tmp_pa
     """An RGBA (or RGB + infrared) model was told to make its 4 channels with
     tf.image.rgb_to_grayscale, which makes 1: the example fits a 1-channel model alone."""
     for channels, example in ((1, True), (4, False)):
-        model = _keras_input(tmp_path / f"c{channels}.keras", (SIZE, SIZE, channels))
+        model = _signature_input(tmp_path / f"c{channels}", (SIZE, SIZE, channels))
         assert main(_flags(image_folder, model, tmp_path / "out")) == 2, model
         (line,) = _error_lines(capsys.readouterr().err)
         assert f"making its {channels} channel(s) of them inside" in line, line
         assert ("tf.image.rgb_to_grayscale" in line) == example, line
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "shape, takes",
+    [
+        ((SIZE, SIZE, 1), "keras.ops.image.rgb_to_grayscale(x)"),
+        ((SIZE, SIZE), "keras.ops.squeeze(keras.ops.image.rgb_to_grayscale(x), -1)"),
+        ((SIZE * SIZE * 3,), "keras.layers.Flatten()(x)"),
+        ((SIZE * SIZE,), "keras.layers.Flatten()(keras.ops.image.rgb_to_grayscale(x))"),
+        ((3, SIZE, SIZE), "keras.layers.Permute((3, 1, 2))(x)"),
+    ],
+    ids=["gray", "gray_2d", "flat_rgb", "flat_gray", "channels_first"],
+)
+def test_a_keras_model_of_other_image_inputs_is_told_the_wrap_that_runs(
+    shape, takes, image_folder, tmp_path, capsys, monkeypatch
+):
+    """A .keras model of grayscale, flattened (an MNIST-style MLP) or channels-first
+    input was told to export it 'making its 1 channel(s) of them inside (e.g.
+    tf.image.rgb_to_grayscale)', or nothing at all for a flat input: in a Keras 3 model a
+    tf.image op fails on its symbolic inputs. The refusal names a Keras wrap on RGB
+    images [N, 16, 16, 3]; run as printed, its model gives the wrapped one's scores."""
+    import keras
+
+    model = _keras_input(tmp_path / "other.keras", shape)
+    monkeypatch.chdir(tmp_path)
+    assert main(_flags(image_folder, model, tmp_path / "out")) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    wrap = (
+        f"m = keras.saving.load_model({model!r}); x = keras.Input(({SIZE}, {SIZE}, 3)); "
+        f"keras.Model(x, m({takes})).save('rgb.keras')"
+    )
+    assert line.endswith(f": {wrap}; pass rgb.keras."), line
+    exec(wrap, {"keras": keras})
+    assert (
+        main([*_flags(image_folder, "rgb.keras", tmp_path / "out"), "--faithfulness", "none"]) == 0
+    )
+    rows = pd.read_parquet(tmp_path / "out" / "results").sort_values("image_id")
+    pixels = np.stack([image_folder["pixels"][i] for i in rows.image_id]) / np.float32(255)
+    scores = np.asarray(keras.saving.load_model("rgb.keras")(pixels))
+    np.testing.assert_allclose(rows.target_score, scores.max(1), rtol=1e-4)
 
 
 @pytest.mark.parametrize("kind", ["keras", "saved_model"])

@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -680,6 +681,7 @@ def _callable(obj: Any, reference: str, announce: bool = True) -> tuple[Any, tup
                 "model.build((None, height, width, 3)))."
             )
         _check_keras_inputs(obj, reference)
+        _check_keras_image_input(obj, reference)
         # A Keras Input's batch size is a hint: the model runs on any batch.
         shape = (None, *obj.inputs[0].shape[1:]) if obj.inputs else None
         if obj.inputs:  # Keras casts the float32 images to a float input's dtype itself
@@ -768,6 +770,61 @@ def _check_keras_inputs(model: Any, reference: str) -> None:
             "with the images [N, H, W, 3] alone: save a model of the images only (any other "
             "input fixed inside it)."
         )
+
+
+_GRAY = "keras.ops.image.rgb_to_grayscale(x)"
+_FED_RGB = "It is fed RGB images (grayscale ones as 3 equal channels)"
+
+
+def _check_keras_image_input(model: Any, reference: str) -> None:
+    """A Keras model of grayscale, flattened or channels-first images of a square (or
+    open) side is refused with the wrap that feeds it RGB images [N, S, S, 3]: in Keras'
+    own layers and ops, as a tf.image or tf.reshape op fails on a Keras 3 model's
+    symbolic inputs (`_image_size` refuses other shapes)."""
+    if not model.inputs:
+        return
+    shape = tuple(model.inputs[0].shape)
+    wrap = _keras_rgb_wrap(shape[1:])
+    if wrap is None:
+        return
+    rgb, takes, why = wrap
+    raise ValueError(
+        f"--model {reference!r} takes inputs of shape {shape}; this pipeline needs images "
+        f"[batch, height, width, 3]. {why}: wrap it taking them: m = keras.saving.load_model("
+        f"{reference!r}); x = keras.Input({rgb}); keras.Model(x, m({takes})).save('rgb.keras'); "
+        "pass rgb.keras."
+    )
+
+
+def _keras_rgb_wrap(dims: tuple) -> tuple[tuple, str, str] | None:
+    """For a Keras input of `dims` (without the batch) that a wrap fixes: the RGB input
+    (side, side, 3), the expression of it (x) the model takes, and why; else None."""
+    if len(dims) == 3 and dims[2] == 1 and _square(dims[:2]):
+        return (dims[0], dims[1], 3), _GRAY, _FED_RGB
+    if len(dims) == 3 and dims[0] == 3 and dims[2] != 3 and _square(dims[1:]):
+        why = "It takes channels first [batch, 3, height, width]"
+        return (dims[1], dims[2], 3), "keras.layers.Permute((3, 1, 2))(x)", why
+    if len(dims) == 2 and _square(dims):
+        return (dims[0], dims[1], 3), f"keras.ops.squeeze({_GRAY}, -1)", _FED_RGB
+    if len(dims) != 1 or dims[0] is None:
+        return None
+    for channels, takes in (
+        (3, "keras.layers.Flatten()(x)"),
+        (1, f"keras.layers.Flatten()({_GRAY})"),
+    ):
+        side = math.isqrt(dims[0] // channels)
+        if side * side * channels == dims[0]:
+            why = (
+                f"It takes images [batch, {side}, {side}, {channels}] flattened, and is fed "
+                "RGB ones (grayscale ones as 3 equal channels)"
+            )
+            return (side, side, 3), takes, why
+    return None
+
+
+def _square(sides: tuple) -> bool:
+    """Height and width equal, or either open."""
+    return None in sides or sides[0] == sides[1]
 
 
 def _check_keras_input_dtype(model: Any, reference: str) -> None:
