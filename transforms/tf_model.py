@@ -912,12 +912,8 @@ def _module_call(obj: Any, reference: str, announce: bool) -> tuple[Any, tuple |
         specs = _input_specs(fn.structured_input_signature)
         if any(s.shape.rank in (None, 4) for s in specs.values()):  # None: any shape
             _check_images_alone(reference, specs)
-            specs = list(specs.values())
-            shape, dtype, outputs = (
-                _known_shape(specs[0].shape),
-                specs[0].dtype,
-                fn.structured_outputs,
-            )
+            (images,) = specs.values()
+            shape, dtype, outputs = _known_shape(images.shape), images.dtype, fn.structured_outputs
             structure = args[0] if len(args) == 1 and tf.nest.is_nested(args[0]) else None
             break
     feed = _feed(structure, _input_cast(dtype, reference))
