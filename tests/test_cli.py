@@ -1898,6 +1898,55 @@ def test_a_call_taking_a_dict_of_the_images_is_fed_them_so(image_folder, tmp_pat
         resolve_model(str(tmp_path / "two"))
 
 
+@pytest.mark.parametrize("kind", ["signature", "call"])
+def test_a_saved_model_of_undecided_outputs_is_told_the_resave_that_runs(
+    kind, image_folder, tmp_path, capsys
+):
+    """A signature returning a tuple (TF names its outputs output_0, output_1), or a
+    __call__ returning a dict of such names, was told to 'export a model or signature
+    that returns only them': no way to do so from the SavedModel alone. The refusal
+    names a re-save of the output chosen (KEY), each output with its shape; run as
+    printed, it is audited."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.w = tf.Variable(np.random.default_rng(5).normal(size=(3, 5)).astype(np.float32))
+    spec = tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32, name="images")
+
+    def scores(images):
+        logits = tf.reduce_mean(images, [1, 2]) @ module.w
+        return logits, tf.nn.sigmoid(logits)[:, :4]
+
+    model = str(tmp_path / "two")
+    if kind == "signature":
+        tf.saved_model.save(module, model, signatures=tf.function(scores, input_signature=[spec]))
+        called = "m.signatures['serving_default'](images=x)"
+    else:
+        module.__call__ = tf.function(
+            lambda images: dict(zip(("output_0", "output_1"), scores(images), strict=True)),
+            input_signature=[spec],
+        )
+        tf.saved_model.save(module, model)
+        called = "m(x)"
+    assert main(_flags(image_folder, model, tmp_path / "out")) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    resave = (
+        f"m = tf.saved_model.load({model!r}); n = tf.Module(); n.m = m; n.__call__ = "
+        f"tf.function(lambda x: {called}[KEY], input_signature=[tf.TensorSpec([None, {SIZE}, "
+        f"{SIZE}, 3], tf.float32)]); tf.saved_model.save(n, new_folder)"
+    )
+    assert line.endswith(
+        f"several outputs (output_0, output_1) and the job cannot tell which holds the class "
+        f"scores; save a model of them alone: {resave} with KEY that of the scores "
+        "('output_0' [N, 5], 'output_1' [N, 4]); pass new_folder."
+    ), line
+    new_folder = str(tmp_path / "resaved")
+    exec(resave, {"tf": tf, "KEY": "output_0", "new_folder": new_folder})
+    flags = _flags(image_folder, new_folder, tmp_path / "out")
+    assert main([*flags, "--faithfulness", "none"]) == 0
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["model"]["num_outputs"] == 5
+
+
 def test_a_call_taking_more_than_the_images_is_refused_by_every_launch(tmp_path):
     """A local launch loads the model, a Dataflow launch reads its saved_model.pb: both
     refuse a __call__ that also needs a `training` tensor (workers would fail on it)."""

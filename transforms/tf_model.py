@@ -750,7 +750,9 @@ def _signature_call(sig: Any, name: str, reference: str, announce: bool) -> tupl
         if len(outputs) > 1 and announce:
             _LOG.info("Model %s: auditing the 'default' output of its TF1 Hub module.", reference)
     else:
-        key = _scores_key(reference, outputs, f"its {name} signature", announce)
+        called = f"m.signatures[{name!r}]({arg}=x)" if arg.isidentifier() else None
+        fix = _saved_model_rewrap(reference, outputs, called, spec)
+        key = _scores_key(reference, outputs, f"its {name} signature", announce, fix)
     cast = _input_cast(spec.dtype, reference) or (lambda x: x)
 
     def call(x):
@@ -919,9 +921,26 @@ def _module_call(obj: Any, reference: str, announce: bool) -> tuple[Any, tuple |
     feed = _feed(structure, _input_cast(dtype, reference))
     call = obj if feed is None else lambda x: obj(feed(x))
     if isinstance(outputs, dict):  # as a serving signature's: the scores by name
-        key = _scores_key(reference, outputs, "its __call__", announce)
+        fix = _saved_model_rewrap(reference, outputs, "m(x)" if structure is None else None, images)
+        key = _scores_key(reference, outputs, "its __call__", announce, fix)
         return (lambda x: call(x)[key]), shape
     return call, shape
+
+
+def _saved_model_rewrap(reference: str, outputs: dict, called: str | None, spec: Any) -> str:
+    """`_scores_key`'s fix for a SavedModel: a module whose __call__ returns one of its
+    outputs (KEY), saved again; `called`: its signature's or __call__'s call on images x,
+    None where a one-line call does not say it (the generic fix then)."""
+    if called is None or spec.shape.rank is None:
+        return _ONE_OUTPUT_FIX
+    found = ", ".join(f"{k!r} {_width_of(outputs[k])}" for k in sorted(outputs))
+    images = f"tf.TensorSpec({spec.shape.as_list()}, tf.{spec.dtype.name})"
+    return (
+        f"save a model of them alone: m = tf.saved_model.load({reference!r}); n = tf.Module(); "
+        f"n.m = m; n.__call__ = tf.function(lambda x: {called}[KEY], input_signature=[{images}]); "
+        f"tf.saved_model.save(n, new_folder) with KEY that of the scores ({found}); pass "
+        "new_folder."
+    )
 
 
 def _untraced_refusal(reference: str) -> ValueError:
@@ -1080,8 +1099,12 @@ def _keras_rewrap(reference: str, outputs: dict[str, Any], pick: str) -> str:
 
 
 def _width_of(tensor: Any) -> str:
-    """A Keras output's shape, [N, K] for scores: the batch as N, open sides as ?."""
-    sides = ["?" if s is None else str(s) for s in tuple(tensor.shape)[1:]]
+    """An output's shape, [N, K] for scores: the batch as N, open sides as ?; [N, ...]
+    for one of unknown rank (or no shape)."""
+    try:
+        sides = ["?" if s is None else str(s) for s in tuple(tensor.shape)[1:]]
+    except (AttributeError, TypeError, ValueError):  # no shape, or an unknown rank
+        sides = ["..."]
     return f"[{', '.join(['N', *sides])}]"
 
 
