@@ -308,7 +308,7 @@ def resume_state(job: AuditJob) -> tuple[frozenset[str], str, tuple[dict[str, An
             f"({error_reason(e)}); make it readable, then run the same command again."
         ) from e
     if not is_run(output):
-        raise _not_a_manifest(output, "no model and config in it")
+        raise _not_a_manifest(output, "no model and config objects in it")
     mismatches = _resume_mismatches(previous, job)
     if mismatches:
         fix = _resume_fix(previous, job, mismatches)

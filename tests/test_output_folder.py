@@ -1493,3 +1493,46 @@ def test_a_template_job_over_its_run_left_replacing_says_so_not_completed(
     (out / "manifest.json").write_text(json.dumps({**manifest, "status": "replacing"}))
     with pytest.raises(Exception, match=rf"holds run {job.lock.run_id} \(replacing\), not "):
         run_job()
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(lambda m: {"model": m["model"]}, id="model-but-no-config"),
+        pytest.param(lambda m: {"model": "resnet50", "config": "train.yaml"}, id="another-tools"),
+        pytest.param(lambda m: {**m, "config": None}, id="config-null"),
+    ],
+)
+def test_a_manifest_without_a_model_and_config_object_is_no_run_to_replace_or_resume(
+    edit, finished, linear_keras, tmp_path, capsys
+):
+    # Another tool's manifest.json naming a "model" and a "config" (strings) was taken
+    # for a run of this job: --overwrite deleted it and report.html, --resume failed
+    # with "AttributeError: 'str' object has no attribute 'get'" (exit 1).
+    out = tmp_path / "out"
+    finished["copy"](out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps(edit(manifest)))
+    (out / "report.html").write_text("<p>the other tool's page</p>")
+    before = _tree(out)
+    flags = job_flags(finished["folder"], linear_keras, out)
+    capsys.readouterr()
+    assert main([*flags, "--overwrite"]) == 2
+    (line,) = [s for s in capsys.readouterr().err.splitlines() if s.startswith("error:")]
+    assert line == (
+        f"error: --output '{out}' holds errors, manifest.json, report.html, results but no "
+        "manifest.json of a run of this job, and --overwrite deletes only such a run. Move "
+        "those files, or choose another folder."
+    )
+    assert main([*flags, "--resume"]) == 2
+    (line,) = [s for s in capsys.readouterr().err.splitlines() if s.startswith("error:")]
+    assert line == (
+        f"error: --resume: the manifest.json in --output '{out}' is not one this job wrote "
+        "(no model and config objects in it), so the earlier run's settings are unknown; "
+        "restore it, or choose another --output."
+    )
+    assert _tree(out) == before  # nothing deleted, no lock left

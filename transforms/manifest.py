@@ -131,12 +131,13 @@ def missing_run_message(flag: str, folder: str, error: FileNotFoundError) -> str
 
 def is_run(folder: str) -> bool:
     """Whether `folder` holds a run of this job: a readable manifest.json with its
-    model and configuration (other folders holding such a name are not runs)."""
+    model and configuration, each a JSON object (other folders holding such a name
+    are not runs: another tool's manifest.json may name a "model" and a "config" file)."""
     try:
         manifest = read_manifest(folder)
     except Exception:  # missing, unreadable, or not JSON
         return False
-    return isinstance(manifest, dict) and {"model", "config"} <= manifest.keys()
+    return all(isinstance(manifest.get(key), dict) for key in ("model", "config"))
 
 
 def estimate_bound(config: dict[str, Any]) -> float | None:
