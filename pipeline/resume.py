@@ -113,7 +113,7 @@ def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> dict[str, str
     neutral = _neutral_config(before_config, now_config)
     for key in sorted(set(before_config) | set(now_config)):
         if key not in neutral:
-            flag = _CONFIG_FLAGS.get(key, f"--{key}")
+            flag = _config_flag(key, now_config)
             pairs.append((flag, before_config.get(key), now_config.get(key)))
     # Last: the class names follow from the model and --label_offset named above.
     names = [_names_by_hash(r.get("class_names_sha256")) for r in (previous, now)]
@@ -124,6 +124,15 @@ def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> dict[str, str
             shown = (v if flag == "class names" else repr(v) for v in (before, current))
             differing[flag] = "{} (earlier run: {}, this run: {})".format(flag, *shown)
     return differing
+
+
+def _config_flag(key: str, now_config: dict[str, Any]) -> str:
+    """What names the setting `key` of a manifest's "config" in a refusal: its flag
+    (`_CONFIG_FLAGS`), or, for one this version does not have (a later version's),
+    that, since no flag of this version sets it."""
+    if key in _CONFIG_FLAGS or key in now_config:
+        return _CONFIG_FLAGS.get(key, f"--{key}")
+    return f"{key!r}, a setting this version of the job does not have"
 
 
 def _resume_fix(previous: dict[str, Any], job: AuditJob, mismatches: dict[str, str]) -> str:
@@ -149,13 +158,16 @@ def _resume_fix(previous: dict[str, Any], job: AuditJob, mismatches: dict[str, s
 
 def _unmatchable(previous: dict[str, Any], job: AuditJob) -> set[str]:
     """The settings no flag makes this version use as the earlier run did: how it ranks
-    pixels, and those the earlier run's version did not have (its manifest has none of
-    them, as of --completeness_tolerance before that flag); by flag, as mismatched."""
+    pixels, those the earlier run's version did not have (its manifest has none of
+    them, as of --completeness_tolerance before that flag) and those this version does
+    not have (a later version's); by flag, as mismatched."""
     before = previous.get("config") or {}
+    now = _jsonable(job.manifest_base())["config"]
     versioned = {"faithfulness_pixels", "faithfulness_ties"}  # no flag sets them
     derived = {"estimate_bound", *versioned}  # filled in from the older keys
-    absent = set(_jsonable(job.manifest_base())["config"]) - set(before) - derived
-    return {_CONFIG_FLAGS.get(k, f"--{k}") for k in absent | versioned}
+    absent = set(now) - set(before) - derived
+    unknown = set(before) - set(now)  # a later version's: no flag of this one sets them
+    return {_config_flag(k, now) for k in absent | versioned | unknown}
 
 
 def _one_local_folder(before: Any, now: Any) -> bool:

@@ -838,6 +838,24 @@ def test_resume_of_a_run_whose_version_lacked_a_setting_does_not_say_to_resume(d
         run([*args, "--steps", "2", "--resume"], save_main_session=False)
 
 
+def test_resume_of_a_run_of_a_later_version_names_its_setting_as_no_flag(done_run, tmp_path):
+    # A later version's manifest holds a setting this one lacks: the refusal named a
+    # flag this version does not have ("--vote_bound") and said to resume with it.
+    output = tmp_path / "out"
+    args = done_run["args"](output)
+    done_run["copy"](output)
+    manifest = json.loads((output / "manifest.json").read_text())
+    manifest["config"]["vote_bound"] = 3
+    (output / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError) as e:
+        run([*args, "--steps", "2", "--resume"], save_main_session=False)
+    assert str(e.value) == (
+        f"--resume: the earlier run in {str(output)!r} differs in 'vote_bound', a setting "
+        "this version of the job does not have (earlier run: 3, this run: None). This "
+        "version of the job cannot continue it: start over with --overwrite."
+    )
+
+
 @pytest.mark.parametrize("tolerance, refused", [("0", False), ("0.01", True)])
 def test_resume_compares_max_steps_only_where_it_bounds_refinement(
     image_folder, linear_keras, tmp_path, tolerance, refused
