@@ -1536,3 +1536,38 @@ def test_a_manifest_without_a_model_and_config_object_is_no_run_to_replace_or_re
         "restore it, or choose another --output."
     )
     assert _tree(out) == before  # nothing deleted, no lock left
+
+
+def test_a_resume_with_nothing_left_writes_what_its_pipeline_would(
+    linear_keras, tmp_path, monkeypatch
+):
+    """A gs:// folder's ids are unknown at launch: its --resume with every input done
+    runs the pipeline, which skips them all. A local folder's completes at once
+    (`pipeline.resume.skip_all`): the same manifest, files and rows, whichever way."""
+    import pipeline.main as job_main
+
+    rng = np.random.default_rng(8)
+    root = tmp_path / "images"
+    for name in ("a.png", "b.png", "n02123045/c.png"):
+        write_image(root / name, rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
+    first = tmp_path / "first"
+    run(cli_args(dataset=root, model=linear_keras, output=first, steps=2), save_main_session=False)
+    found = {}
+    for way in ("at once", "pipeline"):
+        out = tmp_path / way.replace(" ", "_")
+        shutil.copytree(first, out)
+        if way == "pipeline":  # as for a gs:// folder: inputs not known at launch
+            monkeypatch.setattr(job_main, "nothing_left", lambda job: None)
+        flags = cli_args(dataset=root, model=linear_keras, output=out, steps=2)
+        manifest = run([*flags, "--resume"], save_main_session=False)
+        for key in ("run_id", "start_time", "end_time", "output", "command", "results_prefix"):
+            manifest.pop(key)
+        files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+        rows = pd.read_parquet(out / "results").sort_values("image_id", ignore_index=True)
+        found[way] = manifest, files, rows, pd.read_parquet(out / "errors")
+    (manifest, files, rows, errors), (*piped, piped_rows, piped_errors) = found.values()
+    assert manifest["counts"]["skipped_done_before"] == manifest["counts"]["inputs"] == 3
+    assert [manifest, files] == piped
+    pd.testing.assert_frame_equal(rows, piped_rows)
+    pd.testing.assert_frame_equal(errors, piped_errors)
+    assert errors.empty and len(rows) == 3
