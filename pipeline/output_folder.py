@@ -222,6 +222,18 @@ def drop_empty_run_folders(output: str) -> None:
             pass
 
 
+def _delete_run(output: str, existing: list[str]) -> None:
+    """Deletes an earlier run's files (`earlier_run`), its manifest last, alone: stopped
+    midway, the folder still holds the manifest `_mark_replacing` wrote, a run the next
+    --overwrite replaces (a report.html left without it was refused as no run's)."""
+    manifest = FileSystems.join(output, MANIFEST_FILE)
+    rest = [path for path in existing if path != manifest]
+    if rest:
+        FileSystems.delete(rest)
+    if len(rest) < len(existing):
+        FileSystems.delete([manifest])
+
+
 def prepare_output(output: str, overwrite: bool) -> None:
     """Refuses to mix two runs: an earlier run's output is kept unless --overwrite."""
     existing = earlier_run(output)
@@ -230,7 +242,7 @@ def prepare_output(output: str, overwrite: bool) -> None:
     if existing:
         check_own_files(output, existing, "--overwrite")  # again, under the lock
         _mark_replacing(output)
-        FileSystems.delete(existing)
+        _delete_run(output, existing)
         drop_empty_run_folders(output)
     clear_temp(output)
     probe = FileSystems.join(output, ".write_probe")

@@ -1571,3 +1571,33 @@ def test_a_resume_with_nothing_left_writes_what_its_pipeline_would(
     pd.testing.assert_frame_equal(rows, piped_rows)
     pd.testing.assert_frame_equal(errors, piped_errors)
     assert errors.empty and len(rows) == 3
+
+
+def test_an_overwrite_stopped_before_its_last_delete_leaves_a_run_it_replaces(
+    finished, linear_keras, tmp_path, monkeypatch
+):
+    # The manifest went before report.html: stopped between the two, the folder held a
+    # report.html and no manifest, and every later --overwrite refused it as "no
+    # manifest.json of a run of this job" until the user deleted the page by hand.
+    import pipeline.main as main_module
+
+    out = tmp_path / "out"
+    finished["copy"](out)
+    (out / "report.html").write_text("<p>the run's page</p>")
+    flags = [*job_flags(finished["folder"], linear_keras, out), "--overwrite"]
+    real_delete, calls = main_module.FileSystems.delete, []
+
+    def delete_all_but_the_last_then_stop(paths):  # the first delete; later ones (the lock's) whole
+        calls.append(paths)
+        real_delete(paths[:-1] if len(calls) == 1 else paths)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(main_module.FileSystems, "delete", delete_all_but_the_last_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run(flags, save_main_session=False)
+    monkeypatch.undo()
+    assert json.loads((out / "manifest.json").read_text())["status"] == "replacing"
+    again = run(flags, save_main_session=False)
+    assert again["status"] == "complete" and len(pd.read_parquet(out / "results")) == 4
+    assert not (out / "report.html").exists()
