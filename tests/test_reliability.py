@@ -1410,3 +1410,25 @@ def test_resume_of_a_run_made_when_completeness_was_bounded_at_half_a_percent_sa
         run([*flags, "--resume"], save_main_session=False)
     manifest = run([*flags, "--completeness_tolerance", "0.005", "--resume"])
     assert manifest["counts"]["skipped_done_before"] == 4
+
+
+@pytest.mark.parametrize("again", ["--resume", "--overwrite"])
+def test_a_cut_errors_file_is_redone_and_the_users_files_beside_the_run_are_kept(
+    again, done_run, tmp_path
+):
+    # An errors file cut short (a full disk) holds no record a resume needs: its
+    # inputs are retried. A user's notes and folder beside the run are never touched.
+    output = tmp_path / "out"
+    done_run["copy"](output)
+    (errors_file,) = (output / "errors").glob("*.parquet")
+    errors_file.write_bytes(errors_file.read_bytes()[:50])
+    mine = {output / "notes.txt": "mine", output / "drafts" / "plan.md": "mine too"}
+    for path, text in mine.items():
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    manifest = run([*done_run["args"](output), "--steps", "2", again], save_main_session=False)
+    assert manifest["all_inputs_accounted_for"] and manifest["counts"]["inputs"] == 5
+    results = pd.read_parquet(output / "results")
+    assert sorted(results.image_id) == sorted(done_run["pixels"])  # each once
+    assert pd.read_parquet(output / "errors").image_id.tolist() == ["broken.jpg"]
+    assert {path: path.read_text() for path in mine} == mine
