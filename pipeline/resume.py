@@ -92,7 +92,7 @@ def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> dict[str, str
     what names it, `_CONFIG_FLAGS`), and it as flag (was/now)."""
     now = _jsonable(job.manifest_base())
     before_dataset = previous.get("dataset")
-    if _one_local_folder(before_dataset, now["dataset"]):
+    if _one_folder(before_dataset, now["dataset"]):
         before_dataset = now["dataset"]  # e.g. through a symlink: the same files, the same ids
     pairs = [
         ("--dataset", before_dataset, now["dataset"]),
@@ -170,9 +170,13 @@ def _unmatchable(previous: dict[str, Any], job: AuditJob) -> set[str]:
     return {_config_flag(k, now) for k in absent | versioned | unknown}
 
 
-def _one_local_folder(before: Any, now: Any) -> bool:
-    """Two absolute local folder names (as manifests record `--dataset` folders) of one folder."""
+def _one_folder(before: Any, now: Any) -> bool:
+    """Two `--dataset` folder names as manifests record them of one folder: absolute
+    local paths of one folder, or gs:// names alike but for a trailing '/' (recorded as
+    typed; the objects listed and their image ids are the same)."""
     names = (before, now)
+    if all(isinstance(n, str) and n.startswith(datasource.REMOTE_FOLDER_SCHEMES) for n in names):
+        return before.rstrip("/") == now.rstrip("/")
     if not all(isinstance(n, str) and os.path.isabs(n) and os.path.isdir(n) for n in names):
         return False
     return os.path.samefile(before, now)

@@ -1,5 +1,6 @@
 """Bad and odd inputs, numerical faults, repeatability: every input is accounted for."""
 
+import dataclasses
 import errno
 import io
 import json
@@ -578,6 +579,43 @@ def test_resume_knows_a_folder_by_another_name(image_folder, linear_keras, tmp_p
     args = [*cli_args(dataset=other, model=linear_keras, output=out, steps=2), "--resume"]
     with pytest.raises(ValueError, match="differs in --dataset"):
         run(args, save_main_session=False)
+
+
+@pytest.mark.parametrize(
+    "before, now, same",
+    [
+        ("gs://bucket/photos", "gs://bucket/photos/", True),
+        ("gs://bucket/photos/", "gs://bucket/photos", True),
+        ("gs://bucket/photos", "gs://bucket/photos2", False),
+    ],
+)
+def test_resume_knows_a_gs_folder_by_its_name_with_or_without_a_slash(
+    before, now, same, done_run, tmp_path
+):
+    # A local --dataset is recorded as its absolute path, 'imgs/' as 'imgs'; a gs://
+    # one as typed, so resuming 'gs://b/photos' as 'gs://b/photos/' (the same objects,
+    # the same image ids) was refused: "differs in --dataset". No network here: the
+    # run's manifest and the resumed job name the gs:// folders, the rows are local.
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.main import _prepare
+    from pipeline.options import AuditOptions
+    from pipeline.resume import resume_state
+    from transforms.datasource import FolderSource
+
+    output = tmp_path / "out"
+    done_run["copy"](output)
+    manifest = json.loads((output / "manifest.json").read_text())
+    (output / "manifest.json").write_text(json.dumps({**manifest, "dataset": before}))
+    options = PipelineOptions([*done_run["args"](output), "--steps", "2", "--resume"])
+    job = _prepare(options, options.view_as(AuditOptions))
+    job = dataclasses.replace(job, source=FolderSource(now), input_ids=None)
+    if same:
+        done, _, _ = resume_state(job)
+        assert done == set(done_run["pixels"])
+    else:
+        with pytest.raises(ValueError, match=r"differs in --dataset \(earlier run: "):
+            resume_state(job)
 
 
 def test_resume_after_a_run_that_died(died_run, image_folder, tmp_path):
