@@ -300,15 +300,18 @@ def _earlier_runs(previous: dict[str, Any]) -> tuple[dict[str, Any], ...]:
     return (*previous.get("earlier_runs", ()), entry)
 
 
-def resume_state(job: AuditJob) -> tuple[frozenset[str], str, tuple[dict[str, Any], ...]]:
-    """Image ids with rows in an earlier run of the same configuration, a new file
-    prefix, and the earlier runs (`_earlier_runs`).
+# The fields of a manifest a resume reads besides its model and config, by the
+# type the job writes them as (when there: an older version's has fewer).
+_FIELD_TYPES = {
+    "image_id_scheme": (int, "an int"),
+    "class_names_sha256": ((str, type(None)), "a str"),
+    "run_id": ((str, type(None)), "a str"),
+}
 
-    Raises:
-      ConfigError: no earlier run, or one with other settings (mixing them would
-        make one table of incomparable rows); the message names each flag.
-    """
-    output = job.output
+
+def _earlier_manifest(output: str) -> dict[str, Any]:
+    """The manifest of the run a --resume continues, checked to be one this job wrote:
+    its model and config (`is_run`) and the fields it reads, of the types written."""
     try:
         previous = read_manifest(output)
     except FileNotFoundError as e:  # its own message would say again what this one says
@@ -325,6 +328,34 @@ def resume_state(job: AuditJob) -> tuple[frozenset[str], str, tuple[dict[str, An
         ) from e
     if not is_run(output):
         raise _not_a_manifest(output, "no model and config objects in it")
+    for key, (types, written) in _FIELD_TYPES.items():
+        value = previous.get(key)
+        if key in previous and (not isinstance(value, types) or isinstance(value, bool)):
+            raise _not_a_manifest(output, f"its {key!r} is {_a(value)}, not {written}")
+    runs = previous.get("earlier_runs", [])
+    if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+        raise _not_a_manifest(output, f"its 'earlier_runs' is {_a(runs)}, not a list of objects")
+    return previous
+
+
+def _a(value: Any) -> str:
+    """The JSON value's Python type with its article: 'a str', 'an int' ('null')."""
+    if value is None:
+        return "null"
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def resume_state(job: AuditJob) -> tuple[frozenset[str], str, tuple[dict[str, Any], ...]]:
+    """Image ids with rows in an earlier run of the same configuration, a new file
+    prefix, and the earlier runs (`_earlier_runs`).
+
+    Raises:
+      ConfigError: no earlier run, or one with other settings (mixing them would
+        make one table of incomparable rows); the message names each flag.
+    """
+    output = job.output
+    previous = _earlier_manifest(output)
     mismatches = _resume_mismatches(previous, job)
     if mismatches:
         fix = _resume_fix(previous, job, mismatches)

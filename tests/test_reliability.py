@@ -699,6 +699,36 @@ def test_resume_refuses_a_manifest_this_job_did_not_write_and_leaves_the_run(
     assert (output / "manifest.json").read_text(encoding="utf-8") == text
 
 
+@pytest.mark.parametrize(
+    "key, value, reason",
+    [
+        ("image_id_scheme", "2", "its 'image_id_scheme' is a str, not an int"),
+        ("class_names_sha256", 5, "its 'class_names_sha256' is an int, not a str"),
+        ("run_id", ["a"], "its 'run_id' is a list, not a str"),
+        ("earlier_runs", {"a": 1}, "its 'earlier_runs' is a dict, not a list of objects"),
+        ("earlier_runs", [1], "its 'earlier_runs' is a list, not a list of objects"),
+    ],
+)
+def test_resume_refuses_a_manifest_whose_fields_are_not_as_the_job_writes_them(
+    key, value, reason, done_run, tmp_path
+):
+    # An edited field failed the resume with a Python error ("TypeError: '>' not
+    # supported between instances of 'str' and 'int'", exit 1), or went into the new
+    # manifest's earlier_runs as it was.
+    output = tmp_path / "out"
+    args = done_run["args"](output)
+    done_run["copy"](output)
+    manifest = json.loads((output / "manifest.json").read_text())
+    (output / "manifest.json").write_text(json.dumps({**manifest, key: value}))
+    with pytest.raises(ValueError) as e:
+        run([*args, "--steps", "2", "--resume"], save_main_session=False)
+    assert str(e.value) == (
+        f"--resume: the manifest.json in --output {str(output)!r} is not one this job wrote "
+        f"({reason}), so the earlier run's settings are unknown; restore it, or choose "
+        "another --output."
+    )
+
+
 def test_resume_that_cannot_read_the_manifest_does_not_call_it_another_jobs(done_run, tmp_path):
     # A manifest that cannot be read now (permissions, a gs:// read failing; here, as
     # root reads any file, a folder in its place) was said to be 'not one this job
