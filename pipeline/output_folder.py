@@ -2,9 +2,10 @@
 
 Checked at launch, before the model loads: --output's flags, whether it can be
 written (a local folder: made and removed in its nearest existing folder), that
-it lies inside no other run, and what it holds: an earlier run of this job (its
-files by name, `_RUN_FOLDERS`), which only --overwrite replaces and --resume
-continues, and never files this job did not write (`check_own_files`).
+it lies inside no other run, that its `.tmp` is no file, and what it holds: an
+earlier run of this job (its files by name, `_RUN_FOLDERS`), which only
+--overwrite replaces and --resume continues, and never files this job did not
+write (`check_own_files`).
 Readied under the lock (`prepare_output`): an earlier run's files deleted for
 --overwrite, its manifest marked "replacing" first; a killed run's partial files
 in `.tmp/` cleared. Tidied after a finished run (`tidy_finished`): its
@@ -271,6 +272,20 @@ def _check_not_inside_a_run(output: str) -> None:
             )
 
 
+def _check_temp_folder(output: str) -> None:
+    """A local --output whose `.tmp` is no folder (a file of the user's) fails a run only
+    once Beam's sinks write there, an --overwrite having deleted the earlier run by then:
+    refused at launch. (On gs:// an object and a prefix of one name do not clash.)"""
+    if output.startswith(REMOTE_FOLDER_SCHEMES):
+        return
+    temp = Path(local_output(output)) / TEMP_DIR
+    if os.path.lexists(temp) and not temp.is_dir():
+        raise ConfigError(
+            f"--output {output!r} holds a file named {TEMP_DIR}, where the job keeps its "
+            "partial files (a folder): move it, or choose another folder."
+        )
+
+
 def _check_local_writable(output: str) -> None:
     """A local --output that cannot be made or written is refused before the model
     loads: its nearest existing folder must be a folder this user may write in.
@@ -344,6 +359,7 @@ def check_output_free(audit: AuditOptions) -> None:
     check_credentials(audit.output)
     _check_local_writable(audit.output)
     _check_not_inside_a_run(audit.output)
+    _check_temp_folder(audit.output)
     output_lock.check_free(audit.output)  # a live run holds it, whatever the flags
     existing = earlier_run(audit.output)
     if audit.resume:

@@ -1601,3 +1601,28 @@ def test_an_overwrite_stopped_before_its_last_delete_leaves_a_run_it_replaces(
     again = run(flags, save_main_session=False)
     assert again["status"] == "complete" and len(pd.read_parquet(out / "results")) == 4
     assert not (out / "report.html").exists()
+
+
+@pytest.mark.parametrize("again", [None, "--overwrite", "--resume"])
+def test_a_file_named_dot_tmp_in_the_output_is_refused_before_anything_is_deleted(
+    again, finished, linear_keras, tmp_path, capsys
+):
+    # The job keeps its partial files in <output>/.tmp/: a file of that name failed the
+    # run only once Beam's sinks started (exit 1, "Not a directory"), an --overwrite
+    # having deleted the earlier run by then.
+    out = tmp_path / "out"
+    if again is None:
+        out.mkdir()
+    else:
+        finished["copy"](out)
+    (out / ".tmp").write_text("mine")
+    before = _tree(out)
+    flags = job_flags(finished["folder"], linear_keras, out)
+    capsys.readouterr()
+    assert main([*flags, *filter(None, [again])]) == 2
+    (line,) = [s for s in capsys.readouterr().err.splitlines() if s.startswith("error:")]
+    assert line == (
+        f"error: --output '{out}' holds a file named .tmp, where the job keeps its partial "
+        "files (a folder): move it, or choose another folder."
+    )
+    assert _tree(out) == before
