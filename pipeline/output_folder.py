@@ -2,10 +2,10 @@
 
 Checked at launch, before the model loads: --output's flags, whether it can be
 written (a local folder: made and removed in its nearest existing folder), that
-it lies inside no other run, that its `.tmp` is no file, and what it holds: an
-earlier run of this job (its files by name, `_RUN_FOLDERS`), which only
---overwrite replaces and --resume continues, and never files this job did not
-write (`check_own_files`).
+it lies inside no other run, that its `.tmp`, `results` and `errors` are no
+files, and what it holds: an earlier run of this job (its files by name,
+`_RUN_FOLDERS`), which only --overwrite replaces and --resume continues, and
+never files this job did not write (`check_own_files`).
 Readied under the lock (`prepare_output`): an earlier run's files deleted for
 --overwrite, its manifest marked "replacing" first; a killed run's partial files
 in `.tmp/` cleared. Tidied after a finished run (`tidy_finished`): its
@@ -272,18 +272,28 @@ def _check_not_inside_a_run(output: str) -> None:
             )
 
 
-def _check_temp_folder(output: str) -> None:
-    """A local --output whose `.tmp` is no folder (a file of the user's) fails a run only
-    once Beam's sinks write there, an --overwrite having deleted the earlier run by then:
-    refused at launch. (On gs:// an object and a prefix of one name do not clash.)"""
+# The folders a run writes in its --output, by what it keeps there.
+_WRITTEN_FOLDERS = {
+    TEMP_DIR: "partial files",
+    RESULTS_DIR: "result rows",
+    ERRORS_DIR: "error records",
+}
+
+
+def _check_written_folders(output: str) -> None:
+    """A local --output whose `.tmp`, `results` or `errors` is no folder (a file of the
+    user's) fails a run only once Beam's sinks write there (at its very end, for
+    results/), an --overwrite having deleted the earlier run by then: refused at
+    launch. (On gs:// an object and a prefix of one name do not clash.)"""
     if output.startswith(REMOTE_FOLDER_SCHEMES):
         return
-    temp = Path(local_output(output)) / TEMP_DIR
-    if os.path.lexists(temp) and not temp.is_dir():
-        raise ConfigError(
-            f"--output {output!r} holds a file named {TEMP_DIR}, where the job keeps its "
-            "partial files (a folder): move it, or choose another folder."
-        )
+    for name, what in _WRITTEN_FOLDERS.items():
+        path = Path(local_output(output)) / name
+        if os.path.lexists(path) and not path.is_dir():
+            raise ConfigError(
+                f"--output {output!r} holds a file named {name}, where the job keeps its "
+                f"{what} (a folder): move it, or choose another folder."
+            )
 
 
 def _check_local_writable(output: str) -> None:
@@ -359,7 +369,7 @@ def check_output_free(audit: AuditOptions) -> None:
     check_credentials(audit.output)
     _check_local_writable(audit.output)
     _check_not_inside_a_run(audit.output)
-    _check_temp_folder(audit.output)
+    _check_written_folders(audit.output)
     output_lock.check_free(audit.output)  # a live run holds it, whatever the flags
     existing = earlier_run(audit.output)
     if audit.resume:

@@ -1004,8 +1004,9 @@ def test_the_end_of_run_table_tells_images_of_the_same_file_name_apart(linear_ke
 
 def test_a_failure_while_running_exits_1_not_2(image_folder, linear_keras, tmp_path, capsys):
     output = tmp_path / "out"
-    output.mkdir()
-    (output / "results").write_text("a file where the results folder goes")
+    # A folder where the sink puts its one results file: the run fails as it ends. (A
+    # file named results is refused at launch, exit 2.)
+    (output / "results" / "part-00000-of-00001.parquet").mkdir(parents=True)
     code = main(_flags(image_folder, linear_keras, output))
     err = capsys.readouterr().err
     assert code == 1, err

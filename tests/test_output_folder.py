@@ -1626,3 +1626,30 @@ def test_a_file_named_dot_tmp_in_the_output_is_refused_before_anything_is_delete
         "files (a folder): move it, or choose another folder."
     )
     assert _tree(out) == before
+
+
+@pytest.mark.parametrize("again", [None, "--overwrite", "--resume"])
+@pytest.mark.parametrize("name, what", [("results", "result rows"), ("errors", "error records")])
+def test_a_file_named_as_a_run_folder_is_refused_before_the_run(
+    name, what, again, finished, linear_keras, tmp_path, capsys
+):
+    # A user's file named results (or errors) where the run writes that folder: the run
+    # failed at its very end, "Encountered exceptions in finalize_write: Not a
+    # directory" (exit 1), an --overwrite having replaced part of the earlier run.
+    out = tmp_path / "out"
+    if again is None:
+        out.mkdir()
+    else:
+        finished["copy"](out)
+        shutil.rmtree(out / name)
+    (out / name).write_text("mine")
+    before = _tree(out)
+    flags = job_flags(finished["folder"], linear_keras, out)
+    capsys.readouterr()
+    assert main([*flags, *filter(None, [again])]) == 2
+    (line,) = [s for s in capsys.readouterr().err.splitlines() if s.startswith("error:")]
+    assert line == (
+        f"error: --output '{out}' holds a file named {name}, where the job keeps its {what} "
+        "(a folder): move it, or choose another folder."
+    )
+    assert _tree(out) == before
