@@ -63,8 +63,10 @@ __all__ = [
     "delete_matching",
     "drop_empty_run_folders",
     "earlier_run",
+    "files_only",
     "local_output",
     "make_folder",
+    "matched_files",
     "prepare_output",
     "tidy_finished",
 ]
@@ -96,6 +98,19 @@ def earlier_run(output: str) -> list[str]:
     except Exception:  # unlistable: the writability probe below says why
         return []
     return [meta.path for match in matches for meta in match.metadata_list]
+
+
+def matched_files(patterns: list[str]) -> list[str]:
+    """The files Beam's file systems match for `patterns`, to delete: never a local
+    folder (`files_only`)."""
+    matches = FileSystems.match(patterns)
+    return files_only([meta.path for match in matches for meta in match.metadata_list])
+
+
+def files_only(paths: list[str]) -> list[str]:
+    """`paths` bar local folders: a name such as `report.html` matches a folder of that
+    name too, which Beam's delete removes with everything in it (a user's files)."""
+    return [p for p in paths if p.startswith(REMOTE_FOLDER_SCHEMES) or not os.path.isdir(p)]
 
 
 def _temp_files(output: str) -> list[str]:
@@ -224,14 +239,15 @@ def drop_empty_run_folders(output: str) -> None:
 
 
 def _delete_run(output: str, existing: list[str]) -> None:
-    """Deletes an earlier run's files (`earlier_run`), its manifest last, alone: stopped
-    midway, the folder still holds the manifest `_mark_replacing` wrote, a run the next
-    --overwrite replaces (a report.html left without it was refused as no run's)."""
-    manifest = FileSystems.join(output, MANIFEST_FILE)
-    rest = [path for path in existing if path != manifest]
+    """Deletes an earlier run's files (`earlier_run`; never a folder, `files_only`), its
+    manifest last, alone: stopped midway, the folder still holds the manifest
+    `_mark_replacing` wrote, a run the next --overwrite replaces (a report.html left
+    without it was refused as no run's)."""
+    manifest, files = FileSystems.join(output, MANIFEST_FILE), files_only(existing)
+    rest = [path for path in files if path != manifest]
     if rest:
         FileSystems.delete(rest)
-    if len(rest) < len(existing):
+    if len(rest) < len(files):
         FileSystems.delete([manifest])
 
 

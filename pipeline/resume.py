@@ -27,6 +27,7 @@ from pipeline.output_folder import (
     clear_temp,
     drop_empty_run_folders,
     earlier_run,
+    matched_files,
 )
 from transforms import datasource, sources, wording
 from transforms.config import DEFAULT_COMPLETENESS_TOLERANCE
@@ -382,7 +383,7 @@ def _drop_views(output: str) -> None:
     """Deletes the report page and sanity check of the run a resume continues: they
     describe its rows before the resume, and would be read as the new run's."""
     views = [FileSystems.join(output, REPORT_FILE), FileSystems.join(output, SANITY_DIR, "**")]
-    found = [m.path for match in FileSystems.match(views) for m in match.metadata_list]
+    found = matched_files(views)
     if found:
         FileSystems.delete(found)
         drop_empty_run_folders(output)

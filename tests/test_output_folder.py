@@ -1653,3 +1653,23 @@ def test_a_file_named_as_a_run_folder_is_refused_before_the_run(
         "(a folder): move it, or choose another folder."
     )
     assert _tree(out) == before
+
+
+@pytest.mark.parametrize("again", ["--overwrite", "--resume"])
+def test_a_folder_named_report_html_is_no_page_of_the_run_to_delete(
+    again, finished, linear_keras, tmp_path
+):
+    # --overwrite and --resume delete the run's report.html; Beam's delete of a path
+    # that is a folder deletes the folder with everything in it: a user's folder of
+    # that name went, their files with it.
+    out = tmp_path / "out"
+    finished["copy"](out)
+    mine = out / "report.html" / "drafts" / "notes.txt"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("mine")
+    manifest = run(
+        [*job_flags(finished["folder"], linear_keras, out), again], save_main_session=False
+    )
+    assert manifest["status"] == "complete" and manifest["all_inputs_accounted_for"]
+    assert len(pd.read_parquet(out / "results")) == 4
+    assert mine.read_text() == "mine"
