@@ -52,6 +52,14 @@ def _no_worker_ends_from_other_tests():
     logs._stopping.clear()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-xdist hands out the files in this order only with --no-loadscope-reorder:
+    # by default (3.x) it takes the files of most tests first, which put the longest
+    # file, test_multiprocess.py (12 tests), near the end, one worker on it alone.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> int:
         name = item.path.name
