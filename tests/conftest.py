@@ -22,14 +22,21 @@ WNID_CAT = "n02123045"  # ImageNet class 281, tabby cat
 WNID_SHARK = "n01484850"  # ImageNet class 2, great white shark
 
 
-# The test files that take longest, run first: with a worker process per file
-# (run_tests.sh's `-n 2 --dist loadfile`), the last file a worker takes is then a
-# short one, not minutes of killed-run tests while the other worker waits.
+# The test files that take longest, run first, longest first (by their tests'
+# --durations on this 2-core machine): with a worker process per file (run_tests.sh's
+# `-n 2 --dist loadfile`), the last file a worker takes is then a short one, not
+# minutes of killed-run tests while the other worker waits. The rest follow by name.
 _SLOW_FIRST = (
-    "test_multiprocess.py",
-    "test_output_folder.py",
-    "test_reliability.py",
-    "test_sample_run.py",
+    "test_multiprocess.py",  # ~170 s
+    "test_cli.py",  # ~170 s
+    "test_output_folder.py",  # ~115 s
+    "test_reliability.py",  # ~85 s
+    "test_report.py",  # ~80 s
+    "test_sample_run.py",  # ~50 s
+    "test_sanity.py",
+    "test_sources.py",
+    "test_pipeline.py",
+    "test_dataflow.py",  # ~30-50 s each
 )
 
 
