@@ -29,6 +29,7 @@ from tests.conftest import (
     SIZE,
     WNID_CAT,
     cli_args,
+    make_image_folder,
     run_to_a_closed_stdout,
     run_to_an_ascii_stdout,
     write_image,
@@ -2915,18 +2916,37 @@ def test_an_attribution_config_from_python_takes_path_batch_size_auto_as_the_fla
     assert AttributionConfig(path_batch_size=16).path_batch_size == 16
 
 
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, linear_keras):
+    """`image_folder`'s images and a finished run of them (`--steps 2`), made once a
+    module for the tests that change a run's folder: `flags(output)` are its flags with
+    `output`, `copy(output)` puts a copy of the run there; `code` is its exit status."""
+    where = tmp_path_factory.mktemp("finished_run")
+    folder = make_image_folder(where / "images")
+
+    def flags(output) -> list[str]:
+        return cli_args(dataset=folder["root"], model=linear_keras, output=output, steps=2)
+
+    code = main(flags(where / "run"))
+
+    def copy(output) -> None:
+        shutil.copytree(where / "run", output)
+
+    return {**folder, "flags": flags, "copy": copy, "code": code}
+
+
 def test_overwrite_deletes_only_a_run_of_this_job_never_other_files(
-    image_folder, linear_keras, tmp_path, capsys
+    finished_run, linear_keras, tmp_path, capsys
 ):
     # A project folder whose results/ holds the images themselves, and documents.
     project = tmp_path / "project"
-    for name, pixels in list(image_folder["pixels"].items())[:2]:
+    for name, pixels in list(finished_run["pixels"].items())[:2]:
         write_image(project / "results" / Path(name).name, pixels)
     (project / "errors").mkdir()
     (project / "errors" / "notes.csv").write_text("mine")
     (project / "report.html").write_text("<p>my own report</p>")
     before = _tree(project)
-    for dataset in (project / "results", image_folder["root"]):
+    for dataset in (project / "results", finished_run["root"]):
         flags = cli_args(dataset=dataset, model=linear_keras, output=project, steps=2)
         assert main([*flags, "--overwrite"]) == 2
         (line,) = _error_lines(capsys.readouterr().err)
@@ -2938,9 +2958,9 @@ def test_overwrite_deletes_only_a_run_of_this_job_never_other_files(
     assert _tree(project) == before  # nothing deleted
     # A run's folder whose sanity/ holds the --dataset: never deleted with the run.
     run_dir = tmp_path / "run"
-    main(cli_args(dataset=image_folder["root"], model=linear_keras, output=run_dir, steps=2))
+    finished_run["copy"](run_dir)
     photos = run_dir / "sanity" / "photos"
-    write_image(photos / "a.png", next(iter(image_folder["pixels"].values())))
+    write_image(photos / "a.png", next(iter(finished_run["pixels"].values())))
     capsys.readouterr()
     flags = cli_args(dataset=photos, model=linear_keras, output=run_dir, steps=2)
     assert main([*flags, "--overwrite"]) == 2
@@ -2953,23 +2973,23 @@ def test_overwrite_deletes_only_a_run_of_this_job_never_other_files(
     assert "which --overwrite" in _error_lines(capsys.readouterr().err)[0]
     assert (photos / "a.png").is_file()
     # Nor may another run live in this run's temp folder: the next run would delete it.
-    flags = cli_args(dataset=image_folder["root"], model=linear_keras, output=run_dir / ".tmp")
+    flags = cli_args(dataset=finished_run["root"], model=linear_keras, output=run_dir / ".tmp")
     assert main(flags) == 2
     assert "lies inside" in _error_lines(capsys.readouterr().err)[0]
 
 
 def test_overwrite_never_deletes_a_dataset_a_runs_linked_results_folder_holds(
-    image_folder, linear_keras, tmp_path, capsys
+    finished_run, linear_keras, tmp_path, capsys
 ):
     # A run whose results/ was moved to a bigger disk and linked back, to a folder
     # that holds the --dataset too: --overwrite deleted the images with the rows.
     run_dir = tmp_path / "run"
-    main(cli_args(dataset=image_folder["root"], model=linear_keras, output=run_dir, steps=2))
+    finished_run["copy"](run_dir)
     disk = tmp_path / "disk"
     shutil.move(run_dir / "results", disk)
     os.symlink(disk, run_dir / "results")
     photos = disk / "photos"
-    write_image(photos / "a.png", next(iter(image_folder["pixels"].values())))
+    write_image(photos / "a.png", next(iter(finished_run["pixels"].values())))
     capsys.readouterr()
     flags = cli_args(dataset=photos, model=linear_keras, output=run_dir, steps=2)
     assert main([*flags, "--overwrite"]) == 2
@@ -2979,13 +2999,14 @@ def test_overwrite_never_deletes_a_dataset_a_runs_linked_results_folder_holds(
 
 
 def test_overwrite_and_resume_never_delete_other_files_in_a_runs_folders(
-    image_folder, linear_keras, tmp_path, capsys
+    finished_run, tmp_path, capsys
 ):
     # A run whose results/ was moved to a bigger disk and linked back, to a folder
     # that holds other files too: --overwrite deleted them with the run's rows.
     run_dir = tmp_path / "run"
-    flags = cli_args(dataset=image_folder["root"], model=linear_keras, output=run_dir, steps=2)
-    assert main(flags) == 0
+    flags = finished_run["flags"](run_dir)
+    assert finished_run["code"] == 0
+    finished_run["copy"](run_dir)
     disk = tmp_path / "disk"
     shutil.move(run_dir / "results", disk)
     os.symlink(disk, run_dir / "results")
@@ -3023,16 +3044,15 @@ def test_overwrite_and_resume_never_delete_other_files_in_a_runs_folders(
     assert main([*flags, "--resume"]) == 0
 
 
-def test_overwrite_and_resume_take_what_a_killed_sanity_check_left(
-    image_folder, linear_keras, tmp_path
-):
+def test_overwrite_and_resume_take_what_a_killed_sanity_check_left(finished_run, tmp_path):
     # A sanity check killed as it wrote leaves its hidden partial picture and its JSON's
     # temp file (`files.write_whole`, `write_json`): files of the job, not the user's.
     from pipeline import sanity
 
     run_dir = tmp_path / "run"
-    flags = cli_args(dataset=image_folder["root"], model=linear_keras, output=run_dir, steps=2)
-    assert main(flags) == 0
+    flags = finished_run["flags"](run_dir)
+    assert finished_run["code"] == 0
+    finished_run["copy"](run_dir)
     check = ["--input", str(run_dir), "--images", "1", "--stages", "1"]
     left = [".sanity.png.0123456789abcdef0123456789abcdef.partial", "sanity.json.tmp"]
     for again in ("--resume", "--overwrite"):
@@ -3045,7 +3065,7 @@ def test_overwrite_and_resume_take_what_a_killed_sanity_check_left(
 
 @pytest.mark.parametrize("again", ["--overwrite", "--resume"])
 def test_files_put_in_a_runs_folders_after_the_launch_check_are_refused_under_the_lock(
-    again, image_folder, linear_keras, tmp_path
+    again, finished_run, tmp_path
 ):
     # The launch check passes, then a file of the user's lands in results/ while the
     # model loads: taking the lock, the run looks again and refuses, deleting nothing.
@@ -3054,8 +3074,9 @@ def test_files_put_in_a_runs_folders_after_the_launch_check_are_refused_under_th
     from transforms.config import ConfigError
 
     run_dir = tmp_path / "run"
-    flags = cli_args(dataset=image_folder["root"], model=linear_keras, output=run_dir, steps=2)
-    assert main(flags) == 0
+    flags = finished_run["flags"](run_dir)
+    assert finished_run["code"] == 0
+    finished_run["copy"](run_dir)
     options = PipelineOptions([*flags, again])
     late = pipeline_main._prepare(options, options.view_as(AuditOptions))  # only the run's
     (run_dir / "results" / "notes.txt").write_text("mine")
