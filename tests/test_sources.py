@@ -406,14 +406,31 @@ def test_tfds_dataset_end_to_end_with_subsplit(tiny_imagenet_a, linear_keras, tm
     assert manifest["dataset"] == "imagenet_a" and manifest["split"] == "test[:50%]"
 
 
-def test_a_resume_of_a_whole_tfds_split_completes_at_once(
-    tiny_imagenet_a, linear_keras, tmp_path, caplog
-):
+@pytest.fixture(scope="module")
+def half_split_run(tmp_path_factory, tiny_imagenet_a, linear_keras):
+    """A finished run of `tiny_imagenet_a`'s test[:50%] (--steps 2), made once a module
+    for the resume tests: `args(output)` are its flags with `output`, `copy(output)`
+    puts a copy of the run there; `manifest` is its manifest."""
+    where = tmp_path_factory.mktemp("half_split_run")
+    split = cli_args(dataset="imagenet_a", split="test[:50%]", data_dir=tiny_imagenet_a)
+
+    def args(output) -> list[str]:
+        return [*split, *cli_args(model=linear_keras, output=output, steps=2)]
+
+    manifest = run(args(where / "out"), save_main_session=False)
+
+    def copy(output) -> None:
+        shutil.copytree(where / "out", output)
+
+    return {"args": args, "copy": copy, "manifest": manifest}
+
+
+def test_a_resume_of_a_whole_tfds_split_completes_at_once(half_split_run, tmp_path, caplog):
     # Its ids name the shard files, known only as they are read; its count is known
     # (the builder's), and every row a resume finds is of this --split.
-    split = cli_args(dataset="imagenet_a", split="test[:50%]", data_dir=tiny_imagenet_a)
-    args = [*split, *cli_args(model=linear_keras, output=tmp_path / "out", steps=2)]
-    assert run(args, save_main_session=False)["counts"]["images_with_rows"] == 2
+    args = half_split_run["args"](tmp_path / "out")
+    assert half_split_run["manifest"]["counts"]["images_with_rows"] == 2
+    half_split_run["copy"](tmp_path / "out")
     with caplog.at_level(logging.INFO):
         manifest = run([*args, "--resume"], save_main_session=False)
     assert manifest["counts"]["inputs"] == manifest["counts"]["skipped_done_before"] == 2
@@ -421,17 +438,15 @@ def test_a_resume_of_a_whole_tfds_split_completes_at_once(
     assert "Every input has rows already: nothing left to do." in caplog.messages
 
 
-def test_a_resume_of_a_tfds_split_with_one_example_left_runs_it(
-    tiny_imagenet_a, linear_keras, tmp_path
-):
+def test_a_resume_of_a_tfds_split_with_one_example_left_runs_it(half_split_run, tmp_path):
     # Only the count tells a whole split from one short of it: one example without a
     # row (as a run killed before it, or whose image failed, leaves) is audited, once.
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    split = cli_args(dataset="imagenet_a", split="test[:50%]", data_dir=tiny_imagenet_a)
-    args = [*split, *cli_args(model=linear_keras, output=tmp_path / "out", steps=2)]
-    assert run(args, save_main_session=False)["counts"]["images_with_rows"] == 2
+    args = half_split_run["args"](tmp_path / "out")
+    assert half_split_run["manifest"]["counts"]["images_with_rows"] == 2
+    half_split_run["copy"](tmp_path / "out")
     (part,) = (tmp_path / "out" / "results").glob("part-*.parquet")
     table = pq.read_table(part)
     ids = sorted(table.column("image_id").to_pylist())
