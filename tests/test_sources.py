@@ -618,6 +618,33 @@ def test_a_tfds_label_that_is_not_a_class_label_is_warned_of(tmp_path, caplog):
     )
 
 
+def test_of_several_tfds_class_labels_the_one_read_as_the_label_is_said(tmp_path, caplog):
+    # shapes3d's six ClassLabels (label_floor_hue, ..., label_shape), no supervised keys:
+    # the first was read as every image's label, and nothing said which.
+    data_dir = _prepared("tiny_two_labels", tmp_path)
+    with caplog.at_level("WARNING", logger="transforms.sources"):
+        source = sources.resolve_tfds("tiny_two_labels", "test", data_dir, download=False)
+    assert source.label_key == "fine" and source.class_names == ("w", "x", "y", "z")
+    assert [r.getMessage() for r in caplog.records] == [
+        "TFDS dataset 'tiny_two_labels' has 2 ClassLabel features (fine, coarse) and names "
+        "none as its label (supervised_keys): reading 'fine' as each image's label."
+    ]
+
+
+def test_a_tfds_supervised_label_that_is_no_class_label_is_said_with_the_one_read(tmp_path, caplog):
+    # supervised_keys name 'label', a number; the ClassLabel 'species' was read as the
+    # label instead, silently (as imagenet2012_real's original_label for its real_label).
+    data_dir = _prepared("tiny_number_labels", tmp_path)
+    with caplog.at_level("WARNING", logger="transforms.sources"):
+        source = sources.resolve_tfds("tiny_number_labels", "test", data_dir, download=False)
+    assert source.label_key == "species" and source.class_names == ("cat", "dog")
+    assert [r.getMessage() for r in caplog.records] == [
+        "TFDS dataset 'tiny_number_labels' names 'label' as its label (supervised_keys), "
+        "which is not a ClassLabel (Tensor): reading its ClassLabel 'species' as each "
+        "image's label instead."
+    ]
+
+
 def test_a_tfds_dataset_of_float_images_exits_2_naming_the_feature(linear_keras, tmp_path, capsys):
     # TFDS stores a float32 image as the bytes of an RGBA PNG: decoded as a picture, its
     # mid-grey 0.5 pixels were black (alpha 63 over colour bytes 0), and audited as such.

@@ -161,3 +161,51 @@ class TinyFileNames(tfds.core.GeneratorBasedBuilder):
         for i in range(2):
             image = np.full((SIZE, SIZE, 3), 100 + i, np.uint8)
             yield i, {"image": image, self._key(): f"photo_{i}.jpg"}
+
+
+class TinyTwoLabels(tfds.core.GeneratorBasedBuilder):
+    """Two flat grey images with two ClassLabels, neither named 'label', and no supervised
+    keys (as shapes3d's label_floor_hue, ..., label_shape)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        features = {
+            "image": tfds.features.Image(shape=(SIZE, SIZE, 3)),
+            "fine": tfds.features.ClassLabel(names=["w", "x", "y", "z"]),
+            "coarse": tfds.features.ClassLabel(names=["a", "b"]),
+        }
+        return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(features))
+
+    def _split_generators(self, dl_manager):
+        return {"test": self._generate_examples()}
+
+    def _generate_examples(self):
+        for i in range(2):
+            image = np.full((SIZE, SIZE, 3), 100 + i, np.uint8)
+            yield i, {"image": image, "fine": 2 * i, "coarse": i}
+
+
+class TinyNumberLabels(tfds.core.GeneratorBasedBuilder):
+    """Two flat grey images whose supervised label is a number (an int64 Tensor, not a
+    ClassLabel), with a ClassLabel 'species' beside it."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        features = {
+            "image": tfds.features.Image(shape=(SIZE, SIZE, 3)),
+            "label": tfds.features.Tensor(shape=(), dtype=np.int64),
+            "species": tfds.features.ClassLabel(names=["cat", "dog"]),
+        }
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict(features), supervised_keys=("image", "label")
+        )
+
+    def _split_generators(self, dl_manager):
+        return {"test": self._generate_examples()}
+
+    def _generate_examples(self):
+        for i in range(2):
+            image = np.full((SIZE, SIZE, 3), 100 + i, np.uint8)
+            yield i, {"image": image, "label": 5 + i, "species": i}

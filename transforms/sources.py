@@ -749,12 +749,7 @@ def _feature_keys(name: str, builder: Any) -> tuple[str, str | None, str | None]
     supervised = builder.info.supervised_keys or ()
     image_key = _image_key(name, image_keys, supervised)
     _check_image_dtype(name, image_key, features[image_key])
-    label_keys = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
-    label_key = None
-    if len(supervised) > 1 and supervised[1] in label_keys:
-        label_key = supervised[1]
-    elif label_keys:
-        label_key = "label" if "label" in label_keys else label_keys[0]
+    label_key = _label_key(name, features, supervised)
     if label_key is None and "label" in features:
         _LOG.warning(
             "TFDS dataset %r has a 'label' feature that is not a ClassLabel (%s): its images "
@@ -764,6 +759,38 @@ def _feature_keys(name: str, builder: Any) -> tuple[str, str | None, str | None]
         )
     file_name_key = next((k for k in _FILE_NAME_KEYS if k in features), None)
     return image_key, label_key, file_name_key
+
+
+def _label_key(name: str, features: Any, supervised: Sequence[Any]) -> str | None:
+    """The ClassLabel read as each image's label: the supervised label, else 'label',
+    else the first; said when the dataset names another or none of several (shapes3d's
+    six ClassLabels, label_floor_hue first, were read so without a word)."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    label_keys = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
+    named = supervised[1] if len(supervised) > 1 and isinstance(supervised[1], str) else None
+    if named in label_keys or not label_keys:
+        return named if named in label_keys else None
+    key = "label" if "label" in label_keys else label_keys[0]
+    if named is not None:
+        _LOG.warning(
+            "TFDS dataset %r names %r as its label (supervised_keys), which is not a "
+            "ClassLabel (%s): reading its ClassLabel %r as each image's label instead.",
+            name,
+            named,
+            type(features[named]).__name__ if named in features else "a nested feature",
+            key,
+        )
+    elif key != "label" and len(label_keys) > 1:
+        _LOG.warning(
+            "TFDS dataset %r has %d ClassLabel features (%s) and names none as its label "
+            "(supervised_keys): reading %r as each image's label.",
+            name,
+            len(label_keys),
+            ", ".join(label_keys),
+            key,
+        )
+    return key
 
 
 def _check_image_dtype(name: str, key: str, feature: Any) -> None:
