@@ -741,6 +741,20 @@ def test_tfds_bad_split_names_the_valid_ones(tiny_imagenet_a):
         sources.resolve_tfds("imagenet_a", "validation", tiny_imagenet_a, download=False)
 
 
+def test_a_tfds_slice_beyond_its_splits_size_exits_2_saying_the_size(
+    tiny_imagenet_a, linear_keras, tmp_path, capsys
+):
+    # 'test[:5]' of a 4-example split said "--split 'test[:5]' is not valid for
+    # 'imagenet_a'; its splits are test", as if 'test' were not one of them.
+    for split, part in (("test[:5]", "test[:5]"), ("test[:2]+test[-9:]", "test[-9:]")):
+        line = _refused_split(split, tiny_imagenet_a, linear_keras, tmp_path, capsys)
+        assert line == (
+            f"error: --split {split!r} slices 'imagenet_a' split 'test' ({part!r}) beyond its "
+            "4 examples; keep each bound within -4 and 4 (e.g. 'test[:4]'), or slice by "
+            "percent (e.g. 'test[:50%]')."
+        )
+
+
 def _refused_split(split, data_dir, model, tmp_path, capsys) -> str:
     """The one error line of a job on imagenet_a's `split`, which must exit 2 before
     any work (no --output folder made)."""

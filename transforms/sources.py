@@ -827,10 +827,41 @@ def _split_size(name: str, split: str, builder: Any) -> int:
     try:
         return builder.info.splits[split].num_examples
     except (KeyError, ValueError) as e:
+        beyond = _slice_beyond(name, split, builder)
+        if beyond is not None:
+            raise ValueError(beyond) from e
         raise ValueError(
             f"--split {split!r} is not valid for {name!r}; its splits are "
             f"{', '.join(builder.info.splits)} (slices like 'test[:2%]' work too). ({e})"
         ) from e
+
+
+def _slice_beyond(name: str, split: str, builder: Any) -> str | None:
+    """What is wrong with a part of a split spec slicing its split beyond its size
+    (`test[:5]` of 4 examples, which TFDS refuses), with that size; None when no part
+    does (an unknown split name)."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    for part in (p.strip() for p in split.split("+")):
+        try:
+            instruction = tfds.core.ReadInstruction.from_spec(part)
+            instruction.to_absolute(builder.info.splits)
+        except ValueError as e:
+            if not str(e).startswith("Requested slice"):
+                continue
+            splitname = instruction.split_name
+            size = builder.info.splits[splitname].num_examples
+            fix = (
+                f"keep each bound within -{size} and {size} (e.g. '{splitname}[:{size}]'), "
+                f"or slice by percent (e.g. '{splitname}[:50%]')"
+                if size
+                else f"read another split ({', '.join(builder.info.splits)})"
+            )
+            return (
+                f"--split {split!r} slices {name!r} split {splitname!r} ({part!r}) beyond its "
+                f"{wording.count(size, 'example')}; {fix}."
+            )
+    return None
 
 
 def _check_split_syntax(split: str) -> None:
