@@ -645,6 +645,21 @@ def test_a_tfds_supervised_label_that_is_no_class_label_is_said_with_the_one_rea
     ]
 
 
+def test_a_tfds_supervised_label_of_another_name_that_is_no_class_label_is_warned_of(
+    tmp_path, caplog
+):
+    # Only a feature named 'label' was warned of: the images of a dataset whose
+    # supervised label is the number 'target' got no label without a word.
+    data_dir = _prepared("tiny_number_targets", tmp_path)
+    with caplog.at_level("WARNING", logger="transforms.sources"):
+        source = sources.resolve_tfds("tiny_number_targets", "test", data_dir, download=False)
+    assert source.label_key is None and source.num_examples == 2
+    assert [r.getMessage() for r in caplog.records] == [
+        "TFDS dataset 'tiny_number_targets' has a 'target' feature, its label "
+        "(supervised_keys), that is not a ClassLabel (Tensor): its images get no label."
+    ]
+
+
 def test_a_tfds_dataset_of_float_images_exits_2_naming_the_feature(linear_keras, tmp_path, capsys):
     # TFDS stores a float32 image as the bytes of an RGBA PNG: decoded as a picture, its
     # mid-grey 0.5 pixels were black (alpha 63 over colour bytes 0), and audited as such.

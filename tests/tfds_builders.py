@@ -209,3 +209,26 @@ class TinyNumberLabels(tfds.core.GeneratorBasedBuilder):
         for i in range(2):
             image = np.full((SIZE, SIZE, 3), 100 + i, np.uint8)
             yield i, {"image": image, "label": 5 + i, "species": i}
+
+
+class TinyNumberTargets(tfds.core.GeneratorBasedBuilder):
+    """Two flat grey images whose supervised label is a number named 'target' (an int64
+    Tensor), and no ClassLabel."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        features = {
+            "image": tfds.features.Image(shape=(SIZE, SIZE, 3)),
+            "target": tfds.features.Tensor(shape=(), dtype=np.int64),
+        }
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict(features), supervised_keys=("image", "target")
+        )
+
+    def _split_generators(self, dl_manager):
+        return {"test": self._generate_examples()}
+
+    def _generate_examples(self):
+        for i in range(2):
+            yield i, {"image": np.full((SIZE, SIZE, 3), 100 + i, np.uint8), "target": i}

@@ -749,26 +749,30 @@ def _feature_keys(name: str, builder: Any) -> tuple[str, str | None, str | None]
     supervised = builder.info.supervised_keys or ()
     image_key = _image_key(name, image_keys, supervised)
     _check_image_dtype(name, image_key, features[image_key])
-    label_key = _label_key(name, features, supervised)
-    if label_key is None and "label" in features:
+    named = supervised[1] if len(supervised) > 1 and isinstance(supervised[1], str) else None
+    label_key = _label_key(name, features, named)
+    if label_key is None and (named in features or "label" in features):
+        key = named if named in features else "label"
         _LOG.warning(
-            "TFDS dataset %r has a 'label' feature that is not a ClassLabel (%s): its images "
+            "TFDS dataset %r has a %r feature%s that is not a ClassLabel (%s): its images "
             "get no label.",
             name,
-            type(features["label"]).__name__,
+            key,
+            ", its label (supervised_keys)," if key == named else "",
+            type(features[key]).__name__,
         )
     file_name_key = next((k for k in _FILE_NAME_KEYS if k in features), None)
     return image_key, label_key, file_name_key
 
 
-def _label_key(name: str, features: Any, supervised: Sequence[Any]) -> str | None:
-    """The ClassLabel read as each image's label: the supervised label, else 'label',
-    else the first; said when the dataset names another or none of several (shapes3d's
-    six ClassLabels, label_floor_hue first, were read so without a word)."""
+def _label_key(name: str, features: Any, named: str | None) -> str | None:
+    """The ClassLabel read as each image's label: the one the dataset `named` as its
+    label (supervised_keys), else 'label', else the first; said when the dataset names
+    another or none of several (shapes3d's six ClassLabels, label_floor_hue first, were
+    read so without a word)."""
     import tensorflow_datasets as tfds  # noqa: PLC0415
 
     label_keys = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
-    named = supervised[1] if len(supervised) > 1 and isinstance(supervised[1], str) else None
     if named in label_keys or not label_keys:
         return named if named in label_keys else None
     key = "label" if "label" in label_keys else label_keys[0]
