@@ -843,6 +843,32 @@ def test_tfds_not_prepared_without_download_says_how(tmp_path):
         sources.resolve_tfds("imagenet_a", "test", str(tmp_path), download=False)
 
 
+def test_a_tfds_dataset_prepared_as_array_record_files_exits_2_saying_how_to_prepare_it(
+    linear_keras, tmp_path, capsys
+):
+    # `tfds build --file_format array_record` leaves files tfds.beam.ReadFromTFDS cannot
+    # read: the job loaded the model, made --output and failed, exit 1, with TFDS's
+    # "`.as_dataset()` not implemented for ArrayRecord files".
+    import tensorflow_datasets as tfds
+
+    from tests import tfds_builders  # registers the tiny builders
+
+    del tfds_builders
+    data_dir = str(tmp_path / "tfds")
+    builder = tfds.builder("tiny_unlabelled", data_dir=data_dir, file_format="array_record")
+    builder.download_and_prepare()
+    args = cli_args(dataset="tiny_unlabelled", data_dir=data_dir, model=linear_keras)
+    code = main([*args, *cli_args(output=tmp_path / "out", steps=2)])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and err == [
+        f"error: TFDS dataset 'tiny_unlabelled' is prepared in {builder.data_dir} as "
+        "array_record files, which the job's reader (tfds.beam.ReadFromTFDS) cannot read; "
+        "prepare it as tfrecord files, TFDS's default, into another folder and pass that as "
+        "--data_dir: `tfds build tiny_unlabelled --data_dir <folder> --file_format tfrecord`."
+    ]
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_data_dir_whose_metadata_cannot_be_read_exits_2_naming_it(linear_keras, tmp_path, capsys):
     # A broken prepared folder (as a gs:// --data_dir offline, on a dry run too) is a
     # bad --data_dir, refused at launch: it was "the run failed" with exit 1.

@@ -733,6 +733,24 @@ def _ensure_prepared(
         ) from e
 
 
+def _check_file_format(name: str, builder: Any) -> None:
+    """Refuses a dataset prepared as ArrayRecord files (`tfds build --file_format
+    array_record`), which `tfds.beam.ReadFromTFDS` cannot read: the job loaded the
+    model, made --output and failed there, with TFDS's "`.as_dataset()` not
+    implemented for ArrayRecord files"."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    file_format = builder.info.file_format
+    if file_format != tfds.core.FileFormat.ARRAY_RECORD:
+        return
+    raise ValueError(
+        f"TFDS dataset {name!r} is prepared in {builder.data_dir} as {file_format.value} "
+        "files, which the job's reader (tfds.beam.ReadFromTFDS) cannot read; prepare it as "
+        "tfrecord files, TFDS's default, into another folder and pass that as --data_dir: "
+        f"`tfds build {name} --data_dir <folder> --file_format tfrecord`."
+    )
+
+
 #: The names TFDS datasets give the feature of their images' file names: imagenet_a's
 #: first, then eurosat's and uc_merced's, cats_vs_dogs' and cassava's, caltech101's.
 _FILE_NAME_KEYS = ("file_name", "filename", "image/filename", "image/file_name")
@@ -939,13 +957,14 @@ def resolve_tfds(
 
     Raises:
       ValueError: a split spec that does not parse (checked first, before any
-        download), unknown dataset, no image feature or one of floats, unknown split, a
-        slice ending before it starts, a split whose parts overlap, or not prepared (with
-        how to prepare it).
+        download), unknown dataset, ArrayRecord files, no image feature or one of floats,
+        unknown split, a slice beyond its split's size or ending before it starts, a split
+        whose parts overlap, or not prepared (with how to prepare it).
     """
     _check_split_syntax(split)
     builder = _tfds_builder(name, data_dir)
     _ensure_prepared(name, builder, download, remote_workers, data_dir)
+    _check_file_format(name, builder)
     image_key, label_key, file_name_key = _feature_keys(name, builder)
     num_examples = _split_size(name, split, builder)
     _check_no_overlap(name, split, builder)
