@@ -40,9 +40,20 @@ __all__ = [
 _LOG = logging.getLogger(__name__)
 
 
+def _unnamed(names: Sequence[str]) -> bool:
+    """Whether a TFDS dataset's class names are only its indices: TFDS names the classes
+    of a `ClassLabel(num_classes=n)` '0' to 'n-1'."""
+    return all(name == str(i) for i, name in enumerate(names))
+
+
 def _class_names(spec: ModelSpec, tfds_names: Sequence[str] | None) -> tuple[str, ...] | None:
-    """Names of the label space: a dataset's own, else ImageNet's for 1000-class models."""
+    """Names of the label space: a dataset's own, else ImageNet's for 1000-class models.
+    A dataset's classes named by their indices alone have no names of their own: on an
+    ImageNet model, '667' named the predictions, where a dataset of 3 such classes gave
+    ImageNet's names."""
     imagenet = spec.num_classes == labels.IMAGENET_NUM_CLASSES
+    if tfds_names is not None and _unnamed(tfds_names):
+        tfds_names = None
     if tfds_names is not None and len(tfds_names) == spec.num_classes:
         if imagenet and tuple(tfds_names) == labels.imagenet_wnids():
             return labels.imagenet_class_names()
@@ -275,9 +286,10 @@ def _warn_of_other_names(data: _Dataset, class_names: Sequence[str] | None) -> N
     """--class_names that name a TFDS dataset's classes otherwise (other names, or its
     names in another order): label_name names each image's label by the file, so an
     image of the dataset's 'a' was labelled 'b', silently. Classes named by WordNet id
-    (imagenet_a, imagenette) have no names of their own to compare."""
+    (imagenet_a, imagenette) or by their indices alone have no names of their own to
+    compare."""
     own = data.tfds_class_names
-    if own is None or class_names is None or len(class_names) != len(own):
+    if own is None or class_names is None or len(class_names) != len(own) or _unnamed(own):
         return
     if all(labels.wnid_to_label(name) is not None for name in own):
         return

@@ -20,7 +20,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from pipeline import run
 from pipeline.__main__ import main
 from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, cli_args, write_image
-from transforms import files, sources
+from transforms import files, labels, sources
 from transforms.done_ids import write_done_ids
 from transforms.results import read_manifest
 
@@ -687,6 +687,31 @@ def test_target_label_on_a_tfds_dataset_without_labels_exits_2(linear_keras, tmp
     # The same dataset with --target predicted runs: one row per image.
     manifest = run([*args, *cli_args(output=tmp_path / "out", steps=2)], save_main_session=False)
     assert manifest["counts"]["rows"] == 2 and manifest["all_inputs_accounted_for"]
+
+
+def test_a_tfds_dataset_of_unnamed_classes_is_named_as_the_model_names_them(
+    linear_keras, tmp_path, caplog
+):
+    # ClassLabel(num_classes=1000) names its classes '0' to '999': on an ImageNet model
+    # they replaced ImageNet's names, so predicted_name held '667', not a class name (as
+    # a dataset of 3 unnamed classes did not), and a --class_names was warned of as
+    # naming the dataset's classes otherwise.
+    data_dir = _prepared("tiny_unnamed_thousand", tmp_path)
+    args = cli_args(dataset="tiny_unnamed_thousand", data_dir=data_dir, model=linear_keras)
+    args += cli_args(steps=2, attributions="none")
+    run([*args, *cli_args(output=tmp_path / "out")], save_main_session=False)
+    columns = ["label", "label_name", "predicted_class", "predicted_name"]
+    rows = pd.read_parquet(tmp_path / "out" / "results", columns=columns).sort_values("label")
+    names = labels.imagenet_class_names()
+    assert list(rows.label_name) == ["great white shark", "tabby cat"]
+    assert list(rows.predicted_name) == [names[c] for c in rows.predicted_class]
+    names_file = tmp_path / "names.txt"
+    names_file.write_text("".join(f"c{i}\n" for i in range(1000)))
+    with caplog.at_level("WARNING"):
+        run([*args, *cli_args(output=tmp_path / "o2", class_names=names_file)], False)
+    assert "--class_names names class" not in caplog.text
+    rows = pd.read_parquet(tmp_path / "o2" / "results", columns=columns).sort_values("label")
+    assert list(rows.label_name) == ["c2", "c281"]
 
 
 def test_a_tfds_dataset_of_some_imagenet_classes_is_labelled_in_the_models_space(

@@ -232,3 +232,24 @@ class TinyNumberTargets(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self):
         for i in range(2):
             yield i, {"image": np.full((SIZE, SIZE, 3), 100 + i, np.uint8), "target": i}
+
+
+class TinyUnnamedThousand(tfds.core.GeneratorBasedBuilder):
+    """Two flat grey images of a ClassLabel of 1000 classes without names (TFDS names
+    them '0' to '999'), labelled 281 and 2 (ImageNet's tabby cat and great white shark)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        features = {
+            "image": tfds.features.Image(shape=(SIZE, SIZE, 3)),
+            "label": tfds.features.ClassLabel(num_classes=1000),
+        }
+        return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(features))
+
+    def _split_generators(self, dl_manager):
+        return {"test": self._generate_examples()}
+
+    def _generate_examples(self):
+        for i, label in enumerate((281, 2)):
+            yield i, {"image": np.full((SIZE, SIZE, 3), 100 + i, np.uint8), "label": label}
