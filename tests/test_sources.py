@@ -1307,6 +1307,27 @@ def test_an_unknown_dataset_without_data_dir_says_where_a_prepared_one_is_read_f
     assert "of your own" not in given
 
 
+def test_a_misspelt_dataset_of_data_dir_is_named_by_the_dataset_there(tmp_path):
+    # A checker's own dataset, prepared in their --data_dir (its builder's code not
+    # importable by the job), named with a typo: close names came from TFDS's
+    # catalogue only, so nothing pointed at the dataset in --data_dir.
+    data_dir = _prepared("tiny_unlabelled", tmp_path)
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "--dataset", "tiny_unlabeled", "--data_dir", data_dir]
+        + ["--output", str(tmp_path / "out")],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    err = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 2 and len(err) == 1, done.stderr
+    assert err[0].startswith("error: --dataset 'tiny_unlabeled' is neither a folder")
+    assert err[0].endswith(" Did you mean tiny_unlabelled?)"), err[0]
+
+
 _READ_UNDER_A_LIMIT = """
 import resource, sys
 from transforms import sources

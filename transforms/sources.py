@@ -42,6 +42,7 @@ from transforms.datasource import (
     FolderSource,
     SampleSource,
     TfdsSource,
+    _holds_prepared_tfds,
     image_id_of,
     sample_files,
     source_for,
@@ -582,7 +583,7 @@ def _not_found_error(name: str, data_dir: str | None, error: Exception) -> Value
         where = f" --data_dir {data_dir!r} does not exist." if missing else ""
     return ValueError(
         f"--dataset {name!r} is neither a folder, 'sample', nor a known TFDS dataset.{where} "
-        f"({_first_line(error)}{_closest_dataset(name)})"
+        f"({_first_line(error)}{_closest_dataset(name, data_dir)})"
     )
 
 
@@ -646,18 +647,30 @@ def _first_line(error: Exception) -> str:
     return next((line.strip() for line in str(error).splitlines() if line.strip()), "")
 
 
-def _closest_dataset(name: str) -> str:
-    """` Did you mean mnist?` for a misspelt TFDS name (or `sample`); for a known one with a
-    malformed version (`mnist:abc`, which TFDS reads as a namespace), how a
-    version is written; else empty."""
+def _closest_dataset(name: str, data_dir: str | None = None) -> str:
+    """` Did you mean mnist?` for a misspelt TFDS name (or `sample`, or a dataset prepared
+    in a local `data_dir`); for a known one with a malformed version (`mnist:abc`, which
+    TFDS reads as a namespace), how a version is written; else empty."""
     import tensorflow_datasets as tfds  # noqa: PLC0415
 
     base = name.split(":")[0].split("/")[0]
     known = tfds.list_builders(with_community_datasets=False)
     if base in known:
         return f" A version is written {base}:x.y.z, e.g. {base}:1.0.0."
-    close = difflib.get_close_matches(base, [*known, "sample"])  # the bundled one too
+    # The bundled sample and a dataset of --data_dir without its builder's code too.
+    close = difflib.get_close_matches(base, [*known, "sample", *_prepared_in(data_dir)])
     return f" Did you mean {', '.join(close[:3])}?" if close else ""
+
+
+def _prepared_in(data_dir: str | None) -> list[str]:
+    """The datasets prepared in a local `data_dir` (its sub-folders holding one)."""
+    if data_dir is None or files.is_remote(data_dir) or not os.path.isdir(data_dir):
+        return []
+    try:
+        names = sorted(os.listdir(data_dir))
+    except OSError:
+        return []
+    return [n for n in names if _holds_prepared_tfds(os.path.join(data_dir, n))]
 
 
 def _builder_error(name: str, error: Exception) -> str:
