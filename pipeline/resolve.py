@@ -12,6 +12,7 @@ ImageNet's), and the warnings where labels and names mean nothing on the model.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -116,6 +117,7 @@ def _resolve_folder(audit: AuditOptions, source: sources.FolderSource, dry_run: 
         )
     _check_folder_listable(audit, source.root)
     files = sources.list_image_folder(source.root, skip=local_output(audit.output))
+    _check_not_tfds_data(audit, files)
     _LOG.info(
         "%s in %s; the pipeline lists and reads them again.",
         wording.count(len(files), "file"),
@@ -124,6 +126,30 @@ def _resolve_folder(audit: AuditOptions, source: sources.FolderSource, dry_run: 
     found = tuple(f.label for f in files if f.label is not None)
     ids = frozenset(f.image_id for f in files)
     return _Dataset(source, total=len(files), folder_labels=found, ids=ids)
+
+
+def _check_not_tfds_data(audit: AuditOptions, listed: Sequence[sources.FolderFile]) -> None:
+    """Refuses a folder holding a prepared TFDS dataset (a data folder, a dataset's, a
+    config's or a version's, as `tfds build` leaves them), naming the flags that read
+    it: its record and JSON files were read as images, each an error, after the model
+    loaded."""
+    for item in listed:
+        if item.image_id.rsplit("/", 1)[-1] != "dataset_info.json" or item.image_id.count("/") > 3:
+            continue
+        try:
+            with open(item.path, encoding="utf-8") as f:
+                info = json.load(f)
+            name, config = str(info["name"]), info.get("configName")
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not TFDS's
+        data_dir = os.path.dirname(os.path.dirname(os.path.dirname(item.path)))
+        data_dir = os.path.dirname(data_dir) if config else data_dir
+        spelt = f"{name}/{config}" if config else name
+        raise ConfigError(
+            f"--dataset {audit.dataset!r} holds a prepared TFDS dataset (its "
+            "dataset_info.json and record files), not images; read it as one: "
+            f"--dataset {spelt} --data_dir {data_dir}."
+        )
 
 
 def resolve_dataset(

@@ -1307,6 +1307,25 @@ def test_an_unknown_dataset_without_data_dir_says_where_a_prepared_one_is_read_f
     assert "of your own" not in given
 
 
+def test_the_folder_of_a_prepared_tfds_dataset_as_dataset_exits_2_saying_how_to_read_it(
+    linear_keras, tmp_path, capsys
+):
+    # Its TFRecord shards and JSON files were read as images: the model loaded, every
+    # file was 'not an image Pillow can read', exit 1.
+    data_dir = Path(_prepared("tiny_shades/dark", tmp_path))
+    read_it = f"--dataset tiny_shades/dark --data_dir {data_dir}"
+    for folder in (data_dir / "tiny_shades", data_dir / "tiny_shades/dark/1.0.0", data_dir):
+        args = cli_args(dataset=folder, model=linear_keras, output=tmp_path / "out", steps=2)
+        assert main(args) == 2, folder
+        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert err == [
+            f"error: --dataset {str(folder)!r} holds a prepared TFDS dataset (its "
+            "dataset_info.json and record files), not images; read it as one: "
+            f"{read_it}."
+        ]
+        assert not (tmp_path / "out").exists()
+
+
 def test_a_misspelt_dataset_of_data_dir_is_named_by_the_dataset_there(tmp_path):
     # A checker's own dataset, prepared in their --data_dir (its builder's code not
     # importable by the job), named with a typo: close names came from TFDS's
