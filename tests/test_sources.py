@@ -63,6 +63,25 @@ def test_the_warning_about_unlabelled_sub_folders_says_how_many_it_does_not_name
     )
 
 
+def test_wordnet_id_folders_below_split_folders_are_warned_of_with_the_folder_to_pass(
+    tmp_path, caplog
+):
+    # imagenette2-160/{train,val}/n01440764/...: pointed at the archive's root, every
+    # file got no label, and the warning named 'train' and 'val' as folders that are
+    # not WordNet ids, not that the WordNet ids lay one level down.
+    root = tmp_path / "imagenette2-160"
+    write_image(root / "train" / WNID_CAT / "a.png", np.zeros((2, 2, 3), np.uint8))
+    write_image(root / "val" / WNID_SHARK / "b.png", np.zeros((2, 2, 3), np.uint8))
+    write_image(root / "val" / WNID_SHARK / "c.png", np.zeros((2, 2, 3), np.uint8))
+    with caplog.at_level("WARNING", logger="transforms.sources"):
+        sources.list_image_folder(str(root))
+    assert [r.getMessage() for r in caplog.records] == [
+        "3 files in sub-folders that are not ImageNet WordNet ids (train, val) get no label. "
+        f"WordNet-id folders lie deeper ({WNID_CAT} in train): only a top-level one labels "
+        f"its files; to label those, pass the folder holding them, e.g. --dataset {root}/train."
+    ]
+
+
 def test_the_warning_about_one_unlabelled_file_speaks_of_one(tmp_path, caplog):
     write_image(tmp_path / "holiday" / "x.png", np.zeros((2, 2, 3), np.uint8))
     write_image(tmp_path / WNID_CAT / "cat.png", np.zeros((2, 2, 3), np.uint8))

@@ -312,24 +312,50 @@ def list_image_folder(root: str, skip: str | None = None) -> list[FolderFile]:
         raise _no_files_error(root)
     files.sort(key=lambda f: f.image_id)
     _warn_of_class_root(root, files)
-    unlabelled = [f for f in files if f.label is None and "/" in f.image_id]
-    if unlabelled:
-        folders = sorted({f.image_id.split("/")[0] for f in unlabelled})
-        more = f" and {len(folders) - 5} more" if len(folders) > 5 else ""
-        where = (
-            "a sub-folder that is not an ImageNet WordNet id"
-            if len(folders) == 1
-            else "sub-folders that are not ImageNet WordNet ids"
-        )
-        _LOG.warning(
-            "%s in %s (%s%s) %s no label.",
-            wording.count(len(unlabelled), "file"),
-            where,
-            ", ".join(folders[:5]),
-            more,
-            "gets" if len(unlabelled) == 1 else "get",
-        )
+    _warn_of_unlabelled(root, files)
     return files
+
+
+def _warn_of_unlabelled(root: str, listed: list[FolderFile]) -> None:
+    """Warns of files in sub-folders that are not WordNet ids, and where WordNet-id
+    folders lie below those (imagenette2-160/train/n01440764/), of the folder to pass."""
+    unlabelled = [f for f in listed if f.label is None and "/" in f.image_id]
+    if not unlabelled:
+        return
+    folders = sorted({f.image_id.split("/")[0] for f in unlabelled})
+    more = f" and {len(folders) - 5} more" if len(folders) > 5 else ""
+    where = (
+        "a sub-folder that is not an ImageNet WordNet id"
+        if len(folders) == 1
+        else "sub-folders that are not ImageNet WordNet ids"
+    )
+    _LOG.warning(
+        "%s in %s (%s%s) %s no label.%s",
+        wording.count(len(unlabelled), "file"),
+        where,
+        ", ".join(folders[:5]),
+        more,
+        "gets" if len(unlabelled) == 1 else "get",
+        _deeper_wordnet_ids(root, unlabelled),
+    )
+
+
+def _deeper_wordnet_ids(root: str, unlabelled: list[FolderFile]) -> str:
+    """Where the first WordNet-id folder below a top-level sub-folder is, and the folder
+    to pass to label its files (its parent); else empty."""
+    for item in unlabelled:
+        parts = item.image_id.split("/")[:-1]
+        found = (i for i in range(1, len(parts)) if labels.wnid_to_label(parts[i]) is not None)
+        deeper = next(found, None)
+        if deeper is None:
+            continue
+        parent = "/".join(parts[:deeper])
+        return (
+            f" WordNet-id folders lie deeper ({parts[deeper]} in {parent}): only a top-level "
+            "one labels its files; to label those, pass the folder holding them, e.g. "
+            f"--dataset {root.rstrip('/')}/{parent}."
+        )
+    return ""
 
 
 def _warn_of_class_root(root: str, listed: list[FolderFile]) -> None:
