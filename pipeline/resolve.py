@@ -128,11 +128,17 @@ def _resolve_folder(audit: AuditOptions, source: sources.FolderSource, dry_run: 
     return _Dataset(source, total=len(files), folder_labels=found, ids=ids)
 
 
+#: Names of image files: a folder holding one is a folder of images.
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp")
+
+
 def _check_not_tfds_data(audit: AuditOptions, listed: Sequence[sources.FolderFile]) -> None:
     """Refuses a folder holding a prepared TFDS dataset (a data folder, a dataset's, a
     config's or a version's, as `tfds build` leaves them), naming the flags that read
     it: its record and JSON files were read as images, each an error, after the model
-    loaded."""
+    loaded. A folder holding images too is read as before."""
+    if any(item.image_id.lower().endswith(_IMAGE_SUFFIXES) for item in listed):
+        return
     for item in listed:
         if item.image_id.rsplit("/", 1)[-1] != "dataset_info.json" or item.image_id.count("/") > 3:
             continue

@@ -1343,6 +1343,11 @@ def test_the_folder_of_a_prepared_tfds_dataset_as_dataset_exits_2_saying_how_to_
             f"{read_it}."
         ]
         assert not (tmp_path / "out").exists()
+    # A folder holding images beside it is a folder of images, read as before.
+    write_image(data_dir / "photo.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    listed = {f.image_id for f in sources.list_image_folder(str(data_dir))}
+    args = cli_args(dataset=data_dir, model=linear_keras, output=tmp_path / "out", steps=2)
+    assert run([*args, *cli_args(attributions="none")], False)["counts"]["inputs"] == len(listed)
 
 
 def test_a_misspelt_dataset_of_data_dir_is_named_by_the_dataset_there(tmp_path):
