@@ -1,0 +1,1 @@
+"""The TensorFlow model adapter's parts; `transforms.tf_model` is its interface."""
