@@ -1735,7 +1735,7 @@ def test_a_signature_with_logits_among_its_outputs_is_audited_on_them(
     from transforms.tf_model import resolve_model
 
     model = _signature_model(tmp_path / "logits", ("probabilities", "Logits"))
-    with caplog.at_level(logging.INFO, logger="transforms.tf_model"):
+    with caplog.at_level(logging.INFO, logger="transforms.model.calls"):
         for out in ("out", "again"):  # a second run in this process (a notebook) says it too
             assert (
                 main([*_flags(image_folder, model, tmp_path / out), "--faithfulness", "none"]) == 0
