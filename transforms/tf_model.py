@@ -16,15 +16,12 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
-import json
 import logging
 import os
-import re
 import secrets
 import threading
 import time
 import weakref
-import zipfile
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -33,13 +30,19 @@ from transforms.config import MAX_IMAGE_SIZE
 from transforms.errors import error_reason
 from transforms.ig import IntegrandFn, ScoreFn, ScoreGradFn
 from transforms.model.calls import _callable, _scores_output
+from transforms.model.loading import (
+    _check_remote_readable,
+    _check_saved_model_folder,
+    _is_hub_module_folder,
+    _load,
+    _serving_tag_sets,
+    model_identity,
+)
 from transforms.model.reference import (
-    _KNOWN_NAMES,
     BUNDLED_MODELS,
     HUB_ALIASES,
     ModelKind,
     ModelReference,
-    _no_keras_file,
     model_reference,
 )
 
@@ -307,247 +310,6 @@ def _pad_rows(rows: int, jit: bool, *arrays: np.ndarray) -> tuple[np.ndarray, ..
     if extra == 0:
         return arrays
     return tuple(np.concatenate([a, np.zeros((extra, *a.shape[1:]), a.dtype)]) for a in arrays)
-
-
-def _check_remote_readable(model: ModelReference) -> None:
-    """A gs:// model is read at launch: one Cloud Storage cannot serve (offline, no
-    credentials) is said so, not taken for a folder without a model (a SavedModel)
-    or a failed run (a .keras file, exit 1)."""
-    if not model.is_path or model.is_local_path:
-        return
-    import tensorflow as tf  # noqa: PLC0415
-
-    try:
-        tf.io.gfile.exists(model.location)  # False, not an error, for a missing one
-    except tf.errors.OpError as e:
-        reason = " ".join(next(iter(e.message.splitlines()), "").split())
-        raise ValueError(
-            f"--model {model.reference!r} cannot be read ({type(e).__name__}: {reason}); a "
-            "gs:// --model is read at launch (a Dataflow dry run too): it needs network and "
-            "Google Cloud credentials (gcloud auth application-default login)."
-        ) from e
-
-
-def _check_saved_model_folder(model: ModelReference) -> None:
-    """A `saved_model` reference must be a folder holding saved_model.pb (local or remote)."""
-    if model.kind != "saved_model":
-        return
-    import tensorflow as tf  # noqa: PLC0415
-
-    reference = model.reference
-    if tf.io.gfile.isdir(reference):
-        if tf.io.gfile.exists(os.path.join(reference, "saved_model.pb")):
-            return
-        raise ValueError(
-            f"--model {reference!r} is a folder without saved_model.pb; pass a SavedModel "
-            "folder, a .keras file, a TF Hub handle, or one of: "
-            f"{', '.join(_KNOWN_NAMES)}."
-        )
-    raise ValueError(
-        f"--model {reference!r} is not a SavedModel folder, a .keras file, a TF Hub handle "
-        f"(https://...), or a known name ({', '.join(_KNOWN_NAMES)})."
-    )
-
-
-def _hash_path(path: str) -> str:
-    import tensorflow as tf  # noqa: PLC0415
-
-    digest = hashlib.sha256()
-    paths = sorted(p for p in _walk_files(path)) if tf.io.gfile.isdir(path) else [path]
-    for p in paths:
-        digest.update(os.path.relpath(p, path).encode() if p != path else b"")
-        with tf.io.gfile.GFile(p, "rb") as f:
-            for chunk in iter(lambda f=f: f.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _walk_files(root: str):
-    import tensorflow as tf  # noqa: PLC0415
-
-    for folder, _, names in tf.io.gfile.walk(root):
-        for name in names:
-            yield os.path.join(folder, name)
-
-
-def model_identity(model: ModelReference) -> str:
-    """sha256 of the model's files (of its handle for TF Hub), as manifests record it."""
-    if model.kind == "hub":
-        return "sha256:" + hashlib.sha256(model.location.encode()).hexdigest()
-    if model.kind == "bundled":
-        from transforms.bundled.efficientnet_lite import model_identity  # noqa: PLC0415
-
-        return model_identity()
-    return "sha256:" + _hash_path(model.location)
-
-
-def _load(model: ModelReference) -> Any:
-    """Loads the model object; errors name the model and the fix."""
-    kind, location = model.kind, model.location
-    if kind == "bundled":
-        from transforms.bundled.efficientnet_lite import load_efficientnet_lite0  # noqa: PLC0415
-
-        return load_efficientnet_lite0()
-    if kind == "keras":
-        import keras  # noqa: PLC0415
-        import tensorflow as tf  # noqa: PLC0415
-
-        if not tf.io.gfile.exists(location):
-            raise ValueError(_no_keras_file(location, location, _gfile_keras_files))
-        try:
-            return keras.saving.load_model(location, safe_mode=True, compile=False)
-        except Exception as e:
-            raise _keras_load_error(location, e) from e
-    return _hub_load(model)
-
-
-# What TensorFlow raises loading, without tags, a SavedModel of several MetaGraphs.
-_SEVERAL_METAGRAPHS = "if there is more than one MetaGraph"
-
-
-def _hub_load(model: ModelReference) -> Any:
-    """`hub.load` of a SavedModel folder or TF Hub handle; errors name the model and the
-    fix. A SavedModel folder of several MetaGraphs is loaded with the tags
-    `_serving_tags` chooses (or refused by it); those are looked for only when TensorFlow
-    finds several, so a file of one (every TF2 export) is read once, not once more for
-    its tags by the launch and every worker."""
-    import tensorflow_hub as hub  # noqa: PLC0415
-
-    kind, location = model.kind, model.location
-    try:
-        return hub.load(location)
-    except Exception as e:
-        if kind != "saved_model" or _SEVERAL_METAGRAPHS not in str(e):
-            raise _saved_model_load_error(kind, location, e) from e
-    tags = _serving_tags(model)
-    try:
-        return hub.load(location, tags=tags)
-    except Exception as e:
-        raise _saved_model_load_error(kind, location, e) from e
-
-
-def _gfile_keras_files(folder: str) -> list[str] | None:
-    """`_local_keras_files` of a folder TensorFlow reads (local or gs://)."""
-    import tensorflow as tf  # noqa: PLC0415
-
-    if not tf.io.gfile.isdir(folder):
-        return None
-    return sorted(name for name in tf.io.gfile.listdir(folder) if name.endswith(".keras"))
-
-
-_SERVE = "serve"
-
-
-def _serving_tags(model: ModelReference) -> list[str] | None:
-    """The tags of the MetaGraph to load of a SavedModel folder holding several (a TF1
-    export's `serve` graph beside its `train` one): the one tagged `serve` alone, else the
-    only one tagged `serve`, as TF Serving runs it; None for one MetaGraph (or a TF1 Hub
-    module, which hub.load loads by its own tags), or a proto loading reports on.
-
-    Raises:
-      ValueError: several MetaGraphs, none or several of them `serve` ones.
-    """
-    from tensorflow.python.saved_model import loader_impl  # noqa: PLC0415
-
-    if _is_hub_module_folder(model.location):
-        return None
-    try:
-        metas = loader_impl.parse_saved_model(model.location).meta_graphs
-    except Exception:  # unreadable: loading it says why
-        return None
-    tag_sets = [sorted(meta.meta_info_def.tags) for meta in metas]
-    if len(tag_sets) < 2:
-        return None
-    chosen = _serving_tag_sets(tag_sets)
-    if len(chosen) == 1:
-        return chosen[0]
-    raise ValueError(
-        f"--model {model.reference!r} holds {len(tag_sets)} MetaGraphs, tagged "
-        f"{', '.join(str(tags) for tags in tag_sets)}, and the job loads its only one or the "
-        f"one tagged {_SERVE!r}: save the graph that scores images alone, tagged {_SERVE!r}."
-    )
-
-
-def _serving_tag_sets(tag_sets: list[list[str]]) -> list[list[str]]:
-    """Of several MetaGraphs' sorted tags, those the job may load: the one tagged `serve`
-    alone, else every one tagged `serve` among others (one: loaded; more: refused)."""
-    serving = [tags for tags in tag_sets if _SERVE in tags]
-    return [tags for tags in serving if tags == [_SERVE]] or serving
-
-
-def _saved_model_load_error(kind: str, location: str, error: Exception) -> ValueError:
-    """Why a SavedModel or hub handle did not load, with the fix."""
-    if "there are 0 MetaGraphs" in str(error):  # TF's advice (pass tags=) cannot help
-        return ValueError(
-            f"--model {location!r}: its saved_model.pb holds no model (empty or cut "
-            "short); save or download the model again."
-        )
-    hint = (
-        " Downloading TF Hub models needs network; offline, download the model "
-        "elsewhere and pass its SavedModel folder, or set TFHUB_CACHE_DIR to a cache "
-        "that holds it."
-        if kind == "hub"
-        else ""
-    )
-    return ValueError(f"--model {location!r} could not be loaded: {str(error).rstrip('.')}.{hint}")
-
-
-# What a .keras file's export loses: the pixel range its first layer tells.
-_EXPORTED_RANGE = (
-    " with --input_range for the pixels it takes (a SavedModel does not say: 0,1 unless "
-    "given; 0,255 for a model that rescales 8-bit pixels itself)"
-)
-_UNKNOWN_KERAS_OBJECT = re.compile(r"Could not locate (class|function) '([^']+)'")
-
-
-def _keras_load_error(location: str, error: Exception) -> ValueError:
-    """Why a .keras file did not load, with the fix: Keras' own advice (safe_mode=False,
-    registering the class) needs code the job does not run or import."""
-    if "safe_mode" in str(error):
-        return ValueError(
-            f"--model {location!r} holds Python code (a Lambda layer), which the job "
-            "does not run from a file (it loads .keras files with safe_mode=True): "
-            "export the model as a SavedModel (model.export(folder)) and pass that "
-            f"folder{_EXPORTED_RANGE}, or rebuild it without the Lambda layer."
-        )
-    version = _saved_by_keras(location)
-    if version.startswith("2."):  # Keras 3 reads its own format alone
-        return ValueError(
-            f"--model {location!r} was saved by Keras {version} (tf_keras), whose .keras files "
-            "Keras 3 does not read: load it with tf_keras (tf_keras.models.load_model) and "
-            "export it as a SavedModel (model.export(folder)), then pass that folder"
-            f"{_EXPORTED_RANGE}."
-        )
-    unknown = _UNKNOWN_KERAS_OBJECT.search(str(error))
-    if unknown is not None:
-        kind, name = unknown.groups()
-        return ValueError(
-            f"--model {location!r} uses the custom {kind} {name!r}, whose code a .keras "
-            "file does not hold and the job cannot import: export the model as a "
-            f"SavedModel (model.export(folder)) and pass that folder{_EXPORTED_RANGE}, or "
-            "rebuild it from Keras' own layers."
-        )
-    return ValueError(f"--model {location!r} could not be loaded as a Keras model: {error}")
-
-
-def _saved_by_keras(location: str) -> str:
-    """The Keras version a .keras file's metadata.json names; "" where it names none or
-    the file is no zip."""
-    import tensorflow as tf  # noqa: PLC0415
-
-    try:
-        with tf.io.gfile.GFile(location, "rb") as f, zipfile.ZipFile(f) as archive:
-            return str(json.loads(archive.read("metadata.json")).get("keras_version", ""))
-    except Exception:  # not a zip, no metadata: Keras' own error says what it is
-        return ""
-
-
-def _is_hub_module_folder(folder: str) -> bool:
-    """A folder holding a module in TF Hub's TF1 format: a tfhub_module.pb beside its
-    saved_model.pb (local or gs://)."""
-    import tensorflow as tf  # noqa: PLC0415
-
-    return tf.io.gfile.exists(os.path.join(folder, "tfhub_module.pb"))
 
 
 def _check_side(reference: str, side: int | None) -> None:
