@@ -260,7 +260,11 @@ def test_a_dry_runs_log_has_beams_info_records_with_verbose_only(verbose):
     assert (beams in done.stderr) == verbose, done.stderr
     if not verbose:
         shown = {line.split(":")[0] for line in done.stderr.splitlines()}
-        assert shown == {"INFO pipeline.resolve", "INFO pipeline.main", "INFO transforms.tf_model"}
+        assert shown == {
+            "INFO pipeline.resolve",
+            "INFO pipeline.main",
+            "INFO transforms.model.signature",
+        }
 
 
 def test_a_dry_run_whose_stdout_reader_stopped_reading_exits_0():

@@ -1,0 +1,274 @@
+"""A model's signature without loading it: known models and a SavedModel's saved_model.pb."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from transforms.config import MAX_IMAGE_SIZE
+from transforms.model.calls import _scores_output
+from transforms.model.loading import _is_hub_module_folder, _serving_tag_sets
+from transforms.model.reference import HUB_ALIASES, ModelReference
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Signature:
+    """What the launcher needs of a model besides its files.
+
+    Attributes:
+      input_shape: [batch, height, width, channels], None where the model leaves it open.
+      num_outputs: width of the output vector.
+      image_size: the side to use when `input_shape` leaves it open (None: not known).
+      input_range: the pixel range the model takes (None: not known).
+      reference_variables: its graph reads TF1 reference variables, which XLA cannot
+        compile (`_holds_reference_variables` of the loaded model).
+    """
+
+    input_shape: tuple[int | None, ...] | None
+    num_outputs: int
+    image_size: int | None = None
+    input_range: tuple[float, float] | None = None
+    reference_variables: bool = False
+
+
+# Known facts about named models, by location: a remote job's launcher learns their
+# signature here instead of downloading (TF Hub) or converting (bundled) the model.
+_KNOWN_SIGNATURES: dict[str, _Signature] = {
+    # The seed's Inception V1 takes any size, was trained at 224, and has a
+    # background class at output 0; like every TF Hub image model, it takes [0, 1] pixels.
+    HUB_ALIASES["inception_v1"]: _Signature(
+        (None, None, None, 3), 1001, image_size=224, input_range=(0.0, 1.0)
+    ),
+    # transforms.bundled.efficientnet_lite: 224x224 RGB in [0, 1] (normalised inside),
+    # 1000 ImageNet logits out.
+    "efficientnet_lite0": _Signature((None, 224, 224, 3), 1000, input_range=(0.0, 1.0)),
+}
+
+
+def _saved_model_signature(path: str) -> _Signature | None:
+    """The signature `_callable` finds in the SavedModel at `path`, read from its
+    saved_model.pb without restoring any variable; None when the proto leaves the
+    input or output width open or ambiguous (the model is then loaded instead)."""
+    # TF's own reader of saved_model.pb(txt), local or gs://; private but pinned (setup.py).
+    from tensorflow.python.saved_model import loader_impl  # noqa: PLC0415
+
+    metas = loader_impl.parse_saved_model(path).meta_graphs
+    if len(metas) != 1 or not metas[0].object_graph_def.nodes:
+        return _tf1_signature(path, metas)  # no object graph: a TF1 graph's export
+    graph = metas[0].object_graph_def
+    children = {child.local_name: child.node_id for child in graph.nodes[0].children}
+    if "__call__" in children:  # the loaded root is callable
+        node = graph.nodes[children["__call__"]]
+        return _function_signature(graph, node) if node.HasField("function") else None
+    serving = metas[0].signature_def.get("serving_default")
+    return _signature_def_signature(serving) if serving is not None else None
+
+
+def _function_signature(graph, node) -> _Signature | None:
+    """Input shape of the first 4-D concrete function (as `_callable`) and the output
+    width all concrete functions agree on; None for a function of further tensors
+    (`_callable` calls it on the images alone: loading reports what it lacks)."""
+    import tensorflow as tf  # noqa: PLC0415
+    from tensorflow.python.saved_model import nested_structure_coder  # noqa: PLC0415
+
+    shape, widths = None, set()
+    for name in node.function.concrete_functions:
+        function = graph.concrete_functions[name]
+        args, kwargs = nested_structure_coder.decode_proto(function.canonicalized_input_signature)
+        specs = [spec for spec in (*args, *kwargs.values()) if hasattr(spec, "shape")]
+        if len(specs) > 1:
+            return None
+        if shape is None and specs and specs[0].shape.rank == 4:
+            if specs[0].dtype != tf.float32:
+                return None
+            shape = tuple(specs[0].shape)
+        output = nested_structure_coder.decode_proto(function.output_signature)
+        widths.add(_width(getattr(output, "shape", None)))
+    if shape is None or len(widths) != 1 or None in widths:
+        return None
+    return _Signature(shape, widths.pop())
+
+
+def _signature_def_signature(signature, key: str | None = None) -> _Signature | None:
+    """Input shape and output width of a serving signature, for its output `key` or else
+    the one `_callable` picks (`_scores_output`); None where loading must decide or refuse
+    (several inputs, one not float32 or not a plain tensor, undecided outputs)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    if len(signature.inputs) != 1:
+        return None  # loading reports the several inputs
+    (tensor,) = signature.inputs.values()
+    key = key or _scores_output(signature.outputs)
+    if tensor.dtype != tf.float32.as_datatype_enum or key is None:
+        return None  # loading refuses several outputs that do not decide
+    if any(t.WhichOneof("encoding") != "name" for t in (tensor, signature.outputs[key])):
+        return None  # a sparse or composite tensor: loading tells what it is
+    width = _width(tf.TensorShape(signature.outputs[key].tensor_shape))
+    shape = tf.TensorShape(tensor.tensor_shape)
+    if width is None or shape.rank is None:
+        return None
+    return _Signature(tuple(shape), width)
+
+
+# Ops of a TF1 graph's tf.while_loop (control flow v1), whose gradient TensorFlow 2
+# cannot take in a loaded SavedModel (`_V1_LOOP_ERROR`); its tf.cond's (Switch, Merge)
+# has one.
+_V1_LOOP_OPS = frozenset({"Enter", "RefEnter", "Exit", "RefExit", "NextIteration", "LoopCond"})
+
+
+def _tf1_signature(path: str, metas: list) -> _Signature | None:
+    """`_signature_def_signature` of the signature `_callable` calls in a TF1 export (a
+    SavedModel of graphs, no object graph): of the MetaGraph `hub.load` loads, its
+    serving_default one, else a TF1 Hub module's `default` one (its `default` output
+    where it has one); None where loading must decide or refuse (no such MetaGraph or
+    signature, or a v1 while loop on the way to the scores: whether its gradient can
+    be taken, only loading tells)."""
+    hub_module = _is_hub_module_folder(path)
+    meta = _meta_graph_loaded(metas, hub_module)
+    if meta is None:
+        return None
+    if "serving_default" in meta.signature_def:
+        signature, hub_default = meta.signature_def["serving_default"], False
+    elif hub_module and "default" in meta.signature_def:
+        signature, hub_default = meta.signature_def["default"], True
+    else:
+        return None  # loading refuses it, naming its signatures
+    outputs = signature.outputs
+    key = "default" if hub_default and "default" in outputs else _scores_output(outputs)
+    found = _signature_def_signature(signature, key)
+    if found is None:
+        return None
+    ops = _ops_reaching(meta.graph_def, outputs[key])
+    if ops & _V1_LOOP_OPS:
+        return None
+    return dataclasses.replace(
+        found,
+        image_size=_hub_image_side(meta) if hub_module else None,
+        reference_variables=bool(ops & _REFERENCE_VARIABLE_OPS),
+    )
+
+
+def _meta_graph_loaded(metas: list, hub_module: bool) -> Any | None:
+    """The MetaGraph `_load` loads (`_serving_tags`; a TF1 Hub module's is tagged []),
+    None where there is none or loading refuses the choice."""
+    tag_sets = [sorted(meta.meta_info_def.tags) for meta in metas]
+    if hub_module:
+        wanted = [[]]
+    elif len(metas) == 1:
+        return metas[0]
+    else:
+        wanted = _serving_tag_sets(tag_sets)
+    chosen = [meta for meta, tags in zip(metas, tag_sets, strict=True) if tags in wanted]
+    return chosen[0] if len(chosen) == 1 else None
+
+
+# Where TF Hub's TF1 format (hub.Module's exports) keeps the messages attached to a
+# module: in each MetaGraph's collection of this name, as serialized ModuleAttachment
+# protos {1: key, 2: value} (tensorflow_hub's saved_model_lib); an image module's
+# ImageModuleInfo {1: default_image_size {1: height, 2: width}} under this key
+# (image_util, whose get_expected_image_size reads it before the input's shape).
+_HUB_ATTACHMENTS = "hub_module_attachments"
+_IMAGE_MODULE_INFO = b"image_module_info"
+
+
+def _hub_image_side(meta: Any) -> int | None:
+    """The side of the square images a TF1 Hub module's MetaGraph records as its expected
+    input size; None where it records none, a non-square one or one beyond the job's
+    bound."""
+    if _HUB_ATTACHMENTS not in meta.collection_def:
+        return None
+    for attachment in meta.collection_def[_HUB_ATTACHMENTS].bytes_list.value:
+        fields = _proto_fields(attachment)
+        if fields.get(1) == [_IMAGE_MODULE_INFO]:
+            info = _proto_fields(fields.get(2, [b""])[-1])
+            size = _proto_fields(info.get(1, [b""])[-1])
+            height, width = size.get(1, [0])[-1], size.get(2, [0])[-1]
+            return height if height == width and 0 < height <= MAX_IMAGE_SIZE else None
+    return None
+
+
+def _proto_fields(data: bytes) -> dict[int, list[int | bytes]]:
+    """A serialized protobuf message's fields by number, in order: varints as ints,
+    length-delimited ones as bytes; fixed-width ones skipped. Enough for the small
+    messages of TF Hub's TF1 format, whose classes tensorflow_hub no longer ships.
+
+    Raises:
+      ValueError: `data` is not a protobuf message.
+    """
+    fields: dict[int, list[int | bytes]] = {}
+    at = 0
+    while at < len(data):
+        key, at = _varint(data, at)
+        number, wire = key >> 3, key & 7
+        if wire in (1, 5):  # 64- and 32-bit fixed width
+            at += 8 if wire == 1 else 4
+            continue
+        if wire not in (0, 2):
+            raise ValueError(f"wire type {wire} of field {number}")
+        value, at = _varint(data, at)
+        if wire == 2:
+            value, at = data[at : at + value], at + value
+        fields.setdefault(number, []).append(value)
+    if at != len(data):
+        raise ValueError("a field runs past the message's end")
+    return fields
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    """The varint at `data[at:]` and the index after it."""
+    value = shift = 0
+    for index in range(at, len(data)):
+        value |= (data[index] & 0x7F) << shift
+        shift += 7
+        if data[index] < 0x80:
+            return value, index + 1
+    raise ValueError("a varint runs past the message's end")
+
+
+def _ops_reaching(graph_def: Any, output: Any) -> set[str]:
+    """The op types of the nodes of `graph_def` that `output` (a TensorInfo) reads,
+    through inputs and control inputs: those of the function loading makes of it, which
+    keeps them alone."""
+    nodes = {node.name: node for node in graph_def.node}
+    todo, seen = [output.name.split(":")[0]], set()
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in nodes:
+            continue
+        seen.add(name)
+        todo += [source.lstrip("^").split(":")[0] for source in nodes[name].input]
+    return {nodes[name].op for name in seen}
+
+
+def _width(shape) -> int | None:
+    """K of a [batch, K] output shape; None for any other or an open K."""
+    if shape is None or shape.rank != 2 or shape[1] is None:
+        return None
+    return int(shape[1])
+
+
+def _signature_without_loading(model: ModelReference) -> _Signature | None:
+    """From the table of known models or the SavedModel's proto; None if neither knows."""
+    signature = _KNOWN_SIGNATURES.get(model.location)
+    if signature is None and model.kind == "saved_model":
+        try:
+            signature = _saved_model_signature(model.location)
+        except Exception as e:  # an odd proto: loading the model settles it, or reports why
+            _LOG.info(
+                "Could not read the signature of %s without loading it: %s", model.reference, e
+            )
+    if signature is not None:
+        _LOG.info(
+            "Signature of %s read without loading it: input %s, %d outputs.",
+            model.reference,
+            signature.input_shape,
+            signature.num_outputs,
+        )
+    return signature
+
+
+# TF1's reference variables, the default before TF2: ops XLA has no kernel for.
+_REFERENCE_VARIABLE_OPS = frozenset({"Variable", "VariableV2"})
