@@ -2121,7 +2121,7 @@ def test_an_input_range_other_than_the_models_rescaling_takes_is_warned_of(tmp_p
     from transforms.tf_model import resolve_model
 
     model = _keras_rescaling(tmp_path / "signed.keras", 1 / 127.5, -1.0)
-    with caplog.at_level(logging.WARNING, logger="transforms.tf_model"):
+    with caplog.at_level(logging.WARNING, logger="transforms.model.inputs"):
         assert resolve_model(model, input_range=(-1.0, 1.0)).input_range == (-1.0, 1.0)
     assert (
         "rescales pixels in [0, 255] in its first layer (Rescaling or Normalization), but "
@@ -2129,7 +2129,7 @@ def test_an_input_range_other_than_the_models_rescaling_takes_is_warned_of(tmp_p
     )
     assert "drop --input_range" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="transforms.tf_model"):
+    with caplog.at_level(logging.WARNING, logger="transforms.model.inputs"):
         assert resolve_model(model, input_range=(0.0, 255.0)).input_range == (0.0, 255.0)
     assert "rescales pixels" not in caplog.text
 

@@ -1,0 +1,299 @@
+"""A model's input: the image size it takes and the pixel range it expects."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from transforms.config import MAX_IMAGE_SIZE
+from transforms.model.loading import _is_hub_module_folder
+from transforms.model.reference import ModelReference
+from transforms.model.signature import _KNOWN_SIGNATURES, _hub_image_side, _meta_graph_loaded
+
+_LOG = logging.getLogger(__name__)
+
+
+_DEFAULT_IMAGE_SIZE = 224
+
+
+def _check_side(reference: str, side: int | None) -> None:
+    """Refuses a fixed input side above --image_size's bound before the model runs: its
+    probe alone (two such images) would hold GBs, and its paths tens of times more."""
+    if side is not None and side > MAX_IMAGE_SIZE:
+        raise ValueError(
+            f"--model {reference!r} takes {side}x{side} images; the job feeds at most "
+            f"{MAX_IMAGE_SIZE}x{MAX_IMAGE_SIZE} (IG holds tens of such images per path): "
+            "export it with a smaller input, or an open size (None, None) and pass "
+            "--image_size."
+        )
+
+
+def _image_size(
+    reference: str, location: str, shape, image_size: int | None, recorded: _Side | None = None
+) -> int:
+    """The model's input side: its signature's, `image_size`, a known one, the one it
+    takes itself for an open input (`recorded`: a TF1 Hub module's ImageModuleInfo, or
+    a Keras model's first Resizing), or 224."""
+    if shape is not None and (len(shape) != 4 or shape[-1] not in (None, 3)):
+        raise ValueError(
+            f"--model {reference!r} takes inputs of shape {shape}; this pipeline needs "
+            f"images [batch, height, width, 3].{_three_channels_hint(shape)}"
+        )
+    if shape is not None and shape[0] is not None:
+        raise ValueError(
+            f"--model {reference!r} takes batches of exactly {shape[0]} "
+            f"image{'s' if shape[0] != 1 else ''} {tuple(shape)}; "
+            "the job calls it on batches of any size: export it with its batch dimension "
+            "open (None)."
+        )
+    # A side the model fixes fixes both (the input is square): height or width alone.
+    sides = [] if shape is None else [s for s in shape[1:3] if s is not None]
+    static = sides[0] if sides else None
+    if len(sides) == 2 and sides[0] != sides[1]:
+        raise ValueError(
+            f"--model {reference!r} takes non-square images {shape[1:3]}; the job resizes "
+            "every image into a square (with padding): export the model with a square input "
+            "or an open size (None, None)."
+        )
+    _check_side(reference, static)
+    if image_size is not None:
+        if static is not None and static != image_size:
+            raise ValueError(
+                f"--image_size {image_size} does not fit --model {reference!r}, whose input "
+                f"is {static}x{static}; drop --image_size or set it to {static}."
+            )
+        if static is None and recorded is not None and recorded.side != image_size:
+            _LOG.info(
+                "Model %s does not fix its input size; %s, and --image_size %d feeds it "
+                "%dx%d images.",
+                reference,
+                recorded.why,
+                *(image_size,) * 3,
+            )
+        return image_size
+    known = _KNOWN_SIGNATURES.get(location)
+    size = static or (known.image_size if known is not None else None)
+    return size or _open_size_of(reference, recorded)
+
+
+class _Side(NamedTuple):
+    """The side a model takes itself for an open input size, and why, for the log."""
+
+    side: int
+    why: str
+
+
+def _hub_side(side: int | None) -> _Side | None:
+    """The side a TF1 Hub module records (its ImageModuleInfo)."""
+    if side is None:
+        return None
+    return _Side(side, f"its TF Hub module records {side}x{side} images (ImageModuleInfo)")
+
+
+def _open_size_of(reference: str, recorded: _Side | None) -> int:
+    """The side fed to a model that leaves it open, not known and given no --image_size:
+    the one it takes itself (`recorded`), else 224 with a warning."""
+    if recorded is not None:
+        _LOG.info(
+            "Model %s does not fix its input size; %s: using %d (--image_size sets another).",
+            reference,
+            recorded.why,
+            recorded.side,
+        )
+        return recorded.side
+    _LOG.warning(
+        "Model %s does not fix its input size; using %d (set --image_size).",
+        reference,
+        _DEFAULT_IMAGE_SIZE,
+    )
+    return _DEFAULT_IMAGE_SIZE
+
+
+def _three_channels_hint(shape) -> str:
+    """The fix for a 4-D input without 3 channels last: channels first, or making the
+    model's channels inside it (with an example for a grayscale model's 1 channel)."""
+    if len(shape) != 4:
+        return ""
+    if shape[1] == 3:
+        return (
+            " It takes channels first [batch, 3, height, width]: export it taking channels "
+            "last (transposed inside it)."
+        )
+    example = " (e.g. tf.image.rgb_to_grayscale)" if shape[-1] == 1 else ""
+    return (
+        " It is fed RGB images (grayscale ones as 3 equal channels): export it taking "
+        f"[batch, height, width, 3] and making its {shape[-1]} channel(s) of them inside"
+        f"{example}."
+    )
+
+
+def _input_range(
+    model: ModelReference, input_range: tuple[float, float] | None
+) -> tuple[float, float]:
+    """The pixel range: `input_range`, else [0, 1]; a known model's own range only,
+    as any other feeds it pixels it was not trained on and every prediction is wrong."""
+    known = _KNOWN_SIGNATURES.get(model.location)
+    fixed = known.input_range if known is not None else None
+    if input_range is None:
+        return fixed or (0.0, 1.0)
+    low, high = float(input_range[0]), float(input_range[1])
+    if not low < high:  # as --input_range's parser says, for callers from Python
+        raise ValueError(f"input_range {input_range!r} needs low < high, e.g. (0, 1).")
+    if fixed is not None and (low, high) != fixed:
+        raise ValueError(
+            f"--input_range {low:g},{high:g} does not fit --model {model.reference!r}, which "
+            f"takes pixels in [{fixed[0]:g}, {fixed[1]:g}] and normalises them itself; "
+            "drop --input_range."
+        )
+    return (low, high)
+
+
+# Layers that pass an image through unchanged in inference mode (augmentation) or
+# keep its pixel range (resampling): a Rescaling after them still sees the raw pixels.
+_PASS_THROUGH_LAYERS = ("InputLayer", "Resizing", "CenterCrop")
+_PIXELS = (0.0, 255.0)
+# How far from 0 a Rescaling of 8-bit pixels leaves them: 3 deviations of ImageNet's.
+_RESCALED_BOUND = 3.0
+
+
+def _rescaled_pixel_range(obj: Any) -> tuple[float, float] | None:
+    """(0, 255) for a Keras model that first rescales 8-bit pixels: its first layer
+    (after augmentation, resizing, and into nested models) a Rescaling that maps
+    [0, 255] onto [0, 1] or [-1, 1], as Keras' image tutorials and keras.applications
+    (EfficientNet, MobileNetV3, ...) build them, or per channel by means and deviations
+    (ImageNet's: about [-2.1, 2.6]), or a Normalization whose means are
+    8-bit pixel values (above 1: keras.applications' ConvNeXt, or adapted on such
+    images); else None."""
+    layer = _first_layer(obj)
+    kind = type(layer).__name__
+    if kind == "Normalization":
+        if getattr(layer, "invert", False) or getattr(layer, "mean", None) is None:
+            return None  # invert: it maps onto its means, not from them
+        mean = np.asarray(layer.mean, np.float64)
+        return _PIXELS if mean.size and np.all((mean > 1.0) & (mean <= _PIXELS[1])) else None
+    if kind != "Rescaling":
+        return None
+    scale, offset = np.asarray(layer.scale, np.float64), np.asarray(layer.offset, np.float64)
+    low, high = offset, _PIXELS[1] * scale + offset
+    # [0, 1], [-1, 1], or per channel by ImageNet's means and deviations (about
+    # [-2.1, 2.6]); a model taking [0, 1] pixels scales them by 1 to 5, not by 1/255.
+    spans, ends = np.abs(high - low), np.abs(np.stack(np.broadcast_arrays(low, high)))
+    return _PIXELS if np.all(spans >= 0.9) and np.all(ends <= _RESCALED_BOUND) else None
+
+
+def _keeps_pixels(name: str) -> bool:
+    """A layer (by class name) that leaves pixel values as they are in inference mode."""
+    return name.startswith("Random") or name in _PASS_THROUGH_LAYERS
+
+
+# Layers that keep an image's size in inference mode (RandomCrop crops to its own).
+_SIZE_KEEPING_LAYERS = ("InputLayer", "Rescaling", "Normalization")
+
+
+def _keeps_size(name: str) -> bool:
+    """A layer (by class name) that leaves an image's height and width as they are."""
+    return (name.startswith("Random") and name != "RandomCrop") or name in _SIZE_KEEPING_LAYERS
+
+
+def _first_layer(obj: Any, passes=_keeps_pixels) -> Any | None:
+    """A Keras model's first layer, nested models' too, whose class name `passes` does
+    not let through: by default the first that changes pixel values."""
+    for layer in getattr(obj, "layers", None) or []:
+        if passes(type(layer).__name__):
+            continue
+        first = _first_layer(layer, passes) if getattr(layer, "layers", None) else layer
+        if first is not None:
+            return first
+    return None
+
+
+def _resizing_side(obj: Any) -> _Side | None:
+    """The side a Keras model resizes its images to first (after augmentation and
+    rescaling, into nested models): a square Resizing's, within --image_size's bound;
+    None for any other model."""
+    layer = _first_layer(obj, _keeps_size)
+    if type(layer).__name__ != "Resizing":
+        return None
+    height, width = int(layer.height), int(layer.width)
+    if height != width or not 0 < height <= MAX_IMAGE_SIZE:
+        return None
+    return _Side(height, f"its first layer resizes images to {height}x{height} (Resizing)")
+
+
+def _model_input_range(
+    model: ModelReference,
+    obj: Any,
+    given: tuple[float, float] | None,
+    default: tuple[float, float],
+) -> tuple[float, float]:
+    """The pixel range of a loaded model: `given` (--input_range), else for a .keras
+    file the one its first Rescaling or Normalization layer takes (`_rescaled_pixel_range`),
+    else `default`. A `given` range other than the one found is used, with a warning."""
+    found = _rescaled_pixel_range(obj) if model.kind == "keras" else None
+    if found is None:
+        return default
+    if given is not None:
+        _warn_of_other_range(model.reference, found, default)
+        return default
+    _LOG.info(
+        "Model %s rescales pixels in [%g, %g] in its first layer (Rescaling or "
+        "Normalization): its images are scaled to that range (--input_range sets another).",
+        model.reference,
+        *found,
+    )
+    return found
+
+
+def _warn_of_other_range(
+    reference: str, found: tuple[float, float], given: tuple[float, float]
+) -> None:
+    """--input_range `given` differs from the range `found` that the model's first layer
+    takes: its images reach it darker or brighter than it was trained on."""
+    if tuple(map(float, given)) == found:
+        return
+    _LOG.warning(
+        "Model %s rescales pixels in [%g, %g] in its first layer (Rescaling or "
+        "Normalization), but --input_range %g,%g feeds it pixels in [%g, %g]: unless it was "
+        "trained on those, its predictions and maps are those of images it never saw; drop "
+        "--input_range to feed it [%g, %g].",
+        reference,
+        *found,
+        *given,
+        *given,
+        *found,
+    )
+
+
+def _recorded_image_size(model: ModelReference) -> int | None:
+    """`_hub_image_side` of the MetaGraph loading took of a TF1 Hub module (a folder, or
+    a handle's, which loading put in TF Hub's cache); None for any other model, or a
+    proto that does not read (the module loaded regardless)."""
+    import tensorflow_hub as hub  # noqa: PLC0415
+    from tensorflow.python.saved_model import loader_impl  # noqa: PLC0415
+
+    if model.kind not in ("saved_model", "hub") or model.location in _KNOWN_SIGNATURES:
+        return None
+    try:
+        folder = hub.resolve(model.location) if model.kind == "hub" else model.location
+        if not _is_hub_module_folder(folder):
+            return None
+        meta = _meta_graph_loaded(loader_impl.parse_saved_model(folder).meta_graphs, True)
+        return _hub_image_side(meta) if meta is not None else None
+    except Exception as e:  # an odd attachment: the size is not learnt from it
+        _LOG.info("Could not read the image size %s records: %s", model.reference, e)
+        return None
+
+
+def _side_taken(model: ModelReference, obj: Any) -> _Side | None:
+    """The side a loaded model of an open input size takes itself: a Keras model's
+    first Resizing, or the one a TF1 Hub module records."""
+    if model.kind == "keras":
+        return _resizing_side(obj)
+    return _hub_side(_recorded_image_size(model))
+
+
+def _open_size(shape) -> bool:
+    """An input shape that leaves the image's height or width open."""
+    return shape is None or len(shape) != 4 or None in tuple(shape)[1:3]
