@@ -9,7 +9,7 @@ import re
 import zipfile
 from typing import Any
 
-from transforms.model.reference import _KNOWN_NAMES, ModelReference, _no_keras_file
+from transforms.model.reference import KNOWN_NAMES, ModelReference, no_keras_file
 
 
 def _check_remote_readable(model: ModelReference) -> None:
@@ -44,11 +44,11 @@ def _check_saved_model_folder(model: ModelReference) -> None:
         raise ValueError(
             f"--model {reference!r} is a folder without saved_model.pb; pass a SavedModel "
             "folder, a .keras file, a TF Hub handle, or one of: "
-            f"{', '.join(_KNOWN_NAMES)}."
+            f"{', '.join(KNOWN_NAMES)}."
         )
     raise ValueError(
         f"--model {reference!r} is not a SavedModel folder, a .keras file, a TF Hub handle "
-        f"(https://...), or a known name ({', '.join(_KNOWN_NAMES)})."
+        f"(https://...), or a known name ({', '.join(KNOWN_NAMES)})."
     )
 
 
@@ -96,7 +96,7 @@ def _load(model: ModelReference) -> Any:
         import tensorflow as tf  # noqa: PLC0415
 
         if not tf.io.gfile.exists(location):
-            raise ValueError(_no_keras_file(location, location, _gfile_keras_files))
+            raise ValueError(no_keras_file(location, location, _gfile_keras_files))
         try:
             return keras.saving.load_model(location, safe_mode=True, compile=False)
         except Exception as e:

@@ -9,6 +9,16 @@ from typing import Literal
 
 from transforms import files
 
+__all__ = [
+    "BUNDLED_MODELS",
+    "HUB_ALIASES",
+    "KNOWN_NAMES",
+    "ModelKind",
+    "ModelReference",
+    "model_reference",
+    "no_keras_file",
+]
+
 BUNDLED_MODELS: tuple[str, ...] = ("efficientnet_lite0",)
 HUB_ALIASES: dict[str, str] = {
     "inception_v1": "https://tfhub.dev/google/imagenet/inception_v1/classification/4",
@@ -69,20 +79,20 @@ class ModelReference:
                 "file: drop the '/'."
             )
         if self.kind == "keras":
-            raise ValueError(_no_keras_file(self.reference, self.location, _local_keras_files))
+            raise ValueError(no_keras_file(self.reference, self.location, _local_keras_files))
         raise ValueError(
             f"--model {self.reference!r} is not a SavedModel folder, a .keras file, a TF Hub "
-            f"handle (https://...), or a known name ({', '.join(_KNOWN_NAMES)}): "
+            f"handle (https://...), or a known name ({', '.join(KNOWN_NAMES)}): "
             "no such file or folder."
         )
 
 
-_KNOWN_NAMES = BUNDLED_MODELS + tuple(HUB_ALIASES)
+KNOWN_NAMES = BUNDLED_MODELS + tuple(HUB_ALIASES)
 # At most this many .keras files of a missing one's folder are named in its error.
 _LISTED_KERAS_FILES = 5
 
 
-def _no_keras_file(reference: str, location: str, list_keras) -> str:
+def no_keras_file(reference: str, location: str, list_keras) -> str:
     """Why `--model location` is no .keras file, and what to check: the path it was read
     as (a relative one from the working folder) and the .keras files its folder holds,
     named if few. `list_keras(folder)`: their names, None where the folder is missing."""
@@ -129,7 +139,7 @@ def _not_a_folder(reference: str, path: str) -> str:
     return (
         f"--model {reference!r} is a file, but not a .keras file (by its name); pass a "
         "SavedModel folder, a .keras file, a TF Hub handle (https://...), or one of: "
-        f"{', '.join(_KNOWN_NAMES)}."
+        f"{', '.join(KNOWN_NAMES)}."
     )
 
 
