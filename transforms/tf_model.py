@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from transforms.ig import IntegrandFn, ScoreFn, ScoreGradFn
-from transforms.model.calls import _callable
+from transforms.model.calls import callable_of
 from transforms.model.inputs import (
     _hub_side,
     _image_size,
@@ -363,7 +363,7 @@ def resolve_model(
         obj = _load(model)
         if jit_compile and _holds_reference_variables(obj):
             raise _xla_refusal(model.reference)
-        call, shape = _callable(obj, model.reference)  # refusals before the range's log
+        call, shape = callable_of(obj, model.reference)  # refusals before the range's log
         input_range = _model_input_range(model, obj, given, input_range)
         recorded = _side_taken(model, obj) if _open_size(shape) else None
         image_size = _image_size(model.reference, model.location, shape, image_size, recorded)
@@ -528,7 +528,7 @@ class Classifier:
         self._model, probed = _load_for(spec, handoff)  # keeps variables alive
         settings = device_settings(jit_compile)
         self.settings = _xla_settings(settings, jit_compile, self._model, spec.reference)
-        call, _ = _callable(self._model, spec.reference, announce=not probed)
+        call, _ = callable_of(self._model, spec.reference, announce=not probed)
         jit = self.settings.jit_compile
         # Calls of one row run as two; compiled functions get few distinct shapes
         # (see `_call_rows`).

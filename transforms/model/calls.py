@@ -6,10 +6,15 @@ import logging
 import math
 from typing import Any
 
+__all__ = [
+    "callable_of",
+    "scores_output",
+]
+
 _LOG = logging.getLogger(__name__)
 
 
-def _callable(obj: Any, reference: str, announce: bool = True) -> tuple[Any, tuple | None]:
+def callable_of(obj: Any, reference: str, announce: bool = True) -> tuple[Any, tuple | None]:
     """A function images [N, H, W, 3] -> outputs [N, K], and the input shape if known;
     `announce`: log which output of several it scores (the launch's load does, and the
     worker that takes the launcher's model does not say it again)."""
@@ -234,7 +239,7 @@ def _keras_feed(model: Any):
 
 
 def _module_call(obj: Any, reference: str, announce: bool) -> tuple[Any, tuple | None]:
-    """`_callable` of a callable SavedModel: its first 4-D concrete function's input
+    """`callable_of` of a callable SavedModel: its first 4-D concrete function's input
     shape, and the images cast to that input's type (inside the dict or list of one
     tensor that is its argument, where it is one)."""
     import tensorflow as tf  # noqa: PLC0415
@@ -371,7 +376,7 @@ def _input_cast(dtype, reference: str):
 _ONE_OUTPUT_FIX = "export a model or signature that returns only them, [N, classes]."
 
 
-def _scores_output(outputs: dict) -> str | None:
+def scores_output(outputs: dict) -> str | None:
     """Of a serving signature's outputs (name: a spec, tensor or TensorInfo, whose dtype
     tells whether it can hold scores, or None), the class scores: its only one; else of
     the float ones (`classes` as integers or strings cannot be scores) the only one, or
@@ -405,9 +410,9 @@ def _scores_key(
     announce: bool = True,
     fix: str = _ONE_OUTPUT_FIX,
 ) -> str:
-    """`_scores_output` of a loaded signature (`where`), refused with the `fix` when
+    """`scores_output` of a loaded signature (`where`), refused with the `fix` when
     undecided; logged where `announce` and there are several outputs."""
-    key = _scores_output(outputs)
+    key = scores_output(outputs)
     if key is not None:
         if len(outputs) > 1 and announce:
             _LOG.info("Model %s: auditing its output %r of %s.", reference, key, sorted(outputs))

@@ -221,7 +221,7 @@ def _items_of(outputs: Any) -> str:
 
 def _one_tensor_hint(outputs: Any) -> str:
     """The fix for a __call__ returning a tuple or list: the scores alone, or a dict
-    of named outputs, read by name as a signature's (`_scores_output`)."""
+    of named outputs, read by name as a signature's (`scores_output`)."""
     if not isinstance(outputs, list | tuple):
         return ""
     return (

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from transforms.config import MAX_IMAGE_SIZE
-from transforms.model.calls import _scores_output
+from transforms.model.calls import scores_output
 from transforms.model.loading import _is_hub_module_folder, _serving_tag_sets
 from transforms.model.reference import HUB_ALIASES, ModelReference
 
@@ -49,7 +49,7 @@ _KNOWN_SIGNATURES: dict[str, _Signature] = {
 
 
 def _saved_model_signature(path: str) -> _Signature | None:
-    """The signature `_callable` finds in the SavedModel at `path`, read from its
+    """The signature `callable_of` finds in the SavedModel at `path`, read from its
     saved_model.pb without restoring any variable; None when the proto leaves the
     input or output width open or ambiguous (the model is then loaded instead)."""
     # TF's own reader of saved_model.pb(txt), local or gs://; private but pinned (setup.py).
@@ -68,9 +68,9 @@ def _saved_model_signature(path: str) -> _Signature | None:
 
 
 def _function_signature(graph, node) -> _Signature | None:
-    """Input shape of the first 4-D concrete function (as `_callable`) and the output
+    """Input shape of the first 4-D concrete function (as `callable_of`) and the output
     width all concrete functions agree on; None for a function of further tensors
-    (`_callable` calls it on the images alone: loading reports what it lacks)."""
+    (`callable_of` calls it on the images alone: loading reports what it lacks)."""
     import tensorflow as tf  # noqa: PLC0415
     from tensorflow.python.saved_model import nested_structure_coder  # noqa: PLC0415
 
@@ -94,14 +94,14 @@ def _function_signature(graph, node) -> _Signature | None:
 
 def _signature_def_signature(signature, key: str | None = None) -> _Signature | None:
     """Input shape and output width of a serving signature, for its output `key` or else
-    the one `_callable` picks (`_scores_output`); None where loading must decide or refuse
+    the one `callable_of` picks (`scores_output`); None where loading must decide or refuse
     (several inputs, one not float32 or not a plain tensor, undecided outputs)."""
     import tensorflow as tf  # noqa: PLC0415
 
     if len(signature.inputs) != 1:
         return None  # loading reports the several inputs
     (tensor,) = signature.inputs.values()
-    key = key or _scores_output(signature.outputs)
+    key = key or scores_output(signature.outputs)
     if tensor.dtype != tf.float32.as_datatype_enum or key is None:
         return None  # loading refuses several outputs that do not decide
     if any(t.WhichOneof("encoding") != "name" for t in (tensor, signature.outputs[key])):
@@ -120,7 +120,7 @@ _V1_LOOP_OPS = frozenset({"Enter", "RefEnter", "Exit", "RefExit", "NextIteration
 
 
 def _tf1_signature(path: str, metas: list) -> _Signature | None:
-    """`_signature_def_signature` of the signature `_callable` calls in a TF1 export (a
+    """`_signature_def_signature` of the signature `callable_of` calls in a TF1 export (a
     SavedModel of graphs, no object graph): of the MetaGraph `hub.load` loads, its
     serving_default one, else a TF1 Hub module's `default` one (its `default` output
     where it has one); None where loading must decide or refuse (no such MetaGraph or
@@ -137,7 +137,7 @@ def _tf1_signature(path: str, metas: list) -> _Signature | None:
     else:
         return None  # loading refuses it, naming its signatures
     outputs = signature.outputs
-    key = "default" if hub_default and "default" in outputs else _scores_output(outputs)
+    key = "default" if hub_default and "default" in outputs else scores_output(outputs)
     found = _signature_def_signature(signature, key)
     if found is None:
         return None
