@@ -37,11 +37,14 @@ from transforms.model.inputs import (
     _side_taken,
 )
 from transforms.model.loading import (
-    _check_remote_readable,
-    _check_saved_model_folder,
-    _load,
+    check_remote_readable,
+    check_saved_model_folder,
     model_identity,
 )
+
+# Under its old name: tests patch tf_model._load, the name resolve_model and
+# _load_for look up here.
+from transforms.model.loading import load_model as _load
 from transforms.model.probes import (
     _narrow_float,
     _probe_outputs,
@@ -347,8 +350,8 @@ def resolve_model(
     """
     model = reference if isinstance(reference, ModelReference) else model_reference(reference)
     given, input_range = input_range, _input_range(model, input_range)
-    _check_remote_readable(model)
-    _check_saved_model_folder(model)
+    check_remote_readable(model)
+    check_saved_model_folder(model)
     signature = None if load else _signature_without_loading(model)
     obj = None
     if signature is not None:

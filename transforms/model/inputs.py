@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from transforms.config import MAX_IMAGE_SIZE
-from transforms.model.loading import _is_hub_module_folder
+from transforms.model.loading import is_hub_module_folder
 from transforms.model.reference import ModelReference
 from transforms.model.signature import _KNOWN_SIGNATURES, _hub_image_side, _meta_graph_loaded
 
@@ -277,7 +277,7 @@ def _recorded_image_size(model: ModelReference) -> int | None:
         return None
     try:
         folder = hub.resolve(model.location) if model.kind == "hub" else model.location
-        if not _is_hub_module_folder(folder):
+        if not is_hub_module_folder(folder):
             return None
         meta = _meta_graph_loaded(loader_impl.parse_saved_model(folder).meta_graphs, True)
         return _hub_image_side(meta) if meta is not None else None

@@ -11,8 +11,17 @@ from typing import Any
 
 from transforms.model.reference import KNOWN_NAMES, ModelReference, no_keras_file
 
+__all__ = [
+    "check_remote_readable",
+    "check_saved_model_folder",
+    "is_hub_module_folder",
+    "load_model",
+    "model_identity",
+    "serving_tag_sets",
+]
 
-def _check_remote_readable(model: ModelReference) -> None:
+
+def check_remote_readable(model: ModelReference) -> None:
     """A gs:// model is read at launch: one Cloud Storage cannot serve (offline, no
     credentials) is said so, not taken for a folder without a model (a SavedModel)
     or a failed run (a .keras file, exit 1)."""
@@ -31,7 +40,7 @@ def _check_remote_readable(model: ModelReference) -> None:
         ) from e
 
 
-def _check_saved_model_folder(model: ModelReference) -> None:
+def check_saved_model_folder(model: ModelReference) -> None:
     """A `saved_model` reference must be a folder holding saved_model.pb (local or remote)."""
     if model.kind != "saved_model":
         return
@@ -84,7 +93,7 @@ def model_identity(model: ModelReference) -> str:
     return "sha256:" + _hash_path(model.location)
 
 
-def _load(model: ModelReference) -> Any:
+def load_model(model: ModelReference) -> Any:
     """Loads the model object; errors name the model and the fix."""
     kind, location = model.kind, model.location
     if kind == "bundled":
@@ -152,7 +161,7 @@ def _serving_tags(model: ModelReference) -> list[str] | None:
     """
     from tensorflow.python.saved_model import loader_impl  # noqa: PLC0415
 
-    if _is_hub_module_folder(model.location):
+    if is_hub_module_folder(model.location):
         return None
     try:
         metas = loader_impl.parse_saved_model(model.location).meta_graphs
@@ -161,7 +170,7 @@ def _serving_tags(model: ModelReference) -> list[str] | None:
     tag_sets = [sorted(meta.meta_info_def.tags) for meta in metas]
     if len(tag_sets) < 2:
         return None
-    chosen = _serving_tag_sets(tag_sets)
+    chosen = serving_tag_sets(tag_sets)
     if len(chosen) == 1:
         return chosen[0]
     raise ValueError(
@@ -171,7 +180,7 @@ def _serving_tags(model: ModelReference) -> list[str] | None:
     )
 
 
-def _serving_tag_sets(tag_sets: list[list[str]]) -> list[list[str]]:
+def serving_tag_sets(tag_sets: list[list[str]]) -> list[list[str]]:
     """Of several MetaGraphs' sorted tags, those the job may load: the one tagged `serve`
     alone, else every one tagged `serve` among others (one: loaded; more: refused)."""
     serving = [tags for tags in tag_sets if _SERVE in tags]
@@ -245,7 +254,7 @@ def _saved_by_keras(location: str) -> str:
         return ""
 
 
-def _is_hub_module_folder(folder: str) -> bool:
+def is_hub_module_folder(folder: str) -> bool:
     """A folder holding a module in TF Hub's TF1 format: a tfhub_module.pb beside its
     saved_model.pb (local or gs://)."""
     import tensorflow as tf  # noqa: PLC0415

@@ -8,7 +8,7 @@ from typing import Any
 
 from transforms.config import MAX_IMAGE_SIZE
 from transforms.model.calls import scores_output
-from transforms.model.loading import _is_hub_module_folder, _serving_tag_sets
+from transforms.model.loading import is_hub_module_folder, serving_tag_sets
 from transforms.model.reference import HUB_ALIASES, ModelReference
 
 _LOG = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def _tf1_signature(path: str, metas: list) -> _Signature | None:
     where it has one); None where loading must decide or refuse (no such MetaGraph or
     signature, or a v1 while loop on the way to the scores: whether its gradient can
     be taken, only loading tells)."""
-    hub_module = _is_hub_module_folder(path)
+    hub_module = is_hub_module_folder(path)
     meta = _meta_graph_loaded(metas, hub_module)
     if meta is None:
         return None
@@ -152,7 +152,7 @@ def _tf1_signature(path: str, metas: list) -> _Signature | None:
 
 
 def _meta_graph_loaded(metas: list, hub_module: bool) -> Any | None:
-    """The MetaGraph `_load` loads (`_serving_tags`; a TF1 Hub module's is tagged []),
+    """The MetaGraph `load_model` loads (`_serving_tags`; a TF1 Hub module's is tagged []),
     None where there is none or loading refuses the choice."""
     tag_sets = [sorted(meta.meta_info_def.tags) for meta in metas]
     if hub_module:
@@ -160,7 +160,7 @@ def _meta_graph_loaded(metas: list, hub_module: bool) -> Any | None:
     elif len(metas) == 1:
         return metas[0]
     else:
-        wanted = _serving_tag_sets(tag_sets)
+        wanted = serving_tag_sets(tag_sets)
     chosen = [meta for meta, tags in zip(metas, tag_sets, strict=True) if tags in wanted]
     return chosen[0] if len(chosen) == 1 else None
 
