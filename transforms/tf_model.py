@@ -61,8 +61,8 @@ from transforms.model.reference import (
     ModelReference,
     model_reference,
 )
-from transforms.model.signature import _REFERENCE_VARIABLE_OPS, _signature_without_loading
-from transforms.model.signature import _hub_image_side as _hub_image_side
+from transforms.model.signature import REFERENCE_VARIABLE_OPS, signature_without_loading
+from transforms.model.signature import hub_image_side as _hub_image_side  # noqa: F401 (tests read it here)
 
 __all__ = [
     "BUNDLED_MODELS",
@@ -352,7 +352,7 @@ def resolve_model(
     given, input_range = input_range, _input_range(model, input_range)
     check_remote_readable(model)
     check_saved_model_folder(model)
-    signature = None if load else _signature_without_loading(model)
+    signature = None if load else signature_without_loading(model)
     obj = None
     if signature is not None:
         if jit_compile and signature.reference_variables:
@@ -472,7 +472,7 @@ def _holds_reference_variables(obj: Any) -> bool:
     for function in getattr(obj, "signatures", {}).values():
         graph = getattr(function, "graph", None)
         if graph is not None and any(
-            op.type in _REFERENCE_VARIABLE_OPS for op in graph.get_operations()
+            op.type in REFERENCE_VARIABLE_OPS for op in graph.get_operations()
         ):
             return True
     return False

@@ -10,7 +10,7 @@ import numpy as np
 from transforms.config import MAX_IMAGE_SIZE
 from transforms.model.loading import is_hub_module_folder
 from transforms.model.reference import ModelReference
-from transforms.model.signature import _KNOWN_SIGNATURES, _hub_image_side, _meta_graph_loaded
+from transforms.model.signature import KNOWN_SIGNATURES, hub_image_side, meta_graph_loaded
 
 _LOG = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def _image_size(
                 *(image_size,) * 3,
             )
         return image_size
-    known = _KNOWN_SIGNATURES.get(location)
+    known = KNOWN_SIGNATURES.get(location)
     size = static or (known.image_size if known is not None else None)
     return size or _open_size_of(reference, recorded)
 
@@ -134,7 +134,7 @@ def _input_range(
 ) -> tuple[float, float]:
     """The pixel range: `input_range`, else [0, 1]; a known model's own range only,
     as any other feeds it pixels it was not trained on and every prediction is wrong."""
-    known = _KNOWN_SIGNATURES.get(model.location)
+    known = KNOWN_SIGNATURES.get(model.location)
     fixed = known.input_range if known is not None else None
     if input_range is None:
         return fixed or (0.0, 1.0)
@@ -267,20 +267,20 @@ def _warn_of_other_range(
 
 
 def _recorded_image_size(model: ModelReference) -> int | None:
-    """`_hub_image_side` of the MetaGraph loading took of a TF1 Hub module (a folder, or
+    """`hub_image_side` of the MetaGraph loading took of a TF1 Hub module (a folder, or
     a handle's, which loading put in TF Hub's cache); None for any other model, or a
     proto that does not read (the module loaded regardless)."""
     import tensorflow_hub as hub  # noqa: PLC0415
     from tensorflow.python.saved_model import loader_impl  # noqa: PLC0415
 
-    if model.kind not in ("saved_model", "hub") or model.location in _KNOWN_SIGNATURES:
+    if model.kind not in ("saved_model", "hub") or model.location in KNOWN_SIGNATURES:
         return None
     try:
         folder = hub.resolve(model.location) if model.kind == "hub" else model.location
         if not is_hub_module_folder(folder):
             return None
-        meta = _meta_graph_loaded(loader_impl.parse_saved_model(folder).meta_graphs, True)
-        return _hub_image_side(meta) if meta is not None else None
+        meta = meta_graph_loaded(loader_impl.parse_saved_model(folder).meta_graphs, True)
+        return hub_image_side(meta) if meta is not None else None
     except Exception as e:  # an odd attachment: the size is not learnt from it
         _LOG.info("Could not read the image size %s records: %s", model.reference, e)
         return None

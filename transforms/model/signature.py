@@ -11,6 +11,14 @@ from transforms.model.calls import scores_output
 from transforms.model.loading import is_hub_module_folder, serving_tag_sets
 from transforms.model.reference import HUB_ALIASES, ModelReference
 
+__all__ = [
+    "KNOWN_SIGNATURES",
+    "REFERENCE_VARIABLE_OPS",
+    "hub_image_side",
+    "meta_graph_loaded",
+    "signature_without_loading",
+]
+
 _LOG = logging.getLogger(__name__)
 
 
@@ -36,7 +44,7 @@ class _Signature:
 
 # Known facts about named models, by location: a remote job's launcher learns their
 # signature here instead of downloading (TF Hub) or converting (bundled) the model.
-_KNOWN_SIGNATURES: dict[str, _Signature] = {
+KNOWN_SIGNATURES: dict[str, _Signature] = {
     # The seed's Inception V1 takes any size, was trained at 224, and has a
     # background class at output 0; like every TF Hub image model, it takes [0, 1] pixels.
     HUB_ALIASES["inception_v1"]: _Signature(
@@ -127,7 +135,7 @@ def _tf1_signature(path: str, metas: list) -> _Signature | None:
     signature, or a v1 while loop on the way to the scores: whether its gradient can
     be taken, only loading tells)."""
     hub_module = is_hub_module_folder(path)
-    meta = _meta_graph_loaded(metas, hub_module)
+    meta = meta_graph_loaded(metas, hub_module)
     if meta is None:
         return None
     if "serving_default" in meta.signature_def:
@@ -146,12 +154,12 @@ def _tf1_signature(path: str, metas: list) -> _Signature | None:
         return None
     return dataclasses.replace(
         found,
-        image_size=_hub_image_side(meta) if hub_module else None,
-        reference_variables=bool(ops & _REFERENCE_VARIABLE_OPS),
+        image_size=hub_image_side(meta) if hub_module else None,
+        reference_variables=bool(ops & REFERENCE_VARIABLE_OPS),
     )
 
 
-def _meta_graph_loaded(metas: list, hub_module: bool) -> Any | None:
+def meta_graph_loaded(metas: list, hub_module: bool) -> Any | None:
     """The MetaGraph `load_model` loads (`_serving_tags`; a TF1 Hub module's is tagged []),
     None where there is none or loading refuses the choice."""
     tag_sets = [sorted(meta.meta_info_def.tags) for meta in metas]
@@ -174,7 +182,7 @@ _HUB_ATTACHMENTS = "hub_module_attachments"
 _IMAGE_MODULE_INFO = b"image_module_info"
 
 
-def _hub_image_side(meta: Any) -> int | None:
+def hub_image_side(meta: Any) -> int | None:
     """The side of the square images a TF1 Hub module's MetaGraph records as its expected
     input size; None where it records none, a non-square one or one beyond the job's
     bound."""
@@ -250,9 +258,9 @@ def _width(shape) -> int | None:
     return int(shape[1])
 
 
-def _signature_without_loading(model: ModelReference) -> _Signature | None:
+def signature_without_loading(model: ModelReference) -> _Signature | None:
     """From the table of known models or the SavedModel's proto; None if neither knows."""
-    signature = _KNOWN_SIGNATURES.get(model.location)
+    signature = KNOWN_SIGNATURES.get(model.location)
     if signature is None and model.kind == "saved_model":
         try:
             signature = _saved_model_signature(model.location)
@@ -271,4 +279,4 @@ def _signature_without_loading(model: ModelReference) -> _Signature | None:
 
 
 # TF1's reference variables, the default before TF2: ops XLA has no kernel for.
-_REFERENCE_VARIABLE_OPS = frozenset({"Variable", "VariableV2"})
+REFERENCE_VARIABLE_OPS = frozenset({"Variable", "VariableV2"})
