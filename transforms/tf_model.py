@@ -29,12 +29,12 @@ import numpy as np
 from transforms.ig import IntegrandFn, ScoreFn, ScoreGradFn
 from transforms.model.calls import callable_of
 from transforms.model.inputs import (
-    _hub_side,
-    _image_size,
-    _input_range,
-    _model_input_range,
-    _open_size,
-    _side_taken,
+    hub_side,
+    image_size_for,
+    input_range_for,
+    model_input_range,
+    open_size,
+    side_taken,
 )
 from transforms.model.loading import (
     check_remote_readable,
@@ -349,7 +349,7 @@ def resolve_model(
         image batch, or the offset does not fit its outputs.
     """
     model = reference if isinstance(reference, ModelReference) else model_reference(reference)
-    given, input_range = input_range, _input_range(model, input_range)
+    given, input_range = input_range, input_range_for(model, input_range)
     check_remote_readable(model)
     check_saved_model_folder(model)
     signature = None if load else signature_without_loading(model)
@@ -357,8 +357,8 @@ def resolve_model(
     if signature is not None:
         if jit_compile and signature.reference_variables:
             raise _xla_refusal(model.reference)
-        shape, recorded = signature.input_shape, _hub_side(signature.image_size)
-        image_size = _image_size(model.reference, model.location, shape, image_size, recorded)
+        shape, recorded = signature.input_shape, hub_side(signature.image_size)
+        image_size = image_size_for(model.reference, model.location, shape, image_size, recorded)
         num_outputs = signature.num_outputs
         if num_outputs == 1:  # what the unloaded model tells of its probabilities
             _warn_of_one_output(model.reference)
@@ -367,9 +367,9 @@ def resolve_model(
         if jit_compile and _holds_reference_variables(obj):
             raise _xla_refusal(model.reference)
         call, shape = callable_of(obj, model.reference)  # refusals before the range's log
-        input_range = _model_input_range(model, obj, given, input_range)
-        recorded = _side_taken(model, obj) if _open_size(shape) else None
-        image_size = _image_size(model.reference, model.location, shape, image_size, recorded)
+        input_range = model_input_range(model, obj, given, input_range)
+        recorded = side_taken(model, obj) if open_size(shape) else None
+        image_size = image_size_for(model.reference, model.location, shape, image_size, recorded)
         keras_file = model.kind == "keras" and len(getattr(obj, "outputs", None) or []) == 1
         outputs = _probe_outputs(model.reference, call, image_size, input_range, keras_file)
         num_outputs = int(outputs.shape[1])

@@ -121,7 +121,7 @@ def _check_keras_image_input(model: Any, reference: str) -> None:
     """A Keras model of grayscale, flattened or channels-first images of a square (or
     open) side is refused with the wrap that feeds it RGB images [N, S, S, 3]: in Keras'
     own layers and ops, as a tf.image or tf.reshape op fails on a Keras 3 model's
-    symbolic inputs (`_image_size` refuses other shapes)."""
+    symbolic inputs (`image_size_for` refuses other shapes)."""
     if not model.inputs:
         return
     shape = tuple(model.inputs[0].shape)

@@ -12,6 +12,15 @@ from transforms.model.loading import is_hub_module_folder
 from transforms.model.reference import ModelReference
 from transforms.model.signature import KNOWN_SIGNATURES, hub_image_side, meta_graph_loaded
 
+__all__ = [
+    "hub_side",
+    "image_size_for",
+    "input_range_for",
+    "model_input_range",
+    "open_size",
+    "side_taken",
+]
+
 _LOG = logging.getLogger(__name__)
 
 
@@ -30,7 +39,7 @@ def _check_side(reference: str, side: int | None) -> None:
         )
 
 
-def _image_size(
+def image_size_for(
     reference: str, location: str, shape, image_size: int | None, recorded: _Side | None = None
 ) -> int:
     """The model's input side: its signature's, `image_size`, a known one, the one it
@@ -85,7 +94,7 @@ class _Side(NamedTuple):
     why: str
 
 
-def _hub_side(side: int | None) -> _Side | None:
+def hub_side(side: int | None) -> _Side | None:
     """The side a TF1 Hub module records (its ImageModuleInfo)."""
     if side is None:
         return None
@@ -129,7 +138,7 @@ def _three_channels_hint(shape) -> str:
     )
 
 
-def _input_range(
+def input_range_for(
     model: ModelReference, input_range: tuple[float, float] | None
 ) -> tuple[float, float]:
     """The pixel range: `input_range`, else [0, 1]; a known model's own range only,
@@ -222,7 +231,7 @@ def _resizing_side(obj: Any) -> _Side | None:
     return _Side(height, f"its first layer resizes images to {height}x{height} (Resizing)")
 
 
-def _model_input_range(
+def model_input_range(
     model: ModelReference,
     obj: Any,
     given: tuple[float, float] | None,
@@ -286,14 +295,14 @@ def _recorded_image_size(model: ModelReference) -> int | None:
         return None
 
 
-def _side_taken(model: ModelReference, obj: Any) -> _Side | None:
+def side_taken(model: ModelReference, obj: Any) -> _Side | None:
     """The side a loaded model of an open input size takes itself: a Keras model's
     first Resizing, or the one a TF1 Hub module records."""
     if model.kind == "keras":
         return _resizing_side(obj)
-    return _hub_side(_recorded_image_size(model))
+    return hub_side(_recorded_image_size(model))
 
 
-def _open_size(shape) -> bool:
+def open_size(shape) -> bool:
     """An input shape that leaves the image's height or width open."""
     return shape is None or len(shape) != 4 or None in tuple(shape)[1:3]
