@@ -46,13 +46,13 @@ from transforms.model.loading import (
 # _load_for look up here.
 from transforms.model.loading import load_model as _load
 from transforms.model.probes import (
-    _narrow_float,
-    _probe_outputs,
-    _warn_of_low_precision,
-    _warn_of_one_output,
-    _warn_of_probabilities,
+    narrow_float,
     outputs_are_probabilities,
     probe_images,
+    probe_outputs,
+    warn_of_low_precision,
+    warn_of_one_output,
+    warn_of_probabilities,
 )
 from transforms.model.reference import (
     BUNDLED_MODELS,
@@ -361,7 +361,7 @@ def resolve_model(
         image_size = image_size_for(model.reference, model.location, shape, image_size, recorded)
         num_outputs = signature.num_outputs
         if num_outputs == 1:  # what the unloaded model tells of its probabilities
-            _warn_of_one_output(model.reference)
+            warn_of_one_output(model.reference)
     else:
         obj = _load(model)
         if jit_compile and _holds_reference_variables(obj):
@@ -371,10 +371,10 @@ def resolve_model(
         recorded = side_taken(model, obj) if open_size(shape) else None
         image_size = image_size_for(model.reference, model.location, shape, image_size, recorded)
         keras_file = model.kind == "keras" and len(getattr(obj, "outputs", None) or []) == 1
-        outputs = _probe_outputs(model.reference, call, image_size, input_range, keras_file)
+        outputs = probe_outputs(model.reference, call, image_size, input_range, keras_file)
         num_outputs = int(outputs.shape[1])
-        _warn_of_probabilities(model.reference, outputs, obj)  # of a model the job audits
-        _warn_of_low_precision(model.reference, _narrow_float(obj, outputs))
+        warn_of_probabilities(model.reference, outputs, obj)  # of a model the job audits
+        warn_of_low_precision(model.reference, narrow_float(obj, outputs))
     spec = _spec(model, image_size, input_range, num_outputs, label_offset, num_dataset_classes)
     if handoff is not None and obj is not None:
         handoff.offer(spec, obj)
@@ -540,7 +540,7 @@ class Classifier:
         if probed:  # by the launcher, in this process: the outputs alone, in their dtype
             outputs = _outputs_of(call, probe_images(spec.image_size, spec.input_range))
         else:  # checked here: a launch that read only the model's saved_model.pb could not
-            outputs = _probe_outputs(spec.reference, call, spec.image_size, spec.input_range)
+            outputs = probe_outputs(spec.reference, call, spec.image_size, spec.input_range)
         #: The model ends in a softmax: its outputs are the probabilities.
         self.outputs_probabilities = outputs_are_probabilities(outputs)
         size, soft = spec.image_size, {s: self._softmax_of(s) for s in _SCORES}
@@ -734,7 +734,7 @@ def softmax(outputs: np.ndarray) -> np.ndarray:
 
 def _outputs_of(call, images: np.ndarray) -> np.ndarray:
     """The model's outputs on float32 images, in the dtype it returns them in (as
-    `_probe_outputs` gives them), not cast to float32."""
+    `probe_outputs` gives them), not cast to float32."""
     import tensorflow as tf  # noqa: PLC0415
 
     return np.asarray(call(tf.constant(images)))

@@ -9,6 +9,16 @@ import numpy as np
 
 from transforms.errors import error_reason
 
+__all__ = [
+    "narrow_float",
+    "outputs_are_probabilities",
+    "probe_images",
+    "probe_outputs",
+    "warn_of_low_precision",
+    "warn_of_one_output",
+    "warn_of_probabilities",
+]
+
 _LOG = logging.getLogger(__name__)
 
 
@@ -23,7 +33,7 @@ def probe_images(image_size: int, input_range: tuple[float, float]) -> np.ndarra
 _NARROW_FLOATS = ("float16", "bfloat16")
 
 
-def _narrow_float(obj: Any, outputs: np.ndarray) -> str | None:
+def narrow_float(obj: Any, outputs: np.ndarray) -> str | None:
     """The 16-bit float type a loaded model takes, computes in or returns, as its dtypes
     tell: its outputs', a Keras model's inputs' and the dtype policies (such as
     mixed_float16) of it and its layers, nested models' too, or a SavedModel's graphs
@@ -61,7 +71,7 @@ def _narrow_floats_in(graph: Any) -> set[str]:
     return {narrow[t] for t in kinds if t in narrow}
 
 
-def _warn_of_low_precision(reference: str, dtype: str | None) -> None:
+def warn_of_low_precision(reference: str, dtype: str | None) -> None:
     """What a model computing in 16-bit floats does to completeness (only float32
     rounding is allowed for): rows it cannot show spend --max_steps, then are flagged."""
     if dtype is None:
@@ -77,7 +87,7 @@ def _warn_of_low_precision(reference: str, dtype: str | None) -> None:
     )
 
 
-def _probe_outputs(
+def probe_outputs(
     reference: str, call, image_size: int, input_range, keras_file: bool = False
 ) -> np.ndarray:
     """The model's outputs on `probe_images`, checked: it must be a differentiable
@@ -131,7 +141,7 @@ def _probe_error(reference: str, call, images, error: Exception) -> ValueError:
     )
 
 
-def _warn_of_probabilities(reference: str, outputs: np.ndarray, obj: Any = None) -> None:
+def warn_of_probabilities(reference: str, outputs: np.ndarray, obj: Any = None) -> None:
     """What `top_k_probs` will be for outputs like the probe's, where that is not the
     softmax of logits: the outputs themselves (a softmax head), or a softmax that is
     not the model's own probability (one output; independent sigmoid outputs, unless
@@ -144,7 +154,7 @@ def _warn_of_probabilities(reference: str, outputs: np.ndarray, obj: Any = None)
             reference,
         )
     elif outputs.shape[1] == 1:
-        _warn_of_one_output(reference)
+        warn_of_one_output(reference)
     elif _in_open_unit_interval(outputs) and not _ends_linear(obj):
         # Strictly inside: a sigmoid of a finite logit is; logits exactly 0 on the
         # plain probe images (no bias) are not evidence of one.
@@ -173,8 +183,8 @@ def _ends_linear(obj: Any) -> bool:
     return getattr(getattr(last, "activation", None), "__name__", None) == "linear"
 
 
-def _warn_of_one_output(reference: str) -> None:
-    """`_warn_of_probabilities` of a 1-output model, which a launch that reads the
+def warn_of_one_output(reference: str) -> None:
+    """`warn_of_probabilities` of a 1-output model, which a launch that reads the
     signature without loading the model gives too."""
     _LOG.warning(
         "Model %s has 1 output: every image's predicted_class is 0 and its top_k_probs "
