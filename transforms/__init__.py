@@ -9,7 +9,8 @@ For reading an audit's output (no TensorFlow, no Beam for a local folder):
   and the distributions of the checks.
 
 The job's parts: `sources` and `datasource` (inputs), `images` and `preprocess`,
-`tf_model` (loading the classifier), `baselines`, `ig` (the Integrated Gradients
-engine: `ig.integrated_gradients`), `faithfulness`, `attribution` and `batch` (the
-model handler), `schema`, `sinks` and `manifest` (the output).
+`tf_model` (loading the classifier; its parts in `model`), `baselines`, `ig` (the
+Integrated Gradients engine: `ig.integrated_gradients`), `faithfulness`,
+`attribution` and `batch` (the model handler), `schema`, `sinks` and `manifest`
+(the output).
 """

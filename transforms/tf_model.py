@@ -1,4 +1,4 @@
-"""The one TensorFlow module: loads a classifier and gives scores and gradients.
+"""The TensorFlow model adapter: loads a classifier and gives scores and gradients.
 
 Models are referenced as in `--model`:
   * `efficientnet_lite0`: bundled, offline (see `transforms.bundled.efficientnet_lite`);
@@ -9,6 +9,14 @@ Models are referenced as in `--model`:
 
 Everything here runs the same on CPU and GPU; only the compile settings
 depend on the device (`device_settings`).
+
+This module holds the model's spec, the device settings and call sizes,
+`resolve_model`, `ModelHandoff` and the `Classifier` with its compiled
+functions. Its parts live in `transforms/model/`: `reference` (`--model`
+values), `loading`, `calls` (the function of images a loaded object is called
+through), `inputs` (image size and pixel range), `probes` (checks and warnings
+of a model's outputs) and `signature` (a SavedModel's signature read without
+loading it); the names other code imports from here are re-exported.
 """
 
 from __future__ import annotations
