@@ -2355,6 +2355,27 @@ def test_the_samples_labels_outside_the_model_are_warned_of_without_sub_folders(
     assert "sub-folder" not in warned
 
 
+def test_a_label_one_past_the_models_last_class_is_outside_it(tmp_path, capsys, caplog):
+    # The cat's folder is ImageNet class 281; a model of 281 classes ends at class 280.
+    root = tmp_path / "images"
+    write_image(root / WNID_CAT / "cat.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    model = _tiny_classifier(tmp_path / "k.keras", 281)
+    with caplog.at_level(logging.WARNING, logger="pipeline.resolve"):
+        job, _ = prepare(cli_args(dataset=root, model=model, output=tmp_path / "o"))
+    job.lock.release()
+    assert (
+        "1 image of " + str(root) + " in WordNet-id sub-folders has a label outside --model's "
+        "281 classes (ImageNet n02123045 = 281): its label can never be predicted"
+    ) in caplog.text
+    args = cli_args(dataset=root, model=model, output=tmp_path / "o2", target="label")
+    assert main(args) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line.startswith(
+        f"error: --target label: no image of '{root}' has a label among --model's 281 classes "
+        "(its labels are ImageNet classes: 281), so every image would be an error."
+    ), line
+
+
 def test_imagenet_folder_labels_on_a_model_of_other_classes_are_warned_of(tmp_path, caplog):
     """A WordNet-id folder's labels are ImageNet's classes: on a 4-class model, tench
     (ImageNet 0) is named as the model's class 0 is ("apple"), which the launch says."""
@@ -2391,6 +2412,16 @@ def test_top_k_defaults_to_the_classes_of_a_smaller_model(image_folder, tmp_path
     assert main(_flags(image_folder, model, tmp_path / "o2", "--top_k", "5")) == 2
     (line,) = _error_lines(capsys.readouterr().err)
     assert line == "error: --top_k 5 exceeds the model's 3 classes; pass --top_k 3 or less."
+
+
+def test_the_bounds_a_model_sets_are_taken_at_their_value(image_folder, tmp_path):
+    # --top_k of every class of a 3-class model, and one --faithfulness_steps per pixel
+    # of a 16x16 input (each step switches one pixel): the largest values that fit.
+    model = _tiny_classifier(tmp_path / "three.keras", 3)
+    at_bounds = ("--top_k", "3", "--faithfulness_steps", str(SIZE * SIZE))
+    job, _ = prepare(_flags(image_folder, model, tmp_path / "out", *at_bounds))
+    job.lock.release()
+    assert (job.config.top_k, job.config.faithfulness_steps) == (3, SIZE * SIZE)
 
 
 def test_a_one_output_model_gets_no_faithfulness_checks(image_folder, tmp_path, caplog):
