@@ -176,6 +176,18 @@ def test_a_dataflow_flag_that_runs_nothing_exits_2_on_another_runner(
     assert not (tmp_path / "out").exists()
 
 
+def test_direct_num_workers_0_is_one_worker_per_core_not_refused(
+    image_folder, linear_keras, tmp_path
+):
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    # Beam's DirectRunner takes 0 for one worker per CPU core, as the refusal of -3 says.
+    flags = _flags(image_folder, linear_keras, tmp_path / "out", "--direct_num_workers", "0")
+    job, options = prepare(flags)
+    job.lock.release()
+    assert options.view_as(DirectOptions).direct_num_workers == 0
+
+
 @pytest.mark.parametrize("dataset", ["folder", "sample"])
 def test_a_label_offset_that_shifts_imagenet_labels_exits_2(
     dataset, image_folder, linear_keras, tmp_path, capsys

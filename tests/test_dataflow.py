@@ -343,6 +343,14 @@ def test_dataflow_refuses_paths_its_workers_cannot_read(flags, message):
         launch(args)
 
 
+def test_the_short_runner_name_dataflow_gets_the_dataflow_launch_checks():
+    # Beam takes `--runner dataflow` for its DataflowRunner, as `--runner direct`.
+    args = [*GCP, "--runner", "dataflow", "--dataset", "gs://b/images", "--model"]
+    args += ["efficientnet_lite0", "--output", "/tmp/out"]
+    with pytest.raises(ValueError, match=re.escape("--output '/tmp/out' is not a gs:// folder")):
+        launch(args)
+
+
 DOCS = "(README.md, 'Scale: Dataflow, GPUs, parallel local runs')."
 PROJECT_FIX = "pass --project <your Google Cloud project id, e.g. my-project>"
 REGION_FIX = "pass --region <a Dataflow region, e.g. us-central1>"
@@ -611,10 +619,12 @@ def test_a_gcs_path_without_a_valid_bucket_is_refused_naming_it(
         ["--extra_package", "{tmp}/ig_audit-0.1.0.tar.gz"],
         ["--extra_package", "gs://my-bucket/ig_audit-0.1.0.tar.gz"],  # Beam's stager fetches it
         ["--requirements_file", "{tmp}/requirements.txt"],  # its line names ig-audit
+        ["--setup_file", "{tmp}/pyproject.toml"],  # the other build file Beam stages with
     ],
 )
 def test_a_dataflow_package_or_requirement_naming_this_package_ships_it(tmp_path, flags):
     (tmp_path / "ig_audit-0.1.0.tar.gz").write_bytes(b"")
+    (tmp_path / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
     (tmp_path / "requirements.txt").write_text("# the job\nig-audit==0.1.0\n")
     flags = [flag.format(tmp=tmp_path) for flag in flags]
     job, _ = prepare([*GCP, "--output", "gs://my-bucket/out", *flags])
