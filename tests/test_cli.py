@@ -248,6 +248,27 @@ def test_negative_input_range_in_both_forms(form, image_folder, linear_keras, tm
     assert job.spec.input_range == (-1.0, 1.0)
 
 
+def test_check_flags_joins_a_negative_value_but_not_a_flag_to_the_flag_before():
+    from pipeline.options import check_flags  # noqa: PLC0415
+
+    # '-.5,.5' is a value (argparse took it for a flag); '--steps' after a value-taking
+    # flag is the next flag, the value forgotten.
+    assert check_flags(["--input_range", "-.5,.5"]) == ["--input_range=-.5,.5"]
+    with pytest.raises(ValueError, match="^argument --output: expected one argument"):
+        check_flags(["--output", "--steps", "8"])
+
+
+def test_a_stray_argument_after_a_flag_passed_to_a_job_server_is_refused():
+    from pipeline.options import check_flags  # noqa: PLC0415
+
+    # A flag unknown here goes to a portable runner's job server with its value, given
+    # with '=' or as the next argument; an argument after `--flag=value` is no value.
+    passed = ["--runner", "FlinkRunner", "--zz_server_option"]
+    assert check_flags([*passed, "1"]) == [*passed, "1"]
+    with pytest.raises(ValueError, match="^unexpected argument 'stray'"):
+        check_flags(["--runner", "FlinkRunner", "--zz_server_option=1", "stray"])
+
+
 def test_tfds_only_flags_on_a_folder_or_the_sample_are_said_to_be_ignored(
     image_folder, linear_keras, tmp_path, caplog
 ):
@@ -2842,6 +2863,20 @@ def test_a_tolerance_of_1_is_a_fraction_taken_as_given():
     argv = ["--tolerance", "1", "--completeness_tolerance", "1"]
     config = attribution_config(PipelineOptions(argv).view_as(AuditOptions))
     assert config.tolerance == config.completeness_tolerance == 1.0
+
+
+def test_image_size_and_input_range_are_taken_at_their_bounds():
+    # The refusals name the ranges "between 8 and 4096" and "within +-1e+06": both ends
+    # included.
+    from apache_beam.options.pipeline_options import PipelineOptions  # noqa: PLC0415
+
+    from pipeline.flags import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE  # noqa: PLC0415
+    from pipeline.options import check_plain_values, parse_input_range  # noqa: PLC0415
+
+    for size in (MIN_IMAGE_SIZE, MAX_IMAGE_SIZE):
+        argv = ["--output", "out", "--image_size", str(size)]
+        check_plain_values(PipelineOptions(argv).view_as(AuditOptions))
+    assert parse_input_range("-1e6,1e6") == (-1e6, 1e6)
 
 
 def test_the_tolerance_bounds_completeness_too_unless_completeness_tolerance_is_given():

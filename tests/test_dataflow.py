@@ -587,6 +587,16 @@ def test_a_dry_run_flag_that_reads_false_is_refused(value, monkeypatch, capsys):
     )
 
 
+def test_a_gcs_bucket_named_with_dots_is_taken():
+    from apache_beam.options.pipeline_options import PipelineOptions  # noqa: PLC0415
+
+    from pipeline.options import AuditOptions, check_schemes  # noqa: PLC0415
+
+    # Cloud Storage names a bucket by a domain, dots and all (audits.example.com).
+    argv = ["--output", "gs://audits.example.com/out", "--dataset", "gs://a.b/images"]
+    check_schemes(PipelineOptions(argv).view_as(AuditOptions))
+
+
 @pytest.mark.parametrize(
     "flag, value, extra",
     [
