@@ -114,6 +114,7 @@ def _flags(image_folder, model, output, *extra):
         (["--runner", "Bogus"], "error: --runner 'Bogus' is not a Beam runner"),
         (["--direct_num_workers", "-3"], "error: --direct_num_workers must be >= 0"),
         (["--dataset", ""], "error: --dataset is empty; pass a TFDS name"),
+        (["--dataset", "  "], "error: --dataset is empty; pass a TFDS name"),  # "$DATA " unset
         (
             ["--baseline", "black,blur,black"],
             "error: --baseline 'black,blur,black' lists black twice; give each baseline once, "
