@@ -412,6 +412,10 @@ def _exit_and_error(args, monkeypatch, capsys) -> tuple[int, str]:
             ["--temp_location", "gs://my-bucket/tmp", "--region", "", "--project", "my-project"],
             f"--region '' is empty; {REGION_FIX}.",
         ),
+        (  # `--region "$REGION "`, unset: spaces alone name no region either
+            ["--temp_location", "gs://my-bucket/tmp", "--region", " ", "--project", "my-project"],
+            f"--region ' ' is empty; {REGION_FIX}.",
+        ),
         (  # a refusal Beam words otherwise gets no --region fix, though "region" is in it
             [
                 *("--temp_location", "gs://my-bucket/tmp", "--region", "us-central1"),
