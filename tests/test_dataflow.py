@@ -516,6 +516,10 @@ def test_gpu_workers_without_the_worker_image_are_refused(
     image = ["--sdk_container_image", IMAGE, "--machine_type", "g2-standard-4"]
     job, _ = prepare([*args, *image, "--output", "gs://my-bucket/out"])
     assert job.lock is None  # with the image: built (a dry run)
+    # Beam's older name of the flag names the worker image as well.
+    image[0] = "--worker_harness_container_image"
+    job, _ = prepare([*args, *image, "--output", "gs://my-bucket/out2"])
+    assert job.lock is None
 
 
 @pytest.mark.parametrize("machine", [[], ["--machine_type", "n1-standard-4"]])
