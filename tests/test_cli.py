@@ -268,6 +268,9 @@ def test_a_stray_argument_after_a_flag_passed_to_a_job_server_is_refused():
     assert check_flags([*passed, "1"]) == [*passed, "1"]
     with pytest.raises(ValueError, match="^unexpected argument 'stray'"):
         check_flags(["--runner", "FlinkRunner", "--zz_server_option=1", "stray"])
+    # A misspelt flag of the job's own is refused on these runners too, not passed on.
+    with pytest.raises(ValueError, match="^unknown flag --stpes; did you mean --steps"):
+        check_flags(["--runner", "FlinkRunner", "--stpes", "8"])
 
 
 def test_tfds_only_flags_on_a_folder_or_the_sample_are_said_to_be_ignored(
