@@ -87,6 +87,7 @@ def _flags(image_folder, model, output, *extra):
             "or --input_range -1,1.",
         ),
         (["--steps", "5000"], "error: --steps must be <= 4096, got 5000"),
+        (["--top_k", "0"], "error: --top_k must be >= 1, got 0."),  # not the default's 5
         (["--image_size", "20000"], "error: --image_size must be between 8 and 4096, got 20000"),
         (["--max_steps", "20000"], "error: --max_steps must be <= 16384, got 20000"),
         (
