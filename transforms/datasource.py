@@ -30,6 +30,7 @@ __all__ = [
     "FolderSource",
     "SampleSource",
     "TfdsSource",
+    "holds_prepared_tfds",
     "image_id_of",
     "relative_path",
     "sample_files",
@@ -280,7 +281,7 @@ def source_for(dataset: str, split: str, data_dir: str | None = None) -> DataSou
         return SampleSource()
     if dataset.startswith(REMOTE_FOLDER_SCHEMES):
         return FolderSource(dataset)
-    if _TFDS_NAME.match(dataset) and _holds_prepared_tfds(dataset):
+    if _TFDS_NAME.match(dataset) and holds_prepared_tfds(dataset):
         # Run from a TFDS data folder: the name is the dataset there, not a folder of images.
         return TfdsSource(dataset, split, data_dir or os.path.abspath(os.curdir))
     if os.path.exists(dataset) or (os.path.sep in dataset and not _TFDS_NAME.match(dataset)):
@@ -288,7 +289,7 @@ def source_for(dataset: str, split: str, data_dir: str | None = None) -> DataSou
     return TfdsSource(dataset, split, data_dir)
 
 
-def _holds_prepared_tfds(folder: str) -> bool:
+def holds_prepared_tfds(folder: str) -> bool:
     """Whether a local folder is a prepared TFDS dataset's (`<version>/dataset_info.json`,
     or `<config>/<version>/dataset_info.json`), as `tfds build --data_dir` leaves them."""
     root = glob.escape(folder)

@@ -42,7 +42,7 @@ from transforms.datasource import (
     FolderSource,
     SampleSource,
     TfdsSource,
-    _holds_prepared_tfds,
+    holds_prepared_tfds,
     image_id_of,
     sample_files,
     source_for,
@@ -696,7 +696,7 @@ def _prepared_in(data_dir: str | None) -> list[str]:
         names = sorted(os.listdir(data_dir))
     except OSError:
         return []
-    return [n for n in names if _holds_prepared_tfds(os.path.join(data_dir, n))]
+    return [n for n in names if holds_prepared_tfds(os.path.join(data_dir, n))]
 
 
 def _builder_error(name: str, error: Exception) -> str:
