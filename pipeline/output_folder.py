@@ -94,17 +94,21 @@ def earlier_run(output: str) -> list[str]:
     # And its manifest, and the page `python -m pipeline.report` writes there.
     patterns += [FileSystems.join(output, name) for name in (MANIFEST_FILE, REPORT_FILE)]
     try:
-        matches = FileSystems.match(patterns)
+        return _matching(patterns)
     except Exception:  # unlistable: the writability probe below says why
         return []
+
+
+def _matching(patterns: list[str]) -> list[str]:
+    """The paths Beam's file systems match for `patterns` (local or gs://), in order."""
+    matches = FileSystems.match(patterns)
     return [meta.path for match in matches for meta in match.metadata_list]
 
 
 def matched_files(patterns: list[str]) -> list[str]:
     """The files Beam's file systems match for `patterns`, to delete: never a local
     folder (`files_only`)."""
-    matches = FileSystems.match(patterns)
-    return files_only([meta.path for match in matches for meta in match.metadata_list])
+    return files_only(_matching(patterns))
 
 
 def files_only(paths: list[str]) -> list[str]:
@@ -124,10 +128,9 @@ def _temp_files(output: str) -> list[str]:
         FileSystems.join(temp, "*.partial"),
     ]
     try:
-        matches = FileSystems.match(patterns)
+        paths = _matching(patterns)
     except Exception:  # no temp folder
         return []
-    paths = [meta.path for match in matches for meta in match.metadata_list]
     return [
         p for p in paths if not p.endswith(".partial") or is_partial_file(FileSystems.split(p)[1])
     ]
@@ -192,7 +195,7 @@ def _results_files(output: str) -> dict[str, str]:
 
 def delete_matching(pattern: str) -> None:
     """Deletes the files `pattern` matches (local or gs://), if any."""
-    files = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+    files = _matching([pattern])
     if files:
         FileSystems.delete(files)
 
