@@ -887,30 +887,85 @@ def test_tfds_not_prepared_without_download_says_how(tmp_path):
         sources.resolve_tfds("imagenet_a", "test", str(tmp_path), download=False)
 
 
-def test_a_tfds_dataset_prepared_as_array_record_files_exits_2_saying_how_to_prepare_it(
-    linear_keras, tmp_path, capsys
+@pytest.fixture(scope="module")
+def noise_both_ways(tmp_path_factory) -> dict[str, str]:
+    """`tests.tfds_builders`' tiny_noise (8 test, 4 train images) prepared as TFRecord
+    and as ArrayRecord files, two shards a split: {file format: its --data_dir}."""
+    from tests import tfds_builders
+
+    formats = ("tfrecord", "array_record")
+    return {
+        f: tfds_builders.prepared("tiny_noise", tmp_path_factory.mktemp(f), f, num_shards=2)
+        for f in formats
+    }
+
+
+def _noise_run(data_dir: str, split: str, model: str, output: Path, *more: str) -> pd.DataFrame:
+    """The rows of a run over tiny_noise's `split`, by image_id; its manifest as `.attrs`."""
+    args = cli_args(dataset="tiny_noise", split=split, data_dir=data_dir, model=model)
+    args += cli_args(output=output, steps=2, faithfulness="none")
+    manifest = run([*args, *more], save_main_session=False)
+    rows = pd.read_parquet(output / "results").sort_values("image_id", ignore_index=True)
+    rows.attrs["manifest"] = manifest
+    return rows
+
+
+@pytest.mark.parametrize(("split", "count"), [("test", 8), ("train[25%:75%]+test[2:7]", 7)])
+def test_a_dataset_prepared_as_array_record_files_gives_the_rows_of_its_tfrecord_files(
+    noise_both_ways, linear_keras, tmp_path, split, count
 ):
     # `tfds build --file_format array_record` leaves files tfds.beam.ReadFromTFDS cannot
-    # read: the job loaded the model, made --output and failed, exit 1, with TFDS's
-    # "`.as_dataset()` not implemented for ArrayRecord files".
+    # read: the job refused them at launch. Read, each example is the same input as
+    # from TFRecord files: same image_id, file name, label, pixels and so rows.
+    want, got = (
+        _noise_run(noise_both_ways[f], split, linear_keras, tmp_path / f)
+        for f in ("tfrecord", "array_record")
+    )
+    assert len(want) == count and want.image_id.is_unique
+    columns = ["image_id", "file_name", "label", "predicted_class", "target_score"]
+    pd.testing.assert_frame_equal(got[columns], want[columns])
+    for got_map, want_map in zip(got.attributions, want.attributions, strict=True):
+        np.testing.assert_allclose(got_map, want_map, rtol=1e-5, atol=1e-7)
+    counts = got.attrs["manifest"]["counts"]
+    assert counts == want.attrs["manifest"]["counts"] and counts["inputs"] == count
+    assert got.attrs["manifest"]["all_inputs_accounted_for"]
+
+
+def test_a_resume_of_a_run_over_array_record_files_audits_only_what_is_left(
+    noise_both_ways, linear_keras, tmp_path
+):
+    # A run over TFRecord files resumed over the same dataset prepared as ArrayRecord
+    # files: the ids agree, so only the example without a row is read and audited.
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "out"
+    first = _noise_run(noise_both_ways["tfrecord"], "test[:3]", linear_keras, out)
+    (part,) = (out / "results").glob("part-*.parquet")
+    table = pq.read_table(part)
+    pq.write_table(table.filter(pc.not_equal(table["image_id"], first.image_id[0])), part)
+    data_dir = noise_both_ways["array_record"]
+    resumed = _noise_run(data_dir, "test[:3]", linear_keras, out, "--resume")
+    counts = resumed.attrs["manifest"]["counts"]
+    assert counts["inputs"] == 3 and counts["skipped_done_before"] == 2
+    assert counts["images_with_rows"] == 1
+    assert list(resumed.image_id) == list(first.image_id)
+
+
+def test_an_array_record_split_is_read_in_ranges_of_one_shard(noise_both_ways):
+    # Parallel on Dataflow: each range is an element of its own, read by any worker;
+    # none is the whole split. Ids name the example's TFRecord shard and place in it.
     import tensorflow_datasets as tfds
 
-    from tests import tfds_builders  # registers the tiny builders
-
-    del tfds_builders
-    data_dir = str(tmp_path / "tfds")
-    builder = tfds.builder("tiny_unlabelled", data_dir=data_dir, file_format="array_record")
-    builder.download_and_prepare()
-    args = cli_args(dataset="tiny_unlabelled", data_dir=data_dir, model=linear_keras)
-    code = main([*args, *cli_args(output=tmp_path / "out", steps=2)])
-    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert code == 2 and err == [
-        f"error: TFDS dataset 'tiny_unlabelled' is prepared in {builder.data_dir} as "
-        "array_record files, which the job's reader (tfds.beam.ReadFromTFDS) cannot read; "
-        "prepare it as tfrecord files, TFDS's default, into another folder and pass that as "
-        "--data_dir: `tfds build tiny_unlabelled --data_dir <folder> --file_format tfrecord`."
+    builder = tfds.builder("tiny_noise", data_dir=noise_both_ways["array_record"])
+    ranges = sources._record_ranges(builder, "train[25%:75%]+test[2:7]", records_per_read=2)
+    assert [(r.split, r.start, r.stop, r.id_prefix, r.first_index) for r in ranges] == [
+        ("train", 1, 2, "tiny_noise-train.tfrecord-00000-of-00002", 1),
+        ("train", 2, 3, "tiny_noise-train.tfrecord-00001-of-00002", 0),
+        ("test", 2, 4, "tiny_noise-test.tfrecord-00000-of-00002", 2),
+        ("test", 4, 6, "tiny_noise-test.tfrecord-00001-of-00002", 0),
+        ("test", 6, 7, "tiny_noise-test.tfrecord-00001-of-00002", 2),
     ]
-    assert not (tmp_path / "out").exists()
 
 
 def test_a_data_dir_whose_metadata_cannot_be_read_exits_2_naming_it(linear_keras, tmp_path, capsys):

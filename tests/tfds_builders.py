@@ -10,10 +10,17 @@ import tensorflow_datasets as tfds
 from tests.conftest import SIZE
 
 
-def prepared(name: str, root) -> str:
-    """The builder `name` of this module, prepared in `root`/tfds: that data_dir."""
+def prepared(name: str, root, file_format: str | None = None, num_shards: int | None = None) -> str:
+    """The builder `name` of this module, prepared in `root`/tfds: that data_dir.
+
+    `file_format`: TFDS's (`tfrecord` when None, or `array_record`); `num_shards`:
+    the files each split is written to (TFDS's choice, one for these, when None).
+    """
     data_dir = str(root / "tfds")
-    tfds.builder(name, data_dir=data_dir).download_and_prepare()
+    builder = tfds.builder(name, data_dir=data_dir, file_format=file_format)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(num_shards=num_shards)
+    )
     return data_dir
 
 
@@ -253,3 +260,25 @@ class TinyUnnamedThousand(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self):
         for i, label in enumerate((281, 2)):
             yield i, {"image": np.full((SIZE, SIZE, 3), 100 + i, np.uint8), "label": label}
+
+
+class TinyNoise(tfds.core.GeneratorBasedBuilder):
+    """Random-pixel images in two classes with file names: 8 in 'test', 4 in 'train'."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        features = {
+            "image": tfds.features.Image(shape=(SIZE, SIZE, 3)),
+            "label": tfds.features.ClassLabel(names=["a", "b"]),
+            "file_name": tfds.features.Text(),
+        }
+        return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(features))
+
+    def _split_generators(self, dl_manager):
+        return {"test": self._generate_examples(0, 8), "train": self._generate_examples(8, 4)}
+
+    def _generate_examples(self, first: int, count: int):
+        for i in range(first, first + count):
+            image = np.random.default_rng(i).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+            yield i, {"image": image, "label": i % 2, "file_name": f"noise_{i}.png"}

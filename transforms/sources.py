@@ -772,24 +772,6 @@ def _ensure_prepared(
         ) from e
 
 
-def _check_file_format(name: str, builder: Any) -> None:
-    """Refuses a dataset prepared as ArrayRecord files (`tfds build --file_format
-    array_record`), which `tfds.beam.ReadFromTFDS` cannot read: the job loaded the
-    model, made --output and failed there, with TFDS's "`.as_dataset()` not
-    implemented for ArrayRecord files"."""
-    import tensorflow_datasets as tfds  # noqa: PLC0415
-
-    file_format = builder.info.file_format
-    if file_format != tfds.core.FileFormat.ARRAY_RECORD:
-        return
-    raise ValueError(
-        f"TFDS dataset {name!r} is prepared in {builder.data_dir} as {file_format.value} "
-        "files, which the job's reader (tfds.beam.ReadFromTFDS) cannot read; prepare it as "
-        "tfrecord files, TFDS's default, into another folder and pass that as --data_dir: "
-        f"`tfds build {name} --data_dir <folder> --file_format tfrecord`."
-    )
-
-
 #: The names TFDS datasets give the feature of their images' file names: imagenet_a's
 #: first, then eurosat's and uc_merced's, cats_vs_dogs' and cassava's, caltech101's.
 _FILE_NAME_KEYS = ("file_name", "filename", "image/filename", "image/file_name")
@@ -996,14 +978,13 @@ def resolve_tfds(
 
     Raises:
       ValueError: a split spec that does not parse (checked first, before any
-        download), unknown dataset, ArrayRecord files, no image feature or one of floats,
+        download), unknown dataset, no image feature or one of floats,
         unknown split, a slice beyond its split's size or ending before it starts, a split
         whose parts overlap, or not prepared (with how to prepare it).
     """
     _check_split_syntax(split)
     builder = _tfds_builder(name, data_dir)
     _ensure_prepared(name, builder, download, remote_workers, data_dir)
-    _check_file_format(name, builder)
     image_key, label_key, file_name_key = _feature_keys(name, builder)
     num_examples = _split_size(name, split, builder)
     _check_no_overlap(name, split, builder)
@@ -1061,8 +1042,85 @@ def _read_config(verbose: bool) -> Any:
     return QuietReadConfig(add_tfds_id=True)
 
 
+#: Examples in one element of the read of ArrayRecord files: what a worker reads at once.
+_RECORDS_PER_READ = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class _RecordRange:
+    """Examples `start` to `stop` (excluded) of `split`, all of one shard: the shard TFDS
+    names `id_prefix` when it prepares the dataset as TFRecord files; `start` is its
+    example `first_index`."""
+
+    split: str
+    start: int
+    stop: int
+    id_prefix: str
+    first_index: int
+
+
+def _record_ranges(
+    builder: Any, split: str, records_per_read: int = _RECORDS_PER_READ
+) -> list[_RecordRange]:
+    """What a split spec reads of a dataset prepared as ArrayRecord files, in ranges of
+    at most `records_per_read` examples, none across two shards.
+
+    An example's id is the one TFDS's TFRecord reader (`ReadTfds`) gives it, from the
+    name of its shard file and its place there: TFDS shards both formats alike, so an
+    example keeps its image_id whichever format the dataset is prepared in.
+    """
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+    from tensorflow_datasets.core import naming  # noqa: PLC0415
+
+    splits = builder.info.splits
+    ranges = []
+    for instruction in splits[split].file_instructions:
+        # Parsed as tfds.beam.ReadFromTFDS parses it, to read one shard.
+        shard = naming.FilenameInfo.from_str(instruction.filename)
+        prefix = str(shard.replace(filetype_suffix=tfds.core.FileFormat.TFRECORD.file_suffix))
+        offset = sum(splits[shard.split].shard_lengths[: shard.shard_index])
+        end = instruction.skip + instruction.take
+        for first in range(instruction.skip, end, records_per_read):
+            last = min(first + records_per_read, end)
+            ranges.append(_RecordRange(shard.split, offset + first, offset + last, prefix, first))
+    return ranges
+
+
+class _ReadRecordRange(beam.DoFn):
+    """A `_RecordRange` -> its examples as `RawImage`s (encoded images, as `ReadTfds`
+    reads TFRecord files), by random access to the split's ArrayRecord files
+    (`as_data_source`), opened once per worker and split."""
+
+    def __init__(self, source: TfdsSource, verbose: bool = False):
+        self._source = source
+        self._verbose = verbose
+        self._splits: dict[str, Any] = {}
+
+    def setup(self) -> None:
+        quiet.import_tensorflow(verbose=self._verbose)
+        self._builder = _builder(self._source.name, self._source.data_dir)
+        self._splits = {}
+
+    def _examples(self, split: str) -> Any:
+        if split not in self._splits:
+            import tensorflow_datasets as tfds  # noqa: PLC0415
+
+            decoders = {self._source.image_key: tfds.decode.SkipDecoding()}
+            self._splits[split] = self._builder.as_data_source(split, decoders=decoders)
+        return self._splits[split]
+
+    def process(self, item: _RecordRange) -> Iterator[RawImage]:
+        examples = self._examples(item.split).__getitems__(list(range(item.start, item.stop)))
+        for index, example in enumerate(examples, start=item.first_index):
+            yield _to_raw({**example, "tfds_id": f"{item.id_prefix}__{index}"}, self._source)
+
+
 class ReadTfds(beam.PTransform):
-    """Reads a prepared TFDS split with `tfds.beam.ReadFromTFDS` (parallel by shard).
+    """Reads a prepared TFDS split: TFRecord files (and the other formats TFDS reads
+    with tf.data) with `tfds.beam.ReadFromTFDS`, parallel by shard; ArrayRecord files
+    (`tfds build --file_format array_record`), which it cannot read, by ranges of
+    examples (`_record_ranges`), parallel by range. Either way an example is the same
+    `RawImage`.
 
     `verbose`: a worker process shows TensorFlow's start-up lines (as `--verbose`).
     """
@@ -1077,6 +1135,13 @@ class ReadTfds(beam.PTransform):
 
         source = self._source
         builder = _builder(source.name, source.data_dir)
+        if builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD:
+            return (
+                pbegin
+                | "ListRecordRanges" >> beam.Create(_record_ranges(builder, source.split))
+                | "SpreadRanges" >> beam.Reshuffle()
+                | "ReadRecordRanges" >> beam.ParDo(_ReadRecordRange(source, self._verbose))
+            )
         return (
             pbegin
             | "ReadFromTFDS"
