@@ -991,6 +991,26 @@ def test_a_data_dir_whose_metadata_cannot_be_read_exits_2_naming_it(linear_keras
     assert not (tmp_path / "out").exists()  # refused before any work
 
 
+def test_a_data_dir_naming_an_unknown_file_format_exits_2_naming_it(linear_keras, tmp_path, capsys):
+    # Files of a format this TFDS does not know (a newer TFDS's, or a hand-edited
+    # dataset_info.json) are refused at launch: said as TFDS's one reason, without
+    # the folder or how to prepare the dataset again.
+    from tests import tfds_builders
+
+    data_dir = tfds_builders.prepared("tiny_unlabelled", tmp_path, "array_record")
+    info = Path(data_dir) / "tiny_unlabelled" / "1.0.0" / "dataset_info.json"
+    info.write_text(info.read_text().replace('"array_record"', '"bagz"'))
+    args = cli_args(dataset="tiny_unlabelled", data_dir=data_dir, model=linear_keras)
+    code = main([*args, *cli_args(output=tmp_path / "out")])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and err == [
+        f"error: --dataset 'tiny_unlabelled': cannot read its TFDS metadata in --data_dir "
+        f"'{data_dir}' (ValueError: 'bagz' is not a valid FileFormat); prepare it again "
+        f"with `tfds build tiny_unlabelled --data_dir {data_dir}`."
+    ]
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
 def test_tfds_download_failure_offline_is_clear(tmp_path):
     import tensorflow_datasets as tfds
 

@@ -578,6 +578,8 @@ def _tfds_builder(name: str, data_dir: str | None) -> Any:
     except tfds.core.registered.DatasetNotFoundError as e:
         raise _not_found_error(name, data_dir, e) from e
     except (ValueError, AssertionError) as e:  # a known dataset's config or version
+        if "not a valid FileFormat" in str(e):  # its dataset_info.json names an unknown one
+            raise ValueError(_unreadable_metadata(name, data_dir, e)) from e
         raise ValueError(_builder_error(name, e)) from e
     except Exception as e:  # the metadata cannot be read: a bad --data_dir, not a run
         raise ValueError(_unreadable_metadata(name, data_dir, e)) from e
