@@ -3,7 +3,8 @@
 `run(argv)` validates every flag and resolves the dataset and the model before
 the pipeline starts, so bad configuration fails at once with a clear message.
 Datasets are not read on the launching machine: image folders are listed and
-read by the workers, TFDS datasets are read by shard with `ReadFromTFDS`.
+read by the workers, TFDS datasets are read by shard with `ReadFromTFDS` (or, as
+ArrayRecord files, by ranges of examples: `transforms.sources.ReadTfds`).
 
 This module holds the job's course: `prepare` (the flags' own checks, from
 `pipeline.options`, then --output claimed and readied), `build_pipeline`,

@@ -931,6 +931,23 @@ def test_a_dataset_prepared_as_array_record_files_gives_the_rows_of_its_tfrecord
     assert got.attrs["manifest"]["all_inputs_accounted_for"]
 
 
+def test_array_record_files_are_read_without_the_builders_code(
+    noise_both_ways, linear_keras, tmp_path
+):
+    # As on Dataflow: the launcher and its workers know tiny_noise only from its
+    # files (they never import tests.tfds_builders).
+    want = _noise_run(noise_both_ways["tfrecord"], "test", linear_keras, tmp_path / "want")
+    args = cli_args(dataset="tiny_noise", data_dir=noise_both_ways["array_record"])
+    args += cli_args(model=linear_keras, output=tmp_path / "got", steps=2, faithfulness="none")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = [sys.executable, "-P", "-m", "pipeline", *args]
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = pd.read_parquet(tmp_path / "got" / "results").sort_values("image_id", ignore_index=True)
+    columns = ["image_id", "file_name", "label", "predicted_class", "target_score"]
+    pd.testing.assert_frame_equal(got[columns], want[columns])
+
+
 def test_a_resume_of_a_run_over_array_record_files_audits_only_what_is_left(
     noise_both_ways, linear_keras, tmp_path
 ):
