@@ -1056,9 +1056,14 @@ def _faithfulness(chosen: _Selection, pictures: _Pictures, limit: int) -> dict[s
         "deletion": measured["deletion_auc"] < measured["deletion_auc_random"],
         "insertion": measured["insertion_auc"] > measured["insertion_auc_random"],
     }
+    # Each check over the rows that have its two AUCs: a null one neither beat nor lost.
+    valued = {
+        c: int(measured[[f"{c}_auc", f"{c}_auc_random"]].notna().all(axis=1).sum()) for c in beats
+    }
     return {
         "state": "recorded",
         "rows": len(measured),
+        "valued": valued,
         "missing": len(frame) - len(measured),
         "medians": medians,
         "beats": {c: int((beats[c] & ~blind[c]).sum()) for c in beats},

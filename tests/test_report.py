@@ -861,9 +861,12 @@ def test_a_row_with_only_its_insertion_measured_is_counted_among_the_rows_it_is_
     section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
     assert "2 of 4 rows do no better than chance" in section
     assert "left out" not in section
-    # Deletion medians over the 3 rows that have them: 0.15 vs 0.4; insertion over all 4.
-    assert "deletion AUC (lower is better) 0.15 0.4 2 of 4" in section
+    # Deletion over the 3 rows that have it: medians 0.15 vs 0.4, and IG beats chance in
+    # 2 of those 3 (it said "2 of 4", as if shark's unmeasured deletion had lost);
+    # insertion over all 4.
+    assert "deletion AUC (lower is better) 0.15 0.4 2 of 3" in section
     assert "insertion AUC (higher is better) 0.65 0.5 3 of 4" in section
+    assert "1 row has no deletion AUCs" in section
     assert re.findall(r"\w+\.png →", section) == ["shark.png →", "cat2.png →"]
 
 
@@ -879,6 +882,8 @@ def test_a_run_whose_deletion_aucs_are_all_null_is_not_called_faithfulness_none(
     section = _page(text).sections["faithfulness"]
     assert "--faithfulness none" not in section
     assert "insertion AUC (higher is better) 0.65 0.5 3 of 4" in section
+    assert "deletion AUC (lower is better) – – 0 of 0" in section
+    assert "4 rows have no deletion AUCs" in section and "line has no value" in section
     # The summary tile (singular: one row loses to its control on insertion).
     assert '<div class="v">1</div><div class="k">row no better than chance</div>' in text
 
