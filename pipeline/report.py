@@ -869,6 +869,29 @@ def _completeness(chosen: _Selection, config: Mapping[str, Any]) -> dict[str, An
         "tolerance": tolerance,
         "figure": figure,
         "score": config.get("score"),  # what F is: raw or softmax
+        "flagged": _not_within(frame, chosen.tolerance, config.get("max_steps")),
+    }
+
+
+def _not_within(
+    frame: pd.DataFrame, tolerance: float | None, max_steps: Any
+) -> dict[str, Any] | None:
+    """The rows whose `within_tolerance` is false, and how many of them refinement
+    stopped at the --max_steps cap (`steps`, the most points of any baseline, at it),
+    which a rerun can raise; None without rows or a tolerance (none was judged)."""
+    if frame.empty or not tolerance:
+        return None
+    flagged = frame[frame["within_tolerance"].eq(False)]
+    capped = None
+    if isinstance(max_steps, int) and not isinstance(max_steps, bool):
+        capped = int((flagged["steps"] >= max_steps).sum())
+    # A run before attribution_error judged its rows by their sums alone.
+    per_pixel = "attribution_error" in frame and bool(frame["attribution_error"].notna().any())
+    return {
+        "count": len(flagged),
+        "max_steps": max_steps,
+        "capped": capped,
+        "sum_only": not per_pixel,
     }
 
 

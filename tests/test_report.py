@@ -775,6 +775,30 @@ def test_completeness_counts_the_rows_refined_beyond_the_runs_steps(folder_run):
     assert "1 of 4 rows were refined with more path points" in section
 
 
+def test_completeness_says_which_rows_are_not_within_tolerance_and_hit_max_steps(folder_run):
+    # shark (5 % off in its sum, within_tolerance false) was refined to 20 path points.
+    # The page said only "1 of 4 rows were refined": not that the row is still not within
+    # tolerance, nor whether refinement stopped at --max_steps, which a rerun can raise.
+    output = folder_run["output"]
+    for path in Path(output, "results").glob("*.parquet"):
+        table = pq.read_table(path)
+        steps = [20 if i.endswith("shark.png") else 8 for i in table["image_id"].to_pylist()]
+        index = table.schema.get_field_index("steps")
+        table = table.set_column(index, table.schema.field(index), pa.array(steps, pa.int64()))
+        pq.write_table(table, path)
+    section = _page(build_report(output, gallery=0)).sections["completeness"]
+    assert (
+        "1 of 4 rows is not within tolerance (within_tolerance false) after refinement up to "
+        "--max_steps 512 path points per baseline; the cap was reached by 0 rows." in section
+    )
+    _edit_manifest(output, config={"max_steps": 20})
+    section = _page(build_report(output, gallery=0)).sections["completeness"]
+    assert (
+        "--max_steps 20 path points per baseline; the cap was reached by 1 row: a larger "
+        "--max_steps may resolve it." in section
+    )
+
+
 def test_the_tolerances_of_a_run_before_the_per_pixel_estimate_or_its_own_bound(folder_run):
     # Before attribution_error, --tolerance bounded completeness alone: no per-pixel bound.
     output = folder_run["output"]
@@ -913,6 +937,11 @@ def test_sections_say_when_the_run_did_not_record_the_new_columns(folder_run, tm
     drop_columns(folder_run["output"])
     page = _page(build_report(folder_run["output"], gallery=0))  # a run before the columns
     assert "Per-pixel accuracy was not recorded in this run" in page.sections["accuracy"]
+    # Its within_tolerance judged the sums alone: the page does not call shark's the map's.
+    assert (
+        "1 of 4 rows is not within tolerance (within_tolerance false; judged by the sums "
+        "alone: the run recorded no per-pixel error)" in page.sections["completeness"]
+    )
     assert "Faithfulness was not recorded in this run" in page.sections["faithfulness"]
     assert not page.images.get("faithfulness") and not page.images.get("accuracy")
     assert "sanity" not in page.sections  # no sanity/sanity.json
