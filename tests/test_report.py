@@ -1684,6 +1684,20 @@ def test_an_error_too_small_for_its_decimals_is_not_shown_as_0(folder_run):
     assert "0.00%" not in section.replace("0.00018%", "").replace("0.000015%", "")
 
 
+def test_an_error_whose_first_digit_is_the_last_decimal_keeps_two_digits(folder_run):
+    # Per-pixel errors of 0.0085 % and 0.0076 % (to 2 decimals, both '0.01%') read
+    # 'worst 0.01%' and '0.01%' on both cards: 18 % and 32 % off, and the two worst
+    # rows alike. A real run's completeness read '95th percentile 0.001%, worst 0.001%'
+    # for 0.00076 % and 0.00085 %, while the worst row's card said 0.00085%.
+    errors = zip(LABELS, (8.5e-5, 7.6e-5, 0, 1e-7), strict=True)
+    add_columns(folder_run["output"], {i: _new_values(e, 0.1, 0.4, 0.8, 0.5) for i, e in errors})
+    section = _page(build_report(folder_run["output"], gallery=0)).sections["accuracy"]
+    assert "worst 0.0085%." in section
+    assert "per-pixel error (estimated) 0.0085%" in section
+    assert "per-pixel error (estimated) 0.0076%" in section
+    assert "0.01%" not in section
+
+
 def test_a_card_shows_its_aucs_with_the_digits_that_tell_them_from_the_controls(folder_run):
     # A map flagged for an insertion AUC of 0.99250 against its control's 0.99315 read
     # 'insertion AUC (random) 0.993 (0.993)' in red: a tie, to the eye. Exact ties stay.

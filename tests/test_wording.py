@@ -19,6 +19,23 @@ def test_a_tiny_negative_percent_is_shown_as_its_positive_one_is():
         assert (percent(value), percent(-value)) == (shown, "-" + shown)
 
 
+def test_a_percent_rounded_far_from_its_value_keeps_two_significant_digits():
+    # 0.0085 % to 3 decimals is '0.009%' and 0.00085 % '0.001%': rounding moved them 6 %
+    # and 18 %. Where it moves a value more than 5 %, two significant digits (within 5 %).
+    assert [percent(v, 3) for v in (8.5e-6, 7.6e-6, 8.5e-5, 5e-5)] == [
+        "0.00085%",
+        "0.00076%",
+        "0.0085%",
+        "0.005%",  # exact at 3 decimals: as it was
+    ]
+    assert [percent(v, 1) for v in (0.0006, 0.0125, 0.05, 0.0104)] == [
+        "0.06%",
+        "1.2%",  # 1.25 % to one decimal: 4 % off, kept
+        "5.0%",
+        "1.0%",
+    ]
+
+
 def test_printable_escapes_control_characters_and_keeps_a_messages_lines():
     # A name shows on one line, as written; a log message keeps its line breaks and
     # tabs, its other control characters (a terminal escape, C1's CSI) escaped.

@@ -34,16 +34,25 @@ def infinite(value: float) -> str | None:
 def percent(value: float, digits: int = 1) -> str:
     """`value` as a percentage with `digits` decimals; '∞' where infinite, not 'inf%'.
 
-    A value that is not 0 but rounds to 0 at `digits` decimals keeps two significant
-    digits ('0.000078%', not '0.000%'): an error that small is not none, and the
-    worst of several such rows must be told apart; below 1e-6 % in powers of ten
-    ('1.5e-15%', not fifteen zeros: an exact map's float rounding).
+    A value that is not 0 but rounds to 0 at `digits` decimals, or that rounding
+    moves more than 5 % (its first digit in the last decimal place: 0.00085 % is not
+    '0.001%'), keeps two significant digits ('0.000078%', not '0.000%'): an error
+    that small is not none, and the worst of several such rows must be told apart;
+    below 1e-6 % in powers of ten ('1.5e-15%', not fifteen zeros: an exact map's
+    float rounding).
     """
     text = infinite(value) or f"{value:.{digits}%}"
-    if value and math.isfinite(value) and not float(text[:-1]):
+    if value and math.isfinite(value) and _rounded_far(float(text[:-1]), value * 100):
         shown = f"{value * 100:.2g}"
         return f"{shown}%" if abs(value) < 1e-8 else f"{decimal.Decimal(shown):f}%"
     return text
+
+
+def _rounded_far(shown: float, value: float) -> bool:
+    """Whether `shown` is `value` rounded more than 5 % away from it: 0.00085 % shown
+    as '0.001%' (a first digit in the last decimal place; 0 where it rounds to
+    nothing), which two significant digits always keep within 5 %."""
+    return abs(shown - value) > 0.05 * abs(value)
 
 
 def probability(value: float, digits: int = 0) -> str:
