@@ -159,6 +159,16 @@ def _num(value: Any, digits: int = 4) -> str:
     return infinite(number) or f"{number:.{digits}g}"
 
 
+def _auc(value: Any) -> str:
+    """An AUC (0 to 1) as `_num` to 3 significant digits, but, like a probability
+    (`_prob`), never rounded to a perfect 1 that it is not: 0.99954 is '0.9995'
+    (up to 6 digits)."""
+    digits = 3
+    while digits < 6 and _num(value, digits) == "1" and float(value) != 1:
+        digits += 1
+    return _num(value, digits)
+
+
 @functools.cache
 def _environment() -> jinja2.Environment:
     """The template environment, built on first use (no work at import)."""
@@ -169,7 +179,9 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(text=_text, pct=_pct, prob=_prob, num=_num, share=_share, count=count)
+    env.filters.update(
+        text=_text, pct=_pct, prob=_prob, num=_num, auc=_auc, share=_share, count=count
+    )
     return env
 
 

@@ -873,6 +873,20 @@ def test_faithfulness_section_flags_rows_no_better_than_chance(folder_run):
     assert re.search(r'<div class="v">2</div><div class="k">rows no better than chance', text)
 
 
+def test_a_median_auc_just_below_1_is_not_shown_as_1(folder_run):
+    # A real run's insertion AUCs had the median 0.99954: the table read '1', a perfect
+    # insertion curve for a map that is not; a median that is 1 still reads '1'.
+    values = {i: {**v, "insertion_auc": 0.99954} for i, v in NEW_VALUES.items()}
+    values[SHARK]["insertion_auc_random"] = 1.0  # shark loses: flagged, as before
+    add_columns(folder_run["output"], values)
+    section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
+    assert "insertion AUC (higher is better) 0.9995 0.5 3 of 4" in section
+    values = {i: {**v, "deletion_auc_random": 1.0} for i, v in values.items()}
+    add_columns(folder_run["output"], values)
+    section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
+    assert "deletion AUC (lower is better) 0.175 1 4 of 4" in section
+
+
 def test_a_row_with_only_its_insertion_measured_is_counted_among_the_rows_it_is_flagged_in(
     folder_run,
 ):
