@@ -116,6 +116,22 @@ def test_resize_with_pad_centres_and_pads_black():
     assert (tall[:, 3:6] == 255).all() and (tall[:, :3] == 0).all()
 
 
+def test_resize_with_pad_fits_a_non_square_input_keeping_the_aspect():
+    """A model fixing a 24 x 40 (height x width) input: a uniform red 10 x 40 banner
+    keeps its size and sits in rows 7-16, black above and below; a 40 x 10 strip is
+    shrunk by 0.6 to 24 x 6, centred in columns 17-22; a 12 x 20 image fills it."""
+    red = (255, 0, 0)
+    wide = images.resize_with_pad(np.full((10, 40, 3), red, np.uint8), (24, 40))
+    assert wide.shape == (24, 40, 3) and images.pad_box(10, 40, (24, 40)) == (7, 0, 10, 40)
+    assert (wide[7:17] == red).all() and (wide[:7] == 0).all() and (wide[17:] == 0).all()
+    tall = images.resize_with_pad(np.full((40, 10, 3), red, np.uint8), (24, 40))
+    assert tall.shape == (24, 40, 3) and images.pad_box(40, 10, (24, 40)) == (0, 17, 24, 6)
+    assert (tall[:, 17:23] == red).all() and (tall[:, :17] == 0).all() and (tall[:, 23:] == 0).all()
+    same_aspect = images.resize_with_pad(np.full((12, 20, 3), red, np.uint8), (24, 40))
+    assert (same_aspect == red).all()
+    assert images.pad_box(10, 20, 8) == images.pad_box(10, 20, (8, 8)) == (2, 0, 4, 8)
+
+
 def test_resize_one_pixel_image():
     out = images.resize_with_pad(np.full((1, 1, 3), 7, np.uint8), 4)
     assert (out == 7).all()

@@ -15,6 +15,7 @@ __all__ = [
     "pad_box",
     "resize_with_pad",
     "scale_to_range",
+    "sides",
     "to_rgb_uint8",
 ]
 
@@ -261,35 +262,45 @@ def _unidentified(data: bytes) -> str:
     return f"not an image Pillow can read ({len(data)} bytes)"
 
 
-def resize_with_pad(image: np.ndarray, size: int) -> np.ndarray:
-    """Fits the image in a size x size square keeping its aspect, padding with black.
+def sides(size: int | tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of a model's input `size`: a square's side, or (height, width)."""
+    if isinstance(size, int | np.integer):
+        return int(size), int(size)
+    height, width = size
+    return int(height), int(width)
+
+
+def resize_with_pad(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Fits the image in the model's input keeping its aspect, padding with black.
 
     Like `tf.image.resize_with_pad` of the seed notebook (centred, zero padding),
     with antialiased bilinear resampling so that large photos shrink cleanly.
 
     Args:
       image: uint8 [H, W, 3].
-      size: side of the output square.
+      size: side of the output square, or (height, width) of the output.
 
     Returns:
-      uint8 [size, size, 3].
+      uint8 [size, size, 3], or [height, width, 3].
     """
     top, left, new_h, new_w = pad_box(*image.shape[:2], size)
     resized = np.asarray(
         Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=None)
     )
-    out = np.zeros((size, size, 3), dtype=np.uint8)
+    out = np.zeros((*sides(size), 3), dtype=np.uint8)
     out[top : top + new_h, left : left + new_w] = resized
     return out
 
 
-def pad_box(height: int, width: int, size: int) -> tuple[int, int, int, int]:
-    """Where `resize_with_pad` puts an image of `height` x `width` in its square:
-    (top, left, height, width) of the resized image; the rest is padding."""
-    scale = min(size / height, size / width)
-    new_h = max(1, min(size, round(height * scale)))
-    new_w = max(1, min(size, round(width * scale)))
-    return (size - new_h) // 2, (size - new_w) // 2, new_h, new_w
+def pad_box(height: int, width: int, size: int | tuple[int, int]) -> tuple[int, int, int, int]:
+    """Where `resize_with_pad` puts an image of `height` x `width` in the model's input
+    (`size`: a square's side, or (height, width)): (top, left, height, width) of the
+    resized image; the rest is padding."""
+    out_h, out_w = sides(size)
+    scale = min(out_h / height, out_w / width)
+    new_h = max(1, min(out_h, round(height * scale)))
+    new_w = max(1, min(out_w, round(width * scale)))
+    return (out_h - new_h) // 2, (out_w - new_w) // 2, new_h, new_w
 
 
 def scale_to_range(image: np.ndarray, input_range: tuple[float, float]) -> np.ndarray:
