@@ -209,9 +209,10 @@ def _model_flags(add: Callable[..., Any]) -> None:
         "--image_size",
         type=int,
         default=None,
-        help=f"Model input side in pixels, {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}; default from the "
-        "model's signature (or the size a TF1 Hub module records), or 224 (with a warning) "
-        "when it leaves the size open.",
+        help=f"Model input side in pixels, {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}, of square "
+        "images for a model that leaves its size open; default from the model's signature "
+        "(its H x W, square or not: a model fixing its size takes no other), or the size a "
+        "TF1 Hub module records, or 224 (with a warning) when it leaves the size open.",
     )
     add(
         "--input_range",

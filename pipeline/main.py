@@ -397,7 +397,7 @@ def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
     split = raw | "DoneBefore" >> beam.ParDo(_SplitDone(done)).with_outputs(_DONE, main="todo")
     skipped, todo = split[_DONE], split.todo
     prepared = todo | "Preprocess" >> beam.ParDo(
-        Preprocess(job.spec.image_size, job.spec.input_range)
+        Preprocess(job.spec.image_shape, job.spec.input_range)
     ).with_outputs(ERRORS_TAG, main="images")
     outcomes = prepared.images | "Attribute" >> RunInference(_handler(job))
     split = outcomes | "SplitOutcomes" >> beam.FlatMap(_split_outcomes).with_outputs(
@@ -449,9 +449,11 @@ def _start(
     if save_main_session is not None:
         options.view_as(SetupOptions).save_main_session = save_main_session
     what = f"{wording.count(job.total_inputs, 'image')} of " if job.total_inputs is not None else ""
-    size, (low, high) = job.spec.image_size, job.spec.input_range
+    (height, width), (low, high) = job.spec.image_shape, job.spec.input_range
     # What the model is fed: a SavedModel does not say its range, the job's default then.
-    fed = f"{size}x{size} pixels in [{low:g}, {high:g}]; --image_size and --input_range set others"
+    fed = (
+        f"{height}x{width} pixels in [{low:g}, {high:g}]; --image_size and --input_range set others"
+    )
     _LOG.info(
         "Auditing %s%s with %s (%s) into %s.",
         what,

@@ -395,11 +395,12 @@ def fit_to_model(
             "(--faithfulness none, the columns null)."
         )
         config = dataclasses.replace(config, faithfulness="none")
-    pixels = spec.image_size * spec.image_size
+    height, width = spec.image_shape
+    pixels = height * width
     if config.faithfulness != "none" and config.faithfulness_steps > pixels:
         raise ConfigError(
             f"--faithfulness_steps {config.faithfulness_steps} exceeds the "
-            f"{spec.image_size}x{spec.image_size} model input's {pixels} pixels (a step "
+            f"{height}x{width} model input's {pixels} pixels (a step "
             f"switches at least one pixel); pass --faithfulness_steps {pixels} or less."
         )
     return config

@@ -1505,9 +1505,6 @@ def test_signatures_and_shapes_the_job_cannot_use_are_refused_at_launch(
         "loads .keras files with safe_mode=True): export the model as a SavedModel "
         "(model.export(folder)) and pass that folder with --input_range for the pixels it "
         "takes (a SavedModel does not say": (_keras_lambda(tmp_path / "lambda.keras")),
-        "takes non-square images (16, 24); the job resizes every image into a square": (
-            _signature_model(tmp_path / "wide", ("scores",), shape=(SIZE, 24))
-        ),
         f"takes inputs of shape (None, {SIZE}, {SIZE}, 1); this pipeline needs images [batch, "
         "height, width, 3]. It is fed RGB images (grayscale ones as 3 equal channels): export "
         "it taking [batch, height, width, 3] and making its 1 channel(s) of them inside": (
@@ -1618,6 +1615,25 @@ def test_a_model_fixing_one_side_of_its_input_is_fed_squares_of_that_side(
     assert resolve_model(model, load=False).image_size == SIZE
     with pytest.raises(ValueError, match=f"--image_size 24 does not fit .* set it to {SIZE}"):
         resolve_model(model, image_size=24)
+
+
+def test_a_model_fixing_a_non_square_input_refuses_image_size_naming_its_height_and_width(
+    image_folder, tmp_path, capsys
+):
+    """--image_size sets a square; a model fixing 16 x 24 (height x width) is fed that,
+    as a model fixing a square is fed its side, so any --image_size is refused, before
+    any image, by one line naming the model's size. Without it the job runs."""
+    model = _signature_model(tmp_path / "wide", ("scores",), shape=(SIZE, 24))
+    for size in (SIZE, 24, 32):
+        assert main(_flags(image_folder, model, tmp_path / "out", "--image_size", size)) == 2
+        assert _error_lines(capsys.readouterr().err) == [
+            f"error: --image_size {size} does not fit --model '{model}', whose input is "
+            "16x24 (height x width); drop --image_size."
+        ]
+    assert not (tmp_path / "out").exists()
+    assert main(_flags(image_folder, model, tmp_path / "out", "--faithfulness", "none")) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert (manifest["model"]["image_size"], manifest["model"]["image_width"]) == (SIZE, 24)
 
 
 def _keras_resizing(path, side: int, before: tuple = ()) -> str:

@@ -856,3 +856,114 @@ def test_a_row_within_a_tolerance_below_half_a_percent_has_its_completeness_with
     assert len(within) >= 6, rows[["relative_delta", "attribution_error"]]
     assert (within.relative_delta <= 0.002).all(), within.relative_delta.tolist()
     assert (within.attribution_error <= 0.002 / 1.25).all()
+
+
+# A model fixing a non-square input, height x width, and images of each orientation.
+_HEIGHT, _WIDTH = 24, 40
+_RED = (255, 0, 0)
+
+
+@pytest.fixture(scope="module")
+def non_square_images(tmp_path_factory) -> dict:
+    """8 tiny images (a uniform red 10 x 40 banner, a red 40 x 10 strip, random others
+    of several shapes) in a folder: {"root": folder, "pixels": {image_id: uint8}}."""
+    root = tmp_path_factory.mktemp("non_square") / "images"
+    rng = np.random.default_rng(11)
+    pixels = {"banner.png": np.full((10, 40, 3), _RED, np.uint8)}
+    pixels["strip.png"] = np.full((40, 10, 3), _RED, np.uint8)
+    for i, shape in enumerate([(16, 16), (30, 20), (20, 30), (24, 40), (8, 12), (32, 32)]):
+        pixels[f"r{i}.png"] = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    for name, array in pixels.items():
+        write_image(root / name, array)
+    return {"root": str(root), "pixels": pixels}
+
+
+def _padded(pixels: np.ndarray) -> np.ndarray:
+    """float32 [24, 40, 3] in [0, 1]: the image as the job feeds a 24 x 40 model."""
+    from transforms import images  # noqa: PLC0415
+
+    return images.resize_with_pad(pixels, (_HEIGHT, _WIDTH)).astype(np.float32) / 255.0
+
+
+def test_a_keras_model_of_a_fixed_non_square_input_is_audited_at_its_size(
+    non_square_images, tmp_path
+):
+    """A .keras model of Input((24, 40, 3)) was refused at launch ('takes non-square
+    images (24, 40); the job resizes every image into a square'). Its images are fitted
+    into 24 x 40 with padding, aspect kept; a linear model's map is x * w exactly, and
+    it reads back in that shape, as do the images the model saw."""
+    import keras  # noqa: PLC0415
+
+    from transforms import results  # noqa: PLC0415
+
+    weights = np.random.default_rng(12).normal(0, 0.05, (_HEIGHT * _WIDTH * 3, 5))
+    inputs = keras.Input((_HEIGHT, _WIDTH, 3))
+    dense = keras.layers.Dense(5)
+    model = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
+    dense.set_weights([weights.astype(np.float32), np.zeros(5, np.float32)])
+    model.save(tmp_path / "wide.keras")
+    output = str(tmp_path / "out")
+    flags = ("--faithfulness", "none", "--tolerance", "0")
+    manifest = _run(non_square_images, str(tmp_path / "wide.keras"), output, *flags)
+    assert (manifest["model"]["image_size"], manifest["model"]["image_width"]) == (24, 40)
+    frame = results.read_results(output, with_arrays=True).set_index("image_id")
+    assert sorted(frame.index) == sorted(non_square_images["pixels"])
+    seen = results.input_images(output, frame.index)
+    for image_id, row in frame.iterrows():
+        x = _padded(non_square_images["pixels"][image_id])
+        assert list(row.attribution_shape) == [_HEIGHT, _WIDTH, 3]
+        w = weights[:, row.target_class].reshape(_HEIGHT, _WIDTH, 3)
+        maps = results.attributions_of(row)
+        np.testing.assert_allclose(maps, x * w, rtol=1e-4, atol=1e-6)
+        assert row.relative_delta < 1e-4
+        np.testing.assert_array_equal(seen[image_id], np.round(x * 255).astype(np.uint8))
+    banner, strip = (results.attributions_of(frame.loc[i]) for i in ("banner.png", "strip.png"))
+    assert (banner[:7] == 0).all() and (banner[17:] == 0).all() and (banner[7:17, :, 0] != 0).all()
+    assert (strip[:, :17] == 0).all() and (strip[:, 23:] == 0).all() and strip[:, 17:23, 0].all()
+
+
+def _fixed_non_square_saved_model(path, weights: np.ndarray) -> str:
+    """A SavedModel F_k(x) = sum_i x_i^2 W_ik whose signature fixes (None, 24, 40, 3)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    class Quadratic(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(weights.astype(np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, _HEIGHT, _WIDTH, 3], tf.float32)])
+        def __call__(self, x):
+            return tf.reshape(x * x, [-1, _HEIGHT * _WIDTH * 3]) @ self.w
+
+    tf.saved_model.save(Quadratic(), str(path))
+    return str(path)
+
+
+def test_a_saved_model_of_a_fixed_non_square_signature_is_audited_with_faithfulness(
+    non_square_images, tmp_path
+):
+    """A SavedModel whose signature fixes (None, 24, 40, 3) was refused at launch, loaded
+    or not (a Dataflow launch reads its saved_model.pb alone). Audited, with the
+    deletion and insertion checks on: pixel maps [24, 40] of x^2 * W summed over
+    channels, within the tolerance."""
+    from transforms import results  # noqa: PLC0415
+    from transforms.tf_model import resolve_model  # noqa: PLC0415
+
+    weights = np.random.default_rng(13).normal(0, 0.1, (_HEIGHT * _WIDTH * 3, 6))
+    model = _fixed_non_square_saved_model(tmp_path / "wide", weights)
+    assert resolve_model(model, load=False).image_shape == (_HEIGHT, _WIDTH)
+    output = str(tmp_path / "out")
+    manifest = _run(non_square_images, model, output, "--attributions", "pixel")
+    assert manifest["config"]["faithfulness"] != "none" and manifest["counts"]["rows"] == 8
+    frame = results.read_results(output, with_arrays=True).set_index("image_id")
+    assert frame.deletion_auc.notna().all() and frame.insertion_auc.notna().all()
+    assert frame.within_tolerance.all()
+    for image_id, row in frame.iterrows():
+        assert list(row.attribution_shape) == [_HEIGHT, _WIDTH]
+        x = _padded(non_square_images["pixels"][image_id])
+        w = weights[:, row.target_class].reshape(_HEIGHT, _WIDTH, 3)
+        expected = (x * x * w).sum(-1)
+        maps = results.attributions_of(row)
+        assert maps.shape == (_HEIGHT, _WIDTH)
+        assert np.linalg.norm(maps - expected) <= 0.02 * np.linalg.norm(expected)
+        assert row.relative_delta < 0.01

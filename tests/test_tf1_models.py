@@ -19,7 +19,7 @@ def _graph(
     scale: float = 1.0,
     loop: bool = False,
     examples: bool = False,
-    side: int | None = SIZE,
+    side: int | tuple[int, int] | None = SIZE,
     saturate: bool = False,
 ):
     """images [N, side, side, 3] of `dtype` (float32) -> logits [N, CLASSES] of the
@@ -27,7 +27,8 @@ def _graph(
     export holds them), seeded; `loop`: the images pass a tf.while_loop that keeps them;
     `examples`: the input is serialized tf.Example records [N] holding the images as
     `image`, parsed in the graph, as an Estimator's parsing serving_input_receiver_fn
-    exports it; `side` None: images of any size; `saturate`: they pass
+    exports it; `side` None: images of any size, (height, width): a non-square input;
+    `saturate`: they pass
     tf.image.adjust_saturation, an op TF has no gradient for."""
     v1 = tf.compat.v1
     rng = np.random.default_rng(5)
@@ -36,7 +37,7 @@ def _graph(
         image = tf.io.FixedLenFeature([SIZE, SIZE, 3], tf.float32)
         parsed = tf.io.parse_example(images, {"image": image})["image"]
     else:
-        shape = [None, side, side, 3]
+        shape = [None, *(side if isinstance(side, tuple) else (side, side)), 3]
         images = parsed = v1.placeholder(dtype or tf.float32, shape, name="input")
     pixels = tf.cast(parsed, tf.float32) * scale
     if loop:
@@ -174,18 +175,20 @@ def test_a_saved_model_of_one_graph_is_read_no_more_often_than_tensorflow_reads_
     assert by_tensorflow >= 1 and len(reads) == by_tensorflow, (by_tensorflow, reads)
 
 
-def _tf1_hub_module(path, recorded_side: int | None = None) -> str:
+def _tf1_hub_module(
+    path, recorded_side: int | None = None, side: int | tuple[int, int] = SIZE
+) -> str:
     """A module in TF Hub's TF1 format (as hub.Module exported it, which tensorflow_hub
     no longer can): a SavedModel of MetaGraphs tagged [] and ['train'] beside a
     tfhub_module.pb, whose `default` and `image_classification` signatures map `images`
     to the logits as `default`, among the hidden layer's activations. `recorded_side`:
     its images are of any size, and it records its expected size as side x side, as
-    hub.attach_image_module_info did."""
+    hub.attach_image_module_info did; else its input fixes `side` (or (height, width))."""
     import tensorflow as tf
 
     v1 = tf.compat.v1
     with tf.Graph().as_default() as graph, v1.Session() as session:
-        images, logits = _graph(tf, side=SIZE if recorded_side is None else None)
+        images, logits = _graph(tf, side=side if recorded_side is None else None)
         if recorded_side is not None:
             v1.add_to_collection("hub_module_attachments", _image_module_info(recorded_side))
         session.run(v1.global_variables_initializer())
@@ -255,6 +258,44 @@ def test_a_tf1_hub_module_is_audited_on_its_default_signature_and_output(
             return session.run(signature.outputs["default"].name, feed)
 
     _check_rows(image_folder, tmp_path / "out", logits)
+
+
+def _hub_module_logits(module: str, images: np.ndarray) -> np.ndarray:
+    """A TF1 Hub module's `default` output on `images`, run by TensorFlow's TF1 loader."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    with tf.Graph().as_default(), v1.Session() as session:
+        signature = v1.saved_model.loader.load(session, [], module).signature_def["default"]
+        feed = {signature.inputs["images"].name: images}
+        return session.run(signature.outputs["default"].name, feed)
+
+
+def test_a_tf1_hub_module_of_a_fixed_non_square_input_is_audited_at_its_size(
+    image_folder, tmp_path, capsys
+):
+    """A TF1 Hub module whose `images` are [None, 24, 40, 3] was refused at launch
+    ('takes non-square images (24, 40)'). Loaded or not, its size is 24 x 40; the
+    16 x 16 images are fitted into it with padding (24 x 24, columns 8-31), and the
+    rows hold the module's own scores on them, maps of [24, 40, 3]."""
+    from transforms import results, tf_model
+
+    module = _tf1_hub_module(tmp_path / "module", side=(24, 40))
+    for load in (True, False):
+        assert tf_model.resolve_model(module, load=load).image_shape == (24, 40)
+    assert _run(image_folder, module, tmp_path / "out") == 0, capsys.readouterr().err
+    rows = results.read_results(str(tmp_path / "out"), with_arrays=True).set_index("image_id")
+    seen = results.input_images(str(tmp_path / "out"), rows.index)
+    ids = sorted(seen)
+    assert ids == sorted(image_folder["pixels"])
+    images = np.stack([seen[i] for i in ids]).astype(np.float32) / 255
+    assert images.shape[1:] == (24, 40, 3) and not images[:, :, :8].any()
+    assert not images[:, :, 32:].any() and images[:, :, 8:32].any(axis=(1, 2, 3)).all()
+    logits = _hub_module_logits(module, images)
+    assert rows.loc[ids, "predicted_class"].tolist() == logits.argmax(1).tolist()
+    np.testing.assert_allclose(rows.loc[ids, "target_score"], logits.max(1), rtol=1e-5)
+    for _, row in rows.iterrows():
+        assert results.attributions_of(row).shape == (24, 40, 3)
 
 
 def test_a_tf1_hub_module_of_any_input_size_is_fed_the_size_it_records(

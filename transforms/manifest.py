@@ -34,6 +34,7 @@ __all__ = [
     "estimate_bound",
     "faithfulness_pixels",
     "faithfulness_ties",
+    "image_shape",
     "is_run",
     "read_manifest",
     "shows_targets",
@@ -138,6 +139,14 @@ def is_run(folder: str) -> bool:
     except Exception:  # missing, unreadable, or not JSON
         return False
     return all(isinstance(manifest.get(key), dict) for key in ("model", "config"))
+
+
+def image_shape(model: dict[str, Any]) -> tuple[int, int]:
+    """(height, width) of the images a run fed its model, from its manifest's "model":
+    `image_size` (a square's side, the height of a non-square input) and `image_width`
+    (a non-square input's width; null or absent, before it was recorded: a square)."""
+    height = int(model["image_size"])
+    return height, int(model.get("image_width") or height)
 
 
 def estimate_bound(config: dict[str, Any]) -> float | None:

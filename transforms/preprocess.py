@@ -28,9 +28,10 @@ class ImageExample:
     """A preprocessed image.
 
     Attributes:
-      image: float32 [S, S, 3] in the model's input range, padded to the square.
-      content: (top, left, height, width) of the image itself in the square, the
-        rest being padding (`images.pad_box`); None: the whole square.
+      image: float32 [H, W, 3] in the model's input range, padded to the model's
+        input size (a square, or the H x W a model fixes).
+      content: (top, left, height, width) of the image itself in it, the rest
+        being padding (`images.pad_box`); None: the whole image.
     """
 
     image_id: str
@@ -40,7 +41,7 @@ class ImageExample:
     content: tuple[int, int, int, int] | None = None
 
     def content_mask(self) -> np.ndarray:
-        """bool [S, S]: True on the image's own pixels, False on its padding."""
+        """bool [H, W]: True on the image's own pixels, False on its padding."""
         mask = np.zeros(self.image.shape[:2], dtype=bool)
         top, left, height, width = self.content or (0, 0, *mask.shape)
         mask[top : top + height, left : left + width] = True
@@ -48,9 +49,11 @@ class ImageExample:
 
 
 class Preprocess(beam.DoFn):
-    """RawImage -> ImageExample (main output) or an error record (ERRORS_TAG)."""
+    """RawImage -> ImageExample (main output) or an error record (ERRORS_TAG).
 
-    def __init__(self, image_size: int, input_range: tuple[float, float]):
+    `image_size`: the model's input, a square's side or (height, width)."""
+
+    def __init__(self, image_size: int | tuple[int, int], input_range: tuple[float, float]):
         self._size = image_size
         self._range = input_range
         self._decoded = beam.metrics.Metrics.counter(NAMESPACE, "images_decoded")
@@ -67,8 +70,9 @@ class Preprocess(beam.DoFn):
             if raw.pixels is not None:
                 pixels = images.to_rgb_uint8(raw.pixels)
             else:
-                pixels = images.decode_image(raw.data, max_side_hint=self._size)
-            square = images.resize_with_pad(pixels, self._size)
+                hint = max(images.sides(self._size))
+                pixels = images.decode_image(raw.data, max_side_hint=hint)
+            padded = images.resize_with_pad(pixels, self._size)
             content = images.pad_box(*pixels.shape[:2], self._size)
         except Exception as e:  # one bad input must not end the bundle
             # ImageError says what is wrong with the file; anything else (MemoryError,
@@ -84,6 +88,6 @@ class Preprocess(beam.DoFn):
             image_id=raw.image_id,
             file_name=raw.file_name,
             label=raw.label,
-            image=images.scale_to_range(square, self._range),
+            image=images.scale_to_range(padded, self._range),
             content=content,
         )

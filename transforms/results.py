@@ -38,6 +38,7 @@ from transforms.manifest import (
     MANIFEST_FILE,
     RESULTS_DIR,
     awaited_template,
+    image_shape,
     read_manifest,
     unfinished_status,
 )
@@ -881,7 +882,8 @@ def load_input_image(
 
     The image is read from the run's dataset (a folder or the bundled sample),
     decoded, resized with padding to the model's input size (`manifest.model.
-    image_size`), as the pipeline's preprocessing does.
+    image_size`, and `image_width` for a non-square one), as the pipeline's
+    preprocessing does.
 
     Args:
       manifest_or_output: the run's manifest (`read_manifest(output)`) or output folder.
@@ -889,7 +891,7 @@ def load_input_image(
       image_root: where the run's image folder is now, if it moved.
 
     Returns:
-      uint8 [S, S, 3] RGB, S = the model's input side, before scaling to the
+      uint8 [H, W, 3] RGB, H x W = the model's input size, before scaling to the
       model's input range.
 
     Raises:
@@ -897,11 +899,11 @@ def load_input_image(
         unreadable; the message says which.
     """
     manifest = _manifest(manifest_or_output)
-    size = int(manifest["model"]["image_size"])
+    size = image_shape(manifest["model"])
     path = _source_path(manifest, image_id, image_root)
     try:
         data = files.read_input_file(path)  # never a FIFO or device, at most 1 GiB
-        pixels = images.decode_image(data, max_side_hint=size)
+        pixels = images.decode_image(data, max_side_hint=max(size))
     except images.ImageError as e:
         raise ImageUnavailable(f"{path} cannot be decoded: {e}") from e
     except FileNotFoundError as e:
@@ -937,11 +939,11 @@ def baseline_images(
 
     Args:
       manifest_or_output: the run's manifest or output folder (baselines, seed, input range).
-      image: uint8 [S, S, 3], from `load_input_image`.
+      image: uint8 [H, W, 3], from `load_input_image`.
       image_id: the row's `image_id` (seeds the `noise` baseline, as in the run).
 
     Returns:
-      float32 [B, S, S, 3] in [0, 1], one per baseline in `manifest.config.baselines`.
+      float32 [B, H, W, 3] in [0, 1], one per baseline in `manifest.config.baselines`.
     """
     manifest = _manifest(manifest_or_output)
     low, high = (float(v) for v in manifest["model"]["input_range"])

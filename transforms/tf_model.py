@@ -120,7 +120,9 @@ class ModelSpec:
       reference: the `--model` value.
       kind: `bundled`, `hub`, `saved_model` or `keras`.
       location: handle, path or bundled name that is loaded.
-      image_size: side of the square input images.
+      image_size: height of the input images: their side, for a square input.
+      image_width: their width where the model fixes one other than its height
+        (a non-square input); None for a square one.
       input_range: (low, high) pixel range the model expects.
       num_outputs: width of the model's output vector.
       label_offset: output index of dataset class 0 (1 for 1001-output models
@@ -136,6 +138,12 @@ class ModelSpec:
     num_outputs: int
     label_offset: int
     identity: str
+    image_width: int | None = None
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """(height, width) of the model's input images."""
+        return self.image_size, self.image_width or self.image_size
 
     @property
     def num_classes(self) -> int:
@@ -338,9 +346,10 @@ def resolve_model(
 
     Args:
       reference: the `--model` value, or its `model_reference`.
-      image_size: overrides the size; required when the signature leaves it open
-        and the model is not a known one or a TF1 Hub module that records its size
-        (else 224 with a warning).
+      image_size: the side of square images to feed a model whose signature leaves
+        its size open; required for one that is not a known one or a TF1 Hub module
+        that records its size (else 224 with a warning). A model that fixes its
+        size is fed that (H x W: `ModelSpec.image_shape`), refusing another.
       input_range: overrides the pixel range; default (0, 255) for a Keras model
         whose first layer rescales 8-bit pixels (`_rescaled_pixel_range`), else (0, 1).
       label_offset: overrides the automatic offset (1 for 1001 outputs, else 0).
@@ -397,11 +406,12 @@ def _spec(model, image_size, input_range, num_outputs, label_offset, num_dataset
         reference=model.reference,
         kind=model.kind,
         location=os.path.abspath(model.location) if model.is_local_path else model.location,
-        image_size=int(image_size),
+        image_size=int(image_size[0]),
         input_range=(float(input_range[0]), float(input_range[1])),
         num_outputs=num_outputs,
         label_offset=int(label_offset),
         identity=model_identity(model),
+        image_width=int(image_size[1]) if image_size[1] != image_size[0] else None,
     )
 
 
@@ -544,14 +554,15 @@ class Classifier:
         # Calls of one row run as two; compiled functions get few distinct shapes
         # (see `_call_rows`).
         self._jit = bool(jit)
-        self._logits = _compile_logits(call, spec.image_size, jit)
+        size = spec.image_shape
+        self._logits = _compile_logits(call, size, jit)
         if probed:  # by the launcher, in this process: the outputs alone, in their dtype
-            outputs = _outputs_of(call, probe_images(spec.image_size, spec.input_range))
+            outputs = _outputs_of(call, probe_images(size, spec.input_range))
         else:  # checked here: a launch that read only the model's saved_model.pb could not
-            outputs = probe_outputs(spec.reference, call, spec.image_size, spec.input_range)
+            outputs = probe_outputs(spec.reference, call, size, spec.input_range)
         #: The model ends in a softmax: its outputs are the probabilities.
         self.outputs_probabilities = outputs_are_probabilities(outputs)
-        size, soft = spec.image_size, {s: self._softmax_of(s) for s in _SCORES}
+        soft = {s: self._softmax_of(s) for s in _SCORES}
         self._integrands = {s: _compile_integrand(call, size, jit, soft[s]) for s in _SCORES}
         self._grads = {s: _compile_score_and_grad(call, size, jit, soft[s]) for s in _SCORES}
         self._scores = {s: _compile_score(call, size, jit, soft[s]) for s in _SCORES}
@@ -719,14 +730,15 @@ def _constant_spread(value: np.ndarray, layer: list[np.ndarray]) -> float:
     return float(np.sqrt(2.0 / (fan_in + fan_out)))
 
 
-def _image_spec(size: int):
+def _image_spec(size: tuple[int, int]):
+    """float32 [N, H, W, 3] images, `size` (H, W)."""
     import tensorflow as tf  # noqa: PLC0415
 
-    return tf.TensorSpec([None, size, size, 3], tf.float32)
+    return tf.TensorSpec([None, *size, 3], tf.float32)
 
 
-def _path_spec(size: int) -> list:
-    """inputs, baselines [N, S, S, 3] float32; alphas [N] float32; targets [N] int64."""
+def _path_spec(size: tuple[int, int]) -> list:
+    """inputs, baselines [N, H, W, 3] float32; alphas [N] float32; targets [N] int64."""
     import tensorflow as tf  # noqa: PLC0415
 
     image = _image_spec(size)
@@ -763,7 +775,7 @@ def _target_scores(call, points, targets, take_softmax: bool):
     return tf.gather(out, targets, axis=1, batch_dims=1)
 
 
-def _compile_logits(call, size: int, jit: bool):
+def _compile_logits(call, size: tuple[int, int], jit: bool):
     import tensorflow as tf  # noqa: PLC0415
 
     @tf.function(input_signature=[_image_spec(size)], jit_compile=jit)
@@ -773,7 +785,7 @@ def _compile_logits(call, size: int, jit: bool):
     return logits
 
 
-def _compile_score_and_grad(call, size: int, jit: bool, take_softmax: bool):
+def _compile_score_and_grad(call, size: tuple[int, int], jit: bool, take_softmax: bool):
     import tensorflow as tf  # noqa: PLC0415
 
     @tf.function(input_signature=_path_spec(size), jit_compile=jit)
@@ -789,7 +801,7 @@ def _compile_score_and_grad(call, size: int, jit: bool, take_softmax: bool):
     return score_and_grad
 
 
-def _compile_score(call, size: int, jit: bool, take_softmax: bool):
+def _compile_score(call, size: tuple[int, int], jit: bool, take_softmax: bool):
     import tensorflow as tf  # noqa: PLC0415
 
     @tf.function(input_signature=_path_spec(size), jit_compile=jit)
@@ -800,8 +812,8 @@ def _compile_score(call, size: int, jit: bool, take_softmax: bool):
     return score_fn
 
 
-def _integrand_spec(size: int) -> list:
-    """images, references [M, S, S, 3] float32; then per point: index int32, alphas
+def _integrand_spec(size: tuple[int, int]) -> list:
+    """images, references [M, H, W, 3] float32; then per point: index int32, alphas
     float32, targets int64."""
     import tensorflow as tf  # noqa: PLC0415
 
@@ -815,7 +827,7 @@ def _integrand_spec(size: int) -> list:
     ]
 
 
-def _compile_integrand(call, size: int, jit: bool, take_softmax: bool):
+def _compile_integrand(call, size: tuple[int, int], jit: bool, take_softmax: bool):
     import tensorflow as tf  # noqa: PLC0415
 
     @tf.function(input_signature=_integrand_spec(size), jit_compile=jit)

@@ -27,24 +27,20 @@ _LOG = logging.getLogger(__name__)
 _DEFAULT_IMAGE_SIZE = 224
 
 
-def _check_side(reference: str, side: int | None) -> None:
+def _check_sides(reference: str, sides: tuple[int, int] | None) -> None:
     """Refuses a fixed input side above --image_size's bound before the model runs: its
     probe alone (two such images) would hold GBs, and its paths tens of times more."""
-    if side is not None and side > MAX_IMAGE_SIZE:
+    if sides is not None and max(sides) > MAX_IMAGE_SIZE:
         raise ValueError(
-            f"--model {reference!r} takes {side}x{side} images; the job feeds at most "
+            f"--model {reference!r} takes {sides[0]}x{sides[1]} images; the job feeds at most "
             f"{MAX_IMAGE_SIZE}x{MAX_IMAGE_SIZE} (IG holds tens of such images per path): "
             "export it with a smaller input, or an open size (None, None) and pass "
             "--image_size."
         )
 
 
-def image_size_for(
-    reference: str, location: str, shape, image_size: int | None, recorded: _Side | None = None
-) -> int:
-    """The model's input side: its signature's, `image_size`, a known one, the one it
-    takes itself for an open input (`recorded`: a TF1 Hub module's ImageModuleInfo, or
-    a Keras model's first Resizing), or 224."""
+def _check_shape(reference: str, shape) -> None:
+    """Refuses an input that is not a batch of any size of RGB images."""
     if shape is not None and (len(shape) != 4 or shape[-1] not in (None, 3)):
         raise ValueError(
             f"--model {reference!r} takes inputs of shape {shape}; this pipeline needs "
@@ -57,23 +53,30 @@ def image_size_for(
             "the job calls it on batches of any size: export it with its batch dimension "
             "open (None)."
         )
-    # A side the model fixes fixes both (the input is square): height or width alone.
-    sides = [] if shape is None else [s for s in shape[1:3] if s is not None]
-    static = sides[0] if sides else None
-    if len(sides) == 2 and sides[0] != sides[1]:
-        raise ValueError(
-            f"--model {reference!r} takes non-square images {shape[1:3]}; the job resizes "
-            "every image into a square (with padding): export the model with a square input "
-            "or an open size (None, None)."
-        )
-    _check_side(reference, static)
+
+
+def _fixed_sides(shape) -> tuple[int, int] | None:
+    """(height, width) a model's input shape fixes; a side it fixes alone fixes both
+    (a square: the other one is open); None for an open size."""
+    height, width = (None, None) if shape is None else tuple(shape)[1:3]
+    if height is None and width is None:
+        return None
+    return int(height or width), int(width or height)
+
+
+def image_size_for(
+    reference: str, location: str, shape, image_size: int | None, recorded: _Side | None = None
+) -> tuple[int, int]:
+    """The model's input (height, width): its signature's (a square, or the H x W it
+    fixes), `image_size`, a known one, the one it takes itself for an open input
+    (`recorded`: a TF1 Hub module's ImageModuleInfo, or a Keras model's first
+    Resizing), or 224, each square."""
+    _check_shape(reference, shape)
+    fixed = _fixed_sides(shape)
+    _check_sides(reference, fixed)
     if image_size is not None:
-        if static is not None and static != image_size:
-            raise ValueError(
-                f"--image_size {image_size} does not fit --model {reference!r}, whose input "
-                f"is {static}x{static}; drop --image_size or set it to {static}."
-            )
-        if static is None and recorded is not None and recorded.side != image_size:
+        _check_image_size(reference, fixed, image_size)
+        if fixed is None and recorded is not None and recorded.side != image_size:
             _LOG.info(
                 "Model %s does not fix its input size; %s, and --image_size %d feeds it "
                 "%dx%d images.",
@@ -81,10 +84,28 @@ def image_size_for(
                 recorded.why,
                 *(image_size,) * 3,
             )
-        return image_size
+        return image_size, image_size
+    if fixed is not None:
+        return fixed
     known = KNOWN_SIGNATURES.get(location)
-    size = static or (known.image_size if known is not None else None)
-    return size or _open_size_of(reference, recorded)
+    size = known.image_size if known is not None else None
+    side = size or _open_size_of(reference, recorded)
+    return side, side
+
+
+def _check_image_size(reference: str, fixed: tuple[int, int] | None, image_size: int) -> None:
+    """Refuses an --image_size other than the input size the model fixes."""
+    if fixed is None or fixed == (image_size, image_size):
+        return
+    height, width = fixed
+    if height == width:
+        what, fix = f"{height}x{width}", f"drop --image_size or set it to {height}"
+    else:  # --image_size sets a square: the model's own size is fed without it
+        what, fix = f"{height}x{width} (height x width)", "drop --image_size"
+    raise ValueError(
+        f"--image_size {image_size} does not fit --model {reference!r}, whose input "
+        f"is {what}; {fix}."
+    )
 
 
 class _Side(NamedTuple):

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from transforms.errors import error_reason
+from transforms.images import sides
 
 __all__ = [
     "narrow_float",
@@ -22,12 +23,14 @@ __all__ = [
 _LOG = logging.getLogger(__name__)
 
 
-def probe_images(image_size: int, input_range: tuple[float, float]) -> np.ndarray:
-    """float32 [2, size, size, 3]: a plain image at each end of the input range, the
-    batch on which the launch and every worker check the model's outputs (whether
-    they are probabilities is decided on these, so the two always agree)."""
+def probe_images(image_size: int | tuple[int, int], input_range: tuple[float, float]) -> np.ndarray:
+    """float32 [2, H, W, 3] (`image_size`: a square's side or (H, W)): a plain image at
+    each end of the input range, the batch on which the launch and every worker check
+    the model's outputs (whether they are probabilities is decided on these, so the two
+    always agree)."""
     low, high = input_range
-    return np.stack([np.full((image_size, image_size, 3), v, np.float32) for v in (low, high)])
+    shape = (*sides(image_size), 3)
+    return np.stack([np.full(shape, v, np.float32) for v in (low, high)])
 
 
 _NARROW_FLOATS = ("float16", "bfloat16")
@@ -88,7 +91,7 @@ def warn_of_low_precision(reference: str, dtype: str | None) -> None:
 
 
 def probe_outputs(
-    reference: str, call, image_size: int, input_range, keras_file: bool = False
+    reference: str, call, image_size: int | tuple[int, int], input_range, keras_file: bool = False
 ) -> np.ndarray:
     """The model's outputs on `probe_images`, checked: it must be a differentiable
     classifier returning float scores [batch, classes]; `keras_file`: a .keras model of
