@@ -63,6 +63,7 @@ _RESUME_MODEL_FLAGS = {
     "identity": "--model",
     "num_outputs": "--model",
     "image_size": "--image_size",
+    "image_width": "--image_size",  # a non-square model's; null (or absent) for a square
     "input_range": "--input_range",
     "label_offset": "--label_offset",
 }
