@@ -471,7 +471,8 @@ def _effective_command(manifest: Mapping[str, Any]) -> str:
     ]
     flags += [(renamed.get(k, k), v) for k, v in config.items() if k not in _NOT_FLAGS]
     flags += [
-        ("image_size", model.get("image_size")),
+        # A non-square model fixes its size: --image_size (a square's) would be refused.
+        ("image_size", None if model.get("image_width") else model.get("image_size")),
         ("input_range", model.get("input_range")),
         ("label_offset", model.get("label_offset")),
         ("batch_size", manifest.get("batch_size")),
@@ -540,7 +541,8 @@ def _typed(command: list[str]) -> str:
 
 # Every key the summary shows; an older manifest without one shows a dash.
 _MODEL_KEYS = tuple(
-    "reference kind location identity image_size input_range num_outputs label_offset".split()
+    "reference kind location identity image_size image_width input_range num_outputs "
+    "label_offset".split()
 )
 _CONFIG_KEYS = tuple(
     "target score top_k method steps max_steps baselines tolerance estimate_bound "

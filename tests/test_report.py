@@ -1906,3 +1906,35 @@ def test_the_blind_note_says_a_null_check_beside_a_blind_one_does_not_count(fold
         "counts against the map only where the other check's two AUCs are both 1 too "
         "(a model the pixels do not move), not beside a null one" in text
     )
+
+
+def test_a_run_of_a_non_square_model_reports_its_size_and_a_command_that_runs(tmp_path):
+    """A model fixing a 24 x 40 input: the summary said '24 px', and the command the run
+    'used' passed --image_size 24, which such a model refuses. The page says 24x40,
+    draws the maps of its images, and its command, run again, audits them."""
+    import keras
+
+    from pipeline.__main__ import main as job_main
+
+    inputs = keras.Input((24, 40, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(3, 3)(inputs))
+    keras.Model(inputs, keras.layers.Dense(4)(pooled)).save(tmp_path / "wide.keras")
+    rng = np.random.default_rng(21)
+    for name, shape in (("banner.png", (10, 40)), ("strip.png", (40, 10)), ("sq.png", (16, 16))):
+        write_image(tmp_path / "images" / name, rng.integers(0, 256, (*shape, 3), np.uint8))
+    args = cli_args(
+        dataset=tmp_path / "images", model=tmp_path / "wide.keras", output=tmp_path / "out"
+    )
+    assert job_main([*args, "--steps", "4", "--faithfulness", "none"]) == 0
+    page = _page(build_report(str(tmp_path / "out")))
+    assert "Model input 24x40 px, range [0.0, 1.0]" in page.sections["summary"]
+    assert len(page.images["gallery"]) == 1
+    for src in [s for srcs in page.images.values() for s in srcs]:
+        assert Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).format == "PNG"
+    effective = shlex.split(page.pres[0])
+    assert effective[:3] == ["python", "-m", "pipeline"] and "--image_size" not in effective
+    again = effective[3:]
+    again[again.index("--output") + 1] = str(tmp_path / "again")
+    assert job_main(again) == 0
+    manifest = json.loads((tmp_path / "again" / "manifest.json").read_text())
+    assert (manifest["model"]["image_size"], manifest["model"]["image_width"]) == (24, 40)
