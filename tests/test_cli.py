@@ -1573,6 +1573,46 @@ def test_a_keras_model_of_other_image_inputs_is_told_the_wrap_that_runs(
     np.testing.assert_allclose(rows.target_score, scores.max(1), rtol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "shape, takes",
+    [
+        ((SIZE, 24, 1), "keras.ops.image.rgb_to_grayscale(x)"),
+        ((SIZE, 24), "keras.ops.squeeze(keras.ops.image.rgb_to_grayscale(x), -1)"),
+        ((3, SIZE, 24), "keras.layers.Permute((3, 1, 2))(x)"),
+    ],
+    ids=["gray", "gray_2d", "channels_first"],
+)
+def test_a_non_square_keras_model_of_other_image_inputs_is_told_the_wrap_that_runs(
+    shape, takes, image_folder, tmp_path, capsys, monkeypatch
+):
+    """A .keras model of grayscale or channels-first 16 x 24 images was told no wrap
+    (only a square one was): it is told the wrap on RGB images [N, 16, 24, 3], which the
+    job now audits; run as printed, its rows hold the wrapped model's scores on the
+    images it was fed (read back at 16 x 24)."""
+    import keras
+
+    from transforms.results import input_images
+
+    model = _keras_input(tmp_path / "other.keras", shape)
+    monkeypatch.chdir(tmp_path)
+    assert main(_flags(image_folder, model, tmp_path / "out")) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    wrap = (
+        f"m = keras.saving.load_model({model!r}); x = keras.Input(({SIZE}, 24, 3)); "
+        f"keras.Model(x, m({takes})).save('rgb.keras')"
+    )
+    assert line.endswith(f": {wrap}; pass rgb.keras."), line
+    exec(wrap, {"keras": keras})
+    flags = _flags(image_folder, "rgb.keras", tmp_path / "out", "--faithfulness", "none")
+    assert main(flags) == 0
+    rows = pd.read_parquet(tmp_path / "out" / "results").sort_values("image_id")
+    seen = input_images(str(tmp_path / "out"), rows.image_id)
+    pixels = np.stack([seen[i] for i in rows.image_id]) / np.float32(255)
+    assert pixels.shape[1:] == (SIZE, 24, 3)
+    scores = np.asarray(keras.saving.load_model("rgb.keras")(pixels))
+    np.testing.assert_allclose(rows.target_score, scores.max(1), rtol=1e-4)
+
+
 @pytest.mark.parametrize("kind", ["keras", "saved_model"])
 def test_a_model_fixing_an_input_side_above_the_bound_is_refused_before_any_image(tmp_path, kind):
     """A model declaring a 20000x20000 input was probed with two such images at launch

@@ -118,9 +118,9 @@ _FED_RGB = "It is fed RGB images (grayscale ones as 3 equal channels)"
 
 
 def _check_keras_image_input(model: Any, reference: str) -> None:
-    """A Keras model of grayscale, flattened or channels-first images of a square (or
-    open) side is refused with the wrap that feeds it RGB images [N, S, S, 3]: in Keras'
-    own layers and ops, as a tf.image or tf.reshape op fails on a Keras 3 model's
+    """A Keras model of grayscale, flattened or channels-first images is refused with
+    the wrap that feeds it RGB images [N, H, W, 3] (square or not): in Keras' own
+    layers and ops, as a tf.image or tf.reshape op fails on a Keras 3 model's
     symbolic inputs (`image_size_for` refuses other shapes)."""
     if not model.inputs:
         return
@@ -139,13 +139,13 @@ def _check_keras_image_input(model: Any, reference: str) -> None:
 
 def _keras_rgb_wrap(dims: tuple) -> tuple[tuple, str, str] | None:
     """For a Keras input of `dims` (without the batch) that a wrap fixes: the RGB input
-    (side, side, 3), the expression of it (x) the model takes, and why; else None."""
-    if len(dims) == 3 and dims[2] == 1 and _square(dims[:2]):
+    (height, width, 3), the expression of it (x) the model takes, and why; else None."""
+    if len(dims) == 3 and dims[2] == 1:
         return (dims[0], dims[1], 3), _GRAY, _FED_RGB
-    if len(dims) == 3 and dims[0] == 3 and dims[2] != 3 and _square(dims[1:]):
+    if len(dims) == 3 and dims[0] == 3 and dims[2] != 3:
         why = "It takes channels first [batch, 3, height, width]"
         return (dims[1], dims[2], 3), "keras.layers.Permute((3, 1, 2))(x)", why
-    if len(dims) == 2 and _square(dims):
+    if len(dims) == 2:
         return (dims[0], dims[1], 3), f"keras.ops.squeeze({_GRAY}, -1)", _FED_RGB
     if len(dims) != 1 or dims[0] is None:
         return None
@@ -161,11 +161,6 @@ def _keras_rgb_wrap(dims: tuple) -> tuple[tuple, str, str] | None:
             )
             return (side, side, 3), takes, why
     return None
-
-
-def _square(sides: tuple) -> bool:
-    """Height and width equal, or either open."""
-    return None in sides or sides[0] == sides[1]
 
 
 def _check_keras_input_dtype(model: Any, reference: str) -> None:
