@@ -236,6 +236,39 @@ def test_randomising_the_last_layer_changes_the_maps(audited, tmp_path):
         np.testing.assert_allclose(computed, stored, rtol=1e-3, atol=1e-5)
 
 
+def test_a_run_of_a_non_square_model_is_checked_on_its_height_and_width(image_folder, tmp_path):
+    """A model fixing a 16 x 24 input: the check reloads it from the manifest (its
+    `image_width` too) and the images at 16 x 24, and before any randomisation its maps
+    are the run's [16, 24, 3] ones; randomising its layers changes them."""
+    import keras
+
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((SIZE, 24, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv")(inputs)
+    outputs = keras.layers.Dense(10, name="logits")(keras.layers.Flatten()(x))
+    keras.Model(inputs, outputs).save(tmp_path / "wide.keras")
+    output = str(tmp_path / "out")
+    _audit(image_folder, str(tmp_path / "wide.keras"), output, steps=8)
+    report = sanity.run(output, images_count=2, stages=["logits", "conv"])
+    assert report["images"] == 2 and report["verdict"].startswith("pass")
+    manifest = results.read_manifest(output)
+    frame, pixels = sanity._rows(output, manifest, 2)
+    assert pixels.shape[1:] == (SIZE, 24, 3)
+    from transforms import images
+
+    maps = sanity._attribute(
+        Classifier(sanity._spec(manifest["model"])),
+        sanity._config(manifest["config"]),
+        images.scale_to_range(pixels, (0.0, 1.0)),
+        list(frame.image_id),
+        frame.target_class.to_numpy(np.int64),
+    )
+    for image_id, computed in zip(frame.image_id, maps, strict=True):
+        stored = results.attributions_of(results.read_row(output, image_id))
+        assert stored.shape == (SIZE, 24, 3)
+        np.testing.assert_allclose(computed, stored, rtol=1e-3, atol=1e-5)
+
+
 def test_images_counts_images_each_with_all_its_rows(image_folder, conv_keras, tmp_path):
     """--images 2 of a --target top_k run checks 2 images, each with its k targets: it
     took the first 2 rows, one image's first two targets, and said "2 images"."""
