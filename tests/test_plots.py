@@ -707,3 +707,28 @@ def test_a_map_drawn_in_fewer_pixels_than_it_has_loses_no_bright_pixel():
     # A 16-pixel map drawn 12 times larger stays crisp: its two values, no blend between.
     small = _panels(plots.attribution_figure(np.eye(16, dtype=np.float32), panels=("mask",)))
     assert len(np.unique(small[0][3:-3, 3:-3])) == 2  # inside the frame's antialiased edge
+
+
+def _blank_rows(figure: Figure) -> float:
+    """The share of the figure's PNG rows of pixels that are white throughout."""
+    pixels = np.asarray(Image.open(io.BytesIO(plots.figure_png(figure))).convert("L"))
+    return float((pixels >= 250).all(axis=1).mean())
+
+
+def test_a_grid_of_maps_wider_than_tall_leaves_no_blank_band_under_each_line(tmp_path):
+    """The maps of a model fixing a 24 x 40 input filled the width of square cells: 47 %
+    of a gallery's pixel rows were blank. Its cells are as tall as such a map; square
+    maps keep square cells."""
+    rng = np.random.default_rng(4)
+    rows = [make_row(f"{i}.png", None, 5, 0.5, 0.0, seed=i) for i in range(8)]
+    for row in rows:
+        row["attributions"] = rng.normal(size=(24, 40, 3)).astype(np.float32)
+        row["attribution_shape"] = np.asarray([24, 40, 3], np.int32)
+    output = write_output(tmp_path / "wide", [rows], dataset=str(tmp_path))
+    wide = plots.grid_figure(results.read_results(output, with_arrays=True))
+    assert _blank_rows(wide) < 0.25
+    assert wide.get_size_inches()[1] == pytest.approx(2 * (2.4 * 24 / 40 + 0.7))
+    square = [make_row(f"{i}.png", None, 5, 0.5, 0.0, seed=i) for i in range(8)]
+    output = write_output(tmp_path / "square", [square], dataset=str(tmp_path))
+    figure = plots.grid_figure(results.read_results(output, with_arrays=True))
+    assert figure.get_size_inches()[1] == pytest.approx(2 * (2.4 + 0.7))

@@ -746,7 +746,8 @@ def grid_figure(
     count = max(len(rows), 1)
     columns = max(1, min(columns, count))
     lines = math.ceil(count / columns)
-    figure = _figure(panel_size * columns, (panel_size + 0.7) * lines + (0.4 if title else 0))
+    height = panel_size * _wide_ratio(rows, images)
+    figure = _figure(panel_size * columns, (height + 0.7) * lines + (0.4 if title else 0))
     axes = figure.subplots(lines, columns, squeeze=False).ravel()
     images_per_name = rows.groupby("file_name")["image_id"].nunique() if len(rows) else {}
     shared = {name for name, count in dict(images_per_name).items() if count > 1}
@@ -757,6 +758,18 @@ def grid_figure(
     if title:
         figure.suptitle(title, fontsize=10, parse_math=False)
     return figure
+
+
+def _wide_ratio(rows: pd.DataFrame, images: Mapping[str, np.ndarray]) -> float:
+    """Height over width of the maps (or else the images) of `rows`, at most 1: a model
+    wider than tall (24 x 40) has its pictures fill the width of a cell, and a square
+    cell would leave the rest of its height blank (half of a gallery's rows were)."""
+    shapes = [s for s in rows.get("attribution_shape", []) if not results.is_missing(s)]
+    shapes += [image.shape for image in images.values()]
+    if not shapes:
+        return 1.0
+    height, width = (int(side) for side in shapes[0][:2])
+    return min(1.0, height / width)
 
 
 def _grid_cell(ax: Axes, row: Any, image: np.ndarray | None, panel: str, by_id: bool) -> None:
