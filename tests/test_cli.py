@@ -2312,6 +2312,29 @@ def test_a_keras_layer_that_fails_is_named_with_its_own_reason(image_folder, tmp
     assert not (tmp_path / "out").exists()
 
 
+def test_a_non_square_model_that_fails_is_named_with_the_images_it_was_fed(
+    image_folder, tmp_path, capsys
+):
+    """A model fixing a 24 x 16 (height x width) input that fails on the launch's probe:
+    the refusal said it failed on '[2, 24, 24, 3]' images, a square it was never fed."""
+    import tensorflow as tf
+
+    class Checked(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 24, 16, 3], tf.float32)])
+        def __call__(self, x):
+            tf.debugging.assert_less_equal(tf.reduce_max(x), 0.5, message="too bright")
+            return tf.reduce_mean(x, [1, 2])
+
+    tf.saved_model.save(Checked(), str(tmp_path / "tall"))
+    flags = _flags(image_folder, str(tmp_path / "tall"), tmp_path / "out")
+    assert main([*flags, "--faithfulness", "none"]) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line.startswith(
+        f"error: --model '{tmp_path / 'tall'}' fails on a batch of 2 images [2, 24, 16, 3]: "
+    ), line
+    assert "too bright" in line
+
+
 def test_a_keras_input_batch_size_is_a_hint_not_a_limit(image_folder, tmp_path):
     import keras
 

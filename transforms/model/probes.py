@@ -131,8 +131,8 @@ def _probe_error(reference: str, call, images, error: Exception) -> ValueError:
     """Why the probe's call under a gradient tape failed: the model itself on `images`,
     or, where it runs without the tape, the gradient TensorFlow cannot take of it (a
     recording tape builds the gradient's graph as the model is called)."""
-    side = int(images.shape[1])
-    batch = f"a batch of 2 images [2, {side}, {side}, 3]"
+    height, width = (int(side) for side in images.shape[1:3])
+    batch = f"a batch of 2 images [2, {height}, {width}, 3]"
     try:
         call(images)
     except Exception:
