@@ -1676,9 +1676,10 @@ def test_a_model_fixing_a_non_square_input_refuses_image_size_naming_its_height_
     assert (manifest["model"]["image_size"], manifest["model"]["image_width"]) == (SIZE, 24)
 
 
-def _keras_resizing(path, side: int, before: tuple = ()) -> str:
+def _keras_resizing(path, side: int | tuple[int, int], before: tuple = ()) -> str:
     """A .keras model of an open input size whose first layers (after `before`) resize
-    the images to side x side and rescale 8-bit pixels, as Keras' tutorials build them."""
+    the images to side x side (or height x width) and rescale 8-bit pixels, as Keras'
+    tutorials build them."""
     import keras
 
     keras.utils.set_random_seed(5)
@@ -1687,7 +1688,7 @@ def _keras_resizing(path, side: int, before: tuple = ()) -> str:
         [
             keras.Input((None, None, 3)),
             *before,
-            layers.Resizing(side, side),
+            layers.Resizing(*(side if isinstance(side, tuple) else (side, side))),
             layers.Rescaling(1 / 255),
             layers.Conv2D(4, 3, activation="relu", bias_initializer="glorot_uniform"),
             layers.GlobalAveragePooling2D(),
@@ -1732,6 +1733,35 @@ def test_an_open_size_keras_model_that_resizes_first_is_fed_its_resizing_size(
     assert f"resizes images to 12x12 (Resizing), and --image_size {SIZE} feeds it" in (caplog.text)
     flipped = _keras_resizing(tmp_path / "flip.keras", 12, (keras.layers.RandomFlip(),))
     assert resolve_model(flipped).image_size == 12
+
+
+def test_an_open_size_keras_model_that_resizes_to_a_non_square_is_fed_that_size(
+    image_folder, tmp_path, caplog
+):
+    """Its input is (None, None, 3) and its first layer Resizing(12, 20): it was fed
+    224x224 squares (a warning said to set --image_size, which sets only a square), that
+    its Resizing squeezed into 12 x 20, the photo's aspect and padding distorted. It is
+    fed 12 x 20 images, as the model fixing that input is."""
+    import keras
+
+    from transforms.results import input_images
+
+    model = _keras_resizing(tmp_path / "resizing.keras", (12, 20))
+    with caplog.at_level(logging.INFO):
+        assert main([*_flags(image_folder, model, tmp_path / "out"), "--faithfulness", "none"]) == 0
+    assert (
+        f"Model {model} does not fix its input size; its first layer resizes images to 12x20 "
+        "(Resizing): using 12x20 (--image_size sets a square)."
+    ) in caplog.text
+    assert "using 224" not in caplog.text
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert (manifest["model"]["image_size"], manifest["model"]["image_width"]) == (12, 20)
+    rows = pd.read_parquet(tmp_path / "out" / "results").set_index("image_id")
+    assert all(list(shape) == [12, 20, 3] for shape in rows.attribution_shape)
+    images = input_images(str(tmp_path / "out"), rows.index)
+    pixels = np.stack([images[i] for i in rows.index]).astype(np.float32)
+    scores = np.asarray(keras.saving.load_model(model)(pixels, training=False))
+    np.testing.assert_allclose(rows["target_score"], scores.max(1), rtol=1e-4)
 
 
 def test_a_keras_2_file_is_refused_as_such_with_the_export_that_runs(

@@ -70,13 +70,13 @@ def image_size_for(
     """The model's input (height, width): its signature's (a square, or the H x W it
     fixes), `image_size`, a known one, the one it takes itself for an open input
     (`recorded`: a TF1 Hub module's ImageModuleInfo, or a Keras model's first
-    Resizing), or 224, each square."""
+    Resizing, square or not), or 224, each of the others square."""
     _check_shape(reference, shape)
     fixed = _fixed_sides(shape)
     _check_sides(reference, fixed)
     if image_size is not None:
         _check_image_size(reference, fixed, image_size)
-        if fixed is None and recorded is not None and recorded.side != image_size:
+        if fixed is None and recorded is not None and recorded.sides != (image_size,) * 2:
             _LOG.info(
                 "Model %s does not fix its input size; %s, and --image_size %d feeds it "
                 "%dx%d images.",
@@ -89,8 +89,7 @@ def image_size_for(
         return fixed
     known = KNOWN_SIGNATURES.get(location)
     size = known.image_size if known is not None else None
-    side = size or _open_size_of(reference, recorded)
-    return side, side
+    return (size, size) if size else _open_size_of(reference, recorded)
 
 
 def _check_image_size(reference: str, fixed: tuple[int, int] | None, image_size: int) -> None:
@@ -109,9 +108,10 @@ def _check_image_size(reference: str, fixed: tuple[int, int] | None, image_size:
 
 
 class _Side(NamedTuple):
-    """The side a model takes itself for an open input size, and why, for the log."""
+    """The size a model takes itself for an open input size, and why, for the log:
+    `sides` (height, width), a square or not."""
 
-    side: int
+    sides: tuple[int, int]
     why: str
 
 
@@ -119,26 +119,28 @@ def hub_side(side: int | None) -> _Side | None:
     """The side a TF1 Hub module records (its ImageModuleInfo)."""
     if side is None:
         return None
-    return _Side(side, f"its TF Hub module records {side}x{side} images (ImageModuleInfo)")
+    return _Side((side, side), f"its TF Hub module records {side}x{side} images (ImageModuleInfo)")
 
 
-def _open_size_of(reference: str, recorded: _Side | None) -> int:
-    """The side fed to a model that leaves it open, not known and given no --image_size:
-    the one it takes itself (`recorded`), else 224 with a warning."""
+def _open_size_of(reference: str, recorded: _Side | None) -> tuple[int, int]:
+    """The (height, width) fed to a model that leaves its size open, not known and given
+    no --image_size: the one it takes itself (`recorded`), else 224 x 224 with a warning."""
     if recorded is not None:
+        height, width = recorded.sides
         _LOG.info(
-            "Model %s does not fix its input size; %s: using %d (--image_size sets another).",
+            "Model %s does not fix its input size; %s: using %s (--image_size sets %s).",
             reference,
             recorded.why,
-            recorded.side,
+            height if height == width else f"{height}x{width}",
+            "another" if height == width else "a square",
         )
-        return recorded.side
+        return recorded.sides
     _LOG.warning(
         "Model %s does not fix its input size; using %d (set --image_size).",
         reference,
         _DEFAULT_IMAGE_SIZE,
     )
-    return _DEFAULT_IMAGE_SIZE
+    return _DEFAULT_IMAGE_SIZE, _DEFAULT_IMAGE_SIZE
 
 
 def _three_channels_hint(shape) -> str:
@@ -240,16 +242,18 @@ def _first_layer(obj: Any, passes=_keeps_pixels) -> Any | None:
 
 
 def _resizing_side(obj: Any) -> _Side | None:
-    """The side a Keras model resizes its images to first (after augmentation and
-    rescaling, into nested models): a square Resizing's, within --image_size's bound;
-    None for any other model."""
+    """The size a Keras model resizes its images to first (after augmentation and
+    rescaling, into nested models): a Resizing's height x width (square or not, as a
+    model fixing its input may be), each within --image_size's bound; None for any
+    other model."""
     layer = _first_layer(obj, _keeps_size)
     if type(layer).__name__ != "Resizing":
         return None
     height, width = int(layer.height), int(layer.width)
-    if height != width or not 0 < height <= MAX_IMAGE_SIZE:
+    if not 0 < min(height, width) <= max(height, width) <= MAX_IMAGE_SIZE:
         return None
-    return _Side(height, f"its first layer resizes images to {height}x{height} (Resizing)")
+    why = f"its first layer resizes images to {height}x{width} (Resizing)"
+    return _Side((height, width), why)
 
 
 def model_input_range(
@@ -317,8 +321,8 @@ def _recorded_image_size(model: ModelReference) -> int | None:
 
 
 def side_taken(model: ModelReference, obj: Any) -> _Side | None:
-    """The side a loaded model of an open input size takes itself: a Keras model's
-    first Resizing, or the one a TF1 Hub module records."""
+    """The size a loaded model of an open input size takes itself: a Keras model's
+    first Resizing's (height x width), or the side a TF1 Hub module records."""
     if model.kind == "keras":
         return _resizing_side(obj)
     return hub_side(_recorded_image_size(model))
