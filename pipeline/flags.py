@@ -211,8 +211,9 @@ def _model_flags(add: Callable[..., Any]) -> None:
         default=None,
         help=f"Model input side in pixels, {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}, of square "
         "images for a model that leaves its size open; default from the model's signature "
-        "(its H x W, square or not: a model fixing its size takes no other), or the size a "
-        "TF1 Hub module records, or 224 (with a warning) when it leaves the size open.",
+        "(its H x W, square or not: a model fixing its size takes no other), or the H x W a "
+        "TF1 Hub module records or a .keras model's first Resizing takes, or 224 (with a "
+        "warning) when it leaves the size open.",
     )
     add(
         "--input_range",

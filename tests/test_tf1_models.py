@@ -176,21 +176,23 @@ def test_a_saved_model_of_one_graph_is_read_no_more_often_than_tensorflow_reads_
 
 
 def _tf1_hub_module(
-    path, recorded_side: int | None = None, side: int | tuple[int, int] = SIZE
+    path, recorded_side: int | tuple[int, int] | None = None, side: int | tuple[int, int] = SIZE
 ) -> str:
     """A module in TF Hub's TF1 format (as hub.Module exported it, which tensorflow_hub
     no longer can): a SavedModel of MetaGraphs tagged [] and ['train'] beside a
     tfhub_module.pb, whose `default` and `image_classification` signatures map `images`
     to the logits as `default`, among the hidden layer's activations. `recorded_side`:
-    its images are of any size, and it records its expected size as side x side, as
-    hub.attach_image_module_info did; else its input fixes `side` (or (height, width))."""
+    its images are of any size, and it records its expected size as side x side (or
+    (height, width)), as hub.attach_image_module_info did; else its input fixes `side`
+    (or (height, width))."""
     import tensorflow as tf
 
     v1 = tf.compat.v1
     with tf.Graph().as_default() as graph, v1.Session() as session:
         images, logits = _graph(tf, side=side if recorded_side is None else None)
         if recorded_side is not None:
-            v1.add_to_collection("hub_module_attachments", _image_module_info(recorded_side))
+            recorded = recorded_side if isinstance(recorded_side, tuple) else (recorded_side,)
+            v1.add_to_collection("hub_module_attachments", _image_module_info(*recorded))
         session.run(v1.global_variables_initializer())
         hidden = graph.get_tensor_by_name("Relu:0")
         outputs = {"default": logits, "Net/hidden": hidden}
@@ -315,6 +317,30 @@ def test_a_tf1_hub_module_of_any_input_size_is_fed_the_size_it_records(
     assert "its TF Hub module records 20x20 images (ImageModuleInfo): using 20" in caplog.text
     assert "using 224" not in caplog.text
     assert tf_model.resolve_model(module, image_size=24).image_size == 24
+
+    def refuse(model):
+        raise AssertionError(f"{model.reference} was loaded")
+
+    monkeypatch.setattr(tf_model, "_load", refuse)
+    assert tf_model.resolve_model(module, load=False) == spec
+
+
+def test_a_tf1_hub_module_of_any_input_size_recording_a_non_square_is_fed_that(
+    tmp_path, monkeypatch, caplog
+):
+    """A TF1 Hub image module of any input size that records a 12 x 20 size (its
+    ImageModuleInfo; hub.get_expected_image_size gives [12, 20]) was fed 224x224 squares,
+    with a warning to set --image_size, which sets only a square: a non-square recorded
+    size was passed over. Loaded or not, it is fed the 12 x 20 it records."""
+    from transforms import tf_model
+
+    module = _tf1_hub_module(tmp_path / "module", recorded_side=(12, 20))
+    with caplog.at_level("INFO"):
+        spec = tf_model.resolve_model(module)
+    assert spec.image_shape == (12, 20) and spec.num_outputs == CLASSES
+    assert "its TF Hub module records 12x20 images (ImageModuleInfo): using 12x20" in caplog.text
+    assert "using 224" not in caplog.text
+    assert tf_model.resolve_model(module, image_size=24).image_shape == (24, 24)
 
     def refuse(model):
         raise AssertionError(f"{model.reference} was loaded")
@@ -587,8 +613,8 @@ def test_a_worker_told_to_compile_a_model_of_reference_variables_refuses_it(tmp_
     assert not Classifier(spec, jit_compile=False).settings.jit_compile
 
 
-@pytest.mark.parametrize("height, width", [(20, 24), (5000, 5000)])
-def test_a_recorded_image_size_not_square_or_beyond_the_bound_is_not_taken(height, width):
+@pytest.mark.parametrize("height, width", [(5000, 5000), (20, 5000), (0, 24)])
+def test_a_recorded_image_size_beyond_the_bound_is_not_taken(height, width):
     from tensorflow.core.protobuf import meta_graph_pb2
 
     from transforms import tf_model
@@ -596,7 +622,10 @@ def test_a_recorded_image_size_not_square_or_beyond_the_bound_is_not_taken(heigh
     meta = meta_graph_pb2.MetaGraphDef()
     attachments = meta.collection_def["hub_module_attachments"].bytes_list.value
     attachments.append(_image_module_info(height, width))
-    assert tf_model._hub_image_side(meta) is None
+    assert tf_model._hub_image_sides(meta) is None
     del attachments[:]
     attachments.append(_image_module_info(20))
-    assert tf_model._hub_image_side(meta) == 20
+    assert tf_model._hub_image_sides(meta) == (20, 20)
+    del attachments[:]
+    attachments.append(_image_module_info(20, 24))
+    assert tf_model._hub_image_sides(meta) == (20, 24)

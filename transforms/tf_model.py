@@ -70,7 +70,7 @@ from transforms.model.reference import (
     model_reference,
 )
 from transforms.model.signature import REFERENCE_VARIABLE_OPS, signature_without_loading
-from transforms.model.signature import hub_image_side as _hub_image_side  # noqa: F401 (tests read it here)
+from transforms.model.signature import hub_image_sides as _hub_image_sides  # noqa: F401 (tests read it here)
 
 __all__ = [
     "BUNDLED_MODELS",
@@ -374,7 +374,7 @@ def resolve_model(
     if signature is not None:
         if jit_compile and signature.reference_variables:
             raise _xla_refusal(model.reference)
-        shape, recorded = signature.input_shape, hub_side(signature.image_size)
+        shape, recorded = signature.input_shape, hub_side(signature.image_sides)
         image_size = image_size_for(model.reference, model.location, shape, image_size, recorded)
         num_outputs = signature.num_outputs
         if num_outputs == 1:  # what the unloaded model tells of its probabilities

@@ -10,7 +10,7 @@ import numpy as np
 from transforms.config import MAX_IMAGE_SIZE
 from transforms.model.loading import is_hub_module_folder
 from transforms.model.reference import ModelReference
-from transforms.model.signature import KNOWN_SIGNATURES, hub_image_side, meta_graph_loaded
+from transforms.model.signature import KNOWN_SIGNATURES, hub_image_sides, meta_graph_loaded
 
 __all__ = [
     "hub_side",
@@ -88,8 +88,8 @@ def image_size_for(
     if fixed is not None:
         return fixed
     known = KNOWN_SIGNATURES.get(location)
-    size = known.image_size if known is not None else None
-    return (size, size) if size else _open_size_of(reference, recorded)
+    sides = known.image_sides if known is not None else None
+    return sides or _open_size_of(reference, recorded)
 
 
 def _check_image_size(reference: str, fixed: tuple[int, int] | None, image_size: int) -> None:
@@ -115,11 +115,13 @@ class _Side(NamedTuple):
     why: str
 
 
-def hub_side(side: int | None) -> _Side | None:
-    """The side a TF1 Hub module records (its ImageModuleInfo)."""
-    if side is None:
+def hub_side(sides: tuple[int, int] | None) -> _Side | None:
+    """The (height, width) a TF1 Hub module records (its ImageModuleInfo)."""
+    if sides is None:
         return None
-    return _Side((side, side), f"its TF Hub module records {side}x{side} images (ImageModuleInfo)")
+    height, width = sides
+    why = f"its TF Hub module records {height}x{width} images (ImageModuleInfo)"
+    return _Side((height, width), why)
 
 
 def _open_size_of(reference: str, recorded: _Side | None) -> tuple[int, int]:
@@ -300,8 +302,8 @@ def _warn_of_other_range(
     )
 
 
-def _recorded_image_size(model: ModelReference) -> int | None:
-    """`hub_image_side` of the MetaGraph loading took of a TF1 Hub module (a folder, or
+def _recorded_image_sides(model: ModelReference) -> tuple[int, int] | None:
+    """`hub_image_sides` of the MetaGraph loading took of a TF1 Hub module (a folder, or
     a handle's, which loading put in TF Hub's cache); None for any other model, or a
     proto that does not read (the module loaded regardless)."""
     import tensorflow_hub as hub  # noqa: PLC0415
@@ -314,7 +316,7 @@ def _recorded_image_size(model: ModelReference) -> int | None:
         if not is_hub_module_folder(folder):
             return None
         meta = meta_graph_loaded(loader_impl.parse_saved_model(folder).meta_graphs, True)
-        return hub_image_side(meta) if meta is not None else None
+        return hub_image_sides(meta) if meta is not None else None
     except Exception as e:  # an odd attachment: the size is not learnt from it
         _LOG.info("Could not read the image size %s records: %s", model.reference, e)
         return None
@@ -322,10 +324,10 @@ def _recorded_image_size(model: ModelReference) -> int | None:
 
 def side_taken(model: ModelReference, obj: Any) -> _Side | None:
     """The size a loaded model of an open input size takes itself: a Keras model's
-    first Resizing's (height x width), or the side a TF1 Hub module records."""
+    first Resizing's, or the one a TF1 Hub module records (height x width)."""
     if model.kind == "keras":
         return _resizing_side(obj)
-    return hub_side(_recorded_image_size(model))
+    return hub_side(_recorded_image_sides(model))
 
 
 def open_size(shape) -> bool:

@@ -14,7 +14,7 @@ from transforms.model.reference import HUB_ALIASES, ModelReference
 __all__ = [
     "KNOWN_SIGNATURES",
     "REFERENCE_VARIABLE_OPS",
-    "hub_image_side",
+    "hub_image_sides",
     "meta_graph_loaded",
     "signature_without_loading",
 ]
@@ -29,7 +29,8 @@ class _Signature:
     Attributes:
       input_shape: [batch, height, width, channels], None where the model leaves it open.
       num_outputs: width of the output vector.
-      image_size: the side to use when `input_shape` leaves it open (None: not known).
+      image_sides: the (height, width) to use when `input_shape` leaves it open (None:
+        not known).
       input_range: the pixel range the model takes (None: not known).
       reference_variables: its graph reads TF1 reference variables, which XLA cannot
         compile (`_holds_reference_variables` of the loaded model).
@@ -37,7 +38,7 @@ class _Signature:
 
     input_shape: tuple[int | None, ...] | None
     num_outputs: int
-    image_size: int | None = None
+    image_sides: tuple[int, int] | None = None
     input_range: tuple[float, float] | None = None
     reference_variables: bool = False
 
@@ -48,7 +49,7 @@ KNOWN_SIGNATURES: dict[str, _Signature] = {
     # The seed's Inception V1 takes any size, was trained at 224, and has a
     # background class at output 0; like every TF Hub image model, it takes [0, 1] pixels.
     HUB_ALIASES["inception_v1"]: _Signature(
-        (None, None, None, 3), 1001, image_size=224, input_range=(0.0, 1.0)
+        (None, None, None, 3), 1001, image_sides=(224, 224), input_range=(0.0, 1.0)
     ),
     # transforms.bundled.efficientnet_lite: 224x224 RGB in [0, 1] (normalised inside),
     # 1000 ImageNet logits out.
@@ -154,7 +155,7 @@ def _tf1_signature(path: str, metas: list) -> _Signature | None:
         return None
     return dataclasses.replace(
         found,
-        image_size=hub_image_side(meta) if hub_module else None,
+        image_sides=hub_image_sides(meta) if hub_module else None,
         reference_variables=bool(ops & REFERENCE_VARIABLE_OPS),
     )
 
@@ -182,10 +183,10 @@ _HUB_ATTACHMENTS = "hub_module_attachments"
 _IMAGE_MODULE_INFO = b"image_module_info"
 
 
-def hub_image_side(meta: Any) -> int | None:
-    """The side of the square images a TF1 Hub module's MetaGraph records as its expected
-    input size; None where it records none, a non-square one or one beyond the job's
-    bound."""
+def hub_image_sides(meta: Any) -> tuple[int, int] | None:
+    """The (height, width) of the images a TF1 Hub module's MetaGraph records as its
+    expected input size, square or not; None where it records none or one beyond the
+    job's bound."""
     if _HUB_ATTACHMENTS not in meta.collection_def:
         return None
     for attachment in meta.collection_def[_HUB_ATTACHMENTS].bytes_list.value:
@@ -194,7 +195,8 @@ def hub_image_side(meta: Any) -> int | None:
             info = _proto_fields(fields.get(2, [b""])[-1])
             size = _proto_fields(info.get(1, [b""])[-1])
             height, width = size.get(1, [0])[-1], size.get(2, [0])[-1]
-            return height if height == width and 0 < height <= MAX_IMAGE_SIZE else None
+            fits = 0 < min(height, width) <= max(height, width) <= MAX_IMAGE_SIZE
+            return (height, width) if fits else None
     return None
 
 
