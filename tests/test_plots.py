@@ -732,3 +732,20 @@ def test_a_grid_of_maps_wider_than_tall_leaves_no_blank_band_under_each_line(tmp
     output = write_output(tmp_path / "square", [square], dataset=str(tmp_path))
     figure = plots.grid_figure(results.read_results(output, with_arrays=True))
     assert figure.get_size_inches()[1] == pytest.approx(2 * (2.4 + 0.7))
+
+
+def test_a_map_wider_than_tall_fills_its_figure_and_a_square_keeps_its_size():
+    """A report's card of a model fixing a 24 x 40 (or 16 x 96) input drew its image and
+    overlay in square panels, the maps filling their width: 42 % (77 %) of the figure's
+    pixel rows were blank (24 % and 43 % now, the rest the space around its titles). Its
+    panels are as tall as such a map; square and tall maps keep square panels."""
+    rng = np.random.default_rng(5)
+    for height, width, blank in ((24, 40, 0.3), (16, 96, 0.5)):
+        maps = rng.normal(size=(height, width, 3)).astype(np.float32)
+        image = rng.integers(0, 256, (height, width, 3), np.uint8)
+        figure = plots.attribution_figure(maps, image, panels=("image", "overlay"), title="t")
+        assert _blank_rows(figure) < blank, (height, width, _blank_rows(figure))
+    for height, width in ((24, 24), (40, 24)):
+        maps = rng.normal(size=(height, width, 3)).astype(np.float32)
+        figure = plots.attribution_figure(maps, panels=("image", "overlay"), title="t")
+        assert tuple(figure.get_size_inches()) == pytest.approx((2 * 2.6, 2.6 + 0.5))

@@ -258,7 +258,8 @@ def attribution_figure(
     note = "\n".join(t for t in (note, broken) if t) or None
     columns = columns or len(panels)
     rows = math.ceil(len(panels) / columns)
-    figure = _figure(panel_size * columns, panel_size * rows + (0.5 if title or note else 0))
+    height = _panel_height(mask.shape, panel_size) * rows
+    figure = _figure(panel_size * columns, height + (0.5 if title or note else 0))
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for ax, panel in zip(axes, panels, strict=False):
         _draw_panel(ax, panel, mask, image, baseline, cmap, overlay_alpha)
@@ -271,6 +272,15 @@ def attribution_figure(
     if title or note:
         figure.suptitle(_wrapped([title, note], panel_size * columns), fontsize=9, parse_math=False)
     return figure
+
+
+def _panel_height(shape: tuple[int, ...], panel_size: float) -> float:
+    """Inches of a line of `attribution_figure`'s panels of a map of `shape`: a square's
+    `panel_size`, or as tall as a map wider than tall drawn `panel_size` wide, with its
+    panel's title (in square panels, a 24 x 40 map left 42 % of a report's card blank,
+    a 16 x 96 one 77 %)."""
+    height, width = shape[:2]
+    return min(panel_size, panel_size * height / max(width, 1) + 0.3)
 
 
 def _wrapped(texts: Sequence[str | None], width: float) -> str:
