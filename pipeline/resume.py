@@ -62,8 +62,7 @@ _LOG = logging.getLogger(__name__)
 _RESUME_MODEL_FLAGS = {
     "identity": "--model",
     "num_outputs": "--model",
-    "image_size": "--image_size",
-    "image_width": "--image_size",  # a non-square model's; null (or absent) for a square
+    "image_size": "--image_size",  # with a non-square model's image_width (`_input_size`)
     "input_range": "--input_range",
     "label_offset": "--label_offset",
 }
@@ -104,7 +103,7 @@ def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> dict[str, str
         pairs.append(("--dataset version", previous["dataset_version"], now.get("dataset_version")))
     before_model, now_model = previous.get("model") or {}, now["model"]
     for key, flag in _RESUME_MODEL_FLAGS.items():
-        pairs.append((flag, before_model.get(key), now_model[key]))
+        pairs.append((flag, _input_size(before_model, key), _input_size(now_model, key)))
     before_config, now_config = previous.get("config") or {}, now["config"]
     before_config = {
         **before_config,
@@ -123,9 +122,19 @@ def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> dict[str, str
     differing: dict[str, str] = {}
     for flag, before, current in pairs:
         if before != current and flag not in differing:
-            shown = (v if flag == "class names" else repr(v) for v in (before, current))
+            as_read = flag in ("class names", "--image_size")  # "16x24", not quoted
+            shown = (v if as_read else repr(v) for v in (before, current))
             differing[flag] = "{} (earlier run: {}, this run: {})".format(flag, *shown)
     return differing
+
+
+def _input_size(model: dict[str, Any], key: str) -> Any:
+    """A manifest's "model" setting `key`; for "image_size", the input's size as the
+    refusal shows it, a square's side or "HxW" (with `image_width`, null or absent for a
+    square): a width alone differing was shown as "earlier run: 24, this run: None"."""
+    value = model.get(key)
+    width = model.get("image_width") if key == "image_size" else None
+    return f"{value}x{width}" if width and width != value else value
 
 
 def _config_flag(key: str, now_config: dict[str, Any]) -> str:

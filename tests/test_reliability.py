@@ -674,8 +674,9 @@ def test_resume_refuses_to_mix_runs(done_run, tmp_path, first, second, message):
 def test_resume_refuses_another_image_width_and_takes_a_manifest_recording_none(done_run, tmp_path):
     """The manifest records a non-square model's width (`image_width`) beside its height
     (`image_size`): a run whose images were 16 x 24 does not resume as one of 16 x 16
-    squares. A manifest from before the width was recorded (no `image_width`) was of
-    squares, and resumes as one."""
+    squares, and says so in those sizes (it said 'earlier run: 24, this run: None', the
+    widths alone). A manifest from before the width was recorded (no `image_width`)
+    was of squares, and resumes as one."""
     output = tmp_path / "out"
     args = done_run["args"](output)
     done_run["copy"](output)
@@ -683,7 +684,7 @@ def test_resume_refuses_another_image_width_and_takes_a_manifest_recording_none(
     assert manifest["model"]["image_width"] is None  # a square model's
     wider = {**manifest, "model": {**manifest["model"], "image_width": 24}}
     (output / "manifest.json").write_text(json.dumps(wider))
-    message = r"differs in --image_size \(earlier run: 24, this run: None\)"
+    message = r"differs in --image_size \(earlier run: 16x24, this run: 16\)\."
     with pytest.raises(ValueError, match=message):
         run([*args, "--steps", "2", "--resume"], save_main_session=False)
     del manifest["model"]["image_width"]
