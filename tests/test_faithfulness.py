@@ -355,6 +355,14 @@ def test_ties_of_another_size_than_the_map_are_refused_saying_so():
         (np.r_[np.arange(PIXELS - 1), PIXELS], r"16 is no pixel"),
         (np.r_[np.arange(PIXELS - 1), -1], r"-1 is no pixel"),
         (np.arange(PIXELS) + 0.0, r"float64 values, not integers"),
+        # An entry given 3 times is counted as such, not called "given twice".
+        (np.r_[0, 0, 0, np.arange(3, PIXELS)], r"0 given 3 times; 1 missing; 2 missing\.$"),
+        # At most the first 3 faults of each kind are named.
+        (
+            np.r_[np.arange(12), 16, 17, 18, 19],
+            r"16 is no pixel; 17 is no pixel; 18 is no pixel; "
+            r"12 missing; 13 missing; 14 missing\.$",
+        ),
     ],
 )
 def test_ties_that_are_no_permutation_are_refused_naming_the_entries(ties, said):
