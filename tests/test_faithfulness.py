@@ -371,3 +371,35 @@ def test_ties_that_are_no_permutation_are_refused_naming_the_entries(ties, said)
         match=rf"^ties must be a permutation of the 16 pixels \(0 to 15, each once\): {said}",
     ):
         fa.ranking(np.zeros((SIDE, SIDE)), ties=ties)
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        # Checked before any model call, naming the value: a reference of another size
+        # broadcast over the image, 0 images per call divided by zero, and 0 own pixels
+        # or more steps than pixels drew curves that switch no pixel between points.
+        ({"references": np.zeros((1, SIDE, SIDE, 1))}, r"references \(1, 4, 4, 1\)"),
+        ({"starts": np.zeros((1, SIDE, 2, 3))}, r"starts \(1, 4, 2, 3\) must have"),
+        ({"chunk_size": 0}, r"^chunk_size must be >= 1, got 0\."),
+        ({"own_pixels": [0]}, r"own_pixels must be \[R\] = \[1\] counts in \[1, 16\]"),
+        ({"steps": PIXELS + 1}, r"\[1, 16\].*got 17"),
+        ({"steps": 0}, r"\[1, 16\].*got 0"),
+    ],
+)
+def test_bad_arguments_of_deletion_insertion_are_refused_before_any_model_call(change, said):
+    image = _ramp_image()[None]
+    calls = []
+    kwargs = dict(
+        references=np.zeros_like(image),
+        starts=np.zeros_like(image),
+        image_index=[0],
+        targets=[0],
+        orders=np.arange(PIXELS)[None],
+        random_orders=np.arange(PIXELS)[None],
+        steps=4,
+        chunk_size=8,
+    )
+    with pytest.raises(ValueError, match=said):
+        fa.deletion_insertion(_linear(1.0, calls), image, **(kwargs | change))
+    assert calls == []
