@@ -957,8 +957,12 @@ def test_faithfulness_spends_no_model_call_on_rows_that_failed(tmp_path):
     (ok, failed), passes = audit([dark, bright])
     assert failed.errors and not failed.rows and ok.rows and not ok.errors
     assert passes == passes_alone + 1  # its prediction (one black baseline per batch)
-    for column in ("deletion_auc", "insertion_auc", "deletion_curve", "insertion_curve"):
-        np.testing.assert_allclose(ok.rows[0][column], alone.rows[0][column], rtol=1e-6)
+    # The failed row first: the kept row's curves are still its own, not another row's.
+    (failed_first, ok_second), _ = audit([bright, dark])
+    assert failed_first.errors and not failed_first.rows and ok_second.rows
+    for row in (ok.rows[0], ok_second.rows[0]):
+        for column in ("deletion_auc", "insertion_auc", "deletion_curve", "insertion_curve"):
+            np.testing.assert_allclose(row[column], alone.rows[0][column], rtol=1e-6)
 
 
 def _cancelling_model(path: str) -> None:
