@@ -1010,3 +1010,18 @@ def test_a_row_whose_scores_are_exactly_0_stops_at_its_tolerance(tmp_path):
     )  # fmt: skip
     assert np.abs(result.attributions).sum() > 0
     assert result.evaluations[0] < 64 and result.error[0] <= 0.015, result
+
+
+def test_an_image_whose_prediction_is_nan_is_a_predict_error_not_attributed(tmp_path):
+    # A grey image's own outputs are NaN (mean 0.5): there is no class to attribute,
+    # and its error record says so at the predict stage, before IG meets the NaN.
+    _save_holed(str(tmp_path / "holed"))
+    config = AttributionConfig(steps=4, tolerance=0, faithfulness_steps=4)
+    grey, dark = (
+        ImageExample(name, f"{name}.png", None, np.full((SIZE, SIZE, 3), v, np.float32))
+        for name, v in (("grey", 0.5), ("dark", 0.2))
+    )
+    failed, ok = _run_handler(resolve_model(str(tmp_path / "holed")), config, [grey, dark])
+    assert failed.rows == [] and ok.rows and not ok.errors
+    (error,) = failed.errors
+    assert (error["stage"], error["error"]) == ("predict", "model output is NaN or infinite")
