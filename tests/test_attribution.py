@@ -1025,3 +1025,22 @@ def test_an_image_whose_prediction_is_nan_is_a_predict_error_not_attributed(tmp_
     assert failed.rows == [] and ok.rows and not ok.errors
     (error,) = failed.errors
     assert (error["stage"], error["error"]) == ("predict", "model output is NaN or infinite")
+
+
+def test_faithfulness_costs_the_documented_forward_passes_per_row(linear_keras):
+    # 4 (K - 1) + 2 per row (README.md): the image's own probability is the
+    # prediction's, not forwarded again for each of its targets.
+    spec = resolve_model(linear_keras)
+    examples = _examples(2)
+    passes = {}
+    for faith in ("deletion_insertion", "none"):
+        config = AttributionConfig(
+            steps=4, tolerance=0, target="top_k", top_k=2, faithfulness=faith, faithfulness_steps=4
+        )
+        handler = IGModelHandler(spec, config, None, batch_size=2)
+        model = handler.load_model()
+        before = tf_model.model_evaluations()["forward"]
+        outcomes = handler.run_inference(examples, model)
+        passes[faith] = tf_model.model_evaluations()["forward"] - before
+        assert sum(len(o.rows) for o in outcomes) == 4
+    assert passes["deletion_insertion"] - passes["none"] == 4 * (4 * (4 - 1) + 2)
