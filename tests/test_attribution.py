@@ -1044,3 +1044,14 @@ def test_faithfulness_costs_the_documented_forward_passes_per_row(linear_keras):
         passes[faith] = tf_model.model_evaluations()["forward"] - before
         assert sum(len(o.rows) for o in outcomes) == 4
     assert passes["deletion_insertion"] - passes["none"] == 4 * (4 * (4 - 1) + 2)
+
+
+def test_a_label_just_past_the_models_classes_is_named_by_its_index(linear_keras):
+    # --target predicted keeps a row for a label the model has no class of (ImageNet
+    # labels on a model of other classes): its label_name is the index, as text.
+    spec = resolve_model(linear_keras)
+    names = tuple(f"class {i}" for i in range(spec.num_classes))
+    config = AttributionConfig(steps=2, faithfulness="none", attributions="none")
+    labels = [spec.num_classes, spec.num_classes - 1]
+    outcomes = _run_handler(spec, config, _examples(2, labels=labels), names)
+    assert [o.rows[0]["label_name"] for o in outcomes] == ["1000", "class 999"]
