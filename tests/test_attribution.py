@@ -1058,3 +1058,14 @@ def test_a_label_just_past_the_models_classes_is_named_by_its_index(linear_keras
     labels = [spec.num_classes, spec.num_classes - 1]
     outcomes = _run_handler(spec, config, _examples(2, labels=labels), names)
     assert [o.rows[0]["label_name"] for o in outcomes] == ["1000", "class 999"]
+
+
+def test_a_row_exactly_at_its_tolerances_is_within_them():
+    # README.md: attribution_error <= --tolerance / 1.25 and relative_delta <=
+    # --completeness_tolerance; a hair above either is not within.
+    config = AttributionConfig(tolerance=0.02)
+    bound, completeness = config.estimate_bound(), config.completeness_tolerance
+    assert batch._within(config, bound, completeness) is True
+    assert batch._within(config, np.nextafter(bound, 1.0), 0.0) is False
+    assert batch._within(config, 0.0, np.nextafter(completeness, 1.0)) is False
+    assert batch._within(AttributionConfig(tolerance=0), 0.0, 0.0) is None
