@@ -1069,3 +1069,12 @@ def test_a_row_exactly_at_its_tolerances_is_within_them():
     assert batch._within(config, np.nextafter(bound, 1.0), 0.0) is False
     assert batch._within(config, 0.0, np.nextafter(completeness, 1.0)) is False
     assert batch._within(AttributionConfig(tolerance=0), 0.0, 0.0) is None
+
+
+def test_a_fixed_rule_without_spread_has_a_null_attribution_error(linear_keras):
+    # README.md: attribution_error is null (None), not NaN, where the fixed rule has
+    # no spread (one node).
+    config = AttributionConfig(steps=1, tolerance=0, method="gausslegendre", faithfulness="none")
+    (outcome,) = _run_handler(resolve_model(linear_keras), config, _examples(1))
+    (row,) = outcome.rows
+    assert row["attribution_error"] is None and row["within_tolerance"] is None
