@@ -1078,3 +1078,33 @@ def test_a_fixed_rule_without_spread_has_a_null_attribution_error(linear_keras):
     (outcome,) = _run_handler(resolve_model(linear_keras), config, _examples(1))
     (row,) = outcome.rows
     assert row["attribution_error"] is None and row["within_tolerance"] is None
+
+
+def test_an_infinite_gradient_at_one_of_several_baselines_is_said_to_be_there(tmp_path):
+    # sqrt: an infinite gradient at the black baseline, a finite one at the white: the
+    # rule's node at alpha = 0 met it, and gausslegendre (no node there) is advised.
+    import tensorflow as tf
+
+    class Root(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+        def __call__(self, x):
+            return tf.reduce_sum(tf.sqrt(x), axis=[1, 2]) @ tf.eye(3, 4)
+
+    path = str(tmp_path / "root")
+    tf.saved_model.save(Root(), path)
+    image = np.full((SIZE, SIZE, 3), 0.78, np.float32)
+    config = AttributionConfig(
+        steps=4,
+        method="riemann_left",
+        tolerance=0,
+        baselines=("white", "black"),
+        faithfulness="none",
+    )
+    (outcome,) = _run_handler(
+        resolve_model(path), config, [ImageExample("a", "a.png", None, image)]
+    )
+    (error,) = outcome.errors
+    assert error["error"].endswith(
+        "(riemann_left takes the gradient at the baseline itself, alpha = 0; "
+        "--method gausslegendre has no node there)"
+    )
