@@ -3805,9 +3805,23 @@ def test_log_lines_show_control_characters_in_names_escaped(linear_keras, tmp_pa
     assert not any(line.startswith("INFO x") for line in done.stderr.splitlines())
 
 
-@pytest.mark.parametrize("runner", [None, "direct", "SwitchingDirect"])
+# The job run under each of Beam's names for its DirectRunner given in argv[1] ("-": no
+# --runner), each into its own folder of argv[2], in one process (a process each spent
+# most of its time starting TensorFlow): each run's stderr follows a `run: NAME` line
+# and ends in a `ran: STATUS` line of its exit status.
+_LOCAL_RUNS = """
+import os, sys
+from pipeline.__main__ import main
+for runner in sys.argv[1].split(","):
+    print("run:", runner, file=sys.stderr, flush=True)
+    named = [] if runner == "-" else ["--runner", runner]
+    code = main([*sys.argv[3:], "--output", os.path.join(sys.argv[2], runner), *named])
+    print("ran:", code, file=sys.stderr, flush=True)
+"""
+
+
 def test_a_local_run_runs_on_beams_in_process_runner_without_trying_prism(
-    image_folder, linear_keras, tmp_path, runner
+    image_folder, linear_keras, tmp_path
 ):
     # Beam 2.77's DirectRunner first fetched its Prism runner from GitHub and ran the
     # job there when it could (here, offline, it logged the attempt and fell back): a
@@ -3817,12 +3831,10 @@ def test_a_local_run_runs_on_beams_in_process_runner_without_trying_prism(
     # given: `--runner direct` (as Beam spells its runners without "Runner") tried Prism.
     temp = tmp_path / "temp"
     temp.mkdir()
-    flags = cli_args(
-        dataset=image_folder["root"], model=linear_keras, output=tmp_path / "out", steps=2
-    )
-    flags += ["--runner", runner] if runner else []
+    flags = cli_args(dataset=image_folder["root"], model=linear_keras, steps=2, verbose=True)
+    runners = ["-", "direct", "SwitchingDirect"]
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline", *flags, "--verbose"],
+        [sys.executable, "-c", _LOCAL_RUNS, ",".join(runners), str(tmp_path / "out"), *flags],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": ROOT, "TMPDIR": str(temp)},
         capture_output=True,
@@ -3832,6 +3844,8 @@ def test_a_local_run_runs_on_beams_in_process_runner_without_trying_prism(
     assert done.returncode == 0, done.stderr[-3000:]
     assert "prism" not in done.stderr.lower(), done.stderr[-3000:]
     assert "Falling back" not in done.stderr
+    runs = re.findall(r"^run: (.*)\n(?:.*\n)*?ran: (.*)$", done.stderr, re.M)
+    assert runs == [(name, "0") for name in runners], done.stderr[-3000:]
     # Nor the empty folders the attempt left in the temp folder (beam-temp*, tmp*).
     assert sorted(p.name for p in temp.iterdir()) == []
 
