@@ -732,45 +732,62 @@ def test_a_missing_keras_files_folder_of_more_than_five_is_counted_not_listed(
     assert line.endswith(f"its folder '{tmp_path}' holds {found}. Check the path."), line
 
 
-def _tensorflow_imported_after(argv: list[str]) -> tuple[int, str, bool]:
-    code = (
-        "import sys; from pipeline.__main__ import main; code = main(sys.argv[1:]); "
-        "print('tensorflow imported:', 'tensorflow' in sys.modules); sys.exit(code)"
-    )
-    done = _python(code, *argv)
-    return done.returncode, done.stderr, "tensorflow imported: True" in done.stdout
+# `main` of each argument (a JSON list of flags) in turn, in one process (one each
+# spent its time starting Python and Beam): before each, a `run:` line on stderr;
+# after, a `ran:` line on stdout of its exit status and whether TensorFlow is loaded.
+_MAIN_OF_EACH = (
+    "import json, sys\n"
+    "from pipeline.__main__ import main\n"
+    "for argv in sys.argv[1:]:\n"
+    "    print('run:', file=sys.stderr, flush=True)\n"
+    "    code = main(json.loads(argv))\n"
+    "    print('ran:', json.dumps([code, 'tensorflow' in sys.modules]), flush=True)\n"
+)
+
+
+def _tensorflow_imported_after(*argvs: list[str]) -> list[tuple[int, str, bool]]:
+    """For each of `argvs`, run in turn by one process: `main`'s exit status, the
+    stderr of that run, and whether TensorFlow had been imported by its end."""
+    done = _python(_MAIN_OF_EACH, *[json.dumps(argv) for argv in argvs])
+    assert done.returncode == 0, done.stderr
+    ends = [json.loads(line[5:]) for line in done.stdout.splitlines() if line[:5] == "ran: "]
+    errs = re.split(r"^run:\n", done.stderr, flags=re.M)[1:]
+    assert len(ends) == len(errs) == len(argvs), done.stdout + done.stderr
+    return [(code, err, loaded) for (code, loaded), err in zip(ends, errs, strict=True)]
 
 
 def test_cheap_failures_come_before_any_model_load(tmp_path):
-    # A missing model file: no TensorFlow, no model load.
-    code, err, loaded = _tensorflow_imported_after(
-        ["--output", str(tmp_path / "a"), "--model", str(tmp_path / "missing.keras")]
+    keras_file = tmp_path / "file" / "m.keras"  # not in the missing one's folder
+    keras_file.parent.mkdir()
+    keras_file.write_bytes(b"not read")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "manifest.json").write_text('{"model": {}, "config": {}}')
+    missing, slash, held, unknown = _tensorflow_imported_after(
+        ["--output", str(tmp_path / "a"), "--model", str(tmp_path / "missing.keras")],
+        ["--output", str(tmp_path / "a"), "--model", f"{keras_file}/"],
+        ["--output", str(tmp_path / "b")],
+        ["--output", str(tmp_path / "c"), "--stpes", "3"],
     )
+    # A missing model file: no TensorFlow, no model load.
+    code, err, loaded = missing
     assert code == 2 and not loaded
     assert _error_lines(err) == [
         f"error: --model '{tmp_path / 'missing.keras'}': no such .keras file; its folder "
         f"'{tmp_path}' holds no .keras file. Check the path."
     ]
     # A .keras file named with a trailing '/': it was "no such file or folder".
-    (tmp_path / "m.keras").write_bytes(b"not read")
-    code, err, loaded = _tensorflow_imported_after(
-        ["--output", str(tmp_path / "a"), "--model", f"{tmp_path / 'm.keras'}/"]
-    )
+    code, err, loaded = slash
     assert code == 2 and not loaded
     assert _error_lines(err) == [
-        f"error: --model '{tmp_path / 'm.keras'}/' ends in '/', a folder's name, but "
-        f"'{tmp_path / 'm.keras'}' is a file: drop the '/'."
+        f"error: --model '{keras_file}/' ends in '/', a folder's name, but "
+        f"'{keras_file}' is a file: drop the '/'."
     ]
     # An --output holding a run: refused before the bundled model is loaded (or converted).
-    (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "manifest.json").write_text('{"model": {}, "config": {}}')
-    code, err, loaded = _tensorflow_imported_after(["--output", str(tmp_path / "b")])
+    code, err, loaded = held
     assert code == 2 and not loaded
     assert "already holds a run (manifest.json)" in _error_lines(err)[0]
     # An unknown flag: refused before anything at all.
-    code, err, loaded = _tensorflow_imported_after(
-        ["--output", str(tmp_path / "c"), "--stpes", "3"]
-    )
+    code, err, loaded = unknown
     assert code == 2 and not loaded and not (tmp_path / "c").exists()
 
 
