@@ -804,29 +804,51 @@ def test_resume_refuses_a_run_whose_tolerance_bounded_the_estimate_differently(
         run([*args, "--tolerance", "0.03", "--resume"], save_main_session=False)
 
 
-def _run_as_a_version_without(flags, output, key: str, value: str) -> None:
-    """A run of `flags` into `output` (over any earlier one), whose manifest's `key`,
-    `value` in this version, is then removed: as a version before that key wrote it."""
-    manifest = run([*flags, "--overwrite"], save_main_session=False)
+@pytest.fixture(scope="module")
+def unchecked_done_run(tmp_path_factory, done_run):
+    """`done_run`'s run with --faithfulness none, made once a module: `(output)` puts a
+    copy of it there."""
+    where = tmp_path_factory.mktemp("unchecked_done_run") / "out"
+    flags = [*done_run["args"](where), "--steps", "2", "--faithfulness", "none"]
+    run(flags, save_main_session=False)
+    return lambda output: shutil.copytree(where, output)
+
+
+def _as_a_version_without(output, key: str, value: str) -> None:
+    """The run in `output` as a version before its manifest's `key` (`value` in this
+    version) wrote it: that key removed."""
+    manifest = json.loads((output / "manifest.json").read_text())
     assert manifest["config"][key] == value
     del manifest["config"][key]
     (output / "manifest.json").write_text(json.dumps(manifest))
 
 
+def _done_run_as_a_version_without(done_run, unchecked_done_run, faithfulness, output, key, value):
+    """`done_run` (`--faithfulness deletion_insertion`, the default) or
+    `unchecked_done_run` (`none`) in `output`, over any earlier run, as a version
+    before `key`: its `--steps 2` flags."""
+    shutil.rmtree(output, ignore_errors=True)
+    if faithfulness == "none":
+        unchecked_done_run(output)
+    else:
+        assert faithfulness == "deletion_insertion"
+        done_run["copy"](output)
+    _as_a_version_without(output, key, value)
+    return [*done_run["args"](output), "--steps", "2", "--faithfulness", faithfulness]
+
+
 def test_resume_refuses_a_run_whose_faithfulness_checks_ranked_the_padding_too(
-    image_folder, linear_keras, tmp_path
+    done_run, unchecked_done_run, tmp_path
 ):
     """A version before faithfulness_pixels ranked a padded image's bars with its own
     pixels: its AUCs would not compare with this version's, so its run does not go on;
     without the checks (--faithfulness none) the rows are the same, and it does, with
     another --faithfulness_steps or --seed too (unless a noise baseline uses the seed)."""
     output = tmp_path / "out"
-    args = cli_args(
-        dataset=image_folder["root"], model=linear_keras, output=output, attributions="none"
-    )
     for faithfulness, refused in (("deletion_insertion", True), ("none", False)):
-        flags = [*args, "--steps", "2", "--faithfulness", faithfulness]
-        _run_as_a_version_without(flags, output, "faithfulness_pixels", "own")
+        flags = _done_run_as_a_version_without(
+            done_run, unchecked_done_run, faithfulness, output, "faithfulness_pixels", "own"
+        )
         if not refused:  # and what the checks alone use may change: they are off
             unused = ["--faithfulness_steps", "7", "--seed", "3"]
             resumed = run([*flags, *unused, "--resume"], save_main_session=False)
@@ -846,18 +868,16 @@ def test_resume_refuses_a_run_whose_faithfulness_checks_ranked_the_padding_too(
 
 
 def test_resume_refuses_a_run_whose_faithfulness_checks_ordered_ties_row_major(
-    image_folder, linear_keras, tmp_path
+    done_run, unchecked_done_run, tmp_path
 ):
     """A version before faithfulness_ties ordered a map's equal values row-major, not as
     the row's random control: its AUCs would not compare with this version's, so its
     run does not go on; without the checks (--faithfulness none) it does."""
     output = tmp_path / "out"
-    args = cli_args(
-        dataset=image_folder["root"], model=linear_keras, output=output, attributions="none"
-    )
     for faithfulness, refused in (("deletion_insertion", True), ("none", False)):
-        flags = [*args, "--steps", "2", "--faithfulness", faithfulness]
-        _run_as_a_version_without(flags, output, "faithfulness_ties", "control")
+        flags = _done_run_as_a_version_without(
+            done_run, unchecked_done_run, faithfulness, output, "faithfulness_ties", "control"
+        )
         if not refused:
             resumed = run([*flags, "--resume"], save_main_session=False)
             assert resumed["counts"]["skipped_done_before"] == 4
