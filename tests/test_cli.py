@@ -791,23 +791,71 @@ def test_cheap_failures_come_before_any_model_load(tmp_path):
     assert code == 2 and not loaded and not (tmp_path / "c").exists()
 
 
-def test_run_by_the_command_line_is_quiet_and_shows_progress(image_folder, linear_keras, tmp_path):
+# The job run by `main` on each flag list of a JSON object {name: flags} (argv[1]) in
+# turn, in one process as a shell starts it: each run's stdout and stderr follow a
+# `run: NAME` line of their own, and its stderr ends in a `ran: STATUS` line.
+_RUNS_IN_ONE_PROCESS = """
+import json, sys
+from pipeline.__main__ import main
+for name, argv in json.loads(sys.argv[1]).items():
+    print("run:", name, flush=True)
+    print("run:", name, file=sys.stderr, flush=True)
+    print("ran:", main(argv), file=sys.stderr, flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def command_line_runs(tmp_path_factory, linear_keras) -> dict:
+    """Three runs of the job in one process (a process each spent most of its time
+    starting TensorFlow), first "quiet", in which TensorFlow starts: `image_folder`'s
+    images (--steps 4, no --runner) into `outputs["quiet"]`; "names": two images in
+    folders named with a terminal escape and a line break (--steps 2, --faithfulness
+    none); "fnapi": as "quiet", with --runner FnApiRunner. `[name]` is that run's
+    (exit status, stdout, stderr); `stderr` the whole process's; `root` the images'."""
+    where = tmp_path_factory.mktemp("command_line_runs")
+    root = make_image_folder(where / "images")["root"]
+    rng = np.random.default_rng(0)
+    names = where / "names"
+    write_image(names / "cat\x1b[2J" / "a.png", rng.integers(0, 256, (SIZE, SIZE, 3), np.uint8))
+    write_image(names / "dog\nINFO x" / "b.png", rng.integers(0, 256, (SIZE, SIZE, 3), np.uint8))
+    outputs = {name: str(where / name / "out") for name in ("quiet", "names", "fnapi")}
+    images = cli_args(dataset=root, model=linear_keras, steps=4)
+    runs = {
+        "quiet": [*images, "--output", outputs["quiet"]],
+        "names": [
+            *cli_args(dataset=names, model=linear_keras, output=outputs["names"], steps=2),
+            *["--faithfulness", "none"],
+        ],
+        "fnapi": [*images, "--output", outputs["fnapi"], "--runner", "FnApiRunner"],
+    }
+    done = _python(_RUNS_IN_ONE_PROCESS, json.dumps(runs))
+    assert done.returncode == 0, done.stderr[-3000:]
+    outs = re.split(r"^run: .*\n", done.stdout, flags=re.M)[1:]
+    errs = re.split(r"^run: .*\n", done.stderr, flags=re.M)[1:]
+    assert len(outs) == len(errs) == len(runs), done.stderr[-3000:]
+    found = {"stderr": done.stderr, "root": root, "outputs": outputs}
+    for name, out, err in zip(runs, outs, errs, strict=True):
+        err, status = err.rsplit("ran: ", 1)
+        found[name] = (int(status), out, err)
+    return found
+
+
+def test_run_by_the_command_line_is_quiet_and_shows_progress(command_line_runs, linear_keras):
     # No --runner: the default DirectRunner, without Beam's note that it is one.
-    args = cli_args(dataset=image_folder["root"], model=linear_keras, output=tmp_path / "out")
-    done = _python("", "-m", "pipeline", *args, "--steps", "4")
-    assert done.returncode == 0, done.stderr
+    code, out, err = command_line_runs["quiet"]
+    assert code == 0, err
     noises = ("cuInit", "cudart_stub", "absl::InitializeLog", "cpu_feature_guard")
-    for noise in (*noises, "Missing pipeline option (runner)"):
-        assert noise not in done.stderr, done.stderr
+    for noise in (*noises, "Missing pipeline option (runner)"):  # in any run's lines
+        assert noise not in command_line_runs["stderr"], command_line_runs["stderr"]
     # What the model is fed, which a SavedModel does not say (the job's default then).
-    assert f"Auditing 5 images of {image_folder['root']} with {linear_keras} (16x16 pixels" in (
-        done.stderr
-    )
-    assert "in [0, 1]; --image_size and --input_range set others) into" in done.stderr
-    assert "progress: 5/5 images (100%)" in done.stderr and "images/s" in done.stderr
+    root = command_line_runs["root"]
+    assert f"Auditing 5 images of {root} with {linear_keras} (16x16 pixels" in err
+    assert "in [0, 1]; --image_size and --input_range set others) into" in err
+    assert "progress: 5/5 images (100%)" in err and "images/s" in err
     # The follow-up commands name the interpreter that ran the job.
-    assert f"{sys.executable} -m pipeline.report --input {tmp_path / 'out'}" in done.stdout
-    assert f'{sys.executable} -c "import pandas' in done.stdout
+    output = command_line_runs["outputs"]["quiet"]
+    assert f"{sys.executable} -m pipeline.report --input {output}" in out
+    assert f'{sys.executable} -c "import pandas' in out
 
 
 def test_a_run_from_python_is_quiet_and_leaves_no_log_level_to_later_processes(
@@ -3805,21 +3853,16 @@ def test_the_errors_by_stage_show_control_characters_in_reasons_escaped(tmp_path
     assert "cannot read 'x\\x1b[2J\\x9b/y'" in lines[1], lines
 
 
-def test_log_lines_show_control_characters_in_names_escaped(linear_keras, tmp_path):
+def test_log_lines_show_control_characters_in_names_escaped(command_line_runs):
     # The launch's warnings quote folder names: one holding a terminal escape (ESC[2J
     # clears the screen) reached the terminal raw, as the summary's table no longer does.
-    rng = np.random.default_rng(0)
-    root = tmp_path / "images"
-    write_image(root / "cat\x1b[2J" / "a.png", rng.integers(0, 256, (SIZE, SIZE, 3), np.uint8))
     # A name's line break is escaped too (the message's own line breaks are kept): it
     # broke the warning in two, the second line reading as a line of its own.
-    write_image(root / "dog\nINFO x" / "b.png", rng.integers(0, 256, (SIZE, SIZE, 3), np.uint8))
-    flags = cli_args(dataset=root, model=linear_keras, output=tmp_path / "out", steps=2)
-    done = _python("", "-m", "pipeline", *flags, "--faithfulness", "none")
-    assert done.returncode == 0, done.stderr
-    assert "\x1b" not in done.stderr, done.stderr
-    assert "(cat\\x1b[2J, dog\\nINFO x)" in done.stderr, done.stderr
-    assert not any(line.startswith("INFO x") for line in done.stderr.splitlines())
+    code, _, err = command_line_runs["names"]
+    assert code == 0, err
+    assert "\x1b" not in command_line_runs["stderr"], err
+    assert "(cat\\x1b[2J, dog\\nINFO x)" in err, err
+    assert not any(line.startswith("INFO x") for line in err.splitlines())
 
 
 # The job run under each of Beam's names for its DirectRunner given in argv[1] ("-": no
@@ -3867,13 +3910,12 @@ def test_a_local_run_runs_on_beams_in_process_runner_without_trying_prism(
     assert sorted(p.name for p in temp.iterdir()) == []
 
 
-def test_a_run_given_beams_fnapirunner_is_the_local_run_it_is(image_folder, linear_keras, tmp_path):
+def test_a_run_given_beams_fnapirunner_is_the_local_run_it_is(command_line_runs):
     # A DirectRunner job runs on Beam's FnApiRunner; `--runner FnApiRunner` named the
     # same in-process runner but was taken for a remote one: no progress lines, the
     # model loaded again for the worker, and Beam's FnApiRunner handed its workers
     # none of the job's Beam options. It now runs as a DirectRunner job does.
-    args = cli_args(dataset=image_folder["root"], model=linear_keras, output=tmp_path / "out")
-    done = _python("", "-m", "pipeline", *args, "--steps", "4", "--runner", "FnApiRunner")
-    assert done.returncode == 0, done.stderr
-    assert "progress: 5/5 images (100%)" in done.stderr and "images/s" in done.stderr
-    assert "Results in" in done.stdout and "(4 rows)" in done.stdout, done.stdout
+    code, out, err = command_line_runs["fnapi"]
+    assert code == 0, err
+    assert "progress: 5/5 images (100%)" in err and "images/s" in err
+    assert "Results in" in out and "(4 rows)" in out, out
