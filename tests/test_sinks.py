@@ -1,0 +1,111 @@
+"""Known answers of `transforms.sinks` on tiny real Parquet files, read back."""
+
+import contextlib
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from transforms.schema import ERROR_SCHEMA, results_schema, rows_to_table
+from transforms.sinks import (
+    SCHEMA_FILE,
+    checkpoint_folder,
+    salvage_checkpoints,
+    write_json,
+    write_no_errors,
+    write_parquet_file,
+    write_schema_file,
+)
+
+
+def _table(*image_ids: str):
+    """Result rows of `image_ids`, one each, every other column null."""
+    schema = results_schema()
+    return rows_to_table(
+        [{name: None for name in schema.names} | {"image_id": i} for i in image_ids], schema
+    )
+
+
+def test_a_file_is_written_into_a_missing_folder_with_its_rows(tmp_path):
+    # results/ of a run killed before it finalized is missing: the file goes there whole.
+    temp = tmp_path / ".tmp"
+    temp.mkdir()
+    path = tmp_path / "results" / "part-x.parquet"
+    written = write_parquet_file(
+        str(path), [_table("a", "b"), _table("c")], results_schema(), str(temp)
+    )
+    assert written == 3
+    assert pq.read_table(path).column("image_id").to_pylist() == ["a", "b", "c"]
+    assert list(temp.iterdir()) == []  # no partial file left
+
+
+@pytest.mark.parametrize("keep_empty", [False, True])
+def test_no_rows_make_a_file_only_when_kept_empty(keep_empty, tmp_path):
+    temp = tmp_path / ".tmp"
+    temp.mkdir()
+    path = tmp_path / "results" / "none.parquet"
+    assert write_parquet_file(str(path), [], results_schema(), str(temp), keep_empty) == 0
+    assert path.exists() is keep_empty
+    if keep_empty:
+        assert pq.read_table(path).num_rows == 0
+    assert list(temp.iterdir()) == []
+
+
+def test_a_runs_first_files_hold_every_column_and_no_row(tmp_path):
+    # What a run writes as it claims its output, and a resume with nothing left to do.
+    out = tmp_path / "out"
+    written = write_schema_file(str(out), results_schema())
+    assert written == str(out / "results" / SCHEMA_FILE)
+    schema_file = pq.read_table(written)
+    assert schema_file.num_rows == 0 and schema_file.schema.names == results_schema().names
+    write_no_errors(str(out))
+    (errors,) = (out / "errors").iterdir()
+    assert errors.name == "part-00000-of-00001.parquet"
+    assert pq.read_table(errors).num_rows == 0
+    assert pq.read_schema(errors).equals(ERROR_SCHEMA)
+
+
+def _checkpoint(output, run_id: str, name: str, *image_ids: str) -> None:
+    folder = Path(checkpoint_folder(str(output), run_id))
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(_table(*image_ids), folder / f"{name}.parquet")
+
+
+@pytest.mark.parametrize(
+    "run_id, kept", [("r1", ["b", "c"]), (None, ["b", "c", "d"])], ids=["its-run", "every-run"]
+)
+def test_a_salvage_keeps_each_new_image_of_the_runs_checkpoints_once(run_id, kept, tmp_path):
+    # Run r1 checkpointed a, b, then b again (a retried bundle) and c; a job that lost
+    # the folder (r2) left d. Image a has rows already. Computed by hand: r1's new
+    # images are b and c, each once; every run's add d.
+    out = tmp_path / "out"
+    _checkpoint(out, "r1", "1", "a", "b")
+    _checkpoint(out, "r1", "2", "b", "c")
+    _checkpoint(out, "r2", "3", "d")
+    path = out / "results" / "part-salvaged.parquet"
+    salvaged = salvage_checkpoints(str(out), frozenset({"a"}), results_schema(), str(path), run_id)
+    assert salvaged == set(kept)  # the images salvaged, not those done before
+    assert sorted(pq.read_table(path).column("image_id").to_pylist()) == kept
+
+
+def test_a_stop_as_a_local_json_file_is_replaced_leaves_the_old_or_the_new_one(
+    tmp_path, monkeypatch
+):
+    # A local manifest.json is replaced in one step (os.replace): a run stopped there
+    # never leaves none, which no --resume could continue. Here a stop right after any
+    # file deletion, as deleting the old file before renaming the new one would leave it.
+    from apache_beam.io.filesystems import FileSystems
+
+    path = tmp_path / "manifest.json"
+    write_json(str(path), {"status": "running"})
+    real_delete = FileSystems.delete
+
+    def delete_then_stop(paths):
+        real_delete(paths)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(FileSystems, "delete", delete_then_stop)
+    with contextlib.suppress(KeyboardInterrupt):
+        write_json(str(path), {"status": "complete"})
+    assert json.loads(path.read_text()) in ({"status": "running"}, {"status": "complete"})
