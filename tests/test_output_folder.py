@@ -1051,20 +1051,25 @@ def test_a_run_that_ends_between_the_launch_check_and_the_lock_is_kept(
 
 
 @pytest.mark.parametrize(
-    "counts, accounted, rows_match",
+    "counts, base, accounted, rows_match",
     [
-        ({"inputs": 5, "images_with_rows": 3, "images_with_errors": 1, "rows": 6}, False, True),
-        ({"inputs": 4, "images_with_rows": 3, "images_with_errors": 1, "rows": 5}, True, False),
-        ({"inputs": 5, "images_with_rows": 3, "skipped_done_before": 2, "rows": 6}, True, True),
+        ({"inputs": 5, "images_with_rows": 3, "images_with_errors": 1, "rows": 6}, 2, False, True),
+        ({"inputs": 4, "images_with_rows": 3, "images_with_errors": 1, "rows": 5}, 2, True, False),
+        ({"inputs": 5, "images_with_rows": 3, "skipped_done_before": 2, "rows": 6}, 2, True, True),
+        # An image counted twice, and more rows than its targets: neither accounted for.
+        ({"inputs": 3, "images_with_rows": 3, "images_with_errors": 1, "rows": 7}, 2, False, False),
+        # A base without rows_per_image: one row an image.
+        ({"inputs": 2, "images_with_rows": 2, "rows": 2}, None, True, True),
     ],
 )
 def test_the_manifest_says_when_inputs_or_rows_are_not_accounted_for(
-    counts, accounted, rows_match, tmp_path
+    counts, base, accounted, rows_match, tmp_path
 ):
     from transforms.manifest import read_manifest
     from transforms.sinks import _Manifest
 
-    (written,) = _Manifest(str(tmp_path), {"rows_per_image": 2}).process(counts)
+    base = {} if base is None else {"rows_per_image": base}
+    (written,) = _Manifest(str(tmp_path), base).process(counts)
     manifest = read_manifest(str(tmp_path))  # as written to manifest.json
     assert manifest == written and manifest["status"] == "complete"
     assert manifest["all_inputs_accounted_for"] is accounted
