@@ -967,6 +967,25 @@ def test_resume_of_a_run_of_a_later_version_names_its_setting_as_no_flag(done_ru
     )
 
 
+def test_resume_names_another_model_by_its_identity_also_when_its_outputs_differ(
+    done_run, tmp_path
+):
+    # Two settings name --model (its identity and its number of outputs): a refusal says
+    # the first that differs, the model's identity, not its outputs in --model's name.
+    output = tmp_path / "out"
+    args = done_run["args"](output)
+    done_run["copy"](output)
+    manifest = json.loads((output / "manifest.json").read_text())
+    identity = manifest["model"]["identity"]
+    manifest["model"] |= {"identity": "another model", "num_outputs": 10}
+    (output / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError) as e:
+        run([*args, "--steps", "2", "--resume"], save_main_session=False)
+    assert f"differs in --model (earlier run: 'another model', this run: {identity!r})." in str(
+        e.value
+    )
+
+
 @pytest.mark.parametrize("tolerance, refused", [("0", False), ("0.01", True)])
 def test_resume_compares_max_steps_only_where_it_bounds_refinement(
     image_folder, linear_keras, tmp_path, tolerance, refused
