@@ -933,6 +933,27 @@ def test_resume_refuses_a_run_whose_results_lack_columns_of_this_version(
     assert sorted(p.name for p in (output / "results").iterdir()) == before
 
 
+def test_resume_refuses_results_that_lack_a_column_and_hold_another_as_another_versions(
+    done_run, tmp_path
+):
+    # Results with a column less and one more than this version's are no older version's
+    # (that one only lacks columns): the refusal says "another".
+    import pyarrow.parquet as pq
+
+    output = tmp_path / "out"
+    done_run["copy"](output)
+    for path in (output / "results").glob("*.parquet"):
+        table = pq.read_table(path)
+        table = table.drop_columns(["deletion_auc"]).append_column("vote", table["label"])
+        pq.write_table(table, path)
+    message = (
+        r"results of the earlier run in .* have no 'deletion_auc' and hold 'vote': another "
+        r"version of the job wrote them\. "
+    )
+    with pytest.raises(ValueError, match=message):
+        run([*done_run["args"](output), "--steps", "2", "--resume"], save_main_session=False)
+
+
 def test_resume_of_a_run_whose_version_lacked_a_setting_does_not_say_to_resume(done_run, tmp_path):
     # A version before --completeness_tolerance and --faithfulness recorded neither: no
     # flag given to this version matches that, so "Resume with the same flags" misled.
