@@ -563,6 +563,18 @@ def test_a_resumed_runs_manifest_and_report_keep_how_each_earlier_run_made_its_r
     ) in summary, summary
 
 
+def test_a_resume_of_a_run_made_before_results_prefix_records_its_files_as_part(done_run, tmp_path):
+    # A version before "results_prefix" wrote its files as part-*: a run that resumed
+    # none is kept with that prefix, for the page to find its rows.
+    output = tmp_path / "out"
+    done_run["copy"](output)
+    manifest = json.loads((output / "manifest.json").read_text())
+    del manifest["results_prefix"]
+    (output / "manifest.json").write_text(json.dumps(manifest))
+    resumed = run([*done_run["args"](output), "--steps", "2", "--resume"], save_main_session=False)
+    assert resumed["earlier_runs"][-1]["results_prefix"] == "part"
+
+
 def test_resume_knows_a_folder_by_another_name(image_folder, linear_keras, tmp_path):
     """A symlink to the run's --dataset folder is the same folder: its rows are kept."""
     root, link, out = image_folder["root"], tmp_path / "link", tmp_path / "out"
@@ -1561,6 +1573,24 @@ def test_resume_of_a_run_made_when_completeness_was_bounded_at_half_a_percent_sa
         run([*flags, "--resume"], save_main_session=False)
     manifest = run([*flags, "--completeness_tolerance", "0.005", "--resume"])
     assert manifest["counts"]["skipped_done_before"] == 4
+
+
+def test_resume_from_a_fixed_rule_run_at_another_tolerance_says_to_pass_the_same_flags(
+    done_run, tmp_path
+):
+    # At --tolerance 0 completeness bounds nothing: a run resumed at another --tolerance
+    # (its completeness bound differing too) is told to pass the same flags, not the
+    # completeness bound that versions before 2026-12-05 used at a --tolerance above 0.
+    output = tmp_path / "out"
+    done_run["copy"](output)
+    manifest = json.loads((output / "manifest.json").read_text())
+    manifest["config"] |= {"tolerance": 0, "completeness_tolerance": 0.005}
+    (output / "manifest.json").write_text(json.dumps(manifest))
+    flags = [*done_run["args"](output), "--steps", "2", "--tolerance", "0.002"]
+    with pytest.raises(ValueError) as e:
+        run([*flags, "--resume"], save_main_session=False)
+    assert "--completeness_tolerance (earlier run: 0.005, this run: 0.002)" in str(e.value)
+    assert str(e.value).endswith(" Resume with the same flags, or start over with --overwrite.")
 
 
 @pytest.mark.parametrize("again", ["--resume", "--overwrite"])
