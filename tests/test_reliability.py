@@ -738,6 +738,7 @@ def test_resume_refuses_a_manifest_this_job_did_not_write_and_leaves_the_run(
     "key, value, reason",
     [
         ("image_id_scheme", "2", "its 'image_id_scheme' is a str, not an int"),
+        ("image_id_scheme", True, "its 'image_id_scheme' is a bool, not an int"),  # JSON true
         ("class_names_sha256", 5, "its 'class_names_sha256' is an int, not a str"),
         ("run_id", ["a"], "its 'run_id' is a list, not a str"),
         ("earlier_runs", {"a": 1}, "its 'earlier_runs' is a dict, not a list of objects"),
