@@ -575,6 +575,28 @@ def test_a_resume_of_a_run_made_before_results_prefix_records_its_files_as_part(
     assert resumed["earlier_runs"][-1]["results_prefix"] == "part"
 
 
+def test_a_resume_leaves_none_of_the_earlier_runs_temp_files(done_run, tmp_path):
+    # A killed run's checkpoints (here of an image with rows, so none is salvaged), a
+    # partial file and a Beam temp folder: a completed resume leaves no .tmp/ behind.
+    import pyarrow.parquet as pq
+
+    output = tmp_path / "out"
+    done_run["copy"](output)
+    run_id = json.loads((output / "manifest.json").read_text())["run_id"]
+    (part,) = (p for p in (output / "results").glob("*.parquet") if pq.read_metadata(p).num_rows)
+    left = {
+        output / ".tmp" / "checkpoints" / run_id / "0123.parquet": part.read_bytes(),
+        output / ".tmp" / f"{'0123abcd' * 4}.partial": b"cut",
+        output / ".tmp" / "beam-temp-part-0123" / "shard": b"cut",
+    }
+    for path, data in left.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    resumed = run([*done_run["args"](output), "--steps", "2", "--resume"], save_main_session=False)
+    assert resumed["status"] == "complete"
+    assert not (output / ".tmp").exists()
+
+
 def test_resume_knows_a_folder_by_another_name(image_folder, linear_keras, tmp_path):
     """A symlink to the run's --dataset folder is the same folder: its rows are kept."""
     root, link, out = image_folder["root"], tmp_path / "link", tmp_path / "out"
