@@ -1259,6 +1259,9 @@ def test_resume_refuses_an_older_runs_ids_that_changed(linear_keras, tmp_path):
         dataset=root, model=linear_keras, output=tmp_path / "out", steps=2, attributions="none"
     )
     run(flags, save_main_session=False)
+    # This version's own run resumes, a backslash in an id or not.
+    resumed = run([*flags, "--resume"], save_main_session=False)
+    assert resumed["counts"]["skipped_done_before"] == 2
     _as_older_version(tmp_path / "out")
     # Scheme 1 named a\b.png "a\b.png"; now "a\\b.png": it would be redone.
     with pytest.raises(ValueError, match=r"another scheme \(image_id_scheme 1, this version 2\)"):
