@@ -1599,61 +1599,38 @@ def test_a_four_channel_model_is_not_told_to_make_grayscale(image_folder, tmp_pa
 
 
 @pytest.mark.parametrize(
-    "shape, takes",
+    "shape, takes, width",
     [
-        ((SIZE, SIZE, 1), "keras.ops.image.rgb_to_grayscale(x)"),
-        ((SIZE, SIZE), "keras.ops.squeeze(keras.ops.image.rgb_to_grayscale(x), -1)"),
-        ((SIZE * SIZE * 3,), "keras.layers.Flatten()(x)"),
-        ((SIZE * SIZE,), "keras.layers.Flatten()(keras.ops.image.rgb_to_grayscale(x))"),
-        ((3, SIZE, SIZE), "keras.layers.Permute((3, 1, 2))(x)"),
+        ((SIZE, SIZE, 1), "keras.ops.image.rgb_to_grayscale(x)", SIZE),
+        ((SIZE, SIZE), "keras.ops.squeeze(keras.ops.image.rgb_to_grayscale(x), -1)", SIZE),
+        ((SIZE * SIZE * 3,), "keras.layers.Flatten()(x)", SIZE),
+        ((SIZE * SIZE,), "keras.layers.Flatten()(keras.ops.image.rgb_to_grayscale(x))", SIZE),
+        ((3, SIZE, SIZE), "keras.layers.Permute((3, 1, 2))(x)", SIZE),
+        ((SIZE, 24, 1), "keras.ops.image.rgb_to_grayscale(x)", 24),
+        ((SIZE, 24), "keras.ops.squeeze(keras.ops.image.rgb_to_grayscale(x), -1)", 24),
+        ((3, SIZE, 24), "keras.layers.Permute((3, 1, 2))(x)", 24),
     ],
-    ids=["gray", "gray_2d", "flat_rgb", "flat_gray", "channels_first"],
+    ids=[
+        "gray",
+        "gray_2d",
+        "flat_rgb",
+        "flat_gray",
+        "channels_first",
+        "non_square_gray",
+        "non_square_gray_2d",
+        "non_square_channels_first",
+    ],
 )
 def test_a_keras_model_of_other_image_inputs_is_told_the_wrap_that_runs(
-    shape, takes, image_folder, tmp_path, capsys, monkeypatch
+    shape, takes, width, image_folder, tmp_path, capsys, monkeypatch
 ):
     """A .keras model of grayscale, flattened (an MNIST-style MLP) or channels-first
     input was told to export it 'making its 1 channel(s) of them inside (e.g.
     tf.image.rgb_to_grayscale)', or nothing at all for a flat input: in a Keras 3 model a
     tf.image op fails on its symbolic inputs. The refusal names a Keras wrap on RGB
-    images [N, 16, 16, 3]; run as printed, its model gives the wrapped one's scores."""
-    import keras
-
-    model = _keras_input(tmp_path / "other.keras", shape)
-    monkeypatch.chdir(tmp_path)
-    assert main(_flags(image_folder, model, tmp_path / "out")) == 2
-    (line,) = _error_lines(capsys.readouterr().err)
-    wrap = (
-        f"m = keras.saving.load_model({model!r}); x = keras.Input(({SIZE}, {SIZE}, 3)); "
-        f"keras.Model(x, m({takes})).save('rgb.keras')"
-    )
-    assert line.endswith(f": {wrap}; pass rgb.keras."), line
-    exec(wrap, {"keras": keras})
-    assert (
-        main([*_flags(image_folder, "rgb.keras", tmp_path / "out"), "--faithfulness", "none"]) == 0
-    )
-    rows = pd.read_parquet(tmp_path / "out" / "results").sort_values("image_id")
-    pixels = np.stack([image_folder["pixels"][i] for i in rows.image_id]) / np.float32(255)
-    scores = np.asarray(keras.saving.load_model("rgb.keras")(pixels))
-    np.testing.assert_allclose(rows.target_score, scores.max(1), rtol=1e-4)
-
-
-@pytest.mark.parametrize(
-    "shape, takes",
-    [
-        ((SIZE, 24, 1), "keras.ops.image.rgb_to_grayscale(x)"),
-        ((SIZE, 24), "keras.ops.squeeze(keras.ops.image.rgb_to_grayscale(x), -1)"),
-        ((3, SIZE, 24), "keras.layers.Permute((3, 1, 2))(x)"),
-    ],
-    ids=["gray", "gray_2d", "channels_first"],
-)
-def test_a_non_square_keras_model_of_other_image_inputs_is_told_the_wrap_that_runs(
-    shape, takes, image_folder, tmp_path, capsys, monkeypatch
-):
-    """A .keras model of grayscale or channels-first 16 x 24 images was told no wrap
-    (only a square one was): it is told the wrap on RGB images [N, 16, 24, 3], which the
-    job now audits; run as printed, its rows hold the wrapped model's scores on the
-    images it was fed (read back at 16 x 24)."""
+    images [N, 16, 16, 3]; run as printed, its model gives the wrapped one's scores.
+    A non-square one (16 x 24) was told no wrap at all: it is told the wrap on RGB
+    images [N, 16, 24, 3], which the job audits (rows read back at 16 x 24)."""
     import keras
 
     from transforms.results import input_images
@@ -1663,7 +1640,7 @@ def test_a_non_square_keras_model_of_other_image_inputs_is_told_the_wrap_that_ru
     assert main(_flags(image_folder, model, tmp_path / "out")) == 2
     (line,) = _error_lines(capsys.readouterr().err)
     wrap = (
-        f"m = keras.saving.load_model({model!r}); x = keras.Input(({SIZE}, 24, 3)); "
+        f"m = keras.saving.load_model({model!r}); x = keras.Input(({SIZE}, {width}, 3)); "
         f"keras.Model(x, m({takes})).save('rgb.keras')"
     )
     assert line.endswith(f": {wrap}; pass rgb.keras."), line
@@ -1672,8 +1649,11 @@ def test_a_non_square_keras_model_of_other_image_inputs_is_told_the_wrap_that_ru
     assert main(flags) == 0
     rows = pd.read_parquet(tmp_path / "out" / "results").sort_values("image_id")
     seen = input_images(str(tmp_path / "out"), rows.image_id)
-    pixels = np.stack([seen[i] for i in rows.image_id]) / np.float32(255)
-    assert pixels.shape[1:] == (SIZE, 24, 3)
+    fed = np.stack([seen[i] for i in rows.image_id])
+    assert fed.shape[1:] == (SIZE, width, 3)
+    if width == SIZE:  # a square image folder's images are fed as they are
+        np.testing.assert_array_equal(fed, [image_folder["pixels"][i] for i in rows.image_id])
+    pixels = fed / np.float32(255)
     scores = np.asarray(keras.saving.load_model("rgb.keras")(pixels))
     np.testing.assert_allclose(rows.target_score, scores.max(1), rtol=1e-4)
 
