@@ -218,14 +218,19 @@ def test_randomising_the_last_layer_changes_the_maps(audited, tmp_path):
     assert png.startswith(b"\x89PNG")
 
     # Before any randomisation the check's IG is the job's: the same rows, the same maps.
-    manifest = results.read_manifest(output)
-    frame, pixels = sanity._rows(output, manifest, 3)
-    from transforms import images
-    from transforms.tf_model import Classifier
+    _assert_recomputes_the_runs_maps(output, 3, (SIZE, SIZE, 3))
 
-    model = Classifier(sanity._spec(manifest["model"]))
+
+def _assert_recomputes_the_runs_maps(output: str, count: int, shape: tuple[int, ...]) -> None:
+    """The check's IG of the run's first `count` rows (its model reloaded from the
+    manifest, its images read back) gives the run's stored maps, of `shape`."""
+    from transforms import images
+
+    manifest = results.read_manifest(output)
+    frame, pixels = sanity._rows(output, manifest, count)
+    assert pixels.shape[1:] == shape
     maps = sanity._attribute(
-        model,
+        Classifier(sanity._spec(manifest["model"])),
         sanity._config(manifest["config"]),
         images.scale_to_range(pixels, (0.0, 1.0)),
         list(frame.image_id),
@@ -233,6 +238,7 @@ def test_randomising_the_last_layer_changes_the_maps(audited, tmp_path):
     )
     for image_id, computed in zip(frame.image_id, maps, strict=True):
         stored = results.attributions_of(results.read_row(output, image_id))
+        assert stored.shape == shape
         np.testing.assert_allclose(computed, stored, rtol=1e-3, atol=1e-5)
 
 
@@ -251,22 +257,7 @@ def test_a_run_of_a_non_square_model_is_checked_on_its_height_and_width(image_fo
     _audit(image_folder, str(tmp_path / "wide.keras"), output, steps=8)
     report = sanity.run(output, images_count=2, stages=["logits", "conv"])
     assert report["images"] == 2 and report["verdict"].startswith("pass")
-    manifest = results.read_manifest(output)
-    frame, pixels = sanity._rows(output, manifest, 2)
-    assert pixels.shape[1:] == (SIZE, 24, 3)
-    from transforms import images
-
-    maps = sanity._attribute(
-        Classifier(sanity._spec(manifest["model"])),
-        sanity._config(manifest["config"]),
-        images.scale_to_range(pixels, (0.0, 1.0)),
-        list(frame.image_id),
-        frame.target_class.to_numpy(np.int64),
-    )
-    for image_id, computed in zip(frame.image_id, maps, strict=True):
-        stored = results.attributions_of(results.read_row(output, image_id))
-        assert stored.shape == (SIZE, 24, 3)
-        np.testing.assert_allclose(computed, stored, rtol=1e-3, atol=1e-5)
+    _assert_recomputes_the_runs_maps(output, 2, (SIZE, 24, 3))
 
 
 def test_images_counts_images_each_with_all_its_rows(image_folder, conv_keras, tmp_path):
