@@ -110,7 +110,7 @@ from transforms.sinks import (
     write_json,
     write_schema_file,
 )
-from transforms.tf_model import ModelHandoff, model_reference
+from transforms.tf_model import ModelHandoff, ModelSpec, model_reference
 
 __all__ = ["AuditJob", "build_pipeline", "launch", "prepare", "run"]
 
@@ -439,6 +439,17 @@ def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
     )
 
 
+def _fed(spec: ModelSpec) -> str:
+    """What the model is fed (a SavedModel does not say its range, the job's default
+    then), and the flags that set other images: those the model does not refuse."""
+    (height, width), (low, high) = spec.image_shape, spec.input_range
+    fed = f"{height}x{width} pixels in [{low:g}, {high:g}]"
+    flags = spec.input_flags
+    if not flags:
+        return fed
+    return f"{fed}; {' and '.join(flags)} {'sets another' if len(flags) == 1 else 'set others'}"
+
+
 def _start(
     argv: Sequence[str] | None, save_main_session: bool | None
 ) -> tuple[AuditJob, PipelineOptions, PipelineResult]:
@@ -449,17 +460,12 @@ def _start(
     if save_main_session is not None:
         options.view_as(SetupOptions).save_main_session = save_main_session
     what = f"{wording.count(job.total_inputs, 'image')} of " if job.total_inputs is not None else ""
-    (height, width), (low, high) = job.spec.image_shape, job.spec.input_range
-    # What the model is fed: a SavedModel does not say its range, the job's default then.
-    fed = (
-        f"{height}x{width} pixels in [{low:g}, {high:g}]; --image_size and --input_range set others"
-    )
     _LOG.info(
         "Auditing %s%s with %s (%s) into %s.",
         what,
         job.source.name,
         job.spec.reference,
-        fed,
+        _fed(job.spec),
         job.output,
     )
     try:

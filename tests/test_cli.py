@@ -850,7 +850,8 @@ def test_run_by_the_command_line_is_quiet_and_shows_progress(command_line_runs, 
     # What the model is fed, which a SavedModel does not say (the job's default then).
     root = command_line_runs["root"]
     assert f"Auditing 5 images of {root} with {linear_keras} (16x16 pixels" in err
-    assert "in [0, 1]; --image_size and --input_range set others) into" in err
+    # Its Input fixes 16x16: --image_size is refused (exit 2), --input_range is not.
+    assert "in [0, 1]; --input_range sets another) into" in err
     assert "progress: 5/5 images (100%)" in err and "images/s" in err
     # The follow-up commands name the interpreter that ran the job.
     output = command_line_runs["outputs"]["quiet"]
@@ -1702,6 +1703,21 @@ def test_a_model_fixing_one_side_of_its_input_is_fed_squares_of_that_side(
         resolve_model(model, image_size=24)
 
 
+def test_only_the_flags_a_model_takes_are_named_as_setting_other_images(tmp_path):
+    """The launch line said "--image_size and --input_range set others" of every model,
+    but a model fixing its size (one side fixes both) refuses --image_size, and a known
+    model of its own range (the default efficientnet_lite0) --input_range (exit 2)."""
+    from transforms.tf_model import resolve_model
+
+    for shape in [(SIZE, SIZE), (None, SIZE), (SIZE, 2 * SIZE)]:
+        model = _signature_model(tmp_path / f"fixed_{shape[0]}_{shape[1]}", ("s",), shape=shape)
+        for load in (True, False):
+            assert resolve_model(model, load=load).input_flags == ("--input_range",)
+    model = _signature_model(tmp_path / "open", ("s",), shape=(None, None))
+    assert resolve_model(model, image_size=SIZE).input_flags == ("--image_size", "--input_range")
+    assert resolve_model("efficientnet_lite0", load=False).input_flags == ()
+
+
 def test_a_model_fixing_a_non_square_input_refuses_image_size_naming_its_height_and_width(
     image_folder, tmp_path, capsys
 ):
@@ -1763,6 +1779,7 @@ def test_an_open_size_keras_model_that_resizes_first_is_fed_its_resizing_size(
         "(Resizing): using 12 (--image_size sets another)."
     ) in caplog.text
     assert "using 224" not in caplog.text
+    assert "(12x12 pixels in [0, 255]; --image_size and --input_range set others)" in caplog.text
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["model"]["image_size"] == 12
     rows = pd.read_parquet(tmp_path / "out" / "results").set_index("image_id")
@@ -2258,7 +2275,7 @@ def test_a_keras_model_that_rescales_8_bit_pixels_gets_them(image_folder, tmp_pa
     with caplog.at_level(logging.INFO):
         assert main([*_flags(image_folder, model, tmp_path / "out"), "--faithfulness", "none"]) == 0
     assert "rescales pixels in [0, 255] in its first layer (Rescaling or" in caplog.text
-    assert "(16x16 pixels in [0, 255]; --image_size and --input_range set others)" in caplog.text
+    assert "(16x16 pixels in [0, 255]; --input_range sets another)" in caplog.text
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["model"]["input_range"] == [0.0, 255.0]
     rows = pd.read_parquet(tmp_path / "out" / "results").set_index("image_id")

@@ -37,11 +37,13 @@ import numpy as np
 from transforms.ig import IntegrandFn, ScoreFn, ScoreGradFn
 from transforms.model.calls import callable_of
 from transforms.model.inputs import (
+    fixes_size,
     hub_side,
     image_size_for,
     input_range_for,
     model_input_range,
     open_size,
+    own_input_range,
     side_taken,
 )
 from transforms.model.loading import (
@@ -128,6 +130,9 @@ class ModelSpec:
       label_offset: output index of dataset class 0 (1 for 1001-output models
         with a background class at index 0).
       identity: sha256 of the model's files (or of the handle when remote).
+      fixed_size: its input fixes its size (its signature's or Input's, square or not),
+        refusing another --image_size; False for an open size (--image_size's, a known
+        model's, a TF1 Hub module's or a first Resizing's, or 224).
     """
 
     reference: str
@@ -139,11 +144,19 @@ class ModelSpec:
     label_offset: int
     identity: str
     image_width: int | None = None
+    fixed_size: bool = False
 
     @property
     def image_shape(self) -> tuple[int, int]:
         """(height, width) of the model's input images."""
         return self.image_size, self.image_width or self.image_size
+
+    @property
+    def input_flags(self) -> tuple[str, ...]:
+        """The flags that feed the model other images than these: --image_size for an
+        open size, --input_range for a model not known to take its own range."""
+        fixed = {"--image_size": self.fixed_size, "--input_range": own_input_range(self.location)}
+        return tuple(flag for flag, is_fixed in fixed.items() if not is_fixed)
 
     @property
     def num_classes(self) -> int:
@@ -393,6 +406,7 @@ def resolve_model(
         warn_of_probabilities(model.reference, outputs, obj)  # of a model the job audits
         warn_of_low_precision(model.reference, narrow_float(obj, outputs))
     spec = _spec(model, image_size, input_range, num_outputs, label_offset, num_dataset_classes)
+    spec = dataclasses.replace(spec, fixed_size=fixes_size(shape))
     if handoff is not None and obj is not None:
         handoff.offer(spec, obj)
     return spec

@@ -13,11 +13,13 @@ from transforms.model.reference import ModelReference
 from transforms.model.signature import KNOWN_SIGNATURES, hub_image_sides, meta_graph_loaded
 
 __all__ = [
+    "fixes_size",
     "hub_side",
     "image_size_for",
     "input_range_for",
     "model_input_range",
     "open_size",
+    "own_input_range",
     "side_taken",
 ]
 
@@ -62,6 +64,12 @@ def _fixed_sides(shape) -> tuple[int, int] | None:
     if height is None and width is None:
         return None
     return int(height or width), int(width or height)
+
+
+def fixes_size(shape) -> bool:
+    """An input shape that fixes the image's size (one side fixes both), which
+    --image_size may then not change."""
+    return _fixed_sides(shape) is not None
 
 
 def image_size_for(
@@ -168,8 +176,7 @@ def input_range_for(
 ) -> tuple[float, float]:
     """The pixel range: `input_range`, else [0, 1]; a known model's own range only,
     as any other feeds it pixels it was not trained on and every prediction is wrong."""
-    known = KNOWN_SIGNATURES.get(model.location)
-    fixed = known.input_range if known is not None else None
+    fixed = own_input_range(model.location)
     if input_range is None:
         return fixed or (0.0, 1.0)
     low, high = float(input_range[0]), float(input_range[1])
@@ -182,6 +189,13 @@ def input_range_for(
             "drop --input_range."
         )
     return (low, high)
+
+
+def own_input_range(location: str) -> tuple[float, float] | None:
+    """The pixel range a known model (by location) takes, which --input_range may not
+    change; None for any other model."""
+    known = KNOWN_SIGNATURES.get(location)
+    return known.input_range if known is not None else None
 
 
 # Layers that pass an image through unchanged in inference mode (augmentation) or
