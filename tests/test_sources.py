@@ -985,6 +985,34 @@ def test_an_array_record_split_is_read_in_ranges_of_one_shard(noise_both_ways):
     ]
 
 
+def _files_open_in(folder: str) -> list[str]:
+    """The files under `folder` this process holds open (its /proc/self/fd links)."""
+    links = (os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd"))
+    return sorted(link for link in links if link.startswith(os.path.realpath(folder) + os.sep))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="lists open files by /proc")
+def test_an_array_record_reader_closes_its_split_files_at_teardown(noise_both_ways):
+    # Each worker's reader kept a split's ArrayRecord files open to its end (its data
+    # sources were never closed): a long-lived worker held every shard it ever read.
+    import tensorflow_datasets as tfds
+
+    data_dir = noise_both_ways["array_record"]
+    source = sources.resolve_tfds("tiny_noise", "test", data_dir, download=False)
+    ranges = sources._record_ranges(tfds.builder("tiny_noise", data_dir=data_dir), "test")
+    reader = sources._ReadRecordRange(source)
+    reader.setup()
+    first = [raw.image_id for raw in reader.process(ranges[0])]
+    assert first and _files_open_in(data_dir)
+    readers = [r for r in reader._splits["test"].data_source._readers if r is not None]
+    reader.teardown()
+    assert readers and not any(r.is_open() for r in readers)
+    assert _files_open_in(data_dir) == [] and reader._splits == {}
+    again = [raw.image_id for raw in reader.process(ranges[0])]  # reopened, as before
+    reader.teardown()
+    assert again == first and _files_open_in(data_dir) == []
+
+
 def test_a_data_dir_whose_metadata_cannot_be_read_exits_2_naming_it(linear_keras, tmp_path, capsys):
     # A broken prepared folder (as a gs:// --data_dir offline, on a dry run too) is a
     # bad --data_dir, refused at launch: it was "the run failed" with exit 1.

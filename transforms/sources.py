@@ -1091,7 +1091,7 @@ def _record_ranges(
 class _ReadRecordRange(beam.DoFn):
     """A `_RecordRange` -> its examples as `RawImage`s (encoded images, as `ReadTfds`
     reads TFRecord files), by random access to the split's ArrayRecord files
-    (`as_data_source`), opened once per worker and split."""
+    (`as_data_source`), opened once per worker and split and closed at teardown."""
 
     def __init__(self, source: TfdsSource, verbose: bool = False):
         self._source = source
@@ -1115,6 +1115,16 @@ class _ReadRecordRange(beam.DoFn):
         examples = self._examples(item.split).__getitems__(list(range(item.start, item.stop)))
         for index, example in enumerate(examples, start=item.first_index):
             yield _to_raw({**example, "tfds_id": f"{item.id_prefix}__{index}"}, self._source)
+
+    def teardown(self) -> None:
+        """Closes the splits' ArrayRecord files: a data source opens a reader per file
+        it reads and keeps it open until its context exits (array_record's
+        `ArrayRecordDataSource.__exit__`), which `as_data_source` leaves to its caller."""
+        splits, self._splits = self._splits, {}
+        for examples in splits.values():
+            readers = getattr(examples, "data_source", None)  # TFDS's wrapper holds it
+            if hasattr(readers, "__exit__"):
+                readers.__exit__(None, None, None)
 
 
 class ReadTfds(beam.PTransform):
