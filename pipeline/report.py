@@ -1206,8 +1206,25 @@ def _sanity_stages(raw: Any) -> list[dict[str, Any]]:
 
 def _per_class(per_image: pd.DataFrame, limit: int) -> dict[str, Any]:
     table = results.per_class_accuracy(per_image)
-    rows = [{"label": label, **r.to_dict()} for label, r in table.head(limit).iterrows()]
+    ties = _confusion_ties(per_image)
+    rows = [
+        {"label": label, **r.to_dict(), "tied": int(ties.get(label, 0))}
+        for label, r in table.head(limit).iterrows()
+    ]
     return {"rows": rows, "total": len(table), "limit": limit}
+
+
+def _confusion_ties(per_image: pd.DataFrame) -> pd.Series:
+    """Per label (int), how many other wrong predictions are as frequent as its
+    `top_confusion`, which `results.per_class_accuracy` picks among them by name."""
+    labelled = per_image[per_image["label"].notna()]
+    label = labelled["label"].astype("int64")
+    wrong = labelled[labelled["predicted_class"] != label]
+    counts = wrong.groupby([label[wrong.index], "predicted_name"]).size()
+    if counts.empty:
+        return pd.Series(dtype="int64")
+    most = counts.groupby(level=0).transform("max")
+    return (counts == most).groupby(level=0).sum() - 1
 
 
 def _gallery(chosen: _Selection, pictures: _Pictures) -> dict[str, Any] | None:

@@ -1938,3 +1938,29 @@ def test_a_run_of_a_non_square_model_reports_its_size_and_a_command_that_runs(tm
     assert job_main(again) == 0
     manifest = json.loads((tmp_path / "again" / "manifest.json").read_text())
     assert (manifest["model"]["image_size"], manifest["model"]["image_width"]) == (24, 40)
+
+
+def _set_predictions(output: str, predictions: dict[str, tuple[int, str]]) -> None:
+    """Rewrites the `predicted_class` and `predicted_name` of the images in `predictions`."""
+    for path in sorted(Path(output, "results").glob("*.parquet")):
+        table = pq.read_table(path)
+        ids = table["image_id"].to_pylist()
+        for i, name in enumerate(("predicted_class", "predicted_name")):
+            index = table.schema.get_field_index(name)
+            field = table.schema.field(index)
+            old = table[name].to_pylist()
+            new = [
+                predictions[k][i] if k in predictions else v for k, v in zip(ids, old, strict=True)
+            ]
+            table = table.set_column(index, field, pa.array(new, type=field.type))
+        pq.write_table(table, path)
+
+
+def test_a_tie_for_the_most_frequent_wrong_prediction_is_said(folder_run):
+    # cat1 and cat2 (label 281) both wrong, as 282 and 283 once each: the table named
+    # one, picked by name, as if it were the most frequent.
+    _set_predictions(folder_run["output"], {CAT1: (283, "class 283")})
+    section = _page(build_report(folder_run["output"], gallery=0)).sections["per-class"]
+    text = " ".join(section.split())
+    assert "class 282 (1; tied with 1 other)" in text, text
+    assert "class 3 (1) " in text + " ", text  # shark alone: no tie
