@@ -575,6 +575,18 @@ def _checkpointed(output: str, shown: set[str], run_id: str | None) -> int:
     return len(ids - shown)
 
 
+def _resumed(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What an unfinished --resume's rows are besides its own: its earlier runs' files,
+    kept in results/ (`runs`: how many), the rows of a killed one among them
+    (`recovered`) salvaged from its checkpoints when this run started
+    (`pipeline.resume.resume_state`). None: not a --resume."""
+    runs = [r for r in manifest.get("earlier_runs") or () if isinstance(r, Mapping)]
+    if not runs:
+        return None
+    killed = any((r.get("counts") or {}).get("rows") is None for r in runs)
+    return {"runs": len(runs), "recovered": killed}
+
+
 def run_state(manifest: Mapping[str, Any], rows: int, images: int | None = None) -> str:
     """What the page says of the run as a whole, decided here once.
 
@@ -1401,6 +1413,7 @@ def build_report(
             template=template,
             lock=files.join(output, LOCK_FILE),
             rows=len(chosen.frame),
+            resumed=_resumed(manifest),
             images={"held": images, "expected": _images_with_rows(manifest)},
             checkpointed=(
                 _checkpointed(output, set(chosen.frame["image_id"]), manifest.get("run_id"))

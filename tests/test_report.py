@@ -1940,6 +1940,28 @@ def test_a_run_of_a_non_square_model_reports_its_size_and_a_command_that_runs(tm
     assert (manifest["model"]["image_size"], manifest["model"]["image_width"]) == (24, 40)
 
 
+def test_a_killed_resume_says_its_rows_are_the_earlier_runs(folder_run):
+    # A killed --resume had written none of its own rows: those shown are the earlier
+    # runs' (a killed one's salvaged from its checkpoints), not "those it wrote".
+    _edit_manifest(folder_run["output"], status="running")
+    assert "the rows shown are those it wrote before it stopped" in _banner(folder_run["output"])
+    killed = {"status": "running", "counts": None, "results_prefix": "part", "start_time": "t0"}
+    _edit_manifest(folder_run["output"], earlier_runs=[killed])
+    banner = _banner(folder_run["output"])
+    assert (
+        "the rows shown are those of the earlier run it resumes (their results files, a killed "
+        "run's rows recovered from its checkpoints when this run started) and any it wrote "
+        "itself before it stopped."
+    ) in banner, banner
+    older = {"status": "complete", "counts": {"rows": 3}, "results_prefix": "part"}
+    _edit_manifest(folder_run["output"], earlier_runs=[older, older])
+    banner = _banner(folder_run["output"])
+    assert (
+        "the rows shown are those of the 2 earlier runs it resumes (their results files) "
+        "and any it wrote itself before it stopped."
+    ) in banner, banner
+
+
 def _set_predictions(output: str, predictions: dict[str, tuple[int, str]]) -> None:
     """Rewrites the `predicted_class` and `predicted_name` of the images in `predictions`."""
     for path in sorted(Path(output, "results").glob("*.parquet")):
