@@ -51,9 +51,11 @@ from matplotlib.figure import Figure
 from pipeline.commands import to_stdout
 from pipeline.flags import REPORT_CLASSES, REPORT_EXAMPLES, REPORT_GALLERY, report_parser
 from transforms import files, plots, results
+from transforms.baselines import make_baselines
 from transforms.config import baseline_names
 from transforms.errors import error_reason
 from transforms.ig.rules import METHODS, has_spread
+from transforms.images import scale_to_range
 from transforms.manifest import (
     CHECKPOINT_DIR,
     LOCK_FILE,
@@ -290,6 +292,20 @@ class _Pictures:
     def images(self) -> dict[str, np.ndarray]:
         return {k: v for k, v in self._images.items() if v is not None}
 
+    def equals_baselines(self, image_id: str) -> bool | None:
+        """Whether the image, as the model saw it, equals every baseline of the run:
+        x - x' is 0 at every pixel, so its map is 0 whatever the model. None: the
+        image was not re-read (a TFDS run, a moved folder)."""
+        image = self.image(image_id)
+        if image is None:
+            return None
+        low, high = (float(v) for v in self._manifest["model"]["input_range"])
+        config = self._manifest["config"]
+        x = scale_to_range(image, (low, high))
+        names = tuple(_baseline_names(config))
+        refs = make_baselines(x, names, (low, high), image_id, int(config.get("seed", 0)))
+        return bool((refs == x[None]).all())
+
 
 def _worst(frame: pd.DataFrame, column: str, tolerance: float | None, limit: int) -> pd.DataFrame:
     """The rows to show for an error column, worst first.
@@ -321,8 +337,14 @@ def _no_better_than_chance(frame: pd.DataFrame) -> pd.DataFrame:
     deletion = frame["deletion_auc"] - frame["deletion_auc_random"]
     insertion = frame["insertion_auc_random"] - frame["insertion_auc"]
     margin = pd.concat([deletion, insertion], axis=1).max(axis=1)
+    blind = results.measured_nothing(frame, "deletion") & results.measured_nothing(
+        frame, "insertion"
+    )
     flagged = frame.assign(
-        _margin=margin, _loses_deletion=loses_deletion, _loses_insertion=loses_insertion
+        _margin=margin,
+        _loses_deletion=loses_deletion,
+        _loses_insertion=loses_insertion,
+        _blind=blind,
     )[loses_deletion | loses_insertion]
     return flagged.sort_values(["_margin", "image_id"], ascending=[False, True])
 
@@ -1074,9 +1096,26 @@ def _chance_card(pictures: _Pictures, meta: pd.Series) -> dict[str, Any]:
             bool(meta["_loses_insertion"]),
         ),
     ]
+    if meta["_blind"]:
+        facts.append(_fact("why both checks count", _why_blind(pictures, meta["image_id"])))
     heat = _heat_map(pictures, meta["image_id"], meta["target_class"], ("image", "overlay"), 1.9)
     figures = [heat, _png(curves, alt="deletion and insertion curves")]
     return {"meta": meta.to_dict(), "figures": figures, "facts": facts}
+
+
+def _why_blind(pictures: _Pictures, image_id: str) -> str:
+    """Why neither of a row's checks measured anything (`results.chance_losses`
+    counts both then), as far as its image tells."""
+    equal = pictures.equals_baselines(image_id)
+    if equal:
+        return (
+            "its image equals its baseline: its map is 0 (x − x′ is 0 at every pixel) "
+            "and deleting or inserting its pixels changes nothing"
+        )
+    model = "a model its pixels do not move: neither curve left the image's own probability"
+    if equal is None:
+        return f"{model}, or an image equal to its baseline (its map 0; the image was not re-read)"
+    return model
 
 
 def _faithfulness_measured(frame: pd.DataFrame) -> bool:

@@ -1904,7 +1904,8 @@ def test_the_blind_note_says_a_null_check_beside_a_blind_one_does_not_count(fold
     assert "cat1.png →" not in text
     assert (
         "counts against the map only where the other check's two AUCs are both 1 too "
-        "(a model the pixels do not move), not beside a null one" in text
+        "(neither curve moved: an image equal to its baseline, whose map is 0, or a model its "
+        "pixels do not move; each such card says which), not beside a null one" in text
     )
 
 
@@ -1938,6 +1939,25 @@ def test_a_run_of_a_non_square_model_reports_its_size_and_a_command_that_runs(tm
     assert job_main(again) == 0
     manifest = json.loads((tmp_path / "again" / "manifest.json").read_text())
     assert (manifest["model"]["image_size"], manifest["model"]["image_width"]) == (24, 40)
+
+
+def test_a_flagged_image_equal_to_its_baseline_is_said_to_be_so(folder_run):
+    # A black image on the black baseline: its map is 0, both checks measure nothing
+    # and the row is flagged (unchanged); the page's one reason was "a model the pixels
+    # do not move", untrue of it. Its card now says why; cat1, a random image with both
+    # checks blind, keeps the model's reason.
+    write_image(Path(folder_run["root"], "loose.png"), np.zeros((SIZE, SIZE, 3), np.uint8))
+    blind = _new_values(0.0, 1.0, 1.0, 1.0, 1.0)
+    add_columns(folder_run["output"], {**NEW_VALUES, "loose.png": blind, CAT1: blind})
+    section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
+    text = " ".join(section.split())
+    assert "4 of 4 rows do no better than chance" in text
+    assert "(neither curve moved: an image equal to its baseline, whose map is 0" in text
+    loose = text.split("loose.png →")[1].split(".png →")[0]
+    assert "why both checks count its image equals its baseline: its map is 0" in loose
+    cat1 = text.split("cat1.png →")[1].split(".png →")[0]
+    assert "why both checks count a model its pixels do not move" in cat1, cat1
+    assert "the pixels do not move)" not in text
 
 
 def test_a_killed_resume_says_its_rows_are_the_earlier_runs(folder_run):
