@@ -1268,10 +1268,7 @@ def _per_class(per_image: pd.DataFrame, limit: int) -> dict[str, Any]:
 def _confusion_ties(per_image: pd.DataFrame) -> pd.Series:
     """Per label (int), how many other wrong predictions are as frequent as its
     `top_confusion`, which `results.per_class_accuracy` picks among them by name."""
-    labelled = per_image[per_image["label"].notna()]
-    label = labelled["label"].astype("int64")
-    wrong = labelled[labelled["predicted_class"] != label]
-    counts = wrong.groupby([label[wrong.index], "predicted_name"]).size()
+    counts = results.confusions(per_image)
     if counts.empty:
         return pd.Series(dtype="int64")
     most = counts.groupby(level=0).transform("max")

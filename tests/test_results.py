@@ -484,6 +484,11 @@ def test_per_class_accuracy_counts_each_image_once(tmp_path):
     }
     assert table.loc[2, "accuracy"] == 0.0 and table.loc[2, "top_confusion"] == "class 3"
     assert results.per_class_accuracy(meta[meta.label.isna()]).empty
+    # The wrong predictions it picks from, each image once, correct ones left out.
+    counts = results.confusions(meta)
+    assert counts[(281, "class 282")] == 2 and (281, "class 281") not in counts
+    wrong = table["top_confusion_count"]
+    assert counts.groupby(level=0).max().to_dict() == wrong[wrong > 0].to_dict()  # 1: none
 
 
 def test_load_input_image_is_what_the_model_saw(folder_run):

@@ -57,6 +57,7 @@ __all__ = [
     "cell",
     "baseline_images",
     "chance_losses",
+    "confusions",
     "error_causes",
     "for_class",
     "input_images",
@@ -808,8 +809,7 @@ def per_class_accuracy(frame: pd.DataFrame) -> pd.DataFrame:
         }
     )
     table["accuracy"] = table["correct"] / table["images"]
-    wrong = images_[~images_["correct"]]
-    confusion = wrong.groupby(["label", "predicted_name"]).size().rename("n").reset_index()
+    confusion = _wrong_counts(images_).rename("n").reset_index()
     confusion = confusion.sort_values(
         ["label", "n", "predicted_name"], ascending=[True, False, True]
     )
@@ -819,6 +819,26 @@ def per_class_accuracy(frame: pd.DataFrame) -> pd.DataFrame:
     table["top_confusion_count"] = top["n"].reindex(table.index).fillna(0).astype("int64")
     table = table.reset_index().sort_values(["accuracy", "label"]).set_index("label")
     return table[columns]
+
+
+def confusions(frame: pd.DataFrame) -> pd.Series:
+    """How many images of each labelled class were predicted as each other class, each
+    image counted once (`one_row_per_image`), as `per_class_accuracy` counts them.
+
+    Returns:
+      Counts (int) indexed by (`label`, `predicted_name`), wrong predictions only.
+    """
+    _require(frame, ("image_id", "label", "predicted_class", "predicted_name"), "confusions")
+    images_ = one_row_per_image(frame)
+    images_ = images_[images_["label"].notna()]
+    label = images_["label"].astype("int64")
+    return _wrong_counts(images_.assign(label=label, correct=images_["predicted_class"] == label))
+
+
+def _wrong_counts(images_: pd.DataFrame) -> pd.Series:
+    """Counts of (label, predicted_name) over the images (one row each, int `label`,
+    bool `correct`) that were predicted wrong."""
+    return images_[~images_["correct"]].groupby(["label", "predicted_name"]).size()
 
 
 def _manifest(manifest_or_output: Mapping[str, Any] | str) -> Mapping[str, Any]:
