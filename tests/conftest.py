@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import resource
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -178,23 +176,36 @@ def cli_args(**flags: object) -> list[str]:
     return args
 
 
-def ctrl_c_as_at_a_terminal() -> None:
-    """A `preexec_fn`: in the child, SIGINT back to its default, so that Python turns it
+def launched(
+    command: list[str],
+    *,
+    ctrl_c: bool = False,
+    file_size_limit: int | None = None,
+    no_stdout: bool = False,
+) -> list[str]:
+    """`command` started by a small Python that sets up the process, then execs `command`
+    in it (same pid): with `ctrl_c`, SIGINT back to its default, so that Python turns it
     into KeyboardInterrupt as at a terminal, even when the tests run as a background job
-    of a shell without job control (whose children start with SIGINT ignored)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    of a shell without job control (whose children start with SIGINT ignored); with
+    `file_size_limit`, files may grow to that many bytes (RLIMIT_FSIZE, as `ulimit -f`
+    sets), then a write fails with EFBIG (SIGXFSZ ignored, the process not killed), as
+    on a full disk or quota: the real write path, failing; with `no_stdout`, fd 1 is
+    closed (`>&-`).
 
-
-def file_size_limit(limit: int):
-    """A `preexec_fn`: in the child, files may grow to `limit` bytes (RLIMIT_FSIZE, as
-    `ulimit -f` sets), then a write fails with EFBIG (SIGXFSZ ignored, the process not
-    killed), as on a full disk or quota: the real write path, failing."""
-
-    def set_limit() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    return set_limit
+    Not a `preexec_fn`: with one, Popen forks this process (no vfork), and once a test
+    here has run Beam, gRPC's fork handlers (grpcio >= 1.80) made about 1 % of such
+    children abort before their exec ("epoll_wait error: Bad file descriptor",
+    grpc/grpc#43055): a job dead of SIGABRT without a line of its own."""
+    steps = ["import os, resource, signal, sys"]
+    if ctrl_c:
+        steps.append("signal.signal(signal.SIGINT, signal.SIG_DFL)")
+    if file_size_limit is not None:
+        steps.append("signal.signal(signal.SIGXFSZ, signal.SIG_IGN)")
+        steps.append(f"resource.setrlimit(resource.RLIMIT_FSIZE, ({file_size_limit},) * 2)")
+    if no_stdout:
+        steps.append("os.close(1)")
+    steps.append("os.execv(sys.argv[1], sys.argv[1:])")
+    return [sys.executable, "-S", "-c", "; ".join(steps), *command]
 
 
 def has_loaded(pid: int, library: str) -> bool:
@@ -216,14 +227,13 @@ def run_to_a_closed_stdout(
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
         return subprocess.run(
-            [sys.executable, "-m", module, *args],
+            launched([sys.executable, "-m", module, *args], no_stdout=none),
             cwd=root,
             env={**os.environ, "PYTHONPATH": root},
             stdout=write,
             stderr=subprocess.PIPE,
             text=True,
             timeout=600,
-            preexec_fn=(lambda: os.close(1)) if none else None,
         )
     finally:
         os.close(write)

@@ -14,7 +14,7 @@ import pytest
 
 from pipeline import report, sanity
 from pipeline.logs import NOT_STARTED
-from tests.conftest import cli_args, ctrl_c_as_at_a_terminal
+from tests.conftest import cli_args, launched
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -105,13 +105,12 @@ def _run_module_after(setup: str, module: str, args: list[str], cwd) -> subproce
     )
     (Path(cwd) / "driver.py").write_text(driver)
     return subprocess.run(
-        [sys.executable, "-m", "driver"],
+        launched([sys.executable, "-m", "driver"], ctrl_c=True),
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(cwd), str(_REPO)])},
         capture_output=True,
         text=True,
         timeout=300,
-        preexec_fn=ctrl_c_as_at_a_terminal,
     )
 
 

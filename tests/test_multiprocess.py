@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from pipeline import run
-from tests.conftest import cli_args, ctrl_c_as_at_a_terminal
+from tests.conftest import cli_args, launched
 
 # Columns that must match exactly; float columns are compared to a tolerance.
 _EXACT = [
@@ -272,11 +272,12 @@ _ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 
 
 def _stop_when_a_worker_progresses(
-    image_folder, model, output, stop, **popen
+    image_folder, model, output, stop, *, ctrl_c=False, **popen
 ) -> tuple[list, int, list]:
     """A two-process run, where `stop(job)` runs at a worker's first progress line
     (4096 one-point gradient calls per image leave the others running then): its
-    command, exit status and stderr lines. `popen`: more arguments of its Popen."""
+    command, exit status and stderr lines. `ctrl_c`: SIGINT at its default in the job
+    (`launched`); `popen`: more arguments of its Popen."""
     args = cli_args(
         dataset=image_folder["root"],
         model=model,
@@ -290,7 +291,8 @@ def _stop_when_a_worker_progresses(
         direct_num_workers=2,
     )
     command = [sys.executable, "-P", "-m", "pipeline", *args]
-    job = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=_ENV, **popen)
+    started = launched(command, ctrl_c=True) if ctrl_c else command
+    job = subprocess.Popen(started, stderr=subprocess.PIPE, text=True, env=_ENV, **popen)
     log = []
     for line in job.stderr:
         log.append(line)
@@ -397,8 +399,8 @@ def test_a_stop_ends_a_multi_process_run_and_its_workers_without_their_traceback
         linear_keras,
         tmp_path / "out",
         stop_the_job,
+        ctrl_c=True,
         process_group=0,
-        preexec_fn=ctrl_c_as_at_a_terminal,
     )
     assert code == status, "".join(log)[-3000:]
     text = "".join(log)
@@ -467,12 +469,11 @@ def test_a_stop_while_beam_starts_or_stops_the_workers_ends_the_run(
     output = tmp_path / "out"
     command = _two_workers_command(image_folder, linear_keras, output)
     job = subprocess.Popen(
-        command,
+        launched(command, ctrl_c=True),
         stderr=subprocess.PIPE,
         text=True,
         env=_ENV,
         process_group=0,
-        preexec_fn=ctrl_c_as_at_a_terminal,
     )
     try:
         _wait_for(moment, job, output)

@@ -23,8 +23,8 @@ from pipeline.report import build_report
 from tests.conftest import (
     SIZE,
     cli_args,
-    ctrl_c_as_at_a_terminal,
     has_loaded,
+    launched,
     make_image_folder,
     write_image,
 )
@@ -48,12 +48,11 @@ def jobs(tmp_path):
         log = tmp_path / f"job{len(started)}.log"
         with open(log, "w") as sink:
             process = subprocess.Popen(
-                [sys.executable, "-m", "pipeline", *args],
+                launched([sys.executable, "-m", "pipeline", *args], ctrl_c=True),
                 cwd=_REPO,
                 env=env,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
-                preexec_fn=ctrl_c_as_at_a_terminal,
             )
         process.log = log
         started.append(process)
@@ -330,13 +329,12 @@ main_exit()
 def _stopped_at_tidy_up(stop: str, count: str, flags: list[str]) -> subprocess.CompletedProcess:
     """`_STOPPED_AT_TIDY_UP` run to its end: a real process, its stderr captured."""
     return subprocess.run(
-        [sys.executable, "-c", _STOPPED_AT_TIDY_UP, stop, count, *flags],
+        launched([sys.executable, "-c", _STOPPED_AT_TIDY_UP, stop, count, *flags], ctrl_c=True),
         cwd=_REPO,
         env={**os.environ, "PYTHONPATH": str(_REPO), "TF_CPP_MIN_LOG_LEVEL": "2"},
         capture_output=True,
         text=True,
         timeout=600,
-        preexec_fn=ctrl_c_as_at_a_terminal,
     )
 
 

@@ -19,7 +19,7 @@ from PIL import Image
 
 from pipeline import run
 from pipeline.report import build_report
-from tests.conftest import SIZE, cli_args, file_size_limit, make_image_folder, write_image
+from tests.conftest import SIZE, cli_args, launched, make_image_folder, write_image
 from tests.known_rows import as_older_version
 from transforms import faithfulness as fa
 from transforms.config import ESTIMATE_MARGIN
@@ -1390,14 +1390,13 @@ def test_resume_says_which_rows_are_of_images_no_longer_in_the_folder(
 
 def _job_with_file_size_limit(flags: list[str], limit: int):
     """`python -m pipeline FLAGS` in a process whose files may grow to `limit` bytes
-    (`file_size_limit`): the finished process and its `error:` lines."""
+    (`launched`): the finished process and its `error:` lines."""
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline", *flags],
+        launched([sys.executable, "-m", "pipeline", *flags], file_size_limit=limit),
         cwd=Path(__file__).resolve().parents[1],
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
         capture_output=True,
         text=True,
-        preexec_fn=file_size_limit(limit),
         timeout=300,
     )
     return done, [line for line in done.stderr.splitlines() if line.startswith("error:")]

@@ -33,7 +33,7 @@ from tests.conftest import (
     WNID_CAT,
     WNID_SHARK,
     cli_args,
-    file_size_limit,
+    launched,
     run_to_a_closed_stdout,
     run_to_an_ascii_stdout,
     write_image,
@@ -1744,13 +1744,12 @@ def _report_in_a_process_limited_to(limit: int, *args: str) -> subprocess.Comple
     EFBIG, as on a full disk or quota, midway through the page."""
     root = Path(__file__).resolve().parents[1]
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.report", *args],
+        launched([sys.executable, "-m", "pipeline.report", *args], file_size_limit=limit),
         cwd=root,
         env={**os.environ, "PYTHONPATH": str(root)},
         capture_output=True,
         text=True,
         timeout=300,
-        preexec_fn=file_size_limit(limit),
     )
 
 

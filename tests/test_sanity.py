@@ -21,9 +21,8 @@ from pipeline import sanity
 from tests.conftest import (
     SIZE,
     cli_args,
-    ctrl_c_as_at_a_terminal,
-    file_size_limit,
     has_loaded,
+    launched,
     make_image_folder,
     run_to_a_closed_stdout,
     run_to_an_ascii_stdout,
@@ -926,12 +925,14 @@ def test_a_stop_while_the_check_runs_is_one_error_line(audited, tmp_path, signum
     audited(output, steps=4)
     root = str(Path(__file__).resolve().parents[1])
     check = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.sanity", "--input", output, "--images", "3"],
+        launched(
+            [sys.executable, "-m", "pipeline.sanity", "--input", output, "--images", "3"],
+            ctrl_c=True,
+        ),
         cwd=root,
         env={**os.environ, "PYTHONPATH": root},
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=ctrl_c_as_at_a_terminal,
     )
     while check.poll() is None and not has_loaded(check.pid, "tensorflow"):
         time.sleep(0.01)  # the check loads TensorFlow in main, after its module's imports
@@ -992,14 +993,16 @@ def test_a_check_cut_short_while_written_leaves_the_earlier_files_whole(audited,
     root = str(Path(__file__).resolve().parents[1])
     half = len(earlier["sanity.png"]) // 2  # EFBIG past half the picture, as on a full disk
     check = subprocess.run(
-        [sys.executable, "-m", "pipeline.sanity", "--input", output, "--images", "2"]
-        + ["--stages", "logits", "--seed", "1"],
+        launched(
+            [sys.executable, "-m", "pipeline.sanity", "--input", output, "--images", "2"]
+            + ["--stages", "logits", "--seed", "1"],
+            file_size_limit=half,
+        ),
         cwd=root,
         env={**os.environ, "PYTHONPATH": root},
         capture_output=True,
         text=True,
         timeout=300,
-        preexec_fn=file_size_limit(half),
     )
     assert check.returncode == 2, check.stderr[-3000:]
     assert "Traceback" not in check.stderr
