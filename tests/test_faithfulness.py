@@ -141,6 +141,31 @@ def test_random_ranking_is_seeded_by_image_and_run_seed():
     assert not np.array_equal(first, fa.random_ranking(PIXELS * 100, "cat.png", seed=1))
 
 
+def test_the_controls_ranking_is_the_one_earlier_versions_drew():
+    """A --resume continues a run of an earlier version whose settings match, and its
+    manifest records nothing of how the control is drawn: an image's control must be
+    drawn as that version drew it, or one results table holds controls of two draws
+    (and a rerun with the same flags gives other deletion_auc_random). These
+    permutations were drawn by the versions up to this test's; a change of the
+    derivation needs a new manifest key a --resume checks (as faithfulness_ties)."""
+    drawn = {
+        (16, "cat.png", 0): [8, 6, 11, 13, 10, 2, 9, 14, 4, 1, 7, 12, 0, 3, 5, 15],
+        (16, "n01484850/shark.png", 3): [8, 9, 10, 2, 0, 13, 12, 11, 4, 5, 7, 15, 3, 6, 1, 14],
+    }
+    for (pixels, image_id, seed), ranking in drawn.items():
+        assert fa.random_ranking(pixels, image_id, seed).tolist() == ranking
+    assert fa.random_ranking(1000, "cat.png", 0)[:8].tolist() == [
+        546,
+        511,
+        653,
+        224,
+        242,
+        399,
+        522,
+        715,
+    ]
+
+
 def test_curves_do_not_depend_on_the_chunk_size():
     rng = np.random.default_rng(4)
     images = rng.uniform(0, 1, (3, SIDE, SIDE, 3)).astype(np.float32)

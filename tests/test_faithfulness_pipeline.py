@@ -1,5 +1,8 @@
 """Faithfulness in the job: DirectRunner runs on the tiny linear Keras model, Parquet read back."""
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -299,3 +302,38 @@ def test_a_map_of_zeros_ties_with_its_control(tmp_path):
     assert row.deletion_auc == row.deletion_auc_random
     assert row.insertion_auc == row.insertion_auc_random
     assert len(results.no_better_than_chance(rows)) == 1
+
+
+def test_a_rows_control_is_its_images_whichever_run_and_batch_compute_it(
+    image_folder, linear_keras, tmp_path
+):
+    """The control is seeded by --seed and the image id alone (README: reruns give the
+    same numbers): each row's control AUCs are the same in one run of every image and
+    in a run a --resume completes in other batches, at other positions; a copy of an
+    image under another name, the same map and curves, gets a control of its own."""
+    root = Path(image_folder["root"])
+    first = sorted(image_folder["pixels"])[0]
+    shutil.copy(root / first, root / "copy.png")
+    flags = cli_args(target="top_k", top_k=2, faithfulness_steps=STEPS, seed=5)
+    _run(image_folder, linear_keras, tmp_path / "whole", *flags, "--batch_size", "8")
+    later = sorted(image_folder["pixels"])[1:]  # left to the resume
+    away = tmp_path / "away"
+    for image_id in later:
+        (away / image_id).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(root / image_id, away / image_id)
+    _run(image_folder, linear_keras, tmp_path / "parts", *flags, "--batch_size", "2")
+    for image_id in later:
+        shutil.move(away / image_id, root / image_id)
+    _run(image_folder, linear_keras, tmp_path / "parts", *flags, "--batch_size", "1", "--resume")
+
+    key, controls = ["image_id", "target_class"], ["deletion_auc_random", "insertion_auc_random"]
+    whole, parts = (pd.read_parquet(tmp_path / o / "results") for o in ("whole", "parts"))
+    assert len(whole) == len(parts) == 2 * 5
+    both = whole.merge(parts, on=key, suffixes=("", "_parts"))
+    assert len(both) == len(whole)
+    for column in controls:
+        np.testing.assert_allclose(both[column], both[f"{column}_parts"], rtol=1e-6)
+    rows = whole.set_index(key).sort_index()
+    original, copy = rows.loc[first], rows.loc["copy.png"]
+    np.testing.assert_allclose(copy.deletion_auc, original.deletion_auc, rtol=1e-6)
+    assert not np.allclose(copy[controls].to_numpy(float), original[controls].to_numpy(float))
