@@ -1434,6 +1434,40 @@ def test_a_resume_salvages_no_checkpoint_of_a_job_that_lost_the_folder(
     assert ids == {"a.png", "b.png"}
 
 
+def test_a_resume_of_a_killed_run_without_a_run_id_takes_no_other_runs_rows(
+    folder, linear_keras, tmp_path, jobs
+):
+    """A manifest without a run id (versions before the lock, which came before
+    checkpoints) names no run's checkpoints: a --resume salvaged every run's in
+    .tmp/, here those of a template's job that lost the folder to the killed run,
+    another dataset's images, into the killed run's results."""
+    out = tmp_path / "out"
+    theirs = make_image_folder(tmp_path / "theirs")
+    template, run_template = _template_job(theirs, linear_keras, out)
+    template.lock.release()  # the lock deleted, as the refusal says to if the job will not run
+    flags = cli_args(
+        dataset=folder, model=linear_keras, output=out, steps=2, attributions="none", batch_size=2
+    )
+    flags += ["--faithfulness", "none"]
+    killed = jobs(*flags, "--overwrite")
+    checkpoints = out / ".tmp" / "checkpoints"
+    _wait_for(lambda: list(checkpoints.rglob("*.parquet")), killed, "a checkpoint")
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait(timeout=60)
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["run_id"]  # as an older version wrote it
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(Exception, match="not this job's"):
+        run_template()
+    assert list((checkpoints / template.lock.run_id).glob("*.parquet"))
+
+    run([*flags, "--resume"], save_main_session=False)
+    rows, errors = pd.read_parquet(out / "results"), pd.read_parquet(out / "errors")
+    inputs = {p.name for p in folder.iterdir()}
+    assert set(rows.image_id) | set(errors.image_id) == inputs
+    assert rows.image_id.is_unique and len(rows) + len(errors) == len(inputs) == 81
+
+
 def test_a_folder_held_for_a_templates_job_reads_as_waiting_for_it(
     image_folder, linear_keras, tmp_path, capsys
 ):

@@ -72,13 +72,12 @@ def _checkpoint(output, run_id: str, name: str, *image_ids: str) -> None:
     pq.write_table(_table(*image_ids), folder / f"{name}.parquet")
 
 
-@pytest.mark.parametrize(
-    "run_id, kept", [("r1", ["b", "c"]), (None, ["b", "c", "d"])], ids=["its-run", "every-run"]
-)
+@pytest.mark.parametrize("run_id, kept", [("r1", ["b", "c"]), (None, [])], ids=["its-run", "none"])
 def test_a_salvage_keeps_each_new_image_of_the_runs_checkpoints_once(run_id, kept, tmp_path):
     # Run r1 checkpointed a, b, then b again (a retried bundle) and c; a job that lost
     # the folder (r2) left d. Image a has rows already. Computed by hand: r1's new
-    # images are b and c, each once; every run's add d.
+    # images are b and c, each once. No run id (an older version's manifest, which
+    # wrote no checkpoints): none of them is its run's, nothing is kept.
     out = tmp_path / "out"
     _checkpoint(out, "r1", "1", "a", "b")
     _checkpoint(out, "r1", "2", "b", "c")
@@ -86,7 +85,8 @@ def test_a_salvage_keeps_each_new_image_of_the_runs_checkpoints_once(run_id, kep
     path = out / "results" / "part-salvaged.parquet"
     salvaged = salvage_checkpoints(str(out), frozenset({"a"}), results_schema(), str(path), run_id)
     assert salvaged == set(kept)  # the images salvaged, not those done before
-    assert sorted(pq.read_table(path).column("image_id").to_pylist()) == kept
+    held = pq.read_table(path).column("image_id").to_pylist() if path.exists() else []
+    assert sorted(held) == kept
 
 
 def test_a_stop_as_a_local_json_file_is_replaced_leaves_the_old_or_the_new_one(

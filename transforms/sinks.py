@@ -496,15 +496,18 @@ def salvage_checkpoints(
     """Keeps the checkpointed rows of images not in `done` (a killed run's, never
     finalized) as one results file at `path`, each image's rows once; returns their ids.
 
-    Only run `run_id`'s (the run resumed; None: every run's, as a manifest without a
-    run id gives no other): a job that lost the folder to that run (a Dataflow
-    template's, run after an --overwrite) left its checkpoints there too, rows of
-    other images or flags.
+    Only run `run_id`'s (the run resumed): a job that lost the folder to that run (a
+    Dataflow template's, run after an --overwrite) left its checkpoints there too,
+    rows of other images or flags. None (a manifest without a run id): none, as the
+    versions that wrote no run id wrote no checkpoints (run ids came with the lock,
+    before them); every checkpoint there is another run's.
 
     Called by a --resume with the folder's lock held, before the temp folder is
     cleared; a row group's checkpoint files in memory at a time. An unreadable checkpoint
     file is skipped (its images are redone).
     """
+    if run_id is None:
+        return set()
     seen = set(done)
     write_parquet_file(
         path, _new_rows(output, run_id, seen, schema), schema, FileSystems.join(output, TEMP_DIR)
@@ -512,12 +515,10 @@ def salvage_checkpoints(
     return seen - set(done)
 
 
-def _new_rows(
-    output: str, run_id: str | None, seen: set[str], schema: pa.Schema
-) -> Iterator[pa.Table]:
+def _new_rows(output: str, run_id: str, seen: set[str], schema: pa.Schema) -> Iterator[pa.Table]:
     """Each of run `run_id`'s checkpoint files' rows of images not in `seen`, which it
-    then adds (None: every run's)."""
-    pattern = FileSystems.join(checkpoint_folder(output), run_id or "*", "*.parquet")
+    then adds."""
+    pattern = FileSystems.join(checkpoint_folder(output, run_id), "*.parquet")
     for file in sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list):
         try:
             table = _read_checkpoint(file, schema)
