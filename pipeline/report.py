@@ -579,8 +579,10 @@ def _checkpointed(output: str, shown: set[str], run_id: str | None) -> int:
     which --resume keeps, and that are not among the rows `shown` already (a run
     killed after its sink finalized has both); an unreadable file counts none.
     Only run `run_id`'s (the manifest's), as --resume salvages only those; None
-    (a manifest without one): every run's, as --resume does then."""
-    parts = (TEMP_DIR, CHECKPOINT_DIR, glob.escape(run_id) if run_id else "*", "*.parquet")
+    (a manifest without one, of a version that wrote no checkpoints): none."""
+    if run_id is None:
+        return 0
+    parts = (TEMP_DIR, CHECKPOINT_DIR, glob.escape(run_id), "*.parquet")
     if files.is_remote(output):
         from apache_beam.io.filesystems import FileSystems  # noqa: PLC0415 - slow; remote only
 

@@ -476,6 +476,25 @@ def test_the_page_of_a_killed_run_counts_only_its_own_checkpoints(finished, tmp_
     assert "The rows of 1 more images it finished sit in its checkpoints" in page
 
 
+def test_the_page_of_a_killed_run_without_a_run_id_counts_no_checkpoint(finished, tmp_path):
+    """A manifest without a run id (a version before checkpoints) has none of its own:
+    the page counted every run's in .tmp/ as the images it finished, which a --resume
+    does not keep."""
+    out = tmp_path / "out"
+    finished["copy"](out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["run_id"]
+    (out / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
+    rows = pd.read_parquet(out / "results")
+    (out / ".tmp" / "checkpoints" / "0123456789ab").mkdir(parents=True)
+    rows.iloc[:1].assign(image_id="theirs.png").to_parquet(
+        out / ".tmp" / "checkpoints" / "0123456789ab" / "batch-0.parquet"
+    )
+    page = build_report(str(out), gallery=0)
+    assert "the rows shown are those it wrote before it stopped" in page
+    assert "sit in its checkpoints" not in page
+
+
 def test_a_resume_keeps_each_checkpointed_image_once(image_folder, linear_keras, tmp_path):
     import shutil
 
