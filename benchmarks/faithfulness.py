@@ -161,7 +161,6 @@ def sensitivity_table(spec, model, examples, steps: list[int]) -> list[list[str]
             np.arange(len(ids)),
             targets,
             maps,
-            input_range=spec.input_range,
             steps=k,
             chunk_size=AttributionConfig().points_per_call(model.settings.path_batch_size),
             image_probabilities=p_image,

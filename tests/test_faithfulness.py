@@ -253,7 +253,7 @@ def test_for_rows_seeds_the_control_by_each_rows_image_and_the_run_seed():
     weights = rng.uniform(0, 1, images.shape[1:]).astype(np.float32)
     ids, index = ["cat.png", "dog.png"], [1, 0, 1]
     maps = rng.normal(size=(3, SIDE, SIDE, 3))
-    kwargs = dict(input_range=(0.0, 1.0), steps=PIXELS, chunk_size=8)
+    kwargs = dict(steps=PIXELS, chunk_size=8)
     result = fa.for_rows(
         _linear(weights), images, images * 0, ids, index, [0] * 3, maps, seed=3, **kwargs
     )
@@ -302,7 +302,7 @@ def test_a_padded_images_curves_switch_its_own_pixels_alone_and_keep_its_padding
         seen.append(images.copy())
         return images[:, 2:6, :, 0].mean(axis=(1, 2)).astype(np.float64)
 
-    kwargs = dict(input_range=(0.0, 1.0), steps=steps, chunk_size=16, seed=0)
+    kwargs = dict(steps=steps, chunk_size=16, seed=0)
     args = (own_mean, image, np.zeros_like(image), ["panorama.png"], [0], [0])
     attribution = np.where(content[0], 1.0, 0.0)[None]  # padding 0, as a black baseline gives
     result = fa.for_rows(*args, attribution, content=content, **kwargs)
@@ -349,7 +349,7 @@ def test_ties_in_the_map_are_ordered_as_the_control_orders_them():
     images = rng.uniform(0, 1, (1, SIDE, SIDE, 3)).astype(np.float32)
     weights = np.zeros(images.shape[1:], np.float32)
     weights[0, 0] = 1.0  # the top-left pixel is all the evidence
-    kwargs = dict(input_range=(0.0, 1.0), steps=PIXELS, chunk_size=8, seed=0)
+    kwargs = dict(steps=PIXELS, chunk_size=8, seed=0)
     zero = np.zeros((1, SIDE, SIDE, 3))
     result = fa.for_rows(
         _linear(weights), images, images * 0, ["cat.png"], [0], [0], zero, **kwargs

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["BASELINES", "make_baselines"]
+__all__ = ["BASELINES", "blurred", "make_baselines"]
 
 #: The baselines `make_baselines` draws (--baseline).
 BASELINES: tuple[str, ...] = ("black", "white", "grey", "blur", "noise")
@@ -32,6 +32,13 @@ def _gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
             total += tap * padded[shift : shift + size]
         out = np.moveaxis(total, 0, axis)
     return out.astype(np.float32)
+
+
+def blurred(image: np.ndarray) -> np.ndarray:
+    """The `blur` baseline of `image`: float32 [H, W, C], `image` (float [H, W, C])
+    blurred by a Gaussian of sigma max(H, W) / 16, in the image's own range (each
+    value a weighted mean of its values: no input range is needed)."""
+    return _gaussian_blur(image, sigma=max(image.shape[:2]) / 16.0)
 
 
 def _noise_seed(seed: int, image_id: str) -> int:
@@ -87,7 +94,7 @@ def make_baselines(
         elif name == "grey":
             out[i] = (low + high) / 2.0
         elif name == "blur":
-            out[i] = _gaussian_blur(image, sigma=max(image.shape[:2]) / 16.0)
+            out[i] = blurred(image)
         elif name == "noise":
             rng = np.random.default_rng(_noise_seed(seed, image_id))
             out[i] = rng.uniform(low, high, size=image.shape)

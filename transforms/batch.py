@@ -212,7 +212,6 @@ def _faithfulness(model, cfg, spec, inputs, refs, batch, rows, result, preds, ke
         image_index[keep],
         out_index[keep],
         result.attributions[keep],
-        input_range=spec.input_range,
         steps=cfg.faithfulness_steps,
         chunk_size=cfg.points_per_call(model.settings.path_batch_size),
         seed=cfg.seed,

@@ -449,35 +449,30 @@ def for_rows(
     targets: Sequence[int] | np.ndarray,
     attributions: np.ndarray,
     *,
-    input_range: tuple[float, float],
     steps: int,
     chunk_size: int,
     seed: int = 0,
     image_probabilities: np.ndarray | None = None,
     content: np.ndarray | None = None,
 ) -> FaithfulnessResult:
-    """`deletion_insertion` of attributed rows, with the job's rankings and blurred images.
+    """`deletion_insertion` of attributed rows, with the job's rankings and blurred images
+    (each image's `blur` baseline, `transforms.baselines.blurred`, on its own pixels).
 
     Args:
       probability_fn, images, references, image_index, targets, steps, chunk_size,
         image_probabilities: as in `deletion_insertion`.
       image_ids: str [M], the images' ids (they seed the random control).
       attributions: float [R, H, W, C] or [R, H, W], the rows' maps (see `ranking`).
-      input_range: (low, high) of the model's input, for the blurred image (the `blur`
-        baseline: Gaussian, sigma = side / 16).
       seed: the run's seed.
       content: bool [M, H, W], True on each image's own pixels, False on the padding
         that fits it to the square (see the module's docstring); default all True.
     """
-    from transforms.baselines import make_baselines  # noqa: PLC0415 - NumPy only
+    from transforms.baselines import blurred  # noqa: PLC0415 - NumPy only
 
     images = np.asarray(images, dtype=np.float32)
     if content is None:
         content = np.ones(images.shape[:3], dtype=bool)
-    blurred = [
-        make_baselines(x, ("blur",), input_range, image_ids[i])[0] for i, x in enumerate(images)
-    ]
-    starts = np.where(content[..., None], np.stack(blurred), images)
+    starts = np.where(content[..., None], np.stack([blurred(x) for x in images]), images)
     image_index = np.asarray(image_index, dtype=np.int64)
     return deletion_insertion(
         probability_fn,
