@@ -1703,6 +1703,38 @@ def test_a_model_fixing_one_side_of_its_input_is_fed_squares_of_that_side(
         resolve_model(model, image_size=24)
 
 
+def test_one_decision_says_whether_an_input_shape_fixes_the_size_it_is_fed(tmp_path):
+    """`open_size` (look for the size a model takes itself) and `fixes_size` (refuse
+    another --image_size) read alike and both held for (None, 16): one side fixes both
+    (16 x 16), so the size a model takes itself was looked for and never used. One
+    function decides now; a shape that is no image batch fixes nothing (refused by name
+    later), where `fixes_size` failed to unpack it."""
+    from transforms.model.inputs import fixes_size
+    from transforms.tf_model import resolve_model
+
+    shapes = {
+        None: False,
+        (None, None, None, 3): False,
+        (None, None, 16, 3): True,
+        (None, 16, None, 3): True,
+        (None, 24, 40, 3): True,
+        (None, 16, 3): False,
+        (None, 12): False,
+    }
+    assert {shape: fixes_size(shape) for shape in shapes} == shapes
+    # Its Input fixes the width alone and its first layer resizes to 12 x 20: fed
+    # squares of its width, refusing another --image_size, as any model fixing one side.
+    model = _keras_resizing(tmp_path / "half.keras", (12, 20), sides=(None, SIZE))
+    spec = resolve_model(model)
+    assert (spec.image_shape, spec.fixed_size, spec.input_flags) == (
+        (SIZE, SIZE),
+        True,
+        ("--input_range",),
+    )
+    with pytest.raises(ValueError, match=f"--image_size 24 does not fit .* set it to {SIZE}"):
+        resolve_model(model, image_size=24)
+
+
 def test_only_the_flags_a_model_takes_are_named_as_setting_other_images(tmp_path):
     """The launch line said "--image_size and --input_range set others" of every model,
     but a model fixing its size (one side fixes both) refuses --image_size, and a known
@@ -1737,17 +1769,19 @@ def test_a_model_fixing_a_non_square_input_refuses_image_size_naming_its_height_
     assert (manifest["model"]["image_size"], manifest["model"]["image_width"]) == (SIZE, 24)
 
 
-def _keras_resizing(path, side: int | tuple[int, int], before: tuple = ()) -> str:
-    """A .keras model of an open input size whose first layers (after `before`) resize
-    the images to side x side (or height x width) and rescale 8-bit pixels, as Keras'
-    tutorials build them."""
+def _keras_resizing(
+    path, side: int | tuple[int, int], before: tuple = (), sides: tuple = (None, None)
+) -> str:
+    """A .keras model of an open input size (or of input `sides`) whose first layers
+    (after `before`) resize the images to side x side (or height x width) and rescale
+    8-bit pixels, as Keras' tutorials build them."""
     import keras
 
     keras.utils.set_random_seed(5)
     layers = keras.layers
     model = keras.Sequential(
         [
-            keras.Input((None, None, 3)),
+            keras.Input((*sides, 3)),
             *before,
             layers.Resizing(*(side if isinstance(side, tuple) else (side, side))),
             layers.Rescaling(1 / 255),

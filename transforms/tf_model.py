@@ -42,7 +42,6 @@ from transforms.model.inputs import (
     image_size_for,
     input_range_for,
     model_input_range,
-    open_size,
     own_input_range,
     side_taken,
 )
@@ -398,7 +397,7 @@ def resolve_model(
             raise _xla_refusal(model.reference)
         call, shape = callable_of(obj, model.reference)  # refusals before the range's log
         input_range = model_input_range(model, obj, given, input_range)
-        recorded = side_taken(model, obj) if open_size(shape) else None
+        recorded = None if fixes_size(shape) else side_taken(model, obj)
         image_size = image_size_for(model.reference, model.location, shape, image_size, recorded)
         keras_file = model.kind == "keras" and len(getattr(obj, "outputs", None) or []) == 1
         outputs = probe_outputs(model.reference, call, image_size, input_range, keras_file)

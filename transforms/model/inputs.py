@@ -18,7 +18,6 @@ __all__ = [
     "image_size_for",
     "input_range_for",
     "model_input_range",
-    "open_size",
     "own_input_range",
     "side_taken",
 ]
@@ -58,17 +57,22 @@ def _check_shape(reference: str, shape) -> None:
 
 
 def _fixed_sides(shape) -> tuple[int, int] | None:
-    """(height, width) a model's input shape fixes; a side it fixes alone fixes both
-    (a square: the other one is open); None for an open size."""
-    height, width = (None, None) if shape is None else tuple(shape)[1:3]
+    """(height, width) that an input shape [batch, height, width, channels] fixes; a side
+    it fixes alone fixes both (a square: (None, 16) and (16, None) are 16 x 16); None
+    where it fixes neither, or is no such shape (None, or not 4-D: `_check_shape`
+    refuses it)."""
+    if shape is None or len(shape) != 4:
+        return None
+    height, width = tuple(shape)[1:3]
     if height is None and width is None:
         return None
     return int(height or width), int(width or height)
 
 
 def fixes_size(shape) -> bool:
-    """An input shape that fixes the image's size (one side fixes both), which
-    --image_size may then not change."""
+    """Whether an input shape fixes the size of the images the model is fed (one side
+    fixes both), which --image_size may then not change. Where it does not, the model
+    may take a size itself (`side_taken`), else --image_size or 224 decide."""
     return _fixed_sides(shape) is not None
 
 
@@ -342,8 +346,3 @@ def side_taken(model: ModelReference, obj: Any) -> _Side | None:
     if model.kind == "keras":
         return _resizing_side(obj)
     return hub_side(_recorded_image_sides(model))
-
-
-def open_size(shape) -> bool:
-    """An input shape that leaves the image's height or width open."""
-    return shape is None or len(shape) != 4 or None in tuple(shape)[1:3]
