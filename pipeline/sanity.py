@@ -402,7 +402,10 @@ def _figure(
     (`plots.attribution_mask`). Laid out when drawn (`plots.figure_png`, which keeps a
     glyph the font lacks off stderr)."""
     rows, cols = len(pictures), len(maps) + 1
-    fig = Figure(figsize=(1.6 * cols, 1.6 * rows + 0.2), layout="constrained")
+    # Lines as tall as the maps (a square's 1.6 in), as the report's cards: square
+    # panels left a blank band under each line of a 24 x 40 model's.
+    height = plots.panel_height(pictures.shape[1:3], 1.6) * rows + 0.2
+    fig = Figure(figsize=(1.6 * cols, height), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False)
     for r in range(rows):

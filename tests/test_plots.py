@@ -709,10 +709,11 @@ def test_a_map_drawn_in_fewer_pixels_than_it_has_loses_no_bright_pixel():
     assert len(np.unique(small[0][3:-3, 3:-3])) == 2  # inside the frame's antialiased edge
 
 
-def _blank_rows(figure: Figure) -> float:
-    """The share of the figure's PNG rows of pixels that are white throughout."""
+def _blank_rows(figure: Figure, left: float = 1.0) -> float:
+    """The share of the figure's PNG rows of pixels that are white throughout (in its
+    `left` share of the width: left of a colour bar)."""
     pixels = np.asarray(Image.open(io.BytesIO(plots.figure_png(figure))).convert("L"))
-    return float((pixels >= 250).all(axis=1).mean())
+    return float((pixels[:, : int(left * pixels.shape[1])] >= 250).all(axis=1).mean())
 
 
 def test_a_grid_of_maps_wider_than_tall_leaves_no_blank_band_under_each_line(tmp_path):
@@ -749,3 +750,29 @@ def test_a_map_wider_than_tall_fills_its_figure_and_a_square_keeps_its_size():
         maps = rng.normal(size=(height, width, 3)).astype(np.float32)
         figure = plots.attribution_figure(maps, panels=("image", "overlay"), title="t")
         assert tuple(figure.get_size_inches()) == pytest.approx((2 * 2.6, 2.6 + 0.5))
+
+
+def test_a_non_square_runs_channel_figure_has_panels_as_tall_as_its_maps(tmp_path):
+    """A real run of a model fixing a 24 x 40 input: `audit_figure(kind="channels")` drew
+    its signed maps in square panels, the maps filling their width: 44 % of the pixel
+    rows left of the colour bar were blank (25 % now), as the cards' were before their
+    panels were made as tall as the maps. A square map keeps square panels."""
+    import keras
+
+    from pipeline import run
+
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((24, 40, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(3, 3)(inputs))
+    keras.Model(inputs, keras.layers.Dense(4)(pooled)).save(tmp_path / "wide.keras")
+    image = np.random.default_rng(8).integers(0, 256, (24, 40, 3), np.uint8)
+    write_image(tmp_path / "images" / "wide.png", image)
+    args = cli_args(
+        dataset=tmp_path / "images", model=tmp_path / "wide.keras", output=tmp_path / "out"
+    )
+    run([*args, "--steps", "4", "--faithfulness", "none"], save_main_session=False)
+    figure = plots.audit_figure(str(tmp_path / "out"), "wide.png", kind="channels")
+    assert figure.get_size_inches()[1] == pytest.approx(2.6 * 24 / 40 + 0.3 + 0.5)
+    assert _blank_rows(figure, left=0.85) < 0.3, _blank_rows(figure, left=0.85)
+    square = plots.channel_figure(np.ones((24, 24, 3), np.float32), title="t")
+    assert tuple(square.get_size_inches()) == pytest.approx((3 * 2.6 + 0.8, 2.6 + 0.5))

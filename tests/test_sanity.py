@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from pipeline import run as run_job
 from pipeline import sanity
@@ -257,6 +258,27 @@ def test_a_run_of_a_non_square_model_is_checked_on_its_height_and_width(image_fo
     report = sanity.run(output, images_count=2, stages=["logits", "conv"])
     assert report["images"] == 2 and report["verdict"].startswith("pass")
     _assert_recomputes_the_runs_maps(output, 2, (SIZE, 24, 3))
+
+
+def test_a_non_square_runs_figure_has_panels_as_tall_as_its_maps(image_folder, tmp_path):
+    """A real run of a model fixing a 24 x 40 input: sanity.png drew its images and maps
+    in square panels, each line of them a band of blank rows under maps as wide as the
+    panel (34 % of its pixel rows blank; 18 % now). Its lines are as tall as the maps,
+    as the report's cards are (`plots.panel_height`)."""
+    import keras
+
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((24, 40, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(inputs)
+    outputs = keras.layers.Dense(5, name="logits")(keras.layers.Flatten()(x))
+    keras.Model(inputs, outputs).save(tmp_path / "wide.keras")
+    output = str(tmp_path / "out")
+    _audit(image_folder, str(tmp_path / "wide.keras"), output, steps=4)
+    sanity.run(output, images_count=2, stages=["logits", "conv"])
+    png = Image.open(Path(output, "sanity", "sanity.png")).convert("L")
+    blank = float((np.asarray(png) >= 250).all(axis=1).mean())
+    assert blank < 0.3, blank
+    assert png.size[1] == pytest.approx(110 * (2 * plots.panel_height((24, 40), 1.6) + 0.2), abs=2)
 
 
 def test_images_counts_images_each_with_all_its_rows(image_folder, conv_keras, tmp_path):

@@ -49,6 +49,7 @@ __all__ = [
     "figure_png",
     "grid_figure",
     "log_bins",
+    "panel_height",
     "path_figure",
     "row_title",
     "shortened",
@@ -258,7 +259,7 @@ def attribution_figure(
     note = "\n".join(t for t in (note, broken) if t) or None
     columns = columns or len(panels)
     rows = math.ceil(len(panels) / columns)
-    height = _panel_height(mask.shape, panel_size) * rows
+    height = panel_height(mask.shape, panel_size) * rows
     figure = _figure(panel_size * columns, height + (0.5 if title or note else 0))
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for ax, panel in zip(axes, panels, strict=False):
@@ -274,11 +275,11 @@ def attribution_figure(
     return figure
 
 
-def _panel_height(shape: tuple[int, ...], panel_size: float) -> float:
-    """Inches of a line of `attribution_figure`'s panels of a map of `shape`: a square's
-    `panel_size`, or as tall as a map wider than tall drawn `panel_size` wide, with its
-    panel's title (in square panels, a 24 x 40 map left 42 % of a report's card blank,
-    a 16 x 96 one 77 %)."""
+def panel_height(shape: tuple[int, ...], panel_size: float) -> float:
+    """Inches of a line of panels of a map of `shape` ([H, W, ...]) drawn `panel_size`
+    wide (`attribution_figure`'s, `channel_figure`'s, the sanity check's): a square's
+    `panel_size`, or as tall as a map wider than tall, with its panel's title (in square
+    panels, a 24 x 40 map left 42 % of a report's card blank, a 16 x 96 one 77 %)."""
     height, width = shape[:2]
     return min(panel_size, panel_size * height / max(width, 1) + 0.3)
 
@@ -326,7 +327,7 @@ def channel_figure(
     names = list(channel_names)
     if len(names) != channels:
         names = [f"channel {c}" for c in range(channels)]
-    figure = _figure(width, panel_size + (0.5 if title else 0))
+    figure = _figure(width, panel_height(values.shape, panel_size) + (0.5 if title else 0))
     axes = figure.subplots(1, channels, squeeze=False).ravel()
     shown = None
     for c, ax in enumerate(axes):
