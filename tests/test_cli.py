@@ -1837,10 +1837,13 @@ def test_an_open_size_keras_model_that_resizes_to_a_non_square_is_fed_that_size(
     """Its input is (None, None, 3) and its first layer Resizing(12, 20): it was fed
     224x224 squares (a warning said to set --image_size, which sets only a square), that
     its Resizing squeezed into 12 x 20, the photo's aspect and padding distorted. It is
-    fed 12 x 20 images, as the model fixing that input is."""
+    fed 12 x 20 images, as the model fixing that input is. The launch line said
+    "--image_size and --input_range set others", as if --image_size could set another
+    height x width: it says --image_size sets a square, which it does."""
     import keras
 
     from transforms.results import input_images
+    from transforms.tf_model import resolve_model
 
     model = _keras_resizing(tmp_path / "resizing.keras", (12, 20))
     with caplog.at_level(logging.INFO):
@@ -1850,6 +1853,10 @@ def test_an_open_size_keras_model_that_resizes_to_a_non_square_is_fed_that_size(
         "(Resizing): using 12x20 (--image_size sets a square)."
     ) in caplog.text
     assert "using 224" not in caplog.text
+    line = "(12x20 pixels in [0, 255]; --image_size sets a square and --input_range another)"
+    assert line in caplog.text
+    assert resolve_model(model, image_size=SIZE).image_shape == (SIZE, SIZE)
+    assert resolve_model(model, input_range=(0.0, 1.0)).input_range == (0.0, 1.0)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert (manifest["model"]["image_size"], manifest["model"]["image_width"]) == (12, 20)
     rows = pd.read_parquet(tmp_path / "out" / "results").set_index("image_id")
