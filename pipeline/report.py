@@ -328,8 +328,9 @@ def _no_better_than_chance(frame: pd.DataFrame) -> pd.DataFrame:
     Deletion: a faithful map drops the score faster, so a lower AUC is better;
     insertion: it restores the score faster, so a higher AUC is better. A check that
     measured nothing (both AUCs 1, `results.measured_nothing`) counts only where the
-    other did not measure either (`results.chance_losses`); rows without values
-    (`--faithfulness none`) are never flagged.
+    other did not measure either (`results.chance_losses`), and not where the map is
+    0 too (`results.not_measurable`: an image equal to its baseline); rows without
+    values (`--faithfulness none`) are never flagged.
     """
     if not set(_FAITHFULNESS) <= set(frame.columns) or frame.empty:
         return frame.head(0)
@@ -349,6 +350,15 @@ def _no_better_than_chance(frame: pd.DataFrame) -> pd.DataFrame:
     return flagged.sort_values(["_margin", "image_id"], ascending=[False, True])
 
 
+def _not_measurable(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose map of 0 neither check can measure (`results.not_measurable`: an
+    image equal to its baseline), by image id; none without the columns that say so."""
+    needed = {*_FAITHFULNESS, "attribution_sum"}
+    if not needed <= set(frame.columns) or frame.empty:
+        return frame.head(0)
+    return results.not_measurable(frame).sort_values(["image_id", "target_class"])
+
+
 @dataclasses.dataclass(frozen=True)
 class _Selection:
     """The run's rows and the few the page shows, chosen once.
@@ -361,6 +371,7 @@ class _Selection:
       worst: rows shown for completeness (see `_worst`).
       worst_pixel: rows shown for the per-pixel error (empty if not recorded).
       chance: every row whose map does no better than a random ranking.
+      unmeasurable: every row whose map of 0 the checks cannot measure.
       gallery: evenly spread images for the gallery; `gallery_step` apart by image id.
       tolerance: the run's bound on the estimated per-pixel error
         `attribution_error`: `--tolerance` over the estimate's margin (runs made
@@ -377,6 +388,7 @@ class _Selection:
     worst: pd.DataFrame
     worst_pixel: pd.DataFrame
     chance: pd.DataFrame
+    unmeasurable: pd.DataFrame
     gallery: pd.DataFrame
     gallery_step: int
     tolerance: float | None
@@ -403,6 +415,7 @@ class _Selection:
             _worst(frame, "relative_delta", completeness, examples),
             _worst(frame, "attribution_error", tolerance, examples),
             _no_better_than_chance(frame),
+            _not_measurable(frame),
             spread,
             step,
             tolerance,
@@ -417,6 +430,7 @@ class _Selection:
             self.worst,
             self.worst_pixel,
             self.chance.head(examples),
+            self.unmeasurable.head(examples),
             self.gallery,
         )
         keys = [(m["image_id"], int(m["target_class"])) for p in parts for _, m in p.iterrows()]
@@ -759,6 +773,8 @@ def _tiles(manifest: Mapping[str, Any], chosen: _Selection, state: str) -> list[
     if _faithfulness_measured(frame):
         chance = len(chosen.chance)
         tiles.append((chance, "rows no better than chance", "bad" if chance else "good"))
+        if len(chosen.unmeasurable):  # exact maps of 0: neither good nor bad
+            tiles.append((len(chosen.unmeasurable), "rows not measurable", ""))
     return [{"value": v, "label": _tile_label(v, t), "tone": k} for v, t, k in tiles]
 
 
@@ -770,6 +786,7 @@ _SINGULAR = {
     "misclassified images": "misclassified image",
     "rows not within tolerance": "row not within tolerance",
     "rows no better than chance": "row no better than chance",
+    "rows not measurable": "row not measurable",
 }
 
 
@@ -1099,25 +1116,54 @@ def _chance_card(pictures: _Pictures, meta: pd.Series) -> dict[str, Any]:
         ),
     ]
     if meta["_blind"]:
-        facts.append(_fact("why both checks count", _why_blind(pictures, meta["image_id"])))
+        facts.append(_fact("why both checks count", _BLIND))
     heat = _heat_map(pictures, meta["image_id"], meta["target_class"], ("image", "overlay"), 1.9)
     figures = [heat, _png(curves, alt="deletion and insertion curves")]
     return {"meta": meta.to_dict(), "figures": figures, "facts": facts}
 
 
-def _why_blind(pictures: _Pictures, image_id: str) -> str:
-    """Why neither of a row's checks measured anything (`results.chance_losses`
-    counts both then), as far as its image tells."""
+#: Why both checks of a flagged row measured nothing: its map is not 0
+#: (`results.not_measurable` has the rows whose map is).
+_BLIND = (
+    "a model its pixels do not move (a saturated one), or an image that deletion to its "
+    "first baseline and blurring leave as it is: neither curve left the image's own "
+    "probability, though its map is not 0"
+)
+
+
+def _unmeasurable_card(pictures: _Pictures, meta: pd.Series) -> dict[str, Any]:
+    """A row whose map of 0 the checks cannot measure: heat map, curves, AUCs, why."""
+    row = pictures.row(meta["image_id"], meta["target_class"])
+    curves = plots.faithfulness_curves_figure(row if row is not None else meta)
+    facts = [
+        _fact("deletion AUC (random)", _apart(meta["deletion_auc"], meta["deletion_auc_random"])),
+        _fact(
+            "insertion AUC (random)", _apart(meta["insertion_auc"], meta["insertion_auc_random"])
+        ),
+        _fact("why not measurable", _why_unmeasurable(pictures, meta["image_id"])),
+    ]
+    heat = _heat_map(pictures, meta["image_id"], meta["target_class"], ("image", "overlay"), 1.9)
+    figures = [heat, _png(curves, alt="deletion and insertion curves")]
+    return {"meta": meta.to_dict(), "figures": figures, "facts": facts}
+
+
+def _why_unmeasurable(pictures: _Pictures, image_id: str) -> str:
+    """Why a row's map is 0 and neither check moved, as far as its image tells."""
     equal = pictures.equals_baselines(image_id)
     if equal:
         return (
-            "its image equals its baseline: its map is 0 (x − x′ is 0 at every pixel) "
-            "and deleting or inserting its pixels changes nothing"
+            "its image equals its baseline: its map is 0 (x − x′ is 0 at every pixel), "
+            "exact IG, and deleting or inserting its pixels changes nothing"
         )
-    model = "a model its pixels do not move: neither curve left the image's own probability"
     if equal is None:
-        return f"{model}, or an image equal to its baseline (its map 0; the image was not re-read)"
-    return model
+        return (
+            "its map is 0 and neither curve moved: its image equals its baseline, or no "
+            "pixel moves the model (the image was not re-read)"
+        )
+    return (
+        "no pixel moves the model: its map is 0 (the gradient is 0 along the path) and "
+        "neither curve left the image's own probability"
+    )
 
 
 def _faithfulness_measured(frame: pd.DataFrame) -> bool:
@@ -1164,6 +1210,10 @@ def _faithfulness(chosen: _Selection, pictures: _Pictures, limit: int) -> dict[s
             plots.faithfulness_figure(frame), "deletion and insertion AUC distributions", wide=True
         ),
         "cards": [_chance_card(pictures, m) for _, m in chosen.chance.head(limit).iterrows()],
+        "unmeasurable": len(chosen.unmeasurable),
+        "unmeasurable_cards": [
+            _unmeasurable_card(pictures, m) for _, m in chosen.unmeasurable.head(limit).iterrows()
+        ],
     }
 
 

@@ -15,6 +15,7 @@ from transforms.baselines import make_baselines
 from transforms.config import AttributionConfig
 
 STEPS = 4
+AUCS = ["deletion_auc", "deletion_auc_random", "insertion_auc", "insertion_auc_random"]
 
 
 def _run(image_folder, model, output, *flags):
@@ -337,3 +338,60 @@ def test_a_rows_control_is_its_images_whichever_run_and_batch_compute_it(
     original, copy = rows.loc[first], rows.loc["copy.png"]
     np.testing.assert_allclose(copy.deletion_auc, original.deletion_auc, rtol=1e-6)
     assert not np.allclose(copy[controls].to_numpy(float), original[controls].to_numpy(float))
+
+
+def _logits_keras(path, weights: np.ndarray, bias: np.ndarray) -> str:
+    """A `.keras` file: logits = flatten(x) @ weights + bias (no softmax)."""
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    dense = keras.layers.Dense(weights.shape[1])
+    model = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
+    dense.set_weights([weights, bias])
+    model.save(path)
+    return str(path)
+
+
+@pytest.fixture
+def black_and_noise(tmp_path) -> dict[str, str]:
+    """A folder of an all-black image (equal to the black baseline) and a noise image."""
+    root = tmp_path / "images"
+    write_image(root / "black.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    noise = np.random.default_rng(9).integers(0, 256, (SIZE, SIZE, 3), np.uint8)
+    write_image(root / "noise.png", noise)
+    return {"root": str(root)}
+
+
+def test_an_image_equal_to_its_baseline_is_not_measurable_not_no_better_than_chance(
+    black_and_noise, linear_keras, tmp_path
+):
+    """A black image on the black baseline: x - x' is 0, so its map is exactly 0 (exact
+    IG) and deleting to black or blurring it changes nothing: all four AUCs are 1. It was
+    flagged no better than chance; the checks cannot measure it."""
+    _run(black_and_noise, linear_keras, tmp_path / "out", *cli_args(faithfulness_steps=8))
+    rows = results.read_results(str(tmp_path / "out")).set_index("image_id", drop=False)
+    black = rows.loc["black.png"]
+    assert black.attribution_sum == 0 and black.target_score == black.baseline_score
+    assert (black[AUCS] == 1.0).all()
+    assert not np.any(results.read_row(str(tmp_path / "out"), "black.png").attributions)
+    assert results.no_better_than_chance(rows).empty  # the noise image's map beats chance
+    deletion, insertion = results.chance_losses(rows)
+    assert not deletion.any() and not insertion.any()
+    assert list(results.not_measurable(rows).image_id) == ["black.png"]
+
+
+def test_flat_curves_of_a_map_that_is_not_0_are_still_no_better_than_chance(
+    black_and_noise, tmp_path
+):
+    """A saturated model, logit 0 about 40 above logit 1 whatever the image: every curve
+    stays at p(x) = 1, on the noise image too, whose map (x * w, raw score) is not 0. It
+    is flagged, as before; the black image equal to its baseline is not measurable."""
+    weights = np.zeros((SIZE * SIZE * 3, 2), np.float32)
+    weights[:, 0] = np.abs(np.random.default_rng(4).normal(0, 0.05, SIZE * SIZE * 3))
+    model = _logits_keras(tmp_path / "sat.keras", weights, np.array([40.0, 0.0], np.float32))
+    _run(black_and_noise, model, tmp_path / "out", *cli_args(faithfulness_steps=8))
+    rows = results.read_results(str(tmp_path / "out")).set_index("image_id", drop=False)
+    assert (rows[AUCS] == 1.0).all(axis=None)
+    assert rows.loc["noise.png"].attribution_sum > 1
+    assert list(results.not_measurable(rows).image_id) == ["black.png"]
+    assert list(results.no_better_than_chance(rows).image_id) == ["noise.png"]

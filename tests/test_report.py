@@ -1903,8 +1903,9 @@ def test_the_blind_note_says_a_null_check_beside_a_blind_one_does_not_count(fold
     assert "cat1.png →" not in text
     assert (
         "counts against the map only where the other check's two AUCs are both 1 too "
-        "(neither curve moved: an image equal to its baseline, whose map is 0, or a model its "
-        "pixels do not move; each such card says which), not beside a null one" in text
+        "(neither curve moved, though the map is not 0: a model its pixels do not move), not "
+        "beside a null one; a map of 0 whose two checks both measured nothing is not counted "
+        "(the rows the checks cannot measure, below)" in text
     )
 
 
@@ -1940,23 +1941,73 @@ def test_a_run_of_a_non_square_model_reports_its_size_and_a_command_that_runs(tm
     assert (manifest["model"]["image_size"], manifest["model"]["image_width"]) == (24, 40)
 
 
-def test_a_flagged_image_equal_to_its_baseline_is_said_to_be_so(folder_run):
-    # A black image on the black baseline: its map is 0, both checks measure nothing
-    # and the row is flagged (unchanged); the page's one reason was "a model the pixels
-    # do not move", untrue of it. Its card now says why; cat1, a random image with both
-    # checks blind, keeps the model's reason.
-    write_image(Path(folder_run["root"], "loose.png"), np.zeros((SIZE, SIZE, 3), np.uint8))
-    blind = _new_values(0.0, 1.0, 1.0, 1.0, 1.0)
-    add_columns(folder_run["output"], {**NEW_VALUES, "loose.png": blind, CAT1: blind})
-    section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
-    text = " ".join(section.split())
-    assert "4 of 4 rows do no better than chance" in text
-    assert "(neither curve moved: an image equal to its baseline, whose map is 0" in text
-    loose = text.split("loose.png →")[1].split(".png →")[0]
-    assert "why both checks count its image equals its baseline: its map is 0" in loose
-    cat1 = text.split("cat1.png →")[1].split(".png →")[0]
-    assert "why both checks count a model its pixels do not move" in cat1, cat1
-    assert "the pixels do not move)" not in text
+def _black_and_noise_run(tmp_path: Path, model: str) -> str:
+    """A real run over an all-black image (equal to the black baseline, the default)
+    and a noise image; its output folder."""
+    write_image(tmp_path / "images" / "black.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    noise = np.random.default_rng(9).integers(0, 256, (SIZE, SIZE, 3), np.uint8)
+    write_image(tmp_path / "images" / "noise.png", noise)
+    output = str(tmp_path / "out")
+    args = cli_args(runner="DirectRunner", dataset=tmp_path / "images", model=model)
+    run([*args, *cli_args(output=output, steps=4, faithfulness_steps=8)], save_main_session=False)
+    return output
+
+
+def _after(text: str, image_id: str) -> str:
+    """The text of `image_id`'s card (up to the next card)."""
+    return text.split(f"{image_id} →")[1].split(".png →")[0]
+
+
+def test_an_image_equal_to_its_baseline_is_not_measurable_not_no_better_than_chance(
+    tmp_path, linear_keras
+):
+    # A black image on the black baseline: its map is exactly 0 (x - x' is 0), exact IG,
+    # and neither check can move it. The page flagged it "no better than chance" and
+    # said its heat map "should not be trusted"; it is counted and shown apart.
+    output = _black_and_noise_run(tmp_path, linear_keras)
+    text = build_report(output, gallery=0)
+    section = " ".join(_page(text).sections["faithfulness"].split())
+    assert "0 of 2 rows do no better than chance" in section
+    assert "should not be trusted" not in section
+    assert "1 of 2 rows the checks cannot measure" in section
+    assert re.findall(r"\w+\.png →", section) == ["black.png →"]
+    card = _after(section, "black.png")
+    assert "why not measurable its image equals its baseline: its map is 0" in card, card
+    assert re.search(r'<div class="v">0</div><div class="k">rows no better than chance', text)
+    assert re.search(r'<div class="v">1</div><div class="k">row not measurable', text)
+
+
+def test_flat_curves_of_a_map_that_is_not_0_are_still_flagged_beside_one_not_measurable(
+    tmp_path,
+):
+    # A saturated model (logit 0 about 40 above logit 1): every curve stays at p(x) = 1.
+    # The noise image's map is not 0: flagged, as before, the model named as the cause;
+    # the black image's map is 0 (it equals its baseline): not measurable.
+    weights = np.zeros((SIZE * SIZE * 3, 2), np.float32)
+    weights[:, 0] = np.abs(np.random.default_rng(4).normal(0, 0.05, SIZE * SIZE * 3))
+    model = _dense_keras(tmp_path / "sat.keras", weights, np.array([40.0, 0.0], np.float32))
+    output = _black_and_noise_run(tmp_path, model)
+    text = build_report(output, gallery=0)
+    section = " ".join(_page(text).sections["faithfulness"].split())
+    assert "1 of 2 rows do no better than chance" in section
+    assert "1 of 2 rows the checks cannot measure" in section
+    assert re.findall(r"\w+\.png →", section) == ["noise.png →", "black.png →"]
+    assert "why both checks count a model its pixels do not move" in _after(section, "noise.png")
+    assert "its image equals its baseline" in _after(section, "black.png")
+    assert re.search(r'<div class="v">1</div><div class="k">row no better than chance', text)
+    assert re.search(r'<div class="v">1</div><div class="k">row not measurable', text)
+
+
+def _dense_keras(path: Path, weights: np.ndarray, bias: np.ndarray) -> str:
+    """A `.keras` file: logits = flatten(x) @ weights + bias."""
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    dense = keras.layers.Dense(weights.shape[1])
+    model = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
+    dense.set_weights([weights, bias])
+    model.save(path)
+    return str(path)
 
 
 def test_a_killed_resume_says_its_rows_are_the_earlier_runs(folder_run):

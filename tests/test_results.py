@@ -904,6 +904,7 @@ def test_no_better_than_chance_leaves_out_a_check_that_measured_nothing():
     rows = pd.DataFrame(
         {
             "image_id": ["beats", "blind_ins", "blind_del", "blind_both", "loses", "nan_del"],
+            "attribution_sum": [1.0] * 6,  # maps that are not 0
             "deletion_auc": [0.1, 0.1, 1.0, 1.0, 0.5, nan],
             "deletion_auc_random": [0.5, 0.5, 1.0, 1.0, 0.4, nan],
             "insertion_auc": [0.9, 1.0, 0.9, 1.0, 1.0, 1.0],
@@ -926,6 +927,7 @@ def test_a_check_within_float32_resolution_of_1_measured_nothing():
     rows = pd.DataFrame(
         {
             "image_id": ["start_a_step_below", "steps_apart", "moves_1e-3", "both_near_1"],
+            "attribution_sum": [1.0] * 4,  # maps that are not 0
             "deletion_auc": [0.5, 0.5, 0.5, 1 - step],
             "deletion_auc_random": [0.7, 0.7, 0.7, 1 - 2 * step],
             "insertion_auc": [1 - step / 16, 1 - 3 * step, 1 - 2e-3, 1 - step / 16],
@@ -947,6 +949,7 @@ def test_a_row_whose_two_checks_measured_nothing_counts_whichever_way_rounding_w
     rows = pd.DataFrame(
         {
             "image_id": ["rounded_for_ig", "exactly_1"],
+            "attribution_sum": [1.0] * 2,  # maps that are not 0
             "deletion_auc": [1 - 2 * step, 1.0],
             "deletion_auc_random": [1 - step, 1.0],
             "insertion_auc": [1 - step, 1.0],
@@ -965,6 +968,7 @@ def test_a_check_with_one_auc_at_1_is_judged_as_measured():
     rows = pd.DataFrame(
         {
             "image_id": ["deletion_flat", "control_restores_at_once"],
+            "attribution_sum": [1.0] * 2,  # maps that are not 0
             "deletion_auc": [1.0, 0.2],
             "deletion_auc_random": [0.4, 0.4],
             "insertion_auc": [0.9, 0.5],
@@ -985,6 +989,7 @@ def test_a_check_that_measured_nothing_beside_a_null_one_flags_no_row():
     rows = pd.DataFrame(
         {
             "image_id": ["blind_and_null", "blind_and_blind"],
+            "attribution_sum": [1.0] * 2,  # maps that are not 0
             "deletion_auc": [1.0, 1.0],
             "deletion_auc_random": [1.0, 1.0],
             "insertion_auc": [nan, 1.0],
@@ -994,6 +999,32 @@ def test_a_check_that_measured_nothing_beside_a_null_one_flags_no_row():
     assert list(results.no_better_than_chance(rows).image_id) == ["blind_and_blind"]
     assert list(results.measured_nothing(rows, "deletion")) == [True, True]
     assert list(results.measured_nothing(rows, "insertion")) == [False, True]
+
+
+def test_a_map_of_0_whose_two_checks_measured_nothing_is_not_measurable_not_flagged():
+    # A map of 0 with every curve flat (an image equal to its baseline): exact IG the
+    # checks cannot measure, neither counted against it. A map of 0 where one check
+    # moved (the other pixels matter) and a map that is not 0 with flat curves (a
+    # saturated model) are judged as before; so is a map of 0 beside a null check.
+    nan = float("nan")
+    rows = pd.DataFrame(
+        {
+            "image_id": ["equal", "zero_but_moves", "flat_not_zero", "zero_and_null"],
+            "attribution_sum": [0.0, 0.0, 2.5, 0.0],
+            "deletion_auc": [1.0, 1.0, 1.0, 1.0],
+            "deletion_auc_random": [1.0, 1.0, 1.0, 1.0],
+            "insertion_auc": [1.0, 0.7, 1.0, nan],
+            "insertion_auc_random": [1.0, 0.7, 1.0, nan],
+        }
+    )
+    assert list(results.not_measurable(rows).image_id) == ["equal"]
+    assert list(results.no_better_than_chance(rows).image_id) == ["zero_but_moves", "flat_not_zero"]
+    deletion, insertion = results.chance_losses(rows)
+    assert list(deletion) == [False, False, True, False]
+    assert list(insertion) == [False, True, True, False]
+    for function in (results.not_measurable, results.no_better_than_chance):
+        with pytest.raises(ValueError, match="no attribution_sum"):
+            function(rows.drop(columns="attribution_sum"))
 
 
 def test_a_map_that_ties_with_its_control_or_lies_at_the_resolution_read_back(tmp_path):
