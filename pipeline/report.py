@@ -296,14 +296,26 @@ class _Pictures:
         """Whether the image, as the model saw it, equals every baseline of the run:
         x - x' is 0 at every pixel, so its map is 0 whatever the model. None: the
         image was not re-read (a TFDS run, a moved folder)."""
+        config = self._manifest["config"]
+        return self._equals(image_id, tuple(_baseline_names(config)))
+
+    def unchanged_by_checks(self, image_id: str) -> bool | None:
+        """Whether the image equals the deletion reference (the run's first baseline)
+        and its blurred copy (insertion's start): neither check can change it. None:
+        the image was not re-read."""
+        first = _baseline_names(self._manifest["config"])[0]
+        return self._equals(image_id, (first, "blur"))
+
+    def _equals(self, image_id: str, names: tuple[str, ...]) -> bool | None:
+        """Whether the image, as the model saw it, equals each of the baselines
+        `names`; None when it was not re-read."""
         image = self.image(image_id)
         if image is None:
             return None
         low, high = (float(v) for v in self._manifest["model"]["input_range"])
-        config = self._manifest["config"]
         x = scale_to_range(image, (low, high))
-        names = tuple(_baseline_names(config))
-        refs = make_baselines(x, names, (low, high), image_id, int(config.get("seed", 0)))
+        seed = int(self._manifest["config"].get("seed", 0))
+        refs = make_baselines(x, names, (low, high), image_id, seed)
         return bool((refs == x[None]).all())
 
 
@@ -1116,19 +1128,32 @@ def _chance_card(pictures: _Pictures, meta: pd.Series) -> dict[str, Any]:
         ),
     ]
     if meta["_blind"]:
-        facts.append(_fact("why both checks count", _BLIND))
+        facts.append(_fact("why both checks count", _why_blind(pictures, meta["image_id"])))
     heat = _heat_map(pictures, meta["image_id"], meta["target_class"], ("image", "overlay"), 1.9)
     figures = [heat, _png(curves, alt="deletion and insertion curves")]
     return {"meta": meta.to_dict(), "figures": figures, "facts": facts}
 
 
-#: Why both checks of a flagged row measured nothing: its map is not 0
-#: (`results.not_measurable` has the rows whose map is).
-_BLIND = (
-    "a model its pixels do not move (a saturated one), or an image that deletion to its "
-    "first baseline and blurring leave as it is: neither curve left the image's own "
-    "probability, though its map is not 0"
-)
+def _why_blind(pictures: _Pictures, image_id: str) -> str:
+    """Why both checks of a flagged row measured nothing, as far as its image tells
+    (its map is not 0: `results.not_measurable` has the rows whose map is)."""
+    unchanged = pictures.unchanged_by_checks(image_id)
+    if unchanged:
+        return (
+            "its image equals its first baseline and its blurred copy: deleting or "
+            "inserting its pixels changes nothing, though its map (from its other "
+            "baselines) is not 0"
+        )
+    model = (
+        "a model its pixels do not move (a saturated one): neither curve left the image's "
+        "own probability, though its map is not 0"
+    )
+    if unchanged is None:
+        return (
+            f"{model}; or an image equal to its first baseline and its blurred copy "
+            "(the image was not re-read)"
+        )
+    return model
 
 
 def _unmeasurable_card(pictures: _Pictures, meta: pd.Series) -> dict[str, Any]:

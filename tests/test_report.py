@@ -1941,7 +1941,7 @@ def test_a_run_of_a_non_square_model_reports_its_size_and_a_command_that_runs(tm
     assert (manifest["model"]["image_size"], manifest["model"]["image_width"]) == (24, 40)
 
 
-def _black_and_noise_run(tmp_path: Path, model: str) -> str:
+def _black_and_noise_run(tmp_path: Path, model: str, *flags: str) -> str:
     """A real run over an all-black image (equal to the black baseline, the default)
     and a noise image; its output folder."""
     write_image(tmp_path / "images" / "black.png", np.zeros((SIZE, SIZE, 3), np.uint8))
@@ -1949,7 +1949,8 @@ def _black_and_noise_run(tmp_path: Path, model: str) -> str:
     write_image(tmp_path / "images" / "noise.png", noise)
     output = str(tmp_path / "out")
     args = cli_args(runner="DirectRunner", dataset=tmp_path / "images", model=model)
-    run([*args, *cli_args(output=output, steps=4, faithfulness_steps=8)], save_main_session=False)
+    more = cli_args(output=output, steps=4, faithfulness_steps=8)
+    run([*args, *more, *flags], save_main_session=False)
     return output
 
 
@@ -1992,10 +1993,28 @@ def test_flat_curves_of_a_map_that_is_not_0_are_still_flagged_beside_one_not_mea
     assert "1 of 2 rows do no better than chance" in section
     assert "1 of 2 rows the checks cannot measure" in section
     assert re.findall(r"\w+\.png →", section) == ["noise.png →", "black.png →"]
-    assert "why both checks count a model its pixels do not move" in _after(section, "noise.png")
+    noise = _after(section, "noise.png")
+    assert "why both checks count a model its pixels do not move (a saturated one)" in noise
     assert "its image equals its baseline" in _after(section, "black.png")
     assert re.search(r'<div class="v">1</div><div class="k">row no better than chance', text)
     assert re.search(r'<div class="v">1</div><div class="k">row not measurable', text)
+
+
+def test_a_flagged_image_the_checks_leave_as_it_is_is_said_to_be_so(tmp_path, linear_keras):
+    # A black image with the black and white baselines: its map is not 0 (the white
+    # path's), but deletion sets pixels to the first baseline, black, and its blurred
+    # copy is black too: no curve can move. Flagged (a map that is not 0 with flat
+    # curves), its card blamed "a model its pixels do not move", untrue of the linear one.
+    output = _black_and_noise_run(tmp_path, linear_keras, "--baseline", "black,white")
+    assert results.read_results(output).set_index("image_id").attribution_sum["black.png"] != 0
+    section = " ".join(_page(build_report(output, gallery=0)).sections["faithfulness"].split())
+    assert "1 of 2 rows do no better than chance" in section
+    black = _after(section, "black.png")
+    assert (
+        "why both checks count its image equals its first baseline and its blurred copy: "
+        "deleting or inserting its pixels changes nothing, though its map" in black
+    ), black
+    assert "pixels do not move" not in black
 
 
 def _dense_keras(path: Path, weights: np.ndarray, bias: np.ndarray) -> str:
