@@ -355,7 +355,8 @@ def report_parser() -> argparse.ArgumentParser:
         "--examples",
         type=int,
         default=REPORT_EXAMPLES,
-        help="Cards per section (misclassifications, worst rows, no better than chance); "
+        help="Cards per section (misclassifications, worst rows, no better than chance, not "
+        "measurable); "
         f"default {REPORT_EXAMPLES}.",
     )
     parser.add_argument(

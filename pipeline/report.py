@@ -1492,7 +1492,8 @@ def build_report(
 
     Args:
       output: the run's `--output` folder.
-      examples: cards per section (misclassifications, worst rows, no better than chance).
+      examples: cards per section (misclassifications, worst rows, no better than chance,
+        not measurable).
       gallery: images in the gallery (0: none), at most `plots.GRID_MAX_ROWS`.
       classes: classes listed in the per-class table (worst first).
       image_root: where the run's image folder is now, if it moved.

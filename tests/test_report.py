@@ -1976,6 +1976,12 @@ def test_an_image_equal_to_its_baseline_is_not_measurable_not_no_better_than_cha
     assert "why not measurable its image equals its baseline: its map is 0" in card, card
     assert re.search(r'<div class="v">0</div><div class="k">rows no better than chance', text)
     assert re.search(r'<div class="v">1</div><div class="k">row not measurable', text)
+    # --examples 0: counted, no card, and the page says none are shown.
+    section = " ".join(
+        _page(build_report(output, examples=0, gallery=0)).sections["faithfulness"].split()
+    )
+    assert "1 of 2 rows the checks cannot measure" in section and ".png →" not in section
+    assert section.endswith("Each card says which. None shown (--examples 0).")
 
 
 def test_flat_curves_of_a_map_that_is_not_0_are_still_flagged_beside_one_not_measurable(
