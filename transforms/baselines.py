@@ -70,7 +70,7 @@ def make_baselines(
     Args:
       image: float32 [H, W, 3] in `input_range`.
       names: baselines among black (low), white (high), grey (middle), blur
-        (Gaussian blur, sigma = side / 16, of the image) and noise (uniform in
+        (Gaussian blur, sigma = the longer side / 16, of the image) and noise (uniform in
         the range, seeded by `seed` and `image_id`, so reruns are identical).
       input_range: (low, high) of the model's input.
       image_id: the image's id, for the noise seed.
