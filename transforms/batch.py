@@ -200,7 +200,8 @@ def _faithfulness(model, cfg, spec, inputs, refs, batch, rows, result, preds, ke
     """The faithfulness curves of the rows `keep` (the others are error records: no
     model call is spent on them), as a result over all rows, NaN for the others;
     None when faithfulness is off or no row is kept. Only an image's own pixels are
-    ranked, not the padding that fits it to the square (`ImageExample.content`)."""
+    ranked, not the padding that fits it to the model's height x width
+    (`ImageExample.content`)."""
     if cfg.faithfulness == "none" or not len(keep):
         return None
     image_index, out_index, _ = rows

@@ -22,8 +22,8 @@ against the reference alone). An H x W map is ranked as it is.
 Steps: a curve has K steps, i.e. K + 1 points at fractions k / K of the pixels
 (k = 0..K), ``round(k * P / K)`` pixels of P switched at point k.
 
-Padding: of an image padded to the model's square, only its own P pixels are
-ranked and switched (both rankings); its padding keeps the image's values in
+Padding: of an image padded to the model's height x width, only its own P pixels
+are ranked and switched (both rankings); its padding keeps the image's values in
 every perturbed image, the blurred start included. Ranked with the rest, the
 bars (0 in a map against a black baseline, and unchanged when deleted to black)
 would let a map that ranks them last beat its random control by them alone.
@@ -465,7 +465,8 @@ def for_rows(
       attributions: float [R, H, W, C] or [R, H, W], the rows' maps (see `ranking`).
       seed: the run's seed.
       content: bool [M, H, W], True on each image's own pixels, False on the padding
-        that fits it to the square (see the module's docstring); default all True.
+        that fits it to the model's height x width (see the module's docstring);
+        default all True.
     """
     from transforms.baselines import blurred  # noqa: PLC0415 - NumPy only
 
