@@ -71,8 +71,9 @@ def _fixed_sides(shape) -> tuple[int, int] | None:
 
 def fixes_size(shape) -> bool:
     """Whether an input shape fixes the size of the images the model is fed (one side
-    fixes both), which --image_size may then not change. Where it does not, the model
-    may take a size itself (`side_taken`), else --image_size or 224 decide."""
+    fixes both), which --image_size may then not change. Where it does not, --image_size
+    decides, else a size known for the model, the one it takes itself (`side_taken`),
+    or 224 (`image_size_for`)."""
     return _fixed_sides(shape) is not None
 
 
