@@ -195,7 +195,9 @@ def launched(
     Not a `preexec_fn`: with one, Popen forks this process (no vfork), and once a test
     here has run Beam, gRPC's fork handlers (grpcio >= 1.80) made about 1 % of such
     children abort before their exec ("epoll_wait error: Bad file descriptor",
-    grpc/grpc#43055): a job dead of SIGABRT without a line of its own."""
+    grpc/grpc#43055): a job dead of SIGABRT without a line of its own. The launcher runs
+    isolated (`-I -S`: no module of the working folder can shadow `resource`); the
+    command it execs keeps the environment."""
     steps = ["import os, resource, signal, sys"]
     if ctrl_c:
         steps.append("signal.signal(signal.SIGINT, signal.SIG_DFL)")
@@ -205,7 +207,7 @@ def launched(
     if no_stdout:
         steps.append("os.close(1)")
     steps.append("os.execv(sys.argv[1], sys.argv[1:])")
-    return [sys.executable, "-S", "-c", "; ".join(steps), *command]
+    return [sys.executable, "-I", "-S", "-c", "; ".join(steps), *command]
 
 
 def has_loaded(pid: int, library: str) -> bool:
