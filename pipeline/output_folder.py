@@ -67,6 +67,7 @@ __all__ = [
     "local_output",
     "make_folder",
     "matched_files",
+    "no_earlier_run",
     "prepare_output",
     "tidy_finished",
 ]
@@ -392,6 +393,7 @@ def check_output_free(audit: AuditOptions) -> None:
     output_lock.check_free(audit.output)  # a live run holds it, whatever the flags
     existing = earlier_run(audit.output)
     if audit.resume:
+        _check_a_run_to_resume(audit.output)
         check_own_files(audit.output, existing, "--resume")
         return
     if not existing:
@@ -404,6 +406,24 @@ def check_output_free(audit: AuditOptions) -> None:
         )
     _check_dataset_kept(audit.output, audit.dataset)  # the more precise message first
     check_own_files(audit.output, existing, "--overwrite")
+
+
+def no_earlier_run(output: str) -> ConfigError:
+    """--resume's refusal of an --output that holds no run's manifest."""
+    return ConfigError(
+        f"--resume: no earlier run in --output {output!r} (no manifest.json, which a run "
+        "writes as it starts); run without --resume to start one."
+    )
+
+
+def _check_a_run_to_resume(output: str) -> None:
+    """A local --output with no manifest is refused before the image folder is listed,
+    the model loaded or the folder made (a typo'd --output was left behind, empty). On
+    gs:// a failed listing looks like no manifest: the resume's own read says which."""
+    if output.startswith(REMOTE_FOLDER_SCHEMES):
+        return
+    if not os.path.lexists(os.path.join(output, MANIFEST_FILE)):
+        raise no_earlier_run(output)
 
 
 def _inside(output: str, paths: list[str]) -> list[str]:

@@ -28,6 +28,7 @@ from pipeline.output_folder import (
     drop_empty_run_folders,
     earlier_run,
     matched_files,
+    no_earlier_run,
 )
 from transforms import datasource, sources, wording
 from transforms.config import DEFAULT_COMPLETENESS_TOLERANCE
@@ -326,10 +327,7 @@ def _earlier_manifest(output: str) -> dict[str, Any]:
     try:
         previous = read_manifest(output)
     except FileNotFoundError as e:  # its own message would say again what this one says
-        raise ConfigError(
-            f"--resume: no earlier run in --output {output!r} (no manifest.json, which a run "
-            "writes as it starts); run without --resume to start one."
-        ) from e
+        raise no_earlier_run(output) from e
     except ValueError as e:  # there, but not JSON (or UTF-8): edited, as the job writes it whole
         raise _not_a_manifest(output, error_reason(e)) from e
     except Exception as e:  # there, but not readable now (its permissions, a network error)

@@ -2505,6 +2505,23 @@ def test_an_overwrite_with_a_bad_runner_keeps_the_earlier_run(
     assert manifest["status"] == "complete"
 
 
+def test_a_resume_of_a_folder_with_no_run_makes_no_folder(
+    image_folder, linear_keras, tmp_path, capsys
+):
+    """A --resume whose --output holds no run (a typo, a first run started with it)
+    exits 2 with one line and leaves the file system as it was: it made the folder
+    (and its missing parents) before it found no manifest there, and only after the
+    image folder was listed and the model loaded."""
+    output = tmp_path / "typo" / "run"
+    assert main(_flags(image_folder, linear_keras, output, "--resume")) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        f"error: --resume: no earlier run in --output {str(output)!r} (no manifest.json, "
+        "which a run writes as it starts); run without --resume to start one."
+    ]
+    assert not (tmp_path / "typo").exists()
+
+
 def test_launch_refuses_what_would_fail_every_input(image_folder, linear_keras, tmp_path, capsys):
     root = image_folder["root"]
     loose = tmp_path / "loose"  # no WordNet-id sub-folder: no label anywhere
