@@ -336,7 +336,24 @@ class _Parser(argparse.ArgumentParser):
     """An argparse parser whose errors are ConfigErrors instead of `sys.exit(2)`."""
 
     def error(self, message: str):  # argparse's hook
-        raise ConfigError(f"{message} (see --help).")
+        raise ConfigError(_percent_for_fraction(message) or f"{message} (see --help).")
+
+
+_FRACTION_FLAGS = ("--tolerance", "--completeness_tolerance")
+
+
+def _percent_for_fraction(message: str) -> str | None:
+    """A fraction flag (--tolerance) given as a percent, `2%`: argparse said only
+    'invalid float value'. The message names the fraction to pass instead."""
+    typed = re.fullmatch(r"argument (--\w+): invalid float value: '(.*)%'", message)
+    if typed is None or typed[1] not in _FRACTION_FLAGS:
+        return None
+    try:
+        fraction = float(typed[2]) / 100
+    except ValueError:
+        return None
+    flag = typed[1]
+    return f"{flag} '{typed[2]}%' is a percent; pass it as a fraction: {flag} {fraction:g}."
 
 
 def _option_classes() -> list[type[PipelineOptions]]:

@@ -111,6 +111,16 @@ def _flags(image_folder, model, output, *extra):
         ),
         (["--completeness_tolerance", "5"], "error: --completeness_tolerance 5 is above 1: it"),
         (["--tolerance", "1.01"], "error: --tolerance 1.01 is above 1: it is a fraction"),
+        # The same percent with its sign: argparse said 'invalid float value' and no fix.
+        (
+            ["--tolerance", "2%"],
+            "error: --tolerance '2%' is a percent; pass it as a fraction: --tolerance 0.02.",
+        ),
+        (
+            ["--completeness_tolerance=0.5%"],
+            "error: --completeness_tolerance '0.5%' is a percent; pass it as a fraction: "
+            "--completeness_tolerance 0.005.",
+        ),
         (["--input_range", "-1e308,1e308"], "error: --input_range '-1e308,1e308' must be finite"),
         (["--runner", "Bogus"], "error: --runner 'Bogus' is not a Beam runner"),
         (["--direct_num_workers", "-3"], "error: --direct_num_workers must be >= 0"),
