@@ -404,13 +404,41 @@ def test_misclassified_cards_show_evidence_for_prediction_and_label(tmp_path):
 
 
 def test_report_command_line_errors(tmp_path, capsys):
-    assert main(["--input", str(tmp_path / "missing"), "--output", str(tmp_path / "r.html")]) == 2
+    (tmp_path / "photos").mkdir()
+    assert main(["--input", str(tmp_path / "photos"), "--output", str(tmp_path / "r.html")]) == 2
     (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
     assert line == (
-        f"error: --input {str(tmp_path / 'missing')!r} holds no manifest.json: it is not the "
+        f"error: --input {str(tmp_path / 'photos')!r} holds no manifest.json: it is not the "
         "--output folder of a run of this job; pass that folder (e.g. ./output/sample)."
     )
     assert not (tmp_path / "r.html").exists()
+
+
+def missing_run_lines(command, tmp_path, capsys) -> list[str]:
+    """The error lines of `command` given a folder that does not exist, then one inside
+    a run (its results/, the pandas one-liner's path), then a file in that."""
+    run = tmp_path / "out"
+    (run / "results").mkdir(parents=True)
+    (run / "manifest.json").write_text("{}")
+    (run / "results" / "part-0.parquet").write_bytes(b"")
+    lines = []
+    for given in (tmp_path / "otu", run / "results", run / "results" / "part-0.parquet"):
+        assert command(["--input", str(given)]) == 2
+        lines += [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    return lines
+
+
+def test_an_input_that_is_no_run_is_said_to_be_missing_or_inside_a_run(tmp_path, capsys):
+    """--input of a typo'd folder was said to hold no manifest.json, and the run's own
+    results/ folder to be no run's, both with a generic 'e.g. ./output/sample'."""
+    out = str(tmp_path / "out")
+    assert missing_run_lines(main, tmp_path, capsys) == [
+        f"error: --input {str(tmp_path / 'otu')!r} does not exist; pass the --output folder "
+        "of a run of this job (e.g. ./output/sample).",
+        f"error: --input {out + '/results'!r} is inside the run {out!r}; pass --input {out}.",
+        f"error: --input {out + '/results/part-0.parquet'!r} is inside the run {out!r}; "
+        f"pass --input {out}.",
+    ]
 
 
 def _unreadable_manifest(output: Path, kind: str) -> Path:

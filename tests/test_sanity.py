@@ -540,12 +540,23 @@ def test_only_a_relative_local_model_path_is_said_to_be_relative(location, relat
 
 
 def test_a_folder_without_a_run_exits_2_saying_what_to_pass(tmp_path, capsys):
-    assert sanity.main(["--input", str(tmp_path / "missing")]) == 2
+    from tests.test_report import missing_run_lines
+
+    (tmp_path / "photos").mkdir()
+    assert sanity.main(["--input", str(tmp_path / "photos")]) == 2
     (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
     assert line == (
-        f"error: --input {str(tmp_path / 'missing')!r} holds no manifest.json: it is not the "
+        f"error: --input {str(tmp_path / 'photos')!r} holds no manifest.json: it is not the "
         "--output folder of a run of this job; pass that folder (e.g. ./output/sample)."
     )
+    out = str(tmp_path / "out")
+    assert missing_run_lines(sanity.main, tmp_path, capsys) == [
+        f"error: --input {str(tmp_path / 'otu')!r} does not exist; pass the --output folder "
+        "of a run of this job (e.g. ./output/sample).",
+        f"error: --input {out + '/results'!r} is inside the run {out!r}; pass --input {out}.",
+        f"error: --input {out + '/results/part-0.parquet'!r} is inside the run {out!r}; "
+        f"pass --input {out}.",
+    ]
 
 
 @pytest.mark.parametrize("kind", ["fifo", "text"])

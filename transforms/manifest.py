@@ -8,7 +8,10 @@ checkpoints without importing Beam's sinks.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shlex
 from typing import Any
 
 from transforms import files
@@ -31,6 +34,7 @@ __all__ = [
     "UnreadableManifest",
     "awaited_template",
     "completeness_bound",
+    "enclosing_run",
     "estimate_bound",
     "faithfulness_pixels",
     "faithfulness_ties",
@@ -91,9 +95,9 @@ def read_manifest(output: str) -> dict[str, Any]:
     path = files.join(str(output), MANIFEST_FILE)
     try:  # as an input file is read: a FIFO of that name is refused, not waited on
         data = files.read_input_file(path)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, NotADirectoryError):  # the latter: `output` is a file
         raise FileNotFoundError(
-            e.errno,
+            errno.ENOENT,
             f"{str(output)!r} holds no {MANIFEST_FILE}: it is not the --output folder of a "
             "run of this job (a run writes one as it starts)",
             path,
@@ -121,13 +125,37 @@ def unreadable_manifest_message(flag: str, folder: str, error: Exception) -> str
 
 
 def missing_run_message(flag: str, folder: str, error: FileNotFoundError) -> str:
-    """The one-line error of a command given a folder that holds no run (`--input`)."""
-    if str(getattr(error, "filename", "") or "").endswith(MANIFEST_FILE):
+    """The one-line error of a command given a folder that holds no run (`--input`):
+    one inside a run (its results/, a file of it) names the run; a local path that
+    does not exist says so."""
+    if not str(getattr(error, "filename", "") or "").endswith(MANIFEST_FILE):
+        return f"{flag} {folder!r}: {error}"
+    run = enclosing_run(folder)
+    if run is not None:
+        return f"{flag} {folder!r} is inside the run {run!r}; pass {flag} {shlex.quote(run)}."
+    if not files.is_remote(folder) and not os.path.lexists(folder):
         return (
-            f"{flag} {folder!r} holds no {MANIFEST_FILE}: it is not the --output folder of a "
-            "run of this job; pass that folder (e.g. ./output/sample)."
+            f"{flag} {folder!r} does not exist; pass the --output folder of a run of this "
+            "job (e.g. ./output/sample)."
         )
-    return f"{flag} {folder!r}: {error}"
+    return (
+        f"{flag} {folder!r} holds no {MANIFEST_FILE}: it is not the --output folder of a "
+        "run of this job; pass that folder (e.g. ./output/sample)."
+    )
+
+
+def enclosing_run(path: str) -> str | None:
+    """The local run folder `path` lies in, one or two levels down (`<run>/results`,
+    `<run>/results/part-0.parquet`, `<run>/manifest.json`): the folder above holding a
+    manifest.json file. None for gs:// paths and paths in no run."""
+    local = os.fspath(path)
+    if files.is_remote(local):
+        return None
+    parent = os.path.dirname(local.rstrip("/"))
+    for folder in (parent, os.path.dirname(parent)):
+        if folder and os.path.isfile(os.path.join(folder, MANIFEST_FILE)):
+            return folder
+    return None
 
 
 def is_run(folder: str) -> bool:

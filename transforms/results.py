@@ -38,6 +38,7 @@ from transforms.manifest import (
     MANIFEST_FILE,
     RESULTS_DIR,
     awaited_template,
+    enclosing_run,
     image_shape,
     read_manifest,
     unfinished_status,
@@ -130,11 +131,9 @@ def _not_a_run(output: str, folder: str) -> str:
     """The error of a folder that holds no run, naming the run a path inside one is in
     (`<run>/results`, one of its files: the pandas one-liner's path)."""
     message = f"{output!r} holds no {folder}/*.parquet and no {MANIFEST_FILE}"
-    local = os.fspath(output)
-    if not files.is_remote(local):
-        for parent in (os.path.dirname(local.rstrip("/")), os.path.dirname(os.path.dirname(local))):
-            if parent and os.path.isfile(os.path.join(parent, MANIFEST_FILE)):
-                return f"{message}; it is inside the run {parent!r}: pass that folder."
+    parent = enclosing_run(output)
+    if parent is not None:
+        return f"{message}; it is inside the run {parent!r}: pass that folder."
     return f"{message}; pass the --output folder of a finished run."
 
 
