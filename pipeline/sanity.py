@@ -591,6 +591,8 @@ def run(
     """
     if images_count < 1:
         raise ValueError(f"--images must be >= 1, got {images_count}.")
+    if isinstance(stages, int) and stages < 1:  # before the rows are read, the model loaded
+        raise ValueError(f"--stages must be >= 1, got {stages}.")
     manifest = results.read_manifest(output)
     _check_finished(output, manifest)
     spec, config = _spec(manifest["model"]), _config(manifest["config"])

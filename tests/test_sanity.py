@@ -84,6 +84,17 @@ def test_stage_layers_cascade_from_the_top():
         sanity.stage_layers(layers, 0)  # a plan of no stage, no verdict
 
 
+@pytest.mark.parametrize("stages", ["0", "-2"])
+def test_a_stage_count_below_1_is_refused_before_anything_is_read(stages, tmp_path, capsys):
+    """It was refused only once the run's rows were read and its model loaded: after
+    seconds of work and the model's log line, and a --input that held no run was said
+    to be wrong first."""
+    args = ["--input", str(tmp_path / "photos"), "--stages", stages]
+    assert sanity.main(args) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"error: --stages must be >= 1, got {stages}."]
+
+
 def test_one_stage_randomises_every_layer_as_the_last_stage_does():
     # --stages 1 randomised the top layer alone (a geometric spread of one point is
     # its start), and the verdict of that stage read as the whole model's.
