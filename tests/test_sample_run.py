@@ -86,3 +86,25 @@ def test_every_readme_python_snippet_runs_on_the_default_run(sample_run, tmp_pat
             exec(compile(snippet, f"README.md python snippet {i + 1}", "exec"), namespace)
         except Exception as e:
             raise AssertionError(f"README snippet {i + 1} fails:\n{snippet}") from e
+
+
+def test_every_readme_sql_query_runs_on_the_default_run(sample_run, monkeypatch):
+    # The README's DuckDB queries run as is against ./output/sample too, each statement
+    # of each ```sql block (their comments included), giving rows.
+    import duckdb
+
+    monkeypatch.chdir(sample_run.parent)
+    sample_run.parent.joinpath("output").mkdir(exist_ok=True)
+    link = sample_run.parent / "output" / "sample"
+    if not link.exists():
+        link.symlink_to(sample_run)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"^```sql\n(.*?)^```", readme, flags=re.S | re.M)
+    code = [re.sub(r"--.*", "", block) for block in blocks]  # a comment may hold a ';'
+    queries = [q for block in code for q in block.split(";") if q.strip(" \n")]
+    assert len(queries) >= 4
+    for query in queries:
+        try:
+            duckdb.sql(query).fetchall()
+        except Exception as e:
+            raise AssertionError(f"README query fails:\n{query}") from e
