@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pipeline import logs
 from pipeline.options import DEFAULT_SPLIT, AuditOptions, ConfigError
 from pipeline.output_folder import local_output
-from transforms import labels, sources, wording
+from transforms import labels, manifest, sources, wording
 from transforms.config import AttributionConfig
 from transforms.datasource import REMOTE_FOLDER_SCHEMES
 from transforms.tf_model import ModelHandoff, ModelReference, ModelSpec, resolve_model
@@ -420,6 +420,8 @@ def dataset_source(audit: AuditOptions) -> sources.DataSource:
             "as images. Choose another folder (a sub-folder of it, such as "
             f"{audit.output.rstrip('/')}/audit, is left out of the inputs)."
         )
+    if isinstance(source, sources.FolderSource):
+        _check_not_a_run(audit.dataset, source.root)
     if isinstance(source, sources.SampleSource) and os.path.isdir(audit.dataset):
         _LOG.warning(
             "--dataset sample is the bundled sample; the folder 'sample' here is not read "
@@ -428,6 +430,19 @@ def dataset_source(audit: AuditOptions) -> sources.DataSource:
     if not isinstance(source, sources.TfdsSource):
         _warn_tfds_only_flags(audit)
     return source
+
+
+def _check_not_a_run(dataset: str, root: str) -> None:
+    """A local --dataset that is a run's --output (a mix-up with the report's --input):
+    its Parquet and JSON files would each be an error record, not an image."""
+    if root.startswith(REMOTE_FOLDER_SCHEMES) or not manifest.is_run(root):
+        return
+    read = manifest.read_manifest(root).get("dataset")
+    raise ConfigError(
+        f"--dataset {dataset!r} is the --output folder of a run of this job (its "
+        "manifest.json): its files are results, not images. Pass a folder of images"
+        + (f" (that run audited --dataset {read!r})." if isinstance(read, str) else ".")
+    )
 
 
 def _warn_tfds_only_flags(audit: AuditOptions) -> None:

@@ -3257,6 +3257,24 @@ def finished_run(tmp_path_factory, linear_keras):
     return {**folder, "flags": flags, "copy": copy, "code": code}
 
 
+def test_a_runs_output_folder_as_dataset_exits_2_naming_the_folder_it_read(
+    finished_run, linear_keras, tmp_path, capsys
+):
+    """--dataset given a run's --output (its results, where the image folder goes)
+    audited its Parquet and JSON files as images: every input an error record, exit 1,
+    a new --output written."""
+    finished_run["copy"](tmp_path / "run")
+    flags = cli_args(dataset=tmp_path / "run", model=linear_keras, output=tmp_path / "out")
+    assert main(flags) == 2
+    lines = _error_lines(capsys.readouterr().err)
+    assert lines == [
+        f"error: --dataset {str(tmp_path / 'run')!r} is the --output folder of a run of this "
+        "job (its manifest.json): its files are results, not images. Pass a folder of "
+        f"images (that run audited --dataset {finished_run['root']!r})."
+    ]
+    assert not (tmp_path / "out").exists()
+
+
 def test_overwrite_deletes_only_a_run_of_this_job_never_other_files(
     finished_run, linear_keras, tmp_path, capsys
 ):
