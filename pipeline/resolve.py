@@ -422,6 +422,7 @@ def dataset_source(audit: AuditOptions) -> sources.DataSource:
         )
     if isinstance(source, sources.FolderSource):
         _check_not_a_run(audit.dataset, source.root)
+        _warn_of_files_in_output(audit.output, source.root)
     if isinstance(source, sources.SampleSource) and os.path.isdir(audit.dataset):
         _LOG.warning(
             "--dataset sample is the bundled sample; the folder 'sample' here is not read "
@@ -443,6 +444,45 @@ def _check_not_a_run(dataset: str, root: str) -> None:
         "manifest.json): its files are results, not images. Pass a folder of images"
         + (f" (that run audited --dataset {read!r})." if isinstance(read, str) else ".")
     )
+
+
+# What a run writes in its --output: no file of the user's.
+_RUN_ENTRIES = frozenset(
+    (manifest.RESULTS_DIR, manifest.ERRORS_DIR, manifest.SANITY_DIR)
+    + (manifest.MANIFEST_FILE, manifest.REPORT_FILE)
+)
+
+
+def _warn_of_files_in_output(output: str, root: str) -> None:
+    """A local --output inside the image folder is left out of the inputs, with the
+    files already in it (a class folder's images): said, not dropped silently."""
+    if not output or root.startswith(REMOTE_FOLDER_SCHEMES) or not os.path.isdir(output):
+        return
+    inside = os.path.relpath(os.path.realpath(output), os.path.realpath(root))
+    if inside == os.curdir or inside.startswith(os.pardir):
+        return
+    found = []
+    for folder, subfolders, names in os.walk(output):
+        top = folder == output
+        subfolders[:] = sorted(
+            d for d in subfolders if not d.startswith(".") and not (top and d in _RUN_ENTRIES)
+        )
+        found += sorted(
+            os.path.relpath(os.path.join(folder, name), output)
+            for name in names
+            if not name.startswith(".") and not (top and name in _RUN_ENTRIES)
+        )
+    if found:
+        shown = ", ".join(found[:3]) + (f", ... ({len(found) - 3} more)" if len(found) > 3 else "")
+        _LOG.warning(
+            "--output %r lies inside --dataset, whose files there are not inputs: the %s "
+            "it holds (%s) %s left out of this run. To audit them, choose an --output "
+            "outside --dataset (or a new sub-folder of it).",
+            output,
+            wording.count(len(found), "file"),
+            shown,
+            "is" if len(found) == 1 else "are",
+        )
 
 
 def _warn_tfds_only_flags(audit: AuditOptions) -> None:

@@ -296,6 +296,28 @@ def test_tfds_only_flags_on_a_folder_or_the_sample_are_said_to_be_ignored(
         assert flag in text and "TFDS datasets only" in text, flag
 
 
+def test_an_output_inside_the_dataset_holding_images_says_they_are_not_inputs(
+    image_folder, linear_keras, tmp_path, caplog
+):
+    """An --output inside the image folder is left out of the inputs: one that held
+    images already (a class folder) took them out of the run without a word."""
+    output = os.path.join(image_folder["root"], WNID_CAT)
+    (Path(output) / ".DS_Store").write_bytes(b"")  # hidden: not an input anyway
+    with caplog.at_level(logging.WARNING, logger="pipeline.resolve"):
+        job, _ = prepare(_flags(image_folder, linear_keras, output))
+    job.lock.release()
+    assert (
+        f"--output {output!r} lies inside --dataset, whose files there are not inputs: "
+        "the 2 files it holds (cat1.png, cat2.png) are left out of this run. To audit them, "
+        "choose an --output outside --dataset (or a new sub-folder of it)."
+    ) in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pipeline.resolve"):  # a folder of its own
+        job, _ = prepare(_flags(image_folder, linear_keras, f"{image_folder['root']}/audit"))
+    job.lock.release()
+    assert "lies inside --dataset" not in caplog.text
+
+
 def test_a_folder_of_one_image_is_counted_as_one_file(linear_keras, tmp_path, caplog):
     write_image(tmp_path / "images" / "a.png", np.zeros((SIZE, SIZE, 3), np.uint8))
     flags = _flags({"root": str(tmp_path / "images")}, linear_keras, tmp_path / "out")
