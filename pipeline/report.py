@@ -1590,9 +1590,26 @@ def _output_problem(output: str | None) -> str | None:
     elif not files.is_remote(output) and os.path.isdir(output):
         why = "is a folder"
     else:
-        return None
+        return _under_a_file(output)
     example = files.join(output.rstrip("/") or "/", REPORT_FILE)
     return f"--output {output!r} {why}; pass the HTML file to write, e.g. --output {example}."
+
+
+def _under_a_file(output: str) -> str | None:
+    """A local --output whose nearest existing folder on its path is a file: the
+    folders to make there cannot be (it failed once the page was built)."""
+    if files.is_remote(output):
+        return None
+    above = os.path.dirname(os.path.abspath(output))
+    while not os.path.exists(above) and os.path.dirname(above) != above:
+        above = os.path.dirname(above)
+    if os.path.isdir(above):
+        return None
+    shown = above if os.path.isabs(output) else os.path.relpath(above)
+    return (
+        f"--output {output!r} lies under {shown!r}, a file, not a folder; pass the HTML "
+        "file to write in a folder."
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -414,6 +414,20 @@ def test_report_command_line_errors(tmp_path, capsys):
     assert not (tmp_path / "r.html").exists()
 
 
+def test_an_output_under_a_file_is_refused_before_the_page_is_built(tmp_path, capsys):
+    """A path through a file (`--output notes.txt/report.html`) failed only once the
+    page was built (seconds to minutes on a large run), with 'FileExistsError: [Errno
+    17] File exists'; it is refused with the other flags, before --input is read."""
+    (tmp_path / "notes.txt").write_text("x")
+    output = str(tmp_path / "notes.txt" / "sub" / "report.html")
+    assert main(["--input", str(tmp_path / "no_run"), "--output", output]) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert line == (
+        f"error: --output {output!r} lies under {str(tmp_path / 'notes.txt')!r}, a file, not "
+        "a folder; pass the HTML file to write in a folder."
+    )
+
+
 def missing_run_lines(command, tmp_path, capsys) -> list[str]:
     """The error lines of `command` given a folder that does not exist, then one inside
     a run (its results/, the pandas one-liner's path), then a file in that."""
@@ -531,8 +545,12 @@ def test_a_report_that_cannot_be_written_says_where_and_why(tmp_path, capsys, fo
     target = str(Path(output, "manifest.json", "report.html"))  # its parent is a file
     assert main(["--input", output, "--output", target]) == 2
     (line,) = capsys.readouterr().err.splitlines()  # one line, no traceback
-    assert line.startswith(f"error: cannot write the report to --output {target!r} (")
+    assert line.startswith(f"error: --output {target!r} lies under ")  # before the page
     assert Path(output, "manifest.json").is_file()
+    # A folder no file can be made in (root may write anywhere else): found as it writes.
+    assert main(["--input", output, "--output", "/proc/report.html"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: cannot write the report to --output '/proc/report.html' (")
 
 
 @pytest.mark.parametrize("kind", ["a folder", "a name ending in /", "empty"])
