@@ -586,8 +586,14 @@ def test_load_input_image_moved_folder_sample_and_tfds(folder_run, tmp_path):
     # A file name instead of the image_id: the error says what to pass.
     with pytest.raises(results.ImageUnavailable, match=f"did you mean '{chelsea.image_id}'"):
         results.load_input_image(sample, "chelsea.png")
-    with pytest.raises(results.ImageUnavailable, match="'cat1.png' a row's image_id"):
+    with pytest.raises(results.ImageUnavailable, match="'cat1.png' only a file name, not"):
         results.load_input_image(manifest, "cat1.png")  # it is f"{WNID_CAT}/cat1.png"
+    # A row's own id whose file is gone: the sanity check and the report logged only
+    # 'is it a row's image_id?' of the id they had read from the row.
+    (tmp_path / "emptied").mkdir()
+    emptied = dict(manifest, dataset=str(tmp_path / "emptied"))
+    with pytest.raises(results.ImageUnavailable, match=r"\(deleted or moved since the run\? or"):
+        results.load_input_image(emptied, "loose.png")
 
 
 def test_an_image_id_outside_the_runs_folder_is_never_read(tmp_path):

@@ -952,8 +952,8 @@ def load_input_image(
         raise ImageUnavailable(f"{path} cannot be decoded: {e}") from e
     except FileNotFoundError as e:
         raise ImageUnavailable(
-            f"{path} cannot be read: {e} (is {image_id!r} a row's image_id, the path "
-            "within the run's folder, not only a file name?)"
+            f"{path} cannot be read: {e} (deleted or moved since the run? or is {image_id!r} "
+            "only a file name, not a row's image_id, the path within the run's folder?)"
         ) from e
     except Exception as e:  # any other I/O failure: moved, no permission
         raise ImageUnavailable(f"{path} cannot be read: {e}") from e
