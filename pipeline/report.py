@@ -37,7 +37,7 @@ import os
 import shlex
 import sys
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import jinja2
@@ -257,6 +257,7 @@ class _Pictures:
         self._columns = list(columns)
         self._rows: dict[tuple[str, int], pd.Series] = {}
         self._images: dict[str, np.ndarray | None] = {}
+        self._drawn: dict[tuple[Any, ...], _Picture] = {}
         self.notes: dict[str, None] = {}  # why some photos are missing, in order
 
     def load(self, keys: Iterable[tuple[str, int]]) -> None:
@@ -291,6 +292,14 @@ class _Pictures:
 
     def images(self) -> dict[str, np.ndarray]:
         return {k: v for k, v in self._images.items() if v is not None}
+
+    def drawn(self, key: tuple[Any, ...], draw: Callable[[], _Picture]) -> _Picture:
+        """`draw()`, once a page per `key`: the worst rows of one error are often those
+        of the other and those the faithfulness checks flag, whose cards show the same
+        heat map and path curve (each took a figure drawn again)."""
+        if key not in self._drawn:
+            self._drawn[key] = draw()
+        return self._drawn[key]
 
     def equals_baselines(self, image_id: str) -> bool | None:
         """Whether the image, as the model saw it, equals every baseline of the run:
@@ -461,6 +470,21 @@ def _heat_map(
     title: str | None = None,
 ) -> _Picture:
     """The row's heat map, or a note saying why there is none."""
+    key = ("heat map", image_id, int(target_class), tuple(panels), panel_size, title)
+    draw = functools.partial(
+        _draw_heat_map, pictures, image_id, target_class, panels, panel_size, title
+    )
+    return pictures.drawn(key, draw)
+
+
+def _draw_heat_map(
+    pictures: _Pictures,
+    image_id: str,
+    target_class: int,
+    panels: Sequence[str],
+    panel_size: float,
+    title: str | None,
+) -> _Picture:
     row = pictures.row(image_id, target_class)
     if row is None:
         return _Picture(note="Row not found when reading arrays.")
@@ -998,6 +1022,10 @@ def _fact(key: str, value: str, bad: bool = False) -> dict[str, Any]:
     return {"key": key, "value": value, "bad": bool(bad)}
 
 
+def _path_curve(row: pd.Series) -> _Picture:
+    return _png(plots.path_figure(row, width=3.4, height=2.3), alt="path curve")
+
+
 def _error_card(pictures: _Pictures, meta: pd.Series, chosen: _Selection) -> dict[str, Any]:
     """A row's heat map, path curve and error numbers, those over their tolerance in red."""
     row = pictures.row(meta["image_id"], meta["target_class"])
@@ -1005,7 +1033,8 @@ def _error_card(pictures: _Pictures, meta: pd.Series, chosen: _Selection) -> dic
         _heat_map(pictures, meta["image_id"], meta["target_class"], ("image", "overlay"), 1.9)
     ]
     if row is not None and results.path_of(row) is not None:
-        figures.append(_png(plots.path_figure(row, width=3.4, height=2.3), alt="path curve"))
+        key = ("path curve", meta["image_id"], int(meta["target_class"]))
+        figures.append(pictures.drawn(key, functools.partial(_path_curve, row)))
 
     def error(key: str, column: str, tolerance: float | None) -> dict[str, Any]:
         value = meta.get(column)

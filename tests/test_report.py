@@ -39,7 +39,7 @@ from tests.conftest import (
     write_image,
 )
 from tests.known_rows import as_older_version, damage_arrays, make_row, regroup, write_output
-from transforms import labels, results
+from transforms import labels, plots, results
 from transforms.config import AttributionConfig
 from transforms.schema import ERROR_SCHEMA, results_schema
 from transforms.sinks import write_json
@@ -2127,3 +2127,36 @@ def test_a_tie_for_the_most_frequent_wrong_prediction_is_said(folder_run):
     text = " ".join(section.split())
     assert "class 282 (1; tied with 1 other)" in text, text
     assert "class 3 (1) " in text + " ", text  # shark alone: no tie
+
+
+def test_a_map_shown_on_several_cards_is_drawn_once(folder_run, monkeypatch):
+    # The rows of the worst completeness error are often those of the worst per-pixel
+    # error and those the faithfulness checks flag: each of their cards drew the same
+    # heat map and path curve again, the shark's map 3 times a page. Each is drawn
+    # once and the same picture shown on every card.
+    add_columns(folder_run["output"], NEW_VALUES)
+    drawn = {}
+
+    def counted(name: str):
+        draw = getattr(plots, name)
+
+        def counting(*args, **kwargs):
+            drawn[name] = drawn.get(name, 0) + 1
+            return draw(*args, **kwargs)
+
+        return counting
+
+    for name in ("attribution_figure", "path_figure"):
+        monkeypatch.setattr(plots, name, counted(name))
+    page = _page(build_report(folder_run["output"], gallery=0))
+    shown = {
+        section: dict(zip(page.alts[section], page.images[section], strict=True))
+        for section in ("worst-completeness", "accuracy", "faithfulness")
+    }
+    shark = "heat map of shark.png for class 3"
+    assert shark in shown["worst-completeness"]
+    assert shown["worst-completeness"][shark] == shown["accuracy"][shark]
+    assert shown["worst-completeness"][shark] == shown["faithfulness"][shark]
+    # The 2 misclassified cards' maps (3 panels), the shark's and cat2's 2-panel map
+    # of the row cards, and the path curves of those two rows.
+    assert drawn == {"attribution_figure": 4, "path_figure": 2}
