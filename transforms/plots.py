@@ -523,8 +523,10 @@ def _thin_tick_labels(ax: Axes, gap: float = 4.0) -> None:
     histogram's width they touched: "3×10⁻³4×10⁻³". Lays the figure out once, then keeps
     the labels (powers of ten first, then the others from the left) that clear those
     kept by `gap` pixels."""
-    ax.figure.draw_without_rendering()
-    renderer = ax.figure.canvas.get_renderer()
+    figure = ax.figure
+    figure.get_layout_engine().execute(figure)  # the axes where the figure's draw puts them
+    renderer = figure.canvas.get_renderer()
+    ax.get_tightbbox(renderer)  # their ticks and tick labels there
     low, high = sorted(ax.get_xlim())
     shown = [
         (loc, label.get_window_extent(renderer))
