@@ -348,10 +348,10 @@ def _no_better_than_chance(frame: pd.DataFrame) -> pd.DataFrame:
 
     Deletion: a faithful map drops the score faster, so a lower AUC is better;
     insertion: it restores the score faster, so a higher AUC is better. A check that
-    measured nothing (both AUCs 1, `results.measured_nothing`) counts only where the
-    other did not measure either (`results.chance_losses`), and not where the map is
-    0 too (`results.not_measurable`: an image equal to its baseline); rows without
-    values (`--faithfulness none`) are never flagged.
+    measured nothing (both AUCs 1, `results.measured_nothing`) never counts
+    (`results.chance_losses`; a row whose two checks are so is
+    `results.not_measurable`); rows without values (`--faithfulness none`) are never
+    flagged.
     """
     if not set(_FAITHFULNESS) <= set(frame.columns) or frame.empty:
         return frame.head(0)
@@ -359,23 +359,18 @@ def _no_better_than_chance(frame: pd.DataFrame) -> pd.DataFrame:
     deletion = frame["deletion_auc"] - frame["deletion_auc_random"]
     insertion = frame["insertion_auc_random"] - frame["insertion_auc"]
     margin = pd.concat([deletion, insertion], axis=1).max(axis=1)
-    blind = results.measured_nothing(frame, "deletion") & results.measured_nothing(
-        frame, "insertion"
-    )
     flagged = frame.assign(
         _margin=margin,
         _loses_deletion=loses_deletion,
         _loses_insertion=loses_insertion,
-        _blind=blind,
     )[loses_deletion | loses_insertion]
     return flagged.sort_values(["_margin", "image_id"], ascending=[False, True])
 
 
 def _not_measurable(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows whose map of 0 neither check can measure (`results.not_measurable`: an
-    image equal to its baseline), by image id; none without the columns that say so."""
-    needed = {*_FAITHFULNESS, "attribution_sum"}
-    if not needed <= set(frame.columns) or frame.empty:
+    """Rows whose two checks both measured nothing (`results.not_measurable`), by image
+    id; none without the columns that say so."""
+    if not set(_FAITHFULNESS) <= set(frame.columns) or frame.empty:
         return frame.head(0)
     return results.not_measurable(frame).sort_values(["image_id", "target_class"])
 
@@ -392,7 +387,7 @@ class _Selection:
       worst: rows shown for completeness (see `_worst`).
       worst_pixel: rows shown for the per-pixel error (empty if not recorded).
       chance: every row whose map does no better than a random ranking.
-      unmeasurable: every row whose map of 0 the checks cannot measure.
+      unmeasurable: every row whose two checks both measured nothing.
       gallery: evenly spread images for the gallery; `gallery_step` apart by image id.
       tolerance: the run's bound on the estimated per-pixel error
         `attribution_error`: `--tolerance` over the estimate's margin (runs made
@@ -1156,37 +1151,13 @@ def _chance_card(pictures: _Pictures, meta: pd.Series) -> dict[str, Any]:
             bool(meta["_loses_insertion"]),
         ),
     ]
-    if meta["_blind"]:
-        facts.append(_fact("why both checks count", _why_blind(pictures, meta["image_id"])))
     heat = _heat_map(pictures, meta["image_id"], meta["target_class"], ("image", "overlay"), 1.9)
     figures = [heat, _png(curves, alt="deletion and insertion curves")]
     return {"meta": meta.to_dict(), "figures": figures, "facts": facts}
 
 
-def _why_blind(pictures: _Pictures, image_id: str) -> str:
-    """Why both checks of a flagged row measured nothing, as far as its image tells
-    (its map is not 0: `results.not_measurable` has the rows whose map is)."""
-    unchanged = pictures.unchanged_by_checks(image_id)
-    if unchanged:
-        return (
-            "its image equals its first baseline and its blurred copy: deleting or "
-            "inserting its pixels changes nothing, though its map (from its other "
-            "baselines) is not 0"
-        )
-    model = (
-        "a model its pixels do not move (a saturated one): neither curve left the image's "
-        "own probability, though its map is not 0"
-    )
-    if unchanged is None:
-        return (
-            f"{model}; or an image equal to its first baseline and its blurred copy "
-            "(the image was not re-read)"
-        )
-    return model
-
-
 def _unmeasurable_card(pictures: _Pictures, meta: pd.Series) -> dict[str, Any]:
-    """A row whose map of 0 the checks cannot measure: heat map, curves, AUCs, why."""
+    """A row whose two checks both measured nothing: heat map, curves, AUCs, why."""
     row = pictures.row(meta["image_id"], meta["target_class"])
     curves = plots.faithfulness_curves_figure(row if row is not None else meta)
     facts = [
@@ -1202,22 +1173,29 @@ def _unmeasurable_card(pictures: _Pictures, meta: pd.Series) -> dict[str, Any]:
 
 
 def _why_unmeasurable(pictures: _Pictures, image_id: str) -> str:
-    """Why a row's map is 0 and neither check moved, as far as its image tells."""
-    equal = pictures.equals_baselines(image_id)
-    if equal:
+    """Why neither of a row's checks measured anything, as far as its image tells."""
+    if pictures.equals_baselines(image_id):
         return (
             "its image equals its baseline: its map is 0 (x − x′ is 0 at every pixel), "
             "exact IG, and deleting or inserting its pixels changes nothing"
         )
-    if equal is None:
+    unchanged = pictures.unchanged_by_checks(image_id)
+    if unchanged:
         return (
-            "its map is 0 and neither curve moved: its image equals its baseline, or no "
-            "pixel moves the model (the image was not re-read)"
+            "its image equals its first baseline and its blurred copy: deleting or "
+            "inserting its pixels changes nothing, whatever its map (from its other "
+            "baselines)"
         )
-    return (
-        "no pixel moves the model: its map is 0 (the gradient is 0 along the path) and "
-        "neither curve left the image's own probability"
+    model = (
+        "its pixels do not move the model's probability (a saturated model, say): neither "
+        "curve left the image's own probability, whatever its map"
     )
+    if unchanged is None:
+        return (
+            f"{model}; or its image equals its first baseline and its blurred copy "
+            "(the image was not re-read)"
+        )
+    return model
 
 
 def _faithfulness_measured(frame: pd.DataFrame) -> bool:

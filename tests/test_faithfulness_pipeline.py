@@ -380,12 +380,13 @@ def test_an_image_equal_to_its_baseline_is_not_measurable_not_no_better_than_cha
     assert list(results.not_measurable(rows).image_id) == ["black.png"]
 
 
-def test_flat_curves_of_a_map_that_is_not_0_are_still_no_better_than_chance(
+def test_flat_curves_of_a_map_that_is_not_0_are_not_measurable_not_no_better_than_chance(
     black_and_noise, tmp_path
 ):
     """A saturated model, logit 0 about 40 above logit 1 whatever the image: every curve
-    stays at p(x) = 1, on the noise image too, whose map (x * w, raw score) is not 0. It
-    is flagged, as before; the black image equal to its baseline is not measurable."""
+    stays at p(x) = 1, on the noise image too, whose map (x * w, raw score) is not 0.
+    Neither check can tell that map from its random control: it was flagged no better
+    than chance (its map not 0), untrue; it is not measurable, as the black image is."""
     weights = np.zeros((SIZE * SIZE * 3, 2), np.float32)
     weights[:, 0] = np.abs(np.random.default_rng(4).normal(0, 0.05, SIZE * SIZE * 3))
     model = _logits_keras(tmp_path / "sat.keras", weights, np.array([40.0, 0.0], np.float32))
@@ -393,5 +394,23 @@ def test_flat_curves_of_a_map_that_is_not_0_are_still_no_better_than_chance(
     rows = results.read_results(str(tmp_path / "out")).set_index("image_id", drop=False)
     assert (rows[AUCS] == 1.0).all(axis=None)
     assert rows.loc["noise.png"].attribution_sum > 1
+    assert list(results.not_measurable(rows).image_id) == ["black.png", "noise.png"]
+    assert results.no_better_than_chance(rows).empty
+
+
+def test_an_image_the_checks_leave_as_it_is_is_not_measurable_whatever_its_map(
+    black_and_noise, linear_keras, tmp_path
+):
+    """A black image with --baseline black,white: its map is not 0 (the white path's),
+    but deletion sets its pixels to the first baseline, black, and its blurred copy is
+    black: no curve can move. It was flagged no better than chance (its map not 0),
+    which nothing measured; it is not measurable. The noise image is judged."""
+    flags = cli_args(faithfulness_steps=8, baseline="black,white")
+    _run(black_and_noise, linear_keras, tmp_path / "out", *flags)
+    rows = results.read_results(str(tmp_path / "out")).set_index("image_id", drop=False)
+    black = rows.loc["black.png"]
+    assert black.attribution_sum != 0 and (black[AUCS] == 1.0).all()
     assert list(results.not_measurable(rows).image_id) == ["black.png"]
-    assert list(results.no_better_than_chance(rows).image_id) == ["noise.png"]
+    assert "black.png" not in set(results.no_better_than_chance(rows).image_id)
+    deletion, insertion = results.chance_losses(rows)
+    assert not deletion["black.png"] and not insertion["black.png"]

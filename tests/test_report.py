@@ -1569,15 +1569,22 @@ def test_a_row_at_the_per_pixel_bound_is_within_it_in_the_count_and_the_cards(fo
     assert re.findall(r"\w+\.png →", section) == ["shark.png →"]
 
 
-def test_a_map_that_ties_with_the_random_ranking_is_no_better_than_chance(folder_run):
-    # A model the pixels do not move: every curve is flat, the map's AUCs equal the
-    # control's (1.0). Such a map does no better than chance (deletion AUC >= control's).
+def test_a_row_whose_every_curve_stays_flat_is_not_measurable(folder_run):
+    # A model the pixels do not move: every curve of loose.png is flat, the map's AUCs
+    # equal the control's (1.0). It was flagged no better than chance, its card blaming
+    # the map; neither check measured it: it is counted and shown apart, its card
+    # naming the model (its image, re-read, is not left as it is by the checks).
     values = {**NEW_VALUES, "loose.png": _new_values(0.002, 1.0, 1.0, 1.0, 1.0)}
     add_columns(folder_run["output"], values)
-    section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
-    assert "3 of 4 rows do no better than chance" in section
+    text = build_report(folder_run["output"], gallery=0)
+    section = " ".join(_page(text).sections["faithfulness"].split())
+    assert "rows do no better than chance" in section and "1 row has a check" in section
     assert re.findall(r"\w+\.png →", section) == ["shark.png →", "cat2.png →", "loose.png →"]
-    assert "1 row has a check whose two AUCs are both 1" in section
+    assert "rows the checks cannot measure" in _before(section, "loose.png")
+    loose = _after(section, "loose.png")
+    assert "why not measurable its pixels do not move the model's probability" in loose, loose
+    assert re.search(r'<div class="v">2</div><div class="k">rows no better than chance', text)
+    assert re.search(r'<div class="v">1</div><div class="k">row not measurable', text)
 
 
 def _quadrant_keras(path: Path) -> str:
@@ -1900,7 +1907,7 @@ def test_a_check_that_measured_nothing_is_not_counted_as_beating_chance(folder_r
     section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
     text = " ".join(section.split())
     assert "1 row has a check whose two AUCs are both 1" in text
-    assert "is not counted among the rows where IG beats chance" in text
+    assert "is counted neither among the rows where IG beats chance" in text
     beats = dict(re.findall(r"(deletion|insertion) AUC \(\w+ is better\) \S+ \S+ (\d+) of 4", text))
     assert beats == {"deletion": "3", "insertion": "2"}, text
 
@@ -1939,20 +1946,20 @@ def _set_probs(output: str, probs: dict[str, list[float]]) -> None:
 
 def test_the_blind_note_says_a_null_check_beside_a_blind_one_does_not_count(folder_run):
     # cat1's deletion AUCs are both 1 and its insertion's null (a model's NaN on the
-    # curve): the row is not flagged, though a null check "measured nothing" too, as
-    # the note said the blind check counts where the other did.
+    # curve): the row is not flagged, nor counted not measurable (a check has no values).
+    # The note said a blind check counts against the map where the other's AUCs are
+    # both 1 too; such a row is not measurable now, and the note says so.
     values = {**NEW_VALUES, CAT1: {**_new_values(0.004, 1.0, 1.0, None, None)}}
     add_columns(folder_run["output"], values)
     section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
     text = " ".join(section.split())
     assert "2 of 4 rows do no better than chance" in text
-    assert "cat1.png →" not in text
+    assert "cat1.png →" not in text and "rows the checks cannot measure" not in text
     assert (
-        "counts against the map only where the other check's two AUCs are both 1 too "
-        "(neither curve moved, though the map is not 0: a model its pixels do not move), not "
-        "beside a null one; a map of 0 whose two checks both measured nothing is not counted "
-        "(the rows the checks cannot measure, below)" in text
-    )
+        "is counted neither among the rows where IG beats chance nor against the map; a row "
+        "whose two checks both measured nothing is one the checks cannot measure" in text
+    ), text
+    assert "counts against the map" not in text
 
 
 def test_a_run_of_a_non_square_model_reports_its_size_and_a_command_that_runs(tmp_path):
@@ -2005,6 +2012,11 @@ def _after(text: str, image_id: str) -> str:
     return text.split(f"{image_id} →")[1].split(".png →")[0]
 
 
+def _before(text: str, image_id: str) -> str:
+    """The text before `image_id`'s card, from the card before it."""
+    return text.split(f"{image_id} →")[0].split(".png →")[-1]
+
+
 def test_an_image_equal_to_its_baseline_is_not_measurable_not_no_better_than_chance(
     tmp_path, linear_keras
 ):
@@ -2030,43 +2042,47 @@ def test_an_image_equal_to_its_baseline_is_not_measurable_not_no_better_than_cha
     assert section.endswith("Each card says which. None shown (--examples 0).")
 
 
-def test_flat_curves_of_a_map_that_is_not_0_are_still_flagged_beside_one_not_measurable(
-    tmp_path,
-):
+def test_a_saturated_models_rows_are_not_measurable_whatever_their_map(tmp_path):
     # A saturated model (logit 0 about 40 above logit 1): every curve stays at p(x) = 1.
-    # The noise image's map is not 0: flagged, as before, the model named as the cause;
-    # the black image's map is 0 (it equals its baseline): not measurable.
+    # The noise image's map is not 0: it was flagged no better than chance, which no
+    # check measured; both rows are not measurable, each card saying why.
     weights = np.zeros((SIZE * SIZE * 3, 2), np.float32)
     weights[:, 0] = np.abs(np.random.default_rng(4).normal(0, 0.05, SIZE * SIZE * 3))
     model = _dense_keras(tmp_path / "sat.keras", weights, np.array([40.0, 0.0], np.float32))
     output = _black_and_noise_run(tmp_path, model)
     text = build_report(output, gallery=0)
     section = " ".join(_page(text).sections["faithfulness"].split())
-    assert "1 of 2 rows do no better than chance" in section
-    assert "1 of 2 rows the checks cannot measure" in section
-    assert re.findall(r"\w+\.png →", section) == ["noise.png →", "black.png →"]
+    assert "2 of 2 rows the checks cannot measure" in section
+    assert "should not be trusted" not in section
+    assert re.findall(r"\w+\.png →", section) == ["black.png →", "noise.png →"]
     noise = _after(section, "noise.png")
-    assert "why both checks count a model its pixels do not move (a saturated one)" in noise
-    assert "its image equals its baseline" in _after(section, "black.png")
-    assert re.search(r'<div class="v">1</div><div class="k">row no better than chance', text)
-    assert re.search(r'<div class="v">1</div><div class="k">row not measurable', text)
+    assert "why not measurable its pixels do not move the model's probability" in noise, noise
+    assert "its map is 0" not in noise
+    assert "its image equals its baseline: its map is 0" in _after(section, "black.png")
+    assert re.search(r'<div class="v">0</div><div class="k">rows no better than chance', text)
+    assert re.search(r'<div class="v">2</div><div class="k">rows not measurable', text)
 
 
-def test_a_flagged_image_the_checks_leave_as_it_is_is_said_to_be_so(tmp_path, linear_keras):
+def test_an_image_the_checks_leave_as_it_is_is_not_measurable_whatever_its_map(
+    tmp_path, linear_keras
+):
     # A black image with the black and white baselines: its map is not 0 (the white
     # path's), but deletion sets pixels to the first baseline, black, and its blurred
-    # copy is black too: no curve can move. Flagged (a map that is not 0 with flat
-    # curves), its card blamed "a model its pixels do not move", untrue of the linear one.
+    # copy is black too: no curve can move. It was flagged no better than chance (a map
+    # that is not 0 with flat curves), which nothing measured; it is not measurable.
     output = _black_and_noise_run(tmp_path, linear_keras, "--baseline", "black,white")
     assert results.read_results(output).set_index("image_id").attribution_sum["black.png"] != 0
-    section = " ".join(_page(build_report(output, gallery=0)).sections["faithfulness"].split())
-    assert "1 of 2 rows do no better than chance" in section
+    text = build_report(output, gallery=0)
+    section = " ".join(_page(text).sections["faithfulness"].split())
+    assert "1 of 2 rows the checks cannot measure" in section
+    assert re.findall(r"\w+\.png →", section) == ["black.png →"]
     black = _after(section, "black.png")
     assert (
-        "why both checks count its image equals its first baseline and its blurred copy: "
-        "deleting or inserting its pixels changes nothing, though its map" in black
+        "why not measurable its image equals its first baseline and its blurred copy: "
+        "deleting or inserting its pixels changes nothing" in black
     ), black
-    assert "pixels do not move" not in black
+    assert "pixels do not move" not in black and "its map is 0" not in black
+    assert re.search(r'<div class="v">0</div><div class="k">rows no better than chance', text)
 
 
 def _dense_keras(path: Path, weights: np.ndarray, bias: np.ndarray) -> str:

@@ -905,12 +905,11 @@ def test_an_output_of_a_version_before_later_columns_reads_without_them(folder_r
 
 def test_no_better_than_chance_leaves_out_a_check_that_measured_nothing():
     # Both AUCs 1: the check's curves never left p(x) (a saturated model), any ranking
-    # ties there. It counts only where the other check's AUCs are both 1 too.
+    # ties there. It never counts; a row whose two checks are so is not measurable.
     nan = float("nan")
     rows = pd.DataFrame(
         {
             "image_id": ["beats", "blind_ins", "blind_del", "blind_both", "loses", "nan_del"],
-            "attribution_sum": [1.0] * 6,  # maps that are not 0
             "deletion_auc": [0.1, 0.1, 1.0, 1.0, 0.5, nan],
             "deletion_auc_random": [0.5, 0.5, 1.0, 1.0, 0.4, nan],
             "insertion_auc": [0.9, 1.0, 0.9, 1.0, 1.0, 1.0],
@@ -918,10 +917,11 @@ def test_no_better_than_chance_leaves_out_a_check_that_measured_nothing():
         }
     )
     # nan_del: a null deletion check never counts, nor the blind insertion beside it.
-    assert list(results.no_better_than_chance(rows).image_id) == ["blind_both", "loses"]
+    assert list(results.no_better_than_chance(rows).image_id) == ["loses"]
+    assert list(results.not_measurable(rows).image_id) == ["blind_both"]
     deletion, insertion = results.chance_losses(rows)
-    assert list(deletion) == [False, False, False, True, True, False]
-    assert list(insertion) == [False, False, False, True, False, False]
+    assert list(deletion) == [False, False, False, False, True, False]
+    assert list(insertion) == [False] * 6
     with pytest.raises(ValueError, match="insertion_auc"):
         results.no_better_than_chance(rows.drop(columns="insertion_auc"))
 
@@ -933,7 +933,6 @@ def test_a_check_within_float32_resolution_of_1_measured_nothing():
     rows = pd.DataFrame(
         {
             "image_id": ["start_a_step_below", "steps_apart", "moves_1e-3", "both_near_1"],
-            "attribution_sum": [1.0] * 4,  # maps that are not 0
             "deletion_auc": [0.5, 0.5, 0.5, 1 - step],
             "deletion_auc_random": [0.7, 0.7, 0.7, 1 - 2 * step],
             "insertion_auc": [1 - step / 16, 1 - 3 * step, 1 - 2e-3, 1 - step / 16],
@@ -942,29 +941,31 @@ def test_a_check_within_float32_resolution_of_1_measured_nothing():
     )
     assert list(results.measured_nothing(rows, "insertion")) == [True, True, False, True]
     assert list(results.measured_nothing(rows, "deletion")) == [False, False, False, True]
-    # Both checks blind: a model the pixels do not move, counted as before.
-    assert list(results.no_better_than_chance(rows).image_id) == ["moves_1e-3", "both_near_1"]
+    # Both checks blind: not measurable, not counted.
+    assert list(results.no_better_than_chance(rows).image_id) == ["moves_1e-3"]
+    assert list(results.not_measurable(rows).image_id) == ["both_near_1"]
     assert 4 * step <= results.AUC_RESOLUTION < 1e-6
 
 
-def test_a_row_whose_two_checks_measured_nothing_counts_whichever_way_rounding_went():
-    # Both checks within float32 rounding of 1 (a model the pixels do not move): such
-    # a row counts as no better than chance, as one of AUCs exactly 1 does; the map's
-    # AUCs a step better than the control's on both (rounding) let it pass.
+def test_a_row_whose_two_checks_measured_nothing_is_not_measurable_whichever_way_rounding_went():
+    # Both checks within float32 rounding of 1 (a model the pixels do not move): the
+    # row was counted no better than chance, as one of AUCs exactly 1 was; neither
+    # check told the map from its control, so it is not measurable, whichever way
+    # rounding put the map's AUCs.
     step = float(np.finfo(np.float32).eps)
     rows = pd.DataFrame(
         {
-            "image_id": ["rounded_for_ig", "exactly_1"],
-            "attribution_sum": [1.0] * 2,  # maps that are not 0
-            "deletion_auc": [1 - 2 * step, 1.0],
-            "deletion_auc_random": [1 - step, 1.0],
-            "insertion_auc": [1 - step, 1.0],
-            "insertion_auc_random": [1 - 2 * step, 1.0],
+            "image_id": ["rounded_for_ig", "exactly_1", "rounded_against_ig"],
+            "deletion_auc": [1 - 2 * step, 1.0, 1 - step],
+            "deletion_auc_random": [1 - step, 1.0, 1 - 2 * step],
+            "insertion_auc": [1 - step, 1.0, 1 - 2 * step],
+            "insertion_auc_random": [1 - 2 * step, 1.0, 1 - step],
         }
     )
-    assert list(results.no_better_than_chance(rows).image_id) == ["rounded_for_ig", "exactly_1"]
+    assert results.no_better_than_chance(rows).empty
+    assert list(results.not_measurable(rows).image_id) == list(rows.image_id)
     deletion, insertion = results.chance_losses(rows)
-    assert list(deletion) == [True, True] and list(insertion) == [True, True]
+    assert not deletion.any() and not insertion.any()
 
 
 def test_a_check_with_one_auc_at_1_is_judged_as_measured():
@@ -974,7 +975,6 @@ def test_a_check_with_one_auc_at_1_is_judged_as_measured():
     rows = pd.DataFrame(
         {
             "image_id": ["deletion_flat", "control_restores_at_once"],
-            "attribution_sum": [1.0] * 2,  # maps that are not 0
             "deletion_auc": [1.0, 0.2],
             "deletion_auc_random": [0.4, 0.4],
             "insertion_auc": [0.9, 0.5],
@@ -989,48 +989,51 @@ def test_a_check_with_one_auc_at_1_is_judged_as_measured():
 
 def test_a_check_that_measured_nothing_beside_a_null_one_flags_no_row():
     # Deletion's two AUCs at 1 (blind) and insertion's null (a model's NaN on a curve):
-    # nothing was measured, and a null check never counts, so the row is not flagged;
-    # both checks blind (a model the pixels do not move) still is.
+    # a null check never counts, nor a blind one: the row is not flagged, and not
+    # counted not measurable (one of its checks has no values); both checks blind is.
     nan = float("nan")
     rows = pd.DataFrame(
         {
             "image_id": ["blind_and_null", "blind_and_blind"],
-            "attribution_sum": [1.0] * 2,  # maps that are not 0
             "deletion_auc": [1.0, 1.0],
             "deletion_auc_random": [1.0, 1.0],
             "insertion_auc": [nan, 1.0],
             "insertion_auc_random": [nan, 1.0],
         }
     )
-    assert list(results.no_better_than_chance(rows).image_id) == ["blind_and_blind"]
+    assert results.no_better_than_chance(rows).empty
+    assert list(results.not_measurable(rows).image_id) == ["blind_and_blind"]
     assert list(results.measured_nothing(rows, "deletion")) == [True, True]
     assert list(results.measured_nothing(rows, "insertion")) == [False, True]
 
 
-def test_a_map_of_0_whose_two_checks_measured_nothing_is_not_measurable_not_flagged():
-    # A map of 0 with every curve flat (an image equal to its baseline): exact IG the
-    # checks cannot measure, neither counted against it. A map of 0 where one check
-    # moved (the other pixels matter) and a map that is not 0 with flat curves (a
-    # saturated model) are judged as before; so is a map of 0 beside a null check.
+def test_not_measurable_is_both_checks_measured_nothing_whatever_the_map():
+    # Every curve flat: neither check can tell the map from its control, whether the
+    # map is 0 (an image equal to its baseline), not 0 (a saturated model, a black image
+    # with --baseline black,white) or sums to 0 (a map of both signs). A map that is
+    # not 0 with flat curves was flagged no better than chance, a map of 0 not: the
+    # flag followed attribution_sum, which no check measured. One check moving is
+    # judged; a blind check beside a null one flags nothing and is not counted here.
     nan = float("nan")
     rows = pd.DataFrame(
         {
-            "image_id": ["equal", "zero_but_moves", "flat_not_zero", "zero_and_null"],
-            "attribution_sum": [0.0, 0.0, 2.5, 0.0],
-            "deletion_auc": [1.0, 1.0, 1.0, 1.0],
-            "deletion_auc_random": [1.0, 1.0, 1.0, 1.0],
-            "insertion_auc": [1.0, 0.7, 1.0, nan],
-            "insertion_auc_random": [1.0, 0.7, 1.0, nan],
+            "image_id": ["zero", "not_zero", "sums_to_0", "zero_but_moves", "blind_and_null"],
+            "attribution_sum": [0.0, 2.5, 0.0, 0.0, 0.0],
+            "deletion_auc": [1.0, 1.0, 1.0, 1.0, 1.0],
+            "deletion_auc_random": [1.0, 1.0, 1.0, 1.0, 1.0],
+            "insertion_auc": [1.0, 1.0, 1.0, 0.7, nan],
+            "insertion_auc_random": [1.0, 1.0, 1.0, 0.7, nan],
         }
     )
-    assert list(results.not_measurable(rows).image_id) == ["equal"]
-    assert list(results.no_better_than_chance(rows).image_id) == ["zero_but_moves", "flat_not_zero"]
+    assert list(results.not_measurable(rows).image_id) == ["zero", "not_zero", "sums_to_0"]
+    assert list(results.no_better_than_chance(rows).image_id) == ["zero_but_moves"]
     deletion, insertion = results.chance_losses(rows)
-    assert list(deletion) == [False, False, True, False]
-    assert list(insertion) == [False, True, True, False]
-    for function in (results.not_measurable, results.no_better_than_chance):
-        with pytest.raises(ValueError, match="no attribution_sum"):
-            function(rows.drop(columns="attribution_sum"))
+    assert list(deletion) == [False] * 5
+    assert list(insertion) == [False, False, False, True, False]
+    # The AUCs are all they need (a frame read with those columns only).
+    aucs = rows.drop(columns="attribution_sum")
+    assert list(results.not_measurable(aucs).image_id) == ["zero", "not_zero", "sums_to_0"]
+    assert list(results.no_better_than_chance(aucs).image_id) == ["zero_but_moves"]
 
 
 def test_a_map_that_ties_with_its_control_or_lies_at_the_resolution_read_back(tmp_path):

@@ -728,25 +728,20 @@ def _valued(frame: pd.DataFrame, check: str) -> pd.Series:
     return frame[f"{check}_auc"].notna() & frame[f"{check}_auc_random"].notna()
 
 
-def _unmeasurable(frame: pd.DataFrame) -> pd.Series:
-    """Per row, whether neither check can measure its map (`not_measurable`)."""
-    blind = measured_nothing(frame, "deletion") & measured_nothing(frame, "insertion")
-    return blind & (frame["attribution_sum"] == 0)
-
-
 def not_measurable(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows whose map the faithfulness checks cannot measure: both checks measured
-    nothing (`measured_nothing`) and the map sums to exactly 0 (`attribution_sum`), a
-    map of 0. An image equal to its baseline (a black image, the black baseline) is
-    one: x - x' is 0 at every pixel, so its IG is exactly 0, and deleting its pixels to
-    the baseline or blurring it changes nothing. So is a model whose gradient is 0 on
-    the whole path and whose curves do not move (the stored values cannot tell the two
-    apart). Such a row is exact IG, not a map that fails to beat chance: it is left out
-    of `no_better_than_chance`. A map that is not 0 with flat curves (a saturated
-    model) is not one of these.
+    nothing (`measured_nothing` for deletion and for insertion), whatever the map.
+    Every curve stayed at the image's own probability, so neither check can tell the
+    map from its random control: an image equal to its baseline (a black image, the
+    black baseline: its map is exactly 0), an image that deletion to the first baseline
+    and blurring leave as it is (a black image with the black and white baselines,
+    whose map is not 0), or a model its pixels do not move (a saturated one). These
+    rows are neither counted against their map (`no_better_than_chance`) nor for it.
+    A row with a null check (a model's NaN on a curve) is not one of these.
     """
-    _require(frame, (*_AUCS, "attribution_sum"), "not_measurable")
-    return frame[_unmeasurable(frame)]
+    _require(frame, _AUCS, "not_measurable")
+    blind = measured_nothing(frame, "deletion") & measured_nothing(frame, "insertion")
+    return frame[blind]
 
 
 def chance_losses(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
@@ -754,32 +749,29 @@ def chance_losses(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
 
     A check counts where the map's AUC loses to its random control or ties with it
     (deletion AUC >= control, insertion AUC <= control), if that check measured
-    something; both count where neither did (both `measured_nothing`: a model the
-    pixels do not move, as a saturated one), whichever way rounding put their AUCs,
-    unless the map is 0 (`not_measurable`: an image equal to its baseline), which
-    neither counts against. Null AUCs (`--faithfulness none`, a model's NaN on a curve)
-    never count, nor does a blind check beside a null one.
+    something. A check that measured nothing (`measured_nothing`: any ranking ties
+    there) never counts, whichever way rounding put its AUCs: where both did, the row
+    is `not_measurable`. Null AUCs (`--faithfulness none`, a model's NaN on a curve)
+    never count.
 
     Returns:
       bool Series (deletion, insertion), indexed as `frame`.
     """
-    _require(frame, (*_AUCS, "attribution_sum"), "chance_losses")
+    _require(frame, _AUCS, "chance_losses")
     deletion = frame["deletion_auc"] >= frame["deletion_auc_random"]
     insertion = frame["insertion_auc"] <= frame["insertion_auc_random"]
-    blind = {check: measured_nothing(frame, check) for check in ("deletion", "insertion")}
-    told = {check: _valued(frame, check) & ~blind[check] for check in blind}
-    neither = blind["deletion"] & blind["insertion"] & ~_unmeasurable(frame)
-    return (deletion & told["deletion"]) | neither, (insertion & told["insertion"]) | neither
+    told = {c: _valued(frame, c) & ~measured_nothing(frame, c) for c in ("deletion", "insertion")}
+    return deletion & told["deletion"], insertion & told["insertion"]
 
 
 def no_better_than_chance(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows whose map does no better than its random control (the report's count):
     on deletion or insertion it loses to the control or ties with it, a check whose
-    two AUCs are both 1 (it measured nothing, `measured_nothing`) left out unless both
-    are (`chance_losses`), and a row the checks cannot measure (`not_measurable`: a
-    map of 0 with both checks blind, as of an image equal to its baseline) left out.
+    two AUCs are both 1 (it measured nothing, `measured_nothing`) left out
+    (`chance_losses`); a row whose two checks are so is `not_measurable`, not one of
+    these.
     """
-    _require(frame, (*_AUCS, "attribution_sum"), "no_better_than_chance")
+    _require(frame, _AUCS, "no_better_than_chance")
     deletion, insertion = chance_losses(frame)
     return frame[deletion | insertion]
 
