@@ -1217,36 +1217,47 @@ def _faithfulness(chosen: _Selection, pictures: _Pictures, limit: int) -> dict[s
     # A row with one curve's AUCs null (the model's NaN at a point of it) is measured on
     # the other, and may be flagged on it: only rows with none are left out.
     measured = frame.dropna(subset=_FAITHFULNESS, how="all")
-    medians = {c: float(measured[c].median()) for c in _FAITHFULNESS}
-    # A check that measured nothing beats its control by rounding only: not counted.
+    # The rows neither check measured are apart: in no median, count or figure.
+    judged = measured[~measured.index.isin(chosen.unmeasurable.index)]
     blind = {c: results.measured_nothing(measured, c) for c in ("deletion", "insertion")}
-    beats = {
-        "deletion": measured["deletion_auc"] < measured["deletion_auc_random"],
-        "insertion": measured["insertion_auc"] > measured["insertion_auc_random"],
-    }
-    # Each check over the rows that have its two AUCs: a null one neither beat nor lost.
-    valued = {
-        c: int(measured[[f"{c}_auc", f"{c}_auc_random"]].notna().all(axis=1).sum()) for c in beats
-    }
+    figure = None  # no row measured: the page shows no table or figure
+    if len(judged):
+        drawn = plots.faithfulness_figure(judged)
+        figure = _png(drawn, "deletion and insertion AUC distributions", wide=True)
     return {
         "state": "recorded",
-        "rows": len(measured),
-        "valued": valued,
+        "rows": len(judged),
+        "measured": len(measured),
+        **_auc_table(judged),
         "missing": len(frame) - len(measured),
-        "medians": medians,
-        "beats": {c: int((beats[c] & ~blind[c]).sum()) for c in beats},
         "chance": len(chosen.chance),
         "resolution": results.AUC_RESOLUTION,
         "blind": int((blind["deletion"] | blind["insertion"]).sum()),
-        "figure": _png(
-            plots.faithfulness_figure(frame), "deletion and insertion AUC distributions", wide=True
-        ),
+        "figure": figure,
         "cards": [_chance_card(pictures, m) for _, m in chosen.chance.head(limit).iterrows()],
         "unmeasurable": len(chosen.unmeasurable),
         "unmeasurable_cards": [
             _unmeasurable_card(pictures, m) for _, m in chosen.unmeasurable.head(limit).iterrows()
         ],
     }
+
+
+def _auc_table(judged: pd.DataFrame) -> dict[str, Any]:
+    """The table's medians, and per check on how many of the rows with its two AUCs
+    IG beats its control (`valued`, `beats`), over the rows the checks can measure."""
+    medians = {c: float(judged[c].median()) for c in _FAITHFULNESS}
+    # A check that measured nothing beats its control by rounding only: not counted.
+    blind = {c: results.measured_nothing(judged, c) for c in ("deletion", "insertion")}
+    beats = {
+        "deletion": judged["deletion_auc"] < judged["deletion_auc_random"],
+        "insertion": judged["insertion_auc"] > judged["insertion_auc_random"],
+    }
+    # Each check over the rows that have its two AUCs: a null one neither beat nor lost.
+    valued = {
+        c: int(judged[[f"{c}_auc", f"{c}_auc_random"]].notna().all(axis=1).sum()) for c in beats
+    }
+    beaten = {c: int((beats[c] & ~blind[c]).sum()) for c in beats}
+    return {"medians": medians, "valued": valued, "beats": beaten}
 
 
 def _number(value: Any) -> float | None:

@@ -1587,6 +1587,28 @@ def test_a_row_whose_every_curve_stays_flat_is_not_measurable(folder_run):
     assert re.search(r'<div class="v">1</div><div class="k">row not measurable', text)
 
 
+def test_the_rows_the_checks_cannot_measure_are_out_of_the_table_figure_and_count(folder_run):
+    # loose.png's curves are all flat (not measurable). The table still counted it in
+    # "rows where IG beats chance: 2 of 4" (a loss in all but name), its AUCs of 1 in
+    # the medians (deletion 0.325, insertion 0.7) and the figure, and the heading said
+    # "2 of 4 rows do no better than chance". All are over the 3 rows measured now.
+    values = {**NEW_VALUES, "loose.png": _new_values(0.002, 1.0, 1.0, 1.0, 1.0)}
+    add_columns(folder_run["output"], values)
+    text = build_report(folder_run["output"], gallery=0)
+    section = " ".join(_page(text).sections["faithfulness"].split())
+    assert "deletion AUC (lower is better) 0.2 0.4 2 of 3" in section, section
+    assert "insertion AUC (higher is better) 0.6 0.5 2 of 3" in section
+    assert "over the 3 rows the checks can measure" in section
+    assert "2 of 3 rows do no better than chance" in section
+    assert "1 of 4 rows the checks cannot measure" in section
+    measured = results.read_results(folder_run["output"]).query("image_id != 'loose.png'")
+    assert len(measured) == 3
+    png = base64.b64encode(plots.figure_png(plots.faithfulness_figure(measured))).decode()
+    assert (
+        f'alt="deletion and insertion AUC distributions" src="data:image/png;base64,{png}"' in text
+    )
+
+
 def _quadrant_keras(path: Path) -> str:
     """A `.keras` file of 2 classes: class 0 scores 8 x the red of the top-left quadrant,
     class 1 a constant 200. On reddish images class 0 wins by about 200 logits."""
@@ -2026,7 +2048,7 @@ def test_an_image_equal_to_its_baseline_is_not_measurable_not_no_better_than_cha
     output = _black_and_noise_run(tmp_path, linear_keras)
     text = build_report(output, gallery=0)
     section = " ".join(_page(text).sections["faithfulness"].split())
-    assert "0 of 2 rows do no better than chance" in section
+    assert "0 of 1 rows do no better than chance" in section  # the row measured
     assert "should not be trusted" not in section
     assert "1 of 2 rows the checks cannot measure" in section
     assert re.findall(r"\w+\.png →", section) == ["black.png →"]
@@ -2061,6 +2083,11 @@ def test_a_saturated_models_rows_are_not_measurable_whatever_their_map(tmp_path)
     assert "its image equals its baseline: its map is 0" in _after(section, "black.png")
     assert re.search(r'<div class="v">0</div><div class="k">rows no better than chance', text)
     assert re.search(r'<div class="v">2</div><div class="k">rows not measurable', text)
+    # No row measured: no table, figure or count of rows no better than chance over
+    # none (its figure said "not measured in these rows (--faithfulness none)").
+    assert "The checks can measure none of these 2 rows" in section
+    assert "IG, median" not in section and "rows do no better than chance" not in section
+    assert "AUC distributions" not in text and "--faithfulness none" not in section
 
 
 def test_an_image_the_checks_leave_as_it_is_is_not_measurable_whatever_its_map(
