@@ -458,9 +458,8 @@ def _warn_of_files_in_output(output: str, root: str) -> None:
     files already in it (a class folder's images): said, not dropped silently."""
     if not output or root.startswith(REMOTE_FOLDER_SCHEMES) or not os.path.isdir(output):
         return
-    inside = os.path.relpath(os.path.realpath(output), os.path.realpath(root))
-    if inside == os.curdir or inside.startswith(os.pardir):
-        return
+    if not any(_below(path(output), path(root)) for path in (os.path.abspath, os.path.realpath)):
+        return  # the listing skips --output by its real path, reached through links too
     found = []
     for folder, subfolders, names in os.walk(output):
         top = folder == output
@@ -483,6 +482,11 @@ def _warn_of_files_in_output(output: str, root: str) -> None:
             shown,
             "is" if len(found) == 1 else "are",
         )
+
+
+def _below(path: str, folder: str) -> bool:
+    """Whether `path` lies strictly below `folder` (both absolute)."""
+    return path != folder and os.path.commonpath([path, folder]) == folder
 
 
 def _warn_tfds_only_flags(audit: AuditOptions) -> None:

@@ -318,6 +318,25 @@ def test_an_output_inside_the_dataset_holding_images_says_they_are_not_inputs(
     assert "lies inside --dataset" not in caplog.text
 
 
+def test_an_output_linked_inside_the_dataset_to_a_folder_of_images_says_so(
+    image_folder, linear_keras, tmp_path, caplog
+):
+    """An --output given inside the image folder as a link to a folder elsewhere: the
+    listing skips the link (its real path is --output's), so the images there were left
+    out without a word, the check comparing real paths only."""
+    elsewhere = tmp_path / "elsewhere"
+    write_image(elsewhere / "a.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    output = os.path.join(image_folder["root"], "linked")
+    os.symlink(elsewhere, output)
+    with caplog.at_level(logging.WARNING, logger="pipeline.resolve"):
+        job, _ = prepare(_flags(image_folder, linear_keras, output))
+    job.lock.release()
+    assert (
+        f"--output {output!r} lies inside --dataset, whose files there are not inputs: "
+        "the 1 file it holds (a.png) is left out of this run."
+    ) in caplog.text
+
+
 def test_a_folder_of_one_image_is_counted_as_one_file(linear_keras, tmp_path, caplog):
     write_image(tmp_path / "images" / "a.png", np.zeros((SIZE, SIZE, 3), np.uint8))
     flags = _flags({"root": str(tmp_path / "images")}, linear_keras, tmp_path / "out")
