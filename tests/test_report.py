@@ -455,6 +455,24 @@ def test_an_input_that_is_no_run_is_said_to_be_missing_or_inside_a_run(tmp_path,
     ]
 
 
+def test_an_input_inside_the_run_in_the_working_folder_names_it(tmp_path, capsys, monkeypatch):
+    """Given relative to a run's own folder (`--input results` from inside it), the run
+    above was not found: the folder above 'results' is '', the working folder, and the line said
+    'results' holds no manifest.json, like a folder of no run."""
+    missing_run_lines(main, tmp_path, capsys)  # makes the run tmp_path / "out"
+    monkeypatch.chdir(tmp_path / "out")
+    lines = []
+    for given in ("results", "results/part-0.parquet", "/"):
+        assert main(["--input", given]) == 2
+        lines += [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    run = os.getcwd()
+    assert lines[:2] == [
+        f"error: --input 'results' is inside the run {run!r}; pass --input {run}.",
+        f"error: --input 'results/part-0.parquet' is inside the run {run!r}; pass --input {run}.",
+    ]
+    assert "inside the run" not in lines[2]  # / is in no run, whatever the working folder
+
+
 def _unreadable_manifest(output: Path, kind: str) -> Path:
     """`output` holding a manifest.json that is no manifest: `kind` a FIFO, a folder,
     text that is not JSON, or JSON that is not an object."""

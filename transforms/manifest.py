@@ -147,12 +147,15 @@ def missing_run_message(flag: str, folder: str, error: FileNotFoundError) -> str
 def enclosing_run(path: str) -> str | None:
     """The local run folder `path` lies in, one or two levels down (`<run>/results`,
     `<run>/results/part-0.parquet`, `<run>/manifest.json`): the folder above holding a
-    manifest.json file. None for gs:// paths and paths in no run."""
+    manifest.json file, the working folder's full path for `results` given in it. None
+    for gs:// paths and paths in no run."""
     local = os.fspath(path)
     if files.is_remote(local):
         return None
     parent = os.path.dirname(local.rstrip("/"))
     for folder in (parent, os.path.dirname(parent)):
+        if not folder and not os.path.isabs(local):  # `results`: the working folder
+            folder = os.getcwd()
         if folder and os.path.isfile(os.path.join(folder, MANIFEST_FILE)):
             return folder
     return None
