@@ -403,6 +403,32 @@ def test_misclassified_cards_show_evidence_for_prediction_and_label(tmp_path):
     assert "the label is not in top 3" in page.sections["misclassified"]
 
 
+def test_the_maps_of_an_images_two_targets_are_each_drawn(tmp_path):
+    # --target top_k: cat.png has a row for each of two classes, both over tolerance;
+    # their cards show each its own map and path curve, not the first drawn of that image.
+    rows = [
+        [
+            make_row("n02123045/cat.png", 281, 282, 0.7, 0.0, seed=1),
+            {
+                **make_row("n02123045/cat.png", 281, 282, 0.7, 0.0, target=281, seed=2),
+                "path_scores": np.array([0.9, 4.5, 2.0], np.float32),  # its own path
+            },
+        ]
+    ]
+    output = write_output(tmp_path / "out", rows, dataset=str(tmp_path / "gone"))
+    page = _Page()
+    page.feed(build_report(output, gallery=0))
+    pictures = list(
+        zip(page.alts["worst-completeness"], page.images["worst-completeness"], strict=True)
+    )
+    shown = dict(pictures)
+    cat = "heat map of cat.png for class"
+    assert f"{cat} 282" in shown and f"{cat} 281" in shown, page.alts["worst-completeness"]
+    assert shown[f"{cat} 282"] != shown[f"{cat} 281"]
+    curves = [src for alt, src in pictures if alt == "path curve"]
+    assert len(curves) == 2 and curves[0] != curves[1]
+
+
 def test_report_command_line_errors(tmp_path, capsys):
     (tmp_path / "photos").mkdir()
     assert main(["--input", str(tmp_path / "photos"), "--output", str(tmp_path / "r.html")]) == 2
