@@ -803,8 +803,11 @@ def _tiles(manifest: Mapping[str, Any], chosen: _Selection, state: str) -> list[
         tiles.append((flagged, "rows not within tolerance", "bad" if flagged else "good"))
     if _faithfulness_measured(frame):
         chance = len(chosen.chance)
-        tiles.append((chance, "rows no better than chance", "bad" if chance else "good"))
-        if len(chosen.unmeasurable):  # exact maps of 0: neither good nor bad
+        measured = int(frame[_FAITHFULNESS].notna().any(axis=1).sum())
+        judged = measured > len(chosen.unmeasurable)  # 0 of none judged is not good
+        tone = "bad" if chance else "good" if judged else ""
+        tiles.append((chance, "rows no better than chance", tone))
+        if len(chosen.unmeasurable):  # both checks measured nothing: neither good nor bad
             tiles.append((len(chosen.unmeasurable), "rows not measurable", ""))
     return [{"value": v, "label": _tile_label(v, t), "tone": k} for v, t, k in tiles]
 

@@ -1631,6 +1631,20 @@ def test_a_row_whose_every_curve_stays_flat_is_not_measurable(folder_run):
     assert re.search(r'<div class="v">1</div><div class="k">row not measurable', text)
 
 
+def test_a_run_whose_checks_measured_nothing_shows_no_good_tile_and_its_missing_rows(
+    folder_run,
+):
+    # Every row's four AUCs are 1 (a saturated model) but loose.png's, null: no row is
+    # judged, yet the tile of rows no better than chance was green ("good"), as for a
+    # run whose every map beats chance.
+    flat = _new_values(0.01, 1.0, 1.0, 1.0, 1.0)
+    add_columns(folder_run["output"], {i: flat for i in (SHARK, CAT1, CAT2)})
+    text = build_report(folder_run["output"], gallery=0)
+    tile = re.search(r'<div class="tile (\w*)"><div class="v">0</div><div class="k">rows no', text)
+    assert tile is not None and tile[1] == "", tile
+    assert re.search(r'<div class="tile "><div class="v">3</div><div class="k">rows not', text)
+
+
 def test_the_rows_the_checks_cannot_measure_are_out_of_the_table_figure_and_count(folder_run):
     # loose.png's curves are all flat (not measurable). The table still counted it in
     # "rows where IG beats chance: 2 of 4" (a loss in all but name), its AUCs of 1 in
