@@ -1636,13 +1636,18 @@ def test_a_run_whose_checks_measured_nothing_shows_no_good_tile_and_its_missing_
 ):
     # Every row's four AUCs are 1 (a saturated model) but loose.png's, null: no row is
     # judged, yet the tile of rows no better than chance was green ("good"), as for a
-    # run whose every map beats chance.
+    # run whose every map beats chance; loose.png's null AUCs went unsaid.
     flat = _new_values(0.01, 1.0, 1.0, 1.0, 1.0)
     add_columns(folder_run["output"], {i: flat for i in (SHARK, CAT1, CAT2)})
     text = build_report(folder_run["output"], gallery=0)
     tile = re.search(r'<div class="tile (\w*)"><div class="v">0</div><div class="k">rows no', text)
     assert tile is not None and tile[1] == "", tile
     assert re.search(r'<div class="tile "><div class="v">3</div><div class="k">rows not', text)
+    # loose.png, left out, was said to be only where some row was measured.
+    section = " ".join(_page(text).sections["faithfulness"].split())
+    assert "The checks can measure none of these 3 rows" in section
+    assert "1 row has no faithfulness values and is left out." in section
+    assert '<p class="note">1 row has no faithfulness values' in text
 
 
 def test_the_rows_the_checks_cannot_measure_are_out_of_the_table_figure_and_count(folder_run):
