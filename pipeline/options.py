@@ -353,6 +353,11 @@ def _percent_for_fraction(message: str) -> str | None:
     except ValueError:
         return None
     flag = typed[1]
+    if not 0 <= fraction <= 1:  # 150%, -2%, nan%: that fraction is refused in turn
+        return (
+            f"{flag} '{typed[2]}%' is a percent, and outside 0 % to 100 %: pass a fraction "
+            "from 0 to 1 (0.02 is 2 %)."
+        )
     return f"{flag} '{typed[2]}%' is a percent; pass it as a fraction: {flag} {fraction:g}."
 
 

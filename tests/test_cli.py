@@ -121,6 +121,14 @@ def _flags(image_folder, model, output, *extra):
             "error: --completeness_tolerance '0.5%' is a percent; pass it as a fraction: "
             "--completeness_tolerance 0.005.",
         ),
+        # A percent out of 0-100 %: the fraction named (1.5, -0.02, nan) was refused in turn.
+        (
+            ["--tolerance", "150%"],
+            "error: --tolerance '150%' is a percent, and outside 0 % to 100 %: pass a "
+            "fraction from 0 to 1 (0.02 is 2 %).",
+        ),
+        (["--tolerance", "-2%"], "error: --tolerance '-2%' is a percent, and outside 0 % to"),
+        (["--tolerance", "nan%"], "error: --tolerance 'nan%' is a percent, and outside 0 % to"),
         (["--input_range", "-1e308,1e308"], "error: --input_range '-1e308,1e308' must be finite"),
         (["--runner", "Bogus"], "error: --runner 'Bogus' is not a Beam runner"),
         (["--direct_num_workers", "-3"], "error: --direct_num_workers must be >= 0"),
