@@ -499,6 +499,18 @@ def test_an_input_inside_the_run_in_the_working_folder_names_it(tmp_path, capsys
     assert "inside the run" not in lines[2]  # / is in no run, whatever the working folder
 
 
+def test_an_input_that_is_a_file_in_no_run_is_said_to_be_a_file(tmp_path, capsys):
+    """A file given as --input outside any run was said to 'hold no manifest.json', as
+    a folder of other files is."""
+    (tmp_path / "notes.txt").write_text("x")
+    assert main(["--input", str(tmp_path / "notes.txt")]) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert line == (
+        f"error: --input {str(tmp_path / 'notes.txt')!r} is a file, not the --output folder "
+        "of a run of this job; pass that folder (e.g. ./output/sample)."
+    )
+
+
 def _unreadable_manifest(output: Path, kind: str) -> Path:
     """`output` holding a manifest.json that is no manifest: `kind` a FIFO, a folder,
     text that is not JSON, or JSON that is not an object."""

@@ -127,7 +127,7 @@ def unreadable_manifest_message(flag: str, folder: str, error: Exception) -> str
 def missing_run_message(flag: str, folder: str, error: FileNotFoundError) -> str:
     """The one-line error of a command given a folder that holds no run (`--input`):
     one inside a run (its results/, a file of it) names the run; a local path that
-    does not exist says so."""
+    does not exist, or is a file, says so."""
     if not str(getattr(error, "filename", "") or "").endswith(MANIFEST_FILE):
         return f"{flag} {folder!r}: {error}"
     run = enclosing_run(folder)
@@ -137,6 +137,11 @@ def missing_run_message(flag: str, folder: str, error: FileNotFoundError) -> str
         return (
             f"{flag} {folder!r} does not exist; pass the --output folder of a run of this "
             "job (e.g. ./output/sample)."
+        )
+    if not files.is_remote(folder) and os.path.isfile(folder):
+        return (
+            f"{flag} {folder!r} is a file, not the --output folder of a run of this job; "
+            "pass that folder (e.g. ./output/sample)."
         )
     return (
         f"{flag} {folder!r} holds no {MANIFEST_FILE}: it is not the --output folder of a "
