@@ -485,8 +485,11 @@ def _warn_of_files_in_output(output: str, root: str) -> None:
 
 
 def _below(path: str, folder: str) -> bool:
-    """Whether `path` lies strictly below `folder` (both absolute)."""
-    return path != folder and os.path.commonpath([path, folder]) == folder
+    """Whether `path` lies strictly below `folder` (both absolute) where the listing
+    reaches it: in no hidden folder (`.cache/`), whose files are never inputs."""
+    if path == folder or os.path.commonpath([path, folder]) != folder:
+        return False
+    return not any(part.startswith(".") for part in os.path.relpath(path, folder).split(os.sep))
 
 
 def _warn_tfds_only_flags(audit: AuditOptions) -> None:

@@ -345,6 +345,19 @@ def test_an_output_linked_inside_the_dataset_to_a_folder_of_images_says_so(
     ) in caplog.text
 
 
+def test_an_output_in_a_hidden_folder_of_the_dataset_says_nothing_of_its_files(
+    image_folder, linear_keras, caplog
+):
+    """The files of a hidden folder (`.cache/`) are never inputs: an --output there was
+    said to leave them out of the run, and that another --output would audit them."""
+    output = Path(image_folder["root"], ".cache", "audit")
+    write_image(output / "a.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    with caplog.at_level(logging.WARNING, logger="pipeline.resolve"):
+        job, _ = prepare(_flags(image_folder, linear_keras, output))
+    job.lock.release()
+    assert "lies inside --dataset" not in caplog.text
+
+
 def test_a_folder_of_one_image_is_counted_as_one_file(linear_keras, tmp_path, caplog):
     write_image(tmp_path / "images" / "a.png", np.zeros((SIZE, SIZE, 3), np.uint8))
     flags = _flags({"root": str(tmp_path / "images")}, linear_keras, tmp_path / "out")
