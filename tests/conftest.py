@@ -83,19 +83,23 @@ def linear_weights() -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-@pytest.fixture(scope="session")
-def linear_keras(tmp_path_factory, linear_weights) -> str:
-    """A `.keras` file: logits = flatten(x) @ W + b, so IG = x * W[:, t] exactly."""
+def dense_keras(path, weights: np.ndarray, bias: np.ndarray) -> str:
+    """A `.keras` file at `path` of SIZE x SIZE x 3 inputs: logits = flatten(x) @ weights
+    + bias (no softmax), so IG = x * weights[:, t] exactly against a black baseline."""
     import keras
 
     inputs = keras.Input((SIZE, SIZE, 3))
-    dense = keras.layers.Dense(1000)
-    outputs = dense(keras.layers.Flatten()(inputs))
-    model = keras.Model(inputs, outputs)
-    dense.set_weights(list(linear_weights))
-    path = str(tmp_path_factory.mktemp("models") / "linear.keras")
-    model.save(path)
-    return path
+    dense = keras.layers.Dense(weights.shape[1])
+    model = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
+    dense.set_weights([weights, bias])
+    model.save(str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def linear_keras(tmp_path_factory, linear_weights) -> str:
+    """A `.keras` file: logits = flatten(x) @ W + b, so IG = x * W[:, t] exactly."""
+    return dense_keras(tmp_path_factory.mktemp("models") / "linear.keras", *linear_weights)
 
 
 def _save_quadratic(path: str, weights: np.ndarray, num_outputs: int) -> None:

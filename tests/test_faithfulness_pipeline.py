@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from pipeline import run
-from tests.conftest import SIZE, cli_args, write_image
+from tests.conftest import SIZE, cli_args, dense_keras, write_image
 from transforms import faithfulness as fa
 from transforms import images, results
 from transforms.baselines import make_baselines
@@ -340,18 +340,6 @@ def test_a_rows_control_is_its_images_whichever_run_and_batch_compute_it(
     assert not np.allclose(copy[controls].to_numpy(float), original[controls].to_numpy(float))
 
 
-def _logits_keras(path, weights: np.ndarray, bias: np.ndarray) -> str:
-    """A `.keras` file: logits = flatten(x) @ weights + bias (no softmax)."""
-    import keras
-
-    inputs = keras.Input((SIZE, SIZE, 3))
-    dense = keras.layers.Dense(weights.shape[1])
-    model = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
-    dense.set_weights([weights, bias])
-    model.save(path)
-    return str(path)
-
-
 @pytest.fixture
 def black_and_noise(tmp_path) -> dict[str, str]:
     """A folder of an all-black image (equal to the black baseline) and a noise image."""
@@ -389,7 +377,7 @@ def test_flat_curves_of_a_map_that_is_not_0_are_not_measurable_not_no_better_tha
     than chance (its map not 0), untrue; it is not measurable, as the black image is."""
     weights = np.zeros((SIZE * SIZE * 3, 2), np.float32)
     weights[:, 0] = np.abs(np.random.default_rng(4).normal(0, 0.05, SIZE * SIZE * 3))
-    model = _logits_keras(tmp_path / "sat.keras", weights, np.array([40.0, 0.0], np.float32))
+    model = dense_keras(tmp_path / "sat.keras", weights, np.array([40.0, 0.0], np.float32))
     _run(black_and_noise, model, tmp_path / "out", *cli_args(faithfulness_steps=8))
     rows = results.read_results(str(tmp_path / "out")).set_index("image_id", drop=False)
     assert (rows[AUCS] == 1.0).all(axis=None)

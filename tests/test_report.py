@@ -33,6 +33,7 @@ from tests.conftest import (
     WNID_CAT,
     WNID_SHARK,
     cli_args,
+    dense_keras,
     launched,
     run_to_a_closed_stdout,
     run_to_an_ascii_stdout,
@@ -2145,7 +2146,7 @@ def test_a_saturated_models_rows_are_not_measurable_whatever_their_map(tmp_path)
     # check measured; both rows are not measurable, each card saying why.
     weights = np.zeros((SIZE * SIZE * 3, 2), np.float32)
     weights[:, 0] = np.abs(np.random.default_rng(4).normal(0, 0.05, SIZE * SIZE * 3))
-    model = _dense_keras(tmp_path / "sat.keras", weights, np.array([40.0, 0.0], np.float32))
+    model = dense_keras(tmp_path / "sat.keras", weights, np.array([40.0, 0.0], np.float32))
     output = _black_and_noise_run(tmp_path, model)
     text = build_report(output, gallery=0)
     section = " ".join(_page(text).sections["faithfulness"].split())
@@ -2185,18 +2186,6 @@ def test_an_image_the_checks_leave_as_it_is_is_not_measurable_whatever_its_map(
     ), black
     assert "pixels do not move" not in black and "its map is 0" not in black
     assert re.search(r'<div class="v">0</div><div class="k">rows no better than chance', text)
-
-
-def _dense_keras(path: Path, weights: np.ndarray, bias: np.ndarray) -> str:
-    """A `.keras` file: logits = flatten(x) @ weights + bias."""
-    import keras
-
-    inputs = keras.Input((SIZE, SIZE, 3))
-    dense = keras.layers.Dense(weights.shape[1])
-    model = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
-    dense.set_weights([weights, bias])
-    model.save(path)
-    return str(path)
 
 
 def test_a_killed_resume_says_its_rows_are_the_earlier_runs(folder_run):
