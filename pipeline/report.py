@@ -57,13 +57,11 @@ from transforms.errors import error_reason
 from transforms.ig.rules import METHODS, has_spread
 from transforms.images import scale_to_range
 from transforms.manifest import (
-    CHECKPOINT_DIR,
     LOCK_FILE,
     REPORT_FILE,
     SANITY_DIR,
     SANITY_JSON,
     SHARD_PREFIX,
-    TEMP_DIR,
     ManifestNotAFile,
     UnreadableManifest,
     awaited_template,
@@ -72,6 +70,7 @@ from transforms.manifest import (
     faithfulness_pixels,
     faithfulness_ties,
     missing_run_message,
+    run_checkpoints,
     shows_targets,
     unfinished_status,
     unreadable_manifest_message,
@@ -619,21 +618,21 @@ _CONFIG_KEYS = tuple(
 
 
 def _checkpointed(output: str, shown: set[str], run_id: str | None) -> int:
-    """Images whose rows a run that did not finish holds in its checkpoint files
-    (`<output>/.tmp/checkpoints/<run id>/`, `transforms.sinks.checkpoint_folder`),
+    """Images whose rows a run that did not finish holds in its checkpoint files,
     which --resume keeps, and that are not among the rows `shown` already (a run
     killed after its sink finalized has both); an unreadable file counts none.
-    Only run `run_id`'s (the manifest's), as --resume salvages only those; None
-    (a manifest without one, of a version that wrote no checkpoints): none."""
-    if run_id is None:
+    Only those of `transforms.manifest.run_checkpoints(output, run_id)` (the
+    manifest's run id), as --resume salvages only those: none for no run id."""
+    folder = run_checkpoints(output, run_id)
+    if folder is None:
         return 0
-    parts = (TEMP_DIR, CHECKPOINT_DIR, glob.escape(run_id), "*.parquet")
     if files.is_remote(output):
         from apache_beam.io.filesystems import FileSystems  # noqa: PLC0415 - slow; remote only
 
-        paths = [m.path for m in FileSystems.match([files.join(output, *parts)])[0].metadata_list]
+        found = FileSystems.match([files.join(folder, "*.parquet")])[0].metadata_list
+        paths = [m.path for m in found]
     else:
-        paths = glob.glob(os.path.join(glob.escape(output), *parts))
+        paths = glob.glob(os.path.join(glob.escape(folder), "*.parquet"))
     ids: set[str] = set()
     for path in sorted(paths):
         try:

@@ -495,6 +495,38 @@ def test_the_page_of_a_killed_run_without_a_run_id_counts_no_checkpoint(finished
     assert "sit in its checkpoints" not in page
 
 
+@pytest.mark.parametrize("own", [True, False], ids=["run-id", "no-run-id"])
+def test_the_page_and_a_resume_take_the_same_checkpoints_of_a_killed_run(own, finished, tmp_path):
+    """Which checkpoints a run has is decided once (`run_checkpoints`): its run id's,
+    none without one (a version before checkpoints). The page counts the images a
+    --resume salvages; here one of its own and one of another run (a template's job)."""
+    from transforms.schema import results_schema
+    from transforms.sinks import salvage_checkpoints
+
+    out = tmp_path / "out"
+    finished["copy"](out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    mine = manifest["run_id"] if own else manifest.pop("run_id")
+    (out / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
+    rows = pd.read_parquet(out / "results")
+    for run_id, image_id in ((mine, "later.png"), ("0123456789ab", "theirs.png")):
+        (out / ".tmp" / "checkpoints" / run_id).mkdir(parents=True)
+        rows.iloc[:1].assign(image_id=image_id).to_parquet(
+            out / ".tmp" / "checkpoints" / run_id / "batch-0.parquet"
+        )
+    page = build_report(str(out), gallery=0)
+    salvaged = salvage_checkpoints(  # as --resume calls it, with the manifest's run id
+        str(out),
+        frozenset(rows.image_id),
+        results_schema(),
+        str(out / "results" / "part-salvaged.parquet"),
+        manifest.get("run_id"),
+    )
+    assert salvaged == ({"later.png"} if own else set())
+    said = "The rows of 1 more images it finished sit in its checkpoints"
+    assert (said in page) == own and ("sit in its checkpoints" in page) == own
+
+
 def test_a_resume_keeps_each_checkpointed_image_once(image_folder, linear_keras, tmp_path):
     import shutil
 

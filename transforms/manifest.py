@@ -41,6 +41,7 @@ __all__ = [
     "image_shape",
     "is_run",
     "read_manifest",
+    "run_checkpoints",
     "shows_targets",
     "unfinished_status",
 ]
@@ -68,6 +69,20 @@ REPORT_FILE = "report.html"
 TEMP_DIR = ".tmp"
 #: Under TEMP_DIR: the checkpoint files of each run (`transforms.sinks.WriteCheckpoints`).
 CHECKPOINT_DIR = "checkpoints"
+
+
+def run_checkpoints(output: str, run_id: str | None) -> str | None:
+    """The folder of the checkpoints of run `run_id` in its --output folder `output`
+    (`<output>/.tmp/checkpoints/<run_id>/`): those a --resume of it salvages
+    (`transforms.sinks.salvage_checkpoints`) and its report counts, not another run's
+    there (a Dataflow template's job that lost the folder to it left its own).
+
+    None for no run id (a manifest of a version before run ids): that run has no
+    checkpoints, as the versions that wrote no run id wrote none (run ids came with
+    the lock, before them); every checkpoint there is another run's."""
+    if run_id is None:
+        return None
+    return files.join(output, TEMP_DIR, CHECKPOINT_DIR, run_id)
 
 
 class UnreadableManifest(ValueError):

@@ -31,6 +31,7 @@ from transforms.manifest import (
     SHARD_PREFIX,
     TEMP_DIR,
     read_manifest,
+    run_checkpoints,
 )
 from transforms.schema import ERROR_SCHEMA, rows_to_table
 
@@ -496,29 +497,27 @@ def salvage_checkpoints(
     """Keeps the checkpointed rows of images not in `done` (a killed run's, never
     finalized) as one results file at `path`, each image's rows once; returns their ids.
 
-    Only run `run_id`'s (the run resumed): a job that lost the folder to that run (a
-    Dataflow template's, run after an --overwrite) left its checkpoints there too,
-    rows of other images or flags. None (a manifest without a run id): none, as the
-    versions that wrote no run id wrote no checkpoints (run ids came with the lock,
-    before them); every checkpoint there is another run's.
+    Only those of `transforms.manifest.run_checkpoints(output, run_id)`, run `run_id`'s
+    (the run resumed), which decides which checkpoints a run has: none for no run id.
 
     Called by a --resume with the folder's lock held, before the temp folder is
     cleared; a row group's checkpoint files in memory at a time. An unreadable checkpoint
     file is skipped (its images are redone).
     """
-    if run_id is None:
+    folder = run_checkpoints(output, run_id)
+    if folder is None:
         return set()
     seen = set(done)
     write_parquet_file(
-        path, _new_rows(output, run_id, seen, schema), schema, FileSystems.join(output, TEMP_DIR)
+        path, _new_rows(folder, seen, schema), schema, FileSystems.join(output, TEMP_DIR)
     )
     return seen - set(done)
 
 
-def _new_rows(output: str, run_id: str, seen: set[str], schema: pa.Schema) -> Iterator[pa.Table]:
-    """Each of run `run_id`'s checkpoint files' rows of images not in `seen`, which it
+def _new_rows(folder: str, seen: set[str], schema: pa.Schema) -> Iterator[pa.Table]:
+    """Each of the checkpoint files' rows in `folder` of images not in `seen`, which it
     then adds."""
-    pattern = FileSystems.join(checkpoint_folder(output, run_id), "*.parquet")
+    pattern = FileSystems.join(folder, "*.parquet")
     for file in sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list):
         try:
             table = _read_checkpoint(file, schema)
