@@ -110,7 +110,7 @@ from transforms.sinks import (
     write_json,
     write_schema_file,
 )
-from transforms.tf_model import ModelHandoff, ModelSpec, model_reference
+from transforms.tf_model import ModelHandoff, ModelSpec, model_reference, what_flags_set
 
 __all__ = ["AuditJob", "build_pipeline", "launch", "prepare", "run"]
 
@@ -441,17 +441,11 @@ def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
 
 def _fed(spec: ModelSpec) -> str:
     """What the model is fed (a SavedModel does not say its range, the job's default
-    then), and the flags that set other images: those the model does not refuse;
-    --image_size, of a model taking a non-square size itself, sets a square."""
+    then), and the flags that set other images (`what_flags_set`)."""
     (height, width), (low, high) = spec.image_shape, spec.input_range
     fed = f"{height}x{width} pixels in [{low:g}, {high:g}]"
-    flags = spec.input_flags
-    if height != width and "--image_size" in flags:  # never another height x width
-        others = [flag for flag in flags if flag != "--image_size"]
-        return f"{fed}; --image_size sets a square" + "".join(f" and {f} another" for f in others)
-    if not flags:
-        return fed
-    return f"{fed}; {' and '.join(flags)} {'sets another' if len(flags) == 1 else 'set others'}"
+    flags = what_flags_set(spec.image_shape, spec.input_flags)
+    return f"{fed}; {flags}" if flags else fed
 
 
 def _start(

@@ -1967,6 +1967,37 @@ def test_a_keras_2_file_is_refused_as_such_with_the_export_that_runs(
     assert main([*exported, "--faithfulness", "none"]) == 0
 
 
+def test_one_function_words_what_image_size_sets_in_the_model_line_and_the_launch_line(
+    tmp_path, caplog
+):
+    """ "--image_size sets another" (a square) or "sets a square" (any other height x
+    width) was chosen twice: in the line naming the size an open model takes itself and
+    in the launch line's `_fed`. `what_flags_set` chooses; both print its result."""
+    from pipeline.main import _fed
+    from transforms.tf_model import resolve_model, what_flags_set
+
+    said = {
+        ((12, 12), ("--image_size",)): "--image_size sets another",
+        ((12, 12), ("--image_size", "--input_range")): "--image_size and --input_range set others",
+        ((12, 20), ("--image_size",)): "--image_size sets a square",
+        ((12, 20), ("--image_size", "--input_range")): (
+            "--image_size sets a square and --input_range another"
+        ),
+        ((12, 20), ("--input_range",)): "--input_range sets another",
+        ((12, 20), ()): "",
+    }
+    assert {key: what_flags_set(*key) for key in said} == said
+    for sides, shown in (((12, 12), "12"), ((12, 20), "12x20")):
+        model = _keras_resizing(tmp_path / f"{sides[1]}.keras", sides)
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            spec = resolve_model(model)
+        assert f": using {shown} ({said[sides, ('--image_size',)]})." in caplog.text
+        fed = f"{sides[0]}x{sides[1]} pixels in [0, 255]"
+        assert _fed(spec) == f"{fed}; {said[sides, ('--image_size', '--input_range')]}"
+    assert _fed(resolve_model("efficientnet_lite0", load=False)) == "224x224 pixels in [0, 1]"
+
+
 def test_a_model_whose_input_has_no_known_rank_is_fed_images_of_image_size(image_folder, tmp_path):
     """A signature or __call__ of tf.TensorSpec(None) (any shape) takes the images as
     one of [None, None, None, None] does; the launch exited 2 with TF's own words alone,

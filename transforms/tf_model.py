@@ -44,6 +44,7 @@ from transforms.model.inputs import (
     model_input_range,
     own_input_range,
     side_taken,
+    what_flags_set,
 )
 from transforms.model.loading import (
     check_remote_readable,
@@ -89,6 +90,7 @@ __all__ = [
     "model_reference",
     "padded_batch",
     "resolve_model",
+    "what_flags_set",
 ]
 
 _LOG = logging.getLogger(__name__)

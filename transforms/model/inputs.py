@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -20,6 +21,7 @@ __all__ = [
     "model_input_range",
     "own_input_range",
     "side_taken",
+    "what_flags_set",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -143,11 +145,11 @@ def _open_size_of(reference: str, recorded: _Side | None) -> tuple[int, int]:
     if recorded is not None:
         height, width = recorded.sides
         _LOG.info(
-            "Model %s does not fix its input size; %s: using %s (--image_size sets %s).",
+            "Model %s does not fix its input size; %s: using %s (%s).",
             reference,
             recorded.why,
             height if height == width else f"{height}x{width}",
-            "another" if height == width else "a square",
+            what_flags_set(recorded.sides, ("--image_size",)),
         )
         return recorded.sides
     _LOG.warning(
@@ -156,6 +158,21 @@ def _open_size_of(reference: str, recorded: _Side | None) -> tuple[int, int]:
         _DEFAULT_IMAGE_SIZE,
     )
     return _DEFAULT_IMAGE_SIZE, _DEFAULT_IMAGE_SIZE
+
+
+def what_flags_set(sides: tuple[int, int], flags: Sequence[str]) -> str:
+    """What `flags` (--image_size, --input_range: those that feed a model other images
+    than the (height, width) `sides` it is fed) set, as the log says it: "--image_size
+    sets another", "--image_size and --input_range set others"; "" for none. For a
+    non-square `sides` --image_size "sets a square", never another height x width:
+    "--image_size sets a square and --input_range another"."""
+    height, width = sides
+    if height != width and "--image_size" in flags:
+        others = [flag for flag in flags if flag != "--image_size"]
+        return "--image_size sets a square" + "".join(f" and {f} another" for f in others)
+    if not flags:
+        return ""
+    return f"{' and '.join(flags)} {'sets another' if len(flags) == 1 else 'set others'}"
 
 
 def _three_channels_hint(shape) -> str:
