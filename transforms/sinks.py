@@ -439,9 +439,10 @@ def write_schema_file(output: str, schema: pa.Schema) -> str | None:
 
 
 def checkpoint_folder(output: str, run_id: str | None = None) -> str:
-    """`<output>/.tmp/checkpoints/`, or one run's folder in it."""
-    folder = FileSystems.join(output, TEMP_DIR, CHECKPOINT_DIR)
-    return FileSystems.join(folder, run_id) if run_id else folder
+    """`<output>/.tmp/checkpoints/`, or run `run_id`'s folder in it, the one
+    `run_checkpoints` names to the readers of its checkpoints."""
+    folder = run_checkpoints(output, run_id) if run_id else None
+    return folder or FileSystems.join(output, TEMP_DIR, CHECKPOINT_DIR)
 
 
 class _Checkpoint(beam.DoFn):
