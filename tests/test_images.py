@@ -253,6 +253,23 @@ def test_a_photo_whose_exif_has_a_malformed_tag_is_decoded_upright():
     assert decoded[2, :, 0].min() > 200 and decoded[-3, :, 0].max() < 50
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+@pytest.mark.parametrize(
+    "exif",
+    [b"not a TIFF header at all", b"MM\x00*\x00\x00"],  # garbage; cut before its IFD offset
+    ids=["not-tiff", "truncated"],
+)
+def test_an_image_whose_exif_block_is_unreadable_is_decoded_as_stored(fmt, exif):
+    # A PNG's eXIf chunk or a WebP's EXIF chunk that Pillow cannot parse (SyntaxError
+    # 'not a TIFF file', struct.error 'unpack requires a buffer'): Pillow reads the
+    # pixels, as viewers show them, but reading the orientation raised and the image
+    # was an error record ('broken image: not a TIFF file', or 'error: unpack ...').
+    stored = np.random.default_rng(4).integers(0, 256, (40, 20, 3), dtype=np.uint8)
+    data = _encode(Image.fromarray(stored), fmt, exif=exif, lossless=True)
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), stored)
+    np.testing.assert_array_equal(images.decode_image(data), stored)
+
+
 @pytest.mark.parametrize(
     "mode, fmt, expected",
     [("P", "PNG", [10, 20, 30]), ("P", "GIF", [10, 20, 30]), ("1", "PNG", [255, 255, 255])],

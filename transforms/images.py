@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 
 import numpy as np
@@ -131,13 +132,23 @@ def _shrink(img: Image.Image, max_side_hint: int | None) -> Image.Image:
     return img.resize((2 * width, 2 * height), Image.Resampling.BOX)
 
 
+def _orientation(img: Image.Image) -> object:
+    """The image's EXIF orientation (1, upright, without one). An EXIF block Pillow
+    cannot parse (a PNG's eXIf chunk that is no TIFF structure, one cut short) says
+    none: the pixels read, and are taken as stored, as viewers show them."""
+    try:
+        return img.getexif().get(ExifTags.Base.Orientation, 1)
+    except (SyntaxError, ValueError, OSError, struct.error):
+        return 1
+
+
 def _upright(img: Image.Image) -> Image.Image:
     """The decoded image turned as its EXIF orientation says (a phone photo taken
     upright comes out upright); a turned image replaces `img`, which is closed, so
     one full-size copy is held at a time. Pillow's `exif_transpose` also re-encodes
     the EXIF, which fails on a malformed tag (text where a number belongs) although
     the pixels and the orientation read: only the orientation is read here."""
-    method = _UPRIGHT.get(img.getexif().get(ExifTags.Base.Orientation, 1))
+    method = _UPRIGHT.get(_orientation(img))
     if method is None:
         return img
     turned = img.transpose(method)
