@@ -3577,6 +3577,32 @@ def test_an_error_example_whose_file_name_several_inputs_share_is_its_image_id(
     assert '<td class="mono">x/loop</td>' in build_report(str(tmp_path / "out"))
 
 
+def test_errors_by_stage_count_a_cause_of_files_with_short_names_once(
+    image_folder, linear_keras, tmp_path
+):
+    """Three links pointing at each other, `ab`, `ba` and `cyc` (a link to itself): one
+    cause (ELOOP on stat) shown as three, since a name of 3 characters or fewer stayed in
+    its reason (it could stand in any word), and it pushed a fourth cause of that stage
+    into '... and 1 other reason'. A short name ending the path an OS error quotes is
+    the file's own, whatever its length."""
+    from pipeline import run
+
+    root = Path(image_folder["root"])
+    (root / "ab").symlink_to("ba")
+    (root / "ba").symlink_to("ab")
+    (root / "cyc").symlink_to("cyc")
+    (root / "x").mkdir()
+    (root / "x" / "loop").symlink_to("..")
+    flags = _flags(image_folder, linear_keras, str(tmp_path / "out"), "--faithfulness", "none")
+    run(flags, save_main_session=False)
+    path = f"{root}/<file>"
+    assert error_summary(str(tmp_path / "out"))[:3] == [
+        "  read: 4",
+        f"    3 x cannot stat: [Errno 40] Too many levels of symbolic links: '{path}' (e.g. ab)",
+        f"    1 x symbolic link loop: leads back to '{os.path.realpath(root)}' (e.g. loop)",
+    ]
+
+
 def test_errors_by_stage_count_reasons_that_differ_only_by_a_number_once(tmp_path):
     # A folder of 60 files that are not images, each of its own size, was 60
     # causes: 3 shown and '... and 57 other reasons', the same reason unseen.

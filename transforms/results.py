@@ -1029,8 +1029,12 @@ def _unambiguous_names(frame: pd.DataFrame) -> pd.Series:
 
 def _reason(error: str, image_id: str) -> str:
     """An error's reason without its own file's name (`No such file: '/x/<file>'`),
-    so that one cause over many files is counted once."""
-    return error.replace(image_id, "<file>") if len(image_id) > 3 else error
+    so that one cause over many files is counted once. A name of 3 characters or
+    fewer could stand inside any word: it is taken out only where it ends the path
+    an OS error quotes (`'/x/ab'`)."""
+    if len(image_id) > 3:
+        return error.replace(image_id, "<file>")
+    return re.sub(f"/{re.escape(image_id)}(?=['\"])", "/<file>", error)
 
 
 def _cause(reason: str) -> str:
