@@ -209,6 +209,27 @@ def test_a_bomb_is_told_of_reduced_size_decoding_only_when_it_is_a_jpeg():
     )
 
 
+def _mpo(first: Image.Image) -> bytes:
+    """A Multi-Picture JPEG of `first` and a small second picture: what Pillow opens a
+    phone photo holding an MPF preview or gain map as (format 'MPO', not 'JPEG')."""
+    return _encode(first, "MPO", save_all=True, append_images=[Image.new("RGB", (8, 8))])
+
+
+def test_a_multi_picture_jpeg_is_decoded_at_a_reduced_size_as_a_jpeg_is():
+    """An MPO's first picture is a JPEG, but only format 'JPEG' was decoded at a reduced
+    size: a phone photo that Pillow opens as MPO was decoded whole, and one over 67 MP
+    was refused, though the same picture as a plain JPEG was read at 1/8."""
+    blocks = np.random.default_rng(0).uniform(0, 255, (32, 24, 3))
+    photo = Image.fromarray(np.kron(blocks, np.ones((8, 8, 1))).astype(np.uint8))
+    assert Image.open(io.BytesIO(_mpo(photo))).format == "MPO"
+    np.testing.assert_array_equal(
+        images.decode_image(_mpo(photo), max_side_hint=16),
+        images.decode_image(_encode(photo, "JPEG"), max_side_hint=16),
+    )
+    big = Image.new("RGB", (8200, 8200), (200, 100, 50))  # 67.2 MP; 1025 x 1025 at 1/8
+    assert images.decode_image(_mpo(big), max_side_hint=16).shape == (32, 32, 3)  # shrunk
+
+
 def test_a_large_image_is_shrunk_before_any_float_copy():
     # 6000 x 4000 PNG (24 MP): decoded, then box-averaged to >= 2x the model's side.
     pixels = np.zeros((4000, 6000, 3), dtype=np.uint8)

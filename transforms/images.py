@@ -27,6 +27,9 @@ __all__ = [
 #: Decoding holds about 4 bytes per counted pixel at most: 256 MiB per image.
 #: (Pillow itself refuses to open an image declaring more than 179 MP.)
 MAX_PIXELS = 8192 * 8192
+# What Pillow opens a JPEG as: a phone photo holding a second picture (an MPF preview,
+# depth or gain map) is a Multi-Picture JPEG, "MPO", whose first picture is read.
+_JPEG_FORMATS = ("JPEG", "MPO")
 # Pillow modes that `Image.reduce` cannot shrink; "I" (32-bit) holds their values.
 _WIDE_INT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 # Palette and 1-bit modes, which neither `Image.reduce` nor `to_rgb_uint8` reads,
@@ -103,7 +106,7 @@ def _open_bounded(data: bytes, max_side_hint: int | None, max_pixels: int) -> Im
         except Image.DecompressionBombError as e:
             raise ImageError(f"image too large to decode safely: {e} {_bomb_limit(data)}") from e
     img.seek(0)
-    if max_side_hint and img.format == "JPEG":
+    if max_side_hint and img.format in _JPEG_FORMATS:
         img.draft("RGB", (max_side_hint, max_side_hint))  # decode at 1/2 .. 1/8 size
     width, height = img.size
     if width * height > max_pixels:
