@@ -3740,6 +3740,43 @@ def test_a_dataset_folder_this_user_may_not_list_exits_2_before_any_model_load(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.skipif(
+    os.geteuid() == 0 and shutil.which("setpriv") is None, reason="root needs setpriv"
+)
+def test_a_file_this_user_may_not_read_is_an_error_record_and_a_resume_reads_it_later(
+    linear_keras, tmp_path
+):
+    """As README says (it said nothing of such a file): one `read` error record naming
+    the permission, the other files' rows; once readable, a --resume gives its row."""
+    from pipeline import run
+
+    images = tmp_path / "images"
+    for name in ("a.png", "locked.png"):
+        write_image(images / name, np.zeros((SIZE, SIZE, 3), np.uint8))
+    argv = cli_args(dataset=images, model=linear_keras, output=tmp_path / "out", steps=4)
+    prefix = _WITHOUT_DAC if os.geteuid() == 0 else []
+    (images / "locked.png").chmod(0o000)
+    try:
+        done = subprocess.run(
+            [*prefix, sys.executable, "-m", "pipeline", *argv, "--faithfulness", "none"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        (images / "locked.png").chmod(0o644)
+    assert done.returncode == 0, done.stderr[-2000:]
+    errors = pd.read_parquet(tmp_path / "out" / "errors")
+    assert list(errors.image_id) == ["locked.png"] and list(errors.stage) == ["read"]
+    reason = f"cannot read file: [Errno 13] Permission denied: '{images / 'locked.png'}'"
+    assert list(errors.error) == [reason]
+    assert list(pd.read_parquet(tmp_path / "out" / "results").image_id) == ["a.png"]
+    run([*argv, "--faithfulness", "none", "--resume"], save_main_session=False)
+    rows = pd.read_parquet(tmp_path / "out" / "results", columns=["image_id"])
+    assert sorted(rows.image_id) == ["a.png", "locked.png"]
+
+
 def test_the_summary_names_an_output_given_with_a_trailing_slash_without_doubling_it(
     folder_run, capsys
 ):
