@@ -509,6 +509,30 @@ def test_a_tfds_builder_config_is_read_by_its_name(linear_keras, tmp_path):
     assert sorted(results.label) == [0, 0, 1] and (results.target_class == results.label).all()
 
 
+def test_a_tfds_photo_with_an_exif_orientation_is_fed_upright_unlike_tfds_own_decoding(
+    linear_keras, tmp_path
+):
+    """As README says: the job decodes a TFDS dataset's encoded images itself, as an image
+    folder's files (EXIF orientation applied), where TFDS's decoding gives them as stored."""
+    import tensorflow_datasets as tfds
+
+    data_dir = _prepared("tiny_turned_photo", tmp_path)
+    (example,) = tfds.as_numpy(
+        tfds.builder("tiny_turned_photo", data_dir=data_dir).as_dataset(split="test")
+    )
+    assert example["image"].shape == (SIZE // 2, SIZE, 3)  # TFDS: as stored, landscape
+    args = cli_args(dataset="tiny_turned_photo", data_dir=data_dir, model=linear_keras)
+    run(
+        [*args, *cli_args(output=tmp_path / "out", steps=2, faithfulness="none")],
+        save_main_session=False,
+    )
+    (row,) = pd.read_parquet(tmp_path / "out" / "results").itertuples()
+    photo = np.abs(np.asarray(row.attributions).reshape(SIZE, SIZE, 3)).sum(axis=2) > 0
+    quarter = SIZE // 4  # upright, SIZE high and SIZE/2 wide: padded left and right
+    assert photo[:, quarter : SIZE - quarter].all() and not photo[:, :quarter].any()
+    assert not photo[:, SIZE - quarter :].any()
+
+
 def test_a_tfds_dataset_with_other_classes_than_the_model_is_warned_of(
     linear_keras, tmp_path, caplog
 ):

@@ -282,3 +282,30 @@ class TinyNoise(tfds.core.GeneratorBasedBuilder):
         for i in range(first, first + count):
             image = np.random.default_rng(i).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
             yield i, {"image": image, "label": i % 2, "file_name": f"noise_{i}.png"}
+
+
+class TinyTurnedPhoto(tfds.core.GeneratorBasedBuilder):
+    """One flat grey JPEG of SIZE/2 x SIZE pixels as stored, turned upright (SIZE x SIZE/2)
+    by its EXIF orientation 6, as a phone writes a portrait photo: TFDS keeps the encoded
+    bytes it is given, EXIF and all, as ImageNet-A's builder keeps its JPEGs."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        features = {"image": tfds.features.Image(encoding_format="jpeg")}
+        return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(features))
+
+    def _split_generators(self, dl_manager):
+        return {"test": self._generate_examples()}
+
+    def _generate_examples(self):
+        import io
+
+        from PIL import Image
+
+        stored = Image.fromarray(np.full((SIZE // 2, SIZE, 3), 128, np.uint8))
+        exif = Image.Exif()
+        exif[0x0112] = 6  # turn 90 degrees clockwise to show
+        encoded = io.BytesIO()
+        stored.save(encoded, "JPEG", exif=exif.tobytes(), quality=95)
+        yield 0, {"image": encoded.getvalue()}
