@@ -63,6 +63,24 @@ def test_the_warning_about_unlabelled_sub_folders_says_how_many_it_does_not_name
     )
 
 
+def test_the_unlabelled_warning_counts_only_files_that_are_read(tmp_path, caplog):
+    """A sub-folder holding a link loop, or a dangling link, holds no image that could
+    get a label (each is an error record): 'dirloop' was named among the sub-folders whose
+    files get no label, and its loop counted as such a file."""
+    write_image(tmp_path / "holiday" / "a.png", np.zeros((2, 2, 3), np.uint8))
+    (tmp_path / "dirloop").mkdir()
+    (tmp_path / "dirloop" / "up").symlink_to("..")
+    (tmp_path / "gone").mkdir()
+    (tmp_path / "gone" / "b.png").symlink_to("nowhere.png")
+    with caplog.at_level("WARNING", logger="transforms.sources"):
+        files = sources.list_image_folder(str(tmp_path))
+    assert [f.image_id for f in files] == ["dirloop/up", "gone/b.png", "holiday/a.png"]
+    assert (
+        "1 file in a sub-folder that is not an ImageNet WordNet id (holiday) gets no label."
+        in caplog.text
+    )
+
+
 def test_wordnet_id_folders_below_split_folders_are_warned_of_with_the_folder_to_pass(
     tmp_path, caplog
 ):

@@ -318,8 +318,9 @@ def list_image_folder(root: str, skip: str | None = None) -> list[FolderFile]:
 
 def _warn_of_unlabelled(root: str, listed: list[FolderFile]) -> None:
     """Warns of files in sub-folders that are not WordNet ids, and where WordNet-id
-    folders lie below those (imagenette2-160/train/n01440764/), of the folder to pass."""
-    unlabelled = [f for f in listed if f.label is None and "/" in f.image_id]
+    folders lie below those (imagenette2-160/train/n01440764/), of the folder to pass.
+    An entry that is an error record (a link loop, a dangling link) is no file to label."""
+    unlabelled = [f for f in listed if f.label is None and f.error is None and "/" in f.image_id]
     if not unlabelled:
         return
     folders = sorted({f.image_id.split("/")[0] for f in unlabelled})
@@ -363,7 +364,7 @@ def _warn_of_class_root(root: str, listed: list[FolderFile]) -> None:
     class audited): labels come from its sub-folders' names, so its files get none."""
     folder = root.rstrip("/") or root
     parent, name = os.path.split(folder)
-    unlabelled = sum(f.label is None for f in listed)
+    unlabelled = sum(f.label is None and f.error is None for f in listed)
     if labels.wnid_to_label(name) is None or not unlabelled:
         return
     _LOG.warning(
