@@ -1221,7 +1221,8 @@ def _faithfulness(chosen: _Selection, pictures: _Pictures, limit: int) -> dict[s
     measured = frame.dropna(subset=_FAITHFULNESS, how="all")
     # The rows neither check measured are apart: in no median, count or figure.
     judged = measured[~measured.index.isin(chosen.unmeasurable.index)]
-    blind = {c: results.measured_nothing(measured, c) for c in ("deletion", "insertion")}
+    # Of the rows judged: one check blind, never two (those are `chosen.unmeasurable`).
+    blind = {c: results.measured_nothing(judged, c) for c in ("deletion", "insertion")}
     figure = None  # no row measured: the page shows no table or figure
     if len(judged):
         drawn = plots.faithfulness_figure(judged)

@@ -1635,7 +1635,8 @@ def test_a_row_whose_every_curve_stays_flat_is_not_measurable(folder_run):
     add_columns(folder_run["output"], values)
     text = build_report(folder_run["output"], gallery=0)
     section = " ".join(_page(text).sections["faithfulness"].split())
-    assert "rows do no better than chance" in section and "1 row has a check" in section
+    assert "rows do no better than chance" in section
+    assert "AUCs are both 1: it measured nothing" not in section  # no row has one such check
     assert re.findall(r"\w+\.png →", section) == ["shark.png →", "cat2.png →", "loose.png →"]
     assert "rows the checks cannot measure" in _before(section, "loose.png")
     loose = _after(section, "loose.png")
@@ -1720,7 +1721,7 @@ def test_a_check_whose_curves_never_leave_p_x_does_not_flag_a_faithful_map(tmp_p
     text = build_report(output, gallery=0)
     section = _page(text).sections["faithfulness"]
     assert "0 of 2 rows do no better than chance" in section
-    assert "2 rows have a check whose two AUCs are both 1: it measured nothing" in section
+    assert "2 rows have one check whose two AUCs are both 1: it measured nothing" in section
     assert re.search(r'<div class="v">0</div><div class="k">rows no better than chance', text)
     assert "should not be trusted" not in section
 
@@ -1972,7 +1973,7 @@ def test_a_flagged_rows_check_that_measured_nothing_is_not_shown_as_failing(fold
     section = _page(text).sections["faithfulness"]
     assert "2 of 4 rows do no better than chance" in section
     assert re.findall(r"\w+\.png →", section) == ["loose.png →", "cat2.png →"]
-    assert "2 rows have a check whose two AUCs are both 1" in section
+    assert "2 rows have one check whose two AUCs are both 1" in section
     loose, cat2 = text.split('id="faithfulness"')[1].split("</section>")[0].split("cat2.png →")
     assert "<td>deletion AUC (random)</td><td>1 (1)</td>" in loose
     assert '<td>insertion AUC (random)</td><td class="wrong">0.3 (0.45)</td>' in loose
@@ -1991,7 +1992,7 @@ def test_a_check_tied_a_float32_step_below_1_measured_nothing(folder_run):
     text = " ".join(section.split())
     assert "2 of 4 rows do no better than chance" in text
     assert "cat1.png →" not in text
-    assert "1 row has a check whose two AUCs are both 1" in text
+    assert "1 row has one check whose two AUCs are both 1" in text
     assert "or within 4.8e-07 of 1, a few float32 roundings of a probability" in text
 
 
@@ -2004,7 +2005,7 @@ def test_a_check_that_measured_nothing_is_not_counted_as_beating_chance(folder_r
     add_columns(folder_run["output"], values)
     section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
     text = " ".join(section.split())
-    assert "1 row has a check whose two AUCs are both 1" in text
+    assert "1 row has one check whose two AUCs are both 1" in text
     assert "is counted neither among the rows where IG beats chance" in text
     beats = dict(re.findall(r"(deletion|insertion) AUC \(\w+ is better\) \S+ \S+ (\d+) of 4", text))
     assert beats == {"deletion": "3", "insertion": "2"}, text
@@ -2267,3 +2268,23 @@ def test_a_map_shown_on_several_cards_is_drawn_once(folder_run, monkeypatch):
     # The 2 misclassified cards' maps (3 panels), the shark's and cat2's 2-panel map
     # of the row cards, and the path curves of those two rows.
     assert drawn == {"attribution_figure": 4, "path_figure": 2}
+
+
+def test_the_note_of_a_check_that_measured_nothing_counts_no_row_that_is_not_measurable(
+    folder_run,
+):
+    # loose.png's four AUCs are 1 (not measurable: apart, in none of the counts) and
+    # cat1's insertion AUCs are both 1 beside a deletion that measured something. The
+    # note said "2 rows have one check whose two AUCs are both 1", loose.png among them,
+    # and without cat1 "1 row": it counts the rows with one such check alone now.
+    flat = _new_values(0.002, 1.0, 1.0, 1.0, 1.0)
+    values = {**NEW_VALUES, "loose.png": flat, CAT1: _new_values(0.004, 0.1, 0.4, 1.0, 1.0)}
+    add_columns(folder_run["output"], values)
+    text = build_report(folder_run["output"], gallery=0)
+    section = " ".join(_page(text).sections["faithfulness"].split())
+    assert "1 of 4 rows the checks cannot measure" in section
+    assert "1 row has one check whose two AUCs are both 1: it measured nothing" in section
+    add_columns(folder_run["output"], {**NEW_VALUES, "loose.png": flat})
+    section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
+    assert "1 of 4 rows the checks cannot measure" in " ".join(section.split())
+    assert "AUCs are both 1: it measured nothing" not in section
