@@ -1200,6 +1200,13 @@ def _why_unmeasurable(pictures: _Pictures, image_id: str) -> str:
     return model
 
 
+#: The two faithfulness checks, as `results.judged` and `results.measured_nothing` name them.
+_CHECKS = ("deletion", "insertion")
+
+#: A panel of the AUC figure whose check is a trial in no row (`results.judged`).
+_NO_TRIAL = "no row where this check measured something (the notes say why)"
+
+
 def _faithfulness_measured(frame: pd.DataFrame) -> bool:
     """Whether the rows hold faithfulness AUCs: any of the four (with --faithfulness
     none all are null; a model's NaN on one curve nulls that curve's alone)."""
@@ -1222,16 +1229,19 @@ def _faithfulness(chosen: _Selection, pictures: _Pictures, limit: int) -> dict[s
     # The rows neither check measured are apart: in no median, count or figure.
     judged = measured[~measured.index.isin(chosen.unmeasurable.index)]
     # Of the rows judged: one check blind, never two (those are `chosen.unmeasurable`).
-    blind = {c: results.measured_nothing(judged, c) for c in ("deletion", "insertion")}
+    blind = {c: results.measured_nothing(judged, c) for c in _CHECKS}
+    trials = {c: results.judged(judged, c) for c in _CHECKS}
+    aucs = _trial_aucs(judged, trials)
     figure = None  # no row measured: the page shows no table or figure
     if len(judged):
-        drawn = plots.faithfulness_figure(judged)
+        drawn = plots.faithfulness_figure(aucs, empty=_NO_TRIAL)
         figure = _png(drawn, "deletion and insertion AUC distributions", wide=True)
     return {
         "state": "recorded",
         "rows": len(judged),
+        "trial_rows": int((trials["deletion"] | trials["insertion"]).sum()),
         "measured": len(measured),
-        **_auc_table(judged),
+        **_auc_table(aucs, trials, blind),
         "missing": len(frame) - len(measured),
         "chance": len(chosen.chance),
         "resolution": results.AUC_RESOLUTION,
@@ -1245,22 +1255,42 @@ def _faithfulness(chosen: _Selection, pictures: _Pictures, limit: int) -> dict[s
     }
 
 
-def _auc_table(judged: pd.DataFrame) -> dict[str, Any]:
-    """The table's medians, and per check on how many of the rows with its two AUCs
-    IG beats its control (`valued`, `beats`), over the rows the checks can measure."""
-    medians = {c: float(judged[c].median()) for c in _FAITHFULNESS}
-    # A check that measured nothing beats its control by rounding only: not counted.
-    blind = {c: results.measured_nothing(judged, c) for c in ("deletion", "insertion")}
-    beats = {
-        "deletion": judged["deletion_auc"] < judged["deletion_auc_random"],
-        "insertion": judged["insertion_auc"] > judged["insertion_auc_random"],
+def _trial_aucs(judged: pd.DataFrame, trials: Mapping[str, pd.Series]) -> pd.DataFrame:
+    """The four AUCs of the rows, each check's null where it is no trial of that check
+    (`results.judged`): out of its medians, its figure and its count of rows."""
+    return pd.DataFrame(
+        {
+            f"{c}_auc{suffix}": judged[f"{c}_auc{suffix}"].where(trials[c])
+            for c in _CHECKS
+            for suffix in ("", "_random")
+        },
+        index=judged.index,
+    )[_FAITHFULNESS]
+
+
+def _auc_table(
+    aucs: pd.DataFrame, trials: Mapping[str, pd.Series], blind: Mapping[str, pd.Series]
+) -> dict[str, Any]:
+    """The table's medians and, per check, over how many rows (`trials`) and in how
+    many of them IG beats its control (`beats`); and why the other rows are out of
+    that check's line: a null AUC (`null`) or a check that measured nothing (`blind`).
+
+    Args:
+      aucs: the AUCs of the rows the checks can measure (`_trial_aucs`).
+      trials, blind: per check, bool Series of those rows (`results.judged`,
+        `results.measured_nothing`).
+    """
+    medians = {c: float(aucs[c].median()) for c in _FAITHFULNESS}
+    # IG beats its control in every trial it does not lose or tie, as the read-back
+    # API counts those: "X of N" leaves N - X rows no better than chance on that check.
+    losses = dict(zip(_CHECKS, results.chance_losses(aucs), strict=True))
+    return {
+        "medians": medians,
+        "trials": {c: int(trials[c].sum()) for c in _CHECKS},
+        "beats": {c: int((trials[c] & ~losses[c]).sum()) for c in _CHECKS},
+        "blind_in": {c: int(blind[c].sum()) for c in _CHECKS},
+        "null": {c: int((~trials[c] & ~blind[c]).sum()) for c in _CHECKS},
     }
-    # Each check over the rows that have its two AUCs: a null one neither beat nor lost.
-    valued = {
-        c: int(judged[[f"{c}_auc", f"{c}_auc_random"]].notna().all(axis=1).sum()) for c in beats
-    }
-    beaten = {c: int((beats[c] & ~blind[c]).sum()) for c in beats}
-    return {"medians": medians, "valued": valued, "beats": beaten}
 
 
 def _number(value: Any) -> float | None:

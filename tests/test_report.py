@@ -1675,7 +1675,7 @@ def test_the_rows_the_checks_cannot_measure_are_out_of_the_table_figure_and_coun
     section = " ".join(_page(text).sections["faithfulness"].split())
     assert "deletion AUC (lower is better) 0.2 0.4 2 of 3" in section, section
     assert "insertion AUC (higher is better) 0.6 0.5 2 of 3" in section
-    assert "over the 3 rows the checks can measure" in section
+    assert "those are over the other 3 rows, the rows the checks can measure" in section
     assert "2 of 3 rows do no better than chance" in section
     assert "1 of 4 rows the checks cannot measure" in section
     measured = results.read_results(folder_run["output"]).query("image_id != 'loose.png'")
@@ -1701,11 +1701,10 @@ def _quadrant_keras(path: Path) -> str:
     return str(path)
 
 
-def test_a_check_whose_curves_never_leave_p_x_does_not_flag_a_faithful_map(tmp_path):
-    # A saturated model: the blurred image scores p(x) = 1 too, so both insertion curves
-    # stay at 1 and both AUCs are 1, whatever the ranking: that check measures nothing.
-    # The map is exact IG (the quadrant's red) and beats its control on deletion by far,
-    # yet the page flagged every row and said its map "should not be trusted".
+def _saturated_run(tmp_path: Path) -> str:
+    """The output of a real run of `_quadrant_keras` over 2 reddish images: a saturated
+    model, whose blurred image scores p(x) = 1 too, so both insertion curves stay at 1
+    and both AUCs are 1, whatever the ranking: that check measures nothing."""
     rng = np.random.default_rng(5)
     for name in ("a.png", "b.png"):
         pixels = rng.integers(0, 100, size=(SIZE, SIZE, 3), dtype=np.uint8)
@@ -1715,6 +1714,13 @@ def test_a_check_whose_curves_never_leave_p_x_does_not_flag_a_faithful_map(tmp_p
     output = str(tmp_path / "out")
     args = cli_args(runner="DirectRunner", dataset=tmp_path / "images", model=model)
     run([*args, *cli_args(output=output, steps=4)], save_main_session=False)
+    return output
+
+
+def test_a_check_whose_curves_never_leave_p_x_does_not_flag_a_faithful_map(tmp_path):
+    # The map is exact IG (the quadrant's red) and beats its control on deletion by far,
+    # yet the page flagged every row and said its map "should not be trusted".
+    output = _saturated_run(tmp_path)
     rows = results.read_results(output)
     assert (rows.insertion_auc == 1.0).all() and (rows.insertion_auc_random == 1.0).all()
     assert (rows.deletion_auc < rows.deletion_auc_random - 0.2).all()
@@ -1724,6 +1730,35 @@ def test_a_check_whose_curves_never_leave_p_x_does_not_flag_a_faithful_map(tmp_p
     assert "2 rows have one check whose two AUCs are both 1: it measured nothing" in section
     assert re.search(r'<div class="v">0</div><div class="k">rows no better than chance', text)
     assert "should not be trusted" not in section
+
+
+def test_a_check_that_measured_nothing_in_every_row_has_no_line_of_the_table(tmp_path):
+    # A real run of a saturated model: every row's insertion AUCs are 1 (measured
+    # nothing). The table's insertion line read "1 1 0 of 2": two rows in its count,
+    # neither beating chance, none losing either. They are no trial of that check
+    # (`results.judged`, read back), and the line says so.
+    output = _saturated_run(tmp_path)
+    rows = results.read_results(output)
+    assert not results.judged(rows, "insertion").any()
+    assert results.judged(rows, "deletion").all()
+    text = build_report(output, gallery=0)
+    section = " ".join(_page(text).sections["faithfulness"].split())
+    assert re.search(r"deletion AUC \(lower is better\) 0\.\d+ 0\.\d+ 2 of 2 ", section), section
+    assert "insertion AUC (higher is better) – – 0 of 0" in section
+    assert (
+        "2 rows have an insertion check that measured nothing (its two AUCs are both 1, "
+        "below): the table's insertion line has no value." in section
+    )
+    assert "no insertion AUCs" not in section and "0 of 2 rows do no better than chance" in section
+    # Its figure's insertion panel has no bars: no row is a trial of that check.
+    drawn = rows.assign(insertion_auc=np.nan, insertion_auc_random=np.nan)
+    blank = "no row where this check measured something (the notes say why)"
+    figure = plots.faithfulness_figure(drawn, empty=blank)
+    assert figure.axes[1].texts[0].get_text() == blank
+    png = base64.b64encode(plots.figure_png(figure)).decode()
+    assert (
+        f'alt="deletion and insertion AUC distributions" src="data:image/png;base64,{png}"' in text
+    )
 
 
 def test_a_reader_that_stops_reading_stdout_does_not_fail_a_written_report(folder_run, tmp_path):
@@ -2006,9 +2041,49 @@ def test_a_check_that_measured_nothing_is_not_counted_as_beating_chance(folder_r
     section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
     text = " ".join(section.split())
     assert "1 row has one check whose two AUCs are both 1" in text
-    assert "is counted neither among the rows where IG beats chance" in text
-    beats = dict(re.findall(r"(deletion|insertion) AUC \(\w+ is better\) \S+ \S+ (\d+) of 4", text))
-    assert beats == {"deletion": "3", "insertion": "2"}, text
+    assert "it is left out of that check's line of the table" in text
+    assert "deletion AUC (lower is better) 0.175 0.4 3 of 4" in text
+    assert "insertion AUC (higher is better) 0.6 0.5 2 of 3" in text, text
+
+
+def test_a_check_that_measured_nothing_is_out_of_that_checks_line_not_a_loss(folder_run):
+    # cat1's insertion AUCs are both 1 (that check measured nothing), its deletion beats
+    # chance; loose.png is not measurable. The insertion line said "1 of 3": cat1 in its
+    # count of rows, never among those where IG beats chance, so "3 - 1 lost" was false
+    # (1 row lost: shark), and its AUCs of 1 in the medians (0.6 and 0.5). The line is
+    # over the 2 rows whose insertion is a trial (`results.judged`), as the read-back
+    # API's losses are: beats and losses add up to it.
+    values = {
+        **NEW_VALUES,
+        CAT1: _new_values(0.004, 0.1, 0.4, 1.0, 1.0),
+        "loose.png": _new_values(0.002, 1.0, 1.0, 1.0, 1.0),
+    }
+    add_columns(folder_run["output"], values)
+    text = build_report(folder_run["output"], gallery=0)
+    section = " ".join(_page(text).sections["faithfulness"].split())
+    assert "deletion AUC (lower is better) 0.2 0.4 2 of 3" in section, section
+    assert "insertion AUC (higher is better) 0.45 0.5 1 of 2" in section
+    assert (
+        "1 row has an insertion check that measured nothing (its two AUCs are both 1, below): "
+        "the table's insertion line is over the other 2 rows." in section
+    )
+    assert "no insertion AUCs" not in section  # cat1's are both 1, not null
+    assert "2 of 3 rows do no better than chance" in section
+    assert "1 row has one check whose two AUCs are both 1" in section
+    assert "has no check that measured something" not in section
+    rows = results.read_results(folder_run["output"]).set_index("image_id")
+    judged = {c: results.judged(rows, c) for c in ("deletion", "insertion")}
+    assert list(judged["insertion"][judged["insertion"]].index) == [SHARK, CAT2]
+    assert list(judged["deletion"][~judged["deletion"]].index) == ["loose.png"]
+    losses = results.chance_losses(rows)
+    assert [int(loss.sum()) for loss in losses] == [3 - 2, 2 - 1]
+    # The figure: the same rows and AUCs as the table, cat1's insertion left out.
+    drawn = rows.drop(index="loose.png").reset_index()
+    drawn.loc[drawn.image_id == CAT1, ["insertion_auc", "insertion_auc_random"]] = np.nan
+    png = base64.b64encode(plots.figure_png(plots.faithfulness_figure(drawn))).decode()
+    assert (
+        f'alt="deletion and insertion AUC distributions" src="data:image/png;base64,{png}"' in text
+    )
 
 
 def test_a_misclassified_card_never_rounds_a_confidence_to_certainty(folder_run):
@@ -2052,11 +2127,19 @@ def test_the_blind_note_says_a_null_check_beside_a_blind_one_does_not_count(fold
     add_columns(folder_run["output"], values)
     section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
     text = " ".join(section.split())
-    assert "2 of 4 rows do no better than chance" in text
+    # cat1 is a trial of neither check: out of both lines and of the count of rows (it
+    # was in "2 of 4 rows do no better than chance", a row that could never be flagged).
+    assert "2 of 3 rows do no better than chance" in text
+    assert "1 of the 4 rows has no check that measured something with its two AUCs" in text
+    assert "1 row has a deletion check that measured nothing (its two AUCs are both 1" in text
+    assert "1 row has no insertion AUCs" in text
+    assert "deletion AUC (lower is better) 0.2 0.4 2 of 3" in text
+    assert "insertion AUC (higher is better) 0.6 0.5 2 of 3" in text
     assert "cat1.png →" not in text and "rows the checks cannot measure" not in text
     assert (
-        "is counted neither among the rows where IG beats chance nor against the map; a row "
-        "whose two checks both measured nothing is one the checks cannot measure" in text
+        "counted neither for the map nor against it; the row is judged on its other check "
+        "alone, if that one has its two AUCs. A row whose two checks both measured nothing is "
+        "one the checks cannot measure" in text
     ), text
     assert "counts against the map" not in text
 

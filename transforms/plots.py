@@ -595,12 +595,19 @@ _AUCS = {
 }
 
 
-def faithfulness_figure(frame: pd.DataFrame, *, width: float = 9.0, height: float = 3.0) -> Figure:
+def faithfulness_figure(
+    frame: pd.DataFrame,
+    *,
+    width: float = 9.0,
+    height: float = 3.0,
+    empty: str = "not measured in these rows (--faithfulness none)",
+) -> Figure:
     """Distributions of the deletion and insertion AUCs, IG's ranking against a random one.
 
     Args:
       frame: rows with `deletion_auc`, `insertion_auc`, `deletion_auc_random` and
         `insertion_auc_random` (float in [0, 1]; null rows are left out).
+      empty: the note of a panel whose IG AUCs are all null.
 
     A faithful map removes the evidence fastest (deletion: IG's histogram left of the
     random one) and restores it fastest (insertion: IG's histogram to the right).
@@ -621,7 +628,7 @@ def faithfulness_figure(frame: pd.DataFrame, *, width: float = 9.0, height: floa
             label = f"{name} ({wording.count(values.size, 'row')}{median})"
             ax.hist(values, bins=bins, linewidth=1.4, label=label, **style)
         if not frame[ig].notna().any():
-            _blank(ax, "not measured in these rows (--faithfulness none)")
+            _blank(ax, empty)
         ax.set_xlim(0.0, 1.0)
         ax.set_xlabel(f"{curve} AUC ({better})")
         ax.set_ylabel("rows")

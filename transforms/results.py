@@ -62,6 +62,7 @@ __all__ = [
     "error_causes",
     "for_class",
     "input_images",
+    "judged",
     "load_input_image",
     "measured_nothing",
     "misclassified",
@@ -728,6 +729,21 @@ def _valued(frame: pd.DataFrame, check: str) -> pd.Series:
     return frame[f"{check}_auc"].notna() & frame[f"{check}_auc_random"].notna()
 
 
+def judged(frame: pd.DataFrame, check: str) -> pd.Series:
+    """Per row, whether its `check` ("deletion" or "insertion") is a trial of that
+    check: it has its two AUCs and measured something (not `measured_nothing`). Every
+    count of a check is over these rows alone: those where the map beats its control
+    (the report's table, its medians and figure) and those where it loses or ties
+    (`chance_losses`), so that the two add up to them. A check that measured nothing,
+    or with a null AUC (a model's NaN on a curve), is out of that check's counts.
+
+    Returns:
+      bool Series, indexed as `frame`.
+    """
+    _require(frame, (f"{check}_auc", f"{check}_auc_random"), "judged")
+    return _valued(frame, check) & ~measured_nothing(frame, check)
+
+
 def not_measurable(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows whose map the faithfulness checks cannot measure: both checks measured
     nothing (`measured_nothing` for deletion and for insertion), whatever the map.
@@ -748,11 +764,11 @@ def chance_losses(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     """Per row, whether its deletion and its insertion check count against its map.
 
     A check counts where the map's AUC loses to its random control or ties with it
-    (deletion AUC >= control, insertion AUC <= control), if that check measured
-    something. A check that measured nothing (`measured_nothing`: any ranking ties
-    there) never counts, whichever way rounding put its AUCs: where both did, the row
-    is `not_measurable`. Null AUCs (`--faithfulness none`, a model's NaN on a curve)
-    never count.
+    (deletion AUC >= control, insertion AUC <= control), if it is a trial of that
+    check (`judged`). A check that measured nothing (`measured_nothing`: any ranking
+    ties there) never counts, whichever way rounding put its AUCs: where both did, the
+    row is `not_measurable`. Null AUCs (`--faithfulness none`, a model's NaN on a
+    curve) never count.
 
     Returns:
       bool Series (deletion, insertion), indexed as `frame`.
@@ -760,8 +776,7 @@ def chance_losses(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     _require(frame, _AUCS, "chance_losses")
     deletion = frame["deletion_auc"] >= frame["deletion_auc_random"]
     insertion = frame["insertion_auc"] <= frame["insertion_auc_random"]
-    told = {c: _valued(frame, c) & ~measured_nothing(frame, c) for c in ("deletion", "insertion")}
-    return deletion & told["deletion"], insertion & told["insertion"]
+    return deletion & judged(frame, "deletion"), insertion & judged(frame, "insertion")
 
 
 def no_better_than_chance(frame: pd.DataFrame) -> pd.DataFrame:
