@@ -802,8 +802,10 @@ def _tiles(manifest: Mapping[str, Any], chosen: _Selection, state: str) -> list[
         tiles.append((flagged, "rows not within tolerance", "bad" if flagged else "good"))
     if _faithfulness_measured(frame):
         chance = len(chosen.chance)
-        measured = int(frame[_FAITHFULNESS].notna().any(axis=1).sum())
-        judged = measured > len(chosen.unmeasurable)  # 0 of none judged is not good
+        # 0 of no trial (`results.judged`) is not good: no map was judged.
+        judged = bool(
+            (results.judged(frame, "deletion") | results.judged(frame, "insertion")).any()
+        )
         tone = "bad" if chance else "good" if judged else ""
         tiles.append((chance, "rows no better than chance", tone))
         if len(chosen.unmeasurable):  # both checks measured nothing: neither good nor bad

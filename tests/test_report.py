@@ -1664,6 +1664,22 @@ def test_a_run_whose_checks_measured_nothing_shows_no_good_tile_and_its_missing_
     assert '<p class="note">1 row has no faithfulness values' in text
 
 
+def test_a_run_with_no_trial_of_either_check_shows_no_good_tile(folder_run):
+    # Every row's deletion AUCs are 1 (measured nothing) and its insertion AUCs null (a
+    # model's NaN on the curve): no row is a trial of either check (`results.judged`),
+    # so no map was judged, yet the tile of rows no better than chance was green, as
+    # for a run whose every map beats chance: it counted rows with values, not trials.
+    blind = {**_new_values(0.01, 1.0, 1.0, None, None)}
+    add_columns(folder_run["output"], {i: blind for i in (SHARK, CAT1, CAT2, "loose.png")})
+    rows = results.read_results(folder_run["output"])
+    assert not (results.judged(rows, "deletion") | results.judged(rows, "insertion")).any()
+    text = build_report(folder_run["output"], gallery=0)
+    tile = re.search(r'<div class="tile (\w*)"><div class="v">0</div><div class="k">rows no', text)
+    assert tile is not None and tile[1] == "", tile
+    section = " ".join(_page(text).sections["faithfulness"].split())
+    assert "4 of the 4 rows have no check that measured something with its two AUCs" in section
+
+
 def test_the_rows_the_checks_cannot_measure_are_out_of_the_table_figure_and_count(folder_run):
     # loose.png's curves are all flat (not measurable). The table still counted it in
     # "rows where IG beats chance: 2 of 4" (a loss in all but name), its AUCs of 1 in
