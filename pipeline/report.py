@@ -1141,23 +1141,20 @@ def _chance_card(pictures: _Pictures, meta: pd.Series) -> dict[str, Any]:
     """A row that does no better than chance: heat map, curves, AUCs (the failing ones red)."""
     row = pictures.row(meta["image_id"], meta["target_class"])
     curves = plots.faithfulness_curves_figure(row if row is not None else meta)
-    deletion, insertion = meta["deletion_auc"], meta["insertion_auc"]
-    chance_deletion, chance_insertion = meta["deletion_auc_random"], meta["insertion_auc_random"]
-    facts = [
-        _fact(
-            "deletion AUC (random)",
-            _apart(deletion, chance_deletion),
-            bool(meta["_loses_deletion"]),
-        ),
-        _fact(
-            "insertion AUC (random)",
-            _apart(insertion, chance_insertion),
-            bool(meta["_loses_insertion"]),
-        ),
-    ]
+    facts = [_check_fact(meta, c, bool(meta[f"_loses_{c}"])) for c in _CHECKS]
     heat = _heat_map(pictures, meta["image_id"], meta["target_class"], ("image", "overlay"), 1.9)
     figures = [heat, _png(curves, alt="deletion and insertion curves")]
     return {"meta": meta.to_dict(), "figures": figures, "facts": facts}
+
+
+def _check_fact(meta: pd.Series, check: str, loses: bool) -> dict[str, Any]:
+    """A flagged row's AUCs of one check, red where they count against its map; a check
+    that measured nothing (no trial, `results.judged`) says so: "1 (1)" reads as a tie."""
+    value = _apart(meta[f"{check}_auc"], meta[f"{check}_auc_random"])
+    frame = meta.to_frame().T  # one row, as `results.judged` reads rows
+    if bool(results.measured_nothing(frame, check).iloc[0]):
+        value = f"{value}: measured nothing, not counted"
+    return _fact(f"{check} AUC (random)", value, loses)
 
 
 def _unmeasurable_card(pictures: _Pictures, meta: pd.Series) -> dict[str, Any]:

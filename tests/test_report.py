@@ -2026,10 +2026,25 @@ def test_a_flagged_rows_check_that_measured_nothing_is_not_shown_as_failing(fold
     assert re.findall(r"\w+\.png →", section) == ["loose.png →", "cat2.png →"]
     assert "2 rows have one check whose two AUCs are both 1" in section
     loose, cat2 = text.split('id="faithfulness"')[1].split("</section>")[0].split("cat2.png →")
-    assert "<td>deletion AUC (random)</td><td>1 (1)</td>" in loose
+    assert "<td>deletion AUC (random)</td><td>1 (1): measured nothing, not counted</td>" in loose
     assert '<td>insertion AUC (random)</td><td class="wrong">0.3 (0.45)</td>' in loose
     assert '<td>deletion AUC (random)</td><td class="wrong">0.45 (0.4)</td>' in cat2
-    assert "<td>insertion AUC (random)</td><td>1 (1)</td>" in cat2
+    assert "<td>insertion AUC (random)</td><td>1 (1): measured nothing, not counted</td>" in cat2
+
+
+def test_a_flagged_rows_card_says_which_check_measured_nothing(folder_run):
+    # cat2 loses on deletion; its insertion AUCs lie within float32 rounding of 1, IG's
+    # below its control's: a loss to the eye, "1 (1)" on the card, not red and unsaid
+    # why. That check is no trial (`results.judged`): the card says it measured nothing.
+    step = float(np.finfo(np.float32).eps)
+    values = {**NEW_VALUES, CAT2: _new_values(0.05, 0.45, 0.4, 1 - 3 * step, 1 - step)}
+    add_columns(folder_run["output"], values)
+    rows = results.read_results(folder_run["output"]).set_index("image_id")
+    assert not results.judged(rows, "insertion")[CAT2]
+    text = build_report(folder_run["output"], gallery=0)
+    card = text.split('id="faithfulness"')[1].split("cat2.png →")[1].split("</section>")[0]
+    assert '<td>deletion AUC (random)</td><td class="wrong">0.45 (0.4)</td>' in card
+    assert "<td>insertion AUC (random)</td><td>1 (1): measured nothing, not counted</td>" in card
 
 
 def test_a_check_tied_a_float32_step_below_1_measured_nothing(folder_run):
