@@ -843,3 +843,48 @@ def test_a_non_square_runs_channel_figure_has_panels_as_tall_as_its_maps(tmp_pat
     assert _blank_rows(figure, left=0.85) < 0.3, _blank_rows(figure, left=0.85)
     square = plots.channel_figure(np.ones((24, 24, 3), np.float32), title="t")
     assert tuple(square.get_size_inches()) == pytest.approx((3 * 2.6 + 0.8, 2.6 + 0.5))
+
+
+def _every_kind_of_row(rows: int) -> np.ndarray:
+    """`rows` errors of 0, `rows` infinite and `rows` NaN, and 50 across three decades:
+    a histogram whose legend has all five lines."""
+    kinds = [np.zeros(rows), np.full(rows, np.inf), np.full(rows, np.nan)]
+    return np.concatenate([*kinds, np.geomspace(1e-4, 0.05, 50)])
+
+
+@pytest.mark.parametrize("figure", [plots.completeness_figure, plots.attribution_error_figure])
+@pytest.mark.parametrize(
+    ("values", "width", "usual"),
+    [
+        (_every_kind_of_row(99_999), 6.0, 0.8),  # a large run at the report's width
+        (_every_kind_of_row(99_999), 5.0, 0.8),
+        (_every_kind_of_row(3), 5.0, 0.85),
+        (np.r_[np.zeros(99_999), np.geomspace(1e-4, 0.05, 50)], 5.5, 0.8),  # fewer lines
+        (_every_kind_of_row(99_999), 2.5, 0.55),  # one column is too wide: lines wrap
+    ],
+    ids=["all-6in", "all-5in", "few-rows-5in", "zeros-5.5in", "all-2.5in"],
+)
+def test_an_error_histogram_keeps_its_width_however_often_it_is_laid_out(
+    figure, values, width, usual
+):
+    # Its legend sits above the axes from their left edge. Two columns of five lines
+    # ran past the axes' right edge, and each layout shrank the axes to make room for
+    # it, which only made the overhang wider: 0.58, 0.49 then 0.39 of a 6-inch figure
+    # after each save, thinned tick labels drawn 8 pixels into each other, and at
+    # 5 inches the axes collapsed to nothing.
+    drawn = figure(values, 0.01, width=width)
+    ax = drawn.axes[0]
+    widths = []
+    for _ in range(3):
+        plots.figure_png(drawn)
+        widths.append(ax.get_position().width)
+    assert widths[2] == pytest.approx(widths[0], abs=1e-6), widths
+    assert widths[0] > usual, widths  # the axes' usual width, its y labels aside
+    legend, axes = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.x1 <= axes.x1 and legend.y0 >= axes.y1  # above them, no wider
+    shown = [" ".join(t.get_text().split()) for t in ax.get_legend().get_texts()]
+    assert shown == ax.get_legend_handles_labels()[1]  # every line, wrapped or not
+    boxes = sorted(_shown_tick_labels(ax), key=lambda box: box.x0)
+    assert len(boxes) >= 2
+    for left, right in zip(boxes, boxes[1:], strict=False):
+        assert left.x1 + 4 <= right.x0, (left, right)
