@@ -1998,6 +1998,21 @@ def test_one_function_words_what_image_size_sets_in_the_model_line_and_the_launc
     assert _fed(resolve_model("efficientnet_lite0", load=False)) == "224x224 pixels in [0, 1]"
 
 
+def test_the_rescaling_line_words_what_input_range_sets_as_the_others_do(tmp_path, caplog):
+    """The line naming the range a .keras model's Rescaling takes said "(--input_range
+    sets another)" in words of its own; `what_flags_set` words it, as for the size."""
+    from transforms.tf_model import resolve_model, what_flags_set
+
+    model = _keras_rescaling(tmp_path / "tutorial.keras", 1 / 255, 0.0)
+    with caplog.at_level(logging.INFO):
+        resolve_model(model)
+    assert what_flags_set(None, ("--input_range",)) == "--input_range sets another"
+    assert (
+        f"Model {model} rescales pixels in [0, 255] in its first layer (Rescaling or "
+        "Normalization): its images are scaled to that range (--input_range sets another)."
+    ) in caplog.messages
+
+
 def test_a_model_whose_input_has_no_known_rank_is_fed_images_of_image_size(image_folder, tmp_path):
     """A signature or __call__ of tf.TensorSpec(None) (any shape) takes the images as
     one of [None, None, None, None] does; the launch exited 2 with TF's own words alone,

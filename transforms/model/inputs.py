@@ -160,14 +160,14 @@ def _open_size_of(reference: str, recorded: _Side | None) -> tuple[int, int]:
     return _DEFAULT_IMAGE_SIZE, _DEFAULT_IMAGE_SIZE
 
 
-def what_flags_set(sides: tuple[int, int], flags: Sequence[str]) -> str:
+def what_flags_set(sides: tuple[int, int] | None, flags: Sequence[str]) -> str:
     """What `flags` (--image_size, --input_range: those that feed a model other images
     than the (height, width) `sides` it is fed) set, as the log says it: "--image_size
     sets another", "--image_size and --input_range set others"; "" for none. For a
     non-square `sides` --image_size "sets a square", never another height x width:
-    "--image_size sets a square and --input_range another"."""
-    height, width = sides
-    if height != width and "--image_size" in flags:
+    "--image_size sets a square and --input_range another". `sides` None: not known
+    yet, for flags that do not set the size (--input_range)."""
+    if sides is not None and sides[0] != sides[1] and "--image_size" in flags:
         others = [flag for flag in flags if flag != "--image_size"]
         return "--image_size sets a square" + "".join(f" and {f} another" for f in others)
     if not flags:
@@ -311,9 +311,10 @@ def model_input_range(
         return default
     _LOG.info(
         "Model %s rescales pixels in [%g, %g] in its first layer (Rescaling or "
-        "Normalization): its images are scaled to that range (--input_range sets another).",
+        "Normalization): its images are scaled to that range (%s).",
         model.reference,
         *found,
+        what_flags_set(None, ("--input_range",)),
     )
     return found
 
