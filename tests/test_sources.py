@@ -835,6 +835,24 @@ def test_an_empty_split_exits_1_and_says_the_dataset_gave_no_image(
     assert "every input failed" not in page and "None of the 0 rows" not in page
 
 
+def test_a_tfds_dataset_under_tfds_testing_mock_data_is_audited_offline(linear_keras, tmp_path):
+    # DESIGN: TFDS is tested offline "with a tiny generated dataset or
+    # `tfds.testing.mock_data`". Under mock_data the job tried to download imagenet_a
+    # (exit 2, network unreachable): it read the split's files, which the mock never
+    # writes, instead of the mocked `as_dataset`.
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    args = cli_args(dataset="imagenet_a", model=linear_keras, output=tmp_path / "out")
+    args += cli_args(steps=2, faithfulness="none", attributions="none")
+    with tfds.testing.mock_data(num_examples=3):
+        manifest = run(args, save_main_session=False)
+    rows = pd.read_parquet(tmp_path / "out" / "results")
+    assert manifest["counts"]["inputs"] == manifest["counts"]["rows"] == 3 == len(rows)
+    assert manifest["dataset"] == "imagenet_a" and manifest["split"] == "test"
+    assert rows.image_id.is_unique and rows.image_id.str.startswith("imagenet_a/").all()
+    assert rows.label.between(0, 999).all() and rows.label_name.notna().all()
+
+
 def test_tfds_bad_split_names_the_valid_ones(tiny_imagenet_a):
     with pytest.raises(
         ValueError, match="--split 'validation' is not valid for 'imagenet_a'; its splits are test"

@@ -987,10 +987,15 @@ def resolve_tfds(
     """
     _check_split_syntax(split)
     builder = _tfds_builder(name, data_dir)
-    _ensure_prepared(name, builder, download, remote_workers, data_dir)
+    mocked = _tfds_mocked()
+    if not mocked:
+        _ensure_prepared(name, builder, download, remote_workers, data_dir)
     image_key, label_key, file_name_key = _feature_keys(name, builder)
-    num_examples = _split_size(name, split, builder)
-    _check_no_overlap(name, split, builder)
+    if mocked:  # no split files, nor sizes: the mock's own examples
+        num_examples = int(builder.as_dataset(split=split).cardinality())
+    else:
+        num_examples = _split_size(name, split, builder)
+        _check_no_overlap(name, split, builder)
     features = builder.info.features
     class_names = tuple(features[label_key].names) if label_key else None
     return TfdsSource(
@@ -1004,6 +1009,29 @@ def resolve_tfds(
         class_names=class_names,
         version=str(builder.info.version),
     )
+
+
+def _tfds_mocked() -> bool:
+    """Whether `tfds.testing.mock_data` is active, as in tests that run the job offline
+    (DESIGN.md): it prepares nothing and writes no files, so the split is read through
+    the builder's mocked `as_dataset` (`_mocked_examples`), in this process."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    return tfds.core.DatasetBuilder.as_dataset.__module__ == "tensorflow_datasets.testing.mocking"
+
+
+def _mocked_examples(builder: Any, source: TfdsSource) -> list[RawImage]:
+    """The examples `tfds.testing.mock_data` gives for the split, as `ReadTfds` reads
+    a prepared one: encoded images, each with its `tfds_id`."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    dataset = builder.as_dataset(
+        split=source.split,
+        decoders={source.image_key: tfds.decode.SkipDecoding()},
+        read_config=tfds.ReadConfig(add_tfds_id=True),
+        shuffle_files=False,
+    )
+    return [_to_raw(example, source) for example in tfds.as_numpy(dataset)]
 
 
 def _to_raw(example: dict[str, Any], source: TfdsSource) -> RawImage:
@@ -1148,6 +1176,8 @@ class ReadTfds(beam.PTransform):
 
         source = self._source
         builder = _builder(source.name, source.data_dir)
+        if _tfds_mocked():  # read here, where the mock is active
+            return pbegin | "ReadMockedTFDS" >> beam.Create(_mocked_examples(builder, source))
         if builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD:
             return (
                 pbegin
