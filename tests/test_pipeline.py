@@ -469,6 +469,29 @@ def test_top_k_target_gives_k_rows_per_image(image_folder, quadratic_saved_model
     assert results.attributions.isna().all()
 
 
+def test_each_class_has_one_name_in_every_column_and_top_k_probs_are_probabilities(
+    image_folder, linear_keras, tmp_path
+):
+    # DESIGN's pairs (label, label_name), (predicted_class, predicted_name), the top-k
+    # lists and (target_class, target_name) name a class one way throughout a run; the
+    # top-k probabilities are probabilities, sorted, of distinct classes.
+    flags = cli_args(target="top_k", top_k=5, attributions="none", faithfulness="none")
+    _run(image_folder, linear_keras, tmp_path / "out", *flags)
+    rows = pd.read_parquet(tmp_path / "out" / "results")
+    pairs = {(row.predicted_class, row.predicted_name) for row in rows.itertuples()}
+    pairs |= {(row.target_class, row.target_name) for row in rows.itertuples()}
+    for row in rows.itertuples():
+        pairs |= set(zip(row.top_k_classes, row.top_k_names, strict=True))
+        probs = np.asarray(row.top_k_probs, np.float64)
+        assert ((probs >= 0) & (probs <= 1)).all() and probs.sum() <= 1 + 1e-6
+        assert (np.diff(probs) <= 0).all() and len(set(row.top_k_classes)) == 5
+    labelled = rows.dropna(subset=["label"])
+    pairs |= set(zip(labelled.label.astype(int), labelled.label_name, strict=True))
+    names = dict(pairs)
+    assert len(names) == len(pairs)  # no class named two ways
+    assert (rows.label.isna() == rows.label_name.isna()).all()
+
+
 def test_rerun_into_same_output_is_refused_unless_overwrite(image_folder, linear_keras, tmp_path):
     _run(image_folder, linear_keras, tmp_path / "out", "--attributions", "none")
     with pytest.raises(ValueError, match="already holds a run.*--overwrite"):
