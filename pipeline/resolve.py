@@ -434,16 +434,53 @@ def dataset_source(audit: AuditOptions) -> sources.DataSource:
 
 
 def _check_not_a_run(dataset: str, root: str) -> None:
-    """A local --dataset that is a run's --output (a mix-up with the report's --input):
-    its Parquet and JSON files would each be an error record, not an image."""
-    if root.startswith(REMOTE_FOLDER_SCHEMES) or not manifest.is_run(root):
+    """A local --dataset that is a run's --output (a mix-up with the report's --input),
+    or lies in a folder such a run wrote (its results/, errors/, sanity/, or a killed
+    run's checkpoints in .tmp/): its Parquet and JSON files would each be an error
+    record, not an image. A folder of the user's inside a run's folder is read."""
+    if root.startswith(REMOTE_FOLDER_SCHEMES):
         return
-    read = manifest.read_manifest(root).get("dataset")
-    raise ConfigError(
-        f"--dataset {dataset!r} is the --output folder of a run of this job (its "
-        "manifest.json): its files are results, not images. Pass a folder of images"
-        + (f" (that run audited --dataset {read!r})." if isinstance(read, str) else ".")
-    )
+    if manifest.is_run(root):
+        raise ConfigError(
+            f"--dataset {dataset!r} is the --output folder of a run of this job (its "
+            "manifest.json): its files are results, not images. Pass a folder of images"
+            + _audited(root)
+        )
+    found = _run_holding(root)
+    if found is not None:
+        run, entry = found
+        raise ConfigError(
+            f"--dataset {dataset!r} lies in {entry}/ of the run in {run!r}: "
+            f"{_RUN_FOLDERS[entry]}. Pass a folder of images outside it" + _audited(run)
+        )
+
+
+def _audited(run: str) -> str:
+    """The end of a refusal's sentence: the --dataset the run in `run` audited."""
+    read = manifest.read_manifest(run).get("dataset")
+    return f" (that run audited --dataset {read!r})." if isinstance(read, str) else "."
+
+
+#: The folders a run writes in its --output, and what they hold instead of images.
+_RUN_FOLDERS = {
+    manifest.RESULTS_DIR: "its files are that run's result rows, not images",
+    manifest.ERRORS_DIR: "its files are that run's error records, not images",
+    manifest.SANITY_DIR: "the sanity check writes its files there, and an --overwrite or "
+    "--resume of the run deletes them",
+    manifest.TEMP_DIR: "that run's partial files and checkpoints, which the next run there deletes",
+}
+
+
+def _run_holding(path: str) -> tuple[str, str] | None:
+    """The run whose own folder (`_RUN_FOLDERS`) `path` is or lies in, as given or
+    through symbolic links, and that folder's name; None: no such run."""
+    for resolved in dict.fromkeys((os.path.abspath(path), os.path.realpath(path))):
+        folder = resolved
+        while os.path.dirname(folder) != folder:
+            folder, below = os.path.dirname(folder), os.path.basename(folder)
+            if below in _RUN_FOLDERS and manifest.is_run(folder):
+                return folder, below
+    return None
 
 
 # What a run writes in its --output: no file of the user's.

@@ -3383,6 +3383,73 @@ def test_a_runs_output_folder_as_dataset_exits_2_naming_the_folder_it_read(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    "inside, entry, held",
+    [
+        ("results", "results", "its files are that run's result rows, not images"),
+        ("results/", "results", "its files are that run's result rows, not images"),
+        ("errors", "errors", "its files are that run's error records, not images"),
+        (
+            "sanity",
+            "sanity",
+            "the sanity check writes its files there, and an --overwrite or --resume of "
+            "the run deletes them",
+        ),
+        (  # a killed run's checkpoints
+            ".tmp/checkpoints/1f2e",
+            ".tmp",
+            "that run's partial files and checkpoints, which the next run there deletes",
+        ),
+    ],
+)
+def test_a_folder_a_run_wrote_as_dataset_exits_2_naming_the_run(
+    finished_run, linear_keras, tmp_path, capsys, inside, entry, held
+):
+    """--dataset given a folder inside a run (its results/, where the run itself was
+    refused) read its Parquet files as images: each an error record, exit 1, and "no
+    input gave a row"; a checkpoint folder the same. Found by running the job on
+    <run>/results and <run>/errors."""
+    run = tmp_path / "run"
+    finished_run["copy"](run)
+    (run / inside).mkdir(parents=True, exist_ok=True)
+    for parquet in (run / "results").glob("*.parquet"):  # a sanity or checkpoint file's like
+        shutil.copy(parquet, run / inside / f"copy-{parquet.name}")
+    dataset = f"{run}/{inside}"
+    flags = cli_args(dataset=dataset, model=linear_keras, output=tmp_path / "out")
+    assert main(flags) == 2
+    assert _error_lines(capsys.readouterr().err) == [
+        f"error: --dataset {dataset!r} lies in {entry}/ of the run in {str(run)!r}: {held}. "
+        f"Pass a folder of images outside it (that run audited --dataset "
+        f"{finished_run['root']!r})."
+    ]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_a_run_wrote_reached_through_a_link_is_refused_as_dataset(
+    finished_run, linear_keras, tmp_path, capsys
+):
+    finished_run["copy"](tmp_path / "run")
+    (tmp_path / "latest").symlink_to(tmp_path / "run" / "results")
+    flags = cli_args(dataset=tmp_path / "latest", model=linear_keras, output=tmp_path / "out")
+    assert main(flags) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert f"lies in results/ of the run in {str(tmp_path / 'run')!r}" in line
+
+
+def test_a_folder_of_images_kept_in_a_runs_folder_is_still_a_dataset(
+    finished_run, linear_keras, tmp_path
+):
+    """Only the folders a run writes are refused: images the user keeps beside them
+    (an --output that is their project folder) are read."""
+    finished_run["copy"](tmp_path / "run")
+    shutil.copytree(finished_run["root"], tmp_path / "run" / "images")
+    flags = cli_args(
+        dataset=tmp_path / "run" / "images", model=linear_keras, output=tmp_path / "out"
+    )
+    job, _ = prepare(flags)
+    assert job is not None
+
+
 def test_overwrite_deletes_only_a_run_of_this_job_never_other_files(
     finished_run, linear_keras, tmp_path, capsys
 ):
@@ -3413,12 +3480,13 @@ def test_overwrite_deletes_only_a_run_of_this_job_never_other_files(
     flags = cli_args(dataset=photos, model=linear_keras, output=run_dir, steps=2)
     assert main([*flags, "--overwrite"]) == 2
     (line,) = _error_lines(capsys.readouterr().err)
-    assert f"--dataset '{photos}' lies inside '{run_dir / 'sanity'}', which --overwrite" in line
+    assert f"--dataset '{photos}' lies in sanity/ of the run in '{run_dir}': " in line
+    assert "an --overwrite or --resume of the run deletes them" in line
     # Through a symbolic link to the run's folder too.
     os.symlink(run_dir, tmp_path / "alias")
     flags = cli_args(dataset=photos, model=linear_keras, output=tmp_path / "alias", steps=2)
     assert main([*flags, "--overwrite"]) == 2
-    assert "which --overwrite" in _error_lines(capsys.readouterr().err)[0]
+    assert "lies in sanity/ of the run in" in _error_lines(capsys.readouterr().err)[0]
     assert (photos / "a.png").is_file()
     # Nor may another run live in this run's temp folder: the next run would delete it.
     flags = cli_args(dataset=finished_run["root"], model=linear_keras, output=run_dir / ".tmp")
