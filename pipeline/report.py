@@ -1640,9 +1640,29 @@ def _output_problem(output: str | None) -> str | None:
     elif not files.is_remote(output) and os.path.isdir(output):
         why = "is a folder"
     else:
-        return _under_a_file(output)
+        return _through_a_dangling_link(output) or _under_a_file(output)
     example = files.join(output.rstrip("/") or "/", REPORT_FILE)
     return f"--output {output!r} {why}; pass the HTML file to write, e.g. --output {example}."
+
+
+def _through_a_dangling_link(output: str) -> str | None:
+    """A local --output whose folders pass through a symbolic link that leads nowhere
+    (its target gone: an unmounted disk, a moved folder; a loop): the page's folder
+    cannot be made there, or was made at the link's target, found only once the page
+    was built. Refused as the job refuses such an --output."""
+    if files.is_remote(output):
+        return None
+    above = os.path.dirname(os.path.abspath(output))
+    while os.path.dirname(above) != above:
+        if os.path.islink(above) and not os.path.exists(above):
+            shown = above if os.path.isabs(output) else os.path.relpath(above)
+            return (
+                f"--output {output!r} lies under {shown!r}, a symbolic link to "
+                f"{os.readlink(above)!r}, which does not exist; create it or pass another "
+                "--output."
+            )
+        above = os.path.dirname(above)
+    return None
 
 
 def _under_a_file(output: str) -> str | None:

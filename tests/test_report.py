@@ -455,6 +455,43 @@ def test_an_output_under_a_file_is_refused_before_the_page_is_built(tmp_path, ca
     )
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        "gone",  # a moved folder, an unmounted disk: the page was made at the link's target
+        "notes.txt/sub",  # under a file: 'Not a directory', once the page was built
+        "loop",  # a link to itself: 'File exists', once the page was built
+    ],
+)
+def test_an_output_through_a_dangling_link_is_refused_before_the_page_is_built(
+    target, tmp_path, capsys, folder_run
+):
+    """A folder of --output that is a symbolic link to nothing passed the launch check
+    (which looked for the nearest existing folder, and skipped the link): the page was
+    built, then its write failed with a late error, or made the link's target. Found by
+    running the report with --output <dangling link>/report.html."""
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    (pages / "notes.txt").write_text("x")
+    link = pages / "link"
+    link.symlink_to(link if target == "loop" else pages / target)
+    output = str(link / "report.html")
+    assert main(["--input", folder_run["output"], "--output", output]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: --output {output!r} lies under {str(link)!r}, a symbolic link to "
+        f"{os.readlink(link)!r}, which does not exist; create it or pass another --output."
+    ]
+    assert sorted(p.name for p in pages.iterdir()) == ["link", "notes.txt"]
+
+
+def test_an_output_through_a_link_to_a_folder_is_written_there(tmp_path, capsys, folder_run):
+    (tmp_path / "pages").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "pages")
+    output = str(tmp_path / "link" / "new" / "report.html")
+    assert main(["--input", folder_run["output"], "--output", output]) == 0
+    assert (tmp_path / "pages" / "new" / "report.html").is_file()
+
+
 def missing_run_lines(command, tmp_path, capsys) -> list[str]:
     """The error lines of `command` given a folder that does not exist, then one inside
     a run (its results/, the pandas one-liner's path), then a file in that."""
