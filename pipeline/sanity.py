@@ -595,6 +595,7 @@ def run(
         raise ValueError(f"--stages must be >= 1, got {stages}.")
     manifest = results.read_manifest(output)
     _check_finished(output, manifest)
+    _check_writable(output)
     spec, config = _spec(manifest["model"]), _config(manifest["config"])
     frame, pixels = _rows(output, manifest, images_count, image_root)
     _same_model(spec)
@@ -629,6 +630,25 @@ def _write(output: str, report: dict[str, Any], png: bytes) -> None:
     except OSError as e:
         reason = f"{type(e).__name__}: {error_reason(e)}"
         raise CannotWrite(f"cannot write the sanity check to {folder!r} ({reason}).") from e
+
+
+def _check_writable(output: str) -> None:
+    """Refuses, before the model loads, a local `<output>/sanity` that is no folder:
+    a file, or a symbolic link to nothing (a loop; a target gone, which was made, or
+    could not be), where its write failed or went astray once the check was done.
+    A link to nothing is refused as the job and the report refuse one on --output."""
+    folder = files.join(output, SANITY_DIR)
+    if files.is_remote(folder) or not os.path.lexists(folder) or os.path.isdir(folder):
+        return
+    if os.path.islink(folder) and not os.path.exists(folder):
+        why = f"a symbolic link to {os.readlink(folder)!r}, which does not exist"
+        fix = "create it, or delete the link"
+    else:
+        why, fix = "a file, not a folder", "move it"
+    raise CannotWrite(
+        f"cannot write the sanity check to {folder!r}: it is {why}; {fix} (the check "
+        "writes its files in that folder)."
+    )
 
 
 def _check_finished(output: str, manifest: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 import dataclasses
 import itertools
 import json
+import logging
 import os
 import shutil
 import signal
@@ -1053,6 +1054,38 @@ def test_a_check_cut_short_while_written_leaves_the_earlier_files_whole(audited,
     line = check.stderr.splitlines()[-1]
     assert line.startswith(f"error: cannot write the sanity check to {str(folder)!r} (OSError: ")
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == earlier  # nothing else beside
+
+
+@pytest.mark.parametrize(
+    "made, said",
+    [
+        ("file", "a file, not a folder; move it"),
+        ("link", "a symbolic link to 'gone', which does not exist; create it, or delete the link"),
+    ],
+)
+def test_a_sanity_entry_that_is_no_folder_is_refused_before_the_model_loads(
+    made, said, audited, tmp_path, capsys, caplog
+):
+    """A run's sanity/ that is a file, or a symbolic link to nothing (a moved folder;
+    here 'gone', never made), failed only once the check was done (FileExistsError,
+    or 'No such file or directory' of the link's target); a link whose target could be
+    made had the files written there. Found by running the check on copies of a run
+    whose sanity/ was each."""
+    output = tmp_path / "out"
+    audited(str(output), steps=4)
+    folder = output / "sanity"
+    if made == "file":
+        folder.write_text("my notes")
+    else:
+        folder.symlink_to("gone")
+    caplog.set_level(logging.INFO)
+    assert sanity.main(["--input", str(output), "--images", "1", "--stages", "logits"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: cannot write the sanity check to {str(folder)!r}: it is {said} (the check "
+        "writes its files in that folder)."
+    ]
+    assert not any("median" in r.getMessage() for r in caplog.records)  # no stage was run
+    assert not (output / "gone").exists()
 
 
 def test_a_run_made_before_completeness_tolerance_is_rebuilt_with_its_tolerance_bounding_it():
