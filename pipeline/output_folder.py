@@ -309,6 +309,12 @@ def _check_written_folders(output: str) -> None:
         return
     for name, what in _WRITTEN_FOLDERS.items():
         path = Path(local_output(output)) / name
+        if path.is_symlink() and not path.exists():  # not a file: a link to nothing
+            raise ConfigError(
+                f"--output {output!r} holds a symbolic link named {name} to "
+                f"{os.readlink(path)!r}, which does not exist, where the job keeps its "
+                f"{what} (a folder): create it, delete the link, or choose another folder."
+            )
         if os.path.lexists(path) and not path.is_dir():
             raise ConfigError(
                 f"--output {output!r} holds a file named {name}, where the job keeps its "

@@ -1722,6 +1722,31 @@ def test_a_file_named_as_a_run_folder_is_refused_before_the_run(
     assert _tree(out) == before
 
 
+@pytest.mark.parametrize(
+    "name, what",
+    [(".tmp", "partial files"), ("results", "result rows"), ("errors", "error records")],
+)
+def test_a_link_to_nothing_named_as_a_run_folder_is_refused_as_what_it_is(
+    name, what, finished, linear_keras, tmp_path, capsys
+):
+    # It was refused at launch as "a file named results", which the user looked for
+    # in vain: `ls` shows a link (a moved or unmounted folder). Found by running the
+    # job on an --output whose results, errors and .tmp were each a dangling link.
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).symlink_to(tmp_path / "moved")
+    flags = job_flags(finished["folder"], linear_keras, out)
+    capsys.readouterr()
+    assert main(flags) == 2
+    (line,) = [s for s in capsys.readouterr().err.splitlines() if s.startswith("error:")]
+    assert line == (
+        f"error: --output '{out}' holds a symbolic link named {name} to "
+        f"{str(tmp_path / 'moved')!r}, which does not exist, where the job keeps its {what} "
+        "(a folder): create it, delete the link, or choose another folder."
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 @pytest.mark.parametrize("again", ["--overwrite", "--resume"])
 def test_a_folder_named_report_html_is_no_page_of_the_run_to_delete(
     again, finished, linear_keras, tmp_path
