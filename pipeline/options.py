@@ -336,29 +336,40 @@ class _Parser(argparse.ArgumentParser):
     """An argparse parser whose errors are ConfigErrors instead of `sys.exit(2)`."""
 
     def error(self, message: str):  # argparse's hook
-        raise ConfigError(_percent_for_fraction(message) or f"{message} (see --help).")
+        raise ConfigError(f"{message} (see --help).")
 
 
 _FRACTION_FLAGS = ("--tolerance", "--completeness_tolerance")
 
 
-def _percent_for_fraction(message: str) -> str | None:
-    """A fraction flag (--tolerance) given as a percent, `2%`: argparse said only
-    'invalid float value'. The message names the fraction to pass instead."""
-    typed = re.fullmatch(r"argument (--\w+): invalid float value: '(.*)%'", message)
-    if typed is None or typed[1] not in _FRACTION_FLAGS:
-        return None
-    try:
-        fraction = float(typed[2]) / 100
-    except ValueError:
-        return None
-    flag = typed[1]
+def _percent_for_fraction(argv: Sequence[str]) -> str | None:
+    """A fraction flag (--tolerance) given as a percent, `2%` (`--tolerance 2%`,
+    `--tolerance=2%`): argparse said only 'invalid float value'. Read from `argv`
+    itself, not from argparse's message, whose words are its own (another Python
+    version's, or translated). The message names the fraction to pass instead."""
+    for i, arg in enumerate(argv):
+        if arg == "--":  # the flags end there
+            return None
+        flag, joined, value = arg.partition("=")
+        if flag not in _FRACTION_FLAGS or (not joined and i + 1 == len(argv)):
+            continue
+        value = value if joined else argv[i + 1]  # `--tolerance -2%` is joined already
+        try:
+            fraction = float(value[:-1]) / 100 if value.endswith("%") else None
+        except ValueError:  # 'x%': argparse's 'invalid float value' says enough
+            continue
+        if fraction is not None:
+            return _percent_message(flag, value[:-1], fraction)
+    return None
+
+
+def _percent_message(flag: str, typed: str, fraction: float) -> str:
     if not 0 <= fraction <= 1:  # 150%, -2%, nan%: that fraction is refused in turn
         return (
-            f"{flag} '{typed[2]}%' is a percent, and outside 0 % to 100 %: pass a fraction "
+            f"{flag} '{typed}%' is a percent, and outside 0 % to 100 %: pass a fraction "
             "from 0 to 1 (0.02 is 2 %)."
         )
-    return f"{flag} '{typed[2]}%' is a percent; pass it as a fraction: {flag} {fraction:g}."
+    return f"{flag} '{typed}%' is a percent; pass it as a fraction: {flag} {fraction:g}."
 
 
 def _option_classes() -> list[type[PipelineOptions]]:
@@ -510,6 +521,9 @@ def check_flags(argv: Sequence[str]) -> list[str]:
     parser = _full_parser()
     argv = _join_negative_values(_as_strings(argv), parser)
     _check_utf8(argv)
+    percent = _percent_for_fraction(argv)
+    if percent is not None:
+        raise ConfigError(percent)
     known, unknown = parser.parse_known_args(argv)
     runner = str(getattr(known, "runner", None) or "").rsplit(".", 1)[-1].lower()
     passed_flag = False  # the previous argument was an unknown flag passed on

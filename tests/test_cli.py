@@ -172,6 +172,64 @@ def test_bad_flags_exit_2_with_one_error_line_before_any_work(
     assert not (tmp_path / "out").exists()
 
 
+def _mo_file(path: Path, translations: dict[str, str]) -> None:
+    """A GNU gettext catalog (.mo) at `path`, UTF-8, as msgfmt writes one."""
+    entries = sorted({"": "Content-Type: text/plain; charset=UTF-8\n", **translations}.items())
+    keys = [k.encode() for k, _ in entries]
+    values = [v.encode() for _, v in entries]
+    start = 7 * 4 + 16 * len(entries)  # the header, then two tables of (length, offset)
+    table, data = [], b""
+    for text in keys + values:
+        table.append((len(text), start + len(data)))
+        data += text + b"\0"
+    header = [0x950412DE, 0, len(entries), 28, 28 + 8 * len(entries), 0, 0]
+    flat = [n for pair in table for n in pair]
+    path.parent.mkdir(parents=True)
+    path.write_bytes(np.array(header + flat, dtype="<u4").tobytes() + data)
+
+
+# The job in a Python whose argparse speaks German (gettext's catalog for its messages,
+# as a translated Python ships one): the locale folder is argv[1], the flags follow.
+_IN_GERMAN = """
+import gettext, sys
+gettext.bindtextdomain("messages", sys.argv[1])
+from pipeline.__main__ import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_a_percent_for_a_fraction_is_named_whatever_argparse_says(
+    image_folder, linear_keras, tmp_path, monkeypatch
+):
+    """The percent was recognised by argparse's English message ("argument --tolerance:
+    invalid float value: '2%'"), which is argparse's, not the project's: in a Python
+    whose argparse says it otherwise (translated, or reworded in a later version) the
+    fix was lost. Found reading `_percent_for_fraction`."""
+    _mo_file(
+        tmp_path / "locale" / "de" / "LC_MESSAGES" / "messages.mo",
+        {
+            "invalid %(type)s value: %(value)r": "ungültiger %(type)s-Wert: %(value)r",
+            "argument %(argument_name)s: %(message)s": "Argument %(argument_name)s: %(message)s",
+        },
+    )
+    monkeypatch.setenv("LANGUAGE", "de")
+    flags = _flags(image_folder, linear_keras, tmp_path / "out")
+    said = {}
+    for typed in (["--tolerance", "2%"], ["--completeness_tolerance=150%"], ["--steps", "x"]):
+        done = _python(_IN_GERMAN, str(tmp_path / "locale"), *flags, *typed)
+        assert done.returncode == 2, done.stderr[-2000:]
+        (said[typed[0]],) = _error_lines(done.stderr)
+    assert said["--steps"] == "error: Argument --steps: ungültiger int-Wert: 'x' (see --help)."
+    assert said["--tolerance"] == (
+        "error: --tolerance '2%' is a percent; pass it as a fraction: --tolerance 0.02."
+    )
+    assert said["--completeness_tolerance=150%"] == (
+        "error: --completeness_tolerance '150%' is a percent, and outside 0 % to 100 %: pass "
+        "a fraction from 0 to 1 (0.02 is 2 %)."
+    )
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     "flag, value",
     [
