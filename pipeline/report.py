@@ -1621,7 +1621,23 @@ def _flag_problem(args: argparse.Namespace) -> str | None:
             f"--image_root {root!r} is not a folder; pass the folder the run's "
             "images are in now (or leave it out to use the run's --dataset)."
         )
+    if args.output is None:
+        return _default_output_problem(args.input)
     return _output_problem(args.output)
+
+
+def _default_output_problem(input_folder: str) -> str | None:
+    """A local --input whose report.html, where the page goes without --output, is a
+    folder: its write failed once the page was built, naming an --output not given
+    and a hidden '.partial' file."""
+    page = files.join(input_folder, REPORT_FILE)
+    if files.is_remote(page) or not os.path.isdir(page):
+        return None
+    return (
+        f"--input {input_folder!r} holds a folder named {REPORT_FILE}, where the page is "
+        f"written without --output; move that folder, or pass --output with another file "
+        f"(e.g. --output {files.join(input_folder, 'audit.html')})."
+    )
 
 
 def _output_problem(output: str | None) -> str | None:

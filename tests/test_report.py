@@ -676,6 +676,25 @@ def test_an_output_that_is_no_html_file_is_refused_naming_the_fix(
     assert kind != "a folder" or not any(pages.iterdir())
 
 
+def test_a_folder_named_report_html_in_the_input_is_refused_before_the_page_is_built(
+    tmp_path, capsys, folder_run
+):
+    """Without --output the page goes to <input>/report.html; a folder of that name
+    failed once the page was built, naming an --output not given and a hidden
+    '.partial' file (IsADirectoryError). Found after the --output checks, by
+    running the report on a run holding such a folder."""
+    folder = Path(folder_run["output"], "report.html")
+    folder.mkdir()
+    assert main(["--input", folder_run["output"]]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: --input {folder_run['output']!r} holds a folder named report.html, where "
+        "the page is written without --output; move that folder, or pass --output with "
+        f"another file (e.g. --output {Path(folder_run['output'], 'audit.html')})."
+    ]
+    assert not any(folder.iterdir()) and not Path(folder_run["output"], "audit.html").exists()
+    assert main(["--input", folder_run["output"], "--output", str(tmp_path / "a.html")]) == 0
+
+
 # The contract's newer columns, as the job writes them (transforms/schema.py may not
 # hold them yet): added to an output's Parquet files with pyarrow, by image id.
 NEW_FIELDS = [
