@@ -633,12 +633,21 @@ def _write(output: str, report: dict[str, Any], png: bytes) -> None:
 
 
 def _check_writable(output: str) -> None:
-    """Refuses, before the model loads, a local `<output>/sanity` that is no folder:
-    a file, or a symbolic link to nothing (a loop; a target gone, which was made, or
-    could not be), where its write failed or went astray once the check was done.
+    """Refuses, before the model loads, a local `<output>/sanity` that is no folder
+    (a file, or a symbolic link to nothing: a loop; a target gone, which was made, or
+    could not be), or holds a folder named as one of its files: the check's write
+    failed, or went astray, once the check was done.
     A link to nothing is refused as the job and the report refuse one on --output."""
     folder = files.join(output, SANITY_DIR)
-    if files.is_remote(folder) or not os.path.lexists(folder) or os.path.isdir(folder):
+    if files.is_remote(folder) or not os.path.lexists(folder):
+        return
+    if os.path.isdir(folder):
+        taken = [n for n in (SANITY_FIGURE, SANITY_JSON) if os.path.isdir(files.join(folder, n))]
+        if taken:
+            raise CannotWrite(
+                f"cannot write the sanity check to {folder!r}: it holds a folder named "
+                f"{taken[0]}, where the check writes that file; move that folder."
+            )
         return
     if os.path.islink(folder) and not os.path.exists(folder):
         why = f"a symbolic link to {os.readlink(folder)!r}, which does not exist"

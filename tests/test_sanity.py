@@ -1059,8 +1059,22 @@ def test_a_check_cut_short_while_written_leaves_the_earlier_files_whole(audited,
 @pytest.mark.parametrize(
     "made, said",
     [
-        ("file", "a file, not a folder; move it"),
-        ("link", "a symbolic link to 'gone', which does not exist; create it, or delete the link"),
+        ("file", "it is a file, not a folder; move it (the check writes its files in that folder)"),
+        (
+            "link",
+            "it is a symbolic link to 'gone', which does not exist; create it, or delete the "
+            "link (the check writes its files in that folder)",
+        ),
+        (
+            "sanity.png",
+            "it holds a folder named sanity.png, where the check writes that file; move that "
+            "folder",
+        ),
+        (
+            "sanity.json",
+            "it holds a folder named sanity.json, where the check writes that file; move that "
+            "folder",
+        ),
     ],
 )
 def test_a_sanity_entry_that_is_no_folder_is_refused_before_the_model_loads(
@@ -1069,21 +1083,22 @@ def test_a_sanity_entry_that_is_no_folder_is_refused_before_the_model_loads(
     """A run's sanity/ that is a file, or a symbolic link to nothing (a moved folder;
     here 'gone', never made), failed only once the check was done (FileExistsError,
     or 'No such file or directory' of the link's target); a link whose target could be
-    made had the files written there. Found by running the check on copies of a run
-    whose sanity/ was each."""
+    made had the files written there; a folder named sanity.png or sanity.json in it
+    failed once done (IsADirectoryError). Found by running the check on copies of a
+    run whose sanity/ was each."""
     output = tmp_path / "out"
     audited(str(output), steps=4)
     folder = output / "sanity"
     if made == "file":
         folder.write_text("my notes")
-    else:
+    elif made == "link":
         folder.symlink_to("gone")
+    else:  # a folder where the check writes that file (IsADirectoryError, once done)
+        (folder / made).mkdir(parents=True)
     caplog.set_level(logging.INFO)
     assert sanity.main(["--input", str(output), "--images", "1", "--stages", "logits"]) == 2
-    assert capsys.readouterr().err.splitlines() == [
-        f"error: cannot write the sanity check to {str(folder)!r}: it is {said} (the check "
-        "writes its files in that folder)."
-    ]
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == f"error: cannot write the sanity check to {str(folder)!r}: {said}."
     assert not any("median" in r.getMessage() for r in caplog.records)  # no stage was run
     assert not (output / "gone").exists()
 
