@@ -1044,7 +1044,7 @@ def _error_card(pictures: _Pictures, meta: pd.Series, chosen: _Selection) -> dic
     facts = [error("relative completeness error", "relative_delta", chosen.completeness_tolerance)]
     if "attribution_error" in meta:
         key = "per-pixel error (estimated)"
-        if facts[0]["bad"]:  # the sum is off: the estimate may be low (README, accuracy)
+        if facts[0]["bad"]:  # the sum is off: the estimate may be low (docs/accuracy.md)
             key = "per-pixel error (estimated; may be low: the sum is off)"
         facts.append(error(key, "attribution_error", chosen.tolerance))
     within = meta["within_tolerance"]
