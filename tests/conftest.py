@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -166,6 +167,19 @@ def unreachable_storage(monkeypatch) -> None:
 def write_image(path, array: np.ndarray, **save_kwargs) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path, **save_kwargs)
+
+
+def user_doc_blocks(language: str) -> list[tuple[str, str]]:
+    """The ```language blocks of the user docs, README.md then docs/*.md by name:
+    (file, block). Their examples run as is against ./output/sample wherever they live."""
+    root = Path(__file__).resolve().parents[1]
+    files = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    pattern = rf"^```{language}\n(.*?)^```"
+    return [
+        (str(f.relative_to(root)), block)
+        for f in files
+        for block in re.findall(pattern, f.read_text(), flags=re.S | re.M)
+    ]
 
 
 def cli_args(**flags: object) -> list[str]:

@@ -3887,7 +3887,7 @@ def test_a_dataset_folder_this_user_may_not_list_exits_2_before_any_model_load(
 def test_a_file_this_user_may_not_read_is_an_error_record_and_a_resume_reads_it_later(
     linear_keras, tmp_path
 ):
-    """As README says (it said nothing of such a file): one `read` error record naming
+    """As docs/inputs.md says (it said nothing of such a file): one `read` error record naming
     the permission, the other files' rows; once readable, a --resume gives its row."""
     from pipeline import run
 

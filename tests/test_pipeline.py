@@ -14,7 +14,7 @@ import pytest
 
 from pipeline import run
 from pipeline.__main__ import main
-from tests.conftest import SIZE, WNID_CAT, cli_args, write_image
+from tests.conftest import SIZE, WNID_CAT, cli_args, user_doc_blocks, write_image
 from transforms.schema import ERROR_SCHEMA, results_schema
 
 
@@ -700,8 +700,7 @@ def test_the_readme_sql_queries_run_on_a_top_k_run(image_folder, linear_keras, t
     import duckdb
 
     _run(image_folder, linear_keras, tmp_path / "out", "--target", "top_k", "--top_k", "3")
-    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
-    sql = "\n".join(re.findall(r"^```sql\n(.*?)^```", readme, flags=re.S | re.M))
+    sql = "\n".join(block for _, block in user_doc_blocks("sql"))
     sql = re.sub(r"--[^\n]*", "", sql)  # comments, which may hold a ';'
     queries = [q for q in sql.split(";") if "SELECT" in q]
     assert len(queries) >= 3

@@ -309,7 +309,7 @@ def test_reruns_are_bit_identical_at_a_fixed_path_batch_size_and_close_at_others
 def test_a_batch_of_one_image_gives_the_rows_a_batch_of_two_does(
     image_folder, conv_keras, tmp_path
 ):
-    # README, Reliability: a model call of one row took another kernel (a
+    # docs/reliability.md: a model call of one row took another kernel (a
     # matrix-vector product) than the same row in a call of two, and F(x), p(x) and
     # the AUCs of --batch_size 1 (or of a last batch of one image) differed in their
     # last bits, far more for a score that is a small difference of large terms. A

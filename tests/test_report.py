@@ -873,7 +873,8 @@ def test_per_pixel_accuracy_section_beside_completeness(folder_run):
     assert "Completeness is necessary, not sufficient." in page.sections["completeness"]
     # The rows above the tolerance, worst first, each with its heat map (and path curve).
     assert re.findall(r"\w+\.png →", section) == ["shark.png →", "cat2.png →"]
-    # shark's sum is 5 % off: its estimate is not taken at its word (README: it can be low).
+    # shark's sum is 5 % off: its estimate is not taken at its word (docs/accuracy.md:
+    # it can be low).
     assert "per-pixel error (estimated; may be low: the sum is off) 30.00%" in section
     assert "per-pixel error (estimated) 5.00%" in section  # cat2: its sum is within
     assert (

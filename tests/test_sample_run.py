@@ -1,14 +1,13 @@
 """The bundled offline default: EfficientNet-Lite0 on scikit-image photos, as ./run_local.sh runs it."""
 
 import re
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from pipeline.__main__ import main
 from pipeline.summary import print_summary, summary_table
-from tests.conftest import cli_args
+from tests.conftest import cli_args, user_doc_blocks
 from transforms.sinks import read_manifest
 
 
@@ -63,13 +62,8 @@ def test_sample_summary_table_and_printout(sample_run, capsys):
     assert f"python -m pipeline.report --input {sample_run}" in out
 
 
-def _readme_python_snippets() -> list[str]:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    return re.findall(r"^```python\n(.*?)^```", readme, flags=re.S | re.M)
-
-
 def test_every_readme_python_snippet_runs_on_the_default_run(sample_run, tmp_path, monkeypatch):
-    # The README promises its examples run as is against ./output/sample: run them
+    # The README and docs/ promise their examples run as is against ./output/sample: run them
     # in order, in one namespace (as a reader pastes them), from a folder where
     # output/sample is this module's real default run.
     import matplotlib
@@ -78,18 +72,18 @@ def test_every_readme_python_snippet_runs_on_the_default_run(sample_run, tmp_pat
     (tmp_path / "output").mkdir()
     (tmp_path / "output" / "sample").symlink_to(sample_run)
     monkeypatch.chdir(tmp_path)
-    snippets = _readme_python_snippets()
-    assert len(snippets) >= 5
+    snippets = user_doc_blocks("python")
+    assert len(snippets) >= 8
     namespace: dict = {}
-    for i, snippet in enumerate(snippets):
+    for i, (doc, snippet) in enumerate(snippets):
         try:
-            exec(compile(snippet, f"README.md python snippet {i + 1}", "exec"), namespace)
+            exec(compile(snippet, f"{doc} python snippet {i + 1}", "exec"), namespace)
         except Exception as e:
-            raise AssertionError(f"README snippet {i + 1} fails:\n{snippet}") from e
+            raise AssertionError(f"{doc} snippet {i + 1} fails:\n{snippet}") from e
 
 
 def test_every_readme_sql_query_runs_on_the_default_run(sample_run, monkeypatch):
-    # The README's DuckDB queries run as is against ./output/sample too, each statement
+    # The DuckDB queries of README and docs/ run as is against ./output/sample too, each statement
     # of each ```sql block (their comments included), giving rows.
     import duckdb
 
@@ -98,13 +92,12 @@ def test_every_readme_sql_query_runs_on_the_default_run(sample_run, monkeypatch)
     link = sample_run.parent / "output" / "sample"
     if not link.exists():
         link.symlink_to(sample_run)
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    blocks = re.findall(r"^```sql\n(.*?)^```", readme, flags=re.S | re.M)
-    code = [re.sub(r"--.*", "", block) for block in blocks]  # a comment may hold a ';'
-    queries = [q for block in code for q in block.split(";") if q.strip(" \n")]
+    blocks = user_doc_blocks("sql")
+    code = [(doc, re.sub(r"--.*", "", block)) for doc, block in blocks]  # a comment may hold ';'
+    queries = [(doc, q) for doc, block in code for q in block.split(";") if q.strip(" \n")]
     assert len(queries) >= 4
-    for query in queries:
+    for doc, query in queries:
         try:
             duckdb.sql(query).fetchall()
         except Exception as e:
-            raise AssertionError(f"README query fails:\n{query}") from e
+            raise AssertionError(f"{doc} query fails:\n{query}") from e

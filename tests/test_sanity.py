@@ -727,7 +727,7 @@ def _layer(model: Classifier, name: str):
 
 
 def test_a_constant_weights_noise_is_at_its_value_its_layers_rms_or_glorots_scale(tmp_path):
-    # What README says of a weight whose values are all equal: noise whose standard
+    # What docs/faithfulness.md says of a weight whose values are all equal: noise whose standard
     # deviation is the larger of its |value| and its layer's root mean square, and
     # Glorot-normal's sqrt(2 / (fan_in + fan_out)) where both are 0 (a layer of zeros).
     import keras

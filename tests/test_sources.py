@@ -530,7 +530,7 @@ def test_a_tfds_builder_config_is_read_by_its_name(linear_keras, tmp_path):
 def test_a_tfds_photo_with_an_exif_orientation_is_fed_upright_unlike_tfds_own_decoding(
     linear_keras, tmp_path
 ):
-    """As README says: the job decodes a TFDS dataset's encoded images itself, as an image
+    """As docs/inputs.md says: the job decodes a TFDS dataset's encoded images itself, as an image
     folder's files (EXIF orientation applied), where TFDS's decoding gives them as stored."""
     import tensorflow_datasets as tfds
 
@@ -1398,7 +1398,7 @@ for f in sources.list_image_folder(sys.argv[1]):
 
 @pytest.mark.skipif(os.geteuid() == 0 and not shutil.which("setpriv"), reason="root needs setpriv")
 def test_a_sub_folder_this_user_may_not_list_is_one_error_record(tmp_path):
-    """As README says: the folder's path is its id; the rest of the tree is read. In a
+    """As docs/inputs.md says: the folder's path is its id; the rest of the tree is read. In a
     real process the folder's mode applies to (root without the capabilities that
     bypass it)."""
     write_image(tmp_path / "a.png", np.zeros((2, 2, 3), np.uint8))
@@ -1593,7 +1593,7 @@ def test_an_image_is_read_within_an_address_space_limit_and_a_failure_says_why(t
 
 def test_a_fifo_named_manifest_json_in_a_sub_folder_is_an_error_record_not_a_hang(tmp_path):
     """Looking for other runs opened every sub-folder's manifest.json: a FIFO of that
-    name blocked the launch's listing forever, where README says a FIFO is never
+    name blocked the launch's listing forever, where docs/inputs.md says a FIFO is never
     opened. Listed in a real process, so a hang fails the test instead of the suite."""
     write_image(tmp_path / "a.png", np.zeros((2, 2, 3), np.uint8))
     write_image(tmp_path / "sub" / "b.png", np.zeros((2, 2, 3), np.uint8))
