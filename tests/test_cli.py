@@ -1650,12 +1650,14 @@ def _keras_lambda(path) -> str:
     return str(path)
 
 
-def _keras_input(path, shape: tuple[int, ...]) -> str:
-    """A .keras model taking inputs [N, *shape] (a grayscale or channels-first one)."""
+def _keras_input(path, shape: tuple[int, ...], scale: float | None = None) -> str:
+    """A .keras model taking inputs [N, *shape] (a grayscale or channels-first one);
+    `scale`: its first layer a Rescaling by it (1 / 255: it takes 8-bit pixels)."""
     import keras
 
     inputs = keras.Input(shape)
-    keras.Model(inputs, keras.layers.Dense(4)(keras.layers.Flatten()(inputs))).save(str(path))
+    x = inputs if scale is None else keras.layers.Rescaling(scale)(inputs)
+    keras.Model(inputs, keras.layers.Dense(4)(keras.layers.Flatten()(x))).save(str(path))
     return str(path)
 
 
@@ -1786,6 +1788,47 @@ def test_a_keras_model_of_other_image_inputs_is_told_the_wrap_that_runs(
         np.testing.assert_array_equal(fed, [image_folder["pixels"][i] for i in rows.image_id])
     pixels = fed / np.float32(255)
     scores = np.asarray(keras.saving.load_model("rgb.keras")(pixels))
+    np.testing.assert_allclose(rows.target_score, scores.max(1), rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "shape, takes",
+    [
+        ((SIZE * SIZE * 3,), "keras.layers.Flatten()(x)"),
+        ((SIZE * SIZE,), "keras.layers.Flatten()(keras.ops.image.rgb_to_grayscale(x))"),
+        ((3, SIZE, SIZE), "keras.layers.Permute((3, 1, 2))(x)"),
+    ],
+    ids=["flat_rgb", "flat_gray", "channels_first"],
+)
+def test_the_wrap_of_a_keras_model_that_rescales_8_bit_pixels_gets_them(
+    shape, takes, image_folder, tmp_path, capsys, monkeypatch
+):
+    """A flattened or channels-first .keras model whose first layer rescales 8-bit
+    pixels (Rescaling(1/255), as an MNIST tutorial's MLP), wrapped as its refusal says,
+    was fed [0, 1] pixels, every score silently that of a nearly black image: the
+    wrap's Flatten or Permute layer, which moves pixels without changing them, hid the
+    Rescaling behind it. Found running the refusal's wrap of such a model: the launch
+    said '16x16 pixels in [0, 1]'. It is fed [0, 255], and its rows are its scores."""
+    import keras
+
+    model = _keras_input(tmp_path / "other.keras", shape, scale=1 / 255)
+    monkeypatch.chdir(tmp_path)
+    assert main(_flags(image_folder, model, tmp_path / "out")) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    wrap = (
+        f"m = keras.saving.load_model({model!r}); x = keras.Input(({SIZE}, {SIZE}, 3)); "
+        f"keras.Model(x, m({takes})).save('rgb.keras')"
+    )
+    assert line.endswith(f": {wrap}; pass rgb.keras."), line
+    exec(wrap, {"keras": keras})
+    flags = _flags(image_folder, "rgb.keras", tmp_path / "out", "--faithfulness", "none")
+    assert main(flags) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["model"]["input_range"] == [0.0, 255.0]
+    rows = pd.read_parquet(tmp_path / "out" / "results").sort_values("image_id")
+    pixels = np.stack([image_folder["pixels"][i] for i in rows.image_id]).astype(np.float32)
+    scores = np.asarray(keras.saving.load_model("rgb.keras")(pixels))
+    assert rows.predicted_class.tolist() == scores.argmax(1).tolist()
     np.testing.assert_allclose(rows.target_score, scores.max(1), rtol=1e-4)
 
 

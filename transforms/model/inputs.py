@@ -220,9 +220,11 @@ def own_input_range(location: str) -> tuple[float, float] | None:
     return known.input_range if known is not None else None
 
 
-# Layers that pass an image through unchanged in inference mode (augmentation) or
-# keep its pixel range (resampling): a Rescaling after them still sees the raw pixels.
-_PASS_THROUGH_LAYERS = ("InputLayer", "Resizing", "CenterCrop")
+# Layers that pass an image through unchanged in inference mode (augmentation), keep
+# its pixel range (resampling) or move its pixels alone (the Flatten or Permute of a
+# wrap feeding a flat or channels-first model RGB images): a Rescaling after them still
+# sees the raw pixels.
+_PASS_THROUGH_LAYERS = ("InputLayer", "Resizing", "CenterCrop", "Flatten", "Permute", "Reshape")
 _PIXELS = (0.0, 255.0)
 # How far from 0 a Rescaling of 8-bit pixels leaves them: 3 deviations of ImageNet's.
 _RESCALED_BOUND = 3.0
@@ -230,11 +232,11 @@ _RESCALED_BOUND = 3.0
 
 def _rescaled_pixel_range(obj: Any) -> tuple[float, float] | None:
     """(0, 255) for a Keras model that first rescales 8-bit pixels: its first layer
-    (after augmentation, resizing, and into nested models) a Rescaling that maps
-    [0, 255] onto [0, 1] or [-1, 1], as Keras' image tutorials and keras.applications
-    (EfficientNet, MobileNetV3, ...) build them, or per channel by means and deviations
-    (ImageNet's: about [-2.1, 2.6]), or a Normalization whose means are
-    8-bit pixel values (above 1: keras.applications' ConvNeXt, or adapted on such
+    (after augmentation, resizing, a wrap's Flatten or Permute, and into nested models)
+    a Rescaling that maps [0, 255] onto [0, 1] or [-1, 1], as Keras' image tutorials and
+    keras.applications (EfficientNet, MobileNetV3, ...) build them, or per channel by
+    means and deviations (ImageNet's: about [-2.1, 2.6]), or a Normalization whose means
+    are 8-bit pixel values (above 1: keras.applications' ConvNeXt, or adapted on such
     images); else None."""
     layer = _first_layer(obj)
     kind = type(layer).__name__
