@@ -1414,6 +1414,31 @@ def test_a_keras_model_of_several_inputs_is_refused_naming_them(image_folder, tm
     assert not (tmp_path / "out").exists()
 
 
+def test_a_saved_model_signature_of_several_inputs_is_refused_naming_them(
+    image_folder, tmp_path, capsys
+):
+    """The same model exported (model.export) was refused saying only that its
+    serving_default signature 'takes several inputs', not which, where a .keras file's
+    and a __call__'s refusals name them and the fix. Found exporting a two-input Keras
+    model and running it through the job."""
+    import keras
+
+    image, meta = keras.Input((SIZE, SIZE, 3), name="pixels"), keras.Input((4,), name="meta")
+    pooled = keras.layers.GlobalAveragePooling2D()(image)
+    joined = keras.layers.Concatenate()([pooled, meta])
+    model = str(tmp_path / "two_inputs")
+    keras.Model({"pixels": image, "meta": meta}, keras.layers.Dense(4)(joined)).export(model)
+    assert main(_flags(image_folder, model, tmp_path / "out")) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line == (
+        f"error: --model '{model}': its serving_default signature takes 2 inputs (meta [N, 4] "
+        "float32, pixels [N, 16, 16, 3] float32); the job calls it with the images "
+        "[N, H, W, 3] alone: export a function of the images only (any other input fixed "
+        "inside it)."
+    ), line
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_damaged_saved_model_pb_names_the_fix(image_folder, tmp_path, capsys):
     good = _saved_model(tmp_path / "good", lambda s: s, None)
     cases = {

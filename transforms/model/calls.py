@@ -77,12 +77,8 @@ def _signature_call(sig: Any, name: str, reference: str, announce: bool) -> tupl
     `default` output where a TF1 Hub module's `default` signature has one (TF Hub's
     convention for the module's primary output: an image classifier's logits), else
     the output `_scores_key` picks."""
-    (arg, spec), *rest = sig.structured_input_signature[1].items()
-    if rest:
-        raise ValueError(
-            f"--model {reference!r}: its {name} signature takes several inputs; "
-            "the job needs one, the images [N, H, W, 3]."
-        )
+    _check_one_input(sig.structured_input_signature[1], name, reference)
+    ((arg, spec),) = sig.structured_input_signature[1].items()
     outputs = sig.structured_outputs
     if name == "default" and "default" in outputs:
         key = "default"
@@ -98,6 +94,21 @@ def _signature_call(sig: Any, name: str, reference: str, announce: bool) -> tupl
         return sig(**{arg: cast(x)})[key]
 
     return call, _known_shape(spec.shape)
+
+
+def _check_one_input(specs: dict[str, Any], name: str, reference: str) -> None:
+    """The job calls a signature with the images alone: one of several inputs (an
+    exported model of the image and another tensor) is refused, naming them."""
+    if len(specs) > 1:
+        found = ", ".join(
+            f"{key} {_width_of(specs[key])} {getattr(specs[key].dtype, 'name', '?')}"
+            for key in sorted(specs)
+        )
+        raise ValueError(
+            f"--model {reference!r}: its {name} signature takes {len(specs)} inputs ({found}); "
+            "the job calls it with the images [N, H, W, 3] alone: export a function of the "
+            "images only (any other input fixed inside it)."
+        )
 
 
 def _check_keras_inputs(model: Any, reference: str) -> None:
