@@ -1857,6 +1857,39 @@ def test_the_wrap_of_a_keras_model_that_rescales_8_bit_pixels_gets_them(
     np.testing.assert_allclose(rows.target_score, scores.max(1), rtol=1e-4)
 
 
+def test_the_wrap_of_a_grayscale_keras_model_of_a_dict_input_feeds_it_the_dict(
+    image_folder, tmp_path, capsys, monkeypatch
+):
+    """A grayscale model of one input in a dict (keras.Model({'gray': x}, ...)) was told
+    the wrap m(keras.ops.image.rgb_to_grayscale(x)): a bare tensor, which Keras takes with
+    a multi-line UserWarning ('The structure of `inputs` doesn't match the expected
+    structure') when the wrap is built and on every call the job traces (three in a
+    run's output). Found running the refusal's wrap of such a model. The wrap passes
+    the dict; built and run, it warns nothing, and its rows are its scores."""
+    import keras
+
+    gray = keras.Input((SIZE, SIZE, 1), name="gray")
+    model = str(tmp_path / "gray.keras")
+    keras.Model({"gray": gray}, keras.layers.Dense(4)(keras.layers.Flatten()(gray))).save(model)
+    monkeypatch.chdir(tmp_path)
+    assert main(_flags(image_folder, model, tmp_path / "out")) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    wrap = (
+        f"m = keras.saving.load_model({model!r}); x = keras.Input(({SIZE}, {SIZE}, 3)); "
+        "keras.Model(x, m({'gray': keras.ops.image.rgb_to_grayscale(x)})).save('rgb.keras')"
+    )
+    assert line.endswith(f": {wrap}; pass rgb.keras."), line
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", "The structure of `inputs` doesn't match")
+        exec(wrap, {"keras": keras})
+        flags = _flags(image_folder, "rgb.keras", tmp_path / "out", "--faithfulness", "none")
+        assert main(flags) == 0
+    rows = pd.read_parquet(tmp_path / "out" / "results").sort_values("image_id")
+    pixels = np.stack([image_folder["pixels"][i] for i in rows.image_id]) / np.float32(255)
+    scores = np.asarray(keras.saving.load_model("rgb.keras")(pixels))
+    np.testing.assert_allclose(rows.target_score, scores.max(1), rtol=1e-4)
+
+
 @pytest.mark.parametrize("kind", ["keras", "saved_model"])
 def test_a_model_fixing_an_input_side_above_the_bound_is_refused_before_any_image(tmp_path, kind):
     """A model declaring a 20000x20000 input was probed with two such images at launch

@@ -140,6 +140,8 @@ def _check_keras_image_input(model: Any, reference: str) -> None:
     if wrap is None:
         return
     rgb, takes, why = wrap
+    key = _one_input_key(model)  # fed as a dict, as Keras takes it without a warning
+    takes = takes if key is None else f"{{{key!r}: {takes}}}"
     raise ValueError(
         f"--model {reference!r} takes inputs of shape {shape}; this pipeline needs images "
         f"[batch, height, width, 3]. {why}: wrap it taking them: m = keras.saving.load_model("
@@ -234,14 +236,22 @@ def _keras_feed(model: Any):
     """How the images reach a Keras model: as they are, or in the dict of its one input
     (keras.Model({'image': inputs}, ...)), which Keras takes a bare tensor for too, with
     a warning on every call it traces."""
+    key = _one_input_key(model)
+    if key is not None:
+        return lambda x: {key: x}
+    return lambda x: x
+
+
+def _one_input_key(model: Any) -> str | None:
+    """The key of a Keras model's one input in a dict; None for any other input."""
     try:
         structure = model.input
     except (AttributeError, ValueError):  # a model of no known input
         structure = None
     if isinstance(structure, dict) and len(structure) == 1:
         (key,) = structure
-        return lambda x: {key: x}
-    return lambda x: x
+        return key
+    return None
 
 
 def _module_call(obj: Any, reference: str, announce: bool) -> tuple[Any, tuple | None]:
