@@ -1561,6 +1561,39 @@ def test_a_keras_model_taking_uint8_images_is_told_the_float_clone_that_runs(
     np.testing.assert_allclose(rows.loc[ids, "target_score"], scores.max(1), rtol=1e-4)
 
 
+def test_a_keras_model_of_a_uint8_input_in_a_dict_is_told_the_clone_that_runs(
+    image_folder, tmp_path, capsys, monkeypatch
+):
+    """A uint8 model of its one input in a dict (keras.Model({'image': x}, ...)) was told
+    clone_model(m, input_tensors=keras.Input(...)), which Keras refuses: '`input_tensors`
+    must have the same structure as model.input'. Found running the refusal's clone of
+    such a model. It is told the clone on a dict of a float32 Input; run as printed, the
+    clone's rows are the uint8 model's scores on the same pixels."""
+    import keras
+
+    image = keras.Input((SIZE, SIZE, 3), dtype="uint8", name="image")
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(image))
+    model = str(tmp_path / "uint8.keras")
+    keras.Model({"image": image}, keras.layers.Dense(5)(pooled)).save(model)
+    monkeypatch.chdir(tmp_path)
+    assert main(_flags(image_folder, model, tmp_path / "refused")) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    clone = (
+        f"m = keras.saving.load_model({model!r}); f = keras.models.clone_model(m, "
+        f"input_tensors={{'image': keras.Input(({SIZE}, {SIZE}, 3), name='image')}}); "
+        "f.set_weights(m.get_weights()); f.save('float_input.keras')"
+    )
+    assert f"clone it on a float32 input: {clone}; pass float_input.keras" in line, line
+    exec(clone, {"keras": keras})
+    flags = _flags(image_folder, "float_input.keras", tmp_path / "out")
+    assert main([*flags, "--input_range", "0,255", "--faithfulness", "none"]) == 0
+    rows = pd.read_parquet(tmp_path / "out" / "results").set_index("image_id")
+    ids = sorted(image_folder["pixels"])
+    pixels = np.stack([image_folder["pixels"][i] for i in ids])
+    scores = np.asarray(keras.saving.load_model(model)({"image": pixels}, training=False))
+    np.testing.assert_allclose(rows.loc[ids, "target_score"], scores.max(1), rtol=1e-4)
+
+
 def test_a_model_taking_encoded_images_is_refused_as_such(image_folder, tmp_path, capsys):
     """A TF Serving export that decodes JPEG bytes itself: its input is strings, not
     integers, and the fix is to export the function after the decoding."""

@@ -187,12 +187,18 @@ def _check_keras_input_dtype(model: Any, reference: str) -> None:
         _input_cast(dtype, reference)
         return
     shape = tuple(model.inputs[0].shape[1:])
+    key = _one_input_key(model)  # clone_model takes input_tensors of model.input's structure
+    float_input = (
+        f"keras.Input({shape})"
+        if key is None
+        else f"{{{key!r}: keras.Input({shape}, name={key!r})}}"
+    )
     pixels = "0,255 (its uint8 pixels' range)" if dtype == tf.uint8 else "for the pixels it takes"
     raise ValueError(
         f"--model {reference!r} takes {dtype.name} images; Integrated Gradients needs the "
         "gradient with respect to the input, which an integer input has not (Keras casts "
         f"float32 images to it): clone it on a float32 input: m = keras.saving.load_model("
-        f"{reference!r}); f = keras.models.clone_model(m, input_tensors=keras.Input({shape})); "
+        f"{reference!r}); f = keras.models.clone_model(m, input_tensors={float_input}); "
         "f.set_weights(m.get_weights()); f.save('float_input.keras'); pass float_input.keras "
         f"with --input_range {pixels}."
     )
