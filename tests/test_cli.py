@@ -1594,6 +1594,51 @@ def test_a_keras_model_of_a_uint8_input_in_a_dict_is_told_the_clone_that_runs(
     np.testing.assert_allclose(rows.loc[ids, "target_score"], scores.max(1), rtol=1e-4)
 
 
+def test_a_grayscale_keras_model_of_a_uint8_input_is_told_its_float_clone_first(
+    image_folder, tmp_path, capsys, monkeypatch
+):
+    """A grayscale model of a uint8 Input (an MNIST tutorial's) was told the grayscale
+    wrap alone; its wrap, run, was refused as having 'no gradient with respect to its
+    input images (a tf.stop_gradient, or an op that has none)', without a word of the
+    uint8 input that cut it or the clone that mends it. Found running the refusal's wrap
+    of such a model. The uint8 input is refused first, naming the clone; the clone is
+    told the grayscale wrap; that wrap is audited, its rows the model's scores."""
+    import keras
+
+    image = keras.Input((SIZE, SIZE, 1), dtype="uint8")
+    flat = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(image))
+    model = str(tmp_path / "uint8.keras")
+    keras.Model(image, keras.layers.Dense(5)(flat)).save(model)
+    monkeypatch.chdir(tmp_path)
+    assert main(_flags(image_folder, model, tmp_path / "refused")) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    clone = (
+        f"m = keras.saving.load_model({model!r}); f = keras.models.clone_model(m, "
+        f"input_tensors=keras.Input(({SIZE}, {SIZE}, 1))); f.set_weights(m.get_weights()); "
+        "f.save('float_input.keras')"
+    )
+    assert "takes uint8 images; " in line and f": {clone}; pass float_input.keras" in line, line
+    exec(clone, {"keras": keras})
+    assert main(_flags(image_folder, "float_input.keras", tmp_path / "refused")) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    wrap = (
+        f"m = keras.saving.load_model('float_input.keras'); x = keras.Input(({SIZE}, {SIZE}, 3)); "
+        "keras.Model(x, m(keras.ops.image.rgb_to_grayscale(x))).save('rgb.keras')"
+    )
+    assert line.endswith(f": {wrap}; pass rgb.keras."), line
+    exec(wrap, {"keras": keras})
+    flags = _flags(image_folder, "rgb.keras", tmp_path / "out", "--faithfulness", "none")
+    assert main(flags) == 0
+    rows = pd.read_parquet(tmp_path / "out" / "results").sort_values("image_id")
+    pixels = np.stack([image_folder["pixels"][i] for i in rows.image_id]).astype(np.float32)
+    gray = np.asarray(keras.ops.image.rgb_to_grayscale(pixels))
+    scores = np.asarray(keras.saving.load_model("float_input.keras")(gray))
+    np.testing.assert_allclose(rows.target_score, scores.max(1), rtol=1e-4)
+    same = np.asarray(keras.saving.load_model(model)(gray.astype(np.uint8)))  # whole pixels
+    clone = np.asarray(keras.saving.load_model("float_input.keras")(gray.astype(np.uint8)))
+    np.testing.assert_allclose(clone, same, rtol=1e-5)
+
+
 def test_a_model_taking_encoded_images_is_refused_as_such(image_folder, tmp_path, capsys):
     """A TF Serving export that decodes JPEG bytes itself: its input is strings, not
     integers, and the fix is to export the function after the decoding."""

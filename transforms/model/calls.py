@@ -28,11 +28,13 @@ def callable_of(obj: Any, reference: str, announce: bool = True) -> tuple[Any, t
                 "model.build((None, height, width, 3)))."
             )
         _check_keras_inputs(obj, reference)
+        # Keras casts the float32 images to a float input's dtype itself; an integer one
+        # is refused first: a wrap feeding it RGB images would still cut the gradient.
+        if obj.inputs:
+            _check_keras_input_dtype(obj, reference)
         _check_keras_image_input(obj, reference)
         # A Keras Input's batch size is a hint: the model runs on any batch.
         shape = (None, *obj.inputs[0].shape[1:]) if obj.inputs else None
-        if obj.inputs:  # Keras casts the float32 images to a float input's dtype itself
-            _check_keras_input_dtype(obj, reference)
         return _keras_call(obj, reference, announce), shape
     if callable(obj):
         return _module_call(obj, reference, announce)
