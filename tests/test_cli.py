@@ -1935,6 +1935,41 @@ def test_the_wrap_of_a_keras_model_that_rescales_8_bit_pixels_gets_them(
     np.testing.assert_allclose(rows.target_score, scores.max(1), rtol=1e-4)
 
 
+@pytest.mark.parametrize("scale, opaque", [(None, 1), (1 / 255, 255)], ids=["unit", "8_bit"])
+def test_an_rgba_keras_model_is_told_the_wrap_that_gives_it_an_opaque_alpha(
+    scale, opaque, image_folder, tmp_path, capsys, monkeypatch
+):
+    """A .keras model of RGBA input [N, H, W, 4] was told to 'export it taking [batch,
+    height, width, 3] and making its 4 channel(s) of them inside', a SavedModel's
+    advice with no line to run, where a grayscale, flat or channels-first .keras model
+    is told its Keras wrap. Found running an RGBA model through the job. It is told the
+    wrap that adds an opaque alpha channel (the job composites transparent pixels onto
+    black), at the top of the pixels it takes (255 for a model rescaling 8-bit pixels);
+    run as printed, the wrap is audited, its rows the RGBA model's scores."""
+    import keras
+
+    model = _keras_input(tmp_path / "rgba.keras", (SIZE, SIZE, 4), scale=scale)
+    monkeypatch.chdir(tmp_path)
+    assert main(_flags(image_folder, model, tmp_path / "out")) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    alpha = f"keras.ops.full_like(x[..., :1], {opaque})"
+    wrap = (
+        f"m = keras.saving.load_model({model!r}); x = keras.Input(({SIZE}, {SIZE}, 3)); "
+        f"keras.Model(x, m(keras.ops.concatenate([x, {alpha}], -1))).save('rgb.keras')"
+    )
+    assert "if its 4th channel is alpha (RGBA)" in line, line
+    assert line.endswith(f": {wrap}; pass rgb.keras."), line
+    exec(wrap, {"keras": keras})
+    flags = _flags(image_folder, "rgb.keras", tmp_path / "out", "--faithfulness", "none")
+    assert main(flags) == 0
+    rows = pd.read_parquet(tmp_path / "out" / "results").sort_values("image_id")
+    pixels = np.stack([image_folder["pixels"][i] for i in rows.image_id]).astype(np.float32)
+    pixels = pixels / np.float32(255 // opaque)  # the range the wrap is fed
+    rgba = np.concatenate([pixels, np.full((*pixels.shape[:3], 1), opaque, np.float32)], -1)
+    scores = np.asarray(keras.saving.load_model(model)(rgba))
+    np.testing.assert_allclose(rows.target_score, scores.max(1), rtol=1e-4)
+
+
 def test_the_wrap_of_a_grayscale_keras_model_of_a_dict_input_feeds_it_the_dict(
     image_folder, tmp_path, capsys, monkeypatch
 ):

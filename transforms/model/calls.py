@@ -138,7 +138,7 @@ def _check_keras_image_input(model: Any, reference: str) -> None:
     if not model.inputs:
         return
     shape = tuple(model.inputs[0].shape)
-    wrap = _keras_rgb_wrap(shape[1:])
+    wrap = _keras_rgb_wrap(shape[1:]) or _keras_rgba_wrap(model, shape[1:])
     if wrap is None:
         return
     rgb, takes, why = wrap
@@ -176,6 +176,23 @@ def _keras_rgb_wrap(dims: tuple) -> tuple[tuple, str, str] | None:
             )
             return (side, side, 3), takes, why
     return None
+
+
+def _keras_rgba_wrap(model: Any, dims: tuple) -> tuple[tuple, str, str] | None:
+    """`_keras_rgb_wrap` of a Keras input of 4 channels (RGBA): its RGB images with an
+    opaque alpha channel, at the top of the pixels it takes (255 where it rescales 8-bit
+    pixels itself, else 1), as the job composites transparent pixels onto black."""
+    from transforms.model.inputs import _rescaled_pixel_range  # noqa: PLC0415 - a cycle
+
+    if len(dims) != 3 or dims[2] != 4:
+        return None
+    opaque = 1 if _rescaled_pixel_range(model) is None else 255
+    why = (
+        "It takes 4 channels and is fed RGB images (transparent pixels composited onto "
+        "black); if its 4th channel is alpha (RGBA), give it an opaque one"
+    )
+    takes = f"keras.ops.concatenate([x, keras.ops.full_like(x[..., :1], {opaque})], -1)"
+    return (dims[0], dims[1], 3), takes, why
 
 
 def _check_keras_input_dtype(model: Any, reference: str) -> None:
