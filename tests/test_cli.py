@@ -2912,6 +2912,31 @@ def test_a_resume_of_a_folder_with_no_run_makes_no_folder(
     assert not (tmp_path / "typo").exists()
 
 
+def test_a_keras_weights_file_is_refused_with_the_fix_that_runs(
+    image_folder, linear_keras, tmp_path, capsys
+):
+    """A model's weights saved alone (model.save_weights('model.weights.h5')) were
+    refused as 'a Keras HDF5 file': 'load it in Keras (keras.saving.load_model) and save
+    it as a .keras file', which fails on such a file ('No model config found in the
+    file'). Found passing a real weights file. It is told the file holds weights alone:
+    the model built in its code loads them, and is saved as a .keras file."""
+    import keras
+
+    weights = str(tmp_path / "model.weights.h5")
+    keras.saving.load_model(linear_keras).save_weights(weights)
+    assert main(_flags(image_folder, weights, tmp_path / "out")) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line == (
+        f"error: --model '{weights}' holds a Keras model's weights alone "
+        "(model.save_weights), not the model: build the model in its code, load them "
+        f"(model.load_weights('{weights}')), save it as a .keras file "
+        "(model.save('model.keras')), then pass that file."
+    ), line
+    with pytest.raises(ValueError, match="No model config found"):  # the old advice
+        keras.saving.load_model(weights)
+    assert not (tmp_path / "out").exists()
+
+
 def test_launch_refuses_what_would_fail_every_input(image_folder, linear_keras, tmp_path, capsys):
     root = image_folder["root"]
     loose = tmp_path / "loose"  # no WordNet-id sub-folder: no label anywhere

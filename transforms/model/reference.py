@@ -130,6 +130,13 @@ def _not_a_folder(reference: str, path: str) -> str:
             f"--model {reference!r} is the {name} file of a SavedModel; pass its folder, "
             f"--model {folder!r}."
         )
+    if name.lower().endswith(".weights.h5"):  # keras.saving.load_model finds no model in it
+        return (
+            f"--model {reference!r} holds a Keras model's weights alone (model.save_weights), "
+            "not the model: build the model in its code, load them (model.load_weights("
+            f"{path!r})), save it as a .keras file (model.save('model.keras')), then pass "
+            "that file."
+        )
     if name.lower().endswith((".h5", ".hdf5")):
         return (
             f"--model {reference!r} is a Keras HDF5 file, which the job does not load: load "
