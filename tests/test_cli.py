@@ -1822,6 +1822,22 @@ def test_signatures_and_shapes_the_job_cannot_use_are_refused_at_launch(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_channels_first_grayscale_saved_model_is_told_so(image_folder, tmp_path, capsys):
+    """A SavedModel of grayscale images channels first [N, 1, H, W] (an ONNX or PyTorch
+    conversion's) was told to make 'its 16 channel(s)' of RGB images: its width taken
+    for its channels. Found running such a model. It is told it takes channels first,
+    and to make its one channel of them."""
+    model = _signature_input(tmp_path / "gray", (1, SIZE, SIZE))
+    assert main(_flags(image_folder, model, tmp_path / "out")) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line.endswith(
+        "It takes channels first [batch, 1, height, width]: export it taking RGB images "
+        "channels last [batch, height, width, 3] and making its 1 channel of them inside "
+        "(e.g. tf.image.rgb_to_grayscale, then transposed)."
+    ), line
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_four_channel_model_is_not_told_to_make_grayscale(image_folder, tmp_path, capsys):
     """An RGBA (or RGB + infrared) model was told to make its 4 channels with
     tf.image.rgb_to_grayscale, which makes 1: the example fits a 1-channel model alone."""
@@ -1832,6 +1848,9 @@ def test_a_four_channel_model_is_not_told_to_make_grayscale(image_folder, tmp_pa
         assert f"making its {channels} channel(s) of them inside" in line, line
         assert ("tf.image.rgb_to_grayscale" in line) == example, line
     assert not (tmp_path / "out").exists()
+
+
+_GRAY_WRAP = "keras.ops.image.rgb_to_grayscale(x)"
 
 
 @pytest.mark.parametrize(
@@ -1845,6 +1864,8 @@ def test_a_four_channel_model_is_not_told_to_make_grayscale(image_folder, tmp_pa
         ((SIZE, 24, 1), "keras.ops.image.rgb_to_grayscale(x)", 24),
         ((SIZE, 24), "keras.ops.squeeze(keras.ops.image.rgb_to_grayscale(x), -1)", 24),
         ((3, SIZE, 24), "keras.layers.Permute((3, 1, 2))(x)", 24),
+        ((1, SIZE, SIZE), f"keras.layers.Permute((3, 1, 2))({_GRAY_WRAP})", SIZE),
+        ((1, SIZE, 24), f"keras.layers.Permute((3, 1, 2))({_GRAY_WRAP})", 24),
     ],
     ids=[
         "gray",
@@ -1855,6 +1876,8 @@ def test_a_four_channel_model_is_not_told_to_make_grayscale(image_folder, tmp_pa
         "non_square_gray",
         "non_square_gray_2d",
         "non_square_channels_first",
+        "channels_first_gray",
+        "non_square_channels_first_gray",
     ],
 )
 def test_a_keras_model_of_other_image_inputs_is_told_the_wrap_that_runs(

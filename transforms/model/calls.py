@@ -160,6 +160,9 @@ def _keras_rgb_wrap(dims: tuple) -> tuple[tuple, str, str] | None:
     if len(dims) == 3 and dims[0] == 3 and dims[2] != 3:
         why = "It takes channels first [batch, 3, height, width]"
         return (dims[1], dims[2], 3), "keras.layers.Permute((3, 1, 2))(x)", why
+    if len(dims) == 3 and dims[0] == 1:  # an ONNX or PyTorch conversion's grayscale input
+        why = f"It takes channels first [batch, 1, height, width]. {_FED_RGB}"
+        return (dims[1], dims[2], 3), f"keras.layers.Permute((3, 1, 2))({_GRAY})", why
     if len(dims) == 2:
         return (dims[0], dims[1], 3), f"keras.ops.squeeze({_GRAY}, -1)", _FED_RGB
     if len(dims) != 1 or dims[0] is None:

@@ -185,6 +185,12 @@ def _three_channels_hint(shape) -> str:
             " It takes channels first [batch, 3, height, width]: export it taking channels "
             "last (transposed inside it)."
         )
+    if shape[1] == 1 and shape[-1] != 1:
+        return (
+            " It takes channels first [batch, 1, height, width]: export it taking RGB images "
+            "channels last [batch, height, width, 3] and making its 1 channel of them inside "
+            "(e.g. tf.image.rgb_to_grayscale, then transposed)."
+        )
     example = " (e.g. tf.image.rgb_to_grayscale)" if shape[-1] == 1 else ""
     return (
         " It is fed RGB images (grayscale ones as 3 equal channels): export it taking "
