@@ -1068,6 +1068,20 @@ def test_a_row_with_only_its_insertion_measured_is_counted_among_the_rows_it_is_
     assert re.findall(r"\w+\.png →", section) == ["shark.png →", "cat2.png →"]
 
 
+def test_the_heading_of_one_row_no_better_than_chance_reads_in_the_singular(folder_run):
+    # It read "1 of 4 rows do no better than chance", as the page conjugates nowhere
+    # else ("1 row has no faithfulness values"); 0 and 2 keep "do".
+    beats = _new_values(0.05, 0.1, 0.4, 0.6, 0.5)
+    for values, heading in (
+        ({**NEW_VALUES, CAT2: beats}, "1 of 4 rows does no better than chance"),
+        ({**NEW_VALUES, CAT2: beats, SHARK: beats}, "0 of 4 rows do no better than chance"),
+        (NEW_VALUES, "2 of 4 rows do no better than chance"),
+    ):
+        add_columns(folder_run["output"], values)
+        section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
+        assert heading in " ".join(section.split()), section
+
+
 def test_a_run_whose_deletion_aucs_are_all_null_is_not_called_faithfulness_none(folder_run):
     # The model's NaN on every deletion curve: the insertion AUCs are still measured, and
     # neither the section nor the summary tiles say the run used --faithfulness none.
