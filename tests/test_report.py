@@ -1748,7 +1748,16 @@ def test_a_run_with_no_trial_of_either_check_shows_no_good_tile(folder_run):
     tile = re.search(r'<div class="tile (\w*)"><div class="v">0</div><div class="k">rows no', text)
     assert tile is not None and tile[1] == "", tile
     section = " ".join(_page(text).sections["faithfulness"].split())
-    assert "4 of the 4 rows have no check that measured something with its two AUCs" in section
+    # Its heading read "0 of 0 rows do no better than chance", a note then saying why;
+    # the case has its own sentence. One such row (the others without values) too.
+    no_trial = "No row can be judged against chance: each check of the 4 rows measured nothing"
+    assert f"{no_trial} or has no AUCs (above)." in section, section
+    assert "of 0 rows" not in section and "left out of this count" not in section
+    add_columns(folder_run["output"], {SHARK: blind})
+    section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
+    section = " ".join(section.split())
+    assert "each check of the row measured nothing or has no AUCs (above)." in section
+    assert "of 0 rows" not in section and "3 rows have no faithfulness values" in section
 
 
 def test_the_rows_the_checks_cannot_measure_are_out_of_the_table_figure_and_count(folder_run):
