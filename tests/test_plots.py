@@ -523,9 +523,13 @@ def test_faithfulness_figure_draws_ig_against_the_random_control():
     ig_counts = deletion.patches[1].get_path().vertices[:, 1]  # a step outline over the bins
     assert ig_counts.max() == 1
     assert not deletion.texts  # measured: no note
-    unmeasured = frame.assign(**{c: np.nan for c in frame.columns})  # --faithfulness none
+    # Null IG AUCs, whatever the reason (--faithfulness none, a model's NaN on every
+    # curve): the default note names none; a caller that knows says why with `empty`.
+    unmeasured = frame.assign(**{c: np.nan for c in frame.columns})
     for ax in plots.faithfulness_figure(unmeasured).axes:
-        assert ax.texts[0].get_text() == "not measured in these rows (--faithfulness none)"
+        assert ax.texts[0].get_text() == "no IG AUCs in these rows"
+    for ax in plots.faithfulness_figure(unmeasured, empty="--faithfulness none").axes:
+        assert ax.texts[0].get_text() == "--faithfulness none"
 
 
 def test_faithfulness_curves_are_drawn_as_their_aucs_measure_them():

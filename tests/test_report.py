@@ -1098,6 +1098,12 @@ def test_a_run_whose_deletion_aucs_are_all_null_is_not_called_faithfulness_none(
     assert "4 rows have no deletion AUCs" in section and "line has no value" in section
     # The summary tile (singular: one row loses to its control on insertion).
     assert '<div class="v">1</div><div class="k">row no better than chance</div>' in text
+    # The figure of these rows read back, drawn with its default note: its deletion
+    # panel said "not measured in these rows (--faithfulness none)".
+    rows = results.read_results(folder_run["output"])
+    deletion, insertion = plots.faithfulness_figure(rows).axes
+    assert [t.get_text() for t in deletion.texts] == ["no IG AUCs in these rows"]
+    assert not insertion.texts
 
 
 def test_examples_and_classes_0_show_no_cards_and_say_so_not_that_there_are_no_rows(

@@ -642,14 +642,16 @@ def faithfulness_figure(
     *,
     width: float = 9.0,
     height: float = 3.0,
-    empty: str = "not measured in these rows (--faithfulness none)",
+    empty: str = "no IG AUCs in these rows",
 ) -> Figure:
     """Distributions of the deletion and insertion AUCs, IG's ranking against a random one.
 
     Args:
       frame: rows with `deletion_auc`, `insertion_auc`, `deletion_auc_random` and
         `insertion_auc_random` (float in [0, 1]; null rows are left out).
-      empty: the note of a panel whose IG AUCs are all null.
+      empty: the note of a panel whose IG AUCs are all null; the default names no
+        reason, as it may be any: --faithfulness none, the model's NaN on every such
+        curve, a caller's nulling the rows that are no trial of that check.
 
     A faithful map removes the evidence fastest (deletion: IG's histogram left of the
     random one) and restores it fastest (insertion: IG's histogram to the right).
