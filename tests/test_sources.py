@@ -81,6 +81,24 @@ def test_the_unlabelled_warning_counts_only_files_that_are_read(tmp_path, caplog
     )
 
 
+def test_the_warning_of_a_dataset_named_by_a_wordnet_id_counts_only_files_that_are_read(
+    tmp_path, caplog
+):
+    """A --dataset named by a WordNet id holding an image and a dangling link: the link
+    is an error record, no file that gets no label, and is not counted as one."""
+    root = tmp_path / WNID_CAT
+    write_image(root / "cat.png", np.zeros((2, 2, 3), np.uint8))
+    (root / "gone.png").symlink_to("nowhere.png")
+    with caplog.at_level("WARNING", logger="transforms.sources"):
+        listed = sources.list_image_folder(str(root))
+    assert [(f.image_id, f.error is None) for f in listed] == [
+        ("cat.png", True),
+        ("gone.png", False),
+    ]
+    said = [r.getMessage() for r in caplog.records if "is itself named" in r.getMessage()]
+    assert len(said) == 1 and "its 1 file gets no label" in said[0], said
+
+
 def test_wordnet_id_folders_below_split_folders_are_warned_of_with_the_folder_to_pass(
     tmp_path, caplog
 ):
