@@ -1498,6 +1498,7 @@ def _sections(
         "worst-completeness": _worst_completeness(chosen, pictures),
         "faithfulness": {
             "deleted_to": _deleted_to(config),
+            "mode": config.get("faithfulness"),  # --faithfulness; None before it was recorded
             "padding_ranked": faithfulness_pixels(config) == "all",
             "ties_row_major": faithfulness_ties(config) == "row_major",
         }

@@ -1106,6 +1106,36 @@ def test_a_run_whose_deletion_aucs_are_all_null_is_not_called_faithfulness_none(
     assert not insertion.texts
 
 
+def test_a_run_that_measured_faithfulness_with_every_auc_null_is_not_called_off(tmp_path):
+    # A real run, faithfulness on, --target label of a class the model gives a logit
+    # 1e5 below the others: its probability underflows to 0 in every row, and so every
+    # AUC is null. The section said "Faithfulness was not measured in this run
+    # (--faithfulness none)", which the manifest's config contradicts.
+    rng = np.random.default_rng(1)
+    for name in ("a.png", "b.png"):
+        pixels = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+        write_image(tmp_path / "images" / WNID_CAT / name, pixels)
+    bias = np.zeros(1000, np.float32)
+    bias[281] = -1e5  # the label's class (tabby cat)
+    model = dense_keras(tmp_path / "m.keras", np.zeros((SIZE * SIZE * 3, 1000), np.float32), bias)
+    output = str(tmp_path / "out")
+    args = cli_args(runner="DirectRunner", dataset=tmp_path / "images", model=model)
+    run([*args, *cli_args(output=output, steps=4, target="label")], save_main_session=False)
+    rows = results.read_results(output)
+    assert len(rows) == 2 and rows[
+        ["deletion_auc", "insertion_auc", "deletion_auc_random", "insertion_auc_random"]
+    ].isna().all(axis=None)
+    assert results.read_manifest(output)["config"]["faithfulness"] == "deletion_insertion"
+    section = " ".join(_page(build_report(output, gallery=0)).sections["faithfulness"].split())
+    assert "--faithfulness none" not in section and "not measured" not in section
+    assert (
+        "Faithfulness was measured in this run (--faithfulness deletion_insertion), but no "
+        "row has a deletion or insertion AUC: an AUC is null where the image's probability "
+        "for the target is 0, or where the model's output was NaN or infinite at a point of "
+        "its curve." in section
+    ), section
+
+
 def test_examples_and_classes_0_show_no_cards_and_say_so_not_that_there_are_no_rows(
     folder_run, tmp_path
 ):
