@@ -865,8 +865,9 @@ def _every_kind_of_row(rows: int) -> np.ndarray:
         (_every_kind_of_row(3), 5.0, 0.85),
         (np.r_[np.zeros(99_999), np.geomspace(1e-4, 0.05, 50)], 5.5, 0.8),  # fewer lines
         (_every_kind_of_row(99_999), 2.5, 0.55),  # one column is too wide: lines wrap
+        (np.geomspace(1e-4, 0.05, 50), 6.0, 0.8),  # two lines, in two columns that fit
     ],
-    ids=["all-6in", "all-5in", "few-rows-5in", "zeros-5.5in", "all-2.5in"],
+    ids=["all-6in", "all-5in", "few-rows-5in", "zeros-5.5in", "all-2.5in", "bars-6in"],
 )
 def test_an_error_histogram_keeps_its_width_however_often_it_is_laid_out(
     figure, values, width, usual
@@ -886,6 +887,8 @@ def test_an_error_histogram_keeps_its_width_however_often_it_is_laid_out(
     assert widths[0] > usual, widths  # the axes' usual width, its y labels aside
     legend, axes = ax.get_legend().get_window_extent(), ax.get_window_extent()
     assert legend.x1 <= axes.x1 and legend.y0 >= axes.y1  # above them, no wider
+    # In the figure: a legend of 2 columns left out of the layout ran past its top.
+    assert legend.y1 <= drawn.bbox.y1, (legend, drawn.bbox)
     shown = [" ".join(t.get_text().split()) for t in ax.get_legend().get_texts()]
     assert shown == ax.get_legend_handles_labels()[1]  # every line, wrapped or not
     boxes = sorted(_shown_tick_labels(ax), key=lambda box: box.x0)
