@@ -4325,7 +4325,7 @@ def test_the_end_of_run_table_shortens_a_long_name_in_its_middle(tmp_path):
     table = summary_table(write_output(tmp_path / "out", [rows], dataset=str(tmp_path)))
     shown = table["file"].tolist()
     assert shown[1] == "short.png"
-    # 19 columns of its start, "…" and 20 of its end, as README.md shows it.
+    # 19 columns of its start, "…" and 20 of its end, as docs/output.md shows it.
     assert shown[0] == "scan_xxxxxxxxxxxxxx…xxxxxxxxxxx_0042.png"
     assert max(map(len, table.to_string(index=False).splitlines())) < 120
 
