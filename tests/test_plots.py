@@ -719,6 +719,16 @@ def test_an_error_histogram_is_not_drawn_before_it_is_saved(monkeypatch):
     assert plots.figure_png(figure).startswith(b"\x89PNG") and draws
 
 
+@pytest.mark.parametrize("figure", [plots.completeness_figure, plots.attribution_error_figure])
+@pytest.mark.parametrize("width", [1.9, 1.1])
+def test_an_error_histogram_narrower_than_2_inches_is_refused(figure, width):
+    # At 1.9 inches the layout collapsed the axes to nothing ("axes sizes collapsed to
+    # zero"), tick labels 21 pixels into each other; at 1.5 a legend fitted to the axes
+    # took a 2.5-point font, at 1.1 the axes still narrowed on each save.
+    with pytest.raises(ValueError, match=rf"width {width:g} inches .* at least 2 inches"):
+        figure(np.geomspace(1e-4, 0.05, 50), 0.01, width=width)
+
+
 def test_faithfulness_curves_axis_label_stays_inside_the_figure():
     # With a title, "probability / p(x), p(x) = 0.136 (capped at 1)" ran past both ends
     # of its 2.7-inch figure, cut at the top and the bottom (a tiny model's row).
@@ -866,8 +876,18 @@ def _every_kind_of_row(rows: int) -> np.ndarray:
         (np.r_[np.zeros(99_999), np.geomspace(1e-4, 0.05, 50)], 5.5, 0.8),  # fewer lines
         (_every_kind_of_row(99_999), 2.5, 0.55),  # one column is too wide: lines wrap
         (np.geomspace(1e-4, 0.05, 50), 6.0, 0.8),  # two lines, in two columns that fit
+        # Wrapped to lines of 12 characters, one column is still too wide: a smaller font.
+        (_every_kind_of_row(99_999), 2.0, 0.45),
     ],
-    ids=["all-6in", "all-5in", "few-rows-5in", "zeros-5.5in", "all-2.5in", "bars-6in"],
+    ids=[
+        "all-6in",
+        "all-5in",
+        "few-rows-5in",
+        "zeros-5.5in",
+        "all-2.5in",
+        "bars-6in",
+        "all-2in",
+    ],
 )
 def test_an_error_histogram_keeps_its_width_however_often_it_is_laid_out(
     figure, values, width, usual

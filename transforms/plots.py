@@ -73,6 +73,9 @@ _CLIP_PERCENTILE = 99.0
 _WRONG = "#b2182b"
 #: Bars of an error histogram across its values' range (`log_bins`).
 _BARS = 30
+#: Inches an error histogram is drawn at least: narrower, the y axis's row counts left
+#: its axes a few pixels, a legend fitted to them a 2-point font, or none at all.
+_MIN_WIDTH = 2.0
 #: Where an error histogram's log axis draws smaller errors, exact zeros included.
 _FLOOR = 1e-7
 #: How maps are resampled to their panels: smoothed where a panel has fewer pixels than
@@ -461,6 +464,11 @@ def _log_histogram(
     legend as without a value, infinite values (a float16 overflow) as off the
     scale and above the tolerance, so every row is accounted for.
     """
+    if not width >= _MIN_WIDTH:
+        raise ValueError(
+            f"width {width:g} inches is too narrow for an error histogram: its row counts "
+            f"and legend need at least {_MIN_WIDTH:g} inches (the report draws 6)."
+        )
     values = np.asarray(values, dtype=np.float64)
     finite = values[np.isfinite(values)]
     infinite = int(np.isinf(values).sum())
@@ -501,33 +509,52 @@ def _log_histogram(
 
 def _legend_above(ax: Axes) -> None:
     """The legend above the axes from their left edge, in 2 columns if that fits in
-    their width, else in 1 with its lines wrapped to fit.
+    their width, else in 1 with its lines wrapped to fit, in a smaller font where lines
+    of `_wrap_to`'s shortest are still too wide.
 
     Above: inside ("best" too), it hid bars of a run of a few rows, all as tall. No
     wider than the axes: one that ran past their right edge made the constrained
     layout narrow the axes, which only widened the overhang, so each layout (each
     save) drew them narrower: 0.58, 0.49 then 0.39 of a 6-inch figure with five lines,
-    nothing at 5 inches. Fitted, it only sets the room above them.
+    nothing at 5 inches (and 0.24, 0.12 then 0.004 of a 2-inch one, its lines wrapped
+    as far as they go). Fitted, it only sets the room above them.
     """
     legend = _legend(ax, 2)
     legend.set_in_layout(False)
     figure = ax.figure
     figure.get_layout_engine().execute(figure)  # the axes' width without it
     renderer = figure.canvas.get_renderer()
-    right = ax.get_window_extent(renderer).x1
-    if legend.get_window_extent(renderer).x1 > right:
+    box = ax.get_window_extent(renderer)
+    if legend.get_window_extent(renderer).x1 > box.x1:
         legend = _legend(ax, 1)
-        over = legend.get_window_extent(renderer).x1 - right
+        over = legend.get_window_extent(renderer).x1 - box.x1
         texts = legend.get_texts()
         room = max(text.get_window_extent(renderer).width for text in texts) - over
         for text in texts:  # only those wider than the room
             _wrap_to(text, lambda t=text: t.get_window_extent(renderer).width <= room)
-    legend.set_in_layout(True)
+        legend = _shrunk_to(legend, box, renderer)
+    # Out of the layout if even the smallest font overhangs: the axes keep their width.
+    legend.set_in_layout(legend.get_window_extent(renderer).x1 <= box.x1)
 
 
-def _legend(ax: Axes, columns: int) -> Legend:
+def _shrunk_to(legend: Legend, box: Any, renderer: Any, smallest: float = 1.0) -> Legend:
+    """`legend` (of one column), drawn again in a font small enough that it ends at the
+    axes' right edge `box.x1`, if it does not: its texts, marks and pads all scale with
+    its font size, so its width from the axes' left edge does too."""
+    size = legend.get_texts()[0].get_fontsize()
+    lines = [text.get_text() for text in legend.get_texts()]
+    while legend.get_window_extent(renderer).x1 > box.x1 and size > smallest:
+        width = legend.get_window_extent(renderer).x1 - box.x0
+        size = max(smallest, min(size - 0.25, size * (box.x1 - box.x0) / width))
+        legend = _legend(legend.axes, 1, size)
+        for text, line in zip(legend.get_texts(), lines, strict=True):
+            text.set_text(line)  # as wrapped at 8 points
+    return legend
+
+
+def _legend(ax: Axes, columns: int, size: float = 8.0) -> Legend:
     return ax.legend(
-        fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False, ncols=columns
+        fontsize=size, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False, ncols=columns
     )
 
 
@@ -606,6 +633,7 @@ def completeness_figure(
     Args:
       relative_delta: one value per row (>= 0; NaN are left out and counted).
       tolerance: the run's `--completeness_tolerance`, drawn as a vertical line when > 0.
+      width, height: the figure's size in inches; `width` at least 2 (a ValueError).
     """
     label = "relative completeness error |delta| / |F(x) - F(x')|"
     return _log_histogram(relative_delta, tolerance, label, width, height)
@@ -625,6 +653,7 @@ def attribution_error_figure(
         NaN are left out and counted).
       tolerance: the run's bound on it (the manifest's `estimate_bound`: its
         `--tolerance` over the estimate's margin), drawn as a vertical line when > 0.
+      width, height: the figure's size in inches; `width` at least 2 (a ValueError).
     """
     label = "estimated per-pixel error ||A - A_true|| / ||A_true||"
     return _log_histogram(attribution_error, tolerance, label, width, height, "bound")
