@@ -659,11 +659,11 @@ def test_error_histogram_tick_labels_do_not_run_into_each_other(figure, values, 
     ids=["one-bar", "per-pixel-errors"],
 )
 def test_a_narrow_histogram_of_many_rows_keeps_labels_that_clear_where_it_is_drawn(figure, values):
-    # Labels are thinned where the figure's layout puts the axes, which
-    # `_thin_tick_labels` runs first. Before it the axes sit at matplotlib's default
-    # margins; a 2.5-inch histogram of 99,999 rows, its row counts ("100000") wide on
-    # the left, is drawn narrower than that, and labels that cleared there ran into
-    # each other as drawn (10 to 12 pixels over).
+    # A 2.5-inch histogram of 99,999 rows, its row counts ("100000") wide on the left,
+    # is drawn narrower than matplotlib's default margins: labels thinned there ran into
+    # each other as drawn (10 to 12 pixels over). The histogram's legend is fitted in a
+    # layout first, so this test holds without `_thin_tick_labels`' own layout step
+    # too; `test_tick_labels_are_thinned_where_the_layout_puts_the_axes` pins that step.
     ax = figure(values, None, width=2.5).axes[0]
     boxes = sorted(_shown_tick_labels(ax), key=lambda box: box.x0)
     assert len(boxes) >= 2  # the axis still reads
@@ -693,11 +693,46 @@ def _labels_left_out_that_clear(ax) -> list[str]:
     return clear
 
 
+def _bare_histogram(values: np.ndarray, tolerance: float | None, width: float):
+    """The axes of a log histogram of `values` (and its `tolerance` line) in a
+    constrained figure `width` inches wide, its layout not yet run: no legend, whose
+    fitting runs one."""
+    figure = plots._figure(width, 3.0)
+    ax = figure.subplots()
+    ax.hist(values, bins=plots.log_bins(values, tolerance))
+    ax.set_xscale("log")
+    if tolerance:
+        ax.axvline(tolerance)
+    ax.set_xlabel("relative completeness error")
+    ax.set_ylabel("rows")
+    return ax
+
+
+@pytest.mark.parametrize(
+    ("values", "tolerance", "width"),
+    [(np.full(99_999, 8.7e-4), None, 2.5), (np.full(12, 8.7e-4), 0.005, 6.0)],
+    ids=["many-rows-2.5in", "one-bar-6in"],
+)
+def test_tick_labels_are_thinned_where_the_layout_puts_the_axes(values, tolerance, width):
+    # `_thin_tick_labels` lays the figure out before it measures. Without that step, on
+    # axes never laid out, it measured them at matplotlib's default margins: at 2.5
+    # inches (wide row counts) the kept labels then ran into each other as drawn, at
+    # 6 inches "4x10^-3" was left out though it clears its neighbours.
+    ax = _bare_histogram(values, tolerance, width)
+    plots._thin_tick_labels(ax)
+    boxes = sorted(_shown_tick_labels(ax), key=lambda box: box.x0)
+    assert len(boxes) >= 2
+    for left, right in zip(boxes, boxes[1:], strict=False):
+        assert left.x1 + 4 <= right.x0, (left, right)
+    assert _labels_left_out_that_clear(ax) == []
+
+
 @pytest.mark.parametrize("figure", [plots.completeness_figure, plots.attribution_error_figure])
 def test_an_error_histogram_leaves_out_only_labels_that_would_run_into_another(figure):
     # At the page's 6 inches the layout draws the axes wider than matplotlib's default
-    # margins. Measured at those (without `_thin_tick_labels`' layout step), one bar at
-    # 8.7e-4 lost its "4x10^-3", which clears its neighbours as drawn.
+    # margins. Measured at those, one bar at 8.7e-4 lost its "4x10^-3", which clears
+    # its neighbours as drawn. (The legend's fitting lays the figure out first, so this
+    # holds without `_thin_tick_labels`' own layout step: the test above pins that.)
     assert _labels_left_out_that_clear(figure([8.7e-4] * 12, 0.005).axes[0]) == []
 
 
