@@ -378,7 +378,9 @@ def test_report_without_photos_or_attributions(tmp_path):
         "No attributions stored (the run used --attributions none)"
         in page.sections["misclassified"]
     )
-    assert "1 of 1 rows exceed the run's tolerance 1% (0.01)" in page.sections["worst-completeness"]
+    assert (
+        "1 of 1 rows exceeds the run's tolerance 1% (0.01)" in page.sections["worst-completeness"]
+    )
     assert page.images["worst-completeness"]  # the path curve is still there
     text = html.unescape(build_report(output))
     assert "Photos: images of the TFDS dataset 'imagenet_a' are not re-loaded" in text
@@ -791,17 +793,37 @@ def test_faithfulness_of_an_older_versions_checks_is_said_to_differ(folder_run, 
 
 def test_counts_of_one_read_in_the_singular(folder_run):
     # '1 of them are within it in their sum', 'the worst 1 are shown', '1 rows have no
-    # faithfulness values', 'The 1 largest errors are shown'.
+    # faithfulness values', 'The 1 largest errors are shown'; and while the faithfulness
+    # heading read "1 of N rows does", the other counts of rows kept a plural verb:
+    # "1 of 4 rows exceed", "1 of 4 rows were refined", "read their values as lower bounds".
+    output = folder_run["output"]
     values = {i: v for i, v in NEW_VALUES.items() if i != "loose.png"}
-    add_columns(folder_run["output"], values)
-    page = _page(build_report(folder_run["output"], examples=1, gallery=0))
+    values[SHARK] = {**values[SHARK], "attribution_error": 0.005}  # within the bound
+    add_columns(output, values)
+    for path in Path(output, "results").glob("*.parquet"):  # shark refined to 20 points
+        table = pq.read_table(path)
+        steps = [20 if i == SHARK else 8 for i in table["image_id"].to_pylist()]
+        index = table.schema.get_field_index("steps")
+        table = table.set_column(index, table.schema.field(index), pa.array(steps, pa.int64()))
+        pq.write_table(table, path)
+    page = _page(build_report(output, examples=1, gallery=0))
     worst = page.sections["worst-completeness"]
     assert (
-        "1 of 4 rows exceed the run's tolerance 1% (0.01); the worst is shown, its error in red"
+        "1 of 4 rows exceeds the run's tolerance 1% (0.01); the worst is shown, its error in red"
         in worst
     )
     assert "1 row has no faithfulness values and is left out." in page.sections["faithfulness"]
-    assert "1 of them is within it in its sum" in page.sections["accuracy"]
+    accuracy = page.sections["accuracy"]
+    assert (
+        "1 of 4 rows exceeds the bound 1% (0.01) on the estimated per-pixel error; "
+        "1 of them is within it in its sum" in accuracy
+    )
+    assert (
+        "1 of 4 rows exceeds the completeness tolerance: there the path was not resolved, "
+        "and the estimate can understate the per-pixel error several-fold; read its value "
+        "as a lower bound (within_tolerance is false for it)." in accuracy
+    )
+    assert "1 of 4 rows was refined with more path points" in page.sections["completeness"]
 
 
 def test_the_report_reads_the_arrays_of_the_rows_it_shows_alone(folder_run):
@@ -878,7 +900,7 @@ def test_per_pixel_accuracy_section_beside_completeness(folder_run):
     assert "per-pixel error (estimated; may be low: the sum is off) 30.00%" in section
     assert "per-pixel error (estimated) 5.00%" in section  # cat2: its sum is within
     assert (
-        "1 of 4 rows exceed the completeness tolerance: there the path was not resolved, and "
+        "1 of 4 rows exceeds the completeness tolerance: there the path was not resolved, and "
         "the estimate can understate the per-pixel error several-fold" in section
     )
     assert page.alts["accuracy"] == [
@@ -932,7 +954,7 @@ def test_completeness_counts_the_rows_refined_beyond_the_runs_steps(folder_run):
         table = table.set_column(index, table.schema.field(index), pa.array(steps, pa.int64()))
         pq.write_table(table, path)
     section = _page(build_report(folder_run["output"], gallery=0)).sections["completeness"]
-    assert "1 of 4 rows were refined with more path points" in section
+    assert "1 of 4 rows was refined with more path points" in section
 
 
 def test_completeness_says_which_rows_are_not_within_tolerance_and_hit_max_steps(folder_run):
@@ -1729,7 +1751,7 @@ def test_a_row_at_the_per_pixel_bound_is_within_it_in_the_count_and_the_cards(fo
     values = {**NEW_VALUES, CAT2: {**NEW_VALUES[CAT2], "attribution_error": 0.01}}
     add_columns(folder_run["output"], values)
     section = _page(build_report(folder_run["output"], gallery=0)).sections["accuracy"]
-    assert "1 of 4 rows exceed the bound 1% (0.01) on the estimated per-pixel error" in section
+    assert "1 of 4 rows exceeds the bound 1% (0.01) on the estimated per-pixel error" in section
     assert re.findall(r"\w+\.png →", section) == ["shark.png →"]
 
 
@@ -1996,7 +2018,7 @@ def test_rows_a_copied_results_file_repeats_are_counted_once_and_named(folder_ru
         "was copied or restored after the run. Every number below counts each once"
     ) in _banner(output)
     worst = _page(text).sections["worst-completeness"]
-    assert "1 of 4 rows exceed the run's tolerance 1% (0.01)" in worst
+    assert "1 of 4 rows exceeds the run's tolerance 1% (0.01)" in worst
     assert worst.count("shark.png →") == 1
     shard.with_name("part-00000-of-00001 copy.parquet").unlink()
     assert "more than once" not in _banner(output)
