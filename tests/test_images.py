@@ -6,7 +6,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from transforms import images
 
@@ -277,17 +277,37 @@ def test_a_photo_whose_exif_has_a_malformed_tag_is_decoded_upright():
 @pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
 @pytest.mark.parametrize(
     "exif",
-    [b"not a TIFF header at all", b"MM\x00*\x00\x00"],  # garbage; cut before its IFD offset
-    ids=["not-tiff", "truncated"],
+    [
+        b"not a TIFF header at all",  # garbage
+        b"MM\x00*\x00\x00",  # cut before its IFD offset
+        b"MM\x00*\x00\x00\x10\x00",  # its IFD offset (4096) past its end
+    ],
+    ids=["not-tiff", "truncated", "ifd-past-end"],
 )
 def test_an_image_whose_exif_block_is_unreadable_is_decoded_as_stored(fmt, exif):
     # A PNG's eXIf chunk or a WebP's EXIF chunk that Pillow cannot parse (SyntaxError
     # 'not a TIFF file', struct.error 'unpack requires a buffer'): Pillow reads the
     # pixels, as viewers show them, but reading the orientation raised and the image
     # was an error record ('broken image: not a TIFF file', or 'error: unpack ...').
+    # An IFD past the end raises nothing: Pillow warns ('Corrupt EXIF data') and reads
+    # no tag.
     stored = np.random.default_rng(4).integers(0, 256, (40, 20, 3), dtype=np.uint8)
     data = _encode(Image.fromarray(stored), fmt, exif=exif, lossless=True)
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), stored)
+    np.testing.assert_array_equal(images.decode_image(data), stored)
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["tEXt", "zTXt"])
+def test_a_png_whose_raw_exif_profile_is_not_hex_is_decoded_as_stored(compressed):
+    # ImageMagick keeps a PNG's EXIF as hex in a "Raw profile type exif" text chunk;
+    # Pillow's getexif() decodes it with bytes.fromhex, which raises ValueError on one
+    # that is not hex ('non-hexadecimal number found'), after the pixels read.
+    stored = np.random.default_rng(5).integers(0, 256, (40, 20, 3), dtype=np.uint8)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Raw profile type exif", "\nexif\n      20\nnot hex, cut short\n", compressed)
+    data = _encode(Image.fromarray(stored), "PNG", pnginfo=info)
+    with pytest.raises(ValueError, match="non-hexadecimal"):
+        Image.open(io.BytesIO(data)).getexif()
     np.testing.assert_array_equal(images.decode_image(data), stored)
 
 
