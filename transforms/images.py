@@ -137,11 +137,14 @@ def _shrink(img: Image.Image, max_side_hint: int | None) -> Image.Image:
 
 def _orientation(img: Image.Image) -> object:
     """The image's EXIF orientation (1, upright, without one). An EXIF block Pillow
-    cannot parse (a PNG's eXIf chunk that is no TIFF structure, one cut short) says
-    none: the pixels read, and are taken as stored, as viewers show them."""
+    cannot parse says none: the pixels read, and are taken as stored, as viewers show
+    them. Pillow raises SyntaxError for a PNG's eXIf chunk (or a WebP's EXIF) that is no
+    TIFF structure, struct.error for one cut short, ValueError for a PNG's "Raw profile
+    type exif" text that is not hex; an IFD or a value past the block's end only warns
+    (Pillow catches its own OSError there)."""
     try:
         return img.getexif().get(ExifTags.Base.Orientation, 1)
-    except (SyntaxError, ValueError, OSError, struct.error):
+    except (SyntaxError, ValueError, struct.error):
         return 1
 
 
