@@ -1993,6 +1993,59 @@ def test_an_rgba_keras_model_is_told_the_wrap_that_gives_it_an_opaque_alpha(
     np.testing.assert_allclose(rows.target_score, scores.max(1), rtol=1e-4)
 
 
+def test_a_channels_first_rgba_saved_model_is_told_its_4_channels_not_its_width(
+    image_folder, tmp_path, capsys
+):
+    """A SavedModel of RGBA images channels first [N, 4, H, W] (an ONNX conversion's)
+    was told to make 'its 24 channel(s)' of RGB images: its width taken for its
+    channels. Found running such a model through the job. It is told it takes 4
+    channels first."""
+    model = _signature_input(tmp_path / "rgba", (4, SIZE, 24))
+    assert main(_flags(image_folder, model, tmp_path / "out")) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line.endswith(
+        "It takes channels first [batch, 4, height, width]: export it taking RGB images "
+        "channels last [batch, height, width, 3] and making its 4 channels of them inside "
+        "(an opaque alpha channel if it is RGBA, then transposed)."
+    ), line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_channels_first_rgba_keras_model_is_told_the_wrap_that_runs(
+    image_folder, tmp_path, capsys, monkeypatch
+):
+    """A .keras model of RGBA images channels first [N, 4, 16, 24] was told to make
+    'its 24 channel(s)' of RGB images, with no wrap, where a channels-last RGBA one is
+    told its wrap. Found running such a model through the job. It is told the wrap
+    adding an opaque alpha channel, then channels first; run as printed, its rows are
+    the model's scores on those RGBA images."""
+    import keras
+
+    from transforms.results import input_images
+
+    model = _keras_input(tmp_path / "rgba.keras", (4, SIZE, 24))
+    monkeypatch.chdir(tmp_path)
+    assert main(_flags(image_folder, model, tmp_path / "out")) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    rgba = "keras.ops.concatenate([x, keras.ops.full_like(x[..., :1], 1)], -1)"
+    wrap = (
+        f"m = keras.saving.load_model({model!r}); x = keras.Input(({SIZE}, 24, 3)); "
+        f"keras.Model(x, m(keras.layers.Permute((3, 1, 2))({rgba}))).save('rgb.keras')"
+    )
+    assert "It takes 4 channels first [batch, 4, height, width]" in line, line
+    assert line.endswith(f": {wrap}; pass rgb.keras."), line
+    exec(wrap, {"keras": keras})
+    flags = _flags(image_folder, "rgb.keras", tmp_path / "out", "--faithfulness", "none")
+    assert main(flags) == 0
+    rows = pd.read_parquet(tmp_path / "out" / "results").sort_values("image_id")
+    seen = input_images(str(tmp_path / "out"), rows.image_id)
+    pixels = np.stack([seen[i] for i in rows.image_id]) / np.float32(255)
+    alpha = np.ones((*pixels.shape[:3], 1), np.float32)
+    first = np.transpose(np.concatenate([pixels, alpha], -1), (0, 3, 1, 2))
+    scores = np.asarray(keras.saving.load_model(model)(first))
+    np.testing.assert_allclose(rows.target_score, scores.max(1), rtol=1e-4)
+
+
 def test_the_wrap_of_a_grayscale_keras_model_of_a_dict_input_feeds_it_the_dict(
     image_folder, tmp_path, capsys, monkeypatch
 ):

@@ -187,14 +187,18 @@ def _keras_rgba_wrap(model: Any, dims: tuple) -> tuple[tuple, str, str] | None:
     pixels itself, else 1), as the job composites transparent pixels onto black."""
     from transforms.model.inputs import _rescaled_pixel_range  # noqa: PLC0415 - a cycle
 
-    if len(dims) != 3 or dims[2] != 4:
+    if len(dims) != 3 or 4 not in (dims[0], dims[2]):
         return None
+    first = dims[2] != 4  # channels first [batch, 4, height, width], as ONNX exports
     opaque = 1 if _rescaled_pixel_range(model) is None else 255
     why = (
-        "It takes 4 channels and is fed RGB images (transparent pixels composited onto "
-        "black); if its 4th channel is alpha (RGBA), give it an opaque one"
+        f"It takes 4 channels{' first [batch, 4, height, width]' if first else ''} and is fed "
+        "RGB images (transparent pixels composited onto black); if its 4th channel is alpha "
+        "(RGBA), give it an opaque one"
     )
     takes = f"keras.ops.concatenate([x, keras.ops.full_like(x[..., :1], {opaque})], -1)"
+    if first:
+        return (dims[1], dims[2], 3), f"keras.layers.Permute((3, 1, 2))({takes})", why
     return (dims[0], dims[1], 3), takes, why
 
 

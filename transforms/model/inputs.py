@@ -191,6 +191,12 @@ def _three_channels_hint(shape) -> str:
             "channels last [batch, height, width, 3] and making its 1 channel of them inside "
             "(e.g. tf.image.rgb_to_grayscale, then transposed)."
         )
+    if shape[1] == 4 and shape[-1] != 4:
+        return (
+            " It takes channels first [batch, 4, height, width]: export it taking RGB images "
+            "channels last [batch, height, width, 3] and making its 4 channels of them inside "
+            "(an opaque alpha channel if it is RGBA, then transposed)."
+        )
     example = " (e.g. tf.image.rgb_to_grayscale)" if shape[-1] == 1 else ""
     return (
         " It is fed RGB images (grayscale ones as 3 equal channels): export it taking "
