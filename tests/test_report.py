@@ -486,6 +486,34 @@ def test_an_output_through_a_dangling_link_is_refused_before_the_page_is_built(
     assert sorted(p.name for p in pages.iterdir()) == ["link", "notes.txt"]
 
 
+def test_a_page_that_is_a_link_into_a_missing_folder_is_refused_before_it_is_built(
+    tmp_path, capsys, folder_run
+):
+    """A page (--output, or report.html in --input without it) that is itself a symbolic
+    link to a file in a folder that does not exist (a moved folder, an unmounted disk)
+    passed the launch check, which looks at the folders above the page alone: the page
+    was built, then the link's target folder made and the page written there. Found by
+    running the report with --output <link to /missing/x.html> (it made /missing)."""
+    gone = tmp_path / "gone" / "sub"
+    link = tmp_path / "page.html"
+    link.symlink_to(gone / "report.html")
+    assert main(["--input", folder_run["output"], "--output", str(link)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: --output {str(link)!r} is a symbolic link to {str(gone / 'report.html')!r}, "
+        "whose folder does not exist; create that folder or pass another --output."
+    ]
+    run = folder_run["output"]
+    (Path(run) / "report.html").symlink_to(gone / "audit.html")
+    assert main(["--input", run]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: --input {run!r} holds a symbolic link named report.html to "
+        f"{str(gone / 'audit.html')!r}, whose folder does not exist, where the page is written "
+        "without --output; create that folder, or pass --output with another file (e.g. "
+        f"--output {os.path.join(run, 'audit.html')})."
+    ]
+    assert not (tmp_path / "gone").exists()
+
+
 def test_an_output_through_a_link_to_a_folder_is_written_there(tmp_path, capsys, folder_run):
     (tmp_path / "pages").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "pages")
