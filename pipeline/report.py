@@ -1632,7 +1632,7 @@ def _default_output_problem(input_folder: str) -> str | None:
     folder: its write failed once the page was built, naming an --output not given
     and a hidden '.partial' file."""
     page = files.join(input_folder, REPORT_FILE)
-    if _links_into_no_folder(page):
+    if files.links_into_no_folder(page):
         return (
             f"--input {input_folder!r} holds a symbolic link named {REPORT_FILE} to "
             f"{os.readlink(page)!r}, whose folder does not exist, where the page is written "
@@ -1669,19 +1669,10 @@ def _output_problem(output: str | None) -> str | None:
     return f"--output {output!r} {why}; pass the HTML file to write, e.g. --output {example}."
 
 
-def _links_into_no_folder(page: str) -> bool:
-    """Whether a local page is a symbolic link to a file in a folder that does not
-    exist (a moved folder, an unmounted disk): its write made that folder at the
-    link's target. A link to a file yet to be made in a folder is written, as the file
-    of any link is (`transforms.files.write_whole`)."""
-    if files.is_remote(page) or not os.path.islink(page) or os.path.exists(page):
-        return False
-    return not os.path.isdir(os.path.dirname(os.path.realpath(page)))
-
-
 def _page_link(output: str) -> str | None:
-    """`_links_into_no_folder` of --output, refused before the page is built."""
-    if not _links_into_no_folder(output):
+    """An --output that is a link into no folder (`transforms.files.links_into_no_folder`):
+    the page's write made that folder. Refused before the page is built."""
+    if not files.links_into_no_folder(output):
         return None
     return (
         f"--output {output!r} is a symbolic link to {os.readlink(output)!r}, whose folder "

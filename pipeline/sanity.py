@@ -642,12 +642,7 @@ def _check_writable(output: str) -> None:
     if files.is_remote(folder) or not os.path.lexists(folder):
         return
     if os.path.isdir(folder):
-        taken = [n for n in (SANITY_FIGURE, SANITY_JSON) if os.path.isdir(files.join(folder, n))]
-        if taken:
-            raise CannotWrite(
-                f"cannot write the sanity check to {folder!r}: it holds a folder named "
-                f"{taken[0]}, where the check writes that file; move that folder."
-            )
+        _check_written_names(folder)
         return
     if os.path.islink(folder) and not os.path.exists(folder):
         why = f"a symbolic link to {os.readlink(folder)!r}, which does not exist"
@@ -658,6 +653,25 @@ def _check_writable(output: str) -> None:
         f"cannot write the sanity check to {folder!r}: it is {why}; {fix} (the check "
         "writes its files in that folder)."
     )
+
+
+def _check_written_names(folder: str) -> None:
+    """Refuses a folder, or a symbolic link into a folder that does not exist (which
+    the write made: `transforms.files.links_into_no_folder`), named as a file the check
+    writes in its existing `folder`."""
+    for name in (SANITY_FIGURE, SANITY_JSON):
+        path = files.join(folder, name)
+        if os.path.isdir(path):
+            raise CannotWrite(
+                f"cannot write the sanity check to {folder!r}: it holds a folder named "
+                f"{name}, where the check writes that file; move that folder."
+            )
+        if files.links_into_no_folder(path):
+            raise CannotWrite(
+                f"cannot write the sanity check to {folder!r}: it holds a symbolic link named "
+                f"{name} to {os.readlink(path)!r}, whose folder does not exist, where the "
+                "check writes that file; create that folder, or delete the link."
+            )
 
 
 def _check_finished(output: str, manifest: dict[str, Any]) -> None:

@@ -1075,6 +1075,11 @@ def test_a_check_cut_short_while_written_leaves_the_earlier_files_whole(audited,
             "it holds a folder named sanity.json, where the check writes that file; move that "
             "folder",
         ),
+        (
+            "sanity.png link",
+            "it holds a symbolic link named sanity.png to 'gone/x.png', whose folder does not "
+            "exist, where the check writes that file; create that folder, or delete the link",
+        ),
     ],
 )
 def test_a_sanity_entry_that_is_no_folder_is_refused_before_the_model_loads(
@@ -1084,8 +1089,9 @@ def test_a_sanity_entry_that_is_no_folder_is_refused_before_the_model_loads(
     here 'gone', never made), failed only once the check was done (FileExistsError,
     or 'No such file or directory' of the link's target); a link whose target could be
     made had the files written there; a folder named sanity.png or sanity.json in it
-    failed once done (IsADirectoryError). Found by running the check on copies of a
-    run whose sanity/ was each."""
+    failed once done (IsADirectoryError); a sanity.png linked to a file in a folder
+    that does not exist had that folder made and the figure written there. Found by
+    running the check on copies of a run whose sanity/ was each."""
     output = tmp_path / "out"
     audited(str(output), steps=4)
     folder = output / "sanity"
@@ -1093,6 +1099,9 @@ def test_a_sanity_entry_that_is_no_folder_is_refused_before_the_model_loads(
         folder.write_text("my notes")
     elif made == "link":
         folder.symlink_to("gone")
+    elif made.endswith(" link"):  # the file's link into a missing folder: written, made there
+        folder.mkdir()
+        (folder / made.split()[0]).symlink_to("gone/x.png")
     else:  # a folder where the check writes that file (IsADirectoryError, once done)
         (folder / made).mkdir(parents=True)
     caplog.set_level(logging.INFO)
@@ -1100,7 +1109,7 @@ def test_a_sanity_entry_that_is_no_folder_is_refused_before_the_model_loads(
     (line,) = capsys.readouterr().err.splitlines()
     assert line == f"error: cannot write the sanity check to {str(folder)!r}: {said}."
     assert not any("median" in r.getMessage() for r in caplog.records)  # no stage was run
-    assert not (output / "gone").exists()
+    assert not (output / "gone").exists() and not (output / "sanity" / "gone").exists()
 
 
 def test_a_run_made_before_completeness_tolerance_is_rebuilt_with_its_tolerance_bounding_it():

@@ -30,6 +30,7 @@ __all__ = [
     "is_partial_of",
     "is_remote",
     "join",
+    "links_into_no_folder",
     "list_folder",
     "open_read",
     "read_bounded",
@@ -265,6 +266,16 @@ def write_whole(path: str, data: bytes, mime_type: str = "application/octet-stre
         if os.path.exists(partial):
             os.remove(partial)
         raise
+
+
+def links_into_no_folder(path: str) -> bool:
+    """Whether a local `path` is a symbolic link to a file in a folder that does not
+    exist (a moved folder, an unmounted disk): `write_whole`, which writes a link's
+    file, would make that folder at the link's target. A link to a file yet to be made
+    in a folder is written, as the file of any link is."""
+    if is_remote(path) or not os.path.islink(path) or os.path.exists(path):
+        return False
+    return not os.path.isdir(os.path.dirname(os.path.realpath(path)))
 
 
 _PARTIAL = ".partial"
