@@ -146,6 +146,13 @@ def _flags(image_folder, model, output, *extra):
             "the '--'.",
         ),
         (["--"], "error: '--' ends the flags: nothing follows it here; drop the '--'."),
+        # A percent after '--' is no flag: the '--' is what to drop, not the percent.
+        (
+            ["--", "--tolerance", "2%"],
+            "error: '--' ends the flags: --tolerance 2% after it would be ignored; drop the '--'.",
+        ),
+        # A fraction flag with no value, last: argparse's own message, no percent read.
+        (["--tolerance"], "error: argument --tolerance: expected one argument (see --help)."),
         # An empty path (an unset "$NAMES") was taken for none: no names, silently; an
         # empty --data_dir was the current folder, and the fix said `--data_dir ` with no path.
         (
