@@ -1965,6 +1965,25 @@ def test_the_wrap_of_a_keras_model_that_rescales_8_bit_pixels_gets_them(
     np.testing.assert_allclose(rows.target_score, scores.max(1), rtol=1e-4)
 
 
+def test_a_reshape_before_a_rescaling_of_8_bit_pixels_leaves_them_seen(tmp_path):
+    """Reshape moves pixels without changing them, so a Rescaling of 8-bit pixels after
+    it is the model's first (05eed33 let it pass as Flatten and Permute do), but no test
+    built a model with one: taking Reshape out of the pass-through layers failed
+    nothing (checked by hand). A model reshaping its images into a vector for an MLP,
+    then rescaling them, is fed 8-bit pixels; without the Rescaling, [0, 1]."""
+    import keras
+
+    from transforms.tf_model import resolve_model
+
+    for scale, pixels in ((1 / 255, (0.0, 255.0)), (None, (0.0, 1.0))):
+        inputs = keras.Input((SIZE, SIZE, 3))
+        x = keras.layers.Reshape((SIZE * SIZE * 3,))(inputs)
+        x = x if scale is None else keras.layers.Rescaling(scale)(x)
+        path = str(tmp_path / f"reshaped_{scale is None}.keras")
+        keras.Model(inputs, keras.layers.Dense(4)(x)).save(path)
+        assert resolve_model(path).input_range == pixels, scale
+
+
 @pytest.mark.parametrize("scale, opaque", [(None, 1), (1 / 255, 255)], ids=["unit", "8_bit"])
 def test_an_rgba_keras_model_is_told_the_wrap_that_gives_it_an_opaque_alpha(
     scale, opaque, image_folder, tmp_path, capsys, monkeypatch
