@@ -196,12 +196,16 @@ def _mo_file(path: Path, translations: dict[str, str]) -> None:
 
 
 # The job in a Python whose argparse speaks German (gettext's catalog for its messages,
-# as a translated Python ships one): the locale folder is argv[1], the flags follow.
+# as a translated Python ships one): the locale folder is argv[1], the flags argv[2] and
+# the typed flags of each launch argv[3] (JSON). One interpreter for all the launches
+# (each a fresh one cost 2-3 s of imports); each exit code follows its stderr.
 _IN_GERMAN = """
-import gettext, sys
+import gettext, json, sys
 gettext.bindtextdomain("messages", sys.argv[1])
 from pipeline.__main__ import main
-sys.exit(main(sys.argv[2:]))
+for typed in json.loads(sys.argv[3]):
+    code = main([*json.loads(sys.argv[2]), *typed])
+    print(f"exit {code}", file=sys.stderr, flush=True)
 """
 
 
@@ -220,12 +224,15 @@ def test_a_percent_for_a_fraction_is_named_whatever_argparse_says(
         },
     )
     monkeypatch.setenv("LANGUAGE", "de")
-    flags = _flags(image_folder, linear_keras, tmp_path / "out")
+    flags = [str(flag) for flag in _flags(image_folder, linear_keras, tmp_path / "out")]
+    typed = [["--tolerance", "2%"], ["--completeness_tolerance=150%"], ["--steps", "x"]]
+    done = _python(_IN_GERMAN, str(tmp_path / "locale"), json.dumps(flags), json.dumps(typed))
+    assert done.returncode == 0, done.stderr[-2000:]
+    launches = re.split(r"^exit (\d+)\n", done.stderr, flags=re.M)
+    assert launches[1::2] == ["2", "2", "2"] and launches[-1] == "", done.stderr[-2000:]
     said = {}
-    for typed in (["--tolerance", "2%"], ["--completeness_tolerance=150%"], ["--steps", "x"]):
-        done = _python(_IN_GERMAN, str(tmp_path / "locale"), *flags, *typed)
-        assert done.returncode == 2, done.stderr[-2000:]
-        (said[typed[0]],) = _error_lines(done.stderr)
+    for flag, stderr in zip(typed, launches[:-1:2], strict=True):
+        (said[flag[0]],) = _error_lines(stderr)
     assert said["--steps"] == "error: Argument --steps: ungültiger int-Wert: 'x' (see --help)."
     assert said["--tolerance"] == (
         "error: --tolerance '2%' is a percent; pass it as a fraction: --tolerance 0.02."
