@@ -1883,10 +1883,13 @@ def _quadrant_keras(path: Path) -> str:
     return str(path)
 
 
-def _saturated_run(tmp_path: Path) -> str:
+@pytest.fixture(scope="module")
+def saturated_run(tmp_path_factory) -> str:
     """The output of a real run of `_quadrant_keras` over 2 reddish images: a saturated
     model, whose blurred image scores p(x) = 1 too, so both insertion curves stay at 1
-    and both AUCs are 1, whatever the ranking: that check measures nothing."""
+    and both AUCs are 1, whatever the ranking: that check measures nothing. One run for
+    the module: its tests only read it."""
+    tmp_path = tmp_path_factory.mktemp("saturated")
     rng = np.random.default_rng(5)
     for name in ("a.png", "b.png"):
         pixels = rng.integers(0, 100, size=(SIZE, SIZE, 3), dtype=np.uint8)
@@ -1899,10 +1902,10 @@ def _saturated_run(tmp_path: Path) -> str:
     return output
 
 
-def test_a_check_whose_curves_never_leave_p_x_does_not_flag_a_faithful_map(tmp_path):
+def test_a_check_whose_curves_never_leave_p_x_does_not_flag_a_faithful_map(saturated_run):
     # The map is exact IG (the quadrant's red) and beats its control on deletion by far,
     # yet the page flagged every row and said its map "should not be trusted".
-    output = _saturated_run(tmp_path)
+    output = saturated_run
     rows = results.read_results(output)
     assert (rows.insertion_auc == 1.0).all() and (rows.insertion_auc_random == 1.0).all()
     assert (rows.deletion_auc < rows.deletion_auc_random - 0.2).all()
@@ -1914,12 +1917,12 @@ def test_a_check_whose_curves_never_leave_p_x_does_not_flag_a_faithful_map(tmp_p
     assert "should not be trusted" not in section
 
 
-def test_a_check_that_measured_nothing_in_every_row_has_no_line_of_the_table(tmp_path):
+def test_a_check_that_measured_nothing_in_every_row_has_no_line_of_the_table(saturated_run):
     # A real run of a saturated model: every row's insertion AUCs are 1 (measured
     # nothing). The table's insertion line read "1 1 0 of 2": two rows in its count,
     # neither beating chance, none losing either. They are no trial of that check
     # (`results.judged`, read back), and the line says so.
-    output = _saturated_run(tmp_path)
+    output = saturated_run
     rows = results.read_results(output)
     assert not results.judged(rows, "insertion").any()
     assert results.judged(rows, "deletion").all()
