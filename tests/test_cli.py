@@ -65,6 +65,30 @@ def _flags(image_folder, model, output, *extra):
     return [*args, *extra]
 
 
+_UINT8_RANGE = " with --input_range 0,255 (its uint8 pixels' range)."
+
+
+def _refused_with(image_folder, model, capsys, fix: str, saved: str, then: str = ".") -> str:
+    """Runs the job on a model it refuses (exit 2) with one `error:` line ending in the
+    Keras line `fix`, then 'pass `saved`' and `then`: returns that line."""
+    assert main(_flags(image_folder, model, Path.cwd() / "refused")) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line.endswith(f": {fix}; pass {saved}{then}"), line
+    return line
+
+
+def _rows_of_printed_fix(image_folder, fix: str, saved: str, *extra: str) -> pd.DataFrame:
+    """Runs a refusal's printed Keras line `fix` as a user would, in the working folder,
+    then the job (no faithfulness, plus `extra` flags) on the model it saved into ./out:
+    returns the rows read back, by image_id."""
+    import keras
+
+    exec(fix, {"keras": keras})
+    output = Path.cwd() / "out"
+    assert main(_flags(image_folder, saved, output, "--faithfulness", "none", *extra)) == 0
+    return pd.read_parquet(output / "results").sort_values("image_id")
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
@@ -1537,7 +1561,7 @@ def test_a_keras_model_taking_uint8_images_is_refused_without_a_word_on_its_pixe
 
 
 def test_a_keras_model_taking_uint8_images_is_told_the_float_clone_that_runs(
-    image_folder, tmp_path, capsys
+    image_folder, tmp_path, capsys, monkeypatch
 ):
     """Its refusal said to 'export the model with a float32 input, fed in where it turns
     its uint8 one into floats': no word of how, and a Keras model casts a float32 batch
@@ -1554,22 +1578,18 @@ def test_a_keras_model_taking_uint8_images_is_told_the_float_clone_that_runs(
     outputs = layers.Dense(5)(layers.GlobalAveragePooling2D()(x))
     model = str(tmp_path / "uint8.keras")
     keras.Model(inputs, outputs).save(model)
-    assert main(_flags(image_folder, model, tmp_path / "refused")) == 2
-    (line,) = _error_lines(capsys.readouterr().err)
-    assert line.endswith(
-        f"clone it on a float32 input: m = keras.saving.load_model({model!r}); f = "
+    monkeypatch.chdir(tmp_path)
+    clone = (
+        f"m = keras.saving.load_model({model!r}); f = "
         f"keras.models.clone_model(m, input_tensors=keras.Input(({SIZE}, {SIZE}, 3))); "
-        "f.set_weights(m.get_weights()); f.save('float_input.keras'); pass float_input.keras "
-        "with --input_range 0,255 (its uint8 pixels' range)."
-    ), line
-    m = keras.saving.load_model(model)
-    f = keras.models.clone_model(m, input_tensors=keras.Input((SIZE, SIZE, 3)))
-    f.set_weights(m.get_weights())
-    f.save(str(tmp_path / "float_input.keras"))
-    flags = _flags(image_folder, str(tmp_path / "float_input.keras"), tmp_path / "out")
-    assert main([*flags, "--input_range", "0,255", "--faithfulness", "none"]) == 0
-    rows = pd.read_parquet(tmp_path / "out" / "results").set_index("image_id")
+        "f.set_weights(m.get_weights()); f.save('float_input.keras')"
+    )
+    line = _refused_with(image_folder, model, capsys, clone, "float_input.keras", _UINT8_RANGE)
+    assert f"clone it on a float32 input: {clone}" in line, line
+    rows = _rows_of_printed_fix(image_folder, clone, "float_input.keras", "--input_range", "0,255")
+    rows = rows.set_index("image_id")
     ids = sorted(image_folder["pixels"])
+    m = keras.saving.load_model(model)
     scores = np.asarray(m(np.stack([image_folder["pixels"][i] for i in ids]), training=False))
     assert rows.loc[ids, "predicted_class"].tolist() == scores.argmax(1).tolist()
     np.testing.assert_allclose(rows.loc[ids, "target_score"], scores.max(1), rtol=1e-4)
@@ -1590,18 +1610,15 @@ def test_a_keras_model_of_a_uint8_input_in_a_dict_is_told_the_clone_that_runs(
     model = str(tmp_path / "uint8.keras")
     keras.Model({"image": image}, keras.layers.Dense(5)(pooled)).save(model)
     monkeypatch.chdir(tmp_path)
-    assert main(_flags(image_folder, model, tmp_path / "refused")) == 2
-    (line,) = _error_lines(capsys.readouterr().err)
     clone = (
         f"m = keras.saving.load_model({model!r}); f = keras.models.clone_model(m, "
         f"input_tensors={{'image': keras.Input(({SIZE}, {SIZE}, 3), name='image')}}); "
         "f.set_weights(m.get_weights()); f.save('float_input.keras')"
     )
-    assert f"clone it on a float32 input: {clone}; pass float_input.keras" in line, line
-    exec(clone, {"keras": keras})
-    flags = _flags(image_folder, "float_input.keras", tmp_path / "out")
-    assert main([*flags, "--input_range", "0,255", "--faithfulness", "none"]) == 0
-    rows = pd.read_parquet(tmp_path / "out" / "results").set_index("image_id")
+    line = _refused_with(image_folder, model, capsys, clone, "float_input.keras", _UINT8_RANGE)
+    assert f"clone it on a float32 input: {clone}" in line, line
+    rows = _rows_of_printed_fix(image_folder, clone, "float_input.keras", "--input_range", "0,255")
+    rows = rows.set_index("image_id")
     ids = sorted(image_folder["pixels"])
     pixels = np.stack([image_folder["pixels"][i] for i in ids])
     scores = np.asarray(keras.saving.load_model(model)({"image": pixels}, training=False))
@@ -1624,26 +1641,20 @@ def test_a_grayscale_keras_model_of_a_uint8_input_is_told_its_float_clone_first(
     model = str(tmp_path / "uint8.keras")
     keras.Model(image, keras.layers.Dense(5)(flat)).save(model)
     monkeypatch.chdir(tmp_path)
-    assert main(_flags(image_folder, model, tmp_path / "refused")) == 2
-    (line,) = _error_lines(capsys.readouterr().err)
     clone = (
         f"m = keras.saving.load_model({model!r}); f = keras.models.clone_model(m, "
         f"input_tensors=keras.Input(({SIZE}, {SIZE}, 1))); f.set_weights(m.get_weights()); "
         "f.save('float_input.keras')"
     )
-    assert "takes uint8 images; " in line and f": {clone}; pass float_input.keras" in line, line
+    line = _refused_with(image_folder, model, capsys, clone, "float_input.keras", _UINT8_RANGE)
+    assert "takes uint8 images; " in line, line
     exec(clone, {"keras": keras})
-    assert main(_flags(image_folder, "float_input.keras", tmp_path / "refused")) == 2
-    (line,) = _error_lines(capsys.readouterr().err)
     wrap = (
         f"m = keras.saving.load_model('float_input.keras'); x = keras.Input(({SIZE}, {SIZE}, 3)); "
         "keras.Model(x, m(keras.ops.image.rgb_to_grayscale(x))).save('rgb.keras')"
     )
-    assert line.endswith(f": {wrap}; pass rgb.keras."), line
-    exec(wrap, {"keras": keras})
-    flags = _flags(image_folder, "rgb.keras", tmp_path / "out", "--faithfulness", "none")
-    assert main(flags) == 0
-    rows = pd.read_parquet(tmp_path / "out" / "results").sort_values("image_id")
+    _refused_with(image_folder, "float_input.keras", capsys, wrap, "rgb.keras")
+    rows = _rows_of_printed_fix(image_folder, wrap, "rgb.keras")
     pixels = np.stack([image_folder["pixels"][i] for i in rows.image_id]).astype(np.float32)
     gray = np.asarray(keras.ops.image.rgb_to_grayscale(pixels))
     scores = np.asarray(keras.saving.load_model("float_input.keras")(gray))
@@ -1910,17 +1921,12 @@ def test_a_keras_model_of_other_image_inputs_is_told_the_wrap_that_runs(
 
     model = _keras_input(tmp_path / "other.keras", shape)
     monkeypatch.chdir(tmp_path)
-    assert main(_flags(image_folder, model, tmp_path / "out")) == 2
-    (line,) = _error_lines(capsys.readouterr().err)
     wrap = (
         f"m = keras.saving.load_model({model!r}); x = keras.Input(({SIZE}, {width}, 3)); "
         f"keras.Model(x, m({takes})).save('rgb.keras')"
     )
-    assert line.endswith(f": {wrap}; pass rgb.keras."), line
-    exec(wrap, {"keras": keras})
-    flags = _flags(image_folder, "rgb.keras", tmp_path / "out", "--faithfulness", "none")
-    assert main(flags) == 0
-    rows = pd.read_parquet(tmp_path / "out" / "results").sort_values("image_id")
+    _refused_with(image_folder, model, capsys, wrap, "rgb.keras")
+    rows = _rows_of_printed_fix(image_folder, wrap, "rgb.keras")
     seen = input_images(str(tmp_path / "out"), rows.image_id)
     fed = np.stack([seen[i] for i in rows.image_id])
     assert fed.shape[1:] == (SIZE, width, 3)
@@ -1953,19 +1959,14 @@ def test_the_wrap_of_a_keras_model_that_rescales_8_bit_pixels_gets_them(
 
     model = _keras_input(tmp_path / "other.keras", shape, scale=1 / 255)
     monkeypatch.chdir(tmp_path)
-    assert main(_flags(image_folder, model, tmp_path / "out")) == 2
-    (line,) = _error_lines(capsys.readouterr().err)
     wrap = (
         f"m = keras.saving.load_model({model!r}); x = keras.Input(({SIZE}, {SIZE}, 3)); "
         f"keras.Model(x, m({takes})).save('rgb.keras')"
     )
-    assert line.endswith(f": {wrap}; pass rgb.keras."), line
-    exec(wrap, {"keras": keras})
-    flags = _flags(image_folder, "rgb.keras", tmp_path / "out", "--faithfulness", "none")
-    assert main(flags) == 0
+    _refused_with(image_folder, model, capsys, wrap, "rgb.keras")
+    rows = _rows_of_printed_fix(image_folder, wrap, "rgb.keras")
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["model"]["input_range"] == [0.0, 255.0]
-    rows = pd.read_parquet(tmp_path / "out" / "results").sort_values("image_id")
     pixels = np.stack([image_folder["pixels"][i] for i in rows.image_id]).astype(np.float32)
     scores = np.asarray(keras.saving.load_model("rgb.keras")(pixels))
     assert rows.predicted_class.tolist() == scores.argmax(1).tolist()
@@ -2006,19 +2007,14 @@ def test_an_rgba_keras_model_is_told_the_wrap_that_gives_it_an_opaque_alpha(
 
     model = _keras_input(tmp_path / "rgba.keras", (SIZE, SIZE, 4), scale=scale)
     monkeypatch.chdir(tmp_path)
-    assert main(_flags(image_folder, model, tmp_path / "out")) == 2
-    (line,) = _error_lines(capsys.readouterr().err)
     alpha = f"keras.ops.full_like(x[..., :1], {opaque})"
     wrap = (
         f"m = keras.saving.load_model({model!r}); x = keras.Input(({SIZE}, {SIZE}, 3)); "
         f"keras.Model(x, m(keras.ops.concatenate([x, {alpha}], -1))).save('rgb.keras')"
     )
+    line = _refused_with(image_folder, model, capsys, wrap, "rgb.keras")
     assert "if its 4th channel is alpha (RGBA)" in line, line
-    assert line.endswith(f": {wrap}; pass rgb.keras."), line
-    exec(wrap, {"keras": keras})
-    flags = _flags(image_folder, "rgb.keras", tmp_path / "out", "--faithfulness", "none")
-    assert main(flags) == 0
-    rows = pd.read_parquet(tmp_path / "out" / "results").sort_values("image_id")
+    rows = _rows_of_printed_fix(image_folder, wrap, "rgb.keras")
     pixels = np.stack([image_folder["pixels"][i] for i in rows.image_id]).astype(np.float32)
     pixels = pixels / np.float32(255 // opaque)  # the range the wrap is fed
     rgba = np.concatenate([pixels, np.full((*pixels.shape[:3], 1), opaque, np.float32)], -1)
@@ -2058,19 +2054,14 @@ def test_a_channels_first_rgba_keras_model_is_told_the_wrap_that_runs(
 
     model = _keras_input(tmp_path / "rgba.keras", (4, SIZE, 24))
     monkeypatch.chdir(tmp_path)
-    assert main(_flags(image_folder, model, tmp_path / "out")) == 2
-    (line,) = _error_lines(capsys.readouterr().err)
     rgba = "keras.ops.concatenate([x, keras.ops.full_like(x[..., :1], 1)], -1)"
     wrap = (
         f"m = keras.saving.load_model({model!r}); x = keras.Input(({SIZE}, 24, 3)); "
         f"keras.Model(x, m(keras.layers.Permute((3, 1, 2))({rgba}))).save('rgb.keras')"
     )
+    line = _refused_with(image_folder, model, capsys, wrap, "rgb.keras")
     assert "It takes 4 channels first [batch, 4, height, width]" in line, line
-    assert line.endswith(f": {wrap}; pass rgb.keras."), line
-    exec(wrap, {"keras": keras})
-    flags = _flags(image_folder, "rgb.keras", tmp_path / "out", "--faithfulness", "none")
-    assert main(flags) == 0
-    rows = pd.read_parquet(tmp_path / "out" / "results").sort_values("image_id")
+    rows = _rows_of_printed_fix(image_folder, wrap, "rgb.keras")
     seen = input_images(str(tmp_path / "out"), rows.image_id)
     pixels = np.stack([seen[i] for i in rows.image_id]) / np.float32(255)
     alpha = np.ones((*pixels.shape[:3], 1), np.float32)
@@ -2094,19 +2085,14 @@ def test_the_wrap_of_a_grayscale_keras_model_of_a_dict_input_feeds_it_the_dict(
     model = str(tmp_path / "gray.keras")
     keras.Model({"gray": gray}, keras.layers.Dense(4)(keras.layers.Flatten()(gray))).save(model)
     monkeypatch.chdir(tmp_path)
-    assert main(_flags(image_folder, model, tmp_path / "out")) == 2
-    (line,) = _error_lines(capsys.readouterr().err)
     wrap = (
         f"m = keras.saving.load_model({model!r}); x = keras.Input(({SIZE}, {SIZE}, 3)); "
         "keras.Model(x, m({'gray': keras.ops.image.rgb_to_grayscale(x)})).save('rgb.keras')"
     )
-    assert line.endswith(f": {wrap}; pass rgb.keras."), line
+    _refused_with(image_folder, model, capsys, wrap, "rgb.keras")
     with warnings.catch_warnings():
         warnings.filterwarnings("error", "The structure of `inputs` doesn't match")
-        exec(wrap, {"keras": keras})
-        flags = _flags(image_folder, "rgb.keras", tmp_path / "out", "--faithfulness", "none")
-        assert main(flags) == 0
-    rows = pd.read_parquet(tmp_path / "out" / "results").sort_values("image_id")
+        rows = _rows_of_printed_fix(image_folder, wrap, "rgb.keras")
     pixels = np.stack([image_folder["pixels"][i] for i in rows.image_id]) / np.float32(255)
     scores = np.asarray(keras.saving.load_model("rgb.keras")(pixels))
     np.testing.assert_allclose(rows.target_score, scores.max(1), rtol=1e-4)
