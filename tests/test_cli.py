@@ -65,6 +65,25 @@ def _flags(image_folder, model, output, *extra):
     return [*args, *extra]
 
 
+def _keras_wrap(model: str, takes: str, width: int = SIZE) -> str:
+    """The Keras line a refusal prints to wrap `model` on RGB images [N, SIZE, width, 3],
+    calling it on `takes` (an expression of the wrap's input x) and saving rgb.keras."""
+    return (
+        f"m = keras.saving.load_model({model!r}); x = keras.Input(({SIZE}, {width}, 3)); "
+        f"keras.Model(x, m({takes})).save('rgb.keras')"
+    )
+
+
+def _float_clone(model: str, input_tensors: str) -> str:
+    """The Keras line a refusal prints to clone a uint8 `model` on `input_tensors` (float32
+    Inputs) with its weights, saving float_input.keras."""
+    return (
+        f"m = keras.saving.load_model({model!r}); f = keras.models.clone_model(m, "
+        f"input_tensors={input_tensors}); f.set_weights(m.get_weights()); "
+        "f.save('float_input.keras')"
+    )
+
+
 _UINT8_RANGE = " with --input_range 0,255 (its uint8 pixels' range)."
 
 
@@ -1579,11 +1598,7 @@ def test_a_keras_model_taking_uint8_images_is_told_the_float_clone_that_runs(
     model = str(tmp_path / "uint8.keras")
     keras.Model(inputs, outputs).save(model)
     monkeypatch.chdir(tmp_path)
-    clone = (
-        f"m = keras.saving.load_model({model!r}); f = "
-        f"keras.models.clone_model(m, input_tensors=keras.Input(({SIZE}, {SIZE}, 3))); "
-        "f.set_weights(m.get_weights()); f.save('float_input.keras')"
-    )
+    clone = _float_clone(model, f"keras.Input(({SIZE}, {SIZE}, 3))")
     line = _refused_with(image_folder, model, capsys, clone, "float_input.keras", _UINT8_RANGE)
     assert f"clone it on a float32 input: {clone}" in line, line
     rows = _rows_of_printed_fix(image_folder, clone, "float_input.keras", "--input_range", "0,255")
@@ -1610,11 +1625,7 @@ def test_a_keras_model_of_a_uint8_input_in_a_dict_is_told_the_clone_that_runs(
     model = str(tmp_path / "uint8.keras")
     keras.Model({"image": image}, keras.layers.Dense(5)(pooled)).save(model)
     monkeypatch.chdir(tmp_path)
-    clone = (
-        f"m = keras.saving.load_model({model!r}); f = keras.models.clone_model(m, "
-        f"input_tensors={{'image': keras.Input(({SIZE}, {SIZE}, 3), name='image')}}); "
-        "f.set_weights(m.get_weights()); f.save('float_input.keras')"
-    )
+    clone = _float_clone(model, f"{{'image': keras.Input(({SIZE}, {SIZE}, 3), name='image')}}")
     line = _refused_with(image_folder, model, capsys, clone, "float_input.keras", _UINT8_RANGE)
     assert f"clone it on a float32 input: {clone}" in line, line
     rows = _rows_of_printed_fix(image_folder, clone, "float_input.keras", "--input_range", "0,255")
@@ -1641,18 +1652,11 @@ def test_a_grayscale_keras_model_of_a_uint8_input_is_told_its_float_clone_first(
     model = str(tmp_path / "uint8.keras")
     keras.Model(image, keras.layers.Dense(5)(flat)).save(model)
     monkeypatch.chdir(tmp_path)
-    clone = (
-        f"m = keras.saving.load_model({model!r}); f = keras.models.clone_model(m, "
-        f"input_tensors=keras.Input(({SIZE}, {SIZE}, 1))); f.set_weights(m.get_weights()); "
-        "f.save('float_input.keras')"
-    )
+    clone = _float_clone(model, f"keras.Input(({SIZE}, {SIZE}, 1))")
     line = _refused_with(image_folder, model, capsys, clone, "float_input.keras", _UINT8_RANGE)
     assert "takes uint8 images; " in line, line
     exec(clone, {"keras": keras})
-    wrap = (
-        f"m = keras.saving.load_model('float_input.keras'); x = keras.Input(({SIZE}, {SIZE}, 3)); "
-        "keras.Model(x, m(keras.ops.image.rgb_to_grayscale(x))).save('rgb.keras')"
-    )
+    wrap = _keras_wrap("float_input.keras", "keras.ops.image.rgb_to_grayscale(x)")
     _refused_with(image_folder, "float_input.keras", capsys, wrap, "rgb.keras")
     rows = _rows_of_printed_fix(image_folder, wrap, "rgb.keras")
     pixels = np.stack([image_folder["pixels"][i] for i in rows.image_id]).astype(np.float32)
@@ -1921,10 +1925,7 @@ def test_a_keras_model_of_other_image_inputs_is_told_the_wrap_that_runs(
 
     model = _keras_input(tmp_path / "other.keras", shape)
     monkeypatch.chdir(tmp_path)
-    wrap = (
-        f"m = keras.saving.load_model({model!r}); x = keras.Input(({SIZE}, {width}, 3)); "
-        f"keras.Model(x, m({takes})).save('rgb.keras')"
-    )
+    wrap = _keras_wrap(model, takes, width)
     _refused_with(image_folder, model, capsys, wrap, "rgb.keras")
     rows = _rows_of_printed_fix(image_folder, wrap, "rgb.keras")
     seen = input_images(str(tmp_path / "out"), rows.image_id)
@@ -1959,10 +1960,7 @@ def test_the_wrap_of_a_keras_model_that_rescales_8_bit_pixels_gets_them(
 
     model = _keras_input(tmp_path / "other.keras", shape, scale=1 / 255)
     monkeypatch.chdir(tmp_path)
-    wrap = (
-        f"m = keras.saving.load_model({model!r}); x = keras.Input(({SIZE}, {SIZE}, 3)); "
-        f"keras.Model(x, m({takes})).save('rgb.keras')"
-    )
+    wrap = _keras_wrap(model, takes)
     _refused_with(image_folder, model, capsys, wrap, "rgb.keras")
     rows = _rows_of_printed_fix(image_folder, wrap, "rgb.keras")
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
@@ -2008,10 +2006,7 @@ def test_an_rgba_keras_model_is_told_the_wrap_that_gives_it_an_opaque_alpha(
     model = _keras_input(tmp_path / "rgba.keras", (SIZE, SIZE, 4), scale=scale)
     monkeypatch.chdir(tmp_path)
     alpha = f"keras.ops.full_like(x[..., :1], {opaque})"
-    wrap = (
-        f"m = keras.saving.load_model({model!r}); x = keras.Input(({SIZE}, {SIZE}, 3)); "
-        f"keras.Model(x, m(keras.ops.concatenate([x, {alpha}], -1))).save('rgb.keras')"
-    )
+    wrap = _keras_wrap(model, f"keras.ops.concatenate([x, {alpha}], -1)")
     line = _refused_with(image_folder, model, capsys, wrap, "rgb.keras")
     assert "if its 4th channel is alpha (RGBA)" in line, line
     rows = _rows_of_printed_fix(image_folder, wrap, "rgb.keras")
@@ -2055,10 +2050,7 @@ def test_a_channels_first_rgba_keras_model_is_told_the_wrap_that_runs(
     model = _keras_input(tmp_path / "rgba.keras", (4, SIZE, 24))
     monkeypatch.chdir(tmp_path)
     rgba = "keras.ops.concatenate([x, keras.ops.full_like(x[..., :1], 1)], -1)"
-    wrap = (
-        f"m = keras.saving.load_model({model!r}); x = keras.Input(({SIZE}, 24, 3)); "
-        f"keras.Model(x, m(keras.layers.Permute((3, 1, 2))({rgba}))).save('rgb.keras')"
-    )
+    wrap = _keras_wrap(model, f"keras.layers.Permute((3, 1, 2))({rgba})", 24)
     line = _refused_with(image_folder, model, capsys, wrap, "rgb.keras")
     assert "It takes 4 channels first [batch, 4, height, width]" in line, line
     rows = _rows_of_printed_fix(image_folder, wrap, "rgb.keras")
@@ -2085,10 +2077,7 @@ def test_the_wrap_of_a_grayscale_keras_model_of_a_dict_input_feeds_it_the_dict(
     model = str(tmp_path / "gray.keras")
     keras.Model({"gray": gray}, keras.layers.Dense(4)(keras.layers.Flatten()(gray))).save(model)
     monkeypatch.chdir(tmp_path)
-    wrap = (
-        f"m = keras.saving.load_model({model!r}); x = keras.Input(({SIZE}, {SIZE}, 3)); "
-        "keras.Model(x, m({'gray': keras.ops.image.rgb_to_grayscale(x)})).save('rgb.keras')"
-    )
+    wrap = _keras_wrap(model, "{'gray': keras.ops.image.rgb_to_grayscale(x)}")
     _refused_with(image_folder, model, capsys, wrap, "rgb.keras")
     with warnings.catch_warnings():
         warnings.filterwarnings("error", "The structure of `inputs` doesn't match")
