@@ -30,7 +30,7 @@ from pipeline.job import AuditJob
 from pipeline.options import AuditOptions, ConfigError
 from pipeline.runner import check_credentials
 from transforms.datasource import REMOTE_FOLDER_SCHEMES
-from transforms.files import as_opened, is_partial_of
+from transforms.files import as_opened, dangling_link_on, is_partial_of
 from transforms.manifest import (
     ERRORS_DIR,
     MANIFEST_FILE,
@@ -349,13 +349,13 @@ def _check_no_dangling_link(output: str, path: Path) -> None:
     """A symbolic link on `path` whose target is gone (an unmounted disk) cannot be
     made into a folder: refused naming it, where the lock's write said only "No such
     file or directory" of a file in it."""
-    for folder in (path, *path.parents):
-        if folder.is_symlink() and not folder.exists():
-            raise ConfigError(
-                f"--output {output!r} is not writable: {str(folder)!r} is a symbolic link "
-                f"to {os.readlink(folder)!r}, which does not exist; create it or choose "
-                "another folder."
-            )
+    folder = dangling_link_on(str(path))
+    if folder is not None:
+        raise ConfigError(
+            f"--output {output!r} is not writable: {folder!r} is a symbolic link "
+            f"to {os.readlink(folder)!r}, which does not exist; create it or choose "
+            "another folder."
+        )
 
 
 def _probe_folder(output: str, existing: Path) -> None:

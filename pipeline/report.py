@@ -1687,17 +1687,15 @@ def _through_a_dangling_link(output: str) -> str | None:
     was built. Refused as the job refuses such an --output."""
     if files.is_remote(output):
         return None
-    above = os.path.dirname(os.path.abspath(output))
-    while os.path.dirname(above) != above:
-        if os.path.islink(above) and not os.path.exists(above):
-            shown = above if os.path.isabs(output) else os.path.relpath(above)
-            return (
-                f"--output {output!r} lies under {shown!r}, a symbolic link to "
-                f"{os.readlink(above)!r}, which does not exist; create it or pass another "
-                "--output."
-            )
-        above = os.path.dirname(above)
-    return None
+    above = files.dangling_link_on(os.path.dirname(os.path.abspath(output)))
+    if above is None:
+        return None
+    shown = above if os.path.isabs(output) else os.path.relpath(above)
+    return (
+        f"--output {output!r} lies under {shown!r}, a symbolic link to "
+        f"{os.readlink(above)!r}, which does not exist; create it or pass another "
+        "--output."
+    )
 
 
 def _under_a_file(output: str) -> str | None:

@@ -17,6 +17,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from concurrent import futures
+from pathlib import Path
 from typing import IO, Any
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "is_partial_of",
     "is_remote",
     "join",
+    "dangling_link_on",
     "links_into_no_folder",
     "list_folder",
     "open_read",
@@ -266,6 +268,18 @@ def write_whole(path: str, data: bytes, mime_type: str = "application/octet-stre
         if os.path.exists(partial):
             os.remove(partial)
         raise
+
+
+def dangling_link_on(path: str) -> str | None:
+    """The first of a local `path` and the folders above it that is a symbolic link
+    whose target does not exist (an unmounted disk, a moved folder, a loop): no folder
+    can be made through it. None when there is none, or for a remote path."""
+    if is_remote(path):
+        return None
+    for folder in (path, *map(str, Path(path).parents)):
+        if os.path.islink(folder) and not os.path.exists(folder):
+            return folder
+    return None
 
 
 def links_into_no_folder(path: str) -> bool:
