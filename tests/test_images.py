@@ -512,3 +512,14 @@ def test_a_4_bit_grey_pngs_transparent_level_is_cleared():
     levels = np.array([[[0], [5], [10], [15]]] * 2)
     out = images.decode_image(_png(levels, 4, 0, (10,)))
     np.testing.assert_array_equal(out[0, :, 0], [0, 85, 0, 255])
+
+
+def test_a_spider_image_is_decoded():
+    # A SPIDER file (a float image, as electron microscopy writes them) that is one
+    # image, not a stack: Pillow opens it, but its seek(0) raises EOFError ('attempt to
+    # seek in a non-stack file'), and every such file was an error record.
+    pixels = np.random.default_rng(6).uniform(0.0, 1.0, (6, 5)).astype(np.float32)
+    data = _encode(Image.fromarray(pixels), "SPIDER")
+    assert Image.open(io.BytesIO(data)).format == "SPIDER"
+    expected = np.repeat((pixels * 255.0).round().astype(np.uint8)[..., None], 3, axis=-1)
+    np.testing.assert_array_equal(images.decode_image(data), expected)

@@ -105,7 +105,8 @@ def _open_bounded(data: bytes, max_side_hint: int | None, max_pixels: int) -> Im
             img = Image.open(io.BytesIO(data))
         except Image.DecompressionBombError as e:
             raise ImageError(f"image too large to decode safely: {e} {_bomb_limit(data)}") from e
-    img.seek(0)
+    # Pillow opens an image at its first frame (an animation's); no seek(0): a SPIDER
+    # file that is no stack raises EOFError on any seek.
     if max_side_hint and img.format in _JPEG_FORMATS:
         img.draft("RGB", (max_side_hint, max_side_hint))  # decode at 1/2 .. 1/8 size
     width, height = img.size
