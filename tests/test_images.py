@@ -68,7 +68,7 @@ def test_cmyk_jpeg_decodes_to_rgb():
     [
         (b"", "empty file"),
         (b"hello, world", "not an image"),
-        (b"\x89PNG\r\n\x1a\n\0\0", "broken image|not an image"),
+        (b"\x89PNG\r\n\x1a\n\0\0", "^broken image: Pillow cannot open this PNG file"),
     ],
 )
 def test_bad_bytes_raise_image_error_with_reason(data, reason):
@@ -523,3 +523,50 @@ def test_a_spider_image_is_decoded():
     assert Image.open(io.BytesIO(data)).format == "SPIDER"
     expected = np.repeat((pixels * 255.0).round().astype(np.uint8)[..., None], 3, axis=-1)
     np.testing.assert_array_equal(images.decode_image(data), expected)
+
+
+def _tiff_with(data: bytes, tag: int, value: int) -> bytes:
+    """A little-endian TIFF written by Pillow with one SHORT tag's value changed, in
+    place, in its first IFD (as another program may write it)."""
+    count = struct.unpack_from("<H", data, 8)[0]
+    for entry in range(10, 10 + 12 * count, 12):
+        if struct.unpack_from("<HH", data, entry) == (tag, 3):
+            return data[: entry + 8] + struct.pack("<H", value) + data[entry + 10 :]
+    raise AssertionError(f"no SHORT tag {tag}")
+
+
+def _broken_files() -> dict[str, bytes]:
+    """Files of three formats made by Pillow, then cut short or altered."""
+    rgb = Image.fromarray(np.random.default_rng(7).integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    qoi, tiff = _encode(rgb, "QOI"), _encode(rgb, "TIFF")
+    spider = _encode(rgb.convert("F"), "SPIDER")
+    return {
+        "qoi-cut-at-half": qoi[: len(qoi) // 2],  # ValueError in Pillow's QOI decoder
+        "qoi-cut-short": qoi[: len(qoi) - 20],  # IndexError
+        "spider-cut-short": spider[: len(spider) - 100],
+        "tiff-12-bit": _tiff_with(tiff, 258, 12),  # BitsPerSample: no pixel mode Pillow reads
+        "tiff-compression-99": _tiff_with(tiff, 259, 99),  # no such compression
+        "tiff-no-ifd": tiff[:8],  # header alone
+    }
+
+
+@pytest.mark.parametrize("name", list(_broken_files()))
+def test_every_broken_file_is_said_to_be_broken_and_why(name):
+    # A QOI file cut short raised IndexError in Pillow, which escaped as 'IndexError:
+    # index out of range', or ValueError, 'broken image: not enough values to unpack
+    # (expected 4, got 2)'; a TIFF whose header Pillow refuses was 'not an image Pillow
+    # can read', like a text file. Each reason now says the file is broken, its format
+    # when its first bytes name one, and Pillow's own error.
+    with pytest.raises(images.ImageError) as refused:
+        images.decode_image(_broken_files()[name], max_side_hint=8)
+    said = str(refused.value)
+    assert said.startswith("broken image: "), said
+    expected = {
+        "qoi-cut-at-half": "Pillow cannot decode this QOI file (ValueError: not enough values",
+        "qoi-cut-short": "Pillow cannot decode this QOI file (IndexError: index out of range)",
+        "spider-cut-short": "image file is truncated",
+        "tiff-12-bit": "Pillow cannot open this TIFF file (unknown pixel mode)",
+        "tiff-compression-99": "Pillow cannot open this TIFF file (SyntaxError: 99)",
+        "tiff-no-ifd": "Pillow cannot open this TIFF file (",
+    }[name]
+    assert said.startswith(f"broken image: {expected}"), said

@@ -61,6 +61,10 @@ def odd_folder(tmp_path):
     rgb.save(good, format="JPEG")
     (root / "truncated.jpg").write_bytes(good.getvalue()[:200])
     (root / "notes.jpg").write_text("this is not an image")
+    qoi = io.BytesIO()
+    rgb.save(qoi, format="QOI")
+    (root / "cut.qoi").write_bytes(qoi.getvalue()[:-20])  # IndexError in Pillow's decoder
+    (root / "header.tif").write_bytes(b"II*\0\x08\0\0\0")  # a TIFF header, no image
     return root
 
 
@@ -89,13 +93,26 @@ def test_odd_images_are_processed_and_broken_ones_reported(odd_folder, linear_ke
             "large.jpg",
         ]
     )
-    assert sorted(errors.index) == ["empty.png", "notes.jpg", "truncated.jpg"]
+    assert sorted(errors.index) == [
+        "cut.qoi",
+        "empty.png",
+        "header.tif",
+        "notes.jpg",
+        "truncated.jpg",
+    ]
     assert (errors.stage == "decode").all()
     assert errors.loc["empty.png", "error"] == "empty file (0 bytes)"
     assert "not an image" in errors.loc["notes.jpg", "error"]
     assert "broken image" in errors.loc["truncated.jpg", "error"]
+    # These were 'IndexError: index out of range' and 'not an image Pillow can read'.
+    assert errors.loc["cut.qoi", "error"] == (
+        "broken image: Pillow cannot decode this QOI file (IndexError: index out of range)"
+    )
+    assert errors.loc["header.tif", "error"] == (
+        "broken image: Pillow cannot open this TIFF file (Missing dimensions)"
+    )
     counts = manifest["counts"]
-    assert counts["inputs"] == 13 == counts["images_with_rows"] + counts["images_with_errors"]
+    assert counts["inputs"] == 15 == counts["images_with_rows"] + counts["images_with_errors"]
     assert manifest["all_inputs_accounted_for"]
 
 

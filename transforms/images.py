@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import struct
 import warnings
 
@@ -105,6 +106,12 @@ def _open_bounded(data: bytes, max_side_hint: int | None, max_pixels: int) -> Im
             img = Image.open(io.BytesIO(data))
         except Image.DecompressionBombError as e:
             raise ImageError(f"image too large to decode safely: {e} {_bomb_limit(data)}") from e
+        except UnidentifiedImageError as e:
+            raise ImageError(_unidentified(data)) from e
+        except (OSError, SyntaxError, MemoryError):
+            raise  # Pillow's own words, made a reason by `decode_image`
+        except Exception as e:  # a plugin's Python error (PPM's int(), AVIF's RuntimeError)
+            raise ImageError(_cannot("open", _claimed_format(data), e)) from e
     # Pillow opens an image at its first frame (an animation's); no seek(0): a SPIDER
     # file that is no stack raises EOFError on any seek.
     if max_side_hint and img.format in _JPEG_FORMATS:
@@ -118,6 +125,19 @@ def _open_bounded(data: bytes, max_side_hint: int | None, max_pixels: int) -> Im
             "shrink it before auditing it"
         )
     return img
+
+
+def _load(img: Image.Image) -> None:
+    """Decodes the pixels. Pillow says in its own words why most broken files fail
+    (OSError 'image file is truncated', SyntaxError); a decoder written in Python (QOI's)
+    fails on a file cut short with Python's errors (IndexError, ValueError 'not enough
+    values to unpack'), which name neither the file nor the fault: they are said so."""
+    try:
+        img.load()
+    except (OSError, SyntaxError, MemoryError):
+        raise
+    except Exception as e:
+        raise ImageError(_cannot("decode", img.format, e)) from e
 
 
 def _shrink(img: Image.Image, max_side_hint: int | None) -> Image.Image:
@@ -252,11 +272,9 @@ def decode_image(
         raise ImageError("empty file (0 bytes)")
     try:
         with _open_bounded(data, max_side_hint, max_pixels) as img:
-            img.load()
+            _load(img)
             upright = _clear_transparent(_upright(img), _png_bit_depth(data))
             array = _to_array(_shrink(upright, max_side_hint), img.mode in _WIDE_INT_MODES)
-    except UnidentifiedImageError as e:
-        raise ImageError(_unidentified(data)) from e
     except (OSError, SyntaxError, ValueError) as e:
         if isinstance(e, ImageError):
             raise
@@ -277,7 +295,55 @@ def _unidentified(data: bytes) -> str:
             "a HEIF/HEIC image (iPhone photos), which the job cannot decode: convert it to "
             f"JPEG or PNG ({len(data)} bytes)"
         )
+    fmt = _claimed_format(data)
+    error = _open_error(data, fmt) if fmt is not None else None
+    # A TIFF of a pixel layout Pillow lacks, a header cut short, ... is a broken image;
+    # bytes its format's opener disowns ('not a XBM file': a C header's '#define') none.
+    if fmt is not None and not re.match(r"not an? \S+ file", str(error)):
+        return _cannot("open", fmt, error)
     return f"not an image Pillow can read ({len(data)} bytes)"
+
+
+def _claimed_format(data: bytes) -> str | None:
+    """The format whose signature the file's first bytes carry, by each Pillow format's
+    own check of them; formats that have none (TGA, SPIDER, ...) claim no bytes, as any
+    could be theirs."""
+    Image.init()
+    for fmt in Image.ID:
+        accept = Image.OPEN[fmt][1]
+        try:
+            if accept is not None and accept(data[:16]):
+                return fmt
+        except Exception:  # a check that fails on these bytes claims them not
+            continue
+    return None
+
+
+def _open_error(data: bytes, fmt: str) -> Exception | None:
+    """What Pillow's opener of `fmt` raised on the bytes: `Image.open` drops it and
+    says only that it cannot identify the file."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            Image.OPEN[fmt][0](io.BytesIO(data), "").close()
+        except Exception as e:
+            return e
+    return None
+
+
+def _cannot(step: str, fmt: str | None, error: Exception | None) -> str:
+    """A broken file's reason, worded as Pillow's own ('broken image: image file is
+    truncated'): which step failed on which format, and Pillow's error, with its type
+    where its message is Python's (`index out of range`) or a bare number (`99`)."""
+    why = str(error) if error is not None else "no reason given"
+    if error is not None and not (isinstance(error, OSError | SyntaxError) and _words(why)):
+        why = f"{type(error).__name__}: {why}"
+    return f"broken image: Pillow cannot {step} this {fmt or 'image'} file ({why})"
+
+
+def _words(message: str) -> bool:
+    """Whether an error's message says something in words (not `99`, not empty)."""
+    return any(c.isalpha() for c in message)
 
 
 def sides(size: int | tuple[int, int]) -> tuple[int, int]:
