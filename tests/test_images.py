@@ -570,3 +570,59 @@ def test_every_broken_file_is_said_to_be_broken_and_why(name):
         "tiff-no-ifd": "Pillow cannot open this TIFF file (",
     }[name]
     assert said.startswith(f"broken image: {expected}"), said
+
+
+def _xmp(orientation: int) -> bytes:
+    """An XMP packet holding a TIFF orientation alone, as Adobe's tools or exiftool
+    (`-XMP-tiff:Orientation`) write it."""
+    return (
+        b'<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+        b'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+        b'rdf:about="" xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
+        b'tiff:Orientation="%d"/></rdf:RDF></x:xmpmeta><?xpacket end="w"?>' % orientation
+    )
+
+
+def _with_xmp(stored: np.ndarray, fmt: str, xmp: bytes, **kwargs) -> bytes:
+    """`stored` as a JPEG, PNG or WebP file carrying `xmp`, written by Pillow."""
+    if fmt == "PNG":
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt("XML:com.adobe.xmp", xmp.decode())
+        kwargs["pnginfo"] = info
+    else:
+        kwargs["xmp"] = xmp
+    return _encode(Image.fromarray(stored), fmt, quality=95, lossless=True, **kwargs)
+
+
+def _turned_upright(decoded: np.ndarray) -> bool:
+    """Whether a 40 x 20 picture white on its left half, turned by orientation 6, came
+    out 20 x 40, white on its top half."""
+    top, bottom = decoded[2, :, 0], decoded[-3, :, 0]
+    return decoded.shape == (20, 40, 3) and top.min() > 200 and bottom.max() < 50
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_an_xmp_orientation_is_applied_where_the_exif_names_none(fmt):
+    # Pillow's getexif() reads an XMP tiff:Orientation where the EXIF has none, as its
+    # ImageOps.exif_transpose applies it; an EXIF orientation, 1 here, comes first.
+    stored = np.zeros((40, 20, 3), dtype=np.uint8)
+    stored[:, :10] = 255
+    assert _turned_upright(images.decode_image(_with_xmp(stored, fmt, _xmp(6))))
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    as_stored = images.decode_image(_with_xmp(stored, fmt, _xmp(6), exif=exif.tobytes()))
+    assert as_stored.shape == (40, 20, 3)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_an_xmp_orientation_is_applied_where_the_exif_block_is_unreadable(fmt):
+    # An EXIF block Pillow cannot parse names no orientation, as one without the tag:
+    # the XMP orientation was then ignored (Pillow raises before reading the XMP),
+    # though it was applied beside a readable EXIF block without one.
+    stored = np.zeros((40, 20, 3), dtype=np.uint8)
+    stored[:, :10] = 255
+    data = _with_xmp(stored, fmt, _xmp(6), exif=b"not a TIFF header at all")
+    with pytest.raises(SyntaxError):
+        Image.open(io.BytesIO(data)).getexif()
+    assert _turned_upright(images.decode_image(data))

@@ -36,6 +36,8 @@ _WIDE_INT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 # Palette and 1-bit modes, which neither `Image.reduce` nor `to_rgb_uint8` reads,
 # and the modes they are converted to first.
 _INDEXED_MODES = {"P": "RGBA", "PA": "RGBA", "1": "L"}
+# An orientation in an XMP packet, as Pillow's `Image.getexif` matches it.
+_XMP_ORIENTATION = re.compile(rb'tiff:Orientation(="|>)([0-9])')
 # The transpose that turns stored pixels upright, per EXIF orientation (2 to 8).
 _UPRIGHT = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -157,20 +159,29 @@ def _shrink(img: Image.Image, max_side_hint: int | None) -> Image.Image:
 
 
 def _orientation(img: Image.Image) -> object:
-    """The image's EXIF orientation (1, upright, without one). An EXIF block Pillow
-    cannot parse says none: the pixels read, and are taken as stored, as viewers show
-    them. Pillow raises SyntaxError for a PNG's eXIf chunk (or a WebP's EXIF) that is no
-    TIFF structure, struct.error for one cut short, ValueError for a PNG's "Raw profile
-    type exif" text that is not hex; an IFD or a value past the block's end only warns
-    (Pillow catches its own OSError there)."""
+    """The image's EXIF orientation; where the EXIF names none, its XMP's (`_xmp_
+    orientation`), as Pillow's `getexif` and `ImageOps.exif_transpose` read it; else 1,
+    upright. An EXIF block Pillow cannot parse names none: the pixels read, and are taken
+    as stored, as viewers show them. Pillow raises SyntaxError for a PNG's eXIf chunk (or
+    a WebP's EXIF) that is no TIFF structure, struct.error for one cut short, ValueError
+    for a PNG's "Raw profile type exif" text that is not hex, before it reads the XMP; an
+    IFD or a value past the block's end only warns (Pillow catches its own OSError)."""
     try:
         return img.getexif().get(ExifTags.Base.Orientation, 1)
     except (SyntaxError, ValueError, struct.error):
-        return 1
+        return _xmp_orientation(img)
+
+
+def _xmp_orientation(img: Image.Image) -> int:
+    """The orientation the image's XMP packet holds (`tiff:Orientation="6"`), found as
+    Pillow's `getexif` finds it; 1 without one."""
+    xmp = img.info.get("xmp") or img.info.get("XML:com.adobe.xmp") or b""
+    found = _XMP_ORIENTATION.search(xmp.encode() if isinstance(xmp, str) else xmp)
+    return int(found[2]) if found else 1
 
 
 def _upright(img: Image.Image) -> Image.Image:
-    """The decoded image turned as its EXIF orientation says (a phone photo taken
+    """The decoded image turned as its EXIF (or XMP) orientation says (a phone photo taken
     upright comes out upright); a turned image replaces `img`, which is closed, so
     one full-size copy is held at a time. Pillow's `exif_transpose` also re-encodes
     the EXIF, which fails on a malformed tag (text where a number belongs) although
@@ -252,8 +263,8 @@ def decode_image(
     """Decodes encoded image bytes (JPEG, PNG, GIF, BMP, TIFF, WebP, ...).
 
     Grayscale, palette, RGBA, 16-bit and CMYK images are converted; an animated
-    image gives its first frame; the EXIF orientation is applied (a phone photo
-    taken upright comes out upright).
+    image gives its first frame; the EXIF orientation, or without one the XMP's, is
+    applied (a phone photo taken upright comes out upright).
 
     Args:
       data: the file's bytes.
