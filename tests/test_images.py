@@ -6,7 +6,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image, PngImagePlugin
+from PIL import Image, ImageCms, PngImagePlugin
 
 from transforms import images
 
@@ -626,3 +626,92 @@ def test_an_xmp_orientation_is_applied_where_the_exif_block_is_unreadable(fmt):
     with pytest.raises(SyntaxError):
         Image.open(io.BytesIO(data)).getexif()
     assert _turned_upright(images.decode_image(data))
+
+
+def _s15(value: float) -> bytes:
+    """An ICC s15Fixed16Number."""
+    return struct.pack(">i", round(value * 65536))
+
+
+def _icc(device: bytes, space: bytes, pcs: bytes, tags: dict[bytes, bytes]) -> bytes:
+    """An ICC v2.1 profile (D50) of a description, a white point and `tags`."""
+    d50 = _s15(0.9642) + _s15(1.0) + _s15(0.8249)
+    name = b"profile made by the test\0"
+    tags = {
+        b"desc": b"desc\0\0\0\0" + struct.pack(">I", len(name)) + name + bytes(79),
+        b"wtpt": b"XYZ \0\0\0\0" + d50,
+        **tags,
+    }
+    table, body, start = b"", b"", 128 + 4 + 12 * len(tags)
+    for signature, data in tags.items():
+        table += signature + struct.pack(">II", start + len(body), len(data))
+        body += data + bytes(-len(data) % 4)
+    header = struct.pack(">I4sI4s4s4s", start + len(body), b"lcms", 0x02100000, device, space, pcs)
+    header += bytes(12) + b"acsp" + bytes(28) + d50
+    return header + bytes(128 - len(header)) + struct.pack(">I", len(tags)) + table + body
+
+
+def _display_p3() -> bytes:
+    """Display P3 (an iPhone photo's profile): its D50 primaries and sRGB's curve."""
+    curve = b"para\0\0\0\0" + struct.pack(">HH", 3, 0)
+    curve += b"".join(_s15(v) for v in (2.4, 1 / 1.055, 0.055 / 1.055, 1 / 12.92, 0.04045))
+    primaries = [(0.515121, 0.241196, -0.001053), (0.291977, 0.692245, 0.041885)]
+    primaries.append((0.157104, 0.066574, 0.784073))
+    tags = {b"rTRC": curve, b"gTRC": curve, b"bTRC": curve}
+    for signature, xyz in zip((b"rXYZ", b"gXYZ", b"bXYZ"), primaries, strict=True):
+        tags[signature] = b"XYZ \0\0\0\0" + b"".join(_s15(v) for v in xyz)
+    return _icc(b"mntr", b"RGB ", b"XYZ ", tags)
+
+
+def _press_cmyk() -> bytes:
+    """A printer's CMYK profile: a table (2 points per ink) of each corner's colour,
+    darkened as a press prints it (Lab, by Pillow's own sRGB -> Lab transform)."""
+    corners = [[(1 - ink) * (1 - k) for ink in (c, m, y)] for c, m, y, k in _corners()]
+    rgb = Image.fromarray((np.reshape(corners, (1, 16, 3)) * 220).astype(np.uint8))
+    srgb, lab = ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB")
+    as_lab = ImageCms.profileToProfile(rgb, srgb, lab, outputMode="LAB")
+    lab_pixels = np.array([as_lab.getpixel((i, 0)) for i in range(16)], dtype=np.uint16)
+    grid = (lab_pixels << 8).astype(">u2").tobytes()  # L 0-100, a and b -128-127: 0-0xFF00
+    identity = b"".join(_s15(v) for v in (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    lut = b"mft2\0\0\0\0" + bytes((4, 3, 2, 0)) + identity + struct.pack(">HH", 2, 2)
+    lut += struct.pack(">HH", 0, 65535) * 4 + grid + struct.pack(">HH", 0, 65535) * 3
+    return _icc(b"prtr", b"CMYK", b"Lab ", {b"A2B0": lut})
+
+
+def _corners() -> list[tuple[int, int, int, int]]:
+    return [(c, m, y, k) for c in (0, 1) for m in (0, 1) for y in (0, 1) for k in (0, 1)]
+
+
+def _managed(img: Image.Image, profile: bytes) -> np.ndarray:
+    """What a colour-managed viewer shows of `img`: its pixels through `profile` to sRGB."""
+    source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+    srgb = ImageCms.createProfile("sRGB")
+    return np.asarray(ImageCms.profileToProfile(img, source, srgb, outputMode="RGB"))
+
+
+def test_an_embedded_icc_profile_is_not_applied():
+    # Like tf.io and Keras' load_img (and the pixels ImageNet models were trained on),
+    # the job takes a Display P3 photo's values as sRGB ones: P3 (200, 100, 50), which
+    # a colour-managed viewer shows as about sRGB (215, 93, 31), is fed as (200, 100, 50).
+    stored = np.full((8, 8, 3), (200, 100, 50), dtype=np.uint8)
+    p3 = _encode(Image.fromarray(stored), "PNG", icc_profile=_display_p3())
+    assert Image.open(io.BytesIO(p3)).info["icc_profile"] == _display_p3()
+    np.testing.assert_array_equal(images.decode_image(p3), stored)
+    assert np.abs(_managed(Image.fromarray(stored), _display_p3()) - stored.astype(int)).max() > 10
+    jpeg = _encode(Image.fromarray(stored), "JPEG", quality=95)
+    tagged = _encode(Image.fromarray(stored), "JPEG", quality=95, icc_profile=_display_p3())
+    np.testing.assert_array_equal(images.decode_image(tagged), images.decode_image(jpeg))
+
+
+def test_a_cmyk_jpeg_is_converted_by_pillows_formula_with_or_without_its_profile():
+    # Pillow's CMYK -> RGB: R = (255 - C)(255 - K) / 255 (G of M, B of Y), not through the
+    # JPEG's profile: a press profile's colours (what a viewer managing colour shows)
+    # are not what the model gets.
+    cmyk = Image.new("CMYK", (8, 8), (100, 50, 0, 50))
+    plain = _encode(cmyk, "JPEG", quality=100)
+    profiled = _encode(cmyk, "JPEG", quality=100, icc_profile=_press_cmyk())
+    assert Image.open(io.BytesIO(profiled)).info["icc_profile"] == _press_cmyk()
+    decoded = images.decode_image(profiled)
+    np.testing.assert_array_equal(decoded, images.decode_image(plain))
+    np.testing.assert_allclose(decoded[0, 0], [125, 165, 205], atol=1)  # 155 * 205 / 255
+    assert np.abs(_managed(cmyk, _press_cmyk())[0, 0] - decoded[0, 0].astype(int)).max() > 10
