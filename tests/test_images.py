@@ -544,7 +544,7 @@ def _broken_files() -> dict[str, bytes]:
         "qoi-cut-at-half": qoi[: len(qoi) // 2],  # ValueError in Pillow's QOI decoder
         "qoi-cut-short": qoi[: len(qoi) - 20],  # IndexError
         "spider-cut-short": spider[: len(spider) - 100],
-        "tiff-12-bit": _tiff_with(tiff, 258, 12),  # BitsPerSample: no pixel mode Pillow reads
+        "tiff-icc-lab": _tiff_with(tiff, 262, 9),  # Photometric ICCLab: Pillow lacks it
         "tiff-compression-99": _tiff_with(tiff, 259, 99),  # no such compression
         "tiff-no-ifd": tiff[:8],  # header alone
     }
@@ -565,7 +565,7 @@ def test_every_broken_file_is_said_to_be_broken_and_why(name):
         "qoi-cut-at-half": "Pillow cannot decode this QOI file (ValueError: not enough values",
         "qoi-cut-short": "Pillow cannot decode this QOI file (IndexError: index out of range)",
         "spider-cut-short": "image file is truncated",
-        "tiff-12-bit": "Pillow cannot open this TIFF file (unknown pixel mode)",
+        "tiff-icc-lab": "Pillow cannot open this TIFF file (unknown pixel mode)",
         "tiff-compression-99": "Pillow cannot open this TIFF file (SyntaxError: 99)",
         "tiff-no-ifd": "Pillow cannot open this TIFF file (",
     }[name]
