@@ -259,7 +259,7 @@ def prepare_output(output: str, overwrite: bool) -> None:
     """Refuses to mix two runs: an earlier run's output is kept unless --overwrite."""
     existing = earlier_run(output)
     if existing and not overwrite:
-        raise ConfigError(f"--output {output!r} already holds a run; pass --overwrite.")
+        raise holds_a_run(output, "written by another launch after this one's checks")
     if existing:
         check_own_files(output, existing, "--overwrite")  # again, under the lock
         _mark_replacing(output)
@@ -406,12 +406,18 @@ def check_output_free(audit: AuditOptions) -> None:
         return
     _check_a_run(audit.output, existing)
     if not audit.overwrite:
-        raise ConfigError(
-            f"--output {audit.output!r} already holds a run ({_top_names(audit.output, existing)}). "
-            "Pass --overwrite to replace it, --resume to continue it, or choose another folder."
-        )
+        raise holds_a_run(audit.output, _top_names(audit.output, existing))
     _check_dataset_kept(audit.output, audit.dataset)  # the more precise message first
     check_own_files(audit.output, existing, "--overwrite")
+
+
+def holds_a_run(output: str, why: str) -> ConfigError:
+    """The refusal of an --output that holds a run, at launch or when the job claims it
+    (`prepare_output`: another launch got there between the two), and its three ways out."""
+    return ConfigError(
+        f"--output {output!r} already holds a run ({why}). "
+        "Pass --overwrite to replace it, --resume to continue it, or choose another folder."
+    )
 
 
 def no_earlier_run(output: str) -> ConfigError:

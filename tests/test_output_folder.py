@@ -1092,7 +1092,11 @@ def test_a_run_that_ends_between_the_launch_check_and_the_lock_is_kept(
     first = run(args, save_main_session=False)
     files = sorted(p.relative_to(output) for p in output.rglob("*"))
     rows = read_results(str(output))
-    with pytest.raises(ConfigError, match=r"already holds a run; pass --overwrite\.$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"already holds a run \(written by another launch after this one's checks\)\. Pass "
+        r"--overwrite to replace it, --resume to continue it, or choose another folder\.$",
+    ):
         job_main._claim_output(late, resume=False, overwrite=False)
     assert json.loads((output / "manifest.json").read_text()) == first
     assert sorted(p.relative_to(output) for p in output.rglob("*")) == files  # no .lock left
