@@ -1281,6 +1281,18 @@ def test_sanity_check_section_says_which_it_is(folder_run):
     assert "sanity/sanity.json could not be read" in section
 
 
+def test_the_sanity_table_names_the_layer_the_model_was_randomised_down_to(folder_run):
+    # The cascade runs from the output down: the intro says "the table says down to
+    # which layer" and sanity.png heads its columns "randomised down to <layer>", but
+    # the table's header said "randomised up to layer".
+    output = folder_run["output"]
+    stages = [{"layer": "logits", "spearman_median": 0.4, "ssim_median": 0.3}]
+    _write_sanity(output, {"stages": stages, "changed": True, "images": 1})
+    section = _page(build_report(output, gallery=0)).sections["sanity"]
+    assert "stage randomised down to layer Spearman, median" in " ".join(section.split())
+    assert "up to layer" not in section
+
+
 def test_the_page_gives_the_sanity_checks_own_verdict(folder_run):
     # Spearman below the threshold, SSIM above: maps still similar, so the check fails.
     # (The page once judged on Spearman alone and said the opposite.)
