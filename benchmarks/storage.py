@@ -286,12 +286,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--folder",
         default=None,
-        help="Where to write, all files at once (default: a temp folder).",
+        help="Where to write, all files at once, created if missing (default: a temp folder).",
     )
     parser.add_argument(
         "--compare", default=None, help="A real run's --output folder to compare with."
     )
     args = parser.parse_args(argv)
+    if args.folder:
+        os.makedirs(args.folder, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.folder) as folder:
         table = measure(args.rows, args.side, args.repeats, folder)
     print(markdown(table, args.side))

@@ -396,3 +396,14 @@ def test_storage_writes_row_groups_as_the_sink_groups_them(tmp_path):
         meta = pq.ParquetFile(path).metadata
         assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == groups
     assert row_groups(["--rows", "130", "--repeats", "1"]) == 0
+
+
+def test_storage_writes_into_a_folder_it_creates(tmp_path, capsys):
+    # `--folder` named a place to write: one that did not exist yet failed with
+    # FileNotFoundError from tempfile, after the imports, before any table.
+    from benchmarks.storage import main as storage  # noqa: PLC0415
+
+    folder = tmp_path / "new" / "sub"
+    assert storage(["--rows", "2", "--side", "8", "--repeats", "1", "--folder", str(folder)]) == 0
+    assert "Raw float32 attributions of a 8x8x3 image: 768 bytes." in capsys.readouterr().out
+    assert folder.is_dir() and not any(folder.iterdir())  # its temp files cleaned up
