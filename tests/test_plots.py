@@ -950,3 +950,28 @@ def test_an_error_histogram_keeps_its_width_however_often_it_is_laid_out(
     assert len(boxes) >= 2
     for left, right in zip(boxes, boxes[1:], strict=False):
         assert left.x1 + 4 <= right.x0, (left, right)
+
+
+@pytest.mark.parametrize("figure", [plots.completeness_figure, plots.attribution_error_figure])
+@pytest.mark.parametrize(
+    ("width", "height"), [(6.0, 1.5), (4.0, 2.0), (3.0, 2.0), (2.0, 2.0), (2.0, 3.0)]
+)
+def test_an_error_histogram_keeps_a_usable_height_whatever_its_legend(figure, width, height):
+    # A legend of five lines sits above the axes, wrapped to many lines at narrow
+    # widths. In a figure shorter than it needed, the layout gave the axes what was
+    # left: 35 pixels of a 3 x 2-inch figure, 72 of a 2 x 3-inch one, and at 2 x 2
+    # inches none ("axes sizes collapsed to zero"), drawn at matplotlib's default
+    # margins with the legend above the figure's top, out of the picture.
+    drawn = figure(_every_kind_of_row(3), 0.01, width=width, height=height)
+    png = Image.open(io.BytesIO(plots.figure_png(drawn)))
+    ax = drawn.axes[0]
+    drawn.canvas.draw()
+    renderer = drawn.canvas.get_renderer()
+    axes, legend = ax.get_window_extent(renderer), ax.get_legend().get_window_extent(renderer)
+    assert axes.height / drawn.dpi >= 1.5, axes.height / drawn.dpi
+    assert drawn.get_size_inches()[0] == pytest.approx(width)  # only taller
+    assert drawn.get_size_inches()[1] >= height
+    assert png.size == (round(width * 100), round(drawn.get_size_inches()[1] * 100))
+    assert legend.y0 >= axes.y1 and legend.y1 <= drawn.bbox.y1  # above them, in the picture
+    tight = ax.get_tightbbox(renderer)  # tick and axis labels, legend
+    assert tight.y0 >= drawn.bbox.y0 and tight.y1 <= drawn.bbox.y1

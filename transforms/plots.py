@@ -76,6 +76,9 @@ _BARS = 30
 #: Inches an error histogram is drawn at least: narrower, the y axis's row counts left
 #: its axes a few pixels, a legend fitted to them a 2-point font, or none at all.
 _MIN_WIDTH = 2.0
+#: Inches an error histogram's axes keep at least, however many lines its legend takes
+#: above them: the figure grows taller for the legend instead.
+_MIN_AXES_HEIGHT = 1.5
 #: Where an error histogram's log axis draws smaller errors, exact zeros included.
 _FLOOR = 1e-7
 #: How maps are resampled to their panels: smoothed where a panel has fewer pixels than
@@ -502,9 +505,30 @@ def _log_histogram(
     _note_rows(ax, infinite, "infinite (off the scale)")
     _note_rows(ax, values.size - finite.size - infinite, "without a value")
     _legend_above(ax)
+    _tall_enough(ax)
     ax.grid(alpha=0.3)
     _thin_tick_labels(ax)
     return figure
+
+
+def _tall_enough(ax: Axes, smallest: float = _MIN_AXES_HEIGHT) -> None:
+    """Makes the figure taller, where it is too short, so that `ax` are `smallest` inches
+    tall besides their legend above, tick and axis labels below and the layout's pads.
+
+    In a figure shorter than those needed, the layout gave the axes what was left: 35
+    pixels of a 3 x 2-inch histogram whose legend wrapped to many lines, and in a 2 x 2
+    one nothing ("axes sizes collapsed to zero"), the legend then above the picture.
+    Their heights do not depend on the axes', so they are measured wherever the last
+    layout (`_legend_above`'s) left the axes, collapsed or not.
+    """
+    figure = ax.figure
+    renderer = figure.canvas.get_renderer()
+    box, outer = ax.get_window_extent(renderer), ax.get_tightbbox(renderer)
+    top = max(outer.y1, ax.get_legend().get_window_extent(renderer).y1)
+    pads = 2 * figure.get_layout_engine().get()["h_pad"]  # the figure's edges
+    around = (top - outer.y0 - box.height) / figure.dpi + pads
+    if figure.get_figheight() < around + smallest:  # to a whole pixel at the page's 100 dpi
+        figure.set_figheight(math.ceil((around + smallest) * 100) / 100)
 
 
 def _legend_above(ax: Axes) -> None:
@@ -633,7 +657,8 @@ def completeness_figure(
     Args:
       relative_delta: one value per row (>= 0; NaN are left out and counted).
       tolerance: the run's `--completeness_tolerance`, drawn as a vertical line when > 0.
-      width, height: the figure's size in inches; `width` at least 2 (a ValueError).
+      width, height: the figure's size in inches; `width` at least 2 (a ValueError);
+        taller than `height` where the legend needs it (`_tall_enough`).
     """
     label = "relative completeness error |delta| / |F(x) - F(x')|"
     return _log_histogram(relative_delta, tolerance, label, width, height)
@@ -653,7 +678,8 @@ def attribution_error_figure(
         NaN are left out and counted).
       tolerance: the run's bound on it (the manifest's `estimate_bound`: its
         `--tolerance` over the estimate's margin), drawn as a vertical line when > 0.
-      width, height: the figure's size in inches; `width` at least 2 (a ValueError).
+      width, height: the figure's size in inches; `width` at least 2 (a ValueError);
+        taller than `height` where the legend needs it (`_tall_enough`).
     """
     label = "estimated per-pixel error ||A - A_true|| / ||A_true||"
     return _log_histogram(attribution_error, tolerance, label, width, height, "bound")
