@@ -467,20 +467,39 @@ def _log_histogram(
     legend as without a value, infinite values (a float16 overflow) as off the
     scale and above the tolerance, so every row is accounted for.
     """
+    _check_width(width)
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    figure = _figure(width, height)
+    ax = figure.subplots()
+    if finite.size == 0:
+        infinite = int(np.isinf(values).sum())
+        off = f"{wording.count(infinite, 'row')} infinite (off the scale)"
+        _blank(ax, off if infinite else "no rows")
+        return figure
+    _draw_bars(ax, finite, tolerance, xlabel)
+    if tolerance:
+        _draw_tolerance(ax, values, tolerance, line)
+    _note_left_out(ax, values)
+    _legend_above(ax)
+    _tall_enough(ax)
+    ax.grid(alpha=0.3)
+    _thin_tick_labels(ax)
+    return figure
+
+
+def _check_width(width: float) -> None:
+    """Refuses an error histogram narrower than `_MIN_WIDTH` inches (a ValueError)."""
     if not width >= _MIN_WIDTH:
         raise ValueError(
             f"width {width:g} inches is too narrow for an error histogram: its row counts "
             f"and legend need at least {_MIN_WIDTH:g} inches (the report draws 6)."
         )
-    values = np.asarray(values, dtype=np.float64)
-    finite = values[np.isfinite(values)]
-    infinite = int(np.isinf(values).sum())
-    figure = _figure(width, height)
-    ax = figure.subplots()
-    if finite.size == 0:
-        off = f"{wording.count(infinite, 'row')} infinite (off the scale)"
-        _blank(ax, off if infinite else "no rows")
-        return figure
+
+
+def _draw_bars(ax: Axes, finite: np.ndarray, tolerance: float | None, xlabel: str) -> None:
+    """The bars of the `finite` errors (float64 [n], >= 0), those below `_FLOOR` drawn
+    at it, in `log_bins` with an edge on the `tolerance`, on a log x axis."""
     clipped = np.maximum(finite, _FLOOR)
     ax.hist(
         clipped,
@@ -492,23 +511,29 @@ def _log_histogram(
     ax.set_xlabel(xlabel)
     ax.set_ylabel("rows")
     ax.yaxis.get_major_locator().set_params(integer=True)
-    if tolerance:
-        above = int((values[~np.isnan(values)] > tolerance).sum())
-        ax.axvline(
-            tolerance,
-            color=_WRONG,
-            linestyle="--",
-            linewidth=1,
-            label=f"{line} {tolerance:g}: {wording.count(above, 'row')} above",
-        )
+
+
+def _draw_tolerance(ax: Axes, values: np.ndarray, tolerance: float, line: str) -> None:
+    """The `tolerance` as a dashed line, named `line` in the legend with the rows of
+    `values` (float64 [n], NaN left out, infinite ones counted) above it."""
+    above = int((values[~np.isnan(values)] > tolerance).sum())
+    ax.axvline(
+        tolerance,
+        color=_WRONG,
+        linestyle="--",
+        linewidth=1,
+        label=f"{line} {tolerance:g}: {wording.count(above, 'row')} above",
+    )
+
+
+def _note_left_out(ax: Axes, values: np.ndarray) -> None:
+    """Legend lines for the rows of `values` (float64 [n]) not drawn where their value
+    is: below `_FLOOR`, infinite, NaN."""
+    finite = values[np.isfinite(values)]
+    infinite = int(np.isinf(values).sum())
     _note_rows(ax, int((finite < _FLOOR).sum()), f"below {_FLOOR:g} (0 too), drawn at it")
     _note_rows(ax, infinite, "infinite (off the scale)")
     _note_rows(ax, values.size - finite.size - infinite, "without a value")
-    _legend_above(ax)
-    _tall_enough(ax)
-    ax.grid(alpha=0.3)
-    _thin_tick_labels(ax)
-    return figure
 
 
 def _tall_enough(ax: Axes, smallest: float = _MIN_AXES_HEIGHT) -> None:
@@ -753,31 +778,56 @@ def faithfulness_curves_figure(
     clip(p_k / p(x), 0, 1), so that the area under a drawn curve is the AUC its legend
     gives; where p(x) is unknown or 0 (its AUCs are null), the probabilities themselves.
     """
+    curves = _stored_curves(row)
+    reference = faithfulness.image_probability(curves.get("deletion"), curves.get("insertion"))
+    figure = _figure(width, height)
+    ax = figure.subplots()
+    for curve, values in curves.items():
+        _draw_curve(ax, row, curve, values, reference)
+    if not curves:
+        _blank(ax, "no deletion / insertion curves stored")
+    else:  # above the axes, where it cannot hide a curve
+        ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False)
+    _curve_axes(ax, reference)
+    if title:  # over the figure: the legend sits right above the axes
+        figure.suptitle(title, fontsize=9, parse_math=False)
+    return figure
+
+
+def _stored_curves(row: Any) -> dict[str, np.ndarray]:
+    """The row's stored curves by name ("deletion", "insertion"; float64 [K + 1]),
+    those missing or empty left out."""
     curves = {}
     for curve in _AUCS:
         values = results.cell(row, f"{curve}_curve", None)
         if not results.is_missing(values) and len(values):
             curves[curve] = np.asarray(values, dtype=np.float64)
-    reference = faithfulness.image_probability(curves.get("deletion"), curves.get("insertion"))
-    figure = _figure(width, height)
-    ax = figure.subplots()
-    for curve, values in curves.items():
-        column, control, _ = _AUCS[curve]
-        if reference:
-            values = faithfulness.normalised(values[None], np.array([reference]))[0]
-        ax.plot(
-            np.linspace(0.0, 1.0, values.size),
-            values,
-            marker=".",
-            markersize=3,
-            linewidth=1.2,
-            label=f"{curve}: AUC {_fmt(results.cell(row, column, None))} "
-            f"(random {_fmt(results.cell(row, control, None))})",
-        )
-    if not curves:
-        _blank(ax, "no deletion / insertion curves stored")
-    else:  # above the axes, where it cannot hide a curve
-        ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False)
+    return curves
+
+
+def _draw_curve(
+    ax: Axes, row: Any, curve: str, values: np.ndarray, reference: float | None
+) -> None:
+    """The `curve` ("deletion" or "insertion") of `row`, its `values` (float64 [K + 1])
+    over the image's probability `reference` where it is known (not 0 or None), named
+    with its AUC and its random control's."""
+    column, control, _ = _AUCS[curve]
+    if reference:
+        values = faithfulness.normalised(values[None], np.array([reference]))[0]
+    ax.plot(
+        np.linspace(0.0, 1.0, values.size),
+        values,
+        marker=".",
+        markersize=3,
+        linewidth=1.2,
+        label=f"{curve}: AUC {_fmt(results.cell(row, column, None))} "
+        f"(random {_fmt(results.cell(row, control, None))})",
+    )
+
+
+def _curve_axes(ax: Axes, reference: float | None) -> None:
+    """Limits, labels and grid of a curves figure, the y axis's naming `reference`,
+    the image's probability the curves are drawn over, where it is known."""
     ax.set_xlim(0.0, 1.0)
     ax.set_ylim(0.0, 1.02)
     ax.set_xlabel("fraction of the image's pixels removed / revealed", fontsize=8)
@@ -787,9 +837,6 @@ def faithfulness_curves_figure(
         ylabel = f"probability / p(x), capped at 1\np(x) = {reference:.3g}"
     ax.set_ylabel(ylabel, fontsize=8)
     ax.grid(alpha=0.3)
-    if title:  # over the figure: the legend sits right above the axes
-        figure.suptitle(title, fontsize=9, parse_math=False)
-    return figure
 
 
 def _fmt(value: Any) -> str:
