@@ -1330,25 +1330,43 @@ def read_sanity(output: str) -> dict[str, Any] | None:
     if not files.exists(path):
         return None
     try:
-        with files.open_read(path) as f:
-            data = json.loads(f.read().decode("utf-8"))
-        if not isinstance(data, dict):
-            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        data = _sanity_json(path)
     except (OSError, ValueError) as e:
         _LOG.warning("Cannot read the sanity check %s: %s", path, e)
-        return {
-            "stages": [],
-            "verdict": None,
-            "rows": None,
-            "images": None,
-            "changed": None,
-            "error": str(e),
-        }
-    stages = _sanity_stages(data.get("stages"))
+        return _unusable_sanity(str(e))
+    return _sanity_fields(data)
+
+
+def _sanity_json(path: str) -> dict[str, Any]:
+    """The JSON object in the file at `path`; an OSError where it cannot be read, a
+    ValueError where it is not JSON (UnicodeDecodeError and JSONDecodeError are) or
+    not an object."""
+    with files.open_read(path) as f:
+        data = json.loads(f.read().decode("utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _unusable_sanity(reason: str) -> dict[str, Any]:
+    """`read_sanity`'s answer for a file it cannot use, and why: nothing else known."""
+    return {
+        "stages": [],
+        "verdict": None,
+        "rows": None,
+        "images": None,
+        "changed": None,
+        "error": reason,
+    }
+
+
+def _sanity_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """`read_sanity`'s answer for a sanity file's object `data`, each key as tolerant
+    as `read_sanity` says."""
     verdict, changed = data.get("verdict"), data.get("changed")
     rows, images = _sanity_counts(data)
     return {
-        "stages": stages,
+        "stages": _sanity_stages(data.get("stages")),
         "verdict": None if verdict is None else str(verdict),
         "rows": rows,
         "images": images,
@@ -1564,12 +1582,26 @@ def build_report(
     images = chosen.frame["image_id"].nunique()
     state = run_state(manifest, len(chosen.frame), images)
     sections = _sections(output, manifest, chosen, pictures, examples, classes, state)
+    return _page(output, manifest, chosen, pictures, sections, state, repeated)
+
+
+def _page(
+    output: str,
+    manifest: Mapping[str, Any],
+    chosen: _Selection,
+    pictures: _Pictures,
+    sections: Mapping[str, Any],
+    state: str,
+    repeated: int,
+) -> str:
+    """The HTML of the page: `build_report`'s parts of the run rendered in its template."""
+    images = chosen.frame["image_id"].nunique()
     template = awaited_template(output, manifest)  # --resume refused: no checkpoint counts
     return (
         _environment()
         .get_template("report.html.j2")
         .render(
-            title=f"IG audit: {manifest.get('dataset')} with {manifest.get('model', {}).get('reference', '?')}",
+            title=_page_title(manifest),
             output=output,
             tiles=_tiles(manifest, chosen, state),
             state=state,
@@ -1591,6 +1623,11 @@ def build_report(
             generated=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         )
     )
+
+
+def _page_title(manifest: Mapping[str, Any]) -> str:
+    model = manifest.get("model", {}).get("reference", "?")
+    return f"IG audit: {manifest.get('dataset')} with {model}"
 
 
 def _gallery_limit(gallery: int) -> str:
