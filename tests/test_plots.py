@@ -236,7 +236,8 @@ def test_completeness_histogram_counts_every_row():
     one = plots.completeness_figure([0.05], tolerance=0.01).axes[0].get_legend().get_texts()
     assert [t.get_text() for t in one] == ["1 row", "tolerance 0.01: 1 row above"]
     # Errors of 0 (a map exact to float precision) have no place on a log axis: the bar
-    # at 1e-7 says it holds them, not rows 1e-7 off.
+    # at 1e-7 says it holds them, not rows 1e-7 off. ("(0 too), drawn at it" left the
+    # reader to guess what "it" was and that the zeros are among those rows.)
     figure = plots.attribution_error_figure([0.0, 0.0, 3e-9, 0.02], 0.015)
     exact = figure.axes[0]
     assert sum(p.get_height() for p in exact.patches) == 4
@@ -246,7 +247,7 @@ def test_completeness_histogram_counts_every_row():
     assert [t.get_text() for t in exact.get_legend().get_texts()] == [
         "4 rows",
         "bound 0.015: 1 row above",
-        "3 rows below 1e-07 (0 too), drawn at it",
+        "3 rows below 1e-07 (0 included), drawn at 1e-07",
     ]
 
 

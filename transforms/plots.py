@@ -531,7 +531,9 @@ def _note_left_out(ax: Axes, values: np.ndarray) -> None:
     is: below `_FLOOR`, infinite, NaN."""
     finite = values[np.isfinite(values)]
     infinite = int(np.isinf(values).sum())
-    _note_rows(ax, int((finite < _FLOOR).sum()), f"below {_FLOOR:g} (0 too), drawn at it")
+    _note_rows(
+        ax, int((finite < _FLOOR).sum()), f"below {_FLOOR:g} (0 included), drawn at {_FLOOR:g}"
+    )
     _note_rows(ax, infinite, "infinite (off the scale)")
     _note_rows(ax, values.size - finite.size - infinite, "without a value")
 
