@@ -343,7 +343,7 @@ def _worst(frame: pd.DataFrame, column: str, tolerance: float | None, limit: int
 
 
 def _no_better_than_chance(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows whose IG ranking does no better than the random one, the clearest first.
+    """Rows whose IG ranking does no better than the random one, furthest behind first.
 
     Deletion: a faithful map drops the score faster, so a lower AUC is better;
     insertion: it restores the score faster, so a higher AUC is better. A check that

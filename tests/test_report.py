@@ -1066,8 +1066,10 @@ def test_faithfulness_section_flags_rows_no_better_than_chance(folder_run):
     assert "deletion AUC (lower is better) 0.175 0.4 3 of 4" in section
     assert "insertion AUC (higher is better) 0.65 0.5 3 of 4" in section
     assert "2 of 4 rows do no better than chance" in section
-    # The clearest first: shark's insertion is 0.2 below chance, cat2's deletion 0.05 above.
+    # Furthest behind first: shark's insertion is 0.2 below chance, cat2's deletion 0.05
+    # above, and the page says so ("The clearest first" named no measure).
     assert re.findall(r"\w+\.png →", section) == ["shark.png →", "cat2.png →"]
+    assert "Those furthest behind the random ranking first." in section
     assert "deletion AUC (random) 0.2 (0.4) insertion AUC (random) 0.3 (0.5)" in section
     assert page.alts["faithfulness"] == [
         "deletion and insertion AUC distributions",
