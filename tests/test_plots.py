@@ -976,3 +976,22 @@ def test_an_error_histogram_keeps_a_usable_height_whatever_its_legend(figure, wi
     assert legend.y0 >= axes.y1 and legend.y1 <= drawn.bbox.y1  # above them, in the picture
     tight = ax.get_tightbbox(renderer)  # tick and axis labels, legend
     assert tight.y0 >= drawn.bbox.y0 and tight.y1 <= drawn.bbox.y1
+
+
+@pytest.mark.parametrize("figure", [plots.completeness_figure, plots.attribution_error_figure])
+@pytest.mark.parametrize("width", [2.0, 2.5, 3.0, 4.0])
+def test_an_error_histogram_axis_label_stays_inside_a_narrow_figure(figure, width):
+    # "relative completeness error |delta| / |F(x) - F(x')|" is 3.5 inches long at its
+    # 10 points: in a 3-inch histogram it ran past the right edge ("... / |F(x) -"), in
+    # a 2-inch one past both. It wraps to the figure's width instead, no word lost.
+    drawn = figure(np.geomspace(1e-4, 0.05, 50), 0.01, width=width)
+    plots.figure_png(drawn)
+    label = drawn.axes[0].xaxis.label
+    box = label.get_window_extent(drawn.canvas.get_renderer())
+    assert box.x0 >= drawn.bbox.x0 and box.x1 <= drawn.bbox.x1, (box, drawn.bbox)
+    assert box.y0 >= drawn.bbox.y0
+    words = {
+        plots.completeness_figure: "|F(x) - F(x')|",
+        plots.attribution_error_figure: "||A_true||",
+    }
+    assert " ".join(label.get_text().split()).endswith(words[figure])
