@@ -380,42 +380,77 @@ def resolve_model(
         image batch, or the offset does not fit its outputs.
     """
     model = reference if isinstance(reference, ModelReference) else model_reference(reference)
-    given, input_range = input_range, input_range_for(model, input_range)
+    default_range = input_range_for(model, input_range)  # a bad range: before any file
     check_remote_readable(model)
     check_saved_model_folder(model)
     signature = None if load else signature_without_loading(model)
-    obj = None
     if signature is not None:
-        if jit_compile and signature.reference_variables:
-            raise _xla_refusal(model.reference)
-        shape, recorded = signature.input_shape, hub_side(signature.image_sides)
-        image_size = image_size_for(model.reference, model.location, shape, image_size, recorded)
-        num_outputs = signature.num_outputs
-        if num_outputs == 1:  # what the unloaded model tells of its probabilities
-            warn_of_one_output(model.reference)
+        learnt = _learnt_from_signature(model, signature, image_size, default_range, jit_compile)
     else:
-        obj = _load(model)
-        if jit_compile and _holds_reference_variables(obj):
-            raise _xla_refusal(model.reference)
-        call, shape = callable_of(obj, model.reference)  # refusals before the range's log
-        input_range = model_input_range(model, obj, given, input_range)
-        recorded = None if fixes_size(shape) else side_taken(model, obj)
-        image_size = image_size_for(model.reference, model.location, shape, image_size, recorded)
-        keras_file = model.kind == "keras" and len(getattr(obj, "outputs", None) or []) == 1
-        outputs = probe_outputs(model.reference, call, image_size, input_range, keras_file)
-        num_outputs = int(outputs.shape[1])
-        warn_of_probabilities(model.reference, outputs, obj)  # of a model the job audits
-        warn_of_low_precision(model.reference, narrow_float(obj, outputs))
-    spec = _spec(model, image_size, input_range, num_outputs, label_offset, num_dataset_classes)
-    spec = dataclasses.replace(spec, fixed_size=fixes_size(shape))
-    if handoff is not None and obj is not None:
-        handoff.offer(spec, obj)
+        learnt = _learnt_by_loading(model, image_size, input_range, default_range, jit_compile)
+    spec = _spec(model, learnt, label_offset, num_dataset_classes)
+    if handoff is not None and learnt.obj is not None:
+        handoff.offer(spec, learnt.obj)
     return spec
 
 
-def _spec(model, image_size, input_range, num_outputs, label_offset, num_dataset_classes):
+@dataclasses.dataclass(frozen=True)
+class _Learnt:
+    """What the launcher learnt of a model: its input `shape` (the signature's or
+    the loaded model's), the (height, width) it is fed, its pixel range and number
+    of outputs, and the loaded object (None when its signature told all)."""
+
+    shape: Any
+    image_size: tuple[int, int]
+    input_range: tuple[float, float]
+    num_outputs: int
+    obj: Any = None
+
+
+def _learnt_from_signature(
+    model: ModelReference,
+    signature: Any,
+    image_size: int | None,
+    input_range: tuple[float, float],
+    jit_compile: bool | None,
+) -> _Learnt:
+    """What the known models' table or saved_model.pb tell of a model not loaded."""
+    if jit_compile and signature.reference_variables:
+        raise _xla_refusal(model.reference)
+    shape, recorded = signature.input_shape, hub_side(signature.image_sides)
+    size = image_size_for(model.reference, model.location, shape, image_size, recorded)
+    if signature.num_outputs == 1:  # what the unloaded model tells of its probabilities
+        warn_of_one_output(model.reference)
+    return _Learnt(shape, size, input_range, signature.num_outputs)
+
+
+def _learnt_by_loading(
+    model: ModelReference,
+    image_size: int | None,
+    given: tuple[float, float] | None,
+    default_range: tuple[float, float],
+    jit_compile: bool | None,
+) -> _Learnt:
+    """What the loaded model tells, run on one black image; the range `given`
+    (--input_range) or found in its first layer, else `default_range`."""
+    obj = _load(model)
+    if jit_compile and _holds_reference_variables(obj):
+        raise _xla_refusal(model.reference)
+    call, shape = callable_of(obj, model.reference)  # refusals before the range's log
+    input_range = model_input_range(model, obj, given, default_range)
+    recorded = None if fixes_size(shape) else side_taken(model, obj)
+    size = image_size_for(model.reference, model.location, shape, image_size, recorded)
+    keras_file = model.kind == "keras" and len(getattr(obj, "outputs", None) or []) == 1
+    outputs = probe_outputs(model.reference, call, size, input_range, keras_file)
+    warn_of_probabilities(model.reference, outputs, obj)  # of a model the job audits
+    warn_of_low_precision(model.reference, narrow_float(obj, outputs))
+    return _Learnt(shape, size, input_range, int(outputs.shape[1]), obj)
+
+
+def _spec(model: ModelReference, learnt: _Learnt, label_offset, num_dataset_classes) -> ModelSpec:
     """The ModelSpec; a local path's location absolute, so that the manifest's names the
     model from any folder (the sanity check's reload), while `reference` stays as typed."""
+    image_size, input_range, num_outputs = learnt.image_size, learnt.input_range, learnt.num_outputs
     label_offset = _label_offset(model.reference, num_outputs, label_offset, num_dataset_classes)
     return ModelSpec(
         reference=model.reference,
@@ -427,6 +462,7 @@ def _spec(model, image_size, input_range, num_outputs, label_offset, num_dataset
         label_offset=int(label_offset),
         identity=model_identity(model),
         image_width=int(image_size[1]) if image_size[1] != image_size[0] else None,
+        fixed_size=fixes_size(learnt.shape),
     )
 
 
