@@ -49,6 +49,7 @@ batch and K.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from collections.abc import Callable, Sequence
 
@@ -394,20 +395,48 @@ def deletion_insertion(
     image_index = np.asarray(image_index, dtype=np.int64)
     targets = np.asarray(targets, dtype=np.int64)
     rows, pixels = len(image_index), images.shape[1] * images.shape[2]
+    counts = _switch_counts(own_pixels, rows, pixels, steps)
+    positions = _switch_positions(orders, random_orders, rows, pixels)
+    curve, point = _points(rows, steps, image_probabilities is not None)
+    perturb = functools.partial(
+        _perturbed, images, references, starts, image_index, positions, counts
+    )
+    values = _probabilities(probability_fn, perturb, targets, curve, point, rows, steps, chunk_size)
+    return _result(values, image_probabilities, curve)
+
+
+def _switch_counts(own_pixels, rows: int, pixels: int, steps: int) -> np.ndarray:
+    """int64 [R, K + 1]: the pixels each row's curves have switched at each point, its
+    own pixels (`own_pixels`, int [R], default all `pixels`) spread over K steps.
+
+    Raises:
+      ValueError: K is not in [1, pixels], or `own_pixels` is not R counts in [1, pixels].
+    """
     step_counts(pixels, steps)  # checks K
     own = np.full(rows, pixels) if own_pixels is None else np.asarray(own_pixels, np.int64)
     if own.shape != (rows,) or not ((own >= 1) & (own <= pixels)).all():
         raise ValueError(f"own_pixels must be [R] = [{rows}] counts in [1, {pixels}].")
-    counts = _counts(own, steps)
-    positions = _switch_positions(orders, random_orders, rows, pixels)
-    curve, point = _points(rows, steps, image_probabilities is not None)
+    return _counts(own, steps)
+
+
+def _probabilities(
+    probability_fn: ProbabilityFn,
+    perturb: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    targets: np.ndarray,
+    curve: np.ndarray,
+    point: np.ndarray,
+    rows: int,
+    steps: int,
+    chunk_size: int,
+) -> np.ndarray:
+    """float64 [R, 4, K + 1]: the target's probability at each (curve, point) of
+    `_points`, NaN elsewhere; `perturb(curve, point)` gives their images, evaluated
+    in calls of at most `chunk_size`."""
     values = np.full((rows * 4, steps + 1), np.nan)
     for part in even_parts(len(curve), chunk_size):
-        batch = _perturbed(
-            images, references, starts, image_index, positions, counts, curve[part], point[part]
-        )
+        batch = perturb(curve[part], point[part])
         values[curve[part], point[part]] = probability_fn(batch, targets[curve[part] // 4])
-    return _result(values.reshape(rows, 4, steps + 1), image_probabilities, curve)
+    return values.reshape(rows, 4, steps + 1)
 
 
 def _result(values: np.ndarray, image_probabilities, curve: np.ndarray) -> FaithfulnessResult:
