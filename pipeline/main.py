@@ -639,13 +639,34 @@ def run(
     reason, runs_on = _not_run_here(options, result)
     if reason is not None:
         _LOG.info("No results to read yet (%s); they go to %s.", reason, job.output)
-        if runs_on:
-            _hand_over(job, options, result)
-        elif writes_template(options):
-            _leave_to_template(job, options)
-        else:
-            _release(job)  # no job built to run (a dry run): the folder is free again
+        _leave_output(job, options, result, runs_on)
         return None
+    return _completed_manifest(job, options, result)
+
+
+def _leave_output(
+    job: AuditJob, options: PipelineOptions, result: PipelineResult, runs_on: bool
+) -> None:
+    """--output of a run `run` reads nothing of: held for a job that runs on without
+    this process (`runs_on`) or for a template's job, else free again."""
+    if runs_on:
+        _hand_over(job, options, result)
+    elif writes_template(options):
+        _leave_to_template(job, options)
+    else:
+        _release(job)  # no job built to run (a dry run): the folder is free again
+
+
+def _completed_manifest(
+    job: AuditJob, options: PipelineOptions, result: PipelineResult
+) -> dict[str, Any]:
+    """Waits for the run, tidies --output once it is done and releases it; the
+    manifest of the completed run.
+
+    Raises:
+      RuntimeError: the run did not finish, or its manifest does not account for
+        every input (`unaccounted`).
+    """
     try:
         state = _wait(job, options, result)
         done = state is None or state == PipelineState.DONE
