@@ -86,7 +86,7 @@ def _one_of(names: Sequence[str], meanings: dict[str, str]) -> str:
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """Declares the project's flags on `parser` (Beam's `_add_argparse_args` hook calls it)."""
-    for group in (_data_flags, _ig_flags, _model_flags, _output_flags):
+    for group in (_data_flags, _ig_flags, _model_flags, _output_flags, _execution_flags):
         group(parser.add_argument)
 
 
@@ -231,7 +231,8 @@ def _model_flags(add: Callable[..., Any]) -> None:
 
 
 def _output_flags(add: Callable[..., Any]) -> None:
-    """What is stored, the faithfulness checks and logging."""
+    """What each row stores, the map and the faithfulness checks; --seed, of their control
+    and of the noise baseline."""
     add(
         "--attributions",
         default=_DEFAULTS.attributions,
@@ -262,6 +263,10 @@ def _output_flags(add: Callable[..., Any]) -> None:
         default=_DEFAULTS.seed,
         help="Seed of the noise baseline and of the faithfulness control's ranking.",
     )
+
+
+def _execution_flags(add: Callable[..., Any]) -> None:
+    """How the model runs (XLA), the names its classes are given, and logging."""
     add(
         "--jit_compile",
         default="auto",
