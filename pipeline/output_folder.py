@@ -44,7 +44,6 @@ from transforms.manifest import (
 )
 from transforms.sinks import (
     BEAM_TEMP,
-    CHECKPOINT_DIR,
     SCHEMA_FILE,
     TEMP_DIR,
     checkpoint_folder,
@@ -125,7 +124,7 @@ def _temp_files(output: str) -> list[str]:
     temp = FileSystems.join(output, TEMP_DIR)
     patterns = [
         FileSystems.join(temp, f"{BEAM_TEMP}*", "**"),
-        FileSystems.join(temp, CHECKPOINT_DIR, "**"),
+        FileSystems.join(checkpoint_folder(output), "**"),
         FileSystems.join(temp, "*.partial"),
     ]
     try:

@@ -72,6 +72,18 @@ def _checkpoint(output, run_id: str, name: str, *image_ids: str) -> None:
     pq.write_table(_table(*image_ids), folder / f"{name}.parquet")
 
 
+def test_the_checkpoints_of_no_run_are_the_folder_of_each_runs(tmp_path):
+    # One home for <output>/.tmp/checkpoints/: a run's folder (`run_checkpoints`, as
+    # the report and a --resume read it) sits in the folder that holds every run's.
+    from transforms.manifest import run_checkpoints
+
+    out = str(tmp_path / "out")
+    root = checkpoint_folder(out)
+    assert root == str(tmp_path / "out" / ".tmp" / "checkpoints")
+    assert checkpoint_folder(out, "r1") == run_checkpoints(out, "r1") == str(Path(root) / "r1")
+    assert checkpoint_folder(out, None) == checkpoint_folder(out, "") == root
+
+
 @pytest.mark.parametrize("run_id, kept", [("r1", ["b", "c"]), (None, [])], ids=["its-run", "none"])
 def test_a_salvage_keeps_each_new_image_of_the_runs_checkpoints_once(run_id, kept, tmp_path):
     # Run r1 checkpointed a, b, then b again (a retried bundle) and c; a job that lost

@@ -33,6 +33,7 @@ __all__ = [
     "TEMP_DIR",
     "UnreadableManifest",
     "awaited_template",
+    "checkpoints_root",
     "completeness_bound",
     "enclosing_run",
     "estimate_bound",
@@ -71,6 +72,12 @@ TEMP_DIR = ".tmp"
 CHECKPOINT_DIR = "checkpoints"
 
 
+def checkpoints_root(output: str) -> str:
+    """`<output>/.tmp/checkpoints/`, the folder of every run's checkpoint folder
+    (`run_checkpoints`)."""
+    return files.join(output, TEMP_DIR, CHECKPOINT_DIR)
+
+
 def run_checkpoints(output: str, run_id: str | None) -> str | None:
     """The folder of the checkpoints of run `run_id` in its --output folder `output`
     (`<output>/.tmp/checkpoints/<run_id>/`): those a --resume of it salvages
@@ -82,7 +89,7 @@ def run_checkpoints(output: str, run_id: str | None) -> str | None:
     the lock, before them); every checkpoint there is another run's."""
     if run_id is None:
         return None
-    return files.join(output, TEMP_DIR, CHECKPOINT_DIR, run_id)
+    return files.join(checkpoints_root(output), run_id)
 
 
 class UnreadableManifest(ValueError):

@@ -30,6 +30,7 @@ from transforms.manifest import (
     RESULTS_DIR,
     SHARD_PREFIX,
     TEMP_DIR,
+    checkpoints_root,
     read_manifest,
     run_checkpoints,
 )
@@ -439,10 +440,9 @@ def write_schema_file(output: str, schema: pa.Schema) -> str | None:
 
 
 def checkpoint_folder(output: str, run_id: str | None = None) -> str:
-    """`<output>/.tmp/checkpoints/`, or run `run_id`'s folder in it, the one
-    `run_checkpoints` names to the readers of its checkpoints."""
-    folder = run_checkpoints(output, run_id) if run_id else None
-    return folder or FileSystems.join(output, TEMP_DIR, CHECKPOINT_DIR)
+    """`<output>/.tmp/checkpoints/` (`checkpoints_root`), or run `run_id`'s folder in
+    it, the one `run_checkpoints` names to the readers of its checkpoints."""
+    return run_checkpoints(output, run_id) if run_id else checkpoints_root(output)
 
 
 class _Checkpoint(beam.DoFn):
