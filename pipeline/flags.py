@@ -86,7 +86,14 @@ def _one_of(names: Sequence[str], meanings: dict[str, str]) -> str:
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """Declares the project's flags on `parser` (Beam's `_add_argparse_args` hook calls it)."""
-    for group in (_data_flags, _ig_flags, _model_flags, _output_flags, _execution_flags):
+    for group in (
+        _data_flags,
+        _ig_flags,
+        _refinement_flags,
+        _model_flags,
+        _output_flags,
+        _execution_flags,
+    ):
         group(parser.add_argument)
 
 
@@ -126,7 +133,7 @@ def _data_flags(add: Callable[..., Any]) -> None:
 
 
 def _ig_flags(add: Callable[..., Any]) -> None:
-    """How each map is computed: the rule, targets, scores and tolerances."""
+    """How each map is computed: the rule and its points, baselines, targets and scores."""
     add(
         "--steps",
         type=int,
@@ -161,6 +168,10 @@ def _ig_flags(add: Callable[..., Any]) -> None:
         help=f"Predictions kept per image (default {_DEFAULTS.top_k}, or the model's "
         "classes if fewer).",
     )
+
+
+def _refinement_flags(add: Callable[..., Any]) -> None:
+    """The error bounds each row is refined to, or flagged above, and the cap on its points."""
     add(
         "--tolerance",
         type=float,
