@@ -47,7 +47,7 @@ from matplotlib.figure import Figure
 from pipeline.commands import to_stdout
 from pipeline.flags import sanity_parser
 from transforms import baselines as baselines_lib
-from transforms import files, images, plots, results
+from transforms import datasource, files, images, plots, results
 from transforms.batch import baselines_and_scores, integrate_rows
 from transforms.config import ESTIMATE_MARGIN, AttributionConfig
 from transforms.errors import error_reason
@@ -595,6 +595,7 @@ def run(
         raise ValueError(f"--stages must be >= 1, got {stages}.")
     manifest = results.read_manifest(output)
     _check_finished(output, manifest)
+    _check_rereadable(output, manifest, image_root)
     _check_writable(output)
     spec, config = _spec(manifest["model"]), _config(manifest["config"])
     frame, pixels = _rows(output, manifest, images_count, image_root)
@@ -672,6 +673,20 @@ def _check_written_names(folder: str) -> None:
                 f"{name} to {os.readlink(path)!r}, whose folder does not exist, where the "
                 "check writes that file; create that folder, or delete the link."
             )
+
+
+def _check_rereadable(output: str, manifest: dict[str, Any], image_root: str | None) -> None:
+    """Refuses, before the rows are read and the model loaded, a run over a TFDS
+    dataset: the check recomputes IG on the input images, which are re-read from the
+    run's image folder or the sample, and a TFDS dataset's are not (`results`)."""
+    source = datasource.source_of_manifest(manifest)
+    if image_root is None and isinstance(source, datasource.TfdsSource):
+        raise ValueError(
+            f"--input {output!r} is a run over the TFDS dataset {source.name!r}: the check "
+            "re-reads the images it checks, and a TFDS dataset's are not re-read (it would "
+            "mean scanning the dataset); run the check on a run over an image folder or the "
+            "bundled sample."
+        )
 
 
 def _check_finished(output: str, manifest: dict[str, Any]) -> None:

@@ -601,6 +601,31 @@ def test_a_run_without_rows_or_images_says_which_not_tfds(folder_run, capsys):
     assert "TFDS" not in line
 
 
+def test_a_run_over_a_tfds_dataset_is_refused_saying_why_and_what_to_run_on(
+    conv_keras, tmp_path, capsys
+):
+    """Its error ended in the report's figure note, "the heat map is shown without the
+    photo" (the check draws no heat map then), and told to put the images where the run
+    read them or to pass --image_root, which a TFDS dataset's images have no folder for."""
+    from tests import tfds_builders
+
+    data_dir = tfds_builders.prepared("tiny_shades/dark", tmp_path)
+    output = str(tmp_path / "out")
+    args = cli_args(dataset="tiny_shades/dark", data_dir=data_dir, model=conv_keras)
+    run_job(
+        [*args, *cli_args(output=output, steps=2, faithfulness="none")], save_main_session=False
+    )
+    assert sanity.main(["--input", output, "--images", "1", "--stages", "logits"]) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert line == (
+        f"error: --input {output!r} is a run over the TFDS dataset 'tiny_shades/dark': the "
+        "check re-reads the images it checks, and a TFDS dataset's are not re-read (it "
+        "would mean scanning the dataset); run the check on a run over an image folder or "
+        "the bundled sample."
+    )
+    assert not Path(output, "sanity").exists()
+
+
 def test_moved_images_are_found_with_image_root_and_a_changed_model_is_refused(
     image_folder, conv_keras, tmp_path, capsys
 ):

@@ -914,7 +914,7 @@ def _source_path(manifest: Mapping[str, Any], image_id: str, image_root: str | N
     if isinstance(source, datasource.TfdsSource):
         raise ImageUnavailable(
             f"images of the TFDS dataset {source.name!r} are not re-loaded (it would mean "
-            "scanning the dataset); the heat map is shown without the photo."
+            "scanning the dataset)."
         )
     if source.remote or os.path.isdir(_os_name(source.root)):
         return _os_name(files.join(source.root, _inside_folder(image_id)))
