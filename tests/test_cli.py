@@ -40,9 +40,12 @@ from transforms.schema import ERROR_SCHEMA
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _python(code: str, *args: str, verbose_env: bool = False) -> subprocess.CompletedProcess:
-    """Runs Python code in a fresh interpreter, as a user's shell would (no log-level env)."""
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+def _python(
+    code: str, *args: str, verbose_env: bool = False, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Runs Python code in a fresh interpreter, as a user's shell would (no log-level env);
+    `env`: variables to set besides."""
+    env = {**{k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}, **(env or {})}
     env["PYTHONPATH"] = ROOT
     return subprocess.run(
         [sys.executable, *(["-c", code] if code else []), *args],
@@ -492,6 +495,38 @@ def test_an_unprepared_tfds_dataset_is_one_error_line(tmp_path):
     assert done.returncode == 2
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith(f"error: TFDS dataset 'mnist' is not prepared in {data_dir}/mnist/")
+
+
+@pytest.mark.parametrize("given", [True, False])
+def test_a_tfds_dataset_that_cannot_be_downloaded_names_the_data_dir_looked_in(given, tmp_path):
+    # Offline, the error said "Without network, prepare it elsewhere and pass --data_dir."
+    # to a user who had passed --data_dir: which folder was looked in, and what to do
+    # with it, went unsaid (--no_download's message says both).
+    data_dir = tmp_path / "tfds"
+    data_dir.mkdir()
+    flags = cli_args(dataset="tiny_download", output=tmp_path / "o")
+    flags += cli_args(data_dir=data_dir) if given else []
+    env = {"TFDS_DATA_DIR": str(data_dir)}  # TFDS's own folder, when --data_dir is not given
+    code = "import sys, tests.tfds_builders; from pipeline.__main__ import main; "
+    done = _python(code + "sys.exit(main(sys.argv[1:]))", *flags, env=env)
+    assert done.returncode == 2, done.stderr
+    (line,) = _error_lines(done.stderr)
+    assert line.startswith(
+        "error: Could not download and prepare TFDS dataset 'tiny_download' into "
+        f"{data_dir}/tiny_download/1.0.0: the network is unreachable (tiny-download.invalid:443: "
+    ), line
+    if given:
+        assert line.endswith(
+            f"). It is not prepared in --data_dir {str(data_dir)!r}: prepare it there with "
+            f"`tfds build tiny_download --data_dir {data_dir}` (needs network; or build it "
+            "where there is network and copy it in), or pass --data_dir where it is prepared."
+        ), line
+    else:
+        assert line.endswith(
+            "). Without network, prepare it where there is network with `tfds build "
+            "tiny_download` and pass --data_dir where it is prepared."
+        ), line
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_tilde_in_path_flags_is_the_home_folder(

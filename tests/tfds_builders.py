@@ -309,3 +309,24 @@ class TinyTurnedPhoto(tfds.core.GeneratorBasedBuilder):
         encoded = io.BytesIO()
         stored.save(encoded, "JPEG", exif=exif.tobytes(), quality=95)
         yield 0, {"image": encoded.getvalue()}
+
+
+class TinyDownload(tfds.core.GeneratorBasedBuilder):
+    """One flat image, downloaded from a host that never resolves (RFC 2606's `.invalid`):
+    a dataset the job must download, and cannot, wherever the tests run."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    URL = "https://tiny-download.invalid/images.zip"
+    # What TFDS reads from a builder's checksums file: the downloads the job probes.
+    url_infos = {URL: tfds.core.download.checksums.UrlInfo(1, "0" * 64, "images.zip")}
+
+    def _info(self):
+        features = {"image": tfds.features.Image(shape=(SIZE, SIZE, 3))}
+        return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(features))
+
+    def _split_generators(self, dl_manager):
+        dl_manager.download(self.URL)
+        return {"test": self._generate_examples()}
+
+    def _generate_examples(self):
+        yield 0, {"image": np.full((SIZE, SIZE, 3), 90, np.uint8)}

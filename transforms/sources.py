@@ -558,16 +558,30 @@ def network_problem(urls: Sequence[str], timeout: float = _PROBE_TIMEOUT_S) -> s
     return "; ".join(problems) or None
 
 
-def _check_download_reachable(name: str, builder: Any) -> None:
+def _check_download_reachable(name: str, builder: Any, data_dir: str | None) -> None:
     """Fails in seconds, not after minutes of TFDS retries, when the download is offline."""
     urls = list(getattr(builder, "url_infos", None) or ()) or [_DEFAULT_PROBE_URL]
     problem = network_problem(urls)
     if problem is not None:
         raise ValueError(
             f"Could not download and prepare TFDS dataset {name!r} into {builder.data_dir}: "
-            f"the network is unreachable ({problem}). Without network, prepare it elsewhere "
-            "and pass --data_dir."
+            f"the network is unreachable ({problem}). {_offline_fix(name, data_dir)}"
         )
+
+
+def _offline_fix(name: str, data_dir: str | None) -> str:
+    """What to do about a dataset that could not be downloaded: prepare it in the
+    --data_dir it was looked for in (or TFDS's own folder), or point --data_dir at it."""
+    if data_dir is None:
+        return (
+            f"Without network, prepare it where there is network with "
+            f"{_build_command(name, None)} and pass --data_dir where it is prepared."
+        )
+    return (
+        f"It is not prepared in --data_dir {data_dir!r}: prepare it there with "
+        f"{_build_command(name, data_dir)} (needs network; or build it where there is "
+        "network and copy it in), or pass --data_dir where it is prepared."
+    )
 
 
 def _tfds_builder(name: str, data_dir: str | None) -> Any:
@@ -764,14 +778,14 @@ def _ensure_prepared(
         raise own
     if remote_workers or not download:
         raise _not_prepared_error(name, builder, remote_workers, data_dir)
-    _check_download_reachable(name, builder)
+    _check_download_reachable(name, builder, data_dir)
     _LOG.info("Preparing TFDS dataset %s in %s (downloads it).", name, builder.data_dir)
     try:
         builder.download_and_prepare()
     except Exception as e:
         raise ValueError(
             f"Could not download and prepare TFDS dataset {name!r} into {builder.data_dir}: "
-            f"{e}. Without network, prepare it elsewhere and pass --data_dir."
+            f"{e}. {_offline_fix(name, data_dir)}"
         ) from e
 
 
