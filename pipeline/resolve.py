@@ -239,7 +239,7 @@ def class_names_for(
             f"--label_offset {spec.label_offset}); {fix}."
         )
     outside = sorted({label for label in data.folder_labels if label >= spec.num_classes})
-    if outside:
+    if outside and spec.num_outputs > 1:  # of one output: `warn_of_other_label_space` says it
         wnids = labels.imagenet_wnids()
         # The sample's photos are labelled without sub-folders.
         where = (
@@ -275,22 +275,7 @@ def warn_of_other_label_space(
     and a `names_file` (--class_names) naming a TFDS dataset's classes otherwise."""
     _warn_of_other_names(data, names_file)
     if data.folder_labels and spec.num_classes != 1000:
-        _LOG.warning(
-            "The images of %s are labelled by ImageNet class (%s) and --model %s has %s: "
-            "label holds ImageNet's class indices and label_name names them as the model "
-            "does%s. Unless the model's classes are ImageNet's first %d, label, label_name "
-            "and --target label mean nothing here.",
-            data.source.name,
-            "the sample's own"
-            if isinstance(data.source, sources.SampleSource)
-            else "WordNet-id folders",
-            spec.reference,
-            wording.classes(spec.num_classes),
-            f" ({class_names[0]!r} for ImageNet's {labels.imagenet_wnids()[0]})"
-            if class_names
-            else "",
-            spec.num_classes,
-        )
+        _warn_of_imagenet_labels(data, spec, class_names)
     own = data.tfds_class_names
     if own is None or len(own) == spec.num_classes:
         return
@@ -307,6 +292,39 @@ def warn_of_other_label_space(
         spec.num_classes,
         len(own) - 1,
         named,
+    )
+
+
+def _warn_of_imagenet_labels(
+    data: _Dataset, spec: ModelSpec, class_names: Sequence[str] | None
+) -> None:
+    """ImageNet labels (WordNet-id folders, the sample) on a model of other than 1000
+    classes; a model of one output (a single logit or sigmoid) scores no classes at all,
+    which is said instead of "Unless the model's classes are ImageNet's first 1"."""
+    sample = isinstance(data.source, sources.SampleSource)
+    kind = "the sample's own" if sample else "WordNet-id folders"
+    if spec.num_outputs == 1:
+        _LOG.warning(
+            "The images of %s are labelled by ImageNet class (%s) and --model %s has one "
+            "output, a score and no classes to compare them with: label and label_name hold "
+            "ImageNet's classes, and they, --target label and the report's accuracy mean "
+            "nothing here.",
+            data.source.name,
+            kind,
+            spec.reference,
+        )
+        return
+    _LOG.warning(
+        "The images of %s are labelled by ImageNet class (%s) and --model %s has %s: "
+        "label holds ImageNet's class indices and label_name names them as the model "
+        "does%s. Unless the model's classes are ImageNet's first %d, label, label_name "
+        "and --target label mean nothing here.",
+        data.source.name,
+        kind,
+        spec.reference,
+        wording.classes(spec.num_classes),
+        f" ({class_names[0]!r} for ImageNet's {labels.imagenet_wnids()[0]})" if class_names else "",
+        spec.num_classes,
     )
 
 

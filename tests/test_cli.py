@@ -3232,8 +3232,10 @@ def test_a_one_output_model_gets_no_faithfulness_checks(image_folder, tmp_path, 
     with caplog.at_level(logging.WARNING):
         assert main(_flags(image_folder, model, tmp_path / "out")) == 0
     assert "the faithfulness checks follow the target's softmax" in caplog.text
-    # The folder's ImageNet labels on a model of one class: "its 1 classes" read wrong.
-    assert "outside --model's 1 class (ImageNet" in caplog.text and "1 classes" not in caplog.text
+    # The folder's ImageNet labels on a model of one output: "its 1 classes" read wrong,
+    # and so did "--model's 1 class" (the model scores no classes: said once, so).
+    assert "has one output, a score and no classes to compare them with" in caplog.text
+    assert "1 classes" not in caplog.text and "1 class " not in caplog.text
     rows = pd.read_parquet(tmp_path / "out" / "results")
     assert len(rows) == 4
     faithfulness = ["deletion_auc", "insertion_auc", "deletion_auc_random"]
@@ -3241,6 +3243,35 @@ def test_a_one_output_model_gets_no_faithfulness_checks(image_folder, tmp_path, 
     assert rows[faithfulness].isna().all().all()
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["config"]["faithfulness"] == "none"
+
+
+@pytest.mark.parametrize("dataset", ["sample", "folder"])
+def test_imagenet_labels_on_a_one_output_model_are_one_warning_saying_what_is_true(
+    dataset, tmp_path, caplog
+):
+    # A single sigmoid (or logit) on the sample or a WordNet-id folder: the launch said
+    # "labels outside --model's 1 class" and "Unless the model's classes are ImageNet's
+    # first 1, ...", two warnings reading oddly of a model that scores no classes.
+    import keras
+
+    root = tmp_path / "images"
+    write_image(root / WNID_CAT / "cat.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    inputs = keras.Input((SIZE, SIZE, 3))
+    score = keras.layers.Dense(1, activation="sigmoid")(keras.layers.Flatten()(inputs))
+    model = str(tmp_path / "one.keras")
+    keras.Model(inputs, score).save(model)
+    data = "sample" if dataset == "sample" else root
+    kind = "the sample's own" if dataset == "sample" else "WordNet-id folders"
+    with caplog.at_level(logging.WARNING, logger="pipeline.resolve"):
+        job, _ = prepare(cli_args(dataset=data, model=model, output=tmp_path / "o"))
+    job.lock.release()
+    said = [r.getMessage() for r in caplog.records if r.name == "pipeline.resolve"]
+    assert [message for message in said if "label" in message] == [
+        f"The images of {data} are labelled by ImageNet class ({kind}) and --model {model} "
+        "has one output, a score and no classes "
+        "to compare them with: label and label_name hold ImageNet's classes, and they, "
+        "--target label and the report's accuracy mean nothing here."
+    ]
 
 
 def test_class_names_for_a_custom_model(image_folder, tmp_path, capsys, caplog):
