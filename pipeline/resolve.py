@@ -597,10 +597,17 @@ def check_labels_in_model(
     if any(label < spec.num_classes for label in data.folder_labels):
         return
     shown = ", ".join(map(str, sorted(set(data.folder_labels))[:3]))
+    shown += ", ..." if len(set(data.folder_labels)) > 3 else ""
+    if spec.num_outputs == 1:  # "a label among --model's 1 class" read oddly
+        raise ConfigError(
+            f"--target label: --model {audit.model!r} has one output, a score and no "
+            f"classes, and the labels of {audit.dataset!r} are ImageNet classes ({shown}), "
+            "so every image would be an error. Use --target predicted, which attributes "
+            "that output."
+        )
     raise ConfigError(
         f"--target label: no image of {audit.dataset!r} has a label among --model's "
-        f"{wording.classes(spec.num_classes)} (its labels are ImageNet classes: "
-        f"{shown}{', ...' if len(set(data.folder_labels)) > 3 else ''}), so "
-        "every image would be an error. Use --target predicted or top_k, or a model of "
+        f"{wording.classes(spec.num_classes)} (its labels are ImageNet classes: {shown}), "
+        "so every image would be an error. Use --target predicted or top_k, or a model of "
         "those classes."
     )

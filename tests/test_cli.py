@@ -3142,6 +3142,20 @@ def test_target_label_with_no_label_among_the_models_classes_exits_2(dataset, tm
     assert not (tmp_path / "o").exists()
 
 
+def test_target_label_on_a_one_output_model_exits_2_without_its_1_class(tmp_path, capsys):
+    # The sample's labels (ImageNet 281, 967) on a single logit: the error said "no image
+    # of 'sample' has a label among --model's 1 class" and to use "a model of those classes".
+    model = _tiny_classifier(tmp_path / "one.keras", 1)
+    assert main(cli_args(dataset="sample", model=model, output=tmp_path / "o", target="label")) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line == (
+        f"error: --target label: --model {model!r} has one output, a score and no classes, "
+        "and the labels of 'sample' are ImageNet classes (281, 967), so every image would be "
+        "an error. Use --target predicted, which attributes that output."
+    )
+    assert not (tmp_path / "o").exists()
+
+
 def test_the_samples_labels_outside_the_model_are_warned_of_without_sub_folders(tmp_path, caplog):
     # The sample (ImageNet 281 and 967, no sub-folders) on a 300-class model: 967 is
     # outside. The warning said its images were 'in WordNet-id sub-folders'.
