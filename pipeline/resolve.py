@@ -248,7 +248,7 @@ def class_names_for(
         images = sum(1 for label in data.folder_labels if label >= spec.num_classes)
         _LOG.warning(
             "%s of %s%s %s outside --model's %s (ImageNet %s): %s label can never be "
-            "predicted, and --target label makes %s errors.",
+            "predicted, and --target label makes %s.",
             wording.count(images, "image"),
             data.source.name,
             where,
@@ -256,7 +256,7 @@ def class_names_for(
             wording.classes(spec.num_classes),
             ", ".join(f"{wnids[c]} = {c}" for c in outside[:3]) + (", ..." if outside[3:] else ""),
             "its" if images == 1 else "their",
-            "it" if images == 1 else "them",
+            "it an error" if images == 1 else "them errors",
         )
     if from_file is not None:
         return from_file

@@ -3178,9 +3178,11 @@ def test_a_label_one_past_the_models_last_class_is_outside_it(tmp_path, capsys, 
     with caplog.at_level(logging.WARNING, logger="pipeline.resolve"):
         job, _ = prepare(cli_args(dataset=root, model=model, output=tmp_path / "o"))
     job.lock.release()
+    # One image: "--target label makes it errors" read wrong.
     assert (
         "1 image of " + str(root) + " in WordNet-id sub-folders has a label outside --model's "
-        "281 classes (ImageNet n02123045 = 281): its label can never be predicted"
+        "281 classes (ImageNet n02123045 = 281): its label can never be predicted, and "
+        "--target label makes it an error."
     ) in caplog.text
     args = cli_args(dataset=root, model=model, output=tmp_path / "o2", target="label")
     assert main(args) == 2
