@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -963,6 +964,17 @@ def test_tfds_not_prepared_without_download_says_how(tmp_path):
     fix = rf"`tfds build imagenet_a --data_dir {re.escape(str(tmp_path))}` \(needs network\)"
     with pytest.raises(ValueError, match=rf"not prepared in .*{fix}"):
         sources.resolve_tfds("imagenet_a", "test", str(tmp_path), download=False)
+
+
+def test_the_printed_tfds_build_command_runs_as_printed_in_a_folder_with_a_space(tmp_path):
+    # `tfds build imagenet_a --data_dir /a b` split the folder in two: a shell ran
+    # `tfds build` with --data_dir '/a' and a dataset named 'b'.
+    data_dir = tmp_path / "my data"
+    data_dir.mkdir()
+    with pytest.raises(ValueError) as refused:
+        sources.resolve_tfds("imagenet_a", "test", str(data_dir), download=False)
+    printed = re.search(r"`(tfds build [^`]*)`", str(refused.value))[1]
+    assert shlex.split(printed) == ["tfds", "build", "imagenet_a", "--data_dir", str(data_dir)]
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import logging
 import os
 import posixpath
 import re
+import shlex
 import stat
 import urllib.parse
 from collections.abc import Iterator, Sequence
@@ -762,9 +763,12 @@ def _not_prepared_error(
 
 def _build_command(name: str, data_dir: str | None) -> str:
     """The `tfds build` command that prepares `name` where this job reads it: into
-    --data_dir when given (without it, tfds build prepares into TFDS's own folder)."""
-    into = f" --data_dir {data_dir}" if data_dir is not None else ""
-    return f"`tfds build {name}{into}`"
+    --data_dir when given (without it, tfds build prepares into TFDS's own folder),
+    quoted for a shell as printed (a folder with a space is one argument); a placeholder
+    in angle brackets (`<gs:// folder>`) is printed as it is."""
+    folder = data_dir if data_dir is None or data_dir.startswith("<") else shlex.quote(data_dir)
+    into = f" --data_dir {folder}" if folder is not None else ""
+    return f"`tfds build {shlex.quote(name)}{into}`"
 
 
 def _ensure_prepared(
