@@ -49,6 +49,8 @@ class AuditJob:
     jit_compile: bool | None
     start_time: str
     done_before: frozenset[str] = frozenset()
+    # label_name's names, where they are not class_names (a model of one output)
+    label_names: tuple[str, ...] | None = None
     # Where the workers read done_before from (`transforms.done_ids`): not in the graph.
     done_file: str | None = None
     results_prefix: str = SHARD_PREFIX

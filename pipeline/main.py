@@ -70,6 +70,7 @@ from pipeline.resolve import (
     dataset_source,
     fit_to_model,
     in_model_label_space,
+    label_names_for,
     resolve_dataset,
     resolve_model_spec,
     warn_of_other_label_space,
@@ -165,6 +166,7 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
         spec=spec,
         config=config,
         class_names=class_names,
+        label_names=label_names_for(spec, data, class_names),
         batch_size=batch,
         jit_compile={"auto": None, "on": True, "off": False}[audit.jit_compile],
         start_time=datetime.datetime.now(datetime.UTC).isoformat(),
@@ -363,6 +365,7 @@ def _handler(job: AuditJob) -> IGModelHandler:
         handoff=job.model_handoff,
         log_progress=not job.show_progress,
         verbose=job.verbose,
+        label_names=job.label_names,
     )
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "dataset_source",
     "fit_to_model",
     "in_model_label_space",
+    "label_names_for",
     "resolve_dataset",
     "resolve_model_spec",
     "warn_of_other_label_space",
@@ -45,6 +46,15 @@ def _unnamed(names: Sequence[str]) -> bool:
     """Whether a TFDS dataset's class names are only its indices: TFDS names the classes
     of a `ClassLabel(num_classes=n)` '0' to 'n-1'."""
     return all(name == str(i) for i, name in enumerate(names))
+
+
+# What a model of one output (a single logit or sigmoid) is, said where its labels are.
+_ONE_OUTPUT = "has one output, a score and no classes"
+
+
+def _first_three(names: Sequence[str]) -> str:
+    """'a, b, c, ...': a dataset's classes, as a message shows them."""
+    return ", ".join(names[:3]) + (", ..." if names[3:] else "")
 
 
 def _class_names(spec: ModelSpec, tfds_names: Sequence[str] | None) -> tuple[str, ...] | None:
@@ -263,6 +273,19 @@ def class_names_for(
     return _class_names(spec, data.tfds_class_names)
 
 
+def label_names_for(
+    spec: ModelSpec, data: _Dataset, class_names: tuple[str, ...] | None
+) -> tuple[str, ...] | None:
+    """The names of the labels (label_name): the model's class names, which the labels
+    are read as, but on a model of one output, which has no classes, a TFDS dataset's
+    own (cats_vs_dogs' 'cat' and 'dog'; () where they are only its indices, or it has
+    none: each label's index)."""
+    if spec.num_outputs != 1:
+        return class_names
+    own = data.tfds_class_names
+    return () if own is None or _unnamed(own) else tuple(own)
+
+
 def warn_of_other_label_space(
     data: _Dataset,
     spec: ModelSpec,
@@ -279,15 +302,19 @@ def warn_of_other_label_space(
     own = data.tfds_class_names
     if own is None or len(own) == spec.num_classes:
         return
+    shown = _first_three(own)
+    if spec.num_outputs == 1:
+        held = f"TFDS dataset {data.source.name} has {len(own)} classes ({shown})"
+        _warn_of_one_output(held, spec.reference, "the dataset's")
+        return
     named = f" ({class_names[0]!r}, not {own[0]!r})" if class_names else ""
     _LOG.warning(
-        "TFDS dataset %s has %d classes (%s%s) and --model %s %d: its labels are read as "
+        "TFDS dataset %s has %d classes (%s) and --model %s %d: its labels are read as "
         "the model's classes 0 to %d, and label_name names them as the model does%s. Unless "
         "they are those classes, label, label_name and --target label mean nothing here.",
         data.source.name,
         len(own),
-        ", ".join(own[:3]),
-        ", ..." if own[3:] else "",
+        shown,
         spec.reference,
         spec.num_classes,
         len(own) - 1,
@@ -304,15 +331,8 @@ def _warn_of_imagenet_labels(
     sample = isinstance(data.source, sources.SampleSource)
     kind = "the sample's own" if sample else "WordNet-id folders"
     if spec.num_outputs == 1:
-        _LOG.warning(
-            "The images of %s are labelled by ImageNet class (%s) and --model %s has one "
-            "output, a score and no classes to compare them with: label and label_name hold "
-            "ImageNet's classes, and they, --target label and the report's accuracy mean "
-            "nothing here.",
-            data.source.name,
-            kind,
-            spec.reference,
-        )
+        held = f"The images of {data.source.name} are labelled by ImageNet class ({kind})"
+        _warn_of_one_output(held, spec.reference, "ImageNet's")
         return
     _LOG.warning(
         "The images of %s are labelled by ImageNet class (%s) and --model %s has %s: "
@@ -325,6 +345,19 @@ def _warn_of_imagenet_labels(
         wording.classes(spec.num_classes),
         f" ({class_names[0]!r} for ImageNet's {labels.imagenet_wnids()[0]})" if class_names else "",
         spec.num_classes,
+    )
+
+
+def _warn_of_one_output(labelled: str, model: str, whose: str) -> None:
+    """A dataset's labels (`labelled`: what they are, `whose` classes) on a model of one
+    output (a single logit or sigmoid): it scores no classes to compare them with."""
+    _LOG.warning(
+        "%s and --model %s %s to compare them with: label and label_name hold %s classes, "
+        "and they, --target label and the report's accuracy mean nothing here.",
+        labelled,
+        model,
+        _ONE_OUTPUT,
+        whose,
     )
 
 
@@ -591,7 +624,16 @@ def check_labels_in_model(
     audit: AuditOptions, config: AttributionConfig, spec: ModelSpec, data: _Dataset
 ) -> None:
     """--target label where no label known at launch (WordNet-id sub-folders, the
-    sample) is one of the model's classes: every image would be an error."""
+    sample) is one of the model's classes: every image would be an error; and on a
+    model of one output, which has no classes, a TFDS dataset's classes."""
+    own = data.tfds_class_names
+    if config.target == "label" and spec.num_outputs == 1 and own is not None:
+        raise ConfigError(
+            f"--target label: --model {audit.model!r} {_ONE_OUTPUT}, and the labels of "
+            f"{audit.dataset!r} are the dataset's {wording.classes(len(own))} "
+            f"({_first_three(own)}), not outputs of the model. Use --target predicted, "
+            "which attributes that output."
+        )
     if config.target != "label" or not data.folder_labels:
         return
     if any(label < spec.num_classes for label in data.folder_labels):
@@ -600,8 +642,8 @@ def check_labels_in_model(
     shown += ", ..." if len(set(data.folder_labels)) > 3 else ""
     if spec.num_outputs == 1:  # "a label among --model's 1 class" read oddly
         raise ConfigError(
-            f"--target label: --model {audit.model!r} has one output, a score and no "
-            f"classes, and the labels of {audit.dataset!r} are ImageNet classes ({shown}), "
+            f"--target label: --model {audit.model!r} {_ONE_OUTPUT}, and the labels of "
+            f"{audit.dataset!r} are ImageNet classes ({shown}), "
             "so every image would be an error. Use --target predicted, which attributes "
             "that output."
         )

@@ -613,6 +613,63 @@ def test_a_tfds_dataset_of_more_classes_than_the_model_exits_2_saying_why(tmp_pa
     )
 
 
+def _one_output_keras(path) -> str:
+    """A `.keras` binary classifier: one logit on SIZE x SIZE images."""
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(inputs))).save(path)
+    return str(path)
+
+
+def test_a_binary_classifier_of_one_output_audits_a_two_class_tfds_dataset(
+    tmp_path, caplog, capsys
+):
+    # A single logit on tiny_shades' 2 classes (as on cats_vs_dogs) exited 2: "has 1 outputs;
+    # with --label_offset 0 it scores 1 class, fewer than the --dataset's 2 classes", where
+    # the same model on the sample or a folder runs. A one-output model scores no classes.
+    from pipeline import report
+
+    data_dir = _prepared("tiny_shades/dark", tmp_path)
+    model = _one_output_keras(tmp_path / "one.keras")
+    args = cli_args(dataset="tiny_shades/dark", data_dir=data_dir, model=model)
+    args += cli_args(output=tmp_path / "out", steps=4, faithfulness="none")
+    with caplog.at_level(logging.WARNING, logger="pipeline.resolve"):
+        assert main(args) == 0, capsys.readouterr().err
+    said = [r.getMessage() for r in caplog.records if r.name == "pipeline.resolve"]
+    assert said == [
+        f"TFDS dataset tiny_shades/dark has 2 classes (a, b) and --model {model} has one "
+        "output, a score and no classes to compare them with: label and label_name hold the "
+        "dataset's classes, and they, --target label and the report's accuracy mean nothing "
+        "here."
+    ]
+    rows = pd.read_parquet(tmp_path / "out" / "results")
+    assert sorted(zip(rows.label, rows.label_name, strict=True)) == [(0, "a"), (0, "a"), (1, "b")]
+    # Its one output, attributed: predicted and named by index, as the model has no names.
+    assert (rows.predicted_class == 0).all() and (rows.predicted_name == "0").all()
+    assert (rows.target_class == 0).all() and (rows.target_name == "0").all()
+    assert [list(p) for p in rows.top_k_probs] == [[1.0]] * 3
+    assert rows.target_score.notna().all() and rows.within_tolerance.all()
+    assert report.main(["--input", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "report.html").is_file()
+
+
+def test_target_label_on_a_one_output_model_and_a_tfds_dataset_exits_2(tmp_path, capsys):
+    # As on the sample: the dataset's classes are not the one output's, and its label 0
+    # attributed the score of whatever the output scores, for images of class a.
+    data_dir = _prepared("tiny_shades/dark", tmp_path)
+    model = _one_output_keras(tmp_path / "one.keras")
+    args = cli_args(dataset="tiny_shades/dark", data_dir=data_dir, model=model, target="label")
+    assert main([*args, *cli_args(output=tmp_path / "out")]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert lines == [
+        f"error: --target label: --model {model!r} has one output, a score and no classes, "
+        "and the labels of 'tiny_shades/dark' are the dataset's 2 classes (a, b), not "
+        "outputs of the model. Use --target predicted, which attributes that output."
+    ]
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     ("names", "warned"),
     [

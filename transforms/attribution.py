@@ -95,8 +95,11 @@ class IGModelHandler(ModelHandler[ImageExample, ImageOutcome, Classifier]):
         handoff: ModelHandoff | None = None,
         log_progress: bool = True,
         verbose: bool = False,
+        label_names: Sequence[str] | None = None,
     ):
-        """`handoff`: where the launcher of a local job left the model it loaded;
+        """`label_names`: the dataset's, where they are not the model's `class_names`
+        (a model of one output; None: `class_names`); `handoff`: where the launcher
+        of a local job left the model it loaded;
         `log_progress`: log this worker's own progress line (off where the launcher
         logs the job's, as on the DirectRunner); `verbose`: TensorFlow's start-up
         lines in worker processes."""
@@ -104,6 +107,7 @@ class IGModelHandler(ModelHandler[ImageExample, ImageOutcome, Classifier]):
         self._spec = spec
         self._config = config
         self._names = tuple(class_names) if class_names is not None else None
+        self._label_names = tuple(label_names) if label_names is not None else None
         self._batch_size = batch_size
         self._jit_compile = jit_compile
         self._handoff = handoff
@@ -150,7 +154,9 @@ class IGModelHandler(ModelHandler[ImageExample, ImageOutcome, Classifier]):
         import tensorflow as tf  # noqa: PLC0415 (loaded with the model already)
 
         try:
-            return attribute_batch(model, batch, self._config, self._spec, self._names)
+            return attribute_batch(
+                model, batch, self._config, self._spec, self._names, self._label_names
+            )
         except tf.errors.OpError as e:
             cause = f"{type(e).__name__}: {error_reason(e)}"
             if len(batch) > 1:

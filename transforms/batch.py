@@ -10,7 +10,7 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -33,6 +33,14 @@ class ImageOutcome:
     image_id: str
     rows: list[dict[str, Any]]
     errors: list[dict[str, str]]
+
+
+class _Names(NamedTuple):
+    """Names by index: of the model's classes (the prediction and target columns), and
+    of the dataset's labels (label_name): the same but on a model of one output."""
+
+    classes: Sequence[str] | None
+    labels: Sequence[str] | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -337,7 +345,7 @@ def _storage_error(computed: np.ndarray, stored: np.ndarray) -> float:
 
 
 def _prediction_columns(
-    ex: ImageExample, i: int, preds: _Predictions, spec: ModelSpec, names
+    ex: ImageExample, i: int, preds: _Predictions, spec: ModelSpec, names: _Names
 ) -> dict[str, Any]:
     top = preds.top[i]
     class_probs = preds.probs[i, spec.label_offset :]
@@ -345,11 +353,11 @@ def _prediction_columns(
         "image_id": ex.image_id,
         "file_name": ex.file_name,
         "label": ex.label,
-        "label_name": _name(names, ex.label),
+        "label_name": _name(names.labels, ex.label),
         "predicted_class": int(top[0]),
-        "predicted_name": _name(names, int(top[0])),
+        "predicted_name": _name(names.classes, int(top[0])),
         "top_k_classes": top.astype(np.int64),
-        "top_k_names": [_name(names, int(c)) for c in top],
+        "top_k_names": [_name(names.classes, int(c)) for c in top],
         "top_k_probs": class_probs[top].astype(np.float32),
     }
 
@@ -366,7 +374,7 @@ def _row(ex, r: int, preds, a: _Attributed, cfg, spec, names) -> dict[str, Any]:
         _prediction_columns(ex, int(a.image_index[r]), preds, spec, names)
         | {
             "target_class": target,
-            "target_name": _name(names, target),
+            "target_name": _name(names.classes, target),
             "target_score": float(a.target_scores[r]),
             "baseline_score": float(a.baseline_scores[r]),
             "attribution_sum": float(a.sums[r]),
@@ -404,6 +412,7 @@ def attribute_batch(
     config: AttributionConfig,
     spec: ModelSpec,
     names: Sequence[str] | None,
+    label_names: Sequence[str] | None = None,
 ) -> list[ImageOutcome]:
     """Predictions, IG, its checks and the result rows of a batch of images.
 
@@ -413,6 +422,8 @@ def attribute_batch(
       config: the run's algorithm settings.
       spec: the model's signature (label offset, classes, input range).
       names: class names by index (label space), or None.
+      label_names: names of the dataset's labels by index, where they are not the
+        model's classes (a model of one output); None: `names`.
 
     Returns:
       One `ImageOutcome` per image, in order: its rows, or its error records.
@@ -425,6 +436,7 @@ def attribute_batch(
     errors: dict[int, list[dict[str, str]]] = {i: [] for i in range(len(batch))}
     rows: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(batch))}
     image_index, targets = _choose_targets(batch, preds, config, spec, errors)
+    both = _Names(names, names if label_names is None else label_names)
     if len(targets):
         a = _attribute(model, batch, inputs, preds, (image_index, targets), config, spec)
         for r, i in enumerate(image_index.tolist()):
@@ -434,5 +446,5 @@ def attribute_batch(
                     error_record(ex.image_id, ex.file_name, "attribute", a.failures[r])
                 )
                 continue
-            rows[i].append(_row(ex, r, preds, a, config, spec, names))
+            rows[i].append(_row(ex, r, preds, a, config, spec, both))
     return _outcomes(batch, rows, errors)

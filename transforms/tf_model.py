@@ -325,7 +325,9 @@ def _pad_rows(rows: int, jit: bool, *arrays: np.ndarray) -> tuple[np.ndarray, ..
 
 
 def _label_offset(reference, num_outputs, label_offset, num_dataset_classes) -> int:
-    """Output index of dataset class 0: given, or 1 for 1001 outputs (a background class)."""
+    """Output index of dataset class 0: given, or 1 for 1001 outputs (a background class).
+    A model of one output (a binary classifier's logit or sigmoid) scores no classes:
+    a dataset of any number of classes is not read in its outputs, so it fits."""
     if label_offset is None:
         label_offset = 1 if num_outputs == 1001 else 0
     if not 0 <= label_offset < num_outputs:
@@ -334,7 +336,7 @@ def _label_offset(reference, num_outputs, label_offset, num_dataset_classes) -> 
             f"{num_outputs} outputs; use 0 (or 1 for a background class at index 0)."
         )
     scored = num_outputs - label_offset
-    if num_dataset_classes is not None and scored < num_dataset_classes:
+    if num_outputs > 1 and num_dataset_classes is not None and scored < num_dataset_classes:
         raise ValueError(
             f"--model {reference!r} has {num_outputs} outputs; with --label_offset "
             f"{label_offset} it scores {scored} class{'es' if scored != 1 else ''}, fewer "
