@@ -2585,3 +2585,19 @@ def test_the_note_of_a_check_that_measured_nothing_counts_no_row_that_is_not_mea
     section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
     assert "1 of 4 rows the checks cannot measure" in " ".join(section.split())
     assert "AUCs are both 1: it measured nothing" not in section
+
+
+def test_worst_completeness_says_its_rows_are_ranked_by_the_relative_error(folder_run):
+    # It read "The rows whose attributions sum furthest from F(x) − F(x′)" while the
+    # rows are ordered by relative_delta: a row of a small F(x) − F(x′) can be far in
+    # relative terms and close in absolute ones, and an auditor reading "furthest"
+    # looked for the largest |delta| and found it further down.
+    section = " ".join(
+        _page(build_report(folder_run["output"], gallery=0)).sections["worst-completeness"].split()
+    )
+    assert "sum furthest from" not in section
+    assert (
+        "The rows of the largest relative completeness error "
+        "|Σ attributions − (F(x) − F(x′))| / |F(x) − F(x′)| (relative_delta), largest first"
+        in section
+    )
