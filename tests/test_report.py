@@ -1928,7 +1928,7 @@ def test_a_check_whose_curves_never_leave_p_x_does_not_flag_a_faithful_map(satur
     assert "0 of 2 rows do no better than chance" in section
     assert "2 rows have one check whose two AUCs are both 1: it measured nothing" in section
     assert re.search(r'<div class="v">0</div><div class="k">rows no better than chance', text)
-    assert "should not be trusted" not in section
+    assert "should not be trusted" not in section and "Each lost to or tied" not in section
 
 
 def test_a_check_that_measured_nothing_in_every_row_has_no_line_of_the_table(saturated_run):
@@ -2423,7 +2423,7 @@ def test_an_image_equal_to_its_baseline_is_not_measurable_not_no_better_than_cha
     text = build_report(output, gallery=0)
     section = " ".join(_page(text).sections["faithfulness"].split())
     assert "0 of 1 rows do no better than chance" in section  # the row measured
-    assert "should not be trusted" not in section
+    assert "should not be trusted" not in section and "Each lost to or tied" not in section
     assert "1 of 2 rows the checks cannot measure" in section
     assert re.findall(r"\w+\.png →", section) == ["black.png →"]
     card = _after(section, "black.png")
@@ -2449,7 +2449,7 @@ def test_a_saturated_models_rows_are_not_measurable_whatever_their_map(tmp_path)
     text = build_report(output, gallery=0)
     section = " ".join(_page(text).sections["faithfulness"].split())
     assert "2 of 2 rows the checks cannot measure" in section
-    assert "should not be trusted" not in section
+    assert "should not be trusted" not in section and "Each lost to or tied" not in section
     assert re.findall(r"\w+\.png →", section) == ["black.png →", "noise.png →"]
     noise = _after(section, "noise.png")
     assert "why not measurable its pixels do not move the model's probability" in noise, noise
@@ -2601,3 +2601,21 @@ def test_worst_completeness_says_its_rows_are_ranked_by_the_relative_error(folde
         "|Σ attributions − (F(x) − F(x′))| / |F(x) − F(x′)| (relative_delta), largest first"
         in section
     )
+
+
+def test_rows_no_better_than_chance_are_said_to_lose_to_one_random_ranking_no_more(folder_run):
+    # The cards read "Their heat maps should not be trusted as explanations of the
+    # model's decision", said as well of a row that loses one check by a hair against a
+    # single random ranking of its pixels: more than one trial measures.
+    add_columns(folder_run["output"], NEW_VALUES)
+    section = " ".join(
+        _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"].split()
+    )
+    assert "should not be trusted" not in section
+    assert (
+        "Each lost to or tied with its random ranking on deletion or insertion: "
+        "deleting or revealing its pixels in the heat map's order moved the target's "
+        "probability no faster than one random order did." in section
+    )
+    assert "gives the map no support as an explanation of the model's decision" in section
+    assert "not proof that the map is wrong" in section
