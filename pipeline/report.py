@@ -106,6 +106,16 @@ _FAITHFULNESS = ["deletion_auc", "insertion_auc", "deletion_auc_random", "insert
 _OPTIONAL = ["attribution_error", *_FAITHFULNESS]
 # Rows shown when none exceeds the tolerance: a few for reference, not the whole run.
 _REFERENCE_ROWS = 3
+# The manifest's counts in words, in the order the job lists them (`sinks.COUNT_KEYS`);
+# the page keeps each key as its title, where docs/output.md and queries name it.
+_COUNT_WORDS = {
+    "inputs": "inputs",
+    "skipped_done_before": "skipped (done by an earlier run)",
+    "images_with_rows": "images with result rows",
+    "images_with_errors": "images that failed",
+    "rows": "result rows",
+    "errors": "errors",
+}
 # Sections in page order: (anchor, navigation title).
 _SECTIONS = (
     ("summary", "Summary"),
@@ -737,6 +747,7 @@ def _summary(manifest: Mapping[str, Any], state: str, per_pixel: bool) -> dict[s
         "config": {k: config.get(k) for k in _CONFIG_KEYS} | _tolerances(config),
         "per_pixel": per_pixel,
         "counts": counts,
+        "count_words": _count_words(counts),
         "dataset": manifest.get("dataset"),
         "split": manifest.get("split"),
         "status": manifest.get("status"),
@@ -751,6 +762,13 @@ def _summary(manifest: Mapping[str, Any], state: str, per_pixel: bool) -> dict[s
         "typed": typed,
         "repeated": _repeated(manifest.get("command", [])),
     }
+
+
+def _count_words(counts: Mapping[str, Any]) -> list[tuple[str, str, Any]]:
+    """The manifest's `counts` as (key, words, value), known keys first in the job's
+    order, then any other (a later version's) with its underscores as spaces."""
+    keys = [k for k in _COUNT_WORDS if k in counts] + [k for k in counts if k not in _COUNT_WORDS]
+    return [(k, _COUNT_WORDS.get(k, k.replace("_", " ")), counts[k]) for k in keys]
 
 
 def _earlier(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -2619,3 +2619,21 @@ def test_rows_no_better_than_chance_are_said_to_lose_to_one_random_ranking_no_mo
     )
     assert "gives the map no support as an explanation of the model's decision" in section
     assert "not proof that the map is wrong" in section
+
+
+def test_the_counts_are_named_in_words_their_manifest_keys_in_a_title(folder_run):
+    # The Counts row showed the manifest's keys: "images_with_errors 1,
+    # skipped_done_before 0"; in words, each key kept as the cell's title.
+    output = folder_run["output"]
+    manifest = json.loads(Path(output, "manifest.json").read_text())
+    manifest["counts"]["skipped_done_before"] = 0
+    Path(output, "manifest.json").write_text(json.dumps(manifest))
+    text = build_report(output, gallery=0)
+    summary = " ".join(_page(text).sections["summary"].split())
+    assert (
+        "Counts inputs 5, skipped (done by an earlier run) 0, images with result rows 4, "
+        "images that failed 1, result rows 4, errors 1 Status" in summary
+    )
+    assert "images_with_errors" not in summary and "skipped_done_before" not in summary
+    for key in ("inputs", "skipped_done_before", "images_with_errors", "errors"):
+        assert f'title="counts.{key}"' in text
