@@ -2637,3 +2637,18 @@ def test_the_counts_are_named_in_words_their_manifest_keys_in_a_title(folder_run
     assert "images_with_errors" not in summary and "skipped_done_before" not in summary
     for key in ("inputs", "skipped_done_before", "images_with_errors", "errors"):
         assert f'title="counts.{key}"' in text
+
+
+def test_the_folder_read_and_the_runs_own_output_are_told_apart(folder_run, tmp_path):
+    # The page's lead said "Output <folder read>" and the summary "Output <the run's
+    # --output as typed>": two different paths (a copied run, a relative --output) under
+    # one word, and nothing said which was which.
+    copied = shutil.copytree(folder_run["output"], tmp_path / "copied")
+    manifest = json.loads(Path(copied, "manifest.json").read_text())
+    Path(copied, "manifest.json").write_text(json.dumps({**manifest, "output": "./out"}))
+    text = build_report(str(copied), gallery=0)
+    lead = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", text.split("<nav>")[0])).split())
+    assert f"This page was built from the folder {copied} ." in lead
+    summary = " ".join(_page(text).sections["summary"].split())
+    assert "--output of the run (as it was given) ./out" in summary
+    assert " Output " not in summary
