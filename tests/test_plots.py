@@ -995,3 +995,75 @@ def test_an_error_histogram_axis_label_stays_inside_a_narrow_figure(figure, widt
         plots.attribution_error_figure: "||A_true||",
     }
     assert " ".join(label.get_text().split()).endswith(words[figure])
+
+
+def _aucs(rows: int) -> pd.DataFrame:
+    """`rows` rows of the four faithfulness AUCs, seeded, spread over [0, 1]."""
+    rng = np.random.default_rng(5)
+    return pd.DataFrame(
+        {
+            "deletion_auc": rng.uniform(0.0, 0.5, rows),
+            "deletion_auc_random": rng.uniform(0.2, 0.7, rows),
+            "insertion_auc": rng.uniform(0.3, 1.0, rows),
+            "insertion_auc_random": rng.uniform(0.2, 0.8, rows),
+        }
+    )
+
+
+def _laid_out(make) -> tuple[Figure, list[str], object]:
+    """The figure `make()` draws, saved and drawn again (the layout as a page shows
+    it), the warnings its making and drawing gave, and the renderer."""
+    import warnings  # noqa: PLC0415 - only these layout tests record warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        figure = make()
+        plots.figure_png(figure)
+        figure.canvas.draw()
+    return figure, [str(w.message) for w in caught], figure.canvas.get_renderer()
+
+
+def _legend_fits_above(ax, figure, renderer) -> None:
+    """The axes' legend sits above them, no wider than they are, inside the figure,
+    every line of it shown (wrapped or not)."""
+    axes, legend = ax.get_window_extent(renderer), ax.get_legend().get_window_extent(renderer)
+    assert legend.x0 >= axes.x0 - 1 and legend.x1 <= axes.x1 + 1, (legend, axes)
+    assert legend.y0 >= axes.y1 - 1 and legend.y1 <= figure.bbox.y1 + 1, (legend, figure.bbox)
+    shown = [" ".join(t.get_text().split()) for t in ax.get_legend().get_texts()]
+    assert shown == ax.get_legend_handles_labels()[1]
+
+
+@pytest.mark.parametrize("width", [4.0, 4.5, 5.0, 6.0, 7.0, 9.0])
+@pytest.mark.parametrize("height", [1.0, 2.0, 3.0])
+@pytest.mark.parametrize("rows", [40, 500])
+def test_faithfulness_figure_panels_stay_usable_and_apart_at_any_size(width, height, rows):
+    # Below about 7 inches each panel's legend ran past its axes, at 5 inches into the
+    # other panel; the layout shrank the axes for it (1.04 of 5 inches, 0.55 of 4:
+    # "constrained_layout not applied because axes sizes collapsed to zero"). At 9 x 2
+    # inches the plots were 1.1 inches tall, at 9 x 1.5 0.6, at 9 x 1 0.1. Of 500 rows
+    # at 4.5 inches, the deletion label ran under the insertion panel's "rows".
+    figure, caught, renderer = _laid_out(
+        lambda: plots.faithfulness_figure(_aucs(rows), width=width, height=height)
+    )
+    assert not [w for w in caught if "constrained_layout" in w], caught
+    assert figure.get_size_inches()[0] == pytest.approx(width)
+    assert figure.get_size_inches()[1] >= height
+    deletion, insertion = figure.axes
+    for ax in (deletion, insertion):
+        box = ax.get_window_extent(renderer)
+        assert box.height / figure.dpi >= 1.5 and box.width / figure.dpi >= 1.0, box
+        _legend_fits_above(ax, figure, renderer)
+        tight = ax.get_tightbbox(renderer)  # tick and axis labels, legend
+        assert tight.x0 >= 0 and tight.x1 <= figure.bbox.x1, (tight, figure.bbox)
+        assert tight.y0 >= 0 and tight.y1 <= figure.bbox.y1, (tight, figure.bbox)
+    left, right = (ax.get_tightbbox(renderer) for ax in (deletion, insertion))
+    assert left.x1 <= right.x0, (left, right)  # nothing of one panel over the other
+    words = [" ".join(ax.get_xlabel().split()) for ax in (deletion, insertion)]
+    assert words == ["deletion AUC (lower is better)", "insertion AUC (higher is better)"]
+
+
+@pytest.mark.parametrize("width", [3.9, 2.0])
+def test_a_faithfulness_figure_narrower_than_4_inches_is_refused(width):
+    # At 3 inches two panels of 1 inch each had their legends over each other.
+    with pytest.raises(ValueError, match=rf"width {width:g} inches .* at least 4 inches"):
+        plots.faithfulness_figure(_aucs(5), width=width)

@@ -76,6 +76,8 @@ _BARS = 30
 #: Inches an error histogram is drawn at least: narrower, the y axis's row counts left
 #: its axes a few pixels, a legend fitted to them a 2-point font, or none at all.
 _MIN_WIDTH = 2.0
+#: Inches a faithfulness figure is drawn at least: two panels of an error histogram's.
+_MIN_FAITHFULNESS_WIDTH = 2 * _MIN_WIDTH
 #: Inches an error histogram's axes keep at least, however many lines its legend takes
 #: above them: the figure grows taller for the legend instead.
 _MIN_AXES_HEIGHT = 1.5
@@ -489,12 +491,18 @@ def _log_histogram(
     return figure
 
 
-def _check_width(width: float) -> None:
-    """Refuses an error histogram narrower than `_MIN_WIDTH` inches (a ValueError)."""
-    if not width >= _MIN_WIDTH:
+def _check_width(
+    width: float,
+    smallest: float = _MIN_WIDTH,
+    what: str = "an error histogram: its row counts and legend",
+    usual: float = 6.0,
+) -> None:
+    """Refuses a figure (`what` needs the room) narrower than `smallest` inches (a
+    ValueError naming the width the report draws, `usual`)."""
+    if not width >= smallest:
         raise ValueError(
-            f"width {width:g} inches is too narrow for an error histogram: its row counts "
-            f"and legend need at least {_MIN_WIDTH:g} inches (the report draws 6)."
+            f"width {width:g} inches is too narrow for {what} need at least "
+            f"{smallest:g} inches (the report draws {usual:g})."
         )
 
 
@@ -545,13 +553,24 @@ def _fit_xlabel(ax: Axes) -> None:
 
     On one line, "relative completeness error |delta| / |F(x) - F(x')|" (3.5 inches
     at 10 points) ran past the right edge of a 3-inch histogram and both of a 2-inch one.
+    Beside another panel, it ends halfway across the gap between them, and short of
+    the labels of that panel's y axis.
     """
     figure = ax.figure
     renderer = figure.canvas.get_renderer()
     box, edges = ax.get_window_extent(renderer), figure.bbox
     pad = figure.get_layout_engine().get()["w_pad"] * figure.dpi
+    left, right = edges.x0 + pad, edges.x1 - pad
+    for other in figure.axes:  # a panel beside: up to halfway across the gap
+        near = other.get_window_extent(renderer)
+        if other is not ax and near.y0 < box.y1 and box.y0 < near.y1:
+            if near.x1 <= box.x0:
+                left = max(left, (near.x1 + box.x0) / 2)
+            elif near.x0 >= box.x1:  # and short of its y axis's labels
+                labels = other.yaxis.get_tightbbox(renderer)
+                right = min(right, (box.x1 + near.x0) / 2, labels.x0 - pad if labels else right)
     centre = (box.x0 + box.x1) / 2
-    room = 2 * (min(centre - edges.x0, edges.x1 - centre) - pad)
+    room = 2 * min(centre - left, right - centre)
     label = ax.xaxis.label
     _wrap_to(label, lambda: label.get_window_extent(renderer).width <= room)
 
@@ -564,22 +583,28 @@ def _tall_enough(ax: Axes, smallest: float = _MIN_AXES_HEIGHT) -> None:
     pixels of a 3 x 2-inch histogram whose legend wrapped to many lines, and in a 2 x 2
     one nothing ("axes sizes collapsed to zero"), the legend then above the picture.
     Their heights do not depend on the axes', so they are measured wherever the last
-    layout (`_legend_above`'s) left the axes, collapsed or not.
+    layout (`_legend_above`'s) left the axes, collapsed or not. A figure's title
+    (`suptitle`) is counted above them; of several panels side by side, the figure
+    is made tall enough for each.
     """
     figure = ax.figure
     renderer = figure.canvas.get_renderer()
     box, outer = ax.get_window_extent(renderer), ax.get_tightbbox(renderer)
-    top = max(outer.y1, ax.get_legend().get_window_extent(renderer).y1)
-    pads = 2 * figure.get_layout_engine().get()["h_pad"]  # the figure's edges
-    around = (top - outer.y0 - box.height) / figure.dpi + pads
+    legend = ax.get_legend()
+    top = max(outer.y1, legend.get_window_extent(renderer).y1) if legend else outer.y1
+    pad = figure.get_layout_engine().get()["h_pad"]
+    around = (top - outer.y0 - box.height) / figure.dpi + 2 * pad  # the figure's edges
+    title = figure._suptitle  # noqa: SLF001 - Figure has no public getter of the Text
+    if title is not None and title.get_text():  # above it all, padded as the layout does
+        around += title.get_window_extent(renderer).height / figure.dpi + 2 * pad
     if figure.get_figheight() < around + smallest:  # to a whole pixel at the page's 100 dpi
         figure.set_figheight(math.ceil((around + smallest) * 100) / 100)
 
 
-def _legend_above(ax: Axes) -> None:
-    """The legend above the axes from their left edge, in 2 columns if that fits in
-    their width, else in 1 with its lines wrapped to fit, in a smaller font where lines
-    of `_wrap_to`'s shortest are still too wide.
+def _legend_above(ax: Axes, columns: int = 2, size: float = 8.0) -> None:
+    """The legend above the axes from their left edge, in `columns` columns if that fits
+    in their width, else in 1 with its lines wrapped to fit, at `size` points or, where
+    lines of `_wrap_to`'s shortest are still too wide, smaller.
 
     Above: inside ("best" too), it hid bars of a run of a few rows, all as tall. No
     wider than the axes: one that ran past their right edge made the constrained
@@ -588,14 +613,21 @@ def _legend_above(ax: Axes) -> None:
     nothing at 5 inches (and 0.24, 0.12 then 0.004 of a 2-inch one, its lines wrapped
     as far as they go). Fitted, it only sets the room above them.
     """
-    legend = _legend(ax, 2)
+    legend = _legend(ax, columns, size)
     legend.set_in_layout(False)
     figure = ax.figure
     figure.get_layout_engine().execute(figure)  # the axes' width without it
-    renderer = figure.canvas.get_renderer()
+    _fit_legend(ax, legend, size)
+
+
+def _fit_legend(ax: Axes, legend: Legend, size: float) -> None:
+    """`legend`, above `ax`, drawn again in one column wrapped to their width as the
+    last layout left it, at `size` points or smaller (`_shrunk_to`), where it is wider;
+    in the layout only if it fits."""
+    renderer = ax.figure.canvas.get_renderer()
     box = ax.get_window_extent(renderer)
     if legend.get_window_extent(renderer).x1 > box.x1:
-        legend = _legend(ax, 1)
+        legend = _legend(ax, 1, size)
         over = legend.get_window_extent(renderer).x1 - box.x1
         texts = legend.get_texts()
         room = max(text.get_window_extent(renderer).width for text in texts) - over
@@ -617,7 +649,7 @@ def _shrunk_to(legend: Legend, box: Any, renderer: Any, smallest: float = 1.0) -
         size = max(smallest, min(size - 0.25, size * (box.x1 - box.x0) / width))
         legend = _legend(legend.axes, 1, size)
         for text, line in zip(legend.get_texts(), lines, strict=True):
-            text.set_text(line)  # as wrapped at 8 points
+            text.set_text(line)  # as wrapped at the legend's first size
     return legend
 
 
@@ -755,32 +787,132 @@ def faithfulness_figure(
 
     A faithful map removes the evidence fastest (deletion: IG's histogram left of the
     random one) and restores it fastest (insertion: IG's histogram to the right).
+    `width` is at least 4 inches (a ValueError); the figure is drawn taller than
+    `height` where the legends need it (`_tall_enough`).
     """
+    _check_width(width, _MIN_FAITHFULNESS_WIDTH, "a faithfulness figure: its two panels", 9.0)
     figure = _figure(width, height)
-    bins = np.linspace(0.0, 1.0, 21)
-    for ax, (curve, (ig, control, better)) in zip(
-        figure.subplots(1, 2), _AUCS.items(), strict=True
-    ):
-        # The control as an outline over IG's filled bars, so both stay readable.
-        for column, name, style in (
-            (control, "random ranking", {"histtype": "step", "color": "#555555"}),
-            (ig, "IG", {"histtype": "stepfilled", "color": "#4c72b0", "alpha": 0.6}),
-        ):
-            values = frame[column].to_numpy(dtype=np.float64)
-            values = values[np.isfinite(values)]
-            median = f", median {np.median(values):.3f}" if values.size else ""
-            label = f"{name} ({wording.count(values.size, 'row')}{median})"
-            ax.hist(values, bins=bins, linewidth=1.4, label=label, **style)
-        if not frame[ig].notna().any():
-            _blank(ax, empty)
-        ax.set_xlim(0.0, 1.0)
-        ax.set_xlabel(f"{curve} AUC ({better})")
-        ax.set_ylabel("rows")
-        ax.yaxis.get_major_locator().set_params(integer=True)
-        # Above the axes: inside, the legend hid the bars it describes.
-        ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False)
-        ax.grid(alpha=0.3)
+    panels = figure.subplots(1, 2)
+    for ax, (curve, columns) in zip(panels, _AUCS.items(), strict=True):
+        _auc_panel(ax, frame, curve, columns, empty)
+    # Above the axes (inside, the legend hid the bars it describes), no wider than them:
+    # one of their width at 9 inches ran into the other panel at 5 and, in the layout,
+    # shrank its own axes to nothing at 4.
+    _fit_legends_above(list(panels), height)
     return figure
+
+
+def _fit_legends_above(panels: list[Axes], height: float, room: float = 3.0) -> None:
+    """Each panel's legend above it (`_legend_above`: one column at 7 points, wrapped or
+    smaller where it is too wide), its x label wrapped to its width (`_fit_xlabel`) and
+    the figure `height` inches tall, or taller where that leaves a panel under 1.5
+    (`_tall_enough`).
+
+    The legends are fitted in a figure at least `room` inches tall: at 1 inch the
+    layout collapsed, the axes' widths unknown. And again where, at the figure's last
+    height and with the legend in the layout, one no longer fits: the y ticks
+    matplotlib picks change with the axes' height ("0.0" to "0.00"), and their width
+    with their labels.
+    """
+    figure = panels[0].figure
+    figure.set_figheight(max(height, room))
+    for ax in panels:
+        _legend_above(ax, columns=1, size=7.0)
+    figure.set_figheight(height)
+    for _ in range(4):
+        for ax in panels:
+            _fit_xlabel(ax)
+            _tall_enough(ax, _as_tall_as_ylabel(ax))
+        if _settled(panels):
+            break
+        for ax in panels:  # fitted again to the axes as they are now, legend in the layout
+            _fit_legend(ax, ax.get_legend(), 7.0)
+    _from_the_start(panels)
+
+
+def _settled(panels: list[Axes]) -> bool:
+    """Lays the figure out until it no longer moves (at most 3 times) and says whether
+    every panel's legend fits (`_legend_fits`); where a panel is too short there, makes
+    the figure taller by what it lacks and says False."""
+    figure = panels[0].figure
+    engine, renderer = figure.get_layout_engine(), figure.canvas.get_renderer()
+    for _ in range(3):
+        before = [ax.get_position().bounds for ax in panels]
+        engine.execute(figure)
+        if [ax.get_position().bounds for ax in panels] == before:
+            break
+    short = max(
+        _as_tall_as_ylabel(ax) - ax.get_window_extent(renderer).height / figure.dpi for ax in panels
+    )
+    if short > 0:
+        figure.set_figheight(math.ceil((figure.get_figheight() + short) * 100) / 100)
+        return False
+    return all(_legend_fits(ax, renderer) for ax in panels)
+
+
+def _from_the_start(panels: list[Axes]) -> None:
+    """The panels where `subplots` placed them, if the layout from there fits their
+    legends too, else where the last layout left them: a save lays them out from there.
+
+    A layout's result depends, in its last bits, on where it starts: laid out from
+    where the fitting left them, the report's 9 x 3-inch figure moved an edge by a
+    fraction of a pixel. From the start, a figure the fitting did not change is the
+    same, byte for byte, as one it never fitted.
+    """
+    figure = panels[0].figure
+    fitted = [ax.get_position(original=False) for ax in panels]
+    placed = [ax.get_subplotspec().get_position(figure) for ax in panels]
+    for ax, box in zip(panels, placed, strict=True):
+        ax._set_position(box)  # noqa: SLF001 - the public one takes the axes out of the layout
+    figure.get_layout_engine().execute(figure)
+    renderer = figure.canvas.get_renderer()
+    usable = all(
+        _legend_fits(ax, renderer)
+        and ax.get_window_extent(renderer).height >= _as_tall_as_ylabel(ax) * figure.dpi
+        for ax in panels
+    )
+    for ax, box in zip(panels, placed if usable else fitted, strict=True):
+        ax._set_position(box)  # noqa: SLF001
+
+
+def _as_tall_as_ylabel(ax: Axes) -> float:
+    """Inches `ax` keep at least: `_MIN_AXES_HEIGHT`, or their y label's length where it
+    is longer. A label longer than the axes stuck out above and below them, each layout
+    made room for it and left the axes shorter (1.5 inches, then 1.27, of a 2-inch
+    curves figure whose label, "probability / p(x), capped at 1", is 1.69 long)."""
+    label = ax.yaxis.label.get_window_extent(ax.figure.canvas.get_renderer())
+    return max(_MIN_AXES_HEIGHT, math.ceil(label.height) / ax.figure.dpi)
+
+
+def _legend_fits(ax: Axes, renderer: Any) -> bool:
+    """Whether `ax`'s legend ends by their right edge, as `_legend_above` fits it."""
+    return ax.get_legend().get_window_extent(renderer).x1 <= ax.get_window_extent(renderer).x1
+
+
+def _auc_panel(
+    ax: Axes, frame: pd.DataFrame, curve: str, columns: tuple[str, str, str], empty: str
+) -> None:
+    """The `curve`'s ("deletion" or "insertion") histograms of IG's AUCs and of the
+    random control's (`columns`: theirs and which is better), or `empty` where IG has none."""
+    ig, control, better = columns
+    bins = np.linspace(0.0, 1.0, 21)
+    # The control as an outline over IG's filled bars, so both stay readable.
+    for column, name, style in (
+        (control, "random ranking", {"histtype": "step", "color": "#555555"}),
+        (ig, "IG", {"histtype": "stepfilled", "color": "#4c72b0", "alpha": 0.6}),
+    ):
+        values = frame[column].to_numpy(dtype=np.float64)
+        values = values[np.isfinite(values)]
+        median = f", median {np.median(values):.3f}" if values.size else ""
+        label = f"{name} ({wording.count(values.size, 'row')}{median})"
+        ax.hist(values, bins=bins, linewidth=1.4, label=label, **style)
+    if not frame[ig].notna().any():
+        _blank(ax, empty)
+    ax.set_xlim(0.0, 1.0)
+    ax.set_xlabel(f"{curve} AUC ({better})")
+    ax.set_ylabel("rows")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
 
 
 def faithfulness_curves_figure(
