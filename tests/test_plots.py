@@ -1067,3 +1067,57 @@ def test_a_faithfulness_figure_narrower_than_4_inches_is_refused(width):
     # At 3 inches two panels of 1 inch each had their legends over each other.
     with pytest.raises(ValueError, match=rf"width {width:g} inches .* at least 4 inches"):
         plots.faithfulness_figure(_aucs(5), width=width)
+
+
+_CURVES_ROW = {
+    "deletion_curve": np.linspace(0.8, 0.0, 33, dtype=np.float32),
+    "insertion_curve": np.linspace(0.1, 0.8, 33, dtype=np.float32),
+    "deletion_auc": 0.3,
+    "deletion_auc_random": 0.5,
+    "insertion_auc": 0.6,
+    "insertion_auc_random": 0.4,
+}
+
+
+@pytest.mark.parametrize("width", [2.0, 2.5, 3.0, 3.6])
+@pytest.mark.parametrize("height", [1.0, 1.5, 2.0, 2.7])
+@pytest.mark.parametrize("title", [None, "coffee.png → espresso"])
+def test_faithfulness_curves_stay_usable_at_any_size(width, height, title):
+    # At 3.6 x 2 inches the plot was 0.92 inches tall, at 3.6 x 1.5 0.42, at 3.6 x 1.2
+    # 0.12; at 3 inches wide the legend ran past the axes, at 2.5 the axes were 1 inch
+    # wide for it, at 2 the layout collapsed ("axes sizes collapsed to zero").
+    figure, caught, renderer = _laid_out(
+        lambda: plots.faithfulness_curves_figure(
+            _CURVES_ROW, title=title, width=width, height=height
+        )
+    )
+    assert not [w for w in caught if "constrained_layout" in w], caught
+    assert figure.get_size_inches()[0] == pytest.approx(width)
+    assert figure.get_size_inches()[1] >= height
+    ax = figure.axes[0]
+    box = ax.get_window_extent(renderer)
+    assert box.height / figure.dpi >= 1.5 and box.width / figure.dpi >= 1.0, box
+    _legend_fits_above(ax, figure, renderer)
+    tight = ax.get_tightbbox(renderer)
+    assert tight.x0 >= 0 and tight.x1 <= figure.bbox.x1, (tight, figure.bbox)
+    assert tight.y0 >= 0 and tight.y1 <= figure.bbox.y1, (tight, figure.bbox)
+    if title:  # over the legend, in the picture
+        above = figure._suptitle.get_window_extent(renderer)  # noqa: SLF001
+        assert above.y0 >= ax.get_legend().get_window_extent(renderer).y1, above
+        assert above.y1 <= figure.bbox.y1 and above.x0 >= 0 and above.x1 <= figure.bbox.x1
+    label = " ".join(ax.get_xlabel().split())
+    assert label == "fraction of the image's pixels removed / revealed"
+
+
+def test_faithfulness_curves_without_curves_keep_a_usable_height():
+    figure, caught, renderer = _laid_out(
+        lambda: plots.faithfulness_curves_figure({"deletion_auc": 0.4}, height=1.0)
+    )
+    assert not [w for w in caught if "constrained_layout" in w], caught
+    assert figure.axes[0].get_window_extent(renderer).height / figure.dpi >= 1.5
+
+
+@pytest.mark.parametrize("width", [1.9, 1.0])
+def test_a_faithfulness_curves_figure_narrower_than_2_inches_is_refused(width):
+    with pytest.raises(ValueError, match=rf"width {width:g} inches .* at least 2 inches"):
+        plots.faithfulness_curves_figure(_CURVES_ROW, width=width)

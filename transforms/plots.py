@@ -929,20 +929,25 @@ def faithfulness_curves_figure(
     Each curve is drawn relative to the image's own probability p(x) and capped at 1,
     clip(p_k / p(x), 0, 1), so that the area under a drawn curve is the AUC its legend
     gives; where p(x) is unknown or 0 (its AUCs are null), the probabilities themselves.
+    `width` is at least 2 inches (a ValueError); the figure is drawn taller than
+    `height` where the legend and title need it, the plot at least 1.5 inches tall.
     """
+    _check_width(width, _MIN_WIDTH, "a faithfulness curves figure: its legend and labels", 3.6)
     curves = _stored_curves(row)
     reference = faithfulness.image_probability(curves.get("deletion"), curves.get("insertion"))
     figure = _figure(width, height)
     ax = figure.subplots()
     for curve, values in curves.items():
         _draw_curve(ax, row, curve, values, reference)
-    if not curves:
-        _blank(ax, "no deletion / insertion curves stored")
-    else:  # above the axes, where it cannot hide a curve
-        ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False)
     _curve_axes(ax, reference)
     if title:  # over the figure: the legend sits right above the axes
         figure.suptitle(title, fontsize=9, parse_math=False)
+    if not curves:
+        _blank(ax, "no deletion / insertion curves stored")
+        _fit_xlabel(ax)
+        _tall_enough(ax)
+    else:  # above the axes, where it cannot hide a curve, no wider than them
+        _fit_legends_above([ax], height, room=2.7)
     return figure
 
 
