@@ -404,6 +404,8 @@ class _Selection:
       completeness_tolerance: the run's bound on `relative_delta`
         (`--completeness_tolerance`; runs without it used `--tolerance`).
       baselines: how many baselines each row's values are averaged over.
+      one_output: the model has one output and no classes (`_one_output`): `wrong`
+        is empty, and the page shows no accuracy.
     """
 
     frame: pd.DataFrame
@@ -419,16 +421,22 @@ class _Selection:
     tolerance: float | None
     completeness_tolerance: float | None
     baselines: int
+    one_output: bool
 
     @classmethod
     def of(
-        cls, frame: pd.DataFrame, config: Mapping[str, Any], examples: int, gallery: int
+        cls,
+        frame: pd.DataFrame,
+        config: Mapping[str, Any],
+        examples: int,
+        gallery: int,
+        one_output: bool = False,
     ) -> _Selection:
         completeness = completeness_bound(config)
         tolerance = estimate_bound(config) if config.get("tolerance") else None
         per_image = results.one_row_per_image(frame)
         labelled = per_image[per_image["label"].notna()]
-        wrong = results.misclassified(labelled)
+        wrong = results.misclassified(labelled.head(0) if one_output else labelled)
         wrong = wrong.sort_values(["confidence", "image_id"], ascending=[False, True])
         step = max(1, math.ceil(len(per_image) / gallery)) if gallery > 0 else 1
         spread = per_image.iloc[::step].head(gallery) if gallery > 0 else per_image.head(0)
@@ -446,6 +454,7 @@ class _Selection:
             tolerance,
             completeness,
             _baseline_count(config),
+            one_output,
         )
 
     def shown_keys(self, examples: int) -> list[tuple[str, int]]:
@@ -463,6 +472,13 @@ class _Selection:
         return keys + [
             (m["image_id"], int(m["label"])) for _, m in self.wrong.head(examples).iterrows()
         ]
+
+
+def _one_output(manifest: Mapping[str, Any]) -> bool:
+    """Whether the run's model has one output (a single logit or sigmoid): it scores
+    no classes, every row's predicted_class is 0, and accuracy, misclassifications
+    and per-class accuracy mean nothing. False for a manifest without num_outputs."""
+    return (manifest.get("model") or {}).get("num_outputs") == 1
 
 
 def _heat_map(
@@ -791,22 +807,11 @@ def _tiles(manifest: Mapping[str, Any], chosen: _Selection, state: str) -> list[
     unknown = state == "unfinished"  # no counts: what is not known is not shown as 0
     inputs = "?" if unknown else counts.get("inputs", len(chosen.per_image))
     errors = "?" if unknown else counts.get("errors", 0)
-    labelled, wrong = len(chosen.labelled), len(chosen.wrong)
     tiles = [
         (inputs, "inputs", "bad" if unknown else ""),
         (len(frame), "result rows", "" if state == "rows" else "bad"),
         (errors, "errors", "bad" if unknown or errors else "good"),
-        (
-            _pct(1 - wrong / labelled if labelled else None),
-            f"top-1 accuracy ({labelled} of {len(chosen.per_image)} images labelled)",
-            "",
-        ),
-        # Without a labelled image none can be misclassified: a dash, not a green 0 (all right).
-        (
-            wrong if labelled else "–",
-            "misclassified images",
-            ("bad" if wrong else "good") if labelled else "",
-        ),
+        *_accuracy_tiles(chosen),
         (
             _pct(frame["relative_delta"].median() if len(frame) else None, 2),
             "median relative completeness error",
@@ -829,6 +834,27 @@ def _tiles(manifest: Mapping[str, Any], chosen: _Selection, state: str) -> list[
         if len(chosen.unmeasurable):  # both checks measured nothing: neither good nor bad
             tiles.append((len(chosen.unmeasurable), "rows not measurable", ""))
     return [{"value": v, "label": _tile_label(v, t), "tone": k} for v, t, k in tiles]
+
+
+def _accuracy_tiles(chosen: _Selection) -> list[tuple[Any, str, str]]:
+    """The tiles of top-1 accuracy and misclassified images; of a model of one output,
+    which has no classes, one that says so instead."""
+    if chosen.one_output:
+        return [("–", "no accuracy: the model has one output and no classes", "")]
+    labelled, wrong = len(chosen.labelled), len(chosen.wrong)
+    return [
+        (
+            _pct(1 - wrong / labelled if labelled else None),
+            f"top-1 accuracy ({labelled} of {len(chosen.per_image)} images labelled)",
+            "",
+        ),
+        # Without a labelled image none can be misclassified: a dash, not a green 0 (all right).
+        (
+            wrong if labelled else "–",
+            "misclassified images",
+            ("bad" if wrong else "good") if labelled else "",
+        ),
+    ]
 
 
 #: The tiles' labels of a count of one.
@@ -916,6 +942,8 @@ def _misclassified(
     labelled, wrong = chosen.labelled, chosen.wrong
     if chosen.frame.empty:
         empty = state  # no rows: 'all-failed', 'no-inputs', 'missing' or 'unfinished'
+    elif chosen.one_output:
+        empty = "one-output"
     elif labelled.empty:
         empty = "unlabelled-with-errors" if errors else "unlabelled"
     else:
@@ -1418,14 +1446,18 @@ def _sanity_stages(raw: Any) -> list[dict[str, Any]]:
     ]
 
 
-def _per_class(per_image: pd.DataFrame, limit: int) -> dict[str, Any]:
+def _per_class(chosen: _Selection, limit: int) -> dict[str, Any]:
+    """The classes' accuracy, worst first; none of a model of one output (no classes)."""
+    per_image = chosen.per_image
+    if chosen.one_output:
+        return {"rows": [], "total": 0, "limit": limit, "one_output": True}
     table = results.per_class_accuracy(per_image)
     ties = _confusion_ties(per_image)
     rows = [
         {"label": label, **r.to_dict(), "tied": int(ties.get(label, 0))}
         for label, r in table.head(limit).iterrows()
     ]
-    return {"rows": rows, "total": len(table), "limit": limit}
+    return {"rows": rows, "total": len(table), "limit": limit, "one_output": False}
 
 
 def _confusion_ties(per_image: pd.DataFrame) -> pd.Series:
@@ -1540,7 +1572,7 @@ def _sections(
         }
         | _faithfulness(chosen, pictures, examples),
         "sanity": read_sanity(output),
-        "per-class": _per_class(chosen.per_image, classes),
+        "per-class": _per_class(chosen, classes),
         "gallery": _gallery(chosen, pictures),
         "errors": _errors(errors, 50, state),
         "querying": _querying(output, config, len(chosen.frame)),
@@ -1594,7 +1626,7 @@ def build_report(
     available = _result_columns(output)
     config = manifest.get("config", {})
     frame, repeated = _counted_once(_metadata(output, available))
-    chosen = _Selection.of(frame, config, examples, gallery)
+    chosen = _Selection.of(frame, config, examples, gallery, _one_output(manifest))
     pictures = _Pictures(output, manifest, image_root, available)
     pictures.load(chosen.shown_keys(examples))
     images = chosen.frame["image_id"].nunique()

@@ -222,6 +222,63 @@ def test_report_completeness_per_class_and_errors(real_run):
     assert "1 input could not be processed (decode: 1)" in errors and "broken.jpg" in errors
 
 
+ONE_OUTPUT = (
+    "The model has one output (a single score, such as a logit or a sigmoid) and no classes: "
+    "every image's predicted class is 0, so there is no accuracy to show and no image is "
+    "misclassified."
+)
+
+
+@pytest.fixture(scope="module")
+def one_output_run(tmp_path_factory):
+    """The report of a DirectRunner run of a Dense(1) model (a binary classifier's one
+    logit) over 3 labelled images: 2 of ImageNet's class 0 (tench), 1 cat."""
+    import keras
+
+    base = tmp_path_factory.mktemp("one_output")
+    rng = np.random.default_rng(5)
+    for image_id in ("n01440764/tench1.png", "n01440764/tench2.png", f"{WNID_CAT}/cat.png"):
+        write_image(base / "images" / image_id, rng.integers(0, 256, (SIZE, SIZE, 3), np.uint8))
+    inputs = keras.Input((SIZE, SIZE, 3))
+    keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(inputs))).save(
+        str(base / "one.keras")
+    )
+    output = str(base / "out")
+    flags = cli_args(dataset=base / "images", model=base / "one.keras", output=output)
+    run([*flags, "--steps", "4", "--faithfulness", "none"], save_main_session=False)
+    assert main(["--input", output, "--output", str(base / "report.html")]) == 0
+    text = (base / "report.html").read_text(encoding="utf-8")
+    page = _Page()
+    page.feed(text)
+    return {"output": output, "text": text, "page": page}
+
+
+def test_a_one_output_models_report_shows_no_accuracy_but_says_why(one_output_run):
+    # Every row's predicted_class is 0: the page showed "66.7% top-1 accuracy", "1
+    # misclassified image" and a per-class table (tench 100%, cat 0%), the share of
+    # class-0 images dressed as accuracy.
+    text, page = one_output_run["text"], one_output_run["page"]
+    assert "top-1 accuracy" not in text and "misclassified image" not in text
+    assert _tile(text, "no accuracy: the model has one output and no classes") == ("", "–")
+    for anchor in ("misclassified", "per-class"):
+        section = page.sections[anchor]
+        assert ONE_OUTPUT in section, anchor
+        assert "misclassified (" not in section and "%" not in section
+        assert not page.images[anchor]
+    # The rest of the page is as of any run.
+    assert list(page.sections) == SECTIONS
+    assert "None of the 3 rows exceeds the run's tolerance" in page.sections["worst-completeness"]
+    assert len(page.images["completeness"]) == 1 and len(page.images["gallery"]) == 1
+    assert "1 outputs" in page.sections["summary"]
+
+
+def test_a_multi_class_models_report_keeps_its_accuracy(real_run):
+    text, page = real_run["html"].read_text(encoding="utf-8"), real_run["page"]
+    assert ONE_OUTPUT not in text and "no accuracy" not in text
+    assert _tile(text, r"top-1 accuracy \(3 of 4 images labelled\)")[1].endswith("%")
+    assert "Top-1 accuracy per labelled class" in page.sections["per-class"]
+
+
 def _screenshot(page: Path, folder: Path, height: int) -> np.ndarray:
     """The page as headless Chromium draws it 1280 px wide: int RGB [height, 1280, 3]."""
     shot = folder / "report.png"
