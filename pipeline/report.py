@@ -1478,7 +1478,9 @@ def _gallery(chosen: _Selection, pictures: _Pictures) -> dict[str, Any] | None:
     if rows.empty:
         return None
     photos = pictures.images()
-    figure = plots.grid_figure(rows, photos, columns=4, panel_size=2.6)
+    figure = plots.grid_figure(
+        rows, photos, columns=4, panel_size=2.6, misclassified_red=not chosen.one_output
+    )
     with_photo = int(rows["image_id"].isin(list(photos)).sum())
     with_map = sum(1 for _, r in rows.iterrows() if _has_map(r))
     return {
@@ -1491,6 +1493,7 @@ def _gallery(chosen: _Selection, pictures: _Pictures) -> dict[str, Any] | None:
         ),
         "partly": 0 < with_photo < len(rows) and with_map > 0,
         "step": chosen.gallery_step,
+        "one_output": chosen.one_output,  # no captions marked misclassified
         "figure": _png(figure, "gallery", dpi=90, wide=True),
     }
 

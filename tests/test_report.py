@@ -279,6 +279,28 @@ def test_a_multi_class_models_report_keeps_its_accuracy(real_run):
     assert "Top-1 accuracy per labelled class" in page.sections["per-class"]
 
 
+def _red_caption_pixels(page: _Page) -> int:
+    """Red pixels (a misclassified row's caption colour) in the gallery's caption lines:
+    the rows of its picture that are mostly white, apart from the coloured heat maps."""
+    src = page.images["gallery"][0]
+    pixels = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB")
+    rgb = np.asarray(pixels).astype(int)
+    captions = rgb[(rgb.min(axis=2) > 245).mean(axis=1) > 0.8]
+    red, green, blue = captions[..., 0], captions[..., 1], captions[..., 2]
+    return int(((red > 120) & (red - green > 80) & (red - blue > 60)).sum())
+
+
+def test_a_one_output_models_gallery_marks_no_caption_red(one_output_run, real_run):
+    # The cat's caption ("pred: 0, label: 281") was red, as a misclassification, under
+    # "Red captions are misclassifications": of a model with no classes.
+    page = one_output_run["page"]
+    assert _red_caption_pixels(page) == 0
+    assert "Red captions are misclassifications" not in page.sections["gallery"]
+    # A multi-class run's misclassified images keep their red captions.
+    assert _red_caption_pixels(real_run["page"]) > 50
+    assert "Red captions are misclassifications" in real_run["page"].sections["gallery"]
+
+
 def _screenshot(page: Path, folder: Path, height: int) -> np.ndarray:
     """The page as headless Chromium draws it 1280 px wide: int RGB [height, 1280, 3]."""
     shot = folder / "report.png"

@@ -1044,6 +1044,7 @@ def grid_figure(
     columns: int = 4,
     panel_size: float = 2.4,
     title: str | None = None,
+    misclassified_red: bool = True,
 ) -> Figure:
     """Many rows at a glance: one heat map (or overlay) per row, captioned.
 
@@ -1055,6 +1056,8 @@ def grid_figure(
       panel: `overlay`, `mask` or `image` (see `PANELS`).
       columns: cells per line. Misclassified rows have red captions; a file name
         that several images of `rows` share is captioned by their `image_id`s.
+      misclassified_red: False: no caption is red, for rows of a model of one output,
+        whose predicted class 0 is no class to compare a label with.
 
     Raises:
       ValueError: `rows` holds more than `GRID_MAX_ROWS` rows (pick the rows to draw).
@@ -1075,7 +1078,8 @@ def grid_figure(
     images_per_name = rows.groupby("file_name")["image_id"].nunique() if len(rows) else {}
     shared = {name for name, count in dict(images_per_name).items() if count > 1}
     for ax, (_, row) in zip(axes, rows.iterrows(), strict=False):
-        _grid_cell(ax, row, images.get(row["image_id"]), panel, row["file_name"] in shared)
+        by_id = row["file_name"] in shared
+        _grid_cell(ax, row, images.get(row["image_id"]), panel, by_id, misclassified_red)
     for ax in axes[len(rows) :]:
         ax.set_axis_off()
     if title:
@@ -1095,9 +1099,12 @@ def _wide_ratio(rows: pd.DataFrame, images: Mapping[str, np.ndarray]) -> float:
     return min(1.0, height / width)
 
 
-def _grid_cell(ax: Axes, row: Any, image: np.ndarray | None, panel: str, by_id: bool) -> None:
+def _grid_cell(
+    ax: Axes, row: Any, image: np.ndarray | None, panel: str, by_id: bool, red: bool
+) -> None:
     """One row's cell of `grid_figure`: its map as `panel` (the photo alone, or a blank,
-    where no attributions are stored), captioned (by image id when `by_id`)."""
+    where no attributions are stored), captioned (by image id when `by_id`; in red when
+    misclassified and `red`)."""
     try:
         stored = results.attributions_of(row)
         mask = attribution_mask(stored)
@@ -1115,7 +1122,7 @@ def _grid_cell(ax: Axes, row: Any, image: np.ndarray | None, panel: str, by_id: 
     if mask is None and image is not None:  # the photo alone: say there is no map
         caption += "\n(no attributions stored)"
     caption += _grid_note(stored)
-    ax.set_title(caption, fontsize=7, color=_WRONG if wrong else "black", parse_math=False)
+    ax.set_title(caption, fontsize=7, color=_WRONG if wrong and red else "black", parse_math=False)
 
 
 def _grid_note(stored: np.ndarray | None) -> str:
