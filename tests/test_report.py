@@ -269,7 +269,7 @@ def test_a_one_output_models_report_shows_no_accuracy_but_says_why(one_output_ru
     assert list(page.sections) == SECTIONS
     assert "None of the 3 rows exceeds the run's tolerance" in page.sections["worst-completeness"]
     assert len(page.images["completeness"]) == 1 and len(page.images["gallery"]) == 1
-    assert "1 outputs" in page.sections["summary"]
+    assert "1 output, label offset 0" in page.sections["summary"]  # not "1 outputs"
 
 
 def test_a_multi_class_models_report_keeps_its_accuracy(real_run):
