@@ -2,6 +2,7 @@
 
 import io
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -98,6 +99,27 @@ def test_a_heic_photo_is_refused_naming_its_format_and_the_fix(brand):
     for other in (mp4, no_box):
         with pytest.raises(images.ImageError, match=r"^not an image Pillow can read \("):
             images.decode_image(other)
+
+
+@pytest.mark.parametrize(
+    "exif, said",
+    [
+        (b"Exif\0\0II*\0\x40\0\0\0", "Corrupt EXIF data"),  # IFD past the end
+        (b"Exif\0\0II*\0\x08\0\0\0\x03\0", "Corrupt EXIF data"),  # 3 tags, none there
+        (b"Exif\0\0II*\0\x08\0\0\0\x01\0\x0e\x01\x02\0\x40\0\0\0\0\x01\0\0", "Truncated"),
+    ],
+)
+def test_a_corrupt_exif_block_decodes_without_pillows_warning(exif, said):
+    # Pillow warned (UserWarning) on each of these, once per file, on the job's stderr.
+    stored = np.random.default_rng(4).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    data = _encode(Image.fromarray(stored), "PNG", exif=exif)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Image.open(io.BytesIO(data)).getexif()  # the warning these bytes give Pillow
+    assert [said in str(w.message) for w in caught] == [True]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(images.decode_image(data), stored)  # taken as stored
 
 
 def test_truncated_jpeg_is_an_error():

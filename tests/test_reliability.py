@@ -116,6 +116,37 @@ def test_odd_images_are_processed_and_broken_ones_reported(odd_folder, linear_ke
     assert manifest["all_inputs_accounted_for"]
 
 
+def test_pillows_warnings_on_corrupt_metadata_do_not_reach_the_terminal(linear_keras, tmp_path):
+    # A JPEG whose EXIF points past its end decodes (taken as stored); a TIFF header alone
+    # is an error record. Pillow warned on each ('UserWarning: Corrupt EXIF data.
+    # Expecting to read 2 bytes but only got 0.'), and the job's stderr showed it, with
+    # Pillow's file and line, once per file and unrelated to any row.
+    root = tmp_path / "photos"
+    root.mkdir()
+    rgb = Image.fromarray(np.random.default_rng(3).integers(0, 256, (20, 30, 3), dtype=np.uint8))
+    _save(root / "good.jpg", rgb, "JPEG")
+    _save(root / "exif.jpg", rgb, "JPEG", exif=b"Exif\0\0II*\0\x40\0\0\0")
+    (root / "header.tif").write_bytes(b"II*\0\x08\0\0\0")
+    out = tmp_path / "out"
+    flags = cli_args(dataset=root, model=linear_keras, output=out, steps=2, faithfulness="none")
+    done = subprocess.run(
+        launched([sys.executable, "-m", "pipeline", *flags]),
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "UserWarning" not in done.stderr and "EXIF" not in done.stderr, done.stderr
+    assert sorted(pd.read_parquet(out / "results").image_id) == ["exif.jpg", "good.jpg"]
+    errors = pd.read_parquet(out / "errors")
+    assert errors.image_id.tolist() == ["header.tif"]
+    assert errors.error.tolist() == [
+        "broken image: Pillow cannot open this TIFF file (Missing dimensions)"
+    ]
+
+
 @pytest.fixture(scope="module")
 def nan_model(tmp_path_factory):
     """F_j = (j + 1) * sum sqrt(x): infinite gradient at x = 0; NaN outputs for white images."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import struct
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
@@ -257,6 +259,20 @@ def _to_array(img: Image.Image, sixteen_bit: bool) -> np.ndarray:
     return array
 
 
+@contextlib.contextmanager
+def _quiet_pillow() -> Iterator[None]:
+    """Pillow's warnings about the file being decoded kept off the terminal: 'Corrupt
+    EXIF data. Expecting to read 2 bytes but only got 0.', 'Truncated File Read' (an
+    EXIF block or a TIFF's IFD cut short), 'Image appears to be a malformed MPO file'.
+    Each came out as a raw Python warning with Pillow's file and line, once per file,
+    naming none. What matters is in the file's row or error record: an EXIF block that
+    does not read names no orientation (`_orientation`), a TIFF without its IFD is
+    'broken image'."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+        yield
+
+
 def decode_image(
     data: bytes, max_side_hint: int | None = None, max_pixels: int = MAX_PIXELS
 ) -> np.ndarray:
@@ -282,7 +298,7 @@ def decode_image(
     if not data:
         raise ImageError("empty file (0 bytes)")
     try:
-        with _open_bounded(data, max_side_hint, max_pixels) as img:
+        with _quiet_pillow(), _open_bounded(data, max_side_hint, max_pixels) as img:
             _load(img)
             upright = _clear_transparent(_upright(img), _png_bit_depth(data))
             array = _to_array(_shrink(upright, max_side_hint), img.mode in _WIDE_INT_MODES)
