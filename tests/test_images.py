@@ -77,6 +77,47 @@ def test_bad_bytes_raise_image_error_with_reason(data, reason):
         images.decode_image(data)
 
 
+_README = b"BMW service notes\n\nOil changed on 2024-05-01; tyres next spring.\n" * 20
+
+
+@pytest.mark.parametrize(
+    "text, fmt",
+    [
+        (b"BMW service notes\n", "BMP"),
+        (_README, "BMP"),
+        (b"P1 meeting notes: discuss the plan\n", "PPM"),
+        ("P3 priorit\u00e9s: r\u00e9union\n".encode(), "PPM"),
+        (b"GIF89a is a format\r\n", "GIF"),
+    ],
+)
+def test_a_text_file_starting_like_an_image_format_is_not_an_image(text, fmt):
+    # A note whose first bytes happen to be a BMP's ('BM') or a PPM's ('P1') signature
+    # was 'broken image: Truncated File Read' or 'broken image: Pillow cannot open this
+    # PPM file (ValueError: invalid literal for int() with base 10: ...)'.
+    with pytest.raises(images.ImageError) as refused:
+        images.decode_image(text)
+    assert str(refused.value) == (
+        f"not an image Pillow can read ({len(text)} bytes of text, starting with {fmt}'s signature)"
+    )
+
+
+def test_a_broken_bmp_or_ppm_is_still_a_broken_image():
+    # Real files cut short (a plain PPM, text, in its header), which no text check takes.
+    stored = Image.fromarray(np.random.default_rng(5).integers(0, 256, (20, 30, 3), np.uint8))
+    bmp, ppm = _encode(stored, "BMP"), _encode(stored, "PPM")
+    broken = {
+        bmp[:20]: "broken image: Truncated File Read",
+        bmp[: len(bmp) // 2]: "broken image: image file is truncated",
+        ppm[:12]: "broken image: image file is truncated",
+        b"P3\n# made by hand\n30": "broken image: Pillow cannot open this PPM file (ValueError",
+        b"P1\n3 2\n0 1 0\n1 x 1\n": "broken image: Pillow cannot decode this PPM file (",
+    }
+    for data, reason in broken.items():
+        with pytest.raises(images.ImageError) as refused:
+            images.decode_image(data)
+        assert str(refused.value).startswith(reason), (data, str(refused.value))
+
+
 def _iso_bmff(major: bytes, *compatible: bytes) -> bytes:
     """The start of an ISO base media file (HEIF, AVIF, MP4): its `ftyp` box, then data."""
     body = major + b"\0\0\0\0" + b"".join(compatible)

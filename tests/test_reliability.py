@@ -61,6 +61,7 @@ def odd_folder(tmp_path):
     rgb.save(good, format="JPEG")
     (root / "truncated.jpg").write_bytes(good.getvalue()[:200])
     (root / "notes.jpg").write_text("this is not an image")
+    (root / "README.txt").write_text("BMW service notes\n")  # a BMP's signature, 'BM'
     qoi = io.BytesIO()
     rgb.save(qoi, format="QOI")
     (root / "cut.qoi").write_bytes(qoi.getvalue()[:-20])  # IndexError in Pillow's decoder
@@ -94,6 +95,7 @@ def test_odd_images_are_processed_and_broken_ones_reported(odd_folder, linear_ke
         ]
     )
     assert sorted(errors.index) == [
+        "README.txt",
         "cut.qoi",
         "empty.png",
         "header.tif",
@@ -103,6 +105,10 @@ def test_odd_images_are_processed_and_broken_ones_reported(odd_folder, linear_ke
     assert (errors.stage == "decode").all()
     assert errors.loc["empty.png", "error"] == "empty file (0 bytes)"
     assert "not an image" in errors.loc["notes.jpg", "error"]
+    # This was 'broken image: Truncated File Read'.
+    assert errors.loc["README.txt", "error"] == (
+        "not an image Pillow can read (18 bytes of text, starting with BMP's signature)"
+    )
     assert "broken image" in errors.loc["truncated.jpg", "error"]
     # These were 'IndexError: index out of range' and 'not an image Pillow can read'.
     assert errors.loc["cut.qoi", "error"] == (
@@ -112,7 +118,7 @@ def test_odd_images_are_processed_and_broken_ones_reported(odd_folder, linear_ke
         "broken image: Pillow cannot open this TIFF file (Missing dimensions)"
     )
     counts = manifest["counts"]
-    assert counts["inputs"] == 15 == counts["images_with_rows"] + counts["images_with_errors"]
+    assert counts["inputs"] == 16 == counts["images_with_rows"] + counts["images_with_errors"]
     assert manifest["all_inputs_accounted_for"]
 
 

@@ -112,10 +112,14 @@ def _open_bounded(data: bytes, max_side_hint: int | None, max_pixels: int) -> Im
             raise ImageError(f"image too large to decode safely: {e} {_bomb_limit(data)}") from e
         except UnidentifiedImageError as e:
             raise ImageError(_unidentified(data)) from e
-        except (OSError, SyntaxError, MemoryError):
-            raise  # Pillow's own words, made a reason by `decode_image`
+        except MemoryError:
+            raise
+        except (OSError, SyntaxError) as e:
+            if (text := _text_reason(data)) is None:
+                raise  # Pillow's own words, made a reason by `decode_image`
+            raise ImageError(text) from e
         except Exception as e:  # a plugin's Python error (PPM's int(), AVIF's RuntimeError)
-            raise ImageError(_cannot("open", _claimed_format(data), e)) from e
+            raise ImageError(_text_reason(data) or _cannot("open", _claimed_format(data), e)) from e
     # Pillow opens an image at its first frame (an animation's); no seek(0): a SPIDER
     # file that is no stack raises EOFError on any seek.
     if max_side_hint and img.format in _JPEG_FORMATS:
@@ -312,6 +316,10 @@ def decode_image(
 #: Major brands of HEIF files (`ftyp` box): HEIC photos (an iPhone's default), image
 #: sequences, and the generic HEIF brands. AVIF, also HEIF, is read by Pillow.
 _HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"})
+# Bytes no text holds (control characters but tab, line feed, vertical tab, form feed
+# and carriage return), and a word: two letters in a row.
+_CONTROL = re.compile(rb"[\x00-\x08\x0e-\x1f\x7f]")
+_WORD = re.compile(r"[^\W\d_]{2}")
 
 
 def _unidentified(data: bytes) -> str:
@@ -327,8 +335,32 @@ def _unidentified(data: bytes) -> str:
     # A TIFF of a pixel layout Pillow lacks, a header cut short, ... is a broken image;
     # bytes its format's opener disowns ('not a XBM file': a C header's '#define') none.
     if fmt is not None and not re.match(r"not an? \S+ file", str(error)):
-        return _cannot("open", fmt, error)
+        return _text_reason(data) or _cannot("open", fmt, error)
     return f"not an image Pillow can read ({len(data)} bytes)"
+
+
+def _text_reason(data: bytes) -> str | None:
+    """Why a text file whose first bytes happen to be a format's signature, which Pillow
+    then fails to open, is no image: a note starting 'BMW' (a BMP's 'BM') or 'P1 '
+    (a PPM's) is not a broken BMP or PPM. None for other bytes."""
+    fmt = _claimed_format(data)
+    if fmt is None or not _is_text(data):
+        return None
+    return (
+        f"not an image Pillow can read ({len(data)} bytes of text, starting with {fmt}'s signature)"
+    )
+
+
+def _is_text(data: bytes) -> bool:
+    """Whether the file's first 4 KiB read as text: no control character but whitespace,
+    and a word (two letters) past the first two bytes outside '#' comments. A BMP, GIF
+    or TIFF header holds binary (NUL) bytes; a plain PPM ('P3'), text, holds numbers and
+    comments alone before its pixels, so one cut in its header stays a broken image."""
+    head = data[:4096]
+    if _CONTROL.search(head):
+        return False
+    text = re.sub(r"#[^\r\n]*", "", head[2:].decode("utf-8", "replace"))
+    return _WORD.search(text) is not None
 
 
 def _claimed_format(data: bytes) -> str | None:
