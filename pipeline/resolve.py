@@ -636,7 +636,8 @@ def check_labels_in_model(
         )
     if config.target != "label" or not data.folder_labels:
         return
-    if any(label < spec.num_classes for label in data.folder_labels):
+    # A one-output model has no class 0 either: ImageNet's tench (0) is no output of it.
+    if spec.num_outputs != 1 and any(label < spec.num_classes for label in data.folder_labels):
         return
     shown = ", ".join(map(str, sorted(set(data.folder_labels))[:3]))
     shown += ", ..." if len(set(data.folder_labels)) > 3 else ""

@@ -3142,15 +3142,28 @@ def test_target_label_with_no_label_among_the_models_classes_exits_2(dataset, tm
     assert not (tmp_path / "o").exists()
 
 
-def test_target_label_on_a_one_output_model_exits_2_without_its_1_class(tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("dataset", "shown"), [("sample", "281, 967"), ("tench", "0"), ("tench_and_cat", "0, 281")]
+)
+def test_target_label_on_a_one_output_model_exits_2_without_its_1_class(
+    dataset, shown, tmp_path, capsys
+):
     # The sample's labels (ImageNet 281, 967) on a single logit: the error said "no image
     # of 'sample' has a label among --model's 1 class" and to use "a model of those classes".
+    # A folder of tench (ImageNet 0) was not refused at all: label 0 < 1 passed for one
+    # of the model's classes, though a one-output model has none (found by review r120).
     model = _tiny_classifier(tmp_path / "one.keras", 1)
-    assert main(cli_args(dataset="sample", model=model, output=tmp_path / "o", target="label")) == 2
+    data = "sample"
+    if dataset != "sample":
+        data = str(tmp_path / "images")
+        write_image(Path(data) / "n01440764" / "tench.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    if dataset == "tench_and_cat":
+        write_image(Path(data) / WNID_CAT / "cat.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    assert main(cli_args(dataset=data, model=model, output=tmp_path / "o", target="label")) == 2
     (line,) = _error_lines(capsys.readouterr().err)
     assert line == (
         f"error: --target label: --model {model!r} has one output, a score and no classes, "
-        "and the labels of 'sample' are ImageNet classes (281, 967), so every image would be "
+        f"and the labels of {data!r} are ImageNet classes ({shown}), so every image would be "
         "an error. Use --target predicted, which attributes that output."
     )
     assert not (tmp_path / "o").exists()
