@@ -58,14 +58,15 @@ def _first_three(names: Sequence[str]) -> str:
 
 
 def _class_names(spec: ModelSpec, tfds_names: Sequence[str] | None) -> tuple[str, ...] | None:
-    """Names of the label space: a dataset's own, else ImageNet's for 1000-class models.
+    """Names of the label space: a dataset's own, else ImageNet's for 1000-class models;
+    none of a model of one output, which has no classes (a 1-class dataset's name named it).
     A dataset's classes named by their indices alone have no names of their own: on an
     ImageNet model, '667' named the predictions, where a dataset of 3 such classes gave
     ImageNet's names."""
     imagenet = spec.num_classes == labels.IMAGENET_NUM_CLASSES
     if tfds_names is not None and _unnamed(tfds_names):
         tfds_names = None
-    if tfds_names is not None and len(tfds_names) == spec.num_classes:
+    if tfds_names is not None and len(tfds_names) == spec.num_classes and spec.num_outputs != 1:
         if imagenet and tuple(tfds_names) == labels.imagenet_wnids():
             return labels.imagenet_class_names()
         return tuple(tfds_names)
@@ -300,11 +301,12 @@ def warn_of_other_label_space(
     if data.folder_labels and spec.num_classes != 1000:
         _warn_of_imagenet_labels(data, spec, class_names)
     own = data.tfds_class_names
-    if own is None or len(own) == spec.num_classes:
+    # One output is no class: a dataset of one class is no more the model's than of two.
+    if own is None or (len(own) == spec.num_classes and spec.num_outputs != 1):
         return
     shown = _first_three(own)
     if spec.num_outputs == 1:
-        held = f"TFDS dataset {data.source.name} has {len(own)} classes ({shown})"
+        held = f"TFDS dataset {data.source.name} has {wording.classes(len(own))} ({shown})"
         _warn_of_one_output(held, spec.reference, "the dataset's")
         return
     named = f" ({class_names[0]!r}, not {own[0]!r})" if class_names else ""

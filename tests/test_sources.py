@@ -654,6 +654,29 @@ def test_a_binary_classifier_of_one_output_audits_a_two_class_tfds_dataset(
     assert (tmp_path / "out" / "report.html").is_file()
 
 
+def test_a_one_output_model_on_a_one_class_tfds_dataset_is_as_on_two_classes(tmp_path, caplog):
+    # One class and one output matched in count: no warning was given, and the
+    # dataset's one name ('only') named the model's output, as if it were that class,
+    # where on 2 classes the launch warns and predicted_name is the output's index.
+    data_dir = _prepared("tiny_one_class", tmp_path)
+    model = _one_output_keras(tmp_path / "one.keras")
+    args = cli_args(dataset="tiny_one_class", data_dir=data_dir, model=model)
+    args += cli_args(output=tmp_path / "out", steps=4, faithfulness="none")
+    with caplog.at_level(logging.WARNING, logger="pipeline.resolve"):
+        assert main(args) == 0
+    said = [r.getMessage() for r in caplog.records if r.name == "pipeline.resolve"]
+    assert said == [
+        f"TFDS dataset tiny_one_class has 1 class (only) and --model {model} has one "
+        "output, a score and no classes to compare them with: label and label_name hold the "
+        "dataset's classes, and they, --target label and the report's accuracy mean nothing "
+        "here."
+    ]
+    rows = pd.read_parquet(tmp_path / "out" / "results")
+    assert sorted(zip(rows.label, rows.label_name, strict=True)) == [(0, "only"), (0, "only")]
+    assert (rows.predicted_name == "0").all() and (rows.target_name == "0").all()
+    assert [list(names) for names in rows.top_k_names] == [["0"], ["0"]]
+
+
 def test_target_label_on_a_one_output_model_and_a_tfds_dataset_exits_2(tmp_path, capsys):
     # As on the sample: the dataset's classes are not the one output's, and its label 0
     # attributed the score of whatever the output scores, for images of class a.

@@ -330,3 +330,23 @@ class TinyDownload(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self):
         yield 0, {"image": np.full((SIZE, SIZE, 3), 90, np.uint8)}
+
+
+class TinyOneClass(tfds.core.GeneratorBasedBuilder):
+    """Two flat grey images of one class, 'only' (a dataset of a single class)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        features = {
+            "image": tfds.features.Image(shape=(SIZE, SIZE, 3)),
+            "label": tfds.features.ClassLabel(names=["only"]),
+        }
+        return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(features))
+
+    def _split_generators(self, dl_manager):
+        return {"test": self._generate_examples()}
+
+    def _generate_examples(self):
+        for i in range(2):
+            yield i, {"image": np.full((SIZE, SIZE, 3), 90 + i, np.uint8), "label": 0}
