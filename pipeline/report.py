@@ -1111,7 +1111,17 @@ def _error_card(pictures: _Pictures, meta: pd.Series, chosen: _Selection) -> dic
         ),
         _fact("within tolerance", verdict, flagged),
     ]
-    return {"meta": meta.to_dict(), "figures": figures, "facts": facts}
+    card = {"meta": meta.to_dict(), "figures": figures, "facts": facts}
+    return card | ({"target": _score_target(meta)} if chosen.one_output else {})
+
+
+def _score_target(meta: pd.Series) -> str:
+    """What a row card of a model of one output attributes, for its heading: the
+    output's name where --class_names gave one, else "score" (its index, '0', reads
+    as a class the model does not have)."""
+    name = meta["target_name"]
+    unnamed = results.is_missing(name) or str(name) == str(int(meta["target_class"]))
+    return "score" if unnamed else str(name)
 
 
 def _worst_completeness(chosen: _Selection, pictures: _Pictures) -> dict[str, Any]:
@@ -1478,9 +1488,8 @@ def _gallery(chosen: _Selection, pictures: _Pictures) -> dict[str, Any] | None:
     if rows.empty:
         return None
     photos = pictures.images()
-    figure = plots.grid_figure(
-        rows, photos, columns=4, panel_size=2.6, misclassified_red=not chosen.one_output
-    )
+    one_output = chosen.one_output  # captioned by score, none red
+    figure = plots.grid_figure(rows, photos, columns=4, panel_size=2.6, one_output=one_output)
     with_photo = int(rows["image_id"].isin(list(photos)).sum())
     with_map = sum(1 for _, r in rows.iterrows() if _has_map(r))
     return {

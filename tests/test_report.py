@@ -301,6 +301,38 @@ def test_a_one_output_models_gallery_marks_no_caption_red(one_output_run, real_r
     assert "Red captions are misclassifications" in real_run["page"].sections["gallery"]
 
 
+def test_a_one_output_models_gallery_and_cards_show_its_score(one_output_run):
+    # Its captions read "pred: 0 (>99.9%)" (a softmax over one output is 1) and "label:
+    # 281" or "label: 0" (ImageNet's indices, no class of the model), and its cards
+    # "cat.png → 0": nothing of what the model said, which is its score.
+    output, page = one_output_run["output"], one_output_run["page"]
+    rows = results.read_results(output, with_arrays=True).sort_values("image_id")
+    figure = plots.grid_figure(
+        rows,
+        results.input_images(output, rows.image_id),
+        columns=4,
+        panel_size=2.6,
+        one_output=True,
+    )
+    captions = [ax.get_title() for ax in figure.axes if ax.get_title()]
+    assert captions == [f"{r.file_name}\nscore: {r.target_score:.3g}" for r in rows.itertuples()], (
+        captions
+    )
+    src = page.images["gallery"][0]  # the page's gallery is that figure
+    assert base64.b64decode(src.split(",", 1)[1]) == plots.figure_png(figure, dpi=90)
+    assert "whose value each caption gives as its score" in page.sections["gallery"]
+    assert "the class each map attributes" not in page.sections["gallery"]
+    headings = re.findall(r"<h3>([^<]*→[^<]*)</h3>", one_output_run["text"])
+    assert headings and all(h.endswith(" → score") for h in headings), headings
+
+
+def test_a_multi_class_models_captions_keep_their_prediction(real_run):
+    rows = results.read_results(str(real_run["output"]), with_arrays=True)
+    titles = [plots.row_title(row)[0] for _, row in rows.iterrows()]
+    assert all(t.splitlines()[1].startswith("pred: ") for t in titles), titles
+    assert "score:" not in "".join(titles)
+
+
 def _screenshot(page: Path, folder: Path, height: int) -> np.ndarray:
     """The page as headless Chromium draws it 1280 px wide: int RGB [height, 1280, 3]."""
     shot = folder / "report.png"

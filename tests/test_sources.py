@@ -629,6 +629,7 @@ def test_a_binary_classifier_of_one_output_audits_a_two_class_tfds_dataset(
     # with --label_offset 0 it scores 1 class, fewer than the --dataset's 2 classes", where
     # the same model on the sample or a folder runs. A one-output model scores no classes.
     from pipeline import report
+    from transforms import plots
 
     data_dir = _prepared("tiny_shades/dark", tmp_path)
     model = _one_output_keras(tmp_path / "one.keras")
@@ -650,6 +651,11 @@ def test_a_binary_classifier_of_one_output_audits_a_two_class_tfds_dataset(
     assert (rows.target_class == 0).all() and (rows.target_name == "0").all()
     assert [list(p) for p in rows.top_k_probs] == [[1.0]] * 3
     assert rows.target_score.notna().all() and rows.within_tolerance.all()
+    # Captioned by its score and the dataset's names, not "pred: 0 (>99.9%)".
+    captions = [plots.row_title(row, one_output=True)[0] for _, row in rows.iterrows()]
+    assert sorted(c.split("\n", 1)[1] for c in captions) == sorted(
+        f"score: {row.target_score:.3g}\nlabel: {row.label_name}" for row in rows.itertuples()
+    )
     assert report.main(["--input", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "report.html").is_file()
 

@@ -1006,12 +1006,16 @@ def shortened(text: str, width: int = 28) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def row_title(row: Any, width: int = 28, *, by_id: bool = False) -> tuple[str, bool]:
+def row_title(
+    row: Any, width: int = 28, *, by_id: bool = False, one_output: bool = False
+) -> tuple[str, bool]:
     """A short caption of a row and whether it is a misclassification.
 
     "file / pred: name (p%) / label: name"; names longer than `width` are cut.
     `by_id`: name the image by its `image_id` (cut at its start, keeping the file
-    name), for a file name that other images of the figure share.
+    name), for a file name that other images of the figure share. `one_output`: a
+    row of a model of one output, "file / score: target_score / label: name", the
+    label only where the dataset names it (`_score_lines`), never a misclassification.
     """
 
     def cut(text: Any) -> str:
@@ -1021,6 +1025,8 @@ def row_title(row: Any, width: int = 28, *, by_id: bool = False) -> tuple[str, b
     if by_id:
         name = str(row["image_id"])
         name = name if len(name) <= width else "…" + name[-(width - 1) :]
+    if one_output:
+        return "\n".join([name, *_score_lines(row, cut)]), False
     probs = row["top_k_probs"]
     confidence = (
         f" ({wording.probability(float(probs[0]))})" if probs is not None and len(probs) else ""
@@ -1036,6 +1042,20 @@ def row_title(row: Any, width: int = 28, *, by_id: bool = False) -> tuple[str, b
     return "\n".join(lines), wrong
 
 
+def _score_lines(row: Any, cut: Callable[[Any], str]) -> list[str]:
+    """A one-output row's caption lines: its score (the output, `target_score`), as its
+    predicted class 0 at probability 1 says nothing; and its label by the dataset's
+    name (a TFDS dataset's 'cat'), none where that name is only the label's index (a
+    WordNet-id folder's '281' on a model without ImageNet's names)."""
+    score = row["target_score"]
+    lines = [f"score: {'-' if results.is_missing(score) else f'{float(score):.3g}'}"]
+    label, name = row["label"], row["label_name"]
+    if not results.is_missing(label) and not results.is_missing(name):
+        if str(name) != str(int(label)):
+            lines.append(f"label: {cut(name)}")
+    return lines
+
+
 def grid_figure(
     rows: pd.DataFrame,
     images: Mapping[str, np.ndarray] | None = None,
@@ -1045,6 +1065,7 @@ def grid_figure(
     panel_size: float = 2.4,
     title: str | None = None,
     misclassified_red: bool = True,
+    one_output: bool = False,
 ) -> Figure:
     """Many rows at a glance: one heat map (or overlay) per row, captioned.
 
@@ -1058,6 +1079,8 @@ def grid_figure(
         that several images of `rows` share is captioned by their `image_id`s.
       misclassified_red: False: no caption is red, for rows of a model of one output,
         whose predicted class 0 is no class to compare a label with.
+      one_output: the rows are of a model of one output: captioned by its score, not
+        by a prediction of class 0 at probability 1 (`row_title`), and none red.
 
     Raises:
       ValueError: `rows` holds more than `GRID_MAX_ROWS` rows (pick the rows to draw).
@@ -1079,7 +1102,8 @@ def grid_figure(
     shared = {name for name, count in dict(images_per_name).items() if count > 1}
     for ax, (_, row) in zip(axes, rows.iterrows(), strict=False):
         by_id = row["file_name"] in shared
-        _grid_cell(ax, row, images.get(row["image_id"]), panel, by_id, misclassified_red)
+        red = misclassified_red and not one_output
+        _grid_cell(ax, row, images.get(row["image_id"]), panel, by_id, red, one_output)
     for ax in axes[len(rows) :]:
         ax.set_axis_off()
     if title:
@@ -1100,11 +1124,17 @@ def _wide_ratio(rows: pd.DataFrame, images: Mapping[str, np.ndarray]) -> float:
 
 
 def _grid_cell(
-    ax: Axes, row: Any, image: np.ndarray | None, panel: str, by_id: bool, red: bool
+    ax: Axes,
+    row: Any,
+    image: np.ndarray | None,
+    panel: str,
+    by_id: bool,
+    red: bool,
+    one_output: bool = False,
 ) -> None:
     """One row's cell of `grid_figure`: its map as `panel` (the photo alone, or a blank,
     where no attributions are stored), captioned (by image id when `by_id`; in red when
-    misclassified and `red`)."""
+    misclassified and `red`; by its score when `one_output`)."""
     try:
         stored = results.attributions_of(row)
         mask = attribution_mask(stored)
@@ -1118,7 +1148,7 @@ def _grid_cell(
         _blank(ax, "no attributions stored")
         ax.set_xticks([])
         ax.set_yticks([])
-    caption, wrong = row_title(row, by_id=by_id)
+    caption, wrong = row_title(row, by_id=by_id, one_output=one_output)
     if mask is None and image is not None:  # the photo alone: say there is no map
         caption += "\n(no attributions stored)"
     caption += _grid_note(stored)
