@@ -69,6 +69,7 @@ from transforms.manifest import (
     estimate_bound,
     faithfulness_pixels,
     faithfulness_ties,
+    has_one_output,
     missing_run_message,
     run_checkpoints,
     shows_targets,
@@ -404,7 +405,7 @@ class _Selection:
       completeness_tolerance: the run's bound on `relative_delta`
         (`--completeness_tolerance`; runs without it used `--tolerance`).
       baselines: how many baselines each row's values are averaged over.
-      one_output: the model has one output and no classes (`_one_output`): `wrong`
+      one_output: the model has one output and no classes (`has_one_output`): `wrong`
         is empty, and the page shows no accuracy.
     """
 
@@ -472,13 +473,6 @@ class _Selection:
         return keys + [
             (m["image_id"], int(m["label"])) for _, m in self.wrong.head(examples).iterrows()
         ]
-
-
-def _one_output(manifest: Mapping[str, Any]) -> bool:
-    """Whether the run's model has one output (a single logit or sigmoid): it scores
-    no classes, every row's predicted_class is 0, and accuracy, misclassifications
-    and per-class accuracy mean nothing. False for a manifest without num_outputs."""
-    return (manifest.get("model") or {}).get("num_outputs") == 1
 
 
 def _heat_map(
@@ -1638,7 +1632,7 @@ def build_report(
     available = _result_columns(output)
     config = manifest.get("config", {})
     frame, repeated = _counted_once(_metadata(output, available))
-    chosen = _Selection.of(frame, config, examples, gallery, _one_output(manifest))
+    chosen = _Selection.of(frame, config, examples, gallery, has_one_output(manifest))
     pictures = _Pictures(output, manifest, image_root, available)
     pictures.load(chosen.shown_keys(examples))
     images = chosen.frame["image_id"].nunique()

@@ -326,6 +326,16 @@ def test_a_one_output_models_gallery_and_cards_show_its_score(one_output_run):
     assert headings and all(h.endswith(" → score") for h in headings), headings
 
 
+def test_a_one_output_models_audit_figure_is_titled_by_its_score(one_output_run):
+    # Its title read "cat.png | pred: 0 (>99.9%) | label: 281 | rel. delta ...".
+    output = one_output_run["output"]
+    row = results.read_row(output, "cat.png")
+    path = plots.audit_figure(output, "cat.png", kind="path").axes[0].get_title()
+    for title in (plots.audit_figure(output, "cat.png").get_suptitle(), path):
+        title = title.replace("\n", " ")  # wrapped to the figure's width
+        assert title.startswith(f"cat.png | score: {row.target_score:.3g} | rel. delta "), title
+
+
 def test_a_multi_class_models_captions_keep_their_prediction(real_run):
     rows = results.read_results(str(real_run["output"]), with_arrays=True)
     titles = [plots.row_title(row)[0] for _, row in rows.iterrows()]

@@ -39,6 +39,7 @@ __all__ = [
     "estimate_bound",
     "faithfulness_pixels",
     "faithfulness_ties",
+    "has_one_output",
     "image_shape",
     "is_run",
     "read_manifest",
@@ -221,6 +222,14 @@ def completeness_bound(config: dict[str, Any]) -> float | None:
     if not config.get("tolerance"):
         return None
     return config.get("completeness_tolerance", config["tolerance"])
+
+
+def has_one_output(manifest: dict[str, Any]) -> bool:
+    """Whether a run's model has one output (a single logit or sigmoid): it scores no
+    classes, every row's predicted_class is 0 at probability 1, and accuracy,
+    misclassifications and per-class accuracy mean nothing. False for a manifest
+    without num_outputs (a run of an older version)."""
+    return (manifest.get("model") or {}).get("num_outputs") == 1
 
 
 #: The manifest's "faithfulness_pixels": deletion and insertion rank and switch a

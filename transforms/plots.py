@@ -36,6 +36,7 @@ from matplotlib.text import Text
 from matplotlib.ticker import Formatter
 
 from transforms import faithfulness, results, wording
+from transforms.manifest import has_one_output
 
 __all__ = [
     "GRID_MAX_ROWS",
@@ -1192,14 +1193,14 @@ def audit_figure(
     if kind not in _KINDS:  # before anything is read: the error is the argument's
         raise ValueError(f"kind {kind!r} is not one of: {', '.join(_KINDS)}.")
     row = results.read_row(output, image, target_class)
-    caption, _ = row_title(row, width=60)
+    manifest = results.read_manifest(output)
+    caption, _ = row_title(row, width=60, one_output=has_one_output(manifest))
     title = caption.replace("\n", " | ") + f" | rel. delta {row['relative_delta']:.2%}"
     if kind == "path":
         return path_figure(row, title=title)
     attributions = results.attributions_of(row)
     if kind == "channels":
         return channel_figure(attributions, title=title)
-    manifest = results.read_manifest(output)
     picture, baseline, note = None, None, None
     try:
         picture = results.load_input_image(manifest, row["image_id"], image_root)
