@@ -326,6 +326,20 @@ def test_a_one_output_models_gallery_and_cards_show_its_score(one_output_run):
     assert headings and all(h.endswith(" → score") for h in headings), headings
 
 
+def test_a_one_output_models_cards_keep_the_name_class_names_gave_it(one_output_run, tmp_path):
+    # "→ score" stands for the output's index, '0'; a name given to the output stays.
+    base = Path(one_output_run["output"]).parent
+    (tmp_path / "names.txt").write_text("dog\n")
+    output = str(tmp_path / "out")
+    flags = cli_args(dataset=base / "images", model=base / "one.keras", output=output)
+    flags += cli_args(class_names=tmp_path / "names.txt")
+    run([*flags, "--steps", "4", "--faithfulness", "none"], save_main_session=False)
+    assert main(["--input", output, "--output", str(tmp_path / "report.html")]) == 0
+    text = (tmp_path / "report.html").read_text(encoding="utf-8")
+    headings = re.findall(r"<h3>([^<]*→[^<]*)</h3>", text)
+    assert headings and all(h.endswith(" → dog") for h in headings), headings
+
+
 def test_a_one_output_models_audit_figure_is_titled_by_its_score(one_output_run):
     # Its title read "cat.png | pred: 0 (>99.9%) | label: 281 | rel. delta ...".
     output = one_output_run["output"]
