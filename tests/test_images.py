@@ -111,6 +111,8 @@ def test_a_broken_bmp_or_ppm_is_still_a_broken_image():
         ppm[:12]: "broken image: image file is truncated",
         b"P3\n# made by hand\n30": "broken image: Pillow cannot open this PPM file (ValueError",
         b"P1\n3 2\n0 1 0\n1 x 1\n": "broken image: Pillow cannot decode this PPM file (",
+        # A JPEG's start of image and APP0 marker, then words: bytes no UTF-8 text holds.
+        b"\xff\xd8\xff\xe0 truncated jpeg": "broken image: ",
     }
     for data, reason in broken.items():
         with pytest.raises(images.ImageError) as refused:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import io
 import re
@@ -352,15 +353,19 @@ def _text_reason(data: bytes) -> str | None:
 
 
 def _is_text(data: bytes) -> bool:
-    """Whether the file's first 4 KiB read as text: no control character but whitespace,
-    and a word (two letters) past the first two bytes outside '#' comments. A BMP, GIF
-    or TIFF header holds binary (NUL) bytes; a plain PPM ('P3'), text, holds numbers and
-    comments alone before its pixels, so one cut in its header stays a broken image."""
+    """Whether the file's first 4 KiB read as text: UTF-8, no control character but
+    whitespace, and a word (two letters) past the first two bytes outside '#' comments.
+    A BMP, GIF or TIFF header holds binary (NUL) bytes, a JPEG's markers bytes no UTF-8
+    holds; a plain PPM ('P3'), text, holds numbers and comments alone before its pixels,
+    so one cut in its header stays a broken image."""
     head = data[:4096]
     if _CONTROL.search(head):
         return False
-    text = re.sub(r"#[^\r\n]*", "", head[2:].decode("utf-8", "replace"))
-    return _WORD.search(text) is not None
+    try:  # a character cut at the 4 KiB's end is no fault; a JPEG's \xff\xd8 marker is
+        text = codecs.getincrementaldecoder("utf-8")().decode(head[2:], final=False)
+    except UnicodeDecodeError:
+        return False
+    return _WORD.search(re.sub(r"#[^\r\n]*", "", text)) is not None
 
 
 def _claimed_format(data: bytes) -> str | None:
