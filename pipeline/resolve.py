@@ -646,9 +646,8 @@ def check_labels_in_model(
     if spec.num_outputs == 1:  # "a label among --model's 1 class" read oddly
         raise ConfigError(
             f"--target label: --model {audit.model!r} {_ONE_OUTPUT}, and the labels of "
-            f"{audit.dataset!r} are ImageNet classes ({shown}), "
-            "so every image would be an error. Use --target predicted, which attributes "
-            "that output."
+            f"{audit.dataset!r} are ImageNet classes ({shown}), not outputs of the model. "
+            "Use --target predicted, which attributes that output."
         )
     raise ConfigError(
         f"--target label: no image of {audit.dataset!r} has a label among --model's "

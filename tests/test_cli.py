@@ -3163,8 +3163,8 @@ def test_target_label_on_a_one_output_model_exits_2_without_its_1_class(
     (line,) = _error_lines(capsys.readouterr().err)
     assert line == (
         f"error: --target label: --model {model!r} has one output, a score and no classes, "
-        f"and the labels of {data!r} are ImageNet classes ({shown}), so every image would be "
-        "an error. Use --target predicted, which attributes that output."
+        f"and the labels of {data!r} are ImageNet classes ({shown}), not outputs of the "
+        "model. Use --target predicted, which attributes that output."
     )
     assert not (tmp_path / "o").exists()
 
