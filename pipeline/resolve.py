@@ -627,31 +627,40 @@ def check_labels_in_model(
 ) -> None:
     """--target label where no label known at launch (WordNet-id sub-folders, the
     sample) is one of the model's classes: every image would be an error; and on a
-    model of one output, which has no classes, a TFDS dataset's classes."""
-    own = data.tfds_class_names
-    if config.target == "label" and spec.num_outputs == 1 and own is not None:
-        raise ConfigError(
-            f"--target label: --model {audit.model!r} {_ONE_OUTPUT}, and the labels of "
-            f"{audit.dataset!r} are the dataset's {wording.classes(len(own))} "
-            f"({_first_three(own)}), not outputs of the model. Use --target predicted, "
-            "which attributes that output."
-        )
-    if config.target != "label" or not data.folder_labels:
+    model of one output, which has no classes, any labels known at launch."""
+    if config.target != "label":
         return
-    # A one-output model has no class 0 either: ImageNet's tench (0) is no output of it.
-    if spec.num_outputs != 1 and any(label < spec.num_classes for label in data.folder_labels):
+    if spec.num_outputs == 1:
+        _refuse_labels_of_one_output(audit, data)
         return
-    shown = ", ".join(map(str, sorted(set(data.folder_labels))[:3]))
-    shown += ", ..." if len(set(data.folder_labels)) > 3 else ""
-    if spec.num_outputs == 1:  # "a label among --model's 1 class" read oddly
-        raise ConfigError(
-            f"--target label: --model {audit.model!r} {_ONE_OUTPUT}, and the labels of "
-            f"{audit.dataset!r} are ImageNet classes ({shown}), not outputs of the model. "
-            "Use --target predicted, which attributes that output."
-        )
+    if not data.folder_labels or any(label < spec.num_classes for label in data.folder_labels):
+        return
     raise ConfigError(
         f"--target label: no image of {audit.dataset!r} has a label among --model's "
-        f"{wording.classes(spec.num_classes)} (its labels are ImageNet classes: {shown}), "
-        "so every image would be an error. Use --target predicted or top_k, or a model of "
-        "those classes."
+        f"{wording.classes(spec.num_classes)} (its labels are ImageNet classes: "
+        f"{_shown_labels(data.folder_labels)}), so every image would be an error. Use "
+        "--target predicted or top_k, or a model of those classes."
     )
+
+
+def _refuse_labels_of_one_output(audit: AuditOptions, data: _Dataset) -> None:
+    """--target label on a model of one output (a single logit or sigmoid), which has no
+    classes: the labels known at launch, a TFDS dataset's classes or ImageNet's (WordNet-id
+    folders, the sample; its tench, 0, is no output of it either), are none of its outputs."""
+    own = data.tfds_class_names
+    if own is not None:
+        held = f"the dataset's {wording.classes(len(own))} ({_first_three(own)})"
+    elif data.folder_labels:
+        held = f"ImageNet classes ({_shown_labels(data.folder_labels)})"
+    else:
+        return
+    raise ConfigError(
+        f"--target label: --model {audit.model!r} {_ONE_OUTPUT}, and the labels of "
+        f"{audit.dataset!r} are {held}, not outputs of the model. Use --target predicted, "
+        "which attributes that output."
+    )
+
+
+def _shown_labels(labels_: Sequence[int]) -> str:
+    """'0, 281, 967, ...': a folder's or the sample's distinct labels, as messages show them."""
+    return _first_three([str(label) for label in sorted(set(labels_))])
