@@ -1886,18 +1886,30 @@ def test_signatures_and_shapes_the_job_cannot_use_are_refused_at_launch(
     assert not (tmp_path / "out").exists()
 
 
-def test_a_channels_first_grayscale_saved_model_is_told_so(image_folder, tmp_path, capsys):
-    """A SavedModel of grayscale images channels first [N, 1, H, W] (an ONNX or PyTorch
-    conversion's) was told to make 'its 16 channel(s)' of RGB images: its width taken
-    for its channels. Found running such a model. It is told it takes channels first,
-    and to make its one channel of them."""
-    model = _signature_input(tmp_path / "gray", (1, SIZE, SIZE))
+@pytest.mark.parametrize(
+    ("name", "shape", "making"),
+    [
+        ("gray", (1, SIZE, SIZE), "its 1 channel of them inside (e.g. tf.image.rgb_to_grayscale"),
+        (
+            "rgba",
+            (4, SIZE, 24),
+            "its 4 channels of them inside (an opaque alpha channel if it is RGBA",
+        ),
+    ],
+)
+def test_a_channels_first_saved_model_is_told_so_not_to_make_its_width_channels(
+    name, shape, making, image_folder, tmp_path, capsys
+):
+    """A SavedModel of grayscale or RGBA images channels first ([N, 1, H, W], [N, 4, H, W]:
+    an ONNX or PyTorch conversion's) was told to make 'its 16 channel(s)' (or 24) of RGB
+    images: its width taken for its channels. Found running such models through the job.
+    It is told it takes channels first, and to make its 1 or 4 channels of them."""
+    model = _signature_input(tmp_path / name, shape)
     assert main(_flags(image_folder, model, tmp_path / "out")) == 2
     (line,) = _error_lines(capsys.readouterr().err)
     assert line.endswith(
-        "It takes channels first [batch, 1, height, width]: export it taking RGB images "
-        "channels last [batch, height, width, 3] and making its 1 channel of them inside "
-        "(e.g. tf.image.rgb_to_grayscale, then transposed)."
+        f"It takes channels first [batch, {shape[0]}, height, width]: export it taking RGB "
+        f"images channels last [batch, height, width, 3] and making {making}, then transposed)."
     ), line
     assert not (tmp_path / "out").exists()
 
@@ -2050,24 +2062,6 @@ def test_an_rgba_keras_model_is_told_the_wrap_that_gives_it_an_opaque_alpha(
     rgba = np.concatenate([pixels, np.full((*pixels.shape[:3], 1), opaque, np.float32)], -1)
     scores = np.asarray(keras.saving.load_model(model)(rgba))
     np.testing.assert_allclose(rows.target_score, scores.max(1), rtol=1e-4)
-
-
-def test_a_channels_first_rgba_saved_model_is_told_its_4_channels_not_its_width(
-    image_folder, tmp_path, capsys
-):
-    """A SavedModel of RGBA images channels first [N, 4, H, W] (an ONNX conversion's)
-    was told to make 'its 24 channel(s)' of RGB images: its width taken for its
-    channels. Found running such a model through the job. It is told it takes 4
-    channels first."""
-    model = _signature_input(tmp_path / "rgba", (4, SIZE, 24))
-    assert main(_flags(image_folder, model, tmp_path / "out")) == 2
-    (line,) = _error_lines(capsys.readouterr().err)
-    assert line.endswith(
-        "It takes channels first [batch, 4, height, width]: export it taking RGB images "
-        "channels last [batch, height, width, 3] and making its 4 channels of them inside "
-        "(an opaque alpha channel if it is RGBA, then transposed)."
-    ), line
-    assert not (tmp_path / "out").exists()
 
 
 def test_a_channels_first_rgba_keras_model_is_told_the_wrap_that_runs(
