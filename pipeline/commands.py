@@ -12,9 +12,9 @@ required flag it may have misspelt is said to be missing.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import difflib
-import gc
 import importlib
 import os
 import re
@@ -65,28 +65,32 @@ def to_stdout(write: Callable[[], None]) -> None:
 
 
 def exit_with(status: int) -> NoReturn:
-    """Ends a command run as `python -m ...` with `status`, not by SIGINT, and soon.
+    """Ends a command run as `python -m ...` with `status`, without the interpreter's
+    teardown: the process's other threads are joined (daemon ones excepted), its
+    atexit functions run and its streams are flushed, as at a normal exit; then it
+    ends (`_end_now`).
 
-    CPython marks a KeyboardInterrupt that leaves a string `exec` as unhandled even
-    when the command catches it (a Ctrl-C while Beam and TensorFlow import lands
-    in one often: dataclasses and namedtuples build their methods so); at exit the
-    mark ends the process by SIGINT (a parent's returncode -2) whatever its status,
-    130 as 0. Each string `exec` clears the mark as it starts: one that does nothing
-    clears it.
+    The teardown is what is skipped, and with it three ways a finished command
+    lost its status: (1) a library's C++ thread (Arrow's, gRPC's, TensorFlow's)
+    that calls into Python while the interpreter finalizes is ended by
+    `pthread_exit`, which aborts through its C++ frames: a complete run once died
+    by SIGABRT after its last line ("terminate called without an active
+    exception"; apache/arrow#34314). (2) A KeyboardInterrupt that left a string
+    `exec` is marked unhandled even when the command caught it (a Ctrl-C while
+    Beam and TensorFlow import lands in one often), and at exit the mark ended
+    the process by SIGINT whatever its status, 130 as 0. (3) A Ctrl-C during the
+    teardown, with SIGINT back at its default action, ended a finished run by
+    SIGINT. The teardown also cleared the millions of objects the imports of
+    TensorFlow, Keras and Beam made: 1.2-1.7 s after the last line (measured by
+    benchmarks/teardown.py).
 
-    A Ctrl-C from here on is ignored: CPython tears the process down with SIGINT
-    back at its default action, and one then ended a finished run by SIGINT too.
-    Nothing is left to stop but the exit.
-
-    That teardown collected the millions of objects TensorFlow's, Keras' and
-    Beam's imports made, again and again as it cleared their modules: 1.2-1.7 s
-    after the last line, measured by benchmarks/teardown.py. The command's files
-    are closed and its atexit functions still run; frozen, those objects are left
-    to the process's end."""
+    A Ctrl-C from here on is ignored: nothing is left to stop but the exit."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    exec("pass", {})  # noqa: S102 - no input; see the docstring
-    gc.freeze()
-    sys.exit(status)
+    for thread in threading.enumerate():  # as Python's exit waits for them
+        if not thread.daemon and thread is not threading.current_thread():
+            thread.join()
+    atexit._run_exitfuncs()  # noqa: SLF001 - the only way to run them before os._exit
+    _end_now(status)
 
 
 _TERMINATED: list[int] = []  # the SIGTERM this process received, if any
@@ -139,16 +143,15 @@ def run_module(name: str, parser: Callable[[], argparse.ArgumentParser]) -> NoRe
             parser().parse_args()
             status = importlib.import_module(name).main()
         except KeyboardInterrupt:
-            _stopped_now(interruption("interrupted; run the command again."))
+            _end_now(interruption("interrupted; run the command again."))
     exit_with(status)
 
 
-def _stopped_now(status: int) -> NoReturn:
-    """Ends a command that a Ctrl-C or SIGTERM stopped, its line said, with `status` and
-    without the interpreter's teardown, where TensorFlow's and gRPC's threads may still
-    run: a sanity check stopped by SIGTERM once died by SIGABRT instead (a gRPC poller
-    thread found its epoll descriptor closed; not seen again in 70 more stops). Nothing
-    is left to write; the streams are flushed first."""
+def _end_now(status: int) -> NoReturn:
+    """Ends the process with `status` and without the interpreter's teardown, where
+    TensorFlow's, Arrow's and gRPC's threads may still run (`exit_with`): a sanity
+    check stopped by SIGTERM once died by SIGABRT instead (a gRPC poller thread found
+    its epoll descriptor closed). The streams are flushed first."""
     for stream in (sys.stdout, sys.stderr):
         if stream is not None:
             with contextlib.suppress(OSError, ValueError):

@@ -126,26 +126,58 @@ def test_a_ctrl_c_while_beam_imports_exits_130_saying_nothing_was_written(tmp_pa
     assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
 
 
-class _CtrlCAsTheProcessEnds:
-    """A Ctrl-C as CPython tears the process down, its command returned: the
-    `__del__` of an object kept in `builtins` runs as the modules are cleared."""
+_ENDS_AFTER_ITS_LAST_LINE = """
+import atexit, builtins, os, sys, threading, time
+from pipeline.commands import exit_with
 
-    def __init__(self):
-        self.pid = os.getpid()
+class Finalized:
+    def __del__(self, write=os.write):
+        write(2, b"finalized\\n")
 
-    def __del__(self, kill=os.kill, ctrl_c=signal.SIGINT, note=open):
-        note("ctrl_c_sent", "w").close()
-        kill(self.pid, ctrl_c)
+builtins.kept = Finalized()  # cleared as the interpreter tears down
+atexit.register(lambda: sys.stdout.write(" atexit ran"))
+threading.Thread(target=lambda: (time.sleep(0.2), sys.stdout.write(" thread done"))).start()
+sys.stdout.write("no line end")  # buffered: a pipe's stdout
+exit_with(3)
+"""
+
+
+def test_a_command_ends_with_its_status_without_the_interpreters_teardown(tmp_path):
+    # A finished run once died by SIGABRT after its last line ("terminate called without
+    # an active exception", returncode -6; seen once in a test run on a loaded machine):
+    # a library's C++ thread (Arrow's, gRPC's, TensorFlow's) that calls into Python as
+    # the interpreter finalizes is ended by pthread_exit, which aborts through its C++
+    # frames (apache/arrow#34314, #45017). No teardown, no such thread: the command's
+    # own threads finish, its atexit functions run and its streams are flushed first.
+    script = tmp_path / "ends.py"
+    script.write_text(_ENDS_AFTER_ITS_LAST_LINE)
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        env={**os.environ, "PYTHONPATH": str(_REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "no line end thread done atexit ran"
+    assert "finalized" not in done.stderr
+
+
+def _ctrl_c_as_the_process_ends():
+    """A Ctrl-C as the process ends, its command returned: an atexit function's."""
+    open("ctrl_c_sent", "w").close()  # noqa: SIM115 - a mark, closed at once
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 def test_a_ctrl_c_while_a_finished_run_ends_keeps_its_exit_status(
     image_folder, linear_keras, tmp_path
 ):
-    # The summary printed, CPython tears TensorFlow and Beam down for a second or two
+    # The summary printed, CPython tore TensorFlow and Beam down for a second or two
     # with SIGINT at its default action: a Ctrl-C then ended the complete run by
-    # SIGINT (a parent's returncode -2, a shell's 130).
-    ending = inspect.getsource(_CtrlCAsTheProcessEnds)
-    setup = f"import builtins, os, signal\n{ending}\nbuiltins.ending = _CtrlCAsTheProcessEnds()"
+    # SIGINT (a parent's returncode -2, a shell's 130). No teardown now, but the
+    # process's atexit functions still run.
+    ending = inspect.getsource(_ctrl_c_as_the_process_ends)
+    setup = f"import atexit, os, signal\n{ending}\natexit.register(_ctrl_c_as_the_process_ends)"
     args = cli_args(dataset=image_folder["root"], model=linear_keras, output=tmp_path / "out")
     done = _run_module_after(setup, "pipeline", [*args, "--steps", "2"], tmp_path)
     assert (tmp_path / "ctrl_c_sent").exists()  # the Ctrl-C came as the process ended
