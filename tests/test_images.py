@@ -2,6 +2,8 @@
 
 import io
 import struct
+import sys
+import threading
 import warnings
 import zlib
 
@@ -163,6 +165,53 @@ def test_a_corrupt_exif_block_decodes_without_pillows_warning(exif, said):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         np.testing.assert_array_equal(images.decode_image(data), stored)  # taken as stored
+
+
+def _decode_in_threads(inputs: list[bytes], threads: int, rounds: int) -> list[str]:
+    """Each input decoded `rounds` times in each of `threads` threads started together;
+    the outcomes (a shape or an ImageError's message), one per decode."""
+    start, outcomes = threading.Barrier(threads), []
+
+    def work() -> None:
+        start.wait()
+        for _ in range(rounds):
+            for data in inputs:
+                try:
+                    outcomes.append(str(images.decode_image(data, max_side_hint=16).shape))
+                except images.ImageError as e:
+                    outcomes.append(str(e))
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return outcomes
+
+
+def test_threads_decoding_at_once_leave_the_warning_filters_as_they_were():
+    """Beam runs bundles in threads of one process (--direct_running_mode multi_threading,
+    Dataflow's workers). Each decode swapped the process's warning filters for a copy
+    with its own and put back the list it had saved (`warnings.catch_warnings`): one
+    thread's exit dropped the filter another's decode still needed (Pillow's warning
+    reached stderr), and a thread that saved another's copy put that copy back for
+    good. Each thread holds the filters' state here, at the switch interval of 1 us."""
+    exif = _encode(Image.new("RGB", (30, 20), (9, 8, 7)), "PNG", exif=b"Exif\0\0II*\0\x40\0\0\0")
+    big = _png_declaring(12000, 9000, rows=8)  # Pillow warns: a decompression bomb?
+    inputs = [exif, big, b"II*\0\x08\0\0\0"]  # and a TIFF header alone (`_open_error`)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch often: between a filter's install and removal
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            before = list(warnings.filters)
+            outcomes = _decode_in_threads(inputs, threads=8, rounds=200)
+            after = list(warnings.filters)
+    finally:
+        sys.setswitchinterval(interval)
+    assert after == before
+    assert [str(w.message) for w in caught] == []
+    assert len(set(outcomes)) == len(inputs) and len(outcomes) == 8 * 200 * len(inputs)
 
 
 def test_truncated_jpeg_is_an_error():
@@ -780,3 +829,15 @@ def test_a_cmyk_jpeg_is_converted_by_pillows_formula_with_or_without_its_profile
     np.testing.assert_array_equal(decoded, images.decode_image(plain))
     np.testing.assert_allclose(decoded[0, 0], [125, 165, 205], atol=1)  # 155 * 205 / 255
     assert np.abs(_managed(cmyk, _press_cmyk())[0, 0] - decoded[0, 0].astype(int)).max() > 10
+
+
+def test_decoding_keeps_a_callers_filter_equal_to_its_own():
+    """The decoder's filter is taken out as the very one it put in: a caller's own
+    filter of the same warnings is left where the caller put it."""
+    exif = _encode(Image.new("RGB", (30, 20), (9, 8, 7)), "PNG", exif=b"Exif\0\0II*\0\x40\0\0\0")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        before = list(warnings.filters)
+        images.decode_image(exif)
+        assert warnings.filters == before

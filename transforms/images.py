@@ -7,11 +7,12 @@ import contextlib
 import io
 import re
 import struct
-import warnings
 from collections.abc import Iterator
 
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
+
+from transforms import quiet
 
 __all__ = [
     "MAX_PIXELS",
@@ -102,11 +103,10 @@ def _open_bounded(data: bytes, max_side_hint: int | None, max_pixels: int) -> Im
 
     A 762 KB PNG may declare 28000 x 28000 pixels (a decompression bomb): its
     size is read from the header and checked here, per call, without changing
-    Pillow's global limit. Pillow's own bomb warning is silenced for this call
-    only, as this check replaces it.
+    Pillow's global limit. Pillow's own bomb warning is silenced while it opens
+    the image, as this check replaces it.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    with quiet.ignoring_warnings(Image.DecompressionBombWarning):
         try:
             img = Image.open(io.BytesIO(data))
         except Image.DecompressionBombError as e:
@@ -272,9 +272,8 @@ def _quiet_pillow() -> Iterator[None]:
     Each came out as a raw Python warning with Pillow's file and line, once per file,
     naming none. What matters is in the file's row or error record: an EXIF block that
     does not read names no orientation (`_orientation`), a TIFF without its IFD is
-    'broken image'."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+    'broken image'. (`quiet.ignoring_warnings`: Beam decodes in several threads at once.)"""
+    with quiet.ignoring_warnings(UserWarning, module=r"PIL\."):
         yield
 
 
@@ -386,8 +385,7 @@ def _claimed_format(data: bytes) -> str | None:
 def _open_error(data: bytes, fmt: str) -> Exception | None:
     """What Pillow's opener of `fmt` raised on the bytes: `Image.open` drops it and
     says only that it cannot identify the file."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet.ignoring_warnings():
         try:
             Image.OPEN[fmt][0](io.BytesIO(data), "").close()
         except Exception as e:

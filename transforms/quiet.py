@@ -1,4 +1,6 @@
-"""TensorFlow imported without its start-up noise (launcher and worker processes).
+"""Noise kept off the terminal: TensorFlow imported without its start-up lines
+(launcher and worker processes), and warnings ignored while a block runs, safely
+in threads.
 
 Framework-free until called: `pipeline.logs` uses it on the launcher, and the
 model handler in each worker process (a multi-process DirectRunner's workers
@@ -9,15 +11,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 
-__all__ = ["import_tensorflow", "quiet_environment"]
+__all__ = ["ignoring_warnings", "import_tensorflow", "quiet_environment"]
 
 # One import at a time: a second thread past the check while the first had stderr at
 # /dev/null saved /dev/null as the real stderr and put it back last.
 _IMPORTING = threading.Lock()
+# The filters `ignoring_warnings` installed, each with how many blocks (in any thread)
+# are inside it, under their lock.
+_IGNORING = threading.Lock()
+_IGNORED: dict[tuple[type[Warning], str, str], list] = {}
 
 
 def quiet_environment(verbose: bool) -> None:
@@ -83,3 +91,55 @@ def import_tensorflow(verbose: bool) -> None:
                 return
             with _stderr_to_devnull():
                 import tensorflow  # noqa: F401, PLC0415
+
+
+@contextlib.contextmanager
+def ignoring_warnings(
+    category: type[Warning] = Warning, module: str = "", message: str = ""
+) -> Iterator[None]:
+    """Warnings of `category` from modules matching `module` (a regex), whose message
+    matches `message` (a regex), ignored while the block runs: one "ignore" filter at
+    the front of the process's filters, as `warnings.catch_warnings` with
+    `filterwarnings` would put it, but safe in threads (Beam runs bundles in threads
+    of one process). `catch_warnings` swaps the filters for a copy and puts back the
+    list it saved: a thread leaving dropped the filter another thread's block still
+    needed, or put back for good a copy holding another's. Here the filter goes in
+    with the first block in and out with the last, and no other filter is touched.
+    (While one thread's block runs, such warnings of other threads are ignored too:
+    the filters are the process's.)"""
+    key = (category, module, message)
+    with _IGNORING:
+        held = _IGNORED.setdefault(key, [_ignore_filter(*key), 0])
+        if held[1] == 0 or not any(f is held[0] for f in warnings.filters):
+            # An "ignore" filter makes no shown warning stale: no registry to reset.
+            warnings.filters.insert(0, held[0])
+        held[1] += 1
+    try:
+        yield
+    finally:
+        with _IGNORING:
+            held[1] -= 1
+            if held[1] == 0:
+                del _IGNORED[key]
+                _remove(held[0])
+
+
+def _ignore_filter(category: type[Warning], module: str, message: str) -> tuple:
+    """The filter `warnings.filterwarnings("ignore", ...)` makes of these arguments,
+    a tuple of its own (removed by identity: a user's equal filter stays)."""
+    return (
+        "ignore",
+        re.compile(message, re.I) if message else None,
+        category,
+        re.compile(module) if module else None,
+        0,
+    )
+
+
+def _remove(item: tuple) -> None:
+    """Takes the filter `item` (this very tuple) out of the process's filters."""
+    filters = warnings.filters
+    for i, present in enumerate(filters):
+        if present is item:
+            del filters[i]
+            return
