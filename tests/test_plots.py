@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import re
+import sys
+import warnings
+from concurrent import futures
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -1121,3 +1124,30 @@ def test_faithfulness_curves_without_curves_keep_a_usable_height():
 def test_a_faithfulness_curves_figure_narrower_than_2_inches_is_refused(width):
     with pytest.raises(ValueError, match=rf"width {width:g} inches .* at least 2 inches"):
         plots.faithfulness_curves_figure(_CURVES_ROW, width=width)
+
+
+def test_figures_drawn_in_threads_leave_the_warning_filters_as_they_were():
+    """A report drawn in threads (a notebook rendering several runs' reports at once):
+    each `figure_png` swapped the process's warning filters for a copy and put back
+    the one it saved (`warnings.catch_warnings`), so one thread's exit dropped the
+    filter another's drawing needed and a saved copy stayed installed for good."""
+
+    def draw(_: int) -> bytes:
+        figure = Figure(figsize=(1, 1))
+        figure.text(0.1, 0.5, "猫の写真")  # DejaVu Sans has no glyph: a UserWarning each
+        return plots.figure_png(figure, dpi=20)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch often: between a filter's install and removal
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            before = list(warnings.filters)
+            with futures.ThreadPoolExecutor(8) as pool:
+                drawn = list(pool.map(draw, range(48)))
+            after = list(warnings.filters)
+    finally:
+        sys.setswitchinterval(interval)
+    assert after == before
+    assert [str(w.message) for w in caught] == []
+    assert all(png.startswith(b"\x89PNG") for png in drawn)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import io
 import math
 import textwrap
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -35,7 +34,7 @@ from matplotlib.legend import Legend
 from matplotlib.text import Text
 from matplotlib.ticker import Formatter
 
-from transforms import faithfulness, results, wording
+from transforms import faithfulness, quiet, results, wording
 from transforms.manifest import has_one_output
 
 __all__ = [
@@ -104,10 +103,10 @@ def _figure(width: float, height: float) -> Figure:
 def figure_png(figure: Figure, dpi: int = 100) -> bytes:
     """The figure as PNG bytes (for HTML embedding or files)."""
     buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        # A name in a script the font lacks (CJK in DejaVu Sans) is drawn as boxes, its
-        # text on the page: not a UserWarning per character on the report's stderr.
-        warnings.filterwarnings("ignore", "Glyph .* missing from font", UserWarning)
+    # A name in a script the font lacks (CJK in DejaVu Sans) is drawn as boxes, its
+    # text on the page: not a UserWarning per character on the report's stderr.
+    # (`quiet.ignoring_warnings`: safe when reports are drawn in threads.)
+    with quiet.ignoring_warnings(UserWarning, message="Glyph .* missing from font"):
         figure.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
 
