@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from pipeline import run
-from tests.conftest import cli_args, launched
+from tests.conftest import cli_args, launched, write_image
 
 # Columns that must match exactly; float columns are compared to a tolerance.
 _EXACT = [
@@ -84,6 +84,37 @@ def test_multi_process_run_gives_the_same_rows_as_one_worker(
     errors_two = pd.read_parquet(tmp_path / "two" / "errors")
     assert errors_two.to_dict("records") == errors_one.to_dict("records")
     assert errors_one.image_id.tolist() == ["broken.jpg"]
+
+
+def test_a_run_on_two_threads_accounts_for_every_input_and_prints_no_pillow_warning(
+    image_folder, linear_keras, tmp_path
+):
+    """The command line with --direct_running_mode multi_threading: the bundles of one
+    process decode at once (their warning filters are the process's), and the launcher
+    counts the job's progress as with one worker."""
+    root = Path(image_folder["root"])
+    rng = np.random.default_rng(5)
+    for i in range(8):  # Pillow warns of each: 'Corrupt EXIF data'
+        array = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+        write_image(root / f"exif{i}.jpg", array, format="JPEG", exif=b"Exif\0\0II*\0\x40\0\0\0")
+    out = tmp_path / "out"
+    flags = cli_args(dataset=root, model=linear_keras, output=out, steps=2, faithfulness="none")
+    threads = cli_args(direct_running_mode="multi_threading", direct_num_workers=2)
+    done = subprocess.run(
+        launched([sys.executable, "-m", "pipeline", *flags, *threads]),
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Warning" not in done.stderr and "EXIF" not in done.stderr, done.stderr
+    assert "progress: 13/13 images (100%)" in done.stderr, done.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["inputs"] == 13 and manifest["all_inputs_accounted_for"]
+    assert len(pd.read_parquet(out / "results")) == 12  # the JPEG cut short: an error
+    assert pd.read_parquet(out / "errors").image_id.tolist() == ["broken.jpg"]
 
 
 _WORKER_LINE = (
