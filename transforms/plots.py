@@ -575,17 +575,17 @@ def _fit_xlabel(ax: Axes) -> None:
     _wrap_to(label, lambda: label.get_window_extent(renderer).width <= room)
 
 
-def _tall_enough(ax: Axes, smallest: float = _MIN_AXES_HEIGHT) -> None:
+def _tall_enough(ax: Axes, smallest: float = _MIN_AXES_HEIGHT, title: Text | None = None) -> None:
     """Makes the figure taller, where it is too short, so that `ax` are `smallest` inches
-    tall besides their legend above, tick and axis labels below and the layout's pads.
+    tall besides their legend above, tick and axis labels below, the figure's `title`
+    (the Text `suptitle` returned) and the layout's pads.
 
     In a figure shorter than those needed, the layout gave the axes what was left: 35
     pixels of a 3 x 2-inch histogram whose legend wrapped to many lines, and in a 2 x 2
     one nothing ("axes sizes collapsed to zero"), the legend then above the picture.
     Their heights do not depend on the axes', so they are measured wherever the last
-    layout (`_legend_above`'s) left the axes, collapsed or not. A figure's title
-    (`suptitle`) is counted above them; of several panels side by side, the figure
-    is made tall enough for each.
+    layout (`_legend_above`'s) left the axes, collapsed or not. The title is counted
+    above them; of several panels side by side, the figure is made tall enough for each.
     """
     figure = ax.figure
     renderer = figure.canvas.get_renderer()
@@ -594,7 +594,6 @@ def _tall_enough(ax: Axes, smallest: float = _MIN_AXES_HEIGHT) -> None:
     top = max(outer.y1, legend.get_window_extent(renderer).y1) if legend else outer.y1
     pad = figure.get_layout_engine().get()["h_pad"]
     around = (top - outer.y0 - box.height) / figure.dpi + 2 * pad  # the figure's edges
-    title = figure._suptitle  # noqa: SLF001 - Figure has no public getter of the Text
     if title is not None and title.get_text():  # above it all, padded as the layout does
         around += title.get_window_extent(renderer).height / figure.dpi + 2 * pad
     if figure.get_figheight() < around + smallest:  # to a whole pixel at the page's 100 dpi
@@ -802,11 +801,13 @@ def faithfulness_figure(
     return figure
 
 
-def _fit_legends_above(panels: list[Axes], height: float, room: float = 3.0) -> None:
+def _fit_legends_above(
+    panels: list[Axes], height: float, room: float = 3.0, title: Text | None = None
+) -> None:
     """Each panel's legend above it (`_legend_above`: one column at 7 points, wrapped or
     smaller where it is too wide), its x label wrapped to its width (`_fit_xlabel`) and
     the figure `height` inches tall, or taller where that leaves a panel under 1.5
-    (`_tall_enough`).
+    below the figure's `title` (`_tall_enough`).
 
     The legends are fitted in a figure at least `room` inches tall: at 1 inch the
     layout collapsed, the axes' widths unknown. And again where, at the figure's last
@@ -822,7 +823,7 @@ def _fit_legends_above(panels: list[Axes], height: float, room: float = 3.0) -> 
     for _ in range(4):
         for ax in panels:
             _fit_xlabel(ax)
-            _tall_enough(ax, _as_tall_as_ylabel(ax))
+            _tall_enough(ax, _as_tall_as_ylabel(ax), title)
         if _settled(panels):
             break
         for ax in panels:  # fitted again to the axes as they are now, legend in the layout
@@ -940,14 +941,15 @@ def faithfulness_curves_figure(
     for curve, values in curves.items():
         _draw_curve(ax, row, curve, values, reference)
     _curve_axes(ax, reference)
-    if title:  # over the figure: the legend sits right above the axes
-        figure.suptitle(title, fontsize=9, parse_math=False)
+    # Over the figure (the legend sits right above the axes); kept, as Figure has no
+    # public getter of the Text: the figure is made tall enough for it.
+    heading = figure.suptitle(title, fontsize=9, parse_math=False) if title else None
     if not curves:
         _blank(ax, "no deletion / insertion curves stored")
         _fit_xlabel(ax)
-        _tall_enough(ax)
+        _tall_enough(ax, title=heading)
     else:  # above the axes, where it cannot hide a curve, no wider than them
-        _fit_legends_above([ax], height, room=2.7)
+        _fit_legends_above([ax], height, room=2.7, title=heading)
     return figure
 
 
