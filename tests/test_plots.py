@@ -34,6 +34,13 @@ def _images(ax):
     return [im.get_array() for im in ax.get_images()]
 
 
+def _suptitle(figure: Figure) -> Text:
+    """The Text of the figure's title: one of its texts (Figure has no public getter of
+    the Text, only of its string)."""
+    title = figure.get_suptitle()
+    return next(text for text in figure.texts if text.get_text() == title)
+
+
 def test_attribution_mask_is_the_seeds_abs_channel_sum():
     np.testing.assert_array_equal(
         plots.attribution_mask(A, clip_percentile=100), [[0.5, 0.0], [0.5, 1.0]]
@@ -421,7 +428,7 @@ def test_audit_figure_title_and_note_stay_inside_the_figure(tmp_path):
     text = figure.get_suptitle()
     assert "attributed: class 281" in text and "pass image_root=" in text  # the note
     figure.canvas.draw()
-    box = figure._suptitle.get_window_extent(figure.canvas.get_renderer())
+    box = _suptitle(figure).get_window_extent(figure.canvas.get_renderer())
     assert 0 <= box.x0 and box.x1 <= figure.bbox.width, (box, figure.bbox)
     path = plots.audit_figure(output, name, kind="path", target_class=281)
     path.canvas.draw()
@@ -430,7 +437,7 @@ def test_audit_figure_title_and_note_stay_inside_the_figure(tmp_path):
     channels = plots.audit_figure(output, name, kind="channels", target_class=281)
     assert "attributed: class 281" in channels.get_suptitle().replace("\n", " ")
     channels.canvas.draw()
-    box = channels._suptitle.get_window_extent(channels.canvas.get_renderer())
+    box = _suptitle(channels).get_window_extent(channels.canvas.get_renderer())
     assert 0 <= box.x0 and box.x1 <= channels.bbox.width, (box, channels.bbox)
 
 
@@ -1105,7 +1112,7 @@ def test_faithfulness_curves_stay_usable_at_any_size(width, height, title):
     assert tight.x0 >= 0 and tight.x1 <= figure.bbox.x1, (tight, figure.bbox)
     assert tight.y0 >= 0 and tight.y1 <= figure.bbox.y1, (tight, figure.bbox)
     if title:  # over the legend, in the picture
-        above = figure._suptitle.get_window_extent(renderer)  # noqa: SLF001
+        above = _suptitle(figure).get_window_extent(renderer)
         assert above.y0 >= ax.get_legend().get_window_extent(renderer).y1, above
         assert above.y1 <= figure.bbox.y1 and above.x0 >= 0 and above.x1 <= figure.bbox.x1
     label = " ".join(ax.get_xlabel().split())
