@@ -1127,6 +1127,25 @@ def test_faithfulness_curves_without_curves_keep_a_usable_height():
     assert figure.axes[0].get_window_extent(renderer).height / figure.dpi >= 1.5
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: plots.faithfulness_figure(_aucs(500), width=9.0, height=3.0),
+        lambda: plots.faithfulness_curves_figure(_CURVES_ROW, title="t", width=3.6, height=2.7),
+    ],
+    ids=["faithfulness", "curves"],
+)
+def test_fitted_panels_are_put_back_into_the_layout(make):
+    # The fitting moves the panels back to where `subplots` placed them, for the save's
+    # layout to start there. Axes.set_position alone takes them out of the layout: the
+    # report's 9 x 3-inch faithfulness figure kept subplots' margins, its x labels cut
+    # off at the bottom.
+    figure, _, renderer = _laid_out(make)
+    assert all(ax.get_in_layout() for ax in figure.axes)
+    for ax in figure.axes:  # the x label in the picture
+        assert ax.xaxis.label.get_window_extent(renderer).y0 >= 0
+
+
 @pytest.mark.parametrize("width", [1.9, 1.0])
 def test_a_faithfulness_curves_figure_narrower_than_2_inches_is_refused(width):
     with pytest.raises(ValueError, match=rf"width {width:g} inches .* at least 2 inches"):

@@ -864,7 +864,7 @@ def _from_the_start(panels: list[Axes]) -> None:
     fitted = [ax.get_position(original=False) for ax in panels]
     placed = [ax.get_subplotspec().get_position(figure) for ax in panels]
     for ax, box in zip(panels, placed, strict=True):
-        ax._set_position(box)  # noqa: SLF001 - the public one takes the axes out of the layout
+        _place(ax, box)
     figure.get_layout_engine().execute(figure)
     renderer = figure.canvas.get_renderer()
     usable = all(
@@ -873,7 +873,15 @@ def _from_the_start(panels: list[Axes]) -> None:
         for ax in panels
     )
     for ax, box in zip(panels, placed if usable else fitted, strict=True):
-        ax._set_position(box)  # noqa: SLF001
+        _place(ax, box)
+
+
+def _place(ax: Axes, box: Any) -> None:
+    """`ax` at `box` (figure coordinates), left in the layout, which lays them out
+    from there: `set_position` takes them out of it (as placed by hand), so they are
+    put back."""
+    ax.set_position(box)
+    ax.set_in_layout(True)
 
 
 def _as_tall_as_ylabel(ax: Axes) -> float:
