@@ -394,7 +394,7 @@ def _join_negative_values(argv: Sequence[str], parser: argparse.ArgumentParser) 
     """`--flag -1,1` -> `--flag=-1,1` for flags that take a value, so argparse keeps it."""
     takes_value = {
         option
-        for action in parser._actions  # argparse has no public list
+        for action in parser._actions  # noqa: SLF001 - argparse has no public list
         if action.nargs != 0
         for option in action.option_strings
     }
@@ -419,7 +419,7 @@ def _unknown_flag_message(arg: str, parser: argparse.ArgumentParser) -> str:
             "print(pipeline.options.help_text()) lists the flags."
         )
     project = [f"--{a.dest}" for a in _project_actions()]
-    known = [o for a in parser._actions for o in a.option_strings]
+    known = [o for a in parser._actions for o in a.option_strings]  # noqa: SLF001 - as above
     typed = name.lower()  # flags are lower-case: --STEPS is --steps in capitals
     # A flag cut short (--tol) means a project flag it begins, not the closest
     # spelling (--top_k).
@@ -435,8 +435,8 @@ def _unknown_flag_message(arg: str, parser: argparse.ArgumentParser) -> str:
 
 def _project_actions() -> list[argparse.Action]:
     parser = argparse.ArgumentParser(add_help=False)
-    AuditOptions._add_argparse_args(parser)  # the project's flags
-    return [a for a in parser._actions if a.option_strings]
+    AuditOptions._add_argparse_args(parser)  # noqa: SLF001 - Beam's hook: the project's flags
+    return [a for a in parser._actions if a.option_strings]  # noqa: SLF001
 
 
 def _as_strings(argv: Sequence[Any]) -> list[str]:
@@ -581,7 +581,7 @@ def overridden_flags(command: Sequence[str]) -> list[str]:
     overridden; one that accumulates (`--experiments a --experiments b`, Beam's
     list and dict flags) is not. Unknown flags are compared by name.
     """
-    actions = _full_parser()._option_string_actions  # argparse has no public map
+    actions = _full_parser()._option_string_actions  # noqa: SLF001 - argparse has no public map
     seen: dict[object, str] = {}
     overridden: list[str] = []
     for arg in map(str, command):
@@ -599,5 +599,6 @@ def overridden_flags(command: Sequence[str]) -> list[str]:
 
 
 # argparse actions whose flag given again replaces its value (store_true and
-# store_false are store_const); the others (append, Beam's lists) accumulate.
-_LAST_ONE_COUNTS = (argparse._StoreAction, argparse._StoreConstAction)
+# store_false are store_const); the others (append, Beam's lists) accumulate. argparse
+# names its action classes only privately.
+_LAST_ONE_COUNTS = (argparse._StoreAction, argparse._StoreConstAction)  # noqa: SLF001

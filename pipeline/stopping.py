@@ -217,7 +217,7 @@ def _every_worker_told_to_stop() -> Iterator[None]:
         # Read first when the worker connects (one that connects meanwhile is sent a
         # second, never read).
         if getattr(self, "_state", None) == servicer.UNSTARTED_STATE:
-            self.push(servicer._DONE_MARKER)
+            self.push(servicer._DONE_MARKER)  # noqa: SLF001 - checked for above
         close(self)
 
     def close_all_then_stop(self) -> None:

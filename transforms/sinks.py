@@ -113,7 +113,7 @@ def writer_options(schema: pa.Schema) -> dict[str, Any]:
     }
 
 
-class _ParquetSink(parquetio._ParquetSink):
+class _ParquetSink(parquetio._ParquetSink):  # noqa: SLF001 - WriteToParquet takes no temp folder
     """Beam's Parquet sink (temp files, atomic finalize) with `writer_options`.
 
     Beam puts its temp folder (`beam-temp-*`) beside the final files, that is
