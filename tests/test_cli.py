@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import http.server
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import tracemalloc
 import warnings
 from pathlib import Path
@@ -527,6 +529,93 @@ def test_a_tfds_dataset_that_cannot_be_downloaded_names_the_data_dir_looked_in(g
             "tiny_download` and pass --data_dir where it is prepared."
         ), line
     assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture
+def served():
+    """An HTTP server on 127.0.0.1 for the test's length: its URL of one file, and what
+    it answers there (an HTTP status, or the bytes of the file), which the test sets."""
+    answers = {"/images.bin": 404}
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            answer = answers.get(self.path, 404)
+            if isinstance(answer, int):
+                self.send_error(answer)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):  # not the test's output
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/images.bin", answers
+    server.shutdown()
+    server.server_close()
+
+
+_SOURCE_FIX = (
+    "Its source may have moved or changed the file since this tensorflow-datasets was "
+    "released: a newer one may know (pip install -U tensorflow-datasets); or prepare it "
+    "where it downloads, with `tfds build {name} --data_dir {data_dir}`, and pass --data_dir "
+    "where it is prepared."
+)
+_BUILD_FIX = (
+    "`tfds build {name} --data_dir {data_dir}` shows TFDS's whole error; or prepare it "
+    "elsewhere and pass --data_dir where it is prepared."
+)
+
+
+@pytest.mark.parametrize(
+    "config, answer, cause, fix",
+    [
+        ("fine", 404, "Failed to get url {url}. HTTP code: 404", _SOURCE_FIX),
+        (
+            "fine",
+            b"another file",
+            "the file downloaded from {url} is not the one its builder expects (12 bytes, not 17)",
+            _SOURCE_FIX,
+        ),
+        ("failing", None, "ValueError: the served file holds no images", _BUILD_FIX),
+    ],
+)
+def test_a_tfds_dataset_that_fails_to_download_or_prepare_online_says_why_and_how(
+    config, answer, cause, fix, served, tmp_path, monkeypatch, capsys
+):
+    # With the network reachable, a 404, another file or a failing builder was said as
+    # "...: Failed to get url U. HTTP code: 404.. It is not prepared in --data_dir D:
+    # prepare it there with `tfds build` (needs network ...)", the network blamed; a
+    # wrong checksum as TFDS's 700 characters of paths, reprs and hashes.
+    from tests import tfds_builders
+
+    url, answers = served
+    answers["/images.bin"] = tfds_builders.TinyServed.SERVED if answer is None else answer
+    name, data_dir = f"tiny_served/{config}", tmp_path / "tfds"
+    args = cli_args(dataset=name, data_dir=data_dir, output=tmp_path / "o")
+    expected = (
+        f"error: Could not download and prepare TFDS dataset {name!r} into "
+        f"{data_dir}/tiny_served/{config}/1.0.0: {cause.format(url=url)}. "
+        + fix.format(name=name, data_dir=data_dir)
+    )
+    code = "import sys, tests.tfds_builders; from pipeline.__main__ import main; "
+    done = _python(code + "sys.exit(main(sys.argv[1:]))", *args, env={"TINY_SERVED_URL": url})
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert _error_lines(done.stderr) == [expected]
+    # Run again: nothing it left is read as prepared, nor blocks a download that works.
+    monkeypatch.setenv("TINY_SERVED_URL", url)
+    assert main([*args, "--no_download"]) == 2
+    assert "is not prepared in" in _error_lines(capsys.readouterr().err)[0]
+    assert main(args) == 2 and _error_lines(capsys.readouterr().err) == [expected]
+    assert not (tmp_path / "o").exists()
+    if config == "fine":
+        answers["/images.bin"] = tfds_builders.TinyServed.SERVED
+        builder = tfds_builders.tfds.builder(name, data_dir=str(data_dir))
+        builder.download_and_prepare()
+        assert len(list(builder.as_dataset(split="test"))) == 1
 
 
 def test_a_tilde_in_path_flags_is_the_home_folder(

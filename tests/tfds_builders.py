@@ -4,6 +4,9 @@ At module level, so that Beam pickles a reader of them by reference (a builder
 class pickled by value registers its name twice and fails).
 """
 
+import os
+import time
+
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -350,3 +353,36 @@ class TinyOneClass(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self):
         for i in range(2):
             yield i, {"image": np.full((SIZE, SIZE, 3), 90 + i, np.uint8), "label": 0}
+
+
+class TinyServed(tfds.core.GeneratorBasedBuilder):
+    """One flat image, generated after downloading SERVED from $TINY_SERVED_URL (an HTTP
+    server a test starts on 127.0.0.1), in two configs: 'fine' prepares, 'failing' raises
+    while generating. Each example waits $TINY_SERVED_SLEEP seconds first (a run to kill)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=n) for n in ("fine", "failing")]
+    SERVED = b"tiny served bytes"
+
+    @property
+    def url_infos(self):
+        """What TFDS reads from a builder's checksums file: the download it expects."""
+        import hashlib  # noqa: PLC0415
+
+        checksum = hashlib.sha256(self.SERVED).hexdigest()
+        url = os.environ["TINY_SERVED_URL"]
+        return {url: tfds.core.download.checksums.UrlInfo(len(self.SERVED), checksum, "served")}
+
+    def _info(self):
+        features = {"image": tfds.features.Image(shape=(SIZE, SIZE, 3))}
+        return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(features))
+
+    def _split_generators(self, dl_manager):
+        dl_manager.download(os.environ["TINY_SERVED_URL"])
+        return {"test": self._generate_examples()}
+
+    def _generate_examples(self):
+        if self.builder_config.name == "failing":
+            raise ValueError("the served file holds no images")
+        time.sleep(float(os.environ.get("TINY_SERVED_SLEEP", "0")))
+        yield 0, {"image": np.full((SIZE, SIZE, 3), 90, np.uint8)}

@@ -787,10 +787,61 @@ def _ensure_prepared(
     try:
         builder.download_and_prepare()
     except Exception as e:
-        raise ValueError(
-            f"Could not download and prepare TFDS dataset {name!r} into {builder.data_dir}: "
-            f"{e}. {_offline_fix(name, data_dir)}"
-        ) from e
+        raise _preparation_error(name, builder, data_dir, e) from e
+
+
+def _preparation_error(
+    name: str, builder: Any, data_dir: str | None, error: Exception
+) -> ValueError:
+    """Why TFDS could not download or prepare a dataset once the network answered the
+    probe, in one line, and what to do: a download its source refused or that was
+    another file than its builder expects, or a failure of the builder itself."""
+    reason, at_source = _preparation_failure(error)
+    build = _build_command(name, data_dir)
+    if at_source:
+        fix = (
+            "Its source may have moved or changed the file since this tensorflow-datasets was "
+            "released: a newer one may know (pip install -U tensorflow-datasets); or prepare it "
+            f"where it downloads, with {build}, and pass --data_dir where it is prepared."
+        )
+    else:
+        fix = (
+            f"{build} shows TFDS's whole error; or prepare it elsewhere and pass --data_dir "
+            "where it is prepared."
+        )
+    return ValueError(
+        f"Could not download and prepare TFDS dataset {name!r} into {builder.data_dir}: "
+        f"{reason}. {fix}"
+    )
+
+
+def _preparation_failure(error: Exception) -> tuple[str, bool]:
+    """What went wrong in TFDS's download_and_prepare, on one line (its text may hold
+    many), and whether it was the download's source: an HTTP status other than 200,
+    or a file whose size or checksum is not the builder's (TFDS's page of them)."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+    from tensorflow_datasets.core.download import download_manager  # noqa: PLC0415
+
+    text = " ".join(str(error).split())
+    if isinstance(error, download_manager.NonMatchingChecksumError):
+        return _other_file(text), True
+    if isinstance(error, tfds.download.DownloadError):  # "Failed to get url U. HTTP code: 404."
+        return text.rstrip("."), True
+    return (f"{type(error).__name__}: {text}" if text else type(error).__name__), False
+
+
+def _other_file(checksum_error: str) -> str:
+    """TFDS's NonMatchingChecksumError (`Artifact URL, downloaded to PATH, has wrong
+    checksum: * Expected: UrlInfo(size=17, ...) * Got: UrlInfo(size=12 bytes, ...)`,
+    on one line) said in a sentence."""
+    url = re.search(r"Artifact (\S+), downloaded to", checksum_error)
+    sizes = re.findall(r"UrlInfo\(size=(\d+)", checksum_error)
+    where = f" from {url.group(1)}" if url else ""
+    if len(sizes) == 2 and sizes[0] != sizes[1]:
+        differs = f" ({sizes[1]} bytes, not {sizes[0]})"
+    else:
+        differs = " (its checksum differs)"
+    return f"the file downloaded{where} is not the one its builder expects{differs}"
 
 
 #: The names TFDS datasets give the feature of their images' file names: imagenet_a's
