@@ -618,6 +618,28 @@ def test_a_tfds_dataset_that_fails_to_download_or_prepare_online_says_why_and_ho
         assert len(list(builder.as_dataset(split="test"))) == 1
 
 
+def test_a_page_long_tfds_preparation_error_is_said_in_its_first_300_characters(served, tmp_path):
+    # A builder's error holding a whole HTTP body (a login page served for the file)
+    # made an error line of 2,000 characters, most of them its markup.
+    from tests import tfds_builders
+
+    url, answers = served
+    answers["/images.bin"] = tfds_builders.TinyServed.SERVED
+    data_dir = tmp_path / "tfds"
+    args = cli_args(dataset="tiny_served/page", data_dir=data_dir, output=tmp_path / "o")
+    code = "import sys, tests.tfds_builders; from pipeline.__main__ import main; "
+    done = _python(code + "sys.exit(main(sys.argv[1:]))", *args, env={"TINY_SERVED_URL": url})
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    text = "the served file is no archive; it reads: " + tfds_builders.TinyServed.PAGE
+    cause = ("ValueError: " + " ".join(text.split()))[:299] + "…"
+    assert _error_lines(done.stderr) == [
+        f"error: Could not download and prepare TFDS dataset 'tiny_served/page' into "
+        f"{data_dir}/tiny_served/page/1.0.0: {cause}. `tfds build tiny_served/page "
+        f"--data_dir {data_dir}` shows TFDS's whole error; or prepare it elsewhere and pass "
+        "--data_dir where it is prepared."
+    ]
+
+
 def test_a_tilde_in_path_flags_is_the_home_folder(
     image_folder, linear_keras, tmp_path, monkeypatch
 ):

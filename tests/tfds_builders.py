@@ -357,12 +357,15 @@ class TinyOneClass(tfds.core.GeneratorBasedBuilder):
 
 class TinyServed(tfds.core.GeneratorBasedBuilder):
     """One flat image, generated after downloading SERVED from $TINY_SERVED_URL (an HTTP
-    server a test starts on 127.0.0.1), in two configs: 'fine' prepares, 'failing' raises
-    while generating. Each example waits $TINY_SERVED_SLEEP seconds first (a run to kill)."""
+    server a test starts on 127.0.0.1), in three configs: 'fine' prepares, 'failing' raises
+    while generating, 'page' raises an error holding a page of HTML (as a login page
+    served for the file). Each example waits $TINY_SERVED_SLEEP seconds first (a run to
+    kill)."""
 
     VERSION = tfds.core.Version("1.0.0")
-    BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=n) for n in ("fine", "failing")]
+    BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=n) for n in ("fine", "failing", "page")]
     SERVED = b"tiny served bytes"
+    PAGE = "<html>\n<body>\n" + "<p>Sign in to continue.</p>\n" * 60 + "</body>\n</html>\n"
 
     @property
     def url_infos(self):
@@ -384,5 +387,7 @@ class TinyServed(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self):
         if self.builder_config.name == "failing":
             raise ValueError("the served file holds no images")
+        if self.builder_config.name == "page":
+            raise ValueError(f"the served file is no archive; it reads:\n{self.PAGE}")
         time.sleep(float(os.environ.get("TINY_SERVED_SLEEP", "0")))
         yield 0, {"image": np.full((SIZE, SIZE, 3), 90, np.uint8)}

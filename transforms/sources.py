@@ -790,6 +790,11 @@ def _ensure_prepared(
         raise _preparation_error(name, builder, data_dir, e) from e
 
 
+#: The characters of a failure's text that are said: a library's may be a page long
+#: (a builder's error holding the HTML a server answered).
+_REASON_CHARS = 300
+
+
 def _preparation_error(
     name: str, builder: Any, data_dir: str | None, error: Exception
 ) -> ValueError:
@@ -797,6 +802,8 @@ def _preparation_error(
     probe, in one line, and what to do: a download its source refused or that was
     another file than its builder expects, or a failure of the builder itself."""
     reason, at_source = _preparation_failure(error)
+    if len(reason) > _REASON_CHARS:
+        reason = reason[: _REASON_CHARS - 1] + "…"
     build = _build_command(name, data_dir)
     if at_source:
         fix = (
