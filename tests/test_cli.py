@@ -9,9 +9,11 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
 import tracemalloc
 import warnings
 from pathlib import Path
@@ -31,6 +33,7 @@ from tests.conftest import (
     SIZE,
     WNID_CAT,
     cli_args,
+    launched,
     make_image_folder,
     run_to_a_closed_stdout,
     run_to_an_ascii_stdout,
@@ -638,6 +641,67 @@ def test_a_page_long_tfds_preparation_error_is_said_in_its_first_300_characters(
         f"--data_dir {data_dir}` shows TFDS's whole error; or prepare it elsewhere and pass "
         "--data_dir where it is prepared."
     ]
+
+
+def _stopped_while_preparing(
+    command: list[str], env: dict[str, str], data_dir: Path, signal_name: str
+) -> tuple[int, str]:
+    """`command` run until TFDS prepares TinyServed's download in `data_dir` (into its
+    incomplete.* folder), then sent `signal_name`: its exit status and stderr."""
+    job = subprocess.Popen(
+        launched(command, ctrl_c=True),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(1500):  # five minutes at most, if it never gets there
+            if job.poll() is not None or list(data_dir.glob("downloads/tiny_served/*.INFO")):
+                break
+            time.sleep(0.2)
+        assert job.poll() is None and list(data_dir.glob("tiny_served/*/incomplete.*"))
+        job.send_signal(getattr(signal, signal_name))
+        _, stderr = job.communicate(timeout=120)
+    finally:
+        job.kill()
+    return job.returncode, stderr
+
+
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGINT"])
+def test_a_tfds_preparation_stopped_midway_is_not_read_as_prepared(
+    signal_name, served, tmp_path, monkeypatch, capsys
+):
+    # A run killed (or Ctrl-C) while TFDS prepares: TFDS writes into an incomplete.*
+    # folder beside the version's and renames it when done, so the next run prepares
+    # again; a SIGKILL leaves that folder behind, unread.
+    from tests import tfds_builders
+
+    url, answers = served
+    answers["/images.bin"] = tfds_builders.TinyServed.SERVED
+    data_dir = tmp_path / "tfds"
+    args = cli_args(dataset="tiny_served/fine", data_dir=data_dir, output=tmp_path / "o")
+    code = "import sys, tests.tfds_builders; from pipeline.__main__ import main; "
+    command = [sys.executable, "-c", code + "sys.exit(main(sys.argv[1:]))", *args]
+    env = {**os.environ, "PYTHONPATH": ROOT, "TINY_SERVED_URL": url, "TINY_SERVED_SLEEP": "300"}
+    returncode, stderr = _stopped_while_preparing(command, env, data_dir, signal_name)
+    if signal_name == "SIGINT":
+        assert returncode == 130 and "Traceback" not in stderr, stderr
+        assert _error_lines(stderr) == [
+            "error: interrupted before the run started; nothing was written. Run the command again."
+        ]
+    else:  # TFDS's unfinished folder stays, as it is never read
+        assert returncode == -signal.SIGKILL
+        assert list(data_dir.glob("tiny_served/fine/incomplete.*"))
+    assert not (data_dir / "tiny_served" / "fine" / "1.0.0").exists()
+    monkeypatch.setenv("TINY_SERVED_URL", url)
+    assert main([*args, "--no_download"]) == 2
+    assert "is not prepared in" in _error_lines(capsys.readouterr().err)[0]
+    builder = tfds_builders.tfds.builder("tiny_served/fine", data_dir=str(data_dir))
+    builder.download_and_prepare()  # again, without the wait
+    assert len(list(builder.as_dataset(split="test"))) == 1
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_tilde_in_path_flags_is_the_home_folder(
