@@ -502,6 +502,13 @@ def test_an_unprepared_tfds_dataset_is_one_error_line(tmp_path):
     assert line.startswith(f"error: TFDS dataset 'mnist' is not prepared in {data_dir}/mnist/")
 
 
+# The command line, with the TFDS builders of tests/tfds_builders.py registered.
+_MAIN_WITH_TEST_BUILDERS = (
+    "import sys, tests.tfds_builders; from pipeline.__main__ import main; "
+    "sys.exit(main(sys.argv[1:]))"
+)
+
+
 @pytest.mark.parametrize("given", [True, False])
 def test_a_tfds_dataset_that_cannot_be_downloaded_names_the_data_dir_looked_in(given, tmp_path):
     # Offline, the error said "Without network, prepare it elsewhere and pass --data_dir."
@@ -512,8 +519,7 @@ def test_a_tfds_dataset_that_cannot_be_downloaded_names_the_data_dir_looked_in(g
     flags = cli_args(dataset="tiny_download", output=tmp_path / "o")
     flags += cli_args(data_dir=data_dir) if given else []
     env = {"TFDS_DATA_DIR": str(data_dir)}  # TFDS's own folder, when --data_dir is not given
-    code = "import sys, tests.tfds_builders; from pipeline.__main__ import main; "
-    done = _python(code + "sys.exit(main(sys.argv[1:]))", *flags, env=env)
+    done = _python(_MAIN_WITH_TEST_BUILDERS, *flags, env=env)
     assert done.returncode == 2, done.stderr
     (line,) = _error_lines(done.stderr)
     assert line.startswith(
@@ -604,8 +610,7 @@ def test_a_tfds_dataset_that_fails_to_download_or_prepare_online_says_why_and_ho
         f"{data_dir}/tiny_served/{config}/1.0.0: {cause.format(url=url)}. "
         + fix.format(name=name, data_dir=data_dir)
     )
-    code = "import sys, tests.tfds_builders; from pipeline.__main__ import main; "
-    done = _python(code + "sys.exit(main(sys.argv[1:]))", *args, env={"TINY_SERVED_URL": url})
+    done = _python(_MAIN_WITH_TEST_BUILDERS, *args, env={"TINY_SERVED_URL": url})
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert _error_lines(done.stderr) == [expected]
     # Run again: nothing it left is read as prepared, nor blocks a download that works.
@@ -630,8 +635,7 @@ def test_a_page_long_tfds_preparation_error_is_said_in_its_first_300_characters(
     answers["/images.bin"] = tfds_builders.TinyServed.SERVED
     data_dir = tmp_path / "tfds"
     args = cli_args(dataset="tiny_served/page", data_dir=data_dir, output=tmp_path / "o")
-    code = "import sys, tests.tfds_builders; from pipeline.__main__ import main; "
-    done = _python(code + "sys.exit(main(sys.argv[1:]))", *args, env={"TINY_SERVED_URL": url})
+    done = _python(_MAIN_WITH_TEST_BUILDERS, *args, env={"TINY_SERVED_URL": url})
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     text = "the served file is no archive; it reads: " + tfds_builders.TinyServed.PAGE
     cause = ("ValueError: " + " ".join(text.split()))[:299] + "…"
@@ -682,8 +686,7 @@ def test_a_tfds_preparation_stopped_midway_is_not_read_as_prepared(
     answers["/images.bin"] = tfds_builders.TinyServed.SERVED
     data_dir = tmp_path / "tfds"
     args = cli_args(dataset="tiny_served/fine", data_dir=data_dir, output=tmp_path / "o")
-    code = "import sys, tests.tfds_builders; from pipeline.__main__ import main; "
-    command = [sys.executable, "-c", code + "sys.exit(main(sys.argv[1:]))", *args]
+    command = [sys.executable, "-c", _MAIN_WITH_TEST_BUILDERS, *args]
     env = {**os.environ, "PYTHONPATH": ROOT, "TINY_SERVED_URL": url, "TINY_SERVED_SLEEP": "300"}
     returncode, stderr = _stopped_while_preparing(command, env, data_dir, signal_name)
     if signal_name == "SIGINT":
