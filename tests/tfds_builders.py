@@ -386,7 +386,7 @@ class TinyServed(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self):
         if self.builder_config.name == "failing":
-            raise ValueError("the served file holds no images")
+            raise ValueError("the served file holds no images.")
         if self.builder_config.name == "page":
             raise ValueError(f"the served file is no archive; it reads:\n{self.PAGE}")
         time.sleep(float(os.environ.get("TINY_SERVED_SLEEP", "0")))

@@ -829,11 +829,11 @@ def _preparation_failure(error: Exception) -> tuple[str, bool]:
     import tensorflow_datasets as tfds  # noqa: PLC0415
     from tensorflow_datasets.core.download import download_manager  # noqa: PLC0415
 
-    text = " ".join(str(error).split())
+    text = " ".join(str(error).split()).rstrip(".")  # the message adds its own period
     if isinstance(error, download_manager.NonMatchingChecksumError):
         return _other_file(text), True
     if isinstance(error, tfds.download.DownloadError):  # "Failed to get url U. HTTP code: 404."
-        return text.rstrip("."), True
+        return text, True
     return (f"{type(error).__name__}: {text}" if text else type(error).__name__), False
 
 
