@@ -647,11 +647,9 @@ def test_a_page_long_tfds_preparation_error_is_said_in_its_first_300_characters(
     ]
 
 
-def _stopped_while_preparing(
-    command: list[str], env: dict[str, str], data_dir: Path, signal_name: str
-) -> tuple[int, str]:
-    """`command` run until TFDS prepares TinyServed's download in `data_dir` (into its
-    incomplete.* folder), then sent `signal_name`: its exit status and stderr."""
+def _preparing(command: list[str], env: dict[str, str], data_dir: Path) -> subprocess.Popen:
+    """`command` started, once TFDS prepares TinyServed's download in `data_dir` (into
+    its incomplete.* folder, its examples waiting for $TINY_SERVED_WAIT)."""
     job = subprocess.Popen(
         launched(command, ctrl_c=True),
         cwd=ROOT,
@@ -660,17 +658,14 @@ def _stopped_while_preparing(
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        for _ in range(1500):  # five minutes at most, if it never gets there
-            if job.poll() is not None or list(data_dir.glob("downloads/tiny_served/*.INFO")):
-                break
-            time.sleep(0.2)
-        assert job.poll() is None and list(data_dir.glob("tiny_served/*/incomplete.*"))
-        job.send_signal(getattr(signal, signal_name))
-        _, stderr = job.communicate(timeout=120)
-    finally:
+    for _ in range(1500):  # five minutes at most, if it never gets there
+        if job.poll() is not None or list(data_dir.glob("downloads/tiny_served/*.INFO")):
+            break
+        time.sleep(0.2)
+    if job.poll() is not None or not list(data_dir.glob("tiny_served/*/incomplete.*")):
         job.kill()
-    return job.returncode, stderr
+        raise AssertionError(f"not preparing: {job.communicate()[1]}")
+    return job
 
 
 @pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGINT"])
@@ -687,8 +682,15 @@ def test_a_tfds_preparation_stopped_midway_is_not_read_as_prepared(
     data_dir = tmp_path / "tfds"
     args = cli_args(dataset="tiny_served/fine", data_dir=data_dir, output=tmp_path / "o")
     command = [sys.executable, "-c", _MAIN_WITH_TEST_BUILDERS, *args]
-    env = {**os.environ, "PYTHONPATH": ROOT, "TINY_SERVED_URL": url, "TINY_SERVED_SLEEP": "300"}
-    returncode, stderr = _stopped_while_preparing(command, env, data_dir, signal_name)
+    env = {**os.environ, "PYTHONPATH": ROOT, "TINY_SERVED_URL": url}
+    env["TINY_SERVED_WAIT"] = str(tmp_path / "never")  # its examples wait till stopped
+    job = _preparing(command, env, data_dir)
+    try:
+        job.send_signal(getattr(signal, signal_name))
+        _, stderr = job.communicate(timeout=120)
+    finally:
+        job.kill()
+    returncode = job.returncode
     if signal_name == "SIGINT":
         assert returncode == 130 and "Traceback" not in stderr, stderr
         assert _error_lines(stderr) == [
@@ -705,6 +707,37 @@ def test_a_tfds_preparation_stopped_midway_is_not_read_as_prepared(
     builder.download_and_prepare()  # again, without the wait
     assert len(list(builder.as_dataset(split="test"))) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_a_tfds_dataset_another_run_prepared_meanwhile_is_read(
+    served, linear_keras, tmp_path, monkeypatch
+):
+    # Two runs of one unprepared dataset at once (two models on its first use): TFDS
+    # prepares each in an incomplete.* folder of its own and renames it, and the later
+    # rename failed, "FileExistsError: Cannot rename .../incomplete.J0UT0Z_1.0.0.
+    # Destination .../1.0.0 already exists.", exit 2, of a dataset then prepared.
+    from tests import tfds_builders
+
+    url, answers = served
+    answers["/images.bin"] = tfds_builders.TinyServed.SERVED
+    data_dir, output = tmp_path / "tfds", tmp_path / "o"
+    args = cli_args(dataset="tiny_served/fine", data_dir=data_dir, model=linear_keras)
+    args += cli_args(output=output, steps=2, faithfulness="none")
+    env = {**os.environ, "PYTHONPATH": ROOT, "TINY_SERVED_URL": url}
+    env["TINY_SERVED_WAIT"] = str(tmp_path / "go")
+    job = _preparing([sys.executable, "-c", _MAIN_WITH_TEST_BUILDERS, *args], env, data_dir)
+    try:  # the other run prepares it first
+        monkeypatch.setenv("TINY_SERVED_URL", url)
+        tfds_builders.tfds.builder(
+            "tiny_served/fine", data_dir=str(data_dir)
+        ).download_and_prepare()
+        (tmp_path / "go").touch()
+        _, stderr = job.communicate(timeout=300)
+    finally:
+        job.kill()
+    assert job.returncode == 0 and not _error_lines(stderr), stderr
+    assert len(pd.read_parquet(output / "results")) == 1
+    assert not list(data_dir.glob("tiny_served/fine/incomplete.*"))
 
 
 def test_a_tilde_in_path_flags_is_the_home_folder(

@@ -359,8 +359,8 @@ class TinyServed(tfds.core.GeneratorBasedBuilder):
     """One flat image, generated after downloading SERVED from $TINY_SERVED_URL (an HTTP
     server a test starts on 127.0.0.1), in three configs: 'fine' prepares, 'failing' raises
     while generating, 'page' raises an error holding a page of HTML (as a login page
-    served for the file). Each example waits $TINY_SERVED_SLEEP seconds first (a run to
-    kill)."""
+    served for the file). With $TINY_SERVED_WAIT set, each example waits for that file
+    to exist first (a run to stop, or to let another prepare the dataset meanwhile)."""
 
     VERSION = tfds.core.Version("1.0.0")
     BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=n) for n in ("fine", "failing", "page")]
@@ -389,5 +389,7 @@ class TinyServed(tfds.core.GeneratorBasedBuilder):
             raise ValueError("the served file holds no images.")
         if self.builder_config.name == "page":
             raise ValueError(f"the served file is no archive; it reads:\n{self.PAGE}")
-        time.sleep(float(os.environ.get("TINY_SERVED_SLEEP", "0")))
+        wait = os.environ.get("TINY_SERVED_WAIT")
+        while wait and not os.path.exists(wait):
+            time.sleep(0.1)
         yield 0, {"image": np.full((SIZE, SIZE, 3), 90, np.uint8)}

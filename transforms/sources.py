@@ -773,10 +773,11 @@ def _build_command(name: str, data_dir: str | None) -> str:
 
 def _ensure_prepared(
     name: str, builder: Any, download: bool, remote_workers: bool, data_dir: str | None
-) -> None:
-    """Prepares (downloads) an unprepared dataset when allowed, else says how to."""
+) -> Any:
+    """Prepares (downloads) an unprepared dataset when allowed, else says how to; the
+    builder to read it with (a new one, of the metadata another run prepared meanwhile)."""
     if builder.is_prepared():
-        return
+        return builder
     own = _own_folder_error(name, data_dir)
     if own is not None:
         raise own
@@ -787,7 +788,12 @@ def _ensure_prepared(
     try:
         builder.download_and_prepare()
     except Exception as e:
-        raise _preparation_error(name, builder, data_dir, e) from e
+        # Another run prepared it meanwhile: TFDS's rename of this one's copy then fails.
+        if not builder.is_prepared():
+            raise _preparation_error(name, builder, data_dir, e) from e
+        _LOG.info("TFDS dataset %s was prepared by another run meanwhile; reading it.", name)
+        return _tfds_builder(name, data_dir)
+    return builder
 
 
 #: The characters of a failure's text that are said: a library's may be a page long
@@ -1065,7 +1071,7 @@ def resolve_tfds(
     builder = _tfds_builder(name, data_dir)
     mocked = _tfds_mocked()
     if not mocked:
-        _ensure_prepared(name, builder, download, remote_workers, data_dir)
+        builder = _ensure_prepared(name, builder, download, remote_workers, data_dir)
     image_key, label_key, file_name_key = _feature_keys(name, builder)
     if mocked:  # no split files, nor sizes: the mock's own examples
         num_examples = int(builder.as_dataset(split=split).cardinality())
