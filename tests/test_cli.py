@@ -589,6 +589,13 @@ _BUILD_FIX = (
             "the file downloaded from {url} is not the one its builder expects (12 bytes, not 17)",
             _SOURCE_FIX,
         ),
+        (
+            "fine",
+            b"tiny SERVED bytes",
+            "the file downloaded from {url} is not the one its builder expects (its checksum "
+            "differs)",
+            _SOURCE_FIX,
+        ),
         ("failing", None, "ValueError: the served file holds no images", _BUILD_FIX),
     ],
 )
