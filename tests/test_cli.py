@@ -598,6 +598,7 @@ _BUILD_FIX = (
         ),
         ("failing", None, "ValueError: the served file holds no images", _BUILD_FIX),
     ],
+    ids=["http_404", "other_size", "other_checksum", "builder_raises"],
 )
 def test_a_tfds_dataset_that_fails_to_download_or_prepare_online_says_why_and_how(
     config, answer, cause, fix, served, tmp_path, monkeypatch, capsys
