@@ -1232,6 +1232,30 @@ def test_a_data_dir_naming_an_unknown_file_format_exits_2_naming_it(linear_keras
     assert not (tmp_path / "out").exists()  # refused before any work
 
 
+def test_a_prepared_tfds_dataset_missing_a_file_of_its_split_exits_2_naming_it(
+    linear_keras, tmp_path, capsys
+):
+    # A prepared dataset copied in part (a copy cut short; offline, the way to get one)
+    # has its dataset_info.json, so TFDS reads it as prepared: the run started, wrote
+    # its output folder, and failed in its workers, "NotFoundError: ...-00000-of-00002;
+    # No such file or directory [while running 'ReadImages/...']", exit 1.
+    from tests import tfds_builders
+
+    data_dir = tfds_builders.prepared("tiny_noise", tmp_path, num_shards=2)
+    version = Path(data_dir) / "tiny_noise" / "1.0.0"
+    (version / "tiny_noise-test.tfrecord-00000-of-00002").unlink()
+    args = cli_args(dataset="tiny_noise", data_dir=data_dir, model=linear_keras)
+    code = main([*args, *cli_args(output=tmp_path / "out", split="test[:2]+train[:1]")])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and err == [
+        f"error: TFDS dataset 'tiny_noise' in {version} is incomplete: 1 of the 2 files of "
+        "its split 'test' is missing (tiny_noise-test.tfrecord-00000-of-00002), as after a "
+        f"copy cut short. Copy it again whole, or remove {version} and prepare it again with "
+        f"`tfds build tiny_noise --data_dir {data_dir}`."
+    ]
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
 def test_tfds_download_failure_offline_is_clear(tmp_path):
     import tensorflow_datasets as tfds
 

@@ -1049,6 +1049,29 @@ def _check_no_overlap(name: str, split: str, builder: Any) -> None:
         read.setdefault(splitname, []).append((start, stop))
 
 
+def _check_split_files(name: str, split: str, builder: Any, data_dir: str | None) -> None:
+    """Refuses a prepared dataset missing a file of a split it reads: one copied in part
+    has its dataset_info.json, so TFDS reads it as prepared, and the run failed in its
+    workers on the first image of a missing file. One listing of the version's folder."""
+    pattern = FileSystems.join(escape_glob(str(builder.data_dir)), "*")
+    try:
+        there = {posixpath.basename(m.path) for m in FileSystems.match([pattern])[0].metadata_list}
+    except Exception:  # not listable (gs:// offline): the run's reader will say
+        return
+    for splitname in sorted({part for part, _, _ in _read_ranges(name, split, builder)}):
+        files_of = [posixpath.basename(str(p)) for p in builder.info.splits[splitname].filepaths]
+        missing = [f for f in files_of if f not in there]
+        if missing:
+            raise ValueError(
+                f"TFDS dataset {name!r} in {builder.data_dir} is incomplete: "
+                f"{len(missing)} of the {len(files_of)} files of its split {splitname!r} "
+                f"{'is' if len(missing) == 1 else 'are'} missing ({missing[0]}"
+                f"{', ...' if len(missing) > 1 else ''}), as after a copy cut short. Copy it "
+                f"again whole, or remove {builder.data_dir} and prepare it again with "
+                f"{_build_command(name, data_dir)}."
+            )
+
+
 def resolve_tfds(
     name: str, split: str, data_dir: str | None, download: bool, remote_workers: bool = False
 ) -> TfdsSource:
@@ -1078,6 +1101,7 @@ def resolve_tfds(
     else:
         num_examples = _split_size(name, split, builder)
         _check_no_overlap(name, split, builder)
+        _check_split_files(name, split, builder, data_dir)
     features = builder.info.features
     class_names = tuple(features[label_key].names) if label_key else None
     return TfdsSource(
