@@ -544,7 +544,8 @@ def _hand_over(job: AuditJob, options: PipelineOptions, result: PipelineResult) 
 
 def _wait(job: AuditJob, options: PipelineOptions, result: PipelineResult):
     """Waits for the runner. A Ctrl-C stops a local run; a Dataflow job runs on
-    and keeps --output (`_left_running`), and the message says how to stop it."""
+    and keeps --output (`_left_running`), and the message says how to stop it; so
+    does one the wait lost track of (`_lost_track`)."""
     try:
         return result.wait_until_finish()
     except KeyboardInterrupt:
@@ -554,7 +555,34 @@ def _wait(job: AuditJob, options: PipelineOptions, result: PipelineResult):
     except Exception as e:
         if interrupted(e):
             raise stopped(job) from None
+        _lost_track(job, options, result)
         raise
+
+
+def _lost_track(job: AuditJob, options: PipelineOptions, result: PipelineResult) -> None:
+    """Hands --output over to a Dataflow job whose wait failed before the job ended:
+    Beam's polls of the service failed (its wait then raises an AssertionError), and
+    the job runs on and writes. A job that failed (Beam's DataflowRuntimeException)
+    has ended: its folder is released."""
+    if not is_dataflow(options) or _ended(result):
+        return
+    _hand_over(job, options, result)
+    _LOG.warning(
+        "Lost track of Dataflow job %s, which may still run: %s is held for it until it "
+        "completes (if it failed or was cancelled, delete %s).",
+        _job_id(result) or "<job id>",
+        job.output,
+        FileSystems.join(job.output, output_lock.LOCK_NAME),
+    )
+
+
+def _ended(result: PipelineResult) -> bool:
+    """Whether the job is known to have ended (its state asked of the runner: a
+    Dataflow job's of the service, which may be out of reach: not known then)."""
+    try:
+        return PipelineState.is_terminal(result.state)
+    except Exception:  # noqa: BLE001 - whatever the service's client raises: not known
+        return False
 
 
 def _left_running(job: AuditJob, options: PipelineOptions, result: PipelineResult) -> str:

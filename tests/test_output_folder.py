@@ -944,6 +944,76 @@ def test_ctrl_c_while_waiting_for_a_dataflow_job_leaves_it_the_folder(tmp_path):
     )
 
 
+class _DataflowOutOfReach:
+    """The Dataflow service as a launcher that lost its network sees it: every call fails."""
+
+    def get_job(self, job_id):
+        raise ConnectionError(f"cannot reach dataflow.googleapis.com to get job {job_id}")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_wait_that_loses_a_running_dataflow_job_leaves_it_the_folder(tmp_path, caplog):
+    """`run` deleted --output's lock when its wait for a Dataflow job failed with anything
+    but Ctrl-C, though the job ran on and wrote: a --resume or --overwrite could take the
+    folder from under it. Beam's wait fails so when its polls of the service fail (its
+    poll thread dies; the job's last state read, RUNNING, is not final). Beam's result and
+    wait, the launcher's and the lock are real; the service, unreachable here, fails."""
+    import types
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.dataflow.dataflow_runner import DataflowPipelineResult
+    from google.cloud import dataflow as dataflow_api
+
+    from pipeline import main as pipeline_main
+    from pipeline import output_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    running = dataflow_api.Job(
+        id="2026-12-06_job", current_state=dataflow_api.JobState.JOB_STATE_RUNNING
+    )
+    runner = types.SimpleNamespace(dataflow_client=_DataflowOutOfReach())
+    options = PipelineOptions(["--runner", "DataflowRunner", "--region", "europe-west4"])
+    result = DataflowPipelineResult(running, runner, options)
+    job = types.SimpleNamespace(output=str(out), lock=output_lock.acquire(str(out)))
+    job.model_handoff = None
+    with pytest.raises(AssertionError, match="did not reach to a terminal state"):
+        pipeline_main._completed_manifest(job, options, result)
+    assert json.loads((out / ".lock").read_text())["job_id"] == "2026-12-06_job"
+    with pytest.raises(output_lock.OutputInUseError, match="job 2026-12-06_job"):
+        output_lock.check_free(str(out))
+    assert (
+        f"Lost track of Dataflow job 2026-12-06_job, which may still run: {out} is held "
+        f"for it until it completes (if it failed or was cancelled, delete {out}/.lock)."
+    ) in caplog.messages
+
+
+def test_a_wait_for_a_dataflow_job_that_failed_releases_the_folder(tmp_path):
+    """The other side of the test above: a job the service says failed has ended
+    (Beam's wait raises its DataflowRuntimeException), and its folder is free again."""
+    import types
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.dataflow.dataflow_runner import DataflowPipelineResult
+    from google.cloud import dataflow as dataflow_api
+
+    from pipeline import main as pipeline_main
+    from pipeline import output_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    failed = dataflow_api.Job(
+        id="2026-12-06_job", current_state=dataflow_api.JobState.JOB_STATE_FAILED
+    )
+    runner = types.SimpleNamespace(dataflow_client=_DataflowOutOfReach())
+    options = PipelineOptions(["--runner", "DataflowRunner", "--region", "europe-west4"])
+    job = types.SimpleNamespace(output=str(out), lock=output_lock.acquire(str(out)))
+    job.model_handoff = None
+    with pytest.raises(Exception, match="Dataflow pipeline failed. State: FAILED"):
+        pipeline_main._completed_manifest(job, options, DataflowPipelineResult(failed, runner))
+    assert not (out / ".lock").exists()
+
+
 def _race_for_the_lock(output: str, start, results, done) -> None:
     from pipeline import output_lock
 
