@@ -654,6 +654,78 @@ def test_launch_of_a_finished_local_run_drops_its_checkpoints(image_folder, line
     assert sorted(f.name for f in (out / "results").iterdir()) == before
 
 
+def _launched(entry: str, flags: list[str]):
+    """`launch`'s or `run`'s job and what it left: (the folder's lock, its manifest,
+    run's return) read back once the job completed (a job that runs on: waited for)."""
+    from pipeline.main import launch
+
+    out = Path(flags[flags.index("--output") + 1])
+    if entry == "launch":
+        job, result = launch(flags)
+        lock = (out / ".lock").read_text() if (out / ".lock").exists() else None
+        result.wait_until_finish()
+        returned = None
+    else:
+        returned = run(flags)
+        lock = (out / ".lock").read_text() if (out / ".lock").exists() else None
+        for _ in range(600):  # a job that runs on in this process: till its manifest says so
+            if json.loads((out / "manifest.json").read_text())["status"] == "complete":
+                break
+            time.sleep(0.2)
+    manifest = json.loads((out / "manifest.json").read_text())
+    return (json.loads(lock) if lock else None), manifest, returned
+
+
+@pytest.mark.parametrize("entry", ["launch", "run"])
+def test_no_wait_until_finish_on_a_local_run_tidies_and_frees_the_folder(
+    entry, image_folder, linear_keras, tmp_path
+):
+    """The DirectRunner's job ends inside the launch: --no_wait_until_finish leaves
+    nothing running, and `launch` and `run` both tidy the folder up and release it."""
+    out = tmp_path / "out"
+    lock, manifest, returned = _launched(
+        entry, [*job_flags(image_folder, linear_keras, out), "--no_wait_until_finish"]
+    )
+    assert lock is None and manifest["status"] == "complete"
+    assert returned == (manifest if entry == "run" else None)
+    assert not (out / ".tmp").exists() and len(pd.read_parquet(out / "results")) == 4
+
+
+# Beam's PortableRunner with its job server embedded in this process (no network): a
+# runner whose launch returns while its job runs (its workers: threads of this process).
+PORTABLE = [
+    "--runner",
+    "PortableRunner",
+    "--job_endpoint",
+    "embed",
+    "--environment_type",
+    "LOOPBACK",
+]
+
+
+@pytest.mark.parametrize("entry", ["launch", "run"])
+def test_a_job_of_another_runner_that_runs_on_keeps_the_launchers_lock(
+    entry, image_folder, linear_keras, tmp_path, caplog
+):
+    """A job that goes on without the launcher (`launch`; `run` with
+    --no_wait_until_finish) on a runner other than Dataflow: both leave the lock
+    with this process (its pid, no job id: not handed over), as such a job (an
+    embedded job server's) ends with the process."""
+    out = tmp_path / "out"
+    flags = [*job_flags(image_folder, linear_keras, out), *PORTABLE, "--no_wait_until_finish"]
+    with caplog.at_level(logging.INFO, logger="pipeline.main"):
+        lock, manifest, returned = _launched(entry, flags)
+    assert lock["pid"] == os.getpid() and lock["job_id"] is None and "template" not in lock
+    assert lock["run_id"] == manifest["run_id"] and manifest["status"] == "complete"
+    assert returned is None
+    if entry == "run":
+        assert (
+            "No results to read yet (--no_wait_until_finish: the job goes on without this "
+            f"process); they go to {out}."
+        ) in caplog.messages
+    (out / ".lock").unlink()  # this process lives on: nothing else releases it
+
+
 def test_a_resume_with_every_input_done_completes_without_running_the_model(
     linear_keras, tmp_path, capsys, caplog, monkeypatch
 ):
