@@ -510,17 +510,37 @@ def launch(
       job the template starts: `_leave_to_template`).
     """
     job, options, result = _start(argv, save_main_session)
-    if writes_template(options):  # "DONE", but its job starts later
-        _leave_to_template(job, options)
-    elif PipelineState.is_terminal(result.state):  # a local run has ended
-        try:
-            if result.state == PipelineState.DONE:
-                tidied(job)
-        finally:  # a library caller's process lives on: never hold the folder past the run
-            _release(job)
-    else:
-        _hand_over(job, options, result)  # a remote one keeps the folder
+    _leave_output(job, options, result, result.state)
     return job, result
+
+
+def _leave_output(
+    job: AuditJob, options: PipelineOptions, result: PipelineResult, state: str | None
+) -> dict[str, Any] | None:
+    """What becomes of --output when this launcher stops waiting for its job: the one
+    decision of `launch` (at once) and `run` (once the job ended, or when it does not
+    wait), by the job's last known `state`:
+    - a Dataflow template was built ("DONE", but its job starts later): the folder is
+      held for that job (`_leave_to_template`);
+    - the job goes on without this process (a state not final): held for it
+      (`_hand_over`);
+    - the job ended, or none was submitted (a Dataflow --dry_run): tidied up if it
+      is DONE, then released.
+    (A wait that failed or was stopped: `_wait`, then `_release`.)
+
+    Returns:
+      The manifest of the run it tidied up; None otherwise.
+    """
+    if writes_template(options):
+        _leave_to_template(job, options)
+        return None
+    if not PipelineState.is_terminal(state):
+        _hand_over(job, options, result)  # a remote one keeps the folder
+        return None
+    try:
+        return tidied(job) if state == PipelineState.DONE else None
+    finally:  # a library caller's process lives on: never hold the folder past the run
+        _release(job)
 
 
 def _job_id(result: PipelineResult) -> str | None:
@@ -621,18 +641,20 @@ def _leave_to_template(job: AuditJob, options: PipelineOptions) -> None:
     )
 
 
-def _not_run_here(options: PipelineOptions, result: PipelineResult) -> tuple[str | None, bool]:
-    """Why `run` has no finished run to read (None when it has one), and whether
-    a job runs on without this process."""
-    if is_dataflow_dry_run(options):
-        return "dry run: the Dataflow job was built, not submitted", False
+def _not_run_here(
+    options: PipelineOptions, result: PipelineResult
+) -> tuple[str | None, str | None]:
+    """Why `run` has no finished run to read, and the job's state then (asked of the
+    runner once: a Dataflow job's, of the service); (None, None) when it has one."""
+    if is_dataflow_dry_run(options):  # Beam's result of no job: "DONE"
+        return "dry run: the Dataflow job was built, not submitted", result.state
     if writes_template(options):
-        return "a Dataflow template was written; no job was started", False
-    if options.view_as(StandardOptions).no_wait_until_finish and not PipelineState.is_terminal(
-        result.state
-    ):
-        return "--no_wait_until_finish: the job goes on without this process", True
-    return None, False
+        return "a Dataflow template was written; no job was started", result.state
+    if options.view_as(StandardOptions).no_wait_until_finish:
+        state = result.state
+        if not PipelineState.is_terminal(state):
+            return "--no_wait_until_finish: the job goes on without this process", state
+    return None, None
 
 
 def run(
@@ -667,32 +689,19 @@ def run(
     """
     logs.drop_beam_memory_warning()
     job, options, result = _start(argv, save_main_session)
-    reason, runs_on = _not_run_here(options, result)
+    reason, state = _not_run_here(options, result)
     if reason is not None:
         _LOG.info("No results to read yet (%s); they go to %s.", reason, job.output)
-        _leave_output(job, options, result, runs_on)
+        _leave_output(job, options, result, state)
         return None
     return _completed_manifest(job, options, result)
-
-
-def _leave_output(
-    job: AuditJob, options: PipelineOptions, result: PipelineResult, runs_on: bool
-) -> None:
-    """--output of a run `run` reads nothing of: held for a job that runs on without
-    this process (`runs_on`) or for a template's job, else free again."""
-    if runs_on:
-        _hand_over(job, options, result)
-    elif writes_template(options):
-        _leave_to_template(job, options)
-    else:
-        _release(job)  # no job built to run (a dry run): the folder is free again
 
 
 def _completed_manifest(
     job: AuditJob, options: PipelineOptions, result: PipelineResult
 ) -> dict[str, Any]:
-    """Waits for the run, tidies --output once it is done and releases it; the
-    manifest of the completed run.
+    """Waits for the run, then leaves --output as `_leave_output` says for a job that
+    ended (tidied up once done, released); the manifest of the completed run.
 
     Raises:
       RuntimeError: the run did not finish, or its manifest does not account for
@@ -700,11 +709,12 @@ def _completed_manifest(
     """
     try:
         state = _wait(job, options, result)
-        done = state is None or state == PipelineState.DONE
-        if done:
-            manifest = tidied(job)
-    finally:
-        _release(job)
+    except BaseException:
+        _release(job)  # a Dataflow job that runs on has the lock already: it stays
+        raise
+    # Beam's plain result, already final, says no state (a --resume with nothing left).
+    done = state is None or state == PipelineState.DONE
+    manifest = _leave_output(job, options, result, PipelineState.DONE if done else state)
     if not done:
         raise RuntimeError(f"The job ended in state {state}; {job.output} is incomplete.")
     why = unaccounted(manifest)
