@@ -510,7 +510,7 @@ def launch(
       job the template starts: `_leave_to_template`).
     """
     job, options, result = _start(argv, save_main_session)
-    _leave_output(job, options, result, result.state)
+    _leave_output(job, options, result, _known_state(result))
     return job, result
 
 
@@ -522,8 +522,8 @@ def _leave_output(
     wait), by the job's last known `state`:
     - a Dataflow template was built ("DONE", but its job starts later): the folder is
       held for that job (`_leave_to_template`);
-    - the job goes on without this process (a state not final): held for it
-      (`_hand_over`);
+    - the job goes on without this process (a state not final, or none known:
+      `_known_state`): held for it (`_hand_over`);
     - the job ended, or none was submitted (a Dataflow --dry_run): tidied up if it
       is DONE, then released.
     (A wait that failed or was stopped: `_wait`, then `_release`.)
@@ -597,12 +597,17 @@ def _lost_track(job: AuditJob, options: PipelineOptions, result: PipelineResult)
 
 
 def _ended(result: PipelineResult) -> bool:
-    """Whether the job is known to have ended (its state asked of the runner: a
-    Dataflow job's of the service, which may be out of reach: not known then)."""
+    """Whether the job is known to have ended (`_known_state`)."""
+    return PipelineState.is_terminal(_known_state(result))
+
+
+def _known_state(result: PipelineResult) -> str | None:
+    """The job's state asked of the runner: a Dataflow job's of the service, which may
+    be out of reach; None then (not known: the job may run on)."""
     try:
-        return PipelineState.is_terminal(result.state)
+        return result.state
     except Exception:  # noqa: BLE001 - whatever the service's client raises: not known
-        return False
+        return None
 
 
 def _left_running(job: AuditJob, options: PipelineOptions, result: PipelineResult) -> str:
@@ -651,7 +656,7 @@ def _not_run_here(
     if writes_template(options):
         return "a Dataflow template was written; no job was started", result.state
     if options.view_as(StandardOptions).no_wait_until_finish:
-        state = result.state
+        state = _known_state(result)
         if not PipelineState.is_terminal(state):
             return "--no_wait_until_finish: the job goes on without this process", state
     return None, None
@@ -689,6 +694,14 @@ def run(
     """
     logs.drop_beam_memory_warning()
     job, options, result = _start(argv, save_main_session)
+    return _outcome(job, options, result)
+
+
+def _outcome(
+    job: AuditJob, options: PipelineOptions, result: PipelineResult
+) -> dict[str, Any] | None:
+    """What `run` returns for the job it started: the completed run's manifest, or
+    None when no run completes here (`_not_run_here`)."""
     reason, state = _not_run_here(options, result)
     if reason is not None:
         _LOG.info("No results to read yet (%s); they go to %s.", reason, job.output)

@@ -1060,6 +1060,47 @@ def test_a_wait_that_loses_a_running_dataflow_job_leaves_it_the_folder(tmp_path,
     ) in caplog.messages
 
 
+@pytest.mark.parametrize("entry", ["launch", "run"])
+def test_a_dataflow_job_whose_state_is_out_of_reach_after_its_launch_keeps_the_folder(
+    entry, tmp_path, caplog
+):
+    """A Dataflow job submitted, then its state asked of the service (`launch`; `run`
+    with --no_wait_until_finish), which was out of reach: the error escaped with the
+    lock neither handed over nor released, the launcher's pid in it; once the launcher
+    exited, the folder read as a dead run's, free, while the job wrote. A job whose state
+    cannot be read may run on: it is handed the folder. Beam's result is real; the
+    service (unreachable here) and the submit before it are not run."""
+    import types
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.dataflow.dataflow_runner import DataflowPipelineResult
+    from google.cloud import dataflow as dataflow_api
+
+    from pipeline import main as pipeline_main
+    from pipeline import output_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    pending = dataflow_api.Job(id="2026-12-06_job")  # as created: no state read yet
+    runner = types.SimpleNamespace(dataflow_client=_DataflowOutOfReach())
+    flags = ["--runner", "DataflowRunner", "--region", "europe-west4", "--no_wait_until_finish"]
+    options = PipelineOptions(flags)
+    result = DataflowPipelineResult(pending, runner, options)
+    job = types.SimpleNamespace(output=str(out), lock=output_lock.acquire(str(out)))
+    job.model_handoff = None
+    with caplog.at_level(logging.INFO, logger="pipeline.main"):
+        if entry == "launch":  # `launch` after `_start`
+            pipeline_main._leave_output(job, options, result, pipeline_main._known_state(result))
+        else:
+            assert pipeline_main._outcome(job, options, result) is None
+    assert json.loads((out / ".lock").read_text())["job_id"] == "2026-12-06_job"
+    if entry == "run":
+        assert (
+            "No results to read yet (--no_wait_until_finish: the job goes on without this "
+            f"process); they go to {out}."
+        ) in caplog.messages
+
+
 def test_a_wait_for_a_dataflow_job_that_failed_releases_the_folder(tmp_path):
     """The other side of the test above: a job the service says failed has ended
     (Beam's wait raises its DataflowRuntimeException), and its folder is free again."""
