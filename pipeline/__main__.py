@@ -14,7 +14,13 @@ import sys
 from collections.abc import Sequence
 
 from pipeline import logs
-from pipeline.commands import exit_with, interruption, sigterm_stops_as_ctrl_c, to_stdout
+from pipeline.commands import (
+    exit_with,
+    interruption,
+    others_to_stderr,
+    sigterm_stops_as_ctrl_c,
+    to_stdout,
+)
 
 __all__ = ["main", "main_exit"]
 
@@ -72,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Before anything imports TensorFlow: its C++ log level is read once.
     logs.quiet_environment(verbose)
     logs.configure_logging(verbose)
-    with sigterm_stops_as_ctrl_c():
+    with sigterm_stops_as_ctrl_c(), others_to_stderr():
         try:
             from pipeline import main as job  # noqa: PLC0415 - after the environment is set
         except KeyboardInterrupt:  # while Beam and TensorFlow load

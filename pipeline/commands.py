@@ -3,6 +3,9 @@ their printing to a stdout whose reader may have stopped reading (`| head`), and
 every command, the job's too, is stopped (Ctrl-C, SIGTERM) and ends its process
 (`exit_with`).
 
+A command's stdout holds what it means to print (`to_stdout`) and nothing else: while
+it works (`others_to_stderr`), what libraries write there goes to stderr.
+
 Their flag errors read as the job's (`pipeline.options`): one `error:` line and
 exit 2, no usage block; a flag cut short is refused, never taken as an
 abbreviation; an unknown flag is named, with the closest known one, before a
@@ -22,7 +25,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 from pipeline import logs
 
@@ -30,6 +33,7 @@ __all__ = [
     "CommandParser",
     "exit_with",
     "interruption",
+    "others_to_stderr",
     "run_module",
     "sigterm_stops_as_ctrl_c",
     "to_stdout",
@@ -52,16 +56,43 @@ def to_stdout(write: Callable[[], None]) -> None:
     PYTHONIOENCODING=ascii, or a C locale without Python's UTF-8 mode) is escaped
     (`caf\\xe9.png`), as Python does on stderr: it was a UnicodeEncodeError after the
     work was done."""
-    if sys.stdout is None:
+    stream = _RESULTS[-1] if _RESULTS else sys.stdout
+    if stream is None:
         return
-    if hasattr(sys.stdout, "reconfigure"):  # a TextIOWrapper; not a notebook's stream
-        sys.stdout.reconfigure(errors="backslashreplace")
+    if hasattr(stream, "reconfigure"):  # a TextIOWrapper; not a notebook's stream
+        stream.reconfigure(errors="backslashreplace")
+    others, sys.stdout = sys.stdout, stream
     try:
         write()
-        sys.stdout.flush()
+        stream.flush()
     except BrokenPipeError:
         # Python's advice: stdout to devnull, or the flush at exit fails again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+    finally:
+        sys.stdout = others
+
+
+# The command's own stdout while `others_to_stderr` holds it, for `to_stdout`.
+_RESULTS: list[TextIO] = []
+
+
+@contextlib.contextmanager
+def others_to_stderr() -> Iterator[None]:
+    """While the block runs, what anything but `to_stdout` prints to stdout (sys.stdout)
+    goes to stderr, as it is: TFDS's "Downloading and preparing dataset ..." and
+    "Dataset ... downloaded and prepared ...", once the first lines of a summary piped
+    to a file. Without a stdout (`>&-`), nothing changes."""
+    out, err = sys.stdout, sys.stderr
+    if out is None or err is None:
+        yield
+        return
+    _RESULTS.append(out)
+    sys.stdout = err
+    try:
+        yield
+    finally:
+        _RESULTS.remove(out)
+        sys.stdout = out
 
 
 def exit_with(status: int) -> NoReturn:

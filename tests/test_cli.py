@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import http.server
+import io
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ import threading
 import time
 import tracemalloc
 import warnings
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -747,6 +749,50 @@ def test_a_tfds_dataset_another_run_prepared_meanwhile_is_read(
     assert job.returncode == 0 and not _error_lines(stderr), stderr
     assert len(pd.read_parquet(output / "results")) == 1
     assert not list(data_dir.glob("tiny_served/fine/incomplete.*"))
+
+
+def _summary_of(output: Path) -> str:
+    """The end-of-run summary of the run in `output`, as the command prints it."""
+    out = io.StringIO()
+    with redirect_stdout(out):
+        print_summary(json.loads((output / "manifest.json").read_text()))
+    return out.getvalue()
+
+
+def test_a_tfds_preparation_says_its_lines_on_stderr_stdout_holds_the_summary_alone(
+    served, linear_keras, tmp_path
+):
+    # TFDS prints "Downloading and preparing dataset ..." and "Dataset ... downloaded
+    # and prepared ..." on stdout: they were the first lines of a summary piped to a file.
+    from tests import tfds_builders
+
+    url, answers = served
+    answers["/images.bin"] = tfds_builders.TinyServed.SERVED
+    data_dir, output = tmp_path / "tfds", tmp_path / "o"
+    args = cli_args(dataset="tiny_served/fine", data_dir=data_dir, model=linear_keras)
+    args += cli_args(output=output, steps=2, faithfulness="none")
+    done = _python(_MAIN_WITH_TEST_BUILDERS, *args, env={"TINY_SERVED_URL": url})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == _summary_of(output)
+    assert "Downloading and preparing dataset " in done.stderr
+    assert f"Dataset tiny_served downloaded and prepared to {data_dir}/" in done.stderr
+
+
+def test_a_failed_tfds_preparation_leaves_stdout_empty_its_lines_on_stderr(served, tmp_path):
+    # The run failed (exit 2, its error line on stderr) and still printed TFDS's
+    # "Downloading and preparing dataset ..." on stdout; --verbose keeps it, on stderr.
+    from tests import tfds_builders
+
+    url, answers = served
+    answers["/images.bin"] = tfds_builders.TinyServed.SERVED
+    data_dir = tmp_path / "tfds"
+    args = cli_args(dataset="tiny_served/failing", data_dir=data_dir, output=tmp_path / "o")
+    done = _python(_MAIN_WITH_TEST_BUILDERS, *args, "--verbose", env={"TINY_SERVED_URL": url})
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert "Downloading and preparing dataset " in done.stderr
+    (line,) = _error_lines(done.stderr)
+    assert "ValueError: the served file holds no images" in line
 
 
 def test_a_tilde_in_path_flags_is_the_home_folder(
