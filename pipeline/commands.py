@@ -78,21 +78,61 @@ _RESULTS: list[TextIO] = []
 
 @contextlib.contextmanager
 def others_to_stderr() -> Iterator[None]:
-    """While the block runs, what anything but `to_stdout` prints to stdout (sys.stdout)
-    goes to stderr, as it is: TFDS's "Downloading and preparing dataset ..." and
-    "Dataset ... downloaded and prepared ...", once the first lines of a summary piped
-    to a file. Without a stdout (`>&-`), nothing changes."""
+    """While the block runs, what anything but `to_stdout` writes to stdout goes to
+    stderr, as it is: Python's prints (sys.stdout: TFDS's "Downloading and preparing
+    dataset ..." and "Dataset ... downloaded and prepared ...", once in the summary
+    piped to a file) and writes below Python (file descriptor 1: a model's
+    `tf.print(..., output_stream=sys.stdout)`, C++'s std::cout, once a line per batch
+    amid the summary; worker processes inherit it). Without a stdout (`>&-`), or with
+    one that is no file (a test's capture), only Python's are moved."""
     out, err = sys.stdout, sys.stderr
     if out is None or err is None:
         yield
         return
-    _RESULTS.append(out)
+    saved = _descriptor_1_to_stderr(out, err)
+    own = out if saved is None else _text_stream(saved, out)
+    _RESULTS.append(own)
     sys.stdout = err
     try:
         yield
     finally:
-        _RESULTS.remove(out)
+        _RESULTS.remove(own)
         sys.stdout = out
+        if saved is not None:
+            _descriptor_1_back(own, err)
+
+
+def _descriptor_1_back(own: TextIO, err: TextIO) -> None:
+    """Points file descriptor 1 back at stdout's file (`own`'s, which is closed)."""
+    for stream in (err, own):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os.dup2(own.fileno(), 1)  # devnull, if `to_stdout` found its reader gone
+    with contextlib.suppress(OSError, ValueError):
+        own.close()
+
+
+def _descriptor_1_to_stderr(out: TextIO, err: TextIO) -> int | None:
+    """Points file descriptor 1 at stderr's file when `out` writes to it; a descriptor
+    of stdout's own file, or None (`out` writes elsewhere, or stderr has no file)."""
+    try:
+        if out.fileno() != 1:
+            return None
+        err_fd = err.fileno()
+        out.flush()
+    except (AttributeError, OSError, ValueError):
+        return None
+    saved = os.dup(1)
+    os.dup2(err_fd, 1)
+    return saved
+
+
+def _text_stream(fd: int, like: TextIO) -> TextIO:
+    """A text stream writing to `fd` (it owns it) as `like` writes."""
+    lines = getattr(like, "line_buffering", False)  # a terminal's
+    return open(  # closed by `_descriptor_1_back`
+        fd, "w", buffering=1 if lines else -1, encoding=like.encoding, errors=like.errors
+    )
 
 
 def exit_with(status: int) -> NoReturn:
@@ -172,7 +212,8 @@ def run_module(name: str, parser: Callable[[], argparse.ArgumentParser]) -> NoRe
     with sigterm_stops_as_ctrl_c():
         try:
             parser().parse_args()
-            status = importlib.import_module(name).main()
+            with others_to_stderr():
+                status = importlib.import_module(name).main()
         except KeyboardInterrupt:
             _end_now(interruption("interrupted; run the command again."))
     exit_with(status)

@@ -134,6 +134,28 @@ def quadratic_weights() -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
+def printing_saved_model(tmp_path_factory, quadratic_weights) -> str:
+    """A SavedModel of 3 outputs, F(x) = flatten(x) @ W, whose every call prints 'batch
+    of N' to stdout with `tf.print(..., output_stream=sys.stdout)` (a debugging line
+    left in a user's model): TensorFlow's C++ writes it to file descriptor 1."""
+    import tensorflow as tf
+
+    class Printing(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(quadratic_weights[:, :3])
+
+        @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+        def __call__(self, x):
+            tf.print("batch of", tf.shape(x)[0], output_stream=sys.stdout)
+            return tf.reshape(x, [-1, SIZE * SIZE * 3]) @ self.w
+
+    path = str(tmp_path_factory.mktemp("models") / "printing")
+    tf.saved_model.save(Printing(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def hub_cache(tmp_path_factory, quadratic_weights) -> str:
     """A TF Hub cache holding a 1001-output model under the seed's Inception V1 handle.
 

@@ -795,6 +795,22 @@ def test_a_failed_tfds_preparation_leaves_stdout_empty_its_lines_on_stderr(serve
     assert "ValueError: the served file holds no images" in line
 
 
+def test_a_models_prints_to_stdout_go_to_stderr_stdout_holds_the_summary_alone(
+    printing_saved_model, tmp_path
+):
+    # A SavedModel's tf.print(..., output_stream=sys.stdout) is written by TensorFlow's
+    # C++ to file descriptor 1, not through sys.stdout: 'batch of N' lines, one per
+    # model call, came before the summary on the job's stdout.
+    for i in range(2):
+        write_image(tmp_path / "images" / f"{i}.png", np.full((SIZE, SIZE, 3), 60 * i, np.uint8))
+    output = tmp_path / "o"
+    args = cli_args(dataset=tmp_path / "images", model=printing_saved_model, output=output)
+    done = _python("", "-m", "pipeline", *args, *cli_args(steps=2, faithfulness="none"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == _summary_of(output)
+    assert "batch of 2\n" in done.stderr
+
+
 def test_a_tilde_in_path_flags_is_the_home_folder(
     image_folder, linear_keras, tmp_path, monkeypatch
 ):

@@ -817,6 +817,31 @@ def test_a_reader_that_stops_reading_stdout_does_not_fail_a_finished_check(audit
     assert (tmp_path / "out" / "sanity" / "sanity.json").is_file()
 
 
+def test_a_models_prints_to_stdout_go_to_stderr_a_refused_check_leaves_stdout_empty(
+    printing_saved_model, tmp_path
+):
+    # The check calls the run's model before it refuses a SavedModel: its tf.print(...,
+    # output_stream=sys.stdout), which TensorFlow's C++ writes to file descriptor 1,
+    # was 'batch of 2' on the check's stdout, beside its error line on stderr.
+    for i in range(2):
+        write_image(tmp_path / "images" / f"{i}.png", np.full((SIZE, SIZE, 3), 60 * i, np.uint8))
+    output = str(tmp_path / "out")
+    _audit({"root": str(tmp_path / "images")}, printing_saved_model, output, steps=2)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    check = subprocess.run(
+        [sys.executable, "-m", "pipeline.sanity", "--input", output, "--images", "1"],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": root},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert check.returncode == 2, check.stderr[-3000:]
+    assert check.stdout == ""
+    assert "batch of 2\n" in check.stderr
+    assert check.stderr.splitlines()[-1].startswith(f"error: --model {printing_saved_model!r} ")
+
+
 def test_a_finished_check_is_said_on_an_ascii_stdout(audited, tmp_path):
     # Its last line named the run's folder in a UnicodeEncodeError traceback, and exited 1.
     output = str(tmp_path / "Prüfung")
