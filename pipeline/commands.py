@@ -137,9 +137,10 @@ def _text_stream(fd: int, like: TextIO) -> TextIO:
 
 def exit_with(status: int) -> NoReturn:
     """Ends a command run as `python -m ...` with `status`, without the interpreter's
-    teardown: the process's other threads are joined (daemon ones excepted), its
-    atexit functions run and its streams are flushed, as at a normal exit; then it
-    ends (`_end_now`).
+    teardown: the process's other threads are joined as at Python's exit (daemon
+    ones excepted; an executor's idle ones told to end), its atexit functions run
+    and its streams are flushed, as at a normal exit; then it ends (`_end_now`).
+    Called in the main thread.
 
     The teardown is what is skipped, and with it three ways a finished command
     lost its status: (1) a library's C++ thread (Arrow's, gRPC's, TensorFlow's)
@@ -157,9 +158,10 @@ def exit_with(status: int) -> NoReturn:
 
     A Ctrl-C from here on is ignored: nothing is left to stop but the exit."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for thread in threading.enumerate():  # as Python's exit waits for them
-        if not thread.daemon and thread is not threading.current_thread():
-            thread.join()
+    # Python's own first step of its exit: the threads' atexit functions (an open
+    # ThreadPoolExecutor's tell its idle threads to end), then the non-daemon threads
+    # joined. Joined without the first, an executor's threads hung the command.
+    threading._shutdown()  # noqa: SLF001 - no public way; what Py_FinalizeEx calls
     atexit._run_exitfuncs()  # noqa: SLF001 - the only way to run them before os._exit
     _end_now(status)
 

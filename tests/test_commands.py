@@ -128,6 +128,7 @@ def test_a_ctrl_c_while_beam_imports_exits_130_saying_nothing_was_written(tmp_pa
 
 _ENDS_AFTER_ITS_LAST_LINE = """
 import atexit, builtins, os, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
 from pipeline.commands import exit_with
 
 class Finalized:
@@ -137,7 +138,8 @@ class Finalized:
 builtins.kept = Finalized()  # cleared as the interpreter tears down
 atexit.register(lambda: sys.stdout.write(" atexit ran"))
 threading.Thread(target=lambda: (time.sleep(0.2), sys.stdout.write(" thread done"))).start()
-sys.stdout.write("no line end")  # buffered: a pipe's stdout
+pool = ThreadPoolExecutor(2)  # left open: its idle threads end with the process
+sys.stdout.write(pool.submit(lambda: "no line end").result())  # buffered: a pipe's stdout
 exit_with(3)
 """
 
@@ -148,7 +150,9 @@ def test_a_command_ends_with_its_status_without_the_interpreters_teardown(tmp_pa
     # a library's C++ thread (Arrow's, gRPC's, TensorFlow's) that calls into Python as
     # the interpreter finalizes is ended by pthread_exit, which aborts through its C++
     # frames (apache/arrow#34314, #45017). No teardown, no such thread: the command's
-    # own threads finish, its atexit functions run and its streams are flushed first.
+    # own threads finish (an executor's idle ones are told to end, as at Python's own
+    # exit: joined without that, they hung the command), its atexit functions run and
+    # its streams are flushed first.
     script = tmp_path / "ends.py"
     script.write_text(_ENDS_AFTER_ITS_LAST_LINE)
     done = subprocess.run(
@@ -156,7 +160,7 @@ def test_a_command_ends_with_its_status_without_the_interpreters_teardown(tmp_pa
         env={**os.environ, "PYTHONPATH": str(_REPO)},
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=60,
     )
     assert done.returncode == 3, done.stderr
     assert done.stdout == "no line end thread done atexit ran"
