@@ -302,18 +302,31 @@ def _workers(pid: int) -> list[int]:
 _ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 
 
+@pytest.fixture
+def twelve_images(image_folder) -> dict:
+    """`image_folder` and 8 more images in it: 12 images and broken.jpg."""
+    rng = np.random.default_rng(11)
+    for i in range(8):
+        array = rng.integers(0, 256, size=(16, 16, 3), dtype=np.uint8)
+        write_image(Path(image_folder["root"]) / f"more{i}.png", array)
+        image_folder["pixels"][f"more{i}.png"] = array
+    return image_folder
+
+
 def _stop_when_a_worker_progresses(
     image_folder, model, output, stop, *, ctrl_c=False, **popen
 ) -> tuple[list, int, list]:
-    """A two-process run, where `stop(job)` runs at a worker's first progress line
-    (4096 one-point gradient calls per image leave the others running then): its
-    command, exit status and stderr lines. `ctrl_c`: SIGINT at its default in the job
+    """A two-process run of `twelve_images`, where `stop(job)` runs at a worker's first
+    progress line: its command, exit status and stderr lines. Each worker has about 5
+    images of 1024 one-point gradient calls left then, more calls than the one image
+    of 4096 that 4 images left; the run waits for a first image, and the stop for the
+    one under way, 4x shorter. `ctrl_c`: SIGINT at its default in the job
     (`launched`); `popen`: more arguments of its Popen."""
     args = cli_args(
         dataset=image_folder["root"],
         model=model,
         output=output,
-        steps=4096,
+        steps=1024,
         tolerance=0,
         path_batch_size=1,
         batch_size=1,
@@ -343,7 +356,7 @@ def _stop_when_a_worker_progresses(
 
 
 def test_a_killed_worker_process_fails_the_run_in_one_line_and_resume_completes_it(
-    image_folder, linear_keras, tmp_path
+    twelve_images, linear_keras, tmp_path
 ):
     # Real processes: the workers are SIGKILLed (as the system kills a process out of
     # memory) once one image is done.
@@ -352,7 +365,7 @@ def test_a_killed_worker_process_fails_the_run_in_one_line_and_resume_completes_
             os.kill(worker, 9)
 
     command, status, log = _stop_when_a_worker_progresses(
-        image_folder, linear_keras, tmp_path / "out", kill_workers
+        twelve_images, linear_keras, tmp_path / "out", kill_workers
     )
     assert status == 1, "".join(log)[-3000:]
     text = "".join(log)
@@ -365,14 +378,14 @@ def test_a_killed_worker_process_fails_the_run_in_one_line_and_resume_completes_
         error,
     ), error
     assert "Traceback" not in text, text[-3000:]
-    # The resume on two workers too, the path's 4096 points in calls of 1024, not 1:
+    # The resume on two workers too, the path's 1024 points in calls of 512, not 1:
     # the same rows (--path_batch_size changes none, so a resume may change it).
     at = command.index("--path_batch_size") + 1
-    command[at : at + 1] = ["1024"]
+    command[at : at + 1] = ["512"]
     done = subprocess.run(command + ["--resume"], capture_output=True, text=True, env=_ENV)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = pd.read_parquet(tmp_path / "out" / "results", columns=["image_id"])
-    assert sorted(rows.image_id) == sorted(i for i in image_folder["pixels"])
+    assert sorted(rows.image_id) == sorted(i for i in twelve_images["pixels"])
 
 
 def _sigterm(job) -> None:
@@ -413,7 +426,7 @@ _TERMINATED_COMPLETE = "error: stopped by SIGTERM " + _COMPLETE
     ],
 )
 def test_a_stop_ends_a_multi_process_run_and_its_workers_without_their_tracebacks(
-    image_folder, linear_keras, tmp_path, stop, status, error
+    twelve_images, linear_keras, tmp_path, stop, status, error
 ):
     # Stopped by SIGTERM (`kill`, `timeout`, a scheduler), the launcher died at once
     # before: its workers, cut off, printed pages of gRPC tracebacks as they ended.
@@ -426,7 +439,7 @@ def test_a_stop_ends_a_multi_process_run_and_its_workers_without_their_traceback
         stop(job)
 
     _, code, log = _stop_when_a_worker_progresses(
-        image_folder,
+        twelve_images,
         linear_keras,
         tmp_path / "out",
         stop_the_job,
