@@ -140,7 +140,9 @@ def exit_with(status: int) -> NoReturn:
     teardown: the process's other threads are joined as at Python's exit (daemon
     ones excepted; an executor's idle ones told to end), its atexit functions run
     and its streams are flushed, as at a normal exit; then it ends (`_end_now`).
-    Called in the main thread.
+    It raises no SystemExit for a caller to catch: the last step of a command
+    (`python -m`, the `ig-audit` script), in its main thread. From Python, call the
+    command's `main`, which returns the status, or `pipeline.main.run`.
 
     The teardown is what is skipped, and with it three ways a finished command
     lost its status: (1) a library's C++ thread (Arrow's, gRPC's, TensorFlow's)
