@@ -1033,11 +1033,12 @@ def _read_ranges(name: str, split: str, builder: Any) -> list[tuple[str, int, in
     return ranges
 
 
-def _check_no_overlap(name: str, split: str, builder: Any) -> None:
-    """Refuses a split spec whose parts read an example twice (`test[:3]+test[1:4]`,
-    `test+test`): its image_id would name two inputs, audited twice."""
+def _check_no_overlap(name: str, split: str, ranges: list[tuple[str, int, int]]) -> None:
+    """Refuses a split spec whose parts (their `_read_ranges`) read an example twice
+    (`test[:3]+test[1:4]`, `test+test`): its image_id would name two inputs, audited
+    twice."""
     read: dict[str, list[tuple[int, int]]] = {}
-    for splitname, start, stop in _read_ranges(name, split, builder):
+    for splitname, start, stop in ranges:
         for other_start, other_stop in read.get(splitname, []):
             first, last = max(start, other_start), min(stop, other_stop)
             if first < last:
@@ -1049,7 +1050,7 @@ def _check_no_overlap(name: str, split: str, builder: Any) -> None:
         read.setdefault(splitname, []).append((start, stop))
 
 
-def _check_split_files(name: str, split: str, builder: Any, data_dir: str | None) -> None:
+def _check_split_files(name: str, splitnames: set[str], builder: Any, data_dir: str | None) -> None:
     """Refuses a prepared dataset missing a file of a split it reads: one copied in part
     has its dataset_info.json, so TFDS reads it as prepared, and the run failed in its
     workers on the first image of a missing file. One listing of the version's folder."""
@@ -1058,7 +1059,7 @@ def _check_split_files(name: str, split: str, builder: Any, data_dir: str | None
         there = {posixpath.basename(m.path) for m in FileSystems.match([pattern])[0].metadata_list}
     except Exception:  # not listable (gs:// offline): the run's reader will say
         return
-    for splitname in sorted({part for part, _, _ in _read_ranges(name, split, builder)}):
+    for splitname in sorted(splitnames):
         files_of = [posixpath.basename(str(p)) for p in builder.info.splits[splitname].filepaths]
         missing = [f for f in files_of if f not in there]
         if missing:
@@ -1100,8 +1101,9 @@ def resolve_tfds(
         num_examples = int(builder.as_dataset(split=split).cardinality())
     else:
         num_examples = _split_size(name, split, builder)
-        _check_no_overlap(name, split, builder)
-        _check_split_files(name, split, builder, data_dir)
+        ranges = _read_ranges(name, split, builder)
+        _check_no_overlap(name, split, ranges)
+        _check_split_files(name, {part for part, _, _ in ranges}, builder, data_dir)
     features = builder.info.features
     class_names = tuple(features[label_key].names) if label_key else None
     return TfdsSource(
