@@ -388,6 +388,23 @@ def test_the_jobs_own_output_inside_the_folder_is_not_listed(tmp_path):
     assert _listed(tmp_path, skip=str(tmp_path / "audit")) == {"a.png": None}
 
 
+def test_links_into_the_jobs_own_output_are_not_listed(tmp_path):
+    """Links in the folder to the run's own files (its results/, its manifest, its
+    .tmp/ not made yet): a run read its own Parquet files and manifest as images, and
+    the launch counted the earlier run's result files, not the pipeline's (another
+    count of inputs: the files change as the run writes them)."""
+    images, audit = tmp_path / "images", tmp_path / "audit"
+    write_image(images / "a.png", np.zeros((2, 2, 3), np.uint8))
+    (audit / "results").mkdir(parents=True)
+    (audit / "results" / "part-00000-of-00001.parquet").write_bytes(b"PAR1")
+    (audit / "manifest.json").write_text("{}")
+    (images / "res").symlink_to(audit / "results")
+    (images / "man.json").symlink_to(audit / "manifest.json")
+    (images / "tmp").symlink_to(audit / ".tmp")  # dangling until the run writes there
+    (images / "audit").symlink_to(audit)
+    assert _listed(images, skip=str(audit)) == {"a.png": None}
+
+
 def test_empty_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="No files found in image folder"):
         sources.list_image_folder(str(tmp_path))

@@ -196,24 +196,26 @@ def _list_local(
     like a folder. What cannot be read is an input with an `error`: a dangling
     link, a link looping back to a folder above it, a FIFO, socket or device
     (opening a FIFO would block the job forever). `skip` (the job's --output)
-    is never listed, so a run never reads its own files, nor are sub-folders
-    holding another run of this job (`_other_run`). `outside`, when given,
-    receives each followed folder link leading outside `root` (`_note_outside`).
+    is never listed, nor is what a link leads to inside it, so a run never reads
+    its own files; nor are sub-folders holding another run of this job
+    (`_other_run`). `outside`, when given, receives each followed folder link
+    leading outside `root` (`_note_outside`).
     """
     skip_real = os.path.realpath(skip) if skip is not None else None
     stack = [(root, "", (os.path.realpath(root),))]
     while stack:
         folder, relative, ancestors = stack.pop()
         try:
-            names = sorted(entry.name for entry in os.scandir(folder))
+            names = sorted((entry.name, entry.is_symlink()) for entry in os.scandir(folder))
         except OSError as e:
             folder_id = image_id_of(relative.rstrip("/") or ".")
             yield FolderFile(folder, folder_id, None, error=f"cannot list folder: {e}")
             continue
-        for name in names:
-            if not _is_input(relative + name):
+        for name, link in names:
+            path = os.path.join(folder, name)
+            if not _is_input(relative + name) or (link and _leads_into(path, skip_real)):
                 continue
-            path, image_id = os.path.join(folder, name), image_id_of(relative + name)
+            image_id = image_id_of(relative + name)
             entry = _local_entry(path, image_id, ancestors)
             if isinstance(entry, str):
                 if entry != skip_real and not _other_run(path):
@@ -222,6 +224,13 @@ def _list_local(
                     stack.append((path, relative + name + "/", (*ancestors, entry)))
             elif entry is not None:
                 yield entry
+
+
+def _leads_into(link: str, folder: str | None) -> bool:
+    """Whether symbolic link `link` leads to `folder` (a real path; None: no folder) or
+    into it, dangling or not (`.tmp/` before the run writes it). Only a link can: an
+    entry of a folder the listing reached otherwise lies in it only if that folder does."""
+    return folder is not None and _within(os.path.realpath(link), folder)
 
 
 def _note_outside(link: str, target: str, root: str, outside: list[tuple[str, str]]) -> None:
