@@ -276,6 +276,26 @@ def _check_id_scheme(previous: dict[str, Any], done: set[str], output: str) -> N
         )
 
 
+def _check_tfds_ids(source: datasource.DataSource, done: set[str], output: str) -> None:
+    """Refuses a --resume over a TFDS split whose earlier rows name examples it does not
+    hold: their ids name the shard files of a copy prepared in other shards (another
+    --data_dir) than this one, so this copy's examples, the same images, would be
+    audited again under other ids (`TfdsSource.not_held`)."""
+    if not isinstance(source, datasource.TfdsSource):
+        return
+    stale = source.not_held(done)
+    if stale:
+        where = f" as it is prepared in {source.data_dir!r}" if source.data_dir else ""
+        raise ConfigError(
+            f"--resume: the earlier run in {output!r} has rows of examples that "
+            f"{source.name!r} split {source.split!r} does not hold{where} "
+            f"({wording.count(len(stale), 'image')}, e.g. {stale[0]!r}): the ids "
+            "name the dataset's shard files, and this copy of it was prepared in other "
+            "shards, so its examples would be audited again under other ids. Resume with "
+            "the --data_dir the earlier run read, or start over with --overwrite."
+        )
+
+
 def _not_a_manifest(output: str, reason: str) -> ConfigError:
     return ConfigError(
         f"--resume: the manifest.json in --output {output!r} is not one this job wrote "
@@ -382,6 +402,7 @@ def resume_state(job: AuditJob) -> tuple[frozenset[str], str, tuple[dict[str, An
     )
     if salvaged:
         _LOG.info("Kept the rows of %d images the earlier run had finished.", len(salvaged))
+    _check_tfds_ids(job.source, done | salvaged, output)
     clear_temp(output)
     _drop_views(output)
     return frozenset(done | salvaged), f"{SHARD_PREFIX}-resume{stamp}", _earlier_runs(previous)

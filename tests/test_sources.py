@@ -762,6 +762,35 @@ def test_a_resume_refuses_a_run_of_another_tfds_dataset_version(linear_keras, tm
         run([*args, "--resume"], save_main_session=False)
 
 
+def test_a_resume_refuses_a_copy_of_the_tfds_dataset_sharded_otherwise(linear_keras, tmp_path):
+    # Its examples' ids name the shard files (`<file>-00000-of-00003__2`): a copy of the
+    # same version prepared in other shards (another --data_dir) names them otherwise.
+    # The resume took the earlier run's rows for this split's (as many), completed at
+    # once and said all were done; one row fewer, and it audited every example again.
+    from tests import tfds_builders
+
+    one, three = (tmp_path / "one", tmp_path / "three")
+    dirs = [
+        tfds_builders.prepared("tiny_shades/dark", d, num_shards=n)
+        for d, n in ((one, 1), (three, 3))
+    ]
+    args = cli_args(dataset="tiny_shades/dark", model=linear_keras, output=tmp_path / "out")
+    args += cli_args(steps=2, tolerance=0, attributions="none", faithfulness="none")
+    run([*args, "--data_dir", dirs[0]], save_main_session=False)
+    assert (
+        run([*args, "--data_dir", dirs[0], "--resume"], save_main_session=False)["counts"][
+            "skipped_done_before"
+        ]
+        == 3
+    )
+    message = (
+        "--resume: the earlier run in {!r} has rows of examples that 'tiny_shades/dark' "
+        "split 'test' does not hold as it is prepared in {!r}"
+    ).format(str(tmp_path / "out"), dirs[1])
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run([*args, "--data_dir", dirs[1], "--resume"], save_main_session=False)
+
+
 def test_of_several_tfds_image_features_the_image_is_audited_and_said(tmp_path, caplog):
     # Without supervised keys the first image feature was audited, silently: here
     # the mask, defined before the photo.

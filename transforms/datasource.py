@@ -13,7 +13,7 @@ import dataclasses
 import glob
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from transforms import files, labels
@@ -216,10 +216,33 @@ class TfdsSource:
     # The prepared dataset's version (TFDS's `info.version`), once resolved: its
     # examples and their tfds_id ids can differ from another version's.
     version: str | None = None
+    # The tfds_ids of the split's examples, once resolved: per shard file it reads, its
+    # name and the examples' indices there, first to stop (`holds`); None: not known
+    # ahead (mock data, or a file format other than TFRecord and ArrayRecord).
+    shard_ranges: tuple[tuple[str, int, int], ...] | None = None
 
     def manifest_entry(self) -> dict[str, str | None]:
         """What the run's manifest.json says of the dataset."""
         return {"dataset": self.name, "split": self.split, "dataset_version": self.version}
+
+    def not_held(self, image_ids: Iterable[str]) -> list[str] | None:
+        """Those of `image_ids` that name no example of the split as it is prepared now
+        (`<name>/<shard file>__<index>`, `shard_ranges`), sorted; None: not known. The ids
+        name the shard files: a copy of the dataset prepared in other shards names its
+        examples otherwise."""
+        if self.shard_ranges is None:
+            return None
+        ranges: dict[str, list[tuple[int, int]]] = {}
+        for shard, first, stop in self.shard_ranges:
+            ranges.setdefault(f"{self.name}/{shard}", []).append((first, stop))
+
+        def held(image_id: str) -> bool:
+            shard, _, index = image_id.rpartition("__")
+            if not (index.isascii() and index.isdigit()):
+                return False
+            return any(first <= int(index) < stop for first, stop in ranges.get(shard, ()))
+
+        return sorted(i for i in image_ids if not held(i))
 
     def in_imagenet_space(self) -> TfdsSource | None:
         """This dataset with its labels read as ImageNet's class indices (0-999), when

@@ -1125,6 +1125,7 @@ def resolve_tfds(
         num_examples=num_examples,
         class_names=class_names,
         version=str(builder.info.version),
+        shard_ranges=None if mocked else _shard_ranges(builder, split),
     )
 
 
@@ -1207,30 +1208,47 @@ class _RecordRange:
     first_index: int
 
 
-def _record_ranges(
-    builder: Any, split: str, records_per_read: int = _RECORDS_PER_READ
-) -> list[_RecordRange]:
-    """What a split spec reads of a dataset prepared as ArrayRecord files, in ranges of
-    at most `records_per_read` examples, none across two shards.
-
-    An example's id is the one TFDS's TFRecord reader (`ReadTfds`) gives it, from the
-    name of its shard file and its place there: TFDS shards both formats alike, so an
-    example keeps its image_id whichever format the dataset is prepared in.
-    """
+def _shard_parts(builder: Any, split: str) -> Iterator[tuple[str, int, int, int, str]]:
+    """What a split spec reads of each shard file of a prepared dataset: (split name, the
+    shard's first example in its split, skip, take, the shard's name as TFDS's TFRecord
+    reader names it in its examples' tfds_ids). TFDS shards both formats alike, so an
+    example keeps its id whichever format the dataset is prepared in."""
     import tensorflow_datasets as tfds  # noqa: PLC0415
     from tensorflow_datasets.core import naming  # noqa: PLC0415
 
     splits = builder.info.splits
-    ranges = []
     for instruction in splits[split].file_instructions:
         # Parsed as tfds.beam.ReadFromTFDS parses it, to read one shard.
         shard = naming.FilenameInfo.from_str(instruction.filename)
-        prefix = str(shard.replace(filetype_suffix=tfds.core.FileFormat.TFRECORD.file_suffix))
+        name = str(shard.replace(filetype_suffix=tfds.core.FileFormat.TFRECORD.file_suffix))
         offset = sum(splits[shard.split].shard_lengths[: shard.shard_index])
-        end = instruction.skip + instruction.take
-        for first in range(instruction.skip, end, records_per_read):
-            last = min(first + records_per_read, end)
-            ranges.append(_RecordRange(shard.split, offset + first, offset + last, prefix, first))
+        yield shard.split, offset, instruction.skip, instruction.take, name
+
+
+def _shard_ranges(builder: Any, split: str) -> tuple[tuple[str, int, int], ...] | None:
+    """The tfds_ids of a split spec's examples (`TfdsSource.shard_ranges`): per shard
+    file, its name and the indices read there; None for a format other than TFRecord
+    and ArrayRecord, whose ids name files the job does not name ahead."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    formats = (tfds.core.FileFormat.TFRECORD, tfds.core.FileFormat.ARRAY_RECORD)
+    if builder.info.file_format not in formats:
+        return None
+    parts = _shard_parts(builder, split)
+    return tuple((name, skip, skip + take) for _, _, skip, take, name in parts)
+
+
+def _record_ranges(
+    builder: Any, split: str, records_per_read: int = _RECORDS_PER_READ
+) -> list[_RecordRange]:
+    """What a split spec reads of a dataset prepared as ArrayRecord files, in ranges of
+    at most `records_per_read` examples, none across two shards, each example with the
+    id TFDS's TFRecord reader (`ReadTfds`) gives it (`_shard_parts`)."""
+    ranges = []
+    for splitname, offset, skip, take, prefix in _shard_parts(builder, split):
+        for first in range(skip, skip + take, records_per_read):
+            last = min(first + records_per_read, skip + take)
+            ranges.append(_RecordRange(splitname, offset + first, offset + last, prefix, first))
     return ranges
 
 
