@@ -3339,6 +3339,38 @@ def test_a_keras_weights_file_is_refused_with_the_fix_that_runs(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_model_folder_holding_its_model_one_level_down_names_the_path_to_pass(
+    image_folder, linear_keras, quadratic_saved_model, tmp_path, capsys
+):
+    """A --model folder without saved_model.pb was refused with the kinds of model the
+    job takes, though it held the model one level down: TF Serving's version folders
+    (`serving/1/saved_model.pb`, as `model.export('serving/1')` writes them), or a
+    .keras file. The line names what it holds and the path to pass (the highest
+    version, the one TF Serving serves), and that path runs."""
+    serving = tmp_path / "serving"
+    for version in ("1", "2", "10"):
+        shutil.copytree(quadratic_saved_model, serving / version)
+    (serving / "notes").mkdir()  # a sub-folder without a model is not named
+    keras_folder = tmp_path / "keras_folder"
+    keras_folder.mkdir()
+    shutil.copy(linear_keras, keras_folder / "model.keras")
+    expected = {
+        serving: "it holds 10/saved_model.pb, 2/saved_model.pb, 1/saved_model.pb: pass one of "
+        f"them, e.g. --model '{serving / '10'}'.",
+        keras_folder: f"it holds model.keras: pass --model '{keras_folder / 'model.keras'}'.",
+        serving / "notes": "pass a SavedModel folder, a .keras file, a TF Hub handle, or one "
+        "of: efficientnet_lite0, inception_v1.",
+    }
+    for folder, fix in expected.items():
+        assert main(_flags(image_folder, folder, tmp_path / "out")) == 2
+        (line,) = _error_lines(capsys.readouterr().err)
+        assert line == f"error: --model '{folder}' is a folder without saved_model.pb; {fix}"
+    assert not (tmp_path / "out").exists()
+    assert (
+        main(_flags(image_folder, serving / "10", tmp_path / "out", "--faithfulness", "none")) == 0
+    )
+
+
 def test_launch_refuses_what_would_fail_every_input(image_folder, linear_keras, tmp_path, capsys):
     root = image_folder["root"]
     loose = tmp_path / "loose"  # no WordNet-id sub-folder: no label anywhere

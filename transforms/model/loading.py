@@ -51,14 +51,48 @@ def check_saved_model_folder(model: ModelReference) -> None:
         if tf.io.gfile.exists(os.path.join(reference, "saved_model.pb")):
             return
         raise ValueError(
-            f"--model {reference!r} is a folder without saved_model.pb; pass a SavedModel "
-            "folder, a .keras file, a TF Hub handle, or one of: "
-            f"{', '.join(KNOWN_NAMES)}."
+            f"--model {reference!r} is a folder without saved_model.pb; {_models_in(reference)}"
         )
     raise ValueError(
         f"--model {reference!r} is not a SavedModel folder, a .keras file, a TF Hub handle "
         f"(https://...), or a known name ({', '.join(KNOWN_NAMES)})."
     )
+
+
+# Models a folder holds one level down that an error names (the rest are counted).
+_LISTED_MODELS = 5
+
+
+def _models_in(folder: str) -> str:
+    """What to pass for a folder that holds its model one level down (`_held_models`);
+    else the kinds of model the job takes."""
+    held = _held_models(folder)
+    if not held:
+        return (
+            "pass a SavedModel folder, a .keras file, a TF Hub handle, or one of: "
+            f"{', '.join(KNOWN_NAMES)}."
+        )
+    listed = ", ".join(held[:_LISTED_MODELS])
+    more = f" and {len(held) - _LISTED_MODELS} more" if len(held) > _LISTED_MODELS else ""
+    first = os.path.join(folder, os.path.dirname(held[0]) or held[0])
+    pass_ = f"--model {first!r}" if len(held) == 1 else f"one of them, e.g. --model {first!r}"
+    return f"it holds {listed}{more}: pass {pass_}."
+
+
+def _held_models(folder: str) -> list[str]:
+    """The models a folder (local or remote) holds one level down, as paths in it: its
+    .keras files, then the saved_model.pb of its sub-folders, the highest number first
+    (TF Serving's version folders: it serves the highest); [] where it cannot be listed."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    try:
+        names = sorted(name.rstrip("/") for name in tf.io.gfile.listdir(folder))
+        saved = [n for n in names if tf.io.gfile.exists(os.path.join(folder, n, "saved_model.pb"))]
+    except tf.errors.OpError:  # unreadable: the error names what the job takes
+        return []
+    saved.sort(key=lambda n: (n.isdigit(), int(n) if n.isdigit() else 0, n), reverse=True)
+    keras_files = [n for n in names if n.endswith(".keras") and n not in saved]
+    return [*keras_files, *(f"{n}/saved_model.pb" for n in saved)]
 
 
 def _hash_path(path: str) -> str:
