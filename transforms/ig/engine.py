@@ -56,6 +56,17 @@ _AIM = 1.0
 # a panel's error within a factor 2 (docs/accuracy.md), so only what no error of
 # its spread's size and shape can make is counted.
 _UNEXPLAINED_MARGIN = 2.0
+# Scores rounded more coarsely than SCORE_RESOLUTION (a float32 mean of many values:
+# a linear probe's global average pool over 224 x 224 rounded F by up to about
+# 90 eps of |F|) gave most of a path's panels a scalar error beyond it, each read as
+# a unit that switched unseen, on one value: rows flagged with exact maps
+# (docs/accuracy.md). Where at least half of at least `_NOISE_MIN_PANELS` panels
+# exceed it, `_NOISE_FACTOR` times their median excess is taken for the rounding,
+# at most eps sqrt(n) of the scores (n: the map's values), the rounding of a sum of
+# n values of their size; an unseen switch is one panel's error, far above it.
+_NOISE_MIN_PANELS = 8
+_NOISE_FACTOR = 4.0
+_EPS = float(np.finfo(np.float32).eps)
 
 
 class Paths:
@@ -608,17 +619,31 @@ class Adaptive:
         switched between the panel's nodes, unseen by them (the map did not move
         there), and is counted as if on one value, where it costs the map most.
         Float rounding is not counted: the scores', and that of the float32 sums of c
-        over the values that give dF/da (`_resolution`)."""
+        over the values that give dF/da (`_rounding`)."""
         panels = self.panels[path]
         if not panels:
             return np.zeros(0)
         errors = np.abs(np.array([q.error for q in panels]))
         kappas = np.sqrt(self._squares(path))
         sums = _UNEXPLAINED_MARGIN * kappas * np.array([q.spread1 for q in panels])
-        rounding = self._resolution([path])
         with np.errstate(invalid="ignore"):  # a non-finite path is flagged anyway
-            unexplained = errors - sums - rounding
+            excess = errors - sums
+            unexplained = excess - self._rounding(path, excess)
         return np.where(unexplained > 0, unexplained, 0.0)
+
+    def _rounding(self, path: int, excess: np.ndarray) -> float:
+        """What of each of the path's panels' scalar errors beyond its spread
+        (`excess`) is the float32 rounding of the scores: `_resolution`, or, where the
+        median panel's excess is above it, that median `_NOISE_FACTOR` times, at most
+        eps sqrt(n) of the scores (`_NOISE_MIN_PANELS`)."""
+        rounding = self._resolution([path])
+        if excess.size < _NOISE_MIN_PANELS:
+            return rounding
+        typical = float(np.median(excess))
+        if not typical > rounding:  # a NaN too: a non-finite path is flagged anyway
+            return rounding
+        cap = rounding / SCORE_RESOLUTION * _EPS * np.sqrt(self.attributions[path].size)
+        return max(rounding, min(_NOISE_FACTOR * typical, cap))
 
     def _resolution(self, paths: Sequence[int]) -> float:
         """The float32 rounding of the paths' (mean) scalar errors: of the scores, and of
