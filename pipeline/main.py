@@ -84,6 +84,7 @@ from pipeline.runner import (
     is_dataflow,
     is_dataflow_dry_run,
     is_direct,
+    job_outlives_launcher,
     local_runner,
     runner_name,
     writes_template,
@@ -535,7 +536,13 @@ def _leave_output(
         _leave_to_template(job, options)
         return None
     if not PipelineState.is_terminal(state):
-        _hand_over(job, options, result)  # a remote one keeps the folder
+        if _hand_over(job, options, result):  # a job that runs on keeps the folder
+            _LOG.info(
+                "%s is held for %s until it completes (if it fails or is cancelled, delete %s).",
+                job.output,
+                _job_named(options, result),
+                _lock_path(job),
+            )
         return None
     try:
         return tidied(job) if state == PipelineState.DONE else None
@@ -544,22 +551,41 @@ def _leave_output(
 
 
 def _job_id(result: PipelineResult) -> str | None:
-    """The runner's id of a job (Dataflow's results have one), or None."""
-    job_id = result.job_id() if callable(getattr(result, "job_id", None)) else None
+    """The runner's id of a job (a Dataflow result's `job_id()`; a portable runner's
+    result keeps its job service's id, `_job_id`, unexposed), or None."""
+    if callable(getattr(result, "job_id", None)):
+        job_id = result.job_id()
+    else:
+        job_id = getattr(result, "_job_id", None)
     return str(job_id) if job_id else None
 
 
-def _hand_over(job: AuditJob, options: PipelineOptions, result: PipelineResult) -> None:
-    """Leaves --output's lock to a Dataflow job this launcher no longer waits for:
-    the folder stays held, with no process behind the lock, until the job's
-    manifest says it completed (`output_lock.RunLock.hand_over`).
+def _job_named(options: PipelineOptions, result: PipelineResult) -> str:
+    """The job as messages name it: "Dataflow job <id>", "FlinkRunner job <id>"."""
+    runner = options.view_as(StandardOptions).runner
+    name = runner if isinstance(runner, str) else type(runner).__name__
+    return f"{'Dataflow' if is_dataflow(options) else name} job {_job_id(result) or '<job id>'}"
 
-    Only Dataflow's jobs are known to run on in the cloud without their
-    launcher; other runners' locks keep the launcher's pid (an embedded job
-    server's job ends with its process).
+
+def _lock_path(job: AuditJob) -> str:
+    return FileSystems.join(job.output, output_lock.LOCK_NAME)
+
+
+def _hand_over(job: AuditJob, options: PipelineOptions, result: PipelineResult) -> bool:
+    """Leaves --output's lock to a job this launcher no longer waits for, where the job
+    runs on without it (`job_outlives_launcher`: Dataflow's; a job service's apart from
+    this process, as Flink's or Spark's): the folder stays held, with no process behind
+    the lock, until the job's manifest says it completed (`output_lock.RunLock.hand_over`).
+    A job that ends with this process (the DirectRunner's, a LOOPBACK one, one of a job
+    server Beam started for this launch) keeps the launcher's pid in the lock.
+
+    Returns:
+      Whether the folder was handed over.
     """
-    if job.lock is not None and is_dataflow(options):
-        job.lock.hand_over(_job_id(result))
+    if job.lock is None or not job_outlives_launcher(options):
+        return False
+    job.lock.hand_over(_job_id(result))
+    return True
 
 
 def _wait(job: AuditJob, options: PipelineOptions, result: PipelineResult):
@@ -592,7 +618,7 @@ def _lost_track(job: AuditJob, options: PipelineOptions, result: PipelineResult)
         "completes (if it failed or was cancelled, delete %s).",
         _job_id(result) or "<job id>",
         job.output,
-        FileSystems.join(job.output, output_lock.LOCK_NAME),
+        _lock_path(job),
     )
 
 
@@ -625,7 +651,7 @@ def _left_running(job: AuditJob, options: PipelineOptions, result: PipelineResul
     return (
         f"interrupted; Dataflow job {job_id} keeps running and holds {job.output} until "
         f"it completes. To stop it: {cancel}, then delete "
-        f"{FileSystems.join(job.output, output_lock.LOCK_NAME)}."
+        f"{_lock_path(job)}."
     )
 
 

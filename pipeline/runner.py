@@ -1,7 +1,8 @@
 """The runner a job's options name, and what it needs at launch.
 
 Which runner runs the job (`--runner`: a DirectRunner's in-process FnApiRunner,
-Dataflow, a Dataflow --dry_run or template); the flags a runner would ignore or
+Dataflow, a Dataflow --dry_run or template) and whether its job runs on without the
+launcher (`job_outlives_launcher`); the flags a runner would ignore or
 take otherwise than meant, refused before --output is touched; and a Dataflow
 job's launch checks, before the model loads: the paths its workers read and
 write (gs://), its Google Cloud options as Beam would refuse them (project,
@@ -11,6 +12,7 @@ GPUs and machine type, and the credentials a gs:// path needs.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from pathlib import Path
@@ -18,9 +20,12 @@ from pathlib import Path
 from apache_beam.options.pipeline_options import (
     DebugOptions,
     DirectOptions,
+    FlinkRunnerOptions,
     GoogleCloudOptions,
     PipelineOptions,
+    PortableOptions,
     SetupOptions,
+    SparkRunnerOptions,
     StandardOptions,
     TestOptions,
     WorkerOptions,
@@ -41,6 +46,7 @@ __all__ = [
     "is_dataflow",
     "is_dataflow_dry_run",
     "is_direct",
+    "job_outlives_launcher",
     "local_runner",
     "runner_name",
     "writes_template",
@@ -96,6 +102,72 @@ def local_runner(options: PipelineOptions) -> PipelineRunner | None:
 
 def is_dataflow(options: PipelineOptions) -> bool:
     return runner_name(options) in _DATAFLOW_RUNNERS
+
+
+def _runner(options: PipelineOptions) -> PipelineRunner:
+    """The runner `--runner` names (Beam's instance of it; no job server is started)."""
+    from apache_beam.runners.runner import create_runner  # noqa: PLC0415
+
+    runner = options.view_as(StandardOptions).runner
+    return create_runner(runner) if isinstance(runner, str) else runner
+
+
+def job_outlives_launcher(options: PipelineOptions) -> bool:
+    """Whether the job runs on without this process, so that --output stays held for it
+    once the launcher stops waiting (`output_lock.RunLock.hand_over`): a Dataflow job;
+    a portable runner's (PortableRunner, FlinkRunner, SparkRunner, PrismRunner) whose
+    SDK workers are not this process (an environment other than LOOPBACK) and whose job
+    service runs apart from it (`_job_service_apart`).
+
+    Not a DirectRunner's (or FnApiRunner's) job, which runs in this process; nor a
+    LOOPBACK one, whose workers are this process; nor one of a job server Beam starts
+    for the launch and stops as this process exits (Prism's, a local Flink's or
+    Spark's; Spark's driver too).
+    """
+    if is_dataflow(options):
+        return True
+    if is_direct(options):
+        return False
+    from apache_beam.runners.portability.portable_runner import PortableRunner  # noqa: PLC0415
+
+    runner = _runner(options)
+    if not isinstance(runner, PortableRunner) or _workers_in_launcher(options, runner):
+        return False
+    return _job_service_apart(options, runner)
+
+
+def _workers_in_launcher(options: PipelineOptions, runner: PipelineRunner) -> bool:
+    """The job's environment is LOOPBACK (its SDK workers: threads of this process),
+    given or the runner's default (Prism's; Flink's and Spark's with a local master),
+    as Beam picks it."""
+    from apache_beam.portability import python_urns  # noqa: PLC0415
+    from apache_beam.transforms.environments import PythonLoopbackEnvironment  # noqa: PLC0415
+
+    given = options.view_as(PortableOptions).environment_type
+    if given:
+        return given.upper() == "LOOPBACK" or given == python_urns.EMBEDDED_PYTHON_LOOPBACK
+    probe = copy.deepcopy(options)  # the runner sets its default in the options it is given
+    probe.view_as(SetupOptions).prebuild_sdk_container_engine = None  # no image built to look
+    return isinstance(runner.default_environment(probe), PythonLoopbackEnvironment)
+
+
+def _job_service_apart(options: PipelineOptions, runner: PipelineRunner) -> bool:
+    """The job service runs apart from this process: a --job_endpoint (`embed`, Beam's
+    job server in this process, excepted), or a cluster Beam submits the job to (a
+    Flink master other than `[local]`/`[auto]`; a Spark uber jar, sent to its REST
+    URL). Without either, Beam starts a job server for the launch and stops it as this
+    process exits, with the job (a Spark job's driver runs in it)."""
+    from apache_beam.runners.portability import flink_runner, spark_runner  # noqa: PLC0415
+
+    endpoint = options.view_as(PortableOptions).job_endpoint
+    if endpoint:
+        return endpoint != "embed"
+    if isinstance(runner, flink_runner.FlinkRunner):
+        master = options.view_as(FlinkRunnerOptions).flink_master.strip()
+        return master not in flink_runner.MAGIC_HOST_NAMES
+    if isinstance(runner, spark_runner.SparkRunner):
+        return bool(options.view_as(SparkRunnerOptions).spark_submit_uber_jar)
+    return False
 
 
 def is_dataflow_dry_run(options: PipelineOptions) -> bool:
@@ -210,11 +282,8 @@ def _check_beam_options(options: PipelineOptions, cloud_only: bool = False) -> N
     """What Beam would refuse when the pipeline is built, refused now with its reasons;
     `cloud_only`: its checks of the Google Cloud options alone (project, region, job
     name), which look nothing up in Cloud Storage."""
-    from apache_beam.runners.runner import create_runner  # noqa: PLC0415
-
     runner = options.view_as(StandardOptions).runner
-    instance = create_runner(runner) if isinstance(runner, str) else runner
-    validator = PipelineOptionsValidator(options, instance)
+    validator = PipelineOptionsValidator(options, _runner(options))
     if cloud_only:
         reasons = validator.validate_cloud_options(options.view_as(GoogleCloudOptions))
     else:

@@ -1,5 +1,6 @@
 """One --output, several runs: real `python -m pipeline` processes, stopped and killed by pid."""
 
+import contextlib
 import json
 import logging
 import os
@@ -724,6 +725,109 @@ def test_a_job_of_another_runner_that_runs_on_keeps_the_launchers_lock(
             f"process); they go to {out}."
         ) in caplog.messages
     (out / ".lock").unlink()  # this process lives on: nothing else releases it
+
+
+@contextlib.contextmanager
+def _job_service(tmp_path):
+    """Beam's local job service and a worker pool for its jobs' EXTERNAL environment,
+    each a process of its own (its own process group, killed at the end with the SDK
+    workers it started): a job service apart from the launcher, as a Flink or Spark
+    cluster's, with no network. Yields the flags that submit a job to it and the worker
+    pool's process (stopped, a job waits for its workers; continued, it runs)."""
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("localhost", 0))
+            return s.getsockname()[1]
+
+    env = {
+        **os.environ,
+        "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",  # its `python`
+        "PYTHONPATH": str(_REPO),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    servers, ports = [], {"job": free_port(), "pool": free_port()}
+    try:
+        for name, module in (
+            ("job", "apache_beam.runners.portability.local_job_service_main"),
+            ("pool", "apache_beam.runners.worker.worker_pool_main"),
+        ):
+            port_flag = "--port" if name == "job" else "--service_port"
+            with open(tmp_path / f"{name}-server.log", "w") as log:
+                servers.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", module, port_flag, str(ports[name])],
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+        for server, port in zip(servers, ports.values(), strict=True):
+            while True:  # till it listens (a server that ended fails the test)
+                assert server.poll() is None, (tmp_path / "job-server.log").read_text()
+                with socket.socket() as s:
+                    if s.connect_ex(("localhost", port)) == 0:
+                        break
+                time.sleep(0.1)
+        yield (
+            [
+                *("--runner", "PortableRunner", "--job_endpoint", f"localhost:{ports['job']}"),
+                *("--environment_type", "EXTERNAL", "--environment_config"),
+                f"localhost:{ports['pool']}",
+            ],
+            servers[1],
+        )
+    finally:
+        for server in servers:
+            os.killpg(server.pid, signal.SIGKILL)  # a stopped process dies of it too
+            server.wait()
+
+
+def test_a_job_of_a_job_service_apart_from_its_launcher_holds_the_folder(
+    linear_keras, tmp_path, jobs
+):
+    """A job on a job service running elsewhere (Flink's, Spark's; here Beam's local job
+    service and worker pool, real processes) runs on after its launcher exits
+    (--no_wait_until_finish): the lock kept the launcher's pid, so once it exited, an
+    --overwrite or --resume took the folder while the job wrote. The job is held still
+    (its worker pool stopped) while two runs try the folder, then runs to its end."""
+    rng = np.random.default_rng(7)
+    root, out = tmp_path / "images", tmp_path / "out"
+    for name in ("a.png", "b.png", "c.png"):
+        write_image(root / name, rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
+    flags = cli_args(
+        dataset=root, model=linear_keras, output=out, steps=4, tolerance=0, faithfulness="none"
+    )
+    with _job_service(tmp_path) as (portable, pool):
+        os.kill(pool.pid, signal.SIGSTOP)
+        flags += [*portable, "--no_wait_until_finish"]
+        first = jobs(*flags)
+        assert first.wait(timeout=180) == 0, first.log.read_text()[-2000:]
+        held = json.loads((out / ".lock").read_text())
+        assert (
+            f"{out} is held for PortableRunner job {held['job_id']} until it completes (if "
+            f"it fails or is cancelled, delete {out}/.lock)."
+        ) in first.log.read_text()
+        for other in [jobs(*flags, again) for again in ("--overwrite", "--resume")]:
+            other.wait(timeout=180)
+            output = other.log.read_text()
+            lines = [line for line in output.splitlines() if line.startswith("error:")]
+            assert other.returncode == 2 and len(lines) == 1, output[-2000:]
+            assert f"is in use by run {held['run_id']}, job job-" in lines[0]
+            assert f"(if that job failed or was cancelled, delete {out}/.lock)" in lines[0]
+        os.kill(pool.pid, signal.SIGCONT)
+        for _ in range(1800):  # the job's end: a few seconds (a job that failed: 3 min)
+            if json.loads((out / "manifest.json").read_text())["status"] == "complete":
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail((tmp_path / "job-server.log").read_text()[-3000:])
+    from pipeline import output_lock
+
+    output_lock.check_free(str(out))  # the job completed: the folder is free
+    rows = pd.read_parquet(out / "results", columns=["image_id"])
+    assert sorted(rows.image_id) == ["a.png", "b.png", "c.png"]
 
 
 def test_a_resume_with_every_input_done_completes_without_running_the_model(
