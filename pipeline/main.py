@@ -86,7 +86,6 @@ from pipeline.runner import (
     is_direct,
     job_outlives_launcher,
     local_runner,
-    runner_name,
     writes_template,
 )
 from pipeline.stopping import (
@@ -595,7 +594,7 @@ def _wait(job: AuditJob, options: PipelineOptions, result: PipelineResult):
     try:
         return result.wait_until_finish()
     except KeyboardInterrupt:
-        if is_direct(options):
+        if not job_outlives_launcher(options):  # it ends with this process
             raise stopped(job) from None
         raise KeyboardInterrupt(_left_running(job, options, result)) from None
     except Exception as e:
@@ -606,17 +605,18 @@ def _wait(job: AuditJob, options: PipelineOptions, result: PipelineResult):
 
 
 def _lost_track(job: AuditJob, options: PipelineOptions, result: PipelineResult) -> None:
-    """Hands --output over to a Dataflow job whose wait failed before the job ended:
-    Beam's polls of the service failed (its wait then raises an AssertionError), and
-    the job runs on and writes. A job that failed (Beam's DataflowRuntimeException)
-    has ended: its folder is released."""
-    if not is_dataflow(options) or _ended(result):
+    """Hands --output over to a job that runs on without this launcher (a Dataflow
+    job, a job service's apart from it) whose wait failed before the job ended: Beam's
+    polls of the service failed (Dataflow's wait then raises an AssertionError; a job
+    service's stream broke), and the job runs on and writes. A job that failed (Beam's
+    DataflowRuntimeException; a job service's state FAILED) has ended: its folder is
+    released."""
+    if _ended(result) or not _hand_over(job, options, result):
         return
-    _hand_over(job, options, result)
     _LOG.warning(
-        "Lost track of Dataflow job %s, which may still run: %s is held for it until it "
-        "completes (if it failed or was cancelled, delete %s).",
-        _job_id(result) or "<job id>",
+        "Lost track of %s, which may still run: %s is held for it until it completes "
+        "(if it failed or was cancelled, delete %s).",
+        _job_named(options, result),
         job.output,
         _lock_path(job),
     )
@@ -637,21 +637,22 @@ def _known_state(result: PipelineResult) -> str | None:
 
 
 def _left_running(job: AuditJob, options: PipelineOptions, result: PipelineResult) -> str:
-    """Hands --output over to a Dataflow job the launcher stops waiting for; what to say."""
+    """Hands --output over to a job that runs on without this launcher
+    (`job_outlives_launcher`), which stops waiting for it; what to say."""
+    _hand_over(job, options, result)
     if not is_dataflow(options):
         return (
-            f"interrupted; a {runner_name(options)} job that runs outside this process "
-            f"keeps running and writes its rows to {job.output} when it ends. Wait for "
-            "it, or cancel it, before a --resume."
+            f"interrupted; {_job_named(options, result)} keeps running on its job service "
+            f"and holds {job.output} until it completes. To stop it, cancel it there "
+            "(Flink's and Spark's web UIs list their jobs), then delete "
+            f"{_lock_path(job)}."
         )
-    _hand_over(job, options, result)
     job_id = _job_id(result) or "<job id>"
     region = options.view_as(GoogleCloudOptions).region
     cancel = f"gcloud dataflow jobs cancel {job_id}" + (f" --region {region}" if region else "")
     return (
         f"interrupted; Dataflow job {job_id} keeps running and holds {job.output} until "
-        f"it completes. To stop it: {cancel}, then delete "
-        f"{_lock_path(job)}."
+        f"it completes. To stop it: {cancel}, then delete {_lock_path(job)}."
     )
 
 

@@ -1120,6 +1120,84 @@ def test_ctrl_c_while_waiting_for_a_dataflow_job_leaves_it_the_folder(tmp_path):
     )
 
 
+class _JobServiceOutOfReach:
+    """A job service (Flink's, Spark's) as a launcher that lost it sees it: every call fails."""
+
+    def GetState(self, request):  # noqa: N802 - the Job API's name
+        raise ConnectionError(f"cannot reach the job service to get job {request.job_id}")
+
+
+def _portable_wait_ending(error: BaseException, environment: str):
+    """Beam's result of a job submitted to a job service apart from this process, whose
+    wait ends with `error` (a Ctrl-C, the service's stream broken), and its options.
+    Beam's result and wait are real; the service, unreachable here, fails."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.portability.portable_runner import PipelineResult
+
+    def states():
+        raise error
+        yield
+
+    flags = ["--runner", "PortableRunner", "--job_endpoint", "localhost:8099"]
+    options = PipelineOptions([*flags, "--environment_type", environment])
+    return options, PipelineResult(_JobServiceOutOfReach(), "job-1", iter(()), states())
+
+
+@pytest.mark.parametrize("environment", ["DOCKER", "LOOPBACK"])
+def test_ctrl_c_while_waiting_for_a_job_of_a_job_service_apart_leaves_it_the_folder(
+    environment, tmp_path
+):
+    """A Ctrl-C during `run`'s wait for a job on a job service apart from the launcher
+    said that the job keeps running, but released the folder; a LOOPBACK job's workers
+    are this process: it ends with it, and the message said it kept running."""
+    import types
+
+    from pipeline import logs, output_lock
+    from pipeline import main as pipeline_main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    options, result = _portable_wait_ending(KeyboardInterrupt(), environment)
+    job = types.SimpleNamespace(output=str(out), lock=output_lock.acquire(str(out)))
+    job.model_handoff = None
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        pipeline_main._wait(job, options, result)
+    pipeline_main._release(job)  # what run() does next
+    if environment == "LOOPBACK":
+        assert not (out / ".lock").exists() and str(interrupted.value) == logs.INTERRUPTED
+        return
+    assert json.loads((out / ".lock").read_text())["job_id"] == "job-1"
+    assert str(interrupted.value) == (
+        f"interrupted; PortableRunner job job-1 keeps running on its job service and holds "
+        f"{out} until it completes. To stop it, cancel it there (Flink's and Spark's web "
+        f"UIs list their jobs), then delete {out}/.lock."
+    )
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_wait_that_loses_a_job_of_a_job_service_apart_leaves_it_the_folder(tmp_path, caplog):
+    """`run`'s wait for a job on a job service apart from the launcher failed (the
+    service's stream broke) and the job's state could not be read: the folder was
+    released though the job may run on and write."""
+    import types
+
+    from pipeline import main as pipeline_main
+    from pipeline import output_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    options, result = _portable_wait_ending(ConnectionError("stream broken"), "DOCKER")
+    job = types.SimpleNamespace(output=str(out), lock=output_lock.acquire(str(out)))
+    job.model_handoff = None
+    with pytest.raises(ConnectionError, match="stream broken"):
+        pipeline_main._completed_manifest(job, options, result)
+    assert json.loads((out / ".lock").read_text())["job_id"] == "job-1"
+    assert (
+        f"Lost track of PortableRunner job job-1, which may still run: {out} is held "
+        f"for it until it completes (if it failed or was cancelled, delete {out}/.lock)."
+    ) in caplog.messages
+
+
 class _DataflowOutOfReach:
     """The Dataflow service as a launcher that lost its network sees it: every call fails."""
 
