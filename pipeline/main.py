@@ -8,8 +8,8 @@ ArrayRecord files, by ranges of examples: `transforms.sources.ReadTfds`).
 
 This module holds the job's course: `prepare` (the flags' own checks, from
 `pipeline.options`, then --output claimed and readied), `build_pipeline`,
-`launch` and `run` (waiting for the runner; --output handed over to a Dataflow
-job or template). What it calls
+`launch` and `run` (waiting for the runner; --output handed over to a job that
+runs on without the launcher, or to a Dataflow template). What it calls
 lives one idea per module: `pipeline.job` (`AuditJob`, re-exported here),
 `pipeline.runner` (which runner; Dataflow's launch checks), `pipeline.resolve`
 (dataset, model, label space), `pipeline.output_folder` (--output's checks,

@@ -8,9 +8,10 @@ start while it is there. A lock left by a run that died (same host, and its
 pid no longer running, or running another process than the one that wrote
 it: the pid was reused) is stale and taken over; on another host the pid
 cannot be checked, and the message says how to remove the lock by hand. A
-launcher that stops waiting for a remote job that runs on (Dataflow with
---no_wait_until_finish, or a Ctrl-C) hands the lock over to the job: it holds
-the folder until the folder's manifest says that run completed; so does the
+launcher that stops waiting for a job that runs on without it (a Dataflow job, or
+one on a job service apart from the launcher, with --no_wait_until_finish or a
+Ctrl-C: `pipeline.runner.job_outlives_launcher`) hands the lock over to the job: it
+holds the folder until the folder's manifest says that run completed; so does the
 build of a Dataflow template, for the job the template starts later.
 
 Local folders get an atomic lock (`os.link` fails if the lock exists), and a
@@ -69,7 +70,8 @@ class RunLock:
 
     @property
     def handed_over(self) -> bool:
-        """Held for a remote job (a Dataflow job, a template's), not this process."""
+        """Held for a job that runs on without its launcher (a Dataflow job, a job
+        service's, a template's), not this process."""
         return self.job_id is not None or self.template is not None
 
     def payload(self) -> bytes:
