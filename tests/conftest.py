@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
 import re
 import subprocess
 import sys
+from contextlib import redirect_stdout
 from pathlib import Path
 from unittest import mock
 
@@ -248,6 +251,16 @@ def launched(
         steps.append("os.close(1)")
     steps.append("os.execv(sys.argv[1], sys.argv[1:])")
     return [sys.executable, "-I", "-S", "-c", "; ".join(steps), *command]
+
+
+def printed_summary(output: Path) -> str:
+    """The end-of-run summary of the run in `output`, as the command prints it."""
+    from pipeline.summary import print_summary  # noqa: PLC0415 - pandas, when needed
+
+    out = io.StringIO()
+    with redirect_stdout(out):
+        print_summary(json.loads((Path(output) / "manifest.json").read_text()))
+    return out.getvalue()
 
 
 def has_loaded(pid: int, library: str) -> bool:

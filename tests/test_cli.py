@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import http.server
-import io
 import json
 import logging
 import os
@@ -17,7 +16,6 @@ import threading
 import time
 import tracemalloc
 import warnings
-from contextlib import redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +35,7 @@ from tests.conftest import (
     cli_args,
     launched,
     make_image_folder,
+    printed_summary,
     run_to_a_closed_stdout,
     run_to_an_ascii_stdout,
     write_image,
@@ -751,14 +750,6 @@ def test_a_tfds_dataset_another_run_prepared_meanwhile_is_read(
     assert not list(data_dir.glob("tiny_served/fine/incomplete.*"))
 
 
-def _summary_of(output: Path) -> str:
-    """The end-of-run summary of the run in `output`, as the command prints it."""
-    out = io.StringIO()
-    with redirect_stdout(out):
-        print_summary(json.loads((output / "manifest.json").read_text()))
-    return out.getvalue()
-
-
 def test_a_tfds_preparation_says_its_lines_on_stderr_stdout_holds_the_summary_alone(
     served, linear_keras, tmp_path
 ):
@@ -773,7 +764,7 @@ def test_a_tfds_preparation_says_its_lines_on_stderr_stdout_holds_the_summary_al
     args += cli_args(output=output, steps=2, faithfulness="none")
     done = _python(_MAIN_WITH_TEST_BUILDERS, *args, env={"TINY_SERVED_URL": url})
     assert done.returncode == 0, done.stderr
-    assert done.stdout == _summary_of(output)
+    assert done.stdout == printed_summary(output)
     assert "Downloading and preparing dataset " in done.stderr
     assert f"Dataset tiny_served downloaded and prepared to {data_dir}/" in done.stderr
 
@@ -795,26 +786,21 @@ def test_a_failed_tfds_preparation_leaves_stdout_empty_its_lines_on_stderr(serve
     assert "ValueError: the served file holds no images" in line
 
 
-@pytest.mark.parametrize(
-    "workers",
-    [[], cli_args(direct_running_mode="multi_processing", direct_num_workers=2)],
-    ids=["in_process", "multi_processing"],
-)
 def test_a_models_prints_to_stdout_go_to_stderr_stdout_holds_the_summary_alone(
-    workers, printing_saved_model, tmp_path
+    printing_saved_model, tmp_path
 ):
     # A SavedModel's tf.print(..., output_stream=sys.stdout) is written by TensorFlow's
     # C++ to file descriptor 1, not through sys.stdout: 'batch of N' lines, one per
-    # model call, came before the summary on the job's stdout; worker processes, which
-    # inherit the job's descriptor 1, wrote theirs there too.
+    # model call, came before the summary on the job's stdout (worker processes, which
+    # inherit the job's descriptor 1, wrote theirs there too: tests/test_multiprocess.py).
     for i in range(2):
         write_image(tmp_path / "images" / f"{i}.png", np.full((SIZE, SIZE, 3), 60 * i, np.uint8))
     output = tmp_path / "o"
     args = cli_args(dataset=tmp_path / "images", model=printing_saved_model, output=output)
     args += cli_args(steps=2, faithfulness="none")
-    done = _python("", "-m", "pipeline", *args, *workers)
+    done = _python("", "-m", "pipeline", *args)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == _summary_of(output)
+    assert done.stdout == printed_summary(output)
     assert "batch of " in done.stderr
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from pipeline import run
-from tests.conftest import cli_args, launched, write_image
+from tests.conftest import cli_args, launched, printed_summary, write_image
 
 # Columns that must match exactly; float columns are compared to a tolerance.
 _EXACT = [
@@ -122,19 +122,32 @@ _WORKER_LINE = (
 )
 
 
-def _two_worker_run(
-    image_folder, linear_keras, tmp_path, cwd=None, **flags
-) -> tuple[str, list[int]]:
-    """`python -P -m pipeline` on 2 worker processes, as `./run_local.sh` runs it (from
-    `cwd`): its log, and the counts of its progress lines, each a worker's own."""
-    flags = {"dataset": image_folder["root"], **flags}
+@pytest.fixture(scope="module")
+def two_workers_run(tmp_path_factory, printing_saved_model) -> dict:
+    """One `python -P -m pipeline` run on 2 worker processes, as `./run_local.sh` runs
+    it, for the checks of several tests (a worker process's start-up is the cost of
+    each run): of a TFDS split of 3 examples, from a folder holding packages named as
+    the job's, auditing `printing_saved_model` (its calls print to file descriptor 1).
+    Its `done` (CompletedProcess, exit 0), `output`, `counts` of its progress lines,
+    each a worker's own, and `cwd`, the folder it ran from."""
+    from tests import tfds_builders
+
+    where = tmp_path_factory.mktemp("two_workers")
+    # Beam starts the workers as `python -m ...` in the caller's folder, first on
+    # their sys.path: they imported the project's `transforms`, not the job's.
+    project = where / "project"
+    for package in ("pipeline", "transforms"):
+        (project / package).mkdir(parents=True)
+        (project / package / "__init__.py").write_text(f"raise ImportError('{package}')\n")
+    data_dir = tfds_builders.prepared("tiny_shades/dark", where)
     args = cli_args(
-        model=linear_keras,
-        output=tmp_path / "out",
+        dataset="tiny_shades/dark",
+        data_dir=data_dir,
+        model=printing_saved_model,
+        output=where / "out",
         steps=2,
         direct_running_mode="multi_processing",
         direct_num_workers=2,
-        **flags,
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
@@ -143,49 +156,46 @@ def _two_worker_run(
         capture_output=True,
         text=True,
         env=env,
-        cwd=cwd,
+        cwd=project,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     log = done.stderr
     progress = [line for line in log.splitlines() if line.startswith("INFO pipeline.progress")]
     # Each worker counts only its own images: its line gives no job total, percent or ETA.
     assert progress and all(re.fullmatch(_WORKER_LINE, line) for line in progress), log
-    return log, [int(re.fullmatch(_WORKER_LINE, line).group(1)) for line in progress]
+    counts = [int(re.fullmatch(_WORKER_LINE, line).group(1)) for line in progress]
+    return {"done": done, "output": where / "out", "counts": counts, "cwd": project}
 
 
 def test_two_workers_from_a_folder_of_same_named_packages_are_quiet_and_log_part_batches(
-    image_folder, linear_keras, tmp_path
+    two_workers_run,
 ):
-    # Beam starts the workers as `python -m ...` in the caller's folder, first on
-    # their sys.path: they imported the project's `transforms`, not the job's.
-    project = tmp_path / "project"
-    for package in ("pipeline", "transforms"):
-        (project / package).mkdir(parents=True)
-        (project / package / "__init__.py").write_text(f"raise ImportError('{package}')\n")
-    # One run for two checks (a worker process's start-up is the cost of each): from
-    # that folder, of a TFDS split. The default --batch_size (8) is more than the
-    # split's 3 examples: no worker ends a full RunInference batch, and a worker cannot
-    # tell its last image, so each logs its count when its bundle ends (a full batch's
-    # lines: `_stop_when_a_worker_progresses`'s, at --batch_size 1). TFDS imports
-    # TensorFlow in a worker when it reads a shard, before the model handler imports
-    # it quietly: each worker printed TensorFlow's banner.
-    from tests import tfds_builders
-
-    data_dir = tfds_builders.prepared("tiny_shades/dark", tmp_path)
-    log, counts = _two_worker_run(
-        image_folder,
-        linear_keras,
-        tmp_path,
-        cwd=project,
-        dataset="tiny_shades/dark",
-        data_dir=data_dir,
-    )
-    assert max(counts) <= 3  # a worker counts its own share of the 3 inputs
-    assert len(pd.read_parquet(tmp_path / "out" / "results")) == 3
+    # `two_workers_run`: from that folder, of a TFDS split. The default --batch_size (8)
+    # is more than the split's 3 examples: no worker ends a full RunInference batch,
+    # and a worker cannot tell its last image, so each logs its count when its bundle
+    # ends (a full batch's lines: `_stop_when_a_worker_progresses`'s, at --batch_size
+    # 1). TFDS imports TensorFlow in a worker when it reads a shard, before the model
+    # handler imports it quietly: each worker printed TensorFlow's banner.
+    log = two_workers_run["done"].stderr
+    assert max(two_workers_run["counts"]) <= 3  # a worker counts its share of the 3 inputs
+    assert len(pd.read_parquet(two_workers_run["output"] / "results")) == 3
     # Beam's per-worker start-up warnings and TensorFlow's banner: --verbose only.
     noises = ("Worker: severity", "Discarding unparseable args", "oneDNN", "absl::", "cuda")
     for noise in noises:
         assert noise not in log, log[-3000:]
+
+
+def test_a_models_prints_in_worker_processes_go_to_stderr_stdout_holds_the_summary_alone(
+    two_workers_run, monkeypatch
+):
+    # A SavedModel's tf.print(..., output_stream=sys.stdout) is written by TensorFlow's
+    # C++ to file descriptor 1, not through sys.stdout: worker processes, which inherit
+    # the job's descriptor 1, wrote their 'batch of N' lines before the summary on the
+    # job's stdout (the job's own process: tests/test_cli.py).
+    done = two_workers_run["done"]
+    monkeypatch.chdir(two_workers_run["cwd"])  # its printed commands say where it ran
+    assert done.stdout == printed_summary(two_workers_run["output"])
+    assert "batch of " in done.stderr
 
 
 def test_worker_records_keep_the_jobs_own_lines_and_drop_beams():
