@@ -1001,7 +1001,7 @@ def test_a_linear_probe_averaging_the_whole_image_is_within_its_tolerance(tmp_pa
     the black baseline the values are nearly equal and their sum rounds one way; along
     the path each F(a) is off by up to about 90 eps). Each panel's scalar error beyond
     16 eps was counted as a unit that switched unseen, on one value: every row was
-    flagged at --max_steps (256 evaluations, attribution_error 2.1-2.2 %) while its map
+    flagged at --max_steps (256 evaluations, attribution_error about 2 %) while its map
     was exact to 6e-8 (docs/accuracy.md)."""
     import keras
     from skimage import data as skdata
