@@ -636,13 +636,14 @@ class Adaptive:
         (`excess`) is the float32 rounding of the scores: `_resolution`, or, where the
         median panel's excess is above it, that median `_NOISE_FACTOR` times, at most
         eps sqrt(n) of the scores (`_NOISE_MIN_PANELS`)."""
-        rounding = self._resolution([path])
+        scale = self._scale([path])
+        rounding = SCORE_RESOLUTION * scale  # `_resolution`
         if excess.size < _NOISE_MIN_PANELS:
             return rounding
         typical = float(np.median(excess))
         if not typical > rounding:  # a NaN too: a non-finite path is flagged anyway
             return rounding
-        cap = rounding / SCORE_RESOLUTION * _EPS * np.sqrt(self.attributions[path].size)
+        cap = _EPS * np.sqrt(self.attributions[path].size) * scale
         return max(rounding, min(_NOISE_FACTOR * typical, cap))
 
     def _resolution(self, paths: Sequence[int]) -> float:
@@ -650,9 +651,14 @@ class Adaptive:
         dF/da, a sum of c over all values rounded by about eps sum|c|, over the path
         eps ||A||_1. (F(x) = F(x') = 0 exactly, with a map that is not 0, had that
         rounding read as an infinite relative delta.)"""
+        return SCORE_RESOLUTION * self._scale(paths)
+
+    def _scale(self, paths: Sequence[int]) -> float:
+        """What the paths' scalar errors are rounded against (`_resolution`): the larger
+        of their largest |score| and their mean ||A||_1."""
         scores = max(max(abs(self.f_start[p]), abs(self.f_end[p])) for p in paths)
         sums = sum(float(np.abs(self.attributions[p]).sum()) for p in paths) / len(paths)
-        return SCORE_RESOLUTION * max(scores, sums)
+        return max(scores, sums)
 
     def unexplained(self) -> np.ndarray:
         """Per path, the L2 norm of its panels' `_unexplained` errors (each on its own
