@@ -4910,22 +4910,30 @@ def test_two_threads_importing_tensorflow_at_once_leave_stderr_working():
     assert "stderr still works" in done.stderr
 
 
-def test_the_end_of_run_summary_shows_control_characters_in_names_escaped(
+def test_the_end_of_run_summary_shows_control_and_format_characters_in_names_escaped(
     linear_keras, tmp_path, capsys
 ):
     # A file name may hold a newline or a terminal escape: the table showed 'a\nb.png'
     # (pandas escapes a newline), but the errors by stage printed it raw, so the line
     # broke in two, and either let an escape sequence (ESC[2J clears a terminal) through.
+    # A format character went through raw in both: a right-to-left override (U+202E)
+    # showed 'x\u202egnp.exe' as 'xexe.png', a zero-width space (U+200B) not at all.
     rng = np.random.default_rng(0)
     root = tmp_path / "images"
     write_image(root / "clear\x1b[2J.png", rng.integers(0, 256, (SIZE, SIZE, 3), np.uint8))
+    picture = rng.integers(0, 256, (SIZE, SIZE, 3), np.uint8)
+    write_image(root / "x\u202egnp.exe", picture, format="PNG")
     (root / "bad\nname.jpg").write_bytes(b"not an image")
+    (root / "zero\u200bwidth.jpg").write_bytes(b"")  # another reason: empty
     flags = cli_args(dataset=root, model=linear_keras, output=tmp_path / "out", steps=4)
     assert main([*flags, "--faithfulness", "none"]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "clear\\x1b[2J.png" in out
     assert "(e.g. bad\\nname.jpg)" in out
     assert not any(line.startswith("name.jpg") for line in out.splitlines())
+    assert "\u202e" not in out and "\u200b" not in out
+    assert any(line.split()[0] == "x\\u202egnp.exe" for line in out.splitlines() if line)
+    assert "(e.g. zero\\u200bwidth.jpg)" in out
 
 
 def test_the_end_of_run_summary_shows_control_characters_in_class_names_escaped(

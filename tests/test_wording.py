@@ -42,3 +42,16 @@ def test_printable_escapes_control_characters_and_keeps_a_messages_lines():
     text = "a\nb\tc\x1b[2J\x9b.png"
     assert printable(text) == "a\\nb\\tc\\x1b[2J\\x9b.png"
     assert printable(text, lines=True) == "a\nb\tc\\x1b[2J\\x9b.png"
+
+
+def test_printable_escapes_format_characters_and_line_separators_as_control_ones():
+    # A right-to-left override (U+202E) shows 'cod.exe\u202egnp.png' as 'cod.exepng.png'
+    # reversed on a terminal, a zero-width space (U+200B) makes two names look alike and
+    # a line separator (U+2028) breaks a line on some terminals: each is written out as
+    # Python writes it, in a name and in a message of several lines alike. Letters of
+    # any script, and spaces, stay as they are.
+    text = "a\u202egnp.exe\u200b\u2028\ufeff\u00ad.png"
+    escaped = "a\\u202egnp.exe\\u200b\\u2028\\ufeff\\xad.png"
+    assert printable(text) == escaped
+    assert printable(f"{text}\n\tb", lines=True) == f"{escaped}\n\tb"
+    assert printable("写真 café\u00a0x.png") == "写真 café\u00a0x.png"

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import decimal
 import math
-import re
+import unicodedata
 
 __all__ = ["count", "infinite", "percent", "printable", "probability"]
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-# The same but the line breaks and tabs of a text of several lines (a log message).
-_CONTROL_IN_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# What a terminal must not get raw: control characters (a newline, ESC, C1's CSI),
+# format characters (a right-to-left override reorders what follows it, a zero-width
+# space hides in a name), line and paragraph separators, and lone surrogates.
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
 def count(number: int, noun: str, plural: str | None = None) -> str:
@@ -71,8 +72,15 @@ def probability(value: float, digits: int = 0) -> str:
 
 
 def printable(text: str, lines: bool = False) -> str:
-    """`text` with its control characters as Python escapes ('a\\nb.png', 'x\\x1b[2J'):
-    a file name holding a newline or a terminal escape is shown on one line, as written
-    in it, and cannot move or clear the terminal it is printed to. `lines`: a text of
-    several lines (a log message), whose line breaks and tabs are kept."""
-    return (_CONTROL_IN_LINES if lines else _CONTROL).sub(lambda m: repr(m[0])[1:-1], text)
+    """`text` with its control and format characters as Python escapes ('a\\nb.png',
+    'x\\x1b[2J', 'x\\u202egnp.exe'): a file name holding a newline, a terminal escape
+    or a right-to-left override is shown on one line, as written in it, and cannot
+    move or clear the terminal it is printed to, nor reorder what it shows. `lines`:
+    a text of several lines (a log message), whose line breaks and tabs are kept."""
+    if text.isprintable():  # the common case, at C speed
+        return text
+    kept = "\n\t" if lines else ""
+    return "".join(
+        repr(c)[1:-1] if c not in kept and unicodedata.category(c) in _UNPRINTABLE else c
+        for c in text
+    )
