@@ -4646,6 +4646,51 @@ def test_a_file_this_user_may_not_read_is_an_error_record_and_a_resume_reads_it_
     assert sorted(rows.image_id) == ["a.png", "locked.png"]
 
 
+_LISTED_ERRORS = """
+import sys
+from transforms import sources
+from transforms.preprocess import error_record
+for f in sources.list_image_folder(sys.argv[1]):
+    if f.error is not None:  # as the job's ReadImages and Decode steps record it
+        print(repr(error_record(f.image_id, f.image_id.rsplit("/", 1)[-1], "read", f.error)))
+"""
+
+
+@pytest.mark.skipif(
+    os.geteuid() == 0 and shutil.which("setpriv") is None, reason="root needs setpriv"
+)
+def test_the_errors_by_stage_name_a_folder_that_cannot_be_listed_a_folder(tmp_path):
+    """An input's own name in its reason is replaced by what the input is, so that one
+    cause over many inputs counts once: a sub-folder that cannot be listed was named
+    `<file>`, which it is not. The records are the job's own, from a real listing
+    without the permission to list."""
+    root = tmp_path / "images"
+    write_image(root / "a.png", np.zeros((2, 2, 3), np.uint8))
+    for name in ("locked", "shut"):
+        write_image(root / name / "b.png", np.zeros((2, 2, 3), np.uint8))
+        (root / name).chmod(0o000)
+    prefix = _WITHOUT_DAC if os.geteuid() == 0 else []
+    try:
+        listed = subprocess.run(
+            [*prefix, sys.executable, "-c", _LISTED_ERRORS, root],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    finally:
+        for name in ("locked", "shut"):
+            (root / name).chmod(0o755)
+    records = [eval(line) for line in listed.stdout.splitlines()]  # noqa: S307 - our own reprs
+    (tmp_path / "out" / "errors").mkdir(parents=True)
+    table = pa.Table.from_pylist(records, ERROR_SCHEMA)
+    pq.write_table(table, tmp_path / "out" / "errors" / "part-0.parquet")
+    assert error_summary(str(tmp_path / "out")) == [
+        "  read: 2",
+        f"    2 x cannot list folder: [Errno 13] Permission denied: '{root}/<folder>' (e.g. locked)",
+    ]
+
+
 def test_the_summary_names_an_output_given_with_a_trailing_slash_without_doubling_it(
     folder_run, capsys
 ):

@@ -32,10 +32,12 @@ __all__ = [
     "TfdsSource",
     "holds_prepared_tfds",
     "image_id_of",
+    "input_kind",
     "relative_path",
     "sample_files",
     "source_for",
     "source_of_manifest",
+    "unlisted_folder",
 ]
 
 # The dataset kind: what --dataset names is decided here, once (`source_for`), and
@@ -87,6 +89,22 @@ def relative_path(image_id: str) -> str:
         image_id.encode("utf-8"),
     )
     return os.fsdecode(raw)
+
+
+_UNLISTED = "cannot list folder: "
+
+
+def unlisted_folder(error: OSError) -> str:
+    """The `error` of the input a folder the job could not list becomes (`FolderFile`)."""
+    return f"{_UNLISTED}{error}"
+
+
+def input_kind(error: str) -> str:
+    """What the input of an error record is, told by its `error`: "folder" for a folder
+    the job could not list (`unlisted_folder`), else "file". Only a folder's entries
+    have ids that a reason quotes (in a path); a TFDS example's or the sample's never
+    appears in one."""
+    return "folder" if error.startswith(_UNLISTED) else "file"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1043,13 +1043,15 @@ def _unambiguous_names(frame: pd.DataFrame) -> pd.Series:
 
 
 def _reason(error: str, image_id: str) -> str:
-    """An error's reason without its own file's name (`No such file: '/x/<file>'`),
-    so that one cause over many files is counted once. A name of 3 characters or
-    fewer could stand inside any word: it is taken out only where it ends the path
-    an OS error quotes (`'/x/ab'`)."""
+    """An error's reason without its own input's name, as what that input is
+    (`No such file: '/x/<file>'`, `Permission denied: '/x/<folder>'`:
+    `datasource.input_kind`), so that one cause over many inputs is counted once. A
+    name of 3 characters or fewer could stand inside any word: it is taken out only
+    where it ends the path an OS error quotes (`'/x/ab'`)."""
+    shown = f"<{datasource.input_kind(error)}>"
     if len(image_id) > 3:
-        return error.replace(image_id, "<file>")
-    return re.sub(f"/{re.escape(image_id)}(?=['\"])", "/<file>", error)
+        return error.replace(image_id, shown)
+    return re.sub(f"/{re.escape(image_id)}(?=['\"])", f"/{shown}", error)
 
 
 def _cause(reason: str) -> str:

@@ -48,6 +48,7 @@ from transforms.datasource import (
     sample_files,
     source_for,
     source_of_manifest,
+    unlisted_folder,
 )
 from transforms.done_ids import load_done_ids
 
@@ -209,7 +210,7 @@ def _list_local(
             names = sorted((entry.name, entry.is_symlink()) for entry in os.scandir(folder))
         except OSError as e:
             folder_id = image_id_of(relative.rstrip("/") or ".")
-            yield FolderFile(folder, folder_id, None, error=f"cannot list folder: {e}")
+            yield FolderFile(folder, folder_id, None, error=unlisted_folder(e))
             continue
         for name, link in names:
             path = os.path.join(folder, name)
