@@ -100,10 +100,9 @@ def _run(argv: list[str], verbose: bool, run) -> int:
     except Exception as e:  # any failure while running: exit 1, said plainly
         return _failed(e, verbose)
     if manifest is None:  # a Dataflow dry run or template, or --no_wait_until_finish
-        said = (
-            "No results to show here: a Dataflow dry run or template builds the job without "
-            "running it, and --no_wait_until_finish leaves it running (see the log)."
-        )
+        from pipeline.main import no_results_here  # noqa: PLC0415
+
+        said = no_results_here(argv)
         to_stdout(lambda: print(said))
         return 0
     return _finished(manifest)

@@ -86,6 +86,7 @@ from pipeline.runner import (
     is_direct,
     job_outlives_launcher,
     local_runner,
+    where_job_runs_on,
     writes_template,
 )
 from pipeline.stopping import (
@@ -113,7 +114,7 @@ from transforms.sinks import (
 )
 from transforms.tf_model import ModelHandoff, ModelSpec, model_reference, what_flags_set
 
-__all__ = ["AuditJob", "build_pipeline", "launch", "prepare", "run"]
+__all__ = ["AuditJob", "build_pipeline", "launch", "no_results_here", "prepare", "run"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -642,10 +643,9 @@ def _left_running(job: AuditJob, options: PipelineOptions, result: PipelineResul
     _hand_over(job, options, result)
     if not is_dataflow(options):
         return (
-            f"interrupted; {_job_named(options, result)} keeps running on its job service "
-            f"and holds {job.output} until it completes. To stop it, cancel it there "
-            "(Flink's and Spark's web UIs list their jobs), then delete "
-            f"{_lock_path(job)}."
+            f"interrupted; {_job_named(options, result)} keeps running on "
+            f"{where_job_runs_on(options)} and holds {job.output} until it completes. To "
+            f"stop it, cancel it there, then delete {_lock_path(job)}."
         )
     job_id = _job_id(result) or "<job id>"
     region = options.view_as(GoogleCloudOptions).region
@@ -687,6 +687,26 @@ def _not_run_here(
         if not PipelineState.is_terminal(state):
             return "--no_wait_until_finish: the job goes on without this process", state
     return None, None
+
+
+def no_results_here(argv: Sequence[str]) -> str:
+    """What `python -m pipeline` says when `run` returned None for its flags `argv`
+    (a Dataflow --dry_run or template, or --no_wait_until_finish): why it has no
+    results to show, and, for a job that runs on apart from it, where."""
+    options = PipelineOptions(list(argv))
+    if is_dataflow(options):
+        return (
+            "No results to show here: a Dataflow dry run or template builds the job without "
+            "running it, and --no_wait_until_finish leaves it running (see the log)."
+        )
+    where = where_job_runs_on(options)
+    if where is None:
+        return "No results to show here: --no_wait_until_finish does not wait for the job (see the log)."
+    output = options.view_as(AuditOptions).output
+    return (
+        f"No results to show here: --no_wait_until_finish leaves the job running on {where}; "
+        f"it holds {output} until it completes (see the log)."
+    )
 
 
 def run(

@@ -49,6 +49,7 @@ __all__ = [
     "job_outlives_launcher",
     "local_runner",
     "runner_name",
+    "where_job_runs_on",
     "writes_template",
 ]
 
@@ -114,26 +115,31 @@ def _runner(options: PipelineOptions) -> PipelineRunner:
 
 def job_outlives_launcher(options: PipelineOptions) -> bool:
     """Whether the job runs on without this process, so that --output stays held for it
-    once the launcher stops waiting (`output_lock.RunLock.hand_over`): a Dataflow job;
-    a portable runner's (PortableRunner, FlinkRunner, SparkRunner, PrismRunner) whose
-    SDK workers are not this process (an environment other than LOOPBACK) and whose job
-    service runs apart from it (`_job_service_apart`).
+    once the launcher stops waiting (`output_lock.RunLock.hand_over`): `where_job_runs_on`
+    names a place."""
+    return where_job_runs_on(options) is not None
 
-    Not a DirectRunner's (or FnApiRunner's) job, which runs in this process; nor a
-    LOOPBACK one, whose workers are this process; nor one of a job server Beam starts
-    for the launch and stops as this process exits (Prism's, a local Flink's or
-    Spark's; Spark's driver too).
+
+def where_job_runs_on(options: PipelineOptions) -> str | None:
+    """Where a job that runs on without this process runs, as messages name it:
+    "Dataflow"; for a portable runner's (PortableRunner, FlinkRunner, SparkRunner,
+    PrismRunner) whose SDK workers are not this process (an environment other than
+    LOOPBACK) and whose job service runs apart from it, that service or cluster
+    (`_service_apart`). None for a job that ends with this process: a DirectRunner's
+    (or FnApiRunner's), which runs in it; a LOOPBACK one, whose workers are this
+    process; one of a job server Beam starts for the launch and stops as this process
+    exits (Prism's, a local Flink's or Spark's; Spark's driver too).
     """
     if is_dataflow(options):
-        return True
+        return "Dataflow"
     if is_direct(options):
-        return False
+        return None
     from apache_beam.runners.portability.portable_runner import PortableRunner  # noqa: PLC0415
 
     runner = _runner(options)
     if not isinstance(runner, PortableRunner) or _workers_in_launcher(options, runner):
-        return False
-    return _job_service_apart(options, runner)
+        return None
+    return _service_apart(options, runner)
 
 
 def _workers_in_launcher(options: PipelineOptions, runner: PipelineRunner) -> bool:
@@ -151,23 +157,26 @@ def _workers_in_launcher(options: PipelineOptions, runner: PipelineRunner) -> bo
     return isinstance(runner.default_environment(probe), PythonLoopbackEnvironment)
 
 
-def _job_service_apart(options: PipelineOptions, runner: PipelineRunner) -> bool:
-    """The job service runs apart from this process: a --job_endpoint (`embed`, Beam's
-    job server in this process, excepted), or a cluster Beam submits the job to (a
-    Flink master other than `[local]`/`[auto]`; a Spark uber jar, sent to its REST
-    URL). Without either, Beam starts a job server for the launch and stops it as this
-    process exits, with the job (a Spark job's driver runs in it)."""
+def _service_apart(options: PipelineOptions, runner: PipelineRunner) -> str | None:
+    """The job service running apart from this process that runs the job: a
+    --job_endpoint (`embed`, Beam's job server in this process, excepted), or a cluster
+    Beam submits the job to (a Flink master other than `[local]`/`[auto]`; a Spark uber
+    jar, sent to its REST URL). None without either: Beam starts a job server for the
+    launch and stops it as this process exits, with the job (a Spark job's driver runs
+    in it)."""
     from apache_beam.runners.portability import flink_runner, spark_runner  # noqa: PLC0415
 
     endpoint = options.view_as(PortableOptions).job_endpoint
     if endpoint:
-        return endpoint != "embed"
+        return f"the job service at {endpoint}" if endpoint != "embed" else None
     if isinstance(runner, flink_runner.FlinkRunner):
         master = options.view_as(FlinkRunnerOptions).flink_master.strip()
-        return master not in flink_runner.MAGIC_HOST_NAMES
+        return None if master in flink_runner.MAGIC_HOST_NAMES else f"the Flink cluster at {master}"
     if isinstance(runner, spark_runner.SparkRunner):
-        return bool(options.view_as(SparkRunnerOptions).spark_submit_uber_jar)
-    return False
+        spark = options.view_as(SparkRunnerOptions)
+        if spark.spark_submit_uber_jar:
+            return f"the Spark cluster at {spark.spark_rest_url}"
+    return None
 
 
 def is_dataflow_dry_run(options: PipelineOptions) -> bool:

@@ -809,6 +809,11 @@ def test_a_job_of_a_job_service_apart_from_its_launcher_holds_the_folder(
             f"{out} is held for PortableRunner job {held['job_id']} until it completes (if "
             f"it fails or is cancelled, delete {out}/.lock)."
         ) in first.log.read_text()
+        endpoint = portable[portable.index("--job_endpoint") + 1]
+        assert (
+            "No results to show here: --no_wait_until_finish leaves the job running on the "
+            f"job service at {endpoint}; it holds {out} until it completes (see the log)."
+        ) in first.log.read_text()
         for other in [jobs(*flags, again) for again in ("--overwrite", "--resume")]:
             other.wait(timeout=180)
             output = other.log.read_text()
@@ -1120,6 +1125,67 @@ def test_ctrl_c_while_waiting_for_a_dataflow_job_leaves_it_the_folder(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    "flags, where",
+    [
+        (
+            ["--runner", "PortableRunner", "--job_endpoint", "jobs:8099"],
+            "the job service at jobs:8099",
+        ),
+        (
+            ["--runner", "FlinkRunner", "--flink_master", "flink:8081"],
+            "the Flink cluster at flink:8081",
+        ),
+        (
+            ["--runner", "SparkRunner", "--spark_submit_uber_jar"]
+            + ["--spark_rest_url", "http://spark:6066"],
+            "the Spark cluster at http://spark:6066",
+        ),
+    ],
+)
+def test_a_job_left_running_apart_from_the_launcher_is_said_to_run_where_it_runs(flags, where):
+    """The line `python -m pipeline --no_wait_until_finish` printed spoke of Dataflow on
+    every runner ("a Dataflow dry run or template builds the job without running it"),
+    and a Ctrl-C's said a Flink cluster's job ran on "its job service", which the
+    launcher had started and stopped. Each names where the job runs on (no job is
+    started here: the lines are made from the options)."""
+    import types
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline import main as pipeline_main
+
+    docker = ["--environment_type", "DOCKER", "--no_wait_until_finish"]
+    options = PipelineOptions([*flags, *docker])
+    job = types.SimpleNamespace(output="/o", lock=None)
+    result = types.SimpleNamespace(_job_id="job-1")
+    runner = flags[1]
+    assert pipeline_main._left_running(job, options, result) == (
+        f"interrupted; {runner} job job-1 keeps running on {where} and holds /o until it "
+        "completes. To stop it, cancel it there, then delete /o/.lock."
+    )
+    said = pipeline_main.no_results_here([*flags, *docker, "--output", "/o"])
+    assert said == (
+        f"No results to show here: --no_wait_until_finish leaves the job running on {where}; "
+        "it holds /o until it completes (see the log)."
+    )
+
+
+def test_a_dataflow_job_or_template_not_run_here_keeps_its_dataflow_words():
+    from pipeline import main as pipeline_main
+
+    for extra in (
+        ["--no_wait_until_finish"],
+        ["--dry_run=True"],
+        ["--template_location", "gs://b/t"],
+    ):
+        said = pipeline_main.no_results_here(["--runner", "DataflowRunner", *extra])
+        assert said == (
+            "No results to show here: a Dataflow dry run or template builds the job without "
+            "running it, and --no_wait_until_finish leaves it running (see the log)."
+        )
+
+
 class _JobServiceOutOfReach:
     """A job service (Flink's, Spark's) as a launcher that lost it sees it: every call fails."""
 
@@ -1168,9 +1234,9 @@ def test_ctrl_c_while_waiting_for_a_job_of_a_job_service_apart_leaves_it_the_fol
         return
     assert json.loads((out / ".lock").read_text())["job_id"] == "job-1"
     assert str(interrupted.value) == (
-        f"interrupted; PortableRunner job job-1 keeps running on its job service and holds "
-        f"{out} until it completes. To stop it, cancel it there (Flink's and Spark's web "
-        f"UIs list their jobs), then delete {out}/.lock."
+        "interrupted; PortableRunner job job-1 keeps running on the job service at "
+        f"localhost:8099 and holds {out} until it completes. To stop it, cancel it there, "
+        f"then delete {out}/.lock."
     )
 
 
