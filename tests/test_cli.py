@@ -3357,6 +3357,58 @@ def test_a_model_folder_holding_its_model_one_level_down_names_the_path_to_pass(
     )
 
 
+def _as_text_proto(folder) -> None:
+    """Replaces a SavedModel folder's saved_model.pb by saved_model.pbtxt, the same proto
+    in text form (text_format), which tf.saved_model.load reads as well."""
+    from google.protobuf import text_format
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel.FromString((folder / "saved_model.pb").read_bytes())
+    (folder / "saved_model.pbtxt").write_text(text_format.MessageToString(proto))
+    (folder / "saved_model.pb").unlink()
+
+
+def test_a_saved_model_folder_of_a_text_proto_is_audited_as_tensorflow_loads_it(
+    quadratic_saved_model, tmp_path, caplog
+):
+    """A SavedModel folder holding saved_model.pbtxt (the text form of its proto, which
+    tf.saved_model.load reads) was refused as "a folder without saved_model.pb", by a
+    local launch and a Dataflow one alike. It is audited, its signature read without
+    loading it as a saved_model.pb's is; a folder holding it one level down names it, and
+    an empty one is said to be that file, not a saved_model.pb."""
+    import tensorflow as tf
+
+    from transforms.results import input_images
+    from transforms.tf_model import resolve_model
+
+    model = tmp_path / "serving" / "1"
+    shutil.copytree(quadratic_saved_model, model)
+    _as_text_proto(model)
+    with caplog.at_level(logging.INFO):
+        assert resolve_model(str(model), load=False).num_outputs == 1000
+    assert f"Signature of {model} read without loading it: input (None, 16, 16, 3)" in caplog.text
+    root = tmp_path / "images"
+    rng = np.random.default_rng(7)
+    for name in ("a.png", "b.png"):
+        write_image(root / name, rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
+    out = tmp_path / "out"
+    flags = cli_args(dataset=root, model=model, output=out, steps=4, faithfulness="none")
+    assert main(flags) == 0
+    rows = pd.read_parquet(out / "results").set_index("image_id").sort_index()
+    assert rows.index.tolist() == ["a.png", "b.png"]
+    images = input_images(str(out), rows.index)
+    pixels = np.stack([images[i] for i in rows.index]).astype(np.float32) / 255  # [0, 1]
+    scores = tf.saved_model.load(quadratic_saved_model)(pixels).numpy()
+    assert rows["predicted_class"].tolist() == scores.argmax(1).tolist()
+    np.testing.assert_allclose(rows["target_score"], scores.max(1), rtol=1e-4)
+    with pytest.raises(ValueError, match=r"it holds 1/saved_model.pbtxt: pass --model"):
+        resolve_model(str(model.parent))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "saved_model.pbtxt").write_text("")
+    with pytest.raises(ValueError, match=r"its saved_model.pbtxt holds no model \(empty or cut"):
+        resolve_model(str(tmp_path / "empty"))
+
+
 def test_launch_refuses_what_would_fail_every_input(image_folder, linear_keras, tmp_path, capsys):
     root = image_folder["root"]
     loose = tmp_path / "loose"  # no WordNet-id sub-folder: no label anywhere

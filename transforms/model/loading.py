@@ -17,6 +17,7 @@ __all__ = [
     "is_hub_module_folder",
     "load_model",
     "model_identity",
+    "saved_model_file",
     "serving_tag_sets",
 ]
 
@@ -40,15 +41,31 @@ def check_remote_readable(model: ModelReference) -> None:
         ) from e
 
 
+# The files a SavedModel folder holds its proto in, in the order TensorFlow looks for
+# them (loader_impl.parse_saved_model, which tf.saved_model.load reads it with): the
+# binary proto, else its text form.
+_SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+
+
+def saved_model_file(folder: str) -> str | None:
+    """The name of the SavedModel proto a folder (local or remote) holds, the one
+    TensorFlow reads: saved_model.pb, else saved_model.pbtxt; None for neither."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    names = (name for name in _SAVED_MODEL_FILES if tf.io.gfile.exists(os.path.join(folder, name)))
+    return next(names, None)
+
+
 def check_saved_model_folder(model: ModelReference) -> None:
-    """A `saved_model` reference must be a folder holding saved_model.pb (local or remote)."""
+    """A `saved_model` reference must be a folder holding saved_model.pb or
+    saved_model.pbtxt (local or remote)."""
     if model.kind != "saved_model":
         return
     import tensorflow as tf  # noqa: PLC0415
 
     reference = model.reference
     if tf.io.gfile.isdir(reference):
-        if tf.io.gfile.exists(os.path.join(reference, "saved_model.pb")):
+        if saved_model_file(reference) is not None:
             return
         raise ValueError(
             f"--model {reference!r} is a folder without saved_model.pb; {_models_in(reference)}"
@@ -81,18 +98,23 @@ def _models_in(folder: str) -> str:
 
 def _held_models(folder: str) -> list[str]:
     """The models a folder (local or remote) holds one level down, as paths in it: its
-    .keras files, then the saved_model.pb of its sub-folders, the highest number first
-    (TF Serving's version folders: it serves the highest); [] where it cannot be listed."""
+    .keras files, then the saved_model.pb (or .pbtxt: `saved_model_file`) of its
+    sub-folders, the highest number first (TF Serving's version folders: it serves the
+    highest); [] where it cannot be listed."""
     import tensorflow as tf  # noqa: PLC0415
 
     try:
         names = sorted(name.rstrip("/") for name in tf.io.gfile.listdir(folder))
-        saved = [n for n in names if tf.io.gfile.exists(os.path.join(folder, n, "saved_model.pb"))]
+        files = {n: saved_model_file(os.path.join(folder, n)) for n in names}
     except tf.errors.OpError:  # unreadable: the error names what the job takes
         return []
-    saved.sort(key=lambda n: (n.isdigit(), int(n) if n.isdigit() else 0, n), reverse=True)
+    saved = sorted(
+        (n for n in names if files[n] is not None),
+        key=lambda n: (n.isdigit(), int(n) if n.isdigit() else 0, n),
+        reverse=True,
+    )
     keras_files = [n for n in names if n.endswith(".keras") and n not in saved]
-    return [*keras_files, *(f"{n}/saved_model.pb" for n in saved)]
+    return [*keras_files, *(f"{n}/{files[n]}" for n in saved)]
 
 
 def _hash_path(path: str) -> str:
@@ -224,9 +246,10 @@ def serving_tag_sets(tag_sets: list[list[str]]) -> list[list[str]]:
 def _saved_model_load_error(kind: str, location: str, error: Exception) -> ValueError:
     """Why a SavedModel or hub handle did not load, with the fix."""
     if "there are 0 MetaGraphs" in str(error):  # TF's advice (pass tags=) cannot help
+        proto = (kind == "saved_model" and saved_model_file(location)) or "saved_model.pb"
         return ValueError(
-            f"--model {location!r}: its saved_model.pb holds no model (empty or cut "
-            "short); save or download the model again."
+            f"--model {location!r}: its {proto} holds no model (empty or cut short); save "
+            "or download the model again."
         )
     hint = (
         " Downloading TF Hub models needs network; offline, download the model "
