@@ -443,13 +443,20 @@ def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
     )
 
 
-def _fed(spec: ModelSpec) -> str:
+def _fed(spec: ModelSpec, given: Sequence[str] = ()) -> str:
     """What the model is fed (a SavedModel does not say its range, the job's default
-    then), and the flags that set other images (`what_flags_set`)."""
+    then), and what its flags set (`what_flags_set`): those `given` these images, the
+    others other ones."""
     (height, width), (low, high) = spec.image_shape, spec.input_range
     fed = f"{height}x{width} pixels in [{low:g}, {high:g}]"
-    flags = what_flags_set(spec.image_shape, spec.input_flags)
+    flags = what_flags_set(spec.image_shape, spec.input_flags, given)
     return f"{fed}; {flags}" if flags else fed
+
+
+def _input_flags_given(audit: AuditOptions) -> tuple[str, ...]:
+    """Of --image_size and --input_range, those the command gave."""
+    values = {"--image_size": audit.image_size, "--input_range": audit.input_range}
+    return tuple(flag for flag, value in values.items() if value is not None)
 
 
 def _start(
@@ -467,7 +474,7 @@ def _start(
         what,
         job.source.name,
         job.spec.reference,
-        _fed(job.spec),
+        _fed(job.spec, _input_flags_given(options.view_as(AuditOptions))),
         job.output,
     )
     try:

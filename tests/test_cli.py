@@ -2658,6 +2658,39 @@ def test_one_function_words_what_image_size_sets_in_the_model_line_and_the_launc
     assert _fed(resolve_model("efficientnet_lite0", load=False)) == "224x224 pixels in [0, 1]"
 
 
+def test_the_launch_line_says_a_flag_given_set_what_the_model_is_fed(
+    image_folder, tmp_path, caplog
+):
+    """The launch line said "--input_range sets another" (and "--image_size sets
+    another") of a flag the command gave: the range shown was the one it set, not one it
+    could change to. A flag given is said to be as given; one not given still sets another."""
+    from pipeline.main import _fed
+    from transforms.tf_model import resolve_model, what_flags_set
+
+    both = ("--image_size", "--input_range")
+    said = {
+        ((12, 12), both, both): "--image_size and --input_range as given",
+        ((12, 12), both, ("--input_range",)): "--input_range as given, --image_size sets another",
+        ((12, 12), both, ("--image_size",)): "--image_size as given, --input_range sets another",
+        ((12, 20), both, ("--input_range",)): "--input_range as given, --image_size sets a square",
+        ((12, 20), ("--input_range",), ("--input_range",)): "--input_range as given",
+        ((12, 12), both, ()): "--image_size and --input_range set others",
+    }
+    assert {key: what_flags_set(*key) for key in said} == said
+    model = _signature_model(tmp_path / "open", ("s",), shape=(None, None))
+    spec = resolve_model(model, image_size=SIZE, input_range=(-1.0, 1.0), load=False)
+    fed = f"{SIZE}x{SIZE} pixels in [-1, 1]"
+    assert (
+        _fed(spec, ("--input_range",))
+        == f"{fed}; --input_range as given, --image_size sets another"
+    )
+    assert _fed(spec) == f"{fed}; --image_size and --input_range set others"
+    flags = _flags(image_folder, model, tmp_path / "out", "--faithfulness", "none")
+    with caplog.at_level(logging.INFO):
+        assert main([*flags, "--image_size", SIZE, "--input_range", "-1,1"]) == 0
+    assert f"with {model} ({fed}; --image_size and --input_range as given) into" in caplog.text
+
+
 def test_the_rescaling_line_words_what_input_range_sets_as_the_others_do(tmp_path, caplog):
     """The line naming the range a .keras model's Rescaling takes said "(--input_range
     sets another)" in words of its own; `what_flags_set` words it, as for the size."""

@@ -160,13 +160,26 @@ def _open_size_of(reference: str, recorded: _Side | None) -> tuple[int, int]:
     return _DEFAULT_IMAGE_SIZE, _DEFAULT_IMAGE_SIZE
 
 
-def what_flags_set(sides: tuple[int, int] | None, flags: Sequence[str]) -> str:
+def what_flags_set(
+    sides: tuple[int, int] | None, flags: Sequence[str], given: Sequence[str] = ()
+) -> str:
     """What `flags` (--image_size, --input_range: those that feed a model other images
-    than the (height, width) `sides` it is fed) set, as the log says it: "--image_size
-    sets another", "--image_size and --input_range set others"; "" for none. For a
-    non-square `sides` --image_size "sets a square", never another height x width:
-    "--image_size sets a square and --input_range another". `sides` None: not known
-    yet, for flags that do not set the size (--input_range)."""
+    than the (height, width) `sides` it is fed) set, as the log says it: those of them
+    the command `given` set these ("--input_range as given"), the others could set
+    others (`_others_set`): "--input_range as given, --image_size sets another"; "" for
+    none."""
+    as_given = [flag for flag in flags if flag in given]
+    others = _others_set(sides, [flag for flag in flags if flag not in given])
+    said = f"{' and '.join(as_given)} as given" if as_given else ""
+    return ", ".join(part for part in (said, others) if part)
+
+
+def _others_set(sides: tuple[int, int] | None, flags: Sequence[str]) -> str:
+    """What `flags` not given would set: "--image_size sets another", "--image_size and
+    --input_range set others"; "" for none. For a non-square `sides` --image_size "sets
+    a square", never another height x width: "--image_size sets a square and
+    --input_range another". `sides` None: not known yet, for flags that do not set the
+    size (--input_range)."""
     if sides is not None and sides[0] != sides[1] and "--image_size" in flags:
         others = [flag for flag in flags if flag != "--image_size"]
         return "--image_size sets a square" + "".join(f" and {f} another" for f in others)
