@@ -230,8 +230,8 @@ def _model_flags(add: Callable[..., Any]) -> None:
         "--input_range",
         default=None,
         help="Model pixel range 'low,high', e.g. 0,1 or -1,1 (both finite); default 0,1, or "
-        "0,255 for a .keras model whose first layer rescales 8-bit pixels (Rescaling, "
-        "Normalization).",
+        "0,255 for a .keras model whose first layer to change pixel values (after "
+        "augmentation or resizing) rescales 8-bit pixels (Rescaling, Normalization).",
     )
     add(
         "--label_offset",

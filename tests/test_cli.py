@@ -2701,8 +2701,9 @@ def test_the_rescaling_line_words_what_input_range_sets_as_the_others_do(tmp_pat
         resolve_model(model)
     assert what_flags_set(None, ("--input_range",)) == "--input_range sets another"
     assert (
-        f"Model {model} rescales pixels in [0, 255] in its first layer (Rescaling or "
-        "Normalization): its images are scaled to that range (--input_range sets another)."
+        f"Model {model} rescales pixels in [0, 255] in its layer 'rescale' (Rescaling), the "
+        "first to change their values: its images are scaled to that range (--input_range "
+        "sets another)."
     ) in caplog.messages
 
 
@@ -3096,7 +3097,7 @@ def test_a_keras_model_with_nested_outputs_is_audited_on_its_logits(tmp_path):
 
 def _keras_rescaling(path, scale: float | list, offset: float | list) -> str:
     """A .keras model as Keras' image tutorials build it: augmentation, then a
-    Rescaling of the pixels, then a small convolution net with biases."""
+    Rescaling of the pixels (named "rescale"), then a small convolution net with biases."""
     import keras
 
     keras.utils.set_random_seed(4)
@@ -3105,7 +3106,7 @@ def _keras_rescaling(path, scale: float | list, offset: float | list) -> str:
         [
             keras.Input((SIZE, SIZE, 3)),
             keras.Sequential([layers.RandomFlip(), layers.RandomRotation(0.1)]),
-            layers.Rescaling(scale, offset=offset),
+            layers.Rescaling(scale, offset=offset, name="rescale"),
             layers.Conv2D(4, 3, activation="relu", bias_initializer="glorot_uniform"),
             layers.GlobalAveragePooling2D(),
             layers.Dense(5, bias_initializer="glorot_uniform"),
@@ -3126,7 +3127,9 @@ def test_a_keras_model_that_rescales_8_bit_pixels_gets_them(image_folder, tmp_pa
     model = _keras_rescaling(tmp_path / "tutorial.keras", 1 / 255, 0.0)
     with caplog.at_level(logging.INFO):
         assert main([*_flags(image_folder, model, tmp_path / "out"), "--faithfulness", "none"]) == 0
-    assert "rescales pixels in [0, 255] in its first layer (Rescaling or" in caplog.text
+    assert (
+        "rescales pixels in [0, 255] in its layer 'rescale' (Rescaling), the first" in caplog.text
+    )
     assert "(16x16 pixels in [0, 255]; --input_range sets another)" in caplog.text
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["model"]["input_range"] == [0.0, 255.0]
@@ -3162,14 +3165,40 @@ def test_an_input_range_other_than_the_models_rescaling_takes_is_warned_of(tmp_p
     with caplog.at_level(logging.WARNING, logger="transforms.model.inputs"):
         assert resolve_model(model, input_range=(-1.0, 1.0)).input_range == (-1.0, 1.0)
     assert (
-        "rescales pixels in [0, 255] in its first layer (Rescaling or Normalization), but "
-        "--input_range -1,1 feeds it pixels in [-1, 1]" in caplog.text
+        "rescales pixels in [0, 255] in its layer 'rescale' (Rescaling), the first to change "
+        "their values, but --input_range -1,1 feeds it pixels in [-1, 1]" in caplog.text
     )
     assert "drop --input_range" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="transforms.model.inputs"):
         assert resolve_model(model, input_range=(0.0, 255.0)).input_range == (0.0, 255.0)
     assert "rescales pixels" not in caplog.text
+
+
+def test_the_rescaling_line_names_the_layer_that_rescales_after_layers_before_it(tmp_path, caplog):
+    """A .keras model whose RandomFlip and Resizing come before its Rescaling was said to
+    rescale 8-bit pixels "in its first layer", which they are; the line (and the warning
+    of another --input_range) names the layer that does, the first to change pixel values."""
+    import keras
+
+    from transforms.tf_model import resolve_model
+
+    layers = keras.layers
+    flip = layers.RandomFlip(name="flip")
+    resize = layers.Resizing(SIZE, SIZE, name="resize")
+    rescale = layers.Rescaling(1 / 255, name="to_unit")
+    body = [layers.GlobalAveragePooling2D(), layers.Dense(3)]
+    model = str(tmp_path / "augmented.keras")
+    keras.Sequential([keras.Input((SIZE, SIZE, 3)), flip, resize, rescale, *body]).save(model)
+    with caplog.at_level(logging.INFO, logger="transforms.model.inputs"):
+        assert resolve_model(model).input_range == (0.0, 255.0)
+        assert resolve_model(model, input_range=(0.0, 1.0)).input_range == (0.0, 1.0)
+    said = f"Model {model} rescales pixels in [0, 255] in its layer 'to_unit' (Rescaling), "
+    first = "the first to change their values"
+    assert caplog.messages[0] == (
+        f"{said}{first}: its images are scaled to that range (--input_range sets another)."
+    )
+    assert caplog.messages[1].startswith(f"{said}{first}, but --input_range 0,1 feeds it")
 
 
 def test_a_keras_model_that_normalises_8_bit_pixels_per_channel_gets_them(tmp_path):

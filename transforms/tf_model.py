@@ -367,7 +367,8 @@ def resolve_model(
         that records its size (else 224 with a warning). A model that fixes its
         size is fed that (H x W: `ModelSpec.image_shape`), refusing another.
       input_range: overrides the pixel range; default (0, 255) for a Keras model
-        whose first layer rescales 8-bit pixels (`_rescaled_pixel_range`), else (0, 1).
+        whose first layer to change pixel values rescales 8-bit pixels
+        (`_rescaled_pixel_range`), else (0, 1).
       label_offset: overrides the automatic offset (1 for 1001 outputs, else 0).
       num_dataset_classes: classes of the dataset, to check the offset fits.
       load: True loads the model and runs it on one black image. False (a launcher
@@ -434,7 +435,7 @@ def _learnt_by_loading(
     jit_compile: bool | None,
 ) -> _Learnt:
     """What the loaded model tells, run on one black image; the range `given`
-    (--input_range) or found in its first layer, else `default_range`."""
+    (--input_range) or found in its first layer to change pixel values, else `default_range`."""
     obj = _load(model)
     if jit_compile and _holds_reference_variables(obj):
         raise _xla_refusal(model.reference)

@@ -256,14 +256,18 @@ _RESCALED_BOUND = 3.0
 
 
 def _rescaled_pixel_range(obj: Any) -> tuple[float, float] | None:
-    """(0, 255) for a Keras model that first rescales 8-bit pixels: its first layer
-    (after augmentation, resizing, a wrap's Flatten or Permute, and into nested models)
-    a Rescaling that maps [0, 255] onto [0, 1] or [-1, 1], as Keras' image tutorials and
-    keras.applications (EfficientNet, MobileNetV3, ...) build them, or per channel by
-    means and deviations (ImageNet's: about [-2.1, 2.6]), or a Normalization whose means
-    are 8-bit pixel values (above 1: keras.applications' ConvNeXt, or adapted on such
-    images); else None."""
-    layer = _first_layer(obj)
+    """(0, 255) for a Keras model that first rescales 8-bit pixels: `_pixel_range_taken`
+    by its first layer that changes pixel values (after augmentation, resizing, a wrap's
+    Flatten or Permute, and into nested models); else None."""
+    return _pixel_range_taken(_first_layer(obj))
+
+
+def _pixel_range_taken(layer: Any | None) -> tuple[float, float] | None:
+    """(0, 255) for a Keras layer that rescales 8-bit pixels: a Rescaling that maps
+    [0, 255] onto [0, 1] or [-1, 1], as Keras' image tutorials and keras.applications
+    (EfficientNet, MobileNetV3, ...) build them, or per channel by means and deviations
+    (ImageNet's: about [-2.1, 2.6]), or a Normalization whose means are 8-bit pixel values
+    (above 1: keras.applications' ConvNeXt, or adapted on such images); else None."""
     kind = type(layer).__name__
     if kind == "Normalization":
         if getattr(layer, "invert", False) or getattr(layer, "mean", None) is None:
@@ -328,38 +332,37 @@ def model_input_range(
     default: tuple[float, float],
 ) -> tuple[float, float]:
     """The pixel range of a loaded model: `given` (--input_range), else for a .keras
-    file the one its first Rescaling or Normalization layer takes (`_rescaled_pixel_range`),
-    else `default`. A `given` range other than the one found is used, with a warning."""
-    found = _rescaled_pixel_range(obj) if model.kind == "keras" else None
+    file the one its first layer that changes pixel values takes, a Rescaling or
+    Normalization (`_pixel_range_taken`), else `default`. A `given` range other than the
+    one found is used, with a warning."""
+    layer = _first_layer(obj) if model.kind == "keras" else None
+    found = _pixel_range_taken(layer)
     if found is None:
         return default
-    if given is not None:
-        _warn_of_other_range(model.reference, found, default)
-        return default
-    _LOG.info(
-        "Model %s rescales pixels in [%g, %g] in its first layer (Rescaling or "
-        "Normalization): its images are scaled to that range (%s).",
-        model.reference,
-        *found,
-        what_flags_set(None, ("--input_range",)),
+    rescales = (
+        f"Model {model.reference} rescales pixels in [{found[0]:g}, {found[1]:g}] in its "
+        f"layer {layer.name!r} ({type(layer).__name__}), the first to change their values"
     )
+    if given is not None:
+        _warn_of_other_range(rescales, found, default)
+        return default
+    flags = what_flags_set(None, ("--input_range",))
+    _LOG.info("%s: its images are scaled to that range (%s).", rescales, flags)
     return found
 
 
 def _warn_of_other_range(
-    reference: str, found: tuple[float, float], given: tuple[float, float]
+    rescales: str, found: tuple[float, float], given: tuple[float, float]
 ) -> None:
-    """--input_range `given` differs from the range `found` that the model's first layer
-    takes: its images reach it darker or brighter than it was trained on."""
+    """--input_range `given` differs from the range `found` that the model's layer that
+    `rescales` them takes: its images reach it darker or brighter than it was trained on."""
     if tuple(map(float, given)) == found:
         return
     _LOG.warning(
-        "Model %s rescales pixels in [%g, %g] in its first layer (Rescaling or "
-        "Normalization), but --input_range %g,%g feeds it pixels in [%g, %g]: unless it was "
-        "trained on those, its predictions and maps are those of images it never saw; drop "
+        "%s, but --input_range %g,%g feeds it pixels in [%g, %g]: unless it was trained on "
+        "those, its predictions and maps are those of images it never saw; drop "
         "--input_range to feed it [%g, %g].",
-        reference,
-        *found,
+        rescales,
         *given,
         *given,
         *found,

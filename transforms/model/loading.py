@@ -261,7 +261,7 @@ def _saved_model_load_error(kind: str, location: str, error: Exception) -> Value
     return ValueError(f"--model {location!r} could not be loaded: {str(error).rstrip('.')}.{hint}")
 
 
-# What a .keras file's export loses: the pixel range its first layer tells.
+# What a .keras file's export loses: the pixel range its Rescaling or Normalization tells.
 _EXPORTED_RANGE = (
     " with --input_range for the pixels it takes (a SavedModel does not say: 0,1 unless "
     "given; 0,255 for a model that rescales 8-bit pixels itself)"
