@@ -2515,7 +2515,7 @@ def _keras_resizing(
         [
             keras.Input((*sides, 3)),
             *before,
-            layers.Resizing(*(side if isinstance(side, tuple) else (side, side))),
+            layers.Resizing(*(side if isinstance(side, tuple) else (side, side)), name="resize"),
             layers.Rescaling(1 / 255),
             layers.Conv2D(4, 3, activation="relu", bias_initializer="glorot_uniform"),
             layers.GlobalAveragePooling2D(),
@@ -2541,8 +2541,8 @@ def test_an_open_size_keras_model_that_resizes_first_is_fed_its_resizing_size(
     with caplog.at_level(logging.INFO):
         assert main([*_flags(image_folder, model, tmp_path / "out"), "--faithfulness", "none"]) == 0
     assert (
-        f"Model {model} does not fix its input size; its first layer resizes images to 12x12 "
-        "(Resizing): using 12 (--image_size sets another)."
+        f"Model {model} does not fix its input size; its layer 'resize' (Resizing), the first "
+        "to change their size, resizes images to 12x12: using 12 (--image_size sets another)."
     ) in caplog.text
     assert "using 224" not in caplog.text
     assert "(12x12 pixels in [0, 255]; --image_size and --input_range set others)" in caplog.text
@@ -2558,9 +2558,16 @@ def test_an_open_size_keras_model_that_resizes_first_is_fed_its_resizing_size(
     caplog.clear()
     with caplog.at_level(logging.INFO):
         assert resolve_model(model, image_size=SIZE).image_size == SIZE
-    assert f"resizes images to 12x12 (Resizing), and --image_size {SIZE} feeds it" in (caplog.text)
+    assert f"resizes images to 12x12, and --image_size {SIZE} feeds it" in (caplog.text)
     flipped = _keras_resizing(tmp_path / "flip.keras", 12, (keras.layers.RandomFlip(),))
-    assert resolve_model(flipped).image_size == 12
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert resolve_model(flipped).image_size == 12
+    # Its RandomFlip comes first: the line names the layer that resizes.
+    assert (
+        f"Model {flipped} does not fix its input size; its layer 'resize' (Resizing), the "
+        "first to change their size, resizes images to 12x12: using 12"
+    ) in caplog.text
 
 
 def test_an_open_size_keras_model_that_resizes_to_a_non_square_is_fed_that_size(
@@ -2581,8 +2588,8 @@ def test_an_open_size_keras_model_that_resizes_to_a_non_square_is_fed_that_size(
     with caplog.at_level(logging.INFO):
         assert main([*_flags(image_folder, model, tmp_path / "out"), "--faithfulness", "none"]) == 0
     assert (
-        f"Model {model} does not fix its input size; its first layer resizes images to 12x20 "
-        "(Resizing): using 12x20 (--image_size sets a square)."
+        f"Model {model} does not fix its input size; its layer 'resize' (Resizing), the first "
+        "to change their size, resizes images to 12x20: using 12x20 (--image_size sets a square)."
     ) in caplog.text
     assert "using 224" not in caplog.text
     line = "(12x20 pixels in [0, 255]; --image_size sets a square and --input_range another)"

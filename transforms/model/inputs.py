@@ -321,7 +321,10 @@ def _resizing_side(obj: Any) -> _Side | None:
     height, width = int(layer.height), int(layer.width)
     if not 0 < min(height, width) <= max(height, width) <= MAX_IMAGE_SIZE:
         return None
-    why = f"its first layer resizes images to {height}x{width} (Resizing)"
+    why = (
+        f"its layer {layer.name!r} (Resizing), the first to change their size, resizes "
+        f"images to {height}x{width}"
+    )
     return _Side((height, width), why)
 
 
