@@ -9,7 +9,12 @@ import re
 import zipfile
 from typing import Any
 
-from transforms.model.reference import KNOWN_NAMES, ModelReference, no_keras_file
+from transforms.model.reference import (
+    KNOWN_NAMES,
+    SAVED_MODEL_FILES,
+    ModelReference,
+    no_keras_file,
+)
 
 __all__ = [
     "check_remote_readable",
@@ -41,18 +46,12 @@ def check_remote_readable(model: ModelReference) -> None:
         ) from e
 
 
-# The files a SavedModel folder holds its proto in, in the order TensorFlow looks for
-# them (loader_impl.parse_saved_model, which tf.saved_model.load reads it with): the
-# binary proto, else its text form.
-_SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
-
-
 def saved_model_file(folder: str) -> str | None:
     """The name of the SavedModel proto a folder (local or remote) holds, the one
     TensorFlow reads: saved_model.pb, else saved_model.pbtxt; None for neither."""
     import tensorflow as tf  # noqa: PLC0415
 
-    names = (name for name in _SAVED_MODEL_FILES if tf.io.gfile.exists(os.path.join(folder, name)))
+    names = (name for name in SAVED_MODEL_FILES if tf.io.gfile.exists(os.path.join(folder, name)))
     return next(names, None)
 
 

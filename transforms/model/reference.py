@@ -15,6 +15,7 @@ __all__ = [
     "KNOWN_NAMES",
     "ModelKind",
     "ModelReference",
+    "SAVED_MODEL_FILES",
     "model_reference",
     "no_keras_file",
 ]
@@ -23,6 +24,11 @@ BUNDLED_MODELS: tuple[str, ...] = ("efficientnet_lite0",)
 HUB_ALIASES: dict[str, str] = {
     "inception_v1": "https://tfhub.dev/google/imagenet/inception_v1/classification/4",
 }
+
+# The files a SavedModel folder holds its proto in, in the order TensorFlow looks for
+# them (loader_impl.parse_saved_model, which tf.saved_model.load reads it with): the
+# binary proto, else its text form.
+SAVED_MODEL_FILES: tuple[str, ...] = ("saved_model.pb", "saved_model.pbtxt")
 
 
 ModelKind = Literal["bundled", "hub", "saved_model", "keras"]
@@ -124,7 +130,7 @@ def _local_keras_files(folder: str) -> list[str] | None:
 def _not_a_folder(reference: str, path: str) -> str:
     """Why a file that is not a .keras file is no --model, and what to pass instead."""
     name = os.path.basename(path)
-    if name in ("saved_model.pb", "saved_model.pbtxt"):
+    if name in SAVED_MODEL_FILES:
         folder = os.path.dirname(reference) or "."
         return (
             f"--model {reference!r} is the {name} file of a SavedModel; pass its folder, "
