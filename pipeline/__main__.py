@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from pipeline import logs
 from pipeline.commands import (
+    error_line,
     exit_with,
     interruption,
     others_to_stderr,
@@ -93,7 +94,7 @@ def _run(argv: list[str], verbose: bool, run) -> int:
     try:
         manifest = run(argv)
     except ConfigError as e:  # one line, whatever a library's message held
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        error_line(" ".join(str(e).split()))
         return 2
     except KeyboardInterrupt as e:
         return interruption(str(e) or logs.INTERRUPTED)
@@ -114,7 +115,7 @@ def _failed(error: Exception, verbose: bool) -> int:
         _LOG.exception("The run failed.")
     death = logs.worker_death()
     if death is not None:
-        print(f"error: the run failed: a worker process ended, {death}. {_RESUME}", file=sys.stderr)
+        error_line(f"the run failed: a worker process ended, {death}. {_RESUME}")
         return 1
     detail = "" if verbose else " (rerun with --verbose for the traceback)"
     if _NO_SPACE.search(str(error)):
@@ -127,7 +128,7 @@ def _failed(error: Exception, verbose: bool) -> int:
             ". The job ran out of memory: rerun with --resume and a smaller --batch_size or "
             "--path_batch_size (the rows of every batch it finished are kept), or give it more."
         )
-    print(f"error: the run failed: {_first_line(error)}{detail}", file=sys.stderr)
+    error_line(f"the run failed: {_first_line(error)}{detail}")
     return 1
 
 
@@ -145,7 +146,7 @@ def _finished(manifest: dict) -> int:
         )
     why = _no_rows(manifest, rows)
     if why:
-        print(f"error: {why}", file=sys.stderr)
+        error_line(why)
         return 1
     return 0
 

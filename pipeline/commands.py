@@ -28,9 +28,11 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn, TextIO
 
 from pipeline import logs
+from transforms import wording
 
 __all__ = [
     "CommandParser",
+    "error_line",
     "exit_with",
     "interruption",
     "others_to_stderr",
@@ -39,6 +41,15 @@ __all__ = [
     "to_stdout",
     "user_path",
 ]
+
+
+def error_line(message: str) -> None:
+    """Prints `message` to stderr as the command's one `error:` line. Its control and
+    format characters are escaped (`wording.printable`): a path a library's or the
+    OS's message quotes as it is, with a newline, a terminal escape or a right-to-left
+    override in its name, is shown as written, on that one line, and cannot move,
+    clear or reorder the terminal."""
+    print(f"error: {wording.printable(message)}", file=sys.stderr)
 
 
 def user_path(text: str) -> str:
@@ -201,7 +212,7 @@ def interruption(message: str) -> int:
     ..."); its exit status: 130, or 143 when a SIGTERM stopped it."""
     if _TERMINATED:
         message = re.sub(r"^interrupted", "stopped by SIGTERM", message)
-    print(f"error: {message}", file=sys.stderr)
+    error_line(message)
     return 143 if _TERMINATED else 130
 
 
@@ -274,7 +285,7 @@ class CommandParser(argparse.ArgumentParser):
             message = f"unknown flag {unknown[1]}" + (
                 f"; did you mean {close[0]}?" if close else ""
             )
-        print(f"error: {message} (see --help).", file=sys.stderr)
+        error_line(f"{message} (see --help).")
         sys.exit(2)
 
     def parse_args(self, args: Sequence[str] | None = None, namespace=None):

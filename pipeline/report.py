@@ -35,7 +35,6 @@ import logging
 import math
 import os
 import shlex
-import sys
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -48,7 +47,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 
-from pipeline.commands import to_stdout
+from pipeline.commands import error_line, to_stdout
 from pipeline.flags import REPORT_CLASSES, REPORT_EXAMPLES, REPORT_GALLERY, report_parser
 from transforms import files, plots, results
 from transforms.baselines import make_baselines
@@ -1815,7 +1814,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     problem = _flag_problem(args)
     if problem is not None:
-        print(f"error: {problem}", file=sys.stderr)
+        error_line(problem)
         return 2
     if args.output is None:
         args.output = files.join(args.input, REPORT_FILE)
@@ -1828,29 +1827,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             image_root=args.image_root,
         )
     except FileNotFoundError as e:
-        print(f"error: {missing_run_message('--input', args.input, e)}", file=sys.stderr)
+        error_line(missing_run_message("--input", args.input, e))
         return 2
     except (UnreadableManifest, ManifestNotAFile) as e:
-        print(f"error: {unreadable_manifest_message('--input', args.input, e)}", file=sys.stderr)
+        error_line(unreadable_manifest_message("--input", args.input, e))
         return 2
     except files.RemoteUnreachable as e:  # no network: not a bad --input
-        print(f"error: {e}", file=sys.stderr)
+        error_line(str(e))
         return 1
     except UnreadableResults as e:
-        print(
-            f"error: cannot read the results of --input {args.input!r}: {error_reason(e)}. "
-            "Move the file out of results/ (or rerun the audit) and render the report again.",
-            file=sys.stderr,
+        error_line(
+            f"cannot read the results of --input {args.input!r}: {error_reason(e)}. "
+            "Move the file out of results/ (or rerun the audit) and render the report again."
         )
         return 2
     try:
         _write(page, args.output)
     except OSError as e:  # a folder, a read-only place, a parent that is a file
         reason = f"{type(e).__name__}: {error_reason(e)}"
-        print(
-            f"error: cannot write the report to --output {args.output!r} ({reason}).",
-            file=sys.stderr,
-        )
+        error_line(f"cannot write the report to --output {args.output!r} ({reason}).")
         return 2
     to_stdout(lambda: print(f"Report of {args.input} written to {args.output}"))
     return 0

@@ -34,7 +34,6 @@ import dataclasses
 import functools
 import logging
 import os
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -44,7 +43,7 @@ from apache_beam.io.filesystems import FileSystems
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pipeline.commands import to_stdout
+from pipeline.commands import error_line, to_stdout
 from pipeline.flags import sanity_parser
 from transforms import baselines as baselines_lib
 from transforms import datasource, files, images, plots, results
@@ -758,13 +757,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report = run(args.input, args.images, stages, args.seed, args.image_root)
     except FileNotFoundError as e:
-        print(f"error: {missing_run_message('--input', args.input, e)}", file=sys.stderr)
+        error_line(missing_run_message("--input", args.input, e))
         return 2
     except (UnreadableManifest, ManifestNotAFile) as e:
-        print(f"error: {unreadable_manifest_message('--input', args.input, e)}", file=sys.stderr)
+        error_line(unreadable_manifest_message("--input", args.input, e))
         return 2
     except (ValueError, CannotWrite) as e:
-        print(f"error: {e}", file=sys.stderr)
+        error_line(str(e))
         return 2
     to_stdout(lambda: print_report(report, args.input, asked=args.images))
     return 0

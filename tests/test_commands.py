@@ -254,3 +254,54 @@ def test_a_stop_while_a_command_imports_is_one_error_line(module, signum, status
     assert done.returncode == status, done.stderr[-2000:]
     assert done.stderr.splitlines() == [f"error: {said}; run the command again."]
     assert not (tmp_path / "r.html").exists()
+
+
+# A run folder named with a right-to-left override, a terminal reset (ESC c) and a
+# newline: each command's error quotes its manifest.json's path as the JSON library's
+# message and the job's carry it (raw, until escaped where the line is printed).
+_NAMED_BADLY = "run\u202egnp.\x1bc\nx"
+
+
+def _badly_named_run(tmp_path: Path) -> Path:
+    run = tmp_path / _NAMED_BADLY
+    run.mkdir()
+    (run / "manifest.json").write_text("{edited")  # no JSON: its message names the file
+    return run
+
+
+def _escaped_error_line(stderr: str) -> str:
+    """The one `error:` line of `stderr`, its last, with nothing raw a terminal obeys."""
+    (line,) = [x for x in stderr.splitlines() if x.startswith("error:")]
+    assert line.isprintable() and stderr.endswith(f"{line}\n"), repr(stderr[-500:])
+    assert "\\u202e" in line and "\\x1bc" in line, line
+    return line
+
+
+@pytest.mark.parametrize("module", ["pipeline.report", "pipeline"])
+def test_a_commands_error_line_escapes_what_a_terminal_must_not_get_raw(
+    module, image_folder, linear_keras, tmp_path
+):
+    # A real command run each: ~2 s (the report), ~6-11 s (the job: TensorFlow's import).
+    run = _badly_named_run(tmp_path)
+    args = ["--input", str(run), "--output", "r.html"]
+    if module == "pipeline":
+        args = [*cli_args(dataset=image_folder["root"], model=linear_keras, output=run), "--resume"]
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(_REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    _escaped_error_line(done.stderr)
+
+
+def test_the_sanity_checks_error_line_escapes_what_a_terminal_must_not_get_raw(tmp_path, capsys):
+    # In this process (its `main`, as `python -m pipeline.sanity` calls it): < 1 s, where
+    # a fresh process spent 10 s importing TensorFlow and Beam.
+    run = _badly_named_run(tmp_path)
+    assert sanity.main(["--input", str(run), "--images", "1"]) == 2
+    line = _escaped_error_line(capsys.readouterr().err)
+    assert "\\n" in line  # the newline too, where the message quotes the whole path
