@@ -1,7 +1,9 @@
 """The TF adapter, preprocessing and the RunInference handler, on real tiny models."""
 
 import dataclasses
+import logging
 import re
+import threading
 
 import apache_beam as beam
 import numpy as np
@@ -1108,3 +1110,44 @@ def test_an_infinite_gradient_at_one_of_several_baselines_is_said_to_be_there(tm
         "(riemann_left takes the gradient at the baseline itself, alpha = 0; "
         "--method gausslegendre has no node there)"
     )
+
+
+class _SecondCallWhileLogging(logging.Handler):
+    """Keeps the float16 storage warning's records; while it emits the first, another
+    thread of the process reaches the warning too (as two threads of a DirectRunner
+    worker can), and is given the time to log it again."""
+
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+        self.other: threading.Thread | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        if self.other is None:
+            reached = threading.Event()
+            self.other = threading.Thread(
+                target=lambda: (reached.set(), batch._warn_storage("float16"))
+            )
+            self.other.start()
+            reached.wait()
+            # Once warned, it returns at once; a second warning under way waits for this
+            # handler, then logs: either way the count below is the same after the join.
+            self.other.join(timeout=0.5)
+
+
+def test_the_float16_storage_warning_is_logged_once_by_threads_at_once():
+    # < 1 s. It was logged twice: each thread found it not yet given.
+    handler = _SecondCallWhileLogging()
+    logger = logging.getLogger(batch.__name__)
+    logger.addHandler(handler)
+    batch.forget_warnings()
+    try:
+        batch._warn_storage("float16")
+        handler.other.join()
+    finally:
+        logger.removeHandler(handler)
+        batch.forget_warnings()
+    assert [r.getMessage()[:40] for r in handler.records] == [
+        "Some attribution maps do not fit float16"
+    ]

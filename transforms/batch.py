@@ -7,8 +7,8 @@ Beam's own TensorFlow handler delegates to a replaceable inference function.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -308,10 +308,19 @@ def _stored(attributions: np.ndarray, cfg: AttributionConfig):
     return stored, np.asarray(stored.shape, dtype=np.int32), _storage_error(attributions, stored)
 
 
-@functools.cache
+# The dtypes whose storage warning this process gave in this run (`_warn_storage`),
+# and the lock that lets one thread of a worker (the DirectRunner's run several) give it.
+_WARNED: set[str] = set()
+_WARNED_LOCK = threading.Lock()
+
+
 def _warn_storage(dtype: str) -> None:
-    """Once per worker process and run (`forget_warnings`): maps that lose more than
-    0.1 % in `dtype`."""
+    """Once per worker process and run (`forget_warnings`), however many of its
+    threads reach it at once: maps that lose more than 0.1 % in `dtype`."""
+    with _WARNED_LOCK:
+        if dtype in _WARNED:
+            return
+        _WARNED.add(dtype)
     _LOG.warning(
         "Some attribution maps do not fit %s (values beyond 65504, or below 6.1e-5, "
         "where float16 keeps fewer bits and flushes to 0 below 6e-8, lose more than "
@@ -326,7 +335,8 @@ def forget_warnings() -> None:
     """Forgets the warnings given once (`_warn_storage`), as a run starts: a later run
     in the same process (a notebook's, whose in-process worker is this process) said
     nothing of its own maps."""
-    _warn_storage.cache_clear()
+    with _WARNED_LOCK:
+        _WARNED.clear()
 
 
 def _storage_error(computed: np.ndarray, stored: np.ndarray) -> float:
