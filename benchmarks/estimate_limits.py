@@ -18,7 +18,11 @@ stores and estimates).
    (ReLU max 1), hard sigmoid, ReLU with a softmax head (the ReLU family's nets
    with a softmax appended: under --score softmax, their rows are the ReLU
    family's, a check of the softmax path); --seeds nets per
-   family, --photos photos per net (scikit-image's). One table per setting
+   family, --photos photos per net (scikit-image's). Steep families, only when
+   named in --models: tanh30 and tanh300 (the tanh CNN with weights and biases
+   times 30 or 300: each unit tanh(g z)), and sin30 and sin300 (a SavedModel,
+   10 outputs sum_i v_ki sin(w x_i) over the 3072 input values, v ~ N(0, 1/3072),
+   w = 30 or 300, whose IG is exactly v_ki sin(w x_i)). One table per setting
    (defaults; --tolerance 0.005; --attributions pixel; --score softmax), one
    row per family and all families pooled:
    * estimate/true: the median ratio, and the share of rows within 2x;
@@ -28,6 +32,13 @@ stores and estimates).
      (bound = --tolerance) would have got wrong, on the same rows;
    * gradient evaluations per image, and the worst reference convergence
      (N vs N/2) of the family's rows, to judge small true errors against.
+   And per setting a table of the engine's rounding floor (`Adaptive._rounding`,
+   read by a recording subclass of the engine): on how many rows it took more
+   than `SCORE_RESOLUTION` (16 eps of the scores) for the scores' rounding, at
+   the end and at any round, by how much (in eps of the scores' scale); and, on
+   the rows where it ever did, the same rows again with the floor off (the
+   engine before it, `_rounding` = 16 eps): within rows and those truly above
+   --tolerance with and without it.
 2. Two constructed cases where the estimate fails (estimate, within, true):
    * a random clip + max-pool CNN with gain 30 (seed 3) on motorcycle_left at
      the defaults: within_tolerance true, the true error about twice the
@@ -37,7 +48,7 @@ stores and estimates).
      gradient, the estimate is 0 and completeness holds, the true error is
      about 13 %, at any --tolerance.
 
-    python -m benchmarks.estimate_limits [--photos 6] [--seeds 2] [--models relu,gelu,...]
+    python -m benchmarks.estimate_limits [--photos 6] [--seeds 2] [--models relu,gelu,...,sin300]
         [--settings defaults,tol0.005,pixel,softmax] [--intervals 4096]
         [--max_intervals 65536] [--no_cases] [--quick]
 
@@ -50,6 +61,7 @@ References are cached under benchmarks/.cache (a rerun costs only the engine).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import tempfile
@@ -64,9 +76,12 @@ from benchmarks.reference import reference_ig, relative_l2, weights_id
 from transforms import ig
 from transforms.batch import _within
 from transforms.config import AttributionConfig
-from transforms.ig.engine import error_map
+from transforms.ig import api
+from transforms.ig.engine import SCORE_RESOLUTION, Adaptive, error_map
 
 _SIZE = 32
+_EPS32 = float(np.finfo(np.float32).eps)
+_OFF = SCORE_RESOLUTION / _EPS32  # the rounding without the floor, in eps: 16
 _CONVERGED = 1e-3  # N vs N/2 intervals: the reference's own convergence bound
 L = keras.layers
 
@@ -81,7 +96,14 @@ _FAMILIES = {
     "clip": (lambda: L.ReLU(max_value=1.0), False, False, 3.0),
     "hard_sigmoid": (lambda: L.Activation("hard_sigmoid"), False, False, 4.0),
     "relu_softmax": (lambda: L.Activation("relu"), False, True, 1.0),
+    # Steep: each unit tanh(g z), only when named in --models.
+    "tanh30": (lambda: L.Activation("tanh"), False, False, 30.0),
+    "tanh300": (lambda: L.Activation("tanh"), False, False, 300.0),
 }
+# Steep sine SavedModels (`_sines`), by their w.
+_SINES = {"sin30": 30.0, "sin300": 300.0}
+_STEEP = ("tanh30", "tanh300", *_SINES)
+_KNOWN = [*_FAMILIES, *_SINES]
 
 _SETTINGS = {
     "defaults": AttributionConfig(),
@@ -160,6 +182,37 @@ def _hidden_clip(image: np.ndarray) -> keras.Model:
     return model
 
 
+def _sines(omega: float, seed: int, tmp: str):
+    """A SavedModel (a tf.Module, as users save one) of 10 outputs
+    F_k(x) = sum_i v_ki sin(omega x_i) over the image's values, v ~ N(0, 1/d)
+    seeded; loaded with the job's Classifier, and an id of its weights."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    d = _SIZE * _SIZE * 3
+    v = (np.random.default_rng(seed).normal(0.0, 1.0, (d, 10)) / np.sqrt(d)).astype(np.float32)
+    module = tf.Module()
+    module.v = tf.Variable(v)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, _SIZE, _SIZE, 3], tf.float32)])
+    def call(x):
+        return tf.sin(omega * tf.reshape(x, [-1, d])) @ module.v
+
+    module.__call__ = call
+    name = f"sin{omega:g}_seed{seed}"
+    path = os.path.join(tmp, name)
+    tf.saved_model.save(module, path)
+    return load_classifier(path), weights_id(f"estimate_limits:{name}", [v])
+
+
+def _model(family: str, seed: int, tmp: str):
+    """The family's net of `seed`, loaded as the job loads it, and its weights' id."""
+    if family in _SINES:
+        return _sines(_SINES[family], seed, tmp)
+    act, pool, softmax, gain = _FAMILIES[family]
+    model = _cnn(act, pool, softmax, seed=seed, gain=gain)
+    return _load(model, tmp, f"{family}_seed{seed}")
+
+
 def _load(model: keras.Model, tmp: str, name: str):
     """The model saved and loaded as the job loads it, and an id of its weights
     (the reference cache's key)."""
@@ -187,29 +240,96 @@ def _references(clf, model_id, x, targets, score, intervals, limit, pixel):
     return refs, np.array(convs), np.array(used)
 
 
+class _Recording(Adaptive):
+    """The job's engine, recording per path what `_rounding` took for the scores'
+    rounding, in eps of their scale (`_scale`; `_OFF` where the floor is off): at
+    the last call (the final estimate's) and the largest over the rounds."""
+
+    made: list[_Recording] = []
+
+    def __init__(self, paths, *args):
+        self.last, self.peak = np.zeros(paths.count), np.zeros(paths.count)
+        _Recording.made.append(self)
+        super().__init__(paths, *args)
+
+    def _rounding(self, path, excess):
+        out = super()._rounding(path, excess)
+        scale = self._scale([path])
+        eps = out / (_EPS32 * scale) if scale > 0 else _OFF
+        self.last[path], self.peak[path] = eps, max(self.peak[path], eps)
+        return out
+
+
+class _NoFloor(Adaptive):
+    """The job's engine without the floor, as before it: the scores' rounding is
+    always `_resolution`, SCORE_RESOLUTION of their scale."""
+
+    def _rounding(self, path, excess):
+        return self._resolution([path])
+
+
+@contextlib.contextmanager
+def _engine(cls):
+    """`ig.integrated_gradients` runs `cls` for its adaptive engine (`api` makes
+    its `Adaptive` by name)."""
+    saved, api.Adaptive = api.Adaptive, cls
+    try:
+        yield
+    finally:
+        api.Adaptive = saved
+
+
+def _recorded(x, targets, fx, f0, cfg, clf):
+    """`_run` of the job's rows with `_Recording`: its results and, per row (one
+    path each: the black baseline), the floor at the end and its largest."""
+    _Recording.made.clear()
+    with _engine(_Recording):
+        run = _run(clf, x, targets, fx, f0, cfg.score, cfg.ig_settings())
+    last = np.concatenate([r.last for r in _Recording.made] or [np.full(len(x), _OFF)])
+    peak = np.concatenate([r.peak for r in _Recording.made] or [np.full(len(x), _OFF)])
+    return run, last, peak
+
+
+def _judged(cfg, run, refs, fx, f0):
+    """Per row of a `_run`: estimate, within (the job's), true error, relative
+    completeness, evaluations."""
+    a, estimate, evals, _, _ = run
+    pixel = cfg.attributions == "pixel"
+    sums = a.reshape(len(a), -1).sum(axis=1, dtype=np.float64)
+    _, relative = ig.completeness(sums, fx, f0)
+    kept = functools.partial(error_map, channel_sum=pixel)  # the engine's own
+    return [
+        {
+            "estimate": float(estimate[i]),  # float32 storage adds nothing
+            "within": _within(cfg, float(estimate[i]), float(relative[i])),
+            "true": relative_l2(kept(a[i]), kept(refs[i])),
+            "relative": float(relative[i]),
+            "evaluations": int(evals[i]),
+        }
+        for i in range(len(a))
+    ]
+
+
 def _rows(clf, model_id, x, cfg, args, target=None):
     """The job's rows for `cfg` against the reference: dicts of estimate, within,
-    true error, evaluations; and the references' convergence and intervals."""
+    true error, evaluations, the floor (`floor`, `floor_peak`, in eps) and, as
+    `off`, the row computed without the floor (itself where the floor never
+    turned on); and the references' convergence and intervals."""
     targets, fx, f0 = _targets(clf, x, cfg.score, target)
     pixel = cfg.attributions == "pixel"
     refs, conv, used = _references(
         clf, model_id, x, targets, cfg.score, args.intervals, args.max_intervals, pixel
     )
-    a, estimate, evals, _, _ = _run(clf, x, targets, fx, f0, cfg.score, cfg.ig_settings())
-    sums = a.reshape(len(a), -1).sum(axis=1, dtype=np.float64)
-    _, relative = ig.completeness(sums, fx, f0)
-    kept = functools.partial(error_map, channel_sum=pixel)  # the engine's own
-    out = []
-    for i in range(len(x)):
-        out.append(
-            {
-                "estimate": float(estimate[i]),  # float32 storage adds nothing
-                "within": _within(cfg, float(estimate[i]), float(relative[i])),
-                "true": relative_l2(kept(a[i]), kept(refs[i])),
-                "relative": float(relative[i]),
-                "evaluations": int(evals[i]),
-            }
-        )
+    run, last, peak = _recorded(x, targets, fx, f0, cfg, clf)
+    out = _judged(cfg, run, refs, fx, f0)
+    off = [dict(r) for r in out]
+    if np.any(peak > _OFF):  # else the engine without the floor made the same rows
+        with _engine(_NoFloor):
+            off = _judged(
+                cfg, _run(clf, x, targets, fx, f0, cfg.score, cfg.ig_settings()), refs, fx, f0
+            )
+    for row, row_off, end, most in zip(out, off, last, peak, strict=True):
+        row.update(floor=float(end), floor_peak=float(most), off=row_off)
     return out, conv, used
 
 
@@ -254,10 +374,8 @@ def family_tables(args, x, tmp):
     used = {s: [] for s in args.settings}
     family_conv = {s: {} for s in args.settings}
     for family in args.models:
-        act, pool, softmax, gain = _FAMILIES[family]
         for seed in range(args.seeds):
-            model = _cnn(act, pool, softmax, seed=seed, gain=gain)
-            clf, model_id = _load(model, tmp, f"{family}_seed{seed}")
+            clf, model_id = _model(family, seed, tmp)
             for s in args.settings:
                 rows, c, n = _rows(clf, model_id, x, _SETTINGS[s], args)
                 results[s].setdefault(family, []).extend(rows)
@@ -272,7 +390,7 @@ def family_tables(args, x, tmp):
         pooled = [r for rows in results[s].values() for r in rows]
         table.append(_summary("all families", pooled, cfg, conv[s]))
         print_table(
-            f"{_TITLES[s]}: tiny random 32x32 CNNs ({seeds}), {len(x)} photos "
+            f"{_TITLES[s]}: tiny random 32x32 models ({seeds}), {len(x)} photos "
             f"each, "
             f"tolerance {cfg.tolerance:g} (estimate bound {cfg.estimate_bound():g}); "
             f"reference: trapezoid on a = s^2, {min(used[s])}-{max(used[s])} "
@@ -294,6 +412,53 @@ def family_tables(args, x, tmp):
             ],
             table,
         )
+        _floor_table(s, results[s])
+
+
+def _floor_table(setting, results):
+    """Per family: the rounding floor's activity (`_Recording`), and its rows with
+    and without it (`_NoFloor`)."""
+    cfg = _SETTINGS[setting]
+    table = []
+    for family, rows in results.items():
+        end = np.array([r["floor"] for r in rows])
+        peak = np.array([r["floor_peak"] for r in rows])
+        table.append(
+            [
+                family,
+                len(rows),
+                f"{np.sum(end > _OFF)}",
+                f"{np.sum(peak > _OFF)}",
+                f"{end.max():.0f} / {peak.max():.0f}",
+                sum(r["off"] != {k: r[k] for k in r["off"]} for r in rows),
+                _within_above(rows, cfg.tolerance),
+                _within_above([r["off"] for r in rows], cfg.tolerance),
+                f"{np.mean([r['evaluations'] for r in rows]):.1f} / "
+                f"{np.mean([r['off']['evaluations'] for r in rows]):.1f}",
+            ]
+        )
+    print_table(
+        f"{_TITLES[setting]}: the scores' rounding floor (Adaptive._rounding; "
+        f"{_OFF:.0f} eps of the scores' scale where it is off), and the same rows "
+        f"without it",
+        [
+            "family",
+            "rows",
+            "floor on at the end",
+            "on in any round",
+            "largest floor, end / any round (eps)",
+            "rows it changed",
+            "within (of them true > tol), floor",
+            "without the floor",
+            "evals/image, floor / without",
+        ],
+        table,
+    )
+
+
+def _within_above(rows, tolerance) -> str:
+    within = [r for r in rows if r["within"]]
+    return f"{len(within)} ({sum(r['true'] > tolerance for r in within)})"
 
 
 def case_tables(args, tmp):
@@ -353,7 +518,11 @@ def main(argv=None):
     )
     parser.add_argument("--photos", type=int, default=6, help="photos per model")
     parser.add_argument("--seeds", type=int, default=2, help="random models per family")
-    parser.add_argument("--models", default=",".join(_FAMILIES), help="families")
+    parser.add_argument(
+        "--models",
+        default=",".join(f for f in _KNOWN if f not in _STEEP),
+        help=f"families (the steep ones, {', '.join(_STEEP)}, only when named)",
+    )
     parser.add_argument("--settings", default=",".join(_SETTINGS))
     parser.add_argument("--intervals", type=int, default=4096, help="first reference intervals")
     parser.add_argument("--max_intervals", type=int, default=65536)
@@ -367,7 +536,7 @@ def main(argv=None):
             args.models = "relu,relu_pool,clip,relu_softmax"
     args.models = args.models.split(",")
     args.settings = args.settings.split(",")
-    for name, known in ((args.models, _FAMILIES), (args.settings, _SETTINGS)):
+    for name, known in ((args.models, _KNOWN), (args.settings, _SETTINGS)):
         unknown = set(name) - set(known)
         if unknown:
             parser.error(f"unknown {sorted(unknown)}; known: {', '.join(known)}")

@@ -407,3 +407,61 @@ def test_storage_writes_into_a_folder_it_creates(tmp_path, capsys):
     assert storage(["--rows", "2", "--side", "8", "--repeats", "1", "--folder", str(folder)]) == 0
     assert "Raw float32 attributions of a 8x8x3 image: 768 bytes." in capsys.readouterr().out
     assert folder.is_dir() and not any(folder.iterdir())  # its temp files cleaned up
+
+
+def test_estimate_limits_sine_model_is_its_formula_and_its_rows_report_the_floor(
+    tmp_path, monkeypatch, capsys
+):
+    # The steep models of docs/accuracy.md §5d (tanh(g z) convolutions, sine
+    # SavedModels) had no script, and whether the scores' rounding floor
+    # (Adaptive._rounding) turned on for them was never read.
+    import argparse  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+
+    from benchmarks import estimate_limits as el  # noqa: PLC0415
+    from benchmarks import reference  # noqa: PLC0415
+
+    monkeypatch.setattr(reference, "_CACHE", str(tmp_path))
+    clf, model_id = el._model("sin300", 0, str(tmp_path))  # loaded as the job loads it
+    x = np.random.default_rng(0).uniform(0, 1, (1, 32, 32, 3)).astype(np.float32)
+    v = np.random.default_rng(0).normal(0.0, 1.0, (32 * 32 * 3, 10)) / np.sqrt(32 * 32 * 3)
+    sines = np.sin(300.0 * x.reshape(1, -1).astype(np.float64)) @ v
+    np.testing.assert_allclose(clf.logits(x), sines, atol=1e-4)
+    args = argparse.Namespace(intervals=16, max_intervals=16)
+    rows, _, _ = el._rows(clf, model_id, x, el._SETTINGS["defaults"], args)
+    assert rows[0]["floor"] >= el._OFF and rows[0]["floor_peak"] >= rows[0]["floor"]
+    el._floor_table("defaults", {"sin300": rows})
+    table = capsys.readouterr().out.splitlines()
+    assert "| floor on at the end |" in table[2] and table[4].startswith("| sin300 | 1 ")
+
+
+def test_estimate_limits_reads_the_floor_where_it_turns_on_and_can_run_without_it():
+    # Scores off by up to 80 eps (tests/test_ig_engine.py: a linear probe whose
+    # scores round as a float32 mean of many values do): the floor turns on, and the
+    # engine without it is the engine before it (refined to --max_steps, flagged).
+    import numpy as np  # noqa: PLC0415
+
+    from benchmarks import estimate_limits as el  # noqa: PLC0415
+    from tests.test_ig_engine import _PROBE_SHAPE, _probe_fn, _rounded  # noqa: PLC0415
+    from transforms import ig  # noqa: PLC0415
+
+    x = np.random.default_rng(1).uniform(0.0, 1.0, size=(1, *_PROBE_SHAPE)).astype(np.float32)
+    base = np.zeros((1, 1, *_PROBE_SHAPE), np.float32)
+    fn = _rounded(_probe_fn, 80)
+    settings = ig.IGSettings("riemann_trapezoid", 25, tolerance=0.015, completeness_tolerance=0.005)
+
+    def run(engine):
+        with el._engine(engine):
+            return ig.integrated_gradients(
+                ig.integrand_from_gradients(fn), x, base, [0], [0], settings,
+                target_scores=fn(x, base[:, 0], np.ones(1), None)[0],
+                baseline_scores=fn(x, base[:, 0], np.zeros(1), None)[0].reshape(1, 1),
+            )  # fmt: skip
+
+    el._Recording.made.clear()
+    on, off = run(el._Recording), run(el._NoFloor)
+    (recorded,) = el._Recording.made
+    assert recorded.last[0] > el._OFF and recorded.peak[0] >= recorded.last[0]
+    assert on.error[0] <= 0.015 and on.evaluations[0] < 256
+    assert off.error[0] > 0.015 and off.evaluations[0] >= 256
