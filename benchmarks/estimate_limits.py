@@ -35,7 +35,8 @@ stores and estimates).
    And per setting a table of the engine's rounding floor (`Adaptive._rounding`,
    read by a recording subclass of the engine): on how many rows it took more
    than `SCORE_RESOLUTION` (16 eps of the scores) for the scores' rounding, at
-   the end and at any round, by how much (in eps of the scores' scale); and, on
+   the end and at any round, by how much (in eps of the scores' scale), the
+   largest median panel excess it saw (it turns on above 16 eps); and, on
    the rows where it ever did, the same rows again with the floor off (the
    engine before it, `_rounding` = 16 eps): within rows and those truly above
    --tolerance with and without it.
@@ -77,7 +78,7 @@ from transforms import ig
 from transforms.batch import _within
 from transforms.config import AttributionConfig
 from transforms.ig import api
-from transforms.ig.engine import SCORE_RESOLUTION, Adaptive, error_map
+from transforms.ig.engine import _NOISE_MIN_PANELS, SCORE_RESOLUTION, Adaptive, error_map
 
 _SIZE = 32
 _EPS32 = float(np.finfo(np.float32).eps)
@@ -243,20 +244,25 @@ def _references(clf, model_id, x, targets, score, intervals, limit, pixel):
 class _Recording(Adaptive):
     """The job's engine, recording per path what `_rounding` took for the scores'
     rounding, in eps of their scale (`_scale`; `_OFF` where the floor is off): at
-    the last call (the final estimate's) and the largest over the rounds."""
+    the last call (the final estimate's) and the largest over the rounds; and the
+    largest median panel excess it saw (the floor turns on above `_OFF`; -inf
+    where the path never had `_NOISE_MIN_PANELS` panels)."""
 
     made: list[_Recording] = []
 
     def __init__(self, paths, *args):
         self.last, self.peak = np.zeros(paths.count), np.zeros(paths.count)
+        self.median = np.full(paths.count, -np.inf)
         _Recording.made.append(self)
         super().__init__(paths, *args)
 
     def _rounding(self, path, excess):
         out = super()._rounding(path, excess)
-        scale = self._scale([path])
-        eps = out / (_EPS32 * scale) if scale > 0 else _OFF
+        unit = _EPS32 * self._scale([path])
+        eps = out / unit if unit > 0 else _OFF
         self.last[path], self.peak[path] = eps, max(self.peak[path], eps)
+        if excess.size >= _NOISE_MIN_PANELS and unit > 0:
+            self.median[path] = np.nanmax([self.median[path], np.median(excess) / unit])
         return out
 
 
@@ -281,13 +287,17 @@ def _engine(cls):
 
 def _recorded(x, targets, fx, f0, cfg, clf):
     """`_run` of the job's rows with `_Recording`: its results and, per row (one
-    path each: the black baseline), the floor at the end and its largest."""
+    path each: the black baseline), the floor at the end, its largest, and the
+    largest median panel excess (`_Recording`)."""
     _Recording.made.clear()
     with _engine(_Recording):
         run = _run(clf, x, targets, fx, f0, cfg.score, cfg.ig_settings())
-    last = np.concatenate([r.last for r in _Recording.made] or [np.full(len(x), _OFF)])
-    peak = np.concatenate([r.peak for r in _Recording.made] or [np.full(len(x), _OFF)])
-    return run, last, peak
+    made = _Recording.made
+    last, peak, median = (
+        np.concatenate([getattr(r, k) for r in made]) if made else np.full(len(x), v)
+        for k, v in (("last", _OFF), ("peak", _OFF), ("median", -np.inf))
+    )
+    return run, last, peak, median
 
 
 def _judged(cfg, run, refs, fx, f0):
@@ -312,7 +322,7 @@ def _judged(cfg, run, refs, fx, f0):
 
 def _rows(clf, model_id, x, cfg, args, target=None):
     """The job's rows for `cfg` against the reference: dicts of estimate, within,
-    true error, evaluations, the floor (`floor`, `floor_peak`, in eps) and, as
+    true error, evaluations, the floor (`floor`, `floor_peak`, `median`, in eps) and, as
     `off`, the row computed without the floor (itself where the floor never
     turned on); and the references' convergence and intervals."""
     targets, fx, f0 = _targets(clf, x, cfg.score, target)
@@ -320,7 +330,7 @@ def _rows(clf, model_id, x, cfg, args, target=None):
     refs, conv, used = _references(
         clf, model_id, x, targets, cfg.score, args.intervals, args.max_intervals, pixel
     )
-    run, last, peak = _recorded(x, targets, fx, f0, cfg, clf)
+    run, last, peak, median = _recorded(x, targets, fx, f0, cfg, clf)
     out = _judged(cfg, run, refs, fx, f0)
     off = [dict(r) for r in out]
     if np.any(peak > _OFF):  # else the engine without the floor made the same rows
@@ -328,8 +338,8 @@ def _rows(clf, model_id, x, cfg, args, target=None):
             off = _judged(
                 cfg, _run(clf, x, targets, fx, f0, cfg.score, cfg.ig_settings()), refs, fx, f0
             )
-    for row, row_off, end, most in zip(out, off, last, peak, strict=True):
-        row.update(floor=float(end), floor_peak=float(most), off=row_off)
+    for row, row_off, end, most, typical in zip(out, off, last, peak, median, strict=True):
+        row.update(floor=float(end), floor_peak=float(most), median=float(typical), off=row_off)
     return out, conv, used
 
 
@@ -430,6 +440,7 @@ def _floor_table(setting, results):
                 f"{np.sum(end > _OFF)}",
                 f"{np.sum(peak > _OFF)}",
                 f"{end.max():.0f} / {peak.max():.0f}",
+                f"{max(r['median'] for r in rows):.3g}",
                 sum(r["off"] != {k: r[k] for k in r["off"]} for r in rows),
                 _within_above(rows, cfg.tolerance),
                 _within_above([r["off"] for r in rows], cfg.tolerance),
@@ -447,6 +458,7 @@ def _floor_table(setting, results):
             "floor on at the end",
             "on in any round",
             "largest floor, end / any round (eps)",
+            f"largest median panel excess (eps; on above {_OFF:.0f})",
             "rows it changed",
             "within (of them true > tol), floor",
             "without the floor",

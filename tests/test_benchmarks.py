@@ -431,6 +431,7 @@ def test_estimate_limits_sine_model_is_its_formula_and_its_rows_report_the_floor
     args = argparse.Namespace(intervals=16, max_intervals=16)
     rows, _, _ = el._rows(clf, model_id, x, el._SETTINGS["defaults"], args)
     assert rows[0]["floor"] >= el._OFF and rows[0]["floor_peak"] >= rows[0]["floor"]
+    assert np.isfinite(rows[0]["median"])  # read: the path had panels enough
     el._floor_table("defaults", {"sin300": rows})
     table = capsys.readouterr().out.splitlines()
     assert "| floor on at the end |" in table[2] and table[4].startswith("| sin300 | 1 ")
@@ -463,5 +464,6 @@ def test_estimate_limits_reads_the_floor_where_it_turns_on_and_can_run_without_i
     on, off = run(el._Recording), run(el._NoFloor)
     (recorded,) = el._Recording.made
     assert recorded.last[0] > el._OFF and recorded.peak[0] >= recorded.last[0]
+    assert recorded.median[0] > el._OFF  # what turned it on
     assert on.error[0] <= 0.015 and on.evaluations[0] < 256
     assert off.error[0] > 0.015 and off.evaluations[0] >= 256
