@@ -510,8 +510,24 @@ _MAIN_WITH_TEST_BUILDERS = (
 )
 
 
+def _failed_in_process(args: list[str], capfd, caplog) -> str:
+    """The command line's `main(args)` run in this process, exit 2 and no traceback: its
+    stderr (file descriptor 2 and sys.stderr). The job's log records go to pytest's
+    handlers here (the command's root handler writes them to stderr): they are read for
+    a traceback too, logged from INFO up as the command logs them."""
+    capfd.readouterr()
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    assert main(args) == 2
+    stderr = capfd.readouterr().err
+    assert "Traceback" not in stderr + caplog.text, stderr + caplog.text
+    return stderr
+
+
 @pytest.mark.parametrize("given", [True, False])
-def test_a_tfds_dataset_that_cannot_be_downloaded_names_the_data_dir_looked_in(given, tmp_path):
+def test_a_tfds_dataset_that_cannot_be_downloaded_names_the_data_dir_looked_in(
+    given, tmp_path, capfd, caplog
+):
     # Offline, the error said "Without network, prepare it elsewhere and pass --data_dir."
     # to a user who had passed --data_dir: which folder was looked in, and what to do
     # with it, went unsaid (--no_download's message says both).
@@ -519,10 +535,16 @@ def test_a_tfds_dataset_that_cannot_be_downloaded_names_the_data_dir_looked_in(g
     data_dir.mkdir()
     flags = cli_args(dataset="tiny_download", output=tmp_path / "o")
     flags += cli_args(data_dir=data_dir) if given else []
-    env = {"TFDS_DATA_DIR": str(data_dir)}  # TFDS's own folder, when --data_dir is not given
-    done = _python(_MAIN_WITH_TEST_BUILDERS, *flags, env=env)
-    assert done.returncode == 2, done.stderr
-    (line,) = _error_lines(done.stderr)
+    if given:
+        import tests.tfds_builders  # noqa: F401, PLC0415 - registers tiny_download
+
+        stderr = _failed_in_process(flags, capfd, caplog)
+    else:  # TFDS reads its own folder, $TFDS_DATA_DIR, once: as it is imported
+        env = {"TFDS_DATA_DIR": str(data_dir)}
+        done = _python(_MAIN_WITH_TEST_BUILDERS, *flags, env=env)
+        assert done.returncode == 2, done.stderr
+        stderr = done.stderr
+    (line,) = _error_lines(stderr)
     assert line.startswith(
         "error: Could not download and prepare TFDS dataset 'tiny_download' into "
         f"{data_dir}/tiny_download/1.0.0: the network is unreachable (tiny-download.invalid:443: "
@@ -602,7 +624,7 @@ _BUILD_FIX = (
     ids=["http_404", "other_size", "other_checksum", "builder_raises"],
 )
 def test_a_tfds_dataset_that_fails_to_download_or_prepare_online_says_why_and_how(
-    config, answer, cause, fix, served, tmp_path, monkeypatch, capsys
+    config, answer, cause, fix, served, tmp_path, monkeypatch, capfd, caplog
 ):
     # With the network reachable, a 404, another file or a failing builder was said as
     # "...: Failed to get url U. HTTP code: 404.. It is not prepared in --data_dir D:
@@ -619,14 +641,12 @@ def test_a_tfds_dataset_that_fails_to_download_or_prepare_online_says_why_and_ho
         f"{data_dir}/tiny_served/{config}/1.0.0: {cause.format(url=url)}. "
         + fix.format(name=name, data_dir=data_dir)
     )
-    done = _python(_MAIN_WITH_TEST_BUILDERS, *args, env={"TINY_SERVED_URL": url})
-    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
-    assert _error_lines(done.stderr) == [expected]
-    # Run again: nothing it left is read as prepared, nor blocks a download that works.
     monkeypatch.setenv("TINY_SERVED_URL", url)
+    assert _error_lines(_failed_in_process(args, capfd, caplog)) == [expected]
+    # Run again: nothing it left is read as prepared, nor blocks a download that works.
     assert main([*args, "--no_download"]) == 2
-    assert "is not prepared in" in _error_lines(capsys.readouterr().err)[0]
-    assert main(args) == 2 and _error_lines(capsys.readouterr().err) == [expected]
+    assert "is not prepared in" in _error_lines(capfd.readouterr().err)[0]
+    assert main(args) == 2 and _error_lines(capfd.readouterr().err) == [expected]
     assert not (tmp_path / "o").exists()
     if config == "fine":
         answers["/images.bin"] = tfds_builders.TinyServed.SERVED
@@ -635,7 +655,9 @@ def test_a_tfds_dataset_that_fails_to_download_or_prepare_online_says_why_and_ho
         assert len(list(builder.as_dataset(split="test"))) == 1
 
 
-def test_a_page_long_tfds_preparation_error_is_said_in_its_first_300_characters(served, tmp_path):
+def test_a_page_long_tfds_preparation_error_is_said_in_its_first_300_characters(
+    served, tmp_path, monkeypatch, capfd, caplog
+):
     # A builder's error holding a whole HTTP body (a login page served for the file)
     # made an error line of 2,000 characters, most of them its markup.
     from tests import tfds_builders
@@ -644,11 +666,11 @@ def test_a_page_long_tfds_preparation_error_is_said_in_its_first_300_characters(
     answers["/images.bin"] = tfds_builders.TinyServed.SERVED
     data_dir = tmp_path / "tfds"
     args = cli_args(dataset="tiny_served/page", data_dir=data_dir, output=tmp_path / "o")
-    done = _python(_MAIN_WITH_TEST_BUILDERS, *args, env={"TINY_SERVED_URL": url})
-    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    monkeypatch.setenv("TINY_SERVED_URL", url)
+    stderr = _failed_in_process(args, capfd, caplog)
     text = "the served file is no archive; it reads: " + tfds_builders.TinyServed.PAGE
     cause = ("ValueError: " + " ".join(text.split()))[:299] + "…"
-    assert _error_lines(done.stderr) == [
+    assert _error_lines(stderr) == [
         f"error: Could not download and prepare TFDS dataset 'tiny_served/page' into "
         f"{data_dir}/tiny_served/page/1.0.0: {cause}. `tfds build tiny_served/page "
         f"--data_dir {data_dir}` shows TFDS's whole error; or prepare it elsewhere and pass "
