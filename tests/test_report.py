@@ -1195,7 +1195,8 @@ def test_the_per_pixel_bound_is_the_tolerance_over_the_estimates_margin(folder_r
 
 def test_faithfulness_section_flags_rows_no_better_than_chance(folder_run):
     add_columns(folder_run["output"], NEW_VALUES)
-    page = _page(build_report(folder_run["output"], gallery=0))
+    text = build_report(folder_run["output"], gallery=0)
+    page = _page(text)
     section = page.sections["faithfulness"]
     # Medians: deletion 0.175 vs 0.4, insertion 0.65 vs 0.5; 3 of 4 rows beat chance in each.
     assert "deletion AUC (lower is better) 0.175 0.4 3 of 4" in section
@@ -1213,7 +1214,6 @@ def test_faithfulness_section_flags_rows_no_better_than_chance(folder_run):
         "heat map of cat2.png for class 282",
         "deletion and insertion curves",
     ]
-    text = build_report(folder_run["output"], gallery=0)
     assert (
         '<td class="wrong">0.3 (0.5)</td>' in text and '<td class="wrong">0.45 (0.4)</td>' in text
     )
@@ -1586,7 +1586,8 @@ def test_the_command_shows_the_values_the_run_used(tmp_path):
     users += " --class_names /c/old.txt --class_names=/c/names.txt --data_dir /d/tfds"
     manifest["command"] = ["/src/pipeline/__main__.py", *defaults.split(), *users.split()]
     Path(output, "manifest.json").write_text(json.dumps(manifest))
-    effective, typed = _page(build_report(output, gallery=0)).pres[:2]
+    text = build_report(output, gallery=0)
+    effective, typed = _page(text).pres[:2]
     assert effective.startswith(
         f"python -m pipeline --dataset /x --model linear.keras --output {output} "
     )
@@ -1610,7 +1611,7 @@ def test_the_command_shows_the_values_the_run_used(tmp_path):
     assert typed.startswith("python -m pipeline --dataset sample ")
     assert " --data_dir /d/tfds" in effective and "/c/old.txt" not in effective
     label = "The command line as typed (--dataset, --steps, --class_names given more than once"
-    assert f"{label}: the last one counts)" in build_report(output, gallery=0)
+    assert f"{label}: the last one counts)" in text
     # Typed once each: the label says nothing of flags given twice.
     manifest["command"] = ["/src/pipeline/__main__.py", *users.split()[2:4]]
     Path(output, "manifest.json").write_text(json.dumps(manifest))
@@ -1734,15 +1735,29 @@ def test_a_run_without_a_tolerance_says_its_rows_were_not_checked(tmp_path, line
     assert not re.search(r"within tolerance\s+no\b", facts)
 
 
-def test_the_gallery_says_what_its_panels_show(tmp_path, linear_keras):
+@pytest.fixture(scope="module")
+def no_maps_run(tmp_path_factory, linear_keras) -> str:
+    """A DirectRunner run of the linear model over `LABELS`' images with --attributions
+    none: its output folder, which the tests only read."""
+    base = tmp_path_factory.mktemp("no_maps")
+    rng = np.random.default_rng(11)  # as real_run: the tiny model gets images wrong
+    for image_id in LABELS:
+        pixels = rng.integers(0, 256, size=(SIZE, SIZE, 3), dtype=np.uint8)
+        write_image(base / "images" / image_id, pixels)
+    output = base / "out"
+    args = cli_args(dataset=base / "images", model=linear_keras, output=output, steps=2)
+    run([*args, "--attributions", "none"], save_main_session=False)
+    return str(output)
+
+
+def test_the_gallery_says_what_its_panels_show(tmp_path, linear_keras, no_maps_run):
     images = tmp_path / "images"
     write_image(images / "a.png", np.full((SIZE, SIZE, 3), 120, np.uint8))
-    pages = {}
-    for stored in ("full", "none"):
-        output = tmp_path / stored
-        args = cli_args(dataset=images, model=linear_keras, output=output, steps=4)
-        run([*args, "--attributions", stored], save_main_session=False)
-        pages[stored] = _page(build_report(str(output))).sections["gallery"]
+    output = tmp_path / "full"
+    args = cli_args(dataset=images, model=linear_keras, output=output, steps=4)
+    run([*args, "--attributions", "full"], save_main_session=False)
+    pages = {"full": _page(build_report(str(output))).sections["gallery"]}
+    pages["none"] = _page(build_report(no_maps_run)).sections["gallery"]
     assert "1 image: each photo laid translucently" in " ".join(pages["full"].split())
     assert "the photos alone: this run stored no attribution maps" in pages["none"]
     assert "translucently" not in pages["none"]
@@ -1851,15 +1866,8 @@ def test_a_run_where_every_input_failed_suggests_no_heat_map(tmp_path, linear_ke
     assert 'pd.read_parquet("' in query  # the metadata query stays: it reads the empty table
 
 
-def test_misclassified_cards_of_a_run_without_maps_show_the_photo(tmp_path, linear_keras):
-    rng = np.random.default_rng(11)  # as real_run: the tiny model gets images wrong
-    for image_id in LABELS:
-        pixels = rng.integers(0, 256, size=(SIZE, SIZE, 3), dtype=np.uint8)
-        write_image(tmp_path / "images" / image_id, pixels)
-    output = tmp_path / "out"
-    args = cli_args(dataset=tmp_path / "images", model=linear_keras, output=output, steps=2)
-    run([*args, "--attributions", "none"], save_main_session=False)
-    page = _page(build_report(str(output), gallery=0))
+def test_misclassified_cards_of_a_run_without_maps_show_the_photo(no_maps_run):
+    page = _page(build_report(no_maps_run, gallery=0))
     wrong = re.findall(r"n\d{8}/\w+\.png", page.sections["misclassified"])
     assert wrong  # the cards are there
     names = [Path(i).name for i in wrong]
