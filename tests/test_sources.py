@@ -1132,17 +1132,32 @@ def _noise_run(data_dir: str, split: str, model: str, output: Path, *more: str) 
     return rows
 
 
+@pytest.fixture(scope="module")
+def noise_rows(noise_both_ways, linear_keras, tmp_path_factory):
+    """`noise_rows(file_format, split)`: `_noise_run`'s rows of the linear model over
+    that split of tiny_noise as prepared in `file_format`, made once a module (the
+    tests only read them)."""
+    made = {}
+
+    def rows(file_format: str, split: str) -> pd.DataFrame:
+        if (file_format, split) not in made:
+            output = tmp_path_factory.mktemp(f"noise_{file_format}") / "out"
+            made[file_format, split] = _noise_run(
+                noise_both_ways[file_format], split, linear_keras, output
+            )
+        return made[file_format, split]
+
+    return rows
+
+
 @pytest.mark.parametrize(("split", "count"), [("test", 8), ("train[25%:75%]+test[2:7]", 7)])
 def test_a_dataset_prepared_as_array_record_files_gives_the_rows_of_its_tfrecord_files(
-    noise_both_ways, linear_keras, tmp_path, split, count
+    noise_rows, split, count
 ):
     # `tfds build --file_format array_record` leaves files tfds.beam.ReadFromTFDS cannot
     # read: the job refused them at launch. Read, each example is the same input as
     # from TFRecord files: same image_id, file name, label, pixels and so rows.
-    want, got = (
-        _noise_run(noise_both_ways[f], split, linear_keras, tmp_path / f)
-        for f in ("tfrecord", "array_record")
-    )
+    want, got = (noise_rows(f, split) for f in ("tfrecord", "array_record"))
     assert len(want) == count and want.image_id.is_unique
     columns = ["image_id", "file_name", "label", "predicted_class", "target_score"]
     pd.testing.assert_frame_equal(got[columns], want[columns])
@@ -1154,11 +1169,11 @@ def test_a_dataset_prepared_as_array_record_files_gives_the_rows_of_its_tfrecord
 
 
 def test_array_record_files_are_read_without_the_builders_code(
-    noise_both_ways, linear_keras, tmp_path
+    noise_both_ways, noise_rows, linear_keras, tmp_path
 ):
     # As on Dataflow: the launcher and its workers know tiny_noise only from its
     # files (they never import tests.tfds_builders).
-    want = _noise_run(noise_both_ways["tfrecord"], "test", linear_keras, tmp_path / "want")
+    want = noise_rows("tfrecord", "test")
     args = cli_args(dataset="tiny_noise", data_dir=noise_both_ways["array_record"])
     args += cli_args(model=linear_keras, output=tmp_path / "got", steps=2, faithfulness="none")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
