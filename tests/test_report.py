@@ -1534,8 +1534,8 @@ def test_result_files_deleted_after_the_run_are_not_reported_as_failures(folder_
         and json.loads(Path(output, "manifest.json").read_text())["counts"]["images_with_rows"] == 4
     )
     shards[0].unlink()  # shark and cat1 are gone
-    page = _page(build_report(output, gallery=0))
-    summary, banner = page.sections["summary"], _banner(output)
+    text = build_report(output, gallery=0)
+    summary, banner = _page(text).sections["summary"], _banner(output, text)
     assert "All inputs accounted for NO: rows the run wrote are missing from results/" in summary
     assert (
         "the run's manifest says 4 images have result rows, but results/ holds rows of 2 images"
@@ -1543,7 +1543,7 @@ def test_result_files_deleted_after_the_run_are_not_reported_as_failures(folder_
     )
     shards[1].unlink()  # nothing left: not "every input failed"
     text = build_report(output, gallery=0)
-    assert "every input failed" not in text and "holds rows of 0 images" in _banner(output)
+    assert "every input failed" not in text and "holds rows of 0 images" in _banner(output, text)
     assert "No result rows left in results/" in _page(text).sections["misclassified"]
 
 
@@ -1562,8 +1562,10 @@ def test_a_foreign_or_damaged_file_in_results_is_named_not_a_traceback(folder_ru
     assert not Path(page).exists()
 
 
-def _banner(output: str) -> str:
-    text = html.unescape(re.sub(r"<[^>]+>", "", build_report(output, gallery=0)))
+def _banner(output: str, page: str | None = None) -> str:
+    """The text above the run summary of `page`, the run's page (built when not given)."""
+    page = build_report(output, gallery=0) if page is None else page
+    text = html.unescape(re.sub(r"<[^>]+>", "", page))
     return re.sub(r"\s+", " ", text.split("Run summary")[0])
 
 
@@ -2204,7 +2206,7 @@ def test_rows_a_copied_results_file_repeats_are_counted_once_and_named(folder_ru
     assert (
         "results/ holds 2 rows more than once (the same image and target): a results file "
         "was copied or restored after the run. Every number below counts each once"
-    ) in _banner(output)
+    ) in _banner(output, text)
     worst = _page(text).sections["worst-completeness"]
     assert "1 of 4 rows exceeds the run's tolerance 1% (0.01)" in worst
     assert worst.count("shark.png →") == 1
