@@ -292,7 +292,10 @@ def test_a_commands_error_line_escapes_what_a_terminal_must_not_get_raw(
         assert main([*args, "--resume"]) == 2
     else:
         assert report.main(["--input", str(run), "--output", "r.html"]) == 2
-    _escaped_error_line(capsys.readouterr().err)
+    line = _escaped_error_line(capsys.readouterr().err)
+    # The whole reason, after the path: --resume's took the first line of the manifest's
+    # message, which ended at the newline in the unquoted path.
+    assert "manifest.json': not JSON (Expecting property name" in line, line
 
 
 def test_the_sanity_checks_error_line_escapes_what_a_terminal_must_not_get_raw(tmp_path, capsys):

@@ -95,12 +95,13 @@ def run_checkpoints(output: str, run_id: str | None) -> str | None:
 
 class UnreadableManifest(ValueError):
     """A manifest.json whose content is no manifest of this job: not UTF-8 JSON, or
-    JSON that is no object. The message names the file."""
+    JSON that is no object. The message names the file, quoted as the job quotes paths
+    (a newline in its name cannot cut the message's first line short)."""
 
 
 class ManifestNotAFile(OSError):
     """A manifest.json that is no regular file (a FIFO, never waited on; a folder).
-    The message names the file."""
+    The message names the file, quoted as `UnreadableManifest`'s."""
 
 
 def read_manifest(output: str) -> dict[str, Any]:
@@ -128,13 +129,13 @@ def read_manifest(output: str) -> dict[str, Any]:
     except OSError as e:  # a FIFO or a directory of that name: named, as what it is
         if e.filename or files.is_remote(path):  # named already; Cloud Storage's own
             raise
-        raise ManifestNotAFile(f"{path}: {e}") from e
+        raise ManifestNotAFile(f"{path!r}: {e}") from e
     try:
         manifest = json.loads(data.decode("utf-8"))
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError: edited, or no manifest
-        raise UnreadableManifest(f"{path}: not JSON ({e})") from e
+        raise UnreadableManifest(f"{path!r}: not JSON ({e})") from e
     if not isinstance(manifest, dict):
-        raise UnreadableManifest(f"{path}: JSON of a {type(manifest).__name__}, not an object")
+        raise UnreadableManifest(f"{path!r}: JSON of a {type(manifest).__name__}, not an object")
     return manifest
 
 
