@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import jinja2
+import markupsafe
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -75,7 +76,7 @@ from transforms.manifest import (
     unfinished_status,
     unreadable_manifest_message,
 )
-from transforms.wording import count, infinite, percent, probability
+from transforms.wording import count, infinite, percent, printable, probability
 
 __all__ = ["UnreadableResults", "build_report", "main", "read_sanity", "write_report"]
 
@@ -180,6 +181,22 @@ def _auc(value: Any) -> str:
     return _num(value, digits)
 
 
+def _shown(value: Any) -> Any:
+    """What the page shows of a `{{ value }}` (the environment's `finalize`, before
+    auto-escaping): text with its control and format characters as escapes, as the
+    terminal shows it (`wording.printable`), so that a name holding a right-to-left
+    override ('cat\\u202eexe.png') or a newline reads as it is called, and does not
+    reorder the page around it. Markup (a macro's output, or `lines`') as it is."""
+    if isinstance(value, str) and not isinstance(value, markupsafe.Markup):
+        return printable(value)
+    return value
+
+
+def _lines(text: str) -> markupsafe.Markup:
+    """Text of several lines (the query example) as `_shown`, its line breaks kept."""
+    return markupsafe.escape(printable(text, lines=True))
+
+
 @functools.cache
 def _environment() -> jinja2.Environment:
     """The template environment, built on first use (no work at import)."""
@@ -189,9 +206,17 @@ def _environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,  # a misspelt name fails the report, not the reader
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_shown,
     )
     env.filters.update(
-        text=_text, pct=_pct, prob=_prob, num=_num, auc=_auc, share=_share, count=count
+        text=_text,
+        pct=_pct,
+        prob=_prob,
+        num=_num,
+        auc=_auc,
+        share=_share,
+        count=count,
+        lines=_lines,
     )
     return env
 
