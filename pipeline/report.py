@@ -192,6 +192,13 @@ def _shown(value: Any) -> Any:
     return value
 
 
+def _verbatim(text: str) -> markupsafe.Markup:
+    """A command to paste, HTML-escaped only: a name holding a control or format
+    character stays as it is called, as in the commands the terminal prints, so that
+    the command pasted names that file (an escape shown would name another)."""
+    return markupsafe.escape(text)
+
+
 def _lines(text: str) -> markupsafe.Markup:
     """Text of several lines (the query example) as `_shown`, its line breaks kept."""
     return markupsafe.escape(printable(text, lines=True))
@@ -217,6 +224,7 @@ def _environment() -> jinja2.Environment:
         share=_share,
         count=count,
         lines=_lines,
+        verbatim=_verbatim,
     )
     return env
 

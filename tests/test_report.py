@@ -1740,15 +1740,18 @@ def test_a_run_without_a_tolerance_says_its_rows_were_not_checked(tmp_path, line
 def test_a_name_holding_a_right_to_left_override_is_shown_escaped(tmp_path, linear_keras):
     # HTML-escaped only, U+202E reordered the text after it in a browser: the page
     # showed 'catgnp.exe' for a file called 'cat<U+202E>exe.png'. It is shown escaped,
-    # as the terminal shows it (`wording.printable`), wherever the name appears.
-    name = "cat\u202eexe.png"
-    write_image(tmp_path / "images" / name, np.full((SIZE, SIZE, 3), 200, np.uint8))
+    # as the terminal shows it (`wording.printable`), wherever the name appears; but in
+    # the commands to paste, which then name the folder as it is called.
+    name, images = "cat\u202eexe.png", tmp_path / "im\u202egs"
+    write_image(images / name, np.full((SIZE, SIZE, 3), 200, np.uint8))
     output = tmp_path / "out"
-    args = cli_args(dataset=tmp_path / "images", model=linear_keras, output=output, steps=4)
+    args = cli_args(dataset=images, model=linear_keras, output=output, steps=4)
     run([*args, "--faithfulness", "none"], save_main_session=False)
     assert results.read_results(str(output)).file_name.tolist() == [name]
     text = build_report(str(output))
-    assert "\u202e" not in text
+    commands = re.findall(r"<pre>(python -m pipeline .*?)</pre>", text, flags=re.S)
+    assert commands and all(shlex.quote(str(images)) in html.unescape(c) for c in commands)
+    assert "\u202e" not in re.sub(r"<pre>python -m pipeline .*?</pre>", "", text, flags=re.S)
     shown = {k: v for k, v in _page(text).sections.items() if "cat\\u202eexe.png" in v}
     assert "worst-completeness" in shown, shown  # a card's file name and image id
 
