@@ -24,6 +24,8 @@ REQUIRED = [
     "matplotlib>=3.9,<4",
     # The HTML report's templates (pipeline/templates), auto-escaped.
     "jinja2>=3.1,<4",
+    # Its Markup and escape, which the report's filters return (jinja2 depends on it).
+    "markupsafe>=2.1,<4",
     # tensorflow-datasets imports it but does not declare it.
     "importlib_resources>=6",
 ]

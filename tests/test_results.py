@@ -739,7 +739,7 @@ def test_a_manifest_json_that_is_no_file_is_refused_naming_it_and_what_it_is(tmp
     said = "a FIFO (named pipe)" if kind == "fifo" else "a directory"
     with pytest.raises(OSError) as refused:
         results.read_manifest(str(tmp_path / "out"))
-    assert str(refused.value) == f"{path}: {said}, not a regular file"
+    assert str(refused.value) == f"{str(path)!r}: {said}, not a regular file"
 
 
 def test_real_run_round_trip(image_folder, linear_keras, linear_weights, tmp_path):
