@@ -4,12 +4,16 @@ import contextlib
 import json
 from pathlib import Path
 
+import apache_beam as beam
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.testing.util import assert_that, equal_to
 
 from transforms.schema import ERROR_SCHEMA, results_schema, rows_to_table
 from transforms.sinks import (
+    COUNT_KEYS,
     SCHEMA_FILE,
+    SumCounts,
     checkpoint_folder,
     salvage_checkpoints,
     write_json,
@@ -25,6 +29,31 @@ def _table(*image_ids: str):
     return rows_to_table(
         [{name: None for name in schema.names} | {"image_id": i} for i in image_ids], schema
     )
+
+
+@pytest.mark.parametrize(
+    "pairs, counts",
+    [
+        (
+            [("rows", 1), ("errors", 1), ("rows", 1), ("inputs", 2)],
+            {"rows": 2, "errors": 1, "inputs": 2},
+        ),
+        ([], {}),  # a run of no input: every count 0, a manifest all the same
+    ],
+    ids=["some", "none"],
+)
+def test_the_manifests_counts_sum_each_key_and_hold_every_key(pairs, counts):
+    combine = SumCounts()
+    # Beam merges partial sums (one per bundle or worker) in any grouping.
+    halves = [combine.create_accumulator(), combine.create_accumulator()]
+    for i, pair in enumerate(pairs):
+        halves[i % 2] = combine.add_input(halves[i % 2], pair)
+    summed = combine.extract_output(combine.merge_accumulators(halves))
+    assert list(summed) == list(COUNT_KEYS)  # in the manifest's order
+    assert summed == dict.fromkeys(COUNT_KEYS, 0) | counts
+    with beam.Pipeline("DirectRunner") as p:
+        got = p | beam.Create(pairs, reshuffle=False) | beam.CombineGlobally(SumCounts())
+        assert_that(got, equal_to([summed]))
 
 
 def test_a_file_is_written_into_a_missing_folder_with_its_rows(tmp_path):

@@ -44,6 +44,7 @@ __all__ = [
     "COUNT_KEYS",
     "ROWS_PER_GROUP",
     "SCHEMA_FILE",
+    "SumCounts",
     "WriteCheckpoints",
     "WriteErrors",
     "WriteManifest",
@@ -603,12 +604,35 @@ def write_no_errors(output: str) -> None:
     write_parquet_file(path, [], ERROR_SCHEMA, FileSystems.join(output, TEMP_DIR), keep_empty=True)
 
 
+class SumCounts(beam.CombineFn):
+    """(count key, n) pairs -> {key: the sum of its n}, each of COUNT_KEYS there (0
+    when no pair had it), in their order."""
+
+    def create_accumulator(self) -> dict[str, int]:
+        return dict.fromkeys(COUNT_KEYS, 0)
+
+    def add_input(self, counts: dict[str, int], pair: tuple[str, int]) -> dict[str, int]:
+        key, n = pair
+        counts[key] = counts.get(key, 0) + n
+        return counts
+
+    def merge_accumulators(self, accumulators: Iterable[dict[str, int]]) -> dict[str, int]:
+        total = self.create_accumulator()
+        for counts in accumulators:
+            for key, n in counts.items():
+                total[key] = total.get(key, 0) + n
+        return total
+
+    def extract_output(self, counts: dict[str, int]) -> dict[str, int]:
+        return counts
+
+
 class _Manifest(beam.DoFn):
     def __init__(self, output: str, base: dict[str, Any]):
         self._output = output
         self._base = base
 
-    def process(self, counts: dict[str, int], files_written: int = 0):
+    def process(self, counts: dict[str, int], files_written: Sequence[Any] = ()):
         del files_written  # a side input only to come after the writes (`WriteManifest`)
         if self._base.get("run_id") is not None:  # a run that claimed the folder
             # A retry of this step after it wrote the manifest (a worker lost before it
@@ -636,18 +660,15 @@ class WriteManifest(beam.PTransform):
         self._after = tuple(after)
 
     def expand(self, keyed_ones):
+        # One combine and a side input: each extra step costs every run (a local
+        # one's set-up is mostly Beam's per-step work), so no Create of zeros, no
+        # dict-building combine, no count of the files.
         p = keyed_ones.pipeline
-        zeros = p | "ZeroCounts" >> beam.Create([(k, 0) for k in COUNT_KEYS])
-        written = (
-            (*self._after, p | "NoFiles" >> beam.Create([]))
-            | "FilesWritten" >> beam.Flatten()
-            | "CountFiles" >> beam.combiners.Count.Globally()
-        )
+        after = self._after or (p | "NoFiles" >> beam.Create([]),)
+        written = after | "FilesWritten" >> beam.Flatten()
         return (
-            (keyed_ones, zeros)
-            | "AllCounts" >> beam.Flatten()
-            | "SumCounts" >> beam.CombinePerKey(sum)
-            | "CountsToDict" >> beam.combiners.ToDict()
+            keyed_ones
+            | "SumCounts" >> beam.CombineGlobally(SumCounts())
             | "WriteManifestJson"
-            >> beam.ParDo(_Manifest(self._output, self._base), beam.pvalue.AsSingleton(written))
+            >> beam.ParDo(_Manifest(self._output, self._base), beam.pvalue.AsList(written))
         )
