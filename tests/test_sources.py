@@ -15,6 +15,8 @@ import apache_beam as beam
 import numpy as np
 import pandas as pd
 import pytest
+from apache_beam.io.filesystem import FileMetadata, MatchResult
+from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -1376,6 +1378,48 @@ def test_read_image_folder_without_files_fails_the_job(tmp_path):
     with pytest.raises(Exception, match="No files found in image folder"):
         with TestPipeline() as p:
             _ = p | sources.ReadImageFolder(str(tmp_path))
+
+
+class _UriFileSystem(LocalFileSystem):
+    """This machine's files under a URI scheme (localuri:///tmp/x), read through Beam's
+    file systems as gs:// folders are: the job's remote branch (MatchFiles on a worker,
+    `FileSystems.open`), offline."""
+
+    _PREFIX = "localuri://"
+
+    @classmethod
+    def scheme(cls) -> str:
+        return "localuri"
+
+    def match(self, patterns, limits=None):
+        local = super().match([p.removeprefix(self._PREFIX) for p in patterns], limits)
+        return [
+            MatchResult(p, [FileMetadata(self._PREFIX + m.path, m.size_in_bytes) for m in r.metadata_list])
+            for p, r in zip(patterns, local, strict=True)
+        ]  # fmt: skip
+
+    def open(self, path, *args, **kwargs):
+        return super().open(path.removeprefix(self._PREFIX), *args, **kwargs)
+
+
+def test_a_folder_read_through_beams_file_systems_is_matched_and_read(image_folder):
+    # As a gs:// folder: matched on a worker, each file read through Beam.
+    root = image_folder["root"]
+    expected = [
+        (f.image_id, f.label, Path(f.path).read_bytes(), None)
+        for f in sources.list_image_folder(root)
+    ]
+    with TestPipeline() as p:
+        raw = p | sources.ReadImageFolder(_UriFileSystem._PREFIX + root)
+        got = raw | beam.Map(lambda r: (r.image_id, r.label, r.data, r.error))
+        assert_that(got, equal_to(expected))
+
+
+def test_a_folder_read_through_beams_file_systems_without_files_fails_the_job(tmp_path):
+    (tmp_path / ".DS_Store").write_bytes(b"x")
+    with pytest.raises(Exception, match="No files found in image folder 'localuri:///"):
+        with TestPipeline() as p:
+            _ = p | sources.ReadImageFolder(_UriFileSystem._PREFIX + str(tmp_path))
 
 
 def test_check_folder_exists_looks_up_one_object(tmp_path):

@@ -457,7 +457,7 @@ def _to_folder_files(meta: FileMetadata, prefix: str, skip: str | None) -> Itera
         yield item
 
 
-def _require_files(count: int, root: str) -> None:
+def _require_files(_: object, root: str, count: int) -> None:
     if count == 0:
         raise _no_files_error(root)
 
@@ -484,6 +484,7 @@ class ReadImageFolder(beam.PTransform):
 
     def expand(self, pbegin):
         if files.is_remote(self._root):
+            root = pbegin | "Impulse" >> beam.Impulse()
             found = (
                 pbegin
                 | "MatchFiles" >> fileio.MatchFiles(_folder_pattern(self._root))
@@ -493,15 +494,13 @@ class ReadImageFolder(beam.PTransform):
                 )
             )
         else:
-            found = (
-                pbegin
-                | "LocalFolder" >> beam.Create([self._root])
-                | "ToFolderFiles" >> beam.FlatMap(_list_local, skip=self._skip)
-            )
-        _ = (
-            found
-            | "CountFiles" >> beam.combiners.Count.Globally()
-            | "RequireFiles" >> beam.Map(_require_files, root=self._root)
+            root = pbegin | "LocalFolder" >> beam.Create([self._root])
+            found = root | "ToFolderFiles" >> beam.FlatMap(_list_local, skip=self._skip)
+        # The count as a side input, 0 where there is none: a combine without the
+        # default value's steps (each step costs every run; benchmarks/run_overhead.py).
+        count = found | "CountFiles" >> beam.combiners.Count.Globally().without_defaults()
+        _ = root | "RequireFiles" >> beam.Map(
+            _require_files, root=self._root, count=beam.pvalue.AsSingleton(count, default_value=0)
         )
         spread = found | "SpreadFiles" >> beam.Reshuffle()
         return spread | "ReadFiles" >> beam.ParDo(_ReadFile(self._done_file))
