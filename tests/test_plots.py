@@ -18,7 +18,7 @@ from PIL import Image
 
 from tests.conftest import SIZE, WNID_CAT, cli_args, write_image
 from tests.known_rows import SIDE, known_attributions, make_row, write_output
-from transforms import faithfulness, plots, results
+from transforms import faithfulness, plots, results, wording
 
 A = np.array([[[1, -1, 0], [0, 0, 0]], [[2, 0, 0], [0, 0, -4]]], dtype=np.float32)  # [2, 2, 3]
 
@@ -385,6 +385,43 @@ def test_names_with_dollar_signs_are_drawn_as_written_not_as_tex(tmp_path):
         assert texts and not any(t.get_parse_math() for t in texts), figure
     legend = [t.get_text() for t in figures[1].axes[0].get_legend().get_texts()]
     assert legend == ["a$b$.png -> $5 bill$", "x$^$y.png -> class 5"]
+
+
+#: Characters a name must not carry raw into a figure: they reorder (U+202E), hide
+#: (U+200B) or break (a newline, ESC) the text around them.
+_UNSHOWN = ("\u202e", "\u200b", "\x1b", "\r")
+
+
+def test_names_with_control_and_format_characters_are_drawn_escaped(tmp_path):
+    """File, image and class names were drawn raw: a right-to-left override reversed
+    the caption after it ('x\u202egnp.exe' drawn as 'xexe.png'), a newline split a
+    name over two caption lines. They are drawn as the terminal and the page show
+    them (`wording.printable`); ordinary names are unchanged (the other tests)."""
+    image_id = "d/x\u202egnp.exe\x1b[2J\n.png"
+    rows = [
+        make_row(image_id, 5, 6, 0.5, 0.0, seed=1),
+        make_row("e/x\u202egnp.exe\x1b[2J\n.png", None, 5, 0.5, 0.0, seed=2),
+    ]
+    rows[0].update(
+        predicted_name="cat\u200b\nfish", label_name="dog\u202eeno", target_name="t\x1bt"
+    )
+    output = write_output(tmp_path / "out", [rows], dataset=str(tmp_path))
+    frame = results.read_results(output, with_arrays=True)
+    figures = [
+        plots.grid_figure(frame),  # the two share a file name: captioned by image ids
+        plots.grid_figure(frame.head(1)),  # by file name
+        plots.path_figure(frame),
+        *(
+            plots.audit_figure(output, image_id, kind=k)
+            for k in ("attributions", "channels", "path")
+        ),
+    ]
+    texts = [t.get_text() for figure in figures for t in figure.findobj(Text)]
+    drawn = [t for t in texts if any(c in t for c in _UNSHOWN) or "\n.png" in t]
+    assert not drawn, drawn
+    shown = "\n".join(texts)
+    for name in ("x\u202egnp.exe\x1b[2J\n.png", "cat\u200b\nfish", "dog\u202eeno", "t\x1bt"):
+        assert wording.printable(name) in shown, (name, texts)
 
 
 def test_audit_figure_reads_row_photo_and_baseline(folder_run):

@@ -1010,6 +1010,29 @@ def test_the_figures_headings_fit_their_columns(tmp_path):
     assert figure.axes[3].get_title() == "randomised down to\na_layer_name_that_goes_on_a…"
 
 
+def test_the_figure_draws_names_with_control_and_format_characters_escaped(tmp_path):
+    """File, class and layer names were drawn raw: a right-to-left override reordered a
+    caption, a newline split a name over two lines. They are drawn as the terminal shows
+    them (`wording.printable`)."""
+    from tests.conftest import write_image
+    from tests.known_rows import known_attributions, make_row, write_output
+    from transforms.wording import printable
+
+    name, target, layer = "x\u202egnp.exe\x1b[2J\n.png", "cat\u200b\nfish", "conv\u202e1"
+    write_image(tmp_path / "images" / name, np.full((SIZE, SIZE, 3), 90, np.uint8))
+    rows = [[make_row(name, None, 7, 0.6, 0.0, target=7)]]
+    rows[0][0]["target_name"] = target
+    output = write_output(tmp_path / "out", rows, dataset=str(tmp_path / "images"))
+    frame, pictures = sanity._rows(output, results.read_manifest(output), 1)
+    maps = [known_attributions(7)[None]] * 2
+    figure = sanity._figure(frame, pictures / 255.0, maps, sanity._headings([layer]))
+    assert [ax.get_title() for ax in figure.axes] == [
+        f"{printable(name)}\n→ {printable(target)}",
+        "intact model",
+        f"randomised down to\n{printable(layer)}",
+    ]
+
+
 @pytest.mark.parametrize(
     "signum, status, said",
     [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "stopped by SIGTERM")],

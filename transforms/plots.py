@@ -398,7 +398,7 @@ def path_figure(
         if curve is None:
             continue
         alphas, scores = curve
-        label = "F(alpha)" if len(frame) == 1 else f"{row['file_name']} -> {row['target_name']}"
+        label = "F(alpha)" if len(frame) == 1 else _curve_name(row)
         ax.plot(alphas, scores, marker=".", markersize=3, linewidth=1.2, label=label)
         drawn += 1
     if drawn == 0:
@@ -416,6 +416,14 @@ def path_figure(
     if title:  # less the y axis
         ax.set_title(_wrapped([title], width - 1.0), fontsize=9, parse_math=False)
     return figure
+
+
+def _curve_name(row: pd.Series) -> str:
+    """A path curve's name in a legend of several: its file and class, escaped as captions
+    are (`shortened`) but not cut: the legend wraps them."""
+    return " -> ".join(
+        wording.printable(str(row[column])) for column in ("file_name", "target_name")
+    )
 
 
 def log_bins(values: np.ndarray, tolerance: float | None = None, count: int = _BARS) -> np.ndarray:
@@ -1011,8 +1019,12 @@ def _fmt(value: Any) -> str:
 
 
 def shortened(text: str, width: int = 28) -> str:
-    """`text` cut to `width` characters, its last an ellipsis where it was cut (a caption's
-    class or file name, which would otherwise run past its panel)."""
+    """A name (file, image, class, layer) as a figure's caption draws it: its control
+    and format characters escaped as the terminal and the page show them
+    (`wording.printable`: a right-to-left override reordered the caption, a newline
+    split it), cut to `width` characters, its last an ellipsis where it was cut (it
+    would otherwise run past its panel)."""
+    text = wording.printable(text)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -1021,7 +1033,7 @@ def row_title(
 ) -> tuple[str, bool]:
     """A short caption of a row and whether it is a misclassification.
 
-    "file / pred: name (p%) / label: name"; names longer than `width` are cut.
+    "file / pred: name (p%) / label: name"; names escaped and cut to `width` (`shortened`).
     `by_id`: name the image by its `image_id` (cut at its start, keeping the file
     name), for a file name that other images of the figure share. `one_output`: a
     row of a model of one output, "file / score: target_score / label: name", the
@@ -1033,7 +1045,7 @@ def row_title(
 
     name = cut(row["file_name"])
     if by_id:
-        name = str(row["image_id"])
+        name = wording.printable(str(row["image_id"]))
         name = name if len(name) <= width else "…" + name[-(width - 1) :]
     if one_output:
         return "\n".join([name, *_score_lines(row, cut)]), False
@@ -1215,7 +1227,7 @@ def audit_figure(
         picture = results.load_input_image(manifest, row["image_id"], image_root)
         baseline = results.baseline_images(manifest, picture, row["image_id"])[0]
     except results.ImageUnavailable as e:
-        note = f"No photo: {e}"
+        note = f"No photo: {wording.printable(str(e))}"  # it names the file
     names = list(manifest["config"]["baselines"])
     baseline_title = f"Baseline ({names[0]})" + (" (first of averaged)" if len(names) > 1 else "")
     return attribution_figure(
