@@ -944,7 +944,7 @@ def _evidence(pictures: _Pictures, meta: Mapping[str, Any]) -> list[_Picture]:
             meta["image_id"],
             target,
             panels,
-            title=f"Attributed to {role}: {meta['target_name']}",
+            title=f"Attributed to {role}: {printable(meta['target_name'])}",
         )
     ]
     if target != label and pictures.row(meta["image_id"], label) is not None:
@@ -954,7 +954,7 @@ def _evidence(pictures: _Pictures, meta: Mapping[str, Any]) -> list[_Picture]:
                 meta["image_id"],
                 label,
                 panels,
-                title=f"Attributed to the label: {meta['label_name']}",
+                title=f"Attributed to the label: {printable(meta['label_name'])}",
             )
         )
     return maps

@@ -44,6 +44,7 @@ from transforms import labels, plots, results
 from transforms.config import AttributionConfig
 from transforms.schema import ERROR_SCHEMA, results_schema
 from transforms.sinks import write_json
+from transforms.wording import printable
 
 SECTIONS = [
     "summary",
@@ -539,6 +540,34 @@ def test_misclassified_cards_show_evidence_for_prediction_and_label(tmp_path):
         "heat map of cat.png for class 281",
     ]
     assert "the label is not in top 3" in page.sections["misclassified"]
+
+
+def test_evidence_titles_draw_class_names_escaped(tmp_path, monkeypatch):
+    """The misclassified cards' heat maps were titled with the class names raw: a
+    right-to-left override reordered the title, a newline split it. They are drawn as
+    the page's text shows them (`wording.printable`)."""
+    predicted, label = "cat\u200b\nfish", "dog\u202eeno\x1b[2J"
+    rows = [
+        make_row("n02123045/cat.png", 281, 282, 0.7, 0.0, seed=1),
+        make_row("n02123045/cat.png", 281, 282, 0.7, 0.0, target=281, seed=2),
+    ]
+    for row in rows:
+        row.update(predicted_name=predicted, label_name=label)
+    rows[0]["target_name"], rows[1]["target_name"] = predicted, label
+    output = write_output(tmp_path / "out", [rows], dataset=str(tmp_path / "gone"))
+    drawn, real = [], plots.attribution_figure
+
+    def attribution_figure(*args, **kwargs):  # the real figure, kept to read its title
+        drawn.append(real(*args, **kwargs))
+        return drawn[-1]
+
+    monkeypatch.setattr(plots, "attribution_figure", attribution_figure)
+    build_report(output, gallery=0)
+    titles = {figure.get_suptitle() for figure in drawn} - {""}
+    assert {
+        f"Attributed to the prediction: {printable(predicted)}",
+        f"Attributed to the label: {printable(label)}",
+    } <= titles, titles
 
 
 def test_the_maps_of_an_images_two_targets_are_each_drawn(tmp_path):
