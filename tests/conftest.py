@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from contextlib import redirect_stdout
@@ -180,13 +181,25 @@ def offline_hub(hub_cache):
 
 
 @pytest.fixture
-def unreachable_storage(monkeypatch) -> None:
-    """gs:// calls go to a storage host that never resolves (an emulator's), with no
-    proxy: through one (`https_proxy`, as on many CI machines) the job leaves the
-    storage client to try, for minutes, and the probe under test never runs."""
-    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+def no_proxy_set(monkeypatch) -> None:
+    """No proxy in the environment (as on many CI machines, `https_proxy` may be set):
+    connections go to their hosts, and the network probes ask the hosts."""
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "no_proxy", "NO_PROXY"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def unreachable_storage(monkeypatch, no_proxy_set) -> None:
+    """gs:// calls go to a storage host that never resolves (an emulator's), with no
+    proxy (through one, the probe would ask the proxy)."""
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://storage.invalid:4443")
+
+
+def closed_port() -> int:
+    """A local port that nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def write_image(path, array: np.ndarray, **save_kwargs) -> None:

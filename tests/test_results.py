@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, cli_args, write_image
+from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, cli_args, closed_port, write_image
 from tests.known_rows import (
     LATER_COLUMNS,
     SIDE,
@@ -853,6 +853,23 @@ def test_a_gs_run_where_storage_cannot_be_reached_fails_at_once_naming_it(unreac
         )
         assert "to read 'gs://bucket/run/" in message
         assert message.endswith("reading a gs:// run needs network access.")
+
+
+def test_a_gs_run_behind_a_proxy_that_does_not_answer_fails_at_once_naming_it(
+    monkeypatch, no_proxy_set
+):
+    # The storage client's calls go through `https_proxy`: the probe was skipped
+    # behind one, and a dead proxy left the client to retry for minutes.
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    closed = closed_port()
+    monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{closed}")
+    with pytest.raises(ConnectionError) as caught:
+        results.read_manifest("gs://bucket/run")
+    message = str(caught.value)
+    assert message.startswith(f"Cannot reach Google Cloud Storage (proxy 127.0.0.1:{closed}: "), (
+        message
+    )
+    assert message.endswith("reading a gs:// run needs network access.")
 
 
 def test_a_storage_lookup_that_never_answers_does_not_hold_the_process_at_exit(tmp_path):

@@ -22,7 +22,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline import run
 from pipeline.__main__ import main
-from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, cli_args, write_image
+from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, cli_args, closed_port, write_image
 from transforms import files, labels, sources
 from transforms.done_ids import write_done_ids
 from transforms.results import read_manifest
@@ -1453,7 +1453,27 @@ def test_network_probe_answers_in_seconds():
         assert sources.network_problem([f"http://127.0.0.1:{port}/x"], timeout=2.0) is None
 
 
-def test_an_unprepared_dataset_offline_fails_in_seconds_with_the_fix(linear_keras, tmp_path):
+def test_the_download_probe_asks_the_proxy_the_download_goes_through(monkeypatch, no_proxy_set):
+    # TFDS downloads through `https_proxy`: its host need not resolve here (the probe
+    # refused such a download as offline), and the proxy is what must answer (a dead
+    # one passed the probe); `no_proxy` exempts a host from it.
+    import socket
+
+    closed = closed_port()
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{port}")
+        assert sources.network_problem(["https://no-such-host.invalid/a.tar"], timeout=2.0) is None
+        monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{closed}")
+        problem = sources.network_problem([f"https://127.0.0.1:{port}/a.tar"], timeout=2.0)
+        assert problem.startswith(f"proxy 127.0.0.1:{closed}: "), problem
+        monkeypatch.setenv("no_proxy", "127.0.0.1")
+        assert sources.network_problem([f"https://127.0.0.1:{port}/a.tar"], timeout=2.0) is None
+
+
+def test_an_unprepared_dataset_offline_fails_in_seconds_with_the_fix(
+    linear_keras, tmp_path, no_proxy_set
+):
     import time
 
     import tensorflow_datasets as tfds

@@ -28,24 +28,27 @@ __all__ = [
     "create",
     "entry_kind",
     "exists",
+    "first_hop",
     "is_partial_of",
     "is_remote",
     "join",
     "dangling_link_on",
     "links_into_no_folder",
     "list_folder",
+    "no_answer",
     "open_read",
     "read_bounded",
     "read_input_file",
     "write_whole",
 ]
 
-#: Seconds the storage host may take to answer (its DNS lookup, then a TCP
-#: connection) before the first gs:// call: unreachable, Beam's credential lookup
-#: and the storage client retry for over two minutes before they fail.
+#: Seconds a host (or the proxy to it) may take to answer (its DNS lookup, then a
+#: TCP connection) before the first gs:// call or a TFDS download: unreachable,
+#: Beam's credential lookup and the storage client retry for over two minutes
+#: before they fail, and TFDS's downloads for minutes.
 PROBE_TIMEOUT_S = 5.0
-_GCS_HOST = ("storage.googleapis.com", 443)
-_REACHED: set[tuple[str, int]] = set()
+_GCS_URL = "https://storage.googleapis.com/"
+_REACHED: set[tuple[str, int, bool] | None] = set()
 #: Largest input file read, in bytes (1 GiB): twice what the largest image decoded
 #: (`images.MAX_PIXELS`, 4 channels of 16 bits) takes uncompressed. A larger file
 #: is an error record before it is read, not a worker out of memory.
@@ -111,35 +114,72 @@ def connect_once(host: str, port: int, timeout: float) -> None:
         raise outcome[0]
 
 
-def _storage_host() -> tuple[str, int]:
+def _host_port(url: str) -> tuple[str, int] | None:
+    """`url`'s host and port (the scheme's default port: 443 for https, else 80);
+    None when it names no host. A bare `host:port` is read as http."""
+    parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+    if not parts.hostname:
+        return None
+    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def first_hop(url: str) -> tuple[str, int, bool] | None:
+    """Where a client's connection for `url` goes first: (host, port, through a
+    proxy). That is the proxy the environment names for the url's scheme
+    (`https_proxy` and the like, as `requests` and TFDS's downloads read them) unless
+    `no_proxy` exempts the host, else the url's own host; None when it names none."""
+    target = _host_port(url)
+    if target is None:
+        return None
+    proxy = urllib.request.getproxies().get(urllib.parse.urlsplit(url).scheme)
+    hop = _host_port(proxy) if proxy and not urllib.request.proxy_bypass(target[0]) else None
+    return (*hop, True) if hop else (*target, False)
+
+
+def no_answer(url: str, timeout: float | None = None) -> str | None:
+    """Why the first hop of `url` (its host, or the proxy it goes through) did not
+    answer within `timeout` seconds, as 'host:port: reason' ('proxy host:port:
+    reason'); None when it answered or `url` names no host. `timeout`: by default
+    PROBE_TIMEOUT_S."""
+    timeout = PROBE_TIMEOUT_S if timeout is None else timeout
+    hop = first_hop(url)
+    if hop is None:
+        return None
+    host, port, proxied = hop
+    try:
+        connect_once(host, port, timeout)
+    except (OSError, futures.TimeoutError) as e:
+        reason = str(e) or f"no answer within {timeout:g} s"
+        return f"{'proxy ' if proxied else ''}{host}:{port}: {reason}"
+    return None
+
+
+def _storage_url() -> str:
     """Where gs:// calls go: Google Cloud Storage, or the emulator that
     STORAGE_EMULATOR_HOST names (the storage client's own setting)."""
     emulator = os.environ.get("STORAGE_EMULATOR_HOST")
     if not emulator:
-        return _GCS_HOST
-    parts = urllib.parse.urlsplit(emulator if "://" in emulator else f"http://{emulator}")
-    return parts.hostname or "localhost", parts.port or (443 if parts.scheme == "https" else 80)
+        return _GCS_URL
+    return emulator if "://" in emulator else f"http://{emulator}"
 
 
 def _check_reachable(path: str, use: str) -> None:
-    """Fails in seconds where a gs:// `path`'s storage host does not answer, instead
-    of after minutes of retries; once it has answered, it is not asked again.
-    Through a proxy (`https_proxy` and the like) the host may not resolve here, so
-    the client is left to try."""
-    if not path.startswith("gs://") or urllib.request.getproxies().keys() & {"http", "https"}:
+    """Fails in seconds where a gs:// `path`'s storage host (or the proxy its calls go
+    through) does not answer, instead of after minutes of retries; once it has
+    answered, it is not asked again."""
+    if not path.startswith("gs://"):
         return
-    host, port = _storage_host()
-    if (host, port) in _REACHED:
+    url = _storage_url()
+    hop = first_hop(url)
+    if hop in _REACHED:
         return
-    try:
-        connect_once(host, port, PROBE_TIMEOUT_S)
-    except (OSError, futures.TimeoutError) as e:
-        reason = str(e) or f"no answer within {PROBE_TIMEOUT_S:g} s"
+    reason = no_answer(url)
+    if reason is not None:
         raise RemoteUnreachable(
-            f"Cannot reach Google Cloud Storage ({host}:{port}: {reason}) to {use} {path!r}; "
+            f"Cannot reach Google Cloud Storage ({reason}) to {use} {path!r}; "
             f"{'reading' if use == 'read' else 'writing'} a gs:// run needs network access."
-        ) from None
-    _REACHED.add((host, port))
+        )
+    _REACHED.add(hop)
 
 
 def join(base: str | os.PathLike, *parts: str) -> str:

@@ -22,9 +22,7 @@ import posixpath
 import re
 import shlex
 import stat
-import urllib.parse
 from collections.abc import Iterator, Sequence
-from concurrent import futures
 from typing import Any
 
 import apache_beam as beam
@@ -537,34 +535,30 @@ def _builder(name: str, data_dir: str | None):
     return tfds.builder(name, data_dir=data_dir)
 
 
-#: Seconds the network probe waits for a host: TFDS retries an unreachable
-#: download for minutes before it fails; the probe answers in seconds.
-_PROBE_TIMEOUT_S = 5.0
 # Probed when a dataset lists no download URLs: TFDS's own mirror.
 _DEFAULT_PROBE_URL = "https://storage.googleapis.com/"
 
 
-def network_problem(urls: Sequence[str], timeout: float = _PROBE_TIMEOUT_S) -> str | None:
-    """Why none of the hosts of `urls` can be reached, or None when one can.
+def network_problem(urls: Sequence[str], timeout: float | None = None) -> str | None:
+    """Why none of the first hops of `urls` (their hosts, or the proxy they go
+    through) can be reached, or None when one can.
 
     Args:
-      urls: download URLs (http or https); up to three distinct hosts are tried.
-      timeout: seconds per host, for the DNS lookup and the TCP connection.
+      urls: download URLs (http or https); up to three distinct hops are tried.
+      timeout: seconds per hop, for the DNS lookup and the TCP connection
+        (files.PROBE_TIMEOUT_S by default).
     """
-    hosts = []
+    by_hop: dict[tuple[str, int, bool], str] = {}
     for url in urls:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        if parts.hostname and (parts.hostname, port) not in hosts:
-            hosts.append((parts.hostname, port))
+        hop = files.first_hop(url)
+        if hop is not None:
+            by_hop.setdefault(hop, url)
     problems = []
-    for host, port in hosts[:3]:
-        try:
-            files.connect_once(host, port, timeout)
-        except (OSError, futures.TimeoutError) as e:
-            problems.append(f"{host}:{port}: {e or f'no answer within {timeout:g} s'}")
-        else:
+    for url in list(by_hop.values())[:3]:
+        problem = files.no_answer(url, timeout)
+        if problem is None:
             return None
+        problems.append(problem)
     return "; ".join(problems) or None
 
 
