@@ -37,6 +37,7 @@ __all__ = [
     "interruption",
     "others_to_stderr",
     "run_module",
+    "run_read_failure",
     "sigterm_stops_as_ctrl_c",
     "to_stdout",
     "user_path",
@@ -50,6 +51,32 @@ def error_line(message: str) -> None:
     override in its name, is shown as written, on that one line, and cannot move,
     clear or reorder the terminal."""
     print(f"error: {wording.printable(message)}", file=sys.stderr)
+
+
+def run_read_failure(flag: str, folder: str, error: Exception) -> tuple[int, str] | None:
+    """The exit status and `error:` line of a command whose `flag` names the run
+    `folder` it could not read because of `error`: 2 for a folder that holds no
+    readable run (no manifest, a damaged one, a damaged file in results/), 1 for
+    gs:// storage that does not answer (no network: not a bad flag); None for an
+    error that is not about reading the run."""
+    import pyarrow as pa  # noqa: PLC0415 - on failure only
+
+    from transforms import files, manifest, results  # noqa: PLC0415
+
+    if isinstance(error, files.RemoteUnreachable):
+        return 1, str(error)
+    if isinstance(error, FileNotFoundError):
+        return 2, manifest.missing_run_message(flag, folder, error)
+    if isinstance(error, (manifest.UnreadableManifest, manifest.ManifestNotAFile)):
+        return 2, manifest.unreadable_manifest_message(flag, folder, error)
+    if isinstance(error, pa.ArrowInvalid):
+        error = results.UnreadableResults.damaged(error)  # a file after the first listed
+    if isinstance(error, results.UnreadableResults):
+        return 2, (
+            f"cannot read the results of {flag} {folder!r}: {error}. Move the file out "
+            "of results/ (or rerun the audit) and run this again."
+        )
+    return None
 
 
 def user_path(text: str) -> str:

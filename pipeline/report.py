@@ -48,7 +48,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 
-from pipeline.commands import error_line, to_stdout
+from pipeline.commands import error_line, run_read_failure, to_stdout
 from pipeline.flags import REPORT_CLASSES, REPORT_EXAMPLES, REPORT_GALLERY, report_parser
 from transforms import files, plots, results
 from transforms.baselines import make_baselines
@@ -62,20 +62,17 @@ from transforms.manifest import (
     SANITY_DIR,
     SANITY_JSON,
     SHARD_PREFIX,
-    ManifestNotAFile,
-    UnreadableManifest,
     awaited_template,
     completeness_bound,
     estimate_bound,
     faithfulness_pixels,
     faithfulness_ties,
     has_one_output,
-    missing_run_message,
     run_checkpoints,
     shows_targets,
     unfinished_status,
-    unreadable_manifest_message,
 )
+from transforms.results import UnreadableResults
 from transforms.wording import count, infinite, percent, printable, probability
 
 __all__ = ["UnreadableResults", "build_report", "main", "read_sanity", "write_report"]
@@ -1617,17 +1614,13 @@ def _sections(
     }
 
 
-class UnreadableResults(ValueError):
-    """`<output>/results/` holds a file that is not this job's Parquet (damaged or foreign)."""
-
-
 def _result_columns(output: str) -> tuple[str, ...]:
     """The columns of the run's result files, checked to be a run's: every column
     the page needs for all rows (a foreign Parquet file can lead the listing)."""
     try:
         available = results.result_columns(output)
     except pa.ArrowException as e:
-        raise UnreadableResults(f"a file in results/ is not readable Parquet: {e}") from e
+        raise UnreadableResults.damaged(e) from e
     missing = [c for c in (*_COLUMNS, "top_k_probs") if c not in available]
     if missing:
         raise UnreadableResults(
@@ -1859,21 +1852,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             classes=args.classes,
             image_root=args.image_root,
         )
-    except FileNotFoundError as e:
-        error_line(missing_run_message("--input", args.input, e))
-        return 2
-    except (UnreadableManifest, ManifestNotAFile) as e:
-        error_line(unreadable_manifest_message("--input", args.input, e))
-        return 2
-    except files.RemoteUnreachable as e:  # no network: not a bad --input
-        error_line(str(e))
-        return 1
-    except UnreadableResults as e:
-        error_line(
-            f"cannot read the results of --input {args.input!r}: {error_reason(e)}. "
-            "Move the file out of results/ (or rerun the audit) and render the report again."
-        )
-        return 2
+    except Exception as e:
+        failure = run_read_failure("--input", args.input, e)
+        if failure is None:
+            raise
+        error_line(failure[1])
+        return failure[0]
     try:
         _write(page, args.output)
     except OSError as e:  # a folder, a read-only place, a parent that is a file

@@ -43,7 +43,7 @@ from apache_beam.io.filesystems import FileSystems
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pipeline.commands import error_line, to_stdout
+from pipeline.commands import error_line, run_read_failure, to_stdout
 from pipeline.flags import sanity_parser
 from transforms import baselines as baselines_lib
 from transforms import datasource, files, images, plots, results
@@ -56,14 +56,10 @@ from transforms.manifest import (
     SANITY_DIR,
     SANITY_FIGURE,
     SANITY_JSON,
-    ManifestNotAFile,
-    UnreadableManifest,
     awaited_template,
     completeness_bound,
     estimate_bound,
-    missing_run_message,
     unfinished_status,
-    unreadable_manifest_message,
 )
 from transforms.quiet import import_tensorflow
 from transforms.sinks import write_json
@@ -756,14 +752,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     stages = parse_stages(args.stages)
     try:
         report = run(args.input, args.images, stages, args.seed, args.image_root)
-    except FileNotFoundError as e:
-        error_line(missing_run_message("--input", args.input, e))
-        return 2
-    except (UnreadableManifest, ManifestNotAFile) as e:
-        error_line(unreadable_manifest_message("--input", args.input, e))
-        return 2
-    except (ValueError, CannotWrite) as e:
-        error_line(str(e))
-        return 2
+    except Exception as e:
+        failure = run_read_failure("--input", args.input, e)
+        if failure is None and not isinstance(e, (ValueError, CannotWrite)):
+            raise
+        error_line(str(e) if failure is None else failure[1])
+        return 2 if failure is None else failure[0]
     to_stdout(lambda: print_report(report, args.input, asked=args.images))
     return 0

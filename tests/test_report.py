@@ -1588,6 +1588,20 @@ def test_a_foreign_or_damaged_file_in_results_is_named_not_a_traceback(folder_ru
     assert main(["--input", output, "--output", page]) == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert "a file in results/ is not readable Parquet" in line and "a-foreign.parquet" in line
+    assert line.endswith("Move the file out of results/ (or rerun the audit) and run this again.")
+    assert not Path(page).exists()
+
+
+def test_a_damaged_file_listed_after_the_runs_files_is_named_not_a_traceback(folder_run, capsys):
+    # The check read the schema of the first file listed only: a damaged file after
+    # the run's own ended the report in pyarrow's traceback (ArrowInvalid).
+    output, page = folder_run["output"], str(Path(folder_run["output"], "r.html"))
+    Path(output, "results", "z-damaged.parquet").write_bytes(b"PAR1 not parquet")
+    assert main(["--input", output, "--output", page]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: cannot read the results of --input {output!r}: ")
+    assert "a file in results/ is not readable Parquet" in line and "z-damaged.parquet" in line
+    assert line.endswith("Move the file out of results/ (or rerun the audit) and run this again.")
     assert not Path(page).exists()
 
 

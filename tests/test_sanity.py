@@ -584,6 +584,23 @@ def test_a_manifest_that_is_no_manifest_exits_2_naming_it(kind, tmp_path, capsys
     assert str(path) in line
 
 
+def test_a_damaged_results_file_or_unreachable_storage_is_one_error_line(
+    folder_run, unreachable_storage, capsys
+):
+    """As the report's: a damaged file in results/ gave pyarrow's message without
+    the file's remedy, and a gs:// run offline a traceback."""
+    output = folder_run["output"]
+    Path(output, "results", "z-damaged.parquet").write_bytes(b"PAR1 not parquet")
+    assert sanity.main(["--input", output]) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert line.startswith(f"error: cannot read the results of --input {output!r}: ")
+    assert "a file in results/ is not readable Parquet" in line and "z-damaged.parquet" in line
+    assert line.endswith("Move the file out of results/ (or rerun the audit) and run this again.")
+    assert sanity.main(["--input", "gs://bucket/run"]) == 1
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert line.startswith("error: Cannot reach Google Cloud Storage (storage.invalid:4443: ")
+
+
 def test_a_run_without_rows_or_images_says_which_not_tfds(folder_run, capsys):
     output = folder_run["output"]
     root = Path(folder_run["root"])

@@ -46,6 +46,7 @@ from transforms.manifest import (
 from transforms.schema import ERROR_SCHEMA, METADATA_COLUMNS, results_schema
 
 __all__ = [
+    "UnreadableResults",
     "is_missing",
     "ARRAY_COLUMNS",
     "AUC_RESOLUTION",
@@ -238,6 +239,15 @@ def _expression(filters: Filters | None, schema: pa.Schema) -> pc.Expression | N
             raise ValueError("filters: an empty group of conditions.")
         expression = conjunction if expression is None else expression | conjunction
     return expression
+
+
+class UnreadableResults(ValueError):
+    """`<output>/results/` holds a file that is not this job's Parquet (damaged or foreign)."""
+
+    @classmethod
+    def damaged(cls, error: pa.ArrowException) -> UnreadableResults:
+        """Of a file pyarrow cannot read (`error` names it)."""
+        return cls(f"a file in results/ is not readable Parquet: {error}")
 
 
 def result_columns(output: str) -> tuple[str, ...]:
