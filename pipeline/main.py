@@ -712,7 +712,7 @@ def no_results_here(argv: Sequence[str]) -> str:
     output = options.view_as(AuditOptions).output
     return (
         f"No results to show here: --no_wait_until_finish leaves the job running on {where}; "
-        f"it holds {output} until it completes (see the log)."
+        f"it holds {wording.printable(output)} until it completes (see the log)."
     )
 
 

@@ -11,7 +11,6 @@ import logging
 import numbers
 import os
 import re
-import shlex
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -26,6 +25,7 @@ from pipeline.flags import (
     add_flags,
     help_text,
 )
+from transforms import wording
 from transforms.config import (
     DEFAULT_BATCH_SIZE,
     MAX_BATCH_SIZE,
@@ -570,7 +570,11 @@ def _warn_repeated_baseline(argv: Sequence[str]) -> None:
 def _end_of_flags_message(rest: Sequence[str]) -> str:
     """A '--' in argv: argparse ends the flags there, and Beam dropped what followed
     it (`-- --steps 8` ran with the default --steps)."""
-    said = f"{shlex.join(rest)} after it would be ignored" if rest else "nothing follows it here"
+    said = (
+        f"{wording.shell_command(rest)} after it would be ignored"
+        if rest
+        else "nothing follows it here"
+    )
     return f"'--' ends the flags: {said}; drop the '--'."
 
 

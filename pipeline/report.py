@@ -34,7 +34,6 @@ import json
 import logging
 import math
 import os
-import shlex
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -73,7 +72,15 @@ from transforms.manifest import (
     unfinished_status,
 )
 from transforms.results import UnreadableResults
-from transforms.wording import count, infinite, percent, printable, probability
+from transforms.wording import (
+    count,
+    infinite,
+    percent,
+    printable,
+    probability,
+    shell_command,
+    shell_word,
+)
 
 __all__ = ["UnreadableResults", "build_report", "main", "read_sanity", "write_report"]
 
@@ -183,17 +190,12 @@ def _shown(value: Any) -> Any:
     auto-escaping): text with its control and format characters as escapes, as the
     terminal shows it (`wording.printable`), so that a name holding a right-to-left
     override ('cat\\u202eexe.png') or a newline reads as it is called, and does not
-    reorder the page around it. Markup (a macro's output, or `lines`') as it is."""
+    reorder the page around it; the commands to paste hold no such character
+    (`wording.shell_command`), so they are shown as they paste. Markup (a macro's
+    output, or `lines`') as it is."""
     if isinstance(value, str) and not isinstance(value, markupsafe.Markup):
         return printable(value)
     return value
-
-
-def _verbatim(text: str) -> markupsafe.Markup:
-    """A command to paste, HTML-escaped only: a name holding a control or format
-    character stays as it is called, as in the commands the terminal prints, so that
-    the command pasted names that file (an escape shown would name another)."""
-    return markupsafe.escape(text)
 
 
 def _lines(text: str) -> markupsafe.Markup:
@@ -221,7 +223,6 @@ def _environment() -> jinja2.Environment:
         share=_share,
         count=count,
         lines=_lines,
-        verbatim=_verbatim,
     )
     return env
 
@@ -602,8 +603,8 @@ def _effective_command(manifest: Mapping[str, Any]) -> str:
     for name, value in flags:
         if value is None or value is False:
             continue
-        parts += [f"--{name}"] if value is True else [f"--{name}", shlex.quote(_flag_value(value))]
-    return " ".join(parts)
+        parts += [f"--{name}"] if value is True else [f"--{name}", _flag_value(value)]
+    return shell_command(parts)
 
 
 def _absolute(path: str | None, working_folder: str | None) -> str | None:
@@ -651,7 +652,7 @@ def _typed(command: list[str]) -> str:
     args = [str(a) for a in command]
     if args and args[0].replace("\\", "/").split("/")[-2:] == ["pipeline", "__main__.py"]:
         args = ["python", "-m", "pipeline", *args[1:]]
-    return " ".join(shlex.quote(a) for a in args)
+    return shell_command(args)
 
 
 # Every key the summary shows; an older manifest without one shows a dash.
@@ -1755,14 +1756,14 @@ def _default_output_problem(input_folder: str) -> str | None:
             f"--input {input_folder!r} holds a symbolic link named {REPORT_FILE} to "
             f"{os.readlink(page)!r}, whose folder does not exist, where the page is written "
             "without --output; create that folder, or pass --output with another file (e.g. "
-            f"--output {files.join(input_folder, 'audit.html')})."
+            f"--output {shell_word(files.join(input_folder, 'audit.html'))})."
         )
     if files.is_remote(page) or not os.path.isdir(page):
         return None
     return (
         f"--input {input_folder!r} holds a folder named {REPORT_FILE}, where the page is "
         f"written without --output; move that folder, or pass --output with another file "
-        f"(e.g. --output {files.join(input_folder, 'audit.html')})."
+        f"(e.g. --output {shell_word(files.join(input_folder, 'audit.html'))})."
     )
 
 
@@ -1784,7 +1785,7 @@ def _output_problem(output: str | None) -> str | None:
     else:
         return _page_link(output) or _through_a_dangling_link(output) or _under_a_file(output)
     example = files.join(output.rstrip("/") or "/", REPORT_FILE)
-    return f"--output {output!r} {why}; pass the HTML file to write, e.g. --output {example}."
+    return f"--output {output!r} {why}; pass the HTML file to write, e.g. --output {shell_word(example)}."
 
 
 def _page_link(output: str) -> str | None:
@@ -1864,5 +1865,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         reason = f"{type(e).__name__}: {error_reason(e)}"
         error_line(f"cannot write the report to --output {args.output!r} ({reason}).")
         return 2
-    to_stdout(lambda: print(f"Report of {args.input} written to {args.output}"))
+    to_stdout(
+        lambda: print(f"Report of {printable(args.input)} written to {printable(args.output)}")
+    )
     return 0

@@ -165,7 +165,7 @@ def _check_not_tfds_data(audit: AuditOptions, listed: Sequence[sources.FolderFil
         raise ConfigError(
             f"--dataset {audit.dataset!r} holds a prepared TFDS dataset (its "
             "dataset_info.json and record files), not images; read it as one: "
-            f"--dataset {spelt} --data_dir {data_dir}."
+            f"--dataset {wording.shell_word(spelt)} --data_dir {wording.shell_word(data_dir)}."
         )
 
 

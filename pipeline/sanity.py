@@ -64,7 +64,7 @@ from transforms.manifest import (
 from transforms.quiet import import_tensorflow
 from transforms.sinks import write_json
 from transforms.tf_model import Classifier, ModelReference, ModelSpec, model_identity
-from transforms.wording import count
+from transforms.wording import count, printable
 
 __all__ = [
     "SIMILAR",
@@ -732,17 +732,18 @@ def _checked(report: dict[str, Any], asked: int | None) -> str | None:
 def print_report(report: dict[str, Any], output: str, asked: int | None = None) -> None:
     """Prints the stages' medians, the verdict and where the report was written; first,
     when fewer images were checked than `asked` (--images), that all were, and when an
-    image had several rows (targets), how many."""
+    image had several rows (targets), how many. Layer names and the folder's as the
+    log lines show them (`wording.printable`)."""
     checked = _checked(report, asked)
     if checked:
         print(checked)
     for stage in report["stages"]:
         print(
-            f"{stage['layer']:>24}  Spearman {_median(stage['spearman_median'])}  "
+            f"{printable(stage['layer']):>24}  Spearman {_median(stage['spearman_median'])}  "
             f"SSIM {_median(stage['ssim_median'])}"
         )
-    print(report["verdict"])
-    print(f"Written: {output}/sanity/sanity.json and sanity.png")
+    print(printable(report["verdict"], lines=True))
+    print(f"Written: {printable(output)}/sanity/sanity.json and sanity.png")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

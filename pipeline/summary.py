@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 import unicodedata
 from collections.abc import Iterator
@@ -102,26 +101,12 @@ def _width(text: str) -> int:
     return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
-def _fitting(text: str, columns: int) -> str:
-    """The longest start of `text` that takes at most `columns` columns."""
-    used = 0
-    for i, char in enumerate(text):
-        used += _width(char)
-        if used > columns:
-            return text[:i]
-    return text
-
-
 def _cell(text: str) -> str:
     """A name as the table shows it: printable (`wording.printable`), and at most
     `_WIDTH` columns, its start and end kept (a 200-character file name made every
-    line of the table as wide, and each row wrapped on a terminal)."""
-    text = wording.printable(text)
-    if _width(text) <= _WIDTH:
-        return text
-    head = _fitting(text, (_WIDTH - 1) // 2)
-    tail = _fitting(text[::-1], _WIDTH - 1 - _width(head))[::-1]
-    return f"{head}…{tail}"
+    line of the table as wide, and each row wrapped on a terminal), cut on whole
+    escapes (`wording.shortened`)."""
+    return wording.shortened(text, _WIDTH, keep="both", size=_width)
 
 
 def _table_text(table: pd.DataFrame) -> str:
@@ -216,10 +201,10 @@ def rows_in_output(manifest: dict[str, Any]) -> int:
 
 def _shell_quoted(code: str) -> str:
     """`code` as one shell word: in double quotes when that needs no escape (the
-    readable form), else as `shlex.quote` gives it."""
+    readable form), else as `wording.shell_word` gives it."""
     if not any(c in code for c in '"$`\\!'):
         return f'"{code}"'
-    return shlex.quote(code)
+    return wording.shell_word(code)
 
 
 def _flag(name: str, value: str) -> list[str]:
@@ -230,7 +215,7 @@ def _flag(name: str, value: str) -> list[str]:
 
 def _python() -> str:
     """The interpreter running this job, quoted for a shell: it has the packages."""
-    return shlex.quote(sys.executable or "python")
+    return wording.shell_word(sys.executable or "python")
 
 
 def _job_python() -> str:
@@ -244,7 +229,21 @@ def _job_python() -> str:
     shadowed = any(os.path.lexists(os.path.join(here, name)) for name in names)
     if not shadowed or os.path.realpath(here) == os.path.realpath(root):
         return _python()
-    return f"PYTHONPATH={shlex.quote(root)} {_python()} -P"
+    return f"PYTHONPATH={wording.shell_word(root)} {_python()} -P"
+
+
+def _where_line(output: str, counts: dict[str, Any], rows: int) -> str:
+    """Where the results, errors and manifest are, and the counts; the folder's name as
+    the log lines show it (`wording.printable`: a newline in it broke the line)."""
+    folder = wording.printable(output)
+    earlier = counts.get("skipped_done_before", 0)
+    before = f"; {earlier} of them done before, their rows kept" if earlier else ""
+    new = f", {counts['rows']} of them from this run" if rows != counts["rows"] else ""
+    return (
+        f"Results in {folder}/results ({wording.count(rows, 'row')}{new}), errors in {folder}/errors "
+        f"({counts['errors']}), manifest {folder}/manifest.json; "
+        f"{wording.count(counts['inputs'], 'input')}{before}."
+    )
 
 
 def print_summary(manifest: dict[str, Any], limit: int = 20, rows: int | None = None) -> None:
@@ -253,16 +252,9 @@ def print_summary(manifest: dict[str, Any], limit: int = 20, rows: int | None = 
     # As typed, maybe with a trailing '/': 'gs://b/out//results' would name other objects.
     output = manifest["output"].rstrip("/") or manifest["output"]
     counts = manifest["counts"]
-    print()
-    earlier = counts.get("skipped_done_before", 0)
-    before = f"; {earlier} of them done before, their rows kept" if earlier else ""
     rows = rows_in_output(manifest) if rows is None else rows
-    new = f", {counts['rows']} of them from this run" if rows != counts["rows"] else ""
-    print(
-        f"Results in {output}/results ({wording.count(rows, 'row')}{new}), errors in {output}/errors "
-        f"({counts['errors']}), manifest {output}/manifest.json; "
-        f"{wording.count(counts['inputs'], 'input')}{before}."
-    )
+    print()
+    print(_where_line(output, counts, rows))
     target = shows_targets(manifest.get("config", {}))
     if rows:
         print()
@@ -294,5 +286,7 @@ def print_summary(manifest: dict[str, Any], limit: int = 20, rows: int | None = 
     )
     print(f"  {python} -c {_shell_quoted(code)}")
     print("Render the audit report (one self-contained HTML page):")
-    report = shlex.join([*_flag("--input", output), *_flag("--output", f"{output}/{REPORT_FILE}")])
+    report = wording.shell_command(
+        [*_flag("--input", output), *_flag("--output", f"{output}/{REPORT_FILE}")]
+    )
     print(f"  {_job_python()} -m pipeline.report {report}")

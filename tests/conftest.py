@@ -266,6 +266,18 @@ def launched(
     return [sys.executable, "-I", "-S", "-c", "; ".join(steps), *command]
 
 
+def bash_words(command: str, locale: str = "C.UTF-8") -> list[bytes]:
+    """The words a real bash makes of `command`, a printed command line without its
+    program (the bytes each argument holds), in `locale`: what pasting it runs."""
+    done = subprocess.run(
+        ["bash", "-c", f"printf '%s\\0' {command}"],
+        capture_output=True,
+        check=True,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": locale},
+    )
+    return done.stdout.split(b"\0")[:-1]
+
+
 def printed_summary(output: Path) -> str:
     """The end-of-run summary of the run in `output`, as the command prints it."""
     from pipeline.summary import print_summary  # noqa: PLC0415 - pandas, when needed

@@ -424,6 +424,34 @@ def test_names_with_control_and_format_characters_are_drawn_escaped(tmp_path):
         assert wording.printable(name) in shown, (name, texts)
 
 
+def test_a_long_name_is_cut_on_whole_escapes_in_a_caption():
+    # Escaped, then cut at 28 characters: 'x...x\u202egnp.exe' was drawn 'x...x\u…', and
+    # an image id cut at its start '…02egnp.exe...': escapes of no character.
+    name = "x" * 25 + "\u202egnp.exe"
+    assert plots.shortened(name) == "x" * 25 + "…"
+    row = make_row("d/\u202e" + "y" * 30, 5, 5, 0.5, 0.0)
+    assert plots.row_title(row, by_id=True)[0].splitlines()[0] == "…" + "y" * 27
+
+
+def test_a_callers_titles_and_channel_names_are_drawn_escaped():
+    # The public figures drew a caller's title, note and channel names raw: a
+    # right-to-left override in a title (a file name put in it) reordered it. They
+    # are escaped as names are; a title's own line breaks stay.
+    title, name = "heat map of x\u202egnp.exe\nsecond line", "re\u202ed\x1b"
+    maps = np.ones((SIZE, SIZE, 3), np.float32)
+    figures = [
+        plots.channel_figure(maps, title=title, channel_names=[name, "g", "b"]),
+        plots.attribution_figure(maps, title=title, note=name, baseline_title=name),
+        plots.grid_figure(pd.DataFrame(), title=title),
+        plots.faithfulness_curves_figure(make_row("a.png", 5, 5, 0.5, 0.0), title=title),
+    ]
+    texts = [t.get_text() for figure in figures for t in figure.findobj(Text)]
+    drawn = [t for t in texts if any(c in t for c in _UNSHOWN)]
+    assert not drawn, drawn
+    assert "re\\u202ed\\x1b: sum +256" in texts
+    assert "heat map of x\\u202egnp.exe\nsecond line" in texts  # grid_figure's, its lines kept
+
+
 def test_audit_figure_reads_row_photo_and_baseline(folder_run):
     output = folder_run["output"]
     figure = plots.audit_figure(output, "cat2.png")

@@ -32,9 +32,11 @@ from tests.conftest import (
     SIZE,
     WNID_CAT,
     WNID_SHARK,
+    bash_words,
     cli_args,
     dense_keras,
     launched,
+    printed_summary,
     run_to_a_closed_stdout,
     run_to_an_ascii_stdout,
     write_image,
@@ -1780,23 +1782,54 @@ def test_a_run_without_a_tolerance_says_its_rows_were_not_checked(tmp_path, line
     assert not re.search(r"within tolerance\s+no\b", facts)
 
 
+def _pasted(command: str, program: str, locale: str = "C.UTF-8") -> list[str]:
+    """The arguments that `command`, printed, passes after `program` when pasted into
+    bash, as paths (their bytes decoded as Python does)."""
+    assert command.isprintable(), command  # shown on one line, nothing a terminal obeys
+    rest = command.split(f" {program} ", 1)[1]
+    return [os.fsdecode(word) for word in bash_words(rest, locale)]
+
+
 def test_a_name_holding_a_right_to_left_override_is_shown_escaped(tmp_path, linear_keras):
     # HTML-escaped only, U+202E reordered the text after it in a browser: the page
     # showed 'catgnp.exe' for a file called 'cat<U+202E>exe.png'. It is shown escaped,
-    # as the terminal shows it (`wording.printable`), wherever the name appears; but in
-    # the commands to paste, which then name the folder as it is called.
+    # as the terminal shows it (`wording.printable`), wherever the name appears. The
+    # commands to paste kept it raw (and the end-of-run summary's a newline, which
+    # split its line): in ANSI-C quotes ($'...\xe2\x80\xae...'), they show no such
+    # character, and pasted, name the folders as they are called, in any locale.
     name, images = "cat\u202eexe.png", tmp_path / "im\u202egs"
     write_image(images / name, np.full((SIZE, SIZE, 3), 200, np.uint8))
-    output = tmp_path / "out"
+    output = tmp_path / "o\u202eut\nz"
     args = cli_args(dataset=images, model=linear_keras, output=output, steps=4)
     run([*args, "--faithfulness", "none"], save_main_session=False)
     assert results.read_results(str(output)).file_name.tolist() == [name]
     text = build_report(str(output))
+    assert "\u202e" not in text
     commands = re.findall(r"<pre>(python -m pipeline .*?)</pre>", text, flags=re.S)
-    assert commands and all(shlex.quote(str(images)) in html.unescape(c) for c in commands)
-    assert "\u202e" not in re.sub(r"<pre>python -m pipeline .*?</pre>", "", text, flags=re.S)
+    assert len(commands) == 2, commands  # the run's command, and the one as typed
+    for command, locale in zip(commands, ("C.UTF-8", "C"), strict=True):
+        pasted = _pasted(html.unescape(command), "pipeline", locale)
+        flags = dict(zip(pasted[::2], pasted[1::2], strict=False))
+        assert (flags["--dataset"], flags["--output"]) == (str(images), str(output)), pasted
     shown = {k: v for k, v in _page(text).sections.items() if "cat\\u202eexe.png" in v}
     assert "worst-completeness" in shown, shown  # a card's file name and image id
+    lines = printed_summary(output).splitlines()
+    assert all(line.isprintable() for line in lines), lines  # 'Results in ...' too
+    (report,) = [line for line in lines if "-m pipeline.report " in line]
+    page = f"{output}/report.html"
+    assert _pasted(report, "pipeline.report", "C") == ["--input", str(output), "--output", page]
+
+
+def test_the_fix_for_an_input_inside_a_run_pastes_as_the_runs_folder(tmp_path, capsys):
+    # 'pass --input <run>' quoted the run's folder with shlex, then the error line
+    # escaped it: 'o\u202eut\nz' pasted named another folder.
+    run_folder = tmp_path / "o\u202eut\nz"
+    (run_folder / "results").mkdir(parents=True)
+    (run_folder / "manifest.json").write_text("{}")
+    assert main(["--input", str(run_folder / "results")]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.isprintable() and "is inside the run" in line, line
+    assert _pasted(line.rstrip("."), "pass") == ["--input", str(run_folder)]
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,22 @@ The percent and probability forms the report and plots show are also tested wher
 they are shown (tests/test_cli.py, tests/test_plots.py).
 """
 
-from transforms.wording import classes, count, percent, printable
+import os
+import shlex
+import unicodedata
+
+import pytest
+
+from tests.conftest import bash_words
+from transforms.wording import (
+    classes,
+    count,
+    percent,
+    printable,
+    shell_command,
+    shell_word,
+    shortened,
+)
 
 
 def test_a_count_is_singular_for_one_alone():
@@ -55,3 +70,46 @@ def test_printable_escapes_format_characters_and_line_separators_as_control_ones
     assert printable(text) == escaped
     assert printable(f"{text}\n\tb", lines=True) == f"{escaped}\n\tb"
     assert printable("写真 café\u00a0x.png") == "写真 café\u00a0x.png"
+
+
+#: Names a printed command must paste as they are: a right-to-left override, a
+#: newline, a terminal escape, the shell's own quote and backslash, an undecodable
+#: byte (which Python holds as the lone surrogate U+DCE9), a zero-width space.
+_SHELL_NAMES = (
+    "out/run\u202egnp.exe",
+    "a\nb\tc\x1b[2J",
+    "it's a \\\\ back\\slash\r",
+    os.fsdecode(b"caf\xe9/\xe5\x86\x99\xe7\x9c\x9f\xe2\x80\x8b"),
+)
+
+
+@pytest.mark.parametrize("locale", ["C.UTF-8", "C"])
+def test_a_command_to_paste_shows_no_control_character_and_pastes_the_name_as_it_is(locale):
+    # Escaped as the terminal shows names ('out/run\u202egnp.exe' in shlex's quotes),
+    # a pasted command named another folder; raw, U+202E reordered the line and a
+    # newline split it. In ANSI-C quotes, their bytes as \xHH (`\u202e` there is read
+    # in the shell's locale: bash in the C locale kept the six characters).
+    command = shell_command(["--input", *_SHELL_NAMES])
+    assert command.isprintable() and all(c not in command for c in "\u202e\u200b"), command
+    assert bash_words(command, locale) == [b"--input", *map(os.fsencode, _SHELL_NAMES)]
+    assert shell_word(_SHELL_NAMES[0]) == "$'out/run\\xe2\\x80\\xaegnp.exe'"
+    # A printable name is quoted as before: 'a b', and none where it needs none.
+    for name in ("out/sample", "a b.png", "写真 café\u00a0.png", "$HOME"):
+        assert shell_word(name) == shlex.quote(name)
+
+
+def _east_asian(piece: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in piece)
+
+
+def test_a_shortened_name_is_cut_on_whole_escapes():
+    # Escaped, then cut at 28 characters, 'x...x\u202egnp.exe' was 'x...x\u…': an
+    # escape of no character. Cut on whole escapes, at its end, its start or middle.
+    name = "x" * 25 + "\u202egnp.exe"
+    assert shortened(name, 28) == "x" * 25 + "…"
+    assert shortened(name, 33) == "x" * 25 + "\\u202eg…"
+    assert shortened("a\u202e" + "x" * 25, 28, keep="end") == "…" + "x" * 25
+    # Both ends, in a terminal's columns (two for 写): 20 in all, with the ellipsis.
+    name = "abcdefgh\u202e" + "x" * 50 + "\u202e写真写"
+    assert shortened(name, 20, keep="both", size=_east_asian) == "abcdefgh…写真写"
+    assert shortened("a\u202eb", 9) == "a\\u202eb"  # fits: whole, as `printable` shows it

@@ -11,10 +11,9 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shlex
 from typing import Any
 
-from transforms import files
+from transforms import files, wording
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -156,7 +155,9 @@ def missing_run_message(flag: str, folder: str, error: FileNotFoundError) -> str
         return f"{flag} {folder!r}: {error}"
     run = enclosing_run(folder)
     if run is not None:
-        return f"{flag} {folder!r} is inside the run {run!r}; pass {flag} {shlex.quote(run)}."
+        return (
+            f"{flag} {folder!r} is inside the run {run!r}; pass {flag} {wording.shell_word(run)}."
+        )
     if not files.is_remote(folder) and not os.path.lexists(folder):
         return (
             f"{flag} {folder!r} does not exist; pass the --output folder of a run of this "

@@ -274,7 +274,9 @@ def attribution_figure(
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for ax, panel in zip(axes, panels, strict=False):
         _draw_panel(ax, panel, mask, image, baseline, cmap, overlay_alpha)
-        heading = baseline_title if panel == "baseline" and baseline_title else _TITLES[panel]
+        heading = _TITLES[panel]
+        if panel == "baseline" and baseline_title:
+            heading = _heading(baseline_title)
         if panel == "overlay" and image is None:
             heading = "Attribution mask\n(magnitude; no image)"
         ax.set_title(heading, fontsize=9, parse_math=False)
@@ -294,11 +296,19 @@ def panel_height(shape: tuple[int, ...], panel_size: float) -> float:
     return min(panel_size, panel_size * height / max(width, 1) + 0.3)
 
 
+def _heading(text: str) -> str:
+    """A caller's title or note as a figure draws it: its control and format characters
+    escaped as names are (`wording.printable`: a right-to-left override in a title
+    reordered it), its own line breaks kept (a title of two lines)."""
+    return wording.printable(str(text), lines=True)
+
+
 def _wrapped(texts: Sequence[str | None], width: float) -> str:
-    """Lines of `texts` wrapped to a figure `width` inches wide at 9 points (about 13
-    characters an inch), so that a long title or note is not cut at the figure's edges."""
+    """Lines of `texts` (`_heading`s) wrapped to a figure `width` inches wide at 9
+    points (about 13 characters an inch), so that a long title or note is not cut at
+    the figure's edges."""
     chars = max(20, int(13 * width))
-    lines = [line for text in texts if text for line in text.split("\n")]
+    lines = [line for text in texts if text for line in _heading(text).split("\n")]
     return "\n".join(textwrap.fill(line, chars, break_on_hyphens=False) for line in lines)
 
 
@@ -334,7 +344,7 @@ def channel_figure(
     # Wrapped to the figure: audit_figure's one-line caption ran past both its edges.
     broken = _map_note(values, "inf at the ends of the scale, NaN blank")
     title = _wrapped([title, broken], width) or None
-    names = list(channel_names)
+    names = [wording.printable(str(name)) for name in channel_names]
     if len(names) != channels:
         names = [f"channel {c}" for c in range(channels)]
     figure = _figure(width, panel_height(values.shape, panel_size) + (0.5 if title else 0))
@@ -959,7 +969,7 @@ def faithfulness_curves_figure(
     _curve_axes(ax, reference)
     # Over the figure (the legend sits right above the axes); kept, as Figure has no
     # public getter of the Text: the figure is made tall enough for it.
-    heading = figure.suptitle(title, fontsize=9, parse_math=False) if title else None
+    heading = figure.suptitle(_heading(title), fontsize=9, parse_math=False) if title else None
     if not curves:
         _blank(ax, "no deletion / insertion curves stored")
         _fit_xlabel(ax)
@@ -1023,9 +1033,9 @@ def shortened(text: str, width: int = 28) -> str:
     and format characters escaped as the terminal and the page show them
     (`wording.printable`: a right-to-left override reordered the caption, a newline
     split it), cut to `width` characters, its last an ellipsis where it was cut (it
-    would otherwise run past its panel)."""
-    text = wording.printable(text)
-    return text if len(text) <= width else text[: width - 1] + "…"
+    would otherwise run past its panel), never inside an escape (`wording.shortened`:
+    'x\\u20…' named no character)."""
+    return wording.shortened(text, width)
 
 
 def row_title(
@@ -1045,8 +1055,7 @@ def row_title(
 
     name = cut(row["file_name"])
     if by_id:
-        name = wording.printable(str(row["image_id"]))
-        name = name if len(name) <= width else "…" + name[-(width - 1) :]
+        name = wording.shortened(str(row["image_id"]), width, keep="end")
     if one_output:
         return "\n".join([name, *_score_lines(row, cut)]), False
     probs = row["top_k_probs"]
@@ -1129,7 +1138,7 @@ def grid_figure(
     for ax in axes[len(rows) :]:
         ax.set_axis_off()
     if title:
-        figure.suptitle(title, fontsize=10, parse_math=False)
+        figure.suptitle(_heading(title), fontsize=10, parse_math=False)
     return figure
 
 

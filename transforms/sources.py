@@ -20,7 +20,6 @@ import logging
 import os
 import posixpath
 import re
-import shlex
 import stat
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -363,7 +362,7 @@ def _deeper_wordnet_ids(root: str, unlabelled: list[FolderFile]) -> str:
         return (
             f" WordNet-id folders lie deeper ({parts[deeper]} in {parent}): only a top-level "
             "one labels its files; to label those, pass the folder holding them, e.g. "
-            f"--dataset {root.rstrip('/')}/{parent}."
+            f"--dataset {wording.shell_word(root.rstrip('/') + '/' + parent)}."
         )
     return ""
 
@@ -646,7 +645,7 @@ def _own_folder_error(name: str, data_dir: str | None) -> ValueError | None:
         return None
     return ValueError(
         f"--data_dir {data_dir!r} is the folder of TFDS dataset {base!r} itself (it holds "
-        f"{', '.join(prepared)}); pass its parent: --data_dir {parent or '.'}."
+        f"{', '.join(prepared)}); pass its parent: --data_dir {wording.shell_word(parent or '.')}."
     )
 
 
@@ -769,9 +768,11 @@ def _build_command(name: str, data_dir: str | None) -> str:
     --data_dir when given (without it, tfds build prepares into TFDS's own folder),
     quoted for a shell as printed (a folder with a space is one argument); a placeholder
     in angle brackets (`<gs:// folder>`) is printed as it is."""
-    folder = data_dir if data_dir is None or data_dir.startswith("<") else shlex.quote(data_dir)
+    folder = (
+        data_dir if data_dir is None or data_dir.startswith("<") else wording.shell_word(data_dir)
+    )
     into = f" --data_dir {folder}" if folder is not None else ""
-    return f"`tfds build {shlex.quote(name)}{into}`"
+    return f"`tfds build {wording.shell_word(name)}{into}`"
 
 
 def _ensure_prepared(

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import decimal
 import math
+import shlex
 import unicodedata
+from collections.abc import Callable, Iterable
 
-__all__ = ["count", "infinite", "percent", "printable", "probability"]
+__all__ = [
+    "count",
+    "infinite",
+    "percent",
+    "printable",
+    "probability",
+    "shell_command",
+    "shell_word",
+    "shortened",
+]
 
 # What a terminal must not get raw: control characters (a newline, ESC, C1's CSI),
 # format characters (a right-to-left override reorders what follows it, a zero-width
@@ -71,6 +82,15 @@ def probability(value: float, digits: int = 0) -> str:
     return f"<{step:.{digits + 1}f}%" if value < 0.5 else f">{100 - step:.{digits + 1}f}%"
 
 
+def _unprintable(char: str) -> bool:
+    return unicodedata.category(char) in _UNPRINTABLE
+
+
+def _shown(char: str) -> str:
+    """One character as `printable` shows it: its Python escape where unprintable."""
+    return repr(char)[1:-1] if _unprintable(char) else char
+
+
 def printable(text: str, lines: bool = False) -> str:
     """`text` with its control and format characters as Python escapes ('a\\nb.png',
     'x\\x1b[2J', 'x\\u202egnp.exe'): a file name holding a newline, a terminal escape
@@ -80,7 +100,68 @@ def printable(text: str, lines: bool = False) -> str:
     if text.isprintable():  # the common case, at C speed
         return text
     kept = "\n\t" if lines else ""
-    return "".join(
-        repr(c)[1:-1] if c not in kept and unicodedata.category(c) in _UNPRINTABLE else c
-        for c in text
-    )
+    return "".join(c if c in kept else _shown(c) for c in text)
+
+
+def shortened(text: str, width: int, keep: str = "start", size: Callable[[str], int] = len) -> str:
+    """`text` as `printable` shows it, at most `width` long (in characters, or as `size`
+    measures a piece of it: a terminal's columns), cut with an ellipsis where longer,
+    never inside an escape: 'x\\u202egnp' is cut to 'x\\u202e…' or 'x…', not
+    'x\\u20…'. `keep`: its "start" (a caption), its "end" (an image id, its file name
+    last) or "both", cut in its middle (the summary's table)."""
+    pieces = [_shown(c) for c in text]
+    if sum(map(size, pieces)) <= width:
+        return "".join(pieces)
+    room = width - size("…")
+    if keep == "start":
+        return "".join(pieces[: _fitting(pieces, room, size)]) + "…"
+    if keep == "end":
+        return "…" + "".join(pieces[len(pieces) - _fitting(pieces[::-1], room, size) :])
+    head = pieces[: _fitting(pieces, room // 2, size)]
+    rest = pieces[len(head) :]
+    tail = rest[len(rest) - _fitting(rest[::-1], room - sum(map(size, head)), size) :]
+    return "".join(head) + "…" + "".join(tail)
+
+
+def _fitting(pieces: list[str], room: int, size: Callable[[str], int]) -> int:
+    """How many of `pieces`, from the first, take at most `room` together."""
+    used = 0
+    for i, piece in enumerate(pieces):
+        used += size(piece)
+        if used > room:
+            return i
+    return len(pieces)
+
+
+# ANSI-C quoting's escapes of the characters Python writes so, and of its own two.
+_ANSI_C = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\", "'": "\\'"}
+
+
+def shell_word(text: str) -> str:
+    """`text` as one word of a command to paste into a shell: as `shlex.quote` gives
+    it, or, where it holds a character `printable` escapes, in ANSI-C quotes (bash,
+    zsh, ksh; POSIX sh since 2024): `$'x\\xe2\\x80\\xaegnp.exe'` is shown on one line,
+    with nothing a terminal obeys, and pasted, is the name as it is. Such a character
+    is written as the bytes the name holds (UTF-8; an undecodable byte, which Python
+    holds as a lone surrogate, as that byte), not as `\\u202e`: bash reads `\\u` in
+    its locale's character set, and in the C locale kept the six characters."""
+    if text.isprintable() or not any(map(_unprintable, text)):
+        return shlex.quote(text)
+    return "$'" + "".join(_ansi_c(c) for c in text) + "'"
+
+
+def _ansi_c(char: str) -> str:
+    if char in _ANSI_C:
+        return _ANSI_C[char]
+    if not _unprintable(char):
+        return char
+    try:
+        data = char.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate no file name holds
+        data = char.encode("utf-8", "surrogatepass")
+    return "".join(f"\\x{byte:02x}" for byte in data)
+
+
+def shell_command(words: Iterable[str]) -> str:
+    """`words` as a command line to paste (`shell_word` each)."""
+    return " ".join(shell_word(str(word)) for word in words)
