@@ -383,7 +383,17 @@ def test_a_batch_of_one_image_gives_the_rows_a_batch_of_two_does(
     # F(x), F(x') and p(x): forward calls of the images alone, of two rows each.
     exact = ["target_score", "baseline_score", "top_k_probs"]
     pd.testing.assert_frame_equal(one[exact], two[exact], check_exact=True)
-    pd.testing.assert_frame_equal(one, two)  # the rest as the path's calls allow
+    # The rest as the path's calls allow (their points are grouped by batch). The
+    # completeness gap, sum(A) - (F(x) - F(x')), is a difference of terms about 200x
+    # its size: its last bits are theirs, so it is compared on their scale (relative
+    # 1e-5 of it alone failed on one CPU: -0.0059434698 against -0.0059435308).
+    scale = (two.target_score - two.baseline_score).abs().to_numpy()
+    gaps = ["completeness_delta", "relative_delta"]
+    np.testing.assert_allclose(
+        one.completeness_delta, two.completeness_delta, atol=1e-6 * scale.max()
+    )
+    np.testing.assert_allclose(one.relative_delta, two.relative_delta, atol=1e-6)
+    pd.testing.assert_frame_equal(one.drop(columns=gaps), two.drop(columns=gaps))
 
 
 def test_a_path_call_of_one_point_gives_the_bits_of_that_point_in_a_call_of_two(conv_keras):
