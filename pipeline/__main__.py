@@ -115,7 +115,7 @@ def _failed(error: Exception, verbose: bool) -> int:
         _LOG.exception("The run failed.")
     death = logs.worker_death()
     if death is not None:
-        error_line(f"the run failed: a worker process ended, {death}. {_RESUME}")
+        error_line(f"the run failed: {death}. {_RESUME}")
         return 1
     detail = "" if verbose else " (rerun with --verbose for the traceback)"
     if _NO_SPACE.search(str(error)):

@@ -20,6 +20,7 @@ __all__ = [
     "interrupted_complete",
     "quiet_environment",
     "worker_death",
+    "worker_ended",
 ]
 
 # What the command line says of a Ctrl-C before the run claimed --output (while
@@ -242,6 +243,7 @@ def _one_line(error: BaseException | None) -> str:
 # DirectRunner ended (its `run_worker` thread raises it).
 _WORKER_EXIT = re.compile(r"Worker subprocess exited with return code (-?\d+)")
 _worker_exits: list[int] = []
+_not_started: list[str] = []  # `worker_ended`'s of workers that ended before they connected
 _stopping = threading.Event()
 
 
@@ -258,6 +260,7 @@ def _watch_threads(verbose: bool) -> None:
     ended, those of the threads it leaves behind (gRPC errors) none; nor, once a
     stop is requested (`stop_requested`), the ends of the workers it stops."""
     _worker_exits.clear()
+    _not_started.clear()
     _stopping.clear()
     log = logging.getLogger("pipeline")
 
@@ -268,7 +271,7 @@ def _watch_threads(verbose: bool) -> None:
         if verbose:
             threading.__excepthook__(args)
         elif found and not _stopping.is_set():
-            log.error("A worker process ended: %s.", worker_death(int(found[1])))
+            log.error("A worker process ended: %s.", _ended_how(int(found[1])))
         elif not _worker_exits:
             thread = args.thread.name if args.thread else "a thread"
             log.error("In %s: %s", thread, _one_line(args.exc_value))
@@ -276,16 +279,48 @@ def _watch_threads(verbose: bool) -> None:
     threading.excepthook = hook
 
 
-def worker_death(code: int | None = None) -> str | None:
-    """How the run's first ended worker process ended (`code`: that return code),
-    or None when none did: 'return code 137 (SIGKILL, killed, as the system
-    kills a process when memory runs out)'; 128 + N and -N are signal N."""
-    code = _worker_exits[0] if code is None and _worker_exits else code
+def worker_ended(code: int | None, connected: bool, last_line: str | None = None) -> str:
+    """What fails the run when a worker process ends before it was told to
+    (`pipeline.stopping`): 'a worker process ended, return code 137 (...)'. One that
+    ended before it connected to the launcher could not start: that is said, with the
+    last line it wrote to stderr (`last_line`) unless a signal ended it (then the
+    line is not its own: the shell's 'Killed'), and noted for `worker_death`."""
+    how = "an unknown return code" if code is None else _ended_how(code)
+    if connected:
+        return f"a worker process ended, {how}"
+    said = f"; its last line: {last_line}" if last_line and _signal(code) is None else ""
+    text = (
+        "a worker process ended before it connected to the launcher (it could not start), "
+        f"{how}{said}"
+    )
+    _not_started.append(text)
+    return text
+
+
+def worker_death() -> str | None:
+    """Why the run failed, if a worker process ended during it, or None: the first one
+    that could not start (`worker_ended`), else the first that ended ('a worker process
+    ended, return code 137 (SIGKILL, killed, as the system kills a process when memory
+    runs out)')."""
+    if _not_started:
+        return _not_started[0]
+    return f"a worker process ended, {_ended_how(_worker_exits[0])}" if _worker_exits else None
+
+
+def _signal(code: int | None) -> str | None:
+    """The signal a return code says ended the process (128 + N and -N are signal N), or None."""
     if code is None:
         return None
     try:
-        name = signal.Signals(-code if code < 0 else code - 128).name
-    except ValueError:  # an exit status, no signal
+        return signal.Signals(-code if code < 0 else code - 128).name
+    except ValueError:  # an exit status
+        return None
+
+
+def _ended_how(code: int) -> str:
+    """'return code 137 (SIGKILL, killed, as the system kills a process when memory runs out)'."""
+    name = _signal(code)
+    if name is None:
         return f"return code {code}"
     killed = (
         ", killed, as the system kills a process when memory runs out" if name == "SIGKILL" else ""

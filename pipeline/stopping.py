@@ -131,16 +131,50 @@ def _is_multi_process(options: PipelineOptions) -> bool:
     return is_direct(options) and direct.direct_running_mode == "multi_processing"
 
 
+class _WorkerProcess:
+    """A worker process Beam started, whose stderr is copied on to the launcher's (it
+    inherited it before), keeping its last line: what a worker that cannot start says
+    last (`ModuleNotFoundError: No module named ...`)."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.process = process
+        self._last = b""
+        self._copier = threading.Thread(target=self._copy, name="worker_stderr", daemon=True)
+        self._copier.start()
+
+    def _copy(self) -> None:
+        for line in self.process.stderr:
+            if line.strip():
+                self._last = line
+            with contextlib.suppress(OSError):  # a launcher's stderr gone: drained all the same
+                while line:
+                    line = line[os.write(2, line) :]
+
+    def last_line(self) -> str | None:
+        """Its last line on stderr, once it has ended (the pipe closes with it, unless a
+        process it started holds it: then its last line so far)."""
+        self._copier.join(timeout=1)
+        return self._last.decode(errors="replace").strip() or None
+
+
 class _SubprocessInOwnSession:
     """`subprocess` as Beam's local job service sees it: its Popen starts a session
-    of its own, without the terminal (the rest is the module's)."""
+    of its own, without the terminal, with its stderr copied on (`_WorkerProcess`,
+    in `started` by its WORKER_ID); the rest is the module's."""
+
+    def __init__(self, started: dict[str | None, _WorkerProcess]) -> None:
+        self._started = started
 
     def __getattr__(self, name: str) -> Any:
         return getattr(subprocess, name)
 
-    @staticmethod
-    def Popen(*args: Any, **kwargs: Any) -> subprocess.Popen:  # noqa: N802 - subprocess's name
-        return subprocess.Popen(*args, start_new_session=True, **kwargs)
+    def Popen(self, *args: Any, **kwargs: Any) -> subprocess.Popen:  # noqa: N802 - subprocess's name
+        kwargs = {"stderr": subprocess.PIPE, **kwargs}
+        process = subprocess.Popen(*args, start_new_session=True, **kwargs)
+        if process.stderr is not None:
+            worker_id = (kwargs.get("env") or {}).get("WORKER_ID")
+            self._started[worker_id] = _WorkerProcess(process)
+        return process
 
 
 @contextlib.contextmanager
@@ -156,10 +190,16 @@ def workers_apart_from_ctrl_c(options: PipelineOptions) -> Iterator[None]:
         return
     from apache_beam.runners.portability import local_job_service  # noqa: PLC0415
 
+    started: dict[str | None, _WorkerProcess] = {}
+    told: set[Any] = set()  # the control connections of the workers Beam told to end
     before = local_job_service.subprocess
-    local_job_service.subprocess = _SubprocessInOwnSession()
+    local_job_service.subprocess = _SubprocessInOwnSession(started)
     try:
-        with _one_ctrl_c_while_workers_stop(), _every_worker_told_to_stop():
+        with (
+            _one_ctrl_c_while_workers_stop(),
+            _every_worker_told_to_stop(told),
+            _an_untold_end_fails_the_run(started, told),
+        ):
             yield
     finally:
         local_job_service.subprocess = before
@@ -189,8 +229,17 @@ def _one_ctrl_c_while_workers_stop() -> Iterator[None]:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def _runner_as_known() -> bool:
+    """Beam's FnApiRunner is the one this module changes (2.77's): a Beam whose runner
+    differs (setup.py allows 2.x from 2.77) is left as it is."""
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers  # noqa: PLC0415
+
+    servicer = worker_handlers.BeamFnControlServicer
+    return all(hasattr(servicer, name) for name in ("UNSTARTED_STATE", "_DONE_MARKER"))
+
+
 @contextlib.contextmanager
-def _every_worker_told_to_stop() -> Iterator[None]:
+def _every_worker_told_to_stop(told: set[Any]) -> Iterator[None]:
     """While the run lasts, Beam (2.77) stops every worker process of a stopped or
     finished run, whatever the moment of a Ctrl-C or SIGTERM. Its FnApiRunner closes
     each worker's control connection, which tells the worker to end, then waits for
@@ -203,17 +252,19 @@ def _every_worker_told_to_stop() -> Iterator[None]:
       the workers after were never told, and the launcher, its `error:` line
       printed, waited for them at exit, forever. The stop now comes once they are
       all closed.
-    Either way Ctrl-C was ignored by then, and a worker left running."""
+    Either way Ctrl-C was ignored by then, and a worker left running. Each connection
+    closed goes in `told` first: its worker's end is no failure."""
     from apache_beam.runners.portability.fn_api_runner import worker_handlers  # noqa: PLC0415
 
     servicer = worker_handlers.BeamFnControlServicer
-    if not all(hasattr(servicer, name) for name in ("UNSTARTED_STATE", "_DONE_MARKER")):
-        yield  # a Beam whose runner differs (setup.py allows 2.x from 2.77): left as it is
+    if not _runner_as_known():
+        yield
         return
     connection, manager = worker_handlers.ControlConnection, worker_handlers.WorkerHandlerManager
     close, close_all = connection.close, manager.close_all
 
     def close_even_unopened(self) -> None:
+        told.add(self)
         # Read first when the worker connects (one that connects meanwhile is sent a
         # second, never read).
         if getattr(self, "_state", None) == servicer.UNSTARTED_STATE:
@@ -229,6 +280,76 @@ def _every_worker_told_to_stop() -> Iterator[None]:
         yield
     finally:
         connection.close, manager.close_all = close, close_all
+
+
+@contextlib.contextmanager
+def _an_untold_end_fails_the_run(
+    started: dict[str | None, _WorkerProcess], told: set[Any]
+) -> Iterator[None]:
+    """A worker process that ends before Beam told it to (`told`) fails the run at once.
+    Beam (2.77) noticed only the end of a worker connected to it (its streams broke):
+    one that ended before it connected (its Python could not start: a module that fails
+    to import, a bad environment; killed as it started) left the launcher waiting for
+    its bundle's outputs, silent, forever. Its end now closes its connections, which
+    fails the bundle, and `logs.worker_ended` notes how it ended, with its last line."""
+    from apache_beam.runners.portability import local_job_service  # noqa: PLC0415
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers  # noqa: PLC0415
+
+    worker, handler = (
+        local_job_service.SubprocessSdkWorker,
+        worker_handlers.SubprocessSdkWorkerHandler,
+    )
+    if not _runner_as_known():  # nor are the connections Beam closes noted in `told`
+        yield
+        return
+    run, start, push = worker.run, handler.start_worker, worker_handlers.ControlConnection.push
+    handlers: dict[str, Any] = {}
+    ended: dict[Any, Exception] = {}  # the connections of workers that ended untold
+
+    def start_known(self) -> None:
+        handlers[self.worker_id] = self
+        start(self)
+
+    def run_watched(self) -> None:
+        try:
+            run(self)
+        finally:  # in its thread, before Beam's error of it (the run's `logs` hook)
+            known = handlers.get(getattr(self, "_worker_id", None))
+            if known is not None and known.control_conn not in told:
+                _fail_its_bundles(known, started.get(known.worker_id), ended)
+
+    def push_unless_ended(self, request):
+        future = push(self, request)
+        if future is not None and self in ended:  # a bundle sent to a worker gone
+            future.abort(ended[self])
+        return future
+
+    worker.run, handler.start_worker = run_watched, start_known
+    worker_handlers.ControlConnection.push = push_unless_ended
+    try:
+        yield
+    finally:
+        worker.run, handler.start_worker = run, start
+        worker_handlers.ControlConnection.push = push
+
+
+def _fail_its_bundles(handler: Any, process: _WorkerProcess | None, ended: dict) -> None:
+    """The bundles of `handler`'s worker, which ended untold, fail: what it was sent and
+    what it will be (its control connection, in `ended`), and the outputs awaited of it
+    (its data channel, closed: 'Channel closed prematurely')."""
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers  # noqa: PLC0415
+
+    connection = handler.control_conn
+    connected = (
+        getattr(connection, "_state", None) != worker_handlers.BeamFnControlServicer.UNSTARTED_STATE
+    )
+    code = process.process.returncode if process is not None else None
+    last = process.last_line() if process is not None and not connected else None
+    error = RuntimeError(logs.worker_ended(code, connected, last))
+    ended[connection] = error
+    for future in list(getattr(connection, "_futures_by_id", {}).values()):
+        future.abort(error)
+    handler.data_conn._closed = True  # noqa: SLF001 - what its reads check, every second
 
 
 @contextlib.contextmanager

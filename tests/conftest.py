@@ -55,10 +55,12 @@ def _no_worker_ends_from_other_tests():
 
     hook = threading.excepthook
     logs._worker_exits.clear()
+    logs._not_started.clear()
     logs._stopping.clear()
     yield
     threading.excepthook = hook
     logs._worker_exits.clear()
+    logs._not_started.clear()
     logs._stopping.clear()
 
 

@@ -261,7 +261,7 @@ def test_a_worker_that_ends_while_a_stop_stops_the_run_is_not_an_error(caplog):
             logs.stop_requested()
             worker_exits(134)
         assert caplog.text == ""
-        assert logs.worker_death().startswith("return code 137 (SIGKILL")  # the first end
+        assert logs.worker_death().startswith("a worker process ended, return code 137 (SIGKILL")
         logs._watch_threads(verbose=False)  # a new run: its workers' ends are reported again
         with caplog.at_level("ERROR", logger="pipeline"):
             worker_exits(134)
@@ -395,6 +395,47 @@ def test_a_killed_worker_process_fails_the_run_in_one_line_and_resume_completes_
     _resume_here(command)
     rows = pd.read_parquet(tmp_path / "out" / "results", columns=["image_id"])
     assert sorted(rows.image_id) == sorted(i for i in twelve_images["pixels"])
+
+
+# A `sitecustomize` that only Beam's worker processes act on (Beam gives them the
+# launcher's address in CONTROL_API_SERVICE_DESCRIPTOR): their Python fails to import
+# gRPC, as in an environment the workers cannot start in.
+_WORKERS_CANNOT_START = """import os, sys
+if "CONTROL_API_SERVICE_DESCRIPTOR" in os.environ:
+    sys.modules["grpc"] = None
+"""
+
+
+def test_worker_processes_that_cannot_start_fail_the_run_at_once_naming_why(
+    image_folder, linear_keras, tmp_path
+):
+    # Workers that ended before they connected to the launcher left it waiting for
+    # them, silent, forever (killed here after 90 s): Beam noticed only the end of a
+    # worker connected to it. The run now fails as they end, with their last line.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_WORKERS_CANNOT_START)
+    output = tmp_path / "out"
+    command = _two_workers_command(image_folder, linear_keras, output)
+    env = {**_ENV, "PYTHONPATH": os.pathsep.join((_ENV["PYTHONPATH"], str(site)))}
+    try:
+        job = subprocess.run(
+            launched(command), stderr=subprocess.PIPE, text=True, env=env, timeout=90
+        )
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"the launcher still waits after 90 s: {(e.stderr or b'')[-2000:]!r}")
+    log = job.stderr.splitlines(keepends=True)
+    text = "".join(log)
+    assert job.returncode == 1, text[-3000:]
+    assert [line for line in log if line.startswith("error:")] == [
+        "error: the run failed: a worker process ended before it connected to the launcher "
+        "(it could not start), return code 1; its last line: ModuleNotFoundError: import of grpc "
+        "halted; None in sys.modules. Rerun with --resume to continue: the rows of every "
+        "batch it finished are kept.\n"
+    ], text[-3000:]
+    # The workers' own traceback still reaches the launcher's stderr, above.
+    assert "\n    import grpc\n" in text, text[-3000:]
+    assert not (output / ".lock").exists()
 
 
 def _resume_here(command: list[str]) -> None:
