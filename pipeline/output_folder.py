@@ -8,7 +8,7 @@ files, and what it holds: an earlier run of this job (its files by name,
 never files this job did not write (`check_own_files`).
 Readied under the lock (`prepare_output`): an earlier run's files deleted for
 --overwrite, its manifest marked "replacing" first; a killed run's partial files
-in `.tmp/` cleared. Tidied after a finished run (`tidy_finished`): its
+in `.tmp/` cleared, and those a killed write left beside them (`clear_temp`). Tidied after a finished run (`tidy_finished`): its
 checkpoints, empty temp folders, a resume's empty results files and the schema
 file go.
 """
@@ -200,11 +200,36 @@ def delete_matching(pattern: str) -> None:
         FileSystems.delete(files)
 
 
+# The file `prepare_output` writes and deletes in --output to see that it can write there.
+_WRITE_PROBE = ".write_probe"
+
+
+def _is_partial_beside(name: str) -> bool:
+    """Whether `name`, a file in --output itself, is one a write cut short left there:
+    the manifest's temp file (`json_temp`), the report page's hidden partial ones
+    (`is_partial_of`), the write probe. Other files there are not ours."""
+    temp_names = (json_temp(MANIFEST_FILE), _WRITE_PROBE)
+    return name in temp_names or is_partial_of(name, REPORT_FILE)
+
+
+def _partial_files_beside(output: str) -> list[str]:
+    """The files a killed write left in `output` itself, beside the run's folders (a
+    report killed as it wrote its page left the whole page there, hidden, for good)."""
+    patterns = [FileSystems.join(output, pattern) for pattern in (".*", "*.tmp")]
+    try:
+        paths = files_only(_matching(patterns))
+    except Exception:  # unlistable: the writability probe says why
+        return []
+    return [p for p in paths if _is_partial_beside(FileSystems.split(p)[1])]
+
+
 def clear_temp(output: str) -> None:
-    """Deletes a dead run's partial files; called with the folder's lock held."""
-    leftovers = _temp_files(output)
+    """Deletes the partial files a dead run, or a report or manifest write cut short,
+    left in `output` (`_temp_files`, `_partial_files_beside`); called with the
+    folder's lock held."""
+    leftovers = _temp_files(output) + _partial_files_beside(output)
     if leftovers:
-        _LOG.info("Deleting %d partial files of an earlier run in %s.", len(leftovers), TEMP_DIR)
+        _LOG.info("Deleting %d partial files an earlier run left in %s.", len(leftovers), output)
         FileSystems.delete(leftovers)
 
 
@@ -265,7 +290,7 @@ def prepare_output(output: str, overwrite: bool) -> None:
         _delete_run(output, existing)
         drop_empty_run_folders(output)
     clear_temp(output)
-    probe = FileSystems.join(output, ".write_probe")
+    probe = FileSystems.join(output, _WRITE_PROBE)
     try:
         with FileSystems.create(probe) as f:
             f.write(b"ok")

@@ -1497,6 +1497,53 @@ def test_a_run_deletes_only_its_own_partial_files_in_dot_tmp(image_folder, linea
     assert all(path.read_text() == "x" for path in theirs)
 
 
+# `python -c` of the report command (its flags follow), SIGKILLed once its page is
+# whole in its hidden partial file, before the rename that puts it in place.
+_REPORT_KILLED_AS_IT_WRITES = """
+import os, signal, sys
+from pipeline.report import main
+replace = os.replace
+def killed_at_the_page(src, dst):
+    if os.path.basename(dst) == "report.html":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return replace(src, dst)
+os.replace = killed_at_the_page
+main(sys.argv[1:])
+"""
+
+
+def _listing(folder: Path) -> list[str]:
+    """Every file and folder in `folder`, as paths relative to it."""
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+def test_a_later_run_deletes_the_page_a_killed_report_left_half_written(
+    finished, linear_keras, tmp_path
+):
+    # A report killed as it wrote its page left `.report.html.<hex>.partial` (the whole
+    # page, 460 KB for 80 images) in --output: no --resume, --overwrite or report ever
+    # deleted it. A later run leaves the folder as a clean run does.
+    out = tmp_path / "out"
+    finished["copy"](out)
+    clean = _listing(out)
+    command = [sys.executable, "-c", _REPORT_KILLED_AS_IT_WRITES, "--input", str(out)]
+    killed = subprocess.run(
+        launched(command),
+        cwd=_REPO,
+        env={**os.environ, "PYTHONPATH": str(_REPO), "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert [p.name for p in out.glob(".report.html.*.partial")], _listing(out)
+    replaced = tmp_path / "replaced"
+    shutil.copytree(out, replaced)
+    for folder, extra in ((out, "--resume"), (replaced, "--overwrite")):
+        run([*job_flags(finished["folder"], linear_keras, folder), extra], save_main_session=False)
+        assert _listing(folder) == clean, extra
+
+
 def test_a_resume_over_an_unreadable_results_file_names_it(finished, linear_keras, tmp_path):
     out = tmp_path / "out"
     finished["copy"](out)
