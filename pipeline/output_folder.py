@@ -8,9 +8,9 @@ files, and what it holds: an earlier run of this job (its files by name,
 never files this job did not write (`check_own_files`).
 Readied under the lock (`prepare_output`): an earlier run's files deleted for
 --overwrite, its manifest marked "replacing" first; a killed run's partial files
-in `.tmp/` cleared, and those a killed write left beside them (`clear_temp`). Tidied after a finished run (`tidy_finished`): its
-checkpoints, empty temp folders, a resume's empty results files and the schema
-file go.
+in `.tmp/` cleared, and those a killed write left beside them (`clear_temp`).
+Tidied after a finished run (`tidy_finished`): its checkpoints, empty temp
+folders, a resume's empty results files and the schema file go.
 """
 
 from __future__ import annotations
