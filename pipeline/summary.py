@@ -149,15 +149,16 @@ def summary_table(output: str, limit: int = 20, target: bool = False) -> pd.Data
 
 
 def error_summary(output: str, reasons: int = 3) -> list[str]:
-    """Lines of the run's errors by stage, each with its most frequent reasons."""
+    """Lines of the run's errors by stage, each with its most frequent reasons (a
+    reason longer than 160 characters as shown cut to them: `wording.shortened`)."""
     causes = error_causes(read_errors(output))
     lines = []
     for stage, group in causes.groupby("stage", sort=False):
         lines.append(f"  {stage}: {group['inputs'].sum()}")
         for cause in group.head(reasons).itertuples():
-            text = cause.reason if len(cause.reason) <= 160 else cause.reason[:157] + "..."
+            reason = wording.shortened(cause.reason, 160)  # as shown, escapes whole
             example = wording.printable(cause.example)
-            lines.append(f"    {cause.inputs} x {wording.printable(text)} (e.g. {example})")
+            lines.append(f"    {cause.inputs} x {reason} (e.g. {example})")
         if len(group) > reasons:
             lines.append(f"    ... and {wording.count(len(group) - reasons, 'other reason')}")
     return lines

@@ -4659,6 +4659,28 @@ def test_errors_by_stage_say_how_many_other_reasons_in_words(tmp_path):
     assert error_summary(str(tmp_path), reasons=2)[-1] == "    ... and 2 other reasons"
 
 
+def test_an_error_reason_is_cut_to_160_shown_characters_on_whole_escapes(tmp_path):
+    # Cut at 160 characters before its escapes were written out, a reason of 78 holding
+    # 60 ESC characters was shown 258 characters long (each ESC is `\x1b`), uncut.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.summary import error_summary
+    from transforms.schema import ERROR_SCHEMA
+
+    errors = {"e.png": "cannot decode: " + "\x1b" * 60 + "end", "l.png": "x" * 200}
+    records = [
+        {"image_id": name, "file_name": name, "stage": "decode", "error": error}
+        for name, error in errors.items()
+    ]
+    (tmp_path / "errors").mkdir()
+    pq.write_table(pa.Table.from_pylist(records, ERROR_SCHEMA), tmp_path / "errors" / "p.parquet")
+    assert error_summary(str(tmp_path))[1:] == [
+        "    1 x cannot decode: " + "\\x1b" * 36 + "… (e.g. e.png)",  # 15 + 144 + 1
+        "    1 x " + "x" * 159 + "… (e.g. l.png)",
+    ]
+
+
 def test_the_end_of_run_table_orders_an_images_targets_by_rank_and_shows_top_1_confidence(
     tmp_path,
 ):
