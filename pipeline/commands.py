@@ -93,7 +93,8 @@ def to_stdout(write: Callable[[], None]) -> None:
     that stdout's encoding cannot write (a file named `café.png` under
     PYTHONIOENCODING=ascii, or a C locale without Python's UTF-8 mode) is escaped
     (`caf\\xe9.png`), as Python does on stderr: it was a UnicodeEncodeError after the
-    work was done."""
+    work was done. A command to paste holds no such character: `wording.shell_word`
+    writes it as its bytes (`$'caf\\xc3\\xa9'`), which paste as the name."""
     stream = _RESULTS[-1] if _RESULTS else sys.stdout
     if stream is None:
         return

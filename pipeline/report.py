@@ -85,6 +85,9 @@ from transforms.wording import (
 __all__ = ["UnreadableResults", "build_report", "main", "read_sanity", "write_report"]
 
 _LOG = logging.getLogger(__name__)
+# The page's character set (its <meta charset>): a command on it keeps a name's
+# printable characters, whatever the terminal that built it can write.
+_PAGE_ENCODING = "utf-8"
 
 # The columns the page needs for every row: no lists (top-k, path), no attributions;
 # the top-1 probability is computed in Arrow (`confidence`).
@@ -604,7 +607,7 @@ def _effective_command(manifest: Mapping[str, Any]) -> str:
         if value is None or value is False:
             continue
         parts += [f"--{name}"] if value is True else [f"--{name}", _flag_value(value)]
-    return shell_command(parts)
+    return shell_command(parts, _PAGE_ENCODING)
 
 
 def _absolute(path: str | None, working_folder: str | None) -> str | None:
@@ -652,7 +655,7 @@ def _typed(command: list[str]) -> str:
     args = [str(a) for a in command]
     if args and args[0].replace("\\", "/").split("/")[-2:] == ["pipeline", "__main__.py"]:
         args = ["python", "-m", "pipeline", *args[1:]]
-    return shell_command(args)
+    return shell_command(args, _PAGE_ENCODING)
 
 
 # Every key the summary shows; an older manifest without one shows a dash.
@@ -1724,7 +1727,7 @@ def write_report(output: str, path: str, **kwargs: Any) -> str:
 
 
 def _write(page: str, path: str) -> None:
-    files.write_whole(path, page.encode("utf-8"), mime_type="text/html")
+    files.write_whole(path, page.encode(_PAGE_ENCODING), mime_type="text/html")
 
 
 def _flag_problem(args: argparse.Namespace) -> str | None:

@@ -32,6 +32,7 @@ from pipeline.summary import error_summary, print_summary, summary_table
 from tests.conftest import (
     SIZE,
     WNID_CAT,
+    bash_words,
     cli_args,
     launched,
     make_image_folder,
@@ -1412,13 +1413,24 @@ def test_a_reader_that_stops_reading_stdout_fails_neither_help_nor_a_finished_ru
 def test_a_finished_run_prints_its_summary_to_an_ascii_stdout(image_folder, linear_keras, tmp_path):
     """Names the stdout cannot encode (a C locale without UTF-8 mode, PYTHONIOENCODING=ascii)
     are escaped, as on stderr: the summary of a finished run was a UnicodeEncodeError
-    traceback and exit 1."""
+    traceback and exit 1. In a command to paste, such a name is written as its bytes
+    (`$'caf\\xc3\\xa9'`): escaped by the stream inside shell quotes ('caf\\xe9'), it
+    named another folder."""
     shutil.move(Path(image_folder["root"]) / "loose.png", Path(image_folder["root"]) / "café.png")
-    args = cli_args(dataset=image_folder["root"], model=linear_keras, output=tmp_path / "out")
+    output = tmp_path / "café"
+    args = cli_args(dataset=image_folder["root"], model=linear_keras, output=output)
     done = run_to_an_ascii_stdout("pipeline", *args, "--steps", "2")
     stderr = done.stderr.decode("ascii", "replace")
     assert done.returncode == 0 and "Traceback" not in stderr, stderr
-    assert "caf\\xe9.png" in done.stdout.decode("ascii"), done.stdout
+    printed = done.stdout.decode("ascii")
+    assert "caf\\xe9.png" in printed, printed  # prose: escaped as on stderr
+    command = printed.splitlines()[-1].split(" -m pipeline.report ", 1)[1]
+    assert bash_words(command, "C") == [
+        b"--input",
+        os.fsencode(output),
+        b"--output",
+        os.fsencode(output / "report.html"),
+    ]
 
 
 @pytest.mark.parametrize("verbose", [False, True])

@@ -98,6 +98,21 @@ def test_a_command_to_paste_shows_no_control_character_and_pastes_the_name_as_it
         assert shell_word(name) == shlex.quote(name)
 
 
+def test_a_command_to_paste_writes_what_its_stream_cannot_as_bytes():
+    # On an ASCII stdout, Python wrote 'café' in a printed command as 'caf\xe9' (its
+    # backslashreplace), which, pasted inside shlex's quotes, named another folder.
+    # A character the command's encoding cannot write is written as its bytes.
+    name = "café/写真→"
+    assert (
+        shell_word(name, "ascii")
+        == "$'caf\\xc3\\xa9/\\xe5\\x86\\x99\\xe7\\x9c\\x9f\\xe2\\x86\\x92'"
+    )
+    assert shell_word(name, "latin-1") == "$'café/\\xe5\\x86\\x99\\xe7\\x9c\\x9f\\xe2\\x86\\x92'"
+    assert shell_word(name, "utf-8") == shlex.quote(name)  # a page's: as it is
+    command = shell_command(["--input", name, "a b"], "ascii")
+    assert command.isascii() and bash_words(command, "C") == [b"--input", os.fsencode(name), b"a b"]
+
+
 def _east_asian(piece: str) -> int:
     return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in piece)
 

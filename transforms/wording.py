@@ -5,6 +5,7 @@ from __future__ import annotations
 import decimal
 import math
 import shlex
+import sys
 import unicodedata
 from collections.abc import Callable, Iterable
 
@@ -137,23 +138,56 @@ def _fitting(pieces: list[str], room: int, size: Callable[[str], int]) -> int:
 _ANSI_C = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\", "'": "\\'"}
 
 
-def shell_word(text: str) -> str:
+def shell_word(text: str, encoding: str | None = None) -> str:
     """`text` as one word of a command to paste into a shell: as `shlex.quote` gives
     it, or, where it holds a character `printable` escapes, in ANSI-C quotes (bash,
     zsh, ksh; POSIX sh since 2024): `$'x\\xe2\\x80\\xaegnp.exe'` is shown on one line,
     with nothing a terminal obeys, and pasted, is the name as it is. Such a character
     is written as the bytes the name holds (UTF-8; an undecodable byte, which Python
     holds as a lone surrogate, as that byte), not as `\\u202e`: bash reads `\\u` in
-    its locale's character set, and in the C locale kept the six characters."""
-    if text.isprintable() or not any(map(_unprintable, text)):
+    its locale's character set, and in the C locale kept the six characters.
+
+    So is a character the command's `encoding` cannot write (by default the terminal's,
+    `_terminal_encodings`): on an ASCII stdout, Python writes `café` as `caf\\xe9`,
+    which inside shell quotes names another folder; `$'caf\\xc3\\xa9'` names it."""
+    unwritable = _unwritable(encoding)
+    plain = text.isascii() and text.isprintable()  # the common case, at C speed
+    if plain or not any(_as_bytes(c, unwritable) for c in text):
         return shlex.quote(text)
-    return "$'" + "".join(_ansi_c(c) for c in text) + "'"
+    return "$'" + "".join(_ansi_c(c, unwritable) for c in text) + "'"
 
 
-def _ansi_c(char: str) -> str:
+def _terminal_encodings() -> list[str]:
+    """The character sets of the streams the job prints to, stdout (its summary) and
+    stderr (its error lines): a command either cannot write is written in bytes."""
+    streams = (sys.stdout, sys.stderr)  # None without one (`>&-`)
+    return [stream.encoding for stream in streams if getattr(stream, "encoding", None)]
+
+
+def _unwritable(encoding: str | None) -> Callable[[str], bool]:
+    """Whether a character is one that `encoding` (or the terminal's) cannot write."""
+    encodings = [encoding] if encoding else _terminal_encodings()
+
+    def unwritable(char: str) -> bool:
+        try:
+            for name in encodings:
+                char.encode(name)
+        except UnicodeEncodeError:
+            return True
+        return False
+
+    return unwritable
+
+
+def _as_bytes(char: str, unwritable: Callable[[str], bool]) -> bool:
+    """Whether `shell_word` writes `char` as the bytes it is made of."""
+    return _unprintable(char) or (not char.isascii() and unwritable(char))
+
+
+def _ansi_c(char: str, unwritable: Callable[[str], bool]) -> str:
     if char in _ANSI_C:
         return _ANSI_C[char]
-    if not _unprintable(char):
+    if not _as_bytes(char, unwritable):
         return char
     try:
         data = char.encode("utf-8", "surrogateescape")
@@ -162,6 +196,6 @@ def _ansi_c(char: str) -> str:
     return "".join(f"\\x{byte:02x}" for byte in data)
 
 
-def shell_command(words: Iterable[str]) -> str:
-    """`words` as a command line to paste (`shell_word` each)."""
-    return " ".join(shell_word(str(word)) for word in words)
+def shell_command(words: Iterable[str], encoding: str | None = None) -> str:
+    """`words` as a command line to paste (`shell_word` each, for `encoding`)."""
+    return " ".join(shell_word(str(word), encoding) for word in words)
