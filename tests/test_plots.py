@@ -452,6 +452,15 @@ def test_a_callers_titles_and_channel_names_are_drawn_escaped():
     assert "heat map of x\\u202egnp.exe\nsecond line" in texts  # grid_figure's, its lines kept
 
 
+def test_a_long_title_is_wrapped_on_whole_escapes():
+    # textwrap broke a long unspaced title inside an escape: 'x...x\u2' / '02egnp.exe'.
+    # A figure 8.6 inches wide holds lines of 111 characters; a long word fills the line.
+    title = "x" * 108 + "\u202egnp.exe " + "y" * 120 + " z"
+    figure = plots.channel_figure(np.ones((SIZE, SIZE, 3), np.float32), title=title)
+    lines = next(t.get_text() for t in figure.findobj(Text) if "gnp" in t.get_text())
+    assert lines.split("\n") == ["x" * 108, "\\u202egnp.exe " + "y" * 97, "y" * 23 + " z"]
+
+
 def test_audit_figure_reads_row_photo_and_baseline(folder_run):
     output = folder_run["output"]
     figure = plots.audit_figure(output, "cat2.png")

@@ -19,6 +19,7 @@ from transforms.wording import (
     shell_command,
     shell_word,
     shortened,
+    wrapped,
 )
 
 
@@ -111,6 +112,14 @@ def test_a_command_to_paste_writes_what_its_stream_cannot_as_bytes():
     assert shell_word(name, "utf-8") == shlex.quote(name)  # a page's: as it is
     command = shell_command(["--input", name, "a b"], "ascii")
     assert command.isascii() and bash_words(command, "C") == [b"--input", os.fsencode(name), b"a b"]
+
+
+def test_a_wrapped_line_is_broken_at_spaces_and_on_whole_escapes():
+    # As textwrap breaks lines (a long word fills the line it starts on), but whole
+    # escapes: textwrap's 'ab cd\\u' / '202eef'.
+    assert wrapped("ab cd\u202eef  g", 6) == ["ab cd", "\\u202e", "ef  g"]
+    assert wrapped("a\u202eb", 3) == ["a", "\\u202e", "b"]  # an escape wider: whole
+    assert wrapped("", 5) == [""]
 
 
 def _east_asian(piece: str) -> int:

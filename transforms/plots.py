@@ -306,10 +306,10 @@ def _heading(text: str) -> str:
 def _wrapped(texts: Sequence[str | None], width: float) -> str:
     """Lines of `texts` (`_heading`s) wrapped to a figure `width` inches wide at 9
     points (about 13 characters an inch), so that a long title or note is not cut at
-    the figure's edges."""
+    the figure's edges; on whole escapes (`wording.wrapped`)."""
     chars = max(20, int(13 * width))
-    lines = [line for text in texts if text for line in _heading(text).split("\n")]
-    return "\n".join(textwrap.fill(line, chars, break_on_hyphens=False) for line in lines)
+    lines = [line for text in texts if text for line in str(text).split("\n")]
+    return "\n".join(part for line in lines for part in wording.wrapped(line, chars))
 
 
 def channel_figure(

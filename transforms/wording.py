@@ -18,6 +18,7 @@ __all__ = [
     "shell_command",
     "shell_word",
     "shortened",
+    "wrapped",
 ]
 
 # What a terminal must not get raw: control characters (a newline, ESC, C1's CSI),
@@ -132,6 +133,41 @@ def _fitting(pieces: list[str], room: int, size: Callable[[str], int]) -> int:
         if used > room:
             return i
     return len(pieces)
+
+
+def wrapped(text: str, width: int) -> list[str]:
+    """`text`, one line, as `printable` shows it, in lines of at most `width`
+    characters broken at its spaces, as `textwrap` breaks them, but for a word longer
+    than a line (which fills the line it starts on), cut on whole escapes ('x…x\\u202e'
+    then 'gnp', not 'x…x\\u2' then '02egnp', as `textwrap` cut it). An escape longer
+    than a line is a line."""
+    lines: list[str] = []
+    line = ""
+    for word in text.expandtabs().split(" "):
+        pieces = [_shown(c) for c in word]
+        shown = "".join(pieces)
+        if line and (not shown or len(line) + 1 + len(shown) <= width):
+            line += " " + shown  # a run of spaces kept, but at a line's end
+            continue
+        if line:  # a long word starts on the line, after a space; another on the next
+            line = (
+                line + " " if len(shown) > width and len(line) + 1 < width else _ended(lines, line)
+            )
+        while len(line) + len(shown) > width:
+            fit = _fitting(pieces, width - len(line), len) or (0 if line else 1)
+            _ended(lines, line + "".join(pieces[:fit]))
+            line, pieces = "", pieces[fit:]
+            shown = "".join(pieces)
+        line += shown
+    _ended(lines, line)
+    return lines
+
+
+def _ended(lines: list[str], line: str) -> str:
+    """Adds `line` to `lines` without the spaces it ends in (before a word that did
+    not fit, or the text's last); ''."""
+    lines.append(line.rstrip(" "))
+    return ""
 
 
 # ANSI-C quoting's escapes of the characters Python writes so, and of its own two.
