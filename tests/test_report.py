@@ -10,7 +10,6 @@ import json
 import math
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -1711,7 +1710,7 @@ def test_the_command_runs_from_any_folder(tmp_path, linear_keras, monkeypatch):
     ):
         assert f" {flag} " in f" {effective} ", effective
     monkeypatch.chdir(elsewhere)
-    run([*shlex.split(effective)[3:], "--resume"], save_main_session=False)
+    run([*_pasted(effective, "pipeline"), "--resume"], save_main_session=False)
     assert not list(elsewhere.iterdir())  # nothing written here
     resumed = json.loads((started / "out" / "manifest.json").read_text())
     assert resumed["resumed"] and resumed["counts"]["skipped_done_before"] == 1
@@ -2621,9 +2620,9 @@ def test_a_run_of_a_non_square_model_reports_its_size_and_a_command_that_runs(tm
     assert len(page.images["gallery"]) == 1
     for src in [s for srcs in page.images.values() for s in srcs]:
         assert Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).format == "PNG"
-    effective = shlex.split(page.pres[0])
-    assert effective[:3] == ["python", "-m", "pipeline"] and "--image_size" not in effective
-    again = effective[3:]
+    assert page.pres[0].startswith("python -m pipeline ")
+    again = _pasted(page.pres[0], "pipeline")  # as bash reads it, pasted
+    assert "--image_size" not in again
     again[again.index("--output") + 1] = str(tmp_path / "again")
     assert job_main(again) == 0
     manifest = json.loads((tmp_path / "again" / "manifest.json").read_text())
