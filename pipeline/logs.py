@@ -254,6 +254,11 @@ def stop_requested() -> None:
     _stopping.set()
 
 
+def stop_is_requested() -> bool:
+    """Whether a Ctrl-C or SIGTERM is stopping the run (`stop_requested`)."""
+    return _stopping.is_set()
+
+
 def _watch_threads(verbose: bool) -> None:
     """Notes worker processes that end during the run (`worker_death`). Without
     --verbose, a thread's uncaught exception is one line, and once a worker has

@@ -6,7 +6,8 @@ tidied up first and the message says it completed, or `unaccounted` says why
 its counts fail); Beam's errors that were a Ctrl-C (`interrupted`); signals
 held while a step must finish (`_stops_held`); and a multi-process DirectRunner's
 workers: started in a session of their own and importing this job's packages,
-one Ctrl-C stopping them all, every one of them told to stop. (How the commands
+one Ctrl-C stopping them all, every one of them told to stop (killed, by a stop,
+while it has not connected). (How the commands
 themselves end on a stop is `pipeline.commands`'.)
 """
 
@@ -156,6 +157,13 @@ class _WorkerProcess:
         self._copier.join(timeout=1)
         return self._last.decode(errors="replace").strip() or None
 
+    def kill(self) -> None:
+        """Kills it while it runs: its session's process group, Beam's shell and the
+        Python it started (SIGKILL: one hung as it starts may not heed a SIGTERM)."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):  # ended meanwhile
+                os.killpg(self.process.pid, signal.SIGKILL)
+
 
 class _SubprocessInOwnSession:
     """`subprocess` as Beam's local job service sees it: its Popen starts a session
@@ -199,6 +207,7 @@ def workers_apart_from_ctrl_c(options: PipelineOptions) -> Iterator[None]:
             _one_ctrl_c_while_workers_stop(),
             _every_worker_told_to_stop(told),
             _an_untold_end_fails_the_run(started, told),
+            _a_stop_kills_the_unconnected(started),
         ):
             yield
     finally:
@@ -246,8 +255,8 @@ def _every_worker_told_to_stop(told: set[Any]) -> Iterator[None]:
     the worker to end:
     - a connection the worker had not opened yet (a stop while the workers import,
       the run's first seconds) was closed without a word; the worker opened it
-      later and waited for work, the launcher for the worker, forever. The stop
-      now waits there for the worker to open it, then ends it (a few seconds);
+      later and waited for work, the launcher for the worker, forever. Its worker
+      now ends as it opens it (a stop kills it first: `_a_stop_kills_the_unconnected`);
     - a stop while it closed them (from the last stage on) broke off that loop:
       the workers after were never told, and the launcher, its `error:` line
       printed, waited for them at exit, forever. The stop now comes once they are
@@ -337,12 +346,8 @@ def _fail_its_bundles(handler: Any, process: _WorkerProcess | None, ended: dict)
     """The bundles of `handler`'s worker, which ended untold, fail: what it was sent and
     what it will be (its control connection, in `ended`), and the outputs awaited of it
     (its data channel, closed: 'Channel closed prematurely')."""
-    from apache_beam.runners.portability.fn_api_runner import worker_handlers  # noqa: PLC0415
-
     connection = handler.control_conn
-    connected = (
-        getattr(connection, "_state", None) != worker_handlers.BeamFnControlServicer.UNSTARTED_STATE
-    )
+    connected = _has_connected(connection)
     code = process.process.returncode if process is not None else None
     last = process.last_line() if process is not None and not connected else None
     error = RuntimeError(logs.worker_ended(code, connected, last))
@@ -350,6 +355,47 @@ def _fail_its_bundles(handler: Any, process: _WorkerProcess | None, ended: dict)
     for future in list(getattr(connection, "_futures_by_id", {}).values()):
         future.abort(error)
     handler.data_conn._closed = True  # noqa: SLF001 - what its reads check, every second
+
+
+def _has_connected(connection: Any) -> bool:
+    """Whether the worker of a control connection of Beam's has connected to the launcher
+    (its input is set then, `set_input`, and stays set once closed; a Beam without it:
+    taken as connected, the worker told to end as Beam tells it)."""
+    return getattr(connection, "_input", True) is not None
+
+
+@contextlib.contextmanager
+def _a_stop_kills_the_unconnected(started: dict[str | None, _WorkerProcess]) -> Iterator[None]:
+    """A stop (Ctrl-C, SIGTERM) kills the worker processes that have not connected to
+    the launcher. Beam (2.77) waits for each worker it closes to end, and one that
+    starts but never connects (hung as it imports) was never told to: the stop waited
+    for it, forever, Ctrl-C ignored by then; a second SIGTERM ended the launcher and
+    left that worker running, its shell and its Python. A worker not connected has
+    done no work: the stop no longer waits for it to start either. Workers connected,
+    and the workers of a run that ends without a stop, are told to end as before."""
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers  # noqa: PLC0415
+
+    handler = worker_handlers.SubprocessSdkWorkerHandler
+    if not _runner_as_known():
+        yield
+        return
+    stop = handler.stop_worker
+
+    def stop_unconnected_too(self) -> None:
+        process = started.get(self.worker_id)
+        if (
+            process is not None
+            and not _has_connected(self.control_conn)
+            and logs.stop_is_requested()
+        ):
+            process.kill()
+        stop(self)
+
+    handler.stop_worker = stop_unconnected_too
+    try:
+        yield
+    finally:
+        handler.stop_worker = stop
 
 
 @contextlib.contextmanager

@@ -406,18 +406,23 @@ if "CONTROL_API_SERVICE_DESCRIPTOR" in os.environ:
 """
 
 
+def _with_sitecustomize(tmp_path, text: str, **env: str) -> dict:
+    """The tests' environment, with a `sitecustomize` of `text` (and `env`)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(text)
+    return {**_ENV, "PYTHONPATH": os.pathsep.join((_ENV["PYTHONPATH"], str(site))), **env}
+
+
 def test_worker_processes_that_cannot_start_fail_the_run_at_once_naming_why(
     image_folder, linear_keras, tmp_path
 ):
     # Workers that ended before they connected to the launcher left it waiting for
     # them, silent, forever (killed here after 90 s): Beam noticed only the end of a
     # worker connected to it. The run now fails as they end, with their last line.
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(_WORKERS_CANNOT_START)
     output = tmp_path / "out"
     command = _two_workers_command(image_folder, linear_keras, output)
-    env = {**_ENV, "PYTHONPATH": os.pathsep.join((_ENV["PYTHONPATH"], str(site)))}
+    env = _with_sitecustomize(tmp_path, _WORKERS_CANNOT_START)
     try:
         job = subprocess.run(
             launched(command), stderr=subprocess.PIPE, text=True, env=env, timeout=90
@@ -544,6 +549,14 @@ def _two_workers_command(image_folder, model, output) -> list[str]:
     return [sys.executable, "-P", "-m", "pipeline", *args]
 
 
+def _stoppable(command: list[str], env: dict) -> subprocess.Popen:
+    """`command` started as at a terminal, in a process group it leads: stopped by
+    `_sigterm` or `_ctrl_c_at_a_terminal`, its stderr piped."""
+    return subprocess.Popen(
+        launched(command, ctrl_c=True), stderr=subprocess.PIPE, text=True, env=env, process_group=0
+    )
+
+
 def _wait_for(moment, job, output) -> None:
     while not moment(job, output):
         assert job.poll() is None, "the run ended before the moment to stop it"
@@ -565,18 +578,13 @@ def test_a_stop_while_beam_starts_or_stops_the_workers_ends_the_run(
     # A Ctrl-C before a worker had connected to the launcher, or while the launcher
     # stopped its workers after the last stage, hung the launcher (Ctrl-C ignored by
     # then) with a worker left running: Beam waited for a worker it never told to
-    # stop. The workers are paused (SIGSTOP) across the stop, so that it lands there.
+    # stop (a worker not connected yet is now killed by the stop: it has done no work).
+    # The workers are paused (SIGSTOP) across the stop, so that it lands there.
     # That stop, after the manifest said "complete", also said to resume a complete run
     # and left its `.tmp/` and schema file: it now tidies up and says the run completed.
     output = tmp_path / "out"
     command = _two_workers_command(image_folder, linear_keras, output)
-    job = subprocess.Popen(
-        launched(command, ctrl_c=True),
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_ENV,
-        process_group=0,
-    )
+    job = _stoppable(command, _ENV)
     try:
         _wait_for(moment, job, output)
         time.sleep(settle)
@@ -586,7 +594,8 @@ def test_a_stop_while_beam_starts_or_stops_the_workers_ends_the_run(
         stop(job)
         time.sleep(1)
         for worker in workers:
-            os.kill(worker, signal.SIGCONT)
+            with contextlib.suppress(ProcessLookupError):  # one not connected: killed by it
+                os.kill(worker, signal.SIGCONT)
         code = job.wait(timeout=60)
         deadline = time.monotonic() + 10  # ended by the launcher; they may still be exiting
         while [w for w in workers if _running(w)] and time.monotonic() < deadline:
@@ -640,3 +649,60 @@ def test_a_second_sigterm_while_the_workers_stop_ends_the_launcher_at_once(
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
     assert code == -signal.SIGTERM
+
+
+# A `sitecustomize` whose workers hang as they start, as on an import that waits
+# forever: each writes its pid in a file named so in HUNG_WORKERS, holding its
+# parent's (the shell Beam starts it through), then sleeps.
+_WORKERS_HANG = """import os, time
+if "CONTROL_API_SERVICE_DESCRIPTOR" in os.environ:
+    with open(os.path.join(os.environ["HUNG_WORKERS"], str(os.getpid())), "w") as f:
+        f.write(str(os.getppid()))
+    while True:
+        time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize(
+    "stop, status, error",
+    [(_sigterm, 143, _TERMINATED), (_ctrl_c_at_a_terminal, 130, _INTERRUPTED)],
+    ids=["sigterm", "ctrl_c"],
+)
+def test_a_stop_ends_a_run_whose_workers_hang_as_they_start_and_kills_them(
+    image_folder, linear_keras, tmp_path, stop, status, error
+):
+    # The stop waited for them to connect to tell them to end: the launcher was still
+    # there 40 s after a SIGTERM, and a second SIGTERM left them running.
+    hung = tmp_path / "hung"
+    hung.mkdir()
+    output = tmp_path / "out"
+    command = _two_workers_command(image_folder, linear_keras, output)
+    job = _stoppable(command, _with_sitecustomize(tmp_path, _WORKERS_HANG, HUNG_WORKERS=str(hung)))
+    pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(hung.iterdir())) < 2:
+            assert job.poll() is None and time.monotonic() < deadline, "no worker hung"
+            time.sleep(0.1)
+        pids = [int(p) for f in hung.iterdir() for p in (f.name, f.read_text())]
+        stop(job)
+        try:
+            code = job.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the launcher still waits for its hung workers 60 s after the stop")
+        deadline = time.monotonic() + 10  # killed by the launcher; they may still be exiting
+        while [p for p in pids if _running(p)] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = [p for p in pids if _running(p)]
+    finally:  # a hung launcher, and what it left
+        for pid in [*pids, *_descendants(job.pid), job.pid]:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    log = job.stderr.readlines()
+    text = "".join(log)
+    assert code == status, text[-3000:]
+    assert [line for line in log if line.startswith("error:")] == [error], text[-3000:]
+    python = "".join(line for line in log if not re.match(r"[EWIF]\d{4} ", line))
+    assert "Traceback" not in python and "ERROR" not in python, text[-3000:]
+    assert not left, f"still running: {left} of the workers and their shells {pids}"
+    assert not (output / ".lock").exists()
