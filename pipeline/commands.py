@@ -73,8 +73,8 @@ def run_read_failure(flag: str, folder: str, error: Exception) -> tuple[int, str
         error = results.UnreadableResults.damaged(error)  # a file after the first listed
     if isinstance(error, results.UnreadableResults):
         return 2, (
-            f"cannot read the results of {flag} {folder!r}: {error}. Move the file out "
-            "of results/ (or rerun the audit) and run this again."
+            f"cannot read the {error.folder} of {flag} {folder!r}: {error}. Move the file "
+            f"out of {error.folder}/ (or rerun the audit) and run this again."
         )
     return None
 

@@ -1593,16 +1593,22 @@ def test_a_foreign_or_damaged_file_in_results_is_named_not_a_traceback(folder_ru
     assert not Path(page).exists()
 
 
-def test_a_damaged_file_listed_after_the_runs_files_is_named_not_a_traceback(folder_run, capsys):
+@pytest.mark.parametrize("folder", ["results", "errors"])
+def test_a_damaged_file_listed_after_the_runs_files_is_named_not_a_traceback(
+    folder, folder_run, capsys
+):
     # The check read the schema of the first file listed only: a damaged file after
-    # the run's own ended the report in pyarrow's traceback (ArrowInvalid).
+    # the run's own ended the report in pyarrow's traceback (ArrowInvalid). One in
+    # errors/ was then said to be in results/, and pyarrow's '.' doubled ('file..').
     output, page = folder_run["output"], str(Path(folder_run["output"], "r.html"))
-    Path(output, "results", "z-damaged.parquet").write_bytes(b"PAR1 not parquet")
+    Path(output, folder).mkdir(exist_ok=True)
+    Path(output, folder, "z-damaged.parquet").write_bytes(b"PAR1 not parquet")
     assert main(["--input", output, "--output", page]) == 2
     (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith(f"error: cannot read the results of --input {output!r}: ")
-    assert "a file in results/ is not readable Parquet" in line and "z-damaged.parquet" in line
-    assert line.endswith("Move the file out of results/ (or rerun the audit) and run this again.")
+    assert line.startswith(f"error: cannot read the {folder} of --input {output!r}: "), line
+    assert f"a file in {folder}/ is not readable Parquet" in line and "z-damaged.parquet" in line
+    assert ".." not in line, line
+    assert line.endswith(f"Move the file out of {folder}/ (or rerun the audit) and run this again.")
     assert not Path(page).exists()
 
 

@@ -242,12 +242,18 @@ def _expression(filters: Filters | None, schema: pa.Schema) -> pc.Expression | N
 
 
 class UnreadableResults(ValueError):
-    """`<output>/results/` holds a file that is not this job's Parquet (damaged or foreign)."""
+    """`<output>/results/` (or `errors/`: `folder`) holds a file that is not this job's
+    Parquet (damaged or foreign)."""
+
+    def __init__(self, message: str, folder: str = RESULTS_DIR) -> None:
+        super().__init__(message)
+        self.folder = folder
 
     @classmethod
-    def damaged(cls, error: pa.ArrowException) -> UnreadableResults:
-        """Of a file pyarrow cannot read (`error` names it)."""
-        return cls(f"a file in results/ is not readable Parquet: {error}")
+    def damaged(cls, error: pa.ArrowException, folder: str = RESULTS_DIR) -> UnreadableResults:
+        """Of a file in `folder` pyarrow cannot read (`error` names it)."""
+        reason = str(error).rstrip(".")  # the sentence the caller's text ends
+        return cls(f"a file in {folder}/ is not readable Parquet: {reason}", folder)
 
 
 def result_columns(output: str) -> tuple[str, ...]:
@@ -582,13 +588,17 @@ def read_errors(output: str) -> pd.DataFrame:
 
     Raises:
       FileNotFoundError: `output` holds neither error files nor a manifest: not a run.
+      UnreadableResults: a file in errors/ is not readable Parquet.
     """
     parquet = _parquet_files(files.join(output, ERRORS_DIR))
     if not parquet:
         if not files.exists(files.join(output, MANIFEST_FILE)):
             raise FileNotFoundError(_not_a_run(output, ERRORS_DIR))
         return ERROR_SCHEMA.empty_table().to_pandas()
-    return _parquet_dataset(parquet).to_table().to_pandas()
+    try:
+        return _parquet_dataset(parquet).to_table().to_pandas()
+    except pa.ArrowInvalid as e:
+        raise UnreadableResults.damaged(e, ERRORS_DIR) from e
 
 
 _REQUIRED = object()
