@@ -1112,3 +1112,19 @@ def test_a_lock_of_another_run_is_no_template_the_run_waits_for(folder_run):
             json.dump({"run_id": run_id, "template": template}, f)
         assert awaited_template(output, manifest) == awaited
     assert awaited_template(output, {**manifest, "status": "complete"}) is None
+
+
+@pytest.mark.parametrize("port", ["abc", "99999"])
+def test_a_proxy_url_with_a_bad_port_is_named_not_a_traceback(port, monkeypatch, no_proxy_set):
+    # Its port read as a number raised urllib's ValueError out of the probe: the
+    # report and the job ended in a traceback.
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    monkeypatch.setenv("https_proxy", f"http://proxy.invalid:{port}")
+    with pytest.raises(ConnectionError) as caught:
+        results.read_manifest("gs://bucket/run")
+    message = str(caught.value)
+    assert message.startswith(
+        f"Cannot reach Google Cloud Storage (https_proxy 'http://proxy.invalid:{port}' "
+        "names no valid port: "
+    ), message
+    assert "; correct it or unset https_proxy) to read 'gs://bucket/run/" in message

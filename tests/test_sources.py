@@ -1900,3 +1900,11 @@ def test_a_dataset_path_with_dot_dot_after_a_link_is_the_folder_the_system_opens
     # So does a path that names nothing yet: its error names it as given.
     missing = str(tmp_path / "link" / "none" / "imgs")
     assert sources.source_for(missing, "test") == sources.FolderSource(missing)
+
+
+def test_a_proxy_url_with_a_bad_port_is_the_download_probes_reason(monkeypatch, no_proxy_set):
+    monkeypatch.setenv("http_proxy", "http://proxy.invalid:abc")
+    problem = sources.network_problem(["http://no-such-host.invalid/a.tar"], timeout=2.0)
+    assert problem.startswith("http_proxy 'http://proxy.invalid:abc' names no valid port: "), (
+        problem
+    )

@@ -8,6 +8,7 @@ which takes seconds; remote reads behave as they do inside the pipeline.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -114,35 +115,57 @@ def connect_once(host: str, port: int, timeout: float) -> None:
         raise outcome[0]
 
 
-def _host_port(url: str) -> tuple[str, int] | None:
+def _host_port(url: str, name: str | None = None) -> tuple[str, int] | None:
     """`url`'s host and port (the scheme's default port: 443 for https, else 80);
-    None when it names no host. A bare `host:port` is read as http."""
+    None when it names no host. A bare `host:port` is read as http.
+
+    Raises:
+      ValueError: its port is no number from 0 to 65535; the message names `url`, as
+        the environment variable `name` when it comes from one.
+    """
     parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
     if not parts.hostname:
         return None
-    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        port = parts.port
+    except ValueError as e:  # urllib's, which names neither the URL nor its source
+        fix = f"; correct it or unset {name}" if name else ""
+        raise ValueError(
+            f"{f'{name} ' if name else ''}{url!r} names no valid port: {e}{fix}"
+        ) from None
+    return parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
 def first_hop(url: str) -> tuple[str, int, bool] | None:
     """Where a client's connection for `url` goes first: (host, port, through a
     proxy). That is the proxy the environment names for the url's scheme
     (`https_proxy` and the like, as `requests` and TFDS's downloads read them) unless
-    `no_proxy` exempts the host, else the url's own host; None when it names none."""
+    `no_proxy` exempts the host, else the url's own host; None when it names none.
+
+    Raises:
+      ValueError: `url`, or the proxy's, names no valid port (`_host_port`).
+    """
     target = _host_port(url)
     if target is None:
         return None
-    proxy = urllib.request.getproxies().get(urllib.parse.urlsplit(url).scheme)
-    hop = _host_port(proxy) if proxy and not urllib.request.proxy_bypass(target[0]) else None
+    scheme = urllib.parse.urlsplit(url).scheme
+    proxy = urllib.request.getproxies().get(scheme)
+    if not proxy or urllib.request.proxy_bypass(target[0]):
+        return (*target, False)
+    hop = _host_port(proxy, f"{scheme}_proxy")
     return (*hop, True) if hop else (*target, False)
 
 
 def no_answer(url: str, timeout: float | None = None) -> str | None:
     """Why the first hop of `url` (its host, or the proxy it goes through) did not
     answer within `timeout` seconds, as 'host:port: reason' ('proxy host:port:
-    reason'); None when it answered or `url` names no host. `timeout`: by default
-    PROBE_TIMEOUT_S."""
+    reason'), or names no valid port; None when it answered or `url` names no host.
+    `timeout`: by default PROBE_TIMEOUT_S."""
     timeout = PROBE_TIMEOUT_S if timeout is None else timeout
-    hop = first_hop(url)
+    try:
+        hop = first_hop(url)
+    except ValueError as e:  # not a place to connect to: the client fails too
+        return str(e)
     if hop is None:
         return None
     host, port, proxied = hop
@@ -170,16 +193,16 @@ def _check_reachable(path: str, use: str) -> None:
     if not path.startswith("gs://"):
         return
     url = _storage_url()
-    hop = first_hop(url)
-    if hop in _REACHED:
-        return
+    with contextlib.suppress(ValueError):  # then `no_answer` says why
+        if first_hop(url) in _REACHED:
+            return
     reason = no_answer(url)
     if reason is not None:
         raise RemoteUnreachable(
             f"Cannot reach Google Cloud Storage ({reason}) to {use} {path!r}; "
             f"{'reading' if use == 'read' else 'writing'} a gs:// run needs network access."
         )
-    _REACHED.add(hop)
+    _REACHED.add(first_hop(url))
 
 
 def join(base: str | os.PathLike, *parts: str) -> str:

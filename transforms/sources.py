@@ -547,9 +547,12 @@ def network_problem(urls: Sequence[str], timeout: float | None = None) -> str | 
       timeout: seconds per hop, for the DNS lookup and the TCP connection
         (files.PROBE_TIMEOUT_S by default).
     """
-    by_hop: dict[tuple[str, int, bool], str] = {}
+    by_hop: dict[tuple[str, int, bool] | str, str] = {}
     for url in urls:
-        hop = files.first_hop(url)
+        try:
+            hop: tuple[str, int, bool] | str | None = files.first_hop(url)
+        except ValueError as e:  # a proxy's URL with a bad port: `no_answer` says it
+            hop = str(e)
         if hop is not None:
             by_hop.setdefault(hop, url)
     problems = []
