@@ -14,6 +14,7 @@ themselves end on a stop is `pipeline.commands`'.)
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import signal
 import site
@@ -238,13 +239,31 @@ def _one_ctrl_c_while_workers_stop() -> Iterator[None]:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def _runner_as_known() -> bool:
-    """Beam's FnApiRunner is the one this module changes (2.77's): a Beam whose runner
-    differs (setup.py allows 2.x from 2.77) is left as it is."""
-    from apache_beam.runners.portability.fn_api_runner import worker_handlers  # noqa: PLC0415
+# What the patches read or replace in Beam (2.77): module, then dotted names in it.
+_BEAM_NAMES = {
+    "apache_beam.runners.portability.fn_api_runner.worker_handlers": (
+        "BeamFnControlServicer.UNSTARTED_STATE",
+        "BeamFnControlServicer._DONE_MARKER",
+        "ControlConnection.close",
+        "ControlConnection.push",
+        "WorkerHandlerManager.close_all",
+        "SubprocessSdkWorkerHandler.start_worker",
+    ),
+    "apache_beam.runners.portability.local_job_service": ("SubprocessSdkWorker.run",),
+}
 
-    servicer = worker_handlers.BeamFnControlServicer
-    return all(hasattr(servicer, name) for name in ("UNSTARTED_STATE", "_DONE_MARKER"))
+
+def _runner_as_known() -> bool:
+    """Beam's FnApiRunner is the one this module changes (2.77's), every name the
+    patches use there: a Beam whose runner differs (setup.py allows 2.x from 2.77) is
+    left as it is."""
+    for module, names in _BEAM_NAMES.items():
+        found = importlib.import_module(module)
+        for name in names:
+            owner, attribute = name.split(".")
+            if not hasattr(getattr(found, owner, None), attribute):
+                return False
+    return True
 
 
 @contextlib.contextmanager
@@ -301,6 +320,9 @@ def _an_untold_end_fails_the_run(
     to import, a bad environment; killed as it started) left the launcher waiting for
     its bundle's outputs, silent, forever. Its end now closes its connections, which
     fails the bundle, and `logs.worker_ended` notes how it ended, with its last line."""
+    if not _runner_as_known():  # nor are the connections Beam closes noted in `told`
+        yield
+        return
     from apache_beam.runners.portability import local_job_service  # noqa: PLC0415
     from apache_beam.runners.portability.fn_api_runner import worker_handlers  # noqa: PLC0415
 
@@ -308,9 +330,6 @@ def _an_untold_end_fails_the_run(
         local_job_service.SubprocessSdkWorker,
         worker_handlers.SubprocessSdkWorkerHandler,
     )
-    if not _runner_as_known():  # nor are the connections Beam closes noted in `told`
-        yield
-        return
     run, start, push = worker.run, handler.start_worker, worker_handlers.ControlConnection.push
     handlers: dict[str, Any] = {}
     ended: dict[Any, Exception] = {}  # the connections of workers that ended untold
