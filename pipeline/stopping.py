@@ -248,6 +248,7 @@ _BEAM_NAMES = {
         "ControlConnection.push",
         "WorkerHandlerManager.close_all",
         "SubprocessSdkWorkerHandler.start_worker",
+        "SubprocessSdkWorkerHandler.stop_worker",
     ),
     "apache_beam.runners.portability.local_job_service": ("SubprocessSdkWorker.run",),
 }
@@ -392,12 +393,12 @@ def _a_stop_kills_the_unconnected(started: dict[str | None, _WorkerProcess]) -> 
     left that worker running, its shell and its Python. A worker not connected has
     done no work: the stop no longer waits for it to start either. Workers connected,
     and the workers of a run that ends without a stop, are told to end as before."""
-    from apache_beam.runners.portability.fn_api_runner import worker_handlers  # noqa: PLC0415
-
-    handler = worker_handlers.SubprocessSdkWorkerHandler
     if not _runner_as_known():
         yield
         return
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers  # noqa: PLC0415
+
+    handler = worker_handlers.SubprocessSdkWorkerHandler
     stop = handler.stop_worker
 
     def stop_unconnected_too(self) -> None:
