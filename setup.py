@@ -26,6 +26,9 @@ REQUIRED = [
     "jinja2>=3.1,<4",
     # Its Markup and escape, which the report's filters return (jinja2 depends on it).
     "markupsafe>=2.1,<4",
+    # The network probes pick a connection's proxy by its rules (transforms/files.py),
+    # as the storage client and TFDS's downloads, which use it, do.
+    "requests>=2.32,<3",
     # tensorflow-datasets imports it but does not declare it.
     "importlib_resources>=6",
 ]

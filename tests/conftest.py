@@ -186,8 +186,9 @@ def offline_hub(hub_cache):
 def no_proxy_set(monkeypatch) -> None:
     """No proxy in the environment (as on many CI machines, `https_proxy` may be set):
     connections go to their hosts, and the network probes ask the hosts."""
-    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "no_proxy", "NO_PROXY"):
-        monkeypatch.delenv(name, raising=False)
+    for scheme in ("http", "https", "all", "no"):
+        monkeypatch.delenv(f"{scheme}_proxy", raising=False)
+        monkeypatch.delenv(f"{scheme.upper()}_PROXY", raising=False)
 
 
 @pytest.fixture

@@ -891,7 +891,8 @@ def test_a_storage_lookup_that_never_answers_does_not_hold_the_process_at_exit(t
         "    print(e)\n"
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proxies = {"http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "STORAGE_EMULATOR_HOST"}
+    proxies = {"http_proxy", "https_proxy", "all_proxy", "STORAGE_EMULATOR_HOST"}
+    proxies |= {name.upper() for name in proxies}
     env = {k: v for k, v in os.environ.items() if k not in proxies}
     marker = tmp_path / "waited"
     done = subprocess.run(

@@ -1471,6 +1471,34 @@ def test_the_download_probe_asks_the_proxy_the_download_goes_through(monkeypatch
         assert sources.network_problem([f"https://127.0.0.1:{port}/a.tar"], timeout=2.0) is None
 
 
+def test_the_probes_pick_the_proxy_by_the_rules_of_the_clients_that_download(
+    monkeypatch, no_proxy_set
+):
+    # TFDS's downloads and the storage client pick their proxy as `requests` does, the
+    # probes did as urllib: `all_proxy` (a proxy for every scheme) was not asked, so a
+    # dead one passed, and `no_proxy` entries of an IPv4 block or a `host:port` did not
+    # exempt their hosts, so a live download was refused for its proxy.
+    import socket
+
+    closed = closed_port()
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        monkeypatch.setenv("all_proxy", f"http://127.0.0.1:{closed}")
+        for url in (f"https://127.0.0.1:{port}/a.tar", f"http://localhost:{port}/a.tar"):
+            problem = sources.network_problem([url], timeout=2.0)
+            assert problem.startswith(f"proxy 127.0.0.1:{closed}: "), problem
+        monkeypatch.setenv("no_proxy", f"10.0.0.0/8, 127.0.0.0/8, localhost:{port}")
+        assert sources.network_problem([f"https://127.0.0.1:{port}/a.tar"], timeout=2.0) is None
+        assert sources.network_problem([f"http://localhost:{port}/a.tar"], timeout=2.0) is None
+        monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{closed}")  # the scheme's own
+        monkeypatch.setenv("all_proxy", f"http://127.0.0.1:{port}")
+        assert sources.network_problem(["https://no-such-host.invalid/a"], timeout=2.0)
+    monkeypatch.delenv("https_proxy")
+    monkeypatch.setenv("all_proxy", "http://proxy.invalid:abc")
+    problem = sources.network_problem(["https://no-such-host.invalid/a.tar"], timeout=2.0)
+    assert problem.startswith("all_proxy 'http://proxy.invalid:abc' names no valid port: "), problem
+
+
 def test_an_unprepared_dataset_offline_fails_in_seconds_with_the_fix(
     linear_keras, tmp_path, no_proxy_set
 ):

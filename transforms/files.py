@@ -8,14 +8,12 @@ which takes seconds; remote reads behave as they do inside the pipeline.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import socket
 import stat
 import threading
 import urllib.parse
-import urllib.request
 import uuid
 from concurrent import futures
 from pathlib import Path
@@ -49,7 +47,7 @@ __all__ = [
 #: before they fail, and TFDS's downloads for minutes.
 PROBE_TIMEOUT_S = 5.0
 _GCS_URL = "https://storage.googleapis.com/"
-_REACHED: set[tuple[str, int, bool] | None] = set()
+_REACHED: set[tuple[str, int, bool]] = set()
 #: Largest input file read, in bytes (1 GiB): twice what the largest image decoded
 #: (`images.MAX_PIXELS`, 4 channels of 16 bits) takes uncompressed. A larger file
 #: is an error record before it is read, not a worker out of memory.
@@ -138,9 +136,10 @@ def _host_port(url: str, name: str | None = None) -> tuple[str, int] | None:
 
 def first_hop(url: str) -> tuple[str, int, bool] | None:
     """Where a client's connection for `url` goes first: (host, port, through a
-    proxy). That is the proxy the environment names for the url's scheme
-    (`https_proxy` and the like, as `requests` and TFDS's downloads read them) unless
-    `no_proxy` exempts the host, else the url's own host; None when it names none.
+    proxy). That is the proxy `requests` picks for it (the storage client's and TFDS's
+    downloads' HTTP library) from the environment: `https_proxy` and the like, else
+    `all_proxy`, unless `no_proxy` exempts the host (by name, `host:port` or an IPv4
+    CIDR block); else the url's own host. None when it names no host.
 
     Raises:
       ValueError: `url`, or the proxy's, names no valid port (`_host_port`).
@@ -148,11 +147,15 @@ def first_hop(url: str) -> tuple[str, int, bool] | None:
     target = _host_port(url)
     if target is None:
         return None
-    scheme = urllib.parse.urlsplit(url).scheme
-    proxy = urllib.request.getproxies().get(scheme)
-    if not proxy or urllib.request.proxy_bypass(target[0]):
+    import requests.utils  # noqa: PLC0415 - its rules, read when a probe runs
+
+    proxies = requests.utils.get_environ_proxies(url)
+    proxy = requests.utils.select_proxy(url, proxies)
+    if not proxy:
         return (*target, False)
-    hop = _host_port(proxy, f"{scheme}_proxy")
+    scheme = urllib.parse.urlsplit(url).scheme
+    name = f"{scheme}_proxy" if proxies.get(scheme) == proxy else "all_proxy"
+    hop = _host_port(proxy, name)
     return (*hop, True) if hop else (*target, False)
 
 
@@ -193,16 +196,20 @@ def _check_reachable(path: str, use: str) -> None:
     if not path.startswith("gs://"):
         return
     url = _storage_url()
-    with contextlib.suppress(ValueError):  # then `no_answer` says why
-        if first_hop(url) in _REACHED:
-            return
+    try:
+        hop = first_hop(url)
+    except ValueError:  # then `no_answer` says why
+        hop = None
+    if hop in _REACHED:
+        return
     reason = no_answer(url)
     if reason is not None:
         raise RemoteUnreachable(
             f"Cannot reach Google Cloud Storage ({reason}) to {use} {path!r}; "
             f"{'reading' if use == 'read' else 'writing'} a gs:// run needs network access."
         )
-    _REACHED.add(first_hop(url))
+    if hop is not None:
+        _REACHED.add(hop)
 
 
 def join(base: str | os.PathLike, *parts: str) -> str:
