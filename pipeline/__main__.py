@@ -45,7 +45,6 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {first}"
 
 
-_RESUME = "Rerun with --resume to continue: the rows of every batch it finished are kept."
 # A write that failed for want of space, as Beam passes it on: in its text only.
 _NO_SPACE = re.compile(r"\[Errno (?:27|28|122)\]|No space left on device|Disk quota exceeded")
 # Memory that ran out, as numpy, TensorFlow and C++ say it (the run's text or type);
@@ -115,13 +114,13 @@ def _failed(error: Exception, verbose: bool) -> int:
         _LOG.exception("The run failed.")
     death = logs.worker_death()
     if death is not None:
-        error_line(f"the run failed: {death}. {_RESUME}")
+        error_line(f"the run failed: {death}. {logs.RESUME}")
         return 1
     detail = "" if verbose else " (rerun with --verbose for the traceback)"
     if _NO_SPACE.search(str(error)):
         detail += (
             ". A write failed for want of space (a full disk, a quota or a file-size "
-            f"limit): free some, then r{_RESUME[1:]}"
+            f"limit): free some, then r{logs.RESUME[1:]}"
         )
     elif _NO_MEMORY.search(f"{type(error).__name__}: {error}"):
         detail += (

@@ -14,8 +14,10 @@ from transforms.quiet import import_tensorflow, quiet_environment
 __all__ = [
     "INTERRUPTED",
     "NOT_STARTED",
+    "RESUME",
     "configure_logging",
     "drop_beam_memory_warning",
+    "forget_worker_ends",
     "import_tensorflow",
     "interrupted_complete",
     "quiet_environment",
@@ -29,6 +31,8 @@ NOT_STARTED = "interrupted before the run started; nothing was written. Run the 
 # What a Ctrl-C while the run ran says (`run` raises KeyboardInterrupt with it): the
 # rows of every batch it finished are checkpointed.
 INTERRUPTED = "interrupted; rerun with --resume to continue."
+# What follows a failure while the run ran that a resume gets past.
+RESUME = "Rerun with --resume to continue: the rows of every batch it finished are kept."
 
 
 def interrupted_complete(output: str, failed: int = 0) -> str:
@@ -259,14 +263,20 @@ def stop_is_requested() -> bool:
     return _stopping.is_set()
 
 
+def forget_worker_ends() -> None:
+    """A new run: the worker ends and the stop of an earlier run in this process
+    (a notebook's, a test's) are not this one's (`worker_death`)."""
+    _worker_exits.clear()
+    _not_started.clear()
+    _stopping.clear()
+
+
 def _watch_threads(verbose: bool) -> None:
     """Notes worker processes that end during the run (`worker_death`). Without
     --verbose, a thread's uncaught exception is one line, and once a worker has
     ended, those of the threads it leaves behind (gRPC errors) none; nor, once a
     stop is requested (`stop_requested`), the ends of the workers it stops."""
-    _worker_exits.clear()
-    _not_started.clear()
-    _stopping.clear()
+    forget_worker_ends()
     log = logging.getLogger("pipeline")
 
     def hook(args: threading.ExceptHookArgs) -> None:
@@ -289,9 +299,11 @@ def worker_ended(code: int | None, connected: bool, last_line: str | None = None
     (`pipeline.stopping`): 'a worker process ended, return code 137 (...)'. One that
     ended before it connected to the launcher could not start: that is said, with the
     last line it wrote to stderr (`last_line`) unless a signal ended it (then the
-    line is not its own: the shell's 'Killed'), and noted for `worker_death`."""
+    line is not its own: the shell's 'Killed'). Either end is noted for `worker_death`."""
     how = "an unknown return code" if code is None else _ended_how(code)
     if connected:
+        if code is not None:  # as the command line's thread hook notes it
+            _worker_exits.append(code)
         return f"a worker process ended, {how}"
     said = f"; its last line: {last_line}" if last_line and _signal(code) is None else ""
     text = (

@@ -738,7 +738,9 @@ def run(
       TypeError: argv is one string, or holds an item that is not a string, a path
         or a number (`pipeline.options.check_flags`).
       RuntimeError: the run did not finish, or finished without accounting for
-        every input.
+        every input; where a worker process of a multi-process run ended, its
+        message says how ('The run failed: a worker process ended, return code 137
+        (SIGKILL, ...)', or, one that could not start, with its last line).
       KeyboardInterrupt: a Ctrl-C (a notebook's interrupt) stopped it: before
         --output was claimed, nothing was written; while it ran, the rows of every
         batch it finished are kept for a --resume, as the message says; once its
@@ -747,8 +749,16 @@ def run(
         the stop).
     """
     logs.drop_beam_memory_warning()
-    job, options, result = _start(argv, save_main_session)
-    return _outcome(job, options, result)
+    logs.forget_worker_ends()
+    try:
+        job, options, result = _start(argv, save_main_session)
+        return _outcome(job, options, result)
+    except Exception as e:
+        death = logs.worker_death()
+        if death is None or logs.stop_is_requested():  # a stop's ends are no failure
+            raise
+        # Beam's own error of it is of the channels it closed ('Channel closed prematurely.').
+        raise RuntimeError(f"The run failed: {death}. {logs.RESUME}") from e
 
 
 def _outcome(

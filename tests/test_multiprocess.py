@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -441,6 +442,78 @@ def test_worker_processes_that_cannot_start_fail_the_run_at_once_naming_why(
     # The workers' own traceback still reaches the launcher's stderr, above.
     assert "\n    import grpc\n" in text, text[-3000:]
     assert not (output / ".lock").exists()
+
+
+# Beam's thread that waits on a worker raises when it ends ("Worker subprocess exited
+# with return code 1"): the command line's hook makes that one line; here, pytest sees it.
+_BEAMS_WORKER_THREAD_RAISES = pytest.mark.filterwarnings(
+    "ignore::pytest.PytestUnhandledThreadExceptionWarning"
+)
+
+
+@_BEAMS_WORKER_THREAD_RAISES
+def test_a_run_from_python_whose_workers_cannot_start_raises_naming_why(
+    image_folder, linear_keras, tmp_path, monkeypatch
+):
+    # A caller of `pipeline.run` (a notebook's) got Beam's error of the channels it
+    # closed, "RuntimeError: Channel closed prematurely.": only the command line said
+    # why. The launcher is this process; its workers are real, started by Beam.
+    command = _two_workers_command(image_folder, linear_keras, tmp_path / "out")
+    monkeypatch.setenv(
+        "PYTHONPATH", _with_sitecustomize(tmp_path, _WORKERS_CANNOT_START)["PYTHONPATH"]
+    )
+    with pytest.raises(RuntimeError) as caught:
+        run(command[4:], save_main_session=False)
+    assert str(caught.value) == (
+        "The run failed: a worker process ended before it connected to the launcher (it could "
+        "not start), return code 1; its last line: ModuleNotFoundError: import of grpc halted; "
+        "None in sys.modules. Rerun with --resume to continue: the rows of every batch it "
+        "finished are kept."
+    )
+
+
+@_BEAMS_WORKER_THREAD_RAISES
+def test_a_run_from_python_whose_workers_are_killed_raises_naming_how_they_ended(
+    twelve_images, linear_keras, tmp_path
+):
+    # As above, once they have connected and finished an image: SIGKILLed, as the
+    # system kills a process out of memory. A thread here kills this run's workers.
+    output = tmp_path / "out"
+    args = cli_args(
+        dataset=twelve_images["root"],
+        model=linear_keras,
+        output=output,
+        steps=1024,
+        tolerance=0,
+        path_batch_size=1,
+        batch_size=1,
+        faithfulness="none",
+        direct_running_mode="multi_processing",
+        direct_num_workers=2,
+    )
+    killed = []
+
+    def kill_once_an_image_is_done() -> None:
+        for _ in range(3000):  # five minutes at most
+            if list((output / ".tmp" / "checkpoints").rglob("*.parquet")):
+                break
+            time.sleep(0.1)
+        for worker in _workers(os.getpid()):
+            os.kill(worker, signal.SIGKILL)
+            killed.append(worker)
+
+    killer = threading.Thread(target=kill_once_an_image_is_done, daemon=True)
+    killer.start()
+    with pytest.raises(RuntimeError) as caught:
+        run(args, save_main_session=False)
+    killer.join(timeout=60)
+    assert killed
+    assert re.fullmatch(
+        r"The run failed: a worker process ended, return code (137|-9) \(SIGKILL, killed, as "
+        r"the system kills a process when memory runs out\)\. Rerun with --resume to "
+        r"continue: the rows of every batch it finished are kept\.",
+        str(caught.value),
+    ), str(caught.value)
 
 
 def _resume_here(command: list[str]) -> None:
