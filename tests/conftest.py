@@ -59,14 +59,10 @@ def _no_worker_ends_from_other_tests():
     from pipeline import logs
 
     hook = threading.excepthook
-    logs._worker_exits.clear()
-    logs._not_started.clear()
-    logs._stopping.clear()
+    logs.forget_worker_ends()
     yield
     threading.excepthook = hook
-    logs._worker_exits.clear()
-    logs._not_started.clear()
-    logs._stopping.clear()
+    logs.forget_worker_ends()
 
 
 def pytest_configure(config: pytest.Config) -> None:
