@@ -17,6 +17,7 @@ __all__ = [
     "RESUME",
     "configure_logging",
     "drop_beam_memory_warning",
+    "ends_follow_a_failure",
     "forget_worker_ends",
     "import_tensorflow",
     "interrupted_complete",
@@ -249,6 +250,7 @@ _WORKER_EXIT = re.compile(r"Worker subprocess exited with return code (-?\d+)")
 _worker_exits: list[int] = []
 _not_started: list[str] = []  # `worker_ended`'s of workers that ended before they connected
 _stopping = threading.Event()
+_ends_follow = threading.Event()  # `ends_follow_a_failure`
 
 
 def stop_requested() -> None:
@@ -263,12 +265,20 @@ def stop_is_requested() -> bool:
     return _stopping.is_set()
 
 
+def ends_follow_a_failure() -> None:
+    """A worker's end has failed the run: the workers that end from now on (those the
+    launcher kills, not connected yet) end because of it, not a failure to report or
+    to name in its place."""
+    _ends_follow.set()
+
+
 def forget_worker_ends() -> None:
     """A new run: the worker ends and the stop of an earlier run in this process
     (a notebook's, a test's) are not this one's (`worker_death`)."""
     _worker_exits.clear()
     _not_started.clear()
     _stopping.clear()
+    _ends_follow.clear()
 
 
 def _watch_threads(verbose: bool) -> None:
@@ -285,7 +295,7 @@ def _watch_threads(verbose: bool) -> None:
             _worker_exits.append(int(found[1]))
         if verbose:
             threading.__excepthook__(args)
-        elif found and not _stopping.is_set():
+        elif found and not (_stopping.is_set() or _ends_follow.is_set()):
             log.error("A worker process ended: %s.", _ended_how(int(found[1])))
         elif not _worker_exits:
             thread = args.thread.name if args.thread else "a thread"
@@ -299,10 +309,11 @@ def worker_ended(code: int | None, connected: bool, last_line: str | None = None
     (`pipeline.stopping`): 'a worker process ended, return code 137 (...)'. One that
     ended before it connected to the launcher could not start: that is said, with the
     last line it wrote to stderr (`last_line`) unless a signal ended it (then the
-    line is not its own: the shell's 'Killed'). Either end is noted for `worker_death`."""
+    line is not its own: the shell's 'Killed'). Either end is noted for `worker_death`,
+    unless it follows the run's failure (`ends_follow_a_failure`)."""
     how = "an unknown return code" if code is None else _ended_how(code)
     if connected:
-        if code is not None:  # as the command line's thread hook notes it
+        if code is not None and not _ends_follow.is_set():  # as the thread hook notes it
             _worker_exits.append(code)
         return f"a worker process ended, {how}"
     said = f"; its last line: {last_line}" if last_line and _signal(code) is None else ""
@@ -310,7 +321,8 @@ def worker_ended(code: int | None, connected: bool, last_line: str | None = None
         "a worker process ended before it connected to the launcher (it could not start), "
         f"{how}{said}"
     )
-    _not_started.append(text)
+    if not _ends_follow.is_set():
+        _not_started.append(text)
     return text
 
 

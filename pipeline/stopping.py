@@ -346,6 +346,7 @@ def _an_untold_end_fails_the_run(
             known = handlers.get(getattr(self, "_worker_id", None))
             if known is not None and known.control_conn not in told:
                 _fail_its_bundles(known, started.get(known.worker_id), ended)
+                _end_the_unconnected(handlers, started)
 
     def push_unless_ended(self, request):
         future = push(self, request)
@@ -375,6 +376,19 @@ def _fail_its_bundles(handler: Any, process: _WorkerProcess | None, ended: dict)
     for future in list(getattr(connection, "_futures_by_id", {}).values()):
         future.abort(error)
     handler.data_conn._closed = True  # noqa: SLF001 - what its reads check, every second
+
+
+def _end_the_unconnected(
+    handlers: dict[str, Any], started: dict[str | None, _WorkerProcess]
+) -> None:
+    """Once a worker's untold end has failed the run, the workers not connected yet
+    (still starting, or hung as they start: they have done no work) are killed. The
+    run waited for their part of its bundles: forever, silent, for one that hangs."""
+    logs.ends_follow_a_failure()
+    for handler in list(handlers.values()):
+        process = started.get(handler.worker_id)
+        if process is not None and not _has_connected(handler.control_conn):
+            process.kill()
 
 
 def _has_connected(connection: Any) -> bool:

@@ -444,6 +444,60 @@ def test_worker_processes_that_cannot_start_fail_the_run_at_once_naming_why(
     assert not (output / ".lock").exists()
 
 
+# Of the two workers, the first to start hangs as it imports; the other cannot start.
+_ONE_HANGS_ONE_CANNOT_START = """import os, sys, time
+if "CONTROL_API_SERVICE_DESCRIPTOR" in os.environ:
+    try:
+        os.close(os.open(os.environ["HANG_MARK"], os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        sys.modules["grpc"] = None
+    else:
+        time.sleep(3600)
+"""
+
+
+def _processes_with(setting: str) -> list[int]:
+    """The processes whose environment holds `setting` ('NAME=value'; this user's)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and setting.encode() in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+    return found
+
+
+def test_a_run_failed_by_one_worker_while_another_hangs_as_it_starts_ends_at_once(
+    image_folder, linear_keras, tmp_path
+):
+    # The worker that could not start failed its part of the bundle as it ended, and
+    # the run waited for the hung one's part: silent, forever (the launcher is killed
+    # here after 90 s). A worker not connected has done no work: once another's end
+    # has failed the run, it is killed, and the error names the first end alone.
+    output = tmp_path / "out"
+    command = _two_workers_command(image_folder, linear_keras, output)
+    mark = tmp_path / "hang_mark"
+    env = _with_sitecustomize(tmp_path, _ONE_HANGS_ONE_CANNOT_START, HANG_MARK=str(mark))
+    try:
+        job = subprocess.run(
+            launched(command), stderr=subprocess.PIPE, text=True, env=env, timeout=90
+        )
+    except subprocess.TimeoutExpired as e:
+        for hung in _processes_with(f"HANG_MARK={mark}"):
+            os.kill(hung, signal.SIGKILL)
+        pytest.fail(f"the launcher still waits after 90 s: {(e.stderr or b'')[-2000:]!r}")
+    text = job.stderr
+    assert job.returncode == 1, text[-3000:]
+    assert mark.exists()  # a worker hung
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: the run failed: a worker process ended before it connected to the launcher "
+        "(it could not start), return code 1; its last line: ModuleNotFoundError: import of grpc "
+        "halted; None in sys.modules. Rerun with --resume to continue: the rows of every "
+        "batch it finished are kept."
+    ], text[-3000:]
+    assert _processes_with(f"HANG_MARK={mark}") == []  # the hung worker is gone
+
+
 # Beam's thread that waits on a worker raises when it ends ("Worker subprocess exited
 # with return code 1"): the command line's hook makes that one line; here, pytest sees it.
 _BEAMS_WORKER_THREAD_RAISES = pytest.mark.filterwarnings(
