@@ -6,8 +6,9 @@ tidied up first and the message says it completed, or `unaccounted` says why
 its counts fail); Beam's errors that were a Ctrl-C (`interrupted`); signals
 held while a step must finish (`_stops_held`); and a multi-process DirectRunner's
 workers: started in a session of their own and importing this job's packages,
-one Ctrl-C stopping them all, every one of them told to stop (killed, by a stop,
-while it has not connected). (How the commands
+one Ctrl-C stopping them all, every one of them told to stop (killed, by a stop or
+the run's failure, while it has not connected; said to be late when it has not
+connected `LATE_START_S` after its start). (How the commands
 themselves end on a stop is `pipeline.commands`'.)
 """
 
@@ -15,11 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import os
 import signal
 import site
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,7 +32,14 @@ from pipeline import logs
 from pipeline.job import AuditJob
 from pipeline.output_folder import tidy_finished
 from pipeline.runner import is_direct
+from transforms import wording
 from transforms.sinks import read_manifest
+
+_LOG = logging.getLogger(__name__)
+#: Seconds after its start that a worker process not yet connected to the launcher is
+#: said to be late (once): a start is mostly TensorFlow's import (5-20 s, longer with
+#: many workers on few cores), and one that hangs as it starts is waited for, forever.
+LATE_START_S = 120.0
 
 __all__ = [
     "interrupted",
@@ -140,6 +150,7 @@ class _WorkerProcess:
 
     def __init__(self, process: subprocess.Popen) -> None:
         self.process = process
+        self.started_at = time.monotonic()
         self._last = b""
         self._copier = threading.Thread(target=self._copy, name="worker_stderr", daemon=True)
         self._copier.start()
@@ -201,14 +212,16 @@ def workers_apart_from_ctrl_c(options: PipelineOptions) -> Iterator[None]:
 
     started: dict[str | None, _WorkerProcess] = {}
     told: set[Any] = set()  # the control connections of the workers Beam told to end
+    handlers: dict[str, Any] = {}  # Beam's handler of each worker, by its WORKER_ID
     before = local_job_service.subprocess
     local_job_service.subprocess = _SubprocessInOwnSession(started)
     try:
         with (
             _one_ctrl_c_while_workers_stop(),
             _every_worker_told_to_stop(told),
-            _an_untold_end_fails_the_run(started, told),
+            _an_untold_end_fails_the_run(started, told, handlers),
             _a_stop_kills_the_unconnected(started),
+            _a_late_start_is_said(started, handlers),
         ):
             yield
     finally:
@@ -313,14 +326,15 @@ def _every_worker_told_to_stop(told: set[Any]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _an_untold_end_fails_the_run(
-    started: dict[str | None, _WorkerProcess], told: set[Any]
+    started: dict[str | None, _WorkerProcess], told: set[Any], handlers: dict[str, Any]
 ) -> Iterator[None]:
     """A worker process that ends before Beam told it to (`told`) fails the run at once.
     Beam (2.77) noticed only the end of a worker connected to it (its streams broke):
     one that ended before it connected (its Python could not start: a module that fails
     to import, a bad environment; killed as it started) left the launcher waiting for
     its bundle's outputs, silent, forever. Its end now closes its connections, which
-    fails the bundle, and `logs.worker_ended` notes how it ended, with its last line."""
+    fails the bundle, and `logs.worker_ended` notes how it ended, with its last line.
+    `handlers`: filled with Beam's handler of each worker it starts."""
     if not _runner_as_known():  # nor are the connections Beam closes noted in `told`
         yield
         return
@@ -332,7 +346,6 @@ def _an_untold_end_fails_the_run(
         worker_handlers.SubprocessSdkWorkerHandler,
     )
     run, start, push = worker.run, handler.start_worker, worker_handlers.ControlConnection.push
-    handlers: dict[str, Any] = {}
     ended: dict[Any, Exception] = {}  # the connections of workers that ended untold
 
     def start_known(self) -> None:
@@ -389,6 +402,60 @@ def _end_the_unconnected(
         process = started.get(handler.worker_id)
         if process is not None and not _has_connected(handler.control_conn):
             process.kill()
+
+
+@contextlib.contextmanager
+def _a_late_start_is_said(
+    started: dict[str | None, _WorkerProcess], handlers: dict[str, Any]
+) -> Iterator[None]:
+    """While the run lasts, a worker process not connected `LATE_START_S` after its
+    start is said to be late, once, with what stops the run: nothing tells a hung
+    start from a slow one, and the run waited for it, silent."""
+    done = threading.Event()
+    watcher = threading.Thread(
+        target=_say_late_starts, args=(started, handlers, done), name="late_starts", daemon=True
+    )
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+
+
+def _say_late_starts(
+    started: dict[str | None, _WorkerProcess], handlers: dict[str, Any], done: threading.Event
+) -> None:
+    said: set[str] = set()
+    while not done.wait(1.0):
+        late = [
+            worker_id
+            for worker_id, handler in list(handlers.items())
+            if worker_id not in said and _is_late(started.get(worker_id), handler)
+        ]
+        if late:
+            said.update(late)
+            one = len(late) == 1
+            _LOG.warning(
+                "%s %s not connected to the launcher %g s after %s started; the run waits "
+                "for %s (a start is mostly TensorFlow's import, 5-20 s). One hung as it "
+                "starts is waited for forever: Ctrl-C or SIGTERM stops the run, and "
+                "--resume continues it.",
+                wording.count(len(late), "worker process", "worker processes"),
+                "has" if one else "have",
+                LATE_START_S,
+                "it" if one else "they",
+                "it" if one else "them",
+            )
+
+
+def _is_late(process: _WorkerProcess | None, handler: Any) -> bool:
+    """Whether a worker process runs, not connected, `LATE_START_S` after its start."""
+    return (
+        process is not None
+        and process.process.poll() is None
+        and not _has_connected(handler.control_conn)
+        and time.monotonic() - process.started_at >= LATE_START_S
+    )
 
 
 def _has_connected(connection: Any) -> bool:

@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import logging
 import os
 import re
 import signal
@@ -566,6 +567,57 @@ def test_a_run_from_python_whose_workers_are_killed_raises_naming_how_they_ended
         r"The run failed: a worker process ended, return code (137|-9) \(SIGKILL, killed, as "
         r"the system kills a process when memory runs out\)\. Rerun with --resume to "
         r"continue: the rows of every batch it finished are kept\.",
+        str(caught.value),
+    ), str(caught.value)
+
+
+_WORKERS_HANG = """import os, time
+if "CONTROL_API_SERVICE_DESCRIPTOR" in os.environ:
+    time.sleep(3600)
+"""
+_LATE = re.compile(
+    r"(1 worker process has|2 worker processes have) not connected to the launcher 1 s after "
+    r"(it|they) started; the run waits for (it|them) \(a start is mostly TensorFlow's import, "
+    r"5-20 s\)\. One hung as it starts is waited for forever: Ctrl-C or SIGTERM stops the run, "
+    r"and --resume continues it\."
+)
+
+
+@_BEAMS_WORKER_THREAD_RAISES
+def test_workers_not_connected_long_after_they_started_are_said_to_be_late(
+    image_folder, linear_keras, tmp_path, monkeypatch, caplog
+):
+    # Workers hung as they start were waited for, silent: nothing tells a hung start
+    # from a slow one. A line says so once they are late (here 1 s, not 120), and
+    # what stops the run. This process is the launcher; its thread kills the workers
+    # once both are said to be late, which fails the run.
+    from pipeline import stopping
+
+    monkeypatch.setattr(stopping, "LATE_START_S", 1.0)
+    command = _two_workers_command(image_folder, linear_keras, tmp_path / "out")
+    monkeypatch.setenv("PYTHONPATH", _with_sitecustomize(tmp_path, _WORKERS_HANG)["PYTHONPATH"])
+    said: list[str] = []
+
+    def kill_once_both_are_late() -> None:
+        for _ in range(1200):  # two minutes at most
+            said[:] = [r.getMessage() for r in caplog.records if r.name == "pipeline.stopping"]
+            if sum(int(line[0]) for line in said) >= 2:
+                break
+            time.sleep(0.1)
+        for worker in _workers(os.getpid()):
+            os.kill(worker, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_once_both_are_late, daemon=True)
+    killer.start()
+    with caplog.at_level(logging.WARNING, logger="pipeline.stopping"):
+        with pytest.raises(RuntimeError) as caught:
+            run(command[4:], save_main_session=False)
+    killer.join(timeout=60)
+    assert said and all(_LATE.fullmatch(line) for line in said), said
+    assert sum(int(line[0]) for line in said) == 2, said  # each worker said once
+    assert re.fullmatch(
+        r"The run failed: a worker process ended before it connected to the launcher \(it "
+        r"could not start\), return code (137|-9) \(SIGKILL, .*",
         str(caught.value),
     ), str(caught.value)
 
