@@ -425,6 +425,7 @@ def _a_late_start_is_said(
 def _say_late_starts(
     started: dict[str | None, _WorkerProcess], handlers: dict[str, Any], done: threading.Event
 ) -> None:
+    """Each second until `done`: one line for the workers late since the last (`_is_late`)."""
     said: set[str] = set()
     while not done.wait(1.0):
         late = [
