@@ -250,7 +250,9 @@ _WORKER_EXIT = re.compile(r"Worker subprocess exited with return code (-?\d+)")
 _worker_exits: list[int] = []
 _not_started: list[str] = []  # `worker_ended`'s of workers that ended before they connected
 _stopping = threading.Event()
-_ends_follow = threading.Event()  # `ends_follow_a_failure`
+# `ends_follow_a_failure`: the thread of Beam's that waited on the worker whose end
+# failed the run (its own end is still reported; those after it are not).
+_failed_by: list[threading.Thread] = []
 
 
 def stop_requested() -> None:
@@ -268,8 +270,15 @@ def stop_is_requested() -> bool:
 def ends_follow_a_failure() -> None:
     """A worker's end has failed the run: the workers that end from now on (those the
     launcher kills, not connected yet) end because of it, not a failure to report or
-    to name in its place."""
-    _ends_follow.set()
+    to name in its place. Called in the thread of Beam's that waited on that worker,
+    whose exception the thread hook still reports."""
+    if not _failed_by:
+        _failed_by.append(threading.current_thread())
+
+
+def _follows_the_failure(thread: threading.Thread | None) -> bool:
+    """Whether a worker's end, seen in `thread`, came after the end that failed the run."""
+    return bool(_failed_by) and thread is not _failed_by[0]
 
 
 def forget_worker_ends() -> None:
@@ -278,14 +287,15 @@ def forget_worker_ends() -> None:
     _worker_exits.clear()
     _not_started.clear()
     _stopping.clear()
-    _ends_follow.clear()
+    _failed_by.clear()
 
 
 def _watch_threads(verbose: bool) -> None:
     """Notes worker processes that end during the run (`worker_death`). Without
     --verbose, a thread's uncaught exception is one line, and once a worker has
     ended, those of the threads it leaves behind (gRPC errors) none; nor, once a
-    stop is requested (`stop_requested`), the ends of the workers it stops."""
+    stop is requested (`stop_requested`), the ends of the workers it stops, nor the
+    ends that follow the one that failed the run (`ends_follow_a_failure`)."""
     forget_worker_ends()
     log = logging.getLogger("pipeline")
 
@@ -295,7 +305,7 @@ def _watch_threads(verbose: bool) -> None:
             _worker_exits.append(int(found[1]))
         if verbose:
             threading.__excepthook__(args)
-        elif found and not (_stopping.is_set() or _ends_follow.is_set()):
+        elif found and not (_stopping.is_set() or _follows_the_failure(args.thread)):
             log.error("A worker process ended: %s.", _ended_how(int(found[1])))
         elif not _worker_exits:
             thread = args.thread.name if args.thread else "a thread"
@@ -313,7 +323,7 @@ def worker_ended(code: int | None, connected: bool, last_line: str | None = None
     unless it follows the run's failure (`ends_follow_a_failure`)."""
     how = "an unknown return code" if code is None else _ended_how(code)
     if connected:
-        if code is not None and not _ends_follow.is_set():  # as the thread hook notes it
+        if code is not None and not _failed_by:  # as the thread hook notes it
             _worker_exits.append(code)
         return f"a worker process ended, {how}"
     said = f"; its last line: {last_line}" if last_line and _signal(code) is None else ""
@@ -321,7 +331,7 @@ def worker_ended(code: int | None, connected: bool, last_line: str | None = None
         "a worker process ended before it connected to the launcher (it could not start), "
         f"{how}{said}"
     )
-    if not _ends_follow.is_set():
+    if not _failed_by:
         _not_started.append(text)
     return text
 

@@ -497,6 +497,10 @@ def test_a_run_failed_by_one_worker_while_another_hangs_as_it_starts_ends_at_onc
         "batch it finished are kept."
     ], text[-3000:]
     assert _processes_with(f"HANG_MARK={mark}") == []  # the hung worker is gone
+    # The first end is logged as it happens (the thread hook's one line); the hung
+    # worker's, killed for it, is not.
+    ends = [line for line in text.splitlines() if "A worker process ended" in line]
+    assert ends == ["ERROR pipeline: A worker process ended: return code 1."], text[-3000:]
 
 
 # Beam's thread that waits on a worker raises when it ends ("Worker subprocess exited
