@@ -575,9 +575,15 @@ def test_a_run_from_python_whose_workers_are_killed_raises_naming_how_they_ended
     ), str(caught.value)
 
 
+# A `sitecustomize` whose workers hang as they start, as on an import that waits
+# forever: each writes its pid in a file named so in HUNG_WORKERS, holding its
+# parent's (the shell Beam starts it through), then sleeps.
 _WORKERS_HANG = """import os, time
 if "CONTROL_API_SERVICE_DESCRIPTOR" in os.environ:
-    time.sleep(3600)
+    with open(os.path.join(os.environ["HUNG_WORKERS"], str(os.getpid())), "w") as f:
+        f.write(str(os.getppid()))
+    while True:
+        time.sleep(60)
 """
 _LATE = re.compile(
     r"(1 worker process has|2 worker processes have) not connected to the launcher 1 s after "
@@ -598,8 +604,12 @@ def test_workers_not_connected_long_after_they_started_are_said_to_be_late(
     from pipeline import stopping
 
     monkeypatch.setattr(stopping, "LATE_START_S", 1.0)
+    hung = tmp_path / "hung"
+    hung.mkdir()
     command = _two_workers_command(image_folder, linear_keras, tmp_path / "out")
-    monkeypatch.setenv("PYTHONPATH", _with_sitecustomize(tmp_path, _WORKERS_HANG)["PYTHONPATH"])
+    env = _with_sitecustomize(tmp_path, _WORKERS_HANG, HUNG_WORKERS=str(hung))
+    for name in ("PYTHONPATH", "HUNG_WORKERS"):
+        monkeypatch.setenv(name, env[name])
     said: list[str] = []
 
     def kill_once_both_are_late() -> None:
@@ -617,6 +627,7 @@ def test_workers_not_connected_long_after_they_started_are_said_to_be_late(
         with pytest.raises(RuntimeError) as caught:
             run(command[4:], save_main_session=False)
     killer.join(timeout=60)
+    assert len(list(hung.iterdir())) == 2  # both hung, not slow: each wrote its pid
     assert said and all(_LATE.fullmatch(line) for line in said), said
     assert sum(int(line[0]) for line in said) == 2, said  # each worker said once
     assert re.fullmatch(
@@ -832,18 +843,6 @@ def test_a_second_sigterm_while_the_workers_stop_ends_the_launcher_at_once(
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
     assert code == -signal.SIGTERM
-
-
-# A `sitecustomize` whose workers hang as they start, as on an import that waits
-# forever: each writes its pid in a file named so in HUNG_WORKERS, holding its
-# parent's (the shell Beam starts it through), then sleeps.
-_WORKERS_HANG = """import os, time
-if "CONTROL_API_SERVICE_DESCRIPTOR" in os.environ:
-    with open(os.path.join(os.environ["HUNG_WORKERS"], str(os.getpid())), "w") as f:
-        f.write(str(os.getppid()))
-    while True:
-        time.sleep(60)
-"""
 
 
 @pytest.mark.parametrize(
