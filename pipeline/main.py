@@ -517,9 +517,26 @@ def launch(
       for a Dataflow template, Beam's result of no job (--output is left to the
       job the template starts: `_leave_to_template`).
     """
-    job, options, result = _start(argv, save_main_session)
+    with _worker_ends_named():
+        job, options, result = _start(argv, save_main_session)
     _leave_output(job, options, result, _known_state(result))
     return job, result
+
+
+@contextlib.contextmanager
+def _worker_ends_named() -> Iterator[None]:
+    """A run (`launch`, `run`) from Python whose worker process ended, in a
+    multi-process DirectRunner, raises a RuntimeError naming how it ended, as the
+    command line's error line does: Beam's own error of it is of the channels it
+    closed ('Channel closed prematurely.'). An earlier run's worker ends are forgotten."""
+    logs.forget_worker_ends()
+    try:
+        yield
+    except Exception as e:
+        death = logs.worker_death()
+        if death is None or logs.stop_is_requested():  # a stop's ends are no failure
+            raise
+        raise RuntimeError(f"The run failed: {death}. {logs.RESUME}") from e
 
 
 def _leave_output(
@@ -749,16 +766,9 @@ def run(
         the stop).
     """
     logs.drop_beam_memory_warning()
-    logs.forget_worker_ends()
-    try:
+    with _worker_ends_named():
         job, options, result = _start(argv, save_main_session)
         return _outcome(job, options, result)
-    except Exception as e:
-        death = logs.worker_death()
-        if death is None or logs.stop_is_requested():  # a stop's ends are no failure
-            raise
-        # Beam's own error of it is of the channels it closed ('Channel closed prematurely.').
-        raise RuntimeError(f"The run failed: {death}. {logs.RESUME}") from e
 
 
 def _outcome(

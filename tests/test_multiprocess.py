@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from pipeline import run
+from pipeline.main import launch
 from tests.conftest import cli_args, launched, printed_summary, write_image
 
 # Columns that must match exactly; float columns are compared to a tolerance.
@@ -511,8 +512,9 @@ _BEAMS_WORKER_THREAD_RAISES = pytest.mark.filterwarnings(
 
 
 @_BEAMS_WORKER_THREAD_RAISES
+@pytest.mark.parametrize("call", [run, launch], ids=["run", "launch"])
 def test_a_run_from_python_whose_workers_cannot_start_raises_naming_why(
-    image_folder, linear_keras, tmp_path, monkeypatch
+    call, image_folder, linear_keras, tmp_path, monkeypatch
 ):
     # A caller of `pipeline.run` (a notebook's) got Beam's error of the channels it
     # closed, "RuntimeError: Channel closed prematurely.": only the command line said
@@ -522,7 +524,7 @@ def test_a_run_from_python_whose_workers_cannot_start_raises_naming_why(
         "PYTHONPATH", _with_sitecustomize(tmp_path, _WORKERS_CANNOT_START)["PYTHONPATH"]
     )
     with pytest.raises(RuntimeError) as caught:
-        run(command[4:], save_main_session=False)
+        call(command[4:], save_main_session=False)
     assert str(caught.value) == (
         "The run failed: a worker process ended before it connected to the launcher (it could "
         "not start), return code 1; its last line: ModuleNotFoundError: import of grpc halted; "
