@@ -152,6 +152,40 @@ def test_figure_png_has_the_figures_size():
     assert Image.open(io.BytesIO(png)).size == (200, 100)
 
 
+def _saved(figure: Figure, dpi: int) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("make", "dpi"),
+    [
+        (lambda: plots.attribution_figure(A, panels=("mask", "overlay"), title="t"), 50),
+        (lambda: plots.completeness_figure(np.geomspace(1e-4, 0.05, 50), 0.01), 100),
+        (lambda: plots.faithfulness_curves_figure(_CURVES_ROW, title="t"), 110),  # sanity's
+    ],
+    ids=["heat-map", "histogram", "curves"],
+)
+def test_figure_png_draws_a_figure_once_into_the_bytes_savefig_writes(make, dpi, monkeypatch):
+    # savefig laid the figure out in a draw that rendered nothing, then drew it again
+    # with its layout engine off: a tenth of a heat map's time and more. The canvas's
+    # own PNG lays it out and renders it in one draw, the same bytes.
+    expected = _saved(make(), dpi)
+    draws = []
+    draw = Figure.draw
+
+    def counting(self, renderer):
+        draws.append(self)
+        return draw(self, renderer)
+
+    monkeypatch.setattr(Figure, "draw", counting)
+    figure = make()
+    assert plots.figure_png(figure, dpi=dpi) == expected
+    assert draws == [figure]
+    assert figure.dpi == 100  # drawn at `dpi`, then as it was
+
+
 def test_channel_figure_is_signed_on_one_scale():
     figure = plots.channel_figure(A)
     axes = [ax for ax in figure.axes if ax.get_images()]

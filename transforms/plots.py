@@ -101,13 +101,27 @@ def _figure(width: float, height: float) -> Figure:
 
 
 def figure_png(figure: Figure, dpi: int = 100) -> bytes:
-    """The figure as PNG bytes (for HTML embedding or files)."""
+    """The figure as PNG bytes (for HTML embedding or files): those `figure.savefig`
+    writes at matplotlib's default `savefig.*` settings (those of a matplotlibrc, its
+    `savefig.bbox` or `savefig.facecolor`, do not apply to a figure on an Agg canvas)."""
     buffer = io.BytesIO()
     # A name in a script the font lacks (CJK in DejaVu Sans) is drawn as boxes, its
     # text on the page: not a UserWarning per character on the report's stderr.
     # (`quiet.ignoring_warnings`: safe when reports are drawn in threads.)
     with quiet.ignoring_warnings(UserWarning, message="Glyph .* missing from font"):
-        figure.savefig(buffer, format="png", dpi=dpi)
+        if not isinstance(figure.canvas, FigureCanvasAgg):  # a pyplot figure's, say
+            figure.savefig(buffer, format="png", dpi=dpi)
+            return buffer.getvalue()
+        # The Agg canvas's own PNG, not savefig's: savefig first lays the figure out in
+        # a draw that renders nothing, then draws it again with its layout engine off;
+        # the canvas lays it out and renders it in one draw, the same bytes in a tenth
+        # (a histogram) to a fifth (a heat map) less time. At `dpi`, as savefig draws.
+        drawn_at = figure.dpi
+        figure.dpi = dpi
+        try:
+            figure.canvas.print_png(buffer)
+        finally:
+            figure.dpi = drawn_at
     return buffer.getvalue()
 
 
