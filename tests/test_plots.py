@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 from matplotlib.text import Text
+from matplotlib.ticker import NullFormatter
 from PIL import Image
 
 from tests.conftest import SIZE, WNID_CAT, cli_args, write_image
@@ -853,6 +854,20 @@ def test_an_error_histogram_leaves_out_only_labels_that_would_run_into_another(f
     # its neighbours as drawn. (The legend's fitting lays the figure out first, so this
     # holds without `_thin_tick_labels`' own layout step: the test above pins that.)
     assert _labels_left_out_that_clear(figure([8.7e-4] * 12, 0.005).axes[0]) == []
+
+
+def test_thinned_tick_labels_are_kept_by_np_isclose_s_test():
+    # The kept labels' test is np.isclose's (rtol 1e-9, atol 0) in plain floats: the
+    # same ticks labelled, at the edge of that tolerance and across decades.
+    kept = np.array([1e-7, 3e-3, 4e-3, 0.01, 2.0])
+    rng = np.random.default_rng(0)
+    edges = [
+        np.nextafter(k * (1 + s * 1e-9), k + s * t) for k in kept for s in (-1, 1) for t in (1, -1)
+    ]
+    values = np.r_[kept, edges, kept * (1 + rng.normal(0, 2e-9, 5)), rng.uniform(0, 3, 20)]
+    kept_by = plots._Kept(NullFormatter(), kept)
+    for value in values:
+        assert kept_by._is_kept(value) == np.isclose(value, kept, rtol=1e-9, atol=0.0).any()
 
 
 def test_an_error_histogram_is_not_drawn_before_it_is_saved(monkeypatch):
