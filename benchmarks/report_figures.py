@@ -14,9 +14,11 @@ as the report embeds it; a report: `build_report`), and hashed (sha256 of its PN
 report, of each PNG it embeds and of its page without them and its time).
 
 Printed: per figure the median CPU seconds of each, their ratio (reference / now: above
-1 is faster now) and whether the PNG bytes are identical.
+1 is faster now) and whether the PNG bytes are identical. With `--sweep`, untimed: the
+bytes of several hundred figures (error histograms, faithfulness figures and curves at
+the sizes and of the data their tests draw, and more), drawn once by each.
 
-    python -m benchmarks.report_figures [--rounds 5] [--reference <commit>]
+    python -m benchmarks.report_figures [--rounds 5] [--reference <commit>] [--sweep]
 """
 
 from __future__ import annotations
@@ -205,6 +207,54 @@ def _corpus(folders: dict[str, str]) -> dict[str, Callable[[], Any]]:
     }
 
 
+def _sweep_histograms(plots: Any) -> dict[str, Callable[[], Any]]:
+    import numpy as np  # noqa: PLC0415
+
+    values = {
+        "0/inf/NaN x3": _every_kind(3),
+        "0/inf/NaN x99999": _every_kind(99_999),
+        "3 decades": np.geomspace(1e-4, 0.05, 50),
+        "one bar": np.full(12, 8.7e-4),
+        "per-pixel errors": np.array([0.0143, 0.0145, 0.0146, 0.0147, 0.0148]),
+        "sample deltas": np.array([5.45e-4, 1.4e-3, 2.5e-3, 2.6e-3, 4.0e-3, 4.3e-3]),
+        "many decades": np.array([1e-6, 0.3]),
+    }
+    sizes = [(6.0, 3.0), (5.0, 3.0), (4.0, 2.0), (3.0, 2.0), (2.5, 3.0), (2.0, 2.0)]
+    return {
+        f"{figure.__name__} {name}, tolerance {tolerance}, {width}x{height} in": (
+            lambda f=figure, v=data, t=tolerance, w=width, h=height: f(v, t, width=w, height=h)
+        )
+        for figure in (plots.completeness_figure, plots.attribution_error_figure)
+        for name, data in values.items()
+        for tolerance in (None, 0.01, 0.005)
+        for width, height in sizes
+    }
+
+
+def _sweep(plots: Any) -> dict[str, Callable[[], Any]]:
+    """Figures drawn once, for their bytes alone: the fitted figures at the sizes and of
+    the data their tests draw, and more."""
+    faithfulness = {
+        f"faithfulness {rows} rows, {width}x{height} in": (
+            lambda r=rows, w=width, h=height: plots.faithfulness_figure(_aucs(r), width=w, height=h)
+        )
+        for rows in (5, 40, 500)
+        for width in (4.0, 4.5, 5.0, 6.0, 7.0, 9.0)
+        for height in (1.0, 2.0, 3.0)
+    }
+    curves = {
+        f"curves {width}x{height} in, title {title!r}": (
+            lambda w=width, h=height, t=title: plots.faithfulness_curves_figure(
+                _curves_row(), title=t, width=w, height=h
+            )
+        )
+        for width in (2.0, 2.5, 3.0, 3.6, 5.0)
+        for height in (1.0, 1.5, 2.0, 2.7)
+        for title in (None, "coffee.png → espresso", "a long title " * 5)
+    }
+    return {**_sweep_histograms(plots), **faithfulness, **curves, **_faithfulness(plots)}
+
+
 # The workers: one per tree, drawing what they are asked for.
 
 
@@ -226,14 +276,16 @@ def _drawn(make: Callable[[], Any]) -> tuple[float, list[str]]:
     return seconds, [hashlib.sha256(png).hexdigest() for png in pngs]
 
 
-def _work(tree: str, folders: dict[str, str]) -> None:
-    """A worker: the figures of `tree` by name, one line of JSON each, until stdin ends."""
+def _work(tree: str, folders: dict[str, str] | None) -> None:
+    """A worker: the figures of `tree` by name, one line of JSON each, until stdin ends;
+    those of `_sweep` without `folders`."""
     sys.path[0] = tree  # not this script's folder: its modules' names are generic
     import transforms  # noqa: PLC0415
+    from transforms import plots  # noqa: PLC0415
 
     if not transforms.__file__.startswith(tree):
         raise SystemExit(f"worker imported {transforms.__file__}, not from {tree}")
-    corpus = _corpus(folders)
+    corpus = _corpus(folders) if folders is not None else _sweep(plots)
     print(json.dumps(list(corpus)), flush=True)
     for line in sys.stdin:
         seconds, hashes = _drawn(corpus[line.strip()])
@@ -241,7 +293,7 @@ def _work(tree: str, folders: dict[str, str]) -> None:
 
 
 class _Worker:
-    def __init__(self, tree: str, folders: dict[str, str]) -> None:
+    def __init__(self, tree: str, folders: dict[str, str] | None) -> None:
         command = [sys.executable, __file__, "--worker", tree, "--folders", json.dumps(folders)]
         self.process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
@@ -355,10 +407,22 @@ def _table(measured: dict[str, dict[str, Any]]) -> tuple[list[list[object]], boo
     return rows, same_everywhere
 
 
+def _swept(workers: dict[str, _Worker]) -> None:
+    """Each `_sweep` figure drawn once by each worker; prints those whose bytes differ."""
+    names = workers["now"].names
+    differ = [n for n in names if len({tuple(w.draw(n)["hashes"]) for w in workers.values()}) > 1]
+    for name in differ:
+        print(f"PNG differs: {name}")
+    print(f"\nidentical PNG: {len(names) - len(differ)} of {len(names)} figures of the sweep")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=5, help="counted rounds (default 5)")
     parser.add_argument("--reference", default=_BASE, help="commit to compare with")
+    parser.add_argument(
+        "--sweep", action="store_true", help="compare the bytes of more figures, untimed"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--folders", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -369,9 +433,11 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         reference = _reference_tree(args.reference, folder)
-        folders = _report_folders(folder)
+        folders = None if args.sweep else _report_folders(folder)
         workers = {"now": _Worker(str(_ROOT), folders), "reference": _Worker(reference, folders)}
         try:
+            if args.sweep:
+                return _swept(workers)
             measured = _rounds(workers, args.rounds)
         finally:
             for worker in workers.values():
