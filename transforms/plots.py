@@ -732,7 +732,9 @@ def _thin_tick_labels(ax: Axes, gap: float = 4.0) -> None:
     figure = ax.figure
     figure.get_layout_engine().execute(figure)  # the axes where the figure's draw puts them
     renderer = figure.canvas.get_renderer()
-    ax.get_tightbbox(renderer)  # their ticks and tick labels there
+    # Their tick labels there: `get_ticklabels` updates the ticks, and a label's box is
+    # where its tick and the axes are now (a tight box of the axes, for that alone, was
+    # 0.01 s of a histogram's 0.25).
     low, high = sorted(ax.get_xlim())
     shown = [
         (loc, label.get_window_extent(renderer))
