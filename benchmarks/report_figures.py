@@ -2,9 +2,9 @@
 
 A fixed corpus of figures (error histograms with and without a tolerance, with NaN, inf
 and zeros, at the report's width and narrow ones; faithfulness figures and curves; heat
-maps of several panel sets, signed maps, a path curve and a gallery; and two whole
-`build_report`s, of the `folder_run` test fixture's data and of a run of 40 rows with
-faithfulness on) is drawn by the code of this tree and by that of a reference commit
+maps of several panel sets, signed maps and a gallery; and two whole `build_report`s,
+path curves and all, of the `folder_run` test fixture's data and of a run of 40 rows
+with faithfulness on) is drawn by the code of this tree and by that of a reference commit
 (default: the last before the figures were made cheaper), each in its own worker process
 (`git archive` of the reference in a temporary folder, first on that worker's path). The
 two alternate figure by figure, round after round (the machine's speed drifts), after a
