@@ -326,16 +326,10 @@ def twelve_images(image_folder) -> dict:
     return image_folder
 
 
-def _stop_when_a_worker_progresses(
-    image_folder, model, output, stop, *, ctrl_c=False, **popen
-) -> tuple[list, int, list]:
-    """A two-process run of `twelve_images`, where `stop(job)` runs at a worker's first
-    progress line: its command, exit status and stderr lines. Each worker has about 5
-    images of 1024 one-point gradient calls left then, more calls than the one image
-    of 4096 that 4 images left; the run waits for a first image, and the stop for the
-    one under way, 4x shorter. `ctrl_c`: SIGINT at its default in the job
-    (`launched`); `popen`: more arguments of its Popen."""
-    args = cli_args(
+def _slow_two_worker_args(image_folder, model, output) -> list[str]:
+    """The flags of a two-process run of `image_folder` whose every image takes 1024
+    one-point gradient calls (`_stop_when_a_worker_progresses`)."""
+    return cli_args(
         dataset=image_folder["root"],
         model=model,
         output=output,
@@ -347,7 +341,24 @@ def _stop_when_a_worker_progresses(
         direct_running_mode="multi_processing",
         direct_num_workers=2,
     )
-    command = [sys.executable, "-P", "-m", "pipeline", *args]
+
+
+def _stop_when_a_worker_progresses(
+    image_folder, model, output, stop, *, ctrl_c=False, **popen
+) -> tuple[list, int, list]:
+    """A two-process run of `twelve_images`, where `stop(job)` runs at a worker's first
+    progress line: its command, exit status and stderr lines. Each worker has about 5
+    images of 1024 one-point gradient calls left then, more calls than the one image
+    of 4096 that 4 images left; the run waits for a first image, and the stop for the
+    one under way, 4x shorter. `ctrl_c`: SIGINT at its default in the job
+    (`launched`); `popen`: more arguments of its Popen."""
+    command = [
+        sys.executable,
+        "-P",
+        "-m",
+        "pipeline",
+        *_slow_two_worker_args(image_folder, model, output),
+    ]
     started = launched(command, ctrl_c=True) if ctrl_c else command
     job = subprocess.Popen(started, stderr=subprocess.PIPE, text=True, env=_ENV, **popen)
     log = []
@@ -540,18 +551,7 @@ def test_a_run_from_python_whose_workers_are_killed_raises_naming_how_they_ended
     # As above, once they have connected and finished an image: SIGKILLed, as the
     # system kills a process out of memory. A thread here kills this run's workers.
     output = tmp_path / "out"
-    args = cli_args(
-        dataset=twelve_images["root"],
-        model=linear_keras,
-        output=output,
-        steps=1024,
-        tolerance=0,
-        path_batch_size=1,
-        batch_size=1,
-        faithfulness="none",
-        direct_running_mode="multi_processing",
-        direct_num_workers=2,
-    )
+    args = _slow_two_worker_args(twelve_images, linear_keras, output)
     killed = []
 
     def kill_once_an_image_is_done() -> None:

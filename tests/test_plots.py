@@ -153,6 +153,19 @@ def test_figure_png_has_the_figures_size():
     assert Image.open(io.BytesIO(png)).size == (200, 100)
 
 
+def _counting_draws(monkeypatch) -> list[Figure]:
+    """The figures drawn from now on in this test, each time one is (`Figure.draw`)."""
+    draws: list[Figure] = []
+    draw = Figure.draw
+
+    def counting(self, renderer):
+        draws.append(self)
+        return draw(self, renderer)
+
+    monkeypatch.setattr(Figure, "draw", counting)
+    return draws
+
+
 def _saved(figure: Figure, dpi: int) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
@@ -173,14 +186,7 @@ def test_figure_png_draws_a_figure_once_into_the_bytes_savefig_writes(make, dpi,
     # with its layout engine off: a tenth of a heat map's time and more. The canvas's
     # own PNG lays it out and renders it in one draw, the same bytes.
     expected = _saved(make(), dpi)
-    draws = []
-    draw = Figure.draw
-
-    def counting(self, renderer):
-        draws.append(self)
-        return draw(self, renderer)
-
-    monkeypatch.setattr(Figure, "draw", counting)
+    draws = _counting_draws(monkeypatch)
     figure = make()
     assert plots.figure_png(figure, dpi=dpi) == expected
     assert draws == [figure]
@@ -875,14 +881,7 @@ def test_an_error_histogram_is_not_drawn_before_it_is_saved(monkeypatch):
     # whole draw of the figure (bars, legend, grid) besides those of its saving, a
     # fifth of a histogram's time. The layout alone places the labels; the PNGs are
     # the same bytes.
-    draws = []
-    draw = Figure.draw
-
-    def counting(self, renderer):
-        draws.append(self)
-        return draw(self, renderer)
-
-    monkeypatch.setattr(Figure, "draw", counting)
+    draws = _counting_draws(monkeypatch)
     figure = plots.completeness_figure([5.45e-4, 1.4e-3, 2.5e-3, 4.0e-3, 4.3e-3], 0.005)
     assert draws == []
     assert plots.figure_png(figure).startswith(b"\x89PNG") and draws
