@@ -399,9 +399,14 @@ def _end_the_unconnected(
     run waited for their part of its bundles: forever, silent, for one that hangs."""
     logs.ends_follow_a_failure()
     for handler in list(handlers.values()):
-        process = started.get(handler.worker_id)
-        if process is not None and not _has_connected(handler.control_conn):
-            process.kill()
+        _kill_if_unconnected(handler, started.get(handler.worker_id))
+
+
+def _kill_if_unconnected(handler: Any, process: _WorkerProcess | None) -> None:
+    """Kills `handler`'s worker process (`process`) if it has not connected to the
+    launcher: it has done no work, and Beam waits for it to connect, maybe forever."""
+    if process is not None and not _has_connected(handler.control_conn):
+        process.kill()
 
 
 @contextlib.contextmanager
@@ -484,13 +489,8 @@ def _a_stop_kills_the_unconnected(started: dict[str | None, _WorkerProcess]) -> 
     stop = handler.stop_worker
 
     def stop_unconnected_too(self) -> None:
-        process = started.get(self.worker_id)
-        if (
-            process is not None
-            and not _has_connected(self.control_conn)
-            and logs.stop_is_requested()
-        ):
-            process.kill()
+        if logs.stop_is_requested():
+            _kill_if_unconnected(self, started.get(self.worker_id))
         stop(self)
 
     handler.stop_worker = stop_unconnected_too
