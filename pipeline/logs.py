@@ -247,8 +247,9 @@ def _one_line(error: BaseException | None) -> str:
 # How Beam's local job service says that a worker process of a multi-process
 # DirectRunner ended (its `run_worker` thread raises it).
 _WORKER_EXIT = re.compile(r"Worker subprocess exited with return code (-?\d+)")
-_worker_exits: list[int] = []
-_not_started: list[str] = []  # `worker_ended`'s of workers that ended before they connected
+# The worker ends of the run, as `worker_ended` says them, in the order they were
+# recorded: the first names the run's failure (`worker_death`).
+_ends: list[str] = []
 _stopping = threading.Event()
 # `ends_follow_a_failure`: the thread of Beam's that waited on the worker whose end
 # failed the run (its own end is still reported; those after it are not).
@@ -284,8 +285,7 @@ def _follows_the_failure(thread: threading.Thread | None) -> bool:
 def forget_worker_ends() -> None:
     """A new run: the worker ends and the stop of an earlier run in this process
     (a notebook's, a test's) are not this one's (`worker_death`)."""
-    _worker_exits.clear()
-    _not_started.clear()
+    _ends.clear()
     _stopping.clear()
     _failed_by.clear()
 
@@ -302,12 +302,12 @@ def _watch_threads(verbose: bool) -> None:
     def hook(args: threading.ExceptHookArgs) -> None:
         found = _WORKER_EXIT.search(str(args.exc_value))
         if found:
-            _worker_exits.append(int(found[1]))
+            worker_ended(int(found[1]), connected=True)
         if verbose:
             threading.__excepthook__(args)
         elif found and not (_stopping.is_set() or _follows_the_failure(args.thread)):
             log.error("A worker process ended: %s.", _ended_how(int(found[1])))
-        elif not _worker_exits:
+        elif not (found or _ends):
             thread = args.thread.name if args.thread else "a thread"
             log.error("In %s: %s", thread, _one_line(args.exc_value))
 
@@ -319,31 +319,30 @@ def worker_ended(code: int | None, connected: bool, last_line: str | None = None
     (`pipeline.stopping`): 'a worker process ended, return code 137 (...)'. One that
     ended before it connected to the launcher could not start: that is said, with the
     last line it wrote to stderr (`last_line`) unless a signal ended it (then the
-    line is not its own: the shell's 'Killed'). Either end is noted for `worker_death`,
-    unless it follows the run's failure (`ends_follow_a_failure`)."""
+    line is not its own: the shell's 'Killed'). Either end is noted for `worker_death`
+    (a connected one of unknown code is left to the thread hook, which sees its code),
+    unless it follows the run's failure (`ends_follow_a_failure`): it is called in the
+    thread of Beam's that waited on that worker."""
     how = "an unknown return code" if code is None else _ended_how(code)
     if connected:
-        if code is not None and not _failed_by:  # as the thread hook notes it
-            _worker_exits.append(code)
-        return f"a worker process ended, {how}"
-    said = f"; its last line: {last_line}" if last_line and _signal(code) is None else ""
-    text = (
-        "a worker process ended before it connected to the launcher (it could not start), "
-        f"{how}{said}"
-    )
-    if not _failed_by:
-        _not_started.append(text)
+        text = f"a worker process ended, {how}"
+    else:
+        said = f"; its last line: {last_line}" if last_line and _signal(code) is None else ""
+        text = (
+            "a worker process ended before it connected to the launcher (it could not start), "
+            f"{how}{said}"
+        )
+    known = code is not None or not connected
+    if known and not _follows_the_failure(threading.current_thread()):
+        _ends.append(text)
     return text
 
 
 def worker_death() -> str | None:
-    """Why the run failed, if a worker process ended during it, or None: the first one
-    that could not start (`worker_ended`), else the first that ended ('a worker process
-    ended, return code 137 (SIGKILL, killed, as the system kills a process when memory
-    runs out)')."""
-    if _not_started:
-        return _not_started[0]
-    return f"a worker process ended, {_ended_how(_worker_exits[0])}" if _worker_exits else None
+    """Why the run failed, if a worker process ended during it, or None: the first end
+    recorded (`worker_ended`), connected or not ('a worker process ended, return code
+    137 (SIGKILL, killed, as the system kills a process when memory runs out)')."""
+    return _ends[0] if _ends else None
 
 
 def _signal(code: int | None) -> str | None:

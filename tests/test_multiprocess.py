@@ -237,40 +237,79 @@ def test_worker_records_keep_the_jobs_own_lines_and_drop_beams():
         assert keep.filter(record) is kept
 
 
+def _worker_exits(code: int) -> None:
+    """A thread that ends as Beam's `run_worker` does when its worker process ends."""
+
+    def run() -> None:
+        raise RuntimeError(f"Worker subprocess exited with return code {code}")
+
+    thread = threading.Thread(target=run, name="run_worker")
+    thread.start()
+    thread.join()
+
+
 def test_a_worker_that_ends_while_a_stop_stops_the_run_is_not_an_error(caplog):
     # A worker torn down by a Ctrl-C once died by SIGABRT ('FATAL: exception not
     # rethrown'), and the run, stopped as asked, logged 'ERROR pipeline: A worker
     # process ended: return code 134 (SIGABRT)' under its 'interrupted' line.
-    import threading
-
     from pipeline import logs
-
-    def worker_exits(code: int) -> None:
-        # How Beam's run_worker thread ends when its worker process does.
-        def run() -> None:
-            raise RuntimeError(f"Worker subprocess exited with return code {code}")
-
-        thread = threading.Thread(target=run)
-        thread.start()
-        thread.join()
 
     saved = threading.excepthook
     try:
         logs._watch_threads(verbose=False)
         with caplog.at_level("ERROR", logger="pipeline"):
-            worker_exits(137)
+            _worker_exits(137)
             assert "A worker process ended: return code 137 (SIGKILL" in caplog.text
             caplog.clear()
             logs.stop_requested()
-            worker_exits(134)
+            _worker_exits(134)
         assert caplog.text == ""
         assert logs.worker_death().startswith("a worker process ended, return code 137 (SIGKILL")
         logs._watch_threads(verbose=False)  # a new run: its workers' ends are reported again
         with caplog.at_level("ERROR", logger="pipeline"):
-            worker_exits(134)
+            _worker_exits(134)
         assert "A worker process ended: return code 134 (SIGABRT)." in caplog.text
     finally:
         threading.excepthook = saved
+
+
+@pytest.mark.parametrize("connected_first", [True, False])
+def test_the_first_worker_end_recorded_names_the_runs_failure(connected_first):
+    # Two workers end at nearly the same time, both before the thread of the first
+    # says that its end failed the run (`ends_follow_a_failure`): the one that ended
+    # before it connected was named, even when the connected one had ended first.
+    from pipeline import logs
+
+    def connected() -> str:
+        return logs.worker_ended(137, connected=True)
+
+    def not_connected() -> str:
+        return logs.worker_ended(1, connected=False, last_line="ImportError: no grpc")
+
+    first, second = (connected, not_connected) if connected_first else (not_connected, connected)
+    logs.forget_worker_ends()
+    named = first()
+    second()
+    logs.ends_follow_a_failure()
+    assert logs.worker_death() == named
+
+
+def test_a_worker_end_the_thread_hook_saw_first_names_the_runs_failure():
+    # Where only Beam's thread noted a connected worker's end (its hook), an end
+    # before it connected, recorded after it, is not the one named.
+    from pipeline import logs
+
+    saved = threading.excepthook
+    try:
+        logs._watch_threads(verbose=False)
+        _worker_exits(137)
+        logs.worker_ended(1, connected=False, last_line="ImportError: no grpc")
+    finally:
+        threading.excepthook = saved
+    assert logs.worker_death() == (
+        "a worker process ended, return code 137 (SIGKILL, killed, as the system kills a "
+        "process when memory runs out)"
+    )
 
 
 def _descendants(pid: int) -> list[int]:
