@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import signal
 import threading
+from collections.abc import Callable, Iterator
 
 from transforms import wording
 from transforms.quiet import import_tensorflow, quiet_environment
@@ -22,6 +24,7 @@ __all__ = [
     "import_tensorflow",
     "interrupted_complete",
     "quiet_environment",
+    "threads_watched",
     "worker_death",
     "worker_ended",
 ]
@@ -297,6 +300,30 @@ def _watch_threads(verbose: bool) -> None:
     stop is requested (`stop_requested`), the ends of the workers it stops, nor the
     ends that follow the one that failed the run (`ends_follow_a_failure`)."""
     forget_worker_ends()
+    threading.excepthook = _thread_hook(verbose, threading.__excepthook__)
+
+
+@contextlib.contextmanager
+def threads_watched(verbose: bool) -> Iterator[None]:
+    """While a run from Python (`pipeline.run`, a notebook's) lasts, its threads'
+    uncaught exceptions are said as on the command line (`_watch_threads`): Beam's
+    thread that waited on a worker process that ended raised, and the caller's hook
+    printed its traceback beside the run's error. With `verbose`, they reach the
+    caller's hook, as before. The caller's hook is back in place after the run,
+    whatever it is; its logging is left as it is."""
+    callers = threading.excepthook
+    threading.excepthook = _thread_hook(verbose, callers)
+    try:
+        yield
+    finally:
+        threading.excepthook = callers
+
+
+def _thread_hook(
+    verbose: bool, shown_by: Callable[[threading.ExceptHookArgs], object]
+) -> Callable[[threading.ExceptHookArgs], None]:
+    """The thread hook of `_watch_threads`: notes a worker's end; with `verbose`,
+    hands each exception to `shown_by` (its traceback)."""
     log = logging.getLogger("pipeline")
 
     def hook(args: threading.ExceptHookArgs) -> None:
@@ -304,14 +331,14 @@ def _watch_threads(verbose: bool) -> None:
         if found:
             worker_ended(int(found[1]), connected=True)
         if verbose:
-            threading.__excepthook__(args)
+            shown_by(args)
         elif found and not (_stopping.is_set() or _follows_the_failure(args.thread)):
             log.error("A worker process ended: %s.", _ended_how(int(found[1])))
         elif not (found or _ends):
             thread = args.thread.name if args.thread else "a thread"
             log.error("In %s: %s", thread, _one_line(args.exc_value))
 
-    threading.excepthook = hook
+    return hook
 
 
 def worker_ended(code: int | None, connected: bool, last_line: str | None = None) -> str:

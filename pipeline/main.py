@@ -484,6 +484,7 @@ def _start(
         p = beam.Pipeline(runner=local_runner(options), options=options)
         build_pipeline(p, job)
         with (
+            logs.threads_watched(job.verbose),  # from Python too, as the command line does
             _heartbeat(job),
             workers_import_this_job(options),
             workers_apart_from_ctrl_c(options),

@@ -312,6 +312,41 @@ def test_a_worker_end_the_thread_hook_saw_first_names_the_runs_failure():
     )
 
 
+@pytest.mark.parametrize("verbose", [False, True])
+def test_a_run_from_python_says_its_threads_errors_then_gives_the_callers_hook_back(
+    verbose, caplog
+):
+    # As on the command line: a worker's end in one line, or with --verbose its
+    # traceback, by the caller's own hook; that hook is back after the run, failed too.
+    from pipeline import logs
+
+    reached: list[str] = []
+
+    def callers_hook(args: threading.ExceptHookArgs) -> None:
+        reached.append(str(args.exc_value))
+
+    saved = threading.excepthook
+    threading.excepthook = callers_hook
+    try:
+        with pytest.raises(RuntimeError, match="the run failed"), logs.threads_watched(verbose):
+            _worker_exits(137)
+            raise RuntimeError("the run failed")
+        after = threading.excepthook
+    finally:
+        threading.excepthook = saved
+    assert after is callers_hook
+    assert reached == (["Worker subprocess exited with return code 137"] if verbose else [])
+    said = [r.getMessage() for r in caplog.records if r.name == "pipeline"]
+    assert said == (
+        []
+        if verbose
+        else [
+            "A worker process ended: return code 137 (SIGKILL, killed, as the system kills a "
+            "process when memory runs out)."
+        ]
+    )
+
+
 def _descendants(pid: int) -> list[int]:
     """The processes below `pid` (children, grandchildren, ...), from /proc."""
     parents = {}
@@ -555,20 +590,32 @@ def test_a_run_failed_by_one_worker_while_another_hangs_as_it_starts_ends_at_onc
 
 
 # Beam's thread that waits on a worker raises when it ends ("Worker subprocess exited
-# with return code 1"): the command line's hook makes that one line; here, pytest sees it.
-_BEAMS_WORKER_THREAD_RAISES = pytest.mark.filterwarnings(
-    "ignore::pytest.PytestUnhandledThreadExceptionWarning"
+# with return code 1"): a run from Python says it in one line, as the command line
+# does, and leaves nothing to the caller's thread hook, here pytest's (it warned).
+_NO_THREAD_EXCEPTION_LEFT = pytest.mark.filterwarnings(
+    "error::pytest.PytestUnhandledThreadExceptionWarning"
 )
 
 
-@_BEAMS_WORKER_THREAD_RAISES
 @pytest.mark.parametrize("call", [run, launch], ids=["run", "launch"])
 def test_a_run_from_python_whose_workers_cannot_start_raises_naming_why(
-    call, image_folder, linear_keras, tmp_path, monkeypatch
+    call, image_folder, linear_keras, tmp_path, monkeypatch, caplog
 ):
     # A caller of `pipeline.run` (a notebook's) got Beam's error of the channels it
     # closed, "RuntimeError: Channel closed prematurely.": only the command line said
     # why. The launcher is this process; its workers are real, started by Beam.
+    # Beam's thread that waited on each worker raised as it ended, and the caller's
+    # thread hook printed that traceback beside the error: now one line through the
+    # "pipeline" logger, as on the command line, and the caller's own hook (here one
+    # that records what reaches it, as a notebook's own would) is back after the run.
+    reached: list[str] = []
+
+    def callers_hook(args: threading.ExceptHookArgs) -> None:
+        reached.append(f"{args.thread.name if args.thread else '?'}: {args.exc_value}")
+
+    monkeypatch.setattr(threading, "excepthook", callers_hook)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     command = _two_workers_command(image_folder, linear_keras, tmp_path / "out")
     monkeypatch.setenv(
         "PYTHONPATH", _with_sitecustomize(tmp_path, _WORKERS_CANNOT_START)["PYTHONPATH"]
@@ -581,9 +628,14 @@ def test_a_run_from_python_whose_workers_cannot_start_raises_naming_why(
         "None in sys.modules. Rerun with --resume to continue: the rows of every batch it "
         "finished are kept."
     )
+    assert threading.excepthook is callers_hook
+    assert reached == []
+    ends = [r.getMessage() for r in caplog.records if "A worker process ended" in r.getMessage()]
+    assert ends == ["A worker process ended: return code 1."], caplog.text[-3000:]
+    assert (root.handlers, root.level) == (handlers, level)  # the caller's logging as it was
 
 
-@_BEAMS_WORKER_THREAD_RAISES
+@_NO_THREAD_EXCEPTION_LEFT
 def test_a_run_from_python_whose_workers_are_killed_raises_naming_how_they_ended(
     twelve_images, linear_keras, tmp_path
 ):
@@ -634,7 +686,7 @@ _LATE = re.compile(
 )
 
 
-@_BEAMS_WORKER_THREAD_RAISES
+@_NO_THREAD_EXCEPTION_LEFT
 def test_workers_not_connected_long_after_they_started_are_said_to_be_late(
     image_folder, linear_keras, tmp_path, monkeypatch, caplog
 ):
