@@ -115,7 +115,49 @@ def probe_outputs(
             f"--model {reference!r} has no gradient with respect to its input images "
             "(a tf.stop_gradient, or an op that has none); Integrated Gradients needs one."
         )
+    _check_deterministic(reference, call, images, scores.numpy())
     return scores.numpy()
+
+
+# How far an image's scores may move between two calls, as a share of the probe's
+# largest: another batch's rounding (oneDNN picks kernels by the batch; a 16-bit model
+# rounds at 1e-3) stays far below it, a Dropout's dropped units or a batch's statistics
+# (of plain images: variance 0 against that of black beside white) far above.
+_SAME_SCORES = 1e-2
+
+
+def _check_deterministic(reference: str, call, images, scores: np.ndarray) -> None:
+    """An image's scores depend on it alone, as IG's sums over calls of many batches of
+    path points (and the rows padding a call) take them to: the same on a second call
+    (not a Dropout in training mode) and beside another image (not a BatchNormalization
+    normalising by the batch's statistics, in training mode). `images`: the probe's
+    [low, high] plain images, `scores` the model's outputs on them.
+
+    Raises:
+      ValueError: naming the model, how far its scores moved and the export that fits.
+    """
+    import tensorflow as tf  # noqa: PLC0415
+
+    first = np.asarray(scores, np.float64)
+    bound = _SAME_SCORES * float(np.abs(first).max(initial=0.0))
+    again = np.asarray(call(images), np.float64)
+    beside_itself = np.asarray(call(tf.stack([images[0], images[0]])), np.float64)
+    moved = float(np.abs(again - first).max(initial=0.0))
+    if moved > bound:
+        why = f"gives other scores for the same images on each call (up to {moved:.3g} apart"
+    elif (moved := float(np.abs(beside_itself[0] - first[0]).max(initial=0.0))) > bound:
+        why = (
+            "scores an image by the other images of its batch (a plain image's scores "
+            f"moved by up to {moved:.3g} beside a copy of itself instead of another image"
+        )
+    else:
+        return
+    raise ValueError(
+        f"--model {reference!r} {why}, against scores up to {bound / _SAME_SCORES:.3g}), as "
+        "Dropout or BatchNormalization in training mode make it; Integrated Gradients needs "
+        "an image's scores to depend on it alone, as a model's do in inference mode: export "
+        "it calling the model with training=False (Keras' model.export does)."
+    )
 
 
 # What TF raises taking the gradient of a TF1 graph's while loop (control flow v1) in
