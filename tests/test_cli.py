@@ -2456,6 +2456,33 @@ def test_a_channels_first_rgba_keras_model_is_told_the_wrap_that_runs(
     np.testing.assert_allclose(rows.target_score, scores.max(1), rtol=1e-4)
 
 
+@pytest.mark.parametrize("height", [1, 4])
+def test_an_rgb_keras_model_one_or_four_pixels_high_is_audited_not_taken_for_channels_first(
+    height, image_folder, tmp_path
+):
+    """A .keras model of RGB images channels last [N, 1, 24, 3] (a line-scan camera's
+    rows) or [N, 4, 24, 3] was refused as channels first ('It takes channels first
+    [batch, 1, height, width]', 'It takes 4 channels first'), told a wrap feeding it
+    [N, 24, 3, 3] images: its first side, 1 or 4, read as channels although its last is
+    3, the job's own layout. Found running such models through the job. It is audited
+    as it is, each row the model's score of the image it was fed."""
+    import keras
+
+    from transforms.results import attributions_of, input_images, read_results
+
+    model = _keras_input(tmp_path / "rows.keras", (height, 24, 3))
+    output = tmp_path / "out"
+    assert main(_flags(image_folder, model, output, "--faithfulness", "none")) == 0
+    rows = read_results(str(output), with_arrays=True)
+    assert len(rows) == len(image_folder["pixels"])
+    seen = input_images(str(output), rows.image_id)
+    pixels = np.stack([seen[i] for i in rows.image_id]).astype(np.float32) / np.float32(255)
+    assert pixels.shape[1:] == (height, 24, 3)
+    scores = np.asarray(keras.saving.load_model(model)(pixels))
+    np.testing.assert_allclose(rows.target_score, scores.max(1), rtol=1e-4)
+    assert attributions_of(rows.iloc[0]).shape == (height, 24, 3)
+
+
 def test_the_wrap_of_a_grayscale_keras_model_of_a_dict_input_feeds_it_the_dict(
     image_folder, tmp_path, capsys, monkeypatch
 ):

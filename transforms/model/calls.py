@@ -138,6 +138,8 @@ def _check_keras_image_input(model: Any, reference: str) -> None:
     if not model.inputs:
         return
     shape = tuple(model.inputs[0].shape)
+    if len(shape) == 4 and shape[-1] == 3:
+        return  # RGB channels last, whatever its sides: 1 or 4 high is no channel count
     wrap = _keras_rgb_wrap(shape[1:]) or _keras_rgba_wrap(model, shape[1:])
     if wrap is None:
         return
