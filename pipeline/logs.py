@@ -117,7 +117,7 @@ def configure_logging(verbose: bool) -> None:
     )
     drop_beam_memory_warning()
     _set_filter(logging.getLogger(), _WithoutLibraryRootInfo, not verbose)
-    _set_filter(logging.getLogger("tensorflow"), _WithoutDeprecations, not verbose)
+    _set_filter(logging.getLogger("tensorflow"), _WithoutTensorflowNotices, not verbose)
     _set_filter(logging.getLogger("absl"), _WithoutTfdsProbes, not verbose)
     job_service = logging.getLogger("apache_beam.runners.portability.local_job_service")
     _set_filter(job_service, _WorkerRecords, not verbose)
@@ -193,13 +193,20 @@ class _WithoutBeamMemoryWarning(logging.Filter):
         return not record.getMessage().startswith("Resource module is not available")
 
 
-class _WithoutDeprecations(logging.Filter):
-    """Drops TensorFlow's notices that a function it calls itself is deprecated
-    (TFDS's reader: "CounterV2 ... is deprecated and will be removed"): nothing a
-    user of the job can act on. --verbose shows them."""
+# TensorFlow's notices about code the user did not write: a function TFDS's reader
+# calls is deprecated ("CounterV2 ... is deprecated and will be removed"); a
+# tf.function Keras makes anew on each eager call of a grouped convolution (ConvNeXt's,
+# as the launch's probe calls the model) "triggered tf.function retracing".
+_TENSORFLOW_NOTICES = ("is deprecated and will be removed", "triggered tf.function retracing")
+
+
+class _WithoutTensorflowNotices(logging.Filter):
+    """Drops TensorFlow's `_TENSORFLOW_NOTICES`: nothing a user of the job can act on.
+    --verbose shows them."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "is deprecated and will be removed" not in record.getMessage()
+        message = record.getMessage()
+        return not any(notice in message for notice in _TENSORFLOW_NOTICES)
 
 
 class _WithoutTfdsProbes(logging.Filter):

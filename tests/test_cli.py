@@ -1455,6 +1455,48 @@ def test_tensorflows_deprecation_notices_show_with_verbose_only(verbose, caplog)
     assert ("is deprecated and will be removed" in caplog.text) == verbose
 
 
+def test_tensorflows_retracing_warning_of_a_keras_grouped_convolution_is_not_shown(
+    image_folder, tmp_path, caplog
+):
+    """Keras runs a grouped convolution (ConvNeXt's, ResNeXt's) called eagerly through a
+    tf.function it makes anew on each call: the launch's calls of a model of two such
+    layers on its probe images logged TensorFlow's '5 out of the last 5 calls to
+    <function conv.<locals>._conv_xla> triggered tf.function retracing' twice, a
+    paragraph of advice on tf.functions the user did not write and cannot change.
+    (TensorFlow warns twice per function and process: no other test here runs one.)"""
+    import keras
+
+    layers = keras.layers
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = layers.Conv2D(4, 3, groups=2)(layers.Conv2D(4, 3, groups=2)(layers.Conv2D(4, 3)(inputs)))
+    model = str(tmp_path / "grouped.keras")
+    keras.Model(inputs, layers.Dense(4)(layers.GlobalAveragePooling2D()(x))).save(model)
+    assert main(_flags(image_folder, model, tmp_path / "out", "--faithfulness", "none")) == 0
+    assert "triggered tf.function retracing" not in caplog.text
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_tensorflows_retracing_warnings_show_with_verbose_only(verbose, caplog):
+    from tensorflow.python.platform import tf_logging
+
+    from pipeline import logs
+
+    tf_logger = logging.getLogger("tensorflow")
+    filters, level = list(tf_logger.filters), tf_logger.level
+    try:
+        logs.configure_logging(not verbose)  # an earlier run in this process: replaced
+        logs.configure_logging(verbose)
+        with caplog.at_level(logging.WARNING):
+            # TensorFlow's own words, as its frequent-tracing detector logs them.
+            tf_logging.warning(
+                "5 out of the last 5 calls to <function f> triggered tf.function retracing. "
+                "Tracing is expensive and ..."
+            )
+    finally:
+        tf_logger.filters[:], tf_logger.level = filters, level
+    assert ("triggered tf.function retracing" in caplog.text) == verbose
+
+
 @pytest.mark.parametrize("verbose", [False, True])
 def test_tfds_probes_of_version_folders_show_with_verbose_only(verbose, caplog):
     from pipeline import logs
