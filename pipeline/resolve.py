@@ -22,7 +22,7 @@ from pipeline.options import DEFAULT_SPLIT, AuditOptions, ConfigError
 from pipeline.output_folder import local_output
 from transforms import labels, manifest, sources, wording
 from transforms.config import AttributionConfig
-from transforms.datasource import REMOTE_FOLDER_SCHEMES
+from transforms.datasource import IMAGE_SUFFIXES, REMOTE_FOLDER_SCHEMES
 from transforms.tf_model import ModelHandoff, ModelReference, ModelSpec, resolve_model
 
 __all__ = [
@@ -122,10 +122,7 @@ def _resolve_folder(audit: AuditOptions, source: sources.FolderSource, dry_run: 
             sources.check_folder_exists(source.root)
         return _Dataset(source)
     if not os.path.isdir(source.root):
-        raise ConfigError(
-            f"--dataset {audit.dataset!r} is not a folder of images; pass an existing folder, "
-            "a TFDS name (imagenet_a) or 'sample'."
-        )
+        raise ConfigError(_no_folder(audit.dataset, source.root))
     _check_folder_listable(audit, source.root)
     files = sources.list_image_folder(source.root, skip=local_output(audit.output))
     _check_not_tfds_data(audit, files)
@@ -139,8 +136,23 @@ def _resolve_folder(audit: AuditOptions, source: sources.FolderSource, dry_run: 
     return _Dataset(source, total=len(files), folder_labels=found, ids=ids)
 
 
-#: Names of image files: a folder holding one is a folder of images.
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp")
+def _no_folder(dataset: str, root: str) -> str:
+    """Why a local --dataset, read as the path `root`, is no folder: a file (an image
+    given for its folder), or nothing there (a typo; a relative path is looked for
+    from the working folder, which a run from another folder does not show)."""
+    if os.path.isfile(root):
+        return (
+            f"--dataset {dataset!r} is a file, not a folder: --dataset takes a folder, whose "
+            "every file is an input; put the images to audit in a folder of their own and "
+            "pass that folder."
+        )
+    read_as = ""
+    if not os.path.isabs(dataset):
+        read_as = f" (read as {root!r}: a relative path starts at the working folder)"
+    return (
+        f"--dataset {dataset!r}: no such folder{read_as}; pass an existing folder of images, "
+        "a TFDS name (imagenet_a) or 'sample'."
+    )
 
 
 def _check_not_tfds_data(audit: AuditOptions, listed: Sequence[sources.FolderFile]) -> None:
@@ -148,7 +160,7 @@ def _check_not_tfds_data(audit: AuditOptions, listed: Sequence[sources.FolderFil
     config's or a version's, as `tfds build` leaves them), naming the flags that read
     it: its record and JSON files were read as images, each an error, after the model
     loaded. A folder holding images too is read as before."""
-    if any(item.image_id.lower().endswith(_IMAGE_SUFFIXES) for item in listed):
+    if any(item.image_id.lower().endswith(IMAGE_SUFFIXES) for item in listed):
         return
     for item in listed:
         if item.image_id.rsplit("/", 1)[-1] != "dataset_info.json" or item.image_id.count("/") > 3:

@@ -906,13 +906,53 @@ def test_missing_and_empty_dataset_folders_exit_2(linear_keras, tmp_path, capsys
     for folder, message in (
         (tmp_path / "empty", "No files found in image folder"),
         (tmp_path / "hidden", "(hidden entries, whose names start with '.', and sub-folders"),
-        (tmp_path / "missing" / "x", "is not a folder of images"),
+        (tmp_path / "missing" / "x", ": no such folder; pass an existing folder of images"),
     ):
         code = main(cli_args(dataset=folder, model=linear_keras, output=tmp_path / "out"))
         err = capsys.readouterr().err
         assert code == 2 and "Traceback" not in err
         assert len(_error_lines(err)) == 1 and message in _error_lines(err)[0]
         assert str(folder) in _error_lines(err)[0]
+
+
+def test_a_dataset_path_that_is_missing_or_a_file_says_which(
+    linear_keras, tmp_path, monkeypatch, capsys
+):
+    # A typo in a folder's path and an image file given for its folder both said
+    # "is not a folder of images; pass an existing folder", the first not saying that
+    # nothing is there (nor where a relative path was looked for), the second not
+    # that a file is no --dataset; an image file's bare name went to TFDS, whose
+    # "Parsing builder name string cat.jpg failed" said nothing of files at all.
+    write_image(tmp_path / "photos" / "cat.jpg", np.zeros((SIZE, SIZE, 3), np.uint8))
+    monkeypatch.chdir(tmp_path)
+    for dataset, expected in (
+        (
+            "./photoz",
+            "error: --dataset './photoz': no such folder (read as "
+            f"'{tmp_path}/photoz': a relative path starts at the working folder); "
+            "pass an existing folder of images, a TFDS name (imagenet_a) or 'sample'.",
+        ),
+        (
+            f"{tmp_path}/photoz",
+            f"error: --dataset '{tmp_path}/photoz': no such folder; "
+            "pass an existing folder of images, a TFDS name (imagenet_a) or 'sample'.",
+        ),
+        (
+            "photos/cat.jpg",
+            "error: --dataset 'photos/cat.jpg' is a file, not a folder: --dataset takes a "
+            "folder, whose every file is an input; put the images to audit in a folder "
+            "of their own and pass that folder.",
+        ),
+        (
+            "cat.jpg",
+            "error: --dataset 'cat.jpg': no such folder (read as "
+            f"'{tmp_path}/cat.jpg': a relative path starts at the working folder); "
+            "pass an existing folder of images, a TFDS name (imagenet_a) or 'sample'.",
+        ),
+    ):
+        code = main(cli_args(dataset=dataset, model=linear_keras, output=tmp_path / "out"))
+        assert (code, _error_lines(capsys.readouterr().err)) == (2, [expected])
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.fixture

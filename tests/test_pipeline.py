@@ -546,7 +546,7 @@ def test_rerun_into_same_output_is_refused_unless_overwrite(image_folder, linear
         (["--label_offset", "1000"], "--label_offset 1000 does not fit"),
         (["--model", "/no/such/model.keras"], "no such .keras file"),
         (["--model", "/no/such/folder"], "is not a SavedModel folder, a .keras file"),
-        (["--dataset", "/no/such/folder/"], "is not a folder of images"),
+        (["--dataset", "/no/such/folder/"], "--dataset '/no/such/folder/': no such folder;"),
         (["--dataset", "no_such_tfds_dataset"], "neither a folder, 'sample', nor a known TFDS"),
         (
             ["--dataset", "mnistt"],

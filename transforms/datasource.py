@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import apache_beam as beam
 
 __all__ = [
+    "IMAGE_SUFFIXES",
     "REMOTE_FOLDER_SCHEMES",
     "SAMPLE",
     "SAMPLE_IMAGES",
@@ -46,6 +47,11 @@ __all__ = [
 
 #: The --dataset spelling of the bundled sample.
 SAMPLE = "sample"
+
+#: Names of image files: a folder holding one is a folder of images, and a --dataset
+#: named so is a path (no TFDS name ends so), whether it exists or not.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp")
+
 #: Schemes of image folders that remote workers read directly.
 REMOTE_FOLDER_SCHEMES: tuple[str, ...] = ("gs://",)
 
@@ -313,7 +319,8 @@ def source_for(dataset: str, split: str, data_dir: str | None = None) -> DataSou
     Returns:
       `SampleSource`; a `FolderSource` for gs://, an existing local path (made
       absolute, so the manifest finds it from anywhere: `files.as_opened`) or anything else that is
-      a path (holds a separator and is no TFDS name); else a `TfdsSource` (not
+      a path (holds a separator and is no TFDS name, or is named like an image file:
+      `cat.jpg` is no TFDS name's typo); else a `TfdsSource` (not
       resolved yet), builder configs included (`cifar10_corrupted/brightness_1`),
       also for a TFDS name that is a local folder holding that prepared dataset
       (run from a TFDS data folder: read from `data_dir`, else from here).
@@ -325,7 +332,11 @@ def source_for(dataset: str, split: str, data_dir: str | None = None) -> DataSou
     if _TFDS_NAME.match(dataset) and holds_prepared_tfds(dataset):
         # Run from a TFDS data folder: the name is the dataset there, not a folder of images.
         return TfdsSource(dataset, split, data_dir or os.path.abspath(os.curdir))
-    if os.path.exists(dataset) or (os.path.sep in dataset and not _TFDS_NAME.match(dataset)):
+    if (
+        os.path.exists(dataset)
+        or (os.path.sep in dataset and not _TFDS_NAME.match(dataset))
+        or dataset.lower().endswith(IMAGE_SUFFIXES)
+    ):
         return FolderSource(os.path.abspath(files.as_opened(dataset)))
     return TfdsSource(dataset, split, data_dir)
 
