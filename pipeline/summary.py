@@ -20,6 +20,7 @@ from transforms.manifest import (
     RESULTS_DIR,
     completeness_bound,
     estimate_bound,
+    has_one_output,
     shows_targets,
 )
 from transforms.results import error_causes, read_errors
@@ -42,6 +43,7 @@ _COLUMNS = [
     "top_k_probs",
     "target_class",
     "target_name",
+    "target_score",
     "relative_delta",
     "attribution_error",
 ]
@@ -117,7 +119,9 @@ def _table_text(table: pd.DataFrame) -> str:
         return table.to_string(index=False)
 
 
-def summary_table(output: str, limit: int = 20, target: bool = False) -> pd.DataFrame:
+def summary_table(
+    output: str, limit: int = 20, target: bool = False, one_output: bool = False
+) -> pd.DataFrame:
     """file, label, prediction, confidence, (target,) completeness and per-pixel error
     of the first rows.
 
@@ -126,6 +130,8 @@ def summary_table(output: str, limit: int = 20, target: bool = False) -> pd.Data
       limit: rows shown at most.
       target: add the `target` column (the class attributed in each row), for
         runs with another target than the prediction (`--target top_k`, `label`).
+      one_output: the run's model has one output (`has_one_output`): its `score`
+        (`target_score`) replaces prediction and confidence, class 0 at probability 1.
     """
     frame = _rows(output, limit)
     # A file name that several images share (x.png in two class folders) is
@@ -135,9 +141,12 @@ def summary_table(output: str, limit: int = 20, target: bool = False) -> pd.Data
     table = {
         "file": frame["file"].map(_cell),
         "label": frame["label_name"].fillna("-").map(_cell),
-        "prediction": frame["predicted_name"].map(_cell, na_action="ignore"),
-        "confidence": frame["top_k_probs"].map(lambda p: wording.probability(p[0], 1)),
     }
+    if one_output:
+        table["score"] = frame["target_score"].map(wording.score)
+    else:
+        table["prediction"] = frame["predicted_name"].map(_cell, na_action="ignore")
+        table["confidence"] = frame["top_k_probs"].map(lambda p: wording.probability(p[0], 1))
     if target:
         names = frame["target_name"].fillna(frame["target_class"].astype(str))
         table["target"] = names.map(_cell)
@@ -257,9 +266,10 @@ def print_summary(manifest: dict[str, Any], limit: int = 20, rows: int | None = 
     print()
     print(_where_line(output, counts, rows))
     target = shows_targets(manifest.get("config", {}))
+    one_output = has_one_output(manifest)
     if rows:
         print()
-        print(_table_text(summary_table(output, limit, target=target)))
+        print(_table_text(summary_table(output, limit, target=target, one_output=one_output)))
         if rows > limit:
             more = wording.count(rows - limit, "more row")
             print(f"  ... and {more} (read them with pandas below)")
@@ -278,7 +288,7 @@ def print_summary(manifest: dict[str, Any], limit: int = 20, rows: int | None = 
     print("Read them with pandas:")
     columns = [
         "file_name",
-        "predicted_name",
+        "target_score" if one_output else "predicted_name",
         *(["target_name"] if target else []),
         "attribution_error",
     ]

@@ -3895,6 +3895,26 @@ def test_a_one_output_model_gets_no_faithfulness_checks(image_folder, tmp_path, 
     assert manifest["config"]["faithfulness"] == "none"
 
 
+def test_the_end_of_run_table_of_a_one_output_model_shows_its_score(image_folder, tmp_path, capsys):
+    # A single sigmoid's run printed "prediction 0, confidence >99.99%" for every image:
+    # a softmax over one output, which the launch had just said means nothing, while
+    # the report and the figures caption such rows by their score (target_score).
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    score = keras.layers.Dense(1, activation="sigmoid")(keras.layers.Flatten()(inputs))
+    model = str(tmp_path / "one.keras")
+    keras.Model(inputs, score).save(model)
+    assert main(_flags(image_folder, model, tmp_path / "out")) == 0
+    printed = capsys.readouterr().out
+    rows = pd.read_parquet(tmp_path / "out" / "results").set_index("file_name")
+    table = printed.split("\n\n")[1].splitlines()  # after the line saying where
+    assert table[0].split() == ["file", "label", "score", "relative_delta", "attribution_error"]
+    shown = {line.split()[0]: line.split()[2] for line in table[1:]}
+    assert shown == {name: f"{rows.target_score[name]:.3g}" for name in rows.index}
+    assert "columns=['file_name', 'target_score', 'attribution_error']" in printed
+
+
 @pytest.mark.parametrize("dataset", ["sample", "folder"])
 def test_imagenet_labels_on_a_one_output_model_are_one_warning_saying_what_is_true(
     dataset, tmp_path, caplog

@@ -1100,7 +1100,7 @@ def _score_lines(row: Any, cut: Callable[[Any], str]) -> list[str]:
     name (a TFDS dataset's 'cat'), none where that name is only the label's index (a
     WordNet-id folder's '281' on a model without ImageNet's names)."""
     score = row["target_score"]
-    lines = [f"score: {'-' if results.is_missing(score) else f'{float(score):.3g}'}"]
+    lines = [f"score: {'-' if results.is_missing(score) else wording.score(score)}"]
     label, name = row["label"], row["label_name"]
     if not results.is_missing(label) and not results.is_missing(name):
         if str(name) != str(int(label)):

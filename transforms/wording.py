@@ -15,6 +15,7 @@ __all__ = [
     "percent",
     "printable",
     "probability",
+    "score",
     "shell_command",
     "shell_word",
     "shortened",
@@ -67,6 +68,12 @@ def _rounded_far(shown: float, value: float) -> bool:
     as '0.001%' (a first digit in the last decimal place; 0 where it rounds to
     nothing), which two significant digits always keep within 5 %."""
     return abs(shown - value) > 0.05 * abs(value)
+
+
+def score(value: float) -> str:
+    """A model's output (`target_score`) as the captions and the end-of-run table show
+    a model of one output's rows, which have no class probability: '0.731'."""
+    return f"{float(value):.3g}"
 
 
 def probability(value: float, digits: int = 0) -> str:
