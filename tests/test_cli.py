@@ -4266,6 +4266,24 @@ def test_the_rate_and_eta_count_from_the_runs_first_model_call(caplog):
     assert line.startswith("progress: 8/72 images (11%), 2.00 images/s, ETA 3")  # 32 s, not 13 min
 
 
+def test_a_model_time_shorter_than_the_heartbeats_second_counts_as_a_second():
+    # The heartbeat looks once a second, so the model's first call is known to that
+    # second only. A small .keras model's one batch of 7 images took milliseconds from
+    # the last look, and the same run said "7/7 images (100%), 996.95 images/s, done in
+    # 3 s", or 7.44, 69.90 or 50.77 images/s on reruns, as the look fell.
+    from pipeline.progress import progress_line
+
+    assert progress_line(7, 7, 3.2, busy=0.007) == (
+        "progress: 7/7 images (100%), 7.00 images/s, done in 3 s"
+    )
+    assert progress_line(8, 72, 60.0, busy=0.01) == (
+        "progress: 8/72 images (11%), 8.00 images/s, ETA 8 s"
+    )
+    assert progress_line(8, 72, 60.0, busy=2.0) == (  # a measured second or more: as before
+        "progress: 8/72 images (11%), 4.00 images/s, ETA 16 s"
+    )
+
+
 def test_a_line_before_the_heartbeat_saw_the_model_counts_from_when_it_last_saw_it_idle(caplog):
     # The heartbeat notes the model's first call once a second: a fast model's first
     # batch ended before that, and its line counted the rate from the launch. A resume
