@@ -226,9 +226,12 @@ def batch_size(options: AuditOptions) -> int:
     return value
 
 
-# Optional path flags given empty (an unset "$NAMES"): what to do instead. An empty
-# --class_names was taken for none, silently; an empty --data_dir was the current folder.
+_OUTPUT_MEANING = "the folder for results/, errors/ and manifest.json, e.g. --output ./output/mine."
+# Path flags given empty or blank (an unset "$NAMES", "$OUT "): what to do instead. An
+# empty --class_names was taken for none, silently; an empty --data_dir was the current
+# folder; a blank --output was a folder named by its spaces in the working folder.
 _EMPTY_PATH_FIXES = {
+    "output": f"pass {_OUTPUT_MEANING}",
     "class_names": "pass a file of class names, or leave --class_names out (names: "
     "ImageNet's for 1000-class models, the TFDS dataset's own, else class indices).",
     "data_dir": "pass a TFDS data folder, or leave --data_dir out (TFDS's own).",
@@ -238,13 +241,11 @@ _EMPTY_PATH_FIXES = {
 def check_plain_values(audit: AuditOptions) -> None:
     """--output given, optional paths not empty, --image_size in range: checks that
     read no other flag."""
-    if not audit.output:
-        raise ConfigError(
-            "--output is required: the folder for results/, errors/ and manifest.json, "
-            "e.g. --output ./output/mine."
-        )
+    if audit.output is None:
+        raise ConfigError(f"--output is required: {_OUTPUT_MEANING}")
     for flag, fix in _EMPTY_PATH_FIXES.items():
-        if getattr(audit, flag) == "":
+        value = getattr(audit, flag)
+        if value is not None and not value.strip():
             raise ConfigError(f"--{flag} is empty; {fix}")
     if audit.image_size is not None and not MIN_IMAGE_SIZE <= audit.image_size <= MAX_IMAGE_SIZE:
         raise ConfigError(

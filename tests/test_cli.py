@@ -232,6 +232,30 @@ def test_bad_flags_exit_2_with_one_error_line_before_any_work(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("flag", "dataset", "message"),
+    [
+        ("output", None, "error: --output is empty; pass the folder for results/, errors/ and"),
+        ("class_names", None, "error: --class_names is empty; pass a file of class names"),
+        ("data_dir", "mnist", "error: --data_dir is empty; pass a TFDS data folder"),
+    ],
+)
+def test_a_blank_path_flag_is_refused_as_empty_not_taken_for_a_folder_of_spaces(
+    flag, dataset, message, image_folder, linear_keras, tmp_path, capsys, monkeypatch
+):
+    # "$OUT " with OUT unset: --output '  ' wrote its results/ and errors/ into a folder
+    # named two spaces in the working folder, and --class_names '  ' said it could not
+    # read a file of that name, as --dataset '  ' already did not.
+    monkeypatch.chdir(tmp_path)
+    flags = {"dataset": dataset or image_folder["root"], "model": linear_keras, "steps": 4}
+    flags |= {"output": tmp_path / "out", flag: "  "}
+    code = main(cli_args(**flags))
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert len(_error_lines(err)) == 1 and _error_lines(err)[0].startswith(message), err
+    assert sorted(os.listdir(tmp_path)) == ["images"]  # no folder of spaces, no out
+
+
 def _mo_file(path: Path, translations: dict[str, str]) -> None:
     """A GNU gettext catalog (.mo) at `path`, UTF-8, as msgfmt writes one."""
     entries = sorted({"": "Content-Type: text/plain; charset=UTF-8\n", **translations}.items())
