@@ -216,7 +216,8 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
         argv = checked_flags(argv)
         options = PipelineOptions(argv)
         standard = options.view_as(StandardOptions)
-        standard.runner = standard.runner or "DirectRunner"  # Beam's default, said once here
+        if standard.runner is None:  # an empty one is refused (`check_runner`)
+            standard.runner = "DirectRunner"  # Beam's default, said once here
         audit = options.view_as(AuditOptions)
         expand_home(audit)
         check_schemes(audit)

@@ -447,6 +447,11 @@ def check_runner(options: PipelineOptions) -> None:
     from apache_beam.runners.runner import create_runner  # noqa: PLC0415
 
     runner = options.view_as(StandardOptions).runner
+    if isinstance(runner, str) and not runner.strip():  # an unset "$RUNNER"
+        raise ConfigError(
+            "--runner is empty; pass a Beam runner (DirectRunner, DataflowRunner, ...), or "
+            "leave --runner out (DirectRunner)."
+        )
     if isinstance(runner, str):
         try:
             create_runner(runner)

@@ -184,6 +184,13 @@ def _rows_of_printed_fix(image_folder, fix: str, saved: str, *extra: str) -> pd.
         (["--tolerance", "nan%"], "error: --tolerance 'nan%' is a percent, and outside 0 % to"),
         (["--input_range", "-1e308,1e308"], "error: --input_range '-1e308,1e308' must be finite"),
         (["--runner", "Bogus"], "error: --runner 'Bogus' is not a Beam runner"),
+        # An unset "$RUNNER" meant for Dataflow: the whole dataset ran here, on the DirectRunner.
+        (
+            ["--runner="],
+            "error: --runner is empty; pass a Beam runner (DirectRunner, DataflowRunner, ...), "
+            "or leave --runner out (DirectRunner).",
+        ),
+        (["--runner", " "], "error: --runner is empty; pass a Beam runner"),
         (["--direct_num_workers", "-3"], "error: --direct_num_workers must be >= 0"),
         (["--dataset", ""], "error: --dataset is empty; pass a TFDS name"),
         (["--dataset", "  "], "error: --dataset is empty; pass a TFDS name"),  # "$DATA " unset
