@@ -199,7 +199,8 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
     path exists; --output holds no earlier
     run (unless --overwrite or --resume) and, when local, can be written in;
     a local image folder (listed) or a
-    gs:// one (one object looked up); a TFDS dataset's metadata and split; the
+    gs:// one (credentials, its storage probed, one object looked up); a TFDS
+    dataset's metadata and split; the
     model's input size and outputs (a DirectRunner job loads it once, for its
     in-process worker; other runners' launchers read them from the known models'
     table or saved_model.pb when they can) and --class_names against it; that

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pipeline import logs
 from pipeline.options import DEFAULT_SPLIT, AuditOptions, ConfigError
 from pipeline.output_folder import local_output
+from pipeline.runner import check_credentials
 from transforms import labels, manifest, sources, wording
 from transforms.config import AttributionConfig
 from transforms.datasource import IMAGE_SUFFIXES, REMOTE_FOLDER_SCHEMES
@@ -118,7 +119,8 @@ def _resolve_folder(audit: AuditOptions, source: sources.FolderSource, dry_run: 
             _LOG.info(
                 "Dry run: not checking that --dataset %s exists (needs GCS access).", source.root
             )
-        else:
+        else:  # anonymous, or offline, Beam's lookup retried for two minutes
+            check_credentials(source.root, "--dataset", "read")
             sources.check_folder_exists(source.root)
         return _Dataset(source)
     if not os.path.isdir(source.root):

@@ -1004,6 +1004,15 @@ def test_a_gcs_output_without_credentials_exits_2_before_any_call_to_it(
     assert err[0].startswith("error: --output 'gs://b/audit' needs Google Cloud credentials")
     assert "gcloud auth application-default login" in err[0]
     # With credentials (an authorized user's, read without a call), the check passes.
+    _log_in_to_gcloud(tmp_path, monkeypatch)
+    from pipeline.runner import check_credentials
+
+    check_credentials("gs://b/audit")
+
+
+def _log_in_to_gcloud(tmp_path: Path, monkeypatch) -> None:
+    """Google Cloud credentials of an authorized user, which google.auth reads without a
+    call (a real login's; they would be refused by the servers, which are not asked)."""
     key = tmp_path / "adc.json"
     key.write_text(
         json.dumps(
@@ -1016,9 +1025,29 @@ def test_a_gcs_output_without_credentials_exits_2_before_any_call_to_it(
         )
     )
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
-    from pipeline.runner import check_credentials
 
-    check_credentials("gs://b/audit")
+
+def test_a_gcs_dataset_without_credentials_or_storage_exits_2_naming_why(
+    linear_keras, no_gcloud_login, unreachable_storage, tmp_path, capsys, monkeypatch
+):
+    # The launch looked the folder up through Beam with neither checked: anonymously and
+    # offline, Beam retried for 120 s, then the error line was Beam's RetryError, no fix.
+    args = cli_args(dataset="gs://b/images", model=linear_keras, output=tmp_path / "out")
+    assert main(args) == 2
+    err = _error_lines(capsys.readouterr().err)
+    assert len(err) == 1, err
+    assert err[0].startswith("error: --dataset 'gs://b/images' needs Google Cloud credentials")
+    assert "gcloud auth application-default login" in err[0]
+    # Logged in, where storage does not answer: the probe's reason, not Beam's retries.
+    _log_in_to_gcloud(tmp_path, monkeypatch)
+    assert main(args) == 2
+    err = _error_lines(capsys.readouterr().err)
+    assert len(err) == 1, err
+    assert err[0].startswith("error: Cannot reach Google Cloud Storage (storage.invalid:4443: ")
+    assert err[0].endswith(
+        "to read 'gs://b/images'; reading a gs:// image folder needs network access."
+    )
+    assert not (tmp_path / "out").exists()
 
 
 def test_overridden_flags_are_the_ones_whose_last_value_counts():

@@ -23,6 +23,7 @@ __all__ = [
     "MAX_FILE_BYTES",
     "RemoteUnreachable",
     "as_opened",
+    "check_reachable",
     "connect_once",
     "create",
     "entry_kind",
@@ -80,7 +81,7 @@ def _beam(path: str | None = None, use: str = "read") -> Any:
     """Beam's `FileSystems`: imported here only, and only for remote paths; with a
     `path` to `use` (read or write), once its storage is known to answer."""
     if path is not None:
-        _check_reachable(path, use)
+        check_reachable(path, use)
     from apache_beam.io.filesystems import FileSystems  # noqa: PLC0415 - slow; remote only
 
     return FileSystems
@@ -189,10 +190,14 @@ def _storage_url() -> str:
     return emulator if "://" in emulator else f"http://{emulator}"
 
 
-def _check_reachable(path: str, use: str) -> None:
+def check_reachable(path: str, use: str = "read", what: str = "a gs:// run") -> None:
     """Fails in seconds where a gs:// `path`'s storage host (or the proxy its calls go
     through) does not answer, instead of after minutes of retries; once it has
-    answered, it is not asked again."""
+    answered, it is not asked again. `what`: what `path` is, as the message names it.
+
+    Raises:
+      RemoteUnreachable: the storage host or its proxy did not answer.
+    """
     if not path.startswith("gs://"):
         return
     url = _storage_url()
@@ -206,7 +211,7 @@ def _check_reachable(path: str, use: str) -> None:
     if reason is not None:
         raise RemoteUnreachable(
             f"Cannot reach Google Cloud Storage ({reason}) to {use} {path!r}; "
-            f"{'reading' if use == 'read' else 'writing'} a gs:// run needs network access."
+            f"{'reading' if use == 'read' else 'writing'} {what} needs network access."
         )
     if hop is not None:
         _REACHED.add(hop)

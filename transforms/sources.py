@@ -394,7 +394,9 @@ def check_folder_exists(root: str) -> None:
 
     Raises:
       FileNotFoundError: the folder cannot be listed or is empty.
+      RemoteUnreachable: its storage does not answer (offline), said in seconds.
     """
+    files.check_reachable(root, "read", "a gs:// image folder")
     try:
         found = FileSystems.match([_folder_pattern(root)], limits=[1])[0].metadata_list
     except Exception as e:  # BeamIOError, missing credentials, no such bucket
