@@ -127,6 +127,10 @@ def _rows_of_printed_fix(image_folder, fix: str, saved: str, *extra: str) -> pd.
         # Flags are lower-case: one typed in capitals got no suggestion at all.
         (["--STEPS", "8"], "error: unknown flag --STEPS; did you mean --steps?"),
         (["--DATA_DIR=x"], "error: unknown flag --DATA_DIR; did you mean --data_dir?"),
+        # A Beam flag cut short means the flag it begins: it was "did you mean --resume?",
+        # and --save_main got no suggestion.
+        (["--direct_num", "2"], "error: unknown flag --direct_num; did you mean --direct_num_"),
+        (["--save_main"], "error: unknown flag --save_main; did you mean --save_main_session?"),
         (["--overwrite", "yes"], "error: unexpected argument 'yes'"),
         (["--steps", "many"], "error: argument --steps: invalid int value: 'many'"),
         (["--batch_size", "0"], "error: --batch_size must be between 1 and 1024, got 0"),
