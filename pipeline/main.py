@@ -150,7 +150,7 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
         check_output_free(audit)
     # After the checks of credentials: a gs:// file is read through Cloud Storage.
     names_file = labels.read_class_names(audit.class_names) if audit.class_names else None
-    data = resolve_dataset(audit, source, on_dataflow, dry_run)
+    data = resolve_dataset(audit, source, on_dataflow, dry_run, names_file)
     check_labels(config, data)
     # Only a DirectRunner's workers run in this process and can take the launcher's model.
     handoff = ModelHandoff() if is_direct(options) else None

@@ -80,7 +80,9 @@ class _Dataset:
 
     source: sources.DataSource
     total: int | None = None  # inputs, when known at launch
-    folder_labels: tuple[int, ...] = ()  # labels of a local folder's files
+    # ImageNet labels: a local folder's by WordNet-id sub-folder, the sample's.
+    folder_labels: tuple[int, ...] = ()
+    named_labels: tuple[int, ...] = ()  # a local folder's labels by --class_names sub-folder
     ids: frozenset[str] | None = None  # a local folder's image ids, listed at launch
 
     @property
@@ -126,16 +128,22 @@ def _resolve_folder(audit: AuditOptions, source: sources.FolderSource, dry_run: 
     if not os.path.isdir(source.root):
         raise ConfigError(_no_folder(audit.dataset, source.root))
     _check_folder_listable(audit, source.root)
-    files = sources.list_image_folder(source.root, skip=local_output(audit.output))
+    files = sources.list_image_folder(
+        source.root, skip=local_output(audit.output), labelled=source.labelled
+    )
     _check_not_tfds_data(audit, files)
     _LOG.info(
         "%s in %s; the pipeline lists and reads them again.",
         wording.count(len(files), "file"),
         source.root,
     )
-    found = tuple(f.label for f in files if f.label is not None)
+    found = [f for f in files if f.label is not None]
+    named = [f.label for f in found if source.labelled.by_name(f.image_id)]
+    imagenet = [f.label for f in found if not source.labelled.by_name(f.image_id)]
     ids = frozenset(f.image_id for f in files)
-    return _Dataset(source, total=len(files), folder_labels=found, ids=ids)
+    return _Dataset(
+        source, len(files), folder_labels=tuple(imagenet), named_labels=tuple(named), ids=ids
+    )
 
 
 def _no_folder(dataset: str, root: str) -> str:
@@ -184,15 +192,22 @@ def _check_not_tfds_data(audit: AuditOptions, listed: Sequence[sources.FolderFil
 
 
 def resolve_dataset(
-    audit: AuditOptions, source: sources.DataSource, on_dataflow: bool, dry_run: bool
+    audit: AuditOptions,
+    source: sources.DataSource,
+    on_dataflow: bool,
+    dry_run: bool,
+    class_names: tuple[str, ...] | None = None,
 ) -> _Dataset:
-    """Checks the dataset at launch and learns what it can of it (no images read)."""
+    """Checks the dataset at launch and learns what it can of it (no images read). A
+    folder's sub-folders named by `class_names` (--class_names) label their files too
+    (`sources.FolderLabels`)."""
     if isinstance(source, sources.SampleSource):
         files = sources.sample_files()
         found = tuple(f.label for f in files if f.label is not None)
         return _Dataset(source, total=len(files), folder_labels=found)
     if isinstance(source, sources.FolderSource):
-        return _resolve_folder(audit, source, dry_run)
+        labelled = sources.FolderLabels(class_names)
+        return _resolve_folder(audit, dataclasses.replace(source, labelled=labelled), dry_run)
     logs.import_tensorflow(audit.verbose)  # TFDS imports it: quietly, once
     # Preparing a dataset reads all of it: never on the launcher of a Dataflow job.
     download = not audit.no_download and not on_dataflow
@@ -618,8 +633,9 @@ def _same_folder(a: str, b: str) -> bool:
 
 
 def check_labels(config: AttributionConfig, data: _Dataset) -> None:
-    """--target label on a local folder without one labelled image, or a TFDS dataset
-    without a label feature: refused at launch (every image would be an error)."""
+    """--target label on a local folder without one labelled image (by WordNet id or
+    --class_names sub-folder), or a TFDS dataset without a label feature: refused at
+    launch (every image would be an error)."""
     source = data.source
     if config.target == "label" and isinstance(source, sources.TfdsSource):
         if source.image_key is not None and source.label_key is None:
@@ -628,12 +644,27 @@ def check_labels(config: AttributionConfig, data: _Dataset) -> None:
                 "ClassLabel). Use --target predicted or top_k."
             )
     folder = isinstance(source, sources.FolderSource) and not source.remote
-    if config.target == "label" and folder and data.total and not data.folder_labels:
+    labelled = data.folder_labels or data.named_labels
+    if config.target == "label" and folder and data.total and not labelled:
         raise ConfigError(
             f"--target label: none of the {data.total} files of {data.source.root!r} has a "
-            "label (labels come from WordNet-id sub-folders such as n02123045/). Use "
+            f"label (labels come from {_label_folders(source.labelled.class_names)}). Use "
             "--target predicted or top_k, or put the images in such sub-folders."
         )
+
+
+def _label_folders(class_names: Sequence[str] | None) -> str:
+    """Which sub-folders label a folder's files (`sources.FolderLabels`), as said where
+    none does: with no --class_names, that a model of one's own classes can name them."""
+    if class_names:
+        return (
+            f"top-level sub-folders named as in --class_names ({_first_three(class_names)}) "
+            "or by ImageNet WordNet id, such as n02123045/"
+        )
+    return (
+        "top-level sub-folders named by ImageNet WordNet id, such as n02123045/; with "
+        "--class_names, also from sub-folders named by class, such as cat/"
+    )
 
 
 def check_labels_in_model(
@@ -647,7 +678,9 @@ def check_labels_in_model(
     if spec.num_outputs == 1:
         _refuse_labels_of_one_output(audit, data)
         return
-    if not data.folder_labels or any(label < spec.num_classes for label in data.folder_labels):
+    if data.named_labels or not data.folder_labels:
+        return
+    if any(label < spec.num_classes for label in data.folder_labels):
         return
     raise ConfigError(
         f"--target label: no image of {audit.dataset!r} has a label among --model's "
@@ -666,6 +699,8 @@ def _refuse_labels_of_one_output(audit: AuditOptions, data: _Dataset) -> None:
         held = f"the dataset's {wording.classes(len(own))} ({_first_three(own)})"
     elif data.folder_labels:
         held = f"ImageNet classes ({_shown_labels(data.folder_labels)})"
+    elif data.named_labels:
+        held = "the --class_names classes of their sub-folders"
     else:
         return
     raise ConfigError(

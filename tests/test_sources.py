@@ -22,7 +22,15 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline import run
 from pipeline.__main__ import main
-from tests.conftest import SIZE, WNID_CAT, WNID_SHARK, cli_args, closed_port, write_image
+from tests.conftest import (
+    SIZE,
+    WNID_CAT,
+    WNID_SHARK,
+    cli_args,
+    closed_port,
+    dense_keras,
+    write_image,
+)
 from transforms import files, labels, sources
 from transforms.done_ids import write_done_ids
 from transforms.results import read_manifest
@@ -1936,3 +1944,104 @@ def test_a_proxy_url_with_a_bad_port_is_the_download_probes_reason(monkeypatch, 
     assert problem.startswith("http_proxy 'http://proxy.invalid:abc' names no valid port: "), (
         problem
     )
+
+
+# --- Labels from class sub-folders named by --class_names (cat/, dog/: Keras'
+# image_dataset_from_directory, torchvision's ImageFolder) on a model of one's own classes.
+
+_PETS = {"cat/a.png": 0, "cat/b.png": 0, "dog/c.png": 1, "bird/d.png": None, "e.png": None}
+
+
+@pytest.fixture
+def pets(tmp_path) -> dict[str, str]:
+    """A folder of cat/ and dog/ sub-folders, an unknown bird/ and a top-level image; a
+    2-class .keras model and its names file (cat, dog)."""
+    rng = np.random.default_rng(5)
+    for image_id in _PETS:
+        write_image(tmp_path / "pets" / image_id, rng.integers(0, 256, (SIZE, SIZE, 3), np.uint8))
+    names = tmp_path / "names.txt"
+    names.write_text("cat\ndog\n")
+    weights = rng.normal(0, 0.05, size=(SIZE * SIZE * 3, 2)).astype(np.float32)
+    model = dense_keras(tmp_path / "pets.keras", weights, np.zeros(2, np.float32))
+    return {"root": str(tmp_path / "pets"), "names": str(names), "model": model}
+
+
+def _pets_args(pets, output, *extra) -> list[str]:
+    flags = cli_args(
+        dataset=pets["root"], model=pets["model"], output=output, class_names=pets["names"]
+    )
+    return [*flags, "--steps", "4", *extra]
+
+
+def test_class_name_sub_folders_label_their_images_and_unknown_ones_are_warned_of(
+    pets, tmp_path, caplog
+):
+    with caplog.at_level(logging.WARNING, logger="transforms.sources"):
+        run(_pets_args(pets, tmp_path / "out"), save_main_session=False)
+    rows = pd.read_parquet(tmp_path / "out" / "results").set_index("image_id")
+    assert sorted(rows.index) == sorted(_PETS)
+    for image_id, label in _PETS.items():
+        row = rows.loc[image_id]
+        if label is None:
+            assert pd.isna(row["label"]) and pd.isna(row["label_name"]), image_id
+        else:
+            assert (row["label"], row["label_name"]) == (label, ["cat", "dog"][label]), image_id
+    (warned,) = [r.getMessage() for r in caplog.records if "no label" in r.getMessage()]
+    assert warned.startswith(
+        "1 file in a sub-folder named neither by --class_names nor by an ImageNet WordNet id "
+        "(bird) gets no label. --class_names names cat, dog: a sub-folder named exactly so"
+    ), warned
+
+
+def test_target_label_attributes_each_class_name_folders_label_and_the_report_scores_it(
+    pets, tmp_path
+):
+    from pipeline.report import main as report_main  # noqa: PLC0415
+
+    manifest = run(_pets_args(pets, tmp_path / "out", "--target", "label"), save_main_session=False)
+    rows = pd.read_parquet(tmp_path / "out" / "results")
+    labelled = {k: v for k, v in _PETS.items() if v is not None}
+    assert dict(zip(rows.image_id, rows.label, strict=True)) == labelled
+    assert (rows.target_class == rows.label).all()
+    errors = pd.read_parquet(tmp_path / "out" / "errors")
+    assert sorted(errors.image_id) == ["bird/d.png", "e.png"]  # no label to attribute
+    assert manifest["counts"]["rows"] == 3
+    html = tmp_path / "report.html"
+    assert report_main(["--input", str(tmp_path / "out"), "--output", str(html)]) == 0
+    assert re.search(r"top-1 accuracy \(3 of 3 images labelled\)", html.read_text()) is not None
+
+
+def test_a_resumed_class_name_folder_run_labels_its_new_images_as_the_first(pets, tmp_path):
+    args = _pets_args(pets, tmp_path / "out")
+    run(args, save_main_session=False)
+    rng = np.random.default_rng(6)
+    write_image(
+        Path(pets["root"]) / "dog" / "f.png", rng.integers(0, 256, (SIZE, SIZE, 3), np.uint8)
+    )
+    manifest = run([*args, "--resume"], save_main_session=False)
+    assert manifest["counts"]["skipped_done_before"] == len(_PETS)
+    rows = pd.read_parquet(tmp_path / "out" / "results").set_index("image_id")
+    expected = {**_PETS, "dog/f.png": 1}
+    assert sorted(rows.index) == sorted(expected)
+    for image_id, label in expected.items():
+        got = rows.loc[image_id, "label"]
+        assert pd.isna(got) if label is None else got == label, image_id
+    assert rows.loc["dog/f.png", "label_name"] == "dog"
+
+
+def test_without_class_names_the_launch_says_class_folders_need_them(pets, tmp_path, capsys):
+    args = cli_args(dataset=pets["root"], model=pets["model"], output=tmp_path / "o")
+    assert main([*args, "--target", "label"]) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert "with --class_names, also from sub-folders named by class" in line, line
+
+
+def test_folder_labels_rule_class_names_first_exactly_then_wordnet_ids():
+    rule = sources.FolderLabels(("cat", "dog", WNID_CAT))
+    assert rule.of("cat/a.png") == 0 and rule.of("dog/x/b.png") == 1
+    assert rule.of("Cat/a.png") is None and rule.of(" cat/a.png") is None  # exact names only
+    assert rule.of("cat") is None  # a top-level file named like a class
+    assert rule.of(f"{WNID_CAT}/a.png") == 2  # a class name before ImageNet's 281
+    assert rule.of("n01440764/a.png") == 0  # other WordNet ids label as before
+    assert sources.WORDNET_LABELS.of(f"{WNID_CAT}/a.png") == 281
+    assert sources.WORDNET_LABELS.of("cat/a.png") is None

@@ -26,8 +26,10 @@ __all__ = [
     "REMOTE_FOLDER_SCHEMES",
     "SAMPLE",
     "SAMPLE_IMAGES",
+    "WORDNET_LABELS",
     "DataSource",
     "FolderFile",
+    "FolderLabels",
     "FolderSource",
     "SampleSource",
     "TfdsSource",
@@ -127,6 +129,51 @@ class FolderFile:
     error: str | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class FolderLabels:
+    """How an image folder's files are labelled: the one home of the rule.
+
+    Only a top-level sub-folder labels its files; a file directly in the folder, or
+    in a sub-folder named otherwise, has no label. The sub-folder's name, exactly as
+    listed (case and spaces count: `Cat` is not `cat`), is looked up first among
+    `class_names` (--class_names, a model of your own classes; `cat/` -> the index of
+    'cat'), then as an ImageNet WordNet id (`n02123045/` -> 281, ImageNet's index). A
+    name that is both (a --class_names file of WordNet ids in another order) is the
+    --class_names class: the model's own.
+    """
+
+    class_names: tuple[str, ...] | None = None
+    _index: dict[str, int] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index = {name: i for i, name in enumerate(self.class_names or ())}
+        object.__setattr__(self, "_index", index)
+
+    def of(self, image_id: str) -> int | None:
+        """The label of a folder's file `image_id` (its path in the folder), or None."""
+        folder, sep, _ = image_id.partition("/")
+        if not sep:
+            return None
+        named = self._index.get(folder)
+        return named if named is not None else labels.wnid_to_label(folder)
+
+    def by_name(self, image_id: str) -> bool:
+        """Whether `image_id` is labelled by a --class_names name (not ImageNet's)."""
+        folder, sep, _ = image_id.partition("/")
+        return bool(sep) and folder in self._index
+
+    def names_folder(self, name: str) -> str | None:
+        """What a folder named `name` would label its files by: "--class_names",
+        "WordNet id", or None."""
+        if name in self._index:
+            return "--class_names"
+        return "WordNet id" if labels.wnid_to_label(name) is not None else None
+
+
+#: The rule without --class_names: sub-folders named by ImageNet WordNet id alone.
+WORDNET_LABELS = FolderLabels()
+
+
 #: The bundled offline sample: scikit-image's photos, with an ImageNet label
 #: where an ImageNet class plainly applies (None otherwise).
 SAMPLE_IMAGES: tuple[tuple[str, int | None], ...] = (
@@ -190,6 +237,8 @@ class FolderSource:
     """
 
     root: str
+    # How its files are labelled: by WordNet id, and by --class_names when given.
+    labelled: FolderLabels = WORDNET_LABELS
 
     @property
     def name(self) -> str:
@@ -214,7 +263,9 @@ class FolderSource:
         del verbose  # reading a folder imports no TensorFlow
         from transforms import sources  # noqa: PLC0415 - Beam; not needed to read a run back
 
-        return sources.ReadImageFolder(self.root, skip=skip, done_file=done_file)
+        return sources.ReadImageFolder(
+            self.root, skip=skip, done_file=done_file, labelled=self.labelled
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,13 +30,15 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import files, labels, manifest, quiet, wording
+from transforms import files, manifest, quiet, wording
 from transforms.datasource import (
     REMOTE_FOLDER_SCHEMES,
     SAMPLE,
     SAMPLE_IMAGES,
+    WORDNET_LABELS,
     DataSource,
     FolderFile,
+    FolderLabels,
     FolderSource,
     SampleSource,
     TfdsSource,
@@ -55,6 +57,7 @@ __all__ = [
     "SAMPLE_IMAGES",
     "DataSource",
     "FolderFile",
+    "FolderLabels",
     "FolderSource",
     "RawImage",
     "ReadImageFolder",
@@ -98,13 +101,6 @@ class RawImage:
     error: str | None = None
 
 
-def _label_of(relative: str) -> int | None:
-    parts = relative.split("/")
-    if len(parts) < 2:
-        return None
-    return labels.wnid_to_label(parts[0])
-
-
 def escape_glob(path: str) -> str:
     """`path` with Beam's glob characters (`*`, `?`, `[`) matching only themselves.
 
@@ -138,7 +134,12 @@ def _is_input(relative: str) -> bool:
     return not any(part.startswith(".") for part in relative.split("/"))
 
 
-def _folder_file(prefix: str, meta: FileMetadata, skip: str | None = None) -> FolderFile | None:
+def _folder_file(
+    prefix: str,
+    meta: FileMetadata,
+    skip: str | None = None,
+    labelled: FolderLabels = WORDNET_LABELS,
+) -> FolderFile | None:
     """The input a matched (remote) file becomes, or None for what is not an input.
 
     Skipped: hidden files and folders, folder placeholder objects
@@ -155,13 +156,14 @@ def _folder_file(prefix: str, meta: FileMetadata, skip: str | None = None) -> Fo
     if not _is_input(relative) or _under_other_run(prefix, relative):
         return None
     image_id = image_id_of(relative)
-    return FolderFile(path=path, image_id=image_id, label=_label_of(image_id))
+    return FolderFile(path=path, image_id=image_id, label=labelled.of(image_id))
 
 
-def _local_entry(path: str, image_id: str, ancestors: tuple[str, ...]) -> FolderFile | str | None:
+def _local_entry(
+    path: str, image_id: str, ancestors: tuple[str, ...], label: int | None = None
+) -> FolderFile | str | None:
     """What one local folder entry is: a file to read (maybe an error), or a folder (its
     real path) to list; None for the job's own output folder."""
-    label = _label_of(image_id)
     try:
         info = os.stat(path)  # follows symbolic links
     except FileNotFoundError:
@@ -186,7 +188,10 @@ def _local_entry(path: str, image_id: str, ancestors: tuple[str, ...]) -> Folder
 
 
 def _list_local(
-    root: str, skip: str | None = None, outside: list[tuple[str, str]] | None = None
+    root: str,
+    skip: str | None = None,
+    outside: list[tuple[str, str]] | None = None,
+    labelled: FolderLabels = WORDNET_LABELS,
 ) -> Iterator[FolderFile]:
     """Every non-hidden entry below a local `root`, symbolic links followed, as inputs.
 
@@ -197,7 +202,7 @@ def _list_local(
     is never listed, nor is what a link leads to inside it, so a run never reads
     its own files; nor are sub-folders holding another run of this job
     (`_other_run`). `outside`, when given, receives each followed folder link
-    leading outside `root` (`_note_outside`).
+    leading outside `root` (`_note_outside`). `labelled`: the labels' rule.
     """
     skip_real = os.path.realpath(skip) if skip is not None else None
     stack = [(root, "", (os.path.realpath(root),))]
@@ -214,7 +219,7 @@ def _list_local(
             if not _is_input(relative + name) or (link and _leads_into(path, skip_real)):
                 continue
             image_id = image_id_of(relative + name)
-            entry = _local_entry(path, image_id, ancestors)
+            entry = _local_entry(path, image_id, ancestors, labelled.of(image_id))
             if isinstance(entry, str):
                 if entry != skip_real and not _other_run(path):
                     if outside is not None:
@@ -286,11 +291,11 @@ def _under_other_run(prefix: str, relative: str) -> bool:
     return any(_other_run(prefix + "/".join(parts[: i + 1])) for i in range(len(parts)))
 
 
-def _list_files(root: str, skip: str | None = None) -> list[FolderFile]:
+def _list_files(root: str, skip: str | None, labelled: FolderLabels) -> list[FolderFile]:
     """The inputs of a folder, local or remote (listed with Beam's file systems)."""
     if not files.is_remote(root):
         outside: list[tuple[str, str]] = []
-        listed = list(_list_local(root, skip, outside))
+        listed = list(_list_local(root, skip, outside, labelled))
         _say_outside(outside)
         return listed
     try:
@@ -298,15 +303,20 @@ def _list_files(root: str, skip: str | None = None) -> list[FolderFile]:
     except Exception as e:  # Beam raises BeamIOError with per-pattern causes.
         raise FileNotFoundError(f"Cannot list image folder {root!r}: {e}") from e
     prefix = _folder_prefix(root)
-    return [f for f in (_folder_file(prefix, meta, skip) for meta in metadata) if f is not None]
+    found = (_folder_file(prefix, meta, skip, labelled) for meta in metadata)
+    return [f for f in found if f is not None]
 
 
-def list_image_folder(root: str, skip: str | None = None) -> list[FolderFile]:
+def list_image_folder(
+    root: str, skip: str | None = None, labelled: FolderLabels = WORDNET_LABELS
+) -> list[FolderFile]:
     """Lists every non-hidden file below `root` (local path or gs://), sorted.
 
-    Files directly in `root` are unlabelled; files in a sub-folder named by an
-    ImageNet WordNet id (e.g. `n02123045/cat.jpg`) get that class's label
-    (0-999); other sub-folders give unlabelled images. Files that are not
+    Files directly in `root` are unlabelled; files in a top-level sub-folder named
+    by one of `labelled`'s class names (--class_names: `cat/x.jpg`) get that name's
+    index, those in one named by an ImageNet WordNet id (e.g. `n02123045/cat.jpg`)
+    that class's label (0-999); other sub-folders give unlabelled images
+    (`FolderLabels`, the rule). Files that are not
     images are listed too, so they are reported as errors instead of vanishing,
     and so are local entries that cannot be read (see `_list_local`). `skip`
     is a folder never listed (the job's own --output). `ReadImageFolder` gives
@@ -315,17 +325,18 @@ def list_image_folder(root: str, skip: str | None = None) -> list[FolderFile]:
     Raises:
       FileNotFoundError: the folder does not exist or holds no file.
     """
-    files = _list_files(root, skip)
+    files = _list_files(root, skip, labelled)
     if not files:
         raise _no_files_error(root)
     files.sort(key=lambda f: f.image_id)
-    _warn_of_class_root(root, files)
-    _warn_of_unlabelled(root, files)
+    _warn_of_class_root(root, files, labelled)
+    _warn_of_unlabelled(root, files, labelled)
     return files
 
 
-def _warn_of_unlabelled(root: str, listed: list[FolderFile]) -> None:
-    """Warns of files in sub-folders that are not WordNet ids, and where WordNet-id
+def _warn_of_unlabelled(root: str, listed: list[FolderFile], labelled: FolderLabels) -> None:
+    """Warns of files in sub-folders that label nothing (named by no WordNet id, nor by
+    --class_names when given: the rule that applies is named), and where labelling
     folders lie below those (imagenette2-160/train/n01440764/), of the folder to pass.
     An entry that is an error record (a link loop, a dangling link) is no file to label."""
     unlabelled = [f for f in listed if f.label is None and f.error is None and "/" in f.image_id]
@@ -333,53 +344,72 @@ def _warn_of_unlabelled(root: str, listed: list[FolderFile]) -> None:
         return
     folders = sorted({f.image_id.split("/")[0] for f in unlabelled})
     more = f" and {len(folders) - 5} more" if len(folders) > 5 else ""
-    where = (
-        "a sub-folder that is not an ImageNet WordNet id"
-        if len(folders) == 1
-        else "sub-folders that are not ImageNet WordNet ids"
-    )
+    one, names = len(folders) == 1, labelled.class_names
+    if names:
+        where = (
+            f"{'a sub-folder' if one else 'sub-folders'} named neither by --class_names nor by "
+            f"{'an ImageNet WordNet id' if one else 'ImageNet WordNet ids'}"
+        )
+        rule = (
+            f" --class_names names {', '.join(names[:5])}{', ...' if names[5:] else ''}: a "
+            "sub-folder named exactly so (case counts) labels its files with that class."
+        )
+    else:
+        where = (
+            "a sub-folder that is not an ImageNet WordNet id"
+            if one
+            else "sub-folders that are not ImageNet WordNet ids"
+        )
+        rule = ""
     _LOG.warning(
-        "%s in %s (%s%s) %s no label.%s",
+        "%s in %s (%s%s) %s no label.%s%s",
         wording.count(len(unlabelled), "file"),
         where,
         ", ".join(folders[:5]),
         more,
         "gets" if len(unlabelled) == 1 else "get",
-        _deeper_wordnet_ids(root, unlabelled),
+        rule,
+        _deeper_labelled(root, unlabelled, labelled),
     )
 
 
-def _deeper_wordnet_ids(root: str, unlabelled: list[FolderFile]) -> str:
-    """Where the first WordNet-id folder below a top-level sub-folder is, and the folder
-    to pass to label its files (its parent); else empty."""
+def _deeper_labelled(root: str, unlabelled: list[FolderFile], labelled: FolderLabels) -> str:
+    """Where the first labelling folder (a WordNet id, a --class_names name) below a
+    top-level sub-folder is, and the folder to pass to label its files (its parent);
+    else empty."""
     for item in unlabelled:
         parts = item.image_id.split("/")[:-1]
-        found = (i for i in range(1, len(parts)) if labels.wnid_to_label(parts[i]) is not None)
+        found = (i for i in range(1, len(parts)) if labelled.names_folder(parts[i]) is not None)
         deeper = next(found, None)
         if deeper is None:
             continue
         parent = "/".join(parts[:deeper])
+        kind = labelled.names_folder(parts[deeper])
+        folders = "WordNet-id folders" if kind == "WordNet id" else "Folders named by --class_names"
         return (
-            f" WordNet-id folders lie deeper ({parts[deeper]} in {parent}): only a top-level "
+            f" {folders} lie deeper ({parts[deeper]} in {parent}): only a top-level "
             "one labels its files; to label those, pass the folder holding them, e.g. "
             f"--dataset {wording.shell_word(root.rstrip('/') + '/' + parent)}."
         )
     return ""
 
 
-def _warn_of_class_root(root: str, listed: list[FolderFile]) -> None:
-    """Warns when `root` is itself a WordNet-id folder (`imagenet_a/n02123045`, one
-    class audited): labels come from its sub-folders' names, so its files get none."""
+def _warn_of_class_root(root: str, listed: list[FolderFile], labelled: FolderLabels) -> None:
+    """Warns when `root` is itself a labelling folder (`imagenet_a/n02123045`, one class
+    audited; `photos/cat` with --class_names): labels come from its sub-folders'
+    names, so its files get none."""
     folder = root.rstrip("/") or root
     parent, name = os.path.split(folder)
     unlabelled = sum(f.label is None and f.error is None for f in listed)
-    if labels.wnid_to_label(name) is None or not unlabelled:
+    kind = labelled.names_folder(name)
+    if kind is None or not unlabelled:
         return
     _LOG.warning(
-        "%s is itself named by an ImageNet WordNet id, but labels come from its sub-folders' "
+        "%s is itself named by %s, but labels come from its sub-folders' "
         "names: its %s no label (to label them as %s, pass a folder holding it: its "
         "parent, %s, or a new folder holding a symbolic link to it).",
         folder,
+        "an ImageNet WordNet id" if kind == "WordNet id" else "a class of --class_names",
         wording.count(unlabelled, "file") + (" gets" if unlabelled == 1 else " get"),
         name,
         parent,
@@ -450,8 +480,10 @@ class _ReadFile(beam.DoFn):
         yield RawImage(item.image_id, name, item.label, data=data)
 
 
-def _to_folder_files(meta: FileMetadata, prefix: str, skip: str | None) -> Iterator[FolderFile]:
-    item = _folder_file(prefix, meta, skip)
+def _to_folder_files(
+    meta: FileMetadata, prefix: str, skip: str | None, labelled: FolderLabels
+) -> Iterator[FolderFile]:
+    item = _folder_file(prefix, meta, skip, labelled)
     if item is not None:
         yield item
 
@@ -475,11 +507,18 @@ class ReadImageFolder(beam.PTransform):
     `transforms.done_ids`; `_ReadFile`).
     """
 
-    def __init__(self, root: str, skip: str | None = None, done_file: str | None = None):
+    def __init__(
+        self,
+        root: str,
+        skip: str | None = None,
+        done_file: str | None = None,
+        labelled: FolderLabels = WORDNET_LABELS,
+    ):
         super().__init__()
         self._root = root
         self._skip = skip
         self._done_file = done_file
+        self._labelled = labelled
 
     def expand(self, pbegin):
         if files.is_remote(self._root):
@@ -489,12 +528,17 @@ class ReadImageFolder(beam.PTransform):
                 | "MatchFiles" >> fileio.MatchFiles(_folder_pattern(self._root))
                 | "ToFolderFiles"
                 >> beam.FlatMap(
-                    _to_folder_files, prefix=_folder_prefix(self._root), skip=self._skip
+                    _to_folder_files,
+                    prefix=_folder_prefix(self._root),
+                    skip=self._skip,
+                    labelled=self._labelled,
                 )
             )
         else:
             root = pbegin | "LocalFolder" >> beam.Create([self._root])
-            found = root | "ToFolderFiles" >> beam.FlatMap(_list_local, skip=self._skip)
+            found = root | "ToFolderFiles" >> beam.FlatMap(
+                _list_local, skip=self._skip, labelled=self._labelled
+            )
         # The count as a side input, 0 where there is none: a combine without the
         # default value's steps (each step costs every run; benchmarks/run_overhead.py).
         count = found | "CountFiles" >> beam.combiners.Count.Globally().without_defaults()
