@@ -446,9 +446,9 @@ def build_pipeline(p: beam.Pipeline, job: AuditJob) -> None:
 
 
 def _fed(spec: ModelSpec, given: Sequence[str] = ()) -> str:
-    """What the model is fed (a SavedModel does not say its range, the job's default
-    then), and what its flags set (`what_flags_set`): those `given` these images, the
-    others other ones."""
+    """What the model is fed (the range a model does not say is the job's default),
+    and what its flags set (`what_flags_set`): those `given` these images, the others
+    other ones."""
     (height, width), (low, high) = spec.image_shape, spec.input_range
     fed = f"{height}x{width} pixels in [{low:g}, {high:g}]"
     flags = what_flags_set(spec.image_shape, spec.input_flags, given)

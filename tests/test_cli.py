@@ -1471,7 +1471,7 @@ def test_run_by_the_command_line_is_quiet_and_shows_progress(command_line_runs, 
     noises = ("cuInit", "cudart_stub", "absl::InitializeLog", "cpu_feature_guard")
     for noise in (*noises, "Missing pipeline option (runner)"):  # in any run's lines
         assert noise not in command_line_runs["stderr"], command_line_runs["stderr"]
-    # What the model is fed, which a SavedModel does not say (the job's default then).
+    # What the model is fed, as the job decided it.
     root = command_line_runs["root"]
     assert f"Auditing 5 images of {root} with {linear_keras} (16x16 pixels" in err
     # Its Input fixes 16x16: --image_size is refused (exit 2), --input_range is not.
@@ -2380,7 +2380,9 @@ def test_signatures_and_shapes_the_job_cannot_use_are_refused_at_launch(
         "holds Python code (a Lambda layer), which the job does not run from a file (it "
         "loads .keras files with safe_mode=True): export the model as a SavedModel "
         "(model.export(folder)) and pass that folder with --input_range for the pixels it "
-        "takes (a SavedModel does not say": (_keras_lambda(tmp_path / "lambda.keras")),
+        "takes (a SavedModel whose graph starts by rescaling 8-bit pixels is fed 0,255": (
+            _keras_lambda(tmp_path / "lambda.keras")
+        ),
         f"takes inputs of shape (None, {SIZE}, {SIZE}, 1); this pipeline needs images [batch, "
         "height, width, 3]. It is fed RGB images (grayscale ones as 3 equal channels): export "
         "it taking [batch, height, width, 3] and making its 1 channel(s) of them inside": (
@@ -2889,8 +2891,9 @@ def test_a_keras_2_file_is_refused_as_such_with_the_export_that_runs(
         f"error: --model '{path}' was saved by Keras {tf_keras.__version__} (tf_keras), whose "
         ".keras files Keras 3 does not read: load it with tf_keras (tf_keras.models.load_model) "
         "and export it as a SavedModel (model.export(folder)), then pass that folder with "
-        "--input_range for the pixels it takes (a SavedModel does not say: 0,1 unless given; "
-        "0,255 for a model that rescales 8-bit pixels itself)."
+        "--input_range for the pixels it takes (a SavedModel whose graph starts by rescaling "
+        "8-bit pixels is fed 0,255, any other 0,1 unless given; 0,255 for a model that "
+        "rescales 8-bit pixels itself)."
     )
     assert not (tmp_path / "out").exists()
     exported = _flags(image_folder, str(tmp_path / "exported"), tmp_path / "out")
@@ -3026,8 +3029,9 @@ def test_a_keras_file_with_a_custom_class_is_refused_with_the_export_that_runs(
         f"error: --model '{tmp_path / 'custom.keras'}' uses the custom class 'Doubling', whose "
         "code a .keras file does not hold and the job cannot import: export the model as a "
         "SavedModel (model.export(folder)) and pass that folder with --input_range for the "
-        "pixels it takes (a SavedModel does not say: 0,1 unless given; 0,255 for a model that "
-        "rescales 8-bit pixels itself), or rebuild it from Keras' own layers."
+        "pixels it takes (a SavedModel whose graph starts by rescaling 8-bit pixels is fed "
+        "0,255, any other 0,1 unless given; 0,255 for a model that rescales 8-bit pixels "
+        "itself), or rebuild it from Keras' own layers."
     )
     assert "Full object config" not in err and not (tmp_path / "out").exists()
     exported = _flags(image_folder, str(tmp_path / "exported"), tmp_path / "out")
@@ -3482,6 +3486,144 @@ def test_a_keras_model_that_normalises_8_bit_pixels_per_channel_gets_them(tmp_pa
     assert resolve_model(model).input_range == (0.0, 255.0)
     unit = _keras_rescaling(tmp_path / "unit.keras", list(1 / std), list(-mean / std))
     assert resolve_model(unit).input_range == (0.0, 1.0)  # it takes [0, 1] pixels
+
+
+def _keras_export(path, first=None) -> str:
+    """A Keras model of 5 classes exported as a SavedModel (`model.export`, as Keras
+    saves one for serving): `first` (a Rescaling), then a small convolution net with
+    biases."""
+    import keras
+
+    keras.utils.set_random_seed(4)
+    layers = keras.layers
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = inputs if first is None else first(inputs)
+    x = layers.Conv2D(4, 3, activation="relu", bias_initializer="glorot_uniform")(x)
+    x = layers.Dense(5, bias_initializer="glorot_uniform")(layers.GlobalAveragePooling2D()(x))
+    keras.Model(inputs, x).export(str(path), verbose=False)
+    return str(path)
+
+
+# The line naming the ops of a SavedModel's graph that rescale 8-bit pixels (a Keras
+# Rescaling's Mul and AddV2, named by Keras).
+_GRAPH_RESCALES = (
+    r"Model {} rescales pixels in \[0, 255\] in its graph's ops '[\w/]+/mul' \(Mul\) and "
+    r"'[\w/]+/add' \(AddV2\), the first to change their values"
+)
+
+
+@pytest.mark.parametrize("scale, offset", [(1 / 255, 0.0), (1 / 127.5, -1.0)])
+def test_a_keras_export_that_rescales_8_bit_pixels_gets_them(
+    scale, offset, image_folder, tmp_path, caplog
+):
+    """A Keras model whose Rescaling takes 8-bit pixels (Keras' tutorials', and
+    keras.applications' MobileNetV3 and EfficientNet by default) exported with
+    model.export was fed [0, 1] pixels: the launch said "pixels in [0, 1]" and every
+    row was the score of a near-black image, with no warning, while its .keras file was
+    fed [0, 255]. Found running such an export through the job. Its graph tells it as
+    its layer does: it is fed [0, 255], each row the model's own score of its image."""
+    import keras
+    import tensorflow as tf
+
+    from transforms.results import input_images, read_results
+
+    rescale = keras.layers.Rescaling(scale, offset=offset, name="rescale")
+    model = _keras_export(tmp_path / "exported", rescale)
+    output = tmp_path / "out"
+    with caplog.at_level(logging.INFO):
+        assert main([*_flags(image_folder, model, output), "--faithfulness", "none"]) == 0
+    said = re.escape(f"{SIZE}x{SIZE} pixels in [0, 255]; --input_range sets another) into")
+    assert re.search(f"with {re.escape(model)} \\({said}", caplog.text)
+    rescales = _GRAPH_RESCALES.format(re.escape(model))
+    assert re.search(f"{rescales}: its images are scaled to that range", caplog.text)
+    assert json.loads((output / "manifest.json").read_text())["model"]["input_range"] == [0, 255]
+    rows = read_results(str(output))
+    seen = input_images(str(output), rows.image_id)
+    pixels = np.stack([seen[i] for i in rows.image_id]).astype(np.float32)
+    exported = tf.saved_model.load(model)  # held: its functions need its variables
+    scores = exported.serve(pixels).numpy()
+    np.testing.assert_allclose(rows.target_score, scores.max(1), rtol=1e-4)
+
+
+@pytest.mark.parametrize("load", [True, False])
+def test_a_saved_model_whose_graph_does_not_rescale_8_bit_pixels_gets_0_to_1(
+    load, tmp_path, caplog
+):
+    """Only a graph that first maps [0, 255] onto about [0, 1] or [-1, 1] by constants
+    takes 8-bit pixels: one with no rescaling, one doubling its pixels (a model of
+    [0, 1] pixels onto [0, 2]), one normalising by a mean and variance it learnt
+    (variables: not read as a guess), one normalising [0, 1] pixels by ImageNet's means
+    and deviations are fed [0, 1], loaded (a local run) or not (a
+    remote run's launcher); --input_range still decides, with a warning where it
+    differs from the range the graph takes."""
+    import keras
+    import tensorflow as tf
+
+    from transforms.tf_model import resolve_model
+
+    class Doubling(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+        def __call__(self, x):
+            return tf.reduce_mean(2.0 * x, [1, 2])
+
+    tf.saved_model.save(Doubling(), str(tmp_path / "doubling"))
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])  # of [0, 1]
+    adapted = keras.layers.Normalization()
+    adapted.adapt(np.random.default_rng(5).uniform(0, 255, (4, SIZE, SIZE, 3)))
+    models = {
+        "plain": _keras_export(tmp_path / "plain"),
+        "doubling": str(tmp_path / "doubling"),
+        "adapted": _keras_export(tmp_path / "adapted", adapted),
+        "unit": _keras_export(
+            tmp_path / "unit", keras.layers.Rescaling(list(1 / std), -mean / std)
+        ),
+    }
+    with caplog.at_level(logging.INFO, logger="transforms.model.inputs"):
+        for name, model in models.items():
+            assert resolve_model(model, load=load).input_range == (0.0, 1.0), name
+    assert "rescales pixels" not in caplog.text
+    rescaling = _keras_export(tmp_path / "rescaling", keras.layers.Rescaling(1 / 255))
+    with caplog.at_level(logging.WARNING, logger="transforms.model.inputs"):
+        assert resolve_model(rescaling, input_range=(0.0, 1.0), load=load).input_range == (0.0, 1.0)
+        assert resolve_model(rescaling, load=load).input_range == (0.0, 255.0)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    rescales = _GRAPH_RESCALES.format(re.escape(rescaling))
+    assert re.fullmatch(
+        f"{rescales}, but --input_range 0,1 feeds it pixels in \\[0, 1\\]: unless it was "
+        "trained on those, its predictions and maps are those of images it never saw; drop "
+        r"--input_range to feed it \[0, 255\].",
+        warning,
+    )
+
+
+def test_saved_models_that_rescale_8_bit_pixels_otherwise_get_them(tmp_path):
+    """A tf.Module whose __call__ divides its pixels by 127.5 and subtracts 1 (the
+    function the job calls of a callable SavedModel, before any signature), a Keras
+    export of a Rescaling by ImageNet's means and deviations of 8-bit pixels (per
+    channel) and keras.applications' MobileNetV3Small exported with its preprocessing
+    (a Rescaling to [-1, 1]) take 8-bit pixels: their graphs say so, loaded or not."""
+    import keras
+    import tensorflow as tf
+
+    from transforms.tf_model import resolve_model
+
+    class Signed(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+        def __call__(self, x):
+            return tf.reduce_mean(x / 127.5 - 1.0, [1, 2])
+
+    tf.saved_model.save(Signed(), str(tmp_path / "signed"))
+    mobilenet = keras.applications.MobileNetV3Small(
+        input_shape=(32, 32, 3), weights=None, include_preprocessing=True, classes=4
+    )
+    mobilenet.export(str(tmp_path / "mobilenet"), verbose=False)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    imagenet = keras.layers.Rescaling(list(1 / (255 * std)), offset=list(-mean / std))
+    _keras_export(tmp_path / "imagenet", imagenet)
+    for model in ("signed", "imagenet", "mobilenet"):
+        for load in (True, False):
+            spec = resolve_model(str(tmp_path / model), load=load)
+            assert spec.input_range == (0.0, 255.0), (model, load)
 
 
 def test_the_reason_of_a_tensorflow_error_is_its_telling_line():

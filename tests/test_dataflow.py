@@ -207,6 +207,22 @@ def test_a_keras_exported_saved_models_serving_signature_is_read_without_loading
     assert (loaded.image_size, loaded.num_outputs) == (24, 7)
 
 
+def test_a_saved_models_pixel_range_is_read_from_its_graph_without_loading(tmp_path, monkeypatch):
+    """A remote job's launcher does not load a SavedModel whose signature its proto
+    gives: the range its graph takes (a Keras Rescaling of 8-bit pixels, exported) is
+    read from the proto too, the one a local run's loaded model gets, for its workers."""
+    import keras
+
+    inputs = keras.Input((24, 24, 3))
+    scaled = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(inputs)
+    outputs = keras.layers.Dense(7)(keras.layers.GlobalAveragePooling2D()(scaled))
+    keras.Model(inputs, outputs).export(str(tmp_path / "exported"), verbose=False)
+    loaded = tf_model.resolve_model(str(tmp_path / "exported"))
+    _no_loads(monkeypatch)
+    assert tf_model.resolve_model(str(tmp_path / "exported"), load=False) == loaded
+    assert loaded.input_range == (0.0, 255.0)
+
+
 def test_a_saved_model_whose_proto_leaves_the_outputs_open_is_loaded(tmp_path, monkeypatch):
     import tensorflow as tf
 

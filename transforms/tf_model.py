@@ -15,8 +15,9 @@ This module holds the model's spec, the device settings and call sizes,
 functions. Its parts live in `transforms/model/`: `reference` (`--model`
 values), `loading`, `calls` (the function of images a loaded object is called
 through), `inputs` (image size and pixel range), `probes` (checks and warnings
-of a model's outputs) and `signature` (a SavedModel's signature read without
-loading it); the names other code imports from here are re-exported.
+of a model's outputs), `signature` (a SavedModel's signature read without
+loading it) and `graph_scaling` (the rescaling its graph starts with, read so);
+the names other code imports from here are re-exported.
 """
 
 from __future__ import annotations
@@ -367,8 +368,8 @@ def resolve_model(
         that records its size (else 224 with a warning). A model that fixes its
         size is fed that (H x W: `ModelSpec.image_shape`), refusing another.
       input_range: overrides the pixel range; default (0, 255) for a Keras model
-        whose first layer to change pixel values rescales 8-bit pixels
-        (`_rescaled_pixel_range`), else (0, 1).
+        whose first layer to change pixel values, or a SavedModel whose graph's first
+        ops to, rescale 8-bit pixels (`model_input_range`), else (0, 1).
       label_offset: overrides the automatic offset (1 for 1001 outputs, else 0).
       num_dataset_classes: classes of the dataset, to check the offset fits.
       load: True loads the model and runs it on one black image. False (a launcher
@@ -388,7 +389,9 @@ def resolve_model(
     check_saved_model_folder(model)
     signature = None if load else signature_without_loading(model)
     if signature is not None:
-        learnt = _learnt_from_signature(model, signature, image_size, default_range, jit_compile)
+        learnt = _learnt_from_signature(
+            model, signature, image_size, input_range, default_range, jit_compile
+        )
     else:
         learnt = _learnt_by_loading(model, image_size, input_range, default_range, jit_compile)
     spec = _spec(model, learnt, label_offset, num_dataset_classes)
@@ -414,12 +417,16 @@ def _learnt_from_signature(
     model: ModelReference,
     signature: Any,
     image_size: int | None,
-    input_range: tuple[float, float],
+    given: tuple[float, float] | None,
+    default_range: tuple[float, float],
     jit_compile: bool | None,
 ) -> _Learnt:
-    """What the known models' table or saved_model.pb tell of a model not loaded."""
+    """What the known models' table or saved_model.pb tell of a model not loaded; the
+    range `given` (--input_range) or found in its graph's first ops to change pixel
+    values, else `default_range`."""
     if jit_compile and signature.reference_variables:
         raise _xla_refusal(model.reference)
+    input_range = model_input_range(model, None, given, default_range)
     shape, recorded = signature.input_shape, hub_side(signature.image_sides)
     size = image_size_for(model.reference, model.location, shape, image_size, recorded)
     if signature.num_outputs == 1:  # what the unloaded model tells of its probabilities

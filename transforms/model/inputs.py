@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from transforms.config import MAX_IMAGE_SIZE
+from transforms.model.graph_scaling import GraphScaling, saved_model_scaling
 from transforms.model.loading import is_hub_module_folder
 from transforms.model.reference import ModelReference
 from transforms.model.signature import KNOWN_SIGNATURES, hub_image_sides, meta_graph_loaded
@@ -276,7 +277,15 @@ def _pixel_range_taken(layer: Any | None) -> tuple[float, float] | None:
         return _PIXELS if mean.size and np.all((mean > 1.0) & (mean <= _PIXELS[1])) else None
     if kind != "Rescaling":
         return None
-    scale, offset = np.asarray(layer.scale, np.float64), np.asarray(layer.offset, np.float64)
+    return _affine_pixel_range(layer.scale, layer.offset)
+
+
+def _affine_pixel_range(scale: Any, offset: Any) -> tuple[float, float] | None:
+    """(0, 255) for a map of pixel values x -> `scale` * x + `offset` (scalars, or per
+    channel) that takes 8-bit pixels: onto [0, 1] or [-1, 1], or per channel by means
+    and deviations of 8-bit pixels; else None. A Keras Rescaling's (`_pixel_range_taken`)
+    and a SavedModel graph's first ops' (`GraphScaling`)."""
+    scale, offset = np.asarray(scale, np.float64), np.asarray(offset, np.float64)
     low, high = offset, _PIXELS[1] * scale + offset
     # [0, 1], [-1, 1], or per channel by ImageNet's means and deviations (about
     # [-2.1, 2.6]); a model taking [0, 1] pixels scales them by 1 to 5, not by 1/255.
@@ -334,17 +343,17 @@ def model_input_range(
     given: tuple[float, float] | None,
     default: tuple[float, float],
 ) -> tuple[float, float]:
-    """The pixel range of a loaded model: `given` (--input_range), else for a .keras
-    file the one its first layer that changes pixel values takes, a Rescaling or
-    Normalization (`_pixel_range_taken`), else `default`. A `given` range other than the
-    one found is used, with a warning."""
-    layer = _first_layer(obj) if model.kind == "keras" else None
-    found = _pixel_range_taken(layer)
-    if found is None:
+    """The pixel range of a model, decided at launch: `given` (--input_range), else the
+    one it takes by what first changes pixel values (`_range_taken`: a .keras file's
+    layer, loaded as `obj`, or a SavedModel's ops, read from its proto), else `default`.
+    A `given` range other than the one found is used, with a warning."""
+    taken = _range_taken(model, obj)
+    if taken is None:
         return default
+    found, where = taken
     rescales = (
         f"Model {model.reference} rescales pixels in [{found[0]:g}, {found[1]:g}] in its "
-        f"layer {layer.name!r} ({type(layer).__name__}), the first to change their values"
+        f"{where}, the first to change their values"
     )
     if given is not None:
         _warn_of_other_range(rescales, found, default)
@@ -352,6 +361,35 @@ def model_input_range(
     flags = what_flags_set(None, ("--input_range",))
     _LOG.info("%s: its images are scaled to that range (%s).", rescales, flags)
     return found
+
+
+def _range_taken(model: ModelReference, obj: Any) -> tuple[tuple[float, float], str] | None:
+    """The pixel range a model takes by what first changes pixel values, and what that
+    is as the log names it: a .keras file's (loaded as `obj`) first such layer, a
+    Rescaling or Normalization (`_pixel_range_taken`), or the first ops of a SavedModel
+    folder's graph (`saved_model_scaling`, read from its proto: a remote job's launcher
+    does not load it), of constants (`_affine_pixel_range`); None for any other model,
+    or one they show to take no 8-bit pixels."""
+    if model.kind == "keras":
+        layer = _first_layer(obj)
+        found = _pixel_range_taken(layer)
+        return None if found is None else (found, f"layer {layer.name!r} ({type(layer).__name__})")
+    scaling = _graph_scaling(model)
+    found = None if scaling is None else _affine_pixel_range(scaling.scale, scaling.offset)
+    return None if found is None else (found, f"graph's {scaling.named}")
+
+
+def _graph_scaling(model: ModelReference) -> GraphScaling | None:
+    """`saved_model_scaling` of a SavedModel folder that is no known model (its range is
+    known) or TF1 Hub module; None for any other, or a proto that does not read as
+    expected (the model is fed the default range, as before)."""
+    if model.kind != "saved_model" or model.location in KNOWN_SIGNATURES:
+        return None
+    try:
+        return saved_model_scaling(model.location)
+    except Exception as e:  # an odd proto: the range is not learnt from it
+        _LOG.info("Could not read the pixel range %s takes from its graph: %s", model.reference, e)
+        return None
 
 
 def _warn_of_other_range(

@@ -260,10 +260,12 @@ def _saved_model_load_error(kind: str, location: str, error: Exception) -> Value
     return ValueError(f"--model {location!r} could not be loaded: {str(error).rstrip('.')}.{hint}")
 
 
-# What a .keras file's export loses: the pixel range its Rescaling or Normalization tells.
+# What a .keras file's export may lose: the pixel range its layers tell, which a
+# SavedModel's graph tells only where its first ops rescale the pixels (`model_input_range`).
 _EXPORTED_RANGE = (
-    " with --input_range for the pixels it takes (a SavedModel does not say: 0,1 unless "
-    "given; 0,255 for a model that rescales 8-bit pixels itself)"
+    " with --input_range for the pixels it takes (a SavedModel whose graph starts by "
+    "rescaling 8-bit pixels is fed 0,255, any other 0,1 unless given; 0,255 for a model "
+    "that rescales 8-bit pixels itself)"
 )
 _UNKNOWN_KERAS_OBJECT = re.compile(r"Could not locate (class|function) '([^']+)'")
 

@@ -1,0 +1,255 @@
+"""The scaling a SavedModel applies to its images first, read from its saved_model.pb.
+
+The launcher reads it without loading the model, as it reads the signature, so that a
+remote job decides the pixel range once, where its workers take it from: from the image
+input of the function the job calls (`callable_of`: the `__call__`, else the
+`serving_default` signature), through ops that pass the values on and into the
+functions that calls run, to the first ops that change them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from transforms.model.loading import is_hub_module_folder
+from transforms.model.signature import meta_graph_loaded
+
+__all__ = ["GraphScaling", "saved_model_scaling"]
+
+# Ops whose output is their input (IdentityN: its k-th output is its k-th input), in
+# value if not in type: a Cast to a float type (a model's float16) keeps a pixel's
+# value (`_passes`).
+_PASSING_OPS = frozenset(
+    {
+        "Identity",
+        "IdentityN",
+        "Cast",
+        "EnsureShape",
+        "StopGradient",
+        "PreventGradient",
+        "Snapshot",
+        "CheckNumerics",
+    }
+)
+# Ops that run a function of the library on their inputs (`f`), in order.
+_CALL_OPS = frozenset({"PartitionedCall", "StatefulPartitionedCall"})
+# Ops that read a tensor's shape alone (a Keras layer's dynamic shapes), not its values.
+_SHAPE_OPS = frozenset({"Shape", "ShapeN", "Rank", "Size"})
+# Ops that map x to a * x + b where their other input is a constant (`_affine`).
+_AFFINE_OPS = frozenset({"Mul", "RealDiv", "Add", "AddV2", "Sub"})
+# Bounds on a walk: steps through passing ops and calls, and affine ops composed (a
+# Rescaling is 2, a mean's subtraction and a deviation's division 2 more).
+_MOST_STEPS = 64
+_MOST_AFFINE = 4
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class GraphScaling:
+    """What a SavedModel's first ops to change its images' values do to a pixel x:
+    `scale` * x + `offset`, float64 arrays (scalars, or per channel, broadcasting as the
+    ops did); `ops` (name, type) of each op in order."""
+
+    scale: np.ndarray
+    offset: np.ndarray
+    ops: tuple[tuple[str, str], ...]
+
+    def same_as(self, other: GraphScaling) -> bool:
+        """The same map of pixel values (the ops may be named otherwise)."""
+        return all(
+            np.shape(a) == np.shape(b) and np.array_equal(a, b)
+            for a, b in ((self.scale, other.scale), (self.offset, other.offset))
+        )
+
+    @property
+    def named(self) -> str:
+        """The ops as a log names them: "op 'mul' (Mul)", "ops 'mul' (Mul) and 'add' (AddV2)"."""
+        names = [f"{name!r} ({op})" for name, op in self.ops]
+        listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+        return f"op{'s' if len(names) > 1 else ''} {listed}"
+
+
+class _Scope:
+    """The nodes of a graph or of one function of its library, by name and by the
+    tensors they read: (node or argument name, output index) -> [(node, input index)]."""
+
+    def __init__(self, nodes: Any, functions: dict[str, Any]):
+        self.functions = functions
+        self.nodes = {node.name: node for node in nodes}
+        self._readers: dict[tuple[str, int], list[tuple[Any, int]]] = {}
+        for node in nodes:
+            for k, source in enumerate(node.input):
+                if not source.startswith("^"):  # a control input reads no value
+                    self._readers.setdefault(_tensor(source), []).append((node, k))
+
+    def readers(self, tensor: tuple[str, int]) -> list[tuple[Any, int]]:
+        """The nodes reading `tensor`'s values, with the input they read it as."""
+        return [(n, k) for n, k in self._readers.get(tensor, []) if n.op not in _SHAPE_OPS]
+
+
+def _tensor(source: str) -> tuple[str, int]:
+    """(node or argument name, output index) of an input: `name` (output 0), a graph's
+    `name:1`, or a function's `name:output_arg:1` (the index within that output)."""
+    parts = source.split(":")
+    return parts[0], int(parts[-1]) if len(parts) > 1 else 0
+
+
+def _function_scope(name: str, functions: dict[str, Any]) -> tuple[_Scope, list[str]] | None:
+    """The scope of the library's function `name` and its arguments' names, in order."""
+    function = functions.get(name)
+    if function is None:
+        return None
+    args = [arg.name for arg in function.signature.input_arg]
+    return _Scope(function.node_def, functions), args
+
+
+def _next_op(scope: _Scope, tensor: tuple[str, int]) -> tuple[_Scope, Any, int] | None:
+    """The op that first changes the values of `tensor` of `scope`, its scope and the
+    input it reads them as: through passing ops and into the functions calls run; None
+    where no single op reads them (several, or none: a function that returns them)."""
+    for _ in range(_MOST_STEPS):
+        readers = scope.readers(tensor)
+        if len(readers) != 1:
+            return None
+        ((node, k),) = readers
+        if _passes(node):
+            tensor = (node.name, k if node.op == "IdentityN" else 0)
+        elif node.op in _CALL_OPS:
+            called = _function_scope(node.attr["f"].func.name, scope.functions)
+            if called is None or k >= len(called[1]):
+                return None
+            scope, tensor = called[0], (called[1][k], 0)
+        else:
+            return scope, node, k
+    return None
+
+
+def _passes(node: Any) -> bool:
+    """Whether `node` passes its input's values on: a passing op, a Cast to a float type
+    (one to integers rounds them)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    if node.op != "Cast":
+        return node.op in _PASSING_OPS
+    return tf.dtypes.as_dtype(node.attr["DstT"].type).is_floating
+
+
+def _constant(scope: _Scope, source: str) -> np.ndarray | None:
+    """The value of input `source` of `scope` where it is a Const (through Identity
+    and Cast ops), as float64; None for any other (a variable, a computed tensor)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    node = scope.nodes.get(_tensor(source)[0])
+    for _ in range(_MOST_STEPS):
+        if node is None or node.op not in ("Identity", "Cast"):
+            break
+        node = scope.nodes.get(_tensor(node.input[0])[0]) if node.input else None
+    if node is None or node.op != "Const":
+        return None
+    value = np.asarray(tf.make_ndarray(node.attr["value"].tensor), np.float64)
+    return value if np.all(np.isfinite(value)) else None
+
+
+def _affine(scope: _Scope, node: Any, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(a, b) where `node` maps its input k, x, to a * x + b: a Mul, RealDiv (of x by
+    it), Add or Sub of a constant; None for any other op."""
+    sources = [source for source in node.input if not source.startswith("^")]
+    if node.op not in _AFFINE_OPS or len(sources) != 2:
+        return None
+    c = _constant(scope, sources[1 - k])
+    if c is None:
+        return None
+    one, zero = np.float64(1.0), np.float64(0.0)
+    if node.op == "Mul":
+        return c, zero
+    if node.op == "RealDiv":  # c / x is no scaling of x
+        return (1.0 / c, zero) if k == 0 and np.all(c != 0) else None
+    if node.op == "Sub":
+        return (one, -c) if k == 0 else (-one, c)
+    return one, c
+
+
+def _scaling_from(scope: _Scope, tensor: tuple[str, int]) -> GraphScaling | None:
+    """The affine ops of constants that first change the values of `tensor`, composed;
+    None where the first op to change them is any other."""
+    scale, offset, ops = np.float64(1.0), np.float64(0.0), []
+    found = _next_op(scope, tensor)
+    while found is not None and len(ops) < _MOST_AFFINE:
+        scope, node, k = found
+        affine = _affine(scope, node, k)
+        if affine is None:
+            break
+        a, b = affine
+        scale, offset = a * scale, a * offset + b
+        ops.append((node.name, node.op))
+        found = _next_op(scope, (node.name, 0))
+    return GraphScaling(np.asarray(scale), np.asarray(offset), tuple(ops)) if ops else None
+
+
+def _call_inputs(meta: Any, node: Any) -> list[tuple[_Scope, tuple[str, int]]]:
+    """The image input of each concrete function of a `__call__` that takes one tensor
+    of 4 dimensions (or of any shape), as `callable_of` calls it: its first argument."""
+    from tensorflow.python.saved_model import nested_structure_coder  # noqa: PLC0415
+
+    functions = {f.signature.name: f for f in meta.graph_def.library.function}
+    inputs = []
+    for name in node.function.concrete_functions:
+        function = meta.object_graph_def.concrete_functions[name]
+        args, kwargs = nested_structure_coder.decode_proto(function.canonicalized_input_signature)
+        specs = [spec for spec in (*args, *kwargs.values()) if hasattr(spec, "shape")]
+        if len(specs) != 1 or specs[0].shape.rank not in (None, 4):
+            continue
+        called = _function_scope(name, functions)
+        if called is not None and called[1]:
+            inputs.append((called[0], (called[1][0], 0)))
+    return inputs
+
+
+def _signature_input(meta: Any, name: str) -> list[tuple[_Scope, tuple[str, int]]]:
+    """The image input of the signature `name` of `meta`, in its graph: [] where it has
+    none or several inputs (loading refuses those)."""
+    signature = meta.signature_def.get(name)
+    if signature is None or len(signature.inputs) != 1:
+        return []
+    (tensor,) = signature.inputs.values()
+    if tensor.WhichOneof("encoding") != "name":
+        return []
+    functions = {f.signature.name: f for f in meta.graph_def.library.function}
+    return [(_Scope(meta.graph_def.node, functions), _tensor(tensor.name))]
+
+
+def _image_inputs(path: str, metas: list) -> list[tuple[_Scope, tuple[str, int]]]:
+    """Where the function the job calls of the SavedModel at `path` takes its images
+    (`callable_of`'s choice, as `_saved_model_signature` reads it): each of a
+    `__call__`'s concrete functions of images, else the serving_default signature's
+    input, in the MetaGraph loading takes; none for a TF1 Hub module."""
+    if len(metas) == 1 and metas[0].object_graph_def.nodes:
+        graph = metas[0].object_graph_def
+        children = {child.local_name: child.node_id for child in graph.nodes[0].children}
+        if "__call__" in children:
+            node = graph.nodes[children["__call__"]]
+            return _call_inputs(metas[0], node) if node.HasField("function") else []
+        return _signature_input(metas[0], "serving_default")
+    if is_hub_module_folder(path):
+        return []
+    meta = meta_graph_loaded(metas, False)
+    return [] if meta is None else _signature_input(meta, "serving_default")
+
+
+def saved_model_scaling(path: str) -> GraphScaling | None:
+    """The map of pixel values x -> scale * x + offset the SavedModel at `path` starts
+    with: the affine ops of constants (Mul, RealDiv, Add, Sub: a Keras Rescaling's) that
+    first change the images' values in the function the job calls, all its concrete
+    functions of images agreeing; None where any starts otherwise (a convolution, a
+    Normalization of variables), or for a TF1 Hub module."""
+    # TF's own reader of saved_model.pb(txt), as `_saved_model_signature` reads it.
+    from tensorflow.python.saved_model import loader_impl  # noqa: PLC0415
+
+    inputs = _image_inputs(path, loader_impl.parse_saved_model(path).meta_graphs)
+    scalings = [_scaling_from(scope, tensor) for scope, tensor in inputs]
+    if not scalings or scalings[0] is None:
+        return None
+    first = scalings[0]
+    return first if all(s is not None and s.same_as(first) for s in scalings) else None
