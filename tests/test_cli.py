@@ -1537,15 +1537,38 @@ def test_a_finished_run_prints_its_summary_to_an_ascii_stdout(image_folder, line
     ]
 
 
-@pytest.mark.parametrize("verbose", [False, True])
-def test_tensorflows_deprecation_notices_show_with_verbose_only(verbose, caplog):
+def _deprecated_call() -> None:
+    """A call of a function TensorFlow marks deprecated: its notice is logged."""
     from tensorflow.python.util import deprecation
-
-    from pipeline import logs
 
     @deprecation.deprecated(None, "Use something else.")
     def old_function():
         return 1
+
+    old_function()
+
+
+def _retracing_warning() -> None:
+    """TensorFlow's own words, as its frequent-tracing detector logs them."""
+    from tensorflow.python.platform import tf_logging
+
+    tf_logging.warning(
+        "5 out of the last 5 calls to <function f> triggered tf.function retracing. "
+        "Tracing is expensive and ..."
+    )
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+@pytest.mark.parametrize(
+    "notice, words",
+    [
+        (_deprecated_call, "is deprecated and will be removed"),
+        (_retracing_warning, "triggered tf.function retracing"),
+    ],
+    ids=["deprecation", "retracing"],
+)
+def test_tensorflows_notices_show_with_verbose_only(notice, words, verbose, caplog):
+    from pipeline import logs
 
     tf_logger = logging.getLogger("tensorflow")
     filters, level = list(tf_logger.filters), tf_logger.level
@@ -1553,10 +1576,10 @@ def test_tensorflows_deprecation_notices_show_with_verbose_only(verbose, caplog)
         logs.configure_logging(not verbose)  # an earlier run in this process: replaced
         logs.configure_logging(verbose)
         with caplog.at_level(logging.WARNING):
-            old_function()
+            notice()
     finally:
         tf_logger.filters[:], tf_logger.level = filters, level
-    assert ("is deprecated and will be removed" in caplog.text) == verbose
+    assert (words in caplog.text) == verbose
 
 
 def test_tensorflows_retracing_warning_of_a_keras_grouped_convolution_is_not_shown(
@@ -1577,28 +1600,6 @@ def test_tensorflows_retracing_warning_of_a_keras_grouped_convolution_is_not_sho
     keras.Model(inputs, layers.Dense(4)(layers.GlobalAveragePooling2D()(x))).save(model)
     assert main(_flags(image_folder, model, tmp_path / "out", "--faithfulness", "none")) == 0
     assert "triggered tf.function retracing" not in caplog.text
-
-
-@pytest.mark.parametrize("verbose", [False, True])
-def test_tensorflows_retracing_warnings_show_with_verbose_only(verbose, caplog):
-    from tensorflow.python.platform import tf_logging
-
-    from pipeline import logs
-
-    tf_logger = logging.getLogger("tensorflow")
-    filters, level = list(tf_logger.filters), tf_logger.level
-    try:
-        logs.configure_logging(not verbose)  # an earlier run in this process: replaced
-        logs.configure_logging(verbose)
-        with caplog.at_level(logging.WARNING):
-            # TensorFlow's own words, as its frequent-tracing detector logs them.
-            tf_logging.warning(
-                "5 out of the last 5 calls to <function f> triggered tf.function retracing. "
-                "Tracing is expensive and ..."
-            )
-    finally:
-        tf_logger.filters[:], tf_logger.level = filters, level
-    assert ("triggered tf.function retracing" in caplog.text) == verbose
 
 
 @pytest.mark.parametrize("verbose", [False, True])
