@@ -2407,7 +2407,8 @@ def test_signatures_and_shapes_the_job_cannot_use_are_refused_at_launch(
         "holds Python code (a Lambda layer), which the job does not run from a file (it "
         "loads .keras files with safe_mode=True): export the model as a SavedModel "
         "(model.export(folder)) and pass that folder with --input_range for the pixels it "
-        "takes (a SavedModel whose graph starts by rescaling 8-bit pixels is fed 0,255": (
+        "takes where its graph does not show them (a SavedModel whose first ops rescale "
+        "8-bit pixels is fed 0,255, any other 0,1 unless given)": (
             _keras_lambda(tmp_path / "lambda.keras")
         ),
         f"takes inputs of shape (None, {SIZE}, {SIZE}, 1); this pipeline needs images [batch, "
@@ -2918,9 +2919,9 @@ def test_a_keras_2_file_is_refused_as_such_with_the_export_that_runs(
         f"error: --model '{path}' was saved by Keras {tf_keras.__version__} (tf_keras), whose "
         ".keras files Keras 3 does not read: load it with tf_keras (tf_keras.models.load_model) "
         "and export it as a SavedModel (model.export(folder)), then pass that folder with "
-        "--input_range for the pixels it takes (a SavedModel whose graph starts by rescaling "
-        "8-bit pixels is fed 0,255, any other 0,1 unless given; 0,255 for a model that "
-        "rescales 8-bit pixels itself)."
+        "--input_range for the pixels it takes where its graph does not show them (a "
+        "SavedModel whose first ops rescale 8-bit pixels is fed 0,255, any other 0,1 unless "
+        "given)."
     )
     assert not (tmp_path / "out").exists()
     exported = _flags(image_folder, str(tmp_path / "exported"), tmp_path / "out")
@@ -3056,9 +3057,9 @@ def test_a_keras_file_with_a_custom_class_is_refused_with_the_export_that_runs(
         f"error: --model '{tmp_path / 'custom.keras'}' uses the custom class 'Doubling', whose "
         "code a .keras file does not hold and the job cannot import: export the model as a "
         "SavedModel (model.export(folder)) and pass that folder with --input_range for the "
-        "pixels it takes (a SavedModel whose graph starts by rescaling 8-bit pixels is fed "
-        "0,255, any other 0,1 unless given; 0,255 for a model that rescales 8-bit pixels "
-        "itself), or rebuild it from Keras' own layers."
+        "pixels it takes where its graph does not show them (a SavedModel whose first ops "
+        "rescale 8-bit pixels is fed 0,255, any other 0,1 unless given), or rebuild it from "
+        "Keras' own layers."
     )
     assert "Full object config" not in err and not (tmp_path / "out").exists()
     exported = _flags(image_folder, str(tmp_path / "exported"), tmp_path / "out")

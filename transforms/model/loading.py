@@ -263,9 +263,9 @@ def _saved_model_load_error(kind: str, location: str, error: Exception) -> Value
 # What a .keras file's export may lose: the pixel range its layers tell, which a
 # SavedModel's graph tells only where its first ops rescale the pixels (`model_input_range`).
 _EXPORTED_RANGE = (
-    " with --input_range for the pixels it takes (a SavedModel whose graph starts by "
-    "rescaling 8-bit pixels is fed 0,255, any other 0,1 unless given; 0,255 for a model "
-    "that rescales 8-bit pixels itself)"
+    " with --input_range for the pixels it takes where its graph does not show them (a "
+    "SavedModel whose first ops rescale 8-bit pixels is fed 0,255, any other 0,1 unless "
+    "given)"
 )
 _UNKNOWN_KERAS_OBJECT = re.compile(r"Could not locate (class|function) '([^']+)'")
 
