@@ -115,8 +115,9 @@ def probe_outputs(
             f"--model {reference!r} has no gradient with respect to its input images "
             "(a tf.stop_gradient, or an op that has none); Integrated Gradients needs one."
         )
-    _check_deterministic(reference, call, images, scores.numpy())
-    return scores.numpy()
+    outputs = scores.numpy()
+    _check_deterministic(reference, call, images, outputs, input_range)
+    return outputs
 
 
 # How far an image's scores may move, as a share of the probe's largest: between two
@@ -132,13 +133,13 @@ _SAME_CALL = 1e-3
 _SAME_SCORES = 1e-2
 
 
-def _check_deterministic(reference: str, call, images, scores: np.ndarray) -> None:
+def _check_deterministic(reference: str, call, images, scores: np.ndarray, input_range) -> None:
     """An image's scores depend on it alone, as IG's sums over calls of many batches of
     path points (and the rows padding a call) take them to: the same on a second call
     of a textured image (no Dropout, no random augmentation: a plain image's flip is
     itself) and beside another image (not a BatchNormalization normalising by the
     batch's statistics, in training mode). `images`: the probe's [low, high] plain
-    images, `scores` the model's outputs on them.
+    images of `input_range`, `scores` the model's outputs on them.
 
     Raises:
       ValueError: naming the model, how far its scores moved and the export that fits.
@@ -146,12 +147,12 @@ def _check_deterministic(reference: str, call, images, scores: np.ndarray) -> No
     import tensorflow as tf  # noqa: PLC0415
 
     first = np.asarray(scores, np.float64)
-    largest = float(np.abs(first).max(initial=0.0))
-    textured = tf.constant(_textured(images))
+    textured = tf.constant(_textured(np.shape(images), input_range))
     once, again = (np.asarray(call(textured), np.float64) for _ in range(2))
     beside_itself = np.asarray(call(tf.stack([images[0], images[0]])), np.float64)
+    largest = float(max(np.abs(first).max(initial=0.0), np.abs(once).max(initial=0.0)))
     moved = float(np.abs(again - once).max(initial=0.0))
-    if moved > _SAME_CALL * (largest := max(largest, float(np.abs(once).max(initial=0.0)))):
+    if moved > _SAME_CALL * largest:
         why = f"gives other scores for the same images on each call (up to {moved:.3g} apart"
     elif (moved := float(np.abs(beside_itself[0] - first[0]).max(initial=0.0))) > (
         _SAME_SCORES * largest
@@ -172,11 +173,11 @@ def _check_deterministic(reference: str, call, images, scores: np.ndarray) -> No
     )
 
 
-def _textured(images) -> np.ndarray:
-    """Two textured images of the probe's range (`images`: its [low, high] plain ones):
-    a flip or a rotation changes them, where it leaves a plain image as it is."""
-    low, high = float(np.min(images[0])), float(np.max(images[1]))
-    noise = np.random.default_rng(0).uniform(size=(2, *np.shape(images)[1:]))
+def _textured(shape: tuple[int, ...], input_range) -> np.ndarray:
+    """Images of `shape` ([N, H, W, 3]) textured in `input_range`: a flip or a rotation
+    changes them, where it leaves a plain image as it is."""
+    low, high = map(float, input_range)
+    noise = np.random.default_rng(0).uniform(size=shape)
     return (low + (high - low) * noise).astype(np.float32)
 
 
