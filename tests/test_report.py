@@ -1540,6 +1540,22 @@ def test_a_run_where_every_input_failed_is_not_reported_as_fine(tmp_path):
     assert not page.images.get("completeness")
 
 
+def test_a_run_that_had_no_inputs_says_so(tmp_path):
+    # The run of an earlier version on a TFDS split that read no example ('test[:0]'),
+    # which now exits 2 at launch (an image folder without files fails the run): its
+    # manifest counts no input, and it has no rows nor errors.
+    output = write_output(tmp_path / "out", [[make_row("a.png", None, 7, 0.3, 0.0)]], dataset="x")
+    pq.write_table(results_schema().empty_table(), next(Path(output, "results").glob("*.parquet")))
+    for errors in Path(output, "errors").glob("*.parquet"):
+        errors.unlink()
+    manifest = json.loads(Path(output, "manifest.json").read_text())
+    manifest["counts"].update(inputs=0, rows=0, errors=0, images_with_rows=0, images_with_errors=0)
+    Path(output, "manifest.json").write_text(json.dumps(manifest))
+    page = build_report(output)
+    assert "This run had no inputs" in page and "No result rows: the run had no inputs." in page
+    assert "every input failed" not in page and "None of the 0 rows" not in page
+
+
 def test_the_errors_section_counts_each_reason_also_of_errors_past_the_rows_shown(tmp_path):
     # 60 empty files sort before 10 truncated ones: the table's first 50 rows were
     # all 'empty file', and nothing on the page said that 10 inputs were truncated.

@@ -29,6 +29,7 @@ from tests.conftest import (
     cli_args,
     closed_port,
     dense_keras,
+    launched,
     write_image,
 )
 from transforms import files, labels, sources
@@ -980,20 +981,36 @@ def test_the_gallery_of_a_tfds_run_says_what_it_can_show(
     assert shows in page and "translucently" not in page
 
 
-def test_an_empty_split_exits_1_and_says_the_dataset_gave_no_image(
-    tiny_imagenet_a, linear_keras, tmp_path, capsys
+def test_a_split_that_reads_no_example_exits_2_before_the_model_loads(
+    tiny_imagenet_a, linear_keras, tmp_path
 ):
-    args = cli_args(dataset="imagenet_a", split="test[:0%]", data_dir=tiny_imagenet_a)
+    # 'test[:0]' loaded the model, ran the pipeline on nothing and exited 1 ("no input:
+    # the dataset gave no image"): the split's size is in the prepared dataset's info.
+    # A real process: its whole stderr is the one error line (no "Loaded" model line).
+    args = cli_args(dataset="imagenet_a", split="test[:0]", data_dir=tiny_imagenet_a)
     args += cli_args(model=linear_keras, output=tmp_path / "out", steps=2)
-    assert main(args) == 1
-    err = capsys.readouterr().err
-    assert "error: no input: the dataset gave no image (check --dataset and --split)." in err
-    assert read_manifest(str(tmp_path / "out"))["counts"]["inputs"] == 0
-    from pipeline.report import build_report
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = launched([sys.executable, "-m", "pipeline", *args])
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = done.stderr.splitlines()  # but TensorFlow's C++ start-up lines: "E0000 00:00..."
+    assert [line for line in lines if not re.match(r"[EWI]\d{4} ", line)] == [
+        "error: --split 'test[:0]' reads no example of 'imagenet_a' (test: 4 examples); pass "
+        "a split or slice that holds some, e.g. --split test."
+    ]
+    assert not (tmp_path / "out").exists()
 
-    page = build_report(str(tmp_path / "out"))
-    assert "This run had no inputs" in page and "No result rows: the run had no inputs." in page
-    assert "every input failed" not in page and "None of the 0 rows" not in page
+
+@pytest.mark.parametrize("split", ["test[:0%]", "test[:10%]", "test[2:2]+test[-1:-1]"])
+def test_every_split_spec_that_reads_no_example_exits_2(
+    split, tiny_imagenet_a, linear_keras, tmp_path, capsys
+):
+    # 'test[:10%]' of 4 examples rounds to none.
+    line = _refused_split(split, tiny_imagenet_a, linear_keras, tmp_path, capsys)
+    assert line == (
+        f"error: --split {split!r} reads no example of 'imagenet_a' (test: 4 examples); pass "
+        "a split or slice that holds some, e.g. --split test."
+    )
 
 
 def test_a_tfds_dataset_under_tfds_testing_mock_data_is_audited_offline(linear_keras, tmp_path):
@@ -1074,7 +1091,7 @@ def test_tfds_split_whose_slice_ends_before_it_starts_exits_2_before_any_work(
     )
     with pytest.raises(ValueError, match=re.escape(reversed_slice)):
         sources.resolve_tfds("imagenet_a", "test[3:1]", tiny_imagenet_a, download=False)
-    assert sources.resolve_tfds("imagenet_a", "test[2:2]", tiny_imagenet_a, False).num_examples == 0
+    assert sources.resolve_tfds("imagenet_a", "test[2:3]", tiny_imagenet_a, False).num_examples == 1
 
 
 def test_tfds_split_that_does_not_parse_is_refused_before_any_download(tmp_path):

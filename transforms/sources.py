@@ -1004,6 +1004,36 @@ def _image_key(name: str, image_keys: list[str], supervised: Sequence[Any]) -> s
     return key
 
 
+def _checked_split(name: str, split: str, builder: Any) -> tuple[int, list[tuple[str, int, int]]]:
+    """The examples a split spec reads and its parts' `_read_ranges`, from the sizes
+    `builder.info` holds (prepared, or declared by the builder): an unknown split, a
+    slice beyond its size or ending before it starts, parts that overlap and a spec
+    that reads no example are refused."""
+    num_examples = _split_size(name, split, builder)
+    ranges = _read_ranges(name, split, builder)
+    _check_no_overlap(name, split, ranges)
+    _check_not_empty(name, split, num_examples, builder)
+    return num_examples, ranges
+
+
+def _check_not_empty(name: str, split: str, num_examples: int, builder: Any) -> None:
+    """Refuses a split spec that reads no example ('test[:0]', 'test[:1%]' of a small
+    split, a split prepared empty): the run loaded the model, then had no input."""
+    if num_examples:
+        return
+    sizes = {str(s): info.num_examples for s, info in builder.info.splits.items()}
+    held = ", ".join(f"{s}: {wording.count(n, 'example')}" for s, n in sizes.items())
+    some = [s for s, n in sizes.items() if n]
+    fix = (
+        f"pass a split or slice that holds some, e.g. --split {some[0]}"
+        if some
+        else "none holds an example: check --dataset and --data_dir"
+    )
+    raise ValueError(
+        f"--split {split!r} reads no example of {name!r} ({held or 'no split'}); {fix}."
+    )
+
+
 def _split_size(name: str, split: str, builder: Any) -> int:
     try:
         return builder.info.splits[split].num_examples
@@ -1142,7 +1172,8 @@ def resolve_tfds(
       ValueError: a split spec that does not parse (checked first, before any
         download), unknown dataset, no image feature or one of floats,
         unknown split, a slice beyond its split's size or ending before it starts, a split
-        whose parts overlap, or not prepared (with how to prepare it).
+        whose parts overlap or that reads no example, or not prepared (with how to
+        prepare it).
     """
     _check_split_syntax(split)
     builder = _tfds_builder(name, data_dir)
@@ -1152,10 +1183,9 @@ def resolve_tfds(
     image_key, label_key, file_name_key = _feature_keys(name, builder)
     if mocked:  # no split files, nor sizes: the mock's own examples
         num_examples = int(builder.as_dataset(split=split).cardinality())
+        _check_not_empty(name, split, num_examples, builder)
     else:
-        num_examples = _split_size(name, split, builder)
-        ranges = _read_ranges(name, split, builder)
-        _check_no_overlap(name, split, ranges)
+        num_examples, ranges = _checked_split(name, split, builder)
         _check_split_files(name, {part for part, _, _ in ranges}, builder, data_dir)
     features = builder.info.features
     class_names = tuple(features[label_key].names) if label_key else None
