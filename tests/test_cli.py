@@ -639,6 +639,30 @@ _BUILD_FIX = (
 
 
 @pytest.mark.parametrize(
+    "split, said",
+    [
+        ("nosuchsplit", "--split 'nosuchsplit' is not valid for 'tiny_declared'; its splits"),
+        ("test[:0]", "--split 'test[:0]' reads no example of 'tiny_declared' (test: 1 example)"),
+    ],
+)
+def test_a_split_a_builder_declares_no_example_of_is_refused_before_any_download(
+    split, said, tmp_path, capfd, caplog
+):
+    # The split was checked once the dataset was prepared: after its download (here one
+    # that cannot succeed, so the network was blamed). A builder that declares its
+    # splits' sizes (as TFDS's metadata restored from its bucket does) is checked first.
+    import tests.tfds_builders  # noqa: F401, PLC0415 - registers tiny_declared
+
+    data_dir = tmp_path / "tfds"
+    args = cli_args(dataset="tiny_declared", data_dir=data_dir, split=split)
+    (line,) = _error_lines(
+        _failed_in_process([*args, *cli_args(output=tmp_path / "o")], capfd, caplog)
+    )
+    assert line.startswith(f"error: {said}"), line
+    assert not (tmp_path / "o").exists() and not (data_dir / "downloads").exists()
+
+
+@pytest.mark.parametrize(
     "config, answer, cause, fix",
     [
         ("fine", 404, "Failed to get url {url}. HTTP code: 404", _SOURCE_FIX),

@@ -393,3 +393,28 @@ class TinyServed(tfds.core.GeneratorBasedBuilder):
         while wait and not os.path.exists(wait):
             time.sleep(0.1)
         yield 0, {"image": np.full((SIZE, SIZE, 3), 90, np.uint8)}
+
+
+class TinyDeclared(tfds.core.GeneratorBasedBuilder):
+    """One flat image, downloaded from a host that never resolves, as TinyDownload, from a
+    builder that declares its split's size in its info (as TFDS's restored metadata
+    does): which splits it has, and their sizes, are known before any download."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    URL = "https://tiny-declared.invalid/images.zip"
+    url_infos = {URL: tfds.core.download.checksums.UrlInfo(1, "0" * 64, "images.zip")}
+
+    def _info(self):
+        features = {"image": tfds.features.Image(shape=(SIZE, SIZE, 3))}
+        test = tfds.core.SplitInfo(name="test", shard_lengths=[1], num_bytes=0)
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict(features),
+            split_dict=tfds.core.SplitDict([test]),
+        )
+
+    def _split_generators(self, dl_manager):
+        dl_manager.download(self.URL)
+        return {"test": self._generate_examples()}
+
+    def _generate_examples(self):
+        yield 0, {"image": np.full((SIZE, SIZE, 3), 90, np.uint8)}

@@ -1172,13 +1172,15 @@ def resolve_tfds(
       ValueError: a split spec that does not parse (checked first, before any
         download), unknown dataset, no image feature or one of floats,
         unknown split, a slice beyond its split's size or ending before it starts, a split
-        whose parts overlap or that reads no example, or not prepared (with how to
-        prepare it).
+        whose parts overlap or that reads no example (checked before any download where
+        the builder declares its splits' sizes), or not prepared (with how to prepare it).
     """
     _check_split_syntax(split)
     builder = _tfds_builder(name, data_dir)
     mocked = _tfds_mocked()
     if not mocked:
+        if not builder.is_prepared() and builder.info.splits:
+            _checked_split(name, split, builder)  # the sizes it declares: before any download
         builder = _ensure_prepared(name, builder, download, remote_workers, data_dir)
     image_key, label_key, file_name_key = _feature_keys(name, builder)
     if mocked:  # no split files, nor sizes: the mock's own examples
