@@ -66,6 +66,7 @@ from pipeline.resolve import (
     check_imagenet_offset,
     check_labels,
     check_labels_in_model,
+    check_path_batch_memory,
     class_names_for,
     dataset_source,
     fit_to_model,
@@ -156,6 +157,8 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     handoff = ModelHandoff() if is_direct(options) else None
     spec = resolve_model_spec(audit, model, data, input_range, handoff)
     config = fit_to_model(audit, config, spec)
+    if is_direct(options):  # its workers run on this machine
+        check_path_batch_memory(config, spec, batch)
     data = in_model_label_space(data, spec)
     check_imagenet_offset(audit, spec, data)
     check_labels_in_model(audit, config, spec, data)

@@ -5718,3 +5718,54 @@ def test_a_run_given_beams_fnapirunner_is_the_local_run_it_is(command_line_runs)
     assert code == 0, err
     assert "progress: 5/5 images (100%)" in err and "images/s" in err
     assert "Results in" in out and "(4 rows)" in out, out
+
+
+def _memory() -> int:
+    """This machine's memory in bytes, as the job reads it (its container's limit aside)."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+# Bytes a path point of the bundled model's 224x224 input holds, as measured (28 MB).
+_BUNDLED_POINT = 224 * 224 * 3 * 186
+
+
+def test_a_path_batch_size_whose_calls_cannot_fit_in_memory_exits_2_with_one_that_fits(
+    tmp_path, capfd, caplog
+):
+    # --path_batch_size had no upper bound: 100000 points of the bundled model's
+    # 224x224 input (28 MB each) ran out of memory while running, exit 1 or a SIGKILL.
+    # 64 images of 4096 points each give calls of the whole 100000.
+    if _memory() >= 100000 * _BUNDLED_POINT:
+        pytest.skip("this machine holds 2.8 TB")
+    flags = cli_args(output=tmp_path / "o", path_batch_size=100000, steps=4096, tolerance=0)
+    flags += cli_args(batch_size=64, faithfulness="none")
+    (line,) = _error_lines(_failed_in_process(flags, capfd, caplog))
+    assert line == (
+        "error: --path_batch_size 100000: gradient calls of 100000 path points need about "
+        "2799.8 GB (28.0 MB a point at the model's 224x224 input), more than this machine's "
+        f"{_memory() / 1e9:.1f} GB of memory; pass --path_batch_size "
+        f"{_memory() // 2 // _BUNDLED_POINT} or less, or auto."
+    )
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_path_batch_size_is_refused_only_where_the_calls_it_makes_cannot_fit():
+    # A call holds at most a round of the batch's points (8 images of 16 here: 128),
+    # whatever a larger --path_batch_size allows; a value that fits is never refused.
+    from pipeline.resolve import check_path_batch_memory  # noqa: PLC0415
+    from transforms.tf_model import ModelSpec  # noqa: PLC0415
+
+    def check(value: int, kind: str = "bundled", steps: int = 4096, batch: int = 64) -> None:
+        spec = ModelSpec("m", kind, "m", 224, (0.0, 1.0), 1000, 0, "x")
+        config = AttributionConfig(steps=steps, tolerance=0, path_batch_size=value)
+        check_path_batch_memory(config, spec, batch)
+
+    most = _memory() // _BUNDLED_POINT
+    check(10**9, steps=16, batch=8)
+    check(_memory() // 2 // _BUNDLED_POINT)  # the value the refusal says fits
+    check(most)
+    with pytest.raises(pipeline_main.ConfigError, match=rf"--path_batch_size {most + 1}: "):
+        check(most + 1)
+    # Another model is held to what any model's point holds at least: its input, its
+    # gradient and its contribution, 12 bytes a value (1.8 MB at 224x224).
+    check(most + 1, kind="keras")
