@@ -7,7 +7,7 @@ values; `python -m pipeline --help` needs only this module, so it prints at once
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pipeline.commands import CommandParser, user_path
@@ -43,7 +43,9 @@ __all__ = [
     "MAX_IMAGE_SIZE",
     "MIN_IMAGE_SIZE",
     "add_flags",
+    "given_more_than_once",
     "help_text",
+    "repeated_flag_warnings",
     "report_parser",
     "sanity_parser",
 ]
@@ -297,6 +299,68 @@ def _execution_flags(add: Callable[..., Any]) -> None:
         action="store_true",
         help="Show TensorFlow's start-up messages and INFO logs of Beam and TensorFlow.",
     )
+
+
+# argparse actions whose flag given again replaces its value (store_true and
+# store_false are store_const); the others (append, Beam's lists) accumulate. argparse
+# names its action classes only privately.
+_LAST_ONE_COUNTS = (argparse._StoreAction, argparse._StoreConstAction)  # noqa: SLF001
+
+
+def given_more_than_once(
+    argv: Sequence[str], actions: Mapping[str, argparse.Action]
+) -> dict[str, list[str]]:
+    """The flags `argv` gives more than once where the last one counts, each under the
+    name first typed, with the values given in order: a flag that stores its value
+    (`--steps 8 --steps=12`, by any of its names in `actions`, argparse's map of
+    option strings) or an unknown one (by name; its value where joined by '=');
+    not one that accumulates (`--experiments a --experiments b`). A switch's value
+    is its name."""
+    given: dict[object, tuple[str, list[str]]] = {}
+    for i, arg in enumerate(argv):
+        if not arg.startswith("--"):
+            continue
+        name, joined, value = arg.partition("=")
+        action = actions.get(name)
+        if action is not None and not isinstance(action, _LAST_ONE_COUNTS):
+            continue
+        if action is not None and action.nargs == 0:
+            value = name
+        elif not joined and action is not None:
+            value = argv[i + 1] if i + 1 < len(argv) else ""
+        key = action.dest if action is not None else name
+        given.setdefault(key, (name, []))[1].append(value)
+    return {name: values for name, values in given.values() if len(values) > 1}
+
+
+def repeated_flag_warnings(
+    argv: Sequence[str], actions: Mapping[str, argparse.Action]
+) -> list[str]:
+    """What a command that gives a known flag more than once with different values is
+    warned of: argparse keeps the last silently, so `--steps 16 --steps 32` ran with
+    32 and nothing said the 16 was dropped. The same value again loses nothing. Several
+    --baseline names are averaged given in one, so that is said with the comma form."""
+    said = []
+    for flag, values in given_more_than_once(argv, actions).items():
+        if flag not in actions or len({_compared(flag, v) for v in values}) == 1:
+            continue
+        text = f"{flag} given {len(values)} times ({', then '.join(values)}): the last counts"
+        if actions[flag].dest == "baseline":
+            names = dict.fromkeys(n.strip() for value in values for n in value.split(","))
+            said.append(
+                f"{text}, as for any flag; to average several baselines, give them in one, "
+                f"comma-separated: --baseline {','.join(names)}."
+            )
+        else:
+            said.append(f"{text}: {flag} {values[-1]} is used; give each flag once.")
+    return said
+
+
+def _compared(flag: str, value: str) -> object:
+    """A flag's value as compared with its others: --baseline's names, spaces aside."""
+    if flag == "--baseline":
+        return tuple(n.strip() for n in value.split(","))
+    return value
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):

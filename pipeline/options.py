@@ -23,7 +23,9 @@ from pipeline.flags import (
     MAX_IMAGE_SIZE,
     MIN_IMAGE_SIZE,
     add_flags,
+    given_more_than_once,
     help_text,
+    repeated_flag_warnings,
 )
 from transforms import wording
 from transforms.config import (
@@ -508,8 +510,8 @@ def check_flags(argv: Sequence[str]) -> list[str]:
     """Validates flag names and value types of `argv` before any work.
 
     Returns argv as strings (paths and numbers as their text), negative values
-    attached to their flags (`--input_range=-1,1`); warns of a --baseline given
-    more than once with other names (the last counts; several are averaged given in one).
+    attached to their flags (`--input_range=-1,1`); warns of a flag given more than
+    once with other values (`pipeline.flags.repeated_flag_warnings`: the last counts).
     Flags that neither the project nor Beam declares are refused with the closest
     known flag; on portable runners (Flink, Spark, Prism, a job server), whose job
     server may take flags of its own, only likely misspellings of known flags are.
@@ -546,27 +548,9 @@ def check_flags(argv: Sequence[str]) -> list[str]:
             passed_flag = "=" not in arg
             continue
         raise ConfigError(message)
-    _warn_repeated_baseline(argv)
+    for warning in repeated_flag_warnings(argv, parser._option_string_actions):  # noqa: SLF001
+        _LOG.warning("%s", warning)
     return argv
-
-
-def _warn_repeated_baseline(argv: Sequence[str]) -> None:
-    """Warns of --baseline given more than once with other names: the last counts, as
-    for any flag, but several baselines are averaged, so `--baseline black --baseline
-    white` reads as both. The same names again (spaces aside) lose nothing: no warning."""
-    given = [
-        arg.split("=", 1)[1] if "=" in arg else argv[i + 1]
-        for i, arg in enumerate(argv)
-        if arg.startswith("--baseline=") or (arg == "--baseline" and i + 1 < len(argv))
-    ]
-    if len({tuple(n.strip() for n in value.split(",")) for value in given}) > 1:
-        _LOG.warning(
-            "--baseline given %d times (%s): the last counts, as for any flag; to average "
-            "several baselines, give them in one, comma-separated: --baseline %s.",
-            len(given),
-            ", then ".join(given),
-            ",".join(dict.fromkeys(n.strip() for value in given for n in value.split(","))),
-        )
 
 
 def _end_of_flags_message(rest: Sequence[str]) -> str:
@@ -581,30 +565,7 @@ def _end_of_flags_message(rest: Sequence[str]) -> str:
 
 
 def overridden_flags(command: Sequence[str]) -> list[str]:
-    """The flags `command` gives more than once where the last one counts.
-
-    A flag that stores its value (`--steps 8 --steps 12`, by any of its names) is
-    overridden; one that accumulates (`--experiments a --experiments b`, Beam's
-    list and dict flags) is not. Unknown flags are compared by name.
-    """
+    """The flags `command` gives more than once where the last one counts
+    (`pipeline.flags.given_more_than_once`, of the project's and Beam's flags)."""
     actions = _full_parser()._option_string_actions  # noqa: SLF001 - argparse has no public map
-    seen: dict[object, str] = {}
-    overridden: list[str] = []
-    for arg in map(str, command):
-        if not arg.startswith("--"):
-            continue
-        name = arg.split("=", 1)[0]
-        action = actions.get(name)
-        if action is not None and not isinstance(action, _LAST_ONE_COUNTS):
-            continue
-        key = action.dest if action is not None else name
-        if key in seen and seen[key] not in overridden:
-            overridden.append(seen[key])
-        seen.setdefault(key, name)
-    return overridden
-
-
-# argparse actions whose flag given again replaces its value (store_true and
-# store_false are store_const); the others (append, Beam's lists) accumulate. argparse
-# names its action classes only privately.
-_LAST_ONE_COUNTS = (argparse._StoreAction, argparse._StoreConstAction)  # noqa: SLF001
+    return list(given_more_than_once([str(a) for a in command], actions))

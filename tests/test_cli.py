@@ -5769,3 +5769,22 @@ def test_a_path_batch_size_is_refused_only_where_the_calls_it_makes_cannot_fit()
     # Another model is held to what any model's point holds at least: its input, its
     # gradient and its contribution, 12 bytes a value (1.8 MB at 224x224).
     check(most + 1, kind="keras")
+
+
+def test_a_flag_given_twice_with_other_values_is_warned_of_naming_the_one_used(caplog):
+    # `--steps 16 --steps 32` ran with 32 and said nothing of the 16 (argparse keeps the
+    # last); only --baseline was warned of. The same value again, a switch given twice
+    # and flags that accumulate lose nothing: no warning.
+    from pipeline.options import check_flags  # noqa: PLC0415
+
+    with caplog.at_level(logging.WARNING, logger="pipeline.options"):
+        check_flags(["--steps", "16", "--output", "o", "--steps=32", "--method", "gausslegendre"])
+        check_flags(["--steps", "16", "--steps=16", "--overwrite", "--overwrite"])
+        check_flags(["--experiments", "a", "--experiments", "b"])
+        check_flags(["--worker_machine_type", "a", "--machine_type=b"])  # one flag, two names
+    assert caplog.messages == [
+        "--steps given 2 times (16, then 32): the last counts: --steps 32 is used; give each "
+        "flag once.",
+        "--worker_machine_type given 2 times (a, then b): the last counts: "
+        "--worker_machine_type b is used; give each flag once.",
+    ]
