@@ -319,7 +319,9 @@ def threads_watched(verbose: bool) -> Iterator[None]:
     caller's hook, as before. The caller's hook is back in place after the run,
     whatever it is; its logging is left as it is."""
     callers = threading.excepthook
-    threading.excepthook = _thread_hook(verbose, callers)
+    # The command line's own (`configure_logging`) is replaced, not wrapped: wrapped, with
+    # `verbose` each worker's end reached it too, and was noted twice.
+    threading.excepthook = _thread_hook(verbose, getattr(callers, "shown_by", callers))
     try:
         yield
     finally:
@@ -345,6 +347,7 @@ def _thread_hook(
             thread = args.thread.name if args.thread else "a thread"
             log.error("In %s: %s", thread, _one_line(args.exc_value))
 
+    hook.shown_by = shown_by  # what `threads_watched` hands exceptions to in its place
     return hook
 
 

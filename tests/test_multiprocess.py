@@ -273,6 +273,32 @@ def test_a_worker_that_ends_while_a_stop_stops_the_run_is_not_an_error(caplog):
         threading.excepthook = saved
 
 
+@pytest.mark.parametrize("verbose", [False, True])
+def test_a_command_line_run_notes_each_worker_end_once(verbose):
+    # The command line installs its thread hook (`configure_logging`), and the run
+    # watches its threads from Python too (`threads_watched`): with --verbose the run's
+    # hook handed each exception on to the command line's, which noted the end again.
+    from pipeline import logs
+
+    reached: list[str] = []
+    saved, default = threading.excepthook, threading.__excepthook__
+    try:
+        threading.__excepthook__ = lambda args: reached.append(str(args.exc_value))
+        logs._watch_threads(verbose)
+        with logs.threads_watched(verbose):
+            _worker_exits(137)
+        logs.worker_ended(1, connected=False)
+    finally:
+        threading.excepthook, threading.__excepthook__ = saved, default
+    assert logs._ends == [
+        "a worker process ended, return code 137 (SIGKILL, killed, as the system kills a "
+        "process when memory runs out)",
+        "a worker process ended before it connected to the launcher (it could not start), "
+        "return code 1",
+    ]
+    assert reached == (["Worker subprocess exited with return code 137"] if verbose else [])
+
+
 @pytest.mark.parametrize("connected_first", [True, False])
 def test_the_first_worker_end_recorded_names_the_runs_failure(connected_first):
     # Two workers end at nearly the same time, both before the thread of the first
