@@ -426,8 +426,8 @@ def _unknown_flag_message(arg: str, parser: argparse.ArgumentParser) -> str:
     typed = name.lower()  # flags are lower-case: --STEPS is --steps in capitals
     # A flag cut short (--tol) means a project flag it begins, not the closest
     # spelling (--top_k); else a Beam flag it begins (--direct_num, not --resume).
-    prefixed = [flag for flag in project if len(typed) > 3 and flag.startswith(typed)]
-    prefixed = prefixed or [flag for flag in known if len(typed) > 3 and flag.startswith(typed)]
+    begun = [flag for flag in known if flag.startswith(typed)] if len(typed) > 3 else []
+    prefixed = [flag for flag in begun if flag in project] or begun
     match = (
         difflib.get_close_matches(typed, prefixed, n=1, cutoff=0)
         or difflib.get_close_matches(typed, project, n=1, cutoff=0.6)
