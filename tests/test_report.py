@@ -1250,6 +1250,20 @@ def test_faithfulness_section_flags_rows_no_better_than_chance(folder_run):
     assert re.search(r'<div class="v">2</div><div class="k">rows no better than chance', text)
 
 
+def test_the_faithfulness_section_says_what_beating_one_random_ranking_shows(folder_run):
+    # Each row is compared with one random ranking: a map of noise beats it on a check
+    # in about half the rows (tests/test_faithfulness.py; 20-28 % on both, on the
+    # sample). "rows where IG beats chance: 4 of 8" read as support where it is what
+    # noise scores, and nothing said that a row beating its control is not shown
+    # faithful by that, nor that the curves follow the probability, not the logit.
+    add_columns(folder_run["output"], NEW_VALUES)
+    section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
+    section = " ".join(section.split())
+    assert "a map of noise beats it in about half of a check's rows by luck" in section
+    assert "a row that beats its control is not shown to be faithful by that alone" in section
+    assert "the target's probability, whatever --score" in section
+
+
 def test_a_median_auc_just_below_1_is_not_shown_as_1(folder_run):
     # A real run's insertion AUCs had the median 0.99954: the table read '1', a perfect
     # insertion curve for a map that is not; a median that is 1 still reads '1'.
