@@ -16,8 +16,10 @@ descending (positive evidence first; equal values in the order of the row's
 random control, below, so that a map of one value everywhere is the control). For a
 linear model and a map against the deletion reference alone, the signed channel
 sum is exactly what removing the pixel takes off the score, so this ranking is
-the one that drops it fastest (a map averaged over several baselines is not
-against the reference alone). An H x W map is ranked as it is.
+the one that drops the score fastest (a map averaged over several baselines is not
+against the reference alone); the curves follow the probability, in which softmax
+cancels what every class's score gains alike, so a map exact for a logit can lose
+to a random ranking. An H x W map is ranked as it is.
 
 Steps: a curve has K steps, i.e. K + 1 points at fractions k / K of the pixels
 (k = 0..K), ``round(k * P / K)`` pixels of P switched at point k.
