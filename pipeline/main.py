@@ -160,7 +160,7 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     if is_direct(options):  # its workers run on this machine
         check_path_batch_memory(config, spec, batch)
     data = in_model_label_space(data, spec)
-    check_imagenet_offset(audit, spec, data)
+    check_imagenet_offset(audit, spec, data, names_file)
     check_labels_in_model(audit, config, spec, data)
     class_names = class_names_for(audit, spec, data, names_file)
     warn_of_other_label_space(data, spec, class_names, names_file)

@@ -24,6 +24,7 @@ from pipeline.runner import check_credentials
 from transforms import labels, manifest, sources, wording
 from transforms.config import AttributionConfig
 from transforms.datasource import IMAGE_SUFFIXES, REMOTE_FOLDER_SCHEMES
+from transforms.model.reference import KNOWN_NAMES
 from transforms.tf_model import ModelHandoff, ModelReference, ModelSpec, resolve_model
 
 __all__ = [
@@ -240,24 +241,49 @@ def in_model_label_space(data: _Dataset, spec: ModelSpec) -> _Dataset:
     return dataclasses.replace(data, source=mapped)
 
 
-def check_imagenet_offset(audit: AuditOptions, spec: ModelSpec, data: _Dataset) -> None:
-    """The sample's, WordNet-id folders' and ImageNet-labelled TFDS datasets' (imagenet_a)
-    labels are ImageNet's 1000 classes: on an ImageNet model (1000 or 1001 outputs) one
-    --label_offset fits them, and any other shifts every label and prediction by one
-    class (the seed notebook's off-by-one)."""
+def check_imagenet_offset(
+    audit: AuditOptions,
+    spec: ModelSpec,
+    data: _Dataset,
+    names_file: tuple[str, ...] | None = None,
+) -> None:
+    """A model of 1000 or 1001 outputs is read as ImageNet's 1000 classes, one
+    --label_offset fitting them (`labels.imagenet_label_offset`); any other reads every
+    label and prediction one class off (the seed notebook's off-by-one). Refused on
+    ImageNet labels (the sample's, WordNet-id folders', imagenet_a's), on a known model
+    (efficientnet_lite0, inception_v1), and where no names tell other classes: neither
+    `names_file` (--class_names) nor a TFDS dataset's own."""
+    fits = labels.imagenet_label_offset(spec.num_outputs)
+    if fits is None or spec.label_offset == fits:
+        return
     imagenet_labels = (
         isinstance(data.source, sources.SampleSource)
         or bool(data.folder_labels)
         or data.tfds_class_names == labels.imagenet_wnids()
     )
-    fits = spec.num_outputs - 1000
-    if imagenet_labels and spec.num_outputs in (1000, 1001) and spec.label_offset != fits:
+    if imagenet_labels:
         raise ConfigError(
             f"--label_offset {spec.label_offset} does not fit --dataset {audit.dataset!r}, "
             f"whose labels are ImageNet's 1000 classes, on --model {audit.model!r} with "
             f"{spec.num_outputs} outputs: the offset that fits is {fits}; leave "
             "--label_offset out."
         )
+    known = spec.reference in KNOWN_NAMES
+    if not known and (names_file is not None or _class_names(spec, data.tfds_class_names)):
+        return
+    fix = "leave --label_offset out"
+    if not known:
+        fix += (
+            f", or, for a model of other classes, pass --class_names naming its {spec.num_classes}"
+        )
+    background = " after a background output" if fits else ""
+    off = abs(spec.label_offset - fits)
+    raise ConfigError(
+        f"--label_offset {spec.label_offset} does not fit --model {audit.model!r} with "
+        f"{spec.num_outputs} outputs, ImageNet's 1000 classes{background}: the offset that "
+        f"fits is {fits}, and {spec.label_offset} would read every prediction "
+        f"{'one class' if off == 1 else wording.classes(off)} off; {fix}."
+    )
 
 
 def class_names_for(

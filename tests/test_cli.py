@@ -389,6 +389,48 @@ def test_a_label_offset_that_shifts_imagenet_labels_exits_2(
     assert job.spec.label_offset == 0
 
 
+@pytest.mark.parametrize(
+    ("model", "offset", "fits"),
+    [("efficientnet_lite0", 1, 0), ("inception_v1", 0, 1), ("custom", 1, 0)],
+)
+def test_a_label_offset_that_shifts_an_imagenet_model_on_unlabelled_images_exits_2(
+    model, offset, fits, linear_keras, offline_hub, tmp_path, capsys
+):
+    # A plain folder of photos has no labels to check the offset against; the default
+    # model with --label_offset 1 ran with every prediction one class off, unnamed, and
+    # no word. A 1000- or 1001-output model is read as ImageNet's 1000 classes.
+    write_image(tmp_path / "images" / "a.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    folder = {"root": str(tmp_path / "images")}
+    reference = linear_keras if model == "custom" else model
+    outputs = 1001 if model == "inception_v1" else 1000
+    assert main(_flags(folder, reference, tmp_path / "out", f"--label_offset={offset}")) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    background = " after a background output" if fits else ""
+    fix = "leave --label_offset out."
+    if model == "custom":
+        fix = (
+            "leave --label_offset out, or, for a model of other classes, pass --class_names "
+            "naming its 999."
+        )
+    assert line == (
+        f"error: --label_offset {offset} does not fit --model {reference!r} with {outputs} "
+        f"outputs, ImageNet's 1000 classes{background}: the offset that fits is {fits}, and "
+        f"{offset} would read every prediction one class off; {fix}"
+    )
+    assert not (tmp_path / "out").exists()
+    # A model of other classes: --class_names names them, and the offset is honoured;
+    # a known ImageNet model's classes are ImageNet's whatever the file says.
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(f"class {i}" for i in range(outputs - offset)))
+    named = _flags(folder, reference, tmp_path / "ok", f"--label_offset={offset}")
+    if model != "custom":
+        assert main([*named, f"--class_names={names}"]) == 2
+        return
+    job, _ = prepare([*named, f"--class_names={names}"])
+    job.lock.release()
+    assert (job.spec.label_offset, job.class_names[0]) == (1, "class 0")
+
+
 @pytest.mark.parametrize("offset", ["1000", "-1"])
 def test_a_label_offset_outside_the_models_outputs_exits_2_naming_it(
     offset, linear_keras, tmp_path, capsys

@@ -1130,10 +1130,13 @@ def test_resume_compares_max_steps_only_where_it_bounds_refinement(
 
 
 def test_resume_names_another_label_offset_on_unlabelled_images(linear_keras, tmp_path):
-    # On WordNet-id folders an offset of 1 is refused at launch; on unlabelled images
-    # it is a setting like the others, which the refusal names (not only the class
-    # names that follow from it).
+    # On WordNet-id folders an offset of 1 is refused at launch; on unlabelled images,
+    # with --class_names naming the 999 classes after a background output (without,
+    # a 1000-output model's are ImageNet's: refused too), it is a setting like the
+    # others, which the refusal names (not only the class names that follow from it).
     write_image(tmp_path / "images" / "a.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(f"class {i}" for i in range(999)))
     args = cli_args(
         dataset=tmp_path / "images",
         model=linear_keras,
@@ -1145,7 +1148,10 @@ def test_resume_names_another_label_offset_on_unlabelled_images(linear_keras, tm
     with pytest.raises(
         ValueError, match=r"differs in --label_offset \(earlier run: 0, this run: 1\); class names"
     ):
-        run([*args, "--label_offset", "1", "--resume"], save_main_session=False)
+        run(
+            [*args, "--label_offset", "1", f"--class_names={names}", "--resume"],
+            save_main_session=False,
+        )
 
 
 @pytest.fixture(scope="module")

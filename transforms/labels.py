@@ -11,6 +11,7 @@ __all__ = [
     "IMAGENET_NUM_CLASSES",
     "MAX_NAME_LENGTH",
     "imagenet_class_names",
+    "imagenet_label_offset",
     "imagenet_wnids",
     "read_class_names",
     "wnid_to_label",
@@ -18,6 +19,14 @@ __all__ = [
 
 IMAGENET_NUM_CLASSES = 1000
 MAX_NAME_LENGTH = 30
+
+
+def imagenet_label_offset(num_outputs: int) -> int | None:
+    """The --label_offset at which a model's outputs are ImageNet's 1000 classes: 0 for
+    1000 outputs, 1 for 1001 (a background class at output 0, as TF Hub's classifiers
+    have); None for a model of any other number of outputs."""
+    return {IMAGENET_NUM_CLASSES: 0, IMAGENET_NUM_CLASSES + 1: 1}.get(num_outputs)
+
 
 # The package's "clean" names are short and readable ('tabby cat', 'Egyptian Mau')
 # except these: two pairs of distinct classes share a name ('missile' for 657 and

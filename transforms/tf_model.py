@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from transforms import labels
 from transforms.ig import IntegrandFn, ScoreFn, ScoreGradFn
 from transforms.model.calls import callable_of
 from transforms.model.inputs import (
@@ -326,11 +327,12 @@ def _pad_rows(rows: int, jit: bool, *arrays: np.ndarray) -> tuple[np.ndarray, ..
 
 
 def _label_offset(reference, num_outputs, label_offset, num_dataset_classes) -> int:
-    """Output index of dataset class 0: given, or 1 for 1001 outputs (a background class).
-    A model of one output (a binary classifier's logit or sigmoid) scores no classes:
-    a dataset of any number of classes is not read in its outputs, so it fits."""
+    """Output index of dataset class 0: given, or ImageNet's (1 for 1001 outputs, a
+    background class), else 0. A model of one output (a binary classifier's logit or
+    sigmoid) scores no classes: a dataset of any number of classes is not read in its
+    outputs, so it fits."""
     if label_offset is None:
-        label_offset = 1 if num_outputs == 1001 else 0
+        label_offset = labels.imagenet_label_offset(num_outputs) or 0
     if not 0 <= label_offset < num_outputs:
         raise ValueError(
             f"--label_offset {label_offset} does not fit --model {reference!r} with "
