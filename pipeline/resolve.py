@@ -289,8 +289,7 @@ def check_imagenet_offset(
 def class_names_for(
     audit: AuditOptions, spec: ModelSpec, data: _Dataset, from_file: tuple[str, ...] | None
 ) -> tuple[str, ...] | None:
-    """The names of the label space, checked against the model; warns on folder labels
-    that the model cannot predict."""
+    """The names of the label space (--class_names', checked against the model)."""
     if from_file is not None and len(from_file) != spec.num_classes:
         fix = "give one name per class"
         if spec.label_offset and len(from_file) == spec.num_outputs:
@@ -304,26 +303,6 @@ def class_names_for(
             f"--class_names {audit.class_names!r} holds {len(from_file)} names but --model "
             f"{audit.model!r} has {wording.classes(spec.num_classes)} ({spec.num_outputs} outputs, "
             f"--label_offset {spec.label_offset}); {fix}."
-        )
-    outside = sorted({label for label in data.folder_labels if label >= spec.num_classes})
-    if outside and spec.num_outputs > 1:  # of one output: `warn_of_other_label_space` says it
-        wnids = labels.imagenet_wnids()
-        # The sample's photos are labelled without sub-folders.
-        where = (
-            "" if isinstance(data.source, sources.SampleSource) else " in WordNet-id sub-folders"
-        )
-        images = sum(1 for label in data.folder_labels if label >= spec.num_classes)
-        _LOG.warning(
-            "%s of %s%s %s outside --model's %s (ImageNet %s): %s label can never be "
-            "predicted, and --target label makes %s.",
-            wording.count(images, "image"),
-            data.source.name,
-            where,
-            "has a label" if images == 1 else "have labels",
-            wording.classes(spec.num_classes),
-            ", ".join(f"{wnids[c]} = {c}" for c in outside[:3]) + (", ..." if outside[3:] else ""),
-            "its" if images == 1 else "their",
-            "it an error" if images == 1 else "them errors",
         )
     if from_file is not None:
         return from_file
@@ -384,25 +363,62 @@ def _warn_of_imagenet_labels(
     data: _Dataset, spec: ModelSpec, class_names: Sequence[str] | None
 ) -> None:
     """ImageNet labels (WordNet-id folders, the sample) on a model of other than 1000
-    classes; a model of one output (a single logit or sigmoid) scores no classes at all,
-    which is said instead of "Unless the model's classes are ImageNet's first 1"."""
+    classes, in one warning: what the labels are read as, those the model can never
+    predict, and how a folder labels its images by the model's own classes instead. A
+    model of one output (a single logit or sigmoid) scores no classes at all, which is
+    said instead of "Unless the model's classes are ImageNet's first 1"."""
     sample = isinstance(data.source, sources.SampleSource)
     kind = "the sample's own" if sample else "WordNet-id folders"
     if spec.num_outputs == 1:
         held = f"The images of {data.source.name} are labelled by ImageNet class ({kind})"
         _warn_of_one_output(held, spec.reference, "ImageNet's")
         return
+    images = len(data.folder_labels)
+    named = ""
+    if class_names:
+        first = labels.imagenet_wnids()[0]
+        named = f", and label_name names them as the model does ({class_names[0]!r} for ImageNet's {first})"
+    fix = "pass --class_names and name each sub-folder as its class (cat/, dog/)"
+    if class_names:
+        fix = f"name each sub-folder as its class is named in --class_names ({class_names[0]}/ for class 0)"
     _LOG.warning(
-        "The images of %s are labelled by ImageNet class (%s) and --model %s has %s: "
-        "label holds ImageNet's class indices and label_name names them as the model "
-        "does%s. Unless the model's classes are ImageNet's first %d, label, label_name "
-        "and --target label mean nothing here.",
+        "%s of %s %s labelled by ImageNet class (%s) and --model %s has %s, not ImageNet's "
+        "1000: label holds ImageNet's class indices, read as the model's classes of those "
+        "indices%s.%s Unless the model's classes are ImageNet's first %d, label, label_name "
+        "and --target label mean nothing here%s.",
+        wording.count(images, "image"),
         data.source.name,
+        "is" if images == 1 else "are",
         kind,
         spec.reference,
         wording.classes(spec.num_classes),
-        f" ({class_names[0]!r} for ImageNet's {labels.imagenet_wnids()[0]})" if class_names else "",
+        named,
+        _past_the_model(data.folder_labels, spec.num_classes),
         spec.num_classes,
+        "" if sample else f"; to label the images by the model's own classes, {fix}",
+    )
+
+
+def _past_the_model(folder_labels: Sequence[int], num_classes: int) -> str:
+    """' 2 of them have a label past the model's last class (n02123045 = 281): ...', or
+    '' where the model has every label's class."""
+    outside = sorted({label for label in folder_labels if label >= num_classes})
+    if not outside:
+        return ""
+    wnids = labels.imagenet_wnids()
+    shown = ", ".join(f"{wnids[c]} = {c}" for c in outside[:3]) + (", ..." if outside[3:] else "")
+    images = sum(1 for label in folder_labels if label >= num_classes)
+    if len(folder_labels) == 1:
+        whose = "Its label is"
+    elif images == len(folder_labels):
+        whose = "All of them have a label"
+    else:
+        whose = f"{images} of them {'has' if images == 1 else 'have'} a label"
+    one = images == 1
+    return (
+        f" {whose} past the model's last class ({shown}): {'it' if one else 'they'} can "
+        "never be predicted, and --target label makes "
+        f"{'that image an error' if one else 'those images errors'}."
     )
 
 

@@ -4096,11 +4096,12 @@ def test_the_samples_labels_outside_the_model_are_warned_of_without_sub_folders(
     model = _tiny_classifier(tmp_path / "three_hundred.keras", 300)
     with caplog.at_level(logging.WARNING, logger="pipeline.resolve"):
         prepare(cli_args(dataset="sample", model=model, output=tmp_path / "o"))
-    (warned,) = [r.getMessage() for r in caplog.records if "outside --model's" in r.getMessage()]
-    assert warned.startswith(
-        "1 image of sample has a label outside --model's 300 classes (ImageNet n07920052 = 967): "
-        "its label can never be predicted"
-    )
+    (warned,) = [r.getMessage() for r in caplog.records if "by ImageNet class" in r.getMessage()]
+    assert warned.startswith("2 images of sample are labelled by ImageNet class (the sample's own)")
+    assert (
+        "1 of them has a label past the model's last class (n07920052 = 967): it can never "
+        "be predicted"
+    ) in warned
     assert "sub-folder" not in warned
 
 
@@ -4114,9 +4115,12 @@ def test_a_label_one_past_the_models_last_class_is_outside_it(tmp_path, capsys, 
     job.lock.release()
     # One image: "--target label makes it errors" read wrong.
     assert (
-        "1 image of " + str(root) + " in WordNet-id sub-folders has a label outside --model's "
-        "281 classes (ImageNet n02123045 = 281): its label can never be predicted, and "
-        "--target label makes it an error."
+        "1 image of " + str(root) + " is labelled by ImageNet class (WordNet-id folders) and "
+        f"--model {model} has 281 classes"
+    ) in caplog.text
+    assert (
+        "Its label is past the model's last class (n02123045 = 281): it can never be "
+        "predicted, and --target label makes that image an error."
     ) in caplog.text
     args = cli_args(dataset=root, model=model, output=tmp_path / "o2", target="label")
     assert main(args) == 2
@@ -4125,6 +4129,38 @@ def test_a_label_one_past_the_models_last_class_is_outside_it(tmp_path, capsys, 
         f"error: --target label: no image of '{root}' has a label among --model's 281 classes "
         "(its labels are ImageNet classes: 281), so every image would be an error."
     ), line
+
+
+@pytest.mark.parametrize("named", [False, True])
+def test_wordnet_folders_on_a_model_of_other_classes_are_one_warning(
+    named, image_folder, tmp_path, caplog
+):
+    # Two overlapping warnings said it (the labels outside the model's classes, then
+    # that every label is ImageNet's): one says what became of the labels and what to do.
+    model = _tiny_classifier(tmp_path / "three.keras", 3)
+    flags = _flags(image_folder, model, tmp_path / "o")
+    names = tmp_path / "names.txt"
+    names.write_text("apple\npear\nplum\n")
+    if named:
+        flags += cli_args(class_names=names)
+    with caplog.at_level(logging.WARNING, logger="pipeline.resolve"):
+        job, _ = prepare(flags)
+    job.lock.release()
+    said = [r.getMessage() for r in caplog.records if r.name == "pipeline.resolve"]
+    named_as = ", and label_name names them as the model does ('apple' for ImageNet's n01440764)"
+    fix = "pass --class_names and name each sub-folder as its class (cat/, dog/)"
+    if named:
+        fix = "name each sub-folder as its class is named in --class_names (apple/ for class 0)"
+    assert [message for message in said if "label" in message] == [
+        f"3 images of {image_folder['root']} are labelled by ImageNet class (WordNet-id "
+        f"folders) and --model {model} has 3 classes, not ImageNet's 1000: label holds "
+        "ImageNet's class indices, read as the model's classes of those indices"
+        f"{named_as if named else ''}. 2 of them have a label past the model's last class "
+        f"({WNID_CAT} = 281): they can never be predicted, and --target label makes those "
+        "images errors. Unless the model's classes are ImageNet's first 3, label, label_name "
+        f"and --target label mean nothing here; to label the images by the model's own "
+        f"classes, {fix}."
+    ]
 
 
 def test_imagenet_folder_labels_on_a_model_of_other_classes_are_warned_of(tmp_path, caplog):
@@ -4139,10 +4175,11 @@ def test_imagenet_folder_labels_on_a_model_of_other_classes_are_warned_of(tmp_pa
     with caplog.at_level(logging.WARNING, logger="pipeline.resolve"):
         prepare(flags)
     (warned,) = [r.getMessage() for r in caplog.records if "by ImageNet class" in r.getMessage()]
-    said = f"The images of {root} are labelled by ImageNet class (WordNet-id folders) and --model"
+    said = f"1 image of {root} is labelled by ImageNet class (WordNet-id folders) and --model"
     assert warned.startswith(said), warned
     assert "label_name names them as the model does ('apple' for ImageNet's n01440764)" in warned
-    assert f"--model {model} has 4 classes: label holds ImageNet's class indices" in warned
+    assert f"--model {model} has 4 classes, not ImageNet's 1000: label holds" in warned
+    assert "past the model's last class" not in warned  # tench is class 0
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="pipeline.resolve"):
         prepare(
@@ -4256,16 +4293,11 @@ def test_class_names_for_a_custom_model(image_folder, tmp_path, capsys, caplog):
     assert rows.predicted_name.notna().all()
     assert all(set(n) <= {"apple", "pear", "plum", "fig"} for n in rows.top_k_names)
     # The cats' folder is ImageNet class 281: outside the model's 4 classes, said at launch.
-    warned = [
-        r.getMessage() for r in caplog.records if "outside --model's 4 classes" in r.getMessage()
-    ]
-    assert warned and f"{WNID_CAT} = 281" in warned[0]
-    assert warned[0].startswith(
-        f"2 images of {image_folder['root']} in WordNet-id sub-folders have labels outside"
-    ), warned[0]
-    assert warned[0].endswith(
-        ": their label can never be predicted, and --target label makes them errors."
-    )
+    (warned,) = [r.getMessage() for r in caplog.records if "by ImageNet class" in r.getMessage()]
+    assert (
+        f"2 of them have a label past the model's last class ({WNID_CAT} = 281): they can "
+        "never be predicted, and --target label makes those images errors."
+    ) in warned
 
     lines = tmp_path / "names.txt"
     lines.write_text("apple\npear\nplum\n")
