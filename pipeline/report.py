@@ -300,6 +300,7 @@ class _Pictures:
         self._columns = list(columns)
         self._rows: dict[tuple[str, int], pd.Series] = {}
         self._images: dict[str, np.ndarray | None] = {}
+        self._missing: dict[str, str] = {}  # why an image was not re-read, in a few words
         self._drawn: dict[tuple[Any, ...], _Picture] = {}
         self.notes: dict[str, None] = {}  # why some photos are missing, in order
 
@@ -325,6 +326,7 @@ class _Pictures:
             return results.load_input_image(self._manifest, image_id, self._image_root)
         except results.ImageUnavailable as e:
             self.notes[str(e)] = None
+            self._missing[image_id] = e.short
             return None
 
     def row(self, image_id: str, target_class: int) -> pd.Series | None:
@@ -332,6 +334,10 @@ class _Pictures:
 
     def image(self, image_id: str) -> np.ndarray | None:
         return self._images.get(image_id)
+
+    def missing(self, image_id: str) -> str | None:
+        """Why the image was not re-read, in a few words (`ImageUnavailable.short`)."""
+        return self._missing.get(image_id)
 
     def images(self) -> dict[str, np.ndarray]:
         return {k: v for k, v in self._images.items() if v is not None}
@@ -540,7 +546,12 @@ def _draw_heat_map(
     except ValueError:  # --attributions none: the photo alone, as the gallery shows it
         return _photo(pictures.image(image_id), row, panel_size, title)
     figure = plots.attribution_figure(
-        attributions, pictures.image(image_id), panels=panels, panel_size=panel_size, title=title
+        attributions,
+        pictures.image(image_id),
+        panels=panels,
+        panel_size=panel_size,
+        title=title,
+        image_note=pictures.missing(image_id),
     )
     return _png(figure, alt=f"heat map of {row['file_name']} for {row['target_name']}")
 

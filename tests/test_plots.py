@@ -525,6 +525,48 @@ def test_audit_figure_reads_row_photo_and_baseline(folder_run):
         plots.audit_figure(output, "cat2.png", kind="heat")
 
 
+@pytest.mark.parametrize("baseline", ["black", "noise", "blur"])
+def test_a_moved_folders_figure_draws_each_baseline_that_needs_no_photo(
+    baseline, linear_keras, tmp_path
+):
+    # The folder moved after the run: the black baseline (constant) and the noise one
+    # (seeded by the image id) need no photo, yet read "baseline not available"; the
+    # blur one is made from the photo, whose absence the panels now name.
+    from pipeline.main import run
+
+    rng = np.random.default_rng(5)
+    write_image(tmp_path / "images" / "a.png", rng.integers(0, 256, (SIZE, SIZE, 3), np.uint8))
+    args = cli_args(
+        dataset=tmp_path / "images",
+        model=linear_keras,
+        output=tmp_path / "out",
+        baseline=baseline,
+        steps=2,
+        faithfulness="none",
+    )
+    run(args, save_main_session=False)
+    output = str(tmp_path / "out")
+
+    def panels() -> dict[str, plt.Axes]:
+        figure = plots.audit_figure(output, "a.png")
+        return {ax.get_title().split("\n")[0]: ax for ax in figure.axes}
+
+    drawn = panels()[f"Baseline ({baseline})"].get_images()[0].get_array()
+    (tmp_path / "images").rename(tmp_path / "moved")
+    moved = panels()
+    image_ax, baseline_ax = moved["Original image"], moved[f"Baseline ({baseline})"]
+    assert not image_ax.get_images()
+    said = image_ax.texts[0].get_text()
+    assert said == "image not found where\nthe run read it"  # in lines, inside the panel
+    if baseline == "blur":
+        assert not baseline_ax.get_images()
+        assert baseline_ax.texts[0].get_text().split() == (
+            "made from the image: image not found where the run read it".split()
+        )
+    else:
+        np.testing.assert_array_equal(baseline_ax.get_images()[0].get_array(), drawn)
+
+
 def test_audit_figure_names_a_bad_kind_before_reading_anything(tmp_path):
     # A bad kind was found only after the row was read: on a run of --attributions
     # none (or no run) the error named the run, not kind="mask".

@@ -7,10 +7,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["BASELINES", "blurred", "make_baselines"]
+__all__ = ["BASELINES", "FROM_IMAGE", "blurred", "make_baselines"]
 
 #: The baselines `make_baselines` draws (--baseline).
 BASELINES: tuple[str, ...] = ("black", "white", "grey", "blur", "noise")
+#: Those made from the image's pixels; the others need only its shape (and the
+#: noise its id and the run's seed).
+FROM_IMAGE: tuple[str, ...] = ("blur",)
 
 
 def _gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:

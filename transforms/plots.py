@@ -219,6 +219,11 @@ def _blank(ax: Axes, note: str) -> None:
     )
 
 
+# Characters per line of a note in an image's panel: the report's smallest (1.9 in)
+# holds about 30 at its 8 points.
+_PANEL_NOTE_CHARS = 24
+
+
 def _draw_panel(
     ax: Axes,
     panel: str,
@@ -227,8 +232,11 @@ def _draw_panel(
     baseline: np.ndarray | None,
     cmap: str,
     overlay_alpha: float,
+    image_note: str | None = None,
 ) -> None:
-    """Draws one panel; the single place that decides how each panel looks."""
+    """Draws one panel; the single place that decides how each panel looks. Without
+    the image, `image_note` says why in its panel, and in a baseline's not drawn (made
+    from the image)."""
     ax.set_xticks([])
     ax.set_yticks([])
     if panel == "mask" or (panel == "overlay" and image is None):
@@ -239,12 +247,13 @@ def _draw_panel(
         ax.imshow(_as_display(image), alpha=overlay_alpha)
     elif panel == "image":
         if image is None:
-            _blank(ax, "image not available")
+            _blank(ax, textwrap.fill(image_note or "image not available", _PANEL_NOTE_CHARS))
         else:
             ax.imshow(_as_display(image))
     elif panel == "baseline":
         if baseline is None:
-            _blank(ax, "baseline not available")
+            why = f"made from the image: {image_note}" if image_note else "baseline not available"
+            _blank(ax, textwrap.fill(why, _PANEL_NOTE_CHARS))
         else:
             ax.imshow(_as_display(baseline))
     else:
@@ -260,6 +269,7 @@ def attribution_figure(
     title: str | None = None,
     note: str | None = None,
     baseline_title: str | None = None,
+    image_note: str | None = None,
     cmap: str = "inferno",
     overlay_alpha: float = 0.4,
     panel_size: float = 2.6,
@@ -275,6 +285,8 @@ def attribution_figure(
       panels: which of `PANELS` to draw, in order.
       title: the figure's title; `note`: a line under it (e.g. why there is no image).
       baseline_title: the baseline panel's title (e.g. "Baseline (black)").
+      image_note: why `image` is None, in a few words ("image not found where the run
+        read it"), drawn in its panel and in a baseline's made from it (blur).
       cmap, overlay_alpha: the mask's colour map and the photo's opacity on it.
       panel_size: inches per panel; `columns`: panels per row (default all in one row).
     """
@@ -287,7 +299,7 @@ def attribution_figure(
     figure = _figure(panel_size * columns, height + (0.5 if title or note else 0))
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for ax, panel in zip(axes, panels, strict=False):
-        _draw_panel(ax, panel, mask, image, baseline, cmap, overlay_alpha)
+        _draw_panel(ax, panel, mask, image, baseline, cmap, overlay_alpha, image_note)
         heading = _TITLES[panel]
         if panel == "baseline" and baseline_title:
             heading = _heading(baseline_title)
@@ -1252,13 +1264,15 @@ def audit_figure(
     attributions = results.attributions_of(row)
     if kind == "channels":
         return channel_figure(attributions, title=title)
-    picture, baseline, note = None, None, None
+    picture, note, missing = None, None, None
     try:
         picture = results.load_input_image(manifest, row["image_id"], image_root)
-        baseline = results.baseline_images(manifest, picture, row["image_id"])[0]
     except results.ImageUnavailable as e:
         note = f"No photo: {wording.printable(str(e))}"  # it names the file
+        missing = e.short
     names = list(manifest["config"]["baselines"])
+    # A constant or noise baseline needs no photo; a blur one is None without it.
+    baseline = results.baseline_image(manifest, picture, row["image_id"], names[0])
     baseline_title = f"Baseline ({names[0]})" + (" (first of averaged)" if len(names) > 1 else "")
     return attribution_figure(
         attributions,
@@ -1267,5 +1281,6 @@ def audit_figure(
         title=title,
         note=note,
         baseline_title=baseline_title,
+        image_note=missing,
         columns=2,
     )

@@ -52,11 +52,13 @@ __all__ = [
     "AUC_RESOLUTION",
     "METADATA_COLUMNS",
     "Filters",
+    "ImageNotFound",
     "ImageUnavailable",
     "UnfinishedRunWarning",
     "above_tolerance",
     "attributions_of",
     "cell",
+    "baseline_image",
     "baseline_images",
     "chance_losses",
     "confusions",
@@ -110,7 +112,17 @@ Filters = (
 
 
 class ImageUnavailable(LookupError):
-    """The input image of a row cannot be re-loaded; the message says why."""
+    """The input image of a row cannot be re-loaded; the message says why, and `short`
+    in a few words (a figure's panel)."""
+
+    short = "image not available"
+
+
+class ImageNotFound(ImageUnavailable):
+    """The input image of a row is not where the run read it (deleted, or its folder
+    moved or renamed since)."""
+
+    short = "image not found where the run read it"
 
 
 class UnfinishedRunWarning(UserWarning):
@@ -938,7 +950,7 @@ def _source_path(manifest: Mapping[str, Any], image_id: str, image_root: str | N
         )
     if source.remote or os.path.isdir(_os_name(source.root)):
         return _os_name(files.join(source.root, _inside_folder(image_id)))
-    raise ImageUnavailable(
+    raise ImageNotFound(
         f"the image folder {source.root!r} of this run is not reachable from here; "
         "pass image_root= where it is now (--image_root on the command line)."
     )
@@ -978,7 +990,7 @@ def load_input_image(
     except images.ImageError as e:
         raise ImageUnavailable(f"{path} cannot be decoded: {e}") from e
     except FileNotFoundError as e:
-        raise ImageUnavailable(
+        raise ImageNotFound(
             f"{path} cannot be read: {e} (deleted or moved since the run? or is {image_id!r} "
             "only a file name, not a row's image_id, the path within the run's folder?)"
         ) from e
@@ -1017,13 +1029,30 @@ def baseline_images(
       float32 [B, H, W, 3] in [0, 1], one per baseline in `manifest.config.baselines`.
     """
     manifest = _manifest(manifest_or_output)
+    names = manifest["config"]["baselines"]
+    return np.stack([baseline_image(manifest, image, image_id, name) for name in names])
+
+
+def baseline_image(
+    manifest_or_output: Mapping[str, Any] | str,
+    image: np.ndarray | None,
+    image_id: str,
+    name: str,
+) -> np.ndarray | None:
+    """The baseline `name` of a row's image, for display: as the run made it, from the
+    image (uint8 [H, W, 3], `load_input_image`'s) or, where the image could not be
+    re-read (None), from the model's input shape alone: float32 [H, W, 3] in [0, 1].
+    None for a baseline made from the image's pixels (blur) without the image."""
+    manifest = _manifest(manifest_or_output)
+    if image is None:
+        if name in baselines_lib.FROM_IMAGE:
+            return None
+        image = np.zeros((*image_shape(manifest["model"]), 3), np.uint8)  # its shape alone
     low, high = (float(v) for v in manifest["model"]["input_range"])
-    config = manifest["config"]
     scaled = images.scale_to_range(image, (low, high))
-    refs = baselines_lib.make_baselines(
-        scaled, tuple(config["baselines"]), (low, high), image_id, int(config.get("seed", 0))
-    )
-    return np.clip((refs - low) / (high - low), 0.0, 1.0).astype(np.float32)
+    seed = int(manifest["config"].get("seed", 0))
+    (ref,) = baselines_lib.make_baselines(scaled, (name,), (low, high), image_id, seed)
+    return np.clip((ref - low) / (high - low), 0.0, 1.0).astype(np.float32)
 
 
 # A number standing alone (`852`, `1.5`), not part of a name (`float16`, `n02123045`).
