@@ -139,9 +139,11 @@ def _resolve_folder(audit: AuditOptions, source: sources.FolderSource, dry_run: 
         wording.count(len(files), "file"),
         source.root,
     )
-    found = [f for f in files if f.label is not None]
-    named = [f.label for f in found if source.labelled.by_name(f.image_id)]
-    imagenet = [f.label for f in found if not source.labelled.by_name(f.image_id)]
+    named: list[int] = []
+    imagenet: list[int] = []
+    for f in files:
+        if f.label is not None:
+            (named if source.labelled.by_name(f.image_id) else imagenet).append(f.label)
     ids = frozenset(f.image_id for f in files)
     return _Dataset(
         source, len(files), folder_labels=tuple(imagenet), named_labels=tuple(named), ids=ids

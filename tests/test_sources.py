@@ -2062,3 +2062,7 @@ def test_folder_labels_rule_class_names_first_exactly_then_wordnet_ids():
     assert rule.of("n01440764/a.png") == 0  # other WordNet ids label as before
     assert sources.WORDNET_LABELS.of(f"{WNID_CAT}/a.png") == 281
     assert sources.WORDNET_LABELS.of("cat/a.png") is None
+    # What a folder's name labels by, read by the same lookup as its label.
+    kinds = [rule.names_folder(n) for n in ("cat", WNID_CAT, "n01440764", "Cat")]
+    assert kinds == ["--class_names", "--class_names", "WordNet id", None]
+    assert rule.by_name(f"{WNID_CAT}/a.png") and not rule.by_name("n01440764/a.png")

@@ -149,13 +149,20 @@ class FolderLabels:
         index = {name: i for i, name in enumerate(self.class_names or ())}
         object.__setattr__(self, "_index", index)
 
+    def _lookup(self, name: str) -> tuple[str, int] | None:
+        """How a sub-folder named `name` labels its files and with what label:
+        ("--class_names", that class's index), ("WordNet id", ImageNet's index), or None."""
+        named = self._index.get(name)
+        if named is not None:
+            return "--class_names", named
+        wnid = labels.wnid_to_label(name)
+        return None if wnid is None else ("WordNet id", wnid)
+
     def of(self, image_id: str) -> int | None:
         """The label of a folder's file `image_id` (its path in the folder), or None."""
         folder, sep, _ = image_id.partition("/")
-        if not sep:
-            return None
-        named = self._index.get(folder)
-        return named if named is not None else labels.wnid_to_label(folder)
+        found = self._lookup(folder) if sep else None
+        return None if found is None else found[1]
 
     def by_name(self, image_id: str) -> bool:
         """Whether `image_id` is labelled by a --class_names name (not ImageNet's)."""
@@ -165,9 +172,8 @@ class FolderLabels:
     def names_folder(self, name: str) -> str | None:
         """What a folder named `name` would label its files by: "--class_names",
         "WordNet id", or None."""
-        if name in self._index:
-            return "--class_names"
-        return "WordNet id" if labels.wnid_to_label(name) is not None else None
+        found = self._lookup(name)
+        return None if found is None else found[0]
 
 
 #: The rule without --class_names: sub-folders named by ImageNet WordNet id alone.
