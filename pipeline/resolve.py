@@ -291,7 +291,8 @@ def check_imagenet_offset(
 def class_names_for(
     audit: AuditOptions, spec: ModelSpec, data: _Dataset, from_file: tuple[str, ...] | None
 ) -> tuple[str, ...] | None:
-    """The names of the label space (--class_names', checked against the model)."""
+    """The names of the label space: --class_names, checked against the model, else
+    the dataset's own or ImageNet's (`_class_names`)."""
     if from_file is not None and len(from_file) != spec.num_classes:
         fix = "give one name per class"
         if spec.label_offset and len(from_file) == spec.num_outputs:
@@ -376,13 +377,11 @@ def _warn_of_imagenet_labels(
         _warn_of_one_output(held, spec.reference, "ImageNet's")
         return
     images = len(data.folder_labels)
-    named = ""
+    named, fix = "", "pass --class_names and name each sub-folder as its class (cat/, dog/)"
     if class_names:
-        first = labels.imagenet_wnids()[0]
-        named = f", and label_name names them as the model does ({class_names[0]!r} for ImageNet's {first})"
-    fix = "pass --class_names and name each sub-folder as its class (cat/, dog/)"
-    if class_names:
-        fix = f"name each sub-folder as its class is named in --class_names ({class_names[0]}/ for class 0)"
+        first, wnid = class_names[0], labels.imagenet_wnids()[0]
+        named = f", and label_name names them as the model does ({first!r} for ImageNet's {wnid})"
+        fix = f"name each sub-folder as its class is named in --class_names ({first}/ for class 0)"
     _LOG.warning(
         "%s of %s %s labelled by ImageNet class (%s) and --model %s has %s, not ImageNet's "
         "1000: label holds ImageNet's class indices, read as the model's classes of those "
