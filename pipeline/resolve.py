@@ -349,14 +349,14 @@ def warn_of_other_label_space(
         return
     named = f" ({class_names[0]!r}, not {own[0]!r})" if class_names else ""
     _LOG.warning(
-        "TFDS dataset %s has %d classes (%s) and --model %s %d: its labels are read as "
+        "TFDS dataset %s has %d classes (%s) and --model %s has %s: its labels are read as "
         "the model's classes 0 to %d, and label_name names them as the model does%s. Unless "
         "they are those classes, label, label_name and --target label mean nothing here.",
         data.source.name,
         len(own),
         shown,
         spec.reference,
-        spec.num_classes,
+        wording.classes(spec.num_classes),
         len(own) - 1,
         named,
     )
@@ -385,8 +385,7 @@ def _warn_of_imagenet_labels(
     _LOG.warning(
         "%s of %s %s labelled by ImageNet class (%s) and --model %s has %s, not ImageNet's "
         "1000: label holds ImageNet's class indices, read as the model's classes of those "
-        "indices%s.%s Unless the model's classes are ImageNet's first %d, label, label_name "
-        "and --target label mean nothing here%s.",
+        "indices%s.%s Unless %s, label, label_name and --target label mean nothing here%s.",
         wording.count(images, "image"),
         data.source.name,
         "is" if images == 1 else "are",
@@ -395,9 +394,17 @@ def _warn_of_imagenet_labels(
         wording.classes(spec.num_classes),
         named,
         _past_the_model(data.folder_labels, spec.num_classes),
-        spec.num_classes,
+        _imagenet_first(spec.num_classes),
         "" if sample else f"; to label the images by the model's own classes, {fix}",
     )
+
+
+def _imagenet_first(num_classes: int) -> str:
+    """When ImageNet's labels mean something on a model of `num_classes` (not 1000):
+    its first classes are ImageNet's, in ImageNet's order."""
+    if num_classes > labels.IMAGENET_NUM_CLASSES:  # ImageNet-21k's, say
+        return "the model's first 1000 classes are ImageNet's, in its order"
+    return f"the model's classes are ImageNet's first {num_classes}"
 
 
 def _past_the_model(folder_labels: Sequence[int], num_classes: int) -> str:

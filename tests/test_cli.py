@@ -4190,6 +4190,14 @@ def test_imagenet_folder_labels_on_a_model_of_other_classes_are_warned_of(tmp_pa
             )
         )
     assert "by ImageNet class" not in caplog.text
+    # A model of more classes (ImageNet-21k's, say): its classes are not ImageNet's
+    # "first 1002"; the labels mean something where its first 1000 are ImageNet's.
+    model = _tiny_classifier(tmp_path / "more.keras", 1002)
+    with caplog.at_level(logging.WARNING, logger="pipeline.resolve"):
+        prepare(cli_args(dataset=root, model=model, output=tmp_path / "o3"))
+    (warned,) = [r.getMessage() for r in caplog.records if "by ImageNet class" in r.getMessage()]
+    assert f"--model {model} has 1002 classes, not ImageNet's 1000" in warned
+    assert "Unless the model's first 1000 classes are ImageNet's, in its order, label" in warned
 
 
 def test_top_k_defaults_to_the_classes_of_a_smaller_model(image_folder, tmp_path, capsys):

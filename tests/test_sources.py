@@ -611,7 +611,8 @@ def test_a_tfds_dataset_with_other_classes_than_the_model_is_warned_of(
         prepare([*args, *cli_args(output=tmp_path / "out")])
     warned = [r.getMessage() for r in caplog.records if "TFDS dataset" in r.getMessage()]
     assert warned == [
-        f"TFDS dataset tiny_shades/dark has 2 classes (a, b) and --model {linear_keras} 1000: "
+        f"TFDS dataset tiny_shades/dark has 2 classes (a, b) and --model {linear_keras} has "
+        "1000 classes: "
         "its labels are read as the model's classes 0 to 1, and label_name names them as the "
         "model does ('tench', not 'a'). Unless they are those classes, label, label_name and "
         "--target label mean nothing here."
