@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from transforms.model.loading import is_hub_module_folder
-from transforms.model.signature import meta_graph_loaded
+from transforms.model.signature import CalledFunction, called_function
 
 __all__ = ["GraphScaling", "saved_model_scaling"]
 
@@ -220,22 +219,15 @@ def _signature_input(meta: Any, name: str) -> list[tuple[_Scope, tuple[str, int]
     return [(_Scope(meta.graph_def.node, functions), _tensor(tensor.name))]
 
 
-def _image_inputs(path: str, metas: list) -> list[tuple[_Scope, tuple[str, int]]]:
-    """Where the function the job calls of the SavedModel at `path` takes its images
-    (`callable_of`'s choice, as `_saved_model_signature` reads it): each of a
-    `__call__`'s concrete functions of images, else the serving_default signature's
-    input, in the MetaGraph loading takes; none for a TF1 Hub module."""
-    if len(metas) == 1 and metas[0].object_graph_def.nodes:
-        graph = metas[0].object_graph_def
-        children = {child.local_name: child.node_id for child in graph.nodes[0].children}
-        if "__call__" in children:
-            node = graph.nodes[children["__call__"]]
-            return _call_inputs(metas[0], node) if node.HasField("function") else []
-        return _signature_input(metas[0], "serving_default")
-    if is_hub_module_folder(path):
+def _image_inputs(called: CalledFunction | None) -> list[tuple[_Scope, tuple[str, int]]]:
+    """Where the function the job calls (`called_function`) takes its images: each of
+    a `__call__`'s concrete functions of images, else the signature's input; none for
+    a TF1 Hub module."""
+    if called is None or called.hub_module:
         return []
-    meta = meta_graph_loaded(metas, False)
-    return [] if meta is None else _signature_input(meta, "serving_default")
+    if called.call is not None:
+        return _call_inputs(called.meta, called.call)
+    return _signature_input(called.meta, called.signature)
 
 
 def saved_model_scaling(path: str) -> GraphScaling | None:
@@ -247,8 +239,8 @@ def saved_model_scaling(path: str) -> GraphScaling | None:
     # TF's own reader of saved_model.pb(txt), as `_saved_model_signature` reads it.
     from tensorflow.python.saved_model import loader_impl  # noqa: PLC0415
 
-    inputs = _image_inputs(path, loader_impl.parse_saved_model(path).meta_graphs)
-    scalings = [_scaling_from(scope, tensor) for scope, tensor in inputs]
+    called = called_function(path, loader_impl.parse_saved_model(path).meta_graphs)
+    scalings = [_scaling_from(scope, tensor) for scope, tensor in _image_inputs(called)]
     if not scalings or scalings[0] is None:
         return None
     first = scalings[0]

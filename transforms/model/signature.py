@@ -13,7 +13,9 @@ from transforms.model.reference import HUB_ALIASES, ModelReference
 
 __all__ = [
     "KNOWN_SIGNATURES",
+    "CalledFunction",
     "REFERENCE_VARIABLE_OPS",
+    "called_function",
     "hub_image_sides",
     "meta_graph_loaded",
     "signature_without_loading",
@@ -57,6 +59,53 @@ KNOWN_SIGNATURES: dict[str, _Signature] = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class CalledFunction:
+    """The function of a SavedModel `callable_of` calls, as its saved_model.pb tells
+    (`called_function`): the one home of that choice for a launcher that reads the
+    proto instead of loading the model.
+
+    Attributes:
+      meta: the MetaGraph loading takes.
+      call: the object graph's `__call__` node (a function's) where the loaded root is
+        callable; None where a signature is called instead.
+      signature: else the key of that signature in `meta.signature_def`.
+      tf1: a TF1 export (MetaGraphs of graphs, no object graph).
+      hub_module: a TF1 Hub module (`is_hub_module_folder`).
+    """
+
+    meta: Any
+    call: Any = None
+    signature: str | None = None
+    tf1: bool = False
+    hub_module: bool = False
+
+
+def called_function(path: str, metas: list) -> CalledFunction | None:
+    """What `callable_of` calls of the SavedModel at `path` (its MetaGraphs `metas`, as
+    TF's loader_impl.parse_saved_model reads them), without loading it: the loaded
+    root's `__call__` where it is callable, else its serving_default signature; of a
+    TF1 export, that signature of the MetaGraph `hub.load` loads, else a TF1 Hub
+    module's `default` one. None where there is none (loading decides or refuses)."""
+    if len(metas) == 1 and metas[0].object_graph_def.nodes:
+        meta, graph = metas[0], metas[0].object_graph_def
+        children = {child.local_name: child.node_id for child in graph.nodes[0].children}
+        if "__call__" in children:  # the loaded root is callable
+            node = graph.nodes[children["__call__"]]
+            return CalledFunction(meta, call=node) if node.HasField("function") else None
+        found = "serving_default" in meta.signature_def
+        return CalledFunction(meta, signature="serving_default") if found else None
+    hub_module = is_hub_module_folder(path)  # no object graph: a TF1 graph's export
+    meta = meta_graph_loaded(metas, hub_module)
+    if meta is None:
+        return None
+    keys = ("serving_default", "default") if hub_module else ("serving_default",)
+    key = next((key for key in keys if key in meta.signature_def), None)
+    if key is None:
+        return None  # loading refuses it, naming its signatures
+    return CalledFunction(meta, signature=key, tf1=True, hub_module=hub_module)
+
+
 def _saved_model_signature(path: str) -> _Signature | None:
     """The signature `callable_of` finds in the SavedModel at `path`, read from its
     saved_model.pb without restoring any variable; None when the proto leaves the
@@ -64,16 +113,14 @@ def _saved_model_signature(path: str) -> _Signature | None:
     # TF's own reader of saved_model.pb(txt), local or gs://; private but pinned (setup.py).
     from tensorflow.python.saved_model import loader_impl  # noqa: PLC0415
 
-    metas = loader_impl.parse_saved_model(path).meta_graphs
-    if len(metas) != 1 or not metas[0].object_graph_def.nodes:
-        return _tf1_signature(path, metas)  # no object graph: a TF1 graph's export
-    graph = metas[0].object_graph_def
-    children = {child.local_name: child.node_id for child in graph.nodes[0].children}
-    if "__call__" in children:  # the loaded root is callable
-        node = graph.nodes[children["__call__"]]
-        return _function_signature(graph, node) if node.HasField("function") else None
-    serving = metas[0].signature_def.get("serving_default")
-    return _signature_def_signature(serving) if serving is not None else None
+    called = called_function(path, loader_impl.parse_saved_model(path).meta_graphs)
+    if called is None:
+        return None
+    if called.call is not None:
+        return _function_signature(called.meta.object_graph_def, called.call)
+    if called.tf1:
+        return _tf1_signature(called)
+    return _signature_def_signature(called.meta.signature_def[called.signature])
 
 
 def _function_signature(graph, node) -> _Signature | None:
@@ -128,23 +175,14 @@ def _signature_def_signature(signature, key: str | None = None) -> _Signature | 
 _V1_LOOP_OPS = frozenset({"Enter", "RefEnter", "Exit", "RefExit", "NextIteration", "LoopCond"})
 
 
-def _tf1_signature(path: str, metas: list) -> _Signature | None:
-    """`_signature_def_signature` of the signature `callable_of` calls in a TF1 export (a
-    SavedModel of graphs, no object graph): of the MetaGraph `hub.load` loads, its
-    serving_default one, else a TF1 Hub module's `default` one (its `default` output
-    where it has one); None where loading must decide or refuse (no such MetaGraph or
-    signature, or a v1 while loop on the way to the scores: whether its gradient can
-    be taken, only loading tells)."""
-    hub_module = is_hub_module_folder(path)
-    meta = meta_graph_loaded(metas, hub_module)
-    if meta is None:
-        return None
-    if "serving_default" in meta.signature_def:
-        signature, hub_default = meta.signature_def["serving_default"], False
-    elif hub_module and "default" in meta.signature_def:
-        signature, hub_default = meta.signature_def["default"], True
-    else:
-        return None  # loading refuses it, naming its signatures
+def _tf1_signature(called: CalledFunction) -> _Signature | None:
+    """`_signature_def_signature` of the signature `callable_of` calls in a TF1 export
+    (`called_function`), for a TF1 Hub module's `default` signature of its `default`
+    output where it has one; None where loading must decide or refuse (a v1 while loop
+    on the way to the scores: whether its gradient can be taken, only loading tells)."""
+    meta, hub_module = called.meta, called.hub_module
+    signature = meta.signature_def[called.signature]
+    hub_default = hub_module and called.signature == "default"
     outputs = signature.outputs
     key = "default" if hub_default and "default" in outputs else scores_output(outputs)
     found = _signature_def_signature(signature, key)
