@@ -3645,10 +3645,10 @@ def test_a_saved_model_whose_graph_does_not_rescale_8_bit_pixels_gets_0_to_1(
 ):
     """Only a graph that first maps [0, 255] onto about [0, 1] or [-1, 1] by constants
     takes 8-bit pixels: one with no rescaling, one doubling its pixels (a model of
-    [0, 1] pixels onto [0, 2]), one normalising by a mean and variance it learnt
-    (variables: not read as a guess), one normalising [0, 1] pixels by ImageNet's means
-    and deviations are fed [0, 1], loaded (a local run) or not (a
-    remote run's launcher); --input_range still decides, with a warning where it
+    [0, 1] pixels onto [0, 2]), one normalising by a mean and variance it learnt on
+    [0, 1] pixels (Keras' export holds them as constants), one normalising [0, 1]
+    pixels by ImageNet's means and deviations are fed [0, 1], loaded (a local run) or
+    not (a remote run's launcher); --input_range still decides, with a warning where it
     differs from the range the graph takes."""
     import keras
     import tensorflow as tf
@@ -3663,7 +3663,7 @@ def test_a_saved_model_whose_graph_does_not_rescale_8_bit_pixels_gets_0_to_1(
     tf.saved_model.save(Doubling(), str(tmp_path / "doubling"))
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])  # of [0, 1]
     adapted = keras.layers.Normalization()
-    adapted.adapt(np.random.default_rng(5).uniform(0, 255, (4, SIZE, SIZE, 3)))
+    adapted.adapt(np.random.default_rng(5).uniform(0, 1, (4, SIZE, SIZE, 3)))
     models = {
         "plain": _keras_export(tmp_path / "plain"),
         "doubling": str(tmp_path / "doubling"),

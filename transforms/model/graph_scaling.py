@@ -39,10 +39,32 @@ _CALL_OPS = frozenset({"PartitionedCall", "StatefulPartitionedCall"})
 _SHAPE_OPS = frozenset({"Shape", "ShapeN", "Rank", "Size"})
 # Ops that map x to a * x + b where their other input is a constant (`_affine`).
 _AFFINE_OPS = frozenset({"Mul", "RealDiv", "Add", "AddV2", "Sub"})
+# Ops whose value `_constant` computes where constants alone make their inputs, as
+# TensorFlow does, elementwise (broadcasting as numpy does) in their inputs' dtype: a
+# Keras Normalization's divisor, Maximum(Sqrt(variance), epsilon), and the Reshape and
+# Cast of a constant's shape and dtype. Any other op ends the folding: no guess.
+_FOLDED_UNARY = {
+    "Sqrt": np.sqrt,
+    "Rsqrt": lambda v: 1 / np.sqrt(v),
+    "Reciprocal": np.reciprocal,
+    "Neg": np.negative,
+    "Square": np.square,
+}
+_FOLDED_BINARY = {
+    "Add": np.add,
+    "AddV2": np.add,
+    "Sub": np.subtract,
+    "Mul": np.multiply,
+    "RealDiv": np.divide,
+    "Maximum": np.maximum,
+    "Minimum": np.minimum,
+}
 # Bounds on a walk: steps through passing ops and calls, and affine ops composed (a
 # Rescaling is 2, a mean's subtraction and a deviation's division 2 more).
 _MOST_STEPS = 64
 _MOST_AFFINE = 4
+# Bound on the ops `_constant` folds into one value.
+_MOST_FOLDED = 64
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -72,11 +94,19 @@ class GraphScaling:
 
 class _Scope:
     """The nodes of a graph or of one function of its library, by name and by the
-    tensors they read: (node or argument name, output index) -> [(node, input index)]."""
+    tensors they read: (node or argument name, output index) -> [(node, input index)];
+    `bound`: a function's arguments known to be given a tensor of another scope (its
+    caller's input, a captured constant of the graph), as (that scope, its input)."""
 
-    def __init__(self, nodes: Any, functions: dict[str, Any]):
+    def __init__(
+        self,
+        nodes: Any,
+        functions: dict[str, Any],
+        bound: dict[str, tuple[_Scope, str]] | None = None,
+    ):
         self.functions = functions
         self.nodes = {node.name: node for node in nodes}
+        self.bound = bound or {}
         self._readers: dict[tuple[str, int], list[tuple[Any, int]]] = {}
         for node in nodes:
             for k, source in enumerate(node.input):
@@ -95,13 +125,23 @@ def _tensor(source: str) -> tuple[str, int]:
     return parts[0], int(parts[-1]) if len(parts) > 1 else 0
 
 
-def _function_scope(name: str, functions: dict[str, Any]) -> tuple[_Scope, list[str]] | None:
-    """The scope of the library's function `name` and its arguments' names, in order."""
+def _function_scope(
+    name: str, functions: dict[str, Any], given: dict[int, tuple[_Scope, str]]
+) -> tuple[_Scope, list[str]] | None:
+    """The scope of the library's function `name` and its arguments' names, in order;
+    `given`: what its k-th argument is given, by k (from the end where negative:
+    `_Scope.bound`)."""
     function = functions.get(name)
     if function is None:
         return None
     args = [arg.name for arg in function.signature.input_arg]
-    return _Scope(function.node_def, functions), args
+    bound = {args[k]: source for k, source in given.items() if -len(args) <= k < len(args)}
+    return _Scope(function.node_def, functions, bound), args
+
+
+def _values(node: Any) -> list[str]:
+    """The inputs of `node` that give it values, in order (not its control inputs)."""
+    return [source for source in node.input if not source.startswith("^")]
 
 
 def _next_op(scope: _Scope, tensor: tuple[str, int]) -> tuple[_Scope, Any, int] | None:
@@ -116,7 +156,8 @@ def _next_op(scope: _Scope, tensor: tuple[str, int]) -> tuple[_Scope, Any, int] 
         if _passes(node):
             tensor = (node.name, k if node.op == "IdentityN" else 0)
         elif node.op in _CALL_OPS:
-            called = _function_scope(node.attr["f"].func.name, scope.functions)
+            given = {j: (scope, source) for j, source in enumerate(_values(node))}
+            called = _function_scope(node.attr["f"].func.name, scope.functions, given)
             if called is None or k >= len(called[1]):
                 return None
             scope, tensor = called[0], (called[1][k], 0)
@@ -136,25 +177,76 @@ def _passes(node: Any) -> bool:
 
 
 def _constant(scope: _Scope, source: str) -> np.ndarray | None:
-    """The value of input `source` of `scope` where it is a Const (through Identity
-    and Cast ops), as float64; None for any other (a variable, a computed tensor)."""
+    """The value of input `source` of `scope` where constants alone make it: a Const,
+    through the arguments of functions bound to constants (a caller's, a capture) and
+    ops of `_FOLDED_UNARY`, `_FOLDED_BINARY`, Reshape, Cast and passing ops, as float64;
+    None for any other (a variable, a computed tensor, an op not folded, a value not
+    finite)."""
+    try:
+        with np.errstate(all="ignore"):
+            value = _folded(scope, source, {})
+    except ValueError:  # shapes that do not broadcast or reshape: no value to guess
+        return None
+    if value is None or value.dtype.kind != "f" or not np.all(np.isfinite(value)):
+        return None
+    return value.astype(np.float64)
+
+
+def _folded(scope: _Scope, source: str, seen: dict) -> np.ndarray | None:
+    """`_constant`'s value of `source` in its own dtype, or None; `seen`: the values
+    folded so far, by (scope, name), at most `_MOST_FOLDED` of them."""
+    name, index = _tensor(source)
+    while name in scope.bound and name not in scope.nodes:  # an argument given a tensor
+        scope, source = scope.bound[name]
+        name, index = _tensor(source)
+    key = (id(scope), name)
+    if key not in seen:
+        node = scope.nodes.get(name)
+        if node is None or index != 0 or len(seen) >= _MOST_FOLDED:
+            return None  # an unbound argument, another output, or too many ops
+        seen[key] = None  # a cycle folds to nothing
+        seen[key] = _folded_op(scope, node, seen)
+    return seen[key]
+
+
+def _folded_op(scope: _Scope, node: Any, seen: dict) -> np.ndarray | None:
+    """The value of `node`'s output 0 where it is a Const or an op `_folded` folds of
+    folded inputs; None for any other."""
     import tensorflow as tf  # noqa: PLC0415
 
-    node = scope.nodes.get(_tensor(source)[0])
-    for _ in range(_MOST_STEPS):
-        if node is None or node.op not in ("Identity", "Cast"):
-            break
-        node = scope.nodes.get(_tensor(node.input[0])[0]) if node.input else None
-    if node is None or node.op != "Const":
+    if node.op == "Const":
+        value = tf.make_ndarray(node.attr["value"].tensor)
+        return value if value.dtype.kind in "fiu" else None
+    arity = _arity(node.op)
+    if arity is None:
         return None
-    value = np.asarray(tf.make_ndarray(node.attr["value"].tensor), np.float64)
-    return value if np.all(np.isfinite(value)) else None
+    inputs = [_folded(scope, source, seen) for source in _values(node)]
+    if len(inputs) != arity or any(value is None for value in inputs):
+        return None
+    if node.op == "Cast":
+        dtype = tf.dtypes.as_dtype(node.attr["DstT"].type)
+        return inputs[0].astype(dtype.as_numpy_dtype) if dtype.is_floating else None
+    if node.op == "Reshape":
+        return np.reshape(inputs[0], inputs[1]) if inputs[1].dtype.kind in "iu" else None
+    if node.op in _PASSING_OPS:
+        return inputs[0]
+    if any(value.dtype.kind != "f" for value in inputs):
+        return None  # arithmetic of floats alone, as on the model's pixels
+    folds = _FOLDED_UNARY.get(node.op) or _FOLDED_BINARY[node.op]
+    return np.asarray(folds(*inputs), inputs[0].dtype)
+
+
+def _arity(op: str) -> int | None:
+    """How many inputs an op `_folded_op` folds takes; None for any other op."""
+    if op in _FOLDED_UNARY or (op in _PASSING_OPS and op != "IdentityN"):
+        return 1
+    return 2 if op in _FOLDED_BINARY or op == "Reshape" else None
 
 
 def _affine(scope: _Scope, node: Any, k: int) -> tuple[np.ndarray, np.ndarray] | None:
     """(a, b) where `node` maps its input k, x, to a * x + b: a Mul, RealDiv (of x by
     it), Add or Sub of a constant; None for any other op."""
-    sources = [source for source in node.input if not source.startswith("^")]
+    sources = _values(node)
     if node.op not in _AFFINE_OPS or len(sources) != 2:
         return None
     c = _constant(scope, sources[1 - k])
@@ -189,10 +281,12 @@ def _scaling_from(scope: _Scope, tensor: tuple[str, int]) -> GraphScaling | None
 
 def _call_inputs(meta: Any, node: Any) -> list[tuple[_Scope, tuple[str, int]]]:
     """The image input of each concrete function of a `__call__` that takes one tensor
-    of 4 dimensions (or of any shape), as `callable_of` calls it: its first argument."""
+    of 4 dimensions (or of any shape), as `callable_of` calls it: its first argument;
+    its last arguments, its captures, bound to the graph's Const nodes they hold."""
     from tensorflow.python.saved_model import nested_structure_coder  # noqa: PLC0415
 
     functions = {f.signature.name: f for f in meta.graph_def.library.function}
+    graph = _Scope(meta.graph_def.node, functions)
     inputs = []
     for name in node.function.concrete_functions:
         function = meta.object_graph_def.concrete_functions[name]
@@ -200,10 +294,22 @@ def _call_inputs(meta: Any, node: Any) -> list[tuple[_Scope, tuple[str, int]]]:
         specs = [spec for spec in (*args, *kwargs.values()) if hasattr(spec, "shape")]
         if len(specs) != 1 or specs[0].shape.rank not in (None, 4):
             continue
-        called = _function_scope(name, functions)
+        called = _function_scope(name, functions, _captures(meta, function, graph))
         if called is not None and called[1]:
             inputs.append((called[0], (called[1][0], 0)))
     return inputs
+
+
+def _captures(meta: Any, function: Any, graph: _Scope) -> dict[int, tuple[_Scope, str]]:
+    """What a concrete function's captured constants give its last arguments (one per
+    bound input, in order), by their index from the end (-1 the last): the graph's
+    Const each one names; its variables are not bound."""
+    nodes, bound = meta.object_graph_def.nodes, list(function.bound_inputs)
+    return {
+        k - len(bound): (graph, nodes[node_id].constant.operation)
+        for k, node_id in enumerate(bound)
+        if nodes[node_id].WhichOneof("kind") == "constant"
+    }
 
 
 def _signature_input(meta: Any, name: str) -> list[tuple[_Scope, tuple[str, int]]]:
@@ -232,10 +338,11 @@ def _image_inputs(called: CalledFunction | None) -> list[tuple[_Scope, tuple[str
 
 def saved_model_scaling(path: str) -> GraphScaling | None:
     """The map of pixel values x -> scale * x + offset the SavedModel at `path` starts
-    with: the affine ops of constants (Mul, RealDiv, Add, Sub: a Keras Rescaling's) that
-    first change the images' values in the function the job calls, all its concrete
-    functions of images agreeing; None where any starts otherwise (a convolution, a
-    Normalization of variables), or for a TF1 Hub module."""
+    with: the affine ops of constants (Mul, RealDiv, Add, Sub: a Keras Rescaling's, a
+    Normalization's of constant statistics) that first change the images' values in
+    the function the job calls, all its concrete functions of images agreeing; None
+    where any starts otherwise (a convolution, a Normalization of variables), or for a
+    TF1 Hub module."""
     # TF's own reader of saved_model.pb(txt), as `_saved_model_signature` reads it.
     from tensorflow.python.saved_model import loader_impl  # noqa: PLC0415
 
