@@ -3,6 +3,7 @@ its first affine ops of constants, where constants alone make those constants.""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -146,3 +147,23 @@ def test_a_modules_call_of_captured_constant_statistics_is_folded_and_others_are
     for name in ("exp", "variable"):
         unfolded = saved_model_scaling(str(tmp_path / name))
         assert [op for _, op in unfolded.ops] == ["Sub"], name  # the divisor ends the walk
+
+
+def test_a_tf_hub_handle_is_walked_as_the_folder_tf_hub_loads(tmp_path, monkeypatch):
+    """A --model given as a TF Hub handle is loaded from the folder TF Hub resolves it
+    to (its cache, offline); its graph is read as a SavedModel folder's is: a Keras
+    export that rescales 8-bit pixels is fed [0, 255], not [0, 1]."""
+    import keras
+
+    from transforms.tf_model import resolve_model
+
+    handle = "https://tfhub.dev/someone/rescaling_classifier/1"
+    folder = tmp_path / hashlib.sha1(handle.encode()).hexdigest()
+    inputs = keras.Input((SIZE, SIZE, 3))
+    scaled = keras.layers.Rescaling(1 / 255)(inputs)
+    outputs = keras.layers.Dense(5)(keras.layers.GlobalAveragePooling2D()(scaled))
+    keras.Model(inputs, outputs).export(str(folder), verbose=False)
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path))
+    spec = resolve_model(handle)
+    assert (spec.kind, spec.input_range) == ("hub", (0.0, 255.0))
+    assert resolve_model(str(folder)).input_range == (0.0, 255.0)  # the folder itself

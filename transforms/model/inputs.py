@@ -366,10 +366,10 @@ def model_input_range(
 def _range_taken(model: ModelReference, obj: Any) -> tuple[tuple[float, float], str] | None:
     """The pixel range a model takes by what first changes pixel values, and what that
     is as the log names it: a .keras file's (loaded as `obj`) first such layer, a
-    Rescaling or Normalization (`_pixel_range_taken`), or the first ops of a SavedModel
-    folder's graph (`saved_model_scaling`, read from its proto: a remote job's launcher
-    does not load it), of constants (`_affine_pixel_range`); None for any other model,
-    or one they show to take no 8-bit pixels."""
+    Rescaling or Normalization (`_pixel_range_taken`), or the first ops of the graph of
+    a SavedModel folder or TF Hub handle (`saved_model_scaling`, read from its proto: a
+    remote job's launcher does not load it), of constants (`_affine_pixel_range`); None
+    for any other model, or one they show to take no 8-bit pixels."""
     if model.kind == "keras":
         layer = _first_layer(obj)
         found = _pixel_range_taken(layer)
@@ -380,13 +380,14 @@ def _range_taken(model: ModelReference, obj: Any) -> tuple[tuple[float, float], 
 
 
 def _graph_scaling(model: ModelReference) -> GraphScaling | None:
-    """`saved_model_scaling` of a SavedModel folder that is no known model (its range is
-    known) or TF1 Hub module; None for any other, or a proto that does not read as
-    expected (the model is fed the default range, as before)."""
-    if model.kind != "saved_model" or model.location in KNOWN_SIGNATURES:
+    """`saved_model_scaling` of a SavedModel folder or TF Hub handle's folder
+    (`_saved_model_folder`) that is no known model (its range is known) or TF1 Hub
+    module; None for any other, or a proto that does not read as expected (the model is
+    fed the default range, as before)."""
+    if model.kind not in ("saved_model", "hub") or model.location in KNOWN_SIGNATURES:
         return None
     try:
-        return saved_model_scaling(model.location)
+        return saved_model_scaling(_saved_model_folder(model))
     except Exception as e:  # an odd proto: the range is not learnt from it
         _LOG.info("Could not read the pixel range %s takes from its graph: %s", model.reference, e)
         return None
@@ -410,17 +411,25 @@ def _warn_of_other_range(
     )
 
 
+def _saved_model_folder(model: ModelReference) -> str:
+    """The folder a SavedModel or TF Hub model (`kind` hub or saved_model) is loaded
+    from: a TF Hub handle's, where TF Hub keeps it (`hub.resolve`: its cache, which
+    loading filled), else the SavedModel folder itself."""
+    import tensorflow_hub as hub  # noqa: PLC0415
+
+    return hub.resolve(model.location) if model.kind == "hub" else model.location
+
+
 def _recorded_image_sides(model: ModelReference) -> tuple[int, int] | None:
     """`hub_image_sides` of the MetaGraph loading took of a TF1 Hub module (a folder, or
     a handle's, which loading put in TF Hub's cache); None for any other model, or a
     proto that does not read (the module loaded regardless)."""
-    import tensorflow_hub as hub  # noqa: PLC0415
     from tensorflow.python.saved_model import loader_impl  # noqa: PLC0415
 
     if model.kind not in ("saved_model", "hub") or model.location in KNOWN_SIGNATURES:
         return None
     try:
-        folder = hub.resolve(model.location) if model.kind == "hub" else model.location
+        folder = _saved_model_folder(model)
         if not is_hub_module_folder(folder):
             return None
         meta = meta_graph_loaded(loader_impl.parse_saved_model(folder).meta_graphs, True)
