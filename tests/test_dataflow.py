@@ -33,7 +33,7 @@ from packaging.utils import canonicalize_name
 from pipeline import run
 from pipeline.__main__ import main
 from pipeline.main import launch, prepare
-from tests.conftest import run_to_a_closed_stdout
+from tests.conftest import SIZE, run_to_a_closed_stdout
 from transforms import sources, tf_model
 from transforms.tf_model import HUB_ALIASES
 
@@ -221,6 +221,43 @@ def test_a_saved_models_pixel_range_is_read_from_its_graph_without_loading(tmp_p
     _no_loads(monkeypatch)
     assert tf_model.resolve_model(str(tmp_path / "exported"), load=False) == loaded
     assert loaded.input_range == (0.0, 255.0)
+
+
+def test_a_saved_model_that_draws_random_numbers_is_loaded_and_refused_at_launch(tmp_path):
+    """A remote job's launcher read a Keras export's signature from its proto and did
+    not load it: one whose RandomFlip and RandomRotation model.export keeps on passed
+    the launch, and each worker's load failed on the check that an image's scores do
+    not move between calls (a local run of such a launch: "the run failed", after the
+    workers started). Its graph draws random numbers: the launcher loads it and refuses
+    it at once, with the same reason; a model's random ops that leave its scores fixed
+    (a constant seed) pass once loaded."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(4)
+    layers = keras.layers
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = layers.RandomRotation(0.1)(layers.RandomFlip()(inputs))
+    x = layers.Conv2D(4, 3, activation="relu", bias_initializer="glorot_uniform")(x)
+    x = layers.Dense(5, bias_initializer="glorot_uniform")(layers.GlobalAveragePooling2D()(x))
+    keras.Model(inputs, x).export(str(tmp_path / "random"), verbose=False)
+    loads = []
+    real = tf_model._load
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tf_model, "_load", lambda m: loads.append(m) or real(m))
+        with pytest.raises(ValueError, match="gives other scores for the same images on each"):
+            tf_model.resolve_model(str(tmp_path / "random"), load=False)
+        assert len(loads) == 1
+
+        class Seeded(tf.Module):
+            @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+            def __call__(self, x):
+                noise = tf.random.stateless_uniform([3], seed=[1, 2])
+                return tf.reduce_mean(x, [1, 2]) + noise
+
+        tf.saved_model.save(Seeded(), str(tmp_path / "seeded"))
+        assert tf_model.resolve_model(str(tmp_path / "seeded"), load=False).num_outputs == 3
+        assert len(loads) == 2
 
 
 def test_a_saved_model_whose_proto_leaves_the_outputs_open_is_loaded(tmp_path, monkeypatch):

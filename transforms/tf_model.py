@@ -377,7 +377,8 @@ def resolve_model(
       load: True loads the model and runs it on one black image. False (a launcher
         whose workers are elsewhere) takes the signature from the table of known
         models or the SavedModel's saved_model.pb when they give it, and loads
-        only when they do not.
+        only when they do not (or its graph draws random numbers: whether its
+        scores move between calls, only a call tells).
       handoff: receives the loaded model, for a `Classifier` of this process.
       jit_compile: True (`--jit_compile on`) refuses a loaded model XLA cannot compile.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from typing import Any
 
 from transforms.config import MAX_IMAGE_SIZE
@@ -117,10 +118,49 @@ def _saved_model_signature(path: str) -> _Signature | None:
     if called is None:
         return None
     if called.call is not None:
-        return _function_signature(called.meta.object_graph_def, called.call)
-    if called.tf1:
-        return _tf1_signature(called)
-    return _signature_def_signature(called.meta.signature_def[called.signature])
+        found = _function_signature(called.meta.object_graph_def, called.call)
+    elif called.tf1:
+        found = _tf1_signature(called)
+    else:
+        found = _signature_def_signature(called.meta.signature_def[called.signature])
+    if found is not None and any(_RANDOM_OPS.search(op) for op in _ops_called(called)):
+        return None  # whether its scores move between calls, only a call tells (loading)
+    return found
+
+
+# Ops that draw random numbers (stateful, or stateless of a seed that may change): a
+# Dropout's, a RandomFlip's or RandomRotation's, which Keras 3's model.export keeps on.
+_RANDOM_OPS = re.compile(r"Random|TruncatedNormal|Multinomial|^StatefulUniform|^StatefulStandard")
+
+
+def _ops_called(called: CalledFunction) -> set[str]:
+    """The op types the function `called` runs: of the graph's nodes its signature's
+    outputs read, and of the library's functions it calls, those they call too
+    (through any function attribute: a call's, a loop's body, a branch)."""
+    meta = called.meta
+    if called.call is not None:
+        nodes, todo = [], list(called.call.function.concrete_functions)
+    else:
+        outputs = meta.signature_def[called.signature].outputs.values()
+        nodes = [node for output in outputs for node in _nodes_reaching(meta.graph_def, output)]
+        todo = [name for node in nodes for name in _functions_of(node)]
+    functions = {f.signature.name: f for f in meta.graph_def.library.function}
+    ops, seen = {node.op for node in nodes}, set()
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in functions:
+            continue
+        seen.add(name)
+        for node in functions[name].node_def:
+            ops.add(node.op)
+            todo += _functions_of(node)
+    return ops
+
+
+def _functions_of(node: Any) -> list[str]:
+    """The names of the library functions a node's attributes name."""
+    attrs = node.attr.values()
+    return [f.name for attr in attrs for f in (attr.func, *attr.list.func) if f.name]
 
 
 def _function_signature(graph, node) -> _Signature | None:
@@ -277,9 +317,13 @@ def _varint(data: bytes, at: int) -> tuple[int, int]:
 
 
 def _ops_reaching(graph_def: Any, output: Any) -> set[str]:
-    """The op types of the nodes of `graph_def` that `output` (a TensorInfo) reads,
-    through inputs and control inputs: those of the function loading makes of it, which
-    keeps them alone."""
+    """The op types of `_nodes_reaching` `output`."""
+    return {node.op for node in _nodes_reaching(graph_def, output)}
+
+
+def _nodes_reaching(graph_def: Any, output: Any) -> list[Any]:
+    """The nodes of `graph_def` that `output` (a TensorInfo) reads, through inputs and
+    control inputs: those of the function loading makes of it, which keeps them alone."""
     nodes = {node.name: node for node in graph_def.node}
     todo, seen = [output.name.split(":")[0]], set()
     while todo:
@@ -288,7 +332,7 @@ def _ops_reaching(graph_def: Any, output: Any) -> set[str]:
             continue
         seen.add(name)
         todo += [source.lstrip("^").split(":")[0] for source in nodes[name].input]
-    return {nodes[name].op for name in seen}
+    return [nodes[name] for name in seen]
 
 
 def _width(shape) -> int | None:
