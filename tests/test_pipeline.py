@@ -716,6 +716,34 @@ def test_the_readme_sql_queries_run_on_a_top_k_run(image_folder, linear_keras, t
     assert sorted(wrong.image_id) == sorted(expected)
 
 
+def test_the_readme_comparison_of_two_runs_pairs_their_rows_and_correlates_their_maps(
+    image_folder, linear_keras, linear_weights, tmp_path, monkeypatch
+):
+    # README "Comparing two runs", run as is against two real runs over the same images:
+    # the linear model's maps from black and from white (in the snippet's sample_blur)
+    # are known, x * w and (x - 1) * w, and so is their correlation.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    _run(image_folder, linear_keras, tmp_path / "output" / "sample")
+    _run(image_folder, linear_keras, tmp_path / "output" / "sample_blur", "--baseline", "white")
+    [snippet] = [block for _, block in user_doc_blocks("python") if "sample_blur" in block]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(snippet, "README.md comparison snippet", "exec"), namespace)
+    pairs = namespace["pairs"]
+    assert sorted(pairs.image_id) == sorted(image_folder["pixels"])  # broken.jpg: no row
+    assert (pairs.baseline_a == "black").all() and (pairs.baseline_b == "white").all()
+    weights, _ = linear_weights
+    for row in pairs.itertuples():
+        x = image_folder["pixels"][row.image_id].reshape(-1).astype(np.float64) / 255.0
+        w = weights[:, row.target_class]
+        expected = np.corrcoef(x * w, (x - 1) * w)[0, 1]
+        np.testing.assert_allclose(row.map_correlation, expected, rtol=1e-4)
+    assert len(namespace["maps"]) == 8  # the 4 least alike, run a's then run b's
+    assert (tmp_path / "a_above_b.png").stat().st_size > 0
+
+
 def test_a_relative_output_folder_is_written_and_read_back(
     image_folder, linear_keras, tmp_path, monkeypatch
 ):

@@ -71,6 +71,9 @@ def test_every_readme_python_snippet_runs_on_the_default_run(sample_run, tmp_pat
     matplotlib.use("Agg")
     (tmp_path / "output").mkdir()
     (tmp_path / "output" / "sample").symlink_to(sample_run)
+    # "Comparing two runs" reads a second one: here the same run (test_pipeline.py
+    # runs that snippet on two runs whose maps differ).
+    (tmp_path / "output" / "sample_blur").symlink_to(sample_run)
     monkeypatch.chdir(tmp_path)
     snippets = user_doc_blocks("python")
     assert len(snippets) >= 8
