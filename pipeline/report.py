@@ -246,10 +246,11 @@ def _png(figure: Figure, alt: str, dpi: int = 100, wide: bool = False) -> _Pictu
 
 
 def _read_table(output: str, columns: Sequence[str], **kwargs: Any) -> pa.Table:
-    """`results.read_table` without its warning of a run that has not finished: the
-    page says so (`run_state`)."""
+    """`results.read_table` without its warnings of a run that has not finished and of
+    rows held more than once: the page says so (`run_state`, `_counted_once`)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", results.UnfinishedRunWarning)
+        warnings.simplefilter("ignore", results.MixedRunsWarning)
         return results.read_table(output, columns, **kwargs)
 
 

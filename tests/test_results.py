@@ -779,6 +779,35 @@ def test_real_run_round_trip(image_folder, linear_keras, linear_weights, tmp_pat
     assert results.misclassified(meta).image_id.tolist() == expected_wrong
 
 
+def test_a_results_folder_holding_two_runs_files_says_so(image_folder, linear_keras, tmp_path):
+    """A run writes one row per image and target. Another run's file copied into its
+    results/ (by hand: the job refuses to mix runs) gave each image two rows, read back
+    as one run's without a word, and read_row picked one of the two."""
+    from pipeline import run
+
+    for baseline in ("black", "white"):
+        flags = dict(dataset=image_folder["root"], model=linear_keras, output=tmp_path / baseline)
+        args = cli_args(runner="DirectRunner", **flags, steps=4, baseline=baseline)
+        run([*args, "--faithfulness", "none"], save_main_session=False)
+    [white] = (tmp_path / "white" / "results").glob("*.parquet")
+    shutil.copy(white, tmp_path / "black" / "results" / "part-white.parquet")
+    mixed = str(tmp_path / "black")
+    reads = {
+        "read_results": (lambda: results.read_results(mixed), "4 rows"),
+        "read_table": (lambda: results.read_table(mixed, ["image_id", "target_class"]), "4 rows"),
+        "read_row": (lambda: results.read_row(mixed, "cat1.png"), "1 row"),
+    }
+    for name, (read, rows) in reads.items():
+        with pytest.warns(UserWarning, match=rf"results/ holds {rows} more than once") as said:
+            read()
+        assert [w.category for w in said] == [results.MixedRunsWarning], name
+        assert said[0].filename == __file__, name  # the caller's line, not the module's
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(results.read_results(str(tmp_path / "white"))) == 4  # one run: no word
+        assert len(results.read_results(mixed, ["file_name"])) == 8  # no key read: no check
+
+
 def test_a_row_that_does_not_match_the_schema_is_refused_by_name():
     good = make_row("a.png", label=None, predicted=3, prob=0.5, relative=0.0)
     schema = results_schema()

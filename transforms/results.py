@@ -14,6 +14,7 @@ so they stay fast however many and however large the attribution arrays are.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import numbers
 import os
@@ -31,7 +32,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from transforms import baselines as baselines_lib
-from transforms import datasource, files, images
+from transforms import datasource, files, images, wording
 from transforms.manifest import (
     ERRORS_DIR,
     LOCK_FILE,
@@ -54,6 +55,7 @@ __all__ = [
     "Filters",
     "ImageNotFound",
     "ImageUnavailable",
+    "MixedRunsWarning",
     "UnfinishedRunWarning",
     "above_tolerance",
     "attributions_of",
@@ -127,6 +129,11 @@ class ImageNotFound(ImageUnavailable):
 
 class UnfinishedRunWarning(UserWarning):
     """A read of a run that has not finished: results/ holds none of its rows yet."""
+
+
+class MixedRunsWarning(UserWarning):
+    """A read of a results/ folder holding a row more than once (the same image and
+    target): a results file copied or restored after the run, another run's too."""
 
 
 def _parquet_files(folder: str) -> list[str]:
@@ -323,7 +330,38 @@ def _table(
     expression = _expression(filters, dataset.schema)
     if expression is not None and any(c in ARRAY_COLUMNS for c in columns):
         dataset = _groups_keeping(dataset, expression)
-    return dataset.to_table(columns=list(columns), filter=expression)
+    table = dataset.to_table(columns=list(columns), filter=expression)
+    _warn_if_mixed(output, table)
+    return table
+
+
+def _warn_if_mixed(output: str, table: pa.Table) -> None:
+    """A warning where `table` holds an image and target in more than one row: the job
+    writes each once (its sinks finalize atomically, a --resume skips the images done),
+    so a results file was copied or restored after the run (the report's banner)."""
+    if not {"image_id", "target_class"} <= set(table.column_names):
+        return
+    keys = table.group_by(["image_id", "target_class"]).aggregate([([], "count_all")])
+    repeated = keys.filter(pc.field("count_all") > 1)
+    if repeated.num_rows == 0:
+        return
+    warnings.warn(
+        f"{output!r}: results/ holds {wording.count(repeated.num_rows, 'row')} more than once "
+        f"(the same image and target, e.g. {repeated['image_id'][0].as_py()!r}): a results "
+        "file was copied or restored after the run, and this read holds each copy. Move the "
+        "extra file out of results/: each run has its own --output folder.",
+        MixedRunsWarning,
+        stacklevel=_caller_level(),
+    )
+
+
+def _caller_level() -> int:
+    """The `stacklevel` of a warning at the first caller outside this module, whichever
+    of its public functions it was called through."""
+    frame, level = inspect.currentframe().f_back, 1
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _groups_keeping(dataset: ds.Dataset, expression: pc.Expression) -> ds.Dataset:
@@ -402,6 +440,8 @@ def read_results(
       UnfinishedRunWarning: (a UserWarning) the run has not finished (killed, still
         running, or a Dataflow template's, waiting for its job): results/ holds none of
         its own rows yet, only those of a run it resumes.
+      MixedRunsWarning: (a UserWarning) results/ holds a row more than once (the same
+        image_id and target_class, when both are read): a results file copied in.
     """
     _warn_if_unfinished(output)
     return _frame(output, columns, with_arrays, filters)
@@ -566,7 +606,9 @@ def read_row(output: str, image: Any, target_class: int | None = None) -> pd.Ser
     keys = _frame(output, ["image_id", "target_class", "predicted_class"], False, image_filter)
     image_id, target = _chosen_row(output, keys, image, file_only, target_class)
     row_filter = (pc.field("image_id") == image_id) & (pc.field("target_class") == target)
-    return _frame(output, None, True, row_filter).iloc[0]
+    with warnings.catch_warnings():  # said by the read of the keys: once
+        warnings.simplefilter("ignore", MixedRunsWarning)
+        return _frame(output, None, True, row_filter).iloc[0]
 
 
 def _chosen_row(
