@@ -351,8 +351,9 @@ def repeated_flag_warnings(
                 f"{text}, as for any flag; to average several baselines, give them in one, "
                 f"comma-separated: --baseline {','.join(names)}."
             )
-        else:
-            said.append(f"{text}: {flag} {values[-1]} is used; give each flag once.")
+        else:  # a switch's value is its name (--no_use_public_ips), said alone
+            used = values[-1] if actions[flag].nargs == 0 else f"{flag} {values[-1]}"
+            said.append(f"{text}: {used} is used; give each flag once.")
     return said
 
 

@@ -5870,3 +5870,16 @@ def test_a_flag_given_twice_with_other_values_is_warned_of_naming_the_one_used(c
         "--worker_machine_type given 2 times (a, then b): the last counts: "
         "--worker_machine_type b is used; give each flag once.",
     ]
+
+
+def test_a_switch_and_its_negation_given_both_name_the_one_used(caplog):
+    # A switch's value is its name: `--use_public_ips --no_use_public_ips` (Beam's pair,
+    # one dest) was said to use "--use_public_ips --no_use_public_ips", a command of both.
+    from pipeline.options import check_flags  # noqa: PLC0415
+
+    with caplog.at_level(logging.WARNING, logger="pipeline.options"):
+        check_flags(["--use_public_ips", "--no_use_public_ips"])
+    assert caplog.messages == [
+        "--use_public_ips given 2 times (--use_public_ips, then --no_use_public_ips): the "
+        "last counts: --no_use_public_ips is used; give each flag once.",
+    ]
