@@ -276,7 +276,8 @@ def check_imagenet_offset(
     fix = "leave --label_offset out"
     if not known:
         fix += (
-            f", or, for a model of other classes, pass --class_names naming its {spec.num_classes}"
+            ", or, for a model of other classes, pass --class_names naming its "
+            f"{wording.classes(spec.num_classes)}"
         )
     background = " after a background output" if fits else ""
     off = abs(spec.label_offset - fits)

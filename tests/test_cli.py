@@ -410,7 +410,7 @@ def test_a_label_offset_that_shifts_an_imagenet_model_on_unlabelled_images_exits
     if model == "custom":
         fix = (
             "leave --label_offset out, or, for a model of other classes, pass --class_names "
-            "naming its 999."
+            "naming its 999 classes."
         )
     assert line == (
         f"error: --label_offset {offset} does not fit --model {reference!r} with {outputs} "
