@@ -684,7 +684,12 @@ _BUILD_FIX = (
     "split, said",
     [
         ("nosuchsplit", "--split 'nosuchsplit' is not valid for 'tiny_declared'; its splits"),
-        ("test[:0]", "--split 'test[:0]' reads no example of 'tiny_declared' (test: 1 example)"),
+        # The split the spec names is the one suggested, not the first that holds some.
+        (
+            "test[:0]",
+            "--split 'test[:0]' reads no example of 'tiny_declared' (train: 2 examples, test: "
+            "1 example); pass a split or slice that holds some, e.g. --split test.",
+        ),
     ],
 )
 def test_a_split_a_builder_declares_no_example_of_is_refused_before_any_download(

@@ -397,8 +397,9 @@ class TinyServed(tfds.core.GeneratorBasedBuilder):
 
 class TinyDeclared(tfds.core.GeneratorBasedBuilder):
     """One flat image, downloaded from a host that never resolves, as TinyDownload, from a
-    builder that declares its split's size in its info (as TFDS's restored metadata
-    does): which splits it has, and their sizes, are known before any download."""
+    builder that declares its splits' sizes in its info (as TFDS's restored metadata
+    does): which splits it has (a train split too, never generated), and their sizes,
+    are known before any download."""
 
     VERSION = tfds.core.Version("1.0.0")
     URL = "https://tiny-declared.invalid/images.zip"
@@ -406,10 +407,11 @@ class TinyDeclared(tfds.core.GeneratorBasedBuilder):
 
     def _info(self):
         features = {"image": tfds.features.Image(shape=(SIZE, SIZE, 3))}
+        train = tfds.core.SplitInfo(name="train", shard_lengths=[2], num_bytes=0)
         test = tfds.core.SplitInfo(name="test", shard_lengths=[1], num_bytes=0)
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict(features),
-            split_dict=tfds.core.SplitDict([test]),
+            split_dict=tfds.core.SplitDict([train, test]),
         )
 
     def _split_generators(self, dl_manager):

@@ -1018,12 +1018,14 @@ def _checked_split(name: str, split: str, builder: Any) -> tuple[int, list[tuple
 
 def _check_not_empty(name: str, split: str, num_examples: int, builder: Any) -> None:
     """Refuses a split spec that reads no example ('test[:0]', 'test[:1%]' of a small
-    split, a split prepared empty): the run loaded the model, then had no input."""
+    split, a split prepared empty): the run loaded the model, then had no input. The
+    split suggested is the spec's own where it holds examples."""
     if num_examples:
         return
     sizes = {str(s): info.num_examples for s, info in builder.info.splits.items()}
     held = ", ".join(f"{s}: {wording.count(n, 'example')}" for s, n in sizes.items())
-    some = [s for s, n in sizes.items() if n]
+    named = {part.split("[")[0].strip() for part in split.split("+")}  # 'test[:1%]': test
+    some = sorted((s for s, n in sizes.items() if n), key=lambda s: s not in named)
     fix = (
         f"pass a split or slice that holds some, e.g. --split {some[0]}"
         if some
