@@ -220,7 +220,7 @@ def _blank(ax: Axes, note: str) -> None:
 
 
 # Characters per line of a note in an image's panel: the report's smallest (1.9 in)
-# holds about 30 at its 8 points.
+# holds about 30 at its 8 points; 24 leaves room for a wide letter's line.
 _PANEL_NOTE_CHARS = 24
 
 
