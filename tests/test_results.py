@@ -1158,3 +1158,72 @@ def test_a_proxy_url_with_a_bad_port_is_named_not_a_traceback(port, monkeypatch,
         "names no valid port: "
     ), message
     assert "; correct it or unset https_proxy) to read 'gs://bucket/run/" in message
+
+
+def test_chance_test_is_an_exact_sign_test_over_the_trials_of_a_check():
+    # Deletion: 8 rows beat their control, 1 ties (a map of one value has its control's
+    # curves) and 1 loses; a blind check (both AUCs 1) and a null one are no trials.
+    # The tie counts as no win, as in chance_losses: 8 of 10, p = P(X >= 8) =
+    # (45 + 10 + 1) / 1024, not below 0.05 (8 of the 9 that did not tie would be
+    # 10 / 512: the test is conservative where maps tie, never the other way).
+    nan = float("nan")
+    deletion = [0.1, 0.15, 0.2, 0.05, 0.1, 0.3, 0.25, 0.12, 0.4, 0.6, 1.0, nan]
+    control = [0.4, 0.35, 0.3, 0.45, 0.2, 0.5, 0.55, 0.32, 0.4, 0.5, 1.0, nan]
+    rows = pd.DataFrame(
+        {
+            "image_id": [f"img{i:02d}.png" for i in range(12)],
+            "deletion_auc": deletion,
+            "deletion_auc_random": control,
+            "insertion_auc": [0.9] * 12,
+            "insertion_auc_random": [0.5] * 12,
+        }
+    )
+    lead = results.leads(rows, "deletion")
+    assert lead.iloc[:10].round(6).tolist() == [
+        0.3, 0.2, 0.1, 0.4, 0.1, 0.2, 0.3, 0.2, 0.0, -0.1,
+    ]  # fmt: skip
+    assert results.leads(rows, "insertion").round(6).tolist() == [0.4] * 12
+    test = results.chance_test(rows, "deletion")
+    assert (test.check, test.rows, test.images, test.beats) == ("deletion", 10, 10, 8)
+    assert test.p_value == 56 / 1024 and not test.better_than_chance
+    # The median of the 10 leads, and its interval: the 2nd smallest to the 2nd largest
+    # (1 - 2 P(X <= 1) = 1 - 22 / 1024 >= 0.95; the 3rd would cover 1 - 112 / 1024).
+    assert test.median_lead == pytest.approx(0.2)
+    assert test.interval == pytest.approx((0.0, 0.3))
+    # Insertion: every one of 12 rows beats its control: p = 2 ** -12.
+    insertion = results.chance_test(rows, "insertion")
+    assert (insertion.images, insertion.beats, insertion.p_value) == (12, 12, 2.0**-12)
+    assert insertion.better_than_chance
+    # chance_losses counts the same rows against the map: the tie and the loss.
+    assert results.chance_losses(rows)[0].tolist() == [False] * 8 + [True, True, False, False]
+
+
+def test_chance_test_counts_an_image_of_several_targets_once():
+    # --target top_k: an image's targets share one random ranking, so their rows are
+    # not independent trials: each image counts once, by its predicted class's row.
+    # Images a to e: a's predicted class (7) loses, its two other targets beat; every
+    # row of b to e beats. By row that is 12 wins of 15; by image, 4 of 5.
+    ids = [image for image in "abcde" for _ in range(3)]
+    targets = [1, 7, 2] + [3, 4, 5] * 4
+    predicted = [7] * 3 + [3] * 12
+    rows = pd.DataFrame(
+        {
+            "image_id": ids,
+            "target_class": targets,
+            "predicted_class": predicted,
+            "deletion_auc": [0.1, 0.5, 0.1] + [0.1] * 12,
+            "deletion_auc_random": [0.3] * 15,
+            "insertion_auc": [0.9] * 15,
+            "insertion_auc_random": [0.5] * 15,
+        }
+    )
+    test = results.chance_test(rows, "deletion")
+    assert (test.rows, test.images, test.beats) == (15, 5, 4)
+    assert test.p_value == 6 / 32 and test.interval is None  # under 6 images: none
+    # One row per image of those that are a trial of the check: a's predicted class's
+    # deletion blind (both AUCs 1), its first other target's row counts instead.
+    rows.loc[1, ["deletion_auc", "deletion_auc_random"]] = 1.0
+    test = results.chance_test(rows, "deletion")
+    assert (test.rows, test.images, test.beats) == (14, 5, 5)
+    with pytest.raises(ValueError, match="chance_test needs the columns image_id"):
+        results.chance_test(rows.drop(columns="image_id"), "deletion")

@@ -14,6 +14,7 @@ so they stay fast however many and however large the attribution arrays are.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import numbers
@@ -45,12 +46,15 @@ from transforms.manifest import (
     unfinished_status,
 )
 from transforms.schema import ERROR_SCHEMA, METADATA_COLUMNS, results_schema
+from transforms.sign_test import binomial_tail, median_interval
 
 __all__ = [
     "UnreadableResults",
     "is_missing",
     "ARRAY_COLUMNS",
     "AUC_RESOLUTION",
+    "SIGNIFICANCE",
+    "ChanceTest",
     "METADATA_COLUMNS",
     "Filters",
     "ImageNotFound",
@@ -63,11 +67,13 @@ __all__ = [
     "baseline_image",
     "baseline_images",
     "chance_losses",
+    "chance_test",
     "confusions",
     "error_causes",
     "for_class",
     "input_images",
     "judged",
+    "leads",
     "load_input_image",
     "measured_nothing",
     "misclassified",
@@ -89,6 +95,9 @@ _LOG = logging.getLogger(__name__)
 # A row's faithfulness AUCs: the map's and its random control's, deletion and insertion.
 _AUCS = ("deletion_auc", "deletion_auc_random", "insertion_auc", "insertion_auc_random")
 
+# The two faithfulness checks.
+_CHECKS = ("deletion", "insertion")
+
 #: How far below 1 an AUC may lie and still measure nothing (`measured_nothing`): four
 #: relative steps of a float32 probability (2 ** -23 each, 1.2e-7; 4.8e-7 in all). A
 #: curve is the model's probability over p(x); a float32 softmax rounds it by about a
@@ -98,6 +107,10 @@ _AUCS = ("deletion_auc", "deletion_auc_random", "insertion_auc", "insertion_auc_
 #: curves by 0 to 3 steps); curves that move by about 1e-3 (p(x) = 0.99) left AUCs
 #: 4e-5 or more below 1, judged (tests/test_faithfulness_pipeline.py measures both).
 AUC_RESOLUTION: float = 4 * float(np.finfo(np.float32).eps)
+
+#: The level below which `chance_test`'s p-value calls a run's maps better than chance
+#: on a check (`ChanceTest.better_than_chance`): the convention, one-sided.
+SIGNIFICANCE: float = 0.05
 
 #: The one large column; everything else is metadata (`METADATA_COLUMNS`).
 ARRAY_COLUMNS: tuple[str, ...] = ("attributions",)
@@ -836,23 +849,98 @@ def not_measurable(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[blind]
 
 
+def leads(frame: pd.DataFrame, check: str) -> pd.Series:
+    """Per row, how far its map's `check` ("deletion" or "insertion") AUC is ahead of
+    its random control's: control - map for deletion (lower is better), map - control
+    for insertion; positive where the map beats its control, 0 where they tie, NaN
+    where either AUC is null. Over every row: `judged` says which are trials.
+
+    Returns:
+      float Series, indexed as `frame`, in [-1, 1].
+    """
+    _require(frame, (f"{check}_auc", f"{check}_auc_random"), "leads")
+    lead = frame[f"{check}_auc_random"] - frame[f"{check}_auc"]
+    return (-lead if check == "insertion" else lead).astype(float)
+
+
 def chance_losses(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     """Per row, whether its deletion and its insertion check count against its map.
 
     A check counts where the map's AUC loses to its random control or ties with it
-    (deletion AUC >= control, insertion AUC <= control), if it is a trial of that
-    check (`judged`). A check that measured nothing (`measured_nothing`: any ranking
-    ties there) never counts, whichever way rounding put its AUCs: where both did, the
-    row is `not_measurable`. Null AUCs (`--faithfulness none`, a model's NaN on a
-    curve) never count.
+    (deletion AUC >= control, insertion AUC <= control: `leads` <= 0), if it is a
+    trial of that check (`judged`). A check that measured nothing
+    (`measured_nothing`: any ranking ties there) never counts, whichever way rounding
+    put its AUCs: where both did, the row is `not_measurable`. Null AUCs
+    (`--faithfulness none`, a model's NaN on a curve) never count.
 
     Returns:
       bool Series (deletion, insertion), indexed as `frame`.
     """
     _require(frame, _AUCS, "chance_losses")
-    deletion = frame["deletion_auc"] >= frame["deletion_auc_random"]
-    insertion = frame["insertion_auc"] <= frame["insertion_auc_random"]
-    return deletion & judged(frame, "deletion"), insertion & judged(frame, "insertion")
+    deletion, insertion = ((leads(frame, c) <= 0) & judged(frame, c) for c in _CHECKS)
+    return deletion, insertion
+
+
+@dataclasses.dataclass(frozen=True)
+class ChanceTest:
+    """Whether a run's maps beat their random controls on one check more often than
+    chance would (`chance_test`).
+
+    Attributes:
+      check: "deletion" or "insertion".
+      rows: the rows that are a trial of the check (`judged`).
+      images: the images tested: one row each (an image's targets share one control).
+      beats: of those, the images whose row beats its control (`leads` > 0).
+      p_value: the exact one-sided sign test's, P(X >= beats) for X ~ Binomial(images,
+        1/2): the chance that maps no better than a random ranking would do as well.
+        1 where no image was tested.
+      median_lead: the median of those rows' `leads` (positive: the map ahead); None
+        where no image was tested.
+      interval: a distribution-free 95 % interval of that median (order statistics,
+        `sign_test.median_interval`); None under 6 images.
+    """
+
+    check: str
+    rows: int
+    images: int
+    beats: int
+    p_value: float
+    median_lead: float | None
+    interval: tuple[float, float] | None
+
+    @property
+    def better_than_chance(self) -> bool:
+        """Whether the p-value is below `SIGNIFICANCE`: the maps rank the pixels better
+        than random rankings on this check (not that they depend on the model)."""
+        return self.images > 0 and self.p_value < SIGNIFICANCE
+
+
+def chance_test(frame: pd.DataFrame, check: str) -> ChanceTest:
+    """An exact one-sided sign test of whether the maps beat their random controls on
+    `check` ("deletion" or "insertion") in more rows than chance would.
+
+    Under the null, a map ranks pixels no better than a random ranking: each row is at
+    most as likely to beat its control as to lose to it (a map of noise is exactly as
+    likely: the two orders are exchangeable). A tie (a map of one value has its
+    control's curves) counts as not beating, as in `chance_losses`: that keeps the test
+    valid, if conservative, where maps tie. Only the trials of the check count
+    (`judged`). The rows must be independent: an image's targets (`--target top_k`)
+    share one random control, so each image counts once, by the row
+    `one_row_per_image` keeps of its trials (its predicted class's where it has one).
+    """
+    _require(frame, ("image_id", f"{check}_auc", f"{check}_auc_random"), "chance_test")
+    trials = frame[judged(frame, check)]
+    tested = leads(one_row_per_image(trials), check)
+    beats = int((tested > 0).sum())
+    return ChanceTest(
+        check=check,
+        rows=len(trials),
+        images=len(tested),
+        beats=beats,
+        p_value=binomial_tail(beats, len(tested)),
+        median_lead=float(tested.median()) if len(tested) else None,
+        interval=median_interval(tested.tolist()),
+    )
 
 
 def no_better_than_chance(frame: pd.DataFrame) -> pd.DataFrame:
