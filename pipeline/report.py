@@ -406,15 +406,29 @@ def _no_better_than_chance(frame: pd.DataFrame) -> pd.DataFrame:
     if not set(_FAITHFULNESS) <= set(frame.columns) or frame.empty:
         return frame.head(0)
     loses_deletion, loses_insertion = results.chance_losses(frame)
-    deletion = frame["deletion_auc"] - frame["deletion_auc_random"]
-    insertion = frame["insertion_auc_random"] - frame["insertion_auc"]
-    margin = pd.concat([deletion, insertion], axis=1).max(axis=1)
+    leads = [results.leads(frame, c) for c in _CHECKS]
+    margin = -pd.concat(leads, axis=1).min(axis=1)  # how far behind its control, at worst
     flagged = frame.assign(
         _margin=margin,
         _loses_deletion=loses_deletion,
         _loses_insertion=loses_insertion,
     )[loses_deletion | loses_insertion]
     return flagged.sort_values(["_margin", "image_id"], ascending=[False, True])
+
+
+def _chance_tests(frame: pd.DataFrame) -> dict[str, results.ChanceTest]:
+    """Per check, `results.chance_test` of the rows; none without the columns."""
+    if not set(_FAITHFULNESS) <= set(frame.columns) or frame.empty:
+        return {}
+    return {c: results.chance_test(frame, c) for c in _CHECKS}
+
+
+def _beat_chance(tests: Mapping[str, results.ChanceTest]) -> bool:
+    """Whether the maps beat their controls more often than chance on every check that
+    had a trial, and had one: a run whose maps all beat their controls is shown as
+    good only then (2 rows of noise maps do so by luck one time in 16)."""
+    tested = [t for t in tests.values() if t.images]
+    return bool(tested) and all(t.better_than_chance for t in tested)
 
 
 def _not_measurable(frame: pd.DataFrame) -> pd.DataFrame:
@@ -437,6 +451,8 @@ class _Selection:
       worst: rows shown for completeness (see `_worst`).
       worst_pixel: rows shown for the per-pixel error (empty if not recorded).
       chance: every row whose map does no better than a random ranking.
+      tests: per check, the sign test of whether the maps beat their controls more
+        often than chance (`results.chance_test`); empty without faithfulness values.
       unmeasurable: every row whose two checks both measured nothing.
       gallery: evenly spread images for the gallery; `gallery_step` apart by image id.
       tolerance: the run's bound on the estimated per-pixel error
@@ -456,6 +472,7 @@ class _Selection:
     worst: pd.DataFrame
     worst_pixel: pd.DataFrame
     chance: pd.DataFrame
+    tests: Mapping[str, results.ChanceTest]
     unmeasurable: pd.DataFrame
     gallery: pd.DataFrame
     gallery_step: int
@@ -489,6 +506,7 @@ class _Selection:
             _worst(frame, "relative_delta", completeness, examples),
             _worst(frame, "attribution_error", tolerance, examples),
             _no_better_than_chance(frame),
+            _chance_tests(frame),
             _not_measurable(frame),
             spread,
             step,
@@ -864,11 +882,10 @@ def _tiles(manifest: Mapping[str, Any], chosen: _Selection, state: str) -> list[
         tiles.append((flagged, "rows not within tolerance", "bad" if flagged else "good"))
     if _faithfulness_measured(frame):
         chance = len(chosen.chance)
-        # 0 of no trial (`results.judged`) is not good: no map was judged.
-        judged = bool(
-            (results.judged(frame, "deletion") | results.judged(frame, "insertion")).any()
-        )
-        tone = "bad" if chance else "good" if judged else ""
+        # 0 is good only where the sign test says the maps beat chance: not of no trial
+        # (`results.judged`: no map was judged), nor of a few rows that noise maps can
+        # all win by luck.
+        tone = "bad" if chance else "good" if _beat_chance(chosen.tests) else ""
         tiles.append((chance, "rows no better than chance", tone))
         if len(chosen.unmeasurable):  # both checks measured nothing: neither good nor bad
             tiles.append((len(chosen.unmeasurable), "rows not measurable", ""))
@@ -1338,6 +1355,9 @@ def _faithfulness(chosen: _Selection, pictures: _Pictures, limit: int) -> dict[s
         **_auc_table(aucs, trials, blind),
         "missing": len(frame) - len(measured),
         "chance": len(chosen.chance),
+        "tests": {c: _chance_line(t) for c, t in chosen.tests.items()},
+        "per_image": any(t.images < t.rows for t in chosen.tests.values()),
+        "significance": results.SIGNIFICANCE,
         "resolution": results.AUC_RESOLUTION,
         "blind": int((blind["deletion"] | blind["insertion"]).sum()),
         "figure": figure,
@@ -1385,6 +1405,30 @@ def _auc_table(
         "blind_in": {c: int(blind[c].sum()) for c in _CHECKS},
         "null": {c: int((~trials[c] & ~blind[c]).sum()) for c in _CHECKS},
     }
+
+
+def _p_value(p: float) -> str:
+    """A p-value to 2 significant digits, one below 0.0001 as such."""
+    return "p < 0.0001" if p < 1e-4 else f"p = {p:.2g}"
+
+
+def _chance_line(test: results.ChanceTest) -> dict[str, Any]:
+    """The table's cells of a check's sign test (`results.chance_test`): whether the maps
+    beat their controls more often than chance, with the p-value, and the median lead
+    over the control with its interval. An image of several rows counts once."""
+    if not test.images:
+        return {"verdict": "–", "lead": "–"}
+    unit = "image" if test.images < test.rows else "row"
+    p = _p_value(test.p_value)
+    verdict = (
+        f"yes, {p}"
+        if test.better_than_chance
+        else f"not distinguishable from chance at {count(test.images, unit)} ({p})"
+    )
+    lead = _num(test.median_lead, 3)
+    if test.interval is not None:
+        lead += f" ({_num(test.interval[0], 3)} to {_num(test.interval[1], 3)})"
+    return {"verdict": verdict, "lead": lead}
 
 
 def _number(value: Any) -> float | None:

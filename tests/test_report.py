@@ -41,7 +41,7 @@ from tests.conftest import (
     write_image,
 )
 from tests.known_rows import as_older_version, damage_arrays, make_row, regroup, write_output
-from transforms import labels, plots, results
+from transforms import faithfulness, labels, plots, results
 from transforms.config import AttributionConfig
 from transforms.schema import ERROR_SCHEMA, results_schema
 from transforms.sinks import write_json
@@ -1262,6 +1262,111 @@ def test_the_faithfulness_section_says_what_beating_one_random_ranking_shows(fol
     assert "a map of noise beats it in about half of a check's rows by luck" in section
     assert "a row that beats its control is not shown to be faithful by that alone" in section
     assert "the target's probability, whatever --score" in section
+
+
+def _softmax_of_two(weights: np.ndarray) -> faithfulness.ProbabilityFn:
+    """p(target) of a linear 2-class model of images flattened, logits x . weights [P, 2]."""
+
+    def fn(batch, targets):
+        z = batch.reshape(len(batch), -1).astype(np.float64) @ weights
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        return (p / p.sum(axis=1, keepdims=True))[np.arange(len(batch)), targets]
+
+    return fn
+
+
+def _checked_run(tmp_path: Path, name: str, map_of: str, rows: int = 40) -> str:
+    """An output of `rows` rows as the job writes them, their AUCs measured by the job's
+    own checks (`faithfulness.for_rows`, K = 8) on a linear 2-class softmax model of
+    16 x 16 images, of maps of noise (`map_of` "noise") or of each pixel's exact share
+    of the log-odds against black ("log-odds": deleting in its order lowers the
+    probability fastest)."""
+    rng = np.random.default_rng(11)
+    side = 16  # the insertion's blur (sigma = side / 16) moves the probability
+    images = rng.uniform(0, 1, (rows, side, side, 3)).astype(np.float32)
+    weights = rng.normal(scale=0.05, size=(side * side * 3, 2))  # p well inside (0, 1)
+    targets = np.argmax(images.reshape(rows, -1) @ weights, axis=1)
+    if map_of == "noise":
+        maps = rng.normal(size=(rows, side, side))
+    else:
+        odds = (weights[:, 0] - weights[:, 1]).reshape(side, side, 3)
+        maps = images * np.where(targets == 0, 1, -1)[:, None, None, None] * odds
+    ids = [f"img{i:02d}.png" for i in range(rows)]
+    zero = np.zeros_like(images)
+    checked = faithfulness.for_rows(
+        _softmax_of_two(weights),
+        images,
+        zero,
+        ids,
+        np.arange(rows),
+        targets,
+        maps,
+        steps=8,
+        chunk_size=512,
+    )
+    made = [
+        make_row(i, None, int(t), 0.9, 0.001) | faithfulness.row_columns(checked, r)
+        for r, (i, t) in enumerate(zip(ids, targets, strict=True))
+    ]
+    return write_output(tmp_path / name, [made], dataset=str(tmp_path / "images"))
+
+
+def test_the_table_gives_each_checks_sign_test_of_a_run_whose_checks_measured_its_maps(
+    tmp_path,
+):
+    # "X of N" alone: a map of noise beats its one random control in about half the
+    # rows, so the count is evidence only well above N / 2, and the page left the
+    # reader to judge how far. The exact one-sided sign test says it: over 40 rows
+    # whose AUCs the job's own checks measured, the log-odds maps (the fastest
+    # deletion order) win every deletion, p = 2 ** -40; maps of noise, 21 of 40 and
+    # 21 of 37 (p = 0.44 and 0.26), are not called better than chance on either check.
+    good = results.read_results(_checked_run(tmp_path, "good", "log-odds"))
+    assert results.chance_test(good, "deletion").beats == 40
+    section = _page(build_report(str(tmp_path / "good"), examples=0, gallery=0))
+    section = " ".join(section.sections["faithfulness"].split())
+    assert re.search(r"deletion AUC \(lower is better\) \S+ \S+ 40 of 40 yes, p < 0.0001", section)
+    noise = results.read_results(_checked_run(tmp_path, "noise", "noise"))
+    tests = [results.chance_test(noise, c) for c in ("deletion", "insertion")]
+    # Insertion: 3 rows whose two curves stayed capped at 1 (measured nothing) are out.
+    assert [(t.beats, t.images) for t in tests] == [(21, 40), (21, 37)]
+    assert not any(t.better_than_chance for t in tests)
+    text = build_report(str(tmp_path / "noise"), examples=0, gallery=0)
+    section = " ".join(_page(text).sections["faithfulness"].split())
+    for test in tests:
+        p = f"p = {test.p_value:.2g}"
+        n = test.images
+        assert f"21 of {n} not distinguishable from chance at {n} rows ({p})" in section, section
+    assert "the maps rank the pixels better than random rankings on that check, not" in section
+    assert "that they depend on the model" in section
+
+
+def test_a_small_run_whose_every_map_beats_its_control_is_not_shown_as_good(folder_run, tmp_path):
+    # The tile of rows no better than chance turned green at 0, even in a run of 4 rows
+    # where maps of noise all beat their controls one time in 16 per check. It is green
+    # only where the sign test says the maps beat chance on every check measured.
+    beats = _new_values(0.05, 0.1, 0.4, 0.6, 0.5)
+    add_columns(folder_run["output"], dict.fromkeys(NEW_VALUES, beats))
+    text = build_report(folder_run["output"], gallery=0)
+    assert _tile(text, "rows no better than chance") == ("", "0")
+    section = " ".join(_page(text).sections["faithfulness"].split())
+    line = "4 of 4 not distinguishable from chance at 4 rows (p = 0.062) 0.3"
+    assert f"deletion AUC (lower is better) 0.1 0.4 {line}" in section
+    # 6 rows of which every one beats: p = 1/64 on each check, the tile green; the
+    # interval of the median lead, smallest to largest, is given from 6 rows.
+    curves = {c: np.asarray(beats[c], np.float32) for c in ("deletion_curve", "insertion_curve")}
+    made = [
+        make_row(f"img{i}.png", None, 7, 0.9, 0.001)
+        | beats
+        | curves
+        | {"deletion_auc": 0.1 + i / 100}
+        for i in range(6)
+    ]
+    output = write_output(tmp_path / "six", [made], dataset=str(tmp_path / "images"))
+    text = build_report(output, examples=0, gallery=0)
+    assert _tile(text, "rows no better than chance") == ("good", "0")
+    section = " ".join(_page(text).sections["faithfulness"].split())
+    assert "6 of 6 yes, p = 0.016 0.275 (0.25 to 0.3)" in section
+    assert "6 of 6 yes, p = 0.016 0.1 (0.1 to 0.1)" in section
 
 
 def test_a_median_auc_just_below_1_is_not_shown_as_1(folder_run):
