@@ -10,10 +10,12 @@ import numpy as np
 from skimage import data as skdata
 
 from transforms import images, sources
+from transforms.preprocess import ImageExample
 from transforms.tf_model import Classifier, ModelHandoff, resolve_model
 
 __all__ = [
     "extra_photos",
+    "load_examples",
     "load_photos",
     "load_classifier",
     "peak_rss_mb",
@@ -53,6 +55,14 @@ def load_photos(paths: list[str] | None = None, size: int = 224) -> tuple[list[s
     """Names and float32 [N, size, size, 3] images in [0, 1], as the job feeds them;
     the sample's 8 photos when `paths` is None. No photo (`--photos 0`) is an error:
     it measured the sample's photos under a title saying 0."""
+    examples = load_examples(paths, size)
+    return [ex.image_id for ex in examples], np.stack([ex.image for ex in examples])
+
+
+def load_examples(paths: list[str] | None = None, size: int = 224) -> list[ImageExample]:
+    """The photos of `load_photos` as the job's Preprocess makes them: each image with
+    its content box (`ImageExample.content`), so that a padded photo's faithfulness
+    checks rank and switch its own pixels alone, as the job's do."""
     if paths is None:
         paths = [f.path for f in sources.sample_files()]
     if not paths:
@@ -61,8 +71,11 @@ def load_photos(paths: list[str] | None = None, size: int = 224) -> tuple[list[s
     for path in paths:
         with open(path, "rb") as f:
             pixels = images.decode_image(f.read(), max_side_hint=size)
-        out.append(images.scale_to_range(images.resize_with_pad(pixels, size), (0.0, 1.0)))
-    return [os.path.basename(p) for p in paths], np.stack(out)
+        padded = images.scale_to_range(images.resize_with_pad(pixels, size), (0.0, 1.0))
+        name = os.path.basename(path)
+        content = images.pad_box(*pixels.shape[:2], size)
+        out.append(ImageExample(name, name, None, padded, content))
+    return out
 
 
 def load_classifier(model: str = "efficientnet_lite0") -> Classifier:

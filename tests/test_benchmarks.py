@@ -455,10 +455,15 @@ def test_estimate_limits_reads_the_floor_where_it_turns_on_and_can_run_without_i
     def run(engine):
         with el._engine(engine):
             return ig.integrated_gradients(
-                ig.integrand_from_gradients(fn), x, base, [0], [0], settings,
+                ig.integrand_from_gradients(fn),
+                x,
+                base,
+                [0],
+                [0],
+                settings,
                 target_scores=fn(x, base[:, 0], np.ones(1), None)[0],
                 baseline_scores=fn(x, base[:, 0], np.zeros(1), None)[0].reshape(1, 1),
-            )  # fmt: skip
+            )
 
     el._Recording.made.clear()
     on, off = run(el._Recording), run(el._NoFloor)
@@ -467,3 +472,49 @@ def test_estimate_limits_reads_the_floor_where_it_turns_on_and_can_run_without_i
     assert recorded.median[0] > el._OFF  # what turned it on
     assert on.error[0] <= 0.015 and on.evaluations[0] < 256
     assert off.error[0] > 0.015 and off.evaluations[0] >= 256
+
+
+def test_the_faithfulness_benchmarks_photos_carry_their_content_box_as_the_jobs_do():
+    # The benchmark's examples had no content box: its handler runs and its K table
+    # ranked a padded photo's black bars with its own pixels, which the job no longer
+    # does (a map ranking them last beat its control by the padding alone).
+    from benchmarks.common import extra_photos, load_examples, load_photos
+    from transforms import images
+
+    path = next(p for p in extra_photos() if p.endswith("chelsea.png"))  # 451 x 300
+    (example,) = load_examples([path], size=32)
+    assert example.content == images.pad_box(300, 451, 32) and example.content[2] < 32
+    assert example.content_mask().sum() == example.content[2] * example.content[3]
+    names, pixels = load_photos([path], size=32)
+    assert names == [example.image_id] and (pixels[0] == example.image).all()
+
+
+def test_the_faithfulness_benchmark_counts_rows_beating_chance_as_the_job_does():
+    # Its "beats chance on both" line compared the AUCs itself: a check that measured
+    # nothing (both AUCs 1) counted as a loss, and no line said how far above half
+    # the counts were. It uses the job's chance_losses, judged and chance_test.
+    import numpy as np
+
+    from benchmarks.faithfulness import _chance_rows
+    from transforms.faithfulness import FaithfulnessResult
+
+    # Rows: beats both; ties on deletion; insertion measured nothing; loses insertion;
+    # beats both; beats both.
+    aucs = {
+        "deletion_auc": [0.1, 0.3, 0.1, 0.1, 0.2, 0.1],
+        "deletion_auc_random": [0.3, 0.3, 0.3, 0.3, 0.3, 0.3],
+        "insertion_auc": [0.8, 0.8, 1.0, 0.4, 0.9, 0.7],
+        "insertion_auc_random": [0.5, 0.5, 1.0, 0.5, 0.5, 0.5],
+    }
+    curves = np.zeros((6, 3))
+    result = FaithfulnessResult(
+        curves,
+        curves,
+        curves,
+        curves,
+        **{k: np.array(v) for k, v in aucs.items()},
+        forward_evaluations=np.zeros(6, np.int64),
+    )
+    deletion, both = _chance_rows(result, [f"p{i}.png" for i in range(6)])
+    assert deletion[3:5] == ["5 of 6 (sign test p = 0.11)", "4 of 5 (sign test p = 0.19)"]
+    assert both[3] == "3 of 5"  # the third row is judged on deletion alone
