@@ -200,7 +200,8 @@ def _chance_rows(reference: fa.FaithfulnessResult, ids: list[str]) -> list[list[
     cells = {}
     for check in losses:
         test = results.chance_test(frame, check)
-        cells[check] = f"{test.beats} of {test.rows} (sign test p = {test.p_value:.2g})"
+        # Over images: a photo measured twice (the sample's and --photos') counts once.
+        cells[check] = f"{test.beats} of {test.images} (sign test p = {test.p_value:.2g})"
     both = results.judged(frame, "deletion") & results.judged(frame, "insertion")
     won = both & ~losses["deletion"] & ~losses["insertion"]
     return [

@@ -518,3 +518,7 @@ def test_the_faithfulness_benchmark_counts_rows_beating_chance_as_the_job_does()
     deletion, both = _chance_rows(result, [f"p{i}.png" for i in range(6)])
     assert deletion[3:5] == ["5 of 6 (sign test p = 0.11)", "4 of 5 (sign test p = 0.19)"]
     assert both[3] == "3 of 5"  # the third row is judged on deletion alone
+    # A photo measured twice (the sample's astronaut and --photos 1's) counts once:
+    # its first row, here the one that beats its control.
+    deletion, _ = _chance_rows(result, ["p0.png", "p0.png", *(f"p{i}.png" for i in range(2, 6))])
+    assert deletion[3] == "5 of 5 (sign test p = 0.031)"
