@@ -426,7 +426,7 @@ def _chance_tests(frame: pd.DataFrame) -> dict[str, results.ChanceTest]:
 def _beat_chance(tests: Mapping[str, results.ChanceTest]) -> bool:
     """Whether the maps beat their controls more often than chance on every check that
     had a trial, and had one: a run whose maps all beat their controls is shown as
-    good only then (2 rows of noise maps do so by luck one time in 16)."""
+    good only then (4 rows of noise maps all beat a check's controls one time in 16)."""
     tested = [t for t in tests.values() if t.images]
     return bool(tested) and all(t.better_than_chance for t in tested)
 
