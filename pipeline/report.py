@@ -882,10 +882,12 @@ def _tiles(manifest: Mapping[str, Any], chosen: _Selection, state: str) -> list[
         tiles.append((flagged, "rows not within tolerance", "bad" if flagged else "good"))
     if _faithfulness_measured(frame):
         chance = len(chosen.chance)
-        # 0 is good only where the sign test says the maps beat chance: not of no trial
-        # (`results.judged`: no map was judged), nor of a few rows that noise maps can
-        # all win by luck.
-        tone = "bad" if chance else "good" if _beat_chance(chosen.tests) else ""
+        # The sign test decides: 0 is good only where it says the maps beat chance (not
+        # of no trial, `results.judged`, nor of a few rows that noise maps can all win
+        # by luck); rows that lose are bad only where it does not (good maps lose to a
+        # random ranking in some rows: 1 of 20 is no alarm).
+        beat = _beat_chance(chosen.tests)
+        tone = ("" if beat else "bad") if chance else ("good" if beat else "")
         tiles.append((chance, "rows no better than chance", tone))
         if len(chosen.unmeasurable):  # both checks measured nothing: neither good nor bad
             tiles.append((len(chosen.unmeasurable), "rows not measurable", ""))

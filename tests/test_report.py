@@ -1338,6 +1338,7 @@ def test_the_table_gives_each_checks_sign_test_of_a_run_whose_checks_measured_it
         assert f"21 of {n} not distinguishable from chance at {n} rows ({p})" in section, section
     assert "the maps rank the pixels better than random rankings on that check, not" in section
     assert "that they depend on the model" in section
+    assert _tile(text, "rows no better than chance")[0] == "bad"  # the test says no
 
 
 def test_a_small_run_whose_every_map_beats_its_control_is_not_shown_as_good(folder_run, tmp_path):
@@ -1367,6 +1368,19 @@ def test_a_small_run_whose_every_map_beats_its_control_is_not_shown_as_good(fold
     section = " ".join(_page(text).sections["faithfulness"].split())
     assert "6 of 6 yes, p = 0.016 0.275 (0.25 to 0.3)" in section
     assert "6 of 6 yes, p = 0.016 0.1 (0.1 to 0.1)" in section
+    # 20 rows of which one loses on deletion: p = 21 / 2 ** 20 there, the maps beat
+    # chance; the row is counted, but the tile is no alarm (it was red: good maps lose to
+    # a random ranking in some rows).
+    loses = {"deletion_auc": 0.5, "deletion_auc_random": 0.4}
+    made = [
+        make_row(f"img{i}.png", None, 7, 0.9, 0.001) | beats | curves | (loses if i == 0 else {})
+        for i in range(20)
+    ]
+    output = write_output(tmp_path / "twenty", [made], dataset=str(tmp_path / "images"))
+    text = build_report(output, examples=0, gallery=0)
+    assert _tile(text, "row no better than chance") == ("", "1")
+    section = " ".join(_page(text).sections["faithfulness"].split())
+    assert "19 of 20 yes, p < 0.0001" in section
 
 
 def test_a_median_auc_just_below_1_is_not_shown_as_1(folder_run):
