@@ -260,6 +260,26 @@ def test_a_saved_model_that_draws_random_numbers_is_loaded_and_refused_at_launch
         assert len(loads) == 2
 
 
+def test_a_tf_keras_saved_model_with_a_dropout_is_read_without_loading(tmp_path, monkeypatch):
+    """A Keras 2 (tf_keras) model saved in the TF format keeps a trace of its __call__
+    for training=True, whose Dropout draws random numbers, beside the training=False
+    one the job calls (images alone: `training` at its default, False): the launcher
+    of a remote job loaded it for a random op its call never runs. Only the traces the
+    call runs count: it is read from its proto, as a model without the Dropout is."""
+    import tf_keras
+
+    layers = tf_keras.layers
+    model = tf_keras.Sequential(
+        [layers.Input((SIZE, SIZE, 3)), layers.Conv2D(4, 3), layers.GlobalAveragePooling2D()]
+        + [layers.Dropout(0.5), layers.Dense(5)]
+    )
+    model.save(str(tmp_path / "dropout"), save_format="tf")
+    loaded = tf_model.resolve_model(str(tmp_path / "dropout"))
+    _no_loads(monkeypatch)
+    assert tf_model.resolve_model(str(tmp_path / "dropout"), load=False) == loaded
+    assert (loaded.image_size, loaded.num_outputs) == (SIZE, 5)
+
+
 def test_a_saved_model_whose_proto_leaves_the_outputs_open_is_loaded(tmp_path, monkeypatch):
     import tensorflow as tf
 

@@ -139,7 +139,7 @@ def _ops_called(called: CalledFunction) -> set[str]:
     (through any function attribute: a call's, a loop's body, a branch)."""
     meta = called.meta
     if called.call is not None:
-        nodes, todo = [], list(called.call.function.concrete_functions)
+        nodes, todo = [], _traces_called(meta.object_graph_def, called.call.function)
     else:
         outputs = meta.signature_def[called.signature].outputs.values()
         nodes = [node for output in outputs for node in _nodes_reaching(meta.graph_def, output)]
@@ -155,6 +155,37 @@ def _ops_called(called: CalledFunction) -> set[str]:
             ops.add(node.op)
             todo += _functions_of(node)
     return ops
+
+
+def _traces_called(graph: Any, function: Any) -> list[str]:
+    """The concrete functions of a saved `__call__` (`function`, a node of the object
+    `graph`) that `callable_of`'s call runs: it passes the images alone, so the restored
+    function runs a trace whose further arguments hold their defaults (a tf_keras
+    model's training=False trace, not its training=True one of a Dropout's random op).
+    All of them where none does: loading then decides."""
+    from tensorflow.python.saved_model import nested_structure_coder  # noqa: PLC0415
+
+    spec = nested_structure_coder.decode_proto(function.function_spec.fullargspec)
+    names = spec.args[1:] if function.function_spec.is_method else spec.args
+    given = spec.defaults or ()
+    defaults = dict(zip(names[len(names) - len(given) :], given, strict=True))
+    defaults.update(spec.kwonlydefaults or {})
+    called = []
+    for name in function.concrete_functions:
+        coded = graph.concrete_functions[name].canonicalized_input_signature
+        args, kwargs = nested_structure_coder.decode_proto(coded)
+        if len(args) > len(names):
+            continue
+        further = {**dict(zip(names[1 : len(args)], args[1:], strict=True)), **kwargs}
+        if all(_holds_default(defaults, key, value) for key, value in further.items()):
+            called.append(name)
+    return called or list(function.concrete_functions)
+
+
+def _holds_default(defaults: dict[str, Any], key: str, value: Any) -> bool:
+    """Whether a trace's argument `key` holds the value a call that leaves it out gives
+    it (a tensor's spec holds none: the call passes no tensor there)."""
+    return key in defaults and not hasattr(value, "shape") and value == defaults[key]
 
 
 def _functions_of(node: Any) -> list[str]:
