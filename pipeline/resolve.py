@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pipeline import logs
 from pipeline.options import DEFAULT_SPLIT, AuditOptions, ConfigError
 from pipeline.output_folder import local_output
-from pipeline.runner import check_credentials
+from pipeline.runner import LocalWorkers, check_credentials
 from transforms import labels, manifest, sources, wording
 from transforms.config import AttributionConfig
 from transforms.datasource import IMAGE_SUFFIXES, REMOTE_FOLDER_SCHEMES
@@ -546,47 +546,111 @@ def fit_to_model(
 # MB); any model's point holds at least its input, gradient and contribution (float32).
 _BUNDLED_BYTES_PER_VALUE = 186
 _LEAST_BYTES_PER_VALUE = 12
+# Bytes a process holding the model holds before any call: TensorFlow's runtime and
+# Beam's, and the model. Measured as the resident memory of a fresh process after
+# `resolve_model` (the launcher's load and call on one black image): 0.93 GB of the
+# bundled model, 0.76 GB after importing TensorFlow and Beam alone (the least of any
+# model's process; 0.82 GB with a small tf_keras model loaded). The sample's runs
+# (8 images, --faithfulness none) peaked above the need these give, summed over a
+# run's processes: one worker 1.88 and 3.66 GB at --path_batch_size 8 and 64 (need
+# 1.12 and 2.69), two threads 2.20 and 4.60 (1.35 and 4.48), two worker processes
+# 3.99 and 6.38 (3.15 and 6.28): no value that fits is refused.
+_BUNDLED_PROCESS_BYTES = 900_000_000
+_LEAST_PROCESS_BYTES = 700_000_000
 
 
-def check_path_batch_memory(config: AttributionConfig, spec: ModelSpec, batch_size: int) -> None:
-    """Refuses a --path_batch_size whose gradient calls cannot fit in this machine's
-    memory (the job runs here): it failed while running, out of memory, or was killed.
-    A call holds at most the points of a round of the batch's paths, so a larger value
-    than those is refused only when they do not fit either. Other models than the
-    bundled one are held to the least any model's point needs: values that fit pass."""
-    memory = _machine_memory()
-    if config.path_batch_size is None or memory is None:
-        return
+@dataclasses.dataclass(frozen=True)
+class _MemoryNeed:
+    """The memory a local job's gradient calls need: `calls` live at once, each of
+    `points` path points of `per_point` bytes, beside the bytes `held` by the processes
+    holding the model before any call."""
+
+    points: int
+    per_point: int
+    calls: int
+    held: int
+
+    @property
+    def total(self) -> int:
+        return self.held + self.calls * self.points * self.per_point
+
+
+def _memory_needed(
+    config: AttributionConfig,
+    spec: ModelSpec,
+    batch_size: int,
+    workers: LocalWorkers,
+    images: int | None,
+) -> _MemoryNeed:
+    """What `check_path_batch_memory` holds a job to: a call holds at most the points
+    of a round of its batch's paths, and no more calls are live at once than workers or
+    `images` (when known: each call is of one image at least)."""
+    bundled = spec.kind == "bundled"
     height, width = spec.image_shape
-    per_value = _BUNDLED_BYTES_PER_VALUE if spec.kind == "bundled" else _LEAST_BYTES_PER_VALUE
-    per_point = height * width * 3 * per_value
+    per_value = _BUNDLED_BYTES_PER_VALUE if bundled else _LEAST_BYTES_PER_VALUE
     rows = config.top_k if config.target == "top_k" else 1
     per_path = config.steps if config.tolerance == 0 else config.max_steps
-    points = min(config.path_batch_size, batch_size * rows * len(config.baselines) * per_path)
-    if points * per_point <= memory:
-        return
-    raise ConfigError(
-        f"--path_batch_size {config.path_batch_size}: gradient calls of {points} path "
-        f"points need about {points * per_point / 1e9:.1f} GB ({per_point / 1e6:.1f} MB a "
-        f"point at the model's {height}x{width} input), more than this machine's "
-        f"{memory / 1e9:.1f} GB of memory; pass --path_batch_size "
-        f"{max(1, memory // 2 // per_point)} or less, or auto."
+    return _MemoryNeed(
+        points=min(config.path_batch_size, batch_size * rows * len(config.baselines) * per_path),
+        per_point=height * width * 3 * per_value,
+        calls=max(1, min(workers.calls, images or workers.calls)),
+        held=workers.processes * (_BUNDLED_PROCESS_BYTES if bundled else _LEAST_PROCESS_BYTES),
     )
 
 
-def _machine_memory() -> int | None:
+def check_path_batch_memory(
+    config: AttributionConfig,
+    spec: ModelSpec,
+    batch_size: int,
+    workers: LocalWorkers,
+    images: int | None = None,
+) -> None:
+    """Refuses a --path_batch_size whose gradient calls cannot fit in this machine's
+    memory (the job runs here): it failed while running, out of memory, or was killed.
+    Its need (`_memory_needed`): the processes holding the model, and the calls live at
+    once, so a larger value than a call's points is refused only when those do not fit
+    either. Other models than the bundled one are held to the least any model's
+    process and point need: values that fit pass."""
+    memory = _machine_memory()
+    if config.path_batch_size is None or memory is None:
+        return
+    need = _memory_needed(config, spec, batch_size, workers, images)
+    if need.total <= memory:
+        return
+    height, width = spec.image_shape
+    at_once = f" in each of {need.calls} workers at once" if need.calls > 1 else ""
+    processes = wording.count(workers.processes, "process", "processes")
+    fits = max(0, memory - need.held) // 2 // (need.per_point * need.calls)  # half the room
+    fix = f"--path_batch_size {fits} or less, or auto" if fits else "fewer --direct_num_workers"
+    raise ConfigError(
+        f"--path_batch_size {config.path_batch_size}: gradient calls of {need.points} path "
+        f"points{at_once} need about {(need.total - need.held) / 1e9:.1f} GB "
+        f"({need.per_point / 1e6:.1f} MB a point at the model's {height}x{width} input), "
+        f"and {processes} holding the model about {need.held / 1e9:.1f} GB before any "
+        f"call: more than this machine's {memory / 1e9:.1f} GB of memory; pass {fix}."
+    )
+
+
+# Where a container's memory limit is read: cgroup v2's, and v1's (no limit: about 2**63).
+_CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
+def _machine_memory(limits: Sequence[str] = _CGROUP_LIMITS) -> int | None:
     """Bytes of memory this process may use: the machine's, or its container's limit
-    (cgroup v2) where lower; None where unknown."""
+    (cgroup v2 or v1, files `limits`) where lower; None where unknown."""
     try:
         memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # not POSIX
         return None
-    try:
-        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as f:
-            limit = f.read().strip()
-    except OSError:
-        return memory
-    return min(memory, int(limit)) if limit.isdigit() else memory
+    for path in limits:
+        try:
+            with open(path, encoding="ascii") as f:
+                limit = f.read().strip()
+        except OSError:
+            continue
+        if limit.isdigit():  # v2's "max": none
+            memory = min(memory, int(limit))
+    return memory
 
 
 def dataset_source(audit: AuditOptions) -> sources.DataSource:

@@ -13,6 +13,7 @@ GPUs and machine type, and the credentials a gs:// path needs.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -47,7 +48,9 @@ __all__ = [
     "is_dataflow_dry_run",
     "is_direct",
     "job_outlives_launcher",
+    "LocalWorkers",
     "local_runner",
+    "local_workers",
     "runner_name",
     "where_job_runs_on",
     "writes_template",
@@ -79,6 +82,42 @@ def is_direct(options: PipelineOptions) -> bool:
     """A DirectRunner, or the FnApiRunner a DirectRunner job runs on (`local_runner`):
     the job runs in this process (and its model loads here)."""
     return "direct" in runner_name(options) or _runs_on_fn_api(options)
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalWorkers:
+    """How a job that runs on this machine holds its model here.
+
+    Attributes:
+      processes: processes that each hold a model and TensorFlow's runtime: the
+        launcher's (a DirectRunner's in-process workers share its model), and a
+        multi_processing DirectRunner's worker processes, each loading its own.
+      calls: gradient calls that may be live at once: one per DirectRunner worker
+        (thread or process); one of another local runner's (the least it runs).
+    """
+
+    processes: int = 1
+    calls: int = 1
+
+
+def local_workers(options: PipelineOptions) -> LocalWorkers | None:
+    """How the job holds its model on this machine; None where it runs elsewhere
+    (Dataflow, a portable runner's job service or cluster apart from the launcher).
+    A DirectRunner runs --direct_num_workers workers (0: one per CPU core, as Beam
+    counts them); in Beam's default in_memory mode, as in multi_threading, they are
+    threads of this process sharing its model. Prism and other local portable runners
+    (a local Flink's, Spark's) run here too, as many at once as they choose."""
+    if is_direct(options):
+        direct = options.view_as(DirectOptions)
+        workers = direct.direct_num_workers or 1  # Beam's default, unless 0
+        if direct.direct_num_workers == 0:
+            workers = os.cpu_count() or 1
+        if direct.direct_running_mode == "multi_processing":
+            return LocalWorkers(processes=1 + workers, calls=workers)
+        return LocalWorkers(calls=workers)
+    if is_dataflow(options) or where_job_runs_on(options) is not None:
+        return None
+    return LocalWorkers()
 
 
 def local_runner(options: PipelineOptions) -> PipelineRunner | None:

@@ -5815,8 +5815,10 @@ def _memory() -> int:
     return _machine_memory()
 
 
-# Bytes a path point of the bundled model's 224x224 input holds, as measured (28 MB).
+# Bytes a path point of the bundled model's 224x224 input holds, as measured (28 MB),
+# and those its process holds before any call (0.9 GB).
 _BUNDLED_POINT = 224 * 224 * 3 * 186
+_BUNDLED_PROCESS = 900_000_000
 
 
 def test_a_path_batch_size_whose_calls_cannot_fit_in_memory_exits_2_with_one_that_fits(
@@ -5832,33 +5834,147 @@ def test_a_path_batch_size_whose_calls_cannot_fit_in_memory_exits_2_with_one_tha
     (line,) = _error_lines(_failed_in_process(flags, capfd, caplog))
     assert line == (
         "error: --path_batch_size 100000: gradient calls of 100000 path points need about "
-        "2799.8 GB (28.0 MB a point at the model's 224x224 input), more than this machine's "
+        "2799.8 GB (28.0 MB a point at the model's 224x224 input), and 1 process holding "
+        "the model about 0.9 GB before any call: more than this machine's "
         f"{_memory() / 1e9:.1f} GB of memory; pass --path_batch_size "
-        f"{_memory() // 2 // _BUNDLED_POINT} or less, or auto."
+        f"{(_memory() - _BUNDLED_PROCESS) // 2 // _BUNDLED_POINT} or less, or auto."
     )
     assert not (tmp_path / "o").exists()
+
+
+def _peak_memory_of_run(command: list[str], log: Path) -> tuple[int, int]:
+    """Exit code and peak resident memory in bytes of `command`, a process of its own
+    (its largest, where it waits for processes of its own)."""
+    with open(log, "wb") as err:
+        process = subprocess.Popen(
+            launched(command), cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, stderr=err
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)  # waited for here
+    return process.returncode, usage.ru_maxrss * 1024
+
+
+def test_the_value_a_path_batch_size_refusal_suggests_runs_and_holds_what_it_was_held_to(
+    tmp_path, capfd, caplog
+):
+    # The check counted one call whatever the DirectRunner's workers: 2 threads of the
+    # launcher (--direct_running_mode multi_threading) each hold a call at once, and its
+    # process the model and TensorFlow's runtime before any. The value it suggests runs,
+    # and that run holds at least what the check holds the job to (it refuses no value
+    # that fits): the job's own memory, at its peak.
+    from pipeline.resolve import _memory_needed  # noqa: PLC0415
+    from pipeline.runner import LocalWorkers  # noqa: PLC0415
+    from transforms.tf_model import ModelSpec  # noqa: PLC0415
+
+    workers = cli_args(direct_num_workers=2, direct_running_mode="multi_threading")
+    flags = cli_args(path_batch_size=100000, steps=4096, batch_size=64) + workers
+    base = cli_args(output=tmp_path / "o", tolerance=0, faithfulness="none")
+    (line,) = _error_lines(_failed_in_process(base + flags, capfd, caplog))
+    fits = (_memory() - _BUNDLED_PROCESS) // 2 // (2 * _BUNDLED_POINT)
+    assert line.startswith(
+        "error: --path_batch_size 100000: gradient calls of 100000 path points in each of 2 "
+        "workers at once need about 5599.6 GB (28.0 MB a point at the model's 224x224 "
+        "input), and 1 process holding the model about 0.9 GB before any call: "
+    ) and line.endswith(f"; pass --path_batch_size {fits} or less, or auto.")
+    # Calls of one image's 16 points each (batches of 1), 2 at once, of 8 images.
+    flags = cli_args(path_batch_size=fits, steps=16, batch_size=1) + workers
+    code, peak = _peak_memory_of_run(
+        [sys.executable, "-m", "pipeline", *base, *flags], tmp_path / "err"
+    )
+    assert code == 0, (tmp_path / "err").read_text()[-3000:]
+    config = AttributionConfig(steps=16, tolerance=0, path_batch_size=fits, faithfulness="none")
+    spec = ModelSpec("m", "bundled", "m", 224, (0.0, 1.0), 1000, 0, "x")
+    need = _memory_needed(config, spec, 1, LocalWorkers(calls=2), 8)
+    assert (need.points, need.calls) == (16, 2)
+    assert need.total <= peak
 
 
 def test_a_path_batch_size_is_refused_only_where_the_calls_it_makes_cannot_fit():
     # A call holds at most a round of the batch's points (8 images of 16 here: 128),
     # whatever a larger --path_batch_size allows; a value that fits is never refused.
+    # Each DirectRunner worker holds a call at once, and each of its processes the
+    # model before any: the launcher's, and a multi_processing run's workers.
     from pipeline.resolve import check_path_batch_memory  # noqa: PLC0415
+    from pipeline.runner import LocalWorkers  # noqa: PLC0415
     from transforms.tf_model import ModelSpec  # noqa: PLC0415
 
-    def check(value: int, kind: str = "bundled", steps: int = 4096, batch: int = 64) -> None:
+    def check(value, kind="bundled", steps=4096, batch=64, workers=None, images=None):
+        workers = workers or LocalWorkers()
         spec = ModelSpec("m", kind, "m", 224, (0.0, 1.0), 1000, 0, "x")
         config = AttributionConfig(steps=steps, tolerance=0, path_batch_size=value)
-        check_path_batch_memory(config, spec, batch)
+        check_path_batch_memory(config, spec, batch, workers, images)
 
-    most = _memory() // _BUNDLED_POINT
+    def suggested(error) -> int:
+        return int(re.search(r"pass --path_batch_size (\d+) or less", str(error.value))[1])
+
+    room = _memory() - _BUNDLED_PROCESS
+    most = room // _BUNDLED_POINT
     check(10**9, steps=16, batch=8)
-    check(_memory() // 2 // _BUNDLED_POINT)  # the value the refusal says fits
+    check((room // 2) // _BUNDLED_POINT)  # the value the refusal says fits
     check(most)
     with pytest.raises(pipeline_main.ConfigError, match=rf"--path_batch_size {most + 1}: "):
         check(most + 1)
     # Another model is held to what any model's point holds at least: its input, its
     # gradient and its contribution, 12 bytes a value (1.8 MB at 224x224).
     check(most + 1, kind="keras")
+    # 4 worker processes, each holding the model and a call, and the launcher's model.
+    four = LocalWorkers(processes=5, calls=4)
+    most_of_four = (_memory() - 5 * _BUNDLED_PROCESS) // (4 * _BUNDLED_POINT)
+    check(most_of_four, workers=four)
+    with pytest.raises(pipeline_main.ConfigError, match="in each of 4 workers at once") as e:
+        check(most_of_four + 1, workers=four)
+    check(suggested(e), workers=four)
+    # No more calls at once than images: 2 images keep 2 of the 4 workers busy.
+    check(most_of_four + 1, workers=four, images=2)
+    with pytest.raises(pipeline_main.ConfigError, match="pass fewer --direct_num_workers"):
+        check(1, workers=LocalWorkers(processes=_memory() // _BUNDLED_PROCESS + 1))
+
+
+def test_a_containers_memory_limit_is_read_from_cgroup_v1_and_v2(tmp_path):
+    # Only cgroup v2's memory.max was read: a container of cgroup v1 (its
+    # memory/memory.limit_in_bytes) limited to less than the machine was held to the
+    # machine's memory. Either limit counts where lower; none (v2's "max", v1's
+    # 2**63 rounded to pages) leaves the machine's.
+    from pipeline.resolve import _CGROUP_LIMITS, _machine_memory  # noqa: PLC0415
+
+    machine = _machine_memory(limits=())
+    assert "/sys/fs/cgroup/memory/memory.limit_in_bytes" in _CGROUP_LIMITS
+    v1, v2 = tmp_path / "memory.limit_in_bytes", tmp_path / "memory.max"
+    v1.write_text("2147483648\n")
+    v2.write_text("max\n")
+    assert _machine_memory(limits=(str(v2), str(v1))) == min(machine, 2147483648)
+    v1.write_text("9223372036854771712\n")
+    assert _machine_memory(limits=(str(v2), str(v1), str(tmp_path / "none"))) == machine
+
+
+def test_the_workers_a_local_job_runs_its_model_in_are_counted(tmp_path, capfd, caplog):
+    # The check held any local job to one call, and ran for DirectRunner jobs alone:
+    # --direct_num_workers (0: one per core) make calls at once, in processes of their
+    # own with multi_processing; a Prism job runs on this machine too.
+    from apache_beam.options.pipeline_options import PipelineOptions  # noqa: PLC0415
+
+    from pipeline.runner import LocalWorkers, local_workers  # noqa: PLC0415
+
+    def workers(*flags: str) -> LocalWorkers | None:
+        return local_workers(PipelineOptions(list(flags)))
+
+    cores = os.cpu_count()
+    assert workers() == LocalWorkers(processes=1, calls=1)
+    assert workers("--direct_num_workers", "3") == LocalWorkers(processes=1, calls=3)
+    threads = ["--direct_running_mode", "multi_threading", "--direct_num_workers", "0"]
+    assert workers(*threads) == LocalWorkers(processes=1, calls=cores)
+    processes = ["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"]
+    assert workers(*processes) == LocalWorkers(processes=3, calls=2)
+    assert workers("--runner", "PrismRunner") == LocalWorkers(processes=1, calls=1)
+    assert workers("--runner", "DataflowRunner") is None
+    apart = ["--runner", "PortableRunner", "--job_endpoint", "localhost:1"]
+    assert workers(*apart) is None
+    if _memory() >= 100000 * _BUNDLED_POINT:
+        pytest.skip("this machine holds 2.8 TB")
+    flags = cli_args(runner="PrismRunner", output=tmp_path / "o", path_batch_size=100000)
+    flags += cli_args(steps=4096, tolerance=0, batch_size=64, faithfulness="none")
+    (line,) = _error_lines(_failed_in_process(flags, capfd, caplog))
+    assert line.startswith("error: --path_batch_size 100000: gradient calls of 100000 ")
 
 
 def test_a_flag_given_twice_with_other_values_is_warned_of_naming_the_one_used(caplog):
