@@ -5842,30 +5842,14 @@ def test_a_path_batch_size_whose_calls_cannot_fit_in_memory_exits_2_with_one_tha
     assert not (tmp_path / "o").exists()
 
 
-def _peak_memory_of_run(command: list[str], log: Path) -> tuple[int, int]:
-    """Exit code and peak resident memory in bytes of `command`, a process of its own
-    (its largest, where it waits for processes of its own)."""
-    with open(log, "wb") as err:
-        process = subprocess.Popen(
-            launched(command), cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, stderr=err
-        )
-        _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)  # waited for here
-    return process.returncode, usage.ru_maxrss * 1024
-
-
-def test_the_value_a_path_batch_size_refusal_suggests_runs_and_holds_what_it_was_held_to(
+def test_a_path_batch_size_refusal_counts_the_workers_that_hold_calls_at_once(
     tmp_path, capfd, caplog
 ):
     # The check counted one call whatever the DirectRunner's workers: 2 threads of the
     # launcher (--direct_running_mode multi_threading) each hold a call at once, and its
-    # process the model and TensorFlow's runtime before any. The value it suggests runs,
-    # and that run holds at least what the check holds the job to (it refuses no value
-    # that fits): the job's own memory, at its peak.
-    from pipeline.resolve import _memory_needed  # noqa: PLC0415
-    from pipeline.runner import LocalWorkers  # noqa: PLC0415
-    from transforms.tf_model import ModelSpec  # noqa: PLC0415
-
+    # process the model and TensorFlow's runtime before any. (The measured peaks the
+    # rule is held under are in pipeline/resolve.py; the value it suggests passes the
+    # check: test_a_path_batch_size_is_refused_only_where_the_calls_it_makes_cannot_fit.)
     workers = cli_args(direct_num_workers=2, direct_running_mode="multi_threading")
     flags = cli_args(path_batch_size=100000, steps=4096, batch_size=64) + workers
     base = cli_args(output=tmp_path / "o", tolerance=0, faithfulness="none")
@@ -5876,17 +5860,7 @@ def test_the_value_a_path_batch_size_refusal_suggests_runs_and_holds_what_it_was
         "workers at once need about 5599.6 GB (28.0 MB a point at the model's 224x224 "
         "input), and 1 process holding the model about 0.9 GB before any call: "
     ) and line.endswith(f"; pass --path_batch_size {fits} or less, or auto.")
-    # Calls of one image's 16 points each (batches of 1), 2 at once, of 8 images.
-    flags = cli_args(path_batch_size=fits, steps=16, batch_size=1) + workers
-    code, peak = _peak_memory_of_run(
-        [sys.executable, "-m", "pipeline", *base, *flags], tmp_path / "err"
-    )
-    assert code == 0, (tmp_path / "err").read_text()[-3000:]
-    config = AttributionConfig(steps=16, tolerance=0, path_batch_size=fits, faithfulness="none")
-    spec = ModelSpec("m", "bundled", "m", 224, (0.0, 1.0), 1000, 0, "x")
-    need = _memory_needed(config, spec, 1, LocalWorkers(calls=2), 8)
-    assert (need.points, need.calls) == (16, 2)
-    assert need.total <= peak
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_path_batch_size_is_refused_only_where_the_calls_it_makes_cannot_fit():
