@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -1354,16 +1355,7 @@ def test_a_small_run_whose_every_map_beats_its_control_is_not_shown_as_good(fold
     assert f"deletion AUC (lower is better) 0.1 0.4 {line}" in section
     # 6 rows of which every one beats: p = 1/64 on each check, the tile green; the
     # interval of the median lead, smallest to largest, is given from 6 rows.
-    curves = {c: np.asarray(beats[c], np.float32) for c in ("deletion_curve", "insertion_curve")}
-    made = [
-        make_row(f"img{i}.png", None, 7, 0.9, 0.001)
-        | beats
-        | curves
-        | {"deletion_auc": 0.1 + i / 100}
-        for i in range(6)
-    ]
-    output = write_output(tmp_path / "six", [made], dataset=str(tmp_path / "images"))
-    text = build_report(output, examples=0, gallery=0)
+    text = _run_of_rows(tmp_path / "six", 6, beats, lambda i: {"deletion_auc": 0.1 + i / 100})
     assert _tile(text, "rows no better than chance") == ("good", "0")
     section = " ".join(_page(text).sections["faithfulness"].split())
     assert "6 of 6 yes, p = 0.016 0.275 (0.25 to 0.3)" in section
@@ -1372,15 +1364,22 @@ def test_a_small_run_whose_every_map_beats_its_control_is_not_shown_as_good(fold
     # chance; the row is counted, but the tile is no alarm (it was red: good maps lose to
     # a random ranking in some rows).
     loses = {"deletion_auc": 0.5, "deletion_auc_random": 0.4}
-    made = [
-        make_row(f"img{i}.png", None, 7, 0.9, 0.001) | beats | curves | (loses if i == 0 else {})
-        for i in range(20)
-    ]
-    output = write_output(tmp_path / "twenty", [made], dataset=str(tmp_path / "images"))
-    text = build_report(output, examples=0, gallery=0)
+    text = _run_of_rows(tmp_path / "twenty", 20, beats, lambda i: {} if i else loses)
     assert _tile(text, "row no better than chance") == ("", "1")
     section = " ".join(_page(text).sections["faithfulness"].split())
     assert "19 of 20 yes, p < 0.0001" in section
+
+
+def _run_of_rows(output: Path, rows: int, values: dict, changed: Callable[[int], dict]) -> str:
+    """The report's page of a run of `rows` rows holding the faithfulness `values`, but
+    for what `changed(i)` gives row i."""
+    curves = {c: np.asarray(values[c], np.float32) for c in ("deletion_curve", "insertion_curve")}
+    made = [
+        make_row(f"img{i}.png", None, 7, 0.9, 0.001) | values | curves | changed(i)
+        for i in range(rows)
+    ]
+    written = write_output(output, [made], dataset=str(output.parent / "images"))
+    return build_report(written, examples=0, gallery=0)
 
 
 def test_a_median_auc_just_below_1_is_not_shown_as_1(folder_run):
