@@ -74,6 +74,7 @@ __all__ = [
     "parse_stages",
     "print_report",
     "run",
+    "signed_spearman",
     "stage_layers",
 ]
 
@@ -223,8 +224,9 @@ def map_similarity(
 
     Returns:
       Spearman rank correlation in [-1, 1] of |pixel_scores| over `where`, and SSIM
-      in [-1, 1] of the same maps scaled to [0, 1] by their maxima, averaged over the
-      windows centred on `where` (skimage's mean when `where` is everything); NaN
+      in [-1, 1] of the same maps scaled to [0, 1] (`_unit_range`: by their 99th
+      percentile over `where`, clipped), averaged over the windows centred on
+      `where` (skimage's mean when `where` is everything); NaN
       where a map is constant or not finite there, and SSIM NaN where the maps have
       fewer than 3 rows or columns (no 3 x 3 window fits: a content box of a line
       or a panorama) or no window centre is in `where`.
@@ -238,7 +240,24 @@ def map_similarity(
     if not where.any() or np.ptp(a[where]) == 0 or np.ptp(b[where]) == 0:
         return float("nan"), float("nan")
     rho = float(spearmanr(a[where], b[where]).statistic)
-    return rho, _masked_ssim(a / a.max(), b / b.max(), where)
+    return rho, _masked_ssim(_unit_range(a, where), _unit_range(b, where), where)
+
+
+# The percentile of a map's values over its content that `_unit_range` scales to 1.
+_TOP_PERCENTILE = 99.0
+
+
+def _unit_range(a: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """float [H, W] >= 0 scaled to [0, 1] for SSIM: divided by its `_TOP_PERCENTILE`
+    over `where` (its maximum there, where that percentile is 0), clipped at 1.
+
+    SSIM's constants are fixed for a data range of 1. Scaled by its maximum, a
+    heavy-tailed map (IG's: a few pixels carry most of it) sits near 0 but for a few
+    pixels, where the constants outweigh its variance: two independent such maps
+    (|Cauchy| noise) had SSIM 0.89, lognormal ones 0.56, with Spearman about 0."""
+    top = float(np.percentile(a[where], _TOP_PERCENTILE))
+    top = top if top > 0 else float(a[where].max())
+    return np.minimum(a / top, 1.0)
 
 
 def _masked_ssim(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
@@ -272,6 +291,25 @@ def _masked_ssim(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
     inner = (slice(pad, a.shape[0] - pad), slice(pad, a.shape[1] - pad))
     centres = where[inner] & (count[inner] > 1.5)
     return float(local[inner][centres].mean()) if centres.any() else float("nan")
+
+
+def signed_spearman(
+    original: np.ndarray, other: np.ndarray, where: np.ndarray | None = None
+) -> float:
+    """Spearman rank correlation of two maps' signed per-pixel values (`pixel_scores`)
+    over `where` (default all), in [-1, 1]; NaN where a map is constant or not finite
+    there. Adebayo et al. report it beside the absolute one: a map and its negation
+    are -1 here and 1 by `map_similarity`, which the decision uses (a randomised
+    model's sign is arbitrary)."""
+    from scipy.stats import spearmanr  # noqa: PLC0415
+
+    a, b = pixel_scores(original), pixel_scores(other)
+    where = np.ones(a.shape, bool) if where is None else np.asarray(where, bool)
+    if not (np.isfinite(a[where]).all() and np.isfinite(b[where]).all()):
+        return float("nan")
+    if not where.any() or np.ptp(a[where]) == 0 or np.ptp(b[where]) == 0:
+        return float("nan")
+    return float(spearmanr(a[where], b[where]).statistic)
 
 
 def maps_changed(spearman: float | None, ssim: float | None) -> bool | None:
