@@ -468,8 +468,9 @@ def sanity_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--images",
         type=int,
-        default=4,
-        help="Images to check (first by id), each with all its rows (targets); default 4.",
+        default=8,
+        help="Images to check (first by id), each with all its rows (targets); default 8 "
+        "(the sign test needs 5 for p < 0.05).",
     )
     parser.add_argument(
         "--stages",

@@ -15,9 +15,13 @@ baselines, score) and compared with the maps of the intact model:
 * SSIM of the same maps, each scaled to [0, 1] by its maximum;
 
 both over the pixels that differ from a baseline (`content_mask`): elsewhere IG
-is 0 in every map, whatever the model.
-
-Maps that stay similar while the model is destroyed do not explain the model.
+is 0 in every map, whatever the model. IG multiplies its gradient by x - x', so
+every map keeps part of the input's own structure whatever the weights: each
+stage's similarity is compared, image by image, with that of the input alone
+(`input_map`, x - x': IG of a model whose gradient is 1 everywhere), by an exact
+sign test (`reference_test`). Maps that stay closer to the intact model's than the
+input alone is do not explain the model; maps further from them than it depend on
+the trained weights.
 Writes `<output>/sanity/sanity.json` and `<output>/sanity/sanity.png` (input,
 intact map and the map at each stage, per image).
 """
@@ -62,26 +66,28 @@ from transforms.manifest import (
     unfinished_status,
 )
 from transforms.quiet import import_tensorflow
+from transforms.sign_test import binomial_tail, median_interval
 from transforms.sinks import write_json
 from transforms.tf_model import Classifier, ModelReference, ModelSpec, model_identity
 from transforms.wording import count, printable
 
 __all__ = [
-    "SIMILAR",
+    "MEASURES",
+    "input_map",
     "main",
     "map_similarity",
     "maps_changed",
     "parse_stages",
     "print_report",
+    "reference_test",
     "run",
     "signed_spearman",
     "stage_layers",
 ]
 
 _LOG = logging.getLogger(__name__)
-# Medians at or above this (Spearman or SSIM) count as "maps still similar": the
-# maps of a destroyed model should be no closer to the intact ones than this.
-SIMILAR = 0.5
+# The measures the decision tests, each against the input alone (`reference_test`).
+MEASURES = ("spearman", "ssim")
 # `content_box` of an image equal to its baselines: nothing differs, IG is 0 there.
 _WHOLE = (slice(None), slice(None))
 
@@ -312,24 +318,101 @@ def signed_spearman(
     return float(spearmanr(a[where], b[where]).statistic)
 
 
-def maps_changed(spearman: float | None, ssim: float | None) -> bool | None:
-    """The check's decision on a stage's medians (the one place it is made).
+def input_map(inputs: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """The map of the input alone: x - x', averaged over the baselines.
+
+    IG's map is x - x' times the path's mean gradient; this is IG of a model whose
+    gradient is 1 everywhere (F = sum of x), a map without weights. Every map shares
+    this much of the image's own structure whatever the weights: the similarity
+    with it is what a map reaches without a model (`reference_test`).
+
+    Args:
+      inputs: float [H, W, C], the image in the model's input range.
+      references: float [B, H, W, C], its baselines.
 
     Returns:
-      True when both medians are below `SIMILAR` (the maps changed), False when
-      either is at or above it (they stayed similar), None when either is missing
-      or not finite (no finite maps to judge by).
+      float [H, W, C].
     """
-    if spearman is None or ssim is None or not (np.isfinite(spearman) and np.isfinite(ssim)):
-        return None
-    return bool(spearman < SIMILAR and ssim < SIMILAR)
+    return np.mean(inputs[None].astype(np.float64) - references, axis=0)
+
+
+# Differences from the input alone's similarity within this are ties (float rounding,
+# a swap of two near-equal pixels' ranks): evidence neither way.
+_TIE = 1e-3
+
+
+def reference_test(
+    ids: Sequence[str], values: Sequence[float | None], reference: Sequence[float | None]
+) -> dict[str, Any]:
+    """A stage's similarity against the input alone's, image by image: exact sign
+    tests of the stage's maps being further from the intact ones than the input
+    alone is, and of their not being so.
+
+    Args:
+      ids: the rows' image ids (an image's targets are rows of one image).
+      values: per row, the stage's similarity with the intact map (None or NaN: none).
+      reference: per row, the input alone's (`input_map`) similarity with the intact map.
+
+    Returns:
+      {"images": images with both values in some row (each its rows' median
+      difference, stage minus input alone: an image's targets share its input, so
+      they are not independent trials), "below" / "ties" / "above": images whose
+      difference is below -`_TIE` / within `_TIE` / above it, "p_below": the one-sided
+      sign test's P(X >= below), X ~ Binomial(images, 1/2) (a tie counts as no
+      win: conservative), "p_not_below": P(X >= ties + above), the same test the other
+      way (1 with no image), "median_difference" (None with no image) and "interval"
+      (its distribution-free 95 % interval, `median_interval`; None under 6 images)}.
+    """
+    differences: dict[str, list[float]] = {}
+    for image_id, value, ref in zip(ids, values, reference, strict=True):
+        if _finite(value) and _finite(ref):
+            differences.setdefault(image_id, []).append(float(value) - float(ref))
+    per_image = [float(np.median(d)) for d in differences.values()]
+    n = len(per_image)
+    below, above = sum(d < -_TIE for d in per_image), sum(d > _TIE for d in per_image)
+    interval = median_interval(per_image)
+    return {
+        "images": n,
+        "below": below,
+        "ties": n - below - above,
+        "above": above,
+        "p_below": binomial_tail(below, n),
+        "p_not_below": binomial_tail(n - below, n),
+        "median_difference": float(np.median(per_image)) if per_image else None,
+        "interval": list(interval) if interval else None,
+    }
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and bool(np.isfinite(value))
+
+
+def maps_changed(stage: dict[str, Any]) -> bool | None:
+    """The check's decision on a stage (`_stage_report`; the one place it is made).
+
+    Returns:
+      True when, by both measures, its maps are further from the intact model's than
+      the input alone is in significantly many images (`reference_test`'s p_below <
+      `results.SIGNIFICANCE`): they depend on the weights beyond the input's own
+      structure (both tests at `SIGNIFICANCE`: an intersection of tests needs no
+      correction). False when, by either, they are not in significantly many
+      (p_not_below below `SIGNIFICANCE` / 2, Bonferroni's for either of two): they keep
+      as much of the intact maps as the input alone does, or more, whatever the
+      weights. None otherwise: too few images, or no clear direction.
+    """
+    tests = [stage["reference_test"][m] for m in MEASURES]
+    if all(t["p_below"] < results.SIGNIFICANCE for t in tests):
+        return True
+    if any(t["p_not_below"] < results.SIGNIFICANCE / len(MEASURES) for t in tests):
+        return False
+    return None
 
 
 def _decision(stages: list[dict[str, Any]], kept: Sequence[str] = ()) -> bool | None:
     """`changed`: `maps_changed` of the last stage, but None (undecided) where its maps
     stayed similar while layers below it (`kept`) keep their weights: the maps may
     depend on those."""
-    changed = maps_changed(stages[-1]["spearman_median"], stages[-1]["ssim_median"])
+    changed = maps_changed(stages[-1])
     return None if changed is False and kept else changed
 
 
@@ -338,40 +421,83 @@ def _kept_weights(last: dict[str, Any], kept: Sequence[str]) -> str:
     names = ", ".join(kept[:5]) + (f" and {len(kept) - 5} more" if len(kept) > 5 else "")
     keeps = "keeps its" if len(kept) == 1 else "keep their"
     return (
-        f"the maps stay similar with the layers down to {last['layer']} randomised, but "
-        f"{count(len(kept), 'layer')} below {keeps} trained weights ({names}), on which "
-        f"they may depend: randomise down to the input to decide (--stages as a number, "
-        f"or names ending at {kept[-1]})"
+        f"the maps stay closer to the intact model's than the input alone with the layers "
+        f"down to {last['layer']} randomised, but {count(len(kept), 'layer')} below "
+        f"{keeps} trained weights ({names}), on which they may depend: randomise down to "
+        f"the input to decide (--stages as a number, or names ending at {kept[-1]})"
     )
 
 
-def _verdict(stages: list[dict[str, Any]], blank: int = 0, kept: Sequence[str] = ()) -> str:
-    """Whether the maps of the fully randomised stage still resemble the intact model's;
-    `blank`: rows whose image equals its baselines (`content_box`), whose maps are 0;
+def _fewest_images() -> int:
+    """The fewest images whose sign test can fall below `results.SIGNIFICANCE` (5)."""
+    n = 1
+    while binomial_tail(n, n) >= results.SIGNIFICANCE:
+        n += 1
+    return n
+
+
+def _counts(stage: dict[str, Any], below: bool = True) -> str:
+    """`k of n images by Spearman (p = ...) and ... by SSIM (p = ...)`: the images of
+    the stage's `reference_test`s whose maps are further from the intact ones than
+    the input alone (`below`), or not."""
+    said = []
+    for measure, name in zip(MEASURES, ("Spearman", "SSIM"), strict=True):
+        test = stage["reference_test"][measure]
+        k = test["below"] if below else test["images"] - test["below"]
+        p = test["p_below"] if below else test["p_not_below"]
+        said.append(f"{k} of {count(test['images'], 'image')} by {name} (p = {p:.2g})")
+    return " and ".join(said)
+
+
+def _verdict(
+    stages: list[dict[str, Any]],
+    reference: dict[str, Any],
+    blank: int = 0,
+    kept: Sequence[str] = (),
+) -> str:
+    """Whether the maps of the last stage are further from the intact model's than the
+    input alone is (`maps_changed`), with the sign tests' counts and the medians (the
+    input alone's: `reference`, `_similarities`'s); `blank`: rows whose image equals its baselines (`content_box`), whose maps are 0;
     `kept`: the layers with weights the last stage left intact (names that stop above
     the input), which leave maps that stayed similar undecided."""
     last = stages[-1]
-    rho, ssim = last["spearman_median"], last["ssim_median"]
     numbers = (
-        f"median Spearman {rho:.2f}, SSIM {ssim:.2f} with "
+        f"median Spearman {last['spearman_median']:.2f} (the input alone "
+        f"{reference['spearman_median']:.2f}), SSIM {last['ssim_median']:.2f} (the input "
+        f"alone {reference['ssim_median']:.2f}) with "
         f"{count(last['layers_randomised'], 'layer')} randomised, down to {last['layer']}"
     )
     changed = _decision(stages, kept)
-    if changed is None and maps_changed(rho, ssim) is None:
+    if not all(last["reference_test"][m]["images"] for m in MEASURES):
         return f"undecided: {_why_no_medians(last, blank)} ({numbers})."
-    if changed is None:
+    if changed is None and maps_changed(last) is False:
         return f"undecided: {_kept_weights(last, kept)} ({numbers})."
-    if changed:
-        first = next(
-            s["layer"] for s in stages if maps_changed(s["spearman_median"], s["ssim_median"])
+    if changed is None:
+        images = min(last["reference_test"][m]["images"] for m in MEASURES)
+        few = (
+            f"; {count(images, 'image')} cannot show it at p < {results.SIGNIFICANCE} "
+            f"(it takes {_fewest_images()}: --images)"
+            if images < _fewest_images()
+            else "; check more images (--images)"
         )
         return (
-            f"pass: the maps change when the model is destroyed ({numbers}; first below "
-            f"{SIMILAR} at {first}): they depend on the model's weights."
+            "undecided: the randomised model's maps are further from the intact model's "
+            f"than the input alone (x - x') in {_counts(last)}: not shown by both "
+            f"measures at p < {results.SIGNIFICANCE}, nor the reverse{few} ({numbers})."
+        )
+    if changed:
+        first = next(s["layer"] for s in stages if maps_changed(s))
+        return (
+            "pass: the randomised model's maps are further from the intact model's than "
+            f"the input alone (x - x') in {_counts(last)}: they depend on the "
+            f"model's weights beyond the input's own structure ({numbers}; first so at "
+            f"{first})."
         )
     return (
-        f"fail: the maps stay similar when the model is destroyed ({numbers}): they "
-        "reflect the input more than the model and do not explain it."
+        "fail: the randomised model's maps stay at least as close to the intact model's "
+        f"as the input alone (x - x') in {_counts(last, below=False)}: they keep as much "
+        "of them as the input gives any map, or more, whatever the weights, and do not "
+        f"explain the model ({numbers})."
     )
 
 
@@ -401,22 +527,40 @@ def _why_no_medians(stage: dict[str, Any], blank: int = 0) -> str:
     )
 
 
-def _stage_report(layers: list[str], similarity: list[tuple[float, float]]) -> dict[str, Any]:
-    rho = np.array([s[0] for s in similarity])
-    ssim = np.array([s[1] for s in similarity])
+def _similarities(similarity: Sequence[tuple[float, float]]) -> dict[str, Any]:
+    """Per row (Spearman, SSIM) as strict JSON (NaN as null) and their medians over
+    the rows with both (so that the two medians are of the same rows; NaN with none)."""
+    rho = np.array([s[0] for s in similarity], np.float64)
+    ssim = np.array([s[1] for s in similarity], np.float64)
     finite = np.isfinite(rho) & np.isfinite(ssim)
-    rho_median = float(np.median(rho[finite])) if finite.any() else float("nan")
-    ssim_median = float(np.median(ssim[finite])) if finite.any() else float("nan")
     return {
-        "layer": layers[-1],
-        "layers_randomised": len(layers),
-        "spearman_median": rho_median,
-        "ssim_median": ssim_median,
-        "similar": maps_changed(rho_median, ssim_median) is False,
-        # Per image; null where a map was constant or not finite (strict JSON).
+        "spearman_median": float(np.median(rho[finite])) if finite.any() else float("nan"),
+        "ssim_median": float(np.median(ssim[finite])) if finite.any() else float("nan"),
+        # Per row; null where a map was constant or not finite (strict JSON).
         "spearman": [float(v) if np.isfinite(v) else None for v in rho],
         "ssim": [float(v) if np.isfinite(v) else None for v in ssim],
     }
+
+
+def _stage_report(
+    layers: list[str],
+    similarity: list[tuple[float, float]],
+    reference: dict[str, Any],
+    ids: Sequence[str],
+    signed: Sequence[float] | None = None,
+) -> dict[str, Any]:
+    """A stage's entry of sanity.json: its rows' `similarity` (Spearman, SSIM) with the
+    intact maps, their `reference_test`s against the input alone's (`reference`,
+    `_similarities`'s) for the rows' image `ids`, and the signed Spearman per row
+    (`signed_spearman`, reported, not judged)."""
+    stage = {"layer": layers[-1], "layers_randomised": len(layers), **_similarities(similarity)}
+    signed = np.array([np.nan] * len(similarity) if signed is None else signed, np.float64)
+    stage["spearman_signed"] = [float(v) if np.isfinite(v) else None for v in signed]
+    finite = np.isfinite(signed)
+    stage["spearman_signed_median"] = float(np.median(signed[finite])) if finite.any() else None
+    stage["reference_test"] = {m: reference_test(ids, stage[m], reference[m]) for m in MEASURES}
+    stage["similar"] = maps_changed(stage) is False
+    return stage
 
 
 def _headings(layers: Sequence[str]) -> list[str]:
@@ -486,9 +630,12 @@ def content_box(mask: np.ndarray) -> tuple[slice, slice]:
     return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
-def _content(config, spec, inputs, image_ids) -> list[tuple[tuple[slice, slice], np.ndarray]]:
-    """Per image: its `content_box` and, within the box, its `content_mask`."""
-    regions = []
+def _content(
+    config, spec, inputs, image_ids
+) -> tuple[list[tuple[tuple[slice, slice], np.ndarray]], list[np.ndarray]]:
+    """Per row: its image's `content_box` and, within the box, its `content_mask`; and
+    its image's `input_map`, float [H, W, C]."""
+    regions, plain = [], []
     for x, image_id in zip(inputs, image_ids, strict=True):
         references = baselines_lib.make_baselines(
             x, config.baselines, spec.input_range, image_id, config.seed
@@ -496,7 +643,8 @@ def _content(config, spec, inputs, image_ids) -> list[tuple[tuple[slice, slice],
         mask = content_mask(x, references)
         box = content_box(mask)
         regions.append((box, mask[box] if box != _WHOLE else np.ones_like(mask)))
-    return regions
+        plain.append(input_map(x, references))
+    return regions, plain
 
 
 def _rows(output: str, manifest: dict[str, Any], count: int, image_root: str | None = None):
@@ -535,18 +683,31 @@ def _why_unavailable(manifest: dict[str, Any], image_id: str, image_root: str | 
     return f"{image_id!r} loads now: it was unavailable a moment ago"
 
 
+Regions = list[tuple[tuple[slice, slice], np.ndarray]]
+
+
+def _compared(original: np.ndarray, maps: Sequence[np.ndarray], regions: Regions, measure):
+    """`measure(intact, other, where)` per row, over its image's content (`_content`)."""
+    return [
+        measure(o[box], m[box], where)
+        for o, m, (box, where) in zip(original, maps, regions, strict=True)
+    ]
+
+
 def _cascade(
     model: Classifier,
     plan: list[list[str]],
     seed: int,
     original: np.ndarray,
     attribute: Callable[[], np.ndarray],
-    regions: list[tuple[tuple[slice, slice], np.ndarray]],
+    regions: Regions,
+    reference: dict[str, Any],
+    ids: Sequence[str],
 ) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
     """Randomises the model's layers stage by stage (each stage adds to the last) and
     compares the maps `attribute` gives then with the intact model's `original`,
     each over its image's content (`_content`: the box, and the pixels in it that
-    differ from a baseline).
+    differ from a baseline), and against the input alone's similarity (`reference`).
 
     Returns:
       Each stage's maps, float32 [N, H, W, C], and its `_stage_report`.
@@ -556,11 +717,9 @@ def _cascade(
         model.randomize_layers([name for name in layers if name not in done], seed)
         done = layers
         maps.append(attribute())
-        similarity = [
-            map_similarity(o[box], m[box], where)
-            for o, m, (box, where) in zip(original, maps[-1], regions, strict=True)
-        ]
-        stage = _stage_report(layers, similarity)
+        similarity = _compared(original, maps[-1], regions, map_similarity)
+        signed = _compared(original, maps[-1], regions, signed_spearman)
+        stage = _stage_report(layers, similarity, reference, ids, signed)
         reports.append(stage)
         rho, ssim = stage["spearman_median"], stage["ssim_median"]
         _LOG.info("%s: median Spearman %.3f, SSIM %.3f", layers[-1], rho, ssim)
@@ -573,12 +732,13 @@ def _report(
     config: AttributionConfig,
     seed: int,
     reports: list[dict[str, Any]],
+    reference: dict[str, Any],
     blank: int = 0,
     kept: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The contents of sanity.json (see `run`) from the stages' `_stage_report`s;
-    `blank`: rows whose image equals its baselines, `kept`: the layers left intact
-    (see `_verdict`)."""
+    """The contents of sanity.json (see `run`) from the stages' `_stage_report`s and
+    the input alone's similarities (`reference`, `_similarities`'s); `blank`: rows
+    whose image equals its baselines, `kept`: the layers left intact (see `_verdict`)."""
     report = {
         "images": len(dict.fromkeys(ids)),
         "rows": len(ids),  # an image's targets are a row each (--target top_k)
@@ -592,21 +752,25 @@ def _report(
             "score": config.score,
             "seed": seed,
         },
-        "similar_threshold": SIMILAR,
+        # No threshold on the medians (it was 0.5, a convention): each stage is tested
+        # against the input alone, image by image (`reference_test`), at `significance`.
+        "similar_threshold": None,
+        "significance": results.SIGNIFICANCE,
+        "reference": reference,
         "stages": reports,
-        "verdict": _verdict(reports, blank, kept),
+        "verdict": _verdict(reports, reference, blank, kept),
         # The verdict's decision, for its readers (the HTML report): null is undecided.
         "changed": _decision(reports, kept),
     }
-    for stage in reports:  # strict JSON: NaN medians as null, after the verdict read them
+    for entry in [reference, *reports]:  # strict JSON: NaN medians as null, once read
         for key in ("spearman_median", "ssim_median"):
-            stage[key] = stage[key] if np.isfinite(stage[key]) else None
+            entry[key] = entry[key] if np.isfinite(entry[key]) else None
     return report
 
 
 def run(
     output: str,
-    images_count: int = 4,
+    images_count: int = 8,
     stages: int | Sequence[str] = 6,
     seed: int = 0,
     image_root: str | None = None,
@@ -617,10 +781,15 @@ def run(
     Returns:
       The report written to sanity.json: {"images" (how many were checked), "rows"
       (their rows: each image's targets), "image_ids", "target_classes" (per row),
-      "settings", "stages": [{"layer", "layers_randomised", "spearman_median",
-      "ssim_median", "similar", "spearman", "ssim"}], "similar_threshold", "verdict",
+      "settings", "reference": the input alone's similarity with the intact maps
+      ({"spearman_median", "ssim_median", "spearman", "ssim"}, `input_map`),
+      "stages": [{"layer", "layers_randomised", "spearman_median", "ssim_median",
+      "spearman", "ssim", "spearman_signed", "spearman_signed_median",
+      "reference_test": {"spearman", "ssim"} (`reference_test`'s), "similar"}],
+      "similar_threshold" (null: no threshold), "significance", "verdict",
       "changed"}: `changed` is `maps_changed` of the last stage (true, false or null),
-      null too where its maps stayed similar while layers below it kept their weights.
+      null too where its maps stayed similar while layers below it kept their weights;
+      a stage's `similar` is its `maps_changed` being false.
     """
     if images_count < 1:
         raise ValueError(f"--images must be >= 1, got {images_count}.")
@@ -640,10 +809,12 @@ def run(
     plan = stage_layers(layers, stages)
     attribute = functools.partial(_attribute, model, config, inputs, ids, targets)
     original = attribute()
-    regions = _content(config, spec, inputs, ids)
-    maps, reports = _cascade(model, plan, seed, original, attribute, regions)
+    regions, plain = _content(config, spec, inputs, ids)
+    reference = _similarities(_compared(original, plain, regions, map_similarity))
+    maps, reports = _cascade(model, plan, seed, original, attribute, regions, reference, ids)
     blank = sum(box == _WHOLE for box, _ in regions)
-    report = _report(ids, targets, config, seed, reports, blank, layers[len(plan[-1]) :])
+    kept = layers[len(plan[-1]) :]
+    report = _report(ids, targets, config, seed, reports, reference, blank, kept)
     titles = _headings([s["layer"] for s in reports])
     figure = _figure(frame, pixels / 255.0, [original, *maps], titles)
     _write(output, report, plots.figure_png(figure, dpi=110))

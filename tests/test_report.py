@@ -1593,15 +1593,17 @@ def test_the_sanity_table_names_the_layer_the_model_was_randomised_down_to(folde
 
 
 def test_the_page_gives_the_sanity_checks_own_verdict(folder_run):
-    # Spearman below the threshold, SSIM above: maps still similar, so the check fails.
-    # (The page once judged on Spearman alone and said the opposite.)
+    # Spearman below the input alone's, SSIM above it in 6 of 6 images: the maps keep
+    # more than the input gives them, so the check fails. (The page once judged on
+    # Spearman alone and said the opposite.)
     output = folder_run["output"]
-    stages = [sanity_check._stage_report(["logits"], [(0.3, 0.7)] * 3)]
-    ids, targets = ["a.png", "b.png", "c.png"], np.array([1, 2, 3])
-    report = sanity_check._report(ids, targets, AttributionConfig(), 0, stages)
+    ids, targets = [f"{name}.png" for name in "abcdef"], np.arange(6)
+    reference = sanity_check._similarities([(0.5, 0.5)] * 6)
+    stages = [sanity_check._stage_report(["logits"], [(0.3, 0.7)] * 6, reference, ids)]
+    report = sanity_check._report(ids, targets, AttributionConfig(), 0, stages, reference)
     write_json(str(Path(output, "sanity", "sanity.json")), report)
     section = _page(build_report(output, gallery=0)).sections["sanity"]
-    assert "Verdict recorded by the check: fail: the maps stay similar" in section
+    assert "Verdict recorded by the check: fail: the randomised model's maps stay" in section
     assert "barely change when the model is destroyed: they are not explanations" in section
     assert "The maps change when the model is destroyed" not in section
 
