@@ -480,5 +480,13 @@ def sanity_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seed", type=int, default=0, help="Seed of the random weights; default 0."
     )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="IG steps per row at every stage, fixed (no refinement to the run's "
+        "tolerance): the maps' similarity is a coarser question than their accuracy; "
+        "default: the run's settings.",
+    )
     _add_image_root(parser)
     return parser

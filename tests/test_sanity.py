@@ -299,6 +299,23 @@ def test_randomising_the_last_layer_changes_the_maps(audited, tmp_path):
     _assert_recomputes_the_runs_maps(output, 3, (SIZE, SIZE, 3))
 
 
+def test_steps_fixes_the_ig_steps_of_every_map_the_check_computes(audited, tmp_path, capsys):
+    """--steps 4: the intact and randomised maps at 4 steps, unrefined (the run's
+    settings refine 8 steps to its tolerance); --steps 0 is refused, exit 2."""
+    output = str(tmp_path / "out")
+    audited(output, steps=8)
+    assert results.read_manifest(output)["config"]["tolerance"] > 0
+    args = ["--input", output, "--images", "2", "--stages", "1"]
+    assert sanity.main([*args, "--steps", "4"]) == 0, capsys.readouterr().err
+    stored = json.loads((tmp_path / "out" / "sanity" / "sanity.json").read_text())
+    assert (stored["settings"]["steps"], stored["settings"]["tolerance"]) == (4, 0.0)
+    config = sanity._fixed_steps(sanity._config(results.read_manifest(output)["config"]), 4)
+    assert (config.steps, config.max_steps, config.tolerance) == (4, 4, 0.0)
+    capsys.readouterr()
+    assert sanity.main([*args, "--steps", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: --steps must be >= ")
+
+
 def _assert_recomputes_the_runs_maps(output: str, count: int, shape: tuple[int, ...]) -> None:
     """The check's IG of the run's first `count` rows (its model reloaded from the
     manifest, its images read back) gives the run's stored maps, of `shape`."""
