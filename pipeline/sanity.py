@@ -1,6 +1,6 @@
 """Model-randomisation sanity check of a finished run (Adebayo et al., 2018).
 
-    python -m pipeline.sanity --input <output> [--images 4] [--stages 6] [--seed 0]
+    python -m pipeline.sanity --input <output> [--images 8] [--stages 6] [--seed 0] [--steps N]
 
 Takes the rows of the run's first N images (by image id; each image's
 targets, with --target top_k), reloads the run's model (from
@@ -9,19 +9,20 @@ stage s the top s groups of layers hold Gaussian noise at their trained
 scale, a weight whose values are all equal included
 (`Classifier.randomize_layers`). At every stage IG is computed again for
 the rows' targets with the run's settings (method, steps, tolerance,
-baselines, score) and compared with the maps of the intact model:
+baselines, score; --steps fixes the steps) and compared with the maps of the
+intact model:
 
 * Spearman rank correlation of the absolute per-pixel maps (|channel sum|);
-* SSIM of the same maps, each scaled to [0, 1] by its maximum;
+* SSIM of the same maps, each scaled to [0, 1] by its 99th percentile, clipped;
 
 both over the pixels that differ from a baseline (`content_mask`): elsewhere IG
 is 0 in every map, whatever the model. IG multiplies its gradient by x - x', so
 every map keeps part of the input's own structure whatever the weights: each
 stage's similarity is compared, image by image, with that of the input alone
 (`input_map`, x - x': IG of a model whose gradient is 1 everywhere), by an exact
-sign test (`reference_test`). Maps that stay closer to the intact model's than the
-input alone is do not explain the model; maps further from them than it depend on
-the trained weights.
+sign test (`reference_test`). Maps that stay as close to the intact model's as the
+input alone is, or closer, do not explain the model; maps further from them than
+it depend on the trained weights beyond the input (`maps_changed`).
 Writes `<output>/sanity/sanity.json` and `<output>/sanity/sanity.png` (input,
 intact map and the map at each stage, per image).
 """

@@ -489,6 +489,24 @@ def test_maps_that_change_above_layers_left_intact_pass_the_check():
     assert report["changed"] is None and report["verdict"].startswith("undecided:")
 
 
+def test_the_reference_test_counts_images_not_rows_and_ties_as_no_win():
+    # a.png's 3 targets are one trial (their median difference, -0.1); b.png's row has
+    # no stage value (no trial); c.png ties within 0.001; d.png is above.
+    ids = ["a.png", "a.png", "a.png", "b.png", "c.png", "d.png"]
+    values = [0.2, 0.4, 0.9, None, 0.5004, 0.7]
+    reference = [0.3, 0.5, 0.5, 0.5, 0.5, 0.5]
+    test = sanity.reference_test(ids, values, reference)
+    assert (test["images"], test["below"], test["ties"], test["above"]) == (3, 1, 1, 1)
+    assert test["p_below"] == pytest.approx(7 / 8)  # P(X >= 1), X ~ Binomial(3, 1/2)
+    assert test["p_not_below"] == pytest.approx(4 / 8)  # P(X >= 2): a tie counts against
+    assert test["median_difference"] == pytest.approx(0.0004) and test["interval"] is None
+    six = sanity.reference_test(list("abcdef"), [0.1] * 6, [0.3] * 6)
+    assert (six["below"], six["p_below"]) == (6, 1 / 64)
+    assert six["interval"] == pytest.approx([-0.2, -0.2])
+    none = sanity.reference_test(["a"], [float("nan")], [0.3])
+    assert (none["images"], none["p_below"], none["median_difference"]) == (0, 1.0, None)
+
+
 def test_stage_medians_leave_out_the_images_without_finite_maps():
     # An image whose map is constant (an all-black image on a black baseline) has no
     # Spearman or SSIM: the stage's medians are the other images', not NaN (undecided).
