@@ -494,7 +494,7 @@ def _verdict(
             f"; {count(images, 'image')} cannot show it at p < {results.SIGNIFICANCE} "
             f"(it takes {_fewest_images()}: --images)"
             if images < _fewest_images()
-            else "; check more images (--images)"
+            else "; more images may decide it (--images, or a run of more images)"
         )
         return (
             "undecided: the randomised model's maps are further from the intact model's "

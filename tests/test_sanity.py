@@ -663,6 +663,23 @@ def test_an_undecided_check_of_blank_and_thin_images_gives_both_reasons():
     )
 
 
+def test_a_check_decided_by_one_measure_alone_is_undecided_saying_what_may_decide_it():
+    # The sample's 8 photos: by Spearman every randomised map is further from the intact
+    # one than the input alone (8 of 8, p = 0.0039), by SSIM 6 of 8 (p = 0.14). A pass
+    # takes both; the advice was 'check more images (--images)', which a run of 8 images
+    # cannot follow: a run of more images can.
+    reference = [(0.4, 0.1)] * 8
+    similarity = [(0.2, 0.05)] * 6 + [(0.2, 0.2)] * 2
+    report = _verdict_of(_stage(similarity, reference), reference)
+    assert report["changed"] is None
+    assert report["verdict"].startswith(
+        "undecided: the randomised model's maps are further from the intact model's than "
+        "the input alone (x - x') in 8 of 8 images by Spearman (p = 0.0039) and 6 of 8 "
+        "images by SSIM (p = 0.14): not shown by both measures at p < 0.05, nor the "
+        "reverse; more images may decide it (--images, or a run of more images) (median"
+    ), report["verdict"]
+
+
 @pytest.mark.parametrize(
     "location, relative",
     [("models/conv.keras", True), ("/gone/conv.keras", False), ("gs://bucket/conv", False)],
