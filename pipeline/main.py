@@ -158,9 +158,7 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     handoff = ModelHandoff() if is_direct(options) else None
     spec = resolve_model_spec(audit, model, data, input_range, handoff)
     config = fit_to_model(audit, config, spec)
-    workers = local_workers(options)
-    if workers is not None:  # the job runs on this machine
-        check_path_batch_memory(config, spec, batch, workers, data.total)
+    check_path_batch_memory(config, spec, batch, local_workers(options), data.total)
     data = in_model_label_space(data, spec)
     check_imagenet_offset(audit, spec, data, names_file)
     check_labels_in_model(audit, config, spec, data)

@@ -602,17 +602,18 @@ def check_path_batch_memory(
     config: AttributionConfig,
     spec: ModelSpec,
     batch_size: int,
-    workers: LocalWorkers,
+    workers: LocalWorkers | None,
     images: int | None = None,
 ) -> None:
     """Refuses a --path_batch_size whose gradient calls cannot fit in this machine's
-    memory (the job runs here): it failed while running, out of memory, or was killed.
+    memory where the job runs here (`workers`, `runner.local_workers`: None where it
+    runs elsewhere): it failed while running, out of memory, or was killed.
     Its need (`_memory_needed`): the processes holding the model, and the calls live at
     once, so a larger value than a call's points is refused only when those do not fit
     either. Other models than the bundled one are held to the least any model's
     process and point need: values that fit pass."""
     memory = _machine_memory()
-    if config.path_batch_size is None or memory is None:
+    if config.path_batch_size is None or memory is None or workers is None:
         return
     need = _memory_needed(config, spec, batch_size, workers, images)
     if need.total <= memory:

@@ -810,10 +810,7 @@ def run(
       null too where its maps stayed similar while layers below it kept their weights;
       a stage's `similar` is its `maps_changed` being false.
     """
-    if images_count < 1:
-        raise ValueError(f"--images must be >= 1, got {images_count}.")
-    if isinstance(stages, int) and stages < 1:  # before the rows are read, the model loaded
-        raise ValueError(f"--stages must be >= 1, got {stages}.")
+    _check_counts(images_count, stages)  # before the rows are read, the model loaded
     manifest = results.read_manifest(output)
     _check_finished(output, manifest)
     _check_rereadable(output, manifest, image_root)
@@ -838,6 +835,14 @@ def run(
     figure = _figure(frame, pixels / 255.0, [original, *maps], titles)
     _write(output, report, plots.figure_png(figure, dpi=110))
     return report
+
+
+def _check_counts(images_count: int, stages: int | Sequence[str]) -> None:
+    """Refuses --images and a number of --stages under 1."""
+    if images_count < 1:
+        raise ValueError(f"--images must be >= 1, got {images_count}.")
+    if isinstance(stages, int) and stages < 1:
+        raise ValueError(f"--stages must be >= 1, got {stages}.")
 
 
 class CannotWrite(Exception):
