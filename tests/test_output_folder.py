@@ -339,24 +339,50 @@ def _stopped_at_tidy_up(stop: str, count: str, flags: list[str]) -> subprocess.C
     )
 
 
+def _lost_a_count_unstopped(flags: list[str], capsys, caplog, monkeypatch) -> tuple[int, str]:
+    """`_STOPPED_AT_TIDY_UP`'s "none" and "lose-a-count" run through the command line's
+    `main` in this process (no stop: no process of its own is needed, and a TensorFlow
+    start-up less): its exit status and its stderr, with the log records' text (where
+    the command's root handler writes them; here pytest's handlers hold them)."""
+    import pipeline.main as job
+
+    count, counted = job._images_with, []
+
+    def one_image_uncounted(outcome):
+        counted.append(outcome)
+        return count(outcome) if len(counted) > 1 else []
+
+    monkeypatch.setattr(job, "_images_with", one_image_uncounted)
+    capsys.readouterr()
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    status = main(flags)
+    return status, capsys.readouterr().err + caplog.text
+
+
 @pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM", "none"])
 def test_a_stop_after_a_run_that_lost_an_input_says_it_failed_as_without_the_stop(
-    stop, image_folder, linear_keras, tmp_path
+    stop, image_folder, linear_keras, tmp_path, capsys, caplog, monkeypatch
 ):
     """A run whose manifest says "complete" but not every input accounted for fails
     (exit 1, the count said). A Ctrl-C or SIGTERM once that manifest was written cuts
     nothing short, yet it said 'interrupted after the run completed; its results are
-    in out (nothing to resume).' and exited 130 (143): a failed run called complete."""
+    in out (nothing to resume).' and exited 130 (143): a failed run called complete.
+    The stops are real signals to a real process; "none" is the same run unstopped."""
     out = tmp_path / "out"
     flags = [*job_flags(image_folder, linear_keras, out), "--faithfulness", "none"]
-    done = _stopped_at_tidy_up(stop, "lose-a-count", flags)
-    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert done.returncode == 1, done.stderr[-3000:]
+    if stop == "none":
+        status, stderr = _lost_a_count_unstopped(flags, capsys, caplog, monkeypatch)
+    else:
+        done = _stopped_at_tidy_up(stop, "lose-a-count", flags)
+        status, stderr = done.returncode, done.stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert status == 1, stderr[-3000:]
     assert len(lines) == 1 and lines[0].startswith(
         "error: the run failed: RuntimeError: Not every input is accounted for: {"
-    ), done.stderr[-3000:]
+    ), stderr[-3000:]
     assert ("cut nothing short" in lines[0]) is (stop != "none")
-    assert "completed" not in lines[0] and "Traceback" not in done.stderr
+    assert "completed" not in lines[0] and "Traceback" not in stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and not manifest["all_inputs_accounted_for"]
     assert not (out / ".tmp").exists() and not (out / ".lock").exists()  # tidied, as without
