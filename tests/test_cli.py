@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.server
 import json
 import logging
@@ -645,6 +646,13 @@ def test_a_tfds_dataset_that_cannot_be_downloaded_names_the_data_dir_looked_in(
 def served():
     """An HTTP server on 127.0.0.1 for the test's length: its URL of one file, and what
     it answers there (an HTTP status, or the bytes of the file), which the test sets."""
+    with _serving() as found:
+        yield found
+
+
+@contextlib.contextmanager
+def _serving():
+    """`served`'s server, for as long as the `with` block lasts."""
     answers = {"/images.bin": 404}
 
     class Answer(http.server.BaseHTTPRequestHandler):
@@ -879,58 +887,84 @@ def test_a_tfds_dataset_another_run_prepared_meanwhile_is_read(
     assert not list(data_dir.glob("tiny_served/fine/incomplete.*"))
 
 
-def test_a_tfds_preparation_says_its_lines_on_stderr_stdout_holds_the_summary_alone(
-    served, linear_keras, tmp_path
-):
+@pytest.fixture(scope="module")
+def stdout_runs(tmp_path_factory, linear_keras, printing_saved_model) -> dict:
+    """Three runs of the command line whose stdout is the point, in one process as a
+    shell starts it (`_RUNS_IN_ONE_PROCESS` with tests/tfds_builders.py's builders; a
+    process each spent most of its time starting TensorFlow), TinyServed's file served:
+    "printing", two images audited with `printing_saved_model` (its calls print 'batch
+    of N' to file descriptor 1); "tfds", tiny_served/fine prepared, then audited;
+    "tfds_failed", tiny_served/failing, whose builder raises, with --verbose. `[name]`
+    is that run's (exit status, stdout, stderr); `outputs[name]` its --output."""
+    from tests import tfds_builders
+
+    where = tmp_path_factory.mktemp("stdout_runs")
+    for i in range(2):
+        write_image(where / "images" / f"{i}.png", np.full((SIZE, SIZE, 3), 60 * i, np.uint8))
+    outputs = {name: where / name for name in ("printing", "tfds", "tfds_failed")}
+    quick = cli_args(steps=2, faithfulness="none")
+    runs = {
+        "printing": [
+            *cli_args(dataset=where / "images", model=printing_saved_model),
+            *cli_args(output=outputs["printing"]),
+            *quick,
+        ],
+        "tfds": [
+            *cli_args(dataset="tiny_served/fine", data_dir=where / "tfds", model=linear_keras),
+            *cli_args(output=outputs["tfds"]),
+            *quick,
+        ],
+        "tfds_failed": [
+            *cli_args(dataset="tiny_served/failing", data_dir=where / "tfds_failed"),
+            *cli_args(output=outputs["tfds_failed"]),
+            "--verbose",
+        ],
+    }
+    code = "import tests.tfds_builders\n" + _RUNS_IN_ONE_PROCESS
+    with _serving() as (url, answers):
+        answers["/images.bin"] = tfds_builders.TinyServed.SERVED
+        done = _python(code, json.dumps(runs, default=str), env={"TINY_SERVED_URL": url})
+    assert done.returncode == 0, done.stderr[-3000:]
+    outs = re.split(r"^run: .*\n", done.stdout, flags=re.M)[1:]
+    errs = re.split(r"^run: .*\n", done.stderr, flags=re.M)[1:]
+    assert len(outs) == len(errs) == len(runs), done.stderr[-3000:]
+    found = {"outputs": outputs, "data_dir": where / "tfds"}
+    for name, out, err in zip(runs, outs, errs, strict=True):
+        err, status = err.rsplit("ran: ", 1)
+        found[name] = (int(status), out, err)
+    return found
+
+
+def test_a_tfds_preparation_says_its_lines_on_stderr_stdout_holds_the_summary_alone(stdout_runs):
     # TFDS prints "Downloading and preparing dataset ..." and "Dataset ... downloaded
     # and prepared ..." on stdout: they were the first lines of a summary piped to a file.
-    from tests import tfds_builders
-
-    url, answers = served
-    answers["/images.bin"] = tfds_builders.TinyServed.SERVED
-    data_dir, output = tmp_path / "tfds", tmp_path / "o"
-    args = cli_args(dataset="tiny_served/fine", data_dir=data_dir, model=linear_keras)
-    args += cli_args(output=output, steps=2, faithfulness="none")
-    done = _python(_MAIN_WITH_TEST_BUILDERS, *args, env={"TINY_SERVED_URL": url})
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == printed_summary(output)
-    assert "Downloading and preparing dataset " in done.stderr
-    assert f"Dataset tiny_served downloaded and prepared to {data_dir}/" in done.stderr
+    code, out, err = stdout_runs["tfds"]
+    assert code == 0, err
+    assert out == printed_summary(stdout_runs["outputs"]["tfds"])
+    assert "Downloading and preparing dataset " in err
+    assert f"Dataset tiny_served downloaded and prepared to {stdout_runs['data_dir']}/" in err
 
 
-def test_a_failed_tfds_preparation_leaves_stdout_empty_its_lines_on_stderr(served, tmp_path):
+def test_a_failed_tfds_preparation_leaves_stdout_empty_its_lines_on_stderr(stdout_runs):
     # The run failed (exit 2, its error line on stderr) and still printed TFDS's
     # "Downloading and preparing dataset ..." on stdout; --verbose keeps it, on stderr.
-    from tests import tfds_builders
-
-    url, answers = served
-    answers["/images.bin"] = tfds_builders.TinyServed.SERVED
-    data_dir = tmp_path / "tfds"
-    args = cli_args(dataset="tiny_served/failing", data_dir=data_dir, output=tmp_path / "o")
-    done = _python(_MAIN_WITH_TEST_BUILDERS, *args, "--verbose", env={"TINY_SERVED_URL": url})
-    assert done.returncode == 2, done.stderr
-    assert done.stdout == ""
-    assert "Downloading and preparing dataset " in done.stderr
-    (line,) = _error_lines(done.stderr)
+    code, out, err = stdout_runs["tfds_failed"]
+    assert code == 2, err
+    assert out == ""
+    assert "Downloading and preparing dataset " in err
+    (line,) = _error_lines(err)
     assert "ValueError: the served file holds no images" in line
 
 
-def test_a_models_prints_to_stdout_go_to_stderr_stdout_holds_the_summary_alone(
-    printing_saved_model, tmp_path
-):
+def test_a_models_prints_to_stdout_go_to_stderr_stdout_holds_the_summary_alone(stdout_runs):
     # A SavedModel's tf.print(..., output_stream=sys.stdout) is written by TensorFlow's
     # C++ to file descriptor 1, not through sys.stdout: 'batch of N' lines, one per
     # model call, came before the summary on the job's stdout (worker processes, which
     # inherit the job's descriptor 1, wrote theirs there too: tests/test_multiprocess.py).
-    for i in range(2):
-        write_image(tmp_path / "images" / f"{i}.png", np.full((SIZE, SIZE, 3), 60 * i, np.uint8))
-    output = tmp_path / "o"
-    args = cli_args(dataset=tmp_path / "images", model=printing_saved_model, output=output)
-    args += cli_args(steps=2, faithfulness="none")
-    done = _python("", "-m", "pipeline", *args)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == printed_summary(output)
-    assert "batch of " in done.stderr
+    code, out, err = stdout_runs["printing"]
+    assert code == 0, err
+    assert out == printed_summary(stdout_runs["outputs"]["printing"])
+    assert "batch of " in err
 
 
 def test_a_tilde_in_path_flags_is_the_home_folder(
