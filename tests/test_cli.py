@@ -605,24 +605,24 @@ def _failed_in_process(args: list[str], capfd, caplog) -> str:
 
 @pytest.mark.parametrize("given", [True, False])
 def test_a_tfds_dataset_that_cannot_be_downloaded_names_the_data_dir_looked_in(
-    given, tmp_path, capfd, caplog
+    given, tmp_path, capfd, caplog, request
 ):
     # Offline, the error said "Without network, prepare it elsewhere and pass --data_dir."
     # to a user who had passed --data_dir: which folder was looked in, and what to do
     # with it, went unsaid (--no_download's message says both).
-    data_dir = tmp_path / "tfds"
-    data_dir.mkdir()
-    flags = cli_args(dataset="tiny_download", output=tmp_path / "o")
-    flags += cli_args(data_dir=data_dir) if given else []
     if given:
         import tests.tfds_builders  # noqa: F401, PLC0415 - registers tiny_download
 
+        data_dir = tmp_path / "tfds"
+        data_dir.mkdir()
+        flags = cli_args(dataset="tiny_download", output=tmp_path / "o", data_dir=data_dir)
         stderr = _failed_in_process(flags, capfd, caplog)
+        output = tmp_path / "o"
     else:  # TFDS reads its own folder, $TFDS_DATA_DIR, once: as it is imported
-        env = {"TFDS_DATA_DIR": str(data_dir)}
-        done = _python(_MAIN_WITH_TEST_BUILDERS, *flags, env=env)
-        assert done.returncode == 2, done.stderr
-        stderr = done.stderr
+        shell_runs = request.getfixturevalue("shell_runs")
+        status, _, stderr = shell_runs["tfds_offline"]
+        assert status == 2, stderr
+        data_dir, output = shell_runs["tfds_data_dir"], shell_runs["outputs"]["tfds_offline"]
     (line,) = _error_lines(stderr)
     assert line.startswith(
         "error: Could not download and prepare TFDS dataset 'tiny_download' into "
@@ -639,7 +639,7 @@ def test_a_tfds_dataset_that_cannot_be_downloaded_names_the_data_dir_looked_in(
             "). Without network, prepare it where there is network with `tfds build "
             "tiny_download` and pass --data_dir where it is prepared."
         ), line
-    assert not (tmp_path / "o").exists()
+    assert not output.exists()
 
 
 @pytest.fixture
@@ -888,20 +888,24 @@ def test_a_tfds_dataset_another_run_prepared_meanwhile_is_read(
 
 
 @pytest.fixture(scope="module")
-def stdout_runs(tmp_path_factory, linear_keras, printing_saved_model) -> dict:
-    """Three runs of the command line whose stdout is the point, in one process as a
-    shell starts it (`_RUNS_IN_ONE_PROCESS` with tests/tfds_builders.py's builders; a
-    process each spent most of its time starting TensorFlow), TinyServed's file served:
+def shell_runs(tmp_path_factory, linear_keras, printing_saved_model) -> dict:
+    """Four runs of the command line that need a process of their own, in one process
+    as a shell starts it (`_RUNS_IN_ONE_PROCESS` with tests/tfds_builders.py's builders;
+    a process each spent most of its time starting TensorFlow), TinyServed's file
+    served and $TFDS_DATA_DIR set to `tfds_data_dir` (TFDS reads it as it is imported):
     "printing", two images audited with `printing_saved_model` (its calls print 'batch
     of N' to file descriptor 1); "tfds", tiny_served/fine prepared, then audited;
-    "tfds_failed", tiny_served/failing, whose builder raises, with --verbose. `[name]`
-    is that run's (exit status, stdout, stderr); `outputs[name]` its --output."""
+    "tfds_failed", tiny_served/failing, whose builder raises, with --verbose;
+    "tfds_offline", tiny_download without --data_dir (its host never resolves).
+    `[name]` is that run's (exit status, stdout, stderr); `outputs[name]` its --output."""
     from tests import tfds_builders
 
-    where = tmp_path_factory.mktemp("stdout_runs")
+    where = tmp_path_factory.mktemp("shell_runs")
     for i in range(2):
         write_image(where / "images" / f"{i}.png", np.full((SIZE, SIZE, 3), 60 * i, np.uint8))
-    outputs = {name: where / name for name in ("printing", "tfds", "tfds_failed")}
+    names = ("printing", "tfds", "tfds_failed", "tfds_offline")
+    outputs = {name: where / name for name in names}
+    (where / "tfds_env").mkdir()
     quick = cli_args(steps=2, faithfulness="none")
     runs = {
         "printing": [
@@ -919,36 +923,38 @@ def stdout_runs(tmp_path_factory, linear_keras, printing_saved_model) -> dict:
             *cli_args(output=outputs["tfds_failed"]),
             "--verbose",
         ],
+        "tfds_offline": cli_args(dataset="tiny_download", output=outputs["tfds_offline"]),
     }
     code = "import tests.tfds_builders\n" + _RUNS_IN_ONE_PROCESS
     with _serving() as (url, answers):
         answers["/images.bin"] = tfds_builders.TinyServed.SERVED
-        done = _python(code, json.dumps(runs, default=str), env={"TINY_SERVED_URL": url})
+        env = {"TINY_SERVED_URL": url, "TFDS_DATA_DIR": str(where / "tfds_env")}
+        done = _python(code, json.dumps(runs, default=str), env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     outs = re.split(r"^run: .*\n", done.stdout, flags=re.M)[1:]
     errs = re.split(r"^run: .*\n", done.stderr, flags=re.M)[1:]
     assert len(outs) == len(errs) == len(runs), done.stderr[-3000:]
-    found = {"outputs": outputs, "data_dir": where / "tfds"}
+    found = {"outputs": outputs, "data_dir": where / "tfds", "tfds_data_dir": where / "tfds_env"}
     for name, out, err in zip(runs, outs, errs, strict=True):
         err, status = err.rsplit("ran: ", 1)
         found[name] = (int(status), out, err)
     return found
 
 
-def test_a_tfds_preparation_says_its_lines_on_stderr_stdout_holds_the_summary_alone(stdout_runs):
+def test_a_tfds_preparation_says_its_lines_on_stderr_stdout_holds_the_summary_alone(shell_runs):
     # TFDS prints "Downloading and preparing dataset ..." and "Dataset ... downloaded
     # and prepared ..." on stdout: they were the first lines of a summary piped to a file.
-    code, out, err = stdout_runs["tfds"]
+    code, out, err = shell_runs["tfds"]
     assert code == 0, err
-    assert out == printed_summary(stdout_runs["outputs"]["tfds"])
+    assert out == printed_summary(shell_runs["outputs"]["tfds"])
     assert "Downloading and preparing dataset " in err
-    assert f"Dataset tiny_served downloaded and prepared to {stdout_runs['data_dir']}/" in err
+    assert f"Dataset tiny_served downloaded and prepared to {shell_runs['data_dir']}/" in err
 
 
-def test_a_failed_tfds_preparation_leaves_stdout_empty_its_lines_on_stderr(stdout_runs):
+def test_a_failed_tfds_preparation_leaves_stdout_empty_its_lines_on_stderr(shell_runs):
     # The run failed (exit 2, its error line on stderr) and still printed TFDS's
     # "Downloading and preparing dataset ..." on stdout; --verbose keeps it, on stderr.
-    code, out, err = stdout_runs["tfds_failed"]
+    code, out, err = shell_runs["tfds_failed"]
     assert code == 2, err
     assert out == ""
     assert "Downloading and preparing dataset " in err
@@ -956,14 +962,14 @@ def test_a_failed_tfds_preparation_leaves_stdout_empty_its_lines_on_stderr(stdou
     assert "ValueError: the served file holds no images" in line
 
 
-def test_a_models_prints_to_stdout_go_to_stderr_stdout_holds_the_summary_alone(stdout_runs):
+def test_a_models_prints_to_stdout_go_to_stderr_stdout_holds_the_summary_alone(shell_runs):
     # A SavedModel's tf.print(..., output_stream=sys.stdout) is written by TensorFlow's
     # C++ to file descriptor 1, not through sys.stdout: 'batch of N' lines, one per
     # model call, came before the summary on the job's stdout (worker processes, which
     # inherit the job's descriptor 1, wrote theirs there too: tests/test_multiprocess.py).
-    code, out, err = stdout_runs["printing"]
+    code, out, err = shell_runs["printing"]
     assert code == 0, err
-    assert out == printed_summary(stdout_runs["outputs"]["printing"])
+    assert out == printed_summary(shell_runs["outputs"]["printing"])
     assert "batch of " in err
 
 
