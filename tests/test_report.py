@@ -1251,6 +1251,12 @@ def test_faithfulness_section_flags_rows_no_better_than_chance(folder_run):
     assert re.search(r'<div class="v">2</div><div class="k">rows no better than chance', text)
 
 
+def _faithfulness_text(text: str) -> str:
+    """The faithfulness section's text of a report page's HTML `text`, its whitespace
+    collapsed to single spaces."""
+    return " ".join(_page(text).sections["faithfulness"].split())
+
+
 def test_the_faithfulness_section_says_what_beating_one_random_ranking_shows(folder_run):
     # Each row is compared with one random ranking: a map of noise beats it on a check
     # in about half the rows (tests/test_faithfulness.py; 20-28 % on both, on the
@@ -1258,8 +1264,7 @@ def test_the_faithfulness_section_says_what_beating_one_random_ranking_shows(fol
     # noise scores, and nothing said that a row beating its control is not shown
     # faithful by that, nor that the curves follow the probability, not the logit.
     add_columns(folder_run["output"], NEW_VALUES)
-    section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
-    section = " ".join(section.split())
+    section = _faithfulness_text(build_report(folder_run["output"], gallery=0))
     assert "a map of noise beats it in about half of a check's rows by luck" in section
     assert "a row that beats its control is not shown to be faithful by that alone" in section
     assert "the target's probability, whatever --score" in section
@@ -1323,8 +1328,7 @@ def test_the_table_gives_each_checks_sign_test_of_a_run_whose_checks_measured_it
     # 21 of 37 (p = 0.44 and 0.26), are not called better than chance on either check.
     good = results.read_results(_checked_run(tmp_path, "good", "log-odds"))
     assert results.chance_test(good, "deletion").beats == 40
-    section = _page(build_report(str(tmp_path / "good"), examples=0, gallery=0))
-    section = " ".join(section.sections["faithfulness"].split())
+    section = _faithfulness_text(build_report(str(tmp_path / "good"), examples=0, gallery=0))
     assert re.search(r"deletion AUC \(lower is better\) \S+ \S+ 40 of 40 yes, p < 0.0001", section)
     noise = results.read_results(_checked_run(tmp_path, "noise", "noise"))
     tests = [results.chance_test(noise, c) for c in ("deletion", "insertion")]
@@ -1332,7 +1336,7 @@ def test_the_table_gives_each_checks_sign_test_of_a_run_whose_checks_measured_it
     assert [(t.beats, t.images) for t in tests] == [(21, 40), (21, 37)]
     assert not any(t.better_than_chance for t in tests)
     text = build_report(str(tmp_path / "noise"), examples=0, gallery=0)
-    section = " ".join(_page(text).sections["faithfulness"].split())
+    section = _faithfulness_text(text)
     for test in tests:
         p = f"p = {test.p_value:.2g}"
         n = test.images
@@ -1350,14 +1354,14 @@ def test_a_small_run_whose_every_map_beats_its_control_is_not_shown_as_good(fold
     add_columns(folder_run["output"], dict.fromkeys(NEW_VALUES, beats))
     text = build_report(folder_run["output"], gallery=0)
     assert _tile(text, "rows no better than chance") == ("", "0")
-    section = " ".join(_page(text).sections["faithfulness"].split())
+    section = _faithfulness_text(text)
     line = "4 of 4 not distinguishable from chance at 4 rows (p = 0.062) 0.3"
     assert f"deletion AUC (lower is better) 0.1 0.4 {line}" in section
     # 6 rows of which every one beats: p = 1/64 on each check, the tile green; the
     # interval of the median lead, smallest to largest, is given from 6 rows.
     text = _run_of_rows(tmp_path / "six", 6, beats, lambda i: {"deletion_auc": 0.1 + i / 100})
     assert _tile(text, "rows no better than chance") == ("good", "0")
-    section = " ".join(_page(text).sections["faithfulness"].split())
+    section = _faithfulness_text(text)
     assert "6 of 6 yes, p = 0.016 0.275 (0.25 to 0.3)" in section
     assert "6 of 6 yes, p = 0.016 0.1 (0.1 to 0.1)" in section
     # 20 rows of which one loses on deletion: p = 21 / 2 ** 20 there, the maps beat
@@ -1366,7 +1370,7 @@ def test_a_small_run_whose_every_map_beats_its_control_is_not_shown_as_good(fold
     loses = {"deletion_auc": 0.5, "deletion_auc_random": 0.4}
     text = _run_of_rows(tmp_path / "twenty", 20, beats, lambda i: {} if i else loses)
     assert _tile(text, "row no better than chance") == ("", "1")
-    section = " ".join(_page(text).sections["faithfulness"].split())
+    section = _faithfulness_text(text)
     assert "19 of 20 yes, p < 0.0001" in section
 
 
