@@ -427,9 +427,17 @@ def maps_changed(stage: dict[str, Any]) -> bool | None:
 def _decision(stages: list[dict[str, Any]], kept: Sequence[str] = ()) -> bool | None:
     """`changed`: `maps_changed` of the last stage, but None (undecided) where its maps
     stayed similar while layers below it (`kept`) keep their weights: the maps may
-    depend on those."""
+    depend on those; None too where a measure has no image with a value, as the
+    verdict says (`_why_no_medians`), whatever the other measure's test."""
+    if not _has_images(stages[-1]):
+        return None
     changed = maps_changed(stages[-1])
     return None if changed is False and kept else changed
+
+
+def _has_images(stage: dict[str, Any]) -> bool:
+    """Whether each measure has an image with a value (`reference_test`'s images)."""
+    return all(stage["reference_test"][m]["images"] for m in MEASURES)
 
 
 def _kept_weights(last: dict[str, Any], kept: Sequence[str]) -> str:
@@ -484,7 +492,7 @@ def _verdict(
         f"{count(last['layers_randomised'], 'layer')} randomised, down to {last['layer']}"
     )
     changed = _decision(stages, kept)
-    if not all(last["reference_test"][m]["images"] for m in MEASURES):
+    if not _has_images(last):
         return f"undecided: {_why_no_medians(last, blank)} ({numbers})."
     if changed is None and maps_changed(last) is False:
         return f"undecided: {_kept_weights(last, kept)} ({numbers})."

@@ -663,6 +663,18 @@ def test_an_undecided_check_of_blank_and_thin_images_gives_both_reasons():
     )
 
 
+def test_a_check_whose_images_have_no_ssim_is_undecided_in_its_decision_as_in_its_verdict():
+    # Lines on black: each image has a Spearman and no SSIM. By Spearman the maps stay
+    # as close to the intact ones as the input alone in 6 of 6 images (p = 1/64, a fail
+    # by either measure), and the verdict said undecided (no image has both measures)
+    # while `changed`, which the report reads, said false: the maps are no explanation.
+    nan = float("nan")
+    reference = [(0.5, nan)] * 6
+    report = _verdict_of(_stage([(0.9, nan)] * 6, reference), reference)
+    assert report["verdict"].startswith("undecided: no image has both measures")
+    assert report["changed"] is None
+
+
 def test_a_check_decided_by_one_measure_alone_is_undecided_saying_what_may_decide_it():
     # The sample's 8 photos: by Spearman every randomised map is further from the intact
     # one than the input alone (8 of 8, p = 0.0039), by SSIM 6 of 8 (p = 0.14). A pass
