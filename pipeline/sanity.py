@@ -424,6 +424,19 @@ def maps_changed(stage: dict[str, Any]) -> bool | None:
     return None
 
 
+def _rule() -> str:
+    """`maps_changed`'s and `_decision`'s rule in a sentence, for sanity.json's readers
+    (`rule`: the HTML report), whose page cannot word it otherwise than the check."""
+    return (
+        "pass when, by both Spearman and SSIM, the randomised model's maps are further "
+        "from the intact model's than the input alone (x - x') in significantly many "
+        f"images (sign test, p < {results.SIGNIFICANCE}); fail when, by either, they are "
+        "as close or closer in significantly many "
+        f"(p < {results.SIGNIFICANCE / len(MEASURES):g}) with every layer randomised; "
+        "undecided otherwise"
+    )
+
+
 def _decision(stages: list[dict[str, Any]], kept: Sequence[str] = ()) -> bool | None:
     """`changed`: `maps_changed` of the last stage, but None (undecided) where its maps
     stayed similar while layers below it (`kept`) keep their weights: the maps may
@@ -440,15 +453,19 @@ def _has_images(stage: dict[str, Any]) -> bool:
     return all(stage["reference_test"][m]["images"] for m in MEASURES)
 
 
-def _kept_weights(last: dict[str, Any], kept: Sequence[str]) -> str:
-    """The undecided verdict of maps that stayed similar above layers left intact."""
+def _kept_weights(last: dict[str, Any], kept: Sequence[str]) -> tuple[str, str]:
+    """Why maps that stayed similar above layers left intact are undecided, and what
+    may decide it (`_undecided`)."""
     names = ", ".join(kept[:5]) + (f" and {len(kept) - 5} more" if len(kept) > 5 else "")
     keeps = "keeps its" if len(kept) == 1 else "keep their"
-    return (
+    why = (
         f"the maps stay closer to the intact model's than the input alone with the layers "
         f"down to {last['layer']} randomised, but {count(len(kept), 'layer')} below "
-        f"{keeps} trained weights ({names}), on which they may depend: randomise down to "
-        f"the input to decide (--stages as a number, or names ending at {kept[-1]})"
+        f"{keeps} trained weights ({names}), on which they may depend"
+    )
+    return why, (
+        "randomise down to the input to decide (--stages as a number, or names ending at "
+        f"{kept[-1]})"
     )
 
 
@@ -492,23 +509,10 @@ def _verdict(
         f"{count(last['layers_randomised'], 'layer')} randomised, down to {last['layer']}"
     )
     changed = _decision(stages, kept)
-    if not _has_images(last):
-        return f"undecided: {_why_no_medians(last, blank)} ({numbers})."
-    if changed is None and maps_changed(last) is False:
-        return f"undecided: {_kept_weights(last, kept)} ({numbers})."
-    if changed is None:
-        images = min(last["reference_test"][m]["images"] for m in MEASURES)
-        few = (
-            f"; {count(images, 'image')} cannot show it at p < {results.SIGNIFICANCE} "
-            f"(it takes {_fewest_images()}: --images)"
-            if images < _fewest_images()
-            else "; more images may decide it (--images, or a run of more images)"
-        )
-        return (
-            "undecided: the randomised model's maps are further from the intact model's "
-            f"than the input alone (x - x') in {_counts(last)}: not shown by both "
-            f"measures at p < {results.SIGNIFICANCE}, nor the reverse{few} ({numbers})."
-        )
+    undecided = _undecided(stages, blank, kept)
+    if undecided is not None:
+        why, advice = undecided
+        return f"undecided: {why}{'; ' + advice if advice else ''} ({numbers})."
     if changed:
         first = next(s["layer"] for s in stages if maps_changed(s))
         return (
@@ -525,14 +529,43 @@ def _verdict(
     )
 
 
-def _why_no_medians(stage: dict[str, Any], blank: int = 0) -> str:
+def _undecided(
+    stages: list[dict[str, Any]], blank: int = 0, kept: Sequence[str] = ()
+) -> tuple[str, str | None] | None:
+    """Why the check is undecided (`_decision` None) and what may decide it (None: no
+    advice), in the words its verdict ends with and sanity.json's `advice` records
+    (`_report`); None where it decided. `blank`, `kept`: as `_verdict`'s."""
+    last = stages[-1]
+    if not _has_images(last):
+        return _why_no_medians(last, blank)
+    if _decision(stages, kept) is not None:
+        return None
+    if maps_changed(last) is False:
+        return _kept_weights(last, kept)
+    images = min(last["reference_test"][m]["images"] for m in MEASURES)
+    advice = (
+        f"{count(images, 'image')} cannot show it at p < {results.SIGNIFICANCE} "
+        f"(it takes {_fewest_images()}: --images)"
+        if images < _fewest_images()
+        else "more images may decide it (--images, or a run of more images)"
+    )
+    why = (
+        "the randomised model's maps are further from the intact model's than the input "
+        f"alone (x - x') in {_counts(last)}: not shown by both measures at p < "
+        f"{results.SIGNIFICANCE}, nor the reverse"
+    )
+    return why, advice
+
+
+def _why_no_medians(stage: dict[str, Any], blank: int = 0) -> tuple[str, str | None]:
     """Why a stage (`_stage_report`) has no medians: its maps are constant or not
     finite, its images' content is too thin for SSIM (a Spearman, no SSIM), or `blank`
-    of its rows are of an image equal to its baselines (maps 0 whatever the model)."""
+    of its rows are of an image equal to its baselines (maps 0 whatever the model);
+    and what may decide it (`_undecided`)."""
     pairs = zip(stage["spearman"], stage["ssim"], strict=True)
     thin = sum(rho is not None and ssim is None for rho, ssim in pairs)
     if not thin and not blank:
-        return "the randomised model gave no finite maps"
+        return "the randomised model gave no finite maps", None
     rows = len(stage["ssim"])
     reasons = [
         f"the image of {count(blank, 'row')} of {rows} equals its baseline, where IG is 0 "
@@ -543,12 +576,12 @@ def _why_no_medians(stage: dict[str, Any], blank: int = 0) -> str:
         "on black)"
     ] * bool(thin)
     others = rows - thin - blank
-    return (
+    why = (
         "no image has both measures: "
         + ", and ".join(reasons)
         + (", and the other maps are constant or not finite" if others else "")
-        + "; check more images (--images)"
     )
+    return why, "check more images (--images)"
 
 
 def _similarities(similarity: Sequence[tuple[float, float]]) -> dict[str, Any]:
@@ -785,6 +818,9 @@ def _report(
         "verdict": _verdict(reports, reference, blank, kept),
         # The verdict's decision, for its readers (the HTML report): null is undecided.
         "changed": _decision(reports, kept),
+        "rule": _rule(),
+        # What may decide an undecided check, as its verdict ends (null: decided, or none).
+        "advice": (_undecided(reports, blank, kept) or (None, None))[1],
     }
     for entry in [reference, *reports]:  # strict JSON: NaN medians as null, once read
         for key in ("spearman_median", "ssim_median"):
@@ -814,9 +850,12 @@ def run(
       "spearman", "ssim", "spearman_signed", "spearman_signed_median",
       "reference_test": {"spearman", "ssim"} (`reference_test`'s), "similar"}],
       "similar_threshold" (null: no threshold), "significance", "verdict",
-      "changed"}: `changed` is `maps_changed` of the last stage (true, false or null),
-      null too where its maps stayed similar while layers below it kept their weights;
-      a stage's `similar` is its `maps_changed` being false.
+      "changed", "rule", "advice"}: `changed` is `maps_changed` of the last stage (true,
+      false or null), null too where its maps stayed similar while layers below it kept
+      their weights, or where a measure has no image with a value; "rule" is the
+      decision's rule in a sentence, "advice" what may decide an undecided check (null
+      where decided, or where nothing more would: `_undecided`); a stage's `similar`
+      is its `maps_changed` being false.
     """
     _check_counts(images_count, stages)  # before the rows are read, the model loaded
     manifest = results.read_manifest(output)

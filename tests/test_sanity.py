@@ -431,6 +431,9 @@ def test_maps_unmoved_by_the_layers_randomised_so_far_are_not_called_no_explanat
     partial = sanity.run(output, images_count=6, stages=["branch_b"])
     assert partial["stages"][-1]["spearman_median"] == pytest.approx(1.0)
     assert partial["changed"] is None
+    assert partial["advice"] == (
+        "randomise down to the input to decide (--stages as a number, or names ending at branch_a)"
+    )
     assert partial["verdict"].startswith(
         "undecided: the maps stay closer to the intact model's than the input alone with "
         "the layers down to branch_b randomised, but 1 layer below keeps its trained "
@@ -690,6 +693,8 @@ def test_a_check_decided_by_one_measure_alone_is_undecided_saying_what_may_decid
         "images by SSIM (p = 0.14): not shown by both measures at p < 0.05, nor the "
         "reverse; more images may decide it (--images, or a run of more images) (median"
     ), report["verdict"]
+    # The advice recorded for the report (sanity.json's "advice") is the verdict's own.
+    assert report["advice"] == "more images may decide it (--images, or a run of more images)"
 
 
 @pytest.mark.parametrize(
