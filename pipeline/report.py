@@ -1462,7 +1462,13 @@ def read_sanity(output: str) -> dict[str, Any] | None:
       their distinct images; int or None), `changed`
       (True: the maps change when the model is destroyed, so they depend on what
       it learned; False: they do not, so they are not explanations of the model;
-      None: undecided, or not recorded) and `error` (None, or why the file is
+      None: undecided, or not recorded), `judged` (the sign tests of the last stage
+      against the input alone, x - x', that the check decided by: `{"layer",
+      "layers", "measures": [{"name", "further", "p_further", "closer", "p_closer",
+      "median", "alone"}]}`, the counts and p-values as the page shows them; None for
+      a file of a version before them, which judged the medians), `rule` and `advice`
+      (the check's decision rule in a sentence, and what may decide an undecided
+      check; str or None, as written) and `error` (None, or why the file is
       unusable). `changed` is the check's own decision as it recorded it (see
       `pipeline.sanity.maps_changed`), never judged again here, so that the page
       and the check's verdict cannot disagree.
@@ -1497,6 +1503,9 @@ def _unusable_sanity(reason: str) -> dict[str, Any]:
         "rows": None,
         "images": None,
         "changed": None,
+        "judged": None,
+        "rule": None,
+        "advice": None,
         "error": reason,
     }
 
@@ -1504,15 +1513,70 @@ def _unusable_sanity(reason: str) -> dict[str, Any]:
 def _sanity_fields(data: dict[str, Any]) -> dict[str, Any]:
     """`read_sanity`'s answer for a sanity file's object `data`, each key as tolerant
     as `read_sanity` says."""
-    verdict, changed = data.get("verdict"), data.get("changed")
     rows, images = _sanity_counts(data)
+    changed = data.get("changed")
     return {
         "stages": _sanity_stages(data.get("stages")),
-        "verdict": None if verdict is None else str(verdict),
+        "verdict": _written(data.get("verdict")),
         "rows": rows,
         "images": images,
         "changed": changed if isinstance(changed, bool) else None,
+        "judged": _sanity_judged(data),
+        "rule": _written(data.get("rule")),
+        "advice": _written(data.get("advice")),
         "error": None,
+    }
+
+
+def _written(value: Any) -> str | None:
+    """A sanity file's text as written (a string of any other value), None where absent."""
+    return None if value is None else str(value)
+
+
+# The measures of a sanity file's sign tests, as the page names them.
+_SANITY_MEASURES = {"spearman": "Spearman", "ssim": "SSIM"}
+
+
+def _sanity_judged(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The sign tests that decided a sanity file's verdict: its last stage's
+    `reference_test` per measure, against the input alone's medians (`reference`).
+    None for a file of a version before them, which judged the medians alone."""
+    stages = data.get("stages")
+    stages = [s for s in stages if isinstance(s, dict)] if isinstance(stages, list) else []
+    reference = data.get("reference")
+    tests = stages[-1].get("reference_test") if stages else None
+    if not isinstance(reference, dict) or not isinstance(tests, dict):
+        return None
+    last = stages[-1]
+    measures = [
+        _sanity_measure(name, tests[key], last.get(f"{key}_median"), reference.get(f"{key}_median"))
+        for key, name in _SANITY_MEASURES.items()
+        if isinstance(tests.get(key), dict)
+    ]
+    layers = _number(last.get("layers_randomised"))
+    return {
+        "layer": str(last.get("layer", "?")),
+        "layers": None if layers is None else int(layers),
+        "measures": measures,
+    }
+
+
+def _sanity_measure(name: str, test: dict[str, Any], median: Any, alone: Any) -> dict[str, Any]:
+    """A line of the sanity section's sign tests (`pipeline.sanity.reference_test`'s
+    `test`): the images whose randomised maps are further from the intact ones than the
+    input alone, those that are not, each with its p-value, and the medians of the
+    randomised maps' and the input alone's similarity with the intact maps."""
+    images, below = _number(test.get("images")), _number(test.get("below"))
+    p_below, p_not_below = _number(test.get("p_below")), _number(test.get("p_not_below"))
+    known = images is not None and below is not None and 0 <= below <= images
+    return {
+        "name": name,
+        "further": f"{int(below)} of {count(int(images), 'image')}" if known else "–",
+        "p_further": "–" if p_below is None else _p_value(p_below),
+        "closer": f"{int(images - below)} of {count(int(images), 'image')}" if known else "–",
+        "p_closer": "–" if p_not_below is None else _p_value(p_not_below),
+        "median": _number(median),
+        "alone": _number(alone),
     }
 
 

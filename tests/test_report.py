@@ -1579,6 +1579,10 @@ def test_sanity_check_section_says_which_it_is(folder_run):
     _write_sanity(output, {"stages": stages})  # a file without the check's decision
     section = _page(build_report(output, gallery=0)).sections["sanity"]
     assert "The check recorded no decision" in section and "The maps change" not in section
+    # Files of versions before the sign tests against the input alone: as they were shown.
+    assert "Maps that change as the model is destroyed depend on what it learned" in section
+    assert "Verdict:" not in section and "input alone" not in section
+    assert read_sanity(output)["judged"] is None
     _write_sanity(output, "{not json")
     section = _page(build_report(output, gallery=0)).sections["sanity"]
     assert "sanity/sanity.json could not be read" in section
@@ -1606,10 +1610,72 @@ def test_the_page_gives_the_sanity_checks_own_verdict(folder_run):
     stages = [sanity_check._stage_report(["logits"], [(0.3, 0.7)] * 6, reference, ids)]
     report = sanity_check._report(ids, targets, AttributionConfig(), 0, stages, reference)
     write_json(str(Path(output, "sanity", "sanity.json")), report)
-    section = _page(build_report(output, gallery=0)).sections["sanity"]
+    text = build_report(output, gallery=0)
+    section = _sanity_text(text)
     assert "Verdict recorded by the check: fail: the randomised model's maps stay" in section
-    assert "barely change when the model is destroyed: they are not explanations" in section
+    assert '<b class="wrong">Verdict: fail.</b>' in text
+    assert "Spearman 6 of 6 images p = 0.016 0 of 6 images p = 1 0.3 0.5" in section
+    assert "SSIM 0 of 6 images p = 1 6 of 6 images p = 0.016 0.7 0.5" in section
     assert "The maps change when the model is destroyed" not in section
+    assert "Undecided" not in section
+
+
+def _sanity_text(text: str) -> str:
+    """The sanity section's text of a report page's HTML `text`, its whitespace
+    collapsed to single spaces."""
+    return " ".join(_page(text).sections["sanity"].split())
+
+
+def test_an_undecided_sanity_check_shows_its_tests_against_the_input_alone(real_run, tmp_path):
+    # The page showed medians per stage and, beside an undecided verdict, a note listing
+    # reasons none of which applied ("no finite maps ... too thin for SSIM ..."): not
+    # the input alone's medians, the counts, the p-values, nor what would decide it.
+    output = str(tmp_path / "out")
+    shutil.copytree(real_run["output"], output)
+    report = sanity_check.run(output)  # 4 images: a sign test needs 5 for p < 0.05
+    assert report["changed"] is None and report["advice"]
+    section = _sanity_text(build_report(output, gallery=0))
+    assert "Verdict: undecided. The rule: pass when, by both Spearman and SSIM," in section
+    assert f"The rule: {report['rule']}." in section
+    last, alone = report["stages"][-1], report["reference"]
+    for measure, name in (("spearman", "Spearman"), ("ssim", "SSIM")):
+        test = last["reference_test"][measure]
+        k, n = test["below"], test["images"]
+        assert n == 4
+        line = (
+            f"{name} {k} of 4 images p = {test['p_below']:.2g} {n - k} of 4 images "
+            f"p = {test['p_not_below']:.2g} {last[measure + '_median']:.3g} "
+            f"{alone[measure + '_median']:.3g}"
+        )
+        assert line in section, section
+    # What undecided means, and the check's own advice (its verdict ends with it).
+    assert (
+        "Undecided: these images show neither that the maps depend on the model's weights "
+        "beyond the input nor that they do not; it is no pass. The check's advice: 4 images "
+        "cannot show it at p < 0.05 (it takes 5: --images)." in section
+    )
+    assert f"{report['advice']} (median Spearman" in report["verdict"]
+    assert "The check recorded no decision" not in section
+    assert "The maps change when the model is destroyed" not in section
+    assert "stage randomised down to layer Spearman, median SSIM, median 1 dense" in section
+
+
+def test_a_sanity_file_with_tests_but_no_rule_or_advice_shows_its_tests(folder_run):
+    # The first version that tested against the input alone wrote no "rule" nor
+    # "advice": its counts are shown, and the verdict is pointed to for why.
+    output = folder_run["output"]
+    ids = [f"{name}.png" for name in "abcdefgh"]
+    reference = sanity_check._similarities([(0.4, 0.1)] * 8)
+    similarity = [(0.2, 0.05)] * 6 + [(0.2, 0.2)] * 2
+    stages = [sanity_check._stage_report(["logits"], similarity, reference, ids)]
+    report = sanity_check._report(ids, np.arange(8), AttributionConfig(), 0, stages, reference)
+    del report["rule"], report["advice"]
+    write_json(str(Path(output, "sanity", "sanity.json")), report)
+    section = _sanity_text(build_report(output, gallery=0))
+    assert "Verdict: undecided. The sign tests" in section and "The rule" not in section
+    assert "Spearman 8 of 8 images p = 0.0039 0 of 8 images p = 1 0.2 0.4" in section
+    assert "SSIM 6 of 8 images p = 0.14 2 of 8 images p = 0.96 0.05 0.1" in section
+    assert "it is no pass. The check's verdict says why." in section
 
 
 def test_sanity_reader_is_tolerant(tmp_path):
@@ -1624,6 +1690,29 @@ def test_sanity_reader_is_tolerant(tmp_path):
     assert sanity["changed"] is None and sanity["images"] is None and sanity["verdict"] is None
     _write_sanity(str(tmp_path), {"changed": "yes"})
     assert read_sanity(str(tmp_path))["changed"] is None
+    # The sign tests' keys: a measure that is not an object skipped, odd values a dash.
+    tests = {"spearman": {"images": "8", "below": 9, "p_below": None}, "ssim": 3}
+    odd = {"stages": [{"layer": "z", "reference_test": tests}], "reference": {}, "rule": 5}
+    _write_sanity(str(tmp_path), odd)
+    sanity = read_sanity(str(tmp_path))
+    assert sanity["judged"] == {
+        "layer": "z",
+        "layers": None,
+        "measures": [
+            {
+                "name": "Spearman",
+                "further": "–",
+                "p_further": "–",
+                "closer": "–",
+                "p_closer": "–",
+                "median": None,
+                "alone": None,
+            }
+        ],
+    }
+    assert sanity["rule"] == "5" and sanity["advice"] is None
+    _write_sanity(str(tmp_path), {"stages": [{"reference_test": tests}], "reference": [1]})
+    assert read_sanity(str(tmp_path))["judged"] is None
     _write_sanity(str(tmp_path), [1, 2])
     assert "expected a JSON object" in read_sanity(str(tmp_path))["error"]
 

@@ -298,6 +298,20 @@ def test_randomising_the_last_layer_changes_the_maps(audited, tmp_path):
     # Before any randomisation the check's IG is the job's: the same rows, the same maps.
     _assert_recomputes_the_runs_maps(output, 3, (SIZE, SIZE, 3))
 
+    # The report's section says the verdict (green), its rule and the tests it is of.
+    from pipeline.report import build_report  # noqa: PLC0415
+    from tests.test_report import _sanity_text  # noqa: PLC0415
+
+    text = build_report(output, gallery=0)
+    section = _sanity_text(text)
+    assert '<b class="right">Verdict: pass.</b>' in text
+    assert f"Verdict: pass. The rule: {report['rule']}." in section
+    for measure, name in (("spearman", "Spearman"), ("ssim", "SSIM")):
+        medians = f"{conv[measure + '_median']:.3g} {report['reference'][measure + '_median']:.3g}"
+        line = f"{name} 6 of 6 images p = 0.016 0 of 6 images p = 1 {medians}"
+        assert line in section, section
+    assert "Undecided" not in section and report["advice"] is None
+
 
 def test_steps_fixes_the_ig_steps_of_every_map_the_check_computes(audited, tmp_path, capsys):
     """--steps 4: the intact and randomised maps at 4 steps, unrefined (the run's
