@@ -609,14 +609,16 @@ def _stage_report(
     """A stage's entry of sanity.json: its rows' `similarity` (Spearman, SSIM) with the
     intact maps, their `reference_test`s against the input alone's (`reference`,
     `_similarities`'s) for the rows' image `ids`, and the signed Spearman per row
-    (`signed_spearman`, reported, not judged)."""
+    (`signed_spearman`, reported, not judged), and the stage's own decision: `changed`
+    (`maps_changed`: true, false or null) and `similar` (its being false)."""
     stage = {"layer": layers[-1], "layers_randomised": len(layers), **_similarities(similarity)}
     signed = np.array([np.nan] * len(similarity) if signed is None else signed, np.float64)
     stage["spearman_signed"] = [float(v) if np.isfinite(v) else None for v in signed]
     finite = np.isfinite(signed)
     stage["spearman_signed_median"] = float(np.median(signed[finite])) if finite.any() else None
     stage["reference_test"] = {m: reference_test(ids, stage[m], reference[m]) for m in MEASURES}
-    stage["similar"] = maps_changed(stage) is False
+    stage["changed"] = maps_changed(stage)
+    stage["similar"] = stage["changed"] is False
     return stage
 
 
@@ -848,14 +850,15 @@ def run(
       ({"spearman_median", "ssim_median", "spearman", "ssim"}, `input_map`),
       "stages": [{"layer", "layers_randomised", "spearman_median", "ssim_median",
       "spearman", "ssim", "spearman_signed", "spearman_signed_median",
-      "reference_test": {"spearman", "ssim"} (`reference_test`'s), "similar"}],
+      "reference_test": {"spearman", "ssim"} (`reference_test`'s), "changed", "similar"}],
       "similar_threshold" (null: no threshold), "significance", "verdict",
       "changed", "rule", "advice"}: `changed` is `maps_changed` of the last stage (true,
       false or null), null too where its maps stayed similar while layers below it kept
       their weights, or where a measure has no image with a value; "rule" is the
       decision's rule in a sentence, "advice" what may decide an undecided check (null
-      where decided, or where nothing more would: `_undecided`); a stage's `similar`
-      is its `maps_changed` being false.
+      where decided, or where nothing more would: `_undecided`); a stage's `changed`
+      is its own `maps_changed` (the cascade: where the maps first change), its
+      `similar` that being false.
     """
     _check_counts(images_count, stages)  # before the rows are read, the model loaded
     manifest = results.read_manifest(output)

@@ -550,6 +550,20 @@ def test_maps_not_further_than_the_input_alone_by_either_measure_fail_the_check(
     assert report["changed"] is None and report["verdict"].startswith("undecided:")
 
 
+def test_each_stage_records_its_own_decision():
+    # A stage recorded only `similar` (its decision being false): maps further than
+    # the input alone and no clear direction were both "not similar", so a reader of
+    # the cascade could not tell at which stage the maps first changed.
+    reference = [(0.5, 0.5)] * 6
+    close = _stage([(0.6, 0.6)] * 6, reference)
+    further = _stage([(0.2, 0.2)] * 6, reference)
+    mixed = _stage([(0.2, 0.2)] * 3 + [(0.7, 0.7)] * 3, reference)
+    assert [s["changed"] for s in (close, further, mixed)] == [False, True, None]
+    assert [s["similar"] for s in (close, further, mixed)] == [True, False, False]
+    for stage in (close, further, mixed):
+        assert stage["changed"] is sanity.maps_changed(stage)
+
+
 def test_stage_medians_are_of_the_images_with_both_measures():
     # A thin image (a line) has a Spearman and no SSIM: it is left out of both
     # medians, so that they are of the same images (and the SSIM's is not NaN).
@@ -997,6 +1011,7 @@ def test_a_model_whose_pixel_layer_is_constant_is_destroyed_by_the_check(image_f
     # A Dense(1) bottleneck: randomising above it scales the maps, which stay the same.
     assert top["spearman_median"] > 0.99 and one["spearman_median"] > 0.99
     assert top["similar"] and one["similar"] and not whole["similar"]
+    assert [s["changed"] for s in report["stages"]] == [False, False, True]
     assert report["verdict"].startswith("pass"), report["verdict"]
 
 
