@@ -1457,7 +1457,11 @@ def read_sanity(output: str) -> dict[str, Any] | None:
 
     Returns:
       None when there is no such file; else a dict with `stages` (list of
-      `{"layer": str, "spearman_median": float | None, "ssim_median": float | None}`),
+      `{"layer": str, "spearman_median": float | None, "ssim_median": float | None,
+      "further", "decision", "first"}`: per measure the stage's images further than the
+      input alone, `k of n images`, and the check's decision on the stage as it
+      recorded it, None for a stage without sign tests; `first`: the first it says
+      changed, `_sanity_stage_tests`),
       `verdict` (str or None, as written), `rows` and `images` (the rows checked and
       their distinct images; int or None), `changed`
       (True: the maps change when the model is destroyed, so they depend on what
@@ -1566,18 +1570,29 @@ def _sanity_measure(name: str, test: dict[str, Any], median: Any, alone: Any) ->
     `test`): the images whose randomised maps are further from the intact ones than the
     input alone, those that are not, each with its p-value, and the medians of the
     randomised maps' and the input alone's similarity with the intact maps."""
-    images, below = _number(test.get("images")), _number(test.get("below"))
+    further, closer = _sanity_images(test)
     p_below, p_not_below = _number(test.get("p_below")), _number(test.get("p_not_below"))
-    known = images is not None and below is not None and 0 <= below <= images
     return {
         "name": name,
-        "further": f"{int(below)} of {count(int(images), 'image')}" if known else "–",
+        "further": further,
         "p_further": "–" if p_below is None else _p_value(p_below),
-        "closer": f"{int(images - below)} of {count(int(images), 'image')}" if known else "–",
+        "closer": closer,
         "p_closer": "–" if p_not_below is None else _p_value(p_not_below),
         "median": _number(median),
         "alone": _number(alone),
     }
+
+
+def _sanity_images(test: Any) -> tuple[str, str]:
+    """`k of n images` further from the intact maps than the input alone and as close
+    or closer, of a sign test (`pipeline.sanity.reference_test`'s); dashes where it
+    does not say."""
+    test = test if isinstance(test, dict) else {}
+    images, below = _number(test.get("images")), _number(test.get("below"))
+    if images is None or below is None or not 0 <= below <= images:
+        return "–", "–"
+    n = count(int(images), "image")
+    return f"{int(below)} of {n}", f"{int(images - below)} of {n}"
 
 
 def _sanity_counts(data: dict[str, Any]) -> tuple[int | None, int | None]:
@@ -1593,16 +1608,49 @@ def _sanity_counts(data: dict[str, Any]) -> tuple[int | None, int | None]:
 
 
 def _sanity_stages(raw: Any) -> list[dict[str, Any]]:
-    """The stages of a sanity file: objects only, numbers or None (see `read_sanity`)."""
-    return [
+    """The stages of a sanity file: objects only, numbers or None, and where the file
+    has its sign tests, per stage, the images further than the input alone per measure
+    and the check's decision on it, the first it says changed marked (see `read_sanity`)."""
+    stages = [
         {
             "layer": str(stage.get("layer", "?")),
             "spearman_median": _number(stage.get("spearman_median")),
             "ssim_median": _number(stage.get("ssim_median")),
+            **_sanity_stage_tests(stage),
         }
         for stage in (raw if isinstance(raw, list) else [])
         if isinstance(stage, dict)
     ]
+    first = next((stage for stage in stages if stage["decision"] == _CHANGED), None)
+    if first is not None:
+        first["first"] = True
+    return stages
+
+
+# The check's decision on a stage (`pipeline.sanity.maps_changed`), as the page words it.
+_CHANGED = "changed"
+_DECISIONS = {True: _CHANGED, False: "as close or closer", None: "undecided"}
+
+
+def _sanity_stage_tests(stage: dict[str, Any]) -> dict[str, Any]:
+    """A stage's `further` (per measure, `k of n images` further from the intact maps
+    than the input alone), `decision` (its own `changed` as recorded; of a file before
+    it, its `similar`: as close or closer, or not, which is changed or undecided) and
+    `first` (False; `_sanity_stages` marks the first changed); `further` and `decision`
+    None for a stage without sign tests, whose `similar` compared the medians with a
+    threshold."""
+    tests = stage.get("reference_test")
+    if not isinstance(tests, dict):
+        return {"further": None, "decision": None, "first": False}
+    changed, similar = stage.get("changed", ...), stage.get("similar")
+    if changed is None or isinstance(changed, bool):
+        decision = _DECISIONS[changed]
+    elif isinstance(similar, bool):
+        decision = _DECISIONS[False] if similar else "changed or undecided"
+    else:
+        decision = None
+    further = [_sanity_images(tests.get(key))[0] for key in _SANITY_MEASURES]
+    return {"further": further, "decision": decision, "first": False}
 
 
 def _per_class(chosen: _Selection, limit: int) -> dict[str, Any]:

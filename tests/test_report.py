@@ -1657,7 +1657,18 @@ def test_an_undecided_sanity_check_shows_its_tests_against_the_input_alone(real_
     assert f"{report['advice']} (median Spearman" in report["verdict"]
     assert "The check recorded no decision" not in section
     assert "The maps change when the model is destroyed" not in section
-    assert "stage randomised down to layer Spearman, median SSIM, median 1 dense" in section
+    assert (
+        "stage randomised down to layer Spearman, median SSIM, median Spearman, images "
+        "further than the input alone SSIM, images further than the input alone the "
+        "check's decision on the stage 1 dense" in section
+    )
+    # Each stage's images further than the input alone and its decision, as recorded.
+    decisions = {True: "changed", False: "as close or closer", None: "undecided"}
+    for stage in report["stages"]:
+        tests = stage["reference_test"]
+        cells = " ".join(f"{tests[m]['below']} of 4 images" for m in ("spearman", "ssim"))
+        assert f"{cells} {decisions[stage['changed']]}" in section, section
+    assert not any(s["changed"] for s in report["stages"]) and "(the first)" not in section
 
 
 def test_a_sanity_file_with_tests_but_no_rule_or_advice_shows_its_tests(folder_run):
@@ -1678,14 +1689,80 @@ def test_a_sanity_file_with_tests_but_no_rule_or_advice_shows_its_tests(folder_r
     assert "it is no pass. The check's verdict says why." in section
 
 
+def _cascade(output: str) -> dict[str, Any]:
+    """A check's sanity.json in `output` of 4 stages over 6 images, against the input
+    alone's (0.5, 0.5): as close, no clear direction, then further twice (a pass)."""
+    ids = [f"{name}.png" for name in "abcdef"]
+    reference = sanity_check._similarities([(0.5, 0.5)] * 6)
+    similarities = (
+        [(0.6, 0.6)] * 6,
+        [(0.2, 0.2)] * 3 + [(0.7, 0.7)] * 3,
+        [(0.3, 0.2)] * 6,
+        [(0.1, 0.1)] * 6,
+    )
+    layers = ["logits", "dense", "conv_2", "conv_1"]
+    stages = [
+        sanity_check._stage_report(layers[: i + 1], similarity, reference, ids)
+        for i, similarity in enumerate(similarities)
+    ]
+    report = sanity_check._report(ids, np.arange(6), AttributionConfig(), 0, stages, reference)
+    write_json(str(Path(output, "sanity", "sanity.json")), report)
+    return report
+
+
+def test_the_sanity_table_shows_each_stages_tests_and_where_the_maps_first_changed(folder_run):
+    # Every stage's sign tests against the input alone are in sanity.json, but the table
+    # showed its medians alone: a reader could not see at which layer the maps first
+    # become further from the intact ones than the input alone (Adebayo et al.'s cascade).
+    output = folder_run["output"]
+    report = _cascade(output)
+    assert report["verdict"].startswith("pass")
+    section = _sanity_text(build_report(output, gallery=0))
+    assert (
+        "stage randomised down to layer Spearman, median SSIM, median Spearman, images "
+        "further than the input alone SSIM, images further than the input alone the "
+        "check's decision on the stage 1 logits" in section
+    )
+    assert (
+        "1 logits 0.6 0.6 0 of 6 images 0 of 6 images as close or closer "
+        "2 dense 0.45 0.45 3 of 6 images 3 of 6 images undecided "
+        "3 conv_2 0.3 0.2 6 of 6 images 6 of 6 images changed (the first) "
+        "4 conv_1 0.1 0.1 6 of 6 images 6 of 6 images changed" in section
+    ), section
+    assert section.count("(the first)") == 1
+    assert (
+        "The first stage it says changed is marked: from the top down, where the maps "
+        "first depend on the weights beyond the input." in section
+    )
+
+
+def test_a_sanity_file_without_each_stages_decision_shows_what_it_recorded(folder_run):
+    # A version before each stage's "changed" recorded its "similar" alone (the decision
+    # being false): not similar is changed or undecided, so no stage is marked first.
+    output = folder_run["output"]
+    report = _cascade(output)
+    for stage in report["stages"]:
+        del stage["changed"]
+    write_json(str(Path(output, "sanity", "sanity.json")), report)
+    section = _sanity_text(build_report(output, gallery=0))
+    assert (
+        "1 logits 0.6 0.6 0 of 6 images 0 of 6 images as close or closer "
+        "2 dense 0.45 0.45 3 of 6 images 3 of 6 images changed or undecided "
+        "3 conv_2 0.3 0.2 6 of 6 images 6 of 6 images changed or undecided "
+        "4 conv_1 0.1 0.1 6 of 6 images 6 of 6 images changed or undecided" in section
+    ), section
+    assert "(the first)" not in section
+
+
 def test_sanity_reader_is_tolerant(tmp_path):
     assert read_sanity(str(tmp_path)) is None
     odd_stages = [{"layer": "a", "spearman_median": "high"}, 3, {"ssim_median": 0.2, "extra": 1}]
     _write_sanity(str(tmp_path), {"stages": odd_stages, "images": "x"})
     sanity = read_sanity(str(tmp_path))
+    untested = {"further": None, "decision": None, "first": False}
     assert sanity["stages"] == [
-        {"layer": "a", "spearman_median": None, "ssim_median": None},
-        {"layer": "?", "spearman_median": None, "ssim_median": 0.2},
+        {"layer": "a", "spearman_median": None, "ssim_median": None, **untested},
+        {"layer": "?", "spearman_median": None, "ssim_median": 0.2, **untested},
     ]
     assert sanity["changed"] is None and sanity["images"] is None and sanity["verdict"] is None
     _write_sanity(str(tmp_path), {"changed": "yes"})
@@ -1711,6 +1788,28 @@ def test_sanity_reader_is_tolerant(tmp_path):
         ],
     }
     assert sanity["rule"] == "5" and sanity["advice"] is None
+    assert sanity["stages"][0]["further"] == ["–", "–"]
+    # A stage's decision: its "changed" where it is true, false or null, else its
+    # "similar" where that is true or false (the medians' threshold where no tests).
+    decided = [
+        {"reference_test": tests, "changed": 1, "similar": True},
+        {"reference_test": tests, "changed": "yes", "similar": "no"},
+        {"reference_test": tests, "changed": None, "similar": True},
+        {"reference_test": tests, "changed": True},
+        {"reference_test": tests, "changed": True},
+        {"reference_test": "x", "changed": True, "similar": True},
+    ]
+    _write_sanity(str(tmp_path), {"stages": decided})
+    stages = read_sanity(str(tmp_path))["stages"]
+    assert [s["decision"] for s in stages] == [
+        "as close or closer",
+        None,
+        "undecided",
+        "changed",
+        "changed",
+        None,
+    ]
+    assert [s["first"] for s in stages] == [False, False, False, True, False, False]
     _write_sanity(str(tmp_path), {"stages": [{"reference_test": tests}], "reference": [1]})
     assert read_sanity(str(tmp_path))["judged"] is None
     _write_sanity(str(tmp_path), [1, 2])
