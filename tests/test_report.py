@@ -1752,6 +1752,14 @@ def test_a_sanity_file_without_each_stages_decision_shows_what_it_recorded(folde
         "4 conv_1 0.1 0.1 6 of 6 images 6 of 6 images changed or undecided" in section
     ), section
     assert "(the first)" not in section
+    # Before the sign tests, "similar" compared the medians with 0.5: not shown, as then.
+    stages = [{"layer": "logits", "spearman_median": 0.61, "ssim_median": 0.5, "similar": True}]
+    _write_sanity(output, {"stages": stages, "changed": False, "images": 1})
+    section = _sanity_text(build_report(output, gallery=0))
+    assert section.endswith(
+        "stage randomised down to layer Spearman, median SSIM, median 1 logits 0.61 0.5"
+    )
+    assert "as close or closer" not in section and "input alone" not in section
 
 
 def test_sanity_reader_is_tolerant(tmp_path):
