@@ -168,8 +168,8 @@ def test_report_lists_the_misclassified_images_most_confident_first(real_run):
     assert wrong  # random weights: the tiny model gets images wrong
     section = real_run["page"].sections["misclassified"]
     verb = "is" if len(wrong) == 1 else "are"
-    assert f"{len(wrong)} of the 3 labelled images {verb} misclassified" in " ".join(
-        section.split()
+    assert f"{len(wrong)} of the 3 labelled images {verb} misclassified" in _section_text(
+        real_run["page"], "misclassified"
     )
     for image_id in wrong:
         assert image_id in section
@@ -208,7 +208,7 @@ def test_report_completeness_per_class_and_errors(real_run):
     assert "None of the 4 rows exceeds the run's tolerance 0.5% (0.005)" in worst
     assert "The 3 largest errors are shown for reference" in worst
     # What F, the score the numbers are of, is: it said "the score" alone.
-    lead = " ".join(page.sections["completeness"].split())
+    lead = _section_text(page, "completeness")
     assert "(F: the model's raw output for the target class, a logit for most models)" in lead
     meta = results.read_results(real_run["output"]).sort_values(
         ["relative_delta", "image_id"], ascending=[False, True]
@@ -931,6 +931,13 @@ def _page(text: str) -> _Page:
     return page
 
 
+def _section_text(page: str | _Page, section: str) -> str:
+    """The text of the section of id `section` of a report page (its HTML, or `_page`'s
+    reading of it), its whitespace collapsed to single spaces."""
+    read = _page(page) if isinstance(page, str) else page
+    return " ".join(read.sections[section].split())
+
+
 def _curve(start: float, end: float) -> list[float]:
     return list(np.linspace(start, end, 5))
 
@@ -1193,9 +1200,7 @@ def test_a_softmax_runs_completeness_says_its_score_is_a_probability(folder_run)
     manifest = json.loads(path.read_text())
     manifest["config"]["score"] = "softmax"
     path.write_text(json.dumps(manifest))
-    lead = " ".join(
-        _page(build_report(folder_run["output"], gallery=0)).sections["completeness"].split()
-    )
+    lead = _section_text(build_report(folder_run["output"], gallery=0), "completeness")
     assert "(F: the target class's probability, from 0 to 1)" in lead
 
 
@@ -1254,7 +1259,7 @@ def test_faithfulness_section_flags_rows_no_better_than_chance(folder_run):
 def _faithfulness_text(text: str) -> str:
     """The faithfulness section's text of a report page's HTML `text`, its whitespace
     collapsed to single spaces."""
-    return " ".join(_page(text).sections["faithfulness"].split())
+    return _section_text(text, "faithfulness")
 
 
 def test_the_faithfulness_section_says_what_beating_one_random_ranking_shows(folder_run):
@@ -1431,8 +1436,8 @@ def test_the_heading_of_one_row_no_better_than_chance_reads_in_the_singular(fold
         (NEW_VALUES, "2 of 4 rows do no better than chance"),
     ):
         add_columns(folder_run["output"], values)
-        section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
-        assert heading in " ".join(section.split()), section
+        section = _faithfulness_text(build_report(folder_run["output"], gallery=0))
+        assert heading in section, section
 
 
 def test_a_run_whose_deletion_aucs_are_all_null_is_not_called_faithfulness_none(folder_run):
@@ -1479,7 +1484,7 @@ def test_a_run_that_measured_faithfulness_with_every_auc_null_is_not_called_off(
         ["deletion_auc", "insertion_auc", "deletion_auc_random", "insertion_auc_random"]
     ].isna().all(axis=None)
     assert results.read_manifest(output)["config"]["faithfulness"] == "deletion_insertion"
-    section = " ".join(_page(build_report(output, gallery=0)).sections["faithfulness"].split())
+    section = _faithfulness_text(build_report(output, gallery=0))
     assert "--faithfulness none" not in section and "not measured" not in section
     assert (
         "Faithfulness was measured in this run (--faithfulness deletion_insertion), but no "
@@ -1553,7 +1558,7 @@ def test_sanity_check_section_says_which_it_is(folder_run):
         {"layer": "block_6<b>", "spearman_median": 0.12, "ssim_median": 0.08},
     ]
     _write_sanity(output, {"stages": stages, "verdict": "pass", "changed": True, "images": 8})
-    section = _page(build_report(output, gallery=0)).sections["sanity"]
+    section = _sanity_text(build_report(output, gallery=0))
     assert "on 8 images" in section
     # --stages N spreads the layers over N stages: not one layer more per stage.
     assert "more of them at each stage" in section and "one more at each stage" not in section
@@ -1561,30 +1566,30 @@ def test_sanity_check_section_says_which_it_is(folder_run):
     # Passing is necessary, not sufficient: it said the maps "behave as explanations".
     assert (
         "The maps change when the model is destroyed: they depend on what it learned, as "
-        "explanations of it must (necessary, not sufficient)." in " ".join(section.split())
+        "explanations of it must (necessary, not sufficient)." in section
     )
     assert "Verdict recorded by the check: pass" in section
     _write_sanity(output, {"stages": stages, "changed": False, "images": 1})
-    section = _page(build_report(output, gallery=0)).sections["sanity"]
+    section = _sanity_text(build_report(output, gallery=0))
     assert "on 1 image." in section
     assert "barely change when the model is destroyed: they are not explanations" in section
     # --target top_k: rows of fewer images (their targets), counted as such.
     _write_sanity(output, {"stages": stages, "images": 4, "image_ids": ["a", "a", "b", "b"]})
-    section = _page(build_report(output, gallery=0)).sections["sanity"]
+    section = _sanity_text(build_report(output, gallery=0))
     assert "on 4 rows of 2 images (their targets)." in section
     # This version's file counts images as "images", their rows as "rows".
     _write_sanity(output, {"stages": stages, "images": 2, "rows": 4})
-    section = _page(build_report(output, gallery=0)).sections["sanity"]
+    section = _sanity_text(build_report(output, gallery=0))
     assert "on 4 rows of 2 images (their targets)." in section
     _write_sanity(output, {"stages": stages})  # a file without the check's decision
-    section = _page(build_report(output, gallery=0)).sections["sanity"]
+    section = _sanity_text(build_report(output, gallery=0))
     assert "The check recorded no decision" in section and "The maps change" not in section
     # Files of versions before the sign tests against the input alone: as they were shown.
     assert "Maps that change as the model is destroyed depend on what it learned" in section
     assert "Verdict:" not in section and "input alone" not in section
     assert read_sanity(output)["judged"] is None
     _write_sanity(output, "{not json")
-    section = _page(build_report(output, gallery=0)).sections["sanity"]
+    section = _sanity_text(build_report(output, gallery=0))
     assert "sanity/sanity.json could not be read" in section
 
 
@@ -1595,8 +1600,8 @@ def test_the_sanity_table_names_the_layer_the_model_was_randomised_down_to(folde
     output = folder_run["output"]
     stages = [{"layer": "logits", "spearman_median": 0.4, "ssim_median": 0.3}]
     _write_sanity(output, {"stages": stages, "changed": True, "images": 1})
-    section = _page(build_report(output, gallery=0)).sections["sanity"]
-    assert "stage randomised down to layer Spearman, median" in " ".join(section.split())
+    section = _sanity_text(build_report(output, gallery=0))
+    assert "stage randomised down to layer Spearman, median" in section
     assert "up to layer" not in section
 
 
@@ -1623,7 +1628,7 @@ def test_the_page_gives_the_sanity_checks_own_verdict(folder_run):
 def _sanity_text(text: str) -> str:
     """The sanity section's text of a report page's HTML `text`, its whitespace
     collapsed to single spaces."""
-    return " ".join(_page(text).sections["sanity"].split())
+    return _section_text(text, "sanity")
 
 
 def test_an_undecided_sanity_check_shows_its_tests_against_the_input_alone(real_run, tmp_path):
@@ -2208,9 +2213,9 @@ def test_the_gallery_says_what_its_panels_show(tmp_path, linear_keras, no_maps_r
     output = tmp_path / "full"
     args = cli_args(dataset=images, model=linear_keras, output=output, steps=4)
     run([*args, "--attributions", "full"], save_main_session=False)
-    pages = {"full": _page(build_report(str(output))).sections["gallery"]}
+    pages = {"full": _section_text(build_report(str(output)), "gallery")}
     pages["none"] = _page(build_report(no_maps_run)).sections["gallery"]
-    assert "1 image: each photo laid translucently" in " ".join(pages["full"].split())
+    assert "1 image: each photo laid translucently" in pages["full"]
     assert "the photos alone: this run stored no attribution maps" in pages["none"]
     assert "translucently" not in pages["none"]
 
@@ -2247,13 +2252,13 @@ def test_misclassified_cards_say_whose_map_they_show(tmp_path):
     # --target label: the one row of cat.png (label 281, predicted 282) is the label's map.
     rows = [[make_row("n02123045/cat.png", 281, 282, 0.7, 0.0, target=281, seed=1)]]
     output = write_output(tmp_path / "out", rows, dataset=str(tmp_path / "gone"))
-    text = " ".join(_page(build_report(output, gallery=0)).sections["misclassified"].split())
+    text = _section_text(build_report(output, gallery=0), "misclassified")
     assert "credits for the wrong prediction" in text
     assert "for the true label. A mask shows magnitudes (each map scaled to its 99th" in text
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     manifest["config"]["target"] = "label"
     (tmp_path / "out" / "manifest.json").write_text(json.dumps(manifest))
-    text = " ".join(_page(build_report(output, gallery=0)).sections["misclassified"].split())
+    text = _section_text(build_report(output, gallery=0), "misclassified")
     assert "credits for the true label (this run attributes the label, --target label)" in text
     assert "credits for the wrong prediction" not in text
     assert "in an image it got wrong. A mask shows magnitudes" in text
@@ -2266,7 +2271,7 @@ def test_the_gallery_of_a_target_label_run_does_not_call_its_maps_the_prediction
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     manifest["config"]["target"] = "label"
     (tmp_path / "out" / "manifest.json").write_text(json.dumps(manifest))
-    text = " ".join(_page(build_report(output)).sections["gallery"].split())
+    text = _section_text(build_report(output), "gallery")
     assert "count most for the prediction" not in text
     assert "for or against the class each map attributes (the prediction, unless" in text
 
@@ -2400,7 +2405,7 @@ def test_a_row_whose_every_curve_stays_flat_is_not_measurable(folder_run):
     values = {**NEW_VALUES, "loose.png": _new_values(0.002, 1.0, 1.0, 1.0, 1.0)}
     add_columns(folder_run["output"], values)
     text = build_report(folder_run["output"], gallery=0)
-    section = " ".join(_page(text).sections["faithfulness"].split())
+    section = _faithfulness_text(text)
     assert "rows do no better than chance" in section
     assert "AUCs are both 1: it measured nothing" not in section  # no row has one such check
     assert re.findall(r"\w+\.png →", section) == ["shark.png →", "cat2.png →", "loose.png →"]
@@ -2424,7 +2429,7 @@ def test_a_run_whose_checks_measured_nothing_shows_no_good_tile_and_its_missing_
     assert tile is not None and tile[1] == "", tile
     assert re.search(r'<div class="tile "><div class="v">3</div><div class="k">rows not', text)
     # loose.png, left out, was said to be only where some row was measured.
-    section = " ".join(_page(text).sections["faithfulness"].split())
+    section = _faithfulness_text(text)
     assert "The checks can measure none of these 3 rows" in section
     assert "1 row has no faithfulness values and is left out." in section
     assert '<p class="note">1 row has no faithfulness values' in text
@@ -2442,15 +2447,14 @@ def test_a_run_with_no_trial_of_either_check_shows_no_good_tile(folder_run):
     text = build_report(folder_run["output"], gallery=0)
     tile = re.search(r'<div class="tile (\w*)"><div class="v">0</div><div class="k">rows no', text)
     assert tile is not None and tile[1] == "", tile
-    section = " ".join(_page(text).sections["faithfulness"].split())
+    section = _faithfulness_text(text)
     # Its heading read "0 of 0 rows do no better than chance", a note then saying why;
     # the case has its own sentence. One such row (the others without values) too.
     no_trial = "No row can be judged against chance: each check of the 4 rows measured nothing"
     assert f"{no_trial} or has no AUCs (above)." in section, section
     assert "of 0 rows" not in section and "left out of this count" not in section
     add_columns(folder_run["output"], {SHARK: blind})
-    section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
-    section = " ".join(section.split())
+    section = _faithfulness_text(build_report(folder_run["output"], gallery=0))
     assert "each check of the row measured nothing or has no AUCs (above)." in section
     assert "of 0 rows" not in section and "3 rows have no faithfulness values" in section
 
@@ -2463,7 +2467,7 @@ def test_the_rows_the_checks_cannot_measure_are_out_of_the_table_figure_and_coun
     values = {**NEW_VALUES, "loose.png": _new_values(0.002, 1.0, 1.0, 1.0, 1.0)}
     add_columns(folder_run["output"], values)
     text = build_report(folder_run["output"], gallery=0)
-    section = " ".join(_page(text).sections["faithfulness"].split())
+    section = _faithfulness_text(text)
     assert "deletion AUC (lower is better) 0.2 0.4 2 of 3" in section, section
     assert "insertion AUC (higher is better) 0.6 0.5 2 of 3" in section
     assert "those are over the other 3 rows, the rows the checks can measure" in section
@@ -2536,7 +2540,7 @@ def test_a_check_that_measured_nothing_in_every_row_has_no_line_of_the_table(sat
     assert not results.judged(rows, "insertion").any()
     assert results.judged(rows, "deletion").all()
     text = build_report(output, gallery=0)
-    section = " ".join(_page(text).sections["faithfulness"].split())
+    section = _faithfulness_text(text)
     assert re.search(r"deletion AUC \(lower is better\) 0\.\d+ 0\.\d+ 2 of 2 ", section), section
     assert "insertion AUC (higher is better) – – 0 of 0" in section
     assert (
@@ -2832,8 +2836,7 @@ def test_a_check_tied_a_float32_step_below_1_measured_nothing(folder_run):
     tie = 1 - float(np.finfo(np.float32).eps) / 16
     values = {**NEW_VALUES, CAT1: _new_values(0.004, 0.1, 0.4, tie, tie)}
     add_columns(folder_run["output"], values)
-    section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
-    text = " ".join(section.split())
+    text = _faithfulness_text(build_report(folder_run["output"], gallery=0))
     assert "2 of 4 rows do no better than chance" in text
     assert "cat1.png →" not in text
     assert "1 row has one check whose two AUCs are both 1" in text
@@ -2847,8 +2850,7 @@ def test_a_check_that_measured_nothing_is_not_counted_as_beating_chance(folder_r
     step = float(np.finfo(np.float32).eps)
     values = {**NEW_VALUES, CAT1: _new_values(0.004, 0.1, 0.4, 1 - step, 1 - 3 * step)}
     add_columns(folder_run["output"], values)
-    section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
-    text = " ".join(section.split())
+    text = _faithfulness_text(build_report(folder_run["output"], gallery=0))
     assert "1 row has one check whose two AUCs are both 1" in text
     assert "it is left out of that check's line of the table" in text
     assert "deletion AUC (lower is better) 0.175 0.4 3 of 4" in text
@@ -2869,7 +2871,7 @@ def test_a_check_that_measured_nothing_is_out_of_that_checks_line_not_a_loss(fol
     }
     add_columns(folder_run["output"], values)
     text = build_report(folder_run["output"], gallery=0)
-    section = " ".join(_page(text).sections["faithfulness"].split())
+    section = _faithfulness_text(text)
     assert "deletion AUC (lower is better) 0.2 0.4 2 of 3" in section, section
     assert "insertion AUC (higher is better) 0.45 0.5 1 of 2" in section
     assert (
@@ -2899,8 +2901,7 @@ def test_a_misclassified_card_never_rounds_a_confidence_to_certainty(folder_run)
     # A card said "predicted class 282 (100.0%)" and listed its top-k at "100.0%" of a
     # prediction at 99.96 %, as if the model were certain (the captions no longer did).
     _set_probs(folder_run["output"], {CAT2: [0.9996, 0.0003, 0.0001], SHARK: [0.6, 0.39996, 4e-5]})
-    section = _page(build_report(folder_run["output"], gallery=0)).sections["misclassified"]
-    text = " ".join(section.split())
+    text = _section_text(build_report(folder_run["output"], gallery=0), "misclassified")
     assert "predicted class 282 (99.96%); the label is not in top 3" in text
     assert "100.0%" not in text
     assert "class 282 99.96%" in text  # its top-k; a small one keeps its digits:
@@ -2908,8 +2909,7 @@ def test_a_misclassified_card_never_rounds_a_confidence_to_certainty(folder_run)
     # A float32 1 is any probability above 1 - 3e-8 (a logit 18 above the rest's), and
     # a 0 one below 1e-45: the card said "100.0%" and "0.0%", certainty and impossibility.
     _set_probs(folder_run["output"], {CAT2: [1.0, 0.0, 0.0]})
-    section = _page(build_report(folder_run["output"], gallery=0)).sections["misclassified"]
-    text = " ".join(section.split())
+    text = _section_text(build_report(folder_run["output"], gallery=0), "misclassified")
     assert "predicted class 282 (>99.99%); the label is not in top 3" in text
     assert "class 282 >99.99% class 283 <0.01% class 284 <0.01%" in text
     assert "100.0%" not in text and "0.0%" not in text.replace("40.0%", "").replace("60.0%", "")
@@ -2934,8 +2934,7 @@ def test_the_blind_note_says_a_null_check_beside_a_blind_one_does_not_count(fold
     # both 1 too; such a row is not measurable now, and the note says so.
     values = {**NEW_VALUES, CAT1: {**_new_values(0.004, 1.0, 1.0, None, None)}}
     add_columns(folder_run["output"], values)
-    section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
-    text = " ".join(section.split())
+    text = _faithfulness_text(build_report(folder_run["output"], gallery=0))
     # cat1 is a trial of neither check: out of both lines and of the count of rows (it
     # was in "2 of 4 rows do no better than chance", a row that could never be flagged).
     assert "2 of 3 rows do no better than chance" in text
@@ -3016,7 +3015,7 @@ def test_an_image_equal_to_its_baseline_is_not_measurable_not_no_better_than_cha
     # said its heat map "should not be trusted"; it is counted and shown apart.
     output = _black_and_noise_run(tmp_path, linear_keras)
     text = build_report(output, gallery=0)
-    section = " ".join(_page(text).sections["faithfulness"].split())
+    section = _faithfulness_text(text)
     assert "0 of 1 rows do no better than chance" in section  # the row measured
     assert "should not be trusted" not in section and "Each lost to or tied" not in section
     assert "1 of 2 rows the checks cannot measure" in section
@@ -3026,9 +3025,7 @@ def test_an_image_equal_to_its_baseline_is_not_measurable_not_no_better_than_cha
     assert re.search(r'<div class="v">0</div><div class="k">rows no better than chance', text)
     assert re.search(r'<div class="v">1</div><div class="k">row not measurable', text)
     # --examples 0: counted, no card, and the page says none are shown.
-    section = " ".join(
-        _page(build_report(output, examples=0, gallery=0)).sections["faithfulness"].split()
-    )
+    section = _faithfulness_text(build_report(output, examples=0, gallery=0))
     assert "1 of 2 rows the checks cannot measure" in section and ".png →" not in section
     assert section.endswith("Each card says which. None shown (--examples 0).")
 
@@ -3042,7 +3039,7 @@ def test_a_saturated_models_rows_are_not_measurable_whatever_their_map(tmp_path)
     model = dense_keras(tmp_path / "sat.keras", weights, np.array([40.0, 0.0], np.float32))
     output = _black_and_noise_run(tmp_path, model)
     text = build_report(output, gallery=0)
-    section = " ".join(_page(text).sections["faithfulness"].split())
+    section = _faithfulness_text(text)
     assert "2 of 2 rows the checks cannot measure" in section
     assert "should not be trusted" not in section and "Each lost to or tied" not in section
     assert re.findall(r"\w+\.png →", section) == ["black.png →", "noise.png →"]
@@ -3069,7 +3066,7 @@ def test_an_image_the_checks_leave_as_it_is_is_not_measurable_whatever_its_map(
     output = _black_and_noise_run(tmp_path, linear_keras, "--baseline", "black,white")
     assert results.read_results(output).set_index("image_id").attribution_sum["black.png"] != 0
     text = build_report(output, gallery=0)
-    section = " ".join(_page(text).sections["faithfulness"].split())
+    section = _faithfulness_text(text)
     assert "1 of 2 rows the checks cannot measure" in section
     assert re.findall(r"\w+\.png →", section) == ["black.png →"]
     black = _after(section, "black.png")
@@ -3123,8 +3120,7 @@ def test_a_tie_for_the_most_frequent_wrong_prediction_is_said(folder_run):
     # cat1 and cat2 (label 281) both wrong, as 282 and 283 once each: the table named
     # one, picked by name, as if it were the most frequent.
     _set_predictions(folder_run["output"], {CAT1: (283, "class 283")})
-    section = _page(build_report(folder_run["output"], gallery=0)).sections["per-class"]
-    text = " ".join(section.split())
+    text = _section_text(build_report(folder_run["output"], gallery=0), "per-class")
     assert "class 282 (1; tied with 1 other)" in text, text
     assert "class 3 (1) " in text + " ", text  # shark alone: no tie
 
@@ -3173,12 +3169,12 @@ def test_the_note_of_a_check_that_measured_nothing_counts_no_row_that_is_not_mea
     values = {**NEW_VALUES, "loose.png": flat, CAT1: _new_values(0.004, 0.1, 0.4, 1.0, 1.0)}
     add_columns(folder_run["output"], values)
     text = build_report(folder_run["output"], gallery=0)
-    section = " ".join(_page(text).sections["faithfulness"].split())
+    section = _faithfulness_text(text)
     assert "1 of 4 rows the checks cannot measure" in section
     assert "1 row has one check whose two AUCs are both 1: it measured nothing" in section
     add_columns(folder_run["output"], {**NEW_VALUES, "loose.png": flat})
-    section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
-    assert "1 of 4 rows the checks cannot measure" in " ".join(section.split())
+    section = _faithfulness_text(build_report(folder_run["output"], gallery=0))
+    assert "1 of 4 rows the checks cannot measure" in section
     assert "AUCs are both 1: it measured nothing" not in section
 
 
@@ -3187,9 +3183,7 @@ def test_worst_completeness_says_its_rows_are_ranked_by_the_relative_error(folde
     # rows are ordered by relative_delta: a row of a small F(x) − F(x′) can be far in
     # relative terms and close in absolute ones, and an auditor reading "furthest"
     # looked for the largest |delta| and found it further down.
-    section = " ".join(
-        _page(build_report(folder_run["output"], gallery=0)).sections["worst-completeness"].split()
-    )
+    section = _section_text(build_report(folder_run["output"], gallery=0), "worst-completeness")
     assert "sum furthest from" not in section
     assert (
         "The rows of the largest relative completeness error "
@@ -3203,9 +3197,7 @@ def test_rows_no_better_than_chance_are_said_to_lose_to_one_random_ranking_no_mo
     # model's decision", said as well of a row that loses one check by a hair against a
     # single random ranking of its pixels: more than one trial measures.
     add_columns(folder_run["output"], NEW_VALUES)
-    section = " ".join(
-        _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"].split()
-    )
+    section = _faithfulness_text(build_report(folder_run["output"], gallery=0))
     assert "should not be trusted" not in section
     assert (
         "Each lost to or tied with its random ranking on deletion or insertion: "
@@ -3224,7 +3216,7 @@ def test_the_counts_are_named_in_words_their_manifest_keys_in_a_title(folder_run
     manifest["counts"]["skipped_done_before"] = 0
     Path(output, "manifest.json").write_text(json.dumps(manifest))
     text = build_report(output, gallery=0)
-    summary = " ".join(_page(text).sections["summary"].split())
+    summary = _section_text(text, "summary")
     assert (
         "Counts inputs 5, skipped (done by an earlier run) 0, images with result rows 4, "
         "images that failed 1, result rows 4, errors 1 Status" in summary
@@ -3244,6 +3236,6 @@ def test_the_folder_read_and_the_runs_own_output_are_told_apart(folder_run, tmp_
     text = build_report(str(copied), gallery=0)
     lead = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", text.split("<nav>")[0])).split())
     assert f"This page was built from the folder {copied} ." in lead
-    summary = " ".join(_page(text).sections["summary"].split())
+    summary = _section_text(text, "summary")
     assert "--output of the run (as it was given) ./out" in summary
     assert " Output " not in summary
