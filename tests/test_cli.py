@@ -2017,10 +2017,6 @@ def test_a_model_scoring_an_image_at_random_or_by_its_batch_is_refused_at_launch
     again = "gives other scores for the same images on each call"
     cases = {
         "dropout": (lambda path: _training_mode_export(path, layers.Dropout(0.5)), again),
-        "batch_norm": (
-            lambda path: _training_mode_export(path, layers.BatchNormalization()),
-            "scores an image by the other images of its batch",
-        ),
         "augmentation": (_augmented_export, again),
     }
     for name, (export, says) in cases.items():
@@ -2035,6 +2031,117 @@ def test_a_model_scoring_an_image_at_random_or_by_its_batch_is_refused_at_launch
             "without its augmentation layers (Keras 3's model.export keeps them on)."
         ), line
         assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def _fused_batch_norm_module(path) -> str:
+    """A tf.Module whose __call__ runs tf.nn.fused_batch_norm in training mode (its
+    graph's FusedBatchNormV3, is_training at its default, true) between a convolution and
+    its scores, saved as TensorFlow saves it."""
+    import tensorflow as tf
+
+    class Model(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.kernel = tf.Variable(tf.random.stateless_normal([3, 3, 3, 4], seed=[1, 2]))
+            self.dense = tf.Variable(tf.random.stateless_normal([4, 5], seed=[1, 3]))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+        def __call__(self, x):
+            h = tf.nn.conv2d(x, self.kernel, 1, "SAME")
+            h, _, _ = tf.compat.v1.nn.fused_batch_norm(h, tf.ones([4]), tf.zeros([4]))
+            return tf.reduce_mean(tf.nn.relu(h), [1, 2]) @ self.dense
+
+    tf.saved_model.save(Model(), str(path))
+    return str(path)
+
+
+def _tf_keras_training_batch_norm(path) -> str:
+    """A Keras 2 (tf_keras) model whose BatchNormalization is called with training=True
+    as it is built, saved in the TF format: every trace of its call normalises by the
+    batch (a fused BatchNormalization, in a function of its own)."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+    layers = tf_keras.layers
+    inputs = layers.Input((SIZE, SIZE, 3))
+    x = layers.BatchNormalization()(layers.Conv2D(4, 3)(inputs), training=True)
+    model = tf_keras.Model(inputs, layers.Dense(5)(layers.GlobalAveragePooling2D()(x)))
+    model.save(str(path), save_format="tf")
+    return str(path)
+
+
+def _keras_training_batch_norm_export(path) -> str:
+    """Keras 3's own model.export of a model whose BatchNormalization is called with
+    training=True as it is built: the export's call keeps it (tf.nn.moments over the batch)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 3)(inputs), training=True)
+    x = keras.layers.Dense(5)(keras.layers.GlobalAveragePooling2D()(x))
+    keras.Model(inputs, x).export(str(path), verbose=False)
+    return str(path)
+
+
+def test_a_saved_model_normalising_by_its_batch_is_refused_at_launch_naming_its_op(
+    image_folder, tmp_path, capsys
+):
+    """A SavedModel whose called function runs a BatchNormalization in training mode
+    scores an image by the other images of its call: the same image's scores moved with
+    the images beside it. A remote job's launcher read its signature from the proto and
+    passed it (nothing there draws random numbers), so its maps were wrong or its
+    workers failed; a local one refused it only by the probe's behaviour, naming no op.
+    Now its graph refuses it at launch, either way, naming the op and the export that fits:
+    a fused op in training mode (a tf.Module's, a tf_keras layer's function) or
+    tf.nn.moments over the batch (Keras 3's own export, an export calling training=True)."""
+    import keras
+    import tensorflow as tf
+
+    from transforms import tf_model
+
+    # Keras numbers its layers' names by how many it built in this process.
+    moments = re.compile(r"its op '\w+/batch_normalization[_\d]*/moments/mean' \(Mean\)")
+    cases = {
+        "keras_export_archive": (
+            lambda path: _training_mode_export(path, keras.layers.BatchNormalization()),
+            moments,
+        ),
+        "keras_model_export": (_keras_training_batch_norm_export, moments),
+        "fused_module": (
+            _fused_batch_norm_module,
+            re.compile(r"its op 'FusedBatchNormV3' \(FusedBatchNormV3 of function '__inference"),
+        ),
+        "tf_keras": (
+            _tf_keras_training_batch_norm,
+            re.compile(r"\(FusedBatchNormV3 of function '__inference_batch_normalization(_\d+)?_"),
+        ),
+    }
+    images = tf.constant(np.random.default_rng(0).uniform(size=(3, SIZE, SIZE, 3)), tf.float32)
+    for name, (export, op) in cases.items():
+        model = export(tmp_path / name)
+        loaded = tf.saved_model.load(model)
+        call = getattr(loaded, "serve", None) or loaded.signatures["serving_default"]
+        scores = [call(tf.gather(images, pair)) for pair in ([0, 1], [0, 2])]
+        scores = [next(iter(s.values())) if isinstance(s, dict) else s for s in scores]
+        assert np.abs(scores[0][0] - scores[1][0]).max() > 1e-3, name  # image 0's scores moved
+        assert main(_flags(image_folder, model, tmp_path / "out")) == 2, name
+        err = capsys.readouterr().err
+        (line,) = _error_lines(err)
+        assert line.startswith(
+            f"error: --model '{model}' scores an image by the other images of its batch: its op "
+        ), line
+        assert op.search(line), line
+        assert line.endswith(
+            "normalises by the batch's own statistics, as a BatchNormalization in training "
+            "mode does; Integrated Gradients needs an image's scores to depend on it alone: "
+            "export it calling the model with training=False (in inference mode)."
+        ), line
+        assert "Traceback" not in err
+        with pytest.MonkeyPatch.context() as patch:  # a remote job's launcher: no load
+            patch.setattr(tf_model, "_load", lambda m: pytest.fail(f"{m} was loaded"))
+            with pytest.raises(ValueError, match="its op .* normalises by the batch"):
+                tf_model.resolve_model(model, load=False)
     assert not (tmp_path / "out").exists()
 
 

@@ -280,6 +280,130 @@ def test_a_tf_keras_saved_model_with_a_dropout_is_read_without_loading(tmp_path,
     assert (loaded.image_size, loaded.num_outputs) == (SIZE, 5)
 
 
+def _batch_norm_module(path, training) -> str:
+    """A tf.Module scoring images through a fused batch norm in inference mode
+    (is_training=False: the given statistics), or, where `training` is a variable,
+    through a tf.cond on it whose true branch normalises by the batch's statistics."""
+    import tensorflow as tf
+
+    class Model(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.kernel = tf.Variable(tf.random.stateless_normal([3, 3, 3, 4], seed=[1, 2]))
+            self.training = training
+
+        def _normalised(self, h, is_training):
+            stats = {} if is_training else {"mean": tf.zeros([4]), "variance": tf.ones([4])}
+            scale, offset = tf.ones([4]), tf.zeros([4])
+            fused = tf.compat.v1.nn.fused_batch_norm
+            return fused(h, scale, offset, is_training=is_training, **stats)[0]
+
+        @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+        def __call__(self, x):
+            h = tf.nn.conv2d(x, self.kernel, 1, "SAME")
+            if self.training is None:
+                h = self._normalised(h, False)
+            else:
+                h = tf.cond(
+                    self.training,
+                    lambda: self._normalised(h, True),
+                    lambda: self._normalised(h, False),
+                )
+            return tf.reduce_mean(tf.nn.relu(h), [1, 2])
+
+    tf.saved_model.save(Model(), str(path))
+    return str(path)
+
+
+def _weight_standardised_module(path) -> str:
+    """A convolution whose kernel is standardised by tf.nn.moments over its axes 0-2
+    (BiT's StandardizedConv2D): moments over axis 0 of a variable, not of the images."""
+    import tensorflow as tf
+
+    class Model(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.kernel = tf.Variable(tf.random.stateless_normal([3, 3, 3, 4], seed=[1, 2]))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+        def __call__(self, x):
+            mean, variance = tf.nn.moments(self.kernel, axes=[0, 1, 2], keepdims=True)
+            kernel = (self.kernel - mean) / tf.sqrt(variance + 1e-10)
+            return tf.reduce_mean(tf.nn.conv2d(x, kernel, 1, "SAME"), [1, 2])
+
+    tf.saved_model.save(Model(), str(path))
+    return str(path)
+
+
+def test_batch_norms_in_inference_mode_are_read_without_loading(tmp_path, monkeypatch):
+    """No false refusal of the graph's check for batch statistics: a fused batch norm
+    in inference mode, a tf_keras model saved in the TF format (a training=True trace of
+    its BatchNormalization kept beside the training=False one the job calls), a
+    weight-standardised convolution (moments over a variable's axis 0) and Keras 3's
+    export of a model with a BatchNormalization are read from their proto as before, and
+    load and run as they did."""
+    import keras
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+    model = tf_keras.Sequential(
+        [tf_keras.layers.Input((SIZE, SIZE, 3)), tf_keras.layers.Conv2D(4, 3)]
+        + [tf_keras.layers.BatchNormalization(), tf_keras.layers.GlobalAveragePooling2D()]
+    )
+    model.save(str(tmp_path / "tf_keras"), save_format="tf")
+    keras.Sequential(
+        [keras.Input((SIZE, SIZE, 3)), keras.layers.Conv2D(4, 3)]
+        + [keras.layers.BatchNormalization(), keras.layers.GlobalAveragePooling2D()]
+    ).export(str(tmp_path / "keras"), verbose=False)
+    paths = [
+        _batch_norm_module(tmp_path / "inference", None),
+        str(tmp_path / "tf_keras"),
+        _weight_standardised_module(tmp_path / "standardised"),
+        str(tmp_path / "keras"),
+    ]
+    loaded = [tf_model.resolve_model(path) for path in paths]
+    _no_loads(monkeypatch)
+    assert [tf_model.resolve_model(path, load=False) for path in paths] == loaded
+    assert {(spec.image_size, spec.num_outputs) for spec in loaded} == {(SIZE, 4)}
+
+
+def test_a_batch_norm_a_flag_decides_is_loaded_and_its_call_tells(tmp_path):
+    """A batch norm in one branch of a tf.cond on a variable: whether the call runs the
+    branch of the batch's statistics only the flag tells, so the launcher loads the model
+    (a remote job's too) and its call decides: the flag off runs, on is refused."""
+    import tensorflow as tf
+
+    loads = []
+    real = tf_model._load
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tf_model, "_load", lambda m: loads.append(m) or real(m))
+        off = _batch_norm_module(tmp_path / "off", tf.Variable(False))
+        assert tf_model.resolve_model(off, load=False).num_outputs == 4
+        assert len(loads) == 1
+        on = _batch_norm_module(tmp_path / "on", tf.Variable(True))
+        with pytest.raises(ValueError, match="scores an image by the other images of its batch"):
+            tf_model.resolve_model(on, load=False)
+        assert len(loads) == 2
+
+
+def test_a_keras_file_whose_batch_norm_was_built_in_training_mode_runs(tmp_path):
+    """Keras 3 saves a BatchNormalization called with training=True as the model is built
+    in its .keras file, but the job calls a Keras model with training=False, which
+    overrides it: an image's scores do not depend on the images beside it, and it runs."""
+    import keras
+    import numpy as np
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 3)(inputs), training=True)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    model.save(str(tmp_path / "model.keras"))
+    images = np.random.default_rng(0).uniform(size=(3, SIZE, SIZE, 3)).astype(np.float32)
+    moved = model(images[[0, 1]])[0] - model(images[[0, 2]])[0]  # its own call: training=True
+    assert np.abs(moved).max() > 1e-3
+    assert tf_model.resolve_model(str(tmp_path / "model.keras")).num_outputs == 4
+
+
 def test_a_saved_model_whose_proto_leaves_the_outputs_open_is_loaded(tmp_path, monkeypatch):
     import tensorflow as tf
 

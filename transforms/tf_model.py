@@ -73,7 +73,11 @@ from transforms.model.reference import (
     ModelReference,
     model_reference,
 )
-from transforms.model.signature import REFERENCE_VARIABLE_OPS, signature_without_loading
+from transforms.model.signature import (
+    REFERENCE_VARIABLE_OPS,
+    check_batch_independent,
+    signature_without_loading,
+)
 from transforms.model.signature import hub_image_sides as _hub_image_sides  # noqa: F401 (tests read it here)
 
 __all__ = [
@@ -377,19 +381,22 @@ def resolve_model(
       load: True loads the model and runs it on one black image. False (a launcher
         whose workers are elsewhere) takes the signature from the table of known
         models or the SavedModel's saved_model.pb when they give it, and loads
-        only when they do not (or its graph draws random numbers: whether its
-        scores move between calls, only a call tells).
+        only when they do not (or its graph draws random numbers, or normalises
+        by the batch's statistics in a branch a flag picks: whether its scores
+        move, only a call tells).
       handoff: receives the loaded model, for a `Classifier` of this process.
       jit_compile: True (`--jit_compile on`) refuses a loaded model XLA cannot compile.
 
     Raises:
       ValueError: the model cannot be found or loaded, its input is not an
-        image batch, or the offset does not fit its outputs.
+        image batch, its graph normalises by the batch's statistics (a SavedModel's
+        BatchNormalization in training mode), or the offset does not fit its outputs.
     """
     model = reference if isinstance(reference, ModelReference) else model_reference(reference)
     default_range = input_range_for(model, input_range)  # a bad range: before any file
     check_remote_readable(model)
     check_saved_model_folder(model)
+    check_batch_independent(model)
     signature = None if load else signature_without_loading(model)
     if signature is not None:
         learnt = _learnt_from_signature(

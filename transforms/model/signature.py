@@ -7,6 +7,8 @@ import logging
 import re
 from typing import Any
 
+import numpy as np
+
 from transforms.config import MAX_IMAGE_SIZE
 from transforms.model.calls import scores_output
 from transforms.model.loading import is_hub_module_folder, serving_tag_sets
@@ -17,6 +19,7 @@ __all__ = [
     "CalledFunction",
     "REFERENCE_VARIABLE_OPS",
     "called_function",
+    "check_batch_independent",
     "hub_image_sides",
     "meta_graph_loaded",
     "signature_without_loading",
@@ -123,38 +126,191 @@ def _saved_model_signature(path: str) -> _Signature | None:
         found = _tf1_signature(called)
     else:
         found = _signature_def_signature(called.meta.signature_def[called.signature])
-    if found is not None and any(_RANDOM_OPS.search(op) for op in _ops_called(called)):
-        return None  # whether its scores move between calls, only a call tells (loading)
+    if found is not None and _loading_tells(_bodies_called(called)):
+        return None  # whether its scores move, only a call tells (loading)
     return found
+
+
+def _loading_tells(bodies: list[_Body]) -> bool:
+    """Whether only a call tells if the function of `bodies` scores an image by itself
+    alone: it draws random numbers, or normalises by the batch's statistics in a branch
+    of a cond (a flag decides; where it always does, `check_batch_independent` refuses)."""
+    ops = {node.op for body in bodies for node in body.nodes.values()}
+    random = any(_RANDOM_OPS.search(op) for op in ops)
+    return random or any(body.branch and _batch_statistics(body) for body in bodies)
+
+
+def check_batch_independent(model: ModelReference) -> None:
+    """Refuses a SavedModel whose called function (`called_function`) normalises the
+    images by their batch's statistics (`_batch_statistics`, outside any cond): a
+    BatchNormalization in training mode scores an image by the other images of its
+    batch, and the path points IG sums over by those sharing its calls. Any other
+    model, or a proto this cannot read, is left to loading.
+
+    Raises:
+      ValueError: naming the model, the op and the export that fits.
+    """
+    if model.kind != "saved_model":
+        return
+    from tensorflow.python.saved_model import loader_impl  # noqa: PLC0415
+
+    try:
+        called = called_function(
+            model.location, loader_impl.parse_saved_model(model.location).meta_graphs
+        )
+        found = _unconditional_batch_statistics(called) if called is not None else None
+    except Exception as e:  # an odd proto: loading settles it, or reports why
+        _LOG.info("Could not read the ops of %s without loading it: %s", model.reference, e)
+        return
+    if found is not None:
+        raise ValueError(_batch_statistics_refusal(model.reference, *found))
+
+
+def _unconditional_batch_statistics(called: CalledFunction) -> tuple[_Body, Any] | None:
+    """The first op (and its body) of the function `called` that normalises by the
+    batch's statistics outside any cond (`_batch_statistics`); None where none does."""
+    for body in _bodies_called(called):
+        node = None if body.branch else _batch_statistics(body)
+        if node is not None:
+            return body, node
+    return None
+
+
+def _batch_statistics_refusal(reference: str, body: _Body, node: Any) -> str:
+    """Why a model whose op `node` (of `body`) normalises by the batch is refused."""
+    where = f" of function {body.function!r}" if body.function and "/" not in node.name else ""
+    return (
+        f"--model {reference!r} scores an image by the other images of its batch: its op "
+        f"{node.name!r} ({node.op}{where}) normalises by the batch's own statistics, as a "
+        "BatchNormalization in training mode does; Integrated Gradients needs an image's "
+        "scores to depend on it alone: export it calling the model with training=False "
+        "(in inference mode)."
+    )
 
 
 # Ops that draw random numbers (stateful, or stateless of a seed that may change): a
 # Dropout's, a RandomFlip's or RandomRotation's, which Keras 3's model.export keeps on.
 _RANDOM_OPS = re.compile(r"Random|TruncatedNormal|Multinomial|^StatefulUniform|^StatefulStandard")
+# A BatchNormalization's fused ops, which normalise by the batch's own statistics where
+# is_training (its default, which a SavedModel strips from the proto) is true.
+_FUSED_BATCH_NORMS = frozenset({"FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"})
+# Attributes of the functions a cond runs one of (If, StatelessIf, Case): a flag decides.
+_BRANCH_ATTRS = frozenset({"then_branch", "else_branch", "branches"})
 
 
-def _ops_called(called: CalledFunction) -> set[str]:
-    """The op types the function `called` runs: of the graph's nodes its signature's
-    outputs read, and of the library's functions it calls, those they call too
-    (through any function attribute: a call's, a loop's body, a branch)."""
+@dataclasses.dataclass(frozen=True)
+class _Body:
+    """The nodes of the graph, or of one function of its library (`function`: its
+    name), that the called function runs, by name; `values`: the function's arguments
+    that hold values (not a variable's handle); `branch`: run by a cond (a branch of
+    an If or Case, or a TF1 graph's Switch), which a flag may decide."""
+
+    nodes: dict[str, Any]
+    values: frozenset[str] = frozenset()
+    function: str | None = None
+    branch: bool = False
+
+
+def _bodies_called(called: CalledFunction) -> list[_Body]:
+    """The graph's nodes the function `called` runs (its signature's outputs read
+    them), and the library's functions it calls, those they call too (through any
+    function attribute: a call's, a loop's body, a branch)."""
     meta = called.meta
     if called.call is not None:
-        nodes, todo = [], _traces_called(meta.object_graph_def, called.call.function)
+        traces = _traces_called(meta.object_graph_def, called.call.function)
+        bodies, todo = [], [(name, False) for name in traces]
     else:
         outputs = meta.signature_def[called.signature].outputs.values()
-        nodes = [node for output in outputs for node in _nodes_reaching(meta.graph_def, output)]
-        todo = [name for node in nodes for name in _functions_of(node)]
+        nodes = {n.name: n for output in outputs for n in _nodes_reaching(meta.graph_def, output)}
+        switched = any(node.op in ("Switch", "RefSwitch") for node in nodes.values())
+        bodies = [_Body(nodes, branch=switched)]
+        todo = [(name, switched) for node in nodes.values() for name in _functions_of(node)]
+    import tensorflow as tf  # noqa: PLC0415
+
     functions = {f.signature.name: f for f in meta.graph_def.library.function}
-    ops, seen = {node.op for node in nodes}, set()
+    resource, seen = tf.resource.as_datatype_enum, set()
+    while todo:
+        name, branch = todo.pop()
+        if (name, branch) in seen or name not in functions:
+            continue
+        seen.add((name, branch))
+        function = functions[name]
+        values = [a.name for a in function.signature.input_arg if a.type != resource]
+        body = _Body({n.name: n for n in function.node_def}, frozenset(values), name, branch)
+        bodies.append(body)
+        for node in function.node_def:
+            for key, attr in node.attr.items():
+                inner = branch or key in _BRANCH_ATTRS
+                todo += [(f.name, inner) for f in (attr.func, *attr.list.func) if f.name]
+    return bodies
+
+
+def _batch_statistics(body: _Body) -> Any | None:
+    """The node of `body` that normalises a tensor of the images by their batch's own
+    statistics: a FusedBatchNorm in training mode (is_training true, or left out: its
+    default), or tf.nn.moments over the batch's axis 0 and more (a Keras 3 or non-fused
+    BatchNormalization's: the Mean of a tensor, whose SquaredDifference from it is the
+    variance), of a tensor the images make; None where it has none."""
+    for node in body.nodes.values():
+        if node.op in _FUSED_BATCH_NORMS:
+            training = "is_training" not in node.attr or node.attr["is_training"].b
+            x, found = (_values(node)[0], node) if training else (None, None)
+        elif node.op == "SquaredDifference":
+            x, found = _batch_moments(body, node)
+        else:
+            continue
+        if x is not None and _reads_images(body, x):
+            return found
+    return None
+
+
+def _batch_moments(body: _Body, difference: Any) -> tuple[str | None, Any]:
+    """(x, its Mean) where `difference` is SquaredDifference(x, Mean(x) over axes that
+    hold 0, the batch's; through a StopGradient, as tf.nn.moments has it); else (None, None)."""
+    sources = _values(difference)
+    mean = body.nodes.get(_name(sources[1])) if len(sources) == 2 else None
+    while mean is not None and mean.op in ("StopGradient", "Identity"):
+        mean = body.nodes.get(_name(_values(mean)[0]))
+    if mean is None or mean.op != "Mean" or _values(mean)[:1] != sources[:1]:
+        return None, None
+    axes = body.nodes.get(_name(_values(mean)[1]))
+    if axes is None or axes.op != "Const":
+        return None, None
+    import tensorflow as tf  # noqa: PLC0415
+
+    held = tf.make_ndarray(axes.attr["value"].tensor)
+    return (sources[0], mean) if 0 in np.ravel(held) else (None, None)
+
+
+def _reads_images(body: _Body, source: str) -> bool:
+    """Whether the values of input `source` of `body` come of the images: of a value
+    argument of its function (not a variable's handle) or a TF1 graph's Placeholder,
+    through the inputs of the nodes between (not a variable's value, not a constant)."""
+    todo, seen = [_name(source)], set()
     while todo:
         name = todo.pop()
-        if name in seen or name not in functions:
+        if name in seen:
             continue
         seen.add(name)
-        for node in functions[name].node_def:
-            ops.add(node.op)
-            todo += _functions_of(node)
-    return ops
+        node = body.nodes.get(name)
+        if node is None:
+            if name in body.values:
+                return True
+        elif node.op == "Placeholder":
+            return True
+        else:
+            todo += [_name(source) for source in _values(node)]
+    return False
+
+
+def _name(source: str) -> str:
+    """The node or argument an input reads: `name`, `name:1`, `name:output:0`."""
+    return source.split(":")[0]
+
+
+def _values(node: Any) -> list[str]:
+    """The inputs of `node` that give it values (not its control inputs)."""
+    return [source for source in node.input if not source.startswith("^")]
 
 
 def _traces_called(graph: Any, function: Any) -> list[str]:
