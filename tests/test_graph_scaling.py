@@ -111,7 +111,7 @@ def test_each_row_of_a_normalising_export_is_its_score_of_the_image_in_its_range
 def test_a_modules_call_of_captured_constant_statistics_is_folded_and_others_are_not(tmp_path):
     """A tf.Module whose __call__ normalises by constants it captured (arguments bound
     to the graph's Const nodes), through Reshape, Cast, Sqrt and Maximum, takes 8-bit
-    pixels; one whose divisor passes an op the walker does not fold (Exp), or a
+    pixels; one whose divisor passes an op the walker does not fold (Abs), or a
     variable, is not read as a guess: the walk ends at the division, a Sub of 127.5
     alone, which takes no 8-bit pixels (fed [0, 1])."""
     import tensorflow as tf
@@ -135,7 +135,7 @@ def test_a_modules_call_of_captured_constant_statistics_is_folded_and_others_are
 
     divisors = {
         "folded": lambda m: tf.maximum(tf.sqrt(tf.reshape(m.variance, [3])), 1e-7),
-        "exp": lambda m: tf.exp(tf.math.log(tf.sqrt(m.variance))),
+        "abs": lambda m: tf.abs(tf.sqrt(m.variance)),
         "variable": lambda m: m.deviation,
     }
     for name, divisor in divisors.items():
@@ -144,9 +144,68 @@ def test_a_modules_call_of_captured_constant_statistics_is_folded_and_others_are
     np.testing.assert_allclose(folded.scale, [1 / 127.5] * 3)
     np.testing.assert_allclose(folded.offset.ravel(), [-1.0] * 3)
     assert [op for _, op in folded.ops] == ["Sub", "RealDiv"]
-    for name in ("exp", "variable"):
+    for name in ("abs", "variable"):
         unfolded = saved_model_scaling(str(tmp_path / name))
         assert [op for _, op in unfolded.ops] == ["Sub"], name  # the divisor ends the walk
+
+
+# Hand-written normalisations of 8-bit pixels to [-1, 1], (x - mean) / deviation, whose
+# constants pass one op each that the walker folds: 127.5 and 127.5 in other shapes.
+_FOLDED_OPS = {
+    "ExpandDims": lambda tf, x: (x - tf.expand_dims(tf.constant([127.5] * 3), 0)) / 127.5,
+    "Squeeze": lambda tf, x: (x - tf.squeeze(tf.constant([[[127.5]] * 3]), [2])) / 127.5,
+    # No axes: all of size 1 (the proto leaves out the attribute at its default).
+    "Squeeze all": lambda tf, x: (x - tf.squeeze(tf.constant([[127.5] * 3]))) / 127.5,
+    "BroadcastTo": lambda tf, x: (x - tf.broadcast_to(tf.constant(127.5), [3])) / 127.5,
+    "Pow": lambda tf, x: (x - 127.5) / tf.pow(tf.constant([127.5**2] * 3), 0.5),
+    "Exp": lambda tf, x: (x - 127.5) / tf.exp(tf.constant(np.log([127.5] * 3), tf.float32)),
+    "Log": lambda tf, x: (x - 127.5 * tf.math.log(tf.constant(np.e, tf.float32))) / 127.5,
+    "DivNoNan": lambda tf, x: (x - 127.5) * tf.math.divide_no_nan(1.0, tf.constant(127.5)),
+}
+
+
+@pytest.mark.parametrize("op", list(_FOLDED_OPS))
+def test_a_normalisation_whose_constants_pass_a_shape_or_math_op_is_read(op, tmp_path):
+    """Known answers: an export normalising 8-bit pixels to [-1, 1] by constants made
+    with ExpandDims, Squeeze, BroadcastTo, Pow, Exp, Log or DivNoNan of constants alone
+    was fed [0, 1] pixels: the walk ended at the first op it could not fold, its range
+    unread. Each folds as TensorFlow computes it: scale 1 / 127.5, offset -1, and the
+    launch reads the 8-bit range from the graph."""
+    import tensorflow as tf
+
+    from transforms.model.graph_scaling import saved_model_scaling
+    from transforms.tf_model import resolve_model
+
+    class Normalizing(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+        def __call__(self, x):
+            return tf.reduce_mean(_FOLDED_OPS[op](tf, x), [1, 2])
+
+    tf.saved_model.save(Normalizing(), str(tmp_path / op))
+    assert op.split()[0] in {node.op for f in _functions(tmp_path / op) for node in f.node_def}
+    scaling = saved_model_scaling(str(tmp_path / op))
+    assert scaling is not None
+    per_channel = [
+        np.broadcast_to(v, (1, 1, 1, 3)).ravel() for v in (scaling.scale, scaling.offset)
+    ]
+    np.testing.assert_allclose(per_channel[0], [1 / 127.5] * 3, rtol=1e-6)
+    np.testing.assert_allclose(per_channel[1], [-1.0] * 3, rtol=1e-6)
+    assert resolve_model(str(tmp_path / op), load=False).input_range == (0.0, 255.0)
+
+
+def test_div_no_nan_folds_to_zero_where_it_divides_by_zero():
+    """TensorFlow's DivNoNan gives 0 where the divisor is 0, x / y elsewhere."""
+    from transforms.model.graph_scaling import _FOLDED_BINARY
+
+    folded = _FOLDED_BINARY["DivNoNan"](np.float32([1, 2, 3]), np.float32([0, 4, -2]))
+    np.testing.assert_array_equal(folded, [0.0, 0.5, -1.5])
+
+
+def _functions(path) -> list:
+    """The library functions of the SavedModel at `path`."""
+    from tensorflow.python.saved_model import loader_impl
+
+    return list(loader_impl.parse_saved_model(str(path)).meta_graphs[0].graph_def.library.function)
 
 
 def test_a_tf_hub_handle_is_walked_as_the_folder_tf_hub_loads(tmp_path, monkeypatch):

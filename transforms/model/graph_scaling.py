@@ -41,14 +41,18 @@ _SHAPE_OPS = frozenset({"Shape", "ShapeN", "Rank", "Size"})
 _AFFINE_OPS = frozenset({"Mul", "RealDiv", "Add", "AddV2", "Sub"})
 # Ops whose value `_constant` computes where constants alone make their inputs, as
 # TensorFlow does, elementwise (broadcasting as numpy does) in their inputs' dtype: a
-# Keras Normalization's divisor, Maximum(Sqrt(variance), epsilon), and the Reshape and
-# Cast of a constant's shape and dtype. Any other op ends the folding: no guess.
+# Keras Normalization's divisor, Maximum(Sqrt(variance), epsilon), a deviation kept as
+# its log (Exp) or a variance's Pow of 0.5, a DivNoNan's safe reciprocal (0 where it
+# divides by 0); the Reshape, ExpandDims, Squeeze, BroadcastTo and Cast of a constant's
+# shape and dtype. Any other op ends the folding: no guess.
 _FOLDED_UNARY = {
     "Sqrt": np.sqrt,
     "Rsqrt": lambda v: 1 / np.sqrt(v),
     "Reciprocal": np.reciprocal,
     "Neg": np.negative,
     "Square": np.square,
+    "Exp": np.exp,
+    "Log": np.log,
 }
 _FOLDED_BINARY = {
     "Add": np.add,
@@ -58,6 +62,15 @@ _FOLDED_BINARY = {
     "RealDiv": np.divide,
     "Maximum": np.maximum,
     "Minimum": np.minimum,
+    "Pow": np.power,
+    "DivNoNan": lambda x, y: np.where(y == 0, 0, x / np.where(y == 0, 1, y)),
+}
+# Ops of a float tensor and an integer one (its new shape, or an axis) that change its
+# shape alone, as numpy does: a shape or axis that does not fit raises ValueError.
+_FOLDED_SHAPING = {
+    "Reshape": lambda v, shape: np.reshape(v, shape),
+    "ExpandDims": lambda v, axis: np.expand_dims(v, int(axis.item())),
+    "BroadcastTo": lambda v, shape: np.broadcast_to(v, tuple(shape)),
 }
 # Bounds on a walk: steps through passing ops and calls, and affine ops composed (a
 # Rescaling is 2, a mean's subtraction and a deviation's division 2 more).
@@ -179,7 +192,8 @@ def _passes(node: Any) -> bool:
 def _constant(scope: _Scope, source: str) -> np.ndarray | None:
     """The value of input `source` of `scope` where constants alone make it: a Const,
     through the arguments of functions bound to constants (a caller's, a capture) and
-    ops of `_FOLDED_UNARY`, `_FOLDED_BINARY`, Reshape, Cast and passing ops, as float64;
+    ops of `_FOLDED_UNARY`, `_FOLDED_BINARY`, `_FOLDED_SHAPING`, Squeeze, Cast and
+    passing ops, as float64;
     None for any other (a variable, a computed tensor, an op not folded, a value not
     finite)."""
     try:
@@ -226,8 +240,12 @@ def _folded_op(scope: _Scope, node: Any, seen: dict) -> np.ndarray | None:
     if node.op == "Cast":
         dtype = tf.dtypes.as_dtype(node.attr["DstT"].type)
         return inputs[0].astype(dtype.as_numpy_dtype) if dtype.is_floating else None
-    if node.op == "Reshape":
-        return np.reshape(inputs[0], inputs[1]) if inputs[1].dtype.kind in "iu" else None
+    if node.op in _FOLDED_SHAPING:
+        shaping = _FOLDED_SHAPING[node.op]
+        return shaping(*inputs) if inputs[1].dtype.kind in "iu" else None
+    if node.op == "Squeeze":  # its dimensions of size 1 given, else all of them
+        axes = tuple(node.attr["squeeze_dims"].list.i) or None
+        return np.squeeze(inputs[0], axes)
     if node.op in _PASSING_OPS:
         return inputs[0]
     if any(value.dtype.kind != "f" for value in inputs):
@@ -238,9 +256,9 @@ def _folded_op(scope: _Scope, node: Any, seen: dict) -> np.ndarray | None:
 
 def _arity(op: str) -> int | None:
     """How many inputs an op `_folded_op` folds takes; None for any other op."""
-    if op in _FOLDED_UNARY or (op in _PASSING_OPS and op != "IdentityN"):
+    if op in _FOLDED_UNARY or op == "Squeeze" or (op in _PASSING_OPS and op != "IdentityN"):
         return 1
-    return 2 if op in _FOLDED_BINARY or op == "Reshape" else None
+    return 2 if op in _FOLDED_BINARY or op in _FOLDED_SHAPING else None
 
 
 def _affine(scope: _Scope, node: Any, k: int) -> tuple[np.ndarray, np.ndarray] | None:
