@@ -386,6 +386,32 @@ def test_a_batch_norm_a_flag_decides_is_loaded_and_its_call_tells(tmp_path):
         assert len(loads) == 2
 
 
+def test_a_tf_keras_layer_normalization_is_loaded_and_runs(tmp_path):
+    """tf_keras's LayerNormalization normalises each image's rows by a FusedBatchNorm in
+    training mode, on the images reshaped so that each row is one of its channels: the
+    graph's check for batch statistics refused it (a ViT's, a ConvNeXt's), though each
+    image's scores depend on it alone. Which axis a reshape leaves the batch on, only a
+    call tells: the launcher loads it, its call runs."""
+    import numpy as np
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+    layers = tf_keras.layers
+    inputs = layers.Input((SIZE, SIZE, 3))
+    x = layers.LayerNormalization()(layers.Conv2D(4, 3)(inputs))
+    model = tf_keras.Model(inputs, layers.Dense(5)(layers.GlobalAveragePooling2D()(x)))
+    model.save(str(tmp_path / "layer_norm"), save_format="tf")
+    images = np.random.default_rng(0).uniform(size=(3, SIZE, SIZE, 3)).astype(np.float32)
+    moved = model(images[[0, 1]])[0] - model(images[[0, 2]])[0]
+    assert np.abs(moved).max() < 1e-5  # its scores of an image: of that image alone
+    loads = []
+    real = tf_model._load
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tf_model, "_load", lambda m: loads.append(m) or real(m))
+        assert tf_model.resolve_model(str(tmp_path / "layer_norm"), load=False).num_outputs == 5
+    assert len(loads) == 1
+
+
 def test_a_keras_file_whose_batch_norm_was_built_in_training_mode_runs(tmp_path):
     """Keras 3 saves a BatchNormalization called with training=True as the model is built
     in its .keras file, but the job calls a Keras model with training=False, which

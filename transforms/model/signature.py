@@ -133,16 +133,16 @@ def _saved_model_signature(path: str) -> _Signature | None:
 
 def _loading_tells(bodies: list[_Body]) -> bool:
     """Whether only a call tells if the function of `bodies` scores an image by itself
-    alone: it draws random numbers, or normalises by the batch's statistics in a branch
-    of a cond (a flag decides; where it always does, `check_batch_independent` refuses)."""
+    alone: it draws random numbers, or may normalise by the batch's statistics (where
+    it surely does, `check_batch_independent` refuses it first)."""
     ops = {node.op for body in bodies for node in body.nodes.values()}
     random = any(_RANDOM_OPS.search(op) for op in ops)
-    return random or any(body.branch and _batch_statistics(body) for body in bodies)
+    return random or any(_batch_statistics(body) for body in bodies)
 
 
 def check_batch_independent(model: ModelReference) -> None:
     """Refuses a SavedModel whose called function (`called_function`) normalises the
-    images by their batch's statistics (`_batch_statistics`, outside any cond): a
+    images by their batch's statistics (`_batch_statistics`, surely): a
     BatchNormalization in training mode scores an image by the other images of its
     batch, and the path points IG sums over by those sharing its calls. Any other
     model, or a proto this cannot read, is left to loading.
@@ -158,7 +158,7 @@ def check_batch_independent(model: ModelReference) -> None:
         called = called_function(
             model.location, loader_impl.parse_saved_model(model.location).meta_graphs
         )
-        found = _unconditional_batch_statistics(called) if called is not None else None
+        found = _sure_batch_statistics(called) if called is not None else None
     except Exception as e:  # an odd proto: loading settles it, or reports why
         _LOG.info("Could not read the ops of %s without loading it: %s", model.reference, e)
         return
@@ -166,13 +166,13 @@ def check_batch_independent(model: ModelReference) -> None:
         raise ValueError(_batch_statistics_refusal(model.reference, *found))
 
 
-def _unconditional_batch_statistics(called: CalledFunction) -> tuple[_Body, Any] | None:
-    """The first op (and its body) of the function `called` that normalises by the
-    batch's statistics outside any cond (`_batch_statistics`); None where none does."""
+def _sure_batch_statistics(called: CalledFunction) -> tuple[_Body, Any] | None:
+    """The first op (and its body) of the function `called` that surely normalises by
+    the batch's statistics (`_batch_statistics`); None where none does."""
     for body in _bodies_called(called):
-        node = None if body.branch else _batch_statistics(body)
-        if node is not None:
-            return body, node
+        found = _batch_statistics(body)
+        if found is not None and found[1]:
+            return body, found[0]
     return None
 
 
@@ -194,6 +194,10 @@ _RANDOM_OPS = re.compile(r"Random|TruncatedNormal|Multinomial|^StatefulUniform|^
 # A BatchNormalization's fused ops, which normalise by the batch's own statistics where
 # is_training (its default, which a SavedModel strips from the proto) is true.
 _FUSED_BATCH_NORMS = frozenset({"FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"})
+# Ops that lay a tensor out anew: which of its axes holds the batch, only a call tells.
+_LAYOUT_OPS = frozenset(
+    {"Reshape", "Transpose", "ConjugateTranspose", "ExpandDims", "Squeeze", "Einsum"}
+)
 # Attributes of the functions a cond runs one of (If, StatelessIf, Case): a flag decides.
 _BRANCH_ATTRS = frozenset({"then_branch", "else_branch", "branches"})
 
@@ -245,23 +249,38 @@ def _bodies_called(called: CalledFunction) -> list[_Body]:
     return bodies
 
 
-def _batch_statistics(body: _Body) -> Any | None:
-    """The node of `body` that normalises a tensor of the images by their batch's own
-    statistics: a FusedBatchNorm in training mode (is_training true, or left out: its
-    default), or tf.nn.moments over the batch's axis 0 and more (a Keras 3 or non-fused
-    BatchNormalization's: the Mean of a tensor, whose SquaredDifference from it is the
-    variance), of a tensor the images make; None where it has none."""
+def _batch_statistics(body: _Body) -> tuple[Any, bool] | None:
+    """(node, sure) of a node of `body` that may normalise a tensor of the images by
+    their batch's own statistics, the first sure one where there is one: a FusedBatchNorm in training mode (is_training
+    true, or left out: its default), or tf.nn.moments over axis 0 and more (a Keras 3 or
+    non-fused BatchNormalization's: the Mean of a tensor, whose SquaredDifference from
+    it is the variance); None where it has none. Sure outside any cond and of a tensor
+    not laid out anew (`_LAYOUT_OPS`) just before: tf_keras's LayerNormalization reshapes
+    each image's rows into a FusedBatchNorm's channels."""
+    found = None
     for node in body.nodes.values():
         if node.op in _FUSED_BATCH_NORMS:
             training = "is_training" not in node.attr or node.attr["is_training"].b
-            x, found = (_values(node)[0], node) if training else (None, None)
+            x, normalising = (_values(node)[0], node) if training else (None, None)
         elif node.op == "SquaredDifference":
-            x, found = _batch_moments(body, node)
+            x, normalising = _batch_moments(body, node)
         else:
             continue
         if x is not None and _reads_images(body, x):
-            return found
-    return None
+            sure = not body.branch and not _laid_out(body, x)
+            if sure:
+                return normalising, True
+            found = found or (normalising, False)
+    return found
+
+
+def _laid_out(body: _Body, source: str) -> bool:
+    """Whether input `source` of `body` comes straight (through passing ops) of an op
+    that lays a tensor out anew, after which the batch's axis is not known."""
+    node = body.nodes.get(_name(source))
+    while node is not None and node.op in ("Identity", "Cast", "StopGradient"):
+        node = body.nodes.get(_name(_values(node)[0]))
+    return node is not None and node.op in _LAYOUT_OPS
 
 
 def _batch_moments(body: _Body, difference: Any) -> tuple[str | None, Any]:
