@@ -288,12 +288,12 @@ def _batch_moments(body: _Body, difference: Any) -> tuple[str | None, Any]:
     hold 0, the batch's; through a StopGradient, as tf.nn.moments has it); else (None, None)."""
     sources = _values(difference)
     mean = body.nodes.get(_name(sources[1])) if len(sources) == 2 else None
-    while mean is not None and mean.op in ("StopGradient", "Identity"):
+    while mean is not None and mean.op in ("StopGradient", "Identity") and mean.input:
         mean = body.nodes.get(_name(_values(mean)[0]))
     if mean is None or mean.op != "Mean" or _values(mean)[:1] != sources[:1]:
         return None, None
-    axes = body.nodes.get(_name(_values(mean)[1]))
-    if axes is None or axes.op != "Const":
+    axes = body.nodes.get(_name(_values(mean)[-1]))
+    if axes is None or axes.op != "Const" or len(_values(mean)) != 2:
         return None, None
     import tensorflow as tf  # noqa: PLC0415
 
