@@ -33,18 +33,6 @@ def _prog() -> str:
     return "ig-audit" if name == "ig-audit" else "python -m pipeline"
 
 
-def _first_line(error: BaseException) -> str:
-    """`Type: the reason [while running 'Step']`: Beam's messages are pages long."""
-    from transforms.errors import error_reason  # noqa: PLC0415
-
-    text = str(error).strip()
-    first = error_reason(error)
-    step = re.search(r"\[while running '[^']*'\]", text)
-    if step and step.group(0) not in first:
-        first = f"{first} {step.group(0)}"
-    return f"{type(error).__name__}: {first}"
-
-
 # A write that failed for want of space, as Beam passes it on: in its text only.
 _NO_SPACE = re.compile(r"\[Errno (?:27|28|122)\]|No space left on device|Disk quota exceeded")
 # Memory that ran out, as numpy, TensorFlow and C++ say it (the run's text or type);
@@ -112,9 +100,9 @@ def _failed(error: Exception, verbose: bool) -> int:
     """Says why the run failed while running, in one line; its exit status."""
     if verbose:
         _LOG.exception("The run failed.")
-    death = logs.worker_death()
-    if death is not None:
-        error_line(f"the run failed: {death}. {logs.RESUME}")
+    reason = logs.failure_reason(error)
+    if logs.worker_death() is not None:
+        error_line(f"the run failed: {reason}. {logs.RESUME}")
         return 1
     detail = "" if verbose else " (rerun with --verbose for the traceback)"
     if _NO_SPACE.search(str(error)):
@@ -127,7 +115,7 @@ def _failed(error: Exception, verbose: bool) -> int:
             ". The job ran out of memory: rerun with --resume and a smaller --batch_size or "
             "--path_batch_size (the rows of every batch it finished are kept), or give it more."
         )
-    error_line(f"the run failed: {_first_line(error)}{detail}")
+    error_line(f"the run failed: {reason}{detail}")
     return 1
 
 

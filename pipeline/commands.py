@@ -39,6 +39,7 @@ __all__ = [
     "run_module",
     "run_read_failure",
     "sigterm_stops_as_ctrl_c",
+    "stop_cause",
     "to_stdout",
     "user_path",
 ]
@@ -235,11 +236,16 @@ def sigterm_stops_as_ctrl_c() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def stop_cause() -> str:
+    """What stopped the command, as its `error:` line says it (`interruption`): "stopped
+    by SIGTERM" after a SIGTERM, else "interrupted" (Ctrl-C, a notebook's interrupt)."""
+    return "stopped by SIGTERM" if _TERMINATED else "interrupted"
+
+
 def interruption(message: str) -> int:
     """Says why the command stopped (`message`: what a Ctrl-C would say, "interrupted;
     ..."); its exit status: 130, or 143 when a SIGTERM stopped it."""
-    if _TERMINATED:
-        message = re.sub(r"^interrupted", "stopped by SIGTERM", message)
+    message = re.sub(r"^interrupted", stop_cause(), message)
     error_line(message)
     return 143 if _TERMINATED else 130
 

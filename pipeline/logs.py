@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 from transforms import wording
+from transforms.errors import error_reason
 from transforms.quiet import import_tensorflow, quiet_environment
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "configure_logging",
     "drop_beam_memory_warning",
     "ends_follow_a_failure",
+    "failure_reason",
     "forget_worker_ends",
     "import_tensorflow",
     "interrupted_complete",
@@ -380,6 +382,21 @@ def worker_death() -> str | None:
     recorded (`worker_ended`), connected or not ('a worker process ended, return code
     137 (SIGKILL, killed, as the system kills a process when memory runs out)')."""
     return _ends[0] if _ends else None
+
+
+def failure_reason(error: BaseException) -> str:
+    """Why the run failed, as the command's `error: the run failed: ...` line says it
+    (without its advice): how a worker process ended (`worker_death`), else the error's
+    type and telling line, with the Beam step it failed in (Beam's messages are pages
+    long): `OSError: [Errno 27] File too large [while running 'WriteResults/...']`."""
+    death = worker_death()
+    if death is not None:
+        return death
+    first = error_reason(error)
+    step = re.search(r"\[while running '[^']*'\]", str(error))
+    if step and step.group(0) not in first:
+        first = f"{first} {step.group(0)}"
+    return f"{type(error).__name__}: {first}"
 
 
 def _signal(code: int | None) -> str | None:
