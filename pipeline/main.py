@@ -92,6 +92,7 @@ from pipeline.runner import (
     writes_template,
 )
 from pipeline.stopping import (
+    ended_unfinished,
     interrupted,
     stopped,
     tidied,
@@ -300,16 +301,21 @@ def _ready_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
         log_resume(job, done)
     else:
         prepare_output(job.output, overwrite)
-    # A manifest from the start: a run that dies leaves status "running".
+    # A manifest from the start: a run killed outright leaves status "running"; one that
+    # fails or is stopped says so as it ends (`ended_unfinished`).
     write_json(FileSystems.join(job.output, MANIFEST_FILE), job.manifest_base())
-    if resume:
-        # The earlier run's errors are retried, so their records go; only now, so
-        # that a kill never leaves its "complete" manifest counting missing records.
-        delete_matching(FileSystems.join(job.output, ERRORS_DIR, "*"))
-    # Then results/ readable with every column, even if the run dies before
-    # Beam's sink finalizes (at its end); after the manifest, so that a kill
-    # between the two never leaves results/ without the manifest of its run.
-    write_schema_file(job.output, results_schema(job.config.attribution_dtype))
+    try:
+        if resume:
+            # The earlier run's errors are retried, so their records go; only now, so
+            # that a kill never leaves its "complete" manifest counting missing records.
+            delete_matching(FileSystems.join(job.output, ERRORS_DIR, "*"))
+        # Then results/ readable with every column, even if the run dies before
+        # Beam's sink finalizes (at its end); after the manifest, so that a kill
+        # between the two never leaves results/ without the manifest of its run.
+        write_schema_file(job.output, results_schema(job.config.attribution_dtype))
+    except BaseException as e:  # a full disk, a stop: the run ends before it started
+        ended_unfinished(job, e)
+        raise
     return job
 
 
@@ -501,6 +507,7 @@ def _start(
                 raise stopped(job) from None
             raise
         finally:
+            ended_unfinished(job, e)
             _release(job)
 
 
@@ -556,8 +563,8 @@ def _leave_output(
     - the job goes on without this process (a state not final, or none known:
       `_known_state`): held for it (`_hand_over`);
     - the job ended, or none was submitted (a Dataflow --dry_run): tidied up if it
-      is DONE, then released.
-    (A wait that failed or was stopped: `_wait`, then `_release`.)
+      is DONE, else its manifest says it failed (`ended_unfinished`), then released.
+    (A wait that failed or was stopped: `_wait`, then `ended_unfinished` and `_release`.)
 
     Returns:
       The manifest of the run it tidied up; None otherwise.
@@ -575,9 +582,18 @@ def _leave_output(
             )
         return None
     try:
-        return tidied(job) if state == PipelineState.DONE else None
+        if state == PipelineState.DONE:
+            return tidied(job)
+        ended_unfinished(job, _ended_undone(job, state))
+        return None
     finally:  # a library caller's process lives on: never hold the folder past the run
         _release(job)
+
+
+def _ended_undone(job: AuditJob, state: str | None) -> RuntimeError:
+    """The error of a job that ended in `state`, not DONE (FAILED, CANCELLED): what `run`
+    raises, and its manifest's reason (`ended_unfinished`)."""
+    return RuntimeError(f"The job ended in state {state}; {job.output} is incomplete.")
 
 
 def _job_id(result: PipelineResult) -> str | None:
@@ -802,14 +818,15 @@ def _completed_manifest(
     """
     try:
         state = _wait(job, options, result)
-    except BaseException:
-        _release(job)  # a Dataflow job that runs on has the lock already: it stays
+    except BaseException as e:
+        ended_unfinished(job, e)  # not for a Dataflow job that runs on: it has the lock
+        _release(job)  # which stays
         raise
     # Beam's plain result, already final, says no state (a --resume with nothing left).
     done = state is None or state == PipelineState.DONE
     manifest = _leave_output(job, options, result, PipelineState.DONE if done else state)
     if not done:
-        raise RuntimeError(f"The job ended in state {state}; {job.output} is incomplete.")
+        raise _ended_undone(job, state)
     why = unaccounted(manifest)
     if why is not None:
         raise RuntimeError(why)

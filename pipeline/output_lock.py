@@ -81,14 +81,18 @@ class RunLock:
             del fields["template"]
         return json.dumps(fields, sort_keys=True).encode("utf-8")
 
-    def release(self) -> None:
-        """Deletes the lock if it is still this run's (never another run's), unless
-        it was handed over to a remote job (`hand_over`)."""
+    def held_here(self) -> bool:
+        """Whether the folder's lock is still this run's (never another run's) and held
+        by this process: not handed over to a job that runs on without it (`hand_over`)."""
         try:
             held = _read(self.path)
-        except Exception:  # gone already: nothing to release
-            return
-        if held is not None and held.run_id == self.run_id and not held.handed_over:
+        except Exception:  # gone, or unreadable: not held here
+            return False
+        return held is not None and held.run_id == self.run_id and not held.handed_over
+
+    def release(self) -> None:
+        """Deletes the lock if this process holds it (`held_here`)."""
+        if self.held_here():
             FileSystems.delete([self.path])
 
     def hand_over(self, job_id: str | None, template: str | None = None) -> RunLock:

@@ -67,6 +67,7 @@ from transforms.manifest import (
     faithfulness_pixels,
     faithfulness_ties,
     has_one_output,
+    how_it_ended,
     run_checkpoints,
     shows_targets,
     unfinished_status,
@@ -777,7 +778,8 @@ def _earlier_run(run: Mapping[str, Any], next_prefix: str | None) -> dict[str, A
     return {
         "start_time": run.get("start_time"),
         "end_time": run.get("end_time"),
-        # A killed run (status "running") has no counts: the next run salvaged its rows.
+        # A run that did not finish (killed: "running"; "failed", "stopped") has no
+        # counts: the next run salvaged its rows.
         "rows": "rows not counted (it did not finish)" if rows is None else count(rows, "row"),
         "files": _earlier_files(run.get("results_prefix"), next_prefix, finished=rows is not None),
         "settings": ", ".join(
@@ -1862,6 +1864,7 @@ def _page(
             state=state,
             repeated=repeated,
             status=manifest.get("status"),
+            ended=how_it_ended(manifest),  # failed or stopped; None: killed or running
             template=template,
             lock=files.join(output, LOCK_FILE),
             rows=len(chosen.frame),

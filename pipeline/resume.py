@@ -311,6 +311,7 @@ _EARLIER_RUN_KEYS = (
     "status",
     "start_time",
     "end_time",
+    "reason",  # a run that failed or was stopped: why (`ENDED_UNFINISHED`)
     "command",
     "working_folder",
     "versions",

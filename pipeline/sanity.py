@@ -64,6 +64,7 @@ from transforms.manifest import (
     awaited_template,
     completeness_bound,
     estimate_bound,
+    how_it_ended,
     unfinished_status,
 )
 from transforms.quiet import import_tensorflow
@@ -981,6 +982,13 @@ def _check_finished(output: str, manifest: dict[str, Any]) -> None:
             "are not in its results/ yet; run the check when that job has ended (if the "
             "template will not run, or its job failed or was cancelled, delete "
             f"{files.join(output, LOCK_FILE)})."
+        )
+    ended = how_it_ended(manifest)
+    if ended is not None:  # failed or stopped
+        raise ValueError(
+            f"{output!r} holds a run that did not finish (its manifest says {status!r}: "
+            f"{ended}), whose rows are not in its results/; run the check once --resume "
+            "has finished it."
         )
     raise ValueError(
         f"{output!r} holds a run that has not finished (its manifest says {status!r}: "

@@ -3,9 +3,10 @@
 What a stop says and leaves (`stopped`: a run stopped midway keeps its
 finished batches for a --resume; once its manifest says "complete", the run is
 tidied up first and the message says it completed, or `unaccounted` says why
-its counts fail); Beam's errors that were a Ctrl-C (`interrupted`); signals
-held while a step must finish (`_stops_held`); and a multi-process DirectRunner's
-workers: started in a session of their own and importing this job's packages,
+its counts fail); how a run that a stop or an error ended says so in its manifest
+(`ended_unfinished`: "stopped", "failed"); Beam's errors that were a Ctrl-C
+(`interrupted`); signals held while a step must finish (`_stops_held`); and a
+multi-process DirectRunner's workers: started in a session of their own and importing this job's packages,
 one Ctrl-C stopping them all, every one of them told to stop (killed, by a stop or
 the run's failure, while it has not connected; said to be late when it has not
 connected `LATE_START_S` after its start). (How the commands
@@ -15,6 +16,7 @@ themselves end on a stop is `pipeline.commands`'.)
 from __future__ import annotations
 
 import contextlib
+import datetime
 import importlib
 import logging
 import os
@@ -29,11 +31,14 @@ from typing import Any
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
 from pipeline import logs
+from pipeline.commands import stop_cause
 from pipeline.job import AuditJob
 from pipeline.output_folder import tidy_finished
 from pipeline.runner import is_direct
-from transforms import wording
-from transforms.sinks import read_manifest
+from transforms import files, wording
+from transforms.errors import error_reason
+from transforms.manifest import MANIFEST_FILE
+from transforms.sinks import read_manifest, write_json
 
 _LOG = logging.getLogger(__name__)
 #: Seconds after its start that a worker process not yet connected to the launcher is
@@ -42,6 +47,7 @@ _LOG = logging.getLogger(__name__)
 LATE_START_S = 120.0
 
 __all__ = [
+    "ended_unfinished",
     "interrupted",
     "stopped",
     "tidied",
@@ -90,6 +96,41 @@ def stopped(job: AuditJob) -> KeyboardInterrupt | RuntimeError:
         return RuntimeError(f"{why} (A stop came after the run ended: it cut nothing short.)")
     failed = int((manifest.get("counts") or {}).get("images_with_errors", 0))
     return KeyboardInterrupt(logs.interrupted_complete(job.output, failed))
+
+
+def ended_unfinished(job: AuditJob, error: BaseException) -> None:
+    """Records in --output's manifest how this run ended without completing, `error`
+    ending it: "stopped" by a stop (Ctrl-C, SIGTERM: `interrupted`), else "failed",
+    with its end time and "reason" as the command's `error:` line words it
+    (`transforms.manifest.ENDED_UNFINISHED`); a killed run's stays "running". Only over
+    this run's own "running" manifest, while this process holds the folder: never over a
+    complete one, another run's, nor that of a job that runs on without the launcher
+    (handed the folder). A write that fails (a full disk) is a warning: the run's own
+    error is what its caller says."""
+    if job.lock is None or not job.lock.held_here():
+        return
+    try:
+        manifest = read_manifest(job.output)
+    except Exception:  # none, or unreadable: nothing of this run's to record in
+        return
+    if manifest.get("run_id") != job.lock.run_id or manifest.get("status") != "running":
+        return
+    status = "stopped" if interrupted(error) else "failed"
+    ended = {
+        "status": status,
+        "end_time": datetime.datetime.now(datetime.UTC).isoformat(),
+        "reason": stop_cause() if status == "stopped" else logs.failure_reason(error),
+    }
+    try:
+        with _stops_held():  # a second Ctrl-C waits for the write
+            write_json(files.join(job.output, MANIFEST_FILE), {**manifest, **ended})
+    except Exception as e:  # noqa: BLE001 - whatever the file system raises: said, not raised
+        _LOG.warning(
+            "Could not record in %s that the run %s: %s",
+            files.join(job.output, MANIFEST_FILE),
+            status,
+            error_reason(e),
+        )
 
 
 def unaccounted(manifest: dict[str, Any]) -> str | None:

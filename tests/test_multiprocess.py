@@ -502,6 +502,10 @@ def test_a_killed_worker_process_fails_the_run_in_one_line_and_resume_completes_
         error,
     ), error
     assert "Traceback" not in text, text[-3000:]
+    # Its manifest says it failed, in the words of the error line.
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and manifest["reason"].startswith("a worker process")
+    assert error.startswith(f"error: the run failed: {manifest['reason']}. Rerun"), manifest
     # The resume on two workers too, the path's 1024 points in calls of 512, not 1:
     # the same rows (--path_batch_size changes none, so a resume may change it).
     at = command.index("--path_batch_size") + 1
@@ -825,6 +829,9 @@ def test_a_stop_ends_a_multi_process_run_and_its_workers_without_their_traceback
     assert code == status, "".join(log)[-3000:]
     text = "".join(log)
     assert [line for line in log if line.startswith("error:")] == [error], text[-3000:]
+    # Its manifest says it was stopped, in the words of the error line.
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["status"] == "stopped" and error.startswith(f"error: {manifest['reason']};")
     # Beam's and the workers' records, not TensorFlow's native start-up lines, which the
     # tests' TF_CPP_MIN_LOG_LEVEL 2 shows ("E0000 ... failed call to cuInit" where
     # a machine has no GPU driver).
@@ -926,9 +933,13 @@ def test_a_stop_while_beam_starts_or_stops_the_workers_ends_the_run(
     python = "".join(line for line in log if not re.match(r"[EWIF]\d{4} ", line))
     assert "Traceback" not in python and "ERROR" not in python, text[-3000:]
     assert workers and not left
+    manifest = json.loads((output / "manifest.json").read_text())
     if moment is _run_complete:  # tidied up as after a run no stop reached
         assert not (output / ".tmp").exists() and not (output / ".lock").exists()
         assert not (output / "results" / "part-schema.parquet").exists()
+        assert manifest["status"] == "complete"  # the stop came after: never overwritten
+    else:
+        assert (manifest["status"], manifest["reason"]) == ("stopped", "interrupted")
     if not resume:
         return
     _resume_here(command)

@@ -1,9 +1,11 @@
 """One --output, several runs: real `python -m pipeline` processes, stopped and killed by pid."""
 
 import contextlib
+import html
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -37,19 +39,21 @@ _REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def jobs(tmp_path):
-    """Starts `python -m pipeline` processes; kills any still running when the test ends.
+    """Starts `python -m pipeline` processes (`launched`: its `file_size_limit` too);
+    kills any still running when the test ends.
 
     Their output goes to files (`process.log`): an unread pipe fills up and
     blocks a chatty job.
     """
     started = []
 
-    def start(*args: str) -> subprocess.Popen:
+    def start(*args: str, file_size_limit: int | None = None) -> subprocess.Popen:
         env = {**os.environ, "PYTHONPATH": str(_REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
         log = tmp_path / f"job{len(started)}.log"
+        command = [sys.executable, "-m", "pipeline", *args]
         with open(log, "w") as sink:
             process = subprocess.Popen(
-                launched([sys.executable, "-m", "pipeline", *args], ctrl_c=True),
+                launched(command, ctrl_c=True, file_size_limit=file_size_limit),
                 cwd=_REPO,
                 env=env,
                 stdout=sink,
@@ -158,6 +162,13 @@ def test_a_killed_run_keeps_the_rows_of_its_finished_batches(folder, linear_kera
     _wait_for(lambda: len(list(checkpoints.rglob("*.parquet"))) >= 2, first, "2 checkpoints")
     os.kill(first.pid, signal.SIGKILL)
     first.wait(timeout=60)
+    # Nothing could say that it ended: its manifest is the one of a run still running.
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "running" and "end_time" not in manifest
+    assert (
+        "This run did not finish (status running): it was killed, or it is still running."
+        in _page_text(out)
+    )
     kept = pd.concat([pd.read_parquet(p) for p in checkpoints.rglob("*.parquet")])
     assert kept.image_id.is_unique and len(kept) >= 4
     # Nothing finalized, yet results/ reads with every column (the run's schema-only file).
@@ -192,6 +203,62 @@ def test_a_killed_run_keeps_the_rows_of_its_finished_batches(folder, linear_kera
     assert not checkpoints.exists() and not (out / ".tmp").exists()
 
 
+def _page_text(output: Path) -> str:
+    """The text of the report page of the run in `output`, as read (tags and entities gone)."""
+    page = re.sub(r"<[^>]+>", " ", build_report(str(output), gallery=0))
+    return " ".join(html.unescape(page).split())
+
+
+def _checkpointed(output: Path) -> pd.DataFrame:
+    """The rows in the checkpoints of the runs in `output` (`.tmp/checkpoints/`)."""
+    found = sorted((output / ".tmp" / "checkpoints").rglob("*.parquet"))
+    return pd.concat([pd.read_parquet(p) for p in found]) if found else pd.DataFrame()
+
+
+def test_a_run_that_fails_says_so_in_its_manifest_and_a_resume_keeps_its_rows(
+    folder, linear_keras, tmp_path, jobs
+):
+    """A run that fails while its process can still write ended with its manifest
+    "running", as a killed run's (it is "failed" now, with its end time and the error
+    line's reason); a --resume salvages it as a killed run's. The failure is a real one:
+    the results shard (80 rows, about 38 kB) cannot grow past the process's file-size
+    limit, where each checkpoint (2 rows, about 12 kB), the lock and the manifest fit."""
+    out = tmp_path / "out"
+    flags = cli_args(
+        dataset=folder, model=linear_keras, output=out, steps=2, attributions="none", batch_size=2
+    )
+    first = jobs(*flags, file_size_limit=16_000)
+    assert first.wait(timeout=300) == 1
+    log = first.log.read_text()
+    (line,) = [line for line in log.splitlines() if line.startswith("error:")]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "failed", log[-3000:]
+    assert "File too large" in manifest["reason"]
+    assert line.startswith(f"error: the run failed: {manifest['reason']} (rerun with --verbose")
+    assert manifest["start_time"] < manifest["end_time"] and "counts" not in manifest
+    assert not (out / ".lock").exists()
+    kept = _checkpointed(out)
+    assert kept.image_id.is_unique and len(kept) >= 2
+    page = _page_text(out)
+    assert (
+        f"This run did not finish (status failed): it failed: {manifest['reason']}. "
+        "Its manifest has no counts"
+    ) in page
+    assert "it was killed" not in page and "Rerun it with --resume to finish it." in page
+
+    assert main([*flags, "--resume"]) == 0  # in this process: a TensorFlow start-up less
+    resumed = json.loads((out / "manifest.json").read_text())
+    counts = resumed["counts"]
+    assert counts["skipped_done_before"] == len(kept)  # salvaged, not computed again
+    assert counts["images_with_rows"] == 80 - len(kept) and counts["images_with_errors"] == 1
+    rows = pd.read_parquet(out / "results")
+    assert rows.image_id.is_unique and len(rows) == 80
+    (salvaged,) = (out / "results").glob("part-salvaged*.parquet")
+    assert sorted(pd.read_parquet(salvaged).image_id) == sorted(kept.image_id)
+    (earlier,) = resumed["earlier_runs"]
+    assert (earlier["status"], earlier["reason"]) == ("failed", manifest["reason"])
+
+
 # A Ctrl-C, and SIGTERM (`kill`, `timeout`, a scheduler's stop), which the job takes
 # as a Ctrl-C: the same clean-up and message (it died without a word), exit 143.
 _STOPS = [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "stopped by SIGTERM")]
@@ -214,9 +281,17 @@ def test_a_stop_while_running_says_how_to_go_on_and_a_resume_completes_the_run(
     lines = [line for line in log.splitlines() if line.startswith("error:")]
     assert lines == [f"error: {said}; rerun with --resume to continue."], log[-3000:]
     assert "Traceback" not in log and not (out / ".lock").exists()
+    # Its manifest says it was stopped, and how (it said "running", as a killed run's).
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["status"], manifest["reason"]) == ("stopped", said)
+    assert manifest["start_time"] < manifest["end_time"] and "counts" not in manifest
+    assert f"This run did not finish (status stopped): it was {said}. " in _page_text(out)
+    kept = _checkpointed(out)
     assert main([*flags, "--resume"]) == 0  # in this process: a TensorFlow start-up less
     rows, errors = pd.read_parquet(out / "results"), pd.read_parquet(out / "errors")
     assert rows.image_id.is_unique and len(rows) == 80 and list(errors.image_id) == ["broken.png"]
+    resumed = json.loads((out / "manifest.json").read_text())
+    assert resumed["counts"]["skipped_done_before"] == kept.image_id.nunique() >= 2
 
 
 def test_a_ctrl_c_while_a_run_from_python_runs_is_a_keyboard_interrupt(
@@ -249,6 +324,8 @@ def test_a_ctrl_c_while_a_run_from_python_runs_is_a_keyboard_interrupt(
     assert str(interrupted.value) == "interrupted; rerun with --resume to continue."
     monkeypatch.undo()
     assert not (out / ".lock").exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["status"], manifest["reason"]) == ("stopped", "interrupted")
     resumed = run([*flags, "--resume"], save_main_session=False)
     assert resumed["counts"]["skipped_done_before"] >= 1
     assert sorted(pd.read_parquet(out / "results").image_id) == sorted(image_folder["pixels"])
@@ -1343,9 +1420,13 @@ def test_a_wait_that_loses_a_running_dataflow_job_leaves_it_the_folder(
     result = DataflowPipelineResult(running, runner, options)
     job = types.SimpleNamespace(output=str(out), lock=output_lock.acquire(str(out)))
     job.model_handoff = None
+    running = {"run_id": job.lock.run_id, "status": "running"}
+    (out / "manifest.json").write_text(json.dumps(running))  # the job's, as it starts
     with pytest.raises(AssertionError, match="did not reach to a terminal state"):
         pipeline_main._completed_manifest(job, options, result)
     assert json.loads((out / ".lock").read_text())["job_id"] == "2026-12-06_job"
+    # The job may run on: its manifest is left to it ("failed" would refuse its writes).
+    assert json.loads((out / "manifest.json").read_text()) == running
     with pytest.raises(output_lock.OutputInUseError, match="job 2026-12-06_job"):
         output_lock.check_free(str(out))
     assert (
@@ -1412,12 +1493,47 @@ def test_a_wait_for_a_dataflow_job_that_failed_releases_the_folder(tmp_path):
     failed = dataflow_api.Job(
         id="2026-12-06_job", current_state=dataflow_api.JobState.JOB_STATE_FAILED
     )
-    runner = types.SimpleNamespace(dataflow_client=_DataflowOutOfReach())
+    # The job's error, as Beam's runner keeps it from the service's messages.
+    runner = types.SimpleNamespace(
+        dataflow_client=_DataflowOutOfReach(), last_error_msg="Workflow failed."
+    )
     options = PipelineOptions(["--runner", "DataflowRunner", "--region", "europe-west4"])
     job = types.SimpleNamespace(output=str(out), lock=output_lock.acquire(str(out)))
     job.model_handoff = None
+    running = {"run_id": job.lock.run_id, "status": "running"}
+    (out / "manifest.json").write_text(json.dumps(running))  # the job's, as it starts
     with pytest.raises(Exception, match="Dataflow pipeline failed. State: FAILED"):
         pipeline_main._completed_manifest(job, options, DataflowPipelineResult(failed, runner))
+    assert not (out / ".lock").exists()
+    # It has ended: its manifest says it failed, and why.
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and manifest["end_time"]
+    assert manifest["reason"] == "DataflowRuntimeException: Workflow failed."
+
+
+def test_a_job_that_ends_cancelled_says_so_in_its_manifest_and_frees_the_folder(tmp_path):
+    """A wait that returns a final state other than DONE (a job cancelled on its runner):
+    `run` raises, naming the state, and the run's manifest says it failed, with the
+    same words. `result` stands in for a runner's job handle; the lock, the launcher's
+    wait, manifest and release are the real ones."""
+    import types
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline import main as pipeline_main
+    from pipeline import output_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    job = types.SimpleNamespace(output=str(out), lock=output_lock.acquire(str(out)))
+    job.model_handoff = None
+    (out / "manifest.json").write_text(json.dumps({"run_id": job.lock.run_id, "status": "running"}))
+    cancelled = types.SimpleNamespace(wait_until_finish=lambda: "CANCELLED", state="CANCELLED")
+    with pytest.raises(RuntimeError) as ended:
+        pipeline_main._completed_manifest(job, PipelineOptions([]), cancelled)
+    assert str(ended.value) == f"The job ended in state CANCELLED; {out} is incomplete."
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["status"], manifest["reason"]) == ("failed", f"RuntimeError: {ended.value}")
     assert not (out / ".lock").exists()
 
 

@@ -2,6 +2,7 @@
 
 import dataclasses
 import errno
+import html
 import io
 import json
 import os
@@ -472,8 +473,14 @@ def died_run(image_folder, linear_keras, tmp_path, monkeypatch) -> list[str]:
 
 def test_a_failed_run_leaves_no_rows_and_a_rerun_completes(died_run, image_folder, tmp_path):
     assert pd.read_parquet(tmp_path / "out" / "results").empty  # its schema-only file alone
-    # The manifest written at the start says the run never completed.
-    assert read_manifest(str(tmp_path / "out"))["status"] == "running"
+    # The manifest written at the start said "running" (as a killed run's); it says how
+    # the run ended: the error line's words (`error: the run failed: ...`).
+    failed = read_manifest(str(tmp_path / "out"))
+    assert (failed["status"], failed["reason"]) == (
+        "failed",
+        "RuntimeError: injected worker failure [while running 'Attribute/BeamML_RunInference']",
+    )
+    assert failed["start_time"] < failed["end_time"] and "counts" not in failed
     manifest = run([*died_run, "--overwrite"], save_main_session=False)
     results = pd.read_parquet(tmp_path / "out" / "results")
     assert sorted(results.image_id) == sorted(image_folder["pixels"])
@@ -485,9 +492,14 @@ def test_reading_a_run_that_did_not_finish_warns_that_its_rows_are_not_there(die
     from transforms import results
 
     out = str(tmp_path / "out")
-    with pytest.warns(UserWarning, match=r"has not finished \(its manifest says 'running'") as said:
+    with pytest.warns(UserWarning, match=r"has not finished \(its manifest says 'failed'") as said:
         assert results.read_results(out).empty
-    assert "a killed run ends with --resume" in str(said[0].message)
+    assert str(said[0].message).endswith(
+        "(its manifest says 'failed': it failed: RuntimeError: injected worker failure [while "
+        "running 'Attribute/BeamML_RunInference']): results/ holds none of its rows, only those "
+        "of a run it resumes, if any. --resume finishes it, keeping the rows of every batch "
+        "it finished."
+    )
     assert said[0].filename == __file__  # points at the caller's line
     run([*died_run, "--overwrite"], save_main_session=False)
     with warnings.catch_warnings():
@@ -509,7 +521,7 @@ def test_arrow_reads_of_a_run_that_did_not_finish_warn_as_pandas_reads_do(died_r
     out = str(tmp_path / "out")
     for read in (results.read_table, results.read_results):
         with pytest.warns(
-            UserWarning, match=r"has not finished \(its manifest says 'running'"
+            UserWarning, match=r"has not finished \(its manifest says 'failed'"
         ) as said:
             assert len(read(out)) == 0
         assert [w.filename for w in said] == [__file__]  # once, at the caller's line
@@ -537,23 +549,42 @@ def test_the_sanity_check_of_a_run_that_did_not_finish_refuses_in_one_line(
     from pipeline import sanity
 
     out = str(tmp_path / "out")
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        assert sanity.main(["--input", out]) == 2
-    assert not [w for w in seen if "has not finished" in str(w.message)]
-    assert capsys.readouterr().err.splitlines()[-1:] == [
-        f"error: {out!r} holds a run that has not finished (its manifest says 'running': "
-        "still running, or killed), whose rows are not in its results/ yet; run the check "
-        "when it has ended (a killed run ends with --resume)."
-    ]
-    assert not (tmp_path / "out" / "sanity").exists()
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    # The run that failed, then as a killed one leaves it (or one still running).
+    for status, said in (
+        (
+            "failed",
+            f"error: {out!r} holds a run that did not finish (its manifest says 'failed': it "
+            "failed: RuntimeError: injected worker failure [while running "
+            "'Attribute/BeamML_RunInference']), whose rows are not in its results/; run the "
+            "check once --resume has finished it.",
+        ),
+        (
+            "running",
+            f"error: {out!r} holds a run that has not finished (its manifest says 'running': "
+            "still running, or killed), whose rows are not in its results/ yet; run the check "
+            "when it has ended (a killed run ends with --resume).",
+        ),
+    ):
+        (tmp_path / "out" / "manifest.json").write_text(json.dumps({**manifest, "status": status}))
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            assert sanity.main(["--input", out]) == 2
+        assert not [w for w in seen if "has not finished" in str(w.message)]
+        assert capsys.readouterr().err.splitlines()[-1:] == [said]
+        assert not (tmp_path / "out" / "sanity").exists()
 
 
 def test_the_report_of_a_run_that_died_says_it_did_not_finish(died_run, tmp_path):
     from pipeline.report import build_report
 
-    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", build_report(str(tmp_path / "out"))))
-    assert "This run did not finish (status running)" in text
+    page = re.sub(r"<[^>]+>", " ", build_report(str(tmp_path / "out")))
+    text = re.sub(r"\s+", " ", html.unescape(page))
+    assert (
+        "This run did not finish (status failed): it failed: RuntimeError: injected worker "
+        "failure [while running 'Attribute/BeamML_RunInference']. Its manifest has no counts"
+    ) in text
+    assert "it was killed" not in text
     assert "? inputs" in text and "? errors" in text  # unknown, not 0
     assert "All inputs accounted for unknown: the run did not finish" in text
     assert "No result rows: the run did not finish." in text
@@ -1366,7 +1397,8 @@ def test_a_run_whose_rows_cannot_be_put_in_place_is_not_complete(
     with pytest.raises(Exception, match="No space left on device"):
         run([*flags, "--steps", "2"], save_main_session=False)
     manifest = read_manifest(str(tmp_path / "out"))
-    assert manifest["status"] == "running" and "counts" not in manifest
+    assert manifest["status"] == "failed" and "counts" not in manifest
+    assert "No space left on device" in manifest["reason"]
     assert pd.read_parquet(tmp_path / "out" / "results").empty  # the schema-only file alone
 
 

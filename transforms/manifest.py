@@ -17,6 +17,7 @@ from transforms import files, wording
 
 __all__ = [
     "CHECKPOINT_DIR",
+    "ENDED_UNFINISHED",
     "ERRORS_DIR",
     "FAITHFULNESS_PIXELS",
     "FAITHFULNESS_TIES",
@@ -39,6 +40,7 @@ __all__ = [
     "faithfulness_pixels",
     "faithfulness_ties",
     "has_one_output",
+    "how_it_ended",
     "image_shape",
     "is_run",
     "read_manifest",
@@ -46,6 +48,14 @@ __all__ = [
     "shows_targets",
     "unfinished_status",
 ]
+
+#: The statuses of a run that ended without completing, which its launcher wrote as it
+#: ended, with its "end_time" and "reason": "failed" (an error ended it; "reason" as the
+#: command's `error: the run failed: ...` line says it) and "stopped" (a Ctrl-C or a
+#: SIGTERM; "reason" "interrupted" or "stopped by SIGTERM"). A run killed outright
+#: (SIGKILL, the system out of memory, a lost machine) leaves "running", as does one
+#: still running.
+ENDED_UNFINISHED = ("failed", "stopped")
 
 #: The manifest's name in a run's --output folder.
 MANIFEST_FILE = "manifest.json"
@@ -258,10 +268,25 @@ def faithfulness_ties(config: dict[str, Any]) -> str:
 
 def unfinished_status(manifest: dict[str, Any]) -> str | None:
     """A run's manifest status when the run has not finished ("running": still going or
-    killed; "replacing": an --overwrite deleting it), else None; a manifest written
+    killed; "failed", "stopped": it ended without completing, `ENDED_UNFINISHED`;
+    "replacing": an --overwrite deleting it), else None; a manifest written
     before runs recorded a status is of a finished run."""
     status = manifest.get("status", "complete")
     return None if status == "complete" else status
+
+
+def how_it_ended(manifest: dict[str, Any]) -> str | None:
+    """How a run that ended without completing ended (`ENDED_UNFINISHED`), as the readers
+    of its folder say it after its status: "it failed: OSError: ..." or "it was
+    interrupted" ("it was stopped by SIGTERM"); None for any other run (complete,
+    running or killed, replacing)."""
+    status, reason = manifest.get("status"), manifest.get("reason")
+    if status not in ENDED_UNFINISHED:
+        return None
+    reason = str(reason).rstrip(".") if reason else None  # said inside a sentence
+    if status == "failed":
+        return f"it failed: {reason}" if reason else "it failed"
+    return f"it was {reason}" if reason else "it was stopped"
 
 
 def awaited_template(output: str, manifest: dict[str, Any]) -> str | None:

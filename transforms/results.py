@@ -41,6 +41,7 @@ from transforms.manifest import (
     RESULTS_DIR,
     awaited_template,
     enclosing_run,
+    how_it_ended,
     image_shape,
     read_manifest,
     unfinished_status,
@@ -502,6 +503,12 @@ def _unfinished_state(output: str, manifest: dict[str, Any], status: str) -> str
         return (
             "an --overwrite is deleting its files): results/ holds what is left of them. Read "
             "it when the new run has ended; a killed one ends with the same command again."
+        )
+    ended = how_it_ended(manifest)
+    if ended is not None:  # failed or stopped: a --resume continues it, as a killed one
+        return (
+            f"{ended}): results/ holds none of its rows, only those of a run it resumes, if "
+            "any. --resume finishes it, keeping the rows of every batch it finished."
         )
     template = awaited_template(output, manifest)
     if template is not None:  # built, its job not run or not ended: --resume is refused
