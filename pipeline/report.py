@@ -729,8 +729,8 @@ def _checkpointed(output: str, shown: set[str], run_id: str | None) -> int:
 
 def _resumed(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
     """What an unfinished --resume's rows are besides its own: its earlier runs' files,
-    kept in results/ (`runs`: how many), the rows of a killed one among them
-    (`recovered`) salvaged from its checkpoints when this run started
+    kept in results/ (`runs`: how many), the rows of one among them that did not finish
+    (killed, failed or stopped: `recovered`) salvaged from its checkpoints when this run started
     (`pipeline.resume.resume_state`). None: not a --resume."""
     runs = [r for r in manifest.get("earlier_runs") or () if isinstance(r, Mapping)]
     if not runs:

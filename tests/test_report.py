@@ -3083,14 +3083,16 @@ def test_a_killed_resume_says_its_rows_are_the_earlier_runs(folder_run):
     # runs' (a killed one's salvaged from its checkpoints), not "those it wrote".
     _edit_manifest(folder_run["output"], status="running")
     assert "the rows shown are those it wrote before it stopped" in _banner(folder_run["output"])
-    killed = {"status": "running", "counts": None, "results_prefix": "part", "start_time": "t0"}
-    _edit_manifest(folder_run["output"], earlier_runs=[killed])
-    banner = _banner(folder_run["output"])
-    assert (
-        "the rows shown are those of the earlier run it resumes (their results files, a killed "
-        "run's rows recovered from its checkpoints when this run started) and any it wrote "
-        "itself before it stopped."
-    ) in banner, banner
+    # An earlier run killed ("running"), or one that failed or was stopped: no counts.
+    for status in ("running", "failed", "stopped"):
+        ended = {"status": status, "counts": None, "results_prefix": "part", "start_time": "t0"}
+        _edit_manifest(folder_run["output"], earlier_runs=[ended])
+        banner = _banner(folder_run["output"])
+        assert (
+            "the rows shown are those of the earlier run it resumes (their results files, the "
+            "rows of one that did not finish recovered from its checkpoints when this run "
+            "started) and any it wrote itself before it stopped."
+        ) in banner, banner
     older = {"status": "complete", "counts": {"rows": 3}, "results_prefix": "part"}
     _edit_manifest(folder_run["output"], earlier_runs=[older, older])
     banner = _banner(folder_run["output"])
