@@ -245,6 +245,7 @@ def test_a_run_that_fails_says_so_in_its_manifest_and_a_resume_keeps_its_rows(
         "Its manifest has no counts"
     ) in page
     assert "it was killed" not in page and "Rerun it with --resume to finish it." in page
+    assert "it has no result rows (they are written when a run ends)" in page  # no "yet"
 
     assert main([*flags, "--resume"]) == 0  # in this process: a TensorFlow start-up less
     resumed = json.loads((out / "manifest.json").read_text())
