@@ -295,7 +295,7 @@ def class_names_for(
     """The names of the label space: --class_names, checked against the model, else
     the dataset's own or ImageNet's (`_class_names`)."""
     if from_file is not None and len(from_file) != spec.num_classes:
-        fix = "give one name per class"
+        fix = _comma_separated(from_file, spec.num_classes) or "give one name per class"
         if spec.label_offset and len(from_file) == spec.num_outputs:
             # TF Hub's ImageNetLabels.txt: 'background' first, then the 1000 classes.
             first = "line" if spec.label_offset == 1 else f"{spec.label_offset} lines"
@@ -304,13 +304,29 @@ def class_names_for(
                 f"(first {from_file[0]!r}): drop its first {first}"
             )
         raise ConfigError(
-            f"--class_names {audit.class_names!r} holds {len(from_file)} names but --model "
+            f"--class_names {audit.class_names!r} holds {wording.count(len(from_file), 'name')} "
+            f"but --model "
             f"{audit.model!r} has {wording.classes(spec.num_classes)} ({spec.num_outputs} outputs, "
             f"--label_offset {spec.label_offset}); {fix}."
         )
     if from_file is not None:
         return from_file
     return _class_names(spec, data.tfds_class_names)
+
+
+def _comma_separated(names: tuple[str, ...], classes: int) -> str | None:
+    """What to do about a --class_names file whose lines hold the `classes` names
+    separated by commas ('apple, pear, plum': one name, of a list pasted as text), or
+    None where they do not."""
+    parts = [part.strip() for name in names for part in name.split(",")]
+    if len(parts) != classes or len(parts) == len(names) or not all(parts):
+        return None
+    where = "its one line holds" if len(names) == 1 else f"its {len(names)} lines hold"
+    example = ", ".join(json.dumps(part, ensure_ascii=False) for part in parts[:2])
+    return (
+        f"{where} {classes} comma-separated names: give one name per line, or a JSON list "
+        f"([{example}, ...])"
+    )
 
 
 def label_names_for(

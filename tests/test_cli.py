@@ -4482,6 +4482,25 @@ def test_class_names_for_a_custom_model(image_folder, tmp_path, capsys, caplog):
     ]
 
 
+def test_class_names_on_one_comma_separated_line_are_refused_saying_so(
+    image_folder, tmp_path, capsys
+):
+    """A --class_names file of one line, 'apple, pear, plum, fig' (a list pasted from a
+    notebook), is one name: it was refused as 'holds 1 names' (sic), with no word of the
+    commas, while the launch's warning listed that one name as if it were four."""
+    model = _tiny_classifier(tmp_path / "four.keras", 4)
+    names = tmp_path / "names.txt"
+    names.write_text("apple, pear, plum, fig\n")
+    code = main(_flags(image_folder, model, tmp_path / "out", *cli_args(class_names=names)))
+    assert code == 2
+    assert _error_lines(capsys.readouterr().err) == [
+        f"error: --class_names '{names}' holds 1 name but --model '{model}' has 4 classes "
+        "(4 outputs, --label_offset 0); its one line holds 4 comma-separated names: give one "
+        'name per line, or a JSON list (["apple", "pear", ...]).'
+    ]
+    assert not (tmp_path / "out").exists()
+
+
 def test_top_k_summary_shows_targets_cuts_and_errors(
     image_folder, quadratic_saved_model, tmp_path, capsys
 ):
