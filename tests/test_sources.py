@@ -141,6 +141,24 @@ def test_the_warning_about_one_unlabelled_file_speaks_of_one(tmp_path, caplog):
     )
 
 
+def test_class_named_sub_folders_without_class_names_are_warned_of_with_the_flag_that_labels_them(
+    tmp_path, caplog
+):
+    """cat/ and dog/ (Keras' image_dataset_from_directory layout) audited without
+    --class_names: the warning said their files get no label because the folders are not
+    WordNet ids, and no word of --class_names, the flag that labels them."""
+    for name in ("cat", "dog"):
+        write_image(tmp_path / name / "x.png", np.zeros((2, 2, 3), np.uint8))
+    with caplog.at_level("WARNING", logger="transforms.sources"):
+        listed = sources.list_image_folder(str(tmp_path))
+    assert [f.label for f in listed] == [None, None]
+    assert [r.getMessage() for r in caplog.records] == [
+        "2 files in sub-folders that are not ImageNet WordNet ids (cat, dog) get no label. "
+        "With --class_names (a file of the model's class names, one per line), a sub-folder "
+        "named exactly as one of them labels its files with that class."
+    ]
+
+
 def test_a_dataset_folder_named_by_a_wordnet_id_is_warned_of_its_files_get_no_label(
     tmp_path, caplog
 ):

@@ -336,8 +336,9 @@ def list_image_folder(
 
 def _warn_of_unlabelled(root: str, listed: list[FolderFile], labelled: FolderLabels) -> None:
     """Warns of files in sub-folders that label nothing (named by no WordNet id, nor by
-    --class_names when given: the rule that applies is named), and where labelling
-    folders lie below those (imagenette2-160/train/n01440764/), of the folder to pass.
+    --class_names when given: the rule that applies is named; without it, that
+    --class_names labels them), and where labelling folders lie below those
+    (imagenette2-160/train/n01440764/), of the folder to pass.
     An entry that is an error record (a link loop, a dangling link) is no file to label."""
     unlabelled = [f for f in listed if f.label is None and f.error is None and "/" in f.image_id]
     if not unlabelled:
@@ -361,6 +362,12 @@ def _warn_of_unlabelled(root: str, listed: list[FolderFile], labelled: FolderLab
             else "sub-folders that are not ImageNet WordNet ids"
         )
         rule = ""
+    deeper = _deeper_labelled(root, unlabelled, labelled)
+    if not names and not deeper:  # cat/, dog/: the flag that labels them
+        rule = (
+            " With --class_names (a file of the model's class names, one per line), a "
+            "sub-folder named exactly as one of them labels its files with that class."
+        )
     _LOG.warning(
         "%s in %s (%s%s) %s no label.%s%s",
         wording.count(len(unlabelled), "file"),
@@ -369,7 +376,7 @@ def _warn_of_unlabelled(root: str, listed: list[FolderFile], labelled: FolderLab
         more,
         "gets" if len(unlabelled) == 1 else "get",
         rule,
-        _deeper_labelled(root, unlabelled, labelled),
+        deeper,
     )
 
 
