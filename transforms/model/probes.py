@@ -169,7 +169,8 @@ def _check_deterministic(reference: str, call, images, scores: np.ndarray, input
         "training mode make it; Integrated Gradients needs an image's scores to depend on "
         "it alone, as a model's do in inference mode: export it calling the model with "
         "training=False, without its augmentation layers (Keras 3's model.export keeps "
-        "them on)."
+        "them on), or save a Keras model as a .keras file (model.save('model.keras')) and "
+        "pass that: the job calls it in inference mode."
     )
 
 
