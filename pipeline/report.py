@@ -61,6 +61,7 @@ from transforms.manifest import (
     SANITY_DIR,
     SANITY_JSON,
     SHARD_PREFIX,
+    absolute_path,
     awaited_template,
     completeness_bound,
     estimate_bound,
@@ -70,6 +71,8 @@ from transforms.manifest import (
     how_it_ended,
     run_checkpoints,
     shows_targets,
+    typed_flag,
+    typed_path,
     unfinished_status,
 )
 from transforms.results import UnreadableResults
@@ -615,9 +618,9 @@ def _effective_command(manifest: Mapping[str, Any]) -> str:
         ("split", manifest.get("split")),
         (
             "model",
-            _absolute(model.get("reference"), where) if local_model else model.get("reference"),
+            absolute_path(model.get("reference"), where) if local_model else model.get("reference"),
         ),
-        ("output", _absolute(manifest.get("output"), where)),
+        ("output", absolute_path(manifest.get("output"), where)),
     ]
     flags += [(renamed.get(k, k), v) for k, v in config.items() if k not in _NOT_FLAGS]
     flags += [
@@ -630,9 +633,9 @@ def _effective_command(manifest: Mapping[str, Any]) -> str:
     # Files the manifest names by their content (class names) or not at all
     # (TFDS's data folder): their paths as typed.
     typed = manifest.get("command", [])
-    flags += [(name, _absolute(_typed_flag(typed, name), where)) for name in _TYPED_ONLY]
+    flags += [(name, typed_path(manifest, name)) for name in _TYPED_ONLY]
     # XLA changes the floats at rounding; a manifest before it was recorded: as typed.
-    flags.append(("jit_compile", manifest.get("jit_compile") or _typed_flag(typed, "jit_compile")))
+    flags.append(("jit_compile", manifest.get("jit_compile") or typed_flag(typed, "jit_compile")))
     parts = ["python", "-m", "pipeline"]
     for name, value in flags:
         if value is None or value is False:
@@ -641,33 +644,11 @@ def _effective_command(manifest: Mapping[str, Any]) -> str:
     return shell_command(parts, _PAGE_ENCODING)
 
 
-def _absolute(path: str | None, working_folder: str | None) -> str | None:
-    """A local path typed relative to the run's working folder, made absolute, so that
-    the command runs from any folder; remote paths, paths from the home folder (`~/x`,
-    which the job expands) and manifests without a working folder as they are."""
-    if not path or not working_folder or "://" in path:
-        return path
-    if path.startswith("~") or os.path.isabs(path):
-        return path
-    return os.path.normpath(os.path.join(working_folder, path))
-
-
 _TYPED_ONLY = ("class_names", "data_dir")
 # Settings in the manifest's "config" that no flag sets: store_path (the library's),
 # estimate_bound (derived from --tolerance), faithfulness_pixels and faithfulness_ties
 # (the job's version).
 _NOT_FLAGS = frozenset({"store_path", "estimate_bound", "faithfulness_pixels", "faithfulness_ties"})
-
-
-def _typed_flag(command: list[str], name: str) -> str | None:
-    """The last value typed for --name (`--name v` or `--name=v`), or None."""
-    value = None
-    for i, arg in enumerate(command):
-        if arg == f"--{name}" and i + 1 < len(command):
-            value = command[i + 1]
-        elif arg.startswith(f"--{name}="):
-            value = arg.split("=", 1)[1]
-    return value
 
 
 def _repeated(command: list[str]) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from transforms import files, wording
@@ -45,7 +46,10 @@ __all__ = [
     "is_run",
     "read_manifest",
     "run_checkpoints",
+    "absolute_path",
     "shows_targets",
+    "typed_flag",
+    "typed_path",
     "unfinished_status",
 ]
 
@@ -310,3 +314,33 @@ def shows_targets(config: dict[str, Any]) -> bool:
     """Whether a run's rows need their `target_name` beside the prediction to be
     told apart: its --target is not `predicted` (`top_k`, `label`)."""
     return config.get("target", "predicted") != "predicted"
+
+
+def typed_flag(command: list[str], name: str) -> str | None:
+    """The last value typed for --name (`--name v` or `--name=v`) in a manifest's
+    "command", or None."""
+    value = None
+    for i, arg in enumerate(command):
+        if arg == f"--{name}" and i + 1 < len(command):
+            value = command[i + 1]
+        elif arg.startswith(f"--{name}="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def absolute_path(path: str | None, working_folder: str | None) -> str | None:
+    """A local path typed relative to the run's working folder, made absolute, so that
+    the command runs from any folder; remote paths, paths from the home folder (`~/x`,
+    which the job expands) and manifests without a working folder as they are."""
+    if not path or not working_folder or "://" in path:
+        return path
+    if path.startswith("~") or os.path.isabs(path):
+        return path
+    return os.path.normpath(os.path.join(working_folder, path))
+
+
+def typed_path(manifest: Mapping[str, Any], name: str) -> str | None:
+    """The path a run's command gave --name (`--class_names`, `--data_dir`: files the
+    manifest names by their content, or not at all), absolute; None where none was."""
+    typed = typed_flag(manifest.get("command") or [], name)
+    return absolute_path(typed, manifest.get("working_folder"))
