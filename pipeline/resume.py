@@ -42,6 +42,7 @@ from transforms.manifest import (
     faithfulness_pixels,
     faithfulness_ties,
     is_run,
+    typed_path,
 )
 from transforms.schema import results_schema
 from transforms.sinks import (
@@ -103,6 +104,8 @@ def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> dict[str, str
     if "dataset_version" in previous:  # not written before TFDS versions were recorded
         pairs.append(("--dataset version", previous["dataset_version"], now.get("dataset_version")))
     before_model, now_model = previous.get("model") or {}, now["model"]
+    if before_model.get("identity") != now_model.get("identity"):
+        pairs.append(("--model", *(_model_said(m) for m in (before_model, now_model))))
     for key, flag in _RESUME_MODEL_FLAGS.items():
         pairs.append((flag, _input_size(before_model, key), _input_size(now_model, key)))
     before_config, now_config = previous.get("config") or {}, now["config"]
@@ -118,12 +121,12 @@ def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> dict[str, str
             flag = _config_flag(key, now_config)
             pairs.append((flag, before_config.get(key), now_config.get(key)))
     # Last: the class names follow from the model and --label_offset named above.
-    names = [_names_by_hash(r.get("class_names_sha256")) for r in (previous, now)]
+    names = [_names_said(run) for run in (previous, now)]
     pairs.append(("class names", *names))
     differing: dict[str, str] = {}
     for flag, before, current in pairs:
         if before != current and flag not in differing:
-            as_read = flag in ("class names", "--image_size")  # "16x24", not quoted
+            as_read = flag in ("class names", "--image_size", "--model")  # "16x24", not quoted
             shown = (v if as_read else repr(v) for v in (before, current))
             differing[flag] = "{} (earlier run: {}, this run: {})".format(flag, *shown)
     return differing
@@ -212,9 +215,28 @@ def _neutral_config(before: dict[str, Any], now: dict[str, Any]) -> frozenset[st
     return neutral
 
 
-def _names_by_hash(sha256: str | None) -> str:
-    """Class names as the manifest knows them, readable in a resume's refusal."""
-    return f"names with sha256 {sha256[:12]}" if sha256 else "none (class indices)"
+def _names_said(run: dict[str, Any]) -> str:
+    """A run's class names as its manifest knows them, readable in a resume's refusal:
+    by the --class_names file its command gave, where it gave one (the fix is to pass
+    it), and the names' hash."""
+    sha256 = run.get("class_names_sha256")
+    if not sha256:
+        return "none (class indices)"
+    typed = typed_path(run, "class_names")
+    if typed is None:
+        return f"names with sha256 {sha256[:12]}"
+    return f"those of --class_names {typed!r} (sha256 {sha256[:12]})"
+
+
+def _model_said(model: dict[str, Any]) -> str:
+    """A run's model in a resume's refusal: where it was read from and its identity,
+    shortened (`'/models/m.keras' (sha256:ab3950d82336)`), so that a model retrained
+    in place shows as the same path of other contents."""
+    identity = str(model.get("identity"))
+    if identity.startswith("sha256:"):
+        identity = identity[: len("sha256:") + 12]
+    where = model.get("location") or model.get("reference")
+    return f"{where!r} ({identity})" if where else repr(identity)
 
 
 def _done_ids(output: str) -> set[str]:

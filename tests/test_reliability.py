@@ -1132,9 +1132,45 @@ def test_resume_names_another_model_by_its_identity_also_when_its_outputs_differ
     (output / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError) as e:
         run([*args, "--steps", "2", "--resume"], save_main_session=False)
-    assert f"differs in --model (earlier run: 'another model', this run: {identity!r})." in str(
-        e.value
-    )
+    where = repr(manifest["model"]["location"])  # and the identity, shortened
+    said = f"(earlier run: {where} (another model), this run: {where} ({identity[:19]}))."
+    assert f"differs in --model {said}" in str(e.value)
+
+
+def test_a_resume_refused_for_other_class_names_or_another_model_names_the_earlier_files(
+    linear_keras, tmp_path
+):
+    """A --resume without the earlier run's --class_names was refused as 'class names
+    (earlier run: names with sha256 7c6a4e3f6a85, this run: ...)', and one of a model
+    retrained in place as '--model (earlier run: 'sha256:ab39...', this run:
+    'sha256:014b...')': hashes, where the file to pass, or that the file changed, is
+    the fix."""
+    folder = make_image_folder(tmp_path / "images")
+    model = tmp_path / "model.keras"
+    shutil.copy(linear_keras, model)
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(f"class {i}" for i in range(1000)))
+    output = tmp_path / "out"
+    args = [*cli_args(dataset=folder["root"], model=model, output=output), "--steps", "2"]
+    args += ["--attributions", "none", "--faithfulness", "none"]
+    manifest = run([*args, f"--class_names={names}"], save_main_session=False)
+    with pytest.raises(ValueError) as e:
+        run([*args, "--resume"], save_main_session=False)
+    said = f"class names (earlier run: those of --class_names {str(names)!r} (sha256 "
+    assert said in str(e.value), str(e.value)
+    import keras
+
+    retrained = keras.saving.load_model(model)
+    retrained.set_weights([w * 1.5 for w in retrained.get_weights()])
+    retrained.save(str(model))  # retrained in place: the same path, other bytes
+    with pytest.raises(ValueError) as e:
+        run([*args, f"--class_names={names}", "--resume"], save_main_session=False)
+    before = manifest["model"]["identity"]  # sha256:<64 hex digits>
+    said = re.search(r"differs in --model \(earlier run: (.*), this run: (.*)\)\.", str(e.value))
+    assert said, str(e.value)
+    assert said[1] == f"{str(model)!r} ({before[:19]})"
+    assert re.fullmatch(rf"{re.escape(repr(str(model)))} \(sha256:[0-9a-f]{{12}}\)", said[2])
+    assert said[2] != said[1]
 
 
 @pytest.mark.parametrize("tolerance, refused", [("0", False), ("0.01", True)])
@@ -1241,7 +1277,8 @@ def test_resume_refuses_every_setting_that_changes_rows(
     names.write_text("\n".join(f"class {i}" for i in range(1000)))
     with pytest.raises(
         ValueError,
-        match=r"class names \(earlier run: names with sha256 \w{12}, this run: names with",
+        match=r"class names \(earlier run: names with sha256 \w{12}, this run: those of "
+        r"--class_names '[^']*names.txt' \(sha256 \w{12}\)\)",
     ):
         run([*args, *settings, f"--class_names={names}", "--resume"], save_main_session=False)
     # Batching changes no row: a resume with other batch sizes goes on.
