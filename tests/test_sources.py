@@ -1848,6 +1848,26 @@ def test_an_unknown_dataset_without_data_dir_says_where_a_prepared_one_is_read_f
     assert "of your own" not in given
 
 
+def test_a_misspelt_dataset_folder_is_refused_naming_the_folders_of_close_names(
+    tmp_path, monkeypatch
+):
+    """--dataset photo, where the folder is photos/: refused as 'neither a folder, ...
+    (Dataset photo not found. Did you mean toto?)', TFDS's closest name alone, no word
+    of the folder beside it."""
+    write_image(tmp_path / "photos" / "red" / "a.png", np.zeros((2, 2, 3), np.uint8))
+    write_image(tmp_path / "lab" / "my_images" / "a.png", np.zeros((2, 2, 3), np.uint8))
+    (tmp_path / "photos.txt").write_text("a file of a close name: no folder")
+    monkeypatch.chdir(tmp_path)
+    for name, close in (("photo", "'photos'"), ("lab/my_image", "'lab/my_images'")):
+        with pytest.raises(ValueError) as e:
+            sources.resolve_tfds(name, "test", None, download=False)
+        said = str(e.value)
+        assert said.startswith(
+            f"--dataset {name!r} is neither a folder, 'sample', nor a known TFDS dataset; "
+            f"a folder of a close name is here: {close}."
+        ), said
+
+
 def test_the_folder_of_a_prepared_tfds_dataset_as_dataset_exits_2_saying_how_to_read_it(
     linear_keras, tmp_path, capsys
 ):

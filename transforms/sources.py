@@ -683,10 +683,34 @@ def _not_found_error(name: str, data_dir: str | None, error: Exception) -> Value
         where = " If it is prepared in a TFDS data folder of your own, pass it as --data_dir."
     else:
         where = f" --data_dir {data_dir!r} does not exist." if missing else ""
+    close = _close_folders(name)
+    if close:
+        these = "a folder of a close name is" if len(close) == 1 else "folders of close names are"
+        where = f"; {these} here: {', '.join(map(repr, close))}.{where}"
+    else:
+        where = f".{where}"
     return ValueError(
-        f"--dataset {name!r} is neither a folder, 'sample', nor a known TFDS dataset.{where} "
+        f"--dataset {name!r} is neither a folder, 'sample', nor a known TFDS dataset{where} "
         f"({_first_line(error)}{_closest_dataset(name, data_dir)})"
     )
+
+
+def _close_folders(name: str) -> list[str]:
+    """Local folders beside where a --dataset folder `name` would be whose names are close
+    to its own (`photos` for a misspelt `photo`), as paths to pass; else none."""
+    if files.is_remote(name):
+        return []
+    parent, base = os.path.split(name.rstrip("/"))
+    try:
+        entries = os.listdir(parent or ".")
+    except OSError:
+        return []
+    folders = [
+        entry
+        for entry in entries
+        if not entry.startswith(".") and os.path.isdir(os.path.join(parent or ".", entry))
+    ]
+    return [os.path.join(parent, m) for m in difflib.get_close_matches(base, folders, n=3)]
 
 
 def _own_folder_error(name: str, data_dir: str | None) -> ValueError | None:
