@@ -865,6 +865,7 @@ def run(
     manifest = results.read_manifest(output)
     _check_finished(output, manifest)
     _check_rereadable(output, manifest, image_root)
+    _check_layered(output, manifest)
     _check_writable(output)
     spec, config = _spec(manifest["model"]), _fixed_steps(_config(manifest["config"]), steps)
     frame, pixels = _rows(output, manifest, images_count, image_root)
@@ -966,6 +967,23 @@ def _check_rereadable(output: str, manifest: dict[str, Any], image_root: str | N
             "mean scanning the dataset); run the check on a run over an image folder or the "
             "bundled sample."
         )
+
+
+def _check_layered(output: str, manifest: dict[str, Any]) -> None:
+    """Refuses, before the rows are read and the model loaded, a run of a SavedModel or
+    a TF Hub model: they hold variables but no Keras layers, which the check randomises
+    from the output down (`Classifier.weight_layers`)."""
+    model = manifest.get("model") or {}
+    what = {"saved_model": "SavedModel", "hub": "TF Hub model"}.get(model.get("kind"))
+    if what is None:
+        return
+    raise ValueError(
+        f"--input {output!r} is a run of the {what} {model.get('reference')!r}, which has "
+        "variables but no Keras layers to randomise one by one: the check needs the bundled "
+        "model or a .keras file (a Keras model of your own: save it with "
+        "model.save('model.keras'), audit that into another --output and run the check on "
+        "that run)."
+    )
 
 
 def _check_finished(output: str, manifest: dict[str, Any]) -> None:

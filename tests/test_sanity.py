@@ -830,6 +830,30 @@ def test_a_run_over_a_tfds_dataset_is_refused_saying_why_and_what_to_run_on(
     assert not Path(output, "sanity").exists()
 
 
+def test_a_run_of_a_saved_model_is_refused_saying_what_to_run_the_check_on(
+    image_folder, conv_keras, tmp_path, capsys
+):
+    """A run of a Keras model's SavedModel export: the check loaded the model, then
+    refused it as "--model '...' is a saved_model model without Keras layers", naming a
+    flag the check has not and no way to check that model."""
+    import keras
+
+    exported = str(tmp_path / "exported")
+    keras.saving.load_model(conv_keras).export(exported, verbose=False)
+    output = str(tmp_path / "out")
+    _audit(image_folder, exported, output, steps=2)
+    assert sanity.main(["--input", output, "--images", "1", "--stages", "1"]) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert line == (
+        f"error: --input {output!r} is a run of the SavedModel {exported!r}, which has "
+        "variables but no Keras layers to randomise one by one: the check needs the bundled "
+        "model or a .keras file (a Keras model of your own: save it with "
+        "model.save('model.keras'), audit that into another --output and run the check on "
+        "that run)."
+    )
+    assert not Path(output, "sanity").exists()
+
+
 def test_moved_images_are_found_with_image_root_and_a_changed_model_is_refused(
     image_folder, conv_keras, tmp_path, capsys
 ):
@@ -1026,9 +1050,10 @@ def test_a_reader_that_stops_reading_stdout_does_not_fail_a_finished_check(audit
 def test_a_models_prints_to_stdout_go_to_stderr_a_refused_check_leaves_stdout_empty(
     printing_saved_model, tmp_path
 ):
-    # The check calls the run's model before it refuses a SavedModel: its tf.print(...,
+    # The check called the run's model before it refused a SavedModel: its tf.print(...,
     # output_stream=sys.stdout), which TensorFlow's C++ writes to file descriptor 1,
-    # was 'batch of 2' on the check's stdout, beside its error line on stderr.
+    # was 'batch of 2' on the check's stdout, beside its error line on stderr. It now
+    # refuses a SavedModel's run from its manifest, before loading the model: no print.
     for i in range(2):
         write_image(tmp_path / "images" / f"{i}.png", np.full((SIZE, SIZE, 3), 60 * i, np.uint8))
     output = str(tmp_path / "out")
@@ -1044,8 +1069,9 @@ def test_a_models_prints_to_stdout_go_to_stderr_a_refused_check_leaves_stdout_em
     )
     assert check.returncode == 2, check.stderr[-3000:]
     assert check.stdout == ""
-    assert "batch of 2\n" in check.stderr
-    assert check.stderr.splitlines()[-1].startswith(f"error: --model {printing_saved_model!r} ")
+    assert "batch of 2" not in check.stderr
+    said = f"error: --input {output!r} is a run of the SavedModel {printing_saved_model!r}, "
+    assert check.stderr.splitlines()[-1].startswith(said)
 
 
 def test_a_finished_check_is_said_on_an_ascii_stdout(audited, tmp_path):
