@@ -2092,6 +2092,26 @@ def test_without_class_names_the_launch_says_class_folders_need_them(pets, tmp_p
     assert "with --class_names, also from sub-folders named by class" in line, line
 
 
+def test_a_folder_named_as_a_class_but_for_its_case_is_warned_of_naming_that_class(
+    tmp_path, caplog
+):
+    """Cat/ beside --class_names 'cat': its files got no label, and the warning named
+    the rule (case counts) but not which folder missed which class by its case alone."""
+    for image_id in ("Cat/a.png", "dog /b.png", "bird/c.png", "dog/d.png"):
+        write_image(tmp_path / image_id, np.zeros((2, 2, 3), np.uint8))
+    with caplog.at_level("WARNING", logger="transforms.sources"):
+        listed = sources.list_image_folder(
+            str(tmp_path), labelled=sources.FolderLabels(("cat", "dog"))
+        )
+    assert [f.label for f in listed] == [None, None, None, 1]
+    assert [r.getMessage() for r in caplog.records] == [
+        "3 files in sub-folders named neither by --class_names nor by ImageNet WordNet ids "
+        "(Cat, bird, dog ) get no label. --class_names names cat, dog: a sub-folder named "
+        "exactly so (case counts) labels its files with that class. 'Cat' differs from the "
+        "class 'cat', and 'dog ' from 'dog', only in case or spaces: rename them so."
+    ]
+
+
 def test_folder_labels_rule_class_names_first_exactly_then_wordnet_ids():
     rule = sources.FolderLabels(("cat", "dog", WNID_CAT))
     assert rule.of("cat/a.png") == 0 and rule.of("dog/x/b.png") == 1

@@ -354,7 +354,7 @@ def _warn_of_unlabelled(root: str, listed: list[FolderFile], labelled: FolderLab
         rule = (
             f" --class_names names {', '.join(names[:5])}{', ...' if names[5:] else ''}: a "
             "sub-folder named exactly so (case counts) labels its files with that class."
-        )
+        ) + _near_misses(folders, names)
     else:
         where = (
             "a sub-folder that is not an ImageNet WordNet id"
@@ -378,6 +378,20 @@ def _warn_of_unlabelled(root: str, listed: list[FolderFile], labelled: FolderLab
         rule,
         deeper,
     )
+
+
+def _near_misses(folders: list[str], names: Sequence[str]) -> str:
+    """' 'Cat' differs from the class 'cat' only in case or spaces: rename it so.' for
+    the unlabelling `folders` (up to 3) that a class name matches but for its case or
+    spaces at either end; else empty."""
+    folded = {name.casefold(): name for name in names}
+    pairs = [(f, folded[f.strip().casefold()]) for f in folders if f.strip().casefold() in folded]
+    if not pairs:
+        return ""
+    said = [f"{folder!r} from {name!r}" for folder, name in pairs[:3]]
+    said[0] = said[0].replace(" from ", " differs from the class ", 1)
+    listed = said[0] if len(said) == 1 else f"{', '.join(said[:-1])}, and {said[-1]},"
+    return f" {listed} only in case or spaces: rename {'it' if len(said) == 1 else 'them'} so."
 
 
 def _deeper_labelled(root: str, unlabelled: list[FolderFile], labelled: FolderLabels) -> str:
