@@ -4507,6 +4507,24 @@ def test_class_names_on_one_comma_separated_line_are_refused_saying_so(
     assert not (tmp_path / "out").exists()
 
 
+def test_class_names_numbered_line_by_line_are_refused_before_any_work(
+    image_folder, tmp_path, capsys
+):
+    """A --class_names file of `0 apple`, `1 pear`, ... (a label file as model zoos ship
+    them) ran with the numbers in every name ('0 apple'), said only by a warning."""
+    model = _tiny_classifier(tmp_path / "four.keras", 4)
+    names = tmp_path / "names.txt"
+    names.write_text("0 apple\n1 pear\n2 plum\n3 fig\n")
+    code = main(_flags(image_folder, model, tmp_path / "out", *cli_args(class_names=names)))
+    assert code == 2
+    assert _error_lines(capsys.readouterr().err) == [
+        f"error: --class_names '{names}': every line begins with its class's number (line 1: "
+        "'0 apple'), which would be read as part of the names; a line's class is its place "
+        "in the file: drop the numbers, or give a JSON {index: name} object."
+    ]
+    assert not (tmp_path / "out").exists()
+
+
 def test_top_k_summary_shows_targets_cuts_and_errors(
     image_folder, quadratic_saved_model, tmp_path, capsys
 ):

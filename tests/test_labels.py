@@ -86,3 +86,38 @@ def test_class_names_files_as_editors_save_them(tmp_path, data):
     path = tmp_path / "names.txt"
     path.write_bytes(data)
     assert labels.read_class_names(str(path)) == ("cat", "dog", "bird")
+
+
+@pytest.mark.parametrize(
+    "text, first",
+    [
+        ("0 red\n1 green\n2 blue\n", "0 red"),  # numbered from 0
+        ("1: red\n2: green\n3: blue\n", "1: red"),  # from 1, a colon after each
+        ("0\tred\n1\tgreen\n2\tblue\n", "0\tred"),  # tab-separated, as a spreadsheet saves
+    ],
+)
+def test_lines_numbered_by_their_class_are_refused_naming_the_fix(tmp_path, text, first):
+    path = tmp_path / "names.txt"
+    path.write_text(text)
+    with pytest.raises(ValueError) as caught:
+        labels.read_class_names(str(path))
+    assert str(caught.value) == (
+        f"--class_names {str(path)!r}: every line begins with its class's number "
+        f"(line 1: {first!r}), which would be read as part of the names; a line's class "
+        "is its place in the file: drop the numbers, or give a JSON {index: name} object."
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "7up\ncola\nwater\n",  # one name begins with a number
+        "1 red\n0 green\n2 blue\n",  # numbered, but not in order: names, as written
+        "0\n1\n2\n",  # numbers alone are names (a model of digits)
+        "3 kings\n4 seasons\n5 senses\n",  # numbered, but not from 0 or 1
+    ],
+)
+def test_names_that_begin_with_numbers_are_read_as_written(tmp_path, text):
+    path = tmp_path / "names.txt"
+    path.write_text(text)
+    assert labels.read_class_names(str(path)) == tuple(text.split("\n")[:3])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from importlib import resources
 from typing import Any
 
@@ -124,6 +125,7 @@ def read_class_names(path: str) -> tuple[str, ...]:
             raise ValueError(f"--class_names {path!r} is not valid JSON: {e}") from e
     else:
         names = [line.strip() for line in text.rstrip().splitlines()]
+        _check_unnumbered(names, path)
     for i, name in enumerate(names):
         if not name:
             raise ValueError(
@@ -143,6 +145,26 @@ def read_class_names(path: str) -> tuple[str, ...]:
             f"--class_names {path!r} holds no names; give one name per line, or a JSON list."
         )
     return tuple(names)
+
+
+# A line that begins with a number, then a separator (spaces, a tab, ':', '.', ')'), then more.
+_NUMBERED = re.compile(r"(\d+)(?:\s*[:.)]\s*|\s+)\S")
+
+
+def _check_unnumbered(lines: list[str], path: str) -> None:
+    """Refuses a file of names one per line where every line begins with its class's
+    number (0 or 1 first, in order: `0 red`, `1: green`), which a spreadsheet or a
+    model zoo's label file holds: the numbers would be read as part of the names."""
+    numbers = [_NUMBERED.match(line) for line in lines]
+    if len(lines) < 2 or not all(numbers):
+        return
+    first = int(numbers[0].group(1))
+    if first in (0, 1) and all(int(n.group(1)) == first + i for i, n in enumerate(numbers)):
+        raise ValueError(
+            f"--class_names {path!r}: every line begins with its class's number (line 1: "
+            f"{lines[0]!r}), which would be read as part of the names; a line's class is its "
+            "place in the file: drop the numbers, or give a JSON {index: name} object."
+        )
 
 
 @functools.cache
