@@ -258,12 +258,22 @@ def map_similarity(
 
     a, b = np.abs(pixel_scores(original)), np.abs(pixel_scores(other))
     where = np.ones(a.shape, bool) if where is None else np.asarray(where, bool)
-    if not (np.isfinite(a).all() and np.isfinite(b).all()) or a.max() == 0 or b.max() == 0:
-        return float("nan"), float("nan")
-    if not where.any() or np.ptp(a[where]) == 0 or np.ptp(b[where]) == 0:
+    if _no_similarity(a, b, where) is not None:
         return float("nan"), float("nan")
     rho = float(spearmanr(a[where], b[where]).statistic)
     return rho, _masked_ssim(_unit_range(a, where), _unit_range(b, where), where)
+
+
+def _no_similarity(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> str | None:
+    """Why two maps' absolute values (float [H, W]) have no similarity over `where`
+    (`map_similarity`'s NaNs: the one place that is decided): "not finite", or "first"
+    / "second", that map being 0 everywhere or constant over `where`; None: they have."""
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return "not finite"
+    for which, values in (("first", a), ("second", b)):
+        if values.max() == 0 or not where.any() or np.ptp(values[where]) == 0:
+            return which
+    return None
 
 
 # The percentile of a map's values over its content that `_unit_range` scales to 1.
@@ -293,10 +303,9 @@ def _masked_ssim(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
     zeros shared by construction would count as structure shared by the maps."""
     from scipy.ndimage import uniform_filter  # noqa: PLC0415
 
-    side = min(a.shape)
-    if side < 3:
+    if _no_ssim(where) is not None:
         return float("nan")
-    window = min(7, side if side % 2 else side - 1)
+    window = _ssim_window(where)
     m = where.astype(np.float64)
     a, b = a.astype(np.float64) * m, b.astype(np.float64) * m
     mean = functools.partial(uniform_filter, size=window)
@@ -310,10 +319,37 @@ def _masked_ssim(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
         vab = norm * (mean(a * b) / share - ua * ub)
     c1, c2 = 0.01**2, 0.03**2
     local = (2 * ua * ub + c1) * (2 * vab + c2) / ((ua * ua + ub * ub + c1) * (va + vb + c2))
-    pad = (window - 1) // 2
-    inner = (slice(pad, a.shape[0] - pad), slice(pad, a.shape[1] - pad))
-    centres = where[inner] & (count[inner] > 1.5)
-    return float(local[inner][centres].mean()) if centres.any() else float("nan")
+    inner, centres = _ssim_centres(where, count)
+    return float(local[inner][centres].mean())
+
+
+def _ssim_window(where: np.ndarray) -> int:
+    """The side of `_masked_ssim`'s windows over a region [H, W] at least 3 x 3: 7, or
+    the largest odd side that fits."""
+    side = min(where.shape)
+    return min(7, side if side % 2 else side - 1)
+
+
+def _ssim_centres(where: np.ndarray, count: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray]:
+    """The windows `_masked_ssim` averages: (the pixels whose window is wholly inside
+    the region, bool mask of those centred in `where` with 2 or more of its pixels in
+    their window; `count`: per pixel, how many its window holds)."""
+    pad = (_ssim_window(where) - 1) // 2
+    inner = (slice(pad, where.shape[0] - pad), slice(pad, where.shape[1] - pad))
+    return inner, where[inner] & (count[inner] > 1.5)
+
+
+def _no_ssim(where: np.ndarray) -> str | None:
+    """Why `_masked_ssim` has no value over a region's `where` whatever the maps: "thin"
+    (under 3 rows or columns: no window fits), "scattered" (no window centred in
+    `where` holds 2 of its pixels); None where it has windows."""
+    from scipy.ndimage import uniform_filter  # noqa: PLC0415
+
+    if min(where.shape) < 3:
+        return "thin"
+    window = _ssim_window(where)
+    count = uniform_filter(where.astype(np.float64), size=window) * window**2
+    return None if _ssim_centres(where, count)[1].any() else "scattered"
 
 
 def signed_spearman(
@@ -497,6 +533,17 @@ def _verdict(
     blank: int = 0,
     kept: Sequence[str] = (),
 ) -> str:
+    """`_outcome`'s sentence, then the images its sign tests leave out, and why
+    (`_not_counted`): every image checked is accounted for."""
+    return _outcome(stages, reference, blank, kept) + _not_counted(stages[-1])
+
+
+def _outcome(
+    stages: list[dict[str, Any]],
+    reference: dict[str, Any],
+    blank: int = 0,
+    kept: Sequence[str] = (),
+) -> str:
     """Whether the maps of the last stage are further from the intact model's than the
     input alone is (`maps_changed`), with the sign tests' counts and the medians (the
     input alone's: `reference`, `_similarities`'s); `blank`: rows whose image equals its baselines (`content_box`), whose maps are 0;
@@ -583,6 +630,105 @@ def _why_no_medians(stage: dict[str, Any], blank: int = 0) -> tuple[str, str | N
         + (", and the other maps are constant or not finite" if others else "")
     )
     return why, "check more images (--images)"
+
+
+# Why an image has no value by a measure (a stage's `unscored`), as sanity.json and
+# the verdict say it (`_why_unscored`'s keys).
+_UNSCORED = {
+    "blank": "equal to its baseline, where IG is 0 whatever the model",
+    "flat": (
+        "its input alone (x - x') is constant over its content (a flat or two-colour "
+        "image): no ranks or structure to compare the maps with"
+    ),
+    "intact": "the intact model's map is 0, or constant over its content",
+    "randomised": "the randomised model's map is 0, or constant over its content",
+    "not finite": "a map is not finite",
+    "thin": "its content is under 3 pixels high or wide, too thin for SSIM's windows",
+    "scattered": (
+        "no SSIM window centred on its content holds 2 of its pixels (content of "
+        "scattered single pixels)"
+    ),
+}
+
+
+def _why_unscored(
+    intact: np.ndarray, alone: np.ndarray, randomised: np.ndarray, region: tuple
+) -> tuple[str | None, str | None]:
+    """Why a row has no Spearman and no SSIM to test (`reference_test` takes its
+    randomised map's similarity and its input alone's, each with its intact map, over
+    its `_content` `region`): `_UNSCORED` keys, None where it has that measure."""
+    box, where = region
+    if box == _WHOLE:
+        return "blank", "blank"
+    a = np.abs(pixel_scores(intact[box]))
+    for other, second in ((alone, "flat"), (randomised, "randomised")):
+        why = _no_similarity(a, np.abs(pixel_scores(other[box])), where)
+        if why is not None:
+            why = {"first": "intact", "second": second}.get(why, why)
+            return why, why
+    return None, _no_ssim(where)
+
+
+def _unscored(
+    ids: Sequence[str],
+    stage: dict[str, Any],
+    reference: dict[str, Any],
+    reasons: Sequence[tuple[str | None, str | None]],
+) -> dict[str, list[dict[str, str]]]:
+    """A stage's `unscored`: per measure, the images that its `reference_test` leaves
+    out (no row with both the stage's and the input alone's value), in the rows'
+    order, each {"image_id", "reason"} (`_UNSCORED`'s words, of its first row's
+    `_why_unscored` reason)."""
+    unscored = {}
+    for i, measure in enumerate(MEASURES):
+        scored, why = set(), {}
+        for r, image_id in enumerate(ids):
+            if _finite(stage[measure][r]) and _finite(reference[measure][r]):
+                scored.add(image_id)
+            why.setdefault(image_id, reasons[r][i] or "not finite")
+        unscored[measure] = [
+            {"image_id": image_id, "reason": _UNSCORED[key]}
+            for image_id, key in why.items()
+            if image_id not in scored
+        ]
+    return unscored
+
+
+# Images named per reason in the verdict's account of those without a value.
+_NAMED = 5
+
+
+def _not_counted(stage: dict[str, Any]) -> str:
+    """The verdict's last sentence: the images checked that a measure's sign test does
+    not count, having no value by it (a stage's `unscored`), by both measures and by
+    one alone, each with why; "" where every image counts (or the stage, of a version
+    before `unscored`, does not say)."""
+    left = {m: (stage.get("unscored") or {}).get(m) or [] for m in MEASURES}
+    if not any(left.values()):
+        return ""
+    first = MEASURES[0]
+    images = count(stage["reference_test"][first]["images"] + len(left[first]), "image")
+    both = set.intersection(*({u["image_id"] for u in left[m]} for m in MEASURES))
+    groups = [("both measures", [u for u in left[first] if u["image_id"] in both])]
+    for measure, name in zip(MEASURES, ("Spearman", "SSIM"), strict=True):
+        groups.append((f"{name} alone", [u for u in left[measure] if u["image_id"] not in both]))
+    said = [f"by {by}, {len(g)} of {images} ({_named(g)})" for by, g in groups if g]
+    return f" Not counted, without a value: {'; '.join(said)}."
+
+
+def _named(unscored: list[dict[str, str]]) -> str:
+    """`a.png, b.png: why; c.png: why`: images of a stage's `unscored` by reason, in
+    order, up to `_NAMED` a reason (then how many more, listed in sanity.json)."""
+    by_reason: dict[str, list[str]] = {}
+    for u in unscored:
+        by_reason.setdefault(u["reason"], []).append(u["image_id"])
+    said = []
+    for reason, ids in by_reason.items():
+        names = ", ".join(ids[:_NAMED])
+        if len(ids) > _NAMED:
+            names += f" and {len(ids) - _NAMED} more (sanity.json lists them)"
+        said.append(f"{names}: {reason}")
+    return "; ".join(said)
 
 
 def _similarities(similarity: Sequence[tuple[float, float]]) -> dict[str, Any]:
@@ -851,7 +997,9 @@ def run(
       ({"spearman_median", "ssim_median", "spearman", "ssim"}, `input_map`),
       "stages": [{"layer", "layers_randomised", "spearman_median", "ssim_median",
       "spearman", "ssim", "spearman_signed", "spearman_signed_median",
-      "reference_test": {"spearman", "ssim"} (`reference_test`'s), "changed", "similar"}],
+      "reference_test": {"spearman", "ssim"} (`reference_test`'s), "changed", "similar",
+      "unscored": {"spearman", "ssim"}: the images each test leaves out, having no value,
+      [{"image_id", "reason"}] (`_unscored`)}],
       "similar_threshold" (null: no threshold), "significance", "verdict",
       "changed", "rule", "advice"}: `changed` is `maps_changed` of the last stage (true,
       false or null), null too where its maps stayed similar while layers below it kept
@@ -880,6 +1028,11 @@ def run(
     regions, plain = _content(config, spec, inputs, ids)
     reference = _similarities(_compared(original, plain, regions, map_similarity))
     maps, reports = _cascade(model, plan, seed, original, attribute, regions, reference, ids)
+    for stage, randomised in zip(reports, maps, strict=True):
+        why = [
+            _why_unscored(*row) for row in zip(original, plain, randomised, regions, strict=True)
+        ]
+        stage["unscored"] = _unscored(ids, stage, reference, why)
     blank = sum(box == _WHOLE for box, _ in regions)
     kept = layers[len(plan[-1]) :]
     report = _report(ids, targets, config, seed, reports, reference, blank, kept)

@@ -1435,3 +1435,89 @@ def test_a_run_made_before_completeness_tolerance_is_rebuilt_with_its_tolerance_
     between = sanity._config({**config, "tolerance": 0.015, "completeness_tolerance": 0.002})
     assert between.completeness_tolerance == 0.002
     assert between.estimate_bound() == pytest.approx(0.015, rel=1e-12)
+
+
+def test_images_without_a_value_by_a_measure_are_named_with_why_in_the_json_and_verdict(
+    conv_keras, tmp_path
+):
+    """Every image checked is accounted for per measure. An outside review's verdict
+    said '9 of 12 images by Spearman and 6 of 11 by SSIM' with no word of the image
+    missing from SSIM (a panorama, too thin for its windows); a flat image (x - x'
+    constant over it: no Spearman, no SSIM of the input alone) and one equal to its
+    baseline were left out of both counts as silently."""
+    root = tmp_path / "odd"
+    _add_photos(str(root), 5)
+    bar = np.broadcast_to(np.linspace(40, 250, 64, dtype=np.uint8)[None, :, None], (2, 64, 3))
+    write_image(root / "bar.png", np.ascontiguousarray(bar))  # 1 x 16 in the model
+    write_image(root / "black.png", np.zeros((SIZE, SIZE, 3), np.uint8))  # the baseline
+    write_image(root / "white.png", np.full((SIZE, SIZE, 3), 255, np.uint8))  # flat
+    output = str(tmp_path / "out")
+    _audit({"root": str(root)}, conv_keras, output, steps=8)
+    report = sanity.run(output, images_count=8, stages=["logits"], steps=4)
+    blank = "equal to its baseline, where IG is 0 whatever the model"
+    flat = (
+        "its input alone (x - x') is constant over its content (a flat or two-colour "
+        "image): no ranks or structure to compare the maps with"
+    )
+    thin = "its content is under 3 pixels high or wide, too thin for SSIM's windows"
+    (stage,) = report["stages"]
+    assert stage["unscored"] == {
+        "spearman": [
+            {"image_id": "black.png", "reason": blank},
+            {"image_id": "white.png", "reason": flat},
+        ],
+        "ssim": [
+            {"image_id": "bar.png", "reason": thin},
+            {"image_id": "black.png", "reason": blank},
+            {"image_id": "white.png", "reason": flat},
+        ],
+    }
+    tests = stage["reference_test"]
+    assert (tests["spearman"]["images"], tests["ssim"]["images"]) == (6, 5)
+    assert report["verdict"].endswith(
+        f" Not counted, without a value: by both measures, 2 of 8 images (black.png: {blank}; "
+        f"white.png: {flat}); by SSIM alone, 1 of 8 images (bar.png: {thin})."
+    ), report["verdict"]
+    written = json.loads((Path(output) / "sanity" / "sanity.json").read_text())
+    assert written["stages"][0]["unscored"] == stage["unscored"]
+
+
+def test_each_reason_an_image_has_no_value_is_the_one_its_measures_met():
+    # Known answers per row (intact map, input alone, randomised map, content region),
+    # each checked against `map_similarity`'s own NaNs: the reason said is the cause.
+    rng = np.random.default_rng(2)
+    maps = rng.random((3, 12, 12, 3)) + 0.1
+    box, everywhere = (slice(0, 12), slice(0, 12)), np.ones((12, 12), bool)
+    dots = np.zeros((12, 12), bool)
+    dots[::8, ::8] = True  # 4 pixels, no 7 x 7 window holds 2
+    flat, zero = np.ones((12, 12, 3)), np.zeros((12, 12, 3))
+    nan_map = maps[2].copy()
+    nan_map[0, 0, 0] = np.nan
+    cases = [
+        ((maps[0], maps[1], maps[2], (box, everywhere)), (None, None)),
+        ((maps[0], maps[1], maps[2], (sanity._WHOLE, everywhere)), ("blank", "blank")),
+        ((maps[0], flat, maps[2], (box, everywhere)), ("flat", "flat")),
+        ((zero, maps[1], maps[2], (box, everywhere)), ("intact", "intact")),
+        ((maps[0], maps[1], flat, (box, everywhere)), ("randomised", "randomised")),
+        ((maps[0], maps[1], nan_map, (box, everywhere)), ("not finite", "not finite")),
+        ((maps[0], maps[1], maps[2], (box, dots)), (None, "scattered")),
+        (
+            (maps[0][:2], maps[1][:2], maps[2][:2], ((slice(0, 2), slice(0, 12)), everywhere[:2])),
+            (None, "thin"),
+        ),
+    ]
+    for (intact, alone, randomised, region), expected in cases:
+        assert sanity._why_unscored(intact, alone, randomised, region) == expected
+        if expected[0] in (None, "randomised", "not finite"):  # the row's own measures
+            where = region[1]
+            values = sanity.map_similarity(intact[region[0]], randomised[region[0]], where)
+            assert [np.isnan(v) for v in values] == [w is not None for w in expected]
+    assert set(sanity._UNSCORED) == {
+        "blank",
+        "flat",
+        "intact",
+        "randomised",
+        "not finite",
+        "thin",
+        "scattered",
+    }
