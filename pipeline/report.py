@@ -1545,7 +1545,27 @@ def _sanity_judged(data: dict[str, Any]) -> dict[str, Any] | None:
         "layer": str(last.get("layer", "?")),
         "layers": None if layers is None else int(layers),
         "measures": measures,
+        "unscored": _sanity_unscored(last.get("unscored"), tests),
     }
+
+
+def _sanity_unscored(unscored: Any, tests: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per measure, the images its sign test (of `tests`) leaves out, having no value,
+    with why (a stage's `unscored`, `pipeline.sanity._unscored`): [{"name", "images":
+    [(image id, reason)], "total": `n images` checked, None where the test does not
+    say}]; none for a file of a version before it."""
+    said = []
+    for key, name in _SANITY_MEASURES.items():
+        entries = unscored.get(key) if isinstance(unscored, dict) else None
+        entries = [u for u in entries if isinstance(u, dict)] if isinstance(entries, list) else []
+        if not entries:
+            continue
+        test = tests.get(key) if isinstance(tests.get(key), dict) else {}
+        counted = _number(test.get("images"))
+        total = None if counted is None else count(int(counted) + len(entries), "image")
+        images = [(str(u.get("image_id", "?")), str(u.get("reason", "?"))) for u in entries]
+        said.append({"name": name, "images": images, "total": total})
+    return said
 
 
 def _sanity_measure(name: str, test: dict[str, Any], median: Any, alone: Any) -> dict[str, Any]:

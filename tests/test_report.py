@@ -1694,6 +1694,30 @@ def test_a_sanity_file_with_tests_but_no_rule_or_advice_shows_its_tests(folder_r
     assert "it is no pass. The check's verdict says why." in section
 
 
+def test_the_sanity_section_names_the_images_a_measure_does_not_count(folder_run):
+    # An outside review's page read "6 of 11 images" by SSIM beside "9 of 12" by
+    # Spearman, with no word of the twelfth image: each image without a value is named
+    # per measure with why, under the sign tests; a file of a version before, as it was.
+    output = folder_run["output"]
+    ids, nan = [f"{name}.png" for name in "abcdefg"], float("nan")
+    reference = sanity_check._similarities([(0.5, 0.5)] * 6 + [(0.5, nan)])
+    similarity = [(0.3, 0.7)] * 6 + [(0.3, nan)]
+    stage = sanity_check._stage_report(["logits"], similarity, reference, ids)
+    reasons = [(None, None)] * 6 + [(None, "thin")]
+    stage["unscored"] = sanity_check._unscored(ids, stage, reference, reasons)
+    report = sanity_check._report(ids, np.arange(7), AttributionConfig(), 0, [stage], reference)
+    write_json(str(Path(output, "sanity", "sanity.json")), report)
+    section = _sanity_text(build_report(output, gallery=0))
+    assert "SSIM 0 of 6 images p = 1 6 of 6 images p = 0.016 0.7 0.5" in section
+    assert (
+        "Left out of the sign tests, having no value: by SSIM, 1 of 7 images: g.png (its "
+        "content is under 3 pixels high or wide, too thin for SSIM's windows)." in section
+    ), section
+    del report["stages"][0]["unscored"]
+    write_json(str(Path(output, "sanity", "sanity.json")), report)
+    assert "Left out of the sign tests" not in _sanity_text(build_report(output, gallery=0))
+
+
 def _cascade(output: str) -> dict[str, Any]:
     """A check's sanity.json in `output` of 4 stages over 6 images, against the input
     alone's (0.5, 0.5): as close, no clear direction, then further twice (a pass)."""
@@ -1799,8 +1823,17 @@ def test_sanity_reader_is_tolerant(tmp_path):
                 "alone": None,
             }
         ],
+        "unscored": [],
     }
     assert sanity["rule"] == "5" and sanity["advice"] is None
+    # Images without a value: entries that are not objects skipped, odd values as text.
+    odd["stages"][0]["unscored"] = {"spearman": [{"image_id": 3}, "x"], "ssim": "none"}
+    _write_sanity(str(tmp_path), odd)
+    assert read_sanity(str(tmp_path))["judged"]["unscored"] == [
+        {"name": "Spearman", "images": [("3", "?")], "total": None}
+    ]
+    _write_sanity(str(tmp_path), {**odd, "stages": [{"reference_test": tests, "unscored": 1}]})
+    assert read_sanity(str(tmp_path))["judged"]["unscored"] == []
     assert sanity["stages"][0]["further"] == ["–", "–"]
     # A stage's decision: its "changed" where it is true, false or null, else its
     # "similar" where that is true or false (the medians' threshold where no tests).
