@@ -1551,9 +1551,9 @@ def _sanity_judged(data: dict[str, Any]) -> dict[str, Any] | None:
 
 def _sanity_unscored(unscored: Any, tests: dict[str, Any]) -> list[dict[str, Any]]:
     """Per measure, the images its sign test (of `tests`) leaves out, having no value,
-    with why (a stage's `unscored`, `pipeline.sanity._unscored`): [{"name", "images":
-    [(image id, reason)], "total": `n images` checked, None where the test does not
-    say}]; none for a file of a version before it."""
+    with why (a stage's `unscored`, `pipeline.sanity._unscored`): [{"name", "count",
+    "groups": [(its image ids, in order, reason)] per reason, "total": `n images`
+    checked, None where the test does not say}]; none for a file of a version before it."""
     said = []
     for key, name in _SANITY_MEASURES.items():
         entries = unscored.get(key) if isinstance(unscored, dict) else None
@@ -1563,8 +1563,11 @@ def _sanity_unscored(unscored: Any, tests: dict[str, Any]) -> list[dict[str, Any
         test = tests.get(key) if isinstance(tests.get(key), dict) else {}
         counted = _number(test.get("images"))
         total = None if counted is None else count(int(counted) + len(entries), "image")
-        images = [(str(u.get("image_id", "?")), str(u.get("reason", "?"))) for u in entries]
-        said.append({"name": name, "images": images, "total": total})
+        reasons: dict[str, list[str]] = {}
+        for u in entries:
+            reasons.setdefault(str(u.get("reason", "?")), []).append(str(u.get("image_id", "?")))
+        groups = [(", ".join(ids), reason) for reason, ids in reasons.items()]
+        said.append({"name": name, "count": len(entries), "groups": groups, "total": total})
     return said
 
 

@@ -1699,18 +1699,18 @@ def test_the_sanity_section_names_the_images_a_measure_does_not_count(folder_run
     # Spearman, with no word of the twelfth image: each image without a value is named
     # per measure with why, under the sign tests; a file of a version before, as it was.
     output = folder_run["output"]
-    ids, nan = [f"{name}.png" for name in "abcdefg"], float("nan")
-    reference = sanity_check._similarities([(0.5, 0.5)] * 6 + [(0.5, nan)])
-    similarity = [(0.3, 0.7)] * 6 + [(0.3, nan)]
+    ids, nan = [f"{name}.png" for name in "abcdefgh"], float("nan")
+    reference = sanity_check._similarities([(0.5, 0.5)] * 6 + [(0.5, nan)] * 2)
+    similarity = [(0.3, 0.7)] * 6 + [(0.3, nan)] * 2
     stage = sanity_check._stage_report(["logits"], similarity, reference, ids)
-    reasons = [(None, None)] * 6 + [(None, "thin")]
+    reasons = [(None, None)] * 6 + [(None, "thin")] * 2
     stage["unscored"] = sanity_check._unscored(ids, stage, reference, reasons)
-    report = sanity_check._report(ids, np.arange(7), AttributionConfig(), 0, [stage], reference)
+    report = sanity_check._report(ids, np.arange(8), AttributionConfig(), 0, [stage], reference)
     write_json(str(Path(output, "sanity", "sanity.json")), report)
     section = _sanity_text(build_report(output, gallery=0))
     assert "SSIM 0 of 6 images p = 1 6 of 6 images p = 0.016 0.7 0.5" in section
     assert (
-        "Left out of the sign tests, having no value: by SSIM, 1 of 7 images: g.png (its "
+        "Left out of the sign tests, having no value: by SSIM, 2 of 8 images: g.png, h.png (its "
         "content is under 3 pixels high or wide, too thin for SSIM's windows)." in section
     ), section
     del report["stages"][0]["unscored"]
@@ -1830,7 +1830,7 @@ def test_sanity_reader_is_tolerant(tmp_path):
     odd["stages"][0]["unscored"] = {"spearman": [{"image_id": 3}, "x"], "ssim": "none"}
     _write_sanity(str(tmp_path), odd)
     assert read_sanity(str(tmp_path))["judged"]["unscored"] == [
-        {"name": "Spearman", "images": [("3", "?")], "total": None}
+        {"name": "Spearman", "count": 1, "groups": [("3", "?")], "total": None}
     ]
     _write_sanity(str(tmp_path), {**odd, "stages": [{"reference_test": tests, "unscored": 1}]})
     assert read_sanity(str(tmp_path))["judged"]["unscored"] == []
