@@ -694,6 +694,24 @@ def _unscored(
     return unscored
 
 
+def _account(
+    reports: list[dict[str, Any]],
+    maps: Sequence[np.ndarray],
+    rows: tuple[np.ndarray, np.ndarray, Sequence[tuple]],
+    ids: Sequence[str],
+    reference: dict[str, Any],
+) -> None:
+    """Adds to each stage's report (`_stage_report`'s, of `maps`: its randomised
+    model's maps) its `unscored` images and why (`_unscored`); `rows`: the intact maps,
+    the input alone's and the rows' `_content` regions."""
+    original, plain, regions = rows
+    for stage, randomised in zip(reports, maps, strict=True):
+        why = [
+            _why_unscored(*row) for row in zip(original, plain, randomised, regions, strict=True)
+        ]
+        stage["unscored"] = _unscored(ids, stage, reference, why)
+
+
 # Images named per reason in the verdict's account of those without a value.
 _NAMED = 5
 
@@ -1028,11 +1046,7 @@ def run(
     regions, plain = _content(config, spec, inputs, ids)
     reference = _similarities(_compared(original, plain, regions, map_similarity))
     maps, reports = _cascade(model, plan, seed, original, attribute, regions, reference, ids)
-    for stage, randomised in zip(reports, maps, strict=True):
-        why = [
-            _why_unscored(*row) for row in zip(original, plain, randomised, regions, strict=True)
-        ]
-        stage["unscored"] = _unscored(ids, stage, reference, why)
+    _account(reports, maps, (original, plain, regions), ids, reference)
     blank = sum(box == _WHOLE for box, _ in regions)
     kept = layers[len(plan[-1]) :]
     report = _report(ids, targets, config, seed, reports, reference, blank, kept)
