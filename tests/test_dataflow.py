@@ -412,6 +412,54 @@ def test_a_tf_keras_layer_normalization_is_loaded_and_runs(tmp_path):
     assert len(loads) == 1
 
 
+def _moments_module(path, per_image: bool) -> str:
+    """A tf.Module standardising images by tf.nn.moments: per image through tf.map_fn
+    (over the image's own axes 0 and 1, its rows and columns), or over the batch by
+    negative axes (-4, -3, -2 of the images: the batch's axis among them)."""
+    import tensorflow as tf
+
+    def standardised(x, axes):
+        mean, variance = tf.nn.moments(x, axes=axes)
+        return (x - mean) / tf.sqrt(variance + 1e-3)
+
+    class Model(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.kernel = tf.Variable(tf.random.stateless_normal([3, 5], seed=[1, 2]))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+        def __call__(self, x):
+            if per_image:
+                h = tf.map_fn(lambda image: standardised(image, [0, 1]), x)
+            else:
+                h = standardised(x, [-4, -3, -2])
+            return tf.nn.softmax(tf.reduce_mean(h, [1, 2]) @ self.kernel)
+
+    tf.saved_model.save(Model(), str(path))
+    return str(path)
+
+
+def test_moments_of_each_image_in_a_map_fn_are_not_refused(tmp_path):
+    """A serving function standardising each image by its own moments in tf.map_fn
+    reads a Mean over axes 0 and 1 of an element of the batch (not the batch's axis 0):
+    the graph's check refused it, though an image's scores move by nothing beside other
+    images. Which axis an element leaves the batch on, only a call tells: the launcher
+    (a remote job's too) loads it, and it runs."""
+    import numpy as np
+    import tensorflow as tf
+
+    path = _moments_module(tmp_path / "per_image", per_image=True)
+    call = tf.saved_model.load(path)
+    images = np.random.default_rng(0).uniform(size=(3, SIZE, SIZE, 3)).astype(np.float32)
+    assert np.abs(call(images[:1])[0] - call(images)[0]).max() == 0  # of the image alone
+    loads = []
+    real = tf_model._load
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tf_model, "_load", lambda m: loads.append(m) or real(m))
+        assert tf_model.resolve_model(path, load=False).num_outputs == 5
+    assert len(loads) == 1
+
+
 def test_a_keras_file_whose_batch_norm_was_built_in_training_mode_runs(tmp_path):
     """Keras 3 saves a BatchNormalization called with training=True as the model is built
     in its .keras file, but the job calls a Keras model with training=False, which

@@ -194,9 +194,13 @@ _RANDOM_OPS = re.compile(r"Random|TruncatedNormal|Multinomial|^StatefulUniform|^
 # A BatchNormalization's fused ops, which normalise by the batch's own statistics where
 # is_training (its default, which a SavedModel strips from the proto) is true.
 _FUSED_BATCH_NORMS = frozenset({"FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"})
-# Ops that lay a tensor out anew: which of its axes holds the batch, only a call tells.
+# Ops that lay a tensor out anew, or take a part of it (an element of a tf.map_fn's
+# list, an unstacked or gathered image, a slice): which of its axes holds the batch, if
+# any, only a call tells.
 _LAYOUT_OPS = frozenset(
     {"Reshape", "Transpose", "ConjugateTranspose", "ExpandDims", "Squeeze", "Einsum"}
+    | {"TensorListGetItem", "TensorArrayReadV3", "Unpack", "Gather", "GatherV2"}
+    | {"StridedSlice"}
 )
 # Attributes of the functions a cond runs one of (If, StatelessIf, Case): a flag decides.
 _BRANCH_ATTRS = frozenset({"then_branch", "else_branch", "branches"})
@@ -276,7 +280,8 @@ def _batch_statistics(body: _Body) -> tuple[Any, bool] | None:
 
 def _laid_out(body: _Body, source: str) -> bool:
     """Whether input `source` of `body` comes straight (through passing ops) of an op
-    that lays a tensor out anew, after which the batch's axis is not known."""
+    that lays a tensor out anew or takes a part of it (`_LAYOUT_OPS`), after which the
+    batch's axis is not known."""
     node = body.nodes.get(_name(source))
     while node is not None and node.op in ("Identity", "Cast", "StopGradient"):
         node = body.nodes.get(_name(_values(node)[0]))
