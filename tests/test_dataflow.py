@@ -340,8 +340,9 @@ def test_batch_norms_in_inference_mode_are_read_without_loading(tmp_path, monkey
     in inference mode, a tf_keras model saved in the TF format (a training=True trace of
     its BatchNormalization kept beside the training=False one the job calls), a
     weight-standardised convolution (moments over a variable's axis 0) and Keras 3's
-    export of a model with a BatchNormalization are read from their proto as before, and
-    load and run as they did."""
+    exports of a model with a BatchNormalization, or a LayerNormalization (moments over
+    axis -1: never the batch's of a tensor of the images' pixels), are read from their
+    proto as before, and load and run as they did."""
     import keras
     import tf_keras
 
@@ -355,11 +356,16 @@ def test_batch_norms_in_inference_mode_are_read_without_loading(tmp_path, monkey
         [keras.Input((SIZE, SIZE, 3)), keras.layers.Conv2D(4, 3)]
         + [keras.layers.BatchNormalization(), keras.layers.GlobalAveragePooling2D()]
     ).export(str(tmp_path / "keras"), verbose=False)
+    keras.Sequential(
+        [keras.Input((SIZE, SIZE, 3)), keras.layers.Conv2D(4, 3)]
+        + [keras.layers.LayerNormalization(), keras.layers.GlobalAveragePooling2D()]
+    ).export(str(tmp_path / "keras_layer_norm"), verbose=False)
     paths = [
         _batch_norm_module(tmp_path / "inference", None),
         str(tmp_path / "tf_keras"),
         _weight_standardised_module(tmp_path / "standardised"),
         str(tmp_path / "keras"),
+        str(tmp_path / "keras_layer_norm"),
     ]
     loaded = [tf_model.resolve_model(path) for path in paths]
     _no_loads(monkeypatch)
@@ -458,6 +464,16 @@ def test_moments_of_each_image_in_a_map_fn_are_not_refused(tmp_path):
         patch.setattr(tf_model, "_load", lambda m: loads.append(m) or real(m))
         assert tf_model.resolve_model(path, load=False).num_outputs == 5
     assert len(loads) == 1
+
+
+def test_moments_over_the_batch_by_negative_axes_are_loaded_and_refused(tmp_path):
+    """tf.nn.moments over axes -4, -3, -2 of the images is over their batch (the same
+    image's scores move beside others): a remote job's launcher read its signature from
+    the proto and passed it, the check reading axis 0 alone. A negative axis counts back
+    from a rank the proto does not give: the launcher loads it, and its call refuses it."""
+    path = _moments_module(tmp_path / "negative", per_image=False)
+    with pytest.raises(ValueError, match="scores an image by the other images of its batch"):
+        tf_model.resolve_model(path, load=False)
 
 
 def test_a_keras_file_whose_batch_norm_was_built_in_training_mode_runs(tmp_path):

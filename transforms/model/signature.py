@@ -255,23 +255,24 @@ def _bodies_called(called: CalledFunction) -> list[_Body]:
 
 def _batch_statistics(body: _Body) -> tuple[Any, bool] | None:
     """(node, sure) of a node of `body` that may normalise a tensor of the images by
-    their batch's own statistics, the first sure one where there is one: a FusedBatchNorm in training mode (is_training
-    true, or left out: its default), or tf.nn.moments over axis 0 and more (a Keras 3 or
-    non-fused BatchNormalization's: the Mean of a tensor, whose SquaredDifference from
-    it is the variance); None where it has none. Sure outside any cond and of a tensor
-    not laid out anew (`_LAYOUT_OPS`) just before: tf_keras's LayerNormalization reshapes
-    each image's rows into a FusedBatchNorm's channels."""
+    their batch's own statistics, the first sure one where there is one: a
+    FusedBatchNorm in training mode (is_training true, or left out: its default), or
+    tf.nn.moments over axis 0 and more, or a negative axis but -1 (`_batch_moments`: a
+    Keras 3 or non-fused BatchNormalization's); None where it has none. Sure over axis
+    0, outside any cond and of a tensor not laid out anew (`_LAYOUT_OPS`) just before:
+    tf_keras's LayerNormalization reshapes each image's rows into a FusedBatchNorm's
+    channels."""
     found = None
     for node in body.nodes.values():
         if node.op in _FUSED_BATCH_NORMS:
             training = "is_training" not in node.attr or node.attr["is_training"].b
-            x, normalising = (_values(node)[0], node) if training else (None, None)
+            x, normalising, axis_0 = (_values(node)[0], node, True) if training else (None,) * 3
         elif node.op == "SquaredDifference":
-            x, normalising = _batch_moments(body, node)
+            x, normalising, axis_0 = _batch_moments(body, node)
         else:
             continue
         if x is not None and _reads_images(body, x):
-            sure = not body.branch and not _laid_out(body, x)
+            sure = axis_0 and not body.branch and not _laid_out(body, x)
             if sure:
                 return normalising, True
             found = found or (normalising, False)
@@ -288,22 +289,28 @@ def _laid_out(body: _Body, source: str) -> bool:
     return node is not None and node.op in _LAYOUT_OPS
 
 
-def _batch_moments(body: _Body, difference: Any) -> tuple[str | None, Any]:
-    """(x, its Mean) where `difference` is SquaredDifference(x, Mean(x) over axes that
-    hold 0, the batch's; through a StopGradient, as tf.nn.moments has it); else (None, None)."""
+def _batch_moments(body: _Body, difference: Any) -> tuple[str | None, Any, bool]:
+    """(x, its Mean, whether axis 0 is among its axes) where `difference` is
+    SquaredDifference(x, Mean(x)), the variance (through a StopGradient, as
+    tf.nn.moments has it), over axes that hold 0, the batch's, or a negative one but -1:
+    it counts back from a rank the proto does not give (-4 is the batch's of images),
+    and -1 is the batch's only of a tensor of one value per image (Keras 3's
+    LayerNormalization's axis); else (None, None, False)."""
     sources = _values(difference)
     mean = body.nodes.get(_name(sources[1])) if len(sources) == 2 else None
     while mean is not None and mean.op in ("StopGradient", "Identity") and mean.input:
         mean = body.nodes.get(_name(_values(mean)[0]))
     if mean is None or mean.op != "Mean" or _values(mean)[:1] != sources[:1]:
-        return None, None
+        return None, None, False
     axes = body.nodes.get(_name(_values(mean)[-1]))
     if axes is None or axes.op != "Const" or len(_values(mean)) != 2:
-        return None, None
+        return None, None, False
     import tensorflow as tf  # noqa: PLC0415
 
-    held = tf.make_ndarray(axes.attr["value"].tensor)
-    return (sources[0], mean) if 0 in np.ravel(held) else (None, None)
+    held = np.ravel(tf.make_ndarray(axes.attr["value"].tensor))
+    if 0 in held or np.any(held < -1):
+        return sources[0], mean, 0 in held
+    return None, None, False
 
 
 def _reads_images(body: _Body, source: str) -> bool:
