@@ -1619,6 +1619,12 @@ def test_the_page_gives_the_sanity_checks_own_verdict(folder_run):
     section = _sanity_text(text)
     assert "Verdict recorded by the check: fail: the randomised model's maps stay" in section
     assert '<b class="wrong">Verdict: fail.</b>' in text
+    # The lead's reference, in a sentence that says what the maps are (it read "Maps
+    # that are depend on the model's weights").
+    assert (
+        "Maps that are further from the intact model's than the input alone depend on "
+        "the model's weights beyond the input" in section
+    )
     assert "Spearman 6 of 6 images p = 0.016 0 of 6 images p = 1 0.3 0.5" in section
     assert "SSIM 0 of 6 images p = 1 6 of 6 images p = 0.016 0.7 0.5" in section
     assert "The maps change when the model is destroyed" not in section
