@@ -418,15 +418,25 @@ def test_a_tf_keras_layer_normalization_is_loaded_and_runs(tmp_path):
     assert len(loads) == 1
 
 
-def _moments_module(path, per_image: bool) -> str:
-    """A tf.Module standardising images by tf.nn.moments: per image through tf.map_fn
-    (over the image's own axes 0 and 1, its rows and columns), or over the batch by
-    negative axes (-4, -3, -2 of the images: the batch's axis among them)."""
+def _moments_module(path, how: str) -> str:
+    """A tf.Module standardising images by their moments: `how` "per_image", each by
+    its own through tf.map_fn (tf.nn.moments over the image's axes 0 and 1, its rows and
+    columns); "negative_axes", over the batch by tf.nn.moments of axes -4, -3, -2 of the
+    images (the batch's axis among them); "reduce_std", over the batch by
+    tf.math.reduce_std of axes 0-2 (no SquaredDifference in the graph)."""
     import tensorflow as tf
 
     def standardised(x, axes):
         mean, variance = tf.nn.moments(x, axes=axes)
         return (x - mean) / tf.sqrt(variance + 1e-3)
+
+    ways = {
+        "per_image": lambda x: tf.map_fn(lambda image: standardised(image, [0, 1]), x),
+        "negative_axes": lambda x: standardised(x, [-4, -3, -2]),
+        "reduce_std": lambda x: (
+            (x - tf.reduce_mean(x, [0, 1, 2])) / (tf.math.reduce_std(x, [0, 1, 2]) + 1e-3)
+        ),
+    }
 
     class Model(tf.Module):
         def __init__(self):
@@ -435,11 +445,7 @@ def _moments_module(path, per_image: bool) -> str:
 
         @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
         def __call__(self, x):
-            if per_image:
-                h = tf.map_fn(lambda image: standardised(image, [0, 1]), x)
-            else:
-                h = standardised(x, [-4, -3, -2])
-            return tf.nn.softmax(tf.reduce_mean(h, [1, 2]) @ self.kernel)
+            return tf.nn.softmax(tf.reduce_mean(ways[how](x), [1, 2]) @ self.kernel)
 
     tf.saved_model.save(Model(), str(path))
     return str(path)
@@ -454,7 +460,7 @@ def test_moments_of_each_image_in_a_map_fn_are_not_refused(tmp_path):
     import numpy as np
     import tensorflow as tf
 
-    path = _moments_module(tmp_path / "per_image", per_image=True)
+    path = _moments_module(tmp_path / "per_image", "per_image")
     call = tf.saved_model.load(path)
     images = np.random.default_rng(0).uniform(size=(3, SIZE, SIZE, 3)).astype(np.float32)
     assert np.abs(call(images[:1])[0] - call(images)[0]).max() == 0  # of the image alone
@@ -470,10 +476,23 @@ def test_moments_over_the_batch_by_negative_axes_are_loaded_and_refused(tmp_path
     """tf.nn.moments over axes -4, -3, -2 of the images is over their batch (the same
     image's scores move beside others): a remote job's launcher read its signature from
     the proto and passed it, the check reading axis 0 alone. A negative axis counts back
-    from a rank the proto does not give: the launcher loads it, and its call refuses it."""
-    path = _moments_module(tmp_path / "negative", per_image=False)
-    with pytest.raises(ValueError, match="scores an image by the other images of its batch"):
+    from a rank the proto does not give: the launcher loads it, and its call refuses it
+    (the probe's words: a plain image's scores moved beside a copy of itself)."""
+    path = _moments_module(tmp_path / "negative", "negative_axes")
+    with pytest.raises(ValueError, match="beside a copy of itself instead of another image"):
         tf_model.resolve_model(path, load=False)
+
+
+def test_a_standardisation_by_the_batch_the_proto_does_not_show_is_refused_by_its_call(
+    tmp_path,
+):
+    """A hand-written standardisation by the batch's mean and tf.math.reduce_std (no
+    SquaredDifference: the graph's check does not see it) is refused at a local launch
+    by the probe's call, the one test of that refusal since the graph refuses a
+    training-mode BatchNormalization first."""
+    path = _moments_module(tmp_path / "reduce_std", "reduce_std")
+    with pytest.raises(ValueError, match="beside a copy of itself instead of another image"):
+        tf_model.resolve_model(path)
 
 
 def test_a_keras_file_whose_batch_norm_was_built_in_training_mode_runs(tmp_path):
