@@ -487,12 +487,16 @@ def test_a_standardisation_by_the_batch_the_proto_does_not_show_is_refused_by_it
     tmp_path,
 ):
     """A hand-written standardisation by the batch's mean and tf.math.reduce_std (no
-    SquaredDifference: the graph's check does not see it) is refused at a local launch
-    by the probe's call, the one test of that refusal since the graph refuses a
-    training-mode BatchNormalization first."""
+    SquaredDifference: the graph's check does not refuse it) is refused by the probe's
+    call, the one test of that refusal since the graph refuses a training-mode
+    BatchNormalization first: at a local launch, and at a remote one, which loads it."""
     path = _moments_module(tmp_path / "reduce_std", "reduce_std")
     with pytest.raises(ValueError, match="beside a copy of itself instead of another image"):
         tf_model.resolve_model(path)
+    # A remote job's launcher read its signature from the proto and passed it: a Mean
+    # over the batch's axis of the images' tensor, only a call tells what it does.
+    with pytest.raises(ValueError, match="beside a copy of itself instead of another image"):
+        tf_model.resolve_model(path, load=False)
 
 
 def test_a_keras_file_whose_batch_norm_was_built_in_training_mode_runs(tmp_path):

@@ -256,12 +256,13 @@ def _bodies_called(called: CalledFunction) -> list[_Body]:
 def _batch_statistics(body: _Body) -> tuple[Any, bool] | None:
     """(node, sure) of a node of `body` that may normalise a tensor of the images by
     their batch's own statistics, the first sure one where there is one: a
-    FusedBatchNorm in training mode (is_training true, or left out: its default), or
-    tf.nn.moments over axis 0 and more, or a negative axis but -1 (`_batch_moments`: a
-    Keras 3 or non-fused BatchNormalization's); None where it has none. Sure over axis
-    0, outside any cond and of a tensor not laid out anew (`_LAYOUT_OPS`) just before:
-    tf_keras's LayerNormalization reshapes each image's rows into a FusedBatchNorm's
-    channels."""
+    FusedBatchNorm in training mode (is_training true, or left out: its default),
+    tf.nn.moments over the batch (`_batch_moments`: a Keras 3 or non-fused
+    BatchNormalization's), or any other Mean over it (`_over_batch`: a hand-written
+    standardisation, tf.math.reduce_std's); None where it has none. Sure, of the first
+    two, over axis 0, outside any cond and of a tensor not laid out anew (`_LAYOUT_OPS`)
+    just before: tf_keras's LayerNormalization reshapes each image's rows into a
+    FusedBatchNorm's channels."""
     found = None
     for node in body.nodes.values():
         if node.op in _FUSED_BATCH_NORMS:
@@ -269,6 +270,8 @@ def _batch_statistics(body: _Body) -> tuple[Any, bool] | None:
             x, normalising, axis_0 = (_values(node)[0], node, True) if training else (None,) * 3
         elif node.op == "SquaredDifference":
             x, normalising, axis_0 = _batch_moments(body, node)
+        elif node.op == "Mean" and _over_batch(body, node) is not None:
+            x, normalising, axis_0 = _values(node)[0], node, False
         else:
             continue
         if x is not None and _reads_images(body, x):
@@ -292,25 +295,31 @@ def _laid_out(body: _Body, source: str) -> bool:
 def _batch_moments(body: _Body, difference: Any) -> tuple[str | None, Any, bool]:
     """(x, its Mean, whether axis 0 is among its axes) where `difference` is
     SquaredDifference(x, Mean(x)), the variance (through a StopGradient, as
-    tf.nn.moments has it), over axes that hold 0, the batch's, or a negative one but -1:
-    it counts back from a rank the proto does not give (-4 is the batch's of images),
-    and -1 is the batch's only of a tensor of one value per image (Keras 3's
-    LayerNormalization's axis); else (None, None, False)."""
+    tf.nn.moments has it), of a Mean over the batch (`_over_batch`); else (None, None,
+    False)."""
     sources = _values(difference)
     mean = body.nodes.get(_name(sources[1])) if len(sources) == 2 else None
     while mean is not None and mean.op in ("StopGradient", "Identity") and mean.input:
         mean = body.nodes.get(_name(_values(mean)[0]))
     if mean is None or mean.op != "Mean" or _values(mean)[:1] != sources[:1]:
         return None, None, False
+    over = _over_batch(body, mean)
+    return (None, None, False) if over is None else (sources[0], mean, over)
+
+
+def _over_batch(body: _Body, mean: Any) -> bool | None:
+    """Whether the Mean `mean` of `body` reduces axis 0, the batch's (True), or else a
+    negative axis but -1 (False: it counts back from a rank the proto does not give, -4
+    is the batch's of images; -1 is the batch's only of a tensor of one value per image,
+    and Keras 3's LayerNormalization's axis); None where neither, or its axes are not a
+    constant."""
     axes = body.nodes.get(_name(_values(mean)[-1]))
     if axes is None or axes.op != "Const" or len(_values(mean)) != 2:
-        return None, None, False
+        return None
     import tensorflow as tf  # noqa: PLC0415
 
     held = np.ravel(tf.make_ndarray(axes.attr["value"].tensor))
-    if 0 in held or np.any(held < -1):
-        return sources[0], mean, 0 in held
-    return None, None, False
+    return True if 0 in held else (False if np.any(held < -1) else None)
 
 
 def _reads_images(body: _Body, source: str) -> bool:
