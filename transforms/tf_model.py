@@ -381,8 +381,8 @@ def resolve_model(
       load: True loads the model and runs it on one black image. False (a launcher
         whose workers are elsewhere) takes the signature from the table of known
         models or the SavedModel's saved_model.pb when they give it, and loads
-        only when they do not (or its graph draws random numbers, or normalises
-        by the batch's statistics in a branch a flag picks: whether its scores
+        only when they do not (or its graph draws random numbers, or may normalise
+        by the batch's statistics, as in a branch a flag picks: whether its scores
         move, only a call tells).
       handoff: receives the loaded model, for a `Classifier` of this process.
       jit_compile: True (`--jit_compile on`) refuses a loaded model XLA cannot compile.
