@@ -421,7 +421,9 @@ def test_a_tf_keras_layer_normalization_is_loaded_and_runs(tmp_path):
 def _moments_module(path, how: str) -> str:
     """A tf.Module standardising images by their moments: `how` "per_image", each by
     its own through tf.map_fn (tf.nn.moments over the image's axes 0 and 1, its rows and
-    columns); "negative_axes", over the batch by tf.nn.moments of axes -4, -3, -2 of the
+    columns), "per_scaled_image" the same of the image divided by 255 first;
+    "sequence_first", each by its own pixels' moments over axis 0 of its tokens laid out
+    sequence-first ([tokens, batch, channels], scaled); "negative_axes", over the batch by tf.nn.moments of axes -4, -3, -2 of the
     images (the batch's axis among them); "reduce_std", over the batch by
     tf.math.reduce_std of axes 0-2 (no SquaredDifference in the graph)."""
     import tensorflow as tf
@@ -430,8 +432,16 @@ def _moments_module(path, how: str) -> str:
         mean, variance = tf.nn.moments(x, axes=axes)
         return (x - mean) / tf.sqrt(variance + 1e-3)
 
+    def sequence_first(x):  # [tokens, batch, channels], scaled: each image's moments
+        tokens = tf.transpose(tf.reshape(x, [-1, SIZE * SIZE, 3]), [1, 0, 2]) * 2.0
+        return tf.reshape(tf.transpose(standardised(tokens, [0]), [1, 0, 2]), tf.shape(x))
+
     ways = {
         "per_image": lambda x: tf.map_fn(lambda image: standardised(image, [0, 1]), x),
+        "per_scaled_image": lambda x: tf.map_fn(
+            lambda image: standardised(image / 255.0, [0, 1]), x
+        ),
+        "sequence_first": sequence_first,
         "negative_axes": lambda x: standardised(x, [-4, -3, -2]),
         "reduce_std": lambda x: (
             (x - tf.reduce_mean(x, [0, 1, 2])) / (tf.math.reduce_std(x, [0, 1, 2]) + 1e-3)
@@ -451,25 +461,29 @@ def _moments_module(path, how: str) -> str:
     return str(path)
 
 
-def test_moments_of_each_image_in_a_map_fn_are_not_refused(tmp_path):
+def test_moments_of_each_image_alone_are_not_refused(tmp_path):
     """A serving function standardising each image by its own moments in tf.map_fn
     reads a Mean over axes 0 and 1 of an element of the batch (not the batch's axis 0):
     the graph's check refused it, though an image's scores move by nothing beside other
-    images. Which axis an element leaves the batch on, only a call tells: the launcher
-    (a remote job's too) loads it, and it runs."""
+    images; so were one dividing each image by 255 first, and one standardising each
+    image's tokens laid out sequence-first (moments over axis 0 after a Transpose and a
+    Mul). Which axis an element or a transposition leaves the batch on, only a call
+    tells: the launcher (a remote job's too) loads each, and it runs."""
     import numpy as np
     import tensorflow as tf
 
-    path = _moments_module(tmp_path / "per_image", "per_image")
-    call = tf.saved_model.load(path)
     images = np.random.default_rng(0).uniform(size=(3, SIZE, SIZE, 3)).astype(np.float32)
-    assert np.abs(call(images[:1])[0] - call(images)[0]).max() == 0  # of the image alone
     loads = []
     real = tf_model._load
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(tf_model, "_load", lambda m: loads.append(m) or real(m))
-        assert tf_model.resolve_model(path, load=False).num_outputs == 5
-    assert len(loads) == 1
+    for how in ("per_image", "per_scaled_image", "sequence_first"):
+        path = _moments_module(tmp_path / how, how)
+        call = tf.saved_model.load(path)
+        moved = np.abs(call(images[:1])[0] - call(images)[0]).max()
+        assert moved < 1e-5, how  # of the image alone
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(tf_model, "_load", lambda m: loads.append(m) or real(m))
+            assert tf_model.resolve_model(path, load=False).num_outputs == 5, how
+    assert len(loads) == 3
 
 
 def test_moments_over_the_batch_by_negative_axes_are_loaded_and_refused(tmp_path):

@@ -194,14 +194,17 @@ _RANDOM_OPS = re.compile(r"Random|TruncatedNormal|Multinomial|^StatefulUniform|^
 # A BatchNormalization's fused ops, which normalise by the batch's own statistics where
 # is_training (its default, which a SavedModel strips from the proto) is true.
 _FUSED_BATCH_NORMS = frozenset({"FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"})
-# Ops that lay a tensor out anew, or take a part of it (an element of a tf.map_fn's
-# list, an unstacked or gathered image, a slice): which of its axes holds the batch, if
-# any, only a call tells.
-_LAYOUT_OPS = frozenset(
-    {"Reshape", "Transpose", "ConjugateTranspose", "ExpandDims", "Squeeze", "Einsum"}
-    | {"TensorListGetItem", "TensorArrayReadV3", "Unpack", "Gather", "GatherV2"}
-    | {"StridedSlice"}
+# Ops after which, anywhere between the images and a tensor, its axis 0 may not be the
+# batch's: they move the batch's axis (a sequence-first layout) or take an element of it
+# (a tf.map_fn's image, an unstacked or gathered one).
+_AXIS_MOVING_OPS = frozenset(
+    {"Transpose", "ConjugateTranspose", "Einsum", "Unpack", "Gather", "GatherV2"}
+    | {"TensorListGetItem", "TensorArrayReadV3"}
 )
+# Ops that lay a tensor out anew (or move its axes, `_AXIS_MOVING_OPS`), or slice it:
+# just before a normalisation, which of its axes holds the batch, if any, only a call
+# tells (tf_keras's LayerNormalization reshapes each image's rows into channels).
+_LAYOUT_OPS = _AXIS_MOVING_OPS | {"Reshape", "ExpandDims", "Squeeze", "StridedSlice"}
 # Attributes of the functions a cond runs one of (If, StatelessIf, Case): a flag decides.
 _BRANCH_ATTRS = frozenset({"then_branch", "else_branch", "branches"})
 
@@ -260,9 +263,10 @@ def _batch_statistics(body: _Body) -> tuple[Any, bool] | None:
     tf.nn.moments over the batch (`_batch_moments`: a Keras 3 or non-fused
     BatchNormalization's), or any other Mean over it (`_over_batch`: a hand-written
     standardisation, tf.math.reduce_std's); None where it has none. Sure, of the first
-    two, over axis 0, outside any cond and of a tensor not laid out anew (`_LAYOUT_OPS`)
-    just before: tf_keras's LayerNormalization reshapes each image's rows into a
-    FusedBatchNorm's channels."""
+    two, over axis 0, outside any cond, of a tensor not laid out anew (`_LAYOUT_OPS`)
+    just before, nor computed by an op that moves the batch's axis (`_AXIS_MOVING_OPS`):
+    tf_keras's LayerNormalization reshapes each image's rows into a FusedBatchNorm's
+    channels, tf.map_fn's function has an image, not the batch."""
     found = None
     for node in body.nodes.values():
         if node.op in _FUSED_BATCH_NORMS:
@@ -274,8 +278,10 @@ def _batch_statistics(body: _Body) -> tuple[Any, bool] | None:
             x, normalising, axis_0 = _values(node)[0], node, False
         else:
             continue
-        if x is not None and _reads_images(body, x):
-            sure = axis_0 and not body.branch and not _laid_out(body, x)
+        ops = None if x is None else _of_images(body, x)
+        if ops is not None:
+            moved = _laid_out(body, x) or bool(ops & _AXIS_MOVING_OPS)
+            sure = axis_0 and not body.branch and not moved
             if sure:
                 return normalising, True
             found = found or (normalising, False)
@@ -322,11 +328,12 @@ def _over_batch(body: _Body, mean: Any) -> bool | None:
     return True if 0 in held else (False if np.any(held < -1) else None)
 
 
-def _reads_images(body: _Body, source: str) -> bool:
-    """Whether the values of input `source` of `body` come of the images: of a value
-    argument of its function (not a variable's handle) or a TF1 graph's Placeholder,
-    through the inputs of the nodes between (not a variable's value, not a constant)."""
-    todo, seen = [_name(source)], set()
+def _of_images(body: _Body, source: str) -> set[str] | None:
+    """The op types of the nodes input `source` of `body` is computed by (their inputs,
+    and theirs) where its values come of the images: of a value argument of its function
+    (not a variable's handle) or a TF1 graph's Placeholder (not a variable's value, not a
+    constant alone); None where they do not."""
+    todo, seen, ops, images = [_name(source)], set(), set(), False
     while todo:
         name = todo.pop()
         if name in seen:
@@ -334,13 +341,13 @@ def _reads_images(body: _Body, source: str) -> bool:
         seen.add(name)
         node = body.nodes.get(name)
         if node is None:
-            if name in body.values:
-                return True
+            images = images or name in body.values
         elif node.op == "Placeholder":
-            return True
+            images = True
         else:
+            ops.add(node.op)
             todo += [_name(source) for source in _values(node)]
-    return False
+    return ops if images else None
 
 
 def _name(source: str) -> str:
