@@ -550,12 +550,7 @@ def _outcome(
     `kept`: the layers with weights the last stage left intact (names that stop above
     the input), which leave maps that stayed similar undecided."""
     last = stages[-1]
-    numbers = (
-        f"median Spearman {last['spearman_median']:.2f} (the input alone "
-        f"{reference['spearman_median']:.2f}), SSIM {last['ssim_median']:.2f} (the input "
-        f"alone {reference['ssim_median']:.2f}) with "
-        f"{count(last['layers_randomised'], 'layer')} randomised, down to {last['layer']}"
-    )
+    numbers = _medians_said(last, reference)
     changed = _decision(stages, kept)
     undecided = _undecided(stages, blank, kept)
     if undecided is not None:
@@ -574,6 +569,21 @@ def _outcome(
         f"as the input alone (x - x') in {_counts(last, below=False)}: they keep as much "
         "of them as the input gives any map, or more, whatever the weights, and do not "
         f"explain the model ({numbers})."
+    )
+
+
+def _medians_said(last: dict[str, Any], reference: dict[str, Any]) -> str:
+    """The verdict's numbers: the last stage's medians and the input alone's, and the
+    layers it randomised; "no medians" where no image has both measures (they are of
+    the rows with both, `_similarities`), never "nan"."""
+    layers = f"{count(last['layers_randomised'], 'layer')} randomised, down to {last['layer']}"
+    values = [last[f"{m}_median"] for m in MEASURES] + [reference[f"{m}_median"] for m in MEASURES]
+    if not any(_finite(v) for v in values):
+        return f"no medians, with {layers}"
+    rho, ssim, rho_alone, ssim_alone = (f"{v:.2f}" if _finite(v) else "none" for v in values)
+    return (
+        f"median Spearman {rho} (the input alone {rho_alone}), SSIM {ssim} (the input "
+        f"alone {ssim_alone}) with {layers}"
     )
 
 

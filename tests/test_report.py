@@ -1766,8 +1766,11 @@ def test_the_sanity_table_shows_each_stages_tests_and_where_the_maps_first_chang
     ), section
     assert section.count("(the first)") == 1
     assert (
-        "The first stage it says changed is marked: from the top down, where the maps "
-        "first depend on the weights beyond the input." in section
+        "decision on that stage alone by its sign tests (changed where both say further, "
+        "as close or closer where either says so, undecided otherwise; only at the last "
+        "stage, with every layer below randomised, is as close or closer a fail). The first "
+        "stage it says changed is marked: from the top down, where the maps first depend on "
+        "the weights beyond the input." in section
     )
 
 

@@ -652,7 +652,8 @@ def test_a_run_of_lines_on_black_is_undecided_for_their_thin_content_not_for_fin
     assert report["verdict"].startswith(
         "undecided: no image has both measures: the content of 2 rows of 2 (its pixels that "
         "differ from the baseline) is under 3 pixels high or wide, too thin for SSIM (a "
-        "panorama or a line on black); check more images (--images) (median Spearman"
+        "panorama or a line on black); check more images (--images) (no medians, with 1 "
+        "layer randomised, down to logits)."
     )
     assert report["changed"] is None
 
@@ -673,8 +674,9 @@ def test_a_run_of_images_equal_to_their_baseline_is_undecided_for_that_not_for_f
     assert report["verdict"].startswith(
         "undecided: no image has both measures: the image of 2 rows of 2 equals its "
         "baseline, where IG is 0 whatever the model (no map to compare); check more "
-        "images (--images) (median Spearman"
+        "images (--images) (no medians, with 1 layer randomised, down to logits)."
     )
+    assert "nan" not in report["verdict"]
     assert report["changed"] is None
 
 
