@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from transforms.model.signature import CalledFunction, called_function
+from transforms.model.signature import CalledFunction, called_function, value_inputs
 
 __all__ = ["GraphScaling", "saved_model_scaling"]
 
@@ -152,11 +152,6 @@ def _function_scope(
     return _Scope(function.node_def, functions, bound), args
 
 
-def _values(node: Any) -> list[str]:
-    """The inputs of `node` that give it values, in order (not its control inputs)."""
-    return [source for source in node.input if not source.startswith("^")]
-
-
 def _next_op(scope: _Scope, tensor: tuple[str, int]) -> tuple[_Scope, Any, int] | None:
     """The op that first changes the values of `tensor` of `scope`, its scope and the
     input it reads them as: through passing ops and into the functions calls run; None
@@ -169,7 +164,7 @@ def _next_op(scope: _Scope, tensor: tuple[str, int]) -> tuple[_Scope, Any, int] 
         if _passes(node):
             tensor = (node.name, k if node.op == "IdentityN" else 0)
         elif node.op in _CALL_OPS:
-            given = {j: (scope, source) for j, source in enumerate(_values(node))}
+            given = {j: (scope, source) for j, source in enumerate(value_inputs(node))}
             called = _function_scope(node.attr["f"].func.name, scope.functions, given)
             if called is None or k >= len(called[1]):
                 return None
@@ -234,7 +229,7 @@ def _folded_op(scope: _Scope, node: Any, seen: dict) -> np.ndarray | None:
     arity = _arity(node.op)
     if arity is None:
         return None
-    inputs = [_folded(scope, source, seen) for source in _values(node)]
+    inputs = [_folded(scope, source, seen) for source in value_inputs(node)]
     if len(inputs) != arity or any(value is None for value in inputs):
         return None
     if node.op == "Cast":
@@ -264,7 +259,7 @@ def _arity(op: str) -> int | None:
 def _affine(scope: _Scope, node: Any, k: int) -> tuple[np.ndarray, np.ndarray] | None:
     """(a, b) where `node` maps its input k, x, to a * x + b: a Mul, RealDiv (of x by
     it), Add or Sub of a constant; None for any other op."""
-    sources = _values(node)
+    sources = value_inputs(node)
     if node.op not in _AFFINE_OPS or len(sources) != 2:
         return None
     c = _constant(scope, sources[1 - k])

@@ -23,6 +23,7 @@ __all__ = [
     "hub_image_sides",
     "meta_graph_loaded",
     "signature_without_loading",
+    "value_inputs",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -271,11 +272,13 @@ def _batch_statistics(body: _Body) -> tuple[Any, bool] | None:
     for node in body.nodes.values():
         if node.op in _FUSED_BATCH_NORMS:
             training = "is_training" not in node.attr or node.attr["is_training"].b
-            x, normalising, axis_0 = (_values(node)[0], node, True) if training else (None,) * 3
+            x, normalising, axis_0 = (
+                (value_inputs(node)[0], node, True) if training else (None,) * 3
+            )
         elif node.op == "SquaredDifference":
             x, normalising, axis_0 = _batch_moments(body, node)
         elif node.op == "Mean" and _over_batch(body, node) is not None:
-            x, normalising, axis_0 = _values(node)[0], node, False
+            x, normalising, axis_0 = value_inputs(node)[0], node, False
         else:
             continue
         ops = None if x is None else _of_images(body, x)
@@ -294,7 +297,7 @@ def _laid_out(body: _Body, source: str) -> bool:
     batch's axis is not known."""
     node = body.nodes.get(_name(source))
     while node is not None and node.op in ("Identity", "Cast", "StopGradient"):
-        node = body.nodes.get(_name(_values(node)[0]))
+        node = body.nodes.get(_name(value_inputs(node)[0]))
     return node is not None and node.op in _LAYOUT_OPS
 
 
@@ -303,11 +306,11 @@ def _batch_moments(body: _Body, difference: Any) -> tuple[str | None, Any, bool]
     SquaredDifference(x, Mean(x)), the variance (through a StopGradient, as
     tf.nn.moments has it), of a Mean over the batch (`_over_batch`); else (None, None,
     False)."""
-    sources = _values(difference)
+    sources = value_inputs(difference)
     mean = body.nodes.get(_name(sources[1])) if len(sources) == 2 else None
     while mean is not None and mean.op in ("StopGradient", "Identity") and mean.input:
-        mean = body.nodes.get(_name(_values(mean)[0]))
-    if mean is None or mean.op != "Mean" or _values(mean)[:1] != sources[:1]:
+        mean = body.nodes.get(_name(value_inputs(mean)[0]))
+    if mean is None or mean.op != "Mean" or value_inputs(mean)[:1] != sources[:1]:
         return None, None, False
     over = _over_batch(body, mean)
     return (None, None, False) if over is None else (sources[0], mean, over)
@@ -319,8 +322,8 @@ def _over_batch(body: _Body, mean: Any) -> bool | None:
     is the batch's of images; -1 is the batch's only of a tensor of one value per image,
     and Keras 3's LayerNormalization's axis); None where neither, or its axes are not a
     constant."""
-    axes = body.nodes.get(_name(_values(mean)[-1]))
-    if axes is None or axes.op != "Const" or len(_values(mean)) != 2:
+    axes = body.nodes.get(_name(value_inputs(mean)[-1]))
+    if axes is None or axes.op != "Const" or len(value_inputs(mean)) != 2:
         return None
     import tensorflow as tf  # noqa: PLC0415
 
@@ -346,7 +349,7 @@ def _of_images(body: _Body, source: str) -> set[str] | None:
             images = True
         else:
             ops.add(node.op)
-            todo += [_name(source) for source in _values(node)]
+            todo += [_name(source) for source in value_inputs(node)]
     return ops if images else None
 
 
@@ -355,8 +358,9 @@ def _name(source: str) -> str:
     return source.split(":")[0]
 
 
-def _values(node: Any) -> list[str]:
-    """The inputs of `node` that give it values (not its control inputs)."""
+def value_inputs(node: Any) -> list[str]:
+    """The inputs of a graph's `node` that give it values, in order (not its control
+    inputs)."""
     return [source for source in node.input if not source.startswith("^")]
 
 
