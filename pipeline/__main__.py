@@ -77,12 +77,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(argv: list[str], verbose: bool, run) -> int:
     """The run (`pipeline.main.run`) and what the command line says of it: its exit status."""
     from pipeline.options import ConfigError  # noqa: PLC0415
+    from pipeline.stopping import JobCancelled  # noqa: PLC0415
 
     try:
         manifest = run(argv)
     except ConfigError as e:  # one line, whatever a library's message held
         error_line(" ".join(str(e).split()))
         return 2
+    except JobCancelled as e:  # a stop on the job's runner, no signal here: exit 1
+        error_line(str(e))
+        return 1
     except KeyboardInterrupt as e:
         return interruption(str(e) or logs.INTERRUPTED)
     except Exception as e:  # any failure while running: exit 1, said plainly

@@ -82,6 +82,7 @@ from pipeline.runner import (
     check_dataflow_paths,
     check_no_resume_template,
     check_runner,
+    dataflow_job_logs,
     is_dataflow,
     is_dataflow_dry_run,
     is_direct,
@@ -92,6 +93,7 @@ from pipeline.runner import (
     writes_template,
 )
 from pipeline.stopping import (
+    JobCancelled,
     ended_unfinished,
     interrupted,
     stopped,
@@ -584,15 +586,20 @@ def _leave_output(
     try:
         if state == PipelineState.DONE:
             return tidied(job)
-        ended_unfinished(job, _ended_undone(job, state))
+        ended_unfinished(job, _ended_undone(job, options, result, state))
         return None
     finally:  # a library caller's process lives on: never hold the folder past the run
         _release(job)
 
 
-def _ended_undone(job: AuditJob, state: str | None) -> RuntimeError:
-    """The error of a job that ended in `state`, not DONE (FAILED, CANCELLED): what `run`
-    raises, and its manifest's reason (`ended_unfinished`)."""
+def _ended_undone(
+    job: AuditJob, options: PipelineOptions, result: PipelineResult, state: str | None
+) -> RuntimeError:
+    """The error of a job that ended in `state`, not DONE: what `run` raises, and its
+    manifest's reason (`ended_unfinished`). One CANCELLED was stopped on its runner by
+    a person (`JobCancelled`); one FAILED (or UPDATED, DRAINED) did not complete."""
+    if state == PipelineState.CANCELLED:
+        return JobCancelled(_job_named(options, result))
     return RuntimeError(f"The job ended in state {state}; {job.output} is incomplete.")
 
 
@@ -648,7 +655,33 @@ def _wait(job: AuditJob, options: PipelineOptions, result: PipelineResult):
         if interrupted(e):
             raise stopped(job) from None
         _lost_track(job, options, result)
-        raise
+        said = _wait_failed(e, options, result)
+        if said is e:
+            raise
+        raise said from e
+
+
+def _wait_failed(error: Exception, options: PipelineOptions, result: PipelineResult) -> Exception:
+    """What a wait that raised `error` raises: for a job cancelled on its runner (Beam's
+    Dataflow and portable waits raise then), `JobCancelled`; for a Dataflow job whose
+    failure the service gave no message of (Beam's message then ends 'Error:' and a
+    line 'None', which the `error:` line said as 'DataflowRuntimeException: None'),
+    Beam's error naming the job, its state and where its logs are; else `error`."""
+    from apache_beam.runners.dataflow.dataflow_runner import (  # noqa: PLC0415
+        DataflowRuntimeException,  # Beam's Dataflow runner, loaded once a wait failed
+    )
+
+    state = _known_state(result)
+    if state == PipelineState.CANCELLED:
+        return JobCancelled(_job_named(options, result))
+    if not isinstance(error, DataflowRuntimeException) or not str(error).endswith("\nNone"):
+        return error
+    where = dataflow_job_logs(options, _job_id(result))
+    return DataflowRuntimeException(
+        f"{_job_named(options, result)} ended in state {state or 'unknown'} and the "
+        f"service gave no error message; its logs: {where}",
+        error.result,
+    )
 
 
 def _lost_track(job: AuditJob, options: PipelineOptions, result: PipelineResult) -> None:
@@ -779,7 +812,9 @@ def run(
       RuntimeError: the run did not finish, or finished without accounting for
         every input; where a worker process of a multi-process run ended, its
         message says how ('The run failed: a worker process ended, return code 137
-        (SIGKILL, ...)', or, one that could not start, with its last line).
+        (SIGKILL, ...)', or, one that could not start, with its last line); a job
+        cancelled on its runner (the Dataflow console, gcloud) raises
+        `pipeline.stopping.JobCancelled`, a RuntimeError, its manifest "stopped".
       KeyboardInterrupt: a Ctrl-C (a notebook's interrupt) stopped it: before
         --output was claimed, nothing was written; while it ran, the rows of every
         batch it finished are kept for a --resume, as the message says; once its
@@ -826,7 +861,7 @@ def _completed_manifest(
     done = state is None or state == PipelineState.DONE
     manifest = _leave_output(job, options, result, PipelineState.DONE if done else state)
     if not done:
-        raise _ended_undone(job, state)
+        raise _ended_undone(job, options, result, state)
     why = unaccounted(manifest)
     if why is not None:
         raise RuntimeError(why)

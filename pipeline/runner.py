@@ -44,6 +44,7 @@ __all__ = [
     "check_dataflow_paths",
     "check_no_resume_template",
     "check_runner",
+    "dataflow_job_logs",
     "is_dataflow",
     "is_dataflow_dry_run",
     "is_direct",
@@ -142,6 +143,17 @@ def local_runner(options: PipelineOptions) -> PipelineRunner | None:
 
 def is_dataflow(options: PipelineOptions) -> bool:
     return runner_name(options) in _DATAFLOW_RUNNERS
+
+
+def dataflow_job_logs(options: PipelineOptions, job_id: str | None) -> str:
+    """Where a Dataflow job's logs are read, as messages name it: its page of the Cloud
+    console (the address Beam logs), with --project when known."""
+    region = options.view_as(GoogleCloudOptions).region
+    if not (region and job_id):
+        return "the Dataflow jobs page of the Cloud console"
+    project = options.view_as(GoogleCloudOptions).project
+    where = f"https://console.cloud.google.com/dataflow/jobs/{region}/{job_id}"
+    return where + (f"?project={project}" if project else "")
 
 
 def _runner(options: PipelineOptions) -> PipelineRunner:

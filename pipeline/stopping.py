@@ -47,6 +47,7 @@ _LOG = logging.getLogger(__name__)
 LATE_START_S = 120.0
 
 __all__ = [
+    "JobCancelled",
     "ended_unfinished",
     "interrupted",
     "stopped",
@@ -98,9 +99,21 @@ def stopped(job: AuditJob) -> KeyboardInterrupt | RuntimeError:
     return KeyboardInterrupt(logs.interrupted_complete(job.output, failed))
 
 
+class JobCancelled(RuntimeError):
+    """A job cancelled on its runner (the Dataflow console, `gcloud dataflow jobs
+    cancel`, a job service's cancel): a stop by a person, not a failure. Its message is
+    the command's `error:` line (exit 1: no signal stopped this process); `reason`,
+    the manifest's ("stopped", `ended_unfinished`). `job_named`: "Dataflow job <id>"."""
+
+    def __init__(self, job_named: str) -> None:
+        self.reason = f"cancelled on the service ({job_named})"
+        super().__init__(f"{self.reason}; r{logs.RESUME[1:]}")
+
+
 def ended_unfinished(job: AuditJob, error: BaseException) -> None:
     """Records in --output's manifest how this run ended without completing, `error`
-    ending it: "stopped" by a stop (Ctrl-C, SIGTERM: `interrupted`), else "failed",
+    ending it: "stopped" by a stop (Ctrl-C, SIGTERM: `interrupted`; a job cancelled on
+    its runner: `JobCancelled`), else "failed",
     with its end time and "reason" as the command's `error:` line words it
     (`transforms.manifest.ENDED_UNFINISHED`); a killed run's stays "running". Only over
     this run's own "running" manifest, while this process holds the folder: never over a
@@ -115,11 +128,11 @@ def ended_unfinished(job: AuditJob, error: BaseException) -> None:
         return
     if manifest.get("run_id") != job.lock.run_id or manifest.get("status") != "running":
         return
-    status = "stopped" if interrupted(error) else "failed"
+    status, reason = _how_it_ended(error)
     ended = {
         "status": status,
         "end_time": datetime.datetime.now(datetime.UTC).isoformat(),
-        "reason": stop_cause() if status == "stopped" else logs.failure_reason(error),
+        "reason": reason,
     }
     try:
         with _stops_held():  # a second Ctrl-C waits for the write
@@ -131,6 +144,15 @@ def ended_unfinished(job: AuditJob, error: BaseException) -> None:
             status,
             error_reason(e),
         )
+
+
+def _how_it_ended(error: BaseException) -> tuple[str, str]:
+    """The status and reason `ended_unfinished` records of a run `error` ended."""
+    if interrupted(error):
+        return "stopped", stop_cause()
+    if isinstance(error, JobCancelled):
+        return "stopped", error.reason
+    return "failed", logs.failure_reason(error)
 
 
 def unaccounted(manifest: dict[str, Any]) -> str | None:

@@ -1512,30 +1512,148 @@ def test_a_wait_for_a_dataflow_job_that_failed_releases_the_folder(tmp_path):
     assert manifest["reason"] == "DataflowRuntimeException: Workflow failed."
 
 
+def test_a_dataflow_job_that_failed_without_an_error_message_names_its_logs(tmp_path):
+    """Beam's wait for a Dataflow job the service says failed, where the service gave
+    no error message (its runner's `last_error_msg` None), raises 'Dataflow pipeline
+    failed. State: FAILED, Error:\nNone': the `error:` line and the manifest said
+    'DataflowRuntimeException: None'. They name the job, its state and where its logs
+    are. Beam's result, exception and wait are real; the service is out of reach."""
+    import types
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.dataflow.dataflow_runner import (
+        DataflowPipelineResult,
+        DataflowRuntimeException,
+    )
+    from google.cloud import dataflow as dataflow_api
+
+    from pipeline import logs
+    from pipeline import main as pipeline_main
+
+    out = tmp_path / "out"
+    failed = dataflow_api.Job(
+        id="2026-12-06_job", current_state=dataflow_api.JobState.JOB_STATE_FAILED
+    )
+    runner = types.SimpleNamespace(dataflow_client=_DataflowOutOfReach(), last_error_msg=None)
+    options = PipelineOptions(
+        ["--runner", "DataflowRunner", "--region", "europe-west4", "--project", "my-proj"]
+    )
+    job = _running_job(out)
+    with pytest.raises(DataflowRuntimeException) as raised:
+        pipeline_main._completed_manifest(job, options, DataflowPipelineResult(failed, runner))
+    reason = (
+        "DataflowRuntimeException: Dataflow job 2026-12-06_job ended in state FAILED and the "
+        "service gave no error message; its logs: https://console.cloud.google.com/dataflow/"
+        "jobs/europe-west4/2026-12-06_job?project=my-proj"
+    )
+    assert logs.failure_reason(raised.value) == reason  # the error: line's
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["status"], manifest["reason"]) == ("failed", reason)
+    assert not (out / ".lock").exists()
+
+
+def _running_job(out):
+    """A job of the launcher's holding `out` (its real lock), whose manifest says running."""
+    import types
+
+    from pipeline import output_lock
+
+    out.mkdir()
+    job = types.SimpleNamespace(output=str(out), lock=output_lock.acquire(str(out)))
+    job.model_handoff = None
+    (out / "manifest.json").write_text(json.dumps({"run_id": job.lock.run_id, "status": "running"}))
+    return job
+
+
+_CANCELLED = (
+    "cancelled on the service (Dataflow job 2026-12-06_job); rerun with --resume to "
+    "continue: the rows of every batch it finished are kept."
+)
+
+
 def test_a_job_that_ends_cancelled_says_so_in_its_manifest_and_frees_the_folder(tmp_path):
-    """A wait that returns a final state other than DONE (a job cancelled on its runner):
-    `run` raises, naming the state, and the run's manifest says it failed, with the
-    same words. `result` stands in for a runner's job handle; the lock, the launcher's
-    wait, manifest and release are the real ones."""
+    """A wait that returns CANCELLED (a job cancelled on its runner, already over as the
+    wait began): a person stopped it there, so `run` raises JobCancelled saying so, and
+    the run's manifest says "stopped", "cancelled on the service", where it said
+    "failed", "RuntimeError: The job ended in state CANCELLED". `result` stands in for a
+    runner's job handle; the lock, the launcher's wait, manifest and release are real."""
     import types
 
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipeline import main as pipeline_main
-    from pipeline import output_lock
+    from pipeline.stopping import JobCancelled
 
     out = tmp_path / "out"
-    out.mkdir()
-    job = types.SimpleNamespace(output=str(out), lock=output_lock.acquire(str(out)))
-    job.model_handoff = None
-    (out / "manifest.json").write_text(json.dumps({"run_id": job.lock.run_id, "status": "running"}))
-    cancelled = types.SimpleNamespace(wait_until_finish=lambda: "CANCELLED", state="CANCELLED")
-    with pytest.raises(RuntimeError) as ended:
-        pipeline_main._completed_manifest(job, PipelineOptions([]), cancelled)
-    assert str(ended.value) == f"The job ended in state CANCELLED; {out} is incomplete."
+    job = _running_job(out)
+    cancelled = types.SimpleNamespace(
+        wait_until_finish=lambda: "CANCELLED", state="CANCELLED", job_id=lambda: "2026-12-06_job"
+    )
+    options = PipelineOptions(["--runner", "DataflowRunner", "--region", "europe-west4"])
+    with pytest.raises(JobCancelled) as ended:
+        pipeline_main._completed_manifest(job, options, cancelled)
+    assert str(ended.value) == _CANCELLED
     manifest = json.loads((out / "manifest.json").read_text())
-    assert (manifest["status"], manifest["reason"]) == ("failed", f"RuntimeError: {ended.value}")
+    reason = "cancelled on the service (Dataflow job 2026-12-06_job)"
+    assert (manifest["status"], manifest["reason"]) == ("stopped", reason)
     assert not (out / ".lock").exists()
+
+
+class _DataflowSaysCancelled:
+    """The Dataflow service of a job a person cancelled (console, gcloud): it says
+    CANCELLED, with no message."""
+
+    def get_job(self, job_id):
+        from google.cloud import dataflow as dataflow_api
+
+        return dataflow_api.Job(id=job_id, current_state=dataflow_api.JobState.JOB_STATE_CANCELLED)
+
+    def list_messages(self, job_id, page_token=None, start_time=None):
+        return [], None
+
+
+def test_a_dataflow_job_cancelled_while_waited_for_is_stopped(tmp_path, monkeypatch, capsys):
+    """A Dataflow job cancelled while the launcher waits: Beam's wait raises
+    'Dataflow pipeline failed. State: CANCELLED, Error:\nNone', which `run` raised and
+    the manifest recorded as failed ('DataflowRuntimeException: None'). It is a stop by
+    a person: JobCancelled, the manifest "stopped", the folder released (the job is
+    over), and the command's one error: line says so, exit 1 (no signal stopped it).
+    Beam's result and wait are real; the service's answers are the cancelled job's."""
+    import types
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.dataflow import dataflow_runner
+    from apache_beam.runners.dataflow.dataflow_runner import DataflowPipelineResult
+    from google.cloud import dataflow as dataflow_api
+
+    from pipeline import __main__ as command
+    from pipeline import main as pipeline_main
+    from pipeline.stopping import JobCancelled
+
+    monkeypatch.setattr(dataflow_runner, "time", _QuickLooks())
+    running = dataflow_api.Job(
+        id="2026-12-06_job", current_state=dataflow_api.JobState.JOB_STATE_RUNNING
+    )
+    runner = types.SimpleNamespace(dataflow_client=_DataflowSaysCancelled())
+    options = PipelineOptions(["--runner", "DataflowRunner", "--region", "europe-west4"])
+    result = DataflowPipelineResult(running, runner, options)
+    out = tmp_path / "out"
+    job = _running_job(out)
+    with pytest.raises(JobCancelled) as ended:
+        pipeline_main._completed_manifest(job, options, result)
+    assert str(ended.value) == _CANCELLED
+    assert "State: CANCELLED" in str(ended.value.__cause__)  # Beam's own, kept as the cause
+    manifest = json.loads((out / "manifest.json").read_text())
+    reason = "cancelled on the service (Dataflow job 2026-12-06_job)"
+    assert (manifest["status"], manifest["reason"]) == ("stopped", reason)
+    assert not (out / ".lock").exists()
+
+    def run(argv):
+        raise ended.value
+
+    capsys.readouterr()
+    assert command._run([], False, run) == 1
+    assert capsys.readouterr().err == f"error: {_CANCELLED}\n"
 
 
 def _race_for_the_lock(output: str, start, results, done) -> None:
