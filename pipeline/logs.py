@@ -388,11 +388,14 @@ def failure_reason(error: BaseException) -> str:
     """Why the run failed, as the command's `error: the run failed: ...` line says it
     (without its advice): how a worker process ended (`worker_death`), else the error's
     type and telling line, with the Beam step it failed in (Beam's messages are pages
-    long): `OSError: [Errno 27] File too large [while running 'WriteResults/...']`."""
+    long): `OSError: [Errno 27] File too large [while running 'WriteResults/...']`;
+    one that says nothing (`MemoryError()`), its type once."""
     death = worker_death()
     if death is not None:
         return death
     first = error_reason(error)
+    if first == type(error).__name__:  # no message (or 'None'): `error_reason`'s fallback
+        return first
     step = re.search(r"\[while running '[^']*'\]", str(error))
     if step and step.group(0) not in first:
         first = f"{first} {step.group(0)}"

@@ -47,3 +47,37 @@ def test_of_several_raised_lines_the_last_is_the_reason():
 def test_without_a_raised_line_the_reason_is_the_last_line_that_is_not_a_location(last):
     message = f"Graph execution error:\n\nscores : Tensor had NaN values\n{last}"
     assert error_reason(RuntimeError(message)) == "scores : Tensor had NaN values"
+
+
+@pytest.mark.parametrize(
+    "error, reason",
+    [
+        # Beam's Dataflow wait when the service gave no message: its header, not 'None'.
+        (
+            RuntimeError("Dataflow pipeline failed. State: FAILED, Error:\nNone"),
+            "Dataflow pipeline failed. State: FAILED, Error:",
+        ),
+        (RuntimeError(None), "RuntimeError"),  # a None made the message: none said
+        (MemoryError(), "MemoryError"),
+    ],
+)
+def test_a_none_is_no_reason(error, reason):
+    assert error_reason(error) == reason
+
+
+@pytest.mark.parametrize(
+    "error, said",
+    [
+        (MemoryError(), "MemoryError"),  # Python's own, out of memory: no message
+        (AssertionError(), "AssertionError"),  # a bare assert in a library
+        (RuntimeError(None), "RuntimeError"),
+        (OSError("disk gone"), "OSError: disk gone"),
+    ],
+)
+def test_the_run_failed_line_names_an_error_without_a_message_once(error, said):
+    """The `error: the run failed:` line and a manifest's reason (`failure_reason`) of
+    an error that says nothing: its type once, where it said 'MemoryError: MemoryError',
+    'RuntimeError: None'."""
+    from pipeline.logs import failure_reason
+
+    assert failure_reason(error) == said

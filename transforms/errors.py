@@ -15,8 +15,10 @@ def error_reason(error: BaseException) -> str:
     last `SomeError: ...` line under it (the error raised inside a tf.function),
     else its last line that is not a location or a node reference. Under Keras's
     header of a layer that failed ("Exception encountered when calling Dense.call()."),
-    the layer's own reason, named by the innermost layer: "Dense: ..."."""
+    the layer's own reason, named by the innermost layer: "Dense: ..."; a line "None"
+    (a None made into the message) is none, and an error that says nothing, its type."""
     lines = [line.strip() for line in _ANSI.sub("", str(error)).strip().splitlines()]
+    lines = [] if lines == ["None"] else lines
     layer, inner = _keras_layer_reason(lines)
     if layer and any(inner):
         return f"{layer}: {_reason(inner, lines[0])}"
@@ -50,5 +52,5 @@ def _reason(lines: list[str], fallback: str) -> str:
     if raised:
         return raised[-1]
     skip = ("[[", "File ", "<stack", "Detected at node", "[while running")
-    reasons = [line for line in lines[1:] if line and not line.startswith(skip)]
+    reasons = [line for line in lines[1:] if line not in ("", "None") and not line.startswith(skip)]
     return reasons[-1] if reasons else lines[0]
