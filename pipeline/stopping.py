@@ -38,7 +38,7 @@ from pipeline.runner import is_direct
 from transforms import files, wording
 from transforms.errors import error_reason
 from transforms.manifest import MANIFEST_FILE
-from transforms.sinks import read_manifest, write_json
+from transforms.sinks import COUNT_KEYS, read_manifest, write_json
 
 _LOG = logging.getLogger(__name__)
 #: Seconds after its start that a worker process not yet connected to the launcher is
@@ -160,7 +160,9 @@ def unaccounted(manifest: dict[str, Any]) -> str | None:
     rows, errors nor skipped; rows that do not match the target mode), or None."""
     if manifest.get("all_inputs_accounted_for") and manifest.get("rows_match_target_mode"):
         return None
-    return f"Not every input is accounted for: {manifest.get('counts')}."
+    counts = manifest.get("counts") or {}
+    said = ", ".join(f"{key} {counts[key]}" for key in COUNT_KEYS if key in counts)
+    return f"Not every input is accounted for: {said or 'no counts'}."
 
 
 def tidied(job: AuditJob) -> dict[str, Any] | None:

@@ -457,7 +457,8 @@ def test_a_stop_after_a_run_that_lost_an_input_says_it_failed_as_without_the_sto
     lines = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert status == 1, stderr[-3000:]
     assert len(lines) == 1 and lines[0].startswith(
-        "error: the run failed: RuntimeError: Not every input is accounted for: {"
+        "error: the run failed: RuntimeError: Not every input is accounted for: inputs 5, "
+        "skipped_done_before 0, images_with_rows 3, images_with_errors 1, rows 4, errors 1."
     ), stderr[-3000:]
     assert ("cut nothing short" in lines[0]) is (stop != "none")
     assert "completed" not in lines[0] and "Traceback" not in stderr
@@ -1918,7 +1919,8 @@ def test_run_raises_when_either_count_check_of_the_manifest_fails(
     check, image_folder, linear_keras, tmp_path, monkeypatch
 ):
     # A fault that loses an input or a row: the finished run's manifest says so in
-    # one of its two checks, and run() raises, whichever it is.
+    # one of its two checks, and run() raises, whichever it is, with the manifest's
+    # counts as words (they were the dict's repr: "{'inputs': 2, ...}").
     from pipeline import stopping
 
     tidy = stopping.tidy_finished  # as the run's end calls it (`stopping.tidied`)
@@ -1930,8 +1932,12 @@ def test_run_raises_when_either_count_check_of_the_manifest_fails(
         attributions="none",
         faithfulness="none",
     )
-    with pytest.raises(RuntimeError, match="^Not every input is accounted for: "):
+    with pytest.raises(RuntimeError) as failed:
         run(args, save_main_session=False)
+    assert str(failed.value) == (
+        "Not every input is accounted for: inputs 5, skipped_done_before 0, "
+        "images_with_rows 4, images_with_errors 1, rows 4, errors 1."
+    )
 
 
 def test_an_overwrite_stopped_while_deleting_leaves_no_complete_manifest(
