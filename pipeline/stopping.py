@@ -158,10 +158,19 @@ def _how_it_ended(error: BaseException) -> tuple[str, str]:
 def unaccounted(manifest: dict[str, Any]) -> str | None:
     """Why a complete run's manifest fails the job's count checks (an input neither in
     rows, errors nor skipped; rows that do not match the target mode), or None."""
-    if manifest.get("all_inputs_accounted_for") and manifest.get("rows_match_target_mode"):
+    accounted, matching = (
+        manifest.get(k) for k in ("all_inputs_accounted_for", "rows_match_target_mode")
+    )
+    if accounted and matching:
         return None
     counts = manifest.get("counts") or {}
     said = ", ".join(f"{key} {counts[key]}" for key in COUNT_KEYS if key in counts)
+    if accounted:  # every input is, but the rows are not as many as the target mode writes
+        per_image = manifest.get("rows_per_image", 1)
+        return (
+            f"The rows do not match the target mode ({wording.count(per_image, 'row')} per image with "
+            f"rows): {said or 'no counts'}."
+        )
     return f"Not every input is accounted for: {said or 'no counts'}."
 
 

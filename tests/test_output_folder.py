@@ -1934,10 +1934,16 @@ def test_run_raises_when_either_count_check_of_the_manifest_fails(
     )
     with pytest.raises(RuntimeError) as failed:
         run(args, save_main_session=False)
-    assert str(failed.value) == (
-        "Not every input is accounted for: inputs 5, skipped_done_before 0, "
-        "images_with_rows 4, images_with_errors 1, rows 4, errors 1."
+    counts = (
+        "inputs 5, skipped_done_before 0, images_with_rows 4, images_with_errors 1, rows 4, "
+        "errors 1."
     )
+    if check == "all_inputs_accounted_for":
+        assert str(failed.value) == f"Not every input is accounted for: {counts}"
+    else:  # every input is: the rows are what is wrong (was 'Not every input ...')
+        assert str(failed.value) == (
+            f"The rows do not match the target mode (1 row per image with rows): {counts}"
+        )
 
 
 def test_an_overwrite_stopped_while_deleting_leaves_no_complete_manifest(
