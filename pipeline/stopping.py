@@ -167,9 +167,10 @@ def unaccounted(manifest: dict[str, Any]) -> str | None:
     said = ", ".join(f"{key} {counts[key]}" for key in COUNT_KEYS if key in counts)
     if accounted:  # every input is, but the rows are not as many as the target mode writes
         per_image = manifest.get("rows_per_image", 1)
+        rows = wording.count(per_image, "row")
         return (
-            f"The rows do not match the target mode ({wording.count(per_image, 'row')} per image with "
-            f"rows): {said or 'no counts'}."
+            f"The rows do not match the target mode ({rows} per image with rows): "
+            f"{said or 'no counts'}."
         )
     return f"Not every input is accounted for: {said or 'no counts'}."
 
