@@ -341,6 +341,13 @@ class TfdsSource:
             return None
         return dataclasses.replace(self, label_map=label_map, class_names=labels.imagenet_wnids())
 
+    def check(self, download: bool, remote_workers: bool = False) -> bool:
+        """What `resolved` checks before any download; whether it is prepared (see
+        `sources.check_tfds`)."""
+        from transforms import sources  # noqa: PLC0415 - Beam; not needed to read a run back
+
+        return sources.check_tfds(self.name, self.split, self.data_dir, download, remote_workers)
+
     def resolved(self, download: bool, remote_workers: bool = False) -> TfdsSource:
         """This dataset checked and described at launch (see `sources.resolve_tfds`)."""
         from transforms import sources  # noqa: PLC0415 - Beam; not needed to read a run back

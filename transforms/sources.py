@@ -66,6 +66,7 @@ __all__ = [
     "SampleSource",
     "TfdsSource",
     "check_folder_exists",
+    "check_tfds",
     "escape_glob",
     "forget_other_runs",
     "list_image_folder",
@@ -869,6 +870,18 @@ def _build_command(name: str, data_dir: str | None) -> str:
     return f"`tfds build {wording.shell_word(name)}{into}`"
 
 
+def _check_preparable(
+    name: str, builder: Any, download: bool, remote_workers: bool, data_dir: str | None
+) -> None:
+    """An unprepared dataset this launch may not prepare: --data_dir is TFDS's own
+    folder, --no_download, or the launcher of remote workers; says how to."""
+    own = _own_folder_error(name, data_dir)
+    if own is not None:
+        raise own
+    if remote_workers or not download:
+        raise _not_prepared_error(name, builder, remote_workers, data_dir)
+
+
 def _ensure_prepared(
     name: str, builder: Any, download: bool, remote_workers: bool, data_dir: str | None
 ) -> Any:
@@ -876,11 +889,7 @@ def _ensure_prepared(
     builder to read it with (a new one, of the metadata another run prepared meanwhile)."""
     if builder.is_prepared():
         return builder
-    own = _own_folder_error(name, data_dir)
-    if own is not None:
-        raise own
-    if remote_workers or not download:
-        raise _not_prepared_error(name, builder, remote_workers, data_dir)
+    _check_preparable(name, builder, download, remote_workers, data_dir)
     _check_download_reachable(name, builder, data_dir)
     _LOG.info("Preparing TFDS dataset %s in %s (downloads it).", name, builder.data_dir)
     try:
@@ -1222,12 +1231,10 @@ def resolve_tfds(
         whose parts overlap or that reads no example (checked before any download where
         the builder declares its splits' sizes), or not prepared (with how to prepare it).
     """
-    _check_split_syntax(split)
+    check_tfds(name, split, data_dir, download, remote_workers)
     builder = _tfds_builder(name, data_dir)
     mocked = _tfds_mocked()
     if not mocked:
-        if not builder.is_prepared() and builder.info.splits:
-            _checked_split(name, split, builder)  # the sizes it declares: before any download
         builder = _ensure_prepared(name, builder, download, remote_workers, data_dir)
     image_key, label_key, file_name_key = _feature_keys(name, builder)
     if mocked:  # no split files, nor sizes: the mock's own examples
@@ -1250,6 +1257,31 @@ def resolve_tfds(
         version=str(builder.info.version),
         shard_ranges=None if mocked else _shard_ranges(builder, split),
     )
+
+
+def check_tfds(
+    name: str, split: str, data_dir: str | None, download: bool, remote_workers: bool = False
+) -> bool:
+    """What `resolve_tfds` checks of an unprepared dataset before any download, from its
+    metadata alone: the split's syntax, the name, the split sizes its builder declares,
+    and whether this launch may prepare it. A launcher checks them before --output is,
+    the download coming after.
+
+    Returns:
+      Whether the dataset is prepared (or mocked): `resolve_tfds` then reads its
+      metadata alone, and checks the rest.
+
+    Raises:
+      ValueError: as `resolve_tfds`, of what is known before a download.
+    """
+    _check_split_syntax(split)
+    builder = _tfds_builder(name, data_dir)
+    if _tfds_mocked() or builder.is_prepared():
+        return True
+    if builder.info.splits:
+        _checked_split(name, split, builder)  # the sizes it declares: before any download
+    _check_preparable(name, builder, download, remote_workers, data_dir)
+    return False
 
 
 def _tfds_mocked() -> bool:
