@@ -63,6 +63,8 @@ from pipeline.output_folder import (
 )
 from pipeline.progress import ReportProgress, heartbeat
 from pipeline.resolve import (
+    Dataset,
+    check_dataset,
     check_imagenet_offset,
     check_labels,
     check_labels_in_model,
@@ -78,6 +80,7 @@ from pipeline.resolve import (
 )
 from pipeline.resume import log_resume, nothing_left, resume_state, skip_all
 from pipeline.runner import (
+    check_credentials,
     check_dataflow_launch,
     check_dataflow_paths,
     check_no_resume_template,
@@ -105,6 +108,7 @@ from pipeline.stopping import (
 from transforms import labels, sources, wording
 from transforms.attribution import ERRORS_TAG, IGModelHandler, ImageOutcome, Preprocess
 from transforms.batch import forget_warnings
+from transforms.config import AttributionConfig
 from transforms.done_ids import load_done_ids, write_done_ids
 from transforms.errors import error_reason
 from transforms.manifest import ERRORS_DIR, MANIFEST_FILE
@@ -136,7 +140,10 @@ def _as_config_errors() -> Iterator[None]:
 
 
 def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
-    """The checks of `prepare`, cheapest first: flags, paths and --output before any model."""
+    """The checks of `prepare`, cheapest first: flags, paths, --dataset, then --output,
+    before any download or model. What only the model tells (--top_k and --class_names
+    against its classes) comes after --output's check: for most models (a .keras file,
+    a SavedModel) it takes loading the model, which a held --output is refused before."""
     check_plain_values(audit)
     config = attribution_config(audit)
     input_range = parse_input_range(audit.input_range)
@@ -151,12 +158,7 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     model = model_reference(audit.model)
     model.check_exists()  # a local path: before TensorFlow loads
     check_output_flags(audit)
-    if not dry_run:
-        check_output_free(audit)
-    # After the checks of credentials: a gs:// file is read through Cloud Storage.
-    names_file = labels.read_class_names(audit.class_names) if audit.class_names else None
-    data = resolve_dataset(audit, source, on_dataflow, dry_run, names_file)
-    check_labels(config, data)
+    data, names_file = _dataset_then_output(audit, config, source, on_dataflow, dry_run)
     # Only a DirectRunner's workers run in this process and can take the launcher's model.
     handoff = ModelHandoff() if is_direct(options) else None
     spec = resolve_model_spec(audit, model, data, input_range, handoff)
@@ -187,6 +189,32 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     )
 
 
+def _dataset_then_output(
+    audit: AuditOptions,
+    config: AttributionConfig,
+    source: sources.DataSource,
+    on_dataflow: bool,
+    dry_run: bool,
+) -> tuple[Dataset, tuple[str, ...] | None]:
+    """--class_names and --dataset checked, then --output (`check_output_free`): a rerun
+    with a typo on a folder holding a run is told of the typo, not to pass --overwrite
+    first. Nothing is written before --output's check but a TFDS download, which waits
+    for it; the model, slower to load, comes after both (`_prepare`)."""
+    names_file = None
+    if audit.class_names:  # a gs:// file is read through Cloud Storage
+        check_credentials(audit.class_names, "--class_names", "read")
+        names_file = labels.read_class_names(audit.class_names)
+    data = check_dataset(audit, source, on_dataflow, dry_run, names_file)
+    if data is not None:
+        check_labels(config, data)
+    if not dry_run:
+        check_output_free(audit)
+    if data is None:
+        data = resolve_dataset(audit, source, on_dataflow, dry_run, names_file)
+        check_labels(config, data)
+    return data, names_file
+
+
 def _as_in_a_fresh_process() -> None:
     """A run lists its folder and warns as it would in a fresh process, after other
     runs in this one (a notebook's): what the listing and the in-process worker keep
@@ -202,11 +230,13 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
     flags are refused); on Dataflow, the Google Cloud options Beam needs (its
     validator), a flag that ships this package to the workers, and the worker
     image when GPUs are asked for; a local --model
-    path exists; --output holds no earlier
-    run (unless --overwrite or --resume) and, when local, can be written in;
-    a local image folder (listed) or a
+    path exists; --class_names read; a local image folder (listed) or a
     gs:// one (credentials, its storage probed, one object looked up); a TFDS
-    dataset's metadata and split; the
+    dataset's metadata and split (a prepared one's whole, an unprepared one's as far
+    as its builder declares); then --output holds no earlier
+    run (unless --overwrite or --resume) and, when local, can be written in (after
+    the flags, so that a rerun with a typo is told of the typo, not to pass
+    --overwrite); then an unprepared TFDS dataset is downloaded; the
     model's input size and outputs (a DirectRunner job loads it once, for its
     in-process worker; other runners' launchers read them from the known models'
     table or saved_model.pb when they can) and --class_names against it; that

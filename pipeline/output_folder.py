@@ -415,7 +415,8 @@ def check_output_flags(audit: AuditOptions) -> None:
 
 
 def check_output_free(audit: AuditOptions) -> None:
-    """Refuses an --output in use or holding a run before anything slow (no model load)."""
+    """Refuses an --output in use or holding a run before anything slow (no download,
+    no model load), after the checks of the other flags (`pipeline.main`)."""
     check_credentials(audit.output)
     _check_local_writable(audit.output)
     _check_not_inside_a_run(audit.output)
@@ -453,8 +454,8 @@ def no_earlier_run(output: str) -> ConfigError:
 
 
 def _check_a_run_to_resume(output: str) -> None:
-    """A local --output with no manifest is refused before the image folder is listed,
-    the model loaded or the folder made (a typo'd --output was left behind, empty). On
+    """A local --output with no manifest is refused before the model is loaded or the
+    folder made (a typo'd --output was left behind, empty). On
     gs:// a failed listing looks like no manifest: the resume's own read says which."""
     if output.startswith(REMOTE_FOLDER_SCHEMES):
         return

@@ -1,6 +1,6 @@
 """--dataset, --model and the label space, resolved at launch (no image read).
 
-The dataset's kind (`dataset_source`) and what is known of it at launch (`_Dataset`: a
+The dataset's kind (`dataset_source`) and what is known of it at launch (`Dataset`: a
 local folder listed once, a gs:// one looked up, a TFDS split's metadata); the
 model's signature (`resolve_model_spec`) and the settings fitted to it
 (`fit_to_model`); and the labels read as the model's classes: a TFDS dataset
@@ -28,6 +28,8 @@ from transforms.model.reference import KNOWN_NAMES
 from transforms.tf_model import ModelHandoff, ModelReference, ModelSpec, resolve_model
 
 __all__ = [
+    "Dataset",
+    "check_dataset",
     "check_imagenet_offset",
     "check_path_batch_memory",
     "check_labels",
@@ -77,7 +79,7 @@ def _class_names(spec: ModelSpec, tfds_names: Sequence[str] | None) -> tuple[str
 
 
 @dataclasses.dataclass(frozen=True)
-class _Dataset:
+class Dataset:
     """--dataset resolved: what the pipeline reads, and what is known of it at launch."""
 
     source: sources.DataSource
@@ -116,7 +118,7 @@ def _check_folder_listable(audit: AuditOptions, root: str) -> None:
         ) from e
 
 
-def _resolve_folder(audit: AuditOptions, source: sources.FolderSource, dry_run: bool) -> _Dataset:
+def _resolve_folder(audit: AuditOptions, source: sources.FolderSource, dry_run: bool) -> Dataset:
     """A gs:// folder is looked up (one object); a local one is listed once."""
     if source.remote:
         if dry_run:
@@ -126,7 +128,7 @@ def _resolve_folder(audit: AuditOptions, source: sources.FolderSource, dry_run: 
         else:  # anonymous, or offline, Beam's lookup retried for two minutes
             check_credentials(source.root, "--dataset", "read")
             sources.check_folder_exists(source.root)
-        return _Dataset(source)
+        return Dataset(source)
     if not os.path.isdir(source.root):
         raise ConfigError(_no_folder(audit.dataset, source.root))
     _check_folder_listable(audit, source.root)
@@ -145,7 +147,7 @@ def _resolve_folder(audit: AuditOptions, source: sources.FolderSource, dry_run: 
         if f.label is not None:
             (named if source.labelled.by_name(f.image_id) else imagenet).append(f.label)
     ids = frozenset(f.image_id for f in files)
-    return _Dataset(
+    return Dataset(
         source, len(files), folder_labels=tuple(imagenet), named_labels=tuple(named), ids=ids
     )
 
@@ -201,25 +203,46 @@ def resolve_dataset(
     on_dataflow: bool,
     dry_run: bool,
     class_names: tuple[str, ...] | None = None,
-) -> _Dataset:
+) -> Dataset:
     """Checks the dataset at launch and learns what it can of it (no images read). A
     folder's sub-folders named by `class_names` (--class_names) label their files too
     (`sources.FolderLabels`)."""
     if isinstance(source, sources.SampleSource):
         files = sources.sample_files()
         found = tuple(f.label for f in files if f.label is not None)
-        return _Dataset(source, total=len(files), folder_labels=found)
+        return Dataset(source, total=len(files), folder_labels=found)
     if isinstance(source, sources.FolderSource):
         labelled = sources.FolderLabels(class_names)
         return _resolve_folder(audit, dataclasses.replace(source, labelled=labelled), dry_run)
     logs.import_tensorflow(audit.verbose)  # TFDS imports it: quietly, once
-    # Preparing a dataset reads all of it: never on the launcher of a Dataflow job.
-    download = not audit.no_download and not on_dataflow
-    resolved = source.resolved(download, remote_workers=on_dataflow)
-    return _Dataset(resolved, total=resolved.num_examples)
+    resolved = source.resolved(_may_download(audit, on_dataflow), remote_workers=on_dataflow)
+    return Dataset(resolved, total=resolved.num_examples)
 
 
-def in_model_label_space(data: _Dataset, spec: ModelSpec) -> _Dataset:
+def check_dataset(
+    audit: AuditOptions,
+    source: sources.DataSource,
+    on_dataflow: bool,
+    dry_run: bool,
+    class_names: tuple[str, ...] | None = None,
+) -> Dataset | None:
+    """The dataset checked before --output is, nothing written: the sample, an image
+    folder (listed) or a prepared TFDS dataset resolved (`resolve_dataset`); one to be
+    downloaded as far as its metadata tells (`sources.check_tfds`), None: its download
+    and `resolve_dataset` come after --output's check."""
+    if isinstance(source, sources.TfdsSource):
+        logs.import_tensorflow(audit.verbose)  # TFDS imports it: quietly, once
+        if not source.check(_may_download(audit, on_dataflow), remote_workers=on_dataflow):
+            return None
+    return resolve_dataset(audit, source, on_dataflow, dry_run, class_names)
+
+
+def _may_download(audit: AuditOptions, on_dataflow: bool) -> bool:
+    """Preparing a dataset reads all of it: never on the launcher of a Dataflow job."""
+    return not audit.no_download and not on_dataflow
+
+
+def in_model_label_space(data: Dataset, spec: ModelSpec) -> Dataset:
     """A TFDS dataset whose classes are some of ImageNet's WordNet ids (imagenette),
     on an ImageNet model (1000 classes): its labels read as ImageNet's class indices,
     the model's. A model of the dataset's own classes keeps its labels."""
@@ -246,7 +269,7 @@ def in_model_label_space(data: _Dataset, spec: ModelSpec) -> _Dataset:
 def check_imagenet_offset(
     audit: AuditOptions,
     spec: ModelSpec,
-    data: _Dataset,
+    data: Dataset,
     names_file: tuple[str, ...] | None = None,
 ) -> None:
     """A model of 1000 or 1001 outputs is read as ImageNet's 1000 classes, one
@@ -290,7 +313,7 @@ def check_imagenet_offset(
 
 
 def class_names_for(
-    audit: AuditOptions, spec: ModelSpec, data: _Dataset, from_file: tuple[str, ...] | None
+    audit: AuditOptions, spec: ModelSpec, data: Dataset, from_file: tuple[str, ...] | None
 ) -> tuple[str, ...] | None:
     """The names of the label space: --class_names, checked against the model, else
     the dataset's own or ImageNet's (`_class_names`)."""
@@ -330,7 +353,7 @@ def _comma_separated(names: tuple[str, ...], classes: int) -> str | None:
 
 
 def label_names_for(
-    spec: ModelSpec, data: _Dataset, class_names: tuple[str, ...] | None
+    spec: ModelSpec, data: Dataset, class_names: tuple[str, ...] | None
 ) -> tuple[str, ...] | None:
     """The names of the labels (label_name): the model's class names, which the labels
     are read as, but on a model of one output, which has no classes, a TFDS dataset's
@@ -343,7 +366,7 @@ def label_names_for(
 
 
 def warn_of_other_label_space(
-    data: _Dataset,
+    data: Dataset,
     spec: ModelSpec,
     class_names: Sequence[str] | None,
     names_file: Sequence[str] | None = None,
@@ -380,7 +403,7 @@ def warn_of_other_label_space(
 
 
 def _warn_of_imagenet_labels(
-    data: _Dataset, spec: ModelSpec, class_names: Sequence[str] | None
+    data: Dataset, spec: ModelSpec, class_names: Sequence[str] | None
 ) -> None:
     """ImageNet labels (WordNet-id folders, the sample) on a model of other than 1000
     classes, in one warning: what the labels are read as, those the model can never
@@ -464,7 +487,7 @@ def _same_name(a: str, b: str) -> bool:
     return a.casefold().replace("_", " ").strip() == b.casefold().replace("_", " ").strip()
 
 
-def _warn_of_other_names(data: _Dataset, class_names: Sequence[str] | None) -> None:
+def _warn_of_other_names(data: Dataset, class_names: Sequence[str] | None) -> None:
     """--class_names that name a TFDS dataset's classes otherwise (other names, or its
     names in another order): label_name names each image's label by the file, so an
     image of the dataset's 'a' was labelled 'b', silently. Classes named by WordNet id
@@ -497,7 +520,7 @@ def _warn_of_other_names(data: _Dataset, class_names: Sequence[str] | None) -> N
 def resolve_model_spec(
     audit: AuditOptions,
     model: ModelReference,
-    data: _Dataset,
+    data: Dataset,
     input_range: tuple[float, float] | None,
     handoff: ModelHandoff | None,
 ) -> ModelSpec:
@@ -814,7 +837,7 @@ def _same_folder(a: str, b: str) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
-def check_labels(config: AttributionConfig, data: _Dataset) -> None:
+def check_labels(config: AttributionConfig, data: Dataset) -> None:
     """--target label on a local folder without one labelled image (by WordNet id or
     --class_names sub-folder), or a TFDS dataset without a label feature: refused at
     launch (every image would be an error)."""
@@ -850,7 +873,7 @@ def _label_folders(class_names: Sequence[str] | None) -> str:
 
 
 def check_labels_in_model(
-    audit: AuditOptions, config: AttributionConfig, spec: ModelSpec, data: _Dataset
+    audit: AuditOptions, config: AttributionConfig, spec: ModelSpec, data: Dataset
 ) -> None:
     """--target label where no label known at launch (WordNet-id sub-folders, the
     sample) is one of the model's classes: every image would be an error; and on a
@@ -872,7 +895,7 @@ def check_labels_in_model(
     )
 
 
-def _refuse_labels_of_one_output(audit: AuditOptions, data: _Dataset) -> None:
+def _refuse_labels_of_one_output(audit: AuditOptions, data: Dataset) -> None:
     """--target label on a model of one output (a single logit or sigmoid), which has no
     classes: the labels known at launch, a TFDS dataset's classes or ImageNet's (WordNet-id
     folders, the sample; its tench, 0, is no output of it either), are none of its outputs."""

@@ -5173,6 +5173,95 @@ def test_overwrite_deletes_only_a_run_of_this_job_never_other_files(
     assert "lies inside" in _error_lines(capsys.readouterr().err)[0]
 
 
+def _bad_configuration(case: str, root: str, where: Path) -> tuple[dict, str]:
+    """Flags a run refuses by themselves, whatever --output holds, and the start of
+    their own error line (`where`: a folder for the files they name)."""
+    if case.startswith("TFDS"):
+        from tests import tfds_builders  # registers the tiny builders, prepared offline
+
+        unlabelled = {"dataset": "tiny_unlabelled", "data_dir": where / "tfds"}
+        tfds_builders.prepared("tiny_unlabelled", where)
+        return {
+            "TFDS unprepared": (
+                {"dataset": "tiny_shades", "data_dir": where / "tfds", "no_download": True},
+                "error: TFDS dataset 'tiny_shades' is not prepared in",
+            ),
+            "TFDS split": (
+                {**unlabelled, "split": "trian"},
+                "error: --split 'trian' is not valid for 'tiny_unlabelled'; its splits are test",
+            ),
+            "TFDS label": (
+                {**unlabelled, "target": "label"},
+                "error: --target label: TFDS dataset 'tiny_unlabelled' has no label feature",
+            ),
+        }[case]
+    numbered = where / "numbered.txt"
+    numbered.write_text("0 red\n1 green\n2 blue\n")
+    return {
+        "misspelt folder": ({"dataset": f"{root}s"}, f"error: --dataset '{root}s'"),
+        "misspelt name": ({"dataset": "imagess"}, "error: --dataset 'imagess'"),
+        "unreadable names": (
+            {"class_names": where / "missing.txt"},
+            f"error: --class_names '{where / 'missing.txt'}' cannot be read",
+        ),
+        "numbered names": ({"class_names": numbered}, f"error: --class_names '{numbered}'"),
+    }[case]
+
+
+_BAD_CONFIGURATIONS = [
+    "misspelt folder",
+    "misspelt name",
+    "unreadable names",
+    "numbered names",
+    "TFDS unprepared",
+    "TFDS split",
+    "TFDS label",
+]
+
+
+@pytest.mark.parametrize("case", _BAD_CONFIGURATIONS)
+def test_a_bad_flag_on_a_folder_holding_a_run_is_refused_by_its_own_line_first(
+    case, finished_run, linear_keras, tmp_path, capsys
+):
+    """A rerun with a typo on an --output holding a run was told to pass --overwrite
+    (the folder's refusal came first), then, with it, that --dataset was misspelt: each
+    flag's own refusal comes first now, with or without --overwrite, the earlier run
+    untouched."""
+    run_dir = tmp_path / "run"
+    finished_run["copy"](run_dir)
+    before = _tree(run_dir)
+    bad, said = _bad_configuration(case, finished_run["root"], tmp_path)
+    run = {"dataset": finished_run["root"], "model": linear_keras, "output": run_dir}
+    for again in ({}, {"overwrite": True}):
+        assert main(cli_args(**{**run, **bad, **again})) == 2, again
+        (line,) = _error_lines(capsys.readouterr().err)
+        assert line.startswith(said) and "already holds a run" not in line, line
+        assert _tree(run_dir) == before
+    # The flags right, the folder's own refusal (before any model load:
+    # `test_cheap_failures_come_before_any_model_load`).
+    assert main(cli_args(**run)) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line.startswith(f"error: --output '{run_dir}' already holds a run ("), line
+    assert _tree(run_dir) == before
+
+
+def test_a_tfds_dataset_is_downloaded_only_once_the_folder_holding_a_run_is_refused(
+    finished_run, linear_keras, tmp_path, capsys
+):
+    """The dataset's checks come before --output's, but not its download: a rerun on a
+    folder holding a run is told so before a download of minutes (or hours)."""
+    from tests import tfds_builders  # noqa: F401 - registers the tiny builders
+
+    run_dir, data_dir = tmp_path / "run", tmp_path / "tfds"
+    finished_run["copy"](run_dir)
+    before = _tree(run_dir)
+    args = cli_args(dataset="tiny_shades", data_dir=data_dir, model=linear_keras, output=run_dir)
+    assert main(args) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line.startswith(f"error: --output '{run_dir}' already holds a run ("), line
+    assert not data_dir.exists() and _tree(run_dir) == before
+
+
 def test_overwrite_never_deletes_a_dataset_a_runs_linked_results_folder_holds(
     finished_run, linear_keras, tmp_path, capsys
 ):
