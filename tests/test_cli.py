@@ -4488,39 +4488,39 @@ def test_class_names_for_a_custom_model(image_folder, tmp_path, capsys, caplog):
     ]
 
 
-def test_class_names_on_one_comma_separated_line_are_refused_saying_so(
-    image_folder, tmp_path, capsys
+@pytest.mark.parametrize(
+    "text, said",
+    [
+        # A list pasted from a notebook is one name: it was refused as 'holds 1 names'
+        # (sic), with no word of the commas, while the launch's warning listed that one
+        # name as if it were four.
+        (
+            "apple, pear, plum, fig\n",
+            " holds 1 name but --model '{model}' has 4 classes (4 outputs, --label_offset 0); "
+            "its one line holds 4 comma-separated names: give one name per line, or a JSON "
+            'list (["apple", "pear", ...]).',
+        ),
+        # A label file as model zoos ship them ran with the numbers in every name
+        # ('0 apple'), said only by a warning.
+        (
+            "0 apple\n1 pear\n2 plum\n3 fig\n",
+            ": every line begins with its class's number (line 1: '0 apple'), which would be "
+            "read as part of the names; a line's class is its place in the file: drop the "
+            "numbers, or give a JSON {{index: name}} object.",
+        ),
+    ],
+    ids=["comma-separated on one line", "numbered line by line"],
+)
+def test_class_names_written_as_another_format_are_refused_saying_so(
+    image_folder, tmp_path, capsys, text, said
 ):
-    """A --class_names file of one line, 'apple, pear, plum, fig' (a list pasted from a
-    notebook), is one name: it was refused as 'holds 1 names' (sic), with no word of the
-    commas, while the launch's warning listed that one name as if it were four."""
     model = _tiny_classifier(tmp_path / "four.keras", 4)
     names = tmp_path / "names.txt"
-    names.write_text("apple, pear, plum, fig\n")
+    names.write_text(text)
     code = main(_flags(image_folder, model, tmp_path / "out", *cli_args(class_names=names)))
     assert code == 2
     assert _error_lines(capsys.readouterr().err) == [
-        f"error: --class_names '{names}' holds 1 name but --model '{model}' has 4 classes "
-        "(4 outputs, --label_offset 0); its one line holds 4 comma-separated names: give one "
-        'name per line, or a JSON list (["apple", "pear", ...]).'
-    ]
-    assert not (tmp_path / "out").exists()
-
-
-def test_class_names_numbered_line_by_line_are_refused_before_any_work(
-    image_folder, tmp_path, capsys
-):
-    """A --class_names file of `0 apple`, `1 pear`, ... (a label file as model zoos ship
-    them) ran with the numbers in every name ('0 apple'), said only by a warning."""
-    model = _tiny_classifier(tmp_path / "four.keras", 4)
-    names = tmp_path / "names.txt"
-    names.write_text("0 apple\n1 pear\n2 plum\n3 fig\n")
-    code = main(_flags(image_folder, model, tmp_path / "out", *cli_args(class_names=names)))
-    assert code == 2
-    assert _error_lines(capsys.readouterr().err) == [
-        f"error: --class_names '{names}': every line begins with its class's number (line 1: "
-        "'0 apple'), which would be read as part of the names; a line's class is its place "
-        "in the file: drop the numbers, or give a JSON {index: name} object."
+        f"error: --class_names '{names}'" + said.format(model=model)
     ]
     assert not (tmp_path / "out").exists()
 
