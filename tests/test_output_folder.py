@@ -150,6 +150,20 @@ def test_a_live_run_holds_its_output_and_a_killed_run_resumes(
     assert not _temp_parquet(out)
 
 
+def _assert_resumed_80(out: Path, manifest: dict, kept: pd.DataFrame) -> Path:
+    """A --resume of a run of the 80-image folder (one broken file) that ended unfinished
+    with the rows `kept` checkpointed: those salvaged, not computed again, the rest
+    computed, each image once (`manifest`: the resume's); the salvage's file."""
+    counts = manifest["counts"]
+    assert counts["skipped_done_before"] == len(kept)  # salvaged, not computed again
+    assert counts["images_with_rows"] == 80 - len(kept) and counts["images_with_errors"] == 1
+    rows = pd.read_parquet(out / "results")
+    assert rows.image_id.is_unique and len(rows) == 80
+    (salvaged,) = (out / "results").glob("part-salvaged*.parquet")
+    assert sorted(pd.read_parquet(salvaged).image_id) == sorted(kept.image_id)
+    return salvaged
+
+
 def test_a_killed_run_keeps_the_rows_of_its_finished_batches(folder, linear_keras, tmp_path, jobs):
     # Beam's sink finalizes rows only when a run ends; the checkpoint files, written
     # as batches end, are what a --resume keeps of a killed run.
@@ -187,13 +201,7 @@ def test_a_killed_run_keeps_the_rows_of_its_finished_batches(folder, linear_kera
     )
 
     manifest = run([*flags, "--resume"], save_main_session=False)
-    counts = manifest["counts"]
-    assert counts["skipped_done_before"] == len(kept)  # kept, not computed again
-    assert counts["images_with_rows"] == 80 - len(kept) and counts["images_with_errors"] == 1
-    rows = pd.read_parquet(out / "results")
-    assert rows.image_id.is_unique and len(rows) == 80
-    (salvaged,) = (out / "results").glob("part-salvaged*.parquet")
-    assert sorted(pd.read_parquet(salvaged).image_id) == sorted(kept.image_id)
+    salvaged = _assert_resumed_80(out, manifest, kept)
     assert not (out / "results" / "part-schema.parquet").exists()  # the others give the schema
     # The page names the file holding the killed run's rows: the resume's salvage, not
     # `part-*` (every file of the folder), where the killed run wrote none.
@@ -249,13 +257,7 @@ def test_a_run_that_fails_says_so_in_its_manifest_and_a_resume_keeps_its_rows(
 
     assert main([*flags, "--resume"]) == 0  # in this process: a TensorFlow start-up less
     resumed = json.loads((out / "manifest.json").read_text())
-    counts = resumed["counts"]
-    assert counts["skipped_done_before"] == len(kept)  # salvaged, not computed again
-    assert counts["images_with_rows"] == 80 - len(kept) and counts["images_with_errors"] == 1
-    rows = pd.read_parquet(out / "results")
-    assert rows.image_id.is_unique and len(rows) == 80
-    (salvaged,) = (out / "results").glob("part-salvaged*.parquet")
-    assert sorted(pd.read_parquet(salvaged).image_id) == sorted(kept.image_id)
+    _assert_resumed_80(out, resumed, kept)
     (earlier,) = resumed["earlier_runs"]
     assert (earlier["status"], earlier["reason"]) == ("failed", manifest["reason"])
 
