@@ -1057,3 +1057,48 @@ def test_a_linear_probe_averaging_the_whole_image_is_within_its_tolerance(tmp_pa
         assert np.linalg.norm(stored - exact) / np.linalg.norm(exact) < 1e-5
         assert row.within_tolerance and row.attribution_error <= 0.015, row
         assert row.steps < 256, row  # refined where F's rounding drifts, not to the cap
+
+
+def test_the_suites_memo_of_beams_dofn_specs_answers_as_beam_for_every_dofn_of_a_run(
+    image_folder, linear_keras, tmp_path
+):
+    # conftest's `memoize_dofn_specs` answers Beam's question about a DoFn's state and
+    # timers once per DoFn, for speed: its answers must be Beam's own, for every DoFn
+    # of the job's graph (its own and Beam's, of the read, RunInference and sinks).
+    import apache_beam as beam
+    from apache_beam.pipeline import PipelineVisitor
+    from apache_beam.transforms import userstate
+
+    from pipeline.main import build_pipeline, prepare
+
+    memo = userstate.get_dofn_specs
+    assert memo.beams is not memo  # installed by the tests' conftest
+    job, options = prepare(
+        cli_args(dataset=image_folder["root"], model=linear_keras, output=tmp_path)
+    )
+    job.lock.release()
+    p = beam.Pipeline(options=options)
+    build_pipeline(p, job)
+    fns = []
+
+    class DoFns(PipelineVisitor):
+        def visit_transform(self, node):
+            if isinstance(getattr(node.transform, "fn", None), beam.DoFn):
+                fns.append(node.transform.fn)
+
+    p.visit(DoFns())
+    assert len(fns) > 20, len(fns)
+    bag = userstate.BagStateSpec("bag", beam.coders.VarIntCoder())
+
+    class Stateful(beam.DoFn):  # none of the job's has state: one that has
+        def process(self, element, state=beam.DoFn.StateParam(bag)):  # noqa: B008 (Beam's form)
+            yield element
+
+    fns.append(Stateful())
+    assert memo(fns[-1]) == ({bag}, set())
+    for fn in fns:
+        assert memo(fn) == memo.beams(fn) == memo(fn), fn
+    # A caller changing its answer changes no later answer.
+    states, _ = memo(fns[0])
+    states.add("a state")
+    assert memo(fns[0]) == memo.beams(fns[0])
