@@ -570,15 +570,14 @@ def test_a_folder_of_one_image_is_counted_as_one_file(linear_keras, tmp_path, ca
     assert f"1 file in {tmp_path / 'images'}; the pipeline lists" in caplog.text  # not '1 files'
 
 
-def test_an_unprepared_tfds_dataset_is_one_error_line(tmp_path):
+def test_an_unprepared_tfds_dataset_is_one_error_line(shell_runs):
     # TFDS warned 'Variant folder <data_dir>/mnist/3.0.1 has no dataset_info.json' first,
     # of a folder that does not exist; the error line names it and says what to do.
-    data_dir = tmp_path / "tfds"
-    data_dir.mkdir()
-    args = cli_args(dataset="mnist", data_dir=data_dir, no_download=True, output=tmp_path / "o")
-    done = _python("", "-m", "pipeline", *args)
-    assert done.returncode == 2
-    (line,) = done.stderr.strip().splitlines()
+    # The run of `shell_runs` in which TensorFlow starts, as in a process of its own.
+    code, _, stderr = shell_runs["tfds_unprepared"]
+    assert code == 2
+    (line,) = stderr.strip().splitlines()
+    data_dir = shell_runs["unprepared_data_dir"]
     assert line.startswith(f"error: TFDS dataset 'mnist' is not prepared in {data_dir}/mnist/")
 
 
@@ -889,10 +888,12 @@ def test_a_tfds_dataset_another_run_prepared_meanwhile_is_read(
 
 @pytest.fixture(scope="module")
 def shell_runs(tmp_path_factory, linear_keras, printing_saved_model) -> dict:
-    """Four runs of the command line that need a process of their own, in one process
-    as a shell starts it (`_RUNS_IN_ONE_PROCESS` with tests/tfds_builders.py's builders;
-    a process each spent most of its time starting TensorFlow), TinyServed's file
-    served and $TFDS_DATA_DIR set to `tfds_data_dir` (TFDS reads it as it is imported):
+    """Five runs of the command line that need a process of their own, in one process
+    as a shell starts it (`_RUNS_IN_ONE_PROCESS` with tests/tfds_builders.py's builders,
+    which import TFDS but not TensorFlow; a process each spent most of its time starting
+    TensorFlow), TinyServed's file served and $TFDS_DATA_DIR set to `tfds_data_dir`
+    (TFDS reads it as it is imported): first "tfds_unprepared", in which TensorFlow
+    starts, mnist with --no_download and --data_dir `unprepared_data_dir`, empty;
     "printing", two images audited with `printing_saved_model` (its calls print 'batch
     of N' to file descriptor 1); "tfds", tiny_served/fine prepared, then audited;
     "tfds_failed", tiny_served/failing, whose builder raises, with --verbose;
@@ -903,11 +904,16 @@ def shell_runs(tmp_path_factory, linear_keras, printing_saved_model) -> dict:
     where = tmp_path_factory.mktemp("shell_runs")
     for i in range(2):
         write_image(where / "images" / f"{i}.png", np.full((SIZE, SIZE, 3), 60 * i, np.uint8))
-    names = ("printing", "tfds", "tfds_failed", "tfds_offline")
+    names = ("tfds_unprepared", "printing", "tfds", "tfds_failed", "tfds_offline")
     outputs = {name: where / name for name in names}
     (where / "tfds_env").mkdir()
+    (where / "tfds_unprepared").mkdir()
     quick = cli_args(steps=2, faithfulness="none")
     runs = {
+        "tfds_unprepared": [
+            *cli_args(dataset="mnist", data_dir=where / "tfds_unprepared", no_download=True),
+            *cli_args(output=outputs["tfds_unprepared"]),
+        ],
         "printing": [
             *cli_args(dataset=where / "images", model=printing_saved_model),
             *cli_args(output=outputs["printing"]),
@@ -935,6 +941,7 @@ def shell_runs(tmp_path_factory, linear_keras, printing_saved_model) -> dict:
     errs = re.split(r"^run: .*\n", done.stderr, flags=re.M)[1:]
     assert len(outs) == len(errs) == len(runs), done.stderr[-3000:]
     found = {"outputs": outputs, "data_dir": where / "tfds", "tfds_data_dir": where / "tfds_env"}
+    found["unprepared_data_dir"] = where / "tfds_unprepared"
     for name, out, err in zip(runs, outs, errs, strict=True):
         err, status = err.rsplit("ran: ", 1)
         found[name] = (int(status), out, err)
@@ -1539,14 +1546,22 @@ for name, argv in json.loads(sys.argv[1]).items():
 """
 
 
+# Beam's names for its DirectRunner, as `command_line_runs` gives them ("-": no --runner).
+_DIRECT_RUNNERS = ("-", "direct", "SwitchingDirect")
+
+
 @pytest.fixture(scope="module")
 def command_line_runs(tmp_path_factory, linear_keras) -> dict:
-    """Three runs of the job in one process (a process each spent most of its time
+    """Six runs of the job in one process (a process each spent most of its time
     starting TensorFlow), first "quiet", in which TensorFlow starts: `image_folder`'s
     images (--steps 4, no --runner) into `outputs["quiet"]`; "names": two images in
     folders named with a terminal escape and a line break (--steps 2, --faithfulness
-    none); "fnapi": as "quiet", with --runner FnApiRunner. `[name]` is that run's
-    (exit status, stdout, stderr); `stderr` the whole process's; `root` the images'."""
+    none); "fnapi": as "quiet", with --runner FnApiRunner; then, with --verbose and
+    --steps 2, one run under each of Beam's names for its DirectRunner in
+    `_DIRECT_RUNNERS` (no --runner, `direct`, `SwitchingDirect`). The process's
+    $TMPDIR is `temp`, an empty folder. `[name]` is that run's (exit status, stdout,
+    stderr); `stderr` the process's before the first --verbose run (the quiet runs'),
+    `verbose_stderr` the rest; `root` the images'."""
     where = tmp_path_factory.mktemp("command_line_runs")
     root = make_image_folder(where / "images")["root"]
     rng = np.random.default_rng(0)
@@ -1563,12 +1578,19 @@ def command_line_runs(tmp_path_factory, linear_keras) -> dict:
         ],
         "fnapi": [*images, "--output", outputs["fnapi"], "--runner", "FnApiRunner"],
     }
-    done = _python(_RUNS_IN_ONE_PROCESS, json.dumps(runs))
+    verbose = cli_args(dataset=root, model=linear_keras, steps=2, verbose=True)
+    for runner in _DIRECT_RUNNERS:
+        named = [] if runner == "-" else ["--runner", runner]
+        runs[runner] = [*verbose, "--output", str(where / "direct" / runner), *named]
+    (where / "temp").mkdir()
+    done = _python(_RUNS_IN_ONE_PROCESS, json.dumps(runs), env={"TMPDIR": str(where / "temp")})
     assert done.returncode == 0, done.stderr[-3000:]
     outs = re.split(r"^run: .*\n", done.stdout, flags=re.M)[1:]
     errs = re.split(r"^run: .*\n", done.stderr, flags=re.M)[1:]
     assert len(outs) == len(errs) == len(runs), done.stderr[-3000:]
-    found = {"stderr": done.stderr, "root": root, "outputs": outputs}
+    quiet, verbose_stderr = done.stderr.split(f"run: {_DIRECT_RUNNERS[0]}\n", 1)
+    found = {"stderr": quiet, "verbose_stderr": verbose_stderr, "root": root}
+    found |= {"outputs": outputs, "temp": where / "temp"}
     for name, out, err in zip(runs, outs, errs, strict=True):
         err, status = err.rsplit("ran: ", 1)
         found[name] = (int(status), out, err)
@@ -6030,49 +6052,22 @@ def test_log_lines_show_control_characters_in_names_escaped(command_line_runs):
     assert not any(line.startswith("INFO x") for line in err.splitlines())
 
 
-# The job run under each of Beam's names for its DirectRunner given in argv[1] ("-": no
-# --runner), each into its own folder of argv[2], in one process (a process each spent
-# most of its time starting TensorFlow): each run's stderr follows a `run: NAME` line
-# and ends in a `ran: STATUS` line of its exit status.
-_LOCAL_RUNS = """
-import os, sys
-from pipeline.__main__ import main
-for runner in sys.argv[1].split(","):
-    print("run:", runner, file=sys.stderr, flush=True)
-    named = [] if runner == "-" else ["--runner", runner]
-    code = main([*sys.argv[3:], "--output", os.path.join(sys.argv[2], runner), *named])
-    print("ran:", code, file=sys.stderr, flush=True)
-"""
-
-
-def test_a_local_run_runs_on_beams_in_process_runner_without_trying_prism(
-    image_folder, linear_keras, tmp_path
-):
+def test_a_local_run_runs_on_beams_in_process_runner_without_trying_prism(command_line_runs):
     # Beam 2.77's DirectRunner first fetched its Prism runner from GitHub and ran the
     # job there when it could (here, offline, it logged the attempt and fell back): a
     # user with network got another runner than the one tested, and a firewall that
     # drops packets hung the launch; each run left 3 empty folders in $TMPDIR. A
     # DirectRunner job runs on the FnApiRunner, whichever of Beam's names for it is
     # given: `--runner direct` (as Beam spells its runners without "Runner") tried Prism.
-    temp = tmp_path / "temp"
-    temp.mkdir()
-    flags = cli_args(dataset=image_folder["root"], model=linear_keras, steps=2, verbose=True)
-    runners = ["-", "direct", "SwitchingDirect"]
-    done = subprocess.run(
-        [sys.executable, "-c", _LOCAL_RUNS, ",".join(runners), str(tmp_path / "out"), *flags],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": ROOT, "TMPDIR": str(temp)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "prism" not in done.stderr.lower(), done.stderr[-3000:]
-    assert "Falling back" not in done.stderr
-    runs = re.findall(r"^run: (.*)\n(?:.*\n)*?ran: (.*)$", done.stderr, re.M)
-    assert runs == [(name, "0") for name in runners], done.stderr[-3000:]
+    # The runs under each name are `command_line_runs`' --verbose ones.
+    stderr = command_line_runs["stderr"] + command_line_runs["verbose_stderr"]
+    assert "prism" not in stderr.lower(), stderr[-3000:]
+    assert "Falling back" not in stderr
+    for runner in _DIRECT_RUNNERS:
+        code, _, err = command_line_runs[runner]
+        assert code == 0, err[-3000:]
     # Nor the empty folders the attempt left in the temp folder (beam-temp*, tmp*).
-    assert sorted(p.name for p in temp.iterdir()) == []
+    assert sorted(p.name for p in command_line_runs["temp"].iterdir()) == []
 
 
 def test_a_run_given_beams_fnapirunner_is_the_local_run_it_is(command_line_runs):
