@@ -37,31 +37,34 @@ from transforms.schema import ERROR_SCHEMA
 _REPO = Path(__file__).resolve().parents[1]
 
 
+def _start_job(log: Path, *args: str, file_size_limit: int | None = None) -> subprocess.Popen:
+    """`python -m pipeline *args` started (`launched`: its `file_size_limit` too), its
+    output going to the file `log` (its `log`): an unread pipe fills up and blocks a
+    chatty job."""
+    env = {**os.environ, "PYTHONPATH": str(_REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    command = [sys.executable, "-m", "pipeline", *args]
+    with open(log, "w") as sink:
+        process = subprocess.Popen(
+            launched(command, ctrl_c=True, file_size_limit=file_size_limit),
+            cwd=_REPO,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    process.log = log
+    return process
+
+
 @pytest.fixture
 def jobs(tmp_path):
-    """Starts `python -m pipeline` processes (`launched`: its `file_size_limit` too);
-    kills any still running when the test ends.
-
-    Their output goes to files (`process.log`): an unread pipe fills up and
-    blocks a chatty job.
-    """
+    """Starts `python -m pipeline` processes (`_start_job`, each its own log file);
+    kills any still running when the test ends."""
     started = []
 
     def start(*args: str, file_size_limit: int | None = None) -> subprocess.Popen:
-        env = {**os.environ, "PYTHONPATH": str(_REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
         log = tmp_path / f"job{len(started)}.log"
-        command = [sys.executable, "-m", "pipeline", *args]
-        with open(log, "w") as sink:
-            process = subprocess.Popen(
-                launched(command, ctrl_c=True, file_size_limit=file_size_limit),
-                cwd=_REPO,
-                env=env,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-            )
-        process.log = log
-        started.append(process)
-        return process
+        started.append(_start_job(log, *args, file_size_limit=file_size_limit))
+        return started[-1]
 
     yield start
     for process in started:
@@ -91,19 +94,61 @@ def _temp_parquet(output: Path) -> list[Path]:
     return [p for p in output.rglob("*") if p.is_file() and "beam-temp" in str(p)]
 
 
-@pytest.fixture
-def folder(tmp_path) -> Path:
+def _eighty_images(root: Path) -> Path:
+    """80 images and a broken file in `root` (the same each time)."""
     rng = np.random.default_rng(21)
-    root = tmp_path / "images"
     for i in range(80):  # a kill after the first batches leaves most of them to do
         write_image(root / f"{i:03d}.png", rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
     (root / "broken.png").write_bytes(b"not a png")
     return root
 
 
-def test_a_live_run_holds_its_output_and_a_killed_run_resumes(
-    folder, linear_keras, tmp_path, capsys, jobs
-):
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    return _eighty_images(tmp_path / "images")
+
+
+def _killed_flags(folder: Path, model: str, out: Path) -> list[str]:
+    """The flags of `killed`'s run, into `out`: checkpoints every 2 images."""
+    flags = cli_args(
+        dataset=folder, model=model, output=out, steps=2, attributions="none", batch_size=2
+    )
+    return [*flags, "--faithfulness", "none"]
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory, linear_keras):
+    """A real `python -m pipeline` run of `_eighty_images` (`_killed_flags`) SIGKILLed
+    once 2 batches were checkpointed, made once a module (one TensorFlow start-up for
+    the tests that read or go on from what it left): `killed["folder"]`, its images,
+    `killed["flags"](out)`, its flags into `out`, and `killed["copy"](out)` puts a copy
+    of its --output folder (its lock, of the dead `killed["pid"]`, too) in `out`, for a
+    test to change."""
+    where = tmp_path_factory.mktemp("killed")
+    folder, out = _eighty_images(where / "images"), where / "out"
+    first = _start_job(where / "job.log", *_killed_flags(folder, linear_keras, out))
+    try:
+        checkpoints = out / ".tmp" / "checkpoints"
+        _wait_for(lambda: len(list(checkpoints.rglob("*.parquet"))) >= 2, first, "2 checkpoints")
+    finally:
+        first.kill()
+        first.wait(timeout=60)
+
+    def copy(to: Path) -> None:
+        shutil.copytree(out, to, symlinks=True)
+
+    return {
+        "folder": folder,
+        "pid": first.pid,
+        "flags": lambda to: _killed_flags(folder, linear_keras, to),
+        "copy": copy,
+    }
+
+
+def test_a_live_run_holds_its_output(folder, linear_keras, tmp_path, capsys, jobs):
+    """A run under way holds its --output: another run's, --resume's and --overwrite's
+    refusals name it, and leave its files as they were. (Its lock once it is dead,
+    stale: taken over by a --resume, test_a_killed_run_keeps_the_rows_of_its_finished_batches.)"""
     out = tmp_path / "out"
     flags = cli_args(dataset=folder, model=linear_keras, output=out, steps=2, attributions="none")
     first = jobs(*flags)
@@ -112,9 +157,11 @@ def test_a_live_run_holds_its_output_and_a_killed_run_resumes(
     _wait_for(lambda: (out / "manifest.json").exists(), first, "manifest")
     # Hold the live run still (stopped, not dead) while three other runs try its folder.
     os.kill(first.pid, signal.SIGSTOP)
+    _wait_for(lambda: _all_stopped(first.pid), first, "the job stopped")
     held = json.loads(lock.read_text())
     assert (held["pid"], held["host"]) == (first.pid, socket.gethostname())
     assert held["run_id"] and held["start_time"]
+    before = _files(out)
     other = jobs(*flags)
     other.wait(timeout=180)
     output = other.log.read_text()
@@ -131,23 +178,23 @@ def test_a_live_run_holds_its_output_and_a_killed_run_resumes(
         assert line.startswith("error:") and "is in use by run " + held["run_id"] in line
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "running" and manifest["run_id"] == held["run_id"]
+    assert _files(out) == before  # the stopped run's files, as the three refusals found them
 
-    # Let it write, and kill it mid-run: a batch checkpointed, the sink's file not final.
-    os.kill(first.pid, signal.SIGCONT)
-    _wait_for(lambda: list((out / ".tmp" / "checkpoints").rglob("*.parquet")), first, "checkpoint")
-    os.kill(first.pid, signal.SIGKILL)
-    first.wait(timeout=60)
-    results = out / "results"
-    assert pd.read_parquet(results).empty  # no rows, but readable: its schema-only file
-    # The dead run's lock is stale (its pid is gone): a resume takes it over and finishes
-    # (in this process: a TensorFlow start-up less).
-    assert main([*flags, "--resume"]) == 0
-    rows = pd.read_parquet(results)
-    errors = pd.read_parquet(out / "errors")
-    assert rows.image_id.is_unique and sorted(errors.image_id) == ["broken.png"]
-    assert len(rows) + len(errors) == 81
-    assert not (out / ".lock").exists()  # released at the end
-    assert not _temp_parquet(out)
+
+def _all_stopped(pid: int) -> bool:
+    """Whether every thread of process `pid` is stopped (by a signal): it writes nothing."""
+    states = []
+    for task in Path(f"/proc/{pid}/task").glob("*/stat"):
+        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+            states.append(task.read_text().rsplit(")", 1)[1].split()[0])
+    return bool(states) and all(state == "T" for state in states)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """Each file under `folder` (by its path there) and its bytes."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def _assert_resumed_80(out: Path, manifest: dict, kept: pd.DataFrame) -> Path:
@@ -164,18 +211,12 @@ def _assert_resumed_80(out: Path, manifest: dict, kept: pd.DataFrame) -> Path:
     return salvaged
 
 
-def test_a_killed_run_keeps_the_rows_of_its_finished_batches(folder, linear_keras, tmp_path, jobs):
+def test_a_killed_run_keeps_the_rows_of_its_finished_batches(killed, tmp_path):
     # Beam's sink finalizes rows only when a run ends; the checkpoint files, written
     # as batches end, are what a --resume keeps of a killed run.
     out = tmp_path / "out"
-    flags = cli_args(
-        dataset=folder, model=linear_keras, output=out, steps=2, attributions="none", batch_size=2
-    )
-    first = jobs(*flags)
-    checkpoints = out / ".tmp" / "checkpoints"
-    _wait_for(lambda: len(list(checkpoints.rglob("*.parquet"))) >= 2, first, "2 checkpoints")
-    os.kill(first.pid, signal.SIGKILL)
-    first.wait(timeout=60)
+    killed["copy"](out)
+    flags, checkpoints = killed["flags"](out), out / ".tmp" / "checkpoints"
     # Nothing could say that it ended: its manifest is the one of a run still running.
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "running" and "end_time" not in manifest
@@ -200,9 +241,14 @@ def test_a_killed_run_keeps_the_rows_of_its_finished_batches(folder, linear_kera
         in page
     )
 
-    manifest = run([*flags, "--resume"], save_main_session=False)
-    salvaged = _assert_resumed_80(out, manifest, kept)
+    # The dead run's lock is stale (its pid is gone): a resume takes it over and finishes
+    # (through the command line's entry point, in this process: a TensorFlow start-up less).
+    assert json.loads((out / ".lock").read_text())["pid"] == killed["pid"]
+    assert main([*flags, "--resume"]) == 0
+    salvaged = _assert_resumed_80(out, json.loads((out / "manifest.json").read_text()), kept)
+    assert list(pd.read_parquet(out / "errors").image_id) == ["broken.png"]
     assert not (out / "results" / "part-schema.parquet").exists()  # the others give the schema
+    assert not (out / ".lock").exists() and not _temp_parquet(out)  # released at the end
     # The page names the file holding the killed run's rows: the resume's salvage, not
     # `part-*` (every file of the folder), where the killed run wrote none.
     page = build_report(str(out), gallery=0)
@@ -923,7 +969,7 @@ def test_a_job_of_a_job_service_apart_from_its_launcher_holds_the_folder(
         ) in first.log.read_text()
         # The two runs that took the folder, refused through the command-line entry
         # point in this process (two TensorFlow start-ups less; a refusal by a process
-        # of its own: test_a_live_run_holds_its_output_and_a_killed_run_resumes).
+        # of its own: test_a_live_run_holds_its_output).
         for again in ("--overwrite", "--resume"):
             capsys.readouterr()
             assert main([*flags, again]) == 2, again
@@ -2077,28 +2123,19 @@ def _ids(paths) -> set[str]:
     return {i for path in paths for i in pd.read_parquet(path, columns=["image_id"]).image_id}
 
 
-def test_a_killed_resume_then_another_resume_skip_exactly_the_done_images(
-    folder, linear_keras, tmp_path, jobs
-):
+def test_a_killed_resume_then_another_resume_skip_exactly_the_done_images(killed, tmp_path, jobs):
     from transforms.done_ids import DONE_IDS_FILE, load_done_ids
 
     out = tmp_path / "out"
-    flags = cli_args(
-        dataset=folder, model=linear_keras, output=out, steps=2, attributions="none", batch_size=2
-    )
-    flags += ["--faithfulness", "none"]
-    checkpoints = out / ".tmp" / "checkpoints"
-    first = jobs(*flags)
-    _wait_for(lambda: list(checkpoints.rglob("*.parquet")), first, "a checkpoint")
-    killed = json.loads((out / ".lock").read_text())["run_id"]
-    os.kill(first.pid, signal.SIGKILL)
-    first.wait(timeout=60)
+    killed["copy"](out)  # a run killed once it checkpointed
+    flags, checkpoints = killed["flags"](out), out / ".tmp" / "checkpoints"
+    killed_id = json.loads((out / ".lock").read_text())["run_id"]
 
     second = jobs(*flags, "--resume")
 
     def own_checkpoints() -> list[Path]:  # the resume's, once it has taken the lock
         run_id = json.loads((out / "manifest.json").read_text())["run_id"]
-        return list((checkpoints / run_id).glob("*.parquet")) if run_id != killed else []
+        return list((checkpoints / run_id).glob("*.parquet")) if run_id != killed_id else []
 
     own = _wait_for(own_checkpoints, second, "a checkpoint of the resume")
     # Its workers skip the ids of its file: the killed run's salvaged rows, in results/.
@@ -2263,7 +2300,7 @@ def test_a_resume_salvages_no_checkpoint_of_a_job_that_lost_the_folder(
 
 
 def test_a_resume_of_a_killed_run_without_a_run_id_takes_no_other_runs_rows(
-    folder, linear_keras, tmp_path, jobs
+    killed, linear_keras, tmp_path
 ):
     """A manifest without a run id (versions before the lock, which came before
     checkpoints) names no run's checkpoints: a --resume salvaged every run's in
@@ -2273,15 +2310,10 @@ def test_a_resume_of_a_killed_run_without_a_run_id_takes_no_other_runs_rows(
     theirs = make_image_folder(tmp_path / "theirs")
     template, run_template = _template_job(theirs, linear_keras, out)
     template.lock.release()  # the lock deleted, as the refusal says to if the job will not run
-    flags = cli_args(
-        dataset=folder, model=linear_keras, output=out, steps=2, attributions="none", batch_size=2
-    )
-    flags += ["--faithfulness", "none"]
-    killed = jobs(*flags, "--overwrite")
-    checkpoints = out / ".tmp" / "checkpoints"
-    _wait_for(lambda: list(checkpoints.rglob("*.parquet")), killed, "a checkpoint")
-    os.kill(killed.pid, signal.SIGKILL)
-    killed.wait(timeout=60)
+    # The killed run took the folder (its --overwrite deleted the template's manifest).
+    shutil.rmtree(out)
+    killed["copy"](out)
+    flags, checkpoints = killed["flags"](out), out / ".tmp" / "checkpoints"
     manifest = json.loads((out / "manifest.json").read_text())
     del manifest["run_id"]  # as an older version wrote it
     (out / "manifest.json").write_text(json.dumps(manifest))
@@ -2291,7 +2323,7 @@ def test_a_resume_of_a_killed_run_without_a_run_id_takes_no_other_runs_rows(
 
     run([*flags, "--resume"], save_main_session=False)
     rows, errors = pd.read_parquet(out / "results"), pd.read_parquet(out / "errors")
-    inputs = {p.name for p in folder.iterdir()}
+    inputs = {p.name for p in killed["folder"].iterdir()}
     assert set(rows.image_id) | set(errors.image_id) == inputs
     assert rows.image_id.is_unique and len(rows) + len(errors) == len(inputs) == 81
 
