@@ -145,42 +145,6 @@ def killed(tmp_path_factory, linear_keras):
     }
 
 
-def test_a_live_run_holds_its_output(folder, linear_keras, tmp_path, capsys, jobs):
-    """A run under way holds its --output: another run's, --resume's and --overwrite's
-    refusals name it, and leave its files as they were. (Its lock once it is dead,
-    stale: taken over by a --resume, test_a_killed_run_keeps_the_rows_of_its_finished_batches.)"""
-    out = tmp_path / "out"
-    flags = cli_args(dataset=folder, model=linear_keras, output=out, steps=2, attributions="none")
-    first = jobs(*flags)
-    lock = out / ".lock"
-    # The lock comes first, then the run's manifest: both there, the run is under way.
-    _wait_for(lambda: (out / "manifest.json").exists(), first, "manifest")
-    # Hold the live run still (stopped, not dead) while three other runs try its folder.
-    os.kill(first.pid, signal.SIGSTOP)
-    _wait_for(lambda: _all_stopped(first.pid), first, "the job stopped")
-    held = json.loads(lock.read_text())
-    assert (held["pid"], held["host"]) == (first.pid, socket.gethostname())
-    assert held["run_id"] and held["start_time"]
-    before = _files(out)
-    other = jobs(*flags)
-    other.wait(timeout=180)
-    output = other.log.read_text()
-    lines = [line for line in output.splitlines() if line.startswith("error:")]
-    assert other.returncode == 2, output[-2000:]
-    assert len(lines) == 1 and "is in use by run " + held["run_id"] in lines[0]
-    assert f"pid {first.pid}" in lines[0]
-    # --resume and --overwrite (the two that mixed or deleted rows) through the same
-    # command-line entry point, in this process to save two TensorFlow start-ups.
-    for extra in ("--resume", "--overwrite"):
-        capsys.readouterr()
-        assert main([*flags, extra]) == 2
-        (line,) = capsys.readouterr().err.strip().splitlines()
-        assert line.startswith("error:") and "is in use by run " + held["run_id"] in line
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["status"] == "running" and manifest["run_id"] == held["run_id"]
-    assert _files(out) == before  # the stopped run's files, as the three refusals found them
-
-
 def _all_stopped(pid: int) -> bool:
     """Whether every thread of process `pid` is stopped (by a signal): it writes nothing."""
     states = []
@@ -313,15 +277,55 @@ def test_a_run_that_fails_says_so_in_its_manifest_and_a_resume_keeps_its_rows(
 _STOPS = [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "stopped by SIGTERM")]
 
 
+def _assert_holds_its_output(first: subprocess.Popen, flags: list[str], capsys, jobs) -> None:
+    """The run of `first` (`flags`), under way, holds its --output: held still (stopped,
+    not dead), another run's, a --resume's and an --overwrite's refusals name it, and
+    leave its files as they were. It is left stopped."""
+    out = Path(flags[flags.index("--output") + 1])
+    lock = out / ".lock"
+    # The lock comes first, then the run's manifest: both there, the run is under way.
+    _wait_for(lambda: (out / "manifest.json").exists(), first, "manifest")
+    os.kill(first.pid, signal.SIGSTOP)
+    _wait_for(lambda: _all_stopped(first.pid), first, "the job stopped")
+    held = json.loads(lock.read_text())
+    assert (held["pid"], held["host"]) == (first.pid, socket.gethostname())
+    assert held["run_id"] and held["start_time"]
+    before = _files(out)
+    other = jobs(*flags)
+    other.wait(timeout=180)
+    output = other.log.read_text()
+    lines = [line for line in output.splitlines() if line.startswith("error:")]
+    assert other.returncode == 2, output[-2000:]
+    assert len(lines) == 1 and "is in use by run " + held["run_id"] in lines[0]
+    assert f"pid {first.pid}" in lines[0]
+    # --resume and --overwrite (the two that mixed or deleted rows) through the same
+    # command-line entry point, in this process to save two TensorFlow start-ups.
+    for extra in ("--resume", "--overwrite"):
+        capsys.readouterr()
+        assert main([*flags, extra]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith("error:") and "is in use by run " + held["run_id"] in line
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "running" and manifest["run_id"] == held["run_id"]
+    assert _files(out) == before  # the stopped run's files, as the three refusals found them
+
+
 @pytest.mark.parametrize("stop, status, said", _STOPS)
-def test_a_stop_while_running_says_how_to_go_on_and_a_resume_completes_the_run(
-    stop, status, said, folder, linear_keras, tmp_path, jobs
+def test_a_live_run_holds_its_output_and_a_stop_says_how_to_go_on_and_a_resume_completes_it(
+    stop, status, said, folder, linear_keras, tmp_path, capsys, jobs
 ):
+    """A run under way holds its --output (checked once, in the Ctrl-C's case: how the
+    run is stopped later changes nothing before); stopped, it says how to go on, and a
+    --resume completes it. (Its lock once it is dead, stale, taken over by a --resume:
+    test_a_killed_run_keeps_the_rows_of_its_finished_batches.)"""
     out = tmp_path / "out"
     flags = cli_args(
         dataset=folder, model=linear_keras, output=out, steps=2, attributions="none", batch_size=2
     )
     first = jobs(*flags)
+    if stop == signal.SIGINT:
+        _assert_holds_its_output(first, flags, capsys, jobs)
+        os.kill(first.pid, signal.SIGCONT)
     checkpoints = out / ".tmp" / "checkpoints"
     _wait_for(lambda: list(checkpoints.rglob("*.parquet")), first, "a checkpoint")
     os.kill(first.pid, stop)
@@ -969,7 +973,7 @@ def test_a_job_of_a_job_service_apart_from_its_launcher_holds_the_folder(
         ) in first.log.read_text()
         # The two runs that took the folder, refused through the command-line entry
         # point in this process (two TensorFlow start-ups less; a refusal by a process
-        # of its own: test_a_live_run_holds_its_output).
+        # of its own: _assert_holds_its_output).
         for again in ("--overwrite", "--resume"):
             capsys.readouterr()
             assert main([*flags, again]) == 2, again
