@@ -1787,9 +1787,7 @@ def test_a_lock_taken_over_meanwhile_is_never_handed_to_the_old_runs_job(tmp_pat
     out = tmp_path / "out"
     out.mkdir()
     first = output_lock.acquire(str(out))
-    (
-        out / ".lock"
-    ).unlink()  # as said: the folder then reads as a killed run  # as if taken over by another launcher
+    (out / ".lock").unlink()  # as if taken over by another launcher
     second = output_lock.acquire(str(out))
     first.hand_over("old-job")
     held = json.loads((out / ".lock").read_text())
