@@ -108,8 +108,9 @@ def folder(tmp_path) -> Path:
     return _eighty_images(tmp_path / "images")
 
 
-def _killed_flags(folder: Path, model: str, out: Path) -> list[str]:
-    """The flags of `killed`'s run, into `out`: checkpoints every 2 images."""
+def _flags_80(folder: Path, model: str, out: Path) -> list[str]:
+    """The flags of the runs of `_eighty_images` that are stopped or killed here, into
+    `out`: a checkpoint every 2 images; no map, no faithfulness curve (none is read)."""
     flags = cli_args(
         dataset=folder, model=model, output=out, steps=2, attributions="none", batch_size=2
     )
@@ -118,7 +119,7 @@ def _killed_flags(folder: Path, model: str, out: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def killed(tmp_path_factory, linear_keras):
-    """A real `python -m pipeline` run of `_eighty_images` (`_killed_flags`) SIGKILLed
+    """A real `python -m pipeline` run of `_eighty_images` (`_flags_80`) SIGKILLed
     once 2 batches were checkpointed, made once a module (one TensorFlow start-up for
     the tests that read or go on from what it left): `killed["folder"]`, its images,
     `killed["flags"](out)`, its flags into `out`, and `killed["copy"](out)` puts a copy
@@ -126,7 +127,7 @@ def killed(tmp_path_factory, linear_keras):
     test to change."""
     where = tmp_path_factory.mktemp("killed")
     folder, out = _eighty_images(where / "images"), where / "out"
-    first = _start_job(where / "job.log", *_killed_flags(folder, linear_keras, out))
+    first = _start_job(where / "job.log", *_flags_80(folder, linear_keras, out))
     try:
         checkpoints = out / ".tmp" / "checkpoints"
         _wait_for(lambda: len(list(checkpoints.rglob("*.parquet"))) >= 2, first, "2 checkpoints")
@@ -140,7 +141,7 @@ def killed(tmp_path_factory, linear_keras):
     return {
         "folder": folder,
         "pid": first.pid,
-        "flags": lambda to: _killed_flags(folder, linear_keras, to),
+        "flags": lambda to: _flags_80(folder, linear_keras, to),
         "copy": copy,
     }
 
@@ -319,9 +320,7 @@ def test_a_live_run_holds_its_output_and_a_stop_says_how_to_go_on_and_a_resume_c
     --resume completes it. (Its lock once it is dead, stale, taken over by a --resume:
     test_a_killed_run_keeps_the_rows_of_its_finished_batches.)"""
     out = tmp_path / "out"
-    flags = cli_args(
-        dataset=folder, model=linear_keras, output=out, steps=2, attributions="none", batch_size=2
-    )
+    flags = _flags_80(folder, linear_keras, out)
     first = jobs(*flags)
     if stop == signal.SIGINT:
         _assert_holds_its_output(first, flags, capsys, jobs)
