@@ -240,12 +240,10 @@ def test_a_run_that_fails_says_so_in_its_manifest_and_a_resume_keeps_its_rows(
     """A run that fails while its process can still write ended with its manifest
     "running", as a killed run's (it is "failed" now, with its end time and the error
     line's reason); a --resume salvages it as a killed run's. The failure is a real one:
-    the results shard (80 rows, about 38 kB) cannot grow past the process's file-size
-    limit, where each checkpoint (2 rows, about 12 kB), the lock and the manifest fit."""
+    the results shard (80 rows, about 18 kB) cannot grow past the process's file-size
+    limit, where each checkpoint (2 rows, about 11 kB), the lock and the manifest fit."""
     out = tmp_path / "out"
-    flags = cli_args(
-        dataset=folder, model=linear_keras, output=out, steps=2, attributions="none", batch_size=2
-    )
+    flags = _flags_80(folder, linear_keras, out)
     first = jobs(*flags, file_size_limit=16_000)
     assert first.wait(timeout=300) == 1
     log = first.log.read_text()
