@@ -185,9 +185,10 @@ def test_a_killed_run_keeps_the_rows_of_its_finished_batches(killed, tmp_path):
     # Nothing could say that it ended: its manifest is the one of a run still running.
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "running" and "end_time" not in manifest
+    page = build_report(str(out), gallery=0)  # the folder as the killed run left it
     assert (
         "This run did not finish (status running): it was killed, or it is still running."
-        in _page_text(out)
+        in _as_read(page)
     )
     kept = pd.concat([pd.read_parquet(p) for p in checkpoints.rglob("*.parquet")])
     assert kept.image_id.is_unique and len(kept) >= 4
@@ -199,7 +200,6 @@ def test_a_killed_run_keeps_the_rows_of_its_finished_batches(killed, tmp_path):
     with pytest.warns(UserWarning, match="has not finished"):  # a real killed run's
         assert read_results(str(out)).empty
     # The page of the killed run says where its finished images are, and how to keep them.
-    page = build_report(str(out), gallery=0)
     assert "result rows yet (they are written when a run ends)" in page
     assert (
         f"The rows of the {kept.image_id.nunique()} images it finished sit in its checkpoints"
@@ -223,9 +223,13 @@ def test_a_killed_run_keeps_the_rows_of_its_finished_batches(killed, tmp_path):
 
 
 def _page_text(output: Path) -> str:
-    """The text of the report page of the run in `output`, as read (tags and entities gone)."""
-    page = re.sub(r"<[^>]+>", " ", build_report(str(output), gallery=0))
-    return " ".join(html.unescape(page).split())
+    """The text of the report page of the run in `output`, as read (`_as_read`)."""
+    return _as_read(build_report(str(output), gallery=0))
+
+
+def _as_read(page: str) -> str:
+    """The text of the report page `page`, as read (tags and entities gone)."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page)).split())
 
 
 def _checkpointed(output: Path) -> pd.DataFrame:
