@@ -617,24 +617,6 @@ def test_the_page_of_a_run_killed_after_its_rows_were_finalized_counts_no_image_
     assert "The rows of 1 more images it finished sit in its checkpoints" in page
 
 
-def test_the_page_of_a_killed_run_counts_only_its_own_checkpoints(finished, tmp_path):
-    """Another run's checkpoints in .tmp/ (a template's job that lost the folder) were
-    counted as this run's: a --resume salvages only the run its manifest names."""
-    out = tmp_path / "out"
-    finished["copy"](out)
-    manifest = json.loads((out / "manifest.json").read_text())
-    (out / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
-    (part,) = (out / "results").glob("*.parquet")
-    rows = pd.read_parquet(part)
-    for run_id, image_id in ((manifest["run_id"], "later.png"), ("0123456789ab", "theirs.png")):
-        (out / ".tmp" / "checkpoints" / run_id).mkdir(parents=True)
-        rows.iloc[:1].assign(image_id=image_id).to_parquet(
-            out / ".tmp" / "checkpoints" / run_id / "batch-0.parquet"
-        )
-    page = build_report(str(out), gallery=0)
-    assert "The rows of 1 more images it finished sit in its checkpoints" in page
-
-
 def test_the_page_of_a_killed_run_without_a_run_id_counts_no_checkpoint(finished, tmp_path):
     """A manifest without a run id (a version before checkpoints) has none of its own:
     the page counted every run's in .tmp/ as the images it finished, which a --resume
@@ -658,7 +640,8 @@ def test_the_page_of_a_killed_run_without_a_run_id_counts_no_checkpoint(finished
 def test_the_page_and_a_resume_take_the_same_checkpoints_of_a_killed_run(own, finished, tmp_path):
     """Which checkpoints a run has is decided once (`run_checkpoints`): its run id's,
     none without one (a version before checkpoints). The page counts the images a
-    --resume salvages; here one of its own and one of another run (a template's job)."""
+    --resume salvages; here one of its own and one of another run (a template's job
+    that lost the folder), which the page counted as this run's."""
     from transforms.schema import results_schema
     from transforms.sinks import salvage_checkpoints
 
