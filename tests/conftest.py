@@ -402,6 +402,12 @@ def folder_run(tmp_path):
     cat1 (label 281) is right, cat2 (281 -> 282, 90%) and shark (2 -> 3, 60%,
     relative delta 5%) are wrong, loose.png has no label.
     """
+    return write_folder_run(tmp_path)
+
+
+def write_folder_run(tmp_path: Path) -> dict:
+    """`folder_run`'s images and output, written under `tmp_path` (for a module-scoped
+    fixture whose tests only read them)."""
     from tests.known_rows import make_row, write_output  # noqa: PLC0415 - it imports SIZE from here
 
     rng = np.random.default_rng(7)

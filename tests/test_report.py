@@ -39,6 +39,7 @@ from tests.conftest import (
     printed_summary,
     run_to_a_closed_stdout,
     run_to_an_ascii_stdout,
+    write_folder_run,
     write_image,
 )
 from tests.known_rows import as_older_version, damage_arrays, make_row, regroup, write_output
@@ -968,6 +969,17 @@ NEW_VALUES = {
 }
 
 
+@pytest.fixture(scope="module")
+def folder_pages(tmp_path_factory) -> dict[str, str]:
+    """The pages (--gallery 0) of `folder_run`'s output as written ("plain") and with the
+    `NEW_VALUES` columns added ("new_values"), built once: the reports that several
+    tests build first from those rows and only read."""
+    output = write_folder_run(tmp_path_factory.mktemp("folder_pages"))["output"]
+    plain = build_report(output, gallery=0)
+    add_columns(output, NEW_VALUES)
+    return {"plain": plain, "new_values": build_report(output, gallery=0)}
+
+
 @pytest.mark.parametrize(
     "key, note",
     [
@@ -979,10 +991,12 @@ NEW_VALUES = {
         ("faithfulness_ties", "ordered a map's equal values row-major"),
     ],
 )
-def test_faithfulness_of_an_older_versions_checks_is_said_to_differ(folder_run, key, note):
+def test_faithfulness_of_an_older_versions_checks_is_said_to_differ(
+    folder_run, folder_pages, key, note
+):
+    assert note not in _page(folder_pages["new_values"]).sections["faithfulness"]
     output = folder_run["output"]
     add_columns(output, NEW_VALUES)
-    assert note not in _page(build_report(output, gallery=0)).sections["faithfulness"]
     path = Path(output, "manifest.json")
     manifest = json.loads(path.read_text())
     del manifest["config"][key]
@@ -1049,9 +1063,9 @@ def test_one_card_for_reference_reads_in_the_singular(real_run):
     assert "The largest error is shown for reference." in worst
 
 
-def test_a_row_card_says_its_baseline_score_is_a_mean_over_several(folder_run):
+def test_a_row_card_says_its_baseline_score_is_a_mean_over_several(folder_run, folder_pages):
     # baseline_score is F(x′) averaged over the baselines; the card called it the baseline's.
-    worst = _page(build_report(folder_run["output"], gallery=0)).sections["worst-completeness"]
+    worst = _page(folder_pages["plain"]).sections["worst-completeness"]
     assert "F(x′), baseline 1" in worst and "mean over the baselines" not in worst
     manifest_path = Path(folder_run["output"], "manifest.json")
     manifest = json.loads(manifest_path.read_text())
@@ -1082,9 +1096,8 @@ def test_with_several_baselines_the_page_says_which_deletion_goes_to_and_steps_a
     assert "path points per baseline 8 (" in page.sections["worst-completeness"]
 
 
-def test_per_pixel_accuracy_section_beside_completeness(folder_run):
-    add_columns(folder_run["output"], NEW_VALUES)
-    page = _page(build_report(folder_run["output"], gallery=0))
+def test_per_pixel_accuracy_section_beside_completeness(folder_pages):
+    page = _page(folder_pages["new_values"])
     section = page.sections["accuracy"]
     # Sorted errors 0.002, 0.004, 0.05, 0.3: median 2.7 %, p95 26.25 %, worst 30 %.
     assert "Median 2.70%, 95th percentile 26.25%, worst 30.00%." in section
@@ -1204,10 +1217,10 @@ def test_a_softmax_runs_completeness_says_its_score_is_a_probability(folder_run)
     assert "(F: the target class's probability, from 0 to 1)" in lead
 
 
-def test_the_per_pixel_bound_is_the_tolerance_over_the_estimates_margin(folder_run):
-    add_columns(folder_run["output"], NEW_VALUES)
-    text = build_report(folder_run["output"], gallery=0)
+def test_the_per_pixel_bound_is_the_tolerance_over_the_estimates_margin(folder_run, folder_pages):
+    text = folder_pages["new_values"]
     assert "0.0125 per pixel (its estimate held within 0.01), 0.01 completeness" in text
+    add_columns(folder_run["output"], NEW_VALUES)
     # A run made before the margin (no estimate_bound): --tolerance bounded the estimate.
     path = Path(folder_run["output"], "manifest.json")
     manifest = json.loads(path.read_text())
@@ -1229,9 +1242,8 @@ def test_the_per_pixel_bound_is_the_tolerance_over_the_estimates_margin(folder_r
     )
 
 
-def test_faithfulness_section_flags_rows_no_better_than_chance(folder_run):
-    add_columns(folder_run["output"], NEW_VALUES)
-    text = build_report(folder_run["output"], gallery=0)
+def test_faithfulness_section_flags_rows_no_better_than_chance(folder_pages):
+    text = folder_pages["new_values"]
     page = _page(text)
     section = page.sections["faithfulness"]
     # Medians: deletion 0.175 vs 0.4, insertion 0.65 vs 0.5; 3 of 4 rows beat chance in each.
@@ -1262,14 +1274,13 @@ def _faithfulness_text(text: str) -> str:
     return _section_text(text, "faithfulness")
 
 
-def test_the_faithfulness_section_says_what_beating_one_random_ranking_shows(folder_run):
+def test_the_faithfulness_section_says_what_beating_one_random_ranking_shows(folder_pages):
     # Each row is compared with one random ranking: a map of noise beats it on a check
     # in about half the rows (tests/test_faithfulness.py; 20-28 % on both, on the
     # sample). "rows where IG beats chance: 4 of 8" read as support where it is what
     # noise scores, and nothing said that a row beating its control is not shown
     # faithful by that, nor that the curves follow the probability, not the logit.
-    add_columns(folder_run["output"], NEW_VALUES)
-    section = _faithfulness_text(build_report(folder_run["output"], gallery=0))
+    section = _faithfulness_text(folder_pages["new_values"])
     assert "a map of noise beats it in about half of a check's rows by luck" in section
     assert "a row that beats its control is not shown to be faithful by that alone" in section
     assert "the target's probability, whatever --score" in section
@@ -1426,18 +1437,21 @@ def test_a_row_with_only_its_insertion_measured_is_counted_among_the_rows_it_is_
     assert re.findall(r"\w+\.png →", section) == ["shark.png →", "cat2.png →"]
 
 
-def test_the_heading_of_one_row_no_better_than_chance_reads_in_the_singular(folder_run):
+def test_the_heading_of_one_row_no_better_than_chance_reads_in_the_singular(
+    folder_run, folder_pages
+):
     # It read "1 of 4 rows do no better than chance", as the page conjugates nowhere
     # else ("1 row has no faithfulness values"); 0 and 2 keep "do".
     beats = _new_values(0.05, 0.1, 0.4, 0.6, 0.5)
     for values, heading in (
         ({**NEW_VALUES, CAT2: beats}, "1 of 4 rows does no better than chance"),
         ({**NEW_VALUES, CAT2: beats, SHARK: beats}, "0 of 4 rows do no better than chance"),
-        (NEW_VALUES, "2 of 4 rows do no better than chance"),
     ):
         add_columns(folder_run["output"], values)
         section = _faithfulness_text(build_report(folder_run["output"], gallery=0))
         assert heading in section, section
+    section = _faithfulness_text(folder_pages["new_values"])  # NEW_VALUES: 2 rows
+    assert "2 of 4 rows do no better than chance" in section, section
 
 
 def test_a_run_whose_deletion_aucs_are_all_null_is_not_called_faithfulness_none(folder_run):
@@ -2396,10 +2410,10 @@ def _edit_manifest(output: str, **changes: Any) -> None:
     path.write_text(json.dumps(manifest))
 
 
-def test_the_tiles_count_the_runs_errors_and_unaccounted_inputs_say_no(folder_run):
+def test_the_tiles_count_the_runs_errors_and_unaccounted_inputs_say_no(folder_run, folder_pages):
     # folder_run's manifest: 5 inputs, 4 images with rows, 1 error record (broken.jpg).
     output = folder_run["output"]
-    text = build_report(output, gallery=0)
+    text = folder_pages["plain"]
     # A count of one is singular: "1 error", not "1 errors"; "4 result rows".
     assert '<div class="tile bad"><div class="v">1</div><div class="k">error</div>' in text
     assert '<div class="v">4</div><div class="k">result rows</div>' in text
@@ -2422,9 +2436,9 @@ def test_a_resumed_run_whose_earlier_rows_were_deleted_is_not_called_complete(fo
     assert "All inputs accounted for NO: rows the run wrote are missing from results/" in summary
 
 
-def test_a_not_within_tolerance_verdict_is_shown_in_red(folder_run):
+def test_a_not_within_tolerance_verdict_is_shown_in_red(folder_pages):
     # shark's sum is 5 % off (within_tolerance False): its card's verdict is flagged.
-    text = build_report(folder_run["output"], gallery=0)
+    text = folder_pages["plain"]
     worst = text.split('id="worst-completeness"')[1].split("</section>")[0]
     assert '<td>within tolerance</td><td class="wrong">no</td>' in worst
 
@@ -2641,10 +2655,10 @@ def _tile(text: str, label: str) -> tuple[str, str]:
     return tile
 
 
-def test_the_accuracy_tile_is_over_the_labelled_images(folder_run):
+def test_the_accuracy_tile_is_over_the_labelled_images(folder_pages):
     # folder_run: 3 of its 4 images are labelled, 2 of them misclassified (cat2,
     # shark): 1 of 3 right. Over all 4 images it would read 50.0%.
-    text = build_report(folder_run["output"], gallery=0)
+    text = folder_pages["plain"]
     assert _tile(text, r"top-1 accuracy \(3 of 4 images labelled\)") == ("", "33.3%")
 
 
@@ -3222,12 +3236,12 @@ def test_the_note_of_a_check_that_measured_nothing_counts_no_row_that_is_not_mea
     assert "AUCs are both 1: it measured nothing" not in section
 
 
-def test_worst_completeness_says_its_rows_are_ranked_by_the_relative_error(folder_run):
+def test_worst_completeness_says_its_rows_are_ranked_by_the_relative_error(folder_pages):
     # It read "The rows whose attributions sum furthest from F(x) − F(x′)" while the
     # rows are ordered by relative_delta: a row of a small F(x) − F(x′) can be far in
     # relative terms and close in absolute ones, and an auditor reading "furthest"
     # looked for the largest |delta| and found it further down.
-    section = _section_text(build_report(folder_run["output"], gallery=0), "worst-completeness")
+    section = _section_text(folder_pages["plain"], "worst-completeness")
     assert "sum furthest from" not in section
     assert (
         "The rows of the largest relative completeness error "
@@ -3236,12 +3250,13 @@ def test_worst_completeness_says_its_rows_are_ranked_by_the_relative_error(folde
     )
 
 
-def test_rows_no_better_than_chance_are_said_to_lose_to_one_random_ranking_no_more(folder_run):
+def test_rows_no_better_than_chance_are_said_to_lose_to_one_random_ranking_no_more(
+    folder_pages,
+):
     # The cards read "Their heat maps should not be trusted as explanations of the
     # model's decision", said as well of a row that loses one check by a hair against a
     # single random ranking of its pixels: more than one trial measures.
-    add_columns(folder_run["output"], NEW_VALUES)
-    section = _faithfulness_text(build_report(folder_run["output"], gallery=0))
+    section = _faithfulness_text(folder_pages["new_values"])
     assert "should not be trusted" not in section
     assert (
         "Each lost to or tied with its random ranking on deletion or insertion: "
