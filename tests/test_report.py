@@ -1001,7 +1001,7 @@ def test_faithfulness_of_an_older_versions_checks_is_said_to_differ(
     manifest = json.loads(path.read_text())
     del manifest["config"][key]
     path.write_text(json.dumps(manifest))
-    section = _page(build_report(output, gallery=0)).sections["faithfulness"]
+    section = _page(build_report(output, examples=0, gallery=0)).sections["faithfulness"]
     assert note in section and "rerun the audit with this version" in section
     assert "2 of 4 rows do no better than chance" in section  # the values, as recorded
 
@@ -1167,7 +1167,9 @@ def test_completeness_counts_the_rows_refined_beyond_the_runs_steps(folder_run):
         index = table.schema.get_field_index("steps")
         table = table.set_column(index, table.schema.field(index), pa.array(steps, pa.int64()))
         pq.write_table(table, path)
-    section = _page(build_report(folder_run["output"], gallery=0)).sections["completeness"]
+    section = _page(build_report(folder_run["output"], examples=0, gallery=0)).sections[
+        "completeness"
+    ]
     assert "1 of 4 rows was refined with more path points" in section
 
 
@@ -1182,13 +1184,13 @@ def test_completeness_says_which_rows_are_not_within_tolerance_and_hit_max_steps
         index = table.schema.get_field_index("steps")
         table = table.set_column(index, table.schema.field(index), pa.array(steps, pa.int64()))
         pq.write_table(table, path)
-    section = _page(build_report(output, gallery=0)).sections["completeness"]
+    section = _page(build_report(output, examples=0, gallery=0)).sections["completeness"]
     assert (
         "1 of 4 rows is not within tolerance (within_tolerance false) after refinement up to "
         "--max_steps 512 path points per baseline; the cap was reached by 0 rows." in section
     )
     _edit_manifest(output, config={"max_steps": 20})
-    section = _page(build_report(output, gallery=0)).sections["completeness"]
+    section = _page(build_report(output, examples=0, gallery=0)).sections["completeness"]
     assert (
         "--max_steps 20 path points per baseline; the cap was reached by 1 row: a larger "
         "--max_steps may resolve it." in section
@@ -1199,12 +1201,12 @@ def test_the_tolerances_of_a_run_before_the_per_pixel_estimate_or_its_own_bound(
     # Before attribution_error, --tolerance bounded completeness alone: no per-pixel bound.
     output = folder_run["output"]
     as_older_version(output)
-    summary = _page(build_report(output, gallery=0)).sections["summary"]
+    summary = _page(build_report(output, examples=0, gallery=0)).sections["summary"]
     assert "Tolerance 0.0125 completeness (no per-pixel bound: a version of the job " in summary
     assert "per pixel" not in summary and "–" not in summary.split("Tolerance")[1][:60]
     # Then, before --completeness_tolerance, it bounded both.
     add_columns(output, NEW_VALUES)
-    summary = _page(build_report(output, gallery=0)).sections["summary"]
+    summary = _page(build_report(output, examples=0, gallery=0)).sections["summary"]
     assert "Tolerance 0.0125 per pixel, 0.0125 completeness" in summary
 
 
@@ -1213,7 +1215,7 @@ def test_a_softmax_runs_completeness_says_its_score_is_a_probability(folder_run)
     manifest = json.loads(path.read_text())
     manifest["config"]["score"] = "softmax"
     path.write_text(json.dumps(manifest))
-    lead = _section_text(build_report(folder_run["output"], gallery=0), "completeness")
+    lead = _section_text(build_report(folder_run["output"], examples=0, gallery=0), "completeness")
     assert "(F: the target class's probability, from 0 to 1)" in lead
 
 
@@ -1227,14 +1229,14 @@ def test_the_per_pixel_bound_is_the_tolerance_over_the_estimates_margin(folder_r
     del manifest["config"]["estimate_bound"]
     manifest["config"]["tolerance"] = 0.04
     path.write_text(json.dumps(manifest))
-    text = build_report(folder_run["output"], gallery=0)
+    text = build_report(folder_run["output"], examples=0, gallery=0)
     assert "0.04 per pixel, 0.01 completeness" in text
     section = _page(text).sections["accuracy"]
     assert "2 of 4 rows exceed the bound 4% (0.04) on the estimated per-pixel error" in section
     # A bound whose float is not the decimal typed: shown as 0.0024, not 0.0024000000000000002.
     manifest["config"].update(tolerance=0.003, estimate_bound=0.003 / 1.25)
     path.write_text(json.dumps(manifest))
-    text = build_report(folder_run["output"], gallery=0)
+    text = build_report(folder_run["output"], examples=0, gallery=0)
     assert "0.003 per pixel (its estimate held within 0.0024), 0.01 completeness" in text
     assert (
         "3 of 4 rows exceed the bound 0.24% (0.0024) on the estimated"
@@ -1368,7 +1370,7 @@ def test_a_small_run_whose_every_map_beats_its_control_is_not_shown_as_good(fold
     # only where the sign test says the maps beat chance on every check measured.
     beats = _new_values(0.05, 0.1, 0.4, 0.6, 0.5)
     add_columns(folder_run["output"], dict.fromkeys(NEW_VALUES, beats))
-    text = build_report(folder_run["output"], gallery=0)
+    text = build_report(folder_run["output"], examples=0, gallery=0)
     assert _tile(text, "rows no better than chance") == ("", "0")
     section = _faithfulness_text(text)
     line = "4 of 4 not distinguishable from chance at 4 rows (p = 0.062) 0.3"
@@ -1408,11 +1410,15 @@ def test_a_median_auc_just_below_1_is_not_shown_as_1(folder_run):
     values = {i: {**v, "insertion_auc": 0.99954} for i, v in NEW_VALUES.items()}
     values[SHARK]["insertion_auc_random"] = 1.0  # shark loses: flagged, as before
     add_columns(folder_run["output"], values)
-    section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
+    section = _page(build_report(folder_run["output"], examples=0, gallery=0)).sections[
+        "faithfulness"
+    ]
     assert "insertion AUC (higher is better) 0.9995 0.5 3 of 4" in section
     values = {i: {**v, "deletion_auc_random": 1.0} for i, v in values.items()}
     add_columns(folder_run["output"], values)
-    section = _page(build_report(folder_run["output"], gallery=0)).sections["faithfulness"]
+    section = _page(build_report(folder_run["output"], examples=0, gallery=0)).sections[
+        "faithfulness"
+    ]
     assert "deletion AUC (lower is better) 0.175 1 4 of 4" in section
 
 
@@ -1448,7 +1454,7 @@ def test_the_heading_of_one_row_no_better_than_chance_reads_in_the_singular(
         ({**NEW_VALUES, CAT2: beats, SHARK: beats}, "0 of 4 rows do no better than chance"),
     ):
         add_columns(folder_run["output"], values)
-        section = _faithfulness_text(build_report(folder_run["output"], gallery=0))
+        section = _faithfulness_text(build_report(folder_run["output"], examples=0, gallery=0))
         assert heading in section, section
     section = _faithfulness_text(folder_pages["new_values"])  # NEW_VALUES: 2 rows
     assert "2 of 4 rows do no better than chance" in section, section
@@ -1558,6 +1564,18 @@ def test_sections_say_when_the_run_did_not_record_the_new_columns(folder_run, tm
     )
 
 
+def _sanity_text(text: str) -> str:
+    """The sanity section's text of a report page's HTML `text`, its whitespace
+    collapsed to single spaces."""
+    return _section_text(text, "sanity")
+
+
+def _sanity_of(output: str) -> str:
+    """`_sanity_text` of the page of the run in `output`, built without cards or gallery
+    (the section is the check's file, whatever else the page shows)."""
+    return _sanity_text(build_report(output, examples=0, gallery=0))
+
+
 def _write_sanity(output: str, data: Any) -> None:
     folder = Path(output, "sanity")
     folder.mkdir(exist_ok=True)
@@ -1572,7 +1590,7 @@ def test_sanity_check_section_says_which_it_is(folder_run):
         {"layer": "block_6<b>", "spearman_median": 0.12, "ssim_median": 0.08},
     ]
     _write_sanity(output, {"stages": stages, "verdict": "pass", "changed": True, "images": 8})
-    section = _sanity_text(build_report(output, gallery=0))
+    section = _sanity_of(output)
     assert "on 8 images" in section
     # --stages N spreads the layers over N stages: not one layer more per stage.
     assert "more of them at each stage" in section and "one more at each stage" not in section
@@ -1584,26 +1602,26 @@ def test_sanity_check_section_says_which_it_is(folder_run):
     )
     assert "Verdict recorded by the check: pass" in section
     _write_sanity(output, {"stages": stages, "changed": False, "images": 1})
-    section = _sanity_text(build_report(output, gallery=0))
+    section = _sanity_of(output)
     assert "on 1 image." in section
     assert "barely change when the model is destroyed: they are not explanations" in section
     # --target top_k: rows of fewer images (their targets), counted as such.
     _write_sanity(output, {"stages": stages, "images": 4, "image_ids": ["a", "a", "b", "b"]})
-    section = _sanity_text(build_report(output, gallery=0))
+    section = _sanity_of(output)
     assert "on 4 rows of 2 images (their targets)." in section
     # This version's file counts images as "images", their rows as "rows".
     _write_sanity(output, {"stages": stages, "images": 2, "rows": 4})
-    section = _sanity_text(build_report(output, gallery=0))
+    section = _sanity_of(output)
     assert "on 4 rows of 2 images (their targets)." in section
     _write_sanity(output, {"stages": stages})  # a file without the check's decision
-    section = _sanity_text(build_report(output, gallery=0))
+    section = _sanity_of(output)
     assert "The check recorded no decision" in section and "The maps change" not in section
     # Files of versions before the sign tests against the input alone: as they were shown.
     assert "Maps that change as the model is destroyed depend on what it learned" in section
     assert "Verdict:" not in section and "input alone" not in section
     assert read_sanity(output)["judged"] is None
     _write_sanity(output, "{not json")
-    section = _sanity_text(build_report(output, gallery=0))
+    section = _sanity_of(output)
     assert "sanity/sanity.json could not be read" in section
 
 
@@ -1614,7 +1632,7 @@ def test_the_sanity_table_names_the_layer_the_model_was_randomised_down_to(folde
     output = folder_run["output"]
     stages = [{"layer": "logits", "spearman_median": 0.4, "ssim_median": 0.3}]
     _write_sanity(output, {"stages": stages, "changed": True, "images": 1})
-    section = _sanity_text(build_report(output, gallery=0))
+    section = _sanity_of(output)
     assert "stage randomised down to layer Spearman, median" in section
     assert "up to layer" not in section
 
@@ -1629,7 +1647,7 @@ def test_the_page_gives_the_sanity_checks_own_verdict(folder_run):
     stages = [sanity_check._stage_report(["logits"], [(0.3, 0.7)] * 6, reference, ids)]
     report = sanity_check._report(ids, targets, AttributionConfig(), 0, stages, reference)
     write_json(str(Path(output, "sanity", "sanity.json")), report)
-    text = build_report(output, gallery=0)
+    text = build_report(output, examples=0, gallery=0)
     section = _sanity_text(text)
     assert "Verdict recorded by the check: fail: the randomised model's maps stay" in section
     assert '<b class="wrong">Verdict: fail.</b>' in text
@@ -1645,12 +1663,6 @@ def test_the_page_gives_the_sanity_checks_own_verdict(folder_run):
     assert "Undecided" not in section
 
 
-def _sanity_text(text: str) -> str:
-    """The sanity section's text of a report page's HTML `text`, its whitespace
-    collapsed to single spaces."""
-    return _section_text(text, "sanity")
-
-
 def test_an_undecided_sanity_check_shows_its_tests_against_the_input_alone(real_run, tmp_path):
     # The page showed medians per stage and, beside an undecided verdict, a note listing
     # reasons none of which applied ("no finite maps ... too thin for SSIM ..."): not
@@ -1659,7 +1671,7 @@ def test_an_undecided_sanity_check_shows_its_tests_against_the_input_alone(real_
     shutil.copytree(real_run["output"], output)
     report = sanity_check.run(output)  # 4 images: a sign test needs 5 for p < 0.05
     assert report["changed"] is None and report["advice"]
-    section = _sanity_text(build_report(output, gallery=0))
+    section = _sanity_of(output)
     assert "Verdict: undecided. The rule: pass when, by both Spearman and SSIM," in section
     assert f"The rule: {report['rule']}." in section
     last, alone = report["stages"][-1], report["reference"]
@@ -1707,7 +1719,7 @@ def test_a_sanity_file_with_tests_but_no_rule_or_advice_shows_its_tests(folder_r
     report = sanity_check._report(ids, np.arange(8), AttributionConfig(), 0, stages, reference)
     del report["rule"], report["advice"]
     write_json(str(Path(output, "sanity", "sanity.json")), report)
-    section = _sanity_text(build_report(output, gallery=0))
+    section = _sanity_of(output)
     assert "Verdict: undecided. The sign tests" in section and "The rule" not in section
     assert "Spearman 8 of 8 images p = 0.0039 0 of 8 images p = 1 0.2 0.4" in section
     assert "SSIM 6 of 8 images p = 0.14 2 of 8 images p = 0.96 0.05 0.1" in section
@@ -1727,7 +1739,7 @@ def test_the_sanity_section_names_the_images_a_measure_does_not_count(folder_run
     stage["unscored"] = sanity_check._unscored(ids, stage, reference, reasons)
     report = sanity_check._report(ids, np.arange(8), AttributionConfig(), 0, [stage], reference)
     write_json(str(Path(output, "sanity", "sanity.json")), report)
-    section = _sanity_text(build_report(output, gallery=0))
+    section = _sanity_of(output)
     assert "SSIM 0 of 6 images p = 1 6 of 6 images p = 0.016 0.7 0.5" in section
     assert (
         "Left out of the sign tests, having no value: by SSIM, 2 of 8 images: g.png, h.png (its "
@@ -1735,7 +1747,7 @@ def test_the_sanity_section_names_the_images_a_measure_does_not_count(folder_run
     ), section
     del report["stages"][0]["unscored"]
     write_json(str(Path(output, "sanity", "sanity.json")), report)
-    assert "Left out of the sign tests" not in _sanity_text(build_report(output, gallery=0))
+    assert "Left out of the sign tests" not in _sanity_of(output)
 
 
 def _cascade(output: str) -> dict[str, Any]:
@@ -1766,7 +1778,7 @@ def test_the_sanity_table_shows_each_stages_tests_and_where_the_maps_first_chang
     output = folder_run["output"]
     report = _cascade(output)
     assert report["verdict"].startswith("pass")
-    section = _sanity_text(build_report(output, gallery=0))
+    section = _sanity_of(output)
     assert (
         "stage randomised down to layer Spearman, median SSIM, median Spearman, images "
         "further than the input alone SSIM, images further than the input alone the "
@@ -1796,7 +1808,7 @@ def test_a_sanity_file_without_each_stages_decision_shows_what_it_recorded(folde
     for stage in report["stages"]:
         del stage["changed"]
     write_json(str(Path(output, "sanity", "sanity.json")), report)
-    section = _sanity_text(build_report(output, gallery=0))
+    section = _sanity_of(output)
     assert (
         "1 logits 0.6 0.6 0 of 6 images 0 of 6 images as close or closer "
         "2 dense 0.45 0.45 3 of 6 images 3 of 6 images changed or undecided "
@@ -1807,7 +1819,7 @@ def test_a_sanity_file_without_each_stages_decision_shows_what_it_recorded(folde
     # Before the sign tests, "similar" compared the medians with 0.5: not shown, as then.
     stages = [{"layer": "logits", "spearman_median": 0.61, "ssim_median": 0.5, "similar": True}]
     _write_sanity(output, {"stages": stages, "changed": False, "images": 1})
-    section = _sanity_text(build_report(output, gallery=0))
+    section = _sanity_of(output)
     assert section.endswith(
         "stage randomised down to layer Spearman, median SSIM, median 1 logits 0.61 0.5"
     )
@@ -2024,8 +2036,9 @@ def test_a_damaged_file_listed_after_the_runs_files_is_named_not_a_traceback(
 
 
 def _banner(output: str, page: str | None = None) -> str:
-    """The text above the run summary of `page`, the run's page (built when not given)."""
-    page = build_report(output, gallery=0) if page is None else page
+    """The text above the run summary of `page`, the run's page (built when not given,
+    without cards or gallery: the banner is the run's, whatever the page shows)."""
+    page = build_report(output, examples=0, gallery=0) if page is None else page
     text = html.unescape(re.sub(r"<[^>]+>", "", page))
     return re.sub(r"\s+", " ", text.split("Run summary")[0])
 
@@ -2420,7 +2433,7 @@ def test_the_tiles_count_the_runs_errors_and_unaccounted_inputs_say_no(folder_ru
     assert '<div class="v">1</div><div class="k">row not within tolerance</div>' in text
     assert "All inputs accounted for yes" in _page(text).sections["summary"]
     _edit_manifest(output, all_inputs_accounted_for=False)  # rows + errors != inputs
-    text = build_report(output, gallery=0)
+    text = build_report(output, examples=0, gallery=0)
     assert '<td>All inputs accounted for</td><td><span class="wrong">NO</span>' in text
     assert "accounted for yes" not in _page(text).sections["summary"]
 
@@ -3274,7 +3287,7 @@ def test_the_counts_are_named_in_words_their_manifest_keys_in_a_title(folder_run
     manifest = json.loads(Path(output, "manifest.json").read_text())
     manifest["counts"]["skipped_done_before"] = 0
     Path(output, "manifest.json").write_text(json.dumps(manifest))
-    text = build_report(output, gallery=0)
+    text = build_report(output, examples=0, gallery=0)
     summary = _section_text(text, "summary")
     assert (
         "Counts inputs 5, skipped (done by an earlier run) 0, images with result rows 4, "
