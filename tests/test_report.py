@@ -2282,8 +2282,9 @@ def test_the_gallery_says_what_its_panels_show(tmp_path, linear_keras, no_maps_r
     output = tmp_path / "full"
     args = cli_args(dataset=images, model=linear_keras, output=output, steps=4)
     run([*args, "--attributions", "full"], save_main_session=False)
-    pages = {"full": _section_text(build_report(str(output)), "gallery")}
-    pages["none"] = _page(build_report(no_maps_run)).sections["gallery"]
+    # Without cards: the gallery section alone is read.
+    pages = {"full": _section_text(build_report(str(output), examples=0), "gallery")}
+    pages["none"] = _page(build_report(no_maps_run, examples=0)).sections["gallery"]
     assert "1 image: each photo laid translucently" in pages["full"]
     assert "the photos alone: this run stored no attribution maps" in pages["none"]
     assert "translucently" not in pages["none"]
@@ -2630,7 +2631,9 @@ def test_a_check_that_measured_nothing_in_every_row_has_no_line_of_the_table(sat
 
 def test_a_reader_that_stops_reading_stdout_does_not_fail_a_written_report(folder_run, tmp_path):
     page = tmp_path / "report.html"
-    args = ["--input", folder_run["output"], "--output", str(page)]
+    # No cards or gallery: the page's content is not the point, its writing is.
+    args = ["--input", folder_run["output"], "--output", str(page), "--examples", "0"]
+    args += ["--gallery", "0"]
     for none in (False, True):  # `| head -0`, or no stdout at all (`>&-`)
         page.unlink(missing_ok=True)
         done = run_to_a_closed_stdout("pipeline.report", *args, none=none)
@@ -2640,9 +2643,8 @@ def test_a_reader_that_stops_reading_stdout_does_not_fail_a_written_report(folde
 def test_a_written_report_is_said_on_an_ascii_stdout(folder_run, tmp_path):
     # Its line named the page in a UnicodeEncodeError traceback, and exited 1.
     page = tmp_path / "Prüfung.html"
-    done = run_to_an_ascii_stdout(
-        "pipeline.report", "--input", folder_run["output"], "--output", str(page)
-    )
+    args = ["--input", folder_run["output"], "--output", str(page), "--examples", "0"]
+    done = run_to_an_ascii_stdout("pipeline.report", *args, "--gallery", "0")  # no cards
     stderr = done.stderr.decode("ascii", "replace")
     assert (done.returncode, "Traceback" in stderr) == (0, False), stderr
     assert b"Pr\\xfcfung.html" in done.stdout and page.is_file()
