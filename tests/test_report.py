@@ -969,15 +969,45 @@ NEW_VALUES = {
 }
 
 
+#: Columns of `folder_run`'s rows (none: as written) whose pages several tests only read.
+SHARED = {
+    "plain": None,
+    "new_values": NEW_VALUES,
+    # loose.png's every curve flat: its AUCs and its control's are 1.0.
+    "loose_flat": {**NEW_VALUES, "loose.png": _new_values(0.002, 1.0, 1.0, 1.0, 1.0)},
+}
+
+
+class _FolderPages:
+    """The page (--gallery 0) of `folder_run`'s rows with the `SHARED` columns of a
+    name, written and built the first time a test asks for it: the report that
+    several tests build first from the same rows and only read."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._folders = tmp_path_factory
+        self._built: dict[str, tuple[str, str]] = {}
+
+    def __call__(self, name: str) -> str:
+        """The page's HTML."""
+        return self._page(name)[1]
+
+    def output(self, name: str) -> str:
+        """The output folder of its rows."""
+        return self._page(name)[0]
+
+    def _page(self, name: str) -> tuple[str, str]:
+        if name not in self._built:
+            output = write_folder_run(self._folders.mktemp(name))["output"]
+            if SHARED[name] is not None:
+                add_columns(output, SHARED[name])
+            self._built[name] = (output, build_report(output, gallery=0))
+        return self._built[name]
+
+
 @pytest.fixture(scope="module")
-def folder_pages(tmp_path_factory) -> dict[str, str]:
-    """The pages (--gallery 0) of `folder_run`'s output as written ("plain") and with the
-    `NEW_VALUES` columns added ("new_values"), built once: the reports that several
-    tests build first from those rows and only read."""
-    output = write_folder_run(tmp_path_factory.mktemp("folder_pages"))["output"]
-    plain = build_report(output, gallery=0)
-    add_columns(output, NEW_VALUES)
-    return {"plain": plain, "new_values": build_report(output, gallery=0)}
+def folder_page(tmp_path_factory) -> _FolderPages:
+    """`_FolderPages` of this module: each page built once."""
+    return _FolderPages(tmp_path_factory)
 
 
 @pytest.mark.parametrize(
@@ -992,9 +1022,9 @@ def folder_pages(tmp_path_factory) -> dict[str, str]:
     ],
 )
 def test_faithfulness_of_an_older_versions_checks_is_said_to_differ(
-    folder_run, folder_pages, key, note
+    folder_run, folder_page, key, note
 ):
-    assert note not in _page(folder_pages["new_values"]).sections["faithfulness"]
+    assert note not in _page(folder_page("new_values")).sections["faithfulness"]
     output = folder_run["output"]
     add_columns(output, NEW_VALUES)
     path = Path(output, "manifest.json")
@@ -1063,9 +1093,9 @@ def test_one_card_for_reference_reads_in_the_singular(real_run):
     assert "The largest error is shown for reference." in worst
 
 
-def test_a_row_card_says_its_baseline_score_is_a_mean_over_several(folder_run, folder_pages):
+def test_a_row_card_says_its_baseline_score_is_a_mean_over_several(folder_run, folder_page):
     # baseline_score is F(x′) averaged over the baselines; the card called it the baseline's.
-    worst = _page(folder_pages["plain"]).sections["worst-completeness"]
+    worst = _page(folder_page("plain")).sections["worst-completeness"]
     assert "F(x′), baseline 1" in worst and "mean over the baselines" not in worst
     manifest_path = Path(folder_run["output"], "manifest.json")
     manifest = json.loads(manifest_path.read_text())
@@ -1096,8 +1126,8 @@ def test_with_several_baselines_the_page_says_which_deletion_goes_to_and_steps_a
     assert "path points per baseline 8 (" in page.sections["worst-completeness"]
 
 
-def test_per_pixel_accuracy_section_beside_completeness(folder_pages):
-    page = _page(folder_pages["new_values"])
+def test_per_pixel_accuracy_section_beside_completeness(folder_page):
+    page = _page(folder_page("new_values"))
     section = page.sections["accuracy"]
     # Sorted errors 0.002, 0.004, 0.05, 0.3: median 2.7 %, p95 26.25 %, worst 30 %.
     assert "Median 2.70%, 95th percentile 26.25%, worst 30.00%." in section
@@ -1219,8 +1249,8 @@ def test_a_softmax_runs_completeness_says_its_score_is_a_probability(folder_run)
     assert "(F: the target class's probability, from 0 to 1)" in lead
 
 
-def test_the_per_pixel_bound_is_the_tolerance_over_the_estimates_margin(folder_run, folder_pages):
-    text = folder_pages["new_values"]
+def test_the_per_pixel_bound_is_the_tolerance_over_the_estimates_margin(folder_run, folder_page):
+    text = folder_page("new_values")
     assert "0.0125 per pixel (its estimate held within 0.01), 0.01 completeness" in text
     add_columns(folder_run["output"], NEW_VALUES)
     # A run made before the margin (no estimate_bound): --tolerance bounded the estimate.
@@ -1244,8 +1274,8 @@ def test_the_per_pixel_bound_is_the_tolerance_over_the_estimates_margin(folder_r
     )
 
 
-def test_faithfulness_section_flags_rows_no_better_than_chance(folder_pages):
-    text = folder_pages["new_values"]
+def test_faithfulness_section_flags_rows_no_better_than_chance(folder_page):
+    text = folder_page("new_values")
     page = _page(text)
     section = page.sections["faithfulness"]
     # Medians: deletion 0.175 vs 0.4, insertion 0.65 vs 0.5; 3 of 4 rows beat chance in each.
@@ -1276,13 +1306,13 @@ def _faithfulness_text(text: str) -> str:
     return _section_text(text, "faithfulness")
 
 
-def test_the_faithfulness_section_says_what_beating_one_random_ranking_shows(folder_pages):
+def test_the_faithfulness_section_says_what_beating_one_random_ranking_shows(folder_page):
     # Each row is compared with one random ranking: a map of noise beats it on a check
     # in about half the rows (tests/test_faithfulness.py; 20-28 % on both, on the
     # sample). "rows where IG beats chance: 4 of 8" read as support where it is what
     # noise scores, and nothing said that a row beating its control is not shown
     # faithful by that, nor that the curves follow the probability, not the logit.
-    section = _faithfulness_text(folder_pages["new_values"])
+    section = _faithfulness_text(folder_page("new_values"))
     assert "a map of noise beats it in about half of a check's rows by luck" in section
     assert "a row that beats its control is not shown to be faithful by that alone" in section
     assert "the target's probability, whatever --score" in section
@@ -1444,7 +1474,7 @@ def test_a_row_with_only_its_insertion_measured_is_counted_among_the_rows_it_is_
 
 
 def test_the_heading_of_one_row_no_better_than_chance_reads_in_the_singular(
-    folder_run, folder_pages
+    folder_run, folder_page
 ):
     # It read "1 of 4 rows do no better than chance", as the page conjugates nowhere
     # else ("1 row has no faithfulness values"); 0 and 2 keep "do".
@@ -1456,7 +1486,7 @@ def test_the_heading_of_one_row_no_better_than_chance_reads_in_the_singular(
         add_columns(folder_run["output"], values)
         section = _faithfulness_text(build_report(folder_run["output"], examples=0, gallery=0))
         assert heading in section, section
-    section = _faithfulness_text(folder_pages["new_values"])  # NEW_VALUES: 2 rows
+    section = _faithfulness_text(folder_page("new_values"))  # NEW_VALUES: 2 rows
     assert "2 of 4 rows do no better than chance" in section, section
 
 
@@ -2424,10 +2454,10 @@ def _edit_manifest(output: str, **changes: Any) -> None:
     path.write_text(json.dumps(manifest))
 
 
-def test_the_tiles_count_the_runs_errors_and_unaccounted_inputs_say_no(folder_run, folder_pages):
+def test_the_tiles_count_the_runs_errors_and_unaccounted_inputs_say_no(folder_run, folder_page):
     # folder_run's manifest: 5 inputs, 4 images with rows, 1 error record (broken.jpg).
     output = folder_run["output"]
-    text = folder_pages["plain"]
+    text = folder_page("plain")
     # A count of one is singular: "1 error", not "1 errors"; "4 result rows".
     assert '<div class="tile bad"><div class="v">1</div><div class="k">error</div>' in text
     assert '<div class="v">4</div><div class="k">result rows</div>' in text
@@ -2450,9 +2480,9 @@ def test_a_resumed_run_whose_earlier_rows_were_deleted_is_not_called_complete(fo
     assert "All inputs accounted for NO: rows the run wrote are missing from results/" in summary
 
 
-def test_a_not_within_tolerance_verdict_is_shown_in_red(folder_pages):
+def test_a_not_within_tolerance_verdict_is_shown_in_red(folder_page):
     # shark's sum is 5 % off (within_tolerance False): its card's verdict is flagged.
-    text = folder_pages["plain"]
+    text = folder_page("plain")
     worst = text.split('id="worst-completeness"')[1].split("</section>")[0]
     assert '<td>within tolerance</td><td class="wrong">no</td>' in worst
 
@@ -2467,14 +2497,12 @@ def test_a_row_at_the_per_pixel_bound_is_within_it_in_the_count_and_the_cards(fo
     assert re.findall(r"\w+\.png →", section) == ["shark.png →"]
 
 
-def test_a_row_whose_every_curve_stays_flat_is_not_measurable(folder_run):
+def test_a_row_whose_every_curve_stays_flat_is_not_measurable(folder_page):
     # A model the pixels do not move: every curve of loose.png is flat, the map's AUCs
     # equal the control's (1.0). It was flagged no better than chance, its card blaming
     # the map; neither check measured it: it is counted and shown apart, its card
     # naming the model (its image, re-read, is not left as it is by the checks).
-    values = {**NEW_VALUES, "loose.png": _new_values(0.002, 1.0, 1.0, 1.0, 1.0)}
-    add_columns(folder_run["output"], values)
-    text = build_report(folder_run["output"], gallery=0)
+    text = folder_page("loose_flat")
     section = _faithfulness_text(text)
     assert "rows do no better than chance" in section
     assert "AUCs are both 1: it measured nothing" not in section  # no row has one such check
@@ -2529,21 +2557,21 @@ def test_a_run_with_no_trial_of_either_check_shows_no_good_tile(folder_run):
     assert "of 0 rows" not in section and "3 rows have no faithfulness values" in section
 
 
-def test_the_rows_the_checks_cannot_measure_are_out_of_the_table_figure_and_count(folder_run):
+def test_the_rows_the_checks_cannot_measure_are_out_of_the_table_figure_and_count(folder_page):
     # loose.png's curves are all flat (not measurable). The table still counted it in
     # "rows where IG beats chance: 2 of 4" (a loss in all but name), its AUCs of 1 in
     # the medians (deletion 0.325, insertion 0.7) and the figure, and the heading said
     # "2 of 4 rows do no better than chance". All are over the 3 rows measured now.
-    values = {**NEW_VALUES, "loose.png": _new_values(0.002, 1.0, 1.0, 1.0, 1.0)}
-    add_columns(folder_run["output"], values)
-    text = build_report(folder_run["output"], gallery=0)
+    text = folder_page("loose_flat")
     section = _faithfulness_text(text)
     assert "deletion AUC (lower is better) 0.2 0.4 2 of 3" in section, section
     assert "insertion AUC (higher is better) 0.6 0.5 2 of 3" in section
     assert "those are over the other 3 rows, the rows the checks can measure" in section
     assert "2 of 3 rows do no better than chance" in section
     assert "1 of 4 rows the checks cannot measure" in section
-    measured = results.read_results(folder_run["output"]).query("image_id != 'loose.png'")
+    measured = results.read_results(folder_page.output("loose_flat")).query(
+        "image_id != 'loose.png'"
+    )
     assert len(measured) == 3
     png = base64.b64encode(plots.figure_png(plots.faithfulness_figure(measured))).decode()
     assert (
@@ -2670,10 +2698,10 @@ def _tile(text: str, label: str) -> tuple[str, str]:
     return tile
 
 
-def test_the_accuracy_tile_is_over_the_labelled_images(folder_pages):
+def test_the_accuracy_tile_is_over_the_labelled_images(folder_page):
     # folder_run: 3 of its 4 images are labelled, 2 of them misclassified (cat2,
     # shark): 1 of 3 right. Over all 4 images it would read 50.0%.
-    text = folder_pages["plain"]
+    text = folder_page("plain")
     assert _tile(text, r"top-1 accuracy \(3 of 4 images labelled\)") == ("", "33.3%")
 
 
@@ -3251,12 +3279,12 @@ def test_the_note_of_a_check_that_measured_nothing_counts_no_row_that_is_not_mea
     assert "AUCs are both 1: it measured nothing" not in section
 
 
-def test_worst_completeness_says_its_rows_are_ranked_by_the_relative_error(folder_pages):
+def test_worst_completeness_says_its_rows_are_ranked_by_the_relative_error(folder_page):
     # It read "The rows whose attributions sum furthest from F(x) − F(x′)" while the
     # rows are ordered by relative_delta: a row of a small F(x) − F(x′) can be far in
     # relative terms and close in absolute ones, and an auditor reading "furthest"
     # looked for the largest |delta| and found it further down.
-    section = _section_text(folder_pages["plain"], "worst-completeness")
+    section = _section_text(folder_page("plain"), "worst-completeness")
     assert "sum furthest from" not in section
     assert (
         "The rows of the largest relative completeness error "
@@ -3266,12 +3294,12 @@ def test_worst_completeness_says_its_rows_are_ranked_by_the_relative_error(folde
 
 
 def test_rows_no_better_than_chance_are_said_to_lose_to_one_random_ranking_no_more(
-    folder_pages,
+    folder_page,
 ):
     # The cards read "Their heat maps should not be trusted as explanations of the
     # model's decision", said as well of a row that loses one check by a hair against a
     # single random ranking of its pixels: more than one trial measures.
-    section = _faithfulness_text(folder_pages["new_values"])
+    section = _faithfulness_text(folder_page("new_values"))
     assert "should not be trusted" not in section
     assert (
         "Each lost to or tied with its random ranking on deletion or insertion: "
