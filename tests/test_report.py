@@ -2002,7 +2002,7 @@ def test_the_errors_section_counts_each_reason_also_of_errors_past_the_rows_show
     records = [{"image_id": i, "file_name": i, "stage": "decode", "error": e} for i, e in errors]
     table = pa.Table.from_pylist(records, ERROR_SCHEMA)
     pq.write_table(table, Path(output, "errors", "part-00000-of-00001.parquet"))
-    section = _page(build_report(output, gallery=0)).sections["errors"]
+    section = _page(build_report(output, examples=0, gallery=0)).sections["errors"]
     assert "70 inputs could not be processed (decode: 70)" in section
     assert "decode 60 empty file (0 bytes) a00.jpg" in section
     assert "decode 10 not an image Pillow can read (N bytes) z0.png" in section
@@ -2092,7 +2092,7 @@ def test_the_command_shows_the_values_the_run_used(tmp_path):
     users += " --class_names /c/old.txt --class_names=/c/names.txt --data_dir /d/tfds"
     manifest["command"] = ["/src/pipeline/__main__.py", *defaults.split(), *users.split()]
     Path(output, "manifest.json").write_text(json.dumps(manifest))
-    text = build_report(output, gallery=0)
+    text = build_report(output, examples=0, gallery=0)
     effective, typed = _page(text).pres[:2]
     assert effective.startswith(
         f"python -m pipeline --dataset /x --model linear.keras --output {output} "
@@ -2126,7 +2126,9 @@ def test_the_command_shows_the_values_the_run_used(tmp_path):
     # Given twice in its two spellings (--name v, then --name=v): labelled too.
     manifest["command"] = ["/src/pipeline/__main__.py", *users.split()[4:7]]
     Path(output, "manifest.json").write_text(json.dumps(manifest))
-    assert "(--class_names given more than once: the last" in build_report(output, gallery=0)
+    assert "(--class_names given more than once: the last" in build_report(
+        output, examples=0, gallery=0
+    )
     # Beam's --experiments accumulates: given twice, both count, and no label says otherwise.
     manifest["command"] = ["/src/pipeline/__main__.py", "--experiments", "a", "--experiments=b"]
     Path(output, "manifest.json").write_text(json.dumps(manifest))
@@ -2139,10 +2141,11 @@ def test_the_command_keeps_jit_compile_which_changes_the_floats(tmp_path):
     manifest = json.loads(Path(output, "manifest.json").read_text())
     manifest["command"] = ["/src/pipeline/__main__.py", "--jit_compile=on", "--dataset", "/x"]
     Path(output, "manifest.json").write_text(json.dumps(manifest))  # before it was recorded
-    assert " --jit_compile on " in f" {_page(build_report(output, gallery=0)).pres[0]} "
+    effective = _page(build_report(output, examples=0, gallery=0)).pres[0]
+    assert " --jit_compile on " in f" {effective} "
     manifest["jit_compile"] = "off"  # the manifest's value wins, as for every flag
     Path(output, "manifest.json").write_text(json.dumps(manifest))
-    effective = _page(build_report(output, gallery=0)).pres[0]
+    effective = _page(build_report(output, examples=0, gallery=0)).pres[0]
     assert " --jit_compile off " in f" {effective} " and "on" not in effective.split()
 
 
@@ -2474,9 +2477,10 @@ def test_a_resumed_run_whose_earlier_rows_were_deleted_is_not_called_complete(fo
     # which an earlier run wrote: that file deleted, those images' rows are gone.
     output = folder_run["output"]
     _edit_manifest(output, counts={"images_with_rows": 2, "skipped_done_before": 2})
-    assert "All inputs accounted for yes" in _page(build_report(output)).sections["summary"]
+    page = build_report(output, examples=0, gallery=0)
+    assert "All inputs accounted for yes" in _page(page).sections["summary"]
     sorted(Path(output, "results").glob("part-*.parquet"))[0].unlink()
-    summary = _page(build_report(output, gallery=0)).sections["summary"]
+    summary = _page(build_report(output, examples=0, gallery=0)).sections["summary"]
     assert "All inputs accounted for NO: rows the run wrote are missing from results/" in summary
 
 
@@ -2709,14 +2713,18 @@ def test_a_run_without_labelled_images_does_not_count_0_misclassified_as_good(tm
     # Unlabelled images (a folder without WordNet ids): none could be misclassified,
     # and the tile's green 0 read as all right.
     rows = [[make_row(f"img{i}.png", None, 7, 0.3, 0.004) for i in range(4)]]
-    unlabelled = build_report(write_output(tmp_path / "out", rows, dataset="x"), gallery=0)
+    unlabelled = build_report(
+        write_output(tmp_path / "out", rows, dataset="x"), examples=0, gallery=0
+    )
     assert "None of the images with result rows has a label" in unlabelled
     assert _tile(unlabelled, "misclassified images") == ("", "–")
     rows[0][1] = make_row("img1.png", 281, 7, 0.3, 0.004)  # one labelled, wrong
-    labelled = build_report(write_output(tmp_path / "out2", rows, dataset="x"), gallery=0)
+    labelled = build_report(
+        write_output(tmp_path / "out2", rows, dataset="x"), examples=0, gallery=0
+    )
     assert _tile(labelled, "misclassified image") == ("bad", "1")
     rows[0][1] = make_row("img1.png", 281, 281, 0.3, 0.004)  # one labelled, right
-    right = build_report(write_output(tmp_path / "out3", rows, dataset="x"), gallery=0)
+    right = build_report(write_output(tmp_path / "out3", rows, dataset="x"), examples=0, gallery=0)
     assert _tile(right, "misclassified images") == ("good", "0")
 
 
@@ -2877,7 +2885,7 @@ def test_an_earlier_run_that_was_killed_is_shown_without_counts(folder_run):
         "results_prefix": "part-resume20260101T000000",
     }
     _edit_manifest(folder_run["output"], earlier_runs=[killed, older])
-    summary = _page(build_report(folder_run["output"], gallery=0)).sections["summary"]
+    summary = _page(build_report(folder_run["output"], examples=0, gallery=0)).sections["summary"]
     assert (
         "Earlier runs (resumed) t0 – –: rows not counted (it did not finish) in "
         "results/part-salvaged20260101T000000.parquet (path_batch_size auto); t1 – –: 3 rows "
@@ -2885,7 +2893,7 @@ def test_an_earlier_run_that_was_killed_is_shown_without_counts(folder_run):
     ) in summary, summary
     # A killed first run, resumed by a version that did not record its prefix: its own.
     _edit_manifest(folder_run["output"], earlier_runs=[killed, {**older, "results_prefix": None}])
-    summary = _page(build_report(folder_run["output"], gallery=0)).sections["summary"]
+    summary = _page(build_report(folder_run["output"], examples=0, gallery=0)).sections["summary"]
     assert "(it did not finish) in results/part-[0-9]*.parquet" in summary, summary
 
 
@@ -3221,7 +3229,7 @@ def test_a_tie_for_the_most_frequent_wrong_prediction_is_said(folder_run):
     # cat1 and cat2 (label 281) both wrong, as 282 and 283 once each: the table named
     # one, picked by name, as if it were the most frequent.
     _set_predictions(folder_run["output"], {CAT1: (283, "class 283")})
-    text = _section_text(build_report(folder_run["output"], gallery=0), "per-class")
+    text = _section_text(build_report(folder_run["output"], examples=0, gallery=0), "per-class")
     assert "class 282 (1; tied with 1 other)" in text, text
     assert "class 3 (1) " in text + " ", text  # shark alone: no tie
 
