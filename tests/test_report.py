@@ -69,6 +69,9 @@ LABELS = {
 }
 
 
+#: A page without cards or gallery: for tests of where and whether it is written.
+NO_CARDS = ("--examples", "0", "--gallery", "0")
+
 _BLOCKS = {"p", "div", "h2", "h3", "table", "tr", "td", "th", "li", "ol", "pre", "br", "details"}
 
 
@@ -685,7 +688,7 @@ def test_an_output_through_a_link_to_a_folder_is_written_there(tmp_path, capsys,
     (tmp_path / "pages").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "pages")
     output = str(tmp_path / "link" / "new" / "report.html")
-    assert main(["--input", folder_run["output"], "--output", output]) == 0
+    assert main(["--input", folder_run["output"], "--output", output, *NO_CARDS]) == 0
     assert (tmp_path / "pages" / "new" / "report.html").is_file()
 
 
@@ -826,7 +829,7 @@ def test_a_report_makes_the_missing_folders_of_its_output_as_the_job_does(
     # As the job makes a missing --output folder and its parents (FileSystems.mkdirs),
     # the report makes its page's; its last line names the page, where a typo shows.
     target = tmp_path / "not" / "yet" / "report.html"
-    assert main(["--input", folder_run["output"], "--output", str(target)]) == 0
+    assert main(["--input", folder_run["output"], "--output", str(target), *NO_CARDS]) == 0
     assert target.is_file()
     assert capsys.readouterr().out.splitlines()[-1].endswith(f"written to {target}")
 
@@ -839,7 +842,7 @@ def test_a_report_that_cannot_be_written_says_where_and_why(tmp_path, capsys, fo
     assert line.startswith(f"error: --output {target!r} lies under ")  # before the page
     assert Path(output, "manifest.json").is_file()
     # A folder no file can be made in (root may write anywhere else): found as it writes.
-    assert main(["--input", output, "--output", "/proc/report.html"]) == 2
+    assert main(["--input", output, "--output", "/proc/report.html", *NO_CARDS]) == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("error: cannot write the report to --output '/proc/report.html' (")
 
@@ -889,7 +892,8 @@ def test_a_folder_named_report_html_in_the_input_is_refused_before_the_page_is_b
         f"another file (e.g. --output {Path(folder_run['output'], 'audit.html')})."
     ]
     assert not any(folder.iterdir()) and not Path(folder_run["output"], "audit.html").exists()
-    assert main(["--input", folder_run["output"], "--output", str(tmp_path / "a.html")]) == 0
+    args = ["--input", folder_run["output"], "--output", str(tmp_path / "a.html")]
+    assert main([*args, *NO_CARDS]) == 0
 
 
 # The contract's newer columns, as the job writes them (transforms/schema.py may not
@@ -2663,9 +2667,7 @@ def test_a_check_that_measured_nothing_in_every_row_has_no_line_of_the_table(sat
 
 def test_a_reader_that_stops_reading_stdout_does_not_fail_a_written_report(folder_run, tmp_path):
     page = tmp_path / "report.html"
-    # No cards or gallery: the page's content is not the point, its writing is.
-    args = ["--input", folder_run["output"], "--output", str(page), "--examples", "0"]
-    args += ["--gallery", "0"]
+    args = ["--input", folder_run["output"], "--output", str(page), *NO_CARDS]
     for none in (False, True):  # `| head -0`, or no stdout at all (`>&-`)
         page.unlink(missing_ok=True)
         done = run_to_a_closed_stdout("pipeline.report", *args, none=none)
@@ -2675,8 +2677,8 @@ def test_a_reader_that_stops_reading_stdout_does_not_fail_a_written_report(folde
 def test_a_written_report_is_said_on_an_ascii_stdout(folder_run, tmp_path):
     # Its line named the page in a UnicodeEncodeError traceback, and exited 1.
     page = tmp_path / "Prüfung.html"
-    args = ["--input", folder_run["output"], "--output", str(page), "--examples", "0"]
-    done = run_to_an_ascii_stdout("pipeline.report", *args, "--gallery", "0")  # no cards
+    args = ["--input", folder_run["output"], "--output", str(page), *NO_CARDS]
+    done = run_to_an_ascii_stdout("pipeline.report", *args)
     stderr = done.stderr.decode("ascii", "replace")
     assert (done.returncode, "Traceback" in stderr) == (0, False), stderr
     assert b"Pr\\xfcfung.html" in done.stdout and page.is_file()
@@ -2867,7 +2869,7 @@ def test_a_report_written_to_a_symbolic_link_goes_to_its_file(folder_run, tmp_pa
     target.write_text("old")
     link = tmp_path / "report.html"
     link.symlink_to(target)
-    assert main(["--input", folder_run["output"], "--output", str(link)]) == 0
+    assert main(["--input", folder_run["output"], "--output", str(link), *NO_CARDS]) == 0
     assert link.is_symlink() and "<html" in target.read_text()
     assert sorted(p.name for p in target.parent.iterdir()) == ["audit.html"]
 
