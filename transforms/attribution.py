@@ -7,7 +7,10 @@ re-exported here, where the graph takes them from.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import logging
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -33,6 +36,20 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger(__name__)
+#: In the environment of a worker process Beam starts (a multi-process DirectRunner's,
+#: a portable runner's SDK harness): the launcher's control service it connects to.
+_WORKER_SETTING = "CONTROL_API_SERVICE_DESCRIPTOR"
+
+
+def _end_worker_without_a_last_collection() -> None:
+    """In a worker process Beam started, its exit skips Python's last garbage
+    collections (`gc.freeze` at exit): its work is done by then (bundles finished,
+    files closed, logs sent), and collecting the objects TensorFlow and the model
+    left took 1-3 s of its end, which the launcher waits for at each run's end and
+    stop. Elsewhere (the launcher, a notebook's in-process run) the exit is as it was."""
+    if _WORKER_SETTING in os.environ:
+        atexit.unregister(gc.freeze)  # once, however many models the worker loads
+        atexit.register(gc.freeze)
 
 
 class _Progress:
@@ -117,6 +134,7 @@ class IGModelHandler(ModelHandler[ImageExample, ImageOutcome, Classifier]):
     def load_model(self) -> Classifier:
         # In a worker process of its own, TensorFlow is imported here first.
         quiet.import_tensorflow(verbose=self._verbose)
+        _end_worker_without_a_last_collection()
         classifier = Classifier(self._spec, jit_compile=self._jit_compile, handoff=self._handoff)
         _LOG.info(
             "Loaded %s on %s (jit_compile=%s).",
