@@ -795,11 +795,12 @@ def test_workers_not_connected_long_after_they_started_are_said_to_be_late(
     ), str(caught.value)
 
 
-def _resume_here(command: list[str]) -> None:
+def _resume_here(command: list[str], *more: str) -> None:
     """The `--resume` of the stopped run of `command` (`python -P -m pipeline ...`),
-    launched from this process: its worker processes are real, started by Beam as the
-    command's are; the launcher's start-up (Beam and TensorFlow imported again) is saved."""
-    manifest = run([*command[4:], "--resume"], save_main_session=False)
+    with `more` flags (later ones win), launched from this process: its worker
+    processes are real, started by Beam as the command's are; the launcher's start-up
+    (Beam and TensorFlow imported again) is saved."""
+    manifest = run([*command[4:], "--resume", *more], save_main_session=False)
     assert manifest["status"] == "complete" and manifest["all_inputs_accounted_for"], manifest
 
 
@@ -977,7 +978,9 @@ def test_a_stop_while_beam_starts_or_stops_the_workers_ends_the_run(
         assert (manifest["status"], manifest["reason"]) == ("stopped", "interrupted")
     if not resume:
         return
-    _resume_here(command)
+    # The stopped run's resume, in this process alone: resumes on two worker processes
+    # are the killed-worker test's (its salvage of their checkpoints too).
+    _resume_here(command, *cli_args(direct_running_mode="in_memory", direct_num_workers=1))
     rows = pd.read_parquet(output / "results", columns=["image_id"])
     assert sorted(rows.image_id) == sorted(image_folder["pixels"])
 
