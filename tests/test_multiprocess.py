@@ -813,12 +813,33 @@ def _ctrl_c_at_a_terminal(job) -> None:
     os.killpg(job.pid, signal.SIGINT)
 
 
+def _ignores_sigint(pid: int) -> bool:
+    """Whether process `pid` ignores SIGINT (SIG_IGN: its SigIgn mask in /proc)."""
+    with open(f"/proc/{pid}/status") as status:
+        ignored = next(line for line in status if line.startswith("SigIgn:"))
+    return bool(int(ignored.split()[1], 16) & 1 << (signal.SIGINT - 1))
+
+
 def _ctrl_c_twice(job) -> None:
-    # The second while the launcher stops its workers (a few seconds): it cut that
-    # short, a worker went on and the launcher hung at exit until killed.
-    _ctrl_c_at_a_terminal(job)
-    time.sleep(1)
-    _ctrl_c_at_a_terminal(job)
+    # The second while the launcher stops its workers: it cut that short, a worker
+    # went on and the launcher hung at exit until killed. The workers are paused
+    # (SIGSTOP) across both, so that the stop lasts until the second has come (a
+    # worker ends within a second of the first now); the second comes once the
+    # launcher has taken the first (it ignores SIGINT from then on while it stops).
+    workers = _workers(job.pid)
+    for worker in workers:
+        os.kill(worker, signal.SIGSTOP)
+    try:
+        _ctrl_c_at_a_terminal(job)
+        deadline = time.monotonic() + 60
+        while not _ignores_sigint(job.pid):
+            assert job.poll() is None, "the launcher ended before the second Ctrl-C"
+            assert time.monotonic() < deadline, "Ctrl-C not ignored while the workers stop"
+            time.sleep(0.01)
+        _ctrl_c_at_a_terminal(job)
+    finally:
+        for worker in workers:
+            os.kill(worker, signal.SIGCONT)
 
 
 _INTERRUPTED = "error: interrupted; rerun with --resume to continue.\n"
