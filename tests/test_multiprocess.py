@@ -798,8 +798,8 @@ def test_workers_not_connected_long_after_they_started_are_said_to_be_late(
 def _resume_here(command: list[str], *more: str) -> None:
     """The `--resume` of the stopped run of `command` (`python -P -m pipeline ...`),
     with `more` flags (later ones win), launched from this process: its worker
-    processes are real, started by Beam as the command's are; the launcher's start-up
-    (Beam and TensorFlow imported again) is saved."""
+    processes, if it runs on some, are real, started by Beam as the command's are; the
+    launcher's start-up (Beam and TensorFlow imported again) is saved."""
     manifest = run([*command[4:], "--resume", *more], save_main_session=False)
     assert manifest["status"] == "complete" and manifest["all_inputs_accounted_for"], manifest
 
@@ -839,7 +839,8 @@ def _ctrl_c_twice(job) -> None:
         _ctrl_c_at_a_terminal(job)
     finally:
         for worker in workers:
-            os.kill(worker, signal.SIGCONT)
+            with contextlib.suppress(ProcessLookupError):  # ended meanwhile
+                os.kill(worker, signal.SIGCONT)
 
 
 _INTERRUPTED = "error: interrupted; rerun with --resume to continue.\n"
