@@ -455,23 +455,39 @@ def test_a_failed_bundle_is_retried_without_duplicates(
     assert manifest["counts"]["rows"] == 4 and manifest["all_inputs_accounted_for"]
 
 
-@pytest.fixture
-def died_run(image_folder, linear_keras, tmp_path, monkeypatch) -> list[str]:
-    """A run whose every model batch fails; returns its flags (output: tmp_path/out)."""
+@pytest.fixture(scope="module")
+def one_died_run(tmp_path_factory, linear_keras) -> dict:
+    """`image_folder`'s images and a run of them whose every model batch failed, made
+    once a module: `["args"](output)` are its flags with `output`; `["copy"](output)`
+    puts a copy of the run's folder there, as the failed run left it."""
     from transforms.attribution import IGModelHandler
 
+    where = tmp_path_factory.mktemp("died_run")
+    folder = make_image_folder(where / "images")
+
+    def args(output) -> list[str]:
+        return cli_args(dataset=folder["root"], model=linear_keras, output=output, steps=2)
+
     fault = _FailOnce(IGModelHandler.run_inference, times=1000)
-    monkeypatch.setattr(IGModelHandler, "run_inference", fault.method)
-    args = cli_args(
-        dataset=image_folder["root"], model=linear_keras, output=tmp_path / "out", steps=2
-    )
-    with pytest.raises(Exception, match="injected worker failure"):
-        run(args, save_main_session=False)
-    monkeypatch.undo()
-    return args
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(IGModelHandler, "run_inference", fault.method)
+        with pytest.raises(Exception, match="injected worker failure"):
+            run(args(where / "out"), save_main_session=False)
+    return {
+        "pixels": folder["pixels"],
+        "args": args,
+        "copy": lambda output: shutil.copytree(where / "out", output),
+    }
 
 
-def test_a_failed_run_leaves_no_rows_and_a_rerun_completes(died_run, image_folder, tmp_path):
+@pytest.fixture
+def died_run(one_died_run, tmp_path) -> list[str]:
+    """`one_died_run`'s failed run copied to tmp_path/out; returns its flags."""
+    one_died_run["copy"](tmp_path / "out")
+    return one_died_run["args"](tmp_path / "out")
+
+
+def test_a_failed_run_leaves_no_rows_and_a_rerun_completes(died_run, one_died_run, tmp_path):
     assert pd.read_parquet(tmp_path / "out" / "results").empty  # its schema-only file alone
     # The manifest written at the start said "running" (as a killed run's); it says how
     # the run ended: the error line's words (`error: the run failed: ...`).
@@ -483,7 +499,7 @@ def test_a_failed_run_leaves_no_rows_and_a_rerun_completes(died_run, image_folde
     assert failed["start_time"] < failed["end_time"] and "counts" not in failed
     manifest = run([*died_run, "--overwrite"], save_main_session=False)
     results = pd.read_parquet(tmp_path / "out" / "results")
-    assert sorted(results.image_id) == sorted(image_folder["pixels"])
+    assert sorted(results.image_id) == sorted(one_died_run["pixels"])
     assert manifest["all_inputs_accounted_for"]
 
 
@@ -692,13 +708,13 @@ def test_a_resume_leaves_none_of_the_earlier_runs_temp_files(done_run, tmp_path)
     assert not (output / ".tmp").exists()
 
 
-def test_resume_knows_a_folder_by_another_name(image_folder, linear_keras, tmp_path):
+def test_resume_knows_a_folder_by_another_name(mapped_run, linear_keras, tmp_path):
     """A symlink to the run's --dataset folder is the same folder: its rows are kept."""
-    root, link, out = image_folder["root"], tmp_path / "link", tmp_path / "out"
+    root, link, out = mapped_run["root"], tmp_path / "link", tmp_path / "out"
     link.symlink_to(root, target_is_directory=True)
-    first = run(
-        cli_args(dataset=root, model=linear_keras, output=out, steps=2), save_main_session=False
-    )
+    mapped_run["copy"](out)
+    first = json.loads((out / "manifest.json").read_text())
+    assert first["dataset"] == str(root) and first["status"] == "complete"
     args = [*cli_args(dataset=link, model=linear_keras, output=out, steps=2), "--resume"]
     again = run(args, save_main_session=False)
     assert again["counts"]["skipped_done_before"] == first["counts"]["rows"] > 0
@@ -747,13 +763,13 @@ def test_resume_knows_a_gs_folder_by_its_name_with_or_without_a_slash(
             resume_state(job)
 
 
-def test_resume_after_a_run_that_died(died_run, image_folder, tmp_path):
+def test_resume_after_a_run_that_died(died_run, one_died_run, tmp_path):
     left = list((tmp_path / "out" / ".tmp").rglob("*"))
     manifest = run([*died_run, "--resume"], save_main_session=False)
     assert left and not (tmp_path / "out" / ".tmp").exists()  # its temp folders, cleared
     assert manifest["counts"]["skipped_done_before"] == 0 and manifest["status"] == "complete"
     assert sorted(pd.read_parquet(tmp_path / "out" / "results").image_id) == sorted(
-        image_folder["pixels"]
+        one_died_run["pixels"]
     )
 
 
@@ -776,6 +792,25 @@ def done_run(tmp_path_factory, linear_keras):
         shutil.copytree(where / "out", output)
 
     return {"pixels": folder["pixels"], "args": args, "copy": copy}
+
+
+@pytest.fixture(scope="module")
+def mapped_run(tmp_path_factory, linear_keras):
+    """`image_folder`'s images and a finished run of them with their maps (`--steps 2`),
+    made once a module: `mapped_run["args"](output)` are its flags, with `output`;
+    `mapped_run["copy"](output)` puts a copy of the run there."""
+    where = tmp_path_factory.mktemp("mapped_run")
+    folder = make_image_folder(where / "images")
+
+    def args(output) -> list[str]:
+        return cli_args(dataset=folder["root"], model=linear_keras, output=output, steps=2)
+
+    run(args(where / "out"), save_main_session=False)
+
+    def copy(output) -> None:
+        shutil.copytree(where / "out", output)
+
+    return {"root": folder["root"], "pixels": folder["pixels"], "args": args, "copy": copy}
 
 
 @pytest.mark.parametrize(
@@ -1541,10 +1576,10 @@ def _job_with_file_size_limit(flags: list[str], limit: int):
     return done, [line for line in done.stderr.splitlines() if line.startswith("error:")]
 
 
-def test_a_resume_that_cannot_write_says_so_and_loses_nothing(image_folder, linear_keras, tmp_path):
+def test_a_resume_that_cannot_write_says_so_and_loses_nothing(mapped_run, tmp_path):
     out = tmp_path / "out"
-    flags = cli_args(dataset=image_folder["root"], model=linear_keras, output=out, steps=2)
-    run(flags, save_main_session=False)
+    flags = mapped_run["args"](out)
+    mapped_run["copy"](out)
     # As a killed run leaves it: its rows in a checkpoint only, its manifest "running".
     (done,) = (out / "results").glob("part-0*.parquet")
     manifest = json.loads((out / "manifest.json").read_text())
@@ -1563,7 +1598,7 @@ def test_a_resume_that_cannot_write_says_so_and_loses_nothing(image_folder, line
     manifest = run([*flags, "--resume"], save_main_session=False)
     assert manifest["counts"]["skipped_done_before"] == 4
     rows = pd.read_parquet(out / "results")
-    assert sorted(rows.image_id) == sorted(image_folder["pixels"])
+    assert sorted(rows.image_id) == sorted(mapped_run["pixels"])
 
 
 def test_a_resume_removes_the_report_and_sanity_check_of_the_run_before_it(
