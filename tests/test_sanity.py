@@ -879,20 +879,32 @@ def test_moved_images_are_found_with_image_root_and_a_changed_model_is_refused(
     assert not (tmp_path / "out" / "sanity").exists()
 
 
+@pytest.fixture(scope="module")
+def relative_model_run(tmp_path_factory, conv_keras) -> dict:
+    """`_audit`'s run of `image_folder`'s images given `--model models/conv.keras`, typed
+    in the folder that holds it (`["where"]`), made once a module: `["copy"](output)`
+    puts a copy of the run there."""
+    where = tmp_path_factory.mktemp("relative_model")
+    (where / "models").mkdir()
+    shutil.copyfile(conv_keras, where / "models" / "conv.keras")
+    folder = make_image_folder(where / "images")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(where)
+        _audit(folder, os.path.join("models", "conv.keras"), str(where / "out"), steps=4)
+    return {"where": where, "copy": lambda output: shutil.copytree(where / "out", output)}
+
+
 def test_a_run_given_a_relative_model_path_is_checked_from_another_folder(
-    image_folder, conv_keras, tmp_path, monkeypatch
+    relative_model_run, tmp_path, monkeypatch
 ):
     """`--model models/conv.keras`, typed in the folder that holds it: the manifest kept the
     relative path, and a check run from elsewhere said the model could not be read and to
     restore it where the run read it, where it still was."""
-    (tmp_path / "models").mkdir()
-    shutil.copyfile(conv_keras, tmp_path / "models" / "conv.keras")
     output = str(tmp_path / "out")
-    monkeypatch.chdir(tmp_path)
-    _audit(image_folder, os.path.join("models", "conv.keras"), output, steps=4)
+    relative_model_run["copy"](output)
     model = results.read_manifest(output)["model"]
     assert model["reference"] == os.path.join("models", "conv.keras")  # as typed
-    assert model["location"] == str(tmp_path / "models" / "conv.keras")
+    assert model["location"] == str(relative_model_run["where"] / "models" / "conv.keras")
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     assert sanity.main(["--input", output, "--images", "1", "--stages", "logits"]) == 0
@@ -1312,16 +1324,13 @@ def test_a_run_made_with_a_tolerance_above_1_is_checked_as_it_was_made(audited, 
 
 
 def test_an_earlier_runs_relative_model_path_is_said_to_be_relative(
-    image_folder, conv_keras, tmp_path, monkeypatch, capsys
+    relative_model_run, tmp_path, monkeypatch, capsys
 ):
     """A run of an earlier version recorded `--model models/conv.keras` as typed: checked
     from another folder, the model could not be read, and the check said to restore it
     where the run read it, where it still was."""
-    (tmp_path / "models").mkdir()
-    shutil.copyfile(conv_keras, tmp_path / "models" / "conv.keras")
     output = str(tmp_path / "out")
-    monkeypatch.chdir(tmp_path)
-    _audit(image_folder, os.path.join("models", "conv.keras"), output, steps=4)
+    relative_model_run["copy"](output)
     manifest = results.read_manifest(output)
     manifest["model"]["location"] = os.path.join("models", "conv.keras")  # as it was recorded
     write_json(os.path.join(output, "manifest.json"), manifest)
@@ -1330,7 +1339,7 @@ def test_an_earlier_runs_relative_model_path_is_said_to_be_relative(
     assert sanity.main(["--input", output, "--images", "1", "--stages", "logits"]) == 2
     (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
     assert "relative to the folder the run was started in" in line, line
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(relative_model_run["where"])  # the folder the run was started in
     assert sanity.main(["--input", output, "--images", "1", "--stages", "logits"]) == 0
 
 
