@@ -1213,12 +1213,12 @@ def test_the_figure_cuts_long_names_and_keeps_missing_glyphs_off_stderr(tmp_path
 
 
 def test_the_figures_headings_say_how_far_down_the_model_was_randomised(
-    image_folder, conv_keras, tmp_path, monkeypatch
+    audited, tmp_path, monkeypatch
 ):
     """A column headed with a layer's name alone ("logits") read as a map of that layer;
     it is the map of the model randomised from its output down to that layer."""
     output = str(tmp_path / "out")
-    _audit(image_folder, conv_keras, output, steps=4)
+    audited(output, steps=4)
     drawn, real = [], sanity._figure
 
     def figure(*args):  # the real figure, kept to read its headings
