@@ -1053,12 +1053,23 @@ def test_a_model_whose_pixel_layer_is_constant_is_destroyed_by_the_check(image_f
     assert report["verdict"].startswith("pass"), report["verdict"]
 
 
-def test_a_reader_that_stops_reading_stdout_does_not_fail_a_finished_check(audited, tmp_path):
-    output = str(tmp_path / "out")
+@pytest.fixture(scope="module")
+def checked_to_a_closed_stdout(audited, tmp_path_factory) -> dict:
+    """`audited`'s steps-4 run checked once a module by `python -m pipeline.sanity
+    --input OUTPUT --images 2` whose stdout lost its reader (`run_to_a_closed_stdout`):
+    `["done"]` is the finished process, `["output"]` the run's folder, with the check's."""
+    output = str(tmp_path_factory.mktemp("closed_stdout") / "out")
     audited(output, steps=4)
     done = run_to_a_closed_stdout("pipeline.sanity", "--input", output, "--images", "2")
+    return {"done": done, "output": output}
+
+
+def test_a_reader_that_stops_reading_stdout_does_not_fail_a_finished_check(
+    checked_to_a_closed_stdout,
+):
+    done = checked_to_a_closed_stdout["done"]
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
-    assert (tmp_path / "out" / "sanity" / "sanity.json").is_file()
+    assert Path(checked_to_a_closed_stdout["output"], "sanity", "sanity.json").is_file()
 
 
 def test_a_models_prints_to_stdout_go_to_stderr_a_refused_check_leaves_stdout_empty(
@@ -1343,12 +1354,13 @@ def test_an_earlier_runs_relative_model_path_is_said_to_be_relative(
     assert sanity.main(["--input", output, "--images", "1", "--stages", "logits"]) == 0
 
 
-def test_a_check_cut_short_while_written_leaves_the_earlier_files_whole(audited, tmp_path):
+def test_a_check_cut_short_while_written_leaves_the_earlier_files_whole(
+    checked_to_a_closed_stdout, tmp_path
+):
     # sanity.png was written straight to its place, after sanity.json: a full disk
     # midway left half a picture beside the new report, and a traceback.
     output = str(tmp_path / "out")
-    audited(output, steps=4)
-    sanity.run(output, images_count=2, stages=["logits"])
+    shutil.copytree(checked_to_a_closed_stdout["output"], output)  # a check's files in it
     folder = tmp_path / "out" / "sanity"
     earlier = {p.name: p.read_bytes() for p in folder.iterdir()}
     root = str(Path(__file__).resolve().parents[1])
@@ -1356,7 +1368,7 @@ def test_a_check_cut_short_while_written_leaves_the_earlier_files_whole(audited,
     check = subprocess.run(
         launched(
             [sys.executable, "-m", "pipeline.sanity", "--input", output, "--images", "2"]
-            + ["--stages", "logits", "--seed", "1"],
+            + ["--seed", "1"],  # the earlier check's settings, another seed
             file_size_limit=half,
         ),
         cwd=root,
