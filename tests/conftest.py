@@ -27,25 +27,26 @@ WNID_SHARK = "n01484850"  # ImageNet class 2, great white shark
 
 
 # The test files that take longest, run first, longest first (the sums of their
-# tests' --durations, 2026-12-07, on a 2-core AMD EPYC): with a worker process per
-# file (run_tests.sh's `-n 2 --dist loadfile`), each worker takes the next file as
-# it finishes one, so the last files are short ones, not minutes of killed-run or
-# report tests while the other worker waits. The rest follow by name.
+# tests' junit times in `.ci/run` on a clean clone, 2026-12-07, on a 2-core AMD EPYC):
+# with a worker process per file (run_tests.sh's `-n 2 --dist loadfile`), each worker
+# takes the next file as it finishes one, so the last files are short ones, not
+# minutes of killed-run or report tests while the other worker waits. The rest follow
+# by name.
 _SLOW_FIRST = (
-    "test_cli.py",  # ~380 s
-    "test_output_folder.py",  # ~240 s
-    "test_multiprocess.py",  # ~235 s
-    "test_report.py",  # ~220 s
-    "test_reliability.py",  # ~120 s
+    "test_cli.py",  # ~275 s
+    "test_multiprocess.py",  # ~185 s
+    "test_report.py",  # ~160 s
+    "test_output_folder.py",  # ~155 s
+    "test_reliability.py",  # ~90 s
     "test_sources.py",  # ~90 s
-    "test_sanity.py",  # ~70 s
-    "test_plots.py",  # ~65 s
-    "test_sample_run.py",  # ~55 s
-    "test_pipeline.py",  # ~55 s
+    "test_sanity.py",  # ~75 s
+    "test_plots.py",  # ~70 s
+    "test_sample_run.py",  # ~65 s
+    "test_pipeline.py",  # ~45 s
     "test_dataflow.py",  # ~45 s
     "test_faithfulness_pipeline.py",
     "test_attribution.py",
-    "test_commands.py",  # ~20 s each
+    "test_commands.py",  # ~15-20 s each
 )
 
 
