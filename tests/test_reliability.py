@@ -455,29 +455,37 @@ def test_a_failed_bundle_is_retried_without_duplicates(
     assert manifest["counts"]["rows"] == 4 and manifest["all_inputs_accounted_for"]
 
 
-@pytest.fixture(scope="module")
-def one_died_run(tmp_path_factory, linear_keras) -> dict:
-    """`image_folder`'s images and a run of them whose every model batch failed, made
-    once a module: `["args"](output)` are its flags with `output`; `["copy"](output)`
-    puts a copy of the run's folder there, as the failed run left it."""
-    from transforms.attribution import IGModelHandler
-
-    where = tmp_path_factory.mktemp("died_run")
+def _made_once(tmp_path_factory, name: str, model: str, **flags: object) -> dict:
+    """What a run made once a module needs: `image_folder`'s images in a folder of its
+    own (`["root"]`, `["pixels"]`), `["args"](output)` the run's flags into `output`
+    (`flags`, with those images and `model`), `["out"]` the folder to make it in, and
+    `["copy"](output)` putting a copy of what the run left there."""
+    where = tmp_path_factory.mktemp(name)
     folder = make_image_folder(where / "images")
 
     def args(output) -> list[str]:
-        return cli_args(dataset=folder["root"], model=linear_keras, output=output, steps=2)
+        return cli_args(dataset=folder["root"], model=model, output=output, **flags)
 
+    def copy(output) -> None:
+        shutil.copytree(where / "out", output)
+
+    return {**folder, "args": args, "out": where / "out", "copy": copy}
+
+
+@pytest.fixture(scope="module")
+def one_died_run(tmp_path_factory, linear_keras) -> dict:
+    """`image_folder`'s images and a run of them whose every model batch failed, made
+    once a module (`_made_once`: `["args"](output)` are its flags with `output`;
+    `["copy"](output)` puts a copy of the run's folder there, as the failed run left it)."""
+    from transforms.attribution import IGModelHandler
+
+    made = _made_once(tmp_path_factory, "died_run", linear_keras, steps=2)
     fault = _FailOnce(IGModelHandler.run_inference, times=1000)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(IGModelHandler, "run_inference", fault.method)
         with pytest.raises(Exception, match="injected worker failure"):
-            run(args(where / "out"), save_main_session=False)
-    return {
-        "pixels": folder["pixels"],
-        "args": args,
-        "copy": lambda output: shutil.copytree(where / "out", output),
-    }
+            run(made["args"](made["out"]), save_main_session=False)
+    return made
 
 
 @pytest.fixture
@@ -776,41 +784,22 @@ def test_resume_after_a_run_that_died(died_run, one_died_run, tmp_path):
 @pytest.fixture(scope="module")
 def done_run(tmp_path_factory, linear_keras):
     """`image_folder`'s images and a finished run of them (`--attributions none
-    --steps 2`), made once a module: `done_run["args"](output)` are its flags, with
-    `output`, bar `--steps`; `done_run["copy"](output)` puts a copy of the run there."""
-    where = tmp_path_factory.mktemp("done_run")
-    folder = make_image_folder(where / "images")
-
-    def args(output) -> list[str]:
-        return cli_args(
-            dataset=folder["root"], model=linear_keras, output=output, attributions="none"
-        )
-
-    run([*args(where / "out"), "--steps", "2"], save_main_session=False)
-
-    def copy(output) -> None:
-        shutil.copytree(where / "out", output)
-
-    return {"pixels": folder["pixels"], "args": args, "copy": copy}
+    --steps 2`), made once a module (`_made_once`): `done_run["args"](output)` are its
+    flags, with `output`, bar `--steps`; `done_run["copy"](output)` puts a copy of the
+    run there."""
+    made = _made_once(tmp_path_factory, "done_run", linear_keras, attributions="none")
+    run([*made["args"](made["out"]), "--steps", "2"], save_main_session=False)
+    return made
 
 
 @pytest.fixture(scope="module")
 def mapped_run(tmp_path_factory, linear_keras):
     """`image_folder`'s images and a finished run of them with their maps (`--steps 2`),
-    made once a module: `mapped_run["args"](output)` are its flags, with `output`;
-    `mapped_run["copy"](output)` puts a copy of the run there."""
-    where = tmp_path_factory.mktemp("mapped_run")
-    folder = make_image_folder(where / "images")
-
-    def args(output) -> list[str]:
-        return cli_args(dataset=folder["root"], model=linear_keras, output=output, steps=2)
-
-    run(args(where / "out"), save_main_session=False)
-
-    def copy(output) -> None:
-        shutil.copytree(where / "out", output)
-
-    return {"root": folder["root"], "pixels": folder["pixels"], "args": args, "copy": copy}
+    made once a module (`_made_once`): `mapped_run["args"](output)` are its flags, with
+    `output`; `mapped_run["copy"](output)` puts a copy of the run there."""
+    made = _made_once(tmp_path_factory, "mapped_run", linear_keras, steps=2)
+    run(made["args"](made["out"]), save_main_session=False)
+    return made
 
 
 @pytest.mark.parametrize(
