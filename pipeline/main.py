@@ -629,7 +629,7 @@ def _ended_undone(
     manifest's reason (`ended_unfinished`). One CANCELLED was stopped on its runner by
     a person (`JobCancelled`); one FAILED (or UPDATED, DRAINED) did not complete."""
     if state == PipelineState.CANCELLED:
-        return JobCancelled(_job_named(options, result))
+        return _cancelled(options, result)
     return RuntimeError(f"The job ended in state {state}; {job.output} is incomplete.")
 
 
@@ -644,10 +644,24 @@ def _job_id(result: PipelineResult) -> str | None:
 
 
 def _job_named(options: PipelineOptions, result: PipelineResult) -> str:
-    """The job as messages name it: "Dataflow job <id>", "FlinkRunner job <id>"."""
+    """The job as messages name it: "Dataflow job <id>", "FlinkRunner job <id>"; one
+    whose runner gave no id, "Dataflow job of unknown id" (it read "Dataflow job <job
+    id>", a placeholder left in the sentence)."""
     runner = options.view_as(StandardOptions).runner
     name = runner if isinstance(runner, str) else type(runner).__name__
-    return f"{'Dataflow' if is_dataflow(options) else name} job {_job_id(result) or '<job id>'}"
+    job_id = _job_id(result)
+    return f"{'Dataflow' if is_dataflow(options) else name} job " + (
+        job_id if job_id else "of unknown id"
+    )
+
+
+def _cancelled(options: PipelineOptions, result: PipelineResult) -> JobCancelled:
+    """The error of a job cancelled on its runner, named (`_job_named`); a Dataflow job of
+    unknown id, with where it is listed (`dataflow_job_logs`)."""
+    named = _job_named(options, result)
+    if is_dataflow(options) and _job_id(result) is None:
+        named += f": see {dataflow_job_logs(options, None)}"
+    return JobCancelled(named)
 
 
 def _lock_path(job: AuditJob) -> str:
@@ -703,7 +717,7 @@ def _wait_failed(error: Exception, options: PipelineOptions, result: PipelineRes
 
     state = _known_state(result)
     if state == PipelineState.CANCELLED:
-        return JobCancelled(_job_named(options, result))
+        return _cancelled(options, result)
     if not isinstance(error, DataflowRuntimeException) or not str(error).endswith("\nNone"):
         return error
     where = dataflow_job_logs(options, _job_id(result))
@@ -756,12 +770,16 @@ def _left_running(job: AuditJob, options: PipelineOptions, result: PipelineResul
             f"{where_job_runs_on(options)} and holds {job.output} until it completes. To "
             f"stop it, cancel it there, then delete {_lock_path(job)}."
         )
-    job_id = _job_id(result) or "<job id>"
+    job_id = _job_id(result)
     region = options.view_as(GoogleCloudOptions).region
-    cancel = f"gcloud dataflow jobs cancel {job_id}" + (f" --region {region}" if region else "")
+    cancel = (
+        f": gcloud dataflow jobs cancel {job_id}" + (f" --region {region}" if region else "")
+        if job_id
+        else f", cancel it on {dataflow_job_logs(options, None)}"
+    )
     return (
-        f"interrupted; Dataflow job {job_id} keeps running and holds {job.output} until "
-        f"it completes. To stop it: {cancel}, then delete {_lock_path(job)}."
+        f"interrupted; {_job_named(options, result)} keeps running and holds {job.output} "
+        f"until it completes. To stop it{cancel}, then delete {_lock_path(job)}."
     )
 
 

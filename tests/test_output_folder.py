@@ -1638,6 +1638,42 @@ def test_a_job_that_ends_cancelled_says_so_in_its_manifest_and_frees_the_folder(
     assert not (out / ".lock").exists()
 
 
+def test_a_cancelled_job_of_no_known_id_is_not_named_by_a_placeholder(tmp_path):
+    """A Dataflow job whose result gives no id (Beam's job handle without one), cancelled:
+    its reason read "cancelled on the service (Dataflow job <job id>)", a placeholder as
+    if a word were left out; it says the id is unknown and where the job is listed. A
+    Ctrl-C's message gave `gcloud dataflow jobs cancel <job id>` to paste. `result`
+    stands in for a runner's job handle; the lock, manifest and release are real."""
+    import types
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline import main as pipeline_main
+    from pipeline.stopping import JobCancelled
+
+    out = tmp_path / "out"
+    job = _running_job(out)
+    no_id = types.SimpleNamespace(
+        wait_until_finish=lambda: "CANCELLED", state="CANCELLED", job_id=lambda: None
+    )
+    options = PipelineOptions(["--runner", "DataflowRunner", "--region", "europe-west4"])
+    reason = (
+        "cancelled on the service (Dataflow job of unknown id: see the Dataflow jobs page "
+        "of the Cloud console)"
+    )
+    with pytest.raises(JobCancelled) as ended:
+        pipeline_main._completed_manifest(job, options, no_id)
+    assert str(ended.value).startswith(f"{reason}; rerun with --resume")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["status"], manifest["reason"]) == ("stopped", reason)
+    held = types.SimpleNamespace(output="/o", lock=None)
+    assert pipeline_main._left_running(held, options, no_id) == (
+        "interrupted; Dataflow job of unknown id keeps running and holds /o until it "
+        "completes. To stop it, cancel it on the Dataflow jobs page of the Cloud console, "
+        "then delete /o/.lock."
+    )
+
+
 class _DataflowSaysCancelled:
     """The Dataflow service of a job a person cancelled (console, gcloud): it says
     CANCELLED, with no message."""
