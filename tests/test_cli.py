@@ -4527,8 +4527,9 @@ def test_class_names_for_a_custom_model(image_folder, tmp_path, capsys, caplog):
         (
             "0 apple\n1 pear\n2 plum\n3 fig\n",
             ": every line begins with its class's number (line 1: '0 apple'), which would be "
-            "read as part of the names; a line's class is its place in the file: drop the "
-            "numbers, or give a JSON {{index: name}} object.",
+            "read as part of the names; a line's class is its place in the file, counted "
+            'from 0: drop the numbers, or give a JSON object keyed from 0 ({{"0": "apple", '
+            '"1": "pear", ...}}).',
         ),
     ],
     ids=["comma-separated on one line", "numbered line by line"],

@@ -89,23 +89,38 @@ def test_class_names_files_as_editors_save_them(tmp_path, data):
 
 
 @pytest.mark.parametrize(
-    "text, first",
+    "text, first, from_1",
     [
-        ("0 red\n1 green\n2 blue\n", "0 red"),  # numbered from 0
-        ("1: red\n2: green\n3: blue\n", "1: red"),  # from 1, a colon after each
-        ("0\tred\n1\tgreen\n2\tblue\n", "0\tred"),  # tab-separated, as a spreadsheet saves
+        ("0 red\n1 green\n2 blue\n", "0 red", ""),  # numbered from 0
+        ("1: red\n2: green\n3: blue\n", "1: red", " (its 1 is class 0)"),  # from 1, a colon
+        ("0\tred\n1\tgreen\n2\tblue\n", "0\tred", ""),  # tab-separated, as a spreadsheet saves
     ],
 )
-def test_lines_numbered_by_their_class_are_refused_naming_the_fix(tmp_path, text, first):
+def test_lines_numbered_by_their_class_are_refused_naming_the_fix(tmp_path, text, first, from_1):
+    # The JSON object offered is keyed from 0, as classes are: a file numbered from 1
+    # copied into {index: name} as it is was refused next ('key "3" is out of range').
     path = tmp_path / "names.txt"
     path.write_text(text)
     with pytest.raises(ValueError) as caught:
         labels.read_class_names(str(path))
+    keyed = '{"0": "red", "1": "green", ...}'
     assert str(caught.value) == (
         f"--class_names {str(path)!r}: every line begins with its class's number "
         f"(line 1: {first!r}), which would be read as part of the names; a line's class "
-        "is its place in the file: drop the numbers, or give a JSON {index: name} object."
+        f"is its place in the file, counted from 0{from_1}: drop the numbers, or give a "
+        f"JSON object keyed from 0 ({keyed})."
     )
+    keyed_file = tmp_path / "names.json"
+    keyed_file.write_text(keyed.replace(", ...", ', "2": "blue"'))
+    assert labels.read_class_names(str(keyed_file)) == ("red", "green", "blue")
+
+
+def test_a_numbered_file_of_two_names_is_offered_both_as_json(tmp_path):
+    path = tmp_path / "names.txt"
+    path.write_text("1) café\n2) thé\n")
+    with pytest.raises(ValueError) as caught:
+        labels.read_class_names(str(path))
+    assert str(caught.value).endswith(' ({"0": "café", "1": "thé"}).')
 
 
 @pytest.mark.parametrize(

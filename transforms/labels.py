@@ -160,11 +160,22 @@ def _check_unnumbered(lines: list[str], path: str) -> None:
         return
     first = int(numbers[0].group(1))
     if first in (0, 1) and all(int(n.group(1)) == first + i for i, n in enumerate(numbers)):
+        names = [line[n.end() - 1 :] for line, n in zip(lines, numbers, strict=True)]
         raise ValueError(
             f"--class_names {path!r}: every line begins with its class's number (line 1: "
             f"{lines[0]!r}), which would be read as part of the names; a line's class is its "
-            "place in the file: drop the numbers, or give a JSON {index: name} object."
+            f"place in the file, counted from 0{' (its 1 is class 0)' if first else ''}: drop "
+            f"the numbers, or give a JSON object keyed from 0 ({_keyed_from_0(names)})."
         )
+
+
+def _keyed_from_0(names: list[str]) -> str:
+    """The JSON {index: name} object of `names`, its first two ('{"0": "red", "1":
+    "green", ...}'): the keys are the classes, from 0 (a file numbered from 1 copied
+    into one as it is was refused next, its last key out of range)."""
+    shown = {str(i): name for i, name in enumerate(names[:2])}
+    text = json.dumps(shown, ensure_ascii=False)
+    return text[:-1] + ", ...}" if len(names) > 2 else text
 
 
 @functools.cache
