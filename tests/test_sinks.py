@@ -17,6 +17,7 @@ from transforms.sinks import (
     checkpoint_folder,
     salvage_checkpoints,
     write_json,
+    write_manifest,
     write_no_errors,
     write_parquet_file,
     write_schema_file,
@@ -150,3 +151,40 @@ def test_a_stop_as_a_local_json_file_is_replaced_leaves_the_old_or_the_new_one(
     with contextlib.suppress(KeyboardInterrupt):
         write_json(str(path), {"status": "complete"})
     assert json.loads(path.read_text()) in ({"status": "running"}, {"status": "complete"})
+
+
+@pytest.mark.parametrize(
+    "counts, rows_per_image, said",
+    [
+        (  # an input lost: neither in rows, errors nor skipped
+            {"inputs": 5, "images_with_rows": 3, "images_with_errors": 1, "rows": 3, "errors": 1},
+            1,
+            "of 5 inputs, 4 are accounted for (3 images with rows, 1 with errors, 0 skipped "
+            "as done by an earlier run); 3 rows written, where 3 are expected (1 row per "
+            "image with rows); 1 error recorded.",
+        ),
+        (  # every input is, but a top_k image lost a row
+            {"inputs": 2, "skipped_done_before": 1, "images_with_rows": 1, "rows": 2},
+            3,
+            "of 2 inputs, 2 are accounted for (1 image with rows, 0 with errors, 1 skipped "
+            "as done by an earlier run); 2 rows written, where 3 are expected (3 rows per "
+            "image with rows); 0 errors recorded.",
+        ),
+    ],
+)
+def test_counts_that_do_not_add_up_are_logged_as_a_sentence(
+    tmp_path, caplog, counts, rows_per_image, said
+):
+    # The line was the counts' dict: "Inputs not accounted for: {'inputs': 5,
+    # 'skipped_done_before': 0, ...} (rows expected: 3)."
+    with caplog.at_level("ERROR", logger="transforms.sinks"):
+        manifest = write_manifest(str(tmp_path), {"rows_per_image": rows_per_image}, counts)
+    assert [r.getMessage() for r in caplog.records] == [f"The run's counts do not add up: {said}"]
+    assert manifest["counts"] == {key: counts.get(key, 0) for key in COUNT_KEYS}
+
+
+def test_counts_that_add_up_log_nothing(tmp_path, caplog):
+    counts = {"inputs": 2, "images_with_rows": 1, "images_with_errors": 1, "rows": 1, "errors": 1}
+    with caplog.at_level("ERROR", logger="transforms.sinks"):
+        manifest = write_manifest(str(tmp_path), {}, counts)
+    assert caplog.records == [] and manifest["all_inputs_accounted_for"]
