@@ -616,13 +616,20 @@ def _undecided(
 
 
 def _why_no_medians(stage: dict[str, Any], blank: int = 0) -> tuple[str, str | None]:
-    """Why a stage (`_stage_report`) has no medians: its maps are constant or not
-    finite, its images' content is too thin for SSIM (a Spearman, no SSIM), or `blank`
-    of its rows are of an image equal to its baselines (maps 0 whatever the model);
-    and what may decide it (`_undecided`)."""
+    """Why a stage (`_stage_report`) has no medians: its images' content is too thin for
+    SSIM (a Spearman, no SSIM), or `blank` of its rows are of an image equal to its
+    baselines (maps 0 whatever the model), and the others', image by image, are in the
+    verdict's last sentence (`_not_counted`: a flat image's input alone, a map that is
+    constant or not finite); and what may decide it (`_undecided`). A stage without
+    `unscored` (`_account`'s) says its maps are not finite."""
     pairs = zip(stage["spearman"], stage["ssim"], strict=True)
     thin = sum(rho is not None and ssim is None for rho, ssim in pairs)
+    listed = "unscored" in stage
     if not thin and not blank:
+        if listed:
+            return "no image has both measures, for the reasons this verdict ends with", (
+                "check more images (--images)"
+            )
         return "the randomised model gave no finite maps", None
     rows = len(stage["ssim"])
     reasons = [
@@ -634,12 +641,14 @@ def _why_no_medians(stage: dict[str, Any], blank: int = 0) -> tuple[str, str | N
         "on black)"
     ] * bool(thin)
     others = rows - thin - blank
-    why = (
-        "no image has both measures: "
-        + ", and ".join(reasons)
-        + (", and the other maps are constant or not finite" if others else "")
-    )
-    return why, "check more images (--images)"
+    if others:
+        reasons.append(
+            f"{count(others, 'other row')} of {rows} lack{'s' * (others == 1)} one for the "
+            "reasons this verdict ends with"
+            if listed
+            else "the other maps are constant or not finite"
+        )
+    return "no image has both measures: " + ", and ".join(reasons), "check more images (--images)"
 
 
 # Why an image has no value by a measure (a stage's `unscored`), as sanity.json and

@@ -680,6 +680,45 @@ def test_a_run_of_images_equal_to_their_baseline_is_undecided_for_that_not_for_f
     assert report["changed"] is None
 
 
+def test_a_run_of_flat_images_is_undecided_for_the_reasons_its_verdict_ends_with(
+    conv_keras, tmp_path
+):
+    """Flat images (one colour, not the baseline's): the input alone (x - x') is constant
+    over each, so no image has a value by either measure, while the randomised model's
+    maps are finite and unlike the intact ones. The verdict said 'the randomised model
+    gave no finite maps', and with a line beside them, 'the other maps are constant or
+    not finite', though its last sentence names the real reason, image by image."""
+    root = tmp_path / "flat"
+    write_image(root / "white.png", np.full((SIZE, SIZE, 3), 255, np.uint8))
+    write_image(root / "grey.png", np.full((SIZE, SIZE, 3), 128, np.uint8))
+    output = str(tmp_path / "out")
+    _audit({"root": str(root)}, conv_keras, output, steps=8)
+    report = sanity.run(output, images_count=2, stages=["logits"])
+    (stage,) = report["stages"]
+    assert None not in stage["spearman"] + stage["ssim"]  # the randomised maps are fine
+    flat = sanity._UNSCORED["flat"]
+    verdict = report["verdict"]
+    assert verdict.startswith(
+        "undecided: no image has both measures, for the reasons this verdict ends with; "
+        "check more images (--images) (median Spearman "
+    ), verdict
+    assert verdict.endswith(
+        f" Not counted, without a value: by both measures, 2 of 2 images (grey.png, "
+        f"white.png: {flat})."
+    ), verdict
+    write_image(root / "bar.png", np.full((2, 64, 3), 120, np.uint8))  # no SSIM: too thin
+    output = str(tmp_path / "out2")
+    _audit({"root": str(root)}, conv_keras, output, steps=8)
+    verdict = sanity.run(output, images_count=3, stages=["logits"])["verdict"]
+    assert verdict.startswith(
+        "undecided: no image has both measures: the content of 1 row of 3 (its pixels that "
+        "differ from the baseline) is under 3 pixels high or wide, too thin for SSIM (a "
+        "panorama or a line on black), and 2 other rows of 3 lack one for the reasons this "
+        "verdict ends with; check more images (--images) ("
+    ), verdict
+    assert "constant or not finite" not in verdict
+
+
 def test_an_undecided_check_of_blank_and_thin_images_gives_both_reasons():
     # One image equal to its baseline (no measure), one line (a Spearman, no SSIM) and
     # one whose maps are not finite: each reason once, with its own count.
