@@ -1111,7 +1111,7 @@ def test_a_reader_that_stops_reading_stdout_does_not_fail_a_finished_check(
     assert Path(checked_to_a_closed_stdout["output"], "sanity", "sanity.json").is_file()
 
 
-def test_a_models_prints_to_stdout_go_to_stderr_a_refused_check_leaves_stdout_empty(
+def test_a_saved_models_check_is_refused_before_its_model_prints_stdout_left_empty(
     printing_saved_model, tmp_path
 ):
     # The check called the run's model before it refused a SavedModel: its tf.print(...,
@@ -1136,6 +1136,43 @@ def test_a_models_prints_to_stdout_go_to_stderr_a_refused_check_leaves_stdout_em
     assert "batch of 2" not in check.stderr
     said = f"error: --input {output!r} is a run of the SavedModel {printing_saved_model!r}, "
     assert check.stderr.splitlines()[-1].startswith(said)
+
+
+def test_a_keras_models_prints_to_stdout_go_to_stderr_stdout_holds_the_report_alone(
+    tmp_path, capsys
+):
+    """A `.keras` model whose layer prints 'batch of N' to file descriptor 1 at each call
+    (`tests.printing_layer`; the command's process registers it through sitecustomize,
+    as a user's environment does): the check calls it many times, and its lines go to
+    stderr; stdout holds the report `print_report` prints, alone. (The SavedModel that
+    showed it is refused before it loads: see the test above.)"""
+    from tests.printing_layer import PRINTING_SITE, printing_model
+
+    model = printing_model(str(tmp_path / "printing.keras"), SIZE)
+    for i in range(2):
+        pixels = np.random.default_rng(i).integers(0, 256, (SIZE, SIZE, 3), np.uint8)
+        write_image(tmp_path / "images" / f"{i}.png", pixels)
+    output = str(tmp_path / "out")
+    _audit({"root": str(tmp_path / "images")}, model, output, steps=2)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(PRINTING_SITE)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    command = [sys.executable, "-m", "pipeline.sanity", "--input", output, "--images", "2"]
+    check = subprocess.run(
+        launched([*command, "--stages", "logits", "--steps", "2"]),
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{root}"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert check.returncode == 0, check.stderr[-3000:]
+    assert "batch of " in check.stderr
+    capsys.readouterr()
+    report = json.loads(Path(output, "sanity", "sanity.json").read_text())
+    sanity.print_report(report, output, asked=2)
+    assert check.stdout == capsys.readouterr().out
 
 
 def test_a_finished_check_is_said_on_an_ascii_stdout(audited, tmp_path):
