@@ -593,19 +593,18 @@ def write_manifest(output: str, base: dict[str, Any], counts: dict[str, int]) ->
     manifest["status"] = "complete"
     manifest["end_time"] = datetime.datetime.now(datetime.UTC).isoformat()
     if accounted != counts["inputs"] or counts["rows"] != expected_rows:
-        said = _counts_said(counts, accounted, manifest.get("rows_per_image", 1))
+        said = _counts_said(counts, accounted, expected_rows, manifest.get("rows_per_image", 1))
         _LOG.error("The run's counts do not add up: %s", said)
     write_json(FileSystems.join(output, MANIFEST_FILE), manifest)
     return manifest
 
 
-def _counts_said(counts: dict[str, int], accounted: int, per_image: int) -> str:
-    """A run's counts (`COUNT_KEYS`; `accounted` of its inputs, `per_image` rows per
-    image with rows) as `write_manifest`'s line says them, for the two checks its
+def _counts_said(counts: dict[str, int], accounted: int, expected: int, per_image: int) -> str:
+    """A run's counts (`COUNT_KEYS`; `accounted` of its inputs, `expected` rows of
+    `per_image` per image with rows) as `write_manifest`'s line says them, for the two checks its
     manifest records: "of 5 inputs, 4 are accounted for (3 images with rows, 1 with
     errors, 0 skipped as done by an earlier run); 3 rows written, where 3 are expected
     (1 row per image with rows); 1 error recorded." (It was their dict.)"""
-    expected = counts["images_with_rows"] * per_image
     return (
         f"of {count(counts['inputs'], 'input')}, {accounted} {_is_are(accounted)} accounted "
         f"for ({count(counts['images_with_rows'], 'image')} with rows, "
