@@ -66,6 +66,7 @@ from pipeline.resolve import (
     Dataset,
     check_dataset,
     check_imagenet_offset,
+    check_known_model_classes,
     check_labels,
     check_labels_in_model,
     check_path_batch_memory,
@@ -121,7 +122,13 @@ from transforms.sinks import (
     write_json,
     write_schema_file,
 )
-from transforms.tf_model import ModelHandoff, ModelSpec, model_reference, what_flags_set
+from transforms.tf_model import (
+    ModelHandoff,
+    ModelReference,
+    ModelSpec,
+    model_reference,
+    what_flags_set,
+)
 
 __all__ = ["AuditJob", "build_pipeline", "launch", "no_results_here", "prepare", "run"]
 
@@ -141,9 +148,10 @@ def _as_config_errors() -> Iterator[None]:
 
 def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     """The checks of `prepare`, cheapest first: flags, paths, --dataset, then --output,
-    before any download or model. What only the model tells (--top_k and --class_names
-    against its classes) comes after --output's check: for most models (a .keras file,
-    a SavedModel) it takes loading the model, which a held --output is refused before."""
+    before any download or model. --top_k and --class_names against the model's classes:
+    a known model's (its table tells them) before --dataset; any other model's after
+    --output's check, as for most models (a .keras file, a SavedModel, a TF Hub handle)
+    only reading or loading the model tells them, which a held --output is refused before."""
     check_plain_values(audit)
     config = attribution_config(audit)
     input_range = parse_input_range(audit.input_range)
@@ -158,7 +166,7 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     model = model_reference(audit.model)
     model.check_exists()  # a local path: before TensorFlow loads
     check_output_flags(audit)
-    data, names_file = _dataset_then_output(audit, config, source, on_dataflow, dry_run)
+    data, names_file = _dataset_then_output(audit, config, model, source, on_dataflow, dry_run)
     # Only a DirectRunner's workers run in this process and can take the launcher's model.
     handoff = ModelHandoff() if is_direct(options) else None
     spec = resolve_model_spec(audit, model, data, input_range, handoff)
@@ -192,18 +200,22 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
 def _dataset_then_output(
     audit: AuditOptions,
     config: AttributionConfig,
+    model: ModelReference,
     source: sources.DataSource,
     on_dataflow: bool,
     dry_run: bool,
 ) -> tuple[Dataset, tuple[str, ...] | None]:
-    """--class_names and --dataset checked, then --output (`check_output_free`): a rerun
-    with a typo on a folder holding a run is told of the typo, not to pass --overwrite
-    first. Nothing is written before --output's check but a TFDS download, which waits
-    for it; the model, slower to load, comes after both (`_prepare`)."""
+    """--class_names read and, with --top_k, checked against a known model's classes
+    (`check_known_model_classes`), and --dataset checked, then --output
+    (`check_output_free`): a rerun with a typo on a folder holding a run is told of the
+    typo, not to pass --overwrite first. Nothing is written before --output's check but
+    a TFDS download, which waits for it; the model, slower to load, comes after both
+    (`_prepare`)."""
     names_file = None
     if audit.class_names:  # a gs:// file is read through Cloud Storage
         check_credentials(audit.class_names, "--class_names", "read")
         names_file = labels.read_class_names(audit.class_names)
+    check_known_model_classes(audit, config, model, names_file)
     data = check_dataset(audit, source, on_dataflow, dry_run, names_file)
     if data is not None:
         check_labels(config, data)
@@ -230,7 +242,8 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
     flags are refused); on Dataflow, the Google Cloud options Beam needs (its
     validator), a flag that ships this package to the workers, and the worker
     image when GPUs are asked for; a local --model
-    path exists; --class_names read; a local image folder (listed) or a
+    path exists; --class_names read; --top_k and --class_names against a known
+    model's classes (its table's: no model read); a local image folder (listed) or a
     gs:// one (credentials, its storage probed, one object looked up); a TFDS
     dataset's metadata and split (a prepared one's whole, an unprepared one's as far
     as its builder declares); then --output holds no earlier
@@ -239,9 +252,9 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
     --overwrite); then an unprepared TFDS dataset is downloaded; the
     model's input size and outputs (a DirectRunner job loads it once, for its
     in-process worker; other runners' launchers read them from the known models'
-    table or saved_model.pb when they can) and --class_names against it; that
-    --output is writable. A Dataflow --dry_run needs no Google Cloud access, so
-    it skips the two checks that do (gs:// dataset folder and --output), and a
+    table or saved_model.pb when they can) and --top_k and --class_names against
+    them; that --output is writable. A Dataflow --dry_run needs no Google Cloud
+    access, so it skips the two checks that do (gs:// dataset folder and --output), and a
     --resume's reading of the earlier run, and logs that.
 
     Raises:

@@ -25,12 +25,19 @@ from transforms import labels, manifest, sources, wording
 from transforms.config import AttributionConfig
 from transforms.datasource import IMAGE_SUFFIXES, REMOTE_FOLDER_SCHEMES
 from transforms.model.reference import KNOWN_NAMES
-from transforms.tf_model import ModelHandoff, ModelReference, ModelSpec, resolve_model
+from transforms.tf_model import (
+    ModelHandoff,
+    ModelReference,
+    ModelSpec,
+    known_outputs,
+    resolve_model,
+)
 
 __all__ = [
     "Dataset",
     "check_dataset",
     "check_imagenet_offset",
+    "check_known_model_classes",
     "check_path_batch_memory",
     "check_labels",
     "check_labels_in_model",
@@ -317,24 +324,54 @@ def class_names_for(
 ) -> tuple[str, ...] | None:
     """The names of the label space: --class_names, checked against the model, else
     the dataset's own or ImageNet's (`_class_names`)."""
-    if from_file is not None and len(from_file) != spec.num_classes:
-        fix = _comma_separated(from_file, spec.num_classes) or "give one name per class"
-        if spec.label_offset and len(from_file) == spec.num_outputs:
-            # TF Hub's ImageNetLabels.txt: 'background' first, then the 1000 classes.
-            first = "line" if spec.label_offset == 1 else f"{spec.label_offset} lines"
-            fix = (
-                f"it names every output, the {spec.label_offset} before the classes too "
-                f"(first {from_file[0]!r}): drop its first {first}"
-            )
-        raise ConfigError(
-            f"--class_names {audit.class_names!r} holds {wording.count(len(from_file), 'name')} "
-            f"but --model "
-            f"{audit.model!r} has {wording.classes(spec.num_classes)} ({spec.num_outputs} outputs, "
-            f"--label_offset {spec.label_offset}); {fix}."
-        )
     if from_file is not None:
+        _check_names_count(audit, from_file, spec.num_outputs, spec.label_offset)
         return from_file
     return _class_names(spec, data.tfds_class_names)
+
+
+def _check_names_count(
+    audit: AuditOptions, from_file: tuple[str, ...], num_outputs: int, label_offset: int
+) -> None:
+    """Refuses --class_names whose names are not one per class of a model of
+    `num_outputs` outputs, the first class at `label_offset`."""
+    num_classes = num_outputs - label_offset
+    if len(from_file) == num_classes:
+        return
+    fix = _comma_separated(from_file, num_classes) or "give one name per class"
+    if label_offset and len(from_file) == num_outputs:
+        # TF Hub's ImageNetLabels.txt: 'background' first, then the 1000 classes.
+        first = "line" if label_offset == 1 else f"{label_offset} lines"
+        fix = (
+            f"it names every output, the {label_offset} before the classes too "
+            f"(first {from_file[0]!r}): drop its first {first}"
+        )
+    raise ConfigError(
+        f"--class_names {audit.class_names!r} holds {wording.count(len(from_file), 'name')} "
+        f"but --model {audit.model!r} has {wording.classes(num_classes)} ({num_outputs} "
+        f"outputs, --label_offset {label_offset}); {fix}."
+    )
+
+
+def check_known_model_classes(
+    audit: AuditOptions,
+    config: AttributionConfig,
+    model: ModelReference,
+    names_file: tuple[str, ...] | None,
+) -> None:
+    """--top_k and --class_names (`names_file`) against the classes of a known model
+    (`known_outputs`: its table tells them, nothing loaded), before --dataset is listed
+    and --output checked. Any other model's classes are known only once its files are
+    read or it is loaded (`resolve_model_spec`), which waits until --output's check has
+    passed, so that a folder holding a run is refused before a load of seconds (a TF
+    Hub download: minutes); `fit_to_model` and `class_names_for` check them then."""
+    known = known_outputs(model, audit.label_offset)
+    if known is None:
+        return
+    num_outputs, label_offset = known
+    _check_top_k(audit, config, num_outputs - label_offset)
+    if names_file is not None:
+        _check_names_count(audit, names_file, num_outputs, label_offset)
 
 
 def _comma_separated(names: tuple[str, ...], classes: int) -> str | None:
@@ -547,12 +584,8 @@ def fit_to_model(
 ) -> AttributionConfig:
     """--top_k and --score checked against the model's classes (--top_k's default
     shrinks to a model with fewer classes), --faithfulness_steps against its pixels."""
+    _check_top_k(audit, config, spec.num_classes)
     if config.top_k > spec.num_classes:
-        if audit.top_k is not None:
-            raise ConfigError(
-                f"--top_k {config.top_k} exceeds the model's {wording.classes(spec.num_classes)}; "
-                f"pass --top_k {spec.num_classes} or less."
-            )
         config = dataclasses.replace(config, top_k=spec.num_classes)
     if config.score == "softmax" and spec.num_outputs == 1:
         raise ConfigError(
@@ -577,6 +610,15 @@ def fit_to_model(
             f"switches at least one pixel); pass --faithfulness_steps {pixels} or less."
         )
     return config
+
+
+def _check_top_k(audit: AuditOptions, config: AttributionConfig, num_classes: int) -> None:
+    """Refuses a --top_k given past the model's `num_classes` (its default shrinks)."""
+    if audit.top_k is not None and config.top_k > num_classes:
+        raise ConfigError(
+            f"--top_k {config.top_k} exceeds the model's {wording.classes(num_classes)}; "
+            f"pass --top_k {num_classes} or less."
+        )
 
 
 # Bytes a path point of a gradient call holds, per value of the model's input: the

@@ -1504,11 +1504,13 @@ def test_cheap_failures_come_before_any_model_load(tmp_path):
     keras_file.write_bytes(b"not read")
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "manifest.json").write_text('{"model": {}, "config": {}}')
-    missing, slash, held, unknown = _tensorflow_imported_after(
+    held_run = {p.name: p.read_bytes() for p in (tmp_path / "b").iterdir()}
+    missing, slash, held, unknown, past_classes = _tensorflow_imported_after(
         ["--output", str(tmp_path / "a"), "--model", str(tmp_path / "missing.keras")],
         ["--output", str(tmp_path / "a"), "--model", f"{keras_file}/"],
         ["--output", str(tmp_path / "b")],
         ["--output", str(tmp_path / "c"), "--stpes", "3"],
+        ["--output", str(tmp_path / "b"), "--top_k", "5000"],
     )
     # A missing model file: no TensorFlow, no model load.
     code, err, loaded = missing
@@ -1531,6 +1533,14 @@ def test_cheap_failures_come_before_any_model_load(tmp_path):
     # An unknown flag: refused before anything at all.
     code, err, loaded = unknown
     assert code == 2 and not loaded and not (tmp_path / "c").exists()
+    # A --top_k past the bundled model's 1000 classes (the known models' table tells them,
+    # without TensorFlow), on that folder holding a run: its own refusal, the folder as it was.
+    code, err, loaded = past_classes
+    assert code == 2 and not loaded
+    assert _error_lines(err) == [
+        "error: --top_k 5000 exceeds the model's 1000 classes; pass --top_k 1000 or less."
+    ]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "b").iterdir()} == held_run
 
 
 # The job run by `main` on each flag list of a JSON object {name: flags} (argv[1]) in
@@ -5218,8 +5228,9 @@ def _bad_configuration(case: str, root: str, where: Path) -> tuple[dict, str]:
                 "error: --target label: TFDS dataset 'tiny_unlabelled' has no label feature",
             ),
         }[case]
-    numbered = where / "numbered.txt"
+    numbered, three = where / "numbered.txt", where / "three.txt"
     numbered.write_text("0 red\n1 green\n2 blue\n")
+    three.write_text("red\ngreen\nblue\n")
     return {
         "misspelt folder": ({"dataset": f"{root}s"}, f"error: --dataset '{root}s'"),
         "misspelt name": ({"dataset": "imagess"}, "error: --dataset 'imagess'"),
@@ -5228,6 +5239,16 @@ def _bad_configuration(case: str, root: str, where: Path) -> tuple[dict, str]:
             f"error: --class_names '{where / 'missing.txt'}' cannot be read",
         ),
         "numbered names": ({"class_names": numbered}, f"error: --class_names '{numbered}'"),
+        # The known models' classes are told by their table, no load: checked before --output.
+        "top_k past a known model": (
+            {"model": "efficientnet_lite0", "top_k": 5000},
+            "error: --top_k 5000 exceeds the model's 1000 classes; pass --top_k 1000 or less.",
+        ),
+        "names of other classes": (
+            {"model": "efficientnet_lite0", "class_names": three},
+            f"error: --class_names '{three}' holds 3 names but --model 'efficientnet_lite0' "
+            "has 1000 classes",
+        ),
     }[case]
 
 
@@ -5236,6 +5257,8 @@ _BAD_CONFIGURATIONS = [
     "misspelt name",
     "unreadable names",
     "numbered names",
+    "top_k past a known model",
+    "names of other classes",
     "TFDS unprepared",
     "TFDS split",
     "TFDS label",

@@ -74,6 +74,7 @@ from transforms.model.reference import (
     model_reference,
 )
 from transforms.model.signature import (
+    KNOWN_SIGNATURES,
     REFERENCE_VARIABLE_OPS,
     check_batch_independent,
     signature_without_loading,
@@ -91,6 +92,7 @@ __all__ = [
     "ModelReference",
     "ModelSpec",
     "device_settings",
+    "known_outputs",
     "model_evaluations",
     "model_identity",
     "model_reference",
@@ -352,6 +354,22 @@ def _label_offset(reference, num_outputs, label_offset, num_dataset_classes) -> 
             + (", or a smaller --label_offset." if label_offset else ".")
         )
     return label_offset
+
+
+def known_outputs(model: ModelReference, label_offset: int | None = None) -> tuple[int, int] | None:
+    """The outputs and label offset (--label_offset, else as `resolve_model` takes it) of
+    a model of the known models' table (`KNOWN_SIGNATURES`: efficientnet_lite0,
+    inception_v1), from the table alone: no TensorFlow, no file or network read. None for
+    any other model: only its files tell its outputs.
+
+    Raises:
+      ValueError: the offset does not fit its outputs.
+    """
+    signature = KNOWN_SIGNATURES.get(model.location)
+    if signature is None:
+        return None
+    outputs = signature.num_outputs
+    return outputs, _label_offset(model.reference, outputs, label_offset, None)
 
 
 def resolve_model(
