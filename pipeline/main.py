@@ -54,6 +54,7 @@ from pipeline.options import (
     paths_as_opened,
 )
 from pipeline.output_folder import (
+    check_a_run_to_resume,
     check_output_flags,
     check_output_free,
     delete_matching,
@@ -148,10 +149,11 @@ def _as_config_errors() -> Iterator[None]:
 
 def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     """The checks of `prepare`, cheapest first: flags, paths, --dataset, then --output,
-    before any download or model. --top_k and --class_names against the model's classes:
-    a known model's (its table tells them) before --dataset; any other model's after
-    --output's check, as for most models (a .keras file, a SavedModel, a TF Hub handle)
-    only reading or loading the model tells them, which a held --output is refused before."""
+    before any download or model. A --resume's --output holding no run is refused before
+    --dataset is listed. --top_k and --class_names against the model's classes: a known
+    model's (its table tells them) before --dataset; any other model's after --output's
+    check, as for most models (a .keras file, a SavedModel, a TF Hub handle) only reading
+    or loading the model tells them, which a held --output is refused before."""
     check_plain_values(audit)
     config = attribution_config(audit)
     input_range = parse_input_range(audit.input_range)
@@ -166,6 +168,7 @@ def _prepare(options: PipelineOptions, audit: AuditOptions) -> AuditJob:
     model = model_reference(audit.model)
     model.check_exists()  # a local path: before TensorFlow loads
     check_output_flags(audit)
+    check_a_run_to_resume(audit)
     data, names_file = _dataset_then_output(audit, config, model, source, on_dataflow, dry_run)
     # Only a DirectRunner's workers run in this process and can take the launcher's model.
     handoff = ModelHandoff() if is_direct(options) else None
@@ -242,8 +245,9 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
     flags are refused); on Dataflow, the Google Cloud options Beam needs (its
     validator), a flag that ships this package to the workers, and the worker
     image when GPUs are asked for; a local --model
-    path exists; --class_names read; --top_k and --class_names against a known
-    model's classes (its table's: no model read); a local image folder (listed) or a
+    path exists; a --resume's local --output holds a run's manifest; --class_names
+    read; --top_k and --class_names against a known model's classes (its table's: no
+    model read); a local image folder (listed) or a
     gs:// one (credentials, its storage probed, one object looked up); a TFDS
     dataset's metadata and split (a prepared one's whole, an unprepared one's as far
     as its builder declares); then --output holds no earlier

@@ -55,6 +55,7 @@ from transforms.sinks import (
 )
 
 __all__ = [
+    "check_a_run_to_resume",
     "check_output_flags",
     "check_output_free",
     "check_own_files",
@@ -416,7 +417,8 @@ def check_output_flags(audit: AuditOptions) -> None:
 
 def check_output_free(audit: AuditOptions) -> None:
     """Refuses an --output in use or holding a run before anything slow (no download,
-    no model load), after the checks of the other flags (`pipeline.main`)."""
+    no model load), after the checks of the other flags (`pipeline.main`). A --resume's
+    local --output with no run was refused before them (`check_a_run_to_resume`)."""
     check_credentials(audit.output)
     _check_local_writable(audit.output)
     _check_not_inside_a_run(audit.output)
@@ -424,7 +426,6 @@ def check_output_free(audit: AuditOptions) -> None:
     output_lock.check_free(audit.output)  # a live run holds it, whatever the flags
     existing = earlier_run(audit.output)
     if audit.resume:
-        _check_a_run_to_resume(audit.output)
         check_own_files(audit.output, existing, "--resume")
         return
     if not existing:
@@ -453,14 +454,20 @@ def no_earlier_run(output: str) -> ConfigError:
     )
 
 
-def _check_a_run_to_resume(output: str) -> None:
-    """A local --output with no manifest is refused before the model is loaded or the
-    folder made (a typo'd --output was left behind, empty). On
-    gs:// a failed listing looks like no manifest: the resume's own read says which."""
-    if output.startswith(REMOTE_FOLDER_SCHEMES):
+def check_a_run_to_resume(audit: AuditOptions) -> None:
+    """A --resume's local --output with no manifest is refused before --dataset is
+    listed (minutes for a huge folder), the model loaded or the folder made (a typo'd
+    --output was left behind, empty). One that cannot be looked in (a folder on its path
+    may not be entered) is left to `check_output_free`, which says why. On gs:// a
+    failed listing looks like no manifest: the resume's own read says which."""
+    if not audit.resume or audit.output.startswith(REMOTE_FOLDER_SCHEMES):
         return
-    if not os.path.lexists(os.path.join(output, MANIFEST_FILE)):
-        raise no_earlier_run(output)
+    try:
+        os.lstat(os.path.join(audit.output, MANIFEST_FILE))
+    except (FileNotFoundError, NotADirectoryError):
+        raise no_earlier_run(audit.output) from None
+    except OSError:
+        return
 
 
 def _inside(output: str, paths: list[str]) -> list[str]:

@@ -5662,6 +5662,43 @@ def test_a_dataset_folder_this_user_may_not_list_exits_2_before_any_model_load(
 @pytest.mark.skipif(
     os.geteuid() == 0 and shutil.which("setpriv") is None, reason="root needs setpriv"
 )
+def test_a_resume_of_a_folder_with_no_run_is_refused_before_the_images_are_listed(
+    linear_keras, tmp_path, capsys
+):
+    """A --resume whose --output holds no run listed --dataset first (minutes for a huge
+    folder), and was refused for what that listing found: a folder this user may not list
+    (the previous test's refusal), or none there. The missing run is refused first, its
+    one line; nothing is made."""
+    images, output = tmp_path / "images", tmp_path / "out"
+    write_image(images / "a.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    said = [
+        f"error: --resume: no earlier run in --output {str(output)!r} (no manifest.json, "
+        "which a run writes as it starts); run without --resume to start one."
+    ]
+    argv = cli_args(dataset=images, model=linear_keras, output=output, resume=True)
+    prefix = _WITHOUT_DAC if os.geteuid() == 0 else []
+    images.chmod(0o000)
+    try:
+        done = subprocess.run(
+            [*prefix, sys.executable, "-m", "pipeline", *argv],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        images.chmod(0o755)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert _error_lines(done.stderr) == said and "cannot be listed" not in done.stderr
+    missing = cli_args(dataset=tmp_path / "none", model=linear_keras, output=output, resume=True)
+    assert main(missing) == 2
+    assert _error_lines(capsys.readouterr().err) == said
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]
+
+
+@pytest.mark.skipif(
+    os.geteuid() == 0 and shutil.which("setpriv") is None, reason="root needs setpriv"
+)
 def test_a_file_this_user_may_not_read_is_an_error_record_and_a_resume_reads_it_later(
     linear_keras, tmp_path
 ):
