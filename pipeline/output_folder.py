@@ -457,14 +457,14 @@ def no_earlier_run(output: str) -> ConfigError:
 def check_a_run_to_resume(audit: AuditOptions) -> None:
     """A --resume's local --output with no manifest is refused before --dataset is
     listed (minutes for a huge folder), the model loaded or the folder made (a typo'd
-    --output was left behind, empty). One that cannot be looked in (a folder on its path
-    may not be entered) is left to `check_output_free`, which says why. On gs:// a
-    failed listing looks like no manifest: the resume's own read says which."""
+    --output was left behind, empty). One that cannot be looked in (a file, a folder on
+    its path that may not be entered) is left to `check_output_free`, which says why. On
+    gs:// a failed listing looks like no manifest: the resume's own read says which."""
     if not audit.resume or audit.output.startswith(REMOTE_FOLDER_SCHEMES):
         return
     try:
         os.lstat(os.path.join(audit.output, MANIFEST_FILE))
-    except (FileNotFoundError, NotADirectoryError):
+    except FileNotFoundError:
         raise no_earlier_run(audit.output) from None
     except OSError:
         return

@@ -4058,6 +4058,22 @@ def test_a_resume_of_a_folder_with_no_run_makes_no_folder(
     assert not (tmp_path / "typo").exists()
 
 
+def test_a_resume_onto_a_file_says_the_file_is_no_folder(
+    image_folder, linear_keras, tmp_path, capsys
+):
+    """--resume's look for the earlier run's manifest, before the images are listed,
+    leaves an --output it cannot look in to --output's own checks: a file given as
+    --output is said to be a file, not that it holds no run."""
+    output = tmp_path / "notes.txt"
+    output.write_text("mine")
+    assert main(_flags(image_folder, linear_keras, output, "--resume")) == 2
+    assert _error_lines(capsys.readouterr().err) == [
+        f"error: --output {str(output)!r} is not writable: {str(output)!r} is a file, not a "
+        "folder; choose a folder you can write to."
+    ]
+    assert output.read_text() == "mine"
+
+
 def test_a_keras_weights_file_is_refused_with_the_fix_that_runs(
     image_folder, linear_keras, tmp_path, capsys
 ):
