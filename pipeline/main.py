@@ -251,9 +251,9 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
     gs:// one (credentials, its storage probed, one object looked up); a TFDS
     dataset's metadata and split (a prepared one's whole, an unprepared one's as far
     as its builder declares); then --output holds no earlier
-    run (unless --overwrite or --resume) and, when local, can be written in (after
-    the flags, so that a rerun with a typo is told of the typo, not to pass
-    --overwrite); then an unprepared TFDS dataset is downloaded; the
+    run (unless --overwrite or --resume) and, when local, can be written in, its run
+    folders too (after the flags, so that a rerun with a typo is told of the typo,
+    not to pass --overwrite); then an unprepared TFDS dataset is downloaded; the
     model's input size and outputs (a DirectRunner job loads it once, for its
     in-process worker; other runners' launchers read them from the known models'
     table or saved_model.pb when they can) and --top_k and --class_names against

@@ -3,9 +3,9 @@
 Checked at launch, before the model loads: --output's flags, whether it can be
 written (a local folder: made and removed in its nearest existing folder), that
 it lies inside no other run, that its `.tmp`, `results` and `errors` are no
-files, and what it holds: an earlier run of this job (its files by name,
-`_RUN_FOLDERS`), which only --overwrite replaces and --resume continues, and
-never files this job did not write (`check_own_files`).
+files and, as folders, can be written in, and what it holds: an earlier run of
+this job (its files by name, `_RUN_FOLDERS`), which only --overwrite replaces and
+--resume continues, and never files this job did not write (`check_own_files`).
 Readied under the lock (`prepare_output`): an earlier run's files deleted for
 --overwrite, its manifest marked "replacing" first; a killed run's partial files
 in `.tmp/` cleared, and those a killed write left beside them (`clear_temp`).
@@ -327,13 +327,16 @@ _WRITTEN_FOLDERS = {
 
 def _check_written_folders(output: str) -> None:
     """A local --output whose `.tmp`, `results` or `errors` is no folder (a file of the
-    user's) fails a run only once Beam's sinks write there (at its very end, for
-    results/), an --overwrite having deleted the earlier run by then: refused at
-    launch. (On gs:// an object and a prefix of one name do not clash.)"""
+    user's), or a folder no file can be made in (read-only, immutable), fails a run
+    only once Beam's sinks write there (at its very end, for results/, every image
+    done), an --overwrite having deleted the earlier run by then: refused at launch.
+    (On gs:// an object and a prefix of one name do not clash.)"""
     if output.startswith(REMOTE_FOLDER_SCHEMES):
         return
     for name, what in _WRITTEN_FOLDERS.items():
         path = Path(local_output(output)) / name
+        if path.is_dir():
+            _check_can_make_in(output, path, name, what)
         if path.is_symlink() and not path.exists():  # not a file: a link to nothing
             raise ConfigError(
                 f"--output {output!r} holds a symbolic link named {name} to "
@@ -383,20 +386,41 @@ def _check_no_dangling_link(output: str, path: Path) -> None:
         )
 
 
-def _probe_folder(output: str, existing: Path) -> None:
-    """Makes and removes a folder in `existing`: permissions alone do not say it can
-    be written (root passes every permission check, yet cannot write in /proc or on a
-    read-only mount)."""
+def _made_and_removed_in(folder: Path) -> OSError | None:
+    """Makes and removes a folder in `folder`; the error that stopped it, or None:
+    permissions alone do not say it can be written (root passes every permission
+    check, yet cannot write in /proc, on a read-only mount or in an immutable folder)."""
     try:
-        os.rmdir(tempfile.mkdtemp(prefix=".ig_audit_probe_", dir=existing))
+        os.rmdir(tempfile.mkdtemp(prefix=".ig_audit_probe_", dir=folder))
     except OSError as e:
-        why = (
-            f"no permission to write in {str(existing)!r}"
-            if e.errno == errno.EACCES
-            else f"no folder can be made in {str(existing)!r} ({e.strerror})"
-        )
+        return e
+    return None
+
+
+def _probe_folder(output: str, existing: Path) -> None:
+    """Refuses --output when no folder can be made in `existing`, its nearest existing
+    folder (`_made_and_removed_in`)."""
+    e = _made_and_removed_in(existing)
+    if e is None:
+        return
+    why = (
+        f"no permission to write in {str(existing)!r}"
+        if e.errno == errno.EACCES
+        else f"no folder can be made in {str(existing)!r} ({e.strerror})"
+    )
+    raise ConfigError(
+        f"--output {output!r} is not writable: {why}; choose a folder you can write to."
+    ) from e
+
+
+def _check_can_make_in(output: str, folder: Path, name: str, what: str) -> None:
+    """Refuses --output when no file can be made in `folder`, its run folder `name`
+    (`_made_and_removed_in`), where the job keeps its `what`."""
+    e = _made_and_removed_in(folder)
+    if e is not None:
         raise ConfigError(
-            f"--output {output!r} is not writable: {why}; choose a folder you can write to."
+            f"--output {output!r}: no file can be made in its {name} folder, where the job "
+            f"keeps its {what} ({e.strerror}): make it writable, or choose another folder."
         ) from e
 
 

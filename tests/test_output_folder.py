@@ -2598,3 +2598,68 @@ def test_a_folder_named_report_html_is_no_page_of_the_run_to_delete(
     assert manifest["status"] == "complete" and manifest["all_inputs_accounted_for"]
     assert len(pd.read_parquet(out / "results")) == 4
     assert mine.read_text() == "mine"
+
+
+@contextlib.contextmanager
+def _immutable(path: Path):
+    """`path` made immutable for real (`chattr +i`) while in the block: no file can be
+    made in or deleted from such a folder, nor such a file deleted, not even by root,
+    whom permissions do not stop. Skips the test where the flag cannot be set (no
+    CAP_LINUX_IMMUTABLE, as a user other than root; a file system without it)."""
+    if shutil.which("chattr") is None:
+        pytest.skip("no chattr to make a file immutable")
+    made = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+    if made.returncode:
+        pytest.skip(f"cannot make {path} immutable: {made.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+@contextlib.contextmanager
+def _unwritable(folder: Path):
+    """No file can be made in `folder` while in the block, for real: read-only, or, for
+    root, immutable (`_immutable`)."""
+    if os.geteuid() == 0:
+        with _immutable(folder):
+            yield
+        return
+    folder.chmod(0o555)
+    try:
+        yield
+    finally:
+        folder.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    "name, what",
+    [(".tmp", "partial files"), ("results", "result rows"), ("errors", "error records")],
+)
+def test_a_run_folder_no_file_can_be_made_in_is_refused_before_the_run(
+    name, what, finished, linear_keras, tmp_path, jobs
+):
+    # An --output whose results/ no file could be made in (read-only; immutable, which
+    # stops root too) ran every image, then failed at its very end as Beam's sink moved
+    # its rows there ("Encountered exceptions in finalize_write: ... Operation not
+    # permitted", exit 1); so did one whose errors/ or .tmp/ was so. Refused at launch
+    # now, before the model loads, and the same command runs once the folder is fixed.
+    out = tmp_path / "out"
+    (out / name).mkdir(parents=True)
+    flags = job_flags(finished["folder"], linear_keras, out)
+    with _unwritable(out / name):
+        first = jobs(*flags)
+        assert first.wait(timeout=300) == 2
+    log = first.log.read_text()
+    (line,) = [s for s in log.splitlines() if s.startswith("error:")]
+    assert line.startswith(
+        f"error: --output '{out}': no file can be made in its {name} folder, where the job "
+        f"keeps its {what} ("
+    ), log[-3000:]
+    assert line.endswith("): make it writable, or choose another folder.")
+    assert "Auditing" not in log  # refused before the model loaded
+    assert sorted(p.name for p in out.iterdir()) == [name]  # no lock, no manifest
+    assert main(flags) == 0  # fixed, the same command (in this process: a start-up less)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["all_inputs_accounted_for"] and manifest["counts"]["inputs"] == 5
+    assert sorted(pd.read_parquet(out / "results").image_id) == sorted(finished["folder"]["pixels"])
