@@ -362,7 +362,9 @@ def _ready_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
         # Beam's sink finalizes (at its end); after the manifest, so that a kill
         # between the two never leaves results/ without the manifest of its run.
         write_schema_file(job.output, results_schema(job.config.attribution_dtype))
-    except BaseException as e:  # a full disk, a stop: the run ends before it started
+    except BaseException as e:
+        # A delete that failed, a stop: the run ends before it started. (A schema file
+        # that cannot be written is a warning, `write_schema_file`: the run goes on.)
         ended_unfinished(job, e)
         raise
     return job

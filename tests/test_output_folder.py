@@ -2663,3 +2663,89 @@ def test_a_run_folder_no_file_can_be_made_in_is_refused_before_the_run(
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["all_inputs_accounted_for"] and manifest["counts"]["inputs"] == 5
     assert sorted(pd.read_parquet(out / "results").image_id) == sorted(finished["folder"]["pixels"])
+
+
+def _error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("error:")]
+
+
+def _assert_complete_with_schema_warning(out: Path, warnings: list[str], blocked: Path) -> None:
+    """The run in `out` completed (4 rows, the folder free), having said once that it could
+    not write its schema file `blocked`, a folder."""
+    (warning,) = warnings
+    assert warning.startswith(f"Could not write {blocked} (") and "Is a directory" in warning
+    assert warning.endswith("; the run goes on.") and not (out / ".lock").exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["all_inputs_accounted_for"]
+    assert len(pd.read_parquet(out / "results")) == 4 and blocked.is_dir()
+
+
+def test_a_schema_file_results_cannot_take_is_a_warning_and_the_run_goes_on(
+    finished, linear_keras, tmp_path, jobs, caplog
+):
+    # The schema-only file a run writes in results/ as it claims the folder, refused
+    # for real: a folder of the user's where it goes, which no write replaces (root's
+    # neither). It is a convenience (results/ reads with every column before the rows
+    # are in place), so the run says so and goes on: it completes, and so does a
+    # --resume of it; the user's folder is kept.
+    out = tmp_path / "out"
+    blocked = out / "results" / "part-schema.parquet"
+    blocked.mkdir(parents=True)
+    flags = job_flags(finished["folder"], linear_keras, out)
+    first = jobs(*flags)
+    assert first.wait(timeout=300) == 0, first.log.read_text()[-3000:]
+    log = first.log.read_text()
+    assert not _error_lines(log)
+    prefix = "WARNING transforms.sinks: "
+    warnings = [s.removeprefix(prefix) for s in log.splitlines() if s.startswith(prefix)]
+    _assert_complete_with_schema_warning(out, warnings, blocked)
+    caplog.clear()
+    assert main([*flags, "--resume"]) == 0  # in this process: a TensorFlow start-up less
+    warnings = [r.getMessage() for r in caplog.records if r.name == "transforms.sinks"]
+    _assert_complete_with_schema_warning(out, warnings, blocked)
+    resumed = json.loads((out / "manifest.json").read_text())
+    assert resumed["counts"]["skipped_done_before"] == 4
+
+
+def test_a_resume_whose_earlier_error_records_cannot_be_deleted_says_so_and_frees_the_folder(
+    finished, linear_keras, tmp_path, jobs, capsys
+):
+    # A --resume deletes the earlier run's error records (it retries their images) once
+    # its own manifest, "running", is written. That delete failing for real (an
+    # immutable file: root's delete fails too) ends the run before it started: one
+    # error: line naming --output and the fix (exit 2, before any image), its manifest
+    # "failed" with the reason, the folder free again; fixed, the same command completes.
+    out = tmp_path / "out"
+    finished["copy"](out)
+    earlier = json.loads((out / "manifest.json").read_text())
+    (record,) = (out / "errors").glob("*.parquet")
+    flags = [*job_flags(finished["folder"], linear_keras, out), "--resume"]
+    with _immutable(record):
+        first = jobs(*flags)
+        assert first.wait(timeout=300) == 2
+        log = first.log.read_text()
+        (line,) = _error_lines(log)
+        assert line.startswith(
+            f"error: --output '{out}': cannot write there while readying it for this run "
+            f"(Delete operation failed with exceptions {{'{record}': "
+        ), log[-3000:]
+        assert line.endswith(
+            "; free some space or fix the folder, then run the same command again."
+        )
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["status"] == "failed" and manifest["run_id"] != earlier["run_id"]
+        assert manifest["reason"].startswith("BeamIOError: Delete operation failed")
+        assert manifest["start_time"] < manifest["end_time"] and "counts" not in manifest
+        assert [run["status"] for run in manifest["earlier_runs"]] == ["complete"]
+        assert not (out / ".lock").exists() and record.exists()
+        capsys.readouterr()  # run again unfixed: refused for the same cause, not as in use
+        assert main(flags) == 2
+        (again,) = _error_lines(capsys.readouterr().err)
+        assert again.startswith(line.split(" (")[0]) and "in use" not in again
+    assert main(flags) == 0
+    resumed = json.loads((out / "manifest.json").read_text())
+    assert resumed["status"] == "complete" and resumed["all_inputs_accounted_for"]
+    assert [run["status"] for run in resumed["earlier_runs"]] == ["complete", "failed", "failed"]
+    assert resumed["counts"]["skipped_done_before"] == 4
+    assert len(pd.read_parquet(out / "results")) == 4
+    assert list(pd.read_parquet(out / "errors").file_name) == ["broken.jpg"]
