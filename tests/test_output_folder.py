@@ -2749,3 +2749,48 @@ def test_a_resume_whose_earlier_error_records_cannot_be_deleted_says_so_and_free
     assert resumed["counts"]["skipped_done_before"] == 4
     assert len(pd.read_parquet(out / "results")) == 4
     assert list(pd.read_parquet(out / "errors").file_name) == ["broken.jpg"]
+
+
+def _as_running(manifest: dict) -> int:
+    """The size of `manifest`, a "failed" one, as its run wrote it "running" (`write_json`)."""
+    running = {k: v for k, v in manifest.items() if k not in ("end_time", "reason")}
+    text = json.dumps({**running, "status": "running"}, indent=2, sort_keys=True, default=str)
+    return len(text.encode("utf-8"))
+
+
+def test_a_failed_run_whose_manifest_cannot_say_so_warns_and_leaves_it_running(
+    finished, linear_keras, tmp_path, jobs
+):
+    # docs/reliability.md: a run that failed as its manifest could not be written
+    # either (a full disk) keeps "running", with a warning. Made for real: a file-size
+    # limit (EFBIG, the real write path failing as on a full disk or quota) that the
+    # "running" manifest fits in, not the "failed" one (its end time and reason more)
+    # nor the rows. A first run into a folder of the same name's length, under a limit
+    # both fit in, gives their sizes.
+    def flags(name: str) -> list[str]:
+        return job_flags(finished["folder"], linear_keras, tmp_path / name)
+
+    sized = jobs(*flags("out1"), file_size_limit=8000)  # the rows (24 kB) do not fit
+    assert sized.wait(timeout=300) == 1, sized.log.read_text()[-3000:]
+    failed = json.loads((tmp_path / "out1" / "manifest.json").read_text())
+    running, whole = _as_running(failed), len((tmp_path / "out1" / "manifest.json").read_bytes())
+    assert failed["status"] == "failed" and whole - running > 100
+    out = tmp_path / "out2"
+    second = jobs(*flags("out2"), file_size_limit=(running + whole) // 2)
+    assert second.wait(timeout=300) == 1
+    log = second.log.read_text()
+    (line,) = _error_lines(log)
+    assert line.startswith(f"error: the run failed: {failed['reason']} (rerun with --verbose")
+    assert "A write failed for want of space" in line and "rerun with --resume" in line
+    assert (
+        f"WARNING pipeline.stopping: Could not record in {out / 'manifest.json'} that the run "
+        "failed: [Errno 27] File too large"
+    ) in log.splitlines()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "running" and "reason" not in manifest
+    assert not (out / ".lock").exists() and not (out / "manifest.json.tmp").exists()
+    # The folder is free: a --resume takes it (as a killed run's) and completes the run.
+    resumed = run([*flags("out2"), "--resume"], save_main_session=False)
+    assert resumed["all_inputs_accounted_for"] and len(pd.read_parquet(out / "results")) == 4
+    (earlier,) = resumed["earlier_runs"]
+    assert (earlier["run_id"], earlier["status"]) == (manifest["run_id"], "running")
