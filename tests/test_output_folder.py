@@ -2751,6 +2751,34 @@ def test_a_resume_whose_earlier_error_records_cannot_be_deleted_says_so_and_free
     assert list(pd.read_parquet(out / "errors").file_name) == ["broken.jpg"]
 
 
+def test_an_overwrite_that_cannot_delete_the_earlier_run_says_so_and_frees_the_folder(
+    finished, linear_keras, tmp_path, capsys
+):
+    # An --overwrite marks the earlier run "replacing", then deletes its files; one that
+    # cannot be deleted for real (an immutable file: root's delete fails too) ends it
+    # before it started, exit 2, one error: line naming --output and the fix; the
+    # folder holds a run the next --overwrite replaces, free again: fixed, it completes.
+    out = tmp_path / "out"
+    finished["copy"](out)
+    (rows,) = (out / "results").glob("*.parquet")
+    flags = [*job_flags(finished["folder"], linear_keras, out), "--overwrite"]
+    with _immutable(rows):
+        capsys.readouterr()
+        assert main(flags) == 2  # in this process: a TensorFlow start-up less
+        (line,) = _error_lines(capsys.readouterr().err)
+    assert line.startswith(
+        f"error: --output '{out}': cannot write there while readying it for this run "
+        f"(Delete operation failed with exceptions {{'{rows}': "
+    )
+    assert line.endswith("; free some space or fix the folder, then run the same command again.")
+    assert json.loads((out / "manifest.json").read_text())["status"] == "replacing"
+    assert not (out / ".lock").exists()
+    assert main(flags) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["all_inputs_accounted_for"] and manifest["earlier_runs"] == []
+    assert len(pd.read_parquet(out / "results")) == 4
+
+
 def _as_running(manifest: dict) -> int:
     """The size of `manifest`, a "failed" one, as its run wrote it "running" (`write_json`)."""
     running = {k: v for k, v in manifest.items() if k not in ("end_time", "reason")}
