@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from transforms.model.loading import saved_model_proto
 from transforms.model.signature import CalledFunction, called_function, value_inputs
 
 __all__ = ["GraphScaling", "saved_model_scaling"]
@@ -356,10 +357,7 @@ def saved_model_scaling(path: str) -> GraphScaling | None:
     the function the job calls, all its concrete functions of images agreeing; None
     where any starts otherwise (a convolution, a Normalization of variables), or for a
     TF1 Hub module."""
-    # TF's own reader of saved_model.pb(txt), as `_saved_model_signature` reads it.
-    from tensorflow.python.saved_model import loader_impl  # noqa: PLC0415
-
-    called = called_function(path, loader_impl.parse_saved_model(path).meta_graphs)
+    called = called_function(path, saved_model_proto(path).meta_graphs)
     scalings = [_scaling_from(scope, tensor) for scope, tensor in _image_inputs(called)]
     if not scalings or scalings[0] is None:
         return None

@@ -10,7 +10,7 @@ import numpy as np
 
 from transforms.config import MAX_IMAGE_SIZE
 from transforms.model.graph_scaling import GraphScaling, saved_model_scaling
-from transforms.model.loading import is_hub_module_folder
+from transforms.model.loading import is_hub_module_folder, saved_model_proto
 from transforms.model.reference import ModelReference
 from transforms.model.signature import KNOWN_SIGNATURES, hub_image_sides, meta_graph_loaded
 
@@ -424,15 +424,13 @@ def _recorded_image_sides(model: ModelReference) -> tuple[int, int] | None:
     """`hub_image_sides` of the MetaGraph loading took of a TF1 Hub module (a folder, or
     a handle's, which loading put in TF Hub's cache); None for any other model, or a
     proto that does not read (the module loaded regardless)."""
-    from tensorflow.python.saved_model import loader_impl  # noqa: PLC0415
-
     if model.kind not in ("saved_model", "hub") or model.location in KNOWN_SIGNATURES:
         return None
     try:
         folder = _saved_model_folder(model)
         if not is_hub_module_folder(folder):
             return None
-        meta = meta_graph_loaded(loader_impl.parse_saved_model(folder).meta_graphs, True)
+        meta = meta_graph_loaded(saved_model_proto(folder).meta_graphs, True)
         return hub_image_sides(meta) if meta is not None else None
     except Exception as e:  # an odd attachment: the size is not learnt from it
         _LOG.info("Could not read the image size %s records: %s", model.reference, e)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -9,6 +10,7 @@ import re
 import zipfile
 from typing import Any
 
+from transforms import files
 from transforms.model.reference import (
     KNOWN_NAMES,
     SAVED_MODEL_FILES,
@@ -23,6 +25,7 @@ __all__ = [
     "load_model",
     "model_identity",
     "saved_model_file",
+    "saved_model_proto",
     "serving_tag_sets",
 ]
 
@@ -53,6 +56,65 @@ def saved_model_file(folder: str) -> str | None:
 
     names = (name for name in SAVED_MODEL_FILES if tf.io.gfile.exists(os.path.join(folder, name)))
     return next(names, None)
+
+
+def saved_model_proto(folder: str) -> Any:
+    """The SavedModel proto (saved_model_pb2.SavedModel) of a folder, local or remote,
+    as TensorFlow's loader_impl.parse_saved_model reads it (saved_model.pb, else its
+    text form), parsed once per version of that file in this process: a launch's
+    checks of one model (batch statistics, signature, pixel range, the tags to load, a
+    TF1 Hub module's recorded size) each read it, and a large or gs:// one takes
+    seconds to read and parse. A file saved anew at the same path is read anew
+    (`_proto_version`). `saved_model_proto.cache_info()` counts the parses (misses).
+
+    The proto is shared by its callers: read it, never change it (a map read by
+    `[key]` adds a missing key: ask `key in` first, or `.get(key)`).
+
+    Raises:
+      OSError: the folder holds no proto, or one that does not parse (TensorFlow's).
+    """
+    version = _proto_version(folder)
+    where = folder if files.is_remote(folder) else os.path.abspath(folder)
+    return _parsed_saved_model(where, version)
+
+
+# Protos kept parsed: a launch reads one model; each one more kept would hold up to
+# hundreds of MB for the process's life (a DirectRunner launcher is the job's runner).
+_KEPT_PROTOS = 1
+
+
+@functools.lru_cache(maxsize=_KEPT_PROTOS)
+def _parsed_saved_model(folder: str, version: tuple | None) -> Any:
+    """loader_impl.parse_saved_model(folder), kept for `version` of its file."""
+    # TF's own reader of saved_model.pb(txt), local or gs://; private but pinned (setup.py).
+    from tensorflow.python.saved_model import loader_impl  # noqa: PLC0415
+
+    return loader_impl.parse_saved_model(folder)
+
+
+saved_model_proto.cache_info = _parsed_saved_model.cache_info
+saved_model_proto.cache_clear = _parsed_saved_model.cache_clear
+
+
+def _proto_version(folder: str) -> tuple | None:
+    """What tells a version of a folder's proto file from another: its name, size and
+    modification time, and a local one's inode (a save writes a new file and renames
+    it over the old one); of a remote one, what its file system states (Cloud Storage:
+    the object's size and update time, one metadata request where parsing downloads
+    it; one that states no time: a version never found again, the file parsed at each
+    read). None for a folder without one (parsing raises, and nothing is kept)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    name = saved_model_file(folder)
+    if name is None:
+        return None
+    path = os.path.join(folder, name)
+    if files.is_remote(folder):
+        stat = tf.io.gfile.stat(path)
+        # ram:// states no time: a file saved anew of the same size looks the same.
+        return name, stat.length, stat.mtime_nsec or object()
+    stat = os.stat(path)  # in ns: tf.io.gfile.stat's local times are whole seconds
+    return name, stat.st_size, stat.st_mtime_ns, stat.st_ino
 
 
 def check_saved_model_folder(model: ModelReference) -> None:
@@ -214,12 +276,10 @@ def _serving_tags(model: ModelReference) -> list[str] | None:
     Raises:
       ValueError: several MetaGraphs, none or several of them `serve` ones.
     """
-    from tensorflow.python.saved_model import loader_impl  # noqa: PLC0415
-
     if is_hub_module_folder(model.location):
         return None
     try:
-        metas = loader_impl.parse_saved_model(model.location).meta_graphs
+        metas = saved_model_proto(model.location).meta_graphs
     except Exception:  # unreadable: loading it says why
         return None
     tag_sets = [sorted(meta.meta_info_def.tags) for meta in metas]

@@ -11,7 +11,7 @@ import numpy as np
 
 from transforms.config import MAX_IMAGE_SIZE
 from transforms.model.calls import scores_output
-from transforms.model.loading import is_hub_module_folder, serving_tag_sets
+from transforms.model.loading import is_hub_module_folder, saved_model_proto, serving_tag_sets
 from transforms.model.reference import HUB_ALIASES, ModelReference
 
 __all__ = [
@@ -88,10 +88,10 @@ class CalledFunction:
 
 def called_function(path: str, metas: list) -> CalledFunction | None:
     """What `callable_of` calls of the SavedModel at `path` (its MetaGraphs `metas`, as
-    TF's loader_impl.parse_saved_model reads them), without loading it: the loaded
-    root's `__call__` where it is callable, else its serving_default signature; of a
-    TF1 export, that signature of the MetaGraph `hub.load` loads, else a TF1 Hub
-    module's `default` one. None where there is none (loading decides or refuses)."""
+    `saved_model_proto` reads them), without loading it: the loaded root's `__call__`
+    where it is callable, else its serving_default signature; of a TF1 export, that
+    signature of the MetaGraph `hub.load` loads, else a TF1 Hub module's `default`
+    one. None where there is none (loading decides or refuses)."""
     if len(metas) == 1 and metas[0].object_graph_def.nodes:
         meta, graph = metas[0], metas[0].object_graph_def
         children = {child.local_name: child.node_id for child in graph.nodes[0].children}
@@ -115,10 +115,7 @@ def _saved_model_signature(path: str) -> _Signature | None:
     """The signature `callable_of` finds in the SavedModel at `path`, read from its
     saved_model.pb without restoring any variable; None when the proto leaves the
     input or output width open or ambiguous (the model is then loaded instead)."""
-    # TF's own reader of saved_model.pb(txt), local or gs://; private but pinned (setup.py).
-    from tensorflow.python.saved_model import loader_impl  # noqa: PLC0415
-
-    called = called_function(path, loader_impl.parse_saved_model(path).meta_graphs)
+    called = called_function(path, saved_model_proto(path).meta_graphs)
     if called is None:
         return None
     if called.call is not None:
@@ -153,12 +150,8 @@ def check_batch_independent(model: ModelReference) -> None:
     """
     if model.kind != "saved_model":
         return
-    from tensorflow.python.saved_model import loader_impl  # noqa: PLC0415
-
     try:
-        called = called_function(
-            model.location, loader_impl.parse_saved_model(model.location).meta_graphs
-        )
+        called = called_function(model.location, saved_model_proto(model.location).meta_graphs)
         found = _sure_batch_statistics(called) if called is not None else None
     except Exception as e:  # an odd proto: loading settles it, or reports why
         _LOG.info("Could not read the ops of %s without loading it: %s", model.reference, e)
