@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import SIZE
+from tests.test_graph_scaling import _FOLDED_OPS
 from tests.test_tf1_models import CLASSES, _tf1_hub_module, _tf1_saved_model
 
 
@@ -77,6 +78,27 @@ def test_a_saved_model_saved_anew_at_its_path_is_read_anew(tmp_path):
     again = resolve_model(model, load=False)
     assert (again.num_outputs, again.image_shape) == (7, (SIZE + 8, SIZE + 8))
     assert _parses() - before == 1
+
+
+def test_the_launch_leaves_the_shared_proto_as_its_file_holds_it(tmp_path):
+    """The parsed proto is shared by every reader: none may change it. Reading a
+    Squeeze's dimensions by `attr["squeeze_dims"]` where the export left them out (their
+    default, all) added the key to the shared proto, which then differed from its file."""
+    import tensorflow as tf
+    from tensorflow.python.saved_model import loader_impl
+
+    from transforms.model.loading import saved_model_proto
+    from transforms.tf_model import resolve_model
+
+    class Normalizing(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)])
+        def __call__(self, x):
+            return tf.reduce_mean(_FOLDED_OPS["Squeeze all"](tf, x), [1, 2])
+
+    model = str(tmp_path / "model")
+    tf.saved_model.save(Normalizing(), model)
+    assert resolve_model(model, load=False).input_range == (0.0, 255.0)
+    assert saved_model_proto(model) == loader_impl.parse_saved_model(model)
 
 
 def test_a_remote_saved_model_of_no_stated_time_is_parsed_at_each_read(tmp_path):

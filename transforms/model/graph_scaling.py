@@ -240,8 +240,9 @@ def _folded_op(scope: _Scope, node: Any, seen: dict) -> np.ndarray | None:
         shaping = _FOLDED_SHAPING[node.op]
         return shaping(*inputs) if inputs[1].dtype.kind in "iu" else None
     if node.op == "Squeeze":  # its dimensions of size 1 given, else all of them
-        axes = tuple(node.attr["squeeze_dims"].list.i) or None
-        return np.squeeze(inputs[0], axes)
+        # `in` first: attr["squeeze_dims"] would add the key to the shared proto.
+        given = node.attr["squeeze_dims"].list.i if "squeeze_dims" in node.attr else ()
+        return np.squeeze(inputs[0], tuple(given) or None)
     if node.op in _PASSING_OPS:
         return inputs[0]
     if any(value.dtype.kind != "f" for value in inputs):
