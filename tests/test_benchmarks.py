@@ -522,3 +522,21 @@ def test_the_faithfulness_benchmark_counts_rows_beating_chance_as_the_job_does()
     # its first row, here the one that beats its control.
     deletion, _ = _chance_rows(result, ["p0.png", "p0.png", *(f"p{i}.png" for i in range(2, 6))])
     assert deletion[3] == "5 of 5 (sign test p = 0.031)"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--rounds", "0"], "--rounds must be 1 or more"),
+        (["--base", "/"], "is no checkout of the project (no transforms/)"),
+    ],
+)
+def test_launch_parse_refuses_what_it_cannot_measure_before_any_work(flags, message, capsys):
+    # Both would fail only after the two SavedModels were made (about 20 s): no round
+    # to take a median of, and a --base whose launches import no project.
+    from benchmarks import launch_parse  # noqa: PLC0415
+
+    with pytest.raises(SystemExit) as exit_info:
+        launch_parse.main(flags)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
