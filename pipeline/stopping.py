@@ -38,7 +38,7 @@ from pipeline.runner import is_direct
 from transforms import files, wording
 from transforms.errors import error_reason
 from transforms.manifest import MANIFEST_FILE
-from transforms.sinks import COUNT_KEYS, read_manifest, write_json
+from transforms.sinks import COUNT_KEYS, counts_said, read_manifest, write_json
 
 _LOG = logging.getLogger(__name__)
 #: Seconds after its start that a worker process not yet connected to the launcher is
@@ -164,15 +164,11 @@ def unaccounted(manifest: dict[str, Any]) -> str | None:
     if accounted and matching:
         return None
     counts = manifest.get("counts") or {}
-    said = ", ".join(f"{key} {counts[key]}" for key in COUNT_KEYS if key in counts)
+    per_image = manifest.get("rows_per_image", 1)
+    said = counts_said(counts, per_image) if set(COUNT_KEYS) <= set(counts) else "no counts."
     if accounted:  # every input is, but the rows are not as many as the target mode writes
-        per_image = manifest.get("rows_per_image", 1)
-        rows = wording.count(per_image, "row")
-        return (
-            f"The rows do not match the target mode ({rows} per image with rows): "
-            f"{said or 'no counts'}."
-        )
-    return f"Not every input is accounted for: {said or 'no counts'}."
+        return f"The rows do not match the target mode: {said}"
+    return f"Not every input is accounted for: {said}"
 
 
 def tidied(job: AuditJob) -> dict[str, Any] | None:

@@ -510,8 +510,10 @@ def test_a_stop_after_a_run_that_lost_an_input_says_it_failed_as_without_the_sto
     lines = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert status == 1, stderr[-3000:]
     assert len(lines) == 1 and lines[0].startswith(
-        "error: the run failed: RuntimeError: Not every input is accounted for: inputs 5, "
-        "skipped_done_before 0, images_with_rows 3, images_with_errors 1, rows 4, errors 1."
+        "error: the run failed: RuntimeError: Not every input is accounted for: of 5 inputs, "
+        "4 are accounted for (3 images with rows, 1 with errors, 0 skipped as done by an "
+        "earlier run); 4 rows written, where 3 are expected (1 row per image with rows); "
+        "1 error recorded."
     ), stderr[-3000:]
     assert ("cut nothing short" in lines[0]) is (stop != "none")
     assert "completed" not in lines[0] and "Traceback" not in stderr
@@ -2006,16 +2008,15 @@ def test_run_raises_when_either_count_check_of_the_manifest_fails(
     )
     with pytest.raises(RuntimeError) as failed:
         run(args, save_main_session=False)
-    counts = (
-        "inputs 5, skipped_done_before 0, images_with_rows 4, images_with_errors 1, rows 4, "
-        "errors 1."
+    counts = (  # the sentence of the manifest's error line (`counts_said`), one home
+        "of 5 inputs, 5 are accounted for (4 images with rows, 1 with errors, 0 skipped as "
+        "done by an earlier run); 4 rows written, where 4 are expected (1 row per image with "
+        "rows); 1 error recorded."
     )
     if check == "all_inputs_accounted_for":
         assert str(failed.value) == f"Not every input is accounted for: {counts}"
     else:  # every input is: the rows are what is wrong (was 'Not every input ...')
-        assert str(failed.value) == (
-            f"The rows do not match the target mode (1 row per image with rows): {counts}"
-        )
+        assert str(failed.value) == f"The rows do not match the target mode: {counts}"
 
 
 def test_an_overwrite_stopped_while_deleting_leaves_no_complete_manifest(

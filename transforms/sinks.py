@@ -52,6 +52,7 @@ __all__ = [
     "WriteResults",
     "check_still_this_run",
     "checkpoint_folder",
+    "counts_said",
     "is_partial_file",
     "json_temp",
     "parquet_writer",
@@ -581,30 +582,33 @@ def write_manifest(output: str, base: dict[str, Any], counts: dict[str, int]) ->
     """Writes the "complete" `<output>/manifest.json` of a run (`base`, the job's) whose
     counts (`COUNT_KEYS`, a missing key 0) are `counts`, and returns it."""
     counts = {key: int(counts.get(key, 0)) for key in COUNT_KEYS}
-    accounted = (
-        counts["images_with_rows"] + counts["images_with_errors"] + counts["skipped_done_before"]
-    )
     manifest = dict(base)
     manifest["counts"] = counts
-    manifest["all_inputs_accounted_for"] = accounted == counts["inputs"]
     # --target top_k writes k rows per image, the other targets one.
-    expected_rows = counts["images_with_rows"] * manifest.get("rows_per_image", 1)
-    manifest["rows_match_target_mode"] = counts["rows"] == expected_rows
+    per_image = manifest.get("rows_per_image", 1)
+    manifest["all_inputs_accounted_for"] = _accounted(counts) == counts["inputs"]
+    manifest["rows_match_target_mode"] = counts["rows"] == counts["images_with_rows"] * per_image
     manifest["status"] = "complete"
     manifest["end_time"] = datetime.datetime.now(datetime.UTC).isoformat()
-    if accounted != counts["inputs"] or counts["rows"] != expected_rows:
-        said = _counts_said(counts, accounted, expected_rows, manifest.get("rows_per_image", 1))
-        _LOG.error("The run's counts do not add up: %s", said)
+    if not (manifest["all_inputs_accounted_for"] and manifest["rows_match_target_mode"]):
+        _LOG.error("The run's counts do not add up: %s", counts_said(counts, per_image))
     write_json(FileSystems.join(output, MANIFEST_FILE), manifest)
     return manifest
 
 
-def _counts_said(counts: dict[str, int], accounted: int, expected: int, per_image: int) -> str:
-    """A run's counts (`COUNT_KEYS`; `accounted` of its inputs, `expected` rows of
-    `per_image` per image with rows) as `write_manifest`'s line says them, for the two checks its
-    manifest records: "of 5 inputs, 4 are accounted for (3 images with rows, 1 with
-    errors, 0 skipped as done by an earlier run); 3 rows written, where 3 are expected
-    (1 row per image with rows); 1 error recorded." (It was their dict.)"""
+def _accounted(counts: dict[str, int]) -> int:
+    """The inputs of a run's `counts` that are accounted for: in rows, errors, or
+    skipped as done by an earlier run."""
+    return counts["images_with_rows"] + counts["images_with_errors"] + counts["skipped_done_before"]
+
+
+def counts_said(counts: dict[str, int], per_image: int) -> str:
+    """A run's counts (`COUNT_KEYS`, `per_image` rows per image with rows) as messages
+    say them, for the two checks its manifest records: "of 5 inputs, 4 are accounted
+    for (3 images with rows, 1 with errors, 0 skipped as done by an earlier run); 3 rows
+    written, where 3 are expected (1 row per image with rows); 1 error recorded." """
+    accounted = _accounted(counts)
+    expected = counts["images_with_rows"] * per_image
     return (
         f"of {count(counts['inputs'], 'input')}, {accounted} {_is_are(accounted)} accounted "
         f"for ({count(counts['images_with_rows'], 'image')} with rows, "
