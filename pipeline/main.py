@@ -101,6 +101,7 @@ from pipeline.stopping import (
     JobCancelled,
     ended_unfinished,
     interrupted,
+    its_files_closed,
     stopped,
     tidied,
     unaccounted,
@@ -370,7 +371,12 @@ def _ready_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
     return job
 
 
-def _release(job: AuditJob) -> None:
+def _release(job: AuditJob, error: BaseException | None = None) -> None:
+    """Frees what the run held: the model handed to its in-process worker and --output's
+    lock; of a run that `error` failed or stopped, once the files it left open are
+    closed (`its_files_closed`), so that nothing of it writes there once it is free."""
+    if error is not None:
+        its_files_closed(error)
     if job.model_handoff is not None:
         job.model_handoff.release()  # taken by the local worker unless its runner made its own
     if job.lock is not None:
@@ -559,7 +565,7 @@ def _start(
             raise
         finally:
             ended_unfinished(job, e)
-            _release(job)
+            _release(job, e)
 
 
 def launch(
@@ -922,7 +928,7 @@ def _completed_manifest(
         state = _wait(job, options, result)
     except BaseException as e:
         ended_unfinished(job, e)  # not for a Dataflow job that runs on: it has the lock
-        _release(job)  # which stays
+        _release(job, e)  # which stays
         raise
     # Beam's plain result, already final, says no state (a --resume with nothing left).
     done = state is None or state == PipelineState.DONE

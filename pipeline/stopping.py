@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import importlib
 import logging
 import os
@@ -25,6 +26,7 @@ import site
 import subprocess
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from typing import Any
 
@@ -50,6 +52,7 @@ __all__ = [
     "JobCancelled",
     "ended_unfinished",
     "interrupted",
+    "its_files_closed",
     "stopped",
     "tidied",
     "unaccounted",
@@ -144,6 +147,30 @@ def ended_unfinished(job: AuditJob, error: BaseException) -> None:
             status,
             error_reason(e),
         )
+
+
+def its_files_closed(error: BaseException) -> None:
+    """Closes the files a run that `error` failed or stopped left open, before its
+    --output is released. Beam's writer of the results of a bundle that failed midway
+    (a write cut short: a full disk) keeps its temp file in `<output>/.tmp/` open,
+    referenced by the frames of `error`'s traceback (and, of a worker thread's bundle,
+    by garbage not yet collected): it wrote its buffered bytes there when those were
+    freed, after the lock was gone, whenever the caller dropped the error (a notebook
+    keeps it). The variables of the error's frames, and of those it was raised from,
+    are cleared (the traceback still says where it failed; the frames still running,
+    this call's callers, are left as they are), then the garbage is collected (a few
+    tenths of a second). A multi-process run's workers have ended by then: Beam waits
+    for them as the run ends."""
+    pending, seen = [error], set()
+    while pending:
+        error = pending.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        traceback.clear_frames(error.__traceback__)
+        pending += [error.__cause__, error.__context__]
+    with _stops_held():  # a second Ctrl-C waits for it
+        gc.collect()
 
 
 def _how_it_ended(error: BaseException) -> tuple[str, str]:

@@ -2823,3 +2823,97 @@ def test_a_failed_run_whose_manifest_cannot_say_so_warns_and_leaves_it_running(
     assert resumed["all_inputs_accounted_for"] and len(pd.read_parquet(out / "results")) == 4
     (earlier,) = resumed["earlier_runs"]
     assert (earlier["run_id"], earlier["status"]) == (manifest["run_id"], "running")
+
+
+# A library caller (a notebook) whose run failed for want of space: it keeps the error
+# (`sys.last_value`), frees some space (the file-size limit raised) and drops the error
+# later. Prints, once the run has failed: whether --output is still locked, the files
+# under it this process still has open, its worker processes still running, and
+# whether any file there changed when the error was dropped.
+_FAILED_RUN_KEPT = """
+import gc, json, os, resource, signal, sys
+from pipeline import run
+
+out, flags = sys.argv[1], sys.argv[2:]
+
+def files():
+    found = {}
+    for folder, _, names in os.walk(out):
+        for name in names:
+            stat = os.stat(os.path.join(folder, name))
+            found[os.path.relpath(os.path.join(folder, name), out)] = [stat.st_size, stat.st_mtime_ns]
+    return found
+
+def open_here():
+    targets = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:  # the listing's own descriptor, closed
+            pass
+    return [t for t in targets if t.startswith(out + os.sep)]
+
+def children():
+    mine, found = str(os.getpid()), []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1].decode() == mine and fields[0] not in (b"Z", b"X"):
+            found.append(int(pid))
+    return found
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4500, resource.RLIM_INFINITY))
+try:
+    run(flags, save_main_session=False)
+except Exception as e:
+    error = e
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+locked, still_open, workers, before = os.path.exists(os.path.join(out, ".lock")), open_here(), children(), files()
+del error
+gc.collect()
+print(json.dumps({"locked": locked, "open": still_open, "workers": workers,
+                  "changed": sorted(k for k in set(before) | set(files()) if before.get(k) != files().get(k))}))
+"""
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [[], ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]],
+    ids=["in_process", "two_processes"],
+)
+def test_a_failed_run_leaves_nothing_writing_in_its_output_once_it_frees_it(
+    image_folder, linear_keras, tmp_path, mode
+):
+    """Once a failed run has freed its --output (the lock gone), nothing of that run
+    writes there: a next --resume or --overwrite may start at once. Beam's result
+    writer of the bundle that failed (a write cut short by a file-size limit, as on a
+    full disk) kept its temp file open under `.tmp/`, referenced by the error the
+    caller got, and wrote its buffered bytes there whenever the error was dropped,
+    after the lock was gone. A multi-process run's workers have ended by then."""
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(_REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _FAILED_RUN_KEPT,
+            str(out),
+            *job_flags(image_folder, linear_keras, out),
+            *mode,
+        ],
+        cwd=_REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "[Errno 27] File too large" in done.stderr  # the run failed as meant
+    assert not said["locked"] and said["workers"] == []
+    assert said["changed"] == []  # the error dropped: no late write
+    assert said["open"] == []
