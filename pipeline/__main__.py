@@ -22,6 +22,7 @@ from pipeline.commands import (
     sigterm_stops_as_ctrl_c,
     to_stdout,
 )
+from transforms.errors import for_want_of_space
 
 __all__ = ["main", "main_exit"]
 
@@ -33,8 +34,6 @@ def _prog() -> str:
     return "ig-audit" if name == "ig-audit" else "python -m pipeline"
 
 
-# A write that failed for want of space, as Beam passes it on: in its text only.
-_NO_SPACE = re.compile(r"\[Errno (?:27|28|122)\]|No space left on device|Disk quota exceeded")
 # Memory that ran out, as numpy, TensorFlow and C++ say it (the run's text or type);
 # TensorFlow's ResourceExhaustedError, not a Google API's ResourceExhausted (429: a quota).
 _NO_MEMORY = re.compile(r"MemoryError|OOM when allocating|ResourceExhaustedError|std::bad_alloc")
@@ -109,7 +108,7 @@ def _failed(error: Exception, verbose: bool) -> int:
         error_line(f"the run failed: {reason}. {logs.RESUME}")
         return 1
     detail = "" if verbose else " (rerun with --verbose for the traceback)"
-    if _NO_SPACE.search(str(error)):
+    if for_want_of_space(error):
         detail += (
             ". A write failed for want of space (a full disk, a quota or a file-size "
             f"limit): free some, then r{logs.RESUME[1:]}"

@@ -113,7 +113,7 @@ from transforms.attribution import ERRORS_TAG, IGModelHandler, ImageOutcome, Pre
 from transforms.batch import forget_warnings
 from transforms.config import AttributionConfig
 from transforms.done_ids import load_done_ids, write_done_ids
-from transforms.errors import error_reason
+from transforms.errors import error_reason, for_want_of_space
 from transforms.manifest import ERRORS_DIR, MANIFEST_FILE
 from transforms.schema import results_schema
 from transforms.sinks import (
@@ -326,10 +326,10 @@ def _claim_output(job: AuditJob, resume: bool, overwrite: bool) -> AuditJob:
         ) from None
     except OSError as e:  # a full disk or quota, an I/O error: the bare errno said too little
         job.lock.release()
+        fix = "free some space" if for_want_of_space(e) else "fix the folder (its permissions)"
         raise ValueError(
             f"--output {job.output!r}: cannot write there while readying it for this run "
-            f"({error_reason(e)}); free some space or fix the folder, then run the same "
-            "command again."
+            f"({error_reason(e)}); {fix}, then run the same command again."
         ) from e
     except BaseException:
         job.lock.release()

@@ -2730,9 +2730,7 @@ def test_a_resume_whose_earlier_error_records_cannot_be_deleted_says_so_and_free
             f"error: --output '{out}': cannot write there while readying it for this run "
             f"(Delete operation failed with exceptions {{'{record}': "
         ), log[-3000:]
-        assert line.endswith(
-            "; free some space or fix the folder, then run the same command again."
-        )
+        assert line.endswith("; fix the folder (its permissions), then run the same command again.")
         manifest = json.loads((out / "manifest.json").read_text())
         assert manifest["status"] == "failed" and manifest["run_id"] != earlier["run_id"]
         assert manifest["reason"].startswith("BeamIOError: Delete operation failed")
@@ -2771,12 +2769,43 @@ def test_an_overwrite_that_cannot_delete_the_earlier_run_says_so_and_frees_the_f
         f"error: --output '{out}': cannot write there while readying it for this run "
         f"(Delete operation failed with exceptions {{'{rows}': "
     )
-    assert line.endswith("; free some space or fix the folder, then run the same command again.")
+    assert line.endswith("; fix the folder (its permissions), then run the same command again.")
     assert json.loads((out / "manifest.json").read_text())["status"] == "replacing"
     assert not (out / ".lock").exists()
     assert main(flags) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["all_inputs_accounted_for"] and manifest["earlier_runs"] == []
+    assert len(pd.read_parquet(out / "results")) == 4
+
+
+def test_a_folder_that_cannot_be_readied_for_want_of_space_is_told_to_free_some(
+    finished, linear_keras, tmp_path
+):
+    # A write that fails for want of space as the run readies --output (its manifest, for
+    # real: a file-size limit its lock fits in, not its manifest: EFBIG, as a full disk or
+    # quota) is told to free some space; one that fails otherwise (an immutable file, the
+    # tests above) to fix the folder: it said "free some space or fix the folder" to both.
+    # Its stderr is a pipe: a log file would be cut at the limit.
+    out = tmp_path / "out"
+    flags = job_flags(finished["folder"], linear_keras, out)
+    done = subprocess.run(
+        launched([sys.executable, "-m", "pipeline", *flags], file_size_limit=600),
+        cwd=_REPO,
+        env={**os.environ, "PYTHONPATH": str(_REPO), "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    (line,) = _error_lines(done.stderr)
+    assert line == (
+        f"error: --output '{out}': cannot write there while readying it for this run "
+        "([Errno 27] File too large); free some space, then run the same command again."
+    )
+    assert not (out / ".lock").exists() and "Traceback" not in done.stderr
+    assert main(flags) == 0  # space freed (no limit here), the same command completes
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["all_inputs_accounted_for"]
     assert len(pd.read_parquet(out / "results")) == 4
 
 

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["error_reason"]
+__all__ = ["error_reason", "for_want_of_space"]
+
+# A write that failed for want of space (EFBIG, ENOSPC, EDQUOT), as Python or Beam says
+# it: Beam passes it on in its text only (a BeamIOError's details, a step's failure).
+_NO_SPACE = re.compile(r"\[Errno (?:27|28|122)\]|No space left on device|Disk quota exceeded")
+
+
+def for_want_of_space(error: BaseException) -> bool:
+    """Whether `error` is a write that failed for want of space: a full disk, a quota
+    or a file-size limit."""
+    return bool(_NO_SPACE.search(str(error)))
+
 
 _RAISED = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt): ")
 
