@@ -5640,6 +5640,23 @@ _WITHOUT_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
 _WITHOUT_DAC += ["--inh-caps=-dac_override,-dac_read_search"]
 
 
+def _run_locked(
+    command: list, locked: list[Path], mode: int, restore: int, check: bool = False
+) -> subprocess.CompletedProcess:
+    """`command` run in a real process that file permissions bind (root without its DAC
+    capabilities: `_WITHOUT_DAC`), `locked` set to `mode` while it runs, then `restore`."""
+    prefix = _WITHOUT_DAC if os.geteuid() == 0 else []
+    for path in locked:
+        path.chmod(mode)
+    try:
+        return subprocess.run(
+            [*prefix, *command], cwd=ROOT, capture_output=True, text=True, timeout=600, check=check
+        )
+    finally:
+        for path in locked:
+            path.chmod(restore)
+
+
 @pytest.mark.skipif(
     os.geteuid() == 0 and shutil.which("setpriv") is None, reason="root needs setpriv"
 )
@@ -5656,18 +5673,7 @@ def test_a_dataset_folder_this_user_may_not_list_exits_2_before_any_model_load(
     images = tmp_path / "images"
     write_image(images / "a.png", np.zeros((SIZE, SIZE, 3), np.uint8))
     argv = cli_args(dataset=images, model=linear_keras, output=tmp_path / "out")
-    prefix = _WITHOUT_DAC if os.geteuid() == 0 else []
-    images.chmod(mode)
-    try:
-        done = subprocess.run(
-            [*prefix, sys.executable, "-m", "pipeline", *argv],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-    finally:
-        images.chmod(0o755)
+    done = _run_locked([sys.executable, "-m", "pipeline", *argv], [images], mode, 0o755)
     assert done.returncode == 2, done.stderr[-2000:]
     lines = _error_lines(done.stderr)
     assert len(lines) == 1 and f"--dataset '{images}' {says}" in lines[0]
@@ -5692,18 +5698,7 @@ def test_a_resume_of_a_folder_with_no_run_is_refused_before_the_images_are_liste
         "which a run writes as it starts); run without --resume to start one."
     ]
     argv = cli_args(dataset=images, model=linear_keras, output=output, resume=True)
-    prefix = _WITHOUT_DAC if os.geteuid() == 0 else []
-    images.chmod(0o000)
-    try:
-        done = subprocess.run(
-            [*prefix, sys.executable, "-m", "pipeline", *argv],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-    finally:
-        images.chmod(0o755)
+    done = _run_locked([sys.executable, "-m", "pipeline", *argv], [images], 0o000, 0o755)
     assert done.returncode == 2, done.stderr[-2000:]
     assert _error_lines(done.stderr) == said and "cannot be listed" not in done.stderr
     missing = cli_args(dataset=tmp_path / "none", model=linear_keras, output=output, resume=True)
@@ -5726,18 +5721,8 @@ def test_a_file_this_user_may_not_read_is_an_error_record_and_a_resume_reads_it_
     for name in ("a.png", "locked.png"):
         write_image(images / name, np.zeros((SIZE, SIZE, 3), np.uint8))
     argv = cli_args(dataset=images, model=linear_keras, output=tmp_path / "out", steps=4)
-    prefix = _WITHOUT_DAC if os.geteuid() == 0 else []
-    (images / "locked.png").chmod(0o000)
-    try:
-        done = subprocess.run(
-            [*prefix, sys.executable, "-m", "pipeline", *argv, "--faithfulness", "none"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-    finally:
-        (images / "locked.png").chmod(0o644)
+    command = [sys.executable, "-m", "pipeline", *argv, "--faithfulness", "none"]
+    done = _run_locked(command, [images / "locked.png"], 0o000, 0o644)
     assert done.returncode == 0, done.stderr[-2000:]
     errors = pd.read_parquet(tmp_path / "out" / "errors")
     assert list(errors.image_id) == ["locked.png"] and list(errors.stage) == ["read"]
@@ -5771,19 +5756,8 @@ def test_the_errors_by_stage_name_a_folder_that_cannot_be_listed_a_folder(tmp_pa
     write_image(root / "a.png", np.zeros((2, 2, 3), np.uint8))
     for name in ("locked", "shut"):
         write_image(root / name / "b.png", np.zeros((2, 2, 3), np.uint8))
-        (root / name).chmod(0o000)
-    prefix = _WITHOUT_DAC if os.geteuid() == 0 else []
-    try:
-        listed = subprocess.run(
-            [*prefix, sys.executable, "-c", _LISTED_ERRORS, root],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    finally:
-        for name in ("locked", "shut"):
-            (root / name).chmod(0o755)
+    locked = [root / "locked", root / "shut"]
+    listed = _run_locked([sys.executable, "-c", _LISTED_ERRORS, root], locked, 0o000, 0o755, True)
     records = [eval(line) for line in listed.stdout.splitlines()]  # noqa: S307 - our own reprs
     (tmp_path / "out" / "errors").mkdir(parents=True)
     table = pa.Table.from_pylist(records, ERROR_SCHEMA)

@@ -2525,11 +2525,16 @@ def test_an_overwrite_stopped_before_its_last_delete_leaves_a_run_it_replaces(
     assert not (out / "report.html").exists()
 
 
+# A run's folders in --output, and what the job keeps in each, as its refusals name them.
+_RUN_FOLDERS_SAID = [
+    (".tmp", "partial files"),
+    ("results", "result rows"),
+    ("errors", "error records"),
+]
+
+
 @pytest.mark.parametrize("again", [None, "--overwrite", "--resume"])
-@pytest.mark.parametrize(
-    "name, what",
-    [(".tmp", "partial files"), ("results", "result rows"), ("errors", "error records")],
-)
+@pytest.mark.parametrize("name, what", _RUN_FOLDERS_SAID)
 def test_a_file_named_as_a_run_folder_is_refused_before_the_run(
     name, what, again, finished, linear_keras, tmp_path, capsys
 ):
@@ -2556,10 +2561,7 @@ def test_a_file_named_as_a_run_folder_is_refused_before_the_run(
     assert _tree(out) == before
 
 
-@pytest.mark.parametrize(
-    "name, what",
-    [(".tmp", "partial files"), ("results", "result rows"), ("errors", "error records")],
-)
+@pytest.mark.parametrize("name, what", _RUN_FOLDERS_SAID)
 def test_a_link_to_nothing_named_as_a_run_folder_is_refused_as_what_it_is(
     name, what, finished, linear_keras, tmp_path, capsys
 ):
@@ -2637,10 +2639,7 @@ def _error_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("error:")]
 
 
-@pytest.mark.parametrize(
-    "name, what",
-    [(".tmp", "partial files"), ("results", "result rows"), ("errors", "error records")],
-)
+@pytest.mark.parametrize("name, what", _RUN_FOLDERS_SAID)
 def test_a_run_folder_no_file_can_be_made_in_is_refused_before_the_run(
     name, what, finished, linear_keras, tmp_path, jobs
 ):
