@@ -2872,18 +2872,18 @@ def test_a_failed_run_whose_manifest_cannot_say_so_warns_and_leaves_it_running(
     assert (earlier["run_id"], earlier["status"]) == (manifest["run_id"], "running")
 
 
-# A library caller (a notebook) whose run failed for want of space: it keeps the error
-# (`sys.last_value`), frees some space (the file-size limit raised) and drops the error
-# later. Prints, once the run has failed: whether --output is still locked, the files
-# under it this process still has open, its worker processes still running, and
-# whether any file there changed when the error was dropped.
+# A library caller (a notebook) whose runs failed for want of space: it keeps each
+# run's error (`sys.last_value`), frees some space (the file-size limit raised) and
+# drops the error later. argv[1] is a JSON list of the runs, each [its --output, its
+# flags], one after the other in this process. Prints a JSON line a run once it has
+# failed: the error's text, whether --output is still locked, the files under it this
+# process still has open, its worker processes still running, and whether any file
+# there changed when the error was dropped.
 _FAILED_RUN_KEPT = """
 import gc, json, os, resource, signal, sys
 from pipeline import run
 
-out, flags = sys.argv[1], sys.argv[2:]
-
-def files():
+def files(out):
     found = {}
     for folder, _, names in os.walk(out):
         for name in names:
@@ -2891,7 +2891,7 @@ def files():
             found[os.path.relpath(os.path.join(folder, name), out)] = [stat.st_size, stat.st_mtime_ns]
     return found
 
-def open_here():
+def open_here(out):
     targets = []
     for fd in os.listdir("/proc/self/fd"):
         try:
@@ -2913,45 +2913,49 @@ def children():
     return found
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-resource.setrlimit(resource.RLIMIT_FSIZE, (4500, resource.RLIM_INFINITY))
-try:
-    run(flags, save_main_session=False)
-except Exception as e:
-    error = e
-resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
-locked, still_open, workers, before = os.path.exists(os.path.join(out, ".lock")), open_here(), children(), files()
-del error
-gc.collect()
-print(json.dumps({"locked": locked, "open": still_open, "workers": workers,
-                  "changed": sorted(k for k in set(before) | set(files()) if before.get(k) != files().get(k))}))
+for out, flags in json.loads(sys.argv[1]):
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4500, resource.RLIM_INFINITY))
+    error = None
+    try:
+        run(flags, save_main_session=False)
+    except Exception as e:
+        error = e
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+    said = {"error": str(error), "locked": os.path.exists(os.path.join(out, ".lock")),
+            "open": open_here(out), "workers": children()}
+    before = files(out)
+    del error
+    gc.collect()
+    after = files(out)
+    said["changed"] = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    print(json.dumps(said), flush=True)
 """
 
+# The runs of _FAILED_RUN_KEPT: Beam's DirectRunner in this process, and with two
+# worker processes.
+_MODES = {
+    "in_process": [],
+    "two_processes": ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"],
+}
 
-@pytest.mark.parametrize(
-    "mode",
-    [[], ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]],
-    ids=["in_process", "two_processes"],
-)
+
 def test_a_failed_run_leaves_nothing_writing_in_its_output_once_it_frees_it(
-    image_folder, linear_keras, tmp_path, mode
+    image_folder, linear_keras, tmp_path
 ):
     """Once a failed run has freed its --output (the lock gone), nothing of that run
     writes there: a next --resume or --overwrite may start at once. Beam's result
     writer of the bundle that failed (a write cut short by a file-size limit, as on a
     full disk) kept its temp file open under `.tmp/`, referenced by the error the
     caller got, and wrote its buffered bytes there whenever the error was dropped,
-    after the lock was gone. A multi-process run's workers have ended by then."""
-    out = tmp_path / "out"
+    after the lock was gone. A multi-process run's workers have ended by then. Each
+    mode's run, one after the other in one process (a Python start-up less)."""
+    runs = [
+        [str(tmp_path / mode), [*job_flags(image_folder, linear_keras, tmp_path / mode), *extra]]
+        for mode, extra in _MODES.items()
+    ]
     env = {**os.environ, "PYTHONPATH": str(_REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            _FAILED_RUN_KEPT,
-            str(out),
-            *job_flags(image_folder, linear_keras, out),
-            *mode,
-        ],
+        [sys.executable, "-c", _FAILED_RUN_KEPT, json.dumps(runs)],
         cwd=_REPO,
         env=env,
         capture_output=True,
@@ -2959,8 +2963,11 @@ def test_a_failed_run_leaves_nothing_writing_in_its_output_once_it_frees_it(
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    said = json.loads(done.stdout.strip().splitlines()[-1])
-    assert "[Errno 27] File too large" in done.stderr  # the run failed as meant
-    assert not said["locked"] and said["workers"] == []
-    assert said["changed"] == []  # the error dropped: no late write
-    assert said["open"] == []
+    assert "[Errno 27] File too large" in done.stderr  # the runs failed as meant
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == len(_MODES), done.stdout[-3000:]
+    for mode, said in zip(_MODES, lines, strict=True):
+        assert "[Errno 27] File too large" in said["error"], (mode, said)  # failed as meant
+        assert not said["locked"] and said["workers"] == [], mode
+        assert said["changed"] == [], mode  # the error dropped: no late write
+        assert said["open"] == [], mode
