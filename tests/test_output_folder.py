@@ -2712,27 +2712,30 @@ def test_a_schema_file_results_cannot_take_is_a_warning_and_the_run_goes_on(
 
 
 def test_a_resume_whose_earlier_error_records_cannot_be_deleted_says_so_and_frees_the_folder(
-    finished, linear_keras, tmp_path, jobs, capsys
+    finished, linear_keras, tmp_path, capsys
 ):
     # A --resume deletes the earlier run's error records (it retries their images) once
     # its own manifest, "running", is written. That delete failing for real (an
     # immutable file: root's delete fails too) ends the run before it started: one
     # error: line naming --output and the fix (exit 2, before any image), its manifest
     # "failed" with the reason, the folder free again; fixed, the same command completes.
+    # Through the command line's entry point in this process (a TensorFlow start-up less;
+    # a readying that failed, by a process of its own: test_a_folder_that_cannot_be_
+    # readied_for_want_of_space_is_told_to_free_some).
     out = tmp_path / "out"
     finished["copy"](out)
     earlier = json.loads((out / "manifest.json").read_text())
     (record,) = (out / "errors").glob("*.parquet")
     flags = [*job_flags(finished["folder"], linear_keras, out), "--resume"]
     with _immutable(record):
-        first = jobs(*flags)
-        assert first.wait(timeout=300) == 2
-        log = first.log.read_text()
-        (line,) = _error_lines(log)
+        capsys.readouterr()
+        assert main(flags) == 2
+        err = capsys.readouterr().err
+        (line,) = _error_lines(err)
         assert line.startswith(
             f"error: --output '{out}': cannot write there while readying it for this run "
             f"(Delete operation failed with exceptions {{'{record}': "
-        ), log[-3000:]
+        ), err[-3000:]
         assert line.endswith("; fix the folder (its permissions), then run the same command again.")
         manifest = json.loads((out / "manifest.json").read_text())
         assert manifest["status"] == "failed" and manifest["run_id"] != earlier["run_id"]
