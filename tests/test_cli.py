@@ -39,7 +39,6 @@ from tests.conftest import (
     make_image_folder,
     printed_summary,
     run_to_a_closed_stdout,
-    run_to_an_ascii_stdout,
     write_image,
 )
 from transforms.config import AttributionConfig
@@ -1626,23 +1625,62 @@ def test_run_by_the_command_line_is_quiet_and_shows_progress(command_line_runs, 
     assert f'{sys.executable} -c "import pandas' in out
 
 
+# `pipeline.run` from Python on the flags of argv[1] (JSON), then TF_CPP_MIN_LOG_LEVEL
+# printed, then the command line's `main` on those of argv[2] (it sets the level for its
+# whole process), each run's stdout and stderr after a `run: NAME` line of their own.
+_RUN_THEN_MAIN = """
+import json, os, sys
+from pipeline import run
+from pipeline.__main__ import main
+for stream in (sys.stdout, sys.stderr):
+    print("run: python", file=stream, flush=True)
+run(json.loads(sys.argv[1]))
+print(os.environ.get("TF_CPP_MIN_LOG_LEVEL"), flush=True)
+for stream in (sys.stdout, sys.stderr):
+    print("run: main", file=stream, flush=True)
+sys.exit(main(json.loads(sys.argv[2])))
+"""
+
+
+@pytest.fixture(scope="module")
+def python_then_ascii_run(tmp_path_factory, linear_keras) -> dict:
+    """Two runs in one process as a shell starts it, without TF_CPP_MIN_LOG_LEVEL and
+    with a stdout that takes ASCII alone (`PYTHONIOENCODING=ascii`, as a C locale
+    without Python's UTF-8 mode gives, or a CI's setting); a process each spent most of
+    its time starting TensorFlow. First "python", in which TensorFlow starts: a
+    notebook's `pipeline.run` of `image_folder`'s images (--steps 2) into
+    `outputs["python"]`; then "main": the command line's on those images with loose.png
+    renamed café.png (--steps 2) into `outputs["main"]` (a folder named café). `status`:
+    the process's exit status (main's); `[name]`: that run's (stdout, stderr)."""
+    where = tmp_path_factory.mktemp("python_then_ascii_run")
+    outputs = {"python": where / "out", "main": where / "café"}
+    plain = make_image_folder(where / "images")["root"]
+    accented = make_image_folder(where / "accented")["root"]
+    shutil.move(Path(accented, "loose.png"), Path(accented, "café.png"))
+    flags = {
+        name: [*cli_args(dataset=root, model=linear_keras, output=outputs[name]), "--steps", "2"]
+        for name, root in (("python", plain), ("main", accented))
+    }
+    argv = [json.dumps(f) for f in flags.values()]
+    done = _python(_RUN_THEN_MAIN, *argv, env={"PYTHONIOENCODING": "ascii"})
+    outs = re.split(r"^run: .*\n", done.stdout, flags=re.M)[1:]
+    errs = re.split(r"^run: .*\n", done.stderr, flags=re.M)[1:]
+    assert len(outs) == len(errs) == 2, done.stderr[-3000:]
+    found = {"status": done.returncode, "outputs": outputs}
+    return found | {name: (out, err) for name, out, err in zip(flags, outs, errs, strict=True)}
+
+
 def test_a_run_from_python_is_quiet_and_leaves_no_log_level_to_later_processes(
-    image_folder, linear_keras, tmp_path
+    python_then_ascii_run,
 ):
     """A notebook's `run(...)` kept TF_CPP_MIN_LOG_LEVEL=3 in its process: every process
     it started later (a training script) inherited it, TensorFlow's errors hidden."""
-    args = cli_args(dataset=image_folder["root"], model=linear_keras, output=tmp_path / "out")
-    code = (
-        "import os\n"
-        "from pipeline import run\n"
-        f"run({[*args, '--steps', '2']!r})\n"
-        "print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'))\n"
-    )
-    done = _python(code)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["None"]
+    out, stderr = python_then_ascii_run["python"]
+    assert "Traceback" not in stderr, stderr
+    assert out.splitlines() == ["None"]
     for noise in ("cuInit", "cudart_stub", "absl::InitializeLog", "cpu_feature_guard"):
-        assert noise not in done.stderr, done.stderr
+        assert noise not in stderr, stderr
+    assert len(pd.read_parquet(python_then_ascii_run["outputs"]["python"] / "results")) == 4
 
 
 def test_a_reader_that_stops_reading_stdout_fails_neither_help_nor_a_finished_run(
@@ -1657,19 +1695,16 @@ def test_a_reader_that_stops_reading_stdout_fails_neither_help_nor_a_finished_ru
     assert len(pd.read_parquet(tmp_path / "out" / "results", columns=["image_id"])) == 4
 
 
-def test_a_finished_run_prints_its_summary_to_an_ascii_stdout(image_folder, linear_keras, tmp_path):
+def test_a_finished_run_prints_its_summary_to_an_ascii_stdout(python_then_ascii_run):
     """Names the stdout cannot encode (a C locale without UTF-8 mode, PYTHONIOENCODING=ascii)
     are escaped, as on stderr: the summary of a finished run was a UnicodeEncodeError
     traceback and exit 1. In a command to paste, such a name is written as its bytes
     (`$'caf\\xc3\\xa9'`): escaped by the stream inside shell quotes ('caf\\xe9'), it
     named another folder."""
-    shutil.move(Path(image_folder["root"]) / "loose.png", Path(image_folder["root"]) / "café.png")
-    output = tmp_path / "café"
-    args = cli_args(dataset=image_folder["root"], model=linear_keras, output=output)
-    done = run_to_an_ascii_stdout("pipeline", *args, "--steps", "2")
-    stderr = done.stderr.decode("ascii", "replace")
-    assert done.returncode == 0 and "Traceback" not in stderr, stderr
-    printed = done.stdout.decode("ascii")
+    output = python_then_ascii_run["outputs"]["main"]
+    printed, stderr = python_then_ascii_run["main"]
+    assert python_then_ascii_run["status"] == 0 and "Traceback" not in stderr, stderr
+    printed.encode("ascii")  # nothing but ASCII reached the stdout
     assert "caf\\xe9.png" in printed, printed  # prose: escaped as on stderr
     command = printed.splitlines()[-1].split(" -m pipeline.report ", 1)[1]
     assert bash_words(command, "C") == [
