@@ -100,6 +100,7 @@ from pipeline.runner import (
 from pipeline.stopping import (
     JobCancelled,
     ended_unfinished,
+    failed_bundles_answered,
     interrupted,
     its_files_closed,
     stopped,
@@ -554,6 +555,7 @@ def _start(
         with (
             logs.threads_watched(job.verbose),  # from Python too, as the command line does
             _heartbeat(job),
+            failed_bundles_answered(),
             workers_import_this_job(options),
             workers_apart_from_ctrl_c(options),
         ):

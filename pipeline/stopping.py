@@ -9,8 +9,9 @@ its counts fail); how a run that a stop or an error ended says so in its manifes
 multi-process DirectRunner's workers: started in a session of their own and importing this job's packages,
 one Ctrl-C stopping them all, every one of them told to stop (killed, by a stop or
 the run's failure, while it has not connected; said to be late when it has not
-connected `LATE_START_S` after its start). (How the commands
-themselves end on a stop is `pipeline.commands`'.)
+connected `LATE_START_S` after its start); and a multi-threaded DirectRunner's
+bundles, whose every failure reaches the launcher (`failed_bundles_answered`).
+(How the commands themselves end on a stop is `pipeline.commands`'.)
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ LATE_START_S = 120.0
 __all__ = [
     "JobCancelled",
     "ended_unfinished",
+    "failed_bundles_answered",
     "interrupted",
     "its_files_closed",
     "stopped",
@@ -596,6 +598,44 @@ def _a_stop_kills_the_unconnected(started: dict[str | None, _WorkerProcess]) -> 
         yield
     finally:
         handler.stop_worker = stop
+
+
+@contextlib.contextmanager
+def failed_bundles_answered() -> Iterator[None]:
+    """While the run lasts, a bundle that fails in an SDK worker of this process (a
+    DirectRunner's --direct_running_mode multi_threading) is answered to the runner as
+    failed, its traceback the answer's error, and not printed. Beam (2.77) printed the
+    traceback to stderr before it answered: a stderr that could not be written (a log
+    file on a full disk or past a file-size limit: EFBIG, SIGXFSZ being ignored by
+    Python; a pipe whose reader has gone) raised there, in its thread, the answer was
+    never sent, and the launcher waited for it, silent, forever, --output locked. The
+    run now fails as in one thread: its one `error:` line, its manifest "failed", the
+    folder freed. Left as it is on a Beam whose worker differs."""
+    from apache_beam.portability.api import beam_fn_api_pb2  # noqa: PLC0415
+    from apache_beam.runners.worker import sdk_worker  # noqa: PLC0415
+
+    harness = sdk_worker.SdkHarness
+    execute = getattr(harness, "_execute", None)
+    if execute is None:
+        yield
+        return
+
+    def execute_answered(self, task, request) -> None:
+        def answered():
+            try:
+                return task()
+            except BaseException:  # noqa: BLE001 - all, as Beam's own `except:` there
+                return beam_fn_api_pb2.InstructionResponse(
+                    instruction_id=request.instruction_id, error=traceback.format_exc()
+                )
+
+        execute(self, answered, request)
+
+    harness._execute = execute_answered  # noqa: SLF001 - checked for above
+    try:
+        yield
+    finally:
+        harness._execute = execute  # noqa: SLF001
 
 
 @contextlib.contextmanager

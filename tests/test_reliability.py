@@ -1,5 +1,6 @@
 """Bad and odd inputs, numerical faults, repeatability: every input is accounted for."""
 
+import contextlib
 import dataclasses
 import errno
 import html
@@ -1551,17 +1552,23 @@ def test_resume_says_which_rows_are_of_images_no_longer_in_the_folder(
     ]
 
 
-def _job_with_file_size_limit(flags: list[str], limit: int):
+def _job_with_file_size_limit(flags: list[str], limit: int, log: Path | None = None):
     """`python -m pipeline FLAGS` in a process whose files may grow to `limit` bytes
-    (`launched`): the finished process and its `error:` lines."""
-    done = subprocess.run(
-        launched([sys.executable, "-m", "pipeline", *flags], file_size_limit=limit),
-        cwd=Path(__file__).resolve().parents[1],
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    (`launched`): the finished process and its `error:` lines. With `log`, its stderr
+    is that file, which the limit bounds too (`2>log` under `ulimit -f`); its text is
+    the process's `stderr`. A process still running after 300 s is killed: a hang fails."""
+    with open(log, "w") if log else contextlib.nullcontext() as sink:
+        done = subprocess.run(
+            launched([sys.executable, "-m", "pipeline", *flags], file_size_limit=limit),
+            cwd=Path(__file__).resolve().parents[1],
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+            stdout=subprocess.PIPE,
+            stderr=sink or subprocess.PIPE,
+            text=True,
+            timeout=300,
+        )
+    if log:
+        done.stderr = log.read_text()
     return done, [line for line in done.stderr.splitlines() if line.startswith("error:")]
 
 
@@ -1722,11 +1729,22 @@ def test_a_run_that_fills_the_disk_says_to_free_space_and_resume(
 ):
     # The run's rows do not fit in 6 kB; its lock and manifest do. The error named
     # only Beam's step ("OSError: [Errno 27] File too large [while running ...]").
+    # On threads (--direct_running_mode multi_threading), its stderr a log file under
+    # the same limit: Beam printed the failed bundle's traceback there (16 kB) before it
+    # told the launcher; the print failed (EFBIG) and the run hung, --output locked.
+    # (The default mode's run: tests/test_output_folder.py's, of a log file too.)
     out = tmp_path / "out"
-    flags = cli_args(dataset=image_folder["root"], model=linear_keras, output=out, steps=2)
-    failed, errors = _job_with_file_size_limit(flags, 6000)
+    flags = cli_args(
+        dataset=image_folder["root"],
+        model=linear_keras,
+        output=out,
+        steps=2,
+        direct_running_mode="multi_threading",
+    )
+    failed, errors = _job_with_file_size_limit(flags, 6000, log=tmp_path / "stderr.log")
     assert failed.returncode == 1 and len(errors) == 1, failed.stderr[-2000:]
-    assert "File too large" in errors[0]
+    assert "File too large" in errors[0] and "Traceback" not in failed.stderr
+    assert read_manifest(str(out))["status"] == "failed" and not (out / ".lock").exists()
     assert errors[0].endswith(
         "A write failed for want of space (a full disk, a quota or a file-size limit): "
         "free some, then rerun with --resume to continue: the rows of every batch it "
