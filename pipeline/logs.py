@@ -389,7 +389,8 @@ def failure_reason(error: BaseException) -> str:
     (without its advice): how a worker process ended (`worker_death`), else the error's
     type and telling line, with the Beam step it failed in (Beam's messages are pages
     long): `OSError: [Errno 27] File too large [while running 'WriteResults/...']`;
-    one that says nothing (`MemoryError()`), its type once."""
+    one that says nothing (`MemoryError()`), its type once, and so one whose telling
+    line names it (a run on threads: Beam's RuntimeError of its worker's traceback)."""
     death = worker_death()
     if death is not None:
         return death
@@ -399,7 +400,8 @@ def failure_reason(error: BaseException) -> str:
     step = re.search(r"\[while running '[^']*'\]", str(error))
     if step and step.group(0) not in first:
         first = f"{first} {step.group(0)}"
-    return f"{type(error).__name__}: {first}"
+    named = f"{type(error).__name__}: "
+    return first if first.startswith(named) else named + first
 
 
 def _signal(code: int | None) -> str | None:

@@ -81,3 +81,25 @@ def test_the_run_failed_line_names_an_error_without_a_message_once(error, said):
     from pipeline.logs import failure_reason
 
     assert failure_reason(error) == said
+
+
+def test_the_run_failed_line_of_a_run_on_threads_names_its_error_once():
+    """A run on threads (--direct_running_mode multi_threading) fails with Beam's
+    RuntimeError whose message is its worker's traceback, the raised line last: its
+    reason is that line, as a run in one thread says it, where it said 'RuntimeError:
+    RuntimeError: OSError: ...'."""
+    from pipeline.logs import failure_reason
+
+    step = "[while running 'WriteResults/WriteResultsParquet/WriteImpl/WriteBundles']"
+    traceback = (
+        "Traceback (most recent call last):\n"
+        '  File "apache_beam/io/parquetio.py", line 852, in write_record\n'
+        "OSError: [Errno 27] File too large\n\n"
+        "During handling of the above exception, another exception occurred:\n\n"
+        "Traceback (most recent call last):\n"
+        '  File "apache_beam/runners/worker/sdk_worker.py", line 310, in _execute\n'
+        f"RuntimeError: OSError: [Errno 27] File too large {step}\n"
+    )
+    said = f"RuntimeError: OSError: [Errno 27] File too large {step}"
+    assert failure_reason(RuntimeError(traceback)) == said
+    assert failure_reason(RuntimeError(f"OSError: [Errno 27] File too large {step}")) == said
