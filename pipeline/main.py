@@ -39,6 +39,7 @@ from apache_beam.options.pipeline_options import (
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from pipeline import logs, output_lock
+from pipeline.beam_reuse import JobOptions, dofn_specs_kept
 from pipeline.job import AuditJob
 from pipeline.options import (
     AuditOptions,
@@ -270,7 +271,7 @@ def prepare(argv: Sequence[str] | None = None) -> tuple[AuditJob, PipelineOption
     _as_in_a_fresh_process()
     with _as_config_errors():
         argv = checked_flags(argv)
-        options = PipelineOptions(argv)
+        options = JobOptions(argv)
         standard = options.view_as(StandardOptions)
         if standard.runner is None:  # an empty one is refused (`check_runner`)
             standard.runner = "DirectRunner"  # Beam's default, said once here
@@ -550,16 +551,17 @@ def _start(
         skipped = nothing_left(job)
         if skipped is not None:
             return job, options, skip_all(job, skipped)
-        p = beam.Pipeline(runner=local_runner(options), options=options)
-        build_pipeline(p, job)
-        with (
-            logs.threads_watched(job.verbose),  # from Python too, as the command line does
-            _heartbeat(job),
-            failed_bundles_answered(),
-            workers_import_this_job(options),
-            workers_apart_from_ctrl_c(options),
-        ):
-            return job, options, p.run()
+        with dofn_specs_kept():
+            p = beam.Pipeline(runner=local_runner(options), options=options)
+            build_pipeline(p, job)
+            with (
+                logs.threads_watched(job.verbose),  # from Python too, as the command line does
+                _heartbeat(job),
+                failed_bundles_answered(),
+                workers_import_this_job(options),
+                workers_apart_from_ctrl_c(options),
+            ):
+                return job, options, p.run()
     except BaseException as e:
         try:
             if interrupted(e):

@@ -68,41 +68,27 @@ def _no_worker_ends_from_other_tests():
     logs.forget_worker_ends()
 
 
-def memoize_dofn_specs() -> None:
-    """Beam's `userstate.get_dofn_specs(dofn)` answered once per DoFn object in the
-    tests' processes: Beam asks it about 8 times for each of a run's ~55 DoFns, each
-    time taking the signature of every method of the DoFn, 0.2 of a small warm run's
-    1.1 CPU s (hundreds of runs in each test process). It is a function of the DoFn's
-    methods only, read-only to its callers; the answer is copied for each. DoFns that
-    cannot be weakly referenced or hashed are asked every time, as Beam does.
-    tests/test_pipeline.py checks its answers are Beam's for every DoFn of a run."""
-    import weakref
-
-    from apache_beam.transforms import userstate
-
-    beams = getattr(userstate.get_dofn_specs, "beams", userstate.get_dofn_specs)
-    known: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-    def get_dofn_specs(dofn):
-        try:
-            states, timers = known[dofn]
-        except (KeyError, TypeError):
-            states, timers = beams(dofn)
-            with contextlib.suppress(TypeError):
-                known[dofn] = (states, timers)
-        return set(states), set(timers)
-
-    get_dofn_specs.beams = beams
-    userstate.get_dofn_specs = get_dofn_specs
+# The job's `dofn_specs_kept` for the whole session: Beam asks a DoFn's state and
+# timer specs about 8 times for each of a run's ~55 DoFns, each time taking the
+# signature of every method of the DoFn, and the tests build graphs outside a run's
+# own block too (hundreds of runs and graphs in each test process).
+# tests/test_pipeline.py checks its answers are Beam's for every DoFn of a run.
+_SESSION = contextlib.ExitStack()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    memoize_dofn_specs()
+    from pipeline.beam_reuse import dofn_specs_kept
+
+    _SESSION.enter_context(dofn_specs_kept())
     # pytest-xdist hands out the files in this order only with --no-loadscope-reorder:
     # by default (3.x) it takes the files of most tests first, which put the longest
     # file, test_multiprocess.py (12 tests), near the end, one worker on it alone.
     if hasattr(config.option, "loadscopereorder"):
         config.option.loadscopereorder = False
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _SESSION.close()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

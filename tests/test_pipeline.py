@@ -1059,12 +1059,13 @@ def test_a_linear_probe_averaging_the_whole_image_is_within_its_tolerance(tmp_pa
         assert row.steps < 256, row  # refined where F's rounding drifts, not to the cap
 
 
-def test_the_suites_memo_of_beams_dofn_specs_answers_as_beam_for_every_dofn_of_a_run(
+def test_the_kept_dofn_specs_answer_as_beam_for_every_dofn_of_a_run(
     image_folder, linear_keras, tmp_path
 ):
-    # conftest's `memoize_dofn_specs` answers Beam's question about a DoFn's state and
-    # timers once per DoFn, for speed: its answers must be Beam's own, for every DoFn
-    # of the job's graph (its own and Beam's, of the read, RunInference and sinks).
+    # A run's `dofn_specs_kept` (the tests' conftest keeps one for the session) answers
+    # Beam's question about a DoFn's state and timers once per DoFn, for speed: its
+    # answers must be Beam's own, for every DoFn of the job's graph (its own and
+    # Beam's, of the read, RunInference and sinks).
     import apache_beam as beam
     from apache_beam.pipeline import PipelineVisitor
     from apache_beam.transforms import userstate
@@ -1072,7 +1073,7 @@ def test_the_suites_memo_of_beams_dofn_specs_answers_as_beam_for_every_dofn_of_a
     from pipeline.main import build_pipeline, prepare
 
     memo = userstate.get_dofn_specs
-    assert memo.beams is not memo  # installed by the tests' conftest
+    assert memo.beams is not memo  # kept by the tests' conftest
     job, options = prepare(
         cli_args(dataset=image_folder["root"], model=linear_keras, output=tmp_path)
     )

@@ -1,0 +1,83 @@
+"""What Beam works out again each time it asks, worked out once for a run.
+
+A small run of this job costs about a second of CPU besides its images, most of it
+Beam's, and much of that Beam recomputing what cannot change while the run lasts
+(`python -m benchmarks.run_overhead`, docs/performance.md):
+- the job's options: Beam reads them for each step it adds to the graph, each type
+  check and each stage it runs (`view_as`, about 400 times in a small run), and each
+  read made a new view, an argument parser of that view's options with every flag
+  parsed again (`JobOptions` keeps one view per options class);
+- a DoFn's state and timer specs: Beam finds them by inspecting the signature of
+  every method of the DoFn (about 30 of ours), and asks for them several times for
+  each DoFn of the graph as it builds, checks and translates it
+  (`dofn_specs_kept`).
+
+Neither is a cache across runs: a copy of the options makes its own views, and the
+specs are kept for the length of one run, for the DoFns it holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Iterator
+
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.transforms import userstate
+
+__all__ = ["JobOptions", "dofn_specs_kept"]
+
+
+class JobOptions(PipelineOptions):
+    """A job's Beam options, each view of them made once. A view holds nothing of its
+    own: its values are the options' (`_all_options`, shared by every view), so the
+    view kept for a class is the one Beam would make again. A copy (Beam's `Pipeline`
+    deep-copies its options) keeps no view of the original: it makes its own."""
+
+    def view_as(self, cls):
+        views = self.__dict__.setdefault("_views", {})
+        view = views.get(cls)
+        if view is None or view._all_options is not self._all_options:  # noqa: SLF001
+            view = views[cls] = super().view_as(cls)
+        return view
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        state.pop("_views", None)
+        return state
+
+
+@contextlib.contextmanager
+def dofn_specs_kept() -> Iterator[None]:
+    """Inside the block, Beam's `userstate.get_dofn_specs` works out each DoFn's state
+    and timer specs once: later asks of the same DoFn (the same object, held by a weak
+    reference whose end frees its entry) get copies of the sets found first. An error
+    (a DoFn of duplicate parameters) is raised each time, as before; a DoFn that takes
+    no weak reference is inspected each time. Inside another such block (the tests
+    keep one for their whole session), the outer one's answers serve. Beam's own
+    function is the `beams` attribute of the one that keeps its answers."""
+    find = userstate.get_dofn_specs
+    if hasattr(find, "beams"):
+        yield
+        return
+    found: dict[int, tuple[weakref.ref, tuple[set, set]]] = {}
+
+    def get_dofn_specs(dofn):
+        key = id(dofn)
+        kept = found.get(key)
+        if kept is None or kept[0]() is not dofn:
+            specs = find(dofn)
+            try:
+                ended = weakref.ref(dofn, lambda _, key=key: found.pop(key, None))
+            except TypeError:  # __slots__ without __weakref__
+                return specs
+            kept = found[key] = (ended, specs)
+        states, timers = kept[1]
+        return set(states), set(timers)
+
+    get_dofn_specs.beams = find
+    userstate.get_dofn_specs = get_dofn_specs
+    try:
+        yield
+    finally:
+        userstate.get_dofn_specs = find

@@ -1,0 +1,125 @@
+"""What Beam works out again each time it asks, worked out once for a run."""
+
+import copy
+import pickle
+
+import apache_beam as beam
+import pytest
+from apache_beam.coders import VarIntCoder
+from apache_beam.options.pipeline_options import (
+    DebugOptions,
+    PipelineOptions,
+    SetupOptions,
+    StandardOptions,
+)
+from apache_beam.transforms import userstate
+from apache_beam.transforms.userstate import BagStateSpec, TimerSpec
+
+from pipeline.beam_reuse import JobOptions, dofn_specs_kept
+from pipeline.options import AuditOptions
+
+_FLAGS = ["--runner", "DirectRunner", "--experiments", "a", "--model", "m.keras"]
+
+
+def test_job_options_read_as_beams_each_view_made_once():
+    options, beams = JobOptions(_FLAGS), PipelineOptions(_FLAGS)
+    standard = options.view_as(StandardOptions)
+    assert options.view_as(StandardOptions) is standard  # kept, not made again
+    assert options.view_as(AuditOptions) is not options.view_as(DebugOptions)
+    assert options.view_as(AuditOptions).model == beams.view_as(AuditOptions).model == "m.keras"
+    assert options.get_all_options() == beams.get_all_options()
+    # A value set through one view is every view's, as Beam's views share their values.
+    options.view_as(SetupOptions).save_main_session = True
+    standard.runner = "PrismRunner"
+    assert options.get_all_options()["save_main_session"] is True
+    assert options.view_as(StandardOptions).runner == "PrismRunner"
+
+
+@pytest.mark.parametrize("copied", [copy.deepcopy, lambda o: pickle.loads(pickle.dumps(o))])
+def test_a_copy_of_job_options_makes_views_of_its_own_values(copied):
+    # Beam's Pipeline deep-copies its options; Dataflow pickles them.
+    options = JobOptions(_FLAGS)
+    experiments = options.view_as(DebugOptions).experiments
+    copy_ = copied(options)
+    assert "_views" not in copy_.__dict__
+    assert copy_.get_all_options() == options.get_all_options()
+    copy_.view_as(DebugOptions).add_experiment("b")
+    copy_.view_as(StandardOptions).runner = "PrismRunner"
+    assert copy_.view_as(DebugOptions).experiments == ["a", "b"]
+    assert experiments == ["a"] and options.view_as(DebugOptions).experiments == ["a"]
+    assert options.view_as(StandardOptions).runner == "DirectRunner"
+
+
+_BAG = BagStateSpec("bag", VarIntCoder())
+_TIMER = TimerSpec("timer", beam.TimeDomain.WATERMARK)
+_BAG_PARAM, _TIMER_PARAM = beam.DoFn.StateParam(_BAG), beam.DoFn.TimerParam(_TIMER)
+
+
+class _Stateful(beam.DoFn):
+    def process(self, element, bag=_BAG_PARAM, timer=_TIMER_PARAM):
+        yield element
+
+
+class _Plain(beam.DoFn):
+    def process(self, element):
+        yield element
+
+
+class _Twice(beam.DoFn):
+    def process(self, element, a=_BAG_PARAM, b=_BAG_PARAM):
+        yield element
+
+
+@pytest.fixture
+def beams_own(monkeypatch):
+    """Beam's own `get_dofn_specs` in place of the one the tests' session keeps
+    (conftest): `dofn_specs_kept` blocks in the test are the outermost."""
+    beams = getattr(userstate.get_dofn_specs, "beams", userstate.get_dofn_specs)
+    monkeypatch.setattr(userstate, "get_dofn_specs", beams)
+    return beams
+
+
+def test_dofn_specs_are_beams_and_worked_out_once_per_dofn_in_the_block(beams_own):
+    stateful, plain = _Stateful(), _Plain()
+    beams = {dofn: beams_own(dofn) for dofn in (stateful, plain)}
+    assert beams[stateful] == ({_BAG}, {_TIMER})
+    with dofn_specs_kept():
+        kept = userstate.get_dofn_specs
+        assert kept is not beams_own and kept.beams is beams_own
+        with dofn_specs_kept():  # an inner block: the outer one's answers serve
+            assert userstate.get_dofn_specs is kept
+        for dofn in (stateful, plain):
+            assert userstate.get_dofn_specs(dofn) == beams[dofn]
+            assert userstate.is_stateful_dofn(dofn) == (dofn is stateful)
+        # The first answer stands for the same DoFn: a later change of its class is
+        # not looked for again (a DoFn does not change within a run) ...
+        _Plain.extra = lambda self, s=_BAG_PARAM: None
+        try:
+            assert userstate.get_dofn_specs(plain) == (set(), set())
+            # ... but another DoFn is inspected, and an answer is a copy to change freely.
+            assert userstate.get_dofn_specs(_Plain()) == ({_BAG}, set())
+            userstate.get_dofn_specs(stateful)[0].clear()
+            assert userstate.get_dofn_specs(stateful) == beams[stateful]
+        finally:
+            del _Plain.extra
+        for _ in range(2):  # a DoFn Beam refuses is refused at each ask
+            with pytest.raises(ValueError, match="duplicate process method parameters"):
+                userstate.get_dofn_specs(_Twice())
+    assert userstate.get_dofn_specs is beams_own  # Beam's again after the block
+
+
+def test_a_dofn_that_ended_is_not_taken_for_a_later_one_of_its_address(beams_own):
+    # CPython gives a freed object's memory to the next object of its size: a DoFn
+    # made after one that ended often has its id, and must still be inspected.
+    reused = 0
+    with dofn_specs_kept():
+        for _ in range(20):
+            stateful = _Stateful()
+            assert userstate.get_dofn_specs(stateful)[0] == {_BAG}
+            freed = id(stateful)
+            del stateful
+            plain = _Plain()
+            reused += id(plain) == freed
+            assert userstate.get_dofn_specs(plain) == (set(), set())
+            del plain
+    assert reused  # the case this test is for happened
