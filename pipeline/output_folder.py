@@ -19,6 +19,7 @@ import errno
 import logging
 import os
 import re
+import shlex
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,12 @@ from pipeline.job import AuditJob
 from pipeline.options import AuditOptions, ConfigError
 from pipeline.runner import check_credentials
 from transforms.datasource import REMOTE_FOLDER_SCHEMES
-from transforms.files import as_opened, dangling_link_on, is_partial_of
+from transforms.files import (
+    as_opened,
+    dangling_link_on,
+    is_partial_of,
+    no_delete_flag,
+)
 from transforms.manifest import (
     ERRORS_DIR,
     MANIFEST_FILE,
@@ -389,7 +395,11 @@ def _check_no_dangling_link(output: str, path: Path) -> None:
 def _made_and_removed_in(folder: Path) -> OSError | None:
     """Makes and removes a folder in `folder`; the error that stopped it, or None:
     permissions alone do not say it can be written (root passes every permission
-    check, yet cannot write in /proc, on a read-only mount or in an immutable folder)."""
+    check, yet cannot write in /proc, on a read-only mount or in an immutable folder).
+    An append-only folder is not probed: files can be made in it, and the probe could
+    not be removed (what the run deletes there: `_check_deletable`)."""
+    if no_delete_flag(str(folder)) == _APPEND_ONLY:
+        return None
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".ig_audit_probe_", dir=folder))
     except OSError as e:
@@ -424,6 +434,47 @@ def _check_can_make_in(output: str, folder: Path, name: str, what: str) -> None:
         ) from e
 
 
+_APPEND_ONLY = ("append-only", "chattr -a")
+
+
+def _readying_deletes(output: str, existing: list[str], resume: bool) -> list[str]:
+    """The files readying --output for a run deletes or replaces, under its lock once the
+    model has loaded: of the earlier run (`existing`), all for --overwrite
+    (`prepare_output`), all but its rows for --resume (its error records, retried; its
+    report and sanity check; its manifest, replaced: `pipeline.resume`); and the partial
+    files a killed run or write left (`clear_temp`), for any run."""
+    files = files_only(existing)
+    if resume:  # its rows stay
+        files = [p for p in files if not _inside(output, [p])[0].startswith(f"{RESULTS_DIR}/")]
+    return files + _temp_files(output) + _partial_files_beside(output)
+
+
+def _check_deletable(output: str, existing: list[str], resume: bool) -> None:
+    """Refuses a local --output whose readying could not delete what it deletes
+    (`_readying_deletes`): a file flagged immutable or append-only, or in a folder so
+    flagged (`no_delete_flag`: no one may delete it, root neither; a folder no file can
+    be made in, read-only, was refused by the probes before). Asked before the model
+    loads, deleting nothing: the delete failed only after the load, and left the
+    earlier run "replacing" or under a "failed" manifest. The deletes under the lock
+    stay the final word (a flag set since; a sticky folder, not looked at here)."""
+    if output.startswith(REMOTE_FOLDER_SCHEMES):
+        return
+    doing = "--resume" if resume else "--overwrite" if existing else "the run"
+    files = _readying_deletes(output, existing, resume)
+    folders = sorted({os.path.dirname(path) for path in files})
+    for path, what in [*((f, "files in ") for f in folders), *((f, "") for f in files)]:
+        flag = no_delete_flag(path)
+        if flag is None:
+            continue
+        word, undo = flag
+        whom = "a file in it" if what else "it"
+        raise ConfigError(
+            f"--output {output!r}: {doing} deletes {what}{path!r}, which is {word} (no one "
+            f"may delete {whom}, root neither); clear the flag ({undo} {shlex.quote(path)}), "
+            "or choose another folder."
+        )
+
+
 def check_output_flags(audit: AuditOptions) -> None:
     """--output and its --resume / --overwrite as given: no file system is read, so a
     Dataflow --dry_run checks them too."""
@@ -451,14 +502,13 @@ def check_output_free(audit: AuditOptions) -> None:
     existing = earlier_run(audit.output)
     if audit.resume:
         check_own_files(audit.output, existing, "--resume")
-        return
-    if not existing:
-        return
-    _check_a_run(audit.output, existing)
-    if not audit.overwrite:
-        raise holds_a_run(audit.output, _top_names(audit.output, existing))
-    _check_dataset_kept(audit.output, audit.dataset)  # the more precise message first
-    check_own_files(audit.output, existing, "--overwrite")
+    elif existing:
+        _check_a_run(audit.output, existing)
+        if not audit.overwrite:
+            raise holds_a_run(audit.output, _top_names(audit.output, existing))
+        _check_dataset_kept(audit.output, audit.dataset)  # the more precise message first
+        check_own_files(audit.output, existing, "--overwrite")
+    _check_deletable(audit.output, existing, audit.resume)
 
 
 def holds_a_run(output: str, why: str) -> ConfigError:

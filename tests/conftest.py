@@ -11,6 +11,7 @@ import re
 import socket
 import subprocess
 import sys
+import zipfile
 from contextlib import redirect_stdout
 from pathlib import Path
 from unittest import mock
@@ -178,6 +179,17 @@ def printing_saved_model(tmp_path_factory, quadratic_weights) -> str:
     path = str(tmp_path_factory.mktemp("models") / "printing")
     tf.saved_model.save(Printing(), path)
     return path
+
+
+@pytest.fixture
+def unloadable_keras(tmp_path) -> str:
+    """A .keras file no load takes (a zip archive, as one is, holding no weights): a
+    launch that loads it fails saying so, after --output's checks; one refused before
+    the model loads says its own error alone."""
+    path = tmp_path / "unloadable.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", "{}")
+    return str(path)
 
 
 @pytest.fixture(scope="session")

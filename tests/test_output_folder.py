@@ -2605,20 +2605,26 @@ def test_a_folder_named_report_html_is_no_page_of_the_run_to_delete(
 
 
 @contextlib.contextmanager
-def _immutable(path: Path):
-    """`path` made immutable for real (`chattr +i`) while in the block: no file can be
-    made in or deleted from such a folder, nor such a file deleted, not even by root,
-    whom permissions do not stop. Skips the test where the flag cannot be set (no
-    CAP_LINUX_IMMUTABLE, as a user other than root; a file system without it)."""
+def _chattr(path: Path, letter: str):
+    """`path` flagged for real (`chattr +letter`) while in the block: "i", immutable (no
+    file can be made in or deleted from such a folder, nor such a file deleted); "a",
+    append-only (files can be made in such a folder, none deleted from it): not even
+    by root, whom permissions do not stop. Skips the test where the flag cannot be set
+    (no CAP_LINUX_IMMUTABLE, as a user other than root; a file system without it)."""
     if shutil.which("chattr") is None:
-        pytest.skip("no chattr to make a file immutable")
-    made = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+        pytest.skip("no chattr to flag a file")
+    made = subprocess.run(["chattr", f"+{letter}", str(path)], capture_output=True, text=True)
     if made.returncode:
-        pytest.skip(f"cannot make {path} immutable: {made.stderr.strip()}")
+        pytest.skip(f"cannot flag {path} +{letter}: {made.stderr.strip()}")
     try:
         yield
     finally:
-        subprocess.run(["chattr", "-i", str(path)], check=True)
+        subprocess.run(["chattr", f"-{letter}", str(path)], check=True)
+
+
+def _immutable(path: Path) -> contextlib.AbstractContextManager:
+    """`path` made immutable for real while in the block (`_chattr`)."""
+    return _chattr(path, "i")
 
 
 @contextlib.contextmanager
@@ -2711,14 +2717,35 @@ def test_a_schema_file_results_cannot_take_is_a_warning_and_the_run_goes_on(
     assert resumed["counts"]["skipped_done_before"] == 4
 
 
+def _immutable_as_the_model_loads(path: Path, flagged: contextlib.ExitStack, monkeypatch) -> None:
+    """`path` made immutable (`_immutable`, until `flagged` closes) as a launch in this
+    process loads its model, once: after the launch's checks of --output, which refuse
+    a file that cannot be deleted, so that the delete under the folder's lock meets it,
+    as it meets a flag set since the checks."""
+    import pipeline.main as job
+
+    resolve = job.resolve_model_spec
+
+    def flagged_then_resolved(*args, **kwargs):
+        if not flagged_then_resolved.done:
+            flagged.enter_context(_immutable(path))
+            flagged_then_resolved.done = True
+        return resolve(*args, **kwargs)
+
+    flagged_then_resolved.done = False
+    monkeypatch.setattr(job, "resolve_model_spec", flagged_then_resolved)
+
+
 def test_a_resume_whose_earlier_error_records_cannot_be_deleted_says_so_and_frees_the_folder(
-    finished, linear_keras, tmp_path, capsys
+    finished, linear_keras, tmp_path, capsys, monkeypatch
 ):
     # A --resume deletes the earlier run's error records (it retries their images) once
     # its own manifest, "running", is written. That delete failing for real (an
-    # immutable file: root's delete fails too) ends the run before it started: one
-    # error: line naming --output and the fix (exit 2, before any image), its manifest
-    # "failed" with the reason, the folder free again; fixed, the same command completes.
+    # immutable file: root's delete fails too; made so as the model loads, after the
+    # launch's checks, which refuse it before: test_a_readying_that_could_not_delete_is_
+    # refused_before_the_model_loads) ends the run before it started: one error: line
+    # naming --output and the fix (exit 2, before any image), its manifest "failed" with
+    # the reason, the folder free again; fixed, the same command completes.
     # Through the command line's entry point in this process (a TensorFlow start-up less;
     # a readying that failed, by a process of its own: test_a_folder_that_cannot_be_
     # readied_for_want_of_space_is_told_to_free_some).
@@ -2727,7 +2754,8 @@ def test_a_resume_whose_earlier_error_records_cannot_be_deleted_says_so_and_free
     earlier = json.loads((out / "manifest.json").read_text())
     (record,) = (out / "errors").glob("*.parquet")
     flags = [*job_flags(finished["folder"], linear_keras, out), "--resume"]
-    with _immutable(record):
+    with contextlib.ExitStack() as flagged:
+        _immutable_as_the_model_loads(record, flagged, monkeypatch)
         capsys.readouterr()
         assert main(flags) == 2
         err = capsys.readouterr().err
@@ -2743,31 +2771,34 @@ def test_a_resume_whose_earlier_error_records_cannot_be_deleted_says_so_and_free
         assert manifest["start_time"] < manifest["end_time"] and "counts" not in manifest
         assert [run["status"] for run in manifest["earlier_runs"]] == ["complete"]
         assert not (out / ".lock").exists() and record.exists()
-        capsys.readouterr()  # run again unfixed: refused for the same cause, not as in use
+        capsys.readouterr()  # run again unfixed: refused at launch for the cause, not as in use
         assert main(flags) == 2
         (again,) = _error_lines(capsys.readouterr().err)
-        assert again.startswith(line.split(" (")[0]) and "in use" not in again
+        assert again.startswith(f"error: --output '{out}': --resume deletes '{record}', which ")
     assert main(flags) == 0
     resumed = json.loads((out / "manifest.json").read_text())
     assert resumed["status"] == "complete" and resumed["all_inputs_accounted_for"]
-    assert [run["status"] for run in resumed["earlier_runs"]] == ["complete", "failed", "failed"]
+    # The run refused at launch wrote nothing: no "failed" run of its own.
+    assert [run["status"] for run in resumed["earlier_runs"]] == ["complete", "failed"]
     assert resumed["counts"]["skipped_done_before"] == 4
     assert len(pd.read_parquet(out / "results")) == 4
     assert list(pd.read_parquet(out / "errors").file_name) == ["broken.jpg"]
 
 
 def test_an_overwrite_that_cannot_delete_the_earlier_run_says_so_and_frees_the_folder(
-    finished, linear_keras, tmp_path, capsys
+    finished, linear_keras, tmp_path, capsys, monkeypatch
 ):
     # An --overwrite marks the earlier run "replacing", then deletes its files; one that
-    # cannot be deleted for real (an immutable file: root's delete fails too) ends it
+    # cannot be deleted for real (an immutable file: root's delete fails too; made so as
+    # the model loads, after the launch's checks, which refuse it before) ends it
     # before it started, exit 2, one error: line naming --output and the fix; the
     # folder holds a run the next --overwrite replaces, free again: fixed, it completes.
     out = tmp_path / "out"
     finished["copy"](out)
     (rows,) = (out / "results").glob("*.parquet")
     flags = [*job_flags(finished["folder"], linear_keras, out), "--overwrite"]
-    with _immutable(rows):
+    with contextlib.ExitStack() as flagged:
+        _immutable_as_the_model_loads(rows, flagged, monkeypatch)
         capsys.readouterr()
         assert main(flags) == 2  # in this process: a TensorFlow start-up less
         (line,) = _error_lines(capsys.readouterr().err)
@@ -2782,6 +2813,51 @@ def test_an_overwrite_that_cannot_delete_the_earlier_run_says_so_and_frees_the_f
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["all_inputs_accounted_for"] and manifest["earlier_runs"] == []
     assert len(pd.read_parquet(out / "results")) == 4
+
+
+@pytest.mark.parametrize(
+    "flag, blocked, letter",
+    [
+        ("--overwrite", "results/part-00000-of-00001.parquet", "i"),
+        ("--resume", "errors/*.parquet", "i"),
+        ("--overwrite", "errors", "a"),
+    ],
+)
+def test_a_readying_that_could_not_delete_is_refused_before_the_model_loads(
+    flag, blocked, letter, finished, unloadable_keras, tmp_path
+):
+    # An --overwrite deletes the earlier run's files, a --resume its error records (it
+    # retries them), under the folder's lock once the model has loaded: a file that
+    # cannot be deleted (immutable; a folder append-only: root's delete fails too) was
+    # found only then, after a model load of seconds to minutes, and the earlier run
+    # was left "replacing", or a "failed" manifest over it. Refused at launch now, in
+    # a real process, without deleting anything: exit 2, its one error: line (a model
+    # that cannot load would have said its own), the folder as it was and free.
+    out = tmp_path / "out"
+    finished["copy"](out)
+    (path,) = out.glob(blocked)
+    flags = [*job_flags(finished["folder"], unloadable_keras, out), flag]
+    before = _tree(out), sorted(out.rglob("*"))
+    with _chattr(path, letter):
+        done = subprocess.run(
+            launched([sys.executable, "-m", "pipeline", *flags]),
+            cwd=_REPO,
+            env={**os.environ, "PYTHONPATH": str(_REPO), "TF_CPP_MIN_LOG_LEVEL": "2"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        after = _tree(out), sorted(out.rglob("*"))
+    assert done.returncode == 2, done.stderr[-3000:]
+    what, word = ("", "immutable") if letter == "i" else ("files in ", "append-only")
+    whom = "it" if letter == "i" else "a file in it"
+    assert _error_lines(done.stderr) == [
+        f"error: --output '{out}': {flag} deletes {what}'{path}', which is {word} (no one "
+        f"may delete {whom}, root neither); clear the flag (chattr -{letter} {path}), or "
+        "choose another folder."
+    ], done.stderr[-3000:]
+    assert "Auditing" not in done.stderr and "Traceback" not in done.stderr
+    assert after == before  # nothing deleted, no lock left, no probe
 
 
 def test_a_folder_that_cannot_be_readied_for_want_of_space_is_told_to_free_some(

@@ -8,10 +8,12 @@ which takes seconds; remote reads behave as they do inside the pipeline.
 
 from __future__ import annotations
 
+import array
 import os
 import re
 import socket
 import stat
+import struct
 import threading
 import urllib.parse
 import uuid
@@ -36,6 +38,7 @@ __all__ = [
     "links_into_no_folder",
     "list_folder",
     "no_answer",
+    "no_delete_flag",
     "open_read",
     "read_bounded",
     "read_input_file",
@@ -365,6 +368,51 @@ def links_into_no_folder(path: str) -> bool:
     if is_remote(path) or not os.path.islink(path) or os.path.exists(path):
         return False
     return not os.path.isdir(os.path.dirname(os.path.realpath(path)))
+
+
+# Linux's inode flags that forbid deleting a file (or, on a folder, deleting anything in
+# it), whoever asks, root too (linux/fs.h: FS_IMMUTABLE_FL, FS_APPEND_FL), with the
+# command that clears each; read with FS_IOC_GETFLAGS, _IOR('f', 1, long).
+_LINUX_NO_DELETE = {0x10: ("immutable", "chattr -i"), 0x20: ("append-only", "chattr -a")}
+_FS_IOC_GETFLAGS = (2 << 30) | (struct.calcsize("l") << 16) | (ord("f") << 8) | 1
+# BSD's and macOS's, in `os.stat`'s st_flags: the user's, then the system's.
+_BSD_NO_DELETE = {
+    "UF_IMMUTABLE": ("immutable", "chflags nouchg"),
+    "UF_APPEND": ("append-only", "chflags nouappnd"),
+    "SF_IMMUTABLE": ("immutable", "chflags noschg"),
+    "SF_APPEND": ("append-only", "chflags nosappnd"),
+}
+
+
+def no_delete_flag(path: str) -> tuple[str, str] | None:
+    """The flag of a local file or folder `path` that forbids deleting it (or, a folder,
+    anything in it) whatever the permissions, root's too: ("immutable", "chattr -i"),
+    ("append-only", "chattr -a"), the flag and the command that clears it; None where
+    it has none, or where its flags cannot be read (no such file, one this user may not
+    open, a file system without them, a symbolic link: not followed)."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    if hasattr(info, "st_flags"):  # BSD, macOS
+        flags = ((getattr(stat, n, 0), said) for n, said in _BSD_NO_DELETE.items())
+        return next((said for bit, said in flags if info.st_flags & bit), None)
+    if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+        return None
+    try:
+        import fcntl  # noqa: PLC0415 - POSIX only
+
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except (ImportError, OSError):
+        return None
+    try:
+        held = array.array("i", [0])
+        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, held, True)
+    except OSError:  # a file system without them (ENOTTY, EOPNOTSUPP)
+        return None
+    finally:
+        os.close(fd)
+    return next((said for bit, said in _LINUX_NO_DELETE.items() if held[0] & bit), None)
 
 
 _PARTIAL = ".partial"
