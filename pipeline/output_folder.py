@@ -33,6 +33,7 @@ from pipeline.runner import check_credentials
 from transforms.datasource import REMOTE_FOLDER_SCHEMES
 from transforms.files import (
     as_opened,
+    check_reachable,
     dangling_link_on,
     is_partial_of,
     no_delete_flag,
@@ -493,14 +494,17 @@ def check_output_flags(audit: AuditOptions) -> None:
 def check_output_free(audit: AuditOptions) -> None:
     """Refuses an --output in use or holding a run before anything slow (no download,
     no model load), after the checks of the other flags (`pipeline.main`). A --resume's
-    local --output with no run was refused before them (`check_a_run_to_resume`)."""
+    local --output with no run was refused before them (`check_a_run_to_resume`); a
+    gs:// one is here, once its storage is known to answer."""
     check_credentials(audit.output)
+    check_reachable(audit.output, "write", "a run's --output")  # in seconds, not minutes
     _check_local_writable(audit.output)
     _check_not_inside_a_run(audit.output)
     _check_written_folders(audit.output)
     output_lock.check_free(audit.output)  # a live run holds it, whatever the flags
     existing = earlier_run(audit.output)
     if audit.resume:
+        _check_remote_run_to_resume(audit.output, existing)
         check_own_files(audit.output, existing, "--resume")
     elif existing:
         _check_a_run(audit.output, existing)
@@ -532,8 +536,9 @@ def check_a_run_to_resume(audit: AuditOptions) -> None:
     """A --resume's local --output with no manifest is refused before --dataset is
     listed (minutes for a huge folder), the model loaded or the folder made (a typo'd
     --output was left behind, empty). One that cannot be looked in (a file, a folder on
-    its path that may not be entered) is left to `check_output_free`, which says why. On
-    gs:// a failed listing looks like no manifest: the resume's own read says which."""
+    its path that may not be entered) is left to `check_output_free`, which says why, as
+    is a gs:// one, which a look needs credentials and storage for
+    (`_check_remote_run_to_resume`)."""
     if not audit.resume or audit.output.startswith(REMOTE_FOLDER_SCHEMES):
         return
     try:
@@ -542,6 +547,24 @@ def check_a_run_to_resume(audit: AuditOptions) -> None:
         raise no_earlier_run(audit.output) from None
     except OSError:
         return
+
+
+def _check_remote_run_to_resume(output: str, existing: list[str]) -> None:
+    """A --resume's gs:// --output with no manifest is refused before the model loads,
+    as a local one is before --dataset is listed (`check_a_run_to_resume`): here, once
+    the credentials a look there needs are checked (`check_output_free`). The listing
+    of the earlier run (`existing`) names its manifest when there; when not (or it
+    failed), one look at the manifest; a look that fails is left to the resume's own
+    read of it, which says why."""
+    manifest = FileSystems.join(output, MANIFEST_FILE)
+    if not output.startswith(REMOTE_FOLDER_SCHEMES) or manifest in existing:
+        return
+    try:
+        there = FileSystems.exists(manifest)
+    except Exception:  # noqa: BLE001 - whatever Cloud Storage's client raises: unknown here
+        return
+    if not there:
+        raise no_earlier_run(output)
 
 
 def _inside(output: str, paths: list[str]) -> list[str]:

@@ -1171,6 +1171,38 @@ def test_a_gcs_dataset_without_credentials_or_storage_exits_2_naming_why(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("again", [[], ["--resume"]])
+def test_a_gcs_output_whose_storage_cannot_be_reached_exits_2_before_the_model_loads(
+    again,
+    image_folder,
+    unloadable_keras,
+    no_gcloud_login,
+    unreachable_storage,
+    tmp_path,
+    monkeypatch,
+):
+    # A gs:// --output was first called as the run claimed it, once the model had loaded
+    # (minutes for a large one); so was a --resume's earlier run. Where storage cannot be
+    # reached, its probe's reason now, before the model loads, in a real process: a
+    # model that cannot load would have said its own error.
+    _log_in_to_gcloud(tmp_path, monkeypatch)
+    args = cli_args(dataset=image_folder["root"], model=unloadable_keras, output="gs://b/audit")
+    done = subprocess.run(
+        launched([sys.executable, "-m", "pipeline", *args, *again]),
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    (line,) = _error_lines(done.stderr)
+    assert line.startswith("error: Cannot reach Google Cloud Storage (storage.invalid:4443: ")
+    assert line.endswith(
+        "to write 'gs://b/audit'; writing a run's --output needs network access."
+    ), done.stderr[-3000:]
+
+
 def test_overridden_flags_are_the_ones_whose_last_value_counts():
     command = "--dataset sample --steps=12 --dataset /x --steps 8 --steps 9 --model m".split()
     assert overridden_flags(command) == ["--dataset", "--steps"]
