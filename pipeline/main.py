@@ -81,7 +81,7 @@ from pipeline.resolve import (
     resolve_model_spec,
     warn_of_other_label_space,
 )
-from pipeline.resume import log_resume, nothing_left, resume_state, skip_all
+from pipeline.resume import earlier_manifest, log_resume, nothing_left, resume_state, skip_all
 from pipeline.runner import (
     check_credentials,
     check_dataflow_launch,
@@ -214,8 +214,9 @@ def _dataset_then_output(
     """--class_names read and, with --top_k, checked against a known model's classes
     (`check_known_model_classes`), and --dataset checked, then --output
     (`check_output_free`): a rerun with a typo on a folder holding a run is told of the
-    typo, not to pass --overwrite first. Nothing is written before --output's check but
-    a TFDS download, which waits for it; the model, slower to load, comes after both
+    typo, not to pass --overwrite first; with --resume, the earlier run's manifest is
+    read (`earlier_manifest`). Nothing is written before --output's check but a TFDS
+    download, which waits for it; the model, slower to load, comes after both
     (`_prepare`)."""
     names_file = None
     if audit.class_names:  # a gs:// file is read through Cloud Storage
@@ -227,6 +228,8 @@ def _dataset_then_output(
         check_labels(config, data)
     if not dry_run:
         check_output_free(audit)
+        if audit.resume:  # the earlier run's manifest: no setting of the model is needed
+            earlier_manifest(audit.output)
     if data is None:
         data = resolve_dataset(audit, source, on_dataflow, dry_run, names_file)
         check_labels(config, data)

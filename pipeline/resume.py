@@ -53,7 +53,7 @@ from transforms.sinks import (
     write_no_errors,
 )
 
-__all__ = ["log_resume", "nothing_left", "resume_state", "skip_all"]
+__all__ = ["earlier_manifest", "log_resume", "nothing_left", "resume_state", "skip_all"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -364,9 +364,15 @@ _FIELD_TYPES = {
 }
 
 
-def _earlier_manifest(output: str) -> dict[str, Any]:
+def earlier_manifest(output: str) -> dict[str, Any]:
     """The manifest of the run a --resume continues, checked to be one this job wrote:
-    its model and config (`is_run`) and the fields it reads, of the types written."""
+    its model and config (`is_run`) and the fields it reads, of the types written.
+    Read at launch, before the model loads (none of this needs it), and again under
+    the folder's lock (`resume_state`), the final word.
+
+    Raises:
+      ConfigError: no manifest, one that cannot be read, or not one this job wrote.
+    """
     try:
         previous = read_manifest(output)
     except FileNotFoundError as e:  # its own message would say again what this one says
@@ -407,7 +413,7 @@ def resume_state(job: AuditJob) -> tuple[frozenset[str], str, tuple[dict[str, An
         make one table of incomparable rows); the message names each flag.
     """
     output = job.output
-    previous = _earlier_manifest(output)
+    previous = earlier_manifest(output)
     mismatches = _resume_mismatches(previous, job)
     if mismatches:
         fix = _resume_fix(previous, job, mismatches)

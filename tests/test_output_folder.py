@@ -2461,6 +2461,45 @@ def test_a_manifest_without_a_model_and_config_object_is_no_run_to_replace_or_re
     assert _tree(out) == before  # nothing deleted, no lock left
 
 
+@pytest.mark.parametrize(
+    "manifest, reason",
+    [
+        (b"{not JSON", "{manifest}: not JSON (Expecting property name"),
+        (b'{"model": "m.keras", "config": "c.json"}', "no model and config objects in it"),
+    ],
+)
+def test_a_resume_of_a_manifest_this_job_did_not_write_is_refused_before_the_model_loads(
+    manifest, reason, finished, unloadable_keras, tmp_path
+):
+    # A --resume read the earlier run's manifest only once the model had loaded, under
+    # the folder's lock, though no setting of the model is needed to find it is no run
+    # of this job's. In a real process now: its one error: line before the model loads
+    # (a model that cannot load would have said its own), nothing changed.
+    out = tmp_path / "out"
+    finished["copy"](out)
+    (out / "manifest.json").write_bytes(manifest)
+    before = _tree(out), sorted(out.rglob("*"))
+    flags = [*job_flags(finished["folder"], unloadable_keras, out), "--resume"]
+    done = subprocess.run(
+        launched([sys.executable, "-m", "pipeline", *flags]),
+        cwd=_REPO,
+        env={**os.environ, "PYTHONPATH": str(_REPO), "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    (line,) = _error_lines(done.stderr)
+    assert line.startswith(
+        f"error: --resume: the manifest.json in --output '{out}' is not one this job wrote "
+        f"({reason.format(manifest=repr(str(out / 'manifest.json')))}"
+    ), done.stderr[-3000:]
+    assert line.endswith(
+        "so the earlier run's settings are unknown; restore it, or choose another --output."
+    )
+    assert (_tree(out), sorted(out.rglob("*"))) == before
+
+
 def test_a_resume_with_nothing_left_writes_what_its_pipeline_would(
     linear_keras, tmp_path, monkeypatch
 ):
