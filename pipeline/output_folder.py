@@ -397,10 +397,10 @@ def _made_and_removed_in(folder: Path) -> OSError | None:
     """Makes and removes a folder in `folder`; the error that stopped it, or None:
     permissions alone do not say it can be written (root passes every permission
     check, yet cannot write in /proc, on a read-only mount or in an immutable folder).
-    An append-only folder is not probed: files can be made in it, and the probe could
-    not be removed (what the run deletes there: `_check_deletable`)."""
-    if no_delete_flag(str(folder)) == _APPEND_ONLY:
-        return None
+    An append-only folder is not probed (the probe could not be removed): files can be
+    made in it, none deleted."""
+    if _is_append_only(folder):
+        return OSError(errno.EPERM, "append-only: files can be made in it, none deleted")
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".ig_audit_probe_", dir=folder))
     except OSError as e:
@@ -424,18 +424,24 @@ def _probe_folder(output: str, existing: Path) -> None:
     ) from e
 
 
+def _is_append_only(folder: Path) -> bool:
+    flag = no_delete_flag(str(folder))
+    return flag is not None and flag[0] == "append-only"
+
+
 def _check_can_make_in(output: str, folder: Path, name: str, what: str) -> None:
     """Refuses --output when no file can be made in `folder`, its run folder `name`
-    (`_made_and_removed_in`), where the job keeps its `what`."""
+    (`_made_and_removed_in`), where the job keeps its `what`, or none deleted (an
+    append-only folder: the job deletes files there, a run its schema file and temp
+    files at its end, an --overwrite or --resume the earlier run's)."""
+    if _is_append_only(folder):
+        raise _cannot_delete(output, "the job", str(folder), "files in ")
     e = _made_and_removed_in(folder)
     if e is not None:
         raise ConfigError(
             f"--output {output!r}: no file can be made in its {name} folder, where the job "
             f"keeps its {what} ({e.strerror}): make it writable, or choose another folder."
         ) from e
-
-
-_APPEND_ONLY = ("append-only", "chattr -a")
 
 
 def _readying_deletes(output: str, existing: list[str], resume: bool) -> list[str]:
@@ -464,16 +470,21 @@ def _check_deletable(output: str, existing: list[str], resume: bool) -> None:
     files = _readying_deletes(output, existing, resume)
     folders = sorted({os.path.dirname(path) for path in files})
     for path, what in [*((f, "files in ") for f in folders), *((f, "") for f in files)]:
-        flag = no_delete_flag(path)
-        if flag is None:
-            continue
-        word, undo = flag
-        whom = "a file in it" if what else "it"
-        raise ConfigError(
-            f"--output {output!r}: {doing} deletes {what}{path!r}, which is {word} (no one "
-            f"may delete {whom}, root neither); clear the flag ({undo} {shlex.quote(path)}), "
-            "or choose another folder."
-        )
+        if no_delete_flag(path) is not None:
+            raise _cannot_delete(output, doing, path, what)
+
+
+def _cannot_delete(output: str, doing: str, path: str, what: str) -> ConfigError:
+    """The refusal of an --output where `doing` deletes `path` (`what` ""), or files in
+    it ("files in "), which its flag (`no_delete_flag`) forbids, and the command that
+    clears the flag."""
+    word, undo = no_delete_flag(path)
+    whom = "a file in it" if what else "it"
+    return ConfigError(
+        f"--output {output!r}: {doing} deletes {what}{path!r}, which is {word} (no one "
+        f"may delete {whom}, root neither); clear the flag ({undo} {shlex.quote(path)}), "
+        "or choose another folder."
+    )
 
 
 def check_output_flags(audit: AuditOptions) -> None:

@@ -2855,27 +2855,33 @@ def test_an_overwrite_that_cannot_delete_the_earlier_run_says_so_and_frees_the_f
 
 
 @pytest.mark.parametrize(
-    "flag, blocked, letter",
+    "flag, blocked, letter, doing",
     [
-        ("--overwrite", "results/part-00000-of-00001.parquet", "i"),
-        ("--resume", "errors/*.parquet", "i"),
-        ("--overwrite", "errors", "a"),
+        ("--overwrite", "results/part-00000-of-00001.parquet", "i", "--overwrite"),
+        ("--resume", "errors/*.parquet", "i", "--resume"),
+        ("--overwrite", "errors", "a", "the job"),
+        (None, "results", "a", "the job"),  # a fresh run: its schema file, at its end
     ],
 )
 def test_a_readying_that_could_not_delete_is_refused_before_the_model_loads(
-    flag, blocked, letter, finished, unloadable_keras, tmp_path
+    flag, blocked, letter, doing, finished, unloadable_keras, tmp_path
 ):
     # An --overwrite deletes the earlier run's files, a --resume its error records (it
     # retries them), under the folder's lock once the model has loaded: a file that
     # cannot be deleted (immutable; a folder append-only: root's delete fails too) was
     # found only then, after a model load of seconds to minutes, and the earlier run
-    # was left "replacing", or a "failed" manifest over it. Refused at launch now, in
-    # a real process, without deleting anything: exit 2, its one error: line (a model
-    # that cannot load would have said its own), the folder as it was and free.
+    # was left "replacing", or a "failed" manifest over it; a fresh run in an empty
+    # append-only results/ did every image, then failed deleting its schema file. Refused
+    # at launch now, in a real process, without deleting anything: exit 2, its one
+    # error: line (a model that cannot load would have said its own), the folder as it
+    # was and free (no probe left in an append-only folder).
     out = tmp_path / "out"
-    finished["copy"](out)
+    if flag is None:
+        (out / blocked).mkdir(parents=True)
+    else:
+        finished["copy"](out)
     (path,) = out.glob(blocked)
-    flags = [*job_flags(finished["folder"], unloadable_keras, out), flag]
+    flags = [*job_flags(finished["folder"], unloadable_keras, out), *filter(None, [flag])]
     before = _tree(out), sorted(out.rglob("*"))
     with _chattr(path, letter):
         done = subprocess.run(
@@ -2891,7 +2897,7 @@ def test_a_readying_that_could_not_delete_is_refused_before_the_model_loads(
     what, word = ("", "immutable") if letter == "i" else ("files in ", "append-only")
     whom = "it" if letter == "i" else "a file in it"
     assert _error_lines(done.stderr) == [
-        f"error: --output '{out}': {flag} deletes {what}'{path}', which is {word} (no one "
+        f"error: --output '{out}': {doing} deletes {what}'{path}', which is {word} (no one "
         f"may delete {whom}, root neither); clear the flag (chattr -{letter} {path}), or "
         "choose another folder."
     ], done.stderr[-3000:]
