@@ -466,7 +466,7 @@ def _check_deletable(output: str, existing: list[str], resume: bool) -> None:
     stay the final word (a flag set since; a sticky folder, not looked at here)."""
     if output.startswith(REMOTE_FOLDER_SCHEMES):
         return
-    doing = "--resume" if resume else "--overwrite" if existing else "the run"
+    doing = "--resume" if resume else "--overwrite" if existing else "the job"
     files = _readying_deletes(output, existing, resume)
     folders = sorted({os.path.dirname(path) for path in files})
     for path, what in [*((f, "files in ") for f in folders), *((f, "") for f in files)]:
