@@ -229,6 +229,30 @@ def unreachable_storage(monkeypatch, no_proxy_set) -> None:
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://storage.invalid:4443")
 
 
+@pytest.fixture
+def gcs_stub(tmp_path, monkeypatch, no_proxy_set):
+    """gs://bucket/... answered by a local peer speaking Cloud Storage's JSON API
+    (`tests.gcs_stub`), through the real Beam file system and storage client: its
+    `objects` (name: bytes) are the bucket's, empty at first; any other object is
+    Google's 404. Beam's credentials, kept for the process once looked up, are looked up
+    again, a service account's whose tokens the peer gives (a lookup that finds none
+    retries for 28 s)."""
+    from apache_beam.internal.gcp import auth  # noqa: PLC0415 - slow; these tests only
+
+    from tests import gcs_stub as peer  # noqa: PLC0415
+
+    with peer.serving("bucket") as stub:
+        key = tmp_path / "service_account.json"
+        key.write_text(json.dumps(peer.service_account_key(f"{stub.url}/token")))
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", stub.url)
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
+        monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))  # no gcloud login
+        monkeypatch.setenv("NO_GCE_CHECK", "True")  # google.auth: not a Google Cloud VM
+        monkeypatch.setattr(auth._Credentials, "_credentials_init", False)
+        monkeypatch.setattr(auth._Credentials, "_credentials", None)
+        yield stub
+
+
 def closed_port() -> int:
     """A local port that nothing listens on (bound, then released)."""
     with socket.socket() as s:
