@@ -772,6 +772,19 @@ def test_resume_knows_a_gs_folder_by_its_name_with_or_without_a_slash(
             resume_state(job)
 
 
+def test_a_resume_read_of_a_gs_output_holding_no_run_says_no_earlier_run(gcs_stub):
+    # The read under the lock (and at launch) got the storage client's NotFound, no
+    # OSError, and said "cannot read the manifest.json ...; make it readable".
+    from pipeline.resume import earlier_manifest
+
+    with pytest.raises(ValueError) as caught:
+        earlier_manifest("gs://bucket/run")
+    assert str(caught.value) == (
+        "--resume: no earlier run in --output 'gs://bucket/run' (no manifest.json, which a "
+        "run writes as it starts); run without --resume to start one."
+    )
+
+
 def test_resume_after_a_run_that_died(died_run, one_died_run, tmp_path):
     left = list((tmp_path / "out" / ".tmp").rglob("*"))
     manifest = run([*died_run, "--resume"], save_main_session=False)

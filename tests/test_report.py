@@ -2832,6 +2832,18 @@ def test_a_gs_input_where_storage_cannot_be_reached_is_one_error_line(
     assert not (tmp_path / "r.html").exists()
 
 
+def test_a_gs_input_that_holds_no_run_is_said_so_not_a_traceback(tmp_path, gcs_stub, capsys):
+    # The storage client's NotFound for its manifest.json (no OSError) ended the report
+    # in a traceback; the check's line now, as for a local folder holding no run.
+    assert main(["--input", "gs://bucket/run", "--output", str(tmp_path / "r.html")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (
+        "error: --input 'gs://bucket/run' holds no manifest.json: it is not the --output "
+        "folder of a run of this job; pass that folder (e.g. ./output/sample)."
+    )
+    assert not (tmp_path / "r.html").exists()
+
+
 def _report_in_a_process_limited_to(limit: int, *args: str) -> subprocess.CompletedProcess:
     """`python -m pipeline.report ARGS` in a process whose files may not grow past
     `limit` bytes (RLIMIT_FSIZE, as `ulimit -f` sets): a write past it fails with

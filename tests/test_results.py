@@ -901,6 +901,49 @@ def test_a_gs_run_behind_a_proxy_that_does_not_answer_fails_at_once_naming_it(
     assert message.endswith("reading a gs:// run needs network access.")
 
 
+def test_a_gs_run_that_is_not_there_is_no_run_not_an_unreadable_one(gcs_stub, folder_run):
+    # A missing object comes from the storage client as Google's NotFound, no OSError:
+    # read_manifest let it through, read_results and read_row with it, a traceback.
+    from google.api_core.exceptions import NotFound
+
+    from transforms import files
+
+    local = results.read_manifest(folder_run["output"])
+    gcs_stub.objects["run/manifest.json"] = Path(folder_run["output"], "manifest.json").read_bytes()
+    assert results.read_manifest("gs://bucket/run") == local  # the peer serves what it holds
+    with pytest.raises(FileNotFoundError) as caught:
+        files.open_read("gs://bucket/none/manifest.json")
+    assert caught.value.filename == "gs://bucket/none/manifest.json"
+    assert isinstance(caught.value.__cause__, NotFound)  # Google's 404, kept
+    assert "GET /storage/v1/b/bucket/o/none%2Fmanifest.json" in " ".join(gcs_stub.requests)
+    with pytest.raises(FileNotFoundError, match="'gs://bucket/none' holds no manifest.json: "):
+        results.read_manifest("gs://bucket/none")
+    no_run = "'gs://bucket/none' holds no results/*.parquet and no manifest.json; pass the "
+    for read in (
+        lambda: results.read_results("gs://bucket/none"),
+        lambda: results.read_row("gs://bucket/none", "a.png"),
+    ):
+        with pytest.raises(FileNotFoundError) as caught:
+            read()
+        assert str(caught.value).startswith(no_run), caught.value
+
+
+def test_a_gs_input_image_gone_since_the_run_is_an_image_not_found(gcs_stub, folder_run):
+    # It was an ImageUnavailable ("cannot be read: 404 GET http://..."), not the
+    # ImageNotFound a local file gone says, with its hints.
+    manifest = results.read_manifest(folder_run["output"])
+    cat = f"{WNID_CAT}/cat1.png"
+    gcs_stub.objects[f"images/{cat}"] = Path(folder_run["root"], cat).read_bytes()
+    loaded = results.load_input_image(manifest, cat, image_root="gs://bucket/images")
+    np.testing.assert_array_equal(loaded, results.load_input_image(manifest, cat))
+    with pytest.raises(results.ImageNotFound) as caught:
+        results.load_input_image(manifest, f"{WNID_CAT}/cat2.png", image_root="gs://bucket/images")
+    assert str(caught.value).startswith(
+        f"gs://bucket/images/{WNID_CAT}/cat2.png cannot be read: [Errno 2] No such file or "
+        f"directory: 'gs://bucket/images/{WNID_CAT}/cat2.png' (deleted or moved since the run?"
+    ), caught.value
+
+
 def test_a_storage_lookup_that_never_answers_does_not_hold_the_process_at_exit(tmp_path):
     # A resolver that does not answer (a DNS server configured but unreachable: glibc
     # tries for 10-30 s) is left behind after the probe's timeout; its thread was a

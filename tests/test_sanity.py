@@ -829,6 +829,16 @@ def test_a_damaged_results_file_or_unreachable_storage_is_one_error_line(
     assert line.startswith("error: Cannot reach Google Cloud Storage (storage.invalid:4443: ")
 
 
+def test_a_gs_input_that_holds_no_run_is_said_so_not_a_traceback(gcs_stub, capsys):
+    # As the report's: the storage client's NotFound for its manifest.json, a traceback.
+    assert sanity.main(["--input", "gs://bucket/run"]) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert line == (
+        "error: --input 'gs://bucket/run' holds no manifest.json: it is not the --output "
+        "folder of a run of this job; pass that folder (e.g. ./output/sample)."
+    )
+
+
 def test_a_run_without_rows_or_images_says_which_not_tfds(folder_run, capsys):
     output = folder_run["output"]
     root = Path(folder_run["root"])

@@ -9,6 +9,7 @@ which takes seconds; remote reads behave as they do inside the pipeline.
 from __future__ import annotations
 
 import array
+import errno
 import os
 import re
 import socket
@@ -240,11 +241,24 @@ def open_read(path: str) -> IO[bytes]:
     """The file `path` opened for reading its bytes as stored (never decompressed).
 
     Raises:
-      OSError (local) or Beam's errors (remote): no such file, no permission.
+      FileNotFoundError: no such file; remote, no such object or bucket (Cloud
+        Storage's NotFound, its `__cause__`), as a local path says it.
+      OSError (local) or Beam's and the storage client's errors (remote): no
+        permission, no network.
     """
-    if is_remote(path):
-        return _beam(path).open(path, compression_type="uncompressed")
-    return open(path, "rb")
+    if not is_remote(path):
+        return open(path, "rb")
+    filesystems = _beam(path)
+    try:
+        return filesystems.open(path, compression_type="uncompressed")
+    except Exception as e:
+        if not path.startswith("gs://"):
+            raise
+        from google.api_core.exceptions import NotFound  # noqa: PLC0415 - as Beam's, remote only
+
+        if not isinstance(e, NotFound):  # no OSError: read as "cannot read", not "no such file"
+            raise
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path) from e
 
 
 def entry_kind(mode: int) -> str:
