@@ -15,6 +15,7 @@ from transforms.errors import error_reason
 from transforms.quiet import import_tensorflow, quiet_environment
 
 __all__ = [
+    "DOFN_TRACEBACKS",
     "INTERRUPTED",
     "NOT_STARTED",
     "RESUME",
@@ -56,6 +57,10 @@ def interrupted_complete(output: str, failed: int = 0) -> str:
 
 # Loggers that are chatty at INFO: shown with --verbose only.
 _NOISY = ("absl", "tensorflow", "apache_beam", "h5py", "matplotlib")
+#: The logger Beam logs a failing DoFn's traceback on, in the process that runs the
+#: bundle: the job's own `error:` line says why in one line, and --verbose shows the
+#: traceback. Worker processes log it at the launcher's level (`pipeline.runner`).
+DOFN_TRACEBACKS = "apache_beam.runners.common"
 
 
 class _Shown:
@@ -112,11 +117,7 @@ def configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO, handlers=[handler])  # kept where one was set
     for name in _NOISY:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
-    # Beam logs a failing DoFn's traceback there; the job's own `error:` line says
-    # why in one line, and --verbose shows the traceback.
-    logging.getLogger("apache_beam.runners.common").setLevel(
-        logging.INFO if verbose else logging.CRITICAL
-    )
+    logging.getLogger(DOFN_TRACEBACKS).setLevel(logging.INFO if verbose else logging.CRITICAL)
     drop_beam_memory_warning()
     _set_filter(logging.getLogger(), _WithoutLibraryRootInfo, not verbose)
     _set_filter(logging.getLogger("tensorflow"), _WithoutTensorflowNotices, not verbose)

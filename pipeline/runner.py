@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from apache_beam.options.pipeline_options import (
     DebugOptions,
@@ -34,6 +36,7 @@ from apache_beam.options.pipeline_options import (
 from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
 from apache_beam.runners.runner import PipelineRunner
 
+from pipeline import logs
 from pipeline.options import AuditOptions, ConfigError
 from transforms import sources
 from transforms.tf_model import model_reference
@@ -136,9 +139,33 @@ def local_runner(options: PipelineOptions) -> PipelineRunner | None:
     from apache_beam.runners.portability.portable_runner import JobServiceHandle  # noqa: PLC0415
 
     # The options the DirectRunner hands its FnApiRunner (for the SDK workers).
-    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    encoded = JobServiceHandle.encode_pipeline_options(_for_the_workers(options))
     info = beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
     return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(info))
+
+
+#: The module each worker process of a multi-process DirectRunner imports as it starts,
+#: before its first bundle (Beam's --beam_plugins; Beam's in-process workers import none).
+_WORKER_PLUGIN = "pipeline.worker_plugin"
+
+
+def _for_the_workers(options: PipelineOptions) -> dict[str, Any]:
+    """The job's options as its SDK workers get them. A worker process also imports
+    `_WORKER_PLUGIN` (its bundles that fail are answered, not printed), and logs a failing
+    DoFn's traceback at the launcher's level of that logger (`logs.DOFN_TRACEBACKS`:
+    not without --verbose), unless the options set one: each failed bundle printed pages
+    of tracebacks above the run's one `error:` line, which could not fit in a log file
+    under a size limit. The options themselves (the manifest's) are left as they are."""
+    given = options.get_all_options()
+    level = logging.getLogger(logs.DOFN_TRACEBACKS).getEffectiveLevel()
+    return {
+        **given,
+        "beam_plugins": [*(given.get("beam_plugins") or []), _WORKER_PLUGIN],
+        "sdk_harness_log_level_overrides": {
+            logs.DOFN_TRACEBACKS: logging.getLevelName(level),
+            **(given.get("sdk_harness_log_level_overrides") or {}),
+        },
+    }
 
 
 def is_dataflow(options: PipelineOptions) -> bool:

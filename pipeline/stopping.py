@@ -9,8 +9,9 @@ its counts fail); how a run that a stop or an error ended says so in its manifes
 multi-process DirectRunner's workers: started in a session of their own and importing this job's packages,
 one Ctrl-C stopping them all, every one of them told to stop (killed, by a stop or
 the run's failure, while it has not connected; said to be late when it has not
-connected `LATE_START_S` after its start); and a multi-threaded DirectRunner's
-bundles, whose every failure reaches the launcher (`failed_bundles_answered`).
+connected `LATE_START_S` after its start); and the bundles of a DirectRunner's
+threads or worker processes, whose every failure reaches the launcher, not printed
+(`failed_bundles_answered`).
 (How the commands themselves end on a stop is `pipeline.commands`'.)
 """
 
@@ -603,14 +604,17 @@ def _a_stop_kills_the_unconnected(started: dict[str | None, _WorkerProcess]) -> 
 @contextlib.contextmanager
 def failed_bundles_answered() -> Iterator[None]:
     """While the run lasts, a bundle that fails in an SDK worker of this process (a
-    DirectRunner's --direct_running_mode multi_threading) is answered to the runner as
-    failed, its traceback the answer's error, and not printed. Beam (2.77) printed the
+    DirectRunner's --direct_running_mode multi_threading; in a worker process of
+    multi_processing, for its life: `pipeline.worker_plugin`) is answered to the runner
+    as failed, its traceback the answer's error, and not printed. Beam (2.77) printed the
     traceback to stderr before it answered: a stderr that could not be written (a log
     file on a full disk or past a file-size limit: EFBIG, SIGXFSZ being ignored by
     Python; a pipe whose reader has gone) raised there, in its thread, the answer was
-    never sent, and the launcher waited for it, silent, forever, --output locked. The
-    run now fails as in one thread: its one `error:` line, its manifest "failed", the
-    folder freed. Left as it is on a Beam whose worker differs."""
+    never sent, and the launcher waited for it, silent, forever, --output locked. A
+    worker process's print (and its log of it) did not hang the run, but filled the
+    launcher's stderr, which copies it, with pages of tracebacks. The run now fails as
+    in one thread: its one `error:` line (--verbose: with the traceback), its manifest
+    "failed", the folder freed. Left as it is on a Beam whose worker differs."""
     from apache_beam.portability.api import beam_fn_api_pb2  # noqa: PLC0415
     from apache_beam.runners.worker import sdk_worker  # noqa: PLC0415
 

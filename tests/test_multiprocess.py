@@ -237,6 +237,47 @@ def test_worker_records_keep_the_jobs_own_lines_and_drop_beams():
         assert keep.filter(record) is kept
 
 
+@pytest.mark.parametrize("verbose", [False, True], ids=["quiet", "verbose"])
+def test_worker_processes_import_the_jobs_plugin_and_log_dofn_tracebacks_as_the_launcher(
+    verbose,
+):
+    # The options a worker process reads as it starts, decoded as Beam's worker does: it
+    # imports the job's plugin (its failed bundles answered, not printed: the run on two
+    # workers of tests/test_output_folder.py's full-disk warning, its log under the
+    # limit) and logs a failing DoFn's traceback at the launcher's level, which
+    # `configure_logging` sets (--verbose: shown). The user's own plugins and log
+    # levels are kept, theirs first; the options themselves are left as they were.
+    from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+    from apache_beam.runners.worker import sdk_worker_main
+    from google.protobuf import json_format
+
+    from pipeline import logs
+    from pipeline.runner import local_runner
+
+    options = PipelineOptions(
+        [
+            "--direct_running_mode=multi_processing",
+            "--beam_plugins=their.plugin",
+            '--sdk_harness_log_level_overrides={"their.logger": "DEBUG"}',
+        ]
+    )
+    dofn = logging.getLogger(logs.DOFN_TRACEBACKS)
+    before = dofn.level
+    try:
+        logs.configure_logging(verbose)
+        runner = local_runner(options)
+    finally:
+        dofn.setLevel(before)
+    encoded = runner._provision_info.provision_info.pipeline_options
+    given = sdk_worker_main._load_pipeline_options(json_format.MessageToJson(encoded))
+    assert given["beam_plugins"] == ["their.plugin", "pipeline.worker_plugin"]
+    assert given["sdk_harness_log_level_overrides"] == {
+        logs.DOFN_TRACEBACKS: "INFO" if verbose else "CRITICAL",
+        "their.logger": "DEBUG",
+    }
+    assert options.view_as(SetupOptions).beam_plugins == ["their.plugin"]
+
+
 # A process that ends holding a reference cycle whose object says when it is collected:
 # only Python's last garbage collections, at exit, free it.
 _ENDS_HOLDING_A_CYCLE = """import os

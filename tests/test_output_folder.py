@@ -2971,9 +2971,15 @@ def test_a_failed_run_whose_manifest_cannot_say_so_warns_and_leaves_it_running(
     # limit (EFBIG, the real write path failing as on a full disk or quota) that the
     # "running" manifest fits in, not the "failed" one (its end time and reason more)
     # nor the rows. Their sizes: the two written for a folder of the same name's length,
-    # in this process (`_manifest_sizes`: a TensorFlow start-up less).
+    # in this process (`_manifest_sizes`: a TensorFlow start-up less). On two worker
+    # processes, its log a file under the same limit (about 2.3 kB): each worker printed
+    # its failed bundle's traceback there, and Beam logged it twice more (25 kB in all),
+    # which filled the log: the `error:` line and the warning were lost.
     def flags(name: str) -> list[str]:
-        return job_flags(finished["folder"], linear_keras, tmp_path / name)
+        return [
+            *job_flags(finished["folder"], linear_keras, tmp_path / name),
+            *cli_args(direct_running_mode="multi_processing", direct_num_workers=2),
+        ]
 
     running, whole = _manifest_sizes(flags("out1"), monkeypatch)
     assert whole - running > 90  # its end time (50 bytes) and reason: room for a limit between
@@ -2984,6 +2990,7 @@ def test_a_failed_run_whose_manifest_cannot_say_so_warns_and_leaves_it_running(
     (line,) = _error_lines(log)
     assert line.startswith("error: the run failed: ") and "[Errno 27] File too large" in line
     assert "A write failed for want of space" in line and "rerun with --resume" in line
+    assert "Traceback" not in log and "Error processing instruction" not in log, log
     assert (
         f"WARNING pipeline.stopping: Could not record in {out / 'manifest.json'} that the run "
         "failed: [Errno 27] File too large"
@@ -2993,7 +3000,14 @@ def test_a_failed_run_whose_manifest_cannot_say_so_warns_and_leaves_it_running(
     assert len((out / "manifest.json").read_bytes()) == running  # the size said
     assert not (out / ".lock").exists() and not (out / "manifest.json.tmp").exists()
     # The folder is free: a --resume takes it (as a killed run's) and completes the run.
-    resumed = run([*flags("out2"), "--resume"], save_main_session=False)
+    resumed = run(
+        [
+            *flags("out2"),
+            "--resume",
+            *cli_args(direct_running_mode="in_memory", direct_num_workers=1),
+        ],
+        save_main_session=False,
+    )
     assert resumed["all_inputs_accounted_for"] and len(pd.read_parquet(out / "results")) == 4
     (earlier,) = resumed["earlier_runs"]
     assert (earlier["run_id"], earlier["status"]) == (manifest["run_id"], "running")
