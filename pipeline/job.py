@@ -20,7 +20,7 @@ from transforms.config import AttributionConfig
 from transforms.manifest import FAITHFULNESS_PIXELS, FAITHFULNESS_TIES, SHARD_PREFIX
 from transforms.tf_model import ModelHandoff, ModelSpec
 
-__all__ = ["AuditJob"]
+__all__ = ["AuditJob", "config_entry"]
 
 
 _PACKAGES = (
@@ -34,6 +34,20 @@ _PACKAGES = (
     "pillow",
     "ig-audit",
 )
+
+
+def config_entry(config: AttributionConfig) -> dict[str, Any]:
+    """The manifest's "config" of `config`: its settings, and what follows from them or
+    from this version of the job."""
+    return {
+        **dataclasses.asdict(config),
+        # the bound on attribution_error that --tolerance sets (the report's)
+        "estimate_bound": config.estimate_bound(),
+        # a padded image's own pixels are what deletion and insertion rank
+        "faithfulness_pixels": FAITHFULNESS_PIXELS,
+        # a map's equal values are ordered as its random control orders them
+        "faithfulness_ties": FAITHFULNESS_TIES,
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,15 +90,7 @@ class AuditJob:
         return {
             **self.source.manifest_entry(),  # "dataset", "split" (TFDS: "dataset_version")
             "model": dataclasses.asdict(self.spec),
-            # with the bound on attribution_error that --tolerance sets (the report's)
-            "config": {
-                **dataclasses.asdict(self.config),
-                "estimate_bound": self.config.estimate_bound(),
-                # a padded image's own pixels are what deletion and insertion rank
-                "faithfulness_pixels": FAITHFULNESS_PIXELS,
-                # a map's equal values are ordered as its random control orders them
-                "faithfulness_ties": FAITHFULNESS_TIES,
-            },
+            "config": config_entry(self.config),
             "batch_size": self.batch_size,
             "jit_compile": {None: "auto", True: "on", False: "off"}[self.jit_compile],
             "results_prefix": self.results_prefix,
