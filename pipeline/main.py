@@ -81,7 +81,7 @@ from pipeline.resolve import (
     resolve_model_spec,
     warn_of_other_label_space,
 )
-from pipeline.resume import earlier_manifest, log_resume, nothing_left, resume_state, skip_all
+from pipeline.resume import check_resume_at_launch, log_resume, nothing_left, resume_state, skip_all
 from pipeline.runner import (
     check_credentials,
     check_dataflow_launch,
@@ -215,7 +215,7 @@ def _dataset_then_output(
     (`check_known_model_classes`), and --dataset checked, then --output
     (`check_output_free`): a rerun with a typo on a folder holding a run is told of the
     typo, not to pass --overwrite first; with --resume, the earlier run's manifest is
-    read (`earlier_manifest`). Nothing is written before --output's check but a TFDS
+    read and its settings that no model sets compared (`check_resume_at_launch`). Nothing is written before --output's check but a TFDS
     download, which waits for it; the model, slower to load, comes after both
     (`_prepare`)."""
     names_file = None
@@ -228,8 +228,8 @@ def _dataset_then_output(
         check_labels(config, data)
     if not dry_run:
         check_output_free(audit)
-        if audit.resume:  # the earlier run's manifest: no setting of the model is needed
-            earlier_manifest(audit.output)
+        if audit.resume:  # the earlier run, and its settings that no model sets
+            check_resume_at_launch(audit, config, data.source if data else source)
     if data is None:
         data = resolve_dataset(audit, source, on_dataflow, dry_run, names_file)
         check_labels(config, data)

@@ -1,7 +1,8 @@
 """--resume: continuing an earlier run in --output.
 
 What must match the earlier run's manifest (every setting that changes a row,
-named by its flag: `_resume_mismatches`, and what to do when one differs), the
+named by its flag: `_resume_mismatches`, and what to do when one differs; those no
+model sets compared at launch too, `check_resume_at_launch`), the
 image ids of its rows (each results file's columns checked), its checkpointed
 rows salvaged and the runs before it recorded (`resume_state`, under the
 lock); and a resume with nothing left to do, completed without a pipeline
@@ -20,8 +21,8 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
-from pipeline.job import AuditJob
-from pipeline.options import ConfigError
+from pipeline.job import AuditJob, config_entry
+from pipeline.options import AuditOptions, ConfigError
 from pipeline.output_folder import (
     check_own_files,
     clear_temp,
@@ -31,7 +32,7 @@ from pipeline.output_folder import (
     no_earlier_run,
 )
 from transforms import datasource, sources, wording
-from transforms.config import DEFAULT_COMPLETENESS_TOLERANCE
+from transforms.config import DEFAULT_COMPLETENESS_TOLERANCE, AttributionConfig
 from transforms.errors import error_reason
 from transforms.manifest import (
     REPORT_FILE,
@@ -53,7 +54,14 @@ from transforms.sinks import (
     write_no_errors,
 )
 
-__all__ = ["earlier_manifest", "log_resume", "nothing_left", "resume_state", "skip_all"]
+__all__ = [
+    "check_resume_at_launch",
+    "earlier_manifest",
+    "log_resume",
+    "nothing_left",
+    "resume_state",
+    "skip_all",
+]
 
 _LOG = logging.getLogger(__name__)
 
@@ -90,10 +98,38 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> dict[str, str]:
-    """Each setting of `job` that differs from the earlier run's manifest: its flag (or
-    what names it, `_CONFIG_FLAGS`), and it as flag (was/now)."""
-    now = _jsonable(job.manifest_base())
+def _resume_mismatches(
+    previous: dict[str, Any], now: dict[str, Any], unsure: frozenset[str] = frozenset()
+) -> dict[str, str]:
+    """Each setting of this run (`now`, its manifest as `AuditJob.manifest_base` writes
+    it) that differs from the earlier run's manifest: its flag (or what names it,
+    `_CONFIG_FLAGS`), and it as flag (was/now). At launch, before the model loads
+    (`check_resume_at_launch`), `now` has no "model" and its "config" is as the flags
+    give it: the model's settings and the class names are not compared, nor the
+    settings named in `unsure` (`_fitted_later`)."""
+    pairs = _dataset_pairs(previous, now)
+    loaded = "model" in now
+    if loaded:
+        pairs += _model_pairs(previous.get("model") or {}, now["model"])
+    before_config, now_config = _config_as_now(previous), now["config"]
+    neutral = _neutral_config(before_config, now_config)
+    for key in sorted(set(before_config) | set(now_config)):
+        if key not in neutral:
+            flag = _config_flag(key, now_config)
+            pairs.append((flag, before_config.get(key), now_config.get(key)))
+    if loaded:  # last: the class names follow from the model and --label_offset named above
+        pairs.append(("class names", *(_names_said(run) for run in (previous, now))))
+    differing: dict[str, str] = {}
+    for flag, before, current in pairs:
+        if before != current and flag not in differing and flag not in unsure:
+            as_read = flag in ("class names", "--image_size", "--model")  # "16x24", not quoted
+            shown = (v if as_read else repr(v) for v in (before, current))
+            differing[flag] = "{} (earlier run: {}, this run: {})".format(flag, *shown)
+    return differing
+
+
+def _dataset_pairs(previous: dict[str, Any], now: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """The dataset's settings, as (flag, earlier run's, this run's)."""
     before_dataset = previous.get("dataset")
     if _one_folder(before_dataset, now["dataset"]):
         before_dataset = now["dataset"]  # e.g. through a symlink: the same files, the same ids
@@ -103,33 +139,28 @@ def _resume_mismatches(previous: dict[str, Any], job: AuditJob) -> dict[str, str
     ]
     if "dataset_version" in previous:  # not written before TFDS versions were recorded
         pairs.append(("--dataset version", previous["dataset_version"], now.get("dataset_version")))
-    before_model, now_model = previous.get("model") or {}, now["model"]
-    if before_model.get("identity") != now_model.get("identity"):
-        pairs.append(("--model", *(_model_said(m) for m in (before_model, now_model))))
+    return pairs
+
+
+def _model_pairs(before: dict[str, Any], now: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """The model's settings (manifests' "model"), as (flag, earlier run's, this run's)."""
+    pairs = []
+    if before.get("identity") != now.get("identity"):
+        pairs.append(("--model", *(_model_said(m) for m in (before, now))))
     for key, flag in _RESUME_MODEL_FLAGS.items():
-        pairs.append((flag, _input_size(before_model, key), _input_size(now_model, key)))
-    before_config, now_config = previous.get("config") or {}, now["config"]
-    before_config = {
-        **before_config,
-        "estimate_bound": estimate_bound(before_config),
-        "faithfulness_pixels": faithfulness_pixels(before_config),
-        "faithfulness_ties": faithfulness_ties(before_config),
+        pairs.append((flag, _input_size(before, key), _input_size(now, key)))
+    return pairs
+
+
+def _config_as_now(previous: dict[str, Any]) -> dict[str, Any]:
+    """The earlier run's "config", with what an older version's lacks filled in as it was."""
+    config = previous.get("config") or {}
+    return {
+        **config,
+        "estimate_bound": estimate_bound(config),
+        "faithfulness_pixels": faithfulness_pixels(config),
+        "faithfulness_ties": faithfulness_ties(config),
     }
-    neutral = _neutral_config(before_config, now_config)
-    for key in sorted(set(before_config) | set(now_config)):
-        if key not in neutral:
-            flag = _config_flag(key, now_config)
-            pairs.append((flag, before_config.get(key), now_config.get(key)))
-    # Last: the class names follow from the model and --label_offset named above.
-    names = [_names_said(run) for run in (previous, now)]
-    pairs.append(("class names", *names))
-    differing: dict[str, str] = {}
-    for flag, before, current in pairs:
-        if before != current and flag not in differing:
-            as_read = flag in ("class names", "--image_size", "--model")  # "16x24", not quoted
-            shown = (v if as_read else repr(v) for v in (before, current))
-            differing[flag] = "{} (earlier run: {}, this run: {})".format(flag, *shown)
-    return differing
 
 
 def _input_size(model: dict[str, Any], key: str) -> Any:
@@ -150,9 +181,10 @@ def _config_flag(key: str, now_config: dict[str, Any]) -> str:
     return f"{key!r}, a setting this version of the job does not have"
 
 
-def _resume_fix(previous: dict[str, Any], job: AuditJob, mismatches: dict[str, str]) -> str:
-    """What to do about a --resume whose settings differ from the earlier run's."""
-    if set(mismatches) & _unmatchable(previous, job):
+def _resume_fix(previous: dict[str, Any], now: dict[str, Any], mismatches: dict[str, str]) -> str:
+    """What to do about a --resume whose settings (`now`: `_resume_mismatches`) differ
+    from the earlier run's."""
+    if set(mismatches) & _unmatchable(previous, now["config"]):
         return "This version of the job cannot continue it: start over with --overwrite."
     config = previous.get("config") or {}
     tolerance = config.get("tolerance")
@@ -171,13 +203,12 @@ def _resume_fix(previous: dict[str, Any], job: AuditJob, mismatches: dict[str, s
     return "Resume with the same flags, or start over with --overwrite."
 
 
-def _unmatchable(previous: dict[str, Any], job: AuditJob) -> set[str]:
+def _unmatchable(previous: dict[str, Any], now: dict[str, Any]) -> set[str]:
     """The settings no flag makes this version use as the earlier run did: how it ranks
     pixels, those the earlier run's version did not have (its manifest has none of
     them, as of --completeness_tolerance before that flag) and those this version does
-    not have (a later version's); by flag, as mismatched."""
+    not have (a later version's); by flag, as mismatched. `now`: this run's "config"."""
     before = previous.get("config") or {}
-    now = _jsonable(job.manifest_base())["config"]
     versioned = {"faithfulness_pixels", "faithfulness_ties"}  # no flag sets them
     derived = {"estimate_bound", *versioned}  # filled in from the older keys
     absent = set(now) - set(before) - derived
@@ -367,8 +398,9 @@ _FIELD_TYPES = {
 def earlier_manifest(output: str) -> dict[str, Any]:
     """The manifest of the run a --resume continues, checked to be one this job wrote:
     its model and config (`is_run`) and the fields it reads, of the types written.
-    Read at launch, before the model loads (none of this needs it), and again under
-    the folder's lock (`resume_state`), the final word.
+    Read at launch, before the model loads (none of this needs it:
+    `check_resume_at_launch`), and again under the folder's lock (`resume_state`), the
+    final word.
 
     Raises:
       ConfigError: no manifest, one that cannot be read, or not one this job wrote.
@@ -404,6 +436,53 @@ def _a(value: Any) -> str:
     return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
+def check_resume_at_launch(
+    audit: AuditOptions, config: AttributionConfig, source: datasource.DataSource
+) -> None:
+    """Checks a --resume at launch, before the model loads: --output holds a run of this
+    job (`earlier_manifest`), made with the settings no model sets that this run's
+    flags give (`config`, before the model fits it) and dataset (`source`, resolved or
+    not yet). The model's settings, and all again, are checked under the folder's lock
+    (`resume_state`), the final word.
+
+    Raises:
+      ConfigError: as `resume_state`, naming each of those settings that differs.
+    """
+    previous = earlier_manifest(audit.output)
+    now = {**source.manifest_entry(), "config": _jsonable(config_entry(config))}
+    unsure = _fitted_later(previous, now, top_k_given=audit.top_k is not None)
+    if isinstance(source, datasource.TfdsSource) and source.version is None:
+        unsure |= {"--dataset version"}  # known once the dataset is downloaded
+    _check_settings(audit.output, previous, now, unsure)
+
+
+def _fitted_later(
+    previous: dict[str, Any], now: dict[str, Any], top_k_given: bool
+) -> frozenset[str]:
+    """The settings of a launch (`now`, its "config" as the flags give it) whose
+    comparison with the earlier run's the model may change (`fit_to_model`), by flag:
+    --top_k's default, shrunk to a model of fewer classes, and those compared otherwise
+    once --faithfulness is off, as a model of 1 output turns it (it, and those its being
+    off leaves uncompared)."""
+    unsure = set() if top_k_given else {_config_flag("top_k", now["config"])}
+    off = {**now, "config": {**now["config"], "faithfulness": "none"}}
+    return frozenset(
+        unsure | (set(_resume_mismatches(previous, now)) ^ set(_resume_mismatches(previous, off)))
+    )
+
+
+def _check_settings(
+    output: str, previous: dict[str, Any], now: dict[str, Any], unsure: frozenset[str] = frozenset()
+) -> None:
+    """Refuses a --resume whose settings (`now`: `_resume_mismatches`) differ from
+    those of the earlier run in `output` (`previous`, its manifest), naming each."""
+    mismatches = _resume_mismatches(previous, now, unsure)
+    if mismatches:
+        fix = _resume_fix(previous, now, mismatches)
+        said = "; ".join(mismatches.values())
+        raise ConfigError(f"--resume: the earlier run in {output!r} differs in {said}. {fix}")
+
+
 def resume_state(job: AuditJob) -> tuple[frozenset[str], str, tuple[dict[str, Any], ...]]:
     """Image ids with rows in an earlier run of the same configuration, a new file
     prefix, and the earlier runs (`_earlier_runs`).
@@ -414,11 +493,7 @@ def resume_state(job: AuditJob) -> tuple[frozenset[str], str, tuple[dict[str, An
     """
     output = job.output
     previous = earlier_manifest(output)
-    mismatches = _resume_mismatches(previous, job)
-    if mismatches:
-        fix = _resume_fix(previous, job, mismatches)
-        said = "; ".join(mismatches.values())
-        raise ConfigError(f"--resume: the earlier run in {output!r} differs in {said}. {fix}")
+    _check_settings(output, previous, _jsonable(job.manifest_base()))
     check_own_files(output, earlier_run(output), "--resume")  # again, under the lock
     done = _done_ids(output)
     _check_id_scheme(previous, done, output)

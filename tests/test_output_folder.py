@@ -2500,6 +2500,38 @@ def test_a_resume_of_a_manifest_this_job_did_not_write_is_refused_before_the_mod
     assert (_tree(out), sorted(out.rglob("*"))) == before
 
 
+def test_a_resume_with_other_settings_no_model_sets_is_refused_before_the_model_loads(
+    finished, unloadable_keras, tmp_path
+):
+    # Every setting of a --resume was compared with the earlier run's once the model had
+    # loaded (seconds to minutes for a large one), --steps and --baseline too, which no
+    # model sets. In a real process now: refused at launch, its one error: line as it
+    # was (a model that cannot load would have said its own), the folder as it was and
+    # free. --input_range, which a model may set, and --model, compared once it loads,
+    # are not named.
+    out = tmp_path / "out"
+    finished["copy"](out)
+    flags = cli_args(dataset=finished["folder"]["root"], model=unloadable_keras, output=out)
+    flags += ["--steps=3", "--baseline=white", "--input_range=-1,1", "--resume"]
+    before = _tree(out), sorted(out.rglob("*"))
+    done = subprocess.run(
+        launched([sys.executable, "-m", "pipeline", *flags]),
+        cwd=_REPO,
+        env={**os.environ, "PYTHONPATH": str(_REPO), "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert _error_lines(done.stderr) == [
+        f"error: --resume: the earlier run in '{out}' differs in --baseline (earlier run: "
+        "['black'], this run: ['white']); --steps (earlier run: 2, this run: 3). Resume with "
+        "the same flags, or start over with --overwrite."
+    ], done.stderr[-3000:]
+    assert "Auditing" not in done.stderr and "Traceback" not in done.stderr
+    assert (_tree(out), sorted(out.rglob("*"))) == before  # nothing changed, no lock left
+
+
 def test_a_resume_with_nothing_left_writes_what_its_pipeline_would(
     linear_keras, tmp_path, monkeypatch
 ):

@@ -21,7 +21,14 @@ from PIL import Image
 
 from pipeline import run
 from pipeline.report import build_report
-from tests.conftest import SIZE, cli_args, launched, make_image_folder, write_image
+from tests.conftest import (
+    SIZE,
+    cli_args,
+    dense_keras,
+    launched,
+    make_image_folder,
+    write_image,
+)
 from tests.known_rows import as_older_version
 from transforms import faithfulness as fa
 from transforms.config import ESTIMATE_MARGIN
@@ -759,11 +766,11 @@ def test_resume_knows_a_gs_folder_by_its_name_with_or_without_a_slash(
 
     output = tmp_path / "out"
     done_run["copy"](output)
+    options = PipelineOptions([*done_run["args"](output), "--steps", "2", "--resume"])
+    job = _prepare(options, options.view_as(AuditOptions))  # its local --dataset, at launch
+    job = dataclasses.replace(job, source=FolderSource(now), input_ids=None)
     manifest = json.loads((output / "manifest.json").read_text())
     (output / "manifest.json").write_text(json.dumps({**manifest, "dataset": before}))
-    options = PipelineOptions([*done_run["args"](output), "--steps", "2", "--resume"])
-    job = _prepare(options, options.view_as(AuditOptions))
-    job = dataclasses.replace(job, source=FolderSource(now), input_ids=None)
     if same:
         done, _, _ = resume_state(job)
         assert done == set(done_run["pixels"])
@@ -1324,6 +1331,21 @@ def test_resume_refuses_every_setting_that_changes_rows(
         [*args, *settings, "--batch_size", "2", "--path_batch_size", "7", "--resume"],
         save_main_session=False,
     )
+    assert manifest["counts"]["skipped_done_before"] == 4
+
+
+def test_a_resume_of_a_run_whose_settings_the_model_fitted_goes_on(
+    image_folder, linear_weights, tmp_path
+):
+    # A model of 1 output turns --faithfulness off and shrinks --top_k's default to 1.
+    # A resume's flags give "deletion_insertion" and 5 until the model loads: compared
+    # at launch, before the load, they would refuse the very flags of the earlier run.
+    weights, bias = linear_weights
+    model = dense_keras(tmp_path / "one.keras", weights[:, :1], bias[:1])
+    args = cli_args(dataset=image_folder["root"], model=model, output=tmp_path / "out", steps=2)
+    run([*args, "--attributions", "none"], save_main_session=False)
+    manifest = run([*args, "--attributions", "none", "--resume"], save_main_session=False)
+    assert (manifest["config"]["faithfulness"], manifest["config"]["top_k"]) == ("none", 1)
     assert manifest["counts"]["skipped_done_before"] == 4
 
 
