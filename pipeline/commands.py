@@ -57,7 +57,8 @@ def error_line(message: str) -> None:
 def run_read_failure(flag: str, folder: str, error: Exception) -> tuple[int, str] | None:
     """The exit status and `error:` line of a command whose `flag` names the run
     `folder` it could not read because of `error`: 2 for a folder that holds no
-    readable run (no manifest, a damaged one, a damaged file in results/), 1 for
+    readable run (no manifest, a damaged one, a damaged file in results/) or one this
+    user or these credentials may not read (PermissionError), 1 for
     gs:// storage that does not answer (no network: not a bad flag); None for an
     error that is not about reading the run."""
     import pyarrow as pa  # noqa: PLC0415 - on failure only
@@ -70,6 +71,9 @@ def run_read_failure(flag: str, folder: str, error: Exception) -> tuple[int, str
         return 2, manifest.missing_run_message(flag, folder, error)
     if isinstance(error, (manifest.UnreadableManifest, manifest.ManifestNotAFile)):
         return 2, manifest.unreadable_manifest_message(flag, folder, error)
+    if isinstance(error, PermissionError):  # its file, or a gs:// object (files.open_read)
+        fix = files.read_access_fix(folder)
+        return 2, f"cannot read {flag} {folder!r}: {error}; {fix}, then run this again."
     if isinstance(error, pa.ArrowInvalid):
         error = results.UnreadableResults.damaged(error)  # a file after the first listed
     if isinstance(error, results.UnreadableResults):

@@ -31,7 +31,7 @@ from pipeline.output_folder import (
     matched_files,
     no_earlier_run,
 )
-from transforms import datasource, sources, wording
+from transforms import datasource, files, sources, wording
 from transforms.config import DEFAULT_COMPLETENESS_TOLERANCE, AttributionConfig
 from transforms.errors import error_reason
 from transforms.manifest import (
@@ -412,9 +412,12 @@ def earlier_manifest(output: str) -> dict[str, Any]:
     except ValueError as e:  # there, but not JSON (or UTF-8): edited, as the job writes it whole
         raise _not_a_manifest(output, error_reason(e)) from e
     except Exception as e:  # there, but not readable now (its permissions, a network error)
+        fix = (
+            files.read_access_fix(output) if isinstance(e, PermissionError) else "make it readable"
+        )
         raise ConfigError(
             f"--resume: cannot read the manifest.json in --output {output!r} "
-            f"({error_reason(e)}); make it readable, then run the same command again."
+            f"({error_reason(e)}); {fix}, then run the same command again."
         ) from e
     if not is_run(output):
         raise _not_a_manifest(output, "no model and config objects in it")

@@ -5,7 +5,8 @@ storage client: `STORAGE_EMULATOR_HOST` points the client at it, as at an emulat
 It holds one bucket's objects in memory, and answers what the storage client asks to
 read: a bucket's and an object's metadata, a listing by prefix, a download (whole or a
 byte range). An object it does not hold is Google's answer to one that does not exist,
-404 with `{"error": {"code": 404, ...}}`. Each request is kept in `requests`.
+404 with `{"error": {"code": 404, ...}}`; one named in `forbidden`, Google's answer to
+credentials without access to it, 403. Each request is kept in `requests`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ import urllib.parse
 from collections.abc import Iterator
 
 _UPDATED = "2026-01-01T00:00:00.000Z"
+_DENIED = (  # Cloud Storage's words to credentials without read access
+    "stub@stub.iam.gserviceaccount.com does not have storage.objects.get access to the "
+    "Google Cloud Storage object. Permission 'storage.objects.get' denied on resource "
+    "(or it may not exist)."
+)
 
 
 class GcsStub:
@@ -26,6 +32,7 @@ class GcsStub:
     def __init__(self, bucket: str) -> None:
         self.bucket = bucket
         self.objects: dict[str, bytes] = {}
+        self.forbidden: set[str] = set()
         self.requests: list[str] = []
         self.url = ""
 
@@ -51,6 +58,8 @@ class GcsStub:
             return 200, {"kind": "storage#objects", "items": items}
         for start in (media, meta + "/"):
             name = urllib.parse.unquote(parts.path[len(start) :])
+            if parts.path.startswith(start) and name in self.forbidden:
+                return 403, {"error": {"code": 403, "message": _DENIED}}
             if parts.path.startswith(start) and name in self.objects:
                 if start == media:
                     return 200, self.objects[name]

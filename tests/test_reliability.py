@@ -792,6 +792,28 @@ def test_a_resume_read_of_a_gs_output_holding_no_run_says_no_earlier_run(gcs_stu
     )
 
 
+def test_a_resume_read_of_a_gs_manifest_the_credentials_may_not_read_says_the_fix(gcs_stub):
+    # It said Google's "403 GET http://...: ..." with the request's URL, and "make it
+    # readable", which a gs:// object is by the credentials' access.
+    from pipeline.resume import earlier_manifest
+
+    gcs_stub.objects["run/manifest.json"] = b"{}"
+    gcs_stub.forbidden.add("run/manifest.json")
+    with pytest.raises(ValueError) as caught:
+        earlier_manifest("gs://bucket/run")
+    said = str(caught.value)
+    assert said.startswith(
+        "--resume: cannot read the manifest.json in --output 'gs://bucket/run' ([Errno 13] "
+        "Permission denied (stub@stub.iam.gserviceaccount.com does not have "
+    ), said
+    assert said.endswith(
+        "'gs://bucket/run/manifest.json'); the Google Cloud credentials in use need read "
+        "access to it (roles/storage.objectViewer on its bucket; `gcloud auth "
+        "application-default login` or GOOGLE_APPLICATION_CREDENTIALS for others), then run "
+        "the same command again."
+    ), said
+
+
 def test_resume_after_a_run_that_died(died_run, one_died_run, tmp_path):
     left = list((tmp_path / "out" / ".tmp").rglob("*"))
     manifest = run([*died_run, "--resume"], save_main_session=False)

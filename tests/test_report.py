@@ -2844,6 +2844,60 @@ def test_a_gs_input_that_holds_no_run_is_said_so_not_a_traceback(tmp_path, gcs_s
     assert not (tmp_path / "r.html").exists()
 
 
+def test_a_gs_input_the_credentials_may_not_read_is_one_error_line(tmp_path, gcs_stub, capsys):
+    # Cloud Storage's 403 for its manifest.json (Forbidden, no OSError) ended the report
+    # in a traceback; now the path, Google's reason and the fix, exit 2.
+    gcs_stub.objects["run/manifest.json"] = b"{}"
+    gcs_stub.forbidden.add("run/manifest.json")
+    assert main(["--input", "gs://bucket/run", "--output", str(tmp_path / "r.html")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(
+        "error: cannot read --input 'gs://bucket/run': [Errno 13] Permission denied "
+        "(stub@stub.iam.gserviceaccount.com does not have storage.objects.get access"
+    ), line
+    assert line.endswith(
+        "'gs://bucket/run/manifest.json'; the Google Cloud credentials in use need read access "
+        "to it (roles/storage.objectViewer on its bucket; `gcloud auth application-default "
+        "login` or GOOGLE_APPLICATION_CREDENTIALS for others), then run this again."
+    ), line
+    assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and not shutil.which("setpriv"), reason="root needs setpriv")
+def test_a_manifest_this_user_may_not_read_is_one_error_line(folder_run, tmp_path):
+    # A PermissionError, no run_read_failure of its own: a traceback, exit 1. A real
+    # process that file permissions bind (root without its DAC capabilities).
+    manifest = Path(folder_run["output"], "manifest.json")
+    caps = "-dac_override,-dac_read_search"
+    command = [sys.executable, "-m", "pipeline.report", "--input", folder_run["output"]]
+    if os.geteuid() == 0:
+        command = [
+            shutil.which("setpriv"),
+            f"--bounding-set={caps}",
+            f"--inh-caps={caps}",
+            *command,
+        ]
+    manifest.chmod(0o000)
+    try:
+        done = subprocess.run(
+            launched([*command, "--output", "r.html"]),
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        manifest.chmod(0o644)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.splitlines() == [
+        f"error: cannot read --input {folder_run['output']!r}: [Errno 13] Permission denied: "
+        f"{str(manifest)!r}; make it readable to this user (its permissions, and its "
+        "folders'), then run this again."
+    ]
+    assert not (tmp_path / "r.html").exists()
+
+
 def _report_in_a_process_limited_to(limit: int, *args: str) -> subprocess.CompletedProcess:
     """`python -m pipeline.report ARGS` in a process whose files may not grow past
     `limit` bytes (RLIMIT_FSIZE, as `ulimit -f` sets): a write past it fails with

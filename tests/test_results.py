@@ -928,6 +928,39 @@ def test_a_gs_run_that_is_not_there_is_no_run_not_an_unreadable_one(gcs_stub, fo
         assert str(caught.value).startswith(no_run), caught.value
 
 
+def test_a_gs_object_the_credentials_may_not_read_is_a_permission_error(gcs_stub, folder_run):
+    # Cloud Storage's 403 (Forbidden; 401, Unauthorized, to an anonymous caller) is no
+    # OSError: read_manifest let it through, a traceback to the commands, and an input
+    # image's reason was "403 GET http://...: ..." with the request's URL.
+    from google.api_core.exceptions import Forbidden
+
+    from transforms import files
+
+    gcs_stub.objects["run/manifest.json"] = Path(folder_run["output"], "manifest.json").read_bytes()
+    gcs_stub.forbidden.add("run/manifest.json")
+    with pytest.raises(PermissionError) as caught:
+        files.open_read("gs://bucket/run/manifest.json")
+    assert caught.value.filename == "gs://bucket/run/manifest.json"
+    assert isinstance(caught.value.__cause__, Forbidden)  # Google's 403, kept
+    assert str(caught.value) == (
+        "[Errno 13] Permission denied (stub@stub.iam.gserviceaccount.com does not have "
+        "storage.objects.get access to the Google Cloud Storage object. Permission "
+        "'storage.objects.get' denied on resource (or it may not exist)): "
+        "'gs://bucket/run/manifest.json'"
+    )
+    with pytest.raises(PermissionError):
+        results.read_manifest("gs://bucket/run")
+    cat = f"{WNID_CAT}/cat1.png"
+    gcs_stub.objects[f"images/{cat}"] = Path(folder_run["root"], cat).read_bytes()
+    gcs_stub.forbidden.add(f"images/{cat}")
+    manifest = results.read_manifest(folder_run["output"])
+    with pytest.raises(results.ImageUnavailable) as caught:
+        results.load_input_image(manifest, cat, image_root="gs://bucket/images")
+    said = str(caught.value)
+    assert said.startswith(f"gs://bucket/images/{cat} cannot be read: [Errno 13] Permission ")
+    assert "http://" not in said, said
+
+
 def test_a_gs_input_image_gone_since_the_run_is_an_image_not_found(gcs_stub, folder_run):
     # It was an ImageUnavailable ("cannot be read: 404 GET http://..."), not the
     # ImageNotFound a local file gone says, with its hints.

@@ -839,6 +839,16 @@ def test_a_gs_input_that_holds_no_run_is_said_so_not_a_traceback(gcs_stub, capsy
     )
 
 
+def test_a_gs_input_the_credentials_may_not_read_is_one_error_line(gcs_stub, capsys):
+    # As the report's: Cloud Storage's 403 for its manifest.json, a traceback.
+    gcs_stub.objects["run/manifest.json"] = b"{}"
+    gcs_stub.forbidden.add("run/manifest.json")
+    assert sanity.main(["--input", "gs://bucket/run"]) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert line.startswith("error: cannot read --input 'gs://bucket/run': [Errno 13] Permission ")
+    assert line.endswith(", then run this again."), line
+
+
 def test_a_run_without_rows_or_images_says_which_not_tfds(folder_run, capsys):
     output = folder_run["output"]
     root = Path(folder_run["root"])

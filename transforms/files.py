@@ -243,8 +243,9 @@ def open_read(path: str) -> IO[bytes]:
     Raises:
       FileNotFoundError: no such file; remote, no such object or bucket (Cloud
         Storage's NotFound, its `__cause__`), as a local path says it.
-      OSError (local) or Beam's and the storage client's errors (remote): no
-        permission, no network.
+      PermissionError: no permission to read it; remote, Cloud Storage's Forbidden
+        or Unauthorized (its `__cause__`; the credentials in use: `read_access_fix`).
+      OSError (local) or Beam's and the storage client's errors (remote): no network.
     """
     if not is_remote(path):
         return open(path, "rb")
@@ -252,13 +253,40 @@ def open_read(path: str) -> IO[bytes]:
     try:
         return filesystems.open(path, compression_type="uncompressed")
     except Exception as e:
-        if not path.startswith("gs://"):
+        said = _as_os_error(e, path) if path.startswith("gs://") else None
+        if said is None:
             raise
-        from google.api_core.exceptions import NotFound  # noqa: PLC0415 - as Beam's, remote only
+        raise said from e
 
-        if not isinstance(e, NotFound):  # no OSError: read as "cannot read", not "no such file"
-            raise
-        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path) from e
+
+def _as_os_error(error: Exception, path: str) -> OSError | None:
+    """The OSError a local read of `path` raises for what the storage client's `error`
+    says (it raises none): no such object, or no access to it (Google's own words, no
+    request URL); None for any other error, which stays Google's."""
+    from google.api_core import exceptions  # noqa: PLC0415 - as Beam's, remote only
+
+    if isinstance(error, exceptions.NotFound):  # read as "no such file", not "cannot read"
+        return FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+    if not isinstance(error, (exceptions.Forbidden, exceptions.Unauthorized)):
+        return None
+    words = error.message
+    request = getattr(error.response, "request", None)
+    if request is not None:  # "GET http://...: <Cloud Storage's words>"
+        words = words.removeprefix(f"{request.method} {request.url}: ")
+    denied = f"{os.strerror(errno.EACCES)} ({words.rstrip('.')})"
+    return PermissionError(errno.EACCES, denied, path)
+
+
+def read_access_fix(path: str) -> str:
+    """What gives this process read access to `path`, which it was refused (the end of
+    an error line: "...; FIX, then run ... again")."""
+    if not is_remote(path):
+        return "make it readable to this user (its permissions, and its folders')"
+    return (
+        "the Google Cloud credentials in use need read access to it (roles/storage."
+        "objectViewer on its bucket; `gcloud auth application-default login` or "
+        "GOOGLE_APPLICATION_CREDENTIALS for others)"
+    )
 
 
 def entry_kind(mode: int) -> str:
