@@ -6,7 +6,8 @@ It holds one bucket's objects in memory, and answers what the storage client ask
 read: a bucket's and an object's metadata, a listing by prefix, a download (whole or a
 byte range). An object it does not hold is Google's answer to one that does not exist,
 404 with `{"error": {"code": 404, ...}}`; one named in `forbidden`, Google's answer to
-credentials without access to it, 403. Each request is kept in `requests`.
+credentials without access to it, 403. Each request is kept in `requests` (a write
+too, answered 404: none is served).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def _handler(stub: GcsStub) -> type[http.server.BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        do_GET = do_POST = _reply
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _reply  # each one kept
 
         def log_message(self, *args) -> None:  # not the test's output
             pass

@@ -1203,6 +1203,35 @@ def test_a_gcs_output_whose_storage_cannot_be_reached_exits_2_before_the_model_l
     ), done.stderr[-3000:]
 
 
+def test_a_resume_of_a_gcs_output_holding_no_run_exits_2_before_the_model_loads(
+    image_folder, unloadable_keras, gcs_stub
+):
+    # Refused by the --output's listing or one look at its manifest (da6194d), untested
+    # for want of a bucket offline: against the stub now, in a real process whose model
+    # cannot load (a load would have said its own error). Nothing is written there, and
+    # the manifest is looked for, not read: the resume's read (earlier_manifest) refuses
+    # it too since 3b75086, after the listing's other checks (check_own_files).
+    args = cli_args(dataset=image_folder["root"], model=unloadable_keras, output="gs://bucket/run")
+    done = subprocess.run(
+        launched([sys.executable, "-m", "pipeline", *args, "--resume"]),
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert _error_lines(done.stderr) == [
+        "error: --resume: no earlier run in --output 'gs://bucket/run' (no manifest.json, "
+        "which a run writes as it starts); run without --resume to start one."
+    ]
+    assert "Auditing" not in done.stderr
+    asked = [r for r in gcs_stub.requests if r != "POST /token"]
+    assert all(r.startswith("GET /storage/v1/b/bucket") for r in asked), asked  # no write
+    manifest = [r for r in asked if "/o/run%2Fmanifest.json" in r]  # looked at, not read
+    assert manifest and all("fields=name" in r for r in manifest), manifest
+
+
 def test_overridden_flags_are_the_ones_whose_last_value_counts():
     command = "--dataset sample --steps=12 --dataset /x --steps 8 --steps 9 --model m".split()
     assert overridden_flags(command) == ["--dataset", "--steps"]
