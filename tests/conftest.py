@@ -232,9 +232,9 @@ def unreachable_storage(monkeypatch, no_proxy_set) -> None:
 @pytest.fixture
 def gcs_stub(tmp_path, monkeypatch, no_proxy_set):
     """gs://bucket/... answered by a local peer speaking Cloud Storage's JSON API
-    (`tests.gcs_stub`), through the real Beam file system and storage client: its
-    `objects` (name: bytes) are the bucket's, empty at first; any other object is
-    Google's 404. Beam's credentials, kept for the process once looked up, are looked up
+    (`tests.gcs_stub`), through the real Beam file system and storage client (and
+    Arrow's, which reads a run's Parquet files): its `objects` (name: bytes) are the
+    bucket's, empty at first; any other object is Google's 404. Beam's credentials, kept for the process once looked up, are looked up
     again, a service account's whose tokens the peer gives (a lookup that finds none
     retries for 28 s)."""
     from apache_beam.internal.gcp import auth  # noqa: PLC0415 - slow; these tests only
@@ -245,6 +245,7 @@ def gcs_stub(tmp_path, monkeypatch, no_proxy_set):
         key = tmp_path / "service_account.json"
         key.write_text(json.dumps(peer.service_account_key(f"{stub.url}/token")))
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", stub.url)
+        monkeypatch.setenv("CLOUD_STORAGE_EMULATOR_ENDPOINT", stub.url)  # Arrow's reads
         monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
         monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))  # no gcloud login
         monkeypatch.setenv("NO_GCE_CHECK", "True")  # google.auth: not a Google Cloud VM

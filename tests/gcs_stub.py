@@ -1,13 +1,15 @@
 """A local peer answering Google Cloud Storage's JSON API (and Google's OAuth token
 endpoint) over HTTP, for gs:// reads run offline through the real Beam file system and
-storage client: `STORAGE_EMULATOR_HOST` points the client at it, as at an emulator.
+storage client: `STORAGE_EMULATOR_HOST` points the client at it, as at an emulator
+(`CLOUD_STORAGE_EMULATOR_ENDPOINT`, Arrow's Parquet reads).
 
 It holds one bucket's objects in memory, and answers what the storage client asks to
 read: a bucket's and an object's metadata, a listing by prefix, a download (whole or a
-byte range). An object it does not hold is Google's answer to one that does not exist,
-404 with `{"error": {"code": 404, ...}}`; one named in `forbidden`, Google's answer to
-credentials without access to it, 403. Each request is kept in `requests` (a write
-too, answered 404: none is served).
+byte range; Arrow asks `?alt=media` of the object's metadata URL). An object it does
+not hold is Google's answer to one that does not exist, 404 with `{"error": {"code":
+404, ...}}`; one named in `forbidden`, Google's answer to credentials without access to
+it, 403. Each request is kept in `requests` (a write too, answered 404: none is
+served).
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ class GcsStub:
             if parts.path.startswith(start) and name in self.forbidden:
                 return 403, {"error": {"code": 403, "message": _DENIED}}
             if parts.path.startswith(start) and name in self.objects:
-                if start == media:
+                if start == media or query.get("alt") == ["media"]:
                     return 200, self.objects[name]
                 return 200, {**self.resource(name), "updated": _UPDATED, "generation": "1"}
         return 404, {"error": {"code": 404, "message": f"No such object: {parts.path}"}}

@@ -2863,6 +2863,27 @@ def test_a_gs_input_the_credentials_may_not_read_is_one_error_line(tmp_path, gcs
     assert not (tmp_path / "r.html").exists()
 
 
+def test_a_gs_results_file_the_credentials_may_not_read_is_one_error_line(
+    tmp_path, gcs_stub, folder_run, capsys
+):
+    # Arrow's read of a results file says Cloud Storage's 403 as a PermissionError: no
+    # run_read_failure of its own, a traceback. Arrow reads through the stub too.
+    output = Path(folder_run["output"])
+    for path in filter(Path.is_file, output.rglob("*")):
+        gcs_stub.objects[f"run/{path.relative_to(output)}"] = path.read_bytes()
+    shards = sorted(n for n in gcs_stub.objects if n.startswith("run/results/"))
+    gcs_stub.forbidden.add(shards[-1])
+    assert main(["--input", "gs://bucket/run", "--output", str(tmp_path / "r.html")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: cannot read --input 'gs://bucket/run': [Errno 13] "), line
+    assert "storage.objects.get" in line and line.endswith(
+        "; the Google Cloud credentials in use need read access to it (roles/storage."
+        "objectViewer on its bucket; `gcloud auth application-default login` or "
+        "GOOGLE_APPLICATION_CREDENTIALS for others), then run this again."
+    ), line
+    assert not (tmp_path / "r.html").exists()
+
+
 @pytest.mark.skipif(os.geteuid() == 0 and not shutil.which("setpriv"), reason="root needs setpriv")
 def test_a_manifest_this_user_may_not_read_is_one_error_line(folder_run, tmp_path):
     # A PermissionError, no run_read_failure of its own: a traceback, exit 1. A real
