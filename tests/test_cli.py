@@ -64,6 +64,19 @@ def _python(
     )
 
 
+def _command(args: list[str]) -> subprocess.CompletedProcess:
+    """`python -m pipeline ARGS` as typed, in a process of its own (`launched`): the
+    finished process, its output captured."""
+    return subprocess.run(
+        launched([sys.executable, "-m", "pipeline", *args]),
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def _error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
 
@@ -1187,14 +1200,7 @@ def test_a_gcs_output_whose_storage_cannot_be_reached_exits_2_before_the_model_l
     # model that cannot load would have said its own error.
     _log_in_to_gcloud(tmp_path, monkeypatch)
     args = cli_args(dataset=image_folder["root"], model=unloadable_keras, output="gs://b/audit")
-    done = subprocess.run(
-        launched([sys.executable, "-m", "pipeline", *args, *again]),
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": ROOT},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = _command([*args, *again])
     assert done.returncode == 2, done.stderr[-3000:]
     (line,) = _error_lines(done.stderr)
     assert line.startswith("error: Cannot reach Google Cloud Storage (storage.invalid:4443: ")
@@ -1212,14 +1218,7 @@ def test_a_resume_of_a_gcs_output_holding_no_run_exits_2_before_the_model_loads(
     # the manifest is looked for, not read: the resume's read (earlier_manifest) refuses
     # it too since 3b75086, after the listing's other checks (check_own_files).
     args = cli_args(dataset=image_folder["root"], model=unloadable_keras, output="gs://bucket/run")
-    done = subprocess.run(
-        launched([sys.executable, "-m", "pipeline", *args, "--resume"]),
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": ROOT},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = _command([*args, "--resume"])
     assert done.returncode == 2, done.stderr[-3000:]
     assert _error_lines(done.stderr) == [
         "error: --resume: no earlier run in --output 'gs://bucket/run' (no manifest.json, "

@@ -74,6 +74,19 @@ def jobs(tmp_path):
             process.wait()
 
 
+def _command(flags: list[str], file_size_limit: int | None = None) -> subprocess.CompletedProcess:
+    """`python -m pipeline FLAGS` as typed, in a process of its own (`launched`, with its
+    `file_size_limit`): the finished process, its output captured."""
+    return subprocess.run(
+        launched([sys.executable, "-m", "pipeline", *flags], file_size_limit=file_size_limit),
+        cwd=_REPO,
+        env={**os.environ, "PYTHONPATH": str(_REPO), "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def _wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 120.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -2480,14 +2493,7 @@ def test_a_resume_of_a_manifest_this_job_did_not_write_is_refused_before_the_mod
     (out / "manifest.json").write_bytes(manifest)
     before = _tree(out), sorted(out.rglob("*"))
     flags = [*job_flags(finished["folder"], unloadable_keras, out), "--resume"]
-    done = subprocess.run(
-        launched([sys.executable, "-m", "pipeline", *flags]),
-        cwd=_REPO,
-        env={**os.environ, "PYTHONPATH": str(_REPO), "TF_CPP_MIN_LOG_LEVEL": "2"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = _command(flags)
     assert done.returncode == 2, done.stderr[-3000:]
     (line,) = _error_lines(done.stderr)
     assert line.startswith(
@@ -2514,14 +2520,7 @@ def test_a_resume_with_other_settings_no_model_sets_is_refused_before_the_model_
     flags = cli_args(dataset=finished["folder"]["root"], model=unloadable_keras, output=out)
     flags += ["--steps=3", "--baseline=white", "--input_range=-1,1", "--resume"]
     before = _tree(out), sorted(out.rglob("*"))
-    done = subprocess.run(
-        launched([sys.executable, "-m", "pipeline", *flags]),
-        cwd=_REPO,
-        env={**os.environ, "PYTHONPATH": str(_REPO), "TF_CPP_MIN_LOG_LEVEL": "2"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = _command(flags)
     assert done.returncode == 2, done.stderr[-3000:]
     assert _error_lines(done.stderr) == [
         f"error: --resume: the earlier run in '{out}' differs in --baseline (earlier run: "
@@ -2916,14 +2915,7 @@ def test_a_readying_that_could_not_delete_is_refused_before_the_model_loads(
     flags = [*job_flags(finished["folder"], unloadable_keras, out), *filter(None, [flag])]
     before = _tree(out), sorted(out.rglob("*"))
     with _chattr(path, letter):
-        done = subprocess.run(
-            launched([sys.executable, "-m", "pipeline", *flags]),
-            cwd=_REPO,
-            env={**os.environ, "PYTHONPATH": str(_REPO), "TF_CPP_MIN_LOG_LEVEL": "2"},
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = _command(flags)
         after = _tree(out), sorted(out.rglob("*"))
     assert done.returncode == 2, done.stderr[-3000:]
     what, word = ("", "immutable") if letter == "i" else ("files in ", "append-only")
@@ -2947,14 +2939,7 @@ def test_a_folder_that_cannot_be_readied_for_want_of_space_is_told_to_free_some(
     # Its stderr is a pipe: a log file would be cut at the limit.
     out = tmp_path / "out"
     flags = job_flags(finished["folder"], linear_keras, out)
-    done = subprocess.run(
-        launched([sys.executable, "-m", "pipeline", *flags], file_size_limit=600),
-        cwd=_REPO,
-        env={**os.environ, "PYTHONPATH": str(_REPO), "TF_CPP_MIN_LOG_LEVEL": "2"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = _command(flags, file_size_limit=600)
     assert done.returncode == 2, done.stderr[-3000:]
     (line,) = _error_lines(done.stderr)
     assert line == (
