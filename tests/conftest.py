@@ -28,24 +28,24 @@ WNID_SHARK = "n01484850"  # ImageNet class 2, great white shark
 
 
 # The test files that take longest, run first, longest first (the sums of their
-# tests' junit times in `.ci/run` on a clean clone, 2026-12-07 evening, on a 2-core
-# AMD EPYC, a slow hour: 1,691 test-seconds):
+# tests' junit times in `.ci/run` on a clean clone, 2026-12-07 night, on a 2-core
+# AMD EPYC, a fast hour: 1,263 test-seconds):
 # with a worker process per file (run_tests.sh's `-n 2 --dist loadfile`), each worker
 # takes the next file as it finishes one, so the last files are short ones, not
 # minutes of killed-run or report tests while the other worker waits. The rest follow
 # by name.
 _SLOW_FIRST = (
-    "test_cli.py",  # ~350 s
-    "test_multiprocess.py",  # ~240 s
-    "test_output_folder.py",  # ~210 s
-    "test_report.py",  # ~165 s
-    "test_reliability.py",  # ~95 s
-    "test_sources.py",  # ~95 s
-    "test_sanity.py",  # ~95 s
-    "test_plots.py",  # ~75 s
-    "test_sample_run.py",  # ~70 s
-    "test_pipeline.py",  # ~60 s
-    "test_dataflow.py",  # ~50 s
+    "test_cli.py",  # ~260 s
+    "test_multiprocess.py",  # ~185 s
+    "test_output_folder.py",  # ~180 s
+    "test_report.py",  # ~145 s
+    "test_reliability.py",  # ~70 s
+    "test_sources.py",  # ~70 s
+    "test_sanity.py",  # ~65 s
+    "test_plots.py",  # ~55 s
+    "test_sample_run.py",  # ~50 s
+    "test_dataflow.py",  # ~35 s
+    "test_pipeline.py",  # ~35 s
     "test_faithfulness_pipeline.py",
     "test_attribution.py",
     "test_commands.py",  # ~15-20 s each
