@@ -13,17 +13,19 @@ Beam's, and much of that Beam recomputing what cannot change while the run lasts
   (`dofn_specs_kept`).
 
 Neither is a cache across runs: a copy of the options makes its own views, and the
-specs are kept for the length of one run, for the DoFns it holds.
+specs are kept for the length of one run (of the runs that overlap in threads of one
+process: `pipeline.patching`), for the DoFns it holds.
 """
 
 from __future__ import annotations
 
-import contextlib
 import weakref
 from collections.abc import Iterator
 
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms import userstate
+
+from pipeline.patching import one_for_overlapping_runs
 
 __all__ = ["JobOptions", "dofn_specs_kept"]
 
@@ -47,19 +49,18 @@ class JobOptions(PipelineOptions):
         return state
 
 
-@contextlib.contextmanager
+@one_for_overlapping_runs
 def dofn_specs_kept() -> Iterator[None]:
     """Inside the block, Beam's `userstate.get_dofn_specs` works out each DoFn's state
     and timer specs once: later asks of the same DoFn (the same object, held by a weak
     reference whose end frees its entry) get copies of the sets found first. An error
     (a DoFn of duplicate parameters) is raised each time, as before; a DoFn that takes
-    no weak reference is inspected each time. Inside another such block (the tests
-    keep one for their whole session), the outer one's answers serve. Beam's own
-    function is the `beams` attribute of the one that keeps its answers."""
+    no weak reference is inspected each time. Blocks that overlap (the runs of threads
+    of one process; a run inside the tests' block, kept for their whole session) share
+    one, which Beam's own replaces as the last ends (`one_for_overlapping_runs`): their
+    answers are kept by DoFn, each run's DoFns its own. Beam's own function is the
+    `beams` attribute of the one that keeps its answers."""
     find = userstate.get_dofn_specs
-    if hasattr(find, "beams"):
-        yield
-        return
     found: dict[int, tuple[weakref.ref, tuple[set, set]]] = {}
 
     def get_dofn_specs(dofn):

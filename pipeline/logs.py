@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -10,6 +9,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 
+from pipeline.patching import one_for_overlapping_runs
 from transforms import wording
 from transforms.errors import error_reason
 from transforms.quiet import import_tensorflow, quiet_environment
@@ -313,14 +313,17 @@ def _watch_threads(verbose: bool) -> None:
     threading.excepthook = _thread_hook(verbose, threading.__excepthook__)
 
 
-@contextlib.contextmanager
+@one_for_overlapping_runs
 def threads_watched(verbose: bool) -> Iterator[None]:
     """While a run from Python (`pipeline.run`, a notebook's) lasts, its threads'
     uncaught exceptions are said as on the command line (`_watch_threads`): Beam's
     thread that waited on a worker process that ended raised, and the caller's hook
     printed its traceback beside the run's error. With `verbose`, they reach the
     caller's hook, as before. The caller's hook is back in place after the run,
-    whatever it is; its logging is left as it is."""
+    whatever it is; its logging is left as it is. Runs that overlap in threads of one
+    process share the first one's hook, its `verbose` (a thread's exception does not
+    say whose run it is), and the caller's is back once the last has ended
+    (`pipeline.patching`)."""
     callers = threading.excepthook
     # The command line's own (`configure_logging`) is replaced, not wrapped: wrapped, with
     # `verbose` each worker's end reached it too, and was noted twice.

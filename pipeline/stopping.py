@@ -38,6 +38,7 @@ from pipeline import logs
 from pipeline.commands import stop_cause
 from pipeline.job import AuditJob
 from pipeline.output_folder import tidy_finished
+from pipeline.patching import one_for_overlapping_runs
 from pipeline.runner import is_direct
 from transforms import files, wording
 from transforms.errors import error_reason
@@ -218,11 +219,19 @@ def workers_import_this_job(options: PipelineOptions) -> Iterator[None]:
     package of its own (a project's; `./run_local.sh` and `ig-audit` may be run
     there), they imported that one and every bundle failed. While the run lasts,
     workers get PYTHONSAFEPATH (no working folder on sys.path) and, unless this job
-    is installed in site-packages, its folder on PYTHONPATH.
+    is installed in site-packages, its folder on PYTHONPATH (`_this_jobs_path`).
     """
     if not _is_multi_process(options):
         yield
         return
+    with _this_jobs_path():
+        yield
+
+
+@one_for_overlapping_runs
+def _this_jobs_path() -> Iterator[None]:
+    """The environment of `workers_import_this_job`, set by the first of the runs
+    that overlap, as it was before once the last has ended."""
     before = {name: os.environ.get(name) for name in ("PYTHONPATH", "PYTHONSAFEPATH")}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     os.environ["PYTHONSAFEPATH"] = "1"
@@ -309,6 +318,16 @@ def workers_apart_from_ctrl_c(options: PipelineOptions) -> Iterator[None]:
     if not _is_multi_process(options):
         yield
         return
+    with _one_ctrl_c_while_workers_stop(), _workers_watched():
+        yield
+
+
+@one_for_overlapping_runs
+def _workers_watched() -> Iterator[None]:
+    """The changes of Beam's runner that `workers_apart_from_ctrl_c` makes, one for
+    the runs that overlap in threads of one process (`one_for_overlapping_runs`):
+    what they note is by worker (Beam numbers them across the process) or by its
+    control connection."""
     from apache_beam.runners.portability import local_job_service  # noqa: PLC0415
 
     started: dict[str | None, _WorkerProcess] = {}
@@ -318,7 +337,6 @@ def workers_apart_from_ctrl_c(options: PipelineOptions) -> Iterator[None]:
     local_job_service.subprocess = _SubprocessInOwnSession(started)
     try:
         with (
-            _one_ctrl_c_while_workers_stop(),
             _every_worker_told_to_stop(told),
             _an_untold_end_fails_the_run(started, told, handlers),
             _a_stop_kills_the_unconnected(started),
@@ -601,7 +619,7 @@ def _a_stop_kills_the_unconnected(started: dict[str | None, _WorkerProcess]) -> 
         handler.stop_worker = stop
 
 
-@contextlib.contextmanager
+@one_for_overlapping_runs
 def failed_bundles_answered() -> Iterator[None]:
     """While the run lasts, a bundle that fails in an SDK worker of this process (a
     DirectRunner's --direct_running_mode multi_threading; in a worker process of

@@ -92,6 +92,22 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     _SESSION.close()
 
 
+@pytest.fixture
+def beams_own_dofn_specs():
+    """Beam's own `userstate.get_dofn_specs`, the session's `dofn_specs_kept` left for
+    the test's length: the test's own blocks are the only ones, its first the one
+    that makes the change."""
+    from apache_beam.transforms import userstate
+
+    from pipeline.beam_reuse import dofn_specs_kept
+
+    _SESSION.close()
+    try:
+        yield userstate.get_dofn_specs
+    finally:
+        _SESSION.enter_context(dofn_specs_kept())
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> int:
         name = item.path.name

@@ -71,12 +71,11 @@ class _Twice(beam.DoFn):
 
 
 @pytest.fixture
-def beams_own(monkeypatch):
-    """Beam's own `get_dofn_specs` in place of the one the tests' session keeps
-    (conftest): `dofn_specs_kept` blocks in the test are the outermost."""
-    beams = getattr(userstate.get_dofn_specs, "beams", userstate.get_dofn_specs)
-    monkeypatch.setattr(userstate, "get_dofn_specs", beams)
-    return beams
+def beams_own(beams_own_dofn_specs):
+    """Beam's own `get_dofn_specs`, the tests' session's block left (conftest):
+    `dofn_specs_kept` blocks in the test are the outermost."""
+    assert not hasattr(beams_own_dofn_specs, "beams")
+    return beams_own_dofn_specs
 
 
 def test_dofn_specs_are_beams_and_worked_out_once_per_dofn_in_the_block(beams_own):
