@@ -327,7 +327,8 @@ def _workers_watched() -> Iterator[None]:
     """The changes of Beam's runner that `workers_apart_from_ctrl_c` makes, one for
     the runs that overlap in threads of one process (`one_for_overlapping_runs`):
     what they note is by worker (Beam numbers them across the process) or by its
-    control connection."""
+    control connection, and what one worker's end does to the others is to those of
+    its own run alone (`_end_the_unconnected`)."""
     from apache_beam.runners.portability import local_job_service  # noqa: PLC0415
 
     started: dict[str | None, _WorkerProcess] = {}
@@ -478,7 +479,7 @@ def _an_untold_end_fails_the_run(
             known = handlers.get(getattr(self, "_worker_id", None))
             if known is not None and known.control_conn not in told:
                 _fail_its_bundles(known, started.get(known.worker_id), ended)
-                _end_the_unconnected(handlers, started)
+                _end_the_unconnected(known, handlers, started)
 
     def push_unless_ended(self, request):
         future = push(self, request)
@@ -511,14 +512,18 @@ def _fail_its_bundles(handler: Any, process: _WorkerProcess | None, ended: dict)
 
 
 def _end_the_unconnected(
-    handlers: dict[str, Any], started: dict[str | None, _WorkerProcess]
+    ended: Any, handlers: dict[str, Any], started: dict[str | None, _WorkerProcess]
 ) -> None:
-    """Once a worker's untold end has failed the run, the workers not connected yet
-    (still starting, or hung as they start: they have done no work) are killed. The
-    run waited for their part of its bundles: forever, silent, for one that hangs."""
+    """Once a worker's untold end (`ended`, its handler) has failed the run, the run's
+    workers not connected yet (still starting, or hung as they start: they have done
+    no work) are killed. The run waited for their part of its bundles: forever,
+    silent, for one that hangs. Those of another run, overlapping in this process
+    (their gRPC server is another: Beam makes one a run), are left to it."""
     logs.ends_follow_a_failure()
+    server = getattr(ended, "_grpc_server", None)
     for handler in list(handlers.values()):
-        _kill_if_unconnected(handler, started.get(handler.worker_id))
+        if getattr(handler, "_grpc_server", None) is server:
+            _kill_if_unconnected(handler, started.get(handler.worker_id))
 
 
 def _kill_if_unconnected(handler: Any, process: _WorkerProcess | None) -> None:

@@ -1,7 +1,11 @@
 """What a run changes in Beam for its length, when runs overlap in threads of one process."""
 
+import contextlib
 import os
+import signal
 import threading
+import time
+from pathlib import Path
 
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -144,3 +148,45 @@ def test_one_for_overlapping_runs_enters_once_and_leaves_once_in_any_order():
     with counted():  # ... and the change is made again by the next
         assert entered[-1] == "in"
     assert entered[-1] == "out"
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_worker_that_ends_untold_ends_the_unconnected_of_its_own_run_alone(tmp_path):
+    # Beam's worker handlers of two runs in one process (a manager, and its gRPC
+    # server, each): run A's worker starts and waits (not connected, as one that
+    # imports TensorFlow), run B's ends as it starts. B's end fails B, and kills B's
+    # workers not connected yet: it killed A's too, failing a run that had done nothing
+    # wrong.
+    from apache_beam.portability import python_urns
+    from apache_beam.portability.api import beam_runner_api_pb2
+    from apache_beam.runners.portability.fn_api_runner.fn_runner import ExtendedProvisionInfo
+
+    def a_run_with_one_worker(command):
+        environment = beam_runner_api_pb2.Environment(
+            urn=python_urns.SUBPROCESS_SDK, payload=command.encode()
+        )
+        manager = worker_handlers.WorkerHandlerManager(
+            {"env": environment}, ExtendedProvisionInfo()
+        )
+        return manager, manager.get_worker_handlers("env", 1)[0]
+
+    pid_file = tmp_path / "a_pid"
+    runs = []
+    try:
+        with stopping.workers_apart_from_ctrl_c(_MULTI_PROCESS):
+            runs.append(a_run_with_one_worker(f"echo $$ > {pid_file}; exec sleep 600"))
+            while not (pid_file.exists() and pid_file.read_text().strip()):
+                time.sleep(0.01)  # A's worker has started: its shell writes its pid first
+            pid = int(pid_file.read_text())
+            with stopping.workers_apart_from_ctrl_c(_MULTI_PROCESS):
+                runs.append(a_run_with_one_worker("exit 3"))
+                runs[1][1].worker_thread.join()  # B's worker has ended, its end handled
+                stat = Path("/proc") / str(pid) / "stat"
+                state = stat.read_text().split(") ")[1][0] if stat.exists() else "gone"
+                assert state in ("R", "S", "D"), state  # A's worker runs on: not killed
+    finally:
+        if pid_file.exists() and pid_file.read_text().strip():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        for manager, _ in runs:
+            manager.close_all()
