@@ -63,6 +63,7 @@ from transforms.sinks import (
 
 __all__ = [
     "check_a_run_to_resume",
+    "check_files_to_resume",
     "check_output_flags",
     "check_output_free",
     "check_own_files",
@@ -505,25 +506,35 @@ def check_output_flags(audit: AuditOptions) -> None:
 def check_output_free(audit: AuditOptions) -> None:
     """Refuses an --output in use or holding a run before anything slow (no download,
     no model load), after the checks of the other flags (`pipeline.main`). A --resume's
-    local --output with no run was refused before them (`check_a_run_to_resume`); a
-    gs:// one is here, once its storage is known to answer."""
+    earlier run is checked next, its manifest first (`pipeline.resume`, which says when
+    there is none, as `check_a_run_to_resume` said of a local one before them), then its
+    files (`check_files_to_resume`)."""
     check_credentials(audit.output)
     check_reachable(audit.output, "write", "a run's --output")  # in seconds, not minutes
     _check_local_writable(audit.output)
     _check_not_inside_a_run(audit.output)
     _check_written_folders(audit.output)
     output_lock.check_free(audit.output)  # a live run holds it, whatever the flags
-    existing = earlier_run(audit.output)
     if audit.resume:
-        _check_remote_run_to_resume(audit.output, existing)
-        check_own_files(audit.output, existing, "--resume")
-    elif existing:
+        return
+    existing = earlier_run(audit.output)
+    if existing:
         _check_a_run(audit.output, existing)
         if not audit.overwrite:
             raise holds_a_run(audit.output, _top_names(audit.output, existing))
         _check_dataset_kept(audit.output, audit.dataset)  # the more precise message first
         check_own_files(audit.output, existing, "--overwrite")
-    _check_deletable(audit.output, existing, audit.resume)
+    _check_deletable(audit.output, existing, resume=False)
+
+
+def check_files_to_resume(output: str) -> None:
+    """The files of the run a --resume continues in `output`, once its manifest is read
+    (`pipeline.resume`): only files this job writes in its run folders
+    (`check_own_files`), and, locally, none the resume's readying could not delete
+    (`_check_deletable`)."""
+    existing = earlier_run(output)
+    check_own_files(output, existing, "--resume")
+    _check_deletable(output, existing, resume=True)
 
 
 def holds_a_run(output: str, why: str) -> ConfigError:
@@ -548,8 +559,8 @@ def check_a_run_to_resume(audit: AuditOptions) -> None:
     listed (minutes for a huge folder), the model loaded or the folder made (a typo'd
     --output was left behind, empty). One that cannot be looked in (a file, a folder on
     its path that may not be entered) is left to `check_output_free`, which says why, as
-    is a gs:// one, which a look needs credentials and storage for
-    (`_check_remote_run_to_resume`)."""
+    is a gs:// one, which a look needs credentials and storage for: the resume's read
+    of its manifest at launch refuses it (`pipeline.resume.earlier_manifest`)."""
     if not audit.resume or audit.output.startswith(REMOTE_FOLDER_SCHEMES):
         return
     try:
@@ -558,24 +569,6 @@ def check_a_run_to_resume(audit: AuditOptions) -> None:
         raise no_earlier_run(audit.output) from None
     except OSError:
         return
-
-
-def _check_remote_run_to_resume(output: str, existing: list[str]) -> None:
-    """A --resume's gs:// --output with no manifest is refused before the model loads,
-    as a local one is before --dataset is listed (`check_a_run_to_resume`): here, once
-    the credentials a look there needs are checked (`check_output_free`). The listing
-    of the earlier run (`existing`) names its manifest when there; when not (or it
-    failed), one look at the manifest; a look that fails is left to the resume's own
-    read of it, which says why."""
-    manifest = FileSystems.join(output, MANIFEST_FILE)
-    if not output.startswith(REMOTE_FOLDER_SCHEMES) or manifest in existing:
-        return
-    try:
-        there = FileSystems.exists(manifest)
-    except Exception:  # noqa: BLE001 - whatever Cloud Storage's client raises: unknown here
-        return
-    if not there:
-        raise no_earlier_run(output)
 
 
 def _inside(output: str, paths: list[str]) -> list[str]:

@@ -24,6 +24,7 @@ from apache_beam.runners.runner import PipelineResult, PipelineState
 from pipeline.job import AuditJob, config_entry
 from pipeline.options import AuditOptions, ConfigError
 from pipeline.output_folder import (
+    check_files_to_resume,
     check_own_files,
     clear_temp,
     drop_empty_run_folders,
@@ -442,8 +443,10 @@ def _a(value: Any) -> str:
 def check_resume_at_launch(
     audit: AuditOptions, config: AttributionConfig, source: datasource.DataSource
 ) -> None:
-    """Checks a --resume at launch, before the model loads: --output holds a run of this
-    job (`earlier_manifest`), made with the settings no model sets that this run's
+    """Checks a --resume at launch, before the model loads, once --output is known free
+    (`check_output_free`): it holds a run of this job (`earlier_manifest`, the one home
+    of "no earlier run" for a gs:// --output), its files only the job's
+    (`check_files_to_resume`), made with the settings no model sets that this run's
     flags give (`config`, before the model fits it) and dataset (`source`, resolved or
     not yet). The model's settings, and all again, are checked under the folder's lock
     (`resume_state`), the final word.
@@ -452,6 +455,7 @@ def check_resume_at_launch(
       ConfigError: as `resume_state`, naming each of those settings that differs.
     """
     previous = earlier_manifest(audit.output)
+    check_files_to_resume(audit.output)
     now = {**source.manifest_entry(), "config": _jsonable(config_entry(config))}
     unsure = _fitted_later(previous, now, top_k_given=audit.top_k is not None)
     if isinstance(source, datasource.TfdsSource) and source.version is None:

@@ -1214,9 +1214,8 @@ def test_a_resume_of_a_gcs_output_holding_no_run_exits_2_before_the_model_loads(
 ):
     # Refused by the --output's listing or one look at its manifest (da6194d), untested
     # for want of a bucket offline: against the stub now, in a real process whose model
-    # cannot load (a load would have said its own error). Nothing is written there, and
-    # the manifest is looked for, not read: the resume's read (earlier_manifest) refuses
-    # it too since 3b75086, after the listing's other checks (check_own_files).
+    # cannot load (a load would have said its own error). Nothing is written there: the
+    # resume's read of the manifest (earlier_manifest) refuses it, the one look at it.
     args = cli_args(dataset=image_folder["root"], model=unloadable_keras, output="gs://bucket/run")
     done = _command([*args, "--resume"])
     assert done.returncode == 2, done.stderr[-3000:]
@@ -1227,8 +1226,30 @@ def test_a_resume_of_a_gcs_output_holding_no_run_exits_2_before_the_model_loads(
     assert "Auditing" not in done.stderr
     asked = [r for r in gcs_stub.requests if r != "POST /token"]
     assert all(r.startswith("GET /storage/v1/b/bucket") for r in asked), asked  # no write
-    manifest = [r for r in asked if "/o/run%2Fmanifest.json" in r]  # looked at, not read
-    assert manifest and all("fields=name" in r for r in manifest), manifest
+    manifest = [r for r in asked if "/o/run%2Fmanifest.json" in r]
+    assert len(manifest) == 1 and "alt=media" not in manifest[0], manifest  # none to download
+
+
+def test_a_resume_of_a_gcs_output_holding_no_run_is_refused_by_its_manifest_alone(
+    image_folder, unloadable_keras, gcs_stub
+):
+    # Refused by a look of its own (_check_remote_run_to_resume) after the folder's
+    # listing (12 requests), and again by the resume's read of the manifest: the read
+    # alone now, before the folder is listed, and before a file of the user's in its
+    # results/ is named (as a local --output's is, check_a_run_to_resume).
+    gcs_stub.objects["run/results/notes.txt"] = b"mine"
+    args = cli_args(dataset=image_folder["root"], model=unloadable_keras, output="gs://bucket/run")
+    with pytest.raises(ValueError) as caught:
+        prepare([*args, "--resume"])
+    assert str(caught.value) == (
+        "--resume: no earlier run in --output 'gs://bucket/run' (no manifest.json, which a "
+        "run writes as it starts); run without --resume to start one."
+    )
+    asked = [r.split("?")[0] for r in gcs_stub.requests if r != "POST /token"]
+    assert asked == [
+        "GET /storage/v1/b/bucket/o/run%2F.lock",  # is a live run holding it?
+        "GET /storage/v1/b/bucket/o/run%2Fmanifest.json",
+    ]
 
 
 def test_overridden_flags_are_the_ones_whose_last_value_counts():
