@@ -48,6 +48,7 @@ __all__ = [
     "label_names_for",
     "resolve_dataset",
     "resolve_model_spec",
+    "top_k_fitted",
     "warn_of_other_label_space",
 ]
 
@@ -585,8 +586,7 @@ def fit_to_model(
     """--top_k and --score checked against the model's classes (--top_k's default
     shrinks to a model with fewer classes), --faithfulness_steps against its pixels."""
     _check_top_k(audit, config, spec.num_classes)
-    if config.top_k > spec.num_classes:
-        config = dataclasses.replace(config, top_k=spec.num_classes)
+    config = top_k_fitted(config, spec.num_classes)
     if config.score == "softmax" and spec.num_outputs == 1:
         raise ConfigError(
             "--score softmax of a model with 1 output is 1 everywhere: every attribution "
@@ -609,6 +609,14 @@ def fit_to_model(
             f"{height}x{width} model input's {pixels} pixels (a step "
             f"switches at least one pixel); pass --faithfulness_steps {pixels} or less."
         )
+    return config
+
+
+def top_k_fitted(config: AttributionConfig, num_classes: int) -> AttributionConfig:
+    """`config` with its --top_k shrunk to `num_classes`, a model's classes, where they
+    are fewer: the default's fate (a --top_k given past them is refused, `_check_top_k`)."""
+    if config.top_k > num_classes:
+        return dataclasses.replace(config, top_k=num_classes)
     return config
 
 

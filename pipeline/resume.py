@@ -32,6 +32,7 @@ from pipeline.output_folder import (
     matched_files,
     no_earlier_run,
 )
+from pipeline.resolve import top_k_fitted
 from transforms import datasource, files, sources, wording
 from transforms.config import DEFAULT_COMPLETENESS_TOLERANCE, AttributionConfig
 from transforms.errors import error_reason
@@ -447,8 +448,9 @@ def check_resume_at_launch(
     (`check_output_free`): it holds a run of this job (`earlier_manifest`, the one home
     of "no earlier run" for a gs:// --output), its files only the job's
     (`check_files_to_resume`), made with the settings no model sets that this run's
-    flags give (`config`, before the model fits it) and dataset (`source`, resolved or
-    not yet). The model's settings, and all again, are checked under the folder's lock
+    flags give (`config`, before the model fits it: --top_k's default as the earlier
+    run's model fits it, `_earlier_classes`) and dataset (`source`, resolved or not
+    yet). The model's settings, and all again, are checked under the folder's lock
     (`resume_state`), the final word.
 
     Raises:
@@ -456,22 +458,38 @@ def check_resume_at_launch(
     """
     previous = earlier_manifest(audit.output)
     check_files_to_resume(audit.output)
+    classes = _earlier_classes(previous)
+    if audit.top_k is None and classes is not None:
+        config = top_k_fitted(config, classes)
     now = {**source.manifest_entry(), "config": _jsonable(config_entry(config))}
-    unsure = _fitted_later(previous, now, top_k_given=audit.top_k is not None)
+    top_k_known = audit.top_k is not None or classes is not None
+    unsure = _fitted_later(previous, now, top_k_known)
     if isinstance(source, datasource.TfdsSource) and source.version is None:
         unsure |= {"--dataset version"}  # known once the dataset is downloaded
     _check_settings(audit.output, previous, now, unsure)
 
 
+def _earlier_classes(previous: dict[str, Any]) -> int | None:
+    """The classes of the earlier run's model (its outputs bar its --label_offset), as
+    its manifest records them: a resume's model has as many, or the resume is refused
+    once it loads (another --model or --label_offset), so --top_k's default shrinks as
+    it did. None where the manifest does not say."""
+    model = previous.get("model") or {}
+    outputs, offset = model.get("num_outputs"), model.get("label_offset")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (outputs, offset)):
+        return None
+    return outputs - offset if outputs > offset else None
+
+
 def _fitted_later(
-    previous: dict[str, Any], now: dict[str, Any], top_k_given: bool
+    previous: dict[str, Any], now: dict[str, Any], top_k_known: bool
 ) -> frozenset[str]:
     """The settings of a launch (`now`, its "config" as the flags give it) whose
     comparison with the earlier run's the model may change (`fit_to_model`), by flag:
-    --top_k's default, shrunk to a model of fewer classes, and those compared otherwise
-    once --faithfulness is off, as a model of 1 output turns it (it, and those its being
-    off leaves uncompared)."""
-    unsure = set() if top_k_given else {_config_flag("top_k", now["config"])}
+    --top_k's default where the earlier run's model's classes are unknown (it shrinks
+    to a model of fewer), and those compared otherwise once --faithfulness is off, as
+    a model of 1 output turns it (it, and those its being off leaves uncompared)."""
+    unsure = set() if top_k_known else {_config_flag("top_k", now["config"])}
     off = {**now, "config": {**now["config"], "faithfulness": "none"}}
     return frozenset(
         unsure | (set(_resume_mismatches(previous, now)) ^ set(_resume_mismatches(previous, off)))

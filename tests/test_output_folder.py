@@ -2531,6 +2531,31 @@ def test_a_resume_with_other_settings_no_model_sets_is_refused_before_the_model_
     assert (_tree(out), sorted(out.rglob("*"))) == before  # nothing changed, no lock left
 
 
+def test_a_resume_with_the_default_top_k_of_a_run_with_another_is_refused_before_the_model_loads(
+    finished, unloadable_keras, tmp_path
+):
+    # --top_k's default was compared only once the model had loaded: the model may shrink
+    # it to its classes. The earlier run's manifest records its model's (1000 outputs,
+    # label offset 0), which a resume's must have, so the default's 5 is known before the
+    # load. In a real process: refused at launch, its one error: line as under the lock.
+    out = tmp_path / "out"
+    finished["copy"](out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["config"]["top_k"], manifest["model"]["num_outputs"]) == (5, 1000)
+    manifest["config"]["top_k"] = 3  # as a run made with --top_k 3 records it
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    before = _tree(out), sorted(out.rglob("*"))
+    flags = cli_args(dataset=finished["folder"]["root"], model=unloadable_keras, output=out)
+    done = _command([*flags, "--steps=2", "--resume"])
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert _error_lines(done.stderr) == [
+        f"error: --resume: the earlier run in '{out}' differs in --top_k (earlier run: 3, "
+        "this run: 5). Resume with the same flags, or start over with --overwrite."
+    ], done.stderr[-3000:]
+    assert "Auditing" not in done.stderr and "Traceback" not in done.stderr
+    assert (_tree(out), sorted(out.rglob("*"))) == before  # nothing changed, no lock left
+
+
 def test_a_resume_with_nothing_left_writes_what_its_pipeline_would(
     linear_keras, tmp_path, monkeypatch
 ):
