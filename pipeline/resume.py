@@ -233,10 +233,12 @@ def _one_folder(before: Any, now: Any) -> bool:
 def _neutral_config(before: dict[str, Any], now: dict[str, Any]) -> frozenset[str]:
     """The settings of the manifests' "config" that change no row between these two."""
     neutral = _ROW_NEUTRAL_CONFIG
-    if before.get("faithfulness") == now["faithfulness"] == "none":
-        neutral |= {"faithfulness_pixels", "faithfulness_ties", "faithfulness_steps"}  # no check
-        if "noise" not in now["baselines"]:  # --seed seeds nothing else
-            neutral |= {"seed"}
+    if before.get("faithfulness") == "none":
+        # Its rows hold no check: how one ranks pixels (a version's) or steps changes
+        # none of them. A difference is --faithfulness's, which its none cures.
+        neutral |= {"faithfulness_pixels", "faithfulness_ties", "faithfulness_steps"}
+        if now["faithfulness"] == "none" and "noise" not in now["baselines"]:
+            neutral |= {"seed"}  # --seed seeds nothing else
     if before.get("tolerance") == now["tolerance"] == 0:
         return neutral | _REFINEMENT_CONFIG  # the fixed rule: no refinement to bound
     if before["estimate_bound"] == now["estimate_bound"]:

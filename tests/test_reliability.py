@@ -1064,6 +1064,30 @@ def test_resume_refuses_a_run_whose_faithfulness_checks_ranked_the_padding_too(
             run([*flags, "--resume"], save_main_session=False)
 
 
+def test_a_resume_without_faithfulness_none_of_an_older_run_with_it_is_told_to_pass_it(
+    done_run, unchecked_done_run, tmp_path
+):
+    """An older version's run with --faithfulness none, resumed without it: at launch a
+    setting no model sets (--steps) was refused with "Resume with the same flags", and
+    --faithfulness alone, once the model had loaded, with "cannot continue it: start
+    over", as how the checks rank pixels differed, though the earlier run ran none and
+    --faithfulness none resumes it. Both say to resume with the same flags now."""
+    output = tmp_path / "out"
+    flags = _done_run_as_a_version_without(
+        done_run, unchecked_done_run, "none", output, "faithfulness_pixels", "own"
+    )
+    checked = flags[: flags.index("--faithfulness")]  # the default: deletion_insertion
+    same_flags = r"\. Resume with the same flags, or start over with --overwrite\.$"
+    at_launch = r"differs in --steps \(earlier run: 2, this run: 3\)"
+    with pytest.raises(ValueError, match=at_launch + same_flags):
+        run([*checked, "--steps", "3", "--resume"], save_main_session=False)
+    loaded = r"differs in --faithfulness \(earlier run: 'none', this run: 'deletion_insertion'\)"
+    with pytest.raises(ValueError, match=loaded + same_flags):
+        run([*checked, "--resume"], save_main_session=False)
+    resumed = run([*flags, "--resume"], save_main_session=False)
+    assert resumed["counts"]["skipped_done_before"] == 4
+
+
 def test_resume_refuses_a_run_whose_faithfulness_checks_ordered_ties_row_major(
     done_run, unchecked_done_run, tmp_path
 ):
