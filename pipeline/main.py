@@ -215,7 +215,8 @@ def _dataset_then_output(
     (`check_known_model_classes`), and --dataset checked, then --output
     (`check_output_free`): a rerun with a typo on a folder holding a run is told of the
     typo, not to pass --overwrite first; with --resume, the earlier run's manifest is
-    read and its settings that no model sets compared (`check_resume_at_launch`).
+    read, its files checked and its settings that no model sets compared
+    (`check_resume_at_launch`).
     Nothing is written before --output's check but a TFDS download, which waits for
     it; the model, slower to load, comes after both (`_prepare`)."""
     names_file = None
