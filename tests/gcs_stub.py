@@ -8,7 +8,9 @@ read: a bucket's and an object's metadata, a listing by prefix, a download (whol
 byte range; Arrow asks `?alt=media` of the object's metadata URL). An object it does
 not hold is Google's answer to one that does not exist, 404 with `{"error": {"code":
 404, ...}}`; one named in `forbidden`, Google's answer to credentials without access to
-it, 403. Each request is kept in `requests` (a write too, answered 404: none is
+it, 403 (in `unauthorized`, 401: to a caller without credentials). `unlistable`: every
+listing is refused, 403; `token_refused`: the token endpoint refuses the key (400,
+invalid_grant), as Google refuses a deleted one. Each request is kept in `requests` (a write too, answered 404: none is
 served).
 """
 
@@ -27,6 +29,18 @@ _DENIED = (  # Cloud Storage's words to credentials without read access
     "Google Cloud Storage object. Permission 'storage.objects.get' denied on resource "
     "(or it may not exist)."
 )
+_NOT_LISTED = (  # ... and without list access to the bucket
+    "stub@stub.iam.gserviceaccount.com does not have storage.objects.list access to the "
+    "Google Cloud Storage bucket. Permission 'storage.objects.list' denied on resource "
+    "(or it may not exist)."
+)
+_ANONYMOUS = (  # ... to a call without credentials
+    "Anonymous caller does not have storage.objects.get access to the Google Cloud "
+    "Storage object. Permission 'storage.objects.get' denied on resource (or it may not "
+    "exist)."
+)
+# Google's token endpoint's answer to a key it no longer accepts (deleted, revoked).
+_BAD_GRANT = {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
 
 
 class GcsStub:
@@ -36,6 +50,9 @@ class GcsStub:
         self.bucket = bucket
         self.objects: dict[str, bytes] = {}
         self.forbidden: set[str] = set()
+        self.unauthorized: set[str] = set()
+        self.unlistable = False
+        self.token_refused = False
         self.requests: list[str] = []
         self.url = ""
 
@@ -49,25 +66,40 @@ class GcsStub:
         parts = urllib.parse.urlsplit(path)
         query = urllib.parse.parse_qs(parts.query)
         if method == "POST" and parts.path == "/token":
+            if self.token_refused:
+                return 400, _BAD_GRANT
             return 200, {"access_token": "stub", "expires_in": 3600, "token_type": "Bearer"}
-        media = f"/download/storage/v1/b/{self.bucket}/o/"
         meta = f"/storage/v1/b/{self.bucket}/o"
         if parts.path == f"/storage/v1/b/{self.bucket}":
             return 200, {"kind": "storage#bucket", "name": self.bucket, "projectNumber": "1"}
         if parts.path == meta:
-            prefix = query.get("prefix", [""])[0]
-            names = sorted(n for n in self.objects if n.startswith(prefix))
-            items = [{**self.resource(n), "updated": _UPDATED} for n in names]
-            return 200, {"kind": "storage#objects", "items": items}
-        for start in (media, meta + "/"):
-            name = urllib.parse.unquote(parts.path[len(start) :])
-            if parts.path.startswith(start) and name in self.forbidden:
-                return 403, {"error": {"code": 403, "message": _DENIED}}
-            if parts.path.startswith(start) and name in self.objects:
-                if start == media or query.get("alt") == ["media"]:
-                    return 200, self.objects[name]
-                return 200, {**self.resource(name), "updated": _UPDATED, "generation": "1"}
+            return self.listing(query.get("prefix", [""])[0])
+        for start in (f"/download/storage/v1/b/{self.bucket}/o/", meta + "/"):
+            if parts.path.startswith(start):
+                name = urllib.parse.unquote(parts.path[len(start) :])
+                media = start != meta + "/" or query.get("alt") == ["media"]
+                return self.object(name, media, parts.path)
         return 404, {"error": {"code": 404, "message": f"No such object: {parts.path}"}}
+
+    def listing(self, prefix: str) -> tuple[int, dict]:
+        """The objects whose names start with `prefix`, or 403 when `unlistable`."""
+        if self.unlistable:
+            return 403, {"error": {"code": 403, "message": _NOT_LISTED}}
+        names = sorted(n for n in self.objects if n.startswith(prefix))
+        items = [{**self.resource(n), "updated": _UPDATED} for n in names]
+        return 200, {"kind": "storage#objects", "items": items}
+
+    def object(self, name: str, media: bool, path: str) -> tuple[int, bytes | dict]:
+        """The object `name`'s bytes (`media`) or metadata; a refusal, or 404."""
+        if name in self.forbidden:
+            return 403, {"error": {"code": 403, "message": _DENIED}}
+        if name in self.unauthorized:
+            return 401, {"error": {"code": 401, "message": _ANONYMOUS}}
+        if name not in self.objects:
+            return 404, {"error": {"code": 404, "message": f"No such object: {path}"}}
+        if media:
+            return 200, self.objects[name]
+        return 200, {**self.resource(name), "updated": _UPDATED, "generation": "1"}
 
 
 def _handler(stub: GcsStub) -> type[http.server.BaseHTTPRequestHandler]:
