@@ -136,7 +136,8 @@ def serving(bucket: str) -> Iterator[GcsStub]:
     stub = GcsStub(bucket)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(stub))
     stub.url = f"http://127.0.0.1:{server.server_address[1]}"
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # Polled every 50 ms: its shutdown waits for the poll (0.5 s a test by default).
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     try:
         yield stub
     finally:
