@@ -134,6 +134,15 @@ def _finished(manifest: dict) -> int:
             "interrupted while printing the summary; the run finished, its results are "
             f"in {manifest['output']}."
         )
+    except PermissionError as e:  # gs:// credentials that may write but not read back
+        from transforms.files import read_access_fix  # noqa: PLC0415
+
+        error_line(
+            f"the run finished, its results are in {manifest['output']}, but its summary "
+            f"cannot read them: {e}; {read_access_fix(e.filename or manifest['output'], e)}, "
+            "then read them with python -m pipeline.report."
+        )
+        return 1
     why = _no_rows(manifest, rows)
     if why:
         error_line(why)

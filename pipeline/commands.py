@@ -72,7 +72,7 @@ def run_read_failure(flag: str, folder: str, error: Exception) -> tuple[int, str
     if isinstance(error, (manifest.UnreadableManifest, manifest.ManifestNotAFile)):
         return 2, manifest.unreadable_manifest_message(flag, folder, error)
     if isinstance(error, PermissionError):  # its file, or a gs:// object (files.open_read)
-        fix = files.read_access_fix(folder)
+        fix = files.read_access_fix(folder, error)
         return 2, f"cannot read {flag} {folder!r}: {error}; {fix}, then run this again."
     if isinstance(error, pa.ArrowInvalid):
         error = results.UnreadableResults.damaged(error)  # a file after the first listed

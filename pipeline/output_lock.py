@@ -183,7 +183,7 @@ def _holder_is_gone(held: RunLock) -> bool:
 
 def _read(path: str) -> RunLock | None:
     """The lock at `path`, or None when it exists but cannot be parsed."""
-    with FileSystems.open(path, compression_type="uncompressed") as f:
+    with files.open_with_beam(path, "uncompressed") as f:
         raw = f.read()
     try:
         fields = json.loads(raw.decode("utf-8"))

@@ -24,6 +24,7 @@ from pipeline.runner import LocalWorkers, check_credentials
 from transforms import labels, manifest, sources, wording
 from transforms.config import AttributionConfig
 from transforms.datasource import IMAGE_SUFFIXES, REMOTE_FOLDER_SCHEMES
+from transforms.files import read_access_fix
 from transforms.model.reference import KNOWN_NAMES
 from transforms.tf_model import (
     ModelHandoff,
@@ -126,6 +127,18 @@ def _check_folder_listable(audit: AuditOptions, root: str) -> None:
         ) from e
 
 
+def _check_remote_folder(audit: AuditOptions, root: str) -> None:
+    """A gs:// folder holds an object (`sources.check_folder_exists`); one the credentials
+    may not list (or credentials Google refused) is a bad --dataset, said in one line."""
+    try:
+        sources.check_folder_exists(root)
+    except PermissionError as e:
+        raise ConfigError(
+            f"--dataset {audit.dataset!r} cannot be listed ({e}); {read_access_fix(root, e)}, "
+            "then run the same command again."
+        ) from e
+
+
 def _resolve_folder(audit: AuditOptions, source: sources.FolderSource, dry_run: bool) -> Dataset:
     """A gs:// folder is looked up (one object); a local one is listed once."""
     if source.remote:
@@ -135,7 +148,7 @@ def _resolve_folder(audit: AuditOptions, source: sources.FolderSource, dry_run: 
             )
         else:  # anonymous, or offline, Beam's lookup retried for two minutes
             check_credentials(source.root, "--dataset", "read")
-            sources.check_folder_exists(source.root)
+            _check_remote_folder(audit, source.root)
         return Dataset(source)
     if not os.path.isdir(source.root):
         raise ConfigError(_no_folder(audit.dataset, source.root))

@@ -279,18 +279,30 @@ def _done_ids(output: str) -> set[str]:
     schema checked (`_check_columns`), then its `image_id` column read."""
     names = results_schema().names
     done = set()
-    for path in results_files(output):
+    try:
+        paths = results_files(output)
+    except PermissionError as e:  # the credentials may not list the bucket, or were refused
+        raise ConfigError(
+            f"--resume: cannot list the results of the earlier run in --output {output!r} "
+            f"({error_reason(e)}); {files.read_access_fix(output, e)}, then run the same "
+            "command again."
+        ) from e
+    for path in paths:
         try:
-            with FileSystems.open(path) as f:
+            with files.open_with_beam(path) as f:
                 held = pq.ParquetFile(f)
                 _check_columns(output, names, held.schema_arrow.names)
                 done.update(held.read(columns=["image_id"]).column(0).to_pylist())
         except ConfigError:
             raise
-        except Exception as e:  # truncated or not Parquet: its rows are unknown
+        except Exception as e:  # truncated or not Parquet (or not ours to read): rows unknown
+            fix = (
+                f"{files.read_access_fix(path, e)}, then run the same command again"
+                if isinstance(e, PermissionError)
+                else "move that file away to redo its images, or start over with --overwrite"
+            )
             raise ConfigError(
-                f"--resume: cannot read {path!r} of the earlier run ({error_reason(e)}); "
-                "move that file away to redo its images, or start over with --overwrite."
+                f"--resume: cannot read {path!r} of the earlier run ({error_reason(e)}); {fix}."
             ) from e
     return done
 
@@ -417,7 +429,9 @@ def earlier_manifest(output: str) -> dict[str, Any]:
         raise _not_a_manifest(output, error_reason(e)) from e
     except Exception as e:  # there, but not readable now (its permissions, a network error)
         fix = (
-            files.read_access_fix(output) if isinstance(e, PermissionError) else "make it readable"
+            files.read_access_fix(output, e)
+            if isinstance(e, PermissionError)
+            else "make it readable"
         )
         raise ConfigError(
             f"--resume: cannot read the manifest.json in --output {output!r} "

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import wording
+from transforms import files, wording
 from transforms.manifest import (
     REPORT_FILE,
     RESULTS_DIR,
@@ -56,7 +56,7 @@ def _batches(output: str, columns: list[str]) -> Iterator[pa.RecordBatch]:
     """`columns` of every row in `<output>/results`, a record batch at a time: the
     rows of a large run are never in memory together."""
     for path in results_files(output):
-        with FileSystems.open(path) as f:
+        with files.open_with_beam(path) as f:
             yield from pq.ParquetFile(f).iter_batches(_BATCH_ROWS, columns=columns)
 
 
@@ -195,7 +195,7 @@ def _rows_in(output: str) -> int:
     """Rows in `<output>/results`, from the Parquet footers."""
     total = 0
     for path in results_files(output):
-        with FileSystems.open(path) as f:
+        with files.open_with_beam(path) as f:
             total += pq.ParquetFile(f).metadata.num_rows
     return total
 

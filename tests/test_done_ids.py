@@ -40,6 +40,27 @@ def test_a_missing_file_stops_the_run_naming_it(tmp_path):
     assert path in str(e.value) and "Run the same command with --resume again" in str(e.value)
 
 
+def test_a_gs_file_the_credentials_may_not_read_stops_the_run_saying_the_fix(gcs_stub):
+    # Its reason was Google's "403 GET http://...: ...", and the fix to run again, which
+    # writes the file anew and is refused it again.
+    gcs_stub.objects["run/.tmp/ids.json.gz"] = b"gzip"
+    gcs_stub.forbidden.add("run/.tmp/ids.json.gz")
+    with pytest.raises(RuntimeError) as caught:
+        done_ids._read("gs://bucket/run/.tmp/ids.json.gz")
+    said = str(caught.value)
+    assert said.startswith(
+        "--resume: cannot read gs://bucket/run/.tmp/ids.json.gz, the ids of the images this "
+        "run skips ([Errno 13] Permission denied (stub@stub.iam.gserviceaccount.com does "
+    ), said
+    assert said.endswith(
+        "a second row; the Google Cloud credentials in use need read access to it (roles/"
+        "storage.objectViewer on its bucket; `gcloud auth application-default login` or "
+        "GOOGLE_APPLICATION_CREDENTIALS for others), then run the same command with --resume "
+        "again."
+    ), said
+    assert "http://" not in said
+
+
 def test_a_million_ids_come_back_whole(tmp_path):
     # Beam's gzip reader's read() gave the first 16 MiB of text: 540,000 ids, then
     # a cut JSON list. ImageNet's train split has 1.28 million.

@@ -67,6 +67,26 @@ def test_bad_class_names_files_say_why(tmp_path, text, message):
         labels.read_class_names(str(tmp_path / "missing.txt"))
 
 
+def test_a_gs_file_the_credentials_may_not_read_says_the_fix(gcs_stub):
+    # Its reason was Google's "403 GET http://...: ...", and the fix "pass a readable file".
+    gcs_stub.objects["names.txt"] = b"cat\ndog\n"
+    gcs_stub.forbidden.add("names.txt")
+    with pytest.raises(ValueError) as caught:
+        labels.read_class_names("gs://bucket/names.txt")
+    said = str(caught.value)
+    assert said.startswith(
+        "--class_names 'gs://bucket/names.txt' cannot be read ([Errno 13] Permission denied "
+        "(stub@stub.iam.gserviceaccount.com does not have storage.objects.get access"
+    ), said
+    assert said.endswith(
+        "'gs://bucket/names.txt'); the Google Cloud credentials in use need read access to it "
+        "(roles/storage.objectViewer on its bucket; `gcloud auth application-default login` or "
+        "GOOGLE_APPLICATION_CREDENTIALS for others), or pass another file of the model's class "
+        "names, one per line or a JSON list."
+    ), said
+    assert "http://" not in said
+
+
 def test_json_names_keep_unicode(tmp_path):
     path = tmp_path / "names.json"
     path.write_text(json.dumps(["café", "naïve"]), encoding="utf-8")

@@ -814,6 +814,45 @@ def test_a_resume_read_of_a_gs_manifest_the_credentials_may_not_read_says_the_fi
     ), said
 
 
+def test_a_resume_of_gs_results_the_credentials_may_not_read_or_list_says_the_fix(
+    gcs_stub, folder_run
+):
+    # Refused, a results file's read said Google's "403 GET http://...: ..." and to move
+    # the file away or start over; the listing's refusal, Beam's BeamIOError (an
+    # OSError), read as "cannot write there while readying it", Beam's nested reprs.
+    from pipeline.options import ConfigError
+    from pipeline.resume import _done_ids
+
+    output = Path(folder_run["output"])
+    for path in filter(Path.is_file, output.rglob("*")):
+        gcs_stub.objects[f"run/{path.relative_to(output)}"] = path.read_bytes()
+    shard = sorted(n for n in gcs_stub.objects if n.startswith("run/results/"))[-1]
+    gcs_stub.forbidden.add(shard)
+    fix = (
+        "the Google Cloud credentials in use need read access to it (roles/storage.objectViewer "
+        "on its bucket; `gcloud auth application-default login` or "
+        "GOOGLE_APPLICATION_CREDENTIALS for others), then run the same command again."
+    )
+    with pytest.raises(ConfigError) as caught:
+        _done_ids("gs://bucket/run")
+    said = str(caught.value)
+    assert said.startswith(
+        f"--resume: cannot read 'gs://bucket/{shard}' of the earlier run ([Errno 13] "
+        "Permission denied (stub@stub.iam.gserviceaccount.com does not have "
+    ), said
+    assert said.endswith(f"'gs://bucket/{shard}'); {fix}") and "http://" not in said, said
+    gcs_stub.unlistable = True
+    with pytest.raises(ConfigError) as caught:
+        _done_ids("gs://bucket/run")
+    said = str(caught.value)
+    assert said.startswith(
+        "--resume: cannot list the results of the earlier run in --output 'gs://bucket/run' "
+        "([Errno 13] Permission denied (stub@stub.iam.gserviceaccount.com does not have "
+        "storage.objects.list access"
+    ), said
+    assert said.endswith(f"'gs://bucket/run/results/'); {fix}"), said
+
+
 def test_resume_after_a_run_that_died(died_run, one_died_run, tmp_path):
     left = list((tmp_path / "out" / ".tmp").rglob("*"))
     manifest = run([*died_run, "--resume"], save_main_session=False)

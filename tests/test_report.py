@@ -2881,7 +2881,46 @@ def test_a_gs_results_file_the_credentials_may_not_read_is_one_error_line(
         "objectViewer on its bucket; `gcloud auth application-default login` or "
         "GOOGLE_APPLICATION_CREDENTIALS for others), then run this again."
     ), line
+    # The file, in a line of Google's reason (Arrow's said its whole status, the file not).
+    assert f"'gs://bucket/{shards[-1]}'; the Google" in line and len(line) < 600, line
     assert not (tmp_path / "r.html").exists()
+
+
+def test_a_gs_input_the_credentials_may_not_list_is_one_error_line(
+    tmp_path, gcs_stub, folder_run, capsys
+):
+    # Cloud Storage's 403 to the listing of results/ read as a folder without a run.
+    output = Path(folder_run["output"])
+    for path in filter(Path.is_file, output.rglob("*")):
+        gcs_stub.objects[f"run/{path.relative_to(output)}"] = path.read_bytes()
+    gcs_stub.unlistable = True
+    assert main(["--input", "gs://bucket/run", "--output", str(tmp_path / "r.html")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(
+        "error: cannot read --input 'gs://bucket/run': [Errno 13] Permission denied (stub@stub"
+        ".iam.gserviceaccount.com does not have storage.objects.list access to the Google "
+    ), line
+    assert line.endswith(
+        "'gs://bucket/run/results/'; the Google Cloud credentials in use need read access to "
+        "it (roles/storage.objectViewer on its bucket; `gcloud auth application-default "
+        "login` or GOOGLE_APPLICATION_CREDENTIALS for others), then run this again."
+    ), line
+
+
+def test_credentials_google_refuses_are_one_error_line_saying_to_renew_them(
+    tmp_path, gcs_stub, capsys
+):
+    # google.auth's RefreshError (a deleted or revoked key): a traceback, exit 1.
+    gcs_stub.objects["run/manifest.json"] = b"{}"
+    gcs_stub.token_refused = True
+    assert main(["--input", "gs://bucket/run", "--output", str(tmp_path / "r.html")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: cannot read --input 'gs://bucket/run': [Errno 13] Permission denied (the "
+        "Google Cloud credentials in use were refused: invalid_grant: Invalid JWT Signature): "
+        "'gs://bucket/run/manifest.json'; renew the Google Cloud credentials in use (`gcloud "
+        "auth application-default login`, or GOOGLE_APPLICATION_CREDENTIALS naming a key "
+        "Google still accepts), then run this again."
+    ]
 
 
 @pytest.mark.skipif(os.geteuid() == 0 and not shutil.which("setpriv"), reason="root needs setpriv")

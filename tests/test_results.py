@@ -961,6 +961,95 @@ def test_a_gs_object_the_credentials_may_not_read_is_a_permission_error(gcs_stub
     assert "http://" not in said, said
 
 
+def _run_on_gcs(gcs_stub, output: str) -> list[str]:
+    """The local run `output`'s files as gs://bucket/run's; the names of its results
+    files in the bucket, sorted."""
+    for path in filter(Path.is_file, Path(output).rglob("*")):
+        gcs_stub.objects[f"run/{path.relative_to(output)}"] = path.read_bytes()
+    return sorted(n for n in gcs_stub.objects if n.startswith("run/results/"))
+
+
+def test_a_gs_object_an_anonymous_caller_may_not_read_is_a_permission_error(gcs_stub):
+    # Cloud Storage's 401 (Unauthorized) was mapped as its 403 is, untested.
+    from google.api_core.exceptions import Unauthorized
+
+    from transforms import files
+
+    gcs_stub.objects["run/manifest.json"] = b"{}"
+    gcs_stub.unauthorized.add("run/manifest.json")
+    with pytest.raises(PermissionError) as caught:
+        files.open_read("gs://bucket/run/manifest.json")
+    assert isinstance(caught.value.__cause__, Unauthorized)
+    assert str(caught.value) == (
+        "[Errno 13] Permission denied (Anonymous caller does not have storage.objects.get "
+        "access to the Google Cloud Storage object. Permission 'storage.objects.get' denied "
+        "on resource (or it may not exist)): 'gs://bucket/run/manifest.json'"
+    )
+
+
+def test_a_gs_folder_the_credentials_may_not_list_is_a_permission_error(gcs_stub, folder_run):
+    # Cloud Storage's 403 to a listing came as Beam's BeamIOError, Google's words two
+    # reprs deep with the request's URL; a run's results/ then read as "Cannot list".
+    from apache_beam.io.filesystem import BeamIOError
+
+    from transforms import files
+
+    _run_on_gcs(gcs_stub, folder_run["output"])
+    gcs_stub.unlistable = True
+    with pytest.raises(PermissionError) as caught:
+        files.list_folder("gs://bucket/run/results", ".parquet")
+    assert isinstance(caught.value.__cause__, BeamIOError)
+    assert caught.value.filename == "gs://bucket/run/results/"
+    assert str(caught.value).startswith(
+        "[Errno 13] Permission denied (stub@stub.iam.gserviceaccount.com does not have "
+        "storage.objects.list access to the Google Cloud Storage bucket."
+    ), caught.value
+    assert "http://" not in str(caught.value)
+    with pytest.raises(PermissionError):
+        results.read_results("gs://bucket/run")
+
+
+def test_credentials_google_refuses_are_a_permission_error_with_their_fix(gcs_stub):
+    # A key Google no longer accepts (deleted, revoked): google.auth's RefreshError,
+    # from any read or listing, no OSError: a traceback from every reader.
+    from apache_beam.io.filesystem import BeamIOError
+    from google.auth.exceptions import RefreshError
+
+    from transforms import files
+
+    gcs_stub.objects["run/manifest.json"] = b"{}"
+    gcs_stub.token_refused = True
+    for read, cause in (
+        (lambda: files.open_read("gs://bucket/run/manifest.json"), RefreshError),
+        (lambda: files.list_folder("gs://bucket/run/results", ".parquet"), BeamIOError),
+    ):
+        with pytest.raises(files.CredentialsRefused) as caught:
+            read()
+        assert isinstance(caught.value, PermissionError)
+        assert isinstance(caught.value.__cause__, cause)
+        assert str(caught.value).startswith(
+            "[Errno 13] Permission denied (the Google Cloud credentials in use were refused: "
+            "invalid_grant: Invalid JWT Signature): 'gs://bucket/run/"
+        ), caught.value
+    assert files.read_access_fix("gs://bucket/run", caught.value) == (
+        "renew the Google Cloud credentials in use (`gcloud auth application-default login`, "
+        "or GOOGLE_APPLICATION_CREDENTIALS naming a key Google still accepts)"
+    )
+
+
+def test_a_gs_results_file_the_credentials_may_not_read_is_named(gcs_stub, folder_run):
+    # Arrow's PermissionError was Google's whole status (some 700 characters, the JSON
+    # twice), naming no file; now files.open_read's, of the file, Arrow's its cause.
+    shards = _run_on_gcs(gcs_stub, folder_run["output"])
+    gcs_stub.forbidden.add(shards[-1])
+    with pytest.raises(PermissionError) as caught:
+        results.read_results("gs://bucket/run")
+    assert caught.value.filename == f"gs://bucket/{shards[-1]}"
+    assert str(caught.value).startswith("[Errno 13] Permission denied (stub@stub.iam."), caught
+    assert len(str(caught.value)) < 300, caught.value
+    assert "google::cloud::Status" in str(caught.value.__cause__)  # Arrow's, kept
+
+
 def test_a_gs_input_image_gone_since_the_run_is_an_image_not_found(gcs_stub, folder_run):
     # It was an ImageUnavailable ("cannot be read: 404 GET http://..."), not the
     # ImageNotFound a local file gone says, with its hints.

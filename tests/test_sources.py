@@ -335,6 +335,35 @@ def test_links_fifos_and_loops_are_inputs_or_error_records(tmp_path):
     assert gone.error == "deleted while the job listed its folder"  # not a "dangling link"
 
 
+def test_a_gs_image_the_credentials_may_not_read_is_an_error_record_saying_so(gcs_stub):
+    # A worker read gs:// through Beam's FileSystems.open: the reason was Google's own,
+    # "Forbidden: 403 GET http://...?projection=noAcl...: ...", its request's URL; a 401 too.
+    gcs_stub.objects.update({"img/a.png": b"png", "img/b.png": b"png"})
+    gcs_stub.forbidden.add("img/a.png")
+    gcs_stub.unauthorized.add("img/b.png")
+    for name, caller in (("a.png", "stub@stub.iam.gserviceaccount.com"), ("b.png", "Anonymous")):
+        item = sources.FolderFile(f"gs://bucket/img/{name}", name, None)
+        (raw,) = sources._ReadFile().process(item)
+        assert raw.data is None and raw.error.startswith(
+            f"cannot read file: [Errno 13] Permission denied ({caller} caller"
+            if caller == "Anonymous"
+            else f"cannot read file: [Errno 13] Permission denied ({caller} does not have "
+        ), raw.error
+        assert raw.error.endswith(f"): 'gs://bucket/img/{name}'"), raw.error
+        assert "http://" not in raw.error, raw.error
+
+
+def test_a_gs_folder_the_credentials_may_not_list_is_a_permission_error(gcs_stub):
+    # Its 403 was a FileNotFoundError ("Cannot list image folder ...: Match operation
+    # failed with exceptions {...}"), Beam's reprs and the request's URL.
+    gcs_stub.objects["img/a.png"] = b"png"
+    gcs_stub.unlistable = True
+    with pytest.raises(PermissionError) as caught:
+        sources.check_folder_exists("gs://bucket/img")
+    assert caught.value.filename == "gs://bucket/img/"
+    assert "storage.objects.list" in str(caught.value) and "http" not in str(caught.value)
+
+
 def test_a_file_larger_than_any_image_is_an_error_record_not_read_whole(tmp_path):
     from apache_beam.io.filesystems import FileSystems
 

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from transforms import files
 from transforms.errors import error_reason
 from transforms.sinks import checkpoint_folder
 
@@ -77,12 +78,16 @@ def _read(path: str) -> frozenset[str]:
     """The file's ids, decompressed here: Beam's gzip reader's `read()` stopped at
     16 MiB of text (half a million ids), so a million read as a cut JSON list."""
     try:
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        with files.open_with_beam(path, CompressionTypes.UNCOMPRESSED) as f:
             data = b"".join(iter(lambda: f.read(_CHUNK), b""))
         return frozenset(json.loads(gzip.decompress(data).decode("utf-8")))
     except Exception as e:
+        fix = (  # the workers' credentials may not be the launcher's, which wrote it
+            f"; {files.read_access_fix(path, e)}, then run the same command with --resume again"
+            if isinstance(e, PermissionError)
+            else ". Run the same command with --resume again: it writes the file anew"
+        )
         raise RuntimeError(
             f"--resume: cannot read {path}, the ids of the images this run skips "
-            f"({error_reason(e)}); without them it would give those images a second row. "
-            "Run the same command with --resume again: it writes the file anew."
+            f"({error_reason(e)}); without them it would give those images a second row{fix}."
         ) from e

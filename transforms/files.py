@@ -41,6 +41,10 @@ __all__ = [
     "no_answer",
     "no_delete_flag",
     "open_read",
+    "open_with_beam",
+    "match",
+    "CredentialsRefused",
+    "read_access_fix",
     "read_bounded",
     "read_input_file",
     "write_whole",
@@ -244,14 +248,23 @@ def open_read(path: str) -> IO[bytes]:
       FileNotFoundError: no such file; remote, no such object or bucket (Cloud
         Storage's NotFound, its `__cause__`), as a local path says it.
       PermissionError: no permission to read it; remote, Cloud Storage's Forbidden
-        or Unauthorized (its `__cause__`; the credentials in use: `read_access_fix`).
+        or Unauthorized (its `__cause__`; the credentials in use: `read_access_fix`),
+        or credentials Google refused (`CredentialsRefused`).
       OSError (local) or Beam's and the storage client's errors (remote): no network.
     """
     if not is_remote(path):
         return open(path, "rb")
-    filesystems = _beam(path)
+    _beam(path)
+    return open_with_beam(path, "uncompressed")
+
+
+def open_with_beam(path: str, compression_type: str = "auto") -> IO[bytes]:
+    """`path`, local or remote, opened for reading through Beam's `FileSystems`, as
+    the job reads (`compression_type` Beam's: "auto" decompresses by the name's
+    extension); a gs:// object's errors as `open_read` raises them. No probe of the
+    storage host (`check_reachable`): a worker's read relies on Beam's retries."""
     try:
-        return filesystems.open(path, compression_type="uncompressed")
+        return _beam().open(path, compression_type=compression_type)
     except Exception as e:
         said = _as_os_error(e, path) if path.startswith("gs://") else None
         if said is None:
@@ -259,14 +272,53 @@ def open_read(path: str) -> IO[bytes]:
         raise said from e
 
 
+def match(patterns: list[str], limits: list[int] | None = None) -> list[Any]:
+    """Beam's `FileSystems.match` of `patterns` (local or remote), whose gs:// listing
+    Cloud Storage refused (Forbidden, Unauthorized, credentials refused) or found no
+    bucket for raises as `open_read` does, naming the folder listed.
+
+    Raises:
+      PermissionError, FileNotFoundError: as above (Beam's BeamIOError its `__cause__`).
+      BeamIOError: any other failure to list.
+    """
+    try:
+        return _beam().match(patterns, limits)
+    except Exception as e:
+        path, cause = _innermost(e)
+        said = _as_os_error(cause, path) if path and path.startswith("gs://") else None
+        if said is None:
+            raise
+        raise said from e
+
+
+def _innermost(error: Exception) -> tuple[str | None, Exception]:
+    """The path and error at the bottom of Beam's BeamIOErrors (`exception_details`:
+    {pattern: error}, a match's over a listing's): the first of each level."""
+    path = None
+    while isinstance(getattr(error, "exception_details", None), dict) and error.exception_details:
+        path, error = next(iter(error.exception_details.items()))
+    return path, error
+
+
+class CredentialsRefused(PermissionError):
+    """Google refused the credentials in use a token (a deleted or revoked key, an
+    expired login): no gs:// call can succeed with them."""
+
+
 def _as_os_error(error: Exception, path: str) -> OSError | None:
     """The OSError a local read of `path` raises for what the storage client's `error`
     says (it raises none): no such object, or no access to it (Google's own words, no
-    request URL); None for any other error, which stays Google's."""
+    request URL), or credentials Google refused (`CredentialsRefused`); None for any
+    other error, which stays Google's."""
     from google.api_core import exceptions  # noqa: PLC0415 - as Beam's, remote only
+    from google.auth import exceptions as auth  # noqa: PLC0415
 
     if isinstance(error, exceptions.NotFound):  # read as "no such file", not "cannot read"
         return FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+    if isinstance(error, auth.RefreshError):  # args: (Google's reason, its answer)
+        reason = str(error.args[0] if error.args else error).rstrip(".")
+        refused = f"the Google Cloud credentials in use were refused: {reason}"
+        return CredentialsRefused(errno.EACCES, f"{os.strerror(errno.EACCES)} ({refused})", path)
     if not isinstance(error, (exceptions.Forbidden, exceptions.Unauthorized)):
         return None
     words = error.message
@@ -277,11 +329,16 @@ def _as_os_error(error: Exception, path: str) -> OSError | None:
     return PermissionError(errno.EACCES, denied, path)
 
 
-def read_access_fix(path: str) -> str:
-    """What gives this process read access to `path`, which it was refused (the end of
-    an error line: "...; FIX, then run ... again")."""
+def read_access_fix(path: str, error: BaseException | None = None) -> str:
+    """What gives this process read access to `path`, which it was refused (`error`,
+    when known: the end of an error line, "...; FIX, then run ... again")."""
     if not is_remote(path):
         return "make it readable to this user (its permissions, and its folders')"
+    if isinstance(error, CredentialsRefused):
+        return (
+            "renew the Google Cloud credentials in use (`gcloud auth application-default "
+            "login`, or GOOGLE_APPLICATION_CREDENTIALS naming a key Google still accepts)"
+        )
     return (
         "the Google Cloud credentials in use need read access to it (roles/storage."
         "objectViewer on its bucket; `gcloud auth application-default login` or "
@@ -476,12 +533,11 @@ def list_folder(folder: str, suffix: str) -> list[str]:
 
     Raises:
       OSError (local, e.g. no permission) or Beam's BeamIOError (remote): the
-        folder cannot be listed.
+        folder cannot be listed; remote, PermissionError as `match` raises it.
     """
     if is_remote(folder):
-        filesystems = _beam(folder)
-        pattern = filesystems.join(folder, "*" + suffix)
-        return sorted(m.path for m in filesystems.match([pattern])[0].metadata_list)
+        pattern = _beam(folder).join(folder, "*" + suffix)
+        return sorted(m.path for m in match([pattern])[0].metadata_list)
     try:
         entries = list(os.scandir(folder))
     except (FileNotFoundError, NotADirectoryError):

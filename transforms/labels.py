@@ -8,6 +8,8 @@ import re
 from importlib import resources
 from typing import Any
 
+from transforms import files
+
 __all__ = [
     "IMAGENET_NUM_CLASSES",
     "MAX_NAME_LENGTH",
@@ -108,15 +110,18 @@ def read_class_names(path: str) -> tuple[str, ...]:
     Raises:
       ValueError: unreadable file, bad JSON, an empty or repeated name.
     """
-    from apache_beam.io.filesystems import FileSystems  # noqa: PLC0415
-
     try:
-        with FileSystems.open(path) as f:
+        with files.open_with_beam(path) as f:
             text = f.read().decode("utf-8-sig")
     except Exception as e:  # Beam wraps I/O errors in its own type
+        fix = (
+            f"{files.read_access_fix(path, e)}, or pass another file"
+            if isinstance(e, PermissionError)
+            else "pass a readable file"
+        )
         raise ValueError(
-            f"--class_names {path!r} cannot be read ({e}); pass a readable file of the "
-            "model's class names, one per line or a JSON list."
+            f"--class_names {path!r} cannot be read ({e}); {fix} of the model's class "
+            "names, one per line or a JSON list."
         ) from e
     if text.lstrip().startswith(("[", "{")):
         try:

@@ -14,6 +14,7 @@ so they stay fast however many and however large the attribution arrays are.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import logging
@@ -21,7 +22,7 @@ import numbers
 import os
 import re
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -154,8 +155,8 @@ def _parquet_files(folder: str) -> list[str]:
     """The `*.parquet` files directly in `folder` (local or gs://), sorted; [] if none."""
     try:
         return files.list_folder(folder, ".parquet")
-    except files.RemoteUnreachable:
-        raise  # no network: not a folder of another run
+    except (files.RemoteUnreachable, PermissionError):
+        raise  # no network, or no access: not a folder of another run
     except Exception as e:  # OSError; remote, Beam's BeamIOError with per-pattern causes.
         raise FileNotFoundError(
             f"Cannot list {folder!r}: {e}. Pass the --output folder of a finished run."
@@ -184,12 +185,40 @@ def _dataset(output: str) -> ds.Dataset:
 
 
 def _parquet_dataset(paths: Sequence[str]) -> ds.Dataset:
-    """Parquet files, local or remote (gs://: pyarrow takes a file system plus bare paths)."""
+    """Parquet files, local or remote (gs://: pyarrow takes a file system plus bare paths).
+
+    Raises:
+      PermissionError: a remote file the credentials may not read, as `files.open_read`
+        says it (Arrow's own, its `__cause__`, is Google's whole status and names none).
+    """
     if not files.is_remote(paths[0]):
         return ds.dataset(list(paths), format="parquet")
     filesystem, _ = pafs.FileSystem.from_uri(paths[0])
-    paths = [pafs.FileSystem.from_uri(p)[1] for p in paths]
-    return ds.dataset(paths, format="parquet", filesystem=filesystem)
+    bare = [pafs.FileSystem.from_uri(p)[1] for p in paths]
+    with _refusal_named(paths):
+        return ds.dataset(bare, format="parquet", filesystem=filesystem)
+
+
+@contextlib.contextmanager
+def _refusal_named(paths: Sequence[str] | ds.Dataset) -> Iterator[None]:
+    """Arrow's PermissionError reading remote `paths` (a dataset's files) in the block,
+    Google's whole status and no file named, as `files.open_read` raises it for the
+    first of them it may not open (each opened in turn, on a failure only), Arrow's its
+    `__cause__`; Arrow's as it is when it opens them all."""
+    try:
+        yield
+    except PermissionError as e:
+        if isinstance(paths, ds.Dataset):
+            remote = isinstance(getattr(paths, "filesystem", None), pafs.GcsFileSystem)
+            paths = [f"gs://{f}" for f in getattr(paths, "files", ())] if remote else []
+        if e.filename is not None or not paths or not files.is_remote(paths[0]):
+            raise
+        for path in paths:
+            try:
+                files.open_read(path).close()
+            except PermissionError as refused:
+                raise refused from e
+        raise
 
 
 #: The operators of pandas-style filter terms (as `pq.filters_to_expression`).
@@ -332,6 +361,18 @@ def _table(
 ) -> pa.Table:
     """`read_table` without its warning."""
     dataset = _dataset(output)
+    with _refusal_named(dataset):
+        return _table_of(output, dataset, columns, with_arrays, filters)
+
+
+def _table_of(
+    output: str,
+    dataset: ds.Dataset,
+    columns: Iterable[str] | None,
+    with_arrays: bool,
+    filters: Filters | None,
+) -> pa.Table:
+    """`_table` of the run's `dataset`."""
     held = dataset.schema.names
     # By default the metadata columns the run holds: a version of the job before a
     # column (attribution_error, the faithfulness AUCs) wrote none of it.
@@ -672,7 +713,9 @@ def read_errors(output: str) -> pd.DataFrame:
             raise FileNotFoundError(_not_a_run(output, ERRORS_DIR))
         return ERROR_SCHEMA.empty_table().to_pandas()
     try:
-        return _parquet_dataset(parquet).to_table().to_pandas()
+        dataset = _parquet_dataset(parquet)
+        with _refusal_named(dataset):
+            return dataset.to_table().to_pandas()
     except pa.ArrowInvalid as e:
         raise UnreadableResults.damaged(e, ERRORS_DIR) from e
 

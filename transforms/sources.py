@@ -446,12 +446,15 @@ def check_folder_exists(root: str) -> None:
 
     Raises:
       FileNotFoundError: the folder cannot be listed or is empty.
+      PermissionError: the credentials may not list it (`files.match`).
       RemoteUnreachable: its storage does not answer (offline), said in seconds.
     """
     files.check_reachable(root, "read", "a gs:// image folder")
     try:
-        found = FileSystems.match([_folder_pattern(root)], limits=[1])[0].metadata_list
-    except Exception as e:  # BeamIOError, missing credentials, no such bucket
+        found = files.match([_folder_pattern(root)], limits=[1])[0].metadata_list
+    except PermissionError:
+        raise
+    except Exception as e:  # BeamIOError, no such bucket
         raise FileNotFoundError(f"Cannot list image folder {root!r}: {e}") from e
     if not found:
         raise _no_files_error(root)
@@ -491,7 +494,7 @@ class _ReadFile(beam.DoFn):
         path = self._path(item)
         try:
             if files.is_remote(path):  # no storage probe per worker: Beam's own retries
-                with FileSystems.open(path, compression_type="uncompressed") as f:
+                with files.open_with_beam(path, "uncompressed") as f:
                     data = files.read_bounded(f)
             else:
                 data = files.read_input_file(path)
