@@ -267,6 +267,9 @@ _stopping = threading.Event()
 # `ends_follow_a_failure`: the thread of Beam's that waited on the worker whose end
 # failed the run (its own end is still reported; those after it are not).
 _failed_by: list[threading.Thread] = []
+# `worker_was_told_to_end`: the threads of Beam's that waited on a worker the launcher
+# had told to end.
+_told_to_end: list[threading.Thread] = []
 
 
 def stop_requested() -> None:
@@ -290,6 +293,16 @@ def ends_follow_a_failure() -> None:
         _failed_by.append(threading.current_thread())
 
 
+def worker_was_told_to_end() -> None:
+    """The worker process this thread of Beam's waited on had been told to end (the run
+    finished, failed or was stopped): its end is no failure, to report or to name,
+    whatever its return code. One that aborted as it exited ('terminate called after
+    throwing an instance of ...', return code 134) was named the run's failure, in
+    place of the bundle's error that had failed it. Called in that thread, before
+    Beam's error of the end reaches the thread hook."""
+    _told_to_end.append(threading.current_thread())
+
+
 def _follows_the_failure(thread: threading.Thread | None) -> bool:
     """Whether a worker's end, seen in `thread`, came after the end that failed the run."""
     return bool(_failed_by) and thread is not _failed_by[0]
@@ -301,6 +314,7 @@ def forget_worker_ends() -> None:
     _ends.clear()
     _stopping.clear()
     _failed_by.clear()
+    _told_to_end.clear()
 
 
 def _watch_threads(verbose: bool) -> None:
@@ -343,11 +357,12 @@ def _thread_hook(
 
     def hook(args: threading.ExceptHookArgs) -> None:
         found = _WORKER_EXIT.search(str(args.exc_value))
-        if found:
+        told = args.thread in _told_to_end
+        if found and not told:
             worker_ended(int(found[1]), connected=True)
         if verbose:
             shown_by(args)
-        elif found and not (_stopping.is_set() or _follows_the_failure(args.thread)):
+        elif found and not (told or _stopping.is_set() or _follows_the_failure(args.thread)):
             log.error("A worker process ended: %s.", _ended_how(int(found[1])))
         elif not (found or _ends):
             thread = args.thread.name if args.thread else "a thread"

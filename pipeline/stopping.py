@@ -477,7 +477,9 @@ def _an_untold_end_fails_the_run(
             run(self)
         finally:  # in its thread, before Beam's error of it (the run's `logs` hook)
             known = handlers.get(getattr(self, "_worker_id", None))
-            if known is not None and known.control_conn not in told:
+            if known is not None and known.control_conn in told:
+                logs.worker_was_told_to_end()
+            elif known is not None:
                 _fail_its_bundles(known, started.get(known.worker_id), ended)
                 _end_the_unconnected(known, handlers, started)
 

@@ -79,7 +79,9 @@ def import_tensorflow(verbose: bool) -> None:
 
     TensorFlow's native libraries print "Could not find cuda drivers" (twice)
     and an absl banner to stderr while loading, whatever TF_CPP_MIN_LOG_LEVEL
-    says; they are hidden here. An import error is still raised as usual.
+    says; they are hidden here, as is its first look for devices on a machine
+    without a GPU driver (`_platforms_found`). An import error is still raised as
+    usual.
     """
     with _IMPORTING:
         if "tensorflow" in sys.modules:
@@ -90,7 +92,26 @@ def import_tensorflow(verbose: bool) -> None:
 
                 return
             with _stderr_to_devnull():
-                import tensorflow  # noqa: F401, PLC0415
+                import tensorflow  # noqa: PLC0415
+
+                _platforms_found(tensorflow)
+
+
+# Where Linux lists the loaded NVIDIA kernel driver: present on a machine with a GPU
+# TensorFlow could use, whether or not CUDA starts there.
+_NVIDIA_DRIVER = "/proc/driver/nvidia"
+
+
+def _platforms_found(tf) -> None:
+    """TensorFlow's first look for devices, on a machine without an NVIDIA driver,
+    here while its import's lines are hidden. There, CUDA cannot start: that look
+    logs "E0000 ... failed call to cuInit: ... UNKNOWN ERROR (303)" at ERROR, which
+    TF_CPP_MIN_LOG_LEVEL 2 (a common export) lets through, once in the launcher and
+    once in each worker process, as the model first loads (after the import).
+    Where the driver is present, the look is left to the model's first use: a CUDA
+    that fails there is a real error, shown as TensorFlow logs it."""
+    if not os.path.exists(_NVIDIA_DRIVER):
+        tf.config.list_physical_devices("GPU")
 
 
 @contextlib.contextmanager
