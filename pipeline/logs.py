@@ -124,6 +124,7 @@ def configure_logging(verbose: bool) -> None:
     _set_filter(logging.getLogger("absl"), _WithoutTfdsProbes, not verbose)
     job_service = logging.getLogger("apache_beam.runners.portability.local_job_service")
     _set_filter(job_service, _WorkerRecords, not verbose)
+    _set_filter(job_service, _WorkerRecordsReadable, verbose)
     if not verbose:
         job_service.setLevel(logging.INFO)
     for handler in logging.getLogger().handlers:
@@ -151,8 +152,6 @@ def _set_filter(target: logging.Filterer, kind: type[logging.Filter], on: bool) 
 # worker: one line, 'Worker: severity: INFO timestamp {...} message: "..."
 # ... log_location: "/path/file.py:123" ...' (the protobuf's text form).
 _FORWARDED = re.compile(r'message: "((?:[^"\\]|\\.)*)".*?log_location: "([^"]*)"', re.S)
-_ESCAPES = re.compile(r"\\(.)")
-_ESCAPED = {"n": "\n", "t": "\t", "r": "\r"}
 # The job's own sources, in this installation (the workers run the same one).
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _JOB_SOURCES = tuple(
@@ -163,7 +162,8 @@ _PROGRESS_SOURCE = os.path.join(_ROOT, "pipeline", "progress.py") + ":"
 
 class _WorkerRecords(logging.Filter):
     """Of the records a multi-process DirectRunner's workers send: the job's
-    progress lines and its own warnings pass, as their own text; the rest (Beam's
+    progress lines and its own warnings pass, as their own text, under the name of
+    the job's logger that logged them; the rest (Beam's
     start-up warnings of each worker) only from ERROR up. --verbose shows them
     all, as Beam logs them."""
 
@@ -173,16 +173,60 @@ class _WorkerRecords(logging.Filter):
             return record.levelno >= logging.ERROR
         message, source = found.groups()
         if source.startswith(_PROGRESS_SOURCE):
-            record.name, record.levelno, record.levelname = (
-                "pipeline.progress",
-                logging.INFO,
-                "INFO",
-            )
+            record.levelno, record.levelname = logging.INFO, "INFO"
         elif not (source.startswith(_JOB_SOURCES) and record.levelno >= logging.WARNING):
             return record.levelno >= logging.ERROR  # Beam's own, per worker
-        record.msg = _ESCAPES.sub(lambda m: _ESCAPED.get(m[1], m[1]), message)
-        record.args = ()
+        record.name = _job_module(source)
+        record.msg, record.args = _unescaped(message), ()
         return True
+
+
+def _job_module(source: str) -> str:
+    """The job's module a worker's record came from, as its logger is named
+    ('transforms.sinks' of '<root>/transforms/sinks.py:483'): its warnings were said by
+    Beam's job service ('WARNING apache_beam.runners.portability.local_job_service:
+    Could not write a checkpoint ...')."""
+    path = source.rpartition(":")[0]
+    return os.path.splitext(os.path.relpath(path, _ROOT))[0].replace(os.sep, ".")
+
+
+# A worker record's text fields that may hold line breaks: its message, and the
+# traceback of the exception it was logged with.
+_TEXT_FIELD = re.compile(r'\b(message|trace): "((?:[^"\\]|\\.)*)" ?')
+
+
+class _WorkerRecordsReadable(logging.Filter):
+    """With --verbose, a worker's record as Beam logs it, its message's and traceback's
+    escapes turned back into what they stand for: a failing DoFn's traceback was one
+    line of thousands of characters, each of its line breaks a '\\n', and twice (its
+    message holds it, and the record's `trace` again): the `trace` its message
+    already holds is left out."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if _FORWARDED.search(text) is None:
+            return True
+        message = ""
+
+        def readable(field: re.Match) -> str:
+            nonlocal message
+            value = _unescaped(field[2])
+            if field[1] == "message":
+                message = value
+            elif value.strip() in message:
+                return ""
+            return f'{field[1]}: "{value}" '
+
+        record.msg, record.args = _TEXT_FIELD.sub(readable, text), ()
+        return True
+
+
+def _unescaped(message: str) -> str:
+    """A worker record's message as the worker logged it, from its text in the
+    protobuf's text form (C escapes: '\\n', '\\'', '\\\\', octal bytes)."""
+    from google.protobuf import text_encoding  # noqa: PLC0415 (with Beam, once it runs)
+
+    return text_encoding.CUnescape(message).decode("utf-8", "backslashreplace")
 
 
 class _WithoutBeamMemoryWarning(logging.Filter):

@@ -223,6 +223,7 @@ def test_worker_records_keep_the_jobs_own_lines_and_drop_beams():
     assert progress.name == "pipeline.progress"
     broken = forwarded(30, "cannot read 'a\\nb.png'", f"{root}/transforms/batch.py:9")
     assert keep.filter(broken) and broken.getMessage() == "cannot read 'a\nb.png'"
+    assert broken.name == "transforms.batch"  # its logger's, not Beam's job service's
     ours = forwarded(
         30, "Some attribution maps do not fit float16", f"{root}/transforms/batch.py:9"
     )
@@ -235,6 +236,19 @@ def test_worker_records_keep_the_jobs_own_lines_and_drop_beams():
     for level, kept in ((20, False), (30, False), (40, True)):
         record = logging.LogRecord("apache_beam", level, "", 0, "Job state: RUNNING", (), None)
         assert keep.filter(record) is kept
+    # With --verbose, every record as Beam logs it, its message's escapes and its
+    # traceback's turned back into what they stand for; that traceback once, not twice.
+    shown = logs._WorkerRecordsReadable()
+    failed = forwarded(40, 'OSError: x\\nTraceback:\\n  File \\"a.py\\"\\nOSError: x', beam)
+    failed.msg += 'trace: "Traceback:\\n  File \\"a.py\\"\\nOSError: x\\n" '
+    assert shown.filter(failed)
+    assert 'message: "OSError: x\nTraceback:\n  File "a.py"\nOSError: x" instruction_id:' in (
+        failed.getMessage()
+    )
+    assert "trace:" not in failed.getMessage() and "\\" not in failed.getMessage()
+    own = forwarded(20, "a chatty info line", f"{root}/transforms/batch.py:9")
+    text = own.getMessage()
+    assert shown.filter(own) and own.getMessage() == text  # nothing to turn back
 
 
 @pytest.mark.parametrize("verbose", [False, True], ids=["quiet", "verbose"])
@@ -649,6 +663,46 @@ def test_a_two_worker_run_whose_write_fails_says_why_in_one_line_and_its_workers
     assert said <= {"INFO pipeline.resolve", "INFO pipeline.main", "INFO pipeline.progress"}, (
         done.stderr[-3000:]
     )
+
+
+def test_with_verbose_a_workers_traceback_is_shown_on_lines_of_its_own_once(caplog):
+    # A worker's record of a failing DoFn, through Beam's own logging service (the
+    # launcher's end of each worker's log stream), as Beam sends it: its message, the
+    # error and its traceback; its `trace`, the traceback again. With --verbose it was
+    # one line of about 3 kB, each line break a '\\n', the traceback twice.
+    from apache_beam.portability.api import beam_fn_api_pb2
+    from apache_beam.runners.portability.local_job_service import BeamFnLoggingServicer
+
+    from pipeline import logs
+
+    trace = 'Traceback (most recent call last):\n  File "sinks.py", line 9\nOSError: [Errno 27]\n'
+    entry = beam_fn_api_pb2.LogEntry(
+        severity=beam_fn_api_pb2.LogEntry.Severity.ERROR,
+        message=f"OSError: [Errno 27] [while running 'Write']\n{trace}",
+        trace=trace,
+        log_location="/venv/site-packages/apache_beam/runners/worker/bundle_processor.py:1",
+    )
+    # What `configure_logging` sets, put back after: the loggers' levels and filters,
+    # the root logger's handlers and theirs, the thread hook.
+    job_service = "apache_beam.runners.portability.local_job_service"
+    names = ("", *logs._NOISY, logs.DOFN_TRACEBACKS, job_service)
+    root, hook = logging.getLogger(), threading.excepthook
+    handlers = list(root.handlers)
+    kept = [(each, each.level, list(each.filters)) for each in map(logging.getLogger, names)]
+    kept += [(each, each.level, list(each.filters)) for each in handlers]
+    try:
+        logs.configure_logging(verbose=True)
+        with caplog.at_level(logging.INFO):
+            BeamFnLoggingServicer().Logging([beam_fn_api_pb2.LogEntry.List(log_entries=[entry])])
+    finally:
+        threading.excepthook, root.handlers[:] = hook, handlers
+        for each, level, filters in kept:
+            each.setLevel(level)
+            each.filters[:] = filters
+    (shown,) = caplog.messages
+    assert shown.count(trace.strip()) == 1 and "\\n" not in shown, shown
+    assert f"message: \"OSError: [Errno 27] [while running 'Write']\n{trace}\"" in shown, shown
+    assert "trace:" not in shown and 'log_location: "/venv/site-packages/' in shown, shown
 
 
 def test_worker_processes_that_cannot_start_fail_the_run_at_once_naming_why(
