@@ -292,6 +292,53 @@ def test_worker_processes_import_the_jobs_plugin_and_log_dofn_tracebacks_as_the_
     assert options.view_as(SetupOptions).beam_plugins == ["their.plugin"]
 
 
+# A worker's log handler (Beam's) whose launcher's log service goes away, the job's
+# worker plugin imported first, as a worker does. It waits for the handler's fourth
+# attempt to reach the service, then closes it.
+_LOG_SERVICE_GOES_AWAY = """import threading
+from concurrent import futures
+import grpc
+import pipeline.worker_plugin
+from apache_beam.portability.api import beam_fn_api_pb2_grpc, endpoints_pb2
+from apache_beam.runners.portability.local_job_service import BeamFnLoggingServicer
+from apache_beam.runners.worker import log_handler
+
+server = grpc.server(futures.ThreadPoolExecutor(2))
+beam_fn_api_pb2_grpc.add_BeamFnLoggingServicer_to_server(BeamFnLoggingServicer(), server)
+port = server.add_insecure_port("localhost:0")
+server.start()
+attempts, fourth = [], threading.Event()
+connect = log_handler.FnApiLogRecordHandler.connect
+def counted(self):
+    attempts.append(1)
+    if len(attempts) == 4:
+        fourth.set()
+    return connect(self)
+log_handler.FnApiLogRecordHandler.connect = counted
+handler = log_handler.FnApiLogRecordHandler(endpoints_pb2.ApiServiceDescriptor(url=f"localhost:{port}"))
+server.stop(None).wait()
+assert fourth.wait(60), attempts
+handler.close()
+"""
+
+
+def test_a_worker_that_loses_the_launchers_log_service_says_so_once():
+    # A two-worker run whose one worker was killed (SIGKILL, as out of memory): the
+    # launcher closed its log service as the run failed, and the other worker, still
+    # at its bundle for a minute, printed Beam's 5-line 'Logging client failed: ...
+    # resetting' every half second, 77 times (33.6 of 34.8 kB of stderr), above the `error:`
+    # line. Here Beam's own handler and log service, in a process of their own.
+    done = subprocess.run(
+        [sys.executable, "-c", _LOG_SERVICE_GOES_AWAY],
+        env=_ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("Logging client failed: ") == 1, done.stderr[-3000:]
+
+
 # A process that ends holding a reference cycle whose object says when it is collected:
 # only Python's last garbage collections, at exit, free it.
 _ENDS_HOLDING_A_CYCLE = """import os
