@@ -669,49 +669,6 @@ def _with_sitecustomize(tmp_path, text: str, **env: str) -> dict:
     return {**_ENV, "PYTHONPATH": os.pathsep.join((_ENV["PYTHONPATH"], str(site))), **env}
 
 
-# A `sitecustomize` by which each of Beam's worker processes, told to end, exits with
-# return code 134, as one that aborts at its exit ('terminate called after throwing an
-# instance of ...', SIGABRT: seen in 1 of 3 runs with --verbose).
-_WORKERS_ABORT_AT_EXIT = """import atexit, os
-if "CONTROL_API_SERVICE_DESCRIPTOR" in os.environ:
-    atexit.register(os._exit, 134)
-"""
-
-
-def test_a_two_worker_run_whose_write_fails_says_why_in_one_line_and_its_workers_no_more(
-    image_folder, linear_keras, tmp_path
-):
-    # Its results cannot be written (a file-size limit that the manifest fits in: EFBIG,
-    # as on a full disk), and each worker, told to end once the run failed, aborts at
-    # its exit. That abort was named the run's failure ('a worker process ended, return
-    # code 134 (SIGABRT)') in place of the write's, and logged ('ERROR pipeline: A
-    # worker process ended'). Each process, the launcher and the workers, printed
-    # TensorFlow's 'E0000 ... failed call to cuInit' where no GPU driver is
-    # (TF_CPP_MIN_LOG_LEVEL 2, the tests', a common export, shows ERROR lines).
-    command = _two_workers_command(image_folder, linear_keras, tmp_path / "out")
-    env = _with_sitecustomize(tmp_path, _WORKERS_ABORT_AT_EXIT)
-    assert env["TF_CPP_MIN_LOG_LEVEL"] == "2"
-    done = subprocess.run(
-        launched(command, file_size_limit=8192),
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    log = done.stderr.splitlines()
-    assert done.returncode == 1, done.stderr[-3000:]
-    (error,) = [line for line in log if line.startswith("error:")]
-    assert error.startswith("error: the run failed: RuntimeError: OSError: [Errno 27] File too"), (
-        done.stderr[-3000:]
-    )
-    # The job's own lines alone (a worker's progress, if it ends a batch first).
-    said = {line.split(":")[0] for line in log if not line.startswith("error:")}
-    assert {"INFO pipeline.resolve", "INFO pipeline.main"} <= said, done.stderr[-3000:]
-    assert said <= {"INFO pipeline.resolve", "INFO pipeline.main", "INFO pipeline.progress"}, (
-        done.stderr[-3000:]
-    )
-
-
 def test_with_verbose_a_workers_traceback_is_shown_on_lines_of_its_own_once(caplog):
     # A worker's record of a failing DoFn, through Beam's own logging service (the
     # launcher's end of each worker's log stream), as Beam sends it: its message, the

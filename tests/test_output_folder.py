@@ -38,11 +38,14 @@ from transforms.schema import ERROR_SCHEMA
 _REPO = Path(__file__).resolve().parents[1]
 
 
-def _start_job(log: Path, *args: str, file_size_limit: int | None = None) -> subprocess.Popen:
+def _start_job(
+    log: Path, *args: str, file_size_limit: int | None = None, site: Path | None = None
+) -> subprocess.Popen:
     """`python -m pipeline *args` started (`launched`: its `file_size_limit` too), its
     output going to the file `log` (its `log`): an unread pipe fills up and blocks a
-    chatty job."""
-    env = {**os.environ, "PYTHONPATH": str(_REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    chatty job. `site`: a folder on its PYTHONPATH too (a `sitecustomize` there)."""
+    path = os.pathsep.join(str(folder) for folder in (_REPO, site) if folder is not None)
+    env = {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "2"}
     command = [sys.executable, "-m", "pipeline", *args]
     with open(log, "w") as sink:
         process = subprocess.Popen(
@@ -62,9 +65,11 @@ def jobs(tmp_path):
     kills any still running when the test ends."""
     started = []
 
-    def start(*args: str, file_size_limit: int | None = None) -> subprocess.Popen:
+    def start(
+        *args: str, file_size_limit: int | None = None, site: Path | None = None
+    ) -> subprocess.Popen:
         log = tmp_path / f"job{len(started)}.log"
-        started.append(_start_job(log, *args, file_size_limit=file_size_limit))
+        started.append(_start_job(log, *args, file_size_limit=file_size_limit, site=site))
         return started[-1]
 
     yield start
@@ -3005,6 +3010,15 @@ def _manifest_sizes(flags: list[str], monkeypatch) -> tuple[int, int]:
     return running, len((out / "manifest.json").read_bytes())
 
 
+# A `sitecustomize` by which each of Beam's worker processes, told to end, exits with
+# return code 134, as one that aborts at its exit ('terminate called after throwing an
+# instance of ...', SIGABRT: seen in 1 of 3 runs with --verbose).
+_WORKERS_ABORT_AT_EXIT = """import atexit, os
+if "CONTROL_API_SERVICE_DESCRIPTOR" in os.environ:
+    atexit.register(os._exit, 134)
+"""
+
+
 def test_a_failed_run_whose_manifest_cannot_say_so_warns_and_leaves_it_running(
     finished, linear_keras, tmp_path, jobs, monkeypatch
 ):
@@ -3016,7 +3030,12 @@ def test_a_failed_run_whose_manifest_cannot_say_so_warns_and_leaves_it_running(
     # in this process (`_manifest_sizes`: a TensorFlow start-up less). On two worker
     # processes, its log a file under the same limit (about 2.3 kB): each worker printed
     # its failed bundle's traceback there, and Beam logged it twice more (25 kB in all),
-    # which filled the log: the `error:` line and the warning were lost.
+    # which filled the log: the `error:` line and the warning were lost. Each worker,
+    # told to end once the run failed, aborts at its exit here (`_WORKERS_ABORT_AT_EXIT`):
+    # that abort was named the run's failure ('a worker process ended, return code 134
+    # (SIGABRT)') in place of the write's. Each process printed TensorFlow's 'E0000 ...
+    # failed call to cuInit' where no GPU driver is (TF_CPP_MIN_LOG_LEVEL 2, a common
+    # export, shows ERROR lines).
     def flags(name: str) -> list[str]:
         return [
             *job_flags(finished["folder"], linear_keras, tmp_path / name),
@@ -3026,13 +3045,21 @@ def test_a_failed_run_whose_manifest_cannot_say_so_warns_and_leaves_it_running(
     running, whole = _manifest_sizes(flags("out1"), monkeypatch)
     assert whole - running > 90  # its end time (50 bytes) and reason: room for a limit between
     out = tmp_path / "out2"
-    second = jobs(*flags("out2"), file_size_limit=(running + whole) // 2)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_WORKERS_ABORT_AT_EXIT)
+    second = jobs(*flags("out2"), file_size_limit=(running + whole) // 2, site=site)
     assert second.wait(timeout=300) == 1
     log = second.log.read_text()
     (line,) = _error_lines(log)
     assert line.startswith("error: the run failed: ") and "[Errno 27] File too large" in line
     assert "A write failed for want of space" in line and "rerun with --resume" in line
     assert "Traceback" not in log and "Error processing instruction" not in log, log
+    # The job's own lines alone (a worker's progress, if it ends a batch first; the
+    # results' schema file, if its write fails first).
+    said = {line.split(":")[0] for line in log.splitlines() if not line.startswith("error:")}
+    own = {"INFO pipeline.resolve", "INFO pipeline.main", "WARNING pipeline.stopping"}
+    assert own <= said <= own | {"INFO pipeline.progress", "WARNING transforms.sinks"}, log
     assert (
         f"WARNING pipeline.stopping: Could not record in {out / 'manifest.json'} that the run "
         "failed: [Errno 27] File too large"
