@@ -6,13 +6,15 @@ functions are traced, the modules loaded). What is left is mostly Beam building,
 checking, translating and running the job's graph, whose cost grows with its steps:
 every test that runs the job pays it, and so does every short run.
 
-Two references, each the job as it was before one change, the rest as now:
+Three references, each the job as it was before one change, the rest as now:
 "manifest before", the manifest's counts built as before `SumCounts` (a Create of
 zero counts, a per-key sum, a dict-building combine, and a count of the written
 files as the side input: `manifest_before`); "Beam re-deriving", Beam working out
 again each time it asks what `pipeline.beam_reuse` keeps for a run (a new view of
-the job's options each read, each DoFn's state and timer specs each ask). The three
-alternate run by run (the machine's speed drifts). Printed: the graph's leaf steps,
+the job's options each read, each DoFn's state and timer specs each ask); "Beam
+sizing", the in-process worker's state cache on at Beam's 100 MB, each entry it keeps
+sized by walking its objects (`pipeline.beam_reuse.in_process_state_cache_off`
+undone). The four alternate run by run (the machine's speed drifts). Printed: the graph's leaf steps,
 the median CPU seconds of a run and its ratio to each reference; all write the same
 counts.
 
@@ -61,23 +63,36 @@ def manifest_before(self: sinks.WriteManifest, keyed_ones):
 @contextlib.contextmanager
 def built_as(variant: str) -> Iterator[None]:
     """The job as shipped ("now") or as before one change inside the block:
-    "manifest before" (`manifest_before`) or "Beam re-deriving" (Beam's own
-    `view_as` for the job's options, `pipeline.beam_reuse.dofn_specs_kept` a no-op)."""
+    "manifest before" (`manifest_before`), "Beam re-deriving" (Beam's own `view_as`
+    for the job's options, `pipeline.beam_reuse.dofn_specs_kept` a no-op) or "Beam
+    sizing" (`pipeline.beam_reuse.in_process_state_cache_off` a no-op)."""
     from apache_beam.options.pipeline_options import PipelineOptions  # noqa: PLC0415
 
     from pipeline import main as job_main  # noqa: PLC0415
     from pipeline.beam_reuse import JobOptions  # noqa: PLC0415
 
-    shipped = sinks.WriteManifest.expand, JobOptions.view_as, job_main.dofn_specs_kept
+    shipped = (
+        sinks.WriteManifest.expand,
+        JobOptions.view_as,
+        job_main.dofn_specs_kept,
+        job_main.in_process_state_cache_off,
+    )
     if variant == "manifest before":
         sinks.WriteManifest.expand = manifest_before
     elif variant == "Beam re-deriving":
         JobOptions.view_as = PipelineOptions.view_as
         job_main.dofn_specs_kept = contextlib.nullcontext
+    elif variant == "Beam sizing":
+        job_main.in_process_state_cache_off = contextlib.nullcontext
     try:
         yield
     finally:
-        sinks.WriteManifest.expand, JobOptions.view_as, job_main.dofn_specs_kept = shipped
+        (
+            sinks.WriteManifest.expand,
+            JobOptions.view_as,
+            job_main.dofn_specs_kept,
+            job_main.in_process_state_cache_off,
+        ) = shipped
 
 
 def make_inputs(tmp: Path) -> list[str]:
@@ -131,13 +146,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from benchmarks.common import print_table  # noqa: PLC0415
 
-    variants = ("manifest before", "Beam re-deriving", "now")
+    variants = ("manifest before", "Beam re-deriving", "Beam sizing", "now")
+    references = variants[:-1]
     seconds: dict[str, list[float]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as tmp:
         flags = make_inputs(Path(tmp))
         steps, counts = {}, {}
         for i in range(args.runs + 1):  # the first of each: warming up, not counted
-            for n, variant in enumerate(variants[i % 3 :] + variants[: i % 3]):
+            turn = i % len(variants)
+            for n, variant in enumerate(variants[turn:] + variants[:turn]):
                 with built_as(variant):
                     output = Path(tmp) / f"run{i}-{n}"
                     took, counts[variant] = run_seconds(flags, output)
@@ -149,24 +166,12 @@ def main(argv: list[str] | None = None) -> None:
         raise RuntimeError(f"the variants wrote other counts: {counts}")
     medians = {v: statistics.median(seconds[v]) for v in variants}
     rows = [
-        [
-            v,
-            steps[v],
-            f"{medians[v]:.3f}",
-            f"{medians[v] / medians['manifest before']:.2f}",
-            f"{medians[v] / medians['Beam re-deriving']:.2f}",
-        ]
+        [v, steps[v], f"{medians[v]:.3f}", *(f"{medians[v] / medians[r]:.2f}" for r in references)]
         for v in variants
     ]
     print_table(
         f"A warm local run of a tiny model, {args.runs} runs each, alternating",
-        [
-            "job",
-            "leaf steps",
-            "CPU s per run (median)",
-            "vs manifest before",
-            "vs Beam re-deriving",
-        ],
+        ["job", "leaf steps", "CPU s per run (median)", *(f"vs {r}" for r in references)],
         rows,
     )
 

@@ -10,9 +10,13 @@ Beam's, and much of that Beam recomputing what cannot change while the run lasts
 - a DoFn's state and timer specs: Beam finds them by inspecting the signature of
   every method of the DoFn (about 30 of ours), and asks for them several times for
   each DoFn of the graph as it builds, checks and translates it
-  (`dofn_specs_kept`).
+  (`dofn_specs_kept`);
+- the weight of each entry of the in-process worker's state cache, which no later
+  bundle reads: Beam sizes each by walking its objects and every loaded module's
+  globals (`in_process_state_cache_off`: the cache is off, as in Beam's worker
+  processes).
 
-Neither is a cache across runs: a copy of the options makes its own views, and the
+None is a cache across runs: a copy of the options makes its own views, and the
 specs are kept for the length of one run (of the runs that overlap in threads of one
 process: `pipeline.patching`), for the DoFns it holds.
 """
@@ -27,7 +31,7 @@ from apache_beam.transforms import userstate
 
 from pipeline.patching import one_for_overlapping_runs
 
-__all__ = ["JobOptions", "dofn_specs_kept"]
+__all__ = ["JobOptions", "dofn_specs_kept", "in_process_state_cache_off"]
 
 
 class JobOptions(PipelineOptions):
@@ -82,3 +86,24 @@ def dofn_specs_kept() -> Iterator[None]:
         yield
     finally:
         userstate.get_dofn_specs = find
+
+
+@one_for_overlapping_runs
+def in_process_state_cache_off() -> Iterator[None]:
+    """Inside the block, the state cache of the FnApiRunner's workers in this process
+    (the DirectRunner's) is off, as Beam's worker processes have theirs by default
+    (--max_cache_memory_usage_mb 0): their side inputs and user state are read from
+    the runner, as those workers read them. The FnApiRunner hands each bundle cache
+    tokens of its own, so no later bundle finds an entry (none in a run of this job);
+    each entry kept was sized first by walking its objects, and the sizing walks
+    every loaded module's globals too (about 6 ms an entry with TensorFlow loaded).
+    Beam's size (`worker_handlers.STATE_CACHE_SIZE_MB`, 100 MB) is read as a worker
+    starts; blocks that overlap share one change (`one_for_overlapping_runs`)."""
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers  # noqa: PLC0415
+
+    beams = worker_handlers.STATE_CACHE_SIZE_MB
+    worker_handlers.STATE_CACHE_SIZE_MB = 0
+    try:
+        yield
+    finally:
+        worker_handlers.STATE_CACHE_SIZE_MB = beams

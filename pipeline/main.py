@@ -39,7 +39,7 @@ from apache_beam.options.pipeline_options import (
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from pipeline import logs, output_lock
-from pipeline.beam_reuse import JobOptions, dofn_specs_kept
+from pipeline.beam_reuse import JobOptions, dofn_specs_kept, in_process_state_cache_off
 from pipeline.job import AuditJob
 from pipeline.options import (
     AuditOptions,
@@ -562,6 +562,7 @@ def _start(
                 logs.threads_watched(job.verbose),  # from Python too, as the command line does
                 _heartbeat(job),
                 failed_bundles_answered(),
+                in_process_state_cache_off(),
                 workers_import_this_job(options),
                 workers_apart_from_ctrl_c(options),
             ):

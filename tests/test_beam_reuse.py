@@ -15,7 +15,7 @@ from apache_beam.options.pipeline_options import (
 from apache_beam.transforms import userstate
 from apache_beam.transforms.userstate import BagStateSpec, TimerSpec
 
-from pipeline.beam_reuse import JobOptions, dofn_specs_kept
+from pipeline.beam_reuse import JobOptions, dofn_specs_kept, in_process_state_cache_off
 from pipeline.options import AuditOptions
 
 _FLAGS = ["--runner", "DirectRunner", "--experiments", "a", "--model", "m.keras"]
@@ -122,3 +122,61 @@ def test_a_dofn_that_ended_is_not_taken_for_a_later_one_of_its_address(beams_own
             assert userstate.get_dofn_specs(plain) == (set(), set())
             del plain
     assert reused  # the case this test is for happened
+
+
+def _sizings(monkeypatch) -> list[int]:
+    """The weights Beam's worker state cache works out, each entry it keeps (Beam's
+    own sizing, called through)."""
+    from apache_beam.runners.worker import statecache
+
+    sized, beams = [], statecache.get_deep_size
+    monkeypatch.setattr(
+        statecache, "get_deep_size", lambda *o: sized.append(beams(*o)) or sized[-1]
+    )
+    return sized
+
+
+def _side_input_sums_are(expected: list[int]) -> None:
+    """A FnApiRunner (the DirectRunner's, in this process) run reading two side inputs."""
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.testing.util import assert_that, equal_to
+
+    with beam.Pipeline(runner=fn_runner.FnApiRunner()) as p:
+        numbers = p | "Numbers" >> beam.Create([1, 2, 3])
+        total = numbers | beam.CombineGlobally(sum)
+        sums = numbers | beam.Map(
+            lambda n, t, all_: n + t + sum(all_),
+            beam.pvalue.AsSingleton(total),
+            beam.pvalue.AsList(numbers),
+        )
+        assert_that(sums, equal_to(expected))
+
+
+def test_the_in_process_workers_state_cache_is_off_while_a_run_lasts(monkeypatch):
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers
+
+    sized = _sizings(monkeypatch)
+    beams_size = worker_handlers.STATE_CACHE_SIZE_MB
+    _side_input_sums_are([13, 14, 15])
+    assert sized  # Beam's own: each side input read is sized as it is kept
+    sized.clear()
+    with in_process_state_cache_off():
+        assert worker_handlers.STATE_CACHE_SIZE_MB == 0
+        _side_input_sums_are([13, 14, 15])  # the same sums, side inputs read from the runner
+    assert sized == []
+    assert worker_handlers.STATE_CACHE_SIZE_MB == beams_size
+
+
+def test_a_run_of_the_job_sizes_no_state_cache_entry(
+    image_folder, linear_keras, tmp_path, monkeypatch
+):
+    # Each entry of a run's cache was sized (about 6 ms each with TensorFlow loaded) and
+    # never read again: the FnApiRunner gives each bundle cache tokens of its own.
+    from pipeline import run
+    from tests.conftest import cli_args
+
+    sized = _sizings(monkeypatch)
+    flags = cli_args(dataset=image_folder["root"], model=linear_keras, output=tmp_path, steps=4)
+    manifest = run(flags, save_main_session=False)
+    assert manifest["counts"]["rows"] == len(image_folder["pixels"])
+    assert sized == []

@@ -15,7 +15,7 @@ from apache_beam.runners.worker import sdk_worker
 from apache_beam.transforms import userstate
 
 from pipeline import logs, stopping
-from pipeline.beam_reuse import dofn_specs_kept
+from pipeline.beam_reuse import dofn_specs_kept, in_process_state_cache_off
 from pipeline.patching import one_for_overlapping_runs
 
 _MULTI_PROCESS = PipelineOptions(["--direct_running_mode=multi_processing"])
@@ -28,6 +28,10 @@ def _changed_by_a_run():
     handlers = worker_handlers
     return {
         "dofn_specs_kept": (dofn_specs_kept, lambda: userstate.get_dofn_specs),
+        "in_process_state_cache_off": (
+            in_process_state_cache_off,
+            lambda: handlers.STATE_CACHE_SIZE_MB,
+        ),
         "failed_bundles_answered": (
             stopping.failed_bundles_answered,
             lambda: sdk_worker.SdkHarness._execute,  # noqa: SLF001 - what it replaces
