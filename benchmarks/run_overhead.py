@@ -6,7 +6,7 @@ functions are traced, the modules loaded). What is left is mostly Beam building,
 checking, translating and running the job's graph, whose cost grows with its steps:
 every test that runs the job pays it, and so does every short run.
 
-Three references, each the job as it was before one change, the rest as now:
+Four references, each the job as it was before one change, the rest as now:
 "manifest before", the manifest's counts built as before `SumCounts` (a Create of
 zero counts, a per-key sum, a dict-building combine, and a count of the written
 files as the side input: `manifest_before`); "Beam re-deriving", Beam working out
@@ -14,7 +14,9 @@ again each time it asks what `pipeline.beam_reuse` keeps for a run (a new view o
 the job's options each read, each DoFn's state and timer specs each ask); "Beam
 sizing", the in-process worker's state cache on at Beam's 100 MB, each entry it keeps
 sized by walking its objects (`pipeline.beam_reuse.in_process_state_cache_off`
-undone). The four alternate run by run (the machine's speed drifts). Printed: the graph's leaf steps,
+undone); "Beam signatures", Beam taking the signature of a function each time it
+asks its arguments (`pipeline.beam_reuse.function_arguments_kept` undone). The five
+alternate run by run (the machine's speed drifts). Printed: the graph's leaf steps,
 the median CPU seconds of a run and its ratio to each reference; all write the same
 counts.
 
@@ -64,8 +66,9 @@ def manifest_before(self: sinks.WriteManifest, keyed_ones):
 def built_as(variant: str) -> Iterator[None]:
     """The job as shipped ("now") or as before one change inside the block:
     "manifest before" (`manifest_before`), "Beam re-deriving" (Beam's own `view_as`
-    for the job's options, `pipeline.beam_reuse.dofn_specs_kept` a no-op) or "Beam
-    sizing" (`pipeline.beam_reuse.in_process_state_cache_off` a no-op)."""
+    for the job's options, `pipeline.beam_reuse.dofn_specs_kept` a no-op), "Beam
+    sizing" (`pipeline.beam_reuse.in_process_state_cache_off` a no-op) or "Beam
+    signatures" (`pipeline.beam_reuse.function_arguments_kept` a no-op)."""
     from apache_beam.options.pipeline_options import PipelineOptions  # noqa: PLC0415
 
     from pipeline import main as job_main  # noqa: PLC0415
@@ -76,6 +79,7 @@ def built_as(variant: str) -> Iterator[None]:
         JobOptions.view_as,
         job_main.dofn_specs_kept,
         job_main.in_process_state_cache_off,
+        job_main.function_arguments_kept,
     )
     if variant == "manifest before":
         sinks.WriteManifest.expand = manifest_before
@@ -84,6 +88,8 @@ def built_as(variant: str) -> Iterator[None]:
         job_main.dofn_specs_kept = contextlib.nullcontext
     elif variant == "Beam sizing":
         job_main.in_process_state_cache_off = contextlib.nullcontext
+    elif variant == "Beam signatures":
+        job_main.function_arguments_kept = contextlib.nullcontext
     try:
         yield
     finally:
@@ -92,6 +98,7 @@ def built_as(variant: str) -> Iterator[None]:
             JobOptions.view_as,
             job_main.dofn_specs_kept,
             job_main.in_process_state_cache_off,
+            job_main.function_arguments_kept,
         ) = shipped
 
 
@@ -146,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from benchmarks.common import print_table  # noqa: PLC0415
 
-    variants = ("manifest before", "Beam re-deriving", "Beam sizing", "now")
+    variants = ("manifest before", "Beam re-deriving", "Beam sizing", "Beam signatures", "now")
     references = variants[:-1]
     seconds: dict[str, list[float]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as tmp:

@@ -11,18 +11,22 @@ Beam's, and much of that Beam recomputing what cannot change while the run lasts
   every method of the DoFn (about 30 of ours), and asks for them several times for
   each DoFn of the graph as it builds, checks and translates it
   (`dofn_specs_kept`);
+- a method's arguments: Beam takes its signature each time, for each DoFn new to it
+  too (a worker's unpickled copy), whose methods are its class's functions
+  (`function_arguments_kept`);
 - the weight of each entry of the in-process worker's state cache, which no later
   bundle reads: Beam sizes each by walking its objects and every loaded module's
   globals (`in_process_state_cache_off`: the cache is off, as in Beam's worker
   processes).
 
 None is a cache across runs: a copy of the options makes its own views, and the
-specs are kept for the length of one run (of the runs that overlap in threads of one
-process: `pipeline.patching`), for the DoFns it holds.
+specs and arguments are kept for the length of one run (of the runs that overlap in
+threads of one process: `pipeline.patching`), for the DoFns and functions it holds.
 """
 
 from __future__ import annotations
 
+import types
 import weakref
 from collections.abc import Iterator
 
@@ -31,7 +35,12 @@ from apache_beam.transforms import userstate
 
 from pipeline.patching import one_for_overlapping_runs
 
-__all__ = ["JobOptions", "dofn_specs_kept", "in_process_state_cache_off"]
+__all__ = [
+    "JobOptions",
+    "dofn_specs_kept",
+    "function_arguments_kept",
+    "in_process_state_cache_off",
+]
 
 
 class JobOptions(PipelineOptions):
@@ -107,3 +116,45 @@ def in_process_state_cache_off() -> Iterator[None]:
         yield
     finally:
         worker_handlers.STATE_CACHE_SIZE_MB = beams
+
+
+#: What makes `inspect.signature` look past a function's own code and defaults.
+_SIGNATURE_ELSEWHERE = ("__wrapped__", "__signature__", "_partialmethod", "__partialmethod__")
+
+
+@one_for_overlapping_runs
+def function_arguments_kept() -> Iterator[None]:
+    """Inside the block, Beam's `core.get_function_args_defaults` (the positional
+    arguments of a callable and their defaults, from its signature) works out a Python
+    function's, or a method's of one, once: Beam asks it of each method of each DoFn
+    it inspects, about 4,300 times in a small run, most for DoFns new to it (a
+    worker's unpickled copies), whose methods are their class's functions. An answer
+    stands while the function keeps its code and defaults and has nothing that
+    `inspect.signature` would follow instead (`_SIGNATURE_ELSEWHERE`); others, and
+    other callables, are asked of Beam each time. Each answer is a new pair of lists
+    of Beam's own objects. Blocks that overlap share one (`one_for_overlapping_runs`)."""
+    from apache_beam.transforms import core  # noqa: PLC0415
+
+    find = core.get_function_args_defaults
+    # A function: {bound?: (its code, its defaults, Beam's answer)}.
+    found: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def get_function_args_defaults(f):
+        bound = isinstance(f, types.MethodType)
+        func = f.__func__ if bound else f
+        if type(func) is not types.FunctionType or any(
+            name in func.__dict__ for name in _SIGNATURE_ELSEWHERE
+        ):
+            return find(f)
+        kept = found.setdefault(func, {}).get(bound)
+        if kept is None or kept[0] is not func.__code__ or kept[1] is not func.__defaults__:
+            kept = found[func][bound] = (func.__code__, func.__defaults__, find(f))
+        args, defaults = kept[2]
+        return list(args), list(defaults)
+
+    get_function_args_defaults.beams = find
+    core.get_function_args_defaults = get_function_args_defaults
+    try:
+        yield
+    finally:
+        core.get_function_args_defaults = find

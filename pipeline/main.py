@@ -39,7 +39,12 @@ from apache_beam.options.pipeline_options import (
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from pipeline import logs, output_lock
-from pipeline.beam_reuse import JobOptions, dofn_specs_kept, in_process_state_cache_off
+from pipeline.beam_reuse import (
+    JobOptions,
+    dofn_specs_kept,
+    function_arguments_kept,
+    in_process_state_cache_off,
+)
 from pipeline.job import AuditJob
 from pipeline.options import (
     AuditOptions,
@@ -555,7 +560,7 @@ def _start(
         skipped = nothing_left(job)
         if skipped is not None:
             return job, options, skip_all(job, skipped)
-        with dofn_specs_kept():
+        with dofn_specs_kept(), function_arguments_kept():
             p = beam.Pipeline(runner=local_runner(options), options=options)
             build_pipeline(p, job)
             with (

@@ -1,8 +1,8 @@
 """What a run changes in Beam for its length, made once for all the runs that overlap.
 
 A run changes a few of Beam's functions and settings while it lasts
-(`beam_reuse.dofn_specs_kept`, `beam_reuse.in_process_state_cache_off`; `stopping`'s,
-of Beam's workers), the environment its worker processes start in, and
+(`beam_reuse`'s: the DoFn specs and function arguments kept, the in-process worker's
+state cache off; `stopping`'s, of Beam's workers), the environment its worker processes start in, and
 the process's thread hook (`logs.threads_watched`): attributes of a class or module,
 and variables, that every thread of the process sees.
 Runs may overlap in one process: a notebook or a test runner calling `pipeline.run`

@@ -1,7 +1,10 @@
 """What Beam works out again each time it asks, worked out once for a run."""
 
 import copy
+import functools
+import inspect
 import pickle
+import types
 
 import apache_beam as beam
 import pytest
@@ -15,7 +18,12 @@ from apache_beam.options.pipeline_options import (
 from apache_beam.transforms import userstate
 from apache_beam.transforms.userstate import BagStateSpec, TimerSpec
 
-from pipeline.beam_reuse import JobOptions, dofn_specs_kept, in_process_state_cache_off
+from pipeline.beam_reuse import (
+    JobOptions,
+    dofn_specs_kept,
+    function_arguments_kept,
+    in_process_state_cache_off,
+)
 from pipeline.options import AuditOptions
 
 _FLAGS = ["--runner", "DirectRunner", "--experiments", "a", "--model", "m.keras"]
@@ -180,3 +188,101 @@ def test_a_run_of_the_job_sizes_no_state_cache_entry(
     manifest = run(flags, save_main_session=False)
     assert manifest["counts"]["rows"] == len(image_folder["pixels"])
     assert sized == []
+
+
+class _Methods(beam.DoFn):
+    def process(self, element, bag=_BAG_PARAM, n=3):
+        yield element
+
+    def start_bundle(self, *args):
+        pass
+
+
+def _wrapped(f):
+    @functools.wraps(f)
+    def inner(*args, **kwargs):
+        return f(*args, **kwargs)
+
+    return inner
+
+
+def test_function_arguments_are_beams_and_worked_out_once_per_function(monkeypatch):
+    from apache_beam.transforms import core
+
+    beams, asked = core.get_function_args_defaults, []
+    monkeypatch.setattr(core, "get_function_args_defaults", lambda f: asked.append(f) or beams(f))
+
+    def plain(a, b=_TIMER_PARAM, *rest, c=1, **more):
+        return a
+
+    wrapped = _wrapped(plain)
+    callables = [
+        _Methods().process,
+        _Methods().start_bundle,
+        plain,
+        wrapped,
+        lambda x, y=2: x,
+        str.upper,
+        functools.partial(plain, 1),
+    ]
+    answers = [beams(f) for f in callables]
+    assert answers[0] == (["element", "bag", "n"], [_BAG_PARAM, 3])
+    with function_arguments_kept():
+        for _ in range(2):  # each DoFn's own method, as Beam's workers unpickle copies
+            found = [core.get_function_arguments(_Methods(), "process")]
+            found += [core.get_function_args_defaults(f) for f in callables[1:]]
+            assert found == answers
+            assert found[0][1][0] is _BAG_PARAM  # Beam's own objects
+        # Beam asked once for each Python function; each time of what follows
+        # __wrapped__, or is not a Python function.
+        assert [getattr(f, "__name__", None) for f in asked].count("process") == 1
+        assert asked.count(wrapped) == asked.count(str.upper) == 2
+        # The class's function, not bound: its own answer, self first.
+        assert core.get_function_args_defaults(_Methods.process) == beams(_Methods.process)
+        assert core.get_function_args_defaults(_Methods.process)[0][0] == "self"
+        found[0][1].append("x")  # an answer is the caller's to change
+        assert core.get_function_args_defaults(_Methods().process) == answers[0]
+        plain.__defaults__ = (5,)  # a function changed is asked again
+        assert core.get_function_args_defaults(plain) == beams(plain) == (["a", "b"], [5])
+        plain.__signature__ = inspect.signature(lambda z: z)
+        assert core.get_function_args_defaults(plain) == (["z"], [])
+
+
+def test_the_kept_function_arguments_are_beams_for_every_method_of_the_jobs_dofns(
+    image_folder, linear_keras, tmp_path
+):
+    # Beam's DoFns and the job's, of the read, RunInference and the sinks: each method
+    # Beam inspects, asked of a copy as a worker unpickles it, answered as Beam does.
+    from apache_beam.internal import pickler
+    from apache_beam.pipeline import PipelineVisitor
+    from apache_beam.transforms import core
+
+    from pipeline.main import build_pipeline, prepare
+    from tests.conftest import cli_args
+
+    job, options = prepare(
+        cli_args(dataset=image_folder["root"], model=linear_keras, output=tmp_path)
+    )
+    job.lock.release()  # built, not run
+    p = beam.Pipeline(options=options)
+    build_pipeline(p, job)
+    fns = []
+
+    class DoFns(PipelineVisitor):
+        def visit_transform(self, node):
+            if isinstance(getattr(node.transform, "fn", None), beam.DoFn):
+                fns.append(node.transform.fn)
+
+    p.visit(DoFns())
+    assert len(fns) > 20, len(fns)
+    copies = [c for fn in fns for c in (fn, pickler.loads(pickler.dumps(fn)))]
+    methods = [
+        (c, name)
+        for c in copies
+        for name in dir(c)
+        if isinstance(getattr(c, name, None), types.MethodType)
+    ]
+    assert len(methods) > 1000, len(methods)
+    beams = [core.get_function_arguments(c, name) for c, name in methods]
+    with function_arguments_kept():
+        assert [core.get_function_arguments(c, name) for c, name in methods] == beams

@@ -12,10 +12,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability import local_job_service
 from apache_beam.runners.portability.fn_api_runner import worker_handlers
 from apache_beam.runners.worker import sdk_worker
-from apache_beam.transforms import userstate
+from apache_beam.transforms import core, userstate
 
 from pipeline import logs, stopping
-from pipeline.beam_reuse import dofn_specs_kept, in_process_state_cache_off
+from pipeline.beam_reuse import (
+    dofn_specs_kept,
+    function_arguments_kept,
+    in_process_state_cache_off,
+)
 from pipeline.patching import one_for_overlapping_runs
 
 _MULTI_PROCESS = PipelineOptions(["--direct_running_mode=multi_processing"])
@@ -28,6 +32,10 @@ def _changed_by_a_run():
     handlers = worker_handlers
     return {
         "dofn_specs_kept": (dofn_specs_kept, lambda: userstate.get_dofn_specs),
+        "function_arguments_kept": (
+            function_arguments_kept,
+            lambda: core.get_function_args_defaults,
+        ),
         "in_process_state_cache_off": (
             in_process_state_cache_off,
             lambda: handlers.STATE_CACHE_SIZE_MB,
