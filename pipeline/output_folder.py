@@ -32,11 +32,13 @@ from pipeline.options import AuditOptions, ConfigError
 from pipeline.runner import check_credentials
 from transforms.datasource import REMOTE_FOLDER_SCHEMES
 from transforms.files import (
+    CredentialsRefused,
     as_opened,
     check_reachable,
     dangling_link_on,
     is_partial_of,
     no_delete_flag,
+    read_access_fix,
 )
 from transforms.manifest import (
     ERRORS_DIR,
@@ -514,7 +516,7 @@ def check_output_free(audit: AuditOptions) -> None:
     _check_local_writable(audit.output)
     _check_not_inside_a_run(audit.output)
     _check_written_folders(audit.output)
-    output_lock.check_free(audit.output)  # a live run holds it, whatever the flags
+    _check_free(audit.output)
     if audit.resume:
         return
     existing = earlier_run(audit.output)
@@ -525,6 +527,20 @@ def check_output_free(audit: AuditOptions) -> None:
         _check_dataset_kept(audit.output, audit.dataset)  # the more precise message first
         check_own_files(audit.output, existing, "--overwrite")
     _check_deletable(audit.output, existing, resume=False)
+
+
+def _check_free(output: str) -> None:
+    """No live run holds `output`, whatever the flags (`output_lock.check_free`): its
+    lock is the first object a launch reads there, so credentials Google refuses (a
+    deleted or revoked key) are said here, before the model loads, not once the run
+    writes its lock."""
+    try:
+        output_lock.check_free(output)
+    except CredentialsRefused as e:
+        raise ConfigError(
+            f"--output {output!r} cannot be read ({e}); {read_access_fix(output, e)}, then "
+            "run the same command again."
+        ) from e
 
 
 def check_files_to_resume(output: str) -> None:

@@ -263,9 +263,16 @@ def _in_use(output: str, held: RunLock | None, path: str) -> OutputInUseError:
 
 def _live_holder(path: str) -> tuple[bool, RunLock | None]:
     """(held, holder): whether a live run holds the lock at `path`; held is False when
-    the lock is absent or stale (a dead pid on this host)."""
+    the lock is absent or stale (a dead pid on this host).
+
+    Raises:
+      files.CredentialsRefused: Google refused the credentials in use (no gs:// call
+        can succeed with them), not taken for "no lock".
+    """
     try:
         held = _read(path)
+    except files.CredentialsRefused:
+        raise
     except Exception:  # no lock (or deleted meanwhile)
         return False, None
     if held is not None and _holder_is_gone(held):
@@ -312,6 +319,7 @@ def check_free(output: str) -> None:
 
     Raises:
       OutputInUseError: a live run (or one on another host) holds the folder.
+      files.CredentialsRefused: Google refused the credentials in use (`_live_holder`).
     """
     path = FileSystems.join(output, LOCK_NAME)
     held, holder = _live_holder(path)

@@ -1252,6 +1252,26 @@ def test_a_resume_of_a_gcs_output_holding_no_run_is_refused_by_its_manifest_alon
     ]
 
 
+def test_a_gcs_output_whose_credentials_google_refuses_is_refused_before_the_model_loads(
+    image_folder, unloadable_keras, gcs_stub
+):
+    # A key Google no longer accepts (deleted, revoked): the look for a live run's lock
+    # took the refusal for "no lock", the model loaded, then the run failed
+    # ("the run failed: RefreshError: ('invalid_grant: ...', {...})", exit 1). A
+    # --resume's read of the manifest said it, after this look.
+    gcs_stub.token_refused = True
+    args = cli_args(dataset=image_folder["root"], model=unloadable_keras, output="gs://bucket/run")
+    with pytest.raises(ValueError) as caught:
+        prepare(args)
+    assert str(caught.value) == (
+        "--output 'gs://bucket/run' cannot be read ([Errno 13] Permission denied (the Google "
+        "Cloud credentials in use were refused: invalid_grant: Invalid JWT Signature): "
+        "'gs://bucket/run/.lock'); renew the Google Cloud credentials in use (`gcloud auth "
+        "application-default login`, or GOOGLE_APPLICATION_CREDENTIALS naming a key Google "
+        "still accepts), then run the same command again."
+    )
+
+
 def test_a_gcs_dataset_the_credentials_may_not_list_exits_2_before_the_model_loads(
     tmp_path, unloadable_keras, gcs_stub
 ):
