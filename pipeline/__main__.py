@@ -134,7 +134,7 @@ def _finished(manifest: dict) -> int:
             "interrupted while printing the summary; the run finished, its results are "
             f"in {manifest['output']}."
         )
-    except PermissionError as e:  # gs:// credentials that may write but not read back
+    except PermissionError as e:  # gs:// read access that ended while the run ran
         from transforms.files import read_access_fix  # noqa: PLC0415
 
         error_line(

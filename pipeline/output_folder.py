@@ -32,7 +32,6 @@ from pipeline.options import AuditOptions, ConfigError
 from pipeline.runner import check_credentials
 from transforms.datasource import REMOTE_FOLDER_SCHEMES
 from transforms.files import (
-    CredentialsRefused,
     as_opened,
     check_reachable,
     dangling_link_on,
@@ -531,12 +530,13 @@ def check_output_free(audit: AuditOptions) -> None:
 
 def _check_free(output: str) -> None:
     """No live run holds `output`, whatever the flags (`output_lock.check_free`): its
-    lock is the first object a launch reads there, so credentials Google refuses (a
-    deleted or revoked key) are said here, before the model loads, not once the run
-    writes its lock."""
+    lock is the first object a launch reads there, so gs:// credentials that may not
+    read it (a run takes the lock, and reads its manifest, only if they may), or that
+    Google refuses (a deleted or revoked key), are said here, before the model loads,
+    not once the run takes its lock."""
     try:
         output_lock.check_free(output)
-    except CredentialsRefused as e:
+    except PermissionError as e:
         raise ConfigError(
             f"--output {output!r} cannot be read ({e}); {read_access_fix(output, e)}, then "
             "run the same command again."

@@ -266,13 +266,16 @@ def _live_holder(path: str) -> tuple[bool, RunLock | None]:
     the lock is absent or stale (a dead pid on this host).
 
     Raises:
-      files.CredentialsRefused: Google refused the credentials in use (no gs:// call
-        can succeed with them), not taken for "no lock".
+      PermissionError: a gs:// lock the credentials in use may not read (Cloud
+        Storage's 403 or 401, `files.open_with_beam`), or credentials Google refused
+        (`files.CredentialsRefused`): not "no lock", since the run could not take it.
     """
     try:
         held = _read(path)
-    except files.CredentialsRefused:
-        raise
+    except PermissionError:
+        if files.is_remote(path):
+            raise
+        return False, None
     except Exception:  # no lock (or deleted meanwhile)
         return False, None
     if held is not None and _holder_is_gone(held):
@@ -319,7 +322,7 @@ def check_free(output: str) -> None:
 
     Raises:
       OutputInUseError: a live run (or one on another host) holds the folder.
-      files.CredentialsRefused: Google refused the credentials in use (`_live_holder`).
+      PermissionError: a gs:// lock the credentials may not read (`_live_holder`).
     """
     path = FileSystems.join(output, LOCK_NAME)
     held, holder = _live_holder(path)

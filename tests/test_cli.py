@@ -1272,6 +1272,29 @@ def test_a_gcs_output_whose_credentials_google_refuses_is_refused_before_the_mod
     )
 
 
+def test_a_gcs_output_the_credentials_may_not_read_is_refused_before_the_model_loads(
+    image_folder, unloadable_keras, gcs_stub
+):
+    # Without storage.objects.get there (roles/storage.objectCreator), the look for a
+    # live run's lock took Google's 403 for "no lock", the model loaded, then taking
+    # the lock (its FileSystems.exists) failed with Google's "403 GET http://...". The
+    # job reads there anyway: the lock, the manifest at its end, a resume's rows.
+    gcs_stub.forbidden.add("run/.lock")
+    args = cli_args(dataset=image_folder["root"], model=unloadable_keras, output="gs://bucket/run")
+    with pytest.raises(ValueError) as caught:
+        prepare(args)
+    said = str(caught.value)
+    assert said.startswith(
+        "--output 'gs://bucket/run' cannot be read ([Errno 13] Permission denied (stub@stub.iam."
+        "gserviceaccount.com does not have storage.objects.get access to the Google Cloud "
+    ), said
+    assert said.endswith(
+        "'gs://bucket/run/.lock'); the Google Cloud credentials in use need read access to it "
+        "(roles/storage.objectViewer on its bucket; `gcloud auth application-default login` or "
+        "GOOGLE_APPLICATION_CREDENTIALS for others), then run the same command again."
+    ), said
+
+
 def test_a_gcs_dataset_the_credentials_may_not_list_exits_2_before_the_model_loads(
     tmp_path, unloadable_keras, gcs_stub
 ):
@@ -1299,8 +1322,8 @@ def test_a_gcs_dataset_the_credentials_may_not_list_exits_2_before_the_model_loa
 def test_a_summary_the_credentials_may_not_read_back_is_one_error_line(
     gcs_stub, folder_run, capsys
 ):
-    # Credentials that may write a gs:// run but not read it (roles/storage.objectCreator):
-    # the summary's read of its results (Beam's FileSystems.open) ended the finished run
+    # Credentials whose read access to a gs:// run ended while it ran (without it from
+    # the start, the launch is refused: its lock cannot be read): the summary's read of its results (Beam's FileSystems.open) ended the finished run
     # in Google's Forbidden, a traceback. In process: the run's end (_finished) as is.
     from pipeline.__main__ import _finished
 
