@@ -330,7 +330,7 @@ def stop_is_requested() -> bool:
 
 def ends_follow_a_failure() -> None:
     """A worker's end has failed the run: the workers that end from now on (those the
-    launcher kills, not connected yet) end because of it, not a failure to report or
+    launcher kills for it) end because of it, not a failure to report or
     to name in its place. Called in the thread of Beam's that waited on that worker,
     whose exception the thread hook still reports."""
     if not _failed_by:

@@ -536,17 +536,19 @@ def _running(pid: int) -> bool:
         return False
 
 
+def _command_line(pid: int) -> bytes:
+    """Process `pid`'s command line, its arguments NUL-separated (b"" once it has ended)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return cmdline.read()
+    except OSError:
+        return b""
+
+
 def _workers(pid: int) -> list[int]:
-    """Beam's SDK worker processes of the job `pid`."""
-    workers = []
-    for child in _descendants(pid):
-        try:
-            with open(f"/proc/{child}/cmdline", "rb") as cmdline:
-                if b"sdk_worker_main" in cmdline.read():
-                    workers.append(child)
-        except OSError:
-            continue
-    return workers
+    """Beam's SDK worker processes of the job `pid`: the shells Beam starts them
+    through, and their Pythons."""
+    return [child for child in _descendants(pid) if b"sdk_worker_main" in _command_line(child)]
 
 
 _ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -619,16 +621,22 @@ def _stop_when_a_worker_progresses(
 def test_a_killed_worker_process_fails_the_run_in_one_line_and_resume_completes_it(
     twelve_images, linear_keras, tmp_path
 ):
-    # Real processes: the workers are SIGKILLed (as the system kills a process out of
-    # memory) once one image is done.
-    def kill_workers(job):
-        for worker in _workers(job.pid):
-            os.kill(worker, 9)
+    # Real processes: one worker's Python is SIGKILLed (as the system kills a process
+    # out of memory) once one image is done; its shell lives on to say so (137).
+    def kill_a_worker(job):
+        pythons = [w for w in _workers(job.pid) if not _command_line(w).startswith(b"/bin/sh")]
+        os.kill(pythons[0], signal.SIGKILL)
 
     command, status, log = _stop_when_a_worker_progresses(
-        twelve_images, linear_keras, tmp_path / "out", kill_workers
+        twelve_images, linear_keras, tmp_path / "out", kill_a_worker
     )
     assert status == 1, "".join(log)[-3000:]
+    # The other worker, whose part's rows could no longer be used, was killed with it:
+    # it logged no more images done (it computed on to its part's end, 5 more lines, in
+    # the runs where Beam waited for its part before the killed one's). Two lines at
+    # most: each worker may have finished an image as the kill came.
+    progress = [line for line in log if "progress (this worker)" in line]
+    assert len(progress) <= 2, "".join(log)[-3000:]
     text = "".join(log)
     (error,) = [line for line in log if line.startswith("error:")]
     # 137 where Beam starts the worker through a shell, -9 where directly.
@@ -650,6 +658,62 @@ def test_a_killed_worker_process_fails_the_run_in_one_line_and_resume_completes_
     _resume_here(command)
     rows = pd.read_parquet(tmp_path / "out" / "results", columns=["image_id"])
     assert sorted(rows.image_id) == sorted(i for i in twelve_images["pixels"])
+
+
+# Two workers of one run, each through a shell: the first to start is Beam's real SDK
+# worker, which connects to the launcher and waits for work (as one still at its part
+# of a bundle: connected, not told to end); the other waits for the file READY, then
+# ends untold (return code 3).
+_ONE_CONNECTS_ONE_ENDS = """if mkdir {first} 2>/dev/null; then
+  echo $$ > {pid}; exec {python} -m apache_beam.runners.worker.sdk_worker_main
+fi
+while [ ! -e {ready} ]; do sleep 0.05; done
+exit 3"""
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_worker_that_ends_untold_kills_its_runs_connected_workers_too(tmp_path):
+    # In process, Beam's worker handlers of one run of two real worker processes.
+    # Beam waited for the connected worker to end: one at its part of a bundle computed
+    # on to the part's end (a minute), one waiting for work, forever.
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.portability import python_urns
+    from apache_beam.portability.api import beam_runner_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers
+    from apache_beam.runners.portability.fn_api_runner.fn_runner import ExtendedProvisionInfo
+
+    from pipeline import logs, stopping
+
+    places = {name: tmp_path / name for name in ("first", "pid", "ready")}
+    command = _ONE_CONNECTS_ONE_ENDS.format(python=sys.executable, **places)
+    environment = beam_runner_api_pb2.Environment(
+        urn=python_urns.SUBPROCESS_SDK, payload=command.encode()
+    )
+    options = PipelineOptions(["--direct_running_mode=multi_processing"])
+    manager = worker_handlers.WorkerHandlerManager({"env": environment}, ExtendedProvisionInfo())
+    try:
+        with stopping.workers_apart_from_ctrl_c(options):
+            handlers = manager.get_worker_handlers("env", 2)
+            for _ in range(1200):  # against a hang only: the worker imports Beam
+                connected = [h for h in handlers if stopping._has_connected(h.control_conn)]
+                if connected:
+                    break
+                time.sleep(0.05)
+            (connected,) = connected
+            (ending,) = [h for h in handlers if h is not connected]
+            places["ready"].touch()
+            ending.worker_thread.join()  # its end handled
+            connected.worker_thread.join(timeout=60)  # against a hang only
+            assert not connected.worker_thread.is_alive()  # killed: its process has ended
+        assert logs.worker_death() == (
+            "a worker process ended before it connected to the launcher (it could not "
+            "start), return code 3"
+        )  # the first end names the failure, not the one it killed
+    finally:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
+            os.kill(int(places["pid"].read_text()), signal.SIGKILL)
+        places["ready"].touch()
+        manager.close_all()
 
 
 # A `sitecustomize` that only Beam's worker processes act on (Beam gives them the
