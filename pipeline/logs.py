@@ -364,7 +364,9 @@ def forget_worker_ends() -> None:
 def _watch_threads(verbose: bool) -> None:
     """Notes worker processes that end during the run (`worker_death`). Without
     --verbose, a thread's uncaught exception is one line, and once a worker has
-    ended, those of the threads it leaves behind (gRPC errors) none; nor, once a
+    ended (or its end has failed the run, before the hook sees it: the launcher kills
+    the run's other workers then), those of the threads it leaves behind (gRPC
+    errors) none; nor, once a
     stop is requested (`stop_requested`), the ends of the workers it stops, nor the
     ends that follow the one that failed the run (`ends_follow_a_failure`)."""
     forget_worker_ends()
@@ -408,7 +410,7 @@ def _thread_hook(
             shown_by(args)
         elif found and not (told or _stopping.is_set() or _follows_the_failure(args.thread)):
             log.error("A worker process ended: %s.", _ended_how(int(found[1])))
-        elif not (found or _ends):
+        elif not (found or _ends or _failed_by):  # after a worker's end, its echoes
             thread = args.thread.name if args.thread else "a thread"
             log.error("In %s: %s", thread, _one_line(args.exc_value))
 

@@ -457,6 +457,43 @@ def test_the_first_worker_end_recorded_names_the_runs_failure(connected_first):
     assert logs.worker_death() == named
 
 
+def test_a_threads_error_once_a_workers_end_has_failed_the_run_is_not_logged(caplog):
+    # A worker's untold end fails the run, and the launcher kills the run's other
+    # workers (`stopping._end_the_others`) before that end reaches the thread hook:
+    # their control streams broke, and Beam's thread reading one raised, logged above
+    # the `error:` line as 'ERROR pipeline: In beam_control_read: RpcError ...'.
+    from pipeline import logs
+
+    failed, others_killed = threading.Event(), threading.Event()
+
+    def worker_ends() -> None:  # Beam's `run_worker`, its end seen by `stopping`
+        logs.ends_follow_a_failure()
+        failed.set()
+        others_killed.wait(30)
+        raise RuntimeError("Worker subprocess exited with return code 137")
+
+    def control_read_breaks() -> None:
+        raise RuntimeError("<_MultiThreadedRendezvous of RPC that terminated with: ...>")
+
+    saved = threading.excepthook
+    try:
+        logs._watch_threads(verbose=False)
+        logs.forget_worker_ends()
+        ends = threading.Thread(target=worker_ends, name="run_worker")
+        reads = threading.Thread(target=control_read_breaks, name="beam_control_read")
+        with caplog.at_level(logging.ERROR, logger="pipeline"):
+            ends.start()
+            assert failed.wait(30)
+            reads.start()
+            reads.join()
+            others_killed.set()
+            ends.join()
+    finally:
+        threading.excepthook = saved
+    assert "In beam_control_read" not in caplog.text
+    assert logs.worker_death().startswith("a worker process ended, return code 137")
+
+
 def test_a_worker_end_the_thread_hook_saw_first_names_the_runs_failure():
     # Where only Beam's thread noted a connected worker's end (its hook), an end
     # before it connected, recorded after it, is not the one named.
