@@ -36,6 +36,7 @@ from transforms.files import (
     check_reachable,
     dangling_link_on,
     is_partial_of,
+    match,
     no_delete_flag,
     read_access_fix,
 )
@@ -99,19 +100,30 @@ _RUN_FOLDERS = (RESULTS_DIR, ERRORS_DIR, SANITY_DIR)
 
 
 def earlier_run(output: str) -> list[str]:
-    """Files of an earlier run in `output`, by file: on gs:// a folder is only a prefix."""
+    """Files of an earlier run in `output`, by file: on gs:// a folder is only a prefix.
+
+    Raises:
+      ConfigError: Cloud Storage refused the listing (`files.match`'s PermissionError):
+        read as no run, a run there was written beside or, with --overwrite, kept.
+    """
     patterns = [FileSystems.join(output, folder, "**") for folder in _RUN_FOLDERS]
     # And its manifest, and the page `python -m pipeline.report` writes there.
     patterns += [FileSystems.join(output, name) for name in (MANIFEST_FILE, REPORT_FILE)]
     try:
         return _matching(patterns)
-    except Exception:  # unlistable: the writability probe below says why
+    except PermissionError as e:
+        raise ConfigError(
+            f"--output {output!r} cannot be listed ({e}); {read_access_fix(output, e)}, "
+            "then run the same command again."
+        ) from e
+    except Exception:  # unlistable locally: the writability probe below says why
         return []
 
 
 def _matching(patterns: list[str]) -> list[str]:
-    """The paths Beam's file systems match for `patterns` (local or gs://), in order."""
-    matches = FileSystems.match(patterns)
+    """The paths Beam's file systems match for `patterns` (local or gs://), in order;
+    a gs:// listing Cloud Storage refused raises PermissionError (`files.match`)."""
+    matches = match(patterns)
     return [meta.path for match in matches for meta in match.metadata_list]
 
 

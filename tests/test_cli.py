@@ -1295,6 +1295,33 @@ def test_a_gcs_output_the_credentials_may_not_read_is_refused_before_the_model_l
     ), said
 
 
+@pytest.mark.parametrize("flags", [[], ["--overwrite"]])
+def test_a_gcs_output_the_credentials_may_not_list_is_refused_before_the_model_loads(
+    image_folder, unloadable_keras, gcs_stub, flags
+):
+    # earlier_run read a refused listing as no earlier run: the run then wrote beside
+    # the run there (without a flag) or kept its files (--overwrite), the model loaded
+    # first. In process: `prepare` refuses it before the model, which cannot load.
+    gcs_stub.objects["run/manifest.json"] = b"{}"
+    gcs_stub.objects["run/results/part-00000-of-00001.parquet"] = b"rows"
+    gcs_stub.unlistable = True
+    args = cli_args(dataset=image_folder["root"], model=unloadable_keras, output="gs://bucket/run")
+    with pytest.raises(ValueError) as caught:
+        prepare([*args, *flags])
+    said = str(caught.value)
+    assert said.startswith(
+        "--output 'gs://bucket/run' cannot be listed ([Errno 13] Permission denied "
+        "(stub@stub.iam.gserviceaccount.com does not have storage.objects.list access to the "
+    ), said
+    assert said.endswith(
+        "'gs://bucket/run/results/'); the Google Cloud credentials in use need read access to "
+        "it (roles/storage.objectViewer on its bucket; `gcloud auth application-default login` "
+        "or GOOGLE_APPLICATION_CREDENTIALS for others), then run the same command again."
+    ), said
+    assert "http://" not in said and "\n" not in said
+    assert not any(r.startswith(("POST /upload", "DELETE")) for r in gcs_stub.requests)
+
+
 def test_a_gcs_dataset_the_credentials_may_not_list_exits_2_before_the_model_loads(
     tmp_path, unloadable_keras, gcs_stub
 ):
