@@ -691,10 +691,8 @@ def _checkpointed(output: str, shown: set[str], run_id: str | None) -> int:
     folder = run_checkpoints(output, run_id)
     if folder is None:
         return 0
-    if files.is_remote(output):
-        from apache_beam.io.filesystems import FileSystems  # noqa: PLC0415 - slow; remote only
-
-        found = FileSystems.match([files.join(folder, "*.parquet")])[0].metadata_list
+    if files.is_remote(output):  # refused: a PermissionError naming the folder
+        found = files.match([files.join(folder, "*.parquet")])[0].metadata_list
         paths = [m.path for m in found]
     else:
         paths = glob.glob(os.path.join(glob.escape(folder), "*.parquet"))

@@ -3477,3 +3477,16 @@ def test_the_folder_read_and_the_runs_own_output_are_told_apart(folder_run, tmp_
     summary = _section_text(text, "summary")
     assert "--output of the run (as it was given) ./out" in summary
     assert " Output " not in summary
+
+
+def test_a_gs_listing_of_checkpoints_refused_names_the_folder(gcs_stub):
+    # The count of an unfinished run's checkpointed images listed them with
+    # FileSystems.match: a refusal was Beam's BeamIOError, nested reprs and the URL.
+    from pipeline.report import _checkpointed
+
+    gcs_stub.objects["run/.tmp/checkpoints/r1/1.parquet"] = b"rows"
+    gcs_stub.unlistable = True
+    with pytest.raises(PermissionError) as caught:
+        _checkpointed("gs://bucket/run", set(), "r1")
+    assert caught.value.filename == "gs://bucket/run/.tmp/checkpoints/r1/"
+    assert "storage.objects.list" in str(caught.value) and "http://" not in str(caught.value)

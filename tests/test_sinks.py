@@ -188,3 +188,22 @@ def test_counts_that_add_up_log_nothing(tmp_path, caplog):
     with caplog.at_level("ERROR", logger="transforms.sinks"):
         manifest = write_manifest(str(tmp_path), {}, counts)
     assert caplog.records == [] and manifest["all_inputs_accounted_for"]
+
+
+def test_a_gs_listing_of_checkpoints_or_shards_refused_names_the_folder(gcs_stub):
+    # The salvage's listing of a run's checkpoints (a --resume) and the sink's of its
+    # earlier shards (a worker's finalize) called FileSystems.match: a refusal was Beam's
+    # "Match operation failed with exceptions {...}", nested reprs and the request's URL.
+    from transforms.sinks import _delete_earlier_shards
+
+    gcs_stub.objects["out/.tmp/checkpoints/r1/1.parquet"] = b"rows"
+    gcs_stub.objects["out/results/part-00000-of-00002.parquet"] = b"rows"
+    gcs_stub.unlistable = True
+    path = "gs://bucket/out/results/part-salvaged.parquet"
+    with pytest.raises(PermissionError) as caught:
+        salvage_checkpoints("gs://bucket/out", frozenset(), results_schema(), path, "r1")
+    assert caught.value.filename == "gs://bucket/out/.tmp/checkpoints/r1/"
+    assert "storage.objects.list" in str(caught.value) and "http://" not in str(caught.value)
+    with pytest.raises(PermissionError) as caught:
+        _delete_earlier_shards("gs://bucket/out/results/part")
+    assert caught.value.filename == "gs://bucket/out/results/"

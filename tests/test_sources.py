@@ -364,6 +364,23 @@ def test_a_gs_folder_the_credentials_may_not_list_is_a_permission_error(gcs_stub
     assert "storage.objects.list" in str(caught.value) and "http" not in str(caught.value)
 
 
+def test_a_gs_folder_the_workers_may_not_list_fails_the_job_naming_it(gcs_stub):
+    # A worker's listing (fileio.MatchFiles: the launcher's credentials may list, the
+    # workers' not) failed the job in Beam's "Match operation failed with exceptions
+    # {...}", nested reprs and the request's URL; list_image_folder's said the same.
+    gcs_stub.objects["img/a.png"] = b"png"
+    gcs_stub.unlistable = True
+    with pytest.raises(PermissionError) as caught:
+        sources.list_image_folder("gs://bucket/img")
+    assert caught.value.filename == "gs://bucket/img/"
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - the runner's wrapping
+        with TestPipeline() as p:
+            _ = p | sources.ReadImageFolder("gs://bucket/img")
+    said = str(caught.value)
+    assert "Permission denied (stub@stub.iam.gserviceaccount.com does not have storage." in said
+    assert "'gs://bucket/img/'" in said and "http://" not in said, said
+
+
 def test_a_file_larger_than_any_image_is_an_error_record_not_read_whole(tmp_path):
     from apache_beam.io.filesystems import FileSystems
 

@@ -181,7 +181,7 @@ def _delete_earlier_shards(path_prefix: str) -> None:
     """
     folder, name = FileSystems.split(path_prefix)
     shard = re.compile(re.escape(name) + r"-\d{5,}-of-\d{5,}\.parquet")
-    listed = FileSystems.match([FileSystems.join(folder, "*")])[0].metadata_list
+    listed = files.match([FileSystems.join(folder, "*")])[0].metadata_list
     earlier = [m.path for m in listed if shard.fullmatch(FileSystems.split(m.path)[1])]
     if earlier:
         _LOG.warning(
@@ -522,7 +522,7 @@ def _new_rows(folder: str, seen: set[str], schema: pa.Schema) -> Iterator[pa.Tab
     """Each of the checkpoint files' rows in `folder` of images not in `seen`, which it
     then adds."""
     pattern = FileSystems.join(folder, "*.parquet")
-    for file in sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list):
+    for file in sorted(m.path for m in files.match([pattern])[0].metadata_list):
         try:
             table = _read_checkpoint(file, schema)
         except Exception as e:  # noqa: BLE001 - a checkpoint is a cache: skip it, redo its images

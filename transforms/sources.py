@@ -26,7 +26,6 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io import fileio
 from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
@@ -299,10 +298,7 @@ def _list_files(root: str, skip: str | None, labelled: FolderLabels) -> list[Fol
         listed = list(_list_local(root, skip, outside, labelled))
         _say_outside(outside)
         return listed
-    try:
-        metadata = FileSystems.match([_folder_pattern(root)])[0].metadata_list
-    except Exception as e:  # Beam raises BeamIOError with per-pattern causes.
-        raise FileNotFoundError(f"Cannot list image folder {root!r}: {e}") from e
+    metadata = _match_folder(root)
     prefix = _folder_prefix(root)
     found = (_folder_file(prefix, meta, skip, labelled) for meta in metadata)
     return [f for f in found if f is not None]
@@ -325,6 +321,7 @@ def list_image_folder(
 
     Raises:
       FileNotFoundError: the folder does not exist or holds no file.
+      PermissionError: gs://, the credentials may not list it (`files.match`).
     """
     files = _list_files(root, skip, labelled)
     if not files:
@@ -450,14 +447,23 @@ def check_folder_exists(root: str) -> None:
       RemoteUnreachable: its storage does not answer (offline), said in seconds.
     """
     files.check_reachable(root, "read", "a gs:// image folder")
+    if not _match_folder(root, limit=1):
+        raise _no_files_error(root)
+
+
+def _match_folder(root: str, limit: int | None = None) -> list[FileMetadata]:
+    """The files below the remote folder `root` (at most `limit`), as Beam lists them.
+
+    Raises:
+      PermissionError: the credentials may not list it (`files.match`).
+      FileNotFoundError: it cannot be listed otherwise (Beam's BeamIOError, no bucket).
+    """
     try:
-        found = files.match([_folder_pattern(root)], limits=[1])[0].metadata_list
+        return files.match([_folder_pattern(root)], [limit] if limit else None)[0].metadata_list
     except PermissionError:
         raise
-    except Exception as e:  # BeamIOError, no such bucket
+    except Exception as e:  # BeamIOError with per-pattern causes
         raise FileNotFoundError(f"Cannot list image folder {root!r}: {e}") from e
-    if not found:
-        raise _no_files_error(root)
 
 
 def _read_error(error: Exception) -> str:
@@ -518,10 +524,24 @@ def _require_files(_: object, root: str, count: int) -> None:
         raise _no_files_error(root)
 
 
+class _MatchFolder(beam.PTransform):
+    """The files below a remote folder, listed by a worker (`_match_folder`), as
+    `fileio.MatchFiles` lists them; a listing Cloud Storage refuses (the workers'
+    credentials may not list it) fails the job naming the folder, Google's reason
+    and no request URL (`files.match`), not in Beam's nested reprs."""
+
+    def __init__(self, root: str):
+        super().__init__()
+        self._root = root
+
+    def expand(self, pbegin):
+        return pbegin | beam.Create([self._root]) | beam.FlatMap(_match_folder)
+
+
 class ReadImageFolder(beam.PTransform):
     """Lists and reads an image folder (local or gs://) inside the pipeline.
 
-    A gs:// folder is matched by a worker (`fileio.MatchFiles`), a local one
+    A gs:// folder is matched by a worker (`_MatchFolder`), a local one
     listed by `_list_local` (symbolic links, FIFOs); the files are spread over
     workers (`Reshuffle`) and read in parallel, so the launcher never lists or
     reads a large remote dataset. Ids, labels and skipped files are those of
@@ -550,7 +570,7 @@ class ReadImageFolder(beam.PTransform):
             root = pbegin | "Impulse" >> beam.Impulse()
             found = (
                 pbegin
-                | "MatchFiles" >> fileio.MatchFiles(_folder_pattern(self._root))
+                | "MatchFiles" >> _MatchFolder(self._root)
                 | "ToFolderFiles"
                 >> beam.FlatMap(
                     _to_folder_files,
