@@ -1374,6 +1374,26 @@ def test_a_summary_the_credentials_may_not_read_back_is_one_error_line(
     ), line
 
 
+def test_the_tolerance_line_a_gs_shard_refused_to_names_the_shard(gcs_stub, folder_run):
+    # Its read (pd.read_parquet of gs://.../results, Arrow's own client) said Arrow's
+    # whole status, about 700 characters, and named no file.
+    from pipeline.summary import tolerance_summary
+
+    output = Path(folder_run["output"])
+    for path in filter(Path.is_file, output.rglob("*")):
+        gcs_stub.objects[f"run/{path.relative_to(output)}"] = path.read_bytes()
+    shard = sorted(n for n in gcs_stub.objects if n.startswith("run/results/"))[-1]
+    config = json.loads((output / "manifest.json").read_text())["config"]
+    said = tolerance_summary("gs://bucket/run", config)
+    assert said.startswith("Not within the tolerance: 1 of 4 rows "), said
+    assert said == tolerance_summary(str(output), config)
+    gcs_stub.forbidden.add(shard)
+    with pytest.raises(PermissionError) as caught:
+        tolerance_summary("gs://bucket/run", config)
+    assert caught.value.filename == f"gs://bucket/{shard}"
+    assert "storage.objects.get" in str(caught.value) and len(str(caught.value)) < 400
+
+
 def test_overridden_flags_are_the_ones_whose_last_value_counts():
     command = "--dataset sample --steps=12 --dataset /x --steps 8 --steps 9 --model m".split()
     assert overridden_flags(command) == ["--dataset", "--steps"]
