@@ -5942,6 +5942,29 @@ def test_a_dataset_folder_this_user_may_not_list_exits_2_before_any_model_load(
 @pytest.mark.skipif(
     os.geteuid() == 0 and shutil.which("setpriv") is None, reason="root needs setpriv"
 )
+def test_a_report_of_results_this_user_may_not_list_is_one_line_naming_the_folder(
+    folder_run, tmp_path
+):
+    """A results/ this user may not list (results._parquet_files lets the local
+    PermissionError through): one line naming the folder and the local fix, not
+    "Cannot list ...; pass the --output folder of a finished run"."""
+    output = tmp_path / "run"
+    shutil.copytree(folder_run["output"], output)
+    page = tmp_path / "r.html"
+    command = [sys.executable, "-m", "pipeline.report", "--input", str(output)]
+    done = _run_locked([*command, "--output", str(page)], [output / "results"], 0o000, 0o755)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert _error_lines(done.stderr) == [
+        f"error: cannot read --input {str(output)!r}: [Errno 13] Permission denied: "
+        f"{str(output / 'results')!r}; make it readable to this user (its permissions, and "
+        "its folders'), then run this again."
+    ]
+    assert not page.exists()
+
+
+@pytest.mark.skipif(
+    os.geteuid() == 0 and shutil.which("setpriv") is None, reason="root needs setpriv"
+)
 def test_a_resume_of_a_folder_with_no_run_is_refused_before_the_images_are_listed(
     linear_keras, tmp_path, capsys
 ):
