@@ -116,6 +116,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=rank)  # stable: each file's tests keep their order
 
 
+def job_dofns(*flags: str) -> list:
+    """The DoFns of the job's graph (its own and Beam's, of the read, RunInference and
+    the sinks) as `python -m pipeline FLAGS` builds it, not run."""
+    import apache_beam as beam
+    from apache_beam.pipeline import PipelineVisitor
+
+    from pipeline.main import build_pipeline, prepare
+
+    job, options = prepare(list(flags))
+    job.lock.release()  # built, not run
+    p = beam.Pipeline(options=options)
+    build_pipeline(p, job)
+    fns = []
+
+    class DoFns(PipelineVisitor):
+        def visit_transform(self, node):
+            if isinstance(getattr(node.transform, "fn", None), beam.DoFn):
+                fns.append(node.transform.fn)
+
+    p.visit(DoFns())
+    return fns
+
+
 @pytest.fixture(scope="session")
 def linear_weights() -> tuple[np.ndarray, np.ndarray]:
     """W float32 [16*16*3, 1000] and b [1000] of the linear test classifier."""

@@ -254,26 +254,11 @@ def test_the_kept_function_arguments_are_beams_for_every_method_of_the_jobs_dofn
     # Beam's DoFns and the job's, of the read, RunInference and the sinks: each method
     # Beam inspects, asked of a copy as a worker unpickles it, answered as Beam does.
     from apache_beam.internal import pickler
-    from apache_beam.pipeline import PipelineVisitor
     from apache_beam.transforms import core
 
-    from pipeline.main import build_pipeline, prepare
-    from tests.conftest import cli_args
+    from tests.conftest import cli_args, job_dofns
 
-    job, options = prepare(
-        cli_args(dataset=image_folder["root"], model=linear_keras, output=tmp_path)
-    )
-    job.lock.release()  # built, not run
-    p = beam.Pipeline(options=options)
-    build_pipeline(p, job)
-    fns = []
-
-    class DoFns(PipelineVisitor):
-        def visit_transform(self, node):
-            if isinstance(getattr(node.transform, "fn", None), beam.DoFn):
-                fns.append(node.transform.fn)
-
-    p.visit(DoFns())
+    fns = job_dofns(*cli_args(dataset=image_folder["root"], model=linear_keras, output=tmp_path))
     assert len(fns) > 20, len(fns)
     copies = [c for fn in fns for c in (fn, pickler.loads(pickler.dumps(fn)))]
     methods = [

@@ -1067,27 +1067,13 @@ def test_the_kept_dofn_specs_answer_as_beam_for_every_dofn_of_a_run(
     # answers must be Beam's own, for every DoFn of the job's graph (its own and
     # Beam's, of the read, RunInference and sinks).
     import apache_beam as beam
-    from apache_beam.pipeline import PipelineVisitor
     from apache_beam.transforms import userstate
 
-    from pipeline.main import build_pipeline, prepare
+    from tests.conftest import job_dofns
 
     memo = userstate.get_dofn_specs
     assert memo.beams is not memo  # kept by the tests' conftest
-    job, options = prepare(
-        cli_args(dataset=image_folder["root"], model=linear_keras, output=tmp_path)
-    )
-    job.lock.release()
-    p = beam.Pipeline(options=options)
-    build_pipeline(p, job)
-    fns = []
-
-    class DoFns(PipelineVisitor):
-        def visit_transform(self, node):
-            if isinstance(getattr(node.transform, "fn", None), beam.DoFn):
-                fns.append(node.transform.fn)
-
-    p.visit(DoFns())
+    fns = job_dofns(*cli_args(dataset=image_folder["root"], model=linear_keras, output=tmp_path))
     assert len(fns) > 20, len(fns)
     bag = userstate.BagStateSpec("bag", beam.coders.VarIntCoder())
 
